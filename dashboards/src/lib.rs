@@ -1,0 +1,1 @@
+//! Dashboards: placeholder, filled by the dashboard work.

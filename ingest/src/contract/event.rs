@@ -1,0 +1,232 @@
+//! The versioned event types: what one AI call (or control-plane change) looks
+//! like on `tollgate.events`. Serde and the JSON Schema are both derived from
+//! these types, so the schema served at `GET /v1/schema` cannot drift from what
+//! the code accepts.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The only schema version this build accepts and emits.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Kinds of AI-call events.
+pub const KIND_CALL_COMPLETED: &str = "ai.call.completed";
+pub const KIND_CALL_FAILED: &str = "ai.call.failed";
+pub const KIND_CALL_BLOCKED: &str = "ai.call.blocked";
+pub const KIND_CALL_STARTED: &str = "ai.call.started";
+pub const KIND_CALL_FIRST_TOKEN: &str = "ai.call.first_token";
+/// Prefix of control-plane change kinds (`admin.price.updated`, ...).
+pub const KIND_ADMIN_PREFIX: &str = "admin.";
+
+/// Every kind that carries a `call` object.
+pub const CALL_KINDS: [&str; 5] = [
+    KIND_CALL_COMPLETED,
+    KIND_CALL_FAILED,
+    KIND_CALL_BLOCKED,
+    KIND_CALL_STARTED,
+    KIND_CALL_FIRST_TOKEN,
+];
+
+/// One event on `tollgate.events`, schema version 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Tollgate event", description = "One AI call or control-plane change, as carried on the tollgate.events Kafka topic.")]
+pub struct Event {
+    /// Version of this contract; this build accepts 1.
+    pub schema_version: u16,
+    /// UUIDv7; the idempotency key of the event.
+    pub event_id: Uuid,
+    /// `ai.call.completed`, `ai.call.failed`, `ai.call.blocked`, `ai.call.started`,
+    /// `ai.call.first_token`, or `admin.<change>`.
+    #[schemars(regex(pattern = r"^(ai\.call\.(completed|failed|blocked|started|first_token)|admin\.[a-z][a-z0-9_.]{0,62})$"))]
+    pub kind: String,
+    /// When the call finished (or the change happened), UTC, RFC 3339 with milliseconds.
+    pub occurred_at: DateTime<Utc>,
+    #[schemars(length(min = 1, max = 128))]
+    pub org_id: String,
+    #[schemars(length(min = 1, max = 128))]
+    pub team_id: String,
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub user_id: String,
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub api_key_id: String,
+    /// Present for `ai.call.*` kinds, absent for `admin.*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<Call>,
+    /// Present for `admin.*` kinds: what changed, free-form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<serde_json::Value>,
+    /// Free-form tags (feature, experiment, variant, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Cost the emitter computed, decimal USD as a string, for reconciliation only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,26}(\.[0-9]{1,12})?$"))]
+    pub reported_cost: Option<String>,
+}
+
+/// The AI call an `ai.call.*` event describes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Call {
+    /// Identifies one logical call across its lifecycle events and attempts.
+    #[schemars(length(min = 1, max = 128))]
+    pub call_id: String,
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub trace_id: String,
+    /// Provider that served (or would have served) the call: `openai`, `anthropic`, ...
+    #[schemars(length(min = 1, max = 64))]
+    pub provider: String,
+    /// Model that served the call.
+    #[schemars(length(min = 1, max = 256))]
+    pub model: String,
+    /// Model the client asked for; differs from `model` after a reroute or alias.
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub requested_model: String,
+    /// 1 for the first attempt.
+    #[serde(default = "first_attempt")]
+    pub attempt: u16,
+    /// `call_id` of the call this one is a fallback for.
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub fallback_of: String,
+    pub operation: Operation,
+    #[serde(default)]
+    pub stream: bool,
+    /// Wall time of the call in milliseconds.
+    pub duration_ms: u32,
+    /// Time to first token in milliseconds, for streamed calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u32>,
+    #[serde(default)]
+    pub usage: Usage,
+    pub outcome: Outcome,
+    /// HTTP status the provider (or the gate) answered with; 0 if none.
+    #[serde(default)]
+    pub http_status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProviderError>,
+    #[serde(default)]
+    pub cache_hit: bool,
+    /// SHA-256 (hex) of the prompt body; bodies never travel on the bus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^[0-9a-f]{64}$"))]
+    pub prompt_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^[0-9a-f]{64}$"))]
+    pub response_sha256: Option<String>,
+}
+
+fn first_attempt() -> u16 {
+    1
+}
+
+/// Token and media usage as reported by the provider.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Input tokens read from the provider's prompt cache (subset of `input_tokens`).
+    #[serde(default)]
+    pub cached_input_tokens: u64,
+    /// Input tokens written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    /// Reasoning tokens (subset of `output_tokens` where the provider reports them so).
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+    #[serde(default)]
+    pub images: u32,
+    /// Seconds of audio, millisecond precision.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 86400.0))]
+    pub audio_seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Chat,
+    Completion,
+    Embedding,
+    Messages,
+    Image,
+    Audio,
+    Moderation,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Error,
+    Timeout,
+    Cancelled,
+    Blocked,
+    RateLimited,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Blocked => "blocked",
+            Outcome::RateLimited => "rate_limited",
+        }
+    }
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Chat => "chat",
+            Operation::Completion => "completion",
+            Operation::Embedding => "embedding",
+            Operation::Messages => "messages",
+            Operation::Image => "image",
+            Operation::Audio => "audio",
+            Operation::Moderation => "moderation",
+            Operation::Other => "other",
+        }
+    }
+}
+
+/// The provider's (or gate's) error, when the call did not succeed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderError {
+    /// Provider error type, e.g. `rate_limit_error`, `server_error`, `timeout`.
+    #[schemars(length(min = 1, max = 128))]
+    #[serde(rename = "type")]
+    pub error_type: String,
+    #[serde(default)]
+    #[schemars(length(max = 2048))]
+    pub message: String,
+}
+
+impl Event {
+    /// Kafka message key: events are keyed by team so one team's events keep
+    /// their order and land on one partition.
+    pub fn partition_key(&self) -> &str {
+        &self.team_id
+    }
+
+    pub fn is_call(&self) -> bool {
+        CALL_KINDS.contains(&self.kind.as_str())
+    }
+}

@@ -1,0 +1,233 @@
+//! Turning untrusted JSON into [`Event`]s: every rejection names the field (as
+//! a dotted path) and the reason, so a client can fix exactly what is wrong.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::event::{Event, CALL_KINDS, KIND_ADMIN_PREFIX, SCHEMA_VERSION};
+
+/// Why one event was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// Dotted path of the offending field (`call.usage.input_tokens`), or
+    /// `event` when the whole item is wrong.
+    pub field: String,
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// Limits applied on top of the types.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How far in the future `occurred_at` may be (clock skew allowance).
+    pub max_future_skew: Duration,
+    /// How old `occurred_at` may be.
+    pub max_age: Duration,
+    /// Most tags on one event.
+    pub max_tags: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_future_skew: Duration::minutes(5),
+            max_age: Duration::days(400),
+            max_tags: 32,
+        }
+    }
+}
+
+/// Validate one JSON value as an event at time `now`.
+pub fn parse_event(value: Value, now: DateTime<Utc>, limits: &Limits) -> Result<Event, Rejection> {
+    if !value.is_object() {
+        return Err(Rejection::new("event", format!("expected a JSON object, found {}", json_type(&value))));
+    }
+    match value.get("schema_version") {
+        None => return Err(Rejection::new("schema_version", "missing required field")),
+        Some(Value::Number(n)) if n.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
+        Some(other) => {
+            return Err(Rejection::new(
+                "schema_version",
+                format!("unsupported schema version {other}; this server accepts {SCHEMA_VERSION}"),
+            ))
+        }
+    }
+    let event: Event = serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." || path.is_empty() { "event".to_string() } else { path };
+        let inner = err.into_inner().to_string();
+        // serde reports a missing field at the parent path; name the field itself.
+        match missing_field(&inner) {
+            Some(name) if field == "event" => Rejection::new(name, "missing required field"),
+            Some(name) => Rejection::new(format!("{field}.{name}"), "missing required field"),
+            None => Rejection::new(field, strip_position(&inner)),
+        }
+    })?;
+    check_semantics(&event, now, limits)?;
+    Ok(event)
+}
+
+fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result<(), Rejection> {
+    if event.event_id.get_version_num() != 7 {
+        return Err(Rejection::new(
+            "event_id",
+            format!("must be a UUIDv7, got version {}", event.event_id.get_version_num()),
+        ));
+    }
+    let is_call = CALL_KINDS.contains(&event.kind.as_str());
+    let is_admin = event.kind.starts_with(KIND_ADMIN_PREFIX)
+        && event.kind.len() > KIND_ADMIN_PREFIX.len()
+        && event.kind.len() <= 64
+        && event.kind[KIND_ADMIN_PREFIX.len()..]
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+    if !is_call && !is_admin {
+        return Err(Rejection::new(
+            "kind",
+            format!("unknown kind {:?}; expected one of {} or admin.<change>", event.kind, CALL_KINDS.join(", ")),
+        ));
+    }
+    if event.occurred_at > now + limits.max_future_skew {
+        return Err(Rejection::new(
+            "occurred_at",
+            format!(
+                "{} is in the future (more than {} s after the server's clock {})",
+                event.occurred_at.to_rfc3339(),
+                limits.max_future_skew.num_seconds(),
+                now.to_rfc3339()
+            ),
+        ));
+    }
+    if event.occurred_at < now - limits.max_age {
+        return Err(Rejection::new(
+            "occurred_at",
+            format!("{} is older than the {} day retention window", event.occurred_at.to_rfc3339(), limits.max_age.num_days()),
+        ));
+    }
+    text("org_id", &event.org_id, 1, 128)?;
+    text("team_id", &event.team_id, 1, 128)?;
+    text("user_id", &event.user_id, 0, 128)?;
+    text("api_key_id", &event.api_key_id, 0, 128)?;
+    if event.tags.len() > limits.max_tags {
+        return Err(Rejection::new("tags", format!("{} tags, at most {} allowed", event.tags.len(), limits.max_tags)));
+    }
+    for (key, value) in &event.tags {
+        text("tags", key, 1, 64).map_err(|r| Rejection::new(format!("tags.{key}"), format!("key {}", r.reason)))?;
+        text(&format!("tags.{key}"), value, 0, 256)?;
+    }
+    if let Some(cost) = &event.reported_cost {
+        if !is_decimal(cost) {
+            return Err(Rejection::new("reported_cost", "must be a non-negative decimal string with at most 12 fractional digits"));
+        }
+    }
+    match (&event.call, is_call) {
+        (None, true) => return Err(Rejection::new("call", format!("missing required field for kind {}", event.kind))),
+        (Some(_), false) => return Err(Rejection::new("call", format!("not allowed for kind {}", event.kind))),
+        _ => {}
+    }
+    if is_admin && event.admin.is_none() {
+        return Err(Rejection::new("admin", format!("missing required field for kind {}", event.kind)));
+    }
+    if let Some(call) = &event.call {
+        text("call.call_id", &call.call_id, 1, 128)?;
+        text("call.trace_id", &call.trace_id, 0, 128)?;
+        text("call.provider", &call.provider, 1, 64)?;
+        text("call.model", &call.model, 1, 256)?;
+        text("call.requested_model", &call.requested_model, 0, 256)?;
+        text("call.fallback_of", &call.fallback_of, 0, 128)?;
+        if call.attempt == 0 {
+            return Err(Rejection::new("call.attempt", "must be at least 1"));
+        }
+        if let Some(ttft) = call.ttft_ms {
+            if ttft > call.duration_ms {
+                return Err(Rejection::new(
+                    "call.ttft_ms",
+                    format!("{ttft} ms is longer than call.duration_ms {} ms", call.duration_ms),
+                ));
+            }
+        }
+        let usage = &call.usage;
+        if usage.cached_input_tokens > usage.input_tokens {
+            return Err(Rejection::new("call.usage.cached_input_tokens", "must not exceed call.usage.input_tokens"));
+        }
+        if !(0.0..=86_400.0).contains(&usage.audio_seconds) || !usage.audio_seconds.is_finite() {
+            return Err(Rejection::new("call.usage.audio_seconds", "must be between 0 and 86400"));
+        }
+        if let Some(error) = &call.error {
+            text("call.error.type", &error.error_type, 1, 128)?;
+            text("call.error.message", &error.message, 0, 2048)?;
+        }
+        for (field, digest) in [("call.prompt_sha256", &call.prompt_sha256), ("call.response_sha256", &call.response_sha256)] {
+            if let Some(d) = digest {
+                if d.len() != 64 || !d.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+                    return Err(Rejection::new(field, "must be 64 lowercase hex characters (SHA-256)"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(), Rejection> {
+    let len = value.chars().count();
+    if len < min {
+        return Err(Rejection::new(field, if min == 1 { "must not be empty".to_string() } else { format!("must be at least {min} characters") }));
+    }
+    if len > max {
+        return Err(Rejection::new(field, format!("{len} characters, at most {max} allowed")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Rejection::new(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn is_decimal(s: &str) -> bool {
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (s, None),
+    };
+    let digits = |p: &str, max: usize| !p.is_empty() && p.len() <= max && p.chars().all(|c| c.is_ascii_digit());
+    digits(int, 26) && frac.is_none_or(|f| digits(f, 12))
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    let end = rest.find('`')?;
+    Some(rest[..end].to_string())
+}
+
+/// serde_json appends "at line 1 column 57", which refers to the re-parsed value,
+/// not to the client's body: drop it.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}

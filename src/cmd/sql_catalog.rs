@@ -1,0 +1,10 @@
+//! `tollgate sql-catalog` (not yet implemented).
+
+use crate::config::Config;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
+    anyhow::bail!("tollgate sql-catalog is not implemented yet")
+}

@@ -1,0 +1,92 @@
+//! The whole configuration of the `tollgate` binary: compiled-in defaults,
+//! then a TOML file, then `TOLLGATE_<SECTION>__<KEY>` environment variables.
+//! Unknown keys are rejected with a message naming the key.
+
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use tollgate_api::config::ApiConfig;
+use tollgate_ingest::config::{IngestConfig, KafkaConfig, PostgresConfig};
+use tollgate_processors::config::{ClickHouseConfig, ProcessorConfig};
+
+/// Environment variables with the `TOLLGATE_` prefix that are not settings.
+const NOT_SETTINGS: [&str; 3] = ["config", "log", "state_dir"];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub postgres: PostgresConfig,
+    pub clickhouse: ClickHouseConfig,
+    pub ingest: IngestConfig,
+    pub processor: ProcessorConfig,
+    pub api: ApiConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// The pipeline's own traces.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`); traces are exported
+    /// when set.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Config {
+    /// Load defaults, then `path` (if given; it must exist), then the environment.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env = Env::prefixed("TOLLGATE_")
+            .split("__")
+            .filter(|key| !NOT_SETTINGS.contains(&key.as_str()) && !key.as_str().starts_with("test_"));
+        figment
+            .merge(env)
+            .extract()
+            .map_err(|err| anyhow::anyhow!("invalid configuration: {}", describe(err)))
+    }
+}
+
+fn describe(err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() { String::new() } else { format!("key `{}`: ", e.path.join(".")) };
+            let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            format!("{key}{}{source}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "[kafka]\nbrokers = \"k:1\"\nbrokerz = \"x\"\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("brokerz"), "{err}");
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "[clickhouse]\ndatabase = \"other\"\n").unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.clickhouse.database, "other");
+        assert_eq!(config.kafka.events_topic, "tollgate.events");
+    }
+}

@@ -1,0 +1,67 @@
+//! The `tollgate` binary: one executable, one subcommand per role.
+
+mod cmd;
+mod config;
+mod telemetry;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "Observability and billing pipeline for AI calls")]
+struct Cli {
+    /// TOML configuration file; `TOLLGATE_<SECTION>__<KEY>` variables override it.
+    #[arg(long, short, global = true, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply ClickHouse and PostgreSQL migrations (safe to re-run).
+    Migrate(cmd::migrate::Args),
+    /// Serve the HTTP batch ingest API (`POST /v1/events`, `GET /v1/schema`).
+    Ingest(cmd::ingest::Args),
+    /// Consume `tollgate.events` and fold it into ClickHouse.
+    Process(cmd::process::Args),
+    /// Serve the report API and dashboards.
+    Api(cmd::api::Args),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
+    /// Generate realistic AI-call traffic.
+    Simulate(cmd::simulate::Args),
+    /// Measure the pipeline.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
+    /// Print every SQL statement the project sends to ClickHouse, as JSON
+    /// (used by the chDB compatibility check).
+    SqlCatalog(cmd::sql_catalog::Args),
+    /// Print the effective configuration as TOML.
+    ShowConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    let _telemetry = telemetry::init(&config.telemetry)?;
+    match cli.command {
+        Command::Migrate(args) => cmd::migrate::run(args, &config).await,
+        Command::Ingest(args) => cmd::ingest::run(args, &config).await,
+        Command::Process(args) => cmd::process::run(args, &config).await,
+        Command::Api(args) => cmd::api::run(args, &config).await,
+        Command::Keys(command) => cmd::keys::run(command, &config).await,
+        Command::Simulate(args) => cmd::simulate::run(args, &config).await,
+        Command::Bench(command) => cmd::bench::run(command, &config).await,
+        Command::SqlCatalog(args) => cmd::sql_catalog::run(args, &config).await,
+        Command::ShowConfig => {
+            println!("{}", serde_json::to_string_pretty(&config)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Shared test harness: real Kafka, ClickHouse and PostgreSQL (started by
+//! `dev/stack up`), isolated per test by topic names, a ClickHouse database and
+//! a PostgreSQL database of its own. Addresses come from the environment:
+//! `TOLLGATE_TEST_KAFKA`, `TOLLGATE_TEST_CLICKHOUSE`, `TOLLGATE_TEST_POSTGRES`
+//! (an admin URL whose database part is replaced per test).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn kafka_brokers() -> String {
+    std::env::var("TOLLGATE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn clickhouse_url() -> String {
+    std::env::var("TOLLGATE_TEST_CLICKHOUSE").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TOLLGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://tollgate:tollgate@127.0.0.1:5433/tollgate".into())
+}
+
+/// A name no other test (or earlier run) uses: `t_<label>_<random hex>`.
+pub fn unique(label: &str) -> String {
+    format!("t_{}_{:08x}", label, rand::random::<u32>())
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Path of the `tollgate` binary under test.
+pub fn tollgate_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tollgate"))
+}
+
+/// Send one ClickHouse query over HTTP and return the body.
+pub async fn clickhouse_query(sql: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(clickhouse_url())
+        .body(sql.to_string())
+        .send()
+        .await
+        .expect("clickhouse reachable");
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert!(status.is_success(), "clickhouse query failed ({status}): {body}\n{sql}");
+    body
+}
+
+/// One isolated environment: its own topics, ClickHouse database and
+/// PostgreSQL database, and a config file pointing at them.
+pub struct TestEnv {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub events_topic: String,
+    pub dlq_topic: String,
+    pub decisions_topic: String,
+    pub ch_database: String,
+    pub pg_url: String,
+    pub ingest_port: u16,
+    pub api_port: u16,
+    children: Vec<Child>,
+}
+
+impl TestEnv {
+    /// Create databases and the config file, then run `tollgate migrate`.
+    pub async fn new(label: &str) -> Self {
+        Self::with_extra_config(label, "").await
+    }
+
+    /// Like [`TestEnv::new`], with extra TOML appended to the config (for
+    /// example a `[processor]` section).
+    pub async fn with_extra_config(label: &str, extra_toml: &str) -> Self {
+        let name = unique(label);
+        let pg_url = create_pg_database(&name).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ingest_port = free_port();
+        let api_port = free_port();
+        let config_path = dir.path().join("tollgate.toml");
+        let events_topic = format!("{name}.events");
+        let dlq_topic = format!("{name}.events.dlq");
+        let decisions_topic = format!("{name}.decisions");
+        let config = format!(
+            r#"[kafka]
+brokers = "{brokers}"
+events_topic = "{events_topic}"
+dlq_topic = "{dlq_topic}"
+decisions_topic = "{decisions_topic}"
+
+[postgres]
+url = "{pg_url}"
+
+[clickhouse]
+url = "{ch}"
+database = "{name}"
+
+[ingest]
+listen = "127.0.0.1:{ingest_port}"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+{extra_toml}
+"#,
+            brokers = kafka_brokers(),
+            ch = clickhouse_url(),
+        );
+        std::fs::write(&config_path, config).unwrap();
+        let env = Self {
+            name: name.clone(),
+            dir,
+            config_path,
+            events_topic,
+            dlq_topic,
+            decisions_topic,
+            ch_database: name,
+            pg_url,
+            ingest_port,
+            api_port,
+            children: Vec::new(),
+        };
+        let out = env.tollgate(&["migrate"]).output().unwrap();
+        assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+        env
+    }
+
+    /// A `tollgate` command with this environment's config.
+    pub fn tollgate(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(tollgate_bin());
+        cmd.arg("--config").arg(&self.config_path).args(args);
+        cmd.env_remove("TOLLGATE_CONFIG");
+        cmd
+    }
+
+    /// Start a long-running `tollgate` subcommand; it is killed when the
+    /// environment is dropped. Its stderr goes to `<dir>/<label>.log`.
+    pub fn spawn(&mut self, label: &str, args: &[&str]) -> u32 {
+        let child = self.spawn_child(label, args);
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Start a `tollgate` subcommand and hand the child to the caller.
+    pub fn spawn_child(&self, label: &str, args: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(label))
+            .unwrap();
+        self.tollgate(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn log_path(&self, label: &str) -> PathBuf {
+        self.dir.path().join(format!("{label}.log"))
+    }
+
+    pub fn ingest_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ingest_port)
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// Create an ingest API key and return its secret.
+    pub fn create_key(&self, org: &str) -> String {
+        let out = self.tollgate(&["keys", "create", "--name", "test", "--org", org]).output().unwrap();
+        assert!(out.status.success(), "keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string()
+    }
+
+    /// Run a query in this environment's ClickHouse database.
+    pub async fn ch(&self, sql: &str) -> String {
+        clickhouse_query(&sql.replace("{db}", &self.ch_database)).await
+    }
+
+    /// Poll `sql` (a single number) until it equals `want` or `timeout` passes;
+    /// returns the last value seen.
+    pub async fn wait_for_count(&self, sql: &str, want: u64, timeout: Duration) -> u64 {
+        let start = Instant::now();
+        loop {
+            let got: u64 = self.ch(sql).await.trim().parse().unwrap_or(0);
+            if got >= want || start.elapsed() > timeout {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Wait until `url` answers HTTP (any status) or panic after `timeout`.
+pub async fn wait_http(url: &str, timeout: Duration, log: &Path) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if reqwest::get(url).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{url} did not come up within {timeout:?}; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+async fn create_pg_database(name: &str) -> String {
+    use sqlx::Connection;
+    let admin = postgres_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("postgres reachable");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.unwrap();
+    match admin.rfind('/') {
+        Some(i) => format!("{}/{name}", &admin[..i]),
+        None => panic!("postgres admin url has no database part: {admin}"),
+    }
+}
