@@ -71,7 +71,12 @@ pid_alive() {
     local f="$PID_DIR/$1.pid" pid
     [[ -s "$f" ]] || return 1
     pid="$(cat "$f")"
-    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    # Guard against a recycled pid (e.g. after a reboot): every process we
+    # start names this checkout or the cache directory on its command line.
+    local cmdline
+    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+    [[ -z "$cmdline" || "$cmdline" == *"$TOLLGATE_ROOT"* || "$cmdline" == *"$CACHE_DIR"* ]]
 }
 
 pid_of() { cat "$PID_DIR/$1.pid" 2>/dev/null || true; }
