@@ -225,7 +225,8 @@ async fn create_pg_database(name: &str) -> String {
     use sqlx::Connection;
     let admin = postgres_admin_url();
     let mut conn = sqlx::PgConnection::connect(&admin).await.expect("postgres reachable");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.unwrap();
+    // The name comes from `unique()`: letters, digits and underscores only.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await.unwrap();
     match admin.rfind('/') {
         Some(i) => format!("{}/{name}", &admin[..i]),
         None => panic!("postgres admin url has no database part: {admin}"),

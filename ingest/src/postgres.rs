@@ -1,0 +1,60 @@
+//! Connecting to the control-plane PostgreSQL, with an error that names the
+//! server (never the password) when it cannot be reached.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+use crate::config::PostgresConfig;
+use crate::error::IngestError;
+
+/// Open a pool and prove it works with one round trip.
+pub async fn connect(config: &PostgresConfig) -> Result<PgPool, IngestError> {
+    let address = redact_url(&config.url);
+    let pool = PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&config.url)
+        .await
+        .map_err(|err| IngestError::PostgresUnreachable {
+            address: address.clone(),
+            reason: err.to_string(),
+        })?;
+    sqlx::query("SELECT 1")
+        .execute(&pool)
+        .await
+        .map_err(|err| IngestError::PostgresUnreachable {
+            address,
+            reason: err.to_string(),
+        })?;
+    Ok(pool)
+}
+
+/// `postgres://user:secret@host:5433/db` -> `postgres://user@host:5433/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn password_is_not_shown() {
+        assert_eq!(
+            redact_url("postgres://tollgate:s3cret@127.0.0.1:5433/tollgate"),
+            "postgres://tollgate@127.0.0.1:5433/tollgate"
+        );
+        assert_eq!(redact_url("postgres://127.0.0.1/db"), "postgres://127.0.0.1/db");
+    }
+}
