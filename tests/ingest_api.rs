@@ -126,6 +126,23 @@ fn read_topic(topic: &str) -> Vec<(String, Value)> {
     messages
 }
 
+/// A `tollgate` child with extra environment variables, killed on drop.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_with_env(env: &TestEnv, label: &str, args: &[&str], vars: &[(&str, &str)]) -> Running {
+    let log = std::fs::File::create(env.log_path(label)).unwrap();
+    let mut command = env.tollgate(args);
+    command.envs(vars.iter().copied()).stdout(std::process::Stdio::null()).stderr(log);
+    Running(command.spawn().unwrap())
+}
+
 fn call_event(org: &str, team: &str) -> Value {
     json!({
         "schema_version": 1,
@@ -379,4 +396,69 @@ async fn keys_cli_validates_role() {
     let secret = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string();
     assert!(secret.starts_with("tg_") && secret.len() == 3 + 8 + 1 + 40, "{secret}");
     assert!(String::from_utf8_lossy(&out.stderr).contains(&secret[3..11]));
+}
+
+#[tokio::test]
+async fn kafka_failure_is_reported_per_event_and_503() {
+    let env = TestEnv::new("ingest_kafka_fail").await;
+    // A topic name Kafka refuses: every produce fails, as when the log is unavailable.
+    let _ingest = spawn_with_env(
+        &env,
+        "ingest",
+        &["ingest"],
+        &[("TOLLGATE_KAFKA__EVENTS_TOPIC", "no such topic!"), ("TOLLGATE_KAFKA__MESSAGE_TIMEOUT_MS", "3000")],
+    );
+    support::wait_http(&format!("{}/healthz", env.ingest_url()), Duration::from_secs(60), &env.log_path("ingest")).await;
+    let key = env.create_key("acme");
+    let event = call_event("acme", "search");
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/events", env.ingest_url()))
+        .bearer_auth(&key)
+        .json(&json!([event, {"schema_version": 2}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!((body["accepted"].clone(), body["rejected"].clone(), body["failed"].clone()), (json!(0), json!(1), json!(1)), "{body}");
+    assert_eq!(body["retryable"], true);
+    let failed = &body["results"][0];
+    assert_eq!(failed["status"], "failed", "{body}");
+    assert_eq!(failed["event_id"], event["event_id"]);
+    assert_eq!(failed["retryable"], true);
+    assert!(failed["reason"].as_str().unwrap().contains("topic"), "{body}");
+    assert_eq!(body["results"][1]["field"], "schema_version");
+}
+
+#[tokio::test]
+async fn ingest_refuses_to_start_when_kafka_is_unreachable() {
+    let env = TestEnv::new("ingest_no_kafka").await;
+    let port = support::free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let out = env
+        .tollgate(&["ingest"])
+        .env("TOLLGATE_KAFKA__BROKERS", &brokers)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains(&format!("kafka at {brokers} is unreachable")), "{stderr}");
+}
+
+#[tokio::test]
+async fn key_without_ingest_role_is_403() {
+    let ingest = Ingest::start("ingest_role").await;
+    let out = ingest.env.tollgate(&["keys", "create", "--name", "reader", "--role", "finance"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string();
+    let (status, response) = ingest.post_json(&key, &json!([call_event("acme", "search")])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{response}");
+    assert!(response["error"].as_str().unwrap().contains("finance"), "{response}");
+    let out = ingest.env.tollgate(&["keys", "create", "--name", "ops", "--role", "admin"]).output().unwrap();
+    let admin = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string();
+    let (status, response) = ingest.post_json(&admin, &json!([call_event("globex", "search")])).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
 }

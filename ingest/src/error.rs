@@ -51,7 +51,7 @@ pub enum IngestError {
     #[error("kafka producer could not be created for {brokers}: {reason}")]
     KafkaConfig { brokers: String, reason: String },
 
-    #[error("postgresql at {address} is unreachable: {reason}; is it running (dev/stack up) and is postgres.url right?")]
+    #[error("cannot connect to postgresql at {address}: {reason}; is it running (dev/stack up) and is postgres.url right?")]
     PostgresUnreachable { address: String, reason: String },
 
     #[error("postgresql query failed while {doing}: {source}")]

@@ -4,31 +4,34 @@
 use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::config::PostgresConfig;
 use crate::error::IngestError;
 
-/// Open a pool and prove it works with one round trip.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Open a pool, after one direct connection has proved the server answers
+/// (a pool's own error would only say that it timed out).
 pub async fn connect(config: &PostgresConfig) -> Result<PgPool, IngestError> {
     let address = redact_url(&config.url);
-    let pool = PgPoolOptions::new()
+    let unreachable = |reason: String| IngestError::PostgresUnreachable {
+        address: address.clone(),
+        reason,
+    };
+    let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect(&config.url))
+        .await
+        .map_err(|_| unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
+        .map_err(|err| unreachable(err.to_string()))?;
+    if let Err(err) = probe.close().await {
+        tracing::debug!(%err, "closing the probe connection failed");
+    }
+    PgPoolOptions::new()
         .max_connections(config.max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(CONNECT_TIMEOUT)
         .connect(&config.url)
         .await
-        .map_err(|err| IngestError::PostgresUnreachable {
-            address: address.clone(),
-            reason: err.to_string(),
-        })?;
-    sqlx::query("SELECT 1")
-        .execute(&pool)
-        .await
-        .map_err(|err| IngestError::PostgresUnreachable {
-            address,
-            reason: err.to_string(),
-        })?;
-    Ok(pool)
+        .map_err(|err| unreachable(err.to_string()))
 }
 
 /// `postgres://user:secret@host:5433/db` -> `postgres://user@host:5433/db`.
