@@ -34,7 +34,11 @@ async fn create_topics(env: &TestEnv) {
         .map(|name| NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(&topics, &options).await.expect("kafka reachable") {
+    for result in admin
+        .create_topics(&topics, &options)
+        .await
+        .expect("kafka reachable")
+    {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => panic!("cannot create topic {topic}: {code}"),
@@ -53,7 +57,12 @@ impl Ingest {
         let mut env = TestEnv::new(label).await;
         create_topics(&env).await;
         env.spawn("ingest", &["ingest"]);
-        support::wait_http(&format!("{}/healthz", env.ingest_url()), Duration::from_secs(60), &env.log_path("ingest")).await;
+        support::wait_http(
+            &format!("{}/healthz", env.ingest_url()),
+            Duration::from_secs(60),
+            &env.log_path("ingest"),
+        )
+        .await;
         Self {
             env,
             http: reqwest::Client::new(),
@@ -64,7 +73,12 @@ impl Ingest {
         format!("{}{path}", self.env.ingest_url())
     }
 
-    async fn post(&self, key: Option<&str>, content_type: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+    async fn post(
+        &self,
+        key: Option<&str>,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
         let mut request = self
             .http
             .post(self.url("/v1/events"))
@@ -76,12 +90,18 @@ impl Ingest {
         let response = request.send().await.unwrap();
         let status = response.status();
         let text = response.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or_else(|err| panic!("response is not JSON ({err}): {text:?}"));
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|err| panic!("response is not JSON ({err}): {text:?}"));
         (status, body)
     }
 
     async fn post_json(&self, key: &str, events: &Value) -> (StatusCode, Value) {
-        self.post(Some(key), "application/json", serde_json::to_vec(events).unwrap()).await
+        self.post(
+            Some(key),
+            "application/json",
+            serde_json::to_vec(events).unwrap(),
+        )
+        .await
     }
 
     /// Every message on the events topic: (key, event JSON).
@@ -107,9 +127,13 @@ fn read_topic(topic: &str) -> Vec<(String, Value)> {
     let mut expected = 0i64;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..PARTITIONS {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap();
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .unwrap();
         expected += high - low;
-        assignment.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&assignment).unwrap();
     let mut messages = Vec::new();
@@ -118,11 +142,16 @@ fn read_topic(topic: &str) -> Vec<(String, Value)> {
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
             let message = message.unwrap();
             let key = String::from_utf8(message.key().unwrap_or_default().to_vec()).unwrap();
-            let value: Value = serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
+            let value: Value =
+                serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
             messages.push((key, value));
         }
     }
-    assert_eq!(messages.len() as i64, expected, "could not read all {expected} messages of {topic}");
+    assert_eq!(
+        messages.len() as i64,
+        expected,
+        "could not read all {expected} messages of {topic}"
+    );
     messages
 }
 
@@ -139,7 +168,10 @@ impl Drop for Running {
 fn spawn_with_env(env: &TestEnv, label: &str, args: &[&str], vars: &[(&str, &str)]) -> Running {
     let log = std::fs::File::create(env.log_path(label)).unwrap();
     let mut command = env.tollgate(args);
-    command.envs(vars.iter().copied()).stdout(std::process::Stdio::null()).stderr(log);
+    command
+        .envs(vars.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
     Running(command.spawn().unwrap())
 }
 
@@ -176,22 +208,72 @@ async fn mixed_batch_reports_each_event_and_only_accepted_events_reach_kafka() {
     let ingest = Ingest::start("ingest_mixed").await;
     let key = ingest.env.create_key("acme");
 
-    let valid = [call_event("acme", "search"), call_event("acme", "chat"), call_event("acme", "search")];
+    let valid = [
+        call_event("acme", "search"),
+        call_event("acme", "chat"),
+        call_event("acme", "search"),
+    ];
     let first_id = valid[0]["event_id"].clone();
     let bad: Vec<(&str, Value)> = vec![
-        ("call.duration_ms", edited("acme", "t", |v| v["call"]["duration_ms"] = json!("420"))),
-        ("call.model", edited("acme", "t", |v| drop(v["call"].as_object_mut().unwrap().remove("model")))),
-        ("org_id", edited("acme", "t", |v| drop(v.as_object_mut().unwrap().remove("org_id")))),
-        ("call.usage.input_tokens", edited("acme", "t", |v| v["call"]["usage"]["input_tokens"] = json!(-5))),
-        ("occurred_at", edited("acme", "t", |v| v["occurred_at"] = json!((Utc::now() + chrono::Duration::days(3)).to_rfc3339()))),
-        ("schema_version", edited("acme", "t", |v| v["schema_version"] = json!(2))),
-        ("event_id", edited("acme", "t", |v| v["event_id"] = json!(Uuid::new_v4()))),
-        ("kind", edited("acme", "t", |v| v["kind"] = json!("ai.call.exploded"))),
-        ("call.usage.cached_input_tokens", edited("acme", "t", |v| v["call"]["usage"]["cached_input_tokens"] = json!(101))),
-        ("call.model", edited("acme", "t", |v| v["call"]["model"] = json!("m".repeat(300)))),
-        ("user_id", edited("acme", "t", |v| v["user_id"] = json!("bell\u{7}"))),
+        (
+            "call.duration_ms",
+            edited("acme", "t", |v| v["call"]["duration_ms"] = json!("420")),
+        ),
+        (
+            "call.model",
+            edited("acme", "t", |v| {
+                drop(v["call"].as_object_mut().unwrap().remove("model"))
+            }),
+        ),
+        (
+            "org_id",
+            edited("acme", "t", |v| {
+                drop(v.as_object_mut().unwrap().remove("org_id"))
+            }),
+        ),
+        (
+            "call.usage.input_tokens",
+            edited("acme", "t", |v| {
+                v["call"]["usage"]["input_tokens"] = json!(-5)
+            }),
+        ),
+        (
+            "occurred_at",
+            edited("acme", "t", |v| {
+                v["occurred_at"] = json!((Utc::now() + chrono::Duration::days(3)).to_rfc3339())
+            }),
+        ),
+        (
+            "schema_version",
+            edited("acme", "t", |v| v["schema_version"] = json!(2)),
+        ),
+        (
+            "event_id",
+            edited("acme", "t", |v| v["event_id"] = json!(Uuid::new_v4())),
+        ),
+        (
+            "kind",
+            edited("acme", "t", |v| v["kind"] = json!("ai.call.exploded")),
+        ),
+        (
+            "call.usage.cached_input_tokens",
+            edited("acme", "t", |v| {
+                v["call"]["usage"]["cached_input_tokens"] = json!(101)
+            }),
+        ),
+        (
+            "call.model",
+            edited("acme", "t", |v| v["call"]["model"] = json!("m".repeat(300))),
+        ),
+        (
+            "user_id",
+            edited("acme", "t", |v| v["user_id"] = json!("bell\u{7}")),
+        ),
         ("event", json!("not an object")),
-        ("event_id", edited("acme", "t", |v| v["event_id"] = first_id.clone())),
+        (
+            "event_id",
+            edited("acme", "t", |v| v["event_id"] = first_id.clone()),
+        ),
     ];
     // Interleave: valid, bad..., valid, valid.
     let mut body = vec![valid[0].clone()];
@@ -222,19 +304,35 @@ async fn mixed_batch_reports_each_event_and_only_accepted_events_reach_kafka() {
         .filter(|r| r["status"] == "accepted")
         .map(|r| r["event_id"].as_str().unwrap().to_string())
         .collect();
-    let valid_ids: BTreeSet<String> = valid.iter().map(|v| v["event_id"].as_str().unwrap().to_string()).collect();
+    let valid_ids: BTreeSet<String> = valid
+        .iter()
+        .map(|v| v["event_id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(accepted_ids, valid_ids);
 
     let on_topic = ingest.events_on_topic();
-    assert_eq!(on_topic.len(), 3, "exactly the accepted events are on the topic: {on_topic:?}");
+    assert_eq!(
+        on_topic.len(),
+        3,
+        "exactly the accepted events are on the topic: {on_topic:?}"
+    );
     let by_id: BTreeMap<String, (String, Value)> = on_topic
         .into_iter()
-        .map(|(key, value)| (value["event_id"].as_str().unwrap().to_string(), (key, value)))
+        .map(|(key, value)| {
+            (
+                value["event_id"].as_str().unwrap().to_string(),
+                (key, value),
+            )
+        })
         .collect();
     assert_eq!(by_id.keys().cloned().collect::<BTreeSet<_>>(), valid_ids);
     for sent in &valid {
         let (key, stored) = &by_id[sent["event_id"].as_str().unwrap()];
-        assert_eq!(key, sent["team_id"].as_str().unwrap(), "message key is the team");
+        assert_eq!(
+            key,
+            sent["team_id"].as_str().unwrap(),
+            "message key is the team"
+        );
         assert_eq!(stored["call"]["usage"]["input_tokens"], 100);
         assert_eq!(stored["org_id"], "acme");
     }
@@ -248,28 +346,55 @@ async fn missing_wrong_and_revoked_keys_are_401() {
 
     let (status, response) = ingest.post(None, "application/json", body.clone()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(response, json!({"error": "missing API key: send Authorization: Bearer <key>"}));
+    assert_eq!(
+        response,
+        json!({"error": "missing API key: send Authorization: Bearer <key>"})
+    );
 
     let wrong = format!("tg_abcdefgh_{}", "x".repeat(40));
     for key in [wrong.as_str(), "nonsense"] {
-        let (status, response) = ingest.post(Some(key), "application/json", body.clone()).await;
+        let (status, response) = ingest
+            .post(Some(key), "application/json", body.clone())
+            .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert!(response["error"].as_str().unwrap().contains("invalid API key"), "{response}");
+        assert!(
+            response["error"]
+                .as_str()
+                .unwrap()
+                .contains("invalid API key"),
+            "{response}"
+        );
     }
 
     let key = ingest.env.create_key("acme");
     // Same prefix, different secret: still invalid.
     let forged = format!("{}{}", &key[..12], "Z".repeat(key.len() - 12));
-    let (status, _) = ingest.post(Some(&forged), "application/json", body.clone()).await;
+    let (status, _) = ingest
+        .post(Some(&forged), "application/json", body.clone())
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    let (status, response) = ingest.post(Some(&key), "application/json", body.clone()).await;
+    let (status, response) = ingest
+        .post(Some(&key), "application/json", body.clone())
+        .await;
     assert_eq!(status, StatusCode::OK, "{response}");
 
     let prefix = &key[3..11];
-    let out = ingest.env.tollgate(&["keys", "revoke", prefix]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let listed = ingest.env.tollgate(&["keys", "list", "--json"]).output().unwrap();
+    let out = ingest
+        .env
+        .tollgate(&["keys", "revoke", prefix])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = ingest
+        .env
+        .tollgate(&["keys", "list", "--json"])
+        .output()
+        .unwrap();
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed[0]["prefix"], prefix);
     assert!(listed[0]["revoked_at"].is_string(), "{listed}");
@@ -277,9 +402,16 @@ async fn missing_wrong_and_revoked_keys_are_401() {
 
     let (status, response) = ingest.post(Some(&key), "application/json", body).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(response["error"].as_str().unwrap().contains("revoked"), "{response}");
+    assert!(
+        response["error"].as_str().unwrap().contains("revoked"),
+        "{response}"
+    );
     // Revoking again says there is nothing to revoke.
-    let out = ingest.env.tollgate(&["keys", "revoke", prefix]).output().unwrap();
+    let out = ingest
+        .env
+        .tollgate(&["keys", "revoke", prefix])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
@@ -294,7 +426,13 @@ async fn org_scoped_key_cannot_send_another_orgs_events() {
     assert_eq!(response["accepted"], 1);
     assert_eq!(response["results"][1]["status"], "rejected");
     assert_eq!(response["results"][1]["field"], "org_id");
-    assert!(response["results"][1]["reason"].as_str().unwrap().contains("acme"), "{response}");
+    assert!(
+        response["results"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("acme"),
+        "{response}"
+    );
     assert_eq!(response["results"][1]["event_id"], theirs["event_id"]);
 
     // Only other orgs' events: nothing usable, so 400 with the same shape.
@@ -325,7 +463,13 @@ async fn oversized_body_is_413_and_the_server_keeps_serving() {
     huge.push(b']');
     let (status, response) = ingest.post(Some(&key), "application/json", huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{response}");
-    assert!(response["error"].as_str().unwrap().contains(&limit.to_string()), "{response}");
+    assert!(
+        response["error"]
+            .as_str()
+            .unwrap()
+            .contains(&limit.to_string()),
+        "{response}"
+    );
 
     let event = call_event("acme", "search");
     let (status, response) = ingest.post_json(&key, &json!([event])).await;
@@ -334,7 +478,9 @@ async fn oversized_body_is_413_and_the_server_keeps_serving() {
 
     // Whole-body problems are 400 naming the body.
     for bad in [&b"[{\"schema_version\": 1,"[..], b"[]", b"", b"42"] {
-        let (status, response) = ingest.post(Some(&key), "application/json", bad.to_vec()).await;
+        let (status, response) = ingest
+            .post(Some(&key), "application/json", bad.to_vec())
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
         assert_eq!(response["field"], "body", "{response}");
         assert!(response["error"].is_string());
@@ -354,7 +500,13 @@ async fn ndjson_body_keeps_good_lines() {
     assert_eq!(response["accepted"], 2, "{response}");
     assert_eq!(response["rejected"], 1, "{response}");
     assert_eq!(response["results"][1]["field"], "event");
-    assert!(response["results"][1]["reason"].as_str().unwrap().contains("line 2"), "{response}");
+    assert!(
+        response["results"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("line 2"),
+        "{response}"
+    );
     assert_eq!(response["results"][2]["event_id"], b["event_id"]);
     let ids: BTreeSet<String> = ingest
         .events_on_topic()
@@ -368,33 +520,75 @@ async fn ndjson_body_keeps_good_lines() {
 #[tokio::test]
 async fn schema_health_and_unknown_routes() {
     let ingest = Ingest::start("ingest_schema").await;
-    let response = ingest.http.get(ingest.url("/v1/schema")).send().await.unwrap();
+    let response = ingest
+        .http
+        .get(ingest.url("/v1/schema"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let schema: Value = response.json().await.unwrap();
     assert_eq!(schema, tollgate_ingest::contract::event_schema());
     assert_eq!(schema["title"], "Tollgate event");
 
-    let response = ingest.http.get(ingest.url("/healthz")).send().await.unwrap();
+    let response = ingest
+        .http
+        .get(ingest.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
 
-    let response = ingest.http.get(ingest.url("/v1/nope")).send().await.unwrap();
+    let response = ingest
+        .http
+        .get(ingest.url("/v1/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert!(response.json::<Value>().await.unwrap()["error"].is_string());
-    let response = ingest.http.get(ingest.url("/v1/events")).send().await.unwrap();
+    let response = ingest
+        .http
+        .get(ingest.url("/v1/events"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
 async fn keys_cli_validates_role() {
     let env = TestEnv::new("ingest_keys_cli").await;
-    let out = env.tollgate(&["keys", "create", "--name", "x", "--role", "wizard"]).output().unwrap();
+    let out = env
+        .tollgate(&["keys", "create", "--name", "x", "--role", "wizard"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
-    let out = env.tollgate(&["keys", "create", "--name", "reader", "--role", "finance"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let secret = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string();
-    assert!(secret.starts_with("tg_") && secret.len() == 3 + 8 + 1 + 40, "{secret}");
+    let out = env
+        .tollgate(&["keys", "create", "--name", "reader", "--role", "finance"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        secret.starts_with("tg_") && secret.len() == 3 + 8 + 1 + 40,
+        "{secret}"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains(&secret[3..11]));
 }
 
@@ -406,9 +600,17 @@ async fn kafka_failure_is_reported_per_event_and_503() {
         &env,
         "ingest",
         &["ingest"],
-        &[("TOLLGATE_KAFKA__EVENTS_TOPIC", "no such topic!"), ("TOLLGATE_KAFKA__MESSAGE_TIMEOUT_MS", "3000")],
+        &[
+            ("TOLLGATE_KAFKA__EVENTS_TOPIC", "no such topic!"),
+            ("TOLLGATE_KAFKA__MESSAGE_TIMEOUT_MS", "3000"),
+        ],
     );
-    support::wait_http(&format!("{}/healthz", env.ingest_url()), Duration::from_secs(60), &env.log_path("ingest")).await;
+    support::wait_http(
+        &format!("{}/healthz", env.ingest_url()),
+        Duration::from_secs(60),
+        &env.log_path("ingest"),
+    )
+    .await;
     let key = env.create_key("acme");
     let event = call_event("acme", "search");
     let response = reqwest::Client::new()
@@ -421,13 +623,24 @@ async fn kafka_failure_is_reported_per_event_and_503() {
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["retry-after"], "1");
     let body: Value = response.json().await.unwrap();
-    assert_eq!((body["accepted"].clone(), body["rejected"].clone(), body["failed"].clone()), (json!(0), json!(1), json!(1)), "{body}");
+    assert_eq!(
+        (
+            body["accepted"].clone(),
+            body["rejected"].clone(),
+            body["failed"].clone()
+        ),
+        (json!(0), json!(1), json!(1)),
+        "{body}"
+    );
     assert_eq!(body["retryable"], true);
     let failed = &body["results"][0];
     assert_eq!(failed["status"], "failed", "{body}");
     assert_eq!(failed["event_id"], event["event_id"]);
     assert_eq!(failed["retryable"], true);
-    assert!(failed["reason"].as_str().unwrap().contains("topic"), "{body}");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("topic"),
+        "{body}"
+    );
     assert_eq!(body["results"][1]["field"], "schema_version");
 }
 
@@ -445,20 +658,54 @@ async fn ingest_refuses_to_start_when_kafka_is_unreachable() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.contains(&format!("kafka at {brokers} is unreachable")), "{stderr}");
+    assert!(
+        last.contains(&format!("kafka at {brokers} is unreachable")),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
 async fn key_without_ingest_role_is_403() {
     let ingest = Ingest::start("ingest_role").await;
-    let out = ingest.env.tollgate(&["keys", "create", "--name", "reader", "--role", "finance"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string();
-    let (status, response) = ingest.post_json(&key, &json!([call_event("acme", "search")])).await;
+    let out = ingest
+        .env
+        .tollgate(&["keys", "create", "--name", "reader", "--role", "finance"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let (status, response) = ingest
+        .post_json(&key, &json!([call_event("acme", "search")]))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{response}");
-    assert!(response["error"].as_str().unwrap().contains("finance"), "{response}");
-    let out = ingest.env.tollgate(&["keys", "create", "--name", "ops", "--role", "admin"]).output().unwrap();
-    let admin = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string();
-    let (status, response) = ingest.post_json(&admin, &json!([call_event("globex", "search")])).await;
+    assert!(
+        response["error"].as_str().unwrap().contains("finance"),
+        "{response}"
+    );
+    let out = ingest
+        .env
+        .tollgate(&["keys", "create", "--name", "ops", "--role", "admin"])
+        .output()
+        .unwrap();
+    let admin = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let (status, response) = ingest
+        .post_json(&admin, &json!([call_event("globex", "search")]))
+        .await;
     assert_eq!(status, StatusCode::OK, "{response}");
 }

@@ -27,7 +27,9 @@ pub enum IngestError {
     #[error("invalid API key: the key is unknown or has been revoked")]
     InvalidApiKey,
 
-    #[error("API key {prefix} has role {role:?}, which may not send events (roles that may: {allowed})")]
+    #[error(
+        "API key {prefix} has role {role:?}, which may not send events (roles that may: {allowed})"
+    )]
     Forbidden {
         prefix: String,
         role: String,
@@ -106,12 +108,16 @@ impl IngestError {
             IngestError::MissingApiKey | IngestError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             IngestError::Forbidden { .. } => StatusCode::FORBIDDEN,
             IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::BadRequest { .. } | IngestError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+            IngestError::BadRequest { .. } | IngestError::InvalidInput { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             IngestError::KafkaUnreachable { .. }
             | IngestError::PostgresUnreachable { .. }
             | IngestError::Postgres { .. }
             | IngestError::NothingProduced { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            IngestError::KafkaConfig { .. } | IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            IngestError::KafkaConfig { .. } | IngestError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -141,9 +147,10 @@ impl IntoResponse for IngestError {
         }
         let mut response = (status, Json(self.to_json())).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
         }
         response
     }
@@ -167,7 +174,10 @@ mod tests {
         assert_eq!(err.status_code(), StatusCode::PAYLOAD_TOO_LARGE);
         assert!(err.to_string().contains("1024 bytes"));
         let err = IngestError::bad_request("body", "no events in the request body");
-        assert_eq!(err.to_json(), json!({"error": "no events in the request body", "field": "body"}));
+        assert_eq!(
+            err.to_json(),
+            json!({"error": "no events in the request body", "field": "body"})
+        );
     }
 
     #[test]

@@ -49,7 +49,9 @@ use tracing::{Instrument, Level};
 use uuid::Uuid;
 
 use crate::config::IngestConfig;
-use crate::contract::{event_schema, parse_event, split_body, BatchItem, BodyFormat, Event, Limits, Rejection};
+use crate::contract::{
+    event_schema, parse_event, split_body, BatchItem, BodyFormat, Event, Limits, Rejection,
+};
 use crate::error::IngestError;
 use crate::keys::{ApiKey, KeyStore, INGEST_ROLES};
 use crate::producer::{Delivered, EventProducer, ProduceError};
@@ -98,7 +100,10 @@ pub fn ingest_router(state: IngestState) -> Router {
         // covers any extractor added later, and the layer below turns any bare
         // 413 into JSON that names the limit.
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::map_response_with_state(limit, json_payload_too_large))
+        .layer(axum::middleware::map_response_with_state(
+            limit,
+            json_payload_too_large,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
@@ -113,7 +118,9 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn healthz() -> Json<Value> {
@@ -152,16 +159,27 @@ async fn json_payload_too_large(State(limit): State<usize>, response: Response) 
     response
 }
 
-async fn post_events(State(state): State<Arc<IngestState>>, headers: HeaderMap, body: Body) -> Response {
+async fn post_events(
+    State(state): State<Arc<IngestState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let key = match authenticate(&state.keys, &headers).await {
         Ok(key) => key,
         Err(err) => return err.into_response(),
     };
     let span = tracing::info_span!("ingest_batch", key = %key.prefix, key_org = key.org_id.as_deref().unwrap_or("*"));
-    ingest_batch(&state, &key, &headers, body).instrument(span).await
+    ingest_batch(&state, &key, &headers, body)
+        .instrument(span)
+        .await
 }
 
-async fn ingest_batch(state: &IngestState, key: &ApiKey, headers: &HeaderMap, body: Body) -> Response {
+async fn ingest_batch(
+    state: &IngestState,
+    key: &ApiKey,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let bytes = match read_body(body, headers, state.max_body_bytes).await {
         Ok(bytes) => bytes,
@@ -170,8 +188,14 @@ async fn ingest_batch(state: &IngestState, key: &ApiKey, headers: &HeaderMap, bo
             return err.into_response();
         }
     };
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let items = match split_body(&bytes, BodyFormat::from_content_type(content_type), state.max_events_per_request) {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let items = match split_body(
+        &bytes,
+        BodyFormat::from_content_type(content_type),
+        state.max_events_per_request,
+    ) {
         Ok(items) => items,
         Err(rejection) => {
             tracing::info!(field = %rejection.field, reason = %rejection.reason, bytes = bytes.len(), "request body unusable");
@@ -209,7 +233,10 @@ async fn authenticate(keys: &KeyStore, headers: &HeaderMap) -> Result<ApiKey, In
         })
         .filter(|token| !token.is_empty())
         .ok_or(IngestError::MissingApiKey)?;
-    let key = keys.verify(secret).await?.ok_or(IngestError::InvalidApiKey)?;
+    let key = keys
+        .verify(secret)
+        .await?
+        .ok_or(IngestError::InvalidApiKey)?;
     if !key.may_ingest() {
         return Err(IngestError::Forbidden {
             prefix: key.prefix,
@@ -233,13 +260,17 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
         .get(header::EXPECT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-    if declared.is_some_and(|n| n > limit) && (expects_continue || declared.is_some_and(|n| n > MAX_DRAIN_BYTES)) {
+    if declared.is_some_and(|n| n > limit)
+        && (expects_continue || declared.is_some_and(|n| n > MAX_DRAIN_BYTES))
+    {
         return Err(too_large);
     }
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|err| IngestError::bad_request("body", format!("could not read the request body: {err}")))?;
+        let chunk = chunk.map_err(|err| {
+            IngestError::bad_request("body", format!("could not read the request body: {err}"))
+        })?;
         if buf.len() + chunk.len() > limit {
             let mut seen = buf.len() + chunk.len();
             drop(buf);
@@ -309,12 +340,20 @@ pub struct BatchPlan {
 enum Planned {
     /// Index into `BatchPlan::events`.
     Produce(usize),
-    Rejected { event_id: Option<String>, rejection: Rejection },
+    Rejected {
+        event_id: Option<String>,
+        rejection: Rejection,
+    },
 }
 
 /// Validate every item at `now`: contract, org scope of the key, and unique
 /// `event_id` within the request. Pure, so it is tested without servers.
-pub fn plan_batch(items: Vec<BatchItem>, key_org: Option<&str>, now: DateTime<Utc>, limits: &Limits) -> BatchPlan {
+pub fn plan_batch(
+    items: Vec<BatchItem>,
+    key_org: Option<&str>,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> BatchPlan {
     let mut plan = BatchPlan {
         items: Vec::with_capacity(items.len()),
         events: Vec::with_capacity(items.len()),
@@ -337,7 +376,10 @@ pub fn plan_batch(items: Vec<BatchItem>, key_org: Option<&str>, now: DateTime<Ut
                 if event.org_id != org {
                     return Err(Rejection::new(
                         "org_id",
-                        format!("this API key may only send events for org {org:?}, not {:?}", event.org_id),
+                        format!(
+                            "this API key may only send events for org {org:?}, not {:?}",
+                            event.org_id
+                        ),
                     ));
                 }
             }
@@ -353,7 +395,10 @@ pub fn plan_batch(items: Vec<BatchItem>, key_org: Option<&str>, now: DateTime<Ut
             }
             Err(rejection) => {
                 tracing::debug!(index = plan.items.len(), field = %rejection.field, reason = %rejection.reason, "event rejected");
-                plan.items.push(Planned::Rejected { event_id, rejection });
+                plan.items.push(Planned::Rejected {
+                    event_id,
+                    rejection,
+                });
             }
         }
     }
@@ -363,7 +408,10 @@ pub fn plan_batch(items: Vec<BatchItem>, key_org: Option<&str>, now: DateTime<Ut
 impl BatchPlan {
     /// Combine the plan with Kafka's answers (one per `events`, in order)
     /// into the HTTP status and body.
-    pub fn finish(self, deliveries: Vec<Result<Delivered, ProduceError>>) -> (StatusCode, BatchResponse) {
+    pub fn finish(
+        self,
+        deliveries: Vec<Result<Delivered, ProduceError>>,
+    ) -> (StatusCode, BatchResponse) {
         let mut response = BatchResponse {
             error: None,
             retryable: None,
@@ -374,7 +422,10 @@ impl BatchPlan {
         };
         for (index, item) in self.items.into_iter().enumerate() {
             let outcome = match item {
-                Planned::Rejected { event_id, rejection } => {
+                Planned::Rejected {
+                    event_id,
+                    rejection,
+                } => {
                     response.rejected += 1;
                     ItemOutcome::Rejected {
                         event_id,
@@ -475,12 +526,23 @@ mod tests {
             &Limits::default(),
         );
         assert_eq!(plan.events.len(), 1);
-        let (status, response) = plan.finish(vec![Ok(Delivered { partition: 0, offset: 7 })]);
+        let (status, response) = plan.finish(vec![Ok(Delivered {
+            partition: 0,
+            offset: 7,
+        })]);
         assert_eq!(status, StatusCode::OK);
-        assert_eq!((response.accepted, response.rejected, response.failed), (1, 2, 0));
-        assert_eq!(response.results[0].outcome, ItemOutcome::Accepted { event_id: a });
+        assert_eq!(
+            (response.accepted, response.rejected, response.failed),
+            (1, 2, 0)
+        );
+        assert_eq!(
+            response.results[0].outcome,
+            ItemOutcome::Accepted { event_id: a }
+        );
         match &response.results[1].outcome {
-            ItemOutcome::Rejected { field, event_id, .. } => {
+            ItemOutcome::Rejected {
+                field, event_id, ..
+            } => {
                 assert_eq!(field, "org_id");
                 assert_eq!(event_id.as_deref(), Some(b.to_string().as_str()));
             }
@@ -498,7 +560,10 @@ mod tests {
     #[test]
     fn unscoped_key_may_send_any_org() {
         let plan = plan_batch(
-            items(vec![event("acme", Uuid::now_v7()), event("other", Uuid::now_v7())]),
+            items(vec![
+                event("acme", Uuid::now_v7()),
+                event("other", Uuid::now_v7()),
+            ]),
             None,
             Utc::now(),
             &Limits::default(),
@@ -508,7 +573,12 @@ mod tests {
 
     #[test]
     fn all_failed_in_kafka_is_503_and_all_rejected_is_400() {
-        let plan = plan_batch(items(vec![event("acme", Uuid::now_v7())]), None, Utc::now(), &Limits::default());
+        let plan = plan_batch(
+            items(vec![event("acme", Uuid::now_v7())]),
+            None,
+            Utc::now(),
+            &Limits::default(),
+        );
         let (status, response) = plan.finish(vec![Err(ProduceError {
             reason: "timed out".into(),
             retryable: true,
@@ -520,7 +590,12 @@ mod tests {
         assert_eq!(body["results"][0]["status"], "failed");
         assert_eq!(body["results"][0]["retryable"], true);
 
-        let plan = plan_batch(items(vec![json!({"schema_version": 2})]), None, Utc::now(), &Limits::default());
+        let plan = plan_batch(
+            items(vec![json!({"schema_version": 2})]),
+            None,
+            Utc::now(),
+            &Limits::default(),
+        );
         let (status, response) = plan.finish(vec![]);
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(response.rejected, 1);
@@ -539,7 +614,10 @@ mod tests {
             Utc::now(),
             &Limits::default(),
         );
-        let (_, response) = plan.finish(vec![Ok(Delivered { partition: 1, offset: 2 })]);
+        let (_, response) = plan.finish(vec![Ok(Delivered {
+            partition: 1,
+            offset: 2,
+        })]);
         assert_eq!(
             serde_json::to_value(&response).unwrap(),
             json!({

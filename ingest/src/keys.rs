@@ -73,7 +73,12 @@ impl KeyStore {
 
     /// Create a key named `name`, optionally scoped to `org_id`, with `role`
     /// (one of [`ROLES`]).
-    pub async fn create(&self, name: &str, org_id: Option<&str>, role: &str) -> Result<CreatedKey, IngestError> {
+    pub async fn create(
+        &self,
+        name: &str,
+        org_id: Option<&str>,
+        role: &str,
+    ) -> Result<CreatedKey, IngestError> {
         if name.trim().is_empty() || name.chars().count() > 200 {
             return Err(IngestError::InvalidInput {
                 field: "name",
@@ -91,13 +96,19 @@ impl KeyStore {
         if !ROLES.contains(&role) {
             return Err(IngestError::InvalidInput {
                 field: "role",
-                reason: format!("unknown role {role:?}; expected one of {}", ROLES.join(", ")),
+                reason: format!(
+                    "unknown role {role:?}; expected one of {}",
+                    ROLES.join(", ")
+                ),
             });
         }
         // A prefix collision is astronomically rare but not impossible; try again.
         for _ in 0..3 {
             let prefix = random_string(PREFIX_ALPHABET, PREFIX_LEN)?;
-            let secret = format!("{SECRET_SCHEME}_{prefix}_{}", random_string(RANDOM_ALPHABET, RANDOM_LEN)?);
+            let secret = format!(
+                "{SECRET_SCHEME}_{prefix}_{}",
+                random_string(RANDOM_ALPHABET, RANDOM_LEN)?
+            );
             let id = Uuid::now_v7();
             let inserted = sqlx::query(
                 "INSERT INTO api_keys (id, name, prefix, secret_hash, org_id, role) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -119,7 +130,9 @@ impl KeyStore {
                 Err(err) => return Err(IngestError::postgres("creating an API key", err)),
             }
         }
-        Err(IngestError::Internal("could not find a free key prefix in 3 tries".into()))
+        Err(IngestError::Internal(
+            "could not find a free key prefix in 3 tries".into(),
+        ))
     }
 
     /// The key `secret` belongs to, if it exists and is not revoked.
@@ -146,11 +159,13 @@ impl KeyStore {
 
     /// Revoke the key with `prefix`. `Ok(false)` when no active key has it.
     pub async fn revoke(&self, prefix: &str) -> Result<bool, IngestError> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL")
-            .bind(prefix)
-            .execute(&self.pool)
-            .await
-            .map_err(|err| IngestError::postgres("revoking an API key", err))?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL",
+        )
+        .bind(prefix)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| IngestError::postgres("revoking an API key", err))?;
         let revoked = done.rows_affected() > 0;
         if revoked {
             tracing::info!(prefix, "api key revoked");
@@ -220,7 +235,10 @@ mod tests {
     #[test]
     fn secrets_parse_and_hash() {
         let prefix = random_string(PREFIX_ALPHABET, PREFIX_LEN).unwrap();
-        let secret = format!("tg_{prefix}_{}", random_string(RANDOM_ALPHABET, RANDOM_LEN).unwrap());
+        let secret = format!(
+            "tg_{prefix}_{}",
+            random_string(RANDOM_ALPHABET, RANDOM_LEN).unwrap()
+        );
         assert_eq!(parse_prefix(&secret), Some(prefix.as_str()));
         assert_eq!(hash_secret(&secret), hash_secret(&secret));
         assert_ne!(hash_secret(&secret), hash_secret(&format!("{secret}x")));

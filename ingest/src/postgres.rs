@@ -58,6 +58,9 @@ mod tests {
             redact_url("postgres://tollgate:s3cret@127.0.0.1:5433/tollgate"),
             "postgres://tollgate@127.0.0.1:5433/tollgate"
         );
-        assert_eq!(redact_url("postgres://127.0.0.1/db"), "postgres://127.0.0.1/db");
+        assert_eq!(
+            redact_url("postgres://127.0.0.1/db"),
+            "postgres://127.0.0.1/db"
+        );
     }
 }

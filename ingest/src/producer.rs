@@ -48,7 +48,8 @@ impl ProduceError {
             Some(RDKafkaErrorCode::MessageTimedOut) => {
                 "kafka did not acknowledge the event in time (kafka.message_timeout_ms)".to_string()
             }
-            Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic) => {
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+            | Some(RDKafkaErrorCode::UnknownTopic) => {
                 "the events topic does not exist on the broker (run `tollgate migrate`)".to_string()
             }
             _ => format!("kafka did not accept the event: {err}"),
@@ -107,10 +108,11 @@ impl EventProducer {
         let topic = self.topic.clone();
         // librdkafka's metadata call blocks its thread.
         let metadata = tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(None, timeout)
-                .map(|md| md.topics().iter().any(|t| t.name() == topic && t.error().is_none()))
+            producer.client().fetch_metadata(None, timeout).map(|md| {
+                md.topics()
+                    .iter()
+                    .any(|t| t.name() == topic && t.error().is_none())
+            })
         })
         .await
         .map_err(|err| IngestError::Internal(format!("kafka metadata task failed: {err}")))?;

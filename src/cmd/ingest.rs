@@ -24,14 +24,20 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
     let producer = EventProducer::new(&config.kafka)?;
     match producer.check_connected(Duration::from_secs(10)).await? {
-        true => tracing::info!(brokers = %producer.brokers(), topic = %producer.topic(), "kafka reachable"),
+        true => {
+            tracing::info!(brokers = %producer.brokers(), topic = %producer.topic(), "kafka reachable")
+        }
         false => tracing::warn!(
             brokers = %producer.brokers(),
             topic = %producer.topic(),
             "events topic does not exist yet; events will fail until it does (run `tollgate migrate`)"
         ),
     }
-    let state = IngestState::new(KeyStore::new(pool.clone()), producer.clone(), &config.ingest);
+    let state = IngestState::new(
+        KeyStore::new(pool.clone()),
+        producer.clone(),
+        &config.ingest,
+    );
     let listen = args.listen.as_deref().unwrap_or(&config.ingest.listen);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -51,7 +51,10 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                println!("{:<10} {:<24} {:<20} {:<11} {:<20} REVOKED", "PREFIX", "NAME", "ORG", "ROLE", "CREATED");
+                println!(
+                    "{:<10} {:<24} {:<20} {:<11} {:<20} REVOKED",
+                    "PREFIX", "NAME", "ORG", "ROLE", "CREATED"
+                );
                 for key in &all {
                     println!(
                         "{:<10} {:<24} {:<20} {:<11} {:<20} {}",
@@ -74,7 +77,9 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
                 eprintln!("revoked API key {prefix}");
                 Ok(())
             } else {
-                Err(anyhow::anyhow!("no active API key has prefix {prefix:?} (see `tollgate keys list`)"))
+                Err(anyhow::anyhow!(
+                    "no active API key has prefix {prefix:?} (see `tollgate keys list`)"
+                ))
             }
         }
     };
