@@ -607,9 +607,14 @@ mod tests {
         let bare = StatusCode::PAYLOAD_TOO_LARGE.into_response();
         let response = json_payload_too_large(State(1234), bare).await;
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
-        assert!(body["error"].as_str().unwrap().contains("1234 bytes"), "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("1234 bytes"),
+            "{body}"
+        );
         // Other responses pass through untouched.
         let ok = json_payload_too_large(State(1234), StatusCode::OK.into_response()).await;
         assert_eq!(ok.status(), StatusCode::OK);
