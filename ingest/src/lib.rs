@@ -4,3 +4,10 @@
 
 pub mod config;
 pub mod contract;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod postgres;
+pub mod producer;
+
+pub use error::{Fault, IngestError};

@@ -1,10 +1,84 @@
-//! `tollgate ingest` (not yet implemented).
+//! `tollgate ingest`: serve the HTTP batch ingest API. Connects to PostgreSQL
+//! (API keys) and Kafka (events topic) first and refuses to start, with an
+//! error naming the address, when either is unreachable. Stops accepting
+//! connections on SIGTERM or Ctrl-C, finishes requests in flight and flushes
+//! the producer.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tollgate_ingest::http::{ingest_router, serve, IngestState};
+use tollgate_ingest::keys::KeyStore;
+use tollgate_ingest::producer::EventProducer;
 
 use crate::config::Config;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Address to listen on; overrides `ingest.listen`.
+    #[arg(long)]
+    listen: Option<String>,
+}
 
-pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
-    anyhow::bail!("tollgate ingest is not implemented yet")
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let producer = EventProducer::new(&config.kafka)?;
+    match producer.check_connected(Duration::from_secs(10)).await? {
+        true => {
+            tracing::info!(brokers = %producer.brokers(), topic = %producer.topic(), "kafka reachable")
+        }
+        false => tracing::warn!(
+            brokers = %producer.brokers(),
+            topic = %producer.topic(),
+            "events topic does not exist yet; events will fail until it does (run `tollgate migrate`)"
+        ),
+    }
+    let state = IngestState::new(
+        KeyStore::new(pool.clone()),
+        producer.clone(),
+        &config.ingest,
+    );
+    let listen = args.listen.as_deref().unwrap_or(&config.ingest.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (ingest.listen)"))?;
+    tracing::info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listen.to_string()),
+        max_body_bytes = config.ingest.max_body_bytes,
+        "ingest API listening"
+    );
+    serve(listener, ingest_router(state), shutdown_signal())
+        .await
+        .context("ingest HTTP server failed")?;
+    tracing::info!("shutting down: flushing events still in flight");
+    producer.flush(Duration::from_secs(10))?;
+    pool.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("ctrl-c received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
 }

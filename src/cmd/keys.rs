@@ -1,13 +1,88 @@
-//! `tollgate keys` (not yet implemented).
+//! `tollgate keys`: create, list and revoke API keys. `create` prints the
+//! secret alone on the last line of stdout (once; only its hash is stored)
+//! and a human description on stderr, so scripts can capture the secret.
+
+use tollgate_ingest::keys::{KeyStore, ROLES};
 
 use crate::config::Config;
 
 #[derive(clap::Subcommand)]
 pub enum KeysCommand {
     /// Create a key and print its secret once.
-    Create {},
+    Create {
+        /// What the key is for, e.g. the service that uses it.
+        #[arg(long)]
+        name: String,
+        /// Restrict the key to one org's events; without it the key may send
+        /// events of any org.
+        #[arg(long)]
+        org: Option<String>,
+        /// ingest, admin, finance, sre or compliance.
+        #[arg(long, default_value = "ingest")]
+        role: String,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke the key with this prefix (the 8 characters after `tg_`).
+    Revoke { prefix: String },
 }
 
-pub async fn run(_command: KeysCommand, _config: &Config) -> anyhow::Result<()> {
-    anyhow::bail!("tollgate keys is not implemented yet")
+pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
+    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let keys = KeyStore::new(pool.clone());
+    let result = match command {
+        KeysCommand::Create { name, org, role } => {
+            let created = keys.create(&name, org.as_deref(), &role).await?;
+            eprintln!(
+                "created API key {} (id {}, name {name:?}, role {role}, org {}); store the secret now, it is not shown again:",
+                created.prefix,
+                created.id,
+                org.as_deref().unwrap_or("any")
+            );
+            println!("{}", created.secret);
+            Ok(())
+        }
+        KeysCommand::List { json } => {
+            let all = keys.list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!(
+                    "{:<10} {:<24} {:<20} {:<11} {:<20} REVOKED",
+                    "PREFIX", "NAME", "ORG", "ROLE", "CREATED"
+                );
+                for key in &all {
+                    println!(
+                        "{:<10} {:<24} {:<20} {:<11} {:<20} {}",
+                        key.prefix,
+                        key.name,
+                        key.org_id.as_deref().unwrap_or("*"),
+                        key.role,
+                        key.created_at.format("%Y-%m-%d %H:%M:%S"),
+                        key.revoked_at
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                            .unwrap_or_else(|| "-".into())
+                    );
+                }
+                eprintln!("{} keys; roles: {}", all.len(), ROLES.join(", "));
+            }
+            Ok(())
+        }
+        KeysCommand::Revoke { prefix } => {
+            if keys.revoke(&prefix).await? {
+                eprintln!("revoked API key {prefix}");
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "no active API key has prefix {prefix:?} (see `tollgate keys list`)"
+                ))
+            }
+        }
+    };
+    pool.close().await;
+    result
 }

@@ -252,6 +252,7 @@ async fn create_pg_database(name: &str) -> String {
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .expect("postgres reachable");
+    // The name comes from `unique()`: letters, digits and underscores only.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
         .execute(&mut conn)
         .await

@@ -40,6 +40,7 @@ pub const CALL_KINDS: [&str; 5] = [
 )]
 pub struct Event {
     /// Version of this contract; this build accepts 1.
+    #[schemars(range(min = 1, max = 1))]
     pub schema_version: u16,
     /// UUIDv7; the idempotency key of the event.
     pub event_id: Uuid,
@@ -98,6 +99,7 @@ pub struct Call {
     pub requested_model: String,
     /// 1 for the first attempt.
     #[serde(default = "first_attempt")]
+    #[schemars(range(min = 1))]
     pub attempt: u16,
     /// `call_id` of the call this one is a fallback for.
     #[serde(default)]

@@ -1,0 +1,194 @@
+//! The ingest crate's one error type. Every variant knows whose fault it is
+//! (the client's, an external service's, or ours), whether retrying the same
+//! request can help, and which HTTP status it becomes; handlers turn it into a
+//! JSON body `{"error": "..."}` with one mapping, here.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Who has to act for the error to go away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The caller sent something wrong; the same request will fail again.
+    Client,
+    /// Kafka or PostgreSQL is unreachable or refused; a retry may succeed.
+    External,
+    /// A bug or misconfiguration in Tollgate itself.
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("missing API key: send Authorization: Bearer <key>")]
+    MissingApiKey,
+
+    #[error("invalid API key: the key is unknown or has been revoked")]
+    InvalidApiKey,
+
+    #[error(
+        "API key {prefix} has role {role:?}, which may not send events (roles that may: {allowed})"
+    )]
+    Forbidden {
+        prefix: String,
+        role: String,
+        allowed: String,
+    },
+
+    #[error("request body is larger than the limit of {limit} bytes (ingest.max_body_bytes); split the batch")]
+    BodyTooLarge { limit: usize },
+
+    /// The body as a whole cannot be used (malformed JSON array, empty, too many events).
+    #[error("{reason}")]
+    BadRequest { field: String, reason: String },
+
+    /// Input to a library call (key name, role, ...) is not acceptable.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput { field: &'static str, reason: String },
+
+    #[error("kafka at {brokers} is unreachable: {reason}; is the broker running (dev/stack up) and is kafka.brokers right?")]
+    KafkaUnreachable { brokers: String, reason: String },
+
+    #[error("kafka producer could not be created for {brokers}: {reason}")]
+    KafkaConfig { brokers: String, reason: String },
+
+    #[error("cannot connect to postgresql at {address}: {reason}; is it running (dev/stack up) and is postgres.url right?")]
+    PostgresUnreachable { address: String, reason: String },
+
+    #[error("postgresql query failed while {doing}: {source}")]
+    Postgres {
+        doing: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    #[error("kafka did not acknowledge any event of the request: {reason}")]
+    NothingProduced { reason: String },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IngestError {
+    pub fn bad_request(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        IngestError::BadRequest {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn postgres(doing: &'static str, source: sqlx::Error) -> Self {
+        IngestError::Postgres { doing, source }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            IngestError::MissingApiKey
+            | IngestError::InvalidApiKey
+            | IngestError::Forbidden { .. }
+            | IngestError::BodyTooLarge { .. }
+            | IngestError::BadRequest { .. }
+            | IngestError::InvalidInput { .. } => Fault::Client,
+            IngestError::KafkaUnreachable { .. }
+            | IngestError::PostgresUnreachable { .. }
+            | IngestError::Postgres { .. }
+            | IngestError::NothingProduced { .. } => Fault::External,
+            IngestError::KafkaConfig { .. } | IngestError::Internal(_) => Fault::Internal,
+        }
+    }
+
+    /// Whether sending the same request again, later, can succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.fault() == Fault::External
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            IngestError::MissingApiKey | IngestError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            IngestError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::BadRequest { .. } | IngestError::InvalidInput { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            IngestError::KafkaUnreachable { .. }
+            | IngestError::PostgresUnreachable { .. }
+            | IngestError::Postgres { .. }
+            | IngestError::NothingProduced { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::KafkaConfig { .. } | IngestError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// The JSON body a client sees: `{"error": ...}`, plus `field` when one
+    /// field is to blame and `retryable: true` when retrying can help.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut body = json!({ "error": self.to_string() });
+        match self {
+            IngestError::BadRequest { field, .. } => body["field"] = json!(field),
+            IngestError::InvalidInput { field, .. } => body["field"] = json!(field),
+            _ => {}
+        }
+        if self.is_retryable() {
+            body["retryable"] = json!(true);
+        }
+        body
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        match self.fault() {
+            Fault::Client => tracing::debug!(%status, err = %self, "request refused"),
+            Fault::External => tracing::warn!(%status, err = %self, "dependency failed"),
+            Fault::Internal => tracing::error!(%status, err = %self, "internal error"),
+        }
+        let mut response = (status, Json(self.to_json())).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_are_not_retryable_and_map_to_4xx() {
+        let err = IngestError::MissingApiKey;
+        assert_eq!(err.fault(), Fault::Client);
+        assert!(!err.is_retryable());
+        assert_eq!(err.status_code(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            err.to_json(),
+            json!({"error": "missing API key: send Authorization: Bearer <key>"})
+        );
+        let err = IngestError::BodyTooLarge { limit: 1024 };
+        assert_eq!(err.status_code(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(err.to_string().contains("1024 bytes"));
+        let err = IngestError::bad_request("body", "no events in the request body");
+        assert_eq!(
+            err.to_json(),
+            json!({"error": "no events in the request body", "field": "body"})
+        );
+    }
+
+    #[test]
+    fn external_errors_are_retryable_503() {
+        let err = IngestError::KafkaUnreachable {
+            brokers: "127.0.0.1:9092".into(),
+            reason: "timed out".into(),
+        };
+        assert!(err.is_retryable());
+        assert_eq!(err.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(err.to_string().contains("127.0.0.1:9092"));
+        assert_eq!(err.to_json()["retryable"], json!(true));
+    }
+}

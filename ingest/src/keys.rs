@@ -1,0 +1,265 @@
+//! API keys: creating them, checking a presented secret, revoking and listing.
+//! A secret looks like `tg_<prefix>_<random>`; the 8-character prefix is the
+//! key's public name (shown in lists and logs, used for lookup), the random
+//! part comes from the operating system's RNG. Only the SHA-256 of the whole
+//! secret is stored, so the secret is shown once, at creation, and never again.
+
+use chrono::{DateTime, Utc};
+use rand::rngs::OsRng;
+use rand::TryRngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::IngestError;
+
+/// Roles a key can have. `ingest` sends events; `admin` may do everything;
+/// the others are the report API's readers.
+pub const ROLES: [&str; 5] = ["ingest", "admin", "finance", "sre", "compliance"];
+/// Roles that may send events to `POST /v1/events`.
+pub const INGEST_ROLES: [&str; 2] = ["ingest", "admin"];
+
+const SECRET_SCHEME: &str = "tg";
+const PREFIX_LEN: usize = 8;
+const RANDOM_LEN: usize = 40;
+const PREFIX_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+const RANDOM_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A stored key, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    /// When set, the key may only send (or read) this org's events.
+    pub org_id: Option<String>,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKey {
+    pub fn may_ingest(&self) -> bool {
+        INGEST_ROLES.contains(&self.role.as_str())
+    }
+}
+
+/// A key just created; `secret` exists only in this value.
+#[derive(Debug, Clone)]
+pub struct CreatedKey {
+    pub id: Uuid,
+    pub prefix: String,
+    pub secret: String,
+}
+
+/// API keys in PostgreSQL table `api_keys`.
+#[derive(Clone)]
+pub struct KeyStore {
+    pool: PgPool,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    #[sqlx(flatten)]
+    key: ApiKey,
+    secret_hash: Vec<u8>,
+}
+
+impl KeyStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Create a key named `name`, optionally scoped to `org_id`, with `role`
+    /// (one of [`ROLES`]).
+    pub async fn create(
+        &self,
+        name: &str,
+        org_id: Option<&str>,
+        role: &str,
+    ) -> Result<CreatedKey, IngestError> {
+        if name.trim().is_empty() || name.chars().count() > 200 {
+            return Err(IngestError::InvalidInput {
+                field: "name",
+                reason: "must be 1 to 200 characters".into(),
+            });
+        }
+        if let Some(org) = org_id {
+            if org.is_empty() || org.chars().count() > 128 || org.chars().any(char::is_control) {
+                return Err(IngestError::InvalidInput {
+                    field: "org",
+                    reason: "must be 1 to 128 characters without control characters".into(),
+                });
+            }
+        }
+        if !ROLES.contains(&role) {
+            return Err(IngestError::InvalidInput {
+                field: "role",
+                reason: format!(
+                    "unknown role {role:?}; expected one of {}",
+                    ROLES.join(", ")
+                ),
+            });
+        }
+        // A prefix collision is astronomically rare but not impossible; try again.
+        for _ in 0..3 {
+            let prefix = random_string(PREFIX_ALPHABET, PREFIX_LEN)?;
+            let secret = format!(
+                "{SECRET_SCHEME}_{prefix}_{}",
+                random_string(RANDOM_ALPHABET, RANDOM_LEN)?
+            );
+            let id = Uuid::now_v7();
+            let inserted = sqlx::query(
+                "INSERT INTO api_keys (id, name, prefix, secret_hash, org_id, role) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(&prefix)
+            .bind(hash_secret(&secret).to_vec())
+            .bind(org_id)
+            .bind(role)
+            .execute(&self.pool)
+            .await;
+            match inserted {
+                Ok(_) => {
+                    tracing::info!(%id, %prefix, name, org_id, role, "api key created");
+                    return Ok(CreatedKey { id, prefix, secret });
+                }
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => continue,
+                Err(err) => return Err(IngestError::postgres("creating an API key", err)),
+            }
+        }
+        Err(IngestError::Internal(
+            "could not find a free key prefix in 3 tries".into(),
+        ))
+    }
+
+    /// The key `secret` belongs to, if it exists and is not revoked.
+    pub async fn verify(&self, secret: &str) -> Result<Option<ApiKey>, IngestError> {
+        let Some(prefix) = parse_prefix(secret) else {
+            return Ok(None);
+        };
+        let row: Option<KeyRow> = sqlx::query_as(
+            "SELECT id, name, prefix, org_id, role, created_at, revoked_at, secret_hash FROM api_keys WHERE prefix = $1",
+        )
+        .bind(prefix)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|err| IngestError::postgres("checking an API key", err))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let matches = constant_time_eq(&hash_secret(secret), &row.secret_hash);
+        if !matches || row.key.revoked_at.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(row.key))
+    }
+
+    /// Revoke the key with `prefix`. `Ok(false)` when no active key has it.
+    pub async fn revoke(&self, prefix: &str) -> Result<bool, IngestError> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL",
+        )
+        .bind(prefix)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| IngestError::postgres("revoking an API key", err))?;
+        let revoked = done.rows_affected() > 0;
+        if revoked {
+            tracing::info!(prefix, "api key revoked");
+        }
+        Ok(revoked)
+    }
+
+    /// Every key, oldest first, revoked ones included.
+    pub async fn list(&self) -> Result<Vec<ApiKey>, IngestError> {
+        sqlx::query_as("SELECT id, name, prefix, org_id, role, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|err| IngestError::postgres("listing API keys", err))
+    }
+}
+
+/// SHA-256 of the whole secret string.
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// The prefix of a well-formed secret `tg_<prefix>_<random>`.
+fn parse_prefix(secret: &str) -> Option<&str> {
+    let rest = secret.strip_prefix(SECRET_SCHEME)?.strip_prefix('_')?;
+    let (prefix, random) = rest.split_once('_')?;
+    let well_formed = prefix.len() == PREFIX_LEN
+        && prefix.bytes().all(|b| PREFIX_ALPHABET.contains(&b))
+        && random.len() == RANDOM_LEN
+        && random.bytes().all(|b| RANDOM_ALPHABET.contains(&b));
+    well_formed.then_some(prefix)
+}
+
+/// Compare without an early exit, so timing does not reveal how many leading
+/// bytes of a guessed hash were right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// `len` characters drawn uniformly from `alphabet` using the OS RNG
+/// (rejection sampling, so no character is more likely than another).
+fn random_string(alphabet: &[u8], len: usize) -> Result<String, IngestError> {
+    let n = alphabet.len();
+    let usable = 256 - 256 % n;
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        OsRng
+            .try_fill_bytes(&mut buf)
+            .map_err(|err| IngestError::Internal(format!("operating system RNG failed: {err}")))?;
+        for &b in &buf {
+            if usize::from(b) < usable && out.len() < len {
+                out.push(char::from(alphabet[usize::from(b) % n]));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_parse_and_hash() {
+        let prefix = random_string(PREFIX_ALPHABET, PREFIX_LEN).unwrap();
+        let secret = format!(
+            "tg_{prefix}_{}",
+            random_string(RANDOM_ALPHABET, RANDOM_LEN).unwrap()
+        );
+        assert_eq!(parse_prefix(&secret), Some(prefix.as_str()));
+        assert_eq!(hash_secret(&secret), hash_secret(&secret));
+        assert_ne!(hash_secret(&secret), hash_secret(&format!("{secret}x")));
+        assert!(parse_prefix("tg_short_abc").is_none());
+        assert!(parse_prefix("Bearer tg_").is_none());
+        assert!(parse_prefix(&format!("xx_{prefix}_{}", "a".repeat(RANDOM_LEN))).is_none());
+    }
+
+    #[test]
+    fn random_strings_use_the_alphabet_and_differ() {
+        let a = random_string(RANDOM_ALPHABET, RANDOM_LEN).unwrap();
+        let b = random_string(RANDOM_ALPHABET, RANDOM_LEN).unwrap();
+        assert_eq!(a.len(), RANDOM_LEN);
+        assert!(a.bytes().all(|c| RANDOM_ALPHABET.contains(&c)));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,566 @@
+//! The event contract from a client's point of view: what is accepted, what is
+//! rejected and with which field named, and that the published JSON Schema
+//! agrees with the code (and does not change without a visible diff).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::{Duration, Utc};
+use serde_json::{json, Value};
+use tollgate_ingest::contract::{
+    event_schema, parse_event, split_body, BatchItem, BodyFormat, Event, Limits, Rejection,
+};
+use uuid::Uuid;
+
+fn good_call() -> Value {
+    json!({
+        "schema_version": 1,
+        "event_id": Uuid::now_v7(),
+        "kind": "ai.call.completed",
+        "occurred_at": (Utc::now() - Duration::seconds(3)).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        "org_id": "acme",
+        "team_id": "search",
+        "user_id": "u-17",
+        "api_key_id": "key-3",
+        "call": {
+            "call_id": "call-1",
+            "trace_id": "trace-1",
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "requested_model": "gpt-4o-mini",
+            "attempt": 1,
+            "operation": "chat",
+            "stream": true,
+            "duration_ms": 812,
+            "ttft_ms": 95,
+            "usage": {
+                "input_tokens": 1200,
+                "output_tokens": 310,
+                "cached_input_tokens": 1000,
+                "cache_write_tokens": 0,
+                "reasoning_tokens": 0,
+                "images": 0,
+                "audio_seconds": 0.0
+            },
+            "outcome": "success",
+            "http_status": 200,
+            "cache_hit": false,
+            "prompt_sha256": "a".repeat(64)
+        },
+        "tags": {"feature": "autocomplete", "experiment": "exp-7"},
+        "reported_cost": "0.000412500000"
+    })
+}
+
+fn good_failed_call() -> Value {
+    let mut v = good_call();
+    v["kind"] = json!("ai.call.failed");
+    v["call"]["outcome"] = json!("rate_limited");
+    v["call"]["http_status"] = json!(429);
+    v["call"]["usage"] = json!({});
+    v["call"]["error"] = json!({"type": "rate_limit_error", "message": "slow down"});
+    v
+}
+
+fn good_admin() -> Value {
+    json!({
+        "schema_version": 1,
+        "event_id": Uuid::now_v7(),
+        "kind": "admin.price.updated",
+        "occurred_at": Utc::now().to_rfc3339(),
+        "org_id": "acme",
+        "team_id": "platform",
+        "admin": {"model": "gpt-4o", "input_per_mtok": "2.50"}
+    })
+}
+
+/// A good call event with `edit` applied.
+fn with(edit: impl FnOnce(&mut Value)) -> Value {
+    let mut v = good_call();
+    edit(&mut v);
+    v
+}
+
+fn parse(value: Value) -> Result<Event, Rejection> {
+    parse_event(value, Utc::now(), &Limits::default())
+}
+
+/// Assert `value` is rejected and the rejection names `field`.
+#[track_caller]
+fn rejected_at(value: Value, field: &str) -> Rejection {
+    match parse(value) {
+        Ok(event) => {
+            panic!("expected a rejection at {field}, but the event was accepted: {event:?}")
+        }
+        Err(rejection) => {
+            assert_eq!(rejection.field, field, "wrong field named: {rejection}");
+            assert!(!rejection.reason.is_empty());
+            rejection
+        }
+    }
+}
+
+#[test]
+fn valid_events_round_trip() {
+    for value in [good_call(), good_failed_call(), good_admin()] {
+        let event = parse(value.clone()).unwrap();
+        let encoded = serde_json::to_value(&event).unwrap();
+        let again = parse(encoded).unwrap();
+        assert_eq!(event, again);
+        assert_eq!(
+            event.event_id.to_string(),
+            value["event_id"].as_str().unwrap()
+        );
+    }
+    let event = parse(good_call()).unwrap();
+    assert_eq!(event.partition_key(), "search");
+    assert!(event.is_call());
+    let call = event.call.unwrap();
+    assert_eq!(call.usage.cached_input_tokens, 1000);
+    assert_eq!(event.reported_cost.as_deref(), Some("0.000412500000"));
+}
+
+#[test]
+fn optional_fields_take_defaults() {
+    let event = parse(with(|v| {
+        let call = v["call"].as_object_mut().unwrap();
+        for key in [
+            "trace_id",
+            "requested_model",
+            "attempt",
+            "stream",
+            "ttft_ms",
+            "usage",
+            "http_status",
+            "cache_hit",
+            "prompt_sha256",
+        ] {
+            call.remove(key);
+        }
+        let top = v.as_object_mut().unwrap();
+        for key in ["user_id", "api_key_id", "tags", "reported_cost"] {
+            top.remove(key);
+        }
+    }))
+    .unwrap();
+    let call = event.call.unwrap();
+    assert_eq!(call.attempt, 1);
+    assert_eq!(call.usage.input_tokens, 0);
+    assert!(event.tags.is_empty());
+}
+
+#[test]
+fn malformed_json_body_is_rejected_as_a_whole() {
+    let err = split_body(br#"[{"schema_version": 1,"#, BodyFormat::JsonArray, 100).unwrap_err();
+    assert_eq!(err.field, "body");
+    assert!(err.reason.contains("malformed JSON"), "{err}");
+    let err = split_body(b"   ", BodyFormat::JsonArray, 100).unwrap_err();
+    assert_eq!(err.field, "body");
+    let err = split_body(b"[]", BodyFormat::JsonArray, 100).unwrap_err();
+    assert_eq!(err.field, "body");
+    assert!(err.reason.contains("no events"), "{err}");
+    let err = split_body(b"42", BodyFormat::JsonArray, 100).unwrap_err();
+    assert_eq!(err.field, "body");
+    let err = split_body(b"[{},{},{}]", BodyFormat::JsonArray, 2).unwrap_err();
+    assert!(err.reason.contains("at most 2"), "{err}");
+}
+
+#[test]
+fn single_object_body_is_one_event() {
+    let body = serde_json::to_vec(&good_call()).unwrap();
+    let items = split_body(&body, BodyFormat::JsonArray, 10).unwrap();
+    assert_eq!(items.len(), 1);
+}
+
+#[test]
+fn wrong_type_names_the_field() {
+    let r = rejected_at(
+        with(|v| v["call"]["duration_ms"] = json!("812")),
+        "call.duration_ms",
+    );
+    assert!(r.reason.contains("invalid type"), "{r}");
+    rejected_at(with(|v| v["call"]["stream"] = json!("yes")), "call.stream");
+    rejected_at(with(|v| v["org_id"] = json!(42)), "org_id");
+    rejected_at(
+        with(|v| v["call"]["operation"] = json!("dance")),
+        "call.operation",
+    );
+    let r = rejected_at(json!([1, 2]), "event");
+    assert!(r.reason.contains("an array"), "{r}");
+}
+
+#[test]
+fn missing_required_fields_are_named() {
+    rejected_at(
+        with(|v| drop(v["call"].as_object_mut().unwrap().remove("model"))),
+        "call.model",
+    );
+    rejected_at(
+        with(|v| drop(v.as_object_mut().unwrap().remove("org_id"))),
+        "org_id",
+    );
+    rejected_at(
+        with(|v| drop(v.as_object_mut().unwrap().remove("event_id"))),
+        "event_id",
+    );
+    rejected_at(
+        with(|v| drop(v.as_object_mut().unwrap().remove("schema_version"))),
+        "schema_version",
+    );
+    rejected_at(
+        with(|v| drop(v.as_object_mut().unwrap().remove("call"))),
+        "call",
+    );
+    rejected_at(
+        with(|v| v["call"]["error"] = json!({"message": "x"})),
+        "call.error.type",
+    );
+}
+
+#[test]
+fn negative_token_counts_are_rejected() {
+    let r = rejected_at(
+        with(|v| v["call"]["usage"]["input_tokens"] = json!(-5)),
+        "call.usage.input_tokens",
+    );
+    assert!(r.reason.contains("-5"), "{r}");
+    rejected_at(
+        with(|v| v["call"]["usage"]["output_tokens"] = json!(-1)),
+        "call.usage.output_tokens",
+    );
+    rejected_at(
+        with(|v| v["call"]["duration_ms"] = json!(-1)),
+        "call.duration_ms",
+    );
+}
+
+#[test]
+fn occurred_at_far_in_the_future_or_past_is_rejected() {
+    let future = (Utc::now() + Duration::days(2)).to_rfc3339();
+    let r = rejected_at(with(|v| v["occurred_at"] = json!(future)), "occurred_at");
+    assert!(r.reason.contains("future"), "{r}");
+    let old = (Utc::now() - Duration::days(2000)).to_rfc3339();
+    rejected_at(with(|v| v["occurred_at"] = json!(old)), "occurred_at");
+    rejected_at(
+        with(|v| v["occurred_at"] = json!("yesterday")),
+        "occurred_at",
+    );
+    // Small clock skew is fine.
+    let skewed = (Utc::now() + Duration::seconds(30)).to_rfc3339();
+    parse(with(|v| v["occurred_at"] = json!(skewed))).unwrap();
+}
+
+#[test]
+fn unknown_schema_version_is_rejected() {
+    let r = rejected_at(with(|v| v["schema_version"] = json!(2)), "schema_version");
+    assert!(r.reason.contains("unsupported schema version 2"), "{r}");
+    rejected_at(with(|v| v["schema_version"] = json!("1")), "schema_version");
+}
+
+#[test]
+fn event_id_must_be_uuid_v7() {
+    let r = rejected_at(with(|v| v["event_id"] = json!(Uuid::new_v4())), "event_id");
+    assert!(r.reason.contains("UUIDv7"), "{r}");
+    rejected_at(with(|v| v["event_id"] = json!("not-a-uuid")), "event_id");
+}
+
+#[test]
+fn unknown_kind_is_rejected() {
+    let r = rejected_at(with(|v| v["kind"] = json!("ai.call.exploded")), "kind");
+    assert!(r.reason.contains("unknown kind"), "{r}");
+    rejected_at(with(|v| v["kind"] = json!("admin.")), "kind");
+    rejected_at(with(|v| v["kind"] = json!("admin.Price")), "kind");
+    // An admin event must not carry a call, and needs its admin payload.
+    let mut admin_with_call = good_admin();
+    admin_with_call["call"] = good_call()["call"].clone();
+    rejected_at(admin_with_call, "call");
+    let mut admin_without_payload = good_admin();
+    admin_without_payload
+        .as_object_mut()
+        .unwrap()
+        .remove("admin");
+    rejected_at(admin_without_payload, "admin");
+}
+
+#[test]
+fn cached_tokens_may_not_exceed_input_tokens() {
+    let r = rejected_at(
+        with(|v| {
+            v["call"]["usage"]["input_tokens"] = json!(10);
+            v["call"]["usage"]["cached_input_tokens"] = json!(11);
+        }),
+        "call.usage.cached_input_tokens",
+    );
+    assert!(r.reason.contains("input_tokens"), "{r}");
+    rejected_at(with(|v| v["call"]["ttft_ms"] = json!(5000)), "call.ttft_ms");
+    rejected_at(with(|v| v["call"]["attempt"] = json!(0)), "call.attempt");
+}
+
+#[test]
+fn oversized_strings_are_rejected() {
+    let r = rejected_at(
+        with(|v| v["call"]["model"] = json!("m".repeat(257))),
+        "call.model",
+    );
+    assert!(r.reason.contains("at most 256"), "{r}");
+    rejected_at(with(|v| v["team_id"] = json!("t".repeat(129))), "team_id");
+    rejected_at(with(|v| v["team_id"] = json!("")), "team_id");
+    rejected_at(
+        with(|v| v["call"]["error"] = json!({"type": "x", "message": "e".repeat(2049)})),
+        "call.error.message",
+    );
+    rejected_at(
+        with(|v| v["tags"]["feature"] = json!("f".repeat(257))),
+        "tags.feature",
+    );
+    let too_many_tags: serde_json::Map<String, Value> =
+        (0..40).map(|i| (format!("k{i}"), json!("v"))).collect();
+    rejected_at(with(|v| v["tags"] = Value::Object(too_many_tags)), "tags");
+    // Length counts characters, not bytes.
+    parse(with(|v| v["call"]["model"] = json!("é".repeat(256)))).unwrap();
+}
+
+#[test]
+fn control_characters_are_rejected() {
+    let r = rejected_at(with(|v| v["user_id"] = json!("u\u{7}17")), "user_id");
+    assert!(r.reason.contains("control characters"), "{r}");
+    rejected_at(
+        with(|v| v["call"]["model"] = json!("gpt\n4o")),
+        "call.model",
+    );
+    rejected_at(
+        with(|v| v["tags"]["feature"] = json!("a\u{0}b")),
+        "tags.feature",
+    );
+}
+
+#[test]
+fn other_semantic_checks_name_the_field() {
+    rejected_at(
+        with(|v| v["reported_cost"] = json!("-1.0")),
+        "reported_cost",
+    );
+    rejected_at(
+        with(|v| v["reported_cost"] = json!("0.0000000000001")),
+        "reported_cost",
+    );
+    rejected_at(
+        with(|v| v["call"]["prompt_sha256"] = json!("ABC")),
+        "call.prompt_sha256",
+    );
+    rejected_at(
+        with(|v| v["call"]["usage"]["audio_seconds"] = json!(1e9)),
+        "call.usage.audio_seconds",
+    );
+    let r = rejected_at(with(|v| v["surprise"] = json!(1)), "surprise");
+    assert!(r.reason.contains("unknown field"), "{r}");
+    rejected_at(
+        with(|v| v["call"]["usage"]["surprise"] = json!(1)),
+        "call.usage.surprise",
+    );
+}
+
+#[test]
+fn ndjson_with_a_bad_line_keeps_the_good_lines() {
+    let good1 = good_call();
+    let good2 = good_admin();
+    let invalid = with(|v| v["call"]["usage"]["input_tokens"] = json!(-5));
+    let body = format!(
+        "{}\n{{\"schema_version\": 1, oops\n\n{}\n{}\n",
+        good1, invalid, good2
+    );
+    let items = split_body(body.as_bytes(), BodyFormat::Ndjson, 100).unwrap();
+    assert_eq!(items.len(), 4, "blank lines do not count as events");
+    let results: Vec<Result<Event, Rejection>> = items
+        .into_iter()
+        .map(|item| match item {
+            BatchItem::Json(value) => parse(value),
+            BatchItem::Malformed(rejection) => Err(rejection),
+        })
+        .collect();
+    assert_eq!(
+        results[0].as_ref().unwrap().event_id.to_string(),
+        good1["event_id"].as_str().unwrap()
+    );
+    let malformed = results[1].as_ref().unwrap_err();
+    assert_eq!(malformed.field, "event");
+    assert!(malformed.reason.contains("line 2"), "{malformed}");
+    assert_eq!(
+        results[2].as_ref().unwrap_err().field,
+        "call.usage.input_tokens"
+    );
+    assert_eq!(
+        results[3].as_ref().unwrap().event_id.to_string(),
+        good2["event_id"].as_str().unwrap()
+    );
+    assert_eq!(
+        BodyFormat::from_content_type(Some("application/x-ndjson")),
+        BodyFormat::Ndjson
+    );
+    assert_eq!(
+        BodyFormat::from_content_type(Some("application/json; charset=utf-8")),
+        BodyFormat::JsonArray
+    );
+    assert_eq!(BodyFormat::from_content_type(None), BodyFormat::JsonArray);
+}
+
+// ---- the published JSON Schema agrees with the code ----
+
+fn schema_validator() -> jsonschema::Validator {
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&event_schema())
+        .expect("event_schema() is a valid JSON Schema")
+}
+
+#[test]
+fn schema_accepts_the_good_examples() {
+    let validator = schema_validator();
+    for value in [good_call(), good_failed_call(), good_admin()] {
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "schema rejects a good event: {errors:?}\n{value:#}"
+        );
+        // And the code accepts them too.
+        parse(value).unwrap();
+    }
+}
+
+#[test]
+fn schema_rejects_what_the_code_rejects() {
+    let validator = schema_validator();
+    let bad = [
+        (
+            "string duration",
+            with(|v| v["call"]["duration_ms"] = json!("812")),
+        ),
+        (
+            "negative tokens",
+            with(|v| v["call"]["usage"]["input_tokens"] = json!(-5)),
+        ),
+        (
+            "missing call.model",
+            with(|v| drop(v["call"].as_object_mut().unwrap().remove("model"))),
+        ),
+        (
+            "missing org_id",
+            with(|v| drop(v.as_object_mut().unwrap().remove("org_id"))),
+        ),
+        ("schema_version 2", with(|v| v["schema_version"] = json!(2))),
+        (
+            "unknown kind",
+            with(|v| v["kind"] = json!("ai.call.exploded")),
+        ),
+        (
+            "oversized model",
+            with(|v| v["call"]["model"] = json!("m".repeat(257))),
+        ),
+        ("unknown field", with(|v| v["surprise"] = json!(true))),
+        ("not a uuid", with(|v| v["event_id"] = json!("not-a-uuid"))),
+        (
+            "not a date-time",
+            with(|v| v["occurred_at"] = json!("yesterday")),
+        ),
+        ("bad outcome", with(|v| v["call"]["outcome"] = json!("meh"))),
+        (
+            "bad digest",
+            with(|v| v["call"]["prompt_sha256"] = json!("ABC")),
+        ),
+        ("bad cost", with(|v| v["reported_cost"] = json!("-1"))),
+        ("empty team", with(|v| v["team_id"] = json!(""))),
+        ("attempt 0", with(|v| v["call"]["attempt"] = json!(0))),
+    ];
+    for (what, value) in bad {
+        assert!(
+            !validator.is_valid(&value),
+            "schema accepts an event with {what}"
+        );
+        assert!(parse(value).is_err(), "code accepts an event with {what}");
+    }
+}
+
+#[test]
+fn schema_names_the_required_fields() {
+    let schema = event_schema();
+    let required = |v: &Value| -> Vec<String> {
+        let mut r: Vec<String> = v["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        r.sort();
+        r
+    };
+    assert_eq!(
+        required(&schema),
+        [
+            "event_id",
+            "kind",
+            "occurred_at",
+            "org_id",
+            "schema_version",
+            "team_id"
+        ]
+    );
+    assert_eq!(
+        required(&schema["$defs"]["Call"]),
+        [
+            "call_id",
+            "duration_ms",
+            "model",
+            "operation",
+            "outcome",
+            "provider"
+        ]
+    );
+    assert_eq!(schema["additionalProperties"], json!(false));
+    assert_eq!(schema["properties"]["event_id"]["format"], json!("uuid"));
+    assert_eq!(
+        schema["properties"]["occurred_at"]["format"],
+        json!("date-time")
+    );
+    for field in [
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+    ] {
+        assert_eq!(
+            schema["$defs"]["Usage"]["properties"][field]["minimum"],
+            json!(0),
+            "{field}"
+        );
+    }
+}
+
+/// The whole schema, compared with `ingest/tests/snapshots/event_schema.json`,
+/// so any change to the published contract shows up as a diff in review.
+/// Regenerate with `UPDATE_SNAPSHOTS=1 cargo test -p tollgate-ingest --test contract`.
+#[test]
+fn schema_snapshot() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/event_schema.json");
+    let current = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&event_schema()).unwrap()
+    );
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &current).unwrap();
+    }
+    let stored = std::fs::read_to_string(&path).unwrap_or_else(|err| {
+        panic!(
+            "cannot read {} ({err}); create it with UPDATE_SNAPSHOTS=1",
+            path.display()
+        )
+    });
+    assert!(
+        stored == current,
+        "the event schema changed; if intended, run with UPDATE_SNAPSHOTS=1 and commit {}\n--- stored\n{stored}\n--- current\n{current}",
+        path.display()
+    );
+}
