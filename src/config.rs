@@ -46,9 +46,9 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        let env = Env::prefixed("TOLLGATE_")
-            .split("__")
-            .filter(|key| !NOT_SETTINGS.contains(&key.as_str()) && !key.as_str().starts_with("test_"));
+        let env = Env::prefixed("TOLLGATE_").split("__").filter(|key| {
+            !NOT_SETTINGS.contains(&key.as_str()) && !key.as_str().starts_with("test_")
+        });
         figment
             .merge(env)
             .extract()
@@ -59,8 +59,16 @@ impl Config {
 fn describe(err: figment::Error) -> String {
     err.into_iter()
         .map(|e| {
-            let key = if e.path.is_empty() { String::new() } else { format!("key `{}`: ", e.path.join(".")) };
-            let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!("key `{}`: ", e.path.join("."))
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
             format!("{key}{}{source}", e.kind)
         })
         .collect::<Vec<_>>()

@@ -3,6 +3,7 @@
 mod cmd;
 mod config;
 mod telemetry;
+mod workload;
 
 use std::path::PathBuf;
 
@@ -11,7 +12,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "Observability and billing pipeline for AI calls")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Observability and billing pipeline for AI calls"
+)]
 struct Cli {
     /// TOML configuration file; `TOLLGATE_<SECTION>__<KEY>` variables override it.
     #[arg(long, short, global = true, env = "TOLLGATE_CONFIG")]

@@ -26,8 +26,11 @@ impl Drop for Telemetry {
 }
 
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
-    let filter = EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let filter = EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
     let registry = tracing_subscriber::registry().with(filter).with(fmt);
     match &config.otlp_endpoint {
         Some(endpoint) => {
@@ -35,10 +38,16 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
                 .with_http()
                 .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
                 .build()?;
-            let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).build();
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .build();
             let tracer = provider.tracer("tollgate");
-            registry.with(tracing_opentelemetry::layer().with_tracer(tracer)).try_init()?;
-            Ok(Telemetry { provider: Some(provider) })
+            registry
+                .with(tracing_opentelemetry::layer().with_tracer(tracer))
+                .try_init()?;
+            Ok(Telemetry {
+                provider: Some(provider),
+            })
         }
         None => {
             registry.try_init()?;

@@ -1,10 +1,148 @@
-//! `tollgate simulate` (not yet implemented).
+//! `tollgate simulate`: send realistic AI-call traffic to the ingest API (or
+//! straight to Kafka), with a progress bar.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::Duration;
+use futures::stream::{self, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
+use crate::workload::{Workload, WorkloadSpec};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Number of events to send.
+    #[arg(long, default_value_t = 10_000)]
+    pub events: u64,
+    /// Spread `occurred_at` over this many minutes ending now.
+    #[arg(long, default_value_t = 60)]
+    pub span_minutes: i64,
+    /// Random seed; the same seed sends the same events.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Ingest API base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// Ingest API key (`tollgate keys create`).
+    #[arg(long, env = "TOLLGATE_INGEST_KEY")]
+    pub key: Option<String>,
+    /// Events per request.
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+}
 
-pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
-    anyhow::bail!("tollgate simulate is not implemented yet")
+pub async fn run(args: Args, _config: &Config) -> anyhow::Result<()> {
+    let key = args
+        .key
+        .clone()
+        .context("--key (or TOLLGATE_INGEST_KEY) is required to send to the ingest API")?;
+    let spec = WorkloadSpec::new(
+        args.events,
+        Duration::minutes(args.span_minutes.max(1)),
+        args.seed,
+    );
+    let workload = Workload::new(spec)?;
+    let bar = progress_bar(args.events, "simulate");
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/events", args.target.trim_end_matches('/'));
+    let started = Instant::now();
+    let batches = chunks(workload, args.batch.max(1));
+    let results = stream::iter(batches)
+        .map(|batch| {
+            let client = client.clone();
+            let url = url.clone();
+            let key = key.clone();
+            let bar = bar.clone();
+            async move {
+                let n = batch.len() as u64;
+                let outcome = post_batch(&client, &url, &key, &batch).await;
+                bar.inc(n);
+                outcome
+            }
+        })
+        .buffer_unordered(args.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    bar.finish();
+    let mut accepted = 0u64;
+    let mut rejected = 0u64;
+    for result in results {
+        let (a, r) = result?;
+        accepted += a;
+        rejected += r;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "sent {} events in {:.1} s ({:.0} events/s): {accepted} accepted, {rejected} rejected",
+        args.events,
+        secs,
+        args.events as f64 / secs.max(1e-9)
+    );
+    if rejected > 0 {
+        anyhow::bail!("{rejected} events were rejected by the ingest API");
+    }
+    Ok(())
+}
+
+/// POST one NDJSON batch; returns (accepted, rejected).
+async fn post_batch(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    batch: &[tollgate_ingest::contract::Event],
+) -> anyhow::Result<(u64, u64)> {
+    let mut body = Vec::with_capacity(batch.len() * 900);
+    for event in batch {
+        serde_json::to_writer(&mut body, event)?;
+        body.push(b'\n');
+    }
+    let response = client
+        .post(url)
+        .bearer_auth(key)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .with_context(|| {
+            format!("cannot reach the ingest API at {url}: is `tollgate ingest` running?")
+        })?;
+    let status = response.status();
+    let json: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("ingest API answered {status} without JSON"))?;
+    if !status.is_success() {
+        anyhow::bail!("ingest API answered {status}: {json}");
+    }
+    let count = |field: &str| {
+        json.get(field)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    Ok((count("accepted"), count("rejected")))
+}
+
+fn chunks<I: Iterator>(iter: I, size: usize) -> impl Iterator<Item = Vec<I::Item>> {
+    let mut iter = iter.peekable();
+    std::iter::from_fn(move || {
+        iter.peek()?;
+        Some(iter.by_ref().take(size).collect())
+    })
+}
+
+/// The project's progress bar look, shared by long-running commands.
+pub fn progress_bar(len: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_prefix(label.to_string());
+    bar
 }

@@ -35,7 +35,11 @@ impl BodyFormat {
 }
 
 /// Split `body` into items. `Err` means the body as a whole is unusable.
-pub fn split_body(body: &[u8], format: BodyFormat, max_items: usize) -> Result<Vec<BatchItem>, Rejection> {
+pub fn split_body(
+    body: &[u8],
+    format: BodyFormat,
+    max_items: usize,
+) -> Result<Vec<BatchItem>, Rejection> {
     let items = match format {
         BodyFormat::JsonArray => {
             let value: Value = serde_json::from_slice(body)
@@ -43,7 +47,12 @@ pub fn split_body(body: &[u8], format: BodyFormat, max_items: usize) -> Result<V
             match value {
                 Value::Array(items) => items.into_iter().map(BatchItem::Json).collect::<Vec<_>>(),
                 Value::Object(_) => vec![BatchItem::Json(value)],
-                _ => return Err(Rejection::new("body", "expected a JSON array of events or one event object")),
+                _ => {
+                    return Err(Rejection::new(
+                        "body",
+                        "expected a JSON array of events or one event object",
+                    ))
+                }
             }
         }
         BodyFormat::Ndjson => body
@@ -52,7 +61,10 @@ pub fn split_body(body: &[u8], format: BodyFormat, max_items: usize) -> Result<V
             .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
             .map(|(n, line)| match serde_json::from_slice::<Value>(line) {
                 Ok(v) => BatchItem::Json(v),
-                Err(e) => BatchItem::Malformed(Rejection::new("event", format!("malformed JSON on line {}: {e}", n + 1))),
+                Err(e) => BatchItem::Malformed(Rejection::new(
+                    "event",
+                    format!("malformed JSON on line {}: {e}", n + 1),
+                )),
             })
             .collect(),
     };
@@ -60,7 +72,13 @@ pub fn split_body(body: &[u8], format: BodyFormat, max_items: usize) -> Result<V
         return Err(Rejection::new("body", "no events in the request body"));
     }
     if items.len() > max_items {
-        return Err(Rejection::new("body", format!("{} events in one request, at most {max_items} allowed", items.len())));
+        return Err(Rejection::new(
+            "body",
+            format!(
+                "{} events in one request, at most {max_items} allowed",
+                items.len()
+            ),
+        ));
     }
     Ok(items)
 }

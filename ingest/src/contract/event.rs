@@ -34,7 +34,10 @@ pub const CALL_KINDS: [&str; 5] = [
 /// One event on `tollgate.events`, schema version 1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "Tollgate event", description = "One AI call or control-plane change, as carried on the tollgate.events Kafka topic.")]
+#[schemars(
+    title = "Tollgate event",
+    description = "One AI call or control-plane change, as carried on the tollgate.events Kafka topic."
+)]
 pub struct Event {
     /// Version of this contract; this build accepts 1.
     pub schema_version: u16,
@@ -42,7 +45,9 @@ pub struct Event {
     pub event_id: Uuid,
     /// `ai.call.completed`, `ai.call.failed`, `ai.call.blocked`, `ai.call.started`,
     /// `ai.call.first_token`, or `admin.<change>`.
-    #[schemars(regex(pattern = r"^(ai\.call\.(completed|failed|blocked|started|first_token)|admin\.[a-z][a-z0-9_.]{0,62})$"))]
+    #[schemars(regex(
+        pattern = r"^(ai\.call\.(completed|failed|blocked|started|first_token)|admin\.[a-z][a-z0-9_.]{0,62})$"
+    ))]
     pub kind: String,
     /// When the call finished (or the change happened), UTC, RFC 3339 with milliseconds.
     pub occurred_at: DateTime<Utc>,

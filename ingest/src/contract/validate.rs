@@ -55,7 +55,10 @@ impl Default for Limits {
 /// Validate one JSON value as an event at time `now`.
 pub fn parse_event(value: Value, now: DateTime<Utc>, limits: &Limits) -> Result<Event, Rejection> {
     if !value.is_object() {
-        return Err(Rejection::new("event", format!("expected a JSON object, found {}", json_type(&value))));
+        return Err(Rejection::new(
+            "event",
+            format!("expected a JSON object, found {}", json_type(&value)),
+        ));
     }
     match value.get("schema_version") {
         None => return Err(Rejection::new("schema_version", "missing required field")),
@@ -69,7 +72,11 @@ pub fn parse_event(value: Value, now: DateTime<Utc>, limits: &Limits) -> Result<
     }
     let event: Event = serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
-        let field = if path == "." || path.is_empty() { "event".to_string() } else { path };
+        let field = if path == "." || path.is_empty() {
+            "event".to_string()
+        } else {
+            path
+        };
         let inner = err.into_inner().to_string();
         // serde reports a missing field at the parent path; name the field itself.
         match missing_field(&inner) {
@@ -86,7 +93,10 @@ fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
     if event.event_id.get_version_num() != 7 {
         return Err(Rejection::new(
             "event_id",
-            format!("must be a UUIDv7, got version {}", event.event_id.get_version_num()),
+            format!(
+                "must be a UUIDv7, got version {}",
+                event.event_id.get_version_num()
+            ),
         ));
     }
     let is_call = CALL_KINDS.contains(&event.kind.as_str());
@@ -99,7 +109,11 @@ fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
     if !is_call && !is_admin {
         return Err(Rejection::new(
             "kind",
-            format!("unknown kind {:?}; expected one of {} or admin.<change>", event.kind, CALL_KINDS.join(", ")),
+            format!(
+                "unknown kind {:?}; expected one of {} or admin.<change>",
+                event.kind,
+                CALL_KINDS.join(", ")
+            ),
         ));
     }
     if event.occurred_at > now + limits.max_future_skew {
@@ -116,7 +130,11 @@ fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
     if event.occurred_at < now - limits.max_age {
         return Err(Rejection::new(
             "occurred_at",
-            format!("{} is older than the {} day retention window", event.occurred_at.to_rfc3339(), limits.max_age.num_days()),
+            format!(
+                "{} is older than the {} day retention window",
+                event.occurred_at.to_rfc3339(),
+                limits.max_age.num_days()
+            ),
         ));
     }
     text("org_id", &event.org_id, 1, 128)?;
@@ -124,24 +142,48 @@ fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
     text("user_id", &event.user_id, 0, 128)?;
     text("api_key_id", &event.api_key_id, 0, 128)?;
     if event.tags.len() > limits.max_tags {
-        return Err(Rejection::new("tags", format!("{} tags, at most {} allowed", event.tags.len(), limits.max_tags)));
+        return Err(Rejection::new(
+            "tags",
+            format!(
+                "{} tags, at most {} allowed",
+                event.tags.len(),
+                limits.max_tags
+            ),
+        ));
     }
     for (key, value) in &event.tags {
-        text("tags", key, 1, 64).map_err(|r| Rejection::new(format!("tags.{key}"), format!("key {}", r.reason)))?;
+        text("tags", key, 1, 64)
+            .map_err(|r| Rejection::new(format!("tags.{key}"), format!("key {}", r.reason)))?;
         text(&format!("tags.{key}"), value, 0, 256)?;
     }
     if let Some(cost) = &event.reported_cost {
         if !is_decimal(cost) {
-            return Err(Rejection::new("reported_cost", "must be a non-negative decimal string with at most 12 fractional digits"));
+            return Err(Rejection::new(
+                "reported_cost",
+                "must be a non-negative decimal string with at most 12 fractional digits",
+            ));
         }
     }
     match (&event.call, is_call) {
-        (None, true) => return Err(Rejection::new("call", format!("missing required field for kind {}", event.kind))),
-        (Some(_), false) => return Err(Rejection::new("call", format!("not allowed for kind {}", event.kind))),
+        (None, true) => {
+            return Err(Rejection::new(
+                "call",
+                format!("missing required field for kind {}", event.kind),
+            ))
+        }
+        (Some(_), false) => {
+            return Err(Rejection::new(
+                "call",
+                format!("not allowed for kind {}", event.kind),
+            ))
+        }
         _ => {}
     }
     if is_admin && event.admin.is_none() {
-        return Err(Rejection::new("admin", format!("missing required field for kind {}", event.kind)));
+        return Err(Rejection::new(
+            "admin",
+            format!("missing required field for kind {}", event.kind),
+        ));
     }
     if let Some(call) = &event.call {
         text("call.call_id", &call.call_id, 1, 128)?;
@@ -157,25 +199,44 @@ fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
             if ttft > call.duration_ms {
                 return Err(Rejection::new(
                     "call.ttft_ms",
-                    format!("{ttft} ms is longer than call.duration_ms {} ms", call.duration_ms),
+                    format!(
+                        "{ttft} ms is longer than call.duration_ms {} ms",
+                        call.duration_ms
+                    ),
                 ));
             }
         }
         let usage = &call.usage;
         if usage.cached_input_tokens > usage.input_tokens {
-            return Err(Rejection::new("call.usage.cached_input_tokens", "must not exceed call.usage.input_tokens"));
+            return Err(Rejection::new(
+                "call.usage.cached_input_tokens",
+                "must not exceed call.usage.input_tokens",
+            ));
         }
         if !(0.0..=86_400.0).contains(&usage.audio_seconds) || !usage.audio_seconds.is_finite() {
-            return Err(Rejection::new("call.usage.audio_seconds", "must be between 0 and 86400"));
+            return Err(Rejection::new(
+                "call.usage.audio_seconds",
+                "must be between 0 and 86400",
+            ));
         }
         if let Some(error) = &call.error {
             text("call.error.type", &error.error_type, 1, 128)?;
             text("call.error.message", &error.message, 0, 2048)?;
         }
-        for (field, digest) in [("call.prompt_sha256", &call.prompt_sha256), ("call.response_sha256", &call.response_sha256)] {
+        for (field, digest) in [
+            ("call.prompt_sha256", &call.prompt_sha256),
+            ("call.response_sha256", &call.response_sha256),
+        ] {
             if let Some(d) = digest {
-                if d.len() != 64 || !d.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
-                    return Err(Rejection::new(field, "must be 64 lowercase hex characters (SHA-256)"));
+                if d.len() != 64
+                    || !d
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+                {
+                    return Err(Rejection::new(
+                        field,
+                        "must be 64 lowercase hex characters (SHA-256)",
+                    ));
                 }
             }
         }
@@ -186,10 +247,20 @@ fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
 fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(), Rejection> {
     let len = value.chars().count();
     if len < min {
-        return Err(Rejection::new(field, if min == 1 { "must not be empty".to_string() } else { format!("must be at least {min} characters") }));
+        return Err(Rejection::new(
+            field,
+            if min == 1 {
+                "must not be empty".to_string()
+            } else {
+                format!("must be at least {min} characters")
+            },
+        ));
     }
     if len > max {
-        return Err(Rejection::new(field, format!("{len} characters, at most {max} allowed")));
+        return Err(Rejection::new(
+            field,
+            format!("{len} characters, at most {max} allowed"),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(Rejection::new(field, "must not contain control characters"));
@@ -202,7 +273,9 @@ fn is_decimal(s: &str) -> bool {
         Some((i, f)) => (i, Some(f)),
         None => (s, None),
     };
-    let digits = |p: &str, max: usize| !p.is_empty() && p.len() <= max && p.chars().all(|c| c.is_ascii_digit());
+    let digits = |p: &str, max: usize| {
+        !p.is_empty() && p.len() <= max && p.chars().all(|c| c.is_ascii_digit())
+    };
     digits(int, 26) && frac.is_none_or(|f| digits(f, 12))
 }
 
