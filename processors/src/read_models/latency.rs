@@ -484,10 +484,11 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    /// From the `Array(Float32)` of `quantilesTDigest*(0.5, 0.95, 0.99)`,
-    /// rounded to a microsecond (Float32 carries no more).
-    fn from_quantiles(values: &[f32]) -> Option<Self> {
-        let round = |v: f32| (f64::from(v) * 1_000.0).round() / 1_000.0;
+    /// From the three values of `quantilesTDigest*(0.5, 0.95, 0.99)`,
+    /// rounded to a microsecond (the digest computes in Float32, which
+    /// carries no more).
+    fn from_quantiles(values: &[f64]) -> Option<Self> {
+        let round = |v: f64| (v * 1_000.0).round() / 1_000.0;
         match values {
             [p50, p95, p99] => Some(Self {
                 p50: round(*p50),
@@ -502,10 +503,14 @@ impl Percentiles {
 // ---------------------------------------------------------------- SQL
 
 /// The merged aggregate states of one group; identical in every statement.
+/// The quantile arrays are cast to `Array(Float64)` because their type
+/// differs by version: ClickHouse 18.16 returns the argument type
+/// (`Array(UInt32)` here), current ClickHouse `Array(Float32)`; RowBinary
+/// carries no type, so an uncast array would be misread on one of them.
 const MERGED_STATS: &str = "countMerge(calls) AS call_count, \
      sumMerge(errors) AS error_count, \
-     quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS duration_quantiles, \
-     quantilesTDigestIfMerge(0.5, 0.95, 0.99)(ttft_q) AS ttft_quantiles, \
+     arrayMap(x -> toFloat64(x), quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q)) AS duration_quantiles, \
+     arrayMap(x -> toFloat64(x), quantilesTDigestIfMerge(0.5, 0.95, 0.99)(ttft_q)) AS ttft_quantiles, \
      sumMerge(ttft_calls) AS ttft_count";
 
 /// The window on the rollup's primary key; binds `from` and `to` as epoch
@@ -525,8 +530,8 @@ struct TotalsRow {
     key_org: String,
     call_count: u64,
     error_count: u64,
-    duration_quantiles: Vec<f32>,
-    ttft_quantiles: Vec<f32>,
+    duration_quantiles: Vec<f64>,
+    ttft_quantiles: Vec<f64>,
     ttft_count: u64,
 }
 
@@ -541,8 +546,8 @@ struct SeriesRow {
     key_org: String,
     call_count: u64,
     error_count: u64,
-    duration_quantiles: Vec<f32>,
-    ttft_quantiles: Vec<f32>,
+    duration_quantiles: Vec<f64>,
+    ttft_quantiles: Vec<f64>,
     ttft_count: u64,
 }
 
@@ -695,11 +700,11 @@ fn stats(
     query_name: &'static str,
     count: u64,
     errors: u64,
-    duration: &[f32],
-    ttft: &[f32],
+    duration: &[f64],
+    ttft: &[f64],
     ttft_count: u64,
 ) -> Result<Stats, ReadModelError> {
-    let quantiles = |values: &[f32]| {
+    let quantiles = |values: &[f64]| {
         Percentiles::from_quantiles(values).ok_or_else(|| ReadModelError::UnexpectedRow {
             query: query_name,
             detail: format!("expected 3 quantiles, got {}", values.len()),
@@ -1012,8 +1017,8 @@ mod tests {
             "SELECT toDateTime(intDiv(toUInt32(minute), 300) * 300) AS bucket_start, \
              provider AS key_provider, model AS key_model, '' AS key_team, '' AS key_org, \
              countMerge(calls) AS call_count, sumMerge(errors) AS error_count, \
-             quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS duration_quantiles, \
-             quantilesTDigestIfMerge(0.5, 0.95, 0.99)(ttft_q) AS ttft_quantiles, \
+             arrayMap(x -> toFloat64(x), quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q)) AS duration_quantiles, \
+             arrayMap(x -> toFloat64(x), quantilesTDigestIfMerge(0.5, 0.95, 0.99)(ttft_q)) AS ttft_quantiles, \
              sumMerge(ttft_calls) AS ttft_count \
              FROM latency_minute WHERE minute >= toDateTime(1767225600) \
              AND minute < toDateTime(1767229200) AND team_id = 'team\\'a' \
