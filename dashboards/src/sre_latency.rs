@@ -510,8 +510,9 @@ fn script_json(data: &ChartData) -> String {
         .replace('&', "\\u0026")
 }
 
+/// Whole milliseconds, except below 10 ms where the tenth still matters.
 fn millis(value: f64) -> String {
-    if value >= 100.0 {
+    if value >= 10.0 {
         format!("{value:.0}")
     } else {
         format!("{value:.1}")
@@ -780,7 +781,8 @@ mod tests {
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(millis(1234.4), "1234");
-        assert_eq!(millis(12.345), "12.3");
+        assert_eq!(millis(12.345), "12");
+        assert_eq!(millis(9.87), "9.9");
         assert_eq!(percent_encode("a b/ü"), "a%20b%2F%C3%BC");
     }
 }
