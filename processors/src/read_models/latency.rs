@@ -235,7 +235,7 @@ fn default_bucket(range_secs: i64) -> u32 {
 }
 
 fn check_bucket_step(step: u32) -> Result<(), InvalidParameter> {
-    if step < 60 || step % 60 != 0 {
+    if step < 60 || !step.is_multiple_of(60) {
         return Err(invalid(
             "bucket",
             "must be a whole number of minutes, at least 1m (the rollup has one-minute resolution)",
@@ -905,9 +905,16 @@ mod tests {
         assert_eq!(format_bucket(90), "90s");
     }
 
+    /// `(parameters, rejected parameter, part of the reason)`.
+    type BadCase = (
+        &'static [(&'static str, &'static str)],
+        &'static str,
+        &'static str,
+    );
+
     #[test]
     fn each_bad_parameter_is_named() {
-        let cases: [(&[(&str, &str)], &str, &str); 9] = [
+        let cases: [BadCase; 9] = [
             (&[("from", "yesterday")], "from", "RFC 3339"),
             (&[("to", "2026-13-01T00:00:00Z")], "to", "RFC 3339"),
             (
