@@ -662,16 +662,14 @@ pub(crate) async fn run(
     let totals_sql = stats_sql("latency.totals", query, false);
     let series_sql = stats_sql("latency.series", query, true);
     let totals = async {
-        totals_sql
-            .query(models.client())
-            .fetch_all::<TotalsRow>()
+        models
+            .bounded(totals_sql.query(models.client()).fetch_all::<TotalsRow>())
             .await
             .map_err(|err| models.classify(totals_sql.name, err))
     };
     let series = async {
-        series_sql
-            .query(models.client())
-            .fetch_all::<SeriesRow>()
+        models
+            .bounded(series_sql.query(models.client()).fetch_all::<SeriesRow>())
             .await
             .map_err(|err| models.classify(series_sql.name, err))
     };
@@ -685,9 +683,8 @@ pub(crate) async fn dimensions(
     to: DateTime<Utc>,
 ) -> Result<Vec<(String, String)>, ReadModelError> {
     let sql = dimensions_sql(from, to);
-    let rows = sql
-        .query(models.client())
-        .fetch_all::<DimensionRow>()
+    let rows = models
+        .bounded(sql.query(models.client()).fetch_all::<DimensionRow>())
         .await
         .map_err(|err| models.classify(sql.name, err))?;
     Ok(rows

@@ -97,12 +97,14 @@ impl ReadModels {
     /// exist; the error says which of the two is wrong.
     pub async fn check(&self) -> Result<(), ReadModelError> {
         for table in REQUIRED_TABLES {
-            let exists: u8 = self
+            let query = self
                 .client
                 .query(CHECK_TABLE_SQL)
                 .bind(&self.database)
                 .bind(table)
-                .fetch_one()
+                .fetch_one::<u8>();
+            let exists = self
+                .bounded(query)
                 .await
                 .map_err(|source| self.classify("check", source))?;
             if exists == 0 {
@@ -119,6 +121,18 @@ impl ReadModels {
     /// The latency report (`latency_minute` rollup).
     pub async fn latency(&self, query: &LatencyQuery) -> Result<LatencyReport, ReadModelError> {
         latency::run(self, query).await
+    }
+
+    /// Run one ClickHouse request with [`QUERY_TIMEOUT`]: a server that
+    /// accepts connections but never answers must not hold a page forever.
+    pub(crate) async fn bounded<T>(
+        &self,
+        request: impl std::future::Future<Output = clickhouse::error::Result<T>>,
+    ) -> clickhouse::error::Result<T> {
+        match tokio::time::timeout(QUERY_TIMEOUT, request).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(clickhouse::error::Error::TimedOut),
+        }
     }
 
     /// Provider/model pairs that have calls in `[from, to)`, for filter menus.
@@ -162,6 +176,10 @@ impl ReadModels {
         }
     }
 }
+
+/// The longest a single read may take before it counts as ClickHouse being
+/// unavailable.
+pub const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Tables the read models need; `check` verifies them at start-up.
 const REQUIRED_TABLES: [&str; 1] = ["latency_minute"];
