@@ -1,0 +1,133 @@
+# Shared helpers for the dev/ scripts (sourced, not executed).
+# shellcheck shell=bash
+
+TOLLGATE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE_DIR="$TOLLGATE_ROOT/.state"
+LOG_DIR="$STATE_DIR/logs"
+PID_DIR="$STATE_DIR/pids"
+CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/tollgate"
+
+if [[ -t 1 ]]; then
+    _B=$'\033[1m' _R=$'\033[31m' _G=$'\033[32m' _Y=$'\033[33m' _N=$'\033[0m'
+else
+    _B='' _R='' _G='' _Y='' _N=''
+fi
+
+say()  { printf '%s==>%s %s\n' "$_B" "$_N" "$*"; }
+info() { printf '    %s\n' "$*"; }
+ok()   { printf '    %sok%s  %s\n' "$_G" "$_N" "$*"; }
+warn() { printf '%sWARNING:%s %s\n' "$_Y" "$_N" "$*" >&2; }
+err()  { printf '%sERROR:%s %s\n' "$_R" "$_N" "$*" >&2; }
+die()  { err "$*"; exit 1; }
+
+# Print the tail of a log file to stderr, framed, with its path.
+show_log_tail() {
+    local log="$1" lines="${2:-40}"
+    if [[ -e "$log" ]]; then
+        printf '    log: %s (last %s lines)\n' "$log" "$lines" >&2
+        printf -- '    ----------------------------------------------------------------\n' >&2
+        tail -n "$lines" "$log" 2>/dev/null | sed 's/^/    | /' >&2 || true
+        printf -- '    ----------------------------------------------------------------\n' >&2
+    else
+        printf '    log: %s (not written)\n' "$log" >&2
+    fi
+}
+
+# Run a privileged command: directly as root, through sudo otherwise.
+as_root() {
+    if [[ $EUID -eq 0 ]]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+    else die "need root (or sudo) to run: $*"
+    fi
+}
+
+_APT_UPDATED=0
+# apt_install PKG...: install Debian packages that are not installed yet.
+apt_install() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    mkdir -p "$LOG_DIR"
+    say "Installing Debian packages: ${missing[*]} (log: $LOG_DIR/apt.log)"
+    if [[ $_APT_UPDATED -eq 0 ]]; then
+        info "apt-get update"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update >>"$LOG_DIR/apt.log" 2>&1 \
+            || { err "apt-get update failed"; show_log_tail "$LOG_DIR/apt.log"; return 1; }
+        _APT_UPDATED=1
+    fi
+    if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" \
+        >>"$LOG_DIR/apt.log" 2>&1; then
+        err "apt-get install ${missing[*]} failed"
+        show_log_tail "$LOG_DIR/apt.log"
+        return 1
+    fi
+    ok "installed ${missing[*]}"
+}
+
+# pid_alive NAME: true if .state/pids/NAME.pid names a live process.
+pid_alive() {
+    local f="$PID_DIR/$1.pid" pid
+    [[ -s "$f" ]] || return 1
+    pid="$(cat "$f")"
+    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    # Guard against a recycled pid (e.g. after a reboot): every process we
+    # start names this checkout or the cache directory on its command line.
+    local cmdline
+    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+    [[ -z "$cmdline" || "$cmdline" == *"$TOLLGATE_ROOT"* || "$cmdline" == *"$CACHE_DIR"* ]]
+}
+
+pid_of() { cat "$PID_DIR/$1.pid" 2>/dev/null || true; }
+
+# tcp_open HOST PORT: true if something accepts TCP connections there.
+tcp_open() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null
+}
+
+# start_bg NAME LOG CMD...: start CMD detached (own session), record its pid.
+start_bg() {
+    local name="$1" log="$2"; shift 2
+    mkdir -p "$PID_DIR" "$(dirname "$log")"
+    printf '\n===== %s starting %s: %s\n' "$(date -u +%FT%TZ)" "$name" "$*" >>"$log"
+    setsid "$@" >>"$log" 2>&1 </dev/null &
+    echo $! >"$PID_DIR/$name.pid"
+}
+
+# stop_pid NAME [TIMEOUT]: SIGTERM the recorded process, wait, SIGKILL if needed.
+stop_pid() {
+    local name="$1" timeout="${2:-30}" pid i
+    if ! pid_alive "$name"; then
+        rm -f "$PID_DIR/$name.pid"
+        return 0
+    fi
+    pid="$(pid_of "$name")"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < timeout * 5; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        warn "$name (pid $pid) did not stop within ${timeout}s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.5
+    fi
+    rm -f "$PID_DIR/$name.pid"
+}
+
+# wait_for DESCRIPTION TIMEOUT_SECONDS PID_NAME CHECK_CMD...: poll CHECK_CMD
+# until it succeeds; fail early if the named process died.
+wait_for() {
+    local what="$1" timeout="$2" pname="$3"; shift 3
+    local start=$SECONDS
+    while ! "$@" >/dev/null 2>&1; do
+        if [[ -n "$pname" ]] && ! pid_alive "$pname"; then
+            return 2
+        fi
+        if ((SECONDS - start >= timeout)); then
+            return 1
+        fi
+        sleep 1
+    done
+}

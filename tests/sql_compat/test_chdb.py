@@ -1,0 +1,125 @@
+"""Every ClickHouse statement Tollgate sends must also run on current ClickHouse.
+
+The dev stack runs Debian's ClickHouse 18.16; production users run something
+recent. This check executes the whole SQL catalog (`tollgate sql-catalog`:
+migrations first, in order, then every report query with sample values) in
+chDB, an in-process build of current ClickHouse, inside one fresh database.
+
+Inputs (environment):
+  TOLLGATE_BIN          the built `tollgate` binary (dev/test sets it)
+  TOLLGATE_SQL_CATALOG  optional: a JSON file to use instead of running the
+                        binary (same format: [{"name": ..., "sql": ...}])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+
+import pytest
+
+
+def _load_catalog() -> tuple[list[dict], str | None]:
+    """Return (entries, error). Never raises: an error becomes a failing test."""
+    path = os.environ.get("TOLLGATE_SQL_CATALOG")
+    try:
+        if path:
+            with open(path, encoding="utf-8") as f:
+                raw = f.read()
+            source = path
+        else:
+            binary = os.environ.get("TOLLGATE_BIN")
+            if not binary:
+                return [], "TOLLGATE_BIN is not set (dev/test sets it to the built tollgate binary)"
+            if not os.access(binary, os.X_OK):
+                return [], f"TOLLGATE_BIN={binary} is not an executable file"
+            proc = subprocess.run(
+                [binary, "sql-catalog"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            if proc.returncode != 0:
+                return [], (
+                    f"`{binary} sql-catalog` exited with {proc.returncode}:\n"
+                    f"{proc.stderr.strip()[-2000:]}"
+                )
+            raw = proc.stdout
+            source = f"`{binary} sql-catalog`"
+        entries = json.loads(raw)
+    except Exception as exc:  # noqa: BLE001 - reported as a test failure
+        return [], f"could not read the SQL catalog: {type(exc).__name__}: {exc}"
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("sql"), str)
+        for e in entries
+    ):
+        return [], f'{source} is not a JSON list of {{"name": str, "sql": str}} objects'
+    return entries, None
+
+
+CATALOG, CATALOG_ERROR = _load_catalog()
+
+
+def _ids(entries: list[dict]) -> list[str]:
+    seen: dict[str, int] = {}
+    ids = []
+    for i, e in enumerate(entries):
+        name = e["name"]
+        n = seen.get(name, 0)
+        seen[name] = n + 1
+        ids.append(f"{i:03d}:{name}" + (f"#{n}" if n else ""))
+    return ids
+
+
+@pytest.fixture(scope="module")
+def chdb_db():
+    """One chDB session with a fresh database selected by USE."""
+    from chdb import session as chdb_session
+
+    sess = chdb_session.Session()
+    name = f"tollgate_compat_{uuid.uuid4().hex[:12]}"
+    sess.query(f"CREATE DATABASE {name}")
+    sess.query(f"USE {name}")
+    failed: list[str] = []
+    try:
+        yield sess, failed
+    finally:
+        try:
+            sess.query(f"DROP DATABASE IF EXISTS {name}")
+        finally:
+            sess.close()
+
+
+def test_catalog_is_readable_and_not_empty():
+    assert CATALOG_ERROR is None, CATALOG_ERROR
+    assert CATALOG, "the SQL catalog is empty: a compatibility check that checks nothing is a defect"
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=_ids(CATALOG))
+def test_statement_runs_on_current_clickhouse(chdb_db, entry):
+    sess, failed = chdb_db
+    sql = entry["sql"].strip().rstrip(";").strip()
+    assert sql, f"statement {entry['name']!r} is empty"
+    error = None
+    try:
+        sess.query(sql)
+    except Exception as exc:  # chdb raises ChdbError (a RuntimeError) on SQL errors
+        error = str(exc).strip()
+    if error is not None:
+        failed.append(entry["name"])
+        earlier = f"\n(earlier failures that may cascade: {', '.join(failed[:-1])})" if failed[:-1] else ""
+        pytest.fail(
+            f"statement {entry['name']!r} fails on ClickHouse (chDB) {_engine_version(sess)}:\n"
+            f"{error}\n--- SQL ---\n{sql}{earlier}",
+            pytrace=False,
+        )
+
+
+def _engine_version(sess) -> str:
+    try:
+        return str(sess.query("SELECT version()", "TSV")).strip()
+    except Exception:  # noqa: BLE001
+        return "?"
