@@ -1,3 +1,141 @@
 //! Tollgate report API (JSON) and the server that hosts the dashboards.
+//!
+//! This crate owns the HTTP surface: routing ([`api_router`]), the mapping of
+//! every failure to a status code and JSON body ([`error::ApiError`]), the
+//! report endpoints ([`reports`]) and serving with graceful shutdown
+//! ([`serve`]). Queries themselves live in the processors' read models.
 
 pub mod config;
+pub mod error;
+pub mod reports;
+
+use std::future::Future;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use tollgate_processors::read_models::ReadModels;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub read_models: ReadModels,
+}
+
+/// The whole HTTP surface: `/healthz`, `/readyz`, `/api/v1/...` and the
+/// dashboards (`/`, `/sre/...`, `/static/...`).
+pub fn api_router(state: ApiState) -> Router {
+    let dashboards = tollgate_dashboards::router(state.read_models.clone());
+    let api = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/reports/latency", get(reports::latency))
+        .route("/api/{*rest}", get(api_not_found))
+        .with_state(state);
+    api.merge(dashboards).layer(TraceLayer::new_for_http())
+}
+
+/// Serve until `shutdown` resolves, then finish in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, api_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok")
+}
+
+/// Readiness: ClickHouse answers and is migrated.
+async fn readyz(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.read_models.check().await?;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tollgate_processors::config::ClickHouseConfig;
+    use tower::ServiceExt;
+
+    /// A router whose ClickHouse is never contacted: every request here is
+    /// answered before a query would run.
+    fn router() -> Router {
+        let config = ClickHouseConfig {
+            url: "http://127.0.0.1:9".into(),
+            ..ClickHouseConfig::default()
+        };
+        api_router(ApiState {
+            read_models: ReadModels::new(&config),
+        })
+    }
+
+    async fn get(uri: &str) -> (StatusCode, String, Option<String>) {
+        let response = router()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            String::from_utf8(body.to_vec()).unwrap(),
+            content_type,
+        )
+    }
+
+    #[tokio::test]
+    async fn bad_parameter_is_400_naming_it() {
+        let (status, body, _) = get("/api/v1/reports/latency?bucket=fast").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["parameter"], "bucket");
+        assert!(
+            body["error"].as_str().unwrap().contains("not a duration"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_clickhouse_is_503() {
+        let (status, body, _) = get("/api/v1/reports/latency").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("127.0.0.1:9"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn health_static_and_unknown_api_paths() {
+        assert_eq!(get("/healthz").await.0, StatusCode::OK);
+        let (status, body, content_type) = get("/static/chart.umd.js").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("Chart.js"));
+        assert!(content_type.unwrap().starts_with("text/javascript"));
+        let (status, body, _) = get("/api/v1/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("\"error\""));
+        assert_eq!(get("/finance").await.0, StatusCode::OK);
+    }
+}

@@ -1,1 +1,33 @@
-//! Dashboards: placeholder, filled by the dashboard work.
+//! Dashboards: the HTML pages for SRE, finance and compliance users, rendered
+//! server-side with askama, their charts (Chart.js, vendored) and the static
+//! assets, plus the axum routes that serve all of it. Data comes from the
+//! read models in `tollgate-processors`; nothing here talks SQL.
+//!
+//! The API crate mounts [`router`] next to its JSON routes.
+
+pub mod assets;
+pub mod layout;
+pub mod sre_latency;
+
+use axum::response::Redirect;
+use axum::routing::get;
+use axum::Router;
+use tollgate_processors::read_models::ReadModels;
+
+/// What every dashboard handler can reach.
+#[derive(Clone)]
+pub struct DashboardState {
+    pub read_models: ReadModels,
+}
+
+/// All dashboard pages and `/static/*`.
+pub fn router(read_models: ReadModels) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/sre/latency") }))
+        .route("/sre", get(|| async { Redirect::to("/sre/latency") }))
+        .route("/sre/latency", get(sre_latency::page))
+        .route("/finance", get(layout::finance_placeholder))
+        .route("/compliance", get(layout::compliance_placeholder))
+        .route("/static/{file}", get(assets::serve))
+        .with_state(DashboardState { read_models })
+}

@@ -2,3 +2,4 @@
 //! and the read models the API queries.
 
 pub mod config;
+pub mod read_models;

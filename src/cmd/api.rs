@@ -1,10 +1,73 @@
-//! `tollgate api` (not yet implemented).
+//! `tollgate api`: serve the JSON report API and the dashboards on
+//! `[api] listen` until SIGTERM or ctrl-c, after checking that ClickHouse
+//! answers and is migrated (so a bad address fails at start, not on the
+//! first page view).
+
+use anyhow::Context;
+use tollgate_api::ApiState;
+use tollgate_processors::read_models::{ReadModelError, ReadModels};
 
 use crate::config::Config;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Address to listen on; overrides `[api] listen`.
+    #[arg(long)]
+    listen: Option<String>,
+}
 
-pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
-    anyhow::bail!("tollgate api is not implemented yet")
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+    let read_models = ReadModels::new(&config.clickhouse);
+    if let Err(err) = read_models.check().await {
+        let hint = match err {
+            ReadModelError::Unavailable { .. } => {
+                "is ClickHouse running? start the dev stack, or set `[clickhouse] url` \
+                 (TOLLGATE_CLICKHOUSE__URL)"
+            }
+            ReadModelError::NotMigrated { .. } => {
+                "run `tollgate migrate` with the same configuration, or check `[clickhouse] database`"
+            }
+            _ => "check the ClickHouse server log",
+        };
+        anyhow::bail!("{err}\nhint: {hint}");
+    }
+    let listen = args.listen.unwrap_or_else(|| config.api.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (`[api] listen`)"))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, clickhouse = %config.clickhouse.url, "api listening");
+    tollgate_api::serve(listener, ApiState { read_models }, shutdown_signal())
+        .await
+        .context("api server failed")?;
+    tracing::info!("api stopped");
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM (what `kill` and container runtimes send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("ctrl-c received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
 }

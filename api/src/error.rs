@@ -1,0 +1,75 @@
+//! The API's one error type and its mapping to HTTP: whose fault it is
+//! decides the status (caller: 4xx; ClickHouse down or not migrated: 503;
+//! our bug: 500), and every error body is JSON `{"error": "..."}`, with
+//! `"parameter"` naming the offending query parameter on a 400.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use tollgate_processors::read_models::{InvalidParameter, ReadModelError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The caller sent a parameter we cannot use. Not retryable as is.
+    #[error("invalid parameter `{parameter}`: {reason}")]
+    InvalidParameter { parameter: String, reason: String },
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    ReadModel(#[from] ReadModelError),
+}
+
+impl From<InvalidParameter> for ApiError {
+    fn from(err: InvalidParameter) -> Self {
+        Self::InvalidParameter {
+            parameter: err.parameter.to_string(),
+            reason: err.reason,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameter: Option<String>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::ReadModel(
+                ReadModelError::Unavailable { .. } | ReadModelError::NotMigrated { .. },
+            ) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ReadModel(
+                ReadModelError::Query { .. } | ReadModelError::UnexpectedRow { .. },
+            ) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(err = %self, status = status.as_u16(), "request failed");
+        }
+        let parameter = match &self {
+            Self::InvalidParameter { parameter, .. } => Some(parameter.clone()),
+            _ => None,
+        };
+        let body = Json(ErrorBody {
+            error: self.to_string(),
+            parameter,
+        });
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // ClickHouse may come back; tell clients when to try again.
+            (status, [(header::RETRY_AFTER, "5")], body).into_response()
+        } else {
+            (status, body).into_response()
+        }
+    }
+}

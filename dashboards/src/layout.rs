@@ -1,0 +1,69 @@
+//! The shared page layout (`templates/base.html`: top bar and the SRE /
+//! Finance / Compliance navigation) and the placeholder pages for sections
+//! that are not built yet.
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+/// Top-level sections of the navigation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Sre,
+    Finance,
+    Compliance,
+}
+
+impl Section {
+    /// Used by `base.html` to mark the active tab.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sre => "sre",
+            Self::Finance => "finance",
+            Self::Compliance => "compliance",
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "placeholder.html")]
+pub struct PlaceholderPage {
+    pub section: Section,
+    pub title: &'static str,
+    pub description: &'static str,
+}
+
+pub async fn finance_placeholder() -> Response {
+    render(
+        StatusCode::OK,
+        &PlaceholderPage {
+            section: Section::Finance,
+            title: "Finance",
+            description:
+                "Cost per team, user, key and model, budgets and statements will appear here.",
+        },
+    )
+}
+
+pub async fn compliance_placeholder() -> Response {
+    render(
+        StatusCode::OK,
+        &PlaceholderPage {
+            section: Section::Compliance,
+            title: "Compliance",
+            description: "The audit trail of who called which model, and proofs that it is complete, will appear here.",
+        },
+    )
+}
+
+/// Render a page, or a plain 500 if the template fails (it cannot fail for
+/// the data we pass, but the error must not be swallowed).
+pub fn render(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(body) => (status, Html(body)).into_response(),
+        Err(err) => {
+            tracing::error!(%err, "page rendering failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "page rendering failed").into_response()
+        }
+    }
+}

@@ -1,0 +1,788 @@
+//! The SRE latency page (`GET /sre/latency`): a filter form (time range
+//! presets or a custom window, provider, model, grouping, bucket), six
+//! Chart.js line charts (p50/p95/p99 of duration and of time-to-first-token,
+//! one line per group) and a table of totals per group.
+//!
+//! The page is rendered complete on the server: the chart data is embedded as
+//! JSON in the page, so there is no second round trip and a test can check
+//! what the browser draws. `static/latency.js` only hands that JSON to
+//! Chart.js and records how many points each chart plotted in its canvas's
+//! `data-points` attribute.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Duration, NaiveDateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use tollgate_processors::read_models::latency::{format_bucket, parse_bucket, parse_group_by};
+use tollgate_processors::read_models::{
+    InvalidParameter, LatencyFilters, LatencyQuery, LatencyReport, Percentiles, ReadModelError,
+    Stats,
+};
+
+use crate::layout::{render, Section};
+use crate::DashboardState;
+
+/// Line colours, one per group, in order (Tableau 10: distinguishable, and
+/// readable for the common colour-vision deficiencies).
+const PALETTE: [&str; 10] = [
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+    "#9c755f", "#bab0ac",
+];
+
+/// `(value, label, seconds)`; seconds 0 marks the custom window.
+const RANGES: [(&str, &str, i64); 6] = [
+    ("15m", "Last 15 minutes", 900),
+    ("1h", "Last hour", 3_600),
+    ("6h", "Last 6 hours", 21_600),
+    ("24h", "Last 24 hours", 86_400),
+    ("7d", "Last 7 days", 604_800),
+    ("custom", "Custom", 0),
+];
+
+const GROUPINGS: [(&str, &str); 5] = [
+    ("provider,model", "Provider / model"),
+    ("provider", "Provider"),
+    ("model", "Model"),
+    ("team", "Team"),
+    ("org", "Organisation"),
+];
+
+const BUCKETS: [&str; 7] = ["", "1m", "5m", "15m", "1h", "6h", "1d"];
+
+/// The page's URL query, as the filter form submits it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PageParams {
+    pub range: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub group_by: Option<String>,
+    pub bucket: Option<String>,
+}
+
+/// The form as it will be shown again (what the user chose, normalised).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FormState {
+    pub range: String,
+    /// `datetime-local` values (UTC, minute precision).
+    pub from: String,
+    pub to: String,
+    pub provider: String,
+    pub model: String,
+    pub group_by: String,
+    pub bucket: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Choice {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+fn choices<'a>(
+    options: impl IntoIterator<Item = (&'a str, &'a str)>,
+    current: &str,
+) -> Vec<Choice> {
+    options
+        .into_iter()
+        .map(|(value, label)| Choice {
+            value: value.to_string(),
+            label: label.to_string(),
+            selected: value == current,
+        })
+        .collect()
+}
+
+/// One row of the totals table.
+#[derive(Debug, Clone)]
+pub struct TotalsRow {
+    pub color: &'static str,
+    pub label: String,
+    pub count: String,
+    pub errors: String,
+    pub error_rate: String,
+    pub p50: String,
+    pub p95: String,
+    pub p99: String,
+    pub ttft_count: String,
+    pub ttft_p50: String,
+    pub ttft_p95: String,
+    pub ttft_p99: String,
+}
+
+/// One chart canvas; its data lives in [`ChartData`].
+#[derive(Debug, Clone)]
+pub struct ChartSlot {
+    pub id: &'static str,
+    pub title: &'static str,
+}
+
+/// What `latency.js` receives.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ChartData {
+    /// One label per bucket of the window, UTC.
+    pub labels: Vec<String>,
+    pub charts: Vec<Chart>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Chart {
+    pub id: &'static str,
+    pub datasets: Vec<Dataset>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Dataset {
+    pub label: String,
+    pub color: &'static str,
+    /// One value per label; `null` where the bucket had no calls.
+    pub data: Vec<Option<f64>>,
+}
+
+impl ChartData {
+    /// Points that will be drawn (non-null values), per chart id.
+    pub fn points(&self, id: &str) -> usize {
+        self.charts
+            .iter()
+            .filter(|chart| chart.id == id)
+            .flat_map(|chart| &chart.datasets)
+            .map(|dataset| dataset.data.iter().flatten().count())
+            .sum()
+    }
+}
+
+type Metric = fn(&Stats) -> Option<f64>;
+
+const DURATION_CHARTS: [(&str, &str, Metric); 3] = [
+    ("duration-p50", "p50", |s| Some(s.duration_ms.p50)),
+    ("duration-p95", "p95", |s| Some(s.duration_ms.p95)),
+    ("duration-p99", "p99", |s| Some(s.duration_ms.p99)),
+];
+
+const TTFT_CHARTS: [(&str, &str, Metric); 3] = [
+    ("ttft-p50", "p50", |s| s.ttft_ms.map(|p| p.p50)),
+    ("ttft-p95", "p95", |s| s.ttft_ms.map(|p| p.p95)),
+    ("ttft-p99", "p99", |s| s.ttft_ms.map(|p| p.p99)),
+];
+
+#[derive(Template)]
+#[template(path = "sre_latency.html")]
+pub struct LatencyPage {
+    pub section: Section,
+    pub form: FormState,
+    pub ranges: Vec<Choice>,
+    pub providers: Vec<Choice>,
+    pub models: Vec<Choice>,
+    pub groupings: Vec<Choice>,
+    pub buckets: Vec<Choice>,
+    pub summary: String,
+    pub json_url: String,
+    pub error: Option<String>,
+    pub duration_charts: Vec<ChartSlot>,
+    pub ttft_charts: Vec<ChartSlot>,
+    pub rows: Vec<TotalsRow>,
+    /// `ChartData` as JSON, escaped for a `<script>` element.
+    pub chart_json: String,
+}
+
+/// Turn the page's parameters into a report query, and the form to show.
+/// On a bad parameter the form still comes back, so the page can show it
+/// with the error.
+pub fn parse_params(
+    params: &PageParams,
+    now: DateTime<Utc>,
+) -> (FormState, Result<LatencyQuery, InvalidParameter>) {
+    let text = |value: &Option<String>| value.as_deref().unwrap_or("").trim().to_string();
+    let mut form = FormState {
+        range: params.range.as_deref().unwrap_or("1h").trim().to_string(),
+        from: text(&params.from),
+        to: text(&params.to),
+        provider: text(&params.provider),
+        model: text(&params.model),
+        group_by: params
+            .group_by
+            .as_deref()
+            .unwrap_or("provider,model")
+            .trim()
+            .to_string(),
+        bucket: text(&params.bucket),
+    };
+    let query = build_query(&mut form, now);
+    (form, query)
+}
+
+fn build_query(form: &mut FormState, now: DateTime<Utc>) -> Result<LatencyQuery, InvalidParameter> {
+    let (from, to) = match RANGES.iter().find(|(value, _, _)| *value == form.range) {
+        Some((_, _, 0)) => {
+            let from = parse_form_time("from", &form.from)?;
+            let to = if form.to.is_empty() {
+                now
+            } else {
+                parse_form_time("to", &form.to)?
+            };
+            (from, to)
+        }
+        Some((_, _, secs)) => (now - Duration::seconds(*secs), now),
+        None => {
+            return Err(InvalidParameter {
+                parameter: "range",
+                reason: format!("unknown range `{}`", form.range),
+            })
+        }
+    };
+    let bucket = if form.bucket.is_empty() {
+        None
+    } else {
+        Some(parse_bucket(&form.bucket)?)
+    };
+    let group_by = parse_group_by(&form.group_by)?;
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let filters = LatencyFilters {
+        provider: non_empty(&form.provider),
+        model: non_empty(&form.model),
+        team: None,
+        org: None,
+    };
+    let query = LatencyQuery::new(from, to, bucket, group_by, filters)?;
+    // Show the effective window, so switching to "custom" starts from it.
+    form.from = form_time(query.from);
+    form.to = form_time(query.to);
+    Ok(query)
+}
+
+/// The form's `datetime-local` inputs send `2026-01-01T10:00` (taken as UTC);
+/// RFC 3339 is accepted too, for hand-written URLs.
+fn parse_form_time(parameter: &'static str, text: &str) -> Result<DateTime<Utc>, InvalidParameter> {
+    if text.is_empty() {
+        return Err(InvalidParameter {
+            parameter,
+            reason: "required for a custom range".into(),
+        });
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+        .map(|naive| naive.and_utc())
+        .ok_or_else(|| InvalidParameter {
+            parameter,
+            reason: format!("`{text}` is not a time like 2026-01-01T10:00 (UTC)"),
+        })
+}
+
+fn form_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M").to_string()
+}
+
+/// Everything the page needs besides the query result.
+pub struct PageInput<'a> {
+    pub form: FormState,
+    /// Provider/model pairs seen in the window, for the filter menus.
+    pub dimensions: &'a [(String, String)],
+    pub report: Option<&'a LatencyReport>,
+    pub error: Option<String>,
+}
+
+/// Build the page's view model. Pure, so it is tested without a server.
+pub fn view(input: PageInput<'_>) -> LatencyPage {
+    let PageInput {
+        form,
+        dimensions,
+        report,
+        error,
+    } = input;
+    let mut providers: Vec<&str> = dimensions.iter().map(|(p, _)| p.as_str()).collect();
+    let mut models: Vec<&str> = dimensions
+        .iter()
+        .filter(|(p, _)| form.provider.is_empty() || *p == form.provider)
+        .map(|(_, m)| m.as_str())
+        .collect();
+    // Keep the current choice selectable even when it has no calls now.
+    providers.push(&form.provider);
+    models.push(&form.model);
+    for list in [&mut providers, &mut models] {
+        list.retain(|s| !s.is_empty());
+        list.sort_unstable();
+        list.dedup();
+    }
+    let all = |label: &'static str| std::iter::once(("", label));
+    let provider_choices = choices(
+        all("All providers").chain(providers.iter().map(|p| (*p, *p))),
+        &form.provider,
+    );
+    let model_choices = choices(
+        all("All models").chain(models.iter().map(|m| (*m, *m))),
+        &form.model,
+    );
+    let ranges = choices(RANGES.iter().map(|(v, l, _)| (*v, *l)), &form.range);
+    let groupings = choices(GROUPINGS, &form.group_by);
+    let buckets = choices(
+        BUCKETS
+            .iter()
+            .map(|b| (*b, if b.is_empty() { "Auto" } else { *b })),
+        &form.bucket,
+    );
+    let (summary, json_url, rows, chart_data) = match report {
+        Some(report) => (
+            summary(report),
+            json_url(report, &form),
+            totals_rows(report),
+            chart_data(report),
+        ),
+        None => (
+            String::new(),
+            "/api/v1/reports/latency".to_string(),
+            Vec::new(),
+            ChartData::default(),
+        ),
+    };
+    let slots = |charts: &[(&'static str, &'static str, Metric)]| {
+        charts
+            .iter()
+            .map(|(id, title, _)| ChartSlot { id, title })
+            .collect()
+    };
+    LatencyPage {
+        section: Section::Sre,
+        form,
+        ranges,
+        providers: provider_choices,
+        models: model_choices,
+        groupings,
+        buckets,
+        summary,
+        json_url,
+        error,
+        duration_charts: slots(&DURATION_CHARTS),
+        ttft_charts: slots(&TTFT_CHARTS),
+        rows,
+        chart_json: script_json(&chart_data),
+    }
+}
+
+fn summary(report: &LatencyReport) -> String {
+    let calls: u64 = report.groups.iter().map(|g| g.total.count).sum();
+    format!(
+        "{} to {} UTC · {} buckets · {} calls",
+        report.from.format("%Y-%m-%d %H:%M"),
+        report.to.format("%Y-%m-%d %H:%M"),
+        format_bucket(report.bucket_secs),
+        thousands(calls)
+    )
+}
+
+/// The same report from the JSON API.
+fn json_url(report: &LatencyReport, form: &FormState) -> String {
+    let group_by: Vec<&str> = report.group_by.iter().map(|d| d.name()).collect();
+    let mut url = format!(
+        "/api/v1/reports/latency?from={}&to={}&bucket={}&group_by={}",
+        report.from.to_rfc3339_opts(SecondsFormat::Secs, true),
+        report.to.to_rfc3339_opts(SecondsFormat::Secs, true),
+        format_bucket(report.bucket_secs),
+        group_by.join(","),
+    );
+    for (name, value) in [("provider", &form.provider), ("model", &form.model)] {
+        if !value.is_empty() {
+            url.push_str(&format!("&{name}={}", percent_encode(value)));
+        }
+    }
+    url
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn color(index: usize) -> &'static str {
+    PALETTE[index % PALETTE.len()]
+}
+
+fn totals_rows(report: &LatencyReport) -> Vec<TotalsRow> {
+    report
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, group)| {
+            let total = &group.total;
+            let ttft = |pick: fn(&Percentiles) -> f64| {
+                total
+                    .ttft_ms
+                    .as_ref()
+                    .map_or_else(|| "—".to_string(), |p| millis(pick(p)))
+            };
+            TotalsRow {
+                color: color(i),
+                label: group.key.label(),
+                count: thousands(total.count),
+                errors: thousands(total.errors),
+                error_rate: format!("{:.2}%", total.error_rate * 100.0),
+                p50: millis(total.duration_ms.p50),
+                p95: millis(total.duration_ms.p95),
+                p99: millis(total.duration_ms.p99),
+                ttft_count: thousands(total.ttft_count),
+                ttft_p50: ttft(|p| p.p50),
+                ttft_p95: ttft(|p| p.p95),
+                ttft_p99: ttft(|p| p.p99),
+            }
+        })
+        .collect()
+}
+
+/// Bucket starts covering the window, aligned like the SQL buckets
+/// (multiples of the step since the epoch).
+fn bucket_starts(report: &LatencyReport) -> Vec<i64> {
+    let step = i64::from(report.bucket_secs.max(60));
+    let first = report.from.timestamp().div_euclid(step) * step;
+    let end = report.to.timestamp();
+    std::iter::successors(Some(first), |t| Some(t + step))
+        .take_while(|t| *t < end)
+        .collect()
+}
+
+pub fn chart_data(report: &LatencyReport) -> ChartData {
+    let starts = bucket_starts(report);
+    let step = i64::from(report.bucket_secs.max(60));
+    let first = starts.first().copied().unwrap_or(0);
+    let multi_day = report.to - report.from > Duration::days(1);
+    let labels = starts
+        .iter()
+        .filter_map(|t| DateTime::from_timestamp(*t, 0))
+        .map(|t| {
+            if multi_day {
+                t.format("%m-%d %H:%M").to_string()
+            } else {
+                t.format("%H:%M").to_string()
+            }
+        })
+        .collect();
+    let chart = |(id, _, metric): &(&'static str, &'static str, Metric)| Chart {
+        id,
+        datasets: report
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, group)| {
+                let mut data = vec![None; starts.len()];
+                for point in &group.series {
+                    let slot = (point.bucket_start.timestamp() - first).div_euclid(step);
+                    if let Some(value) = usize::try_from(slot).ok().and_then(|s| data.get_mut(s)) {
+                        *value = metric(&point.stats);
+                    }
+                }
+                Dataset {
+                    label: group.key.label(),
+                    color: color(i),
+                    data,
+                }
+            })
+            .collect(),
+    };
+    ChartData {
+        labels,
+        charts: DURATION_CHARTS
+            .iter()
+            .chain(TTFT_CHARTS.iter())
+            .map(chart)
+            .collect(),
+    }
+}
+
+/// JSON that is safe inside `<script type="application/json">`: no `<`, `>`
+/// or `&` can end the element or open a comment.
+fn script_json(data: &ChartData) -> String {
+    serde_json::to_string(data)
+        .unwrap_or_else(|_| "{}".to_string())
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+/// Whole milliseconds, except below 10 ms where the tenth still matters.
+fn millis(value: f64) -> String {
+    if value >= 10.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `GET /sre/latency`.
+pub async fn page(
+    State(state): State<DashboardState>,
+    params: Result<Query<PageParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let params = params.map(|Query(p)| p).unwrap_or_default();
+    let (form, query) = parse_params(&params, Utc::now());
+    let query = match query {
+        Ok(query) => query,
+        Err(err) => {
+            let page = view(PageInput {
+                form,
+                dimensions: &[],
+                report: None,
+                error: Some(format!("Invalid {}: {}", err.parameter, err.reason)),
+            });
+            return render(StatusCode::BAD_REQUEST, &page);
+        }
+    };
+    let result = read_page_data(&state, &query).await;
+    match result {
+        Ok((report, dimensions)) => render(
+            StatusCode::OK,
+            &view(PageInput {
+                form,
+                dimensions: &dimensions,
+                report: Some(&report),
+                error: None,
+            }),
+        ),
+        Err(err) => {
+            let status = if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. })
+            {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                tracing::error!(%err, "latency page query failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            let page = view(PageInput {
+                form,
+                dimensions: &[],
+                report: None,
+                error: Some(format!("The report could not be read: {err}")),
+            });
+            render(status, &page)
+        }
+    }
+}
+
+/// The report and the filter menus' choices, read concurrently.
+async fn read_page_data(
+    state: &DashboardState,
+    query: &LatencyQuery,
+) -> Result<(LatencyReport, Vec<(String, String)>), ReadModelError> {
+    futures::try_join!(
+        state.read_models.latency(query),
+        state.read_models.latency_dimensions(query.from, query.to),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use tollgate_processors::read_models::{Dimension, GroupKey, LatencyGroup, SeriesPoint};
+
+    fn t(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn stats(count: u64, p50: f64, ttft: Option<f64>) -> Stats {
+        Stats {
+            count,
+            errors: 1,
+            error_rate: 1.0 / count as f64,
+            duration_ms: Percentiles {
+                p50,
+                p95: p50 * 2.0,
+                p99: p50 * 3.0,
+            },
+            ttft_count: u64::from(ttft.is_some()) * count,
+            ttft_ms: ttft.map(|v| Percentiles {
+                p50: v,
+                p95: v * 2.0,
+                p99: v * 3.0,
+            }),
+        }
+    }
+
+    fn report() -> LatencyReport {
+        let group = |provider: &str, model: &str, ttft: Option<f64>| LatencyGroup {
+            key: GroupKey {
+                provider: Some(provider.into()),
+                model: Some(model.into()),
+                ..GroupKey::default()
+            },
+            total: stats(1_234, 120.0, ttft),
+            series: vec![
+                SeriesPoint {
+                    bucket_start: t("2026-01-01T10:00:00Z"),
+                    stats: stats(600, 110.0, ttft),
+                },
+                SeriesPoint {
+                    bucket_start: t("2026-01-01T10:10:00Z"),
+                    stats: stats(634, 130.0, ttft),
+                },
+            ],
+        };
+        LatencyReport {
+            from: t("2026-01-01T10:00:00Z"),
+            to: t("2026-01-01T10:15:00Z"),
+            bucket_secs: 300,
+            group_by: vec![Dimension::Provider, Dimension::Model],
+            groups: vec![
+                group("anthropic", "claude-sonnet", Some(40.0)),
+                group("openai", "gpt-4o</script><b>", None),
+            ],
+        }
+    }
+
+    fn form() -> FormState {
+        FormState {
+            range: "1h".into(),
+            group_by: "provider,model".into(),
+            provider: "openai".into(),
+            ..FormState::default()
+        }
+    }
+
+    #[test]
+    fn chart_data_aligns_series_to_buckets() {
+        let data = chart_data(&report());
+        assert_eq!(data.labels, vec!["10:00", "10:05", "10:10"]);
+        assert_eq!(data.charts.len(), 6);
+        let p50 = &data.charts[0];
+        assert_eq!(p50.id, "duration-p50");
+        assert_eq!(p50.datasets[0].data, vec![Some(110.0), None, Some(130.0)]);
+        assert_eq!(data.points("duration-p99"), 4);
+        // Only the first group streamed.
+        assert_eq!(data.points("ttft-p50"), 2);
+    }
+
+    #[test]
+    fn page_renders_charts_table_and_safe_json() {
+        let dimensions = vec![
+            ("anthropic".to_string(), "claude-sonnet".to_string()),
+            ("openai".to_string(), "gpt-4o".to_string()),
+        ];
+        let report = report();
+        let html = view(PageInput {
+            form: form(),
+            dimensions: &dimensions,
+            report: Some(&report),
+            error: None,
+        })
+        .render()
+        .unwrap();
+        for id in [
+            "duration-p50",
+            "duration-p95",
+            "duration-p99",
+            "ttft-p50",
+            "ttft-p95",
+            "ttft-p99",
+        ] {
+            assert!(
+                html.contains(&format!("<canvas id=\"{id}\"")),
+                "{id} missing"
+            );
+        }
+        assert_eq!(html.matches("<tr class=\"group-row\"").count(), 2);
+        assert!(html.contains("1,234"));
+        assert!(
+            html.contains("<option value=\"openai\" selected>"),
+            "provider not selected"
+        );
+        // Only models of the selected provider are offered.
+        assert!(!html.contains("<option value=\"claude-sonnet\""));
+        // The hostile model name is escaped in the table and cannot close
+        // the JSON script element.
+        assert!(html.contains("gpt-4o&#60;/script&#62;") || html.contains("gpt-4o&lt;/script&gt;"));
+        assert_eq!(html.matches("</script>").count(), 3, "{html}");
+        assert!(html.contains("\\u003c/script\\u003e"));
+        assert!(
+            html.contains("href=\"/static/chart.umd.js\"")
+                || html.contains("src=\"/static/chart.umd.js\"")
+        );
+        assert!(html.contains("class=\"active\""));
+        assert!(
+            html.contains("&#38;provider=openai") || html.contains("&amp;provider=openai"),
+            "json link"
+        );
+    }
+
+    #[test]
+    fn empty_report_says_so() {
+        let html = view(PageInput {
+            form: form(),
+            dimensions: &[],
+            report: None,
+            error: Some("Invalid bucket: too small".into()),
+        })
+        .render()
+        .unwrap();
+        assert!(html.contains("Invalid bucket: too small"));
+        assert!(html.contains("No calls in this window"));
+    }
+
+    #[test]
+    fn params_presets_and_custom_window() {
+        let now = t("2026-01-01T12:00:20Z");
+        let (form, query) = parse_params(&PageParams::default(), now);
+        let query = query.unwrap();
+        assert_eq!(query.from, t("2026-01-01T11:00:00Z"));
+        assert_eq!(query.to, t("2026-01-01T12:01:00Z"));
+        assert_eq!(form.from, "2026-01-01T11:00");
+        let params = PageParams {
+            range: Some("custom".into()),
+            from: Some("2026-01-01T08:00".into()),
+            to: Some("2026-01-01T09:30:00Z".into()),
+            bucket: Some("15m".into()),
+            group_by: Some("team".into()),
+            ..PageParams::default()
+        };
+        let query = parse_params(&params, now).1.unwrap();
+        assert_eq!(query.from, t("2026-01-01T08:00:00Z"));
+        assert_eq!(query.to, t("2026-01-01T09:30:00Z"));
+        assert_eq!(query.bucket_secs, 900);
+        assert_eq!(query.group_by, vec![Dimension::Team]);
+        let params = PageParams {
+            range: Some("custom".into()),
+            ..PageParams::default()
+        };
+        assert_eq!(parse_params(&params, now).1.unwrap_err().parameter, "from");
+        let params = PageParams {
+            range: Some("3w".into()),
+            ..PageParams::default()
+        };
+        assert_eq!(parse_params(&params, now).1.unwrap_err().parameter, "range");
+    }
+
+    #[test]
+    fn number_formatting() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(millis(1234.4), "1234");
+        assert_eq!(millis(12.345), "12");
+        assert_eq!(millis(9.87), "9.9");
+        assert_eq!(percent_encode("a b/ü"), "a%20b%2F%C3%BC");
+    }
+}

@@ -1,0 +1,1142 @@
+//! Latency report: call counts, error rates and p50/p95/p99 of duration and
+//! time-to-first-token (TTFT), per time bucket and per group of
+//! provider / model / team / org, read from the `latency_minute` rollup
+//! (migration 0002).
+//!
+//! This module owns the whole query side of the latency fold: validating the
+//! request (`LatencyParams` -> `LatencyQuery`), the SQL text (only in
+//! `stats_sql` and `dimensions_sql`, built from fixed fragments; values are
+//! always bound), the row structs, and the assembly of rows into a
+//! `LatencyReport`. The rollup has one-minute resolution, so a query's window
+//! is widened to whole minutes and buckets are whole minutes.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
+
+/// Longest window one report may cover.
+pub const MAX_RANGE_SECS: i64 = 31 * 86_400;
+/// Most buckets one series may have.
+pub const MAX_BUCKETS: i64 = 1_440;
+/// Window used when the request names neither end.
+pub const DEFAULT_RANGE_SECS: i64 = 3_600;
+/// The default bucket is the smallest of `BUCKET_STEPS` giving at most this
+/// many points.
+const TARGET_POINTS: i64 = 200;
+const BUCKET_STEPS: [u32; 6] = [60, 300, 900, 3_600, 21_600, 86_400];
+const MAX_FILTER_LEN: usize = 256;
+
+/// A column a report can be grouped or filtered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dimension {
+    Provider,
+    Model,
+    Team,
+    Org,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 4] = [Self::Provider, Self::Model, Self::Team, Self::Org];
+
+    /// The name used in URLs and in report keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Model => "model",
+            Self::Team => "team",
+            Self::Org => "org",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// The rollup column. Only these fixed strings ever reach SQL as
+    /// identifiers.
+    fn column(self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Model => "model",
+            Self::Team => "team_id",
+            Self::Org => "org_id",
+        }
+    }
+
+    /// The output alias; distinct from the column so that `'' AS alias` for
+    /// an ungrouped dimension cannot shadow the column in WHERE.
+    fn alias(self) -> &'static str {
+        match self {
+            Self::Provider => "key_provider",
+            Self::Model => "key_model",
+            Self::Team => "key_team",
+            Self::Org => "key_org",
+        }
+    }
+}
+
+/// Equality filters; `None` means any value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyFilters {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub team: Option<String>,
+    pub org: Option<String>,
+}
+
+impl LatencyFilters {
+    pub fn get(&self, dimension: Dimension) -> Option<&str> {
+        match dimension {
+            Dimension::Provider => self.provider.as_deref(),
+            Dimension::Model => self.model.as_deref(),
+            Dimension::Team => self.team.as_deref(),
+            Dimension::Org => self.org.as_deref(),
+        }
+    }
+}
+
+/// A validated latency request. Build it with [`LatencyQuery::new`] or
+/// [`LatencyParams::to_query`]; `from` and `to` are whole minutes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyQuery {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub bucket_secs: u32,
+    pub group_by: Vec<Dimension>,
+    pub filters: LatencyFilters,
+}
+
+/// A request parameter that was rejected, and why. `parameter` is the name
+/// the caller used (`from`, `to`, `bucket`, `group_by`, `provider`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid parameter `{parameter}`: {reason}")]
+pub struct InvalidParameter {
+    pub parameter: &'static str,
+    pub reason: String,
+}
+
+fn invalid(parameter: &'static str, reason: impl Into<String>) -> InvalidParameter {
+    InvalidParameter {
+        parameter,
+        reason: reason.into(),
+    }
+}
+
+impl LatencyQuery {
+    /// Validate a request. `from` is rounded down and `to` up to whole
+    /// minutes (the rollup's resolution); `bucket_secs = None` picks a bucket
+    /// that gives at most about 200 points.
+    pub fn new(
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_secs: Option<u32>,
+        group_by: Vec<Dimension>,
+        filters: LatencyFilters,
+    ) -> Result<Self, InvalidParameter> {
+        let from_secs = from.timestamp().div_euclid(60) * 60;
+        let to_secs = ceil_minute(to);
+        let epoch_range = 0..=i64::from(u32::MAX);
+        if !epoch_range.contains(&from_secs) {
+            return Err(invalid("from", "must be between 1970-01-01 and 2106-02-07"));
+        }
+        if !epoch_range.contains(&to_secs) {
+            return Err(invalid("to", "must be between 1970-01-01 and 2106-02-07"));
+        }
+        if from >= to {
+            return Err(invalid(
+                "from",
+                format!(
+                    "must be earlier than `to` (from {}, to {})",
+                    from.to_rfc3339(),
+                    to.to_rfc3339()
+                ),
+            ));
+        }
+        let range = to_secs - from_secs;
+        if range > MAX_RANGE_SECS {
+            return Err(invalid(
+                "from",
+                format!(
+                    "the range from..to is {}; a report covers at most {}",
+                    describe_secs(range),
+                    describe_secs(MAX_RANGE_SECS)
+                ),
+            ));
+        }
+        let bucket_secs = match bucket_secs {
+            None => default_bucket(range),
+            Some(step) => {
+                check_bucket_step(step)?;
+                let buckets = bucket_count(from_secs, to_secs, step);
+                if buckets > MAX_BUCKETS {
+                    return Err(invalid(
+                        "bucket",
+                        format!(
+                            "{} over {} gives {buckets} buckets; at most {MAX_BUCKETS} (choose a larger bucket)",
+                            format_bucket(step),
+                            describe_secs(range)
+                        ),
+                    ));
+                }
+                step
+            }
+        };
+        for dimension in Dimension::ALL {
+            if let Some(value) = filters.get(dimension) {
+                if value.len() > MAX_FILTER_LEN {
+                    return Err(invalid(
+                        filter_parameter(dimension),
+                        format!("longer than {MAX_FILTER_LEN} bytes"),
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            from: timestamp(from_secs),
+            to: timestamp(to_secs),
+            bucket_secs,
+            group_by,
+            filters,
+        })
+    }
+}
+
+fn filter_parameter(dimension: Dimension) -> &'static str {
+    dimension.name()
+}
+
+fn ceil_minute(t: DateTime<Utc>) -> i64 {
+    let secs = t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0);
+    secs.div_euclid(60) * 60 + if secs.rem_euclid(60) > 0 { 60 } else { 0 }
+}
+
+/// Callers only pass values already checked to lie in the `u32` epoch range.
+fn timestamp(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap_or_default()
+}
+
+/// Buckets are aligned to multiples of the step since the epoch (so a day
+/// bucket starts at 00:00 UTC), hence the window may touch one more bucket
+/// than `range / step`.
+fn bucket_count(from_secs: i64, to_secs: i64, step: u32) -> i64 {
+    let step = i64::from(step);
+    (to_secs - 1).div_euclid(step) - from_secs.div_euclid(step) + 1
+}
+
+fn default_bucket(range_secs: i64) -> u32 {
+    BUCKET_STEPS
+        .into_iter()
+        .find(|step| range_secs / i64::from(*step) <= TARGET_POINTS)
+        .unwrap_or(86_400)
+}
+
+fn check_bucket_step(step: u32) -> Result<(), InvalidParameter> {
+    if step < 60 || !step.is_multiple_of(60) {
+        return Err(invalid(
+            "bucket",
+            "must be a whole number of minutes, at least 1m (the rollup has one-minute resolution)",
+        ));
+    }
+    if i64::from(step) > MAX_RANGE_SECS {
+        return Err(invalid(
+            "bucket",
+            format!("at most {}", describe_secs(MAX_RANGE_SECS)),
+        ));
+    }
+    Ok(())
+}
+
+/// Parse a bucket width like `90s`, `5m`, `1h` or `1d` into seconds.
+pub fn parse_bucket(text: &str) -> Result<u32, InvalidParameter> {
+    let text = text.trim();
+    let unit_at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(unit_at);
+    let multiplier: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => {
+            return Err(invalid(
+                "bucket",
+                format!("`{text}` is not a duration like 1m, 5m, 1h or 1d"),
+            ))
+        }
+    };
+    let count: u64 = digits.parse().map_err(|_| {
+        invalid(
+            "bucket",
+            format!("`{text}` is not a duration like 1m, 5m, 1h or 1d"),
+        )
+    })?;
+    let secs = count
+        .checked_mul(multiplier)
+        .and_then(|secs| u32::try_from(secs).ok())
+        .ok_or_else(|| invalid("bucket", format!("`{text}` is too large")))?;
+    check_bucket_step(secs)?;
+    Ok(secs)
+}
+
+/// The shortest way to write a bucket width: `300` -> `5m`.
+pub fn format_bucket(secs: u32) -> String {
+    match secs {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn describe_secs(secs: i64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s if s % 3_600 == 0 => format!("{} hours", s / 3_600),
+        s if s % 60 == 0 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
+/// Parse a comma-separated `group_by` list; empty items are ignored, so an
+/// empty string means "no grouping" (one group of all calls).
+pub fn parse_group_by(text: &str) -> Result<Vec<Dimension>, InvalidParameter> {
+    let mut dimensions = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let dimension = Dimension::parse(item).ok_or_else(|| {
+            invalid(
+                "group_by",
+                format!("unknown dimension `{item}`; expected provider, model, team or org"),
+            )
+        })?;
+        if dimensions.contains(&dimension) {
+            return Err(invalid("group_by", format!("`{item}` is listed twice")));
+        }
+        dimensions.push(dimension);
+    }
+    Ok(dimensions)
+}
+
+/// Parse an RFC 3339 time (`2026-01-01T00:00:00Z`).
+pub fn parse_time(parameter: &'static str, text: &str) -> Result<DateTime<Utc>, InvalidParameter> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|err| {
+            invalid(
+                parameter,
+                format!("`{text}` is not an RFC 3339 time like 2026-01-01T00:00:00Z ({err})"),
+            )
+        })
+}
+
+/// The latency request as it arrives in a URL query: every field optional,
+/// empty strings meaning "not given".
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LatencyParams {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub bucket: Option<String>,
+    pub group_by: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub team: Option<String>,
+    pub org: Option<String>,
+}
+
+impl LatencyParams {
+    /// Names of the parameters `to_query` understands.
+    pub const NAMES: [&'static str; 8] = [
+        "from", "to", "bucket", "group_by", "provider", "model", "team", "org",
+    ];
+
+    /// Validate. Defaults: `to` = now, `from` = `to` - 1 hour, bucket from the
+    /// range, `group_by` = provider,model (an empty `group_by=` means none).
+    pub fn to_query(&self, now: DateTime<Utc>) -> Result<LatencyQuery, InvalidParameter> {
+        let to = match non_empty(&self.to) {
+            Some(text) => parse_time("to", text)?,
+            None => now,
+        };
+        let from = match non_empty(&self.from) {
+            Some(text) => parse_time("from", text)?,
+            None => to - Duration::seconds(DEFAULT_RANGE_SECS),
+        };
+        let bucket = non_empty(&self.bucket).map(parse_bucket).transpose()?;
+        let group_by = match &self.group_by {
+            Some(text) => parse_group_by(text)?,
+            None => vec![Dimension::Provider, Dimension::Model],
+        };
+        let filters = LatencyFilters {
+            provider: non_empty(&self.provider).map(str::to_string),
+            model: non_empty(&self.model).map(str::to_string),
+            team: non_empty(&self.team).map(str::to_string),
+            org: non_empty(&self.org).map(str::to_string),
+        };
+        LatencyQuery::new(from, to, bucket, group_by, filters)
+    }
+}
+
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+// ---------------------------------------------------------------- report
+
+/// The latency report, as served by `GET /api/v1/reports/latency`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyReport {
+    /// Start of the window (inclusive, whole minute).
+    pub from: DateTime<Utc>,
+    /// End of the window (exclusive, whole minute).
+    pub to: DateTime<Utc>,
+    pub bucket_secs: u32,
+    pub group_by: Vec<Dimension>,
+    /// Groups with at least one call, ordered by key.
+    pub groups: Vec<LatencyGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyGroup {
+    pub key: GroupKey,
+    /// Over the whole window (not an average of buckets).
+    pub total: Stats,
+    /// Buckets with at least one call, in time order; empty buckets are
+    /// omitted.
+    pub series: Vec<SeriesPoint>,
+}
+
+/// The values of the grouped dimensions; dimensions not grouped by are
+/// absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GroupKey {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+}
+
+impl GroupKey {
+    /// `openai / gpt-4o`, or `all calls` for the ungrouped report.
+    pub fn label(&self) -> String {
+        let parts: Vec<&str> = [&self.provider, &self.model, &self.team, &self.org]
+            .into_iter()
+            .filter_map(|part| part.as_deref())
+            .map(|part| if part.is_empty() { "(none)" } else { part })
+            .collect();
+        if parts.is_empty() {
+            "all calls".into()
+        } else {
+            parts.join(" / ")
+        }
+    }
+
+    fn from_row(
+        group_by: &[Dimension],
+        provider: &str,
+        model: &str,
+        team: &str,
+        org: &str,
+    ) -> Self {
+        let pick = |d: Dimension, value: &str| group_by.contains(&d).then(|| value.to_string());
+        Self {
+            provider: pick(Dimension::Provider, provider),
+            model: pick(Dimension::Model, model),
+            team: pick(Dimension::Team, team),
+            org: pick(Dimension::Org, org),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    pub bucket_start: DateTime<Utc>,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Completed and failed calls.
+    pub count: u64,
+    /// Calls whose outcome was not `success`.
+    pub errors: u64,
+    /// `errors / count`.
+    pub error_rate: f64,
+    /// t-digest estimates over all calls.
+    pub duration_ms: Percentiles,
+    /// Calls that reported a first token (streamed).
+    pub ttft_count: u64,
+    /// t-digest estimates over streamed calls; `null` when there were none.
+    pub ttft_ms: Option<Percentiles>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+impl Percentiles {
+    /// From the three values of `quantilesTDigest*(0.5, 0.95, 0.99)`,
+    /// rounded to a microsecond (the digest computes in Float32, which
+    /// carries no more).
+    fn from_quantiles(values: &[f64]) -> Option<Self> {
+        let round = |v: f64| (v * 1_000.0).round() / 1_000.0;
+        match values {
+            [p50, p95, p99] => Some(Self {
+                p50: round(*p50),
+                p95: round(*p95),
+                p99: round(*p99),
+            }),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- SQL
+
+/// The merged aggregate states of one group; identical in every statement.
+/// The quantile arrays are cast to `Array(Float64)` because their type
+/// differs by version: ClickHouse 18.16 returns the argument type
+/// (`Array(UInt32)` here), current ClickHouse `Array(Float32)`; RowBinary
+/// carries no type, so an uncast array would be misread on one of them.
+const MERGED_STATS: &str = "countMerge(calls) AS call_count, \
+     sumMerge(errors) AS error_count, \
+     arrayMap(x -> toFloat64(x), quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q)) AS duration_quantiles, \
+     arrayMap(x -> toFloat64(x), quantilesTDigestIfMerge(0.5, 0.95, 0.99)(ttft_q)) AS ttft_quantiles, \
+     sumMerge(ttft_calls) AS ttft_count";
+
+/// The window on the rollup's primary key; binds `from` and `to` as epoch
+/// seconds so the server's time zone never matters.
+const WINDOW: &str = "FROM latency_minute WHERE minute >= toDateTime(?) AND minute < toDateTime(?)";
+
+/// Buckets aligned to multiples of the step since the epoch. Works on 18.16,
+/// which has no `toStartOfInterval`.
+const BUCKET: &str = "toDateTime(intDiv(toUInt32(minute), ?) * ?) AS bucket_start";
+
+/// One row of the totals statement; fields in SELECT order.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct TotalsRow {
+    key_provider: String,
+    key_model: String,
+    key_team: String,
+    key_org: String,
+    call_count: u64,
+    error_count: u64,
+    duration_quantiles: Vec<f64>,
+    ttft_quantiles: Vec<f64>,
+    ttft_count: u64,
+}
+
+/// One row of the series statement; fields in SELECT order.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct SeriesRow {
+    /// `DateTime` travels as epoch seconds in RowBinary.
+    bucket_start: u32,
+    key_provider: String,
+    key_model: String,
+    key_team: String,
+    key_org: String,
+    call_count: u64,
+    error_count: u64,
+    duration_quantiles: Vec<f64>,
+    ttft_quantiles: Vec<f64>,
+    ttft_count: u64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct DimensionRow {
+    provider: String,
+    model: String,
+}
+
+/// The statement behind both halves of the report: per group (`bucketed =
+/// false`, the totals) or per group and bucket (the series).
+fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool) -> BoundSql {
+    let mut select = Vec::new();
+    let mut binds = Vec::new();
+    let mut keys: Vec<&str> = query.group_by.iter().map(|d| d.alias()).collect();
+    if bucketed {
+        select.push(BUCKET.to_string());
+        binds.push(SqlValue::UInt(u64::from(query.bucket_secs)));
+        binds.push(SqlValue::UInt(u64::from(query.bucket_secs)));
+        keys.push("bucket_start");
+    }
+    for dimension in Dimension::ALL {
+        if query.group_by.contains(&dimension) {
+            select.push(format!("{} AS {}", dimension.column(), dimension.alias()));
+        } else {
+            select.push(format!("'' AS {}", dimension.alias()));
+        }
+    }
+    select.push(MERGED_STATS.to_string());
+    let mut sql = format!("SELECT {} {WINDOW}", select.join(", "));
+    binds.push(SqlValue::UInt(epoch(query.from)));
+    binds.push(SqlValue::UInt(epoch(query.to)));
+    for dimension in Dimension::ALL {
+        if let Some(value) = query.filters.get(dimension) {
+            sql.push_str(&format!(" AND {} = ?", dimension.column()));
+            binds.push(SqlValue::Str(value.to_string()));
+        }
+    }
+    if !keys.is_empty() {
+        let keys = keys.join(", ");
+        sql.push_str(&format!(" GROUP BY {keys} ORDER BY {keys}"));
+    }
+    BoundSql {
+        name,
+        template: sql,
+        binds,
+    }
+}
+
+fn dimensions_sql(from: DateTime<Utc>, to: DateTime<Utc>) -> BoundSql {
+    BoundSql {
+        name: "latency.dimensions",
+        template: format!(
+            "SELECT provider, model {WINDOW} GROUP BY provider, model ORDER BY provider, model"
+        ),
+        binds: vec![SqlValue::UInt(epoch(from)), SqlValue::UInt(epoch(to))],
+    }
+}
+
+fn epoch(t: DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp()).unwrap_or(0)
+}
+
+/// Sample statements for [`super::sql_catalog`]: every shape `stats_sql`
+/// can take (grouped or not, filtered or not, bucketed or not).
+pub(crate) fn catalog() -> Vec<BoundSql> {
+    let from = timestamp(1_767_225_600); // 2026-01-01T00:00:00Z
+    let to = timestamp(1_767_225_600 + 3_600);
+    let plain = LatencyQuery {
+        from,
+        to,
+        bucket_secs: 300,
+        group_by: vec![Dimension::Provider, Dimension::Model],
+        filters: LatencyFilters::default(),
+    };
+    let filtered = LatencyQuery {
+        group_by: vec![
+            Dimension::Org,
+            Dimension::Team,
+            Dimension::Provider,
+            Dimension::Model,
+        ],
+        filters: LatencyFilters {
+            provider: Some("openai".into()),
+            model: Some("gpt-4o".into()),
+            team: Some("team-a".into()),
+            org: Some("org-1".into()),
+        },
+        ..plain.clone()
+    };
+    let ungrouped = LatencyQuery {
+        group_by: Vec::new(),
+        ..plain.clone()
+    };
+    vec![
+        stats_sql("latency.totals", &plain, false),
+        stats_sql("latency.series", &plain, true),
+        stats_sql("latency.totals.filtered", &filtered, false),
+        stats_sql("latency.series.filtered", &filtered, true),
+        stats_sql("latency.totals.ungrouped", &ungrouped, false),
+        stats_sql("latency.series.ungrouped", &ungrouped, true),
+        dimensions_sql(from, to),
+    ]
+}
+
+// ---------------------------------------------------------------- running
+
+pub(crate) async fn run(
+    models: &ReadModels,
+    query: &LatencyQuery,
+) -> Result<LatencyReport, ReadModelError> {
+    let totals_sql = stats_sql("latency.totals", query, false);
+    let series_sql = stats_sql("latency.series", query, true);
+    let totals = async {
+        models
+            .bounded(totals_sql.query(models.client()).fetch_all::<TotalsRow>())
+            .await
+            .map_err(|err| models.classify(totals_sql.name, err))
+    };
+    let series = async {
+        models
+            .bounded(series_sql.query(models.client()).fetch_all::<SeriesRow>())
+            .await
+            .map_err(|err| models.classify(series_sql.name, err))
+    };
+    let (totals, series) = futures::try_join!(totals, series)?;
+    assemble(query, totals, series)
+}
+
+pub(crate) async fn dimensions(
+    models: &ReadModels,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(String, String)>, ReadModelError> {
+    let sql = dimensions_sql(from, to);
+    let rows = models
+        .bounded(sql.query(models.client()).fetch_all::<DimensionRow>())
+        .await
+        .map_err(|err| models.classify(sql.name, err))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.provider, row.model))
+        .collect())
+}
+
+fn stats(
+    query_name: &'static str,
+    count: u64,
+    errors: u64,
+    duration: &[f64],
+    ttft: &[f64],
+    ttft_count: u64,
+) -> Result<Stats, ReadModelError> {
+    let quantiles = |values: &[f64]| {
+        Percentiles::from_quantiles(values).ok_or_else(|| ReadModelError::UnexpectedRow {
+            query: query_name,
+            detail: format!("expected 3 quantiles, got {}", values.len()),
+        })
+    };
+    Ok(Stats {
+        count,
+        errors,
+        error_rate: if count == 0 {
+            0.0
+        } else {
+            errors as f64 / count as f64
+        },
+        duration_ms: quantiles(duration)?,
+        ttft_count,
+        ttft_ms: if ttft_count == 0 {
+            None
+        } else {
+            Some(quantiles(ttft)?)
+        },
+    })
+}
+
+/// Rows to report. Totals and series are two statements; a call that lands
+/// between them can appear in one and not the other, so a series point whose
+/// group has no total is dropped (it shows on the next read).
+fn assemble(
+    query: &LatencyQuery,
+    totals: Vec<TotalsRow>,
+    series: Vec<SeriesRow>,
+) -> Result<LatencyReport, ReadModelError> {
+    let mut groups = Vec::with_capacity(totals.len());
+    let mut index = HashMap::with_capacity(totals.len());
+    // An ungrouped aggregate returns one row even over no data.
+    for row in totals.into_iter().filter(|row| row.call_count > 0) {
+        let key = GroupKey::from_row(
+            &query.group_by,
+            &row.key_provider,
+            &row.key_model,
+            &row.key_team,
+            &row.key_org,
+        );
+        let total = stats(
+            "latency.totals",
+            row.call_count,
+            row.error_count,
+            &row.duration_quantiles,
+            &row.ttft_quantiles,
+            row.ttft_count,
+        )?;
+        index.insert(key.clone(), groups.len());
+        groups.push(LatencyGroup {
+            key,
+            total,
+            series: Vec::new(),
+        });
+    }
+    for row in series.into_iter().filter(|row| row.call_count > 0) {
+        let key = GroupKey::from_row(
+            &query.group_by,
+            &row.key_provider,
+            &row.key_model,
+            &row.key_team,
+            &row.key_org,
+        );
+        let Some(&at) = index.get(&key) else {
+            tracing::debug!(group = %key.label(), "series point without a total, dropped");
+            continue;
+        };
+        let stats = stats(
+            "latency.series",
+            row.call_count,
+            row.error_count,
+            &row.duration_quantiles,
+            &row.ttft_quantiles,
+            row.ttft_count,
+        )?;
+        if let Some(group) = groups.get_mut(at) {
+            group.series.push(SeriesPoint {
+                bucket_start: timestamp(i64::from(row.bucket_start)),
+                stats,
+            });
+        }
+    }
+    Ok(LatencyReport {
+        from: query.from,
+        to: query.to,
+        bucket_secs: query.bucket_secs,
+        group_by: query.group_by.clone(),
+        groups,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn t(text: &str) -> DateTime<Utc> {
+        parse_time("t", text).unwrap()
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> LatencyParams {
+        let mut p = LatencyParams::default();
+        for (name, value) in pairs {
+            let value = Some(value.to_string());
+            match *name {
+                "from" => p.from = value,
+                "to" => p.to = value,
+                "bucket" => p.bucket = value,
+                "group_by" => p.group_by = value,
+                "provider" => p.provider = value,
+                "model" => p.model = value,
+                "team" => p.team = value,
+                "org" => p.org = value,
+                other => panic!("unknown {other}"),
+            }
+        }
+        p
+    }
+
+    fn now() -> DateTime<Utc> {
+        t("2026-03-01T12:34:56.5Z")
+    }
+
+    #[test]
+    fn defaults_are_last_hour_by_provider_and_model() {
+        let q = params(&[]).to_query(now()).unwrap();
+        assert_eq!(q.from, t("2026-03-01T11:34:00Z"));
+        assert_eq!(q.to, t("2026-03-01T12:35:00Z"));
+        assert_eq!(q.bucket_secs, 60);
+        assert_eq!(q.group_by, vec![Dimension::Provider, Dimension::Model]);
+        assert_eq!(q.filters, LatencyFilters::default());
+    }
+
+    #[test]
+    fn window_is_widened_to_whole_minutes() {
+        let q = params(&[
+            ("from", "2026-03-01T10:00:30Z"),
+            ("to", "2026-03-01T11:00:00Z"),
+        ])
+        .to_query(now())
+        .unwrap();
+        assert_eq!(q.from, t("2026-03-01T10:00:00Z"));
+        assert_eq!(q.to, t("2026-03-01T11:00:00Z"));
+        let q = params(&[
+            ("from", "2026-03-01T10:00:00+02:00"),
+            ("to", "2026-03-01T08:59:59.001Z"),
+        ])
+        .to_query(now())
+        .unwrap();
+        assert_eq!(q.from, t("2026-03-01T08:00:00Z"));
+        assert_eq!(q.to, t("2026-03-01T09:00:00Z"));
+    }
+
+    #[test]
+    fn default_bucket_follows_range() {
+        let cases = [
+            ("2026-03-01T12:00:00Z", 60),     // 15 minutes
+            ("2026-03-01T06:15:00Z", 300),    // 6 hours
+            ("2026-02-28T12:15:00Z", 900),    // 24 hours
+            ("2026-02-22T12:15:00Z", 3_600),  // 7 days
+            ("2026-02-01T12:15:00Z", 21_600), // 28 days
+        ];
+        for (from, want) in cases {
+            let q = params(&[("from", from), ("to", "2026-03-01T12:15:00Z")])
+                .to_query(now())
+                .unwrap();
+            assert_eq!(q.bucket_secs, want, "from {from}");
+        }
+    }
+
+    #[test]
+    fn bucket_parsing() {
+        assert_eq!(parse_bucket("1m").unwrap(), 60);
+        assert_eq!(parse_bucket("120s").unwrap(), 120);
+        assert_eq!(parse_bucket("5m").unwrap(), 300);
+        assert_eq!(parse_bucket("1h").unwrap(), 3_600);
+        assert_eq!(parse_bucket("1d").unwrap(), 86_400);
+        for bad in [
+            "",
+            "m",
+            "5",
+            "5x",
+            "-5m",
+            "1.5h",
+            "30s",
+            "90s",
+            "99999999999d",
+            "32d",
+        ] {
+            let err = parse_bucket(bad).unwrap_err();
+            assert_eq!(err.parameter, "bucket", "{bad}");
+        }
+        assert_eq!(format_bucket(300), "5m");
+        assert_eq!(format_bucket(7_200), "2h");
+        assert_eq!(format_bucket(86_400), "1d");
+        assert_eq!(format_bucket(90), "90s");
+    }
+
+    /// `(parameters, rejected parameter, part of the reason)`.
+    type BadCase = (
+        &'static [(&'static str, &'static str)],
+        &'static str,
+        &'static str,
+    );
+
+    #[test]
+    fn each_bad_parameter_is_named() {
+        let cases: [BadCase; 9] = [
+            (&[("from", "yesterday")], "from", "RFC 3339"),
+            (&[("to", "2026-13-01T00:00:00Z")], "to", "RFC 3339"),
+            (
+                &[
+                    ("from", "2026-03-01T12:00:00Z"),
+                    ("to", "2026-03-01T11:00:00Z"),
+                ],
+                "from",
+                "earlier than",
+            ),
+            (
+                &[
+                    ("from", "2026-03-01T12:00:00Z"),
+                    ("to", "2026-03-01T12:00:00Z"),
+                ],
+                "from",
+                "earlier than",
+            ),
+            (
+                &[
+                    ("from", "2025-01-01T00:00:00Z"),
+                    ("to", "2026-03-01T12:00:00Z"),
+                ],
+                "from",
+                "at most 31 days",
+            ),
+            (
+                &[("group_by", "provider,region")],
+                "group_by",
+                "unknown dimension `region`",
+            ),
+            (&[("group_by", "model,model")], "group_by", "twice"),
+            (
+                &[
+                    ("from", "2026-02-01T00:00:00Z"),
+                    ("to", "2026-03-01T00:00:00Z"),
+                    ("bucket", "1m"),
+                ],
+                "bucket",
+                "buckets; at most 1440",
+            ),
+            (&[("bucket", "fast")], "bucket", "not a duration"),
+        ];
+        for (pairs, parameter, reason) in cases {
+            let err = params(pairs).to_query(now()).unwrap_err();
+            assert_eq!(err.parameter, parameter, "{pairs:?}: {err}");
+            assert!(err.reason.contains(reason), "{pairs:?}: {err}");
+        }
+        let long = "x".repeat(300);
+        let err = params(&[("model", &long)]).to_query(now()).unwrap_err();
+        assert_eq!(err.parameter, "model");
+    }
+
+    #[test]
+    fn empty_values_mean_absent() {
+        let q = params(&[
+            ("from", ""),
+            ("provider", ""),
+            ("model", " "),
+            ("bucket", ""),
+        ])
+        .to_query(now())
+        .unwrap();
+        assert_eq!(q.filters, LatencyFilters::default());
+        let q = params(&[("group_by", "")]).to_query(now()).unwrap();
+        assert!(q.group_by.is_empty());
+        let q = params(&[("group_by", " team , provider ")])
+            .to_query(now())
+            .unwrap();
+        assert_eq!(q.group_by, vec![Dimension::Team, Dimension::Provider]);
+    }
+
+    #[test]
+    fn bucket_count_counts_aligned_buckets() {
+        // 10:02..10:07 with 5m buckets touches 10:00 and 10:05.
+        assert_eq!(bucket_count(36_120, 36_420, 300), 2);
+        assert_eq!(bucket_count(36_000, 36_300, 300), 1);
+        // Exactly the limit is allowed.
+        let q = LatencyQuery::new(
+            t("2026-03-01T00:00:00Z"),
+            t("2026-03-02T00:00:00Z"),
+            Some(60),
+            vec![],
+            LatencyFilters::default(),
+        );
+        assert!(q.is_ok());
+    }
+
+    fn sample_query() -> LatencyQuery {
+        LatencyQuery {
+            from: t("2026-01-01T00:00:00Z"),
+            to: t("2026-01-01T01:00:00Z"),
+            bucket_secs: 300,
+            group_by: vec![Dimension::Model, Dimension::Provider],
+            filters: LatencyFilters {
+                team: Some("team'a".into()),
+                ..LatencyFilters::default()
+            },
+        }
+    }
+
+    #[test]
+    fn series_sql_text() {
+        let sql = stats_sql("latency.series", &sample_query(), true).text();
+        assert_eq!(
+            sql,
+            "SELECT toDateTime(intDiv(toUInt32(minute), 300) * 300) AS bucket_start, \
+             provider AS key_provider, model AS key_model, '' AS key_team, '' AS key_org, \
+             countMerge(calls) AS call_count, sumMerge(errors) AS error_count, \
+             arrayMap(x -> toFloat64(x), quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q)) AS duration_quantiles, \
+             arrayMap(x -> toFloat64(x), quantilesTDigestIfMerge(0.5, 0.95, 0.99)(ttft_q)) AS ttft_quantiles, \
+             sumMerge(ttft_calls) AS ttft_count \
+             FROM latency_minute WHERE minute >= toDateTime(1767225600) \
+             AND minute < toDateTime(1767229200) AND team_id = 'team\\'a' \
+             GROUP BY key_model, key_provider, bucket_start \
+             ORDER BY key_model, key_provider, bucket_start"
+        );
+    }
+
+    #[test]
+    fn totals_sql_without_grouping_has_no_group_by() {
+        let query = LatencyQuery {
+            group_by: vec![],
+            filters: LatencyFilters::default(),
+            ..sample_query()
+        };
+        let sql = stats_sql("latency.totals", &query, false).text();
+        assert!(
+            sql.starts_with("SELECT '' AS key_provider, '' AS key_model"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("minute < toDateTime(1767229200)"), "{sql}");
+    }
+
+    fn totals_row(provider: &str, model: &str, count: u64) -> TotalsRow {
+        TotalsRow {
+            key_provider: provider.into(),
+            key_model: model.into(),
+            key_team: String::new(),
+            key_org: String::new(),
+            call_count: count,
+            error_count: 1,
+            duration_quantiles: vec![100.0, 200.0, 300.0],
+            ttft_quantiles: vec![0.0, 0.0, 0.0],
+            ttft_count: 0,
+        }
+    }
+
+    #[test]
+    fn assemble_groups_series_under_totals() {
+        let query = LatencyQuery {
+            group_by: vec![Dimension::Provider, Dimension::Model],
+            ..sample_query()
+        };
+        let totals = vec![
+            totals_row("anthropic", "claude", 4),
+            totals_row("openai", "gpt-4o", 2),
+        ];
+        let series = vec![
+            SeriesRow {
+                bucket_start: 1_767_225_600,
+                key_provider: "anthropic".into(),
+                key_model: "claude".into(),
+                key_team: String::new(),
+                key_org: String::new(),
+                call_count: 4,
+                error_count: 1,
+                duration_quantiles: vec![1.0, 2.0, 3.123_456_7],
+                ttft_quantiles: vec![10.0, 20.0, 30.0],
+                ttft_count: 3,
+            },
+            SeriesRow {
+                bucket_start: 1_767_225_900,
+                key_provider: "mistral".into(),
+                key_model: "late-arrival".into(),
+                key_team: String::new(),
+                key_org: String::new(),
+                call_count: 1,
+                error_count: 0,
+                duration_quantiles: vec![1.0, 1.0, 1.0],
+                ttft_quantiles: vec![0.0, 0.0, 0.0],
+                ttft_count: 0,
+            },
+        ];
+        let report = assemble(&query, totals, series).unwrap();
+        assert_eq!(report.groups.len(), 2);
+        let first = &report.groups[0];
+        assert_eq!(first.key.label(), "anthropic / claude");
+        assert_eq!(first.total.error_rate, 0.25);
+        assert_eq!(first.total.ttft_ms, None);
+        assert_eq!(first.series.len(), 1);
+        let point = &first.series[0];
+        assert_eq!(point.bucket_start, t("2026-01-01T00:00:00Z"));
+        assert_eq!(point.stats.duration_ms.p99, 3.123);
+        assert_eq!(point.stats.ttft_ms.unwrap().p95, 20.0);
+        assert!(report.groups[1].series.is_empty());
+
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["groups"][0]["key"],
+            serde_json::json!({"provider": "anthropic", "model": "claude"})
+        );
+        assert_eq!(
+            json["groups"][0]["total"]["ttft_ms"],
+            serde_json::Value::Null
+        );
+        assert_eq!(json["group_by"], serde_json::json!(["provider", "model"]));
+        assert_eq!(json["from"], "2026-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn empty_ungrouped_total_is_no_group() {
+        let query = LatencyQuery {
+            group_by: vec![],
+            ..sample_query()
+        };
+        let report = assemble(&query, vec![totals_row("", "", 0)], vec![]).unwrap();
+        assert!(report.groups.is_empty());
+    }
+
+    #[test]
+    fn wrong_quantile_arity_is_an_error() {
+        let mut row = totals_row("a", "b", 1);
+        row.duration_quantiles = vec![1.0];
+        let err = assemble(&sample_query(), vec![row], vec![]).unwrap_err();
+        assert!(err.to_string().contains("expected 3 quantiles"), "{err}");
+    }
+}

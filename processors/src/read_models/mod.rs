@@ -1,0 +1,271 @@
+//! Read models: the queries the report API and the dashboards run against
+//! ClickHouse's facts and rollups. This module owns the ClickHouse client used
+//! for reading, the error type of every read, and the catalog of every SQL
+//! statement the read side sends (`sql_catalog`), so the statements can be
+//! checked against current ClickHouse (chDB) as well as the 18.16 dev server.
+//!
+//! Each report lives in its own submodule that keeps its SQL text, its
+//! parameter validation and its row-to-report assembly together.
+
+pub mod latency;
+
+use clickhouse::Client;
+
+use crate::config::ClickHouseConfig;
+
+pub use latency::{
+    Dimension, GroupKey, InvalidParameter, LatencyFilters, LatencyGroup, LatencyParams,
+    LatencyQuery, LatencyReport, Percentiles, SeriesPoint, Stats,
+};
+
+/// A ClickHouse client for reads, built from the configuration.
+///
+/// Validation is off because ClickHouse 18.16 (the dev server) lacks
+/// `RowBinaryWithNamesAndTypes`; the row structs therefore must list their
+/// fields in the order of the SELECT, which each query module guarantees by
+/// keeping the struct next to its SQL.
+pub fn client(config: &ClickHouseConfig) -> Client {
+    let mut client = Client::default()
+        .with_url(config.url.clone())
+        .with_database(config.database.clone())
+        .with_user(config.user.clone())
+        .with_validation(false);
+    if !config.password.is_empty() {
+        client = client.with_password(config.password.clone());
+    }
+    client
+}
+
+/// Why a read failed, and whose fault it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadModelError {
+    /// ClickHouse could not be reached (network, timeout, refused). External;
+    /// retrying later can help.
+    #[error("clickhouse at {url} is unreachable: {source}")]
+    Unavailable {
+        url: String,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    /// The database exists but the schema is missing. Operator's fault.
+    #[error("clickhouse database `{database}` at {url} is not migrated ({detail}); run `tollgate migrate`")]
+    NotMigrated {
+        url: String,
+        database: String,
+        detail: String,
+    },
+    /// ClickHouse answered with an error or with rows we cannot read.
+    /// Internal; retrying does not help.
+    #[error("clickhouse query `{query}` failed: {source}")]
+    Query {
+        query: &'static str,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    /// ClickHouse returned a row that does not fit the report (for example a
+    /// quantile array of the wrong length). Internal.
+    #[error("clickhouse query `{query}` returned an unexpected row: {detail}")]
+    UnexpectedRow { query: &'static str, detail: String },
+}
+
+impl ReadModelError {
+    /// Whether the same read may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+/// The read side of ClickHouse: one cheap-to-clone handle shared by the API
+/// and the dashboards.
+#[derive(Clone)]
+pub struct ReadModels {
+    client: Client,
+    url: String,
+    database: String,
+}
+
+impl ReadModels {
+    pub fn new(config: &ClickHouseConfig) -> Self {
+        Self {
+            client: client(config),
+            url: config.url.clone(),
+            database: config.database.clone(),
+        }
+    }
+
+    /// Check that ClickHouse answers and that the tables the reports read
+    /// exist; the error says which of the two is wrong.
+    pub async fn check(&self) -> Result<(), ReadModelError> {
+        for table in REQUIRED_TABLES {
+            let query = self
+                .client
+                .query(CHECK_TABLE_SQL)
+                .bind(&self.database)
+                .bind(table)
+                .fetch_one::<u8>();
+            let exists = self
+                .bounded(query)
+                .await
+                .map_err(|source| self.classify("check", source))?;
+            if exists == 0 {
+                return Err(ReadModelError::NotMigrated {
+                    url: self.url.clone(),
+                    database: self.database.clone(),
+                    detail: format!("no table `{table}`"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The latency report (`latency_minute` rollup).
+    pub async fn latency(&self, query: &LatencyQuery) -> Result<LatencyReport, ReadModelError> {
+        latency::run(self, query).await
+    }
+
+    /// Run one ClickHouse request with [`QUERY_TIMEOUT`]: a server that
+    /// accepts connections but never answers must not hold a page forever.
+    pub(crate) async fn bounded<T>(
+        &self,
+        request: impl std::future::Future<Output = clickhouse::error::Result<T>>,
+    ) -> clickhouse::error::Result<T> {
+        match tokio::time::timeout(QUERY_TIMEOUT, request).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(clickhouse::error::Error::TimedOut),
+        }
+    }
+
+    /// Provider/model pairs that have calls in `[from, to)`, for filter menus.
+    pub async fn latency_dimensions(
+        &self,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(String, String)>, ReadModelError> {
+        latency::dimensions(self, from, to).await
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Network-level failures mean ClickHouse is unreachable; everything else
+    /// is a failed query.
+    pub(crate) fn classify(
+        &self,
+        query: &'static str,
+        source: clickhouse::error::Error,
+    ) -> ReadModelError {
+        use clickhouse::error::Error;
+        match source {
+            Error::Network(_) | Error::TimedOut => ReadModelError::Unavailable {
+                url: self.url.clone(),
+                source,
+            },
+            // A missing database is reported by the server as an error, but it
+            // is a setup problem, not a bug in the query.
+            Error::BadResponse(ref message)
+                if message.contains("UNKNOWN_DATABASE") || message.contains("Code: 81") =>
+            {
+                ReadModelError::NotMigrated {
+                    url: self.url.clone(),
+                    database: self.database.clone(),
+                    detail: "the database does not exist".into(),
+                }
+            }
+            source => ReadModelError::Query { query, source },
+        }
+    }
+}
+
+/// The longest a single read may take before it counts as ClickHouse being
+/// unavailable.
+pub const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Tables the read models need; `check` verifies them at start-up.
+const REQUIRED_TABLES: [&str; 1] = ["latency_minute"];
+
+/// `system.tables` exists on 18.16 and current ClickHouse alike.
+const CHECK_TABLE_SQL: &str =
+    "SELECT toUInt8(count() > 0) FROM system.tables WHERE database = ? AND name = ?";
+
+/// A SQL template and the values bound to its `?` placeholders, in order.
+/// Values are escaped by the clickhouse crate, never spliced in by hand;
+/// identifiers only ever come from fixed enums.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BoundSql {
+    pub name: &'static str,
+    pub template: String,
+    pub binds: Vec<SqlValue>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SqlValue {
+    UInt(u64),
+    Str(String),
+}
+
+impl BoundSql {
+    pub(crate) fn query(&self, client: &Client) -> clickhouse::query::Query {
+        let mut query = client.query(&self.template);
+        for value in &self.binds {
+            query = match value {
+                SqlValue::UInt(n) => query.bind(n),
+                SqlValue::Str(s) => query.bind(s.as_str()),
+            };
+        }
+        query
+    }
+
+    /// The exact statement text sent to ClickHouse (the crate appends only
+    /// `FORMAT RowBinary`).
+    pub(crate) fn text(&self) -> String {
+        self.query(&Client::default()).sql_display().to_string()
+    }
+}
+
+/// Every statement the read side sends, with sample values bound, as
+/// `(name, sql)`. The statements read from the current database, so run
+/// them after applying `migrations/clickhouse/*.sql`.
+pub fn sql_catalog() -> Vec<(String, String)> {
+    let check = BoundSql {
+        name: "read_models.check_table",
+        template: CHECK_TABLE_SQL.to_string(),
+        binds: vec![
+            SqlValue::Str("tollgate".into()),
+            SqlValue::Str("latency_minute".into()),
+        ],
+    };
+    std::iter::once(check)
+        .chain(latency::catalog())
+        .map(|bound| (bound.name.to_string(), bound.text()))
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_binds_every_placeholder() {
+        let catalog = sql_catalog();
+        assert!(catalog.len() >= 4, "{catalog:?}");
+        for (name, sql) in &catalog {
+            assert!(
+                !sql.contains('?'),
+                "{name} has an unbound placeholder: {sql}"
+            );
+            assert!(!sql.contains("invalid SQL"), "{name}: {sql}");
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_not_spliced() {
+        let bound = BoundSql {
+            name: "t",
+            template: "SELECT 1 WHERE provider = ?".into(),
+            binds: vec![SqlValue::Str("x' OR 1=1 --".into())],
+        };
+        assert_eq!(bound.text(), r"SELECT 1 WHERE provider = 'x\' OR 1=1 --'");
+    }
+}

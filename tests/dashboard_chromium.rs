@@ -1,0 +1,195 @@
+//! The SRE latency page in a real browser: `tollgate api` over known calls
+//! from the last hour, Debian's headless Chromium loads `/sre/latency` with
+//! its defaults, runs the page's script and Chart.js, and the test checks
+//! that every chart plotted points (the script writes `data-points` on each
+//! canvas after drawing) and that the totals table has one row per
+//! provider/model. A screenshot is saved under `tests/artifacts/` for people.
+//!
+//! Chromium comes from `TOLLGATE_TEST_CHROMIUM`, else `/usr/bin/chromium`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod latency_fixture;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use latency_fixture::{dataset, ReportEnv};
+
+const CHART_IDS: [&str; 6] = [
+    "duration-p50",
+    "duration-p95",
+    "duration-p99",
+    "ttft-p50",
+    "ttft-p95",
+    "ttft-p99",
+];
+
+fn chromium() -> PathBuf {
+    let path =
+        std::env::var("TOLLGATE_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let path = PathBuf::from(path);
+    assert!(
+        path.exists(),
+        "{} not found: install Debian's chromium (apt-get install -y chromium) \
+         or set TOLLGATE_TEST_CHROMIUM",
+        path.display()
+    );
+    path
+}
+
+/// Run headless Chromium on `url` with `extra` flags; its own profile
+/// directory, no network beyond the page, bounded time.
+fn run_chromium(url: &str, profile: &Path, extra: &[&str]) -> Output {
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the pipes on threads so a large DOM cannot block the browser.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut buf).unwrap();
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut buf).unwrap();
+        buf
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("chromium did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// `(id, data-points)` of every `<canvas>` in the DOM.
+fn canvases(dom: &str) -> Vec<(String, u64)> {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = tag[start..].find('"')? + start;
+        Some(tag[start..end].to_string())
+    };
+    dom.split("<canvas")
+        .skip(1)
+        .map(|rest| {
+            let tag = &rest[..rest.find('>').unwrap()];
+            let id = attr(tag, "id").unwrap_or_default();
+            let points = attr(tag, "data-points")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            (id, points)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_page_draws_charts_and_totals_in_chromium() {
+    let mut env = ReportEnv::new("dashboard").await;
+    // The hour before the current minute, so the default "Last hour" view
+    // shows all of it.
+    let now = chrono::Utc::now().timestamp();
+    let base = now - now % 60 - 3_600 + 60;
+    env.insert(&dataset(base)).await;
+    env.start_api().await;
+    let url = format!("{}/sre/latency", env.api_url());
+
+    // The server-rendered page first: a plain HTTP check gives a clearer
+    // failure than a browser would.
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert_eq!(html.matches("<tr class=\"group-row\"").count(), 4, "{html}");
+
+    let profile = tempfile::tempdir().unwrap();
+    let dom = {
+        let url = url.clone();
+        let profile = profile.path().to_path_buf();
+        tokio::task::spawn_blocking(move || run_chromium(&url, &profile, &["--dump-dom"]))
+            .await
+            .unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&dom.stderr);
+    assert!(dom.status.success(), "chromium failed: {stderr}");
+    let dom = String::from_utf8(dom.stdout).unwrap();
+
+    let found = canvases(&dom);
+    let ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, CHART_IDS, "the page has the six charts");
+    for (id, points) in &found {
+        assert!(
+            *points > 0,
+            "chart {id} plotted no points (the script did not run, or there was no data)\n\
+             chromium stderr: {stderr}"
+        );
+    }
+    let rows = dom.matches("<tr class=\"group-row\"").count();
+    assert_eq!(rows, 4, "one totals row per provider/model");
+    for label in [
+        "anthropic / claude-sonnet-4",
+        "mistral / mistral-large",
+        "openai / gpt-4o",
+        "openai / gpt-4o-mini",
+    ] {
+        assert!(dom.contains(label), "{label} missing from the page");
+    }
+
+    // A screenshot for people (and for the reviewer's eyes).
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("sre_latency.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir().unwrap();
+    let out = {
+        let url = url.clone();
+        let profile = profile.path().to_path_buf();
+        let arg = format!("--screenshot={}", shot.display());
+        tokio::task::spawn_blocking(move || {
+            run_chromium(&url, &profile, &[&arg, "--window-size=1400,1000"])
+        })
+        .await
+        .unwrap()
+    };
+    assert!(
+        out.status.success(),
+        "chromium screenshot failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 20_000,
+        "screenshot {} is only {size} bytes",
+        shot.display()
+    );
+    println!("screenshot: {}", shot.display());
+}

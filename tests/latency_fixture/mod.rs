@@ -1,0 +1,392 @@
+//! Read-side test fixture: a ClickHouse database of its own with the
+//! migrations applied, known AI calls written straight into `calls` (Kafka and
+//! the processor are bypassed, so the report is tested on its own), a
+//! `tollgate api` serving them, and the exact statistics to check a report
+//! against. Shared by `latency_api.rs` and `dashboard_chromium.rs`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{clickhouse_url, free_port, tollgate_bin, unique, wait_http};
+
+/// One call as the test states it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub provider: &'static str,
+    pub model: &'static str,
+    pub team: &'static str,
+    pub org: &'static str,
+    /// Epoch seconds.
+    pub at: i64,
+    pub duration_ms: u32,
+    pub ttft_ms: Option<u32>,
+    pub error: bool,
+    pub kind: &'static str,
+}
+
+/// `(provider, model, calls, fastest ms, spread ms, error every nth call)`.
+const MODELS: [(&str, &str, usize, f64, f64, usize); 4] = [
+    ("openai", "gpt-4o", 300, 350.0, 2_500.0, 31),
+    ("openai", "gpt-4o-mini", 200, 120.0, 900.0, 50),
+    ("anthropic", "claude-sonnet-4", 250, 700.0, 4_500.0, 25),
+    ("mistral", "mistral-large", 60, 250.0, 1_500.0, 20),
+];
+
+/// `(team, org)`.
+const TEAMS: [(&str, &str); 3] = [
+    ("team-a", "org-1"),
+    ("team-b", "org-1"),
+    ("team-c", "org-2"),
+];
+
+/// A small deterministic generator, so expected values never change.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// 810 terminal calls spread over the hour starting at `base` (epoch
+/// seconds, a whole minute): four provider/model pairs with different
+/// latency profiles, three teams in two orgs, some errors; `gpt-4o` streams
+/// two calls in three, `gpt-4o-mini` always, `claude-sonnet-4` every other
+/// call and `mistral-large` never (its TTFT must come back as null).
+/// Claude slows down between minutes 30 and 40, so the charts have a shape.
+pub fn dataset(base: i64) -> Vec<Call> {
+    let mut rng = Lcg(7);
+    let mut calls = Vec::new();
+    for (m, (provider, model, n, fastest, spread, error_every)) in MODELS.into_iter().enumerate() {
+        for i in 0..n {
+            let at = base + (rng.next() * 3_600.0) as i64;
+            let u = rng.next();
+            let mut duration = fastest + spread * u * u;
+            if provider == "anthropic" && (1_800..2_400).contains(&(at - base)) {
+                duration *= 1.6;
+            }
+            let streamed = match m {
+                0 => i % 3 != 0,
+                1 => true,
+                2 => i % 2 == 0,
+                _ => false,
+            };
+            let ttft =
+                streamed.then(|| (30.0 + 0.12 * (duration - fastest) + rng.next() * 80.0) as u32);
+            let error = i % error_every == 0;
+            let (team, org) = TEAMS[(i * 7 + m) % TEAMS.len()];
+            calls.push(Call {
+                provider,
+                model,
+                team,
+                org,
+                at,
+                duration_ms: duration as u32,
+                ttft_ms: ttft,
+                error,
+                kind: if error {
+                    "ai.call.failed"
+                } else {
+                    "ai.call.completed"
+                },
+            });
+        }
+    }
+    calls
+}
+
+/// Rows the report must ignore: blocked and lifecycle events inside the
+/// window, and completed calls just outside it.
+pub fn noise(base: i64) -> Vec<Call> {
+    let call = |kind, at| Call {
+        provider: "openai",
+        model: "gpt-4o",
+        team: "team-a",
+        org: "org-1",
+        at,
+        duration_ms: 99_999,
+        ttft_ms: Some(99_999),
+        error: true,
+        kind,
+    };
+    let mut rows = Vec::new();
+    for i in 0..20 {
+        rows.push(call("ai.call.blocked", base + 60 * i));
+        rows.push(call("ai.call.started", base + 60 * i + 7));
+    }
+    rows.push(call("ai.call.completed", base - 1));
+    rows.push(call("ai.call.completed", base + 3_600));
+    rows
+}
+
+fn row(index: usize, call: &Call) -> Value {
+    json!({
+        "event_id": format!("ev-{index}"),
+        "schema_version": 1,
+        "kind": call.kind,
+        // JSON numbers are epoch seconds on every ClickHouse version, so the
+        // server's time zone cannot shift the test data.
+        "occurred_at": call.at,
+        "occurred_at_ms": call.at * 1_000,
+        "org_id": call.org,
+        "team_id": call.team,
+        "user_id": "user-1",
+        "api_key_id": "key-1",
+        "call_id": format!("call-{index}"),
+        "trace_id": format!("trace-{index}"),
+        "provider": call.provider,
+        "model": call.model,
+        "requested_model": call.model,
+        "operation": "chat",
+        "stream": u8::from(call.ttft_ms.is_some()),
+        "duration_ms": call.duration_ms,
+        "has_ttft": u8::from(call.ttft_ms.is_some()),
+        "ttft_ms": call.ttft_ms.unwrap_or(0),
+        "outcome": if call.error { "error" } else { "success" },
+        "http_status": if call.error { 500 } else { 200 },
+        "ingested_at": call.at,
+        "kafka_partition": 0,
+        "kafka_offset": index,
+    })
+}
+
+/// A ClickHouse query in `database`; panics with the server's message.
+pub async fn ch(database: &str, sql: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(clickhouse_url())
+        .query(&[("database", database)])
+        .body(sql.to_string())
+        .send()
+        .await
+        .expect("clickhouse reachable");
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert!(status.is_success(), "clickhouse ({status}): {body}\n{sql}");
+    body
+}
+
+/// The statements of a migration file (comment lines dropped, split on `;`).
+fn statements(text: &str) -> Vec<String> {
+    let code: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect();
+    code.join("\n")
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A database with the schema, a config file, and (once started) the API.
+pub struct ReportEnv {
+    pub database: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub api_port: u16,
+    api: Option<Child>,
+}
+
+impl ReportEnv {
+    /// Create the database and apply `migrations/clickhouse/*.sql` in order.
+    pub async fn new(label: &str) -> Self {
+        let database = unique(label);
+        ch("default", &format!("CREATE DATABASE {database}")).await;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/clickhouse");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
+            .collect();
+        files.sort();
+        for file in files {
+            for statement in statements(&std::fs::read_to_string(&file).unwrap()) {
+                ch(&database, &statement).await;
+            }
+        }
+        Self::with_database(database)
+    }
+
+    /// A config pointing at `database` (which may not exist) without
+    /// creating anything.
+    pub fn with_database(database: String) -> Self {
+        Self::with_clickhouse(&clickhouse_url(), database)
+    }
+
+    pub fn with_clickhouse(url: &str, database: String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let api_port = free_port();
+        let config_path = dir.path().join("tollgate.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "[clickhouse]\nurl = \"{url}\"\ndatabase = \"{database}\"\n\n\
+                 [api]\nlisten = \"127.0.0.1:{api_port}\"\n"
+            ),
+        )
+        .unwrap();
+        Self {
+            database,
+            dir,
+            config_path,
+            api_port,
+            api: None,
+        }
+    }
+
+    pub async fn insert(&self, calls: &[Call]) {
+        let offset: usize = ch(&self.database, "SELECT count() FROM calls")
+            .await
+            .trim()
+            .parse()
+            .unwrap();
+        let body: Vec<String> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, call)| row(offset + i, call).to_string())
+            .collect();
+        ch(
+            &self.database,
+            &format!("INSERT INTO calls FORMAT JSONEachRow\n{}", body.join("\n")),
+        )
+        .await;
+    }
+
+    /// A `tollgate` command with this config.
+    pub fn tollgate(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(tollgate_bin());
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env_remove("TOLLGATE_CONFIG");
+        command
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("api.log")
+    }
+
+    /// Start `tollgate api` and wait until it answers.
+    pub async fn start_api(&mut self) {
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        let child = self
+            .tollgate(&["api"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.api = Some(child);
+        wait_http(
+            &format!("{}/healthz", self.api_url()),
+            Duration::from_secs(30),
+            &self.log_path(),
+        )
+        .await;
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// `GET` a path of the API; returns the status and the JSON body.
+    pub async fn get_json(&self, path_and_query: &str) -> (u16, Value) {
+        let response = reqwest::get(format!("{}{path_and_query}", self.api_url()))
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|err| panic!("{path_and_query}: not JSON ({err}): {text}"));
+        (status, body)
+    }
+}
+
+impl Drop for ReportEnv {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.api.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Exact quantile by the nearest-rank method on sorted data.
+pub fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
+    let q = q.clamp(0.0, 1.0);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// A t-digest estimate is accepted when it lies between the exact quantiles
+/// at `q - d` and `q + d`, with `d` = 2 % rank error, or one rank (`1/n`)
+/// on small sets, where the digest interpolates between neighbouring values;
+/// plus 1 ms of slack for Float32 rounding.
+pub fn assert_quantile(label: &str, got: f64, values: &[f64], q: f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let d = f64::max(0.02, 1.0 / sorted.len() as f64);
+    let lo = exact_quantile(&sorted, q - d) - 1.0;
+    let hi = exact_quantile(&sorted, q + d) + 1.0;
+    assert!(
+        (lo..=hi).contains(&got),
+        "{label}: p{} = {got}, exact {}, accepted [{lo}, {hi}] over {} values",
+        q * 100.0,
+        exact_quantile(&sorted, q),
+        sorted.len()
+    );
+}
+
+/// Check one `Stats` object of a report against the calls it covers.
+pub fn assert_stats(label: &str, stats: &Value, calls: &[&Call]) {
+    let count = calls.len() as u64;
+    let errors = calls.iter().filter(|c| c.error).count() as u64;
+    assert_eq!(
+        stats["count"].as_u64(),
+        Some(count),
+        "{label} count: {stats}"
+    );
+    assert_eq!(
+        stats["errors"].as_u64(),
+        Some(errors),
+        "{label} errors: {stats}"
+    );
+    let rate = stats["error_rate"].as_f64().unwrap();
+    assert!(
+        (rate - errors as f64 / count as f64).abs() < 1e-12,
+        "{label} error rate {rate}"
+    );
+    let durations: Vec<f64> = calls.iter().map(|c| f64::from(c.duration_ms)).collect();
+    let ttfts: Vec<f64> = calls
+        .iter()
+        .filter_map(|c| c.ttft_ms)
+        .map(f64::from)
+        .collect();
+    assert_eq!(
+        stats["ttft_count"].as_u64(),
+        Some(ttfts.len() as u64),
+        "{label} ttft_count"
+    );
+    for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
+        let got = stats["duration_ms"][name].as_f64().unwrap();
+        assert_quantile(&format!("{label} duration"), got, &durations, q);
+        if ttfts.is_empty() {
+            assert!(
+                stats["ttft_ms"].is_null(),
+                "{label}: ttft_ms must be null: {stats}"
+            );
+        } else {
+            let got = stats["ttft_ms"][name].as_f64().unwrap();
+            assert_quantile(&format!("{label} ttft"), got, &ttfts, q);
+        }
+    }
+}
