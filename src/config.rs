@@ -13,7 +13,7 @@ use tollgate_ingest::config::{IngestConfig, KafkaConfig, PostgresConfig};
 use tollgate_processors::config::{ClickHouseConfig, ProcessorConfig};
 
 /// Environment variables with the `TOLLGATE_` prefix that are not settings.
-const NOT_SETTINGS: [&str; 3] = ["config", "log", "state_dir"];
+const NOT_SETTINGS: [&str; 5] = ["config", "log", "state_dir", "bin", "ingest_key"];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
