@@ -21,6 +21,12 @@ import uuid
 import pytest
 
 
+def _clip(text: str, limit: int = 3000) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit // 2] + "\n[...]\n" + text[-limit // 2 :]
+
+
 def _load_catalog() -> tuple[list[dict], str | None]:
     """Return (entries, error). Never raises: an error becomes a failing test."""
     path = os.environ.get("TOLLGATE_SQL_CATALOG")
@@ -35,8 +41,14 @@ def _load_catalog() -> tuple[list[dict], str | None]:
                 return [], "TOLLGATE_BIN is not set (dev/test sets it to the built tollgate binary)"
             if not os.access(binary, os.X_OK):
                 return [], f"TOLLGATE_BIN={binary} is not an executable file"
+            # TOLLGATE_* variables are configuration overrides for the binary
+            # (TOLLGATE_<SECTION>__<KEY>); keep this check's own out of its way.
+            env = {k: v for k, v in os.environ.items() if k not in ("TOLLGATE_BIN", "TOLLGATE_SQL_CATALOG")}
+            env["RUST_BACKTRACE"] = "0"
+            env["RUST_LIB_BACKTRACE"] = "0"
             proc = subprocess.run(
                 [binary, "sql-catalog"],
+                env=env,
                 capture_output=True,
                 text=True,
                 timeout=120,
@@ -45,7 +57,7 @@ def _load_catalog() -> tuple[list[dict], str | None]:
             if proc.returncode != 0:
                 return [], (
                     f"`{binary} sql-catalog` exited with {proc.returncode}:\n"
-                    f"{proc.stderr.strip()[-2000:]}"
+                    f"{_clip(proc.stderr.strip())}"
                 )
             raw = proc.stdout
             source = f"`{binary} sql-catalog`"
