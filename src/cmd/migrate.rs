@@ -24,7 +24,7 @@ async fn migrate_clickhouse(config: &Config) -> anyhow::Result<()> {
     println!("clickhouse: {} database {}", ch.url, ch.database);
     migrations::migrate(ch, |outcome| match outcome {
         Outcome::Applied { name, statements } => {
-            println!("clickhouse: applied {name} ({statements} statements)")
+            println!("clickhouse: applied {name} ({statements} statement(s))")
         }
         Outcome::AlreadyApplied { name } => println!("clickhouse: {name} already applied"),
     })
@@ -40,31 +40,28 @@ async fn migrate_clickhouse(config: &Config) -> anyhow::Result<()> {
 
 /// Apply `migrations/postgres` (embedded at compile time) with sqlx.
 pub async fn migrate_postgres(config: &Config) -> anyhow::Result<()> {
+    use sqlx::Connection;
     let url = &config.postgres.url;
     let shown = redact(url);
     println!("postgres: {shown}");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(std::time::Duration::from_secs(10))
-        .connect(url)
+    let mut conn = sqlx::PgConnection::connect(url)
         .await
-        .with_context(|| {
-            format!(
-                "cannot connect to postgres at {shown} (is it running? `dev/stack up` starts one)"
-            )
-        })?;
+        .with_context(|| format!("cannot connect to postgres at {shown} (is it running? `dev/stack up` starts one)"))?;
+    // Versions applied before this run; the table does not exist on a new database.
+    let before: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
     let migrator = sqlx::migrate!("./migrations/postgres");
     migrator
-        .run(&pool)
+        .run(&mut conn)
         .await
         .with_context(|| format!("postgres migrations failed at {shown}"))?;
     for migration in migrator.iter() {
-        println!(
-            "postgres: {} {} applied",
-            migration.version, migration.description
-        );
+        let what = if before.contains(&migration.version) { "already applied" } else { "applied" };
+        println!("postgres: {} {} {what}", migration.version, migration.description);
     }
-    pool.close().await;
+    conn.close().await?;
     Ok(())
 }
 

@@ -19,7 +19,8 @@ pub fn clickhouse_url() -> String {
 }
 
 pub fn postgres_admin_url() -> String {
-    std::env::var("TOLLGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://tollgate:tollgate@127.0.0.1:5433/tollgate".into())
+    std::env::var("TOLLGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://tollgate:tollgate@127.0.0.1:5433/tollgate".into())
 }
 
 /// A name no other test (or earlier run) uses: `t_<label>_<random hex>`.
@@ -29,7 +30,11 @@ pub fn unique(label: &str) -> String {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Path of the `tollgate` binary under test.
@@ -47,7 +52,10 @@ pub async fn clickhouse_query(sql: &str) -> String {
         .expect("clickhouse reachable");
     let status = response.status();
     let body = response.text().await.unwrap();
-    assert!(status.is_success(), "clickhouse query failed ({status}): {body}\n{sql}");
+    assert!(
+        status.is_success(),
+        "clickhouse query failed ({status}): {body}\n{sql}"
+    );
     body
 }
 
@@ -124,7 +132,11 @@ listen = "127.0.0.1:{api_port}"
             children: Vec::new(),
         };
         let out = env.tollgate(&["migrate"]).output().unwrap();
-        assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         env
     }
 
@@ -173,9 +185,22 @@ listen = "127.0.0.1:{api_port}"
 
     /// Create an ingest API key and return its secret.
     pub fn create_key(&self, org: &str) -> String {
-        let out = self.tollgate(&["keys", "create", "--name", "test", "--org", org]).output().unwrap();
-        assert!(out.status.success(), "keys create failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string()
+        let out = self
+            .tollgate(&["keys", "create", "--name", "test", "--org", org])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// Run a query in this environment's ClickHouse database.
@@ -224,8 +249,14 @@ pub async fn wait_http(url: &str, timeout: Duration, log: &Path) {
 async fn create_pg_database(name: &str) -> String {
     use sqlx::Connection;
     let admin = postgres_admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("postgres reachable");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("postgres reachable");
+    // The name comes from `unique()`: letters, digits and underscores only.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     match admin.rfind('/') {
         Some(i) => format!("{}/{name}", &admin[..i]),
         None => panic!("postgres admin url has no database part: {admin}"),
