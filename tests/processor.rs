@@ -182,8 +182,24 @@ fn processor_config(group: &str, extra: &str) -> String {
     format!("[processor]\ngroup_id = \"{group}\"\n{extra}\n")
 }
 
+/// A child's log, without ANSI colour codes.
 fn log_of(env: &TestEnv, label: &str) -> String {
-    std::fs::read_to_string(env.log_path(label)).unwrap_or_default()
+    let raw = std::fs::read_to_string(env.log_path(label)).unwrap_or_default();
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn kill(child: &mut Child) {
@@ -280,7 +296,10 @@ async fn effectively_once_across_sigkill() {
             .await;
         kill(&mut child);
         let after = ch_u64(&env, count_sql).await;
-        eprintln!("round {round}: killed at {seen} rows (target {target}), {after} stored");
+        let committed: i64 = committed(&group, &env.events_topic, 4).values().sum();
+        eprintln!(
+            "round {round}: killed at {seen} rows (target {target}), {after} stored, {committed} messages committed"
+        );
         assert!(
             seen >= target,
             "processor made no progress; log:\n{}",
@@ -342,7 +361,9 @@ async fn effectively_once_across_sigkill() {
     signal(pid, "TERM");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let log = log_of(&env, "process-final");
-    assert!(log.contains("processor stopped"), "log:\n{log}");
+    let summary = log.lines().find(|l| l.contains("processor stopped"));
+    eprintln!("final run: {summary:?}");
+    assert!(summary.is_some(), "log:\n{log}");
 }
 
 /// Garbage and invalid events go to the DLQ with the reason and the source
@@ -561,5 +582,119 @@ async fn migrate_twice_and_detect_changed_file() {
     assert!(
         stderr.contains("0001_calls.sql") && stderr.contains("changed after it was applied"),
         "{stderr}"
+    );
+}
+
+/// Set `group`'s committed offsets on `topic` back to the start, as if the
+/// processor had crashed after every insert and before every commit.
+fn rewind_commits(group: &str, topic: &str, partitions: i32) {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(0))
+            .unwrap();
+    }
+    consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+}
+
+/// The crash window made deterministic: rows are in ClickHouse but Kafka's
+/// committed offsets are lost. A restarted processor reads everything again
+/// and skips it all, because it resumes from what ClickHouse holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_from_clickhouse_when_commits_are_lost() {
+    let group = unique("grp");
+    let env = TestEnv::with_extra_config(
+        "proc_resume",
+        &processor_config(&group, "batch_max_wait_ms = 100"),
+    )
+    .await;
+    let first = traffic(3_000, Utc::now() - chrono::Duration::hours(1), 21);
+    produce_all(&env.events_topic, &first.messages).await;
+
+    let mut child = env.spawn_child("process-1", &["process"]);
+    let got = env
+        .wait_for_count(
+            "SELECT count() FROM {db}.calls",
+            first.calls,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(got, first.calls, "log:\n{}", log_of(&env, "process-1"));
+    signal(child.id(), "TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30))
+        .await
+        .success());
+    assert_eq!(
+        committed(&group, &env.events_topic, 4)
+            .values()
+            .sum::<i64>(),
+        first.messages.len() as i64
+    );
+
+    rewind_commits(&group, &env.events_topic, 4);
+    assert_eq!(
+        committed(&group, &env.events_topic, 4)
+            .values()
+            .sum::<i64>(),
+        0
+    );
+    let second = traffic(1_000, Utc::now() - chrono::Duration::minutes(10), 22);
+    produce_all(&env.events_topic, &second.messages).await;
+
+    let mut child = env.spawn_child("process-2", &["process"]);
+    let want = first.calls + second.calls;
+    let got = env
+        .wait_for_count(
+            "SELECT count() FROM {db}.calls",
+            want,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(got, want, "log:\n{}", log_of(&env, "process-2"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    signal(child.id(), "TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30))
+        .await
+        .success());
+    let log = log_of(&env, "process-2");
+    assert_eq!(ch_u64(&env, "SELECT count() FROM {db}.calls").await, want);
+    assert_eq!(
+        ch_u64(&env, "SELECT uniqExact(event_id) FROM {db}.calls").await,
+        want
+    );
+    assert_eq!(
+        ch_u64(&env, "SELECT sum(input_tokens) FROM {db}.calls").await,
+        first.input_tokens + second.input_tokens
+    );
+    // Everything before the last stored call of each partition was skipped.
+    let skipped: u64 = log
+        .lines()
+        .filter(|l| l.contains("processor stopped"))
+        .filter_map(|l| {
+            l.split("skipped=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no summary line; log:\n{log}"));
+    assert!(
+        skipped >= first.calls && skipped <= first.messages.len() as u64,
+        "skipped {skipped}; log:\n{log}"
+    );
+    assert_eq!(
+        committed(&group, &env.events_topic, 4)
+            .values()
+            .sum::<i64>(),
+        (first.messages.len() + second.messages.len()) as i64
     );
 }
