@@ -698,3 +698,65 @@ async fn resumes_from_clickhouse_when_commits_are_lost() {
         (first.messages.len() + second.messages.len()) as i64
     );
 }
+
+/// Two processors in one group: a second one joining (partitions move away
+/// from the first) and the first one leaving (they move back) neither lose
+/// nor duplicate a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalances_between_two_processors_are_exact() {
+    let group = unique("grp");
+    let env = TestEnv::with_extra_config(
+        "proc_rebalance",
+        &processor_config(&group, "batch_max_rows = 2000\nbatch_max_wait_ms = 200"),
+    )
+    .await;
+    let traffic = traffic(
+        60_000,
+        Utc::now() - chrono::Duration::hours(2),
+        rand::random(),
+    );
+    produce_all(&env.events_topic, &traffic.messages).await;
+    let count_sql = "SELECT count() FROM {db}.calls";
+
+    let mut first = env.spawn_child("process-a", &["process"]);
+    env.wait_for_count(count_sql, traffic.calls / 10, Duration::from_secs(120))
+        .await;
+    let mut second = env.spawn_child("process-b", &["process"]);
+    env.wait_for_count(count_sql, traffic.calls * 6 / 10, Duration::from_secs(300))
+        .await;
+    signal(first.id(), "TERM");
+    assert!(wait_exit(&mut first, Duration::from_secs(60))
+        .await
+        .success());
+    let got = env
+        .wait_for_count(count_sql, traffic.calls, Duration::from_secs(300))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(second.id(), "TERM");
+    assert!(wait_exit(&mut second, Duration::from_secs(60))
+        .await
+        .success());
+
+    let (a, b) = (log_of(&env, "process-a"), log_of(&env, "process-b"));
+    assert_eq!(got, traffic.calls, "log a:\n{a}\nlog b:\n{b}");
+    assert!(
+        a.contains("partitions revoked"),
+        "the second processor never took partitions over; log a:\n{a}"
+    );
+    assert!(b.contains("partitions assigned"), "log b:\n{b}");
+    assert_eq!(ch_u64(&env, count_sql).await, traffic.calls);
+    assert_eq!(
+        ch_u64(&env, "SELECT uniqExact(event_id) FROM {db}.calls").await,
+        traffic.calls
+    );
+    assert_eq!(
+        ch_u64(&env, "SELECT sum(input_tokens) FROM {db}.calls").await,
+        traffic.input_tokens
+    );
+    assert_eq!(
+        committed(&group, &env.events_topic, 4)
+            .values()
+            .sum::<i64>(),
+        traffic.messages.len() as i64
+    );
+}

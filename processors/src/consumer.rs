@@ -525,6 +525,11 @@ impl CallsProcessor {
             let started = Instant::now();
             match calls_sink::insert(&self.client, &rows).await {
                 Ok(()) => {
+                    // Guards against Kafka re-delivering stored messages
+                    // without a rebalance (e.g. an offset reset).
+                    for row in &rows {
+                        self.positions.advance(row.kafka_partition, row.kafka_offset);
+                    }
                     self.counters.rows_inserted += rows.len() as u64;
                     self.counters.inserts += 1;
                     debug!(

@@ -37,6 +37,14 @@ impl ResumePositions {
         self.known.insert(partition, stored);
     }
 
+    /// After an insert: everything up to `offset` is stored. Only known
+    /// partitions move; an unknown one is still looked up on its next message.
+    pub fn advance(&mut self, partition: i32, offset: i64) {
+        if let Some(stored) = self.known.get_mut(&partition) {
+            *stored = Some(stored.map_or(offset, |s| s.max(offset)));
+        }
+    }
+
     /// Forget partitions after a rebalance: they are looked up again on their
     /// next message, because another consumer may have stored more meanwhile.
     pub fn forget(&mut self, partitions: &[i32]) {
@@ -98,6 +106,12 @@ mod tests {
         assert!(!r.is_stored(0, 42));
         assert!(!r.is_stored(1, 0));
         assert_eq!(r.get(1), Some(None));
+        r.advance(1, 7);
+        assert!(r.is_stored(1, 7));
+        r.advance(1, 3);
+        assert!(r.is_stored(1, 7));
+        r.advance(9, 3);
+        assert_eq!(r.get(9), None);
         r.forget(&[0]);
         assert_eq!(r.get(0), None);
     }
