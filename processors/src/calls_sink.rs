@@ -219,19 +219,22 @@ fn yyyymm(t: DateTime<Utc>) -> u32 {
     u32::try_from(t.year()).unwrap_or(0) * 100 + t.month()
 }
 
+/// Type of `calls.occurred_at` (it may name a timezone).
+pub const OCCURRED_AT_TYPE_SQL: &str =
+    "SELECT type FROM system.columns WHERE database = currentDatabase() AND table = 'calls' AND name = 'occurred_at'";
+/// The server's timezone.
+pub const SERVER_TIMEZONE_SQL: &str = "SELECT timezone()";
+
 /// Ask ClickHouse which timezone `calls.occurred_at` is evaluated in: the
 /// column's own (`DateTime('UTC')`) or else the server's.
 pub async fn partition_clock(
     client: &Client,
 ) -> clickhouse::error::Result<(PartitionClock, String)> {
-    let column_type: Option<String> = client
-        .query("SELECT type FROM system.columns WHERE database = currentDatabase() AND table = 'calls' AND name = 'occurred_at'")
-        .fetch_optional()
-        .await?;
+    let column_type: Option<String> = client.query(OCCURRED_AT_TYPE_SQL).fetch_optional().await?;
     if let Some(tz) = column_type.as_deref().and_then(column_timezone) {
         return Ok((PartitionClock::from_timezone(&tz), tz));
     }
-    let tz: String = client.query("SELECT timezone()").fetch_one().await?;
+    let tz: String = client.query(SERVER_TIMEZONE_SQL).fetch_one().await?;
     Ok((PartitionClock::from_timezone(&tz), tz))
 }
 

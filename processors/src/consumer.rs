@@ -70,6 +70,31 @@ use crate::dlq::{DeadLetterReason, DeadLetterWriter, Source};
 use crate::error::{Error, Result};
 use crate::resume::{stored_offsets, ResumePositions};
 
+/// Whether the `calls` table exists.
+const HAS_CALLS_SQL: &str =
+    "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'calls'";
+
+/// Every query the processor sends at run time, named, for the SQL
+/// compatibility check (the resume query is shown for partitions 0 and 1).
+/// The insert is `INSERT INTO calls(<CallRow fields>) FORMAT RowBinary`.
+pub fn runtime_queries() -> Vec<(String, String)> {
+    vec![
+        ("processor.has_calls".into(), HAS_CALLS_SQL.into()),
+        (
+            "processor.occurred_at_type".into(),
+            calls_sink::OCCURRED_AT_TYPE_SQL.into(),
+        ),
+        (
+            "processor.server_timezone".into(),
+            calls_sink::SERVER_TIMEZONE_SQL.into(),
+        ),
+        (
+            "processor.stored_offsets".into(),
+            crate::resume::stored_offsets_sql(&[0, 1]),
+        ),
+    ]
+}
+
 /// How often the progress line is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -234,7 +259,7 @@ pub async fn run(
         )
     })?;
     let has_calls: u64 = client
-        .query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'calls'")
+        .query(HAS_CALLS_SQL)
         .fetch_one()
         .await
         .map_err(|e| ch_error(ch, "cannot read system.tables", e))?;
@@ -528,7 +553,8 @@ impl CallsProcessor {
                     // Guards against Kafka re-delivering stored messages
                     // without a rebalance (e.g. an offset reset).
                     for row in &rows {
-                        self.positions.advance(row.kafka_partition, row.kafka_offset);
+                        self.positions
+                            .advance(row.kafka_partition, row.kafka_offset);
                     }
                     self.counters.rows_inserted += rows.len() as u64;
                     self.counters.inserts += 1;
