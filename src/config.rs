@@ -47,7 +47,9 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         let env = Env::prefixed("TOLLGATE_").split("__").filter(|key| {
-            !NOT_SETTINGS.contains(&key.as_str()) && !key.as_str().starts_with("test_")
+            // Keys keep the variable's case (`TOLLGATE_LOG` -> `LOG`).
+            let key = key.as_str().to_ascii_lowercase();
+            !NOT_SETTINGS.contains(&key.as_str()) && !key.starts_with("test_")
         });
         figment
             .merge(env)
@@ -86,6 +88,19 @@ mod tests {
         std::fs::write(&path, "[kafka]\nbrokers = \"k:1\"\nbrokerz = \"x\"\n").unwrap();
         let err = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("brokerz"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn non_setting_variables_are_ignored_in_any_case() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TOLLGATE_LOG", "debug");
+            jail.set_env("TOLLGATE_TEST_EVENTS", "10");
+            jail.set_env("TOLLGATE_CLICKHOUSE__DATABASE", "from_env");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.clickhouse.database, "from_env");
+            Ok(())
+        });
     }
 
     #[test]

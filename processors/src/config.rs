@@ -36,6 +36,9 @@ pub struct ProcessorConfig {
     pub batch_max_bytes: usize,
     /// ...or when the oldest row has waited this long.
     pub batch_max_wait_ms: u64,
+    /// Kafka consumer session timeout: how long a crashed processor keeps
+    /// its partitions before the group hands them to another member.
+    pub session_timeout_ms: u64,
 }
 
 impl Default for ProcessorConfig {
@@ -45,6 +48,7 @@ impl Default for ProcessorConfig {
             batch_max_rows: 20_000,
             batch_max_bytes: 16 * 1024 * 1024,
             batch_max_wait_ms: 500,
+            session_timeout_ms: 10_000,
         }
     }
 }

@@ -1,5 +1,16 @@
 //! Tollgate processors: the Kafka consumer that folds events into ClickHouse,
 //! and the read models the API queries.
 
+pub mod batch;
+pub mod calls_sink;
+pub mod clickhouse;
 pub mod config;
+pub mod consumer;
+pub mod dlq;
+pub mod error;
+pub mod migrations;
 pub mod read_models;
+pub mod resume;
+pub mod topics;
+
+pub use error::{Error, Fault, Result};

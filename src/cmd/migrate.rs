@@ -1,7 +1,10 @@
-//! `tollgate migrate`: apply the schema migrations. For now only PostgreSQL
-//! (`migrations/postgres`, embedded at build time); safe to re-run.
+//! `tollgate migrate`: create the ClickHouse database and apply its
+//! migrations, apply the PostgreSQL migrations, and create the Kafka topics.
+//! Safe to re-run; prints one line per step.
 
 use anyhow::Context;
+use tollgate_processors::migrations::{self, Outcome};
+use tollgate_processors::topics;
 
 use crate::config::Config;
 
@@ -9,20 +12,79 @@ use crate::config::Config;
 pub struct Args {}
 
 pub async fn run(_args: Args, config: &Config) -> anyhow::Result<()> {
-    migrate_postgres(config).await
+    migrate_clickhouse(config).await?;
+    migrate_postgres(config).await?;
+    create_topics(config).await?;
+    println!("migrate: done");
+    Ok(())
 }
 
-/// Apply `migrations/postgres` to `postgres.url`.
+async fn migrate_clickhouse(config: &Config) -> anyhow::Result<()> {
+    let ch = &config.clickhouse;
+    println!("clickhouse: {} database {}", ch.url, ch.database);
+    migrations::migrate(ch, |outcome| match outcome {
+        Outcome::Applied { name, statements } => {
+            println!("clickhouse: applied {name} ({statements} statement(s))")
+        }
+        Outcome::AlreadyApplied { name } => println!("clickhouse: {name} already applied"),
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "clickhouse migrations failed (database {} at {})",
+            ch.database, ch.url
+        )
+    })?;
+    Ok(())
+}
+
+/// Apply `migrations/postgres` (embedded at compile time) with sqlx.
 pub async fn migrate_postgres(config: &Config) -> anyhow::Result<()> {
-    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
-    sqlx::migrate!("./migrations/postgres")
-        .run(&pool)
+    use sqlx::Connection;
+    let url = &config.postgres.url;
+    let shown = tollgate_ingest::postgres::redact_url(url);
+    println!("postgres: {shown}");
+    let mut conn = sqlx::PgConnection::connect(url).await.with_context(|| {
+        format!("cannot connect to postgres at {shown} (is it running? `dev/stack up` starts one)")
+    })?;
+    // Versions applied before this run; the table does not exist on a new database.
+    let before: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(&mut conn)
         .await
-        .context("applying PostgreSQL migrations")?;
-    tracing::info!(
-        postgres = %tollgate_ingest::postgres::redact_url(&config.postgres.url),
-        "postgresql migrations applied"
-    );
-    pool.close().await;
+        .unwrap_or_default();
+    let migrator = sqlx::migrate!("./migrations/postgres");
+    migrator
+        .run(&mut conn)
+        .await
+        .with_context(|| format!("postgres migrations failed at {shown}"))?;
+    for migration in migrator.iter() {
+        let what = if before.contains(&migration.version) {
+            "already applied"
+        } else {
+            "applied"
+        };
+        println!(
+            "postgres: {} {} {what}",
+            migration.version, migration.description
+        );
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+async fn create_topics(config: &Config) -> anyhow::Result<()> {
+    let kafka = &config.kafka;
+    println!("kafka: {}", kafka.brokers);
+    for topic in topics::create_topics(kafka).await? {
+        let what = if topic.created {
+            "created"
+        } else {
+            "already exists"
+        };
+        println!(
+            "kafka: topic {} {what} ({} partitions wanted)",
+            topic.name, topic.partitions
+        );
+    }
     Ok(())
 }

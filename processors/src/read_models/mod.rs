@@ -18,22 +18,11 @@ pub use latency::{
     LatencyQuery, LatencyReport, Percentiles, SeriesPoint, Stats,
 };
 
-/// A ClickHouse client for reads, built from the configuration.
-///
-/// Validation is off because ClickHouse 18.16 (the dev server) lacks
-/// `RowBinaryWithNamesAndTypes`; the row structs therefore must list their
-/// fields in the order of the SELECT, which each query module guarantees by
-/// keeping the struct next to its SQL.
+/// A ClickHouse client for reads (validation off: see [`crate::clickhouse`]).
+/// Row structs must list their fields in the order of the SELECT, which each
+/// query module guarantees by keeping the struct next to its SQL.
 pub fn client(config: &ClickHouseConfig) -> Client {
-    let mut client = Client::default()
-        .with_url(config.url.clone())
-        .with_database(config.database.clone())
-        .with_user(config.user.clone())
-        .with_validation(false);
-    if !config.password.is_empty() {
-        client = client.with_password(config.password.clone());
-    }
-    client
+    crate::clickhouse::client(config)
 }
 
 /// Why a read failed, and whose fault it is.

@@ -1,0 +1,659 @@
+//! The calls processor: consumes `kafka.events_topic` in a consumer group,
+//! folds every `ai.call.*` event into the ClickHouse `calls` table, sends what
+//! it cannot use to the dead-letter topic, and commits Kafka offsets only
+//! after ClickHouse acknowledged the rows they cover.
+//!
+//! # Effectively-once
+//!
+//! Kafka's committed offset is progress reporting; the position that counts
+//! is stored with the data. Each row carries `(kafka_partition, kafka_offset)`;
+//! rows of one partition are inserted in offset order, one insert at a time,
+//! and an insert never spans two ClickHouse table partitions (ClickHouse
+//! writes one part per table partition, so only such an insert is atomic).
+//! Hence `max(kafka_offset)` per partition in ClickHouse is exactly the last
+//! message whose effect is stored. When a partition is (re)assigned, its
+//! position is forgotten; on its first message the processor reads
+//! [`crate::resume::stored_offsets`] for every assigned partition it does not
+//! know and skips messages at or below the stored offset. A crash between the
+//! insert and the Kafka commit therefore neither loses nor duplicates rows.
+//!
+//! A failed insert may still have been stored (the answer was lost, or the
+//! request timed out after the server had the data). Before retrying, the
+//! processor reads the stored offsets again and drops rows ClickHouse already
+//! holds, so retries cannot duplicate either.
+//!
+//! # The remaining window
+//!
+//! Rebalance callbacks run only while this loop polls Kafka, and it does not
+//! poll while an insert (with its retries) is running. With the default
+//! (eager) protocol the group cannot hand our partitions to another member
+//! before we rejoin, so an insert normally finishes before anyone else reads
+//! the stored offsets. The exception: an insert (or a retry loop while
+//! ClickHouse is down) that outlasts `max.poll.interval.ms` (5 minutes). The
+//! client then leaves the group, another member takes the partitions and may
+//! read the stored offsets before our insert lands; both would then insert
+//! the same rows. Rows of revoked partitions that were not inserted yet are
+//! dropped on revoke (the new owner reads them again). Dead letters are
+//! at-least-once (see [`crate::dlq`]). A ClickHouse server crash between
+//! writing `calls` and its materialized views can leave a rollup short.
+//!
+//! # Backpressure
+//!
+//! One batch is in memory at a time. While it is inserted (and retried, with
+//! exponential backoff, never dropped) nothing is consumed.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use clickhouse::Client;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::{ClientConfig, ClientContext, Offset};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tollgate_ingest::config::KafkaConfig;
+use tollgate_ingest::contract::{parse_event, Event, Limits};
+use tracing::{debug, info, warn};
+
+use crate::batch::{Batch, BatchPolicy};
+use crate::calls_sink::{self, call_row, PartitionClock};
+use crate::clickhouse::{client, error as ch_error};
+use crate::config::{ClickHouseConfig, ProcessorConfig};
+use crate::dlq::{DeadLetterReason, DeadLetterWriter, Source};
+use crate::error::{Error, Result};
+use crate::resume::{stored_offsets, ResumePositions};
+
+/// Whether the `calls` table exists.
+const HAS_CALLS_SQL: &str =
+    "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'calls'";
+
+/// Every query the processor sends at run time, named, for the SQL
+/// compatibility check (the resume query is shown for partitions 0 and 1).
+/// The insert is `INSERT INTO calls(<CallRow fields>) FORMAT RowBinary`.
+pub fn runtime_queries() -> Vec<(String, String)> {
+    vec![
+        ("processor.has_calls".into(), HAS_CALLS_SQL.into()),
+        (
+            "processor.occurred_at_type".into(),
+            calls_sink::OCCURRED_AT_TYPE_SQL.into(),
+        ),
+        (
+            "processor.server_timezone".into(),
+            calls_sink::SERVER_TIMEZONE_SQL.into(),
+        ),
+        (
+            "processor.stored_offsets".into(),
+            crate::resume::stored_offsets_sql(&[0, 1]),
+        ),
+    ]
+}
+
+/// How often the progress line is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The processor's validation: the contract's structural and semantic rules,
+/// but no freshness window. Ingest already enforced freshness; a replay of
+/// old data must not dead-letter it.
+fn processor_limits() -> Limits {
+    Limits {
+        max_future_skew: chrono::Duration::days(366),
+        max_age: chrono::Duration::days(366 * 100),
+        max_tags: 1024,
+    }
+}
+
+/// Decode one message value into an event.
+pub fn decode(
+    payload: Option<&[u8]>,
+    now: chrono::DateTime<Utc>,
+) -> std::result::Result<Event, DeadLetterReason> {
+    let payload = payload
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| DeadLetterReason {
+            error: "undecodable",
+            field: None,
+            reason: "empty message value".into(),
+        })?;
+    let value: Value = serde_json::from_slice(payload).map_err(|e| DeadLetterReason {
+        error: "undecodable",
+        field: None,
+        reason: format!("not JSON: {e}"),
+    })?;
+    parse_event(value, now, &processor_limits()).map_err(|r| DeadLetterReason {
+        error: "invalid_event",
+        reason: r.to_string(),
+        field: Some(r.field),
+    })
+}
+
+/// What the processor did, for the progress line and the final summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    pub messages: u64,
+    pub rows_inserted: u64,
+    /// Messages at or below the offset ClickHouse already holds.
+    pub skipped: u64,
+    pub dead_lettered: u64,
+    /// Valid events without a `calls` row (`admin.*`).
+    pub without_row: u64,
+    pub inserts: u64,
+}
+
+#[derive(Debug)]
+enum RebalanceEvent {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Records rebalances (served inside `recv`) for the loop to apply, and the
+/// consumer lag from librdkafka's statistics.
+struct ProcessorContext {
+    topic: String,
+    rebalances: Mutex<Vec<RebalanceEvent>>,
+    lag: AtomicI64,
+}
+
+impl ProcessorContext {
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition())
+            .collect()
+    }
+
+    fn record(&self, event: RebalanceEvent) {
+        self.rebalances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
+    }
+
+    fn take_rebalances(&self) -> Vec<RebalanceEvent> {
+        std::mem::take(&mut *self.rebalances.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl ClientContext for ProcessorContext {
+    fn stats(&self, statistics: Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .get(&self.topic)
+            .map(|t| {
+                t.partitions
+                    .values()
+                    .filter(|p| p.partition >= 0)
+                    .map(|p| p.consumer_lag.max(0))
+                    .sum()
+            })
+            .unwrap_or(-1);
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for ProcessorContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => self.record(RebalanceEvent::Revoked(self.partitions(tpl))),
+            Rebalance::Error(err) => warn!(%err, "rebalance error"),
+            Rebalance::Assign(_) => {}
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.record(RebalanceEvent::Assigned(self.partitions(tpl)));
+        }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        if let Err(err) = result {
+            warn!(%err, partitions = offsets.count(), "offset commit failed; the next commit covers it");
+        }
+    }
+}
+
+type EventsConsumer = StreamConsumer<ProcessorContext>;
+
+/// Everything the loop mutates; the consumer is kept apart so a borrowed
+/// message and this state can be used together.
+struct CallsProcessor {
+    kafka: KafkaConfig,
+    ch: ClickHouseConfig,
+    client: Client,
+    clock: PartitionClock,
+    policy: BatchPolicy,
+    batch: Batch,
+    positions: ResumePositions,
+    dlq: DeadLetterWriter,
+    counters: Counters,
+    shutdown: CancellationToken,
+}
+
+/// Run the processor until `shutdown` is cancelled; then flush the open
+/// batch, commit, and return what was done.
+pub async fn run(
+    kafka: &KafkaConfig,
+    ch: &ClickHouseConfig,
+    config: &ProcessorConfig,
+    shutdown: CancellationToken,
+) -> Result<Counters> {
+    let client = client(ch);
+    let (clock, timezone) = calls_sink::partition_clock(&client).await.map_err(|e| {
+        ch_error(
+            ch,
+            "cannot read the calls table (is the server running? `dev/stack up` starts one)",
+            e,
+        )
+    })?;
+    let has_calls: u64 = client
+        .query(HAS_CALLS_SQL)
+        .fetch_one()
+        .await
+        .map_err(|e| ch_error(ch, "cannot read system.tables", e))?;
+    if has_calls == 0 {
+        return Err(Error::Config(format!(
+            "clickhouse database {} at {} has no calls table; run `tollgate migrate` first",
+            ch.database, ch.url
+        )));
+    }
+    if clock == PartitionClock::Other {
+        warn!(
+            %timezone,
+            "calls.occurred_at is partitioned in a non-UTC timezone; rows within 14 h of a month boundary are inserted one per batch"
+        );
+    }
+    let context = ProcessorContext {
+        topic: kafka.events_topic.clone(),
+        rebalances: Mutex::new(Vec::new()),
+        lag: AtomicI64::new(-1),
+    };
+    let kafka_error = |context: &str, source| Error::Kafka {
+        brokers: kafka.brokers.clone(),
+        context: context.to_string(),
+        source: Box::new(source),
+    };
+    let consumer: EventsConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "statistics.interval.ms",
+            PROGRESS_EVERY.as_millis().to_string(),
+        )
+        .create_with_context(context)
+        .map_err(|e| kafka_error("cannot create the consumer", e))?;
+    consumer
+        .subscribe(&[&kafka.events_topic])
+        .map_err(|e| kafka_error("cannot subscribe", e))?;
+    info!(
+        topic = %kafka.events_topic,
+        group = %config.group_id,
+        brokers = %kafka.brokers,
+        clickhouse = %ch.url,
+        database = %ch.database,
+        %timezone,
+        "processor started"
+    );
+    let mut processor = CallsProcessor {
+        kafka: kafka.clone(),
+        ch: ch.clone(),
+        client,
+        clock,
+        policy: BatchPolicy::from(config),
+        batch: Batch::new(),
+        positions: ResumePositions::new(),
+        dlq: DeadLetterWriter::new(kafka, &config.group_id)?,
+        counters: Counters::default(),
+        shutdown: shutdown.clone(),
+    };
+    processor.consume(&consumer).await?;
+    // Shutdown: flush what was consumed and commit it synchronously.
+    processor.flush(&consumer, CommitMode::Sync).await?;
+    let c = processor.counters;
+    info!(
+        messages = c.messages,
+        rows_inserted = c.rows_inserted,
+        skipped = c.skipped,
+        dead_lettered = c.dead_lettered,
+        without_row = c.without_row,
+        "processor stopped"
+    );
+    Ok(c)
+}
+
+impl CallsProcessor {
+    async fn consume(&mut self, consumer: &EventsConsumer) -> Result<()> {
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        progress.tick().await;
+        let mut last = (Instant::now(), self.counters);
+        loop {
+            let deadline = self.batch.deadline(&self.policy);
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Ok(()),
+                () = sleep_until(deadline) => self.flush(consumer, CommitMode::Async).await?,
+                _ = progress.tick() => {
+                    self.log_progress(consumer, last);
+                    last = (Instant::now(), self.counters);
+                }
+                received = consumer.recv() => match received {
+                    Ok(message) => {
+                        self.apply_rebalances(consumer);
+                        self.handle(consumer, &message).await?;
+                    }
+                    Err(err) => {
+                        self.apply_rebalances(consumer);
+                        warn!(%err, brokers = %self.kafka.brokers, "kafka consume error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    fn log_progress(&self, consumer: &EventsConsumer, (since, before): (Instant, Counters)) {
+        let secs = since.elapsed().as_secs_f64().max(0.001);
+        let c = self.counters;
+        #[allow(clippy::cast_precision_loss)]
+        let events_per_s = ((c.messages - before.messages) as f64 / secs).round();
+        let lag = consumer.context().lag.load(Ordering::Relaxed);
+        info!(
+            events_per_s,
+            messages = c.messages,
+            rows_inserted = c.rows_inserted,
+            skipped = c.skipped,
+            dead_lettered = c.dead_lettered,
+            lag,
+            "progress"
+        );
+    }
+
+    /// Apply rebalances recorded during the last poll.
+    fn apply_rebalances(&mut self, consumer: &EventsConsumer) {
+        for event in consumer.context().take_rebalances() {
+            match event {
+                RebalanceEvent::Revoked(partitions) => {
+                    let dropped_rows = self.batch.drop_partitions(&partitions);
+                    self.positions.forget(&partitions);
+                    info!(?partitions, dropped_rows, "partitions revoked");
+                }
+                RebalanceEvent::Assigned(partitions) => {
+                    self.positions.forget(&partitions);
+                    info!(?partitions, "partitions assigned");
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        consumer: &EventsConsumer,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<()> {
+        let (partition, offset) = (message.partition(), message.offset());
+        self.counters.messages += 1;
+        if self.positions.get(partition).is_none() {
+            self.look_up_positions(consumer, partition).await?;
+        }
+        if self.positions.is_stored(partition, offset) {
+            self.counters.skipped += 1;
+            self.batch.mark_consumed(partition, offset, Instant::now());
+            return Ok(());
+        }
+        let now = Utc::now();
+        let why = match decode(message.payload(), now) {
+            Ok(event) => match call_row(&event, partition, offset, now) {
+                Ok(Some(row)) => {
+                    let key = self.clock.key(row.occurred_at);
+                    if !self.batch.admits(key) {
+                        self.flush(consumer, CommitMode::Async).await?;
+                    }
+                    let bytes = message.payload_len();
+                    self.batch.push_row(row, key, bytes, Instant::now());
+                    if self.batch.is_full(&self.policy) {
+                        self.flush(consumer, CommitMode::Async).await?;
+                    }
+                    return Ok(());
+                }
+                Ok(None) => {
+                    self.counters.without_row += 1;
+                    self.batch.mark_consumed(partition, offset, Instant::now());
+                    return Ok(());
+                }
+                Err(rejection) => DeadLetterReason {
+                    error: "unstorable",
+                    reason: rejection.to_string(),
+                    field: Some(rejection.field),
+                },
+            },
+            Err(why) => why,
+        };
+        let source = Source {
+            topic: message.topic(),
+            partition,
+            offset,
+            key: message.key(),
+            timestamp_ms: message.timestamp().to_millis(),
+        };
+        warn!(partition, offset, reason = %why.reason, "dead-lettering message");
+        self.dlq
+            .write(
+                &source,
+                message.payload().unwrap_or_default(),
+                &why,
+                &self.shutdown,
+            )
+            .await?;
+        self.counters.dead_lettered += 1;
+        self.batch.mark_consumed(partition, offset, Instant::now());
+        Ok(())
+    }
+
+    /// Read stored offsets for `partition` and every other assigned
+    /// partition whose position is unknown. Retries until ClickHouse answers:
+    /// without the position no message of the partition can be processed.
+    async fn look_up_positions(&mut self, consumer: &EventsConsumer, partition: i32) -> Result<()> {
+        let mut wanted = vec![partition];
+        if let Ok(assignment) = consumer.assignment() {
+            for p in consumer.context().partitions(&assignment) {
+                if p != partition && self.positions.get(p).is_none() {
+                    wanted.push(p);
+                }
+            }
+        }
+        wanted.sort_unstable();
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 1u32;
+        loop {
+            match stored_offsets(&self.client, &wanted).await {
+                Ok(stored) => {
+                    for (p, max) in stored {
+                        self.positions.set(p, max);
+                        info!(
+                            partition = p,
+                            stored_offset = max.unwrap_or(-1),
+                            "resume position from clickhouse"
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(err) => {
+                    warn!(partitions = ?wanted, attempt, clickhouse = %self.ch.url, %err, "cannot read stored offsets, retrying");
+                }
+            }
+            self.backoff(&mut backoff, "resume positions not read")
+                .await?;
+            attempt += 1;
+        }
+    }
+
+    /// Insert the open batch, then commit every position it covers.
+    async fn flush(&mut self, consumer: &EventsConsumer, mode: CommitMode) -> Result<()> {
+        self.apply_rebalances(consumer);
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let flushed = self.batch.take();
+        if !flushed.rows.is_empty() {
+            self.insert(flushed.rows).await?;
+        }
+        self.commit(consumer, &flushed.commit, mode);
+        Ok(())
+    }
+
+    async fn insert(&mut self, mut rows: Vec<calls_sink::CallRow>) -> Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 1u32;
+        let mut check_stored = false;
+        loop {
+            if check_stored {
+                // The failed attempt may have been stored after all.
+                let mut partitions: Vec<i32> = rows.iter().map(|r| r.kafka_partition).collect();
+                partitions.sort_unstable();
+                partitions.dedup();
+                match stored_offsets(&self.client, &partitions).await {
+                    Ok(stored) => {
+                        let before = rows.len();
+                        rows.retain(|r| !matches!(stored.get(&r.kafka_partition), Some(Some(max)) if r.kafka_offset <= *max));
+                        if rows.len() < before {
+                            info!(
+                                already_stored = before - rows.len(),
+                                "failed insert was stored in part; not inserting those rows again"
+                            );
+                        }
+                        if rows.is_empty() {
+                            return Ok(());
+                        }
+                    }
+                    Err(err) => {
+                        warn!(rows = rows.len(), attempt, %err, "cannot read stored offsets before retrying the insert");
+                        self.backoff(&mut backoff, "insert not retried").await?;
+                        continue;
+                    }
+                }
+            }
+            let started = Instant::now();
+            match calls_sink::insert(&self.client, &rows).await {
+                Ok(()) => {
+                    // Guards against Kafka re-delivering stored messages
+                    // without a rebalance (e.g. an offset reset).
+                    for row in &rows {
+                        self.positions
+                            .advance(row.kafka_partition, row.kafka_offset);
+                    }
+                    self.counters.rows_inserted += rows.len() as u64;
+                    self.counters.inserts += 1;
+                    debug!(
+                        rows = rows.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "inserted"
+                    );
+                    return Ok(());
+                }
+                Err(err) => {
+                    warn!(rows = rows.len(), attempt, clickhouse = %self.ch.url, %err, "insert failed, retrying");
+                    check_stored = true;
+                }
+            }
+            self.backoff(
+                &mut backoff,
+                "batch not inserted; it will be read again from kafka",
+            )
+            .await?;
+            attempt += 1;
+        }
+    }
+
+    /// Sleep `backoff` (then double it), unless shutdown is requested first.
+    async fn backoff(&self, backoff: &mut Duration, what: &str) -> Result<()> {
+        tokio::select! {
+            () = self.shutdown.cancelled() => Err(Error::Interrupted(what.to_string())),
+            () = tokio::time::sleep(*backoff) => {
+                *backoff = (*backoff * 2).min(MAX_BACKOFF);
+                Ok(())
+            }
+        }
+    }
+
+    /// Commit `next offset` per partition, for partitions still assigned.
+    fn commit(&self, consumer: &EventsConsumer, offsets: &BTreeMap<i32, i64>, mode: CommitMode) {
+        let assigned = consumer
+            .assignment()
+            .map(|a| consumer.context().partitions(&a))
+            .unwrap_or_default();
+        let mut tpl = TopicPartitionList::new();
+        for (partition, next) in offsets {
+            if !assigned.contains(partition) {
+                continue;
+            }
+            if let Err(err) = tpl.add_partition_offset(
+                &self.kafka.events_topic,
+                *partition,
+                Offset::Offset(*next),
+            ) {
+                warn!(partition, %err, "cannot build offset commit");
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        if let Err(err) = consumer.commit(&tpl, mode) {
+            warn!(%err, "offset commit failed; the next commit covers it");
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_reasons() {
+        let now = Utc::now();
+        assert_eq!(decode(None, now).unwrap_err().error, "undecodable");
+        assert_eq!(
+            decode(Some(b"\xff garbage"), now).unwrap_err().error,
+            "undecodable"
+        );
+        let why = decode(Some(br#"{"schema_version":1,"hello":"world"}"#), now).unwrap_err();
+        assert_eq!(why.error, "invalid_event");
+        assert!(why.field.is_some());
+    }
+
+    #[test]
+    fn old_events_are_not_dead_lettered() {
+        let old = serde_json::json!({
+            "schema_version": 1,
+            "event_id": "0190b3c4-0000-7000-8000-000000000000",
+            "kind": "ai.call.completed",
+            "occurred_at": "2019-03-10T10:00:00.000Z",
+            "org_id": "o", "team_id": "t",
+            "call": {"call_id": "c", "provider": "openai", "model": "m", "operation": "chat",
+                     "duration_ms": 10, "outcome": "success"}
+        });
+        let event = decode(Some(old.to_string().as_bytes()), Utc::now()).unwrap();
+        assert_eq!(event.org_id, "o");
+    }
+}

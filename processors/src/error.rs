@@ -1,0 +1,73 @@
+//! The processors crate's one error type. Every variant says whose fault it
+//! is (see [`Error::fault`]) and whether retrying the same work can help
+//! (see [`Error::is_retryable`]).
+
+use std::fmt;
+
+/// Whose fault an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Bad configuration or input: the operator must change something.
+    User,
+    /// A service we depend on (Kafka, ClickHouse, PostgreSQL) failed or is unreachable.
+    External,
+    /// A bug or broken invariant in Tollgate itself.
+    Internal,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fault::User => "user",
+            Fault::External => "external",
+            Fault::Internal => "internal",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// ClickHouse answered with an error or could not be reached.
+    #[error("clickhouse at {url}: {context}: {source}")]
+    ClickHouse {
+        url: String,
+        context: String,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    /// Kafka (client creation, admin, produce, consume, commit) failed.
+    #[error("kafka at {brokers}: {context}: {source}")]
+    Kafka {
+        brokers: String,
+        context: String,
+        #[source]
+        source: Box<rdkafka::error::KafkaError>,
+    },
+    /// A migration file cannot be applied as it is.
+    #[error("migration {file}: {reason}")]
+    Migration { file: String, reason: String },
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Shutdown was requested while work was still pending; nothing was
+    /// acknowledged for that work, so it will be read again from Kafka.
+    #[error("interrupted by shutdown: {0}")]
+    Interrupted(String),
+}
+
+impl Error {
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::ClickHouse { .. } | Error::Kafka { .. } => Fault::External,
+            Error::Migration { .. } | Error::Config(_) => Fault::User,
+            Error::Interrupted(_) => Fault::External,
+        }
+    }
+
+    /// Whether the same operation may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.fault(), Fault::External)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,123 @@
+//! Where each Kafka partition resumes, as recorded in ClickHouse itself.
+//!
+//! Every `calls` row carries the Kafka partition and offset it came from, and
+//! rows of one partition are inserted in offset order, each insert atomic (a
+//! batch never spans two table partitions). So `max(kafka_offset)` of a
+//! partition is exactly the last message whose effect is stored, whatever
+//! happened to Kafka's committed offset: messages at or below it are skipped.
+
+use std::collections::HashMap;
+
+use clickhouse::{Client, Row};
+use serde::Deserialize;
+
+/// Known resume positions of the partitions this consumer owns.
+#[derive(Debug, Default)]
+pub struct ResumePositions {
+    /// Partition -> highest offset stored in ClickHouse (`None`: nothing stored).
+    known: HashMap<i32, Option<i64>>,
+}
+
+impl ResumePositions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `None` when the partition must be looked up first.
+    pub fn get(&self, partition: i32) -> Option<Option<i64>> {
+        self.known.get(&partition).copied()
+    }
+
+    /// Whether the message at `offset` is already stored.
+    pub fn is_stored(&self, partition: i32, offset: i64) -> bool {
+        matches!(self.known.get(&partition), Some(Some(max)) if offset <= *max)
+    }
+
+    pub fn set(&mut self, partition: i32, stored: Option<i64>) {
+        self.known.insert(partition, stored);
+    }
+
+    /// After an insert: everything up to `offset` is stored. Only known
+    /// partitions move; an unknown one is still looked up on its next message.
+    pub fn advance(&mut self, partition: i32, offset: i64) {
+        if let Some(stored) = self.known.get_mut(&partition) {
+            *stored = Some(stored.map_or(offset, |s| s.max(offset)));
+        }
+    }
+
+    /// Forget partitions after a rebalance: they are looked up again on their
+    /// next message, because another consumer may have stored more meanwhile.
+    pub fn forget(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            self.known.remove(p);
+        }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct StoredMax {
+    kafka_partition: i32,
+    max_offset: i64,
+}
+
+/// The SQL that reads resume positions (also listed for the compatibility check).
+pub fn stored_offsets_sql(partitions: &[i32]) -> String {
+    let list = partitions
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT kafka_partition, max(kafka_offset) AS max_offset FROM calls WHERE kafka_partition IN ({list}) GROUP BY kafka_partition"
+    )
+}
+
+/// Highest stored offset per partition; partitions with no rows map to `None`.
+pub async fn stored_offsets(
+    client: &Client,
+    partitions: &[i32],
+) -> clickhouse::error::Result<HashMap<i32, Option<i64>>> {
+    let mut out: HashMap<i32, Option<i64>> = partitions.iter().map(|p| (*p, None)).collect();
+    if partitions.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<StoredMax> = client
+        .query(&stored_offsets_sql(partitions))
+        .fetch_all()
+        .await?;
+    for row in rows {
+        out.insert(row.kafka_partition, Some(row.max_offset));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skips_only_what_is_stored() {
+        let mut r = ResumePositions::new();
+        assert_eq!(r.get(0), None);
+        assert!(!r.is_stored(0, 0));
+        r.set(0, Some(41));
+        r.set(1, None);
+        assert!(r.is_stored(0, 41));
+        assert!(!r.is_stored(0, 42));
+        assert!(!r.is_stored(1, 0));
+        assert_eq!(r.get(1), Some(None));
+        r.advance(1, 7);
+        assert!(r.is_stored(1, 7));
+        r.advance(1, 3);
+        assert!(r.is_stored(1, 7));
+        r.advance(9, 3);
+        assert_eq!(r.get(9), None);
+        r.forget(&[0]);
+        assert_eq!(r.get(0), None);
+    }
+
+    #[test]
+    fn sql_lists_partitions() {
+        assert!(stored_offsets_sql(&[0, 3]).contains("IN (0, 3)"));
+    }
+}

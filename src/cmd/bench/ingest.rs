@@ -1,0 +1,281 @@
+//! `tollgate bench ingest --events N`.
+//!
+//! 1. Creates a throw-away namespace (topics `tollgate.bench.<id>.*`, ClickHouse
+//!    database `tollgate_bench_<id>`, consumer group `tollgate-bench-<id>`) and
+//!    migrates it by running `tollgate migrate` as a child process.
+//! 2. Starts `tollgate process` as a child process on that namespace, so its
+//!    memory can be measured on its own.
+//! 3. Produces N simulated events with the same producer the ingest API uses.
+//! 4. Samples ClickHouse's row count and the processor's RSS every 250 ms until
+//!    all N rows are visible, then prints producer rate, end-to-end throughput,
+//!    consumer lag over time and peak RSS.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use tollgate_ingest::producer::EventProducer;
+
+use crate::cmd::simulate::progress_bar;
+use crate::config::Config;
+use crate::workload::{Workload, WorkloadSpec};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Number of events to produce.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: u64,
+    /// Events handed to the producer at a time.
+    #[arg(long, default_value_t = 5_000)]
+    pub chunk: usize,
+    /// Give up waiting for ClickHouse after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    /// Keep the bench database and topics afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// One sample of the pipeline's progress.
+struct Sample {
+    at: Duration,
+    produced: u64,
+    stored: u64,
+    rss_kib: u64,
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+    let id = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
+    let mut bench = config.clone();
+    bench.kafka.events_topic = format!("tollgate.bench.{id}.events");
+    bench.kafka.dlq_topic = format!("tollgate.bench.{id}.events.dlq");
+    bench.kafka.decisions_topic = format!("tollgate.bench.{id}.decisions");
+    bench.clickhouse.database = format!("tollgate_bench_{id}");
+    bench.processor.group_id = format!("tollgate-bench-{id}");
+    let overrides = overrides(&bench);
+
+    eprintln!(
+        "bench: namespace {id} (topic {}, database {})",
+        bench.kafka.events_topic, bench.clickhouse.database
+    );
+    let status = tollgate(&overrides, &["migrate"])
+        .stdout(Stdio::null())
+        .status()
+        .context("cannot run tollgate migrate")?;
+    anyhow::ensure!(
+        status.success(),
+        "tollgate migrate failed for the bench namespace"
+    );
+
+    let log_path = std::env::temp_dir().join(format!("tollgate-bench-{id}-process.log"));
+    let log = std::fs::File::create(&log_path)?;
+    let mut processor = ProcessorChild(
+        tollgate(&overrides, &["process"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("cannot start tollgate process")?,
+    );
+    let pid = processor.0.id();
+    let clickhouse = tollgate_processors::clickhouse::client(&bench.clickhouse);
+    let producer = EventProducer::new(&bench.kafka)?;
+
+    let started = Instant::now();
+    let produced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let produced = produced.clone();
+        let clickhouse = clickhouse.clone();
+        let total = args.events;
+        let deadline = Duration::from_secs(args.timeout_secs);
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let stored = clickhouse
+                    .query("SELECT count() FROM calls")
+                    .fetch_one::<u64>()
+                    .await
+                    .unwrap_or(0);
+                samples.push(Sample {
+                    at: started.elapsed(),
+                    produced: produced.load(std::sync::atomic::Ordering::Relaxed),
+                    stored,
+                    rss_kib: proc_status_kib(pid, "VmRSS:").unwrap_or(0),
+                });
+                if stored >= total || started.elapsed() > deadline {
+                    return samples;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+
+    let bar = progress_bar(args.events, "produce");
+    let workload = Workload::new(WorkloadSpec::new(
+        args.events,
+        chrono::Duration::minutes(60),
+        args.seed,
+    ))?;
+    let mut chunk = Vec::with_capacity(args.chunk);
+    let mut failed = 0u64;
+    let mut workload = workload.peekable();
+    while workload.peek().is_some() {
+        chunk.clear();
+        chunk.extend(workload.by_ref().take(args.chunk.max(1)));
+        let results = producer.send_batch(&chunk).await;
+        failed += results.iter().filter(|r| r.is_err()).count() as u64;
+        produced.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish();
+    let produce_time = started.elapsed();
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} events were not acknowledged by Kafka"
+    );
+
+    let samples = sampler.await?;
+    let end_to_end = samples.last().map(|s| s.at).unwrap_or_default();
+    let stored = samples.last().map(|s| s.stored).unwrap_or(0);
+    let peak_rss = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
+    processor.stop();
+
+    print_report(&args, produce_time, end_to_end, stored, peak_rss, &samples);
+    if stored < args.events {
+        eprintln!(
+            "bench: only {stored} of {} events reached ClickHouse; processor log: {}",
+            args.events,
+            log_path.display()
+        );
+    }
+    if !args.keep {
+        clickhouse
+            .query(&format!(
+                "DROP DATABASE IF EXISTS {}",
+                bench.clickhouse.database
+            ))
+            .execute()
+            .await
+            .context("cannot drop the bench database")?;
+        tollgate_processors::topics::delete_topics(&bench.kafka).await?;
+    }
+    anyhow::ensure!(
+        stored >= args.events,
+        "pipeline did not deliver every event within {} s",
+        args.timeout_secs
+    );
+    Ok(())
+}
+
+fn print_report(
+    args: &Args,
+    produce: Duration,
+    end_to_end: Duration,
+    stored: u64,
+    peak_rss_kib: u64,
+    samples: &[Sample],
+) {
+    let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    println!();
+    println!("tollgate bench ingest");
+    println!("  events                 {}", args.events);
+    println!(
+        "  producer               {:>8.2} s  {:>10.0} events/s (acknowledged by Kafka, acks=all)",
+        produce.as_secs_f64(),
+        rate(args.events, produce)
+    );
+    println!("  end-to-end             {:>8.2} s  {:>10.0} events/s (first produce -> all rows visible in ClickHouse)", end_to_end.as_secs_f64(), rate(stored, end_to_end));
+    println!(
+        "  processor peak RSS     {:>8.1} MiB",
+        peak_rss_kib as f64 / 1024.0
+    );
+    println!("  consumer lag over time (produced - visible in ClickHouse):");
+    println!(
+        "  {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "t (s)", "produced", "stored", "lag", "RSS MiB"
+    );
+    let step = (samples.len() / 20).max(1);
+    for (i, s) in samples.iter().enumerate() {
+        if i % step == 0 || i + 1 == samples.len() {
+            println!(
+                "  {:>8.2} {:>10} {:>10} {:>10} {:>10.1}",
+                s.at.as_secs_f64(),
+                s.produced,
+                s.stored,
+                s.produced.saturating_sub(s.stored),
+                s.rss_kib as f64 / 1024.0
+            );
+        }
+    }
+}
+
+/// `TOLLGATE_*` variables that point a child at the bench namespace.
+fn overrides(config: &Config) -> Vec<(String, String)> {
+    vec![
+        (
+            "TOLLGATE_KAFKA__BROKERS".into(),
+            config.kafka.brokers.clone(),
+        ),
+        (
+            "TOLLGATE_KAFKA__EVENTS_TOPIC".into(),
+            config.kafka.events_topic.clone(),
+        ),
+        (
+            "TOLLGATE_KAFKA__DLQ_TOPIC".into(),
+            config.kafka.dlq_topic.clone(),
+        ),
+        (
+            "TOLLGATE_KAFKA__DECISIONS_TOPIC".into(),
+            config.kafka.decisions_topic.clone(),
+        ),
+        (
+            "TOLLGATE_CLICKHOUSE__URL".into(),
+            config.clickhouse.url.clone(),
+        ),
+        (
+            "TOLLGATE_CLICKHOUSE__DATABASE".into(),
+            config.clickhouse.database.clone(),
+        ),
+        (
+            "TOLLGATE_PROCESSOR__GROUP_ID".into(),
+            config.processor.group_id.clone(),
+        ),
+        ("TOLLGATE_POSTGRES__URL".into(), config.postgres.url.clone()),
+    ]
+}
+
+fn tollgate(overrides: &[(String, String)], args: &[&str]) -> Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tollgate"));
+    let mut cmd = Command::new(exe);
+    cmd.args(args).envs(overrides.iter().cloned());
+    cmd
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`).
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The processor child: SIGTERM on stop (graceful), killed if dropped.
+struct ProcessorChild(Child);
+
+impl ProcessorChild {
+    fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Drop for ProcessorChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,762 @@
+//! The calls processor against real Kafka and ClickHouse: effectively-once
+//! across SIGKILLs, dead letters, graceful shutdown, and re-runnable
+//! migrations.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset};
+use support::{kafka_brokers, unique, TestEnv};
+use tollgate_ingest::contract::{
+    Call, Event, Operation, Outcome, ProviderError, Usage, SCHEMA_VERSION,
+};
+use uuid::Uuid;
+
+/// Generated traffic: payloads to produce and what ClickHouse must end up with.
+struct Traffic {
+    /// (key, JSON payload)
+    messages: Vec<(String, Vec<u8>)>,
+    calls: u64,
+    input_tokens: u64,
+}
+
+/// `n` messages: AI-call events (about 1 in 500 is an `admin.*` event, which
+/// has no row), time-ordered from `start`, 37 teams.
+fn traffic(n: usize, start: DateTime<Utc>, seed: u64) -> Traffic {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Traffic {
+        messages: Vec::with_capacity(n),
+        calls: 0,
+        input_tokens: 0,
+    };
+    for i in 0..n {
+        let team = format!("team-{}", i % 37);
+        let occurred_at = start + chrono::Duration::milliseconds(i as i64 * 50);
+        let event = if rng.random_ratio(1, 500) {
+            Event {
+                schema_version: SCHEMA_VERSION,
+                event_id: Uuid::now_v7(),
+                kind: "admin.price.updated".into(),
+                occurred_at,
+                org_id: "org-1".into(),
+                team_id: team.clone(),
+                user_id: "admin".into(),
+                api_key_id: String::new(),
+                call: None,
+                admin: Some(serde_json::json!({"model": "gpt-4o", "input_per_mtok": "2.5"})),
+                tags: BTreeMap::new(),
+                reported_cost: None,
+            }
+        } else {
+            let failed = rng.random_ratio(1, 10);
+            let input_tokens = rng.random_range(1..5000u64);
+            out.calls += 1;
+            out.input_tokens += input_tokens;
+            Event {
+                schema_version: SCHEMA_VERSION,
+                event_id: Uuid::now_v7(),
+                kind: if failed {
+                    "ai.call.failed"
+                } else {
+                    "ai.call.completed"
+                }
+                .into(),
+                occurred_at,
+                org_id: "org-1".into(),
+                team_id: team.clone(),
+                user_id: format!("user-{}", rng.random_range(0..200)),
+                api_key_id: format!("key-{}", i % 11),
+                call: Some(Call {
+                    call_id: format!("call-{i}"),
+                    trace_id: format!("trace-{i}"),
+                    provider: ["openai", "anthropic"][i % 2].into(),
+                    model: ["gpt-4o", "claude-sonnet-4"][i % 2].into(),
+                    requested_model: String::new(),
+                    attempt: 1,
+                    fallback_of: String::new(),
+                    operation: Operation::Chat,
+                    stream: i % 3 == 0,
+                    duration_ms: rng.random_range(100..20_000),
+                    ttft_ms: (i % 3 == 0).then_some(50),
+                    usage: Usage {
+                        input_tokens,
+                        output_tokens: rng.random_range(0..2000),
+                        ..Usage::default()
+                    },
+                    outcome: if failed {
+                        Outcome::Error
+                    } else {
+                        Outcome::Success
+                    },
+                    http_status: if failed { 500 } else { 200 },
+                    error: failed.then(|| ProviderError {
+                        error_type: "server_error".into(),
+                        message: "upstream failed".into(),
+                    }),
+                    cache_hit: false,
+                    prompt_sha256: None,
+                    response_sha256: None,
+                }),
+                admin: None,
+                tags: BTreeMap::from([("feature".to_string(), "search".to_string())]),
+                reported_cost: None,
+            }
+        };
+        out.messages
+            .push((team, serde_json::to_vec(&event).unwrap()));
+    }
+    out
+}
+
+fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .unwrap()
+}
+
+/// Produce everything (keyed, default partitioner) and wait for every ack.
+async fn produce_all(topic: &str, messages: &[(String, Vec<u8>)]) {
+    let producer = producer();
+    let mut pending = Vec::with_capacity(messages.len());
+    for (key, payload) in messages {
+        loop {
+            match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
+                Ok(delivery) => {
+                    pending.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err((err, _)) => panic!("produce failed: {err}"),
+            }
+        }
+    }
+    for delivery in pending {
+        delivery.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+}
+
+/// Produce one message to partition 0 and return its offset.
+async fn produce_one(producer: &FutureProducer, topic: &str, payload: &[u8]) -> i64 {
+    let delivery = producer
+        .send(
+            FutureRecord::to(topic)
+                .key("team-x")
+                .payload(payload)
+                .partition(0),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    delivery.offset
+}
+
+async fn ch_u64(env: &TestEnv, sql: &str) -> u64 {
+    let body = env.ch(sql).await;
+    body.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a number: {body:?} for {sql}"))
+}
+
+fn processor_config(group: &str, extra: &str) -> String {
+    format!("[processor]\ngroup_id = \"{group}\"\n{extra}\n")
+}
+
+/// A child's log, without ANSI colour codes.
+fn log_of(env: &TestEnv, label: &str) -> String {
+    let raw = std::fs::read_to_string(env.log_path(label)).unwrap_or_default();
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn kill(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Wait for a child to exit, at most `timeout`.
+async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "process did not exit within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Committed offsets of `group` on `topic`, per partition.
+fn committed(group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let tpl = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    tpl.elements()
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            (e.partition(), offset)
+        })
+        .collect()
+}
+
+/// Produce a large stream, SIGKILL the processor twice at random moments
+/// while it inserts, restart it each time: every call is stored exactly once
+/// and the rollup fed by the materialized view is exact too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effectively_once_across_sigkill() {
+    let n: usize = std::env::var("TOLLGATE_TEST_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let group = unique("grp");
+    let mut env = TestEnv::with_extra_config(
+        "proc_kill",
+        &processor_config(&group, "batch_max_rows = 5000\nbatch_max_wait_ms = 200"),
+    )
+    .await;
+    // The stream crosses a month boundary, so batches are also cut on the
+    // ClickHouse partition change.
+    let start = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap()
+        - chrono::Duration::milliseconds(n as i64 * 25);
+    let traffic = traffic(n, start, rand::random());
+    let produce_started = Instant::now();
+    produce_all(&env.events_topic, &traffic.messages).await;
+    eprintln!("produced {n} messages in {:?}", produce_started.elapsed());
+
+    let count_sql = "SELECT count() FROM {db}.calls";
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let mut kills = 0;
+    let started = Instant::now();
+    for round in 0..2 {
+        let label = format!("process-{round}");
+        let mut child = env.spawn_child(&label, &["process"]);
+        // Kill somewhere between 10% and 90% of what is still missing.
+        let before = ch_u64(&env, count_sql).await;
+        let target = before + ((traffic.calls - before) as f64 * rng.random_range(0.1..0.9)) as u64;
+        let seen = env
+            .wait_for_count(count_sql, target, Duration::from_secs(300))
+            .await;
+        kill(&mut child);
+        let after = ch_u64(&env, count_sql).await;
+        let committed: i64 = committed(&group, &env.events_topic, 4).values().sum();
+        eprintln!(
+            "round {round}: killed at {seen} rows (target {target}), {after} stored, {committed} messages committed"
+        );
+        assert!(
+            seen >= target,
+            "processor made no progress; log:\n{}",
+            log_of(&env, &label)
+        );
+        if after < traffic.calls {
+            kills += 1;
+        }
+    }
+    let pid = env.spawn("process-final", &["process"]);
+    let got = env
+        .wait_for_count(count_sql, traffic.calls, Duration::from_secs(600))
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        got,
+        traffic.calls,
+        "log:\n{}",
+        log_of(&env, "process-final")
+    );
+    // Give a duplicate the chance to show up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!(
+        "{} calls stored in {elapsed:?} with {kills} mid-stream kills",
+        traffic.calls
+    );
+    assert!(kills >= 1, "no kill landed mid-stream");
+
+    assert_eq!(ch_u64(&env, count_sql).await, traffic.calls);
+    assert_eq!(
+        ch_u64(&env, "SELECT uniqExact(event_id) FROM {db}.calls").await,
+        traffic.calls
+    );
+    assert_eq!(
+        ch_u64(
+            &env,
+            "SELECT uniqExact(kafka_partition, kafka_offset) FROM {db}.calls"
+        )
+        .await,
+        traffic.calls
+    );
+    assert_eq!(
+        ch_u64(&env, "SELECT sum(input_tokens) FROM {db}.calls").await,
+        traffic.input_tokens
+    );
+    assert_eq!(
+        ch_u64(&env, "SELECT countMerge(calls) FROM {db}.latency_minute").await,
+        traffic.calls
+    );
+    assert_eq!(
+        ch_u64(
+            &env,
+            "SELECT uniqExact(toYYYYMM(occurred_at)) FROM {db}.calls"
+        )
+        .await,
+        2
+    );
+
+    signal(pid, "TERM");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = log_of(&env, "process-final");
+    let summary = log.lines().find(|l| l.contains("processor stopped"));
+    eprintln!("final run: {summary:?}");
+    assert!(summary.is_some(), "log:\n{log}");
+}
+
+/// Garbage and invalid events go to the DLQ with the reason and the source
+/// offset; the valid events around them are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_carry_reason_and_source_offset() {
+    let group = unique("grp");
+    let mut env = TestEnv::with_extra_config(
+        "proc_dlq",
+        &processor_config(&group, "batch_max_wait_ms = 100"),
+    )
+    .await;
+    let now = Utc::now();
+    let valid = traffic(20, now - chrono::Duration::minutes(5), 7);
+    let producer = producer();
+    let mut valid_count = 0;
+    for (i, (_, payload)) in valid.messages.iter().enumerate() {
+        produce_one(&producer, &env.events_topic, payload).await;
+        if i == 5 {
+            let garbage =
+                produce_one(&producer, &env.events_topic, b"\x00\xffnot json at all").await;
+            let invalid = produce_one(
+                &producer,
+                &env.events_topic,
+                br#"{"schema_version":1,"event_id":"not-a-uuid","kind":"ai.call.completed"}"#,
+            )
+            .await;
+            assert_eq!(invalid, garbage + 1);
+        }
+        valid_count += 1;
+    }
+    assert_eq!(valid_count, 20);
+    env.spawn("process", &["process"]);
+    let got = env
+        .wait_for_count(
+            "SELECT count() FROM {db}.calls",
+            valid.calls,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(got, valid.calls, "log:\n{}", log_of(&env, "process"));
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", unique("dlqreader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&env.dlq_topic]).unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("dead letters within 30 s")
+            .unwrap();
+        let envelope: serde_json::Value =
+            serde_json::from_slice(message.payload().unwrap()).unwrap();
+        let headers: HashMap<String, String> = message
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_string(),
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect();
+        let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+        letters.push((key, envelope, headers));
+    }
+    let (key, garbage, headers) = &letters[0];
+    assert_eq!(garbage["error"], "undecodable");
+    assert_eq!(garbage["source"]["topic"], env.events_topic.as_str());
+    assert_eq!(garbage["source"]["partition"], 0);
+    assert_eq!(garbage["source"]["offset"], 6);
+    assert_eq!(garbage["payload_hex"], hex_of(b"\x00\xffnot json at all"));
+    assert!(
+        garbage["reason"].as_str().unwrap().contains("not JSON"),
+        "{garbage}"
+    );
+    assert_eq!(key, &format!("{}/0/6", env.events_topic));
+    assert_eq!(headers["tollgate.source.offset"], "6");
+    assert_eq!(headers["tollgate.source.partition"], "0");
+    assert_eq!(headers["tollgate.dlq.error"], "undecodable");
+
+    let (_, invalid, headers) = &letters[1];
+    assert_eq!(invalid["error"], "invalid_event");
+    assert_eq!(invalid["source"]["offset"], 7);
+    assert_eq!(invalid["field"], "event_id");
+    assert!(invalid["payload"].as_str().unwrap().contains("not-a-uuid"));
+    assert!(
+        headers["tollgate.dlq.reason"].starts_with("event_id:"),
+        "{headers:?}"
+    );
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SIGTERM flushes the open batch, commits it, and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_commits_and_exits_zero() {
+    let group = unique("grp");
+    // Batches that never fill or age out: only the shutdown flush stores rows.
+    let env = TestEnv::with_extra_config(
+        "proc_term",
+        &processor_config(
+            &group,
+            "batch_max_rows = 1000000\nbatch_max_bytes = 1000000000\nbatch_max_wait_ms = 600000",
+        ),
+    )
+    .await;
+    let traffic = traffic(5_000, Utc::now() - chrono::Duration::hours(1), 11);
+    produce_all(&env.events_topic, &traffic.messages).await;
+    let mut child = env.spawn_child("process", &["process"]);
+    // Wait until the processor has looked up where to resume, then give it
+    // time to consume.
+    let start = Instant::now();
+    while !log_of(&env, "process").contains("resume position") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no progress; log:\n{}",
+            log_of(&env, "process")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        ch_u64(&env, "SELECT count() FROM {db}.calls").await,
+        0,
+        "nothing is flushed before shutdown"
+    );
+    signal(child.id(), "TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(60)).await;
+    let log = log_of(&env, "process");
+    assert!(status.success(), "exit {status:?}; log:\n{log}");
+
+    let stored = ch_u64(&env, "SELECT count() FROM {db}.calls").await;
+    assert!(stored > 0, "log:\n{log}");
+    // Every partition's committed offset is exactly one past what ClickHouse holds.
+    let committed = committed(&group, &env.events_topic, 4);
+    let body = env
+        .ch("SELECT kafka_partition, max(kafka_offset) FROM {db}.calls GROUP BY kafka_partition FORMAT TSV")
+        .await;
+    let mut checked = 0;
+    for line in body.lines() {
+        let (p, max) = line.split_once('\t').unwrap();
+        let (p, max): (i32, i64) = (p.parse().unwrap(), max.parse().unwrap());
+        let next = committed[&p];
+        // Admin events (no row) may follow the last stored call.
+        assert!(
+            next > max,
+            "partition {p}: committed {next}, stored up to {max}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0);
+    let consumed: i64 = committed.values().sum();
+    assert_eq!(
+        consumed as usize,
+        traffic.messages.len(),
+        "everything produced was consumed and committed"
+    );
+    assert_eq!(stored, traffic.calls);
+}
+
+/// `tollgate migrate` is re-runnable, records one row per file, and refuses
+/// to go on when an applied file changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_twice_and_detect_changed_file() {
+    let env = TestEnv::new("proc_migrate").await;
+    let out = env.tollgate(&["migrate"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("0001_calls.sql already applied"),
+        "{stdout}"
+    );
+    let files = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/clickhouse"
+    ))
+    .unwrap()
+    .filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".sql")
+    })
+    .count() as u64;
+    assert_eq!(
+        ch_u64(&env, "SELECT count() FROM {db}.schema_migrations").await,
+        files
+    );
+    assert_eq!(
+        ch_u64(
+            &env,
+            "SELECT uniqExact(version) FROM {db}.schema_migrations"
+        )
+        .await,
+        files
+    );
+
+    env.ch("INSERT INTO {db}.schema_migrations VALUES (1, '0001_calls.sql', 'deadbeef', now())")
+        .await;
+    let out = env.tollgate(&["migrate"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("0001_calls.sql") && stderr.contains("changed after it was applied"),
+        "{stderr}"
+    );
+}
+
+/// Set `group`'s committed offsets on `topic` back to the start, as if the
+/// processor had crashed after every insert and before every commit.
+fn rewind_commits(group: &str, topic: &str, partitions: i32) {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(0))
+            .unwrap();
+    }
+    consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+}
+
+/// The crash window made deterministic: rows are in ClickHouse but Kafka's
+/// committed offsets are lost. A restarted processor reads everything again
+/// and skips it all, because it resumes from what ClickHouse holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_from_clickhouse_when_commits_are_lost() {
+    let group = unique("grp");
+    let env = TestEnv::with_extra_config(
+        "proc_resume",
+        &processor_config(&group, "batch_max_wait_ms = 100"),
+    )
+    .await;
+    let first = traffic(3_000, Utc::now() - chrono::Duration::hours(1), 21);
+    produce_all(&env.events_topic, &first.messages).await;
+
+    let mut child = env.spawn_child("process-1", &["process"]);
+    let got = env
+        .wait_for_count(
+            "SELECT count() FROM {db}.calls",
+            first.calls,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(got, first.calls, "log:\n{}", log_of(&env, "process-1"));
+    signal(child.id(), "TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30))
+        .await
+        .success());
+    assert_eq!(
+        committed(&group, &env.events_topic, 4)
+            .values()
+            .sum::<i64>(),
+        first.messages.len() as i64
+    );
+
+    rewind_commits(&group, &env.events_topic, 4);
+    assert_eq!(
+        committed(&group, &env.events_topic, 4)
+            .values()
+            .sum::<i64>(),
+        0
+    );
+    let second = traffic(1_000, Utc::now() - chrono::Duration::minutes(10), 22);
+    produce_all(&env.events_topic, &second.messages).await;
+
+    let mut child = env.spawn_child("process-2", &["process"]);
+    let want = first.calls + second.calls;
+    let got = env
+        .wait_for_count(
+            "SELECT count() FROM {db}.calls",
+            want,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(got, want, "log:\n{}", log_of(&env, "process-2"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    signal(child.id(), "TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30))
+        .await
+        .success());
+    let log = log_of(&env, "process-2");
+    assert_eq!(ch_u64(&env, "SELECT count() FROM {db}.calls").await, want);
+    assert_eq!(
+        ch_u64(&env, "SELECT uniqExact(event_id) FROM {db}.calls").await,
+        want
+    );
+    assert_eq!(
+        ch_u64(&env, "SELECT sum(input_tokens) FROM {db}.calls").await,
+        first.input_tokens + second.input_tokens
+    );
+    // Everything before the last stored call of each partition was skipped.
+    let skipped: u64 = log
+        .lines()
+        .filter(|l| l.contains("processor stopped"))
+        .filter_map(|l| {
+            l.split("skipped=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no summary line; log:\n{log}"));
+    assert!(
+        skipped >= first.calls && skipped <= first.messages.len() as u64,
+        "skipped {skipped}; log:\n{log}"
+    );
+    assert_eq!(
+        committed(&group, &env.events_topic, 4)
+            .values()
+            .sum::<i64>(),
+        (first.messages.len() + second.messages.len()) as i64
+    );
+}
+
+/// Two processors in one group: a second one joining (partitions move away
+/// from the first) and the first one leaving (they move back) neither lose
+/// nor duplicate a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalances_between_two_processors_are_exact() {
+    let group = unique("grp");
+    let env = TestEnv::with_extra_config(
+        "proc_rebalance",
+        &processor_config(&group, "batch_max_rows = 2000\nbatch_max_wait_ms = 200"),
+    )
+    .await;
+    let traffic = traffic(
+        60_000,
+        Utc::now() - chrono::Duration::hours(2),
+        rand::random(),
+    );
+    produce_all(&env.events_topic, &traffic.messages).await;
+    let count_sql = "SELECT count() FROM {db}.calls";
+
+    let mut first = env.spawn_child("process-a", &["process"]);
+    env.wait_for_count(count_sql, traffic.calls / 10, Duration::from_secs(120))
+        .await;
+    let mut second = env.spawn_child("process-b", &["process"]);
+    env.wait_for_count(count_sql, traffic.calls * 6 / 10, Duration::from_secs(300))
+        .await;
+    signal(first.id(), "TERM");
+    assert!(wait_exit(&mut first, Duration::from_secs(60))
+        .await
+        .success());
+    let got = env
+        .wait_for_count(count_sql, traffic.calls, Duration::from_secs(300))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(second.id(), "TERM");
+    assert!(wait_exit(&mut second, Duration::from_secs(60))
+        .await
+        .success());
+
+    let (a, b) = (log_of(&env, "process-a"), log_of(&env, "process-b"));
+    assert_eq!(got, traffic.calls, "log a:\n{a}\nlog b:\n{b}");
+    assert!(
+        a.contains("partitions revoked"),
+        "the second processor never took partitions over; log a:\n{a}"
+    );
+    assert!(b.contains("partitions assigned"), "log b:\n{b}");
+    assert_eq!(ch_u64(&env, count_sql).await, traffic.calls);
+    assert_eq!(
+        ch_u64(&env, "SELECT uniqExact(event_id) FROM {db}.calls").await,
+        traffic.calls
+    );
+    assert_eq!(
+        ch_u64(&env, "SELECT sum(input_tokens) FROM {db}.calls").await,
+        traffic.input_tokens
+    );
+    assert_eq!(
+        committed(&group, &env.events_topic, 4)
+            .values()
+            .sum::<i64>(),
+        traffic.messages.len() as i64
+    );
+}
