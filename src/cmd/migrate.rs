@@ -44,9 +44,9 @@ pub async fn migrate_postgres(config: &Config) -> anyhow::Result<()> {
     let url = &config.postgres.url;
     let shown = redact(url);
     println!("postgres: {shown}");
-    let mut conn = sqlx::PgConnection::connect(url)
-        .await
-        .with_context(|| format!("cannot connect to postgres at {shown} (is it running? `dev/stack up` starts one)"))?;
+    let mut conn = sqlx::PgConnection::connect(url).await.with_context(|| {
+        format!("cannot connect to postgres at {shown} (is it running? `dev/stack up` starts one)")
+    })?;
     // Versions applied before this run; the table does not exist on a new database.
     let before: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
         .fetch_all(&mut conn)
@@ -58,8 +58,15 @@ pub async fn migrate_postgres(config: &Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("postgres migrations failed at {shown}"))?;
     for migration in migrator.iter() {
-        let what = if before.contains(&migration.version) { "already applied" } else { "applied" };
-        println!("postgres: {} {} {what}", migration.version, migration.description);
+        let what = if before.contains(&migration.version) {
+            "already applied"
+        } else {
+            "applied"
+        };
+        println!(
+            "postgres: {} {} {what}",
+            migration.version, migration.description
+        );
     }
     conn.close().await?;
     Ok(())
