@@ -154,7 +154,14 @@ async fn post_batch(
         .await
         .with_context(|| format!("ingest API answered {status} without JSON"))?;
     if !status.is_success() {
-        anyhow::bail!("ingest API answered {status}: {json}");
+        let first = json
+            .get("results")
+            .and_then(|r| r.as_array())
+            .and_then(|r| r.iter().find(|item| item.get("status").and_then(|s| s.as_str()) != Some("accepted")))
+            .map(|item| format!("; first problem: {} {}", item["field"].as_str().unwrap_or("event"), item["reason"]))
+            .unwrap_or_default();
+        let error = json.get("error").map(ToString::to_string).unwrap_or_else(|| json.to_string());
+        anyhow::bail!("ingest API answered {status}: {error}{first}");
     }
     let count = |field: &str| {
         json.get(field)
