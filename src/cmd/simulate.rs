@@ -157,10 +157,22 @@ async fn post_batch(
         let first = json
             .get("results")
             .and_then(|r| r.as_array())
-            .and_then(|r| r.iter().find(|item| item.get("status").and_then(|s| s.as_str()) != Some("accepted")))
-            .map(|item| format!("; first problem: {} {}", item["field"].as_str().unwrap_or("event"), item["reason"]))
+            .and_then(|r| {
+                r.iter()
+                    .find(|item| item.get("status").and_then(|s| s.as_str()) != Some("accepted"))
+            })
+            .map(|item| {
+                format!(
+                    "; first problem: {} {}",
+                    item["field"].as_str().unwrap_or("event"),
+                    item["reason"]
+                )
+            })
             .unwrap_or_default();
-        let error = json.get("error").map(ToString::to_string).unwrap_or_else(|| json.to_string());
+        let error = json
+            .get("error")
+            .map(ToString::to_string)
+            .unwrap_or_else(|| json.to_string());
         anyhow::bail!("ingest API answered {status}: {error}{first}");
     }
     let count = |field: &str| {
