@@ -24,7 +24,8 @@ const SEED: &str = "4f1c0a7e3b9d2c8e5f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c
 
 fn audit_config(every: u64, extra: &str) -> String {
     format!(
-        "[audit]\nsigning_key = \"{SEED}\"\ncheckpoint_every = {every}\ncheckpoint_interval_secs = 3600\n\n[processor]\nbatch_max_wait_ms = 200\n{extra}\n"
+        "[audit]\ngroup_id = \"{}\"\nsigning_key = \"{SEED}\"\ncheckpoint_every = {every}\ncheckpoint_interval_secs = 3600\n\n[processor]\nbatch_max_wait_ms = 200\n{extra}\n",
+        support::unique("audit_group")
     )
 }
 
@@ -45,17 +46,19 @@ fn traffic(teams: &[&str], per_team: usize, start: DateTime<Utc>) -> Vec<(String
                 })
             } else {
                 let blocked = i == 5;
+                let provider = ["openai", "anthropic"][i % 2];
+                let model = ["gpt-4o", "claude-sonnet-4"][i % 2];
                 serde_json::json!({
                     "schema_version": 1, "event_id": event_id,
                     "kind": if blocked { "ai.call.blocked" } else { "ai.call.completed" },
                     "occurred_at": occurred_at, "org_id": "org-a", "team_id": team,
                     "user_id": format!("user-{}", i % 7), "api_key_id": format!("key-{}", i % 3),
-                    "call": {"call_id": format!("c-{team}-{i}"), "provider": ["openai", "anthropic"][i % 2],
-                             "model": ["gpt-4o", "claude-sonnet-4"][i % 2], "operation": "chat",
+                    "call": {"call_id": format!("c-{team}-{i}"), "provider": provider,
+                             "model": model, "operation": "chat",
                              "duration_ms": 100 + i as u64, "outcome": if blocked { "blocked" } else { "success" },
                              "http_status": if blocked { 429 } else { 200 },
                              "usage": {"input_tokens": i as u64, "output_tokens": 3, "audio_seconds": 0.25},
-                             "error": if blocked { serde_json::json!({"type": "budget_exceeded", "message": "team \"é\" over budget\n"}) } else { Value::Null }},
+                             "error": if blocked { serde_json::json!({"type": "budget_exceeded", "message": "team \"é\" over budget"}) } else { Value::Null }},
                     "tags": {"feature": "search"}
                 })
             };
@@ -466,4 +469,88 @@ async fn sigkill_mid_stream_keeps_chains_continuous() {
         "verified {} entries in {} ms ({} entries/s) after {kills} kills",
         report["entries"], report["elapsed_ms"], report["entries_per_s"]
     );
+}
+
+fn create_key(env: &TestEnv, role: &str, org: Option<&str>) -> String {
+    let mut args = vec!["keys", "create", "--name", "audit-test", "--role", role];
+    if let Some(org) = org {
+        args.extend(["--org", org]);
+    }
+    let out = env.tollgate(&args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string()
+}
+
+/// The audit API: open public key; verify and export only for compliance
+/// and admin keys; an org-scoped key never sees another org's trail.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_roles_and_tenant_isolation() {
+    let mut env = TestEnv::with_extra_config("audit_api", &audit_config(10, "")).await;
+    let start = Utc.with_ymd_and_hms(2026, 3, 10, 10, 0, 0).unwrap();
+    let mut messages = traffic(&["team-a1"], 15, start);
+    let org_b: Vec<(String, Vec<u8>)> = traffic(&["team-b1"], 12, start)
+        .into_iter()
+        .map(|(k, v)| {
+            let text = String::from_utf8(v).unwrap().replace("\"org-a\"", "\"org-b\"");
+            (k, text.into_bytes())
+        })
+        .collect();
+    messages.extend(org_b);
+    produce_all(&env.events_topic, &messages).await;
+    let pid = env.spawn("process", &["process", "--folds", "audit"]);
+    let got = env
+        .wait_for_count("SELECT count() FROM {db}.audit_chain", 27, Duration::from_secs(90))
+        .await;
+    assert_eq!(got, 27);
+    stop(pid).await;
+    env.spawn("api", &["api"]);
+    support::wait_http(&format!("{}/healthz", env.api_url()), Duration::from_secs(30), &env.log_path("api")).await;
+
+    let http = reqwest::Client::new();
+    let get = |path: &str, key: Option<&str>| {
+        let mut request = http.get(format!("{}{path}", env.api_url()));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send()
+    };
+    let public: Value = get("/api/v1/audit/public-key", None).await.unwrap().json().await.unwrap();
+    let expected_key = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&hex::decode(SEED).unwrap().try_into().unwrap())
+            .verifying_key()
+            .to_bytes(),
+    );
+    assert_eq!(public["public_key"], expected_key);
+
+    let compliance_a = create_key(&env, "compliance", Some("org-a"));
+    let admin = create_key(&env, "admin", None);
+    let ingest_a = create_key(&env, "ingest", Some("org-a"));
+
+    let r = get("/api/v1/audit/verify?org=org-a", Some(&compliance_a)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!((report["ok"].clone(), report["entries"].clone()), (Value::from(true), Value::from(15)));
+
+    assert_eq!(get("/api/v1/audit/verify?org=org-a", None).await.unwrap().status(), 401);
+    assert_eq!(get("/api/v1/audit/verify?org=org-a", Some("tg_nope_x")).await.unwrap().status(), 401);
+    assert_eq!(get("/api/v1/audit/verify?org=org-a", Some(&ingest_a)).await.unwrap().status(), 403);
+    for path in ["/api/v1/audit/verify?org=org-b", "/api/v1/audit/export?org=org-b", "/api/v1/audit/export?org=org-b&team=team-b1"] {
+        let r = get(path, Some(&compliance_a)).await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("team-b1"), "{body}");
+    }
+
+    let export = get("/api/v1/audit/export?org=org-a", Some(&compliance_a)).await.unwrap();
+    assert_eq!(export.status(), 200);
+    let body = export.text().await.unwrap();
+    assert!(!body.contains("org-b") && !body.contains("team-b1"));
+    let independent = independent_verify(&body);
+    assert_eq!(independent.get("team-a1"), Some(&Ok(15)));
+    assert_eq!(independent.len(), 1);
+
+    let r = get("/api/v1/audit/verify?org=org-b", Some(&admin)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["entries"], 12);
 }

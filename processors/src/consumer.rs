@@ -561,16 +561,18 @@ impl<F: Fold> Processor<F> {
     /// Insert the open batch, then commit every position it covers.
     async fn flush(&mut self, consumer: &EventsConsumer, mode: CommitMode) -> Result<()> {
         self.apply_rebalances(consumer);
+        let last = matches!(mode, CommitMode::Sync);
         if self.batch.is_empty() {
+            if last {
+                self.fold.flushed(&self.client, true).await;
+            }
             return Ok(());
         }
         let flushed = self.batch.take();
         if !flushed.rows.is_empty() {
             self.insert(flushed.rows).await?;
         }
-        self.fold
-            .flushed(&self.client, matches!(mode, CommitMode::Sync))
-            .await;
+        self.fold.flushed(&self.client, last).await;
         self.commit(consumer, &flushed.commit, mode);
         Ok(())
     }

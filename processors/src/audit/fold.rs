@@ -96,7 +96,7 @@ struct SegmentHash {
 /// Heads of the chains written from `partitions`.
 pub fn heads_sql(partitions: &[i32]) -> String {
     format!(
-        "SELECT chain_id, max(seq) AS seq, argMax(entry_hash, seq) AS entry_hash, argMax(kafka_partition, seq) AS kafka_partition FROM audit_chain WHERE kafka_partition IN ({}) GROUP BY chain_id",
+        "SELECT chain_id, max(seq) AS head_seq, argMax(entry_hash, seq) AS head_hash, argMax(kafka_partition, seq) AS head_partition FROM audit_chain WHERE kafka_partition IN ({}) GROUP BY chain_id",
         list(partitions)
     )
 }
@@ -104,7 +104,7 @@ pub fn heads_sql(partitions: &[i32]) -> String {
 /// Last checkpoint of the chains written from `partitions`.
 pub fn last_checkpoints_sql(partitions: &[i32]) -> String {
     format!(
-        "SELECT chain_id, max(to_seq) AS to_seq FROM audit_checkpoints WHERE chain_id IN (SELECT DISTINCT chain_id FROM audit_chain WHERE kafka_partition IN ({})) GROUP BY chain_id",
+        "SELECT chain_id, max(to_seq) AS last_to_seq FROM audit_checkpoints WHERE chain_id IN (SELECT DISTINCT chain_id FROM audit_chain WHERE kafka_partition IN ({})) GROUP BY chain_id",
         list(partitions)
     )
 }
