@@ -127,7 +127,10 @@ async fn stop(pid: u32) {
         if stat.contains(") Z ") {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "process {pid} did not stop");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "process {pid} did not stop"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -159,20 +162,32 @@ fn chain_break(report: &Value, chain: &str) -> Option<(u64, String)> {
     if b.is_null() {
         None
     } else {
-        Some((b["seq"].as_u64().unwrap(), b["kind"].as_str().unwrap().to_string()))
+        Some((
+            b["seq"].as_u64().unwrap(),
+            b["kind"].as_str().unwrap().to_string(),
+        ))
     }
 }
 
 /// Run a mutation and wait until `check` (a count) reaches `want`.
 async fn mutate(env: &TestEnv, sql: &str, check: &str, want: u64) {
     env.ch(sql).await;
-    let got = env.wait_for_count(check, want, Duration::from_secs(30)).await;
+    let got = env
+        .wait_for_count(check, want, Duration::from_secs(30))
+        .await;
     assert_eq!(got, want, "mutation not applied: {sql}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chain_checkpoints_and_tamper_detection() {
-    let teams = ["team-ok", "team-edit", "team-delete", "team-swap", "team-trunc", "team-forge"];
+    let teams = [
+        "team-ok",
+        "team-edit",
+        "team-delete",
+        "team-swap",
+        "team-trunc",
+        "team-forge",
+    ];
     let mut env = TestEnv::with_extra_config("audit_tamper", &audit_config(20, "")).await;
     let start = Utc.with_ymd_and_hms(2026, 3, 10, 10, 0, 0).unwrap();
     let messages = traffic(&teams, 50, start);
@@ -180,9 +195,18 @@ async fn chain_checkpoints_and_tamper_detection() {
     let pid = env.spawn("process", &["process", "--folds", "audit"]);
     let total = messages.len() as u64;
     let got = env
-        .wait_for_count("SELECT count() FROM {db}.audit_chain", total, Duration::from_secs(90))
+        .wait_for_count(
+            "SELECT count() FROM {db}.audit_chain",
+            total,
+            Duration::from_secs(90),
+        )
         .await;
-    assert_eq!(got, total, "log:\n{}", std::fs::read_to_string(env.log_path("process")).unwrap_or_default());
+    assert_eq!(
+        got,
+        total,
+        "log:\n{}",
+        std::fs::read_to_string(env.log_path("process")).unwrap_or_default()
+    );
     stop(pid).await;
 
     // One chain per team, seq 1..=50, no gap, no duplicate.
@@ -204,7 +228,10 @@ async fn chain_checkpoints_and_tamper_detection() {
     let blocked = env
         .ch("SELECT decision, decision_reason FROM {db}.audit_chain WHERE kind = 'ai.call.blocked' AND chain_id = 'team-ok' FORMAT TSV")
         .await;
-    assert!(blocked.starts_with("deny\tbudget_exceeded: team"), "{blocked}");
+    assert!(
+        blocked.starts_with("deny\tbudget_exceeded: team"),
+        "{blocked}"
+    );
 
     let (ok, report) = verify_audit(&env, "org-a");
     assert!(ok, "{report:#}");
@@ -214,10 +241,21 @@ async fn chain_checkpoints_and_tamper_detection() {
     // The independent verifier agrees on the untouched export.
     let export = env.dir.path().join("export.ndjson");
     let out = env
-        .tollgate(&["audit", "export", "--org", "org-a", "--out", export.to_str().unwrap()])
+        .tollgate(&[
+            "audit",
+            "export",
+            "--org",
+            "org-a",
+            "--out",
+            export.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let independent = independent_verify(&std::fs::read_to_string(&export).unwrap());
     assert_eq!(independent.len(), teams.len());
     for (chain, result) in &independent {
@@ -277,19 +315,50 @@ async fn chain_checkpoints_and_tamper_detection() {
     let (ok, report) = verify_audit(&env, "org-a");
     assert!(!ok, "tampering not detected: {report:#}");
     assert_eq!(chain_break(&report, "team-ok"), None, "{report:#}");
-    assert_eq!(chain_break(&report, "team-edit"), Some((7, "edited".into())), "{report:#}");
-    assert_eq!(chain_break(&report, "team-delete"), Some((12, "missing".into())), "{report:#}");
-    assert_eq!(chain_break(&report, "team-swap"), Some((5, "reordered".into())), "{report:#}");
-    assert_eq!(chain_break(&report, "team-trunc"), Some((35, "truncated".into())), "{report:#}");
-    assert_eq!(chain_break(&report, "team-forge"), Some((40, "bad_signature".into())), "{report:#}");
+    assert_eq!(
+        chain_break(&report, "team-edit"),
+        Some((7, "edited".into())),
+        "{report:#}"
+    );
+    assert_eq!(
+        chain_break(&report, "team-delete"),
+        Some((12, "missing".into())),
+        "{report:#}"
+    );
+    assert_eq!(
+        chain_break(&report, "team-swap"),
+        Some((5, "reordered".into())),
+        "{report:#}"
+    );
+    assert_eq!(
+        chain_break(&report, "team-trunc"),
+        Some((35, "truncated".into())),
+        "{report:#}"
+    );
+    assert_eq!(
+        chain_break(&report, "team-forge"),
+        Some((40, "bad_signature".into())),
+        "{report:#}"
+    );
 
     // The independent verifier finds the same places from a fresh export.
     let export = env.dir.path().join("tampered.ndjson");
     let out = env
-        .tollgate(&["audit", "export", "--org", "org-a", "--out", export.to_str().unwrap()])
+        .tollgate(&[
+            "audit",
+            "export",
+            "--org",
+            "org-a",
+            "--out",
+            export.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let independent = independent_verify(&std::fs::read_to_string(&export).unwrap());
     assert_eq!(independent["team-ok"], Ok(50));
     assert_eq!(independent["team-edit"], Err(7));
@@ -310,11 +379,20 @@ fn independent_verify(ndjson: &str) -> BTreeMap<String, Result<u64, u64>> {
         let v: Value = serde_json::from_str(line).unwrap();
         match v["type"].as_str().unwrap() {
             "header" => {
-                let bytes: [u8; 32] = hex::decode(v["public_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+                let bytes: [u8; 32] = hex::decode(v["public_key"].as_str().unwrap())
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
                 public_key = Some(VerifyingKey::from_bytes(&bytes).unwrap());
             }
-            "entry" => entries.entry(v["chain_id"].as_str().unwrap().to_string()).or_default().push(v),
-            "checkpoint" => checkpoints.entry(v["chain_id"].as_str().unwrap().to_string()).or_default().push(v),
+            "entry" => entries
+                .entry(v["chain_id"].as_str().unwrap().to_string())
+                .or_default()
+                .push(v),
+            "checkpoint" => checkpoints
+                .entry(v["chain_id"].as_str().unwrap().to_string())
+                .or_default()
+                .push(v),
             _ => {}
         }
     }
@@ -324,7 +402,13 @@ fn independent_verify(ndjson: &str) -> BTreeMap<String, Result<u64, u64>> {
         sorted.sort_by(|a, b| a.0.cmp(b.0));
         let members: Vec<String> = sorted
             .iter()
-            .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), serde_json::to_string(v).unwrap()))
+            .map(|(k, v)| {
+                format!(
+                    "{}:{}",
+                    serde_json::to_string(k).unwrap(),
+                    serde_json::to_string(v).unwrap()
+                )
+            })
             .collect();
         format!("{{{}}}", members.join(","))
     };
@@ -336,9 +420,22 @@ fn independent_verify(ndjson: &str) -> BTreeMap<String, Result<u64, u64>> {
         for (i, row) in rows.iter().enumerate() {
             let seq = i as u64 + 1;
             let fields: Vec<(&str, Value)> = [
-                "api_key_id", "chain_id", "decision", "decision_reason", "event_id", "kafka_offset",
-                "kafka_partition", "kind", "model", "occurred_at_ms", "org_id", "outcome",
-                "provider", "seq", "team_id", "user_id",
+                "api_key_id",
+                "chain_id",
+                "decision",
+                "decision_reason",
+                "event_id",
+                "kafka_offset",
+                "kafka_partition",
+                "kind",
+                "model",
+                "occurred_at_ms",
+                "org_id",
+                "outcome",
+                "provider",
+                "seq",
+                "team_id",
+                "user_id",
             ]
             .iter()
             .map(|k| (*k, row[*k].clone()))
@@ -348,7 +445,10 @@ fn independent_verify(ndjson: &str) -> BTreeMap<String, Result<u64, u64>> {
             h.update(prev);
             h.update(canonical(&fields).as_bytes());
             let hash: [u8; 32] = h.finalize().into();
-            if row["seq"] != seq || row["prev_hash"] != hex::encode(prev) || row["entry_hash"] != hex::encode(hash) {
+            if row["seq"] != seq
+                || row["prev_hash"] != hex::encode(prev)
+                || row["entry_hash"] != hex::encode(hash)
+            {
                 bad = Some(seq);
                 break;
             }
@@ -369,8 +469,13 @@ fn independent_verify(ndjson: &str) -> BTreeMap<String, Result<u64, u64>> {
                 ("type", Value::from("tollgate.audit.checkpoint")),
                 ("v", Value::from(1)),
             ]);
-            let sig: [u8; 64] = hex::decode(cp["signature"].as_str().unwrap()).unwrap().try_into().unwrap();
-            let mut problem = key.verify(message.as_bytes(), &Signature::from_bytes(&sig)).is_err();
+            let sig: [u8; 64] = hex::decode(cp["signature"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap();
+            let mut problem = key
+                .verify(message.as_bytes(), &Signature::from_bytes(&sig))
+                .is_err();
             if !problem {
                 match hashes.get((from - 1) as usize..to as usize) {
                     Some(segment) => {
@@ -382,7 +487,11 @@ fn independent_verify(ndjson: &str) -> BTreeMap<String, Result<u64, u64>> {
                 }
             }
             if problem {
-                let at = if hashes.len() as u64 >= to { to } else { hashes.len() as u64 + 1 };
+                let at = if hashes.len() as u64 >= to {
+                    to
+                } else {
+                    hashes.len() as u64 + 1
+                };
                 bad = Some(bad.map_or(at, |b| b.min(at)));
             }
         }
@@ -416,7 +525,8 @@ fn rfc6962_root(leaves: &[[u8; 32]]) -> [u8; 32] {
 async fn sigkill_mid_stream_keeps_chains_continuous() {
     let teams: Vec<String> = (0..9).map(|i| format!("team-{i}")).collect();
     let team_refs: Vec<&str> = teams.iter().map(String::as_str).collect();
-    let env = TestEnv::with_extra_config("audit_kill", &audit_config(100, "batch_max_rows = 150")).await;
+    let env =
+        TestEnv::with_extra_config("audit_kill", &audit_config(100, "batch_max_rows = 150")).await;
     let start = Utc.with_ymd_and_hms(2026, 3, 10, 10, 0, 0).unwrap();
     let messages = traffic(&team_refs, 400, start);
     let total = messages.len() as u64;
@@ -427,7 +537,11 @@ async fn sigkill_mid_stream_keeps_chains_continuous() {
         let before = ch_u64(&env, "SELECT count() FROM {db}.audit_chain").await;
         let target = before + 300 + round * 200;
         let seen = env
-            .wait_for_count("SELECT count() FROM {db}.audit_chain", target, Duration::from_secs(60))
+            .wait_for_count(
+                "SELECT count() FROM {db}.audit_chain",
+                target,
+                Duration::from_secs(60),
+            )
             .await;
         child.kill().unwrap();
         child.wait().unwrap();
@@ -440,7 +554,11 @@ async fn sigkill_mid_stream_keeps_chains_continuous() {
     }
     let mut child = env.spawn_child("process", &["process", "--folds", "audit"]);
     let got = env
-        .wait_for_count("SELECT count() FROM {db}.audit_chain", total, Duration::from_secs(120))
+        .wait_for_count(
+            "SELECT count() FROM {db}.audit_chain",
+            total,
+            Duration::from_secs(120),
+        )
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got_after = ch_u64(&env, "SELECT count() FROM {db}.audit_chain").await;
@@ -477,8 +595,18 @@ fn create_key(env: &TestEnv, role: &str, org: Option<&str>) -> String {
         args.extend(["--org", org]);
     }
     let out = env.tollgate(&args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// The audit API: open public key; verify and export only for compliance
@@ -491,7 +619,9 @@ async fn api_roles_and_tenant_isolation() {
     let org_b: Vec<(String, Vec<u8>)> = traffic(&["team-b1"], 12, start)
         .into_iter()
         .map(|(k, v)| {
-            let text = String::from_utf8(v).unwrap().replace("\"org-a\"", "\"org-b\"");
+            let text = String::from_utf8(v)
+                .unwrap()
+                .replace("\"org-a\"", "\"org-b\"");
             (k, text.into_bytes())
         })
         .collect();
@@ -499,12 +629,21 @@ async fn api_roles_and_tenant_isolation() {
     produce_all(&env.events_topic, &messages).await;
     let pid = env.spawn("process", &["process", "--folds", "audit"]);
     let got = env
-        .wait_for_count("SELECT count() FROM {db}.audit_chain", 27, Duration::from_secs(90))
+        .wait_for_count(
+            "SELECT count() FROM {db}.audit_chain",
+            27,
+            Duration::from_secs(90),
+        )
         .await;
     assert_eq!(got, 27);
     stop(pid).await;
     env.spawn("api", &["api"]);
-    support::wait_http(&format!("{}/healthz", env.api_url()), Duration::from_secs(30), &env.log_path("api")).await;
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
 
     let http = reqwest::Client::new();
     let get = |path: &str, key: Option<&str>| {
@@ -514,7 +653,12 @@ async fn api_roles_and_tenant_isolation() {
         }
         request.send()
     };
-    let public: Value = get("/api/v1/audit/public-key", None).await.unwrap().json().await.unwrap();
+    let public: Value = get("/api/v1/audit/public-key", None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let expected_key = hex::encode(
         ed25519_dalek::SigningKey::from_bytes(&hex::decode(SEED).unwrap().try_into().unwrap())
             .verifying_key()
@@ -526,22 +670,51 @@ async fn api_roles_and_tenant_isolation() {
     let admin = create_key(&env, "admin", None);
     let ingest_a = create_key(&env, "ingest", Some("org-a"));
 
-    let r = get("/api/v1/audit/verify?org=org-a", Some(&compliance_a)).await.unwrap();
+    let r = get("/api/v1/audit/verify?org=org-a", Some(&compliance_a))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let report: Value = r.json().await.unwrap();
-    assert_eq!((report["ok"].clone(), report["entries"].clone()), (Value::from(true), Value::from(15)));
+    assert_eq!(
+        (report["ok"].clone(), report["entries"].clone()),
+        (Value::from(true), Value::from(15))
+    );
 
-    assert_eq!(get("/api/v1/audit/verify?org=org-a", None).await.unwrap().status(), 401);
-    assert_eq!(get("/api/v1/audit/verify?org=org-a", Some("tg_nope_x")).await.unwrap().status(), 401);
-    assert_eq!(get("/api/v1/audit/verify?org=org-a", Some(&ingest_a)).await.unwrap().status(), 403);
-    for path in ["/api/v1/audit/verify?org=org-b", "/api/v1/audit/export?org=org-b", "/api/v1/audit/export?org=org-b&team=team-b1"] {
+    assert_eq!(
+        get("/api/v1/audit/verify?org=org-a", None)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        get("/api/v1/audit/verify?org=org-a", Some("tg_nope_x"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        get("/api/v1/audit/verify?org=org-a", Some(&ingest_a))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    for path in [
+        "/api/v1/audit/verify?org=org-b",
+        "/api/v1/audit/export?org=org-b",
+        "/api/v1/audit/export?org=org-b&team=team-b1",
+    ] {
         let r = get(path, Some(&compliance_a)).await.unwrap();
         assert_eq!(r.status(), 404, "{path}");
         let body = r.text().await.unwrap();
         assert!(!body.contains("team-b1"), "{body}");
     }
 
-    let export = get("/api/v1/audit/export?org=org-a", Some(&compliance_a)).await.unwrap();
+    let export = get("/api/v1/audit/export?org=org-a", Some(&compliance_a))
+        .await
+        .unwrap();
     assert_eq!(export.status(), 200);
     let body = export.text().await.unwrap();
     assert!(!body.contains("org-b") && !body.contains("team-b1"));
@@ -549,8 +722,76 @@ async fn api_roles_and_tenant_isolation() {
     assert_eq!(independent.get("team-a1"), Some(&Ok(15)));
     assert_eq!(independent.len(), 1);
 
-    let r = get("/api/v1/audit/verify?org=org-b", Some(&admin)).await.unwrap();
+    let r = get("/api/v1/audit/verify?org=org-b", Some(&admin))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let report: Value = r.json().await.unwrap();
     assert_eq!(report["entries"], 12);
+}
+
+/// Verification rate: builds one chain of `TOLLGATE_TEST_AUDIT_ENTRIES`
+/// (default 200 000) entries with checkpoints straight into ClickHouse and
+/// times `tollgate verify-audit`. Ignored by default (it measures, it does
+/// not test behaviour): `cargo test --test audit_chain -- --ignored`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn verification_rate() {
+    use tollgate_processors::audit::checkpoint::{CheckpointRow, CheckpointSigner};
+    use tollgate_processors::audit::entry::{chain_entry, EntryFields, EntryRow, GENESIS};
+    let n: u64 = std::env::var("TOLLGATE_TEST_AUDIT_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let env = TestEnv::with_extra_config("audit_rate", &audit_config(1000, "")).await;
+    let client = clickhouse::Client::default()
+        .with_url(support::clickhouse_url())
+        .with_database(&env.ch_database)
+        .with_validation(false);
+    let signer = CheckpointSigner::from_hex_seed(SEED).unwrap();
+    let event_json = format!("{{\"call\":{{\"model\":\"gpt-4o\",\"pad\":\"{}\"}}}}", "x".repeat(300));
+    let mut prev = GENESIS;
+    let mut segment = Vec::new();
+    let mut insert = client.insert::<EntryRow>("audit_chain").await.unwrap();
+    let mut cps: Vec<CheckpointRow> = Vec::new();
+    for seq in 1..=n {
+        let fields = EntryFields {
+            occurred_at_ms: 1_773_000_000_000 + seq,
+            event_id: format!("e-{seq}"),
+            kind: "ai.call.completed".into(),
+            org_id: "org-a".into(),
+            team_id: "team-big".into(),
+            user_id: "u".into(),
+            api_key_id: "k".into(),
+            provider: "openai".into(),
+            model: "gpt-4o".into(),
+            outcome: "success".into(),
+            decision: String::new(),
+            decision_reason: String::new(),
+            event_json: event_json.clone(),
+        };
+        let (row, hash) = chain_entry(fields, "team-big", seq, &prev, 0, seq as i64);
+        insert.write(&row).await.unwrap();
+        prev = hash;
+        segment.push(hash);
+        if segment.len() == 1000 || seq == n {
+            cps.push(signer.checkpoint("team-big", seq + 1 - segment.len() as u64, &segment, 1).unwrap());
+            segment.clear();
+        }
+    }
+    insert.end().await.unwrap();
+    let mut insert = client.insert::<CheckpointRow>("audit_checkpoints").await.unwrap();
+    for cp in &cps {
+        insert.write(cp).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    let started = Instant::now();
+    let (ok, report) = verify_audit(&env, "org-a");
+    let wall = started.elapsed();
+    assert!(ok, "{report:#}");
+    assert_eq!(report["entries"], n);
+    eprintln!(
+        "verify-audit: {n} entries, {} checkpoints: {} ms inside ({} entries/s), {wall:?} wall",
+        report["checkpoints"], report["elapsed_ms"], report["entries_per_s"]
+    );
 }
