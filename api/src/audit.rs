@@ -38,11 +38,7 @@ pub struct TrailParams {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": message.into() })),
-    )
-        .into_response()
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
 /// The caller's key, if it may read `org`'s trail; the response otherwise.
@@ -73,17 +69,26 @@ pub async fn authorize(
         Ok(None) => return Err(error(StatusCode::UNAUTHORIZED, "invalid API key")),
         Err(err) => {
             tracing::error!(%err, "cannot check an API key");
-            return Err(error(StatusCode::SERVICE_UNAVAILABLE, "cannot check the API key"));
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot check the API key",
+            ));
         }
     };
     if !AUDIT_ROLES.contains(&key.role.as_str()) {
         return Err(error(
             StatusCode::FORBIDDEN,
-            format!("role {} may not read audit trails (compliance or admin may)", key.role),
+            format!(
+                "role {} may not read audit trails (compliance or admin may)",
+                key.role
+            ),
         ));
     }
     if key.org_id.as_deref().is_some_and(|scope| scope != org) {
-        return Err(error(StatusCode::NOT_FOUND, format!("no audit trail for org {org}")));
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no audit trail for org {org}"),
+        ));
     }
     Ok(key)
 }
@@ -95,7 +100,10 @@ pub async fn public_key(State(state): State<AuditState>) -> Response {
             "public_key": key,
         }))
         .into_response(),
-        None => error(StatusCode::NOT_FOUND, "no checkpoint signing key is configured"),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no checkpoint signing key is configured",
+        ),
     }
 }
 
@@ -113,7 +121,10 @@ pub async fn verify_trail(
         Ok(report) => Json(report).into_response(),
         Err(err) => {
             tracing::error!(%err, "audit verification failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the audit chain: {err}"))
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the audit chain: {err}"),
+            )
         }
     }
 }
@@ -151,7 +162,10 @@ pub async fn export_trail(
             .into_response(),
         Err(err) => {
             tracing::error!(%err, "audit export failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot export the audit chain: {err}"))
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot export the audit chain: {err}"),
+            )
         }
     }
 }

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::calls_sink::PartitionKey;
-use crate::fold::Positioned;
 use crate::config::ProcessorConfig;
+use crate::fold::Positioned;
 
 /// Limits of one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,13 +89,7 @@ impl<R: Positioned> Batch<R> {
     }
 
     /// Add a row. The caller checked [`Batch::admits`].
-    pub fn push_row(
-        &mut self,
-        row: R,
-        key: PartitionKey,
-        payload_bytes: usize,
-        now: Instant,
-    ) {
+    pub fn push_row(&mut self, row: R, key: PartitionKey, payload_bytes: usize, now: Instant) {
         let (partition, offset) = row.position();
         self.mark_consumed(partition, offset, now);
         self.key = Some(key);
@@ -133,8 +127,7 @@ impl<R: Positioned> Batch<R> {
     /// them from the committed offset and skip what ClickHouse already has).
     pub fn drop_partitions(&mut self, partitions: &[i32]) -> usize {
         let before = self.rows.len();
-        self.rows
-            .retain(|r| !partitions.contains(&r.position().0));
+        self.rows.retain(|r| !partitions.contains(&r.position().0));
         for p in partitions {
             self.consumed.remove(p);
         }

@@ -502,12 +502,12 @@ impl<F: Fold> Processor<F> {
         };
         warn!(partition, offset, reason = %why.reason, "dead-lettering message");
         dlq.write(
-                &source,
-                message.payload().unwrap_or_default(),
-                &why,
-                &self.shutdown,
-            )
-            .await?;
+            &source,
+            message.payload().unwrap_or_default(),
+            &why,
+            &self.shutdown,
+        )
+        .await?;
         self.counters.dead_lettered += 1;
         self.batch.mark_consumed(partition, offset, Instant::now());
         Ok(())

@@ -51,9 +51,9 @@ pub async fn run(command: AuditCommand, config: &Config) -> anyhow::Result<()> {
                 use std::os::unix::fs::OpenOptionsExt;
                 options.mode(0o600);
             }
-            let mut file = options
-                .open(&out)
-                .with_context(|| format!("cannot create {} (it must not exist yet)", out.display()))?;
+            let mut file = options.open(&out).with_context(|| {
+                format!("cannot create {} (it must not exist yet)", out.display())
+            })?;
             writeln!(file, "{}", hex::encode(seed))
                 .with_context(|| format!("cannot write {}", out.display()))?;
             eprintln!(
@@ -82,11 +82,25 @@ pub async fn run(command: AuditCommand, config: &Config) -> anyhow::Result<()> {
                         .await
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     let mut writer = tokio::io::BufWriter::new(file);
-                    export(&ch, &org, team.as_deref(), public_key.as_deref(), &mut writer).await?
+                    export(
+                        &ch,
+                        &org,
+                        team.as_deref(),
+                        public_key.as_deref(),
+                        &mut writer,
+                    )
+                    .await?
                 }
                 None => {
                     let mut writer = tokio::io::BufWriter::new(tokio::io::stdout());
-                    export(&ch, &org, team.as_deref(), public_key.as_deref(), &mut writer).await?
+                    export(
+                        &ch,
+                        &org,
+                        team.as_deref(),
+                        public_key.as_deref(),
+                        &mut writer,
+                    )
+                    .await?
                 }
             };
             eprintln!(

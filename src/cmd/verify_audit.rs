@@ -27,23 +27,28 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
-    let trusted = match &args.public_key {
-        Some(hex_key) => Some(
-            parse_public_key(hex_key)
-                .with_context(|| format!("--public-key {hex_key:?} is not an Ed25519 public key"))?,
-        ),
-        None => config
-            .audit
-            .signer()?
-            .and_then(|s| parse_public_key(s.public_key_hex())),
-    };
+    let trusted =
+        match &args.public_key {
+            Some(hex_key) => Some(parse_public_key(hex_key).with_context(|| {
+                format!("--public-key {hex_key:?} is not an Ed25519 public key")
+            })?),
+            None => config
+                .audit
+                .signer()?
+                .and_then(|s| parse_public_key(s.public_key_hex())),
+        };
     if trusted.is_none() {
         eprintln!("warning: no trusted public key (--public-key or [audit] signing key): checkpoint signatures are checked against the key each checkpoint names");
     }
     let ch = client(&config.clickhouse);
     let report = verify(&ch, &args.org, args.team.as_deref(), trusted.as_ref())
         .await
-        .with_context(|| format!("cannot read the audit chain from clickhouse at {}", config.clickhouse.url))?;
+        .with_context(|| {
+            format!(
+                "cannot read the audit chain from clickhouse at {}",
+                config.clickhouse.url
+            )
+        })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -80,16 +80,15 @@ impl CheckpointSigner {
     /// holding the hex seed); `Ok(None)` when neither is set.
     pub fn from_config(seed: Option<&str>, file: Option<&Path>) -> Result<Option<Self>, String> {
         match (seed, file) {
-            (Some(_), Some(_)) => Err(
-                "set only one of audit.signing_key and audit.signing_key_file".into(),
-            ),
+            (Some(_), Some(_)) => {
+                Err("set only one of audit.signing_key and audit.signing_key_file".into())
+            }
             (Some(seed), None) => Self::from_hex_seed(seed)
                 .map(Some)
                 .map_err(|e| format!("audit.signing_key: {e}")),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    format!("audit.signing_key_file {}: {e}", path.display())
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("audit.signing_key_file {}: {e}", path.display()))?;
                 Self::from_hex_seed(&text)
                     .map(Some)
                     .map_err(|e| format!("audit.signing_key_file {}: {e}", path.display()))
@@ -135,8 +134,14 @@ pub fn parse_public_key(hex_key: &str) -> Option<VerifyingKey> {
 
 /// Why a checkpoint's signature does not hold, if it does not.
 pub fn check_signature(cp: &CheckpointRow, trusted: Option<&VerifyingKey>) -> Result<(), String> {
-    let Some(key) = trusted.copied().or_else(|| parse_public_key(&cp.public_key)) else {
-        return Err(format!("public key {:?} is not an Ed25519 key", cp.public_key));
+    let Some(key) = trusted
+        .copied()
+        .or_else(|| parse_public_key(&cp.public_key))
+    else {
+        return Err(format!(
+            "public key {:?} is not an Ed25519 key",
+            cp.public_key
+        ));
     };
     if let Some(trusted) = trusted {
         if hex::encode(trusted.to_bytes()) != cp.public_key {

@@ -100,7 +100,9 @@ pub fn entry_fields(event: &Event) -> Result<EntryFields, Rejection> {
         api_key_id: event.api_key_id.clone(),
         provider: call.map(|c| c.provider.clone()).unwrap_or_default(),
         model: call.map(|c| c.model.clone()).unwrap_or_default(),
-        outcome: call.map(|c| c.outcome.as_str().to_string()).unwrap_or_default(),
+        outcome: call
+            .map(|c| c.outcome.as_str().to_string())
+            .unwrap_or_default(),
         decision,
         decision_reason,
         event_json,
@@ -278,7 +280,10 @@ mod tests {
             "outcome": row.outcome, "provider": row.provider, "seq": row.seq,
             "team_id": row.team_id, "user_id": row.user_id, "v": ENTRY_VERSION,
         });
-        assert_eq!(canonical_entry(&row), serde_jcs::to_string(&object).unwrap());
+        assert_eq!(
+            canonical_entry(&row),
+            serde_jcs::to_string(&object).unwrap()
+        );
         assert_eq!(row.decision, "deny");
         assert_eq!(row.decision_reason, "budget_exceeded: team over budget");
         assert_eq!(row.occurred_at_ms, 1_773_136_800_123);

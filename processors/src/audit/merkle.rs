@@ -129,7 +129,10 @@ mod tests {
             let r = root(&e);
             for i in 0..n {
                 let proof = inclusion_proof(&e, i).unwrap();
-                assert!(verify_inclusion(&e[i], i as u64, n as u64, &proof, &r), "n={n} i={i}");
+                assert!(
+                    verify_inclusion(&e[i], i as u64, n as u64, &proof, &r),
+                    "n={n} i={i}"
+                );
                 let other = e[(i + 1) % n];
                 if n > 1 {
                     assert!(!verify_inclusion(&other, i as u64, n as u64, &proof, &r));

@@ -122,7 +122,10 @@ pub fn runtime_queries() -> Vec<(String, String)> {
             "audit.last_checkpoints".into(),
             fold::last_checkpoints_sql(&[0, 1]),
         ),
-        ("audit.segment".into(), fill(fold::SEGMENT_SQL, &["'team-a'", "0"])),
+        (
+            "audit.segment".into(),
+            fill(fold::SEGMENT_SQL, &["'team-a'", "0"]),
+        ),
         (
             "audit.verify.chains".into(),
             fill(verify::CHAINS_SQL, &["'org-a'", "''", "''"]),

@@ -51,7 +51,10 @@ pub enum ExportError {
     Json(#[from] serde_json::Error),
 }
 
-async fn line<W: AsyncWrite + Unpin>(out: &mut W, value: &impl Serialize) -> Result<(), ExportError> {
+async fn line<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    value: &impl Serialize,
+) -> Result<(), ExportError> {
     let mut bytes = serde_json::to_vec(value)?;
     bytes.push(b'\n');
     out.write_all(&bytes).await?;
@@ -92,14 +95,32 @@ pub async fn export<W: AsyncWrite + Unpin>(
     let cp_sql = checkpoints_sql();
     for chain in chains {
         summary.chains += 1;
-        let checkpoints: Vec<CheckpointRow> = client.query(&cp_sql).bind(&chain).fetch_all().await?;
+        let checkpoints: Vec<CheckpointRow> =
+            client.query(&cp_sql).bind(&chain).fetch_all().await?;
         for cp in &checkpoints {
-            line(out, &Tagged { kind: "checkpoint", row: cp }).await?;
+            line(
+                out,
+                &Tagged {
+                    kind: "checkpoint",
+                    row: cp,
+                },
+            )
+            .await?;
             summary.checkpoints += 1;
         }
-        let mut cursor = client.query(&entries_sql).bind(&chain).fetch::<EntryRow>()?;
+        let mut cursor = client
+            .query(&entries_sql)
+            .bind(&chain)
+            .fetch::<EntryRow>()?;
         while let Some(row) = cursor.next().await? {
-            line(out, &Tagged { kind: "entry", row: &row }).await?;
+            line(
+                out,
+                &Tagged {
+                    kind: "entry",
+                    row: &row,
+                },
+            )
+            .await?;
             summary.entries += 1;
         }
     }

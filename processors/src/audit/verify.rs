@@ -105,7 +105,10 @@ impl ChainVerifier {
                     signature_break.get_or_insert(Break {
                         seq: cp.to_seq,
                         kind: BreakKind::CheckpointMismatch,
-                        detail: format!("checkpoint covers an empty range {}..={}", cp.from_seq, cp.to_seq),
+                        detail: format!(
+                            "checkpoint covers an empty range {}..={}",
+                            cp.from_seq, cp.to_seq
+                        ),
                     });
                 }
                 Err(why) => {
@@ -113,10 +116,7 @@ impl ChainVerifier {
                         signature_break = Some(Break {
                             seq: cp.to_seq,
                             kind: BreakKind::BadSignature,
-                            detail: format!(
-                                "checkpoint {}..={}: {why}",
-                                cp.from_seq, cp.to_seq
-                            ),
+                            detail: format!("checkpoint {}..={}: {why}", cp.from_seq, cp.to_seq),
                         });
                     }
                 }
@@ -208,7 +208,9 @@ impl ChainVerifier {
             return self.fail(
                 e,
                 BreakKind::Edited,
-                format!("entry {e} does not hash to its stored entry_hash: its content was changed"),
+                format!(
+                    "entry {e} does not hash to its stored entry_hash: its content was changed"
+                ),
             );
         }
         if let (Some(prev), Some(stored)) = (stored_prev, stored_hash) {
@@ -226,7 +228,10 @@ impl ChainVerifier {
         self.fail(
             e,
             BreakKind::BrokenLink,
-            format!("entry {e} neither links to entry {} nor hashes to its stored hash", e.saturating_sub(1)),
+            format!(
+                "entry {e} neither links to entry {} nor hashes to its stored hash",
+                e.saturating_sub(1)
+            ),
         )
     }
 
@@ -235,7 +240,10 @@ impl ChainVerifier {
             self.fail(
                 row.seq,
                 BreakKind::Edited,
-                format!("entry {}: occurred_at does not match the hashed occurred_at_ms", row.seq),
+                format!(
+                    "entry {}: occurred_at does not match the hashed occurred_at_ms",
+                    row.seq
+                ),
             );
             return;
         }
@@ -406,7 +414,11 @@ pub async fn verify(
     }
     let entries = reports.iter().map(|r| r.entries).sum();
     let elapsed = started.elapsed();
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let entries_per_s = (entries as f64 / elapsed.as_secs_f64().max(1e-6)) as u64;
     Ok(AuditReport {
         org: org.to_string(),
@@ -485,12 +497,23 @@ mod tests {
             .collect()
     }
 
-    fn checkpoints(rows: &[EntryRow], signer: &CheckpointSigner, every: usize) -> Vec<CheckpointRow> {
-        let hashes: Vec<[u8; 32]> = rows.iter().map(|r| parse_hash(&r.entry_hash).unwrap()).collect();
+    fn checkpoints(
+        rows: &[EntryRow],
+        signer: &CheckpointSigner,
+        every: usize,
+    ) -> Vec<CheckpointRow> {
+        let hashes: Vec<[u8; 32]> = rows
+            .iter()
+            .map(|r| parse_hash(&r.entry_hash).unwrap())
+            .collect();
         hashes
             .chunks(every)
             .enumerate()
-            .map(|(i, seg)| signer.checkpoint("t", (i * every) as u64 + 1, seg, 1).unwrap())
+            .map(|(i, seg)| {
+                signer
+                    .checkpoint("t", (i * every) as u64 + 1, seg, 1)
+                    .unwrap()
+            })
             .collect()
     }
 
@@ -522,7 +545,10 @@ mod tests {
         let (rows, cps, key) = setup();
         let r = run(&rows, cps, &key);
         assert_eq!(r.first_break, None);
-        assert_eq!((r.entries, r.checkpoints, r.verified_to_seq), (25, 2, Some(20)));
+        assert_eq!(
+            (r.entries, r.checkpoints, r.verified_to_seq),
+            (25, 2, Some(20))
+        );
     }
 
     #[test]
@@ -530,34 +556,55 @@ mod tests {
         let (rows, cps, key) = setup();
         let mut edited = rows.clone();
         edited[6].model = "cheaper".into();
-        assert_eq!(broken(&run(&edited, cps.clone(), &key)), (7, BreakKind::Edited));
+        assert_eq!(
+            broken(&run(&edited, cps.clone(), &key)),
+            (7, BreakKind::Edited)
+        );
 
         let mut rehashed = rows.clone();
         rehashed[6].user_id = "someone-else".into();
         let prev = parse_hash(&rehashed[6].prev_hash).unwrap();
         rehashed[6].entry_hash = hex::encode(entry_hash(&prev, &rehashed[6]));
-        assert_eq!(broken(&run(&rehashed, cps.clone(), &key)), (7, BreakKind::Edited));
+        assert_eq!(
+            broken(&run(&rehashed, cps.clone(), &key)),
+            (7, BreakKind::Edited)
+        );
 
         let mut missing = rows.clone();
         missing.remove(11);
-        assert_eq!(broken(&run(&missing, cps.clone(), &key)), (12, BreakKind::Missing));
+        assert_eq!(
+            broken(&run(&missing, cps.clone(), &key)),
+            (12, BreakKind::Missing)
+        );
 
         let mut swapped = rows.clone();
         swapped.swap(4, 5);
         swapped[4].seq = 5;
         swapped[5].seq = 6;
-        assert_eq!(broken(&run(&swapped, cps.clone(), &key)), (5, BreakKind::Reordered));
+        assert_eq!(
+            broken(&run(&swapped, cps.clone(), &key)),
+            (5, BreakKind::Reordered)
+        );
 
         let truncated = &rows[..17];
-        assert_eq!(broken(&run(truncated, cps.clone(), &key)), (18, BreakKind::Truncated));
+        assert_eq!(
+            broken(&run(truncated, cps.clone(), &key)),
+            (18, BreakKind::Truncated)
+        );
 
         let mut forged = cps.clone();
         forged[1].signature = forged[0].signature.clone();
-        assert_eq!(broken(&run(&rows, forged, &key)), (20, BreakKind::BadSignature));
+        assert_eq!(
+            broken(&run(&rows, forged, &key)),
+            (20, BreakKind::BadSignature)
+        );
 
         let mut duplicated = rows.clone();
         duplicated.insert(3, rows[2].clone());
-        assert_eq!(broken(&run(&duplicated, cps, &key)), (3, BreakKind::Duplicate));
+        assert_eq!(
+            broken(&run(&duplicated, cps, &key)),
+            (3, BreakKind::Duplicate)
+        );
     }
 
     #[test]
@@ -573,6 +620,9 @@ mod tests {
             prev = entry_hash(&prev, row);
             row.entry_hash = hex::encode(prev);
         }
-        assert_eq!(broken(&run(&rewritten, cps, &key)), (10, BreakKind::CheckpointMismatch));
+        assert_eq!(
+            broken(&run(&rewritten, cps, &key)),
+            (10, BreakKind::CheckpointMismatch)
+        );
     }
 }
