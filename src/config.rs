@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use tollgate_api::config::ApiConfig;
 use tollgate_ingest::config::{IngestConfig, KafkaConfig, PostgresConfig};
+use tollgate_processors::audit::AuditConfig;
 use tollgate_processors::config::{ClickHouseConfig, ProcessorConfig};
 
 /// Environment variables with the `TOLLGATE_` prefix that are not settings.
@@ -23,6 +24,7 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     pub ingest: IngestConfig,
     pub processor: ProcessorConfig,
+    pub audit: AuditConfig,
     pub api: ApiConfig,
     pub telemetry: TelemetryConfig,
 }

@@ -43,6 +43,11 @@ enum Command {
     /// Measure the pipeline.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Recompute an org's audit chains and checkpoints; report the first broken link.
+    VerifyAudit(cmd::verify_audit::Args),
+    /// Audit chain tools: signing keys, export.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
     /// Print every SQL statement the project sends to ClickHouse, as JSON
     /// (used by the chDB compatibility check).
     SqlCatalog(cmd::sql_catalog::Args),
@@ -63,6 +68,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(command) => cmd::keys::run(command, &config).await,
         Command::Simulate(args) => cmd::simulate::run(args, &config).await,
         Command::Bench(command) => cmd::bench::run(command, &config).await,
+        Command::VerifyAudit(args) => cmd::verify_audit::run(args, &config).await,
+        Command::Audit(command) => cmd::audit::run(command, &config).await,
         Command::SqlCatalog(args) => cmd::sql_catalog::run(args, &config).await,
         Command::ShowConfig => {
             println!("{}", serde_json::to_string_pretty(&config)?);

@@ -5,6 +5,7 @@
 //! report endpoints ([`reports`]) and serving with graceful shutdown
 //! ([`serve`]). Queries themselves live in the processors' read models.
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod reports;
@@ -25,18 +26,31 @@ use crate::error::ApiError;
 #[derive(Clone)]
 pub struct ApiState {
     pub read_models: ReadModels,
+    /// The audit endpoints (`/api/v1/audit/...`); absent in unit tests.
+    pub audit: Option<audit::AuditState>,
 }
 
 /// The whole HTTP surface: `/healthz`, `/readyz`, `/api/v1/...` and the
 /// dashboards (`/`, `/sre/...`, `/static/...`).
 pub fn api_router(state: ApiState) -> Router {
     let dashboards = tollgate_dashboards::router(state.read_models.clone());
+    let audit_routes = state.audit.clone().map(|audit| {
+        Router::new()
+            .route("/api/v1/audit/public-key", get(audit::public_key))
+            .route("/api/v1/audit/verify", get(audit::verify_trail))
+            .route("/api/v1/audit/export", get(audit::export_trail))
+            .with_state(audit)
+    });
     let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/reports/latency", get(reports::latency))
         .route("/api/{*rest}", get(api_not_found))
         .with_state(state);
+    let api = match audit_routes {
+        Some(routes) => api.merge(routes),
+        None => api,
+    };
     api.merge(dashboards).layer(TraceLayer::new_for_http())
 }
 
@@ -84,6 +98,7 @@ mod tests {
         };
         api_router(ApiState {
             read_models: ReadModels::new(&config),
+            audit: None,
         })
     }
 

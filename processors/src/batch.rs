@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::calls_sink::{CallRow, PartitionKey};
+use crate::calls_sink::PartitionKey;
 use crate::config::ProcessorConfig;
+use crate::fold::Positioned;
 
 /// Limits of one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,9 +34,9 @@ impl From<&ProcessorConfig> for BatchPolicy {
 }
 
 /// Rows waiting for one insert, and the Kafka positions they cover.
-#[derive(Debug, Default)]
-pub struct Batch {
-    rows: Vec<CallRow>,
+#[derive(Debug)]
+pub struct Batch<R> {
+    rows: Vec<R>,
     payload_bytes: usize,
     key: Option<PartitionKey>,
     /// Highest consumed offset per Kafka partition since the last flush.
@@ -44,14 +45,35 @@ pub struct Batch {
 }
 
 /// What a flushed batch hands over: rows to insert, then offsets to commit.
-#[derive(Debug, Default, PartialEq)]
-pub struct Flushed {
-    pub rows: Vec<CallRow>,
+#[derive(Debug, PartialEq)]
+pub struct Flushed<R> {
+    pub rows: Vec<R>,
     /// Next offset to read per Kafka partition (`highest consumed + 1`).
     pub commit: BTreeMap<i32, i64>,
 }
 
-impl Batch {
+impl<R> Default for Batch<R> {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            payload_bytes: 0,
+            key: None,
+            consumed: BTreeMap::new(),
+            opened_at: None,
+        }
+    }
+}
+
+impl<R> Default for Flushed<R> {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            commit: BTreeMap::new(),
+        }
+    }
+}
+
+impl<R: Positioned> Batch<R> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -67,14 +89,9 @@ impl Batch {
     }
 
     /// Add a row. The caller checked [`Batch::admits`].
-    pub fn push_row(
-        &mut self,
-        row: CallRow,
-        key: PartitionKey,
-        payload_bytes: usize,
-        now: Instant,
-    ) {
-        self.mark_consumed(row.kafka_partition, row.kafka_offset, now);
+    pub fn push_row(&mut self, row: R, key: PartitionKey, payload_bytes: usize, now: Instant) {
+        let (partition, offset) = row.position();
+        self.mark_consumed(partition, offset, now);
         self.key = Some(key);
         self.payload_bytes += payload_bytes;
         self.rows.push(row);
@@ -110,8 +127,7 @@ impl Batch {
     /// them from the committed offset and skip what ClickHouse already has).
     pub fn drop_partitions(&mut self, partitions: &[i32]) -> usize {
         let before = self.rows.len();
-        self.rows
-            .retain(|r| !partitions.contains(&r.kafka_partition));
+        self.rows.retain(|r| !partitions.contains(&r.position().0));
         for p in partitions {
             self.consumed.remove(p);
         }
@@ -126,7 +142,7 @@ impl Batch {
     }
 
     /// Close the batch and start an empty one.
-    pub fn take(&mut self) -> Flushed {
+    pub fn take(&mut self) -> Flushed<R> {
         let taken = std::mem::take(self);
         Flushed {
             rows: taken.rows,
@@ -142,7 +158,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calls_sink::call_row;
+    use crate::calls_sink::{call_row, CallRow};
 
     fn row(partition: i32, offset: i64) -> CallRow {
         let event: tollgate_ingest::contract::Event = serde_json::from_value(serde_json::json!({
@@ -213,7 +229,7 @@ mod tests {
         assert!(!b.admits(APRIL));
         assert!(!b.admits(PartitionKey::Uncertain));
         // Messages without rows do not pin a partition.
-        let mut b = Batch::new();
+        let mut b = Batch::<CallRow>::new();
         b.mark_consumed(0, 1, now);
         assert!(b.admits(APRIL));
         // An uncertain row is always alone.
@@ -237,7 +253,7 @@ mod tests {
         assert_eq!(flushed.commit, BTreeMap::from([(0, 12), (1, 6), (2, 100)]));
         assert!(b.is_empty());
         assert!(b.admits(APRIL));
-        assert_eq!(b.take(), Flushed::default());
+        assert_eq!(b.take(), Flushed::<CallRow>::default());
     }
 
     #[test]

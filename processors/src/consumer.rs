@@ -1,7 +1,9 @@
-//! The calls processor: consumes `kafka.events_topic` in a consumer group,
-//! folds every `ai.call.*` event into the ClickHouse `calls` table, sends what
-//! it cannot use to the dead-letter topic, and commits Kafka offsets only
-//! after ClickHouse acknowledged the rows they cover.
+//! The event processor: consumes `kafka.events_topic` in a consumer group,
+//! folds every event into one ClickHouse table through a [`Fold`] (the
+//! `calls` facts table via [`run`], the audit chain via
+//! [`crate::audit::run`]), sends what it cannot use to the dead-letter topic,
+//! and commits Kafka offsets only after ClickHouse acknowledged the rows they
+//! cover.
 //!
 //! # Effectively-once
 //!
@@ -63,12 +65,13 @@ use tollgate_ingest::contract::{parse_event, Event, Limits};
 use tracing::{debug, info, warn};
 
 use crate::batch::{Batch, BatchPolicy};
-use crate::calls_sink::{self, call_row, PartitionClock};
+use crate::calls_sink::{self, PartitionClock};
 use crate::clickhouse::{client, error as ch_error};
 use crate::config::{ClickHouseConfig, ProcessorConfig};
 use crate::dlq::{DeadLetterReason, DeadLetterWriter, Source};
 use crate::error::{Error, Result};
-use crate::resume::{stored_offsets, ResumePositions};
+use crate::fold::{CallsFold, Fold, MessageMeta, Positioned};
+use crate::resume::{stored_offsets_in, ResumePositions};
 
 /// Whether the `calls` table exists.
 const HAS_CALLS_SQL: &str =
@@ -142,8 +145,10 @@ pub struct Counters {
     /// Messages at or below the offset ClickHouse already holds.
     pub skipped: u64,
     pub dead_lettered: u64,
-    /// Valid events without a `calls` row (`admin.*`).
+    /// Valid events without a row (`admin.*` for `calls`).
     pub without_row: u64,
+    /// Messages a fold that does not dead-letter could not use.
+    pub unusable: u64,
     pub inserts: u64,
 }
 
@@ -229,21 +234,21 @@ type EventsConsumer = StreamConsumer<ProcessorContext>;
 
 /// Everything the loop mutates; the consumer is kept apart so a borrowed
 /// message and this state can be used together.
-struct CallsProcessor {
+struct Processor<F: Fold> {
     kafka: KafkaConfig,
     ch: ClickHouseConfig,
     client: Client,
-    clock: PartitionClock,
+    fold: F,
     policy: BatchPolicy,
-    batch: Batch,
+    batch: Batch<F::Row>,
     positions: ResumePositions,
-    dlq: DeadLetterWriter,
+    dlq: Option<DeadLetterWriter>,
     counters: Counters,
     shutdown: CancellationToken,
 }
 
-/// Run the processor until `shutdown` is cancelled; then flush the open
-/// batch, commit, and return what was done.
+/// Run the calls processor until `shutdown` is cancelled; then flush the
+/// open batch, commit, and return what was done.
 pub async fn run(
     kafka: &KafkaConfig,
     ch: &ClickHouseConfig,
@@ -275,6 +280,29 @@ pub async fn run(
             "calls.occurred_at is partitioned in a non-UTC timezone; rows within 14 h of a month boundary are inserted one per batch"
         );
     }
+    info!(%timezone, "calls are partitioned by month in this timezone");
+    run_fold(
+        CallsFold { clock },
+        kafka,
+        ch,
+        config,
+        &config.group_id,
+        shutdown,
+    )
+    .await
+}
+
+/// Run `fold` in consumer group `group_id` until `shutdown` is cancelled;
+/// then flush the open batch, commit, and return what was done.
+pub async fn run_fold<F: Fold>(
+    fold: F,
+    kafka: &KafkaConfig,
+    ch: &ClickHouseConfig,
+    config: &ProcessorConfig,
+    group_id: &str,
+    shutdown: CancellationToken,
+) -> Result<Counters> {
+    let client = client(ch);
     let context = ProcessorContext {
         topic: kafka.events_topic.clone(),
         rebalances: Mutex::new(Vec::new()),
@@ -287,7 +315,7 @@ pub async fn run(
     };
     let consumer: EventsConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", &config.group_id)
+        .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -301,23 +329,28 @@ pub async fn run(
         .subscribe(&[&kafka.events_topic])
         .map_err(|e| kafka_error("cannot subscribe", e))?;
     info!(
+        fold = fold.name(),
         topic = %kafka.events_topic,
-        group = %config.group_id,
+        group = %group_id,
         brokers = %kafka.brokers,
         clickhouse = %ch.url,
         database = %ch.database,
-        %timezone,
         "processor started"
     );
-    let mut processor = CallsProcessor {
+    let dlq = if fold.dead_letters() {
+        Some(DeadLetterWriter::new(kafka, group_id)?)
+    } else {
+        None
+    };
+    let mut processor = Processor {
         kafka: kafka.clone(),
         ch: ch.clone(),
         client,
-        clock,
+        fold,
         policy: BatchPolicy::from(config),
         batch: Batch::new(),
         positions: ResumePositions::new(),
-        dlq: DeadLetterWriter::new(kafka, &config.group_id)?,
+        dlq,
         counters: Counters::default(),
         shutdown: shutdown.clone(),
     };
@@ -326,17 +359,19 @@ pub async fn run(
     processor.flush(&consumer, CommitMode::Sync).await?;
     let c = processor.counters;
     info!(
+        fold = processor.fold.name(),
         messages = c.messages,
         rows_inserted = c.rows_inserted,
         skipped = c.skipped,
         dead_lettered = c.dead_lettered,
         without_row = c.without_row,
+        unusable = c.unusable,
         "processor stopped"
     );
     Ok(c)
 }
 
-impl CallsProcessor {
+impl<F: Fold> Processor<F> {
     async fn consume(&mut self, consumer: &EventsConsumer) -> Result<()> {
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
         progress.tick().await;
@@ -373,6 +408,7 @@ impl CallsProcessor {
         let events_per_s = ((c.messages - before.messages) as f64 / secs).round();
         let lag = consumer.context().lag.load(Ordering::Relaxed);
         info!(
+            fold = self.fold.name(),
             events_per_s,
             messages = c.messages,
             rows_inserted = c.rows_inserted,
@@ -390,10 +426,12 @@ impl CallsProcessor {
                 RebalanceEvent::Revoked(partitions) => {
                     let dropped_rows = self.batch.drop_partitions(&partitions);
                     self.positions.forget(&partitions);
+                    self.fold.forget_partitions(&partitions);
                     info!(?partitions, dropped_rows, "partitions revoked");
                 }
                 RebalanceEvent::Assigned(partitions) => {
                     self.positions.forget(&partitions);
+                    self.fold.forget_partitions(&partitions);
                     info!(?partitions, "partitions assigned");
                 }
             }
@@ -416,10 +454,15 @@ impl CallsProcessor {
             return Ok(());
         }
         let now = Utc::now();
+        let meta = MessageMeta {
+            partition,
+            offset,
+            key: message.key(),
+        };
         let why = match decode(message.payload(), now) {
-            Ok(event) => match call_row(&event, partition, offset, now) {
+            Ok(event) => match self.fold.row(&event, meta, now) {
                 Ok(Some(row)) => {
-                    let key = self.clock.key(row.occurred_at);
+                    let key = self.fold.partition_key(&row);
                     if !self.batch.admits(key) {
                         self.flush(consumer, CommitMode::Async).await?;
                     }
@@ -443,6 +486,13 @@ impl CallsProcessor {
             },
             Err(why) => why,
         };
+        let Some(dlq) = &self.dlq else {
+            // Another fold of the same topic dead-letters it.
+            debug!(partition, offset, reason = %why.reason, "skipping unusable message");
+            self.counters.unusable += 1;
+            self.batch.mark_consumed(partition, offset, Instant::now());
+            return Ok(());
+        };
         let source = Source {
             topic: message.topic(),
             partition,
@@ -451,14 +501,13 @@ impl CallsProcessor {
             timestamp_ms: message.timestamp().to_millis(),
         };
         warn!(partition, offset, reason = %why.reason, "dead-lettering message");
-        self.dlq
-            .write(
-                &source,
-                message.payload().unwrap_or_default(),
-                &why,
-                &self.shutdown,
-            )
-            .await?;
+        dlq.write(
+            &source,
+            message.payload().unwrap_or_default(),
+            &why,
+            &self.shutdown,
+        )
+        .await?;
         self.counters.dead_lettered += 1;
         self.batch.mark_consumed(partition, offset, Instant::now());
         Ok(())
@@ -480,7 +529,14 @@ impl CallsProcessor {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 1u32;
         loop {
-            match stored_offsets(&self.client, &wanted).await {
+            let stored = match stored_offsets_in(&self.client, self.fold.table(), &wanted).await {
+                Ok(stored) => match self.fold.load_partitions(&self.client, &wanted).await {
+                    Ok(()) => Ok(stored),
+                    Err(err) => Err(err),
+                },
+                Err(err) => Err(err),
+            };
+            match stored {
                 Ok(stored) => {
                     for (p, max) in stored {
                         self.positions.set(p, max);
@@ -505,31 +561,39 @@ impl CallsProcessor {
     /// Insert the open batch, then commit every position it covers.
     async fn flush(&mut self, consumer: &EventsConsumer, mode: CommitMode) -> Result<()> {
         self.apply_rebalances(consumer);
+        let last = matches!(mode, CommitMode::Sync);
         if self.batch.is_empty() {
+            if last {
+                self.fold.flushed(&self.client, true).await;
+            }
             return Ok(());
         }
         let flushed = self.batch.take();
         if !flushed.rows.is_empty() {
             self.insert(flushed.rows).await?;
         }
+        self.fold.flushed(&self.client, last).await;
         self.commit(consumer, &flushed.commit, mode);
         Ok(())
     }
 
-    async fn insert(&mut self, mut rows: Vec<calls_sink::CallRow>) -> Result<()> {
+    async fn insert(&mut self, mut rows: Vec<F::Row>) -> Result<()> {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 1u32;
         let mut check_stored = false;
         loop {
             if check_stored {
                 // The failed attempt may have been stored after all.
-                let mut partitions: Vec<i32> = rows.iter().map(|r| r.kafka_partition).collect();
+                let mut partitions: Vec<i32> = rows.iter().map(|r| r.position().0).collect();
                 partitions.sort_unstable();
                 partitions.dedup();
-                match stored_offsets(&self.client, &partitions).await {
+                match stored_offsets_in(&self.client, self.fold.table(), &partitions).await {
                     Ok(stored) => {
                         let before = rows.len();
-                        rows.retain(|r| !matches!(stored.get(&r.kafka_partition), Some(Some(max)) if r.kafka_offset <= *max));
+                        rows.retain(|r| {
+                            let (p, o) = r.position();
+                            !matches!(stored.get(&p), Some(Some(max)) if o <= *max)
+                        });
                         if rows.len() < before {
                             info!(
                                 already_stored = before - rows.len(),
@@ -549,13 +613,13 @@ impl CallsProcessor {
                 }
             }
             let started = Instant::now();
-            match calls_sink::insert(&self.client, &rows).await {
+            match self.fold.insert(&self.client, &rows).await {
                 Ok(()) => {
                     // Guards against Kafka re-delivering stored messages
                     // without a rebalance (e.g. an offset reset).
                     for row in &rows {
-                        self.positions
-                            .advance(row.kafka_partition, row.kafka_offset);
+                        let (p, o) = row.position();
+                        self.positions.advance(p, o);
                     }
                     self.counters.rows_inserted += rows.len() as u64;
                     self.counters.inserts += 1;

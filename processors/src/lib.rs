@@ -1,6 +1,7 @@
 //! Tollgate processors: the Kafka consumer that folds events into ClickHouse,
-//! and the read models the API queries.
+//! the audit chain, and the read models the API queries.
 
+pub mod audit;
 pub mod batch;
 pub mod calls_sink;
 pub mod clickhouse;
@@ -8,6 +9,7 @@ pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod error;
+pub mod fold;
 pub mod migrations;
 pub mod read_models;
 pub mod resume;

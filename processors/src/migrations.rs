@@ -30,6 +30,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0002_latency_minute.sql",
         include_str!("../../migrations/clickhouse/0002_latency_minute.sql"),
     ),
+    (
+        "0003_audit_chain.sql",
+        include_str!("../../migrations/clickhouse/0003_audit_chain.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

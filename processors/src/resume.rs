@@ -62,13 +62,19 @@ struct StoredMax {
 
 /// The SQL that reads resume positions (also listed for the compatibility check).
 pub fn stored_offsets_sql(partitions: &[i32]) -> String {
+    stored_offsets_sql_in("calls", partitions)
+}
+
+/// Like [`stored_offsets_sql`] for any table whose rows carry
+/// `kafka_partition` and `kafka_offset` (each fold keeps its own progress).
+pub fn stored_offsets_sql_in(table: &str, partitions: &[i32]) -> String {
     let list = partitions
         .iter()
         .map(i32::to_string)
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "SELECT kafka_partition, max(kafka_offset) AS max_offset FROM calls WHERE kafka_partition IN ({list}) GROUP BY kafka_partition"
+        "SELECT kafka_partition, max(kafka_offset) AS max_offset FROM {table} WHERE kafka_partition IN ({list}) GROUP BY kafka_partition"
     )
 }
 
@@ -77,12 +83,21 @@ pub async fn stored_offsets(
     client: &Client,
     partitions: &[i32],
 ) -> clickhouse::error::Result<HashMap<i32, Option<i64>>> {
+    stored_offsets_in(client, "calls", partitions).await
+}
+
+/// Like [`stored_offsets`] for `table`.
+pub async fn stored_offsets_in(
+    client: &Client,
+    table: &str,
+    partitions: &[i32],
+) -> clickhouse::error::Result<HashMap<i32, Option<i64>>> {
     let mut out: HashMap<i32, Option<i64>> = partitions.iter().map(|p| (*p, None)).collect();
     if partitions.is_empty() {
         return Ok(out);
     }
     let rows: Vec<StoredMax> = client
-        .query(&stored_offsets_sql(partitions))
+        .query(&stored_offsets_sql_in(table, partitions))
         .fetch_all()
         .await?;
     for row in rows {

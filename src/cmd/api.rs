@@ -37,7 +37,26 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen} (`[api] listen`)"))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, clickhouse = %config.clickhouse.url, "api listening");
-    tollgate_api::serve(listener, ApiState { read_models }, super::shutdown_signal())
+    let keys = match tollgate_ingest::postgres::connect(&config.postgres).await {
+        Ok(pool) => Some(tollgate_ingest::keys::KeyStore::new(pool)),
+        Err(err) => {
+            tracing::warn!(%err, "postgresql unreachable: audit endpoints answer 503");
+            None
+        }
+    };
+    let audit = tollgate_api::audit::AuditState {
+        clickhouse: config.clickhouse.clone(),
+        public_key: config
+            .audit
+            .signer()?
+            .map(|s| s.public_key_hex().to_string()),
+        keys,
+    };
+    let state = ApiState {
+        read_models,
+        audit: Some(audit),
+    };
+    tollgate_api::serve(listener, state, super::shutdown_signal())
         .await
         .context("api server failed")?;
     tracing::info!("api stopped");

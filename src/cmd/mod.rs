@@ -1,6 +1,7 @@
 //! One module per subcommand; each owns its arguments and its `run`.
 
 pub mod api;
+pub mod audit;
 pub mod bench;
 pub mod ingest;
 pub mod keys;
@@ -8,6 +9,7 @@ pub mod migrate;
 pub mod process;
 pub mod simulate;
 pub mod sql_catalog;
+pub mod verify_audit;
 
 /// Resolves on ctrl-c or SIGTERM (what `kill` and container runtimes send).
 pub async fn shutdown_signal() {

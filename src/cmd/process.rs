@@ -1,5 +1,6 @@
-//! `tollgate process`: run the calls processor until SIGTERM or ctrl-c, then
-//! flush the open batch, commit, and exit 0.
+//! `tollgate process`: run the folds (`calls`, the `audit` chain) until
+//! SIGTERM or ctrl-c, then flush each open batch, commit, and exit 0. Each
+//! fold is its own consumer group with its own progress in ClickHouse.
 
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -7,9 +8,21 @@ use tracing::info;
 use crate::config::Config;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Folds to run, comma-separated: `calls` (facts table), `audit` (hash chain).
+    #[arg(long, value_delimiter = ',', default_value = "calls,audit")]
+    folds: Vec<String>,
+}
 
-pub async fn run(_args: Args, config: &Config) -> anyhow::Result<()> {
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+    let (mut calls, mut audit) = (false, false);
+    for fold in &args.folds {
+        match fold.trim() {
+            "calls" => calls = true,
+            "audit" => audit = true,
+            other => anyhow::bail!("unknown fold {other:?} in --folds (known: calls, audit)"),
+        }
+    }
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -20,12 +33,41 @@ pub async fn run(_args: Args, config: &Config) -> anyhow::Result<()> {
         }
         on_signal.cancel();
     });
-    tollgate_processors::consumer::run(
-        &config.kafka,
-        &config.clickhouse,
-        &config.processor,
-        shutdown,
-    )
-    .await?;
+    let calls_fold = async {
+        if calls {
+            let result = tollgate_processors::consumer::run(
+                &config.kafka,
+                &config.clickhouse,
+                &config.processor,
+                shutdown.clone(),
+            )
+            .await;
+            if result.is_err() {
+                shutdown.cancel();
+            }
+            result?;
+        }
+        anyhow::Ok(())
+    };
+    let audit_fold = async {
+        if audit {
+            let result = tollgate_processors::audit::run(
+                &config.kafka,
+                &config.clickhouse,
+                &config.processor,
+                &config.audit,
+                shutdown.clone(),
+            )
+            .await;
+            if result.is_err() {
+                shutdown.cancel();
+            }
+            result?;
+        }
+        anyhow::Ok(())
+    };
+    let (calls_result, audit_result) = tokio::join!(calls_fold, audit_fold);
+    calls_result?;
+    audit_result?;
     Ok(())
 }

@@ -15,6 +15,7 @@ pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
         tollgate_processors::migrations::clickhouse_statements()
             .into_iter()
             .chain(tollgate_processors::consumer::runtime_queries())
+            .chain(tollgate_processors::audit::runtime_queries())
             .chain(tollgate_processors::read_models::sql_catalog())
             .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
             .collect();

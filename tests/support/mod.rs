@@ -92,11 +92,13 @@ impl TestEnv {
         let config_path = dir.path().join("tollgate.toml");
         // Each environment has its own consumer group, so processors of
         // concurrent tests never rebalance each other.
-        let processor_section = if extra_toml.contains("[processor]") {
-            String::new()
-        } else {
-            format!("\n[processor]\ngroup_id = \"{name}\"\n")
-        };
+        let mut processor_section = String::new();
+        if !extra_toml.contains("[processor]") {
+            processor_section.push_str(&format!("\n[processor]\ngroup_id = \"{name}\"\n"));
+        }
+        if !extra_toml.contains("[audit]") {
+            processor_section.push_str(&format!("\n[audit]\ngroup_id = \"{name}-audit\"\n"));
+        }
         let events_topic = format!("{name}.events");
         let dlq_topic = format!("{name}.events.dlq");
         let decisions_topic = format!("{name}.decisions");

@@ -1,0 +1,157 @@
+//! The audit chain of custody (`docs/audit.md`): every valid event on
+//! `tollgate.events` is appended to a SHA-256 hash chain per Kafka message
+//! key (team), with signed Ed25519 checkpoints carrying RFC 6962 Merkle
+//! roots, and everything needed to verify the chain again.
+//!
+//! - [`entry`]: the entry row and its canonical, hashed form;
+//! - [`merkle`]: tree heads and inclusion proofs;
+//! - [`checkpoint`]: the checkpoint row, the signed message, the signer;
+//! - [`fold`]: the fold the consumer runs (`tollgate process --folds audit`);
+//! - [`verify`]: recomputing chains and checkpoints, locating the first break;
+//! - [`trail`]: search, inclusion proofs and export (the compliance read side).
+
+pub mod checkpoint;
+pub mod entry;
+pub mod fold;
+pub mod merkle;
+pub mod trail;
+pub mod verify;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tollgate_ingest::config::KafkaConfig;
+use tracing::warn;
+
+use crate::clickhouse::{client, error as ch_error};
+use crate::config::{ClickHouseConfig, ProcessorConfig};
+use crate::consumer::{run_fold, Counters};
+use crate::error::{Error, Result};
+use checkpoint::CheckpointSigner;
+use fold::{AuditFold, CheckpointPolicy};
+
+/// `[audit]`: the audit fold and its checkpoint signing key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Kafka consumer group of the audit fold (its progress is stored with
+    /// its rows, like the calls fold's).
+    pub group_id: String,
+    /// Ed25519 signing key: a 32-byte seed as 64 hex characters...
+    pub signing_key: Option<String>,
+    /// ...or a file holding it (`tollgate audit keygen` writes one).
+    pub signing_key_file: Option<PathBuf>,
+    /// Checkpoint a chain after this many entries...
+    pub checkpoint_every: u64,
+    /// ...or when its oldest unchecked entry is this old (checked at each flush).
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            group_id: "tollgate-audit".into(),
+            signing_key: None,
+            signing_key_file: None,
+            checkpoint_every: 1000,
+            checkpoint_interval_secs: 60,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The signer, if a key is configured.
+    pub fn signer(&self) -> Result<Option<CheckpointSigner>> {
+        CheckpointSigner::from_config(
+            self.signing_key.as_deref(),
+            self.signing_key_file.as_deref(),
+        )
+        .map_err(Error::Config)
+    }
+}
+
+/// Whether the `audit_chain` table exists.
+pub const HAS_AUDIT_SQL: &str =
+    "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'audit_chain'";
+
+/// Run the audit fold until `shutdown` is cancelled.
+pub async fn run(
+    kafka: &KafkaConfig,
+    ch: &ClickHouseConfig,
+    processor: &ProcessorConfig,
+    audit: &AuditConfig,
+    shutdown: CancellationToken,
+) -> Result<Counters> {
+    let signer = audit.signer()?;
+    if signer.is_none() {
+        warn!("no audit.signing_key or audit.signing_key_file: chains are written but not checkpointed (create a key with `tollgate audit keygen`)");
+    }
+    let has: u64 = client(ch)
+        .query(HAS_AUDIT_SQL)
+        .fetch_one()
+        .await
+        .map_err(|e| ch_error(ch, "cannot read system.tables", e))?;
+    if has == 0 {
+        return Err(Error::Config(format!(
+            "clickhouse database {} at {} has no audit_chain table; run `tollgate migrate` first",
+            ch.database, ch.url
+        )));
+    }
+    let fold = AuditFold::new(
+        signer,
+        CheckpointPolicy {
+            every: audit.checkpoint_every.max(1),
+            interval: Duration::from_secs(audit.checkpoint_interval_secs),
+        },
+    );
+    run_fold(fold, kafka, ch, processor, &audit.group_id, shutdown).await
+}
+
+/// The audit fold's run-time queries, for the SQL compatibility check.
+pub fn runtime_queries() -> Vec<(String, String)> {
+    vec![
+        ("audit.has_audit_chain".into(), HAS_AUDIT_SQL.into()),
+        (
+            "audit.stored_offsets".into(),
+            crate::resume::stored_offsets_sql_in("audit_chain", &[0, 1]),
+        ),
+        ("audit.heads".into(), fold::heads_sql(&[0, 1])),
+        (
+            "audit.last_checkpoints".into(),
+            fold::last_checkpoints_sql(&[0, 1]),
+        ),
+        (
+            "audit.segment".into(),
+            fill(fold::SEGMENT_SQL, &["'team-a'", "0"]),
+        ),
+        (
+            "audit.verify.chains".into(),
+            fill(verify::CHAINS_SQL, &["'org-a'", "''", "''"]),
+        ),
+        (
+            "audit.verify.max_seq".into(),
+            fill(verify::MAX_SEQ_SQL, &["'team-a'"]),
+        ),
+        (
+            "audit.verify.checkpoints".into(),
+            fill(&verify::checkpoints_sql(), &["'team-a'"]),
+        ),
+        (
+            "audit.verify.entries_page".into(),
+            fill(&verify::entries_page_sql(), &["'team-a'", "0", "250000"]),
+        ),
+        (
+            "audit.export.chain_entries".into(),
+            fill(&trail::chain_entries_sql(), &["'team-a'"]),
+        ),
+    ]
+}
+
+/// `sql` with each `?` replaced by the next sample value, in order.
+fn fill(sql: &str, values: &[&str]) -> String {
+    values
+        .iter()
+        .fold(sql.to_string(), |sql, value| sql.replacen('?', value, 1))
+}

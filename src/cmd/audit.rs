@@ -1,0 +1,113 @@
+//! `tollgate audit ...`: audit chain tools. `keygen` creates the Ed25519
+//! checkpoint signing key (a 32-byte seed, hex, in a file only its owner can
+//! read) and prints its public key.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use rand::rngs::OsRng;
+use rand::TryRngCore;
+use tollgate_processors::audit::checkpoint::CheckpointSigner;
+use tollgate_processors::audit::trail::export;
+
+use crate::config::Config;
+
+#[derive(clap::Subcommand)]
+pub enum AuditCommand {
+    /// Create a checkpoint signing key; point `[audit] signing_key_file` at it.
+    Keygen {
+        /// Where to write the key (refuses to overwrite).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of the configured signing key (hex).
+    PublicKey,
+    /// Export an org's (or team's) chains with their checkpoints and the
+    /// public key as NDJSON, for offline verification (docs/audit.md).
+    Export {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        team: Option<String>,
+        /// Output file; stdout when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+pub async fn run(command: AuditCommand, config: &Config) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Keygen { out } => {
+            let mut seed = [0u8; 32];
+            OsRng
+                .try_fill_bytes(&mut seed)
+                .context("cannot read the operating system's random number generator")?;
+            let signer = CheckpointSigner::from_seed(&seed);
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options.open(&out).with_context(|| {
+                format!("cannot create {} (it must not exist yet)", out.display())
+            })?;
+            writeln!(file, "{}", hex::encode(seed))
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!(
+                "wrote {}; set [audit] signing_key_file = \"{}\"; public key:",
+                out.display(),
+                out.display()
+            );
+            println!("{}", signer.public_key_hex());
+        }
+        AuditCommand::PublicKey => {
+            let signer = config
+                .audit
+                .signer()?
+                .context("no [audit] signing_key or signing_key_file configured")?;
+            println!("{}", signer.public_key_hex());
+        }
+        AuditCommand::Export { org, team, out } => {
+            let public_key = config
+                .audit
+                .signer()?
+                .map(|s| s.public_key_hex().to_string());
+            let ch = tollgate_processors::clickhouse::client(&config.clickhouse);
+            let summary = match &out {
+                Some(path) => {
+                    let file = tokio::fs::File::create(path)
+                        .await
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    let mut writer = tokio::io::BufWriter::new(file);
+                    export(
+                        &ch,
+                        &org,
+                        team.as_deref(),
+                        public_key.as_deref(),
+                        &mut writer,
+                    )
+                    .await?
+                }
+                None => {
+                    let mut writer = tokio::io::BufWriter::new(tokio::io::stdout());
+                    export(
+                        &ch,
+                        &org,
+                        team.as_deref(),
+                        public_key.as_deref(),
+                        &mut writer,
+                    )
+                    .await?
+                }
+            };
+            eprintln!(
+                "exported {} chains, {} entries, {} checkpoints",
+                summary.chains, summary.entries, summary.checkpoints
+            );
+        }
+    }
+    Ok(())
+}

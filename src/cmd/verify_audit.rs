@@ -1,0 +1,72 @@
+//! `tollgate verify-audit`: recompute an org's (or team's) audit chains from
+//! ClickHouse, check every checkpoint's signature against the configured
+//! (or given) public key, and report per chain either what was verified or
+//! the first broken link. Exits 1 when a chain is broken.
+
+use anyhow::Context;
+use tollgate_processors::audit::checkpoint::parse_public_key;
+use tollgate_processors::audit::verify::verify;
+use tollgate_processors::clickhouse::client;
+
+use crate::config::Config;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Org whose chains to verify.
+    #[arg(long)]
+    org: String,
+    /// Only the chains holding this team's entries.
+    #[arg(long)]
+    team: Option<String>,
+    /// Trusted checkpoint public key (hex); defaults to the configured signing key's.
+    #[arg(long)]
+    public_key: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+    let trusted =
+        match &args.public_key {
+            Some(hex_key) => Some(parse_public_key(hex_key).with_context(|| {
+                format!("--public-key {hex_key:?} is not an Ed25519 public key")
+            })?),
+            None => config
+                .audit
+                .signer()?
+                .and_then(|s| parse_public_key(s.public_key_hex())),
+        };
+    if trusted.is_none() {
+        eprintln!("warning: no trusted public key (--public-key or [audit] signing key): checkpoint signatures are checked against the key each checkpoint names");
+    }
+    let ch = client(&config.clickhouse);
+    let report = verify(&ch, &args.org, args.team.as_deref(), trusted.as_ref())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot read the audit chain from clickhouse at {}",
+                config.clickhouse.url
+            )
+        })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for line in report.lines() {
+            println!("{line}");
+        }
+        println!(
+            "{}: {} chains, {} entries, {} checkpoints in {} ms ({} entries/s)",
+            if report.ok { "OK" } else { "BROKEN" },
+            report.chains.len(),
+            report.entries,
+            report.checkpoints,
+            report.elapsed_ms,
+            report.entries_per_s
+        );
+    }
+    if !report.ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
