@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use tollgate_api::config::ApiConfig;
 use tollgate_ingest::config::{IngestConfig, KafkaConfig, PostgresConfig};
+use tollgate_ingest::proxy::config::ProxyConfig;
 use tollgate_processors::config::{ClickHouseConfig, ProcessorConfig};
 
 /// Environment variables with the `TOLLGATE_` prefix that are not settings.
@@ -22,6 +23,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub clickhouse: ClickHouseConfig,
     pub ingest: IngestConfig,
+    pub proxy: ProxyConfig,
     pub processor: ProcessorConfig,
     pub api: ApiConfig,
     pub telemetry: TelemetryConfig,
