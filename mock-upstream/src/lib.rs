@@ -102,6 +102,11 @@ struct MockState {
     next_id: AtomicU64,
 }
 
+/// The whole reply text of an answer with `output_tokens` tokens.
+pub fn reply_text(output_tokens: u64) -> String {
+    wire::reply_tokens(output_tokens).concat()
+}
+
 /// The mock's routes.
 pub fn router(config: MockConfig) -> Router {
     let state = Arc::new(MockState {
