@@ -130,6 +130,13 @@ pub async fn serve(
     config: MockConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Responses are written in pieces (headers, then chunks): without
+    // TCP_NODELAY, Nagle and the client's delayed ACK add ~40 ms per call.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(config))
         .with_graceful_shutdown(shutdown)
         .await
