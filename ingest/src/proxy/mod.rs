@@ -341,7 +341,15 @@ async fn handle(
     };
     let bytes = match read_body(body, &headers, state.config.max_body_bytes).await {
         Ok(bytes) => bytes,
-        Err(err) => return err.into_response(dialect),
+        Err(err) => {
+            // The rest of the body is not read: the connection cannot be reused.
+            let mut response = err.into_response(dialect);
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return response;
+        }
     };
     let request: Value = match serde_json::from_slice::<Value>(&bytes) {
         Ok(v) if v.is_object() => v,
