@@ -1156,3 +1156,34 @@ async fn a_kafka_outage_loses_and_reorders_no_event() {
     }
     assert!(proxy.log().contains("spooling to disk"), "{}", proxy.log());
 }
+
+#[tokio::test]
+async fn a_failing_model_falls_back_after_its_retries_and_the_calls_are_linked() {
+    let mut proxy = Proxy::start(
+        "proxy_fallback",
+        r#"fallbacks = { "mock-fail-503" = ["gpt-4o-mini"] }"#,
+        None,
+    )
+    .await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "fallback", "ivy", None);
+    let response = proxy.chat(&key, "mock-fail-503", &[]).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["model"], "gpt-4o-mini");
+    let events = proxy.events(4);
+    assert_eq!(events.len(), 4, "{events:#?}");
+    for (i, e) in events[..3].iter().enumerate() {
+        assert_eq!(e["kind"], "ai.call.failed");
+        assert_eq!(call(e)["model"], "mock-fail-503");
+        assert_eq!(call(e)["http_status"], 503);
+        assert_eq!(call(e)["attempt"], i as u64 + 1);
+        assert_eq!(call(e)["call_id"], call(&events[0])["call_id"]);
+    }
+    let served = &events[3];
+    assert_eq!(served["kind"], "ai.call.completed");
+    assert_eq!(call(served)["model"], "gpt-4o-mini");
+    assert_eq!(call(served)["requested_model"], "mock-fail-503");
+    assert_eq!(call(served)["fallback_of"], call(&events[0])["call_id"]);
+    assert_ne!(call(served)["call_id"], call(&events[0])["call_id"]);
+}

@@ -201,6 +201,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn proxy_events_pass_the_ingest_contract() {
+        let key = VirtualKey {
+            id: Uuid::now_v7(),
+            prefix: "abcdefgh".into(),
+            role: "proxy".into(),
+            org_id: "acme".into(),
+            team_id: "search".into(),
+            user_id: "alice".into(),
+            allowed_models: vec![],
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-tollgate-tag-feature", "search".parse().unwrap());
+        let ctx = CallContext::new(key, &headers, Operation::Chat, "gpt-4o", true, b"{}");
+        let mut record = ctx.attempt("openai", "gpt-4o-mini");
+        record.ttft = Some(Duration::from_millis(12));
+        record.duration = Duration::from_millis(40);
+        record.usage_estimated = true;
+        record.outcome = Outcome::Cancelled;
+        record.http_status = 200;
+        record.response_sha256 = Some(sha256_hex(b"x"));
+        let blocked_event = blocked(
+            &ctx,
+            GATE,
+            "gpt-4o",
+            Outcome::Blocked,
+            403,
+            "denied",
+            "budget",
+            Duration::ZERO,
+        );
+        for event in [ctx.event(record), blocked_event] {
+            let value = serde_json::to_value(&event).unwrap();
+            let parsed = crate::contract::parse_event(
+                value,
+                Utc::now(),
+                &crate::contract::Limits::default(),
+            );
+            assert_eq!(parsed.map_err(|r| r.to_string()), Ok(event));
+        }
+    }
+
+    #[test]
     fn trace_and_tags_come_from_headers() {
         let mut h = HeaderMap::new();
         h.insert(
