@@ -197,8 +197,34 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     pool.close().await;
     let _ = stop_mock.send(());
     let _ = mock.await;
-    eprintln!("bench proxy: proxy log {}", log_path.display());
+    delete_topic(
+        &proxy_config.kafka.brokers,
+        &proxy_config.kafka.events_topic,
+    )
+    .await;
+    if work.join("spool/events.ndjson").exists() {
+        eprintln!(
+            "bench proxy: events were left in the spool (was kafka reachable?); kept {} (proxy.log there)",
+            work.display()
+        );
+    } else if let Err(err) = std::fs::remove_dir_all(&work) {
+        eprintln!("bench proxy: cannot remove {}: {err}", work.display());
+    }
     Ok(())
+}
+
+/// Remove the bench's throw-away events topic (best effort).
+async fn delete_topic(brokers: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: Result<AdminClient<DefaultClientContext>, _> = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create();
+    let Ok(admin) = admin else { return };
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    if let Err(err) = admin.delete_topics(&[topic], &options).await {
+        eprintln!("bench proxy: could not delete topic {topic}: {err}");
+    }
 }
 
 /// Kills the child if the bench stops early.
