@@ -324,6 +324,25 @@ backoff_max_ms = 2000
             .unwrap()
     }
 
+    /// One sample from `GET /metrics`.
+    async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     async fn chat(
         &self,
         key: &str,
@@ -799,6 +818,12 @@ async fn decisions_deny_throttle_reroute_and_the_local_rate_limit_apply() {
         .find(|e| call(e)["requested_model"] == "gpt-4o" && e["kind"] == "ai.call.completed")
         .expect("rerouted call event");
     assert_eq!(call(rerouted)["model"], "gpt-4o-mini");
+    assert_eq!(
+        proxy.metric("tollgate_proxy_blocked_total").await as usize,
+        blocked.len()
+    );
+    assert!(proxy.metric("tollgate_proxy_decision_records_total").await >= 6);
+    assert!(proxy.metric("tollgate_proxy_decision_freshness_ms").await < 1000);
 }
 
 /// Send raw bytes over TCP and return the status line.
@@ -1155,6 +1180,13 @@ async fn a_kafka_outage_loses_and_reorders_no_event() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(proxy.log().contains("spooling to disk"), "{}", proxy.log());
+    let spooled = proxy.metric("tollgate_proxy_events_spooled_total").await;
+    assert!(spooled >= 20, "spooled {spooled}");
+    assert_eq!(
+        proxy.metric("tollgate_proxy_events_replayed_total").await,
+        spooled
+    );
+    assert_eq!(proxy.metric("tollgate_proxy_spool_pending_bytes").await, 0);
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+use super::metrics::ProxyMetrics;
 use crate::config::KafkaConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +167,7 @@ pub fn parse_record(key: &str, payload: Option<&[u8]>) -> Option<Decision> {
 pub async fn start(
     kafka: &KafkaConfig,
     load_timeout: Duration,
+    metrics: Arc<ProxyMetrics>,
 ) -> Result<(Arc<DecisionCache>, JoinHandle<()>), String> {
     let cache = Arc::new(DecisionCache::default());
     let topic = kafka.decisions_topic.clone();
@@ -189,7 +191,13 @@ pub async fn start(
         })?;
     let consumer = Arc::new(consumer);
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<usize>();
-    let task = tokio::spawn(tail(consumer, topic.clone(), cache.clone(), loaded_tx));
+    let task = tokio::spawn(tail(
+        consumer,
+        topic.clone(),
+        cache.clone(),
+        loaded_tx,
+        metrics,
+    ));
     match tokio::time::timeout(load_timeout, loaded_rx).await {
         Ok(Ok(records)) => {
             tracing::info!(%topic, records, in_force = cache.len(), "decisions loaded")
@@ -206,6 +214,7 @@ async fn tail(
     topic: String,
     cache: Arc<DecisionCache>,
     loaded: tokio::sync::oneshot::Sender<usize>,
+    metrics: Arc<ProxyMetrics>,
 ) {
     // Wait for the topic, then assign every partition from the beginning.
     let ends = loop {
@@ -277,6 +286,12 @@ async fn tail(
                     let decision = parse_record(&key, message.payload());
                     tracing::debug!(subject = %key, ?decision, "decision applied");
                     cache.apply(&key, decision);
+                    ProxyMetrics::inc(&metrics.decision_records);
+                    ProxyMetrics::set(&metrics.decisions_in_force, cache.len() as u64);
+                    if let Some(written) = message.timestamp().to_millis() {
+                        let lag = Utc::now().timestamp_millis().saturating_sub(written);
+                        ProxyMetrics::set(&metrics.decision_lag_ms, lag.max(0) as u64);
+                    }
                 }
                 if loaded.is_some() {
                     if let Some(high) = behind.get(&message.partition()) {

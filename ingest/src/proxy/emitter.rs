@@ -8,11 +8,13 @@
 //! in order before it sends anything new directly. Order is kept because
 //! there is one writer and the spool is strictly FIFO.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::metrics::ProxyMetrics;
 use super::spool::Spool;
 use crate::contract::Event;
 use crate::producer::EventProducer;
@@ -50,13 +52,21 @@ pub fn start(
     producer: EventProducer,
     spool: Spool,
     capacity: usize,
+    metrics: Arc<ProxyMetrics>,
 ) -> (EventEmitter, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    let task = tokio::spawn(run(producer, spool, rx));
+    let task = tokio::spawn(run(producer, spool, rx, metrics));
     (EventEmitter { tx }, task)
 }
 
-async fn run(producer: EventProducer, mut spool: Spool, mut rx: mpsc::Receiver<Event>) {
+async fn run(
+    producer: EventProducer,
+    mut spool: Spool,
+    mut rx: mpsc::Receiver<Event>,
+    metrics: Arc<ProxyMetrics>,
+) {
+    let m = metrics.as_ref();
+    ProxyMetrics::set(&m.spool_pending_bytes, spool.pending_bytes());
     let mut batch = Vec::with_capacity(BATCH);
     if spool.has_pending() {
         tracing::warn!(dir = %spool.dir().display(), bytes = spool.pending_bytes(), "event spool has events from an earlier run; replaying them first");
@@ -64,8 +74,8 @@ async fn run(producer: EventProducer, mut spool: Spool, mut rx: mpsc::Receiver<E
     loop {
         if spool.has_pending() {
             // Spooling: new events join the spool's tail; replay when Kafka answers.
-            let closed = drain_into_spool(&mut rx, &mut spool).await;
-            if replay(&producer, &mut spool).await {
+            let closed = drain_into_spool(&mut rx, &mut spool, m).await;
+            if replay(&producer, &mut spool, m).await {
                 continue;
             }
             if closed {
@@ -76,7 +86,7 @@ async fn run(producer: EventProducer, mut spool: Spool, mut rx: mpsc::Receiver<E
                 () = tokio::time::sleep(PROBE_EVERY) => {}
                 received = rx.recv() => {
                     if let Some(event) = received {
-                        append(&mut spool, &[event]);
+                        append(&mut spool, &[event], m);
                     }
                 }
             }
@@ -87,6 +97,8 @@ async fn run(producer: EventProducer, mut spool: Spool, mut rx: mpsc::Receiver<E
             return; // closed and empty
         }
         let results = producer.send_batch(&batch).await;
+        let acknowledged = results.iter().filter(|r| r.is_ok()).count() as u64;
+        ProxyMetrics::add(&m.events_produced, acknowledged);
         let first_failed = results.iter().position(Result::is_err);
         if let Some(i) = first_failed {
             let failed: Vec<Event> = batch[i..]
@@ -101,31 +113,40 @@ async fn run(producer: EventProducer, mut spool: Spool, mut rx: mpsc::Receiver<E
                 .map(|e| e.reason.clone())
                 .unwrap_or_default();
             tracing::warn!(%reason, spooled = failed.len(), dir = %spool.dir().display(), "kafka did not acknowledge events; spooling to disk until it does");
-            append(&mut spool, &failed);
+            append(&mut spool, &failed, m);
         }
     }
 }
 
 /// Move whatever is queued into the spool. `true` when the queue is closed.
-async fn drain_into_spool(rx: &mut mpsc::Receiver<Event>, spool: &mut Spool) -> bool {
+async fn drain_into_spool(
+    rx: &mut mpsc::Receiver<Event>,
+    spool: &mut Spool,
+    m: &ProxyMetrics,
+) -> bool {
     let mut events = Vec::new();
     loop {
         match rx.try_recv() {
             Ok(event) => events.push(event),
             Err(mpsc::error::TryRecvError::Empty) => {
-                append(spool, &events);
+                append(spool, &events, m);
                 return false;
             }
             Err(mpsc::error::TryRecvError::Disconnected) => {
-                append(spool, &events);
+                append(spool, &events, m);
                 return true;
             }
         }
     }
 }
 
-fn append(spool: &mut Spool, events: &[Event]) {
-    if let Err(err) = spool.append(events) {
+fn append(spool: &mut Spool, events: &[Event], m: &ProxyMetrics) {
+    let appended = spool.append(events);
+    ProxyMetrics::set(&m.spool_pending_bytes, spool.pending_bytes());
+    if appended.is_ok() {
+        ProxyMetrics::add(&m.events_spooled, events.len() as u64);
+    }
+    if let Err(err) = appended {
         // The disk refused: the log is the last place the events can go.
         tracing::error!(%err, "cannot write the event spool");
         for event in events {
@@ -137,7 +158,7 @@ fn append(spool: &mut Spool, events: &[Event]) {
 }
 
 /// Replay one batch from the spool if Kafka answers. `true` if it advanced.
-async fn replay(producer: &EventProducer, spool: &mut Spool) -> bool {
+async fn replay(producer: &EventProducer, spool: &mut Spool, m: &ProxyMetrics) -> bool {
     if !matches!(
         producer.check_connected(Duration::from_secs(1)).await,
         Ok(true)
@@ -160,7 +181,11 @@ async fn replay(producer: &EventProducer, spool: &mut Spool) -> bool {
         Some(0) => return false,
         Some(failed) => read[failed - 1].1,
     };
-    if let Err(err) = spool.advance(advance_to) {
+    let acknowledged = results.iter().take_while(|r| r.is_ok()).count() as u64;
+    let advanced = spool.advance(advance_to);
+    ProxyMetrics::add(&m.events_replayed, acknowledged);
+    ProxyMetrics::set(&m.spool_pending_bytes, spool.pending_bytes());
+    if let Err(err) = advanced {
         tracing::error!(%err, "cannot record the spool position");
         return false;
     }

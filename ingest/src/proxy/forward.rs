@@ -17,6 +17,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::errors::ProxyError;
+use super::metrics::ProxyMetrics;
 use super::observe::{self, Dialect, Observer};
 use super::record::{AttemptRecord, CallContext};
 use super::routing::Route;
@@ -249,6 +250,7 @@ pub async fn forward(
             template.call_id = Uuid::now_v7().to_string();
             template.fallback_of = ctx.call_id.clone();
             tracing::info!(call_id = %ctx.call_id, model = %route.model, "trying fallback model");
+            ProxyMetrics::inc(&state.metrics.fallbacks);
         }
         let headers = upstream_headers(client_headers, upstream, dialect);
         let body = upstream_body(request, original, &route.model, inject_usage);
@@ -266,6 +268,10 @@ pub async fn forward(
             let mut record = template.clone();
             record.attempt = attempt;
             let started = Instant::now();
+            ProxyMetrics::inc(&state.metrics.upstream_attempts);
+            if attempt > 1 {
+                ProxyMetrics::inc(&state.metrics.retries);
+            }
             let sent = upstream
                 .client
                 .post(&url)
@@ -365,6 +371,7 @@ pub async fn forward(
             };
             record.duration = started.elapsed();
             tracing::info!(call_id = %record.call_id, provider = %record.provider, model = %record.model, attempt, status = record.http_status, retryable, "upstream attempt failed");
+            ProxyMetrics::inc(&state.metrics.upstream_failures);
             state.emitter.emit(ctx.event(record.clone())).await;
             let wait = backoff(attempt, base, max_backoff, server_wait);
             let wait_ok = server_wait.is_none_or(|w| w <= max_backoff);
@@ -479,6 +486,9 @@ fn relay(
         let (usage, estimated) = observer.usage_so_far();
         record.usage = usage;
         record.usage_estimated = estimated && outcome != Outcome::Success;
+        if outcome == Outcome::Cancelled {
+            ProxyMetrics::inc(&state.metrics.cancelled);
+        }
         record.outcome = outcome;
         record.duration = started.elapsed();
         record.response_sha256 = Some(observer.response_sha256());

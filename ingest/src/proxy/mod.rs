@@ -10,7 +10,7 @@
 //! decision cache), [`forward`] (attempts, retries, relay), [`observe`]
 //! (usage and TTFT from the bytes passing through), [`record`] (events),
 //! [`emitter`] and [`spool`] (delivery to Kafka), [`errors`] (the proxy's
-//! own error replies).
+//! own error replies), [`metrics`] (`GET /metrics`).
 
 pub mod auth;
 pub mod config;
@@ -18,6 +18,7 @@ pub mod decisions;
 pub mod emitter;
 pub mod errors;
 pub mod forward;
+pub mod metrics;
 pub mod observe;
 pub mod record;
 pub mod routing;
@@ -46,6 +47,7 @@ use self::config::{ProviderConfig, ProviderKind, ProxyConfig};
 use self::decisions::{Action, DecisionCache, Subjects};
 use self::emitter::EventEmitter;
 use self::errors::ProxyError;
+use self::metrics::ProxyMetrics;
 use self::observe::Dialect;
 use self::record::{CallContext, GATE};
 use self::routing::{Route, RouteTable};
@@ -117,6 +119,7 @@ pub struct ProxyState {
     pub limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
     pub emitter: EventEmitter,
     pub upstreams: HashMap<String, Upstream>,
+    pub metrics: Arc<ProxyMetrics>,
 }
 
 /// Why the proxy cannot start.
@@ -204,12 +207,17 @@ pub async fn start(
         message_timeout_ms: config.kafka_timeout_ms,
         ..kafka.clone()
     })?;
+    let metrics = Arc::new(ProxyMetrics::default());
     let spool = spool::Spool::open(Path::new(&config.spool_dir))?;
-    let (emitter, emitter_task) = emitter::start(producer.clone(), spool, config.event_queue);
-    let (decisions, decisions_task) =
-        decisions::start(kafka, Duration::from_secs(config.decisions_load_secs))
-            .await
-            .map_err(ProxyStartError::Decisions)?;
+    let (emitter, emitter_task) =
+        emitter::start(producer.clone(), spool, config.event_queue, metrics.clone());
+    let (decisions, decisions_task) = decisions::start(
+        kafka,
+        Duration::from_secs(config.decisions_load_secs),
+        metrics.clone(),
+    )
+    .await
+    .map_err(ProxyStartError::Decisions)?;
     let limiter = NonZeroU32::new(config.rate_limit.requests_per_second).map(|rps| {
         let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(rps);
         RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
@@ -222,6 +230,7 @@ pub async fn start(
         limiter,
         emitter,
         upstreams,
+        metrics,
     });
     Ok(ProxyRuntime {
         state,
@@ -258,6 +267,7 @@ pub fn router(state: Arc<ProxyState>) -> Router {
         .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
         .with_state(state)
 }
 
@@ -279,6 +289,14 @@ async fn embeddings(State(s): State<Arc<ProxyState>>, headers: HeaderMap, body: 
 
 async fn messages(State(s): State<Arc<ProxyState>>, headers: HeaderMap, body: Body) -> Response {
     handle(s, Endpoint::Messages, headers, body).await
+}
+
+async fn metrics_text(State(state): State<Arc<ProxyState>>) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn authenticate(state: &ProxyState, headers: &HeaderMap) -> Result<VirtualKey, ProxyError> {
@@ -328,6 +346,18 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 }
 
 async fn handle(
+    state: Arc<ProxyState>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let metrics = state.metrics.clone();
+    let response = handle_call(state, endpoint, headers, body).await;
+    metrics.response(response.status().as_u16());
+    response
+}
+
+async fn handle_call(
     state: Arc<ProxyState>,
     endpoint: Endpoint,
     headers: HeaderMap,
@@ -576,6 +606,7 @@ async fn refuse(
         &err.message,
         started.elapsed(),
     );
+    ProxyMetrics::inc(&state.metrics.blocked);
     let emitter = state.emitter.clone();
     tokio::spawn(async move { emitter.emit(event).await });
     tracing::info!(call_id = %ctx.call_id, status = err.status.as_u16(), reason = %err.message, "call refused");
