@@ -1219,3 +1219,82 @@ async fn a_failing_model_falls_back_after_its_retries_and_the_calls_are_linked()
     assert_eq!(call(served)["fallback_of"], call(&events[0])["call_id"]);
     assert_ne!(call(served)["call_id"], call(&events[0])["call_id"]);
 }
+
+#[tokio::test]
+async fn events_spooled_at_shutdown_are_replayed_by_the_next_proxy() {
+    let data = tempfile::tempdir().unwrap();
+    let ports = (support::free_port(), support::free_port());
+    kafka_scratch("start", data.path(), Some(ports));
+    let _guard = ScratchKafka(data.path().to_path_buf());
+    let brokers = format!("127.0.0.1:{}", ports.0);
+    let mut proxy = Proxy::start("proxy_restart", "", Some(&brokers)).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "restart", "u", None);
+
+    kafka_scratch("stop", data.path(), None);
+    for n in 1..=10 {
+        let r = proxy
+            .chat(
+                &key,
+                "gpt-4o-mini",
+                &[("x-tollgate-tag-seq", &n.to_string())],
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    // SIGTERM: the proxy must put every queued event in the spool before it exits.
+    let child = proxy.children.last_mut().unwrap();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "proxy did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exit.success(), "proxy exit {exit:?}; log:\n{}", proxy.log());
+    let spool = proxy.env.dir.path().join("spool/events.ndjson");
+    let spooled = std::fs::read_to_string(&spool).unwrap_or_default();
+    assert_eq!(
+        spooled.lines().count(),
+        10,
+        "spool after shutdown:\n{spooled}\nlog:\n{}",
+        proxy.log()
+    );
+
+    kafka_scratch("start", data.path(), Some(ports));
+    proxy.run_proxy().await;
+    let events = read_events(
+        &brokers,
+        &proxy.env.events_topic,
+        10,
+        Duration::from_secs(60),
+    );
+    let seqs: Vec<u32> = events
+        .iter()
+        .map(|e| e["tags"]["seq"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=10).collect::<Vec<u32>>(),
+        "log:\n{}",
+        proxy.log()
+    );
+    let start = Instant::now();
+    while spool.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "spool not emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
