@@ -408,6 +408,7 @@ out["stream_usage"] = {"text": "".join(ch.choices[0].delta.content or "" for ch 
                        "usage": usages[-1] if usages else None}
 e = c.embeddings.create(model="text-embedding-3-small", input=["x y", "z"])
 out["embed"] = {"n": len(e.data), "usage": e.usage.model_dump()}
+out["models"] = sorted(m.id for m in c.models.list())
 print(json.dumps(out))
 "#;
 
@@ -436,6 +437,11 @@ async fn openai_sdk_calls_pass_through_and_events_carry_exact_usage() {
         5
     );
     assert_eq!(out["embed"]["n"], 2);
+    assert_eq!(
+        out["models"],
+        json!(["gpt-4o", "gpt-4o-mini", "o3-mini", "text-embedding-3-small"]),
+        "prefix patterns are not listed"
+    );
 
     let events = proxy.events(4);
     assert_eq!(events.len(), 4, "{events:#?}");

@@ -261,6 +261,14 @@ fn event_end(buf: &[u8]) -> Option<usize> {
 }
 
 fn has_openai_content(choice: &Value) -> bool {
+    // Legacy completions stream `text`, chat streams a `delta`.
+    if choice
+        .get("text")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty())
+    {
+        return true;
+    }
     let Some(delta) = choice.get("delta").and_then(Value::as_object) else {
         return false;
     };
