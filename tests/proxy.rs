@@ -183,7 +183,7 @@ backoff_max_ms = 2000
 [proxy.providers.mockant]
 kind = "anthropic"
 base_url = "http://127.0.0.1:{mock_port}/v1"
-api_key = "{UPSTREAM_KEY}"
+api_key_env = "MOCK_UPSTREAM_KEY_FOR_TESTS"
 models = ["claude-*"]
 first_byte_timeout_ms = 1500
 max_retries = 2
@@ -242,6 +242,7 @@ backoff_max_ms = 2000
                 self.env.dir.path().join("spool"),
             )
             .env("RUST_LOG", "info,tollgate_ingest=debug")
+            .env("MOCK_UPSTREAM_KEY_FOR_TESTS", UPSTREAM_KEY)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -1303,4 +1304,43 @@ async fn events_spooled_at_shutdown_are_replayed_by_the_next_proxy() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn malformed_upstream_answers_reach_the_client_as_sent_and_are_recorded_as_errors() {
+    let mut proxy = Proxy::start("proxy_malformed", "", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "malformed", "u", None);
+    let response = proxy
+        .chat(&key, "gpt-4o-mini", &[("x-mock-fail", "malformed")])
+        .await;
+    assert_eq!(
+        response.status(),
+        200,
+        "a 200 is passed through, bytes as sent"
+    );
+    let body = response.text().await.unwrap();
+    assert!(serde_json::from_str::<Value>(&body).is_err(), "{body}");
+    let response = proxy
+        .http
+        .post(format!("{}/v1/chat/completions", proxy.url()))
+        .bearer_auth(&key)
+        .header("x-mock-fail", "malformed")
+        .json(&json!({"model": "gpt-4o-mini", "stream": true, "max_tokens": 6, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let streamed = response.text().await.unwrap();
+    assert!(streamed.ends_with("data: [DONE]\n\n"), "{streamed}");
+    let events = proxy.events(2);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    for e in &events {
+        assert_eq!(e["kind"], "ai.call.failed");
+        assert_eq!(call(e)["outcome"], "error");
+        assert_eq!(call(e)["error"]["type"], "malformed_response");
+        assert_eq!(call(e)["http_status"], 200);
+    }
+    // The stream's own usage chunk still arrived: exact, not estimated.
+    assert_eq!(usage(&events[1]).1, 6);
 }
