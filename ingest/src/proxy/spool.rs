@@ -5,13 +5,15 @@
 //! crash; replay goes strictly in file order.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::contract::Event;
 
 const DATA: &str = "events.ndjson";
 const POSITION: &str = "events.pos";
+/// How much of the file's end is searched for the last complete line.
+const TORN_TAIL_SCAN: u64 = 1024 * 1024;
 
 pub struct Spool {
     dir: PathBuf,
@@ -47,12 +49,17 @@ impl Spool {
             Err(_) => 0,
         };
         if len > 0 {
-            let bytes = fs::read(&data).map_err(io(&data))?;
-            let good = bytes
+            // Only the tail can be torn; events are far smaller than this.
+            let tail_start = len.saturating_sub(TORN_TAIL_SCAN);
+            let mut file = File::open(&data).map_err(io(&data))?;
+            file.seek(SeekFrom::Start(tail_start)).map_err(io(&data))?;
+            let mut tail = Vec::new();
+            file.read_to_end(&mut tail).map_err(io(&data))?;
+            let good = tail
                 .iter()
                 .rposition(|b| *b == b'\n')
-                .map(|i| i + 1)
-                .unwrap_or(0) as u64;
+                .map(|i| tail_start + i as u64 + 1)
+                .unwrap_or(tail_start);
             if good < len {
                 tracing::error!(path = %data.display(), cut = len - good, "event spool ends in a torn line; cutting it off");
                 let file = OpenOptions::new()
