@@ -1344,3 +1344,35 @@ async fn malformed_upstream_answers_reach_the_client_as_sent_and_are_recorded_as
     // The stream's own usage chunk still arrived: exact, not estimated.
     assert_eq!(usage(&events[1]).1, 6);
 }
+
+#[tokio::test]
+async fn a_tiny_event_queue_spills_to_disk_and_loses_nothing() {
+    let mut proxy = Proxy::start("proxy_backlog", "event_queue = 2", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "backlog", "u", None);
+    let calls = (0..60).map(|n| {
+        let seq = n.to_string();
+        let proxy = &proxy;
+        let key = &key;
+        async move {
+            proxy
+                .chat(key, "gpt-4o-mini", &[("x-tollgate-tag-seq", &seq)])
+                .await
+                .status()
+        }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let events = proxy.events(60);
+    let seqs: HashSet<String> = events
+        .iter()
+        .map(|e| e["tags"]["seq"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!((events.len(), seqs.len()), (60, 60));
+    let produced = proxy.metric("tollgate_proxy_events_produced_total").await;
+    let spooled = proxy.metric("tollgate_proxy_events_spooled_total").await;
+    let replayed = proxy.metric("tollgate_proxy_events_replayed_total").await;
+    println!("backlog: {produced} produced directly, {spooled} spooled, {replayed} replayed");
+    assert_eq!(produced + replayed, 60);
+    assert_eq!(spooled, replayed);
+}

@@ -5,8 +5,10 @@
 //! when a batch is not acknowledged in `proxy.kafka_timeout_ms`, the
 //! unacknowledged events and everything after them go to the on-disk spool
 //! (fsynced), and the task probes Kafka once a second and replays the spool
-//! in order before it sends anything new directly. Order is kept because
-//! there is one writer and the spool is strictly FIFO.
+//! in order before it sends anything new directly. When Kafka acknowledges
+//! but more slowly than calls arrive (the queue is three quarters full), the
+//! backlog goes to the spool the same way. Order is kept because there is one
+//! writer and the spool is strictly FIFO.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +116,11 @@ async fn run(
                 .unwrap_or_default();
             tracing::warn!(%reason, spooled = failed.len(), dir = %spool.dir().display(), "kafka did not acknowledge events; spooling to disk until it does");
             append(&mut spool, &failed, m);
+        } else if rx.len() * 4 >= rx.max_capacity() * 3 {
+            // Kafka acknowledges, but slower than calls arrive: let the disk
+            // take the backlog rather than make callers wait on the queue.
+            tracing::warn!(queued = rx.len(), dir = %spool.dir().display(), "event queue 3/4 full; spooling the backlog to disk while kafka catches up");
+            drain_into_spool(&mut rx, &mut spool, m).await;
         }
     }
 }
