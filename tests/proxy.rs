@@ -1200,7 +1200,7 @@ async fn a_kafka_outage_loses_and_reorders_no_event() {
 async fn a_failing_model_falls_back_after_its_retries_and_the_calls_are_linked() {
     let mut proxy = Proxy::start(
         "proxy_fallback",
-        r#"fallbacks = { "mock-fail-503" = ["gpt-4o-mini"] }"#,
+        "fallbacks = { \"mock-fail-503\" = [\"gpt-4o-mini\"] }\naliases = { fast = \"gpt-4o-mini\" }",
         None,
     )
     .await;
@@ -1225,6 +1225,17 @@ async fn a_failing_model_falls_back_after_its_retries_and_the_calls_are_linked()
     assert_eq!(call(served)["requested_model"], "mock-fail-503");
     assert_eq!(call(served)["fallback_of"], call(&events[0])["call_id"]);
     assert_ne!(call(served)["call_id"], call(&events[0])["call_id"]);
+
+    // An alias is served by its model and recorded as asked.
+    let response = proxy.chat(&key, "fast", &[]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["model"],
+        "gpt-4o-mini"
+    );
+    let events = proxy.events(5);
+    assert_eq!(call(&events[4])["requested_model"], "fast");
+    assert_eq!(call(&events[4])["model"], "gpt-4o-mini");
 }
 
 #[tokio::test]
