@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use tollgate_api::config::ApiConfig;
 use tollgate_ingest::config::{IngestConfig, KafkaConfig, PostgresConfig};
+use tollgate_ingest::proxy::config::ProxyConfig;
 use tollgate_processors::audit::AuditConfig;
 use tollgate_processors::config::{ClickHouseConfig, ProcessorConfig};
 
@@ -23,6 +24,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub clickhouse: ClickHouseConfig,
     pub ingest: IngestConfig,
+    pub proxy: ProxyConfig,
     pub processor: ProcessorConfig,
     pub audit: AuditConfig,
     pub api: ApiConfig,

@@ -35,6 +35,10 @@ enum Command {
     Process(cmd::process::Args),
     /// Serve the report API and dashboards.
     Api(cmd::api::Args),
+    /// Serve the OpenAI/Anthropic-compatible proxy that records every call.
+    Proxy(cmd::proxy::Args),
+    /// Serve a stand-in for the OpenAI and Anthropic APIs (tests, demos, bench).
+    MockUpstream(cmd::mock_upstream::Args),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
@@ -65,6 +69,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => cmd::ingest::run(args, &config).await,
         Command::Process(args) => cmd::process::run(args, &config).await,
         Command::Api(args) => cmd::api::run(args, &config).await,
+        Command::Proxy(args) => cmd::proxy::run(args, &config).await,
+        Command::MockUpstream(args) => cmd::mock_upstream::run(args, &config).await,
         Command::Keys(command) => cmd::keys::run(command, &config).await,
         Command::Simulate(args) => cmd::simulate::run(args, &config).await,
         Command::Bench(command) => cmd::bench::run(command, &config).await,

@@ -14,9 +14,9 @@ use uuid::Uuid;
 
 use crate::error::IngestError;
 
-/// Roles a key can have. `ingest` sends events; `admin` may do everything;
-/// the others are the report API's readers.
-pub const ROLES: [&str; 5] = ["ingest", "admin", "finance", "sre", "compliance"];
+/// Roles a key can have. `ingest` sends events; `proxy` calls models through
+/// the proxy; `admin` may do everything; the others are the report API's readers.
+pub const ROLES: [&str; 6] = ["ingest", "proxy", "admin", "finance", "sre", "compliance"];
 /// Roles that may send events to `POST /v1/events`.
 pub const INGEST_ROLES: [&str; 2] = ["ingest", "admin"];
 

@@ -1,6 +1,6 @@
 //! Tollgate ingest: the event contract every other crate speaks, the Kafka
 //! producer that puts events on `tollgate.events`, API-key authentication,
-//! and the HTTP batch ingest endpoint.
+//! the HTTP batch ingest endpoint, and the OpenAI/Anthropic-compatible proxy.
 
 pub mod config;
 pub mod contract;
@@ -9,5 +9,6 @@ pub mod http;
 pub mod keys;
 pub mod postgres;
 pub mod producer;
+pub mod proxy;
 
 pub use error::{Fault, IngestError};

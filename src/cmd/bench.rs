@@ -2,6 +2,7 @@
 //! asserts on speed; the numbers are for people and for the docs.
 
 mod ingest;
+mod proxy;
 
 use crate::config::Config;
 
@@ -11,10 +12,15 @@ pub enum BenchCommand {
     /// visible in ClickHouse, with consumer lag over time and the processor's
     /// peak RSS. Runs against a fresh topic and database it creates.
     Ingest(ingest::Args),
+    /// The proxy's added latency: the same requests to the mock upstream
+    /// directly and through `tollgate proxy`, interleaved in one run, with
+    /// the proxy's throughput, CPU and RSS.
+    Proxy(proxy::Args),
 }
 
 pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest::run(args, config).await,
+        BenchCommand::Proxy(args) => proxy::run(args, config).await,
     }
 }

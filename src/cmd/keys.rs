@@ -17,9 +17,19 @@ pub enum KeysCommand {
         /// events of any org.
         #[arg(long)]
         org: Option<String>,
-        /// ingest, admin, finance, sre or compliance.
+        /// ingest, proxy, admin, finance, sre or compliance.
         #[arg(long, default_value = "ingest")]
         role: String,
+        /// Team the proxy records this key's calls under.
+        #[arg(long)]
+        team: Option<String>,
+        /// User the proxy records this key's calls under.
+        #[arg(long)]
+        user: Option<String>,
+        /// Models the key may use through the proxy (comma-separated, exact
+        /// names or `prefix*`); any model when absent.
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
     },
     /// List keys (never their secrets).
     List {
@@ -35,8 +45,25 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
     let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
     let keys = KeyStore::new(pool.clone());
     let result = match command {
-        KeysCommand::Create { name, org, role } => {
+        KeysCommand::Create {
+            name,
+            org,
+            role,
+            team,
+            user,
+            models,
+        } => {
             let created = keys.create(&name, org.as_deref(), &role).await?;
+            if team.is_some() || user.is_some() || !models.is_empty() {
+                tollgate_ingest::proxy::auth::set_scope(
+                    &pool,
+                    created.id,
+                    team.as_deref(),
+                    user.as_deref(),
+                    &models,
+                )
+                .await?;
+            }
             eprintln!(
                 "created API key {} (id {}, name {name:?}, role {role}, org {}); store the secret now, it is not shown again:",
                 created.prefix,

@@ -1,0 +1,216 @@
+//! Virtual keys: the proxy authenticates clients with Tollgate API keys (the
+//! `api_keys` table) presented as `Authorization: Bearer <key>` (OpenAI
+//! SDKs) or `x-api-key` (Anthropic SDKs), and takes the tenant of every call
+//! (org, team, user) from the key, never from the request. Verified keys are
+//! cached for `proxy.key_cache_secs`, unknown ones for a few seconds, so the
+//! request path rarely touches PostgreSQL.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::IngestError;
+use crate::keys::{hash_secret, KeyStore};
+
+/// Roles whose keys may call the proxy.
+pub const PROXY_ROLES: [&str; 2] = ["proxy", "admin"];
+/// Tenant fields of a key that has none.
+pub const UNASSIGNED: &str = "unassigned";
+
+const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+const MAX_CACHED: usize = 100_000;
+
+/// A key as the proxy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualKey {
+    pub id: Uuid,
+    pub prefix: String,
+    pub role: String,
+    pub org_id: String,
+    pub team_id: String,
+    pub user_id: String,
+    /// Models (exact or `prefix*`) the key may use; empty = any.
+    pub allowed_models: Vec<String>,
+}
+
+impl VirtualKey {
+    pub fn may_use_proxy(&self) -> bool {
+        PROXY_ROLES.contains(&self.role.as_str())
+    }
+
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.allowed_models.is_empty()
+            || self
+                .allowed_models
+                .iter()
+                .any(|m| match m.strip_suffix('*') {
+                    Some(prefix) => model.starts_with(prefix),
+                    None => m == model,
+                })
+    }
+}
+
+/// The secret a client presented, if any: `Authorization: Bearer` first,
+/// then `x-api-key`.
+pub fn presented_secret(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    bearer
+        .or_else(|| {
+            headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        })
+        .filter(|s| !s.is_empty())
+}
+
+type Cached = (Option<VirtualKey>, Instant);
+
+pub struct KeyCache {
+    store: KeyStore,
+    pool: PgPool,
+    ttl: Duration,
+    cache: RwLock<HashMap<[u8; 32], Cached>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Scope {
+    org_id: Option<String>,
+    team_id: Option<String>,
+    user_id: Option<String>,
+    allowed_models: Option<Vec<String>>,
+}
+
+impl KeyCache {
+    pub fn new(pool: PgPool, ttl: Duration) -> Self {
+        Self {
+            store: KeyStore::new(pool.clone()),
+            pool,
+            ttl,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The key `secret` belongs to, if it exists, is not revoked, and may
+    /// use the proxy (a key of another role is treated as unknown).
+    pub async fn verify(&self, secret: &str) -> Result<Option<VirtualKey>, IngestError> {
+        let hash = hash_secret(secret);
+        if let Ok(cache) = self.cache.read() {
+            if let Some((key, at)) = cache.get(&hash) {
+                let ttl = if key.is_some() {
+                    self.ttl
+                } else {
+                    NEGATIVE_TTL
+                };
+                if at.elapsed() < ttl {
+                    return Ok(key.clone());
+                }
+            }
+        }
+        let key = match self.store.verify(secret).await? {
+            None => None,
+            Some(key) => {
+                let scope: Scope = sqlx::query_as(
+                    "SELECT org_id, team_id, user_id, allowed_models FROM api_keys WHERE id = $1",
+                )
+                .bind(key.id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|err| IngestError::postgres("reading a key's tenant", err))?;
+                Some(VirtualKey {
+                    id: key.id,
+                    prefix: key.prefix,
+                    role: key.role,
+                    org_id: scope.org_id.unwrap_or_else(|| UNASSIGNED.into()),
+                    team_id: scope.team_id.unwrap_or_else(|| UNASSIGNED.into()),
+                    user_id: scope.user_id.unwrap_or_default(),
+                    allowed_models: scope.allowed_models.unwrap_or_default(),
+                })
+            }
+        };
+        if let Ok(mut cache) = self.cache.write() {
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+            cache.insert(hash, (key.clone(), Instant::now()));
+        }
+        Ok(key)
+    }
+}
+
+/// Give key `id` a tenant and a model allow-list (used by `tollgate keys
+/// create --team/--user/--models`).
+pub async fn set_scope(
+    pool: &PgPool,
+    id: Uuid,
+    team_id: Option<&str>,
+    user_id: Option<&str>,
+    allowed_models: &[String],
+) -> Result<(), IngestError> {
+    for (field, value) in [("team", team_id), ("user", user_id)] {
+        if let Some(v) = value {
+            if v.is_empty() || v.chars().count() > 128 || v.chars().any(char::is_control) {
+                return Err(IngestError::InvalidInput {
+                    field,
+                    reason: "must be 1 to 128 characters without control characters".into(),
+                });
+            }
+        }
+    }
+    let models = (!allowed_models.is_empty()).then(|| allowed_models.to_vec());
+    sqlx::query(
+        "UPDATE api_keys SET team_id = $2, user_id = $3, allowed_models = $4 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(team_id)
+    .bind(user_id)
+    .bind(models)
+    .execute(pool)
+    .await
+    .map_err(|err| IngestError::postgres("setting a key's tenant", err))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_either_header() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_secret(&h), None);
+        h.insert("x-api-key", "tg_a".parse().unwrap());
+        assert_eq!(presented_secret(&h), Some("tg_a"));
+        h.insert("authorization", "Bearer tg_b".parse().unwrap());
+        assert_eq!(presented_secret(&h), Some("tg_b"));
+    }
+
+    #[test]
+    fn allow_list_matches_exact_and_prefix() {
+        let mut key = VirtualKey {
+            id: Uuid::nil(),
+            prefix: "p".into(),
+            role: "proxy".into(),
+            org_id: "o".into(),
+            team_id: "t".into(),
+            user_id: String::new(),
+            allowed_models: vec![],
+        };
+        assert!(key.allows_model("anything"));
+        key.allowed_models = vec!["gpt-4o-mini".into(), "claude-*".into()];
+        assert!(key.allows_model("gpt-4o-mini"));
+        assert!(key.allows_model("claude-3-haiku"));
+        assert!(!key.allows_model("gpt-4o"));
+    }
+}

@@ -1,0 +1,140 @@
+//! The `[proxy]` configuration section: where the proxy listens, which
+//! providers it forwards to (and with which credential, timeouts and retry
+//! budget), model aliases and fallback routes, the event spool, the local
+//! per-key rate limit. Defaults are compiled in; every key is documented in
+//! `docs/proxy.md`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    pub listen: String,
+    /// Largest accepted request body, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// Upstream providers by name (the name is what events carry as `provider`).
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Model names clients may use for another model: `fast = "gpt-4o-mini"`.
+    pub aliases: BTreeMap<String, String>,
+    /// Models to try, in order, when a model's provider fails before the
+    /// first byte after all retries, or a reroute decision names no target.
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// Directory of the durable event spool (used while Kafka is unreachable).
+    pub spool_dir: String,
+    /// Events held in memory between the request path and Kafka.
+    pub event_queue: usize,
+    /// How long Kafka may take to acknowledge an event before the proxy
+    /// spools it instead, in milliseconds.
+    pub kafka_timeout_ms: u64,
+    /// Seconds a verified key is cached (revocation takes effect after this).
+    pub key_cache_secs: u64,
+    /// Seconds start-up waits for the decisions topic to be read to its end.
+    pub decisions_load_secs: u64,
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8082".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+            providers: BTreeMap::new(),
+            aliases: BTreeMap::new(),
+            fallbacks: BTreeMap::new(),
+            spool_dir: ".state/proxy-spool".into(),
+            event_queue: 10_000,
+            kafka_timeout_ms: 5_000,
+            key_cache_secs: 30,
+            decisions_load_secs: 10,
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+/// The local per-key request rate limit (GCRA, in this process only; the
+/// cluster-wide limits arrive as decisions).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per key; 0 turns the limit off.
+    pub requests_per_second: u32,
+    /// Requests a key may send at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 0,
+            burst: 20,
+        }
+    }
+}
+
+/// Which wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// Base URL including the version, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The provider credential itself (prefer `api_key_env`).
+    pub api_key: Option<String>,
+    /// Name of the environment variable holding the provider credential.
+    pub api_key_env: Option<String>,
+    /// Models this provider serves: exact names or prefixes ending in `*`.
+    pub models: Vec<String>,
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the response headers arrive.
+    pub first_byte_timeout_ms: u64,
+    /// Longest pause allowed between two chunks of a response body.
+    pub idle_timeout_ms: u64,
+    /// Retries after the first attempt (connect errors, timeouts before the
+    /// first byte, 429 and 5xx only).
+    pub max_retries: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            kind: ProviderKind::Openai,
+            base_url: "https://api.openai.com/v1".into(),
+            api_key: None,
+            api_key_env: None,
+            models: Vec::new(),
+            connect_timeout_ms: 2_000,
+            first_byte_timeout_ms: 60_000,
+            idle_timeout_ms: 60_000,
+            max_retries: 2,
+            backoff_base_ms: 200,
+            backoff_max_ms: 5_000,
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// The credential to send upstream: `api_key`, else the variable named by
+    /// `api_key_env`. `Err` names the missing variable.
+    pub fn credential(&self) -> Result<Option<String>, String> {
+        if let Some(key) = &self.api_key {
+            return Ok(Some(key.clone()));
+        }
+        match &self.api_key_env {
+            Some(var) => std::env::var(var)
+                .map(Some)
+                .map_err(|_| format!("environment variable {var} (api_key_env) is not set")),
+            None => Ok(None),
+        }
+    }
+}

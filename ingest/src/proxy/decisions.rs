@@ -1,0 +1,362 @@
+//! The decision cache: the proxy's copy of the compacted decisions topic.
+//! On start it reads every partition from the beginning (so it knows every
+//! decision still in force), then keeps tailing it; the request path only
+//! reads the in-memory map and never waits on Kafka or the processors.
+//! The record format is documented in `docs/decisions.md`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+use super::metrics::ProxyMetrics;
+use crate::config::KafkaConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Allow,
+    Deny,
+    Throttle,
+    Reroute,
+}
+
+/// One record on the decisions topic (the message key is `subject`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub subject: String,
+    pub action: Action,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reroute_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<DateTime<Utc>>,
+}
+
+impl Decision {
+    pub fn in_force(&self, now: DateTime<Utc>) -> bool {
+        self.action != Action::Allow && self.valid_until.is_none_or(|until| now < until)
+    }
+}
+
+/// What a request is about, for matching subjects.
+#[derive(Debug, Clone, Copy)]
+pub struct Subjects<'a> {
+    pub key_id: &'a str,
+    pub user_id: &'a str,
+    pub team_id: &'a str,
+    pub org_id: &'a str,
+    pub model: &'a str,
+    pub provider: &'a str,
+}
+
+impl Subjects<'_> {
+    /// Every subject spelling that applies to the request: the plain forms
+    /// (`team/<id>`) and the category-prefixed ones of the design
+    /// (`budget/team/<id>`, `ratelimit/key/<id>`, `circuit/<provider>/<model>`,
+    /// `route/<model>`).
+    fn candidates(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(20);
+        for (kind, id) in [
+            ("key", self.key_id),
+            ("user", self.user_id),
+            ("team", self.team_id),
+            ("org", self.org_id),
+        ] {
+            if id.is_empty() {
+                continue;
+            }
+            out.push(format!("{kind}/{id}"));
+            out.push(format!("budget/{kind}/{id}"));
+            out.push(format!("ratelimit/{kind}/{id}"));
+        }
+        out.push(format!("model/{}", self.model));
+        out.push(format!("route/{}", self.model));
+        out.push(format!("provider/{}", self.provider));
+        out.push(format!("circuit/{}", self.provider));
+        out.push(format!("circuit/{}/{}", self.provider, self.model));
+        out
+    }
+}
+
+#[derive(Default)]
+pub struct DecisionCache {
+    decisions: RwLock<HashMap<String, Decision>>,
+}
+
+impl DecisionCache {
+    pub fn apply(&self, subject: &str, decision: Option<Decision>) {
+        if let Ok(mut map) = self.decisions.write() {
+            match decision {
+                Some(d) if d.action != Action::Allow => {
+                    map.insert(subject.to_string(), d);
+                }
+                _ => {
+                    map.remove(subject);
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.decisions.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The strongest decision in force for the request: deny over throttle
+    /// over reroute.
+    pub fn lookup(&self, subjects: &Subjects<'_>) -> Option<Decision> {
+        let map = self.decisions.read().ok()?;
+        if map.is_empty() {
+            return None;
+        }
+        let now = Utc::now();
+        let rank = |a: Action| match a {
+            Action::Deny => 3,
+            Action::Throttle => 2,
+            Action::Reroute => 1,
+            Action::Allow => 0,
+        };
+        subjects
+            .candidates()
+            .iter()
+            .filter_map(|s| map.get(s))
+            .filter(|d| d.in_force(now))
+            .max_by_key(|d| rank(d.action))
+            .cloned()
+    }
+}
+
+/// Parse one record; `None` for a tombstone. A record that does not parse
+/// is logged and treated as a tombstone (fail open: a broken record must not
+/// stop all traffic, and the processors re-publish state).
+pub fn parse_record(key: &str, payload: Option<&[u8]>) -> Option<Decision> {
+    let payload = payload?;
+    match serde_json::from_slice::<Decision>(payload) {
+        Ok(d) => {
+            if d.subject != key {
+                tracing::warn!(key, subject = %d.subject, "decision key and subject differ; using the key");
+            }
+            Some(Decision {
+                subject: key.to_string(),
+                ..d
+            })
+        }
+        Err(err) => {
+            tracing::error!(key, %err, payload = %String::from_utf8_lossy(payload), "unreadable decision record ignored");
+            None
+        }
+    }
+}
+
+/// Start reading `kafka.decisions_topic`. Returns once the topic has been
+/// read to its end (or `load_timeout` passed; then loading goes on in the
+/// background and a warning says so).
+pub async fn start(
+    kafka: &KafkaConfig,
+    load_timeout: Duration,
+    metrics: Arc<ProxyMetrics>,
+) -> Result<(Arc<DecisionCache>, JoinHandle<()>), String> {
+    let cache = Arc::new(DecisionCache::default());
+    let topic = kafka.decisions_topic.clone();
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set(
+            "group.id",
+            format!("tollgate-proxy-{}", uuid::Uuid::new_v4()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50")
+        .set("client.id", "tollgate-proxy-decisions")
+        .create()
+        .map_err(|err| {
+            format!(
+                "cannot create the decisions consumer for {}: {err}",
+                kafka.brokers
+            )
+        })?;
+    let consumer = Arc::new(consumer);
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<usize>();
+    let task = tokio::spawn(tail(
+        consumer,
+        topic.clone(),
+        cache.clone(),
+        loaded_tx,
+        metrics,
+    ));
+    match tokio::time::timeout(load_timeout, loaded_rx).await {
+        Ok(Ok(records)) => {
+            tracing::info!(%topic, records, in_force = cache.len(), "decisions loaded")
+        }
+        _ => {
+            tracing::warn!(%topic, secs = load_timeout.as_secs(), "decisions topic not fully read at start; serving and loading in the background")
+        }
+    }
+    Ok((cache, task))
+}
+
+async fn tail(
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    cache: Arc<DecisionCache>,
+    loaded: tokio::sync::oneshot::Sender<usize>,
+    metrics: Arc<ProxyMetrics>,
+) {
+    // Wait for the topic, then assign every partition from the beginning.
+    let ends = loop {
+        let c = consumer.clone();
+        let t = topic.clone();
+        let probe = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>, String> {
+            let md = c
+                .fetch_metadata(Some(&t), Duration::from_secs(5))
+                .map_err(|e| e.to_string())?;
+            let Some(found) = md
+                .topics()
+                .iter()
+                .find(|x| x.name() == t && x.error().is_none())
+            else {
+                return Err("topic does not exist".into());
+            };
+            let mut ends = Vec::new();
+            for p in found.partitions() {
+                let (_, high) = c
+                    .fetch_watermarks(&t, p.id(), Duration::from_secs(5))
+                    .map_err(|e| e.to_string())?;
+                ends.push((p.id(), high));
+            }
+            Ok(ends)
+        })
+        .await;
+        match probe {
+            Ok(Ok(ends)) if !ends.is_empty() => break ends,
+            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {
+                let reason = match probe {
+                    Ok(Err(e)) => e,
+                    _ => "no partitions".into(),
+                };
+                tracing::warn!(%topic, %reason, "decisions topic not readable yet (run `tollgate migrate`); retrying in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
+    let mut assignment = TopicPartitionList::new();
+    for (partition, _) in &ends {
+        if let Err(err) = assignment.add_partition_offset(&topic, *partition, Offset::Beginning) {
+            tracing::error!(%err, partition, "cannot assign decisions partition");
+        }
+    }
+    if let Err(err) = consumer.assign(&assignment) {
+        tracing::error!(%err, %topic, "cannot assign the decisions topic; decisions are not enforced");
+        return;
+    }
+    let mut behind: HashMap<i32, i64> = ends.into_iter().filter(|(_, high)| *high > 0).collect();
+    let mut loaded = Some(loaded);
+    let mut records = 0usize;
+    if behind.is_empty() {
+        if let Some(tx) = loaded.take() {
+            let _ = tx.send(0);
+        }
+    }
+    let started = Instant::now();
+    loop {
+        match consumer.recv().await {
+            Ok(message) => {
+                records += 1;
+                let key = message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
+                if key.is_empty() {
+                    tracing::warn!(offset = message.offset(), "decision without a key ignored");
+                } else {
+                    let decision = parse_record(&key, message.payload());
+                    tracing::debug!(subject = %key, ?decision, "decision applied");
+                    cache.apply(&key, decision);
+                    ProxyMetrics::inc(&metrics.decision_records);
+                    ProxyMetrics::set(&metrics.decisions_in_force, cache.len() as u64);
+                    if let Some(written) = message.timestamp().to_millis() {
+                        let lag = Utc::now().timestamp_millis().saturating_sub(written);
+                        ProxyMetrics::set(&metrics.decision_lag_ms, lag.max(0) as u64);
+                    }
+                }
+                if loaded.is_some() {
+                    if let Some(high) = behind.get(&message.partition()) {
+                        if message.offset() + 1 >= *high {
+                            behind.remove(&message.partition());
+                        }
+                    }
+                    if behind.is_empty() {
+                        if let Some(tx) = loaded.take() {
+                            tracing::debug!(
+                                ms = started.elapsed().as_millis() as u64,
+                                "decisions caught up"
+                            );
+                            let _ = tx.send(records);
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, %topic, "decisions consumer error; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subjects() -> Subjects<'static> {
+        Subjects {
+            key_id: "k1",
+            user_id: "",
+            team_id: "t1",
+            org_id: "o1",
+            model: "gpt-4o",
+            provider: "openai",
+        }
+    }
+
+    #[test]
+    fn strongest_decision_in_force_wins_and_tombstones_clear() {
+        let cache = DecisionCache::default();
+        assert!(cache.lookup(&subjects()).is_none());
+        let reroute = parse_record(
+            "model/gpt-4o",
+            Some(br#"{"subject":"model/gpt-4o","action":"reroute","reroute_to":"gpt-4o-mini"}"#),
+        );
+        cache.apply("model/gpt-4o", reroute);
+        assert_eq!(cache.lookup(&subjects()).unwrap().action, Action::Reroute);
+        let deny = parse_record(
+            "budget/team/t1",
+            Some(br#"{"subject":"budget/team/t1","action":"deny","reason":"over budget"}"#),
+        );
+        cache.apply("budget/team/t1", deny);
+        assert_eq!(cache.lookup(&subjects()).unwrap().reason, "over budget");
+        cache.apply("budget/team/t1", parse_record("budget/team/t1", None));
+        assert_eq!(cache.lookup(&subjects()).unwrap().action, Action::Reroute);
+        let expired = parse_record(
+            "team/t1",
+            Some(br#"{"subject":"team/t1","action":"deny","valid_until":"2000-01-01T00:00:00Z"}"#),
+        );
+        cache.apply("team/t1", expired);
+        assert_eq!(cache.lookup(&subjects()).unwrap().action, Action::Reroute);
+        assert!(parse_record("x", Some(b"not json")).is_none());
+    }
+}

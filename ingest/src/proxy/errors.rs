@@ -1,0 +1,141 @@
+//! Errors the proxy itself answers with (bad key, bad body, unknown model,
+//! a gate's refusal, an upstream that timed out), in the wire format of the
+//! API the client called, so an OpenAI or Anthropic SDK raises its usual
+//! exception type (`AuthenticationError`, `RateLimitError`, ...).
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::observe::Dialect;
+
+/// One refusal: status, provider-style error type, message, Retry-After.
+#[derive(Debug, Clone)]
+pub struct ProxyError {
+    pub status: StatusCode,
+    /// OpenAI `error.type` / Anthropic `error.type`.
+    pub kind: &'static str,
+    /// OpenAI `error.code`.
+    pub code: Option<&'static str>,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ProxyError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            code: None,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn retry_after(mut self, secs: Option<u64>) -> Self {
+        self.retry_after_secs = secs;
+        self
+    }
+
+    pub fn missing_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "missing API key: send your Tollgate key as Authorization: Bearer <key> or x-api-key",
+        )
+        .code("invalid_api_key")
+    }
+
+    pub fn invalid_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid API key: unknown, revoked, or not allowed to use the proxy (role proxy or admin)",
+        )
+        .code("invalid_api_key")
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("request body is larger than the proxy's limit of {limit} bytes (proxy.max_body_bytes)"),
+        )
+        .code("request_too_large")
+    }
+
+    pub fn unknown_model(model: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            format!("the model {model:?} does not exist or no provider of this API serves it"),
+        )
+        .code("model_not_found")
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message).retry_after(Some(1))
+    }
+
+    /// The Anthropic type matching this error's status.
+    fn anthropic_kind(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 | 413 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            504 => "timeout_error",
+            529 => "overloaded_error",
+            _ => "api_error",
+        }
+    }
+
+    pub fn into_response(self, dialect: Dialect) -> Response {
+        let body = match dialect {
+            Dialect::OpenAi => json!({"error": {
+                "message": self.message, "type": self.kind, "param": null, "code": self.code
+            }}),
+            Dialect::Anthropic => json!({"type": "error", "error": {
+                "type": self.anthropic_kind(), "message": self.message
+            }}),
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert("retry-after", value);
+            }
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_follow_the_dialect() {
+        let r = ProxyError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "tollgate_throttled",
+            "slow down",
+        )
+        .retry_after(Some(3))
+        .into_response(Dialect::Anthropic);
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "3");
+        let r = ProxyError::invalid_key().into_response(Dialect::OpenAi);
+        assert_eq!(r.status(), 401);
+    }
+}

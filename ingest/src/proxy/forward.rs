@@ -1,0 +1,534 @@
+//! Forwarding one call upstream: the attempt loop (retries with exponential
+//! backoff and jitter, only for connect errors, 429 and 5xx, and only before
+//! any byte reached the client; fallback models after that), and the relay
+//! that passes the response through chunk by chunk while an [`Observer`]
+//! reads usage and time to first token, then emits the call's event from a
+//! detached task once the body ends or the client goes away.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::errors::ProxyError;
+use super::metrics::ProxyMetrics;
+use super::observe::{self, Dialect, Observer};
+use super::record::{AttemptRecord, CallContext};
+use super::routing::Route;
+use super::{Endpoint, ProxyState, Upstream};
+use crate::contract::Outcome;
+
+/// Error bodies read from upstream are cut at this size.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+/// Client headers never sent upstream: hop-by-hop, our own credentials and
+/// settings, and encodings the observer could not read.
+const DROPPED_REQUEST_HEADERS: [&str; 15] = [
+    "host",
+    "authorization",
+    "x-api-key",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "accept-encoding",
+    "cookie",
+    "expect",
+];
+
+/// Upstream response headers passed to the client.
+fn keep_response_header(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type" | "cache-control" | "retry-after" | "x-request-id" | "request-id"
+    ) || name.starts_with("x-ratelimit-")
+        || name.starts_with("openai-")
+        || name.starts_with("anthropic-")
+}
+
+pub fn upstream_headers(client: &HeaderMap, upstream: &Upstream, dialect: Dialect) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in client {
+        let n = name.as_str();
+        if DROPPED_REQUEST_HEADERS.contains(&n) || n.starts_with("x-tollgate-") {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out.insert("content-type", HeaderValue::from_static("application/json"));
+    if let Some(credential) = &upstream.credential {
+        match dialect {
+            Dialect::OpenAi => {
+                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {credential}")) {
+                    out.insert("authorization", v);
+                }
+            }
+            Dialect::Anthropic => {
+                if let Ok(v) = HeaderValue::from_str(credential) {
+                    out.insert("x-api-key", v);
+                }
+            }
+        }
+    }
+    if dialect == Dialect::Anthropic && !out.contains_key("anthropic-version") {
+        out.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+    }
+    out
+}
+
+/// The body to send for `model`: the client's bytes when nothing changes,
+/// otherwise re-encoded with the served model and (OpenAI streams) usage
+/// reporting switched on.
+fn upstream_body(request: &Value, original: &Bytes, model: &str, inject_usage: bool) -> Bytes {
+    let same_model = request.get("model").and_then(Value::as_str) == Some(model);
+    if same_model && !inject_usage {
+        return original.clone();
+    }
+    let mut request = request.clone();
+    request["model"] = Value::String(model.to_string());
+    if inject_usage {
+        match request
+            .get_mut("stream_options")
+            .and_then(Value::as_object_mut)
+        {
+            Some(options) => {
+                options.insert("include_usage".into(), Value::Bool(true));
+            }
+            None => request["stream_options"] = serde_json::json!({"include_usage": true}),
+        }
+    }
+    Bytes::from(serde_json::to_vec(&request).unwrap_or_else(|_| original.to_vec()))
+}
+
+/// Exponential backoff with jitter: uniform in [d/2, d] where d doubles per
+/// attempt from `base`, capped at `max`; a longer Retry-After wins.
+pub fn backoff(
+    attempt: u16,
+    base: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let exp = base.saturating_mul(1u32 << u32::from(attempt.saturating_sub(1)).min(16));
+    let capped = exp.min(max);
+    let half = capped / 2;
+    let span = (capped - half).as_millis() as u64;
+    let jittered = half + Duration::from_millis(rand::random_range(0..=span));
+    match retry_after {
+        Some(ra) if ra > jittered => ra,
+        _ => jittered,
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+}
+
+/// A failure that can be answered to the client as is.
+enum Failure {
+    /// The provider answered with an error status.
+    Http {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    /// No answer: connect error or timeout before the first byte.
+    NoAnswer { timeout: bool, message: String },
+}
+
+impl Failure {
+    fn into_response(self, dialect: Dialect, call_id: &str) -> Response {
+        let mut response = match self {
+            Failure::Http {
+                status,
+                headers,
+                body,
+            } => {
+                let mut response = Response::new(Body::from(body));
+                *response.status_mut() = status;
+                copy_headers(&headers, response.headers_mut());
+                response
+            }
+            Failure::NoAnswer {
+                timeout: true,
+                message,
+            } => ProxyError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!("the upstream provider did not answer in time: {message}"),
+            )
+            .into_response(dialect),
+            Failure::NoAnswer {
+                timeout: false,
+                message,
+            } => ProxyError::new(
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                format!("cannot reach the upstream provider: {message}"),
+            )
+            .retry_after(Some(1))
+            .into_response(dialect),
+        };
+        if let Ok(v) = HeaderValue::from_str(call_id) {
+            response.headers_mut().insert("x-tollgate-call-id", v);
+        }
+        response
+    }
+}
+
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        if keep_response_header(name.as_str()) {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Read an error body, bounded in size and time.
+async fn read_error_body(response: reqwest::Response, limit: Duration) -> Bytes {
+    let read = async {
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(Ok(chunk)) = stream.next().await {
+            let room = MAX_ERROR_BODY.saturating_sub(body.len());
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if room <= chunk.len() {
+                break;
+            }
+        }
+        Bytes::from(body)
+    };
+    tokio::time::timeout(limit, read).await.unwrap_or_default()
+}
+
+/// Forward the call along `route` (then its fallbacks) and answer the client.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    state: Arc<ProxyState>,
+    ctx: CallContext,
+    endpoint: Endpoint,
+    client_headers: &HeaderMap,
+    request: &Value,
+    original: &Bytes,
+    route: Route,
+) -> Response {
+    let dialect = endpoint.dialect();
+    let client_asked_usage = request
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true);
+    let inject_usage = endpoint == Endpoint::ChatCompletions && ctx.stream && !client_asked_usage;
+    let mut candidates = vec![route.clone()];
+    for model in state.routes.fallbacks(&route.model) {
+        match state.routes.route(endpoint.kind(), model) {
+            Some(r) if !candidates.contains(&r) => candidates.push(r),
+            _ => {}
+        }
+    }
+    let mut last: Option<(Failure, String)> = None;
+    for (index, route) in candidates.iter().enumerate() {
+        let Some(upstream) = state.upstreams.get(&route.provider) else {
+            continue;
+        };
+        let mut template = ctx.attempt(&route.provider, &route.model);
+        if index > 0 {
+            template.call_id = Uuid::now_v7().to_string();
+            template.fallback_of = ctx.call_id.clone();
+            tracing::info!(call_id = %ctx.call_id, model = %route.model, "trying fallback model");
+            ProxyMetrics::inc(&state.metrics.fallbacks);
+        }
+        let headers = upstream_headers(client_headers, upstream, dialect);
+        let body = upstream_body(request, original, &route.model, inject_usage);
+        let url = format!(
+            "{}{}",
+            upstream.config.base_url.trim_end_matches('/'),
+            endpoint.path()
+        );
+        let max_attempts = 1 + upstream.config.max_retries.min(10) as u16;
+        let base = Duration::from_millis(upstream.config.backoff_base_ms);
+        let max_backoff = Duration::from_millis(upstream.config.backoff_max_ms);
+        let first_byte = Duration::from_millis(upstream.config.first_byte_timeout_ms);
+        let mut try_next_candidate = false;
+        for attempt in 1..=max_attempts {
+            let mut record = template.clone();
+            record.attempt = attempt;
+            let started = Instant::now();
+            ProxyMetrics::inc(&state.metrics.upstream_attempts);
+            if attempt > 1 {
+                ProxyMetrics::inc(&state.metrics.retries);
+            }
+            let sent = upstream
+                .client
+                .post(&url)
+                .headers(headers.clone())
+                .body(body.clone())
+                .send();
+            let result = tokio::time::timeout(first_byte, sent).await;
+            let (failure, retryable, server_wait) = match result {
+                Ok(Ok(response)) if response.status().is_success() => {
+                    return relay(
+                        state.clone(),
+                        ctx,
+                        record,
+                        upstream,
+                        dialect,
+                        response,
+                        inject_usage,
+                        started,
+                    );
+                }
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    let body = read_error_body(response, first_byte).await;
+                    record.http_status = status.as_u16();
+                    record.outcome = if status == StatusCode::TOO_MANY_REQUESTS {
+                        Outcome::RateLimited
+                    } else if status == StatusCode::GATEWAY_TIMEOUT
+                        || status == StatusCode::REQUEST_TIMEOUT
+                    {
+                        Outcome::Timeout
+                    } else {
+                        Outcome::Error
+                    };
+                    record.error =
+                        Some(observe::error_from_body(dialect, &body).unwrap_or_else(|| {
+                            observe::provider_error(
+                                &format!("http_{}", status.as_u16()),
+                                &String::from_utf8_lossy(&body[..body.len().min(512)]),
+                            )
+                        }));
+                    record.response_sha256 = Some(super::record::sha256_hex(&body));
+                    let retryable =
+                        status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                    let wait = retry_after(&headers);
+                    (
+                        Failure::Http {
+                            status,
+                            headers,
+                            body,
+                        },
+                        retryable,
+                        wait,
+                    )
+                }
+                Ok(Err(err)) => {
+                    // reqwest reports a connect failure before anything was sent:
+                    // safe to retry. Anything else may have reached the provider.
+                    let connect = err.is_connect();
+                    record.outcome = Outcome::Error;
+                    record.error = Some(observe::provider_error(
+                        if connect {
+                            "connect_error"
+                        } else {
+                            "upstream_error"
+                        },
+                        &err.to_string(),
+                    ));
+                    (
+                        Failure::NoAnswer {
+                            timeout: false,
+                            message: err.to_string(),
+                        },
+                        connect,
+                        None,
+                    )
+                }
+                Err(_) => {
+                    record.outcome = Outcome::Timeout;
+                    record.error = Some(observe::provider_error(
+                        "timeout",
+                        &format!(
+                            "no response headers within {} ms (first_byte_timeout_ms)",
+                            first_byte.as_millis()
+                        ),
+                    ));
+                    // Not retried: the provider may be working on (and billing) it.
+                    (
+                        Failure::NoAnswer {
+                            timeout: true,
+                            message: format!("no response within {} ms", first_byte.as_millis()),
+                        },
+                        false,
+                        None,
+                    )
+                }
+            };
+            record.duration = started.elapsed();
+            tracing::info!(call_id = %record.call_id, provider = %record.provider, model = %record.model, attempt, status = record.http_status, retryable, "upstream attempt failed");
+            ProxyMetrics::inc(&state.metrics.upstream_failures);
+            state.emitter.emit(ctx.event(record.clone())).await;
+            let wait = backoff(attempt, base, max_backoff, server_wait);
+            let wait_ok = server_wait.is_none_or(|w| w <= max_backoff);
+            if retryable && attempt < max_attempts && wait_ok {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            last = Some((failure, record.call_id.clone()));
+            try_next_candidate = retryable;
+            break;
+        }
+        if !try_next_candidate {
+            break;
+        }
+    }
+    match last {
+        Some((failure, call_id)) => failure.into_response(dialect, &call_id),
+        None => ProxyError::unavailable("no configured provider could take the call")
+            .into_response(dialect),
+    }
+}
+
+/// Answer the client with the upstream's successful response, streamed
+/// through as it arrives; the event is emitted when the body is done.
+#[allow(clippy::too_many_arguments)]
+fn relay(
+    state: Arc<ProxyState>,
+    ctx: CallContext,
+    record: AttemptRecord,
+    upstream: &Upstream,
+    dialect: Dialect,
+    response: reqwest::Response,
+    strip_usage_chunk: bool,
+    started: Instant,
+) -> Response {
+    let status = response.status();
+    let mut out = Response::new(Body::empty());
+    *out.status_mut() = status;
+    copy_headers(response.headers(), out.headers_mut());
+    if let Ok(v) = HeaderValue::from_str(&record.call_id) {
+        out.headers_mut()
+            .insert(HeaderName::from_static("x-tollgate-call-id"), v);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let idle = Duration::from_millis(upstream.config.idle_timeout_ms);
+    let stream = ctx.stream;
+    tokio::spawn(async move {
+        let mut observer = Observer::new(dialect, stream, strip_usage_chunk);
+        let mut record = record;
+        record.http_status = status.as_u16();
+        let mut body = response.bytes_stream();
+        let mut outcome = Outcome::Success;
+        loop {
+            tokio::select! {
+                biased;
+                () = tx.closed() => {
+                    outcome = Outcome::Cancelled;
+                    break;
+                }
+                next = tokio::time::timeout(idle, body.next()) => match next {
+                    Err(_) => {
+                        outcome = Outcome::Timeout;
+                        record.error = Some(observe::provider_error("timeout", &format!("upstream sent nothing for {} ms (idle_timeout_ms)", idle.as_millis())));
+                        let _ = tx.send(Err(std::io::Error::other("upstream idle timeout"))).await;
+                        break;
+                    }
+                    Ok(None) => {
+                        let rest = observer.finish();
+                        if !rest.is_empty() && tx.send(Ok(rest)).await.is_err() {
+                            outcome = Outcome::Cancelled;
+                        }
+                        break;
+                    }
+                    Ok(Some(Err(err))) => {
+                        outcome = Outcome::Error;
+                        record.error = Some(observe::provider_error("upstream_disconnected", &err.to_string()));
+                        let _ = tx.send(Err(std::io::Error::other("upstream connection lost"))).await;
+                        break;
+                    }
+                    Ok(Some(Ok(chunk))) => {
+                        let forward = observer.feed(&chunk);
+                        if stream && record.ttft.is_none() && observer.saw_content {
+                            record.ttft = Some(started.elapsed());
+                        }
+                        if !forward.is_empty() && tx.send(Ok(forward)).await.is_err() {
+                            outcome = Outcome::Cancelled;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        drop(tx);
+        if outcome == Outcome::Success {
+            if let Some(err) = observer.error.take() {
+                outcome = Outcome::Error;
+                record.error = Some(err);
+            } else if observer.malformed {
+                outcome = Outcome::Error;
+                record.error = Some(observe::provider_error(
+                    "malformed_response",
+                    "the provider's response could not be parsed",
+                ));
+            } else if stream && !observer.complete {
+                outcome = Outcome::Error;
+                record.error = Some(observe::provider_error(
+                    "incomplete_stream",
+                    "the stream ended without its end marker",
+                ));
+            }
+        }
+        let (usage, estimated) = observer.usage_so_far();
+        record.usage = usage;
+        record.usage_estimated = estimated && outcome != Outcome::Success;
+        if outcome == Outcome::Cancelled {
+            ProxyMetrics::inc(&state.metrics.cancelled);
+        }
+        record.outcome = outcome;
+        record.duration = started.elapsed();
+        record.response_sha256 = Some(observer.response_sha256());
+        tracing::debug!(call_id = %record.call_id, outcome = outcome.as_str(), "call finished");
+        state.emitter.emit(ctx.event(record)).await;
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    *out.body_mut() = Body::from_stream(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_millis(1000);
+        for attempt in 1..8u16 {
+            let d = backoff(attempt, base, max, None);
+            let full = (base * 2u32.pow(u32::from(attempt) - 1)).min(max);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+        }
+        assert_eq!(
+            backoff(1, base, max, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn usage_injection_rewrites_only_when_needed() {
+        let request = serde_json::json!({"model": "m", "stream": true});
+        let original = Bytes::from(serde_json::to_vec(&request).unwrap());
+        assert_eq!(upstream_body(&request, &original, "m", false), original);
+        let injected: Value =
+            serde_json::from_slice(&upstream_body(&request, &original, "m2", true)).unwrap();
+        assert_eq!(injected["model"], "m2");
+        assert_eq!(injected["stream_options"]["include_usage"], true);
+    }
+}

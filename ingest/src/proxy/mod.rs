@@ -1,0 +1,614 @@
+//! The Tollgate proxy: an OpenAI- and Anthropic-compatible HTTP endpoint
+//! that authenticates clients with virtual keys, applies the gates (local
+//! per-key rate limit, decisions from the compacted decisions topic),
+//! forwards each call to the provider that serves its model, streams the
+//! answer back untouched, and records every attempt as an `ai.call.*`
+//! event (queued off the response path, spooled to disk while Kafka is away).
+//!
+//! Module map: [`config`] (the `[proxy]` section), [`auth`] (virtual keys),
+//! [`routing`] (model -> provider, aliases, fallbacks), [`decisions`] (the
+//! decision cache), [`forward`] (attempts, retries, relay), [`observe`]
+//! (usage and TTFT from the bytes passing through), [`record`] (events),
+//! [`emitter`] and [`spool`] (delivery to Kafka), [`errors`] (the proxy's
+//! own error replies), [`metrics`] (`GET /metrics`).
+
+pub mod auth;
+pub mod config;
+pub mod decisions;
+pub mod emitter;
+pub mod errors;
+pub mod forward;
+pub mod metrics;
+pub mod observe;
+pub mod record;
+pub mod routing;
+pub mod spool;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use self::auth::{KeyCache, VirtualKey};
+use self::config::{ProviderConfig, ProviderKind, ProxyConfig};
+use self::decisions::{Action, DecisionCache, Subjects};
+use self::emitter::EventEmitter;
+use self::errors::ProxyError;
+use self::metrics::ProxyMetrics;
+use self::observe::Dialect;
+use self::record::{CallContext, GATE};
+use self::routing::{Route, RouteTable};
+use crate::config::KafkaConfig;
+use crate::contract::{Operation, Outcome};
+use crate::producer::EventProducer;
+
+/// The client-facing routes and what they map to upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Messages,
+}
+
+impl Endpoint {
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Endpoint::Messages => Dialect::Anthropic,
+            _ => Dialect::OpenAi,
+        }
+    }
+
+    pub fn kind(self) -> ProviderKind {
+        match self {
+            Endpoint::Messages => ProviderKind::Anthropic,
+            _ => ProviderKind::Openai,
+        }
+    }
+
+    /// Path appended to the provider's `base_url`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Messages => "/messages",
+        }
+    }
+
+    fn operation(self) -> Operation {
+        match self {
+            Endpoint::ChatCompletions => Operation::Chat,
+            Endpoint::Completions => Operation::Completion,
+            Endpoint::Embeddings => Operation::Embedding,
+            Endpoint::Messages => Operation::Messages,
+        }
+    }
+
+    fn can_stream(self) -> bool {
+        self != Endpoint::Embeddings
+    }
+}
+
+/// One upstream provider: its settings, HTTP client and credential.
+pub struct Upstream {
+    pub name: String,
+    pub config: ProviderConfig,
+    pub client: reqwest::Client,
+    pub credential: Option<String>,
+}
+
+pub struct ProxyState {
+    pub config: ProxyConfig,
+    pub routes: RouteTable,
+    pub keys: KeyCache,
+    pub decisions: Arc<DecisionCache>,
+    pub limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
+    pub emitter: EventEmitter,
+    pub upstreams: HashMap<String, Upstream>,
+    pub metrics: Arc<ProxyMetrics>,
+}
+
+/// Why the proxy cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyStartError {
+    #[error("invalid [proxy] configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
+    #[error(transparent)]
+    Ingest(#[from] crate::IngestError),
+    #[error("decisions: {0}")]
+    Decisions(String),
+}
+
+/// A running proxy's background parts, to stop in order at shutdown.
+pub struct ProxyRuntime {
+    pub state: Arc<ProxyState>,
+    pub emitter_task: JoinHandle<()>,
+    pub decisions_task: JoinHandle<()>,
+    pub producer: EventProducer,
+}
+
+fn build_upstreams(config: &ProxyConfig) -> Result<HashMap<String, Upstream>, ProxyStartError> {
+    if config.providers.is_empty() {
+        return Err(ProxyStartError::Config(
+            "no providers: add a [proxy.providers.<name>] section with kind, base_url, models (see docs/proxy.md)".into(),
+        ));
+    }
+    let mut out = HashMap::new();
+    for (name, provider) in &config.providers {
+        if provider.models.is_empty() {
+            return Err(ProxyStartError::Config(format!(
+                "proxy.providers.{name}.models is empty; list the models it serves"
+            )));
+        }
+        if !(provider.base_url.starts_with("http://") || provider.base_url.starts_with("https://"))
+        {
+            return Err(ProxyStartError::Config(format!(
+                "proxy.providers.{name}.base_url must start with http:// or https://"
+            )));
+        }
+        let credential = provider
+            .credential()
+            .map_err(|e| ProxyStartError::Config(format!("proxy.providers.{name}: {e}")))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(provider.connect_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| {
+                ProxyStartError::Config(format!(
+                    "proxy.providers.{name}: cannot build an HTTP client: {e}"
+                ))
+            })?;
+        out.insert(
+            name.clone(),
+            Upstream {
+                name: name.clone(),
+                config: provider.clone(),
+                client,
+                credential,
+            },
+        );
+    }
+    for (alias, target) in &config.aliases {
+        if config.aliases.contains_key(target) {
+            return Err(ProxyStartError::Config(format!(
+                "alias {alias:?} points at another alias {target:?}"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Set everything up: upstream clients, the emitter (spool replay first),
+/// the decision cache (read to the end of the topic).
+pub async fn start(
+    config: &ProxyConfig,
+    kafka: &KafkaConfig,
+    pool: sqlx::PgPool,
+) -> Result<ProxyRuntime, ProxyStartError> {
+    let upstreams = build_upstreams(config)?;
+    let producer = EventProducer::new(&KafkaConfig {
+        message_timeout_ms: config.kafka_timeout_ms,
+        ..kafka.clone()
+    })?;
+    let metrics = Arc::new(ProxyMetrics::default());
+    let spool = spool::Spool::open(Path::new(&config.spool_dir))?;
+    let (emitter, emitter_task) =
+        emitter::start(producer.clone(), spool, config.event_queue, metrics.clone());
+    let (decisions, decisions_task) = decisions::start(
+        kafka,
+        Duration::from_secs(config.decisions_load_secs),
+        metrics.clone(),
+    )
+    .await
+    .map_err(ProxyStartError::Decisions)?;
+    let limiter = NonZeroU32::new(config.rate_limit.requests_per_second).map(|rps| {
+        let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(rps);
+        RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
+    });
+    let state = Arc::new(ProxyState {
+        config: config.clone(),
+        routes: RouteTable::new(config),
+        keys: KeyCache::new(pool, Duration::from_secs(config.key_cache_secs)),
+        decisions,
+        limiter,
+        emitter,
+        upstreams,
+        metrics,
+    });
+    Ok(ProxyRuntime {
+        state,
+        emitter_task,
+        decisions_task,
+        producer,
+    })
+}
+
+/// Serve the proxy on `listener` until `shutdown` resolves; responses in
+/// flight are finished first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ProxyState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // Responses are written in pieces (headers, then chunks): without
+    // TCP_NODELAY, Nagle and the client's delayed ACK add ~40 ms per call.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+pub fn router(state: Arc<ProxyState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(messages))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+async fn chat_completions(
+    State(s): State<Arc<ProxyState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(s, Endpoint::ChatCompletions, headers, body).await
+}
+
+async fn completions(State(s): State<Arc<ProxyState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, Endpoint::Completions, headers, body).await
+}
+
+async fn embeddings(State(s): State<Arc<ProxyState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, Endpoint::Embeddings, headers, body).await
+}
+
+async fn messages(State(s): State<Arc<ProxyState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, Endpoint::Messages, headers, body).await
+}
+
+async fn metrics_text(State(state): State<Arc<ProxyState>>) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn authenticate(state: &ProxyState, headers: &HeaderMap) -> Result<VirtualKey, ProxyError> {
+    let secret = auth::presented_secret(headers).ok_or_else(ProxyError::missing_key)?;
+    match state.keys.verify(secret).await {
+        Ok(Some(key)) if key.may_use_proxy() => Ok(key),
+        Ok(_) => Err(ProxyError::invalid_key()),
+        Err(err) => {
+            tracing::warn!(%err, "cannot verify a key");
+            Err(ProxyError::unavailable(
+                "cannot verify the API key right now (control plane unreachable)",
+            ))
+        }
+    }
+}
+
+async fn models(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
+    let key = match authenticate(&state, &headers).await {
+        Ok(key) => key,
+        Err(err) => return err.into_response(Dialect::OpenAi),
+    };
+    let data: Vec<Value> = state
+        .routes
+        .listed_models()
+        .into_iter()
+        .filter(|(m, _)| key.allows_model(m))
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+fn valid_model_name(model: &str) -> bool {
+    !model.is_empty() && model.len() <= 256 && !model.chars().any(char::is_control)
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ProxyError::too_large(limit));
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ProxyError::too_large(limit))
+}
+
+async fn handle(
+    state: Arc<ProxyState>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let metrics = state.metrics.clone();
+    let response = handle_call(state, endpoint, headers, body).await;
+    metrics.response(response.status().as_u16());
+    response
+}
+
+async fn handle_call(
+    state: Arc<ProxyState>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let dialect = endpoint.dialect();
+    let started = Instant::now();
+    let key = match authenticate(&state, &headers).await {
+        Ok(key) => key,
+        Err(err) => return err.into_response(dialect),
+    };
+    let bytes = match read_body(body, &headers, state.config.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            // The rest of the body is not read: the connection cannot be reused.
+            let mut response = err.into_response(dialect);
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return response;
+        }
+    };
+    let request: Value = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => {
+            return ProxyError::bad_request("the request body must be a JSON object")
+                .into_response(dialect)
+        }
+        Err(err) => {
+            return ProxyError::bad_request(format!("the request body is not valid JSON: {err}"))
+                .into_response(dialect)
+        }
+    };
+    let requested = match request.get("model") {
+        Some(Value::String(m)) if valid_model_name(m) => m.clone(),
+        Some(_) => {
+            return ProxyError::bad_request(
+                "`model` must be a string of 1 to 256 characters without control characters",
+            )
+            .into_response(dialect)
+        }
+        None => return ProxyError::bad_request("missing `model`").into_response(dialect),
+    };
+    if let Some(s) = request.get("stream") {
+        if !s.is_boolean() && !s.is_null() {
+            return ProxyError::bad_request("`stream` must be a boolean").into_response(dialect);
+        }
+    }
+    let stream =
+        endpoint.can_stream() && request.get("stream").and_then(Value::as_bool) == Some(true);
+    let ctx = CallContext::new(
+        key,
+        &headers,
+        endpoint.operation(),
+        &requested,
+        stream,
+        &bytes,
+    );
+    let model = state.routes.resolve_alias(&requested).to_string();
+    let Some(mut route) = state.routes.route(endpoint.kind(), &model) else {
+        return ProxyError::unknown_model(&requested).into_response(dialect);
+    };
+    if !ctx.key.allows_model(&requested) && !ctx.key.allows_model(&model) {
+        let err = ProxyError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            format!("this key may not use the model {requested:?}"),
+        )
+        .code("model_not_allowed");
+        return refuse(
+            &state,
+            &ctx,
+            &route,
+            Outcome::Blocked,
+            err,
+            started,
+            dialect,
+        )
+        .await;
+    }
+    if let Some(limiter) = &state.limiter {
+        if let Err(not_until) = limiter.check_key(&ctx.key.id) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let err = ProxyError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!(
+                    "rate limit of {} requests per second for this key exceeded (proxy.rate_limit)",
+                    state.config.rate_limit.requests_per_second
+                ),
+            )
+            .code("rate_limit_exceeded")
+            .retry_after(Some(secs.max(1)));
+            return refuse(
+                &state,
+                &ctx,
+                &route,
+                Outcome::RateLimited,
+                err,
+                started,
+                dialect,
+            )
+            .await;
+        }
+    }
+    let key_id = ctx.key.id.to_string();
+    let subjects = Subjects {
+        key_id: &key_id,
+        user_id: &ctx.key.user_id,
+        team_id: &ctx.key.team_id,
+        org_id: &ctx.key.org_id,
+        model: &route.model,
+        provider: &route.provider,
+    };
+    if let Some(decision) = state.decisions.lookup(&subjects) {
+        let reason = if decision.reason.is_empty() {
+            format!(
+                "{} by decision {}",
+                action_word(decision.action),
+                decision.subject
+            )
+        } else {
+            decision.reason.clone()
+        };
+        match decision.action {
+            Action::Deny => {
+                let status = if decision.retry_after_secs.is_some() {
+                    StatusCode::TOO_MANY_REQUESTS
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                let err =
+                    ProxyError::new(status, "tollgate_denied", format!("call denied: {reason}"))
+                        .code("denied")
+                        .retry_after(decision.retry_after_secs);
+                return refuse(
+                    &state,
+                    &ctx,
+                    &route,
+                    Outcome::Blocked,
+                    err,
+                    started,
+                    dialect,
+                )
+                .await;
+            }
+            Action::Throttle => {
+                let err = ProxyError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "tollgate_throttled",
+                    format!("call throttled: {reason}"),
+                )
+                .code("throttled")
+                .retry_after(Some(decision.retry_after_secs.unwrap_or(1)));
+                return refuse(
+                    &state,
+                    &ctx,
+                    &route,
+                    Outcome::RateLimited,
+                    err,
+                    started,
+                    dialect,
+                )
+                .await;
+            }
+            Action::Reroute => {
+                let target = decision
+                    .reroute_to
+                    .clone()
+                    .or_else(|| state.routes.fallbacks(&route.model).first().cloned());
+                match target.and_then(|t| {
+                    state
+                        .routes
+                        .route(endpoint.kind(), state.routes.resolve_alias(&t))
+                }) {
+                    Some(next) => {
+                        tracing::info!(call_id = %ctx.call_id, from = %route.model, to = %next.model, subject = %decision.subject, "rerouted by decision");
+                        route = next;
+                    }
+                    None => {
+                        let err = ProxyError::unavailable(format!(
+                            "{reason}; and no reroute target is configured for {}",
+                            route.model
+                        ));
+                        return refuse(
+                            &state,
+                            &ctx,
+                            &route,
+                            Outcome::Blocked,
+                            err,
+                            started,
+                            dialect,
+                        )
+                        .await;
+                    }
+                }
+            }
+            Action::Allow => {}
+        }
+    }
+    forward::forward(
+        state.clone(),
+        ctx,
+        endpoint,
+        &headers,
+        &request,
+        &bytes,
+        route,
+    )
+    .await
+}
+
+fn action_word(action: Action) -> &'static str {
+    match action {
+        Action::Allow => "allowed",
+        Action::Deny => "denied",
+        Action::Throttle => "throttled",
+        Action::Reroute => "rerouted",
+    }
+}
+
+/// Answer a refusal and record it as `ai.call.blocked` (off the response path).
+async fn refuse(
+    state: &Arc<ProxyState>,
+    ctx: &CallContext,
+    route: &Route,
+    outcome: Outcome,
+    err: ProxyError,
+    started: Instant,
+    dialect: Dialect,
+) -> Response {
+    let provider = if route.provider.is_empty() {
+        GATE
+    } else {
+        route.provider.as_str()
+    };
+    let event = record::blocked(
+        ctx,
+        provider,
+        &route.model,
+        outcome,
+        err.status.as_u16(),
+        err.code.unwrap_or(err.kind),
+        &err.message,
+        started.elapsed(),
+    );
+    ProxyMetrics::inc(&state.metrics.blocked);
+    let emitter = state.emitter.clone();
+    tokio::spawn(async move { emitter.emit(event).await });
+    tracing::info!(call_id = %ctx.call_id, status = err.status.as_u16(), reason = %err.message, "call refused");
+    err.into_response(dialect)
+}

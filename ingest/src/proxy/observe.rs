@@ -1,0 +1,477 @@
+//! Reading usage, time to first token and errors out of provider responses
+//! as they pass through, without holding them back. A streamed (SSE) body is
+//! cut into complete events, each forwarded as soon as its blank line
+//! arrives; an OpenAI usage chunk the proxy asked for on the client's behalf
+//! is dropped. A non-streamed body is forwarded as it comes and parsed once
+//! complete. Pure code: no I/O, unit-tested below.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::contract::{ProviderError, Usage};
+
+/// Non-streamed bodies are kept (for parsing) up to this size.
+const MAX_KEPT_BODY: usize = 32 * 1024 * 1024;
+/// A single SSE event larger than this is forwarded unparsed.
+const MAX_EVENT: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+#[derive(Debug)]
+pub struct Observer {
+    dialect: Dialect,
+    stream: bool,
+    strip_usage_chunk: bool,
+    pending: BytesMut,
+    kept: Vec<u8>,
+    kept_overflow: bool,
+    hasher: Sha256,
+    /// Usage as reported so far.
+    pub usage: Usage,
+    /// Whether the provider reported usage (otherwise it is estimated).
+    pub usage_reported: bool,
+    /// Content chunks seen (an output-token estimate when usage is missing).
+    pub content_chunks: u64,
+    /// Set when the first content chunk passed.
+    pub saw_content: bool,
+    /// The stream's terminal marker (`[DONE]`, `message_stop`) arrived.
+    pub complete: bool,
+    /// A provider error inside the body (SSE `error` event, error JSON).
+    pub error: Option<ProviderError>,
+    /// The body could not be parsed as the provider's format.
+    pub malformed: bool,
+}
+
+impl Observer {
+    pub fn new(dialect: Dialect, stream: bool, strip_usage_chunk: bool) -> Self {
+        Self {
+            dialect,
+            stream,
+            strip_usage_chunk,
+            pending: BytesMut::new(),
+            kept: Vec::new(),
+            kept_overflow: false,
+            hasher: Sha256::new(),
+            usage: Usage::default(),
+            usage_reported: false,
+            content_chunks: 0,
+            saw_content: false,
+            complete: false,
+            error: None,
+            malformed: false,
+        }
+    }
+
+    /// Take a chunk from upstream; return the bytes to send to the client now.
+    pub fn feed(&mut self, chunk: &[u8]) -> Bytes {
+        self.hasher.update(chunk);
+        if !self.stream {
+            if !self.kept_overflow {
+                if self.kept.len() + chunk.len() > MAX_KEPT_BODY {
+                    self.kept_overflow = true;
+                    self.kept = Vec::new();
+                } else {
+                    self.kept.extend_from_slice(chunk);
+                }
+            }
+            return Bytes::copy_from_slice(chunk);
+        }
+        self.pending.extend_from_slice(chunk);
+        let mut out = BytesMut::new();
+        while let Some(end) = event_end(&self.pending) {
+            let event = self.pending.split_to(end).freeze();
+            if self.observe_event(&event) {
+                out.extend_from_slice(&event);
+            }
+        }
+        if self.pending.len() > MAX_EVENT {
+            // Not SSE as we know it: pass it on rather than hold it.
+            self.malformed = true;
+            out.extend_from_slice(&self.pending.split());
+        }
+        out.freeze()
+    }
+
+    /// The upstream body ended: what is left to send, and the final parse.
+    pub fn finish(&mut self) -> Bytes {
+        if !self.stream {
+            if !self.kept_overflow {
+                let body = std::mem::take(&mut self.kept);
+                self.observe_json_body(&body);
+            }
+            return Bytes::new();
+        }
+        let rest = self.pending.split().freeze();
+        if !rest.iter().all(u8::is_ascii_whitespace) {
+            self.observe_event(&rest);
+        }
+        rest
+    }
+
+    /// SHA-256 (hex) of every byte upstream sent.
+    pub fn response_sha256(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+
+    /// Look at one SSE event; `false` when it must not reach the client.
+    fn observe_event(&mut self, event: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(event);
+        let mut name = "";
+        let mut data = String::new();
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        if data.is_empty() {
+            return true; // comments, keep-alives
+        }
+        if data.trim() == "[DONE]" {
+            self.complete = true;
+            return true;
+        }
+        let Ok(value) = serde_json::from_str::<Value>(&data) else {
+            self.malformed = true;
+            return true;
+        };
+        match self.dialect {
+            Dialect::OpenAi => self.observe_openai_chunk(&value),
+            Dialect::Anthropic => {
+                self.observe_anthropic_event(name, &value);
+                true
+            }
+        }
+    }
+
+    fn observe_openai_chunk(&mut self, chunk: &Value) -> bool {
+        if let Some(err) = chunk.get("error") {
+            self.error = Some(openai_error(err));
+        }
+        let choices = chunk.get("choices").and_then(Value::as_array);
+        if let Some(choices) = choices {
+            if choices.iter().any(has_openai_content) {
+                self.saw_content = true;
+                self.content_chunks += 1;
+            }
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            self.usage = openai_usage(usage);
+            self.usage_reported = true;
+            let only_usage = choices.map(Vec::is_empty).unwrap_or(true);
+            if self.strip_usage_chunk && only_usage {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn observe_anthropic_event(&mut self, name: &str, event: &Value) {
+        let kind = event.get("type").and_then(Value::as_str).unwrap_or(name);
+        match kind {
+            "message_start" => {
+                if let Some(usage) = event.pointer("/message/usage") {
+                    self.usage = anthropic_usage(usage, &self.usage);
+                    self.usage_reported = true;
+                }
+            }
+            "content_block_delta" => {
+                self.saw_content = true;
+                self.content_chunks += 1;
+            }
+            "message_delta" => {
+                if let Some(usage) = event.get("usage") {
+                    self.usage = anthropic_usage(usage, &self.usage);
+                    self.usage_reported = true;
+                }
+            }
+            "message_stop" => self.complete = true,
+            "error" => {
+                if let Some(err) = event.get("error") {
+                    self.error = Some(anthropic_error(err));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn observe_json_body(&mut self, body: &[u8]) {
+        let Ok(value) = serde_json::from_slice::<Value>(body) else {
+            self.malformed = true;
+            return;
+        };
+        self.complete = true;
+        match self.dialect {
+            Dialect::OpenAi => {
+                if let Some(err) = value.get("error") {
+                    self.error = Some(openai_error(err));
+                }
+                if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
+                    self.usage = openai_usage(usage);
+                    self.usage_reported = true;
+                }
+            }
+            Dialect::Anthropic => {
+                if value.get("type").and_then(Value::as_str) == Some("error") {
+                    if let Some(err) = value.get("error") {
+                        self.error = Some(anthropic_error(err));
+                    }
+                }
+                if let Some(usage) = value.get("usage") {
+                    self.usage = anthropic_usage(usage, &Usage::default());
+                    self.usage_reported = true;
+                }
+            }
+        }
+    }
+
+    /// Usage to record: as reported, or (cancelled / cut-off streams without
+    /// a usage report) output estimated from the content chunks seen.
+    pub fn usage_so_far(&self) -> (Usage, bool) {
+        if self.usage_reported && (self.complete || self.dialect == Dialect::Anthropic) {
+            let mut usage = self.usage.clone();
+            if !self.complete {
+                usage.output_tokens = usage.output_tokens.max(self.content_chunks);
+            }
+            return (usage, !self.complete);
+        }
+        let mut usage = self.usage.clone();
+        usage.output_tokens = usage.output_tokens.max(self.content_chunks);
+        (usage, true)
+    }
+}
+
+/// Offset just past the first complete SSE event (blank line) in `buf`.
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn has_openai_content(choice: &Value) -> bool {
+    // Legacy completions stream `text`, chat streams a `delta`.
+    if choice
+        .get("text")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty())
+    {
+        return true;
+    }
+    let Some(delta) = choice.get("delta").and_then(Value::as_object) else {
+        return false;
+    };
+    delta.iter().any(|(k, v)| {
+        k != "role"
+            && match v {
+                Value::Null => false,
+                Value::String(s) => !s.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                _ => true,
+            }
+    })
+}
+
+fn n(value: &Value, pointer: &str) -> u64 {
+    value.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// OpenAI counts cached tokens inside `prompt_tokens` and reasoning tokens
+/// inside `completion_tokens`, as the event contract does.
+pub fn openai_usage(usage: &Value) -> Usage {
+    Usage {
+        input_tokens: n(usage, "/prompt_tokens"),
+        output_tokens: n(usage, "/completion_tokens"),
+        cached_input_tokens: n(usage, "/prompt_tokens_details/cached_tokens"),
+        reasoning_tokens: n(usage, "/completion_tokens_details/reasoning_tokens"),
+        ..Usage::default()
+    }
+}
+
+/// Anthropic counts cache reads and writes outside `input_tokens`; the
+/// contract's `input_tokens` is every prompt token, so they are added.
+/// `message_delta` usage is cumulative and may omit fields: missing fields
+/// keep their earlier values.
+pub fn anthropic_usage(usage: &Value, before: &Usage) -> Usage {
+    let get = |key: &str| usage.get(key).and_then(Value::as_u64);
+    let uncached = get("input_tokens");
+    let cache_read = get("cache_read_input_tokens");
+    let cache_write = get("cache_creation_input_tokens");
+    let mut out = before.clone();
+    if uncached.is_some() || cache_read.is_some() || cache_write.is_some() {
+        let cached = cache_read.unwrap_or(before.cached_input_tokens);
+        let write = cache_write.unwrap_or(before.cache_write_tokens);
+        let base = uncached.unwrap_or_else(|| {
+            before
+                .input_tokens
+                .saturating_sub(before.cached_input_tokens + before.cache_write_tokens)
+        });
+        out.input_tokens = base + cached + write;
+        out.cached_input_tokens = cached;
+        out.cache_write_tokens = write;
+    }
+    if let Some(output) = get("output_tokens") {
+        out.output_tokens = output;
+    }
+    out
+}
+
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+pub fn provider_error(error_type: &str, message: &str) -> ProviderError {
+    let error_type = if error_type.is_empty() {
+        "unknown"
+    } else {
+        error_type
+    };
+    ProviderError {
+        error_type: clip(error_type, 128),
+        message: clip(message, 2048),
+    }
+}
+
+fn openai_error(err: &Value) -> ProviderError {
+    let kind = err
+        .get("type")
+        .and_then(Value::as_str)
+        .or_else(|| err.get("code").and_then(Value::as_str))
+        .unwrap_or("unknown");
+    let message = err.get("message").and_then(Value::as_str).unwrap_or("");
+    provider_error(kind, message)
+}
+
+fn anthropic_error(err: &Value) -> ProviderError {
+    let kind = err.get("type").and_then(Value::as_str).unwrap_or("unknown");
+    let message = err.get("message").and_then(Value::as_str).unwrap_or("");
+    provider_error(kind, message)
+}
+
+/// The provider error in an error response body, if it has one.
+pub fn error_from_body(dialect: Dialect, body: &[u8]) -> Option<ProviderError> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let err = value.get("error")?;
+    Some(match dialect {
+        Dialect::OpenAi => openai_error(err),
+        Dialect::Anthropic => anthropic_error(err),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(obs: &mut Observer, chunks: &[&str]) -> String {
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend_from_slice(&obs.feed(c.as_bytes()));
+        }
+        out.extend_from_slice(&obs.finish());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn openai_stream_usage_is_read_and_injected_chunk_stripped() {
+        let usage = r#"{"prompt_tokens":7,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":1}}"#;
+        let chunks = [
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"choi",
+            "ces\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+        ];
+        let tail = format!("data: {{\"choices\":[],\"usage\":{usage}}}\n\ndata: [DONE]\n\n");
+        let mut all: Vec<&str> = chunks.to_vec();
+        all.push(&tail);
+        let mut obs = Observer::new(Dialect::OpenAi, true, true);
+        let out = run(&mut obs, &all);
+        assert!(!out.contains("prompt_tokens"), "{out}");
+        assert!(out.ends_with("data: [DONE]\n\n"));
+        assert!(obs.saw_content && obs.complete && obs.usage_reported);
+        assert_eq!(obs.content_chunks, 1);
+        assert_eq!(
+            obs.usage,
+            Usage {
+                input_tokens: 7,
+                output_tokens: 3,
+                cached_input_tokens: 2,
+                reasoning_tokens: 1,
+                ..Usage::default()
+            }
+        );
+        let mut keep = Observer::new(Dialect::OpenAi, true, false);
+        assert!(run(&mut keep, &all).contains("prompt_tokens"));
+        assert_eq!(keep.response_sha256(), obs.response_sha256());
+    }
+
+    #[test]
+    fn anthropic_stream_usage_adds_cache_tokens() {
+        let events = [
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":3,\"cache_creation_input_tokens\":2,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":9}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        ];
+        let mut obs = Observer::new(Dialect::Anthropic, true, false);
+        let out = run(&mut obs, &events);
+        assert_eq!(out, events.concat());
+        assert_eq!(
+            obs.usage,
+            Usage {
+                input_tokens: 10,
+                output_tokens: 9,
+                cached_input_tokens: 3,
+                cache_write_tokens: 2,
+                ..Usage::default()
+            }
+        );
+        assert!(obs.complete);
+        assert_eq!(obs.usage_so_far(), (obs.usage.clone(), false));
+    }
+
+    #[test]
+    fn cut_off_stream_estimates_output() {
+        let mut obs = Observer::new(Dialect::OpenAi, true, true);
+        run(&mut obs, &["data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n"]);
+        let (usage, estimated) = obs.usage_so_far();
+        assert!(estimated);
+        assert_eq!(usage.output_tokens, 2);
+    }
+
+    #[test]
+    fn json_bodies_and_errors() {
+        let mut obs = Observer::new(Dialect::OpenAi, false, false);
+        let body = r#"{"usage":{"prompt_tokens":4,"completion_tokens":2}}"#;
+        assert_eq!(run(&mut obs, &[&body[..10], &body[10..]]), body);
+        assert_eq!((obs.usage.input_tokens, obs.usage.output_tokens), (4, 2));
+        let mut bad = Observer::new(Dialect::OpenAi, false, false);
+        run(&mut bad, &["{\"usage\": "]);
+        assert!(bad.malformed);
+        let err = error_from_body(
+            Dialect::Anthropic,
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (err.error_type.as_str(), err.message.as_str()),
+            ("rate_limit_error", "slow")
+        );
+    }
+}

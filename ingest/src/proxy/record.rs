@@ -1,0 +1,258 @@
+//! Turning what the proxy saw of a call into `ai.call.*` events: the tenant
+//! comes from the virtual key, bodies appear only as SHA-256 digests, and
+//! every upstream attempt is one event (same `call_id`, `attempt` counting
+//! from 1; a fallback model gets a new `call_id` with `fallback_of`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use chrono::{SubsecRound, Utc};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::auth::VirtualKey;
+use crate::contract::{
+    Call, Event, Operation, Outcome, ProviderError, Usage, KIND_CALL_BLOCKED, KIND_CALL_COMPLETED,
+    KIND_CALL_FAILED, SCHEMA_VERSION,
+};
+
+const TAG_HEADER_PREFIX: &str = "x-tollgate-tag-";
+const MAX_TAGS: usize = 16;
+
+/// What is known about a call before it is forwarded.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub key: VirtualKey,
+    pub call_id: String,
+    pub trace_id: String,
+    pub requested_model: String,
+    pub operation: Operation,
+    pub stream: bool,
+    pub prompt_sha256: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// How one attempt (or refusal) ended.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub call_id: String,
+    pub fallback_of: String,
+    pub provider: String,
+    pub model: String,
+    pub attempt: u16,
+    pub duration: Duration,
+    pub ttft: Option<Duration>,
+    pub usage: Usage,
+    pub usage_estimated: bool,
+    pub outcome: Outcome,
+    pub http_status: u16,
+    pub error: Option<ProviderError>,
+    pub response_sha256: Option<String>,
+}
+
+impl CallContext {
+    pub fn new(
+        key: VirtualKey,
+        headers: &HeaderMap,
+        operation: Operation,
+        requested_model: &str,
+        stream: bool,
+        body: &[u8],
+    ) -> Self {
+        Self {
+            key,
+            call_id: Uuid::now_v7().to_string(),
+            trace_id: trace_id(headers),
+            requested_model: requested_model.to_string(),
+            operation,
+            stream,
+            prompt_sha256: sha256_hex(body),
+            tags: tags(headers),
+        }
+    }
+
+    /// A record for the first attempt of this call, to be filled in.
+    pub fn attempt(&self, provider: &str, model: &str) -> AttemptRecord {
+        AttemptRecord {
+            call_id: self.call_id.clone(),
+            fallback_of: String::new(),
+            provider: provider.to_string(),
+            model: model.to_string(),
+            attempt: 1,
+            duration: Duration::ZERO,
+            ttft: None,
+            usage: Usage::default(),
+            usage_estimated: false,
+            outcome: Outcome::Success,
+            http_status: 0,
+            error: None,
+            response_sha256: None,
+        }
+    }
+
+    pub fn event(&self, record: AttemptRecord) -> Event {
+        let kind = match record.outcome {
+            Outcome::Success => KIND_CALL_COMPLETED,
+            Outcome::Blocked => KIND_CALL_BLOCKED,
+            _ => KIND_CALL_FAILED,
+        };
+        let mut tags = self.tags.clone();
+        if record.usage_estimated {
+            tags.insert("usage".into(), "estimated".into());
+        }
+        let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        Event {
+            schema_version: SCHEMA_VERSION,
+            event_id: Uuid::now_v7(),
+            kind: kind.into(),
+            occurred_at: Utc::now().trunc_subsecs(3),
+            org_id: self.key.org_id.clone(),
+            team_id: self.key.team_id.clone(),
+            user_id: self.key.user_id.clone(),
+            api_key_id: self.key.id.to_string(),
+            call: Some(Call {
+                call_id: record.call_id,
+                trace_id: self.trace_id.clone(),
+                provider: record.provider,
+                model: record.model,
+                requested_model: self.requested_model.clone(),
+                attempt: record.attempt,
+                fallback_of: record.fallback_of,
+                operation: self.operation,
+                stream: self.stream,
+                duration_ms: millis(record.duration),
+                ttft_ms: record.ttft.map(millis),
+                usage: record.usage,
+                outcome: record.outcome,
+                http_status: record.http_status,
+                error: record.error,
+                cache_hit: false,
+                prompt_sha256: Some(self.prompt_sha256.clone()),
+                response_sha256: record.response_sha256,
+            }),
+            admin: None,
+            tags,
+            reported_cost: None,
+        }
+    }
+}
+
+/// `provider` of events for calls a gate refused before any provider was chosen.
+pub const GATE: &str = "tollgate";
+
+/// A refusal by a gate (decision, rate limit, allow-list): `ai.call.blocked`.
+#[allow(clippy::too_many_arguments)]
+pub fn blocked(
+    ctx: &CallContext,
+    provider: &str,
+    model: &str,
+    outcome: Outcome,
+    http_status: u16,
+    error_type: &str,
+    reason: &str,
+    elapsed: Duration,
+) -> Event {
+    let mut record = ctx.attempt(provider, model);
+    record.outcome = outcome;
+    record.http_status = http_status;
+    record.duration = elapsed;
+    record.error = Some(super::observe::provider_error(error_type, reason));
+    let mut event = ctx.event(record);
+    event.kind = KIND_CALL_BLOCKED.into();
+    event
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The trace id from W3C `traceparent` (`00-<trace>-<span>-<flags>`) or
+/// `x-tollgate-trace-id`.
+fn trace_id(headers: &HeaderMap) -> String {
+    let from_traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('-').nth(1))
+        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()));
+    let explicit = headers
+        .get("x-tollgate-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_graphic()));
+    explicit.or(from_traceparent).unwrap_or("").to_string()
+}
+
+/// Tags from `x-tollgate-tag-<name>: <value>` headers.
+fn tags(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let key = name.as_str().strip_prefix(TAG_HEADER_PREFIX)?;
+            let value = value.to_str().ok()?;
+            (!key.is_empty() && key.len() <= 64 && value.len() <= 256)
+                .then(|| (key.to_string(), value.to_string()))
+        })
+        .take(MAX_TAGS)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_events_pass_the_ingest_contract() {
+        let key = VirtualKey {
+            id: Uuid::now_v7(),
+            prefix: "abcdefgh".into(),
+            role: "proxy".into(),
+            org_id: "acme".into(),
+            team_id: "search".into(),
+            user_id: "alice".into(),
+            allowed_models: vec![],
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-tollgate-tag-feature", "search".parse().unwrap());
+        let ctx = CallContext::new(key, &headers, Operation::Chat, "gpt-4o", true, b"{}");
+        let mut record = ctx.attempt("openai", "gpt-4o-mini");
+        record.ttft = Some(Duration::from_millis(12));
+        record.duration = Duration::from_millis(40);
+        record.usage_estimated = true;
+        record.outcome = Outcome::Cancelled;
+        record.http_status = 200;
+        record.response_sha256 = Some(sha256_hex(b"x"));
+        let blocked_event = blocked(
+            &ctx,
+            GATE,
+            "gpt-4o",
+            Outcome::Blocked,
+            403,
+            "denied",
+            "budget",
+            Duration::ZERO,
+        );
+        for event in [ctx.event(record), blocked_event] {
+            let value = serde_json::to_value(&event).unwrap();
+            let parsed = crate::contract::parse_event(
+                value,
+                Utc::now(),
+                &crate::contract::Limits::default(),
+            );
+            assert_eq!(parsed.map_err(|r| r.to_string()), Ok(event));
+        }
+    }
+
+    #[test]
+    fn trace_and_tags_come_from_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        h.insert("x-tollgate-tag-feature", "search".parse().unwrap());
+        assert_eq!(trace_id(&h), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(tags(&h).get("feature").map(String::as_str), Some("search"));
+    }
+}

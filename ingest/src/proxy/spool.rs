@@ -1,0 +1,239 @@
+//! The durable event spool: an append-only NDJSON file of events Kafka has
+//! not acknowledged yet, and a small position file saying how much of it has
+//! been replayed. Written only by the emitter task, so no locking. Appends are
+//! fsynced before the emitter moves on, so an event in the spool survives a
+//! crash; replay goes strictly in file order.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::contract::Event;
+
+const DATA: &str = "events.ndjson";
+const POSITION: &str = "events.pos";
+/// How much of the file's end is searched for the last complete line.
+const TORN_TAIL_SCAN: u64 = 1024 * 1024;
+
+pub struct Spool {
+    dir: PathBuf,
+    /// Byte offset of the first event not yet replayed.
+    position: u64,
+    /// Byte length of the data file.
+    len: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("event spool {path}: {source}")]
+pub struct SpoolError {
+    path: String,
+    #[source]
+    source: std::io::Error,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl Spool {
+    /// Open (or create) the spool in `dir`, keeping whatever an earlier run
+    /// left unreplayed. A torn last line (crash mid-append) is cut off.
+    pub fn open(dir: &Path) -> Result<Self, SpoolError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let data = dir.join(DATA);
+        let mut len = match fs::metadata(&data) {
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        };
+        if len > 0 {
+            // Only the tail can be torn; events are far smaller than this.
+            let tail_start = len.saturating_sub(TORN_TAIL_SCAN);
+            let mut file = File::open(&data).map_err(io(&data))?;
+            file.seek(SeekFrom::Start(tail_start)).map_err(io(&data))?;
+            let mut tail = Vec::new();
+            file.read_to_end(&mut tail).map_err(io(&data))?;
+            let good = tail
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map(|i| tail_start + i as u64 + 1)
+                .unwrap_or(tail_start);
+            if good < len {
+                tracing::error!(path = %data.display(), cut = len - good, "event spool ends in a torn line; cutting it off");
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&data)
+                    .map_err(io(&data))?;
+                file.set_len(good).map_err(io(&data))?;
+                len = good;
+            }
+        }
+        let pos_path = dir.join(POSITION);
+        let position = fs::read_to_string(&pos_path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(len);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            position,
+            len,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether events are waiting to be replayed.
+    pub fn has_pending(&self) -> bool {
+        self.position < self.len
+    }
+
+    pub fn pending_bytes(&self) -> u64 {
+        self.len - self.position
+    }
+
+    /// Append events and fsync.
+    pub fn append(&mut self, events: &[Event]) -> Result<(), SpoolError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(DATA);
+        let mut buf = Vec::new();
+        for event in events {
+            // An Event always serializes; a failure here would be a bug, and
+            // the event still goes to the log rather than vanish.
+            match serde_json::to_vec(event) {
+                Ok(line) => {
+                    buf.extend_from_slice(&line);
+                    buf.push(b'\n');
+                }
+                Err(err) => {
+                    tracing::error!(%err, event = ?event, "cannot encode event for the spool")
+                }
+            }
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        file.write_all(&buf).map_err(io(&path))?;
+        file.sync_data().map_err(io(&path))?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Up to `max` events from the replay position, each with the position
+    /// just after it, and the position after everything read (unreadable
+    /// lines included).
+    pub fn read_batch(&self, max: usize) -> Result<(Vec<(Event, u64)>, u64), SpoolError> {
+        let path = self.dir.join(DATA);
+        let mut file = File::open(&path).map_err(io(&path))?;
+        file.seek(SeekFrom::Start(self.position))
+            .map_err(io(&path))?;
+        let mut reader = BufReader::new(file);
+        let mut events = Vec::new();
+        let mut end = self.position;
+        let mut line = String::new();
+        while events.len() < max && end < self.len {
+            line.clear();
+            let read = reader.read_line(&mut line).map_err(io(&path))?;
+            if read == 0 {
+                break;
+            }
+            end += read as u64;
+            match serde_json::from_str::<Event>(line.trim_end()) {
+                Ok(event) => events.push((event, end)),
+                Err(err) => {
+                    tracing::error!(%err, offset = end - read as u64, line = %line.trim_end(), "unreadable line in the event spool; skipped")
+                }
+            }
+        }
+        Ok((events, end))
+    }
+
+    /// Record that everything before `position` is on Kafka. When nothing is
+    /// left the files are removed, so the spool does not grow forever.
+    pub fn advance(&mut self, position: u64) -> Result<(), SpoolError> {
+        self.position = position.min(self.len);
+        if self.position >= self.len {
+            let data = self.dir.join(DATA);
+            let pos = self.dir.join(POSITION);
+            if data.exists() {
+                fs::remove_file(&data).map_err(io(&data))?;
+            }
+            if pos.exists() {
+                fs::remove_file(&pos).map_err(io(&pos))?;
+            }
+            self.position = 0;
+            self.len = 0;
+            return Ok(());
+        }
+        let pos = self.dir.join(POSITION);
+        let tmp = self.dir.join("events.pos.tmp");
+        fs::write(&tmp, self.position.to_string()).map_err(io(&tmp))?;
+        fs::rename(&tmp, &pos).map_err(io(&pos))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{KIND_CALL_COMPLETED, SCHEMA_VERSION};
+
+    fn event(team: &str) -> Event {
+        Event {
+            schema_version: SCHEMA_VERSION,
+            event_id: uuid::Uuid::now_v7(),
+            kind: KIND_CALL_COMPLETED.into(),
+            occurred_at: chrono::Utc::now(),
+            org_id: "o".into(),
+            team_id: team.into(),
+            user_id: String::new(),
+            api_key_id: String::new(),
+            call: None,
+            admin: None,
+            tags: Default::default(),
+            reported_cost: None,
+        }
+    }
+
+    #[test]
+    fn append_replay_advance_and_reopen() {
+        let dir = tempfile_dir();
+        let mut spool = Spool::open(&dir).unwrap();
+        assert!(!spool.has_pending());
+        let events: Vec<Event> = (0..5).map(|i| event(&format!("t{i}"))).collect();
+        spool.append(&events).unwrap();
+        let (batch, pos) = spool.read_batch(2).unwrap();
+        let batch: Vec<Event> = batch.into_iter().map(|(e, _)| e).collect();
+        assert_eq!(batch, events[..2]);
+        spool.advance(pos).unwrap();
+        drop(spool);
+        // A torn line from a crash is cut off on reopen.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(DATA))
+            .unwrap();
+        f.write_all(b"{\"schema_ver").unwrap();
+        let mut spool = Spool::open(&dir).unwrap();
+        let (batch, pos) = spool.read_batch(10).unwrap();
+        let batch: Vec<Event> = batch.into_iter().map(|(e, _)| e).collect();
+        assert_eq!(batch, events[2..]);
+        spool.advance(pos).unwrap();
+        assert!(!spool.has_pending());
+        assert!(!dir.join(DATA).exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tollgate-spool-{}", uuid::Uuid::new_v4()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,540 @@
+//! A stand-in for upstream LLM providers, speaking the OpenAI
+//! (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`) and Anthropic
+//! (`/v1/messages`) wire formats, streaming (SSE) and not. It is the only test
+//! double the proxy's tests use: everything else is real.
+//!
+//! What it answers is deterministic so tests can know exact figures:
+//! - input tokens = the number of whitespace-separated words in the prompt
+//!   (every message's text, plus `system` for Anthropic; at least 1);
+//! - output tokens = header `x-mock-output-tokens`, else `max_tokens` /
+//!   `max_completion_tokens`, else the configured default (16); at most 4096;
+//! - cached input tokens = header `x-mock-cached-tokens`, else input / 4;
+//! - cache-write tokens (Anthropic) = header `x-mock-cache-write-tokens`, else 0;
+//! - reasoning tokens = header `x-mock-reasoning-tokens`, else output / 2 for
+//!   models named `o1*`, `o3*`, `o4*`, else 0.
+//!
+//! The reply text is output-tokens words from a fixed list, one word per
+//! streamed chunk. Latency: time to first token and the gap between tokens
+//! come from configurable distributions (headers `x-mock-ttft-ms`,
+//! `x-mock-inter-token-ms` override them per request).
+//!
+//! Failures are chosen per request with `x-mock-fail: 429|500|503|529|timeout|malformed|disconnect`
+//! or by a model name containing `fail-<mode>`; with `x-mock-scenario: <id>`
+//! and `x-mock-fail-times: n` only the scenario's first n requests fail.
+//! `GET /mock/scenarios/<id>` reports how many requests a scenario saw and the
+//! headers of the last one (so tests can count retries and check what a proxy
+//! forwarded).
+
+// Handlers return `Result<_, Response>` so an early reply is one `?`; the
+// size of `Response` does not matter at a mock's request rates.
+#![allow(clippy::result_large_err)]
+
+mod errors;
+mod latency;
+mod wire;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::channel::mpsc;
+use futures::SinkExt;
+use serde_json::{json, Value};
+
+pub use errors::{Dialect, FailMode};
+pub use latency::LatencyDist;
+
+/// Longest reply, in tokens.
+pub const MAX_OUTPUT_TOKENS: u64 = 4096;
+/// How long a `timeout` failure keeps the request open before giving up.
+const TIMEOUT_HOLD: Duration = Duration::from_secs(120);
+
+/// How the mock behaves when a request does not say otherwise.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Time from the request to the first token.
+    pub ttft: LatencyDist,
+    /// Time between two tokens.
+    pub inter_token: LatencyDist,
+    /// Output tokens when neither the request nor a header says.
+    pub default_output_tokens: u64,
+    /// When set, requests must carry this key (`Authorization: Bearer` for
+    /// OpenAI routes, `x-api-key` for Anthropic) or get a 401.
+    pub api_key: Option<String>,
+    /// Models listed by `GET /v1/models`.
+    pub models: Vec<String>,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            ttft: LatencyDist::Fixed(Duration::from_millis(20)),
+            inter_token: LatencyDist::Fixed(Duration::from_millis(2)),
+            default_output_tokens: 16,
+            api_key: None,
+            models: vec![
+                "gpt-4o-mini".into(),
+                "gpt-4o".into(),
+                "o3-mini".into(),
+                "text-embedding-3-small".into(),
+            ],
+        }
+    }
+}
+
+#[derive(Default)]
+struct Scenario {
+    requests: u64,
+    last_headers: HashMap<String, String>,
+}
+
+struct MockState {
+    config: MockConfig,
+    scenarios: Mutex<HashMap<String, Scenario>>,
+    next_id: AtomicU64,
+}
+
+/// The whole reply text of an answer with `output_tokens` tokens.
+pub fn reply_text(output_tokens: u64) -> String {
+    wire::reply_tokens(output_tokens).concat()
+}
+
+/// The mock's routes.
+pub fn router(config: MockConfig) -> Router {
+    let state = Arc::new(MockState {
+        config,
+        scenarios: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+    });
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/v1/messages", post(messages))
+        .route("/mock/scenarios/{id}", get(scenario))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+/// Serve the mock on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: MockConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // Responses are written in pieces (headers, then chunks): without
+    // TCP_NODELAY, Nagle and the client's delayed ACK add ~40 ms per call.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router(config))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Everything the mock decided about one request.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub fail: Option<FailMode>,
+    pub retry_after: Option<String>,
+    pub ttft: Duration,
+    pub inter_token: Duration,
+}
+
+impl Plan {
+    /// The words of the reply, one per token.
+    pub fn tokens(&self) -> Vec<String> {
+        wire::reply_tokens(self.output_tokens)
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    header(headers, name).and_then(|v| v.trim().parse().ok())
+}
+
+fn header_ms(headers: &HeaderMap, name: &str) -> Option<Duration> {
+    header_u64(headers, name).map(Duration::from_millis)
+}
+
+/// Count the request against its scenario (if any) and decide whether it fails.
+fn choose_failure(state: &MockState, headers: &HeaderMap, model: &str) -> Option<FailMode> {
+    let requested = header(headers, "x-mock-fail")
+        .and_then(FailMode::parse)
+        .or_else(|| {
+            model
+                .split_once("fail-")
+                .and_then(|(_, mode)| FailMode::parse(mode))
+        });
+    let Some(scenario_id) = header(headers, "x-mock-scenario") else {
+        return requested;
+    };
+    let count = {
+        let mut scenarios = match state.scenarios.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let scenario = scenarios.entry(scenario_id.to_string()).or_default();
+        scenario.requests += 1;
+        scenario.last_headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect();
+        scenario.requests
+    };
+    match header_u64(headers, "x-mock-fail-times") {
+        Some(times) if count > times => None,
+        _ => requested,
+    }
+}
+
+fn plan(state: &MockState, headers: &HeaderMap, body: &Value, dialect: Dialect) -> Plan {
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let input_tokens = wire::count_input_words(body, dialect).max(1);
+    let from_request = body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .and_then(Value::as_u64);
+    let output_tokens = header_u64(headers, "x-mock-output-tokens")
+        .or(from_request)
+        .unwrap_or(state.config.default_output_tokens)
+        .min(MAX_OUTPUT_TOKENS);
+    let cached_tokens = header_u64(headers, "x-mock-cached-tokens")
+        .unwrap_or(input_tokens / 4)
+        .min(input_tokens);
+    let cache_write_tokens = header_u64(headers, "x-mock-cache-write-tokens")
+        .unwrap_or(0)
+        .min(input_tokens - cached_tokens);
+    let reasoning_default = if ["o1", "o3", "o4"].iter().any(|p| model.starts_with(p)) {
+        output_tokens / 2
+    } else {
+        0
+    };
+    let reasoning_tokens = header_u64(headers, "x-mock-reasoning-tokens")
+        .unwrap_or(reasoning_default)
+        .min(output_tokens);
+    let fail = choose_failure(state, headers, &model);
+    Plan {
+        retry_after: header(headers, "x-mock-retry-after").map(str::to_string),
+        ttft: header_ms(headers, "x-mock-ttft-ms").unwrap_or_else(|| state.config.ttft.sample()),
+        inter_token: header_ms(headers, "x-mock-inter-token-ms")
+            .unwrap_or_else(|| state.config.inter_token.sample()),
+        model,
+        input_tokens,
+        output_tokens,
+        cached_tokens,
+        cache_write_tokens,
+        reasoning_tokens,
+        fail,
+    }
+}
+
+fn authorized(state: &MockState, headers: &HeaderMap, dialect: Dialect) -> bool {
+    let Some(want) = &state.config.api_key else {
+        return true;
+    };
+    let got = match dialect {
+        Dialect::OpenAi => header(headers, "authorization").and_then(|v| v.strip_prefix("Bearer ")),
+        Dialect::Anthropic => header(headers, "x-api-key"),
+    };
+    got == Some(want.as_str())
+}
+
+/// Parse the body as a JSON object or answer the provider's 400.
+fn parse_body(body: &Bytes, dialect: Dialect) -> Result<Value, Response> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value) if value.is_object() => Ok(value),
+        _ => Err(errors::invalid_json(dialect)),
+    }
+}
+
+/// Common preamble of every POST route: auth, JSON, model, plan, and the
+/// failures that happen before any byte of a reply.
+async fn prepare(
+    state: &MockState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    dialect: Dialect,
+) -> Result<(Value, Plan), Response> {
+    if !authorized(state, headers, dialect) {
+        return Err(errors::unauthorized(dialect));
+    }
+    let value = parse_body(body, dialect)?;
+    if value.get("model").and_then(Value::as_str).is_none() {
+        return Err(errors::missing_field(dialect, "model"));
+    }
+    let plan = plan(state, headers, &value, dialect);
+    match plan.fail {
+        Some(FailMode::Status(status)) => Err(errors::status_error(
+            dialect,
+            status,
+            plan.retry_after.as_deref(),
+        )),
+        Some(FailMode::Timeout) => {
+            tokio::time::sleep(TIMEOUT_HOLD).await;
+            Err(errors::status_error(dialect, 504, None))
+        }
+        _ => Ok((value, plan)),
+    }
+}
+
+type Chunk = Result<Bytes, std::io::Error>;
+
+/// A streamed body fed by a task; `events` yields what to send and when.
+fn sse_response(
+    plan: Plan,
+    events: Vec<Bytes>,
+    first_token_index: usize,
+    fail: Option<FailMode>,
+) -> Response {
+    let (mut tx, rx) = mpsc::channel::<Chunk>(4);
+    tokio::spawn(async move {
+        let cut = events.len() / 2;
+        for (i, event) in events.into_iter().enumerate() {
+            if i == first_token_index {
+                tokio::time::sleep(plan.ttft).await;
+            } else if i > first_token_index && !plan.inter_token.is_zero() {
+                tokio::time::sleep(plan.inter_token).await;
+            }
+            if fail == Some(FailMode::Disconnect) && i == cut {
+                let _ = tx.send(Err(std::io::Error::other("mock disconnect"))).await;
+                return;
+            }
+            if fail == Some(FailMode::Malformed)
+                && i == cut
+                && tx
+                    .send(Ok(Bytes::from_static(
+                        b"data: {\"choices\": [{\"delta\": \n\n",
+                    )))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            if tx.send(Ok(event)).await.is_err() {
+                return; // the client went away
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream; charset=utf-8")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(rx))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A non-streamed JSON reply after the whole generation time, or the
+/// malformed / cut-off variants.
+async fn json_response(plan: &Plan, body: Value) -> Response {
+    let total = plan.ttft + plan.inter_token * (plan.output_tokens.saturating_sub(1) as u32);
+    tokio::time::sleep(total).await;
+    match plan.fail {
+        Some(FailMode::Malformed) => {
+            let text = body.to_string();
+            let cut = &text[..text.len() / 2];
+            (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                cut.to_string(),
+            )
+                .into_response()
+        }
+        Some(FailMode::Disconnect) => {
+            let text = body.to_string();
+            let head = Bytes::from(text[..text.len() / 2].to_string());
+            let chunks: Vec<Chunk> = vec![Ok(head), Err(std::io::Error::other("mock disconnect"))];
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Body::from_stream(futures::stream::iter(chunks)))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        _ => Json(body).into_response(),
+    }
+}
+
+async fn chat_completions(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (request, plan) = match prepare(&state, &headers, &body, Dialect::OpenAi).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let id = format!(
+        "chatcmpl-mock{}",
+        state.next_id.fetch_add(1, Ordering::Relaxed)
+    );
+    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+    if stream {
+        let include_usage = request
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        let events = wire::openai_chunks(&id, &plan, include_usage);
+        let fail = plan.fail;
+        sse_response(plan, events, 0, fail)
+    } else {
+        let body = wire::openai_completion(&id, &plan);
+        json_response(&plan, body).await
+    }
+}
+
+async fn embeddings(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (request, plan) = match prepare(&state, &headers, &body, Dialect::OpenAi).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let plan = Plan {
+        output_tokens: 0,
+        inter_token: Duration::ZERO,
+        ..plan
+    };
+    let body = wire::openai_embeddings(&request, &plan);
+    json_response(&plan, body).await
+}
+
+async fn models(State(state): State<Arc<MockState>>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers, Dialect::OpenAi) {
+        return errors::unauthorized(Dialect::OpenAi);
+    }
+    let data: Vec<Value> = state
+        .config
+        .models
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "mock-upstream"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn messages(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (request, plan) = match prepare(&state, &headers, &body, Dialect::Anthropic).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    if request.get("max_tokens").and_then(Value::as_u64).is_none() {
+        return errors::missing_field(Dialect::Anthropic, "max_tokens");
+    }
+    let id = format!(
+        "msg_mock{:020}",
+        state.next_id.fetch_add(1, Ordering::Relaxed)
+    );
+    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+    if stream {
+        let (events, first) = wire::anthropic_events(&id, &plan);
+        let fail = plan.fail;
+        sse_response(plan, events, first, fail)
+    } else {
+        let body = wire::anthropic_message(&id, &plan);
+        json_response(&plan, body).await
+    }
+}
+
+async fn scenario(
+    State(state): State<Arc<MockState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Infallible> {
+    let scenarios = match state.scenarios.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let (requests, headers) = scenarios
+        .get(&id)
+        .map(|s| (s.requests, s.last_headers.clone()))
+        .unwrap_or_default();
+    Ok(Json(json!({"requests": requests, "last_headers": headers})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> MockState {
+        MockState {
+            config: MockConfig::default(),
+            scenarios: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    #[test]
+    fn token_counts_follow_the_documented_rules() {
+        let body = json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "one two three"}]}
+        ]});
+        let p = plan(&state(), &HeaderMap::new(), &body, Dialect::OpenAi);
+        assert_eq!(
+            (p.input_tokens, p.output_tokens, p.cached_tokens),
+            (5, 5, 1)
+        );
+        assert_eq!(p.reasoning_tokens, 0);
+        assert_eq!(p.tokens().len(), 5);
+        let body = json!({"model": "o3-mini", "messages": [{"role": "user", "content": "a b c d e f g h"}]});
+        let mut headers = HeaderMap::new();
+        headers.insert("x-mock-output-tokens", "10".parse().unwrap());
+        let p = plan(&state(), &headers, &body, Dialect::OpenAi);
+        assert_eq!(
+            (
+                p.input_tokens,
+                p.output_tokens,
+                p.cached_tokens,
+                p.reasoning_tokens
+            ),
+            (8, 10, 2, 5)
+        );
+        let body = json!({"model": "claude", "max_tokens": 3, "system": "x y", "messages": [{"role": "user", "content": "a b c"}]});
+        let p = plan(&state(), &HeaderMap::new(), &body, Dialect::Anthropic);
+        assert_eq!((p.input_tokens, p.output_tokens), (5, 3));
+    }
+
+    #[test]
+    fn scenario_fails_only_the_first_n_requests() {
+        let state = state();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-mock-fail", "500".parse().unwrap());
+        headers.insert("x-mock-scenario", "s1".parse().unwrap());
+        headers.insert("x-mock-fail-times", "2".parse().unwrap());
+        let fails: Vec<bool> = (0..4)
+            .map(|_| choose_failure(&state, &headers, "m").is_some())
+            .collect();
+        assert_eq!(fails, vec![true, true, false, false]);
+        assert_eq!(
+            choose_failure(&state, &HeaderMap::new(), "mock-fail-429"),
+            Some(FailMode::Status(429))
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! `tollgate bench proxy --rps R --duration D`: what the proxy adds.
+//!
+//! 1. Starts the mock upstream in this process (fixed time to first token,
+//!    no per-token delay by default) and `tollgate proxy` as a child process
+//!    (so its CPU and memory are its own), with a throw-away events topic
+//!    `tollgate.bench.proxy.<id>.events` and spool directory, and a proxy key
+//!    in the configured PostgreSQL (revoked at the end).
+//! 2. Sends the same chat completion at R requests per second to the mock
+//!    directly and through the proxy, interleaved, open loop, for D seconds
+//!    (after a one-second warm-up that is not counted).
+//! 3. Prints latency percentiles of both paths, the proxy's added latency
+//!    (p50 and p99 differences), throughput, and the proxy's CPU time and RSS.
+//!
+//! Nothing is asserted: the figures are for people and for `docs/proxy.md`.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+use tollgate_ingest::keys::KeyStore;
+use tollgate_ingest::proxy::config::{ProviderConfig, ProviderKind};
+use tollgate_mock_upstream::{LatencyDist, MockConfig};
+
+use crate::config::Config;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Requests per second on each path (direct and through the proxy).
+    #[arg(long, default_value_t = 200)]
+    pub rps: u32,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// The mock's time to first token, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    pub upstream_ms: u64,
+    /// Stream the responses (SSE) instead of plain JSON.
+    #[arg(long)]
+    pub stream: bool,
+    /// Output tokens per response.
+    #[arg(long, default_value_t = 16)]
+    pub tokens: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Direct,
+    Proxy,
+}
+
+struct Sample {
+    path: Path,
+    latency: Duration,
+    ok: bool,
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.rps > 0 && args.duration > 0,
+        "--rps and --duration must be positive"
+    );
+    let id = format!("{:08x}", rand::random::<u32>());
+    let work = std::env::temp_dir().join(format!("tollgate-bench-proxy-{id}"));
+    std::fs::create_dir_all(&work)?;
+
+    // Upstream stand-in, in process.
+    let mock_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let mock_addr = mock_listener.local_addr()?;
+    let mock_config = MockConfig {
+        ttft: LatencyDist::Fixed(Duration::from_millis(args.upstream_ms)),
+        inter_token: LatencyDist::Fixed(Duration::ZERO),
+        default_output_tokens: args.tokens,
+        api_key: Some("sk-bench".into()),
+        ..MockConfig::default()
+    };
+    let (stop_mock, mock_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mock = tokio::spawn(tollgate_mock_upstream::serve(
+        mock_listener,
+        mock_config,
+        async {
+            let _ = mock_stopped.await;
+        },
+    ));
+
+    // A proxy key in the control plane.
+    crate::cmd::migrate::migrate_postgres(config).await?;
+    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let keys = KeyStore::new(pool.clone());
+    let key = keys
+        .create(&format!("bench-proxy-{id}"), Some("bench"), "proxy")
+        .await?;
+    tollgate_ingest::proxy::auth::set_scope(&pool, key.id, Some("bench"), Some("bench"), &[])
+        .await?;
+
+    // The proxy, as a child process with its own config file.
+    let proxy_port = free_port()?;
+    let mut proxy_config = config.clone();
+    proxy_config.kafka.events_topic = format!("tollgate.bench.proxy.{id}.events");
+    proxy_config.proxy.listen = format!("127.0.0.1:{proxy_port}");
+    proxy_config.proxy.spool_dir = work.join("spool").display().to_string();
+    proxy_config.proxy.decisions_load_secs = 5;
+    proxy_config.proxy.rate_limit.requests_per_second = 0;
+    proxy_config.proxy.providers.clear();
+    proxy_config.proxy.providers.insert(
+        "mock".into(),
+        ProviderConfig {
+            kind: ProviderKind::Openai,
+            base_url: format!("http://{mock_addr}/v1"),
+            api_key: Some("sk-bench".into()),
+            models: vec!["gpt-4o-mini".into()],
+            ..ProviderConfig::default()
+        },
+    );
+    let config_path = work.join("tollgate.toml");
+    std::fs::write(
+        &config_path,
+        toml::to_string(&proxy_config).context("writing the proxy's config")?,
+    )?;
+    let log_path = work.join("proxy.log");
+    let mut child = ChildGuard(
+        Command::new(std::env::current_exe()?)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("proxy")
+            .env_remove("TOLLGATE_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log_path)?))
+            .spawn()
+            .context("starting tollgate proxy")?,
+    );
+    let pid = child.0.id();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()?;
+    let proxy_url = format!("http://127.0.0.1:{proxy_port}");
+    wait_up(&client, &format!("{proxy_url}/healthz"), &log_path).await?;
+    eprintln!("bench proxy: mock upstream at {mock_addr}, proxy pid {pid} at {proxy_url}, events topic {}", proxy_config.kafka.events_topic);
+
+    let body = json!({
+        "model": "gpt-4o-mini",
+        "stream": args.stream,
+        "messages": [{"role": "user", "content": "measure the proxy with a prompt of a dozen words or so please"}],
+    });
+    let targets = [
+        (
+            Path::Direct,
+            format!("http://{mock_addr}/v1/chat/completions"),
+            "sk-bench".to_string(),
+        ),
+        (
+            Path::Proxy,
+            format!("{proxy_url}/v1/chat/completions"),
+            key.secret.clone(),
+        ),
+    ];
+
+    eprintln!("bench proxy: warm-up 1 s");
+    load(&client, &targets, &body, args.rps, Duration::from_secs(1)).await;
+    let cpu_before = cpu_ticks(pid);
+    let started = Instant::now();
+    let samples = load(
+        &client,
+        &targets,
+        &body,
+        args.rps,
+        Duration::from_secs(args.duration),
+    )
+    .await;
+    let wall = started.elapsed();
+    let cpu_after = cpu_ticks(pid);
+    let rss_kib = proc_status_kib(pid, "VmRSS:");
+    let peak_kib = proc_status_kib(pid, "VmHWM:");
+
+    report(
+        &args,
+        &samples,
+        wall,
+        cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a)),
+        rss_kib,
+        peak_kib,
+    );
+
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let _ = tokio::time::timeout(Duration::from_secs(15), async {
+        while matches!(child.0.try_wait(), Ok(None)) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    drop(child);
+    keys.revoke(&key.prefix).await?;
+    pool.close().await;
+    let _ = stop_mock.send(());
+    let _ = mock.await;
+    delete_topic(
+        &proxy_config.kafka.brokers,
+        &proxy_config.kafka.events_topic,
+    )
+    .await;
+    if work.join("spool/events.ndjson").exists() {
+        eprintln!(
+            "bench proxy: events were left in the spool (was kafka reachable?); kept {} (proxy.log there)",
+            work.display()
+        );
+    } else if let Err(err) = std::fs::remove_dir_all(&work) {
+        eprintln!("bench proxy: cannot remove {}: {err}", work.display());
+    }
+    Ok(())
+}
+
+/// Remove the bench's throw-away events topic (best effort).
+async fn delete_topic(brokers: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: Result<AdminClient<DefaultClientContext>, _> = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create();
+    let Ok(admin) = admin else { return };
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    if let Err(err) = admin.delete_topics(&[topic], &options).await {
+        eprintln!("bench proxy: could not delete topic {topic}: {err}");
+    }
+}
+
+/// Kills the child if the bench stops early.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_up(client: &reqwest::Client, url: &str, log: &std::path::Path) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if client.get(url).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the proxy did not come up in 60 s; log: {}", log.display())
+}
+
+/// Open-loop load: every 1/rps seconds one request per target, each in its
+/// own task, so a slow answer does not slow the schedule.
+async fn load(
+    client: &reqwest::Client,
+    targets: &[(Path, String, String)],
+    body: &serde_json::Value,
+    rps: u32,
+    duration: Duration,
+) -> Vec<Sample> {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rps)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let start = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut flip = false;
+    while start.elapsed() < duration {
+        ticker.tick().await;
+        flip = !flip;
+        let order: Vec<&(Path, String, String)> = if flip {
+            targets.iter().collect()
+        } else {
+            targets.iter().rev().collect()
+        };
+        for (path, url, key) in order {
+            let (client, url, key, body, samples, path) = (
+                client.clone(),
+                url.clone(),
+                key.clone(),
+                body.clone(),
+                samples.clone(),
+                *path,
+            );
+            tasks.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let ok = match client.post(&url).bearer_auth(&key).json(&body).send().await {
+                    Ok(response) => {
+                        let status = response.status().is_success();
+                        response.bytes().await.is_ok() && status
+                    }
+                    Err(_) => false,
+                };
+                let latency = t.elapsed();
+                if let Ok(mut s) = samples.lock() {
+                    s.push(Sample { path, latency, ok });
+                }
+            }));
+        }
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            let done = samples.lock().map(|s| s.len()).unwrap_or(0);
+            eprintln!(
+                "  {:>3.0} s: {} requests sent, {} answered",
+                start.elapsed().as_secs_f64(),
+                tasks.len(),
+                done
+            );
+        }
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    Arc::try_unwrap(samples)
+        .ok()
+        .and_then(|m| m.into_inner().ok())
+        .unwrap_or_default()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn report(
+    args: &Args,
+    samples: &[Sample],
+    wall: Duration,
+    cpu_ticks: Option<u64>,
+    rss_kib: Option<u64>,
+    peak_kib: Option<u64>,
+) {
+    let stats = |path: Path| {
+        let mut lat: Vec<Duration> = samples
+            .iter()
+            .filter(|s| s.path == path && s.ok)
+            .map(|s| s.latency)
+            .collect();
+        lat.sort_unstable();
+        let errors = samples.iter().filter(|s| s.path == path && !s.ok).count();
+        (lat, errors)
+    };
+    let (direct, direct_errors) = stats(Path::Direct);
+    let (proxied, proxy_errors) = stats(Path::Proxy);
+    println!();
+    println!(
+        "bench proxy: {} rps per path for {:.1} s, {} responses, mock time to first token {} ms, {} output tokens{}",
+        args.rps,
+        wall.as_secs_f64(),
+        if args.stream { "streamed" } else { "JSON" },
+        args.upstream_ms,
+        args.tokens,
+        if args.stream { " (SSE)" } else { "" }
+    );
+    println!(
+        "{:<8} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "path", "ok", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    for (name, lat, errors) in [
+        ("direct", &direct, direct_errors),
+        ("proxy", &proxied, proxy_errors),
+    ] {
+        println!(
+            "{:<8} {:>8} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            name,
+            lat.len(),
+            errors,
+            ms(percentile(lat, 50.0)),
+            ms(percentile(lat, 90.0)),
+            ms(percentile(lat, 99.0)),
+            ms(lat.last().copied().unwrap_or_default())
+        );
+    }
+    println!(
+        "added by the proxy: p50 {:+.2} ms, p99 {:+.2} ms",
+        ms(percentile(&proxied, 50.0)) - ms(percentile(&direct, 50.0)),
+        ms(percentile(&proxied, 99.0)) - ms(percentile(&direct, 99.0))
+    );
+    println!(
+        "proxy throughput: {:.1} ok responses/s",
+        proxied.len() as f64 / wall.as_secs_f64()
+    );
+    if let Some(ticks) = cpu_ticks {
+        // Linux reports CPU time in clock ticks of 1/100 s.
+        let cpu = ticks as f64 / 100.0;
+        println!(
+            "proxy CPU: {:.2} s over {:.1} s = {:.0}% of one core",
+            cpu,
+            wall.as_secs_f64(),
+            100.0 * cpu / wall.as_secs_f64()
+        );
+    }
+    if let (Some(rss), Some(peak)) = (rss_kib, peak_kib) {
+        println!(
+            "proxy RSS: {:.1} MiB now, {:.1} MiB peak",
+            rss as f64 / 1024.0,
+            peak as f64 / 1024.0
+        );
+    }
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}

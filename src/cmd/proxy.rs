@@ -1,0 +1,70 @@
+//! `tollgate proxy`: serve the OpenAI/Anthropic-compatible proxy. Connects
+//! to PostgreSQL (virtual keys) first, opens the event spool, reads the
+//! decisions topic to its end, then listens. On SIGTERM or Ctrl-C it stops
+//! accepting connections, lets responses in flight finish, and waits for
+//! every event to reach Kafka or the spool.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tollgate_ingest::proxy;
+
+use crate::config::Config;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on; overrides `proxy.listen`.
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let runtime = proxy::start(&config.proxy, &config.kafka, pool.clone()).await?;
+    match runtime
+        .producer
+        .check_connected(Duration::from_secs(5))
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(brokers = %runtime.producer.brokers(), topic = %runtime.producer.topic(), "kafka reachable")
+        }
+        Ok(false) => {
+            tracing::warn!(topic = %runtime.producer.topic(), "events topic does not exist yet (run `tollgate migrate`); events are spooled until it does")
+        }
+        Err(err) => {
+            tracing::warn!(%err, "kafka unreachable at start; events are spooled to {} until it answers", config.proxy.spool_dir)
+        }
+    }
+    let listen = args.listen.as_deref().unwrap_or(&config.proxy.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (proxy.listen)"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        %addr,
+        providers = ?config.proxy.providers.keys().collect::<Vec<_>>(),
+        spool = %config.proxy.spool_dir,
+        "proxy listening"
+    );
+    let state = runtime.state.clone();
+    proxy::serve(listener, state, super::shutdown::shutdown_signal())
+        .await
+        .context("proxy HTTP server failed")?;
+    tracing::info!("shutting down: waiting for events to reach kafka or the spool");
+    runtime.decisions_task.abort();
+    // The router (and with it every emitter handle) is gone; relays still
+    // running hold their own handles and finish first.
+    drop(runtime.state);
+    if tokio::time::timeout(Duration::from_secs(30), runtime.emitter_task)
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            "event emitter did not finish within 30 s; unsent events are in the spool or the log"
+        );
+    }
+    runtime.producer.flush(Duration::from_secs(5))?;
+    pool.close().await;
+    Ok(())
+}

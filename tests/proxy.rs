@@ -1,0 +1,1389 @@
+//! `tollgate proxy` end to end against real Kafka and PostgreSQL, with
+//! `tollgate mock-upstream` as the only stand-in (for the providers): the
+//! official OpenAI and Anthropic Python SDKs as clients, exact token counts
+//! in the events, error fidelity and retry counts, decisions, hostile input,
+//! a client that hangs up mid-stream, and a Kafka outage (on a scratch broker
+//! of its own) that loses and reorders nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use support::TestEnv;
+use tollgate_mock_upstream::reply_text;
+
+const PARTITIONS: i32 = 4;
+const UPSTREAM_KEY: &str = "sk-upstream-secret";
+
+fn venv_python() -> PathBuf {
+    if let Ok(venv) = std::env::var("TOLLGATE_TEST_VENV") {
+        return PathBuf::from(venv).join("bin/python");
+    }
+    let cache = std::env::var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
+    cache.join("tollgate/venv/bin/python")
+}
+
+/// Run a Python script with the venv (openai and anthropic installed by
+/// `dev/stack up`); its last stdout line is JSON.
+fn python(dir: &Path, script: &str, env: &[(&str, &str)]) -> Value {
+    let path = dir.join(format!("script_{:08x}.py", rand::random::<u32>()));
+    std::fs::write(&path, script).unwrap();
+    let python = venv_python();
+    let out = Command::new(&python)
+        .arg(&path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {} ({err}); run dev/stack up", python.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|err| panic!("bad output ({err}): {stdout}"))
+}
+
+async fn create_topics(brokers: &str, events: &str, decisions: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let topics = [
+        NewTopic::new(events, PARTITIONS, TopicReplication::Fixed(1)),
+        NewTopic::new(decisions, 2, TopicReplication::Fixed(1)).set("cleanup.policy", "compact"),
+    ];
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin
+        .create_topics(&topics, &options)
+        .await
+        .expect("kafka reachable")
+    {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => panic!("cannot create topic {topic}: {code}"),
+        }
+    }
+}
+
+/// Read events from `topic` until `want` arrived (or `timeout`); in
+/// consumption order, which is the produce order within a team.
+fn read_events(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", support::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let start = Instant::now();
+    let mut events = Vec::new();
+    while events.len() < want && start.elapsed() < timeout {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let event: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+            assert_eq!(
+                message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+                event["team_id"].as_str().map(String::from)
+            );
+            events.push(event);
+        }
+    }
+    // Anything beyond `want` would be a duplicate or a stray: give it a moment.
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_millis(700) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            events.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+        }
+    }
+    events
+}
+
+async fn publish_decision(brokers: &str, topic: &str, subject: &str, record: Option<Value>) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let payload = record.map(|r| r.to_string());
+    let mut message = FutureRecord::to(topic).key(subject);
+    if let Some(p) = &payload {
+        message = message.payload(p);
+    }
+    producer
+        .send(message, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+struct Proxy {
+    env: TestEnv,
+    port: u16,
+    mock_port: u16,
+    brokers: String,
+    http: reqwest::Client,
+    children: Vec<Child>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Proxy {
+    /// Mock upstream, topics, and a proxy configured with `proxy_extra`
+    /// (TOML lines inside `[proxy]`), talking to `brokers` (default: the dev broker).
+    async fn start(label: &str, proxy_extra: &str, brokers: Option<&str>) -> Self {
+        let port = support::free_port();
+        let mock_port = support::free_port();
+        let extra = format!(
+            r#"
+[proxy]
+listen = "127.0.0.1:{port}"
+decisions_load_secs = 10
+kafka_timeout_ms = 3000
+{proxy_extra}
+
+[proxy.providers.mockai]
+kind = "openai"
+base_url = "http://127.0.0.1:{mock_port}/v1"
+api_key = "{UPSTREAM_KEY}"
+models = ["gpt-4o-mini", "gpt-4o", "o3-mini", "text-embedding-3-small", "mock-*"]
+first_byte_timeout_ms = 1500
+max_retries = 2
+backoff_base_ms = 20
+backoff_max_ms = 2000
+
+[proxy.providers.mockant]
+kind = "anthropic"
+base_url = "http://127.0.0.1:{mock_port}/v1"
+api_key_env = "MOCK_UPSTREAM_KEY_FOR_TESTS"
+models = ["claude-*"]
+first_byte_timeout_ms = 1500
+max_retries = 2
+backoff_base_ms = 20
+backoff_max_ms = 2000
+"#
+        );
+        let env = TestEnv::with_extra_config(label, &extra).await;
+        let brokers = brokers
+            .map(String::from)
+            .unwrap_or_else(support::kafka_brokers);
+        create_topics(&brokers, &env.events_topic, &env.decisions_topic).await;
+        let mut proxy = Self {
+            port,
+            mock_port,
+            brokers,
+            http: reqwest::Client::new(),
+            children: Vec::new(),
+            env,
+        };
+        let mock = proxy.spawn(
+            "mock",
+            &[
+                "mock-upstream",
+                "--listen",
+                &format!("127.0.0.1:{mock_port}"),
+                "--api-key",
+                UPSTREAM_KEY,
+                "--ttft",
+                "fixed:20",
+                "--inter-token",
+                "fixed:2",
+            ],
+        );
+        proxy.children.push(mock);
+        support::wait_http(
+            &format!("http://127.0.0.1:{mock_port}/healthz"),
+            Duration::from_secs(30),
+            &proxy.env.log_path("mock"),
+        )
+        .await;
+        proxy
+    }
+
+    fn spawn(&self, label: &str, args: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.env.log_path(label))
+            .unwrap();
+        self.env
+            .tollgate(args)
+            .env("TOLLGATE_KAFKA__BROKERS", &self.brokers)
+            .env(
+                "TOLLGATE_PROXY__SPOOL_DIR",
+                self.env.dir.path().join("spool"),
+            )
+            .env("RUST_LOG", "info,tollgate_ingest=debug")
+            .env("MOCK_UPSTREAM_KEY_FOR_TESTS", UPSTREAM_KEY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap()
+    }
+
+    async fn run_proxy(&mut self) {
+        let child = self.spawn("proxy", &["proxy"]);
+        self.children.push(child);
+        support::wait_http(
+            &format!("{}/healthz", self.url()),
+            Duration::from_secs(60),
+            &self.env.log_path("proxy"),
+        )
+        .await;
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.env.log_path("proxy")).unwrap_or_default()
+    }
+
+    /// A proxy key for `org`/`team`/`user`, optionally limited to `models`.
+    fn key(&self, org: &str, team: &str, user: &str, models: Option<&str>) -> String {
+        let mut args = vec![
+            "keys",
+            "create",
+            "--name",
+            "proxy-test",
+            "--org",
+            org,
+            "--role",
+            "proxy",
+            "--team",
+            team,
+            "--user",
+            user,
+        ];
+        if let Some(m) = models {
+            args.extend(["--models", m]);
+        }
+        let out = self.env.tollgate(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "keys create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn events(&self, want: usize) -> Vec<Value> {
+        read_events(
+            &self.brokers,
+            &self.env.events_topic,
+            want,
+            Duration::from_secs(30),
+        )
+    }
+
+    async fn scenario(&self, id: &str) -> Value {
+        self.http
+            .get(format!(
+                "http://127.0.0.1:{}/mock/scenarios/{id}",
+                self.mock_port
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// One sample from `GET /metrics`.
+    async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    async fn chat(
+        &self,
+        key: &str,
+        model: &str,
+        extra_headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/chat/completions", self.url()))
+            .bearer_auth(key)
+            .json(&json!({"model": model, "max_tokens": 3, "messages": [{"role": "user", "content": "ping pong"}]}));
+        for (k, v) in extra_headers {
+            request = request.header(*k, *v);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+fn call(event: &Value) -> &Value {
+    &event["call"]
+}
+
+fn usage(event: &Value) -> (u64, u64, u64, u64, u64) {
+    let u = &event["call"]["usage"];
+    let n = |k: &str| u[k].as_u64().unwrap();
+    (
+        n("input_tokens"),
+        n("output_tokens"),
+        n("cached_input_tokens"),
+        n("cache_write_tokens"),
+        n("reasoning_tokens"),
+    )
+}
+
+fn assert_digests(event: &Value) {
+    for field in ["prompt_sha256", "response_sha256"] {
+        let d = event["call"][field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} missing: {event}"));
+        assert!(
+            d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{field}: {d}"
+        );
+    }
+}
+
+const OPENAI_SCRIPT: &str = r#"
+import json, os, openai
+c = openai.OpenAI(base_url=os.environ["BASE"] + "/v1", api_key=os.environ["KEY"], max_retries=0)
+out = {}
+r = c.chat.completions.create(model="gpt-4o-mini", max_tokens=5,
+    messages=[{"role": "user", "content": "one two three four five six seven eight"}])
+out["plain"] = {"text": r.choices[0].message.content, "model": r.model, "usage": r.usage.model_dump()}
+chunks = list(c.chat.completions.create(model="gpt-4o-mini", max_tokens=4, stream=True,
+    messages=[{"role": "user", "content": "alpha beta gamma"}]))
+out["stream"] = {"text": "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices),
+                 "usage_chunks": sum(1 for ch in chunks if ch.usage is not None), "chunks": len(chunks)}
+chunks = list(c.chat.completions.create(model="o3-mini", max_completion_tokens=10, stream=True,
+    stream_options={"include_usage": True},
+    messages=[{"role": "system", "content": "a b"}, {"role": "user", "content": "c d e f g h i j k l"}]))
+usages = [ch.usage.model_dump() for ch in chunks if ch.usage is not None]
+out["stream_usage"] = {"text": "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices),
+                       "usage": usages[-1] if usages else None}
+e = c.embeddings.create(model="text-embedding-3-small", input=["x y", "z"])
+out["embed"] = {"n": len(e.data), "usage": e.usage.model_dump()}
+out["models"] = sorted(m.id for m in c.models.list())
+print(json.dumps(out))
+"#;
+
+#[tokio::test]
+async fn openai_sdk_calls_pass_through_and_events_carry_exact_usage() {
+    let mut proxy = Proxy::start("proxy_openai", "", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "search", "alice", None);
+    let out = python(
+        proxy.env.dir.path(),
+        OPENAI_SCRIPT,
+        &[("BASE", &proxy.url()), ("KEY", &key)],
+    );
+
+    assert_eq!(out["plain"]["text"], reply_text(5));
+    assert_eq!(out["plain"]["usage"]["prompt_tokens"], 8);
+    assert_eq!(out["plain"]["usage"]["completion_tokens"], 5);
+    assert_eq!(out["stream"]["text"], reply_text(4));
+    assert_eq!(
+        out["stream"]["usage_chunks"], 0,
+        "the usage chunk the proxy asked for must not reach a client that did not: {out}"
+    );
+    assert_eq!(out["stream_usage"]["text"], reply_text(10));
+    assert_eq!(
+        out["stream_usage"]["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        5
+    );
+    assert_eq!(out["embed"]["n"], 2);
+    assert_eq!(
+        out["models"],
+        json!(["gpt-4o", "gpt-4o-mini", "o3-mini", "text-embedding-3-small"]),
+        "prefix patterns are not listed"
+    );
+
+    let events = proxy.events(4);
+    assert_eq!(events.len(), 4, "{events:#?}");
+    for e in &events {
+        assert_eq!(e["kind"], "ai.call.completed", "{e}");
+        assert_eq!(
+            (
+                e["org_id"].as_str(),
+                e["team_id"].as_str(),
+                e["user_id"].as_str()
+            ),
+            (Some("acme"), Some("search"), Some("alice"))
+        );
+        assert!(!e["api_key_id"].as_str().unwrap().is_empty());
+        assert_eq!(call(e)["provider"], "mockai");
+        assert_eq!(call(e)["attempt"], 1);
+        assert_eq!(call(e)["http_status"], 200);
+        assert_eq!(call(e)["outcome"], "success");
+        assert_eq!(call(e)["model"], call(e)["requested_model"]);
+        assert_digests(e);
+    }
+    let [plain, stream, stream_usage, embed] = [&events[0], &events[1], &events[2], &events[3]];
+    assert_eq!(
+        (
+            call(plain)["model"].as_str(),
+            call(plain)["stream"].as_bool()
+        ),
+        (Some("gpt-4o-mini"), Some(false))
+    );
+    // input = words, cached = input / 4, reasoning = output / 2 for o3*.
+    assert_eq!(usage(plain), (8, 5, 2, 0, 0));
+    assert!(call(plain)["ttft_ms"].is_null());
+    assert_eq!(usage(stream), (3, 4, 0, 0, 0));
+    assert_eq!(usage(stream_usage), (12, 10, 3, 0, 5));
+    assert_eq!(call(embed)["operation"], "embedding");
+    assert_eq!(usage(embed), (3, 0, 0, 0, 0));
+    for e in [stream, stream_usage] {
+        assert_eq!(call(e)["stream"], true);
+        let ttft = call(e)["ttft_ms"].as_u64().unwrap();
+        let duration = call(e)["duration_ms"].as_u64().unwrap();
+        // The mock waits 20 ms before the first token, then 2 ms per token.
+        assert!((15..2000).contains(&ttft), "ttft {ttft}");
+        assert!(
+            duration >= ttft && duration < 5000,
+            "duration {duration}, ttft {ttft}"
+        );
+    }
+    assert!(call(plain)["duration_ms"].as_u64().unwrap() >= 20);
+}
+
+const ANTHROPIC_SCRIPT: &str = r#"
+import json, os, anthropic
+c = anthropic.Anthropic(base_url=os.environ["BASE"], api_key=os.environ["KEY"], max_retries=0)
+out = {}
+m = c.messages.create(model="claude-test-1", max_tokens=6, system="be brief",
+    messages=[{"role": "user", "content": "one two three four five six"}],
+    extra_headers={"x-mock-cached-tokens": "3", "x-mock-cache-write-tokens": "2"})
+out["plain"] = {"text": m.content[0].text, "usage": m.usage.model_dump()}
+with c.messages.stream(model="claude-test-1", max_tokens=4,
+        messages=[{"role": "user", "content": "a b c d"}]) as s:
+    text = "".join(s.text_stream)
+    final = s.get_final_message()
+out["stream"] = {"text": text, "usage": final.usage.model_dump()}
+print(json.dumps(out))
+"#;
+
+#[tokio::test]
+async fn anthropic_sdk_calls_pass_through_and_events_count_cache_tokens() {
+    let mut proxy = Proxy::start("proxy_anthropic", "", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "writers", "bob", None);
+    let out = python(
+        proxy.env.dir.path(),
+        ANTHROPIC_SCRIPT,
+        &[("BASE", &proxy.url()), ("KEY", &key)],
+    );
+    assert_eq!(out["plain"]["text"], reply_text(6));
+    // Anthropic reports cache reads and writes outside input_tokens.
+    assert_eq!(out["plain"]["usage"]["input_tokens"], 3);
+    assert_eq!(out["plain"]["usage"]["cache_read_input_tokens"], 3);
+    assert_eq!(out["plain"]["usage"]["cache_creation_input_tokens"], 2);
+    assert_eq!(out["stream"]["text"], reply_text(4));
+    assert_eq!(out["stream"]["usage"]["output_tokens"], 4);
+
+    let events = proxy.events(2);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    for e in &events {
+        assert_eq!(e["kind"], "ai.call.completed");
+        assert_eq!(call(e)["provider"], "mockant");
+        assert_eq!(call(e)["operation"], "messages");
+        assert_eq!(e["team_id"], "writers");
+        assert_digests(e);
+    }
+    // The contract's input_tokens is every prompt token: 2 (system) + 6 words.
+    assert_eq!(usage(&events[0]), (8, 6, 3, 2, 0));
+    assert_eq!(usage(&events[1]), (4, 4, 1, 0, 0));
+    assert_eq!(call(&events[1])["stream"], true);
+    assert!(call(&events[1])["ttft_ms"].as_u64().unwrap() >= 15);
+}
+
+const ERRORS_SCRIPT: &str = r#"
+import json, os, openai, anthropic
+S = os.environ["SCENARIO"]
+c = openai.OpenAI(base_url=os.environ["BASE"] + "/v1", api_key=os.environ["KEY"], max_retries=0, timeout=20)
+a = anthropic.Anthropic(base_url=os.environ["BASE"], api_key=os.environ["KEY"], max_retries=0, timeout=20)
+M = [{"role": "user", "content": "hello there"}]
+def attempt(fn):
+    try:
+        r = fn()
+        return {"ok": True}
+    except (openai.APIStatusError, anthropic.APIStatusError) as e:
+        return {"status": e.status_code, "class": type(e).__name__, "body": e.body,
+                "retry_after": e.response.headers.get("retry-after")}
+    except Exception as e:
+        return {"exception": type(e).__name__, "message": str(e)}
+def h(name, fail, times=None):
+    d = {"x-mock-fail": fail, "x-mock-scenario": S + name}
+    if times is not None:
+        d["x-mock-fail-times"] = str(times)
+    return d
+def stream_all(headers):
+    return list(c.chat.completions.create(model="gpt-4o-mini", messages=M, max_tokens=8, stream=True, extra_headers=headers))
+out = {
+  "r429": attempt(lambda: c.chat.completions.create(model="gpt-4o-mini", messages=M, extra_headers=h("429", "429"))),
+  "r500": attempt(lambda: c.chat.completions.create(model="gpt-4o-mini", messages=M, extra_headers=h("500", "500", 1))),
+  "timeout": attempt(lambda: c.chat.completions.create(model="gpt-4o-mini", messages=M, extra_headers=h("timeout", "timeout"))),
+  "disconnect": attempt(lambda: stream_all(h("disconnect", "disconnect"))),
+  "r400": attempt(lambda: c.chat.completions.create(model="gpt-4o-mini", messages=M, extra_headers=h("400", "400"))),
+  "a429": attempt(lambda: a.messages.create(model="claude-x", max_tokens=4, messages=M, extra_headers=h("a429", "429"))),
+  "a529": attempt(lambda: a.messages.create(model="claude-x", max_tokens=4, messages=M, extra_headers=h("a529", "529", 1))),
+}
+print(json.dumps(out))
+"#;
+
+#[tokio::test]
+async fn upstream_errors_keep_the_provider_shape_and_retries_happen_only_before_bytes() {
+    let mut proxy = Proxy::start("proxy_errors", "", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "errors", "carol", None);
+    let scenario = support::unique("s");
+    let out = python(
+        proxy.env.dir.path(),
+        ERRORS_SCRIPT,
+        &[
+            ("BASE", &proxy.url()),
+            ("KEY", &key),
+            ("SCENARIO", &scenario),
+        ],
+    );
+
+    let r429 = &out["r429"];
+    assert_eq!(r429["status"], 429, "{out}");
+    assert_eq!(r429["class"], "RateLimitError");
+    assert_eq!(r429["body"]["code"], "rate_limit_exceeded", "{r429}");
+    assert_eq!(r429["retry_after"], "1");
+    assert_eq!(out["r500"]["ok"], true, "{out}");
+    assert_eq!(out["timeout"]["status"], 504, "{out}");
+    assert!(out["disconnect"]["exception"].is_string(), "{out}");
+    assert_eq!(out["r400"]["status"], 400);
+    assert_eq!(out["r400"]["class"], "BadRequestError");
+    assert_eq!(out["a429"]["class"], "RateLimitError");
+    assert_eq!(
+        out["a429"]["body"]["error"]["type"], "rate_limit_error",
+        "{out}"
+    );
+    assert_eq!(out["a529"]["ok"], true, "{out}");
+
+    // Attempts the mock saw: 429 and 5xx are retried (1 + max_retries 2),
+    // a timeout, a stream cut after bytes were sent and a 400 are not.
+    let expected = [
+        ("429", 3),
+        ("500", 2),
+        ("timeout", 1),
+        ("disconnect", 1),
+        ("400", 1),
+        ("a429", 3),
+        ("a529", 2),
+    ];
+    for (name, attempts) in expected {
+        let seen = proxy.scenario(&format!("{scenario}{name}")).await;
+        assert_eq!(seen["requests"], attempts, "{name}: {seen}");
+        assert_eq!(
+            seen["last_headers"]["authorization"]
+                .as_str()
+                .or(seen["last_headers"]["x-api-key"].as_str())
+                .map(|s| s.trim_start_matches("Bearer ")),
+            Some(UPSTREAM_KEY)
+        );
+    }
+
+    // One event per attempt, in call order.
+    let events = proxy.events(13);
+    let summary: Vec<(String, u64, u64, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                call(e)["outcome"].as_str().unwrap().to_string(),
+                call(e)["http_status"].as_u64().unwrap(),
+                call(e)["attempt"].as_u64().unwrap(),
+                call(e)["error"]["type"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let s = |o: &str, h: u64, a: u64, t: &str| (o.to_string(), h, a, t.to_string());
+    assert_eq!(
+        summary,
+        vec![
+            s("rate_limited", 429, 1, "requests"),
+            s("rate_limited", 429, 2, "requests"),
+            s("rate_limited", 429, 3, "requests"),
+            s("error", 500, 1, "server_error"),
+            s("success", 200, 2, ""),
+            s("timeout", 0, 1, "timeout"),
+            s("error", 200, 1, "upstream_disconnected"),
+            s("error", 400, 1, "invalid_request_error"),
+            s("rate_limited", 429, 1, "rate_limit_error"),
+            s("rate_limited", 429, 2, "rate_limit_error"),
+            s("rate_limited", 429, 3, "rate_limit_error"),
+            s("error", 529, 1, "overloaded_error"),
+            s("success", 200, 2, ""),
+        ],
+        "{events:#?}"
+    );
+    for e in &events {
+        let expected_kind = if call(e)["outcome"] == "success" {
+            "ai.call.completed"
+        } else {
+            "ai.call.failed"
+        };
+        assert_eq!(e["kind"], expected_kind);
+    }
+    // Attempts of one call share its call_id.
+    assert_eq!(call(&events[3])["call_id"], call(&events[4])["call_id"]);
+    assert_ne!(call(&events[2])["call_id"], call(&events[3])["call_id"]);
+    // The cut stream's output so far is an estimate, and says so.
+    assert_eq!(events[6]["tags"]["usage"], "estimated");
+}
+
+#[tokio::test]
+async fn decisions_deny_throttle_reroute_and_the_local_rate_limit_apply() {
+    let mut proxy = Proxy::start(
+        "proxy_decisions",
+        "rate_limit = { requests_per_second = 5, burst = 5 }",
+        None,
+    )
+    .await;
+    let topic = proxy.env.decisions_topic.clone();
+    // Published before the proxy starts: it must read the topic from the beginning.
+    publish_decision(&proxy.brokers, &topic, "team/preloaded", Some(json!({"subject": "team/preloaded", "action": "deny", "reason": "budget exhausted before start"}))).await;
+    proxy.run_proxy().await;
+    let preloaded = proxy.key("acme", "preloaded", "p", None);
+    let response = proxy.chat(&preloaded, "gpt-4o-mini", &[]).await;
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "denied", "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("budget exhausted before start"));
+
+    let key = proxy.key("acme", "red", "dave", None);
+    assert_eq!(proxy.chat(&key, "gpt-4o-mini", &[]).await.status(), 200);
+
+    // Deny the team: refused within a second of the record being on the topic.
+    publish_decision(
+        &proxy.brokers,
+        &topic,
+        "team/red",
+        Some(
+            json!({"subject": "team/red", "action": "deny", "reason": "monthly budget exhausted"}),
+        ),
+    )
+    .await;
+    let published = Instant::now();
+    let refused_after = loop {
+        let response = proxy.chat(&key, "gpt-4o-mini", &[]).await;
+        if response.status() == 403 {
+            break published.elapsed();
+        }
+        assert!(
+            published.elapsed() < Duration::from_secs(5),
+            "deny not applied after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        refused_after < Duration::from_secs(1),
+        "deny took {refused_after:?}"
+    );
+    println!(
+        "deny enforced {} ms after publish",
+        refused_after.as_millis()
+    );
+
+    // A tombstone lifts it.
+    publish_decision(&proxy.brokers, &topic, "team/red", None).await;
+    let lifted = Instant::now();
+    while proxy.chat(&key, "gpt-4o-mini", &[]).await.status() != 200 {
+        assert!(
+            lifted.elapsed() < Duration::from_secs(5),
+            "tombstone not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Throttle the user: 429 with the decision's Retry-After.
+    publish_decision(&proxy.brokers, &topic, "user/dave", Some(json!({"subject": "user/dave", "action": "throttle", "reason": "tokens per minute", "retry_after_secs": 7}))).await;
+    let start = Instant::now();
+    let throttled = loop {
+        let response = proxy.chat(&key, "gpt-4o-mini", &[]).await;
+        if response.status() == 429 {
+            break response;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "throttle not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(throttled.headers()["retry-after"], "7");
+    publish_decision(&proxy.brokers, &topic, "user/dave", None).await;
+
+    // Reroute a model: the fallback serves, the event records both.
+    publish_decision(&proxy.brokers, &topic, "model/gpt-4o", Some(json!({"subject": "model/gpt-4o", "action": "reroute", "reroute_to": "gpt-4o-mini", "reason": "circuit open"}))).await;
+    let start = Instant::now();
+    loop {
+        let response = proxy.chat(&key, "gpt-4o", &[]).await;
+        if response.status() == 200 {
+            let body: Value = response.json().await.unwrap();
+            if body["model"] == "gpt-4o-mini" {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "reroute not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // The local limit (5/s, burst 5) refuses part of a burst of 20 from one key.
+    let other = proxy.key("acme", "blue", "erin", None);
+    let responses =
+        futures::future::join_all((0..20).map(|_| proxy.chat(&other, "gpt-4o-mini", &[]))).await;
+    let limited = responses.iter().filter(|r| r.status() == 429).count();
+    assert!((10..=16).contains(&limited), "{limited} of 20 rate-limited");
+    assert!(responses
+        .iter()
+        .filter(|r| r.status() == 429)
+        .all(|r| r.headers().contains_key("retry-after")));
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = read_events(
+        &proxy.brokers,
+        &proxy.env.events_topic,
+        usize::MAX,
+        Duration::from_secs(4),
+    );
+    let blocked: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "ai.call.blocked")
+        .collect();
+    assert!(blocked.iter().any(|e| e["team_id"] == "preloaded"
+        && call(e)["outcome"] == "blocked"
+        && call(e)["http_status"] == 403));
+    assert!(blocked.iter().any(|e| e["team_id"] == "red"
+        && call(e)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("monthly budget")));
+    assert!(blocked.iter().any(|e| e["user_id"] == "dave"
+        && call(e)["outcome"] == "rate_limited"
+        && call(e)["http_status"] == 429));
+    assert_eq!(
+        blocked.iter().filter(|e| e["team_id"] == "blue").count(),
+        limited
+    );
+    let rerouted = events
+        .iter()
+        .find(|e| call(e)["requested_model"] == "gpt-4o" && e["kind"] == "ai.call.completed")
+        .expect("rerouted call event");
+    assert_eq!(call(rerouted)["model"], "gpt-4o-mini");
+    assert_eq!(
+        proxy.metric("tollgate_proxy_blocked_total").await as usize,
+        blocked.len()
+    );
+    assert!(proxy.metric("tollgate_proxy_decision_records_total").await >= 6);
+    assert!(proxy.metric("tollgate_proxy_decision_freshness_ms").await < 1000);
+}
+
+/// Send raw bytes over TCP and return the status line.
+fn raw_http(port: u16, request: &[u8]) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn hostile_input_gets_a_clear_4xx_and_the_proxy_keeps_serving() {
+    let mut proxy = Proxy::start("proxy_hostile", "max_body_bytes = 65536", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "green", "frank", None);
+    let limited = proxy.key("other-org", "purple", "gina", Some("gpt-4o-mini"));
+    let url = format!("{}/v1/chat/completions", proxy.url());
+    let post = |key: &str, body: Vec<u8>| {
+        proxy
+            .http
+            .post(&url)
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let huge = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x ".repeat(100_000)}]});
+    let r = post(&key, serde_json::to_vec(&huge).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "request_too_large"
+    );
+
+    let r = post(
+        &key,
+        b"{\"model\": \"gpt-4o-mini\", \"messages\": [".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+
+    let r = post(
+        &key,
+        br#"{"model": "no-such-model", "messages": []}"#.to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "model_not_found"
+    );
+
+    let r = post(
+        &key,
+        br#"{"model": "gpt-4o\r\nx-evil: 1", "messages": []}"#.to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r = proxy
+        .http
+        .post(&url)
+        .json(&json!({"model": "gpt-4o-mini"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = post(
+        "tg_aaaaaaaa_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        b"{}".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 401);
+    // An Anthropic-style client gets Anthropic-shaped errors.
+    let r = proxy
+        .http
+        .post(format!("{}/v1/messages", proxy.url()))
+        .header("x-api-key", "nope")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["type"],
+        "authentication_error"
+    );
+
+    // Another tenant's key: its allow-list holds, and tenant headers cannot
+    // move its calls to someone else's team.
+    let r = proxy.chat(&limited, "gpt-4o", &[]).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "model_not_allowed"
+    );
+    let scenario = support::unique("hdr");
+    let r = proxy
+        .chat(
+            &limited,
+            "gpt-4o-mini",
+            &[
+                ("x-tollgate-team", "green"),
+                ("x-tollgate-org", "acme"),
+                ("x-mock-scenario", &scenario),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let seen = proxy.scenario(&scenario).await;
+    let forwarded = seen["last_headers"].as_object().unwrap();
+    assert_eq!(
+        forwarded["authorization"],
+        format!("Bearer {UPSTREAM_KEY}"),
+        "the upstream must get the provider key, never the client's"
+    );
+    assert!(
+        !forwarded.keys().any(|k| k.starts_with("x-tollgate-")),
+        "{forwarded:?}"
+    );
+
+    // Header injection at the HTTP layer: a bare CR in a header value.
+    let status = raw_http(proxy.port, format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nX-Evil: a\rInjected: b\r\nContent-Length: 2\r\n\r\n{{}}").as_bytes());
+    assert!(status.contains(" 400 "), "{status}");
+    let status = raw_http(proxy.port, b"GARBAGE\r\n\r\n");
+    assert!(status.contains(" 400 ") || status.is_empty(), "{status}");
+
+    // Still serving.
+    assert_eq!(proxy.chat(&key, "gpt-4o-mini", &[]).await.status(), 200);
+    let events = proxy.events(3);
+    let purple: Vec<&Value> = events.iter().filter(|e| e["team_id"] == "purple").collect();
+    assert_eq!(purple.len(), 2, "{events:#?}");
+    assert!(purple.iter().all(|e| e["org_id"] == "other-org"));
+    assert_eq!(purple[0]["kind"], "ai.call.blocked");
+    assert!(events
+        .iter()
+        .all(|e| e["team_id"] == "purple" || e["team_id"] == "green"));
+    assert!(proxy.log().contains("proxy listening"));
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_mid_stream_is_recorded_as_cancelled_with_usage_so_far() {
+    let mut proxy = Proxy::start("proxy_cancel", "", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "cancel", "hal", None);
+    // A raw socket, so hanging up is exactly a TCP close.
+    let body = json!({"model": "claude-y", "max_tokens": 200, "stream": true, "messages": [{"role": "user", "content": "a b c d e"}]}).to_string();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/messages HTTP/1.1\r\nHost: proxy\r\nx-api-key: {key}\r\nx-mock-inter-token-ms: 50\r\ncontent-type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while seen.matches("event: content_block_delta").count() < 6 {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(stream);
+    let events = proxy.events(1);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let e = &events[0];
+    assert_eq!(e["kind"], "ai.call.failed");
+    assert_eq!(call(e)["outcome"], "cancelled");
+    let (input, output, ..) = usage(e);
+    assert_eq!(input, 5, "input tokens are known from message_start");
+    assert!((6..50).contains(&output), "output so far: {output}");
+    assert_eq!(e["tags"]["usage"], "estimated");
+    assert!(
+        call(e)["duration_ms"].as_u64().unwrap() < 5_000,
+        "the upstream stream was not abandoned: {e}"
+    );
+}
+
+fn kafka_scratch(action: &str, dir: &Path, ports: Option<(u16, u16)>) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("dev/kafka-scratch");
+    let mut cmd = Command::new(script);
+    cmd.arg(action).arg(dir);
+    if let Some((port, controller)) = ports {
+        cmd.arg(port.to_string()).arg(controller.to_string());
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "kafka-scratch {action}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct ScratchKafka(PathBuf);
+
+impl Drop for ScratchKafka {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("dev/kafka-scratch");
+        let _ = Command::new(script).arg("stop").arg(&self.0).output();
+    }
+}
+
+#[tokio::test]
+async fn a_kafka_outage_loses_and_reorders_no_event() {
+    let data = tempfile::tempdir().unwrap();
+    let ports = (support::free_port(), support::free_port());
+    kafka_scratch("start", data.path(), Some(ports));
+    let _guard = ScratchKafka(data.path().to_path_buf());
+    let brokers = format!("127.0.0.1:{}", ports.0);
+    let mut proxy = Proxy::start("proxy_outage", "", Some(&brokers)).await;
+    proxy.run_proxy().await;
+    let keys = [
+        proxy.key("acme", "team-a", "u", None),
+        proxy.key("acme", "team-b", "u", None),
+    ];
+    let mut seq = 0u32;
+    let mut send = |n: usize| {
+        let mut calls = Vec::new();
+        for _ in 0..n {
+            seq += 1;
+            calls.push((keys[(seq % 2) as usize].clone(), seq));
+        }
+        calls
+    };
+    for (key, n) in send(10) {
+        let r = proxy
+            .chat(
+                &key,
+                "gpt-4o-mini",
+                &[("x-tollgate-tag-seq", &n.to_string())],
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(proxy.events(10).len(), 10);
+
+    kafka_scratch("stop", data.path(), None);
+    for (key, n) in send(20) {
+        let started = Instant::now();
+        let r = proxy
+            .chat(
+                &key,
+                "gpt-4o-mini",
+                &[("x-tollgate-tag-seq", &n.to_string())],
+            )
+            .await;
+        assert_eq!(r.status(), 200, "calls keep working while kafka is down");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "kafka's outage reached the response path"
+        );
+    }
+    let spool = proxy.env.dir.path().join("spool/events.ndjson");
+    let start = Instant::now();
+    while !spool.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "nothing spooled; log:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Later calls join the spool behind the earlier ones.
+    for (key, n) in send(6) {
+        assert_eq!(
+            proxy
+                .chat(
+                    &key,
+                    "gpt-4o-mini",
+                    &[("x-tollgate-tag-seq", &n.to_string())]
+                )
+                .await
+                .status(),
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    kafka_scratch("start", data.path(), Some(ports));
+    for (key, n) in send(4) {
+        assert_eq!(
+            proxy
+                .chat(
+                    &key,
+                    "gpt-4o-mini",
+                    &[("x-tollgate-tag-seq", &n.to_string())]
+                )
+                .await
+                .status(),
+            200
+        );
+    }
+    let events = read_events(
+        &brokers,
+        &proxy.env.events_topic,
+        40,
+        Duration::from_secs(90),
+    );
+    let mut per_team: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut ids = HashSet::new();
+    for e in &events {
+        assert!(
+            ids.insert(e["event_id"].as_str().unwrap().to_string()),
+            "duplicate event {e}"
+        );
+        let n: u32 = e["tags"]["seq"].as_str().unwrap().parse().unwrap();
+        per_team
+            .entry(e["team_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(n);
+    }
+    assert_eq!(
+        events.len(),
+        40,
+        "events: {per_team:?}; log:\n{}",
+        proxy.log()
+    );
+    for (team, seqs) in &per_team {
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        assert_eq!(seqs, &sorted, "team {team} out of order");
+        assert_eq!(seqs.len(), 20);
+    }
+    let start = Instant::now();
+    while spool.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "spool not emptied after replay"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(proxy.log().contains("spooling to disk"), "{}", proxy.log());
+    let spooled = proxy.metric("tollgate_proxy_events_spooled_total").await;
+    assert!(spooled >= 20, "spooled {spooled}");
+    assert_eq!(
+        proxy.metric("tollgate_proxy_events_replayed_total").await,
+        spooled
+    );
+    assert_eq!(proxy.metric("tollgate_proxy_spool_pending_bytes").await, 0);
+}
+
+#[tokio::test]
+async fn a_failing_model_falls_back_after_its_retries_and_the_calls_are_linked() {
+    let mut proxy = Proxy::start(
+        "proxy_fallback",
+        "fallbacks = { \"mock-fail-503\" = [\"gpt-4o-mini\"] }\naliases = { fast = \"gpt-4o-mini\" }",
+        None,
+    )
+    .await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "fallback", "ivy", None);
+    let response = proxy.chat(&key, "mock-fail-503", &[]).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["model"], "gpt-4o-mini");
+    let events = proxy.events(4);
+    assert_eq!(events.len(), 4, "{events:#?}");
+    for (i, e) in events[..3].iter().enumerate() {
+        assert_eq!(e["kind"], "ai.call.failed");
+        assert_eq!(call(e)["model"], "mock-fail-503");
+        assert_eq!(call(e)["http_status"], 503);
+        assert_eq!(call(e)["attempt"], i as u64 + 1);
+        assert_eq!(call(e)["call_id"], call(&events[0])["call_id"]);
+    }
+    let served = &events[3];
+    assert_eq!(served["kind"], "ai.call.completed");
+    assert_eq!(call(served)["model"], "gpt-4o-mini");
+    assert_eq!(call(served)["requested_model"], "mock-fail-503");
+    assert_eq!(call(served)["fallback_of"], call(&events[0])["call_id"]);
+    assert_ne!(call(served)["call_id"], call(&events[0])["call_id"]);
+
+    // An alias is served by its model and recorded as asked.
+    let response = proxy.chat(&key, "fast", &[]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["model"],
+        "gpt-4o-mini"
+    );
+    let events = proxy.events(5);
+    assert_eq!(call(&events[4])["requested_model"], "fast");
+    assert_eq!(call(&events[4])["model"], "gpt-4o-mini");
+}
+
+#[tokio::test]
+async fn events_spooled_at_shutdown_are_replayed_by_the_next_proxy() {
+    let data = tempfile::tempdir().unwrap();
+    let ports = (support::free_port(), support::free_port());
+    kafka_scratch("start", data.path(), Some(ports));
+    let _guard = ScratchKafka(data.path().to_path_buf());
+    let brokers = format!("127.0.0.1:{}", ports.0);
+    let mut proxy = Proxy::start("proxy_restart", "", Some(&brokers)).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "restart", "u", None);
+
+    kafka_scratch("stop", data.path(), None);
+    for n in 1..=10 {
+        let r = proxy
+            .chat(
+                &key,
+                "gpt-4o-mini",
+                &[("x-tollgate-tag-seq", &n.to_string())],
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    // SIGTERM: the proxy must put every queued event in the spool before it exits.
+    let child = proxy.children.last_mut().unwrap();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "proxy did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exit.success(), "proxy exit {exit:?}; log:\n{}", proxy.log());
+    let spool = proxy.env.dir.path().join("spool/events.ndjson");
+    let spooled = std::fs::read_to_string(&spool).unwrap_or_default();
+    assert_eq!(
+        spooled.lines().count(),
+        10,
+        "spool after shutdown:\n{spooled}\nlog:\n{}",
+        proxy.log()
+    );
+
+    kafka_scratch("start", data.path(), Some(ports));
+    proxy.run_proxy().await;
+    let events = read_events(
+        &brokers,
+        &proxy.env.events_topic,
+        10,
+        Duration::from_secs(60),
+    );
+    let seqs: Vec<u32> = events
+        .iter()
+        .map(|e| e["tags"]["seq"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=10).collect::<Vec<u32>>(),
+        "log:\n{}",
+        proxy.log()
+    );
+    let start = Instant::now();
+    while spool.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "spool not emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn malformed_upstream_answers_reach_the_client_as_sent_and_are_recorded_as_errors() {
+    let mut proxy = Proxy::start("proxy_malformed", "", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "malformed", "u", None);
+    let response = proxy
+        .chat(&key, "gpt-4o-mini", &[("x-mock-fail", "malformed")])
+        .await;
+    assert_eq!(
+        response.status(),
+        200,
+        "a 200 is passed through, bytes as sent"
+    );
+    let body = response.text().await.unwrap();
+    assert!(serde_json::from_str::<Value>(&body).is_err(), "{body}");
+    let response = proxy
+        .http
+        .post(format!("{}/v1/chat/completions", proxy.url()))
+        .bearer_auth(&key)
+        .header("x-mock-fail", "malformed")
+        .json(&json!({"model": "gpt-4o-mini", "stream": true, "max_tokens": 6, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let streamed = response.text().await.unwrap();
+    assert!(streamed.ends_with("data: [DONE]\n\n"), "{streamed}");
+    let events = proxy.events(2);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    for e in &events {
+        assert_eq!(e["kind"], "ai.call.failed");
+        assert_eq!(call(e)["outcome"], "error");
+        assert_eq!(call(e)["error"]["type"], "malformed_response");
+        assert_eq!(call(e)["http_status"], 200);
+    }
+    // The stream's own usage chunk still arrived: exact, not estimated.
+    assert_eq!(usage(&events[1]).1, 6);
+}
+
+#[tokio::test]
+async fn a_tiny_event_queue_spills_to_disk_and_loses_nothing() {
+    let mut proxy = Proxy::start("proxy_backlog", "event_queue = 2", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "backlog", "u", None);
+    let calls = (0..60).map(|n| {
+        let seq = n.to_string();
+        let proxy = &proxy;
+        let key = &key;
+        async move {
+            proxy
+                .chat(key, "gpt-4o-mini", &[("x-tollgate-tag-seq", &seq)])
+                .await
+                .status()
+        }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let events = proxy.events(60);
+    let seqs: HashSet<String> = events
+        .iter()
+        .map(|e| e["tags"]["seq"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!((events.len(), seqs.len()), (60, 60));
+    let produced = proxy.metric("tollgate_proxy_events_produced_total").await;
+    let spooled = proxy.metric("tollgate_proxy_events_spooled_total").await;
+    let replayed = proxy.metric("tollgate_proxy_events_replayed_total").await;
+    println!("backlog: {produced} produced directly, {spooled} spooled, {replayed} replayed");
+    assert_eq!(produced + replayed, 60);
+    assert_eq!(spooled, replayed);
+}
