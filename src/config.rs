@@ -85,13 +85,19 @@ fn describe(err: figment::Error) -> String {
 mod tests {
     use super::*;
 
+    // Every test that loads configuration runs inside `figment::Jail`: it
+    // holds a global lock, so a test that sets `TOLLGATE_*` variables cannot
+    // leak them into another test running at the same time.
+
     #[test]
+    #[allow(clippy::result_large_err)]
     fn unknown_key_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.toml");
-        std::fs::write(&path, "[kafka]\nbrokers = \"k:1\"\nbrokerz = \"x\"\n").unwrap();
-        let err = Config::load(Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("brokerz"), "{err}");
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "[kafka]\nbrokers = \"k:1\"\nbrokerz = \"x\"\n")?;
+            let err = Config::load(Some(Path::new("t.toml"))).unwrap_err().to_string();
+            assert!(err.contains("brokerz"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
@@ -108,12 +114,14 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn file_values_override_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.toml");
-        std::fs::write(&path, "[clickhouse]\ndatabase = \"other\"\n").unwrap();
-        let config = Config::load(Some(&path)).unwrap();
-        assert_eq!(config.clickhouse.database, "other");
-        assert_eq!(config.kafka.events_topic, "tollgate.events");
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "[clickhouse]\ndatabase = \"other\"\n")?;
+            let config = Config::load(Some(Path::new("t.toml"))).unwrap();
+            assert_eq!(config.clickhouse.database, "other");
+            assert_eq!(config.kafka.events_topic, "tollgate.events");
+            Ok(())
+        });
     }
 }
