@@ -34,9 +34,6 @@ use crate::layout::{render, Section};
 /// The cookie holding the API key.
 pub const COOKIE: &str = "tollgate_key";
 
-/// Orgs listed for an unscoped key: `SELECT DISTINCT` over the chain.
-pub const ORGS_SQL: &str = "SELECT DISTINCT org_id FROM audit_chain ORDER BY org_id LIMIT 100";
-
 /// The compliance routes.
 pub fn router(state: AuditAccess) -> Router {
     Router::new()
@@ -657,7 +654,7 @@ async fn verify_page(
     };
     let ch = client(&state.clickhouse);
     let orgs: Vec<String> = if org.is_empty() {
-        match ch.query(ORGS_SQL).fetch_all().await {
+        match ch.query(search::ORGS_SQL).fetch_all().await {
             Ok(orgs) => orgs,
             Err(err) => return unavailable("orgs", err),
         }

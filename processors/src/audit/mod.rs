@@ -212,6 +212,7 @@ pub fn runtime_queries() -> Vec<(String, String)> {
             "audit.search.entry".into(),
             fill(&search::entry_sql(), &["'team-a'", "7"]),
         ),
+        ("audit.search.orgs".into(), search::ORGS_SQL.into()),
         (
             "audit.search.segment_hashes".into(),
             fill(search::SEGMENT_HASHES_SQL, &["'team-a'", "1", "50"]),

@@ -300,6 +300,9 @@ pub fn entry_sql() -> String {
 /// The entry hashes of a checkpoint's segment.
 pub const SEGMENT_HASHES_SQL: &str = "SELECT seq, entry_hash FROM audit_chain WHERE chain_id = ? AND seq >= ? AND seq <= ? ORDER BY seq";
 
+/// The orgs holding entries (for an unscoped key's verification page).
+pub const ORGS_SQL: &str = "SELECT DISTINCT org_id FROM audit_chain ORDER BY org_id LIMIT 100";
+
 /// A page of results.
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchPage {
