@@ -135,6 +135,13 @@ pub fn runtime_queries() -> Vec<(String, String)> {
             fill(verify::CHAINS_SQL, &["'org-a'", "''", "''"]),
         ),
         (
+            "audit.verify.chains_in_range".into(),
+            fill(
+                verify::CHAINS_IN_RANGE_SQL,
+                &["'org-a'", "''", "''", "1773100800000", "1773187200000"],
+            ),
+        ),
+        (
             "audit.verify.max_seq".into(),
             fill(verify::MAX_SEQ_SQL, &["'team-a'"]),
         ),
