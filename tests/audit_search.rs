@@ -27,6 +27,9 @@ use tollgate_processors::audit::entry::{chain_entry, EntryFields, EntryRow, GENE
 
 const SEED: &str = "4f1c0a7e3b9d2c8e5f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
 
+/// Time between two pairs of entries of a chain: 40 entries span two days.
+const STEP_MS: u64 = 5_400_000;
+
 /// `(chain, org, entries, checkpoint ends)`: the last entries of team-a1
 /// and team-a2 are not covered by a checkpoint yet.
 const CHAINS: [(&str, &str, u64, &[u64]); 3] = [
@@ -42,9 +45,9 @@ fn config() -> String {
     )
 }
 
-/// Write the chains of [`CHAINS`]; entries every 30 minutes in pairs that
-/// share a millisecond (so ordering ties are broken by chain and seq),
-/// starting two days ago.
+/// Write the chains of [`CHAINS`]; pairs of entries that share a
+/// millisecond (so ordering ties are broken by chain and seq) every
+/// [`STEP_MS`], starting at 01:00 UTC two days ago.
 async fn seed(env: &TestEnv) -> (Vec<EntryRow>, Vec<CheckpointRow>) {
     let client = clickhouse::Client::default()
         .with_url(support::clickhouse_url())
@@ -52,7 +55,7 @@ async fn seed(env: &TestEnv) -> (Vec<EntryRow>, Vec<CheckpointRow>) {
         .with_validation(false);
     let signer = CheckpointSigner::from_hex_seed(SEED).unwrap();
     let now = chrono::Utc::now().timestamp_millis() as u64;
-    let base = now - now % 86_400_000 - 86_400_000 + 3_600_000;
+    let base = now - now % 86_400_000 - 2 * 86_400_000 + 3_600_000;
     let mut rows = Vec::new();
     let mut checkpoints = Vec::new();
     for (c, (chain, org, n, ends)) in CHAINS.iter().enumerate() {
@@ -64,7 +67,7 @@ async fn seed(env: &TestEnv) -> (Vec<EntryRow>, Vec<CheckpointRow>) {
             let model = ["gpt-4o", "claude-sonnet-4"][(i % 2) as usize];
             let event = serde_json::json!({"call": {"model": model}, "i": i, "chain": chain});
             let fields = EntryFields {
-                occurred_at_ms: base + (i / 2) * 1_800_000,
+                occurred_at_ms: base + (i / 2) * STEP_MS,
                 event_id: uuid::Uuid::now_v7().to_string(),
                 kind: if blocked {
                     "ai.call.blocked"
@@ -356,8 +359,8 @@ async fn search_filters_pagination_and_proofs() {
     }
 
     // Filters, each against the same filter applied to the seeded rows.
-    let from = rows.iter().map(|r| r.occurred_at_ms).min().unwrap() + 3 * 1_800_000;
-    let to = from + 8 * 1_800_000;
+    let from = rows.iter().map(|r| r.occurred_at_ms).min().unwrap() + 3 * STEP_MS;
+    let to = from + 8 * STEP_MS;
     let cases: Vec<(String, Box<dyn Fn(&EntryRow) -> bool>)> = vec![
         (
             "org=org-a".into(),
@@ -517,8 +520,23 @@ async fn search_tenant_isolation_and_search_export() {
     ] {
         let (status, body) = get(&env, path, Some(&compliance_a)).await;
         assert_eq!(status, 404, "{path}: {body}");
-        assert!(!body.contains("team-b1"), "{body}");
+        assert!(
+            !body.contains("entry_hash") && !body.contains("user-"),
+            "{body}"
+        );
     }
+    // ...and another org's entry looks exactly like one that does not exist.
+    let (_, other_org) = get(&env, "/api/v1/audit/entries/team-b1/3", Some(&compliance_a)).await;
+    let (_, missing) = get(
+        &env,
+        "/api/v1/audit/entries/team-b1/3000",
+        Some(&compliance_a),
+    )
+    .await;
+    assert_eq!(
+        other_org.replace(" 3 ", " N "),
+        missing.replace(" 3000 ", " N ")
+    );
     // An unscoped compliance key sees every org.
     let (everything, _) = all_pages(&env, "limit=100", &compliance_all).await;
     assert_eq!(everything.len(), rows.len());
