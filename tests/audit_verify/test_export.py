@@ -88,7 +88,7 @@ checkpoint_interval_secs = 3600
 
     out = tollgate("migrate")
     assert out.returncode == 0, out.stderr
-    out = tollgate("simulate", "--direct-kafka", "--events", str(EVENTS), "--minutes", "120", "--seed", "7")
+    out = tollgate("simulate", "--direct-kafka", "--events", str(EVENTS), "--span-minutes", "120", "--seed", "7")
     assert out.returncode == 0, out.stderr
     log = open(tmp / "process.log", "w")
     process = subprocess.Popen([binary, "--config", str(config), "process", "--folds", "audit"],
