@@ -125,6 +125,9 @@ async fn seed(env: &TestEnv) -> (Vec<EntryRow>, Vec<CheckpointRow>) {
     (rows, checkpoints)
 }
 
+/// A filter over seeded rows, the expectation for one search.
+type RowFilter = Box<dyn Fn(&EntryRow) -> bool>;
+
 fn create_key(env: &TestEnv, role: &str, org: Option<&str>) -> String {
     let mut args = vec!["keys", "create", "--name", "search-test", "--role", role];
     if let Some(org) = org {
@@ -361,7 +364,7 @@ async fn search_filters_pagination_and_proofs() {
     // Filters, each against the same filter applied to the seeded rows.
     let from = rows.iter().map(|r| r.occurred_at_ms).min().unwrap() + 3 * STEP_MS;
     let to = from + 8 * STEP_MS;
-    let cases: Vec<(String, Box<dyn Fn(&EntryRow) -> bool>)> = vec![
+    let cases: Vec<(String, RowFilter)> = vec![
         (
             "org=org-a".into(),
             Box::new(|r: &EntryRow| r.org_id == "org-a"),
