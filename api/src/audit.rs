@@ -1,8 +1,12 @@
 //! The audit endpoints: `GET /api/v1/audit/public-key` (open: the key that
-//! signs checkpoints), `GET /api/v1/audit/verify?org=&team=` and
-//! `GET /api/v1/audit/export?org=&team=` (NDJSON). The last two need an API
-//! key (`Authorization: Bearer`) with role `compliance` or `admin`; a key
-//! scoped to an org gets 404 for any other org, as if it did not exist.
+//! signs checkpoints), `GET /api/v1/audit/verify?org=&team=`,
+//! `GET /api/v1/audit/export` (NDJSON: whole chains, or a search with
+//! inclusion proofs), `GET /api/v1/audit/entries` (compliance search,
+//! cursor-paginated, `proof=true` for inclusion proofs) and
+//! `GET /api/v1/audit/entries/{chain}/{seq}` (one entry and its proof).
+//! All but the first need an API key (`Authorization: Bearer`) with role
+//! `compliance` or `admin`; a key scoped to an org gets 404 for any other
+//! org, as if it did not exist (`tollgate_processors::audit::access`).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
