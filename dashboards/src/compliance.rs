@@ -682,3 +682,46 @@ async fn verify_page(
         },
     )
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn key_from_cookie_or_bearer() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(secret(&headers), None);
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; tollgate_key=tg_abc_def ; x=1"),
+        );
+        assert_eq!(secret(&headers).as_deref(), Some("tg_abc_def"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tg_bearer_1"),
+        );
+        assert_eq!(secret(&headers).as_deref(), Some("tg_bearer_1"));
+    }
+
+    #[test]
+    fn login_redirects_only_inside_compliance() {
+        assert_eq!(safe_next(Some("/compliance/verify")), "/compliance/verify");
+        for bad in [
+            None,
+            Some("https://evil.example/"),
+            Some("//evil"),
+            Some("/sre"),
+        ] {
+            assert_eq!(safe_next(bad), "/compliance/search");
+        }
+    }
+
+    #[test]
+    fn times_render_in_utc() {
+        assert_eq!(time_text(1_773_136_800_123), "2026-03-10T10:00:00.123Z");
+        assert_eq!(form_time(Some(1_773_136_800_000)), "2026-03-10T10:00");
+        assert_eq!(form_time(None), "");
+    }
+}

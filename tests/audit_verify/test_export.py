@@ -116,6 +116,8 @@ checkpoint_interval_secs = 3600
     public_key = tollgate("audit", "public-key").stdout.strip()
     yield {"whole": whole, "search": search, "public_key": public_key, "tmp": tmp, "org": org}
     clickhouse(f"DROP DATABASE IF EXISTS {name}")
+    subprocess.run(["psql", POSTGRES, "-q", "-c", f'DROP DATABASE IF EXISTS "{name}"'], check=False,
+                   capture_output=True)
 
 
 def lines(path: Path) -> list[dict]:
