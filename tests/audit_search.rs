@@ -471,6 +471,45 @@ async fn search_filters_pagination_and_proofs() {
     let (status, _) = get(&env, "/api/v1/audit/entries/team-a1/999", Some(&admin)).await;
     assert_eq!(status, 404);
 
+    // verify-audit over a time range: only the chains with entries in it
+    // (team-a2 ends earlier than team-a1), each verified from seq 1.
+    let late = rows
+        .iter()
+        .find(|r| r.chain_id == "team-a1" && r.seq == 35)
+        .unwrap()
+        .occurred_at_ms;
+    let out = env
+        .tollgate(&[
+            "verify-audit",
+            "--org",
+            "org-a",
+            "--from",
+            &late.to_string(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let chains: Vec<&str> = report["chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["chain_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(chains, ["team-a1"], "{report}");
+    assert_eq!(report["entries"], 40);
+    let out = env
+        .tollgate(&["verify-audit", "--org", "org-a", "--from", "tomorrow"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--from"));
+
     // Tampering shows: edit an entry's model in ClickHouse, its proof fails.
     env.ch("ALTER TABLE {db}.audit_chain UPDATE model = 'gpt-evil' WHERE chain_id = 'team-a1' AND seq = 5")
         .await;
