@@ -1,33 +1,30 @@
 //! The audit endpoints: `GET /api/v1/audit/public-key` (open: the key that
-//! signs checkpoints), `GET /api/v1/audit/verify?org=&team=` and
-//! `GET /api/v1/audit/export?org=&team=` (NDJSON). The last two need an API
-//! key (`Authorization: Bearer`) with role `compliance` or `admin`; a key
-//! scoped to an org gets 404 for any other org, as if it did not exist.
+//! signs checkpoints), `GET /api/v1/audit/verify?org=&team=`,
+//! `GET /api/v1/audit/export` (NDJSON: whole chains, or a search with
+//! inclusion proofs), `GET /api/v1/audit/entries` (compliance search,
+//! cursor-paginated, `proof=true` for inclusion proofs) and
+//! `GET /api/v1/audit/entries/{chain}/{seq}` (one entry and its proof).
+//! All but the first need an API key (`Authorization: Bearer`) with role
+//! `compliance` or `admin`; a key scoped to an org gets 404 for any other
+//! org, as if it did not exist (`tollgate_processors::audit::access`).
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use tollgate_ingest::keys::{ApiKey, KeyStore};
+use tollgate_ingest::keys::ApiKey;
+use tollgate_processors::audit::access::{authenticate, scoped_org, AuditAccess, Denied};
 use tollgate_processors::audit::checkpoint::parse_public_key;
-use tollgate_processors::audit::trail::export;
+use tollgate_processors::audit::search::{self, ProofSource, SearchQuery};
+use tollgate_processors::audit::trail::{export, export_search};
 use tollgate_processors::audit::verify::verify;
 use tollgate_processors::clickhouse::client;
-use tollgate_processors::config::ClickHouseConfig;
 
-/// Roles that may read audit trails.
-pub const AUDIT_ROLES: [&str; 2] = ["compliance", "admin"];
+pub use tollgate_processors::audit::access::AUDIT_ROLES;
 
-/// What the audit endpoints need.
-#[derive(Clone)]
-pub struct AuditState {
-    pub clickhouse: ClickHouseConfig,
-    /// Hex Ed25519 public key of the configured checkpoint signing key.
-    pub public_key: Option<String>,
-    /// API keys; `None` when PostgreSQL was unreachable at start (503).
-    pub keys: Option<KeyStore>,
-}
+/// What the audit endpoints need (shared with the compliance pages).
+pub type AuditState = AuditAccess;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,56 +38,61 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-/// The caller's key, if it may read `org`'s trail; the response otherwise.
-pub async fn authorize(
-    keys: Option<&KeyStore>,
-    headers: &HeaderMap,
-    org: &str,
-) -> Result<ApiKey, Response> {
-    let Some(keys) = keys else {
-        return Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "api keys are unavailable (postgresql was unreachable when the server started)",
-        ));
+fn bad_parameter(err: tollgate_processors::read_models::InvalidParameter) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({
+            "error": format!("invalid parameter `{}`: {}", err.parameter, err.reason),
+            "parameter": err.parameter,
+        })),
+    )
+        .into_response()
+}
+
+fn denied(why: Denied) -> Response {
+    let status = match why {
+        Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Denied::Forbidden(_) => StatusCode::FORBIDDEN,
+        Denied::NotFound(_) => StatusCode::NOT_FOUND,
+        Denied::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
-    let secret = headers
+    error(status, why.to_string())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "missing API key: send Authorization: Bearer <key>",
-            )
-        })?;
-    let key = match keys.verify(secret).await {
-        Ok(Some(key)) => key,
-        Ok(None) => return Err(error(StatusCode::UNAUTHORIZED, "invalid API key")),
-        Err(err) => {
-            tracing::error!(%err, "cannot check an API key");
-            return Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cannot check the API key",
-            ));
-        }
-    };
-    if !AUDIT_ROLES.contains(&key.role.as_str()) {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            format!(
-                "role {} may not read audit trails (compliance or admin may)",
-                key.role
-            ),
-        ));
-    }
-    if key.org_id.as_deref().is_some_and(|scope| scope != org) {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            format!("no audit trail for org {org}"),
-        ));
-    }
+}
+
+/// The caller's key, if it may read audit trails at all.
+pub async fn authenticate_request(
+    state: &AuditState,
+    headers: &HeaderMap,
+) -> Result<ApiKey, Response> {
+    authenticate(state.keys.as_ref(), bearer(headers))
+        .await
+        .map_err(denied)
+}
+
+/// The caller's key, if it may read `org`'s trail; the response otherwise.
+pub async fn authorize(
+    state: &AuditState,
+    headers: &HeaderMap,
+    org: &str,
+) -> Result<ApiKey, Response> {
+    let key = authenticate_request(state, headers).await?;
+    scoped_org(&key, org).map_err(denied)?;
     Ok(key)
+}
+
+fn clickhouse_failed(what: &str, err: impl std::fmt::Display) -> Response {
+    tracing::error!(%err, what, "audit read failed");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("cannot read the audit chain ({what}): {err}"),
+    )
 }
 
 pub async fn public_key(State(state): State<AuditState>) -> Response {
@@ -112,7 +114,7 @@ pub async fn verify_trail(
     headers: HeaderMap,
     Query(params): Query<TrailParams>,
 ) -> Response {
-    if let Err(response) = authorize(state.keys.as_ref(), &headers, &params.org).await {
+    if let Err(response) = authorize(&state, &headers, &params.org).await {
         return response;
     }
     let trusted = state.public_key.as_deref().and_then(parse_public_key);
@@ -129,26 +131,44 @@ pub async fn verify_trail(
     }
 }
 
+/// `GET /api/v1/audit/export`: with only `org` (and `team`), the org's
+/// whole chains (every link verifies); with any search parameter (`from`,
+/// `to`, `user`, `model`, ...), the entries of that search, each with its
+/// inclusion proof, and the checkpoints those proofs need.
 pub async fn export_trail(
     State(state): State<AuditState>,
     headers: HeaderMap,
-    Query(params): Query<TrailParams>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(response) = authorize(state.keys.as_ref(), &headers, &params.org).await {
-        return response;
-    }
+    let key = match authenticate_request(&state, &headers).await {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let mut query = match SearchQuery::from_pairs(&pairs) {
+        Ok(query) => query,
+        Err(err) => return bad_parameter(err),
+    };
+    let org = match scoped_org(&key, query.filter("org")) {
+        Ok(org) => org,
+        Err(why) => return denied(why),
+    };
+    query.set_filter("org", &org);
+    let whole_chains = !org.is_empty()
+        && query.from_ms.is_none()
+        && query.to_ms.is_none()
+        && search::FILTERS
+            .iter()
+            .all(|(name, _)| matches!(*name, "org" | "team") || query.filter(name).is_empty());
     let ch = client(&state.clickhouse);
     // Buffered: an export that fails half-way must not look like a short one.
     let mut body: Vec<u8> = Vec::new();
-    match export(
-        &ch,
-        &params.org,
-        params.team.as_deref(),
-        state.public_key.as_deref(),
-        &mut body,
-    )
-    .await
-    {
+    let result = if whole_chains {
+        let team = Some(query.filter("team")).filter(|t| !t.is_empty());
+        export(&ch, &org, team, state.public_key.as_deref(), &mut body).await
+    } else {
+        export_search(&ch, &query, state.public_key.as_deref(), &mut body).await
+    };
+    match result {
         Ok(_) => (
             [
                 (header::CONTENT_TYPE, "application/x-ndjson"),
@@ -160,12 +180,90 @@ pub async fn export_trail(
             body,
         )
             .into_response(),
-        Err(err) => {
-            tracing::error!(%err, "audit export failed");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot export the audit chain: {err}"),
+        Err(err) => clickhouse_failed("export", err),
+    }
+}
+
+/// `GET /api/v1/audit/entries?org=&team=&user=&key=&model=&provider=&outcome=&decision=&kind=&from=&to=&limit=&cursor=&proof=`
+pub async fn search_entries(
+    State(state): State<AuditState>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let key = match authenticate_request(&state, &headers).await {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let mut query = match SearchQuery::from_pairs(&pairs) {
+        Ok(query) => query,
+        Err(err) => return bad_parameter(err),
+    };
+    match scoped_org(&key, query.filter("org")) {
+        Ok(org) => query.set_filter("org", &org),
+        Err(why) => return denied(why),
+    }
+    let ch = client(&state.clickhouse);
+    let page = match search::search(&ch, &query).await {
+        Ok(page) => page,
+        Err(err) => return clickhouse_failed("search", err),
+    };
+    let trusted = state.public_key.as_deref().and_then(parse_public_key);
+    let mut proofs = ProofSource::new(&ch, trusted);
+    let mut entries = Vec::with_capacity(page.entries.len());
+    for row in &page.entries {
+        let mut value = serde_json::to_value(row).unwrap_or_default();
+        if query.proof {
+            match proofs.prove(row).await {
+                Ok(proof) => {
+                    value["proof"] = serde_json::to_value(proof).unwrap_or_default();
+                }
+                Err(err) => return clickhouse_failed("proof", err),
+            }
+        }
+        entries.push(value);
+    }
+    Json(serde_json::json!({
+        "count": entries.len(),
+        "entries": entries,
+        "next_cursor": page.next_cursor,
+    }))
+    .into_response()
+}
+
+/// `GET /api/v1/audit/entries/{chain}/{seq}`: one entry with its inclusion
+/// proof. 404 when it does not exist or belongs to an org the key may not see.
+pub async fn one_entry(
+    State(state): State<AuditState>,
+    headers: HeaderMap,
+    Path((chain, seq)): Path<(String, String)>,
+) -> Response {
+    let key = match authenticate_request(&state, &headers).await {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let Some(seq) = seq.parse::<u64>().ok().filter(|s| *s >= 1) else {
+        return bad_parameter(tollgate_processors::read_models::InvalidParameter {
+            parameter: "seq",
+            reason: format!("`{seq}` is not a sequence number (a whole number from 1)"),
+        });
+    };
+    let ch = client(&state.clickhouse);
+    let row = match search::entry(&ch, &chain, seq).await {
+        Ok(Some(row)) if tollgate_processors::audit::access::may_see_org(&key, &row.org_id) => row,
+        Ok(_) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no entry {seq} in chain {chain}"),
             )
         }
-    }
+        Err(err) => return clickhouse_failed("entry", err),
+    };
+    let trusted = state.public_key.as_deref().and_then(parse_public_key);
+    let proof = match ProofSource::new(&ch, trusted).prove(&row).await {
+        Ok(proof) => proof,
+        Err(err) => return clickhouse_failed("proof", err),
+    };
+    let mut value = serde_json::to_value(&row).unwrap_or_default();
+    value["proof"] = serde_json::to_value(proof).unwrap_or_default();
+    Json(value).into_response()
 }

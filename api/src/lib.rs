@@ -39,7 +39,10 @@ pub fn api_router(state: ApiState) -> Router {
             .route("/api/v1/audit/public-key", get(audit::public_key))
             .route("/api/v1/audit/verify", get(audit::verify_trail))
             .route("/api/v1/audit/export", get(audit::export_trail))
-            .with_state(audit)
+            .route("/api/v1/audit/entries", get(audit::search_entries))
+            .route("/api/v1/audit/entries/{chain}/{seq}", get(audit::one_entry))
+            .with_state(audit.clone())
+            .merge(tollgate_dashboards::compliance::router(audit))
     });
     let api = Router::new()
         .route("/healthz", get(healthz))

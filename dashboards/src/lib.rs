@@ -6,6 +6,7 @@
 //! The API crate mounts [`router`] next to its JSON routes.
 
 pub mod assets;
+pub mod compliance;
 pub mod layout;
 pub mod sre_latency;
 
@@ -27,7 +28,6 @@ pub fn router(read_models: ReadModels) -> Router {
         .route("/sre", get(|| async { Redirect::to("/sre/latency") }))
         .route("/sre/latency", get(sre_latency::page))
         .route("/finance", get(layout::finance_placeholder))
-        .route("/compliance", get(layout::compliance_placeholder))
         .route("/static/{file}", get(assets::serve))
         .with_state(DashboardState { read_models })
 }

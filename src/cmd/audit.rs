@@ -9,7 +9,8 @@ use anyhow::Context;
 use rand::rngs::OsRng;
 use rand::TryRngCore;
 use tollgate_processors::audit::checkpoint::CheckpointSigner;
-use tollgate_processors::audit::trail::export;
+use tollgate_processors::audit::search::SearchQuery;
+use tollgate_processors::audit::trail::{export, export_search};
 
 use crate::config::Config;
 
@@ -30,6 +31,22 @@ pub enum AuditCommand {
         org: String,
         #[arg(long)]
         team: Option<String>,
+        /// Export only the entries of a search instead of whole chains: from
+        /// this time (RFC 3339, a date, or epoch ms)...
+        #[arg(long)]
+        from: Option<String>,
+        /// ...before this time (exclusive)...
+        #[arg(long)]
+        to: Option<String>,
+        /// ...of this user...
+        #[arg(long)]
+        user: Option<String>,
+        /// ...calling this model...
+        #[arg(long)]
+        model: Option<String>,
+        /// ...with this outcome. Each entry then carries its inclusion proof.
+        #[arg(long)]
+        outcome: Option<String>,
         /// Output file; stdout when absent.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -70,7 +87,36 @@ pub async fn run(command: AuditCommand, config: &Config) -> anyhow::Result<()> {
                 .context("no [audit] signing_key or signing_key_file configured")?;
             println!("{}", signer.public_key_hex());
         }
-        AuditCommand::Export { org, team, out } => {
+        AuditCommand::Export {
+            org,
+            team,
+            from,
+            to,
+            user,
+            model,
+            outcome,
+            out,
+        } => {
+            let mut pairs: Vec<(String, String)> = vec![("org".into(), org.clone())];
+            for (name, value) in [
+                ("team", &team),
+                ("from", &from),
+                ("to", &to),
+                ("user", &user),
+                ("model", &model),
+                ("outcome", &outcome),
+            ] {
+                if let Some(value) = value {
+                    pairs.push((name.into(), value.clone()));
+                }
+            }
+            let query = SearchQuery::from_pairs(&pairs)
+                .map_err(|e| anyhow::anyhow!("--{}: {}", e.parameter, e.reason))?;
+            let search = from.is_some()
+                || to.is_some()
+                || user.is_some()
+                || model.is_some()
+                || outcome.is_some();
             let public_key = config
                 .audit
                 .signer()?
@@ -82,25 +128,33 @@ pub async fn run(command: AuditCommand, config: &Config) -> anyhow::Result<()> {
                         .await
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     let mut writer = tokio::io::BufWriter::new(file);
-                    export(
-                        &ch,
-                        &org,
-                        team.as_deref(),
-                        public_key.as_deref(),
-                        &mut writer,
-                    )
-                    .await?
+                    if search {
+                        export_search(&ch, &query, public_key.as_deref(), &mut writer).await?
+                    } else {
+                        export(
+                            &ch,
+                            &org,
+                            team.as_deref(),
+                            public_key.as_deref(),
+                            &mut writer,
+                        )
+                        .await?
+                    }
                 }
                 None => {
                     let mut writer = tokio::io::BufWriter::new(tokio::io::stdout());
-                    export(
-                        &ch,
-                        &org,
-                        team.as_deref(),
-                        public_key.as_deref(),
-                        &mut writer,
-                    )
-                    .await?
+                    if search {
+                        export_search(&ch, &query, public_key.as_deref(), &mut writer).await?
+                    } else {
+                        export(
+                            &ch,
+                            &org,
+                            team.as_deref(),
+                            public_key.as_deref(),
+                            &mut writer,
+                        )
+                        .await?
+                    }
                 }
             };
             eprintln!(

@@ -5,7 +5,8 @@
 
 use anyhow::Context;
 use tollgate_processors::audit::checkpoint::parse_public_key;
-use tollgate_processors::audit::verify::verify;
+use tollgate_processors::audit::search::parse_time_ms;
+use tollgate_processors::audit::verify::verify_range;
 use tollgate_processors::clickhouse::client;
 
 use crate::config::Config;
@@ -18,6 +19,13 @@ pub struct Args {
     /// Only the chains holding this team's entries.
     #[arg(long)]
     team: Option<String>,
+    /// Only the chains holding the org's entries from this time on (RFC 3339,
+    /// a date, or epoch ms); each is still verified from its first entry.
+    #[arg(long)]
+    from: Option<String>,
+    /// ...and before this time (exclusive).
+    #[arg(long)]
+    to: Option<String>,
     /// Trusted checkpoint public key (hex); defaults to the configured signing key's.
     #[arg(long)]
     public_key: Option<String>,
@@ -40,15 +48,39 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     if trusted.is_none() {
         eprintln!("warning: no trusted public key (--public-key or [audit] signing key): checkpoint signatures are checked against the key each checkpoint names");
     }
+    let range = if args.from.is_some() || args.to.is_some() {
+        let from = match &args.from {
+            Some(text) => {
+                parse_time_ms("from", text).map_err(|e| anyhow::anyhow!("--from: {}", e.reason))?
+            }
+            None => 0,
+        };
+        let to = match &args.to {
+            Some(text) => {
+                parse_time_ms("to", text).map_err(|e| anyhow::anyhow!("--to: {}", e.reason))?
+            }
+            None => u64::MAX,
+        };
+        anyhow::ensure!(from < to, "--from must be before --to");
+        Some((from, to))
+    } else {
+        None
+    };
     let ch = client(&config.clickhouse);
-    let report = verify(&ch, &args.org, args.team.as_deref(), trusted.as_ref())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot read the audit chain from clickhouse at {}",
-                config.clickhouse.url
-            )
-        })?;
+    let report = verify_range(
+        &ch,
+        &args.org,
+        args.team.as_deref(),
+        range,
+        trusted.as_ref(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot read the audit chain from clickhouse at {}",
+            config.clickhouse.url
+        )
+    })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

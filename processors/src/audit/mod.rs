@@ -8,12 +8,16 @@
 //! - [`checkpoint`]: the checkpoint row, the signed message, the signer;
 //! - [`fold`]: the fold the consumer runs (`tollgate process --folds audit`);
 //! - [`verify`]: recomputing chains and checkpoints, locating the first break;
-//! - [`trail`]: search, inclusion proofs and export (the compliance read side).
+//! - [`search`]: compliance search, one entry, inclusion proofs;
+//! - [`trail`]: NDJSON export of whole chains or of a search (with proofs);
+//! - [`access`]: who may read audit trails (API keys, roles, org scope).
 
+pub mod access;
 pub mod checkpoint;
 pub mod entry;
 pub mod fold;
 pub mod merkle;
+pub mod search;
 pub mod trail;
 pub mod verify;
 
@@ -131,6 +135,13 @@ pub fn runtime_queries() -> Vec<(String, String)> {
             fill(verify::CHAINS_SQL, &["'org-a'", "''", "''"]),
         ),
         (
+            "audit.verify.chains_in_range".into(),
+            fill(
+                verify::CHAINS_IN_RANGE_SQL,
+                &["'org-a'", "''", "''", "1773100800000", "1773187200000"],
+            ),
+        ),
+        (
             "audit.verify.max_seq".into(),
             fill(verify::MAX_SEQ_SQL, &["'team-a'"]),
         ),
@@ -141,6 +152,77 @@ pub fn runtime_queries() -> Vec<(String, String)> {
         (
             "audit.verify.entries_page".into(),
             fill(&verify::entries_page_sql(), &["'team-a'", "0", "250000"]),
+        ),
+        (
+            "audit.search.page".into(),
+            fill(
+                &search::search_sql(),
+                &[
+                    "'org-a'",
+                    "'org-a'",
+                    "'team-a'",
+                    "'team-a'",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "'gpt-4o'",
+                    "'gpt-4o'",
+                    "''",
+                    "''",
+                    "'success'",
+                    "'success'",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "1773100800000",
+                    "18446744073709551615",
+                    "1773100800000",
+                    "1773100800000",
+                    "'team-a'",
+                    "'team-a'",
+                    "7",
+                    "101",
+                ],
+            ),
+        ),
+        (
+            "audit.search.daily_counts".into(),
+            fill(
+                &search::daily_counts_sql(),
+                &[
+                    "'org-a'",
+                    "'org-a'",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "'deny'",
+                    "'deny'",
+                    "''",
+                    "''",
+                    "0",
+                    "1773187200000",
+                ],
+            ),
+        ),
+        (
+            "audit.search.entry".into(),
+            fill(&search::entry_sql(), &["'team-a'", "7"]),
+        ),
+        ("audit.search.orgs".into(), search::ORGS_SQL.into()),
+        (
+            "audit.search.segment_hashes".into(),
+            fill(search::SEGMENT_HASHES_SQL, &["'team-a'", "1", "50"]),
         ),
         (
             "audit.export.chain_entries".into(),

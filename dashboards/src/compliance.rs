@@ -1,0 +1,727 @@
+//! The compliance pages (`/compliance/...`): search the audit trail (form,
+//! paginated table, entries per day chart, NDJSON export of the search), one
+//! entry with its inclusion proof, and verification status per org.
+//!
+//! The pages need an API key with role `compliance` or `admin`, the same
+//! keys and rules as `/api/v1/audit/*` (`tollgate_processors::audit::access`):
+//! the key comes from the HttpOnly cookie `tollgate_key` that
+//! `/compliance/login` sets, or from `Authorization: Bearer`. Without a
+//! valid key the login form is shown (401); another role gets a 403 page;
+//! an org-scoped key sees only its org (another org's entry is a 404).
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Form, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use tollgate_processors::audit::access::{
+    authenticate, may_see_org, scoped_org, ApiKey, AuditAccess, Denied,
+};
+use tollgate_processors::audit::checkpoint::parse_public_key;
+use tollgate_processors::audit::entry::EntryRow;
+use tollgate_processors::audit::search::{
+    self, daily_counts, urlencode, ProofResult, ProofSource, ProofStatus, SearchQuery,
+};
+use tollgate_processors::audit::trail::{export, export_search};
+use tollgate_processors::audit::verify::{verify, AuditReport};
+use tollgate_processors::clickhouse::client;
+
+use crate::layout::{render, Section};
+
+/// The cookie holding the API key.
+pub const COOKIE: &str = "tollgate_key";
+
+/// The compliance routes.
+pub fn router(state: AuditAccess) -> Router {
+    Router::new()
+        .route(
+            "/compliance",
+            get(|| async { Redirect::to("/compliance/search") }),
+        )
+        .route("/compliance/login", get(login_page).post(login_submit))
+        .route("/compliance/logout", get(logout))
+        .route("/compliance/search", get(search_page))
+        .route("/compliance/export", get(export_download))
+        .route("/compliance/entries/{chain}/{seq}", get(entry_page))
+        .route("/compliance/verify", get(verify_page))
+        .with_state(state)
+}
+
+/// The key's secret from the cookie, or from `Authorization: Bearer`.
+fn secret(headers: &HeaderMap) -> Option<String> {
+    if let Some(bearer) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some(bearer.trim().to_string());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.trim().to_string())
+}
+
+#[derive(Template)]
+#[template(path = "compliance_login.html")]
+struct LoginPage {
+    section: Section,
+    message: String,
+    next: String,
+}
+
+#[derive(Template)]
+#[template(path = "compliance_denied.html")]
+struct DeniedPage {
+    section: Section,
+    title: &'static str,
+    message: String,
+}
+
+fn login_form(status: StatusCode, message: &str, next: &str) -> Response {
+    render(
+        status,
+        &LoginPage {
+            section: Section::Compliance,
+            message: message.to_string(),
+            next: next.to_string(),
+        },
+    )
+}
+
+fn denied_page(why: Denied, next: &str) -> Response {
+    match why {
+        Denied::Unauthenticated(message) => login_form(StatusCode::UNAUTHORIZED, &message, next),
+        Denied::Forbidden(message) => render(
+            StatusCode::FORBIDDEN,
+            &DeniedPage {
+                section: Section::Compliance,
+                title: "Not allowed",
+                message,
+            },
+        ),
+        Denied::NotFound(message) => not_found(message),
+        Denied::Unavailable(message) => render(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &DeniedPage {
+                section: Section::Compliance,
+                title: "Unavailable",
+                message,
+            },
+        ),
+    }
+}
+
+fn not_found(message: String) -> Response {
+    render(
+        StatusCode::NOT_FOUND,
+        &DeniedPage {
+            section: Section::Compliance,
+            title: "Not found",
+            message,
+        },
+    )
+}
+
+fn unavailable(what: &str, err: impl std::fmt::Display) -> Response {
+    tracing::error!(%err, what, "compliance page cannot read the audit chain");
+    render(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &DeniedPage {
+            section: Section::Compliance,
+            title: "Unavailable",
+            message: format!("cannot read the audit chain ({what}): {err}"),
+        },
+    )
+}
+
+async fn caller(state: &AuditAccess, headers: &HeaderMap, next: &str) -> Result<ApiKey, Response> {
+    authenticate(state.keys.as_ref(), secret(headers).as_deref())
+        .await
+        .map_err(|why| denied_page(why, next))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginParams {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// Only local paths under `/compliance`, so the login cannot redirect away.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with("/compliance") && !n.starts_with("//") => n.to_string(),
+        _ => "/compliance/search".to_string(),
+    }
+}
+
+async fn set_key(state: &AuditAccess, key: &str, next: &str) -> Response {
+    match authenticate(state.keys.as_ref(), Some(key)).await {
+        Ok(_) => {
+            let cookie = format!(
+                "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/compliance",
+                key.trim()
+            );
+            ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
+        }
+        Err(why) => denied_page(why, next),
+    }
+}
+
+/// `GET /compliance/login`: the form; with `?key=` (for scripted browsers)
+/// it logs in at once.
+async fn login_page(
+    State(state): State<AuditAccess>,
+    Query(params): Query<LoginParams>,
+) -> Response {
+    let next = safe_next(params.next.as_deref());
+    match params.key.as_deref().filter(|k| !k.trim().is_empty()) {
+        Some(key) => set_key(&state, key, &next).await,
+        None => login_form(StatusCode::OK, "", &next),
+    }
+}
+
+async fn login_submit(
+    State(state): State<AuditAccess>,
+    Form(params): Form<LoginParams>,
+) -> Response {
+    let next = safe_next(params.next.as_deref());
+    set_key(&state, params.key.as_deref().unwrap_or(""), &next).await
+}
+
+async fn logout() -> Response {
+    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/compliance; Max-Age=0");
+    (
+        [(header::SET_COOKIE, cookie)],
+        Redirect::to("/compliance/login"),
+    )
+        .into_response()
+}
+
+fn time_text(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// `datetime-local` value (UTC, minutes) of epoch ms.
+fn form_time(ms: Option<u64>) -> String {
+    ms.and_then(|ms| i64::try_from(ms).ok())
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%dT%H:%M").to_string())
+        .unwrap_or_default()
+}
+
+/// One row of the results table.
+struct ResultRow {
+    chain: String,
+    seq: u64,
+    link: String,
+    time: String,
+    org: String,
+    team: String,
+    user: String,
+    key: String,
+    model: String,
+    outcome: String,
+    decision: String,
+    kind: String,
+}
+
+impl ResultRow {
+    fn from(row: &EntryRow) -> Self {
+        Self {
+            chain: row.chain_id.clone(),
+            seq: row.seq,
+            link: format!(
+                "/compliance/entries/{}/{}",
+                urlencode(&row.chain_id),
+                row.seq
+            ),
+            time: time_text(row.occurred_at_ms),
+            org: row.org_id.clone(),
+            team: row.team_id.clone(),
+            user: row.user_id.clone(),
+            key: row.api_key_id.clone(),
+            model: row.model.clone(),
+            outcome: row.outcome.clone(),
+            decision: row.decision.clone(),
+            kind: row.kind.clone(),
+        }
+    }
+}
+
+/// A text input of the search form.
+struct Field {
+    name: &'static str,
+    label: &'static str,
+    value: String,
+}
+
+#[derive(Template)]
+#[template(path = "compliance_search.html")]
+struct SearchPage {
+    section: Section,
+    who: String,
+    fields: Vec<Field>,
+    from: String,
+    to: String,
+    limit: u64,
+    error: Option<String>,
+    rows: Vec<ResultRow>,
+    next_link: Option<String>,
+    first_link: Option<String>,
+    export_link: String,
+    chart_json: String,
+    days: usize,
+}
+
+fn who(key: &ApiKey) -> String {
+    match &key.org_id {
+        Some(org) => format!("{} ({}, org {org})", key.name, key.role),
+        None => format!("{} ({}, all orgs)", key.name, key.role),
+    }
+}
+
+/// The search form's values: `from`/`to` come from `datetime-local` inputs.
+fn search_query(pairs: &[(String, String)], key: &ApiKey) -> Result<SearchQuery, String> {
+    let mut query = SearchQuery::from_pairs(pairs)
+        .map_err(|e| format!("invalid parameter `{}`: {}", e.parameter, e.reason))?;
+    let org = scoped_org(key, query.filter("org")).map_err(|e| e.to_string())?;
+    query.set_filter("org", &org);
+    Ok(query)
+}
+
+async fn search_page(
+    State(state): State<AuditAccess>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let key = match caller(&state, &headers, "/compliance/search").await {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let (query, error) = match search_query(&pairs, &key) {
+        Ok(query) => (query, None),
+        Err(message) => {
+            let mut query = SearchQuery {
+                limit: search::DEFAULT_LIMIT,
+                ..SearchQuery::default()
+            };
+            if let Some(org) = key.org_id.as_deref() {
+                query.set_filter("org", org);
+            }
+            (query, Some(message))
+        }
+    };
+    let ch = client(&state.clickhouse);
+    let (page, days) = if error.is_none() {
+        let page = match search::search(&ch, &query).await {
+            Ok(page) => page,
+            Err(err) => return unavailable("search", err),
+        };
+        let days = match daily_counts(&ch, &query).await {
+            Ok(days) => days,
+            Err(err) => return unavailable("entries per day", err),
+        };
+        (Some(page), days)
+    } else {
+        (None, Vec::new())
+    };
+    let base = query.to_query_string();
+    let join = |extra: String| {
+        if base.is_empty() {
+            extra
+        } else if extra.is_empty() {
+            base.clone()
+        } else {
+            format!("{base}&{extra}")
+        }
+    };
+    let limit_part = if query.limit == search::DEFAULT_LIMIT {
+        String::new()
+    } else {
+        format!("limit={}", query.limit)
+    };
+    let rows: Vec<ResultRow> = page
+        .as_ref()
+        .map(|p| p.entries.iter().map(ResultRow::from).collect())
+        .unwrap_or_default();
+    let next_link = page.as_ref().and_then(|p| p.next_cursor.as_ref()).map(|c| {
+        let extra = if limit_part.is_empty() {
+            format!("cursor={c}")
+        } else {
+            format!("{limit_part}&cursor={c}")
+        };
+        format!("/compliance/search?{}", join(extra))
+    });
+    let first_link = query
+        .cursor
+        .as_ref()
+        .map(|_| format!("/compliance/search?{}", join(limit_part.clone())));
+    let labels: Vec<String> = days
+        .iter()
+        .map(|(day, _)| time_text(u64::from(*day) * 86_400_000)[..10].to_string())
+        .collect();
+    let counts: Vec<u64> = days.iter().map(|(_, n)| *n).collect();
+    let chart_json = serde_json::json!({ "labels": labels, "counts": counts })
+        .to_string()
+        .replace('<', "\\u003c");
+    let fields = search::FILTERS
+        .iter()
+        .map(|(name, _)| Field {
+            name,
+            label: match *name {
+                "org" => "Org",
+                "team" => "Team",
+                "user" => "User",
+                "key" => "API key",
+                "model" => "Model",
+                "provider" => "Provider",
+                "outcome" => "Outcome",
+                "decision" => "Decision",
+                _ => "Kind",
+            },
+            value: query.filter(name).to_string(),
+        })
+        .collect();
+    render(
+        StatusCode::OK,
+        &SearchPage {
+            section: Section::Compliance,
+            who: who(&key),
+            fields,
+            from: form_time(query.from_ms),
+            to: form_time(query.to_ms),
+            limit: query.limit,
+            error,
+            rows,
+            next_link,
+            first_link,
+            export_link: format!("/compliance/export?{base}"),
+            chart_json,
+            days: days.len(),
+        },
+    )
+}
+
+/// `GET /compliance/export?...`: the NDJSON export of the search, with the
+/// cookie's key (a download link cannot send a header).
+async fn export_download(
+    State(state): State<AuditAccess>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let key = match caller(&state, &headers, "/compliance/search").await {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let query = match search_query(&pairs, &key) {
+        Ok(query) => query,
+        Err(message) => {
+            return (StatusCode::BAD_REQUEST, message).into_response();
+        }
+    };
+    let ch = client(&state.clickhouse);
+    let mut body: Vec<u8> = Vec::new();
+    let only_org = query.from_ms.is_none()
+        && query.to_ms.is_none()
+        && search::FILTERS
+            .iter()
+            .all(|(n, _)| *n == "org" || query.filter(n).is_empty());
+    let result = if only_org && !query.filter("org").is_empty() {
+        export(
+            &ch,
+            query.filter("org"),
+            None,
+            state.public_key.as_deref(),
+            &mut body,
+        )
+        .await
+    } else {
+        export_search(&ch, &query, state.public_key.as_deref(), &mut body).await
+    };
+    match result {
+        Ok(_) => (
+            [
+                (header::CONTENT_TYPE, "application/x-ndjson"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"audit-search.ndjson\"",
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(err) => unavailable("export", err),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "compliance_entry.html")]
+struct EntryPage {
+    section: Section,
+    row: ResultRow,
+    entry_hash: String,
+    prev_hash: String,
+    event_id: String,
+    provider: String,
+    decision_reason: String,
+    kafka: String,
+    event_json: String,
+    status: &'static str,
+    status_class: &'static str,
+    detail: String,
+    proof: Option<ProofView>,
+}
+
+struct ProofView {
+    from_seq: u64,
+    to_seq: u64,
+    leaf_index: u64,
+    tree_size: u64,
+    merkle_root: String,
+    path: Vec<String>,
+    signature: String,
+    public_key: String,
+    created_at: String,
+    json: String,
+}
+
+fn status_words(status: ProofStatus) -> (&'static str, &'static str) {
+    match status {
+        ProofStatus::Verified => ("verified", "ok"),
+        ProofStatus::UnverifiableYet => ("not yet covered by a checkpoint", "pending"),
+        ProofStatus::Failed => ("proof FAILED", "bad"),
+    }
+}
+
+async fn entry_page(
+    State(state): State<AuditAccess>,
+    headers: HeaderMap,
+    Path((chain, seq)): Path<(String, String)>,
+) -> Response {
+    let here = format!("/compliance/entries/{}/{seq}", urlencode(&chain));
+    let key = match caller(&state, &headers, &here).await {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let Some(seq) = seq.parse::<u64>().ok().filter(|s| *s >= 1) else {
+        return not_found(format!("`{seq}` is not a sequence number"));
+    };
+    let ch = client(&state.clickhouse);
+    let row = match search::entry(&ch, &chain, seq).await {
+        Ok(Some(row)) if may_see_org(&key, &row.org_id) => row,
+        Ok(_) => return not_found(format!("no entry {seq} in chain {chain}")),
+        Err(err) => return unavailable("entry", err),
+    };
+    let trusted = state.public_key.as_deref().and_then(parse_public_key);
+    let result: ProofResult = match ProofSource::new(&ch, trusted).prove(&row).await {
+        Ok(result) => result,
+        Err(err) => return unavailable("proof", err),
+    };
+    let (status, status_class) = status_words(result.status);
+    let proof = match (&result.proof, &result.checkpoint) {
+        (Some(p), Some(cp)) => Some(ProofView {
+            from_seq: p.checkpoint_from_seq,
+            to_seq: p.checkpoint_to_seq,
+            leaf_index: p.leaf_index,
+            tree_size: p.tree_size,
+            merkle_root: p.merkle_root.clone(),
+            path: p.path.clone(),
+            signature: cp.signature.clone(),
+            public_key: cp.public_key.clone(),
+            created_at: time_text(cp.created_at_ms),
+            json: serde_json::to_string_pretty(&result).unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    let pretty_event = serde_json::from_str::<serde_json::Value>(&row.event_json)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| row.event_json.clone());
+    render(
+        StatusCode::OK,
+        &EntryPage {
+            section: Section::Compliance,
+            row: ResultRow::from(&row),
+            entry_hash: row.entry_hash.clone(),
+            prev_hash: row.prev_hash.clone(),
+            event_id: row.event_id.clone(),
+            provider: row.provider.clone(),
+            decision_reason: row.decision_reason.clone(),
+            kafka: format!(
+                "partition {}, offset {}",
+                row.kafka_partition, row.kafka_offset
+            ),
+            event_json: pretty_event,
+            status,
+            status_class,
+            detail: result.detail.clone().unwrap_or_default(),
+            proof,
+        },
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct VerifyParams {
+    #[serde(default)]
+    org: Option<String>,
+}
+
+struct OrgStatus {
+    org: String,
+    ok: bool,
+    headline: String,
+    lines: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "compliance_verify.html")]
+struct VerifyPage {
+    section: Section,
+    who: String,
+    orgs: Vec<OrgStatus>,
+    public_key: String,
+}
+
+fn org_status(report: &AuditReport) -> OrgStatus {
+    let headline = if report.ok {
+        let checkpoints: Vec<String> = report
+            .chains
+            .iter()
+            .filter_map(|c| {
+                c.verified_to_seq
+                    .map(|s| format!("{} at seq {s}", c.chain_id))
+            })
+            .collect();
+        format!(
+            "verified {} entries in {} chains, {} checkpoints{}",
+            report.entries,
+            report.chains.len(),
+            report.checkpoints,
+            if checkpoints.is_empty() {
+                String::new()
+            } else {
+                format!(" (up to checkpoint {})", checkpoints.join(", "))
+            }
+        )
+    } else {
+        let first = report.chains.iter().find_map(|c| {
+            c.first_break
+                .as_ref()
+                .map(|b| (c.chain_id.clone(), b.clone()))
+        });
+        match first {
+            Some((chain, b)) => format!(
+                "BROKEN: chain {chain} at seq {}: {:?}: {}",
+                b.seq, b.kind, b.detail
+            ),
+            None => "BROKEN".to_string(),
+        }
+    };
+    OrgStatus {
+        org: report.org.clone(),
+        ok: report.ok,
+        headline,
+        lines: report.lines(),
+    }
+}
+
+async fn verify_page(
+    State(state): State<AuditAccess>,
+    headers: HeaderMap,
+    Query(params): Query<VerifyParams>,
+) -> Response {
+    let key = match caller(&state, &headers, "/compliance/verify").await {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let requested = params.org.unwrap_or_default();
+    let org = match scoped_org(&key, requested.trim()) {
+        Ok(org) => org,
+        Err(why) => return denied_page(why, "/compliance/verify"),
+    };
+    let ch = client(&state.clickhouse);
+    let orgs: Vec<String> = if org.is_empty() {
+        match ch.query(search::ORGS_SQL).fetch_all().await {
+            Ok(orgs) => orgs,
+            Err(err) => return unavailable("orgs", err),
+        }
+    } else {
+        vec![org]
+    };
+    let trusted = state.public_key.as_deref().and_then(parse_public_key);
+    let mut statuses = Vec::with_capacity(orgs.len());
+    for org in orgs {
+        match verify(&ch, &org, None, trusted.as_ref()).await {
+            Ok(report) => statuses.push(org_status(&report)),
+            Err(err) => return unavailable("verification", err),
+        }
+    }
+    render(
+        StatusCode::OK,
+        &VerifyPage {
+            section: Section::Compliance,
+            who: who(&key),
+            orgs: statuses,
+            public_key: state
+                .public_key
+                .clone()
+                .unwrap_or_else(|| "(no signing key configured: signatures checked against the key each checkpoint names)".into()),
+        },
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn key_from_cookie_or_bearer() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(secret(&headers), None);
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; tollgate_key=tg_abc_def ; x=1"),
+        );
+        assert_eq!(secret(&headers).as_deref(), Some("tg_abc_def"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tg_bearer_1"),
+        );
+        assert_eq!(secret(&headers).as_deref(), Some("tg_bearer_1"));
+    }
+
+    #[test]
+    fn login_redirects_only_inside_compliance() {
+        assert_eq!(safe_next(Some("/compliance/verify")), "/compliance/verify");
+        for bad in [
+            None,
+            Some("https://evil.example/"),
+            Some("//evil"),
+            Some("/sre"),
+        ] {
+            assert_eq!(safe_next(bad), "/compliance/search");
+        }
+    }
+
+    #[test]
+    fn times_render_in_utc() {
+        assert_eq!(time_text(1_773_136_800_123), "2026-03-10T10:00:00.123Z");
+        assert_eq!(form_time(Some(1_773_136_800_000)), "2026-03-10T10:00");
+        assert_eq!(form_time(None), "");
+    }
+}

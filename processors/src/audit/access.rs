@@ -1,0 +1,86 @@
+//! Who may read audit trails: an API key (`tollgate keys create`) with role
+//! `compliance` or `admin`; a key scoped to an org sees only that org, as if
+//! no other existed (404, never 403, so org names do not leak). Shared by
+//! the JSON endpoints (`tollgate-api`) and the compliance pages
+//! (`tollgate-dashboards`), so both apply the same rules.
+
+pub use tollgate_ingest::keys::{ApiKey, KeyStore};
+
+use crate::config::ClickHouseConfig;
+
+/// Roles that may read audit trails.
+pub const AUDIT_ROLES: [&str; 2] = ["compliance", "admin"];
+
+/// What the audit endpoints and pages need.
+#[derive(Clone)]
+pub struct AuditAccess {
+    pub clickhouse: ClickHouseConfig,
+    /// Hex Ed25519 public key of the configured checkpoint signing key.
+    pub public_key: Option<String>,
+    /// API keys; `None` when PostgreSQL was unreachable at start (503).
+    pub keys: Option<KeyStore>,
+}
+
+/// Why a caller may not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// 401: no key, or not a valid one.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// 403: a valid key whose role may not read audit trails.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: the key is scoped to another org.
+    #[error("{0}")]
+    NotFound(String),
+    /// 503: the key store cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The key behind `secret` if it may read audit trails (of its own org, or
+/// of every org when it has no org scope).
+pub async fn authenticate(keys: Option<&KeyStore>, secret: Option<&str>) -> Result<ApiKey, Denied> {
+    let Some(keys) = keys else {
+        return Err(Denied::Unavailable(
+            "api keys are unavailable (postgresql was unreachable when the server started)".into(),
+        ));
+    };
+    let Some(secret) = secret.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Err(Denied::Unauthenticated(
+            "missing API key: send Authorization: Bearer <key>".into(),
+        ));
+    };
+    let key = match keys.verify(secret).await {
+        Ok(Some(key)) => key,
+        Ok(None) => return Err(Denied::Unauthenticated("invalid API key".into())),
+        Err(err) => {
+            tracing::error!(%err, "cannot check an API key");
+            return Err(Denied::Unavailable("cannot check the API key".into()));
+        }
+    };
+    if !AUDIT_ROLES.contains(&key.role.as_str()) {
+        return Err(Denied::Forbidden(format!(
+            "role {} may not read audit trails (compliance or admin may)",
+            key.role
+        )));
+    }
+    Ok(key)
+}
+
+/// Whether `key` may see `org`'s entries.
+pub fn may_see_org(key: &ApiKey, org: &str) -> bool {
+    key.org_id.as_deref().is_none_or(|scope| scope == org)
+}
+
+/// The org filter to apply for `key` given the requested `org` (empty: any):
+/// a scoped key is pinned to its org; asking for another is `NotFound`.
+pub fn scoped_org(key: &ApiKey, requested: &str) -> Result<String, Denied> {
+    match key.org_id.as_deref() {
+        None => Ok(requested.to_string()),
+        Some(scope) if requested.is_empty() || requested == scope => Ok(scope.to_string()),
+        Some(_) => Err(Denied::NotFound(format!(
+            "no audit trail for org {requested}"
+        ))),
+    }
+}
