@@ -94,7 +94,9 @@ mod tests {
     fn unknown_key_is_named() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("t.toml", "[kafka]\nbrokers = \"k:1\"\nbrokerz = \"x\"\n")?;
-            let err = Config::load(Some(Path::new("t.toml"))).unwrap_err().to_string();
+            let err = Config::load(Some(Path::new("t.toml")))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("brokerz"), "{err}");
             Ok(())
         });
