@@ -35,6 +35,9 @@ enum Command {
     Process(cmd::process::Args),
     /// Serve the report API and dashboards.
     Api(cmd::api::Args),
+    /// Manage the price catalog.
+    #[command(subcommand)]
+    Prices(cmd::prices::PricesCommand),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
@@ -60,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => cmd::ingest::run(args, &config).await,
         Command::Process(args) => cmd::process::run(args, &config).await,
         Command::Api(args) => cmd::api::run(args, &config).await,
+        Command::Prices(command) => cmd::prices::run(command, &config).await,
         Command::Keys(command) => cmd::keys::run(command, &config).await,
         Command::Simulate(args) => cmd::simulate::run(args, &config).await,
         Command::Bench(command) => cmd::bench::run(command, &config).await,

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod error;
+pub mod finance;
 pub mod reports;
 
 use std::future::Future;
@@ -25,6 +26,11 @@ use crate::error::ApiError;
 #[derive(Clone)]
 pub struct ApiState {
     pub read_models: ReadModels,
+    /// Price administration (PostgreSQL + Kafka); `None` when the server
+    /// runs without them.
+    pub prices: Option<tollgate_processors::cost::admin::PriceAdmin>,
+    /// API keys, for the admin endpoints.
+    pub keys: Option<tollgate_ingest::keys::KeyStore>,
 }
 
 /// The whole HTTP surface: `/healthz`, `/readyz`, `/api/v1/...` and the
@@ -35,6 +41,11 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/reports/latency", get(reports::latency))
+        .route("/api/v1/reports/cost", get(finance::cost))
+        .route(
+            "/api/v1/admin/prices",
+            axum::routing::post(finance::add_prices),
+        )
         .route("/api/{*rest}", get(api_not_found))
         .with_state(state);
     api.merge(dashboards).layer(TraceLayer::new_for_http())
@@ -84,6 +95,8 @@ mod tests {
         };
         api_router(ApiState {
             read_models: ReadModels::new(&config),
+            prices: None,
+            keys: None,
         })
     }
 
@@ -136,6 +149,6 @@ mod tests {
         let (status, body, _) = get("/api/v1/nope").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body.contains("\"error\""));
-        assert_eq!(get("/finance").await.0, StatusCode::OK);
+        assert!(get("/finance").await.0.is_redirection());
     }
 }

@@ -6,6 +6,7 @@
 //! The API crate mounts [`router`] next to its JSON routes.
 
 pub mod assets;
+pub mod finance;
 pub mod layout;
 pub mod sre_latency;
 
@@ -26,7 +27,9 @@ pub fn router(read_models: ReadModels) -> Router {
         .route("/", get(|| async { Redirect::to("/sre/latency") }))
         .route("/sre", get(|| async { Redirect::to("/sre/latency") }))
         .route("/sre/latency", get(sre_latency::page))
-        .route("/finance", get(layout::finance_placeholder))
+        .route("/finance", get(|| async { Redirect::to("/finance/cost") }))
+        .route("/finance/cost", get(finance::cost_page))
+        .route("/finance/cost.csv", get(finance::cost_csv))
         .route("/compliance", get(layout::compliance_placeholder))
         .route("/static/{file}", get(assets::serve))
         .with_state(DashboardState { read_models })

@@ -66,6 +66,7 @@ use crate::batch::{Batch, BatchPolicy};
 use crate::calls_sink::{self, call_row, PartitionClock};
 use crate::clickhouse::{client, error as ch_error};
 use crate::config::{ClickHouseConfig, ProcessorConfig};
+use crate::cost::{price_row, SharedCatalog};
 use crate::dlq::{DeadLetterReason, DeadLetterWriter, Source};
 use crate::error::{Error, Result};
 use crate::resume::{stored_offsets, ResumePositions};
@@ -240,14 +241,19 @@ struct CallsProcessor {
     dlq: DeadLetterWriter,
     counters: Counters,
     shutdown: CancellationToken,
+    /// The price catalog the cost fold prices each row with (kept fresh by
+    /// the caller).
+    prices: SharedCatalog,
 }
 
 /// Run the processor until `shutdown` is cancelled; then flush the open
-/// batch, commit, and return what was done.
+/// batch, commit, and return what was done. Every call row is priced from
+/// `prices` (the cost fold) before it is batched.
 pub async fn run(
     kafka: &KafkaConfig,
     ch: &ClickHouseConfig,
     config: &ProcessorConfig,
+    prices: SharedCatalog,
     shutdown: CancellationToken,
 ) -> Result<Counters> {
     let client = client(ch);
@@ -320,6 +326,7 @@ pub async fn run(
         dlq: DeadLetterWriter::new(kafka, &config.group_id)?,
         counters: Counters::default(),
         shutdown: shutdown.clone(),
+        prices,
     };
     processor.consume(&consumer).await?;
     // Shutdown: flush what was consumed and commit it synchronously.
@@ -418,7 +425,8 @@ impl CallsProcessor {
         let now = Utc::now();
         let why = match decode(message.payload(), now) {
             Ok(event) => match call_row(&event, partition, offset, now) {
-                Ok(Some(row)) => {
+                Ok(Some(mut row)) => {
+                    price_row(&mut row, &self.prices.current());
                     let key = self.clock.key(row.occurred_at);
                     if !self.batch.admits(key) {
                         self.flush(consumer, CommitMode::Async).await?;

@@ -1,11 +1,13 @@
-//! Tollgate processors: the Kafka consumer that folds events into ClickHouse,
-//! and the read models the API queries.
+//! Tollgate processors: the Kafka consumer that folds events into ClickHouse
+//! (calls, latency and cost), the price catalog, and the read models the API
+//! queries.
 
 pub mod batch;
 pub mod calls_sink;
 pub mod clickhouse;
 pub mod config;
 pub mod consumer;
+pub mod cost;
 pub mod dlq;
 pub mod error;
 pub mod migrations;

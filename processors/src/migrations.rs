@@ -30,6 +30,14 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0002_latency_minute.sql",
         include_str!("../../migrations/clickhouse/0002_latency_minute.sql"),
     ),
+    (
+        "0003_call_costs.sql",
+        include_str!("../../migrations/clickhouse/0003_call_costs.sql"),
+    ),
+    (
+        "0004_cost_daily.sql",
+        include_str!("../../migrations/clickhouse/0004_cost_daily.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations
@@ -250,24 +258,39 @@ fn check_applied(migrations: &[Migration], applied: &[AppliedRow]) -> Result<()>
     Ok(())
 }
 
+/// Whether `statement` is an `ALTER TABLE ... ADD COLUMN` that failed only
+/// because its columns exist already (the statement adds them all at once).
+fn is_rerun_of_add_column(statement: &str, error: &str) -> bool {
+    let upper = statement.to_ascii_uppercase();
+    upper.trim_start().starts_with("ALTER TABLE")
+        && upper.contains("ADD COLUMN")
+        && !upper.contains("DROP COLUMN")
+        && !upper.contains("MODIFY COLUMN")
+        && (error.contains("already exists") || error.contains("DUPLICATE_COLUMN"))
+}
+
 fn short(checksum: &str) -> &str {
     checksum.get(..12).unwrap_or(checksum)
 }
 
 async fn apply(config: &ClickHouseConfig, client: &Client, migration: &Migration) -> Result<()> {
     for (i, statement) in migration.statements.iter().enumerate() {
-        client
-            .query_raw(statement)
-            .execute()
-            .await
-            .map_err(|e| Error::Migration {
-                file: migration.name.clone(),
-                reason: format!(
-                    "statement {} failed on clickhouse at {}: {e}",
-                    i + 1,
-                    config.url
-                ),
-            })?;
+        let result = client.query_raw(statement).execute().await;
+        if let Err(e) = &result {
+            if is_rerun_of_add_column(statement, &e.to_string()) {
+                // 18.16 has no ADD COLUMN IF NOT EXISTS: a file interrupted
+                // after its ALTER succeeded is applied again.
+                continue;
+            }
+        }
+        result.map_err(|e| Error::Migration {
+            file: migration.name.clone(),
+            reason: format!(
+                "statement {} failed on clickhouse at {}: {e}",
+                i + 1,
+                config.url
+            ),
+        })?;
     }
     let mut insert = client
         .insert::<AppliedRow>("schema_migrations")

@@ -5,6 +5,9 @@
 
 use anyhow::Context;
 use tollgate_api::ApiState;
+use tollgate_ingest::keys::KeyStore;
+use tollgate_processors::cost::admin::PriceAdmin;
+use tollgate_processors::cost::store::PriceStore;
 use tollgate_processors::read_models::{ReadModelError, ReadModels};
 
 use crate::config::Config;
@@ -31,15 +34,41 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         };
         anyhow::bail!("{err}\nhint: {hint}");
     }
+    // Price administration needs PostgreSQL (catalog, keys) and Kafka (admin
+    // events); reports do not, so the server starts without them.
+    let (prices, keys) = match tollgate_ingest::postgres::connect(&config.postgres).await {
+        Ok(pool) => {
+            let producer = tollgate_ingest::producer::EventProducer::new(&config.kafka)?;
+            (
+                Some(PriceAdmin {
+                    store: PriceStore::new(pool.clone()),
+                    producer: Some(producer),
+                }),
+                Some(KeyStore::new(pool)),
+            )
+        }
+        Err(err) => {
+            tracing::warn!(%err, "postgres unreachable: serving reports without price administration");
+            (None, None)
+        }
+    };
     let listen = args.listen.unwrap_or_else(|| config.api.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (`[api] listen`)"))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, clickhouse = %config.clickhouse.url, "api listening");
-    tollgate_api::serve(listener, ApiState { read_models }, shutdown_signal())
-        .await
-        .context("api server failed")?;
+    tollgate_api::serve(
+        listener,
+        ApiState {
+            read_models,
+            prices,
+            keys,
+        },
+        shutdown_signal(),
+    )
+    .await
+    .context("api server failed")?;
     tracing::info!("api stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod ingest;
 pub mod keys;
 pub mod migrate;
+pub mod prices;
 pub mod process;
 pub mod simulate;
 pub mod sql_catalog;

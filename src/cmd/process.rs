@@ -1,7 +1,11 @@
 //! `tollgate process`: run the calls processor until SIGTERM or ctrl-c, then
-//! flush the open batch, commit, and exit 0.
+//! flush the open batch, commit, and exit 0. Loads the price catalog from
+//! PostgreSQL first (the cost fold needs it) and keeps it fresh.
 
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use tollgate_processors::cost::store::{keep_fresh, PriceStore};
+use tollgate_processors::cost::SharedCatalog;
 use tracing::info;
 
 use crate::config::Config;
@@ -20,10 +24,19 @@ pub async fn run(_args: Args, config: &Config) -> anyhow::Result<()> {
         }
         on_signal.cancel();
     });
+    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let store = PriceStore::new(pool);
+    let catalog = store.catalog().await.with_context(|| {
+        "cannot load the price catalog from postgres (run `tollgate migrate` first)"
+    })?;
+    info!(versions = catalog.len(), "price catalog loaded");
+    let prices = SharedCatalog::new(catalog);
+    tokio::spawn(keep_fresh(store, prices.clone(), shutdown.clone()));
     tollgate_processors::consumer::run(
         &config.kafka,
         &config.clickhouse,
         &config.processor,
+        prices,
         shutdown,
     )
     .await?;

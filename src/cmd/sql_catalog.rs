@@ -16,6 +16,7 @@ pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
             .into_iter()
             .chain(tollgate_processors::consumer::runtime_queries())
             .chain(tollgate_processors::read_models::sql_catalog())
+            .chain(tollgate_processors::cost::reprice::catalog())
             .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
             .collect();
     println!("{}", serde_json::to_string_pretty(&statements)?);

@@ -7,6 +7,7 @@
 //! Each report lives in its own submodule that keeps its SQL text, its
 //! parameter validation and its row-to-report assembly together.
 
+pub mod cost;
 pub mod latency;
 
 use clickhouse::Client;
@@ -110,6 +111,11 @@ impl ReadModels {
     /// The latency report (`latency_minute` rollup).
     pub async fn latency(&self, query: &LatencyQuery) -> Result<LatencyReport, ReadModelError> {
         latency::run(self, query).await
+    }
+
+    /// The cost report (`cost_daily` rollup).
+    pub async fn cost(&self, query: &cost::CostQuery) -> Result<cost::CostReport, ReadModelError> {
+        cost::run(self, query).await
     }
 
     /// Run one ClickHouse request with [`QUERY_TIMEOUT`]: a server that
@@ -226,6 +232,7 @@ pub fn sql_catalog() -> Vec<(String, String)> {
     };
     std::iter::once(check)
         .chain(latency::catalog())
+        .chain(cost::catalog())
         .map(|bound| (bound.name.to_string(), bound.text()))
         .collect()
 }
