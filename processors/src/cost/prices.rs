@@ -125,7 +125,7 @@ impl PriceCatalog {
                 .push(v);
         }
         for list in by_model.values_mut() {
-            list.sort_by(|a, b| (a.effective_from, a.id).cmp(&(b.effective_from, b.id)));
+            list.sort_by_key(|v| (v.effective_from, v.id));
         }
         Self {
             by_model,

@@ -10,7 +10,7 @@
 //! `rust_decimal::Decimal`s. Unpriced calls are counted apart: a group whose
 //! calls are all unpriced has `cost: None` ("unpriced"), never 0.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use clickhouse::Row;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -477,6 +477,103 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
     vec![a, b]
 }
 
+/// Parameters a caller of [`parse_params`] handles itself, with their values.
+pub type ExtraParams = Vec<(&'static str, String)>;
+
+/// Parse a query string's pairs into a [`CostQuery`]: `from`, `to` (UTC
+/// dates, `to` exclusive; default: this month so far), `group_by` (comma
+/// list of dimension names; default `team`; empty for one total), and one
+/// optional filter per dimension, named like the dimension (`team=...`).
+/// Unknown and repeated parameters are errors. `extra` names parameters the
+/// caller handles itself (e.g. `format`); they are returned, not parsed.
+pub fn parse_params(
+    pairs: &[(String, String)],
+    today: NaiveDate,
+    extra: &[&'static str],
+) -> Result<(CostQuery, ExtraParams), InvalidParameter> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut from = None;
+    let mut to = None;
+    let mut group_by = vec![CostDimension::Team];
+    let mut filters = Vec::new();
+    let mut extras = Vec::new();
+    for (name, value) in pairs {
+        if seen.contains(&name.as_str()) {
+            return Err(invalid(static_name(name, extra), "given more than once"));
+        }
+        seen.push(name);
+        match name.as_str() {
+            "from" => from = Some(parse_date("from", value)?),
+            "to" => to = Some(parse_date("to", value)?),
+            "group_by" => {
+                group_by = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        CostDimension::parse(s).ok_or_else(|| {
+                            invalid(
+                                "group_by",
+                                format!(
+                                    "unknown dimension `{s}`; expected some of {}",
+                                    dimension_names()
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            other => {
+                if let Some(x) = extra.iter().find(|x| **x == other) {
+                    extras.push((*x, value.clone()));
+                } else if let Some(d) = CostDimension::parse(other) {
+                    filters.push((d, value.clone()));
+                } else {
+                    return Err(invalid(
+                        "query",
+                        format!(
+                            "unknown parameter `{other}`; expected from, to, group_by, {}{}",
+                            dimension_names(),
+                            extra.iter().map(|x| format!(", {x}")).collect::<String>()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let month_start = today.with_day(1).unwrap_or(today);
+    let from = from.unwrap_or(month_start);
+    let to = to.unwrap_or_else(|| today.succ_opt().unwrap_or(today));
+    Ok((CostQuery::new(from, to, group_by, filters)?, extras))
+}
+
+fn static_name(name: &str, extra: &[&'static str]) -> &'static str {
+    for n in ["from", "to", "group_by"] {
+        if n == name {
+            return n;
+        }
+    }
+    if let Some(x) = extra.iter().find(|x| **x == name) {
+        return x;
+    }
+    CostDimension::parse(name)
+        .map(CostDimension::name)
+        .unwrap_or("query")
+}
+
+fn dimension_names() -> String {
+    CostDimension::ALL.map(CostDimension::name).join(", ")
+}
+
+fn parse_date(parameter: &'static str, value: &str) -> Result<NaiveDate, InvalidParameter> {
+    NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|e| {
+        invalid(
+            parameter,
+            format!("`{value}` is not a date (YYYY-MM-DD): {e}"),
+        )
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -534,100 +631,4 @@ mod tests {
         assert_eq!(csv_field("-0.5"), "-0.5");
         assert_eq!(csv_field("plain"), "plain");
     }
-}
-
-/// Parse a query string's pairs into a [`CostQuery`]: `from`, `to` (UTC
-/// dates, `to` exclusive; default: this month so far), `group_by` (comma
-/// list of dimension names; default `team`; empty for one total), and one
-/// optional filter per dimension, named like the dimension (`team=...`).
-/// Unknown and repeated parameters are errors. `extra` names parameters the
-/// caller handles itself (e.g. `format`); they are returned, not parsed.
-pub fn parse_params(
-    pairs: &[(String, String)],
-    today: NaiveDate,
-    extra: &[&'static str],
-) -> Result<(CostQuery, Vec<(&'static str, String)>), InvalidParameter> {
-    let mut seen: Vec<&str> = Vec::new();
-    let mut from = None;
-    let mut to = None;
-    let mut group_by = vec![CostDimension::Team];
-    let mut filters = Vec::new();
-    let mut extras = Vec::new();
-    for (name, value) in pairs {
-        if seen.contains(&name.as_str()) {
-            return Err(invalid(static_name(name, extra), "given more than once"));
-        }
-        seen.push(name);
-        match name.as_str() {
-            "from" => from = Some(parse_date("from", value)?),
-            "to" => to = Some(parse_date("to", value)?),
-            "group_by" => {
-                group_by = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        CostDimension::parse(s).ok_or_else(|| {
-                            invalid(
-                                "group_by",
-                                format!(
-                                    "unknown dimension `{s}`; expected some of {}",
-                                    dimension_names()
-                                ),
-                            )
-                        })
-                    })
-                    .collect::<Result<_, _>>()?;
-            }
-            other => {
-                if let Some(x) = extra.iter().find(|x| **x == other) {
-                    extras.push((*x, value.clone()));
-                } else if let Some(d) = CostDimension::parse(other) {
-                    filters.push((d, value.clone()));
-                } else {
-                    return Err(invalid(
-                        "query",
-                        format!(
-                            "unknown parameter `{other}`; expected from, to, group_by, {}{}",
-                            dimension_names(),
-                            extra.iter().map(|x| format!(", {x}")).collect::<String>()
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-    let month_start = today.with_day(1).unwrap_or(today);
-    let from = from.unwrap_or(month_start);
-    let to = to.unwrap_or_else(|| today.succ_opt().unwrap_or(today));
-    Ok((CostQuery::new(from, to, group_by, filters)?, extras))
-}
-
-use chrono::Datelike;
-
-fn static_name(name: &str, extra: &[&'static str]) -> &'static str {
-    for n in ["from", "to", "group_by"] {
-        if n == name {
-            return n;
-        }
-    }
-    if let Some(x) = extra.iter().find(|x| **x == name) {
-        return x;
-    }
-    CostDimension::parse(name)
-        .map(CostDimension::name)
-        .unwrap_or("query")
-}
-
-fn dimension_names() -> String {
-    CostDimension::ALL.map(CostDimension::name).join(", ")
-}
-
-fn parse_date(parameter: &'static str, value: &str) -> Result<NaiveDate, InvalidParameter> {
-    NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|e| {
-        invalid(
-            parameter,
-            format!("`{value}` is not a date (YYYY-MM-DD): {e}"),
-        )
-    })
 }
