@@ -38,6 +38,8 @@ enum Command {
     /// Manage the price catalog.
     #[command(subcommand)]
     Prices(cmd::prices::PricesCommand),
+    /// Recompute stored costs of one model after a price correction.
+    Reprice(cmd::reprice::Args),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
@@ -64,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Process(args) => cmd::process::run(args, &config).await,
         Command::Api(args) => cmd::api::run(args, &config).await,
         Command::Prices(command) => cmd::prices::run(command, &config).await,
+        Command::Reprice(args) => cmd::reprice::run(args, &config).await,
         Command::Keys(command) => cmd::keys::run(command, &config).await,
         Command::Simulate(args) => cmd::simulate::run(args, &config).await,
         Command::Bench(command) => cmd::bench::run(command, &config).await,

@@ -444,3 +444,290 @@ async fn costs_are_exact_end_to_end() {
         assert!(page.contains(&format!(">{cost}</td>")), "page lacks {cost}");
     }
 }
+
+/// Kinds of the `admin.*` events on `topic` (reads it from the start).
+async fn admin_kinds(topic: &str) -> Vec<String> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", support::unique("admin-reader"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut kinds = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while let Ok(Ok(message)) = tokio::time::timeout_at(deadline, consumer.recv()).await {
+        let value: serde_json::Value =
+            serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
+        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        if kind.starts_with("admin.") {
+            kinds.push(kind);
+        }
+        if kinds.len() >= 4 {
+            break;
+        }
+    }
+    kinds
+}
+
+fn effective_costs_sql() -> &'static str {
+    // Facts: each call's `calls` row plus all its adjustments.
+    "SELECT event_id, toString(sum(c)) FROM ( \
+       SELECT event_id, cost AS c FROM {db}.calls WHERE kind IN ('ai.call.completed', 'ai.call.failed') \
+       UNION ALL SELECT event_id, cost AS c FROM {db}.cost_adjustments) \
+     GROUP BY event_id ORDER BY event_id FORMAT TSV"
+}
+
+async fn effective_costs(env: &TestEnv) -> HashMap<String, Decimal> {
+    env.ch(effective_costs_sql())
+        .await
+        .lines()
+        .map(|l| {
+            let (id, c) = l.split_once('\t').unwrap();
+            (id.to_string(), d(c))
+        })
+        .collect()
+}
+
+async fn rollup_total(env: &TestEnv, model: &str) -> (Decimal, i64, i64) {
+    let out = env
+        .ch(&format!(
+            "SELECT toString(sum(cost)), sum(calls), sum(unpriced_calls) FROM {{db}}.cost_daily WHERE model = '{model}' FORMAT TSV"
+        ))
+        .await;
+    let f: Vec<&str> = out.trim().split('\t').collect();
+    (d(f[0]), f[1].parse().unwrap(), f[2].parse().unwrap())
+}
+
+fn run_ok(env: &TestEnv, args: &[&str]) -> String {
+    let out = env.tollgate(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn reprice_after_a_correction_is_exact_and_idempotent() {
+    let mut env = TestEnv::new("cost_reprice").await;
+    import(
+        &env,
+        r#"{"tg-fix": {"litellm_provider": "testprov", "effective_from": "2026-03-01T00:00:00Z",
+                       "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}}"#,
+    );
+    let day = |d: u32, h: u32| Utc.with_ymd_and_hms(2026, 3, d, h, 0, 0).unwrap();
+    let completed = "ai.call.completed";
+    let events = vec![
+        // 1000*0.000001 + 500*0.000002 = 0.002 -> after the fix 1000*0.0000015 + 500*0.000002 = 0.0025
+        call(
+            completed,
+            "team-a",
+            "tg-fix",
+            day(5, 10),
+            usage(1000, 0, 0, 500, 0),
+            Outcome::Success,
+        ),
+        // 0.0002 -> 0.0003
+        call(
+            completed,
+            "team-a",
+            "tg-fix",
+            day(6, 10),
+            usage(200, 0, 0, 0, 0),
+            Outcome::Success,
+        ),
+        // unpriced until a price for tg-late is added, then 10*0.01 = 0.1
+        call(
+            completed,
+            "team-a",
+            "tg-late",
+            day(6, 11),
+            usage(10, 0, 0, 0, 0),
+            Outcome::Success,
+        ),
+        // another team, outside the statement
+        call(
+            completed,
+            "team-b",
+            "tg-fix",
+            day(7, 10),
+            usage(1000, 0, 0, 0, 0),
+            Outcome::Success,
+        ),
+    ];
+    produce(&env.events_topic, &events).await;
+    env.spawn("process", &["process"]);
+    assert_eq!(
+        env.wait_for_count("SELECT count() FROM {db}.calls", 4, Duration::from_secs(60))
+            .await,
+        4
+    );
+    let before = effective_costs(&env).await;
+    assert_eq!(before[&events[0].event_id.to_string()], d("0.002"));
+    assert_eq!(rollup_total(&env, "tg-fix").await, (d("0.0032"), 3, 0));
+    assert_eq!(rollup_total(&env, "tg-late").await, (d("0"), 1, 1));
+
+    // The correction goes through the admin API (admin key only).
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
+    let correction = serde_json::json!({
+        "provider": "testprov", "model": "tg-fix", "effective_from": "2026-03-01T00:00:00Z",
+        "input_per_token": "0.0000015", "output_per_token": "0.000002", "note": "vendor invoice correction"
+    });
+    let http = reqwest::Client::new();
+    let ingest_key = env.create_key("org-1");
+    let denied = http
+        .post(format!("{}/api/v1/admin/prices", env.api_url()))
+        .bearer_auth(&ingest_key)
+        .json(&correction)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let admin_key = run_ok(
+        &env,
+        &["keys", "create", "--name", "admin", "--role", "admin"],
+    )
+    .lines()
+    .last()
+    .unwrap()
+    .trim()
+    .to_string();
+    let added = http
+        .post(format!("{}/api/v1/admin/prices", env.api_url()))
+        .bearer_auth(&admin_key)
+        .json(&correction)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201, "{}", added.text().await.unwrap());
+    let late = serde_json::json!({"provider": "testprov", "model": "tg-late",
+        "effective_from": "2026-01-01T00:00:00Z", "input_per_token": "0.01"});
+    let added = http
+        .post(format!("{}/api/v1/admin/prices", env.api_url()))
+        .bearer_auth(&admin_key)
+        .json(&late)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+
+    let range = [
+        "--from",
+        "2026-03-01T00:00:00Z",
+        "--to",
+        "2026-04-01T00:00:00Z",
+    ];
+    let out = run_ok(
+        &env,
+        &[&["reprice", "--model", "tg-fix"][..], &range[..]].concat(),
+    );
+    assert!(out.contains("3 call(s) changed"), "{out}");
+    let out = run_ok(
+        &env,
+        &[&["reprice", "--model", "tg-late"][..], &range[..]].concat(),
+    );
+    assert!(out.contains("1 call(s) changed"), "{out}");
+
+    let after = effective_costs(&env).await;
+    assert_eq!(after[&events[0].event_id.to_string()], d("0.0025"));
+    assert_eq!(after[&events[1].event_id.to_string()], d("0.0003"));
+    assert_eq!(after[&events[2].event_id.to_string()], d("0.1"));
+    assert_eq!(after[&events[3].event_id.to_string()], d("0.0015"));
+    assert_eq!(rollup_total(&env, "tg-fix").await, (d("0.0043"), 3, 0));
+    assert_eq!(rollup_total(&env, "tg-late").await, (d("0.1"), 1, 0));
+
+    // The statement of team-a reflects the new prices, one line per version.
+    let statement: serde_json::Value = http
+        .get(format!(
+            "{}/api/v1/finance/statement?team=team-a&month=2026-03",
+            env.api_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        d(statement["total"]["cost"].as_str().unwrap()),
+        d("0.0028") + d("0.1"),
+        "{statement:#}"
+    );
+    let lines = statement["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 2, "{statement:#}");
+    let fix = lines.iter().find(|l| l["model"] == "tg-fix").unwrap();
+    assert_eq!(fix["prices"]["input_per_token"], "0.0000015");
+    assert_eq!(fix["calls"], 2);
+    assert_eq!(d(fix["cost"].as_str().unwrap()), d("0.0028"));
+    let csv = http
+        .get(format!(
+            "{}/finance/statement.csv?team=team-a&month=2026-03",
+            env.api_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let page = http
+        .get(format!(
+            "{}/finance/statement?team=team-a&month=2026-03",
+            env.api_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let total_line = csv.lines().last().unwrap();
+    assert_eq!(
+        d(total_line.rsplit(',').next().unwrap()),
+        d("0.1028"),
+        "{csv}"
+    );
+    assert!(
+        page.contains(&format!(
+            "id=\"statement-total\">{}<",
+            total_line.rsplit(',').next().unwrap()
+        )),
+        "{page}"
+    );
+
+    // Every change is on the events topic as an admin event.
+    let kinds = admin_kinds(&env.events_topic).await;
+    for kind in [
+        "admin.price.corrected",
+        "admin.price.added",
+        "admin.price.repriced",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
+
+    // Re-running changes nothing.
+    let adjustments = env.ch("SELECT count() FROM {db}.cost_adjustments").await;
+    let rollup = env.ch("SELECT model, toString(sum(cost)), sum(calls) FROM {db}.cost_daily GROUP BY model ORDER BY model FORMAT TSV").await;
+    let out = run_ok(
+        &env,
+        &[&["reprice", "--model", "tg-fix"][..], &range[..]].concat(),
+    );
+    assert!(out.contains("0 call(s) changed"), "{out}");
+    assert_eq!(
+        env.ch("SELECT count() FROM {db}.cost_adjustments").await,
+        adjustments
+    );
+    assert_eq!(env.ch("SELECT model, toString(sum(cost)), sum(calls) FROM {db}.cost_daily GROUP BY model ORDER BY model FORMAT TSV").await, rollup);
+    assert_eq!(effective_costs(&env).await, after);
+}

@@ -1,5 +1,6 @@
 //! Finance endpoints: `GET /api/v1/reports/cost` (JSON, or CSV with
-//! `format=csv`) over the cost rollup, and `POST /api/v1/admin/prices` to
+//! `format=csv`) over the cost rollup, `GET /api/v1/finance/statement` (a
+//! team's monthly statement), and `POST /api/v1/admin/prices` to
 //! add or correct price versions (admin keys only; each change is also an
 //! `admin.price.*` event on the events topic).
 
@@ -12,7 +13,9 @@ use chrono::Utc;
 use serde::Deserialize;
 use tollgate_processors::cost::admin::PriceAdminError;
 use tollgate_processors::cost::NewPrice;
+use tollgate_processors::cost::PriceCatalog;
 use tollgate_processors::read_models::cost::{parse_params, to_csv};
+use tollgate_processors::read_models::statement;
 
 use crate::error::ApiError;
 use crate::ApiState;
@@ -44,6 +47,70 @@ pub async fn cost(
                 ),
             ],
             to_csv(&report),
+        )
+            .into_response()),
+        other => Err(ApiError::InvalidParameter {
+            parameter: "format".into(),
+            reason: format!("`{other}` is not json or csv"),
+        }),
+    }
+}
+
+/// `GET /api/v1/finance/statement?team=&month=YYYY-MM&format=json|csv`
+pub async fn statement(
+    State(state): State<ApiState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(pairs) = query.map_err(|err| ApiError::InvalidParameter {
+        parameter: "query".into(),
+        reason: err.body_text(),
+    })?;
+    let mut team = None;
+    let mut month = None;
+    let mut format = None;
+    for (name, value) in pairs {
+        let slot = match name.as_str() {
+            "team" => &mut team,
+            "month" => &mut month,
+            "format" => &mut format,
+            _ => {
+                return Err(ApiError::InvalidParameter {
+                    parameter: name,
+                    reason: "unknown parameter; expected team, month, format".into(),
+                })
+            }
+        };
+        if slot.replace(value).is_some() {
+            return Err(ApiError::InvalidParameter {
+                parameter: name,
+                reason: "given more than once".into(),
+            });
+        }
+    }
+    let today = Utc::now().date_naive();
+    let month = month.unwrap_or_else(|| today.format("%Y-%m").to_string());
+    let team = team.unwrap_or_default();
+    let query = statement::statement_query(&team, &month)?;
+    let report = state.read_models.cost(&query).await?;
+    let catalog =
+        match &state.prices {
+            Some(admin) => PriceCatalog::new(admin.store.all().await.map_err(|e| {
+                ApiError::Unavailable(format!("cannot read the price catalog: {e}"))
+            })?),
+            None => PriceCatalog::default(),
+        };
+    let statement = statement::assemble(&team, &month, &report, &catalog, today);
+    match format.as_deref().unwrap_or("json") {
+        "json" => Ok(Json(statement).into_response()),
+        "csv" => Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"statement.csv\"",
+                ),
+            ],
+            statement::to_csv(&statement),
         )
             .into_response()),
         other => Err(ApiError::InvalidParameter {

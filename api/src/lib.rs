@@ -36,12 +36,16 @@ pub struct ApiState {
 /// The whole HTTP surface: `/healthz`, `/readyz`, `/api/v1/...` and the
 /// dashboards (`/`, `/sre/...`, `/static/...`).
 pub fn api_router(state: ApiState) -> Router {
-    let dashboards = tollgate_dashboards::router(state.read_models.clone());
+    let dashboards = tollgate_dashboards::router_with_prices(
+        state.read_models.clone(),
+        state.prices.as_ref().map(|p| p.store.clone()),
+    );
     let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/reports/latency", get(reports::latency))
         .route("/api/v1/reports/cost", get(finance::cost))
+        .route("/api/v1/finance/statement", get(finance::statement))
         .route(
             "/api/v1/admin/prices",
             axum::routing::post(finance::add_prices),

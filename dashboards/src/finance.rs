@@ -1,7 +1,9 @@
 //! Finance pages: `/finance/cost` (cost by any dimension and period, with
 //! drill-down links and a bar chart of the largest groups) and
 //! `/finance/cost.csv` (the same table as CSV: the page and the file show
-//! the very same strings, both from `read_models::cost`).
+//! the very same strings, both from `read_models::cost`), and
+//! `/finance/statement` + `.csv` (a team's monthly statement; the page
+//! renders the CSV's own fields).
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
@@ -9,10 +11,11 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use tollgate_processors::cost::PriceCatalog;
 use tollgate_processors::read_models::cost::{
     parse_params, to_csv, CostDimension, CostQuery, CostReport, CostTotals,
 };
-use tollgate_processors::read_models::ReadModelError;
+use tollgate_processors::read_models::{statement, ReadModelError};
 
 use crate::layout::{render, Section};
 use crate::DashboardState;
@@ -315,5 +318,184 @@ pub async fn cost_csv(
         )
             .into_response(),
         Err(err) => (status_of(&err), format!("{err}\n")).into_response(),
+    }
+}
+
+/// Read one team's statement (report + catalog).
+async fn read_statement(
+    state: &DashboardState,
+    pairs: &[(String, String)],
+) -> Result<statement::Statement, (StatusCode, String)> {
+    let mut team = String::new();
+    let mut month = None;
+    for (name, value) in pairs {
+        match name.as_str() {
+            "team" => team = value.clone(),
+            "month" => month = Some(value.clone()),
+            other => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter `{other}`; expected team, month"),
+                ))
+            }
+        }
+    }
+    let today = Utc::now().date_naive();
+    let month = month.unwrap_or_else(|| today.format("%Y-%m").to_string());
+    let query = statement::statement_query(&team, &month).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("invalid {}: {}", e.parameter, e.reason),
+        )
+    })?;
+    let report = state
+        .read_models
+        .cost(&query)
+        .await
+        .map_err(|e| (status_of(&e), e.to_string()))?;
+    let catalog = match &state.prices {
+        Some(store) => PriceCatalog::new(store.all().await.map_err(|e| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the price catalog: {e}"),
+            )
+        })?),
+        None => PriceCatalog::default(),
+    };
+    Ok(statement::assemble(&team, &month, &report, &catalog, today))
+}
+
+pub struct StatementRow {
+    pub cells: Vec<String>,
+    pub cost: String,
+    pub unpriced: bool,
+}
+
+#[derive(Template)]
+#[template(path = "finance_statement.html")]
+pub struct StatementPage {
+    pub section: Section,
+    pub team: String,
+    pub month: String,
+    pub rows: Vec<StatementRow>,
+    pub total: Option<StatementRow>,
+    pub savings: String,
+    pub forecast: String,
+    pub csv_url: String,
+    pub error: Option<String>,
+}
+
+/// `GET /finance/statement?team=&month=YYYY-MM`
+pub async fn statement_page(
+    State(state): State<DashboardState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (team, month) = (get("team"), get("month"));
+    let mut page = StatementPage {
+        section: Section::Finance,
+        team: team.clone(),
+        month: month.clone(),
+        rows: Vec::new(),
+        total: None,
+        savings: String::new(),
+        forecast: String::new(),
+        csv_url: format!(
+            "/finance/statement.csv?{}",
+            query_string(&[
+                ("team".into(), team.clone()),
+                ("month".into(), month.clone())
+            ])
+        ),
+        error: None,
+    };
+    if team.is_empty() {
+        page.error = Some("Choose a team.".into());
+        return render(StatusCode::OK, &page);
+    }
+    match read_statement(&state, &pairs).await {
+        Ok(s) => {
+            page.month = s.month.clone();
+            let csv = statement::to_csv(&s);
+            // The page shows exactly the CSV's fields (minus the header).
+            let mut lines = csv.lines().skip(1).map(split_csv).collect::<Vec<_>>();
+            let total = lines.pop();
+            page.rows = lines
+                .into_iter()
+                .map(|mut cells| {
+                    let cost = cells.pop().unwrap_or_default();
+                    StatementRow {
+                        unpriced: cost == "unpriced",
+                        cells,
+                        cost,
+                    }
+                })
+                .collect();
+            page.total = total.map(|mut cells| {
+                let cost = cells.pop().unwrap_or_default();
+                StatementRow {
+                    unpriced: cost == "unpriced",
+                    cells,
+                    cost,
+                }
+            });
+            page.savings = s.cache_savings.to_string();
+            page.forecast = s.forecast.map(|f| f.to_string()).unwrap_or_default();
+            render(StatusCode::OK, &page)
+        }
+        Err((status, message)) => {
+            page.error = Some(message);
+            render(status, &page)
+        }
+    }
+}
+
+/// Split one CSV line written by `to_csv` (quoted fields may hold commas).
+fn split_csv(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    out.push(field);
+    out
+}
+
+/// `GET /finance/statement.csv?team=&month=`
+pub async fn statement_csv(
+    State(state): State<DashboardState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    match read_statement(&state, &pairs).await {
+        Ok(s) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"statement.csv\"",
+                ),
+            ],
+            statement::to_csv(&s),
+        )
+            .into_response(),
+        Err((status, message)) => (status, format!("{message}\n")).into_response(),
     }
 }

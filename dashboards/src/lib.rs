@@ -19,10 +19,21 @@ use tollgate_processors::read_models::ReadModels;
 #[derive(Clone)]
 pub struct DashboardState {
     pub read_models: ReadModels,
+    /// The price catalog, for unit prices on statements (`None`: shown
+    /// without unit prices).
+    pub prices: Option<tollgate_processors::cost::store::PriceStore>,
+}
+
+/// All dashboard pages and `/static/*`, without the price catalog.
+pub fn router(read_models: ReadModels) -> Router {
+    router_with_prices(read_models, None)
 }
 
 /// All dashboard pages and `/static/*`.
-pub fn router(read_models: ReadModels) -> Router {
+pub fn router_with_prices(
+    read_models: ReadModels,
+    prices: Option<tollgate_processors::cost::store::PriceStore>,
+) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/sre/latency") }))
         .route("/sre", get(|| async { Redirect::to("/sre/latency") }))
@@ -30,7 +41,12 @@ pub fn router(read_models: ReadModels) -> Router {
         .route("/finance", get(|| async { Redirect::to("/finance/cost") }))
         .route("/finance/cost", get(finance::cost_page))
         .route("/finance/cost.csv", get(finance::cost_csv))
+        .route("/finance/statement", get(finance::statement_page))
+        .route("/finance/statement.csv", get(finance::statement_csv))
         .route("/compliance", get(layout::compliance_placeholder))
         .route("/static/{file}", get(assets::serve))
-        .with_state(DashboardState { read_models })
+        .with_state(DashboardState {
+            read_models,
+            prices,
+        })
 }

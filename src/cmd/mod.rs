@@ -7,5 +7,6 @@ pub mod keys;
 pub mod migrate;
 pub mod prices;
 pub mod process;
+pub mod reprice;
 pub mod simulate;
 pub mod sql_catalog;

@@ -14,6 +14,7 @@ pub mod fold;
 pub mod litellm;
 pub mod prices;
 pub mod reprice;
+pub mod rollup;
 pub mod store;
 
 pub use fold::{call_cost, price_row, BillableUsage, COST_SCALE};

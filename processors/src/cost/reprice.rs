@@ -234,7 +234,7 @@ pub async fn plan(
             ));
             plan.cost_delta -= g.cost;
         }
-        let unpriced = if target.priced { copies } else { 0 };
+        let unpriced = if target.priced { 0 } else { copies };
         rows.push(adjustment(
             &fact,
             target.version,

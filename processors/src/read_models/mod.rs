@@ -9,6 +9,7 @@
 
 pub mod cost;
 pub mod latency;
+pub mod statement;
 
 use clickhouse::Client;
 
