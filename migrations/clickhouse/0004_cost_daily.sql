@@ -60,7 +60,7 @@ GROUP BY day, org_id, team_id, user_id, api_key_id, provider, model, price_versi
 CREATE TABLE IF NOT EXISTS cost_adjustments
 (
     event_id String,
-    occurred_at DateTime,
+    occurred_at DateTime('UTC'),
     org_id String,
     team_id String,
     user_id String,
@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS cost_adjustments
     audio_ms Int64,
     cost Decimal(38, 12),
     reprice_id String,
-    adjusted_at DateTime
+    adjusted_at DateTime('UTC')
 )
 ENGINE = MergeTree()
 PARTITION BY toYYYYMM(occurred_at)
