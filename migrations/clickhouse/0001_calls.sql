@@ -1,4 +1,6 @@
 -- Facts: one row per ai.call.* event, with the Kafka position it came from.
+-- Times are DateTime('UTC') so monthly partitions and day/month reports do
+-- not depend on the server's timezone.
 -- The (kafka_partition, kafka_offset) pair is how the processor resumes
 -- effectively-once: progress is stored with the data (see docs/architecture.md).
 CREATE TABLE IF NOT EXISTS calls
@@ -6,7 +8,7 @@ CREATE TABLE IF NOT EXISTS calls
     event_id String,
     schema_version UInt16,
     kind LowCardinality(String),
-    occurred_at DateTime,
+    occurred_at DateTime('UTC'),
     occurred_at_ms UInt64,
     org_id String,
     team_id String,
@@ -41,7 +43,7 @@ CREATE TABLE IF NOT EXISTS calls
     tag_keys Array(String),
     tag_values Array(String),
     reported_cost String,
-    ingested_at DateTime,
+    ingested_at DateTime('UTC'),
     kafka_partition Int32,
     kafka_offset Int64
 )

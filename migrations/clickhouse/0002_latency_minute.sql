@@ -4,7 +4,7 @@
 -- provider and lifecycle events would double count.
 CREATE TABLE IF NOT EXISTS latency_minute
 (
-    minute DateTime,
+    minute DateTime('UTC'),
     org_id String,
     team_id String,
     provider LowCardinality(String),

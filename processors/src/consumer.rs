@@ -541,7 +541,8 @@ impl CallsProcessor {
                         if rows.len() < before {
                             info!(
                                 already_stored = before - rows.len(),
-                                "failed insert was stored in part; not inserting those rows again"
+                                rows_left = rows.len(),
+                                "failed insert was stored after all; not inserting those rows again"
                             );
                         }
                         if rows.is_empty() {

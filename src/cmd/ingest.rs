@@ -47,38 +47,11 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         max_body_bytes = config.ingest.max_body_bytes,
         "ingest API listening"
     );
-    serve(listener, ingest_router(state), shutdown_signal())
+    serve(listener, ingest_router(state), super::shutdown_signal())
         .await
         .context("ingest HTTP server failed")?;
     tracing::info!("shutting down: flushing events still in flight");
     producer.flush(Duration::from_secs(10))?;
     pool.close().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%err, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("ctrl-c received"),
-        () = terminate => tracing::info!("SIGTERM received"),
-    }
 }

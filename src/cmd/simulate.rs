@@ -1,5 +1,5 @@
-//! `tollgate simulate`: send realistic AI-call traffic to the ingest API (or
-//! straight to Kafka), with a progress bar.
+//! `tollgate simulate`: send realistic AI-call traffic to the ingest API, or
+//! straight to Kafka with `--direct-kafka`, with a progress bar.
 
 use std::time::Instant;
 
@@ -7,6 +7,8 @@ use anyhow::Context;
 use chrono::Duration;
 use futures::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
+use tollgate_ingest::contract::Event;
+use tollgate_ingest::producer::EventProducer;
 
 use crate::config::Config;
 use crate::workload::{Workload, WorkloadSpec};
@@ -28,7 +30,11 @@ pub struct Args {
     /// Ingest API key (`tollgate keys create`).
     #[arg(long, env = "TOLLGATE_INGEST_KEY")]
     pub key: Option<String>,
-    /// Events per request.
+    /// Produce straight to `kafka.events_topic` instead of the ingest API
+    /// (no API key needed; the events skip the HTTP edge).
+    #[arg(long)]
+    pub direct_kafka: bool,
+    /// Events per request (or per producer batch).
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
     /// Requests in flight.
@@ -36,11 +42,48 @@ pub struct Args {
     pub concurrency: usize,
 }
 
-pub async fn run(args: Args, _config: &Config) -> anyhow::Result<()> {
-    let key = args
-        .key
-        .clone()
-        .context("--key (or TOLLGATE_INGEST_KEY) is required to send to the ingest API")?;
+/// Where the events go.
+enum Sink {
+    Http {
+        client: reqwest::Client,
+        url: String,
+        key: String,
+    },
+    Kafka(EventProducer),
+}
+
+impl Sink {
+    /// Send one batch; returns (accepted, rejected).
+    async fn send(&self, batch: &[Event]) -> anyhow::Result<(u64, u64)> {
+        match self {
+            Sink::Http { client, url, key } => post_batch(client, url, key, batch).await,
+            Sink::Kafka(producer) => {
+                let results = producer.send_batch(batch).await;
+                let failed = results.iter().filter(|r| r.is_err()).count() as u64;
+                if let Some(Err(err)) = results.iter().find(|r| r.is_err()) {
+                    anyhow::bail!("{failed} events not acknowledged by Kafka, first: {err}");
+                }
+                Ok((batch.len() as u64, 0))
+            }
+        }
+    }
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+    let sink = if args.direct_kafka {
+        Sink::Kafka(EventProducer::new(&config.kafka)?)
+    } else {
+        let key = args
+            .key
+            .clone()
+            .context("--key (or TOLLGATE_INGEST_KEY) is required to send to the ingest API")?;
+        let url = format!("{}/v1/events", args.target.trim_end_matches('/'));
+        Sink::Http {
+            client: reqwest::Client::new(),
+            url,
+            key,
+        }
+    };
     let spec = WorkloadSpec::new(
         args.events,
         Duration::minutes(args.span_minutes.max(1)),
@@ -48,20 +91,14 @@ pub async fn run(args: Args, _config: &Config) -> anyhow::Result<()> {
     );
     let workload = Workload::new(spec)?;
     let bar = progress_bar(args.events, "simulate");
-    let client = reqwest::Client::new();
-    let url = format!("{}/v1/events", args.target.trim_end_matches('/'));
     let started = Instant::now();
-    let batches = chunks(workload, args.batch.max(1));
-    let results = stream::iter(batches)
+    let results = stream::iter(chunks(workload, args.batch.max(1)))
         .map(|batch| {
-            let client = client.clone();
-            let url = url.clone();
-            let key = key.clone();
+            let sink = &sink;
             let bar = bar.clone();
             async move {
-                let n = batch.len() as u64;
-                let outcome = post_batch(&client, &url, &key, &batch).await;
-                bar.inc(n);
+                let outcome = sink.send(&batch).await;
+                bar.inc(batch.len() as u64);
                 outcome
             }
         })
@@ -94,7 +131,7 @@ async fn post_batch(
     client: &reqwest::Client,
     url: &str,
     key: &str,
-    batch: &[tollgate_ingest::contract::Event],
+    batch: &[Event],
 ) -> anyhow::Result<(u64, u64)> {
     let mut body = Vec::with_capacity(batch.len() * 900);
     for event in batch {
@@ -117,7 +154,26 @@ async fn post_batch(
         .await
         .with_context(|| format!("ingest API answered {status} without JSON"))?;
     if !status.is_success() {
-        anyhow::bail!("ingest API answered {status}: {json}");
+        let first = json
+            .get("results")
+            .and_then(|r| r.as_array())
+            .and_then(|r| {
+                r.iter()
+                    .find(|item| item.get("status").and_then(|s| s.as_str()) != Some("accepted"))
+            })
+            .map(|item| {
+                format!(
+                    "; first problem: {} {}",
+                    item["field"].as_str().unwrap_or("event"),
+                    item["reason"]
+                )
+            })
+            .unwrap_or_default();
+        let error = json
+            .get("error")
+            .map(ToString::to_string)
+            .unwrap_or_else(|| json.to_string());
+        anyhow::bail!("ingest API answered {status}: {error}{first}");
     }
     let count = |field: &str| {
         json.get(field)
@@ -127,7 +183,8 @@ async fn post_batch(
     Ok((count("accepted"), count("rejected")))
 }
 
-fn chunks<I: Iterator>(iter: I, size: usize) -> impl Iterator<Item = Vec<I::Item>> {
+/// Split an iterator into vectors of at most `size` items.
+pub fn chunks<I: Iterator>(iter: I, size: usize) -> impl Iterator<Item = Vec<I::Item>> {
     let mut iter = iter.peekable();
     std::iter::from_fn(move || {
         iter.peek()?;

@@ -90,6 +90,13 @@ impl TestEnv {
         let ingest_port = free_port();
         let api_port = free_port();
         let config_path = dir.path().join("tollgate.toml");
+        // Each environment has its own consumer group, so processors of
+        // concurrent tests never rebalance each other.
+        let processor_section = if extra_toml.contains("[processor]") {
+            String::new()
+        } else {
+            format!("\n[processor]\ngroup_id = \"{name}\"\n")
+        };
         let events_topic = format!("{name}.events");
         let dlq_topic = format!("{name}.events.dlq");
         let decisions_topic = format!("{name}.decisions");
@@ -112,7 +119,7 @@ listen = "127.0.0.1:{ingest_port}"
 
 [api]
 listen = "127.0.0.1:{api_port}"
-{extra_toml}
+{processor_section}{extra_toml}
 "#,
             brokers = kafka_brokers(),
             ch = clickhouse_url(),

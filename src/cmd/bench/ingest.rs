@@ -18,7 +18,7 @@ use anyhow::Context;
 
 use tollgate_ingest::producer::EventProducer;
 
-use crate::cmd::simulate::progress_bar;
+use crate::cmd::simulate::{chunks, progress_bar};
 use crate::config::Config;
 use crate::workload::{Workload, WorkloadSpec};
 
@@ -119,12 +119,8 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         chrono::Duration::minutes(60),
         args.seed,
     ))?;
-    let mut chunk = Vec::with_capacity(args.chunk);
     let mut failed = 0u64;
-    let mut workload = workload.peekable();
-    while workload.peek().is_some() {
-        chunk.clear();
-        chunk.extend(workload.by_ref().take(args.chunk.max(1)));
+    for chunk in chunks(workload, args.chunk.max(1)) {
         let results = producer.send_batch(&chunk).await;
         failed += results.iter().filter(|r| r.is_err()).count() as u64;
         produced.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
