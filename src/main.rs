@@ -38,6 +38,9 @@ enum Command {
     /// Manage the price catalog.
     #[command(subcommand)]
     Prices(cmd::prices::PricesCommand),
+    /// Manage spend budgets.
+    #[command(subcommand)]
+    Budgets(cmd::budgets::BudgetsCommand),
     /// Recompute stored costs of one model after a price correction.
     Reprice(cmd::reprice::Args),
     /// Manage API keys.
@@ -66,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Process(args) => cmd::process::run(args, &config).await,
         Command::Api(args) => cmd::api::run(args, &config).await,
         Command::Prices(command) => cmd::prices::run(command, &config).await,
+        Command::Budgets(command) => cmd::budgets::run(command, &config).await,
         Command::Reprice(args) => cmd::reprice::run(args, &config).await,
         Command::Keys(command) => cmd::keys::run(command, &config).await,
         Command::Simulate(args) => cmd::simulate::run(args, &config).await,

@@ -731,3 +731,121 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
     assert_eq!(env.ch("SELECT model, toString(sum(cost)), sum(calls) FROM {db}.cost_daily GROUP BY model ORDER BY model FORMAT TSV").await, rollup);
     assert_eq!(effective_costs(&env).await, after);
 }
+
+/// Records on `topic` as (key, JSON value), read from the start for up to
+/// `wait`, stopping early once `done` says so.
+async fn read_records(
+    topic: &str,
+    wait: Duration,
+    done: impl Fn(&[(String, serde_json::Value)]) -> bool,
+) -> Vec<(String, serde_json::Value)> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", support::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Ok(message)) = tokio::time::timeout_at(deadline, consumer.recv()).await {
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).to_string();
+        let value =
+            serde_json::from_slice(message.payload().unwrap_or(b"null")).unwrap_or_default();
+        out.push((key, value));
+        if done(&out) {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn hard_budget_publishes_deny_and_warns_once_per_threshold() {
+    let mut env = TestEnv::new("cost_budget").await;
+    import(
+        &env,
+        r#"{"tg-b": {"litellm_provider": "testprov", "effective_from": "2025-01-01T00:00:00Z",
+                     "input_cost_per_token": 0.001}}"#,
+    );
+    run_ok(
+        &env,
+        &[
+            "budgets", "set", "--kind", "team", "--id", "team-x", "--limit", "3",
+        ],
+    );
+    run_ok(
+        &env,
+        &[
+            "budgets", "set", "--kind", "org", "--id", "org-1", "--limit", "100", "--soft",
+        ],
+    );
+    env.spawn("process", &["process"]);
+    let one_dollar = || {
+        call(
+            "ai.call.completed",
+            "team-x",
+            "tg-b",
+            Utc::now(),
+            usage(1000, 0, 0, 0, 0),
+            Outcome::Success,
+        )
+    };
+    // $2 of $3: within budget; the start-up state is `allow`.
+    produce(&env.events_topic, &[one_dollar(), one_dollar()]).await;
+    let decisions = read_records(&env.decisions_topic, Duration::from_secs(20), |r| {
+        !r.is_empty()
+    })
+    .await;
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions[0].0, "budget/team/team-x");
+    assert_eq!(decisions[0].1["action"], "allow");
+
+    // Crossing the limit: a deny within a few seconds of the event.
+    let crossed = std::time::Instant::now();
+    produce(&env.events_topic, &[one_dollar(), one_dollar()]).await;
+    let decisions = read_records(&env.decisions_topic, Duration::from_secs(20), |r| {
+        r.iter().any(|(_, v)| v["action"] == "deny")
+    })
+    .await;
+    let elapsed = crossed.elapsed();
+    let deny = &decisions
+        .iter()
+        .find(|(_, v)| v["action"] == "deny")
+        .expect("a deny decision")
+        .1;
+    assert_eq!(deny["subject"], "budget/team/team-x");
+    assert!(
+        deny["reason"].as_str().unwrap().contains("exhausted"),
+        "{deny}"
+    );
+    assert!(deny["valid_until"].as_str().is_some());
+    assert!(elapsed < Duration::from_secs(5), "deny took {elapsed:?}");
+
+    // Warnings: 50, 80 and 100 percent of the team budget, each once; the
+    // soft org budget (4 of 100 USD) has none.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let records = read_records(&env.events_topic, Duration::from_secs(10), |_| false).await;
+    let mut warned: Vec<(String, i64)> = records
+        .iter()
+        .filter(|(_, v)| v["kind"] == "admin.budget.threshold")
+        .map(|(_, v)| {
+            (
+                v["admin"]["subject"].as_str().unwrap().to_string(),
+                v["admin"]["threshold_percent"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    warned.sort();
+    assert_eq!(
+        warned,
+        vec![
+            ("budget/team/team-x".to_string(), 50),
+            ("budget/team/team-x".to_string(), 80),
+            ("budget/team/team-x".to_string(), 100)
+        ]
+    );
+}

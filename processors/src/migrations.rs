@@ -31,12 +31,12 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/clickhouse/0002_latency_minute.sql"),
     ),
     (
-        "0003_call_costs.sql",
-        include_str!("../../migrations/clickhouse/0003_call_costs.sql"),
+        "0020_call_costs.sql",
+        include_str!("../../migrations/clickhouse/0020_call_costs.sql"),
     ),
     (
-        "0004_cost_daily.sql",
-        include_str!("../../migrations/clickhouse/0004_cost_daily.sql"),
+        "0021_cost_daily.sql",
+        include_str!("../../migrations/clickhouse/0021_cost_daily.sql"),
     ),
 ];
 

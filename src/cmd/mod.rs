@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod budgets;
 pub mod ingest;
 pub mod keys;
 pub mod migrate;

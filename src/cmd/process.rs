@@ -1,9 +1,11 @@
 //! `tollgate process`: run the calls processor until SIGTERM or ctrl-c, then
 //! flush the open batch, commit, and exit 0. Loads the price catalog from
-//! PostgreSQL first (the cost fold needs it) and keeps it fresh.
+//! PostgreSQL first (the cost fold needs it) and keeps it fresh, and runs
+//! the budget watcher (decisions on `tollgate.decisions`).
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use tollgate_processors::cost::budgets::{BudgetStore, BudgetWatcher};
 use tollgate_processors::cost::store::{keep_fresh, PriceStore};
 use tollgate_processors::cost::SharedCatalog;
 use tracing::info;
@@ -25,13 +27,20 @@ pub async fn run(_args: Args, config: &Config) -> anyhow::Result<()> {
         on_signal.cancel();
     });
     let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
-    let store = PriceStore::new(pool);
+    let store = PriceStore::new(pool.clone());
     let catalog = store.catalog().await.with_context(|| {
         "cannot load the price catalog from postgres (run `tollgate migrate` first)"
     })?;
     info!(versions = catalog.len(), "price catalog loaded");
     let prices = SharedCatalog::new(catalog);
     tokio::spawn(keep_fresh(store, prices.clone(), shutdown.clone()));
+    let watcher = BudgetWatcher::new(
+        BudgetStore::new(pool),
+        tollgate_processors::clickhouse::client(&config.clickhouse),
+        &config.kafka,
+    )
+    .context("cannot create the budget decision producer")?;
+    tokio::spawn(watcher.run(shutdown.clone()));
     tollgate_processors::consumer::run(
         &config.kafka,
         &config.clickhouse,

@@ -4,7 +4,7 @@
 //! property "totals over any dimension equal the sum of per-call costs,
 //! whatever the delivery order and however often a message is delivered"
 //! can be checked without a server (see the tests); ClickHouse runs the
-//! same grouping in SQL (`migrations/clickhouse/0004_cost_daily.sql`).
+//! same grouping in SQL (`migrations/clickhouse/0021_cost_daily.sql`).
 
 use std::collections::BTreeMap;
 

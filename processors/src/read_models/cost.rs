@@ -1,4 +1,4 @@
-//! Cost reports, read from the `cost_daily` rollup (migration 0004): cost,
+//! Cost reports, read from the `cost_daily` rollup (migration 0021): cost,
 //! calls and tokens by any combination of day / month / org / team / user /
 //! key / provider / model / price version over a range of UTC days, with
 //! filters for drill-down. The monthly statement and top spenders are this
