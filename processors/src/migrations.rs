@@ -396,6 +396,24 @@ mod tests {
     }
 
     #[test]
+    fn rerun_of_add_column_is_recognised() {
+        let alter =
+            "ALTER TABLE calls\n    ADD COLUMN cost Decimal(38, 12),\n    ADD COLUMN priced UInt8";
+        assert!(is_rerun_of_add_column(
+            alter,
+            "Code: 44, e.displayText() = DB::Exception: Cannot add column cost: column with this name already exists"
+        ));
+        assert!(!is_rerun_of_add_column(
+            alter,
+            "Code: 60, Table doesn't exist"
+        ));
+        assert!(!is_rerun_of_add_column(
+            "CREATE TABLE t (x UInt8) ENGINE = Log",
+            "already exists"
+        ));
+    }
+
+    #[test]
     fn bad_names_are_rejected() {
         assert!(parse("calls.sql", "SELECT 1").is_err());
         assert!(parse("0003_empty.sql", "-- nothing\n").is_err());

@@ -153,3 +153,43 @@ pub fn report(what: &str, outcome: &AddOutcome) {
         outcome.unchanged
     );
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The demo prices every call the simulator makes out of the box.
+    #[test]
+    fn default_catalog_prices_every_simulated_model() {
+        let parsed = litellm::parse(DEFAULT_PRICES, Utc::now()).unwrap();
+        let catalog = tollgate_processors::cost::PriceCatalog::new(
+            parsed.prices.into_iter().enumerate().map(|(i, p)| {
+                tollgate_processors::cost::PriceVersion {
+                    id: i64::try_from(i).unwrap() + 1,
+                    provider: p.provider,
+                    model: p.model,
+                    effective_from: p.effective_from,
+                    input_per_token: p.input_per_token,
+                    output_per_token: p.output_per_token,
+                    cache_read_per_token: p.cache_read_per_token,
+                    cache_write_per_token: p.cache_write_per_token,
+                    reasoning_per_token: p.reasoning_per_token,
+                    per_image: p.per_image,
+                    per_audio_second: p.per_audio_second,
+                    per_request: p.per_request,
+                    source: "default".into(),
+                    note: p.note,
+                }
+            }),
+        );
+        for m in crate::workload::cast::MODELS {
+            assert!(
+                catalog.lookup(m.provider, m.model, Utc::now()).is_some(),
+                "{}/{} has no default price",
+                m.provider,
+                m.model
+            );
+        }
+    }
+}

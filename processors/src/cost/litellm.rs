@@ -108,9 +108,10 @@ pub fn parse(
             out.skipped.push(key);
             continue;
         }
+        let litellm_provider = string("litellm_provider")?;
         let provider = match string("tollgate_provider")? {
             Some(p) => p,
-            None => string("litellm_provider")?.ok_or_else(|| {
+            None => litellm_provider.clone().ok_or_else(|| {
                 field_err(
                     "litellm_provider",
                     "missing: which provider serves this model?".into(),
@@ -120,8 +121,10 @@ pub fn parse(
         let model = match string("tollgate_model")? {
             Some(m) => m,
             // LiteLLM keys some entries `provider/model`.
-            None => key
-                .strip_prefix(&format!("{provider}/"))
+            None => [Some(&provider), litellm_provider.as_ref()]
+                .into_iter()
+                .flatten()
+                .find_map(|p| key.strip_prefix(&format!("{p}/")))
                 .unwrap_or(&key)
                 .to_string(),
         };
@@ -213,13 +216,19 @@ mod tests {
                      "effective_from": "2026-02-01T00:00:00Z"},
           "vertex_ai/gemini": {"input_cost_per_token": 3e-07, "litellm_provider": "vertex_ai-language-models",
                      "tollgate_provider": "google", "tollgate_model": "gemini-2.5-flash"},
+          "gemini/gemini-pro": {"input_cost_per_token": 1e-07, "litellm_provider": "gemini",
+                     "tollgate_provider": "google"},
           "whisper": {"input_cost_per_second": 0.0001, "litellm_provider": "openai"},
           "no-price": {"max_tokens": 10, "litellm_provider": "openai"}
         }"#;
         let default = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let parsed = parse(text, default).unwrap();
         assert_eq!(parsed.skipped, vec!["no-price".to_string()]);
-        assert_eq!(parsed.prices.len(), 4);
+        assert_eq!(parsed.prices.len(), 5);
+        assert!(parsed
+            .prices
+            .iter()
+            .any(|p| p.provider == "google" && p.model == "gemini-pro"));
         let claude = parsed
             .prices
             .iter()
@@ -241,7 +250,7 @@ mod tests {
         let gemini = parsed
             .prices
             .iter()
-            .find(|p| p.provider == "google")
+            .find(|p| p.provider == "google" && p.input_per_token.to_string() == "0.0000003")
             .unwrap();
         assert_eq!(gemini.model, "gemini-2.5-flash");
         let whisper = parsed.prices.iter().find(|p| p.model == "whisper").unwrap();
