@@ -622,6 +622,26 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
         .unwrap();
     assert_eq!(added.status(), 201);
 
+    // The running processor reloads the catalog on the change: a new
+    // tg-late call is priced at once.
+    let fresh = call(
+        completed,
+        "team-b",
+        "tg-late",
+        day(6, 12),
+        usage(1, 0, 0, 0, 0),
+        Outcome::Success,
+    );
+    produce(&env.events_topic, std::slice::from_ref(&fresh)).await;
+    let sql = format!(
+        "SELECT count() FROM {{db}}.calls WHERE event_id = '{}' AND priced = 1",
+        fresh.event_id
+    );
+    assert_eq!(
+        env.wait_for_count(&sql, 1, Duration::from_secs(10)).await,
+        1
+    );
+
     let range = [
         "--from",
         "2026-03-01T00:00:00Z",
@@ -645,7 +665,7 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
     assert_eq!(after[&events[2].event_id.to_string()], d("0.1"));
     assert_eq!(after[&events[3].event_id.to_string()], d("0.0015"));
     assert_eq!(rollup_total(&env, "tg-fix").await, (d("0.0043"), 3, 0));
-    assert_eq!(rollup_total(&env, "tg-late").await, (d("0.1"), 1, 0));
+    assert_eq!(rollup_total(&env, "tg-late").await, (d("0.11"), 2, 0));
 
     // The statement of team-a reflects the new prices, one line per version.
     let statement: serde_json::Value = http

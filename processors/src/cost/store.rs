@@ -140,6 +140,12 @@ impl PriceStore {
             .await?;
             outcome.added.push(PriceVersion::from(row));
         }
+        if !outcome.added.is_empty() {
+            // Processors reload at once (delivered on commit).
+            sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {PRICES_CHANNEL}")))
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(outcome)
     }
@@ -149,27 +155,60 @@ impl PriceStore {
 /// admin API prices new calls at most this long after it was stored.
 pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Reload the catalog into `shared` every [`REFRESH_EVERY`] until
-/// `shutdown`; a failed reload keeps the previous catalog (and says so).
+/// PostgreSQL notification channel announcing a catalog change.
+pub const PRICES_CHANNEL: &str = "tollgate_prices";
+
+/// Reload the catalog into `shared` whenever a change is announced on
+/// [`PRICES_CHANNEL`], and every [`REFRESH_EVERY`] in any case (a missed
+/// notification, a listener that cannot connect), until `shutdown`. A failed
+/// reload keeps the previous catalog (and says so).
 pub async fn keep_fresh(
     store: PriceStore,
     shared: super::SharedCatalog,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    let mut listener = match sqlx::postgres::PgListener::connect_with(&store.pool).await {
+        Ok(mut l) => match l.listen(PRICES_CHANNEL).await {
+            Ok(()) => Some(l),
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for price changes; reloading every 5 s only");
+                None
+            }
+        },
+        Err(err) => {
+            tracing::warn!(%err, "cannot listen for price changes; reloading every 5 s only");
+            None
+        }
+    };
     let mut tick = tokio::time::interval(REFRESH_EVERY);
     tick.tick().await;
     loop {
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.recv().await.map(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => match store.catalog().await {
-                Ok(catalog) => {
-                    if catalog.len() != shared.current().len() {
-                        tracing::info!(versions = catalog.len(), "price catalog reloaded");
-                    }
-                    shared.replace(catalog);
+            _ = tick.tick() => {}
+            result = notified => {
+                if let Err(err) = result {
+                    tracing::warn!(%err, "price change listener failed; it reconnects");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
-                Err(err) => tracing::warn!(%err, "cannot reload the price catalog; pricing with the previous one"),
-            },
+            }
+        }
+        match store.catalog().await {
+            Ok(catalog) => {
+                if catalog.len() != shared.current().len() {
+                    tracing::info!(versions = catalog.len(), "price catalog reloaded");
+                }
+                shared.replace(catalog);
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot reload the price catalog; pricing with the previous one")
+            }
         }
     }
 }
