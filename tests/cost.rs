@@ -859,6 +859,14 @@ async fn hard_budget_publishes_deny_and_warns_once_per_threshold() {
             )
         })
         .collect();
+    assert_eq!(
+        records
+            .iter()
+            .filter(|(_, v)| v["kind"] == "admin.budget.set")
+            .count(),
+        2,
+        "each budget change is an admin event"
+    );
     warned.sort();
     assert_eq!(
         warned,
@@ -868,4 +876,55 @@ async fn hard_budget_publishes_deny_and_warns_once_per_threshold() {
             ("budget/team/team-x".to_string(), 100)
         ]
     );
+
+    // The budget report: spend, state, and the page shows the CSV's strings.
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
+    let statuses: serde_json::Value =
+        reqwest::get(format!("{}/api/v1/finance/budgets", env.api_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let team = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subject"] == "budget/team/team-x")
+        .unwrap();
+    assert_eq!(team["state"], "exhausted", "{statuses:#}");
+    assert_eq!(d(team["spend_usd"].as_str().unwrap()), d("4"));
+    let org = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subject"] == "budget/org/org-1")
+        .unwrap();
+    assert_eq!(org["state"], "ok");
+    let csv = reqwest::get(format!("{}/finance/budgets.csv", env.api_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let page = reqwest::get(format!("{}/finance/budgets", env.api_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in csv.lines().skip(1) {
+        for field in line.split(',') {
+            assert!(
+                page.contains(&format!(">{field}</td>")),
+                "page lacks {field}"
+            );
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! Finance endpoints: `GET /api/v1/reports/cost` (JSON, or CSV with
 //! `format=csv`) over the cost rollup, `GET /api/v1/finance/statement` (a
-//! team's monthly statement), and `POST /api/v1/admin/prices` to
+//! team's monthly statement), `GET /api/v1/finance/budgets`, and `POST /api/v1/admin/prices` to
 //! add or correct price versions (admin keys only; each change is also an
 //! `admin.price.*` event on the events topic).
 
@@ -111,6 +111,59 @@ pub async fn statement(
                 ),
             ],
             statement::to_csv(&statement),
+        )
+            .into_response()),
+        other => Err(ApiError::InvalidParameter {
+            parameter: "format".into(),
+            reason: format!("`{other}` is not json or csv"),
+        }),
+    }
+}
+
+/// `GET /api/v1/finance/budgets?format=json|csv`: every budget with the
+/// spend of its running period, percent used, state and forecast.
+pub async fn budgets(
+    State(state): State<ApiState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(pairs) = query.map_err(|err| ApiError::InvalidParameter {
+        parameter: "query".into(),
+        reason: err.body_text(),
+    })?;
+    let mut format = "json".to_string();
+    for (name, value) in pairs {
+        match name.as_str() {
+            "format" => format = value,
+            _ => {
+                return Err(ApiError::InvalidParameter {
+                    parameter: name,
+                    reason: "unknown parameter; expected format".into(),
+                })
+            }
+        }
+    }
+    let store = state.budgets.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("budgets need postgres; this server runs without it".into())
+    })?;
+    let budgets = store
+        .all()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot read budgets: {e}")))?;
+    let statuses = state
+        .read_models
+        .budget_status(&budgets, Utc::now())
+        .await?;
+    match format.as_str() {
+        "json" => Ok(Json(statuses).into_response()),
+        "csv" => Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"budgets.csv\"",
+                ),
+            ],
+            tollgate_processors::cost::budgets::to_csv(&statuses),
         )
             .into_response()),
         other => Err(ApiError::InvalidParameter {

@@ -31,14 +31,17 @@ pub struct ApiState {
     pub prices: Option<tollgate_processors::cost::admin::PriceAdmin>,
     /// API keys, for the admin endpoints.
     pub keys: Option<tollgate_ingest::keys::KeyStore>,
+    /// Budgets, for the finance budget report.
+    pub budgets: Option<tollgate_processors::cost::budgets::BudgetStore>,
 }
 
 /// The whole HTTP surface: `/healthz`, `/readyz`, `/api/v1/...` and the
 /// dashboards (`/`, `/sre/...`, `/static/...`).
 pub fn api_router(state: ApiState) -> Router {
-    let dashboards = tollgate_dashboards::router_with_prices(
+    let dashboards = tollgate_dashboards::router_with(
         state.read_models.clone(),
         state.prices.as_ref().map(|p| p.store.clone()),
+        state.budgets.clone(),
     );
     let api = Router::new()
         .route("/healthz", get(healthz))
@@ -46,6 +49,7 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/api/v1/reports/latency", get(reports::latency))
         .route("/api/v1/reports/cost", get(finance::cost))
         .route("/api/v1/finance/statement", get(finance::statement))
+        .route("/api/v1/finance/budgets", get(finance::budgets))
         .route(
             "/api/v1/admin/prices",
             axum::routing::post(finance::add_prices),
@@ -101,6 +105,7 @@ mod tests {
             read_models: ReadModels::new(&config),
             prices: None,
             keys: None,
+            budgets: None,
         })
     }
 

@@ -499,3 +499,81 @@ pub async fn statement_csv(
         Err((status, message)) => (status, format!("{message}\n")).into_response(),
     }
 }
+
+async fn read_budgets(
+    state: &DashboardState,
+) -> Result<Vec<tollgate_processors::cost::budgets::BudgetStatus>, (StatusCode, String)> {
+    let store = state.budgets.as_ref().ok_or((
+        StatusCode::SERVICE_UNAVAILABLE,
+        "budgets need PostgreSQL; this server runs without it".to_string(),
+    ))?;
+    let budgets = store.all().await.map_err(|e| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read budgets: {e}"),
+        )
+    })?;
+    state
+        .read_models
+        .budget_status(&budgets, Utc::now())
+        .await
+        .map_err(|e| (status_of(&e), e.to_string()))
+}
+
+#[derive(Template)]
+#[template(path = "finance_budgets.html")]
+pub struct BudgetsPage {
+    pub section: Section,
+    /// The CSV's fields per budget, and its state.
+    pub rows: Vec<(Vec<String>, String)>,
+    pub error: Option<String>,
+}
+
+/// `GET /finance/budgets`: every budget, spend of the running period, state.
+pub async fn budgets_page(State(state): State<DashboardState>) -> Response {
+    match read_budgets(&state).await {
+        Ok(statuses) => {
+            let csv = tollgate_processors::cost::budgets::to_csv(&statuses);
+            let rows = csv
+                .lines()
+                .skip(1)
+                .map(split_csv)
+                .zip(statuses.iter().map(|s| s.state.to_string()))
+                .collect();
+            render(
+                StatusCode::OK,
+                &BudgetsPage {
+                    section: Section::Finance,
+                    rows,
+                    error: None,
+                },
+            )
+        }
+        Err((status, message)) => render(
+            status,
+            &BudgetsPage {
+                section: Section::Finance,
+                rows: Vec::new(),
+                error: Some(message),
+            },
+        ),
+    }
+}
+
+/// `GET /finance/budgets.csv`
+pub async fn budgets_csv(State(state): State<DashboardState>) -> Response {
+    match read_budgets(&state).await {
+        Ok(statuses) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"budgets.csv\"",
+                ),
+            ],
+            tollgate_processors::cost::budgets::to_csv(&statuses),
+        )
+            .into_response(),
+        Err((status, message)) => (status, format!("{message}\n")).into_response(),
+    }
+}

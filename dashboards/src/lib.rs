@@ -22,17 +22,20 @@ pub struct DashboardState {
     /// The price catalog, for unit prices on statements (`None`: shown
     /// without unit prices).
     pub prices: Option<tollgate_processors::cost::store::PriceStore>,
+    /// Budgets (`None`: the budgets page says it needs PostgreSQL).
+    pub budgets: Option<tollgate_processors::cost::budgets::BudgetStore>,
 }
 
 /// All dashboard pages and `/static/*`, without the price catalog.
 pub fn router(read_models: ReadModels) -> Router {
-    router_with_prices(read_models, None)
+    router_with(read_models, None, None)
 }
 
 /// All dashboard pages and `/static/*`.
-pub fn router_with_prices(
+pub fn router_with(
     read_models: ReadModels,
     prices: Option<tollgate_processors::cost::store::PriceStore>,
+    budgets: Option<tollgate_processors::cost::budgets::BudgetStore>,
 ) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/sre/latency") }))
@@ -43,10 +46,13 @@ pub fn router_with_prices(
         .route("/finance/cost.csv", get(finance::cost_csv))
         .route("/finance/statement", get(finance::statement_page))
         .route("/finance/statement.csv", get(finance::statement_csv))
+        .route("/finance/budgets", get(finance::budgets_page))
+        .route("/finance/budgets.csv", get(finance::budgets_csv))
         .route("/compliance", get(layout::compliance_placeholder))
         .route("/static/{file}", get(assets::serve))
         .with_state(DashboardState {
             read_models,
             prices,
+            budgets,
         })
 }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use tollgate_api::ApiState;
 use tollgate_ingest::keys::KeyStore;
 use tollgate_processors::cost::admin::PriceAdmin;
+use tollgate_processors::cost::budgets::BudgetStore;
 use tollgate_processors::cost::store::PriceStore;
 use tollgate_processors::read_models::{ReadModelError, ReadModels};
 
@@ -36,7 +37,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     }
     // Price administration needs PostgreSQL (catalog, keys) and Kafka (admin
     // events); reports do not, so the server starts without them.
-    let (prices, keys) = match tollgate_ingest::postgres::connect(&config.postgres).await {
+    let (prices, keys, budgets) = match tollgate_ingest::postgres::connect(&config.postgres).await {
         Ok(pool) => {
             let producer = tollgate_ingest::producer::EventProducer::new(&config.kafka)?;
             (
@@ -44,12 +45,13 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
                     store: PriceStore::new(pool.clone()),
                     producer: Some(producer),
                 }),
-                Some(KeyStore::new(pool)),
+                Some(KeyStore::new(pool.clone())),
+                Some(BudgetStore::new(pool)),
             )
         }
         Err(err) => {
             tracing::warn!(%err, "postgres unreachable: serving reports without price administration");
-            (None, None)
+            (None, None, None)
         }
     };
     let listen = args.listen.unwrap_or_else(|| config.api.listen.clone());
@@ -64,6 +66,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             read_models,
             prices,
             keys,
+            budgets,
         },
         super::shutdown_signal(),
     )

@@ -1,9 +1,12 @@
-//! `tollgate budgets`: set and list spend budgets (PostgreSQL). The
-//! processor's budget watcher enforces them (see `docs/cost.md`).
+//! `tollgate budgets`: set and list spend budgets (PostgreSQL; each change is
+//! also an `admin.budget.set` event). The processor's budget watcher
+//! enforces them (see `docs/cost.md`).
 
 use anyhow::Context;
 use rust_decimal::Decimal;
-use tollgate_processors::cost::budgets::{BudgetStore, Period, SubjectKind};
+use tollgate_ingest::producer::EventProducer;
+use tollgate_processors::cost::admin::admin_event;
+use tollgate_processors::cost::budgets::{BudgetStore, Period, SubjectKind, KIND_BUDGET_SET};
 
 use crate::config::Config;
 
@@ -63,6 +66,31 @@ pub async fn run(command: BudgetsCommand, config: &Config) -> anyhow::Result<()>
             let budget_id = store
                 .set(kind, &id, period, limit, !soft, &thresholds)
                 .await?;
+            // A control-plane change: recorded on the events topic (and so in
+            // the audit chain) like price changes.
+            let event = admin_event(
+                KIND_BUDGET_SET,
+                "cli",
+                serde_json::json!({
+                    "budget_id": budget_id,
+                    "subject": format!("budget/{}/{id}", kind.name()),
+                    "period": period.name(),
+                    "limit_usd": limit,
+                    "enforcement": if soft { "soft" } else { "hard" },
+                    "thresholds": thresholds,
+                }),
+            );
+            let producer = EventProducer::new(&config.kafka)?;
+            if let Some(Err(err)) = producer
+                .send_batch(std::slice::from_ref(&event))
+                .await
+                .pop()
+            {
+                anyhow::bail!(
+                    "budget {budget_id} is stored, but its admin event was not produced: {}",
+                    err.reason
+                );
+            }
             println!(
                 "budget {budget_id}: {} {} {id} {limit} USD ({})",
                 period.name(),

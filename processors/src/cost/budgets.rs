@@ -29,6 +29,8 @@ use tollgate_ingest::producer::EventProducer;
 use super::admin::admin_event;
 use super::fold::from_mantissa;
 
+/// Kind of the event recording a budget change.
+pub const KIND_BUDGET_SET: &str = "admin.budget.set";
 /// Kind of the warning event.
 pub const KIND_BUDGET_THRESHOLD: &str = "admin.budget.threshold";
 /// How often the watcher reads spend.
@@ -301,7 +303,7 @@ struct SpendRow {
     s_cost: i128,
 }
 
-async fn spend(
+pub(crate) async fn spend(
     client: &Client,
     kind: SubjectKind,
     (from, to): (NaiveDate, NaiveDate),
@@ -316,6 +318,82 @@ async fn spend(
         .into_iter()
         .filter_map(|r| Some((r.subject, from_mantissa(r.s_cost)?)))
         .collect())
+}
+
+/// A budget with the spend of its running period, for reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BudgetStatus {
+    #[serde(flatten)]
+    pub budget: Budget,
+    pub subject: String,
+    pub period_start: NaiveDate,
+    pub period_end: NaiveDate,
+    pub spend_usd: Decimal,
+    /// Spend in percent of the limit, 2 decimal places.
+    pub percent: Decimal,
+    /// `ok`, `warning` (a threshold below 100 % reached) or `exhausted`.
+    pub state: &'static str,
+    /// Spend at the end of the period at the burn rate so far (elapsed
+    /// time counted as at least one hour).
+    pub forecast_usd: Decimal,
+}
+
+/// Pure: the status of `budget` with `spend` at `now`.
+pub fn status_of(budget: &Budget, spend: Decimal, now: DateTime<Utc>) -> BudgetStatus {
+    let (start, end) = budget.period.window(now);
+    let at = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(now);
+    let total = (at(end) - at(start)).num_seconds().max(1);
+    let elapsed = (now - at(start)).num_seconds().clamp(3_600, total);
+    let forecast = super::fold::round(spend * Decimal::from(total) / Decimal::from(elapsed));
+    let percent = (spend * Decimal::ONE_HUNDRED / budget.limit_usd).round_dp(2);
+    let evaluation = evaluate(budget, spend);
+    let state = if spend >= budget.limit_usd {
+        "exhausted"
+    } else if evaluation.reached.is_empty() {
+        "ok"
+    } else {
+        "warning"
+    };
+    BudgetStatus {
+        subject: budget.subject(),
+        budget: budget.clone(),
+        period_start: start,
+        period_end: end,
+        spend_usd: spend,
+        percent,
+        state,
+        forecast_usd: forecast,
+    }
+}
+
+/// Budget statuses as CSV (the budgets page shows the same strings).
+pub fn to_csv(statuses: &[BudgetStatus]) -> String {
+    let mut out = String::from(
+        "subject,period,enforcement,limit_usd,spend_usd,percent,state,forecast_usd,period_start,period_end\n",
+    );
+    for s in statuses {
+        let fields = [
+            s.subject.clone(),
+            s.budget.period.name().to_string(),
+            if s.budget.hard { "hard" } else { "soft" }.to_string(),
+            s.budget.limit_usd.to_string(),
+            s.spend_usd.to_string(),
+            s.percent.to_string(),
+            s.state.to_string(),
+            s.forecast_usd.to_string(),
+            s.period_start.to_string(),
+            s.period_end.to_string(),
+        ];
+        out.push_str(
+            &fields
+                .iter()
+                .map(|f| crate::read_models::cost::csv_field(f))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        out.push('\n');
+    }
+    out
 }
 
 /// Publishes budget decisions and threshold warnings.
@@ -488,6 +566,23 @@ mod tests {
         assert!(
             !evaluate(&budget(false), d("11")).deny,
             "soft budgets never deny"
+        );
+    }
+
+    #[test]
+    fn status_and_forecast() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 11, 0, 0, 0).unwrap(); // 10 of 31 days
+        let s = status_of(&budget(true), "5".parse().unwrap(), now);
+        assert_eq!(s.state, "warning");
+        assert_eq!(s.percent.to_string(), "50.00");
+        assert_eq!(s.forecast_usd, "15.5".parse::<Decimal>().unwrap());
+        assert_eq!(
+            status_of(&budget(true), "10".parse().unwrap(), now).state,
+            "exhausted"
+        );
+        assert_eq!(
+            status_of(&budget(true), "1".parse().unwrap(), now).state,
+            "ok"
         );
     }
 

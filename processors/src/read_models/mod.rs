@@ -119,6 +119,38 @@ impl ReadModels {
         cost::run(self, query).await
     }
 
+    /// The running-period status of `budgets` (spend from `cost_daily`).
+    pub async fn budget_status(
+        &self,
+        budgets: &[crate::cost::budgets::Budget],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::cost::budgets::BudgetStatus>, ReadModelError> {
+        use std::collections::HashMap;
+        let mut spends = HashMap::new();
+        let mut out = Vec::with_capacity(budgets.len());
+        for b in budgets {
+            let key = (b.subject_kind, b.period);
+            if let std::collections::hash_map::Entry::Vacant(slot) = spends.entry(key) {
+                let s = self
+                    .bounded(crate::cost::budgets::spend(
+                        &self.client,
+                        b.subject_kind,
+                        b.period.window(now),
+                    ))
+                    .await
+                    .map_err(|e| self.classify("budgets.spend", e))?;
+                slot.insert(s);
+            }
+            let spent = spends
+                .get(&key)
+                .and_then(|m: &HashMap<String, rust_decimal::Decimal>| m.get(&b.subject_id))
+                .copied()
+                .unwrap_or_default();
+            out.push(crate::cost::budgets::status_of(b, spent, now));
+        }
+        Ok(out)
+    }
+
     /// Run one ClickHouse request with [`QUERY_TIMEOUT`]: a server that
     /// accepts connections but never answers must not hold a page forever.
     pub(crate) async fn bounded<T>(
