@@ -928,3 +928,101 @@ async fn hard_budget_publishes_deny_and_warns_once_per_threshold() {
         }
     }
 }
+
+/// The demo path: simulated traffic through the ingest API is priced out of
+/// the box by the default catalog, and the rollup, the cost report and the
+/// facts agree exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_traffic_through_ingest_is_priced_by_the_default_catalog() {
+    let mut env = TestEnv::new("cost_sim").await;
+    let key = run_ok(
+        &env,
+        &["keys", "create", "--name", "sim", "--role", "admin"],
+    )
+    .lines()
+    .last()
+    .unwrap()
+    .trim()
+    .to_string();
+    env.spawn("ingest", &["ingest"]);
+    env.spawn("process", &["process"]);
+    support::wait_http(
+        &format!("{}/healthz", env.ingest_url()),
+        Duration::from_secs(30),
+        &env.log_path("ingest"),
+    )
+    .await;
+    let target = env.ingest_url();
+    run_ok(
+        &env,
+        &[
+            "simulate",
+            "--target",
+            &target,
+            "--key",
+            &key,
+            "--events",
+            "2000",
+            "--span-minutes",
+            "30",
+        ],
+    );
+    // Every simulated event is a terminal call (completed or failed).
+    let stored = env
+        .wait_for_count(
+            "SELECT count() FROM {db}.calls",
+            2000,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(stored, 2000);
+    let unpriced = env
+        .ch("SELECT count() FROM {db}.calls WHERE kind IN ('ai.call.completed', 'ai.call.failed') AND priced = 0")
+        .await;
+    assert_eq!(
+        unpriced.trim(),
+        "0",
+        "every simulated model has a default price"
+    );
+    let facts = env
+        .ch("SELECT toString(sum(cost)) FROM {db}.calls WHERE kind IN ('ai.call.completed', 'ai.call.failed')")
+        .await;
+    let rollup = env
+        .ch("SELECT toString(sum(cost)) FROM {db}.cost_daily")
+        .await;
+    assert_eq!(d(facts.trim()), d(rollup.trim()));
+    assert!(d(facts.trim()) > Decimal::ZERO);
+
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
+    let today = Utc::now().date_naive();
+    let from = today - chrono::Duration::days(1);
+    let to = today + chrono::Duration::days(1);
+    for group_by in ["team", "model", "user,key", "org,provider,price_version"] {
+        let report: serde_json::Value = reqwest::get(format!(
+            "{}/api/v1/reports/cost?from={from}&to={to}&group_by={group_by}",
+            env.api_url()
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let sum: Decimal = report["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| d(g["cost"].as_str().unwrap()))
+            .sum();
+        assert_eq!(sum, d(facts.trim()), "groups by {group_by}");
+        assert_eq!(
+            d(report["total"]["cost"].as_str().unwrap()),
+            d(facts.trim())
+        );
+    }
+}
