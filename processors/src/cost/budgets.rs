@@ -345,7 +345,8 @@ pub fn status_of(budget: &Budget, spend: Decimal, now: DateTime<Utc>) -> BudgetS
     let total = (at(end) - at(start)).num_seconds().max(1);
     let elapsed = (now - at(start)).num_seconds().clamp(3_600, total);
     let forecast = super::fold::round(spend * Decimal::from(total) / Decimal::from(elapsed));
-    let percent = (spend * Decimal::ONE_HUNDRED / budget.limit_usd).round_dp(2);
+    let mut percent = (spend * Decimal::ONE_HUNDRED / budget.limit_usd).round_dp(2);
+    percent.rescale(2);
     let evaluation = evaluate(budget, spend);
     let state = if spend >= budget.limit_usd {
         "exhausted"
