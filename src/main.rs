@@ -39,6 +39,14 @@ enum Command {
     Proxy(cmd::proxy::Args),
     /// Serve a stand-in for the OpenAI and Anthropic APIs (tests, demos, bench).
     MockUpstream(cmd::mock_upstream::Args),
+    /// Manage the price catalog.
+    #[command(subcommand)]
+    Prices(cmd::prices::PricesCommand),
+    /// Manage spend budgets.
+    #[command(subcommand)]
+    Budgets(cmd::budgets::BudgetsCommand),
+    /// Recompute stored costs of one model after a price correction.
+    Reprice(cmd::reprice::Args),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
@@ -71,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Api(args) => cmd::api::run(args, &config).await,
         Command::Proxy(args) => cmd::proxy::run(args, &config).await,
         Command::MockUpstream(args) => cmd::mock_upstream::run(args, &config).await,
+        Command::Prices(command) => cmd::prices::run(command, &config).await,
+        Command::Budgets(command) => cmd::budgets::run(command, &config).await,
+        Command::Reprice(args) => cmd::reprice::run(args, &config).await,
         Command::Keys(command) => cmd::keys::run(command, &config).await,
         Command::Simulate(args) => cmd::simulate::run(args, &config).await,
         Command::Bench(command) => cmd::bench::run(command, &config).await,

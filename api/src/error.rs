@@ -16,6 +16,15 @@ pub enum ApiError {
     InvalidParameter { parameter: String, reason: String },
     #[error("not found")]
     NotFound,
+    /// No or an unknown API key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The key's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A service this request needs (PostgreSQL, Kafka) is unavailable.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     ReadModel(#[from] ReadModelError),
 }
@@ -41,6 +50,9 @@ impl ApiError {
         match self {
             Self::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ReadModel(
                 ReadModelError::Unavailable { .. } | ReadModelError::NotMigrated { .. },
             ) => StatusCode::SERVICE_UNAVAILABLE,

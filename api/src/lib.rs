@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod finance;
 pub mod reports;
 
 use std::future::Future;
@@ -28,12 +29,23 @@ pub struct ApiState {
     pub read_models: ReadModels,
     /// The audit endpoints (`/api/v1/audit/...`); absent in unit tests.
     pub audit: Option<audit::AuditState>,
+    /// Price administration (PostgreSQL + Kafka); `None` when the server
+    /// runs without them.
+    pub prices: Option<tollgate_processors::cost::admin::PriceAdmin>,
+    /// API keys, for the admin endpoints.
+    pub keys: Option<tollgate_ingest::keys::KeyStore>,
+    /// Budgets, for the finance budget report.
+    pub budgets: Option<tollgate_processors::cost::budgets::BudgetStore>,
 }
 
 /// The whole HTTP surface: `/healthz`, `/readyz`, `/api/v1/...` and the
 /// dashboards (`/`, `/sre/...`, `/static/...`).
 pub fn api_router(state: ApiState) -> Router {
-    let dashboards = tollgate_dashboards::router(state.read_models.clone());
+    let dashboards = tollgate_dashboards::router_with(
+        state.read_models.clone(),
+        state.prices.as_ref().map(|p| p.store.clone()),
+        state.budgets.clone(),
+    );
     let audit_routes = state.audit.clone().map(|audit| {
         Router::new()
             .route("/api/v1/audit/public-key", get(audit::public_key))
@@ -48,6 +60,13 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/reports/latency", get(reports::latency))
+        .route("/api/v1/reports/cost", get(finance::cost))
+        .route("/api/v1/finance/statement", get(finance::statement))
+        .route("/api/v1/finance/budgets", get(finance::budgets))
+        .route(
+            "/api/v1/admin/prices",
+            axum::routing::post(finance::add_prices),
+        )
         .route("/api/{*rest}", get(api_not_found))
         .with_state(state);
     let api = match audit_routes {
@@ -102,6 +121,9 @@ mod tests {
         api_router(ApiState {
             read_models: ReadModels::new(&config),
             audit: None,
+            prices: None,
+            keys: None,
+            budgets: None,
         })
     }
 
@@ -154,6 +176,6 @@ mod tests {
         let (status, body, _) = get("/api/v1/nope").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body.contains("\"error\""));
-        assert_eq!(get("/finance").await.0, StatusCode::OK);
+        assert!(get("/finance").await.0.is_redirection());
     }
 }

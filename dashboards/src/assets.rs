@@ -6,7 +6,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 /// `(file name, content type, body)` of everything under `/static/`.
-const ASSETS: [(&str, &str, &str); 4] = [
+const ASSETS: [(&str, &str, &str); 5] = [
     (
         "chart.umd.js",
         "text/javascript; charset=utf-8",
@@ -21,6 +21,11 @@ const ASSETS: [(&str, &str, &str); 4] = [
         "dashboard.css",
         "text/css; charset=utf-8",
         include_str!("../static/dashboard.css"),
+    ),
+    (
+        "finance.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/finance.js"),
     ),
     (
         "latency.js",

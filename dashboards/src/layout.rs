@@ -25,37 +25,6 @@ impl Section {
     }
 }
 
-#[derive(Template)]
-#[template(path = "placeholder.html")]
-pub struct PlaceholderPage {
-    pub section: Section,
-    pub title: &'static str,
-    pub description: &'static str,
-}
-
-pub async fn finance_placeholder() -> Response {
-    render(
-        StatusCode::OK,
-        &PlaceholderPage {
-            section: Section::Finance,
-            title: "Finance",
-            description:
-                "Cost per team, user, key and model, budgets and statements will appear here.",
-        },
-    )
-}
-
-pub async fn compliance_placeholder() -> Response {
-    render(
-        StatusCode::OK,
-        &PlaceholderPage {
-            section: Section::Compliance,
-            title: "Compliance",
-            description: "The audit trail of who called which model, and proofs that it is complete, will appear here.",
-        },
-    )
-}
-
 /// Render a page, or a plain 500 if the template fails (it cannot fail for
 /// the data we pass, but the error must not be swallowed).
 pub fn render(status: StatusCode, page: &impl Template) -> Response {

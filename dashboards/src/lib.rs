@@ -7,6 +7,7 @@
 
 pub mod assets;
 pub mod compliance;
+pub mod finance;
 pub mod layout;
 pub mod sre_latency;
 
@@ -19,15 +20,39 @@ use tollgate_processors::read_models::ReadModels;
 #[derive(Clone)]
 pub struct DashboardState {
     pub read_models: ReadModels,
+    /// The price catalog, for unit prices on statements (`None`: shown
+    /// without unit prices).
+    pub prices: Option<tollgate_processors::cost::store::PriceStore>,
+    /// Budgets (`None`: the budgets page says it needs PostgreSQL).
+    pub budgets: Option<tollgate_processors::cost::budgets::BudgetStore>,
+}
+
+/// All dashboard pages and `/static/*`, without the price catalog.
+pub fn router(read_models: ReadModels) -> Router {
+    router_with(read_models, None, None)
 }
 
 /// All dashboard pages and `/static/*`.
-pub fn router(read_models: ReadModels) -> Router {
+pub fn router_with(
+    read_models: ReadModels,
+    prices: Option<tollgate_processors::cost::store::PriceStore>,
+    budgets: Option<tollgate_processors::cost::budgets::BudgetStore>,
+) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/sre/latency") }))
         .route("/sre", get(|| async { Redirect::to("/sre/latency") }))
         .route("/sre/latency", get(sre_latency::page))
-        .route("/finance", get(layout::finance_placeholder))
+        .route("/finance", get(|| async { Redirect::to("/finance/cost") }))
+        .route("/finance/cost", get(finance::cost_page))
+        .route("/finance/cost.csv", get(finance::cost_csv))
+        .route("/finance/statement", get(finance::statement_page))
+        .route("/finance/statement.csv", get(finance::statement_csv))
+        .route("/finance/budgets", get(finance::budgets_page))
+        .route("/finance/budgets.csv", get(finance::budgets_csv))
         .route("/static/{file}", get(assets::serve))
-        .with_state(DashboardState { read_models })
+        .with_state(DashboardState {
+            read_models,
+            prices,
+            budgets,
+        })
 }

@@ -57,6 +57,14 @@ pub struct CallRow {
     pub ingested_at: u32,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
+    /// Exact cost in USD: the mantissa of `Decimal(38, 12)` (set by
+    /// [`crate::cost::price_row`]; 0 until then).
+    pub cost: i128,
+    /// 1 when `cost` came from a price version, 0 for unpriced or
+    /// unbillable rows.
+    pub priced: u8,
+    /// Id of the PostgreSQL price version used; 0 when unpriced.
+    pub price_version: u64,
 }
 
 /// Map one validated event to its `calls` row. `Ok(None)` for events that
@@ -143,6 +151,9 @@ pub fn call_row(
         ingested_at: epoch_seconds(ingested_at).unwrap_or(0),
         kafka_partition: partition,
         kafka_offset: offset,
+        cost: 0,
+        priced: 0,
+        price_version: 0,
     }))
 }
 

@@ -68,6 +68,7 @@ use crate::batch::{Batch, BatchPolicy};
 use crate::calls_sink::{self, PartitionClock};
 use crate::clickhouse::{client, error as ch_error};
 use crate::config::{ClickHouseConfig, ProcessorConfig};
+use crate::cost::SharedCatalog;
 use crate::dlq::{DeadLetterReason, DeadLetterWriter, Source};
 use crate::error::{Error, Result};
 use crate::fold::{CallsFold, Fold, MessageMeta, Positioned};
@@ -247,12 +248,14 @@ struct Processor<F: Fold> {
     shutdown: CancellationToken,
 }
 
-/// Run the calls processor until `shutdown` is cancelled; then flush the
-/// open batch, commit, and return what was done.
+/// Run the processor until `shutdown` is cancelled; then flush the open
+/// batch, commit, and return what was done. Every call row is priced from
+/// `prices` (the cost fold) before it is batched.
 pub async fn run(
     kafka: &KafkaConfig,
     ch: &ClickHouseConfig,
     config: &ProcessorConfig,
+    prices: SharedCatalog,
     shutdown: CancellationToken,
 ) -> Result<Counters> {
     let client = client(ch);
@@ -282,7 +285,7 @@ pub async fn run(
     }
     info!(%timezone, "calls are partitioned by month in this timezone");
     run_fold(
-        CallsFold { clock },
+        CallsFold { clock, prices },
         kafka,
         ch,
         config,

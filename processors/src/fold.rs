@@ -15,6 +15,7 @@ use clickhouse::Client;
 use tollgate_ingest::contract::{Event, Rejection};
 
 use crate::calls_sink::{self, call_row, CallRow, PartitionClock, PartitionKey};
+use crate::cost::{price_row, SharedCatalog};
 
 /// A row that knows the Kafka position it came from.
 pub trait Positioned {
@@ -93,10 +94,12 @@ pub trait Fold: Send {
     }
 }
 
-/// The `calls` facts table (see [`crate::calls_sink`]).
-#[derive(Debug, Clone, Copy)]
+/// The `calls` facts table (see [`crate::calls_sink`]), each row priced by
+/// the cost fold (see [`crate::cost`]) before it is batched.
+#[derive(Clone)]
 pub struct CallsFold {
     pub clock: PartitionClock,
+    pub prices: SharedCatalog,
 }
 
 impl Fold for CallsFold {
@@ -120,7 +123,11 @@ impl Fold for CallsFold {
         message: MessageMeta<'_>,
         now: DateTime<Utc>,
     ) -> Result<Option<CallRow>, Rejection> {
-        call_row(event, message.partition, message.offset, now)
+        let mut row = call_row(event, message.partition, message.offset, now)?;
+        if let Some(row) = row.as_mut() {
+            price_row(row, &self.prices.current());
+        }
+        Ok(row)
     }
 
     fn partition_key(&self, row: &CallRow) -> PartitionKey {

@@ -1,5 +1,6 @@
-//! Tollgate processors: the Kafka consumer that folds events into ClickHouse,
-//! the audit chain, and the read models the API queries.
+//! Tollgate processors: the Kafka consumer that folds events into ClickHouse
+//! (calls, latency and cost), the audit chain, the price catalog, and the read
+//! models the API queries.
 
 pub mod audit;
 pub mod batch;
@@ -7,6 +8,7 @@ pub mod calls_sink;
 pub mod clickhouse;
 pub mod config;
 pub mod consumer;
+pub mod cost;
 pub mod dlq;
 pub mod error;
 pub mod fold;

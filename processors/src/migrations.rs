@@ -34,6 +34,14 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0003_audit_chain.sql",
         include_str!("../../migrations/clickhouse/0003_audit_chain.sql"),
     ),
+    (
+        "0020_call_costs.sql",
+        include_str!("../../migrations/clickhouse/0020_call_costs.sql"),
+    ),
+    (
+        "0021_cost_daily.sql",
+        include_str!("../../migrations/clickhouse/0021_cost_daily.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations
@@ -254,24 +262,39 @@ fn check_applied(migrations: &[Migration], applied: &[AppliedRow]) -> Result<()>
     Ok(())
 }
 
+/// Whether `statement` is an `ALTER TABLE ... ADD COLUMN` that failed only
+/// because its columns exist already (the statement adds them all at once).
+fn is_rerun_of_add_column(statement: &str, error: &str) -> bool {
+    let upper = statement.to_ascii_uppercase();
+    upper.trim_start().starts_with("ALTER TABLE")
+        && upper.contains("ADD COLUMN")
+        && !upper.contains("DROP COLUMN")
+        && !upper.contains("MODIFY COLUMN")
+        && (error.contains("already exists") || error.contains("DUPLICATE_COLUMN"))
+}
+
 fn short(checksum: &str) -> &str {
     checksum.get(..12).unwrap_or(checksum)
 }
 
 async fn apply(config: &ClickHouseConfig, client: &Client, migration: &Migration) -> Result<()> {
     for (i, statement) in migration.statements.iter().enumerate() {
-        client
-            .query_raw(statement)
-            .execute()
-            .await
-            .map_err(|e| Error::Migration {
-                file: migration.name.clone(),
-                reason: format!(
-                    "statement {} failed on clickhouse at {}: {e}",
-                    i + 1,
-                    config.url
-                ),
-            })?;
+        let result = client.query_raw(statement).execute().await;
+        if let Err(e) = &result {
+            if is_rerun_of_add_column(statement, &e.to_string()) {
+                // 18.16 has no ADD COLUMN IF NOT EXISTS: a file interrupted
+                // after its ALTER succeeded is applied again.
+                continue;
+            }
+        }
+        result.map_err(|e| Error::Migration {
+            file: migration.name.clone(),
+            reason: format!(
+                "statement {} failed on clickhouse at {}: {e}",
+                i + 1,
+                config.url
+            ),
+        })?;
     }
     let mut insert = client
         .insert::<AppliedRow>("schema_migrations")
@@ -374,6 +397,24 @@ mod tests {
             applied_at: 0,
         }];
         check_applied(&all, &ok).unwrap();
+    }
+
+    #[test]
+    fn rerun_of_add_column_is_recognised() {
+        let alter =
+            "ALTER TABLE calls\n    ADD COLUMN cost Decimal(38, 12),\n    ADD COLUMN priced UInt8";
+        assert!(is_rerun_of_add_column(
+            alter,
+            "Code: 44, e.displayText() = DB::Exception: Cannot add column cost: column with this name already exists"
+        ));
+        assert!(!is_rerun_of_add_column(
+            alter,
+            "Code: 60, Table doesn't exist"
+        ));
+        assert!(!is_rerun_of_add_column(
+            "CREATE TABLE t (x UInt8) ENGINE = Log",
+            "already exists"
+        ));
     }
 
     #[test]

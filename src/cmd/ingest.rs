@@ -47,9 +47,13 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         max_body_bytes = config.ingest.max_body_bytes,
         "ingest API listening"
     );
-    serve(listener, ingest_router(state), super::shutdown_signal())
-        .await
-        .context("ingest HTTP server failed")?;
+    serve(
+        listener,
+        ingest_router(state),
+        super::shutdown::shutdown_signal(),
+    )
+    .await
+    .context("ingest HTTP server failed")?;
     tracing::info!("shutting down: flushing events still in flight");
     producer.flush(Duration::from_secs(10))?;
     pool.close().await;

@@ -1,6 +1,6 @@
 //! `tollgate migrate`: create the ClickHouse database and apply its
-//! migrations, apply the PostgreSQL migrations, and create the Kafka topics.
-//! Safe to re-run; prints one line per step.
+//! migrations, apply the PostgreSQL migrations, create the Kafka topics, and
+//! import the default price catalog. Safe to re-run; prints one line per step.
 
 use anyhow::Context;
 use tollgate_processors::migrations::{self, Outcome};
@@ -15,6 +15,10 @@ pub async fn run(_args: Args, config: &Config) -> anyhow::Result<()> {
     migrate_clickhouse(config).await?;
     migrate_postgres(config).await?;
     create_topics(config).await?;
+    let prices = super::prices::import_default(config)
+        .await
+        .context("cannot import the default price catalog")?;
+    super::prices::report("prices (default catalog)", &prices);
     println!("migrate: done");
     Ok(())
 }

@@ -1,8 +1,15 @@
-//! `tollgate process`: run the folds (`calls`, the `audit` chain) until
-//! SIGTERM or ctrl-c, then flush each open batch, commit, and exit 0. Each
-//! fold is its own consumer group with its own progress in ClickHouse.
+//! `tollgate process`: run the folds (`calls` with its cost fold and budget
+//! watcher, the `audit` chain) until SIGTERM or ctrl-c, then flush each open
+//! batch, commit, and exit 0. Each fold is its own consumer group with its
+//! own progress in ClickHouse. The calls fold loads the price catalog from
+//! PostgreSQL first and keeps it fresh; the budget watcher publishes
+//! decisions on `tollgate.decisions`.
 
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use tollgate_processors::cost::budgets::{BudgetStore, BudgetWatcher};
+use tollgate_processors::cost::store::{keep_fresh, PriceStore};
+use tollgate_processors::cost::SharedCatalog;
 use tracing::info;
 
 use crate::config::Config;
@@ -35,10 +42,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     });
     let calls_fold = async {
         if calls {
+            let prices = start_cost_fold(config, &shutdown).await?;
             let result = tollgate_processors::consumer::run(
                 &config.kafka,
                 &config.clickhouse,
                 &config.processor,
+                prices,
                 shutdown.clone(),
             )
             .await;
@@ -70,4 +79,29 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     calls_result?;
     audit_result?;
     Ok(())
+}
+
+/// Load the price catalog (kept fresh in the background) and start the
+/// budget watcher; returns the catalog the calls fold prices rows with.
+async fn start_cost_fold(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<SharedCatalog> {
+    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let store = PriceStore::new(pool.clone());
+    let catalog = store
+        .catalog()
+        .await
+        .context("cannot load the price catalog from postgres (run `tollgate migrate` first)")?;
+    info!(versions = catalog.len(), "price catalog loaded");
+    let prices = SharedCatalog::new(catalog);
+    tokio::spawn(keep_fresh(store, prices.clone(), shutdown.clone()));
+    let watcher = BudgetWatcher::new(
+        BudgetStore::new(pool),
+        tollgate_processors::clickhouse::client(&config.clickhouse),
+        &config.kafka,
+    )
+    .context("cannot create the budget decision producer")?;
+    tokio::spawn(watcher.run(shutdown.clone()));
+    Ok(prices)
 }

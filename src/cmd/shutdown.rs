@@ -1,5 +1,6 @@
-//! The stop signal shared by the long-running commands this module set
-//! added (proxy, mock-upstream): resolves on SIGTERM or Ctrl-C.
+//! The stop signal shared by the long-running servers (ingest, api, proxy,
+//! mock-upstream): resolves on SIGTERM (what `kill` and service managers
+//! send) or ctrl-c.
 
 pub async fn shutdown_signal() {
     let ctrl_c = async {

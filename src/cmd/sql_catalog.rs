@@ -17,6 +17,8 @@ pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
             .chain(tollgate_processors::consumer::runtime_queries())
             .chain(tollgate_processors::audit::runtime_queries())
             .chain(tollgate_processors::read_models::sql_catalog())
+            .chain(tollgate_processors::cost::reprice::catalog())
+            .chain(tollgate_processors::cost::budgets::catalog())
             .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
             .collect();
     println!("{}", serde_json::to_string_pretty(&statements)?);

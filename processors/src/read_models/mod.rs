@@ -7,7 +7,9 @@
 //! Each report lives in its own submodule that keeps its SQL text, its
 //! parameter validation and its row-to-report assembly together.
 
+pub mod cost;
 pub mod latency;
+pub mod statement;
 
 use clickhouse::Client;
 
@@ -110,6 +112,43 @@ impl ReadModels {
     /// The latency report (`latency_minute` rollup).
     pub async fn latency(&self, query: &LatencyQuery) -> Result<LatencyReport, ReadModelError> {
         latency::run(self, query).await
+    }
+
+    /// The cost report (`cost_daily` rollup).
+    pub async fn cost(&self, query: &cost::CostQuery) -> Result<cost::CostReport, ReadModelError> {
+        cost::run(self, query).await
+    }
+
+    /// The running-period status of `budgets` (spend from `cost_daily`).
+    pub async fn budget_status(
+        &self,
+        budgets: &[crate::cost::budgets::Budget],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::cost::budgets::BudgetStatus>, ReadModelError> {
+        use std::collections::HashMap;
+        let mut spends = HashMap::new();
+        let mut out = Vec::with_capacity(budgets.len());
+        for b in budgets {
+            let key = (b.subject_kind, b.period);
+            if let std::collections::hash_map::Entry::Vacant(slot) = spends.entry(key) {
+                let s = self
+                    .bounded(crate::cost::budgets::spend(
+                        &self.client,
+                        b.subject_kind,
+                        b.period.window(now),
+                    ))
+                    .await
+                    .map_err(|e| self.classify("budgets.spend", e))?;
+                slot.insert(s);
+            }
+            let spent = spends
+                .get(&key)
+                .and_then(|m: &HashMap<String, rust_decimal::Decimal>| m.get(&b.subject_id))
+                .copied()
+                .unwrap_or_default();
+            out.push(crate::cost::budgets::status_of(b, spent, now));
+        }
+        Ok(out)
     }
 
     /// Run one ClickHouse request with [`QUERY_TIMEOUT`]: a server that
@@ -226,6 +265,7 @@ pub fn sql_catalog() -> Vec<(String, String)> {
     };
     std::iter::once(check)
         .chain(latency::catalog())
+        .chain(cost::catalog())
         .map(|bound| (bound.name.to_string(), bound.text()))
         .collect()
 }

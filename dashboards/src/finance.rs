@@ -1,0 +1,579 @@
+//! Finance pages: `/finance/cost` (cost by any dimension and period, with
+//! drill-down links and a bar chart of the largest groups) and
+//! `/finance/cost.csv` (the same table as CSV: the page and the file show
+//! the very same strings, both from `read_models::cost`), and
+//! `/finance/statement` + `.csv` (a team's monthly statement; the page
+//! renders the CSV's own fields).
+
+use askama::Template;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use tollgate_processors::cost::PriceCatalog;
+use tollgate_processors::read_models::cost::{
+    parse_params, to_csv, CostDimension, CostQuery, CostReport, CostTotals,
+};
+use tollgate_processors::read_models::{statement, ReadModelError};
+
+use crate::layout::{render, Section};
+use crate::DashboardState;
+
+/// Where a click on a group's key leads: filter on it and group by the
+/// next finer dimension.
+fn finer(d: CostDimension) -> Option<CostDimension> {
+    match d {
+        CostDimension::Month => Some(CostDimension::Day),
+        CostDimension::Org => Some(CostDimension::Team),
+        CostDimension::Team => Some(CostDimension::User),
+        CostDimension::User => Some(CostDimension::Key),
+        CostDimension::Provider => Some(CostDimension::Model),
+        CostDimension::Model => Some(CostDimension::PriceVersion),
+        _ => None,
+    }
+}
+
+pub struct Cell {
+    pub text: String,
+    pub href: Option<String>,
+}
+
+pub struct TableRow {
+    pub keys: Vec<Cell>,
+    pub numbers: Vec<String>,
+    pub cost: String,
+    pub unpriced: bool,
+}
+
+#[derive(Template)]
+#[template(path = "finance_cost.html")]
+pub struct CostPage {
+    pub section: Section,
+    pub from: String,
+    pub to: String,
+    pub group_by: String,
+    pub filters: Vec<(String, String)>,
+    pub headers: Vec<String>,
+    pub rows: Vec<TableRow>,
+    pub total: Option<TableRow>,
+    pub csv_url: String,
+    pub json_url: String,
+    pub chart_json: String,
+    pub error: Option<String>,
+    pub group_choices: Vec<(String, bool)>,
+}
+
+const NUMBER_HEADERS: [&str; 7] = [
+    "calls",
+    "unpriced calls",
+    "input tokens",
+    "cached input",
+    "cache writes",
+    "output tokens",
+    "reasoning",
+];
+
+fn numbers(t: &CostTotals) -> Vec<String> {
+    vec![
+        t.calls.to_string(),
+        t.unpriced_calls.to_string(),
+        t.input_tokens.to_string(),
+        t.cached_input_tokens.to_string(),
+        t.cache_write_tokens.to_string(),
+        t.output_tokens.to_string(),
+        t.reasoning_tokens.to_string(),
+    ]
+}
+
+fn query_string(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn base_pairs(q: &CostQuery) -> Vec<(String, String)> {
+    let mut pairs = vec![
+        ("from".to_string(), q.from.to_string()),
+        ("to".to_string(), q.to.to_string()),
+        (
+            "group_by".to_string(),
+            q.group_by
+                .iter()
+                .map(|d| d.name())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ];
+    for (d, v) in &q.filters {
+        pairs.push((d.name().to_string(), v.clone()));
+    }
+    pairs
+}
+
+fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> CostPage {
+    let pairs = base_pairs(q);
+    let qs = query_string(&pairs);
+    let mut headers: Vec<String> = q
+        .group_by
+        .iter()
+        .map(|d| d.name().replace('_', " "))
+        .collect();
+    headers.extend(NUMBER_HEADERS.iter().map(|s| s.to_string()));
+    headers.push("cost (USD)".into());
+    let mut rows = Vec::new();
+    let mut labels = Vec::new();
+    let mut values = Vec::new();
+    let mut total = None;
+    if let Some(report) = report {
+        for g in &report.groups {
+            let keys = q
+                .group_by
+                .iter()
+                .map(|d| {
+                    let text = g.key.get(d.name()).cloned().unwrap_or_default();
+                    let href = finer(*d).map(|next| {
+                        let mut p: Vec<(String, String)> = pairs
+                            .iter()
+                            .filter(|(k, _)| k != "group_by")
+                            .cloned()
+                            .collect();
+                        p.push((d.name().to_string(), text.clone()));
+                        p.push(("group_by".into(), next.name().into()));
+                        format!("/finance/cost?{}", query_string(&p))
+                    });
+                    Cell { text, href }
+                })
+                .collect();
+            if let Some(cost) = g.totals.cost {
+                if labels.len() < 20 {
+                    labels.push(
+                        q.group_by
+                            .iter()
+                            .map(|d| g.key.get(d.name()).cloned().unwrap_or_default())
+                            .collect::<Vec<_>>()
+                            .join(" / "),
+                    );
+                    values.push(cost.to_string());
+                }
+            }
+            rows.push(TableRow {
+                keys,
+                numbers: numbers(&g.totals),
+                cost: g.totals.cost_label(),
+                unpriced: g.totals.cost.is_none(),
+            });
+        }
+        total = Some(TableRow {
+            keys: q
+                .group_by
+                .iter()
+                .enumerate()
+                .map(|(i, _)| Cell {
+                    text: if i == 0 {
+                        "total".into()
+                    } else {
+                        String::new()
+                    },
+                    href: None,
+                })
+                .collect(),
+            numbers: numbers(&report.total),
+            cost: report.total.cost_label(),
+            unpriced: report.total.cost.is_none(),
+        });
+    }
+    let chart = serde_json::json!({ "labels": labels, "values": values });
+    CostPage {
+        section: Section::Finance,
+        from: q.from.to_string(),
+        to: q.to.to_string(),
+        group_by: q
+            .group_by
+            .iter()
+            .map(|d| d.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        filters: q
+            .filters
+            .iter()
+            .map(|(d, v)| (d.name().to_string(), v.clone()))
+            .collect(),
+        headers,
+        rows,
+        total,
+        csv_url: format!("/finance/cost.csv?{qs}"),
+        json_url: format!("/api/v1/reports/cost?{qs}"),
+        // `</` cannot end the script element early once escaped.
+        chart_json: chart.to_string().replace("</", "<\\/"),
+        error,
+        group_choices: [
+            "team",
+            "org",
+            "user",
+            "key",
+            "provider",
+            "model",
+            "day",
+            "month",
+            "team,model",
+            "provider,model,price_version",
+        ]
+        .iter()
+        .map(|g| {
+            (
+                g.to_string(),
+                *g == q
+                    .group_by
+                    .iter()
+                    .map(|d| d.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+        })
+        .collect(),
+    }
+}
+
+fn status_of(err: &ReadModelError) -> StatusCode {
+    if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. }) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        tracing::error!(%err, "cost page query failed");
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+/// `GET /finance/cost`
+pub async fn cost_page(
+    State(state): State<DashboardState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    let today = Utc::now().date_naive();
+    let q = match parse_params(&pairs, today, &[]) {
+        Ok((q, _)) => q,
+        Err(err) => {
+            let fallback = parse_params(&[], today, &[]).map(|(q, _)| q);
+            return match fallback {
+                Ok(q) => render(
+                    StatusCode::BAD_REQUEST,
+                    &view(
+                        &q,
+                        None,
+                        Some(format!("Invalid {}: {}", err.parameter, err.reason)),
+                    ),
+                ),
+                Err(_) => (StatusCode::BAD_REQUEST, err.reason).into_response(),
+            };
+        }
+    };
+    match state.read_models.cost(&q).await {
+        Ok(report) => render(StatusCode::OK, &view(&q, Some(&report), None)),
+        Err(err) => render(status_of(&err), &view(&q, None, Some(err.to_string()))),
+    }
+}
+
+/// `GET /finance/cost.csv`: the page's table as CSV.
+pub async fn cost_csv(
+    State(state): State<DashboardState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    let q = match parse_params(&pairs, Utc::now().date_naive(), &[]) {
+        Ok((q, _)) => q,
+        Err(err) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("invalid {}: {}\n", err.parameter, err.reason),
+            )
+                .into_response()
+        }
+    };
+    match state.read_models.cost(&q).await {
+        Ok(report) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"cost.csv\"",
+                ),
+            ],
+            to_csv(&report),
+        )
+            .into_response(),
+        Err(err) => (status_of(&err), format!("{err}\n")).into_response(),
+    }
+}
+
+/// Read one team's statement (report + catalog).
+async fn read_statement(
+    state: &DashboardState,
+    pairs: &[(String, String)],
+) -> Result<statement::Statement, (StatusCode, String)> {
+    let mut team = String::new();
+    let mut month = None;
+    for (name, value) in pairs {
+        match name.as_str() {
+            "team" => team = value.clone(),
+            "month" => month = Some(value.clone()),
+            other => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter `{other}`; expected team, month"),
+                ))
+            }
+        }
+    }
+    let today = Utc::now().date_naive();
+    let month = month.unwrap_or_else(|| today.format("%Y-%m").to_string());
+    let query = statement::statement_query(&team, &month).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("invalid {}: {}", e.parameter, e.reason),
+        )
+    })?;
+    let report = state
+        .read_models
+        .cost(&query)
+        .await
+        .map_err(|e| (status_of(&e), e.to_string()))?;
+    let catalog = match &state.prices {
+        Some(store) => PriceCatalog::new(store.all().await.map_err(|e| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the price catalog: {e}"),
+            )
+        })?),
+        None => PriceCatalog::default(),
+    };
+    Ok(statement::assemble(&team, &month, &report, &catalog, today))
+}
+
+pub struct StatementRow {
+    pub cells: Vec<String>,
+    pub cost: String,
+    pub unpriced: bool,
+}
+
+#[derive(Template)]
+#[template(path = "finance_statement.html")]
+pub struct StatementPage {
+    pub section: Section,
+    pub team: String,
+    pub month: String,
+    pub rows: Vec<StatementRow>,
+    pub total: Option<StatementRow>,
+    pub savings: String,
+    pub forecast: String,
+    pub csv_url: String,
+    pub error: Option<String>,
+}
+
+/// `GET /finance/statement?team=&month=YYYY-MM`
+pub async fn statement_page(
+    State(state): State<DashboardState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (team, month) = (get("team"), get("month"));
+    let mut page = StatementPage {
+        section: Section::Finance,
+        team: team.clone(),
+        month: month.clone(),
+        rows: Vec::new(),
+        total: None,
+        savings: String::new(),
+        forecast: String::new(),
+        csv_url: format!(
+            "/finance/statement.csv?{}",
+            query_string(&[
+                ("team".into(), team.clone()),
+                ("month".into(), month.clone())
+            ])
+        ),
+        error: None,
+    };
+    if team.is_empty() {
+        page.error = Some("Choose a team.".into());
+        return render(StatusCode::OK, &page);
+    }
+    match read_statement(&state, &pairs).await {
+        Ok(s) => {
+            page.month = s.month.clone();
+            let csv = statement::to_csv(&s);
+            // The page shows exactly the CSV's fields (minus the header).
+            let mut lines = csv.lines().skip(1).map(split_csv).collect::<Vec<_>>();
+            let total = lines.pop();
+            page.rows = lines
+                .into_iter()
+                .map(|mut cells| {
+                    let cost = cells.pop().unwrap_or_default();
+                    StatementRow {
+                        unpriced: cost == "unpriced",
+                        cells,
+                        cost,
+                    }
+                })
+                .collect();
+            page.total = total.map(|mut cells| {
+                let cost = cells.pop().unwrap_or_default();
+                StatementRow {
+                    unpriced: cost == "unpriced",
+                    cells,
+                    cost,
+                }
+            });
+            page.savings = s.cache_savings.to_string();
+            page.forecast = s.forecast.map(|f| f.to_string()).unwrap_or_default();
+            render(StatusCode::OK, &page)
+        }
+        Err((status, message)) => {
+            page.error = Some(message);
+            render(status, &page)
+        }
+    }
+}
+
+/// Split one CSV line written by `to_csv` (quoted fields may hold commas).
+fn split_csv(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    out.push(field);
+    out
+}
+
+/// `GET /finance/statement.csv?team=&month=`
+pub async fn statement_csv(
+    State(state): State<DashboardState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    match read_statement(&state, &pairs).await {
+        Ok(s) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"statement.csv\"",
+                ),
+            ],
+            statement::to_csv(&s),
+        )
+            .into_response(),
+        Err((status, message)) => (status, format!("{message}\n")).into_response(),
+    }
+}
+
+async fn read_budgets(
+    state: &DashboardState,
+) -> Result<Vec<tollgate_processors::cost::budgets::BudgetStatus>, (StatusCode, String)> {
+    let store = state.budgets.as_ref().ok_or((
+        StatusCode::SERVICE_UNAVAILABLE,
+        "budgets need PostgreSQL; this server runs without it".to_string(),
+    ))?;
+    let budgets = store.all().await.map_err(|e| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read budgets: {e}"),
+        )
+    })?;
+    state
+        .read_models
+        .budget_status(&budgets, Utc::now())
+        .await
+        .map_err(|e| (status_of(&e), e.to_string()))
+}
+
+#[derive(Template)]
+#[template(path = "finance_budgets.html")]
+pub struct BudgetsPage {
+    pub section: Section,
+    /// The CSV's fields per budget, and its state.
+    pub rows: Vec<(Vec<String>, String)>,
+    pub error: Option<String>,
+}
+
+/// `GET /finance/budgets`: every budget, spend of the running period, state.
+pub async fn budgets_page(State(state): State<DashboardState>) -> Response {
+    match read_budgets(&state).await {
+        Ok(statuses) => {
+            let csv = tollgate_processors::cost::budgets::to_csv(&statuses);
+            let rows = csv
+                .lines()
+                .skip(1)
+                .map(split_csv)
+                .zip(statuses.iter().map(|s| s.state.to_string()))
+                .collect();
+            render(
+                StatusCode::OK,
+                &BudgetsPage {
+                    section: Section::Finance,
+                    rows,
+                    error: None,
+                },
+            )
+        }
+        Err((status, message)) => render(
+            status,
+            &BudgetsPage {
+                section: Section::Finance,
+                rows: Vec::new(),
+                error: Some(message),
+            },
+        ),
+    }
+}
+
+/// `GET /finance/budgets.csv`
+pub async fn budgets_csv(State(state): State<DashboardState>) -> Response {
+    match read_budgets(&state).await {
+        Ok(statuses) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"budgets.csv\"",
+                ),
+            ],
+            tollgate_processors::cost::budgets::to_csv(&statuses),
+        )
+            .into_response(),
+        Err((status, message)) => (status, format!("{message}\n")).into_response(),
+    }
+}

@@ -1,0 +1,283 @@
+//! The cost rollup as a pure fold: what `cost_daily_mv` computes from the
+//! `calls` rows the processor stores, with the processor's skipping of
+//! messages at or below the stored Kafka position. It exists so the
+//! property "totals over any dimension equal the sum of per-call costs,
+//! whatever the delivery order and however often a message is delivered"
+//! can be checked without a server (see the tests); ClickHouse runs the
+//! same grouping in SQL (`migrations/clickhouse/0021_cost_daily.sql`).
+
+use std::collections::BTreeMap;
+
+use crate::calls_sink::CallRow;
+use crate::cost::fold::is_billable;
+use crate::resume::ResumePositions;
+
+/// The rollup's key: UTC day (days since the epoch) × org × team × user ×
+/// key × provider × model × price version.
+pub type RollupKey = (i64, String, String, String, String, String, String, u64);
+
+/// The rollup's sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RollupSums {
+    pub calls: i64,
+    pub unpriced_calls: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// Mantissa at scale 12.
+    pub cost: i128,
+}
+
+/// The rollup being folded, and the positions already stored.
+#[derive(Debug, Default)]
+pub struct CostRollup {
+    pub cells: BTreeMap<RollupKey, RollupSums>,
+    positions: ResumePositions,
+}
+
+impl CostRollup {
+    /// Fold one delivered row; `false` when its position is already stored
+    /// (a redelivery), which the processor skips.
+    pub fn apply(&mut self, row: &CallRow) -> bool {
+        if self.positions.get(row.kafka_partition).is_none() {
+            self.positions.set(row.kafka_partition, None);
+        }
+        if self
+            .positions
+            .is_stored(row.kafka_partition, row.kafka_offset)
+        {
+            return false;
+        }
+        self.positions
+            .advance(row.kafka_partition, row.kafka_offset);
+        if !is_billable(&row.kind) {
+            return true;
+        }
+        let key = (
+            i64::from(row.occurred_at) / 86_400,
+            row.org_id.clone(),
+            row.team_id.clone(),
+            row.user_id.clone(),
+            row.api_key_id.clone(),
+            row.provider.clone(),
+            row.model.clone(),
+            row.price_version,
+        );
+        let cell = self.cells.entry(key).or_default();
+        cell.calls += 1;
+        cell.unpriced_calls += i64::from(1 - row.priced.min(1));
+        cell.input_tokens += i64::try_from(row.input_tokens).unwrap_or(i64::MAX);
+        cell.output_tokens += i64::try_from(row.output_tokens).unwrap_or(i64::MAX);
+        cell.cost += row.cost;
+        true
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::collections::HashMap;
+
+    use chrono::{TimeZone, Utc};
+    use proptest::prelude::*;
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::cost::fold::{call_cost, price_row, to_mantissa, BillableUsage};
+    use crate::cost::prices::{PriceCatalog, PriceVersion};
+
+    fn catalog() -> PriceCatalog {
+        let v = |id, model: &str, from_day, input: &str, output: &str, read: Option<&str>| {
+            PriceVersion {
+                id,
+                provider: "p".into(),
+                model: model.into(),
+                effective_from: Utc.with_ymd_and_hms(2026, 3, from_day, 0, 0, 0).unwrap(),
+                input_per_token: input.parse().unwrap(),
+                output_per_token: output.parse().unwrap(),
+                cache_read_per_token: read.map(|r| r.parse().unwrap()),
+                cache_write_per_token: None,
+                reasoning_per_token: None,
+                per_image: Decimal::ZERO,
+                per_audio_second: Decimal::ZERO,
+                per_request: "0.0001".parse().unwrap(),
+                source: "t".into(),
+                note: String::new(),
+            }
+        };
+        PriceCatalog::new([
+            v(1, "a", 1, "0.0000025", "0.00001", Some("0.00000125")),
+            v(2, "a", 3, "0.000003", "0.00001", None),
+            v(3, "b", 1, "0.00000015", "0.0000006", None),
+            v(4, "b", 2, "0.0000000000015", "0.0000000000007", None),
+        ])
+    }
+
+    prop_compose! {
+        fn arb_row()(
+            team in 0..4u8, user in 0..3u8, model in 0..3u8, secs in 0..(5 * 86_400u32),
+            input in 0..100_000u64, cached_pct in 0..=100u64, output in 0..50_000u64,
+            kind in 0..10u8, partition in 0..3i32,
+        ) -> CallRow {
+            let start = 1_772_323_200u32; // 2026-03-01T00:00:00Z
+            let occurred_at = start + secs;
+            CallRow {
+                event_id: String::new(),
+                schema_version: 1,
+                kind: match kind { 0 => "ai.call.failed", 1 => "ai.call.blocked", 2 => "ai.call.started", _ => "ai.call.completed" }.into(),
+                occurred_at,
+                occurred_at_ms: u64::from(occurred_at) * 1000,
+                org_id: "o".into(),
+                team_id: format!("t{team}"),
+                user_id: format!("u{user}"),
+                api_key_id: format!("k{team}{user}"),
+                call_id: String::new(),
+                trace_id: String::new(),
+                provider: "p".into(),
+                model: ["a", "b", "unpriced"][usize::from(model)].into(),
+                requested_model: String::new(),
+                attempt: 1,
+                fallback_of: String::new(),
+                operation: "chat".into(),
+                stream: 0,
+                duration_ms: 1,
+                has_ttft: 0,
+                ttft_ms: 0,
+                input_tokens: input,
+                output_tokens: output,
+                cached_input_tokens: input * cached_pct / 100,
+                cache_write_tokens: 0,
+                reasoning_tokens: 0,
+                images: 0,
+                audio_ms: 0,
+                outcome: "success".into(),
+                http_status: 200,
+                error_type: String::new(),
+                error_message: String::new(),
+                cache_hit: 0,
+                prompt_sha256: String::new(),
+                response_sha256: String::new(),
+                tag_keys: vec![],
+                tag_values: vec![],
+                reported_cost: String::new(),
+                ingested_at: 0,
+                kafka_partition: partition,
+                kafka_offset: 0,
+                cost: 0,
+                priced: 0,
+                price_version: 0,
+            }
+        }
+    }
+
+    /// Group `f(row)` -> sum of cost over unique billable calls, or over
+    /// the rollup's cells.
+    fn by<K: Ord>(rows: &[CallRow], f: impl Fn(&CallRow) -> K) -> BTreeMap<K, (i128, i64)> {
+        let mut out = BTreeMap::new();
+        for r in rows.iter().filter(|r| is_billable(&r.kind)) {
+            let e = out.entry(f(r)).or_insert((0, 0));
+            e.0 += r.cost;
+            e.1 += 1;
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn rollup_totals_equal_sum_of_call_costs(
+            rows in prop::collection::vec(arb_row(), 1..80),
+            seed in any::<u64>(),
+            replays in prop::collection::vec((0..3i32, 0..80usize), 0..6),
+        ) {
+            let catalog = catalog();
+            // Number messages per partition in arrival order; price each.
+            let mut next: HashMap<i32, i64> = HashMap::new();
+            let mut calls: Vec<CallRow> = rows.into_iter().enumerate().map(|(i, mut r)| {
+                let o = next.entry(r.kafka_partition).or_insert(0);
+                r.kafka_offset = *o;
+                *o += 1;
+                r.event_id = format!("e{i}");
+                price_row(&mut r, &catalog);
+                r
+            }).collect();
+            // Each priced cost is the formula's.
+            for r in &calls {
+                if r.priced == 1 {
+                    let at = Utc.timestamp_opt(i64::from(r.occurred_at), 0).unwrap();
+                    let price = catalog.lookup(&r.provider, &r.model, at).unwrap();
+                    prop_assert_eq!(r.cost, to_mantissa(call_cost(&BillableUsage::of_row(r), price).unwrap()));
+                } else {
+                    prop_assert_eq!(r.cost, 0);
+                }
+            }
+            // Deliver: partitions interleaved at random (order kept within
+            // a partition, as Kafka does), plus replays of a partition from
+            // some offset (a crash before the commit).
+            let mut per_partition: BTreeMap<i32, Vec<CallRow>> = BTreeMap::new();
+            for r in &calls {
+                per_partition.entry(r.kafka_partition).or_default().push(r.clone());
+            }
+            let mut queues: Vec<Vec<CallRow>> = per_partition.values().cloned().collect();
+            for (p, from) in &replays {
+                if let Some(list) = per_partition.get(p) {
+                    let from = (*from).min(list.len());
+                    if let Some(q) = queues.iter_mut().find(|q| q.first().map(|r| r.kafka_partition) == Some(*p)) {
+                        q.extend(list[from..].iter().cloned());
+                    }
+                }
+            }
+            let mut rng = seed;
+            let mut rollup = CostRollup::default();
+            let mut cursors = vec![0usize; queues.len()];
+            let mut applied = 0;
+            loop {
+                let open: Vec<usize> = (0..queues.len()).filter(|i| cursors[*i] < queues[*i].len()).collect();
+                if open.is_empty() { break; }
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let q = open[(rng >> 33) as usize % open.len()];
+                if rollup.apply(&queues[q][cursors[q]]) { applied += 1; }
+                cursors[q] += 1;
+            }
+            prop_assert_eq!(applied, calls.len());
+            // Every dimension: rollup sums == per-call sums.
+            let cells: Vec<CallRow> = rollup.cells.iter().map(|(k, v)| {
+                let mut r = calls[0].clone();
+                r.kind = "ai.call.completed".into();
+                r.occurred_at = u32::try_from(k.0 * 86_400).unwrap();
+                r.org_id = k.1.clone(); r.team_id = k.2.clone(); r.user_id = k.3.clone();
+                r.api_key_id = k.4.clone(); r.provider = k.5.clone(); r.model = k.6.clone();
+                r.price_version = k.7; r.cost = v.cost; r.input_tokens = u64::try_from(v.calls).unwrap();
+                r
+            }).collect();
+            let sum_cells = |f: &dyn Fn(&CallRow) -> String| {
+                let mut out: BTreeMap<String, (i128, i64)> = BTreeMap::new();
+                for c in &cells {
+                    let e = out.entry(f(c)).or_insert((0, 0));
+                    e.0 += c.cost;
+                    e.1 += i64::try_from(c.input_tokens).unwrap();
+                }
+                out
+            };
+            type Dim = fn(&CallRow) -> String;
+            let dims: [(&str, Dim); 8] = [
+                ("day", |r| (r.occurred_at / 86_400).to_string()),
+                ("org", |r| r.org_id.clone()),
+                ("team", |r| r.team_id.clone()),
+                ("user", |r| r.user_id.clone()),
+                ("key", |r| r.api_key_id.clone()),
+                ("provider", |r| r.provider.clone()),
+                ("model", |r| r.model.clone()),
+                ("price_version", |r| r.price_version.to_string()),
+            ];
+            calls.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+            for (name, f) in dims {
+                prop_assert_eq!(sum_cells(&f), by(&calls, f), "dimension {}", name);
+            }
+            let total: i128 = calls.iter().filter(|r| is_billable(&r.kind)).map(|r| r.cost).sum();
+            prop_assert_eq!(rollup.cells.values().map(|v| v.cost).sum::<i128>(), total);
+            // Unpriced calls are counted, not priced at zero.
+            let unpriced = calls.iter().filter(|r| is_billable(&r.kind) && r.priced == 0).count();
+            prop_assert_eq!(rollup.cells.values().map(|v| v.unpriced_calls).sum::<i64>(), i64::try_from(unpriced).unwrap());
+        }
+    }
+}

@@ -1,0 +1,634 @@
+//! Cost reports, read from the `cost_daily` rollup (migration 0021): cost,
+//! calls and tokens by any combination of day / month / org / team / user /
+//! key / provider / model / price version over a range of UTC days, with
+//! filters for drill-down. The monthly statement and top spenders are this
+//! report with fixed groupings.
+//!
+//! This module owns the SQL text (only in [`cost_sql`], from fixed
+//! fragments; values are always bound) and the row-to-report assembly.
+//! Costs leave ClickHouse as `Decimal(38,12)` mantissas and become exact
+//! `rust_decimal::Decimal`s. Unpriced calls are counted apart: a group whose
+//! calls are all unpriced has `cost: None` ("unpriced"), never 0.
+
+use chrono::{Datelike, NaiveDate};
+use clickhouse::Row;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::latency::InvalidParameter;
+use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
+use crate::cost::fold::from_mantissa;
+
+/// Longest range one cost report may cover (days).
+pub const MAX_RANGE_DAYS: i64 = 732;
+const MAX_FILTER_LEN: usize = 256;
+
+/// A dimension a cost report can be grouped or filtered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostDimension {
+    Day,
+    Month,
+    Org,
+    Team,
+    User,
+    Key,
+    Provider,
+    Model,
+    PriceVersion,
+}
+
+impl CostDimension {
+    pub const ALL: [CostDimension; 9] = [
+        Self::Day,
+        Self::Month,
+        Self::Org,
+        Self::Team,
+        Self::User,
+        Self::Key,
+        Self::Provider,
+        Self::Model,
+        Self::PriceVersion,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Month => "month",
+            Self::Org => "org",
+            Self::Team => "team",
+            Self::User => "user",
+            Self::Key => "key",
+            Self::Provider => "provider",
+            Self::Model => "model",
+            Self::PriceVersion => "price_version",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// The expression selected for this dimension, as a string. Only these
+    /// fixed fragments reach SQL as identifiers.
+    fn expr(self) -> &'static str {
+        match self {
+            Self::Day => "toString(day)",
+            Self::Month => "substring(toString(toStartOfMonth(day)), 1, 7)",
+            Self::Org => "org_id",
+            Self::Team => "team_id",
+            Self::User => "user_id",
+            Self::Key => "api_key_id",
+            Self::Provider => "toString(provider)",
+            Self::Model => "toString(model)",
+            Self::PriceVersion => "toString(price_version)",
+        }
+    }
+
+    fn alias(self) -> &'static str {
+        match self {
+            Self::Day => "k_day",
+            Self::Month => "k_month",
+            Self::Org => "k_org",
+            Self::Team => "k_team",
+            Self::User => "k_user",
+            Self::Key => "k_key",
+            Self::Provider => "k_provider",
+            Self::Model => "k_model",
+            Self::PriceVersion => "k_price_version",
+        }
+    }
+}
+
+/// A validated cost report request: UTC days `[from, to)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CostQuery {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub group_by: Vec<CostDimension>,
+    /// Equality filters (drill-down), at most one per dimension.
+    pub filters: Vec<(CostDimension, String)>,
+}
+
+fn invalid(parameter: &'static str, reason: impl Into<String>) -> InvalidParameter {
+    InvalidParameter {
+        parameter,
+        reason: reason.into(),
+    }
+}
+
+impl CostQuery {
+    pub fn new(
+        from: NaiveDate,
+        to: NaiveDate,
+        group_by: Vec<CostDimension>,
+        filters: Vec<(CostDimension, String)>,
+    ) -> Result<Self, InvalidParameter> {
+        if from >= to {
+            return Err(invalid("from", "must be before `to`"));
+        }
+        if (to - from).num_days() > MAX_RANGE_DAYS {
+            return Err(invalid(
+                "to",
+                format!("the range may cover at most {MAX_RANGE_DAYS} days"),
+            ));
+        }
+        let min = NaiveDate::from_ymd_opt(1970, 1, 2).unwrap_or_default();
+        let max = NaiveDate::from_ymd_opt(2105, 12, 31).unwrap_or_default();
+        if from < min || to > max {
+            return Err(invalid(
+                "from",
+                "dates must lie between 1970-01-02 and 2105-12-31",
+            ));
+        }
+        for (i, d) in group_by.iter().enumerate() {
+            if group_by[..i].contains(d) {
+                return Err(invalid("group_by", format!("`{}` is repeated", d.name())));
+            }
+        }
+        for (i, (d, v)) in filters.iter().enumerate() {
+            if filters[..i].iter().any(|(e, _)| e == d) {
+                return Err(invalid(
+                    "filter",
+                    format!("`{}` is filtered twice", d.name()),
+                ));
+            }
+            if v.len() > MAX_FILTER_LEN {
+                return Err(invalid("filter", format!("`{}` is too long", d.name())));
+            }
+        }
+        Ok(Self {
+            from,
+            to,
+            group_by,
+            filters,
+        })
+    }
+}
+
+/// Sums of one group. Tokens are totals of the group's calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CostTotals {
+    pub calls: i64,
+    pub unpriced_calls: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub images: i64,
+    pub audio_ms: i64,
+    /// Exact USD of the priced calls; `None` when every call is unpriced.
+    pub cost: Option<Decimal>,
+}
+
+impl CostTotals {
+    /// `"unpriced"`, or the cost with its 12 places, plus a note of
+    /// unpriced calls when some are: what pages and CSV show.
+    pub fn cost_label(&self) -> String {
+        match self.cost {
+            None => "unpriced".into(),
+            Some(c) => c.to_string(),
+        }
+    }
+
+    fn add(&mut self, other: &CostTotals) {
+        self.calls += other.calls;
+        self.unpriced_calls += other.unpriced_calls;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cached_input_tokens += other.cached_input_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+        self.images += other.images;
+        self.audio_ms += other.audio_ms;
+        self.cost = match (self.cost, other.cost) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or_default() + b.unwrap_or_default()),
+        };
+    }
+}
+
+/// One group of a cost report: its key (only the grouped dimensions) and
+/// its sums.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CostGroup {
+    pub key: std::collections::BTreeMap<&'static str, String>,
+    #[serde(flatten)]
+    pub totals: CostTotals,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CostReport {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub group_by: Vec<&'static str>,
+    pub filters: std::collections::BTreeMap<&'static str, String>,
+    /// Ordered by cost, highest first, then by key.
+    pub groups: Vec<CostGroup>,
+    pub total: CostTotals,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct CostRow {
+    k_day: String,
+    k_month: String,
+    k_org: String,
+    k_team: String,
+    k_user: String,
+    k_key: String,
+    k_provider: String,
+    k_model: String,
+    k_price_version: String,
+    calls: i64,
+    unpriced_calls: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cached_input_tokens: i64,
+    cache_write_tokens: i64,
+    reasoning_tokens: i64,
+    images: i64,
+    audio_ms: i64,
+    cost: i128,
+}
+
+impl CostRow {
+    fn key(&self, d: CostDimension) -> &str {
+        match d {
+            CostDimension::Day => &self.k_day,
+            CostDimension::Month => &self.k_month,
+            CostDimension::Org => &self.k_org,
+            CostDimension::Team => &self.k_team,
+            CostDimension::User => &self.k_user,
+            CostDimension::Key => &self.k_key,
+            CostDimension::Provider => &self.k_provider,
+            CostDimension::Model => &self.k_model,
+            CostDimension::PriceVersion => &self.k_price_version,
+        }
+    }
+}
+
+/// The report's one statement.
+pub(crate) fn cost_sql(query: &CostQuery) -> BoundSql {
+    let keys: Vec<String> = CostDimension::ALL
+        .iter()
+        .map(|d| {
+            if query.group_by.contains(d) {
+                format!("{} AS {}", d.expr(), d.alias())
+            } else {
+                format!("'' AS {}", d.alias())
+            }
+        })
+        .collect();
+    let aliases: Vec<&str> = CostDimension::ALL.iter().map(|d| d.alias()).collect();
+    let mut template = format!(
+        "SELECT {}, sum(calls) AS s_calls, sum(unpriced_calls) AS s_unpriced_calls, \
+         sum(input_tokens) AS s_input_tokens, sum(output_tokens) AS s_output_tokens, \
+         sum(cached_input_tokens) AS s_cached_input_tokens, sum(cache_write_tokens) AS s_cache_write_tokens, \
+         sum(reasoning_tokens) AS s_reasoning_tokens, sum(images) AS s_images, sum(audio_ms) AS s_audio_ms, \
+         sum(cost) AS s_cost \
+         FROM cost_daily WHERE day >= toDate(?) AND day < toDate(?)",
+        keys.join(", ")
+    );
+    let mut binds = vec![
+        SqlValue::Str(query.from.to_string()),
+        SqlValue::Str(query.to.to_string()),
+    ];
+    for (d, value) in &query.filters {
+        template.push_str(&format!(" AND {} = ?", d.expr()));
+        binds.push(SqlValue::Str(value.clone()));
+    }
+    template.push_str(&format!(
+        " GROUP BY {} HAVING s_calls != 0 OR s_cost != 0 ORDER BY {}",
+        aliases.join(", "),
+        aliases.join(", ")
+    ));
+    BoundSql {
+        name: "cost.report",
+        template,
+        binds,
+    }
+}
+
+pub(crate) async fn run(
+    models: &ReadModels,
+    query: &CostQuery,
+) -> Result<CostReport, ReadModelError> {
+    let sql = cost_sql(query);
+    let rows: Vec<CostRow> = models
+        .bounded(sql.query(models.client()).fetch_all::<CostRow>())
+        .await
+        .map_err(|err| models.classify(sql.name, err))?;
+    assemble(query, rows)
+}
+
+fn assemble(query: &CostQuery, rows: Vec<CostRow>) -> Result<CostReport, ReadModelError> {
+    let mut total = CostTotals {
+        cost: None,
+        ..CostTotals::default()
+    };
+    let mut groups = Vec::with_capacity(rows.len());
+    for row in rows {
+        let cost = from_mantissa(row.cost).ok_or_else(|| ReadModelError::UnexpectedRow {
+            query: "cost.report",
+            detail: format!("cost mantissa {} is out of range", row.cost),
+        })?;
+        let priced_calls = row.calls - row.unpriced_calls;
+        let totals = CostTotals {
+            calls: row.calls,
+            unpriced_calls: row.unpriced_calls,
+            input_tokens: row.input_tokens,
+            output_tokens: row.output_tokens,
+            cached_input_tokens: row.cached_input_tokens,
+            cache_write_tokens: row.cache_write_tokens,
+            reasoning_tokens: row.reasoning_tokens,
+            images: row.images,
+            audio_ms: row.audio_ms,
+            cost: (priced_calls != 0 || !cost.is_zero()).then_some(cost),
+        };
+        total.add(&totals);
+        let key = query
+            .group_by
+            .iter()
+            .map(|d| (d.name(), row.key(*d).to_string()))
+            .collect();
+        groups.push(CostGroup { key, totals });
+    }
+    // Highest cost first; unpriced groups last; ties by key.
+    groups.sort_by(|a, b| {
+        b.totals
+            .cost
+            .unwrap_or(Decimal::MIN)
+            .cmp(&a.totals.cost.unwrap_or(Decimal::MIN))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    Ok(CostReport {
+        from: query.from,
+        to: query.to,
+        group_by: query.group_by.iter().map(|d| d.name()).collect(),
+        filters: query
+            .filters
+            .iter()
+            .map(|(d, v)| (d.name(), v.clone()))
+            .collect(),
+        groups,
+        total,
+    })
+}
+
+/// The cost report as CSV: one line per group with the grouped dimensions,
+/// then counts, tokens and cost (exact decimal, or `unpriced`), and a last
+/// `total` line. The page shows the same strings.
+pub fn to_csv(report: &CostReport) -> String {
+    let mut out = String::new();
+    let mut header: Vec<&str> = report.group_by.clone();
+    header.extend([
+        "calls",
+        "unpriced_calls",
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "cost_usd",
+    ]);
+    out.push_str(&header.join(","));
+    out.push('\n');
+    let line = |keys: Vec<String>, t: &CostTotals| {
+        let mut fields = keys;
+        fields.extend([
+            t.calls.to_string(),
+            t.unpriced_calls.to_string(),
+            t.input_tokens.to_string(),
+            t.cached_input_tokens.to_string(),
+            t.cache_write_tokens.to_string(),
+            t.output_tokens.to_string(),
+            t.reasoning_tokens.to_string(),
+            t.cost_label(),
+        ]);
+        fields
+            .iter()
+            .map(|f| csv_field(f))
+            .collect::<Vec<_>>()
+            .join(",")
+            + "\n"
+    };
+    for g in &report.groups {
+        let keys = report
+            .group_by
+            .iter()
+            .map(|d| g.key.get(d).cloned().unwrap_or_default())
+            .collect();
+        out.push_str(&line(keys, &g.totals));
+    }
+    let mut keys = vec![String::new(); report.group_by.len()];
+    if let Some(first) = keys.first_mut() {
+        *first = "total".into();
+    }
+    if report.group_by.is_empty() {
+        // No key column: the only line is the total.
+        out.push_str(&line(vec![], &report.total));
+    } else {
+        out.push_str(&line(keys, &report.total));
+    }
+    out
+}
+
+/// RFC 4180 quoting; a leading `=`, `+`, `-` or `@` is prefixed with `'` so
+/// spreadsheet programs do not run it as a formula (tenant names are
+/// user-controlled).
+pub fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '@'])
+        || (value.starts_with('-') && value.parse::<Decimal>().is_err())
+    {
+        format!("'{value}")
+    } else {
+        value.to_string()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+/// Sample statements for the SQL compatibility check.
+pub(crate) fn catalog() -> Vec<BoundSql> {
+    let day = |d| NaiveDate::from_ymd_opt(2026, 3, d).unwrap_or_default();
+    let all = CostQuery {
+        from: day(1),
+        to: day(31),
+        group_by: CostDimension::ALL.to_vec(),
+        filters: vec![
+            (CostDimension::Team, "team-a".into()),
+            (CostDimension::Month, "2026-03".into()),
+        ],
+    };
+    let none = CostQuery {
+        from: day(1),
+        to: day(2),
+        group_by: vec![],
+        filters: vec![],
+    };
+    let mut a = cost_sql(&all);
+    a.name = "cost.report.all_dimensions";
+    let mut b = cost_sql(&none);
+    b.name = "cost.report.total";
+    vec![a, b]
+}
+
+/// Parameters a caller of [`parse_params`] handles itself, with their values.
+pub type ExtraParams = Vec<(&'static str, String)>;
+
+/// Parse a query string's pairs into a [`CostQuery`]: `from`, `to` (UTC
+/// dates, `to` exclusive; default: this month so far), `group_by` (comma
+/// list of dimension names; default `team`; empty for one total), and one
+/// optional filter per dimension, named like the dimension (`team=...`).
+/// Unknown and repeated parameters are errors. `extra` names parameters the
+/// caller handles itself (e.g. `format`); they are returned, not parsed.
+pub fn parse_params(
+    pairs: &[(String, String)],
+    today: NaiveDate,
+    extra: &[&'static str],
+) -> Result<(CostQuery, ExtraParams), InvalidParameter> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut from = None;
+    let mut to = None;
+    let mut group_by = vec![CostDimension::Team];
+    let mut filters = Vec::new();
+    let mut extras = Vec::new();
+    for (name, value) in pairs {
+        if seen.contains(&name.as_str()) {
+            return Err(invalid(static_name(name, extra), "given more than once"));
+        }
+        seen.push(name);
+        match name.as_str() {
+            "from" => from = Some(parse_date("from", value)?),
+            "to" => to = Some(parse_date("to", value)?),
+            "group_by" => {
+                group_by = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        CostDimension::parse(s).ok_or_else(|| {
+                            invalid(
+                                "group_by",
+                                format!(
+                                    "unknown dimension `{s}`; expected some of {}",
+                                    dimension_names()
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            other => {
+                if let Some(x) = extra.iter().find(|x| **x == other) {
+                    extras.push((*x, value.clone()));
+                } else if let Some(d) = CostDimension::parse(other) {
+                    filters.push((d, value.clone()));
+                } else {
+                    return Err(invalid(
+                        "query",
+                        format!(
+                            "unknown parameter `{other}`; expected from, to, group_by, {}{}",
+                            dimension_names(),
+                            extra.iter().map(|x| format!(", {x}")).collect::<String>()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let month_start = today.with_day(1).unwrap_or(today);
+    let from = from.unwrap_or(month_start);
+    let to = to.unwrap_or_else(|| today.succ_opt().unwrap_or(today));
+    Ok((CostQuery::new(from, to, group_by, filters)?, extras))
+}
+
+fn static_name(name: &str, extra: &[&'static str]) -> &'static str {
+    for n in ["from", "to", "group_by"] {
+        if n == name {
+            return n;
+        }
+    }
+    if let Some(x) = extra.iter().find(|x| **x == name) {
+        return x;
+    }
+    CostDimension::parse(name)
+        .map(CostDimension::name)
+        .unwrap_or("query")
+}
+
+fn dimension_names() -> String {
+    CostDimension::ALL.map(CostDimension::name).join(", ")
+}
+
+fn parse_date(parameter: &'static str, value: &str) -> Result<NaiveDate, InvalidParameter> {
+    NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|e| {
+        invalid(
+            parameter,
+            format!("`{value}` is not a date (YYYY-MM-DD): {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        let d = |m, day| NaiveDate::from_ymd_opt(2026, m, day).unwrap();
+        assert!(CostQuery::new(d(3, 2), d(3, 1), vec![], vec![]).is_err());
+        assert!(CostQuery::new(
+            d(3, 1),
+            d(3, 2),
+            vec![CostDimension::Team, CostDimension::Team],
+            vec![]
+        )
+        .is_err());
+        assert!(CostQuery::new(
+            d(3, 1),
+            d(3, 2),
+            vec![],
+            vec![
+                (CostDimension::Team, "a".into()),
+                (CostDimension::Team, "b".into())
+            ]
+        )
+        .is_err());
+        assert!(CostQuery::new(
+            d(3, 1),
+            d(3, 2),
+            vec![CostDimension::Model],
+            vec![(CostDimension::Team, "a".into())]
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn sql_binds_filters_and_never_splices() {
+        let q = CostQuery::new(
+            NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
+            vec![CostDimension::Model],
+            vec![(CostDimension::Team, "x' OR 1=1".into())],
+        )
+        .unwrap();
+        let text = cost_sql(&q).text();
+        assert!(text.contains(r"team_id = 'x\' OR 1=1'"), "{text}");
+        assert!(text.contains("toString(model) AS k_model"), "{text}");
+        assert!(text.contains("'' AS k_team"), "{text}");
+    }
+
+    #[test]
+    fn csv_quotes_and_defuses_formulas() {
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
+        assert_eq!(csv_field("-0.5"), "-0.5");
+        assert_eq!(csv_field("plain"), "plain");
+    }
+}

@@ -1,0 +1,1028 @@
+//! The cost fold end to end against real Kafka, ClickHouse and PostgreSQL:
+//! prices imported with `tollgate prices import`, calls produced to the
+//! events topic, `tollgate process` pricing them, the `cost_daily` rollup,
+//! and the cost report (JSON, CSV and page) agreeing with the facts to the
+//! last of 12 decimal places.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use rust_decimal::Decimal;
+use support::{kafka_brokers, TestEnv};
+use tollgate_ingest::contract::{Call, Event, Operation, Outcome, Usage, SCHEMA_VERSION};
+use uuid::Uuid;
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+fn at(h: u32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 10, h, m, 0).unwrap()
+}
+
+/// One hand-computed case.
+struct Case {
+    name: &'static str,
+    event: Event,
+    /// `None`: unpriced.
+    cost: Option<&'static str>,
+    /// Which imported version must price it ("v1", "v2", "reason").
+    version: Option<&'static str>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn call(
+    kind: &str,
+    team: &str,
+    model: &str,
+    occurred_at: DateTime<Utc>,
+    usage: Usage,
+    outcome: Outcome,
+) -> Event {
+    Event {
+        schema_version: SCHEMA_VERSION,
+        event_id: Uuid::now_v7(),
+        kind: kind.into(),
+        occurred_at,
+        org_id: "org-1".into(),
+        team_id: team.into(),
+        user_id: format!("{team}-user"),
+        api_key_id: format!("{team}-key"),
+        call: Some(Call {
+            call_id: Uuid::now_v7().to_string(),
+            trace_id: String::new(),
+            provider: "testprov".into(),
+            model: model.into(),
+            requested_model: model.into(),
+            attempt: 1,
+            fallback_of: String::new(),
+            operation: Operation::Chat,
+            stream: false,
+            duration_ms: 100,
+            ttft_ms: None,
+            usage,
+            outcome,
+            http_status: if outcome == Outcome::Success {
+                200
+            } else {
+                500
+            },
+            error: None,
+            cache_hit: false,
+            prompt_sha256: None,
+            response_sha256: None,
+        }),
+        admin: None,
+        tags: BTreeMap::new(),
+        reported_cost: None,
+    }
+}
+
+fn usage(input: u64, cached: u64, cache_write: u64, output: u64, reasoning: u64) -> Usage {
+    Usage {
+        input_tokens: input,
+        output_tokens: output,
+        cached_input_tokens: cached,
+        cache_write_tokens: cache_write,
+        reasoning_tokens: reasoning,
+        images: 0,
+        audio_seconds: 0.0,
+    }
+}
+
+/// Prices (LiteLLM format): `tg-test` changes price at 12:00 on 2026-03-10;
+/// `tg-reason` has a reasoning price, per-image and per-audio-second prices.
+const PRICES_V1: &str = r#"{
+  "tg-test": {"litellm_provider": "testprov", "effective_from": "2026-03-10T00:00:00Z",
+              "input_cost_per_token": 2e-06, "output_cost_per_token": 8e-06,
+              "cache_read_input_token_cost": 5e-07, "cache_creation_input_token_cost": 2.5e-06,
+              "input_cost_per_request": 0.001},
+  "tg-reason": {"litellm_provider": "testprov", "effective_from": "2026-01-01T00:00:00Z",
+              "input_cost_per_token": 1e-06, "output_cost_per_token": 4e-06,
+              "output_cost_per_reasoning_token": 1e-05, "input_cost_per_image": 0.01,
+              "input_cost_per_audio_per_second": 0.0006}
+}"#;
+const PRICES_V2: &str = r#"{
+  "tg-test": {"litellm_provider": "testprov", "effective_from": "2026-03-10T12:00:00Z",
+              "input_cost_per_token": 3e-06, "output_cost_per_token": 8e-06,
+              "cache_read_input_token_cost": 5e-07, "cache_creation_input_token_cost": 2.5e-06,
+              "input_cost_per_request": 0.001}
+}"#;
+
+fn cases() -> Vec<Case> {
+    let completed = "ai.call.completed";
+    let mut reason = usage(500, 0, 0, 1000, 600);
+    reason.images = 2;
+    reason.audio_seconds = 2.5;
+    vec![
+        Case {
+            name: "cached input and cache writes, per-request fee (v1)",
+            // 600*0.000002 + 400*0.0000005 + 200*0.0000025 + 300*0.000008 + 0.001
+            event: call(
+                completed,
+                "team-a",
+                "tg-test",
+                at(6, 0),
+                usage(1000, 400, 200, 300, 0),
+                Outcome::Success,
+            ),
+            cost: Some("0.0053"),
+            version: Some("v1"),
+        },
+        Case {
+            name: "after the mid-day price change (v2)",
+            // 1000*0.000003 + 100*0.000008 + 0.001
+            event: call(
+                completed,
+                "team-a",
+                "tg-test",
+                at(13, 0),
+                usage(1000, 0, 0, 100, 0),
+                Outcome::Success,
+            ),
+            cost: Some("0.0048"),
+            version: Some("v2"),
+        },
+        Case {
+            name: "exactly at the change takes the new price",
+            // 10*0.000003 + 0.001
+            event: call(
+                completed,
+                "team-b",
+                "tg-test",
+                at(12, 0),
+                usage(10, 0, 0, 0, 0),
+                Outcome::Success,
+            ),
+            cost: Some("0.00103"),
+            version: Some("v2"),
+        },
+        Case {
+            name: "failed call: usage billed, no per-request fee",
+            // 1000*0.000003
+            event: call(
+                "ai.call.failed",
+                "team-b",
+                "tg-test",
+                at(13, 30),
+                usage(1000, 0, 0, 0, 0),
+                Outcome::Error,
+            ),
+            cost: Some("0.003"),
+            version: Some("v2"),
+        },
+        Case {
+            name: "reasoning at its own price, images, audio",
+            // 500*0.000001 + 400*0.000004 + 600*0.00001 + 2*0.01 + 2.5*0.0006
+            event: call(
+                completed,
+                "team-b",
+                "tg-reason",
+                at(8, 0),
+                reason,
+                Outcome::Success,
+            ),
+            cost: Some("0.0296"),
+            version: Some("reason"),
+        },
+        Case {
+            name: "model without a price is unpriced",
+            event: call(
+                completed,
+                "team-b",
+                "tg-unknown",
+                at(8, 0),
+                usage(1000, 0, 0, 100, 0),
+                Outcome::Success,
+            ),
+            cost: None,
+            version: None,
+        },
+        Case {
+            name: "before the first version is unpriced",
+            event: call(
+                completed,
+                "team-a",
+                "tg-test",
+                at(0, 0) - chrono::Duration::hours(1),
+                usage(1000, 0, 0, 100, 0),
+                Outcome::Success,
+            ),
+            cost: None,
+            version: None,
+        },
+    ]
+}
+
+async fn produce(topic: &str, events: &[Event]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for e in events {
+        let payload = serde_json::to_vec(e).unwrap();
+        producer
+            .send(
+                FutureRecord::to(topic).key(&e.team_id).payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+fn import(env: &TestEnv, text: &str) -> String {
+    let path = env
+        .dir
+        .path()
+        .join(format!("prices-{}.json", Uuid::new_v4()));
+    std::fs::write(&path, text).unwrap();
+    let out = env
+        .tollgate(&["prices", "import", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "prices import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Version ids by model and effective_from, from `prices list --json`.
+fn versions(env: &TestEnv) -> Vec<serde_json::Value> {
+    let out = env
+        .tollgate(&["prices", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn version_id(versions: &[serde_json::Value], model: &str, from: &str) -> u64 {
+    versions
+        .iter()
+        .filter(|v| v["model"] == model && v["effective_from"].as_str().unwrap().starts_with(from))
+        .map(|v| v["id"].as_u64().unwrap())
+        .max()
+        .unwrap_or_else(|| panic!("no version of {model} from {from}"))
+}
+
+#[tokio::test]
+async fn costs_are_exact_end_to_end() {
+    let mut env = TestEnv::new("cost_e2e").await;
+    // The default catalog was seeded by migrate.
+    let seeded = versions(&env);
+    assert!(seeded.iter().any(|v| v["model"] == "gpt-4o"), "{seeded:?}");
+    import(&env, PRICES_V1);
+    import(&env, PRICES_V2);
+    // Re-importing changes nothing.
+    let again = import(&env, PRICES_V1);
+    assert!(again.contains("0 version(s) added, 2 unchanged"), "{again}");
+    let all = versions(&env);
+    let ids: HashMap<&str, u64> = [
+        ("v1", version_id(&all, "tg-test", "2026-03-10T00:00:00")),
+        ("v2", version_id(&all, "tg-test", "2026-03-10T12:00:00")),
+        ("reason", version_id(&all, "tg-reason", "2026-01-01")),
+    ]
+    .into();
+
+    let cases = cases();
+    let mut events: Vec<Event> = cases.iter().map(|c| c.event.clone()).collect();
+    // A blocked call is never billed.
+    events.push(call(
+        "ai.call.blocked",
+        "team-a",
+        "tg-test",
+        at(14, 0),
+        usage(1000, 0, 0, 0, 0),
+        Outcome::Blocked,
+    ));
+    produce(&env.events_topic, &events).await;
+    env.spawn("process", &["process"]);
+    let got = env
+        .wait_for_count(
+            "SELECT count() FROM {db}.calls",
+            events.len() as u64,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(got, events.len() as u64);
+
+    let rows = env
+        .ch("SELECT event_id, toString(cost), priced, price_version FROM {db}.calls FORMAT TSV")
+        .await;
+    let stored: HashMap<String, (Decimal, u8, u64)> = rows
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (
+                f[0].to_string(),
+                (d(f[1]), f[2].parse().unwrap(), f[3].parse().unwrap()),
+            )
+        })
+        .collect();
+    let mut want_total = Decimal::ZERO;
+    for case in &cases {
+        let (cost, priced, version) = stored[&case.event.event_id.to_string()];
+        match case.cost {
+            Some(want) => {
+                assert_eq!(cost, d(want), "{}", case.name);
+                assert_eq!(priced, 1, "{}", case.name);
+                assert_eq!(version, ids[case.version.unwrap()], "{}", case.name);
+                want_total += d(want);
+            }
+            None => {
+                assert_eq!(
+                    (cost, priced, version),
+                    (Decimal::ZERO, 0, 0),
+                    "{}",
+                    case.name
+                );
+            }
+        }
+    }
+    let blocked = &stored[&events.last().unwrap().event_id.to_string()];
+    assert_eq!(blocked.1, 0, "blocked calls are not priced");
+
+    // Rollup == facts, in total and per dimension.
+    for dim in ["team_id", "model", "day", "user_id", "api_key_id"] {
+        let facts = env
+            .ch(&format!(
+                "SELECT toString({dim}) AS k, count(), toString(sum(cost)), sum(1 - priced) FROM {{db}}.calls \
+                 WHERE kind IN ('ai.call.completed', 'ai.call.failed') GROUP BY k ORDER BY k FORMAT TSV"
+            ).replace("toString(day)", "toString(toDate(occurred_at, 'UTC'))"))
+            .await;
+        let rollup = env
+            .ch(&format!(
+                "SELECT toString({dim}) AS k, sum(calls), toString(sum(cost)), sum(unpriced_calls) FROM {{db}}.cost_daily \
+                 GROUP BY k HAVING sum(calls) != 0 ORDER BY k FORMAT TSV"
+            ))
+            .await;
+        assert_eq!(facts, rollup, "rollup by {dim}");
+    }
+
+    // The report API: JSON and CSV carry the same exact numbers.
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
+    let url = format!(
+        "{}/api/v1/reports/cost?from=2026-03-09&to=2026-03-11&group_by=model",
+        env.api_url()
+    );
+    let report: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    let cost_of = |model: &str| {
+        report["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["key"]["model"] == model)
+            .map(|g| g["cost"].clone())
+            .unwrap_or_else(|| panic!("no group {model}: {report}"))
+    };
+    assert_eq!(
+        d(cost_of("tg-test").as_str().unwrap()),
+        d("0.0053") + d("0.0048") + d("0.00103") + d("0.003")
+    );
+    assert_eq!(d(cost_of("tg-reason").as_str().unwrap()), d("0.0296"));
+    assert!(cost_of("tg-unknown").is_null(), "unpriced, not 0: {report}");
+    assert_eq!(d(report["total"]["cost"].as_str().unwrap()), want_total);
+    assert_eq!(report["total"]["unpriced_calls"], 2);
+
+    let csv = reqwest::get(format!("{url}&format=csv"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let page_csv = reqwest::get(format!(
+        "{}/finance/cost.csv?from=2026-03-09&to=2026-03-11&group_by=model",
+        env.api_url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert_eq!(csv, page_csv);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("model,calls,unpriced_calls"), "{csv}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("tg-unknown,") && l.ends_with(",unpriced")),
+        "{csv}"
+    );
+    let total_line = lines.last().unwrap();
+    assert!(total_line.starts_with("total,"), "{csv}");
+    assert_eq!(d(total_line.rsplit(',').next().unwrap()), want_total);
+
+    // The page shows the same strings as the CSV.
+    let page = reqwest::get(format!(
+        "{}/finance/cost?from=2026-03-09&to=2026-03-11&group_by=model",
+        env.api_url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    for line in &lines[1..] {
+        let cost = line.rsplit(',').next().unwrap();
+        assert!(page.contains(&format!(">{cost}</td>")), "page lacks {cost}");
+    }
+}
+
+/// Kinds of the `admin.*` events on `topic` (reads it from the start).
+async fn admin_kinds(topic: &str) -> Vec<String> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", support::unique("admin-reader"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut kinds = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while let Ok(Ok(message)) = tokio::time::timeout_at(deadline, consumer.recv()).await {
+        let value: serde_json::Value =
+            serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
+        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        if kind.starts_with("admin.") {
+            kinds.push(kind);
+        }
+        if kinds.len() >= 4 {
+            break;
+        }
+    }
+    kinds
+}
+
+fn effective_costs_sql() -> &'static str {
+    // Facts: each call's `calls` row plus all its adjustments.
+    "SELECT event_id, toString(sum(c)) FROM ( \
+       SELECT event_id, cost AS c FROM {db}.calls WHERE kind IN ('ai.call.completed', 'ai.call.failed') \
+       UNION ALL SELECT event_id, cost AS c FROM {db}.cost_adjustments) \
+     GROUP BY event_id ORDER BY event_id FORMAT TSV"
+}
+
+async fn effective_costs(env: &TestEnv) -> HashMap<String, Decimal> {
+    env.ch(effective_costs_sql())
+        .await
+        .lines()
+        .map(|l| {
+            let (id, c) = l.split_once('\t').unwrap();
+            (id.to_string(), d(c))
+        })
+        .collect()
+}
+
+async fn rollup_total(env: &TestEnv, model: &str) -> (Decimal, i64, i64) {
+    let out = env
+        .ch(&format!(
+            "SELECT toString(sum(cost)), sum(calls), sum(unpriced_calls) FROM {{db}}.cost_daily WHERE model = '{model}' FORMAT TSV"
+        ))
+        .await;
+    let f: Vec<&str> = out.trim().split('\t').collect();
+    (d(f[0]), f[1].parse().unwrap(), f[2].parse().unwrap())
+}
+
+fn run_ok(env: &TestEnv, args: &[&str]) -> String {
+    let out = env.tollgate(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn reprice_after_a_correction_is_exact_and_idempotent() {
+    let mut env = TestEnv::new("cost_reprice").await;
+    import(
+        &env,
+        r#"{"tg-fix": {"litellm_provider": "testprov", "effective_from": "2026-03-01T00:00:00Z",
+                       "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}}"#,
+    );
+    let day = |d: u32, h: u32| Utc.with_ymd_and_hms(2026, 3, d, h, 0, 0).unwrap();
+    let completed = "ai.call.completed";
+    let events = vec![
+        // 1000*0.000001 + 500*0.000002 = 0.002 -> after the fix 1000*0.0000015 + 500*0.000002 = 0.0025
+        call(
+            completed,
+            "team-a",
+            "tg-fix",
+            day(5, 10),
+            usage(1000, 0, 0, 500, 0),
+            Outcome::Success,
+        ),
+        // 0.0002 -> 0.0003
+        call(
+            completed,
+            "team-a",
+            "tg-fix",
+            day(6, 10),
+            usage(200, 0, 0, 0, 0),
+            Outcome::Success,
+        ),
+        // unpriced until a price for tg-late is added, then 10*0.01 = 0.1
+        call(
+            completed,
+            "team-a",
+            "tg-late",
+            day(6, 11),
+            usage(10, 0, 0, 0, 0),
+            Outcome::Success,
+        ),
+        // another team, outside the statement
+        call(
+            completed,
+            "team-b",
+            "tg-fix",
+            day(7, 10),
+            usage(1000, 0, 0, 0, 0),
+            Outcome::Success,
+        ),
+    ];
+    produce(&env.events_topic, &events).await;
+    env.spawn("process", &["process"]);
+    assert_eq!(
+        env.wait_for_count("SELECT count() FROM {db}.calls", 4, Duration::from_secs(60))
+            .await,
+        4
+    );
+    let before = effective_costs(&env).await;
+    assert_eq!(before[&events[0].event_id.to_string()], d("0.002"));
+    assert_eq!(rollup_total(&env, "tg-fix").await, (d("0.0032"), 3, 0));
+    assert_eq!(rollup_total(&env, "tg-late").await, (d("0"), 1, 1));
+
+    // The correction goes through the admin API (admin key only).
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
+    let correction = serde_json::json!({
+        "provider": "testprov", "model": "tg-fix", "effective_from": "2026-03-01T00:00:00Z",
+        "input_per_token": "0.0000015", "output_per_token": "0.000002", "note": "vendor invoice correction"
+    });
+    let http = reqwest::Client::new();
+    let ingest_key = env.create_key("org-1");
+    let denied = http
+        .post(format!("{}/api/v1/admin/prices", env.api_url()))
+        .bearer_auth(&ingest_key)
+        .json(&correction)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let admin_key = run_ok(
+        &env,
+        &["keys", "create", "--name", "admin", "--role", "admin"],
+    )
+    .lines()
+    .last()
+    .unwrap()
+    .trim()
+    .to_string();
+    let added = http
+        .post(format!("{}/api/v1/admin/prices", env.api_url()))
+        .bearer_auth(&admin_key)
+        .json(&correction)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201, "{}", added.text().await.unwrap());
+    let late = serde_json::json!({"provider": "testprov", "model": "tg-late",
+        "effective_from": "2026-01-01T00:00:00Z", "input_per_token": "0.01"});
+    let added = http
+        .post(format!("{}/api/v1/admin/prices", env.api_url()))
+        .bearer_auth(&admin_key)
+        .json(&late)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+
+    // The running processor reloads the catalog on the change: a new
+    // tg-late call is priced at once.
+    let fresh = call(
+        completed,
+        "team-b",
+        "tg-late",
+        day(6, 12),
+        usage(1, 0, 0, 0, 0),
+        Outcome::Success,
+    );
+    produce(&env.events_topic, std::slice::from_ref(&fresh)).await;
+    let sql = format!(
+        "SELECT count() FROM {{db}}.calls WHERE event_id = '{}' AND priced = 1",
+        fresh.event_id
+    );
+    assert_eq!(
+        env.wait_for_count(&sql, 1, Duration::from_secs(10)).await,
+        1
+    );
+
+    let range = [
+        "--from",
+        "2026-03-01T00:00:00Z",
+        "--to",
+        "2026-04-01T00:00:00Z",
+    ];
+    let out = run_ok(
+        &env,
+        &[&["reprice", "--model", "tg-fix"][..], &range[..]].concat(),
+    );
+    assert!(out.contains("3 call(s) changed"), "{out}");
+    let out = run_ok(
+        &env,
+        &[&["reprice", "--model", "tg-late"][..], &range[..]].concat(),
+    );
+    assert!(out.contains("1 call(s) changed"), "{out}");
+
+    let after = effective_costs(&env).await;
+    assert_eq!(after[&events[0].event_id.to_string()], d("0.0025"));
+    assert_eq!(after[&events[1].event_id.to_string()], d("0.0003"));
+    assert_eq!(after[&events[2].event_id.to_string()], d("0.1"));
+    assert_eq!(after[&events[3].event_id.to_string()], d("0.0015"));
+    assert_eq!(rollup_total(&env, "tg-fix").await, (d("0.0043"), 3, 0));
+    assert_eq!(rollup_total(&env, "tg-late").await, (d("0.11"), 2, 0));
+
+    // The statement of team-a reflects the new prices, one line per version.
+    let statement: serde_json::Value = http
+        .get(format!(
+            "{}/api/v1/finance/statement?team=team-a&month=2026-03",
+            env.api_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        d(statement["total"]["cost"].as_str().unwrap()),
+        d("0.0028") + d("0.1"),
+        "{statement:#}"
+    );
+    let lines = statement["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 2, "{statement:#}");
+    let fix = lines.iter().find(|l| l["model"] == "tg-fix").unwrap();
+    assert_eq!(fix["prices"]["input_per_token"], "0.0000015");
+    assert_eq!(fix["calls"], 2);
+    assert_eq!(d(fix["cost"].as_str().unwrap()), d("0.0028"));
+    let csv = http
+        .get(format!(
+            "{}/finance/statement.csv?team=team-a&month=2026-03",
+            env.api_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let page = http
+        .get(format!(
+            "{}/finance/statement?team=team-a&month=2026-03",
+            env.api_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let total_line = csv.lines().last().unwrap();
+    assert_eq!(
+        d(total_line.rsplit(',').next().unwrap()),
+        d("0.1028"),
+        "{csv}"
+    );
+    assert!(
+        page.contains(&format!(
+            "id=\"statement-total\">{}<",
+            total_line.rsplit(',').next().unwrap()
+        )),
+        "{page}"
+    );
+
+    // Every change is on the events topic as an admin event.
+    let kinds = admin_kinds(&env.events_topic).await;
+    for kind in [
+        "admin.price.corrected",
+        "admin.price.added",
+        "admin.price.repriced",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
+
+    // Re-running changes nothing.
+    let adjustments = env.ch("SELECT count() FROM {db}.cost_adjustments").await;
+    let rollup = env.ch("SELECT model, toString(sum(cost)), sum(calls) FROM {db}.cost_daily GROUP BY model ORDER BY model FORMAT TSV").await;
+    let out = run_ok(
+        &env,
+        &[&["reprice", "--model", "tg-fix"][..], &range[..]].concat(),
+    );
+    assert!(out.contains("0 call(s) changed"), "{out}");
+    assert_eq!(
+        env.ch("SELECT count() FROM {db}.cost_adjustments").await,
+        adjustments
+    );
+    assert_eq!(env.ch("SELECT model, toString(sum(cost)), sum(calls) FROM {db}.cost_daily GROUP BY model ORDER BY model FORMAT TSV").await, rollup);
+    assert_eq!(effective_costs(&env).await, after);
+}
+
+/// Records on `topic` as (key, JSON value), read from the start for up to
+/// `wait`, stopping early once `done` says so.
+async fn read_records(
+    topic: &str,
+    wait: Duration,
+    done: impl Fn(&[(String, serde_json::Value)]) -> bool,
+) -> Vec<(String, serde_json::Value)> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", support::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Ok(message)) = tokio::time::timeout_at(deadline, consumer.recv()).await {
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).to_string();
+        let value =
+            serde_json::from_slice(message.payload().unwrap_or(b"null")).unwrap_or_default();
+        out.push((key, value));
+        if done(&out) {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn hard_budget_publishes_deny_and_warns_once_per_threshold() {
+    let mut env = TestEnv::new("cost_budget").await;
+    import(
+        &env,
+        r#"{"tg-b": {"litellm_provider": "testprov", "effective_from": "2025-01-01T00:00:00Z",
+                     "input_cost_per_token": 0.001}}"#,
+    );
+    run_ok(
+        &env,
+        &[
+            "budgets", "set", "--kind", "team", "--id", "team-x", "--limit", "3",
+        ],
+    );
+    run_ok(
+        &env,
+        &[
+            "budgets", "set", "--kind", "org", "--id", "org-1", "--limit", "100", "--soft",
+        ],
+    );
+    env.spawn("process", &["process"]);
+    let one_dollar = || {
+        call(
+            "ai.call.completed",
+            "team-x",
+            "tg-b",
+            Utc::now(),
+            usage(1000, 0, 0, 0, 0),
+            Outcome::Success,
+        )
+    };
+    // $2 of $3: within budget; the start-up state is `allow`.
+    produce(&env.events_topic, &[one_dollar(), one_dollar()]).await;
+    let decisions = read_records(&env.decisions_topic, Duration::from_secs(20), |r| {
+        !r.is_empty()
+    })
+    .await;
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions[0].0, "budget/team/team-x");
+    assert_eq!(decisions[0].1["action"], "allow");
+
+    // Crossing the limit: a deny within a few seconds of the event.
+    let crossed = std::time::Instant::now();
+    produce(&env.events_topic, &[one_dollar(), one_dollar()]).await;
+    let decisions = read_records(&env.decisions_topic, Duration::from_secs(20), |r| {
+        r.iter().any(|(_, v)| v["action"] == "deny")
+    })
+    .await;
+    let elapsed = crossed.elapsed();
+    let deny = &decisions
+        .iter()
+        .find(|(_, v)| v["action"] == "deny")
+        .expect("a deny decision")
+        .1;
+    assert_eq!(deny["subject"], "budget/team/team-x");
+    assert!(
+        deny["reason"].as_str().unwrap().contains("exhausted"),
+        "{deny}"
+    );
+    assert!(deny["valid_until"].as_str().is_some());
+    assert!(elapsed < Duration::from_secs(5), "deny took {elapsed:?}");
+
+    // Warnings: 50, 80 and 100 percent of the team budget, each once; the
+    // soft org budget (4 of 100 USD) has none.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let records = read_records(&env.events_topic, Duration::from_secs(10), |_| false).await;
+    let mut warned: Vec<(String, i64)> = records
+        .iter()
+        .filter(|(_, v)| v["kind"] == "admin.budget.threshold")
+        .map(|(_, v)| {
+            (
+                v["admin"]["subject"].as_str().unwrap().to_string(),
+                v["admin"]["threshold_percent"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        records
+            .iter()
+            .filter(|(_, v)| v["kind"] == "admin.budget.set")
+            .count(),
+        2,
+        "each budget change is an admin event"
+    );
+    warned.sort();
+    assert_eq!(
+        warned,
+        vec![
+            ("budget/team/team-x".to_string(), 50),
+            ("budget/team/team-x".to_string(), 80),
+            ("budget/team/team-x".to_string(), 100)
+        ]
+    );
+
+    // The budget report: spend, state, and the page shows the CSV's strings.
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
+    let statuses: serde_json::Value =
+        reqwest::get(format!("{}/api/v1/finance/budgets", env.api_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let team = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subject"] == "budget/team/team-x")
+        .unwrap();
+    assert_eq!(team["state"], "exhausted", "{statuses:#}");
+    assert_eq!(d(team["spend_usd"].as_str().unwrap()), d("4"));
+    let org = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subject"] == "budget/org/org-1")
+        .unwrap();
+    assert_eq!(org["state"], "ok");
+    let csv = reqwest::get(format!("{}/finance/budgets.csv", env.api_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let page = reqwest::get(format!("{}/finance/budgets", env.api_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in csv.lines().skip(1) {
+        for field in line.split(',') {
+            assert!(
+                page.contains(&format!(">{field}</td>")),
+                "page lacks {field}"
+            );
+        }
+    }
+}
+
+/// The demo path: simulated traffic through the ingest API is priced out of
+/// the box by the default catalog, and the rollup, the cost report and the
+/// facts agree exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_traffic_through_ingest_is_priced_by_the_default_catalog() {
+    let mut env = TestEnv::new("cost_sim").await;
+    let key = run_ok(
+        &env,
+        &["keys", "create", "--name", "sim", "--role", "admin"],
+    )
+    .lines()
+    .last()
+    .unwrap()
+    .trim()
+    .to_string();
+    env.spawn("ingest", &["ingest"]);
+    env.spawn("process", &["process"]);
+    support::wait_http(
+        &format!("{}/healthz", env.ingest_url()),
+        Duration::from_secs(30),
+        &env.log_path("ingest"),
+    )
+    .await;
+    let target = env.ingest_url();
+    run_ok(
+        &env,
+        &[
+            "simulate",
+            "--target",
+            &target,
+            "--key",
+            &key,
+            "--events",
+            "2000",
+            "--span-minutes",
+            "30",
+        ],
+    );
+    // Every simulated event is a terminal call (completed or failed).
+    let stored = env
+        .wait_for_count(
+            "SELECT count() FROM {db}.calls",
+            2000,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(stored, 2000);
+    let unpriced = env
+        .ch("SELECT count() FROM {db}.calls WHERE kind IN ('ai.call.completed', 'ai.call.failed') AND priced = 0")
+        .await;
+    assert_eq!(
+        unpriced.trim(),
+        "0",
+        "every simulated model has a default price"
+    );
+    let facts = env
+        .ch("SELECT toString(sum(cost)) FROM {db}.calls WHERE kind IN ('ai.call.completed', 'ai.call.failed')")
+        .await;
+    let rollup = env
+        .ch("SELECT toString(sum(cost)) FROM {db}.cost_daily")
+        .await;
+    assert_eq!(d(facts.trim()), d(rollup.trim()));
+    assert!(d(facts.trim()) > Decimal::ZERO);
+
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
+    let today = Utc::now().date_naive();
+    let from = today - chrono::Duration::days(1);
+    let to = today + chrono::Duration::days(1);
+    for group_by in ["team", "model", "user,key", "org,provider,price_version"] {
+        let report: serde_json::Value = reqwest::get(format!(
+            "{}/api/v1/reports/cost?from={from}&to={to}&group_by={group_by}",
+            env.api_url()
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let sum: Decimal = report["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| d(g["cost"].as_str().unwrap()))
+            .sum();
+        assert_eq!(sum, d(facts.trim()), "groups by {group_by}");
+        assert_eq!(
+            d(report["total"]["cost"].as_str().unwrap()),
+            d(facts.trim())
+        );
+    }
+}
