@@ -386,6 +386,9 @@ impl<F: Fold> Processor<F> {
                 () = self.shutdown.cancelled() => return Ok(()),
                 () = sleep_until(deadline) => self.flush(consumer, CommitMode::Async).await?,
                 _ = progress.tick() => {
+                    // Rebalances recorded while idle (no message to return
+                    // from `recv`) are applied and logged here at the latest.
+                    self.apply_rebalances(consumer);
                     self.log_progress(consumer, last);
                     last = (Instant::now(), self.counters);
                 }
