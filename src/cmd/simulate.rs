@@ -11,7 +11,7 @@ use tollgate_ingest::contract::Event;
 use tollgate_ingest::producer::EventProducer;
 
 use crate::config::Config;
-use crate::workload::{Workload, WorkloadSpec};
+use crate::workload::{proxy_calls, Workload, WorkloadSpec};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,6 +34,11 @@ pub struct Args {
     /// (no API key needed; the events skip the HTTP edge).
     #[arg(long)]
     pub direct_kafka: bool,
+    /// Make real calls through `tollgate proxy` at this URL instead (the proxy
+    /// records each call itself; `--key` is then a proxy key). Only the
+    /// OpenAI and Anthropic models of the simulated cast are sent.
+    #[arg(long)]
+    pub via_proxy: Option<String>,
     /// Events per request (or per producer batch).
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
@@ -50,6 +55,11 @@ enum Sink {
         key: String,
     },
     Kafka(EventProducer),
+    Proxy {
+        client: reqwest::Client,
+        base: String,
+        key: String,
+    },
 }
 
 impl Sink {
@@ -65,6 +75,20 @@ impl Sink {
                 }
                 Ok((batch.len() as u64, 0))
             }
+            Sink::Proxy { client, base, key } => {
+                let calls = batch
+                    .iter()
+                    .filter(|event| proxy_calls::is_routable(event))
+                    .map(|event| proxy_calls::call(client, base, key, event));
+                let mut made = 0;
+                for result in futures::future::join_all(calls).await {
+                    // Simulated failures come back as error statuses on purpose;
+                    // only an unreachable proxy is an error here.
+                    result?;
+                    made += 1;
+                }
+                Ok((made, 0))
+            }
         }
     }
 }
@@ -72,6 +96,16 @@ impl Sink {
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let sink = if args.direct_kafka {
         Sink::Kafka(EventProducer::new(&config.kafka)?)
+    } else if let Some(base) = &args.via_proxy {
+        let key = args
+            .key
+            .clone()
+            .context("--key (a proxy key, role proxy) is required with --via-proxy")?;
+        Sink::Proxy {
+            client: reqwest::Client::new(),
+            base: base.clone(),
+            key,
+        }
     } else {
         let key = args
             .key
@@ -115,7 +149,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "sent {} events in {:.1} s ({:.0} events/s): {accepted} accepted, {rejected} rejected",
+        "sent {} events in {:.1} s ({:.0} events/s): {accepted} accepted (or calls made through the proxy), {rejected} rejected",
         args.events,
         secs,
         args.events as f64 / secs.max(1e-9)

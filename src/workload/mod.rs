@@ -5,5 +5,6 @@
 
 pub mod cast;
 pub mod generator;
+pub mod proxy_calls;
 
 pub use generator::{Workload, WorkloadSpec};
