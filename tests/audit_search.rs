@@ -15,12 +15,13 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use support::chromium::run_chromium;
 use support::TestEnv;
 use tollgate_processors::audit::checkpoint::{CheckpointRow, CheckpointSigner};
 use tollgate_processors::audit::entry::{chain_entry, EntryFields, EntryRow, GENESIS};
@@ -686,71 +687,6 @@ async fn search_tenant_isolation_and_search_export() {
 }
 
 // ------------------------------------------------------------ Chromium
-
-fn chromium() -> PathBuf {
-    let path = PathBuf::from(
-        std::env::var("TOLLGATE_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-    );
-    assert!(
-        path.exists(),
-        "{} not found (apt-get install chromium)",
-        path.display()
-    );
-    path
-}
-
-/// Headless Chromium on `urls` in one profile (so the login cookie set by
-/// the first URL is sent with the others), with `extra` flags.
-fn run_chromium(url: &str, profile: &Path, extra: &[&str]) -> Output {
-    let mut child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut buf).unwrap();
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut stderr, &mut buf).unwrap();
-        buf
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("chromium did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
 
 /// Log in through `/compliance/login?key=...&next=<page>` (sets the
 /// HttpOnly cookie and redirects), dump the page's DOM and screenshot it.
