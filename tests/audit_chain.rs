@@ -7,18 +7,16 @@
 
 mod support;
 
+use support::kafka::produce_all;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::{kafka_brokers, TestEnv};
+use support::TestEnv;
 
 const SEED: &str = "4f1c0a7e3b9d2c8e5f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
 
@@ -72,38 +70,6 @@ fn traffic(teams: &[&str], per_team: usize, start: DateTime<Utc>) -> Vec<(String
         }
     }
     out
-}
-
-fn producer() -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "20")
-        .create()
-        .unwrap()
-}
-
-async fn produce_all(topic: &str, messages: &[(String, Vec<u8>)]) {
-    let producer = producer();
-    let mut pending = Vec::with_capacity(messages.len());
-    for (key, payload) in messages {
-        loop {
-            match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
-                Ok(delivery) => {
-                    pending.push(delivery);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err((err, _)) => panic!("produce failed: {err}"),
-            }
-        }
-    }
-    for delivery in pending {
-        delivery.await.unwrap().map_err(|(e, _)| e).unwrap();
-    }
 }
 
 async fn ch_u64(env: &TestEnv, sql: &str) -> u64 {

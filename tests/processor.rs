@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::kafka::{produce_all, producer};
+
 use std::collections::{BTreeMap, HashMap};
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -12,11 +14,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::TopicPartitionList;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset};
 use support::{kafka_brokers, unique, TestEnv};
 use tollgate_ingest::contract::{
@@ -118,41 +118,6 @@ fn traffic(n: usize, start: DateTime<Utc>, seed: u64) -> Traffic {
             .push((team, serde_json::to_vec(&event).unwrap()));
     }
     out
-}
-
-fn producer() -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .create()
-        .unwrap()
-}
-
-/// Produce everything (keyed, default partitioner) and wait for every ack.
-async fn produce_all(topic: &str, messages: &[(String, Vec<u8>)]) {
-    let producer = producer();
-    let mut pending = Vec::with_capacity(messages.len());
-    for (key, payload) in messages {
-        loop {
-            match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
-                Ok(delivery) => {
-                    pending.push(delivery);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err((err, _)) => panic!("produce failed: {err}"),
-            }
-        }
-    }
-    for delivery in pending {
-        delivery.await.unwrap().map_err(|(e, _)| e).unwrap();
-    }
 }
 
 /// Produce one message to partition 0 and return its offset.

@@ -6,6 +6,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod chromium;
+pub mod kafka;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
