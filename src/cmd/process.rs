@@ -95,7 +95,11 @@ async fn start_cost_fold(
         .context("cannot load the price catalog from postgres (run `tollgate migrate` first)")?;
     info!(versions = catalog.len(), "price catalog loaded");
     let prices = SharedCatalog::new(catalog);
-    tokio::spawn(keep_fresh(store, prices.clone(), shutdown.clone()));
+    tokio::spawn(keep_fresh(
+        store.pool().clone(),
+        prices.clone(),
+        shutdown.clone(),
+    ));
     let watcher = BudgetWatcher::new(
         BudgetStore::new(pool),
         tollgate_processors::clickhouse::client(&config.clickhouse),

@@ -13,10 +13,13 @@ pub mod admin;
 pub mod budgets;
 pub mod fold;
 pub mod litellm;
-pub mod prices;
 pub mod reprice;
 pub mod rollup;
 pub mod store;
+
+/// The price catalog types (they live in `tollgate-pricing`, shared with the
+/// proxy).
+pub use tollgate_pricing::catalog as prices;
 
 pub use fold::{call_cost, price_row, BillableUsage, COST_SCALE};
 pub use prices::{NewPrice, PriceCatalog, PriceVersion, SharedCatalog};

@@ -82,7 +82,7 @@ mod tests {
     use rust_decimal::Decimal;
 
     use super::*;
-    use crate::cost::fold::{call_cost, price_row, to_mantissa, BillableUsage};
+    use crate::cost::fold::{call_cost, price_row, to_mantissa, usage_of_row};
     use crate::cost::prices::{PriceCatalog, PriceVersion};
 
     fn catalog() -> PriceCatalog {
@@ -205,7 +205,7 @@ mod tests {
                 if r.priced == 1 {
                     let at = Utc.timestamp_opt(i64::from(r.occurred_at), 0).unwrap();
                     let price = catalog.lookup(&r.provider, &r.model, at).unwrap();
-                    prop_assert_eq!(r.cost, to_mantissa(call_cost(&BillableUsage::of_row(r), price).unwrap()));
+                    prop_assert_eq!(r.cost, to_mantissa(call_cost(&usage_of_row(r), price).unwrap()));
                 } else {
                     prop_assert_eq!(r.cost, 0);
                 }

@@ -1,56 +1,14 @@
 //! The price catalog in PostgreSQL (`price_versions`, see
-//! `migrations/postgres/*_price_catalog.sql`): loading every version for the
-//! processor, adding versions (imports and admin corrections), listing.
+//! `migrations/postgres/*_price_catalog.sql`): adding versions (imports and
+//! admin corrections), listing. Reading and refreshing the catalog is
+//! [`tollgate_pricing::store`], shared with the proxy.
 //! Rows are never updated or deleted: a correction is a new row.
 
-use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use sqlx::PgPool;
+pub use tollgate_pricing::store::{keep_fresh, PRICES_CHANNEL, REFRESH_EVERY};
+use tollgate_pricing::store::{load_catalog, load_versions, PriceRow as Row, SELECT_VERSIONS};
 
 use super::prices::{NewPrice, PriceCatalog, PriceVersion};
-
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: i64,
-    provider: String,
-    model: String,
-    effective_from: DateTime<Utc>,
-    input_per_token: Decimal,
-    output_per_token: Decimal,
-    cache_read_per_token: Option<Decimal>,
-    cache_write_per_token: Option<Decimal>,
-    reasoning_per_token: Option<Decimal>,
-    per_image: Decimal,
-    per_audio_second: Decimal,
-    per_request: Decimal,
-    source: String,
-    note: String,
-}
-
-impl From<Row> for PriceVersion {
-    fn from(r: Row) -> Self {
-        Self {
-            id: r.id,
-            provider: r.provider,
-            model: r.model,
-            effective_from: r.effective_from,
-            input_per_token: r.input_per_token.normalize(),
-            output_per_token: r.output_per_token.normalize(),
-            cache_read_per_token: r.cache_read_per_token.map(|d| d.normalize()),
-            cache_write_per_token: r.cache_write_per_token.map(|d| d.normalize()),
-            reasoning_per_token: r.reasoning_per_token.map(|d| d.normalize()),
-            per_image: r.per_image.normalize(),
-            per_audio_second: r.per_audio_second.normalize(),
-            per_request: r.per_request.normalize(),
-            source: r.source,
-            note: r.note,
-        }
-    }
-}
-
-const SELECT_VERSIONS: &str = "SELECT id, provider, model, effective_from, input_per_token, \
-     output_per_token, cache_read_per_token, cache_write_per_token, reasoning_per_token, \
-     per_image, per_audio_second, per_request, source, note FROM price_versions";
 
 /// What adding a batch of prices did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -73,17 +31,17 @@ impl PriceStore {
 
     /// Every version, ordered by id.
     pub async fn all(&self) -> sqlx::Result<Vec<PriceVersion>> {
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SELECT_VERSIONS} ORDER BY id"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(PriceVersion::from).collect())
+        load_versions(&self.pool).await
     }
 
     /// The whole catalog, for the cost fold.
     pub async fn catalog(&self) -> sqlx::Result<PriceCatalog> {
-        Ok(PriceCatalog::new(self.all().await?))
+        load_catalog(&self.pool).await
+    }
+
+    /// The pool, for [`keep_fresh`].
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Add `prices` (one transaction). A price whose `(provider, model,
@@ -148,67 +106,5 @@ impl PriceStore {
         }
         tx.commit().await?;
         Ok(outcome)
-    }
-}
-
-/// How often the processor reloads the catalog: a price added through the
-/// admin API prices new calls at most this long after it was stored.
-pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// PostgreSQL notification channel announcing a catalog change.
-pub const PRICES_CHANNEL: &str = "tollgate_prices";
-
-/// Reload the catalog into `shared` whenever a change is announced on
-/// [`PRICES_CHANNEL`], and every [`REFRESH_EVERY`] in any case (a missed
-/// notification, a listener that cannot connect), until `shutdown`. A failed
-/// reload keeps the previous catalog (and says so).
-pub async fn keep_fresh(
-    store: PriceStore,
-    shared: super::SharedCatalog,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut listener = match sqlx::postgres::PgListener::connect_with(&store.pool).await {
-        Ok(mut l) => match l.listen(PRICES_CHANNEL).await {
-            Ok(()) => Some(l),
-            Err(err) => {
-                tracing::warn!(%err, "cannot listen for price changes; reloading every 5 s only");
-                None
-            }
-        },
-        Err(err) => {
-            tracing::warn!(%err, "cannot listen for price changes; reloading every 5 s only");
-            None
-        }
-    };
-    let mut tick = tokio::time::interval(REFRESH_EVERY);
-    tick.tick().await;
-    loop {
-        let notified = async {
-            match listener.as_mut() {
-                Some(l) => l.recv().await.map(|_| ()),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-            result = notified => {
-                if let Err(err) = result {
-                    tracing::warn!(%err, "price change listener failed; it reconnects");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-            }
-        }
-        match store.catalog().await {
-            Ok(catalog) => {
-                if catalog.len() != shared.current().len() {
-                    tracing::info!(versions = catalog.len(), "price catalog reloaded");
-                }
-                shared.replace(catalog);
-            }
-            Err(err) => {
-                tracing::warn!(%err, "cannot reload the price catalog; pricing with the previous one")
-            }
-        }
     }
 }

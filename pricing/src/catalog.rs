@@ -1,5 +1,5 @@
-//! Price versions and the in-memory [`PriceCatalog`] the cost fold looks
-//! prices up in: for a provider, model and instant, the version in force is
+//! Price versions and the in-memory [`PriceCatalog`] the cost fold and the
+//! proxy's budget reservations look prices up in: for a provider, model and instant, the version in force is
 //! the one with the latest `effective_from` at or before the instant; among
 //! versions with the same `effective_from` (corrections) the highest id wins.
 
@@ -158,8 +158,8 @@ impl PriceCatalog {
     }
 }
 
-/// The catalog the processor prices with, swapped whole when it is reloaded
-/// from PostgreSQL.
+/// The catalog a processor or proxy prices with, swapped whole when it is
+/// reloaded from PostgreSQL.
 #[derive(Debug, Clone, Default)]
 pub struct SharedCatalog(Arc<RwLock<Arc<PriceCatalog>>>);
 

@@ -1,0 +1,186 @@
+//! The exact cost of one call: a pure function from its usage and the price
+//! version in force to a decimal USD amount. The processors' cost fold
+//! stores it on each call; the proxy uses it to settle budget reservations.
+//!
+//! Formula (also in `docs/cost.md`): with `cached ⊆ input` and
+//! `reasoning ⊆ output` (the event contract),
+//!
+//! ```text
+//! cost = (input - cached)        * input_per_token
+//!      + cached                  * (cache_read_per_token  or input_per_token)
+//!      + cache_write             * (cache_write_per_token or input_per_token)
+//!      + (output - reasoning)    * output_per_token      -- when the model has a reasoning price
+//!      + reasoning               * reasoning_per_token
+//!        (or output * output_per_token                   -- when it has none)
+//!      + images                  * per_image
+//!      + audio_ms / 1000         * per_audio_second
+//!      + requests                * per_request           -- 1 for a completed call, 0 for a failed one
+//! ```
+//!
+//! computed exactly and rounded once, per call, to 12 decimal places
+//! (banker's rounding); totals are sums of the rounded per-call costs.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use crate::catalog::PriceVersion;
+
+/// Decimal places of every stored cost (`Decimal(38, 12)`).
+pub const COST_SCALE: u32 = 12;
+
+/// The usage a cost is computed from, in integers (audio in milliseconds,
+/// as stored), so no float reaches the arithmetic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BillableUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub images: u64,
+    pub audio_ms: u64,
+    /// Requests charged the per-request fee (1 for a completed call).
+    pub requests: u64,
+}
+
+/// Why a cost could not be computed (only absurd magnitudes: the result
+/// does not fit 28 significant digits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cost overflows the decimal range")]
+pub struct CostOverflow;
+
+/// The exact cost of one call at `price`, rounded to [`COST_SCALE`] places.
+pub fn call_cost(usage: &BillableUsage, price: &PriceVersion) -> Result<Decimal, CostOverflow> {
+    let uncached = usage.input_tokens.saturating_sub(usage.cached_input_tokens);
+    let cached = usage.cached_input_tokens.min(usage.input_tokens);
+    let mut terms: Vec<(Decimal, Decimal)> = vec![
+        (Decimal::from(uncached), price.input_per_token),
+        (
+            Decimal::from(cached),
+            price.cache_read_per_token.unwrap_or(price.input_per_token),
+        ),
+        (
+            Decimal::from(usage.cache_write_tokens),
+            price.cache_write_per_token.unwrap_or(price.input_per_token),
+        ),
+        (Decimal::from(usage.images), price.per_image),
+        (Decimal::from(usage.requests), price.per_request),
+    ];
+    match price.reasoning_per_token {
+        Some(reasoning_price) => {
+            let reasoning = usage.reasoning_tokens.min(usage.output_tokens);
+            terms.push((
+                Decimal::from(usage.output_tokens - reasoning),
+                price.output_per_token,
+            ));
+            terms.push((Decimal::from(reasoning), reasoning_price));
+        }
+        None => terms.push((Decimal::from(usage.output_tokens), price.output_per_token)),
+    }
+    let mut total = Decimal::ZERO;
+    for (quantity, unit) in terms {
+        total = quantity
+            .checked_mul(unit)
+            .and_then(|t| total.checked_add(t))
+            .ok_or(CostOverflow)?;
+    }
+    let audio = Decimal::from(usage.audio_ms)
+        .checked_mul(price.per_audio_second)
+        .and_then(|t| t.checked_div(Decimal::ONE_THOUSAND))
+        .ok_or(CostOverflow)?;
+    total = total.checked_add(audio).ok_or(CostOverflow)?;
+    Ok(round(total))
+}
+
+/// Round to [`COST_SCALE`] places, banker's rounding.
+pub fn round(d: Decimal) -> Decimal {
+    d.round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointNearestEven)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn price() -> PriceVersion {
+        PriceVersion {
+            id: 7,
+            provider: "openai".into(),
+            model: "m".into(),
+            effective_from: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            input_per_token: d("0.0000025"),
+            output_per_token: d("0.00001"),
+            cache_read_per_token: Some(d("0.00000125")),
+            cache_write_per_token: Some(d("0.000003125")),
+            reasoning_per_token: None,
+            per_image: d("0.001"),
+            per_audio_second: d("0.0001"),
+            per_request: d("0.0005"),
+            source: "t".into(),
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn formula_by_hand() {
+        let usage = BillableUsage {
+            input_tokens: 1000,
+            output_tokens: 200,
+            cached_input_tokens: 400,
+            cache_write_tokens: 100,
+            reasoning_tokens: 50,
+            images: 2,
+            audio_ms: 1500,
+            requests: 1,
+        };
+        // 600*0.0000025 + 400*0.00000125 + 100*0.000003125 + 200*0.00001
+        // + 2*0.001 + 1.5*0.0001 + 0.0005
+        // = 0.0015 + 0.0005 + 0.0003125 + 0.002 + 0.002 + 0.00015 + 0.0005
+        assert_eq!(call_cost(&usage, &price()).unwrap(), d("0.0069625"));
+        let mut p = price();
+        p.reasoning_per_token = Some(d("0.00002"));
+        // output: 150*0.00001 + 50*0.00002 = 0.0015 + 0.001 (was 0.002)
+        assert_eq!(call_cost(&usage, &p).unwrap(), d("0.0074625"));
+        // No cache prices: cached and written tokens cost plain input.
+        p.cache_read_per_token = None;
+        p.cache_write_per_token = None;
+        // input: 1100 * 0.0000025 = 0.00275 (was 0.0023125)
+        assert_eq!(call_cost(&usage, &p).unwrap(), d("0.0079"));
+    }
+
+    #[test]
+    fn rounds_once_to_twelve_places() {
+        let mut p = price();
+        p.input_per_token = d("0.0000000000015"); // 1.5e-12
+        p.per_request = Decimal::ZERO;
+        let usage = BillableUsage {
+            input_tokens: 1,
+            ..BillableUsage::default()
+        };
+        assert_eq!(call_cost(&usage, &p).unwrap(), d("0.000000000002"));
+        let usage = BillableUsage {
+            input_tokens: 3,
+            ..BillableUsage::default()
+        };
+        assert_eq!(
+            call_cost(&usage, &p).unwrap(),
+            d("0.0000000000045").round_dp_with_strategy(12, RoundingStrategy::MidpointNearestEven)
+        );
+    }
+
+    #[test]
+    fn absurd_usage_does_not_panic() {
+        let mut p = price();
+        p.input_per_token = Decimal::MAX;
+        let usage = BillableUsage {
+            input_tokens: u64::MAX,
+            ..BillableUsage::default()
+        };
+        assert_eq!(call_cost(&usage, &p), Err(CostOverflow));
+    }
+}

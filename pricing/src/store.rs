@@ -1,0 +1,133 @@
+//! Reading the price catalog from PostgreSQL (`price_versions`, see
+//! `migrations/postgres/*_price_catalog.sql`) and keeping an in-memory copy
+//! fresh. Writing versions (imports, admin corrections) is the processors'
+//! `cost::store`.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+
+use crate::catalog::{PriceCatalog, PriceVersion, SharedCatalog};
+
+/// One row of `price_versions`.
+#[derive(sqlx::FromRow)]
+pub struct PriceRow {
+    pub id: i64,
+    pub provider: String,
+    pub model: String,
+    pub effective_from: DateTime<Utc>,
+    pub input_per_token: Decimal,
+    pub output_per_token: Decimal,
+    pub cache_read_per_token: Option<Decimal>,
+    pub cache_write_per_token: Option<Decimal>,
+    pub reasoning_per_token: Option<Decimal>,
+    pub per_image: Decimal,
+    pub per_audio_second: Decimal,
+    pub per_request: Decimal,
+    pub source: String,
+    pub note: String,
+}
+
+impl From<PriceRow> for PriceVersion {
+    fn from(r: PriceRow) -> Self {
+        Self {
+            id: r.id,
+            provider: r.provider,
+            model: r.model,
+            effective_from: r.effective_from,
+            input_per_token: r.input_per_token.normalize(),
+            output_per_token: r.output_per_token.normalize(),
+            cache_read_per_token: r.cache_read_per_token.map(|d| d.normalize()),
+            cache_write_per_token: r.cache_write_per_token.map(|d| d.normalize()),
+            reasoning_per_token: r.reasoning_per_token.map(|d| d.normalize()),
+            per_image: r.per_image.normalize(),
+            per_audio_second: r.per_audio_second.normalize(),
+            per_request: r.per_request.normalize(),
+            source: r.source,
+            note: r.note,
+        }
+    }
+}
+
+/// Every column of `price_versions`, in [`PriceRow`] order.
+pub const SELECT_VERSIONS: &str = "SELECT id, provider, model, effective_from, input_per_token, \
+     output_per_token, cache_read_per_token, cache_write_per_token, reasoning_per_token, \
+     per_image, per_audio_second, per_request, source, note FROM price_versions";
+
+/// Every version, ordered by id.
+pub async fn load_versions(pool: &PgPool) -> sqlx::Result<Vec<PriceVersion>> {
+    let rows: Vec<PriceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT_VERSIONS} ORDER BY id"
+    )))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(PriceVersion::from).collect())
+}
+
+/// The whole catalog.
+pub async fn load_catalog(pool: &PgPool) -> sqlx::Result<PriceCatalog> {
+    Ok(PriceCatalog::new(load_versions(pool).await?))
+}
+
+/// How often processors and proxies reload the catalog: a price added
+/// through the admin API prices new calls at most this long after it was
+/// stored (normally at once: see [`PRICES_CHANNEL`]).
+pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// PostgreSQL notification channel announcing a catalog change.
+pub const PRICES_CHANNEL: &str = "tollgate_prices";
+
+/// Reload the catalog into `shared` whenever a change is announced on
+/// [`PRICES_CHANNEL`], and every [`REFRESH_EVERY`] in any case (a missed
+/// notification, a listener that cannot connect), until `shutdown`. A failed
+/// reload keeps the previous catalog (and says so).
+pub async fn keep_fresh(
+    pool: PgPool,
+    shared: SharedCatalog,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+        Ok(mut l) => match l.listen(PRICES_CHANNEL).await {
+            Ok(()) => Some(l),
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for price changes; reloading every 5 s only");
+                None
+            }
+        },
+        Err(err) => {
+            tracing::warn!(%err, "cannot listen for price changes; reloading every 5 s only");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(REFRESH_EVERY);
+    tick.tick().await;
+    loop {
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.recv().await.map(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            result = notified => {
+                if let Err(err) = result {
+                    tracing::warn!(%err, "price change listener failed; it reconnects");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+        match load_catalog(&pool).await {
+            Ok(catalog) => {
+                if catalog.len() != shared.current().len() {
+                    tracing::info!(versions = catalog.len(), "price catalog reloaded");
+                }
+                shared.replace(catalog);
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot reload the price catalog; pricing with the previous one")
+            }
+        }
+    }
+}
