@@ -144,6 +144,21 @@ impl PriceCatalog {
         n.checked_sub(1).and_then(|i| list.get(i))
     }
 
+    /// The version in force for `provider`/`model` at `at` and the cost of
+    /// `usage` at it; `Ok(None)` when no version is in force (unpriced).
+    pub fn cost_of(
+        &self,
+        provider: &str,
+        model: &str,
+        at: DateTime<Utc>,
+        usage: &crate::cost::BillableUsage,
+    ) -> Result<Option<(&PriceVersion, Decimal)>, crate::cost::CostOverflow> {
+        match self.lookup(provider, model, at) {
+            Some(price) => Ok(Some((price, crate::cost::call_cost(usage, price)?))),
+            None => Ok(None),
+        }
+    }
+
     /// A version by id.
     pub fn by_id(&self, id: i64) -> Option<&PriceVersion> {
         self.by_model.values().flatten().find(|v| v.id == id)

@@ -129,7 +129,7 @@ pub fn call_row(
         cache_write_tokens: usage.cache_write_tokens,
         reasoning_tokens: usage.reasoning_tokens,
         images: usage.images,
-        audio_ms: audio_ms(usage.audio_seconds),
+        audio_ms: usage.audio_ms(),
         outcome: call.outcome.as_str().to_string(),
         http_status: call.http_status,
         error_type: call
@@ -159,17 +159,6 @@ pub fn call_row(
 
 fn epoch_seconds(t: DateTime<Utc>) -> Option<u32> {
     u32::try_from(t.timestamp()).ok()
-}
-
-/// Audio seconds (millisecond precision) as whole milliseconds.
-fn audio_ms(seconds: f64) -> u64 {
-    if !seconds.is_finite() || seconds <= 0.0 {
-        return 0;
-    }
-    // Bounded to 86 400 s by validation, so the cast cannot overflow.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let ms = (seconds * 1000.0).round() as u64;
-    ms
 }
 
 /// Which ClickHouse table partition (`toYYYYMM(occurred_at)`) a row lands in,

@@ -72,6 +72,7 @@ use crate::cost::SharedCatalog;
 use crate::dlq::{DeadLetterReason, DeadLetterWriter, Source};
 use crate::error::{Error, Result};
 use crate::fold::{CallsFold, Fold, MessageMeta, Positioned};
+use crate::progress::Progress;
 use crate::resume::{stored_offsets_in, ResumePositions};
 
 /// Whether the `calls` table exists.
@@ -250,12 +251,14 @@ struct Processor<F: Fold> {
 
 /// Run the processor until `shutdown` is cancelled; then flush the open
 /// batch, commit, and return what was done. Every call row is priced from
-/// `prices` (the cost fold) before it is batched.
+/// `prices` (the cost fold) before it is batched; every insert is recorded
+/// in `progress`.
 pub async fn run(
     kafka: &KafkaConfig,
     ch: &ClickHouseConfig,
     config: &ProcessorConfig,
     prices: SharedCatalog,
+    progress: Progress,
     shutdown: CancellationToken,
 ) -> Result<Counters> {
     let client = client(ch);
@@ -285,7 +288,11 @@ pub async fn run(
     }
     info!(%timezone, "calls are partitioned by month in this timezone");
     run_fold(
-        CallsFold { clock, prices },
+        CallsFold {
+            clock,
+            prices,
+            progress,
+        },
         kafka,
         ch,
         config,

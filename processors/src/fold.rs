@@ -16,6 +16,7 @@ use tollgate_ingest::contract::{Event, Rejection};
 
 use crate::calls_sink::{self, call_row, CallRow, PartitionClock, PartitionKey};
 use crate::cost::{price_row, SharedCatalog};
+use crate::progress::Progress;
 
 /// A row that knows the Kafka position it came from.
 pub trait Positioned {
@@ -100,6 +101,8 @@ pub trait Fold: Send {
 pub struct CallsFold {
     pub clock: PartitionClock,
     pub prices: SharedCatalog,
+    /// Recorded after every insert (see [`crate::progress`]).
+    pub progress: Progress,
 }
 
 impl Fold for CallsFold {
@@ -135,6 +138,17 @@ impl Fold for CallsFold {
     }
 
     async fn insert(&self, client: &Client, rows: &[CallRow]) -> clickhouse::error::Result<()> {
-        calls_sink::insert(client, rows).await
+        calls_sink::insert(client, rows).await?;
+        // The rows are stored whatever happens next. A progress row that
+        // cannot be written only makes the recorded progress lag until the
+        // next insert (see crate::progress): logged, not retried.
+        if let Err(err) = self
+            .progress
+            .record(client, rows.iter().map(Positioned::position))
+            .await
+        {
+            tracing::warn!(%err, "cannot record fold progress; budget settlement lags until the next insert");
+        }
+        Ok(())
     }
 }

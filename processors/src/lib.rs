@@ -13,6 +13,7 @@ pub mod dlq;
 pub mod error;
 pub mod fold;
 pub mod migrations;
+pub mod progress;
 pub mod read_models;
 pub mod resume;
 pub mod topics;

@@ -42,6 +42,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0021_cost_daily.sql",
         include_str!("../../migrations/clickhouse/0021_cost_daily.sql"),
     ),
+    (
+        "0022_fold_progress.sql",
+        include_str!("../../migrations/clickhouse/0022_fold_progress.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

@@ -7,9 +7,11 @@
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use tollgate_processors::cost::budgets::{BudgetStore, BudgetWatcher};
+use tollgate_processors::cost::budget_watcher::BudgetWatcher;
+use tollgate_processors::cost::budgets::BudgetStore;
 use tollgate_processors::cost::store::{keep_fresh, PriceStore};
 use tollgate_processors::cost::SharedCatalog;
+use tollgate_processors::progress::Progress;
 use tracing::info;
 
 use crate::config::Config;
@@ -42,12 +44,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     });
     let calls_fold = async {
         if calls {
-            let prices = start_cost_fold(config, &shutdown).await?;
+            let progress = Progress::new(&config.kafka.events_topic);
+            let prices = start_cost_fold(config, progress.clone(), &shutdown).await?;
             let result = tollgate_processors::consumer::run(
                 &config.kafka,
                 &config.clickhouse,
                 &config.processor,
                 prices,
+                progress,
                 shutdown.clone(),
             )
             .await;
@@ -85,6 +89,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
 /// budget watcher; returns the catalog the calls fold prices rows with.
 async fn start_cost_fold(
     config: &Config,
+    progress: Progress,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<SharedCatalog> {
     let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
@@ -104,6 +109,7 @@ async fn start_cost_fold(
         BudgetStore::new(pool),
         tollgate_processors::clickhouse::client(&config.clickhouse),
         &config.kafka,
+        progress,
     )
     .context("cannot create the budget decision producer")?;
     tokio::spawn(watcher.run(shutdown.clone()));

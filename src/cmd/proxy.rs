@@ -53,6 +53,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         .context("proxy HTTP server failed")?;
     tracing::info!("shutting down: waiting for events to reach kafka or the spool");
     runtime.decisions_task.abort();
+    runtime.prices_task.cancel();
     // The router (and with it every emitter handle) is gone; relays still
     // running hold their own handles and finish first.
     drop(runtime.state);

@@ -19,6 +19,7 @@ pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
             .chain(tollgate_processors::read_models::sql_catalog())
             .chain(tollgate_processors::cost::reprice::catalog())
             .chain(tollgate_processors::cost::budgets::catalog())
+            .chain(tollgate_processors::progress::catalog())
             .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
             .collect();
     println!("{}", serde_json::to_string_pretty(&statements)?);

@@ -161,6 +161,37 @@ pub struct Usage {
     pub audio_seconds: f64,
 }
 
+impl Usage {
+    /// Audio seconds (millisecond precision) as whole milliseconds, the
+    /// only form any price touches.
+    pub fn audio_ms(&self) -> u64 {
+        let seconds = self.audio_seconds;
+        if !seconds.is_finite() || seconds <= 0.0 {
+            return 0;
+        }
+        // Bounded to 86 400 s by validation (and clamped here), so the cast
+        // cannot overflow.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let ms = (seconds.min(86_400.0) * 1000.0).round() as u64;
+        ms
+    }
+
+    /// The usage a cost is computed from; `completed` calls also pay the
+    /// per-request fee.
+    pub fn billable(&self, completed: bool) -> tollgate_pricing::BillableUsage {
+        tollgate_pricing::BillableUsage {
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cached_input_tokens: self.cached_input_tokens,
+            cache_write_tokens: self.cache_write_tokens,
+            reasoning_tokens: self.reasoning_tokens,
+            images: u64::from(self.images),
+            audio_ms: self.audio_ms(),
+            requests: u64::from(completed),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {

@@ -33,6 +33,7 @@ pub struct ProxyConfig {
     /// Seconds start-up waits for the decisions topic to be read to its end.
     pub decisions_load_secs: u64,
     pub rate_limit: RateLimitConfig,
+    pub budgets: BudgetConfig,
 }
 
 impl Default for ProxyConfig {
@@ -49,6 +50,29 @@ impl Default for ProxyConfig {
             key_cache_secs: 30,
             decisions_load_secs: 10,
             rate_limit: RateLimitConfig::default(),
+            budgets: BudgetConfig::default(),
+        }
+    }
+}
+
+/// Budget reservations (`docs/cost.md`, "Reserve and settle").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    /// This proxy's share of each budget's remaining amount, in (0, 1]:
+    /// `1` with one proxy, `1/N` (e.g. "0.25") for each of N proxies, so
+    /// that together they cannot overrun. A decimal string.
+    pub share: rust_decimal::Decimal,
+    /// Output tokens assumed for a call that sets no maximum (then the
+    /// reservation is an estimate, not a bound).
+    pub default_max_tokens: u64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            share: rust_decimal::Decimal::ONE,
+            default_max_tokens: 4096,
         }
     }
 }

@@ -15,6 +15,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+use super::budget::{BudgetLedger, BudgetState};
 use super::metrics::ProxyMetrics;
 use crate::config::KafkaConfig;
 
@@ -40,6 +41,10 @@ pub struct Decision {
     pub reroute_to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_until: Option<DateTime<Utc>>,
+    /// `budget/<kind>/<id>` records: the subject's hard budgets and their
+    /// spend, for reservations (see [`super::budget`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetState>,
 }
 
 impl Decision {
@@ -88,13 +93,31 @@ impl Subjects<'_> {
     }
 }
 
-#[derive(Default)]
 pub struct DecisionCache {
     decisions: RwLock<HashMap<String, Decision>>,
+    /// Budget states of `budget/...` records go to the reservations.
+    pub budgets: Arc<BudgetLedger>,
+}
+
+impl Default for DecisionCache {
+    fn default() -> Self {
+        Self::new(Arc::new(BudgetLedger::new(rust_decimal::Decimal::ONE)))
+    }
 }
 
 impl DecisionCache {
+    pub fn new(budgets: Arc<BudgetLedger>) -> Self {
+        Self {
+            decisions: RwLock::default(),
+            budgets,
+        }
+    }
+
     pub fn apply(&self, subject: &str, decision: Option<Decision>) {
+        if subject.starts_with("budget/") {
+            self.budgets
+                .update(subject, decision.as_ref().and_then(|d| d.budget.clone()));
+        }
         if let Ok(mut map) = self.decisions.write() {
             match decision {
                 Some(d) if d.action != Action::Allow => {
@@ -168,8 +191,9 @@ pub async fn start(
     kafka: &KafkaConfig,
     load_timeout: Duration,
     metrics: Arc<ProxyMetrics>,
+    budgets: Arc<BudgetLedger>,
 ) -> Result<(Arc<DecisionCache>, JoinHandle<()>), String> {
-    let cache = Arc::new(DecisionCache::default());
+    let cache = Arc::new(DecisionCache::new(budgets));
     let topic = kafka.decisions_topic.clone();
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)

@@ -16,10 +16,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::budget::BudgetLedger;
 use super::metrics::ProxyMetrics;
 use super::spool::Spool;
 use crate::contract::Event;
-use crate::producer::EventProducer;
+use crate::producer::{Delivered, EventProducer, ProduceError};
 
 const BATCH: usize = 512;
 const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -55,9 +56,10 @@ pub fn start(
     spool: Spool,
     capacity: usize,
     metrics: Arc<ProxyMetrics>,
+    budgets: Arc<BudgetLedger>,
 ) -> (EventEmitter, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    let task = tokio::spawn(run(producer, spool, rx, metrics));
+    let task = tokio::spawn(run(producer, spool, rx, metrics, budgets));
     (EventEmitter { tx }, task)
 }
 
@@ -66,6 +68,7 @@ async fn run(
     mut spool: Spool,
     mut rx: mpsc::Receiver<Event>,
     metrics: Arc<ProxyMetrics>,
+    budgets: Arc<BudgetLedger>,
 ) {
     let m = metrics.as_ref();
     ProxyMetrics::set(&m.spool_pending_bytes, spool.pending_bytes());
@@ -77,7 +80,7 @@ async fn run(
         if spool.has_pending() {
             // Spooling: new events join the spool's tail; replay when Kafka answers.
             let closed = drain_into_spool(&mut rx, &mut spool, m).await;
-            if replay(&producer, &mut spool, m).await {
+            if replay(&producer, &mut spool, m, &budgets).await {
                 continue;
             }
             if closed {
@@ -99,6 +102,7 @@ async fn run(
             return; // closed and empty
         }
         let results = producer.send_batch(&batch).await;
+        place(&budgets, &batch, &results);
         let acknowledged = results.iter().filter(|r| r.is_ok()).count() as u64;
         ProxyMetrics::add(&m.events_produced, acknowledged);
         let first_failed = results.iter().position(Result::is_err);
@@ -121,6 +125,19 @@ async fn run(
             // take the backlog rather than make callers wait on the queue.
             tracing::warn!(queued = rx.len(), dir = %spool.dir().display(), "event queue 3/4 full; spooling the backlog to disk while kafka catches up");
             drain_into_spool(&mut rx, &mut spool, m).await;
+        }
+    }
+}
+
+/// Tell the budget reservations where Kafka put each acknowledged event, so
+/// its charge can be dropped once the published spend includes it.
+fn place(budgets: &BudgetLedger, events: &[Event], results: &[Result<Delivered, ProduceError>]) {
+    if !budgets.awaits_positions() {
+        return;
+    }
+    for (event, result) in events.iter().zip(results) {
+        if let Ok(delivered) = result {
+            budgets.placed(event.event_id, delivered.partition, delivered.offset);
         }
     }
 }
@@ -165,7 +182,12 @@ fn append(spool: &mut Spool, events: &[Event], m: &ProxyMetrics) {
 }
 
 /// Replay one batch from the spool if Kafka answers. `true` if it advanced.
-async fn replay(producer: &EventProducer, spool: &mut Spool, m: &ProxyMetrics) -> bool {
+async fn replay(
+    producer: &EventProducer,
+    spool: &mut Spool,
+    m: &ProxyMetrics,
+    budgets: &BudgetLedger,
+) -> bool {
     if !matches!(
         producer.check_connected(Duration::from_secs(1)).await,
         Ok(true)
@@ -181,6 +203,7 @@ async fn replay(producer: &EventProducer, spool: &mut Spool, m: &ProxyMetrics) -
     };
     let events: Vec<Event> = read.iter().map(|(e, _)| e.clone()).collect();
     let results = producer.send_batch(&events).await;
+    place(budgets, &events, &results);
     // Advance only over the acknowledged prefix; the rest is sent again
     // (a duplicate at worst, never a gap or a reordering).
     let advance_to = match results.iter().position(Result::is_err) {

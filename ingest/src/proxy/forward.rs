@@ -372,7 +372,7 @@ pub async fn forward(
             record.duration = started.elapsed();
             tracing::info!(call_id = %record.call_id, provider = %record.provider, model = %record.model, attempt, status = record.http_status, retryable, "upstream attempt failed");
             ProxyMetrics::inc(&state.metrics.upstream_failures);
-            state.emitter.emit(ctx.event(record.clone())).await;
+            state.emit_attempt(&ctx, record.clone()).await;
             let wait = backoff(attempt, base, max_backoff, server_wait);
             let wait_ok = server_wait.is_none_or(|w| w <= max_backoff);
             if retryable && attempt < max_attempts && wait_ok {
@@ -493,7 +493,7 @@ fn relay(
         record.duration = started.elapsed();
         record.response_sha256 = Some(observer.response_sha256());
         tracing::debug!(call_id = %record.call_id, outcome = outcome.as_str(), "call finished");
-        state.emitter.emit(ctx.event(record)).await;
+        state.emit_attempt(&ctx, record).await;
     });
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))

@@ -16,6 +16,8 @@ pub struct ProxyMetrics {
     pub retries: AtomicU64,
     pub fallbacks: AtomicU64,
     pub blocked: AtomicU64,
+    /// Calls refused because their reservation did not fit a hard budget.
+    pub budget_refusals: AtomicU64,
     pub cancelled: AtomicU64,
     pub events_produced: AtomicU64,
     pub events_spooled: AtomicU64,
@@ -68,7 +70,12 @@ impl ProxyMetrics {
                 get(&self.responses[class])
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
+            (
+                "tollgate_proxy_budget_refusals_total",
+                "Calls refused because the most they could cost did not fit a hard budget.",
+                &self.budget_refusals,
+            ),
             (
                 "tollgate_proxy_rate_limited_responses_total",
                 "429 responses (gates and upstream).",

@@ -7,16 +7,19 @@
 //!
 //! Module map: [`config`] (the `[proxy]` section), [`auth`] (virtual keys),
 //! [`routing`] (model -> provider, aliases, fallbacks), [`decisions`] (the
-//! decision cache), [`forward`] (attempts, retries, relay), [`observe`]
+//! decision cache), [`budget`] and [`estimate`] (budget reservations),
+//! [`forward`] (attempts, retries, relay), [`observe`]
 //! (usage and TTFT from the bytes passing through), [`record`] (events),
 //! [`emitter`] and [`spool`] (delivery to Kafka), [`errors`] (the proxy's
 //! own error replies), [`metrics`] (`GET /metrics`).
 
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod decisions;
 pub mod emitter;
 pub mod errors;
+pub mod estimate;
 pub mod forward;
 pub mod metrics;
 pub mod observe;
@@ -42,7 +45,10 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use tollgate_pricing::SharedCatalog;
+
 use self::auth::{KeyCache, VirtualKey};
+use self::budget::BudgetLedger;
 use self::config::{ProviderConfig, ProviderKind, ProxyConfig};
 use self::decisions::{Action, DecisionCache, Subjects};
 use self::emitter::EventEmitter;
@@ -120,6 +126,23 @@ pub struct ProxyState {
     pub emitter: EventEmitter,
     pub upstreams: HashMap<String, Upstream>,
     pub metrics: Arc<ProxyMetrics>,
+    /// The price catalog, for budget reservations (kept fresh from
+    /// PostgreSQL like the processors' copy).
+    pub prices: SharedCatalog,
+}
+
+impl ProxyState {
+    /// Emit the event of one attempt, first charging its exact cost to the
+    /// call's budget reservation.
+    pub async fn emit_attempt(&self, ctx: &CallContext, record: record::AttemptRecord) {
+        let event = ctx.event(record);
+        if let Some(reservation) = &ctx.budget {
+            if let Some(cost) = estimate::event_cost(&event, &self.prices.current()) {
+                reservation.charge(event.event_id, cost, event.occurred_at);
+            }
+        }
+        self.emitter.emit(event).await;
+    }
 }
 
 /// Why the proxy cannot start.
@@ -141,6 +164,8 @@ pub struct ProxyRuntime {
     pub emitter_task: JoinHandle<()>,
     pub decisions_task: JoinHandle<()>,
     pub producer: EventProducer,
+    /// Stops the price catalog refresher.
+    pub prices_task: tokio_util::sync::CancellationToken,
 }
 
 fn build_upstreams(config: &ProxyConfig) -> Result<HashMap<String, Upstream>, ProxyStartError> {
@@ -208,16 +233,47 @@ pub async fn start(
         ..kafka.clone()
     })?;
     let metrics = Arc::new(ProxyMetrics::default());
+    let share = config.budgets.share;
+    if share <= rust_decimal::Decimal::ZERO || share > rust_decimal::Decimal::ONE {
+        return Err(ProxyStartError::Config(format!(
+            "proxy.budgets.share must be in (0, 1], got {share}"
+        )));
+    }
+    let budgets = Arc::new(BudgetLedger::new(share));
     let spool = spool::Spool::open(Path::new(&config.spool_dir))?;
-    let (emitter, emitter_task) =
-        emitter::start(producer.clone(), spool, config.event_queue, metrics.clone());
+    let (emitter, emitter_task) = emitter::start(
+        producer.clone(),
+        spool,
+        config.event_queue,
+        metrics.clone(),
+        budgets.clone(),
+    );
     let (decisions, decisions_task) = decisions::start(
         kafka,
         Duration::from_secs(config.decisions_load_secs),
         metrics.clone(),
+        budgets,
     )
     .await
     .map_err(ProxyStartError::Decisions)?;
+    let catalog = match tollgate_pricing::store::load_catalog(&pool).await {
+        Ok(catalog) => catalog,
+        Err(err) => {
+            tracing::warn!(%err, "cannot load the price catalog; budget reservations estimate 0 until it loads");
+            tollgate_pricing::PriceCatalog::default()
+        }
+    };
+    tracing::info!(
+        versions = catalog.len(),
+        "price catalog loaded for budget reservations"
+    );
+    let prices = SharedCatalog::new(catalog);
+    let prices_task = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(tollgate_pricing::store::keep_fresh(
+        pool.clone(),
+        prices.clone(),
+        prices_task.clone(),
+    ));
     let limiter = NonZeroU32::new(config.rate_limit.requests_per_second).map(|rps| {
         let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(rps);
         RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
@@ -231,12 +287,14 @@ pub async fn start(
         emitter,
         upstreams,
         metrics,
+        prices,
     });
     Ok(ProxyRuntime {
         state,
         emitter_task,
         decisions_task,
         producer,
+        prices_task,
     })
 }
 
@@ -560,6 +618,33 @@ async fn handle_call(
             Action::Allow => {}
         }
     }
+    let mut ctx = ctx;
+    match reserve_budget(&state, &ctx, endpoint, &request, bytes.len(), &route) {
+        Ok(reservation) => ctx.budget = reservation.map(Arc::new),
+        Err(shortfall) => {
+            let retry = (shortfall.period_end - chrono::Utc::now())
+                .num_seconds()
+                .max(1);
+            let err = ProxyError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "tollgate_denied",
+                format!("call denied: {}", shortfall.reason()),
+            )
+            .code("budget_exceeded")
+            .retry_after(Some(u64::try_from(retry).unwrap_or(1)));
+            ProxyMetrics::inc(&state.metrics.budget_refusals);
+            return refuse(
+                &state,
+                &ctx,
+                &route,
+                Outcome::Blocked,
+                err,
+                started,
+                dialect,
+            )
+            .await;
+        }
+    }
     forward::forward(
         state.clone(),
         ctx,
@@ -570,6 +655,52 @@ async fn handle_call(
         route,
     )
     .await
+}
+
+/// Reserve the most this call can cost against every budget subject it
+/// belongs to (see [`budget`]); `Ok(None)` when no subject has a hard budget.
+fn reserve_budget(
+    state: &ProxyState,
+    ctx: &CallContext,
+    endpoint: Endpoint,
+    request: &Value,
+    body_len: usize,
+    route: &Route,
+) -> Result<Option<budget::Reservation>, Box<budget::Shortfall>> {
+    let ledger = &state.decisions.budgets;
+    if !ledger.is_active() {
+        return Ok(None);
+    }
+    let key_id = ctx.key.id.to_string();
+    let subjects: Vec<String> = [
+        ("key", key_id.as_str()),
+        ("user", ctx.key.user_id.as_str()),
+        ("team", ctx.key.team_id.as_str()),
+        ("org", ctx.key.org_id.as_str()),
+    ]
+    .iter()
+    .filter(|(_, id)| !id.is_empty())
+    .map(|(kind, id)| format!("budget/{kind}/{id}"))
+    .collect();
+    let mut candidates = vec![(route.provider.clone(), route.model.clone())];
+    for model in state.routes.fallbacks(&route.model) {
+        if let Some(r) = state.routes.route(endpoint.kind(), model) {
+            candidates.push((r.provider, r.model));
+        }
+    }
+    let candidates: Vec<(&str, &str)> = candidates
+        .iter()
+        .map(|(p, m)| (p.as_str(), m.as_str()))
+        .collect();
+    let now = chrono::Utc::now();
+    let bound = estimate::token_bound(
+        request,
+        body_len,
+        endpoint == Endpoint::Embeddings,
+        state.config.budgets.default_max_tokens,
+    );
+    let amount = estimate::estimate(bound, &candidates, &state.prices.current(), now);
+    ledger.reserve(&subjects, amount, now)
 }
 
 fn action_word(action: Action) -> &'static str {

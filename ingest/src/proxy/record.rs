@@ -31,6 +31,9 @@ pub struct CallContext {
     pub stream: bool,
     pub prompt_sha256: String,
     pub tags: BTreeMap<String, String>,
+    /// The call's budget reservation, released when the last clone of the
+    /// context is dropped (after the call's last event is charged).
+    pub budget: Option<std::sync::Arc<super::budget::Reservation>>,
 }
 
 /// How one attempt (or refusal) ended.
@@ -69,6 +72,7 @@ impl CallContext {
             stream,
             prompt_sha256: sha256_hex(body),
             tags: tags(headers),
+            budget: None,
         }
     }
 

@@ -1,40 +1,26 @@
 //! Budgets: the PostgreSQL store (`budgets`, `budget_alerts`), the pure
-//! evaluation of a budget against the spend of its period, and the
-//! [`BudgetWatcher`] that `tollgate process` runs: it reads each budget
-//! subject's spend for the running day / month from the `cost_daily` rollup,
-//! publishes `deny` (hard budget exhausted) and `allow` decisions on the
-//! compacted `tollgate.decisions` topic keyed `budget/<kind>/<id>`, and
-//! warns once per threshold and period with an `admin.budget.threshold`
-//! event on the events topic.
+//! evaluation of a budget against the spend of its period, its status for
+//! reports, and the spend query. The [`super::budget_watcher`] that
+//! `tollgate process` runs turns them into decisions and warnings.
 //!
 //! Spend comes from the rollup, which every processor's inserts feed, so an
 //! org whose teams land on different partitions (and processors) is judged
 //! on its whole spend. See `docs/cost.md` for the bound on overrun.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use clickhouse::{Client, Row};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
-use tollgate_ingest::config::KafkaConfig;
-use tollgate_ingest::producer::EventProducer;
 
-use super::admin::admin_event;
 use super::fold::from_mantissa;
 
 /// Kind of the event recording a budget change.
 pub const KIND_BUDGET_SET: &str = "admin.budget.set";
 /// Kind of the warning event.
 pub const KIND_BUDGET_THRESHOLD: &str = "admin.budget.threshold";
-/// How often the watcher reads spend.
-pub const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,6 +71,13 @@ impl Period {
             Self::Daily => "daily",
             Self::Monthly => "monthly",
         }
+    }
+
+    /// The instants `[start, end)` of the period containing `now`.
+    pub fn bounds(self, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        let (start, end) = self.window(now);
+        let at = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(now);
+        (at(start), at(end))
     }
 
     /// The UTC days `[start, end)` of the period containing `now`.
@@ -145,31 +138,6 @@ pub fn evaluate(budget: &Budget, spend: Decimal) -> Evaluation {
     Evaluation {
         reached,
         deny: budget.hard && spend >= budget.limit_usd,
-    }
-}
-
-/// The decision record for `budget` (see `docs/decisions.md`).
-pub fn decision(
-    budget: &Budget,
-    spend: Decimal,
-    deny: bool,
-    now: DateTime<Utc>,
-) -> serde_json::Value {
-    let (_, end) = budget.period.window(now);
-    let end_at = end.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(now);
-    if deny {
-        json!({
-            "subject": budget.subject(),
-            "action": "deny",
-            "reason": format!(
-                "{} budget of {} USD for {} {} exhausted (spent {} USD)",
-                budget.period.name(), budget.limit_usd, budget.subject_kind.name(), budget.subject_id, spend.round_dp(6)
-            ),
-            "retry_after_secs": (end_at - now).num_seconds().max(1),
-            "valid_until": end_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        })
-    } else {
-        json!({ "subject": budget.subject(), "action": "allow", "reason": "within budget" })
     }
 }
 
@@ -397,140 +365,6 @@ pub fn to_csv(statuses: &[BudgetStatus]) -> String {
     out
 }
 
-/// Publishes budget decisions and threshold warnings.
-pub struct BudgetWatcher {
-    pub store: BudgetStore,
-    pub client: Client,
-    pub decisions: FutureProducer,
-    pub decisions_topic: String,
-    pub events: EventProducer,
-    /// The action last published per subject, to publish only changes.
-    published: HashMap<String, bool>,
-}
-
-impl BudgetWatcher {
-    pub fn new(
-        store: BudgetStore,
-        client: Client,
-        kafka: &KafkaConfig,
-    ) -> Result<Self, rdkafka::error::KafkaError> {
-        let decisions: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("client.id", "tollgate-budgets")
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "0")
-            .create()?;
-        let events = EventProducer::new(kafka)
-            .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?;
-        Ok(Self {
-            store,
-            client,
-            decisions,
-            decisions_topic: kafka.decisions_topic.clone(),
-            events,
-            published: HashMap::new(),
-        })
-    }
-
-    /// Check every budget every [`WATCH_EVERY`] until `shutdown`.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(WATCH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    if let Err(err) = self.check(Utc::now()).await {
-                        tracing::warn!(%err, "budget check failed; retrying");
-                    }
-                }
-            }
-        }
-    }
-
-    /// One pass over every budget.
-    pub async fn check(&mut self, now: DateTime<Utc>) -> Result<(), String> {
-        let budgets = self
-            .store
-            .all()
-            .await
-            .map_err(|e| format!("postgres: {e}"))?;
-        let mut spends: HashMap<(SubjectKind, Period), HashMap<String, Decimal>> = HashMap::new();
-        for b in &budgets {
-            let key = (b.subject_kind, b.period);
-            if let std::collections::hash_map::Entry::Vacant(slot) = spends.entry(key) {
-                let s = spend(&self.client, b.subject_kind, b.period.window(now))
-                    .await
-                    .map_err(|e| format!("clickhouse: {e}"))?;
-                slot.insert(s);
-            }
-        }
-        for b in &budgets {
-            let spent = spends
-                .get(&(b.subject_kind, b.period))
-                .and_then(|m| m.get(&b.subject_id))
-                .copied()
-                .unwrap_or_default();
-            let evaluation = evaluate(b, spent);
-            let (period_start, _) = b.period.window(now);
-            for t in &evaluation.reached {
-                let claimed = self
-                    .store
-                    .claim_alert(b.id, period_start, *t, spent)
-                    .await
-                    .map_err(|e| format!("postgres: {e}"))?;
-                if claimed {
-                    let event = admin_event(
-                        KIND_BUDGET_THRESHOLD,
-                        "budgets",
-                        json!({
-                            "budget_id": b.id,
-                            "subject": b.subject(),
-                            "period": b.period.name(),
-                            "period_start": period_start,
-                            "threshold_percent": t,
-                            "limit_usd": b.limit_usd,
-                            "spend_usd": spent,
-                            "enforcement": if b.hard { "hard" } else { "soft" },
-                        }),
-                    );
-                    tracing::warn!(subject = %b.subject(), threshold = t, spend = %spent, limit = %b.limit_usd, "budget threshold reached");
-                    if let Some(Err(err)) = self
-                        .events
-                        .send_batch(std::slice::from_ref(&event))
-                        .await
-                        .pop()
-                    {
-                        tracing::warn!(reason = %err.reason, "budget warning event not produced");
-                    }
-                }
-            }
-            if !b.hard {
-                continue;
-            }
-            let subject = b.subject();
-            if self.published.get(&subject) == Some(&evaluation.deny) {
-                continue;
-            }
-            let record = decision(b, spent, evaluation.deny, now);
-            let payload = record.to_string();
-            self.decisions
-                .send(
-                    FutureRecord::to(&self.decisions_topic)
-                        .key(&subject)
-                        .payload(&payload),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| format!("kafka: decision not published: {e}"))?;
-            tracing::info!(%subject, deny = evaluation.deny, spend = %spent, "budget decision published");
-            self.published.insert(subject, evaluation.deny);
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -585,16 +419,5 @@ mod tests {
             status_of(&budget(true), "1".parse().unwrap(), now).state,
             "ok"
         );
-    }
-
-    #[test]
-    fn decision_record() {
-        let now = Utc.with_ymd_and_hms(2026, 3, 31, 23, 0, 0).unwrap();
-        let r = decision(&budget(true), "10.5".parse().unwrap(), true, now);
-        assert_eq!(r["subject"], "budget/team/search");
-        assert_eq!(r["action"], "deny");
-        assert_eq!(r["valid_until"], "2026-04-01T00:00:00Z");
-        assert_eq!(r["retry_after_secs"], 3600);
-        assert_eq!(Period::Daily.window(now).1.to_string(), "2026-04-01");
     }
 }

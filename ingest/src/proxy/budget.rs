@@ -1,0 +1,498 @@
+//! Budget reservations: how the proxy keeps concurrent calls from overrunning
+//! a hard budget (`docs/cost.md`, "Reserve and settle").
+//!
+//! The budget watcher (in `tollgate process`) publishes, for every subject
+//! with a hard budget, a decision record carrying a [`BudgetState`]: per
+//! period the limit and the spend folded so far, and the Kafka positions of
+//! the events that spend includes. The proxy keeps, per subject, what it has
+//! itself committed on top of that spend:
+//!
+//! - **reserved**: an upper-bound estimate of every call in flight, taken
+//!   when the call is admitted;
+//! - **charged**: the exact cost of every event its calls produced whose
+//!   position the published spend does not include yet.
+//!
+//! A call is admitted only if, for every period of every budget subject it
+//! belongs to, `reserved + charged + estimate <= share × (limit − spent)`.
+//! When the call's events are emitted their cost is charged (priced with the
+//! same catalog and formula as the processors); when the call ends its
+//! reservation is released; when a record arrives whose positions cover a
+//! charged event, the charge is dropped because the spend now includes it.
+//! So, with estimates that bound the real cost, the proxy's calls can never
+//! take a subject past its limit: the overrun bound is in `docs/cost.md`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Months, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One budget period of a subject, as published by the budget watcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetPeriod {
+    /// `daily` or `monthly` (UTC).
+    pub period: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Decimal strings on the wire.
+    pub limit_usd: Decimal,
+    pub spent_usd: Decimal,
+}
+
+impl BudgetPeriod {
+    /// This period as it stands at `now`: when `now` is past its end, the
+    /// next period of the same length with nothing spent yet (the watcher
+    /// publishes the new spend within a second; until then the proxy's own
+    /// charges since the new start still count).
+    pub fn at(&self, now: DateTime<Utc>) -> BudgetPeriod {
+        let mut p = self.clone();
+        let mut guard = 0;
+        while now >= p.end && guard < 400 {
+            let next_end = match p.period.as_str() {
+                "daily" => p.end + chrono::Duration::days(1),
+                _ => p.end.checked_add_months(Months::new(1)).unwrap_or(p.end),
+            };
+            if next_end <= p.end {
+                break;
+            }
+            p.start = p.end;
+            p.end = next_end;
+            p.spent_usd = Decimal::ZERO;
+            guard += 1;
+        }
+        p
+    }
+}
+
+/// The budget part of a `budget/<kind>/<id>` decision record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetState {
+    /// Every hard budget of the subject (a daily and a monthly one at most).
+    pub periods: Vec<BudgetPeriod>,
+    /// Events-topic partition -> highest offset whose cost is in `spent_usd`.
+    #[serde(default)]
+    pub folded: BTreeMap<i32, i64>,
+    /// When the watcher read the spend.
+    pub as_of: DateTime<Utc>,
+}
+
+/// Why a call was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortfall {
+    pub subject: String,
+    pub period: String,
+    pub limit_usd: Decimal,
+    pub spent_usd: Decimal,
+    /// Reserved plus charged by this proxy, not yet in `spent_usd`.
+    pub outstanding_usd: Decimal,
+    pub estimate_usd: Decimal,
+    pub period_end: DateTime<Utc>,
+}
+
+impl Shortfall {
+    /// The message the client sees.
+    pub fn reason(&self) -> String {
+        let kind_id = self
+            .subject
+            .trim_start_matches("budget/")
+            .replacen('/', " ", 1);
+        format!(
+            "{} budget of {} USD for {} would be exceeded: spent {} USD, {} USD in flight, this call may cost up to {} USD",
+            self.period,
+            self.limit_usd.normalize(),
+            kind_id,
+            self.spent_usd.round_dp(6).normalize(),
+            self.outstanding_usd.round_dp(6).normalize(),
+            self.estimate_usd.round_dp(6).normalize(),
+        )
+    }
+}
+
+/// The cost of one event not yet in the published spend.
+#[derive(Debug, Clone)]
+struct Charge {
+    cost: Decimal,
+    occurred_at: DateTime<Utc>,
+    /// Known once Kafka acknowledged the event.
+    position: Option<(i32, i64)>,
+}
+
+#[derive(Debug, Default)]
+struct SubjectBook {
+    state: Option<BudgetState>,
+    reserved: Decimal,
+    charges: HashMap<Uuid, Charge>,
+}
+
+impl SubjectBook {
+    fn charged_since(&self, start: DateTime<Utc>) -> Decimal {
+        self.charges
+            .values()
+            .filter(|c| c.occurred_at >= start)
+            .map(|c| c.cost)
+            .sum()
+    }
+
+    /// Drop the charges the published spend includes.
+    fn settle(&mut self) {
+        let Some(state) = &self.state else { return };
+        self.charges.retain(|_, c| match c.position {
+            Some((partition, offset)) => state.folded.get(&partition).is_none_or(|f| *f < offset),
+            None => true,
+        });
+    }
+
+    fn is_idle(&self) -> bool {
+        self.state.is_none() && self.reserved.is_zero() && self.charges.is_empty()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Books {
+    subjects: HashMap<String, SubjectBook>,
+    /// Event id -> the subjects it was charged to (until its position is known).
+    unplaced: HashMap<Uuid, Vec<String>>,
+}
+
+/// The proxy's budget reservations (see the module docs).
+#[derive(Debug)]
+pub struct BudgetLedger {
+    /// This proxy's share of each subject's remaining budget (1 with one
+    /// proxy; `1/N` each with N proxies, so their sum cannot overrun).
+    share: Decimal,
+    books: Mutex<Books>,
+    /// Subjects with a published state: 0 lets calls skip the lock.
+    with_state: AtomicUsize,
+}
+
+impl BudgetLedger {
+    pub fn new(share: Decimal) -> Self {
+        Self {
+            share,
+            books: Mutex::new(Books::default()),
+            with_state: AtomicUsize::new(0),
+        }
+    }
+
+    fn books(&self) -> MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A record for `subject` arrived: `Some` state, or `None` (tombstone,
+    /// or a record without budget state: the subject has no hard budget).
+    pub fn update(&self, subject: &str, state: Option<BudgetState>) {
+        let mut books = self.books();
+        match state {
+            Some(state) => {
+                let book = books.subjects.entry(subject.to_string()).or_default();
+                book.state = Some(state);
+                book.settle();
+            }
+            None => {
+                if let Some(book) = books.subjects.get_mut(subject) {
+                    book.state = None;
+                    book.charges.clear();
+                    if book.is_idle() {
+                        books.subjects.remove(subject);
+                    }
+                }
+            }
+        }
+        let n = books
+            .subjects
+            .values()
+            .filter(|b| b.state.is_some())
+            .count();
+        self.with_state.store(n, Ordering::Relaxed);
+    }
+
+    /// Whether any subject has a budget state (else nothing to reserve).
+    pub fn is_active(&self) -> bool {
+        self.with_state.load(Ordering::Relaxed) > 0
+    }
+
+    /// Admit a call of up to `estimate` USD against every subject in
+    /// `subjects` that has a budget state, or say which budget it would
+    /// exceed. The returned reservation releases itself when dropped.
+    pub fn reserve(
+        self: &Arc<Self>,
+        subjects: &[String],
+        estimate: Decimal,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Reservation>, Box<Shortfall>> {
+        if !self.is_active() {
+            return Ok(None);
+        }
+        let mut books = self.books();
+        let mut held = Vec::new();
+        for subject in subjects {
+            let Some(book) = books.subjects.get(subject) else {
+                continue;
+            };
+            let Some(state) = &book.state else { continue };
+            for period in &state.periods {
+                let p = period.at(now);
+                let outstanding = book.reserved + book.charged_since(p.start);
+                let headroom = self.share * (p.limit_usd - p.spent_usd);
+                if outstanding + estimate > headroom {
+                    return Err(Box::new(Shortfall {
+                        subject: subject.clone(),
+                        period: p.period.clone(),
+                        limit_usd: p.limit_usd,
+                        spent_usd: p.spent_usd,
+                        outstanding_usd: outstanding,
+                        estimate_usd: estimate,
+                        period_end: p.end,
+                    }));
+                }
+            }
+            held.push(subject.clone());
+        }
+        if held.is_empty() {
+            return Ok(None);
+        }
+        for subject in &held {
+            if let Some(book) = books.subjects.get_mut(subject) {
+                book.reserved += estimate;
+            }
+        }
+        Ok(Some(Reservation {
+            ledger: self.clone(),
+            subjects: held,
+            amount: estimate,
+        }))
+    }
+
+    /// The reserved and charged amounts of `subject` (for tests and metrics).
+    pub fn outstanding(&self, subject: &str) -> (Decimal, Decimal) {
+        let books = self.books();
+        books
+            .subjects
+            .get(subject)
+            .map(|b| (b.reserved, b.charges.values().map(|c| c.cost).sum()))
+            .unwrap_or_default()
+    }
+
+    /// Kafka acknowledged `event_id` at `partition`/`offset`.
+    pub fn placed(&self, event_id: Uuid, partition: i32, offset: i64) {
+        let mut books = self.books();
+        let Some(subjects) = books.unplaced.remove(&event_id) else {
+            return;
+        };
+        for subject in subjects {
+            if let Some(book) = books.subjects.get_mut(&subject) {
+                if let Some(charge) = book.charges.get_mut(&event_id) {
+                    charge.position = Some((partition, offset));
+                }
+                book.settle();
+            }
+        }
+    }
+
+    /// Whether events of this ledger are waiting for a position (lets the
+    /// emitter skip the lock otherwise).
+    pub fn awaits_positions(&self) -> bool {
+        !self.books().unplaced.is_empty()
+    }
+
+    fn release(&self, subjects: &[String], amount: Decimal) {
+        let mut books = self.books();
+        for subject in subjects {
+            if let Some(book) = books.subjects.get_mut(subject) {
+                book.reserved -= amount;
+                if book.reserved.is_sign_negative() {
+                    book.reserved = Decimal::ZERO;
+                }
+                if book.is_idle() {
+                    books.subjects.remove(subject);
+                }
+            }
+        }
+    }
+
+    fn charge(&self, subjects: &[String], event_id: Uuid, cost: Decimal, at: DateTime<Utc>) {
+        if cost <= Decimal::ZERO {
+            return;
+        }
+        let mut books = self.books();
+        for subject in subjects {
+            if let Some(book) = books.subjects.get_mut(subject) {
+                book.charges.insert(
+                    event_id,
+                    Charge {
+                        cost,
+                        occurred_at: at,
+                        position: None,
+                    },
+                );
+            }
+        }
+        books.unplaced.insert(event_id, subjects.to_vec());
+    }
+}
+
+/// A call's hold on its budgets: charged with the cost of each event it
+/// emits, released when dropped (the call has ended and its events are
+/// charged).
+#[derive(Debug)]
+pub struct Reservation {
+    ledger: Arc<BudgetLedger>,
+    subjects: Vec<String>,
+    amount: Decimal,
+}
+
+impl Reservation {
+    /// Charge one emitted event's exact cost.
+    pub fn charge(&self, event_id: Uuid, cost: Decimal, occurred_at: DateTime<Utc>) {
+        self.ledger
+            .charge(&self.subjects, event_id, cost, occurred_at);
+    }
+
+    pub fn amount(&self) -> Decimal {
+        self.amount
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.ledger.release(&self.subjects, self.amount);
+    }
+}
+
+/// Round an estimate up to 12 decimal places (never below the real bound).
+pub fn round_up(d: Decimal) -> Decimal {
+    d.round_dp_with_strategy(12, RoundingStrategy::AwayFromZero)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap()
+    }
+
+    fn state(limit: &str, spent: &str, folded: &[(i32, i64)]) -> BudgetState {
+        BudgetState {
+            periods: vec![BudgetPeriod {
+                period: "daily".into(),
+                start: Utc.with_ymd_and_hms(2026, 11, 22, 0, 0, 0).unwrap(),
+                end: Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap(),
+                limit_usd: d(limit),
+                spent_usd: d(spent),
+            }],
+            folded: folded.iter().copied().collect(),
+            as_of: now(),
+        }
+    }
+
+    fn team() -> Vec<String> {
+        vec!["budget/team/t".to_string(), "budget/org/o".to_string()]
+    }
+
+    #[test]
+    fn no_state_admits_without_reserving() {
+        let ledger = Arc::new(BudgetLedger::new(Decimal::ONE));
+        assert!(ledger.reserve(&team(), d("100"), now()).unwrap().is_none());
+    }
+
+    #[test]
+    fn reservations_hold_headroom_until_released() {
+        let ledger = Arc::new(BudgetLedger::new(Decimal::ONE));
+        ledger.update("budget/team/t", Some(state("1", "0.5", &[])));
+        let a = ledger.reserve(&team(), d("0.3"), now()).unwrap().unwrap();
+        let refused = ledger.reserve(&team(), d("0.3"), now()).unwrap_err();
+        assert_eq!(refused.outstanding_usd, d("0.3"));
+        assert!(refused
+            .reason()
+            .contains("daily budget of 1 USD for team t"));
+        let b = ledger.reserve(&team(), d("0.2"), now()).unwrap().unwrap();
+        assert_eq!(ledger.outstanding("budget/team/t").0, d("0.5"));
+        drop(a);
+        drop(b);
+        assert_eq!(ledger.outstanding("budget/team/t"), (d("0"), d("0")));
+        assert!(ledger.reserve(&team(), d("0.5"), now()).unwrap().is_some());
+    }
+
+    #[test]
+    fn charges_count_until_the_published_spend_includes_them() {
+        let ledger = Arc::new(BudgetLedger::new(Decimal::ONE));
+        ledger.update("budget/team/t", Some(state("1", "0", &[(0, 10)])));
+        let r = ledger.reserve(&team(), d("0.6"), now()).unwrap().unwrap();
+        let event = Uuid::now_v7();
+        r.charge(event, d("0.4"), now());
+        drop(r);
+        // Charged, position unknown: still counted.
+        assert_eq!(ledger.outstanding("budget/team/t"), (d("0"), d("0.4")));
+        assert!(ledger.reserve(&team(), d("0.61"), now()).is_err());
+        ledger.placed(event, 0, 11);
+        // A record folded only up to offset 10 does not include it.
+        ledger.update("budget/team/t", Some(state("1", "0", &[(0, 10)])));
+        assert_eq!(ledger.outstanding("budget/team/t").1, d("0.4"));
+        // Folded through 11: the spend now has it, the charge goes.
+        ledger.update("budget/team/t", Some(state("1", "0.4", &[(0, 11)])));
+        assert_eq!(ledger.outstanding("budget/team/t"), (d("0"), d("0")));
+        assert!(ledger.reserve(&team(), d("0.6"), now()).is_ok());
+        assert!(ledger.reserve(&team(), d("0.61"), now()).is_err());
+    }
+
+    #[test]
+    fn share_splits_the_remaining_budget() {
+        let ledger = Arc::new(BudgetLedger::new(d("0.5")));
+        ledger.update("budget/team/t", Some(state("1", "0.2", &[])));
+        assert!(ledger.reserve(&team(), d("0.41"), now()).is_err());
+        assert!(ledger.reserve(&team(), d("0.4"), now()).is_ok());
+    }
+
+    #[test]
+    fn exhausted_period_rolls_over_with_nothing_spent() {
+        let ledger = Arc::new(BudgetLedger::new(Decimal::ONE));
+        ledger.update("budget/team/t", Some(state("1", "1", &[])));
+        assert!(ledger.reserve(&team(), d("0.01"), now()).is_err());
+        let tomorrow = Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 1).unwrap();
+        let r = ledger
+            .reserve(&team(), d("0.9"), tomorrow)
+            .unwrap()
+            .unwrap();
+        // Yesterday's charges do not count against today.
+        r.charge(Uuid::now_v7(), d("0.5"), now());
+        drop(r);
+        assert!(ledger.reserve(&team(), d("1"), tomorrow).is_ok());
+        let monthly = BudgetPeriod {
+            period: "monthly".into(),
+            start: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
+            end: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+            limit_usd: d("1"),
+            spent_usd: d("1"),
+        };
+        let next = monthly.at(Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap());
+        assert_eq!(
+            (next.start, next.end, next.spent_usd),
+            (
+                Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+                Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap(),
+                d("0")
+            )
+        );
+    }
+
+    #[test]
+    fn tombstone_forgets_the_subject() {
+        let ledger = Arc::new(BudgetLedger::new(Decimal::ONE));
+        ledger.update("budget/team/t", Some(state("1", "1", &[])));
+        assert!(ledger.reserve(&team(), d("0.01"), now()).is_err());
+        ledger.update("budget/team/t", None);
+        assert!(!ledger.is_active());
+        assert!(ledger.reserve(&team(), d("5"), now()).unwrap().is_none());
+    }
+}
