@@ -1387,3 +1387,296 @@ async fn a_tiny_event_queue_spills_to_disk_and_loses_nothing() {
     assert_eq!(produced + replayed, 60);
     assert_eq!(spooled, replayed);
 }
+
+/// One call of the budget race, as the client saw it.
+#[derive(Debug, Clone)]
+struct RaceCall {
+    started: Instant,
+    ended: Instant,
+    /// `Some((input, output))` tokens when admitted, `None` when denied.
+    usage: Option<(u64, u64)>,
+}
+
+fn d(s: &str) -> rust_decimal::Decimal {
+    s.parse().unwrap()
+}
+
+/// Sum of `cost` (exact, as text) of the team's priced calls, and their count.
+async fn team_cost(env: &TestEnv, team: &str) -> (rust_decimal::Decimal, u64) {
+    let out = support::clickhouse_query(&format!(
+        "SELECT toString(sum(cost)), count() FROM {}.calls WHERE team_id = '{team}' AND kind = 'ai.call.completed' AND priced = 1 FORMAT TSV",
+        env.ch_database
+    ))
+    .await;
+    let mut fields = out.trim().split('\t');
+    (
+        d(fields.next().unwrap()),
+        fields.next().unwrap().parse().unwrap(),
+    )
+}
+
+/// The budget race of issue 4: many concurrent calls through the proxy
+/// against a small hard budget. Each call reserves the most it can cost
+/// before it is forwarded and settles with its exact cost, so spend never
+/// passes the limit (the documented bound for calls that set `max_tokens`
+/// through one proxy is zero), the budget is used up to less than one call,
+/// and once it is used up every call is refused at once. Then spend that
+/// reaches the rollup from elsewhere (an event produced straight to Kafka)
+/// makes the proxy refuse a team's calls within one second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calls_cannot_overrun_a_hard_budget() {
+    let mut proxy = Proxy::start("proxy_budget_race", "", None).await;
+    // $0.000001 per input token, $0.0001 per output token.
+    let prices = proxy.env.dir.path().join("race_prices.json");
+    std::fs::write(
+        &prices,
+        r#"{"mock-race": {"litellm_provider": "mockai", "effective_from": "2025-01-01T00:00:00Z",
+            "input_cost_per_token": 1e-06, "output_cost_per_token": 0.0001}}"#,
+    )
+    .unwrap();
+    let limit = d("0.5");
+    for args in [
+        vec!["prices", "import", prices.to_str().unwrap()],
+        vec![
+            "budgets", "set", "--kind", "team", "--id", "race", "--limit", "0.5", "--period",
+            "daily",
+        ],
+        vec![
+            "budgets", "set", "--kind", "team", "--id", "outside", "--limit", "1", "--period",
+            "daily",
+        ],
+    ] {
+        let out = proxy.env.tollgate(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let processor = proxy.spawn("process", &["process"]);
+    proxy.children.push(processor);
+    // The proxy starts once the watcher has published both budgets' state.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let records = read_decisions(&proxy.brokers, &proxy.env.decisions_topic);
+        if records.contains_key("budget/team/race") && records.contains_key("budget/team/outside") {
+            assert_eq!(
+                records["budget/team/race"]["budget"]["periods"][0]["limit_usd"],
+                "0.5"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no budget decisions published: {records:?}\n{}",
+            std::fs::read_to_string(proxy.env.log_path("process")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "race", "racer", None);
+
+    // 32 clients call until two seconds after the first refusal.
+    let body = json!({"model": "mock-race", "max_tokens": 100,
+                      "messages": [{"role": "user", "content": "race to the limit"}]});
+    let body_len = serde_json::to_vec(&body).unwrap().len() as u64;
+    let first_refusal: std::sync::Arc<std::sync::Mutex<Option<Instant>>> = Default::default();
+    let t0 = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let (http, url, key, body, first_refusal) = (
+            proxy.http.clone(),
+            format!("{}/v1/chat/completions", proxy.url()),
+            key.clone(),
+            body.clone(),
+            first_refusal.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut calls = Vec::new();
+            loop {
+                if let Some(at) = *first_refusal.lock().unwrap() {
+                    if at.elapsed() > Duration::from_secs(2) {
+                        return calls;
+                    }
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(120),
+                    "the race never ended"
+                );
+                let started = Instant::now();
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let answer: Value = response.json().await.unwrap();
+                let ended = Instant::now();
+                let usage = match status {
+                    200 => Some((
+                        answer["usage"]["prompt_tokens"].as_u64().unwrap(),
+                        answer["usage"]["completion_tokens"].as_u64().unwrap(),
+                    )),
+                    429 => {
+                        assert_eq!(answer["error"]["code"], "budget_exceeded", "{answer}");
+                        let message = answer["error"]["message"].as_str().unwrap();
+                        assert!(
+                            message.contains("daily budget of 0.5 USD for team race"),
+                            "{message}"
+                        );
+                        first_refusal.lock().unwrap().get_or_insert(ended);
+                        None
+                    }
+                    other => panic!("unexpected {other}: {answer}"),
+                };
+                calls.push(RaceCall {
+                    started,
+                    ended,
+                    usage,
+                });
+            }
+        }));
+    }
+    let mut calls: Vec<RaceCall> = Vec::new();
+    for client in clients {
+        calls.extend(client.await.unwrap());
+    }
+    let admitted: Vec<&RaceCall> = calls.iter().filter(|c| c.usage.is_some()).collect();
+    let refused = calls.len() - admitted.len();
+    // What each admitted call cost, from the usage the client received.
+    let cost_of = |(input, output): (u64, u64)| {
+        rust_decimal::Decimal::from(input) * d("0.000001")
+            + rust_decimal::Decimal::from(output) * d("0.0001")
+    };
+    let spent: rust_decimal::Decimal = admitted.iter().map(|c| cost_of(c.usage.unwrap())).sum();
+    // The proxy's reservation: body bytes + 16 template tokens per message
+    // and per call at the input price, plus max_tokens at the output price.
+    let estimate = rust_decimal::Decimal::from(body_len + 32) * d("0.000001")
+        + rust_decimal::Decimal::from(100u64) * d("0.0001");
+    eprintln!(
+        "budget race: {} calls, {} admitted, {refused} refused, spent {spent} of {limit} USD, estimate per call {estimate}",
+        calls.len(),
+        admitted.len()
+    );
+    assert!(refused > 0);
+    assert!(spent <= limit, "overrun: spent {spent} > {limit}");
+    assert!(
+        spent > limit - estimate,
+        "budget left unused: spent {spent}, limit {limit}, one call reserves {estimate}"
+    );
+    // Exhaustion: the moment the calls that ended had spent all but less
+    // than one reservation. No call that started a second after it got in.
+    let mut by_end = admitted.clone();
+    by_end.sort_by_key(|c| c.ended);
+    let mut running = rust_decimal::Decimal::ZERO;
+    let exhausted = by_end
+        .iter()
+        .find(|c| {
+            running += cost_of(c.usage.unwrap());
+            running > limit - estimate
+        })
+        .map(|c| c.ended)
+        .unwrap();
+    let late: Vec<&&RaceCall> = admitted
+        .iter()
+        .filter(|c| c.started > exhausted + Duration::from_secs(1))
+        .collect();
+    assert!(late.is_empty(), "admitted after exhaustion: {late:?}");
+
+    // The processors priced the same calls to the same total.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (cost, count) = team_cost(&proxy.env, "race").await;
+        if count as usize == admitted.len() {
+            assert_eq!(cost, spent);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} of {} calls priced",
+            admitted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Spend from outside the proxy: an event reported straight to Kafka
+    // takes team `outside` past its $1 limit; the proxy refuses the team's
+    // next calls within a second of the event being acknowledged.
+    let outside = proxy.key("acme", "outside", "o", None);
+    assert_eq!(proxy.chat(&outside, "mock-race", &[]).await.status(), 200);
+    let event = json!({
+        "schema_version": 1, "event_id": uuid::Uuid::now_v7(), "kind": "ai.call.completed",
+        "occurred_at": chrono::Utc::now(), "org_id": "acme", "team_id": "outside",
+        "user_id": "batch-job", "api_key_id": "reported",
+        "call": {"call_id": uuid::Uuid::now_v7().to_string(), "provider": "mockai", "model": "mock-race",
+                 "operation": "chat", "stream": false, "duration_ms": 900, "outcome": "success",
+                 "http_status": 200, "usage": {"input_tokens": 1000, "output_tokens": 12000}}
+    });
+    support::kafka::produce_all(
+        &proxy.env.events_topic,
+        &[("outside".to_string(), serde_json::to_vec(&event).unwrap())],
+    )
+    .await;
+    let acknowledged = Instant::now();
+    let refused_after = loop {
+        let response = proxy.chat(&outside, "mock-race", &[]).await;
+        if response.status() == 429 {
+            let answer: Value = response.json().await.unwrap();
+            assert!(
+                ["denied", "budget_exceeded"].contains(&answer["error"]["code"].as_str().unwrap()),
+                "{answer}"
+            );
+            break acknowledged.elapsed();
+        }
+        assert_eq!(response.status(), 200);
+        assert!(
+            acknowledged.elapsed() < Duration::from_secs(10),
+            "never refused\n{}",
+            std::fs::read_to_string(proxy.env.log_path("process")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("budget race: outside spend refused after {refused_after:?}");
+    assert!(
+        refused_after < Duration::from_secs(1),
+        "refused only after {refused_after:?}"
+    );
+}
+
+/// The latest record per key on the decisions topic.
+fn read_decisions(brokers: &str, topic: &str) -> BTreeMap<String, Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", support::unique("decisions"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        assignment
+            .add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut out = BTreeMap::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+            match message.payload() {
+                Some(p) => {
+                    out.insert(key, serde_json::from_slice(p).unwrap());
+                }
+                None => {
+                    out.remove(&key);
+                }
+            }
+        }
+    }
+    out
+}
