@@ -45,6 +45,9 @@ enum Command {
     /// Manage spend budgets.
     #[command(subcommand)]
     Budgets(cmd::budgets::BudgetsCommand),
+    /// The outbox of admin events: what is not on Kafka yet; publish it.
+    #[command(subcommand)]
+    Outbox(cmd::outbox::OutboxCommand),
     /// Recompute stored costs of one model after a price correction.
     Reprice(cmd::reprice::Args),
     /// Manage API keys.
@@ -81,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         Command::MockUpstream(args) => cmd::mock_upstream::run(args, &config).await,
         Command::Prices(command) => cmd::prices::run(command, &config).await,
         Command::Budgets(command) => cmd::budgets::run(command, &config).await,
+        Command::Outbox(command) => cmd::outbox::run(command, &config).await,
         Command::Reprice(args) => cmd::reprice::run(args, &config).await,
         Command::Keys(command) => cmd::keys::run(command, &config).await,
         Command::Simulate(args) => cmd::simulate::run(args, &config).await,

@@ -14,6 +14,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use rust_decimal::Decimal;
+use support::kafka::read_records;
 use support::{kafka_brokers, TestEnv};
 use tollgate_ingest::contract::{Call, Event, Operation, Outcome, Usage, SCHEMA_VERSION};
 use uuid::Uuid;
@@ -750,37 +751,6 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
     );
     assert_eq!(env.ch("SELECT model, toString(sum(cost)), sum(calls) FROM {db}.cost_daily GROUP BY model ORDER BY model FORMAT TSV").await, rollup);
     assert_eq!(effective_costs(&env).await, after);
-}
-
-/// Records on `topic` as (key, JSON value), read from the start for up to
-/// `wait`, stopping early once `done` says so.
-async fn read_records(
-    topic: &str,
-    wait: Duration,
-    done: impl Fn(&[(String, serde_json::Value)]) -> bool,
-) -> Vec<(String, serde_json::Value)> {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
-    use rdkafka::Message;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("group.id", support::unique("reader"))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    while let Ok(Ok(message)) = tokio::time::timeout_at(deadline, consumer.recv()).await {
-        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).to_string();
-        let value =
-            serde_json::from_slice(message.payload().unwrap_or(b"null")).unwrap_or_default();
-        out.push((key, value));
-        if done(&out) {
-            break;
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The API's one error type and its mapping to HTTP: whose fault it is
 //! decides the status (caller: 4xx; ClickHouse down or not migrated: 503;
 //! our bug: 500), and every error body is JSON `{"error": "..."}`, with
-//! `"parameter"` naming the offending query parameter on a 400.
+//! `"parameter"` naming the offending query parameter, or `"field"` the
+//! offending field of a JSON body, on a 400.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,8 +15,15 @@ pub enum ApiError {
     /// The caller sent a parameter we cannot use. Not retryable as is.
     #[error("invalid parameter `{parameter}`: {reason}")]
     InvalidParameter { parameter: String, reason: String },
+    /// A field of a JSON request body is missing, unknown or unusable (or
+    /// `body` when the body itself is not usable JSON). Not retryable as is.
+    #[error("invalid field `{field}`: {reason}")]
+    InvalidField { field: String, reason: String },
     #[error("not found")]
     NotFound,
+    /// The thing named in the path does not exist.
+    #[error("{0}")]
+    NoSuch(String),
     /// No or an unknown API key.
     #[error("{0}")]
     Unauthorized(String),
@@ -43,13 +51,15 @@ struct ErrorBody {
     error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     parameter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
 }
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::InvalidParameter { .. } | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound | Self::NoSuch(_) => StatusCode::NOT_FOUND,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -73,9 +83,14 @@ impl IntoResponse for ApiError {
             Self::InvalidParameter { parameter, .. } => Some(parameter.clone()),
             _ => None,
         };
+        let field = match &self {
+            Self::InvalidField { field, .. } => Some(field.clone()),
+            _ => None,
+        };
         let body = Json(ErrorBody {
             error: self.to_string(),
             parameter,
+            field,
         });
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // ClickHouse may come back; tell clients when to try again.

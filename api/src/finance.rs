@@ -189,30 +189,10 @@ pub async fn add_prices(
 ) -> Result<Response, ApiError> {
     let Some(admin) = &state.prices else {
         return Err(ApiError::Unavailable(
-            "price administration needs postgres and kafka; this server runs without them".into(),
+            "price administration needs postgres; this server runs without it".into(),
         ));
     };
-    let secret = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::Unauthorized(
-            "missing API key: send Authorization: Bearer <admin key>".into(),
-        ))?;
-    let key = state
-        .keys
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("no key store".into()))?
-        .verify(secret.trim())
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
-        .ok_or_else(|| ApiError::Unauthorized("invalid API key: unknown or revoked".into()))?;
-    if key.role != "admin" {
-        return Err(ApiError::Forbidden(format!(
-            "key {} has role `{}`; changing prices needs role `admin`",
-            key.prefix, key.role
-        )));
-    }
+    let key = crate::admin::require_admin(&state, &headers, "changing prices").await?;
     let Json(body) = body.map_err(|e| ApiError::InvalidParameter {
         parameter: "body".into(),
         reason: e.body_text(),
@@ -223,7 +203,7 @@ pub async fn add_prices(
     };
     let actor = format!("key:{}", key.prefix);
     let outcome = admin
-        .add(&prices, &format!("api:{}", key.prefix), &actor)
+        .add(&prices, &format!("api:{}", key.prefix), Some(&actor))
         .await
         .map_err(|e| match e {
             PriceAdminError::Invalid { field, reason } => ApiError::InvalidParameter {

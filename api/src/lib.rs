@@ -2,9 +2,11 @@
 //!
 //! This crate owns the HTTP surface: routing ([`api_router`]), the mapping of
 //! every failure to a status code and JSON body ([`error::ApiError`]), the
-//! report endpoints ([`reports`]) and serving with graceful shutdown
-//! ([`serve`]). Queries themselves live in the processors' read models.
+//! report endpoints ([`reports`], [`finance`], [`audit`]), the admin
+//! endpoints ([`admin`]: price and budget changes) and serving with graceful
+//! shutdown ([`serve`]). Queries themselves live in the processors' read models.
 
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod error;
@@ -29,12 +31,12 @@ pub struct ApiState {
     pub read_models: ReadModels,
     /// The audit endpoints (`/api/v1/audit/...`); absent in unit tests.
     pub audit: Option<audit::AuditState>,
-    /// Price administration (PostgreSQL + Kafka); `None` when the server
-    /// runs without them.
+    /// Price administration (PostgreSQL; events go through the outbox);
+    /// `None` when the server runs without it.
     pub prices: Option<tollgate_processors::cost::admin::PriceAdmin>,
     /// API keys, for the admin endpoints.
     pub keys: Option<tollgate_ingest::keys::KeyStore>,
-    /// Budgets, for the finance budget report.
+    /// Budgets, for the finance budget report and budget administration.
     pub budgets: Option<tollgate_processors::cost::budgets::BudgetStore>,
 }
 
@@ -66,6 +68,14 @@ pub fn api_router(state: ApiState) -> Router {
         .route(
             "/api/v1/admin/prices",
             axum::routing::post(finance::add_prices),
+        )
+        .route(
+            "/api/v1/admin/budgets",
+            axum::routing::post(admin::set_budget),
+        )
+        .route(
+            "/api/v1/admin/budgets/{id}",
+            axum::routing::delete(admin::delete_budget),
         )
         .route("/api/{*rest}", get(api_not_found))
         .with_state(state);

@@ -1,6 +1,7 @@
 //! Tollgate processors: the Kafka consumer that folds events into ClickHouse
 //! (calls, latency and cost), the audit chain, the price catalog, and the read
-//! models the API queries.
+//! models the API queries, and the outbox that publishes control-plane
+//! (`admin.*`) events.
 
 pub mod audit;
 pub mod batch;
@@ -13,6 +14,7 @@ pub mod dlq;
 pub mod error;
 pub mod fold;
 pub mod migrations;
+pub mod outbox;
 pub mod progress;
 pub mod read_models;
 pub mod resume;

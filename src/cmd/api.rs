@@ -9,6 +9,7 @@ use tollgate_ingest::keys::KeyStore;
 use tollgate_processors::cost::admin::PriceAdmin;
 use tollgate_processors::cost::budgets::BudgetStore;
 use tollgate_processors::cost::store::PriceStore;
+use tollgate_processors::outbox::OutboxRelay;
 use tollgate_processors::read_models::{ReadModelError, ReadModels};
 
 use crate::config::Config;
@@ -35,23 +36,29 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         };
         anyhow::bail!("{err}\nhint: {hint}");
     }
-    // Price administration needs PostgreSQL (catalog, keys) and Kafka (admin
-    // events); reports do not, so the server starts without them.
-    let (prices, keys, budgets) = match tollgate_ingest::postgres::connect(&config.postgres).await {
+    // Price and budget administration need PostgreSQL (catalog, budgets,
+    // keys, the outbox); reports do not, so the server starts without it.
+    // Changes commit with their admin events in the outbox; this server's
+    // relay publishes them (so do processors' relays).
+    let relay_stop = tokio_util::sync::CancellationToken::new();
+    let (prices, keys, budgets, relay) = match tollgate_ingest::postgres::connect(&config.postgres)
+        .await
+    {
         Ok(pool) => {
             let producer = tollgate_ingest::producer::EventProducer::new(&config.kafka)?;
+            let relay = OutboxRelay::new(pool.clone(), producer);
             (
                 Some(PriceAdmin {
                     store: PriceStore::new(pool.clone()),
-                    producer: Some(producer),
                 }),
                 Some(KeyStore::new(pool.clone())),
                 Some(BudgetStore::new(pool)),
+                Some(tokio::spawn(relay.run(relay_stop.clone()))),
             )
         }
         Err(err) => {
-            tracing::warn!(%err, "postgres unreachable: serving reports without price administration and audit endpoints (503)");
-            (None, None, None)
+            tracing::warn!(%err, "postgres unreachable: serving reports without price and budget administration and audit endpoints (503)");
+            (None, None, None, None)
         }
     };
     let listen = args.listen.unwrap_or_else(|| config.api.listen.clone());
@@ -78,6 +85,15 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     tollgate_api::serve(listener, state, super::shutdown::shutdown_signal())
         .await
         .context("api server failed")?;
+    relay_stop.cancel();
+    if let Some(relay) = relay {
+        // A drain in progress finishes (see `OutboxRelay::run`).
+        let wait = std::time::Duration::from_millis(config.kafka.message_timeout_ms)
+            + std::time::Duration::from_secs(5);
+        if tokio::time::timeout(wait, relay).await.is_err() {
+            tracing::warn!("outbox relay did not stop in time");
+        }
+    }
     tracing::info!("api stopped");
     Ok(())
 }

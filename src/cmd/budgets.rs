@@ -1,12 +1,10 @@
-//! `tollgate budgets`: set and list spend budgets (PostgreSQL; each change is
-//! also an `admin.budget.set` event). The processor's budget watcher
-//! enforces them (see `docs/cost.md`).
+//! `tollgate budgets`: set, delete and list spend budgets (PostgreSQL; each
+//! change is also an `admin.budget.set` / `admin.budget.deleted` event,
+//! through the outbox). The processor's budget watcher enforces them (see
+//! `docs/cost.md`).
 
-use anyhow::Context;
-use rust_decimal::Decimal;
-use tollgate_ingest::producer::EventProducer;
-use tollgate_processors::cost::admin::admin_event;
-use tollgate_processors::cost::budgets::{BudgetStore, Period, SubjectKind, KIND_BUDGET_SET};
+use tollgate_processors::cost::budget_admin::{budget_json, BudgetSpec, InvalidBudget};
+use tollgate_processors::cost::budgets::BudgetStore;
 
 use crate::config::Config;
 
@@ -23,24 +21,42 @@ pub enum BudgetsCommand {
         /// `daily` or `monthly` (UTC).
         #[arg(long, default_value = "monthly")]
         period: String,
-        /// Limit in USD (exact decimal).
+        /// Limit in USD (exact decimal, e.g. 500 or 12.5).
         #[arg(long)]
-        limit: Decimal,
+        limit: String,
         /// Warn only; without it the budget is hard (calls are denied once
         /// it is exhausted).
         #[arg(long)]
         soft: bool,
         /// Warning thresholds in percent of the limit.
         #[arg(long, value_delimiter = ',', default_value = "50,80,100")]
-        thresholds: Vec<i32>,
+        thresholds: Vec<i64>,
+    },
+    /// Delete a budget (see `budgets list` for ids).
+    Delete {
+        #[arg(long)]
+        id: i64,
     },
     /// List budgets.
     List,
 }
 
+/// The flag that carries an API body field.
+fn flag(err: &InvalidBudget) -> &'static str {
+    match err.field {
+        "subject_kind" => "--kind",
+        "subject_id" => "--id",
+        "limit_usd" => "--limit",
+        "enforcement" => "--soft",
+        "thresholds" => "--thresholds",
+        "period" => "--period",
+        other => other,
+    }
+}
+
 pub async fn run(command: BudgetsCommand, config: &Config) -> anyhow::Result<()> {
     let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
-    let store = BudgetStore::new(pool);
+    let store = BudgetStore::new(pool.clone());
     match command {
         BudgetsCommand::Set {
             kind,
@@ -50,53 +66,43 @@ pub async fn run(command: BudgetsCommand, config: &Config) -> anyhow::Result<()>
             soft,
             thresholds,
         } => {
-            let kind = SubjectKind::parse(&kind)
-                .with_context(|| format!("--kind {kind}: expected org, team, user or key"))?;
-            let period = match period.as_str() {
-                "daily" => Period::Daily,
-                "monthly" => Period::Monthly,
-                other => anyhow::bail!("--period {other}: expected daily or monthly"),
-            };
-            if limit <= Decimal::ZERO {
-                anyhow::bail!("--limit must be positive");
-            }
-            if thresholds.iter().any(|t| *t <= 0 || *t > 1000) {
-                anyhow::bail!("--thresholds are percentages between 1 and 1000");
-            }
-            let budget_id = store
-                .set(kind, &id, period, limit, !soft, &thresholds)
-                .await?;
-            // A control-plane change: recorded on the events topic (and so in
-            // the audit chain) like price changes.
-            let event = admin_event(
-                KIND_BUDGET_SET,
-                "cli",
-                serde_json::json!({
-                    "budget_id": budget_id,
-                    "subject": format!("budget/{}/{id}", kind.name()),
-                    "period": period.name(),
-                    "limit_usd": limit,
-                    "enforcement": if soft { "soft" } else { "hard" },
-                    "thresholds": thresholds,
-                }),
-            );
-            let producer = EventProducer::new(&config.kafka)?;
-            if let Some(Err(err)) = producer
-                .send_batch(std::slice::from_ref(&event))
-                .await
-                .pop()
-            {
-                anyhow::bail!(
-                    "budget {budget_id} is stored, but its admin event was not produced: {}",
-                    err.reason
-                );
-            }
+            let spec = BudgetSpec::parse(
+                &kind,
+                &id,
+                &period,
+                &limit,
+                if soft { "soft" } else { "hard" },
+                Some(&thresholds),
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {}", flag(&e), e.reason))?;
+            // The budget and its admin.budget.set event commit together.
+            let set = store.set(&spec, "cli").await?;
+            let b = &set.budget;
             println!(
-                "budget {budget_id}: {} {} {id} {limit} USD ({})",
-                period.name(),
-                kind.name(),
-                if soft { "soft" } else { "hard" }
+                "budget {}: {} {} {} {} USD ({}){}",
+                b.id,
+                b.period.name(),
+                b.subject_kind.name(),
+                b.subject_id,
+                b.limit_usd,
+                if b.hard { "hard" } else { "soft" },
+                if set.previous.is_some() {
+                    " (replaced)"
+                } else {
+                    ""
+                }
             );
+            super::outbox::publish_now(config, &pool, &[set.event]).await;
+        }
+        BudgetsCommand::Delete { id } => {
+            let Some(deleted) = store.delete(id, "cli").await? else {
+                anyhow::bail!("--id {id}: no such budget (see `tollgate budgets list`)");
+            };
+            println!(
+                "budget {id} deleted: {}",
+                serde_json::to_string(&budget_json(&deleted.budget))?
+            );
+            super::outbox::publish_now(config, &pool, &[deleted.event]).await;
         }
         BudgetsCommand::List => {
             for b in store.all().await? {

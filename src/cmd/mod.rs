@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod keys;
 pub mod migrate;
 pub mod mock_upstream;
+pub mod outbox;
 pub mod prices;
 pub mod process;
 pub mod proxy;

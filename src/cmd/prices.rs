@@ -1,14 +1,14 @@
 //! `tollgate prices`: import a LiteLLM-format price file into the catalog
-//! (`import`), list the catalog (`list`). Every added version is also
-//! produced to the events topic as an `admin.price.*` event. `tollgate
-//! migrate` imports the default catalog shipped in
-//! `migrations/prices/default_prices.json` the same way.
+//! (`import`), list the catalog (`list`). Every added version is also an
+//! `admin.price.*` event, put in the outbox in the same transaction and
+//! published before the command ends. `tollgate migrate` imports the default
+//! catalog shipped in `migrations/prices/default_prices.json` the same way,
+//! without events.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
-use tollgate_ingest::producer::EventProducer;
 use tollgate_processors::cost::admin::PriceAdmin;
 use tollgate_processors::cost::litellm;
 use tollgate_processors::cost::store::{AddOutcome, PriceStore};
@@ -96,8 +96,9 @@ pub async fn run(command: PricesCommand, config: &Config) -> anyhow::Result<()> 
     }
 }
 
-/// Parse `text` (LiteLLM format), store new versions and (when `publish`)
-/// produce them as admin events.
+/// Parse `text` (LiteLLM format) and store new versions; when `publish`,
+/// each with its admin event (same transaction), which is then published at
+/// once (`outbox::publish_now`).
 pub async fn import(
     config: &Config,
     text: &str,
@@ -107,22 +108,18 @@ pub async fn import(
 ) -> anyhow::Result<AddOutcome> {
     let parsed = litellm::parse(text, default_effective_from)?;
     let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
-    let producer = if publish {
-        Some(EventProducer::new(&config.kafka)?)
-    } else {
-        None
-    };
     let admin = PriceAdmin {
-        store: PriceStore::new(pool),
-        producer,
+        store: PriceStore::new(pool.clone()),
     };
-    let outcome = admin.add(&parsed.prices, source, "cli").await?;
+    let actor = publish.then_some("cli");
+    let outcome = admin.add(&parsed.prices, source, actor).await?;
     if !parsed.skipped.is_empty() {
         println!(
             "prices: {} entries without prices skipped",
             parsed.skipped.len()
         );
     }
+    super::outbox::publish_now(config, &pool, &outcome.events).await;
     Ok(outcome)
 }
 

@@ -3,14 +3,19 @@
 //! batch, commit, and exit 0. Each fold is its own consumer group with its
 //! own progress in ClickHouse. The calls fold loads the price catalog from
 //! PostgreSQL first and keeps it fresh; the budget watcher publishes
-//! decisions on `tollgate.decisions`.
+//! decisions on `tollgate.decisions`; the outbox relay publishes committed
+//! admin events (`processors/src/outbox.rs`).
+
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use tollgate_ingest::producer::EventProducer;
 use tollgate_processors::cost::budget_watcher::BudgetWatcher;
 use tollgate_processors::cost::budgets::BudgetStore;
 use tollgate_processors::cost::store::{keep_fresh, PriceStore};
 use tollgate_processors::cost::SharedCatalog;
+use tollgate_processors::outbox::OutboxRelay;
 use tollgate_processors::progress::Progress;
 use tracing::info;
 
@@ -42,10 +47,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         }
         on_signal.cancel();
     });
+    let relay = std::sync::Mutex::new(None);
     let calls_fold = async {
         if calls {
             let progress = Progress::new(&config.kafka.events_topic);
-            let prices = start_cost_fold(config, progress.clone(), &shutdown).await?;
+            let (prices, relay_task) = start_cost_fold(config, progress.clone(), &shutdown).await?;
+            if let Ok(mut slot) = relay.lock() {
+                *slot = Some(relay_task);
+            }
             let result = tollgate_processors::consumer::run(
                 &config.kafka,
                 &config.clickhouse,
@@ -80,18 +89,29 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         anyhow::Ok(())
     };
     let (calls_result, audit_result) = tokio::join!(calls_fold, audit_fold);
+    shutdown.cancel();
+    if let Some(relay) = relay.lock().ok().and_then(|mut r| r.take()) {
+        // Let a drain in progress finish: cut short, it could publish rows
+        // without marking them, and they would be published again.
+        let wait = Duration::from_millis(config.kafka.message_timeout_ms) + Duration::from_secs(5);
+        if tokio::time::timeout(wait, relay).await.is_err() {
+            tracing::warn!("outbox relay did not stop in time");
+        }
+    }
     calls_result?;
     audit_result?;
     Ok(())
 }
 
-/// Load the price catalog (kept fresh in the background) and start the
-/// budget watcher; returns the catalog the calls fold prices rows with.
+/// Load the price catalog (kept fresh in the background), start the
+/// budget watcher and the outbox relay (publishes admin events committed by
+/// the API, the CLI or the watcher); returns the catalog the calls fold
+/// prices rows with, and the relay's task.
 async fn start_cost_fold(
     config: &Config,
     progress: Progress,
     shutdown: &CancellationToken,
-) -> anyhow::Result<SharedCatalog> {
+) -> anyhow::Result<(SharedCatalog, tokio::task::JoinHandle<()>)> {
     let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
     let store = PriceStore::new(pool.clone());
     let catalog = store
@@ -106,12 +126,17 @@ async fn start_cost_fold(
         shutdown.clone(),
     ));
     let watcher = BudgetWatcher::new(
-        BudgetStore::new(pool),
+        BudgetStore::new(pool.clone()),
         tollgate_processors::clickhouse::client(&config.clickhouse),
         &config.kafka,
         progress,
     )
     .context("cannot create the budget decision producer")?;
     tokio::spawn(watcher.run(shutdown.clone()));
-    Ok(prices)
+    let relay = OutboxRelay::new(
+        pool,
+        EventProducer::new(&config.kafka).context("cannot create the outbox producer")?,
+    );
+    let relay = tokio::spawn(relay.run(shutdown.clone()));
+    Ok((prices, relay))
 }

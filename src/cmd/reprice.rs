@@ -9,10 +9,10 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tollgate_ingest::producer::EventProducer;
 use tollgate_processors::cost::admin::{admin_event, KIND_PRICE_REPRICED};
 use tollgate_processors::cost::reprice;
 use tollgate_processors::cost::store::PriceStore;
+use tollgate_processors::outbox;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -137,17 +137,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             "cost_delta": delta,
         }),
     );
-    let producer = EventProducer::new(&config.kafka)?;
-    if let Some(Err(err)) = producer
-        .send_batch(std::slice::from_ref(&event))
-        .await
-        .pop()
-    {
-        anyhow::bail!(
-            "repricing is written, but its audit event was not produced: {}",
-            err.reason
-        );
-    }
+    // The adjustments are in ClickHouse, so the event cannot share their
+    // transaction; through the outbox it at least survives a Kafka outage.
+    let enqueued = outbox::enqueue_alone(&pool, &event).await.context(
+        "repricing is written to clickhouse, but its admin event could not be stored in the outbox",
+    )?;
+    super::outbox::publish_now(config, &pool, &[enqueued]).await;
     println!(
         "reprice: {} call(s) changed, cost change {delta} USD (reprice id {reprice_id})",
         plan.calls_changed

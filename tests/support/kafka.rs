@@ -43,3 +43,34 @@ pub async fn produce_all(topic: &str, messages: &[(String, Vec<u8>)]) {
         delivery.await.unwrap().map_err(|(e, _)| e).unwrap();
     }
 }
+
+/// Records on `topic` as (key, JSON value; `null` for a tombstone), read
+/// from the start for up to `wait`, stopping early once `done` says so.
+pub async fn read_records(
+    topic: &str,
+    wait: Duration,
+    done: impl Fn(&[(String, serde_json::Value)]) -> bool,
+) -> Vec<(String, serde_json::Value)> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", super::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Ok(message)) = tokio::time::timeout_at(deadline, consumer.recv()).await {
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).to_string();
+        let value =
+            serde_json::from_slice(message.payload().unwrap_or(b"null")).unwrap_or_default();
+        out.push((key, value));
+        if done(&out) {
+            break;
+        }
+    }
+    out
+}

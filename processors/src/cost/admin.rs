@@ -1,15 +1,15 @@
 //! Price-catalog changes as control-plane events: every version added
 //! (import, admin API) and every repricing run is also an `admin.price.*`
 //! event on `tollgate.events`, so the audit chain records who changed which
-//! price and when. Owns the event shapes and [`PriceAdmin`], which stores a
-//! change and then publishes it.
+//! price and when. Owns the event shapes and [`PriceAdmin`], which validates
+//! and stores a change with its event (the event goes through the outbox,
+//! `crate::outbox`, in the change's transaction).
 
 use std::collections::BTreeMap;
 
 use chrono::Utc;
 use serde_json::json;
 use tollgate_ingest::contract::{Event, SCHEMA_VERSION};
-use tollgate_ingest::producer::EventProducer;
 use uuid::Uuid;
 
 use super::prices::{NewPrice, PriceVersion};
@@ -64,74 +64,35 @@ pub fn price_event(version: &PriceVersion, corrected: bool, actor: &str) -> Even
 pub enum PriceAdminError {
     #[error("invalid price: `{field}` {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// Nothing was stored.
     #[error("postgres: {0}")]
     Postgres(#[from] sqlx::Error),
-    /// The versions are stored (and price new calls) but their audit events
-    /// did not reach Kafka.
-    #[error(
-        "{stored} price version(s) stored, but their admin events were not produced: {reason}"
-    )]
-    NotPublished { stored: usize, reason: String },
 }
 
-/// Stores price versions, then publishes them as admin events (unless
-/// `producer` is `None`: `tollgate migrate` seeds the default catalog
-/// without events, so a fresh topic holds only what clients sent).
+/// Validates and stores price versions, each with its admin event in the
+/// outbox (same transaction); an outbox relay puts the events on Kafka.
 #[derive(Clone)]
 pub struct PriceAdmin {
     pub store: PriceStore,
-    pub producer: Option<EventProducer>,
 }
 
 impl PriceAdmin {
-    /// Validate, store (unchanged prices are skipped) and publish.
+    /// Validate, then store (unchanged prices are skipped) with an event
+    /// per added version naming `actor`; without an actor, no events
+    /// (`tollgate migrate` seeding the default catalog: not a change, and
+    /// the rows record their source).
     pub async fn add(
         &self,
         prices: &[NewPrice],
         source: &str,
-        actor: &str,
+        actor: Option<&str>,
     ) -> Result<AddOutcome, PriceAdminError> {
         for p in prices {
             if let Some((field, reason)) = p.problem() {
                 return Err(PriceAdminError::Invalid { field, reason });
             }
         }
-        let existing = self.store.all().await?;
-        let outcome = self.store.add(prices, source).await?;
-        let events: Vec<Event> = outcome
-            .added
-            .iter()
-            .map(|v| {
-                let corrected = existing.iter().any(|e| {
-                    e.provider == v.provider
-                        && e.model == v.model
-                        && e.effective_from == v.effective_from
-                });
-                price_event(v, corrected, actor)
-            })
-            .collect();
-        self.publish(&events, outcome.added.len()).await?;
-        Ok(outcome)
-    }
-
-    /// Produce `events`; `stored` is how many changes they describe.
-    pub async fn publish(&self, events: &[Event], stored: usize) -> Result<(), PriceAdminError> {
-        let Some(producer) = &self.producer else {
-            return Ok(());
-        };
-        let failures: Vec<String> = producer
-            .send_batch(events)
-            .await
-            .into_iter()
-            .filter_map(|r| r.err().map(|e| e.reason))
-            .collect();
-        match failures.first() {
-            None => Ok(()),
-            Some(reason) => Err(PriceAdminError::NotPublished {
-                stored,
-                reason: reason.clone(),
-            }),
-        }
+        Ok(self.store.add(prices, source, actor).await?)
     }
 }
 

@@ -11,11 +11,14 @@
 //!    (periods, limits, spend and the positions of step 1) that proxies
 //!    reserve against (`docs/cost.md`, "Reserve and settle");
 //! 4. warns once per budget, threshold and period with an
-//!    `admin.budget.threshold` event on the events topic.
+//!    `admin.budget.threshold` event, claimed and put in the admin outbox in
+//!    one transaction (the outbox relay puts it on the events topic).
 //!
-//! A subject whose hard budgets are all gone gets a tombstone.
+//! A subject whose hard budgets are all gone gets a tombstone: subjects this
+//! watcher published and no longer finds, and (so that a restarted watcher
+//! lifts them too) subjects whose hard budget was deleted this month.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -26,11 +29,11 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tollgate_ingest::config::KafkaConfig;
-use tollgate_ingest::producer::EventProducer;
 use tollgate_ingest::proxy::budget::{BudgetPeriod, BudgetState};
 use tollgate_ingest::proxy::decisions::{Action, Decision};
 
 use super::admin::admin_event;
+use super::budget_admin::released_subjects;
 use super::budgets::KIND_BUDGET_THRESHOLD;
 use super::budgets::{evaluate, spend, Budget, BudgetStore, Period, SubjectKind};
 use crate::progress::{folded, Progress};
@@ -130,9 +133,10 @@ pub struct BudgetWatcher {
     pub client: Client,
     pub decisions: FutureProducer,
     pub decisions_topic: String,
-    pub events: EventProducer,
     pub progress: Progress,
     published: HashMap<String, Published>,
+    /// Subjects this watcher has tombstoned (not repeated every check).
+    released: HashSet<String>,
 }
 
 impl BudgetWatcher {
@@ -149,16 +153,14 @@ impl BudgetWatcher {
             .set("acks", "all")
             .set("linger.ms", "0")
             .create()?;
-        let events = EventProducer::new(kafka)
-            .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?;
         Ok(Self {
             store,
             client,
             decisions,
             decisions_topic: kafka.decisions_topic.clone(),
-            events,
             progress,
             published: HashMap::new(),
+            released: HashSet::new(),
         })
     }
 
@@ -244,17 +246,23 @@ impl BudgetWatcher {
                     at: Instant::now(),
                 },
             );
+            self.released.remove(subject);
         }
-        let gone: Vec<String> = self
-            .published
-            .keys()
-            .filter(|s| !hard.contains_key(*s))
-            .cloned()
-            .collect();
-        for subject in gone {
+        let (month_start, _) = Period::Monthly.bounds(now);
+        let deleted = self
+            .store
+            .deleted_hard_subjects(month_start)
+            .await
+            .map_err(|e| format!("postgres: {e}"))?;
+        let candidates = self.published.keys().cloned().chain(deleted);
+        for subject in released_subjects(&budgets, candidates) {
+            if self.released.contains(&subject) {
+                continue;
+            }
             self.publish(&subject, None).await?;
             tracing::info!(%subject, "no hard budget left; decision removed");
             self.published.remove(&subject);
+            self.released.insert(subject);
         }
         Ok(())
     }
@@ -272,7 +280,8 @@ impl BudgetWatcher {
     }
 
     /// Warn once per threshold reached in the running period (across
-    /// processors: the first to claim it in PostgreSQL publishes).
+    /// processors: the first to claim it in PostgreSQL enqueues the warning
+    /// in the outbox, in the same transaction).
     async fn warn_thresholds(
         &self,
         b: &Budget,
@@ -282,14 +291,6 @@ impl BudgetWatcher {
         let evaluation = evaluate(b, spent);
         let (period_start, _) = b.period.window(now);
         for t in &evaluation.reached {
-            let claimed = self
-                .store
-                .claim_alert(b.id, period_start, *t, spent)
-                .await
-                .map_err(|e| format!("postgres: {e}"))?;
-            if !claimed {
-                continue;
-            }
             let event = admin_event(
                 KIND_BUDGET_THRESHOLD,
                 "budgets",
@@ -304,14 +305,13 @@ impl BudgetWatcher {
                     "enforcement": if b.hard { "hard" } else { "soft" },
                 }),
             );
-            tracing::warn!(subject = %b.subject(), threshold = t, spend = %spent, limit = %b.limit_usd, "budget threshold reached");
-            if let Some(Err(err)) = self
-                .events
-                .send_batch(std::slice::from_ref(&event))
+            let claimed = self
+                .store
+                .claim_alert_with_event(b.id, period_start, *t, spent, &event)
                 .await
-                .pop()
-            {
-                tracing::warn!(reason = %err.reason, "budget warning event not produced");
+                .map_err(|e| format!("postgres: {e}"))?;
+            if claimed.is_some() {
+                tracing::warn!(subject = %b.subject(), threshold = t, spend = %spent, limit = %b.limit_usd, "budget threshold reached");
             }
         }
         Ok(())

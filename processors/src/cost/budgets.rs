@@ -142,7 +142,7 @@ pub fn evaluate(budget: &Budget, spend: Decimal) -> Evaluation {
 }
 
 #[derive(sqlx::FromRow)]
-struct BudgetRow {
+pub(crate) struct BudgetRow {
     id: i64,
     subject_kind: String,
     subject_id: String,
@@ -152,7 +152,26 @@ struct BudgetRow {
     thresholds: Vec<i32>,
 }
 
-/// Budgets in PostgreSQL.
+impl BudgetRow {
+    /// The budget (`None` for a kind the table's check would not allow).
+    pub(crate) fn into_budget(self) -> Option<Budget> {
+        Some(Budget {
+            id: self.id,
+            subject_kind: SubjectKind::parse(&self.subject_kind)?,
+            subject_id: self.subject_id,
+            period: match self.period.as_str() {
+                "daily" => Period::Daily,
+                _ => Period::Monthly,
+            },
+            limit_usd: self.limit_usd,
+            hard: self.enforcement == "hard",
+            thresholds: self.thresholds,
+        })
+    }
+}
+
+/// Budgets in PostgreSQL. Creating, replacing and deleting (each with its
+/// admin event in the outbox) is in `super::budget_admin`.
 #[derive(Clone)]
 pub struct BudgetStore {
     pool: PgPool,
@@ -171,71 +190,13 @@ impl BudgetStore {
         .await?;
         Ok(rows
             .into_iter()
-            .filter_map(|r| {
-                Some(Budget {
-                    id: r.id,
-                    subject_kind: SubjectKind::parse(&r.subject_kind)?,
-                    subject_id: r.subject_id,
-                    period: match r.period.as_str() {
-                        "daily" => Period::Daily,
-                        _ => Period::Monthly,
-                    },
-                    limit_usd: r.limit_usd,
-                    hard: r.enforcement == "hard",
-                    thresholds: r.thresholds,
-                })
-            })
+            .filter_map(BudgetRow::into_budget)
             .collect())
     }
 
-    /// Create or replace the budget of a subject and period.
-    pub async fn set(
-        &self,
-        kind: SubjectKind,
-        subject_id: &str,
-        period: Period,
-        limit_usd: Decimal,
-        hard: bool,
-        thresholds: &[i32],
-    ) -> sqlx::Result<i64> {
-        sqlx::query_scalar(
-            "INSERT INTO budgets (subject_kind, subject_id, period, limit_usd, enforcement, thresholds) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (subject_kind, subject_id, period) DO UPDATE SET limit_usd = EXCLUDED.limit_usd, \
-             enforcement = EXCLUDED.enforcement, thresholds = EXCLUDED.thresholds, updated_at = now() \
-             RETURNING id",
-        )
-        .bind(kind.name())
-        .bind(subject_id)
-        .bind(period.name())
-        .bind(limit_usd)
-        .bind(if hard { "hard" } else { "soft" })
-        .bind(thresholds)
-        .fetch_one(&self.pool)
-        .await
-    }
-
-    /// Record that `threshold` was reached in the period starting
-    /// `period_start`; `false` when it was recorded before (by this or
-    /// another processor).
-    pub async fn claim_alert(
-        &self,
-        budget_id: i64,
-        period_start: NaiveDate,
-        threshold: i32,
-        spend: Decimal,
-    ) -> sqlx::Result<bool> {
-        let inserted = sqlx::query(
-            "INSERT INTO budget_alerts (budget_id, period_start, threshold, spend_usd) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(budget_id)
-        .bind(period_start)
-        .bind(threshold)
-        .bind(spend)
-        .execute(&self.pool)
-        .await?;
-        Ok(inserted.rows_affected() == 1)
+    /// The pool, for budget administration (`super::budget_admin`).
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
     }
 }
 

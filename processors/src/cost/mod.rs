@@ -10,6 +10,7 @@
 //! documented in `docs/cost.md`.
 
 pub mod admin;
+pub mod budget_admin;
 pub mod budget_watcher;
 pub mod budgets;
 pub mod fold;

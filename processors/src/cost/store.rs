@@ -16,6 +16,9 @@ pub struct AddOutcome {
     pub added: Vec<PriceVersion>,
     /// Prices already in force with identical values.
     pub unchanged: usize,
+    /// The `admin.price.*` event of each added version, in the outbox
+    /// (empty when stored without events).
+    pub events: Vec<crate::outbox::Enqueued>,
 }
 
 /// The price catalog store.
@@ -49,7 +52,17 @@ impl PriceStore {
     /// skipped, so re-importing a file adds nothing; otherwise a new version
     /// is added (for an existing `effective_from`, it is a correction that
     /// supersedes the earlier one).
-    pub async fn add(&self, prices: &[NewPrice], source: &str) -> sqlx::Result<AddOutcome> {
+    ///
+    /// With an `actor`, each added version's `admin.price.added` /
+    /// `admin.price.corrected` event goes into the outbox in the same
+    /// transaction; without one (seeding the default catalog) there are no
+    /// events.
+    pub async fn add(
+        &self,
+        prices: &[NewPrice],
+        source: &str,
+        actor: Option<&str>,
+    ) -> sqlx::Result<AddOutcome> {
         let mut tx = self.pool.begin().await?;
         // One importer at a time: the "same prices?" check and the insert
         // must not interleave with another import.
@@ -67,6 +80,7 @@ impl PriceStore {
             .bind(price.effective_from)
             .fetch_optional(&mut *tx)
             .await?;
+            let corrected = latest.is_some();
             if latest.is_some_and(|r| price.same_prices(&PriceVersion::from(r))) {
                 outcome.unchanged += 1;
                 continue;
@@ -96,7 +110,14 @@ impl PriceStore {
             .bind(&price.note)
             .fetch_one(&mut *tx)
             .await?;
-            outcome.added.push(PriceVersion::from(row));
+            let version = PriceVersion::from(row);
+            if let Some(actor) = actor {
+                let event = super::admin::price_event(&version, corrected, actor);
+                outcome
+                    .events
+                    .push(crate::outbox::enqueue(&mut tx, &event).await?);
+            }
+            outcome.added.push(version);
         }
         if !outcome.added.is_empty() {
             // Processors reload at once (delivered on commit).
