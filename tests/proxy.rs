@@ -1643,6 +1643,47 @@ async fn concurrent_calls_cannot_overrun_a_hard_budget() {
         refused_after < Duration::from_secs(1),
         "refused only after {refused_after:?}"
     );
+
+    // Deleting the exhausted hard budget lifts the refusal: the watcher
+    // tombstones the subject and the proxy forgets its budget state.
+    let listed = proxy.env.tollgate(&["budgets", "list"]).output().unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let id = listed
+        .lines()
+        .find(|l| l.contains(" outside "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no outside budget in {listed}"))
+        .to_string();
+    let out = proxy
+        .env
+        .tollgate(&["budgets", "delete", "--id", &id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deleted = Instant::now();
+    loop {
+        let status = proxy.chat(&outside, "mock-race", &[]).await.status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(
+            deleted.elapsed() < Duration::from_secs(10),
+            "still refused after the budget was deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "budget race: deleted budget lifted after {:?}",
+        deleted.elapsed()
+    );
+    let records = read_decisions(&proxy.brokers, &proxy.env.decisions_topic);
+    assert!(!records.contains_key("budget/team/outside"), "{records:?}");
+    assert!(records.contains_key("budget/team/race"));
 }
 
 /// The latest record per key on the decisions topic.
