@@ -42,6 +42,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0021_cost_daily.sql",
         include_str!("../../migrations/clickhouse/0021_cost_daily.sql"),
     ),
+    (
+        "0023_cost_daily_tags.sql",
+        include_str!("../../migrations/clickhouse/0023_cost_daily_tags.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations
