@@ -1,8 +1,9 @@
 //! Finance endpoints: `GET /api/v1/reports/cost` (JSON, or CSV with
-//! `format=csv`) over the cost rollup, `GET /api/v1/finance/statement` (a
-//! team's monthly statement), `GET /api/v1/finance/budgets`, and `POST /api/v1/admin/prices` to
-//! add or correct price versions (admin keys only; each change is also an
-//! `admin.price.*` event on the events topic).
+//! `format=csv`) over the cost rollups (per tag with `group_by=tag:<key>`
+//! or `tag.<key>=`), `GET /api/v1/finance/statement` (a team's monthly
+//! statement), `GET /api/v1/finance/budgets`, and `POST /api/v1/admin/prices`
+//! to add or correct price versions (admin keys only; each change is also an `admin.price.*`
+//! event on the events topic).
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

@@ -21,11 +21,14 @@ use crate::layout::{render, Section};
 use crate::DashboardState;
 
 /// Where a click on a group's key leads: filter on it and group by the
-/// next finer dimension.
-fn finer(d: CostDimension) -> Option<CostDimension> {
+/// next finer dimension. A tag report has no user or key, so its teams
+/// lead to providers.
+fn finer(d: CostDimension, tagged: bool) -> Option<CostDimension> {
     match d {
         CostDimension::Month => Some(CostDimension::Day),
         CostDimension::Org => Some(CostDimension::Team),
+        CostDimension::Tag => Some(CostDimension::Team),
+        CostDimension::Team if tagged => Some(CostDimension::Provider),
         CostDimension::Team => Some(CostDimension::User),
         CostDimension::User => Some(CostDimension::Key),
         CostDimension::Provider => Some(CostDimension::Model),
@@ -61,7 +64,12 @@ pub struct CostPage {
     pub json_url: String,
     pub chart_json: String,
     pub error: Option<String>,
+    /// `group_by` without its tag, and whether it is the current one.
     pub group_choices: Vec<(String, bool)>,
+    /// The tag key grouped by (the "group by tag" input), or empty.
+    pub group_tag: String,
+    /// What the report covers when it names a tag key.
+    pub tag_note: Option<String>,
 }
 
 const NUMBER_HEADERS: [&str; 7] = [
@@ -107,23 +115,49 @@ fn encode(s: &str) -> String {
     out
 }
 
+fn group_by_param(q: &CostQuery) -> String {
+    q.group_by
+        .iter()
+        .map(|d| q.label(*d))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn base_pairs(q: &CostQuery) -> Vec<(String, String)> {
     let mut pairs = vec![
         ("from".to_string(), q.from.to_string()),
         ("to".to_string(), q.to.to_string()),
-        (
-            "group_by".to_string(),
-            q.group_by
-                .iter()
-                .map(|d| d.name())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+        ("group_by".to_string(), group_by_param(q)),
     ];
     for (d, v) in &q.filters {
-        pairs.push((d.name().to_string(), v.clone()));
+        pairs.push((q.filter_name(*d), v.clone()));
     }
     pairs
+}
+
+/// The page's form sends the "group by tag" input as `group_tag`; it joins
+/// `group_by` as `tag:<key>` before the report parameters are parsed, so
+/// the page accepts exactly what the API accepts.
+fn fold_group_tag(pairs: &[(String, String)]) -> Vec<(String, String)> {
+    let tag = pairs
+        .iter()
+        .find(|(k, _)| k == "group_tag")
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let mut out: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "group_tag")
+        .cloned()
+        .collect();
+    if tag.is_empty() {
+        return out;
+    }
+    match out.iter_mut().find(|(k, _)| k == "group_by") {
+        Some((_, v)) if v.trim().is_empty() => *v = format!("tag:{tag}"),
+        Some((_, v)) => *v = format!("{v},tag:{tag}"),
+        None => out.push(("group_by".into(), format!("team,tag:{tag}"))),
+    }
+    out
 }
 
 fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> CostPage {
@@ -132,7 +166,10 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
     let mut headers: Vec<String> = q
         .group_by
         .iter()
-        .map(|d| d.name().replace('_', " "))
+        .map(|d| match d {
+            CostDimension::Tag => q.label(*d),
+            _ => d.name().replace('_', " "),
+        })
         .collect();
     headers.extend(NUMBER_HEADERS.iter().map(|s| s.to_string()));
     headers.push("cost (USD)".into());
@@ -146,14 +183,14 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
                 .group_by
                 .iter()
                 .map(|d| {
-                    let text = g.key.get(d.name()).cloned().unwrap_or_default();
-                    let href = finer(*d).map(|next| {
+                    let text = g.key.get(&q.label(*d)).cloned().unwrap_or_default();
+                    let href = finer(*d, q.tag_key.is_some()).map(|next| {
                         let mut p: Vec<(String, String)> = pairs
                             .iter()
                             .filter(|(k, _)| k != "group_by")
                             .cloned()
                             .collect();
-                        p.push((d.name().to_string(), text.clone()));
+                        p.push((q.filter_name(*d), text.clone()));
                         p.push(("group_by".into(), next.name().into()));
                         format!("/finance/cost?{}", query_string(&p))
                     });
@@ -165,7 +202,7 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
                     labels.push(
                         q.group_by
                             .iter()
-                            .map(|d| g.key.get(d.name()).cloned().unwrap_or_default())
+                            .map(|d| g.key.get(&q.label(*d)).cloned().unwrap_or_default())
                             .collect::<Vec<_>>()
                             .join(" / "),
                     );
@@ -199,20 +236,22 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
         });
     }
     let chart = serde_json::json!({ "labels": labels, "values": values });
+    let untagged_group_by = q
+        .group_by
+        .iter()
+        .filter(|d| **d != CostDimension::Tag)
+        .map(|d| d.name())
+        .collect::<Vec<_>>()
+        .join(",");
     CostPage {
         section: Section::Finance,
         from: q.from.to_string(),
         to: q.to.to_string(),
-        group_by: q
-            .group_by
-            .iter()
-            .map(|d| d.name())
-            .collect::<Vec<_>>()
-            .join(","),
+        group_by: group_by_param(q),
         filters: q
             .filters
             .iter()
-            .map(|(d, v)| (d.name().to_string(), v.clone()))
+            .map(|(d, v)| (q.filter_name(*d), v.clone()))
             .collect(),
         headers,
         rows,
@@ -222,7 +261,20 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
         // `</` cannot end the script element early once escaped.
         chart_json: chart.to_string().replace("</", "<\\/"),
         error,
+        group_tag: if q.group_by.contains(&CostDimension::Tag) {
+            q.tag_key.clone().unwrap_or_default()
+        } else {
+            String::new()
+        },
+        tag_note: q.tag_key.as_ref().map(|key| {
+            format!(
+                "Only calls tagged `{key}` are counted: each call is in the row of its \
+                 `{key}` value, calls without that tag are in no row, so the total is the \
+                 tagged spend, not the whole spend."
+            )
+        }),
         group_choices: [
+            "",
             "team",
             "org",
             "user",
@@ -235,17 +287,7 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
             "provider,model,price_version",
         ]
         .iter()
-        .map(|g| {
-            (
-                g.to_string(),
-                *g == q
-                    .group_by
-                    .iter()
-                    .map(|d| d.name())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-        })
+        .map(|g| (g.to_string(), *g == untagged_group_by))
         .collect(),
     }
 }
@@ -264,7 +306,7 @@ pub async fn cost_page(
     State(state): State<DashboardState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    let pairs = fold_group_tag(&query.map(|Query(p)| p).unwrap_or_default());
     let today = Utc::now().date_naive();
     let q = match parse_params(&pairs, today, &[]) {
         Ok((q, _)) => q,
@@ -294,7 +336,7 @@ pub async fn cost_csv(
     State(state): State<DashboardState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    let pairs = fold_group_tag(&query.map(|Query(p)| p).unwrap_or_default());
     let q = match parse_params(&pairs, Utc::now().date_naive(), &[]) {
         Ok((q, _)) => q,
         Err(err) => {
