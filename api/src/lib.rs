@@ -64,6 +64,10 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/api/v1/finance/statement", get(finance::statement))
         .route("/api/v1/finance/budgets", get(finance::budgets))
         .route(
+            "/api/v1/finance/budgets/{id}/burndown",
+            get(finance::burndown),
+        )
+        .route(
             "/api/v1/admin/prices",
             axum::routing::post(finance::add_prices),
         )

@@ -3,7 +3,9 @@
 //! `/finance/cost.csv` (the same table as CSV: the page and the file show
 //! the very same strings, both from `read_models::cost`), and
 //! `/finance/statement` + `.csv` (a team's monthly statement; the page
-//! renders the CSV's own fields).
+//! renders the CSV's own fields), `/finance/budgets` + `.csv` (every
+//! budget's running period) and `/finance/budgets/{id}` (one budget's
+//! burn-down: a line chart and the table of its CSV).
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
@@ -566,8 +568,8 @@ async fn read_budgets(
 #[template(path = "finance_budgets.html")]
 pub struct BudgetsPage {
     pub section: Section,
-    /// The CSV's fields per budget, and its state.
-    pub rows: Vec<(Vec<String>, String)>,
+    /// The CSV's fields per budget, its state and its id.
+    pub rows: Vec<(Vec<String>, String, i64)>,
     pub error: Option<String>,
 }
 
@@ -580,7 +582,8 @@ pub async fn budgets_page(State(state): State<DashboardState>) -> Response {
                 .lines()
                 .skip(1)
                 .map(split_csv)
-                .zip(statuses.iter().map(|s| s.state.to_string()))
+                .zip(statuses.iter())
+                .map(|(fields, s)| (fields, s.state.to_string(), s.budget.id))
                 .collect();
             render(
                 StatusCode::OK,
@@ -618,4 +621,123 @@ pub async fn budgets_csv(State(state): State<DashboardState>) -> Response {
             .into_response(),
         Err((status, message)) => (status, format!("{message}\n")).into_response(),
     }
+}
+
+#[derive(Template)]
+#[template(path = "finance_budget.html")]
+pub struct BurndownPage {
+    pub section: Section,
+    pub id: String,
+    /// Label and value of the budget's summary (the JSON's strings).
+    pub summary: Vec<(&'static str, String)>,
+    pub as_of: String,
+    pub step: &'static str,
+    /// The CSV's header and fields per bucket.
+    pub headers: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub csv_url: String,
+    pub json_url: String,
+    pub chart_json: String,
+    pub error: Option<String>,
+}
+
+impl BurndownPage {
+    fn empty(id: &str) -> Self {
+        Self {
+            section: Section::Finance,
+            id: id.to_string(),
+            summary: Vec::new(),
+            as_of: String::new(),
+            step: "",
+            headers: Vec::new(),
+            rows: Vec::new(),
+            csv_url: format!("/api/v1/finance/budgets/{}/burndown?format=csv", encode(id)),
+            json_url: format!("/api/v1/finance/budgets/{}/burndown", encode(id)),
+            chart_json: "{}".into(),
+            error: None,
+        }
+    }
+}
+
+/// `GET /finance/budgets/{id}`: the burn-down of one budget's running
+/// period: cumulative spend against the limit, the ideal line and the
+/// forecast, and the table of the burn-down CSV.
+pub async fn budget_page(
+    State(state): State<DashboardState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    use tollgate_processors::read_models::burndown;
+    let mut page = BurndownPage::empty(&id);
+    let Ok(budget_id) = id.parse::<i64>() else {
+        page.error = Some(format!("`{id}` is not a budget id."));
+        return render(StatusCode::NOT_FOUND, &page);
+    };
+    let Some(store) = state.budgets.as_ref() else {
+        page.error = Some("budgets need PostgreSQL; this server runs without it".into());
+        return render(StatusCode::SERVICE_UNAVAILABLE, &page);
+    };
+    let budget = match store.all().await {
+        Ok(all) => all.into_iter().find(|b| b.id == budget_id),
+        Err(e) => {
+            page.error = Some(format!("cannot read budgets: {e}"));
+            return render(StatusCode::SERVICE_UNAVAILABLE, &page);
+        }
+    };
+    let Some(budget) = budget else {
+        page.error = Some(format!("There is no budget {budget_id}."));
+        return render(StatusCode::NOT_FOUND, &page);
+    };
+    let now = burndown::clock(Utc::now());
+    let report = match state.read_models.budget_burndown(&budget, now).await {
+        Ok(r) => r,
+        Err(e) => {
+            page.error = Some(e.to_string());
+            return render(status_of(&e), &page);
+        }
+    };
+    let status = &report.status;
+    page.summary = vec![
+        ("subject", status.subject.clone()),
+        ("period", budget.period.name().to_string()),
+        (
+            "enforcement",
+            if budget.hard { "hard" } else { "soft" }.to_string(),
+        ),
+        ("limit (USD)", budget.limit_usd.to_string()),
+        ("spent (USD)", status.spend_usd.to_string()),
+        ("used %", status.percent.to_string()),
+        ("state", status.state.to_string()),
+        ("forecast (USD)", status.forecast_usd.to_string()),
+        ("from", status.period_start.to_string()),
+        ("until", status.period_end.to_string()),
+    ];
+    page.as_of = report
+        .as_of
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    page.step = match report.step {
+        burndown::Step::Day => "day",
+        burndown::Step::Hour => "hour",
+    };
+    // The table shows exactly the CSV's fields.
+    let csv = burndown::to_csv(&report);
+    let mut lines = csv.lines().map(split_csv);
+    page.headers = lines.next().unwrap_or_default();
+    page.rows = lines.collect();
+    // Numbers for plotting only: the chart gets the same decimal strings
+    // (the script turns them into numbers); `null` where a line has no
+    // point.
+    let label = |t: chrono::DateTime<Utc>| match report.step {
+        burndown::Step::Day => t.format("%Y-%m-%d").to_string(),
+        burndown::Step::Hour => t.format("%H:%M").to_string(),
+    };
+    let opt = |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string());
+    let chart = serde_json::json!({
+        "labels": report.points.iter().map(|p| label(p.start)).collect::<Vec<_>>(),
+        "cumulative": report.points.iter().map(|p| opt(p.cumulative_usd)).collect::<Vec<_>>(),
+        "limit": report.points.iter().map(|_| budget.limit_usd.to_string()).collect::<Vec<_>>(),
+        "ideal": report.points.iter().map(|p| p.ideal_usd.to_string()).collect::<Vec<_>>(),
+        "forecast": report.points.iter().map(|p| opt(p.forecast_usd)).collect::<Vec<_>>(),
+    });
+    page.chart_json = chart.to_string().replace("</", "<\\/");
+    render(StatusCode::OK, &page)
 }
