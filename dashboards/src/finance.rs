@@ -726,13 +726,15 @@ pub async fn budget_page(
     // Numbers for plotting only: the chart gets the same decimal strings
     // (the script turns them into numbers); `null` where a line has no
     // point.
-    let label = |t: chrono::DateTime<Utc>| match report.step {
-        burndown::Step::Day => t.format("%Y-%m-%d").to_string(),
-        burndown::Step::Hour => t.format("%H:%M").to_string(),
+    // A point is the cumulative spend at the end of its bucket: label days
+    // by date and hours by their span.
+    let label = |p: &burndown::BurndownPoint| match report.step {
+        burndown::Step::Day => p.start.format("%Y-%m-%d").to_string(),
+        burndown::Step::Hour => format!("{}–{}", p.start.format("%H:%M"), p.end.format("%H:%M")),
     };
     let opt = |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string());
     let chart = serde_json::json!({
-        "labels": report.points.iter().map(|p| label(p.start)).collect::<Vec<_>>(),
+        "labels": report.points.iter().map(label).collect::<Vec<_>>(),
         "cumulative": report.points.iter().map(|p| opt(p.cumulative_usd)).collect::<Vec<_>>(),
         "limit": report.points.iter().map(|_| budget.limit_usd.to_string()).collect::<Vec<_>>(),
         "ideal": report.points.iter().map(|p| p.ideal_usd.to_string()).collect::<Vec<_>>(),

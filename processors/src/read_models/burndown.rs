@@ -145,7 +145,7 @@ pub fn assemble(
         let ideal = limit
             .checked_mul(Decimal::from(i + 1))
             .and_then(|x| x.checked_div(Decimal::from(buckets)))
-            .map(round)
+            .map(|x| round(x).normalize())
             .ok_or_else(|| overflow("the ideal line"))?;
         let begun = i <= current;
         if begun {
@@ -433,6 +433,11 @@ mod tests {
         // 1 / 24 rounded once to 12 places.
         assert_eq!(r.points[0].ideal_usd, d("0.041666666667"));
         assert_eq!(r.points[23].ideal_usd, d("1"));
+        assert_eq!(
+            r.points[11].ideal_usd.to_string(),
+            "0.5",
+            "no trailing zeros"
+        );
         assert_eq!(r.points[0].forecast_usd, Some(d("0.25")));
         assert_eq!(r.points[23].forecast_usd, Some(d("6")));
         assert_eq!(r.status.forecast_usd, d("6"));
