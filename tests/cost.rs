@@ -1457,3 +1457,87 @@ async fn tag_rollup_equals_the_tagged_facts_before_and_after_repricing() {
     let report = json("group_by=price_version&tag.feature=search").await;
     assert_eq!(report["groups"].as_array().unwrap().len(), 3, "{report}");
 }
+
+/// Forget that migration `version` was applied, so `tollgate migrate`
+/// applies it again (18.16: no lightweight DELETE; copy the other rows).
+async fn forget_migration(env: &TestEnv, version: u32) {
+    for sql in [
+        "DROP TABLE IF EXISTS {db}.schema_migrations_keep".to_string(),
+        "CREATE TABLE {db}.schema_migrations_keep AS {db}.schema_migrations".to_string(),
+        format!(
+            "INSERT INTO {{db}}.schema_migrations_keep SELECT * FROM {{db}}.schema_migrations WHERE version != {version}"
+        ),
+        "DROP TABLE {db}.schema_migrations".to_string(),
+        "RENAME TABLE {db}.schema_migrations_keep TO {db}.schema_migrations".to_string(),
+    ] {
+        env.ch(&sql).await;
+    }
+}
+
+/// A database that stored calls and repricing adjustments before 0023:
+/// applying it fills the tag rollup from them (adjustments without tags
+/// take their call's), and applying it again counts nothing twice.
+#[tokio::test]
+async fn migration_0023_backfills_the_tag_rollup_once() {
+    let env = TestEnv::new("cost_tags_backfill").await;
+    // Back to the state before 0023 (the new columns of cost_adjustments
+    // stay: applying the file again must accept them as applied).
+    for sql in [
+        "DROP TABLE {db}.cost_daily_tags_mv",
+        "DROP TABLE {db}.cost_adjustments_tags_mv",
+        "DROP TABLE {db}.cost_daily_tags",
+    ] {
+        env.ch(sql).await;
+    }
+    forget_migration(&env, 23).await;
+    env.ch(
+        "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, provider, model, \
+         tag_keys, tag_values, cost, priced, price_version) VALUES \
+         ('e1', 'ai.call.completed', '2026-03-10 10:00:00', 'o', 't', 'p', 'm', ['feature', 'variant'], ['search', 'b'], toDecimal128('0.5', 12), 1, 1), \
+         ('e2', 'ai.call.completed', '2026-03-10 11:00:00', 'o', 't', 'p', 'm', [], [], toDecimal128('0.25', 12), 1, 1), \
+         ('e3', 'ai.call.failed', '2026-03-11 11:00:00', 'o', 't', 'p', 'm', ['feature'], ['chat'], toDecimal128('0.125', 12), 1, 1), \
+         ('e4', 'ai.call.blocked', '2026-03-11 12:00:00', 'o', 't', 'p', 'm', ['feature'], ['chat'], toDecimal128('0', 12), 0, 0), \
+         ('e5', 'ai.call.completed', '2026-03-12 11:00:00', 'o', 't', 'p', 'x', ['feature'], ['chat'], toDecimal128('0', 12), 0, 0)",
+    )
+    .await;
+    // e1 repriced before 0023: its adjustments have no tags of their own.
+    env.ch(
+        "INSERT INTO {db}.cost_adjustments (event_id, occurred_at, org_id, team_id, provider, model, \
+         price_version, sign, cost) VALUES \
+         ('e1', '2026-03-10 10:00:00', 'o', 't', 'p', 'm', 1, -1, toDecimal128('-0.5', 12)), \
+         ('e1', '2026-03-10 10:00:00', 'o', 't', 'p', 'm', 2, 1, toDecimal128('0.75', 12))",
+    )
+    .await;
+    let want: BTreeMap<(String, String), (i64, i64, Decimal)> = [
+        (("feature", "chat"), (2, 1, d("0.125"))),
+        (("feature", "search"), (1, 0, d("0.75"))),
+        (("variant", "b"), (1, 0, d("0.75"))),
+    ]
+    .into_iter()
+    .map(|((k, v), sums)| ((k.to_string(), v.to_string()), sums))
+    .collect();
+    for round in 0..2 {
+        let out = env.tollgate(&["migrate"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "migrate (round {round}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(tag_rollup(&env).await, want, "round {round}");
+        // The second round applies the whole file again over a filled
+        // table (as after a crash before it was recorded).
+        forget_migration(&env, 23).await;
+    }
+    // And the views are back: a new tagged call reaches the tag rollup.
+    env.ch(
+        "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, provider, model, \
+         tag_keys, tag_values, cost, priced, price_version) VALUES \
+         ('e6', 'ai.call.completed', '2026-03-12 12:00:00', 'o', 't', 'p', 'm', ['variant'], ['b'], toDecimal128('1', 12), 1, 2)",
+    )
+    .await;
+    let rollup = tag_rollup(&env).await;
+    assert_eq!(
+        rollup[&("variant".to_string(), "b".to_string())],
+        (2, 0, d("1.75"))
+    );
+}
