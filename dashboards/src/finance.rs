@@ -743,3 +743,83 @@ pub async fn budget_page(
     page.chart_json = chart.to_string().replace("</", "<\\/");
     render(StatusCode::OK, &page)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_group_by_tag_input_joins_group_by() {
+        assert_eq!(
+            fold_group_tag(&pairs(&[("group_by", "team"), ("group_tag", " feature ")])),
+            pairs(&[("group_by", "team,tag:feature")])
+        );
+        assert_eq!(
+            fold_group_tag(&pairs(&[("group_by", ""), ("group_tag", "feature")])),
+            pairs(&[("group_by", "tag:feature")])
+        );
+        assert_eq!(
+            fold_group_tag(&pairs(&[("group_tag", "feature")])),
+            pairs(&[("group_by", "team,tag:feature")])
+        );
+        assert_eq!(
+            fold_group_tag(&pairs(&[("group_by", "model"), ("group_tag", "")])),
+            pairs(&[("group_by", "model")])
+        );
+    }
+
+    #[test]
+    fn tag_page_drills_down_to_teams_then_providers() {
+        let today = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();
+        let (q, _) = parse_params(
+            &pairs(&[("group_by", "tag:feature,team"), ("month", "2026-03")]),
+            today,
+            &[],
+        )
+        .unwrap();
+        let report = CostReport {
+            from: q.from,
+            to: q.to,
+            group_by: vec!["tag:feature".into(), "team".into()],
+            filters: Default::default(),
+            tag_key: Some("feature".into()),
+            groups: vec![tollgate_processors::read_models::cost::CostGroup {
+                key: [
+                    ("tag:feature".to_string(), "search".to_string()),
+                    ("team".to_string(), "a".to_string()),
+                ]
+                .into(),
+                totals: CostTotals::default(),
+            }],
+            total: CostTotals::default(),
+        };
+        let page = view(&q, Some(&report), None);
+        assert_eq!(page.headers[0], "tag:feature");
+        assert_eq!(page.group_tag, "feature");
+        assert!(page.tag_note.is_some());
+        let tag_link = page.rows[0].keys[0].href.clone().unwrap();
+        assert!(tag_link.contains("tag.feature=search"), "{tag_link}");
+        assert!(tag_link.ends_with("group_by=team"), "{tag_link}");
+        let team_link = page.rows[0].keys[1].href.clone().unwrap();
+        assert!(
+            team_link.ends_with("team=a&group_by=provider"),
+            "{team_link}"
+        );
+        assert!(
+            page.csv_url.contains("group_by=tag%3Afeature%2Cteam"),
+            "{}",
+            page.csv_url
+        );
+        // The select shows the group_by without its tag.
+        assert!(page.group_choices.iter().any(|(g, on)| g == "team" && *on));
+    }
+}
