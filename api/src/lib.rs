@@ -164,6 +164,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bad_tag_parameters_are_400_naming_them() {
+        for (uri, parameter) in [
+            ("/api/v1/reports/cost?group_by=tag:a%20b", "group_by"),
+            ("/api/v1/reports/cost?tag.a%2Fb=x", "tag.a/b"),
+            ("/api/v1/reports/cost?group_by=key,tag:feature", "group_by"),
+            (
+                "/api/v1/reports/cost?group_by=tag:feature&tag.variant=b",
+                "tag.variant",
+            ),
+            ("/api/v1/finance/budgets/abc/burndown", "id"),
+            ("/api/v1/finance/budgets/1/burndown?format=xml", "format"),
+        ] {
+            let (status, body, _) = get(uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["parameter"], parameter, "{uri}: {body}");
+        }
+        let (status, body, _) = get(&format!(
+            "/api/v1/reports/cost?group_by=tag:{}",
+            "k".repeat(65)
+        ))
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains("1 to 64 characters"), "{body}");
+    }
+
+    #[tokio::test]
     async fn unreachable_clickhouse_is_503() {
         let (status, body, _) = get("/api/v1/reports/latency").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
