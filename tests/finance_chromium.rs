@@ -1,9 +1,12 @@
 //! The finance pages in a real browser: calls priced by `tollgate process`,
-//! `tollgate api` serving `/finance/cost` and `/finance/statement`, Debian's
-//! headless Chromium running the page script and Chart.js. Checks that the
-//! cost chart plotted a bar per priced group, that every cost in the table
-//! is the CSV's string for that row, and that unpriced calls read
-//! "unpriced". Saves screenshots under `tests/artifacts/`.
+//! `tollgate api` serving `/finance/cost`, `/finance/statement` and
+//! `/finance/budgets/{id}`, Debian's headless Chromium running the page
+//! script and Chart.js. Checks that the cost chart plotted a bar per priced
+//! group, that every cost in the table is the CSV's string for that row,
+//! that unpriced calls read "unpriced", and that a budget's burn-down chart
+//! was drawn and its table holds the CSV's strings and the numbers this
+//! test computes from the calls it produced. Saves screenshots under
+//! `tests/artifacts/`.
 //!
 //! Chromium comes from `TOLLGATE_TEST_CHROMIUM`, else `/usr/bin/chromium`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,9 +16,10 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Datelike, Utc};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use rust_decimal::Decimal;
 use support::chromium::run_chromium;
 use support::{kafka_brokers, TestEnv};
 use tollgate_ingest::contract::{Call, Event, Operation, Outcome, Usage, SCHEMA_VERSION};
@@ -207,4 +211,337 @@ async fn finance_pages_in_chromium_match_the_csv() {
         "the running month has a forecast"
     );
     screenshot(&url, "finance_statement.png").await;
+}
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+/// A completed call of `team` on `tg-burn` (0.001 USD per input token) at
+/// `at`.
+fn burn_call(team: &str, at: DateTime<Utc>, input: u64) -> Event {
+    let mut e = event(team, "tg-burn", input, 0);
+    e.occurred_at = at;
+    let call = e.call.as_mut().unwrap();
+    call.provider = "testprov".into();
+    call.usage.cached_input_tokens = 0;
+    e
+}
+
+/// The rows of the table `id` in a dumped DOM, as cell texts.
+fn table_rows(dom: &str, id: &str) -> Vec<Vec<String>> {
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no table {id}"));
+    let table = &dom[start..];
+    let table = &table[..table.find("</table>").unwrap()];
+    let body = &table[table.find("<tbody>").unwrap()..];
+    body.split("<tr")
+        .skip(1)
+        .map(|row| {
+            row.split("<td")
+                .skip(1)
+                .map(|cell| {
+                    let cell = &cell[cell.find('>').unwrap() + 1..];
+                    cell[..cell.find("</td>").unwrap()].to_string()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The attribute `name` of the element whose tag starts with `prefix`.
+fn attribute(dom: &str, prefix: &str, name: &str) -> String {
+    let tag = &dom[dom.find(prefix).unwrap_or_else(|| panic!("no {prefix}"))..];
+    let tag = &tag[..tag.find('>').unwrap()];
+    let value = &tag[tag
+        .find(&format!("{name}=\""))
+        .unwrap_or_else(|| panic!("no {name} in {tag}"))
+        + name.len()
+        + 2..];
+    value[..value.find('"').unwrap()].to_string()
+}
+
+/// What the burn-down must show for a budget of `limit` over
+/// `[start, start + buckets * step)` with `calls` (time, cost) at `as_of`,
+/// computed here: per bucket (spend, cumulative, remaining) until the
+/// current bucket, the ideal line, and the forecast from the current
+/// bucket on.
+#[allow(clippy::type_complexity)]
+fn expected_burndown(
+    limit: Decimal,
+    start: DateTime<Utc>,
+    step_secs: i64,
+    buckets: i64,
+    calls: &[(DateTime<Utc>, Decimal)],
+    as_of: DateTime<Utc>,
+) -> Vec<Vec<Option<Decimal>>> {
+    let round = |x: Decimal| {
+        x.round_dp_with_strategy(12, rust_decimal::RoundingStrategy::MidpointNearestEven)
+    };
+    let current = (as_of - start).num_seconds() / step_secs;
+    let total: Decimal = calls.iter().map(|(_, c)| *c).sum();
+    let elapsed = (as_of - start)
+        .num_seconds()
+        .clamp(3_600, buckets * step_secs);
+    let mut cumulative = Decimal::ZERO;
+    (0..buckets)
+        .map(|i| {
+            let from = start + chrono::Duration::seconds(i * step_secs);
+            let to = from + chrono::Duration::seconds(step_secs);
+            let spend: Decimal = calls
+                .iter()
+                .filter(|(t, _)| *t >= from && *t < to)
+                .map(|(_, c)| *c)
+                .sum();
+            let begun = i <= current;
+            cumulative += spend;
+            let ideal = round(limit * Decimal::from(i + 1) / Decimal::from(buckets));
+            let forecast = (i >= current).then(|| {
+                round(total * Decimal::from((i + 1) * step_secs) / Decimal::from(elapsed))
+            });
+            vec![
+                begun.then_some(spend),
+                begun.then_some(cumulative),
+                begun.then_some(limit - cumulative),
+                Some(ideal),
+                forecast,
+            ]
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_burndown_in_chromium_matches_the_calls() {
+    let mut env = TestEnv::new("finance_burndown").await;
+    let prices = env.dir.path().join("burn.json");
+    std::fs::write(
+        &prices,
+        r#"{"tg-burn": {"litellm_provider": "testprov", "effective_from": "2025-01-01T00:00:00Z",
+                        "input_cost_per_token": 0.001}}"#,
+    )
+    .unwrap();
+    let ok = |args: &[&str]| {
+        let out = env.tollgate(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(&["prices", "import", prices.to_str().unwrap()]);
+    ok(&[
+        "budgets", "set", "--kind", "team", "--id", "team-m", "--limit", "10",
+    ]);
+    ok(&[
+        "budgets", "set", "--kind", "team", "--id", "team-d", "--limit", "2", "--period", "daily",
+        "--soft",
+    ]);
+
+    // Calls spread over the running month (team-m) and day (team-d), none
+    // in the future; team-z has no budget.
+    let now = Utc::now();
+    let today = now.date_naive();
+    let day_start = today.and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let month_start = today
+        .with_day(1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let spread = |start: DateTime<Utc>| {
+        let span = (now - start).num_seconds();
+        [0, span / 2, span - 1].map(|s| (start + chrono::Duration::seconds(s)).min(now))
+    };
+    let monthly: Vec<(DateTime<Utc>, u64)> = spread(month_start)
+        .into_iter()
+        .zip([1000, 2000, 500])
+        .collect();
+    let daily: Vec<(DateTime<Utc>, u64)> =
+        spread(day_start).into_iter().zip([100, 200, 300]).collect();
+    let mut events: Vec<Event> = monthly
+        .iter()
+        .map(|(t, n)| burn_call("team-m", *t, *n))
+        .chain(daily.iter().map(|(t, n)| burn_call("team-d", *t, *n)))
+        .collect();
+    events.push(burn_call("team-z", now, 4000));
+    let messages: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|e| (e.team_id.clone(), serde_json::to_vec(e).unwrap()))
+        .collect();
+    support::kafka::produce_all(&env.events_topic, &messages).await;
+    env.spawn("process", &["process"]);
+    let n = events.len() as u64;
+    let sql = "SELECT sum(calls) FROM {db}.cost_daily";
+    assert_eq!(env.wait_for_count(sql, n, Duration::from_secs(60)).await, n);
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
+    let api = env.api_url();
+
+    let statuses: serde_json::Value = reqwest::get(format!("{api}/api/v1/finance/budgets"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_of = |subject: &str| {
+        statuses
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["subject"] == subject)
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let (monthly_id, daily_id) = (id_of("budget/team/team-m"), id_of("budget/team/team-d"));
+    // The budgets page links each budget to its burn-down.
+    let list = reqwest::get(format!("{api}/finance/budgets"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for id in [monthly_id, daily_id] {
+        assert!(
+            list.contains(&format!("href=\"/finance/budgets/{id}\"")),
+            "{list}"
+        );
+    }
+    // Unknown and malformed ids.
+    let missing = reqwest::get(format!("{api}/api/v1/finance/budgets/999999/burndown"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let bad = reqwest::get(format!("{api}/api/v1/finance/budgets/x1/burndown"))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        bad.json::<serde_json::Value>().await.unwrap()["parameter"],
+        "id"
+    );
+    assert_eq!(
+        reqwest::get(format!("{api}/finance/budgets/999999"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let days_in_month = (month_start
+        .date_naive()
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap()
+        - month_start.date_naive())
+    .num_days();
+    let cost = |calls: &[(DateTime<Utc>, u64)]| -> Vec<(DateTime<Utc>, Decimal)> {
+        calls
+            .iter()
+            .map(|(t, n)| (*t, Decimal::from(*n) * d("0.001")))
+            .collect()
+    };
+    for (id, limit, start, step, buckets, calls, name) in [
+        (
+            monthly_id,
+            d("10"),
+            month_start,
+            86_400,
+            days_in_month,
+            cost(&monthly),
+            "monthly",
+        ),
+        (
+            daily_id,
+            d("2"),
+            day_start,
+            3_600,
+            24,
+            cost(&daily),
+            "daily",
+        ),
+    ] {
+        let url = format!("{api}/finance/budgets/{id}");
+        let csv_url = format!("{api}/api/v1/finance/budgets/{id}/burndown?format=csv");
+        // The forecast moves once a minute: read the page and the CSV
+        // again if a minute turned between the two.
+        let mut attempt = 0;
+        let (dom, csv) = loop {
+            attempt += 1;
+            let dom = dom_of(&url).await;
+            let csv = reqwest::get(&csv_url).await.unwrap().text().await.unwrap();
+            let rows = table_rows(&dom, "burndown-table");
+            let csv_rows: Vec<Vec<String>> = csv
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').map(str::to_string).collect())
+                .collect();
+            if rows == csv_rows || attempt == 3 {
+                assert_eq!(rows, csv_rows, "{name}: the page's table is the CSV");
+                break (dom, csv);
+            }
+        };
+        // The chart: Chart.js holds a chart for the canvas, one point per
+        // bucket, and the canvas is not blank.
+        let canvas = "<canvas id=\"burndown-chart\"";
+        assert_eq!(attribute(&dom, canvas, "data-chart"), "ready", "{name}");
+        assert_eq!(
+            attribute(&dom, canvas, "data-points"),
+            buckets.to_string(),
+            "{name}"
+        );
+        let painted: u64 = attribute(&dom, canvas, "data-painted-pixels")
+            .parse()
+            .unwrap();
+        assert!(painted > 2_000, "{name}: {painted} painted pixels");
+        // The numbers: what this test computes from its calls.
+        let as_of: DateTime<Utc> = {
+            let at = &dom[dom.find("id=\"as-of\">").unwrap() + 11..];
+            at[..at.find('<').unwrap()].parse().unwrap()
+        };
+        assert!(as_of <= Utc::now() && Utc::now() - as_of < chrono::Duration::minutes(3));
+        let want = expected_burndown(limit, start, step, buckets, &calls, as_of);
+        let rows = table_rows(&dom, "burndown-table");
+        assert_eq!(rows.len(), want.len(), "{name}: one row per bucket");
+        for (i, (row, want)) in rows.iter().zip(&want).enumerate() {
+            let start_i = start + chrono::Duration::seconds(i as i64 * step);
+            assert_eq!(
+                row[0],
+                start_i.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "{name} row {i}"
+            );
+            let got: Vec<Option<Decimal>> = row[2..]
+                .iter()
+                .map(|c| (!c.is_empty()).then(|| d(c)))
+                .collect();
+            assert_eq!(&got, want, "{name} row {i}: {row:?}");
+        }
+        // The last cumulative is the budget's spend; the last forecast is
+        // the budgets report's forecast.
+        let json: serde_json::Value =
+            reqwest::get(format!("{api}/api/v1/finance/budgets/{id}/burndown"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        let spent: Decimal = calls.iter().map(|(_, c)| *c).sum();
+        assert_eq!(d(json["spend_usd"].as_str().unwrap()), spent, "{name}");
+        assert_eq!(json["step"], if step == 3_600 { "hour" } else { "day" });
+        let points = json["points"].as_array().unwrap();
+        let last = points.last().unwrap();
+        assert_eq!(last["forecast_usd"], json["forecast_usd"], "{name}");
+        let current = points
+            .iter()
+            .rfind(|p| !p["cumulative_usd"].is_null())
+            .unwrap();
+        assert_eq!(d(current["cumulative_usd"].as_str().unwrap()), spent);
+        assert!(csv.lines().count() == points.len() + 1, "{name}");
+        screenshot(&url, &format!("finance_burndown_{name}.png")).await;
+    }
 }

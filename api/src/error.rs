@@ -37,6 +37,15 @@ pub enum ApiError {
     ReadModel(#[from] ReadModelError),
 }
 
+impl From<tollgate_processors::read_models::cost::InvalidCostParameter> for ApiError {
+    fn from(err: tollgate_processors::read_models::cost::InvalidCostParameter) -> Self {
+        Self::InvalidParameter {
+            parameter: err.parameter,
+            reason: err.reason,
+        }
+    }
+}
+
 impl From<InvalidParameter> for ApiError {
     fn from(err: InvalidParameter) -> Self {
         Self::InvalidParameter {

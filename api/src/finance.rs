@@ -1,11 +1,14 @@
 //! Finance endpoints: `GET /api/v1/reports/cost` (JSON, or CSV with
-//! `format=csv`) over the cost rollup, `GET /api/v1/finance/statement` (a
-//! team's monthly statement), `GET /api/v1/finance/budgets`, and `POST /api/v1/admin/prices` to
-//! add or correct price versions (admin keys only; each change is also an
-//! `admin.price.*` event on the events topic).
+//! `format=csv`) over the cost rollups (per tag with `group_by=tag:<key>`
+//! or `tag.<key>=`), `GET /api/v1/finance/statement` (a team's monthly
+//! statement), `GET /api/v1/finance/budgets`,
+//! `GET /api/v1/finance/budgets/{id}/burndown` (one budget's running period
+//! bucket by bucket), and `POST /api/v1/admin/prices` to add or correct
+//! price versions (admin keys only; each change is also an `admin.price.*`
+//! event on the events topic).
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -171,6 +174,75 @@ pub async fn budgets(
             reason: format!("`{other}` is not json or csv"),
         }),
     }
+}
+
+/// `GET /api/v1/finance/budgets/{id}/burndown?format=json|csv`: the
+/// budget's running period, one point per day (monthly budgets) or hour
+/// (daily budgets); 404 for an unknown id.
+pub async fn burndown(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(pairs) = query.map_err(|err| ApiError::InvalidParameter {
+        parameter: "query".into(),
+        reason: err.body_text(),
+    })?;
+    let mut format = None;
+    for (name, value) in pairs {
+        match name.as_str() {
+            "format" if format.is_none() => format = Some(value),
+            "format" => {
+                return Err(ApiError::InvalidParameter {
+                    parameter: name,
+                    reason: "given more than once".into(),
+                })
+            }
+            _ => {
+                return Err(ApiError::InvalidParameter {
+                    parameter: name,
+                    reason: "unknown parameter; expected format".into(),
+                })
+            }
+        }
+    }
+    let format = format.unwrap_or_else(|| "json".into());
+    if format != "json" && format != "csv" {
+        return Err(ApiError::InvalidParameter {
+            parameter: "format".into(),
+            reason: format!("`{format}` is not json or csv"),
+        });
+    }
+    let id: i64 = id.parse().map_err(|_| ApiError::InvalidParameter {
+        parameter: "id".into(),
+        reason: format!("`{id}` is not a budget id (an integer)"),
+    })?;
+    let store = state.budgets.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("budgets need postgres; this server runs without it".into())
+    })?;
+    let budget = store
+        .all()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot read budgets: {e}")))?
+        .into_iter()
+        .find(|b| b.id == id)
+        .ok_or(ApiError::NotFound)?;
+    let now = tollgate_processors::read_models::burndown::clock(Utc::now());
+    let report = state.read_models.budget_burndown(&budget, now).await?;
+    if format == "csv" {
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"burndown.csv\"",
+                ),
+            ],
+            tollgate_processors::read_models::burndown::to_csv(&report),
+        )
+            .into_response());
+    }
+    Ok(Json(report).into_response())
 }
 
 /// Body of `POST /api/v1/admin/prices`: one price or a list.

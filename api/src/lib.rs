@@ -66,6 +66,10 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/api/v1/finance/statement", get(finance::statement))
         .route("/api/v1/finance/budgets", get(finance::budgets))
         .route(
+            "/api/v1/finance/budgets/{id}/burndown",
+            get(finance::burndown),
+        )
+        .route(
             "/api/v1/admin/prices",
             axum::routing::post(finance::add_prices),
         )
@@ -167,6 +171,33 @@ mod tests {
             body["error"].as_str().unwrap().contains("not a duration"),
             "{body}"
         );
+    }
+
+    #[tokio::test]
+    async fn bad_tag_parameters_are_400_naming_them() {
+        for (uri, parameter) in [
+            ("/api/v1/reports/cost?group_by=tag:a%20b", "group_by"),
+            ("/api/v1/reports/cost?tag.a%2Fb=x", "tag.a/b"),
+            ("/api/v1/reports/cost?group_by=key,tag:feature", "group_by"),
+            (
+                "/api/v1/reports/cost?group_by=tag:feature&tag.variant=b",
+                "tag.variant",
+            ),
+            ("/api/v1/finance/budgets/abc/burndown", "id"),
+            ("/api/v1/finance/budgets/1/burndown?format=xml", "format"),
+        ] {
+            let (status, body, _) = get(uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["parameter"], parameter, "{uri}: {body}");
+        }
+        let (status, body, _) = get(&format!(
+            "/api/v1/reports/cost?group_by=tag:{}",
+            "k".repeat(65)
+        ))
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains("1 to 64 characters"), "{body}");
     }
 
     #[tokio::test]

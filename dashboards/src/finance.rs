@@ -3,7 +3,9 @@
 //! `/finance/cost.csv` (the same table as CSV: the page and the file show
 //! the very same strings, both from `read_models::cost`), and
 //! `/finance/statement` + `.csv` (a team's monthly statement; the page
-//! renders the CSV's own fields).
+//! renders the CSV's own fields), `/finance/budgets` + `.csv` (every
+//! budget's running period) and `/finance/budgets/{id}` (one budget's
+//! burn-down: a line chart and the table of its CSV).
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
@@ -21,11 +23,14 @@ use crate::layout::{render, Section};
 use crate::DashboardState;
 
 /// Where a click on a group's key leads: filter on it and group by the
-/// next finer dimension.
-fn finer(d: CostDimension) -> Option<CostDimension> {
+/// next finer dimension. A tag report has no user or key, so its teams
+/// lead to providers.
+fn finer(d: CostDimension, tagged: bool) -> Option<CostDimension> {
     match d {
         CostDimension::Month => Some(CostDimension::Day),
         CostDimension::Org => Some(CostDimension::Team),
+        CostDimension::Tag => Some(CostDimension::Team),
+        CostDimension::Team if tagged => Some(CostDimension::Provider),
         CostDimension::Team => Some(CostDimension::User),
         CostDimension::User => Some(CostDimension::Key),
         CostDimension::Provider => Some(CostDimension::Model),
@@ -61,7 +66,12 @@ pub struct CostPage {
     pub json_url: String,
     pub chart_json: String,
     pub error: Option<String>,
+    /// `group_by` without its tag, and whether it is the current one.
     pub group_choices: Vec<(String, bool)>,
+    /// The tag key grouped by (the "group by tag" input), or empty.
+    pub group_tag: String,
+    /// What the report covers when it names a tag key.
+    pub tag_note: Option<String>,
 }
 
 const NUMBER_HEADERS: [&str; 7] = [
@@ -107,23 +117,49 @@ fn encode(s: &str) -> String {
     out
 }
 
+fn group_by_param(q: &CostQuery) -> String {
+    q.group_by
+        .iter()
+        .map(|d| q.label(*d))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn base_pairs(q: &CostQuery) -> Vec<(String, String)> {
     let mut pairs = vec![
         ("from".to_string(), q.from.to_string()),
         ("to".to_string(), q.to.to_string()),
-        (
-            "group_by".to_string(),
-            q.group_by
-                .iter()
-                .map(|d| d.name())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+        ("group_by".to_string(), group_by_param(q)),
     ];
     for (d, v) in &q.filters {
-        pairs.push((d.name().to_string(), v.clone()));
+        pairs.push((q.filter_name(*d), v.clone()));
     }
     pairs
+}
+
+/// The page's form sends the "group by tag" input as `group_tag`; it joins
+/// `group_by` as `tag:<key>` before the report parameters are parsed, so
+/// the page accepts exactly what the API accepts.
+fn fold_group_tag(pairs: &[(String, String)]) -> Vec<(String, String)> {
+    let tag = pairs
+        .iter()
+        .find(|(k, _)| k == "group_tag")
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let mut out: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "group_tag")
+        .cloned()
+        .collect();
+    if tag.is_empty() {
+        return out;
+    }
+    match out.iter_mut().find(|(k, _)| k == "group_by") {
+        Some((_, v)) if v.trim().is_empty() => *v = format!("tag:{tag}"),
+        Some((_, v)) => *v = format!("{v},tag:{tag}"),
+        None => out.push(("group_by".into(), format!("team,tag:{tag}"))),
+    }
+    out
 }
 
 fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> CostPage {
@@ -132,7 +168,10 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
     let mut headers: Vec<String> = q
         .group_by
         .iter()
-        .map(|d| d.name().replace('_', " "))
+        .map(|d| match d {
+            CostDimension::Tag => q.label(*d),
+            _ => d.name().replace('_', " "),
+        })
         .collect();
     headers.extend(NUMBER_HEADERS.iter().map(|s| s.to_string()));
     headers.push("cost (USD)".into());
@@ -146,14 +185,14 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
                 .group_by
                 .iter()
                 .map(|d| {
-                    let text = g.key.get(d.name()).cloned().unwrap_or_default();
-                    let href = finer(*d).map(|next| {
+                    let text = g.key.get(&q.label(*d)).cloned().unwrap_or_default();
+                    let href = finer(*d, q.tag_key.is_some()).map(|next| {
                         let mut p: Vec<(String, String)> = pairs
                             .iter()
                             .filter(|(k, _)| k != "group_by")
                             .cloned()
                             .collect();
-                        p.push((d.name().to_string(), text.clone()));
+                        p.push((q.filter_name(*d), text.clone()));
                         p.push(("group_by".into(), next.name().into()));
                         format!("/finance/cost?{}", query_string(&p))
                     });
@@ -165,7 +204,7 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
                     labels.push(
                         q.group_by
                             .iter()
-                            .map(|d| g.key.get(d.name()).cloned().unwrap_or_default())
+                            .map(|d| g.key.get(&q.label(*d)).cloned().unwrap_or_default())
                             .collect::<Vec<_>>()
                             .join(" / "),
                     );
@@ -199,20 +238,22 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
         });
     }
     let chart = serde_json::json!({ "labels": labels, "values": values });
+    let untagged_group_by = q
+        .group_by
+        .iter()
+        .filter(|d| **d != CostDimension::Tag)
+        .map(|d| d.name())
+        .collect::<Vec<_>>()
+        .join(",");
     CostPage {
         section: Section::Finance,
         from: q.from.to_string(),
         to: q.to.to_string(),
-        group_by: q
-            .group_by
-            .iter()
-            .map(|d| d.name())
-            .collect::<Vec<_>>()
-            .join(","),
+        group_by: group_by_param(q),
         filters: q
             .filters
             .iter()
-            .map(|(d, v)| (d.name().to_string(), v.clone()))
+            .map(|(d, v)| (q.filter_name(*d), v.clone()))
             .collect(),
         headers,
         rows,
@@ -222,7 +263,20 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
         // `</` cannot end the script element early once escaped.
         chart_json: chart.to_string().replace("</", "<\\/"),
         error,
+        group_tag: if q.group_by.contains(&CostDimension::Tag) {
+            q.tag_key.clone().unwrap_or_default()
+        } else {
+            String::new()
+        },
+        tag_note: q.tag_key.as_ref().map(|key| {
+            format!(
+                "Only calls tagged `{key}` are counted: each call is in the row of its \
+                 `{key}` value, calls without that tag are in no row, so the total is the \
+                 tagged spend, not the whole spend."
+            )
+        }),
         group_choices: [
+            "",
             "team",
             "org",
             "user",
@@ -235,17 +289,7 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
             "provider,model,price_version",
         ]
         .iter()
-        .map(|g| {
-            (
-                g.to_string(),
-                *g == q
-                    .group_by
-                    .iter()
-                    .map(|d| d.name())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-        })
+        .map(|g| (g.to_string(), *g == untagged_group_by))
         .collect(),
     }
 }
@@ -264,7 +308,7 @@ pub async fn cost_page(
     State(state): State<DashboardState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    let pairs = fold_group_tag(&query.map(|Query(p)| p).unwrap_or_default());
     let today = Utc::now().date_naive();
     let q = match parse_params(&pairs, today, &[]) {
         Ok((q, _)) => q,
@@ -294,7 +338,7 @@ pub async fn cost_csv(
     State(state): State<DashboardState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    let pairs = fold_group_tag(&query.map(|Query(p)| p).unwrap_or_default());
     let q = match parse_params(&pairs, Utc::now().date_naive(), &[]) {
         Ok((q, _)) => q,
         Err(err) => {
@@ -524,8 +568,8 @@ async fn read_budgets(
 #[template(path = "finance_budgets.html")]
 pub struct BudgetsPage {
     pub section: Section,
-    /// The CSV's fields per budget, and its state.
-    pub rows: Vec<(Vec<String>, String)>,
+    /// The CSV's fields per budget, its state and its id.
+    pub rows: Vec<(Vec<String>, String, i64)>,
     pub error: Option<String>,
 }
 
@@ -538,7 +582,8 @@ pub async fn budgets_page(State(state): State<DashboardState>) -> Response {
                 .lines()
                 .skip(1)
                 .map(split_csv)
-                .zip(statuses.iter().map(|s| s.state.to_string()))
+                .zip(statuses.iter())
+                .map(|(fields, s)| (fields, s.state.to_string(), s.budget.id))
                 .collect();
             render(
                 StatusCode::OK,
@@ -575,5 +620,206 @@ pub async fn budgets_csv(State(state): State<DashboardState>) -> Response {
         )
             .into_response(),
         Err((status, message)) => (status, format!("{message}\n")).into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "finance_budget.html")]
+pub struct BurndownPage {
+    pub section: Section,
+    pub id: String,
+    /// Label and value of the budget's summary (the JSON's strings).
+    pub summary: Vec<(&'static str, String)>,
+    pub as_of: String,
+    pub step: &'static str,
+    /// The CSV's header and fields per bucket.
+    pub headers: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub csv_url: String,
+    pub json_url: String,
+    pub chart_json: String,
+    pub error: Option<String>,
+}
+
+impl BurndownPage {
+    fn empty(id: &str) -> Self {
+        Self {
+            section: Section::Finance,
+            id: id.to_string(),
+            summary: Vec::new(),
+            as_of: String::new(),
+            step: "",
+            headers: Vec::new(),
+            rows: Vec::new(),
+            csv_url: format!("/api/v1/finance/budgets/{}/burndown?format=csv", encode(id)),
+            json_url: format!("/api/v1/finance/budgets/{}/burndown", encode(id)),
+            chart_json: "{}".into(),
+            error: None,
+        }
+    }
+}
+
+/// `GET /finance/budgets/{id}`: the burn-down of one budget's running
+/// period: cumulative spend against the limit, the ideal line and the
+/// forecast, and the table of the burn-down CSV.
+pub async fn budget_page(
+    State(state): State<DashboardState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    use tollgate_processors::read_models::burndown;
+    let mut page = BurndownPage::empty(&id);
+    let Ok(budget_id) = id.parse::<i64>() else {
+        page.error = Some(format!("`{id}` is not a budget id."));
+        return render(StatusCode::NOT_FOUND, &page);
+    };
+    let Some(store) = state.budgets.as_ref() else {
+        page.error = Some("budgets need PostgreSQL; this server runs without it".into());
+        return render(StatusCode::SERVICE_UNAVAILABLE, &page);
+    };
+    let budget = match store.all().await {
+        Ok(all) => all.into_iter().find(|b| b.id == budget_id),
+        Err(e) => {
+            page.error = Some(format!("cannot read budgets: {e}"));
+            return render(StatusCode::SERVICE_UNAVAILABLE, &page);
+        }
+    };
+    let Some(budget) = budget else {
+        page.error = Some(format!("There is no budget {budget_id}."));
+        return render(StatusCode::NOT_FOUND, &page);
+    };
+    let now = burndown::clock(Utc::now());
+    let report = match state.read_models.budget_burndown(&budget, now).await {
+        Ok(r) => r,
+        Err(e) => {
+            page.error = Some(e.to_string());
+            return render(status_of(&e), &page);
+        }
+    };
+    let status = &report.status;
+    page.summary = vec![
+        ("subject", status.subject.clone()),
+        ("period", budget.period.name().to_string()),
+        (
+            "enforcement",
+            if budget.hard { "hard" } else { "soft" }.to_string(),
+        ),
+        ("limit (USD)", budget.limit_usd.to_string()),
+        ("spent (USD)", status.spend_usd.to_string()),
+        ("used %", status.percent.to_string()),
+        ("state", status.state.to_string()),
+        ("forecast (USD)", status.forecast_usd.to_string()),
+        ("from", status.period_start.to_string()),
+        ("until", status.period_end.to_string()),
+    ];
+    page.as_of = report
+        .as_of
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    page.step = match report.step {
+        burndown::Step::Day => "day",
+        burndown::Step::Hour => "hour",
+    };
+    // The table shows exactly the CSV's fields.
+    let csv = burndown::to_csv(&report);
+    let mut lines = csv.lines().map(split_csv);
+    page.headers = lines.next().unwrap_or_default();
+    page.rows = lines.collect();
+    // Numbers for plotting only: the chart gets the same decimal strings
+    // (the script turns them into numbers); `null` where a line has no
+    // point.
+    // A point is the cumulative spend at the end of its bucket: label days
+    // by date and hours by their span.
+    let label = |p: &burndown::BurndownPoint| match report.step {
+        burndown::Step::Day => p.start.format("%Y-%m-%d").to_string(),
+        burndown::Step::Hour => format!("{}–{}", p.start.format("%H:%M"), p.end.format("%H:%M")),
+    };
+    let opt = |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string());
+    let chart = serde_json::json!({
+        "labels": report.points.iter().map(label).collect::<Vec<_>>(),
+        "cumulative": report.points.iter().map(|p| opt(p.cumulative_usd)).collect::<Vec<_>>(),
+        "limit": report.points.iter().map(|_| budget.limit_usd.to_string()).collect::<Vec<_>>(),
+        "ideal": report.points.iter().map(|p| p.ideal_usd.to_string()).collect::<Vec<_>>(),
+        "forecast": report.points.iter().map(|p| opt(p.forecast_usd)).collect::<Vec<_>>(),
+    });
+    page.chart_json = chart.to_string().replace("</", "<\\/");
+    render(StatusCode::OK, &page)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_group_by_tag_input_joins_group_by() {
+        assert_eq!(
+            fold_group_tag(&pairs(&[("group_by", "team"), ("group_tag", " feature ")])),
+            pairs(&[("group_by", "team,tag:feature")])
+        );
+        assert_eq!(
+            fold_group_tag(&pairs(&[("group_by", ""), ("group_tag", "feature")])),
+            pairs(&[("group_by", "tag:feature")])
+        );
+        assert_eq!(
+            fold_group_tag(&pairs(&[("group_tag", "feature")])),
+            pairs(&[("group_by", "team,tag:feature")])
+        );
+        assert_eq!(
+            fold_group_tag(&pairs(&[("group_by", "model"), ("group_tag", "")])),
+            pairs(&[("group_by", "model")])
+        );
+    }
+
+    #[test]
+    fn tag_page_drills_down_to_teams_then_providers() {
+        let today = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();
+        let (q, _) = parse_params(
+            &pairs(&[("group_by", "tag:feature,team"), ("month", "2026-03")]),
+            today,
+            &[],
+        )
+        .unwrap();
+        let report = CostReport {
+            from: q.from,
+            to: q.to,
+            group_by: vec!["tag:feature".into(), "team".into()],
+            filters: Default::default(),
+            tag_key: Some("feature".into()),
+            groups: vec![tollgate_processors::read_models::cost::CostGroup {
+                key: [
+                    ("tag:feature".to_string(), "search".to_string()),
+                    ("team".to_string(), "a".to_string()),
+                ]
+                .into(),
+                totals: CostTotals::default(),
+            }],
+            total: CostTotals::default(),
+        };
+        let page = view(&q, Some(&report), None);
+        assert_eq!(page.headers[0], "tag:feature");
+        assert_eq!(page.group_tag, "feature");
+        assert!(page.tag_note.is_some());
+        let tag_link = page.rows[0].keys[0].href.clone().unwrap();
+        assert!(tag_link.contains("tag.feature=search"), "{tag_link}");
+        assert!(tag_link.ends_with("group_by=team"), "{tag_link}");
+        let team_link = page.rows[0].keys[1].href.clone().unwrap();
+        assert!(
+            team_link.ends_with("team=a&group_by=provider"),
+            "{team_link}"
+        );
+        assert!(
+            page.csv_url.contains("group_by=tag%3Afeature%2Cteam"),
+            "{}",
+            page.csv_url
+        );
+        // The select shows the group_by without its tag.
+        assert!(page.group_choices.iter().any(|(g, on)| g == "team" && *on));
     }
 }

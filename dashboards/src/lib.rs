@@ -49,6 +49,7 @@ pub fn router_with(
         .route("/finance/statement.csv", get(finance::statement_csv))
         .route("/finance/budgets", get(finance::budgets_page))
         .route("/finance/budgets.csv", get(finance::budgets_csv))
+        .route("/finance/budgets/{id}", get(finance::budget_page))
         .route("/static/{file}", get(assets::serve))
         .with_state(DashboardState {
             read_models,

@@ -21,3 +21,63 @@
   });
   canvas.dataset.points = String(values.length);
 })();
+
+// Budget burn-down page: cumulative spend against the limit, the ideal
+// line and the forecast, from the data the server embedded
+// (#burndown-data). The values are exact decimal strings; the chart only
+// needs their magnitude. Records on the canvas how many buckets it plotted
+// (data-points), whether Chart.js holds a chart for it (data-chart) and how
+// many pixels were painted (data-painted-pixels), so tests can tell a
+// drawn chart from a blank canvas.
+(function () {
+  "use strict";
+  const source = document.getElementById("burndown-data");
+  const canvas = document.getElementById("burndown-chart");
+  if (!source || !canvas || typeof Chart === "undefined") {
+    return;
+  }
+  const data = JSON.parse(source.textContent);
+  const numbers = (list) => (list || []).map((v) => (v === null ? null : Number(v)));
+  const line = (label, values, color, dash) => ({
+    label,
+    data: numbers(values),
+    borderColor: color,
+    backgroundColor: color,
+    borderDash: dash || [],
+    pointRadius: 2,
+    spanGaps: false,
+  });
+  new Chart(canvas, {
+    type: "line",
+    data: {
+      labels: data.labels || [],
+      datasets: [
+        line("spent (cumulative)", data.cumulative, "#2563eb"),
+        line("limit", data.limit, "#dc2626", [2, 2]),
+        line("ideal", data.ideal, "#16a34a", [6, 4]),
+        line("forecast", data.forecast, "#d97706", [3, 3]),
+      ],
+    },
+    options: {
+      responsive: true,
+      maintainAspectRatio: false,
+      animation: false,
+      scales: { y: { beginAtZero: true } },
+    },
+  });
+  const record = () => {
+    canvas.dataset.points = String((data.labels || []).length);
+    canvas.dataset.chart = Chart.getChart(canvas) ? "ready" : "missing";
+    const ctx = canvas.getContext("2d");
+    const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+    let painted = 0;
+    for (let i = 3; i < pixels.length; i += 4) {
+      if (pixels[i] !== 0) {
+        painted += 1;
+      }
+    }
+    canvas.dataset.paintedPixels = String(painted);
+  };
+  record();
+  requestAnimationFrame(record);
+})();

@@ -46,6 +46,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0022_fold_progress.sql",
         include_str!("../../migrations/clickhouse/0022_fold_progress.sql"),
     ),
+    (
+        "0023_cost_daily_tags.sql",
+        include_str!("../../migrations/clickhouse/0023_cost_daily_tags.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

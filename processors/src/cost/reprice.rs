@@ -5,8 +5,10 @@
 //! row plus earlier adjustments) differs from what the catalog now says,
 //! two rows go to `cost_adjustments`: a reversal of what is on record
 //! (negated counts, tokens and cost, old price version) and a posting of the
-//! new cost. The `cost_adjustments_mv` view folds both into `cost_daily` in
-//! the same insert, so facts and rollup stay consistent. A call's reversal
+//! new cost. Both carry the call's tags. The `cost_adjustments_mv` and
+//! `cost_adjustments_tags_mv` views fold them into `cost_daily` and
+//! `cost_daily_tags` in the same insert, so facts and rollups stay
+//! consistent. A call's reversal
 //! and posting are always in the same insert, and an insert never spans two
 //! months (one ClickHouse partition, so it is atomic). Re-running finds
 //! every call already at its catalog price and writes nothing; a run that
@@ -25,7 +27,7 @@ use super::prices::PriceCatalog;
 /// The calls of one model in a range, with what a price needs.
 const CALLS_SQL: &str = "SELECT event_id, kind, occurred_at, occurred_at_ms, org_id, team_id, user_id, api_key_id, \
      toString(provider) AS provider, toString(model) AS model, input_tokens, output_tokens, cached_input_tokens, \
-     cache_write_tokens, reasoning_tokens, toUInt64(images) AS images, audio_ms \
+     cache_write_tokens, reasoning_tokens, toUInt64(images) AS images, audio_ms, tag_keys, tag_values \
      FROM calls WHERE provider = ? AND model = ? AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) \
      AND kind IN ('ai.call.completed', 'ai.call.failed')";
 
@@ -99,6 +101,8 @@ struct CallFact {
     reasoning_tokens: u64,
     images: u64,
     audio_ms: u64,
+    tag_keys: Vec<String>,
+    tag_values: Vec<String>,
 }
 
 #[derive(Debug, Clone, Row, Deserialize)]
@@ -134,6 +138,11 @@ pub struct AdjustmentRow {
     pub cost: i128,
     pub reprice_id: String,
     pub adjusted_at: u32,
+    /// The call's tags, so `cost_adjustments_tags_mv` corrects the tag
+    /// rollup (`cost_daily_tags`, 0023) as `cost_adjustments_mv` corrects
+    /// `cost_daily`.
+    pub tag_keys: Vec<String>,
+    pub tag_values: Vec<String>,
 }
 
 /// What one call should be on record as.
@@ -320,6 +329,8 @@ fn adjustment(
         cost,
         reprice_id: reprice_id.to_string(),
         adjusted_at: now,
+        tag_keys: fact.tag_keys.clone(),
+        tag_values: fact.tag_values.clone(),
     }
 }
 

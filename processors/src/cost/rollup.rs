@@ -1,15 +1,20 @@
-//! The cost rollup as a pure fold: what `cost_daily_mv` computes from the
-//! `calls` rows the processor stores, with the processor's skipping of
-//! messages at or below the stored Kafka position. It exists so the
-//! property "totals over any dimension equal the sum of per-call costs,
-//! whatever the delivery order and however often a message is delivered"
-//! can be checked without a server (see the tests); ClickHouse runs the
-//! same grouping in SQL (`migrations/clickhouse/0021_cost_daily.sql`).
+//! The cost rollups as a pure fold: what `cost_daily_mv` and
+//! `cost_daily_tags_mv` compute from the `calls` rows the processor stores,
+//! with the processor's skipping of messages at or below the stored Kafka
+//! position, and what `cost_adjustments_mv` and `cost_adjustments_tags_mv`
+//! add for repricing. It exists so the properties "totals over any
+//! dimension equal the sum of per-call costs, whatever the delivery order
+//! and however often a message is delivered" and "per tag, the tag rollup
+//! equals the effective cost of the calls carrying that tag, also after
+//! repricing" can be checked without a server (see the tests); ClickHouse
+//! runs the same grouping in SQL (`migrations/clickhouse/0021_cost_daily.sql`,
+//! `0023_cost_daily_tags.sql`).
 
 use std::collections::BTreeMap;
 
 use crate::calls_sink::CallRow;
 use crate::cost::fold::is_billable;
+use crate::cost::reprice::AdjustmentRow;
 use crate::resume::ResumePositions;
 
 /// The rollup's key: UTC day (days since the epoch) × org × team × user ×
@@ -27,11 +32,28 @@ pub struct RollupSums {
     pub cost: i128,
 }
 
-/// The rollup being folded, and the positions already stored.
+/// The tag rollup's key: UTC day × org × team × tag key × tag value ×
+/// provider × model × price version.
+pub type TagRollupKey = (i64, String, String, String, String, String, String, u64);
+
+/// The rollups being folded, and the positions already stored.
 #[derive(Debug, Default)]
 pub struct CostRollup {
     pub cells: BTreeMap<RollupKey, RollupSums>,
+    /// One cell per tag of a call (`ARRAY JOIN tag_keys, tag_values`);
+    /// untagged calls have none.
+    pub tag_cells: BTreeMap<TagRollupKey, RollupSums>,
     positions: ResumePositions,
+}
+
+impl RollupSums {
+    fn add(&mut self, other: &RollupSums) {
+        self.calls += other.calls;
+        self.unpriced_calls += other.unpriced_calls;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost += other.cost;
+    }
 }
 
 impl CostRollup {
@@ -62,13 +84,76 @@ impl CostRollup {
             row.model.clone(),
             row.price_version,
         );
-        let cell = self.cells.entry(key).or_default();
-        cell.calls += 1;
-        cell.unpriced_calls += i64::from(1 - row.priced.min(1));
-        cell.input_tokens += i64::try_from(row.input_tokens).unwrap_or(i64::MAX);
-        cell.output_tokens += i64::try_from(row.output_tokens).unwrap_or(i64::MAX);
-        cell.cost += row.cost;
+        let sums = RollupSums {
+            calls: 1,
+            unpriced_calls: i64::from(1 - row.priced.min(1)),
+            input_tokens: i64::try_from(row.input_tokens).unwrap_or(i64::MAX),
+            output_tokens: i64::try_from(row.output_tokens).unwrap_or(i64::MAX),
+            cost: row.cost,
+        };
+        self.cells.entry(key).or_default().add(&sums);
+        self.fold_tags(
+            i64::from(row.occurred_at) / 86_400,
+            (&row.org_id, &row.team_id),
+            (&row.tag_keys, &row.tag_values),
+            (&row.provider, &row.model, row.price_version),
+            &sums,
+        );
         true
+    }
+
+    /// Fold one `cost_adjustments` row (a reversal or posting by
+    /// `tollgate reprice`) into both rollups.
+    pub fn apply_adjustment(&mut self, row: &AdjustmentRow) {
+        let day = i64::from(row.occurred_at) / 86_400;
+        let sums = RollupSums {
+            calls: i64::from(row.sign),
+            unpriced_calls: i64::from(row.unpriced),
+            input_tokens: row.input_tokens,
+            output_tokens: row.output_tokens,
+            cost: row.cost,
+        };
+        let key = (
+            day,
+            row.org_id.clone(),
+            row.team_id.clone(),
+            row.user_id.clone(),
+            row.api_key_id.clone(),
+            row.provider.clone(),
+            row.model.clone(),
+            row.price_version,
+        );
+        self.cells.entry(key).or_default().add(&sums);
+        self.fold_tags(
+            day,
+            (&row.org_id, &row.team_id),
+            (&row.tag_keys, &row.tag_values),
+            (&row.provider, &row.model, row.price_version),
+            &sums,
+        );
+    }
+
+    fn fold_tags(
+        &mut self,
+        day: i64,
+        (org, team): (&str, &str),
+        (keys, values): (&[String], &[String]),
+        (provider, model, version): (&str, &str, u64),
+        sums: &RollupSums,
+    ) {
+        for (tag_key, tag_value) in keys.iter().zip(values) {
+            let key = (
+                day,
+                org.to_string(),
+                team.to_string(),
+                tag_key.clone(),
+                tag_value.clone(),
+                provider.to_string(),
+                model.to_string(),
+                version,
+            );
+            self.tag_cells.entry(key).or_default().add(sums);
+        }
     }
 }
 
@@ -117,9 +202,17 @@ mod tests {
             team in 0..4u8, user in 0..3u8, model in 0..3u8, secs in 0..(5 * 86_400u32),
             input in 0..100_000u64, cached_pct in 0..=100u64, output in 0..50_000u64,
             kind in 0..10u8, partition in 0..3i32,
+            tags in 0..5u8, feature in 0..3u8, variant in 0..2u8,
         ) -> CallRow {
             let start = 1_772_323_200u32; // 2026-03-01T00:00:00Z
             let occurred_at = start + secs;
+            // None, one or two tags, in key order (tags are a map).
+            let (tag_keys, tag_values): (Vec<String>, Vec<String>) = match tags {
+                1 => (vec!["feature".into()], vec![format!("f{feature}")]),
+                2 => (vec!["feature".into(), "variant".into()], vec![format!("f{feature}"), format!("v{variant}")]),
+                3 => (vec!["variant".into()], vec![format!("v{variant}")]),
+                _ => (vec![], vec![]),
+            };
             CallRow {
                 event_id: String::new(),
                 schema_version: 1,
@@ -156,8 +249,8 @@ mod tests {
                 cache_hit: 0,
                 prompt_sha256: String::new(),
                 response_sha256: String::new(),
-                tag_keys: vec![],
-                tag_values: vec![],
+                tag_keys,
+                tag_values,
                 reported_cost: String::new(),
                 ingested_at: 0,
                 kafka_partition: partition,
@@ -181,6 +274,188 @@ mod tests {
         out
     }
 
+    /// Number messages per partition in arrival order and price each.
+    fn number_and_price(rows: Vec<CallRow>, catalog: &PriceCatalog) -> Vec<CallRow> {
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, mut r)| {
+                let o = next.entry(r.kafka_partition).or_insert(0);
+                r.kafka_offset = *o;
+                *o += 1;
+                r.event_id = format!("e{i}");
+                price_row(&mut r, catalog);
+                r
+            })
+            .collect()
+    }
+
+    /// Deliver `calls`: partitions interleaved at random (order kept within
+    /// a partition, as Kafka does), plus replays of a partition from some
+    /// offset (a crash before the commit). Returns the rollup and how many
+    /// rows it applied.
+    fn deliver(calls: &[CallRow], seed: u64, replays: &[(i32, usize)]) -> (CostRollup, usize) {
+        let mut per_partition: BTreeMap<i32, Vec<CallRow>> = BTreeMap::new();
+        for r in calls {
+            per_partition
+                .entry(r.kafka_partition)
+                .or_default()
+                .push(r.clone());
+        }
+        let mut queues: Vec<Vec<CallRow>> = per_partition.values().cloned().collect();
+        for (p, from) in replays {
+            if let Some(list) = per_partition.get(p) {
+                let from = (*from).min(list.len());
+                if let Some(q) = queues
+                    .iter_mut()
+                    .find(|q| q.first().map(|r| r.kafka_partition) == Some(*p))
+                {
+                    q.extend(list[from..].iter().cloned());
+                }
+            }
+        }
+        let mut rng = seed;
+        let mut rollup = CostRollup::default();
+        let mut cursors = vec![0usize; queues.len()];
+        let mut applied = 0;
+        loop {
+            let open: Vec<usize> = (0..queues.len())
+                .filter(|i| cursors[*i] < queues[*i].len())
+                .collect();
+            if open.is_empty() {
+                break;
+            }
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let q = open[(rng >> 33) as usize % open.len()];
+            if rollup.apply(&queues[q][cursors[q]]) {
+                applied += 1;
+            }
+            cursors[q] += 1;
+        }
+        (rollup, applied)
+    }
+
+    /// Per (tag key, tag value): (cost, calls) of the billable calls
+    /// carrying that tag, each at `cost_of` it.
+    fn by_tag(
+        calls: &[CallRow],
+        cost_of: impl Fn(usize) -> i128,
+    ) -> BTreeMap<(String, String), (i128, i64)> {
+        let mut out = BTreeMap::new();
+        for (i, r) in calls
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| is_billable(&r.kind))
+        {
+            for (k, v) in r.tag_keys.iter().zip(&r.tag_values) {
+                let e = out.entry((k.clone(), v.clone())).or_insert((0, 0));
+                e.0 += cost_of(i);
+                e.1 += 1;
+            }
+        }
+        out
+    }
+
+    /// The tag rollup's cells summed per (tag key, tag value), without
+    /// cells that net to nothing.
+    fn tag_totals(rollup: &CostRollup) -> BTreeMap<(String, String), (i128, i64)> {
+        let mut out: BTreeMap<(String, String), (i128, i64)> = BTreeMap::new();
+        for (k, v) in &rollup.tag_cells {
+            let e = out.entry((k.3.clone(), k.4.clone())).or_insert((0, 0));
+            e.0 += v.cost;
+            e.1 += v.calls;
+        }
+        out.retain(|_, v| *v != (0, 0));
+        out
+    }
+
+    /// A reversal (`n = -1`) or posting (`n = 1`) of `call` at `version`
+    /// and `cost`, as `tollgate reprice` writes them.
+    fn adjustment(call: &CallRow, n: i8, version: u64, unpriced: i8, cost: i128) -> AdjustmentRow {
+        let t = |v: u64| i64::try_from(v).unwrap() * i64::from(n);
+        AdjustmentRow {
+            event_id: call.event_id.clone(),
+            occurred_at: call.occurred_at,
+            org_id: call.org_id.clone(),
+            team_id: call.team_id.clone(),
+            user_id: call.user_id.clone(),
+            api_key_id: call.api_key_id.clone(),
+            provider: call.provider.clone(),
+            model: call.model.clone(),
+            price_version: version,
+            sign: n,
+            unpriced,
+            input_tokens: t(call.input_tokens),
+            output_tokens: t(call.output_tokens),
+            cached_input_tokens: t(call.cached_input_tokens),
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
+            images: 0,
+            audio_ms: 0,
+            cost,
+            reprice_id: "r".into(),
+            adjusted_at: 0,
+            tag_keys: call.tag_keys.clone(),
+            tag_values: call.tag_values.clone(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn tag_rollup_equals_tagged_spend_also_after_repricing(
+            rows in prop::collection::vec(arb_row(), 1..60),
+            seed in any::<u64>(),
+            replays in prop::collection::vec((0..3i32, 0..60usize), 0..4),
+            reprice in prop::collection::vec((any::<bool>(), 0..10_000_000_000i128), 60),
+        ) {
+            let calls = number_and_price(rows, &catalog());
+            let (mut rollup, applied) = deliver(&calls, seed, &replays);
+            prop_assert_eq!(applied, calls.len());
+            // Per tag: the spend of the calls carrying it, nothing else.
+            prop_assert_eq!(tag_totals(&rollup), by_tag(&calls, |i| calls[i].cost));
+            // Untagged calls contribute nothing; a call with two tags
+            // counts once under each key.
+            let weighted: i128 = calls.iter().filter(|r| is_billable(&r.kind))
+                .map(|r| r.cost * i128::try_from(r.tag_keys.len()).unwrap()).sum();
+            prop_assert_eq!(rollup.tag_cells.values().map(|v| v.cost).sum::<i128>(), weighted);
+            for key in ["feature", "variant"] {
+                let tagged: i128 = calls.iter()
+                    .filter(|r| is_billable(&r.kind) && r.tag_keys.iter().any(|k| k == key))
+                    .map(|r| r.cost).sum();
+                let in_rollup: i128 = rollup.tag_cells.iter().filter(|(k, _)| k.3 == key).map(|(_, v)| v.cost).sum();
+                prop_assert_eq!(in_rollup, tagged, "key {}", key);
+            }
+            // Reprice some calls to a new version and cost: a reversal of
+            // what is on record and a posting, both with the call's tags.
+            let mut effective: Vec<i128> = calls.iter().map(|r| r.cost).collect();
+            for (i, call) in calls.iter().enumerate().filter(|(_, r)| is_billable(&r.kind)) {
+                let (change, new_cost) = reprice[i];
+                if !change {
+                    continue;
+                }
+                let unpriced = i8::from(call.priced == 0);
+                rollup.apply_adjustment(&adjustment(call, -1, call.price_version, -unpriced, -call.cost));
+                rollup.apply_adjustment(&adjustment(call, 1, 99, 0, new_cost));
+                effective[i] = new_cost;
+            }
+            prop_assert_eq!(tag_totals(&rollup), by_tag(&calls, |i| effective[i]));
+            let total: i128 = calls.iter().enumerate().filter(|(_, r)| is_billable(&r.kind)).map(|(i, _)| effective[i]).sum();
+            prop_assert_eq!(rollup.cells.values().map(|v| v.cost).sum::<i128>(), total);
+            // Repriced calls moved to version 99 in both rollups; the old
+            // versions' call counts net out.
+            let moved = |cells: &mut dyn Iterator<Item = (u64, i64)>| cells.filter(|(v, _)| *v == 99).map(|(_, c)| c).sum::<i64>();
+            let repriced = calls.iter().enumerate().filter(|(i, r)| is_billable(&r.kind) && reprice[*i].0);
+            let (plain, tagged) = repriced.fold((0i64, 0i64), |(p, t), (_, r)| (p + 1, t + i64::try_from(r.tag_keys.len()).unwrap()));
+            prop_assert_eq!(moved(&mut rollup.cells.iter().map(|(k, v)| (k.7, v.calls))), plain);
+            prop_assert_eq!(moved(&mut rollup.tag_cells.iter().map(|(k, v)| (k.7, v.calls))), tagged);
+            // Unpriced counts stay non-negative in every cell.
+            prop_assert!(rollup.tag_cells.values().all(|v| v.unpriced_calls >= 0 && v.unpriced_calls <= v.calls));
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
         #[test]
@@ -190,16 +465,7 @@ mod tests {
             replays in prop::collection::vec((0..3i32, 0..80usize), 0..6),
         ) {
             let catalog = catalog();
-            // Number messages per partition in arrival order; price each.
-            let mut next: HashMap<i32, i64> = HashMap::new();
-            let mut calls: Vec<CallRow> = rows.into_iter().enumerate().map(|(i, mut r)| {
-                let o = next.entry(r.kafka_partition).or_insert(0);
-                r.kafka_offset = *o;
-                *o += 1;
-                r.event_id = format!("e{i}");
-                price_row(&mut r, &catalog);
-                r
-            }).collect();
+            let mut calls = number_and_price(rows, &catalog);
             // Each priced cost is the formula's.
             for r in &calls {
                 if r.priced == 1 {
@@ -210,34 +476,7 @@ mod tests {
                     prop_assert_eq!(r.cost, 0);
                 }
             }
-            // Deliver: partitions interleaved at random (order kept within
-            // a partition, as Kafka does), plus replays of a partition from
-            // some offset (a crash before the commit).
-            let mut per_partition: BTreeMap<i32, Vec<CallRow>> = BTreeMap::new();
-            for r in &calls {
-                per_partition.entry(r.kafka_partition).or_default().push(r.clone());
-            }
-            let mut queues: Vec<Vec<CallRow>> = per_partition.values().cloned().collect();
-            for (p, from) in &replays {
-                if let Some(list) = per_partition.get(p) {
-                    let from = (*from).min(list.len());
-                    if let Some(q) = queues.iter_mut().find(|q| q.first().map(|r| r.kafka_partition) == Some(*p)) {
-                        q.extend(list[from..].iter().cloned());
-                    }
-                }
-            }
-            let mut rng = seed;
-            let mut rollup = CostRollup::default();
-            let mut cursors = vec![0usize; queues.len()];
-            let mut applied = 0;
-            loop {
-                let open: Vec<usize> = (0..queues.len()).filter(|i| cursors[*i] < queues[*i].len()).collect();
-                if open.is_empty() { break; }
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let q = open[(rng >> 33) as usize % open.len()];
-                if rollup.apply(&queues[q][cursors[q]]) { applied += 1; }
-                cursors[q] += 1;
-            }
+            let (rollup, applied) = deliver(&calls, seed, &replays);
             prop_assert_eq!(applied, calls.len());
             // Every dimension: rollup sums == per-call sums.
             let cells: Vec<CallRow> = rollup.cells.iter().map(|(k, v)| {

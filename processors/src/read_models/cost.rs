@@ -4,6 +4,13 @@
 //! filters for drill-down. The monthly statement and top spenders are this
 //! report with fixed groupings.
 //!
+//! A report that names a tag key (`group_by=tag:feature`, or a filter
+//! `tag.feature=search`) reads the tag rollup `cost_daily_tags` (0023)
+//! instead: one row per call *and tag*, so it sums to the spend of the calls
+//! carrying that key, not to the total spend, and it has no user or key
+//! dimension. One report names at most one tag key (a row holds one tag, so
+//! two keys cannot be crossed from the rollup).
+//!
 //! This module owns the SQL text (only in [`cost_sql`], from fixed
 //! fragments; values are always bound) and the row-to-report assembly.
 //! Costs leave ClickHouse as `Decimal(38,12)` mantissas and become exact
@@ -22,6 +29,8 @@ use crate::cost::fold::from_mantissa;
 /// Longest range one cost report may cover (days).
 pub const MAX_RANGE_DAYS: i64 = 732;
 const MAX_FILTER_LEN: usize = 256;
+/// Longest tag key a report accepts (the event contract's limit).
+pub const MAX_TAG_KEY_LEN: usize = 64;
 
 /// A dimension a cost report can be grouped or filtered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -36,10 +45,28 @@ pub enum CostDimension {
     Provider,
     Model,
     PriceVersion,
+    /// The value of the query's tag key ([`CostQuery::tag_key`]); named
+    /// `tag:<key>` in `group_by` and `tag.<key>` as a filter.
+    Tag,
 }
 
 impl CostDimension {
-    pub const ALL: [CostDimension; 9] = [
+    /// Every dimension, in the order of the report's SQL columns.
+    pub const ALL: [CostDimension; 10] = [
+        Self::Day,
+        Self::Month,
+        Self::Org,
+        Self::Team,
+        Self::User,
+        Self::Key,
+        Self::Provider,
+        Self::Model,
+        Self::PriceVersion,
+        Self::Tag,
+    ];
+
+    /// The dimensions named by a fixed word (all but the tag).
+    pub const FIXED: [CostDimension; 9] = [
         Self::Day,
         Self::Month,
         Self::Org,
@@ -62,11 +89,19 @@ impl CostDimension {
             Self::Provider => "provider",
             Self::Model => "model",
             Self::PriceVersion => "price_version",
+            Self::Tag => "tag",
         }
     }
 
+    /// A fixed dimension by name; the tag is `tag:<key>` (see
+    /// [`parse_params`]), never plain `tag`.
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.name() == name)
+        Self::FIXED.into_iter().find(|d| d.name() == name)
+    }
+
+    /// Whether the tag rollup has this dimension (it has no user or key).
+    pub fn in_tag_rollup(self) -> bool {
+        !matches!(self, Self::User | Self::Key)
     }
 
     /// The expression selected for this dimension, as a string. Only these
@@ -82,6 +117,7 @@ impl CostDimension {
             Self::Provider => "toString(provider)",
             Self::Model => "toString(model)",
             Self::PriceVersion => "toString(price_version)",
+            Self::Tag => "tag_value",
         }
     }
 
@@ -96,6 +132,7 @@ impl CostDimension {
             Self::Provider => "k_provider",
             Self::Model => "k_model",
             Self::PriceVersion => "k_price_version",
+            Self::Tag => "k_tag",
         }
     }
 }
@@ -108,6 +145,24 @@ pub struct CostQuery {
     pub group_by: Vec<CostDimension>,
     /// Equality filters (drill-down), at most one per dimension.
     pub filters: Vec<(CostDimension, String)>,
+    /// The tag key of [`CostDimension::Tag`]; `Some` makes the report read
+    /// the tag rollup.
+    pub tag_key: Option<String>,
+}
+
+/// Whether `key` is a tag key a report can name: 1 to 64 characters of
+/// `A-Z a-z 0-9 _ . -`.
+pub fn valid_tag_key(key: &str) -> bool {
+    (1..=MAX_TAG_KEY_LEN).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn tag_key_reason(key: &str) -> String {
+    format!(
+        "tag key `{key}` must be 1 to {MAX_TAG_KEY_LEN} characters of A-Z, a-z, 0-9, `_`, `.`, `-`"
+    )
 }
 
 fn invalid(parameter: &'static str, reason: impl Into<String>) -> InvalidParameter {
@@ -118,11 +173,23 @@ fn invalid(parameter: &'static str, reason: impl Into<String>) -> InvalidParamet
 }
 
 impl CostQuery {
+    /// A report over the untagged rollup.
     pub fn new(
         from: NaiveDate,
         to: NaiveDate,
         group_by: Vec<CostDimension>,
         filters: Vec<(CostDimension, String)>,
+    ) -> Result<Self, InvalidParameter> {
+        Self::with_tag(from, to, group_by, filters, None)
+    }
+
+    /// A report that may name a tag key (then it reads the tag rollup).
+    pub fn with_tag(
+        from: NaiveDate,
+        to: NaiveDate,
+        group_by: Vec<CostDimension>,
+        filters: Vec<(CostDimension, String)>,
+        tag_key: Option<String>,
     ) -> Result<Self, InvalidParameter> {
         if from >= to {
             return Err(invalid("from", "must be before `to`"));
@@ -157,13 +224,62 @@ impl CostQuery {
                 return Err(invalid("filter", format!("`{}` is too long", d.name())));
             }
         }
+        let uses_tag = group_by.contains(&CostDimension::Tag)
+            || filters.iter().any(|(d, _)| *d == CostDimension::Tag);
+        match &tag_key {
+            None if uses_tag => {
+                return Err(invalid(
+                    "group_by",
+                    "the tag dimension needs a key: tag:<key>",
+                ))
+            }
+            None => {}
+            Some(key) => {
+                if !valid_tag_key(key) {
+                    return Err(invalid("group_by", tag_key_reason(key)));
+                }
+                let not_tagged = |d: &CostDimension| !d.in_tag_rollup();
+                if let Some(d) = group_by.iter().find(|d| not_tagged(d)) {
+                    return Err(invalid("group_by", untagged_reason(*d, key)));
+                }
+                if let Some((d, _)) = filters.iter().find(|(d, _)| not_tagged(d)) {
+                    return Err(invalid(d.name(), untagged_reason(*d, key)));
+                }
+            }
+        }
         Ok(Self {
             from,
             to,
             group_by,
             filters,
+            tag_key,
         })
     }
+
+    /// How `d` is named in this report's `group_by` and group keys:
+    /// `tag:<key>` for the tag, else the dimension's name.
+    pub fn label(&self, d: CostDimension) -> String {
+        match (d, &self.tag_key) {
+            (CostDimension::Tag, Some(key)) => format!("tag:{key}"),
+            _ => d.name().to_string(),
+        }
+    }
+
+    /// The query parameter that filters on `d`: `tag.<key>` for the tag.
+    pub fn filter_name(&self, d: CostDimension) -> String {
+        match (d, &self.tag_key) {
+            (CostDimension::Tag, Some(key)) => format!("tag.{key}"),
+            _ => d.name().to_string(),
+        }
+    }
+}
+
+fn untagged_reason(d: CostDimension, key: &str) -> String {
+    format!(
+        "`{}` cannot be combined with tag `{key}`: the tag rollup has no user or key \
+         (day, month, org, team, provider, model and price_version can)",
+        d.name()
+    )
 }
 
 /// Sums of one group. Tokens are totals of the group's calls.
@@ -213,7 +329,8 @@ impl CostTotals {
 /// its sums.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CostGroup {
-    pub key: std::collections::BTreeMap<&'static str, String>,
+    /// By the dimension's label (`team`, `tag:feature`, ...).
+    pub key: std::collections::BTreeMap<String, String>,
     #[serde(flatten)]
     pub totals: CostTotals,
 }
@@ -222,8 +339,14 @@ pub struct CostGroup {
 pub struct CostReport {
     pub from: NaiveDate,
     pub to: NaiveDate,
-    pub group_by: Vec<&'static str>,
-    pub filters: std::collections::BTreeMap<&'static str, String>,
+    /// Labels: `team`, `tag:feature`, ...
+    pub group_by: Vec<String>,
+    /// By parameter name: `team`, `tag.feature`, ...
+    pub filters: std::collections::BTreeMap<String, String>,
+    /// The tag key the report is restricted to (it then covers only the
+    /// calls carrying that key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag_key: Option<String>,
     /// Ordered by cost, highest first, then by key.
     pub groups: Vec<CostGroup>,
     pub total: CostTotals,
@@ -240,6 +363,7 @@ struct CostRow {
     k_provider: String,
     k_model: String,
     k_price_version: String,
+    k_tag: String,
     calls: i64,
     unpriced_calls: i64,
     input_tokens: i64,
@@ -264,11 +388,13 @@ impl CostRow {
             CostDimension::Provider => &self.k_provider,
             CostDimension::Model => &self.k_model,
             CostDimension::PriceVersion => &self.k_price_version,
+            CostDimension::Tag => &self.k_tag,
         }
     }
 }
 
-/// The report's one statement.
+/// The report's one statement: over `cost_daily`, or over
+/// `cost_daily_tags` for the query's tag key.
 pub(crate) fn cost_sql(query: &CostQuery) -> BoundSql {
     let keys: Vec<String> = CostDimension::ALL
         .iter()
@@ -281,19 +407,25 @@ pub(crate) fn cost_sql(query: &CostQuery) -> BoundSql {
         })
         .collect();
     let aliases: Vec<&str> = CostDimension::ALL.iter().map(|d| d.alias()).collect();
+    let (table, tag_condition) = match &query.tag_key {
+        Some(_) => ("cost_daily_tags", "tag_key = ? AND "),
+        None => ("cost_daily", ""),
+    };
     let mut template = format!(
         "SELECT {}, sum(calls) AS s_calls, sum(unpriced_calls) AS s_unpriced_calls, \
          sum(input_tokens) AS s_input_tokens, sum(output_tokens) AS s_output_tokens, \
          sum(cached_input_tokens) AS s_cached_input_tokens, sum(cache_write_tokens) AS s_cache_write_tokens, \
          sum(reasoning_tokens) AS s_reasoning_tokens, sum(images) AS s_images, sum(audio_ms) AS s_audio_ms, \
          sum(cost) AS s_cost \
-         FROM cost_daily WHERE day >= toDate(?) AND day < toDate(?)",
+         FROM {table} WHERE {tag_condition}day >= toDate(?) AND day < toDate(?)",
         keys.join(", ")
     );
-    let mut binds = vec![
-        SqlValue::Str(query.from.to_string()),
-        SqlValue::Str(query.to.to_string()),
-    ];
+    let mut binds = Vec::new();
+    if let Some(key) = &query.tag_key {
+        binds.push(SqlValue::Str(key.clone()));
+    }
+    binds.push(SqlValue::Str(query.from.to_string()));
+    binds.push(SqlValue::Str(query.to.to_string()));
     for (d, value) in &query.filters {
         template.push_str(&format!(" AND {} = ?", d.expr()));
         binds.push(SqlValue::Str(value.clone()));
@@ -304,7 +436,11 @@ pub(crate) fn cost_sql(query: &CostQuery) -> BoundSql {
         aliases.join(", ")
     ));
     BoundSql {
-        name: "cost.report",
+        name: if query.tag_key.is_some() {
+            "cost.report.tags"
+        } else {
+            "cost.report"
+        },
         template,
         binds,
     }
@@ -319,10 +455,14 @@ pub(crate) async fn run(
         .bounded(sql.query(models.client()).fetch_all::<CostRow>())
         .await
         .map_err(|err| models.classify(sql.name, err))?;
-    assemble(query, rows)
+    assemble(query, rows, sql.name)
 }
 
-fn assemble(query: &CostQuery, rows: Vec<CostRow>) -> Result<CostReport, ReadModelError> {
+fn assemble(
+    query: &CostQuery,
+    rows: Vec<CostRow>,
+    name: &'static str,
+) -> Result<CostReport, ReadModelError> {
     let mut total = CostTotals {
         cost: None,
         ..CostTotals::default()
@@ -330,7 +470,7 @@ fn assemble(query: &CostQuery, rows: Vec<CostRow>) -> Result<CostReport, ReadMod
     let mut groups = Vec::with_capacity(rows.len());
     for row in rows {
         let cost = from_mantissa(row.cost).ok_or_else(|| ReadModelError::UnexpectedRow {
-            query: "cost.report",
+            query: name,
             detail: format!("cost mantissa {} is out of range", row.cost),
         })?;
         let priced_calls = row.calls - row.unpriced_calls;
@@ -350,7 +490,7 @@ fn assemble(query: &CostQuery, rows: Vec<CostRow>) -> Result<CostReport, ReadMod
         let key = query
             .group_by
             .iter()
-            .map(|d| (d.name(), row.key(*d).to_string()))
+            .map(|d| (query.label(*d), row.key(*d).to_string()))
             .collect();
         groups.push(CostGroup { key, totals });
     }
@@ -365,12 +505,13 @@ fn assemble(query: &CostQuery, rows: Vec<CostRow>) -> Result<CostReport, ReadMod
     Ok(CostReport {
         from: query.from,
         to: query.to,
-        group_by: query.group_by.iter().map(|d| d.name()).collect(),
+        group_by: query.group_by.iter().map(|d| query.label(*d)).collect(),
         filters: query
             .filters
             .iter()
-            .map(|(d, v)| (d.name(), v.clone()))
+            .map(|(d, v)| (query.filter_name(*d), v.clone()))
             .collect(),
+        tag_key: query.tag_key.clone(),
         groups,
         total,
     })
@@ -381,7 +522,7 @@ fn assemble(query: &CostQuery, rows: Vec<CostRow>) -> Result<CostReport, ReadMod
 /// `total` line. The page shows the same strings.
 pub fn to_csv(report: &CostReport) -> String {
     let mut out = String::new();
-    let mut header: Vec<&str> = report.group_by.clone();
+    let mut header: Vec<&str> = report.group_by.iter().map(String::as_str).collect();
     header.extend([
         "calls",
         "unpriced_calls",
@@ -458,81 +599,162 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
     let all = CostQuery {
         from: day(1),
         to: day(31),
-        group_by: CostDimension::ALL.to_vec(),
+        group_by: CostDimension::FIXED.to_vec(),
         filters: vec![
             (CostDimension::Team, "team-a".into()),
             (CostDimension::Month, "2026-03".into()),
         ],
+        tag_key: None,
     };
     let none = CostQuery {
         from: day(1),
         to: day(2),
         group_by: vec![],
         filters: vec![],
+        tag_key: None,
     };
-    let mut a = cost_sql(&all);
-    a.name = "cost.report.all_dimensions";
-    let mut b = cost_sql(&none);
-    b.name = "cost.report.total";
-    vec![a, b]
+    let tagged = CostQuery {
+        from: day(1),
+        to: day(31),
+        group_by: CostDimension::ALL
+            .into_iter()
+            .filter(|d| d.in_tag_rollup())
+            .collect(),
+        filters: vec![
+            (CostDimension::Team, "team-a".into()),
+            (CostDimension::Tag, "search".into()),
+        ],
+        tag_key: Some("feature".into()),
+    };
+    let tag_total = CostQuery {
+        from: day(1),
+        to: day(2),
+        group_by: vec![],
+        filters: vec![(CostDimension::Tag, "b".into())],
+        tag_key: Some("variant".into()),
+    };
+    let named = |q: &CostQuery, name| {
+        let mut sql = cost_sql(q);
+        sql.name = name;
+        sql
+    };
+    vec![
+        named(&all, "cost.report.all_dimensions"),
+        named(&none, "cost.report.total"),
+        named(&tagged, "cost.report.tags.all_dimensions"),
+        named(&tag_total, "cost.report.tags.total"),
+    ]
 }
 
 /// Parameters a caller of [`parse_params`] handles itself, with their values.
 pub type ExtraParams = Vec<(&'static str, String)>;
 
+/// A rejected cost report parameter, named as the caller spelled it
+/// (`group_by`, `team`, `tag.feature`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid parameter `{parameter}`: {reason}")]
+pub struct InvalidCostParameter {
+    pub parameter: String,
+    pub reason: String,
+}
+
+impl From<InvalidParameter> for InvalidCostParameter {
+    fn from(err: InvalidParameter) -> Self {
+        Self {
+            parameter: err.parameter.to_string(),
+            reason: err.reason,
+        }
+    }
+}
+
+fn rejected(parameter: &str, reason: impl Into<String>) -> InvalidCostParameter {
+    InvalidCostParameter {
+        parameter: parameter.to_string(),
+        reason: reason.into(),
+    }
+}
+
 /// Parse a query string's pairs into a [`CostQuery`]: `from`, `to` (UTC
 /// dates, `to` exclusive; default: this month so far), `group_by` (comma
-/// list of dimension names; default `team`; empty for one total), and one
-/// optional filter per dimension, named like the dimension (`team=...`).
-/// Unknown and repeated parameters are errors. `extra` names parameters the
-/// caller handles itself (e.g. `format`); they are returned, not parsed.
+/// list of dimension names and at most one `tag:<key>`; default `team`;
+/// empty for one total), and one optional filter per dimension, named like
+/// the dimension (`team=...`) or `tag.<key>=<value>`. A tag key in
+/// `group_by` and in a filter must be the same key. Unknown and repeated
+/// parameters are errors. `extra` names parameters the caller handles
+/// itself (e.g. `format`); they are returned, not parsed.
 pub fn parse_params(
     pairs: &[(String, String)],
     today: NaiveDate,
     extra: &[&'static str],
-) -> Result<(CostQuery, ExtraParams), InvalidParameter> {
+) -> Result<(CostQuery, ExtraParams), InvalidCostParameter> {
     let mut seen: Vec<&str> = Vec::new();
     let mut from = None;
     let mut to = None;
     let mut group_by = vec![CostDimension::Team];
     let mut filters = Vec::new();
     let mut extras = Vec::new();
+    // The tag key and the parameter that named it first.
+    let mut tag: Option<(String, String)> = None;
+    let mut name_tag = |key: &str, parameter: &str| -> Result<(), InvalidCostParameter> {
+        if !valid_tag_key(key) {
+            return Err(rejected(parameter, tag_key_reason(key)));
+        }
+        match &tag {
+            Some((k, first)) if k != key => Err(rejected(
+                parameter,
+                format!(
+                    "a report names one tag key (`{first}` names `{k}`): \
+                     the tag rollup holds one tag per row, so two keys cannot be crossed"
+                ),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                tag = Some((key.to_string(), parameter.to_string()));
+                Ok(())
+            }
+        }
+    };
     for (name, value) in pairs {
         if seen.contains(&name.as_str()) {
-            return Err(invalid(static_name(name, extra), "given more than once"));
+            let parameter = if is_known(name, extra) { name } else { "query" };
+            return Err(rejected(parameter, "given more than once"));
         }
         seen.push(name);
         match name.as_str() {
             "from" => from = Some(parse_date("from", value)?),
             "to" => to = Some(parse_date("to", value)?),
             "group_by" => {
-                group_by = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        CostDimension::parse(s).ok_or_else(|| {
-                            invalid(
+                group_by = Vec::new();
+                for s in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if let Some(key) = s.strip_prefix("tag:") {
+                        name_tag(key, "group_by")?;
+                        group_by.push(CostDimension::Tag);
+                    } else {
+                        group_by.push(CostDimension::parse(s).ok_or_else(|| {
+                            rejected(
                                 "group_by",
                                 format!(
-                                    "unknown dimension `{s}`; expected some of {}",
+                                    "unknown dimension `{s}`; expected some of {}, tag:<key>",
                                     dimension_names()
                                 ),
                             )
-                        })
-                    })
-                    .collect::<Result<_, _>>()?;
+                        })?);
+                    }
+                }
             }
             other => {
                 if let Some(x) = extra.iter().find(|x| **x == other) {
                     extras.push((*x, value.clone()));
                 } else if let Some(d) = CostDimension::parse(other) {
                     filters.push((d, value.clone()));
+                } else if let Some(key) = other.strip_prefix("tag.") {
+                    name_tag(key, other)?;
+                    filters.push((CostDimension::Tag, value.clone()));
                 } else {
-                    return Err(invalid(
+                    return Err(rejected(
                         "query",
                         format!(
-                            "unknown parameter `{other}`; expected from, to, group_by, {}{}",
+                            "unknown parameter `{other}`; expected from, to, group_by, {}, tag.<key>{}",
                             dimension_names(),
                             extra.iter().map(|x| format!(", {x}")).collect::<String>()
                         ),
@@ -544,25 +766,22 @@ pub fn parse_params(
     let month_start = today.with_day(1).unwrap_or(today);
     let from = from.unwrap_or(month_start);
     let to = to.unwrap_or_else(|| today.succ_opt().unwrap_or(today));
-    Ok((CostQuery::new(from, to, group_by, filters)?, extras))
+    let tag_key = tag.map(|(key, _)| key);
+    let query = CostQuery::with_tag(from, to, group_by, filters, tag_key)?;
+    Ok((query, extras))
 }
 
-fn static_name(name: &str, extra: &[&'static str]) -> &'static str {
-    for n in ["from", "to", "group_by"] {
-        if n == name {
-            return n;
-        }
-    }
-    if let Some(x) = extra.iter().find(|x| **x == name) {
-        return x;
-    }
-    CostDimension::parse(name)
-        .map(CostDimension::name)
-        .unwrap_or("query")
+/// Whether `name` is a parameter this report knows (so it may be echoed
+/// back as the offending parameter).
+fn is_known(name: &str, extra: &[&'static str]) -> bool {
+    ["from", "to", "group_by"].contains(&name)
+        || extra.contains(&name)
+        || CostDimension::parse(name).is_some()
+        || name.strip_prefix("tag.").is_some_and(valid_tag_key)
 }
 
 fn dimension_names() -> String {
-    CostDimension::ALL.map(CostDimension::name).join(", ")
+    CostDimension::FIXED.map(CostDimension::name).join(", ")
 }
 
 fn parse_date(parameter: &'static str, value: &str) -> Result<NaiveDate, InvalidParameter> {
@@ -622,6 +841,111 @@ mod tests {
         assert!(text.contains(r"team_id = 'x\' OR 1=1'"), "{text}");
         assert!(text.contains("toString(model) AS k_model"), "{text}");
         assert!(text.contains("'' AS k_team"), "{text}");
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn tag_group_and_filter_read_the_tag_rollup() {
+        let today = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();
+        let (q, _) = parse_params(
+            &pairs(&[
+                ("group_by", "day,tag:feature,team"),
+                ("tag.feature", "search"),
+                ("model", "gpt-4o"),
+            ]),
+            today,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(q.tag_key.as_deref(), Some("feature"));
+        assert_eq!(
+            q.group_by,
+            vec![CostDimension::Day, CostDimension::Tag, CostDimension::Team]
+        );
+        assert_eq!(q.label(CostDimension::Tag), "tag:feature");
+        assert_eq!(q.filter_name(CostDimension::Tag), "tag.feature");
+        let text = cost_sql(&q).text();
+        assert!(
+            text.contains("FROM cost_daily_tags WHERE tag_key = 'feature' AND day >="),
+            "{text}"
+        );
+        assert!(text.contains("tag_value AS k_tag"), "{text}");
+        assert!(text.contains("AND tag_value = 'search'"), "{text}");
+        assert!(text.contains("'' AS k_user"), "{text}");
+        // A filter alone names the key too.
+        let (q, _) = parse_params(&pairs(&[("tag.exp-1.a", "x")]), today, &[]).unwrap();
+        assert_eq!(q.tag_key.as_deref(), Some("exp-1.a"));
+        assert_eq!(q.group_by, vec![CostDimension::Team]);
+        // Without a tag: the plain rollup.
+        let (q, _) = parse_params(&pairs(&[("group_by", "model")]), today, &[]).unwrap();
+        let text = cost_sql(&q).text();
+        assert!(text.contains("FROM cost_daily WHERE day >="), "{text}");
+        assert!(text.contains("'' AS k_tag"), "{text}");
+    }
+
+    #[test]
+    fn bad_tag_requests_name_the_parameter() {
+        let today = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();
+        let err = |list: &[(&str, &str)]| parse_params(&pairs(list), today, &[]).unwrap_err();
+        let long = "k".repeat(65);
+        for (list, parameter, needle) in [
+            (vec![("group_by", "tag:")], "group_by", "tag key ``"),
+            (vec![("group_by", "tag:a b")], "group_by", "A-Z, a-z, 0-9"),
+            (vec![("group_by", "tag:a/b")], "group_by", "tag key `a/b`"),
+            (
+                vec![("group_by", long.as_str())],
+                "group_by",
+                "unknown dimension",
+            ),
+            (
+                vec![("tag.bad key", "x")],
+                "tag.bad key",
+                "tag key `bad key`",
+            ),
+            (vec![("tag.", "x")], "tag.", "tag key ``"),
+            (
+                vec![("group_by", "tag:feature"), ("tag.variant", "b")],
+                "tag.variant",
+                "one tag key",
+            ),
+            (
+                vec![("group_by", "tag:feature,tag:variant")],
+                "group_by",
+                "one tag key",
+            ),
+            (
+                vec![("group_by", "user,tag:feature")],
+                "group_by",
+                "no user or key",
+            ),
+            (
+                vec![("group_by", "tag:feature"), ("key", "k1")],
+                "key",
+                "no user or key",
+            ),
+            (vec![("group_by", "tag")], "group_by", "tag:<key>"),
+            (
+                vec![("tag.feature", "a"), ("tag.feature", "b")],
+                "tag.feature",
+                "more than once",
+            ),
+        ] {
+            let e = err(&list);
+            assert_eq!(e.parameter, parameter, "{list:?}: {e}");
+            assert!(e.reason.contains(needle), "{list:?}: {e}");
+        }
+        let long_key = format!("tag:{}", "k".repeat(65));
+        assert_eq!(
+            err(&[("group_by", long_key.as_str())]).parameter,
+            "group_by"
+        );
+        let ok_key = format!("tag:{}", "k".repeat(64));
+        assert!(parse_params(&pairs(&[("group_by", ok_key.as_str())]), today, &[]).is_ok());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! Each report lives in its own submodule that keeps its SQL text, its
 //! parameter validation and its row-to-report assembly together.
 
+pub mod burndown;
 pub mod cost;
 pub mod latency;
 pub mod statement;
@@ -151,6 +152,16 @@ impl ReadModels {
         Ok(out)
     }
 
+    /// The burn-down of `budget`'s running period at `now` (pass
+    /// [`burndown::clock`] of the current time).
+    pub async fn budget_burndown(
+        &self,
+        budget: &crate::cost::budgets::Budget,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<burndown::Burndown, ReadModelError> {
+        burndown::run(self, budget, now).await
+    }
+
     /// Run one ClickHouse request with [`QUERY_TIMEOUT`]: a server that
     /// accepts connections but never answers must not hold a page forever.
     pub(crate) async fn bounded<T>(
@@ -266,6 +277,7 @@ pub fn sql_catalog() -> Vec<(String, String)> {
     std::iter::once(check)
         .chain(latency::catalog())
         .chain(cost::catalog())
+        .chain(burndown::catalog())
         .map(|bound| (bound.name.to_string(), bound.text()))
         .collect()
 }
