@@ -317,6 +317,7 @@ async fn costs_are_exact_end_to_end() {
         )
         .await;
     assert_eq!(got, events.len() as u64);
+    env.wait_for_cost_rollup().await;
 
     let rows = env
         .ch("SELECT event_id, toString(cost), priced, price_version FROM {db}.calls FORMAT TSV")
@@ -568,6 +569,7 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
             .await,
         4
     );
+    env.wait_for_cost_rollup().await;
     let before = effective_costs(&env).await;
     assert_eq!(before[&events[0].event_id.to_string()], d("0.002"));
     assert_eq!(rollup_total(&env, "tg-fix").await, (d("0.0032"), 3, 0));
@@ -946,6 +948,7 @@ async fn simulated_traffic_through_ingest_is_priced_by_the_default_catalog() {
         )
         .await;
     assert_eq!(stored, 2000);
+    env.wait_for_cost_rollup().await;
     let unpriced = env
         .ch("SELECT count() FROM {db}.calls WHERE kind IN ('ai.call.completed', 'ai.call.failed') AND priced = 0")
         .await;

@@ -234,6 +234,28 @@ listen = "127.0.0.1:{api_port}"
     }
 }
 
+impl TestEnv {
+    /// Wait until `cost_daily` holds every billable call of `calls` (the
+    /// views write a moment after the `calls` part of the same insert is
+    /// visible), before any repricing.
+    pub async fn wait_for_cost_rollup(&self) {
+        let billable: u64 = self
+            .ch("SELECT count() FROM {db}.calls WHERE kind IN ('ai.call.completed', 'ai.call.failed')")
+            .await
+            .trim()
+            .parse()
+            .unwrap();
+        let got = self
+            .wait_for_count(
+                "SELECT sum(calls) FROM {db}.cost_daily",
+                billable,
+                Duration::from_secs(10),
+            )
+            .await;
+        assert_eq!(got, billable, "cost_daily never caught up with calls");
+    }
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
         for child in &mut self.children {

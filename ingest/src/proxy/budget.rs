@@ -136,12 +136,19 @@ impl SubjectBook {
             .sum()
     }
 
-    /// Drop the charges the published spend includes.
+    /// Drop the charges the published spend includes, and those of periods
+    /// that are over (they count against nothing any more).
     fn settle(&mut self) {
         let Some(state) = &self.state else { return };
-        self.charges.retain(|_, c| match c.position {
-            Some((partition, offset)) => state.folded.get(&partition).is_none_or(|f| *f < offset),
-            None => true,
+        let oldest = state.periods.iter().map(|p| p.start).min();
+        self.charges.retain(|_, c| {
+            let covered = match c.position {
+                Some((partition, offset)) => {
+                    state.folded.get(&partition).is_some_and(|f| *f >= offset)
+                }
+                None => false,
+            };
+            !covered && oldest.is_none_or(|start| c.occurred_at >= start)
         });
     }
 
@@ -201,6 +208,15 @@ impl BudgetLedger {
                 }
             }
         }
+        // Events whose charges are all gone need no position any more.
+        let Books { subjects, unplaced } = &mut *books;
+        unplaced.retain(|event, charged| {
+            charged.iter().any(|s| {
+                subjects
+                    .get(s)
+                    .is_some_and(|b| b.charges.contains_key(event))
+            })
+        });
         let n = books
             .subjects
             .values()
