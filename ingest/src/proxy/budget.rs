@@ -30,6 +30,9 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Charges kept per subject before placed ones are merged per partition.
+pub const MAX_CHARGES: usize = 10_000;
+
 /// One budget period of a subject, as published by the budget watcher.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetPeriod {
@@ -100,7 +103,7 @@ impl Shortfall {
             .trim_start_matches("budget/")
             .replacen('/', " ", 1);
         format!(
-            "{} budget of {} USD for {} would be exceeded: spent {} USD, {} USD in flight, this call may cost up to {} USD",
+            "{} budget of {} USD for {} would be exceeded: spent {} USD, {} USD more reserved by calls in flight or not yet counted, this call may cost up to {} USD",
             self.period,
             self.limit_usd.normalize(),
             kind_id,
@@ -120,20 +123,76 @@ struct Charge {
     position: Option<(i32, i64)>,
 }
 
+/// A subject's charges with their running total, so an admission costs
+/// O(1) however many charges wait for the published spend.
 #[derive(Debug, Default)]
-struct SubjectBook {
-    state: Option<BudgetState>,
-    reserved: Decimal,
-    charges: HashMap<Uuid, Charge>,
+struct Charges {
+    by_event: HashMap<Uuid, Charge>,
+    total: Decimal,
+    /// No charge is older (a lower bound: removals do not raise it).
+    earliest: Option<DateTime<Utc>>,
 }
 
-impl SubjectBook {
-    fn charged_since(&self, start: DateTime<Utc>) -> Decimal {
-        self.charges
+impl Charges {
+    fn insert(&mut self, event: Uuid, charge: Charge) {
+        self.earliest = Some(
+            self.earliest
+                .map_or(charge.occurred_at, |e| e.min(charge.occurred_at)),
+        );
+        self.total += charge.cost;
+        if let Some(old) = self.by_event.insert(event, charge) {
+            self.total -= old.cost;
+        }
+    }
+
+    fn remove(&mut self, event: &Uuid) {
+        if let Some(old) = self.by_event.remove(event) {
+            self.total -= old.cost;
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Charge) -> bool) {
+        self.by_event.retain(|_, c| keep(c));
+        self.total = self.by_event.values().map(|c| c.cost).sum();
+        self.earliest = self.by_event.values().map(|c| c.occurred_at).min();
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    fn len(&self) -> usize {
+        self.by_event.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_event.is_empty()
+    }
+
+    /// The total of the charges that occurred at or after `start`.
+    fn since(&self, start: DateTime<Utc>) -> Decimal {
+        if self.earliest.is_none_or(|e| e >= start) {
+            return self.total;
+        }
+        // Only right after a period rolled over, until the next record.
+        self.by_event
             .values()
             .filter(|c| c.occurred_at >= start)
             .map(|c| c.cost)
             .sum()
+    }
+}
+
+#[derive(Debug, Default)]
+struct SubjectBook {
+    state: Option<BudgetState>,
+    reserved: Decimal,
+    charges: Charges,
+}
+
+impl SubjectBook {
+    fn charged_since(&self, start: DateTime<Utc>) -> Decimal {
+        self.charges.since(start)
     }
 
     /// Drop the charges the published spend includes, and those of periods
@@ -141,7 +200,7 @@ impl SubjectBook {
     fn settle(&mut self) {
         let Some(state) = &self.state else { return };
         let oldest = state.periods.iter().map(|p| p.start).min();
-        self.charges.retain(|_, c| {
+        self.charges.retain(|c| {
             let covered = match c.position {
                 Some((partition, offset)) => {
                     state.folded.get(&partition).is_some_and(|f| *f >= offset)
@@ -150,6 +209,35 @@ impl SubjectBook {
             };
             !covered && oldest.is_none_or(|start| c.occurred_at >= start)
         });
+    }
+
+    /// Keep memory bounded while the published spend lags (processors
+    /// down): past [`MAX_CHARGES`], merge the placed charges of each Kafka
+    /// partition into one, with the highest offset (dropped only once all
+    /// of it is covered) and the latest time (counted in the newest period
+    /// any part of it belongs to). Both err on the side of the budget.
+    fn coalesce(&mut self) {
+        if self.charges.len() <= MAX_CHARGES {
+            return;
+        }
+        let mut merged: BTreeMap<i32, Charge> = BTreeMap::new();
+        self.charges.retain(|c| {
+            let Some((partition, offset)) = c.position else {
+                return true;
+            };
+            let m = merged.entry(partition).or_insert(Charge {
+                cost: Decimal::ZERO,
+                occurred_at: c.occurred_at,
+                position: Some((partition, offset)),
+            });
+            m.cost += c.cost;
+            m.occurred_at = m.occurred_at.max(c.occurred_at);
+            m.position = m.position.map(|(p, o)| (p, o.max(offset)));
+            false
+        });
+        for charge in merged.into_values() {
+            self.charges.insert(Uuid::now_v7(), charge);
+        }
     }
 
     fn is_idle(&self) -> bool {
@@ -214,7 +302,7 @@ impl BudgetLedger {
             charged.iter().any(|s| {
                 subjects
                     .get(s)
-                    .is_some_and(|b| b.charges.contains_key(event))
+                    .is_some_and(|b| b.charges.by_event.contains_key(event))
             })
         });
         let n = books
@@ -288,7 +376,7 @@ impl BudgetLedger {
         books
             .subjects
             .get(subject)
-            .map(|b| (b.reserved, b.charges.values().map(|c| c.cost).sum()))
+            .map(|b| (b.reserved, b.charges.total))
             .unwrap_or_default()
     }
 
@@ -300,10 +388,20 @@ impl BudgetLedger {
         };
         for subject in subjects {
             if let Some(book) = books.subjects.get_mut(&subject) {
-                if let Some(charge) = book.charges.get_mut(&event_id) {
+                // Normally the spend cannot include an event before Kafka
+                // acknowledged it to us, but a slow acknowledgement can lose
+                // that race: then the charge goes now.
+                let covered = book
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.folded.get(&partition))
+                    .is_some_and(|f| *f >= offset);
+                if covered {
+                    book.charges.remove(&event_id);
+                } else if let Some(charge) = book.charges.by_event.get_mut(&event_id) {
                     charge.position = Some((partition, offset));
                 }
-                book.settle();
+                book.coalesce();
             }
         }
     }
@@ -460,6 +558,38 @@ mod tests {
         assert_eq!(ledger.outstanding("budget/team/t"), (d("0"), d("0")));
         assert!(ledger.reserve(&team(), d("0.6"), now()).is_ok());
         assert!(ledger.reserve(&team(), d("0.61"), now()).is_err());
+    }
+
+    #[test]
+    fn charges_merge_per_partition_past_the_cap_and_still_count() {
+        let ledger = Arc::new(BudgetLedger::new(Decimal::ONE));
+        ledger.update("budget/team/t", Some(state("1000", "0", &[])));
+        let r = ledger.reserve(&team(), d("0"), now()).unwrap().unwrap();
+        for i in 0..(MAX_CHARGES as i64 + 10) {
+            let event = Uuid::now_v7();
+            r.charge(event, d("0.01"), now());
+            ledger.placed(event, (i % 2) as i32, i);
+        }
+        drop(r);
+        let total = d("0.01") * Decimal::from(MAX_CHARGES as i64 + 10);
+        assert_eq!(ledger.outstanding("budget/team/t"), (d("0"), total));
+        {
+            let books = ledger.books();
+            let book = &books.subjects["budget/team/t"];
+            assert!(book.charges.len() < 100, "{}", book.charges.len());
+        }
+        // Merged charges go only once their highest offset is covered.
+        let last = MAX_CHARGES as i64 + 9;
+        ledger.update(
+            "budget/team/t",
+            Some(state("1000", "0", &[(0, last), (1, last - 2)])),
+        );
+        assert!(ledger.outstanding("budget/team/t").1 > d("0"));
+        ledger.update(
+            "budget/team/t",
+            Some(state("1000", "0", &[(0, last), (1, last)])),
+        );
+        assert_eq!(ledger.outstanding("budget/team/t"), (d("0"), d("0")));
     }
 
     #[test]

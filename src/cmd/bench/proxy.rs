@@ -11,6 +11,11 @@
 //! 3. Prints latency percentiles of both paths, the proxy's added latency
 //!    (p50 and p99 differences), throughput, and the proxy's CPU time and RSS.
 //!
+//! With `--budget`, the bench key's team has a hard budget (a record on the
+//! bench's own decisions topic `tollgate.bench.proxy.<id>.decisions`, with a
+//! limit no run reaches), so every proxied call is estimated, reserved,
+//! charged and released (`docs/cost.md`, "Reserve and settle").
+//!
 //! Nothing is asserted: the figures are for people and for `docs/proxy.md`.
 
 use std::process::{Child, Command, Stdio};
@@ -42,6 +47,10 @@ pub struct Args {
     /// Output tokens per response.
     #[arg(long, default_value_t = 16)]
     pub tokens: u64,
+    /// Give the bench team a hard budget, so every call takes the budget
+    /// reservation path.
+    #[arg(long)]
+    pub budget: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -98,13 +107,18 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let proxy_port = free_port()?;
     let mut proxy_config = config.clone();
     proxy_config.kafka.events_topic = format!("tollgate.bench.proxy.{id}.events");
+    proxy_config.kafka.decisions_topic = format!("tollgate.bench.proxy.{id}.decisions");
+    if args.budget {
+        publish_budget(&proxy_config.kafka).await?;
+    }
     proxy_config.proxy.listen = format!("127.0.0.1:{proxy_port}");
     proxy_config.proxy.spool_dir = work.join("spool").display().to_string();
     proxy_config.proxy.decisions_load_secs = 5;
     proxy_config.proxy.rate_limit.requests_per_second = 0;
     proxy_config.proxy.providers.clear();
+    // Named like the vendor so the default price catalog prices its calls.
     proxy_config.proxy.providers.insert(
-        "mock".into(),
+        "openai".into(),
         ProviderConfig {
             kind: ProviderKind::Openai,
             base_url: format!("http://{mock_addr}/v1"),
@@ -197,11 +211,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     pool.close().await;
     let _ = stop_mock.send(());
     let _ = mock.await;
-    delete_topic(
-        &proxy_config.kafka.brokers,
+    for topic in [
         &proxy_config.kafka.events_topic,
-    )
-    .await;
+        &proxy_config.kafka.decisions_topic,
+    ] {
+        delete_topic(&proxy_config.kafka.brokers, topic).await;
+    }
     if work.join("spool/events.ndjson").exists() {
         eprintln!(
             "bench proxy: events were left in the spool (was kafka reachable?); kept {} (proxy.log there)",
@@ -213,7 +228,43 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Remove the bench's throw-away events topic (best effort).
+/// A hard daily budget for team `bench` that no run can use up, on the
+/// bench's decisions topic (created by the broker on first write).
+async fn publish_budget(kafka: &tollgate_ingest::config::KafkaConfig) -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let now = chrono::Utc::now();
+    let start = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(now);
+    let record = json!({
+        "subject": "budget/team/bench", "action": "allow", "reason": "bench",
+        "budget": {"periods": [{"period": "daily", "start": start, "end": start + chrono::Duration::days(1),
+                                "limit_usd": "1000000000", "spent_usd": "0"}],
+                   "folded": {}, "as_of": now}
+    })
+    .to_string();
+    let producer: FutureProducer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()?;
+    producer
+        .send(
+            FutureRecord::to(&kafka.decisions_topic)
+                .key("budget/team/bench")
+                .payload(&record),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("cannot publish the bench budget: {e}"))?;
+    eprintln!(
+        "bench proxy: hard budget for team bench on {}",
+        kafka.decisions_topic
+    );
+    Ok(())
+}
+
+/// Remove one of the bench's throw-away topics (best effort).
 async fn delete_topic(brokers: &str, topic: &str) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
@@ -358,13 +409,18 @@ fn report(
     let (proxied, proxy_errors) = stats(Path::Proxy);
     println!();
     println!(
-        "bench proxy: {} rps per path for {:.1} s, {} responses, mock time to first token {} ms, {} output tokens{}",
+        "bench proxy: {} rps per path for {:.1} s, {} responses, mock time to first token {} ms, {} output tokens{}{}",
         args.rps,
         wall.as_secs_f64(),
         if args.stream { "streamed" } else { "JSON" },
         args.upstream_ms,
         args.tokens,
-        if args.stream { " (SSE)" } else { "" }
+        if args.stream { " (SSE)" } else { "" },
+        if args.budget {
+            ", hard budget (every call reserved and settled)"
+        } else {
+            ""
+        }
     );
     println!(
         "{:<8} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9}",
