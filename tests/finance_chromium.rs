@@ -723,7 +723,9 @@ async fn cost_overview_in_chromium_matches_hand_computed_figures() {
     };
 
     let tomorrow = today.succ_opt().unwrap();
-    let cases: Vec<(String, Vec<(&str, &str)>, Vec<(&str, &str)>)> = vec![
+    // (query, top users, top keys): ids and costs computed above.
+    type Spenders = Vec<(&'static str, &'static str)>;
+    let cases: Vec<(String, Spenders, Spenders)> = vec![
         // From the first of the previous month through today, all teams.
         (
             format!("from={prev_month}&to={tomorrow}"),
