@@ -755,6 +755,165 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
     assert_eq!(effective_costs(&env).await, after);
 }
 
+/// The overview's top users, cache savings and forecast of
+/// `/api/v1/reports/cost/overview?{query}`, costs normalized.
+async fn overview(
+    env: &TestEnv,
+    query: &str,
+) -> (Vec<(String, Decimal)>, Decimal, serde_json::Value) {
+    let json: serde_json::Value = reqwest::get(format!(
+        "{}/api/v1/reports/cost/overview?{query}",
+        env.api_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let users = json["top_users"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{json}"))
+        .iter()
+        .map(|g| {
+            (
+                g["key"]["user"].as_str().unwrap().to_string(),
+                d(g["cost"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    let savings = d(json["cache_savings"].as_str().unwrap());
+    (users, savings, json["forecast"].clone())
+}
+
+#[tokio::test]
+async fn overview_savings_and_top_spenders_follow_a_reprice() {
+    let mut env = TestEnv::new("cost_overview").await;
+    let v1 = r#"{"tg-cache": {"litellm_provider": "testprov", "effective_from": "2026-03-01T00:00:00Z",
+                   "input_cost_per_token": 2e-06, "output_cost_per_token": 8e-06,
+                   "cache_read_input_token_cost": 5e-07}}"#;
+    import(&env, v1);
+    let day = |d: u32| Utc.with_ymd_and_hms(2026, 3, d, 10, 0, 0).unwrap();
+    let completed = "ai.call.completed";
+    let with_user = |mut e: Event, user: &str| {
+        e.user_id = user.into();
+        e
+    };
+    let events = vec![
+        // 6000×0.000002 + 4000×0.0000005 = 0.014, saves 4000×0.0000015 = 0.006;
+        // corrected: 0.012 + 4000×0.000001 = 0.016, saves 0.004
+        with_user(
+            call(
+                completed,
+                "team-a",
+                "tg-cache",
+                day(5),
+                usage(10_000, 4_000, 0, 0, 0),
+                Outcome::Success,
+            ),
+            "ua",
+        ),
+        // 1000×0.0000005 = 0.0005, saves 0.0015; corrected: 0.001, saves 0.001
+        with_user(
+            call(
+                completed,
+                "team-a",
+                "tg-cache",
+                day(6),
+                usage(1_000, 1_000, 0, 0, 0),
+                Outcome::Success,
+            ),
+            "ub",
+        ),
+        // 20000×0.000002 = 0.04, nothing cached
+        with_user(
+            call(
+                completed,
+                "team-b",
+                "tg-cache",
+                day(7),
+                usage(20_000, 0, 0, 0, 0),
+                Outcome::Success,
+            ),
+            "uc",
+        ),
+    ];
+    produce(&env.events_topic, &events).await;
+    env.spawn("process", &["process"]);
+    assert_eq!(
+        env.wait_for_count("SELECT count() FROM {db}.calls", 3, Duration::from_secs(60))
+            .await,
+        3
+    );
+    env.wait_for_cost_rollup().await;
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
+    let march = "from=2026-03-01&to=2026-04-01";
+    let (users, savings, forecast) = overview(&env, march).await;
+    assert_eq!(
+        users,
+        vec![
+            ("uc".to_string(), d("0.04")),
+            ("ua".to_string(), d("0.014")),
+            ("ub".to_string(), d("0.0005")),
+        ]
+    );
+    assert_eq!(savings, d("0.0075"));
+    assert!(forecast.is_null(), "a past month has no forecast");
+
+    // The vendor's cache-read price was 0.000001: correct it and reprice.
+    import(&env, &v1.replace("5e-07", "1e-06"));
+    let out = run_ok(
+        &env,
+        &[
+            "reprice",
+            "--model",
+            "tg-cache",
+            "--from",
+            "2026-03-01T00:00:00Z",
+            "--to",
+            "2026-04-01T00:00:00Z",
+        ],
+    );
+    // uc's cost stays, but its version changes too.
+    assert!(out.contains("3 call(s) changed"), "{out}");
+    assert!(out.contains("cost change 0.0025"), "{out}");
+    // The reversal takes the cached tokens off the old version, the
+    // posting puts them on the new one: only the new price saves.
+    let (users, savings, _) = overview(&env, march).await;
+    assert_eq!(
+        users,
+        vec![
+            ("uc".to_string(), d("0.04")),
+            ("ua".to_string(), d("0.016")),
+            ("ub".to_string(), d("0.001")),
+        ]
+    );
+    assert_eq!(savings, d("0.005"));
+    // One team and month: the statement's savings and total.
+    let (users, savings, _) = overview(&env, &format!("{march}&team=team-a")).await;
+    assert_eq!(users.len(), 2);
+    let statement: serde_json::Value = reqwest::get(format!(
+        "{}/api/v1/finance/statement?team=team-a&month=2026-03",
+        env.api_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(d(statement["cache_savings"].as_str().unwrap()), savings);
+    assert_eq!(savings, d("0.005"));
+    assert_eq!(
+        d(statement["total"]["cost"].as_str().unwrap()),
+        users.iter().map(|(_, c)| *c).sum::<Decimal>()
+    );
+}
+
 #[tokio::test]
 async fn hard_budget_publishes_deny_and_warns_once_per_threshold() {
     let mut env = TestEnv::new("cost_budget").await;

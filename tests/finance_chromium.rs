@@ -545,3 +545,387 @@ async fn budget_burndown_in_chromium_matches_the_calls() {
         screenshot(&url, &format!("finance_burndown_{name}.png")).await;
     }
 }
+
+/// One call for the overview test: `input` tokens of which `cached` were
+/// read from the provider's cache, at `at`.
+#[allow(clippy::too_many_arguments)]
+fn spender_call(
+    team: &str,
+    user: &str,
+    key: &str,
+    model: &str,
+    at: DateTime<Utc>,
+    input: u64,
+    cached: u64,
+    output: u64,
+) -> Event {
+    let mut e = event(team, model, input, output);
+    e.occurred_at = at;
+    e.user_id = user.into();
+    e.api_key_id = key.into();
+    let call = e.call.as_mut().unwrap();
+    call.provider = "testprov".into();
+    call.usage.cached_input_tokens = cached;
+    e
+}
+
+/// The test's own price table: (input, cache read, output) per token of
+/// `tg-ov` before the running month (v1) and from its first day (v2), and
+/// of `tg-nc` (no cache-read price: cached tokens pay the input price);
+/// `tg-none` has no price.
+fn ov_price(model: &str, this_month: bool) -> Option<(Decimal, Option<Decimal>, Decimal)> {
+    match (model, this_month) {
+        ("tg-ov", false) => Some((d("0.000002"), Some(d("0.0000005")), d("0.000008"))),
+        ("tg-ov", true) => Some((d("0.000003"), Some(d("0.000001")), d("0.00001"))),
+        ("tg-nc", _) => Some((d("0.000001"), None, d("0.000002"))),
+        _ => None,
+    }
+}
+
+/// What the processor must charge for `e` (`None`: unpriced) and what its
+/// cached tokens saved, by the formula in docs/cost.md.
+fn ov_cost(e: &Event, month_start: DateTime<Utc>) -> Option<(Decimal, Decimal)> {
+    let call = e.call.as_ref().unwrap();
+    let (input, read, output) = ov_price(&call.model, e.occurred_at >= month_start)?;
+    let u = &call.usage;
+    let cached = Decimal::from(u.cached_input_tokens);
+    let plain = Decimal::from(u.input_tokens - u.cached_input_tokens);
+    let cost =
+        plain * input + cached * read.unwrap_or(input) + Decimal::from(u.output_tokens) * output;
+    let saved = read.map(|r| cached * (input - r)).unwrap_or_default();
+    Some((cost, saved))
+}
+
+/// Cell texts without markup (the id cell holds a link).
+fn text_of(cell: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in cell.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&amp;", "&")
+}
+
+/// The text of the element with id `id` in a dumped DOM.
+fn element_text(dom: &str, id: &str) -> String {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}"));
+    let rest = &dom[at..];
+    let rest = &rest[rest.find('>').unwrap() + 1..];
+    rest[..rest.find('<').unwrap()].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_overview_in_chromium_matches_hand_computed_figures() {
+    let mut env = TestEnv::new("finance_overview").await;
+    let now = Utc::now();
+    let today = now.date_naive();
+    let month_start = today
+        .with_day(1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let prev_month = month_start.date_naive() - chrono::Months::new(1);
+    // v1 of tg-ov and tg-nc from 2025; v2 of tg-ov from the first of the
+    // running month.
+    let prices = env.dir.path().join("overview.json");
+    std::fs::write(
+        &prices,
+        r#"{"tg-ov": {"litellm_provider": "testprov", "effective_from": "2025-01-01T00:00:00Z",
+                      "input_cost_per_token": 2e-06, "output_cost_per_token": 8e-06,
+                      "cache_read_input_token_cost": 5e-07},
+            "tg-nc": {"litellm_provider": "testprov", "effective_from": "2025-01-01T00:00:00Z",
+                      "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}}"#,
+    )
+    .unwrap();
+    let v2 = env.dir.path().join("overview-v2.json");
+    std::fs::write(
+        &v2,
+        format!(
+            r#"{{"tg-ov": {{"litellm_provider": "testprov", "effective_from": "{}",
+                          "input_cost_per_token": 3e-06, "output_cost_per_token": 1e-05,
+                          "cache_read_input_token_cost": 1e-06}}}}"#,
+            month_start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+    )
+    .unwrap();
+    for file in [&prices, &v2] {
+        let out = env
+            .tollgate(&["prices", "import", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Ten days before the running month (v1) and half-way through it so
+    // far (v2); never in the future.
+    let before = month_start - chrono::Duration::days(10);
+    let during = (month_start + (now - month_start) / 2).min(now);
+    let events = vec![
+        // 6000×0.000002 + 4000×0.0000005 + 1000×0.000008 = 0.022; saves 4000×0.0000015
+        spender_call("team-a", "u1", "k1", "tg-ov", before, 10_000, 4_000, 1_000),
+        // 10000×0.000003 + 10000×0.000001 + 2000×0.00001 = 0.06; saves 10000×0.000002
+        spender_call("team-a", "u1", "k2", "tg-ov", during, 20_000, 10_000, 2_000),
+        // 30000×0.000003 + 1000×0.00001 = 0.1
+        spender_call("team-a", "u2", "k2", "tg-ov", during, 30_000, 0, 1_000),
+        // 50000×0.000001 + 5000×0.000002 = 0.06; no cache-read price: saves 0
+        spender_call("team-a", "u3", "k3", "tg-nc", during, 50_000, 20_000, 5_000),
+        // 5000×0.0000005 = 0.0025; saves 5000×0.0000015
+        spender_call("team-b", "u4", "k3", "tg-ov", before, 5_000, 5_000, 0),
+        // 0.004 each: a tie, ordered by id
+        spender_call("team-b", "u5", "k4", "tg-ov", during, 1_000, 0, 100),
+        spender_call("team-b", "u6", "k4", "tg-ov", during, 1_000, 0, 100),
+        spender_call("team-a", "u8", "k1", "tg-ov", during, 2_000, 1_000, 0),
+        // unpriced
+        spender_call("team-b", "u7", "k5", "tg-none", during, 1_000, 0, 0),
+    ];
+    let messages: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|e| (e.team_id.clone(), serde_json::to_vec(e).unwrap()))
+        .collect();
+    support::kafka::produce_all(&env.events_topic, &messages).await;
+    env.spawn("process", &["process"]);
+    let n = events.len() as u64;
+    let sql = "SELECT sum(calls) FROM {db}.cost_daily";
+    assert_eq!(env.wait_for_count(sql, n, Duration::from_secs(60)).await, n);
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
+    let api = env.api_url();
+
+    // The hand computation, per spender, from the test's own prices.
+    let costs: Vec<Option<(Decimal, Decimal)>> =
+        events.iter().map(|e| ov_cost(e, month_start)).collect();
+    assert_eq!(costs[0], Some((d("0.022"), d("0.006"))));
+    assert_eq!(costs[3], Some((d("0.06"), d("0"))));
+    let spend_of = |pick: &dyn Fn(&Event) -> bool| -> Decimal {
+        events
+            .iter()
+            .zip(&costs)
+            .filter(|(e, _)| pick(e))
+            .filter_map(|(_, c)| c.map(|c| c.0))
+            .sum()
+    };
+
+    let tomorrow = today.succ_opt().unwrap();
+    // (query, top users, top keys): ids and costs computed above.
+    type Spenders = Vec<(&'static str, &'static str)>;
+    let cases: Vec<(String, Spenders, Spenders)> = vec![
+        // From the first of the previous month through today, all teams.
+        (
+            format!("from={prev_month}&to={tomorrow}"),
+            vec![
+                ("u2", "0.1"),
+                ("u1", "0.082"),
+                ("u3", "0.06"),
+                ("u5", "0.004"),
+                ("u6", "0.004"),
+            ],
+            vec![
+                ("k2", "0.16"),
+                ("k3", "0.0625"),
+                ("k1", "0.026"),
+                ("k4", "0.008"),
+                ("k5", "unpriced"),
+            ],
+        ),
+        // One team: its four users, its three keys.
+        (
+            format!("from={prev_month}&to={tomorrow}&team=team-a&group_by=model"),
+            vec![
+                ("u2", "0.1"),
+                ("u1", "0.082"),
+                ("u3", "0.06"),
+                ("u8", "0.004"),
+            ],
+            vec![("k2", "0.16"), ("k3", "0.06"), ("k1", "0.026")],
+        ),
+        // The previous month only: no forecast.
+        (
+            format!("from={prev_month}&to={}", month_start.date_naive()),
+            vec![("u1", "0.022"), ("u4", "0.0025")],
+            vec![("k1", "0.022"), ("k3", "0.0025")],
+        ),
+    ];
+    for (query, users, keys) in cases {
+        let json: serde_json::Value =
+            reqwest::get(format!("{api}/api/v1/reports/cost/overview?{query}"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        // The spenders: order, ids and exact costs.
+        for (field, want) in [("top_users", &users), ("top_keys", &keys)] {
+            let dim = if field == "top_users" { "user" } else { "key" };
+            let got: Vec<(String, String)> = json[field]
+                .as_array()
+                .unwrap_or_else(|| panic!("{query}: no {field}: {json}"))
+                .iter()
+                .map(|g| {
+                    let cost = match g["cost"].as_str() {
+                        Some(c) => d(c).normalize().to_string(),
+                        None => "unpriced".into(),
+                    };
+                    (g["key"][dim].as_str().unwrap().to_string(), cost)
+                })
+                .collect();
+            let want: Vec<(String, String)> = want
+                .iter()
+                .map(|(id, c)| (id.to_string(), c.to_string()))
+                .collect();
+            assert_eq!(got, want, "{query}: {field}");
+        }
+        // Savings, forecast and total from the test's own arithmetic over
+        // the calls the period and filters cover.
+        let team = query
+            .split('&')
+            .find_map(|p| p.strip_prefix("team="))
+            .map(str::to_string);
+        let to_day = if query.contains(&format!("to={tomorrow}")) {
+            tomorrow
+        } else {
+            month_start.date_naive()
+        };
+        let covered = |e: &Event| {
+            e.occurred_at.date_naive() < to_day && team.as_deref().is_none_or(|t| e.team_id == t)
+        };
+        let savings: Decimal = events
+            .iter()
+            .zip(&costs)
+            .filter(|(e, _)| covered(e))
+            .filter_map(|(_, c)| c.map(|c| c.1))
+            .sum();
+        assert_eq!(
+            d(json["cache_savings"].as_str().unwrap()),
+            savings,
+            "{query}: {json}"
+        );
+        let total = spend_of(&|e| covered(e));
+        assert_eq!(d(json["total"]["cost"].as_str().unwrap()), total, "{query}");
+        let api_today: chrono::NaiveDate = json["today"].as_str().unwrap().parse().unwrap();
+        if to_day == tomorrow {
+            let so_far = spend_of(&|e| covered(e) && e.occurred_at >= month_start);
+            let days_in_month = (month_start
+                .date_naive()
+                .checked_add_months(chrono::Months::new(1))
+                .unwrap()
+                - month_start.date_naive())
+            .num_days();
+            let elapsed = i64::from(api_today.day());
+            let forecast = (so_far * Decimal::from(days_in_month) / Decimal::from(elapsed))
+                .round_dp_with_strategy(12, rust_decimal::RoundingStrategy::MidpointNearestEven);
+            let f = &json["forecast"];
+            assert_eq!(d(f["cost_so_far"].as_str().unwrap()), so_far, "{query}");
+            assert_eq!(d(f["cost"].as_str().unwrap()), forecast, "{query}: {f}");
+            assert_eq!(f["days_in_month"], days_in_month);
+            assert_eq!(f["days_elapsed"], elapsed);
+        } else {
+            assert!(json["forecast"].is_null(), "{query}: {json}");
+        }
+
+        // The CSV (API and page route alike) and the page: the same strings.
+        let csv = reqwest::get(format!(
+            "{api}/api/v1/reports/cost/overview?{query}&format=csv"
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        let page_csv = reqwest::get(format!("{api}/finance/cost/top.csv?{query}"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(csv, page_csv, "{query}");
+        assert_eq!(csv.lines().count(), 1 + users.len() + keys.len(), "{csv}");
+        let url = format!("{api}/finance/cost?{query}");
+        let dom = dom_of(&url).await;
+        assert_eq!(
+            element_text(&dom, "overview-total"),
+            json["total"]["cost"].as_str().unwrap(),
+            "{query}"
+        );
+        assert_eq!(
+            element_text(&dom, "overview-savings"),
+            json["cache_savings"].as_str().unwrap(),
+            "{query}"
+        );
+        match json["forecast"]["cost"].as_str() {
+            Some(f) => assert_eq!(element_text(&dom, "overview-forecast"), f, "{query}"),
+            None => assert_eq!(element_text(&dom, "overview-forecast"), "—", "{query}"),
+        }
+        for (dim, table) in [("user", "top-users"), ("key", "top-keys")] {
+            let rows: Vec<Vec<String>> = table_rows(&dom, table)
+                .into_iter()
+                .map(|r| r.iter().map(|c| text_of(c)).collect())
+                .collect();
+            let csv_rows: Vec<Vec<String>> = csv
+                .lines()
+                .skip(1)
+                .filter(|l| l.starts_with(&format!("{dim},")))
+                .map(|l| l.split(',').skip(1).map(str::to_string).collect())
+                .collect();
+            assert_eq!(rows, csv_rows, "{query}: page table {table} is the CSV");
+        }
+        // The top user's link drills into that user's spend by model.
+        let (top_user, top_cost) = users[0];
+        let href = format!("user={top_user}&amp;group_by=model\"");
+        assert!(dom.contains(&href), "{query}: no drill-down {href}");
+        let drill = query
+            .split('&')
+            .filter(|p| !p.starts_with("group_by="))
+            .collect::<Vec<_>>()
+            .join("&");
+        let report: serde_json::Value = reqwest::get(format!(
+            "{api}/api/v1/reports/cost?{drill}&user={top_user}&group_by=model"
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(
+            d(report["total"]["cost"].as_str().unwrap()),
+            d(top_cost),
+            "{query}"
+        );
+    }
+    screenshot(
+        &format!("{api}/finance/cost?from={prev_month}&to={tomorrow}"),
+        "finance_cost_overview.png",
+    )
+    .await;
+
+    // A tag report has no spenders; its overview still answers.
+    let json: serde_json::Value = reqwest::get(format!(
+        "{api}/api/v1/reports/cost/overview?group_by=tag:feature"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(
+        json["top_users"].is_null() && json["top_keys"].is_null(),
+        "{json}"
+    );
+    assert_eq!(json["tag_key"], "feature");
+}

@@ -1,6 +1,8 @@
 //! Finance endpoints: `GET /api/v1/reports/cost` (JSON, or CSV with
 //! `format=csv`) over the cost rollups (per tag with `group_by=tag:<key>`
-//! or `tag.<key>=`), `GET /api/v1/finance/statement` (a team's monthly
+//! or `tag.<key>=`), `GET /api/v1/reports/cost/overview` (top spenders,
+//! cache savings and month-end forecast of the same period and filters),
+//! `GET /api/v1/finance/statement` (a team's monthly
 //! statement), `GET /api/v1/finance/budgets`,
 //! `GET /api/v1/finance/budgets/{id}/burndown` (one budget's running period
 //! bucket by bucket), and `POST /api/v1/admin/prices` to add or correct
@@ -18,7 +20,7 @@ use tollgate_processors::cost::admin::PriceAdminError;
 use tollgate_processors::cost::NewPrice;
 use tollgate_processors::cost::PriceCatalog;
 use tollgate_processors::read_models::cost::{parse_params, to_csv};
-use tollgate_processors::read_models::statement;
+use tollgate_processors::read_models::{overview, statement};
 
 use crate::error::ApiError;
 use crate::ApiState;
@@ -57,6 +59,58 @@ pub async fn cost(
             reason: format!("`{other}` is not json or csv"),
         }),
     }
+}
+
+/// `GET /api/v1/reports/cost/overview?<the cost report's parameters>&format=json|csv`:
+/// the five users and keys with the highest cost, the savings from cached
+/// input and the month-end forecast for the report's period and filters.
+/// `group_by` is accepted (so a report's query string can be reused) and
+/// only matters through the tag key it may name. CSV: the top spenders.
+pub async fn cost_overview(
+    State(state): State<ApiState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(pairs) = query.map_err(|err| ApiError::InvalidParameter {
+        parameter: "query".into(),
+        reason: err.body_text(),
+    })?;
+    let today = Utc::now().date_naive();
+    let (query, extras) = parse_params(&pairs, today, &["format"])?;
+    let format = extras
+        .iter()
+        .find(|(n, _)| *n == "format")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("json");
+    if format != "json" && format != "csv" {
+        return Err(ApiError::InvalidParameter {
+            parameter: "format".into(),
+            reason: format!("`{format}` is not json or csv"),
+        });
+    }
+    let catalog = match &state.prices {
+        Some(admin) => Some(PriceCatalog::new(admin.store.all().await.map_err(|e| {
+            ApiError::Unavailable(format!("cannot read the price catalog: {e}"))
+        })?)),
+        None => None,
+    };
+    let overview = state
+        .read_models
+        .cost_overview(&query, catalog.as_ref(), today)
+        .await?;
+    if format == "csv" {
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"cost-top-spenders.csv\"",
+                ),
+            ],
+            overview::top_csv(&overview),
+        )
+            .into_response());
+    }
+    Ok(Json(overview).into_response())
 }
 
 /// `GET /api/v1/finance/statement?team=&month=YYYY-MM&format=json|csv`

@@ -63,6 +63,7 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/reports/latency", get(reports::latency))
         .route("/api/v1/reports/cost", get(finance::cost))
+        .route("/api/v1/reports/cost/overview", get(finance::cost_overview))
         .route("/api/v1/finance/statement", get(finance::statement))
         .route("/api/v1/finance/budgets", get(finance::budgets))
         .route(
@@ -185,6 +186,10 @@ mod tests {
             ),
             ("/api/v1/finance/budgets/abc/burndown", "id"),
             ("/api/v1/finance/budgets/1/burndown?format=xml", "format"),
+            ("/api/v1/reports/cost/overview?format=xml", "format"),
+            ("/api/v1/reports/cost/overview?user=a&user=b", "user"),
+            ("/api/v1/reports/cost/overview?from=2026-13-01", "from"),
+            ("/api/v1/reports/cost/overview?colour=red", "query"),
         ] {
             let (status, body, _) = get(uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");

@@ -1,7 +1,9 @@
 //! Finance pages: `/finance/cost` (cost by any dimension and period, with
-//! drill-down links and a bar chart of the largest groups) and
-//! `/finance/cost.csv` (the same table as CSV: the page and the file show
-//! the very same strings, both from `read_models::cost`), and
+//! summary cards and the top spenders of the period and filters from
+//! `read_models::overview`, drill-down links and a bar chart of the largest
+//! groups), `/finance/cost.csv` (the same table as CSV: the page and the
+//! file show the very same strings, both from `read_models::cost`),
+//! `/finance/cost/top.csv` (the top spenders table as CSV), and
 //! `/finance/statement` + `.csv` (a team's monthly statement; the page
 //! renders the CSV's own fields), `/finance/budgets` + `.csv` (every
 //! budget's running period) and `/finance/budgets/{id}` (one budget's
@@ -17,6 +19,7 @@ use tollgate_processors::cost::PriceCatalog;
 use tollgate_processors::read_models::cost::{
     parse_params, to_csv, CostDimension, CostQuery, CostReport, CostTotals,
 };
+use tollgate_processors::read_models::overview::{self, CostOverview};
 use tollgate_processors::read_models::{statement, ReadModelError};
 
 use crate::layout::{render, Section};
@@ -72,6 +75,44 @@ pub struct CostPage {
     pub group_tag: String,
     /// What the report covers when it names a tag key.
     pub tag_note: Option<String>,
+    /// Summary cards and top spenders (`None` on a bad request or when the
+    /// overview could not be read: then `overview_error` says why).
+    pub overview: Option<OverviewView>,
+    pub overview_error: Option<String>,
+}
+
+/// The cost overview as the page shows it: the API's strings.
+pub struct OverviewView {
+    /// The period's total cost (`unpriced` when nothing is priced).
+    pub total: String,
+    pub calls: String,
+    /// The savings from cached input, or empty when unknown.
+    pub savings: String,
+    pub cached_tokens: String,
+    /// The forecast of the running month, or empty when the period does
+    /// not cover it.
+    pub forecast: String,
+    pub forecast_note: String,
+    /// Users, then keys; empty for a tag report (no user or key in the
+    /// tag rollup).
+    pub top_tables: Vec<TopTable>,
+    pub csv_url: String,
+}
+
+/// The top spenders of one dimension.
+pub struct TopTable {
+    pub title: &'static str,
+    /// `top-users` or `top-keys`.
+    pub id: &'static str,
+    pub rows: Vec<SpenderRow>,
+}
+
+/// One top spender: the top CSV's fields after `dimension` (rank, id,
+/// calls, unpriced calls, cost) and the drill-down link of its id.
+pub struct SpenderRow {
+    pub cells: Vec<String>,
+    pub href: String,
+    pub unpriced: bool,
 }
 
 const NUMBER_HEADERS: [&str; 7] = [
@@ -160,6 +201,69 @@ fn fold_group_tag(pairs: &[(String, String)]) -> Vec<(String, String)> {
         None => out.push(("group_by".into(), format!("team,tag:{tag}"))),
     }
     out
+}
+
+/// Where a top spender leads: the same period and filters, this user or
+/// key, grouped by model.
+fn spender_link(q: &CostQuery, d: CostDimension, id: &str) -> String {
+    let mut p: Vec<(String, String)> = base_pairs(q)
+        .into_iter()
+        .filter(|(k, _)| k != "group_by" && k != d.name())
+        .collect();
+    p.push((d.name().into(), id.to_string()));
+    p.push(("group_by".into(), CostDimension::Model.name().into()));
+    format!("/finance/cost?{}", query_string(&p))
+}
+
+/// The overview's cards and tables. The tables hold the top CSV's own
+/// fields, so page and CSV cannot disagree.
+fn overview_view(q: &CostQuery, o: &CostOverview) -> OverviewView {
+    let csv = overview::top_csv(o);
+    let lines: Vec<Vec<String>> = csv.lines().skip(1).map(split_csv).collect();
+    let mut top_tables = Vec::new();
+    for (d, groups, title, id) in [
+        (CostDimension::User, &o.top_users, "Users", "top-users"),
+        (CostDimension::Key, &o.top_keys, "API keys", "top-keys"),
+    ] {
+        let Some(groups) = groups else { continue };
+        let rows = lines
+            .iter()
+            .filter(|fields| fields.first().map(String::as_str) == Some(d.name()))
+            .zip(groups)
+            .map(|(fields, g)| SpenderRow {
+                cells: fields.get(1..).unwrap_or_default().to_vec(),
+                href: spender_link(q, d, g.key.get(d.name()).map(String::as_str).unwrap_or("")),
+                unpriced: g.totals.cost.is_none(),
+            })
+            .collect();
+        top_tables.push(TopTable { title, id, rows });
+    }
+    let (forecast, forecast_note) = match &o.forecast {
+        Some(f) => (
+            f.cost.to_string(),
+            format!(
+                "{}: {} USD so far, day {} of {}",
+                f.month, f.cost_so_far, f.days_elapsed, f.days_in_month
+            ),
+        ),
+        None => (
+            String::new(),
+            format!(
+                "only for a period from the first of the running month ({}) through today",
+                o.today.format("%Y-%m")
+            ),
+        ),
+    };
+    OverviewView {
+        total: o.total.cost_label(),
+        calls: o.total.calls.to_string(),
+        savings: o.cache_savings.map(|s| s.to_string()).unwrap_or_default(),
+        cached_tokens: o.total.cached_input_tokens.to_string(),
+        forecast,
+        forecast_note,
+        top_tables,
+        csv_url: format!("/finance/cost/top.csv?{}", query_string(&base_pairs(q))),
+    }
 }
 
 fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> CostPage {
@@ -291,7 +395,38 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
         .iter()
         .map(|g| (g.to_string(), *g == untagged_group_by))
         .collect(),
+        overview: None,
+        overview_error: None,
     }
+}
+
+/// The price catalog for the overview's savings: `Ok(None)` when the
+/// server runs without PostgreSQL.
+async fn read_catalog(state: &DashboardState) -> Result<Option<PriceCatalog>, String> {
+    match &state.prices {
+        Some(store) => store
+            .all()
+            .await
+            .map(|all| Some(PriceCatalog::new(all)))
+            .map_err(|e| format!("cannot read the price catalog: {e}")),
+        None => Ok(None),
+    }
+}
+
+/// The overview of `q` (catalog, then the read model).
+async fn read_overview(
+    state: &DashboardState,
+    q: &CostQuery,
+    today: chrono::NaiveDate,
+) -> Result<CostOverview, (StatusCode, String)> {
+    let catalog = read_catalog(state)
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
+    state
+        .read_models
+        .cost_overview(q, catalog.as_ref(), today)
+        .await
+        .map_err(|e| (status_of(&e), e.to_string()))
 }
 
 fn status_of(err: &ReadModelError) -> StatusCode {
@@ -327,9 +462,49 @@ pub async fn cost_page(
             };
         }
     };
-    match state.read_models.cost(&q).await {
-        Ok(report) => render(StatusCode::OK, &view(&q, Some(&report), None)),
-        Err(err) => render(status_of(&err), &view(&q, None, Some(err.to_string()))),
+    let (report, overview) =
+        futures::join!(state.read_models.cost(&q), read_overview(&state, &q, today));
+    let (status, mut page) = match report {
+        Ok(report) => (StatusCode::OK, view(&q, Some(&report), None)),
+        Err(err) => (status_of(&err), view(&q, None, Some(err.to_string()))),
+    };
+    match overview {
+        Ok(o) => page.overview = Some(overview_view(&q, &o)),
+        Err((_, message)) => page.overview_error = Some(message),
+    }
+    render(status, &page)
+}
+
+/// `GET /finance/cost/top.csv`: the page's top spenders table as CSV.
+pub async fn top_csv(
+    State(state): State<DashboardState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let pairs = fold_group_tag(&query.map(|Query(p)| p).unwrap_or_default());
+    let today = Utc::now().date_naive();
+    let q = match parse_params(&pairs, today, &[]) {
+        Ok((q, _)) => q,
+        Err(err) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("invalid {}: {}\n", err.parameter, err.reason),
+            )
+                .into_response()
+        }
+    };
+    match read_overview(&state, &q, today).await {
+        Ok(o) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"cost-top-spenders.csv\"",
+                ),
+            ],
+            overview::top_csv(&o),
+        )
+            .into_response(),
+        Err((status, message)) => (status, format!("{message}\n")).into_response(),
     }
 }
 
@@ -397,15 +572,10 @@ async fn read_statement(
         .cost(&query)
         .await
         .map_err(|e| (status_of(&e), e.to_string()))?;
-    let catalog = match &state.prices {
-        Some(store) => PriceCatalog::new(store.all().await.map_err(|e| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read the price catalog: {e}"),
-            )
-        })?),
-        None => PriceCatalog::default(),
-    };
+    let catalog = read_catalog(state)
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?
+        .unwrap_or_default();
     Ok(statement::assemble(&team, &month, &report, &catalog, today))
 }
 
@@ -821,5 +991,77 @@ mod tests {
         );
         // The select shows the group_by without its tag.
         assert!(page.group_choices.iter().any(|(g, on)| g == "team" && *on));
+    }
+
+    #[test]
+    fn top_spenders_are_the_csv_and_drill_down_to_models() {
+        use tollgate_processors::read_models::cost::CostGroup;
+        let today = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        let (q, _) = parse_params(
+            &pairs(&[
+                ("group_by", "team"),
+                ("team", "a b"),
+                ("user", "old"),
+                ("from", "2026-11-01"),
+            ]),
+            today,
+            &[],
+        )
+        .unwrap();
+        let spender = |d: &str, id: &str, cost: Option<&str>| CostGroup {
+            key: [(d.to_string(), id.to_string())].into(),
+            totals: CostTotals {
+                calls: 3,
+                cost: cost.map(|c| c.parse().unwrap()),
+                unpriced_calls: if cost.is_none() { 3 } else { 0 },
+                ..CostTotals::default()
+            },
+        };
+        let o = CostOverview {
+            from: q.from,
+            to: q.to,
+            filters: Default::default(),
+            tag_key: None,
+            today,
+            total: CostTotals {
+                calls: 6,
+                cost: Some("1.5".parse().unwrap()),
+                ..CostTotals::default()
+            },
+            top_users: Some(vec![
+                spender("user", "=u1", Some("1.5")),
+                spender("user", "u2", None),
+            ]),
+            top_keys: Some(vec![spender("key", "k&1", Some("1.5"))]),
+            cache_savings: None,
+            forecast: None,
+        };
+        let v = overview_view(&q, &o);
+        assert_eq!(v.total, "1.5");
+        assert!(v.savings.is_empty() && v.forecast.is_empty());
+        assert_eq!(v.top_tables.len(), 2);
+        let users = &v.top_tables[0];
+        assert_eq!(users.id, "top-users");
+        // The CSV's fields, formula guard included.
+        assert_eq!(users.rows[0].cells, ["1", "'=u1", "3", "0", "1.5"]);
+        assert_eq!(users.rows[1].cells, ["2", "u2", "3", "3", "unpriced"]);
+        assert!(users.rows[1].unpriced);
+        // The link filters on the raw id, replaces the user filter and
+        // keeps the period and the other filters.
+        assert_eq!(
+            users.rows[0].href,
+            "/finance/cost?from=2026-11-01&to=2026-11-23&team=a%20b&user=%3Du1&group_by=model"
+        );
+        assert_eq!(
+            v.top_tables[1].rows[0].href,
+            "/finance/cost?from=2026-11-01&to=2026-11-23&team=a%20b&user=old&key=k%261&group_by=model"
+        );
+        // A tag report has no spender tables.
+        let tagged = CostOverview {
+            top_users: None,
+            top_keys: None,
+            ..o
+        };
+        assert!(overview_view(&q, &tagged).top_tables.is_empty());
     }
 }

@@ -45,6 +45,7 @@ pub fn router_with(
         .route("/finance", get(|| async { Redirect::to("/finance/cost") }))
         .route("/finance/cost", get(finance::cost_page))
         .route("/finance/cost.csv", get(finance::cost_csv))
+        .route("/finance/cost/top.csv", get(finance::top_csv))
         .route("/finance/statement", get(finance::statement_page))
         .route("/finance/statement.csv", get(finance::statement_csv))
         .route("/finance/budgets", get(finance::budgets_page))

@@ -396,6 +396,35 @@ impl CostRow {
 /// The report's one statement: over `cost_daily`, or over
 /// `cost_daily_tags` for the query's tag key.
 pub(crate) fn cost_sql(query: &CostQuery) -> BoundSql {
+    let mut sql = grouped_sql(query);
+    let aliases: Vec<&str> = CostDimension::ALL.iter().map(|d| d.alias()).collect();
+    sql.template
+        .push_str(&format!(" ORDER BY {}", aliases.join(", ")));
+    sql
+}
+
+/// The `n` groups of `query` with the highest cost, in the report's order
+/// (groups with a priced call or a cost first, then cost highest first,
+/// then key), so only those rows leave ClickHouse: the top spenders of the
+/// cost overview. `n` is bound, not spliced.
+pub(crate) fn top_sql(query: &CostQuery, n: u64) -> BoundSql {
+    let mut sql = grouped_sql(query);
+    let aliases: Vec<&str> = CostDimension::ALL.iter().map(|d| d.alias()).collect();
+    sql.template.push_str(&format!(
+        " ORDER BY (s_calls != s_unpriced_calls OR s_cost != 0) DESC, s_cost DESC, {} LIMIT ?",
+        aliases.join(", ")
+    ));
+    sql.binds.push(SqlValue::UInt(n));
+    sql.name = if query.tag_key.is_some() {
+        "cost.top.tags"
+    } else {
+        "cost.top"
+    };
+    sql
+}
+
+/// The report's SELECT up to its HAVING clause (no order).
+fn grouped_sql(query: &CostQuery) -> BoundSql {
     let keys: Vec<String> = CostDimension::ALL
         .iter()
         .map(|d| {
@@ -431,8 +460,7 @@ pub(crate) fn cost_sql(query: &CostQuery) -> BoundSql {
         binds.push(SqlValue::Str(value.clone()));
     }
     template.push_str(&format!(
-        " GROUP BY {} HAVING s_calls != 0 OR s_cost != 0 ORDER BY {}",
-        aliases.join(", "),
+        " GROUP BY {} HAVING s_calls != 0 OR s_cost != 0",
         aliases.join(", ")
     ));
     BoundSql {
@@ -450,7 +478,23 @@ pub(crate) async fn run(
     models: &ReadModels,
     query: &CostQuery,
 ) -> Result<CostReport, ReadModelError> {
-    let sql = cost_sql(query);
+    fetch(models, query, cost_sql(query)).await
+}
+
+/// The report of `query` cut to its `n` costliest groups ([`top_sql`]).
+pub(crate) async fn run_top(
+    models: &ReadModels,
+    query: &CostQuery,
+    n: u64,
+) -> Result<CostReport, ReadModelError> {
+    fetch(models, query, top_sql(query, n)).await
+}
+
+async fn fetch(
+    models: &ReadModels,
+    query: &CostQuery,
+    sql: BoundSql,
+) -> Result<CostReport, ReadModelError> {
     let rows: Vec<CostRow> = models
         .bounded(sql.query(models.client()).fetch_all::<CostRow>())
         .await

@@ -10,6 +10,7 @@
 pub mod burndown;
 pub mod cost;
 pub mod latency;
+pub mod overview;
 pub mod statement;
 
 use clickhouse::Client;
@@ -118,6 +119,18 @@ impl ReadModels {
     /// The cost report (`cost_daily` rollup).
     pub async fn cost(&self, query: &cost::CostQuery) -> Result<cost::CostReport, ReadModelError> {
         cost::run(self, query).await
+    }
+
+    /// The cost overview of `query`'s period and filters (top spenders,
+    /// cache savings, month-end forecast); `catalog` prices the savings
+    /// (`None`: unknown), `today` decides the running month.
+    pub async fn cost_overview(
+        &self,
+        query: &cost::CostQuery,
+        catalog: Option<&crate::cost::PriceCatalog>,
+        today: chrono::NaiveDate,
+    ) -> Result<overview::CostOverview, ReadModelError> {
+        overview::run(self, query, catalog, today).await
     }
 
     /// The running-period status of `budgets` (spend from `cost_daily`).
@@ -277,6 +290,7 @@ pub fn sql_catalog() -> Vec<(String, String)> {
     std::iter::once(check)
         .chain(latency::catalog())
         .chain(cost::catalog())
+        .chain(overview::catalog())
         .chain(burndown::catalog())
         .map(|bound| (bound.name.to_string(), bound.text()))
         .collect()

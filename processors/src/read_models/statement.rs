@@ -59,6 +59,35 @@ pub fn month_range(month: &str) -> Result<(NaiveDate, NaiveDate), InvalidParamet
     Ok((first, next))
 }
 
+/// What `cached` input tokens saved at `price` against paying its plain
+/// input price: `cached × (input_per_token − cache_read_per_token)`,
+/// rounded once to 12 places. `None` when the version has no cache-read
+/// price (cached tokens are then billed as plain input: nothing saved) or
+/// the product overflows. The statement's lines and the cost overview
+/// ([`super::overview`]) both use it.
+pub fn cache_savings(cached: i64, price: &PriceVersion) -> Option<Decimal> {
+    let read = price.cache_read_per_token?;
+    let saved = Decimal::from(cached).checked_mul(price.input_per_token.checked_sub(read)?)?;
+    Some(round(saved))
+}
+
+/// The month-end forecast of a month `[first, next)` with `so_far` spent
+/// by `today`: `so_far × days in month / days elapsed (including today)`,
+/// rounded once to 12 places; `None` unless `today` lies in the month.
+/// Used by the statement and the cost overview.
+pub fn month_end_forecast(
+    so_far: Decimal,
+    first: NaiveDate,
+    next: NaiveDate,
+    today: NaiveDate,
+) -> Option<Decimal> {
+    (first <= today && today < next).then(|| {
+        let elapsed = (today - first).num_days() + 1;
+        let days = (next - first).num_days();
+        round(so_far * Decimal::from(days) / Decimal::from(elapsed.max(1)))
+    })
+}
+
 /// The cost report a statement is built from.
 pub fn statement_query(team: &str, month: &str) -> Result<CostQuery, InvalidParameter> {
     if team.is_empty() {
@@ -99,12 +128,9 @@ pub fn assemble(
             .filter(|id| *id != 0)
             .and_then(|id| catalog.by_id(id))
             .cloned();
-        let cache_savings = prices.as_ref().and_then(|p| {
-            let read = p.cache_read_per_token?;
-            let cached = Decimal::from(g.totals.cached_input_tokens);
-            let s = cached.checked_mul(p.input_per_token.checked_sub(read)?)?;
-            Some(round(s))
-        });
+        let cache_savings = prices
+            .as_ref()
+            .and_then(|p| cache_savings(g.totals.cached_input_tokens, p));
         savings_total += cache_savings.unwrap_or_default();
         lines.push(StatementLine {
             provider: key("provider"),
@@ -118,12 +144,12 @@ pub fn assemble(
     lines.sort_by(|a, b| {
         (&a.provider, &a.model, a.price_version).cmp(&(&b.provider, &b.model, b.price_version))
     });
-    let forecast = (report.from <= today && today < report.to).then(|| {
-        let elapsed = (today - report.from).num_days() + 1;
-        let days = (report.to - report.from).num_days();
-        let so_far = report.total.cost.unwrap_or_default();
-        round(so_far * Decimal::from(days) / Decimal::from(elapsed.max(1)))
-    });
+    let forecast = month_end_forecast(
+        report.total.cost.unwrap_or_default(),
+        report.from,
+        report.to,
+        today,
+    );
     Statement {
         team: team.to_string(),
         month: month.to_string(),
@@ -216,5 +242,28 @@ mod tests {
         );
         assert!(month_range("2026-13").is_err());
         assert!(statement_query("", "2026-03").is_err());
+    }
+
+    #[test]
+    fn forecast_counts_today_as_elapsed() {
+        let (first, next) = month_range("2026-11").unwrap();
+        let day = |d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let so_far: Decimal = "1.5".parse().unwrap();
+        // 1.5 × 30 / 10
+        assert_eq!(
+            month_end_forecast(so_far, first, next, day(10)),
+            Some("4.5".parse().unwrap())
+        );
+        // 1.5 × 30 / 1 on the first day.
+        assert_eq!(
+            month_end_forecast(so_far, first, next, day(1)),
+            Some("45".parse().unwrap())
+        );
+        assert_eq!(month_end_forecast(so_far, first, next, next), None);
+        // 1 × 30 / 7 = 4.285714285714|2857..., rounded to 12 places.
+        assert_eq!(
+            month_end_forecast(Decimal::ONE, first, next, day(7)),
+            Some("4.285714285714".parse().unwrap())
+        );
     }
 }
