@@ -161,20 +161,37 @@ async fn latency_report_matches_exact_statistics() {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let to = (chrono::Utc::now() + chrono::Duration::minutes(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let report: Value = client
-        .get(format!("{}/api/v1/reports/latency", env.api_url()))
-        .query(&[
-            ("from", from.as_str()),
-            ("to", to.as_str()),
-            ("group_by", "provider,model"),
-            ("bucket", "1h"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The views write a moment after the `calls` part of the same insert is
+    // visible: read the report until it holds every terminal call.
+    let terminal = events
+        .iter()
+        .filter(|e| e.kind == KIND_CALL_COMPLETED || e.kind == KIND_CALL_FAILED)
+        .count() as u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let report: Value = loop {
+        let report: Value = client
+            .get(format!("{}/api/v1/reports/latency", env.api_url()))
+            .query(&[
+                ("from", from.as_str()),
+                ("to", to.as_str()),
+                ("group_by", "provider,model"),
+                ("bucket", "1h"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let counted: u64 = report["groups"]
+            .as_array()
+            .map(|g| g.iter().filter_map(|g| g["total"]["count"].as_u64()).sum())
+            .unwrap_or(0);
+        if counted >= terminal || std::time::Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
 
     // Exact statistics per provider/model, computed here from what was sent.
     let mut durations: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();

@@ -138,6 +138,7 @@ async fn finance_pages_in_chromium_match_the_csv() {
             .await,
         4
     );
+    env.wait_for_cost_rollup().await;
     env.spawn("api", &["api"]);
     support::wait_http(
         &format!("{}/healthz", env.api_url()),
