@@ -1038,25 +1038,33 @@ async fn hard_budget_publishes_deny_and_warns_once_per_threshold() {
         .find(|s| s["subject"] == "budget/org/org-1")
         .unwrap();
     assert_eq!(org["state"], "ok");
-    let csv = reqwest::get(format!("{}/finance/budgets.csv", env.api_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let page = reqwest::get(format!("{}/finance/budgets", env.api_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in csv.lines().skip(1) {
-        for field in line.split(',') {
-            assert!(
-                page.contains(&format!(">{field}</td>")),
-                "page lacks {field}"
-            );
+    // The forecast moves with the clock (whole minutes): a page and a CSV
+    // fetched across a minute boundary differ, so fetch again then.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let csv = reqwest::get(format!("{}/finance/budgets.csv", env.api_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let page = reqwest::get(format!("{}/finance/budgets", env.api_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let missing: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .flat_map(|line| line.split(','))
+            .filter(|field| !page.contains(&format!(">{field}</td>")))
+            .collect();
+        if missing.is_empty() {
+            break;
         }
+        assert!(attempts < 3, "page lacks {missing:?}");
     }
 }
 

@@ -140,6 +140,9 @@ impl ReadModels {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<crate::cost::budgets::BudgetStatus>, ReadModelError> {
         use std::collections::HashMap;
+        // The burn-down's clock (whole minutes): the page and its CSV asked
+        // for in the same minute show the same forecast.
+        let now = burndown::clock(now);
         let mut spends = HashMap::new();
         let mut out = Vec::with_capacity(budgets.len());
         for b in budgets {
