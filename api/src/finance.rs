@@ -25,40 +25,104 @@ use tollgate_processors::read_models::{overview, statement};
 use crate::error::ApiError;
 use crate::ApiState;
 
+/// How a finance endpoint answers: `format=json` (the default) or `csv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Csv,
+}
+
+impl Format {
+    fn parse(value: Option<&str>) -> Result<Self, ApiError> {
+        match value.unwrap_or("json") {
+            "json" => Ok(Self::Json),
+            "csv" => Ok(Self::Csv),
+            other => Err(ApiError::InvalidParameter {
+                parameter: "format".into(),
+                reason: format!("`{other}` is not json or csv"),
+            }),
+        }
+    }
+
+    /// The `format` among the extra parameters `parse_params` passed through.
+    fn of_extras(extras: &[(&str, String)]) -> Result<Self, ApiError> {
+        Self::parse(
+            extras
+                .iter()
+                .find(|(n, _)| *n == "format")
+                .map(|(_, v)| v.as_str()),
+        )
+    }
+
+    /// `body` as JSON, or `csv(body)` as a download named `filename`.
+    fn respond<T: serde::Serialize>(
+        self,
+        body: &T,
+        filename: &str,
+        csv: impl FnOnce(&T) -> String,
+    ) -> Response {
+        match self {
+            Self::Json => Json(body).into_response(),
+            Self::Csv => (
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{filename}\""),
+                    ),
+                ],
+                csv(body),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The query string's pairs, or a 400 naming `query`.
+fn query_pairs(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    query
+        .map(|Query(pairs)| pairs)
+        .map_err(|err| ApiError::InvalidParameter {
+            parameter: "query".into(),
+            reason: err.body_text(),
+        })
+}
+
+/// The price catalog from PostgreSQL; `None` when the server runs without it.
+async fn price_catalog(state: &ApiState) -> Result<Option<PriceCatalog>, ApiError> {
+    match &state.prices {
+        Some(admin) => Ok(Some(PriceCatalog::new(admin.store.all().await.map_err(
+            |e| ApiError::Unavailable(format!("cannot read the price catalog: {e}")),
+        )?))),
+        None => Ok(None),
+    }
+}
+
+/// Every budget, or 503 when the server runs without PostgreSQL.
+async fn all_budgets(
+    state: &ApiState,
+) -> Result<Vec<tollgate_processors::cost::budgets::Budget>, ApiError> {
+    let store = state.budgets.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("budgets need postgres; this server runs without it".into())
+    })?;
+    store
+        .all()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot read budgets: {e}")))
+}
+
 /// `GET /api/v1/reports/cost?from=&to=&group_by=&<dimension>=&format=json|csv`
 pub async fn cost(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(pairs) = query.map_err(|err| ApiError::InvalidParameter {
-        parameter: "query".into(),
-        reason: err.body_text(),
-    })?;
+    let pairs = query_pairs(query)?;
     let (query, extras) = parse_params(&pairs, Utc::now().date_naive(), &["format"])?;
-    let format = extras
-        .iter()
-        .find(|(n, _)| *n == "format")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("json");
+    let format = Format::of_extras(&extras)?;
     let report = state.read_models.cost(&query).await?;
-    match format {
-        "json" => Ok(Json(report).into_response()),
-        "csv" => Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"cost.csv\"",
-                ),
-            ],
-            to_csv(&report),
-        )
-            .into_response()),
-        other => Err(ApiError::InvalidParameter {
-            parameter: "format".into(),
-            reason: format!("`{other}` is not json or csv"),
-        }),
-    }
+    Ok(format.respond(&report, "cost.csv", to_csv))
 }
 
 /// `GET /api/v1/reports/cost/overview?<the cost report's parameters>&format=json|csv`:
@@ -70,47 +134,16 @@ pub async fn cost_overview(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(pairs) = query.map_err(|err| ApiError::InvalidParameter {
-        parameter: "query".into(),
-        reason: err.body_text(),
-    })?;
+    let pairs = query_pairs(query)?;
     let today = Utc::now().date_naive();
     let (query, extras) = parse_params(&pairs, today, &["format"])?;
-    let format = extras
-        .iter()
-        .find(|(n, _)| *n == "format")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("json");
-    if format != "json" && format != "csv" {
-        return Err(ApiError::InvalidParameter {
-            parameter: "format".into(),
-            reason: format!("`{format}` is not json or csv"),
-        });
-    }
-    let catalog = match &state.prices {
-        Some(admin) => Some(PriceCatalog::new(admin.store.all().await.map_err(|e| {
-            ApiError::Unavailable(format!("cannot read the price catalog: {e}"))
-        })?)),
-        None => None,
-    };
+    let format = Format::of_extras(&extras)?;
+    let catalog = price_catalog(&state).await?;
     let overview = state
         .read_models
         .cost_overview(&query, catalog.as_ref(), today)
         .await?;
-    if format == "csv" {
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"cost-top-spenders.csv\"",
-                ),
-            ],
-            overview::top_csv(&overview),
-        )
-            .into_response());
-    }
-    Ok(Json(overview).into_response())
+    Ok(format.respond(&overview, "cost-top-spenders.csv", overview::top_csv))
 }
 
 /// `GET /api/v1/finance/statement?team=&month=YYYY-MM&format=json|csv`
@@ -118,10 +151,7 @@ pub async fn statement(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(pairs) = query.map_err(|err| ApiError::InvalidParameter {
-        parameter: "query".into(),
-        reason: err.body_text(),
-    })?;
+    let pairs = query_pairs(query)?;
     let mut team = None;
     let mut month = None;
     let mut format = None;
@@ -144,37 +174,15 @@ pub async fn statement(
             });
         }
     }
+    let format = Format::parse(format.as_deref())?;
     let today = Utc::now().date_naive();
     let month = month.unwrap_or_else(|| today.format("%Y-%m").to_string());
     let team = team.unwrap_or_default();
     let query = statement::statement_query(&team, &month)?;
     let report = state.read_models.cost(&query).await?;
-    let catalog =
-        match &state.prices {
-            Some(admin) => PriceCatalog::new(admin.store.all().await.map_err(|e| {
-                ApiError::Unavailable(format!("cannot read the price catalog: {e}"))
-            })?),
-            None => PriceCatalog::default(),
-        };
+    let catalog = price_catalog(&state).await?.unwrap_or_default();
     let statement = statement::assemble(&team, &month, &report, &catalog, today);
-    match format.as_deref().unwrap_or("json") {
-        "json" => Ok(Json(statement).into_response()),
-        "csv" => Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"statement.csv\"",
-                ),
-            ],
-            statement::to_csv(&statement),
-        )
-            .into_response()),
-        other => Err(ApiError::InvalidParameter {
-            parameter: "format".into(),
-            reason: format!("`{other}` is not json or csv"),
-        }),
-    }
+    Ok(format.respond(&statement, "statement.csv", statement::to_csv))
 }
 
 /// `GET /api/v1/finance/budgets?format=json|csv`: every budget with the
@@ -183,10 +191,7 @@ pub async fn budgets(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(pairs) = query.map_err(|err| ApiError::InvalidParameter {
-        parameter: "query".into(),
-        reason: err.body_text(),
-    })?;
+    let pairs = query_pairs(query)?;
     let mut format = "json".to_string();
     for (name, value) in pairs {
         match name.as_str() {
@@ -199,35 +204,15 @@ pub async fn budgets(
             }
         }
     }
-    let store = state.budgets.as_ref().ok_or_else(|| {
-        ApiError::Unavailable("budgets need postgres; this server runs without it".into())
-    })?;
-    let budgets = store
-        .all()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot read budgets: {e}")))?;
+    let format = Format::parse(Some(&format))?;
+    let budgets = all_budgets(&state).await?;
     let statuses = state
         .read_models
         .budget_status(&budgets, Utc::now())
         .await?;
-    match format.as_str() {
-        "json" => Ok(Json(statuses).into_response()),
-        "csv" => Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"budgets.csv\"",
-                ),
-            ],
-            tollgate_processors::cost::budgets::to_csv(&statuses),
-        )
-            .into_response()),
-        other => Err(ApiError::InvalidParameter {
-            parameter: "format".into(),
-            reason: format!("`{other}` is not json or csv"),
-        }),
-    }
+    Ok(format.respond(&statuses, "budgets.csv", |s: &Vec<_>| {
+        tollgate_processors::cost::budgets::to_csv(s)
+    }))
 }
 
 /// `GET /api/v1/finance/budgets/{id}/burndown?format=json|csv`: the
@@ -238,10 +223,7 @@ pub async fn burndown(
     Path(id): Path<String>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(pairs) = query.map_err(|err| ApiError::InvalidParameter {
-        parameter: "query".into(),
-        reason: err.body_text(),
-    })?;
+    let pairs = query_pairs(query)?;
     let mut format = None;
     for (name, value) in pairs {
         match name.as_str() {
@@ -260,43 +242,23 @@ pub async fn burndown(
             }
         }
     }
-    let format = format.unwrap_or_else(|| "json".into());
-    if format != "json" && format != "csv" {
-        return Err(ApiError::InvalidParameter {
-            parameter: "format".into(),
-            reason: format!("`{format}` is not json or csv"),
-        });
-    }
+    let format = Format::parse(format.as_deref())?;
     let id: i64 = id.parse().map_err(|_| ApiError::InvalidParameter {
         parameter: "id".into(),
         reason: format!("`{id}` is not a budget id (an integer)"),
     })?;
-    let store = state.budgets.as_ref().ok_or_else(|| {
-        ApiError::Unavailable("budgets need postgres; this server runs without it".into())
-    })?;
-    let budget = store
-        .all()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot read budgets: {e}")))?
+    let budget = all_budgets(&state)
+        .await?
         .into_iter()
         .find(|b| b.id == id)
         .ok_or(ApiError::NotFound)?;
     let now = tollgate_processors::read_models::burndown::clock(Utc::now());
     let report = state.read_models.budget_burndown(&budget, now).await?;
-    if format == "csv" {
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"burndown.csv\"",
-                ),
-            ],
-            tollgate_processors::read_models::burndown::to_csv(&report),
-        )
-            .into_response());
-    }
-    Ok(Json(report).into_response())
+    Ok(format.respond(
+        &report,
+        "burndown.csv",
+        tollgate_processors::read_models::burndown::to_csv,
+    ))
 }
 
 /// Body of `POST /api/v1/admin/prices`: one price or a list.

@@ -19,6 +19,14 @@ pub const KIND_CALL_FAILED: &str = "ai.call.failed";
 pub const KIND_CALL_BLOCKED: &str = "ai.call.blocked";
 pub const KIND_CALL_STARTED: &str = "ai.call.started";
 pub const KIND_CALL_FIRST_TOKEN: &str = "ai.call.first_token";
+
+/// Whether an event of this kind is billed (and so priced): terminal calls
+/// only; blocked calls never reached a provider, lifecycle events would
+/// count a call twice. The processors' cost fold and the proxy's budget
+/// charges both go by it.
+pub fn is_billable(kind: &str) -> bool {
+    kind == KIND_CALL_COMPLETED || kind == KIND_CALL_FAILED
+}
 /// Prefix of control-plane change kinds (`admin.price.updated`, ...).
 pub const KIND_ADMIN_PREFIX: &str = "admin.";
 

@@ -3,7 +3,8 @@
 //! before it is inserted; and the `Decimal(38, 12)` mantissa conversions.
 
 use rust_decimal::Decimal;
-use tollgate_ingest::contract::{KIND_CALL_COMPLETED, KIND_CALL_FAILED};
+pub use tollgate_ingest::contract::is_billable;
+use tollgate_ingest::contract::KIND_CALL_COMPLETED;
 pub use tollgate_pricing::cost::{call_cost, round, BillableUsage, CostOverflow, COST_SCALE};
 
 use super::prices::PriceCatalog;
@@ -35,13 +36,6 @@ pub fn to_mantissa(d: Decimal) -> i128 {
 /// exceeds rust_decimal's 96-bit range (about 7.9e16 USD).
 pub fn from_mantissa(m: i128) -> Option<Decimal> {
     Decimal::try_from_i128_with_scale(m, COST_SCALE).ok()
-}
-
-/// Whether a row of this kind is billed (and so priced): terminal calls
-/// only; blocked calls never reached a provider, lifecycle events would
-/// count a call twice.
-pub fn is_billable(kind: &str) -> bool {
-    kind == KIND_CALL_COMPLETED || kind == KIND_CALL_FAILED
 }
 
 /// Stamp `row` with its cost from `catalog`: the version in force at
