@@ -107,7 +107,9 @@ const PRICES_V1: &str = r#"{
   "tg-reason": {"litellm_provider": "testprov", "effective_from": "2026-01-01T00:00:00Z",
               "input_cost_per_token": 1e-06, "output_cost_per_token": 4e-06,
               "output_cost_per_reasoning_token": 1e-05, "input_cost_per_image": 0.01,
-              "input_cost_per_audio_per_second": 0.0006}
+              "input_cost_per_audio_per_second": 0.0006},
+  "tg-absurd": {"litellm_provider": "testprov", "effective_from": "2026-01-01T00:00:00Z",
+              "input_cost_per_token": 100000000}
 }"#;
 const PRICES_V2: &str = r#"{
   "tg-test": {"litellm_provider": "testprov", "effective_from": "2026-03-10T12:00:00Z",
@@ -124,7 +126,9 @@ fn cases() -> Vec<Case> {
     vec![
         Case {
             name: "cached input and cache writes, per-request fee (v1)",
-            // 600*0.000002 + 400*0.0000005 + 200*0.0000025 + 300*0.000008 + 0.001
+            // Reads and writes are parts of the 1000 input tokens:
+            // 400*0.000002 + 400*0.0000005 + 200*0.0000025 + 300*0.000008 + 0.001
+            // (until wave 2 the writes were billed on top: 0.0053)
             event: call(
                 completed,
                 "team-a",
@@ -133,7 +137,7 @@ fn cases() -> Vec<Case> {
                 usage(1000, 400, 200, 300, 0),
                 Outcome::Success,
             ),
-            cost: Some("0.0053"),
+            cost: Some("0.0049"),
             version: Some("v1"),
         },
         Case {
@@ -191,6 +195,20 @@ fn cases() -> Vec<Case> {
             ),
             cost: Some("0.0296"),
             version: Some("reason"),
+        },
+        Case {
+            name: "a cost of 10^16 USD or more is unpriced, never a clamped number",
+            // 10^9 tokens (the contract's bound) * 10^8 USD = 10^17 USD
+            event: call(
+                completed,
+                "team-b",
+                "tg-absurd",
+                at(8, 0),
+                usage(1_000_000_000, 0, 0, 0, 0),
+                Outcome::Success,
+            ),
+            cost: None,
+            version: None,
         },
         Case {
             name: "model without a price is unpriced",
@@ -287,7 +305,7 @@ async fn costs_are_exact_end_to_end() {
     import(&env, PRICES_V2);
     // Re-importing changes nothing.
     let again = import(&env, PRICES_V1);
-    assert!(again.contains("0 version(s) added, 2 unchanged"), "{again}");
+    assert!(again.contains("0 version(s) added, 3 unchanged"), "{again}");
     let all = versions(&env);
     let ids: HashMap<&str, u64> = [
         ("v1", version_id(&all, "tg-test", "2026-03-10T00:00:00")),
@@ -396,12 +414,16 @@ async fn costs_are_exact_end_to_end() {
     };
     assert_eq!(
         d(cost_of("tg-test").as_str().unwrap()),
-        d("0.0053") + d("0.0048") + d("0.00103") + d("0.003")
+        d("0.0049") + d("0.0048") + d("0.00103") + d("0.003")
     );
     assert_eq!(d(cost_of("tg-reason").as_str().unwrap()), d("0.0296"));
     assert!(cost_of("tg-unknown").is_null(), "unpriced, not 0: {report}");
+    assert!(
+        cost_of("tg-absurd").is_null(),
+        "unpriced, not clamped: {report}"
+    );
     assert_eq!(d(report["total"]["cost"].as_str().unwrap()), want_total);
-    assert_eq!(report["total"]["unpriced_calls"], 2);
+    assert_eq!(report["total"]["unpriced_calls"], 3);
 
     let csv = reqwest::get(format!("{url}&format=csv"))
         .await
@@ -1679,5 +1701,242 @@ async fn migration_0023_backfills_the_tag_rollup_once() {
     assert_eq!(
         rollup[&("variant".to_string(), "b".to_string())],
         (2, 0, d("1.75"))
+    );
+}
+
+/// The cache-write convention end to end, and the repair of what the old
+/// formula stored: a call priced by the processor costs what Anthropic
+/// bills; a call stored before the fix (cache writes billed on top of the
+/// input) is corrected by `tollgate reprice --all`, visibly on the
+/// statement, and a second run changes nothing.
+#[tokio::test]
+async fn cache_writes_are_billed_once_and_reprice_all_repairs_stored_calls() {
+    let mut env = TestEnv::new("cost_cache_write").await;
+    // claude-sonnet-4-5's prices: $3 / $15 per million, writes $3.75, reads $0.30.
+    import(
+        &env,
+        r#"{"tg-sonnet": {"litellm_provider": "testprov", "effective_from": "2026-03-01T00:00:00Z",
+              "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
+              "cache_creation_input_token_cost": 3.75e-06,
+              "cache_read_input_token_cost": 3e-07}}"#,
+    );
+    let version = version_id(&versions(&env), "tg-sonnet", "2026-03-01");
+    // 284 plain + 1251 written + 2884 read input tokens, 171 output tokens.
+    let anthropic_usage = usage(284 + 1251 + 2884, 2884, 1251, 171, 0);
+    let fresh = call(
+        "ai.call.completed",
+        "team-a",
+        "tg-sonnet",
+        Utc.with_ymd_and_hms(2026, 3, 5, 10, 0, 0).unwrap(),
+        anthropic_usage.clone(),
+        Outcome::Success,
+    );
+    produce(&env.events_topic, std::slice::from_ref(&fresh)).await;
+    env.spawn("process", &["process"]);
+    env.wait_for_count("SELECT count() FROM {db}.calls", 1, Duration::from_secs(60))
+        .await;
+    env.wait_for_cost_rollup().await;
+    assert_eq!(
+        effective_costs(&env).await[&fresh.event_id.to_string()],
+        d("0.00897345"),
+        "a freshly priced call bills its cache writes once"
+    );
+
+    // A call stored by the old formula: 0.00897345 + 1251 × 0.000003.
+    let stale_id = Uuid::now_v7().to_string();
+    env.ch(&format!(
+        "INSERT INTO {{db}}.calls (event_id, schema_version, kind, occurred_at, occurred_at_ms, org_id, team_id, \
+         user_id, api_key_id, call_id, provider, model, requested_model, attempt, operation, duration_ms, \
+         input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, outcome, http_status, \
+         kafka_partition, kafka_offset, cost, priced, price_version) VALUES \
+         ('{stale_id}', 1, 'ai.call.completed', toDateTime('2026-03-06 10:00:00', 'UTC'), 1772791200000, \
+         'org-1', 'team-a', 'team-a-user', 'team-a-key', 'stale-call', 'testprov', 'tg-sonnet', 'tg-sonnet', \
+         1, 'chat', 100, 4419, 171, 2884, 1251, 'success', 200, 99, 0, toDecimal128('0.01272645', 12), 1, {version})"
+    ))
+    .await;
+
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
+    let statement_total = || async {
+        let statement: serde_json::Value = reqwest::get(format!(
+            "{}/api/v1/finance/statement?team=team-a&month=2026-03",
+            env.api_url()
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        d(statement["total"]["cost"].as_str().unwrap())
+    };
+    assert_eq!(statement_total().await, d("0.00897345") + d("0.01272645"));
+
+    let range = [
+        "--from",
+        "2026-03-01T00:00:00Z",
+        "--to",
+        "2026-04-01T00:00:00Z",
+    ];
+    let dry = run_ok(
+        &env,
+        &[&["reprice", "--all", "--dry-run"][..], &range[..]].concat(),
+    );
+    assert!(dry.contains("dry run"), "{dry}");
+    assert_eq!(
+        env.ch("SELECT count() FROM {db}.cost_adjustments")
+            .await
+            .trim(),
+        "0"
+    );
+    let out = run_ok(&env, &["reprice", "--all"]);
+    assert!(out.contains("1 call(s) changed"), "{out}");
+    let costs = effective_costs(&env).await;
+    assert_eq!(costs[&stale_id], d("0.00897345"));
+    assert_eq!(costs[&fresh.event_id.to_string()], d("0.00897345"));
+    assert_eq!(statement_total().await, d("0.0179469"));
+    // The statement shows the correction, in JSON, CSV and on the page.
+    let statement: serde_json::Value = reqwest::get(format!(
+        "{}/api/v1/finance/statement?team=team-a&month=2026-03",
+        env.api_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        d(statement["repricing"].as_str().unwrap()),
+        d("-0.003753"),
+        "{statement:#}"
+    );
+    let line = &statement["lines"][0];
+    assert_eq!(
+        d(line["repricing"].as_str().unwrap()),
+        d("-0.003753"),
+        "{statement:#}"
+    );
+    assert_eq!(
+        d(line["cost"].as_str().unwrap()),
+        d("0.0179469"),
+        "{statement:#}"
+    );
+    let csv = reqwest::get(format!(
+        "{}/finance/statement.csv?team=team-a&month=2026-03",
+        env.api_url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",repricing_usd,cost_usd"),
+        "{csv}"
+    );
+    let line = csv.lines().nth(1).unwrap();
+    let cells: Vec<&str> = line.rsplitn(3, ',').collect();
+    assert_eq!(d(cells[1]), d("-0.003753"), "{csv}");
+    let page = reqwest::get(format!(
+        "{}/finance/statement?team=team-a&month=2026-03",
+        env.api_url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(page.contains(&format!(">{}<", cells[1])), "{page}");
+    assert_eq!(
+        rollup_total(&env, "tg-sonnet").await,
+        (d("0.0179469"), 2, 0)
+    );
+
+    // Idempotent: nothing more to change, nothing written.
+    let adjustments = env.ch("SELECT count() FROM {db}.cost_adjustments").await;
+    assert_eq!(adjustments.trim(), "2", "one reversal and one posting");
+    let out = run_ok(&env, &[&["reprice", "--all"][..], &range[..]].concat());
+    assert!(out.contains("0 call(s) changed"), "{out}");
+    assert_eq!(
+        env.ch("SELECT count() FROM {db}.cost_adjustments").await,
+        adjustments
+    );
+}
+
+/// Token counts beyond what one call can use are refused by the processors
+/// too (an event produced straight to Kafka skips the ingest API): it goes
+/// to the dead-letter topic naming the field, and the report's token sums,
+/// 128-bit, cannot wrap even over rows near the 64-bit limit.
+#[tokio::test]
+async fn token_sums_cannot_overflow() {
+    let mut env = TestEnv::new("cost_overflow").await;
+    let big = call(
+        "ai.call.completed",
+        "team-a",
+        "tg-any",
+        Utc.with_ymd_and_hms(2026, 3, 5, 10, 0, 0).unwrap(),
+        usage(1 << 62, 0, 0, 0, 0),
+        Outcome::Success,
+    );
+    let ok = call(
+        "ai.call.completed",
+        "team-a",
+        "tg-any",
+        Utc.with_ymd_and_hms(2026, 3, 5, 10, 0, 0).unwrap(),
+        usage(1_000_000_000, 0, 0, 0, 0),
+        Outcome::Success,
+    );
+    produce(&env.events_topic, &[big.clone(), ok.clone()]).await;
+    env.spawn("process", &["process"]);
+    env.wait_for_count("SELECT count() FROM {db}.calls", 1, Duration::from_secs(60))
+        .await;
+    let dead = read_records(&env.dlq_topic, Duration::from_secs(60), |r| !r.is_empty()).await;
+    let dead_text = format!("{dead:?}");
+    assert!(dead_text.contains("call.usage.input_tokens"), "{dead_text}");
+    assert!(
+        dead_text.contains(&big.event_id.to_string()) || dead_text.contains("more than one call"),
+        "{dead_text}"
+    );
+    env.wait_for_cost_rollup().await;
+
+    // Two rollup rows whose input tokens together pass 2^63.
+    for day in ["2026-03-07", "2026-03-08"] {
+        env.ch(&format!(
+            "INSERT INTO {{db}}.cost_daily (day, org_id, team_id, user_id, api_key_id, provider, model, \
+             price_version, calls, unpriced_calls, input_tokens, output_tokens, cached_input_tokens, \
+             cache_write_tokens, reasoning_tokens, images, audio_ms, cost) VALUES \
+             (toDate('{day}'), 'org-1', 'team-a', 'u', 'k', 'testprov', 'tg-any', 0, 1, 1, \
+             5000000000000000000, 0, 0, 0, 0, 0, 0, toDecimal128(0, 12))"
+        ))
+        .await;
+    }
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
+    let report: serde_json::Value = reqwest::get(format!(
+        "{}/api/v1/reports/cost?from=2026-03-01&to=2026-04-01&group_by=model",
+        env.api_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    // 10^9 from the stored call + 2 × 5·10^18, exactly.
+    assert_eq!(
+        report["total"]["input_tokens"].to_string(),
+        "10000000001000000000",
+        "{report}"
     );
 }

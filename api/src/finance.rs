@@ -180,8 +180,9 @@ pub async fn statement(
     let team = team.unwrap_or_default();
     let query = statement::statement_query(&team, &month)?;
     let report = state.read_models.cost(&query).await?;
+    let repricing = state.read_models.statement_repricing(&team, &month).await?;
     let catalog = price_catalog(&state).await?.unwrap_or_default();
-    let statement = statement::assemble(&team, &month, &report, &catalog, today);
+    let statement = statement::assemble(&team, &month, &report, &repricing, &catalog, today);
     Ok(format.respond(&statement, "statement.csv", statement::to_csv))
 }
 

@@ -572,11 +572,18 @@ async fn read_statement(
         .cost(&query)
         .await
         .map_err(|e| (status_of(&e), e.to_string()))?;
+    let repricing = state
+        .read_models
+        .statement_repricing(&team, &month)
+        .await
+        .map_err(|e| (status_of(&e), e.to_string()))?;
     let catalog = read_catalog(state)
         .await
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?
         .unwrap_or_default();
-    Ok(statement::assemble(&team, &month, &report, &catalog, today))
+    Ok(statement::assemble(
+        &team, &month, &report, &repricing, &catalog, today,
+    ))
 }
 
 pub struct StatementRow {

@@ -294,6 +294,65 @@ fn cached_tokens_may_not_exceed_input_tokens() {
     rejected_at(with(|v| v["call"]["attempt"] = json!(0)), "call.attempt");
 }
 
+/// The token convention (`docs/ingest-api.md`, "The numbers in an event"):
+/// cache reads and writes are disjoint parts of the input, reasoning part of
+/// the output, and no count exceeds what one call can use.
+#[test]
+fn token_counts_follow_the_one_convention() {
+    // Anthropic's shape converted by the rule: 284 plain + 1251 written + 2884 read.
+    let ok = parse(with(|v| {
+        v["call"]["usage"]["input_tokens"] = json!(284 + 1251 + 2884);
+        v["call"]["usage"]["cached_input_tokens"] = json!(2884);
+        v["call"]["usage"]["cache_write_tokens"] = json!(1251);
+    }))
+    .unwrap();
+    assert_eq!(ok.call.unwrap().usage.cache_write_tokens, 1251);
+    // Writes counted outside the input (the old reading) are refused.
+    let r = rejected_at(
+        with(|v| {
+            v["call"]["usage"]["input_tokens"] = json!(2884 + 284);
+            v["call"]["usage"]["cached_input_tokens"] = json!(2884);
+            v["call"]["usage"]["cache_write_tokens"] = json!(1251);
+        }),
+        "call.usage.cache_write_tokens",
+    );
+    assert!(r.reason.contains("part of the input"), "{r}");
+    // Reasoning beyond the output is refused, not clamped.
+    let r = rejected_at(
+        with(|v| {
+            v["call"]["usage"]["output_tokens"] = json!(10);
+            v["call"]["usage"]["reasoning_tokens"] = json!(11);
+        }),
+        "call.usage.reasoning_tokens",
+    );
+    assert!(r.reason.contains("part of the output"), "{r}");
+    // More tokens than one call can use: each count names its field.
+    for field in [
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+    ] {
+        // Bounds are checked before the relations between counts.
+        let r = rejected_at(
+            with(|v| v["call"]["usage"][field] = json!(1u64 << 62)),
+            &format!("call.usage.{field}"),
+        );
+        assert!(r.reason.contains("more than one call can use"), "{r}");
+    }
+    let r = rejected_at(
+        with(|v| v["call"]["usage"]["input_tokens"] = json!(1_000_000_001u64)),
+        "call.usage.input_tokens",
+    );
+    assert!(r.reason.contains("at most 1000000000"), "{r}");
+    parse(with(|v| {
+        v["call"]["usage"]["input_tokens"] = json!(1_000_000_000u64);
+        v["call"]["usage"]["output_tokens"] = json!(1_000_000_000u64);
+    }))
+    .unwrap();
+}
+
 #[test]
 fn oversized_strings_are_rejected() {
     let r = rejected_at(
@@ -471,6 +530,10 @@ fn schema_rejects_what_the_code_rejects() {
         ("bad cost", with(|v| v["reported_cost"] = json!("-1"))),
         ("empty team", with(|v| v["team_id"] = json!(""))),
         ("attempt 0", with(|v| v["call"]["attempt"] = json!(0))),
+        (
+            "more tokens than a call can use",
+            with(|v| v["call"]["usage"]["input_tokens"] = json!(1u64 << 62)),
+        ),
     ];
     for (what, value) in bad {
         assert!(

@@ -2,11 +2,13 @@
 //! version in force to a decimal USD amount. The processors' cost fold
 //! stores it on each call; the proxy uses it to settle budget reservations.
 //!
-//! Formula (also in `docs/cost.md`): with `cached ⊆ input` and
-//! `reasoning ⊆ output` (the event contract),
+//! Formula (also in `docs/cost.md`): with `cached + cache_write ⊆ input`
+//! and `reasoning ⊆ output` (the event contract's token convention, OpenAI's:
+//! prompt-cache reads and writes are part of the input, reasoning is part of
+//! the output),
 //!
 //! ```text
-//! cost = (input - cached)        * input_per_token
+//! cost = (input - cached - cache_write) * input_per_token
 //!      + cached                  * (cache_read_per_token  or input_per_token)
 //!      + cache_write             * (cache_write_per_token or input_per_token)
 //!      + (output - reasoning)    * output_per_token      -- when the model has a reasoning price
@@ -19,6 +21,9 @@
 //!
 //! computed exactly and rounded once, per call, to 12 decimal places
 //! (banker's rounding); totals are sums of the rounded per-call costs.
+//! A cost of [`MAX_CALL_COST`] or more is refused ([`CostOverflow`]): the call
+//! is stored unpriced rather than as a number that `Decimal(38, 12)` and the
+//! 96-bit decimals of the read side could not carry with all 12 places.
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
@@ -26,6 +31,11 @@ use crate::catalog::PriceVersion;
 
 /// Decimal places of every stored cost (`Decimal(38, 12)`).
 pub const COST_SCALE: u32 = 12;
+
+/// The first per-call cost that is not stored (10^16 USD): with 12 places a
+/// larger amount needs more than the 28 significant digits of the decimals
+/// every reader uses, so it could not be read back exactly.
+pub const MAX_CALL_COST: Decimal = Decimal::from_parts(0x6FC1_0000, 0x0023_86F2, 0, false, 0);
 
 /// The usage a cost is computed from, in integers (audio in milliseconds,
 /// as stored), so no float reaches the arithmetic.
@@ -43,15 +53,21 @@ pub struct BillableUsage {
 }
 
 /// Why a cost could not be computed (only absurd magnitudes: the result
-/// does not fit 28 significant digits).
+/// reaches [`MAX_CALL_COST`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cost overflows the decimal range")]
+#[error("cost reaches 10^16 USD, beyond what is stored exactly")]
 pub struct CostOverflow;
 
 /// The exact cost of one call at `price`, rounded to [`COST_SCALE`] places.
 pub fn call_cost(usage: &BillableUsage, price: &PriceVersion) -> Result<Decimal, CostOverflow> {
-    let uncached = usage.input_tokens.saturating_sub(usage.cached_input_tokens);
+    // Reads and writes are parts of the input (validated at ingest); should
+    // a producer outside validation exceed it, the parts are clamped to the
+    // input rather than billed on top of it.
     let cached = usage.cached_input_tokens.min(usage.input_tokens);
+    let written = usage
+        .cache_write_tokens
+        .min(usage.input_tokens.saturating_sub(cached));
+    let uncached = usage.input_tokens - cached - written;
     let mut terms: Vec<(Decimal, Decimal)> = vec![
         (Decimal::from(uncached), price.input_per_token),
         (
@@ -59,7 +75,7 @@ pub fn call_cost(usage: &BillableUsage, price: &PriceVersion) -> Result<Decimal,
             price.cache_read_per_token.unwrap_or(price.input_per_token),
         ),
         (
-            Decimal::from(usage.cache_write_tokens),
+            Decimal::from(written),
             price.cache_write_per_token.unwrap_or(price.input_per_token),
         ),
         (Decimal::from(usage.images), price.per_image),
@@ -88,7 +104,11 @@ pub fn call_cost(usage: &BillableUsage, price: &PriceVersion) -> Result<Decimal,
         .and_then(|t| t.checked_div(Decimal::ONE_THOUSAND))
         .ok_or(CostOverflow)?;
     total = total.checked_add(audio).ok_or(CostOverflow)?;
-    Ok(round(total))
+    let cost = round(total);
+    if cost.abs() >= MAX_CALL_COST {
+        return Err(CostOverflow);
+    }
+    Ok(cost)
 }
 
 /// Round to [`COST_SCALE`] places, banker's rounding.
@@ -138,19 +158,88 @@ mod tests {
             audio_ms: 1500,
             requests: 1,
         };
-        // 600*0.0000025 + 400*0.00000125 + 100*0.000003125 + 200*0.00001
+        // Reads and writes are inside the 1000 input tokens: 500 are plain.
+        // 500*0.0000025 + 400*0.00000125 + 100*0.000003125 + 200*0.00001
         // + 2*0.001 + 1.5*0.0001 + 0.0005
-        // = 0.0015 + 0.0005 + 0.0003125 + 0.002 + 0.002 + 0.00015 + 0.0005
-        assert_eq!(call_cost(&usage, &price()).unwrap(), d("0.0069625"));
+        // = 0.00125 + 0.0005 + 0.0003125 + 0.002 + 0.002 + 0.00015 + 0.0005
+        assert_eq!(call_cost(&usage, &price()).unwrap(), d("0.0067125"));
         let mut p = price();
         p.reasoning_per_token = Some(d("0.00002"));
         // output: 150*0.00001 + 50*0.00002 = 0.0015 + 0.001 (was 0.002)
-        assert_eq!(call_cost(&usage, &p).unwrap(), d("0.0074625"));
-        // No cache prices: cached and written tokens cost plain input.
+        assert_eq!(call_cost(&usage, &p).unwrap(), d("0.0072125"));
+        // No cache prices: read and written tokens cost plain input, so the
+        // input costs 1000 * 0.0000025 = 0.0025 (was 0.0020625).
         p.cache_read_per_token = None;
         p.cache_write_per_token = None;
-        // input: 1100 * 0.0000025 = 0.00275 (was 0.0023125)
-        assert_eq!(call_cost(&usage, &p).unwrap(), d("0.0079"));
+        assert_eq!(call_cost(&usage, &p).unwrap(), d("0.00765"));
+    }
+
+    /// The issue's call, as Anthropic bills it: 284 uncached, 1251 written
+    /// and 2884 read input tokens and 171 output tokens on
+    /// claude-sonnet-4-5 ($3 / $15 per million, writes $3.75, reads $0.30).
+    /// The proxy records `input_tokens = 284 + 1251 + 2884`.
+    #[test]
+    fn cache_writes_are_part_of_the_input_not_on_top_of_it() {
+        let sonnet = PriceVersion {
+            input_per_token: d("0.000003"),
+            output_per_token: d("0.000015"),
+            cache_read_per_token: Some(d("0.0000003")),
+            cache_write_per_token: Some(d("0.00000375")),
+            reasoning_per_token: None,
+            per_image: Decimal::ZERO,
+            per_audio_second: Decimal::ZERO,
+            per_request: Decimal::ZERO,
+            ..price()
+        };
+        let usage = BillableUsage {
+            input_tokens: 284 + 1251 + 2884,
+            output_tokens: 171,
+            cached_input_tokens: 2884,
+            cache_write_tokens: 1251,
+            requests: 1,
+            ..BillableUsage::default()
+        };
+        // 284*3e-6 + 1251*3.75e-6 + 2884*0.3e-6 + 171*15e-6; the old formula
+        // charged the 1251 written tokens at the input price too (0.01272645).
+        assert_eq!(call_cost(&usage, &sonnet).unwrap(), d("0.00897345"));
+    }
+
+    #[test]
+    fn parts_beyond_the_input_are_clamped_not_billed_on_top() {
+        let p = price();
+        let usage = BillableUsage {
+            input_tokens: 100,
+            cached_input_tokens: 80,
+            cache_write_tokens: 50,
+            ..BillableUsage::default()
+        };
+        // 80 read, 20 written (all that is left of the input), 0 plain.
+        // 80*0.00000125 + 20*0.000003125 + request 0
+        assert_eq!(call_cost(&usage, &p).unwrap(), d("0.0001625"));
+    }
+
+    #[test]
+    fn costs_from_ten_to_the_sixteen_usd_are_refused() {
+        assert_eq!(MAX_CALL_COST, d("10000000000000000"));
+        let mut p = price();
+        p.per_request = Decimal::ZERO;
+        p.input_per_token = d("1");
+        let just_below = BillableUsage {
+            input_tokens: 9_999_999_999_999_999,
+            ..BillableUsage::default()
+        };
+        assert_eq!(call_cost(&just_below, &p).unwrap(), d("9999999999999999"));
+        let at = BillableUsage {
+            input_tokens: 10_000_000_000_000_000,
+            ..BillableUsage::default()
+        };
+        assert_eq!(call_cost(&at, &p), Err(CostOverflow));
+        p.input_per_token = d("20000000");
+        let issue = BillableUsage {
+            input_tokens: 1_000_000_000,
+            ..BillableUsage::default()
+        };
+        assert_eq!(call_cost(&issue, &p), Err(CostOverflow));
     }
 
     #[test]

@@ -144,22 +144,42 @@ fn first_attempt() -> u16 {
     1
 }
 
-/// Token and media usage as reported by the provider.
+/// The most tokens any one count of one call may carry (10^9): a hundred
+/// times the largest context window offered today, and small enough that
+/// 9.2 billion such calls still sum inside a signed 64-bit rollup column.
+/// Larger counts are not physically possible and are rejected at ingest.
+pub const MAX_TOKENS_PER_CALL: u64 = 1_000_000_000;
+
+/// Token and media usage as reported by the provider, in the contract's one
+/// token convention (OpenAI's; `docs/ingest-api.md`, "The numbers in an event"):
+/// `cached_input_tokens + cache_write_tokens <= input_tokens` and
+/// `reasoning_tokens <= output_tokens`. Every producer (the proxy, the
+/// simulator, SDKs) converts the provider's own usage to it, and the cost
+/// formula reads it so.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Usage {
+    /// Every input (prompt) token, including those read from or written to
+    /// the provider's prompt cache.
     #[serde(default)]
+    #[schemars(range(max = 1_000_000_000))]
     pub input_tokens: u64,
+    /// Every output token, including reasoning (thinking) tokens.
     #[serde(default)]
+    #[schemars(range(max = 1_000_000_000))]
     pub output_tokens: u64,
-    /// Input tokens read from the provider's prompt cache (subset of `input_tokens`).
+    /// Input tokens read from the provider's prompt cache (part of `input_tokens`).
     #[serde(default)]
+    #[schemars(range(max = 1_000_000_000))]
     pub cached_input_tokens: u64,
-    /// Input tokens written to the provider's prompt cache.
+    /// Input tokens written to the provider's prompt cache (part of
+    /// `input_tokens`, disjoint from `cached_input_tokens`).
     #[serde(default)]
+    #[schemars(range(max = 1_000_000_000))]
     pub cache_write_tokens: u64,
-    /// Reasoning tokens (subset of `output_tokens` where the provider reports them so).
+    /// Reasoning (thinking) tokens (part of `output_tokens`).
     #[serde(default)]
+    #[schemars(range(max = 1_000_000_000))]
     pub reasoning_tokens: u64,
     #[serde(default)]
     pub images: u32,

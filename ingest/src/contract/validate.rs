@@ -5,7 +5,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::event::{Event, CALL_KINDS, KIND_ADMIN_PREFIX, SCHEMA_VERSION};
+use super::event::{
+    Event, Usage, CALL_KINDS, KIND_ADMIN_PREFIX, MAX_TOKENS_PER_CALL, SCHEMA_VERSION,
+};
 
 /// Why one event was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -206,13 +208,8 @@ fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
                 ));
             }
         }
+        check_token_counts(&call.usage)?;
         let usage = &call.usage;
-        if usage.cached_input_tokens > usage.input_tokens {
-            return Err(Rejection::new(
-                "call.usage.cached_input_tokens",
-                "must not exceed call.usage.input_tokens",
-            ));
-        }
         if !(0.0..=86_400.0).contains(&usage.audio_seconds) || !usage.audio_seconds.is_finite() {
             return Err(Rejection::new(
                 "call.usage.audio_seconds",
@@ -240,6 +237,56 @@ fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// The token convention (`docs/ingest-api.md`, "The numbers in an event"): every
+/// count is at most [`MAX_TOKENS_PER_CALL`], cache reads and writes are
+/// disjoint parts of the input, reasoning is part of the output. Sums stay
+/// below the bound, so they cannot overflow either.
+fn check_token_counts(usage: &Usage) -> Result<(), Rejection> {
+    for (field, count) in [
+        ("call.usage.input_tokens", usage.input_tokens),
+        ("call.usage.output_tokens", usage.output_tokens),
+        ("call.usage.cached_input_tokens", usage.cached_input_tokens),
+        ("call.usage.cache_write_tokens", usage.cache_write_tokens),
+        ("call.usage.reasoning_tokens", usage.reasoning_tokens),
+    ] {
+        if count > MAX_TOKENS_PER_CALL {
+            return Err(Rejection::new(
+                field,
+                format!("{count} is more than one call can use (at most {MAX_TOKENS_PER_CALL})"),
+            ));
+        }
+    }
+    if usage.cached_input_tokens > usage.input_tokens {
+        return Err(Rejection::new(
+            "call.usage.cached_input_tokens",
+            format!(
+                "{} must not exceed call.usage.input_tokens {} (cache reads are part of the input)",
+                usage.cached_input_tokens, usage.input_tokens
+            ),
+        ));
+    }
+    if usage.cached_input_tokens + usage.cache_write_tokens > usage.input_tokens {
+        return Err(Rejection::new(
+            "call.usage.cache_write_tokens",
+            format!(
+                "{} plus call.usage.cached_input_tokens {} must not exceed call.usage.input_tokens {} \
+                 (cache writes are part of the input, apart from cache reads)",
+                usage.cache_write_tokens, usage.cached_input_tokens, usage.input_tokens
+            ),
+        ));
+    }
+    if usage.reasoning_tokens > usage.output_tokens {
+        return Err(Rejection::new(
+            "call.usage.reasoning_tokens",
+            format!(
+                "{} must not exceed call.usage.output_tokens {} (reasoning is part of the output)",
+                usage.reasoning_tokens, usage.output_tokens
+            ),
+        ));
     }
     Ok(())
 }

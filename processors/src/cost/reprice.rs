@@ -43,9 +43,42 @@ const ON_RECORD_SQL: &str = "SELECT event_id, price_version, toInt64(sum(n)) AS 
        WHERE provider = ? AND model = ? AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) \
      ) GROUP BY event_id, price_version HAVING s_n != 0 OR s_cost != 0";
 
+/// Every provider/model with billable calls in a range: what `reprice --all`
+/// walks after a change of the formula itself.
+const MODELS_SQL: &str =
+    "SELECT toString(provider) AS provider, toString(model) AS model FROM calls \
+     WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) \
+     AND kind IN ('ai.call.completed', 'ai.call.failed') \
+     GROUP BY provider, model ORDER BY provider, model";
+
+#[derive(Debug, Clone, Row, Deserialize)]
+struct ModelWithCalls {
+    provider: String,
+    model: String,
+}
+
+/// The `(provider, model)` pairs with billable calls in `[from, to)`, sorted.
+pub async fn models_with_calls(
+    client: &Client,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> clickhouse::error::Result<Vec<(String, String)>> {
+    let rows: Vec<ModelWithCalls> = client
+        .query(MODELS_SQL)
+        .bind(epoch(from))
+        .bind(epoch(to))
+        .fetch_all()
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.provider, r.model)).collect())
+}
+
 /// The statements, with sample values, for the SQL compatibility check.
 pub fn catalog() -> Vec<(String, String)> {
     let client = Client::default();
+    let models = client
+        .query(MODELS_SQL)
+        .bind(1_772_000_000u32)
+        .bind(1_772_086_400u32);
     let calls = bind(
         client.query(CALLS_SQL),
         "openai",
@@ -67,6 +100,7 @@ pub fn catalog() -> Vec<(String, String)> {
         1_772_086_400,
     );
     vec![
+        ("reprice.models".into(), models.sql_display().to_string()),
         ("reprice.calls".into(), calls.sql_display().to_string()),
         ("reprice.on_record".into(), record.sql_display().to_string()),
     ]

@@ -282,18 +282,21 @@ fn untagged_reason(d: CostDimension, key: &str) -> String {
     )
 }
 
-/// Sums of one group. Tokens are totals of the group's calls.
+/// Sums of one group. Tokens are totals of the group's calls, summed as
+/// 128-bit integers (`Decimal(38, 0)` in ClickHouse): a report over any
+/// range cannot overflow, whereas a signed 64-bit sum of bounded per-call
+/// counts could over enough rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CostTotals {
     pub calls: i64,
     pub unpriced_calls: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cached_input_tokens: i64,
-    pub cache_write_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub images: i64,
-    pub audio_ms: i64,
+    pub input_tokens: i128,
+    pub output_tokens: i128,
+    pub cached_input_tokens: i128,
+    pub cache_write_tokens: i128,
+    pub reasoning_tokens: i128,
+    pub images: i128,
+    pub audio_ms: i128,
     /// Exact USD of the priced calls; `None` when every call is unpriced.
     pub cost: Option<Decimal>,
 }
@@ -366,13 +369,13 @@ struct CostRow {
     k_tag: String,
     calls: i64,
     unpriced_calls: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    cached_input_tokens: i64,
-    cache_write_tokens: i64,
-    reasoning_tokens: i64,
-    images: i64,
-    audio_ms: i64,
+    input_tokens: i128,
+    output_tokens: i128,
+    cached_input_tokens: i128,
+    cache_write_tokens: i128,
+    reasoning_tokens: i128,
+    images: i128,
+    audio_ms: i128,
     cost: i128,
 }
 
@@ -442,9 +445,11 @@ fn grouped_sql(query: &CostQuery) -> BoundSql {
     };
     let mut template = format!(
         "SELECT {}, sum(calls) AS s_calls, sum(unpriced_calls) AS s_unpriced_calls, \
-         sum(input_tokens) AS s_input_tokens, sum(output_tokens) AS s_output_tokens, \
-         sum(cached_input_tokens) AS s_cached_input_tokens, sum(cache_write_tokens) AS s_cache_write_tokens, \
-         sum(reasoning_tokens) AS s_reasoning_tokens, sum(images) AS s_images, sum(audio_ms) AS s_audio_ms, \
+         sum(toDecimal128(input_tokens, 0)) AS s_input_tokens, sum(toDecimal128(output_tokens, 0)) AS s_output_tokens, \
+         sum(toDecimal128(cached_input_tokens, 0)) AS s_cached_input_tokens, \
+         sum(toDecimal128(cache_write_tokens, 0)) AS s_cache_write_tokens, \
+         sum(toDecimal128(reasoning_tokens, 0)) AS s_reasoning_tokens, sum(toDecimal128(images, 0)) AS s_images, \
+         sum(toDecimal128(audio_ms, 0)) AS s_audio_ms, \
          sum(cost) AS s_cost \
          FROM {table} WHERE {tag_condition}day >= toDate(?) AND day < toDate(?)",
         keys.join(", ")

@@ -121,6 +121,21 @@ impl ReadModels {
         cost::run(self, query).await
     }
 
+    /// The repricing corrections of `team`'s month `YYYY-MM` per provider,
+    /// model and price version (what a statement shows next to each line).
+    pub async fn statement_repricing(
+        &self,
+        team: &str,
+        month: &str,
+    ) -> Result<Vec<statement::RepricingRow>, ReadModelError> {
+        let (first, next) =
+            statement::month_range(month).map_err(|e| ReadModelError::UnexpectedRow {
+                query: "statement.repricing",
+                detail: e.reason,
+            })?;
+        statement::repricing(self, team, first, next).await
+    }
+
     /// The cost overview of `query`'s period and filters (top spenders,
     /// cache savings, month-end forecast); `catalog` prices the savings
     /// (`None`: unknown), `today` decides the running month.
@@ -295,6 +310,7 @@ pub fn sql_catalog() -> Vec<(String, String)> {
         .chain(cost::catalog())
         .chain(overview::catalog())
         .chain(burndown::catalog())
+        .chain(statement::catalog())
         .map(|bound| (bound.name.to_string(), bound.text()))
         .collect()
 }

@@ -155,7 +155,7 @@ pub fn assemble(
     // Cached tokens per version over the whole period, then the statement's
     // savings per version: a version's savings are rounded once, as on its
     // statement line.
-    let mut cached: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut cached: BTreeMap<i64, i128> = BTreeMap::new();
     for g in &by_month_and_version.groups {
         let version: i64 = key(g, CostDimension::PriceVersion).parse().unwrap_or(0);
         if version != 0 {
@@ -331,7 +331,7 @@ mod tests {
             totals: CostTotals {
                 calls: 1,
                 unpriced_calls: i64::from(cost.is_none()),
-                cached_input_tokens: cached,
+                cached_input_tokens: i128::from(cached),
                 cost: cost.map(d),
                 ..CostTotals::default()
             },

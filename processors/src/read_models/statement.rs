@@ -4,15 +4,22 @@
 //! `cost_daily` rollup), the savings from cached input, the total, and for
 //! the running month a month-end forecast from the burn rate so far.
 //!
-//! Assembled from the cost report ([`super::cost`]) and the price catalog;
-//! it has no SQL of its own.
+//! Assembled from the cost report ([`super::cost`]), the price catalog, and
+//! the repricing corrections posted for the team's calls of the month
+//! ([`REPRICING_SQL`]): each line says how much of its cost is a correction,
+//! so a repair by `tollgate reprice` is visible, not silent.
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use clickhouse::Row;
+use serde::Deserialize;
+
 use super::cost::{csv_field, CostDimension, CostQuery, CostReport, CostTotals};
 use super::latency::InvalidParameter;
+use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
+use crate::cost::fold::from_mantissa;
 use crate::cost::fold::round;
 use crate::cost::{PriceCatalog, PriceVersion};
 
@@ -31,6 +38,10 @@ pub struct StatementLine {
     /// What the cached input tokens would have cost at the plain input
     /// price, minus what they cost.
     pub cache_savings: Option<Decimal>,
+    /// The net of the repricing corrections (reversals and postings of
+    /// `tollgate reprice`) included in this line's cost; `None` when none
+    /// were posted.
+    pub repricing: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,6 +52,8 @@ pub struct Statement {
     pub lines: Vec<StatementLine>,
     pub total: CostTotals,
     pub cache_savings: Decimal,
+    /// The net of every repricing correction in the total.
+    pub repricing: Decimal,
     /// For the running month: cost so far / days elapsed x days in month.
     pub forecast: Option<Decimal>,
 }
@@ -65,9 +78,11 @@ pub fn month_range(month: &str) -> Result<(NaiveDate, NaiveDate), InvalidParamet
 /// price (cached tokens are then billed as plain input: nothing saved) or
 /// the product overflows. The statement's lines and the cost overview
 /// ([`super::overview`]) both use it.
-pub fn cache_savings(cached: i64, price: &PriceVersion) -> Option<Decimal> {
+pub fn cache_savings(cached: i128, price: &PriceVersion) -> Option<Decimal> {
     let read = price.cache_read_per_token?;
-    let saved = Decimal::from(cached).checked_mul(price.input_per_token.checked_sub(read)?)?;
+    let saved = Decimal::try_from_i128_with_scale(cached, 0)
+        .ok()?
+        .checked_mul(price.input_per_token.checked_sub(read)?)?;
     Some(round(saved))
 }
 
@@ -86,6 +101,57 @@ pub fn month_end_forecast(
         let days = (next - first).num_days();
         round(so_far * Decimal::from(days) / Decimal::from(elapsed.max(1)))
     })
+}
+
+/// The net repricing correction of a team's month per provider / model /
+/// price version: the `cost_adjustments` rows, by the day of their call
+/// (as `cost_daily` counts them).
+pub const REPRICING_SQL: &str = "SELECT toString(provider) AS provider, toString(model) AS model, \
+     price_version, sum(cost) AS cost FROM cost_adjustments \
+     WHERE team_id = ? AND toDate(occurred_at, 'UTC') >= toDate(?) AND toDate(occurred_at, 'UTC') < toDate(?) \
+     GROUP BY provider, model, price_version";
+
+/// One row of [`REPRICING_SQL`].
+#[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
+pub struct RepricingRow {
+    pub provider: String,
+    pub model: String,
+    pub price_version: u64,
+    /// `Decimal(38, 12)` mantissa.
+    pub cost: i128,
+}
+
+fn repricing_sql(team: &str, first: NaiveDate, next: NaiveDate) -> BoundSql {
+    BoundSql {
+        name: "statement.repricing",
+        template: REPRICING_SQL.to_string(),
+        binds: vec![
+            SqlValue::Str(team.to_string()),
+            SqlValue::Str(first.to_string()),
+            SqlValue::Str(next.to_string()),
+        ],
+    }
+}
+
+/// The repricing corrections of `team`'s month `[first, next)`.
+pub(crate) async fn repricing(
+    models: &ReadModels,
+    team: &str,
+    first: NaiveDate,
+    next: NaiveDate,
+) -> Result<Vec<RepricingRow>, ReadModelError> {
+    let sql = repricing_sql(team, first, next);
+    models
+        .bounded(sql.query(models.client()).fetch_all::<RepricingRow>())
+        .await
+        .map_err(|err| models.classify(sql.name, err))
+}
+
+/// The statements of this module, for the SQL compatibility check.
+pub(crate) fn catalog() -> Vec<BoundSql> {
+    let first = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap_or_default();
+    let next = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap_or_default();
+    vec![repricing_sql("team-a", first, next)]
 }
 
 /// The cost report a statement is built from.
@@ -115,11 +181,13 @@ pub fn assemble(
     team: &str,
     month: &str,
     report: &CostReport,
+    repricing: &[RepricingRow],
     catalog: &PriceCatalog,
     today: NaiveDate,
 ) -> Statement {
     let mut lines = Vec::with_capacity(report.groups.len());
     let mut savings_total = Decimal::ZERO;
+    let mut repricing_total = Decimal::ZERO;
     for g in &report.groups {
         let key = |k: &str| g.key.get(k).cloned().unwrap_or_default();
         let price_version: u64 = key("price_version").parse().unwrap_or(0);
@@ -132,13 +200,24 @@ pub fn assemble(
             .as_ref()
             .and_then(|p| cache_savings(g.totals.cached_input_tokens, p));
         savings_total += cache_savings.unwrap_or_default();
+        let (provider, model) = (key("provider"), key("model"));
+        let corrections: Vec<Decimal> = repricing
+            .iter()
+            .filter(|r| {
+                r.provider == provider && r.model == model && r.price_version == price_version
+            })
+            .filter_map(|r| from_mantissa(r.cost))
+            .collect();
+        let line_repricing = (!corrections.is_empty()).then(|| corrections.iter().sum::<Decimal>());
+        repricing_total += line_repricing.unwrap_or_default();
         lines.push(StatementLine {
-            provider: key("provider"),
-            model: key("model"),
+            provider,
+            model,
             price_version,
             prices,
             totals: g.totals.clone(),
             cache_savings,
+            repricing: line_repricing,
         });
     }
     lines.sort_by(|a, b| {
@@ -156,6 +235,7 @@ pub fn assemble(
         lines,
         total: report.total.clone(),
         cache_savings: savings_total,
+        repricing: repricing_total,
         forecast,
     }
 }
@@ -168,7 +248,7 @@ fn opt(d: Option<Decimal>) -> String {
 /// strings as the page.
 pub fn to_csv(s: &Statement) -> String {
     let mut out = String::from(
-        "provider,model,price_version,input_per_token,cache_read_per_token,cache_write_per_token,output_per_token,reasoning_per_token,per_request,calls,unpriced_calls,input_tokens,cached_input_tokens,cache_write_tokens,output_tokens,reasoning_tokens,cache_savings_usd,cost_usd\n",
+        "provider,model,price_version,input_per_token,cache_read_per_token,cache_write_per_token,output_per_token,reasoning_per_token,per_request,calls,unpriced_calls,input_tokens,cached_input_tokens,cache_write_tokens,output_tokens,reasoning_tokens,cache_savings_usd,repricing_usd,cost_usd\n",
     );
     for l in &s.lines {
         let p = l.prices.as_ref();
@@ -191,6 +271,7 @@ pub fn to_csv(s: &Statement) -> String {
             l.totals.output_tokens.to_string(),
             l.totals.reasoning_tokens.to_string(),
             opt(l.cache_savings),
+            opt(l.repricing),
             l.totals.cost_label(),
         ];
         out.push_str(
@@ -221,6 +302,7 @@ pub fn to_csv(s: &Statement) -> String {
         t.output_tokens.to_string(),
         t.reasoning_tokens.to_string(),
         s.cache_savings.to_string(),
+        s.repricing.to_string(),
         t.cost_label(),
     ];
     out.push_str(&total.join(","));
