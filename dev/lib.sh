@@ -119,7 +119,8 @@ stop_pid() {
 # wait_for DESCRIPTION TIMEOUT_SECONDS PID_NAME CHECK_CMD...: poll CHECK_CMD
 # until it succeeds; fail early if the named process died.
 wait_for() {
-    local what="$1" timeout="$2" pname="$3"; shift 3
+    # DESCRIPTION is for the reader of the call; callers print it themselves.
+    local timeout="$2" pname="$3"; shift 3
     local start=$SECONDS
     while ! "$@" >/dev/null 2>&1; do
         if [[ -n "$pname" ]] && ! pid_alive "$pname"; then
@@ -130,4 +131,55 @@ wait_for() {
         fi
         sleep 1
     done
+}
+
+# The dev services' addresses are written once, in dev/tollgate.toml (the
+# configuration `tollgate` itself reads in the demo); dev/stack, dev/demo,
+# dev/test and the Rust tests all derive theirs from it. This sets:
+#   KAFKA_BROKERS KAFKA_HOST KAFKA_PORT
+#   CH_URL CH_HOST CH_HTTP_PORT CH_DB
+#   PG_URL PG_HOST PG_PORT PG_USER PG_PASSWORD PG_DB
+#   INGEST_URL API_URL PROXY_URL MOCK_URL MOCK_LISTEN
+# (Kafka's controller port and ClickHouse's native port are not in the
+# configuration, since tollgate never uses them: dev/stack takes the next
+# ports after the broker's and the fixed 9000.)
+DEV_CONFIG="$TOLLGATE_ROOT/dev/tollgate.toml"
+load_service_addresses() {
+    if ! command -v python3 >/dev/null; then apt_install python3 || return 1; fi
+    local assignments
+    assignments="$(python3 - "$DEV_CONFIG" <<'PY'
+import shlex, sys, tomllib
+from urllib.parse import urlsplit
+
+with open(sys.argv[1], "rb") as f:
+    c = tomllib.load(f)
+first_broker = c["kafka"]["brokers"].split(",")[0]
+kafka_host, kafka_port = first_broker.rsplit(":", 1)
+ch, pg = urlsplit(c["clickhouse"]["url"]), urlsplit(c["postgres"]["url"])
+mock = urlsplit(c["proxy"]["providers"]["openai"]["base_url"])
+values = {
+    "KAFKA_BROKERS": c["kafka"]["brokers"],
+    "KAFKA_HOST": kafka_host,
+    "KAFKA_PORT": kafka_port,
+    "CH_URL": c["clickhouse"]["url"],
+    "CH_HOST": ch.hostname,
+    "CH_HTTP_PORT": ch.port,
+    "CH_DB": c["clickhouse"]["database"],
+    "PG_URL": c["postgres"]["url"],
+    "PG_HOST": pg.hostname,
+    "PG_PORT": pg.port,
+    "PG_USER": pg.username,
+    "PG_PASSWORD": pg.password,
+    "PG_DB": pg.path.lstrip("/"),
+    "INGEST_URL": "http://" + c["ingest"]["listen"],
+    "API_URL": "http://" + c["api"]["listen"],
+    "PROXY_URL": "http://" + c["proxy"]["listen"],
+    "MOCK_URL": f"http://{mock.hostname}:{mock.port}",
+    "MOCK_LISTEN": f"{mock.hostname}:{mock.port}",
+}
+for key, value in values.items():
+    print(f"{key}={shlex.quote(str(value))}")
+PY
+)" || { err "cannot read the service addresses from $DEV_CONFIG"; return 1; }
+    eval "$assignments"
 }

@@ -62,6 +62,14 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The effective configuration as TOML, in the shape of the file it was
+    /// loaded from (what `tollgate show-config` prints; it loads back as is).
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
 fn describe(err: figment::Error) -> String {
     err.into_iter()
         .map(|e| {
@@ -111,6 +119,22 @@ mod tests {
             jail.set_env("TOLLGATE_CLICKHOUSE__DATABASE", "from_env");
             let config = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(config.clickhouse.database, "from_env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn show_config_prints_toml_that_loads_back_the_same() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "[clickhouse]\ndatabase = \"other\"\n")?;
+            let config = Config::load(Some(Path::new("t.toml"))).unwrap();
+            let text = config.to_toml().unwrap();
+            assert!(text.contains("[clickhouse]"), "{text}");
+            jail.create_file("shown.toml", &text)?;
+            let again = Config::load(Some(Path::new("shown.toml"))).unwrap();
+            assert_eq!(again.to_toml().unwrap(), text);
+            assert_eq!(again.clickhouse.database, "other");
             Ok(())
         });
     }

@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Audit(command) => cmd::audit::run(command, &config).await,
         Command::SqlCatalog(args) => cmd::sql_catalog::run(args, &config).await,
         Command::ShowConfig => {
-            println!("{}", serde_json::to_string_pretty(&config)?);
+            print!("{}", config.to_toml()?);
             Ok(())
         }
     }

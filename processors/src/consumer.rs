@@ -302,6 +302,25 @@ pub async fn run(
     .await
 }
 
+/// The consumer's settings: offsets stored and committed only by us (after
+/// ClickHouse answered), statistics for the lag in progress lines, and the
+/// configured session timeout.
+fn consumer_config(kafka: &KafkaConfig, config: &ProcessorConfig, group_id: &str) -> ClientConfig {
+    let mut settings = ClientConfig::new();
+    settings
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set(
+            "statistics.interval.ms",
+            PROGRESS_EVERY.as_millis().to_string(),
+        );
+    settings
+}
+
 /// Run `fold` in consumer group `group_id` until `shutdown` is cancelled;
 /// then flush the open batch, commit, and return what was done.
 pub async fn run_fold<F: Fold>(
@@ -323,16 +342,7 @@ pub async fn run_fold<F: Fold>(
         context: context.to_string(),
         source: Box::new(source),
     };
-    let consumer: EventsConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set(
-            "statistics.interval.ms",
-            PROGRESS_EVERY.as_millis().to_string(),
-        )
+    let consumer: EventsConsumer = consumer_config(kafka, config, group_id)
         .create_with_context(context)
         .map_err(|e| kafka_error("cannot create the consumer", e))?;
     consumer
@@ -706,6 +716,18 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configured_session_timeout_reaches_the_consumer() {
+        let config = ProcessorConfig {
+            session_timeout_ms: 12_345,
+            ..ProcessorConfig::default()
+        };
+        let settings = consumer_config(&KafkaConfig::default(), &config, "g");
+        assert_eq!(settings.get("session.timeout.ms"), Some("12345"));
+        assert_eq!(settings.get("enable.auto.commit"), Some("false"));
+        assert_eq!(settings.get("group.id"), Some("g"));
+    }
 
     #[test]
     fn decode_reasons() {

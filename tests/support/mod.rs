@@ -2,7 +2,8 @@
 //! `dev/stack up`), isolated per test by topic names, a ClickHouse database and
 //! a PostgreSQL database of its own. Addresses come from the environment:
 //! `TOLLGATE_TEST_KAFKA`, `TOLLGATE_TEST_CLICKHOUSE`, `TOLLGATE_TEST_POSTGRES`
-//! (an admin URL whose database part is replaced per test).
+//! (an admin URL whose database part is replaced per test), and default to
+//! the dev stack's in `dev/tollgate.toml`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod chromium;
@@ -13,17 +14,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A setting of `dev/tollgate.toml`, where the dev stack's addresses are
+/// written once (`dev/stack`, `dev/demo` and `dev/test` read them there too).
+fn dev_setting(section: &str, key: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dev/tollgate.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let config: toml::Table = text.parse().unwrap();
+    config[section][key].as_str().unwrap().to_string()
+}
+
+/// The environment's address, else the dev stack's.
+fn address(variable: &str, section: &str, key: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| dev_setting(section, key))
+}
+
 pub fn kafka_brokers() -> String {
-    std::env::var("TOLLGATE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    address("TOLLGATE_TEST_KAFKA", "kafka", "brokers")
 }
 
 pub fn clickhouse_url() -> String {
-    std::env::var("TOLLGATE_TEST_CLICKHOUSE").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+    address("TOLLGATE_TEST_CLICKHOUSE", "clickhouse", "url")
 }
 
 pub fn postgres_admin_url() -> String {
-    std::env::var("TOLLGATE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://tollgate:tollgate@127.0.0.1:5433/tollgate".into())
+    address("TOLLGATE_TEST_POSTGRES", "postgres", "url")
 }
 
 /// A name no other test (or earlier run) uses: `t_<label>_<random hex>`.
