@@ -140,6 +140,10 @@ pub struct Call {
     pub response_sha256: Option<String>,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn first_attempt() -> u16 {
     1
 }
@@ -150,6 +154,11 @@ fn first_attempt() -> u16 {
 pub struct Usage {
     #[serde(default)]
     pub input_tokens: u64,
+    /// `input_tokens` is the reporter's estimate, not the provider's count:
+    /// the provider received the prompt (and bills it) but its usage report
+    /// never arrived (a stream cancelled, cut or failed before its usage).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub input_tokens_estimated: bool,
     #[serde(default)]
     pub output_tokens: u64,
     /// Input tokens read from the provider's prompt cache (subset of `input_tokens`).
