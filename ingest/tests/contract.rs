@@ -229,7 +229,9 @@ fn an_estimated_input_is_marked_and_must_be_an_estimate() {
     let plain = parse(with(|_| {})).unwrap();
     assert!(!plain.call.as_ref().unwrap().usage.input_tokens_estimated);
     let plain = serde_json::to_value(&plain).unwrap();
-    assert!(plain["call"]["usage"].get("input_tokens_estimated").is_none());
+    assert!(plain["call"]["usage"]
+        .get("input_tokens_estimated")
+        .is_none());
     rejected_at(
         with(|v| v["call"]["usage"]["input_tokens_estimated"] = json!("yes")),
         "call.usage.input_tokens_estimated",
