@@ -1741,8 +1741,13 @@ fn input_estimated(event: &Value) -> bool {
 /// A client that gives up, as an SDK with a timeout does: send a chat
 /// completion over a raw socket, wait `patience` for the answer, then close
 /// the connection (a pooled HTTP client may keep it open instead).
-fn give_up_after(port: u16, key: &str, headers: &[(String, String)], patience: Duration) {
-    let body = json!({"model": "gpt-4o-mini", "max_tokens": 3, "messages": [{"role": "user", "content": "ping pong"}]}).to_string();
+fn give_up_after(
+    port: u16,
+    key: &str,
+    body: &str,
+    headers: &[(String, String)],
+    patience: Duration,
+) {
     let mut request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer {key}\r\ncontent-type: application/json\r\nContent-Length: {}\r\n",
         body.len()
@@ -1751,7 +1756,7 @@ fn give_up_after(port: u16, key: &str, headers: &[(String, String)], patience: D
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    request.push_str(&body);
+    request.push_str(body);
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(patience)).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
@@ -1772,11 +1777,14 @@ async fn a_client_giving_up_still_yields_one_event_per_upstream_attempt() {
     let key = proxy.key("acme", "giveup", "gil", None);
     let scenario = support::unique("g");
     let port = proxy.port;
-    let give_up = |name: &str, extra: &[(&str, &str)]| {
+    let plain = json!({"model": "gpt-4o-mini", "max_tokens": 3, "messages": [{"role": "user", "content": "ping pong"}]}).to_string();
+    let streamed = json!({"model": "gpt-4o-mini", "max_tokens": 3, "stream": true, "messages": [{"role": "user", "content": "ping pong"}]}).to_string();
+    let give_up_on = |body: &str, name: &str, extra: &[(&str, &str)]| {
         let mut headers = vec![("x-mock-scenario".to_string(), format!("{scenario}{name}"))];
         headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        give_up_after(port, &key, &headers, Duration::from_millis(300));
+        give_up_after(port, &key, body, &headers, Duration::from_millis(300));
     };
+    let give_up = |name: &str, extra: &[(&str, &str)]| give_up_on(&plain, name, extra);
 
     // 1. The provider takes 900 ms to answer a non-streamed call; the client
     // gives up after 300. The provider bills it: it is recorded, with the
@@ -1854,9 +1862,30 @@ async fn a_client_giving_up_still_yields_one_event_per_upstream_attempt() {
         proxy.scenario(&format!("{scenario}wait")).await["requests"],
         1
     );
+
+    // 4. A stream whose headers take 900 ms: the client leaves first. The
+    // provider read the prompt; the stream is dropped at once (so it stops
+    // generating) and the prompt is recorded from the request.
+    give_up_on(&streamed, "stream", &[("x-mock-headers-ms", "900")]);
+    let events = proxy.events(5);
+    assert_eq!(
+        (
+            events.len() as u64,
+            4 + scenario_requests(&proxy, &format!("{scenario}stream"), 1).await
+        ),
+        (5, 5),
+        "{events:#?}"
+    );
+    let e = &events[4];
+    assert_eq!(
+        (call(e)["outcome"].as_str(), call(e)["http_status"].as_u64()),
+        (Some("cancelled"), Some(200))
+    );
+    assert_eq!(usage(e).0, streamed.len() as u64 + 32, "{e}");
+    assert!(input_estimated(e), "{e}");
     assert_eq!(
         proxy.metric("tollgate_proxy_upstream_attempts_total").await,
-        4,
+        5,
         "attempts and events agree"
     );
 }

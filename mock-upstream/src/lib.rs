@@ -18,7 +18,8 @@
 //! The reply text is output-tokens words from a fixed list, one word per
 //! streamed chunk. Latency: time to first token and the gap between tokens
 //! come from configurable distributions (headers `x-mock-ttft-ms`,
-//! `x-mock-inter-token-ms` override them per request).
+//! `x-mock-inter-token-ms` override them per request); `x-mock-headers-ms`
+//! holds a stream's response headers back.
 //!
 //! Failures are chosen per request with
 //! `x-mock-fail: 429|500|503|529|timeout|malformed|disconnect|stream_error`
@@ -161,6 +162,9 @@ pub struct Plan {
     pub retry_after_ms: Option<String>,
     pub ttft: Duration,
     pub inter_token: Duration,
+    /// How long a stream's response headers wait (`x-mock-headers-ms`,
+    /// default 0: providers differ, some answer only with the first token).
+    pub headers_delay: Duration,
 }
 
 impl Plan {
@@ -249,6 +253,7 @@ fn plan(state: &MockState, headers: &HeaderMap, body: &Value, dialect: Dialect) 
         retry_after: header(headers, "x-mock-retry-after").map(str::to_string),
         retry_after_ms: header(headers, "x-mock-retry-after-ms").map(str::to_string),
         ttft: header_ms(headers, "x-mock-ttft-ms").unwrap_or_else(|| state.config.ttft.sample()),
+        headers_delay: header_ms(headers, "x-mock-headers-ms").unwrap_or_default(),
         inter_token: header_ms(headers, "x-mock-inter-token-ms")
             .unwrap_or_else(|| state.config.inter_token.sample()),
         model,
@@ -415,6 +420,7 @@ async fn chat_completions(
             == Some(true);
         let events = wire::openai_chunks(&id, &plan, include_usage);
         let fail = plan.fail;
+        tokio::time::sleep(plan.headers_delay).await;
         sse_response(plan, events, 0, fail, Dialect::OpenAi)
     } else {
         let body = wire::openai_completion(&id, &plan);
@@ -473,6 +479,7 @@ async fn messages(
     if stream {
         let (events, first) = wire::anthropic_events(&id, &plan);
         let fail = plan.fail;
+        tokio::time::sleep(plan.headers_delay).await;
         sse_response(plan, events, first, fail, Dialect::Anthropic)
     } else {
         let body = wire::anthropic_message(&id, &plan);
