@@ -88,6 +88,7 @@ fn call(
 fn usage(input: u64, cached: u64, cache_write: u64, output: u64, reasoning: u64) -> Usage {
     Usage {
         input_tokens: input,
+        input_tokens_estimated: false,
         output_tokens: output,
         cached_input_tokens: cached,
         cache_write_tokens: cache_write,

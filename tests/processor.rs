@@ -30,6 +30,8 @@ struct Traffic {
     messages: Vec<(String, Vec<u8>)>,
     calls: u64,
     input_tokens: u64,
+    /// Calls whose input is marked estimated (failed streams).
+    estimated_inputs: u64,
 }
 
 /// `n` messages: AI-call events (about 1 in 500 is an `admin.*` event, which
@@ -40,6 +42,7 @@ fn traffic(n: usize, start: DateTime<Utc>, seed: u64) -> Traffic {
         messages: Vec::with_capacity(n),
         calls: 0,
         input_tokens: 0,
+        estimated_inputs: 0,
     };
     for i in 0..n {
         let team = format!("team-{}", i % 37);
@@ -64,6 +67,8 @@ fn traffic(n: usize, start: DateTime<Utc>, seed: u64) -> Traffic {
             let input_tokens = rng.random_range(1..5000u64);
             out.calls += 1;
             out.input_tokens += input_tokens;
+            let estimated = failed && i % 3 == 0;
+            out.estimated_inputs += u64::from(estimated);
             Event {
                 schema_version: SCHEMA_VERSION,
                 event_id: Uuid::now_v7(),
@@ -92,6 +97,7 @@ fn traffic(n: usize, start: DateTime<Utc>, seed: u64) -> Traffic {
                     ttft_ms: (i % 3 == 0).then_some(50),
                     usage: Usage {
                         input_tokens,
+                        input_tokens_estimated: estimated,
                         output_tokens: rng.random_range(0..2000),
                         ..Usage::default()
                     },
@@ -639,6 +645,11 @@ async fn resumes_from_clickhouse_when_commits_are_lost() {
     assert_eq!(
         ch_u64(&env, "SELECT sum(input_tokens) FROM {db}.calls").await,
         first.input_tokens + second.input_tokens
+    );
+    assert_eq!(
+        ch_u64(&env, "SELECT sum(input_tokens_estimated) FROM {db}.calls").await,
+        first.estimated_inputs + second.estimated_inputs,
+        "the estimated-input mark is stored (migration 0024)"
     );
     // Everything before the last stored call of each partition was skipped.
     let skipped: u64 = log

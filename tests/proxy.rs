@@ -1721,3 +1721,404 @@ fn read_decisions(brokers: &str, topic: &str) -> BTreeMap<String, Value> {
     }
     out
 }
+
+/// Poll the mock until scenario `id` saw `want` requests (or 10 s passed).
+async fn scenario_requests(proxy: &Proxy, id: &str, want: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = proxy.scenario(id).await["requests"].as_u64().unwrap_or(0);
+        if seen >= want || Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn input_estimated(event: &Value) -> bool {
+    event["call"]["usage"]["input_tokens_estimated"] == true
+}
+
+/// A client that gives up, as an SDK with a timeout does: send a chat
+/// completion over a raw socket, wait `patience` for the answer, then close
+/// the connection (a pooled HTTP client may keep it open instead).
+fn give_up_after(
+    port: u16,
+    key: &str,
+    body: &str,
+    headers: &[(String, String)],
+    patience: Duration,
+) {
+    let mut request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer {key}\r\ncontent-type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(patience)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut buf = [0u8; 1024];
+    let answer = stream.read(&mut buf);
+    assert!(
+        answer.is_err(),
+        "the answer came before the client gave up: {}",
+        String::from_utf8_lossy(&buf[..answer.unwrap_or(0)])
+    );
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+}
+
+#[tokio::test]
+async fn a_client_giving_up_still_yields_one_event_per_upstream_attempt() {
+    let mut proxy = Proxy::start("proxy_giveup", "", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "giveup", "gil", None);
+    let scenario = support::unique("g");
+    let port = proxy.port;
+    let plain = json!({"model": "gpt-4o-mini", "max_tokens": 3, "messages": [{"role": "user", "content": "ping pong"}]}).to_string();
+    let streamed = json!({"model": "gpt-4o-mini", "max_tokens": 3, "stream": true, "messages": [{"role": "user", "content": "ping pong"}]}).to_string();
+    let give_up_on = |body: &str, name: &str, extra: &[(&str, &str)]| {
+        let mut headers = vec![("x-mock-scenario".to_string(), format!("{scenario}{name}"))];
+        headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        give_up_after(port, &key, body, &headers, Duration::from_millis(300));
+    };
+    let give_up = |name: &str, extra: &[(&str, &str)]| give_up_on(&plain, name, extra);
+
+    // 1. The provider takes 900 ms to answer a non-streamed call; the client
+    // gives up after 300. The provider bills it: it is recorded, with the
+    // usage it reported once it answered.
+    give_up("slow", &[("x-mock-ttft-ms", "900")]);
+    let events = proxy.events(1);
+    assert_eq!(
+        (
+            events.len() as u64,
+            scenario_requests(&proxy, &format!("{scenario}slow"), 1).await
+        ),
+        (1, 1),
+        "one event per upstream request: {events:#?}"
+    );
+    let e = &events[0];
+    assert_eq!(e["kind"], "ai.call.failed");
+    assert_eq!(call(e)["outcome"], "cancelled");
+    assert_eq!(call(e)["http_status"], 200);
+    assert_eq!(usage(e), (2, 3, 0, 0, 0), "the provider's own usage: {e}");
+    assert!(!input_estimated(e) && e["tags"]["usage"].is_null(), "{e}");
+    assert!(call(e)["duration_ms"].as_u64().unwrap() >= 850, "{e}");
+
+    // 2. The first attempt fails (500), the retry is slow and the client
+    // leaves during it: both attempts are recorded.
+    give_up(
+        "retry",
+        &[
+            ("x-mock-ttft-ms", "900"),
+            ("x-mock-fail", "500"),
+            ("x-mock-fail-times", "1"),
+        ],
+    );
+    let events = proxy.events(3);
+    assert_eq!(
+        (
+            events.len() as u64,
+            1 + scenario_requests(&proxy, &format!("{scenario}retry"), 2).await
+        ),
+        (3, 3),
+        "{events:#?}"
+    );
+    let (first, second) = (&events[1], &events[2]);
+    assert_eq!(
+        (
+            call(first)["outcome"].as_str(),
+            call(first)["http_status"].as_u64()
+        ),
+        (Some("error"), Some(500))
+    );
+    assert_eq!(
+        (
+            call(second)["outcome"].as_str(),
+            call(second)["attempt"].as_u64()
+        ),
+        (Some("cancelled"), Some(2))
+    );
+    assert_eq!(call(first)["call_id"], call(second)["call_id"]);
+    assert_eq!(usage(second), (2, 3, 0, 0, 0));
+
+    // 3. The client leaves while the proxy waits out the provider's
+    // retry-after-ms: no further attempt is made for nobody.
+    give_up(
+        "wait",
+        &[
+            ("x-mock-fail", "429"),
+            ("x-mock-retry-after", "0"),
+            ("x-mock-retry-after-ms", "1500"),
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(1700)).await; // the wait, and then some
+    let events = proxy.events(4);
+    assert_eq!(events.len(), 4, "{events:#?}");
+    assert_eq!(call(&events[3])["outcome"], "rate_limited");
+    assert_eq!(
+        proxy.scenario(&format!("{scenario}wait")).await["requests"],
+        1
+    );
+
+    // 4. A stream whose headers take 900 ms: the client leaves first. The
+    // provider read the prompt; the stream is dropped at once (so it stops
+    // generating) and the prompt is recorded from the request.
+    give_up_on(&streamed, "stream", &[("x-mock-headers-ms", "900")]);
+    let events = proxy.events(5);
+    assert_eq!(
+        (
+            events.len() as u64,
+            4 + scenario_requests(&proxy, &format!("{scenario}stream"), 1).await
+        ),
+        (5, 5),
+        "{events:#?}"
+    );
+    let e = &events[4];
+    assert_eq!(
+        (call(e)["outcome"].as_str(), call(e)["http_status"].as_u64()),
+        (Some("cancelled"), Some(200))
+    );
+    assert_eq!(usage(e).0, streamed.len() as u64 + 32, "{e}");
+    assert!(input_estimated(e), "{e}");
+    assert_eq!(
+        proxy.metric("tollgate_proxy_upstream_attempts_total").await,
+        5,
+        "attempts and events agree"
+    );
+}
+
+const RETRY_SCRIPT: &str = r#"
+import json, os, time, openai, anthropic
+S = os.environ["SCENARIO"]
+# Default settings: the SDKs' own retries (2) are on.
+c = openai.OpenAI(base_url=os.environ["BASE"] + "/v1", api_key=os.environ["KEY"], timeout=20)
+a = anthropic.Anthropic(base_url=os.environ["BASE"], api_key=os.environ["KEY"], timeout=20)
+direct = openai.OpenAI(base_url=os.environ["MOCK"] + "/v1", api_key=os.environ["UPSTREAM_KEY"], timeout=20)
+M = [{"role": "user", "content": "hello there"}]
+HEADERS = ["x-should-retry", "retry-after", "retry-after-ms", "x-ratelimit-remaining-requests",
+           "anthropic-ratelimit-requests-remaining", "x-tollgate-call-id"]
+def attempt(fn):
+    start = time.monotonic()
+    try:
+        fn()
+        return {"ok": True}
+    except (openai.APIStatusError, anthropic.APIStatusError) as e:
+        return {"status": e.status_code, "headers": {h: e.response.headers.get(h) for h in HEADERS},
+                "seconds": time.monotonic() - start}
+def h(name, fail):
+    return {"x-mock-fail": fail, "x-mock-scenario": S + name,
+            "x-mock-retry-after": "0", "x-mock-retry-after-ms": "30"}
+out = {
+  "direct": attempt(lambda: direct.chat.completions.create(model="gpt-4o-mini", messages=M, extra_headers=h("direct", "429"))),
+  "o429": attempt(lambda: c.chat.completions.create(model="gpt-4o-mini", messages=M, extra_headers=h("o429", "429"))),
+  "o503": attempt(lambda: c.chat.completions.create(model="gpt-4o-mini", messages=M, extra_headers=h("o503", "503"))),
+  "timeout": attempt(lambda: c.chat.completions.create(model="gpt-4o-mini", messages=M, extra_headers=h("timeout", "timeout"))),
+  "a429": attempt(lambda: a.messages.create(model="claude-x", max_tokens=4, messages=M, extra_headers=h("a429", "429"))),
+  "a529": attempt(lambda: a.messages.create(model="claude-x", max_tokens=4, messages=M, extra_headers=h("a529", "529"))),
+}
+print(json.dumps(out))
+"#;
+
+#[tokio::test]
+async fn sdk_retries_do_not_multiply_the_proxys_and_retry_hints_pass_through() {
+    let mut proxy = Proxy::start("proxy_sdk_retry", "", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "retries", "rita", None);
+    let scenario = support::unique("r");
+    let mock = format!("http://127.0.0.1:{}", proxy.mock_port);
+    let out = python(
+        proxy.env.dir.path(),
+        RETRY_SCRIPT,
+        &[
+            ("BASE", &proxy.url()),
+            ("MOCK", &mock),
+            ("UPSTREAM_KEY", UPSTREAM_KEY),
+            ("KEY", &key),
+            ("SCENARIO", &scenario),
+        ],
+    );
+    // Straight to the provider, the SDK retries twice by itself ...
+    assert_eq!(out["direct"]["status"], 429, "{out}");
+    assert_eq!(
+        proxy.scenario(&format!("{scenario}direct")).await["requests"],
+        3
+    );
+    // ... through the proxy, the proxy's 1 + max_retries (2) attempts are
+    // all there are: the SDK is told not to add its own.
+    let expected = [
+        ("o429", 429, 3),
+        ("o503", 503, 3),
+        ("timeout", 504, 1),
+        ("a429", 429, 3),
+        ("a529", 529, 3),
+    ];
+    for (name, status, attempts) in expected {
+        let r = &out[name];
+        assert_eq!(r["status"], status, "{name}: {out}");
+        assert_eq!(r["headers"]["x-should-retry"], "false", "{name}: {r}");
+        let seen = proxy.scenario(&format!("{scenario}{name}")).await;
+        assert_eq!(seen["requests"], attempts, "{name}: {seen}");
+    }
+    // The provider's retry hints and rate-limit headers reach the client.
+    for name in ["o429", "a429"] {
+        let headers = &out[name]["headers"];
+        assert_eq!(headers["retry-after-ms"], "30", "{name}: {headers}");
+        assert_eq!(headers["retry-after"], "0", "{name}: {headers}");
+    }
+    assert_eq!(
+        out["o429"]["headers"]["x-ratelimit-remaining-requests"],
+        "0"
+    );
+    assert_eq!(
+        out["a429"]["headers"]["anthropic-ratelimit-requests-remaining"],
+        "0"
+    );
+    // One event per upstream attempt, one call id per SDK call.
+    let events = proxy.events(13);
+    assert_eq!(events.len(), 13, "{events:#?}");
+    let call_ids: HashSet<&str> = events
+        .iter()
+        .map(|e| call(e)["call_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(call_ids.len(), 5, "{events:#?}");
+}
+
+/// Send `body` as a streamed chat completion and read what the client gets
+/// until `content_chunks` content chunks arrived (then hang up), or to the end.
+async fn stream_chat(
+    proxy: &Proxy,
+    key: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+    content_chunks: Option<usize>,
+) -> String {
+    let mut request = proxy
+        .http
+        .post(format!("{}/v1/chat/completions", proxy.url()))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let mut response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut seen = String::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(None) | Err(_) => break,
+        }
+        if content_chunks.is_some_and(|n| seen.matches("\"content\":").count() >= n) {
+            break; // dropping the response hangs up
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn openai_streams_without_their_usage_record_an_estimated_input() {
+    let mut proxy = Proxy::start("proxy_estimate", "", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "estimate", "eve", None);
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 20, "stream": true,
+        "messages": [{"role": "user", "content": "one two three"}]})
+    .to_string();
+    // The budget reservation's bound: the body's bytes plus the chat template.
+    let estimate = body.len() as u64 + 16 * 2;
+
+    // The provider cuts the connection half-way (after 11 of 20 tokens) ...
+    let seen = stream_chat(&proxy, &key, &body, &[("x-mock-fail", "disconnect")], None).await;
+    assert_eq!(seen.matches("\"content\":").count(), 11, "{seen}");
+    // ... or sends an error event half-way ...
+    stream_chat(
+        &proxy,
+        &key,
+        &body,
+        &[("x-mock-fail", "stream_error")],
+        None,
+    )
+    .await;
+    // ... or the client hangs up.
+    stream_chat(
+        &proxy,
+        &key,
+        &body,
+        &[("x-mock-inter-token-ms", "40")],
+        Some(4),
+    )
+    .await;
+    // A complete stream reports its usage: nothing is estimated.
+    stream_chat(&proxy, &key, &body, &[], None).await;
+
+    let events = proxy.events(4);
+    assert_eq!(events.len(), 4, "{events:#?}");
+    let outcome = |e: &Value| {
+        (
+            call(e)["outcome"].as_str().unwrap().to_string(),
+            call(e)["error"]["type"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(
+        outcome(&events[0]),
+        ("error".into(), "upstream_disconnected".into())
+    );
+    assert_eq!(outcome(&events[1]), ("error".into(), "server_error".into()));
+    assert_eq!(outcome(&events[2]), ("cancelled".into(), String::new()));
+    for e in &events[..3] {
+        let (input, output, ..) = usage(e);
+        assert_eq!(
+            input, estimate,
+            "the prompt is billed from the request: {e}"
+        );
+        assert!(input_estimated(e), "and marked as estimated: {e}");
+        assert_eq!(e["tags"]["usage"], "estimated");
+        assert!(
+            output >= 4,
+            "output counts the content chunks delivered: {e}"
+        );
+    }
+    // Output of a cut stream: one token per content chunk that passed.
+    assert_eq!(usage(&events[0]).1, 11);
+    assert_eq!(usage(&events[1]).1, 11);
+    assert_eq!(outcome(&events[3]), ("success".into(), String::new()));
+    assert_eq!(usage(&events[3]).0, 3);
+    assert!(!input_estimated(&events[3]), "{:#?}", events[3]);
+    assert!(events[3]["call"]["usage"]
+        .get("input_tokens_estimated")
+        .is_none());
+}
+
+#[tokio::test]
+async fn anthropic_thinking_tokens_are_recorded_as_reasoning() {
+    let mut proxy = Proxy::start("proxy_thinking", "", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "thinking", "theo", None);
+    for stream in [false, true] {
+        let response = proxy
+            .http
+            .post(format!("{}/v1/messages", proxy.url()))
+            .header("x-api-key", &key)
+            .json(
+                &json!({"model": "claude-x", "max_tokens": 10, "stream": stream,
+                "thinking": {"type": "enabled", "budget_tokens": 1024},
+                "messages": [{"role": "user", "content": "think about it"}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        assert!(text.contains("\"thinking_tokens\":5"), "{text}");
+    }
+    let events = proxy.events(2);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    for e in &events {
+        assert_eq!(e["kind"], "ai.call.completed");
+        // 3 words, input / 4 = 0 cached; 10 output of which 5 thinking.
+        assert_eq!(usage(e), (3, 10, 0, 0, 5), "{e}");
+    }
+}

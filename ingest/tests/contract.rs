@@ -216,6 +216,37 @@ fn missing_required_fields_are_named() {
 }
 
 #[test]
+fn an_estimated_input_is_marked_and_must_be_an_estimate() {
+    let event = parse(with(|v| {
+        v["call"]["usage"]["input_tokens"] = json!(1200);
+        v["call"]["usage"]["input_tokens_estimated"] = json!(true);
+    }))
+    .unwrap();
+    assert!(event.call.as_ref().unwrap().usage.input_tokens_estimated);
+    let again = serde_json::to_value(&event).unwrap();
+    assert_eq!(again["call"]["usage"]["input_tokens_estimated"], true);
+    // Not estimated is the default, and is not written out.
+    let plain = parse(with(|_| {})).unwrap();
+    assert!(!plain.call.as_ref().unwrap().usage.input_tokens_estimated);
+    let plain = serde_json::to_value(&plain).unwrap();
+    assert!(plain["call"]["usage"]
+        .get("input_tokens_estimated")
+        .is_none());
+    rejected_at(
+        with(|v| v["call"]["usage"]["input_tokens_estimated"] = json!("yes")),
+        "call.usage.input_tokens_estimated",
+    );
+    rejected_at(
+        with(|v| {
+            v["call"]["usage"]["input_tokens"] = json!(0);
+            v["call"]["usage"]["cached_input_tokens"] = json!(0);
+            v["call"]["usage"]["input_tokens_estimated"] = json!(true);
+        }),
+        "call.usage.input_tokens_estimated",
+    );
+}
+
+#[test]
 fn negative_token_counts_are_rejected() {
     let r = rejected_at(
         with(|v| v["call"]["usage"]["input_tokens"] = json!(-5)),

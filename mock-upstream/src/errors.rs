@@ -25,6 +25,9 @@ pub enum FailMode {
     Malformed,
     /// Send part of the reply, then drop the connection.
     Disconnect,
+    /// Stream part of the reply, then the provider's in-stream `error`
+    /// event, and end the stream (no end marker, no usage).
+    StreamError,
 }
 
 impl FailMode {
@@ -34,6 +37,7 @@ impl FailMode {
             "timeout" => Some(Self::Timeout),
             "malformed" => Some(Self::Malformed),
             "disconnect" => Some(Self::Disconnect),
+            "stream_error" => Some(Self::StreamError),
             _ => {
                 let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
                 match digits.parse::<u16>() {
@@ -54,8 +58,39 @@ fn body(dialect: Dialect, kind: &str, message: &str, code: Option<&str>) -> serd
     }
 }
 
-/// The error reply for an injected status.
-pub fn status_error(dialect: Dialect, status: u16, retry_after: Option<&str>) -> Response {
+/// The SSE event a provider sends when a stream fails after it started.
+pub fn stream_error_event(dialect: Dialect) -> axum::body::Bytes {
+    let text = match dialect {
+        Dialect::OpenAi => format!(
+            "data: {}\n\n",
+            body(
+                dialect,
+                "server_error",
+                "The server had an error while processing your request.",
+                None
+            )
+        ),
+        Dialect::Anthropic => format!(
+            "event: error\ndata: {}\n\n",
+            body(dialect, "overloaded_error", "Overloaded", None)
+        ),
+    };
+    axum::body::Bytes::from(text)
+}
+
+/// How long a client should wait before retrying an injected 429: seconds
+/// (`retry-after`) and, when given, milliseconds (`retry-after-ms`, which
+/// the OpenAI and Anthropic SDKs prefer).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetryHint<'a> {
+    pub seconds: Option<&'a str>,
+    pub millis: Option<&'a str>,
+}
+
+/// The error reply for an injected status. A 429 carries the wait hints and
+/// the provider's rate-limit headers (`x-ratelimit-*` for OpenAI,
+/// `anthropic-ratelimit-*` for Anthropic).
+pub fn status_error(dialect: Dialect, status: u16, hint: RetryHint<'_>) -> Response {
     let (kind, message, code) = match (dialect, status) {
         (Dialect::OpenAi, 429) => (
             "requests",
@@ -100,9 +135,28 @@ pub fn status_error(dialect: Dialect, status: u16, retry_after: Option<&str>) ->
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, Json(body(dialect, kind, message, code))).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS {
-        let value = retry_after.unwrap_or("1");
+        let headers = response.headers_mut();
+        let value = hint.seconds.unwrap_or("1");
         if let Ok(value) = value.parse() {
-            response.headers_mut().insert("retry-after", value);
+            headers.insert("retry-after", value);
+        }
+        if let Some(Ok(value)) = hint.millis.map(str::parse) {
+            headers.insert("retry-after-ms", value);
+        }
+        let limits: [(&'static str, &'static str); 3] = match dialect {
+            Dialect::OpenAi => [
+                ("x-ratelimit-limit-requests", "60"),
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "1s"),
+            ],
+            Dialect::Anthropic => [
+                ("anthropic-ratelimit-requests-limit", "60"),
+                ("anthropic-ratelimit-requests-remaining", "0"),
+                ("anthropic-ratelimit-requests-reset", "2026-01-01T00:00:01Z"),
+            ],
+        };
+        for (name, value) in limits {
+            headers.insert(name, axum::http::HeaderValue::from_static(value));
         }
     }
     if dialect == Dialect::Anthropic {
@@ -115,7 +169,7 @@ pub fn status_error(dialect: Dialect, status: u16, retry_after: Option<&str>) ->
 }
 
 pub fn unauthorized(dialect: Dialect) -> Response {
-    status_error(dialect, 401, None)
+    status_error(dialect, 401, RetryHint::default())
 }
 
 pub fn invalid_json(dialect: Dialect) -> Response {
@@ -151,6 +205,7 @@ mod tests {
         assert_eq!(FailMode::parse("429"), Some(FailMode::Status(429)));
         assert_eq!(FailMode::parse("503-x"), Some(FailMode::Status(503)));
         assert_eq!(FailMode::parse("Timeout"), Some(FailMode::Timeout));
+        assert_eq!(FailMode::parse("stream_error"), Some(FailMode::StreamError));
         assert_eq!(FailMode::parse("200"), None);
         assert_eq!(FailMode::parse("nope"), None);
     }

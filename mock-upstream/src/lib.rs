@@ -11,15 +11,21 @@
 //! - cached input tokens = header `x-mock-cached-tokens`, else input / 4;
 //! - cache-write tokens (Anthropic) = header `x-mock-cache-write-tokens`, else 0;
 //! - reasoning tokens = header `x-mock-reasoning-tokens`, else output / 2 for
-//!   models named `o1*`, `o3*`, `o4*`, else 0.
+//!   models named `o1*`, `o3*`, `o4*` and for Anthropic requests with
+//!   `thinking.type = "enabled"`, else 0 (Anthropic reports them as
+//!   `usage.output_tokens_details.thinking_tokens`, part of `output_tokens`).
 //!
 //! The reply text is output-tokens words from a fixed list, one word per
 //! streamed chunk. Latency: time to first token and the gap between tokens
 //! come from configurable distributions (headers `x-mock-ttft-ms`,
-//! `x-mock-inter-token-ms` override them per request).
+//! `x-mock-inter-token-ms` override them per request); `x-mock-headers-ms`
+//! holds a stream's response headers back.
 //!
-//! Failures are chosen per request with `x-mock-fail: 429|500|503|529|timeout|malformed|disconnect`
-//! or by a model name containing `fail-<mode>`; with `x-mock-scenario: <id>`
+//! Failures are chosen per request with
+//! `x-mock-fail: 429|500|503|529|timeout|malformed|disconnect|stream_error`
+//! or by a model name containing `fail-<mode>`; a 429 carries `retry-after`
+//! (`x-mock-retry-after`, default 1), `retry-after-ms` when
+//! `x-mock-retry-after-ms` asks for it, and rate-limit headers. With `x-mock-scenario: <id>`
 //! and `x-mock-fail-times: n` only the scenario's first n requests fail.
 //! `GET /mock/scenarios/<id>` reports how many requests a scenario saw and the
 //! headers of the last one (so tests can count retries and check what a proxy
@@ -49,7 +55,7 @@ use futures::channel::mpsc;
 use futures::SinkExt;
 use serde_json::{json, Value};
 
-pub use errors::{Dialect, FailMode};
+pub use errors::{Dialect, FailMode, RetryHint};
 pub use latency::LatencyDist;
 
 /// Longest reply, in tokens.
@@ -153,8 +159,12 @@ pub struct Plan {
     pub reasoning_tokens: u64,
     pub fail: Option<FailMode>,
     pub retry_after: Option<String>,
+    pub retry_after_ms: Option<String>,
     pub ttft: Duration,
     pub inter_token: Duration,
+    /// How long a stream's response headers wait (`x-mock-headers-ms`,
+    /// default 0: providers differ, some answer only with the first token).
+    pub headers_delay: Duration,
 }
 
 impl Plan {
@@ -228,7 +238,9 @@ fn plan(state: &MockState, headers: &HeaderMap, body: &Value, dialect: Dialect) 
     let cache_write_tokens = header_u64(headers, "x-mock-cache-write-tokens")
         .unwrap_or(0)
         .min(input_tokens - cached_tokens);
-    let reasoning_default = if ["o1", "o3", "o4"].iter().any(|p| model.starts_with(p)) {
+    let thinking = dialect == Dialect::Anthropic
+        && body.pointer("/thinking/type").and_then(Value::as_str) == Some("enabled");
+    let reasoning_default = if thinking || ["o1", "o3", "o4"].iter().any(|p| model.starts_with(p)) {
         output_tokens / 2
     } else {
         0
@@ -239,7 +251,9 @@ fn plan(state: &MockState, headers: &HeaderMap, body: &Value, dialect: Dialect) 
     let fail = choose_failure(state, headers, &model);
     Plan {
         retry_after: header(headers, "x-mock-retry-after").map(str::to_string),
+        retry_after_ms: header(headers, "x-mock-retry-after-ms").map(str::to_string),
         ttft: header_ms(headers, "x-mock-ttft-ms").unwrap_or_else(|| state.config.ttft.sample()),
+        headers_delay: header_ms(headers, "x-mock-headers-ms").unwrap_or_default(),
         inter_token: header_ms(headers, "x-mock-inter-token-ms")
             .unwrap_or_else(|| state.config.inter_token.sample()),
         model,
@@ -291,11 +305,14 @@ async fn prepare(
         Some(FailMode::Status(status)) => Err(errors::status_error(
             dialect,
             status,
-            plan.retry_after.as_deref(),
+            RetryHint {
+                seconds: plan.retry_after.as_deref(),
+                millis: plan.retry_after_ms.as_deref(),
+            },
         )),
         Some(FailMode::Timeout) => {
             tokio::time::sleep(TIMEOUT_HOLD).await;
-            Err(errors::status_error(dialect, 504, None))
+            Err(errors::status_error(dialect, 504, RetryHint::default()))
         }
         _ => Ok((value, plan)),
     }
@@ -309,6 +326,7 @@ fn sse_response(
     events: Vec<Bytes>,
     first_token_index: usize,
     fail: Option<FailMode>,
+    dialect: Dialect,
 ) -> Response {
     let (mut tx, rx) = mpsc::channel::<Chunk>(4);
     tokio::spawn(async move {
@@ -321,6 +339,10 @@ fn sse_response(
             }
             if fail == Some(FailMode::Disconnect) && i == cut {
                 let _ = tx.send(Err(std::io::Error::other("mock disconnect"))).await;
+                return;
+            }
+            if fail == Some(FailMode::StreamError) && i == cut {
+                let _ = tx.send(Ok(errors::stream_error_event(dialect))).await;
                 return;
             }
             if fail == Some(FailMode::Malformed)
@@ -398,7 +420,8 @@ async fn chat_completions(
             == Some(true);
         let events = wire::openai_chunks(&id, &plan, include_usage);
         let fail = plan.fail;
-        sse_response(plan, events, 0, fail)
+        tokio::time::sleep(plan.headers_delay).await;
+        sse_response(plan, events, 0, fail, Dialect::OpenAi)
     } else {
         let body = wire::openai_completion(&id, &plan);
         json_response(&plan, body).await
@@ -456,7 +479,8 @@ async fn messages(
     if stream {
         let (events, first) = wire::anthropic_events(&id, &plan);
         let fail = plan.fail;
-        sse_response(plan, events, first, fail)
+        tokio::time::sleep(plan.headers_delay).await;
+        sse_response(plan, events, first, fail, Dialect::Anthropic)
     } else {
         let body = wire::anthropic_message(&id, &plan);
         json_response(&plan, body).await
@@ -519,6 +543,13 @@ mod tests {
         let body = json!({"model": "claude", "max_tokens": 3, "system": "x y", "messages": [{"role": "user", "content": "a b c"}]});
         let p = plan(&state(), &HeaderMap::new(), &body, Dialect::Anthropic);
         assert_eq!((p.input_tokens, p.output_tokens), (5, 3));
+        let body = json!({"model": "claude", "max_tokens": 10, "thinking": {"type": "enabled", "budget_tokens": 1024}, "messages": [{"role": "user", "content": "a"}]});
+        let p = plan(&state(), &HeaderMap::new(), &body, Dialect::Anthropic);
+        assert_eq!((p.output_tokens, p.reasoning_tokens), (10, 5));
+        assert_eq!(
+            wire::anthropic_message("m", &p)["usage"]["output_tokens_details"]["thinking_tokens"],
+            5
+        );
     }
 
     #[test]

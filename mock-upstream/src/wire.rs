@@ -190,13 +190,22 @@ pub fn anthropic_message(id: &str, plan: &Plan) -> Value {
         "content": [{"type": "text", "text": plan.tokens().concat()}],
         "stop_reason": "end_turn",
         "stop_sequence": null,
-        "usage": {
+        "usage": anthropic_final_usage(plan, json!({
             "input_tokens": anthropic_uncached_input(plan),
             "cache_creation_input_tokens": plan.cache_write_tokens,
             "cache_read_input_tokens": plan.cached_tokens,
-            "output_tokens": plan.output_tokens
-        }
+        }))
     })
+}
+
+/// `usage` with the final output count, and the thinking tokens inside it
+/// when there are any.
+fn anthropic_final_usage(plan: &Plan, mut usage: Value) -> Value {
+    usage["output_tokens"] = json!(plan.output_tokens);
+    if plan.reasoning_tokens > 0 {
+        usage["output_tokens_details"] = json!({"thinking_tokens": plan.reasoning_tokens});
+    }
+    usage
 }
 
 fn sse_event(name: &str, value: &Value) -> Bytes {
@@ -240,7 +249,7 @@ pub fn anthropic_events(id: &str, plan: &Plan) -> (Vec<Bytes>, usize) {
     events.push(sse_event(
         "message_delta",
         &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-                "usage": {"output_tokens": plan.output_tokens}}),
+                "usage": anthropic_final_usage(plan, json!({}))}),
     ));
     events.push(sse_event("message_stop", &json!({"type": "message_stop"})));
     (events, first)

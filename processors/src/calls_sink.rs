@@ -38,6 +38,8 @@ pub struct CallRow {
     pub has_ttft: u8,
     pub ttft_ms: u32,
     pub input_tokens: u64,
+    /// 1 when `input_tokens` is an estimate (migration 0024).
+    pub input_tokens_estimated: u8,
     pub output_tokens: u64,
     pub cached_input_tokens: u64,
     pub cache_write_tokens: u64,
@@ -124,6 +126,7 @@ pub fn call_row(
         has_ttft: u8::from(call.ttft_ms.is_some()),
         ttft_ms: call.ttft_ms.unwrap_or(0),
         input_tokens: usage.input_tokens,
+        input_tokens_estimated: u8::from(usage.input_tokens_estimated),
         output_tokens: usage.output_tokens,
         cached_input_tokens: usage.cached_input_tokens,
         cache_write_tokens: usage.cache_write_tokens,
@@ -291,6 +294,7 @@ mod tests {
                 ttft_ms: Some(200),
                 usage: Usage {
                     input_tokens: 100,
+                    input_tokens_estimated: true,
                     output_tokens: 50,
                     cached_input_tokens: 10,
                     cache_write_tokens: 5,
@@ -331,6 +335,7 @@ mod tests {
             (1, 1, 200, 0)
         );
         assert_eq!(row.audio_ms, 1235);
+        assert_eq!((row.input_tokens, row.input_tokens_estimated), (100, 1));
         assert_eq!(row.operation, "chat");
         assert_eq!(row.outcome, "rate_limited");
         assert_eq!(

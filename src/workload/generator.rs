@@ -228,6 +228,7 @@ impl Workload {
             ttft_ms,
             usage: Usage {
                 input_tokens,
+                input_tokens_estimated: false,
                 output_tokens,
                 cached_input_tokens: if failed { 0 } else { cached_input_tokens },
                 cache_write_tokens: if failed { 0 } else { cache_write_tokens },

@@ -140,6 +140,10 @@ pub struct Call {
     pub response_sha256: Option<String>,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn first_attempt() -> u16 {
     1
 }
@@ -164,6 +168,11 @@ pub struct Usage {
     #[serde(default)]
     #[schemars(range(max = 1_000_000_000))]
     pub input_tokens: u64,
+    /// `input_tokens` is the reporter's estimate, not the provider's count:
+    /// the provider received the prompt (and bills it) but its usage report
+    /// never arrived (a stream cancelled, cut or failed before its usage).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub input_tokens_estimated: bool,
     /// Every output token, including reasoning (thinking) tokens.
     #[serde(default)]
     #[schemars(range(max = 1_000_000_000))]

@@ -210,6 +210,13 @@ fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
         }
         check_token_counts(&call.usage)?;
         let usage = &call.usage;
+        if usage.input_tokens_estimated && usage.input_tokens == 0 {
+            // A flag without an estimate would hide a prompt billed at 0.
+            return Err(Rejection::new(
+                "call.usage.input_tokens_estimated",
+                "is true but call.usage.input_tokens is 0: an estimated input must be the estimate",
+            ));
+        }
         if !(0.0..=86_400.0).contains(&usage.audio_seconds) || !usage.audio_seconds.is_finite() {
             return Err(Rejection::new(
                 "call.usage.audio_seconds",

@@ -2,8 +2,16 @@
 //! backoff and jitter, only for connect errors, 429 and 5xx, and only before
 //! any byte reached the client; fallback models after that), and the relay
 //! that passes the response through chunk by chunk while an [`Observer`]
-//! reads usage and time to first token, then emits the call's event from a
-//! detached task once the body ends or the client goes away.
+//! reads usage and time to first token, then emits the call's event once the
+//! body ends or the client goes away.
+//!
+//! The exchange with the provider runs in a task of its own
+//! ([`forward_detached`]), not in the client's request handler: when a client
+//! gives up, axum drops its handler, and an attempt the provider already
+//! received (and bills) must still end in an event. A client that is gone
+//! gets no further attempt; the one in flight is finished (a non-streamed
+//! answer is read to its end for the usage, a stream is dropped so the
+//! provider stops generating) and recorded as `cancelled`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +22,11 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::errors::ProxyError;
+use super::estimate;
 use super::metrics::ProxyMetrics;
 use super::observe::{self, Dialect, Observer};
 use super::record::{AttemptRecord, CallContext};
@@ -51,7 +61,13 @@ const DROPPED_REQUEST_HEADERS: [&str; 15] = [
 fn keep_response_header(name: &str) -> bool {
     matches!(
         name,
-        "content-type" | "cache-control" | "retry-after" | "x-request-id" | "request-id"
+        "content-type"
+            | "cache-control"
+            | "retry-after"
+            | "retry-after-ms"
+            | "x-should-retry"
+            | "x-request-id"
+            | "request-id"
     ) || name.starts_with("x-ratelimit-")
         || name.starts_with("openai-")
         || name.starts_with("anthropic-")
@@ -130,14 +146,25 @@ pub fn backoff(
     }
 }
 
+/// The provider's wait hint: `retry-after-ms` (OpenAI, Anthropic) when
+/// present, else `retry-after` in seconds.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|n| n.is_finite() && *n >= 0.0)
+    };
+    number("retry-after-ms")
+        .map(|ms| ms / 1000.0)
+        .or_else(|| number("retry-after"))
         .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
 }
+
+/// Tells the OpenAI and Anthropic SDKs not to retry (they obey it before
+/// looking at the status).
+const SHOULD_RETRY: &str = "x-should-retry";
 
 /// A failure that can be answered to the client as is.
 enum Failure {
@@ -152,7 +179,11 @@ enum Failure {
 }
 
 impl Failure {
-    fn into_response(self, dialect: Dialect, call_id: &str) -> Response {
+    /// The client's answer; `final_answer` when the proxy has decided the
+    /// call is not worth another attempt (it retried already, or the
+    /// provider may be billing a request that timed out), so the client's
+    /// SDK must not multiply the attempts.
+    fn into_response(self, dialect: Dialect, call_id: &str, final_answer: bool) -> Response {
         let mut response = match self {
             Failure::Http {
                 status,
@@ -187,6 +218,11 @@ impl Failure {
         if let Ok(v) = HeaderValue::from_str(call_id) {
             response.headers_mut().insert("x-tollgate-call-id", v);
         }
+        if final_answer {
+            response
+                .headers_mut()
+                .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+        }
         response
     }
 }
@@ -216,9 +252,48 @@ async fn read_error_body(response: reqwest::Response, limit: Duration) -> Bytes 
     tokio::time::timeout(limit, read).await.unwrap_or_default()
 }
 
+/// Forward the call from a task of its own and answer the client with what
+/// it returns. If the client goes away first (this future is dropped), the
+/// task learns it through a cancelled token and still records every attempt.
+pub async fn forward_detached(
+    state: Arc<ProxyState>,
+    ctx: CallContext,
+    endpoint: Endpoint,
+    client_headers: HeaderMap,
+    request: Value,
+    original: Bytes,
+    route: Route,
+) -> Response {
+    let client_gone = CancellationToken::new();
+    let guard = client_gone.clone().drop_guard();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let response = forward(
+            state,
+            ctx,
+            endpoint,
+            &client_headers,
+            &request,
+            &original,
+            route,
+            client_gone,
+        )
+        .await;
+        // Fails only when the client is gone; the relay notices that too.
+        let _ = tx.send(response);
+    });
+    let response = match rx.await {
+        Ok(response) => response,
+        Err(_) => ProxyError::unavailable("the call ended without an answer (see the proxy log)")
+            .into_response(endpoint.dialect()),
+    };
+    guard.disarm();
+    response
+}
+
 /// Forward the call along `route` (then its fallbacks) and answer the client.
 #[allow(clippy::too_many_arguments)]
-pub async fn forward(
+async fn forward(
     state: Arc<ProxyState>,
     ctx: CallContext,
     endpoint: Endpoint,
@@ -226,8 +301,18 @@ pub async fn forward(
     request: &Value,
     original: &Bytes,
     route: Route,
+    client_gone: CancellationToken,
 ) -> Response {
     let dialect = endpoint.dialect();
+    // The prompt's size from the request, for attempts whose usage report
+    // never arrives (the budget reservation's bound: never below the truth).
+    let input_estimate = estimate::token_bound(
+        request,
+        original.len(),
+        endpoint == Endpoint::Embeddings,
+        state.config.budgets.default_max_tokens,
+    )
+    .input;
     let client_asked_usage = request
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
@@ -240,8 +325,9 @@ pub async fn forward(
             _ => {}
         }
     }
-    let mut last: Option<(Failure, String)> = None;
-    for (index, route) in candidates.iter().enumerate() {
+    let mut last: Option<(Failure, String, bool)> = None;
+    let mut attempts_made = 0u32;
+    'candidates: for (index, route) in candidates.iter().enumerate() {
         let Some(upstream) = state.upstreams.get(&route.provider) else {
             continue;
         };
@@ -268,6 +354,7 @@ pub async fn forward(
             let mut record = template.clone();
             record.attempt = attempt;
             let started = Instant::now();
+            attempts_made += 1;
             ProxyMetrics::inc(&state.metrics.upstream_attempts);
             if attempt > 1 {
                 ProxyMetrics::inc(&state.metrics.retries);
@@ -290,6 +377,8 @@ pub async fn forward(
                         response,
                         inject_usage,
                         started,
+                        client_gone,
+                        input_estimate,
                     );
                 }
                 Ok(Ok(response)) => {
@@ -373,13 +462,19 @@ pub async fn forward(
             tracing::info!(call_id = %record.call_id, provider = %record.provider, model = %record.model, attempt, status = record.http_status, retryable, "upstream attempt failed");
             ProxyMetrics::inc(&state.metrics.upstream_failures);
             state.emit_attempt(&ctx, record.clone()).await;
+            let timed_out = matches!(failure, Failure::NoAnswer { timeout: true, .. });
+            last = Some((failure, record.call_id.clone(), retryable || timed_out));
+            if client_gone.is_cancelled() {
+                break 'candidates; // nobody is waiting for another attempt
+            }
             let wait = backoff(attempt, base, max_backoff, server_wait);
             let wait_ok = server_wait.is_none_or(|w| w <= max_backoff);
             if retryable && attempt < max_attempts && wait_ok {
-                tokio::time::sleep(wait).await;
-                continue;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => continue,
+                    () = client_gone.cancelled() => break 'candidates,
+                }
             }
-            last = Some((failure, record.call_id.clone()));
             try_next_candidate = retryable;
             break;
         }
@@ -388,7 +483,13 @@ pub async fn forward(
         }
     }
     match last {
-        Some((failure, call_id)) => failure.into_response(dialect, &call_id),
+        Some((failure, call_id, worth_retrying)) => {
+            // A timeout is final at once (the provider may be billing it);
+            // a retryable failure once the proxy has retried it.
+            let timed_out = matches!(failure, Failure::NoAnswer { timeout: true, .. });
+            let final_answer = timed_out || (worth_retrying && attempts_made > 1);
+            failure.into_response(dialect, &call_id, final_answer)
+        }
         None => ProxyError::unavailable("no configured provider could take the call")
             .into_response(dialect),
     }
@@ -406,6 +507,8 @@ fn relay(
     response: reqwest::Response,
     strip_usage_chunk: bool,
     started: Instant,
+    client_gone: CancellationToken,
+    input_estimate: u64,
 ) -> Response {
     let status = response.status();
     let mut out = Response::new(Body::empty());
@@ -424,12 +527,19 @@ fn relay(
         record.http_status = status.as_u16();
         let mut body = response.bytes_stream();
         let mut outcome = Outcome::Success;
+        // The client went away. A stream is dropped at once so the provider
+        // stops generating; a non-streamed answer is billed whole, so it is
+        // read to its end (bounded by the idle timeout) for its usage.
+        let mut gone = false;
         loop {
             tokio::select! {
                 biased;
-                () = tx.closed() => {
-                    outcome = Outcome::Cancelled;
-                    break;
+                () = client_left(&tx, &client_gone), if !gone => {
+                    if stream {
+                        outcome = Outcome::Cancelled;
+                        break;
+                    }
+                    gone = true;
                 }
                 next = tokio::time::timeout(idle, body.next()) => match next {
                     Err(_) => {
@@ -440,8 +550,8 @@ fn relay(
                     }
                     Ok(None) => {
                         let rest = observer.finish();
-                        if !rest.is_empty() && tx.send(Ok(rest)).await.is_err() {
-                            outcome = Outcome::Cancelled;
+                        if !gone && !rest.is_empty() && tx.send(Ok(rest)).await.is_err() {
+                            gone = true;
                         }
                         break;
                     }
@@ -456,9 +566,12 @@ fn relay(
                         if stream && record.ttft.is_none() && observer.saw_content {
                             record.ttft = Some(started.elapsed());
                         }
-                        if !forward.is_empty() && tx.send(Ok(forward)).await.is_err() {
-                            outcome = Outcome::Cancelled;
-                            break;
+                        if !gone && !forward.is_empty() && tx.send(Ok(forward)).await.is_err() {
+                            if stream {
+                                outcome = Outcome::Cancelled;
+                                break;
+                            }
+                            gone = true;
                         }
                     }
                 }
@@ -481,11 +594,22 @@ fn relay(
                     "incomplete_stream",
                     "the stream ended without its end marker",
                 ));
+            } else if gone || client_gone.is_cancelled() {
+                // Complete, but nobody received it.
+                outcome = Outcome::Cancelled;
             }
         }
-        let (usage, estimated) = observer.usage_so_far();
+        let (mut usage, estimated) = observer.usage_so_far();
+        if !observer.usage_reported {
+            // The provider answered 2xx, so it read (and bills) the prompt,
+            // but its count never came: a stream cancelled, cut or failed
+            // before its usage chunk.
+            usage.input_tokens = usage.input_tokens.max(input_estimate);
+            usage.input_tokens_estimated = true;
+        }
+        record.usage_estimated =
+            (estimated && outcome != Outcome::Success) || usage.input_tokens_estimated;
         record.usage = usage;
-        record.usage_estimated = estimated && outcome != Outcome::Success;
         if outcome == Outcome::Cancelled {
             ProxyMetrics::inc(&state.metrics.cancelled);
         }
@@ -500,6 +624,18 @@ fn relay(
     });
     *out.body_mut() = Body::from_stream(body);
     out
+}
+
+/// Resolves once the client can no longer receive the answer: it left
+/// before the response was handed over, or dropped the body while reading.
+async fn client_left(
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    client_gone: &CancellationToken,
+) {
+    tokio::select! {
+        () = tx.closed() => {}
+        () = client_gone.cancelled() => {}
+    }
 }
 
 #[cfg(test)]

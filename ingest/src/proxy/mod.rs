@@ -645,16 +645,7 @@ async fn handle_call(
             .await;
         }
     }
-    forward::forward(
-        state.clone(),
-        ctx,
-        endpoint,
-        &headers,
-        &request,
-        &bytes,
-        route,
-    )
-    .await
+    forward::forward_detached(state.clone(), ctx, endpoint, headers, request, bytes, route).await
 }
 
 /// Reserve the most this call can cost against every budget subject it

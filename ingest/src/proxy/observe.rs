@@ -301,6 +301,8 @@ pub fn openai_usage(usage: &Value) -> Usage {
 
 /// Anthropic counts cache reads and writes outside `input_tokens`; the
 /// contract's `input_tokens` is every prompt token, so they are added.
+/// Thinking tokens (`output_tokens_details.thinking_tokens`) are part of
+/// `output_tokens`, as the contract's `reasoning_tokens` are.
 /// `message_delta` usage is cumulative and may omit fields: missing fields
 /// keep their earlier values.
 pub fn anthropic_usage(usage: &Value, before: &Usage) -> Usage {
@@ -323,6 +325,14 @@ pub fn anthropic_usage(usage: &Value, before: &Usage) -> Usage {
     }
     if let Some(output) = get("output_tokens") {
         out.output_tokens = output;
+    }
+    // Thinking is billed as output and reported as a breakdown of it, like
+    // OpenAI's reasoning tokens.
+    if let Some(thinking) = usage
+        .pointer("/output_tokens_details/thinking_tokens")
+        .and_then(Value::as_u64)
+    {
+        out.reasoning_tokens = thinking;
     }
     out
 }
@@ -444,6 +454,30 @@ mod tests {
         );
         assert!(obs.complete);
         assert_eq!(obs.usage_so_far(), (obs.usage.clone(), false));
+    }
+
+    #[test]
+    fn anthropic_thinking_tokens_are_reasoning() {
+        let json = r#"{"usage":{"input_tokens":4,"output_tokens":30,"output_tokens_details":{"thinking_tokens":12}}}"#;
+        let mut obs = Observer::new(Dialect::Anthropic, false, false);
+        run(&mut obs, &[json]);
+        assert_eq!(
+            (obs.usage.output_tokens, obs.usage.reasoning_tokens),
+            (30, 12)
+        );
+        let events = [
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":9,\"output_tokens_details\":{\"thinking_tokens\":4}}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":11}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        ];
+        let mut obs = Observer::new(Dialect::Anthropic, true, false);
+        run(&mut obs, &events);
+        assert_eq!(
+            (obs.usage.output_tokens, obs.usage.reasoning_tokens),
+            (11, 4),
+            "a later delta without the details keeps the earlier count"
+        );
     }
 
     #[test]

@@ -236,6 +236,7 @@ mod tests {
                 has_ttft: 0,
                 ttft_ms: 0,
                 input_tokens: input,
+                input_tokens_estimated: 0,
                 output_tokens: output,
                 cached_input_tokens: input * cached_pct / 100,
                 cache_write_tokens: 0,
