@@ -1,7 +1,20 @@
 //! Latency report: call counts, error rates and p50/p95/p99 of duration and
 //! time-to-first-token (TTFT), per time bucket and per group of
-//! provider / model / team / org, read from the `latency_minute` rollup
-//! (migration 0002).
+//! provider / model / team / org, read from the `latency_minute_hist`
+//! rollup (migration 0026).
+//!
+//! Percentiles follow one definition, checkable by hand: linear
+//! interpolation between the closest ranks (Hyndman & Fan type 7, the
+//! default of numpy, R and Excel's PERCENTILE.INC): over the n sorted values
+//! x\[0\] <= ... <= x\[n-1\], with h = (n - 1) q, the q-quantile is
+//! x\[floor h\] + (h - floor h) (x\[floor h + 1\] - x\[floor h\]). A group of at
+//! most [`EXACT_MAX_CALLS`] values gets it exactly, from the values kept in
+//! the rollup; a larger group gets the same formula over the histogram: the
+//! two order statistics are located exactly by the histogram's counts and
+//! each is estimated by the mean of its bucket, which lies within
+//! [`HISTOGRAM_MAX_RELATIVE_ERROR`] of it. Every number is computed from
+//! integer states, so the same calls give the same report whatever the
+//! rollup's part layout (see docs/architecture.md, "Latency percentiles").
 //!
 //! This module owns the whole query side of the latency fold: validating the
 //! request (`LatencyParams` -> `LatencyQuery`), the SQL text (only in
@@ -468,12 +481,46 @@ pub struct Stats {
     pub errors: u64,
     /// `errors / count`.
     pub error_rate: f64,
-    /// t-digest estimates over all calls.
+    /// Over all calls; exact up to [`EXACT_MAX_CALLS`] calls.
     pub duration_ms: Percentiles,
     /// Calls that reported a first token (streamed).
     pub ttft_count: u64,
-    /// t-digest estimates over streamed calls; `null` when there were none.
+    /// Over streamed calls (exact up to [`EXACT_MAX_CALLS`] of them);
+    /// `null` when there were none.
     pub ttft_ms: Option<Percentiles>,
+}
+
+/// Quantile levels of every report, in [`Percentiles`] order.
+pub const LEVELS: [f64; 3] = [0.5, 0.95, 0.99];
+
+/// Groups of at most this many values get exact percentiles. The rollup
+/// keeps up to this many values per row (`groupArray(1000)` in migration
+/// 0026); a group this small is made only of rows that kept all of theirs.
+/// Above it the values of a busy minute are no longer all kept, and the
+/// histogram answers within [`HISTOGRAM_MAX_RELATIVE_ERROR`].
+pub const EXACT_MAX_CALLS: u64 = 1_000;
+
+/// Histogram buckets per power of two (`256` in migration 0026's bucket
+/// key): a bucket `[lo, lo + w)` has `w <= lo / 256`.
+pub const HISTOGRAM_BUCKETS_PER_OCTAVE: u64 = 256;
+
+/// Bound on `|estimate - exact| / exact` for a histogram percentile. Both
+/// order statistics the definition interpolates between are located
+/// exactly (the histogram's counts are exact), and each is replaced by the
+/// mean of the bucket it lies in; mean and value share a bucket, so they
+/// differ by less than its width `w <= lo / 256 <= value / 256`; the
+/// interpolation of two such values keeps the bound.
+pub const HISTOGRAM_MAX_RELATIVE_ERROR: f64 = 1.0 / HISTOGRAM_BUCKETS_PER_OCTAVE as f64;
+
+/// How a group's percentiles were computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PercentileMethod {
+    /// From every value of the group.
+    Exact,
+    /// From the log-linear histogram; an estimate within
+    /// [`HISTOGRAM_MAX_RELATIVE_ERROR`] of the exact value.
+    Histogram,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -481,41 +528,134 @@ pub struct Percentiles {
     pub p50: f64,
     pub p95: f64,
     pub p99: f64,
+    /// `exact` for groups of at most [`EXACT_MAX_CALLS`] values, else
+    /// `histogram`.
+    pub method: PercentileMethod,
+    /// Bound on `|reported - exact| / exact` for each of the three values:
+    /// `0` when exact, [`HISTOGRAM_MAX_RELATIVE_ERROR`] otherwise.
+    pub max_relative_error: f64,
 }
 
 impl Percentiles {
-    /// From the three values of `quantilesTDigest*(0.5, 0.95, 0.99)`,
-    /// rounded to a microsecond (the digest computes in Float32, which
-    /// carries no more).
-    fn from_quantiles(values: &[f64]) -> Option<Self> {
-        let round = |v: f64| (v * 1_000.0).round() / 1_000.0;
-        match values {
-            [p50, p95, p99] => Some(Self {
-                p50: round(*p50),
-                p95: round(*p95),
-                p99: round(*p99),
-            }),
-            _ => None,
+    /// `count` values' percentiles from the order statistics the SQL
+    /// returns (in microseconds): for each level of [`LEVELS`], the values
+    /// at ranks `floor(h)` and `min(floor(h) + 1, count - 1)`, where
+    /// `h = (count - 1) q` (computed the same way in the SQL). Reported in
+    /// milliseconds, to the microsecond. `None` when the arity is wrong or
+    /// a value is not finite (a histogram that does not hold the rank).
+    pub fn from_order_stats(count: u64, order_stats_us: &[f64]) -> Option<Self> {
+        if order_stats_us.len() != 2 * LEVELS.len() || order_stats_us.iter().any(|v| !v.is_finite())
+        {
+            return None;
         }
+        let last = count.saturating_sub(1) as f64;
+        let at = |i: usize| {
+            let q = LEVELS[i];
+            let h = last * q;
+            let frac = h - h.floor();
+            let (lo, hi) = (order_stats_us[2 * i], order_stats_us[2 * i + 1]);
+            let us = lo + frac * (hi - lo);
+            us.round() / 1_000.0
+        };
+        let exact = count <= EXACT_MAX_CALLS;
+        Some(Self {
+            p50: at(0),
+            p95: at(1),
+            p99: at(2),
+            method: if exact {
+                PercentileMethod::Exact
+            } else {
+                PercentileMethod::Histogram
+            },
+            max_relative_error: if exact {
+                0.0
+            } else {
+                HISTOGRAM_MAX_RELATIVE_ERROR
+            },
+        })
+    }
+
+    /// Whether the values are estimates (the page marks them).
+    pub fn is_estimate(&self) -> bool {
+        self.method != PercentileMethod::Exact
     }
 }
 
 // ---------------------------------------------------------------- SQL
 
-/// The merged aggregate states of one group; identical in every statement.
-/// The quantile arrays are cast to `Array(Float64)` because their type
-/// differs by version: ClickHouse 18.16 returns the argument type
-/// (`Array(UInt32)` here), current ClickHouse `Array(Float32)`; RowBinary
-/// carries no type, so an uncast array would be misread on one of them.
-const MERGED_STATS: &str = "countMerge(calls) AS call_count, \
-     sumMerge(errors) AS error_count, \
-     arrayMap(x -> toFloat64(x), quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q)) AS duration_quantiles, \
-     arrayMap(x -> toFloat64(x), quantilesTDigestIfMerge(0.5, 0.95, 0.99)(ttft_q)) AS ttft_quantiles, \
-     sumMerge(ttft_calls) AS ttft_count";
+/// Per-group intermediate values, named once for both halves of a
+/// statement (`d_` duration, `t_` TTFT): the merged histogram as
+/// `(bucket keys, counts, sums)`, the running count over buckets, the
+/// sorted kept values, and the last rank `n - 1`. In WITH so they are not
+/// returned; lambdas can refer to them (18.16 drops columns of a subquery
+/// that only a lambda uses, so a subquery would not do).
+fn merged_with() -> String {
+    let side = |p: &str, hist: &str, sample: &str, count: &str| {
+        format!(
+            "sumMapMerge({hist}) AS {p}_hist, \
+             tupleElement({p}_hist, 2) AS {p}_counts, \
+             tupleElement({p}_hist, 3) AS {p}_sums, \
+             arrayCumSum({p}_counts) AS {p}_cum, \
+             arraySort({sample}) AS {p}_sample, \
+             toUInt64(greatest({count}, 1) - 1) AS {p}_last"
+        )
+    };
+    format!(
+        "WITH {}, {}",
+        side(
+            "d",
+            "duration_hist",
+            &format!("groupArrayMerge({EXACT_MAX_CALLS})(duration_sample)"),
+            "countMerge(calls)"
+        ),
+        side(
+            "t",
+            "ttft_hist",
+            &format!("groupArrayIfMerge({EXACT_MAX_CALLS})(ttft_sample)"),
+            "sumMerge(ttft_calls)"
+        )
+    )
+}
+
+/// The order statistics [`Percentiles::from_order_stats`] interpolates
+/// between, in microseconds, as `Array(Float64)`: the value at 0-based rank
+/// k is the (k+1)-th kept value when the group is small enough to have
+/// kept them all, else the mean of the histogram bucket where the running
+/// count first exceeds k.
+fn order_stats(p: &str) -> String {
+    let ranks: Vec<String> = LEVELS
+        .iter()
+        .flat_map(|q| {
+            let lo = format!("toUInt64(floor({p}_last * {q}))");
+            let hi = format!("least({lo} + 1, {p}_last)");
+            [lo, hi]
+        })
+        .collect();
+    format!(
+        "arrayMap(k -> if({p}_last < {EXACT_MAX_CALLS}, toFloat64({p}_sample[k + 1]), \
+         {p}_sums[arrayFirstIndex(c -> c > k, {p}_cum)] / {p}_counts[arrayFirstIndex(c -> c > k, {p}_cum)]), \
+         [{}])",
+        ranks.join(", ")
+    )
+}
+
+/// The merged statistics of one group; identical in every statement.
+fn merged_stats() -> String {
+    format!(
+        "countMerge(calls) AS call_count, \
+         sumMerge(errors) AS error_count, \
+         {} AS duration_order_stats, \
+         {} AS ttft_order_stats, \
+         sumMerge(ttft_calls) AS ttft_count",
+        order_stats("d"),
+        order_stats("t")
+    )
+}
 
 /// The window on the rollup's primary key; binds `from` and `to` as epoch
 /// seconds so the server's time zone never matters.
-const WINDOW: &str = "FROM latency_minute WHERE minute >= toDateTime(?) AND minute < toDateTime(?)";
+const WINDOW: &str =
+    "FROM latency_minute_hist WHERE minute >= toDateTime(?) AND minute < toDateTime(?)";
 
 /// Buckets aligned to multiples of the step since the epoch. Works on 18.16,
 /// which has no `toStartOfInterval`.
@@ -530,8 +670,8 @@ struct TotalsRow {
     key_org: String,
     call_count: u64,
     error_count: u64,
-    duration_quantiles: Vec<f64>,
-    ttft_quantiles: Vec<f64>,
+    duration_order_stats: Vec<f64>,
+    ttft_order_stats: Vec<f64>,
     ttft_count: u64,
 }
 
@@ -546,8 +686,8 @@ struct SeriesRow {
     key_org: String,
     call_count: u64,
     error_count: u64,
-    duration_quantiles: Vec<f64>,
-    ttft_quantiles: Vec<f64>,
+    duration_order_stats: Vec<f64>,
+    ttft_order_stats: Vec<f64>,
     ttft_count: u64,
 }
 
@@ -576,8 +716,8 @@ fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool) -> BoundS
             select.push(format!("'' AS {}", dimension.alias()));
         }
     }
-    select.push(MERGED_STATS.to_string());
-    let mut sql = format!("SELECT {} {WINDOW}", select.join(", "));
+    select.push(merged_stats());
+    let mut sql = format!("{} SELECT {} {WINDOW}", merged_with(), select.join(", "));
     binds.push(SqlValue::UInt(epoch(query.from)));
     binds.push(SqlValue::UInt(epoch(query.to)));
     for dimension in Dimension::ALL {
@@ -701,10 +841,13 @@ fn stats(
     ttft: &[f64],
     ttft_count: u64,
 ) -> Result<Stats, ReadModelError> {
-    let quantiles = |values: &[f64]| {
-        Percentiles::from_quantiles(values).ok_or_else(|| ReadModelError::UnexpectedRow {
+    let percentiles = |n: u64, values: &[f64]| {
+        Percentiles::from_order_stats(n, values).ok_or_else(|| ReadModelError::UnexpectedRow {
             query: query_name,
-            detail: format!("expected 3 quantiles, got {}", values.len()),
+            detail: format!(
+                "expected {} finite order statistics, got {values:?}",
+                2 * LEVELS.len()
+            ),
         })
     };
     Ok(Stats {
@@ -715,12 +858,12 @@ fn stats(
         } else {
             errors as f64 / count as f64
         },
-        duration_ms: quantiles(duration)?,
+        duration_ms: percentiles(count, duration)?,
         ttft_count,
         ttft_ms: if ttft_count == 0 {
             None
         } else {
-            Some(quantiles(ttft)?)
+            Some(percentiles(ttft_count, ttft)?)
         },
     })
 }
@@ -748,8 +891,8 @@ fn assemble(
             "latency.totals",
             row.call_count,
             row.error_count,
-            &row.duration_quantiles,
-            &row.ttft_quantiles,
+            &row.duration_order_stats,
+            &row.ttft_order_stats,
             row.ttft_count,
         )?;
         index.insert(key.clone(), groups.len());
@@ -775,8 +918,8 @@ fn assemble(
             "latency.series",
             row.call_count,
             row.error_count,
-            &row.duration_quantiles,
-            &row.ttft_quantiles,
+            &row.duration_order_stats,
+            &row.ttft_order_stats,
             row.ttft_count,
         )?;
         if let Some(group) = groups.get_mut(at) {
@@ -1016,18 +1159,110 @@ mod tests {
     #[test]
     fn series_sql_text() {
         let sql = stats_sql("latency.series", &sample_query(), true).text();
-        assert_eq!(
-            sql,
-            "SELECT toDateTime(intDiv(toUInt32(minute), 300) * 300) AS bucket_start, \
-             provider AS key_provider, model AS key_model, '' AS key_team, '' AS key_org, \
-             countMerge(calls) AS call_count, sumMerge(errors) AS error_count, \
-             arrayMap(x -> toFloat64(x), quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q)) AS duration_quantiles, \
-             arrayMap(x -> toFloat64(x), quantilesTDigestIfMerge(0.5, 0.95, 0.99)(ttft_q)) AS ttft_quantiles, \
-             sumMerge(ttft_calls) AS ttft_count \
-             FROM latency_minute WHERE minute >= toDateTime(1767225600) \
-             AND minute < toDateTime(1767229200) AND team_id = 'team\\'a' \
-             GROUP BY key_model, key_provider, bucket_start \
-             ORDER BY key_model, key_provider, bucket_start"
+        let (with, rest) = sql.split_once(" SELECT ").unwrap();
+        assert!(
+            with.starts_with("WITH sumMapMerge(duration_hist) AS d_hist, "),
+            "{with}"
+        );
+        assert!(with.contains("arraySort(groupArrayMerge(1000)(duration_sample)) AS d_sample"));
+        assert!(with.contains("arraySort(groupArrayIfMerge(1000)(ttft_sample)) AS t_sample"));
+        assert!(with.contains("toUInt64(greatest(countMerge(calls), 1) - 1) AS d_last"));
+        assert!(with.contains("toUInt64(greatest(sumMerge(ttft_calls), 1) - 1) AS t_last"));
+        assert!(
+            rest.starts_with(
+                "toDateTime(intDiv(toUInt32(minute), 300) * 300) AS bucket_start, \
+                 provider AS key_provider, model AS key_model, '' AS key_team, '' AS key_org, \
+                 countMerge(calls) AS call_count, sumMerge(errors) AS error_count, \
+                 arrayMap(k -> if(d_last < 1000, toFloat64(d_sample[k + 1]), \
+                 d_sums[arrayFirstIndex(c -> c > k, d_cum)] / d_counts[arrayFirstIndex(c -> c > k, d_cum)]), \
+                 [toUInt64(floor(d_last * 0.5)), least(toUInt64(floor(d_last * 0.5)) + 1, d_last), \
+                 toUInt64(floor(d_last * 0.95)), least(toUInt64(floor(d_last * 0.95)) + 1, d_last), \
+                 toUInt64(floor(d_last * 0.99)), least(toUInt64(floor(d_last * 0.99)) + 1, d_last)]) \
+                 AS duration_order_stats, arrayMap(k -> if(t_last < 1000, "
+            ),
+            "{rest}"
+        );
+        assert!(
+            rest.ends_with(
+                "AS ttft_order_stats, sumMerge(ttft_calls) AS ttft_count \
+                 FROM latency_minute_hist WHERE minute >= toDateTime(1767225600) \
+                 AND minute < toDateTime(1767229200) AND team_id = 'team\\'a' \
+                 GROUP BY key_model, key_provider, bucket_start \
+                 ORDER BY key_model, key_provider, bucket_start"
+            ),
+            "{rest}"
+        );
+    }
+
+    /// The constants the SQL and the bound are built from are the ones the
+    /// migration stores with.
+    #[test]
+    fn constants_match_the_migration() {
+        let migration = include_str!("../../../migrations/clickhouse/0026_latency_minute_hist.sql");
+        assert!(migration.contains(&format!("groupArray({EXACT_MAX_CALLS})")));
+        assert!(migration.contains(&format!("groupArrayIf({EXACT_MAX_CALLS})")));
+        assert!(migration.contains(&format!(
+            "intDiv(roundToExp2(v), {HISTOGRAM_BUCKETS_PER_OCTAVE})"
+        )));
+        assert_eq!(HISTOGRAM_MAX_RELATIVE_ERROR, 0.00390625);
+    }
+
+    /// The order statistics the SQL returns for sorted `values`, exactly as
+    /// its exact path picks them.
+    fn exact_order_stats(values: &[f64]) -> Vec<f64> {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let last = sorted.len().saturating_sub(1);
+        LEVELS
+            .iter()
+            .flat_map(|q| {
+                let lo = (last as f64 * q).floor() as usize;
+                [sorted[lo], sorted[(lo + 1).min(last)]]
+            })
+            .map(|ms| ms * 1_000.0)
+            .collect()
+    }
+
+    /// numpy.percentile(values, [50, 95, 99]) (method "linear", type 7),
+    /// written out for the issue's group of 102 calls whose top values are
+    /// 1749, 1782 and a 60002 ms timeout: h = 101 q, so p99 interpolates
+    /// 0.99 of the way from the 100th to the 101st value.
+    #[test]
+    fn percentiles_are_type_7_interpolation() {
+        let mut values: Vec<f64> = (0..99).map(|i| 100.0 + f64::from(i) * 10.0).collect();
+        values.extend([1_749.0, 1_782.0, 60_002.0]);
+        let p = Percentiles::from_order_stats(102, &exact_order_stats(&values)).unwrap();
+        // p50: h = 50.5 -> 600 + 0.5 * 10.
+        assert_eq!(p.p50, 605.0);
+        // p95: h = 95.95 -> 1050 + 0.95 * 10.
+        assert_eq!(p.p95, 1_059.5);
+        // p99: h = 99.99 -> 1749 + 0.99 * 33.
+        assert_eq!(p.p99, 1_781.67);
+        assert_eq!(p.method, PercentileMethod::Exact);
+        assert_eq!(p.max_relative_error, 0.0);
+
+        // One value: every percentile is that value.
+        let p = Percentiles::from_order_stats(1, &exact_order_stats(&[42.5])).unwrap();
+        assert_eq!((p.p50, p.p95, p.p99), (42.5, 42.5, 42.5));
+        // Sub-millisecond results are kept: 50 x 7 ms and 50 x 8 ms.
+        let values: Vec<f64> = (0..100).map(|i| if i < 50 { 7.0 } else { 8.0 }).collect();
+        let p = Percentiles::from_order_stats(100, &exact_order_stats(&values)).unwrap();
+        assert_eq!(p.p50, 7.5);
+    }
+
+    #[test]
+    fn above_the_threshold_values_are_marked_estimates() {
+        let p = Percentiles::from_order_stats(EXACT_MAX_CALLS, &[1.0; 6]).unwrap();
+        assert!(!p.is_estimate());
+        let p = Percentiles::from_order_stats(EXACT_MAX_CALLS + 1, &[1.0; 6]).unwrap();
+        assert!(p.is_estimate());
+        assert_eq!(p.method, PercentileMethod::Histogram);
+        assert_eq!(p.max_relative_error, HISTOGRAM_MAX_RELATIVE_ERROR);
+        let json = serde_json::to_value(p).unwrap();
+        assert_eq!(json["method"], "histogram");
+        assert_eq!(json["max_relative_error"], 0.00390625);
+        assert!(
+            Percentiles::from_order_stats(2_000, &[1.0, 2.0, f64::NAN, 1.0, 1.0, 1.0]).is_none()
         );
     }
 
@@ -1054,8 +1289,8 @@ mod tests {
             key_org: String::new(),
             call_count: count,
             error_count: 1,
-            duration_quantiles: vec![100.0, 200.0, 300.0],
-            ttft_quantiles: vec![0.0, 0.0, 0.0],
+            duration_order_stats: vec![100e3, 100e3, 200e3, 200e3, 300e3, 300e3],
+            ttft_order_stats: vec![0.0; 6],
             ttft_count: 0,
         }
     }
@@ -1079,8 +1314,8 @@ mod tests {
                 key_org: String::new(),
                 call_count: 4,
                 error_count: 1,
-                duration_quantiles: vec![1.0, 2.0, 3.123_456_7],
-                ttft_quantiles: vec![10.0, 20.0, 30.0],
+                duration_order_stats: vec![1e3, 1e3, 2e3, 2e3, 3_123.456_7, 3_123.456_7],
+                ttft_order_stats: vec![10e3, 10e3, 20e3, 20e3, 30e3, 30e3],
                 ttft_count: 3,
             },
             SeriesRow {
@@ -1091,8 +1326,8 @@ mod tests {
                 key_org: String::new(),
                 call_count: 1,
                 error_count: 0,
-                duration_quantiles: vec![1.0, 1.0, 1.0],
-                ttft_quantiles: vec![0.0, 0.0, 0.0],
+                duration_order_stats: vec![1e3; 6],
+                ttft_order_stats: vec![0.0; 6],
                 ttft_count: 0,
             },
         ];
@@ -1135,8 +1370,12 @@ mod tests {
     #[test]
     fn wrong_quantile_arity_is_an_error() {
         let mut row = totals_row("a", "b", 1);
-        row.duration_quantiles = vec![1.0];
+        row.duration_order_stats = vec![1.0];
         let err = assemble(&sample_query(), vec![row], vec![]).unwrap_err();
-        assert!(err.to_string().contains("expected 3 quantiles"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("expected 6 finite order statistics"),
+            "{err}"
+        );
     }
 }
