@@ -395,6 +395,43 @@ async fn estimates_say_so_and_keep_their_stated_bound() {
     assert_eq!(total["ttft_ms"]["method"], "histogram", "{total}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0026_backfills_calls_stored_before_it() {
+    let mut calls = dataset(BASE);
+    calls.extend(large_group(BASE, 1_200));
+    // Calls stored under the t-digest schema, then the migration; applied
+    // twice, as an interrupted `tollgate migrate` would.
+    let mut env = ReportEnv::migrated_before("latency_backfill", "0026").await;
+    env.insert(&calls).await;
+    env.insert(&noise(BASE)).await;
+    let file = latency_fixture::migration_files()
+        .into_iter()
+        .find(|f| f.to_string_lossy().contains("0026_"))
+        .unwrap();
+    latency_fixture::apply_migration(&env.database, &file).await;
+    latency_fixture::apply_migration(&env.database, &file).await;
+    // The old rollup is gone; calls stored from now on reach the new one.
+    let tables = ch(&env.database, "SHOW TABLES").await;
+    assert!(!tables.lines().any(|t| t == "latency_minute"), "{tables}");
+    let later = tail_group(BASE + 1_800);
+    env.insert(&later).await;
+    calls.extend(later);
+    env.start_api().await;
+    let report = fetch_report(&env, "group_by=&bucket=15m").await;
+    let all: Vec<&Call> = calls.iter().collect();
+    assert_stats("all", &groups_of(&report)[0]["total"], &all);
+    for point in groups_of(&report)[0]["series"].as_array().unwrap() {
+        let start = chrono::DateTime::parse_from_rfc3339(point["bucket_start"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+        let bucket: Vec<&Call> = calls
+            .iter()
+            .filter(|c| c.at - c.at % 900 == start)
+            .collect();
+        assert_stats(&format!("bucket {start}"), &point["stats"], &bucket);
+    }
+}
+
 /// The raw body of a report.
 async fn report_text(env: &ReportEnv, query: &str) -> String {
     let url = format!(

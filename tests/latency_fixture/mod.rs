@@ -188,6 +188,25 @@ fn statements(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// `migrations/clickhouse/*.sql`, in order.
+pub fn migration_files() -> Vec<PathBuf> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/clickhouse");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Run every statement of one migration file in `database`.
+pub async fn apply_migration(database: &str, file: &std::path::Path) {
+    for statement in statements(&std::fs::read_to_string(file).unwrap()) {
+        ch(database, &statement).await;
+    }
+}
+
 /// A database with the schema, a config file, and (once started) the API.
 pub struct ReportEnv {
     pub database: String,
@@ -200,18 +219,17 @@ pub struct ReportEnv {
 impl ReportEnv {
     /// Create the database and apply `migrations/clickhouse/*.sql` in order.
     pub async fn new(label: &str) -> Self {
+        Self::migrated_before(label, "9999").await
+    }
+
+    /// Create the database and apply the migrations whose file names sort
+    /// before `version` (e.g. `"0026"`): the schema of an older release.
+    pub async fn migrated_before(label: &str, version: &str) -> Self {
         let database = unique(label);
         ch("default", &format!("CREATE DATABASE {database}")).await;
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/clickhouse");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
-            .collect();
-        files.sort();
-        for file in files {
-            for statement in statements(&std::fs::read_to_string(&file).unwrap()) {
-                ch(&database, &statement).await;
+        for file in migration_files() {
+            if file.file_name().unwrap().to_str().unwrap() < version {
+                apply_migration(&database, &file).await;
             }
         }
         Self::with_database(database)
