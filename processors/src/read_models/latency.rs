@@ -509,7 +509,8 @@ pub const HISTOGRAM_BUCKETS_PER_OCTAVE: u64 = 256;
 /// exactly (the histogram's counts are exact), and each is replaced by the
 /// mean of the bucket it lies in; mean and value share a bucket, so they
 /// differ by less than its width `w <= lo / 256 <= value / 256`; the
-/// interpolation of two such values keeps the bound.
+/// interpolation of two such values keeps the bound. (Rounding the report
+/// to the microsecond can add half a microsecond.)
 pub const HISTOGRAM_MAX_RELATIVE_ERROR: f64 = 1.0 / HISTOGRAM_BUCKETS_PER_OCTAVE as f64;
 
 /// How a group's percentiles were computed.
