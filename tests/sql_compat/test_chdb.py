@@ -174,7 +174,7 @@ def test_latency_percentiles_on_current_clickhouse():
             "INSERT INTO calls (event_id, kind, occurred_at, provider, model, duration_ms, has_ttft, ttft_ms, outcome) VALUES "
             + ", ".join(rows)
         )
-        sql = next(e["sql"] for e in CATALOG if e["name"] == "latency.totals")
+        sql = next(e["sql"] for e in CATALOG if e["name"] == "latency.totals.histogram")
         result = sess.query(sql.strip().rstrip(";"), "JSONEachRow")
         got = {r["key_model"]: r for r in map(json.loads, str(result).strip().splitlines())}
     finally:

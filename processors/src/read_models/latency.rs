@@ -584,22 +584,40 @@ impl Percentiles {
 
 // ---------------------------------------------------------------- SQL
 
+/// Which order statistics a statement computes. Merging the histograms is
+/// the expensive part of a report (see docs/architecture.md, "What it
+/// costs"), so a report first asks without them and asks again with them
+/// only when a group or bucket has more than [`EXACT_MAX_CALLS`] values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// From the kept values only: right for groups of at most
+    /// [`EXACT_MAX_CALLS`] values, meaningless above.
+    Exact,
+    /// Kept values up to [`EXACT_MAX_CALLS`], the histogram above.
+    WithHistogram,
+}
+
 /// Per-group intermediate values, named once for both halves of a
-/// statement (`d_` duration, `t_` TTFT): the merged histogram as
-/// `(bucket keys, counts, sums)`, the running count over buckets, the
-/// sorted kept values, and the last rank `n - 1`. In WITH so they are not
-/// returned; lambdas can refer to them (18.16 drops columns of a subquery
-/// that only a lambda uses, so a subquery would not do).
-fn merged_with() -> String {
+/// statement (`d_` duration, `t_` TTFT): the sorted kept values, the last
+/// rank `n - 1`, and with the histogram its merged `(bucket keys, counts,
+/// sums)` and running count. In WITH so they are not returned; lambdas can
+/// refer to them (18.16 drops columns of a subquery that only a lambda
+/// uses, so a subquery would not do).
+fn merged_with(path: Path) -> String {
     let side = |p: &str, hist: &str, sample: &str, count: &str| {
-        format!(
-            "sumMapMerge({hist}) AS {p}_hist, \
-             tupleElement({p}_hist, 2) AS {p}_counts, \
-             tupleElement({p}_hist, 3) AS {p}_sums, \
-             arrayCumSum({p}_counts) AS {p}_cum, \
-             arraySort({sample}) AS {p}_sample, \
-             toUInt64(greatest({count}, 1) - 1) AS {p}_last"
-        )
+        let mut parts = vec![
+            format!("arraySort({sample}) AS {p}_sample"),
+            format!("toUInt64(greatest({count}, 1) - 1) AS {p}_last"),
+        ];
+        if path == Path::WithHistogram {
+            parts.extend([
+                format!("sumMapMerge({hist}) AS {p}_hist"),
+                format!("tupleElement({p}_hist, 2) AS {p}_counts"),
+                format!("tupleElement({p}_hist, 3) AS {p}_sums"),
+                format!("arrayCumSum({p}_counts) AS {p}_cum"),
+            ]);
+        }
+        parts.join(", ")
     };
     format!(
         "WITH {}, {}",
@@ -623,7 +641,7 @@ fn merged_with() -> String {
 /// k is the (k+1)-th kept value when the group is small enough to have
 /// kept them all, else the mean of the histogram bucket where the running
 /// count first exceeds k.
-fn order_stats(p: &str) -> String {
+fn order_stats(p: &str, path: Path) -> String {
     let ranks: Vec<String> = LEVELS
         .iter()
         .flat_map(|q| {
@@ -632,24 +650,27 @@ fn order_stats(p: &str) -> String {
             [lo, hi]
         })
         .collect();
-    format!(
-        "arrayMap(k -> if({p}_last < {EXACT_MAX_CALLS}, toFloat64({p}_sample[k + 1]), \
-         {p}_sums[arrayFirstIndex(c -> c > k, {p}_cum)] / {p}_counts[arrayFirstIndex(c -> c > k, {p}_cum)]), \
-         [{}])",
-        ranks.join(", ")
-    )
+    let kept = format!("toFloat64({p}_sample[k + 1])");
+    let value = match path {
+        Path::Exact => kept,
+        Path::WithHistogram => format!(
+            "if({p}_last < {EXACT_MAX_CALLS}, {kept}, \
+             {p}_sums[arrayFirstIndex(c -> c > k, {p}_cum)] / {p}_counts[arrayFirstIndex(c -> c > k, {p}_cum)])"
+        ),
+    };
+    format!("arrayMap(k -> {value}, [{}])", ranks.join(", "))
 }
 
 /// The merged statistics of one group; identical in every statement.
-fn merged_stats() -> String {
+fn merged_stats(path: Path) -> String {
     format!(
         "countMerge(calls) AS call_count, \
          sumMerge(errors) AS error_count, \
          {} AS duration_order_stats, \
          {} AS ttft_order_stats, \
          sumMerge(ttft_calls) AS ttft_count",
-        order_stats("d"),
-        order_stats("t")
+        order_stats("d", path),
+        order_stats("t", path)
     )
 }
 
@@ -700,7 +721,7 @@ struct DimensionRow {
 
 /// The statement behind both halves of the report: per group (`bucketed =
 /// false`, the totals) or per group and bucket (the series).
-fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool) -> BoundSql {
+fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool, path: Path) -> BoundSql {
     let mut select = Vec::new();
     let mut binds = Vec::new();
     let mut keys: Vec<&str> = query.group_by.iter().map(|d| d.alias()).collect();
@@ -717,8 +738,12 @@ fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool) -> BoundS
             select.push(format!("'' AS {}", dimension.alias()));
         }
     }
-    select.push(merged_stats());
-    let mut sql = format!("{} SELECT {} {WINDOW}", merged_with(), select.join(", "));
+    select.push(merged_stats(path));
+    let mut sql = format!(
+        "{} SELECT {} {WINDOW}",
+        merged_with(path),
+        select.join(", ")
+    );
     binds.push(SqlValue::UInt(epoch(query.from)));
     binds.push(SqlValue::UInt(epoch(query.to)));
     for dimension in Dimension::ALL {
@@ -784,12 +809,44 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
         ..plain.clone()
     };
     vec![
-        stats_sql("latency.totals", &plain, false),
-        stats_sql("latency.series", &plain, true),
-        stats_sql("latency.totals.filtered", &filtered, false),
-        stats_sql("latency.series.filtered", &filtered, true),
-        stats_sql("latency.totals.ungrouped", &ungrouped, false),
-        stats_sql("latency.series.ungrouped", &ungrouped, true),
+        stats_sql("latency.totals", &plain, false, Path::Exact),
+        stats_sql("latency.series", &plain, true, Path::Exact),
+        stats_sql(
+            "latency.totals.histogram",
+            &plain,
+            false,
+            Path::WithHistogram,
+        ),
+        stats_sql(
+            "latency.series.histogram",
+            &plain,
+            true,
+            Path::WithHistogram,
+        ),
+        stats_sql(
+            "latency.totals.filtered",
+            &filtered,
+            false,
+            Path::WithHistogram,
+        ),
+        stats_sql(
+            "latency.series.filtered",
+            &filtered,
+            true,
+            Path::WithHistogram,
+        ),
+        stats_sql(
+            "latency.totals.ungrouped",
+            &ungrouped,
+            false,
+            Path::WithHistogram,
+        ),
+        stats_sql(
+            "latency.series.ungrouped",
+            &ungrouped,
+            true,
+            Path::WithHistogram,
+        ),
         dimensions_sql(from, to),
     ]
 }
@@ -800,8 +857,30 @@ pub(crate) async fn run(
     models: &ReadModels,
     query: &LatencyQuery,
 ) -> Result<LatencyReport, ReadModelError> {
-    let totals_sql = stats_sql("latency.totals", query, false);
-    let series_sql = stats_sql("latency.series", query, true);
+    let (totals, series) = fetch(models, query, Path::Exact).await?;
+    let large = |count: u64, ttft: u64| count > EXACT_MAX_CALLS || ttft > EXACT_MAX_CALLS;
+    let needs_histogram = totals.iter().any(|r| large(r.call_count, r.ttft_count))
+        || series.iter().any(|r| large(r.call_count, r.ttft_count));
+    let (totals, series) = if needs_histogram {
+        fetch(models, query, Path::WithHistogram).await?
+    } else {
+        (totals, series)
+    };
+    assemble(query, totals, series)
+}
+
+/// Totals and series, concurrently.
+async fn fetch(
+    models: &ReadModels,
+    query: &LatencyQuery,
+    path: Path,
+) -> Result<(Vec<TotalsRow>, Vec<SeriesRow>), ReadModelError> {
+    let (totals_name, series_name) = match path {
+        Path::Exact => ("latency.totals", "latency.series"),
+        Path::WithHistogram => ("latency.totals.histogram", "latency.series.histogram"),
+    };
+    let totals_sql = stats_sql(totals_name, query, false, path);
+    let series_sql = stats_sql(series_name, query, true, path);
     let totals = async {
         models
             .bounded(totals_sql.query(models.client()).fetch_all::<TotalsRow>())
@@ -814,8 +893,7 @@ pub(crate) async fn run(
             .await
             .map_err(|err| models.classify(series_sql.name, err))
     };
-    let (totals, series) = futures::try_join!(totals, series)?;
-    assemble(query, totals, series)
+    futures::try_join!(totals, series)
 }
 
 pub(crate) async fn dimensions(
@@ -1159,12 +1237,19 @@ mod tests {
 
     #[test]
     fn series_sql_text() {
-        let sql = stats_sql("latency.series", &sample_query(), true).text();
+        let sql = stats_sql("latency.series", &sample_query(), true, Path::WithHistogram).text();
         let (with, rest) = sql.split_once(" SELECT ").unwrap();
         assert!(
-            with.starts_with("WITH sumMapMerge(duration_hist) AS d_hist, "),
+            with.starts_with(
+                "WITH arraySort(groupArrayMerge(1000)(duration_sample)) AS d_sample, "
+            ),
             "{with}"
         );
+        assert!(
+            with.contains("sumMapMerge(duration_hist) AS d_hist"),
+            "{with}"
+        );
+        assert!(with.contains("sumMapMerge(ttft_hist) AS t_hist"), "{with}");
         assert!(with.contains("arraySort(groupArrayMerge(1000)(duration_sample)) AS d_sample"));
         assert!(with.contains("arraySort(groupArrayIfMerge(1000)(ttft_sample)) AS t_sample"));
         assert!(with.contains("toUInt64(greatest(countMerge(calls), 1) - 1) AS d_last"));
@@ -1192,6 +1277,19 @@ mod tests {
                  ORDER BY key_model, key_provider, bucket_start"
             ),
             "{rest}"
+        );
+    }
+
+    /// Without the histogram, nothing merges it: the cheap first pass.
+    #[test]
+    fn exact_path_sql_reads_only_kept_values() {
+        let sql = stats_sql("latency.totals", &sample_query(), false, Path::Exact).text();
+        assert!(!sql.contains("sumMap"), "{sql}");
+        assert!(
+            sql.contains(
+                "arrayMap(k -> toFloat64(d_sample[k + 1]), [toUInt64(floor(d_last * 0.5))"
+            ),
+            "{sql}"
         );
     }
 
@@ -1274,7 +1372,7 @@ mod tests {
             filters: LatencyFilters::default(),
             ..sample_query()
         };
-        let sql = stats_sql("latency.totals", &query, false).text();
+        let sql = stats_sql("latency.totals", &query, false, Path::WithHistogram).text();
         assert!(
             sql.contains(" SELECT '' AS key_provider, '' AS key_model"),
             "{sql}"
