@@ -3,7 +3,9 @@
 //! its defaults, runs the page's script and Chart.js, and the test checks
 //! that every chart plotted points (the script writes `data-points` on each
 //! canvas after drawing) and that the totals table has one row per
-//! provider/model. A screenshot is saved under `tests/artifacts/` for people.
+//! provider/model, with the percentiles of a group too large to be exact
+//! marked as estimates. A screenshot is saved under `tests/artifacts/` for
+//! people.
 //!
 //! Chromium comes from `TOLLGATE_TEST_CHROMIUM`, else `/usr/bin/chromium`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,7 +15,7 @@ mod support;
 
 use std::path::Path;
 
-use latency_fixture::{dataset, ReportEnv};
+use latency_fixture::{call, dataset, ReportEnv};
 use support::chromium::run_chromium;
 
 const CHART_IDS: [&str; 6] = [
@@ -53,6 +55,20 @@ async fn latency_page_draws_charts_and_totals_in_chromium() {
     let now = chrono::Utc::now().timestamp();
     let base = now - now % 60 - 3_600 + 60;
     env.insert(&dataset(base)).await;
+    // 1,200 calls of one more model: over the exact threshold, so its
+    // totals are histogram estimates and must be marked.
+    let batch: Vec<_> = (0..1_200u32)
+        .map(|i| {
+            call(
+                "openai",
+                "gpt-4o-batch",
+                base + i64::from(i % 3_540),
+                900 + i % 400,
+                None,
+            )
+        })
+        .collect();
+    env.insert(&batch).await;
     env.start_api().await;
     let url = format!("{}/sre/latency", env.api_url());
 
@@ -61,7 +77,7 @@ async fn latency_page_draws_charts_and_totals_in_chromium() {
     let page = reqwest::get(&url).await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert_eq!(html.matches("<tr class=\"group-row\"").count(), 4, "{html}");
+    assert_eq!(html.matches("<tr class=\"group-row\"").count(), 5, "{html}");
 
     let profile = tempfile::tempdir().unwrap();
     let dom = {
@@ -85,16 +101,34 @@ async fn latency_page_draws_charts_and_totals_in_chromium() {
              chromium stderr: {stderr}"
         );
     }
-    let rows = dom.matches("<tr class=\"group-row\"").count();
-    assert_eq!(rows, 4, "one totals row per provider/model");
+    let rows: Vec<&str> = dom.split("<tr class=\"group-row\"").skip(1).collect();
+    assert_eq!(rows.len(), 5, "one totals row per provider/model");
     for label in [
         "anthropic / claude-sonnet-4",
         "mistral / mistral-large",
         "openai / gpt-4o",
+        "openai / gpt-4o-batch",
         "openai / gpt-4o-mini",
     ] {
         assert!(dom.contains(label), "{label} missing from the page");
     }
+    // Estimates are marked (≈, and the bound on hover); exact values not.
+    for row in &rows {
+        let row = &row[..row.find("</tr>").unwrap()];
+        let estimates = row.matches("class=\"num estimate\"").count();
+        if row.contains("gpt-4o-batch") {
+            assert_eq!(estimates, 3, "the three duration cells: {row}");
+            assert_eq!(row.matches('≈').count(), 3, "{row}");
+            assert!(row.contains("within ±0.39% of the exact value"), "{row}");
+        } else {
+            assert_eq!(estimates, 0, "groups under 1,000 calls are exact: {row}");
+            assert!(!row.contains('≈'), "{row}");
+        }
+    }
+    assert!(
+        dom.contains("exact for a group or chart point of at most 1,000 calls"),
+        "the page says which values are exact"
+    );
 
     // A screenshot for people (and for the reviewer's eyes).
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");

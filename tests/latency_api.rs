@@ -1,8 +1,10 @@
 //! `GET /api/v1/reports/latency` against real ClickHouse: known calls are
 //! written into `calls`, the materialized view folds them into
-//! `latency_minute`, and the report must give exact counts and error rates,
-//! percentiles within the t-digest's error, working grouping and filters,
-//! and a 400 that names the parameter for every bad request.
+//! `latency_minute_hist`, and the report must give exact counts and error
+//! rates, numpy's percentiles exactly for groups of at most 1000 calls and
+//! within the stated bound above, the same bytes whatever the rollup's part
+//! layout, working grouping and filters, and a 400 that names the parameter
+//! for every bad request.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod latency_fixture;
@@ -11,7 +13,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use latency_fixture::{assert_stats, dataset, noise, Call, ReportEnv};
+use latency_fixture::{
+    assert_percentiles, assert_stats, call, ch, dataset, noise, type7, Call, ReportEnv,
+};
 use serde_json::{json, Value};
 
 /// 2026-01-15T10:00:00Z; the data covers [BASE, BASE + 1 h).
@@ -207,6 +211,281 @@ async fn grouping_and_filters() {
         (to - from).num_seconds() == 3_600 || (to - from).num_seconds() == 3_660,
         "{report}"
     );
+}
+
+/// The group: 102 calls whose top values are 1749, 1782 and one
+/// 60002 ms timeout. A t-digest reported p99 = 29,727 ms; numpy says
+/// 1781.67 (h = 101 x 0.99 = 99.99: 0.99 of the way from 1749 to 1782).
+fn tail_group(at: i64) -> Vec<Call> {
+    let mut calls: Vec<Call> = (0..99u32)
+        .map(|i| call("openai", "tail", at + i64::from(i % 60), 400 + i * 12, None))
+        .collect();
+    for ms in [1_749, 1_782, 60_002] {
+        calls.push(call("openai", "tail", at + 30, ms, None));
+    }
+    calls
+}
+
+/// 200 calls of 300-900 ms with two timeouts: p95 and p99 are ordinary
+/// values (p99 moves 1 % of the way towards the first timeout), where a
+/// digest interpolated far towards the outliers.
+fn outlier_group(at: i64) -> Vec<Call> {
+    let mut calls: Vec<Call> = (0..198u32)
+        .map(|i| {
+            let ms = 300 + (i * 37) % 600;
+            call(
+                "openai",
+                "outliers",
+                at + i64::from(i % 60),
+                ms,
+                Some(ms / 4),
+            )
+        })
+        .collect();
+    for ms in [30_000, 60_002] {
+        calls.push(call("openai", "outliers", at + 59, ms, Some(20_000)));
+    }
+    calls
+}
+
+fn durations(calls: &[Call]) -> Vec<f64> {
+    calls.iter().map(|c| f64::from(c.duration_ms)).collect()
+}
+
+fn group<'a>(report: &'a Value, model: &str) -> &'a Value {
+    groups_of(report)
+        .iter()
+        .find(|g| g["key"]["model"] == model)
+        .unwrap_or_else(|| panic!("no group {model}: {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_groups_get_exact_percentiles() {
+    let mut env = ReportEnv::new("latency_exact").await;
+    let tail = tail_group(BASE);
+    let outliers = outlier_group(BASE + 600);
+    env.insert(&tail).await;
+    env.insert(&outliers).await;
+    env.start_api().await;
+    let report = fetch_report(&env, "group_by=provider,model&bucket=1h").await;
+
+    let total = &group(&report, "tail")["total"];
+    assert_eq!(total["duration_ms"]["p99"], 1_781.67, "{total}");
+    assert_eq!(total["duration_ms"]["method"], "exact", "{total}");
+    assert_percentiles("tail", &total["duration_ms"], &durations(&tail));
+
+    let total = &group(&report, "outliers")["total"];
+    let values = durations(&outliers);
+    assert!(type7(&values, 0.95) < 900.0 && type7(&values, 0.99) < 1_500.0);
+    assert_percentiles("outliers", &total["duration_ms"], &values);
+    let ttfts: Vec<f64> = outliers
+        .iter()
+        .filter_map(|c| c.ttft_ms)
+        .map(f64::from)
+        .collect();
+    assert_percentiles("outliers ttft", &total["ttft_ms"], &ttfts);
+    // The series points are exact too (one 1 h bucket each).
+    let point = &group(&report, "tail")["series"][0]["stats"];
+    assert_eq!(
+        point["duration_ms"],
+        total_of(&report, "tail")["duration_ms"]
+    );
+}
+
+fn total_of<'a>(report: &'a Value, model: &str) -> &'a Value {
+    &group(report, model)["total"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percentiles_keep_sub_millisecond_precision() {
+    let mut env = ReportEnv::new("latency_submilli").await;
+    // The 985 x 7 ms and 1015 x 8 ms: a median of 7 (truncated)
+    // was biased downwards; numpy says 8 (ranks 999 and 1000 are both 8).
+    let mut big: Vec<Call> = (0..2_000u32)
+        .map(|i| {
+            call(
+                "openai",
+                "big",
+                BASE + i64::from(i % 60),
+                if i < 985 { 7 } else { 8 },
+                None,
+            )
+        })
+        .collect();
+    // 50 x 7 and 50 x 8: the median is 7.5, between two whole milliseconds.
+    let half: Vec<Call> = (0..100u32)
+        .map(|i| {
+            call(
+                "openai",
+                "half",
+                BASE + 60 + i64::from(i % 60),
+                if i < 50 { 7 } else { 8 },
+                None,
+            )
+        })
+        .collect();
+    big.extend(half.iter().cloned());
+    env.insert(&big).await;
+    env.start_api().await;
+    let report = fetch_report(&env, "group_by=provider,model&bucket=1h").await;
+    let half_total = &total_of(&report, "half")["duration_ms"];
+    assert_eq!(half_total["p50"], 7.5, "{half_total}");
+    assert_percentiles("half", half_total, &durations(&half));
+    let big_total = &total_of(&report, "big")["duration_ms"];
+    assert_eq!(big_total["p50"], 8.0, "{big_total}");
+    assert_eq!(big_total["method"], "histogram", "{big_total}");
+    assert_percentiles("big", big_total, &durations(&big[..2_000]));
+}
+
+/// `n` calls of one model with a long tail, two in three streamed: above
+/// the exact threshold, so the group's values are histogram estimates.
+fn large_group(at: i64, n: u32) -> Vec<Call> {
+    (0..n)
+        .map(|i| {
+            // A spread of values that are not on bucket bounds: 120 ms to
+            // about 40 s, denser at the low end.
+            let u = f64::from((i * 7_919) % n) / f64::from(n);
+            let ms = (120.0 + 40_000.0 * u.powi(4)) as u32 + i % 7;
+            call(
+                "anthropic",
+                "large",
+                at + i64::from(i % 3_600),
+                ms,
+                (i % 3 != 0).then_some(ms / 5 + 13),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn estimates_say_so_and_keep_their_stated_bound() {
+    let mut env = ReportEnv::new("latency_bound").await;
+    let calls = large_group(BASE, 1_500);
+    env.insert(&calls).await;
+    env.start_api().await;
+    let report = fetch_report(&env, "group_by=provider,model&bucket=5m").await;
+    let total = total_of(&report, "large");
+    assert_eq!(total["duration_ms"]["method"], "histogram", "{total}");
+    assert_eq!(
+        total["duration_ms"]["max_relative_error"], 0.00390625,
+        "{total}"
+    );
+    let refs: Vec<&Call> = calls.iter().collect();
+    // Total (1,500 calls, 1,000 streamed: TTFT exact, duration estimated)
+    // and every 5-minute point (125 calls each: exact).
+    assert_stats("large total", total, &refs);
+    assert_eq!(total["ttft_ms"]["method"], "exact", "{total}");
+    for point in group(&report, "large")["series"].as_array().unwrap() {
+        let start = chrono::DateTime::parse_from_rfc3339(point["bucket_start"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+        let bucket: Vec<&Call> = calls
+            .iter()
+            .filter(|c| c.at - c.at % 300 == start)
+            .collect();
+        assert_stats(&format!("large {start}"), &point["stats"], &bucket);
+    }
+    // Two more streamed calls (1,002) make TTFT an estimate too.
+    let mut more = large_group(BASE, 1_500);
+    more.truncate(3);
+    env.insert(&more).await;
+    let report = fetch_report(&env, "group_by=provider,model&bucket=1h").await;
+    let total = total_of(&report, "large");
+    assert_eq!(total["ttft_count"], 1_002, "{total}");
+    assert_eq!(total["ttft_ms"]["method"], "histogram", "{total}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0026_backfills_calls_stored_before_it() {
+    let mut calls = dataset(BASE);
+    calls.extend(large_group(BASE, 1_200));
+    // Calls stored under the t-digest schema, then the migration; applied
+    // twice, as an interrupted `tollgate migrate` would.
+    let mut env = ReportEnv::migrated_before("latency_backfill", "0026").await;
+    env.insert(&calls).await;
+    env.insert(&noise(BASE)).await;
+    let file = latency_fixture::migration_files()
+        .into_iter()
+        .find(|f| f.to_string_lossy().contains("0026_"))
+        .unwrap();
+    latency_fixture::apply_migration(&env.database, &file).await;
+    latency_fixture::apply_migration(&env.database, &file).await;
+    // The old rollup is gone; calls stored from now on reach the new one.
+    let tables = ch(&env.database, "SHOW TABLES").await;
+    assert!(!tables.lines().any(|t| t == "latency_minute"), "{tables}");
+    let later = tail_group(BASE + 1_800);
+    env.insert(&later).await;
+    calls.extend(later);
+    env.start_api().await;
+    let report = fetch_report(&env, "group_by=&bucket=15m").await;
+    let all: Vec<&Call> = calls.iter().collect();
+    assert_stats("all", &groups_of(&report)[0]["total"], &all);
+    for point in groups_of(&report)[0]["series"].as_array().unwrap() {
+        let start = chrono::DateTime::parse_from_rfc3339(point["bucket_start"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+        let bucket: Vec<&Call> = calls
+            .iter()
+            .filter(|c| c.at - c.at % 900 == start)
+            .collect();
+        assert_stats(&format!("bucket {start}"), &point["stats"], &bucket);
+    }
+}
+
+/// The raw body of a report.
+async fn report_text(env: &ReportEnv, query: &str) -> String {
+    let url = format!(
+        "{}/api/v1/reports/latency?from={FROM}&to={TO}&{query}",
+        env.api_url()
+    );
+    let response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_calls_give_the_same_report_whatever_the_part_layout() {
+    // Over the threshold (the histogram path) and under it, with TTFTs;
+    // 6,000 in one group, so that a t-digest would compress while merging
+    // (ClickHouse's does past 2,048 unmerged centroids), in whatever order
+    // the parts come.
+    let mut calls = large_group(BASE, 6_000);
+    calls.extend(outlier_group(BASE + 300));
+    calls.extend(dataset(BASE));
+
+    // One insert: one part per table.
+    let mut one = ReportEnv::new("latency_layout_one").await;
+    one.insert(&calls).await;
+    one.start_api().await;
+    // The same calls in another order, in 25 inserts: 25 parts, which the
+    // server merges in the background in an order of its own.
+    let mut many = ReportEnv::new("latency_layout_many").await;
+    let mut shuffled = calls.clone();
+    shuffled.reverse();
+    shuffled.rotate_left(777);
+    for chunk in shuffled.chunks(shuffled.len() / 25 + 1) {
+        many.insert(chunk).await;
+    }
+    many.start_api().await;
+
+    for query in [
+        "group_by=provider,model&bucket=5m",
+        "group_by=&bucket=1h",
+        "group_by=team&bucket=15m",
+    ] {
+        let want = report_text(&one, query).await;
+        // Repeated requests right after the inserts: one answer.
+        for _ in 0..10 {
+            assert_eq!(report_text(&many, query).await, want, "{query}");
+        }
+        // And after the parts were merged.
+        ch(&many.database, "OPTIMIZE TABLE latency_minute_hist FINAL").await;
+        assert_eq!(report_text(&many, query).await, want, "{query}");
+    }
+    let report: Value =
+        serde_json::from_str(&report_text(&one, "group_by=&bucket=1h").await).unwrap();
+    let all: Vec<&Call> = calls.iter().collect();
+    assert_stats("all", &groups_of(&report)[0]["total"], &all);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -317,7 +317,11 @@ async fn effectively_once_across_sigkill() {
         traffic.input_tokens
     );
     assert_eq!(
-        ch_u64(&env, "SELECT countMerge(calls) FROM {db}.latency_minute").await,
+        ch_u64(
+            &env,
+            "SELECT countMerge(calls) FROM {db}.latency_minute_hist"
+        )
+        .await,
         traffic.calls
     );
     assert_eq!(

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_processors::read_models::latency::{format_bucket, parse_bucket, parse_group_by};
 use tollgate_processors::read_models::{
     InvalidParameter, LatencyFilters, LatencyQuery, LatencyReport, Percentiles, ReadModelError,
-    Stats,
+    Stats, EXACT_MAX_CALLS, HISTOGRAM_MAX_RELATIVE_ERROR,
 };
 
 use crate::layout::{render, Section};
@@ -112,6 +112,12 @@ pub struct TotalsRow {
     pub ttft_p50: String,
     pub ttft_p95: String,
     pub ttft_p99: String,
+    /// `num estimate` when the duration percentiles are estimates, else
+    /// `num`; the cells then start with `≈` and carry the bound as a title.
+    pub duration_class: &'static str,
+    pub duration_title: String,
+    pub ttft_class: &'static str,
+    pub ttft_title: String,
 }
 
 /// One chart canvas; its data lives in [`ChartData`].
@@ -187,6 +193,10 @@ pub struct LatencyPage {
     pub rows: Vec<TotalsRow>,
     /// `ChartData` as JSON, escaped for a `<script>` element.
     pub chart_json: String,
+    /// For the note under the table: the largest group given exactly, and
+    /// the bound on an estimate.
+    pub exact_max: String,
+    pub max_error: String,
 }
 
 /// Turn the page's parameters into a report query, and the form to show.
@@ -363,6 +373,8 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
         ttft_charts: slots(&TTFT_CHARTS),
         rows,
         chart_json: script_json(&chart_data),
+        exact_max: thousands(EXACT_MAX_CALLS),
+        max_error: format!("{:.2}%", HISTOGRAM_MAX_RELATIVE_ERROR * 100.0),
     }
 }
 
@@ -421,24 +433,55 @@ fn totals_rows(report: &LatencyReport) -> Vec<TotalsRow> {
                 total
                     .ttft_ms
                     .as_ref()
-                    .map_or_else(|| "—".to_string(), |p| millis(pick(p)))
+                    .map_or_else(|| "—".to_string(), |p| marked(p, pick(p)))
             };
+            let d = &total.duration_ms;
+            let (duration_class, duration_title) = estimate_mark(Some(d), total.count);
+            let (ttft_class, ttft_title) = estimate_mark(total.ttft_ms.as_ref(), total.ttft_count);
             TotalsRow {
                 color: color(i),
                 label: group.key.label(),
                 count: thousands(total.count),
                 errors: thousands(total.errors),
                 error_rate: format!("{:.2}%", total.error_rate * 100.0),
-                p50: millis(total.duration_ms.p50),
-                p95: millis(total.duration_ms.p95),
-                p99: millis(total.duration_ms.p99),
+                p50: marked(d, d.p50),
+                p95: marked(d, d.p95),
+                p99: marked(d, d.p99),
                 ttft_count: thousands(total.ttft_count),
                 ttft_p50: ttft(|p| p.p50),
                 ttft_p95: ttft(|p| p.p95),
                 ttft_p99: ttft(|p| p.p99),
+                duration_class,
+                duration_title,
+                ttft_class,
+                ttft_title,
             }
         })
         .collect()
+}
+
+/// A percentile for the table: `≈` in front of an estimate.
+fn marked(p: &Percentiles, value: f64) -> String {
+    if p.is_estimate() {
+        format!("≈{}", millis(value))
+    } else {
+        millis(value)
+    }
+}
+
+/// The cell class and hover text of a group's percentiles.
+fn estimate_mark(p: Option<&Percentiles>, count: u64) -> (&'static str, String) {
+    match p {
+        Some(p) if p.is_estimate() => (
+            "num estimate",
+            format!(
+                "estimate from the latency histogram of {} values: within ±{:.2}% of the exact value",
+                thousands(count),
+                p.max_relative_error * 100.0
+            ),
+        ),
+        _ => ("num", String::new()),
+    }
 }
 
 /// Bucket starts covering the window, aligned like the SQL buckets
@@ -510,12 +553,13 @@ fn script_json(data: &ChartData) -> String {
         .replace('&', "\\u0026")
 }
 
-/// Whole milliseconds, except below 10 ms where the tenth still matters.
+/// Tenths of a millisecond, hundredths below 10 ms: the report carries
+/// microseconds, and an exact 1781.67 should not read as a whole 1782.
 fn millis(value: f64) -> String {
     if value >= 10.0 {
-        format!("{value:.0}")
-    } else {
         format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
     }
 }
 
@@ -603,22 +647,21 @@ mod tests {
             .with_timezone(&Utc)
     }
 
+    /// Percentiles as the read model gives them for `count` values.
+    fn percentiles(count: u64, p50: f64) -> Percentiles {
+        let us = |ms: f64| ms * 1_000.0;
+        let stats = [p50, p50, p50 * 2.0, p50 * 2.0, p50 * 3.0, p50 * 3.0].map(us);
+        Percentiles::from_order_stats(count, &stats).unwrap()
+    }
+
     fn stats(count: u64, p50: f64, ttft: Option<f64>) -> Stats {
         Stats {
             count,
             errors: 1,
             error_rate: 1.0 / count as f64,
-            duration_ms: Percentiles {
-                p50,
-                p95: p50 * 2.0,
-                p99: p50 * 3.0,
-            },
+            duration_ms: percentiles(count, p50),
             ttft_count: u64::from(ttft.is_some()) * count,
-            ttft_ms: ttft.map(|v| Percentiles {
-                p50: v,
-                p95: v * 2.0,
-                p99: v * 3.0,
-            }),
+            ttft_ms: ttft.map(|v| percentiles(count, v)),
         }
     }
 
@@ -728,6 +771,41 @@ mod tests {
     }
 
     #[test]
+    fn estimates_are_marked_exact_values_are_not() {
+        let mut report = report();
+        // The first group's total is over 1,234 calls (an estimate); make
+        // the second one small enough to be exact.
+        report.groups[1].total = stats(800, 90.0, None);
+        let rows = totals_rows(&report);
+        assert_eq!(rows[0].duration_class, "num estimate");
+        assert_eq!(rows[0].p50, "≈120.0");
+        assert!(
+            rows[0].duration_title.contains("within ±0.39%"),
+            "{}",
+            rows[0].duration_title
+        );
+        assert_eq!(rows[0].ttft_class, "num estimate");
+        assert_eq!(rows[1].duration_class, "num");
+        assert_eq!(rows[1].p50, "90.0");
+        assert!(rows[1].duration_title.is_empty());
+        assert_eq!(rows[1].ttft_p50, "—");
+        let html = view(PageInput {
+            form: form(),
+            dimensions: &[],
+            report: Some(&report),
+            error: None,
+        })
+        .render()
+        .unwrap();
+        assert_eq!(
+            html.matches("<td class=\"num estimate\" title=\"estimate")
+                .count(),
+            6
+        );
+        assert!(html.contains("exact for a group or chart point of at most 1,000 calls"));
+    }
+
+    #[test]
     fn empty_report_says_so() {
         let html = view(PageInput {
             form: form(),
@@ -780,9 +858,9 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(millis(1234.4), "1234");
-        assert_eq!(millis(12.345), "12");
-        assert_eq!(millis(9.87), "9.9");
+        assert_eq!(millis(1781.67), "1781.7");
+        assert_eq!(millis(12.345), "12.3");
+        assert_eq!(millis(7.5), "7.50");
         assert_eq!(percent_encode("a b/ü"), "a%20b%2F%C3%BC");
     }
 }

@@ -54,6 +54,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0024_calls_input_estimated.sql",
         include_str!("../../migrations/clickhouse/0024_calls_input_estimated.sql"),
     ),
+    (
+        "0026_latency_minute_hist.sql",
+        include_str!("../../migrations/clickhouse/0026_latency_minute_hist.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

@@ -2,7 +2,8 @@
 //! migrations applied, known AI calls written straight into `calls` (Kafka and
 //! the processor are bypassed, so the report is tested on its own), a
 //! `tollgate api` serving them, and the exact statistics to check a report
-//! against. Shared by `latency_api.rs` and `dashboard_chromium.rs`.
+//! against (numpy's percentile definition, written out in [`type7`]).
+//! Shared by `latency_api.rs` and `dashboard_chromium.rs`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
@@ -187,6 +188,25 @@ fn statements(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// `migrations/clickhouse/*.sql`, in order.
+pub fn migration_files() -> Vec<PathBuf> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/clickhouse");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Run every statement of one migration file in `database`.
+pub async fn apply_migration(database: &str, file: &std::path::Path) {
+    for statement in statements(&std::fs::read_to_string(file).unwrap()) {
+        ch(database, &statement).await;
+    }
+}
+
 /// A database with the schema, a config file, and (once started) the API.
 pub struct ReportEnv {
     pub database: String,
@@ -199,18 +219,17 @@ pub struct ReportEnv {
 impl ReportEnv {
     /// Create the database and apply `migrations/clickhouse/*.sql` in order.
     pub async fn new(label: &str) -> Self {
+        Self::migrated_before(label, "9999").await
+    }
+
+    /// Create the database and apply the migrations whose file names sort
+    /// before `version` (e.g. `"0026"`): the schema of an older release.
+    pub async fn migrated_before(label: &str, version: &str) -> Self {
         let database = unique(label);
         ch("default", &format!("CREATE DATABASE {database}")).await;
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/clickhouse");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
-            .collect();
-        files.sort();
-        for file in files {
-            for statement in statements(&std::fs::read_to_string(&file).unwrap()) {
-                ch(&database, &statement).await;
+        for file in migration_files() {
+            if file.file_name().unwrap().to_str().unwrap() < version {
+                apply_migration(&database, &file).await;
             }
         }
         Self::with_database(database)
@@ -320,30 +339,62 @@ impl Drop for ReportEnv {
     }
 }
 
-/// Exact quantile by the nearest-rank method on sorted data.
-pub fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
-    let q = q.clamp(0.0, 1.0);
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-/// A t-digest estimate is accepted when it lies between the exact quantiles
-/// at `q - d` and `q + d`, with `d` = 2 % rank error, or one rank (`1/n`)
-/// on small sets, where the digest interpolates between neighbouring values;
-/// plus 1 ms of slack for Float32 rounding.
-pub fn assert_quantile(label: &str, got: f64, values: &[f64], q: f64) {
+/// The report's quantile definition, written out as numpy's
+/// `percentile(values, 100 q)` (method "linear", Hyndman & Fan type 7):
+/// h = (n - 1) q, then linear interpolation between the values at ranks
+/// floor(h) and floor(h) + 1 of the sorted data. Rounded to the
+/// microsecond, as the report is.
+pub fn type7(values: &[f64], q: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let d = f64::max(0.02, 1.0 / sorted.len() as f64);
-    let lo = exact_quantile(&sorted, q - d) - 1.0;
-    let hi = exact_quantile(&sorted, q + d) + 1.0;
-    assert!(
-        (lo..=hi).contains(&got),
-        "{label}: p{} = {got}, exact {}, accepted [{lo}, {hi}] over {} values",
-        q * 100.0,
-        exact_quantile(&sorted, q),
-        sorted.len()
+    let h = (sorted.len() - 1) as f64 * q;
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    let value = sorted[lo] + (h - h.floor()) * (sorted[hi] - sorted[lo]);
+    (value * 1_000.0).round() / 1_000.0
+}
+
+/// Groups of at most this many values are reported exactly.
+pub const EXACT_MAX_CALLS: usize = 1_000;
+/// The stated bound on a histogram estimate, relative to the exact value.
+pub const MAX_RELATIVE_ERROR: f64 = 1.0 / 256.0;
+
+/// Check one `Percentiles` object: a group of at most 1000 values must be
+/// exactly numpy's answer and say `"method": "exact"`; a larger one must say
+/// `"method": "histogram"`, state the bound, and keep to it.
+pub fn assert_percentiles(label: &str, got: &Value, values: &[f64]) {
+    let exact = values.len() <= EXACT_MAX_CALLS;
+    let (method, bound) = if exact {
+        ("exact", 0.0)
+    } else {
+        ("histogram", MAX_RELATIVE_ERROR)
+    };
+    assert_eq!(
+        got["method"],
+        method,
+        "{label} over {} values: {got}",
+        values.len()
     );
+    assert_eq!(
+        got["max_relative_error"].as_f64(),
+        Some(bound),
+        "{label}: the bound is stated: {got}"
+    );
+    for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
+        let value = got[name].as_f64().unwrap();
+        let want = type7(values, q);
+        if exact {
+            assert_eq!(value, want, "{label} {name} over {} values", values.len());
+        } else {
+            // Plus half a microsecond: the report is rounded to one.
+            let slack = want * bound + 0.000_5;
+            assert!(
+                (value - want).abs() <= slack,
+                "{label} {name} = {value}, exact {want}, bound ±{slack} over {} values",
+                values.len()
+            );
+        }
+    }
 }
 
 /// Check one `Stats` object of a report against the calls it covers.
@@ -376,17 +427,38 @@ pub fn assert_stats(label: &str, stats: &Value, calls: &[&Call]) {
         Some(ttfts.len() as u64),
         "{label} ttft_count"
     );
-    for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
-        let got = stats["duration_ms"][name].as_f64().unwrap();
-        assert_quantile(&format!("{label} duration"), got, &durations, q);
-        if ttfts.is_empty() {
-            assert!(
-                stats["ttft_ms"].is_null(),
-                "{label}: ttft_ms must be null: {stats}"
-            );
-        } else {
-            let got = stats["ttft_ms"][name].as_f64().unwrap();
-            assert_quantile(&format!("{label} ttft"), got, &ttfts, q);
-        }
+    assert_percentiles(
+        &format!("{label} duration"),
+        &stats["duration_ms"],
+        &durations,
+    );
+    if ttfts.is_empty() {
+        assert!(
+            stats["ttft_ms"].is_null(),
+            "{label}: ttft_ms must be null: {stats}"
+        );
+    } else {
+        assert_percentiles(&format!("{label} ttft"), &stats["ttft_ms"], &ttfts);
+    }
+}
+
+/// A completed call of `provider`/`model` in team-a at `at`.
+pub fn call(
+    provider: &'static str,
+    model: &'static str,
+    at: i64,
+    duration_ms: u32,
+    ttft_ms: Option<u32>,
+) -> Call {
+    Call {
+        provider,
+        model,
+        team: "team-a",
+        org: "org-1",
+        at,
+        duration_ms,
+        ttft_ms,
+        error: false,
+        kind: "ai.call.completed",
     }
 }

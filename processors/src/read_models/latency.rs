@@ -1,7 +1,20 @@
 //! Latency report: call counts, error rates and p50/p95/p99 of duration and
 //! time-to-first-token (TTFT), per time bucket and per group of
-//! provider / model / team / org, read from the `latency_minute` rollup
-//! (migration 0002).
+//! provider / model / team / org, read from the `latency_minute_hist`
+//! rollup (migration 0026).
+//!
+//! Percentiles follow one definition, checkable by hand: linear
+//! interpolation between the closest ranks (Hyndman & Fan type 7, the
+//! default of numpy, R and Excel's PERCENTILE.INC): over the n sorted values
+//! x\[0\] <= ... <= x\[n-1\], with h = (n - 1) q, the q-quantile is
+//! x\[floor h\] + (h - floor h) (x\[floor h + 1\] - x\[floor h\]). A group of at
+//! most [`EXACT_MAX_CALLS`] values gets it exactly, from the values kept in
+//! the rollup; a larger group gets the same formula over the histogram: the
+//! two order statistics are located exactly by the histogram's counts and
+//! each is estimated by the mean of its bucket, which lies within
+//! [`HISTOGRAM_MAX_RELATIVE_ERROR`] of it. Every number is computed from
+//! integer states, so the same calls give the same report whatever the
+//! rollup's part layout (see docs/architecture.md, "Latency percentiles").
 //!
 //! This module owns the whole query side of the latency fold: validating the
 //! request (`LatencyParams` -> `LatencyQuery`), the SQL text (only in
@@ -468,12 +481,47 @@ pub struct Stats {
     pub errors: u64,
     /// `errors / count`.
     pub error_rate: f64,
-    /// t-digest estimates over all calls.
+    /// Over all calls; exact up to [`EXACT_MAX_CALLS`] calls.
     pub duration_ms: Percentiles,
     /// Calls that reported a first token (streamed).
     pub ttft_count: u64,
-    /// t-digest estimates over streamed calls; `null` when there were none.
+    /// Over streamed calls (exact up to [`EXACT_MAX_CALLS`] of them);
+    /// `null` when there were none.
     pub ttft_ms: Option<Percentiles>,
+}
+
+/// Quantile levels of every report, in [`Percentiles`] order.
+pub const LEVELS: [f64; 3] = [0.5, 0.95, 0.99];
+
+/// Groups of at most this many values get exact percentiles. The rollup
+/// keeps up to this many values per row (`groupArray(1000)` in migration
+/// 0026); a group this small is made only of rows that kept all of theirs.
+/// Above it the values of a busy minute are no longer all kept, and the
+/// histogram answers within [`HISTOGRAM_MAX_RELATIVE_ERROR`].
+pub const EXACT_MAX_CALLS: u64 = 1_000;
+
+/// Histogram buckets per power of two (`256` in migration 0026's bucket
+/// key): a bucket `[lo, lo + w)` has `w <= lo / 256`.
+pub const HISTOGRAM_BUCKETS_PER_OCTAVE: u64 = 256;
+
+/// Bound on `|estimate - exact| / exact` for a histogram percentile. Both
+/// order statistics the definition interpolates between are located
+/// exactly (the histogram's counts are exact), and each is replaced by the
+/// mean of the bucket it lies in; mean and value share a bucket, so they
+/// differ by less than its width `w <= lo / 256 <= value / 256`; the
+/// interpolation of two such values keeps the bound. (Rounding the report
+/// to the microsecond can add half a microsecond.)
+pub const HISTOGRAM_MAX_RELATIVE_ERROR: f64 = 1.0 / HISTOGRAM_BUCKETS_PER_OCTAVE as f64;
+
+/// How a group's percentiles were computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PercentileMethod {
+    /// From every value of the group.
+    Exact,
+    /// From the log-linear histogram; an estimate within
+    /// [`HISTOGRAM_MAX_RELATIVE_ERROR`] of the exact value.
+    Histogram,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -481,41 +529,155 @@ pub struct Percentiles {
     pub p50: f64,
     pub p95: f64,
     pub p99: f64,
+    /// `exact` for groups of at most [`EXACT_MAX_CALLS`] values, else
+    /// `histogram`.
+    pub method: PercentileMethod,
+    /// Bound on `|reported - exact| / exact` for each of the three values:
+    /// `0` when exact, [`HISTOGRAM_MAX_RELATIVE_ERROR`] otherwise.
+    pub max_relative_error: f64,
 }
 
 impl Percentiles {
-    /// From the three values of `quantilesTDigest*(0.5, 0.95, 0.99)`,
-    /// rounded to a microsecond (the digest computes in Float32, which
-    /// carries no more).
-    fn from_quantiles(values: &[f64]) -> Option<Self> {
-        let round = |v: f64| (v * 1_000.0).round() / 1_000.0;
-        match values {
-            [p50, p95, p99] => Some(Self {
-                p50: round(*p50),
-                p95: round(*p95),
-                p99: round(*p99),
-            }),
-            _ => None,
+    /// `count` values' percentiles from the order statistics the SQL
+    /// returns (in microseconds): for each level of [`LEVELS`], the values
+    /// at ranks `floor(h)` and `min(floor(h) + 1, count - 1)`, where
+    /// `h = (count - 1) q` (computed the same way in the SQL). Reported in
+    /// milliseconds, to the microsecond. `None` when the arity is wrong or
+    /// a value is not finite (a histogram that does not hold the rank).
+    pub fn from_order_stats(count: u64, order_stats_us: &[f64]) -> Option<Self> {
+        if order_stats_us.len() != 2 * LEVELS.len() || order_stats_us.iter().any(|v| !v.is_finite())
+        {
+            return None;
         }
+        let last = count.saturating_sub(1) as f64;
+        let at = |i: usize| {
+            let q = LEVELS[i];
+            let h = last * q;
+            let frac = h - h.floor();
+            let (lo, hi) = (order_stats_us[2 * i], order_stats_us[2 * i + 1]);
+            let us = lo + frac * (hi - lo);
+            us.round() / 1_000.0
+        };
+        let exact = count <= EXACT_MAX_CALLS;
+        Some(Self {
+            p50: at(0),
+            p95: at(1),
+            p99: at(2),
+            method: if exact {
+                PercentileMethod::Exact
+            } else {
+                PercentileMethod::Histogram
+            },
+            max_relative_error: if exact {
+                0.0
+            } else {
+                HISTOGRAM_MAX_RELATIVE_ERROR
+            },
+        })
+    }
+
+    /// Whether the values are estimates (the page marks them).
+    pub fn is_estimate(&self) -> bool {
+        self.method != PercentileMethod::Exact
     }
 }
 
 // ---------------------------------------------------------------- SQL
 
-/// The merged aggregate states of one group; identical in every statement.
-/// The quantile arrays are cast to `Array(Float64)` because their type
-/// differs by version: ClickHouse 18.16 returns the argument type
-/// (`Array(UInt32)` here), current ClickHouse `Array(Float32)`; RowBinary
-/// carries no type, so an uncast array would be misread on one of them.
-const MERGED_STATS: &str = "countMerge(calls) AS call_count, \
-     sumMerge(errors) AS error_count, \
-     arrayMap(x -> toFloat64(x), quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q)) AS duration_quantiles, \
-     arrayMap(x -> toFloat64(x), quantilesTDigestIfMerge(0.5, 0.95, 0.99)(ttft_q)) AS ttft_quantiles, \
-     sumMerge(ttft_calls) AS ttft_count";
+/// Which order statistics a statement computes. Merging the histograms is
+/// the expensive part of a report (see docs/architecture.md, "What it
+/// costs"), so a report first asks without them and asks again with them
+/// only when a group or bucket has more than [`EXACT_MAX_CALLS`] values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// From the kept values only: right for groups of at most
+    /// [`EXACT_MAX_CALLS`] values, meaningless above.
+    Exact,
+    /// Kept values up to [`EXACT_MAX_CALLS`], the histogram above.
+    WithHistogram,
+}
+
+/// Per-group intermediate values, named once for both halves of a
+/// statement (`d_` duration, `t_` TTFT): the sorted kept values, the last
+/// rank `n - 1`, and with the histogram its merged `(bucket keys, counts,
+/// sums)` and running count. In WITH so they are not returned; lambdas can
+/// refer to them (18.16 drops columns of a subquery that only a lambda
+/// uses, so a subquery would not do).
+fn merged_with(path: Path) -> String {
+    let side = |p: &str, hist: &str, sample: &str, count: &str| {
+        let mut parts = vec![
+            format!("arraySort({sample}) AS {p}_sample"),
+            format!("toUInt64(greatest({count}, 1) - 1) AS {p}_last"),
+        ];
+        if path == Path::WithHistogram {
+            parts.extend([
+                format!("sumMapMerge({hist}) AS {p}_hist"),
+                format!("tupleElement({p}_hist, 2) AS {p}_counts"),
+                format!("tupleElement({p}_hist, 3) AS {p}_sums"),
+                format!("arrayCumSum({p}_counts) AS {p}_cum"),
+            ]);
+        }
+        parts.join(", ")
+    };
+    format!(
+        "WITH {}, {}",
+        side(
+            "d",
+            "duration_hist",
+            &format!("groupArrayMerge({EXACT_MAX_CALLS})(duration_sample)"),
+            "countMerge(calls)"
+        ),
+        side(
+            "t",
+            "ttft_hist",
+            &format!("groupArrayIfMerge({EXACT_MAX_CALLS})(ttft_sample)"),
+            "sumMerge(ttft_calls)"
+        )
+    )
+}
+
+/// The order statistics [`Percentiles::from_order_stats`] interpolates
+/// between, in microseconds, as `Array(Float64)`: the value at 0-based rank
+/// k is the (k+1)-th kept value when the group is small enough to have
+/// kept them all, else the mean of the histogram bucket where the running
+/// count first exceeds k.
+fn order_stats(p: &str, path: Path) -> String {
+    let ranks: Vec<String> = LEVELS
+        .iter()
+        .flat_map(|q| {
+            let lo = format!("toUInt64(floor({p}_last * {q}))");
+            let hi = format!("least({lo} + 1, {p}_last)");
+            [lo, hi]
+        })
+        .collect();
+    let kept = format!("toFloat64({p}_sample[k + 1])");
+    let value = match path {
+        Path::Exact => kept,
+        Path::WithHistogram => format!(
+            "if({p}_last < {EXACT_MAX_CALLS}, {kept}, \
+             {p}_sums[arrayFirstIndex(c -> c > k, {p}_cum)] / {p}_counts[arrayFirstIndex(c -> c > k, {p}_cum)])"
+        ),
+    };
+    format!("arrayMap(k -> {value}, [{}])", ranks.join(", "))
+}
+
+/// The merged statistics of one group; identical in every statement.
+fn merged_stats(path: Path) -> String {
+    format!(
+        "countMerge(calls) AS call_count, \
+         sumMerge(errors) AS error_count, \
+         {} AS duration_order_stats, \
+         {} AS ttft_order_stats, \
+         sumMerge(ttft_calls) AS ttft_count",
+        order_stats("d", path),
+        order_stats("t", path)
+    )
+}
 
 /// The window on the rollup's primary key; binds `from` and `to` as epoch
 /// seconds so the server's time zone never matters.
-const WINDOW: &str = "FROM latency_minute WHERE minute >= toDateTime(?) AND minute < toDateTime(?)";
+const WINDOW: &str =
+    "FROM latency_minute_hist WHERE minute >= toDateTime(?) AND minute < toDateTime(?)";
 
 /// Buckets aligned to multiples of the step since the epoch. Works on 18.16,
 /// which has no `toStartOfInterval`.
@@ -530,8 +692,8 @@ struct TotalsRow {
     key_org: String,
     call_count: u64,
     error_count: u64,
-    duration_quantiles: Vec<f64>,
-    ttft_quantiles: Vec<f64>,
+    duration_order_stats: Vec<f64>,
+    ttft_order_stats: Vec<f64>,
     ttft_count: u64,
 }
 
@@ -546,8 +708,8 @@ struct SeriesRow {
     key_org: String,
     call_count: u64,
     error_count: u64,
-    duration_quantiles: Vec<f64>,
-    ttft_quantiles: Vec<f64>,
+    duration_order_stats: Vec<f64>,
+    ttft_order_stats: Vec<f64>,
     ttft_count: u64,
 }
 
@@ -559,7 +721,7 @@ struct DimensionRow {
 
 /// The statement behind both halves of the report: per group (`bucketed =
 /// false`, the totals) or per group and bucket (the series).
-fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool) -> BoundSql {
+fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool, path: Path) -> BoundSql {
     let mut select = Vec::new();
     let mut binds = Vec::new();
     let mut keys: Vec<&str> = query.group_by.iter().map(|d| d.alias()).collect();
@@ -576,8 +738,12 @@ fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool) -> BoundS
             select.push(format!("'' AS {}", dimension.alias()));
         }
     }
-    select.push(MERGED_STATS.to_string());
-    let mut sql = format!("SELECT {} {WINDOW}", select.join(", "));
+    select.push(merged_stats(path));
+    let mut sql = format!(
+        "{} SELECT {} {WINDOW}",
+        merged_with(path),
+        select.join(", ")
+    );
     binds.push(SqlValue::UInt(epoch(query.from)));
     binds.push(SqlValue::UInt(epoch(query.to)));
     for dimension in Dimension::ALL {
@@ -643,12 +809,44 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
         ..plain.clone()
     };
     vec![
-        stats_sql("latency.totals", &plain, false),
-        stats_sql("latency.series", &plain, true),
-        stats_sql("latency.totals.filtered", &filtered, false),
-        stats_sql("latency.series.filtered", &filtered, true),
-        stats_sql("latency.totals.ungrouped", &ungrouped, false),
-        stats_sql("latency.series.ungrouped", &ungrouped, true),
+        stats_sql("latency.totals", &plain, false, Path::Exact),
+        stats_sql("latency.series", &plain, true, Path::Exact),
+        stats_sql(
+            "latency.totals.histogram",
+            &plain,
+            false,
+            Path::WithHistogram,
+        ),
+        stats_sql(
+            "latency.series.histogram",
+            &plain,
+            true,
+            Path::WithHistogram,
+        ),
+        stats_sql(
+            "latency.totals.filtered",
+            &filtered,
+            false,
+            Path::WithHistogram,
+        ),
+        stats_sql(
+            "latency.series.filtered",
+            &filtered,
+            true,
+            Path::WithHistogram,
+        ),
+        stats_sql(
+            "latency.totals.ungrouped",
+            &ungrouped,
+            false,
+            Path::WithHistogram,
+        ),
+        stats_sql(
+            "latency.series.ungrouped",
+            &ungrouped,
+            true,
+            Path::WithHistogram,
+        ),
         dimensions_sql(from, to),
     ]
 }
@@ -659,8 +857,30 @@ pub(crate) async fn run(
     models: &ReadModels,
     query: &LatencyQuery,
 ) -> Result<LatencyReport, ReadModelError> {
-    let totals_sql = stats_sql("latency.totals", query, false);
-    let series_sql = stats_sql("latency.series", query, true);
+    let (totals, series) = fetch(models, query, Path::Exact).await?;
+    let large = |count: u64, ttft: u64| count > EXACT_MAX_CALLS || ttft > EXACT_MAX_CALLS;
+    let needs_histogram = totals.iter().any(|r| large(r.call_count, r.ttft_count))
+        || series.iter().any(|r| large(r.call_count, r.ttft_count));
+    let (totals, series) = if needs_histogram {
+        fetch(models, query, Path::WithHistogram).await?
+    } else {
+        (totals, series)
+    };
+    assemble(query, totals, series)
+}
+
+/// Totals and series, concurrently.
+async fn fetch(
+    models: &ReadModels,
+    query: &LatencyQuery,
+    path: Path,
+) -> Result<(Vec<TotalsRow>, Vec<SeriesRow>), ReadModelError> {
+    let (totals_name, series_name) = match path {
+        Path::Exact => ("latency.totals", "latency.series"),
+        Path::WithHistogram => ("latency.totals.histogram", "latency.series.histogram"),
+    };
+    let totals_sql = stats_sql(totals_name, query, false, path);
+    let series_sql = stats_sql(series_name, query, true, path);
     let totals = async {
         models
             .bounded(totals_sql.query(models.client()).fetch_all::<TotalsRow>())
@@ -673,8 +893,7 @@ pub(crate) async fn run(
             .await
             .map_err(|err| models.classify(series_sql.name, err))
     };
-    let (totals, series) = futures::try_join!(totals, series)?;
-    assemble(query, totals, series)
+    futures::try_join!(totals, series)
 }
 
 pub(crate) async fn dimensions(
@@ -701,10 +920,13 @@ fn stats(
     ttft: &[f64],
     ttft_count: u64,
 ) -> Result<Stats, ReadModelError> {
-    let quantiles = |values: &[f64]| {
-        Percentiles::from_quantiles(values).ok_or_else(|| ReadModelError::UnexpectedRow {
+    let percentiles = |n: u64, values: &[f64]| {
+        Percentiles::from_order_stats(n, values).ok_or_else(|| ReadModelError::UnexpectedRow {
             query: query_name,
-            detail: format!("expected 3 quantiles, got {}", values.len()),
+            detail: format!(
+                "expected {} finite order statistics, got {values:?}",
+                2 * LEVELS.len()
+            ),
         })
     };
     Ok(Stats {
@@ -715,12 +937,12 @@ fn stats(
         } else {
             errors as f64 / count as f64
         },
-        duration_ms: quantiles(duration)?,
+        duration_ms: percentiles(count, duration)?,
         ttft_count,
         ttft_ms: if ttft_count == 0 {
             None
         } else {
-            Some(quantiles(ttft)?)
+            Some(percentiles(ttft_count, ttft)?)
         },
     })
 }
@@ -748,8 +970,8 @@ fn assemble(
             "latency.totals",
             row.call_count,
             row.error_count,
-            &row.duration_quantiles,
-            &row.ttft_quantiles,
+            &row.duration_order_stats,
+            &row.ttft_order_stats,
             row.ttft_count,
         )?;
         index.insert(key.clone(), groups.len());
@@ -775,8 +997,8 @@ fn assemble(
             "latency.series",
             row.call_count,
             row.error_count,
-            &row.duration_quantiles,
-            &row.ttft_quantiles,
+            &row.duration_order_stats,
+            &row.ttft_order_stats,
             row.ttft_count,
         )?;
         if let Some(group) = groups.get_mut(at) {
@@ -1015,19 +1237,131 @@ mod tests {
 
     #[test]
     fn series_sql_text() {
-        let sql = stats_sql("latency.series", &sample_query(), true).text();
-        assert_eq!(
-            sql,
-            "SELECT toDateTime(intDiv(toUInt32(minute), 300) * 300) AS bucket_start, \
-             provider AS key_provider, model AS key_model, '' AS key_team, '' AS key_org, \
-             countMerge(calls) AS call_count, sumMerge(errors) AS error_count, \
-             arrayMap(x -> toFloat64(x), quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q)) AS duration_quantiles, \
-             arrayMap(x -> toFloat64(x), quantilesTDigestIfMerge(0.5, 0.95, 0.99)(ttft_q)) AS ttft_quantiles, \
-             sumMerge(ttft_calls) AS ttft_count \
-             FROM latency_minute WHERE minute >= toDateTime(1767225600) \
-             AND minute < toDateTime(1767229200) AND team_id = 'team\\'a' \
-             GROUP BY key_model, key_provider, bucket_start \
-             ORDER BY key_model, key_provider, bucket_start"
+        let sql = stats_sql("latency.series", &sample_query(), true, Path::WithHistogram).text();
+        let (with, rest) = sql.split_once(" SELECT ").unwrap();
+        assert!(
+            with.starts_with(
+                "WITH arraySort(groupArrayMerge(1000)(duration_sample)) AS d_sample, "
+            ),
+            "{with}"
+        );
+        assert!(
+            with.contains("sumMapMerge(duration_hist) AS d_hist"),
+            "{with}"
+        );
+        assert!(with.contains("sumMapMerge(ttft_hist) AS t_hist"), "{with}");
+        assert!(with.contains("arraySort(groupArrayMerge(1000)(duration_sample)) AS d_sample"));
+        assert!(with.contains("arraySort(groupArrayIfMerge(1000)(ttft_sample)) AS t_sample"));
+        assert!(with.contains("toUInt64(greatest(countMerge(calls), 1) - 1) AS d_last"));
+        assert!(with.contains("toUInt64(greatest(sumMerge(ttft_calls), 1) - 1) AS t_last"));
+        assert!(
+            rest.starts_with(
+                "toDateTime(intDiv(toUInt32(minute), 300) * 300) AS bucket_start, \
+                 provider AS key_provider, model AS key_model, '' AS key_team, '' AS key_org, \
+                 countMerge(calls) AS call_count, sumMerge(errors) AS error_count, \
+                 arrayMap(k -> if(d_last < 1000, toFloat64(d_sample[k + 1]), \
+                 d_sums[arrayFirstIndex(c -> c > k, d_cum)] / d_counts[arrayFirstIndex(c -> c > k, d_cum)]), \
+                 [toUInt64(floor(d_last * 0.5)), least(toUInt64(floor(d_last * 0.5)) + 1, d_last), \
+                 toUInt64(floor(d_last * 0.95)), least(toUInt64(floor(d_last * 0.95)) + 1, d_last), \
+                 toUInt64(floor(d_last * 0.99)), least(toUInt64(floor(d_last * 0.99)) + 1, d_last)]) \
+                 AS duration_order_stats, arrayMap(k -> if(t_last < 1000, "
+            ),
+            "{rest}"
+        );
+        assert!(
+            rest.ends_with(
+                "AS ttft_order_stats, sumMerge(ttft_calls) AS ttft_count \
+                 FROM latency_minute_hist WHERE minute >= toDateTime(1767225600) \
+                 AND minute < toDateTime(1767229200) AND team_id = 'team\\'a' \
+                 GROUP BY key_model, key_provider, bucket_start \
+                 ORDER BY key_model, key_provider, bucket_start"
+            ),
+            "{rest}"
+        );
+    }
+
+    /// Without the histogram, nothing merges it: the cheap first pass.
+    #[test]
+    fn exact_path_sql_reads_only_kept_values() {
+        let sql = stats_sql("latency.totals", &sample_query(), false, Path::Exact).text();
+        assert!(!sql.contains("sumMap"), "{sql}");
+        assert!(
+            sql.contains(
+                "arrayMap(k -> toFloat64(d_sample[k + 1]), [toUInt64(floor(d_last * 0.5))"
+            ),
+            "{sql}"
+        );
+    }
+
+    /// The constants the SQL and the bound are built from are the ones the
+    /// migration stores with.
+    #[test]
+    fn constants_match_the_migration() {
+        let migration = include_str!("../../../migrations/clickhouse/0026_latency_minute_hist.sql");
+        assert!(migration.contains(&format!("groupArray({EXACT_MAX_CALLS})")));
+        assert!(migration.contains(&format!("groupArrayIf({EXACT_MAX_CALLS})")));
+        assert!(migration.contains(&format!(
+            "intDiv(roundToExp2(v), {HISTOGRAM_BUCKETS_PER_OCTAVE})"
+        )));
+        assert_eq!(HISTOGRAM_MAX_RELATIVE_ERROR, 0.00390625);
+    }
+
+    /// The order statistics the SQL returns for sorted `values`, exactly as
+    /// its exact path picks them.
+    fn exact_order_stats(values: &[f64]) -> Vec<f64> {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let last = sorted.len().saturating_sub(1);
+        LEVELS
+            .iter()
+            .flat_map(|q| {
+                let lo = (last as f64 * q).floor() as usize;
+                [sorted[lo], sorted[(lo + 1).min(last)]]
+            })
+            .map(|ms| ms * 1_000.0)
+            .collect()
+    }
+
+    /// numpy.percentile(values, [50, 95, 99]) (method "linear", type 7),
+    /// written out for the issue's group of 102 calls whose top values are
+    /// 1749, 1782 and a 60002 ms timeout: h = 101 q, so p99 interpolates
+    /// 0.99 of the way from the 100th to the 101st value.
+    #[test]
+    fn percentiles_are_type_7_interpolation() {
+        let mut values: Vec<f64> = (0..99).map(|i| 100.0 + f64::from(i) * 10.0).collect();
+        values.extend([1_749.0, 1_782.0, 60_002.0]);
+        let p = Percentiles::from_order_stats(102, &exact_order_stats(&values)).unwrap();
+        // p50: h = 50.5 -> 600 + 0.5 * 10.
+        assert_eq!(p.p50, 605.0);
+        // p95: h = 95.95 -> 1050 + 0.95 * 10.
+        assert_eq!(p.p95, 1_059.5);
+        // p99: h = 99.99 -> 1749 + 0.99 * 33.
+        assert_eq!(p.p99, 1_781.67);
+        assert_eq!(p.method, PercentileMethod::Exact);
+        assert_eq!(p.max_relative_error, 0.0);
+
+        // One value: every percentile is that value.
+        let p = Percentiles::from_order_stats(1, &exact_order_stats(&[42.5])).unwrap();
+        assert_eq!((p.p50, p.p95, p.p99), (42.5, 42.5, 42.5));
+        // Sub-millisecond results are kept: 50 x 7 ms and 50 x 8 ms.
+        let values: Vec<f64> = (0..100).map(|i| if i < 50 { 7.0 } else { 8.0 }).collect();
+        let p = Percentiles::from_order_stats(100, &exact_order_stats(&values)).unwrap();
+        assert_eq!(p.p50, 7.5);
+    }
+
+    #[test]
+    fn above_the_threshold_values_are_marked_estimates() {
+        let p = Percentiles::from_order_stats(EXACT_MAX_CALLS, &[1.0; 6]).unwrap();
+        assert!(!p.is_estimate());
+        let p = Percentiles::from_order_stats(EXACT_MAX_CALLS + 1, &[1.0; 6]).unwrap();
+        assert!(p.is_estimate());
+        assert_eq!(p.method, PercentileMethod::Histogram);
+        assert_eq!(p.max_relative_error, HISTOGRAM_MAX_RELATIVE_ERROR);
+        let json = serde_json::to_value(p).unwrap();
+        assert_eq!(json["method"], "histogram");
+        assert_eq!(json["max_relative_error"], 0.00390625);
+        assert!(
+            Percentiles::from_order_stats(2_000, &[1.0, 2.0, f64::NAN, 1.0, 1.0, 1.0]).is_none()
         );
     }
 
@@ -1038,11 +1372,12 @@ mod tests {
             filters: LatencyFilters::default(),
             ..sample_query()
         };
-        let sql = stats_sql("latency.totals", &query, false).text();
+        let sql = stats_sql("latency.totals", &query, false, Path::WithHistogram).text();
         assert!(
-            sql.starts_with("SELECT '' AS key_provider, '' AS key_model"),
+            sql.contains(" SELECT '' AS key_provider, '' AS key_model"),
             "{sql}"
         );
+        assert!(!sql.contains("GROUP BY"), "{sql}");
         assert!(sql.ends_with("minute < toDateTime(1767229200)"), "{sql}");
     }
 
@@ -1054,8 +1389,8 @@ mod tests {
             key_org: String::new(),
             call_count: count,
             error_count: 1,
-            duration_quantiles: vec![100.0, 200.0, 300.0],
-            ttft_quantiles: vec![0.0, 0.0, 0.0],
+            duration_order_stats: vec![100e3, 100e3, 200e3, 200e3, 300e3, 300e3],
+            ttft_order_stats: vec![0.0; 6],
             ttft_count: 0,
         }
     }
@@ -1079,8 +1414,8 @@ mod tests {
                 key_org: String::new(),
                 call_count: 4,
                 error_count: 1,
-                duration_quantiles: vec![1.0, 2.0, 3.123_456_7],
-                ttft_quantiles: vec![10.0, 20.0, 30.0],
+                duration_order_stats: vec![1e3, 1e3, 2e3, 2e3, 3_123.456_7, 3_123.456_7],
+                ttft_order_stats: vec![10e3, 10e3, 20e3, 20e3, 30e3, 30e3],
                 ttft_count: 3,
             },
             SeriesRow {
@@ -1091,8 +1426,8 @@ mod tests {
                 key_org: String::new(),
                 call_count: 1,
                 error_count: 0,
-                duration_quantiles: vec![1.0, 1.0, 1.0],
-                ttft_quantiles: vec![0.0, 0.0, 0.0],
+                duration_order_stats: vec![1e3; 6],
+                ttft_order_stats: vec![0.0; 6],
                 ttft_count: 0,
             },
         ];
@@ -1135,8 +1470,12 @@ mod tests {
     #[test]
     fn wrong_quantile_arity_is_an_error() {
         let mut row = totals_row("a", "b", 1);
-        row.duration_quantiles = vec![1.0];
+        row.duration_order_stats = vec![1.0];
         let err = assemble(&sample_query(), vec![row], vec![]).unwrap_err();
-        assert!(err.to_string().contains("expected 3 quantiles"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("expected 6 finite order statistics"),
+            "{err}"
+        );
     }
 }

@@ -19,7 +19,8 @@ use crate::config::ClickHouseConfig;
 
 pub use latency::{
     Dimension, GroupKey, InvalidParameter, LatencyFilters, LatencyGroup, LatencyParams,
-    LatencyQuery, LatencyReport, Percentiles, SeriesPoint, Stats,
+    LatencyQuery, LatencyReport, PercentileMethod, Percentiles, SeriesPoint, Stats,
+    EXACT_MAX_CALLS, HISTOGRAM_MAX_RELATIVE_ERROR,
 };
 
 /// A ClickHouse client for reads (validation off: see [`crate::clickhouse`]).
@@ -111,7 +112,7 @@ impl ReadModels {
         Ok(())
     }
 
-    /// The latency report (`latency_minute` rollup).
+    /// The latency report (`latency_minute_hist` rollup).
     pub async fn latency(&self, query: &LatencyQuery) -> Result<LatencyReport, ReadModelError> {
         latency::run(self, query).await
     }
@@ -252,7 +253,7 @@ impl ReadModels {
 pub const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Tables the read models need; `check` verifies them at start-up.
-const REQUIRED_TABLES: [&str; 1] = ["latency_minute"];
+const REQUIRED_TABLES: [&str; 1] = ["latency_minute_hist"];
 
 /// `system.tables` exists on 18.16 and current ClickHouse alike.
 const CHECK_TABLE_SQL: &str =
@@ -302,7 +303,7 @@ pub fn sql_catalog() -> Vec<(String, String)> {
         template: CHECK_TABLE_SQL.to_string(),
         binds: vec![
             SqlValue::Str("tollgate".into()),
-            SqlValue::Str("latency_minute".into()),
+            SqlValue::Str("latency_minute_hist".into()),
         ],
     };
     std::iter::once(check)
