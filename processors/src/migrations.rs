@@ -50,6 +50,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0023_cost_daily_tags.sql",
         include_str!("../../migrations/clickhouse/0023_cost_daily_tags.sql"),
     ),
+    (
+        "0028_audit_checkpoints_v2.sql",
+        include_str!("../../migrations/clickhouse/0028_audit_checkpoints_v2.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

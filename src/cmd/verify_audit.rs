@@ -1,10 +1,15 @@
 //! `tollgate verify-audit`: recompute an org's (or team's) audit chains from
 //! ClickHouse, check every checkpoint's signature against the configured
-//! (or given) public key, and report per chain either what was verified or
-//! the first broken link. Exits 1 when a chain is broken.
+//! (or given) public key, hold every chain to the checkpoint anchor (the
+//! Kafka topic, or a file from `tollgate audit checkpoints export`), and
+//! report per chain either what was verified or the first broken link.
+//! Exits 1 when a chain is broken.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
-use tollgate_processors::audit::checkpoint::parse_public_key;
+use tollgate_processors::audit::anchor;
+use tollgate_processors::audit::checkpoint::{parse_public_key, CheckpointRow};
 use tollgate_processors::audit::search::parse_time_ms;
 use tollgate_processors::audit::verify::verify_range;
 use tollgate_processors::clickhouse::client;
@@ -29,9 +34,48 @@ pub struct Args {
     /// Trusted checkpoint public key (hex); defaults to the configured signing key's.
     #[arg(long)]
     public_key: Option<String>,
+    /// Checkpoint anchor file (JSON lines from `tollgate audit checkpoints
+    /// export`) instead of reading `kafka.audit_checkpoints_topic`.
+    #[arg(long, conflicts_with = "no_anchor")]
+    anchor: Option<PathBuf>,
+    /// Verify against ClickHouse alone: a deleted newest checkpoint and the
+    /// tail after it, or a dropped chain, then go unnoticed.
+    #[arg(long)]
+    no_anchor: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// The anchored checkpoints: from `--anchor`, else from the topic.
+async fn anchored(args: &Args, config: &Config) -> anyhow::Result<Option<Vec<CheckpointRow>>> {
+    if args.no_anchor {
+        return Ok(None);
+    }
+    if let Some(path) = &args.anchor {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--anchor: cannot read {}", path.display()))?;
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let cp = anchor::parse_checkpoint_line(line)
+                .map_err(|why| anyhow::anyhow!("--anchor {} line {}: {why}", path.display(), n + 1))?;
+            out.push(cp);
+        }
+        return Ok(Some(out));
+    }
+    let read = anchor::read_topic(&config.kafka).await.with_context(|| {
+        "cannot read the checkpoint anchor (pass --anchor FILE, or --no-anchor to verify against clickhouse alone)"
+    })?;
+    for (partition, offset, why) in &read.unreadable {
+        eprintln!(
+            "warning: anchor message {partition}/{offset} of {} is not a checkpoint: {why}",
+            config.kafka.audit_checkpoints_topic
+        );
+    }
+    Ok(Some(read.checkpoints))
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
@@ -66,12 +110,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let anchor = anchored(&args, config).await?;
     let ch = client(&config.clickhouse);
     let report = verify_range(
         &ch,
         &args.org,
         args.team.as_deref(),
         range,
+        anchor.as_deref(),
         trusted.as_ref(),
     )
     .await

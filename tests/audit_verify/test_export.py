@@ -61,6 +61,7 @@ brokers = "{KAFKA}"
 events_topic = "{name}.events"
 dlq_topic = "{name}.events.dlq"
 decisions_topic = "{name}.decisions"
+audit_checkpoints_topic = "{name}.audit.checkpoints"
 
 [postgres]
 url = "{admin_db[0]}/{name}"
