@@ -269,9 +269,11 @@ def main(argv):
             checkpoints[row["chain_id"]].append(dict(row, _source="export"))
         else:
             broken(f"export BROKEN: unexpected line of type {row.get('type')!r}")
+    entries, checkpoints = dict(entries), dict(checkpoints)
+    present = set(entries) | set(checkpoints)
     listed = {c["chain_id"]: c for c in manifest["chains"]}
-    for chain in sorted(set(entries) | set(checkpoints) | set(listed)):
-        rows, cps, m = entries[chain], checkpoints[chain], listed.get(chain)
+    for chain in sorted(present | set(listed)):
+        rows, cps, m = entries.get(chain, []), checkpoints.get(chain, []), listed.get(chain)
         have = {"entries": len(rows), "last_seq": max((r["seq"] for r in rows), default=0),
                 "checkpoints": len(cps), "checkpointed_to_seq": max((c["to_seq"] for c in cps), default=0)}
         have["head_hash"] = next((r["entry_hash"] for r in rows if r["seq"] == have["last_seq"]), "")
@@ -288,7 +290,7 @@ def main(argv):
                     anchored[cp["chain_id"]].append(cp)
                     anchored_ids.add(cp_id(cp))
         for chain, cps in sorted(anchored.items()):
-            trees = {c["to_seq"]: c for c in cps + checkpoints[chain] if c.get("v", 1) == 2}
+            trees = {c["to_seq"]: c for c in cps + checkpoints.get(chain, []) if c.get("v", 1) == 2}
             for cp in cps:
                 if not sigs.checkpoint(cp):
                     broken(f"{chain} BROKEN at seq {cp['to_seq']}: bad_signature (anchored checkpoint)")
@@ -304,16 +306,17 @@ def main(argv):
     due = {chain: [c for c in cps if c["created_at_ms"] <= exported_at] for chain, cps in anchored.items()}
     # 3. The chains.
     search = header.get("scope") == "search"
-    chains = set(entries) | set(checkpoints)
+    chains = set(present)
     if not search:
         team = header.get("team")
         chains |= {chain for chain, cps in due.items()
                    if any(c.get("org_id") == header.get("org") and team in (None, c.get("team_id")) for c in cps)}
     for chain in sorted(chains):
-        rows = sorted(entries[chain], key=lambda r: r["seq"]) if search else entries[chain]
+        rows, cps = entries.get(chain, []), checkpoints.get(chain, [])
+        rows = sorted(rows, key=lambda r: r["seq"]) if search else rows
         if search:
-            covered = max((c["to_seq"] for c in checkpoints[chain] + anchored.get(chain, [])), default=0)
-            by_to_seq = {cp["to_seq"]: cp for cp in checkpoints[chain]}
+            covered = max((c["to_seq"] for c in cps + anchored.get(chain, [])), default=0)
+            by_to_seq = {cp["to_seq"]: cp for cp in cps}
             found, proven, pending = None, 0, 0
             for row in rows:
                 h = entry_hash(row, unhex(row["prev_hash"]) or bytes(32))
@@ -342,9 +345,9 @@ def main(argv):
             else:
                 print(chain, "OK", proven, "entries proven,", pending, "unverifiable yet")
         else:
-            cps = checkpoints[chain] + [c for c in due.get(chain, []) if cp_id(c) not in
-                                        {cp_id(x) for x in checkpoints[chain]}]
-            found = verify_chain(rows, cps, sigs, anchored_ids)
+            ids = {cp_id(x) for x in cps}
+            found = verify_chain(rows, cps + [c for c in due.get(chain, []) if cp_id(c) not in ids],
+                                 sigs, anchored_ids)
             if found:
                 broken(f"{chain} BROKEN at seq {found[0]}: {found[1]} ({found[2]})")
             else:
