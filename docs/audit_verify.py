@@ -318,12 +318,15 @@ def main(argv):
             covered = max((c["to_seq"] for c in cps + anchored.get(chain, [])), default=0)
             by_to_seq = {cp["to_seq"]: cp for cp in cps}
             found, proven, pending = None, 0, 0
-            for row in rows:
+            for cp in cps:
+                if anchored_ids is not None and cp.get("v", 1) == 2 and cp_id(cp) not in anchored_ids:
+                    found = (cp["to_seq"], "unanchored", "not in the anchor")
+            for row in rows if found is None else []:
                 h = entry_hash(row, unhex(row["prev_hash"]) or bytes(32))
                 if h.hex() != row["entry_hash"]:
                     found = (row["seq"], "edited", "content does not match its hash")
                     break
-                proof = row.get("proof")
+                proof = (row.get("proof") or {}).get("proof")
                 if proof is None:
                     if row["seq"] <= covered:
                         found = (row["seq"], "unproven", f"called unverifiable yet, but a checkpoint covers up to {covered}")

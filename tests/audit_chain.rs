@@ -378,7 +378,11 @@ async fn anchor_and_signed_manifest_catch_removal() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let anchored: Vec<Value> = std::fs::read_to_string(&anchor_file)
         .unwrap()
         .lines()
@@ -401,10 +405,21 @@ async fn anchor_and_signed_manifest_catch_removal() {
     // A whole-chain export before any tampering carries a signed manifest.
     let export = env.dir.path().join("export.ndjson");
     let out = env
-        .tollgate(&["audit", "export", "--org", "org-a", "--out", export.to_str().unwrap()])
+        .tollgate(&[
+            "audit",
+            "export",
+            "--org",
+            "org-a",
+            "--out",
+            export.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&export).unwrap();
     assert_eq!(independent_manifest(&text), Ok(()));
     let lines: Vec<&str> = text.lines().collect();
@@ -435,9 +450,15 @@ async fn anchor_and_signed_manifest_catch_removal() {
         ("cut at a checkpoint boundary", &cut_at_checkpoint),
         ("cut file", &cut_file),
     ] {
-        assert!(independent_manifest(tampered).is_err(), "{what} not detected");
+        assert!(
+            independent_manifest(tampered).is_err(),
+            "{what} not detected"
+        );
         if what != "cut file" {
-            assert!(independent_verify(tampered).values().all(Result::is_ok), "{what}");
+            assert!(
+                independent_verify(tampered).values().all(Result::is_ok),
+                "{what}"
+            );
         }
     }
 
@@ -461,7 +482,10 @@ async fn anchor_and_signed_manifest_catch_removal() {
     let tail = env
         .ch("SELECT chain_id, seq, occurred_at, occurred_at_ms, event_id, kind, org_id, team_id, user_id, api_key_id, provider, model, outcome, decision, decision_reason, event_json, prev_hash, entry_hash, kafka_partition, kafka_offset FROM {db}.audit_chain WHERE chain_id = 'team-rewrite' AND seq > 40 ORDER BY seq FORMAT JSONEachRow")
         .await;
-    let mut rows: Vec<Value> = tail.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut rows: Vec<Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let mut prev: [u8; 32] = hex::decode(rows[0]["prev_hash"].as_str().unwrap())
         .unwrap()
         .try_into()
@@ -599,7 +623,7 @@ fn independent_verify(ndjson: &str) -> BTreeMap<String, Result<u64, u64>> {
                 ("type", Value::from("tollgate.audit.checkpoint")),
                 ("v", Value::from(2)),
             ]);
-                        let sig: [u8; 64] = hex::decode(cp["signature"].as_str().unwrap())
+            let sig: [u8; 64] = hex::decode(cp["signature"].as_str().unwrap())
                 .unwrap()
                 .try_into()
                 .unwrap();
@@ -611,8 +635,7 @@ fn independent_verify(ndjson: &str) -> BTreeMap<String, Result<u64, u64>> {
                     Some(segment) => {
                         problem = hex::encode(rfc6962_root(segment)) != cp["merkle_root"]
                             || hex::encode(segment[segment.len() - 1]) != cp["head_hash"]
-                            || hex::encode(rfc6962_root(&hashes[..to as usize]))
-                                != cp["tree_root"];
+                            || hex::encode(rfc6962_root(&hashes[..to as usize])) != cp["tree_root"];
                     }
                     // Not (all) verified: truncated, or broken earlier.
                     None => problem = bad.is_none() || bad.is_some_and(|b| b > to),
@@ -713,7 +736,8 @@ fn independent_manifest(ndjson: &str) -> Result<(), String> {
         digest.update(line.as_bytes());
         digest.update(b"\n");
     }
-    if manifest["lines"] != body.len() || manifest["lines_sha256"] != hex::encode(digest.finalize()) {
+    if manifest["lines"] != body.len() || manifest["lines_sha256"] != hex::encode(digest.finalize())
+    {
         return Err("the lines are not the signed ones".into());
     }
     for (k, v) in header.as_object().unwrap() {
@@ -998,8 +1022,8 @@ async fn api_roles_and_tenant_isolation() {
 #[ignore]
 async fn verification_rate() {
     use tollgate_processors::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
-    use tollgate_processors::audit::merkle::Compact;
     use tollgate_processors::audit::entry::{chain_entry, EntryFields, EntryRow, GENESIS};
+    use tollgate_processors::audit::merkle::Compact;
     let n: u64 = std::env::var("TOLLGATE_TEST_AUDIT_ENTRIES")
         .ok()
         .and_then(|v| v.parse().ok())

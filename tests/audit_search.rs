@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 use support::chromium::run_chromium;
 use support::TestEnv;
 use tollgate_processors::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
-use tollgate_processors::audit::merkle::Compact;
 use tollgate_processors::audit::entry::{chain_entry, EntryFields, EntryRow, GENESIS};
+use tollgate_processors::audit::merkle::Compact;
 
 const SEED: &str = "4f1c0a7e3b9d2c8e5f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
 
@@ -633,9 +633,14 @@ async fn search_tenant_isolation_and_search_export() {
         .collect();
     let mut unverifiable = 0;
     for entry in &entries {
-        match entry["status"].as_str().unwrap() {
+        match entry["proof"]["status"].as_str().unwrap() {
             "verified" => {
-                let proof = &entry["proof"];
+                // The same nesting as the search API's `proof` member.
+                assert_eq!(
+                    entry["proof"]["checkpoint"]["to_seq"],
+                    entry["proof"]["proof"]["checkpoint_to_seq"]
+                );
+                let proof = &entry["proof"]["proof"];
                 let cp = checkpoints[&(
                     entry["chain_id"].as_str().unwrap().to_string(),
                     proof["checkpoint_to_seq"].as_u64().unwrap(),
@@ -648,7 +653,7 @@ async fn search_tenant_isolation_and_search_export() {
                 assert_eq!(check_proof(&wrapped, &rows), "verified");
             }
             "unverifiable_yet" => {
-                assert!(entry["proof"].is_null());
+                assert!(entry["proof"]["proof"].is_null());
                 unverifiable += 1;
             }
             other => panic!("unexpected status {other}"),

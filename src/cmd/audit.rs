@@ -152,14 +152,7 @@ pub async fn run(command: AuditCommand, config: &Config) -> anyhow::Result<()> {
                     if search {
                         export_search(&ch, &query, signer, &mut writer).await?
                     } else {
-                        export(
-                            &ch,
-                            &org,
-                            team.as_deref(),
-                            signer,
-                            &mut writer,
-                        )
-                        .await?
+                        export(&ch, &org, team.as_deref(), signer, &mut writer).await?
                     }
                 }
                 None => {
@@ -167,14 +160,7 @@ pub async fn run(command: AuditCommand, config: &Config) -> anyhow::Result<()> {
                     if search {
                         export_search(&ch, &query, signer, &mut writer).await?
                     } else {
-                        export(
-                            &ch,
-                            &org,
-                            team.as_deref(),
-                            signer,
-                            &mut writer,
-                        )
-                        .await?
+                        export(&ch, &org, team.as_deref(), signer, &mut writer).await?
                     }
                 }
             };

@@ -60,8 +60,9 @@ async fn anchored(args: &Args, config: &Config) -> anyhow::Result<Option<Vec<Che
             if line.trim().is_empty() {
                 continue;
             }
-            let cp = anchor::parse_checkpoint_line(line)
-                .map_err(|why| anyhow::anyhow!("--anchor {} line {}: {why}", path.display(), n + 1))?;
+            let cp = anchor::parse_checkpoint_line(line).map_err(|why| {
+                anyhow::anyhow!("--anchor {} line {}: {why}", path.display(), n + 1)
+            })?;
             out.push(cp);
         }
         return Ok(Some(out));

@@ -159,7 +159,7 @@ def test_search_export_verifies_each_entry_by_proof(exports):
     assert entries and all(r["org_id"] == exports["org"] for r in entries)
     assert all(r["occurred_at_ms"] >= header["from_ms"] for r in entries)
     # The processor stopped gracefully, so every entry is under a checkpoint.
-    assert all(r["status"] == "verified" and r["proof"] for r in entries)
+    assert all(r["proof"]["status"] == "verified" and r["proof"]["proof"] for r in entries)
     proven = sum(int(line.split()[2]) for line in result.stdout.splitlines() if " OK " in line)
     assert proven == len(entries)
 

@@ -198,8 +198,7 @@ fn read_topic_blocking(kafka: &KafkaConfig) -> Result<AnchorRead> {
         let Some(message) = consumer.poll(Duration::from_millis(500)) else {
             continue;
         };
-        let message =
-            message.map_err(|e| kafka_error(format!("cannot read topic {topic}"), e))?;
+        let message = message.map_err(|e| kafka_error(format!("cannot read topic {topic}"), e))?;
         let (partition, offset) = (message.partition(), message.offset());
         match std::str::from_utf8(message.payload().unwrap_or_default())
             .map_err(|e| format!("not UTF-8: {e}"))

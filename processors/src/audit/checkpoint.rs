@@ -264,7 +264,13 @@ mod tests {
             .iter()
             .map(|h| super::super::entry::parse_hash(h).unwrap())
             .collect();
-        assert!(merkle::verify_consistency(10, 13, &before, &prefix.root(), &proof));
+        assert!(merkle::verify_consistency(
+            10,
+            13,
+            &before,
+            &prefix.root(),
+            &proof
+        ));
         // A segment that does not follow the prefix is refused.
         assert!(signer
             .checkpoint(chain, 20, &segment, &mut prefix, 1_000)

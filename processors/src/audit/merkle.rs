@@ -372,10 +372,14 @@ mod tests {
                 );
                 if m > 0 && m < n {
                     let other = root(&e[1..=m]);
-                    assert!(!verify_consistency(m as u64, n as u64, &other, &new_root, &full));
+                    assert!(!verify_consistency(
+                        m as u64, n as u64, &other, &new_root, &full
+                    ));
                     let mut bad = full.clone();
                     bad[0][0] ^= 1;
-                    assert!(!verify_consistency(m as u64, n as u64, &old_root, &new_root, &bad));
+                    assert!(!verify_consistency(
+                        m as u64, n as u64, &old_root, &new_root, &bad
+                    ));
                 }
             }
         }

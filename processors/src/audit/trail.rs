@@ -110,7 +110,8 @@ impl<'w, W: AsyncWrite + Unpin> Lines<'w, W> {
             hex::encode(self.digest.finalize()).into(),
         );
         let manifest = serde_json::Value::Object(manifest);
-        let signature = signer.map(|s| s.sign(&serde_jcs::to_string(&manifest).unwrap_or_default()));
+        let signature =
+            signer.map(|s| s.sign(&serde_jcs::to_string(&manifest).unwrap_or_default()));
         let mut footer = serde_json::json!({"type": "footer"});
         if let (Some(f), Some(c)) = (footer.as_object_mut(), counts.as_object()) {
             f.extend(c.clone());
@@ -238,9 +239,9 @@ struct ProvenEntry<'a> {
     kind: &'a str,
     #[serde(flatten)]
     row: &'a EntryRow,
-    /// `verified`, `unverifiable_yet` or `failed`, as the server saw it.
-    status: super::search::ProofStatus,
-    proof: Option<super::search::InclusionProof>,
+    /// Exactly the search API's `proof` member: `{status, detail?, proof,
+    /// checkpoint}` (format v1 had `status` and the inner `proof` here).
+    proof: &'a super::search::ProofResult,
 }
 
 /// Write the NDJSON export of the entries matching `query` (its cursor and
@@ -320,8 +321,7 @@ pub async fn export_search<W: AsyncWrite + Unpin>(
             out.line(&ProvenEntry {
                 kind: "entry",
                 row,
-                status: result.status,
-                proof: result.proof,
+                proof: &result,
             })
             .await?;
             summary.entries += 1;

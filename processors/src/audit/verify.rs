@@ -157,14 +157,16 @@ impl ChainVerifier {
                     }
                 }
                 Ok(()) => {
-                    signature_break.get_or_insert(Break {
-                        seq: cp.to_seq,
-                        kind: BreakKind::CheckpointMismatch,
-                        detail: format!(
-                            "checkpoint covers an empty range {}..={}",
-                            cp.from_seq, cp.to_seq
-                        ),
-                    });
+                    if signature_break.as_ref().is_none_or(|b| cp.to_seq < b.seq) {
+                        signature_break = Some(Break {
+                            seq: cp.to_seq,
+                            kind: BreakKind::CheckpointMismatch,
+                            detail: format!(
+                                "checkpoint covers an empty range {}..={}",
+                                cp.from_seq, cp.to_seq
+                            ),
+                        });
+                    }
                 }
                 Err(why) => {
                     if signature_break.as_ref().is_none_or(|b| cp.to_seq < b.seq) {
@@ -376,7 +378,10 @@ impl ChainVerifier {
             return Err((
                 cp.to_seq,
                 BreakKind::CheckpointMismatch,
-                format!("{range}: tree root does not match the entries 1..={}", cp.to_seq),
+                format!(
+                    "{range}: tree root does not match the entries 1..={}",
+                    cp.to_seq
+                ),
             ));
         }
         let old_size = cp.from_seq - 1;
@@ -831,7 +836,12 @@ mod tests {
         // Truncated after checkpoint 10, checkpoint 20 deleted.
         assert_eq!(run(&rows[..12], stored.clone(), &key).first_break, None);
         assert_eq!(
-            broken(&run_anchored(&rows[..12], stored.clone(), cps.clone(), &key)),
+            broken(&run_anchored(
+                &rows[..12],
+                stored.clone(),
+                cps.clone(),
+                &key
+            )),
             (13, BreakKind::Truncated)
         );
         // Rewritten consistently after checkpoint 10, checkpoint 20 deleted.
@@ -858,7 +868,10 @@ mod tests {
             broken(&run_anchored(&rows, cps.clone(), cps[..1].to_vec(), &key)),
             (20, BreakKind::Unanchored)
         );
-        assert_eq!(run_anchored(&rows, cps.clone(), cps.clone(), &key).first_break, None);
+        assert_eq!(
+            run_anchored(&rows, cps.clone(), cps.clone(), &key).first_break,
+            None
+        );
     }
 
     #[test]
