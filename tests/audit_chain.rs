@@ -392,12 +392,31 @@ async fn anchor_and_signed_manifest_catch_removal() {
     assert!(anchored
         .iter()
         .all(|c| c["v"] == 2 && c["org_id"] == "org-a" && c["type"] == "checkpoint"));
-    let topic_config = std::process::Command::new("kcat")
-        .args(["-b", &support::kafka_brokers(), "-L", "-t"])
-        .arg(format!("{}.audit.checkpoints", env.name))
-        .output();
-    if let Ok(out) = topic_config {
-        assert!(String::from_utf8_lossy(&out.stdout).contains("1 partitions"));
+    // `tollgate migrate` created the anchor append-only and unlimited.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", support::kafka_brokers())
+            .create()
+            .unwrap();
+    let anchor_topic = format!("{}.audit.checkpoints", env.name);
+    let described = admin
+        .describe_configs(
+            &[rdkafka::admin::ResourceSpecifier::Topic(&anchor_topic)],
+            &rdkafka::admin::AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let resource = described.into_iter().next().unwrap().unwrap();
+    for (name, want) in [
+        ("cleanup.policy", "delete"),
+        ("retention.ms", "-1"),
+        ("retention.bytes", "-1"),
+    ] {
+        assert_eq!(
+            resource.get(name).and_then(|e| e.value.as_deref()),
+            Some(want),
+            "{anchor_topic} {name}"
+        );
     }
     let (ok, report) = verify_audit(&env, "org-a");
     assert!(ok, "{report:#}");

@@ -164,3 +164,29 @@ pub async fn create_topics(config: &KafkaConfig) -> Result<Vec<TopicOutcome>> {
     }
     Ok(outcomes)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The audit checkpoint anchor must never lose a message: deleted
+    /// segments only by policy, and no time or size limit.
+    #[test]
+    fn the_anchor_topic_keeps_everything() {
+        let config = KafkaConfig::default();
+        let specs = wanted(&config);
+        let anchor = specs
+            .iter()
+            .find(|s| s.name == "tollgate.audit.checkpoints")
+            .unwrap();
+        assert_eq!(anchor.partitions, 1);
+        for setting in [
+            ("cleanup.policy", "delete"),
+            ("retention.ms", "-1"),
+            ("retention.bytes", "-1"),
+        ] {
+            assert!(anchor.settings.contains(&setting), "{setting:?}");
+        }
+    }
+}

@@ -279,6 +279,20 @@ def test_database_tampering_is_caught_only_with_the_anchor(exports):
     assert result.returncode == 1, result.stdout
     assert f"{tail} BROKEN at seq {tail_before + 1}: truncated" in result.stdout, result.stdout
     assert f"{dropped} BROKEN at seq 1: truncated" in result.stdout, result.stdout
+    # verify-audit (reading the anchor topic) reports the same kind and seq
+    # for every chain as this verifier given the exported anchor file.
+    out = tollgate("verify-audit", "--org", org, "--json")
+    assert out.returncode == 1, out.stdout + out.stderr
+    ours = {}
+    for line in result.stdout.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[1] == "OK":
+            ours[words[0]] = None
+        elif len(words) >= 6 and words[1:4] == ["BROKEN", "at", "seq"]:
+            ours[words[0]] = (int(words[4].rstrip(":")), words[5])
+    theirs = {c["chain_id"]: None if c["first_break"] is None else (c["first_break"]["seq"], c["first_break"]["kind"])
+              for c in json.loads(out.stdout)["chains"]}
+    assert ours == theirs, (result.stdout, out.stdout)
     # hidden kept its entries: its newest entries are now "unverifiable
     # yet" in a search, which the anchored checkpoint contradicts.
     result = run_verifier(search, *key, "--anchor", str(exports["anchor"]))
