@@ -290,14 +290,22 @@ def main(argv):
                     anchored[cp["chain_id"]].append(cp)
                     anchored_ids.add(cp_id(cp))
         for chain, cps in sorted(anchored.items()):
-            trees = {c["to_seq"]: c for c in cps + checkpoints.get(chain, []) if c.get("v", 1) == 2}
+            known = {c["to_seq"]: c for c in cps + checkpoints.get(chain, [])}
+            first = min(c["from_seq"] for c in cps)
             for cp in cps:
+                before = known.get(cp["from_seq"] - 1)
+                proof = [unhex(h) for h in cp["consistency"]]
                 if not sigs.checkpoint(cp):
                     broken(f"{chain} BROKEN at seq {cp['to_seq']}: bad_signature (anchored checkpoint)")
-                elif cp.get("v", 1) == 2 and cp["from_seq"] > 1:
-                    before = trees.get(cp["from_seq"] - 1)
-                    proof = [unhex(h) for h in cp["consistency"]]
-                    if before is None or None in proof or not consistent(
+                elif cp.get("v", 1) != 2 or cp["from_seq"] == 1:
+                    continue
+                elif before is None:
+                    # The chain's first anchored checkpoint may follow a v1
+                    # one, written before the anchor existed.
+                    if cp["from_seq"] != first:
+                        broken(f"{chain} BROKEN at seq {cp['from_seq'] - 1}: missing_checkpoint (not in the anchor)")
+                elif before.get("v", 1) == 2:
+                    if None in proof or not consistent(
                             cp["from_seq"] - 1, cp["to_seq"], unhex(before["tree_root"]),
                             unhex(cp["tree_root"]), proof):
                         broken(f"{chain} BROKEN at seq {cp['to_seq']}: checkpoint_mismatch "
