@@ -74,6 +74,7 @@ impl AnchorPublisher {
     pub fn new(kafka: &KafkaConfig) -> Result<Self> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &kafka.brokers)
+            .set("client.id", "tollgate-audit-anchor")
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", kafka.message_timeout_ms.to_string())
