@@ -140,7 +140,7 @@ def cp_id(cp):
     return (cp["from_seq"], cp["to_seq"], cp["signature"])
 
 
-def verify_chain(rows, cps, sigs, anchored_ids):
+def verify_chain(rows, cps, sigs, anchored_ids, horizon):
     """The first break of a whole chain as (seq, kind, detail), or None (docs/audit.md)."""
     good, early = defaultdict(list), None
 
@@ -155,7 +155,7 @@ def verify_chain(rows, cps, sigs, anchored_ids):
         elif cp not in good[cp["to_seq"]]:
             good[cp["to_seq"]].append(cp)
         if (anchored_ids is not None and cp.get("v", 1) == 2 and cp.get("_source") == "export"
-                and cp_id(cp) not in anchored_ids and sigs.checkpoint(cp)):
+                and cp["created_at_ms"] <= horizon and cp_id(cp) not in anchored_ids and sigs.checkpoint(cp)):
             early = earlier(early, (cp["to_seq"], "unanchored", "not in the anchor"))
     head, expected, last_pos, hashes, roots = bytes(32), 1, None, [], {0: sha256(b"")}
     wanted = {cp["from_seq"] - 1 for cps_ in good.values() for cp in cps_ if cp.get("v", 1) == 2}
@@ -310,6 +310,8 @@ def main(argv):
                             unhex(cp["tree_root"]), proof):
                         broken(f"{chain} BROKEN at seq {cp['to_seq']}: checkpoint_mismatch "
                                "(anchored checkpoint does not extend its predecessor)")
+    # Checkpoints cut after the anchor was exported cannot be in it.
+    horizon = max((c["created_at_ms"] for cps in anchored.values() for c in cps), default=0)
     exported_at = header.get("exported_at_ms", 0)
     due = {chain: [c for c in cps if c["created_at_ms"] <= exported_at] for chain, cps in anchored.items()}
     # 3. The chains.
@@ -327,7 +329,8 @@ def main(argv):
             by_to_seq = {cp["to_seq"]: cp for cp in cps}
             found, proven, pending = None, 0, 0
             for cp in cps:
-                if anchored_ids is not None and cp.get("v", 1) == 2 and cp_id(cp) not in anchored_ids:
+                if (anchored_ids is not None and cp.get("v", 1) == 2 and cp["created_at_ms"] <= horizon
+                        and cp_id(cp) not in anchored_ids):
                     found = (cp["to_seq"], "unanchored", "not in the anchor")
             for row in rows if found is None else []:
                 h = entry_hash(row, unhex(row["prev_hash"]) or bytes(32))
@@ -358,7 +361,7 @@ def main(argv):
         else:
             ids = {cp_id(x) for x in cps}
             found = verify_chain(rows, cps + [c for c in due.get(chain, []) if cp_id(c) not in ids],
-                                 sigs, anchored_ids)
+                                 sigs, anchored_ids, horizon)
             if found:
                 broken(f"{chain} BROKEN at seq {found[0]}: {found[1]} ({found[2]})")
             else:

@@ -11,7 +11,7 @@ use anyhow::Context;
 use tollgate_processors::audit::anchor;
 use tollgate_processors::audit::checkpoint::{parse_public_key, CheckpointRow};
 use tollgate_processors::audit::search::parse_time_ms;
-use tollgate_processors::audit::verify::verify_range;
+use tollgate_processors::audit::verify::{verify_range, BreakKind};
 use tollgate_processors::clickhouse::client;
 
 use crate::config::Config;
@@ -111,23 +111,38 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let anchor = anchored(&args, config).await?;
     let ch = client(&config.clickhouse);
-    let report = verify_range(
-        &ch,
-        &args.org,
-        args.team.as_deref(),
-        range,
-        anchor.as_deref(),
-        trusted.as_ref(),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot read the audit chain from clickhouse at {}",
-            config.clickhouse.url
+    // A checkpoint is published, then inserted: one inserted after the
+    // anchor was read but before its chain was can look unanchored. The
+    // topic is read again in that case (a file is a fixed snapshot).
+    let mut attempt = 1;
+    let report = loop {
+        let anchor = anchored(&args, config).await?;
+        let report = verify_range(
+            &ch,
+            &args.org,
+            args.team.as_deref(),
+            range,
+            anchor.as_deref(),
+            trusted.as_ref(),
         )
-    })?;
+        .await
+        .with_context(|| {
+            format!(
+                "cannot read the audit chain from clickhouse at {}",
+                config.clickhouse.url
+            )
+        })?;
+        let unanchored = report.chains.iter().any(|c| {
+            c.first_break
+                .as_ref()
+                .is_some_and(|b| b.kind == BreakKind::Unanchored)
+        });
+        if !unanchored || args.anchor.is_some() || attempt == 3 {
+            break report;
+        }
+        attempt += 1;
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

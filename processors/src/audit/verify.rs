@@ -100,6 +100,16 @@ pub struct ChainVerifier {
     first_break: Option<Break>,
 }
 
+/// A chain's checkpoints in the anchor, and the anchor's horizon: the
+/// newest `created_at_ms` in the whole anchor read (a stored checkpoint
+/// created later may have been published after the read, so it is not
+/// held against the anchor).
+#[derive(Debug, Clone, Default)]
+pub struct Anchored {
+    pub checkpoints: Vec<CheckpointRow>,
+    pub horizon_ms: u64,
+}
+
 /// How far around a misplaced entry to look for the position it was
 /// appended at.
 const REORDER_WINDOW: u64 = 16;
@@ -118,7 +128,7 @@ impl ChainVerifier {
     pub fn anchored(
         chain_id: &str,
         stored: Vec<CheckpointRow>,
-        anchored: Option<Vec<CheckpointRow>>,
+        anchored: Option<Anchored>,
         trusted: Option<&VerifyingKey>,
     ) -> Self {
         let mut good: BTreeMap<u64, Vec<CheckpointRow>> = BTreeMap::new();
@@ -126,11 +136,14 @@ impl ChainVerifier {
         let mut unanchored: Option<Break> = None;
         if let Some(anchored) = &anchored {
             let known: HashSet<(u64, u64, &str)> = anchored
+                .checkpoints
                 .iter()
                 .map(|c| (c.from_seq, c.to_seq, c.signature.as_str()))
                 .collect();
             for cp in &stored {
+                // Newer than anything in the anchor read: published after it.
                 if cp.v >= 2
+                    && cp.created_at_ms <= anchored.horizon_ms
                     && !known.contains(&(cp.from_seq, cp.to_seq, cp.signature.as_str()))
                     && check_signature(cp, trusted).is_ok()
                     && unanchored.as_ref().is_none_or(|b| cp.to_seq < b.seq)
@@ -147,7 +160,7 @@ impl ChainVerifier {
             }
         }
         let mut checkpoints = stored;
-        checkpoints.extend(anchored.unwrap_or_default());
+        checkpoints.extend(anchored.map(|a| a.checkpoints).unwrap_or_default());
         for cp in checkpoints {
             match check_signature(&cp, trusted) {
                 Ok(()) if cp.from_seq >= 1 && cp.from_seq <= cp.to_seq => {
@@ -597,7 +610,10 @@ pub async fn verify_range(
     }
     let mut reports = Vec::with_capacity(chains.len());
     for chain in chains {
-        let anchored = anchor.map(|_| by_chain.get(chain.as_str()).cloned().unwrap_or_default());
+        let anchored = anchor.map(|all| Anchored {
+            checkpoints: by_chain.get(chain.as_str()).cloned().unwrap_or_default(),
+            horizon_ms: all.iter().map(|c| c.created_at_ms).max().unwrap_or(0),
+        });
         reports.push(verify_chain_anchored(client, &chain, anchored, trusted).await?);
     }
     let entries = reports.iter().map(|r| r.entries).sum();
@@ -634,7 +650,7 @@ pub async fn verify_chain(
 pub async fn verify_chain_anchored(
     client: &Client,
     chain: &str,
-    anchored: Option<Vec<CheckpointRow>>,
+    anchored: Option<Anchored>,
     trusted: Option<&VerifyingKey>,
 ) -> clickhouse::error::Result<ChainReport> {
     let checkpoints: Vec<CheckpointRow> = client
@@ -727,6 +743,10 @@ mod tests {
         anchored: Vec<CheckpointRow>,
         key: &VerifyingKey,
     ) -> ChainReport {
+        let anchored = Anchored {
+            checkpoints: anchored,
+            horizon_ms: u64::MAX,
+        };
         let mut v = ChainVerifier::anchored("t", stored, Some(anchored), Some(key));
         for r in rows {
             if !v.push(r) {
@@ -872,6 +892,20 @@ mod tests {
             run_anchored(&rows, cps.clone(), cps.clone(), &key).first_break,
             None
         );
+        // ...unless it is newer than everything in the anchor read.
+        let mut v = ChainVerifier::anchored(
+            "t",
+            cps.clone(),
+            Some(Anchored {
+                checkpoints: cps[..1].to_vec(),
+                horizon_ms: 0,
+            }),
+            Some(&key),
+        );
+        rows.iter().for_each(|r| {
+            v.push(r);
+        });
+        assert_eq!(v.finish().first_break, None);
     }
 
     #[test]
