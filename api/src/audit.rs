@@ -164,9 +164,9 @@ pub async fn export_trail(
     let mut body: Vec<u8> = Vec::new();
     let result = if whole_chains {
         let team = Some(query.filter("team")).filter(|t| !t.is_empty());
-        export(&ch, &org, team, state.public_key.as_deref(), &mut body).await
+        export(&ch, &org, team, state.signer.as_ref(), &mut body).await
     } else {
-        export_search(&ch, &query, state.public_key.as_deref(), &mut body).await
+        export_search(&ch, &query, state.signer.as_ref(), &mut body).await
     };
     match result {
         Ok(_) => (

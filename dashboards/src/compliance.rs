@@ -445,12 +445,12 @@ async fn export_download(
             &ch,
             query.filter("org"),
             None,
-            state.public_key.as_deref(),
+            state.signer.as_ref(),
             &mut body,
         )
         .await
     } else {
-        export_search(&ch, &query, state.public_key.as_deref(), &mut body).await
+        export_search(&ch, &query, state.signer.as_ref(), &mut body).await
     };
     match result {
         Ok(_) => (

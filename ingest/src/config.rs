@@ -15,6 +15,9 @@ pub struct KafkaConfig {
     pub dlq_topic: String,
     /// Compacted topic of gating decisions (key = subject).
     pub decisions_topic: String,
+    /// Append-only topic anchoring every signed audit checkpoint outside
+    /// ClickHouse (never compacted or expired; see docs/audit.md).
+    pub audit_checkpoints_topic: String,
     /// Partitions used when Tollgate creates its topics.
     pub partitions: i32,
     /// How long a produce may wait for the broker before it is reported failed.
@@ -28,6 +31,7 @@ impl Default for KafkaConfig {
             events_topic: "tollgate.events".into(),
             dlq_topic: "tollgate.events.dlq".into(),
             decisions_topic: "tollgate.decisions".into(),
+            audit_checkpoints_topic: "tollgate.audit.checkpoints".into(),
             partitions: 4,
             message_timeout_ms: 30_000,
         }

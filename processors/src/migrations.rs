@@ -58,6 +58,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0026_latency_minute_hist.sql",
         include_str!("../../migrations/clickhouse/0026_latency_minute_hist.sql"),
     ),
+    (
+        "0028_audit_checkpoints_v2.sql",
+        include_str!("../../migrations/clickhouse/0028_audit_checkpoints_v2.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

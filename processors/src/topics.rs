@@ -1,6 +1,6 @@
 //! Creating Tollgate's Kafka topics: the events topic (partitioned; the unit
-//! of processor parallelism), its dead-letter topic, and the compacted
-//! decisions topic. A topic that already exists counts as created, so
+//! of processor parallelism), its dead-letter topic, the compacted
+//! decisions topic, and the append-only audit checkpoint anchor. A topic that already exists counts as created, so
 //! `tollgate migrate` stays safe to re-run.
 
 use std::time::Duration;
@@ -46,6 +46,19 @@ pub fn wanted(config: &KafkaConfig) -> Vec<TopicSpec> {
             &config.decisions_topic,
             config.partitions,
             vec![("cleanup.policy", "compact")],
+        ),
+        // The anchor of the audit chain (docs/audit.md): kept forever, never
+        // compacted, so a checkpoint once published stays readable even to
+        // someone who can rewrite ClickHouse. One partition: the volume is
+        // small and one total order is simplest to read back.
+        spec(
+            &config.audit_checkpoints_topic,
+            1,
+            vec![
+                ("cleanup.policy", "delete"),
+                ("retention.ms", "-1"),
+                ("retention.bytes", "-1"),
+            ],
         ),
     ]
 }
@@ -150,4 +163,30 @@ pub async fn create_topics(config: &KafkaConfig) -> Result<Vec<TopicOutcome>> {
         });
     }
     Ok(outcomes)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The audit checkpoint anchor must never lose a message: deleted
+    /// segments only by policy, and no time or size limit.
+    #[test]
+    fn the_anchor_topic_keeps_everything() {
+        let config = KafkaConfig::default();
+        let specs = wanted(&config);
+        let anchor = specs
+            .iter()
+            .find(|s| s.name == "tollgate.audit.checkpoints")
+            .unwrap();
+        assert_eq!(anchor.partitions, 1);
+        for setting in [
+            ("cleanup.policy", "delete"),
+            ("retention.ms", "-1"),
+            ("retention.bytes", "-1"),
+        ] {
+            assert!(anchor.settings.contains(&setting), "{setting:?}");
+        }
+    }
 }

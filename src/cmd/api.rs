@@ -67,12 +67,11 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen} (`[api] listen`)"))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, clickhouse = %config.clickhouse.url, "api listening");
+    let signer = config.audit.signer()?;
     let audit = tollgate_api::audit::AuditState {
         clickhouse: config.clickhouse.clone(),
-        public_key: config
-            .audit
-            .signer()?
-            .map(|s| s.public_key_hex().to_string()),
+        public_key: signer.as_ref().map(|s| s.public_key_hex().to_string()),
+        signer,
         keys: keys.clone(),
     };
     let state = ApiState {

@@ -1,6 +1,8 @@
 //! `tollgate audit ...`: audit chain tools. `keygen` creates the Ed25519
 //! checkpoint signing key (a 32-byte seed, hex, in a file only its owner can
-//! read) and prints its public key.
+//! read) and prints its public key; `export` writes an NDJSON export with a
+//! signed manifest; `checkpoints export` copies the checkpoint anchor (the
+//! Kafka topic) to JSON lines a user can keep outside Tollgate.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use rand::rngs::OsRng;
 use rand::TryRngCore;
+use tollgate_processors::audit::anchor;
 use tollgate_processors::audit::checkpoint::CheckpointSigner;
 use tollgate_processors::audit::search::SearchQuery;
 use tollgate_processors::audit::trail::{export, export_search};
@@ -47,6 +50,23 @@ pub enum AuditCommand {
         /// ...with this outcome. Each entry then carries its inclusion proof.
         #[arg(long)]
         outcome: Option<String>,
+        /// Output file; stdout when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The checkpoint anchor (`kafka.audit_checkpoints_topic`).
+    Checkpoints {
+        #[command(subcommand)]
+        command: CheckpointsCommand,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum CheckpointsCommand {
+    /// Write every anchored checkpoint as JSON lines (one checkpoint
+    /// object per line, in publishing order), for `verify-audit --anchor`
+    /// and `docs/audit_verify.py --anchor`.
+    Export {
         /// Output file; stdout when absent.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -117,10 +137,11 @@ pub async fn run(command: AuditCommand, config: &Config) -> anyhow::Result<()> {
                 || user.is_some()
                 || model.is_some()
                 || outcome.is_some();
-            let public_key = config
-                .audit
-                .signer()?
-                .map(|s| s.public_key_hex().to_string());
+            let signer = config.audit.signer()?;
+            if signer.is_none() {
+                eprintln!("warning: no [audit] signing key: the export's manifest is not signed, so its completeness cannot be proven");
+            }
+            let signer = signer.as_ref();
             let ch = tollgate_processors::clickhouse::client(&config.clickhouse);
             let summary = match &out {
                 Some(path) => {
@@ -129,37 +150,51 @@ pub async fn run(command: AuditCommand, config: &Config) -> anyhow::Result<()> {
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     let mut writer = tokio::io::BufWriter::new(file);
                     if search {
-                        export_search(&ch, &query, public_key.as_deref(), &mut writer).await?
+                        export_search(&ch, &query, signer, &mut writer).await?
                     } else {
-                        export(
-                            &ch,
-                            &org,
-                            team.as_deref(),
-                            public_key.as_deref(),
-                            &mut writer,
-                        )
-                        .await?
+                        export(&ch, &org, team.as_deref(), signer, &mut writer).await?
                     }
                 }
                 None => {
                     let mut writer = tokio::io::BufWriter::new(tokio::io::stdout());
                     if search {
-                        export_search(&ch, &query, public_key.as_deref(), &mut writer).await?
+                        export_search(&ch, &query, signer, &mut writer).await?
                     } else {
-                        export(
-                            &ch,
-                            &org,
-                            team.as_deref(),
-                            public_key.as_deref(),
-                            &mut writer,
-                        )
-                        .await?
+                        export(&ch, &org, team.as_deref(), signer, &mut writer).await?
                     }
                 }
             };
             eprintln!(
                 "exported {} chains, {} entries, {} checkpoints",
                 summary.chains, summary.entries, summary.checkpoints
+            );
+        }
+        AuditCommand::Checkpoints {
+            command: CheckpointsCommand::Export { out },
+        } => {
+            let read = anchor::read_topic(&config.kafka).await?;
+            for (partition, offset, why) in &read.unreadable {
+                eprintln!(
+                    "warning: {} message {partition}/{offset} is not a checkpoint: {why}",
+                    config.kafka.audit_checkpoints_topic
+                );
+            }
+            let mut text = String::new();
+            for cp in &read.checkpoints {
+                text.push_str(&anchor::checkpoint_line(cp));
+                text.push('\n');
+            }
+            match &out {
+                Some(path) => std::fs::write(path, &text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => std::io::stdout()
+                    .write_all(text.as_bytes())
+                    .context("cannot write to stdout")?,
+            }
+            eprintln!(
+                "exported {} anchored checkpoints from topic {}",
+                read.checkpoints.len(),
+                config.kafka.audit_checkpoints_topic
             );
         }
     }

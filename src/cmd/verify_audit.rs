@@ -1,12 +1,17 @@
 //! `tollgate verify-audit`: recompute an org's (or team's) audit chains from
 //! ClickHouse, check every checkpoint's signature against the configured
-//! (or given) public key, and report per chain either what was verified or
-//! the first broken link. Exits 1 when a chain is broken.
+//! (or given) public key, hold every chain to the checkpoint anchor (the
+//! Kafka topic, or a file from `tollgate audit checkpoints export`), and
+//! report per chain either what was verified or the first broken link.
+//! Exits 1 when a chain is broken.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
-use tollgate_processors::audit::checkpoint::parse_public_key;
+use tollgate_processors::audit::anchor;
+use tollgate_processors::audit::checkpoint::{parse_public_key, CheckpointRow};
 use tollgate_processors::audit::search::parse_time_ms;
-use tollgate_processors::audit::verify::verify_range;
+use tollgate_processors::audit::verify::{verify_range, BreakKind};
 use tollgate_processors::clickhouse::client;
 
 use crate::config::Config;
@@ -29,9 +34,49 @@ pub struct Args {
     /// Trusted checkpoint public key (hex); defaults to the configured signing key's.
     #[arg(long)]
     public_key: Option<String>,
+    /// Checkpoint anchor file (JSON lines from `tollgate audit checkpoints
+    /// export`) instead of reading `kafka.audit_checkpoints_topic`.
+    #[arg(long, conflicts_with = "no_anchor")]
+    anchor: Option<PathBuf>,
+    /// Verify against ClickHouse alone: a deleted newest checkpoint and the
+    /// tail after it, or a dropped chain, then go unnoticed.
+    #[arg(long)]
+    no_anchor: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// The anchored checkpoints: from `--anchor`, else from the topic.
+async fn anchored(args: &Args, config: &Config) -> anyhow::Result<Option<Vec<CheckpointRow>>> {
+    if args.no_anchor {
+        return Ok(None);
+    }
+    if let Some(path) = &args.anchor {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--anchor: cannot read {}", path.display()))?;
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let cp = anchor::parse_checkpoint_line(line).map_err(|why| {
+                anyhow::anyhow!("--anchor {} line {}: {why}", path.display(), n + 1)
+            })?;
+            out.push(cp);
+        }
+        return Ok(Some(out));
+    }
+    let read = anchor::read_topic(&config.kafka).await.with_context(|| {
+        "cannot read the checkpoint anchor (pass --anchor FILE, or --no-anchor to verify against clickhouse alone)"
+    })?;
+    for (partition, offset, why) in &read.unreadable {
+        eprintln!(
+            "warning: anchor message {partition}/{offset} of {} is not a checkpoint: {why}",
+            config.kafka.audit_checkpoints_topic
+        );
+    }
+    Ok(Some(read.checkpoints))
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
@@ -67,20 +112,37 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         None
     };
     let ch = client(&config.clickhouse);
-    let report = verify_range(
-        &ch,
-        &args.org,
-        args.team.as_deref(),
-        range,
-        trusted.as_ref(),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot read the audit chain from clickhouse at {}",
-            config.clickhouse.url
+    // A checkpoint is published, then inserted: one inserted after the
+    // anchor was read but before its chain was can look unanchored. The
+    // topic is read again in that case (a file is a fixed snapshot).
+    let mut attempt = 1;
+    let report = loop {
+        let anchor = anchored(&args, config).await?;
+        let report = verify_range(
+            &ch,
+            &args.org,
+            args.team.as_deref(),
+            range,
+            anchor.as_deref(),
+            trusted.as_ref(),
         )
-    })?;
+        .await
+        .with_context(|| {
+            format!(
+                "cannot read the audit chain from clickhouse at {}",
+                config.clickhouse.url
+            )
+        })?;
+        let unanchored = report.chains.iter().any(|c| {
+            c.first_break
+                .as_ref()
+                .is_some_and(|b| b.kind == BreakKind::Unanchored)
+        });
+        if !unanchored || args.anchor.is_some() || attempt == 3 {
+            break report;
+        }
+        attempt += 1;
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

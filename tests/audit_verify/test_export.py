@@ -1,10 +1,15 @@
 """The offline verifier of docs/audit.md (docs/audit_verify.py, the same
 file the doc points to) against exports the Rust side produced, end to end:
 simulated events on a fresh Kafka topic, `tollgate process --folds audit`
-chains and signs them into a fresh ClickHouse database, `tollgate audit
-export` writes a whole-chain export and a search export (with inclusion
-proofs); the verifier must accept both, and reject them after one field of
-one entry is edited. Nothing here imports or copies project code.
+chains and signs them into a fresh ClickHouse database (and publishes every
+checkpoint to the anchor topic), `tollgate audit export` writes a
+whole-chain export and a search export (with inclusion proofs), `tollgate
+audit checkpoints export` the anchor; the verifier must accept them, and
+reject them after one field of one entry is edited, after lines are dropped
+or the file is cut (signed manifest), and, given the anchor, after the
+database lost its newest checkpoint and the entries after the one before, a
+whole chain, or a checkpoint that covered entries a search export then
+called unverifiable yet. Nothing here imports or copies project code.
 
 Needs the dev stack (Kafka, ClickHouse, PostgreSQL; addresses from
 TOLLGATE_TEST_KAFKA / _CLICKHOUSE / _POSTGRES) and TOLLGATE_BIN.
@@ -61,6 +66,7 @@ brokers = "{KAFKA}"
 events_topic = "{name}.events"
 dlq_topic = "{name}.events.dlq"
 decisions_topic = "{name}.decisions"
+audit_checkpoints_topic = "{name}.audit.checkpoints"
 
 [postgres]
 url = "{admin_db[0]}/{name}"
@@ -76,7 +82,7 @@ batch_max_wait_ms = 200
 [audit]
 group_id = "{name}-audit"
 signing_key = "{SEED}"
-checkpoint_every = 50
+checkpoint_every = 20
 checkpoint_interval_secs = 3600
 """)
     # TOLLGATE_* variables are configuration overrides for the binary.
@@ -114,7 +120,11 @@ checkpoint_interval_secs = 3600
     out = tollgate("audit", "export", "--org", org, "--from", str(middle), "--out", str(search))
     assert out.returncode == 0, out.stderr
     public_key = tollgate("audit", "public-key").stdout.strip()
-    yield {"whole": whole, "search": search, "public_key": public_key, "tmp": tmp, "org": org}
+    anchor = tmp / "anchor.jsonl"
+    out = tollgate("audit", "checkpoints", "export", "--out", str(anchor))
+    assert out.returncode == 0, out.stderr
+    yield {"whole": whole, "search": search, "public_key": public_key, "tmp": tmp, "org": org,
+           "anchor": anchor, "tollgate": tollgate, "name": name, "middle": middle}
     clickhouse(f"DROP DATABASE IF EXISTS {name}")
     subprocess.run(["psql", POSTGRES, "-q", "-c", f'DROP DATABASE IF EXISTS "{name}"'], check=False,
                    capture_output=True)
@@ -149,7 +159,7 @@ def test_search_export_verifies_each_entry_by_proof(exports):
     assert entries and all(r["org_id"] == exports["org"] for r in entries)
     assert all(r["occurred_at_ms"] >= header["from_ms"] for r in entries)
     # The processor stopped gracefully, so every entry is under a checkpoint.
-    assert all(r["status"] == "verified" and r["proof"] for r in entries)
+    assert all(r["proof"]["status"] == "verified" and r["proof"]["proof"] for r in entries)
     proven = sum(int(line.split()[2]) for line in result.stdout.splitlines() if " OK " in line)
     assert proven == len(entries)
 
@@ -170,3 +180,122 @@ def test_wrong_public_key_is_rejected(exports):
     other = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"
     result = run_verifier(exports["search"], "--public-key", other)
     assert result.returncode == 1, result.stdout
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_anchor_file_verifies_with_exports(exports):
+    anchored = lines(exports["anchor"])
+    assert anchored and all(c["type"] == "checkpoint" and c["v"] == 2 for c in anchored)
+    for kind in ("whole", "search"):
+        result = run_verifier(exports[kind], "--public-key", exports["public_key"],
+                              "--anchor", str(exports["anchor"]))
+        assert result.returncode == 0, f"{kind}: {result.stdout}{result.stderr}"
+
+
+def test_incomplete_exports_are_rejected(exports):
+    """Each chain of these still verifies on its own; the signed manifest tells."""
+    rows = lines(exports["whole"])
+    chains = sorted({r["chain_id"] for r in rows if r["type"] == "checkpoint"})
+    victim = max(chains, key=lambda c: sum(1 for r in rows if r["type"] == "checkpoint" and r["chain_id"] == c))
+    cps = [r for r in rows if r["type"] == "checkpoint" and r["chain_id"] == victim]
+    assert len(cps) >= 2, "the victim chain needs two checkpoints"
+    last, before = cps[-1], cps[-2]
+    cases = {
+        "dropped chain": [r for r in rows if r.get("chain_id") != victim],
+        "dropped last checkpoint": [r for r in rows if r is not last],
+        "cut at a checkpoint boundary": [
+            r for r in rows if not (r.get("chain_id") == victim and (
+                r is last or (r["type"] == "entry" and r["seq"] > before["to_seq"])))],
+        "cut file": rows[:-1],
+        "unsigned footer": rows[:-1] + [dict(rows[-1], signature=None)],
+    }
+    for what, tampered in cases.items():
+        result = run_verifier(write(exports["tmp"] / "incomplete.ndjson", tampered),
+                              "--public-key", exports["public_key"])
+        assert result.returncode == 1, f"{what}: {result.stdout}"
+        assert "manifest BROKEN" in result.stdout or f"{victim} BROKEN" in result.stdout, what
+
+
+def test_forged_consistency_proof_in_the_anchor_is_rejected(exports):
+    anchored = lines(exports["anchor"])
+    victim = next(i for i, c in enumerate(anchored) if c["consistency"])
+    anchored[victim]["consistency"][0] = "00" * 32
+    forged = write(exports["tmp"] / "forged-anchor.jsonl", anchored)
+    result = run_verifier(exports["search"], "--public-key", exports["public_key"], "--anchor", str(forged))
+    assert result.returncode == 1, result.stdout
+    assert "checkpoint_mismatch" in result.stdout
+
+
+def wait_for(sql: str, want: int) -> None:
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if int(clickhouse(sql).strip() or 0) == want:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"mutation not applied: {sql}")
+
+
+def test_database_tampering_is_caught_only_with_the_anchor(exports):
+    """Runs last: it rewrites the database the other tests exported from."""
+    db, org, tollgate = exports["name"], exports["org"], exports["tollgate"]
+    counts = clickhouse(f"SELECT chain_id, count() AS n FROM {db}.audit_checkpoints WHERE chain_id IN "
+                        f"(SELECT chain_id FROM {db}.audit_chain WHERE org_id = '{org}') "
+                        "GROUP BY chain_id HAVING n >= 2 ORDER BY n DESC, chain_id FORMAT TSV").split("\n")
+    chains = [line.split("\t")[0] for line in counts if line]
+    assert len(chains) >= 3, f"need three chains with two checkpoints: {counts}"
+    tail, dropped, hidden = chains[:3]
+
+    def newest(chain):
+        return [int(x) for x in clickhouse(
+            f"SELECT to_seq FROM {db}.audit_checkpoints WHERE chain_id = '{chain}' ORDER BY to_seq DESC LIMIT 2 FORMAT TSV"
+        ).split()]
+
+    (tail_last, tail_before), (hidden_last, hidden_before) = newest(tail), newest(hidden)
+    # tail: newest checkpoint deleted and the entries after the one before.
+    gone = (f"(chain_id = '{tail}' AND to_seq = {tail_last}) OR (chain_id = '{hidden}' AND to_seq = {hidden_last})"
+            f" OR chain_id = '{dropped}'")
+    clickhouse(f"ALTER TABLE {db}.audit_checkpoints DELETE WHERE {gone}")
+    clickhouse(f"ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = '{tail}' AND seq > {tail_before}")
+    # dropped: the whole chain (its checkpoints went above).
+    clickhouse(f"ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = '{dropped}'")
+    wait_for(f"SELECT count() FROM {db}.audit_checkpoints WHERE {gone}", 0)
+    wait_for(f"SELECT count() FROM {db}.audit_chain WHERE chain_id = '{tail}' AND seq > {tail_before}", 0)
+    wait_for(f"SELECT count() FROM {db}.audit_chain WHERE chain_id = '{dropped}'", 0)
+    whole = exports["tmp"] / "whole-after.ndjson"
+    out = tollgate("audit", "export", "--org", org, "--out", str(whole))
+    assert out.returncode == 0, out.stderr
+    search = exports["tmp"] / "search-after.ndjson"
+    out = tollgate("audit", "export", "--org", org, "--from", str(exports["middle"]), "--out", str(search))
+    assert out.returncode == 0, out.stderr
+    key = ("--public-key", exports["public_key"])
+    # Without the anchor the exports look complete (that is the attack).
+    assert run_verifier(whole, *key).returncode == 0
+    assert run_verifier(search, *key).returncode == 0
+    result = run_verifier(whole, *key, "--anchor", str(exports["anchor"]))
+    assert result.returncode == 1, result.stdout
+    assert f"{tail} BROKEN at seq {tail_before + 1}: truncated" in result.stdout, result.stdout
+    assert f"{dropped} BROKEN at seq 1: truncated" in result.stdout, result.stdout
+    # verify-audit (reading the anchor topic) reports the same kind and seq
+    # for every chain as this verifier given the exported anchor file.
+    out = tollgate("verify-audit", "--org", org, "--json")
+    assert out.returncode == 1, out.stdout + out.stderr
+    ours = {}
+    for line in result.stdout.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[1] == "OK":
+            ours[words[0]] = None
+        elif len(words) >= 6 and words[1:4] == ["BROKEN", "at", "seq"]:
+            ours[words[0]] = (int(words[4].rstrip(":")), words[5])
+    theirs = {c["chain_id"]: None if c["first_break"] is None else (c["first_break"]["seq"], c["first_break"]["kind"])
+              for c in json.loads(out.stdout)["chains"]}
+    assert ours == theirs, (result.stdout, out.stdout)
+    # hidden kept its entries: its newest entries are now "unverifiable
+    # yet" in a search, which the anchored checkpoint contradicts.
+    result = run_verifier(search, *key, "--anchor", str(exports["anchor"]))
+    assert result.returncode == 1, result.stdout
+    assert f"{hidden} BROKEN at seq" in result.stdout and "unproven" in result.stdout, result.stdout
+    assert hidden_before < hidden_last

@@ -126,6 +126,7 @@ brokers = "{brokers}"
 events_topic = "{events_topic}"
 dlq_topic = "{dlq_topic}"
 decisions_topic = "{decisions_topic}"
+audit_checkpoints_topic = "{name}.audit.checkpoints"
 
 [postgres]
 url = "{pg_url}"

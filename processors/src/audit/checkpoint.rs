@@ -4,9 +4,14 @@
 //!
 //! A checkpoint covers the segment `from_seq..=to_seq` of one chain: the head
 //! hash after `to_seq` and the RFC 6962 Merkle root of the segment's entry
-//! hashes. The signed message is the RFC 8785 canonical JSON of
-//! `{chain_id, created_at_ms, from_seq, head_hash, merkle_root, public_key,
-//! to_seq, type: "tollgate.audit.checkpoint", v: 1}`.
+//! hashes. Version 2 (written since the checkpoints are anchored in Kafka)
+//! adds the root of the whole chain prefix `1..=to_seq` (`tree_root`), the
+//! RFC 9162 consistency proof from the previous checkpoint's tree
+//! (`from_seq - 1` leaves) to this one, and the org and team of the chain's
+//! newest entry, so an anchored checkpoint says whose chain it is. The
+//! signed message is the RFC 8785 canonical JSON of the members
+//! [`signed_message`] lists; the consistency proof is not signed (it is
+//! checked against the two signed roots). Version 1 rows are still verified.
 
 use std::path::Path;
 
@@ -27,11 +32,58 @@ pub struct CheckpointRow {
     pub created_at_ms: u64,
     pub public_key: String,
     pub signature: String,
+    /// 1: segment root only; 2: also `tree_root`, `consistency`, org and team.
+    #[serde(default = "version_1")]
+    pub v: u8,
+    /// v2: RFC 6962 root of the entry hashes `1..=to_seq`; empty for v1.
+    #[serde(default)]
+    pub tree_root: String,
+    /// v2: org of the chain's entry `to_seq`.
+    #[serde(default)]
+    pub org_id: String,
+    /// v2: team of the chain's entry `to_seq`.
+    #[serde(default)]
+    pub team_id: String,
+    /// v2: RFC 9162 consistency proof from tree size `from_seq - 1` to
+    /// `to_seq` (hex hashes; empty when `from_seq` is 1).
+    #[serde(default)]
+    pub consistency: Vec<String>,
+}
+
+fn version_1() -> u8 {
+    1
+}
+
+/// The version of the checkpoints the fold writes.
+pub const CHECKPOINT_VERSION: u8 = 2;
+
+/// The chain a checkpoint is cut for.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainRef<'a> {
+    pub chain_id: &'a str,
+    pub org_id: &'a str,
+    pub team_id: &'a str,
 }
 
 /// The bytes a checkpoint's signature covers.
 pub fn signed_message(cp: &CheckpointRow) -> String {
-    let object = serde_json::json!({
+    let object = if cp.v >= 2 {
+        serde_json::json!({
+            "chain_id": cp.chain_id,
+            "created_at_ms": cp.created_at_ms,
+            "from_seq": cp.from_seq,
+            "head_hash": cp.head_hash,
+            "merkle_root": cp.merkle_root,
+            "org_id": cp.org_id,
+            "public_key": cp.public_key,
+            "team_id": cp.team_id,
+            "to_seq": cp.to_seq,
+            "tree_root": cp.tree_root,
+            "type": "tollgate.audit.checkpoint",
+            "v": cp.v,
+        })
+    } else {
+        serde_json::json!({
         "chain_id": cp.chain_id,
         "created_at_ms": cp.created_at_ms,
         "from_seq": cp.from_seq,
@@ -41,7 +93,8 @@ pub fn signed_message(cp: &CheckpointRow) -> String {
         "to_seq": cp.to_seq,
         "type": "tollgate.audit.checkpoint",
         "v": 1,
-    });
+        })
+    };
     // A map of strings and integers always serializes.
     serde_jcs::to_string(&object).unwrap_or_default()
 }
@@ -101,17 +154,26 @@ impl CheckpointSigner {
         &self.public_hex
     }
 
-    /// Checkpoint `segment` (entry hashes of `from_seq..=to_seq`, in order).
+    /// Checkpoint `segment` (entry hashes of `from_seq..=to_seq`, in order)
+    /// after `prefix` (the whole-chain tree of entries `1..from_seq`), which
+    /// is advanced over the segment. `None` for an empty segment or one that
+    /// does not start right after the prefix.
     pub fn checkpoint(
         &self,
-        chain_id: &str,
+        chain: ChainRef<'_>,
         from_seq: u64,
         segment: &[[u8; 32]],
+        prefix: &mut merkle::Compact,
         created_at_ms: u64,
     ) -> Option<CheckpointRow> {
         let last = segment.last()?;
+        if prefix.size() + 1 != from_seq {
+            return None;
+        }
+        let consistency = merkle::consistency_proof(prefix, segment, prefix.size())?;
+        segment.iter().for_each(|h| prefix.push(h));
         let mut cp = CheckpointRow {
-            chain_id: chain_id.to_string(),
+            chain_id: chain.chain_id.to_string(),
             from_seq,
             to_seq: from_seq + segment.len() as u64 - 1,
             head_hash: hex::encode(last),
@@ -119,9 +181,19 @@ impl CheckpointSigner {
             created_at_ms,
             public_key: self.public_hex.clone(),
             signature: String::new(),
+            v: CHECKPOINT_VERSION,
+            tree_root: hex::encode(prefix.root()),
+            org_id: chain.org_id.to_string(),
+            team_id: chain.team_id.to_string(),
+            consistency: consistency.iter().map(hex::encode).collect(),
         };
-        cp.signature = hex::encode(self.key.sign(signed_message(&cp).as_bytes()).to_bytes());
+        cp.signature = self.sign(&signed_message(&cp));
         Some(cp)
+    }
+
+    /// Hex Ed25519 signature of `message` (an export manifest).
+    pub fn sign(&self, message: &str) -> String {
+        hex::encode(self.key.sign(message.as_bytes()).to_bytes())
     }
 }
 
@@ -132,31 +204,38 @@ pub fn parse_public_key(hex_key: &str) -> Option<VerifyingKey> {
     VerifyingKey::from_bytes(&bytes).ok()
 }
 
-/// Why a checkpoint's signature does not hold, if it does not.
-pub fn check_signature(cp: &CheckpointRow, trusted: Option<&VerifyingKey>) -> Result<(), String> {
-    let Some(key) = trusted
-        .copied()
-        .or_else(|| parse_public_key(&cp.public_key))
-    else {
-        return Err(format!(
-            "public key {:?} is not an Ed25519 key",
-            cp.public_key
-        ));
+/// Why a signature by `public_key` over `message` does not hold, if it does
+/// not (checked against `trusted` when given, else the named key).
+pub fn check_message(
+    message: &str,
+    public_key: &str,
+    signature: &str,
+    trusted: Option<&VerifyingKey>,
+) -> Result<(), String> {
+    let Some(key) = trusted.copied().or_else(|| parse_public_key(public_key)) else {
+        return Err(format!("public key {public_key:?} is not an Ed25519 key"));
     };
     if let Some(trusted) = trusted {
-        if hex::encode(trusted.to_bytes()) != cp.public_key {
+        if hex::encode(trusted.to_bytes()) != public_key {
             return Err(format!(
-                "signed by key {}, not by the trusted key {}",
-                cp.public_key,
+                "signed by key {public_key}, not by the trusted key {}",
                 hex::encode(trusted.to_bytes())
             ));
         }
     }
     let mut sig = [0u8; 64];
-    hex::decode_to_slice(&cp.signature, &mut sig)
+    hex::decode_to_slice(signature, &mut sig)
         .map_err(|_| "signature is not 128 hex characters".to_string())?;
-    key.verify(signed_message(cp).as_bytes(), &Signature::from_bytes(&sig))
+    key.verify(message.as_bytes(), &Signature::from_bytes(&sig))
         .map_err(|_| "signature does not verify".to_string())
+}
+
+/// Why a checkpoint's signature does not hold, if it does not.
+pub fn check_signature(cp: &CheckpointRow, trusted: Option<&VerifyingKey>) -> Result<(), String> {
+    if cp.v != 1 && cp.v != CHECKPOINT_VERSION {
+        return Err(format!("unknown checkpoint version {}", cp.v));
+    }
+    check_message(&signed_message(cp), &cp.public_key, &cp.signature, trusted)
 }
 
 #[cfg(test)]
@@ -167,7 +246,35 @@ mod tests {
     fn sign_and_verify() {
         let signer = CheckpointSigner::from_hex_seed(&"07".repeat(32)).unwrap();
         let segment = [[1u8; 32], [2u8; 32], [3u8; 32]];
-        let cp = signer.checkpoint("team-a", 11, &segment, 1_000).unwrap();
+        let chain = ChainRef {
+            chain_id: "team-a",
+            org_id: "org-a",
+            team_id: "team-a",
+        };
+        let mut prefix = merkle::Compact::new();
+        (0..10).for_each(|i| prefix.push(&[i; 32]));
+        let before = prefix.root();
+        let cp = signer
+            .checkpoint(chain, 11, &segment, &mut prefix, 1_000)
+            .unwrap();
+        assert_eq!(cp.v, 2);
+        assert_eq!(cp.tree_root, hex::encode(prefix.root()));
+        let proof: Vec<[u8; 32]> = cp
+            .consistency
+            .iter()
+            .map(|h| super::super::entry::parse_hash(h).unwrap())
+            .collect();
+        assert!(merkle::verify_consistency(
+            10,
+            13,
+            &before,
+            &prefix.root(),
+            &proof
+        ));
+        // A segment that does not follow the prefix is refused.
+        assert!(signer
+            .checkpoint(chain, 20, &segment, &mut prefix, 1_000)
+            .is_none());
         assert_eq!((cp.from_seq, cp.to_seq), (11, 13));
         assert_eq!(cp.head_hash, hex::encode([3u8; 32]));
         let trusted = parse_public_key(signer.public_key_hex()).unwrap();
@@ -176,8 +283,18 @@ mod tests {
         let mut forged = cp.clone();
         forged.to_seq = 12;
         assert!(check_signature(&forged, Some(&trusted)).is_err());
+        let mut forged = cp.clone();
+        forged.tree_root = hex::encode([9u8; 32]);
+        assert!(check_signature(&forged, Some(&trusted)).is_err());
+        let mut downgraded = cp.clone();
+        downgraded.v = 1;
+        assert!(check_signature(&downgraded, Some(&trusted)).is_err());
         let other = CheckpointSigner::from_hex_seed(&"08".repeat(32)).unwrap();
-        let foreign = other.checkpoint("team-a", 11, &segment, 1_000).unwrap();
+        let mut prefix = merkle::Compact::new();
+        (0..10).for_each(|i| prefix.push(&[i; 32]));
+        let foreign = other
+            .checkpoint(chain, 11, &segment, &mut prefix, 1_000)
+            .unwrap();
         assert!(check_signature(&foreign, Some(&trusted))
             .unwrap_err()
             .contains("not by the trusted key"));

@@ -14,6 +14,14 @@
 //! old, and for every chain with unchecked entries at shutdown. A failed
 //! checkpoint insert is kept and retried after the next flush; a crash loses
 //! nothing, because the next owner rebuilds the segment from stored rows.
+//!
+//! Every checkpoint is first published to the anchor topic and only then
+//! inserted into `audit_checkpoints` (why that order: `anchor.rs`); a failed
+//! publish keeps it pending for both, a failed insert for the insert alone.
+//! Version 2 checkpoints also sign the root of the whole chain prefix and
+//! carry a consistency proof from the previous checkpoint, for which the
+//! fold keeps the chain's [`Compact`] tree of the checkpointed prefix
+//! (rebuilt on assignment from the stored entry hashes of the chain).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -24,8 +32,10 @@ use serde::Deserialize;
 use tollgate_ingest::contract::{Event, Rejection};
 use tracing::{info, warn};
 
-use super::checkpoint::{CheckpointRow, CheckpointSigner};
+use super::anchor::AnchorPublisher;
+use super::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
 use super::entry::{chain_entry, entry_fields, parse_hash, EntryRow, GENESIS};
+use super::merkle::Compact;
 use crate::calls_sink::PartitionKey;
 use crate::fold::{Fold, MessageMeta, Positioned};
 
@@ -52,6 +62,11 @@ struct ChainState {
     /// Entry hashes of `segment_from..=seq` (only kept with a signer).
     segment: Vec<[u8; 32]>,
     segment_started: Option<Instant>,
+    /// The whole-chain tree of entries `1..segment_from` (with a signer).
+    prefix: Compact,
+    /// Org and team of the newest entry.
+    org_id: String,
+    team_id: String,
 }
 
 /// The audit chain fold.
@@ -59,7 +74,11 @@ struct ChainState {
 pub struct AuditFold {
     chains: HashMap<String, ChainState>,
     signer: Option<CheckpointSigner>,
+    anchor: Option<AnchorPublisher>,
     policy: CheckpointPolicy,
+    /// Cut, not yet published to the anchor.
+    unpublished: Vec<CheckpointRow>,
+    /// Published, not yet inserted into ClickHouse.
     pending: Vec<CheckpointRow>,
 }
 
@@ -79,6 +98,8 @@ struct HeadRow {
     seq: u64,
     entry_hash: String,
     kafka_partition: i32,
+    org_id: String,
+    team_id: String,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -96,7 +117,7 @@ struct SegmentHash {
 /// Heads of the chains written from `partitions`.
 pub fn heads_sql(partitions: &[i32]) -> String {
     format!(
-        "SELECT chain_id, max(seq) AS head_seq, argMax(entry_hash, seq) AS head_hash, argMax(kafka_partition, seq) AS head_partition FROM audit_chain WHERE kafka_partition IN ({}) GROUP BY chain_id",
+        "SELECT chain_id, max(seq) AS head_seq, argMax(entry_hash, seq) AS head_hash, argMax(kafka_partition, seq) AS head_partition, argMax(org_id, seq) AS head_org, argMax(team_id, seq) AS head_team FROM audit_chain WHERE kafka_partition IN ({}) GROUP BY chain_id",
         list(partitions)
     )
 }
@@ -109,7 +130,8 @@ pub fn last_checkpoints_sql(partitions: &[i32]) -> String {
     )
 }
 
-/// Entry hashes of one chain after its last checkpoint.
+/// Entry hashes of one chain after a seq (0: the whole chain, which the
+/// whole-chain tree of its checkpointed prefix is rebuilt from).
 pub const SEGMENT_SQL: &str =
     "SELECT seq, entry_hash FROM audit_chain WHERE chain_id = ? AND seq > ? ORDER BY seq";
 
@@ -122,16 +144,34 @@ fn list(partitions: &[i32]) -> String {
 }
 
 impl AuditFold {
-    pub fn new(signer: Option<CheckpointSigner>, policy: CheckpointPolicy) -> Self {
+    pub fn new(
+        signer: Option<CheckpointSigner>,
+        anchor: Option<AnchorPublisher>,
+        policy: CheckpointPolicy,
+    ) -> Self {
         Self {
             chains: HashMap::new(),
             signer,
+            anchor,
             policy,
+            unpublished: Vec::new(),
             pending: Vec::new(),
         }
     }
 
     async fn write_pending(&mut self, client: &Client) {
+        if !self.unpublished.is_empty() {
+            let published = match &self.anchor {
+                Some(anchor) => anchor.publish(&self.unpublished).await,
+                None => Ok(()),
+            };
+            match published {
+                Ok(()) => self.pending.append(&mut self.unpublished),
+                Err(err) => {
+                    warn!(checkpoints = self.unpublished.len(), %err, "cannot publish audit checkpoints to the anchor topic; retrying after the next flush (nothing is inserted into clickhouse before it is anchored)");
+                }
+            }
+        }
         if self.pending.is_empty() {
             return;
         }
@@ -187,7 +227,12 @@ impl Fold for AuditFold {
             segment_from: 1,
             segment: Vec::new(),
             segment_started: None,
+            prefix: Compact::new(),
+            org_id: String::new(),
+            team_id: String::new(),
         });
+        state.org_id.clone_from(&fields.org_id);
+        state.team_id.clone_from(&fields.team_id);
         let seq = state.seq + 1;
         let (row, hash) = chain_entry(
             fields,
@@ -249,20 +294,31 @@ impl Fold for AuditFold {
             };
             let checkpointed = checkpoints.get(&head.chain_id).copied().unwrap_or(0);
             let mut segment = Vec::new();
-            if self.signer.is_some() && head.seq > checkpointed {
+            let mut prefix = Compact::new();
+            if self.signer.is_some() {
+                // The whole chain: the prefix tree needs every checkpointed
+                // entry hash (32 bytes each, read once per assignment).
                 let rows: Vec<SegmentHash> = client
                     .query(SEGMENT_SQL)
                     .bind(&head.chain_id)
-                    .bind(checkpointed)
+                    .bind(0u64)
                     .fetch_all()
                     .await?;
-                let mut expected = checkpointed + 1;
+                let mut expected = 1;
                 for row in rows {
                     match parse_hash(&row.entry_hash) {
-                        Some(h) if row.seq == expected => segment.push(h),
+                        Some(h) if row.seq == expected => {
+                            if row.seq <= checkpointed {
+                                prefix.push(&h);
+                            } else {
+                                segment.push(h);
+                            }
+                        }
                         _ => {
-                            warn!(chain = %head.chain_id, seq = row.seq, "stored segment is not contiguous; the next checkpoint starts after it");
+                            warn!(chain = %head.chain_id, seq = row.seq, "stored chain is not contiguous; it is not checkpointed until `tollgate verify-audit` is looked at");
                             segment.clear();
+                            prefix = Compact::new();
+                            break;
                         }
                     }
                     expected = row.seq + 1;
@@ -278,6 +334,9 @@ impl Fold for AuditFold {
                     segment_from: head.seq + 1 - segment.len() as u64,
                     segment_started: (!segment.is_empty()).then(Instant::now),
                     segment,
+                    prefix,
+                    org_id: head.org_id,
+                    team_id: head.team_id,
                 },
             );
         }
@@ -315,10 +374,24 @@ impl Fold for AuditFold {
             let Some(end) = cut.last().map(|r| r.end) else {
                 continue;
             };
+            let chain = ChainRef {
+                chain_id: id,
+                org_id: &state.org_id,
+                team_id: &state.team_id,
+            };
             for range in cut {
                 let from = state.segment_from + range.start as u64;
-                if let Some(cp) = signer.checkpoint(id, from, &state.segment[range], now_ms) {
-                    self.pending.push(cp);
+                match signer.checkpoint(
+                    chain,
+                    from,
+                    &state.segment[range],
+                    &mut state.prefix,
+                    now_ms,
+                ) {
+                    Some(cp) => self.unpublished.push(cp),
+                    None => {
+                        warn!(chain = %id, from_seq = from, "the chain's stored prefix is not contiguous; not checkpointed");
+                    }
                 }
             }
             state.segment_from += end as u64;

@@ -13,6 +13,7 @@
 //! - [`access`]: who may read audit trails (API keys, roles, org scope).
 
 pub mod access;
+pub mod anchor;
 pub mod checkpoint;
 pub mod entry;
 pub mod fold;
@@ -103,8 +104,13 @@ pub async fn run(
             ch.database, ch.url
         )));
     }
+    let anchor = match &signer {
+        Some(_) => Some(anchor::AnchorPublisher::new(kafka)?),
+        None => None,
+    };
     let fold = AuditFold::new(
         signer,
+        anchor,
         CheckpointPolicy {
             every: audit.checkpoint_every.max(1),
             interval: Duration::from_secs(audit.checkpoint_interval_secs),

@@ -442,6 +442,19 @@ impl<'a> ProofSource<'a> {
         Ok(self.checkpoints.entry(chain.to_string()).or_default())
     }
 
+    /// The chain's newest stored checkpoint (highest `to_seq`).
+    pub async fn latest_checkpoint(
+        &mut self,
+        chain: &str,
+    ) -> clickhouse::error::Result<Option<CheckpointRow>> {
+        Ok(self
+            .chain_checkpoints(chain)
+            .await?
+            .iter()
+            .max_by_key(|c| c.to_seq)
+            .cloned())
+    }
+
     /// The segment's entry hashes, `None` when seqs are missing or repeated.
     async fn segment(
         &mut self,

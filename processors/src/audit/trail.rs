@@ -2,22 +2,30 @@
 //! (or team's) chains bundled with their checkpoints and the public key, so
 //! an auditor can verify offline with nothing but `docs/audit.md`.
 //!
-//! Export format (one JSON object per line, `type` first in meaning):
-//! a `header` line (`format`, `org`, `team`, `public_key`, `exported_at`),
-//! then per chain its `checkpoint` lines (in `to_seq` order) and its `entry`
-//! lines (in seq order, every column of `audit_chain`), and a final
-//! `footer` line with the counts.
+//! Export format `tollgate.audit.export.v2` (one JSON object per line):
+//! a `header` line, then per chain its `checkpoint` lines (in `to_seq`
+//! order) and its `entry` lines (in seq order, every column of
+//! `audit_chain` but `appended_at`), and a final `footer` line with the
+//! counts and a signed `manifest`: the header's members, every chain with
+//! its entry count, last seq, head hash and checkpoints, the number of
+//! lines before the footer and the SHA-256 of those lines' bytes. A dropped
+//! chain, checkpoint line or entry, or an export cut anywhere, no longer
+//! matches the signed manifest.
 
 use clickhouse::Client;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::checkpoint::CheckpointRow;
+use super::checkpoint::{CheckpointRow, CheckpointSigner};
 use super::entry::EntryRow;
 use super::verify::{checkpoints_sql, CHAINS_SQL, ENTRY_COLUMNS};
 
 /// The `format` member of an export's header.
-pub const EXPORT_FORMAT: &str = "tollgate.audit.export.v1";
+pub const EXPORT_FORMAT: &str = "tollgate.audit.export.v2";
+
+/// The `type` member of the signed manifest.
+pub const MANIFEST_TYPE: &str = "tollgate.audit.export.manifest";
 
 /// Every entry of one chain in seq order.
 pub fn chain_entries_sql() -> String {
@@ -51,14 +59,96 @@ pub enum ExportError {
     Json(#[from] serde_json::Error),
 }
 
-async fn line<W: AsyncWrite + Unpin>(
-    out: &mut W,
-    value: &impl Serialize,
-) -> Result<(), ExportError> {
-    let mut bytes = serde_json::to_vec(value)?;
-    bytes.push(b'\n');
-    out.write_all(&bytes).await?;
-    Ok(())
+/// Writes lines, hashing every byte for the manifest.
+struct Lines<'w, W> {
+    out: &'w mut W,
+    digest: Sha256,
+    lines: u64,
+}
+
+impl<'w, W: AsyncWrite + Unpin> Lines<'w, W> {
+    fn new(out: &'w mut W) -> Self {
+        Self {
+            out,
+            digest: Sha256::new(),
+            lines: 0,
+        }
+    }
+
+    async fn line(&mut self, value: &impl Serialize) -> Result<(), ExportError> {
+        let mut bytes = serde_json::to_vec(value)?;
+        bytes.push(b'\n');
+        self.digest.update(&bytes);
+        self.lines += 1;
+        self.out.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    /// The footer: `counts`, and the manifest (the header's members, the
+    /// chains, the line count and digest), signed when a key is configured.
+    async fn footer(
+        self,
+        header: &serde_json::Value,
+        counts: serde_json::Value,
+        chains: Vec<ChainManifest>,
+        signer: Option<&CheckpointSigner>,
+    ) -> Result<(), ExportError> {
+        let mut manifest = serde_json::Map::new();
+        if let Some(members) = header.as_object() {
+            for (k, v) in members {
+                if k != "type" {
+                    manifest.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        manifest.insert("type".into(), MANIFEST_TYPE.into());
+        manifest.insert("v".into(), 2.into());
+        manifest.insert("chains".into(), serde_json::to_value(chains)?);
+        manifest.insert("lines".into(), self.lines.into());
+        manifest.insert(
+            "lines_sha256".into(),
+            hex::encode(self.digest.finalize()).into(),
+        );
+        let manifest = serde_json::Value::Object(manifest);
+        let signature =
+            signer.map(|s| s.sign(&serde_jcs::to_string(&manifest).unwrap_or_default()));
+        let mut footer = serde_json::json!({"type": "footer"});
+        if let (Some(f), Some(c)) = (footer.as_object_mut(), counts.as_object()) {
+            f.extend(c.clone());
+            f.insert("manifest".into(), manifest);
+            f.insert("signature".into(), signature.into());
+        }
+        let mut bytes = serde_json::to_vec(&footer)?;
+        bytes.push(b'\n');
+        self.out.write_all(&bytes).await?;
+        self.out.flush().await?;
+        Ok(())
+    }
+}
+
+/// One chain in the manifest: what the export holds of it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChainManifest {
+    pub chain_id: String,
+    /// Entry lines of the chain.
+    pub entries: u64,
+    /// Highest seq among them (0 for none).
+    pub last_seq: u64,
+    /// `entry_hash` of that entry (empty for none).
+    pub head_hash: String,
+    /// Checkpoint lines of the chain.
+    pub checkpoints: u64,
+    /// Highest `to_seq` among them (0 for none): in a search export, no
+    /// entry at or below it may be `unverifiable_yet`.
+    pub checkpointed_to_seq: u64,
+}
+
+fn now_header_times() -> (String, u64) {
+    let now = chrono::Utc::now();
+    (
+        now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        u64::try_from(now.timestamp_millis()).unwrap_or(0),
+    )
 }
 
 /// Write the NDJSON export of every chain holding entries of `org` (and
@@ -67,9 +157,11 @@ pub async fn export<W: AsyncWrite + Unpin>(
     client: &Client,
     org: &str,
     team: Option<&str>,
-    public_key: Option<&str>,
+    signer: Option<&CheckpointSigner>,
     out: &mut W,
 ) -> Result<ExportSummary, ExportError> {
+    let public_key = signer.map(CheckpointSigner::public_key_hex);
+    let mut out = Lines::new(out);
     let team_filter = team.unwrap_or("");
     let chains: Vec<String> = client
         .query(CHAINS_SQL)
@@ -78,18 +170,19 @@ pub async fn export<W: AsyncWrite + Unpin>(
         .bind(team_filter)
         .fetch_all()
         .await?;
-    line(
-        out,
-        &serde_json::json!({
-            "type": "header",
-            "format": EXPORT_FORMAT,
-            "org": org,
-            "team": team,
-            "public_key": public_key,
-            "exported_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        }),
-    )
-    .await?;
+    let (exported_at, exported_at_ms) = now_header_times();
+    let header = serde_json::json!({
+        "type": "header",
+        "format": EXPORT_FORMAT,
+        "scope": "chains",
+        "org": org,
+        "team": team,
+        "public_key": public_key,
+        "exported_at": exported_at,
+        "exported_at_ms": exported_at_ms,
+    });
+    out.line(&header).await?;
+    let mut manifests = Vec::new();
     let mut summary = ExportSummary::default();
     let entries_sql = chain_entries_sql();
     let cp_sql = checkpoints_sql();
@@ -97,44 +190,43 @@ pub async fn export<W: AsyncWrite + Unpin>(
         summary.chains += 1;
         let checkpoints: Vec<CheckpointRow> =
             client.query(&cp_sql).bind(&chain).fetch_all().await?;
+        let mut manifest = ChainManifest {
+            chain_id: chain.clone(),
+            ..ChainManifest::default()
+        };
         for cp in &checkpoints {
-            line(
-                out,
-                &Tagged {
-                    kind: "checkpoint",
-                    row: cp,
-                },
-            )
+            out.line(&Tagged {
+                kind: "checkpoint",
+                row: cp,
+            })
             .await?;
             summary.checkpoints += 1;
+            manifest.checkpoints += 1;
+            manifest.checkpointed_to_seq = manifest.checkpointed_to_seq.max(cp.to_seq);
         }
         let mut cursor = client
             .query(&entries_sql)
             .bind(&chain)
             .fetch::<EntryRow>()?;
         while let Some(row) = cursor.next().await? {
-            line(
-                out,
-                &Tagged {
-                    kind: "entry",
-                    row: &row,
-                },
-            )
+            out.line(&Tagged {
+                kind: "entry",
+                row: &row,
+            })
             .await?;
             summary.entries += 1;
+            manifest.entries += 1;
+            manifest.last_seq = row.seq;
+            manifest.head_hash = row.entry_hash;
         }
+        manifests.push(manifest);
     }
-    line(
-        out,
-        &serde_json::json!({
-            "type": "footer",
-            "chains": summary.chains,
-            "entries": summary.entries,
-            "checkpoints": summary.checkpoints,
-        }),
-    )
-    .await?;
-    out.flush().await?;
+    let counts = serde_json::json!({
+        "chains": summary.chains,
+        "entries": summary.entries,
+        "checkpoints": summary.checkpoints,
+    });
+    out.footer(&header, counts, manifests, signer).await?;
     Ok(summary)
 }
 
@@ -147,9 +239,9 @@ struct ProvenEntry<'a> {
     kind: &'a str,
     #[serde(flatten)]
     row: &'a EntryRow,
-    /// `verified`, `unverifiable_yet` or `failed`, as the server saw it.
-    status: super::search::ProofStatus,
-    proof: Option<super::search::InclusionProof>,
+    /// Exactly the search API's `proof` member: `{status, detail?, proof,
+    /// checkpoint}` (format v1 had `status` and the inner `proof` here).
+    proof: &'a super::search::ProofResult,
 }
 
 /// Write the NDJSON export of the entries matching `query` (its cursor and
@@ -165,40 +257,42 @@ struct ProvenEntry<'a> {
 pub async fn export_search<W: AsyncWrite + Unpin>(
     client: &Client,
     query: &super::search::SearchQuery,
-    public_key: Option<&str>,
+    signer: Option<&CheckpointSigner>,
     out: &mut W,
 ) -> Result<ExportSummary, ExportError> {
     use super::search::{search, ProofSource, ProofStatus, FILTERS};
+    let public_key = signer.map(CheckpointSigner::public_key_hex);
     let trusted = public_key.and_then(super::checkpoint::parse_public_key);
+    let mut out = Lines::new(out);
     let filters: serde_json::Map<String, serde_json::Value> = FILTERS
         .iter()
         .zip(&query.filters)
         .filter(|(_, v)| !v.is_empty())
         .map(|((n, _), v)| (n.to_string(), serde_json::Value::from(v.as_str())))
         .collect();
-    line(
-        out,
-        &serde_json::json!({
-            "type": "header",
-            "format": EXPORT_FORMAT,
-            "scope": "search",
-            "org": query.filter("org"),
-            "team": query.filter("team"),
-            "filters": filters,
-            "from_ms": query.from_ms,
-            "to_ms": query.to_ms,
-            "public_key": public_key,
-            "exported_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        }),
-    )
-    .await?;
+    let (exported_at, exported_at_ms) = now_header_times();
+    let header = serde_json::json!({
+        "type": "header",
+        "format": EXPORT_FORMAT,
+        "scope": "search",
+        "org": query.filter("org"),
+        "team": query.filter("team"),
+        "filters": filters,
+        "from_ms": query.from_ms,
+        "to_ms": query.to_ms,
+        "public_key": public_key,
+        "exported_at": exported_at,
+        "exported_at_ms": exported_at_ms,
+    });
+    out.line(&header).await?;
     let mut page_query = query.clone();
     page_query.limit = EXPORT_PAGE;
     page_query.cursor = None;
     let mut proofs = ProofSource::new(client, trusted);
     let mut needed: std::collections::BTreeMap<(String, u64), CheckpointRow> =
         std::collections::BTreeMap::new();
-    let mut chains = std::collections::BTreeSet::new();
+    let mut chains: std::collections::BTreeMap<String, ChainManifest> =
+        std::collections::BTreeMap::new();
     let mut summary = ExportSummary::default();
     let mut unverifiable = 0u64;
     loop {
@@ -213,16 +307,22 @@ pub async fn export_search<W: AsyncWrite + Unpin>(
             if result.status == ProofStatus::UnverifiableYet {
                 unverifiable += 1;
             }
-            chains.insert(row.chain_id.clone());
-            line(
-                out,
-                &ProvenEntry {
-                    kind: "entry",
-                    row,
-                    status: result.status,
-                    proof: result.proof,
-                },
-            )
+            let manifest = chains
+                .entry(row.chain_id.clone())
+                .or_insert_with(|| ChainManifest {
+                    chain_id: row.chain_id.clone(),
+                    ..ChainManifest::default()
+                });
+            manifest.entries += 1;
+            if row.seq >= manifest.last_seq {
+                manifest.last_seq = row.seq;
+                manifest.head_hash.clone_from(&row.entry_hash);
+            }
+            out.line(&ProvenEntry {
+                kind: "entry",
+                row,
+                proof: &result,
+            })
             .await?;
             summary.entries += 1;
         }
@@ -234,29 +334,33 @@ pub async fn export_search<W: AsyncWrite + Unpin>(
             break;
         }
     }
+    // Each chain's newest checkpoint too, so that an entry claimed to be
+    // unverifiable yet can be checked against it.
+    for chain in chains.keys() {
+        if let Some(cp) = proofs.latest_checkpoint(chain).await? {
+            needed.entry((cp.chain_id.clone(), cp.to_seq)).or_insert(cp);
+        }
+    }
     for cp in needed.values() {
-        line(
-            out,
-            &Tagged {
-                kind: "checkpoint",
-                row: cp,
-            },
-        )
+        out.line(&Tagged {
+            kind: "checkpoint",
+            row: cp,
+        })
         .await?;
         summary.checkpoints += 1;
+        if let Some(manifest) = chains.get_mut(&cp.chain_id) {
+            manifest.checkpoints += 1;
+            manifest.checkpointed_to_seq = manifest.checkpointed_to_seq.max(cp.to_seq);
+        }
     }
     summary.chains = chains.len() as u64;
-    line(
-        out,
-        &serde_json::json!({
-            "type": "footer",
-            "chains": summary.chains,
-            "entries": summary.entries,
-            "checkpoints": summary.checkpoints,
-            "unverifiable_yet": unverifiable,
-        }),
-    )
-    .await?;
-    out.flush().await?;
+    let counts = serde_json::json!({
+        "chains": summary.chains,
+        "entries": summary.entries,
+        "checkpoints": summary.checkpoints,
+        "unverifiable_yet": unverifiable,
+    });
+    out.footer(&header, counts, chains.into_values().collect(), signer)
+        .await?;
     Ok(summary)
 }

@@ -5,10 +5,16 @@
 //!
 //! Every entry is hashed again from its columns; every checkpoint's
 //! signature is checked against the trusted public key, and its head hash
-//! and Merkle root against the recomputed entries. The first problem is
-//! reported with its sequence number and kind.
+//! and Merkle roots against the recomputed entries (for version 2 also the
+//! whole-chain root, the consistency proof from its predecessor, and that
+//! the predecessor exists). With the anchor (`anchor.rs`) the anchored
+//! checkpoints join the stored ones, so a checkpoint deleted from ClickHouse
+//! still holds the chain to it, a stored v2 checkpoint missing from the
+//! anchor is reported, and an anchored chain with no entries left is
+//! reported truncated at seq 1. The first problem is reported with its
+//! sequence number and kind (the algorithm is spelled out in docs/audit.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;
 
 use clickhouse::Client;
@@ -17,7 +23,7 @@ use serde::Serialize;
 
 use super::checkpoint::{check_signature, CheckpointRow};
 use super::entry::{entry_hash, parse_hash, EntryRow, GENESIS};
-use super::merkle;
+use super::merkle::{self, Compact};
 
 /// What is wrong at a location.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,8 +45,15 @@ pub enum BreakKind {
     /// A validly signed checkpoint disagrees with the entries (the chain was
     /// rewritten consistently after it was signed).
     CheckpointMismatch,
-    /// The chain ends before a signed checkpoint's last entry.
+    /// The chain ends before a signed checkpoint's last entry (seq 1: an
+    /// anchored chain has no entries left at all).
     Truncated,
+    /// A version 2 checkpoint's predecessor (the checkpoint ending at its
+    /// `from_seq - 1`) is nowhere: a checkpoint was removed.
+    MissingCheckpoint,
+    /// A validly signed version 2 checkpoint in ClickHouse is not in the
+    /// anchor: the anchor is incomplete (or was not the one written to).
+    Unanchored,
 }
 
 /// The first problem found in a chain.
@@ -73,12 +86,28 @@ pub struct ChainVerifier {
     signature_break: Option<Break>,
     /// Every verified entry hash (index seq - 1), for Merkle roots.
     hashes: Vec<[u8; 32]>,
+    /// The whole-chain tree of the verified entries.
+    tree: Compact,
+    /// Whole-chain roots at the sizes v2 checkpoints prove consistency from.
+    roots_at: BTreeMap<u64, [u8; 32]>,
+    /// Sizes whose root is wanted in `roots_at`.
+    wanted_roots: BTreeSet<u64>,
     head: [u8; 32],
     expected: u64,
     last_position: Option<(i32, i64)>,
     verified_checkpoints: u64,
     verified_to_seq: Option<u64>,
     first_break: Option<Break>,
+}
+
+/// A chain's checkpoints in the anchor, and the anchor's horizon: the
+/// newest `created_at_ms` in the whole anchor read (a stored checkpoint
+/// created later may have been published after the read, so it is not
+/// held against the anchor).
+#[derive(Debug, Clone, Default)]
+pub struct Anchored {
+    pub checkpoints: Vec<CheckpointRow>,
+    pub horizon_ms: u64,
 }
 
 /// How far around a misplaced entry to look for the position it was
@@ -91,8 +120,47 @@ impl ChainVerifier {
         checkpoints: Vec<CheckpointRow>,
         trusted: Option<&VerifyingKey>,
     ) -> Self {
+        Self::anchored(chain_id, checkpoints, None, trusted)
+    }
+
+    /// Like [`ChainVerifier::new`], also holding the chain to `anchored`
+    /// (the chain's checkpoints in the anchor), when given.
+    pub fn anchored(
+        chain_id: &str,
+        stored: Vec<CheckpointRow>,
+        anchored: Option<Anchored>,
+        trusted: Option<&VerifyingKey>,
+    ) -> Self {
         let mut good: BTreeMap<u64, Vec<CheckpointRow>> = BTreeMap::new();
         let mut signature_break: Option<Break> = None;
+        let mut unanchored: Option<Break> = None;
+        if let Some(anchored) = &anchored {
+            let known: HashSet<(u64, u64, &str)> = anchored
+                .checkpoints
+                .iter()
+                .map(|c| (c.from_seq, c.to_seq, c.signature.as_str()))
+                .collect();
+            for cp in &stored {
+                // Newer than anything in the anchor read: published after it.
+                if cp.v >= 2
+                    && cp.created_at_ms <= anchored.horizon_ms
+                    && !known.contains(&(cp.from_seq, cp.to_seq, cp.signature.as_str()))
+                    && check_signature(cp, trusted).is_ok()
+                    && unanchored.as_ref().is_none_or(|b| cp.to_seq < b.seq)
+                {
+                    unanchored = Some(Break {
+                        seq: cp.to_seq,
+                        kind: BreakKind::Unanchored,
+                        detail: format!(
+                            "signed checkpoint {}..={} is in clickhouse but not in the anchor",
+                            cp.from_seq, cp.to_seq
+                        ),
+                    });
+                }
+            }
+        }
+        let mut checkpoints = stored;
+        checkpoints.extend(anchored.map(|a| a.checkpoints).unwrap_or_default());
         for cp in checkpoints {
             match check_signature(&cp, trusted) {
                 Ok(()) if cp.from_seq >= 1 && cp.from_seq <= cp.to_seq => {
@@ -102,14 +170,16 @@ impl ChainVerifier {
                     }
                 }
                 Ok(()) => {
-                    signature_break.get_or_insert(Break {
-                        seq: cp.to_seq,
-                        kind: BreakKind::CheckpointMismatch,
-                        detail: format!(
-                            "checkpoint covers an empty range {}..={}",
-                            cp.from_seq, cp.to_seq
-                        ),
-                    });
+                    if signature_break.as_ref().is_none_or(|b| cp.to_seq < b.seq) {
+                        signature_break = Some(Break {
+                            seq: cp.to_seq,
+                            kind: BreakKind::CheckpointMismatch,
+                            detail: format!(
+                                "checkpoint covers an empty range {}..={}",
+                                cp.from_seq, cp.to_seq
+                            ),
+                        });
+                    }
                 }
                 Err(why) => {
                     if signature_break.as_ref().is_none_or(|b| cp.to_seq < b.seq) {
@@ -122,11 +192,25 @@ impl ChainVerifier {
                 }
             }
         }
+        if let Some(b) = unanchored {
+            if signature_break.as_ref().is_none_or(|s| b.seq < s.seq) {
+                signature_break = Some(b);
+            }
+        }
+        let wanted_roots = good
+            .values()
+            .flatten()
+            .filter(|c| c.v >= 2)
+            .map(|c| c.from_seq - 1)
+            .collect();
         Self {
             chain_id: chain_id.to_string(),
             checkpoints: good,
             signature_break,
             hashes: Vec::new(),
+            tree: Compact::new(),
+            roots_at: BTreeMap::new(),
+            wanted_roots,
             head: GENESIS,
             expected: 1,
             last_position: None,
@@ -248,6 +332,10 @@ impl ChainVerifier {
             return;
         }
         self.hashes.push(hash);
+        self.tree.push(&hash);
+        if self.wanted_roots.contains(&row.seq) {
+            self.roots_at.insert(row.seq, self.tree.root());
+        }
         self.head = hash;
         self.expected = row.seq + 1;
         self.last_position = Some((row.kafka_partition, row.kafka_offset));
@@ -283,9 +371,60 @@ impl ChainVerifier {
                 );
                 return;
             }
+            if cp.v >= 2 {
+                if let Err((at, kind, why)) = self.check_tree(&cp) {
+                    self.fail(at, kind, why);
+                    return;
+                }
+            }
             self.verified_checkpoints += 1;
             self.verified_to_seq = Some(seq);
         }
+    }
+
+    /// A v2 checkpoint at the current head: its whole-chain root, its
+    /// predecessor, and the consistency proof from the predecessor's tree.
+    fn check_tree(&self, cp: &CheckpointRow) -> Result<(), (u64, BreakKind, String)> {
+        let root = self.tree.root();
+        let range = format!("signed checkpoint {}..={}", cp.from_seq, cp.to_seq);
+        if cp.tree_root != hex::encode(root) {
+            return Err((
+                cp.to_seq,
+                BreakKind::CheckpointMismatch,
+                format!(
+                    "{range}: tree root does not match the entries 1..={}",
+                    cp.to_seq
+                ),
+            ));
+        }
+        let old_size = cp.from_seq - 1;
+        if old_size > 0 && !self.checkpoints.contains_key(&old_size) {
+            return Err((
+                old_size,
+                BreakKind::MissingCheckpoint,
+                format!("{range} follows a checkpoint ending at seq {old_size}, which is missing"),
+            ));
+        }
+        let old_root = if old_size == 0 {
+            Some(merkle::root(&[]))
+        } else {
+            self.roots_at.get(&old_size).copied()
+        };
+        let proof: Option<Vec<[u8; 32]>> = cp.consistency.iter().map(|h| parse_hash(h)).collect();
+        let holds = match (old_root, proof) {
+            (Some(old_root), Some(proof)) => {
+                merkle::verify_consistency(old_size, cp.to_seq, &old_root, &root, &proof)
+            }
+            _ => false,
+        };
+        if !holds {
+            return Err((
+                cp.to_seq,
+                BreakKind::CheckpointMismatch,
+                format!("{range}: its consistency proof from tree size {old_size} does not hold"),
+            ));
+        }
+        Ok(())
     }
 
     /// Entries verified so far.
@@ -326,7 +465,7 @@ pub const ENTRY_COLUMNS: &str = "chain_id, seq, occurred_at, occurred_at_ms, eve
 
 /// The columns of [`CheckpointRow`], in its field order.
 pub const CHECKPOINT_COLUMNS: &str =
-    "chain_id, from_seq, to_seq, head_hash, merkle_root, created_at_ms, public_key, signature";
+    "chain_id, from_seq, to_seq, head_hash, merkle_root, created_at_ms, public_key, signature, v, tree_root, org_id, team_id, consistency";
 
 /// Chains holding entries of an org (and team).
 pub const CHAINS_SQL: &str =
@@ -404,17 +543,23 @@ pub async fn verify(
     team: Option<&str>,
     trusted: Option<&VerifyingKey>,
 ) -> clickhouse::error::Result<AuditReport> {
-    verify_range(client, org, team, None, trusted).await
+    verify_range(client, org, team, None, None, trusted).await
 }
 
 /// Like [`verify`], for the chains holding the org's entries that occurred
 /// in `[from_ms, to_ms)` (all chains when `range` is `None`). Each chain is
 /// still verified from its first entry: its links reach back to genesis.
+///
+/// With `anchor` (every checkpoint read from the anchor topic or a file),
+/// each chain is also held to its anchored checkpoints, and every anchored
+/// chain of the org (and team) that has no entries in ClickHouse is
+/// verified too, which reports it truncated at seq 1.
 pub async fn verify_range(
     client: &Client,
     org: &str,
     team: Option<&str>,
     range: Option<(u64, u64)>,
+    anchor: Option<&[CheckpointRow]>,
     trusted: Option<&VerifyingKey>,
 ) -> clickhouse::error::Result<AuditReport> {
     let started = Instant::now();
@@ -441,9 +586,35 @@ pub async fn verify_range(
                 .await?
         }
     };
+    let mut chains = chains;
+    let mut by_chain: BTreeMap<&str, Vec<CheckpointRow>> = BTreeMap::new();
+    if let Some(anchor) = anchor {
+        for cp in anchor {
+            by_chain
+                .entry(cp.chain_id.as_str())
+                .or_default()
+                .push(cp.clone());
+        }
+        let listed: BTreeSet<String> = chains.iter().cloned().collect();
+        for (chain, cps) in &by_chain {
+            let ours = cps
+                .iter()
+                .any(|c| c.org_id == org && team.is_none_or(|t| c.team_id == t));
+            if ours && !listed.contains(*chain) {
+                let present: u64 = client.query(MAX_SEQ_SQL).bind(*chain).fetch_one().await?;
+                if present == 0 {
+                    chains.push((*chain).to_string());
+                }
+            }
+        }
+    }
     let mut reports = Vec::with_capacity(chains.len());
     for chain in chains {
-        reports.push(verify_chain(client, &chain, trusted).await?);
+        let anchored = anchor.map(|all| Anchored {
+            checkpoints: by_chain.get(chain.as_str()).cloned().unwrap_or_default(),
+            horizon_ms: all.iter().map(|c| c.created_at_ms).max().unwrap_or(0),
+        });
+        reports.push(verify_chain_anchored(client, &chain, anchored, trusted).await?);
     }
     let entries = reports.iter().map(|r| r.entries).sum();
     let elapsed = started.elapsed();
@@ -472,13 +643,23 @@ pub async fn verify_chain(
     chain: &str,
     trusted: Option<&VerifyingKey>,
 ) -> clickhouse::error::Result<ChainReport> {
+    verify_chain_anchored(client, chain, None, trusted).await
+}
+
+/// Verify one chain, held to its anchored checkpoints when given.
+pub async fn verify_chain_anchored(
+    client: &Client,
+    chain: &str,
+    anchored: Option<Anchored>,
+    trusted: Option<&VerifyingKey>,
+) -> clickhouse::error::Result<ChainReport> {
     let checkpoints: Vec<CheckpointRow> = client
         .query(&checkpoints_sql())
         .bind(chain)
         .fetch_all()
         .await?;
     let max_seq: u64 = client.query(MAX_SEQ_SQL).bind(chain).fetch_one().await?;
-    let mut verifier = ChainVerifier::new(chain, checkpoints, trusted);
+    let mut verifier = ChainVerifier::anchored(chain, checkpoints, anchored, trusted);
     let page_sql = entries_page_sql();
     let mut from = 0u64;
     'pages: while from <= max_seq {
@@ -539,15 +720,40 @@ mod tests {
             .iter()
             .map(|r| parse_hash(&r.entry_hash).unwrap())
             .collect();
+        let chain = super::super::checkpoint::ChainRef {
+            chain_id: "t",
+            org_id: "o",
+            team_id: "t",
+        };
+        let mut prefix = Compact::new();
         hashes
             .chunks(every)
             .enumerate()
             .map(|(i, seg)| {
                 signer
-                    .checkpoint("t", (i * every) as u64 + 1, seg, 1)
+                    .checkpoint(chain, (i * every) as u64 + 1, seg, &mut prefix, 1)
                     .unwrap()
             })
             .collect()
+    }
+
+    fn run_anchored(
+        rows: &[EntryRow],
+        stored: Vec<CheckpointRow>,
+        anchored: Vec<CheckpointRow>,
+        key: &VerifyingKey,
+    ) -> ChainReport {
+        let anchored = Anchored {
+            checkpoints: anchored,
+            horizon_ms: u64::MAX,
+        };
+        let mut v = ChainVerifier::anchored("t", stored, Some(anchored), Some(key));
+        for r in rows {
+            if !v.push(r) {
+                break;
+            }
+        }
+        v.finish()
     }
 
     fn run(rows: &[EntryRow], cps: Vec<CheckpointRow>, key: &VerifyingKey) -> ChainReport {
@@ -638,6 +844,87 @@ mod tests {
             broken(&run(&duplicated, cps, &key)),
             (3, BreakKind::Duplicate)
         );
+    }
+
+    /// Deleting the newest stored checkpoint and then cutting or rewriting
+    /// the chain after the one before passes without the anchor (which is
+    /// why there is one) and is caught with it.
+    #[test]
+    fn the_anchor_holds_the_chain_to_deleted_checkpoints() {
+        let (rows, cps, key) = setup();
+        let stored = cps[..1].to_vec();
+        // Truncated after checkpoint 10, checkpoint 20 deleted.
+        assert_eq!(run(&rows[..12], stored.clone(), &key).first_break, None);
+        assert_eq!(
+            broken(&run_anchored(
+                &rows[..12],
+                stored.clone(),
+                cps.clone(),
+                &key
+            )),
+            (13, BreakKind::Truncated)
+        );
+        // Rewritten consistently after checkpoint 10, checkpoint 20 deleted.
+        let mut rewritten = rows.clone();
+        rewritten[14].model = "x".into();
+        let mut prev = parse_hash(&rewritten[14].prev_hash).unwrap();
+        for row in rewritten.iter_mut().skip(14) {
+            row.prev_hash = hex::encode(prev);
+            prev = entry_hash(&prev, row);
+            row.entry_hash = hex::encode(prev);
+        }
+        assert_eq!(run(&rewritten, stored.clone(), &key).first_break, None);
+        assert_eq!(
+            broken(&run_anchored(&rewritten, stored.clone(), cps.clone(), &key)),
+            (20, BreakKind::CheckpointMismatch)
+        );
+        // A dropped chain: no entries, anchored checkpoints.
+        assert_eq!(
+            broken(&run_anchored(&[], vec![], cps.clone(), &key)),
+            (1, BreakKind::Truncated)
+        );
+        // A stored checkpoint the anchor lacks.
+        assert_eq!(
+            broken(&run_anchored(&rows, cps.clone(), cps[..1].to_vec(), &key)),
+            (20, BreakKind::Unanchored)
+        );
+        assert_eq!(
+            run_anchored(&rows, cps.clone(), cps.clone(), &key).first_break,
+            None
+        );
+        // ...unless it is newer than everything in the anchor read.
+        let mut v = ChainVerifier::anchored(
+            "t",
+            cps.clone(),
+            Some(Anchored {
+                checkpoints: cps[..1].to_vec(),
+                horizon_ms: 0,
+            }),
+            Some(&key),
+        );
+        rows.iter().for_each(|r| {
+            v.push(r);
+        });
+        assert_eq!(v.finish().first_break, None);
+    }
+
+    #[test]
+    fn checkpoints_must_link_by_consistency_proofs() {
+        let (rows, cps, key) = setup();
+        // The first checkpoint removed: the second one's predecessor is gone.
+        assert_eq!(
+            broken(&run(&rows, cps[1..].to_vec(), &key)),
+            (10, BreakKind::MissingCheckpoint)
+        );
+        // A wrong consistency proof (it is not signed; it must still hold).
+        let mut bad = cps.clone();
+        bad[1].consistency[0] = hex::encode([7u8; 32]);
+        assert_eq!(
+            broken(&run(&rows, bad, &key)),
+            (20, BreakKind::CheckpointMismatch)
+        );
+        assert_eq!(cps[0].consistency.len(), 0);
+        assert!(!cps[1].consistency.is_empty());
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     bench.kafka.events_topic = format!("tollgate.bench.{id}.events");
     bench.kafka.dlq_topic = format!("tollgate.bench.{id}.events.dlq");
     bench.kafka.decisions_topic = format!("tollgate.bench.{id}.decisions");
+    bench.kafka.audit_checkpoints_topic = format!("tollgate.bench.{id}.audit.checkpoints");
     bench.clickhouse.database = format!("tollgate_bench_{id}");
     bench.processor.group_id = format!("tollgate-bench-{id}");
     let overrides = overrides(&bench);
@@ -226,6 +227,10 @@ fn overrides(config: &Config) -> Vec<(String, String)> {
         (
             "TOLLGATE_KAFKA__DECISIONS_TOPIC".into(),
             config.kafka.decisions_topic.clone(),
+        ),
+        (
+            "TOLLGATE_KAFKA__AUDIT_CHECKPOINTS_TOPIC".into(),
+            config.kafka.audit_checkpoints_topic.clone(),
         ),
         (
             "TOLLGATE_CLICKHOUSE__URL".into(),
