@@ -50,6 +50,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0023_cost_daily_tags.sql",
         include_str!("../../migrations/clickhouse/0023_cost_daily_tags.sql"),
     ),
+    (
+        "0025_call_priced_as.sql",
+        include_str!("../../migrations/clickhouse/0025_call_priced_as.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations
