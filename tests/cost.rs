@@ -106,7 +106,7 @@ const PRICES_V1: &str = r#"{
               "input_cost_per_request": 0.001},
   "tg-reason": {"litellm_provider": "testprov", "effective_from": "2026-01-01T00:00:00Z",
               "input_cost_per_token": 1e-06, "output_cost_per_token": 4e-06,
-              "output_cost_per_reasoning_token": 1e-05, "input_cost_per_image": 0.01,
+              "output_cost_per_reasoning_token": 1e-05, "output_cost_per_image": 0.01,
               "input_cost_per_audio_per_second": 0.0006}
 }"#;
 const PRICES_V2: &str = r#"{
