@@ -881,6 +881,11 @@ async fn admin_prices_are_exact_decimal_strings_or_400s_naming_the_field() {
             "input_per_token",
             "negative",
         ),
+        (
+            with("input_per_token", json!(" 0.1")),
+            "input_per_token",
+            "not an exact decimal",
+        ),
         (with("colour", json!("red")), "colour", "unknown field"),
     ];
     for (body, field, words) in &cases {

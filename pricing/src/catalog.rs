@@ -102,7 +102,7 @@ pub mod decimal_str {
     /// An exact decimal from its text; no rounding (too many digits is an
     /// error, not a rounded price).
     pub fn parse(v: &str) -> Result<Decimal, String> {
-        Decimal::from_str_exact(v.trim())
+        Decimal::from_str_exact(v)
             .map(|d| d.normalize())
             .map_err(|e| format!("`{v}` is not an exact decimal: {e}"))
     }

@@ -65,7 +65,7 @@ pub async fn run(command: PricesCommand, config: &Config) -> anyhow::Result<()> 
                 return Ok(());
             }
             println!(
-                "{:>5}  {:<10} {:<28} {:<25} {:>14} {:>14} {:>14} {:>14}",
+                "{:>5}  {:<10} {:<28} {:<25} {:>14} {:>14} {:>14} {:>14}  tiers",
                 "id",
                 "provider",
                 "model",
@@ -79,8 +79,22 @@ pub async fn run(command: PricesCommand, config: &Config) -> anyhow::Result<()> 
                 let opt = |d: Option<rust_decimal::Decimal>| {
                     d.map(|d| d.to_string()).unwrap_or_else(|| "-".into())
                 };
+                // `>200000: 0.0000025/0.000015` (`>=` when inclusive).
+                let tiers: Vec<String> = v
+                    .tiers
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}{}: {}/{}",
+                            if t.inclusive { ">=" } else { ">" },
+                            t.above_tokens,
+                            t.input_per_token,
+                            opt(t.output_per_token)
+                        )
+                    })
+                    .collect();
                 println!(
-                    "{:>5}  {:<10} {:<28} {:<25} {:>14} {:>14} {:>14} {:>14}",
+                    "{:>5}  {:<10} {:<28} {:<25} {:>14} {:>14} {:>14} {:>14}  {}",
                     v.id,
                     v.provider,
                     v.model,
@@ -88,7 +102,8 @@ pub async fn run(command: PricesCommand, config: &Config) -> anyhow::Result<()> 
                     v.input_per_token,
                     v.output_per_token,
                     opt(v.cache_read_per_token),
-                    opt(v.cache_write_per_token)
+                    opt(v.cache_write_per_token),
+                    tiers.join(" ")
                 );
             }
             Ok(())
