@@ -30,8 +30,9 @@ pub const PROVIDER_ALIASES: &[(&str, &[&str])] = &[
             "vertex_ai-openai_models",
         ],
     ),
+    // LiteLLM files Bedrock's Claude under `bedrock_converse`, with the
+    // model ids Bedrock answers with (`anthropic.claude-...-v1:0`).
     ("bedrock", &["bedrock_converse"]),
-    ("azure", &["azure_ai"]),
 ];
 
 /// The catalog providers to try for an event's `provider`: itself, then its

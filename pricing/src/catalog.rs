@@ -419,7 +419,14 @@ mod tests {
         dated_other.provider = "anthropic".into();
         let mut opus = version(5, "claude-opus-4", t, "0.00002");
         opus.provider = "anthropic".into();
-        let catalog = PriceCatalog::new([gemini, vertex, claude, dated_other, opus]);
+        let mut bedrock = version(
+            6,
+            "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            t,
+            "0.0000033",
+        );
+        bedrock.provider = "bedrock_converse".into();
+        let catalog = PriceCatalog::new([gemini, vertex, claude, dated_other, opus, bedrock]);
         // `google` events find LiteLLM's Gemini API entry first.
         assert_eq!(catalog.lookup("google", "gemini-2.5-pro", t).unwrap().id, 1);
         assert_eq!(
@@ -449,5 +456,10 @@ mod tests {
             .lookup("anthropic", "claude-haiku-4-5-20251001", t)
             .is_none());
         assert!(catalog.lookup("openai", "claude-sonnet-4-5", t).is_none());
+        // Bedrock's Claude, as LiteLLM files it.
+        let v = catalog
+            .lookup("bedrock", "anthropic.claude-sonnet-4-5-20250929-v1:0", t)
+            .unwrap();
+        assert_eq!(v.id, 6);
     }
 }
