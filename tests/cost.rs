@@ -1739,8 +1739,7 @@ async fn statement_lines(env: &TestEnv) -> (serde_json::Value, HashMap<String, s
 /// events find their LiteLLM entries through the catalog's aliases, and the
 /// call says which entry priced it; calls stored before the fix are
 /// repaired by `tollgate reprice` (visible on the statement, idempotent);
-/// re-importing LiteLLM's file adds nothing, with or without
-/// `--effective-from`, and a file giving one version two prices is refused.
+/// what the import cannot bill is named, never dropped.
 #[tokio::test]
 async fn tiers_and_aliases_price_calls_and_reprice_repairs_stored_ones() {
     let mut env = TestEnv::new("cost_catalog").await;
@@ -1815,8 +1814,7 @@ async fn tiers_and_aliases_price_calls_and_reprice_repairs_stored_ones() {
     assert!(dated["cost"].is_null(), "{dated}");
     assert_eq!(dated["unpriced_calls"], 1, "{dated}");
 
-    // LiteLLM's own file, tiers and all; importing it again, with or
-    // without a date, adds nothing.
+    // LiteLLM's own file, tiers and all.
     let first = import_with(
         &env,
         LITELLM_SUBSET,
@@ -1838,23 +1836,6 @@ async fn tiers_and_aliases_price_calls_and_reprice_repairs_stored_ones() {
         stdout.contains("`input_cost_per_image` not imported, 1 entries imported without this price: gemini-3-pro-image-preview"),
         "{stdout}"
     );
-    for extra in [
-        &["--effective-from", "2026-01-01T00:00:00Z"][..],
-        &[][..],
-        &[][..],
-    ] {
-        let again = import_with(&env, LITELLM_SUBSET, extra);
-        let out = String::from_utf8_lossy(&again.stdout);
-        assert!(
-            again.status.success(),
-            "{}",
-            String::from_utf8_lossy(&again.stderr)
-        );
-        assert!(
-            out.contains("prices: 0 version(s) added"),
-            "{extra:?}: {out}"
-        );
-    }
     let listed = versions(&env);
     let grok = listed
         .iter()
@@ -1867,20 +1848,6 @@ async fn tiers_and_aliases_price_calls_and_reprice_repairs_stored_ones() {
         .find(|v| v["model"] == "gemini-3-pro-image-preview")
         .unwrap();
     assert_eq!(image["per_image"], "0.134", "{image}");
-    // Two equally specific prices for one version in one file: refused,
-    // naming both entries, nothing stored (they would flip on every import).
-    let count = listed.len();
-    let twice = import_with(
-        &env,
-        r#"{"a": {"litellm_provider": "p", "tollgate_model": "m", "input_cost_per_token": 1e-06},
-            "b": {"litellm_provider": "p", "tollgate_model": "m", "input_cost_per_token": 2e-06}}"#,
-        &["--effective-from", "2026-01-01T00:00:00Z"],
-    );
-    let err = String::from_utf8_lossy(&twice.stderr);
-    assert!(!twice.status.success());
-    assert!(err.contains("entries `a` and `b`"), "{err}");
-    assert_eq!(versions(&env).len(), count);
-
     // The repair: the version events name (`google`) corrected with
     // LiteLLM's tiered entry ...
     let mut entry: serde_json::Value = serde_json::from_str(LITELLM_SUBSET).unwrap();
@@ -2054,4 +2021,81 @@ async fn tiers_and_aliases_price_calls_and_reprice_repairs_stored_ones() {
         adjustments
     );
     assert_eq!(effective_costs(&env).await, after);
+}
+
+/// Issue 9, item 6: importing the same LiteLLM file again adds nothing,
+/// with `--effective-from` or without (before, every import without a date
+/// added every version again); two entries for one version either resolve
+/// the same way on every import (`provider/model` beats a bare key, the
+/// loser named) or refuse the file, naming both (before, they were stored
+/// as a version and its correction, flipping on every import).
+#[tokio::test]
+async fn reimporting_a_litellm_file_adds_nothing_and_duplicate_entries_never_flip() {
+    let env = TestEnv::new("cost_reimport").await;
+    let first = import_with(
+        &env,
+        LITELLM_SUBSET,
+        &["--effective-from", "2026-01-01T00:00:00Z"],
+    );
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    for extra in [
+        &["--effective-from", "2026-01-01T00:00:00Z"][..],
+        &[][..],
+        &[][..],
+    ] {
+        let again = import_with(&env, LITELLM_SUBSET, extra);
+        let out = String::from_utf8_lossy(&again.stdout);
+        assert!(
+            again.status.success(),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        assert!(
+            out.contains("prices: 0 version(s) added"),
+            "{extra:?}: {out}"
+        );
+    }
+    let listed = versions(&env);
+    // Two equally specific prices for one version in one file: refused,
+    // naming both entries, nothing stored (they would flip on every import).
+    let count = listed.len();
+    let twice = import_with(
+        &env,
+        r#"{"a": {"litellm_provider": "p", "tollgate_model": "m", "input_cost_per_token": 1e-06},
+            "b": {"litellm_provider": "p", "tollgate_model": "m", "input_cost_per_token": 2e-06}}"#,
+        &["--effective-from", "2026-01-01T00:00:00Z"],
+    );
+    let err = String::from_utf8_lossy(&twice.stderr);
+    assert!(!twice.status.success());
+    assert!(err.contains("entries `a` and `b`"), "{err}");
+    assert_eq!(versions(&env).len(), count);
+
+    // `gemini-x` and `gemini/gemini-x` price the same version differently:
+    // the `provider/model` entry wins on every import, the other is named.
+    let pair = r#"{"gemini-x": {"litellm_provider": "gemini", "input_cost_per_token": 1e-06},
+        "gemini/gemini-x": {"litellm_provider": "gemini", "input_cost_per_token": 2e-06}}"#;
+    for added in ["1 version(s) added", "0 version(s) added"] {
+        let out = import_with(&env, pair, &["--effective-from", "2026-01-01T00:00:00Z"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(added), "{stdout}");
+        assert!(
+            stdout.contains("entry `gemini-x` not imported: `gemini/gemini-x`"),
+            "{stdout}"
+        );
+    }
+    let gemini_x: Vec<_> = versions(&env)
+        .into_iter()
+        .filter(|v| v["model"] == "gemini-x")
+        .collect();
+    assert_eq!(gemini_x.len(), 1, "{gemini_x:?}");
+    assert_eq!(gemini_x[0]["input_per_token"], "0.000002");
 }
