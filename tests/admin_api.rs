@@ -815,3 +815,144 @@ async fn concurrent_relays_publish_each_row_once_in_order() {
         "in outbox order"
     );
 }
+
+/// Prices are exact: a JSON number would pass through a float on its way
+/// to a decimal (0.000000123456789012345678 came back as
+/// 0.00000012345678901234568), so the admin API takes decimal strings only,
+/// stores them digit for digit, and names the field of anything else.
+#[tokio::test]
+async fn admin_prices_are_exact_decimal_strings_or_400s_naming_the_field() {
+    let mut env = TestEnv::new("admin_prices").await;
+    start_api(&mut env).await;
+    let (admin_key, _) = key(&env, "admin");
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/admin/prices", env.api_url());
+    let valid = json!({"provider": "testprov", "model": "tg-exact",
+        "effective_from": "2026-03-01T00:00:00Z",
+        "input_per_token": "0.000000123456789012345678", "output_per_token": "0.00001"});
+    let with = |field: &str, value: Value| {
+        let mut v = valid.clone();
+        v[field] = value;
+        v.to_string()
+    };
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            // The number as a client would send it, every digit in the text.
+            valid.to_string().replace(
+                "\"0.000000123456789012345678\"",
+                "0.000000123456789012345678",
+            ),
+            "input_per_token",
+            "decimal string",
+        ),
+        (
+            with("per_request", json!(1)),
+            "per_request",
+            "decimal string",
+        ),
+        (
+            with("cache_read_per_token", json!("1e-7")),
+            "cache_read_per_token",
+            "not an exact decimal",
+        ),
+        (
+            with(
+                "output_per_token",
+                json!("0.0000000000000000000000000000001"),
+            ),
+            "output_per_token",
+            "not an exact decimal",
+        ),
+        (
+            with(
+                "tiers",
+                json!([{"above_tokens": 200000, "input_per_token": 0.0000025}]),
+            ),
+            "tiers[0].input_per_token",
+            "decimal string",
+        ),
+        (
+            format!("[{valid}, {}]", with("per_image", json!(0.04))),
+            "[1].per_image",
+            "decimal string",
+        ),
+        (
+            with("input_per_token", json!("-0.1")),
+            "input_per_token",
+            "negative",
+        ),
+        (
+            with("input_per_token", json!(" 0.1")),
+            "input_per_token",
+            "not an exact decimal",
+        ),
+        (with("colour", json!("red")), "colour", "unknown field"),
+    ];
+    for (body, field, words) in &cases {
+        let r = http
+            .post(&url)
+            .bearer_auth(&admin_key)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let error: Value = r.json().await.unwrap();
+        assert_eq!(status, 400, "{body}: {error}");
+        assert_eq!(error["field"], *field, "{body}: {error}");
+        let reason = error["error"].as_str().unwrap();
+        assert!(reason.contains(words), "{body}: {reason}");
+    }
+    // Two different prices for one version in one request would flip on
+    // every retry: refused.
+    let twice = format!("[{valid}, {}]", with("output_per_token", json!("0.00002")));
+    let r = http
+        .post(&url)
+        .bearer_auth(&admin_key)
+        .header("content-type", "application/json")
+        .body(twice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("twice"));
+
+    // The valid body is stored digit for digit, with its tiers.
+    let mut tiered = valid.clone();
+    tiered["tiers"] = json!([{"above_tokens": 200000, "input_per_token": "0.0000025",
+        "output_per_token": "0.000015"}]);
+    for expected_added in [1, 0] {
+        let r = http
+            .post(&url)
+            .bearer_auth(&admin_key)
+            .json(&tiered)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            body["added"].as_array().unwrap().len(),
+            expected_added,
+            "{body}"
+        );
+    }
+    let out = env
+        .tollgate(&["prices", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let versions: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let v = versions.iter().find(|v| v["model"] == "tg-exact").unwrap();
+    assert_eq!(v["input_per_token"], "0.000000123456789012345678", "{v}");
+    assert_eq!(v["tiers"][0]["above_tokens"], 200000, "{v}");
+    assert_eq!(v["tiers"][0]["output_per_token"], "0.000015", "{v}");
+    let stored: String = sqlx::query_scalar(
+        "SELECT input_per_token::text FROM price_versions WHERE model = 'tg-exact'",
+    )
+    .fetch_one(&pg(&env).await)
+    .await
+    .unwrap();
+    assert_eq!(stored, "0.000000123456789012345678");
+}

@@ -107,7 +107,7 @@ const PRICES_V1: &str = r#"{
               "input_cost_per_request": 0.001},
   "tg-reason": {"litellm_provider": "testprov", "effective_from": "2026-01-01T00:00:00Z",
               "input_cost_per_token": 1e-06, "output_cost_per_token": 4e-06,
-              "output_cost_per_reasoning_token": 1e-05, "input_cost_per_image": 0.01,
+              "output_cost_per_reasoning_token": 1e-05, "output_cost_per_image": 0.01,
               "input_cost_per_audio_per_second": 0.0006},
   "tg-absurd": {"litellm_provider": "testprov", "effective_from": "2026-01-01T00:00:00Z",
               "input_cost_per_token": 100000000}
@@ -1940,4 +1940,422 @@ async fn token_sums_cannot_overflow() {
         "10000000001000000000",
         "{report}"
     );
+}
+
+/// Real entries of LiteLLM's price file (see `tests/prices/README.md`).
+const LITELLM_SUBSET: &str = include_str!("prices/litellm_subset.json");
+
+/// `event` as a call to `provider`.
+fn on(provider: &str, mut event: Event) -> Event {
+    if let Some(call) = event.call.as_mut() {
+        call.provider = provider.into();
+    }
+    event
+}
+
+fn import_with(env: &TestEnv, text: &str, extra: &[&str]) -> std::process::Output {
+    let path = env
+        .dir
+        .path()
+        .join(format!("prices-{}.json", Uuid::new_v4()));
+    std::fs::write(&path, text).unwrap();
+    env.tollgate(&[&["prices", "import", path.to_str().unwrap()][..], extra].concat())
+        .output()
+        .unwrap()
+}
+
+/// The statement of team-a for March 2026, by `provider/model`.
+async fn statement_lines(env: &TestEnv) -> (serde_json::Value, HashMap<String, serde_json::Value>) {
+    let statement: serde_json::Value = reqwest::get(format!(
+        "{}/api/v1/finance/statement?team=team-a&month=2026-03",
+        env.api_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let lines = statement["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                format!(
+                    "{}/{}",
+                    l["provider"].as_str().unwrap(),
+                    l["model"].as_str().unwrap()
+                ),
+                l.clone(),
+            )
+        })
+        .collect();
+    (statement, lines)
+}
+
+/// Issue 9, items 2, 3 and 6: long-context tiers price a 200,001-token
+/// gemini-2.5-pro call at the tier (about double what the flat price the
+/// old import kept gave); a dated Claude id and `google` / `vertex_ai`
+/// events find their LiteLLM entries through the catalog's aliases, and the
+/// call says which entry priced it; calls stored before the fix are
+/// repaired by `tollgate reprice` (visible on the statement, idempotent);
+/// what the import cannot bill is named, never dropped.
+#[tokio::test]
+async fn tiers_and_aliases_price_calls_and_reprice_repairs_stored_ones() {
+    let mut env = TestEnv::new("cost_catalog").await;
+    // What the import stored before tiers: gemini-2.5-pro's base prices,
+    // its above-200k prices dropped.
+    import(
+        &env,
+        r#"{"gemini-2.5-pro": {"litellm_provider": "gemini", "tollgate_provider": "google",
+             "effective_from": "2026-01-01T00:00:00Z",
+             "input_cost_per_token": 1.25e-06, "output_cost_per_token": 1e-05}}"#,
+    );
+    let day = |d: u32, h: u32| Utc.with_ymd_and_hms(2026, 3, d, h, 0, 0).unwrap();
+    let completed = "ai.call.completed";
+    let long = on(
+        "google",
+        call(
+            completed,
+            "team-a",
+            "gemini-2.5-pro",
+            day(5, 10),
+            usage(200_001, 0, 0, 1000, 0),
+            Outcome::Success,
+        ),
+    );
+    let at_threshold = on(
+        "google",
+        call(
+            completed,
+            "team-a",
+            "gemini-2.5-pro",
+            day(5, 11),
+            usage(200_000, 0, 0, 1000, 0),
+            Outcome::Success,
+        ),
+    );
+    produce(&env.events_topic, &[long.clone(), at_threshold.clone()]).await;
+    env.spawn("process", &["process"]);
+    assert_eq!(
+        env.wait_for_count("SELECT count() FROM {db}.calls", 2, Duration::from_secs(60))
+            .await,
+        2
+    );
+    // A dated Claude call as the fold stored it before aliases: unpriced
+    // (the shipped catalog prices `claude-sonnet-4-5`, not its snapshot id).
+    let dated_id = Uuid::now_v7().to_string();
+    let secs = day(6, 10).timestamp();
+    env.ch(&format!(
+        "INSERT INTO {{db}}.calls (event_id, schema_version, kind, occurred_at, occurred_at_ms, org_id, \
+         team_id, user_id, api_key_id, provider, model, input_tokens, output_tokens, priced, cost, \
+         price_version) SELECT '{dated_id}', toUInt16(1), 'ai.call.completed', toDateTime({secs}), \
+         toUInt64({secs}000), 'org-1', 'team-a', 'team-a-user', 'team-a-key', 'anthropic', \
+         'claude-sonnet-4-5-20250929', toUInt64(1000), toUInt64(100), toUInt8(0), \
+         toDecimal128(0, 12), toUInt64(0)"
+    ))
+    .await;
+    env.wait_for_cost_rollup().await;
+    let before = effective_costs(&env).await;
+    // 200001 * 0.00000125 + 1000 * 0.00001: the halved price.
+    assert_eq!(before[&long.event_id.to_string()], d("0.26000125"));
+    assert_eq!(before[&at_threshold.event_id.to_string()], d("0.26"));
+    assert_eq!(before[&dated_id], d("0"));
+
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        Duration::from_secs(30),
+        &env.log_path("api"),
+    )
+    .await;
+    let (_, lines) = statement_lines(&env).await;
+    let dated = &lines["anthropic/claude-sonnet-4-5-20250929"];
+    assert!(dated["cost"].is_null(), "{dated}");
+    assert_eq!(dated["unpriced_calls"], 1, "{dated}");
+
+    // LiteLLM's own file, tiers and all.
+    let first = import_with(
+        &env,
+        LITELLM_SUBSET,
+        &["--effective-from", "2026-01-01T00:00:00Z"],
+    );
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // Nothing is dropped silently: what is not imported is named, key and entry.
+    assert!(
+        stdout.contains("`tiered_pricing` not imported, 1 entries refused")
+            && stdout.contains("dashscope/qwen-flash"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("`input_cost_per_image` not imported, 1 entries imported without this price: gemini-3-pro-image-preview"),
+        "{stdout}"
+    );
+    let listed = versions(&env);
+    let grok = listed
+        .iter()
+        .find(|v| v["provider"] == "xai" && v["model"] == "grok-4.3")
+        .unwrap();
+    assert_eq!(grok["tiers"][0]["above_tokens"], 200000, "{grok}");
+    assert_eq!(grok["tiers"][0]["inclusive"], true, "{grok}");
+    let image = listed
+        .iter()
+        .find(|v| v["model"] == "gemini-3-pro-image-preview")
+        .unwrap();
+    assert_eq!(image["per_image"], "0.134", "{image}");
+    // The repair: the version events name (`google`) corrected with
+    // LiteLLM's tiered entry ...
+    let mut entry: serde_json::Value = serde_json::from_str(LITELLM_SUBSET).unwrap();
+    let mut gemini = entry["gemini/gemini-2.5-pro"].take();
+    gemini["tollgate_provider"] = "google".into();
+    gemini["effective_from"] = "2026-01-01T00:00:00Z".into();
+    let out = import(
+        &env,
+        &serde_json::json!({ "gemini-2.5-pro": gemini }).to_string(),
+    );
+    assert!(out.contains("1 version(s) added"), "{out}");
+
+    // New calls are priced through the aliases and say by which entry.
+    let fresh = [
+        on(
+            "anthropic",
+            call(
+                completed,
+                "team-b",
+                "claude-sonnet-4-5-20250929",
+                day(7, 10),
+                usage(1000, 0, 0, 100, 0),
+                Outcome::Success,
+            ),
+        ),
+        on(
+            "anthropic",
+            call(
+                completed,
+                "team-b",
+                "claude-sonnet-4-6-20990101",
+                day(7, 10),
+                usage(1000, 0, 0, 100, 0),
+                Outcome::Success,
+            ),
+        ),
+        on(
+            "vertex_ai",
+            call(
+                completed,
+                "team-b",
+                "claude-sonnet-4-5@20250929",
+                day(7, 10),
+                usage(1000, 0, 0, 100, 0),
+                Outcome::Success,
+            ),
+        ),
+        on(
+            "google",
+            call(
+                completed,
+                "team-b",
+                "gemini-2.5-flash-lite",
+                day(7, 10),
+                usage(1000, 0, 0, 100, 0),
+                Outcome::Success,
+            ),
+        ),
+        on(
+            "google",
+            call(
+                completed,
+                "team-b",
+                "gemini-2.5-pro",
+                day(7, 10),
+                usage(200_001, 0, 0, 1000, 0),
+                Outcome::Success,
+            ),
+        ),
+    ];
+    produce(&env.events_topic, &fresh).await;
+    let ids = fresh
+        .iter()
+        .map(|e| format!("'{}'", e.event_id))
+        .collect::<Vec<_>>()
+        .join(",");
+    env.wait_for_count(
+        &format!("SELECT count() FROM {{db}}.calls WHERE event_id IN ({ids})"),
+        5,
+        Duration::from_secs(30),
+    )
+    .await;
+    let priced = env
+        .ch(&format!(
+            "SELECT model, priced, priced_as, toString(cost) FROM {{db}}.calls \
+             WHERE event_id IN ({ids}) ORDER BY model FORMAT TSV"
+        ))
+        .await;
+    assert_eq!(
+        priced,
+        "claude-sonnet-4-5-20250929\t1\tanthropic/claude-sonnet-4-5\t0.004500000000\n\
+         claude-sonnet-4-5@20250929\t1\tvertex_ai-anthropic_models/claude-sonnet-4-5@20250929\t0.004500000000\n\
+         claude-sonnet-4-6-20990101\t0\t\t0.000000000000\n\
+         gemini-2.5-flash-lite\t1\tgemini/gemini-2.5-flash-lite\t0.000140000000\n\
+         gemini-2.5-pro\t1\tgoogle/gemini-2.5-pro\t0.515002500000\n",
+    );
+
+    // ... and `tollgate reprice` brings the stored calls to it.
+    let range = [
+        "--from",
+        "2026-03-01T00:00:00Z",
+        "--to",
+        "2026-04-01T00:00:00Z",
+    ];
+    let reprice_gemini = [
+        &[
+            "reprice",
+            "--provider",
+            "google",
+            "--model",
+            "gemini-2.5-pro",
+        ][..],
+        &range[..],
+    ]
+    .concat();
+    let reprice_claude = [
+        &[
+            "reprice",
+            "--provider",
+            "anthropic",
+            "--model",
+            "claude-sonnet-4-5-20250929",
+        ][..],
+        &range[..],
+    ]
+    .concat();
+    let out = run_ok(&env, &reprice_gemini);
+    // The call at the threshold keeps its cost but moves to the corrected
+    // version; the new call was priced right.
+    assert!(out.contains("2 call(s) changed"), "{out}");
+    let out = run_ok(&env, &reprice_claude);
+    assert!(out.contains("1 call(s) changed"), "{out}");
+    let after = effective_costs(&env).await;
+    // 200001 * 0.0000025 + 1000 * 0.000015
+    assert_eq!(after[&long.event_id.to_string()], d("0.5150025"));
+    assert_eq!(after[&at_threshold.event_id.to_string()], d("0.26"));
+    // 1000 * 0.000003 + 100 * 0.000015 at claude-sonnet-4-5's price.
+    assert_eq!(after[&dated_id], d("0.0045"));
+
+    // The statement shows the repaired lines: the dated id priced by the
+    // family's version, gemini at the corrected version with its tier.
+    let (statement, lines) = statement_lines(&env).await;
+    let dated = &lines["anthropic/claude-sonnet-4-5-20250929"];
+    assert_eq!(d(dated["cost"].as_str().unwrap()), d("0.0045"), "{dated}");
+    assert_eq!(dated["unpriced_calls"], 0, "{dated}");
+    assert_eq!(dated["prices"]["model"], "claude-sonnet-4-5", "{dated}");
+    let gemini = &lines["google/gemini-2.5-pro"];
+    assert_eq!(
+        d(gemini["cost"].as_str().unwrap()),
+        d("0.7750025"),
+        "{gemini}"
+    );
+    assert_eq!(
+        gemini["prices"]["tiers"][0]["input_per_token"], "0.0000025",
+        "{gemini}"
+    );
+    assert_eq!(lines.len(), 2, "{statement:#}");
+    assert_eq!(
+        d(statement["total"]["cost"].as_str().unwrap()),
+        d("0.7795025")
+    );
+
+    // Running the repair again changes nothing.
+    let adjustments = env.ch("SELECT count() FROM {db}.cost_adjustments").await;
+    for args in [&reprice_gemini, &reprice_claude] {
+        let out = run_ok(&env, args);
+        assert!(out.contains("0 call(s) changed"), "{out}");
+    }
+    assert_eq!(
+        env.ch("SELECT count() FROM {db}.cost_adjustments").await,
+        adjustments
+    );
+    assert_eq!(effective_costs(&env).await, after);
+}
+
+/// Issue 9, item 6: importing the same LiteLLM file again adds nothing,
+/// with `--effective-from` or without (before, every import without a date
+/// added every version again); two entries for one version either resolve
+/// the same way on every import (`provider/model` beats a bare key, the
+/// loser named) or refuse the file, naming both (before, they were stored
+/// as a version and its correction, flipping on every import).
+#[tokio::test]
+async fn reimporting_a_litellm_file_adds_nothing_and_duplicate_entries_never_flip() {
+    let env = TestEnv::new("cost_reimport").await;
+    let first = import_with(
+        &env,
+        LITELLM_SUBSET,
+        &["--effective-from", "2026-01-01T00:00:00Z"],
+    );
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    for extra in [
+        &["--effective-from", "2026-01-01T00:00:00Z"][..],
+        &[][..],
+        &[][..],
+    ] {
+        let again = import_with(&env, LITELLM_SUBSET, extra);
+        let out = String::from_utf8_lossy(&again.stdout);
+        assert!(
+            again.status.success(),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        assert!(
+            out.contains("prices: 0 version(s) added"),
+            "{extra:?}: {out}"
+        );
+    }
+    let listed = versions(&env);
+    // Two equally specific prices for one version in one file: refused,
+    // naming both entries, nothing stored (they would flip on every import).
+    let count = listed.len();
+    let twice = import_with(
+        &env,
+        r#"{"a": {"litellm_provider": "p", "tollgate_model": "m", "input_cost_per_token": 1e-06},
+            "b": {"litellm_provider": "p", "tollgate_model": "m", "input_cost_per_token": 2e-06}}"#,
+        &["--effective-from", "2026-01-01T00:00:00Z"],
+    );
+    let err = String::from_utf8_lossy(&twice.stderr);
+    assert!(!twice.status.success());
+    assert!(err.contains("entries `a` and `b`"), "{err}");
+    assert_eq!(versions(&env).len(), count);
+
+    // `gemini-x` and `gemini/gemini-x` price the same version differently:
+    // the `provider/model` entry wins on every import, the other is named.
+    let pair = r#"{"gemini-x": {"litellm_provider": "gemini", "input_cost_per_token": 1e-06},
+        "gemini/gemini-x": {"litellm_provider": "gemini", "input_cost_per_token": 2e-06}}"#;
+    for added in ["1 version(s) added", "0 version(s) added"] {
+        let out = import_with(&env, pair, &["--effective-from", "2026-01-01T00:00:00Z"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(added), "{stdout}");
+        assert!(
+            stdout.contains("entry `gemini-x` not imported: `gemini/gemini-x`"),
+            "{stdout}"
+        );
+    }
+    let gemini_x: Vec<_> = versions(&env)
+        .into_iter()
+        .filter(|v| v["model"] == "gemini-x")
+        .collect();
+    assert_eq!(gemini_x.len(), 1, "{gemini_x:?}");
+    assert_eq!(gemini_x[0]["input_per_token"], "0.000002");
 }

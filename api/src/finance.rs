@@ -15,7 +15,6 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde::Deserialize;
 use tollgate_processors::cost::admin::PriceAdminError;
 use tollgate_processors::cost::NewPrice;
 use tollgate_processors::cost::PriceCatalog;
@@ -262,19 +261,112 @@ pub async fn burndown(
     ))
 }
 
-/// Body of `POST /api/v1/admin/prices`: one price or a list.
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub enum PricesBody {
-    One(NewPrice),
-    Many(Vec<NewPrice>),
+/// Price fields of `POST /api/v1/admin/prices` (and of its `tiers`): each
+/// must be a decimal string.
+const PRICE_FIELDS: [&str; 8] = [
+    "input_per_token",
+    "output_per_token",
+    "cache_read_per_token",
+    "cache_write_per_token",
+    "reasoning_per_token",
+    "per_image",
+    "per_audio_second",
+    "per_request",
+];
+
+/// Check that every price in `object` is an exact decimal string, naming
+/// the field otherwise (`prefix` locates it: `[2].`, `tiers[0].`). A JSON
+/// number is refused: whatever reads it, serde's path to a `Decimal` goes
+/// through an `f64` and silently rounds the price.
+fn check_price_fields(
+    object: &serde_json::Map<String, serde_json::Value>,
+    prefix: &str,
+) -> Result<(), ApiError> {
+    for field in PRICE_FIELDS {
+        let bad = |reason: String| ApiError::InvalidField {
+            field: format!("{prefix}{field}"),
+            reason,
+        };
+        match object.get(field) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(text)) => {
+                tollgate_processors::cost::prices::decimal_str::parse(text).map_err(bad)?;
+            }
+            Some(serde_json::Value::Number(n)) => {
+                return Err(bad(format!(
+                    "must be a decimal string such as \"0.0000025\", not the JSON number {n} \
+                     (a number would pass through a float and lose digits)"
+                )))
+            }
+            Some(other) => return Err(bad(format!("must be a decimal string, not {other}"))),
+        }
+    }
+    if let Some(tiers) = object.get("tiers").and_then(|t| t.as_array()) {
+        for (i, tier) in tiers.iter().enumerate() {
+            if let Some(tier) = tier.as_object() {
+                check_price_fields(tier, &format!("{prefix}tiers[{i}]."))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The prices of a `POST /api/v1/admin/prices` body: one price object or a
+/// list of them.
+fn prices_of_body(body: serde_json::Value) -> Result<Vec<NewPrice>, ApiError> {
+    let (items, many) = match body {
+        serde_json::Value::Array(items) => (items, true),
+        one @ serde_json::Value::Object(_) => (vec![one], false),
+        _ => {
+            return Err(ApiError::InvalidField {
+                field: "body".into(),
+                reason: "must be a price object or a list of them".into(),
+            })
+        }
+    };
+    let mut prices = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let prefix = if many {
+            format!("[{i}].")
+        } else {
+            String::new()
+        };
+        let Some(object) = item.as_object() else {
+            return Err(ApiError::InvalidField {
+                field: if many {
+                    format!("[{i}]")
+                } else {
+                    "body".into()
+                },
+                reason: "must be a price object".into(),
+            });
+        };
+        check_price_fields(object, &prefix)?;
+        let price: NewPrice = serde_path_to_error::deserialize(item).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            // Unknown and missing fields are named in the message, not the
+            // path.
+            let field = match (path.as_str(), message.split('`').nth(1)) {
+                ("." | "", Some(name)) => name.to_string(),
+                ("." | "", None) => "body".to_string(),
+                (p, _) => p.to_string(),
+            };
+            ApiError::InvalidField {
+                field: format!("{prefix}{field}"),
+                reason: message,
+            }
+        })?;
+        prices.push(price);
+    }
+    Ok(prices)
 }
 
 /// `POST /api/v1/admin/prices` with `Authorization: Bearer <admin key>`.
 pub async fn add_prices(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Result<Json<PricesBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Some(admin) = &state.prices else {
         return Err(ApiError::Unavailable(
@@ -286,17 +378,14 @@ pub async fn add_prices(
         parameter: "body".into(),
         reason: e.body_text(),
     })?;
-    let prices = match body {
-        PricesBody::One(p) => vec![p],
-        PricesBody::Many(p) => p,
-    };
+    let prices = prices_of_body(body)?;
     let actor = format!("key:{}", key.prefix);
     let outcome = admin
         .add(&prices, &format!("api:{}", key.prefix), Some(&actor))
         .await
         .map_err(|e| match e {
-            PriceAdminError::Invalid { field, reason } => ApiError::InvalidParameter {
-                parameter: field.into(),
+            PriceAdminError::Invalid { field, reason } => ApiError::InvalidField {
+                field: field.into(),
                 reason,
             },
             other => ApiError::Unavailable(other.to_string()),

@@ -2,6 +2,8 @@
 //! proxy's budget reservations look prices up in: for a provider, model and instant, the version in force is
 //! the one with the latest `effective_from` at or before the instant; among
 //! versions with the same `effective_from` (corrections) the highest id wins.
+//! An event's provider and model that the catalog lacks resolve through
+//! [`crate::aliases`]; the version found names the entry that priced it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -28,8 +30,106 @@ pub struct PriceVersion {
     pub per_image: Decimal,
     pub per_audio_second: Decimal,
     pub per_request: Decimal,
+    /// Long-context tiers, ascending by threshold (see [`PriceTier`]).
+    #[serde(default)]
+    pub tiers: Vec<PriceTier>,
     pub source: String,
     pub note: String,
+}
+
+/// Prices that replace a version's token prices for a whole call once its
+/// input tokens (all of them: cached and cache writes are subsets of input)
+/// pass `above_tokens` — LiteLLM's `*_above_200k_tokens` keys. Strictly
+/// more than the threshold, or at least the threshold when `inclusive`
+/// (xAI's rule). The highest tier that applies wins. A price the tier leaves
+/// `None` is the version's own; reasoning, image, audio and request prices
+/// have no tiers. Stored in PostgreSQL `price_tiers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTier {
+    pub above_tokens: u64,
+    #[serde(default)]
+    pub inclusive: bool,
+    #[serde(deserialize_with = "decimal_str::required")]
+    pub input_per_token: Decimal,
+    #[serde(default, deserialize_with = "decimal_str::optional")]
+    pub output_per_token: Option<Decimal>,
+    #[serde(default, deserialize_with = "decimal_str::optional")]
+    pub cache_read_per_token: Option<Decimal>,
+    #[serde(default, deserialize_with = "decimal_str::optional")]
+    pub cache_write_per_token: Option<Decimal>,
+}
+
+impl PriceTier {
+    /// Whether a call with `input_tokens` input tokens is billed at this tier.
+    pub fn applies(&self, input_tokens: u64) -> bool {
+        input_tokens > self.above_tokens || (self.inclusive && input_tokens == self.above_tokens)
+    }
+}
+
+impl PriceVersion {
+    /// The tier a call with `input_tokens` input tokens is billed at, if any.
+    pub fn tier_for(&self, input_tokens: u64) -> Option<&PriceTier> {
+        self.tiers
+            .iter()
+            .filter(|t| t.applies(input_tokens))
+            .max_by_key(|t| t.above_tokens)
+    }
+}
+
+/// Prices in admin requests are decimal strings only: a JSON number would
+/// pass through a float on its way to a `Decimal` (0.000000123456789012345678
+/// became 0.00000012345678901234568), and an exact price is the point.
+pub mod decimal_str {
+    use rust_decimal::Decimal;
+    use serde::de::{Error, Visitor};
+    use serde::Deserializer;
+
+    struct Exact;
+
+    impl Visitor<'_> for Exact {
+        type Value = Decimal;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a decimal string such as \"0.0000025\" (JSON numbers are not accepted: they would pass through a float)")
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<Decimal, E> {
+            parse(v).map_err(E::custom)
+        }
+    }
+
+    /// An exact decimal from its text; no rounding (too many digits is an
+    /// error, not a rounded price).
+    pub fn parse(v: &str) -> Result<Decimal, String> {
+        Decimal::from_str_exact(v)
+            .map(|d| d.normalize())
+            .map_err(|e| format!("`{v}` is not an exact decimal: {e}"))
+    }
+
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        d.deserialize_any(Exact)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+        struct Maybe;
+        impl<'de> Visitor<'de> for Maybe {
+            type Value = Option<Decimal>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                Exact.expecting(f)
+            }
+            fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                required(d).map(Some)
+            }
+        }
+        d.deserialize_option(Maybe)
+    }
 }
 
 /// A price version to be stored (no id yet).
@@ -39,22 +139,25 @@ pub struct NewPrice {
     pub provider: String,
     pub model: String,
     pub effective_from: DateTime<Utc>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "decimal_str::required")]
     pub input_per_token: Decimal,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "decimal_str::required")]
     pub output_per_token: Decimal,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "decimal_str::optional")]
     pub cache_read_per_token: Option<Decimal>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "decimal_str::optional")]
     pub cache_write_per_token: Option<Decimal>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "decimal_str::optional")]
     pub reasoning_per_token: Option<Decimal>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "decimal_str::required")]
     pub per_image: Decimal,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "decimal_str::required")]
     pub per_audio_second: Decimal,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "decimal_str::required")]
     pub per_request: Decimal,
+    /// Long-context tiers (any order; stored ascending).
+    #[serde(default)]
+    pub tiers: Vec<PriceTier>,
     #[serde(default)]
     pub note: String,
 }
@@ -85,7 +188,45 @@ impl NewPrice {
                 }
             }
         }
+        let mut thresholds = std::collections::BTreeSet::new();
+        for t in &self.tiers {
+            if i64::try_from(t.above_tokens).is_err() {
+                return Some((
+                    "tiers",
+                    format!("threshold {} is too large", t.above_tokens),
+                ));
+            }
+            if !thresholds.insert(t.above_tokens) {
+                return Some((
+                    "tiers",
+                    format!("two tiers above {} tokens", t.above_tokens),
+                ));
+            }
+            let prices = [
+                Some(t.input_per_token),
+                t.output_per_token,
+                t.cache_read_per_token,
+                t.cache_write_per_token,
+            ];
+            if let Some(v) = prices
+                .into_iter()
+                .flatten()
+                .find(|v| v.is_sign_negative() && !v.is_zero())
+            {
+                return Some((
+                    "tiers",
+                    format!("tier above {} tokens: {v} is negative", t.above_tokens),
+                ));
+            }
+        }
         None
+    }
+
+    /// The tiers as stored: ascending by threshold.
+    pub fn sorted_tiers(&self) -> Vec<PriceTier> {
+        let mut tiers = self.tiers.clone();
+        tiers.sort_by_key(|t| t.above_tokens);
+        tiers
     }
 
     /// Whether `version` holds exactly these prices (ignoring id, source
@@ -102,6 +243,15 @@ impl NewPrice {
             && self.per_image == version.per_image
             && self.per_audio_second == version.per_audio_second
             && self.per_request == version.per_request
+            && self.sorted_tiers() == version.tiers
+    }
+
+    /// Whether these prices equal `version`'s, whatever its `effective_from`
+    /// (an import without an explicit date re-finding the price in force).
+    pub fn same_prices_any_date(&self, version: &PriceVersion) -> bool {
+        let mut dated = self.clone();
+        dated.effective_from = version.effective_from;
+        dated.same_prices(version)
     }
 }
 
@@ -133,8 +283,24 @@ impl PriceCatalog {
         }
     }
 
-    /// The version of `provider`/`model` in force at `at`, if any.
+    /// The version pricing a call of `provider`/`model` at `at`, if any:
+    /// the exact entry, else the provider's aliases, else the same for the
+    /// model's family when `model` is a dated snapshot (see
+    /// [`crate::aliases`]). The version names the entry it belongs to.
     pub fn lookup(&self, provider: &str, model: &str, at: DateTime<Utc>) -> Option<&PriceVersion> {
+        let family = crate::aliases::model_family(model);
+        std::iter::once(model).chain(family).find_map(|m| {
+            crate::aliases::providers_for(provider).find_map(|p| self.lookup_exact(p, m, at))
+        })
+    }
+
+    /// The version of exactly `provider`/`model` in force at `at`, if any.
+    pub fn lookup_exact(
+        &self,
+        provider: &str,
+        model: &str,
+        at: DateTime<Utc>,
+    ) -> Option<&PriceVersion> {
         let list = self
             .by_model
             .get(&(provider.to_string(), model.to_string()))?;
@@ -214,6 +380,7 @@ mod tests {
             per_image: Decimal::ZERO,
             per_audio_second: Decimal::ZERO,
             per_request: Decimal::ZERO,
+            tiers: Vec::new(),
             source: "test".into(),
             note: String::new(),
         }
@@ -237,5 +404,62 @@ mod tests {
         assert!(catalog.lookup("anthropic", "m", t(13)).is_none());
         assert!(catalog.lookup("openai", "unknown", t(13)).is_none());
         assert_eq!(catalog.len(), 4);
+    }
+
+    #[test]
+    fn lookup_resolves_provider_and_model_aliases() {
+        let t = Utc.with_ymd_and_hms(2026, 3, 10, 0, 0, 0).unwrap();
+        let mut gemini = version(1, "gemini-2.5-pro", t, "0.00000125");
+        gemini.provider = "gemini".into();
+        let mut vertex = version(2, "gemini-2.5-pro", t, "0.000002");
+        vertex.provider = "vertex_ai-language-models".into();
+        let mut claude = version(3, "claude-sonnet-4-5", t, "0.000003");
+        claude.provider = "anthropic".into();
+        let mut dated_other = version(4, "claude-opus-4-20250514", t, "0.000015");
+        dated_other.provider = "anthropic".into();
+        let mut opus = version(5, "claude-opus-4", t, "0.00002");
+        opus.provider = "anthropic".into();
+        let mut bedrock = version(
+            6,
+            "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            t,
+            "0.0000033",
+        );
+        bedrock.provider = "bedrock_converse".into();
+        let catalog = PriceCatalog::new([gemini, vertex, claude, dated_other, opus, bedrock]);
+        // `google` events find LiteLLM's Gemini API entry first.
+        assert_eq!(catalog.lookup("google", "gemini-2.5-pro", t).unwrap().id, 1);
+        assert_eq!(
+            catalog.lookup("vertex_ai", "gemini-2.5-pro", t).unwrap().id,
+            2
+        );
+        assert!(catalog
+            .lookup_exact("google", "gemini-2.5-pro", t)
+            .is_none());
+        // A dated snapshot falls back to its family ...
+        let v = catalog
+            .lookup("anthropic", "claude-sonnet-4-5-20250929", t)
+            .unwrap();
+        assert_eq!(
+            (v.provider.as_str(), v.model.as_str()),
+            ("anthropic", "claude-sonnet-4-5")
+        );
+        // ... unless it has an entry of its own.
+        assert_eq!(
+            catalog
+                .lookup("anthropic", "claude-opus-4-20250514", t)
+                .unwrap()
+                .id,
+            4
+        );
+        assert!(catalog
+            .lookup("anthropic", "claude-haiku-4-5-20251001", t)
+            .is_none());
+        assert!(catalog.lookup("openai", "claude-sonnet-4-5", t).is_none());
+        // Bedrock's Claude, as LiteLLM files it.
+        let v = catalog
+            .lookup("bedrock", "anthropic.claude-sonnet-4-5-20250929-v1:0", t)
+            .unwrap();
+        assert_eq!(v.id, 6);
     }
 }

@@ -24,10 +24,15 @@
 //! A cost of [`MAX_CALL_COST`] or more is refused ([`CostOverflow`]): the call
 //! is stored unpriced rather than as a number that `Decimal(38, 12)` and the
 //! 96-bit decimals of the read side could not carry with all 12 places.
+//!
+//! A version with long-context tiers is first reduced to the prices of the
+//! tier the call's input tokens select ([`PriceVersion::tier_for`]): the
+//! whole call is billed at that tier, as the providers (and LiteLLM) do,
+//! not only the tokens past the threshold.
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::catalog::PriceVersion;
+use crate::catalog::{PriceTier, PriceVersion};
 
 /// Decimal places of every stored cost (`Decimal(38, 12)`).
 pub const COST_SCALE: u32 = 12;
@@ -60,6 +65,14 @@ pub struct CostOverflow;
 
 /// The exact cost of one call at `price`, rounded to [`COST_SCALE`] places.
 pub fn call_cost(usage: &BillableUsage, price: &PriceVersion) -> Result<Decimal, CostOverflow> {
+    let tiered;
+    let price = match price.tier_for(usage.input_tokens) {
+        Some(tier) => {
+            tiered = at_tier(price, tier);
+            &tiered
+        }
+        None => price,
+    };
     // Reads and writes are parts of the input (validated at ingest); should
     // a producer outside validation exceed it, the parts are clamped to the
     // input rather than billed on top of it.
@@ -111,6 +124,19 @@ pub fn call_cost(usage: &BillableUsage, price: &PriceVersion) -> Result<Decimal,
     Ok(cost)
 }
 
+/// `price` with its token prices replaced by `tier`'s (a price the tier
+/// leaves out stays the version's own).
+fn at_tier(price: &PriceVersion, tier: &PriceTier) -> PriceVersion {
+    PriceVersion {
+        input_per_token: tier.input_per_token,
+        output_per_token: tier.output_per_token.unwrap_or(price.output_per_token),
+        cache_read_per_token: tier.cache_read_per_token.or(price.cache_read_per_token),
+        cache_write_per_token: tier.cache_write_per_token.or(price.cache_write_per_token),
+        tiers: Vec::new(),
+        ..price.clone()
+    }
+}
+
 /// Round to [`COST_SCALE`] places, banker's rounding.
 pub fn round(d: Decimal) -> Decimal {
     d.round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointNearestEven)
@@ -141,6 +167,7 @@ mod tests {
             per_image: d("0.001"),
             per_audio_second: d("0.0001"),
             per_request: d("0.0005"),
+            tiers: Vec::new(),
             source: "t".into(),
             note: String::new(),
         }
@@ -240,6 +267,63 @@ mod tests {
             ..BillableUsage::default()
         };
         assert_eq!(call_cost(&issue, &p), Err(CostOverflow));
+    }
+
+    /// gemini-2.5-pro: 0.00000125 / 0.00001 up to 200k prompt tokens,
+    /// 0.0000025 / 0.000015 above, for the whole call (LiteLLM's file).
+    #[test]
+    fn long_context_tier_prices_the_whole_call() {
+        let mut p = price();
+        p.input_per_token = d("0.00000125");
+        p.output_per_token = d("0.00001");
+        p.cache_read_per_token = Some(d("0.000000125"));
+        p.cache_write_per_token = None;
+        p.per_image = Decimal::ZERO;
+        p.per_audio_second = Decimal::ZERO;
+        p.per_request = Decimal::ZERO;
+        p.tiers = vec![PriceTier {
+            above_tokens: 200_000,
+            inclusive: false,
+            input_per_token: d("0.0000025"),
+            output_per_token: Some(d("0.000015")),
+            cache_read_per_token: Some(d("0.00000025")),
+            cache_write_per_token: None,
+        }];
+        let usage = |input| BillableUsage {
+            input_tokens: input,
+            output_tokens: 1000,
+            ..BillableUsage::default()
+        };
+        // At the threshold: base prices.
+        assert_eq!(call_cost(&usage(200_000), &p).unwrap(), d("0.26"));
+        // One token past it: every token at the tier.
+        // 200001 * 0.0000025 + 1000 * 0.000015
+        assert_eq!(call_cost(&usage(200_001), &p).unwrap(), d("0.5150025"));
+        // Cached tokens count toward the threshold and take the tier's
+        // cache price.
+        let cached = BillableUsage {
+            cached_input_tokens: 100_001,
+            ..usage(200_001)
+        };
+        // 100000 * 0.0000025 + 100001 * 0.00000025 + 1000 * 0.000015
+        assert_eq!(call_cost(&cached, &p).unwrap(), d("0.29000025"));
+        // xAI's threshold is inclusive.
+        p.tiers[0].inclusive = true;
+        assert_eq!(call_cost(&usage(200_000), &p).unwrap(), d("0.515"));
+        // A tier without an output price keeps the version's.
+        p.tiers[0].output_per_token = None;
+        assert_eq!(call_cost(&usage(200_000), &p).unwrap(), d("0.51"));
+        // The highest applicable tier wins.
+        p.tiers.push(PriceTier {
+            above_tokens: 128_000,
+            inclusive: false,
+            input_per_token: d("0.000002"),
+            output_per_token: None,
+            cache_read_per_token: None,
+            cache_write_per_token: None,
+        });
+        assert_eq!(call_cost(&usage(150_000), &p).unwrap(), d("0.31"));
+        assert_eq!(call_cost(&usage(200_000), &p).unwrap(), d("0.51"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
-use crate::catalog::{PriceCatalog, PriceVersion, SharedCatalog};
+use crate::catalog::{PriceCatalog, PriceTier, PriceVersion, SharedCatalog};
 
 /// One row of `price_versions`.
 #[derive(sqlx::FromRow)]
@@ -43,6 +43,7 @@ impl From<PriceRow> for PriceVersion {
             per_image: r.per_image.normalize(),
             per_audio_second: r.per_audio_second.normalize(),
             per_request: r.per_request.normalize(),
+            tiers: Vec::new(),
             source: r.source,
             note: r.note,
         }
@@ -54,14 +55,66 @@ pub const SELECT_VERSIONS: &str = "SELECT id, provider, model, effective_from, i
      output_per_token, cache_read_per_token, cache_write_per_token, reasoning_per_token, \
      per_image, per_audio_second, per_request, source, note FROM price_versions";
 
-/// Every version, ordered by id.
+/// One row of `price_tiers`.
+#[derive(sqlx::FromRow)]
+struct TierRow {
+    version_id: i64,
+    above_tokens: i64,
+    inclusive: bool,
+    input_per_token: Decimal,
+    output_per_token: Option<Decimal>,
+    cache_read_per_token: Option<Decimal>,
+    cache_write_per_token: Option<Decimal>,
+}
+
+/// Every column of `price_tiers`, in [`TierRow`] order.
+const SELECT_TIERS: &str = "SELECT version_id, above_tokens, inclusive, input_per_token, \
+     output_per_token, cache_read_per_token, cache_write_per_token FROM price_tiers";
+
+/// Give each of `versions` its tiers (ascending by threshold), read with
+/// `executor` (a pool, or the transaction an import compares in).
+pub async fn attach_tiers<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    versions: &mut [PriceVersion],
+) -> sqlx::Result<()> {
+    if versions.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = versions.iter().map(|v| v.id).collect();
+    let rows: Vec<TierRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT_TIERS} WHERE version_id = ANY($1) ORDER BY version_id, above_tokens"
+    )))
+    .bind(&ids)
+    .fetch_all(executor)
+    .await?;
+    let mut by_version: std::collections::HashMap<i64, Vec<PriceTier>> =
+        std::collections::HashMap::new();
+    for r in rows {
+        by_version.entry(r.version_id).or_default().push(PriceTier {
+            above_tokens: u64::try_from(r.above_tokens).unwrap_or(0),
+            inclusive: r.inclusive,
+            input_per_token: r.input_per_token.normalize(),
+            output_per_token: r.output_per_token.map(|d| d.normalize()),
+            cache_read_per_token: r.cache_read_per_token.map(|d| d.normalize()),
+            cache_write_per_token: r.cache_write_per_token.map(|d| d.normalize()),
+        });
+    }
+    for v in versions {
+        v.tiers = by_version.remove(&v.id).unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// Every version with its tiers, ordered by id.
 pub async fn load_versions(pool: &PgPool) -> sqlx::Result<Vec<PriceVersion>> {
     let rows: Vec<PriceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{SELECT_VERSIONS} ORDER BY id"
     )))
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(PriceVersion::from).collect())
+    let mut versions: Vec<PriceVersion> = rows.into_iter().map(PriceVersion::from).collect();
+    attach_tiers(pool, &mut versions).await?;
+    Ok(versions)
 }
 
 /// The whole catalog.

@@ -67,6 +67,9 @@ pub struct CallRow {
     pub priced: u8,
     /// Id of the PostgreSQL price version used; 0 when unpriced.
     pub price_version: u64,
+    /// The catalog entry that priced it, `provider/model` (it differs from
+    /// the call's when an alias resolved it); '' when unpriced.
+    pub priced_as: String,
 }
 
 /// Map one validated event to its `calls` row. `Ok(None)` for events that
@@ -157,6 +160,7 @@ pub fn call_row(
         cost: 0,
         priced: 0,
         price_version: 0,
+        priced_as: String::new(),
     }))
 }
 

@@ -55,6 +55,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/clickhouse/0024_calls_input_estimated.sql"),
     ),
     (
+        "0025_call_priced_as.sql",
+        include_str!("../../migrations/clickhouse/0025_call_priced_as.sql"),
+    ),
+    (
         "0026_latency_minute_hist.sql",
         include_str!("../../migrations/clickhouse/0026_latency_minute_hist.sql"),
     ),

@@ -65,7 +65,7 @@ pub async fn run(command: PricesCommand, config: &Config) -> anyhow::Result<()> 
                 return Ok(());
             }
             println!(
-                "{:>5}  {:<10} {:<28} {:<25} {:>14} {:>14} {:>14} {:>14}",
+                "{:>5}  {:<10} {:<28} {:<25} {:>14} {:>14} {:>14} {:>14}  tiers",
                 "id",
                 "provider",
                 "model",
@@ -79,8 +79,22 @@ pub async fn run(command: PricesCommand, config: &Config) -> anyhow::Result<()> 
                 let opt = |d: Option<rust_decimal::Decimal>| {
                     d.map(|d| d.to_string()).unwrap_or_else(|| "-".into())
                 };
+                // `>200000: 0.0000025/0.000015` (`>=` when inclusive).
+                let tiers: Vec<String> = v
+                    .tiers
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}{}: {}/{}",
+                            if t.inclusive { ">=" } else { ">" },
+                            t.above_tokens,
+                            t.input_per_token,
+                            opt(t.output_per_token)
+                        )
+                    })
+                    .collect();
                 println!(
-                    "{:>5}  {:<10} {:<28} {:<25} {:>14} {:>14} {:>14} {:>14}",
+                    "{:>5}  {:<10} {:<28} {:<25} {:>14} {:>14} {:>14} {:>14}  {}",
                     v.id,
                     v.provider,
                     v.model,
@@ -88,7 +102,8 @@ pub async fn run(command: PricesCommand, config: &Config) -> anyhow::Result<()> 
                     v.input_per_token,
                     v.output_per_token,
                     opt(v.cache_read_per_token),
-                    opt(v.cache_write_per_token)
+                    opt(v.cache_write_per_token),
+                    tiers.join(" ")
                 );
             }
             Ok(())
@@ -119,6 +134,13 @@ pub async fn import(
             parsed.skipped.len()
         );
     }
+    report_not_imported(&parsed.not_imported);
+    for s in &parsed.superseded {
+        println!(
+            "prices: entry `{}` not imported: `{}` prices the same provider/model differently and wins",
+            s.entry, s.by
+        );
+    }
     super::outbox::publish_now(config, &pool, &outcome.events).await;
     Ok(outcome)
 }
@@ -132,6 +154,30 @@ pub async fn import_default(config: &Config) -> anyhow::Result<AddOutcome> {
         .single()
         .context("default effective_from")?;
     import(config, DEFAULT_PRICES, "default_prices.json", since, false).await
+}
+
+/// Every price of the file that was not imported, one line per key naming
+/// each entry (refused entries separately): nothing is dropped silently.
+fn report_not_imported(not_imported: &[litellm::NotImported]) {
+    let mut by_key: std::collections::BTreeMap<(bool, &str), Vec<&str>> = Default::default();
+    for n in not_imported {
+        by_key
+            .entry((n.entry_refused, n.key.as_str()))
+            .or_default()
+            .push(n.entry.as_str());
+    }
+    for ((refused, key), entries) in &by_key {
+        let what = if *refused {
+            "entries refused (Tollgate cannot bill them as priced)"
+        } else {
+            "entries imported without this price"
+        };
+        println!(
+            "prices: `{key}` not imported, {} {what}: {}",
+            entries.len(),
+            entries.join(", ")
+        );
+    }
 }
 
 pub fn report(what: &str, outcome: &AddOutcome) {
@@ -162,6 +208,7 @@ mod tests {
         let parsed = litellm::parse(DEFAULT_PRICES, Utc::now()).unwrap();
         let catalog = tollgate_processors::cost::PriceCatalog::new(
             parsed.prices.into_iter().enumerate().map(|(i, p)| {
+                let tiers = p.sorted_tiers();
                 tollgate_processors::cost::PriceVersion {
                     id: i64::try_from(i).unwrap() + 1,
                     provider: p.provider,
@@ -175,6 +222,7 @@ mod tests {
                     per_image: p.per_image,
                     per_audio_second: p.per_audio_second,
                     per_request: p.per_request,
+                    tiers,
                     source: "default".into(),
                     note: p.note,
                 }

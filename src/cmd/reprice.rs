@@ -24,7 +24,8 @@ const CALLS_PER_INSERT: usize = 5_000;
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["model", "all"])))]
 pub struct Args {
-    /// The model whose calls are repriced.
+    /// The model whose calls are repriced, as the calls name it (a dated
+    /// snapshot id is priced by its family's entry when it has none).
     #[arg(long)]
     model: Option<String>,
     /// Reprice the calls of every provider and model (after a change of the
@@ -33,7 +34,9 @@ pub struct Args {
     /// tomorrow.
     #[arg(long, conflicts_with = "provider")]
     all: bool,
-    /// Its provider; needed only when several providers have this model.
+    /// Its provider, as the calls name it; needed when several catalog
+    /// providers have this model, and for calls priced through an alias
+    /// (`google` calls priced by LiteLLM's `gemini` entries, dated ids).
     #[arg(long)]
     provider: Option<String>,
     /// Start of the range (RFC 3339, inclusive).

@@ -190,6 +190,8 @@ pub struct Usage {
     #[serde(default)]
     #[schemars(range(max = 1_000_000_000))]
     pub reasoning_tokens: u64,
+    /// Images the call generated (priced per image; images sent in the
+    /// prompt are part of `input_tokens`).
     #[serde(default)]
     pub images: u32,
     /// Seconds of audio, millisecond precision.

@@ -151,6 +151,7 @@ mod tests {
             per_image: Decimal::ZERO,
             per_audio_second: Decimal::ZERO,
             per_request: d("0.0001"),
+            tiers: Vec::new(),
             source: "t".into(),
             note: String::new(),
         }

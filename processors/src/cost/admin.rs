@@ -87,9 +87,27 @@ impl PriceAdmin {
         source: &str,
         actor: Option<&str>,
     ) -> Result<AddOutcome, PriceAdminError> {
+        let mut seen: std::collections::HashMap<_, &NewPrice> = std::collections::HashMap::new();
         for p in prices {
             if let Some((field, reason)) = p.problem() {
                 return Err(PriceAdminError::Invalid { field, reason });
+            }
+            // Two different prices for one version in one request would be
+            // stored as a version and its correction, and the next identical
+            // request would flip them again: refuse.
+            let key = (&p.provider, &p.model, p.effective_from);
+            if let Some(first) = seen.insert(key, p) {
+                if first != p {
+                    return Err(PriceAdminError::Invalid {
+                        field: "model",
+                        reason: format!(
+                            "{}/{} from {} is given twice with different prices",
+                            p.provider,
+                            p.model,
+                            p.effective_from.to_rfc3339()
+                        ),
+                    });
+                }
             }
         }
         Ok(self.store.add(prices, source, actor).await?)
@@ -119,6 +137,7 @@ mod tests {
             per_image: Default::default(),
             per_audio_second: Default::default(),
             per_request: Default::default(),
+            tiers: Vec::new(),
             source: "t".into(),
             note: String::new(),
         };

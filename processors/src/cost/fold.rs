@@ -39,13 +39,15 @@ pub fn from_mantissa(m: i128) -> Option<Decimal> {
 }
 
 /// Stamp `row` with its cost from `catalog`: the version in force at
-/// `occurred_at_ms`. Unbillable and unpriced rows get cost 0, `priced` 0
+/// `occurred_at_ms` (found through aliases when the catalog lacks the
+/// call's own provider/model; `priced_as` names the entry). Unbillable and unpriced rows get cost 0, `priced` 0
 /// and version 0; an overflowing cost is stored as unpriced too (and
 /// logged), never as a wrong number.
 pub fn price_row(row: &mut CallRow, catalog: &PriceCatalog) {
     row.cost = 0;
     row.priced = 0;
     row.price_version = 0;
+    row.priced_as.clear();
     if !is_billable(&row.kind) {
         return;
     }
@@ -63,6 +65,7 @@ pub fn price_row(row: &mut CallRow, catalog: &PriceCatalog) {
             row.cost = to_mantissa(cost);
             row.priced = 1;
             row.price_version = u64::try_from(price.id).unwrap_or(0);
+            row.priced_as = format!("{}/{}", price.provider, price.model);
         }
         Err(err) => {
             tracing::warn!(event_id = %row.event_id, %err, "call left unpriced");

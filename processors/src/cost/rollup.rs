@@ -185,6 +185,7 @@ mod tests {
                 per_image: Decimal::ZERO,
                 per_audio_second: Decimal::ZERO,
                 per_request: "0.0001".parse().unwrap(),
+                tiers: Vec::new(),
                 source: "t".into(),
                 note: String::new(),
             }
@@ -259,6 +260,7 @@ mod tests {
                 cost: 0,
                 priced: 0,
                 price_version: 0,
+                priced_as: String::new(),
             }
         }
     }

@@ -5,8 +5,10 @@
 //! Rows are never updated or deleted: a correction is a new row.
 
 use sqlx::PgPool;
+use tollgate_pricing::store::{
+    attach_tiers, load_catalog, load_versions, PriceRow as Row, SELECT_VERSIONS,
+};
 pub use tollgate_pricing::store::{keep_fresh, PRICES_CHANNEL, REFRESH_EVERY};
-use tollgate_pricing::store::{load_catalog, load_versions, PriceRow as Row, SELECT_VERSIONS};
 
 use super::prices::{NewPrice, PriceCatalog, PriceVersion};
 
@@ -47,11 +49,13 @@ impl PriceStore {
         &self.pool
     }
 
-    /// Add `prices` (one transaction). A price whose `(provider, model,
-    /// effective_from)` already has a latest version with the same values is
-    /// skipped, so re-importing a file adds nothing; otherwise a new version
-    /// is added (for an existing `effective_from`, it is a correction that
-    /// supersedes the earlier one).
+    /// Add `prices` (one transaction). A price equal to the version already
+    /// in force at its `effective_from` (the latest at or before it) is
+    /// skipped, so re-importing a file adds nothing, with or without an
+    /// explicit date (an import without one dates its entries "now", and the
+    /// version in force now is the one from the first import); otherwise a
+    /// new version is added (for an existing `effective_from`, it is a
+    /// correction that supersedes the earlier one).
     ///
     /// With an `actor`, each added version's `admin.price.added` /
     /// `admin.price.corrected` event goes into the outbox in the same
@@ -71,17 +75,25 @@ impl PriceStore {
             .await?;
         let mut outcome = AddOutcome::default();
         for price in prices {
-            let latest: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "{SELECT_VERSIONS} WHERE provider = $1 AND model = $2 AND effective_from = $3 \
-                 ORDER BY id DESC LIMIT 1"
+            let in_force: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{SELECT_VERSIONS} WHERE provider = $1 AND model = $2 AND effective_from <= $3 \
+                 ORDER BY effective_from DESC, id DESC LIMIT 1"
             )))
             .bind(&price.provider)
             .bind(&price.model)
             .bind(price.effective_from)
             .fetch_optional(&mut *tx)
             .await?;
-            let corrected = latest.is_some();
-            if latest.is_some_and(|r| price.same_prices(&PriceVersion::from(r))) {
+            let mut in_force: Vec<PriceVersion> =
+                in_force.into_iter().map(PriceVersion::from).collect();
+            attach_tiers(&mut *tx, &mut in_force).await?;
+            let corrected = in_force
+                .first()
+                .is_some_and(|v| v.effective_from == price.effective_from);
+            if in_force
+                .first()
+                .is_some_and(|v| price.same_prices_any_date(v))
+            {
                 outcome.unchanged += 1;
                 continue;
             }
@@ -110,7 +122,24 @@ impl PriceStore {
             .bind(&price.note)
             .fetch_one(&mut *tx)
             .await?;
-            let version = PriceVersion::from(row);
+            let mut version = PriceVersion::from(row);
+            version.tiers = price.sorted_tiers();
+            for t in &version.tiers {
+                sqlx::query(
+                    "INSERT INTO price_tiers (version_id, above_tokens, inclusive, input_per_token, \
+                     output_per_token, cache_read_per_token, cache_write_per_token) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(version.id)
+                .bind(i64::try_from(t.above_tokens).unwrap_or(i64::MAX))
+                .bind(t.inclusive)
+                .bind(t.input_per_token)
+                .bind(t.output_per_token)
+                .bind(t.cache_read_per_token)
+                .bind(t.cache_write_per_token)
+                .execute(&mut *tx)
+                .await?;
+            }
             if let Some(actor) = actor {
                 let event = super::admin::price_event(&version, corrected, actor);
                 outcome

@@ -316,6 +316,7 @@ mod tests {
             per_image: Decimal::ZERO,
             per_audio_second: Decimal::ZERO,
             per_request: Decimal::ZERO,
+            tiers: Vec::new(),
             source: String::new(),
             note: String::new(),
         }
