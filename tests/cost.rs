@@ -1001,7 +1001,17 @@ async fn hard_budget_publishes_deny_and_warns_once_per_threshold() {
 
     // Warnings: 50, 80 and 100 percent of the team budget, each once; the
     // soft org budget (4 of 100 USD) has none.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let thresholds = |r: &[(String, serde_json::Value)]| {
+        r.iter()
+            .filter(|(_, v)| v["kind"] == "admin.budget.threshold")
+            .count()
+    };
+    read_records(&env.events_topic, Duration::from_secs(60), |r| {
+        thresholds(r) >= 3
+    })
+    .await;
+    // Then a window in which a duplicate warning would show up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let records = read_records(&env.events_topic, Duration::from_secs(10), |_| false).await;
     let mut warned: Vec<(String, i64)> = records
         .iter()
