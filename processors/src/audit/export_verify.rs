@@ -668,7 +668,7 @@ impl SearchChain<'_> {
 /// Either kind of chain check, fed entries in file order.
 enum Chain<'a> {
     Whole(Box<ChainVerifier>),
-    Search(SearchChain<'a>),
+    Search(Box<SearchChain<'a>>),
 }
 
 /// Verify the export read from `input` against `trusted` (the export's own
@@ -788,7 +788,7 @@ pub fn verify_export<R: BufRead + Seek>(
                     });
                 }
             }
-            Chain::Search(SearchChain {
+            Chain::Search(Box::new(SearchChain {
                 covered: stored
                     .iter()
                     .chain(own_anchored.into_iter().flatten().copied())
@@ -801,7 +801,7 @@ pub fn verify_export<R: BufRead + Seek>(
                 failed: None,
                 passed: Vec::new(),
                 used: BTreeSet::new(),
-            })
+            }))
         } else {
             let held_to = anchor.map(|_| Anchored {
                 checkpoints: own_anchored
@@ -894,7 +894,7 @@ pub fn verify_export<R: BufRead + Seek>(
                 chain: (*verifier).finish(),
                 unverifiable_yet: None,
             },
-            Chain::Search(chain) => chain.finish(&name),
+            Chain::Search(chain) => (*chain).finish(&name),
         })
         .collect();
     report.entries = report.chains.iter().map(|c| c.chain.entries).sum();
@@ -912,4 +912,168 @@ pub fn verify_export<R: BufRead + Seek>(
     let rate = (report.entries as f64 / elapsed.as_secs_f64().max(1e-6)) as u64;
     report.entries_per_s = rate;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::checkpoint::CheckpointSigner;
+    use super::super::verify::tests::{chain, checkpoints};
+    use super::*;
+
+    /// A whole-chain (or search) export of `rows` and `cps` as `trail.rs`
+    /// writes one, signed by `signer`.
+    fn export(
+        scope: &str,
+        rows: &[Value],
+        cps: &[CheckpointRow],
+        signer: &CheckpointSigner,
+    ) -> Vec<u8> {
+        let header = serde_json::json!({
+            "type": "header", "format": "tollgate.audit.export.v2", "scope": scope,
+            "org": "o", "team": null, "public_key": signer.public_key_hex(),
+            "exported_at": "2026-03-10T10:00:00.000Z", "exported_at_ms": 2_000_000_000_000u64,
+        });
+        let mut lines = vec![header.to_string()];
+        let cp_lines = cps.iter().map(super::super::anchor::checkpoint_line);
+        let entry_lines = rows.iter().map(|r| {
+            let mut v = r.clone();
+            v["type"] = Value::from("entry");
+            v.to_string()
+        });
+        if scope == "search" {
+            lines.extend(entry_lines.chain(cp_lines));
+        } else {
+            lines.extend(cp_lines.chain(entry_lines));
+        }
+        let mut held = ChainManifest {
+            chain_id: "t".into(),
+            ..ChainManifest::default()
+        };
+        for r in rows {
+            held.entries += 1;
+            held.last_seq = r["seq"].as_u64().unwrap();
+            held.head_hash = r["entry_hash"].as_str().unwrap().into();
+        }
+        held.checkpoints = cps.len() as u64;
+        held.checkpointed_to_seq = cps.iter().map(|c| c.to_seq).max().unwrap_or(0);
+        let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let mut manifest = header.as_object().unwrap().clone();
+        manifest.remove("type");
+        manifest.insert("type".into(), "tollgate.audit.export.manifest".into());
+        manifest.insert("v".into(), 2.into());
+        manifest.insert("chains".into(), serde_json::to_value(vec![held]).unwrap());
+        manifest.insert("lines".into(), lines.len().into());
+        manifest.insert(
+            "lines_sha256".into(),
+            hex::encode(Sha256::digest(body.as_bytes())).into(),
+        );
+        let signature = signer.sign(&serde_jcs::to_string(&manifest).unwrap());
+        let footer =
+            serde_json::json!({"type": "footer", "manifest": manifest, "signature": signature});
+        format!("{body}{footer}\n").into_bytes()
+    }
+
+    fn verify(bytes: &[u8], anchor: Option<&[CheckpointRow]>) -> ExportReport {
+        let mut calls = 0;
+        let report = verify_export(
+            &mut std::io::Cursor::new(bytes.to_vec()),
+            None,
+            anchor,
+            &mut |_| calls += 1,
+        )
+        .unwrap();
+        assert!(calls >= 1, "progress is reported at the end of each pass");
+        report
+    }
+
+    fn setup() -> (CheckpointSigner, Vec<Value>, Vec<CheckpointRow>) {
+        let signer = CheckpointSigner::from_hex_seed(&"11".repeat(32)).unwrap();
+        let rows = chain(25);
+        let cps = checkpoints(&rows[..20], &signer, 10);
+        let rows = rows
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect();
+        (signer, rows, cps)
+    }
+
+    fn breaks(report: &ExportReport) -> Vec<(u64, BreakKind)> {
+        report
+            .chains
+            .iter()
+            .filter_map(|c| c.chain.first_break.as_ref().map(|b| (b.seq, b.kind)))
+            .collect()
+    }
+
+    fn kinds(report: &ExportReport) -> Vec<ProblemKind> {
+        report.problems.iter().map(|p| p.kind).collect()
+    }
+
+    #[test]
+    fn intact_whole_chain_export_verifies_and_tampering_is_located() {
+        let (signer, rows, cps) = setup();
+        let report = verify(&export("chains", &rows, &cps, &signer), None);
+        assert!(report.ok, "{:?}", report.lines());
+        assert_eq!((report.entries, report.checkpoints), (25, 2));
+        assert!(report.key_from_header);
+
+        // Edited in the file: the digest and the chain tell.
+        let bytes = export("chains", &rows, &cps, &signer);
+        let text =
+            String::from_utf8(bytes)
+                .unwrap()
+                .replacen("\"model\":\"m\"", "\"model\":\"x\"", 1);
+        let report = verify(text.as_bytes(), None);
+        assert_eq!(kinds(&report), vec![ProblemKind::ManifestLines]);
+        assert_eq!(breaks(&report), vec![(1, BreakKind::Edited)]);
+
+        // Cut after the first checkpoint, re-signed by the attacker's key:
+        // the trusted key is the header's, so only the anchor tells.
+        let other = CheckpointSigner::from_hex_seed(&"22".repeat(32)).unwrap();
+        let cut = export("chains", &rows[..10], &cps[..1], &other);
+        let report = verify(&cut, None);
+        assert_eq!(breaks(&report), vec![(10, BreakKind::BadSignature)]);
+        let cut = export("chains", &rows[..10], &cps[..1], &signer);
+        assert!(verify(&cut, None).ok);
+        let report = verify(&cut, Some(&cps));
+        assert!(report.problems.is_empty());
+        assert_eq!(breaks(&report), vec![(11, BreakKind::Truncated)]);
+    }
+
+    #[test]
+    fn search_export_claims_are_checked_against_the_anchor() {
+        let (signer, rows, cps) = setup();
+        // Entry 12 said to be unverifiable yet, with the export holding only
+        // the first checkpoint: fine alone, `unproven` next to the anchor.
+        let mut row = rows[11].clone();
+        row["proof"] =
+            serde_json::json!({"status": "unverifiable_yet", "proof": null, "checkpoint": null});
+        let bytes = export("search", &[row], &cps[..1], &signer);
+        let report = verify(&bytes, None);
+        assert!(report.ok, "{:?}", report.lines());
+        assert_eq!(report.chains[0].unverifiable_yet, Some(1));
+        let report = verify(&bytes, Some(&cps));
+        assert_eq!(breaks(&report), vec![(12, BreakKind::Unproven)]);
+    }
+
+    #[test]
+    fn no_key_and_no_footer_are_reported() {
+        let (signer, rows, cps) = setup();
+        let bytes = export("chains", &rows, &cps, &signer);
+        let text = String::from_utf8(bytes).unwrap();
+        let without_footer: String = text
+            .lines()
+            .take(text.lines().count() - 1)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let report = verify(without_footer.as_bytes(), None);
+        assert_eq!(
+            kinds(&report),
+            vec![ProblemKind::NoManifest, ProblemKind::ManifestChain]
+        );
+        let no_key = text.replacen(signer.public_key_hex(), "", 1);
+        let report = verify(no_key.as_bytes(), None);
+        assert!(!report.ok);
+        assert_eq!(kinds(&report), vec![ProblemKind::NoKey]);
+    }
 }

@@ -725,12 +725,12 @@ pub async fn verify_chain_anchored(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::checkpoint::CheckpointSigner;
     use super::super::entry::{chain_entry, EntryFields};
     use super::*;
 
-    fn chain(n: u64) -> Vec<EntryRow> {
+    pub(crate) fn chain(n: u64) -> Vec<EntryRow> {
         let mut prev = GENESIS;
         (1..=n)
             .map(|seq| {
@@ -756,7 +756,7 @@ mod tests {
             .collect()
     }
 
-    fn checkpoints(
+    pub(crate) fn checkpoints(
         rows: &[EntryRow],
         signer: &CheckpointSigner,
         every: usize,
