@@ -1,22 +1,24 @@
 //! The audit chain against real Kafka and ClickHouse: every event appended
 //! once per chain, checkpoints signed, tampering done directly in ClickHouse
-//! detected and located, an independent verifier (written here from
-//! docs/audit.md, not calling the project's code) agreeing with an export,
-//! and a SIGKILLed processor resuming every chain without gap or duplicate.
+//! detected and located, `tollgate verify-audit --export` finding the same
+//! breaks offline in an export file (and every tampering of the file), and
+//! a SIGKILLed processor resuming every chain without gap or duplicate.
+//! (The verifier independent of the project's code is docs/audit_verify.py,
+//! run on the same kinds of exports by tests/audit_verify.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
 use support::kafka::produce_all;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use support::TestEnv;
+use tollgate_processors::audit::checkpoint::CheckpointSigner;
+use tollgate_processors::audit::entry::{entry_hash, EntryRow};
 
 const SEED: &str = "4f1c0a7e3b9d2c8e5f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
 
@@ -139,6 +141,71 @@ fn chain_break(report: &Value, chain: &str) -> Option<(u64, String)> {
     }
 }
 
+/// `tollgate verify-audit --export FILE --json <extra>`, offline: no
+/// configuration file and no server address, only the trusted key.
+fn verify_export(path: &std::path::Path, extra: &[&str]) -> (bool, Value) {
+    let key = CheckpointSigner::from_hex_seed(SEED)
+        .unwrap()
+        .public_key_hex()
+        .to_string();
+    let mut cmd = std::process::Command::new(support::tollgate_bin());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TOLLGATE_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.args(["verify-audit", "--export", path.to_str().unwrap()])
+        .args(["--public-key", &key, "--json"])
+        .args(extra);
+    let out = cmd.output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify-audit --export printed no JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.success(), report["ok"] == true, "{report:#}");
+    (out.status.success(), report)
+}
+
+/// `verify_export` of `text`, written to `<dir>/<name>`.
+fn verify_export_text(env: &TestEnv, name: &str, text: &str, extra: &[&str]) -> (bool, Value) {
+    let path = env.dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    verify_export(&path, extra)
+}
+
+/// The file-level problems of an export report: `(kind, chain)`, sorted.
+fn problems(report: &Value) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["kind"].as_str().unwrap().to_string(),
+                p["chain_id"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn problem(kind: &str, chain: Option<&str>) -> (String, Option<String>) {
+    (kind.to_string(), chain.map(str::to_string))
+}
+
+/// Every line of an export, each passed through `edit` (which may drop it).
+fn edit_lines(text: &str, edit: &dyn Fn(Value) -> Option<Value>) -> String {
+    text.lines()
+        .filter_map(|l| edit(serde_json::from_str(l).unwrap()))
+        .map(|v| format!("{v}\n"))
+        .collect()
+}
+
 /// Run a mutation and wait until `check` (a count) reaches `want`.
 async fn mutate(env: &TestEnv, sql: &str, check: &str, want: u64) {
     env.ch(sql).await;
@@ -226,10 +293,71 @@ async fn chain_checkpoints_and_tamper_detection() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let independent = independent_verify(&std::fs::read_to_string(&export).unwrap());
-    assert_eq!(independent.len(), teams.len());
-    for (chain, result) in &independent {
-        assert_eq!(result, &Ok(50), "chain {chain}");
+    // The untouched export verifies offline: manifest, every link, every
+    // checkpoint.
+    let (ok, offline) = verify_export(&export, &[]);
+    assert!(ok, "{offline:#}");
+    assert_eq!(offline["entries"], total);
+    assert_eq!(offline["checkpoints"], 3 * teams.len() as u64);
+    assert_eq!(offline["chains"].as_array().unwrap().len(), teams.len());
+    // The same attacks done to the file instead: each located the way
+    // ClickHouse's are below (and as docs/audit_verify.py does,
+    // tests/audit_verify), and the signed digest no longer holds.
+    let text = std::fs::read_to_string(&export).unwrap();
+    let at = |v: &Value, chain: &str, kind: &str| v["chain_id"] == chain && v["type"] == kind;
+    let edited = edit_lines(&text, &|mut v| {
+        if at(&v, "team-edit", "entry") && v["seq"] == 7 {
+            v["model"] = Value::from("cheap-model");
+        }
+        Some(v)
+    });
+    let swapped = edit_lines(&text, &|mut v| {
+        if at(&v, "team-swap", "entry") && (v["seq"] == 5 || v["seq"] == 6) {
+            v["seq"] = Value::from(11 - v["seq"].as_u64().unwrap());
+        }
+        Some(v)
+    });
+    let swapped = {
+        // ...and the two lines in seq order again.
+        let mut lines: Vec<&str> = swapped.lines().collect();
+        let i = lines
+            .iter()
+            .position(|l| l.contains("\"chain_id\":\"team-swap\"") && l.contains("\"seq\":6,"))
+            .unwrap();
+        lines.swap(i, i + 1);
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>()
+    };
+    let forged = edit_lines(&text, &|mut v| {
+        if at(&v, "team-forge", "checkpoint") && v["to_seq"] == 40 {
+            let mut sig: Vec<char> = v["signature"].as_str().unwrap().chars().collect();
+            sig[10] = if sig[10] == 'a' { 'b' } else { 'a' };
+            v["signature"] = Value::from(sig.into_iter().collect::<String>());
+        }
+        Some(v)
+    });
+    for (what, tampered, chain, want) in [
+        ("edited entry", &edited, "team-edit", (7, "edited")),
+        ("swapped entries", &swapped, "team-swap", (5, "reordered")),
+        (
+            "forged signature",
+            &forged,
+            "team-forge",
+            (40, "bad_signature"),
+        ),
+    ] {
+        let (ok, report) = verify_export_text(&env, "tampered-file.ndjson", tampered, &[]);
+        assert!(!ok, "{what}: {report:#}");
+        assert_eq!(
+            problems(&report),
+            vec![problem("manifest_lines", None)],
+            "{what}: {report:#}"
+        );
+        assert_eq!(
+            chain_break(&report, chain),
+            Some((want.0, want.1.to_string())),
+            "{what}: {report:#}"
+        );
+        assert_eq!(chain_break(&report, "team-ok"), None, "{what}");
     }
 
     // Tamper, one chain each, directly in ClickHouse.
@@ -329,13 +457,18 @@ async fn chain_checkpoints_and_tamper_detection() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let independent = independent_verify(&std::fs::read_to_string(&export).unwrap());
-    assert_eq!(independent["team-ok"], Ok(50));
-    assert_eq!(independent["team-edit"], Err(7));
-    assert_eq!(independent["team-delete"], Err(12));
-    assert_eq!(independent["team-swap"], Err(5));
-    assert_eq!(independent["team-trunc"], Err(35));
-    assert_eq!(independent["team-forge"], Err(40));
+    // A fresh export is signed over what the database now holds, so its
+    // manifest holds; its chains break where the database's do.
+    let (ok, offline) = verify_export(&export, &[]);
+    assert!(!ok, "{offline:#}");
+    assert_eq!(problems(&offline), vec![], "{offline:#}");
+    for team in teams {
+        assert_eq!(
+            chain_break(&offline, team),
+            chain_break(&report, team),
+            "{team}: {offline:#}"
+        );
+    }
 }
 
 /// Issue 10, item 5: what someone with write access to ClickHouse could do
@@ -440,7 +573,8 @@ async fn anchor_and_signed_manifest_catch_removal() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&export).unwrap();
-    assert_eq!(independent_manifest(&text), Ok(()));
+    let (ok, offline) = verify_export(&export, &["--anchor", anchor_file.to_str().unwrap()]);
+    assert!(ok, "{offline:#}");
     let lines: Vec<&str> = text.lines().collect();
     let keep = |pred: &dyn Fn(&Value) -> bool| -> String {
         lines
@@ -463,20 +597,65 @@ async fn anchor_and_signed_manifest_catch_removal() {
         .iter()
         .map(|l| format!("{l}\n"))
         .collect();
-    for (what, tampered) in [
-        ("dropped chain", &dropped_chain),
-        ("dropped last checkpoint", &dropped_checkpoint),
-        ("cut at a checkpoint boundary", &cut_at_checkpoint),
-        ("cut file", &cut_file),
+    let anchor_arg = ["--anchor", anchor_file.to_str().unwrap()];
+    for (what, tampered, manifest, anchored) in [
+        (
+            "dropped chain",
+            &dropped_chain,
+            vec![
+                problem("manifest_chain", Some("team-tail")),
+                problem("manifest_lines", None),
+            ],
+            Some(("team-tail", (1, "truncated"))),
+        ),
+        (
+            "dropped last checkpoint",
+            &dropped_checkpoint,
+            vec![
+                problem("manifest_chain", Some("team-ok")),
+                problem("manifest_lines", None),
+            ],
+            None,
+        ),
+        (
+            "cut at a checkpoint boundary",
+            &cut_at_checkpoint,
+            vec![
+                problem("manifest_chain", Some("team-ok")),
+                problem("manifest_lines", None),
+            ],
+            Some(("team-ok", (41, "truncated"))),
+        ),
+        (
+            "cut file",
+            &cut_file,
+            // No manifest, so none of the chains is the signed one either.
+            vec![
+                problem("manifest_chain", Some("team-drop")),
+                problem("manifest_chain", Some("team-ok")),
+                problem("manifest_chain", Some("team-rewrite")),
+                problem("manifest_chain", Some("team-tail")),
+                problem("no_manifest", None),
+            ],
+            None,
+        ),
     ] {
-        assert!(
-            independent_manifest(tampered).is_err(),
-            "{what} not detected"
-        );
-        if what != "cut file" {
-            assert!(
-                independent_verify(tampered).values().all(Result::is_ok),
-                "{what}"
+        // Each chain left still verifies on its own; the manifest tells.
+        let (ok, report) = verify_export_text(&env, "incomplete.ndjson", tampered, &[]);
+        assert!(!ok, "{what} not detected: {report:#}");
+        assert_eq!(problems(&report), manifest, "{what}: {report:#}");
+        for c in report["chains"].as_array().unwrap() {
+            assert!(c["first_break"].is_null(), "{what}: {report:#}");
+        }
+        // With the anchor, a removal is also located in its chain.
+        let (ok, report) = verify_export_text(&env, "incomplete.ndjson", tampered, &anchor_arg);
+        assert!(!ok, "{what} not detected: {report:#}");
+        assert_eq!(problems(&report), manifest, "{what}: {report:#}");
+        if let Some((chain, (seq, kind))) = anchored {
+            assert_eq!(
+                chain_break(&report, chain),
+                Some((seq, kind.to_string())),
+                "{what}: {report:#}"
             );
         }
     }
@@ -519,7 +698,11 @@ async fn anchor_and_signed_manifest_catch_removal() {
             row["model"] = Value::from("cheap-model");
         }
         row["prev_hash"] = Value::from(hex::encode(prev));
-        prev = independent_entry_hash(row, &prev);
+        row["occurred_at"] = Value::from(row["occurred_at_ms"].as_u64().unwrap() / 1000);
+        prev = entry_hash(
+            &prev,
+            &serde_json::from_value::<EntryRow>(row.clone()).unwrap(),
+        );
         row["entry_hash"] = Value::from(hex::encode(prev));
     }
     mutate(
@@ -573,252 +756,51 @@ async fn anchor_and_signed_manifest_catch_removal() {
             "{report:#}"
         );
     }
-}
 
-/// A verifier written from docs/audit.md alone: canonical JSON by sorting
-/// keys, SHA-256 links, RFC 6962 roots, Ed25519 over the canonical
-/// checkpoint. Per chain: `Ok(entries)` or `Err(first bad seq)`.
-fn independent_verify(ndjson: &str) -> BTreeMap<String, Result<u64, u64>> {
-    let mut public_key: Option<VerifyingKey> = None;
-    let mut entries: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    let mut checkpoints: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for line in ndjson.lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        match v["type"].as_str().unwrap() {
-            "header" => {
-                let bytes: [u8; 32] = hex::decode(v["public_key"].as_str().unwrap())
-                    .unwrap()
-                    .try_into()
-                    .unwrap();
-                public_key = Some(VerifyingKey::from_bytes(&bytes).unwrap());
-            }
-            "entry" => entries
-                .entry(v["chain_id"].as_str().unwrap().to_string())
-                .or_default()
-                .push(v),
-            "checkpoint" => checkpoints
-                .entry(v["chain_id"].as_str().unwrap().to_string())
-                .or_default()
-                .push(v),
-            _ => {}
-        }
-    }
-    let key = public_key.expect("header with public key");
-    let mut out = BTreeMap::new();
-    for (chain, rows) in &entries {
-        let mut prev = [0u8; 32];
-        let mut hashes: Vec<[u8; 32]> = Vec::new();
-        let mut bad: Option<u64> = None;
-        for (i, row) in rows.iter().enumerate() {
-            let seq = i as u64 + 1;
-            let hash = independent_entry_hash(row, &prev);
-            if row["seq"] != seq
-                || row["prev_hash"] != hex::encode(prev)
-                || row["entry_hash"] != hex::encode(hash)
-            {
-                bad = Some(seq);
-                break;
-            }
-            prev = hash;
-            hashes.push(hash);
-        }
-        for cp in checkpoints.get(chain).into_iter().flatten() {
-            let to = cp["to_seq"].as_u64().unwrap();
-            let from = cp["from_seq"].as_u64().unwrap();
-            // Version 2 (what the fold writes) also signs org, team and
-            // the whole-chain tree root.
-            assert_eq!(cp["v"], 2, "{cp}");
-            let message = canonical(&[
-                ("chain_id", cp["chain_id"].clone()),
-                ("created_at_ms", cp["created_at_ms"].clone()),
-                ("from_seq", cp["from_seq"].clone()),
-                ("head_hash", cp["head_hash"].clone()),
-                ("merkle_root", cp["merkle_root"].clone()),
-                ("org_id", cp["org_id"].clone()),
-                ("public_key", cp["public_key"].clone()),
-                ("team_id", cp["team_id"].clone()),
-                ("to_seq", cp["to_seq"].clone()),
-                ("tree_root", cp["tree_root"].clone()),
-                ("type", Value::from("tollgate.audit.checkpoint")),
-                ("v", Value::from(2)),
-            ]);
-            let sig: [u8; 64] = hex::decode(cp["signature"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap();
-            let mut problem = key
-                .verify(message.as_bytes(), &Signature::from_bytes(&sig))
-                .is_err();
-            if !problem {
-                match hashes.get((from - 1) as usize..to as usize) {
-                    Some(segment) => {
-                        problem = hex::encode(rfc6962_root(segment)) != cp["merkle_root"]
-                            || hex::encode(segment[segment.len() - 1]) != cp["head_hash"]
-                            || hex::encode(rfc6962_root(&hashes[..to as usize])) != cp["tree_root"];
-                    }
-                    // Not (all) verified: truncated, or broken earlier.
-                    None => problem = bad.is_none() || bad.is_some_and(|b| b > to),
-                }
-            }
-            if problem {
-                let at = if hashes.len() as u64 >= to {
-                    to
-                } else {
-                    hashes.len() as u64 + 1
-                };
-                bad = Some(bad.map_or(at, |b| b.min(at)));
-            }
-        }
-        out.insert(chain.clone(), bad.map_or(Ok(hashes.len() as u64), Err));
-    }
-    out
-}
-
-/// RFC 8785 of an object of strings and integers (members sorted by name).
-fn canonical(fields: &[(&str, Value)]) -> String {
-    let mut sorted: Vec<&(&str, Value)> = fields.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let members: Vec<String> = sorted
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{}:{}",
-                serde_json::to_string(k).unwrap(),
-                serde_json::to_string(v).unwrap()
-            )
-        })
-        .collect();
-    format!("{{{}}}", members.join(","))
-}
-
-/// `SHA-256(prev ‖ canonical entry)` as docs/audit.md defines it.
-fn independent_entry_hash(row: &Value, prev: &[u8; 32]) -> [u8; 32] {
-    let fields: Vec<(&str, Value)> = [
-        "api_key_id",
-        "chain_id",
-        "decision",
-        "decision_reason",
-        "event_id",
-        "kafka_offset",
-        "kafka_partition",
-        "kind",
-        "model",
-        "occurred_at_ms",
-        "org_id",
-        "outcome",
-        "provider",
-        "seq",
-        "team_id",
-        "user_id",
-    ]
-    .iter()
-    .map(|k| (*k, row[*k].clone()))
-    .chain([("event", row["event_json"].clone()), ("v", Value::from(1))])
-    .collect();
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(canonical(&fields).as_bytes());
-    h.finalize().into()
-}
-
-/// The export's signed manifest, checked as docs/audit.md says: the footer
-/// is the last line, its signature verifies over the canonical manifest,
-/// the manifest counts and hashes exactly the lines before it, repeats the
-/// header, and lists exactly the chains present with what the export holds
-/// of them.
-fn independent_manifest(ndjson: &str) -> Result<(), String> {
-    let lines: Vec<&str> = ndjson.lines().collect();
-    let header: Value = serde_json::from_str(lines.first().ok_or("empty")?).unwrap();
-    let footer: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
-    if header["type"] != "header" || footer["type"] != "footer" {
-        return Err("no header or no footer: cut".into());
-    }
-    let manifest = &footer["manifest"];
-    // serde_json sorts object members, and every value is a string, an
-    // integer, null, an array or an object: this is RFC 8785.
-    let message = serde_json::to_string(manifest).unwrap();
-    let key_bytes: [u8; 32] = hex::decode(header["public_key"].as_str().unwrap())
-        .unwrap()
-        .try_into()
+    // An export made now is complete by its manifest (the server signs what
+    // it holds) and passes on its own; held to the anchor file it breaks
+    // where verify-audit does.
+    let after = env.dir.path().join("after.ndjson");
+    let out = env
+        .tollgate(&[
+            "audit",
+            "export",
+            "--org",
+            "org-a",
+            "--out",
+            after.to_str().unwrap(),
+        ])
+        .output()
         .unwrap();
-    let sig: [u8; 64] = hex::decode(footer["signature"].as_str().ok_or("unsigned")?)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    VerifyingKey::from_bytes(&key_bytes)
-        .unwrap()
-        .verify(message.as_bytes(), &Signature::from_bytes(&sig))
-        .map_err(|_| "manifest signature does not verify".to_string())?;
-    let body = &lines[..lines.len() - 1];
-    let mut digest = Sha256::new();
-    for line in body {
-        digest.update(line.as_bytes());
-        digest.update(b"\n");
-    }
-    if manifest["lines"] != body.len() || manifest["lines_sha256"] != hex::encode(digest.finalize())
-    {
-        return Err("the lines are not the signed ones".into());
-    }
-    for (k, v) in header.as_object().unwrap() {
-        if k != "type" && &manifest[k] != v {
-            return Err(format!("header member {k} is not the signed one"));
-        }
-    }
-    let mut have: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
-    for line in &body[1..] {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let e = have
-            .entry(v["chain_id"].as_str().unwrap().to_string())
-            .or_default();
-        match v["type"].as_str().unwrap() {
-            "entry" => {
-                e.0 += 1;
-                e.1 = e.1.max(v["seq"].as_u64().unwrap());
-            }
-            _ => {
-                e.2 += 1;
-                e.3 = e.3.max(v["to_seq"].as_u64().unwrap());
-            }
-        }
-    }
-    let listed: BTreeMap<String, (u64, u64, u64, u64)> = manifest["chains"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["chain_id"].as_str().unwrap().to_string(),
-                (
-                    c["entries"].as_u64().unwrap(),
-                    c["last_seq"].as_u64().unwrap(),
-                    c["checkpoints"].as_u64().unwrap(),
-                    c["checkpointed_to_seq"].as_u64().unwrap(),
-                ),
-            )
-        })
-        .collect();
-    if have != listed {
-        return Err(format!("export holds {have:?}, manifest says {listed:?}"));
-    }
-    Ok(())
-}
-
-fn rfc6962_root(leaves: &[[u8; 32]]) -> [u8; 32] {
-    if leaves.len() == 1 {
-        let mut h = Sha256::new();
-        h.update([0u8]);
-        h.update(leaves[0]);
-        return h.finalize().into();
-    }
-    let mut k = 1;
-    while k * 2 < leaves.len() {
-        k *= 2;
-    }
-    let mut h = Sha256::new();
-    h.update([1u8]);
-    h.update(rfc6962_root(&leaves[..k]));
-    h.update(rfc6962_root(&leaves[k..]));
-    h.finalize().into()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, report) = verify_export(&after, &[]);
+    assert!(
+        ok,
+        "without the anchor the export looks complete: {report:#}"
+    );
+    let (ok, report) = verify_export(&after, &anchor_arg);
+    assert!(!ok, "{report:#}");
+    assert_eq!(problems(&report), vec![], "{report:#}");
+    assert_eq!(chain_break(&report, "team-ok"), None, "{report:#}");
+    assert_eq!(
+        chain_break(&report, "team-tail"),
+        Some((41, "truncated".into())),
+        "{report:#}"
+    );
+    assert_eq!(
+        chain_break(&report, "team-rewrite"),
+        Some((50, "checkpoint_mismatch".into())),
+        "{report:#}"
+    );
+    assert_eq!(
+        chain_break(&report, "team-drop"),
+        Some((1, "truncated".into())),
+        "{report:#}"
+    );
 }
 
 /// SIGKILL the processor mid-stream, twice, and restart it: every chain is
@@ -1021,9 +1003,15 @@ async fn api_roles_and_tenant_isolation() {
     assert_eq!(export.status(), 200);
     let body = export.text().await.unwrap();
     assert!(!body.contains("org-b") && !body.contains("team-b1"));
-    let independent = independent_verify(&body);
-    assert_eq!(independent.get("team-a1"), Some(&Ok(15)));
-    assert_eq!(independent.len(), 1);
+    let (ok, offline) = verify_export_text(&env, "api-export.ndjson", &body, &[]);
+    assert!(ok, "{offline:#}");
+    assert_eq!(
+        offline["chains"].as_array().unwrap().len(),
+        1,
+        "{offline:#}"
+    );
+    assert_eq!(offline["chains"][0]["chain_id"], "team-a1");
+    assert_eq!(offline["chains"][0]["entries"], 15);
 
     let r = get("/api/v1/audit/verify?org=org-b", Some(&admin))
         .await

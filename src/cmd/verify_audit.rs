@@ -4,12 +4,19 @@
 //! Kafka topic, or a file from `tollgate audit checkpoints export`), and
 //! report per chain either what was verified or the first broken link.
 //! Exits 1 when a chain is broken.
+//!
+//! With `--export FILE` it verifies an export file instead, offline (no
+//! ClickHouse, Kafka or PostgreSQL): the signed manifest, every chain or
+//! every entry's proof, and the anchor file given with `--anchor`
+//! (`processors/src/audit/export_verify.rs`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use ed25519_dalek::VerifyingKey;
 use tollgate_processors::audit::anchor;
 use tollgate_processors::audit::checkpoint::{parse_public_key, CheckpointRow};
+use tollgate_processors::audit::export_verify::{verify_export, Progress};
 use tollgate_processors::audit::search::parse_time_ms;
 use tollgate_processors::audit::verify::{verify_range, BreakKind};
 use tollgate_processors::clickhouse::client;
@@ -19,8 +26,8 @@ use crate::config::Config;
 #[derive(clap::Args)]
 pub struct Args {
     /// Org whose chains to verify.
-    #[arg(long)]
-    org: String,
+    #[arg(long, required_unless_present = "export")]
+    org: Option<String>,
     /// Only the chains holding this team's entries.
     #[arg(long)]
     team: Option<String>,
@@ -31,8 +38,17 @@ pub struct Args {
     /// ...and before this time (exclusive).
     #[arg(long)]
     to: Option<String>,
-    /// Trusted checkpoint public key (hex); defaults to the configured signing key's.
-    #[arg(long)]
+    /// Verify this export file (`tollgate audit export`, `GET
+    /// /api/v1/audit/export`) offline instead of ClickHouse: its signed
+    /// manifest, its chains (or each entry's inclusion proof), held to
+    /// `--anchor FILE` when given. Needs no server.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["org", "team", "from", "to", "no_anchor"])]
+    export: Option<PathBuf>,
+    /// Trusted public key: 64 hex characters, or a file holding them (or
+    /// the JSON of `GET /api/v1/audit/public-key`). Defaults to the
+    /// configured signing key's; with `--export` and no key configured, the
+    /// export's own (integrity, not origin).
+    #[arg(long, value_name = "HEX|FILE")]
     public_key: Option<String>,
     /// Checkpoint anchor file (JSON lines from `tollgate audit checkpoints
     /// export`) instead of reading `kafka.audit_checkpoints_topic`.
@@ -47,25 +63,49 @@ pub struct Args {
     json: bool,
 }
 
+/// Every checkpoint of an anchor file.
+fn anchor_file(path: &Path) -> anyhow::Result<Vec<CheckpointRow>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--anchor: cannot read {}", path.display()))?;
+    anchor::parse_checkpoint_lines(&text)
+        .map_err(|why| anyhow::anyhow!("--anchor {}: {why}", path.display()))
+}
+
+/// `--public-key`: hex, or a file holding hex or `{"public_key": hex}`.
+fn public_key_arg(value: &str) -> anyhow::Result<VerifyingKey> {
+    if let Some(key) = parse_public_key(value) {
+        return Ok(key);
+    }
+    let path = Path::new(value);
+    anyhow::ensure!(
+        path.is_file(),
+        "--public-key {value:?} is neither 64 hex characters of an Ed25519 public key nor a file"
+    );
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--public-key: cannot read {}", path.display()))?;
+    let hex_key = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            v.get("public_key")
+                .and_then(|k| k.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| text.trim().to_string());
+    parse_public_key(&hex_key).with_context(|| {
+        format!(
+            "--public-key file {} holds no Ed25519 public key (64 hex characters, or JSON with \"public_key\")",
+            path.display()
+        )
+    })
+}
+
 /// The anchored checkpoints: from `--anchor`, else from the topic.
 async fn anchored(args: &Args, config: &Config) -> anyhow::Result<Option<Vec<CheckpointRow>>> {
     if args.no_anchor {
         return Ok(None);
     }
     if let Some(path) = &args.anchor {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--anchor: cannot read {}", path.display()))?;
-        let mut out = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let cp = anchor::parse_checkpoint_line(line).map_err(|why| {
-                anyhow::anyhow!("--anchor {} line {}: {why}", path.display(), n + 1)
-            })?;
-            out.push(cp);
-        }
-        return Ok(Some(out));
+        return anchor_file(path).map(Some);
     }
     let read = anchor::read_topic(&config.kafka).await.with_context(|| {
         "cannot read the checkpoint anchor (pass --anchor FILE, or --no-anchor to verify against clickhouse alone)"
@@ -80,16 +120,17 @@ async fn anchored(args: &Args, config: &Config) -> anyhow::Result<Option<Vec<Che
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
-    let trusted =
-        match &args.public_key {
-            Some(hex_key) => Some(parse_public_key(hex_key).with_context(|| {
-                format!("--public-key {hex_key:?} is not an Ed25519 public key")
-            })?),
-            None => config
-                .audit
-                .signer()?
-                .and_then(|s| parse_public_key(s.public_key_hex())),
-        };
+    let trusted = match &args.public_key {
+        Some(value) => Some(public_key_arg(value)?),
+        None => config
+            .audit
+            .signer()?
+            .and_then(|s| parse_public_key(s.public_key_hex())),
+    };
+    if let Some(path) = args.export.clone() {
+        return run_export(&path, args, trusted).await;
+    }
+    let org = args.org.clone().unwrap_or_default();
     if trusted.is_none() {
         eprintln!("warning: no trusted public key (--public-key or [audit] signing key): checkpoint signatures are checked against the key each checkpoint names");
     }
@@ -120,7 +161,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         let anchor = anchored(&args, config).await?;
         let report = verify_range(
             &ch,
-            &args.org,
+            &org,
             args.team.as_deref(),
             range,
             anchor.as_deref(),
@@ -152,6 +193,70 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         println!(
             "{}: {} chains, {} entries, {} checkpoints in {} ms ({} entries/s)",
             if report.ok { "OK" } else { "BROKEN" },
+            report.chains.len(),
+            report.entries,
+            report.checkpoints,
+            report.elapsed_ms,
+            report.entries_per_s
+        );
+    }
+    if !report.ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `verify-audit --export FILE`: read only the file (and `--anchor FILE`).
+async fn run_export(path: &Path, args: Args, trusted: Option<VerifyingKey>) -> anyhow::Result<()> {
+    let anchor = match &args.anchor {
+        Some(file) => Some(anchor_file(file)?),
+        None => None,
+    };
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("--export: cannot open {}", path.display()))?;
+    let name = path.display().to_string();
+    let report = tokio::task::spawn_blocking(move || {
+        let mut input = std::io::BufReader::with_capacity(1 << 20, file);
+        // Shown only on a terminal (indicatif draws nothing otherwise).
+        let bar = crate::cmd::simulate::progress_bar(0, "verifying");
+        let mut progress = |p: Progress| {
+            if p.pass == 1 {
+                bar.set_prefix("reading");
+            } else {
+                bar.set_prefix("verifying");
+            }
+            bar.set_length(p.total);
+            bar.set_position(p.bytes);
+        };
+        let report = verify_export(
+            &mut input,
+            trusted.as_ref(),
+            anchor.as_deref(),
+            &mut progress,
+        );
+        bar.finish_and_clear();
+        report
+    })
+    .await
+    .context("verifying the export stopped")?
+    .with_context(|| format!("--export: cannot read {name}"))?;
+    if report.key_from_header {
+        eprintln!("warning: no trusted public key (--public-key or [audit] signing key): signatures are checked against the key in the export's header, which proves integrity, not origin");
+    }
+    if args.anchor.is_none() {
+        eprintln!("warning: no --anchor FILE: checkpoints removed before the export was made, or a chain left out of it, go unnoticed");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for line in report.lines() {
+            println!("{line}");
+        }
+        println!(
+            "{}: export {name} ({} of org {}): {} chains, {} entries, {} checkpoints in {} ms ({} entries/s)",
+            if report.ok { "OK" } else { "BROKEN" },
+            report.scope,
+            report.org.as_deref().unwrap_or("?"),
             report.chains.len(),
             report.entries,
             report.checkpoints,

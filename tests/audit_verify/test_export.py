@@ -11,6 +11,10 @@ database lost its newest checkpoint and the entries after the one before, a
 whole chain, or a checkpoint that covered entries a search export then
 called unverifiable yet. Nothing here imports or copies project code.
 
+`tollgate verify-audit --export` (the same checks in Rust, offline) runs on
+every one of these files too, without a configuration or any server, and
+must report the same chains, kinds and seqs as the Python verifier.
+
 Needs the dev stack (Kafka, ClickHouse, PostgreSQL; addresses from
 TOLLGATE_TEST_KAFKA / _CLICKHOUSE / _POSTGRES) and TOLLGATE_BIN.
 """
@@ -48,6 +52,67 @@ def clickhouse(sql: str) -> str:
 def run_verifier(path: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(VERIFIER), str(path), *extra],
                           capture_output=True, text=True, timeout=120, check=False)
+
+
+def python_findings(stdout: str) -> set:
+    """What docs/audit_verify.py reported, as comparable tuples."""
+    found = set()
+    for line in stdout.splitlines():
+        words = line.split()
+        if line.startswith("export BROKEN: no usable public key"):
+            found.add(("no_key",))
+        elif line.startswith("export BROKEN: unexpected line"):
+            found.add(("unexpected_line",))
+        elif line.startswith("manifest BROKEN: no header"):
+            found.add(("no_manifest",))
+        elif line.startswith("manifest BROKEN: its signature"):
+            found.add(("manifest_signature",))
+        elif line.startswith("manifest BROKEN: the lines"):
+            found.add(("manifest_lines",))
+        elif line.startswith("manifest BROKEN: header member"):
+            found.add(("manifest_header",))
+        elif words[1:4] == ["BROKEN:", "the", "export"]:
+            found.add(("manifest_chain", words[0]))
+        elif words[1:4] == ["BROKEN", "at", "seq"]:
+            found.add((words[0], int(words[4].rstrip(":")), words[5]))
+        elif len(words) > 1 and words[1] == "OK":
+            found.add((words[0], "ok"))
+        else:
+            raise AssertionError(f"unknown verifier line: {line}")
+    return found
+
+
+def run_tollgate_verifier(path: Path, *extra: str) -> tuple[int, set, dict]:
+    """`tollgate verify-audit --export` with no configuration and no server
+    address: (exit status, findings as python_findings gives them, report)."""
+    binary = os.environ["TOLLGATE_BIN"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+    out = subprocess.run([binary, "verify-audit", "--export", str(path), "--json", *extra], env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    try:
+        report = json.loads(out.stdout)
+    except json.JSONDecodeError as e:
+        raise AssertionError(f"verify-audit --export printed no JSON: {out.stdout}{out.stderr}") from e
+    found = set()
+    for p in report["problems"]:
+        found.add(("manifest_chain", p["chain_id"]) if p["kind"] == "manifest_chain" else (p["kind"],))
+    for b in report["anchor_breaks"]:
+        found.add((b["chain_id"], b["seq"], b["kind"]))
+    for c in report["chains"]:
+        b = c["first_break"]
+        found.add((c["chain_id"], "ok") if b is None else (c["chain_id"], b["seq"], b["kind"]))
+    return out.returncode, found, report
+
+
+def both_verifiers(path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, set]:
+    """Run docs/audit_verify.py and `tollgate verify-audit --export` on one
+    file; they must agree on the exit status and on every finding."""
+    result = run_verifier(path, *extra)
+    ours = python_findings(result.stdout)
+    status, theirs, report = run_tollgate_verifier(path, *extra)
+    assert ours == theirs, f"docs/audit_verify.py: {sorted(ours, key=str)}\nverify-audit --export: {sorted(theirs, key=str)}\n{json.dumps(report, indent=1)[:4000]}"
+    assert (status != 0) == (result.returncode != 0), (status, result.returncode, result.stdout)
+    return result, ours
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +205,7 @@ def test_doc_points_at_the_verifier():
 
 
 def test_whole_chain_export_verifies(exports):
-    result = run_verifier(exports["whole"], "--public-key", exports["public_key"])
+    result, _ = both_verifiers(exports["whole"], "--public-key", exports["public_key"])
     assert result.returncode == 0, result.stdout + result.stderr
     rows = lines(exports["whole"])
     entries = sum(1 for r in rows if r["type"] == "entry")
@@ -150,7 +215,7 @@ def test_whole_chain_export_verifies(exports):
 
 
 def test_search_export_verifies_each_entry_by_proof(exports):
-    result = run_verifier(exports["search"], "--public-key", exports["public_key"])
+    result, _ = both_verifiers(exports["search"], "--public-key", exports["public_key"])
     assert result.returncode == 0, result.stdout + result.stderr
     rows = lines(exports["search"])
     header = rows[0]
@@ -171,15 +236,40 @@ def test_edited_entry_is_rejected(exports):
         rows[victim]["model"] = rows[victim]["model"] + "-edited"
         tampered = exports["tmp"] / f"{kind}-tampered.ndjson"
         tampered.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        result = run_verifier(tampered, "--public-key", exports["public_key"])
+        result, found = both_verifiers(tampered, "--public-key", exports["public_key"])
         assert result.returncode == 1, f"{kind}: {result.stdout}"
-        assert "BROKEN" in result.stdout
+        assert (rows[victim]["chain_id"], rows[victim]["seq"], "edited") in found, (kind, found)
 
 
 def test_wrong_public_key_is_rejected(exports):
     other = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"
-    result = run_verifier(exports["search"], "--public-key", other)
-    assert result.returncode == 1, result.stdout
+    for kind in ("whole", "search"):
+        result, found = both_verifiers(exports[kind], "--public-key", other)
+        assert result.returncode == 1, result.stdout
+        assert ("manifest_signature",) in found, (kind, found)
+
+
+def test_swapped_entries_and_forged_signature_are_located(exports):
+    rows = lines(exports["whole"])
+    first = next(r for r in rows if r["type"] == "entry" and r["seq"] == 5)
+    chain = first["chain_id"]
+    i = next(i for i, r in enumerate(rows) if r.get("chain_id") == chain and r["type"] == "entry" and r["seq"] == 5)
+    assert rows[i + 1]["seq"] == 6 and rows[i + 1]["chain_id"] == chain
+    swapped = [dict(r) for r in rows]
+    swapped[i], swapped[i + 1] = dict(rows[i + 1], seq=5), dict(rows[i], seq=6)
+    result, found = both_verifiers(write(exports["tmp"] / "swapped.ndjson", swapped),
+                                   "--public-key", exports["public_key"])
+    assert result.returncode == 1 and (chain, 5, "reordered") in found, found
+    for kind in ("whole", "search"):
+        rows = lines(exports[kind])
+        j = next(j for j, r in enumerate(rows) if r["type"] == "checkpoint")
+        signature = rows[j]["signature"]
+        rows[j] = dict(rows[j], signature=signature[:10] + ("b" if signature[10] == "a" else "a") + signature[11:])
+        result, found = both_verifiers(write(exports["tmp"] / f"{kind}-forged.ndjson", rows),
+                                       "--public-key", exports["public_key"])
+        assert result.returncode == 1, result.stdout
+        if kind == "whole":
+            assert (rows[j]["chain_id"], rows[j]["to_seq"], "bad_signature") in found, found
 
 
 def write(path: Path, rows: list[dict]) -> Path:
@@ -191,9 +281,12 @@ def test_anchor_file_verifies_with_exports(exports):
     anchored = lines(exports["anchor"])
     assert anchored and all(c["type"] == "checkpoint" and c["v"] == 2 for c in anchored)
     for kind in ("whole", "search"):
-        result = run_verifier(exports[kind], "--public-key", exports["public_key"],
-                              "--anchor", str(exports["anchor"]))
+        result, _ = both_verifiers(exports[kind], "--public-key", exports["public_key"],
+                                   "--anchor", str(exports["anchor"]))
         assert result.returncode == 0, f"{kind}: {result.stdout}{result.stderr}"
+    # Without --public-key each trusts the export's own key (integrity only).
+    result, _ = both_verifiers(exports["whole"])
+    assert result.returncode == 0, result.stdout
 
 
 def test_incomplete_exports_are_rejected(exports):
@@ -214,8 +307,8 @@ def test_incomplete_exports_are_rejected(exports):
         "unsigned footer": rows[:-1] + [dict(rows[-1], signature=None)],
     }
     for what, tampered in cases.items():
-        result = run_verifier(write(exports["tmp"] / "incomplete.ndjson", tampered),
-                              "--public-key", exports["public_key"])
+        result, _ = both_verifiers(write(exports["tmp"] / "incomplete.ndjson", tampered),
+                                   "--public-key", exports["public_key"])
         assert result.returncode == 1, f"{what}: {result.stdout}"
         assert "manifest BROKEN" in result.stdout or f"{victim} BROKEN" in result.stdout, what
 
@@ -225,7 +318,7 @@ def test_forged_consistency_proof_in_the_anchor_is_rejected(exports):
     victim = next(i for i, c in enumerate(anchored) if c["consistency"])
     anchored[victim]["consistency"][0] = "00" * 32
     forged = write(exports["tmp"] / "forged-anchor.jsonl", anchored)
-    result = run_verifier(exports["search"], "--public-key", exports["public_key"], "--anchor", str(forged))
+    result, _ = both_verifiers(exports["search"], "--public-key", exports["public_key"], "--anchor", str(forged))
     assert result.returncode == 1, result.stdout
     assert "checkpoint_mismatch" in result.stdout
 
@@ -273,9 +366,9 @@ def test_database_tampering_is_caught_only_with_the_anchor(exports):
     assert out.returncode == 0, out.stderr
     key = ("--public-key", exports["public_key"])
     # Without the anchor the exports look complete (that is the attack).
-    assert run_verifier(whole, *key).returncode == 0
-    assert run_verifier(search, *key).returncode == 0
-    result = run_verifier(whole, *key, "--anchor", str(exports["anchor"]))
+    assert both_verifiers(whole, *key)[0].returncode == 0
+    assert both_verifiers(search, *key)[0].returncode == 0
+    result, _ = both_verifiers(whole, *key, "--anchor", str(exports["anchor"]))
     assert result.returncode == 1, result.stdout
     assert f"{tail} BROKEN at seq {tail_before + 1}: truncated" in result.stdout, result.stdout
     assert f"{dropped} BROKEN at seq 1: truncated" in result.stdout, result.stdout
@@ -295,7 +388,7 @@ def test_database_tampering_is_caught_only_with_the_anchor(exports):
     assert ours == theirs, (result.stdout, out.stdout)
     # hidden kept its entries: its newest entries are now "unverifiable
     # yet" in a search, which the anchored checkpoint contradicts.
-    result = run_verifier(search, *key, "--anchor", str(exports["anchor"]))
+    result, _ = both_verifiers(search, *key, "--anchor", str(exports["anchor"]))
     assert result.returncode == 1, result.stdout
     assert f"{hidden} BROKEN at seq" in result.stdout and "unproven" in result.stdout, result.stdout
     assert hidden_before < hidden_last

@@ -55,6 +55,19 @@ pub fn parse_checkpoint_line(text: &str) -> std::result::Result<CheckpointRow, S
     serde_json::from_value(value).map_err(|e| format!("not a checkpoint: {e}"))
 }
 
+/// Every checkpoint of an anchor file (JSON lines from `tollgate audit
+/// checkpoints export`; blank lines skipped); the error names the line.
+pub fn parse_checkpoint_lines(text: &str) -> std::result::Result<Vec<CheckpointRow>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(parse_checkpoint_line(line).map_err(|why| format!("line {}: {why}", n + 1))?);
+    }
+    Ok(out)
+}
+
 /// Publishes checkpoints to the anchor topic (idempotent producer, acks=all).
 pub struct AnchorPublisher {
     producer: FutureProducer,

@@ -10,12 +10,15 @@
 //! - [`verify`]: recomputing chains and checkpoints, locating the first break;
 //! - [`search`]: compliance search, one entry, inclusion proofs;
 //! - [`trail`]: NDJSON export of whole chains or of a search (with proofs);
+//! - [`export_verify`]: verifying an export file offline (signed manifest,
+//!   chains or proofs, anchor file);
 //! - [`access`]: who may read audit trails (API keys, roles, org scope).
 
 pub mod access;
 pub mod anchor;
 pub mod checkpoint;
 pub mod entry;
+pub mod export_verify;
 pub mod fold;
 pub mod merkle;
 pub mod search;

@@ -54,6 +54,28 @@ pub enum BreakKind {
     /// A validly signed version 2 checkpoint in ClickHouse is not in the
     /// anchor: the anchor is incomplete (or was not the one written to).
     Unanchored,
+    /// An entry of a search export is said to be unverifiable yet, but a
+    /// checkpoint in the export or the anchor covers it.
+    Unproven,
+}
+
+impl BreakKind {
+    /// The kind as reports name it (`edited`, `bad_signature`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Edited => "edited",
+            Self::Missing => "missing",
+            Self::Reordered => "reordered",
+            Self::Duplicate => "duplicate",
+            Self::BrokenLink => "broken_link",
+            Self::BadSignature => "bad_signature",
+            Self::CheckpointMismatch => "checkpoint_mismatch",
+            Self::Truncated => "truncated",
+            Self::MissingCheckpoint => "missing_checkpoint",
+            Self::Unanchored => "unanchored",
+            Self::Unproven => "unproven",
+        }
+    }
 }
 
 /// The first problem found in a chain.
@@ -108,6 +130,10 @@ pub struct ChainVerifier {
 pub struct Anchored {
     pub checkpoints: Vec<CheckpointRow>,
     pub horizon_ms: u64,
+    /// When given, only the anchored checkpoints created at or before it
+    /// join the chain (an export made then cannot hold later ones); all
+    /// still count for `unanchored`.
+    pub as_of_ms: Option<u64>,
 }
 
 /// How far around a misplaced entry to look for the position it was
@@ -132,69 +158,83 @@ impl ChainVerifier {
         trusted: Option<&VerifyingKey>,
     ) -> Self {
         let mut good: BTreeMap<u64, Vec<CheckpointRow>> = BTreeMap::new();
+        // The earliest candidate break among the checkpoints (docs/audit.md,
+        // step 1); on a tie the first found stays, as in docs/audit_verify.py.
         let mut signature_break: Option<Break> = None;
-        let mut unanchored: Option<Break> = None;
-        if let Some(anchored) = &anchored {
-            let known: HashSet<(u64, u64, &str)> = anchored
-                .checkpoints
-                .iter()
-                .map(|c| (c.from_seq, c.to_seq, c.signature.as_str()))
-                .collect();
-            for cp in &stored {
-                // Newer than anything in the anchor read: published after it.
-                if cp.v >= 2
-                    && cp.created_at_ms <= anchored.horizon_ms
-                    && !known.contains(&(cp.from_seq, cp.to_seq, cp.signature.as_str()))
-                    && check_signature(cp, trusted).is_ok()
-                    && unanchored.as_ref().is_none_or(|b| cp.to_seq < b.seq)
+        let mut candidate = |b: Break| {
+            if signature_break.as_ref().is_none_or(|s| b.seq < s.seq) {
+                signature_break = Some(b);
+            }
+        };
+        let stored_ids: HashSet<(u64, u64, String)> = stored
+            .iter()
+            .map(|c| (c.from_seq, c.to_seq, c.signature.clone()))
+            .collect();
+        let (known, horizon_ms, joined) = match anchored {
+            Some(a) => {
+                let known: HashSet<(u64, u64, String)> = a
+                    .checkpoints
+                    .iter()
+                    .map(|c| (c.from_seq, c.to_seq, c.signature.clone()))
+                    .collect();
+                // The same checkpoint (same signed range and signature) counts
+                // once, the stored copy kept; an export is not held to
+                // checkpoints cut after it was made.
+                let joined: Vec<CheckpointRow> = a
+                    .checkpoints
+                    .into_iter()
+                    .filter(|c| a.as_of_ms.is_none_or(|t| c.created_at_ms <= t))
+                    .filter(|c| !stored_ids.contains(&(c.from_seq, c.to_seq, c.signature.clone())))
+                    .collect();
+                (Some(known), a.horizon_ms, joined)
+            }
+            None => (None, 0, Vec::new()),
+        };
+        let sources = stored
+            .into_iter()
+            .map(|c| (c, true))
+            .chain(joined.into_iter().map(|c| (c, false)));
+        for (cp, is_stored) in sources {
+            let signed = check_signature(&cp, trusted);
+            match &signed {
+                Ok(()) if cp.from_seq >= 1 && cp.from_seq <= cp.to_seq => {}
+                Ok(()) => candidate(Break {
+                    seq: cp.to_seq,
+                    kind: BreakKind::CheckpointMismatch,
+                    detail: format!(
+                        "checkpoint covers an empty range {}..={}",
+                        cp.from_seq, cp.to_seq
+                    ),
+                }),
+                Err(why) => candidate(Break {
+                    seq: cp.to_seq,
+                    kind: BreakKind::BadSignature,
+                    detail: format!("checkpoint {}..={}: {why}", cp.from_seq, cp.to_seq),
+                }),
+            }
+            // Newer than anything in the anchor read: published after it.
+            if let Some(known) = &known {
+                if is_stored
+                    && cp.v >= 2
+                    && cp.created_at_ms <= horizon_ms
+                    && !known.contains(&(cp.from_seq, cp.to_seq, cp.signature.clone()))
+                    && signed.is_ok()
                 {
-                    unanchored = Some(Break {
+                    candidate(Break {
                         seq: cp.to_seq,
                         kind: BreakKind::Unanchored,
                         detail: format!(
-                            "signed checkpoint {}..={} is in clickhouse but not in the anchor",
+                            "signed checkpoint {}..={} is stored but not in the anchor",
                             cp.from_seq, cp.to_seq
                         ),
                     });
                 }
             }
-        }
-        let mut checkpoints = stored;
-        checkpoints.extend(anchored.map(|a| a.checkpoints).unwrap_or_default());
-        for cp in checkpoints {
-            match check_signature(&cp, trusted) {
-                Ok(()) if cp.from_seq >= 1 && cp.from_seq <= cp.to_seq => {
-                    let same = good.entry(cp.to_seq).or_default();
-                    if !same.contains(&cp) {
-                        same.push(cp);
-                    }
+            if signed.is_ok() && cp.from_seq >= 1 && cp.from_seq <= cp.to_seq {
+                let same = good.entry(cp.to_seq).or_default();
+                if !same.contains(&cp) {
+                    same.push(cp);
                 }
-                Ok(()) => {
-                    if signature_break.as_ref().is_none_or(|b| cp.to_seq < b.seq) {
-                        signature_break = Some(Break {
-                            seq: cp.to_seq,
-                            kind: BreakKind::CheckpointMismatch,
-                            detail: format!(
-                                "checkpoint covers an empty range {}..={}",
-                                cp.from_seq, cp.to_seq
-                            ),
-                        });
-                    }
-                }
-                Err(why) => {
-                    if signature_break.as_ref().is_none_or(|b| cp.to_seq < b.seq) {
-                        signature_break = Some(Break {
-                            seq: cp.to_seq,
-                            kind: BreakKind::BadSignature,
-                            detail: format!("checkpoint {}..={}: {why}", cp.from_seq, cp.to_seq),
-                        });
-                    }
-                }
-            }
-        }
-        if let Some(b) = unanchored {
-            if signature_break.as_ref().is_none_or(|s| b.seq < s.seq) {
-                signature_break = Some(b);
             }
         }
         let wanted_roots = good
@@ -508,31 +548,35 @@ pub struct AuditReport {
 impl AuditReport {
     /// One line per chain, for people.
     pub fn lines(&self) -> Vec<String> {
-        self.chains
-            .iter()
-            .map(|c| match &c.first_break {
-                None => match c.verified_to_seq {
-                    Some(to) => format!(
-                        "chain {}: verified {} entries up to checkpoint at seq {to} ({} checkpoints); {} after it verified by hash links only",
-                        c.chain_id, c.entries, c.checkpoints, c.entries - to
-                    ),
-                    None => format!(
-                        "chain {}: verified {} entries by hash links (no checkpoint yet)",
-                        c.chain_id, c.entries
-                    ),
-                },
-                Some(b) => format!(
-                    "chain {}: BROKEN at seq {}: {} ({})",
-                    c.chain_id,
-                    b.seq,
-                    serde_json::to_value(b.kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                    b.detail
+        self.chains.iter().map(ChainReport::line).collect()
+    }
+}
+
+impl ChainReport {
+    /// What was verified, or where and how the chain is broken, for people.
+    pub fn line(&self) -> String {
+        match &self.first_break {
+            None => match self.verified_to_seq {
+                Some(to) => format!(
+                    "chain {}: verified {} entries up to checkpoint at seq {to} ({} checkpoints); {} after it verified by hash links only",
+                    self.chain_id,
+                    self.entries,
+                    self.checkpoints,
+                    self.entries.saturating_sub(to)
                 ),
-            })
-            .collect()
+                None => format!(
+                    "chain {}: verified {} entries by hash links (no checkpoint yet)",
+                    self.chain_id, self.entries
+                ),
+            },
+            Some(b) => format!(
+                "chain {}: BROKEN at seq {}: {} ({})",
+                self.chain_id,
+                b.seq,
+                b.kind.as_str(),
+                b.detail
+            ),
+        }
     }
 }
 
@@ -613,6 +657,7 @@ pub async fn verify_range(
         let anchored = anchor.map(|all| Anchored {
             checkpoints: by_chain.get(chain.as_str()).cloned().unwrap_or_default(),
             horizon_ms: all.iter().map(|c| c.created_at_ms).max().unwrap_or(0),
+            as_of_ms: None,
         });
         reports.push(verify_chain_anchored(client, &chain, anchored, trusted).await?);
     }
@@ -680,12 +725,12 @@ pub async fn verify_chain_anchored(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::checkpoint::CheckpointSigner;
     use super::super::entry::{chain_entry, EntryFields};
     use super::*;
 
-    fn chain(n: u64) -> Vec<EntryRow> {
+    pub(crate) fn chain(n: u64) -> Vec<EntryRow> {
         let mut prev = GENESIS;
         (1..=n)
             .map(|seq| {
@@ -711,7 +756,7 @@ mod tests {
             .collect()
     }
 
-    fn checkpoints(
+    pub(crate) fn checkpoints(
         rows: &[EntryRow],
         signer: &CheckpointSigner,
         every: usize,
@@ -746,6 +791,7 @@ mod tests {
         let anchored = Anchored {
             checkpoints: anchored,
             horizon_ms: u64::MAX,
+            as_of_ms: None,
         };
         let mut v = ChainVerifier::anchored("t", stored, Some(anchored), Some(key));
         for r in rows {
@@ -899,6 +945,7 @@ mod tests {
             Some(Anchored {
                 checkpoints: cps[..1].to_vec(),
                 horizon_ms: 0,
+                as_of_ms: None,
             }),
             Some(&key),
         );
