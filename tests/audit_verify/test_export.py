@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -38,9 +39,12 @@ VERIFIER = ROOT / "docs" / "audit_verify.py"
 SEED = "4f1c0a7e3b9d2c8e5f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e"
 EVENTS = 400
 
-KAFKA = os.environ.get("TOLLGATE_TEST_KAFKA", "127.0.0.1:9092")
-CLICKHOUSE = os.environ.get("TOLLGATE_TEST_CLICKHOUSE", "http://127.0.0.1:8123")
-POSTGRES = os.environ.get("TOLLGATE_TEST_POSTGRES", "postgres://tollgate:tollgate@127.0.0.1:5433/tollgate")
+# The dev stack's addresses are written once, in dev/tollgate.toml.
+with open(ROOT / "dev" / "tollgate.toml", "rb") as _f:
+    _DEV = tomllib.load(_f)
+KAFKA = os.environ.get("TOLLGATE_TEST_KAFKA", _DEV["kafka"]["brokers"])
+CLICKHOUSE = os.environ.get("TOLLGATE_TEST_CLICKHOUSE", _DEV["clickhouse"]["url"])
+POSTGRES = os.environ.get("TOLLGATE_TEST_POSTGRES", _DEV["postgres"]["url"])
 
 
 def clickhouse(sql: str) -> str:
