@@ -67,18 +67,28 @@ pub struct EventProducer {
     message_timeout: Duration,
 }
 
+/// The settings every producer of ours shares, written once: idempotent,
+/// acknowledged by all in-sync replicas, and giving up after
+/// `kafka.message_timeout_ms`. Callers add only their own tuning (batching,
+/// compression), so the delivery guarantees cannot drift between them.
+pub fn idempotent_producer_config(config: &KafkaConfig, client_id: &str) -> ClientConfig {
+    let mut settings = ClientConfig::new();
+    settings
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", client_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", config.message_timeout_ms.to_string());
+    settings
+}
+
 impl EventProducer {
     /// Create the producer. This does not contact the broker; call
     /// [`EventProducer::check_connected`] for that.
     pub fn new(config: &KafkaConfig) -> Result<Self, IngestError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("client.id", "tollgate-ingest")
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
+        let producer: FutureProducer = idempotent_producer_config(config, "tollgate-ingest")
             .set("compression.type", "lz4")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", config.message_timeout_ms.to_string())
             .create()
             .map_err(|err| IngestError::KafkaConfig {
                 brokers: config.brokers.clone(),

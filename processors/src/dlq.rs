@@ -26,10 +26,10 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tollgate_ingest::config::KafkaConfig;
+use tollgate_ingest::producer::idempotent_producer_config;
 use tracing::warn;
 
 use crate::error::{Error, Result};
@@ -102,11 +102,7 @@ pub struct DeadLetterWriter {
 
 impl DeadLetterWriter {
     pub fn new(kafka: &KafkaConfig, group_id: &str) -> Result<Self> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", kafka.message_timeout_ms.to_string())
+        let producer: FutureProducer = idempotent_producer_config(kafka, "tollgate-dead-letters")
             .create()
             .map_err(|source| Error::Kafka {
                 brokers: kafka.brokers.clone(),

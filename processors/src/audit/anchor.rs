@@ -23,6 +23,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use tollgate_ingest::config::KafkaConfig;
+use tollgate_ingest::producer::idempotent_producer_config;
 
 use super::checkpoint::CheckpointRow;
 use crate::error::{Error, Result};
@@ -85,12 +86,7 @@ impl std::fmt::Debug for AnchorPublisher {
 
 impl AnchorPublisher {
     pub fn new(kafka: &KafkaConfig) -> Result<Self> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("client.id", "tollgate-audit-anchor")
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", kafka.message_timeout_ms.to_string())
+        let producer: FutureProducer = idempotent_producer_config(kafka, "tollgate-audit-anchor")
             .create()
             .map_err(|source| Error::Kafka {
                 brokers: kafka.brokers.clone(),

@@ -29,6 +29,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tollgate_ingest::config::KafkaConfig;
+use tollgate_ingest::producer::idempotent_producer_config;
 use tollgate_ingest::proxy::budget::{BudgetPeriod, BudgetState};
 use tollgate_ingest::proxy::decisions::{Action, Decision};
 
@@ -146,11 +147,8 @@ impl BudgetWatcher {
         kafka: &KafkaConfig,
         progress: Progress,
     ) -> Result<Self, rdkafka::error::KafkaError> {
-        let decisions: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("client.id", "tollgate-budgets")
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
+        // Decisions go out at once: a deny waiting in a batch is a deny late.
+        let decisions: FutureProducer = idempotent_producer_config(kafka, "tollgate-budgets")
             .set("linger.ms", "0")
             .create()?;
         Ok(Self {
