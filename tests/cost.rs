@@ -16,7 +16,7 @@ use rdkafka::ClientConfig;
 use rust_decimal::Decimal;
 use support::kafka::read_records;
 use support::{kafka_brokers, TestEnv};
-use tollgate_ingest::contract::{Call, Event, Operation, Outcome, Usage, SCHEMA_VERSION};
+use tollgate_contract::{Call, Event, Operation, Outcome, Usage, SCHEMA_VERSION};
 use uuid::Uuid;
 
 fn d(s: &str) -> Decimal {

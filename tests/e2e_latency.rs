@@ -13,7 +13,7 @@ use std::time::Duration;
 use latency_fixture::assert_percentiles;
 use serde_json::Value;
 use support::{wait_http, TestEnv};
-use tollgate_ingest::contract::{Event, KIND_CALL_COMPLETED, KIND_CALL_FAILED, SCHEMA_VERSION};
+use tollgate_contract::{Event, KIND_CALL_COMPLETED, KIND_CALL_FAILED, SCHEMA_VERSION};
 
 const N: usize = 3_000;
 

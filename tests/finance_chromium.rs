@@ -22,7 +22,7 @@ use rdkafka::ClientConfig;
 use rust_decimal::Decimal;
 use support::chromium::run_chromium;
 use support::{kafka_brokers, TestEnv};
-use tollgate_ingest::contract::{Call, Event, Operation, Outcome, Usage, SCHEMA_VERSION};
+use tollgate_contract::{Call, Event, Operation, Outcome, Usage, SCHEMA_VERSION};
 use uuid::Uuid;
 
 fn event(team: &str, model: &str, input: u64, output: u64) -> Event {

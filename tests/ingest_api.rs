@@ -528,7 +528,7 @@ async fn schema_health_and_unknown_routes() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let schema: Value = response.json().await.unwrap();
-    assert_eq!(schema, tollgate_ingest::contract::event_schema());
+    assert_eq!(schema, tollgate_contract::event_schema());
     assert_eq!(schema["title"], "Tollgate event");
 
     let response = ingest

@@ -19,7 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::{ClientConfig, Offset};
 use support::{kafka_brokers, unique, TestEnv};
-use tollgate_ingest::contract::{
+use tollgate_contract::{
     Call, Event, Operation, Outcome, ProviderError, Usage, SCHEMA_VERSION,
 };
 use uuid::Uuid;

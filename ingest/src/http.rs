@@ -49,7 +49,7 @@ use tracing::{Instrument, Level};
 use uuid::Uuid;
 
 use crate::config::IngestConfig;
-use crate::contract::{
+use tollgate_contract::{
     event_schema, parse_event, split_body, BatchItem, BodyFormat, Event, Limits, Rejection,
 };
 use crate::error::IngestError;
@@ -493,7 +493,7 @@ fn echoable_event_id(value: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::SCHEMA_VERSION;
+    use tollgate_contract::SCHEMA_VERSION;
 
     fn event(org: &str, id: Uuid) -> Value {
         json!({

@@ -1,13 +1,14 @@
-//! Tollgate ingest: the event contract every other crate speaks, the Kafka
-//! producer that puts events on `tollgate.events`, API-key authentication,
-//! the HTTP batch ingest endpoint, and the OpenAI/Anthropic-compatible proxy.
+//! Tollgate ingest: the Kafka producer that puts events on `tollgate.events`,
+//! API-key authentication, the price store (PostgreSQL), the HTTP batch
+//! ingest endpoint, and the OpenAI/Anthropic-compatible proxy. The records
+//! they carry are defined in `tollgate-contract` (`ingest/contract/`).
 
 pub mod config;
-pub mod contract;
 pub mod error;
 pub mod http;
 pub mod keys;
 pub mod postgres;
+pub mod price_store;
 pub mod producer;
 pub mod proxy;
 

@@ -11,7 +11,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaConfig;
-use crate::contract::Event;
+use tollgate_contract::Event;
 use crate::error::IngestError;
 
 /// Where Kafka stored one event.

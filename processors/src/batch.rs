@@ -161,7 +161,7 @@ mod tests {
     use crate::calls_sink::{call_row, CallRow};
 
     fn row(partition: i32, offset: i64) -> CallRow {
-        let event: tollgate_ingest::contract::Event = serde_json::from_value(serde_json::json!({
+        let event: tollgate_contract::Event = serde_json::from_value(serde_json::json!({
             "schema_version": 1,
             "event_id": "0190b3c4-0000-7000-8000-000000000000",
             "kind": "ai.call.completed",

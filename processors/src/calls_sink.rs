@@ -9,7 +9,7 @@
 use chrono::{DateTime, Datelike, Duration, Utc};
 use clickhouse::{Client, Row};
 use serde::Serialize;
-use tollgate_ingest::contract::{Event, Rejection};
+use tollgate_contract::{Event, Rejection};
 
 /// One row of `calls` (see `migrations/clickhouse/0001_calls.sql`). Field
 /// names are column names: with validation off the insert names the columns
@@ -266,7 +266,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use chrono::TimeZone;
-    use tollgate_ingest::contract::{
+    use tollgate_contract::{
         Call, Operation, Outcome, ProviderError, Usage, SCHEMA_VERSION,
     };
     use uuid::Uuid;

@@ -61,7 +61,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tollgate_ingest::config::KafkaConfig;
-use tollgate_ingest::contract::{parse_event, Event, Limits};
+use tollgate_contract::{parse_event, Event, Limits};
 use tracing::{debug, info, warn};
 
 use crate::batch::{Batch, BatchPolicy};

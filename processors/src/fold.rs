@@ -12,7 +12,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use clickhouse::Client;
-use tollgate_ingest::contract::{Event, Rejection};
+use tollgate_contract::{Event, Rejection};
 
 use crate::calls_sink::{self, call_row, CallRow, PartitionClock, PartitionKey};
 use crate::cost::{price_row, SharedCatalog};

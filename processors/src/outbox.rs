@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
-use tollgate_ingest::contract::Event;
+use tollgate_contract::Event;
 use tollgate_ingest::producer::EventProducer;
 use uuid::Uuid;
 

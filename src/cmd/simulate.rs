@@ -7,7 +7,7 @@ use anyhow::Context;
 use chrono::Duration;
 use futures::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
-use tollgate_ingest::contract::Event;
+use tollgate_contract::Event;
 use tollgate_ingest::producer::EventProducer;
 
 use crate::config::Config;

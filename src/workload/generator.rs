@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use uuid::Uuid;
 
-use tollgate_ingest::contract::{
+use tollgate_contract::{
     Call, Event, Operation, Outcome, ProviderError, Usage, KIND_CALL_COMPLETED, KIND_CALL_FAILED,
     SCHEMA_VERSION,
 };
@@ -281,7 +281,7 @@ fn uuid_v7_at(at: DateTime<Utc>, rng: &mut StdRng) -> Uuid {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_ingest::contract::{parse_event, Limits};
+    use tollgate_contract::{parse_event, Limits};
 
     #[test]
     fn events_are_valid_ordered_and_reproducible() {

@@ -6,7 +6,7 @@
 //! simulated cast) are skipped by the caller via [`is_routable`].
 
 use serde_json::json;
-use tollgate_ingest::contract::{Event, Operation};
+use tollgate_contract::{Event, Operation};
 
 /// Longest prompt sent, in words (the mock counts one token per word).
 const MAX_PROMPT_WORDS: u64 = 400;

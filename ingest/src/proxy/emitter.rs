@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use super::budget::BudgetLedger;
 use super::metrics::ProxyMetrics;
 use super::spool::Spool;
-use crate::contract::Event;
+use tollgate_contract::Event;
 use crate::producer::{Delivered, EventProducer, ProduceError};
 
 const BATCH: usize = 512;

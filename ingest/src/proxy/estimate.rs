@@ -21,10 +21,10 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use tollgate_pricing::{PriceCatalog, PriceVersion};
+use tollgate_contract::{PriceCatalog, PriceVersion};
 
 use super::budget::round_up;
-use crate::contract::{is_billable, Event, KIND_CALL_COMPLETED};
+use tollgate_contract::{is_billable, Event, KIND_CALL_COMPLETED};
 
 /// Chat-template tokens allowed per message and per call.
 pub const TEMPLATE_TOKENS: u64 = 16;

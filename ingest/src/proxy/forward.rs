@@ -32,7 +32,7 @@ use super::observe::{self, Dialect, Observer};
 use super::record::{AttemptRecord, CallContext};
 use super::routing::Route;
 use super::{Endpoint, ProxyState, Upstream};
-use crate::contract::Outcome;
+use tollgate_contract::Outcome;
 
 /// Error bodies read from upstream are cut at this size.
 const MAX_ERROR_BODY: usize = 1024 * 1024;

@@ -45,7 +45,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use tollgate_pricing::SharedCatalog;
+use tollgate_contract::SharedCatalog;
 
 use self::auth::{KeyCache, VirtualKey};
 use self::budget::BudgetLedger;
@@ -58,7 +58,7 @@ use self::observe::Dialect;
 use self::record::{CallContext, GATE};
 use self::routing::{Route, RouteTable};
 use crate::config::KafkaConfig;
-use crate::contract::{Operation, Outcome};
+use tollgate_contract::{Operation, Outcome};
 use crate::producer::EventProducer;
 
 /// The client-facing routes and what they map to upstream.
@@ -256,11 +256,11 @@ pub async fn start(
     )
     .await
     .map_err(ProxyStartError::Decisions)?;
-    let catalog = match tollgate_pricing::store::load_catalog(&pool).await {
+    let catalog = match crate::price_store::load_catalog(&pool).await {
         Ok(catalog) => catalog,
         Err(err) => {
             tracing::warn!(%err, "cannot load the price catalog; budget reservations estimate 0 until it loads");
-            tollgate_pricing::PriceCatalog::default()
+            tollgate_contract::PriceCatalog::default()
         }
     };
     tracing::info!(
@@ -269,7 +269,7 @@ pub async fn start(
     );
     let prices = SharedCatalog::new(catalog);
     let prices_task = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(tollgate_pricing::store::keep_fresh(
+    tokio::spawn(crate::price_store::keep_fresh(
         pool.clone(),
         prices.clone(),
         prices_task.clone(),

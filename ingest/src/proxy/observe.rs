@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::contract::{ProviderError, Usage};
+use tollgate_contract::{ProviderError, Usage};
 
 /// Non-streamed bodies are kept (for parsing) up to this size.
 const MAX_KEPT_BODY: usize = 32 * 1024 * 1024;

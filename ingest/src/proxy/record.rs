@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::auth::VirtualKey;
-use crate::contract::{
+use tollgate_contract::{
     Call, Event, Operation, Outcome, ProviderError, Usage, KIND_CALL_BLOCKED, KIND_CALL_COMPLETED,
     KIND_CALL_FAILED, SCHEMA_VERSION,
 };
@@ -237,10 +237,10 @@ mod tests {
         );
         for event in [ctx.event(record), blocked_event] {
             let value = serde_json::to_value(&event).unwrap();
-            let parsed = crate::contract::parse_event(
+            let parsed = tollgate_contract::parse_event(
                 value,
                 Utc::now(),
-                &crate::contract::Limits::default(),
+                &tollgate_contract::Limits::default(),
             );
             assert_eq!(parsed.map_err(|r| r.to_string()), Ok(event));
         }

@@ -8,7 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::contract::Event;
+use tollgate_contract::Event;
 
 const DATA: &str = "events.ndjson";
 const POSITION: &str = "events.pos";
@@ -184,7 +184,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::{KIND_CALL_COMPLETED, SCHEMA_VERSION};
+    use tollgate_contract::{KIND_CALL_COMPLETED, SCHEMA_VERSION};
 
     fn event(team: &str) -> Event {
         Event {

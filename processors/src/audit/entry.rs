@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tollgate_ingest::contract::{Event, Rejection, KIND_CALL_BLOCKED};
+use tollgate_contract::{Event, Rejection, KIND_CALL_BLOCKED};
 
 /// Version of the canonical entry form (the `v` member).
 pub const ENTRY_VERSION: u64 = 1;

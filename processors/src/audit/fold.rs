@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use clickhouse::{Client, Row};
 use serde::Deserialize;
-use tollgate_ingest::contract::{Event, Rejection};
+use tollgate_contract::{Event, Rejection};
 use tracing::{info, warn};
 
 use super::anchor::AnchorPublisher;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use serde_json::json;
-use tollgate_ingest::contract::{Event, SCHEMA_VERSION};
+use tollgate_contract::{Event, SCHEMA_VERSION};
 use uuid::Uuid;
 
 use super::prices::{NewPrice, PriceVersion};
@@ -118,7 +118,7 @@ impl PriceAdmin {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use chrono::Utc;
-    use tollgate_ingest::contract::{parse_event, Limits};
+    use tollgate_contract::{parse_event, Limits};
 
     use super::*;
 

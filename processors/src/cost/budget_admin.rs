@@ -9,7 +9,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
-use tollgate_ingest::contract::Event;
+use tollgate_contract::Event;
 
 use super::admin::admin_event;
 use super::budgets::{Budget, BudgetRow, BudgetStore, Period, SubjectKind, KIND_BUDGET_SET};

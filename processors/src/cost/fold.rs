@@ -1,11 +1,11 @@
 //! The cost fold's step on a `calls` row: stamp it with its cost (the
-//! formula is [`tollgate_pricing::cost`]), `priced` and `price_version`
+//! formula is [`tollgate_contract::cost`]), `priced` and `price_version`
 //! before it is inserted; and the `Decimal(38, 12)` mantissa conversions.
 
 use rust_decimal::Decimal;
-pub use tollgate_ingest::contract::is_billable;
-use tollgate_ingest::contract::KIND_CALL_COMPLETED;
-pub use tollgate_pricing::cost::{call_cost, round, BillableUsage, CostOverflow, COST_SCALE};
+pub use tollgate_contract::is_billable;
+use tollgate_contract::KIND_CALL_COMPLETED;
+pub use tollgate_contract::cost::{call_cost, round, BillableUsage, CostOverflow, COST_SCALE};
 
 use super::prices::PriceCatalog;
 use crate::calls_sink::CallRow;

@@ -19,9 +19,9 @@ pub mod reprice;
 pub mod rollup;
 pub mod store;
 
-/// The price catalog types (they live in `tollgate-pricing`, shared with the
+/// The price catalog types (they live in `tollgate-contract`, shared with the
 /// proxy).
-pub use tollgate_pricing::catalog as prices;
+pub use tollgate_contract::catalog as prices;
 
 pub use fold::{call_cost, price_row, BillableUsage, COST_SCALE};
 pub use prices::{NewPrice, PriceCatalog, PriceVersion, SharedCatalog};

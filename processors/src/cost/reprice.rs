@@ -318,7 +318,7 @@ fn target(fact: &CallFact, catalog: &PriceCatalog) -> Target {
         reasoning_tokens: fact.reasoning_tokens,
         images: fact.images,
         audio_ms: fact.audio_ms,
-        requests: u64::from(fact.kind == tollgate_ingest::contract::KIND_CALL_COMPLETED),
+        requests: u64::from(fact.kind == tollgate_contract::KIND_CALL_COMPLETED),
     };
     match call_cost(&usage, price) {
         Ok(cost) => Target {

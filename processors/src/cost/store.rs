@@ -1,14 +1,14 @@
 //! The price catalog in PostgreSQL (`price_versions`, see
 //! `migrations/postgres/*_price_catalog.sql`): adding versions (imports and
 //! admin corrections), listing. Reading and refreshing the catalog is
-//! [`tollgate_pricing::store`], shared with the proxy.
+//! [`tollgate_ingest::price_store`], shared with the proxy.
 //! Rows are never updated or deleted: a correction is a new row.
 
 use sqlx::PgPool;
-use tollgate_pricing::store::{
+use tollgate_ingest::price_store::{
     attach_tiers, load_catalog, load_versions, PriceRow as Row, SELECT_VERSIONS,
 };
-pub use tollgate_pricing::store::{keep_fresh, PRICES_CHANNEL, REFRESH_EVERY};
+pub use tollgate_ingest::price_store::{keep_fresh, PRICES_CHANNEL, REFRESH_EVERY};
 
 use super::prices::{NewPrice, PriceCatalog, PriceVersion};
 

@@ -217,8 +217,8 @@ impl Usage {
 
     /// The usage a cost is computed from; `completed` calls also pay the
     /// per-request fee.
-    pub fn billable(&self, completed: bool) -> tollgate_pricing::BillableUsage {
-        tollgate_pricing::BillableUsage {
+    pub fn billable(&self, completed: bool) -> crate::BillableUsage {
+        crate::BillableUsage {
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
             cached_input_tokens: self.cached_input_tokens,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
-use crate::catalog::{PriceCatalog, PriceTier, PriceVersion, SharedCatalog};
+use tollgate_contract::catalog::{PriceCatalog, PriceTier, PriceVersion, SharedCatalog};
 
 /// One row of `price_versions`.
 #[derive(sqlx::FromRow)]

@@ -5,7 +5,7 @@
 
 use chrono::{Duration, Utc};
 use serde_json::{json, Value};
-use tollgate_ingest::contract::{
+use tollgate_contract::{
     event_schema, parse_event, split_body, BatchItem, BodyFormat, Event, Limits, Rejection,
 };
 use uuid::Uuid;
@@ -631,9 +631,9 @@ fn schema_names_the_required_fields() {
     }
 }
 
-/// The whole schema, compared with `ingest/tests/snapshots/event_schema.json`,
+/// The whole schema, compared with `ingest/contract/tests/snapshots/event_schema.json`,
 /// so any change to the published contract shows up as a diff in review.
-/// Regenerate with `UPDATE_SNAPSHOTS=1 cargo test -p tollgate-ingest --test contract`.
+/// Regenerate with `UPDATE_SNAPSHOTS=1 cargo test -p tollgate-contract --test contract`.
 #[test]
 fn schema_snapshot() {
     let path =

@@ -1,0 +1,29 @@
+//! The contract every Tollgate process speaks, with no I/O of its own:
+//!
+//! - the event (`event`): the versioned types of one AI call or
+//!   control-plane change on `tollgate.events`, the JSON Schema generated
+//!   from them (`schema`), validation that names the field and the reason
+//!   (`validate`), and splitting a request body into events (`batch`);
+//! - prices (`catalog`, `aliases`) and the exact cost of one call (`cost`):
+//!   the processors' cost fold stores each call's cost with them and the
+//!   proxy reserves and settles budgets with the same catalog and formula,
+//!   so both agree to the last digit. Money is exact: `rust_decimal`, never
+//!   a float.
+//!
+//! Reading and writing these records (Kafka, PostgreSQL, ClickHouse) lives
+//! in the crates above; this one only says what they are.
+
+pub mod aliases;
+pub mod batch;
+pub mod catalog;
+pub mod cost;
+pub mod event;
+pub mod schema;
+pub mod validate;
+
+pub use batch::{split_body, BatchItem, BodyFormat};
+pub use catalog::{NewPrice, PriceCatalog, PriceTier, PriceVersion, SharedCatalog};
+pub use cost::{call_cost, BillableUsage, CostOverflow, COST_SCALE};
+pub use event::*;
+pub use schema::event_schema;
+pub use validate::{parse_event, Limits, Rejection};

@@ -1,0 +1,70 @@
+//! The crate map of `docs/architecture.md`, checked against `cargo metadata`:
+//! every workspace crate depends only on crates below it, so the contract
+//! stays free of I/O crates and no edge reaches up into the read side or the
+//! binary. A new crate must be given its place here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// Each workspace crate and its layer: a crate may depend on crates of a
+/// lower layer only.
+const LAYERS: &[(&str, u8)] = &[
+    ("tollgate-contract", 0),
+    ("tollgate-mock-upstream", 0),
+    ("tollgate-ingest", 1),
+    ("tollgate-processors", 2),
+    ("tollgate-dashboards", 3),
+    ("tollgate-api", 4),
+    ("tollgate", 5),
+];
+
+/// Crates that do I/O; the contract must not depend on any of them.
+const IO_CRATES: &[&str] = &[
+    "tokio", "rdkafka", "sqlx", "clickhouse", "reqwest", "axum", "hyper",
+];
+
+fn metadata() -> serde_json::Value {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn no_crate_depends_on_one_above_it() {
+    let layers: BTreeMap<&str, u8> = LAYERS.iter().copied().collect();
+    let metadata = metadata();
+    let packages = metadata["packages"].as_array().unwrap();
+    let mut problems = Vec::new();
+    for package in packages {
+        let name = package["name"].as_str().unwrap();
+        let Some(&layer) = layers.get(name) else {
+            problems.push(format!(
+                "{name} is not in the crate map (tests/layering.rs)"
+            ));
+            continue;
+        };
+        for dep in package["dependencies"].as_array().unwrap() {
+            let dep_name = dep["name"].as_str().unwrap();
+            if let Some(&dep_layer) = layers.get(dep_name) {
+                if dep_layer >= layer && dep["kind"].is_null() {
+                    problems.push(format!(
+                        "{name} (layer {layer}) depends on {dep_name} (layer {dep_layer})"
+                    ));
+                }
+            }
+            if name == "tollgate-contract" && IO_CRATES.contains(&dep_name) && dep["kind"].is_null() {
+                problems.push(format!("tollgate-contract depends on the I/O crate {dep_name}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
