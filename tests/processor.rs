@@ -19,9 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::{ClientConfig, Offset};
 use support::{kafka_brokers, unique, TestEnv};
-use tollgate_contract::{
-    Call, Event, Operation, Outcome, ProviderError, Usage, SCHEMA_VERSION,
-};
+use tollgate_contract::{Call, Event, Operation, Outcome, ProviderError, Usage, SCHEMA_VERSION};
 use uuid::Uuid;
 
 /// Generated traffic: payloads to produce and what ClickHouse must end up with.

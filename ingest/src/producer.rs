@@ -11,8 +11,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaConfig;
-use tollgate_contract::Event;
 use crate::error::IngestError;
+use tollgate_contract::Event;
 
 /// Where Kafka stored one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -266,9 +266,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use chrono::TimeZone;
-    use tollgate_contract::{
-        Call, Operation, Outcome, ProviderError, Usage, SCHEMA_VERSION,
-    };
+    use tollgate_contract::{Call, Operation, Outcome, ProviderError, Usage, SCHEMA_VERSION};
     use uuid::Uuid;
 
     use super::*;

@@ -60,8 +60,8 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::{ClientConfig, ClientContext, Offset};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tollgate_ingest::config::KafkaConfig;
 use tollgate_contract::{parse_event, Event, Limits};
+use tollgate_ingest::config::KafkaConfig;
 use tracing::{debug, info, warn};
 
 use crate::batch::{Batch, BatchPolicy};

@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 use super::budget::BudgetLedger;
 use super::metrics::ProxyMetrics;
 use super::spool::Spool;
-use tollgate_contract::Event;
 use crate::producer::{Delivered, EventProducer, ProduceError};
+use tollgate_contract::Event;
 
 const BATCH: usize = 512;
 const PROBE_EVERY: Duration = Duration::from_secs(1);

@@ -58,8 +58,8 @@ use self::observe::Dialect;
 use self::record::{CallContext, GATE};
 use self::routing::{Route, RouteTable};
 use crate::config::KafkaConfig;
-use tollgate_contract::{Operation, Outcome};
 use crate::producer::EventProducer;
+use tollgate_contract::{Operation, Outcome};
 
 /// The client-facing routes and what they map to upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,9 +3,9 @@
 //! before it is inserted; and the `Decimal(38, 12)` mantissa conversions.
 
 use rust_decimal::Decimal;
+pub use tollgate_contract::cost::{call_cost, round, BillableUsage, CostOverflow, COST_SCALE};
 pub use tollgate_contract::is_billable;
 use tollgate_contract::KIND_CALL_COMPLETED;
-pub use tollgate_contract::cost::{call_cost, round, BillableUsage, CostOverflow, COST_SCALE};
 
 use super::prices::PriceCatalog;
 use crate::calls_sink::CallRow;
