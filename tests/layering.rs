@@ -21,12 +21,24 @@ const LAYERS: &[(&str, u8)] = &[
 
 /// Crates that do I/O; the contract must not depend on any of them.
 const IO_CRATES: &[&str] = &[
-    "tokio", "rdkafka", "sqlx", "clickhouse", "reqwest", "axum", "hyper",
+    "tokio",
+    "rdkafka",
+    "sqlx",
+    "clickhouse",
+    "reqwest",
+    "axum",
+    "hyper",
 ];
 
 fn metadata() -> serde_json::Value {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
@@ -61,8 +73,11 @@ fn no_crate_depends_on_one_above_it() {
                     ));
                 }
             }
-            if name == "tollgate-contract" && IO_CRATES.contains(&dep_name) && dep["kind"].is_null() {
-                problems.push(format!("tollgate-contract depends on the I/O crate {dep_name}"));
+            if name == "tollgate-contract" && IO_CRATES.contains(&dep_name) && dep["kind"].is_null()
+            {
+                problems.push(format!(
+                    "tollgate-contract depends on the I/O crate {dep_name}"
+                ));
             }
         }
     }
