@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use tollgate_api::config::ApiConfig;
 use tollgate_ingest::config::{IngestConfig, KafkaConfig, PostgresConfig};
-use tollgate_ingest::proxy::config::ProxyConfig;
 use tollgate_processors::audit::AuditConfig;
 use tollgate_processors::config::{ClickHouseConfig, ProcessorConfig};
+use tollgate_proxy::config::ProxyConfig;
 
 /// Environment variables with the `TOLLGATE_` prefix that are not settings.
 const NOT_SETTINGS: [&str; 5] = ["config", "log", "state_dir", "bin", "ingest_key"];

@@ -13,11 +13,19 @@ const LAYERS: &[(&str, u8)] = &[
     ("tollgate-contract", 0),
     ("tollgate-mock-upstream", 0),
     ("tollgate-ingest", 1),
+    // The proxy serves calls and the processors fold their events: two
+    // branches of the flow on the same layer, so neither may use the other
+    // (what they share, the decision records, is in the contract).
+    ("tollgate-proxy", 2),
     ("tollgate-processors", 2),
     ("tollgate-dashboards", 3),
     ("tollgate-api", 4),
     ("tollgate", 5),
 ];
+
+/// Crates only the listed crates may depend on, whatever their layer: the
+/// proxy is a process of its own, started by the binary alone.
+const ONLY_USED_BY: &[(&str, &[&str])] = &[("tollgate-proxy", &["tollgate"])];
 
 /// Crates that do I/O; the contract must not depend on any of them.
 const IO_CRATES: &[&str] = &[
@@ -70,6 +78,14 @@ fn no_crate_depends_on_one_above_it() {
                 if dep_layer >= layer && dep["kind"].is_null() {
                     problems.push(format!(
                         "{name} (layer {layer}) depends on {dep_name} (layer {dep_layer})"
+                    ));
+                }
+            }
+            if let Some((_, users)) = ONLY_USED_BY.iter().find(|(c, _)| *c == dep_name) {
+                if !users.contains(&name) {
+                    problems.push(format!(
+                        "{name} depends on {dep_name}, which only {} may use",
+                        users.join(", ")
                     ));
                 }
             }

@@ -1,7 +1,8 @@
 //! Tollgate ingest: the Kafka producer that puts events on `tollgate.events`,
-//! API-key authentication, the price store (PostgreSQL), the HTTP batch
-//! ingest endpoint, and the OpenAI/Anthropic-compatible proxy. The records
-//! they carry are defined in `tollgate-contract` (`ingest/contract/`).
+//! API-key authentication, the price store (PostgreSQL) and the HTTP batch
+//! ingest endpoint. The records they carry are defined in
+//! `tollgate-contract` (`ingest/contract/`); the proxy, which builds on
+//! these, is `tollgate-proxy` (`ingest/proxy/`).
 
 pub mod config;
 pub mod error;
@@ -10,6 +11,5 @@ pub mod keys;
 pub mod postgres;
 pub mod price_store;
 pub mod producer;
-pub mod proxy;
 
 pub use error::{Fault, IngestError};

@@ -55,7 +55,7 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
         } => {
             let created = keys.create(&name, org.as_deref(), &role).await?;
             if team.is_some() || user.is_some() || !models.is_empty() {
-                tollgate_ingest::proxy::auth::set_scope(
+                tollgate_proxy::auth::set_scope(
                     &pool,
                     created.id,
                     team.as_deref(),

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use tollgate_ingest::proxy;
+use tollgate_proxy as proxy;
 
 use crate::config::Config;
 

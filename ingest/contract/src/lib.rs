@@ -8,7 +8,9 @@
 //!   the processors' cost fold stores each call's cost with them and the
 //!   proxy reserves and settles budgets with the same catalog and formula,
 //!   so both agree to the last digit. Money is exact: `rust_decimal`, never
-//!   a float.
+//!   a float;
+//! - decisions (`decisions`): the records on the compacted decisions topic
+//!   that the budget watcher publishes and the proxy enforces.
 //!
 //! Reading and writing these records (Kafka, PostgreSQL, ClickHouse) lives
 //! in the crates above; this one only says what they are.
@@ -17,6 +19,7 @@ pub mod aliases;
 pub mod batch;
 pub mod catalog;
 pub mod cost;
+pub mod decisions;
 pub mod event;
 pub mod schema;
 pub mod validate;

@@ -27,10 +27,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rust_decimal::Decimal;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tollgate_contract::decisions::{Action, BudgetPeriod, BudgetState, Decision};
 use tollgate_ingest::config::KafkaConfig;
 use tollgate_ingest::producer::idempotent_producer_config;
-use tollgate_ingest::proxy::budget::{BudgetPeriod, BudgetState};
-use tollgate_ingest::proxy::decisions::{Action, Decision};
 
 use super::admin::admin_event;
 use super::budget_admin::released_subjects;

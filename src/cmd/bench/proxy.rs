@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 use tollgate_ingest::keys::KeyStore;
-use tollgate_ingest::proxy::config::{ProviderConfig, ProviderKind};
 use tollgate_mock_upstream::{LatencyDist, MockConfig};
+use tollgate_proxy::config::{ProviderConfig, ProviderKind};
 
 use crate::config::Config;
 
@@ -100,8 +100,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let key = keys
         .create(&format!("bench-proxy-{id}"), Some("bench"), "proxy")
         .await?;
-    tollgate_ingest::proxy::auth::set_scope(&pool, key.id, Some("bench"), Some("bench"), &[])
-        .await?;
+    tollgate_proxy::auth::set_scope(&pool, key.id, Some("bench"), Some("bench"), &[]).await?;
 
     // The proxy, as a child process with its own config file.
     let proxy_port = free_port()?;

@@ -50,16 +50,17 @@ use tollgate_contract::SharedCatalog;
 use self::auth::{KeyCache, VirtualKey};
 use self::budget::BudgetLedger;
 use self::config::{ProviderConfig, ProviderKind, ProxyConfig};
-use self::decisions::{Action, DecisionCache, Subjects};
+use self::decisions::DecisionCache;
 use self::emitter::EventEmitter;
 use self::errors::ProxyError;
 use self::metrics::ProxyMetrics;
 use self::observe::Dialect;
 use self::record::{CallContext, GATE};
 use self::routing::{Route, RouteTable};
-use crate::config::KafkaConfig;
-use crate::producer::EventProducer;
+use tollgate_contract::decisions::{Action, Subjects};
 use tollgate_contract::{Operation, Outcome};
+use tollgate_ingest::config::KafkaConfig;
+use tollgate_ingest::producer::EventProducer;
 
 /// The client-facing routes and what they map to upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +154,7 @@ pub enum ProxyStartError {
     #[error(transparent)]
     Spool(#[from] spool::SpoolError),
     #[error(transparent)]
-    Ingest(#[from] crate::IngestError),
+    Ingest(#[from] tollgate_ingest::IngestError),
     #[error("decisions: {0}")]
     Decisions(String),
 }
@@ -256,7 +257,7 @@ pub async fn start(
     )
     .await
     .map_err(ProxyStartError::Decisions)?;
-    let catalog = match crate::price_store::load_catalog(&pool).await {
+    let catalog = match tollgate_ingest::price_store::load_catalog(&pool).await {
         Ok(catalog) => catalog,
         Err(err) => {
             tracing::warn!(%err, "cannot load the price catalog; budget reservations estimate 0 until it loads");
@@ -269,7 +270,7 @@ pub async fn start(
     );
     let prices = SharedCatalog::new(catalog);
     let prices_task = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(crate::price_store::keep_fresh(
+    tokio::spawn(tollgate_ingest::price_store::keep_fresh(
         pool.clone(),
         prices.clone(),
         prices_task.clone(),

@@ -106,7 +106,7 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::config::ProviderConfig;
+    use crate::config::ProviderConfig;
 
     #[test]
     fn exact_beats_prefix_and_kinds_are_separate() {

@@ -13,8 +13,8 @@ use axum::http::HeaderMap;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::IngestError;
-use crate::keys::{hash_secret, KeyStore};
+use tollgate_ingest::error::IngestError;
+use tollgate_ingest::keys::{hash_secret, KeyStore};
 
 /// Roles whose keys may call the proxy.
 pub const PROXY_ROLES: [&str; 2] = ["proxy", "admin"];

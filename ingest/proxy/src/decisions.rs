@@ -2,96 +2,25 @@
 //! On start it reads every partition from the beginning (so it knows every
 //! decision still in force), then keeps tailing it; the request path only
 //! reads the in-memory map and never waits on Kafka or the processors.
-//! The record format is documented in `docs/decisions.md`.
+//! The record types are `tollgate_contract::decisions` (shared with the
+//! budget watcher that publishes them); their format is documented in
+//! `docs/decisions.md`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use super::budget::{BudgetLedger, BudgetState};
-use super::metrics::ProxyMetrics;
-use crate::config::KafkaConfig;
+use tollgate_contract::decisions::{Action, Decision, Subjects};
+use tollgate_ingest::config::KafkaConfig;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Allow,
-    Deny,
-    Throttle,
-    Reroute,
-}
-
-/// One record on the decisions topic (the message key is `subject`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
-    pub subject: String,
-    pub action: Action,
-    #[serde(default)]
-    pub reason: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_after_secs: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reroute_to: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub valid_until: Option<DateTime<Utc>>,
-    /// `budget/<kind>/<id>` records: the subject's hard budgets and their
-    /// spend, for reservations (see [`super::budget`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<BudgetState>,
-}
-
-impl Decision {
-    pub fn in_force(&self, now: DateTime<Utc>) -> bool {
-        self.action != Action::Allow && self.valid_until.is_none_or(|until| now < until)
-    }
-}
-
-/// What a request is about, for matching subjects.
-#[derive(Debug, Clone, Copy)]
-pub struct Subjects<'a> {
-    pub key_id: &'a str,
-    pub user_id: &'a str,
-    pub team_id: &'a str,
-    pub org_id: &'a str,
-    pub model: &'a str,
-    pub provider: &'a str,
-}
-
-impl Subjects<'_> {
-    /// Every subject spelling that applies to the request: the plain forms
-    /// (`team/<id>`) and the category-prefixed ones of the design
-    /// (`budget/team/<id>`, `ratelimit/key/<id>`, `circuit/<provider>/<model>`,
-    /// `route/<model>`).
-    fn candidates(&self) -> Vec<String> {
-        let mut out = Vec::with_capacity(20);
-        for (kind, id) in [
-            ("key", self.key_id),
-            ("user", self.user_id),
-            ("team", self.team_id),
-            ("org", self.org_id),
-        ] {
-            if id.is_empty() {
-                continue;
-            }
-            out.push(format!("{kind}/{id}"));
-            out.push(format!("budget/{kind}/{id}"));
-            out.push(format!("ratelimit/{kind}/{id}"));
-        }
-        out.push(format!("model/{}", self.model));
-        out.push(format!("route/{}", self.model));
-        out.push(format!("provider/{}", self.provider));
-        out.push(format!("circuit/{}", self.provider));
-        out.push(format!("circuit/{}/{}", self.provider, self.model));
-        out
-    }
-}
+use crate::budget::BudgetLedger;
+use crate::metrics::ProxyMetrics;
 
 pub struct DecisionCache {
     decisions: RwLock<HashMap<String, Decision>>,

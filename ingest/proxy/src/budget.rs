@@ -25,62 +25,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chrono::{DateTime, Months, Utc};
+use chrono::{DateTime, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
-use serde::{Deserialize, Serialize};
+use tollgate_contract::decisions::BudgetState;
 use uuid::Uuid;
 
 /// Charges kept per subject before placed ones are merged per partition.
 pub const MAX_CHARGES: usize = 10_000;
-
-/// One budget period of a subject, as published by the budget watcher.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BudgetPeriod {
-    /// `daily` or `monthly` (UTC).
-    pub period: String,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-    /// Decimal strings on the wire.
-    pub limit_usd: Decimal,
-    pub spent_usd: Decimal,
-}
-
-impl BudgetPeriod {
-    /// This period as it stands at `now`: when `now` is past its end, the
-    /// next period of the same length with nothing spent yet (the watcher
-    /// publishes the new spend within a second; until then the proxy's own
-    /// charges since the new start still count).
-    pub fn at(&self, now: DateTime<Utc>) -> BudgetPeriod {
-        let mut p = self.clone();
-        let mut guard = 0;
-        while now >= p.end && guard < 400 {
-            let next_end = match p.period.as_str() {
-                "daily" => p.end + chrono::Duration::days(1),
-                _ => p.end.checked_add_months(Months::new(1)).unwrap_or(p.end),
-            };
-            if next_end <= p.end {
-                break;
-            }
-            p.start = p.end;
-            p.end = next_end;
-            p.spent_usd = Decimal::ZERO;
-            guard += 1;
-        }
-        p
-    }
-}
-
-/// The budget part of a `budget/<kind>/<id>` decision record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BudgetState {
-    /// Every hard budget of the subject (a daily and a monthly one at most).
-    pub periods: Vec<BudgetPeriod>,
-    /// Events-topic partition -> highest offset whose cost is in `spent_usd`.
-    #[serde(default)]
-    pub folded: BTreeMap<i32, i64>,
-    /// When the watcher read the spend.
-    pub as_of: DateTime<Utc>,
-}
 
 /// Why a call was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,6 +436,7 @@ pub fn round_up(d: Decimal) -> Decimal {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use chrono::TimeZone;
+    use tollgate_contract::decisions::BudgetPeriod;
 
     use super::*;
 
