@@ -9,9 +9,10 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use tollgate_api::config::ApiConfig;
-use tollgate_ingest::config::{IngestConfig, KafkaConfig, PostgresConfig};
+use tollgate_control::config::{ClickHouseConfig, KafkaConfig, PostgresConfig};
+use tollgate_ingest::config::IngestConfig;
 use tollgate_processors::audit::AuditConfig;
-use tollgate_processors::config::{ClickHouseConfig, ProcessorConfig};
+use tollgate_processors::config::ProcessorConfig;
 use tollgate_proxy::config::ProxyConfig;
 
 /// Environment variables with the `TOLLGATE_` prefix that are not settings.

@@ -18,7 +18,7 @@ use chrono::{Datelike, TimeZone, Utc};
 use serde_json::{json, Value};
 use support::kafka::read_records;
 use support::TestEnv;
-use tollgate_processors::cost::budgets::BudgetStore;
+use tollgate_control::budgets::BudgetStore;
 
 /// Create a key with `role`; returns (secret, prefix).
 fn key(env: &TestEnv, role: &str) -> (String, String) {
@@ -751,10 +751,10 @@ async fn changes_while_kafka_is_down_wait_in_the_outbox_and_publish_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_relays_publish_each_row_once_in_order() {
-    use tollgate_ingest::config::KafkaConfig;
-    use tollgate_ingest::producer::EventProducer;
-    use tollgate_processors::cost::admin::admin_event;
-    use tollgate_processors::outbox::{enqueue_alone, OutboxRelay};
+    use tollgate_contract::admin::admin_event;
+    use tollgate_control::config::KafkaConfig;
+    use tollgate_control::kafka::EventProducer;
+    use tollgate_control::outbox::{enqueue_alone, OutboxRelay};
 
     let env = TestEnv::new("admin_relays").await;
     let pool = pg(&env).await;

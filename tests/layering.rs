@@ -12,10 +12,12 @@ use std::process::Command;
 const LAYERS: &[(&str, u8)] = &[
     ("tollgate-contract", 0),
     ("tollgate-mock-upstream", 0),
-    ("tollgate-ingest", 1),
-    // The proxy serves calls and the processors fold their events: two
-    // branches of the flow on the same layer, so neither may use the other
-    // (what they share, the decision records, is in the contract).
+    ("tollgate-control", 1),
+    // The two HTTP edges (batch ingest, the proxy) and the write path (the
+    // processors) are branches of the flow on the same layer, so none may
+    // use another: what they share is in the contract (records) or the
+    // control plane (keys, prices, budgets, the producer).
+    ("tollgate-ingest", 2),
     ("tollgate-proxy", 2),
     ("tollgate-processors", 2),
     ("tollgate-dashboards", 3),
@@ -23,9 +25,12 @@ const LAYERS: &[(&str, u8)] = &[
     ("tollgate", 5),
 ];
 
-/// Crates only the listed crates may depend on, whatever their layer: the
-/// proxy is a process of its own, started by the binary alone.
-const ONLY_USED_BY: &[(&str, &[&str])] = &[("tollgate-proxy", &["tollgate"])];
+/// Crates only the listed crates may depend on, whatever their layer: each
+/// edge is a process of its own, started by the binary alone.
+const ONLY_USED_BY: &[(&str, &[&str])] = &[
+    ("tollgate-proxy", &["tollgate"]),
+    ("tollgate-ingest", &["tollgate"]),
+];
 
 /// Crates that do I/O; the contract must not depend on any of them.
 const IO_CRATES: &[&str] = &[

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
-use tollgate_ingest::keys::ApiKey;
-use tollgate_processors::cost::budget_admin::{budget_json, BudgetSpec};
+use tollgate_control::budgets::admin::{budget_json, BudgetSpec};
+use tollgate_control::keys::ApiKey;
 
 use crate::error::ApiError;
 use crate::ApiState;

@@ -13,13 +13,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use tollgate_ingest::keys::ApiKey;
+use tollgate_control::clickhouse::client;
+use tollgate_control::keys::ApiKey;
 use tollgate_processors::audit::access::{authenticate, scoped_org, AuditAccess, Denied};
 use tollgate_processors::audit::checkpoint::parse_public_key;
 use tollgate_processors::audit::search::{self, ProofSource, SearchQuery};
 use tollgate_processors::audit::trail::{export, export_search};
 use tollgate_processors::audit::verify::verify;
-use tollgate_processors::clickhouse::client;
 
 pub use tollgate_processors::audit::access::AUDIT_ROLES;
 

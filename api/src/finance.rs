@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use tollgate_processors::cost::admin::PriceAdminError;
+use tollgate_control::prices::admin::PriceAdminError;
 use tollgate_processors::cost::NewPrice;
 use tollgate_processors::cost::PriceCatalog;
 use tollgate_processors::read_models::cost::{parse_params, to_csv};
@@ -100,9 +100,7 @@ async fn price_catalog(state: &ApiState) -> Result<Option<PriceCatalog>, ApiErro
 }
 
 /// Every budget, or 503 when the server runs without PostgreSQL.
-async fn all_budgets(
-    state: &ApiState,
-) -> Result<Vec<tollgate_processors::cost::budgets::Budget>, ApiError> {
+async fn all_budgets(state: &ApiState) -> Result<Vec<tollgate_control::budgets::Budget>, ApiError> {
     let store = state.budgets.as_ref().ok_or_else(|| {
         ApiError::Unavailable("budgets need postgres; this server runs without it".into())
     })?;
@@ -211,7 +209,7 @@ pub async fn budgets(
         .budget_status(&budgets, Utc::now())
         .await?;
     Ok(format.respond(&statuses, "budgets.csv", |s: &Vec<_>| {
-        tollgate_processors::cost::budgets::to_csv(s)
+        tollgate_processors::read_models::budgets::to_csv(s)
     }))
 }
 

@@ -33,11 +33,11 @@ pub struct ApiState {
     pub audit: Option<audit::AuditState>,
     /// Price administration (PostgreSQL; events go through the outbox);
     /// `None` when the server runs without it.
-    pub prices: Option<tollgate_processors::cost::admin::PriceAdmin>,
+    pub prices: Option<tollgate_control::prices::admin::PriceAdmin>,
     /// API keys, for the admin endpoints.
-    pub keys: Option<tollgate_ingest::keys::KeyStore>,
+    pub keys: Option<tollgate_control::keys::KeyStore>,
     /// Budgets, for the finance budget report and budget administration.
-    pub budgets: Option<tollgate_processors::cost::budgets::BudgetStore>,
+    pub budgets: Option<tollgate_control::budgets::BudgetStore>,
 }
 
 /// The whole HTTP surface: `/healthz`, `/readyz`, `/api/v1/...` and the
@@ -123,7 +123,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
-    use tollgate_processors::config::ClickHouseConfig;
+    use tollgate_control::config::ClickHouseConfig;
     use tower::ServiceExt;
 
     /// A router whose ClickHouse is never contacted: every request here is

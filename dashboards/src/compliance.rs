@@ -17,6 +17,7 @@ use axum::routing::get;
 use axum::{Form, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
+use tollgate_control::clickhouse::client;
 use tollgate_processors::audit::access::{
     authenticate, may_see_org, scoped_org, ApiKey, AuditAccess, Denied,
 };
@@ -27,7 +28,6 @@ use tollgate_processors::audit::search::{
 };
 use tollgate_processors::audit::trail::{export, export_search};
 use tollgate_processors::audit::verify::{verify, AuditReport};
-use tollgate_processors::clickhouse::client;
 
 use crate::layout::{render, Section};
 

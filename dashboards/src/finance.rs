@@ -723,7 +723,7 @@ pub async fn statement_csv(
 
 async fn read_budgets(
     state: &DashboardState,
-) -> Result<Vec<tollgate_processors::cost::budgets::BudgetStatus>, (StatusCode, String)> {
+) -> Result<Vec<tollgate_control::budgets::BudgetStatus>, (StatusCode, String)> {
     let store = state.budgets.as_ref().ok_or((
         StatusCode::SERVICE_UNAVAILABLE,
         "budgets need PostgreSQL; this server runs without it".to_string(),
@@ -754,7 +754,7 @@ pub struct BudgetsPage {
 pub async fn budgets_page(State(state): State<DashboardState>) -> Response {
     match read_budgets(&state).await {
         Ok(statuses) => {
-            let csv = tollgate_processors::cost::budgets::to_csv(&statuses);
+            let csv = tollgate_processors::read_models::budgets::to_csv(&statuses);
             let rows = csv
                 .lines()
                 .skip(1)
@@ -793,7 +793,7 @@ pub async fn budgets_csv(State(state): State<DashboardState>) -> Response {
                     "attachment; filename=\"budgets.csv\"",
                 ),
             ],
-            tollgate_processors::cost::budgets::to_csv(&statuses),
+            tollgate_processors::read_models::budgets::to_csv(&statuses),
         )
             .into_response(),
         Err((status, message)) => (status, format!("{message}\n")).into_response(),

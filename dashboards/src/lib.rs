@@ -22,9 +22,9 @@ pub struct DashboardState {
     pub read_models: ReadModels,
     /// The price catalog, for unit prices on statements (`None`: shown
     /// without unit prices).
-    pub prices: Option<tollgate_processors::cost::store::PriceStore>,
+    pub prices: Option<tollgate_control::prices::store::PriceStore>,
     /// Budgets (`None`: the budgets page says it needs PostgreSQL).
-    pub budgets: Option<tollgate_processors::cost::budgets::BudgetStore>,
+    pub budgets: Option<tollgate_control::budgets::BudgetStore>,
 }
 
 /// All dashboard pages and `/static/*`, without the price catalog.
@@ -35,8 +35,8 @@ pub fn router(read_models: ReadModels) -> Router {
 /// All dashboard pages and `/static/*`.
 pub fn router_with(
     read_models: ReadModels,
-    prices: Option<tollgate_processors::cost::store::PriceStore>,
-    budgets: Option<tollgate_processors::cost::budgets::BudgetStore>,
+    prices: Option<tollgate_control::prices::store::PriceStore>,
+    budgets: Option<tollgate_control::budgets::BudgetStore>,
 ) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/sre/latency") }))

@@ -8,16 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-/// Who has to act for the error to go away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The caller sent something wrong; the same request will fail again.
-    Client,
-    /// Kafka or PostgreSQL is unreachable or refused; a retry may succeed.
-    External,
-    /// A bug or misconfiguration in Tollgate itself.
-    Internal,
-}
+pub use tollgate_contract::Fault;
+use tollgate_control::ControlError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -89,7 +81,7 @@ impl IngestError {
             | IngestError::Forbidden { .. }
             | IngestError::BodyTooLarge { .. }
             | IngestError::BadRequest { .. }
-            | IngestError::InvalidInput { .. } => Fault::Client,
+            | IngestError::InvalidInput { .. } => Fault::Caller,
             IngestError::KafkaUnreachable { .. }
             | IngestError::PostgresUnreachable { .. }
             | IngestError::Postgres { .. }
@@ -137,11 +129,34 @@ impl IngestError {
     }
 }
 
+/// A control-plane failure (keys, PostgreSQL, the Kafka producer) as the
+/// ingest endpoint reports it.
+impl From<ControlError> for IngestError {
+    fn from(err: ControlError) -> Self {
+        match err {
+            ControlError::InvalidInput { field, reason } => {
+                IngestError::InvalidInput { field, reason }
+            }
+            ControlError::KafkaUnreachable { brokers, reason } => {
+                IngestError::KafkaUnreachable { brokers, reason }
+            }
+            ControlError::KafkaConfig { brokers, reason } => {
+                IngestError::KafkaConfig { brokers, reason }
+            }
+            ControlError::PostgresUnreachable { address, reason } => {
+                IngestError::PostgresUnreachable { address, reason }
+            }
+            ControlError::Postgres { doing, source } => IngestError::Postgres { doing, source },
+            ControlError::Internal(reason) => IngestError::Internal(reason),
+        }
+    }
+}
+
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let status = self.status_code();
         match self.fault() {
-            Fault::Client => tracing::debug!(%status, err = %self, "request refused"),
+            Fault::Caller => tracing::debug!(%status, err = %self, "request refused"),
             Fault::External => tracing::warn!(%status, err = %self, "dependency failed"),
             Fault::Internal => tracing::error!(%status, err = %self, "internal error"),
         }
@@ -163,7 +178,7 @@ mod tests {
     #[test]
     fn client_errors_are_not_retryable_and_map_to_4xx() {
         let err = IngestError::MissingApiKey;
-        assert_eq!(err.fault(), Fault::Client);
+        assert_eq!(err.fault(), Fault::Caller);
         assert!(!err.is_retryable());
         assert_eq!(err.status_code(), StatusCode::UNAUTHORIZED);
         assert_eq!(

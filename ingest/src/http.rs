@@ -50,11 +50,11 @@ use uuid::Uuid;
 
 use crate::config::IngestConfig;
 use crate::error::IngestError;
-use crate::keys::{ApiKey, KeyStore, INGEST_ROLES};
-use crate::producer::{Delivered, EventProducer, ProduceError};
 use tollgate_contract::{
     event_schema, parse_event, split_body, BatchItem, BodyFormat, Event, Limits, Rejection,
 };
+use tollgate_control::kafka::{Delivered, EventProducer, ProduceError};
+use tollgate_control::keys::{ApiKey, KeyStore, INGEST_ROLES};
 
 /// After a body went over the limit, keep reading (and discarding) at most
 /// this much so the client sees the 413 instead of a reset connection.

@@ -1,15 +1,11 @@
-//! Tollgate ingest: the Kafka producer that puts events on `tollgate.events`,
-//! API-key authentication, the price store (PostgreSQL) and the HTTP batch
-//! ingest endpoint. The records they carry are defined in
-//! `tollgate-contract` (`ingest/contract/`); the proxy, which builds on
-//! these, is `tollgate-proxy` (`ingest/proxy/`).
+//! Tollgate ingest: the HTTP batch ingest endpoint (`POST /v1/events`). The
+//! records it accepts are defined in `tollgate-contract` (`ingest/contract/`);
+//! API keys and the event producer are the control plane's
+//! (`tollgate-control`, `ingest/control/`); the other HTTP edge, the proxy,
+//! is `tollgate-proxy` (`ingest/proxy/`).
 
 pub mod config;
 pub mod error;
 pub mod http;
-pub mod keys;
-pub mod postgres;
-pub mod price_store;
-pub mod producer;
 
 pub use error::{Fault, IngestError};

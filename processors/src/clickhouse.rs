@@ -1,29 +1,9 @@
-//! Building ClickHouse clients from [`ClickHouseConfig`], and creating the
-//! database. Every client Tollgate uses is built here, so the one setting that
-//! makes the `clickhouse` crate work with ClickHouse 18.16 (validation off:
-//! plain `RowBinary` instead of `RowBinaryWithNamesAndTypes`) lives in one place.
+//! Creating the ClickHouse database, and naming the server in ClickHouse
+//! errors. The clients themselves are built by `tollgate_control::clickhouse`.
 
-use clickhouse::Client;
-
-use crate::config::ClickHouseConfig;
 use crate::error::{Error, Result};
-
-/// A client bound to the configured database.
-pub fn client(config: &ClickHouseConfig) -> Client {
-    server_client(config).with_database(&config.database)
-}
-
-/// A client without a database (for `CREATE DATABASE` and server checks).
-pub fn server_client(config: &ClickHouseConfig) -> Client {
-    let mut client = Client::default()
-        .with_url(&config.url)
-        .with_user(&config.user)
-        .with_validation(false);
-    if !config.password.is_empty() {
-        client = client.with_password(&config.password);
-    }
-    client
-}
+use tollgate_control::clickhouse::server_client;
+use tollgate_control::config::ClickHouseConfig;
 
 /// Wrap a ClickHouse error with the server address and what we were doing.
 pub fn error(

@@ -2,28 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Where ClickHouse is.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClickHouseConfig {
-    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
-    pub url: String,
-    pub database: String,
-    pub user: String,
-    pub password: String,
-}
-
-impl Default for ClickHouseConfig {
-    fn default() -> Self {
-        Self {
-            url: "http://127.0.0.1:8123".into(),
-            database: "tollgate".into(),
-            user: "default".into(),
-            password: String::new(),
-        }
-    }
-}
-
 /// The event processor (`tollgate process`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

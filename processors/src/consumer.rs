@@ -61,19 +61,21 @@ use rdkafka::{ClientConfig, ClientContext, Offset};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tollgate_contract::{parse_event, Event, Limits};
-use tollgate_ingest::config::KafkaConfig;
+use tollgate_control::config::KafkaConfig;
 use tracing::{debug, info, warn};
 
 use crate::batch::{Batch, BatchPolicy};
 use crate::calls_sink::{self, PartitionClock};
-use crate::clickhouse::{client, error as ch_error};
-use crate::config::{ClickHouseConfig, ProcessorConfig};
+use crate::clickhouse::error as ch_error;
+use crate::config::ProcessorConfig;
 use crate::cost::SharedCatalog;
 use crate::dlq::{DeadLetterReason, DeadLetterWriter, Source};
 use crate::error::{Error, Result};
 use crate::fold::{CallsFold, Fold, MessageMeta, Positioned};
 use crate::progress::Progress;
 use crate::resume::{stored_offsets_in, ResumePositions};
+use tollgate_control::clickhouse::client;
+use tollgate_control::config::ClickHouseConfig;
 
 /// Whether the `calls` table exists.
 const HAS_CALLS_SQL: &str =

@@ -28,8 +28,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use tollgate_ingest::config::KafkaConfig;
-use tollgate_ingest::producer::idempotent_producer_config;
+use tollgate_control::config::KafkaConfig;
+use tollgate_control::kafka::idempotent_producer_config;
 use tracing::warn;
 
 use crate::error::{Error, Result};

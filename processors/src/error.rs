@@ -2,28 +2,7 @@
 //! is (see [`Error::fault`]) and whether retrying the same work can help
 //! (see [`Error::is_retryable`]).
 
-use std::fmt;
-
-/// Whose fault an error is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// Bad configuration or input: the operator must change something.
-    User,
-    /// A service we depend on (Kafka, ClickHouse, PostgreSQL) failed or is unreachable.
-    External,
-    /// A bug or broken invariant in Tollgate itself.
-    Internal,
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Fault::User => "user",
-            Fault::External => "external",
-            Fault::Internal => "internal",
-        })
-    }
-}
+pub use tollgate_contract::Fault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -59,7 +38,7 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::ClickHouse { .. } | Error::Kafka { .. } => Fault::External,
-            Error::Migration { .. } | Error::Config(_) => Fault::User,
+            Error::Migration { .. } | Error::Config(_) => Fault::Caller,
             Error::Interrupted(_) => Fault::External,
         }
     }

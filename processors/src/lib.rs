@@ -14,7 +14,6 @@ pub mod dlq;
 pub mod error;
 pub mod fold;
 pub mod migrations;
-pub mod outbox;
 pub mod progress;
 pub mod read_models;
 pub mod resume;

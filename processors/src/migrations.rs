@@ -14,9 +14,10 @@ use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::clickhouse::{client, ensure_database, error};
-use crate::config::ClickHouseConfig;
+use crate::clickhouse::{ensure_database, error};
 use crate::error::{Error, Result};
+use tollgate_control::clickhouse::client;
+use tollgate_control::config::ClickHouseConfig;
 
 /// Every ClickHouse migration, in version order: (file name, contents).
 /// Adding a migration means adding a line here; a unit test checks that this

@@ -10,7 +10,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
-use tollgate_ingest::config::KafkaConfig;
+use tollgate_control::config::KafkaConfig;
 
 use crate::error::{Error, Result};
 

@@ -5,11 +5,11 @@
 
 use anyhow::Context;
 use tollgate_api::ApiState;
-use tollgate_ingest::keys::KeyStore;
-use tollgate_processors::cost::admin::PriceAdmin;
-use tollgate_processors::cost::budgets::BudgetStore;
-use tollgate_processors::cost::store::PriceStore;
-use tollgate_processors::outbox::OutboxRelay;
+use tollgate_control::budgets::BudgetStore;
+use tollgate_control::keys::KeyStore;
+use tollgate_control::outbox::OutboxRelay;
+use tollgate_control::prices::admin::PriceAdmin;
+use tollgate_control::prices::store::PriceStore;
 use tollgate_processors::read_models::{ReadModelError, ReadModels};
 
 use crate::config::Config;
@@ -41,11 +41,11 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     // Changes commit with their admin events in the outbox; this server's
     // relay publishes them (so do processors' relays).
     let relay_stop = tokio_util::sync::CancellationToken::new();
-    let (prices, keys, budgets, relay) = match tollgate_ingest::postgres::connect(&config.postgres)
+    let (prices, keys, budgets, relay) = match tollgate_control::postgres::connect(&config.postgres)
         .await
     {
         Ok(pool) => {
-            let producer = tollgate_ingest::producer::EventProducer::new(&config.kafka)?;
+            let producer = tollgate_control::kafka::EventProducer::new(&config.kafka)?;
             let relay = OutboxRelay::new(pool.clone(), producer);
             (
                 Some(PriceAdmin {

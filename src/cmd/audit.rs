@@ -142,7 +142,7 @@ pub async fn run(command: AuditCommand, config: &Config) -> anyhow::Result<()> {
                 eprintln!("warning: no [audit] signing key: the export's manifest is not signed, so its completeness cannot be proven");
             }
             let signer = signer.as_ref();
-            let ch = tollgate_processors::clickhouse::client(&config.clickhouse);
+            let ch = tollgate_control::clickhouse::client(&config.clickhouse);
             let summary = match &out {
                 Some(path) => {
                     let file = tokio::fs::File::create(path)

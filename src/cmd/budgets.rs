@@ -3,8 +3,8 @@
 //! through the outbox). The processor's budget watcher enforces them (see
 //! `docs/cost.md`).
 
-use tollgate_processors::cost::budget_admin::{budget_json, BudgetSpec, InvalidBudget};
-use tollgate_processors::cost::budgets::BudgetStore;
+use tollgate_control::budgets::admin::{budget_json, BudgetSpec, InvalidBudget};
+use tollgate_control::budgets::BudgetStore;
 
 use crate::config::Config;
 
@@ -55,7 +55,7 @@ fn flag(err: &InvalidBudget) -> &'static str {
 }
 
 pub async fn run(command: BudgetsCommand, config: &Config) -> anyhow::Result<()> {
-    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let pool = tollgate_control::postgres::connect(&config.postgres).await?;
     let store = BudgetStore::new(pool.clone());
     match command {
         BudgetsCommand::Set {

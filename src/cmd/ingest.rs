@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use tollgate_control::kafka::EventProducer;
+use tollgate_control::keys::KeyStore;
 use tollgate_ingest::http::{ingest_router, serve, IngestState};
-use tollgate_ingest::keys::KeyStore;
-use tollgate_ingest::producer::EventProducer;
 
 use crate::config::Config;
 
@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
-    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let pool = tollgate_control::postgres::connect(&config.postgres).await?;
     let producer = EventProducer::new(&config.kafka)?;
     match producer.check_connected(Duration::from_secs(10)).await? {
         true => {

@@ -2,7 +2,7 @@
 //! secret alone on the last line of stdout (once; only its hash is stored)
 //! and a human description on stderr, so scripts can capture the secret.
 
-use tollgate_ingest::keys::{KeyStore, ROLES};
+use tollgate_control::keys::{KeyStore, ROLES};
 
 use crate::config::Config;
 
@@ -42,7 +42,7 @@ pub enum KeysCommand {
 }
 
 pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
-    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let pool = tollgate_control::postgres::connect(&config.postgres).await?;
     let keys = KeyStore::new(pool.clone());
     let result = match command {
         KeysCommand::Create {

@@ -46,7 +46,7 @@ async fn migrate_clickhouse(config: &Config) -> anyhow::Result<()> {
 pub async fn migrate_postgres(config: &Config) -> anyhow::Result<()> {
     use sqlx::Connection;
     let url = &config.postgres.url;
-    let shown = tollgate_ingest::postgres::redact_url(url);
+    let shown = tollgate_control::postgres::redact_url(url);
     println!("postgres: {shown}");
     let mut conn = sqlx::PgConnection::connect(url).await.with_context(|| {
         format!("cannot connect to postgres at {shown} (is it running? `dev/stack up` starts one)")

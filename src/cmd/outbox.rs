@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
-use tollgate_ingest::producer::EventProducer;
-use tollgate_processors::outbox::{self, Enqueued, OutboxRelay};
+use tollgate_control::kafka::EventProducer;
+use tollgate_control::outbox::{self, Enqueued, OutboxRelay};
 
 use crate::config::Config;
 
@@ -25,7 +25,7 @@ pub enum OutboxCommand {
 }
 
 pub async fn run(command: OutboxCommand, config: &Config) -> anyhow::Result<()> {
-    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let pool = tollgate_control::postgres::connect(&config.postgres).await?;
     match command {
         OutboxCommand::Status { json } => {
             let rows = outbox::unpublished(&pool).await?;

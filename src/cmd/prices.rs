@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
-use tollgate_processors::cost::admin::PriceAdmin;
-use tollgate_processors::cost::litellm;
-use tollgate_processors::cost::store::{AddOutcome, PriceStore};
+use tollgate_control::prices::admin::PriceAdmin;
+use tollgate_control::prices::litellm;
+use tollgate_control::prices::store::{AddOutcome, PriceStore};
 
 use crate::config::Config;
 
@@ -58,7 +58,7 @@ pub async fn run(command: PricesCommand, config: &Config) -> anyhow::Result<()> 
             Ok(())
         }
         PricesCommand::List { json } => {
-            let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+            let pool = tollgate_control::postgres::connect(&config.postgres).await?;
             let versions = PriceStore::new(pool).all().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&versions)?);
@@ -122,7 +122,7 @@ pub async fn import(
     publish: bool,
 ) -> anyhow::Result<AddOutcome> {
     let parsed = litellm::parse(text, default_effective_from)?;
-    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let pool = tollgate_control::postgres::connect(&config.postgres).await?;
     let admin = PriceAdmin {
         store: PriceStore::new(pool.clone()),
     };

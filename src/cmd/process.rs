@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use tollgate_ingest::producer::EventProducer;
+use tollgate_control::budgets::BudgetStore;
+use tollgate_control::kafka::EventProducer;
+use tollgate_control::outbox::OutboxRelay;
+use tollgate_control::prices::read::keep_fresh;
+use tollgate_control::prices::store::PriceStore;
 use tollgate_processors::cost::budget_watcher::BudgetWatcher;
-use tollgate_processors::cost::budgets::BudgetStore;
-use tollgate_processors::cost::store::{keep_fresh, PriceStore};
 use tollgate_processors::cost::SharedCatalog;
-use tollgate_processors::outbox::OutboxRelay;
 use tollgate_processors::progress::Progress;
 use tracing::info;
 
@@ -112,7 +113,7 @@ async fn start_cost_fold(
     progress: Progress,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(SharedCatalog, tokio::task::JoinHandle<()>)> {
-    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let pool = tollgate_control::postgres::connect(&config.postgres).await?;
     let store = PriceStore::new(pool.clone());
     let catalog = store
         .catalog()
@@ -127,7 +128,7 @@ async fn start_cost_fold(
     ));
     let watcher = BudgetWatcher::new(
         BudgetStore::new(pool.clone()),
-        tollgate_processors::clickhouse::client(&config.clickhouse),
+        tollgate_control::clickhouse::client(&config.clickhouse),
         &config.kafka,
         progress,
     )

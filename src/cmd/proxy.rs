@@ -19,7 +19,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
-    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let pool = tollgate_control::postgres::connect(&config.postgres).await?;
     let runtime = proxy::start(&config.proxy, &config.kafka, pool.clone()).await?;
     match runtime
         .producer

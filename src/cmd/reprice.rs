@@ -10,10 +10,10 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tollgate_processors::cost::admin::{admin_event, KIND_PRICE_REPRICED};
+use tollgate_contract::admin::{admin_event, KIND_PRICE_REPRICED};
+use tollgate_control::outbox;
+use tollgate_control::prices::store::PriceStore;
 use tollgate_processors::cost::reprice;
-use tollgate_processors::cost::store::PriceStore;
-use tollgate_processors::outbox;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -67,10 +67,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     if from >= to {
         anyhow::bail!("--from must be before --to");
     }
-    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let pool = tollgate_control::postgres::connect(&config.postgres).await?;
     let store = PriceStore::new(pool.clone());
     let versions = store.all().await.context("cannot read the price catalog")?;
-    let client = tollgate_processors::clickhouse::client(&config.clickhouse);
+    let client = tollgate_control::clickhouse::client(&config.clickhouse);
     let models = match &args.model {
         Some(model) => vec![(
             provider_of(&versions, model, args.provider.as_deref())?,

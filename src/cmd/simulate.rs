@@ -8,7 +8,7 @@ use chrono::Duration;
 use futures::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use tollgate_contract::Event;
-use tollgate_ingest::producer::EventProducer;
+use tollgate_control::kafka::EventProducer;
 
 use crate::config::Config;
 use crate::workload::{proxy_calls, Workload, WorkloadSpec};

@@ -18,7 +18,7 @@ pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
             .chain(tollgate_processors::audit::runtime_queries())
             .chain(tollgate_processors::read_models::sql_catalog())
             .chain(tollgate_processors::cost::reprice::catalog())
-            .chain(tollgate_processors::cost::budgets::catalog())
+            .chain(tollgate_control::budgets::catalog())
             .chain(tollgate_processors::progress::catalog())
             .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
             .collect();

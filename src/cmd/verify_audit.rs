@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ed25519_dalek::VerifyingKey;
+use tollgate_control::clickhouse::client;
 use tollgate_processors::audit::anchor;
 use tollgate_processors::audit::checkpoint::{parse_public_key, CheckpointRow};
 use tollgate_processors::audit::export_verify::{verify_export, Progress};
 use tollgate_processors::audit::search::parse_time_ms;
 use tollgate_processors::audit::verify::{verify_range, BreakKind};
-use tollgate_processors::clickhouse::client;
 
 use crate::config::Config;
 

@@ -142,6 +142,19 @@ pub fn round(d: Decimal) -> Decimal {
     d.round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointNearestEven)
 }
 
+/// A cost as the `i128` mantissa of ClickHouse `Decimal(38, 12)`.
+pub fn to_mantissa(d: Decimal) -> i128 {
+    let mut d = round(d);
+    d.rescale(COST_SCALE);
+    d.mantissa()
+}
+
+/// A ClickHouse `Decimal(38, 12)` mantissa as a decimal. `None` when it
+/// exceeds rust_decimal's 96-bit range (about 7.9e16 USD).
+pub fn from_mantissa(m: i128) -> Option<Decimal> {
+    Decimal::try_from_i128_with_scale(m, COST_SCALE).ok()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

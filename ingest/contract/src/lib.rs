@@ -15,12 +15,14 @@
 //! Reading and writing these records (Kafka, PostgreSQL, ClickHouse) lives
 //! in the crates above; this one only says what they are.
 
+pub mod admin;
 pub mod aliases;
 pub mod batch;
 pub mod catalog;
 pub mod cost;
 pub mod decisions;
 pub mod event;
+pub mod fault;
 pub mod schema;
 pub mod validate;
 
@@ -28,5 +30,6 @@ pub use batch::{split_body, BatchItem, BodyFormat};
 pub use catalog::{NewPrice, PriceCatalog, PriceTier, PriceVersion, SharedCatalog};
 pub use cost::{call_cost, BillableUsage, CostOverflow, COST_SCALE};
 pub use event::*;
+pub use fault::Fault;
 pub use schema::event_schema;
 pub use validate::{parse_event, Limits, Rejection};

@@ -13,8 +13,8 @@ use axum::http::HeaderMap;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use tollgate_ingest::error::IngestError;
-use tollgate_ingest::keys::{hash_secret, KeyStore};
+use tollgate_control::keys::{hash_secret, KeyStore};
+use tollgate_control::ControlError;
 
 /// Roles whose keys may call the proxy.
 pub const PROXY_ROLES: [&str; 2] = ["proxy", "admin"];
@@ -104,7 +104,7 @@ impl KeyCache {
 
     /// The key `secret` belongs to, if it exists, is not revoked, and may
     /// use the proxy (a key of another role is treated as unknown).
-    pub async fn verify(&self, secret: &str) -> Result<Option<VirtualKey>, IngestError> {
+    pub async fn verify(&self, secret: &str) -> Result<Option<VirtualKey>, ControlError> {
         let hash = hash_secret(secret);
         if let Ok(cache) = self.cache.read() {
             if let Some((key, at)) = cache.get(&hash) {
@@ -127,7 +127,7 @@ impl KeyCache {
                 .bind(key.id)
                 .fetch_one(&self.pool)
                 .await
-                .map_err(|err| IngestError::postgres("reading a key's tenant", err))?;
+                .map_err(|err| ControlError::postgres("reading a key's tenant", err))?;
                 Some(VirtualKey {
                     id: key.id,
                     prefix: key.prefix,
@@ -157,11 +157,11 @@ pub async fn set_scope(
     team_id: Option<&str>,
     user_id: Option<&str>,
     allowed_models: &[String],
-) -> Result<(), IngestError> {
+) -> Result<(), ControlError> {
     for (field, value) in [("team", team_id), ("user", user_id)] {
         if let Some(v) = value {
             if v.is_empty() || v.chars().count() > 128 || v.chars().any(char::is_control) {
-                return Err(IngestError::InvalidInput {
+                return Err(ControlError::InvalidInput {
                     field,
                     reason: "must be 1 to 128 characters without control characters".into(),
                 });
@@ -178,7 +178,7 @@ pub async fn set_scope(
     .bind(models)
     .execute(pool)
     .await
-    .map_err(|err| IngestError::postgres("setting a key's tenant", err))?;
+    .map_err(|err| ControlError::postgres("setting a key's tenant", err))?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 
 use tollgate_contract::decisions::{Action, Decision, Subjects};
-use tollgate_ingest::config::KafkaConfig;
+use tollgate_control::config::KafkaConfig;
 
 use crate::budget::BudgetLedger;
 use crate::metrics::ProxyMetrics;

@@ -20,7 +20,7 @@ use super::budget::BudgetLedger;
 use super::metrics::ProxyMetrics;
 use super::spool::Spool;
 use tollgate_contract::Event;
-use tollgate_ingest::producer::{Delivered, EventProducer, ProduceError};
+use tollgate_control::kafka::{Delivered, EventProducer, ProduceError};
 
 const BATCH: usize = 512;
 const PROBE_EVERY: Duration = Duration::from_secs(1);

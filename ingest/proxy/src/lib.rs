@@ -59,8 +59,8 @@ use self::record::{CallContext, GATE};
 use self::routing::{Route, RouteTable};
 use tollgate_contract::decisions::{Action, Subjects};
 use tollgate_contract::{Operation, Outcome};
-use tollgate_ingest::config::KafkaConfig;
-use tollgate_ingest::producer::EventProducer;
+use tollgate_control::config::KafkaConfig;
+use tollgate_control::kafka::EventProducer;
 
 /// The client-facing routes and what they map to upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +154,7 @@ pub enum ProxyStartError {
     #[error(transparent)]
     Spool(#[from] spool::SpoolError),
     #[error(transparent)]
-    Ingest(#[from] tollgate_ingest::IngestError),
+    Control(#[from] tollgate_control::ControlError),
     #[error("decisions: {0}")]
     Decisions(String),
 }
@@ -257,7 +257,7 @@ pub async fn start(
     )
     .await
     .map_err(ProxyStartError::Decisions)?;
-    let catalog = match tollgate_ingest::price_store::load_catalog(&pool).await {
+    let catalog = match tollgate_control::prices::read::load_catalog(&pool).await {
         Ok(catalog) => catalog,
         Err(err) => {
             tracing::warn!(%err, "cannot load the price catalog; budget reservations estimate 0 until it loads");
@@ -270,7 +270,7 @@ pub async fn start(
     );
     let prices = SharedCatalog::new(catalog);
     let prices_task = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(tollgate_ingest::price_store::keep_fresh(
+    tokio::spawn(tollgate_control::prices::read::keep_fresh(
         pool.clone(),
         prices.clone(),
         prices_task.clone(),

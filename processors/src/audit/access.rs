@@ -4,9 +4,9 @@
 //! the JSON endpoints (`tollgate-api`) and the compliance pages
 //! (`tollgate-dashboards`), so both apply the same rules.
 
-pub use tollgate_ingest::keys::{ApiKey, KeyStore};
+pub use tollgate_control::keys::{ApiKey, KeyStore};
 
-use crate::config::ClickHouseConfig;
+use tollgate_control::config::ClickHouseConfig;
 
 /// Roles that may read audit trails.
 pub const AUDIT_ROLES: [&str; 2] = ["compliance", "admin"];

@@ -22,8 +22,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Serialize;
-use tollgate_ingest::config::KafkaConfig;
-use tollgate_ingest::producer::idempotent_producer_config;
+use tollgate_control::config::KafkaConfig;
+use tollgate_control::kafka::idempotent_producer_config;
 
 use super::checkpoint::CheckpointRow;
 use crate::error::{Error, Result};

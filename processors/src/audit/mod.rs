@@ -30,15 +30,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tollgate_ingest::config::KafkaConfig;
+use tollgate_control::config::KafkaConfig;
 use tracing::warn;
 
-use crate::clickhouse::{client, error as ch_error};
-use crate::config::{ClickHouseConfig, ProcessorConfig};
+use crate::clickhouse::error as ch_error;
+use crate::config::ProcessorConfig;
 use crate::consumer::{run_fold, Counters};
 use crate::error::{Error, Result};
 use checkpoint::CheckpointSigner;
 use fold::{AuditFold, CheckpointPolicy};
+use tollgate_control::clickhouse::client;
+use tollgate_control::config::ClickHouseConfig;
 
 /// `[audit]`: the audit fold and its checkpoint signing key.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -28,14 +28,14 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tollgate_contract::decisions::{Action, BudgetPeriod, BudgetState, Decision};
-use tollgate_ingest::config::KafkaConfig;
-use tollgate_ingest::producer::idempotent_producer_config;
+use tollgate_control::config::KafkaConfig;
+use tollgate_control::kafka::idempotent_producer_config;
 
-use super::admin::admin_event;
-use super::budget_admin::released_subjects;
-use super::budgets::KIND_BUDGET_THRESHOLD;
-use super::budgets::{evaluate, spend, Budget, BudgetStore, Period, SubjectKind};
 use crate::progress::{folded, Progress};
+use tollgate_contract::admin::admin_event;
+use tollgate_contract::admin::KIND_BUDGET_THRESHOLD;
+use tollgate_control::budgets::admin::released_subjects;
+use tollgate_control::budgets::{evaluate, spend, Budget, BudgetStore, Period, SubjectKind};
 
 /// The longest the watcher waits between two reads of spend.
 pub const WATCH_EVERY: Duration = Duration::from_secs(1);

@@ -1,9 +1,10 @@
 //! The cost fold's step on a `calls` row: stamp it with its cost (the
 //! formula is [`tollgate_contract::cost`]), `priced` and `price_version`
-//! before it is inserted; and the `Decimal(38, 12)` mantissa conversions.
+//! before it is inserted.
 
-use rust_decimal::Decimal;
-pub use tollgate_contract::cost::{call_cost, round, BillableUsage, CostOverflow, COST_SCALE};
+pub use tollgate_contract::cost::{
+    call_cost, from_mantissa, round, to_mantissa, BillableUsage, CostOverflow, COST_SCALE,
+};
 pub use tollgate_contract::is_billable;
 use tollgate_contract::KIND_CALL_COMPLETED;
 
@@ -23,19 +24,6 @@ pub fn usage_of_row(row: &CallRow) -> BillableUsage {
         audio_ms: row.audio_ms,
         requests: u64::from(row.kind == KIND_CALL_COMPLETED),
     }
-}
-
-/// A cost as the `i128` mantissa of ClickHouse `Decimal(38, 12)`.
-pub fn to_mantissa(d: Decimal) -> i128 {
-    let mut d = round(d);
-    d.rescale(COST_SCALE);
-    d.mantissa()
-}
-
-/// A ClickHouse `Decimal(38, 12)` mantissa as a decimal. `None` when it
-/// exceeds rust_decimal's 96-bit range (about 7.9e16 USD).
-pub fn from_mantissa(m: i128) -> Option<Decimal> {
-    Decimal::try_from_i128_with_scale(m, COST_SCALE).ok()
 }
 
 /// Stamp `row` with its cost from `catalog`: the version in force at
@@ -77,6 +65,7 @@ pub fn price_row(row: &mut CallRow, catalog: &PriceCatalog) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use rust_decimal::Decimal;
 
     #[test]
     fn mantissa_round_trip() {

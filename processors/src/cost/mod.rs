@@ -9,15 +9,10 @@
 //! scale 12). No floating point touches a price or a cost. The formula is
 //! documented in `docs/cost.md`.
 
-pub mod admin;
-pub mod budget_admin;
 pub mod budget_watcher;
-pub mod budgets;
 pub mod fold;
-pub mod litellm;
 pub mod reprice;
 pub mod rollup;
-pub mod store;
 
 /// The price catalog types (they live in `tollgate-contract`, shared with the
 /// proxy).

@@ -20,8 +20,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
-use crate::cost::budgets::{status_of, Budget, BudgetStatus, Period, SubjectKind};
 use crate::cost::fold::{from_mantissa, round};
+use tollgate_control::budgets::{status_of, Budget, BudgetStatus, Period, SubjectKind};
 
 /// The size of a burn-down bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

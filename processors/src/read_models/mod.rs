@@ -7,6 +7,7 @@
 //! Each report lives in its own submodule that keeps its SQL text, its
 //! parameter validation and its row-to-report assembly together.
 
+pub mod budgets;
 pub mod burndown;
 pub mod cost;
 pub mod latency;
@@ -15,7 +16,7 @@ pub mod statement;
 
 use clickhouse::Client;
 
-use crate::config::ClickHouseConfig;
+use tollgate_control::config::ClickHouseConfig;
 
 pub use latency::{
     Dimension, GroupKey, InvalidParameter, LatencyFilters, LatencyGroup, LatencyParams,
@@ -27,7 +28,7 @@ pub use latency::{
 /// Row structs must list their fields in the order of the SELECT, which each
 /// query module guarantees by keeping the struct next to its SQL.
 pub fn client(config: &ClickHouseConfig) -> Client {
-    crate::clickhouse::client(config)
+    tollgate_control::clickhouse::client(config)
 }
 
 /// Why a read failed, and whose fault it is.
@@ -152,9 +153,9 @@ impl ReadModels {
     /// The running-period status of `budgets` (spend from `cost_daily`).
     pub async fn budget_status(
         &self,
-        budgets: &[crate::cost::budgets::Budget],
+        budgets: &[tollgate_control::budgets::Budget],
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<crate::cost::budgets::BudgetStatus>, ReadModelError> {
+    ) -> Result<Vec<tollgate_control::budgets::BudgetStatus>, ReadModelError> {
         use std::collections::HashMap;
         // The burn-down's clock (whole minutes): the page and its CSV asked
         // for in the same minute show the same forecast.
@@ -165,7 +166,7 @@ impl ReadModels {
             let key = (b.subject_kind, b.period);
             if let std::collections::hash_map::Entry::Vacant(slot) = spends.entry(key) {
                 let s = self
-                    .bounded(crate::cost::budgets::spend(
+                    .bounded(tollgate_control::budgets::spend(
                         &self.client,
                         b.subject_kind,
                         b.period.window(now),
@@ -179,7 +180,7 @@ impl ReadModels {
                 .and_then(|m: &HashMap<String, rust_decimal::Decimal>| m.get(&b.subject_id))
                 .copied()
                 .unwrap_or_default();
-            out.push(crate::cost::budgets::status_of(b, spent, now));
+            out.push(tollgate_control::budgets::status_of(b, spent, now));
         }
         Ok(out)
     }
@@ -188,7 +189,7 @@ impl ReadModels {
     /// [`burndown::clock`] of the current time).
     pub async fn budget_burndown(
         &self,
-        budget: &crate::cost::budgets::Budget,
+        budget: &tollgate_control::budgets::Budget,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<burndown::Burndown, ReadModelError> {
         burndown::run(self, budget, now).await

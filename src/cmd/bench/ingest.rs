@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use tollgate_ingest::producer::EventProducer;
+use tollgate_control::kafka::EventProducer;
 
 use crate::cmd::simulate::{chunks, progress_bar};
 use crate::config::Config;
@@ -82,7 +82,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             .context("cannot start tollgate process")?,
     );
     let pid = processor.0.id();
-    let clickhouse = tollgate_processors::clickhouse::client(&bench.clickhouse);
+    let clickhouse = tollgate_control::clickhouse::client(&bench.clickhouse);
     let producer = EventProducer::new(&bench.kafka)?;
 
     let started = Instant::now();

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use tollgate_ingest::keys::KeyStore;
+use tollgate_control::keys::KeyStore;
 use tollgate_mock_upstream::{LatencyDist, MockConfig};
 use tollgate_proxy::config::{ProviderConfig, ProviderKind};
 
@@ -95,7 +95,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
 
     // A proxy key in the control plane.
     crate::cmd::migrate::migrate_postgres(config).await?;
-    let pool = tollgate_ingest::postgres::connect(&config.postgres).await?;
+    let pool = tollgate_control::postgres::connect(&config.postgres).await?;
     let keys = KeyStore::new(pool.clone());
     let key = keys
         .create(&format!("bench-proxy-{id}"), Some("bench"), "proxy")
@@ -229,7 +229,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
 
 /// A hard daily budget for team `bench` that no run can use up, on the
 /// bench's decisions topic (created by the broker on first write).
-async fn publish_budget(kafka: &tollgate_ingest::config::KafkaConfig) -> anyhow::Result<()> {
+async fn publish_budget(kafka: &tollgate_control::config::KafkaConfig) -> anyhow::Result<()> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let now = chrono::Utc::now();
     let start = now

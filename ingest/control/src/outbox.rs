@@ -19,12 +19,12 @@
 
 use std::time::Duration;
 
+use crate::kafka::EventProducer;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tollgate_contract::Event;
-use tollgate_ingest::producer::EventProducer;
 use uuid::Uuid;
 
 /// PostgreSQL channel announcing new outbox rows (sent in the inserting
@@ -63,8 +63,8 @@ pub enum OutboxError {
 
 impl OutboxError {
     /// Whose fault: always a service we depend on; retrying helps.
-    pub fn fault(&self) -> crate::Fault {
-        crate::Fault::External
+    pub fn fault(&self) -> tollgate_contract::Fault {
+        tollgate_contract::Fault::External
     }
 }
 

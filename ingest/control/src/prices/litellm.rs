@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
 
-use super::prices::{NewPrice, PriceTier};
+use tollgate_contract::catalog::{NewPrice, PriceTier};
 
 /// Why a price file cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -534,7 +534,7 @@ mod tests {
     }
 
     /// Real entries of LiteLLM's file (`tests/prices/litellm_subset.json`).
-    const SUBSET: &str = include_str!("../../../tests/prices/litellm_subset.json");
+    const SUBSET: &str = include_str!("../../../../tests/prices/litellm_subset.json");
 
     fn subset() -> ParsedFile {
         parse(SUBSET, Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()).unwrap()

@@ -1,7 +1,6 @@
 //! Reading the price catalog from PostgreSQL (`price_versions`, see
 //! `migrations/postgres/*_price_catalog.sql`) and keeping an in-memory copy
-//! fresh. Writing versions (imports, admin corrections) is the processors'
-//! `cost::store`.
+//! fresh. Writing versions (imports, admin corrections) is [`super::store`].
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::IngestError;
+use crate::error::ControlError;
 
 /// Roles a key can have. `ingest` sends events; `proxy` calls models through
 /// the proxy; `admin` may do everything; the others are the report API's readers.
@@ -78,23 +78,23 @@ impl KeyStore {
         name: &str,
         org_id: Option<&str>,
         role: &str,
-    ) -> Result<CreatedKey, IngestError> {
+    ) -> Result<CreatedKey, ControlError> {
         if name.trim().is_empty() || name.chars().count() > 200 {
-            return Err(IngestError::InvalidInput {
+            return Err(ControlError::InvalidInput {
                 field: "name",
                 reason: "must be 1 to 200 characters".into(),
             });
         }
         if let Some(org) = org_id {
             if org.is_empty() || org.chars().count() > 128 || org.chars().any(char::is_control) {
-                return Err(IngestError::InvalidInput {
+                return Err(ControlError::InvalidInput {
                     field: "org",
                     reason: "must be 1 to 128 characters without control characters".into(),
                 });
             }
         }
         if !ROLES.contains(&role) {
-            return Err(IngestError::InvalidInput {
+            return Err(ControlError::InvalidInput {
                 field: "role",
                 reason: format!(
                     "unknown role {role:?}; expected one of {}",
@@ -127,16 +127,16 @@ impl KeyStore {
                     return Ok(CreatedKey { id, prefix, secret });
                 }
                 Err(sqlx::Error::Database(db)) if db.is_unique_violation() => continue,
-                Err(err) => return Err(IngestError::postgres("creating an API key", err)),
+                Err(err) => return Err(ControlError::postgres("creating an API key", err)),
             }
         }
-        Err(IngestError::Internal(
+        Err(ControlError::Internal(
             "could not find a free key prefix in 3 tries".into(),
         ))
     }
 
     /// The key `secret` belongs to, if it exists and is not revoked.
-    pub async fn verify(&self, secret: &str) -> Result<Option<ApiKey>, IngestError> {
+    pub async fn verify(&self, secret: &str) -> Result<Option<ApiKey>, ControlError> {
         let Some(prefix) = parse_prefix(secret) else {
             return Ok(None);
         };
@@ -146,7 +146,7 @@ impl KeyStore {
         .bind(prefix)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|err| IngestError::postgres("checking an API key", err))?;
+        .map_err(|err| ControlError::postgres("checking an API key", err))?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -158,14 +158,14 @@ impl KeyStore {
     }
 
     /// Revoke the key with `prefix`. `Ok(false)` when no active key has it.
-    pub async fn revoke(&self, prefix: &str) -> Result<bool, IngestError> {
+    pub async fn revoke(&self, prefix: &str) -> Result<bool, ControlError> {
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL",
         )
         .bind(prefix)
         .execute(&self.pool)
         .await
-        .map_err(|err| IngestError::postgres("revoking an API key", err))?;
+        .map_err(|err| ControlError::postgres("revoking an API key", err))?;
         let revoked = done.rows_affected() > 0;
         if revoked {
             tracing::info!(prefix, "api key revoked");
@@ -174,11 +174,11 @@ impl KeyStore {
     }
 
     /// Every key, oldest first, revoked ones included.
-    pub async fn list(&self) -> Result<Vec<ApiKey>, IngestError> {
+    pub async fn list(&self) -> Result<Vec<ApiKey>, ControlError> {
         sqlx::query_as("SELECT id, name, prefix, org_id, role, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
             .fetch_all(&self.pool)
             .await
-            .map_err(|err| IngestError::postgres("listing API keys", err))
+            .map_err(|err| ControlError::postgres("listing API keys", err))
     }
 }
 
@@ -210,7 +210,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// `len` characters drawn uniformly from `alphabet` using the OS RNG
 /// (rejection sampling, so no character is more likely than another).
-fn random_string(alphabet: &[u8], len: usize) -> Result<String, IngestError> {
+fn random_string(alphabet: &[u8], len: usize) -> Result<String, ControlError> {
     let n = alphabet.len();
     let usable = 256 - 256 % n;
     let mut out = String::with_capacity(len);
@@ -218,7 +218,7 @@ fn random_string(alphabet: &[u8], len: usize) -> Result<String, IngestError> {
     while out.len() < len {
         OsRng
             .try_fill_bytes(&mut buf)
-            .map_err(|err| IngestError::Internal(format!("operating system RNG failed: {err}")))?;
+            .map_err(|err| ControlError::Internal(format!("operating system RNG failed: {err}")))?;
         for &b in &buf {
             if usize::from(b) < usable && out.len() < len {
                 out.push(char::from(alphabet[usize::from(b) % n]));

@@ -7,15 +7,15 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::config::PostgresConfig;
-use crate::error::IngestError;
+use crate::error::ControlError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Open a pool, after one direct connection has proved the server answers
 /// (a pool's own error would only say that it timed out).
-pub async fn connect(config: &PostgresConfig) -> Result<PgPool, IngestError> {
+pub async fn connect(config: &PostgresConfig) -> Result<PgPool, ControlError> {
     let address = redact_url(&config.url);
-    let unreachable = |reason: String| IngestError::PostgresUnreachable {
+    let unreachable = |reason: String| ControlError::PostgresUnreachable {
         address: address.clone(),
         reason,
     };

@@ -1,6 +1,6 @@
 //! Budgets: the PostgreSQL store (`budgets`, `budget_alerts`), the pure
 //! evaluation of a budget against the spend of its period, its status for
-//! reports, and the spend query. The [`super::budget_watcher`] that
+//! reports, and the spend query. The [`the budget watcher of `tollgate process``] that
 //! `tollgate process` runs turns them into decisions and warnings.
 //!
 //! Spend comes from the rollup, which every processor's inserts feed, so an
@@ -15,12 +15,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::fold::from_mantissa;
+use tollgate_contract::cost::from_mantissa;
 
-/// Kind of the event recording a budget change.
-pub const KIND_BUDGET_SET: &str = "admin.budget.set";
-/// Kind of the warning event.
-pub const KIND_BUDGET_THRESHOLD: &str = "admin.budget.threshold";
+pub mod admin;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -171,7 +168,7 @@ impl BudgetRow {
 }
 
 /// Budgets in PostgreSQL. Creating, replacing and deleting (each with its
-/// admin event in the outbox) is in `super::budget_admin`.
+/// admin event in the outbox) is in [`admin`].
 #[derive(Clone)]
 pub struct BudgetStore {
     pool: PgPool,
@@ -194,8 +191,8 @@ impl BudgetStore {
             .collect())
     }
 
-    /// The pool, for budget administration (`super::budget_admin`).
-    pub(crate) fn pool(&self) -> &PgPool {
+    /// The pool, for budget administration ([`admin`]).
+    pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 }
@@ -232,7 +229,9 @@ struct SpendRow {
     s_cost: i128,
 }
 
-pub(crate) async fn spend(
+/// The spend of every subject of `kind` in the period `[from, to)`, from
+/// the cost rollup (`cost_daily`).
+pub async fn spend(
     client: &Client,
     kind: SubjectKind,
     (from, to): (NaiveDate, NaiveDate),
@@ -273,7 +272,8 @@ pub fn status_of(budget: &Budget, spend: Decimal, now: DateTime<Utc>) -> BudgetS
     let at = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(now);
     let total = (at(end) - at(start)).num_seconds().max(1);
     let elapsed = (now - at(start)).num_seconds().clamp(3_600, total);
-    let forecast = super::fold::round(spend * Decimal::from(total) / Decimal::from(elapsed));
+    let forecast =
+        tollgate_contract::cost::round(spend * Decimal::from(total) / Decimal::from(elapsed));
     let mut percent = (spend * Decimal::ONE_HUNDRED / budget.limit_usd).round_dp(2);
     percent.rescale(2);
     let evaluation = evaluate(budget, spend);
@@ -294,36 +294,6 @@ pub fn status_of(budget: &Budget, spend: Decimal, now: DateTime<Utc>) -> BudgetS
         state,
         forecast_usd: forecast,
     }
-}
-
-/// Budget statuses as CSV (the budgets page shows the same strings).
-pub fn to_csv(statuses: &[BudgetStatus]) -> String {
-    let mut out = String::from(
-        "subject,period,enforcement,limit_usd,spend_usd,percent,state,forecast_usd,period_start,period_end\n",
-    );
-    for s in statuses {
-        let fields = [
-            s.subject.clone(),
-            s.budget.period.name().to_string(),
-            if s.budget.hard { "hard" } else { "soft" }.to_string(),
-            s.budget.limit_usd.to_string(),
-            s.spend_usd.to_string(),
-            s.percent.to_string(),
-            s.state.to_string(),
-            s.forecast_usd.to_string(),
-            s.period_start.to_string(),
-            s.period_end.to_string(),
-        ];
-        out.push_str(
-            &fields
-                .iter()
-                .map(|f| crate::read_models::cost::csv_field(f))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

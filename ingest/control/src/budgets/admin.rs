@@ -11,12 +11,10 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tollgate_contract::Event;
 
-use super::admin::admin_event;
-use super::budgets::{Budget, BudgetRow, BudgetStore, Period, SubjectKind, KIND_BUDGET_SET};
-use crate::outbox::{enqueue, Enqueued};
+use tollgate_contract::admin::{admin_event, KIND_BUDGET_DELETED, KIND_BUDGET_SET};
 
-/// Kind of the event recording a deleted budget.
-pub const KIND_BUDGET_DELETED: &str = "admin.budget.deleted";
+use super::{Budget, BudgetRow, BudgetStore, Period, SubjectKind};
+use crate::outbox::{enqueue, Enqueued};
 /// Largest limit accepted, in USD: anything above is a typo, and it keeps
 /// every spend comparison far inside exact decimal range.
 pub const MAX_LIMIT_USD: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0); // 10^12

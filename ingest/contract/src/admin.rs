@@ -1,22 +1,27 @@
-//! Price-catalog changes as control-plane events: every version added
-//! (import, admin API) and every repricing run is also an `admin.price.*`
-//! event on `tollgate.events`, so the audit chain records who changed which
-//! price and when. Owns the event shapes and [`PriceAdmin`], which validates
-//! and stores a change with its event (the event goes through the outbox,
-//! `crate::outbox`, in the change's transaction).
+//! Control-plane (`admin.*`) events: the kinds, the tenant they belong to and
+//! the builders. A price or budget change, a repricing run and a budget
+//! warning are each also an event on `tollgate.events`, so the audit chain
+//! records who changed what and when. The control plane puts them in its
+//! outbox; the budget watcher produces its warnings directly.
 
 use std::collections::BTreeMap;
 
 use chrono::Utc;
 use serde_json::json;
-use tollgate_contract::{Event, SCHEMA_VERSION};
 use uuid::Uuid;
 
-use super::prices::{NewPrice, PriceVersion};
-use super::store::{AddOutcome, PriceStore};
+use crate::catalog::PriceVersion;
+use crate::event::{Event, SCHEMA_VERSION};
 
 /// Org and team of control-plane events that belong to no tenant.
 pub const CONTROL_PLANE_TENANT: &str = "_tollgate";
+
+/// `admin.budget.set`: a budget created or changed.
+pub const KIND_BUDGET_SET: &str = "admin.budget.set";
+/// `admin.budget.deleted`: a budget removed.
+pub const KIND_BUDGET_DELETED: &str = "admin.budget.deleted";
+/// `admin.budget.threshold`: a budget crossed one of its warning thresholds.
+pub const KIND_BUDGET_THRESHOLD: &str = "admin.budget.threshold";
 
 /// `admin.price.added`: a first version for this `effective_from`.
 pub const KIND_PRICE_ADDED: &str = "admin.price.added";
@@ -59,66 +64,11 @@ pub fn price_event(version: &PriceVersion, corrected: bool, actor: &str) -> Even
     admin_event(kind, actor, json!({ "price_version": version }))
 }
 
-/// Why a price change failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PriceAdminError {
-    #[error("invalid price: `{field}` {reason}")]
-    Invalid { field: &'static str, reason: String },
-    /// Nothing was stored.
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-}
-
-/// Validates and stores price versions, each with its admin event in the
-/// outbox (same transaction); an outbox relay puts the events on Kafka.
-#[derive(Clone)]
-pub struct PriceAdmin {
-    pub store: PriceStore,
-}
-
-impl PriceAdmin {
-    /// Validate, then store (unchanged prices are skipped) with an event
-    /// per added version naming `actor`; without an actor, no events
-    /// (`tollgate migrate` seeding the default catalog: not a change, and
-    /// the rows record their source).
-    pub async fn add(
-        &self,
-        prices: &[NewPrice],
-        source: &str,
-        actor: Option<&str>,
-    ) -> Result<AddOutcome, PriceAdminError> {
-        let mut seen: std::collections::HashMap<_, &NewPrice> = std::collections::HashMap::new();
-        for p in prices {
-            if let Some((field, reason)) = p.problem() {
-                return Err(PriceAdminError::Invalid { field, reason });
-            }
-            // Two different prices for one version in one request would be
-            // stored as a version and its correction, and the next identical
-            // request would flip them again: refuse.
-            let key = (&p.provider, &p.model, p.effective_from);
-            if let Some(first) = seen.insert(key, p) {
-                if first != p {
-                    return Err(PriceAdminError::Invalid {
-                        field: "model",
-                        reason: format!(
-                            "{}/{} from {} is given twice with different prices",
-                            p.provider,
-                            p.model,
-                            p.effective_from.to_rfc3339()
-                        ),
-                    });
-                }
-            }
-        }
-        Ok(self.store.add(prices, source, actor).await?)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use crate::validate::{parse_event, Limits};
     use chrono::Utc;
-    use tollgate_contract::{parse_event, Limits};
 
     use super::*;
 

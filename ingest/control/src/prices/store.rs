@@ -1,16 +1,16 @@
 //! The price catalog in PostgreSQL (`price_versions`, see
 //! `migrations/postgres/*_price_catalog.sql`): adding versions (imports and
 //! admin corrections), listing. Reading and refreshing the catalog is
-//! [`tollgate_ingest::price_store`], shared with the proxy.
+//! [`super::read`], shared with the proxy.
 //! Rows are never updated or deleted: a correction is a new row.
 
 use sqlx::PgPool;
-use tollgate_ingest::price_store::{
-    attach_tiers, load_catalog, load_versions, PriceRow as Row, SELECT_VERSIONS,
-};
-pub use tollgate_ingest::price_store::{keep_fresh, PRICES_CHANNEL, REFRESH_EVERY};
+use tollgate_contract::admin::price_event;
+use tollgate_contract::catalog::{NewPrice, PriceCatalog, PriceVersion};
 
-use super::prices::{NewPrice, PriceCatalog, PriceVersion};
+use super::read::{
+    attach_tiers, load_catalog, load_versions, PriceRow as Row, PRICES_CHANNEL, SELECT_VERSIONS,
+};
 
 /// What adding a batch of prices did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -141,7 +141,7 @@ impl PriceStore {
                 .await?;
             }
             if let Some(actor) = actor {
-                let event = super::admin::price_event(&version, corrected, actor);
+                let event = price_event(&version, corrected, actor);
                 outcome
                     .events
                     .push(crate::outbox::enqueue(&mut tx, &event).await?);

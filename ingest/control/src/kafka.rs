@@ -11,7 +11,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaConfig;
-use crate::error::IngestError;
+use crate::error::ControlError;
 use tollgate_contract::Event;
 
 /// Where Kafka stored one event.
@@ -85,12 +85,12 @@ pub fn idempotent_producer_config(config: &KafkaConfig, client_id: &str) -> Clie
 impl EventProducer {
     /// Create the producer. This does not contact the broker; call
     /// [`EventProducer::check_connected`] for that.
-    pub fn new(config: &KafkaConfig) -> Result<Self, IngestError> {
+    pub fn new(config: &KafkaConfig) -> Result<Self, ControlError> {
         let producer: FutureProducer = idempotent_producer_config(config, "tollgate-ingest")
             .set("compression.type", "lz4")
             .set("linger.ms", "5")
             .create()
-            .map_err(|err| IngestError::KafkaConfig {
+            .map_err(|err| ControlError::KafkaConfig {
                 brokers: config.brokers.clone(),
                 reason: err.to_string(),
             })?;
@@ -113,7 +113,7 @@ impl EventProducer {
     /// Fetch cluster metadata within `timeout`. `Ok(true)` when the broker
     /// answered and the events topic exists, `Ok(false)` when the broker
     /// answered but the topic is missing; an error names the broker address.
-    pub async fn check_connected(&self, timeout: Duration) -> Result<bool, IngestError> {
+    pub async fn check_connected(&self, timeout: Duration) -> Result<bool, ControlError> {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         // librdkafka's metadata call blocks its thread.
@@ -125,8 +125,8 @@ impl EventProducer {
             })
         })
         .await
-        .map_err(|err| IngestError::Internal(format!("kafka metadata task failed: {err}")))?;
-        metadata.map_err(|err| IngestError::KafkaUnreachable {
+        .map_err(|err| ControlError::Internal(format!("kafka metadata task failed: {err}")))?;
+        metadata.map_err(|err| ControlError::KafkaUnreachable {
             brokers: self.brokers.clone(),
             reason: format!("no metadata within {} ms ({err})", timeout.as_millis()),
         })
@@ -162,10 +162,10 @@ impl EventProducer {
     }
 
     /// Wait up to `timeout` for messages still in flight (used at shutdown).
-    pub fn flush(&self, timeout: Duration) -> Result<(), IngestError> {
+    pub fn flush(&self, timeout: Duration) -> Result<(), ControlError> {
         self.producer
             .flush(timeout)
-            .map_err(|err| IngestError::KafkaUnreachable {
+            .map_err(|err| ControlError::KafkaUnreachable {
                 brokers: self.brokers.clone(),
                 reason: format!("could not flush pending events: {err}"),
             })

@@ -1,0 +1,79 @@
+//! Where the servers every role talks to are: Kafka, PostgreSQL and
+//! ClickHouse. Written once here; the binary layers a TOML file and
+//! `TOLLGATE_*` environment variables on top of these defaults.
+
+use serde::{Deserialize, Serialize};
+
+/// Where Kafka is and which topics Tollgate uses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Comma-separated bootstrap servers.
+    pub brokers: String,
+    /// Topic of immutable call events (key = team).
+    pub events_topic: String,
+    /// Dead-letter topic for events a processor could not use.
+    pub dlq_topic: String,
+    /// Compacted topic of gating decisions (key = subject).
+    pub decisions_topic: String,
+    /// Append-only topic anchoring every signed audit checkpoint outside
+    /// ClickHouse (never compacted or expired; see docs/audit.md).
+    pub audit_checkpoints_topic: String,
+    /// Partitions used when Tollgate creates its topics.
+    pub partitions: i32,
+    /// How long a produce may wait for the broker before it is reported failed.
+    pub message_timeout_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            events_topic: "tollgate.events".into(),
+            dlq_topic: "tollgate.events.dlq".into(),
+            decisions_topic: "tollgate.decisions".into(),
+            audit_checkpoints_topic: "tollgate.audit.checkpoints".into(),
+            partitions: 4,
+            message_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The PostgreSQL control plane (API keys, later prices and budgets).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://tollgate:tollgate@127.0.0.1:5433/tollgate".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+/// Where ClickHouse is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "tollgate".into(),
+            user: "default".into(),
+            password: String::new(),
+        }
+    }
+}
