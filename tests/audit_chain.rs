@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 use support::TestEnv;
-use tollgate_processors::audit::checkpoint::CheckpointSigner;
-use tollgate_processors::audit::entry::{entry_hash, EntryRow};
+use tollgate_contract::audit::checkpoint::CheckpointSigner;
+use tollgate_contract::audit::entry::{entry_hash, EntryRow};
 
 const SEED: &str = "4f1c0a7e3b9d2c8e5f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
 
@@ -1028,9 +1028,9 @@ async fn api_roles_and_tenant_isolation() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn verification_rate() {
-    use tollgate_processors::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
-    use tollgate_processors::audit::entry::{chain_entry, EntryFields, EntryRow, GENESIS};
-    use tollgate_processors::audit::merkle::Compact;
+    use tollgate_contract::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
+    use tollgate_contract::audit::entry::{chain_entry, EntryFields, EntryRow, GENESIS};
+    use tollgate_contract::audit::merkle::Compact;
     let n: u64 = std::env::var("TOLLGATE_TEST_AUDIT_ENTRIES")
         .ok()
         .and_then(|v| v.parse().ok())

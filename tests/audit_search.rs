@@ -23,9 +23,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use support::chromium::run_chromium;
 use support::TestEnv;
-use tollgate_processors::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
-use tollgate_processors::audit::entry::{chain_entry, EntryFields, EntryRow, GENESIS};
-use tollgate_processors::audit::merkle::Compact;
+use tollgate_contract::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
+use tollgate_contract::audit::entry::{chain_entry, EntryFields, EntryRow, GENESIS};
+use tollgate_contract::audit::merkle::Compact;
 
 const SEED: &str = "4f1c0a7e3b9d2c8e5f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
 
@@ -709,7 +709,7 @@ async fn browse(env: &TestEnv, key: &str, page: &str, shot: &str) -> String {
     let url = format!(
         "{}/compliance/login?key={key}&next={}",
         env.api_url(),
-        tollgate_processors::audit::search::urlencode(page)
+        tollgate_queries::audit::search::urlencode(page)
     );
     let profile = tempfile::tempdir().unwrap();
     let dom = {

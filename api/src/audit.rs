@@ -6,7 +6,7 @@
 //! `GET /api/v1/audit/entries/{chain}/{seq}` (one entry and its proof).
 //! All but the first need an API key (`Authorization: Bearer`) with role
 //! `compliance` or `admin`; a key scoped to an org gets 404 for any other
-//! org, as if it did not exist (`tollgate_processors::audit::access`).
+//! org, as if it did not exist (`tollgate_queries::audit::access`).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -15,13 +15,13 @@ use axum::Json;
 use serde::Deserialize;
 use tollgate_control::clickhouse::client;
 use tollgate_control::keys::ApiKey;
-use tollgate_processors::audit::access::{authenticate, scoped_org, AuditAccess, Denied};
-use tollgate_processors::audit::checkpoint::parse_public_key;
-use tollgate_processors::audit::search::{self, ProofSource, SearchQuery};
-use tollgate_processors::audit::trail::{export, export_search};
-use tollgate_processors::audit::verify::verify;
+use tollgate_queries::audit::access::{authenticate, scoped_org, AuditAccess, Denied};
+use tollgate_contract::audit::checkpoint::parse_public_key;
+use tollgate_queries::audit::search::{self, ProofSource, SearchQuery};
+use tollgate_queries::audit::trail::{export, export_search};
+use tollgate_queries::audit::verify::verify;
 
-pub use tollgate_processors::audit::access::AUDIT_ROLES;
+pub use tollgate_queries::audit::access::AUDIT_ROLES;
 
 /// What the audit endpoints need (shared with the compliance pages).
 pub type AuditState = AuditAccess;
@@ -38,7 +38,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-fn bad_parameter(err: tollgate_processors::read_models::InvalidParameter) -> Response {
+fn bad_parameter(err: tollgate_queries::InvalidParameter) -> Response {
     (
         StatusCode::BAD_REQUEST,
         Json(serde_json::json!({
@@ -242,14 +242,14 @@ pub async fn one_entry(
         Err(response) => return response,
     };
     let Some(seq) = seq.parse::<u64>().ok().filter(|s| *s >= 1) else {
-        return bad_parameter(tollgate_processors::read_models::InvalidParameter {
+        return bad_parameter(tollgate_queries::InvalidParameter {
             parameter: "seq",
             reason: format!("`{seq}` is not a sequence number (a whole number from 1)"),
         });
     };
     let ch = client(&state.clickhouse);
     let row = match search::entry(&ch, &chain, seq).await {
-        Ok(Some(row)) if tollgate_processors::audit::access::may_see_org(&key, &row.org_id) => row,
+        Ok(Some(row)) if tollgate_queries::audit::access::may_see_org(&key, &row.org_id) => row,
         Ok(_) => {
             return error(
                 StatusCode::NOT_FOUND,

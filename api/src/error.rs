@@ -8,7 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use tollgate_processors::read_models::{InvalidParameter, ReadModelError};
+use tollgate_queries::{InvalidParameter, ReadModelError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -37,8 +37,8 @@ pub enum ApiError {
     ReadModel(#[from] ReadModelError),
 }
 
-impl From<tollgate_processors::read_models::cost::InvalidCostParameter> for ApiError {
-    fn from(err: tollgate_processors::read_models::cost::InvalidCostParameter) -> Self {
+impl From<tollgate_queries::cost::InvalidCostParameter> for ApiError {
+    fn from(err: tollgate_queries::cost::InvalidCostParameter) -> Self {
         Self::InvalidParameter {
             parameter: err.parameter,
             reason: err.reason,

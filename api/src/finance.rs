@@ -18,8 +18,8 @@ use chrono::Utc;
 use tollgate_control::prices::admin::PriceAdminError;
 use tollgate_processors::cost::NewPrice;
 use tollgate_processors::cost::PriceCatalog;
-use tollgate_processors::read_models::cost::{parse_params, to_csv};
-use tollgate_processors::read_models::{overview, statement};
+use tollgate_queries::cost::{parse_params, to_csv};
+use tollgate_queries::{overview, statement};
 
 use crate::error::ApiError;
 use crate::ApiState;
@@ -209,7 +209,7 @@ pub async fn budgets(
         .budget_status(&budgets, Utc::now())
         .await?;
     Ok(format.respond(&statuses, "budgets.csv", |s: &Vec<_>| {
-        tollgate_processors::read_models::budgets::to_csv(s)
+        tollgate_queries::budgets::to_csv(s)
     }))
 }
 
@@ -250,12 +250,12 @@ pub async fn burndown(
         .into_iter()
         .find(|b| b.id == id)
         .ok_or(ApiError::NotFound)?;
-    let now = tollgate_processors::read_models::burndown::clock(Utc::now());
+    let now = tollgate_queries::burndown::clock(Utc::now());
     let report = state.read_models.budget_burndown(&budget, now).await?;
     Ok(format.respond(
         &report,
         "burndown.csv",
-        tollgate_processors::read_models::burndown::to_csv,
+        tollgate_queries::burndown::to_csv,
     ))
 }
 

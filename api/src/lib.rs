@@ -1,10 +1,11 @@
-//! Tollgate report API (JSON) and the server that hosts the dashboards.
+//! Tollgate's JSON (and CSV) report API.
 //!
-//! This crate owns the HTTP surface: routing ([`api_router`]), the mapping of
-//! every failure to a status code and JSON body ([`error::ApiError`]), the
-//! report endpoints ([`reports`], [`finance`], [`audit`]), the admin
-//! endpoints ([`admin`]: price and budget changes) and serving with graceful
-//! shutdown ([`serve`]). Queries themselves live in the processors' read models.
+//! This crate owns the JSON HTTP surface: routing ([`router`]), the mapping
+//! of every failure to a status code and JSON body ([`error::ApiError`]), the
+//! report endpoints ([`reports`], [`finance`], [`audit`]) and the admin
+//! endpoints ([`admin`]: price and budget changes). Queries live in the read
+//! side (`tollgate-queries`); the binary serves this router next to the
+//! dashboards' (`tollgate-dashboards`), a sibling crate.
 
 pub mod admin;
 pub mod audit;
@@ -13,15 +14,13 @@ pub mod error;
 pub mod finance;
 pub mod reports;
 
-use std::future::Future;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use tollgate_processors::read_models::ReadModels;
-use tower_http::trace::TraceLayer;
+use tollgate_queries::ReadModels;
 
 use crate::error::ApiError;
 
@@ -40,14 +39,9 @@ pub struct ApiState {
     pub budgets: Option<tollgate_control::budgets::BudgetStore>,
 }
 
-/// The whole HTTP surface: `/healthz`, `/readyz`, `/api/v1/...` and the
-/// dashboards (`/`, `/sre/...`, `/static/...`).
-pub fn api_router(state: ApiState) -> Router {
-    let dashboards = tollgate_dashboards::router_with(
-        state.read_models.clone(),
-        state.prices.as_ref().map(|p| p.store.clone()),
-        state.budgets.clone(),
-    );
+/// The JSON surface: `/healthz`, `/readyz` and `/api/v1/...`. The binary
+/// serves it next to the dashboards' router (`tollgate-dashboards`).
+pub fn router(state: ApiState) -> Router {
     let audit_routes = state.audit.clone().map(|audit| {
         Router::new()
             .route("/api/v1/audit/public-key", get(audit::public_key))
@@ -55,8 +49,7 @@ pub fn api_router(state: ApiState) -> Router {
             .route("/api/v1/audit/export", get(audit::export_trail))
             .route("/api/v1/audit/entries", get(audit::search_entries))
             .route("/api/v1/audit/entries/{chain}/{seq}", get(audit::one_entry))
-            .with_state(audit.clone())
-            .merge(tollgate_dashboards::compliance::router(audit))
+            .with_state(audit)
     });
     let api = Router::new()
         .route("/healthz", get(healthz))
@@ -84,22 +77,10 @@ pub fn api_router(state: ApiState) -> Router {
         )
         .route("/api/{*rest}", get(api_not_found))
         .with_state(state);
-    let api = match audit_routes {
+    match audit_routes {
         Some(routes) => api.merge(routes),
         None => api,
-    };
-    api.merge(dashboards).layer(TraceLayer::new_for_http())
-}
-
-/// Serve until `shutdown` resolves, then finish in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: ApiState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, api_router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    }
 }
 
 /// Liveness: the process answers.
@@ -133,7 +114,7 @@ mod tests {
             url: "http://127.0.0.1:9".into(),
             ..ClickHouseConfig::default()
         };
-        api_router(ApiState {
+        router(ApiState {
             read_models: ReadModels::new(&config),
             audit: None,
             prices: None,
@@ -213,15 +194,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn health_static_and_unknown_api_paths() {
+    async fn health_and_unknown_api_paths() {
         assert_eq!(get("/healthz").await.0, StatusCode::OK);
-        let (status, body, content_type) = get("/static/chart.umd.js").await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(body.contains("Chart.js"));
-        assert!(content_type.unwrap().starts_with("text/javascript"));
         let (status, body, _) = get("/api/v1/nope").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body.contains("\"error\""));
-        assert!(get("/finance").await.0.is_redirection());
     }
 }

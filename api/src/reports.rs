@@ -9,7 +9,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use chrono::Utc;
-use tollgate_processors::read_models::{LatencyParams, LatencyReport};
+use tollgate_queries::{LatencyParams, LatencyReport};
 
 use crate::error::ApiError;
 use crate::ApiState;
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn invalid_parameter_maps_to_400_json() {
-        let err: ApiError = tollgate_processors::read_models::InvalidParameter {
+        let err: ApiError = tollgate_queries::InvalidParameter {
             parameter: "bucket",
             reason: "too small".into(),
         }

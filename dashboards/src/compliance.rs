@@ -3,7 +3,7 @@
 //! entry with its inclusion proof, and verification status per org.
 //!
 //! The pages need an API key with role `compliance` or `admin`, the same
-//! keys and rules as `/api/v1/audit/*` (`tollgate_processors::audit::access`):
+//! keys and rules as `/api/v1/audit/*` (`tollgate_queries::audit::access`):
 //! the key comes from the HttpOnly cookie `tollgate_key` that
 //! `/compliance/login` sets, or from `Authorization: Bearer`. Without a
 //! valid key the login form is shown (401); another role gets a 403 page;
@@ -18,16 +18,16 @@ use axum::{Form, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use tollgate_control::clickhouse::client;
-use tollgate_processors::audit::access::{
+use tollgate_queries::audit::access::{
     authenticate, may_see_org, scoped_org, ApiKey, AuditAccess, Denied,
 };
-use tollgate_processors::audit::checkpoint::parse_public_key;
-use tollgate_processors::audit::entry::EntryRow;
-use tollgate_processors::audit::search::{
+use tollgate_contract::audit::checkpoint::parse_public_key;
+use tollgate_contract::audit::entry::EntryRow;
+use tollgate_queries::audit::search::{
     self, daily_counts, urlencode, ProofResult, ProofSource, ProofStatus, SearchQuery,
 };
-use tollgate_processors::audit::trail::{export, export_search};
-use tollgate_processors::audit::verify::{verify, AuditReport};
+use tollgate_queries::audit::trail::{export, export_search};
+use tollgate_queries::audit::verify::{verify, AuditReport};
 
 use crate::layout::{render, Section};
 

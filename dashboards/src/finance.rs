@@ -16,11 +16,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use tollgate_processors::cost::PriceCatalog;
-use tollgate_processors::read_models::cost::{
+use tollgate_queries::cost::{
     parse_params, to_csv, CostDimension, CostQuery, CostReport, CostTotals,
 };
-use tollgate_processors::read_models::overview::{self, CostOverview};
-use tollgate_processors::read_models::{statement, ReadModelError};
+use tollgate_queries::overview::{self, CostOverview};
+use tollgate_queries::{statement, ReadModelError};
 
 use crate::layout::{render, Section};
 use crate::DashboardState;
@@ -754,7 +754,7 @@ pub struct BudgetsPage {
 pub async fn budgets_page(State(state): State<DashboardState>) -> Response {
     match read_budgets(&state).await {
         Ok(statuses) => {
-            let csv = tollgate_processors::read_models::budgets::to_csv(&statuses);
+            let csv = tollgate_queries::budgets::to_csv(&statuses);
             let rows = csv
                 .lines()
                 .skip(1)
@@ -793,7 +793,7 @@ pub async fn budgets_csv(State(state): State<DashboardState>) -> Response {
                     "attachment; filename=\"budgets.csv\"",
                 ),
             ],
-            tollgate_processors::read_models::budgets::to_csv(&statuses),
+            tollgate_queries::budgets::to_csv(&statuses),
         )
             .into_response(),
         Err((status, message)) => (status, format!("{message}\n")).into_response(),
@@ -843,7 +843,7 @@ pub async fn budget_page(
     State(state): State<DashboardState>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    use tollgate_processors::read_models::burndown;
+    use tollgate_queries::burndown;
     let mut page = BurndownPage::empty(&id);
     let Ok(budget_id) = id.parse::<i64>() else {
         page.error = Some(format!("`{id}` is not a budget id."));
@@ -969,7 +969,7 @@ mod tests {
             group_by: vec!["tag:feature".into(), "team".into()],
             filters: Default::default(),
             tag_key: Some("feature".into()),
-            groups: vec![tollgate_processors::read_models::cost::CostGroup {
+            groups: vec![tollgate_queries::cost::CostGroup {
                 key: [
                     ("tag:feature".to_string(), "search".to_string()),
                     ("team".to_string(), "a".to_string()),
@@ -1002,7 +1002,7 @@ mod tests {
 
     #[test]
     fn top_spenders_are_the_csv_and_drill_down_to_models() {
-        use tollgate_processors::read_models::cost::CostGroup;
+        use tollgate_queries::cost::CostGroup;
         let today = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
         let (q, _) = parse_params(
             &pairs(&[

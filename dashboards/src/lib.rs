@@ -1,9 +1,10 @@
 //! Dashboards: the HTML pages for SRE, finance and compliance users, rendered
 //! server-side with askama, their charts (Chart.js, vendored) and the static
 //! assets, plus the axum routes that serve all of it. Data comes from the
-//! read models in `tollgate-processors`; nothing here talks SQL.
+//! read side, `tollgate-queries`; nothing here talks SQL.
 //!
-//! The API crate mounts [`router`] next to its JSON routes.
+//! The binary serves [`router_with`] next to the JSON API's router
+//! (`tollgate-api`); the two crates are siblings.
 
 pub mod assets;
 pub mod compliance;
@@ -14,7 +15,7 @@ pub mod sre_latency;
 use axum::response::Redirect;
 use axum::routing::get;
 use axum::Router;
-use tollgate_processors::read_models::ReadModels;
+use tollgate_queries::ReadModels;
 
 /// What every dashboard handler can reach.
 #[derive(Clone)]
@@ -27,18 +28,21 @@ pub struct DashboardState {
     pub budgets: Option<tollgate_control::budgets::BudgetStore>,
 }
 
-/// All dashboard pages and `/static/*`, without the price catalog.
+/// All dashboard pages and `/static/*`, without the price catalog, budgets
+/// or the compliance pages.
 pub fn router(read_models: ReadModels) -> Router {
-    router_with(read_models, None, None)
+    router_with(read_models, None, None, None)
 }
 
-/// All dashboard pages and `/static/*`.
+/// All dashboard pages and `/static/*`; the compliance pages when `audit`
+/// is given.
 pub fn router_with(
     read_models: ReadModels,
     prices: Option<tollgate_control::prices::store::PriceStore>,
     budgets: Option<tollgate_control::budgets::BudgetStore>,
+    audit: Option<tollgate_queries::audit::access::AuditAccess>,
 ) -> Router {
-    Router::new()
+    let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/sre/latency") }))
         .route("/sre", get(|| async { Redirect::to("/sre/latency") }))
         .route("/sre/latency", get(sre_latency::page))
@@ -56,5 +60,45 @@ pub fn router_with(
             read_models,
             prices,
             budgets,
-        })
+        });
+    match audit {
+        Some(audit) => pages.merge(compliance::router(audit)),
+        None => pages,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tollgate_control::config::ClickHouseConfig;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn static_assets_and_redirects_need_no_clickhouse() {
+        let config = ClickHouseConfig {
+            url: "http://127.0.0.1:9".into(),
+            ..ClickHouseConfig::default()
+        };
+        let app = router(ReadModels::new(&config));
+        let response = app
+            .clone()
+            .oneshot(Request::get("/static/chart.umd.js").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(content_type.starts_with("text/javascript"), "{content_type}");
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("Chart.js"));
+        let response = app
+            .oneshot(Request::get("/finance").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(response.status().is_redirection());
+    }
 }

@@ -15,8 +15,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Duration, NaiveDateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use tollgate_processors::read_models::latency::{format_bucket, parse_bucket, parse_group_by};
-use tollgate_processors::read_models::{
+use tollgate_queries::latency::{format_bucket, parse_bucket, parse_group_by};
+use tollgate_queries::{
     InvalidParameter, LatencyFilters, LatencyQuery, LatencyReport, Percentiles, ReadModelError,
     Stats, EXACT_MAX_CALLS, HISTOGRAM_MAX_RELATIVE_ERROR,
 };
@@ -639,7 +639,7 @@ async fn read_page_data(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use tollgate_processors::read_models::{Dimension, GroupKey, LatencyGroup, SeriesPoint};
+    use tollgate_queries::{Dimension, GroupKey, LatencyGroup, SeriesPoint};
 
     fn t(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)

@@ -1,7 +1,9 @@
-//! Tollgate processors: the Kafka consumer that folds events into ClickHouse
-//! (calls, latency and cost), the audit chain, the price catalog, and the read
-//! models the API queries, and the outbox that publishes control-plane
-//! (`admin.*`) events.
+//! Tollgate processors: the write path. The Kafka consumer runtime that
+//! folds events into ClickHouse (calls with their cost, the rollups fed from
+//! them, the audit chain), ClickHouse migrations and Kafka topic set-up,
+//! repricing, and the budget watcher that publishes gating decisions. The
+//! read side is `tollgate-queries` (`api/queries/`), the control plane
+//! `tollgate-control` (`ingest/control/`).
 
 pub mod audit;
 pub mod batch;
@@ -15,7 +17,6 @@ pub mod error;
 pub mod fold;
 pub mod migrations;
 pub mod progress;
-pub mod read_models;
 pub mod resume;
 pub mod topics;
 

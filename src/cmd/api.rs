@@ -1,4 +1,5 @@
-//! `tollgate api`: serve the JSON report API and the dashboards on
+//! `tollgate api`: serve the JSON report API (`tollgate-api`) and the
+//! dashboards (`tollgate-dashboards`), two sibling routers merged here, on
 //! `[api] listen` until SIGTERM or ctrl-c, after checking that ClickHouse
 //! answers and is migrated (so a bad address fails at start, not on the
 //! first page view).
@@ -10,7 +11,7 @@ use tollgate_control::keys::KeyStore;
 use tollgate_control::outbox::OutboxRelay;
 use tollgate_control::prices::admin::PriceAdmin;
 use tollgate_control::prices::store::PriceStore;
-use tollgate_processors::read_models::{ReadModelError, ReadModels};
+use tollgate_queries::{ReadModelError, ReadModels};
 
 use crate::config::Config;
 
@@ -81,7 +82,17 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         keys,
         budgets,
     };
-    tollgate_api::serve(listener, state, super::shutdown::shutdown_signal())
+    let pages = tollgate_dashboards::router_with(
+        state.read_models.clone(),
+        state.prices.as_ref().map(|p| p.store.clone()),
+        state.budgets.clone(),
+        state.audit.clone(),
+    );
+    let app = tollgate_api::router(state)
+        .merge(pages)
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(super::shutdown::shutdown_signal())
         .await
         .context("api server failed")?;
     relay_stop.cancel();

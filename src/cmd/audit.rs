@@ -10,10 +10,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use rand::rngs::OsRng;
 use rand::TryRngCore;
-use tollgate_processors::audit::anchor;
-use tollgate_processors::audit::checkpoint::CheckpointSigner;
-use tollgate_processors::audit::search::SearchQuery;
-use tollgate_processors::audit::trail::{export, export_search};
+use tollgate_contract::audit::checkpoint::{checkpoint_line, parse_checkpoint_lines};
+use tollgate_queries::audit::anchor;
+use tollgate_contract::audit::checkpoint::CheckpointSigner;
+use tollgate_queries::audit::search::SearchQuery;
+use tollgate_queries::audit::trail::{export, export_search};
 
 use crate::config::Config;
 
@@ -181,7 +182,7 @@ pub async fn run(command: AuditCommand, config: &Config) -> anyhow::Result<()> {
             }
             let mut text = String::new();
             for cp in &read.checkpoints {
-                text.push_str(&anchor::checkpoint_line(cp));
+                text.push_str(&checkpoint_line(cp));
                 text.push('\n');
             }
             match &out {

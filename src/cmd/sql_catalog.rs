@@ -16,7 +16,7 @@ pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
             .into_iter()
             .chain(tollgate_processors::consumer::runtime_queries())
             .chain(tollgate_processors::audit::runtime_queries())
-            .chain(tollgate_processors::read_models::sql_catalog())
+            .chain(tollgate_queries::sql_catalog())
             .chain(tollgate_processors::cost::reprice::catalog())
             .chain(tollgate_control::budgets::catalog())
             .chain(tollgate_processors::progress::catalog())

@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use ed25519_dalek::VerifyingKey;
 use tollgate_control::clickhouse::client;
-use tollgate_processors::audit::anchor;
-use tollgate_processors::audit::checkpoint::{parse_public_key, CheckpointRow};
-use tollgate_processors::audit::export_verify::{verify_export, Progress};
-use tollgate_processors::audit::search::parse_time_ms;
-use tollgate_processors::audit::verify::{verify_range, BreakKind};
+use tollgate_contract::audit::checkpoint::{checkpoint_line, parse_checkpoint_lines};
+use tollgate_queries::audit::anchor;
+use tollgate_contract::audit::checkpoint::{parse_public_key, CheckpointRow};
+use tollgate_queries::audit::export_verify::{verify_export, Progress};
+use tollgate_queries::audit::search::parse_time_ms;
+use tollgate_queries::audit::verify::{verify_range, BreakKind};
 
 use crate::config::Config;
 
@@ -67,7 +68,7 @@ pub struct Args {
 fn anchor_file(path: &Path) -> anyhow::Result<Vec<CheckpointRow>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--anchor: cannot read {}", path.display()))?;
-    anchor::parse_checkpoint_lines(&text)
+    parse_checkpoint_lines(&text)
         .map_err(|why| anyhow::anyhow!("--anchor {}: {why}", path.display()))
 }
 

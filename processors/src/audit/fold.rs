@@ -33,9 +33,9 @@ use tollgate_contract::{Event, Rejection};
 use tracing::{info, warn};
 
 use super::anchor::AnchorPublisher;
-use super::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
-use super::entry::{chain_entry, entry_fields, parse_hash, EntryRow, GENESIS};
-use super::merkle::Compact;
+use tollgate_contract::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
+use tollgate_contract::audit::entry::{chain_entry, entry_fields, parse_hash, EntryRow, GENESIS};
+use tollgate_contract::audit::merkle::Compact;
 use crate::calls_sink::PartitionKey;
 use crate::fold::{Fold, MessageMeta, Positioned};
 

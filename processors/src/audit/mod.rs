@@ -1,29 +1,18 @@
-//! The audit chain of custody (`docs/audit.md`): every valid event on
-//! `tollgate.events` is appended to a SHA-256 hash chain per Kafka message
-//! key (team), with signed Ed25519 checkpoints carrying RFC 6962 Merkle
-//! roots, and everything needed to verify the chain again.
+//! The audit fold (`docs/audit.md`): every valid event on `tollgate.events`
+//! is appended to a SHA-256 hash chain per Kafka message key (team), with
+//! signed Ed25519 checkpoints carrying RFC 6962 Merkle roots, each published
+//! to the anchor topic before it is stored.
 //!
-//! - [`entry`]: the entry row and its canonical, hashed form;
-//! - [`merkle`]: tree heads and inclusion proofs;
-//! - [`checkpoint`]: the checkpoint row, the signed message, the signer;
 //! - [`fold`]: the fold the consumer runs (`tollgate process --folds audit`);
-//! - [`verify`]: recomputing chains and checkpoints, locating the first break;
-//! - [`search`]: compliance search, one entry, inclusion proofs;
-//! - [`trail`]: NDJSON export of whole chains or of a search (with proofs);
-//! - [`export_verify`]: verifying an export file offline (signed manifest,
-//!   chains or proofs, anchor file);
-//! - [`access`]: who may read audit trails (API keys, roles, org scope).
+//! - [`anchor`]: publishing checkpoints to the anchor topic;
+//! - [`AuditConfig`]: the fold's settings and its signing key.
+//!
+//! The chain's records, hashing, Merkle trees and checkpoint signatures are
+//! the contract's (`tollgate_contract::audit`); verification, search, export
+//! and access rules are the read side's (`tollgate_queries::audit`).
 
-pub mod access;
 pub mod anchor;
-pub mod checkpoint;
-pub mod entry;
-pub mod export_verify;
 pub mod fold;
-pub mod merkle;
-pub mod search;
-pub mod trail;
-pub mod verify;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,7 +26,7 @@ use crate::clickhouse::error as ch_error;
 use crate::config::ProcessorConfig;
 use crate::consumer::{run_fold, Counters};
 use crate::error::{Error, Result};
-use checkpoint::CheckpointSigner;
+use tollgate_contract::audit::checkpoint::CheckpointSigner;
 use fold::{AuditFold, CheckpointPolicy};
 use tollgate_control::clickhouse::client;
 use tollgate_control::config::ClickHouseConfig;
@@ -74,11 +63,22 @@ impl Default for AuditConfig {
 impl AuditConfig {
     /// The signer, if a key is configured.
     pub fn signer(&self) -> Result<Option<CheckpointSigner>> {
-        CheckpointSigner::from_config(
-            self.signing_key.as_deref(),
-            self.signing_key_file.as_deref(),
-        )
-        .map_err(Error::Config)
+        match (&self.signing_key, &self.signing_key_file) {
+            (Some(_), Some(_)) => Err(Error::Config(
+                "set only one of audit.signing_key and audit.signing_key_file".into(),
+            )),
+            (Some(seed), None) => CheckpointSigner::from_hex_seed(seed)
+                .map(Some)
+                .map_err(|e| Error::Config(format!("audit.signing_key: {e}"))),
+            (None, Some(path)) => {
+                let file = |e: String| {
+                    Error::Config(format!("audit.signing_key_file {}: {e}", path.display()))
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
+                CheckpointSigner::from_hex_seed(&text).map(Some).map_err(file)
+            }
+            (None, None) => Ok(None),
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
-use crate::cost::fold::{from_mantissa, round};
+use tollgate_contract::cost::{from_mantissa, round};
 use tollgate_control::budgets::{status_of, Budget, BudgetStatus, Period, SubjectKind};
 
 /// The size of a burn-down bucket.

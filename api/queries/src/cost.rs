@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::latency::InvalidParameter;
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
-use crate::cost::fold::from_mantissa;
+use tollgate_contract::cost::from_mantissa;
 
 /// Longest range one cost report may cover (days).
 pub const MAX_RANGE_DAYS: i64 = 732;

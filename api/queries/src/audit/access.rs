@@ -18,7 +18,7 @@ pub struct AuditAccess {
     /// Hex Ed25519 public key of the configured checkpoint signing key.
     pub public_key: Option<String>,
     /// The signing key, for signing export manifests.
-    pub signer: Option<super::checkpoint::CheckpointSigner>,
+    pub signer: Option<tollgate_contract::audit::checkpoint::CheckpointSigner>,
     /// API keys; `None` when PostgreSQL was unreachable at start (503).
     pub keys: Option<KeyStore>,
 }

@@ -1,12 +1,15 @@
-//! Read models: the queries the report API and the dashboards run against
-//! ClickHouse's facts and rollups. This module owns the ClickHouse client used
-//! for reading, the error type of every read, and the catalog of every SQL
-//! statement the read side sends (`sql_catalog`), so the statements can be
-//! checked against current ClickHouse (chDB) as well as the 18.16 dev server.
+//! Tollgate's read side: the queries the report API and the dashboards run
+//! against ClickHouse's facts and rollups, and reading the audit chain
+//! ([`audit`]: verification, search, proofs, export, access rules). This
+//! crate owns the ClickHouse client used for reading, the error type of
+//! every read, and the catalog of every SQL statement the read side sends
+//! (`sql_catalog`), so the statements can be checked against current
+//! ClickHouse (chDB) as well as the 18.16 dev server.
 //!
-//! Each report lives in its own submodule that keeps its SQL text, its
+//! Each report lives in its own module that keeps its SQL text, its
 //! parameter validation and its row-to-report assembly together.
 
+pub mod audit;
 pub mod budgets;
 pub mod burndown;
 pub mod cost;
@@ -24,7 +27,8 @@ pub use latency::{
     EXACT_MAX_CALLS, HISTOGRAM_MAX_RELATIVE_ERROR,
 };
 
-/// A ClickHouse client for reads (validation off: see [`crate::clickhouse`]).
+/// A ClickHouse client for reads (validation off: see
+/// `tollgate_control::clickhouse`).
 /// Row structs must list their fields in the order of the SELECT, which each
 /// query module guarantees by keeping the struct next to its SQL.
 pub fn client(config: &ClickHouseConfig) -> Client {
@@ -144,7 +148,7 @@ impl ReadModels {
     pub async fn cost_overview(
         &self,
         query: &cost::CostQuery,
-        catalog: Option<&crate::cost::PriceCatalog>,
+        catalog: Option<&tollgate_contract::catalog::PriceCatalog>,
         today: chrono::NaiveDate,
     ) -> Result<overview::CostOverview, ReadModelError> {
         overview::run(self, query, catalog, today).await

@@ -13,16 +13,14 @@
 //! [`signed_message`] lists; the consistency proof is not signed (it is
 //! checked against the two signed roots). Version 1 rows are still verified.
 
-use std::path::Path;
-
-use clickhouse::Row;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use super::merkle;
 
 /// One row of `audit_checkpoints`. Hashes, key and signature are lowercase hex.
-#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clickhouse-rows", derive(clickhouse::Row))]
 pub struct CheckpointRow {
     pub chain_id: String,
     pub from_seq: u64,
@@ -129,27 +127,6 @@ impl CheckpointSigner {
         Self { key, public_hex }
     }
 
-    /// From `[audit] signing_key` (hex seed) or `signing_key_file` (a file
-    /// holding the hex seed); `Ok(None)` when neither is set.
-    pub fn from_config(seed: Option<&str>, file: Option<&Path>) -> Result<Option<Self>, String> {
-        match (seed, file) {
-            (Some(_), Some(_)) => {
-                Err("set only one of audit.signing_key and audit.signing_key_file".into())
-            }
-            (Some(seed), None) => Self::from_hex_seed(seed)
-                .map(Some)
-                .map_err(|e| format!("audit.signing_key: {e}")),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("audit.signing_key_file {}: {e}", path.display()))?;
-                Self::from_hex_seed(&text)
-                    .map(Some)
-                    .map_err(|e| format!("audit.signing_key_file {}: {e}", path.display()))
-            }
-            (None, None) => Ok(None),
-        }
-    }
-
     pub fn public_key_hex(&self) -> &str {
         &self.public_hex
     }
@@ -236,6 +213,48 @@ pub fn check_signature(cp: &CheckpointRow, trusted: Option<&VerifyingKey>) -> Re
         return Err(format!("unknown checkpoint version {}", cp.v));
     }
     check_message(&signed_message(cp), &cp.public_key, &cp.signature, trusted)
+}
+
+/// A checkpoint as one JSON object, as the anchor topic
+/// (`tollgate.audit.checkpoints`) and an export carry it:: its columns plus `"type": "checkpoint"`
+/// (the same object as an export's checkpoint line).
+pub fn checkpoint_line(cp: &CheckpointRow) -> String {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(flatten)]
+        cp: &'a CheckpointRow,
+    }
+    // A struct of strings and integers always serializes.
+    serde_json::to_string(&Line {
+        kind: "checkpoint",
+        cp,
+    })
+    .unwrap_or_default()
+}
+
+/// Parse one anchored checkpoint (a [`checkpoint_line`]).
+pub fn parse_checkpoint_line(text: &str) -> Result<CheckpointRow, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    if value.get("type").and_then(|t| t.as_str()) != Some("checkpoint") {
+        return Err("not a checkpoint line (`type` is not \"checkpoint\")".into());
+    }
+    serde_json::from_value(value).map_err(|e| format!("not a checkpoint: {e}"))
+}
+
+/// Every checkpoint of an anchor file (JSON lines from `tollgate audit
+/// checkpoints export`; blank lines skipped); the error names the line.
+pub fn parse_checkpoint_lines(text: &str) -> Result<Vec<CheckpointRow>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(parse_checkpoint_line(line).map_err(|why| format!("line {}: {why}", n + 1))?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -15,11 +15,11 @@ use clickhouse::Client;
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 
-use super::checkpoint::{check_signature, CheckpointRow};
-use super::entry::{parse_hash, EntryRow};
-use super::merkle;
+use tollgate_contract::audit::checkpoint::{check_signature, CheckpointRow};
+use tollgate_contract::audit::entry::{parse_hash, EntryRow};
+use tollgate_contract::audit::merkle;
 use super::verify::{checkpoints_sql, ENTRY_COLUMNS};
-use crate::read_models::InvalidParameter;
+use crate::InvalidParameter;
 
 /// Default and largest page size.
 pub const DEFAULT_LIMIT: u64 = 100;
@@ -565,7 +565,7 @@ fn check_proof(
     ) else {
         return Some("a stored hash is not 64 hex characters".into());
     };
-    if super::entry::entry_hash(&prev, row) != stored {
+    if tollgate_contract::audit::entry::entry_hash(&prev, row) != stored {
         return Some(format!(
             "entry {} does not hash to its stored entry_hash: its content was changed",
             row.seq

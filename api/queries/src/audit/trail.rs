@@ -17,8 +17,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::checkpoint::{CheckpointRow, CheckpointSigner};
-use super::entry::EntryRow;
+use tollgate_contract::audit::checkpoint::{CheckpointRow, CheckpointSigner};
+use tollgate_contract::audit::entry::EntryRow;
 use super::verify::{checkpoints_sql, CHAINS_SQL, ENTRY_COLUMNS};
 
 /// The `format` member of an export's header.
@@ -262,7 +262,7 @@ pub async fn export_search<W: AsyncWrite + Unpin>(
 ) -> Result<ExportSummary, ExportError> {
     use super::search::{search, ProofSource, ProofStatus, FILTERS};
     let public_key = signer.map(CheckpointSigner::public_key_hex);
-    let trusted = public_key.and_then(super::checkpoint::parse_public_key);
+    let trusted = public_key.and_then(tollgate_contract::audit::checkpoint::parse_public_key);
     let mut out = Lines::new(out);
     let filters: serde_json::Map<String, serde_json::Value> = FILTERS
         .iter()

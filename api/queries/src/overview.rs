@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::cost::{csv_field, CostDimension, CostGroup, CostQuery, CostReport, CostTotals};
 use super::statement;
 use super::{BoundSql, ReadModelError, ReadModels};
-use crate::cost::PriceCatalog;
+use tollgate_contract::catalog::PriceCatalog;
 
 /// How many users and keys the overview lists.
 pub const TOP_SPENDERS: u64 = 5;
@@ -292,7 +292,7 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
-    use crate::cost::PriceVersion;
+    use tollgate_contract::catalog::PriceVersion;
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()

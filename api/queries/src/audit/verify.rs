@@ -21,9 +21,9 @@ use clickhouse::Client;
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 
-use super::checkpoint::{check_signature, CheckpointRow};
-use super::entry::{entry_hash, parse_hash, EntryRow, GENESIS};
-use super::merkle::{self, Compact};
+use tollgate_contract::audit::checkpoint::{check_signature, CheckpointRow};
+use tollgate_contract::audit::entry::{entry_hash, parse_hash, EntryRow, GENESIS};
+use tollgate_contract::audit::merkle::{self, Compact};
 
 /// What is wrong at a location.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -726,8 +726,8 @@ pub async fn verify_chain_anchored(
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::super::checkpoint::CheckpointSigner;
-    use super::super::entry::{chain_entry, EntryFields};
+    use tollgate_contract::audit::checkpoint::CheckpointSigner;
+    use tollgate_contract::audit::entry::{chain_entry, EntryFields};
     use super::*;
 
     pub(crate) fn chain(n: u64) -> Vec<EntryRow> {
@@ -765,7 +765,7 @@ pub(crate) mod tests {
             .iter()
             .map(|r| parse_hash(&r.entry_hash).unwrap())
             .collect();
-        let chain = super::super::checkpoint::ChainRef {
+        let chain = tollgate_contract::audit::checkpoint::ChainRef {
             chain_id: "t",
             org_id: "o",
             team_id: "t",
@@ -816,7 +816,7 @@ pub(crate) mod tests {
         let signer = CheckpointSigner::from_hex_seed(&"11".repeat(32)).unwrap();
         let rows = chain(25);
         let cps = checkpoints(&rows[..20], &signer, 10);
-        let key = super::super::checkpoint::parse_public_key(signer.public_key_hex()).unwrap();
+        let key = tollgate_contract::audit::checkpoint::parse_public_key(signer.public_key_hex()).unwrap();
         (rows, cps, key)
     }
 

@@ -5,10 +5,10 @@
 //! it to RFC 8785 (JCS) as implemented by `serde_jcs`.
 
 use chrono::{DateTime, Utc};
-use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tollgate_contract::{Event, Rejection, KIND_CALL_BLOCKED};
+use crate::event::{Event, KIND_CALL_BLOCKED};
+use crate::validate::Rejection;
 
 /// Version of the canonical entry form (the `v` member).
 pub const ENTRY_VERSION: u64 = 1;
@@ -18,7 +18,8 @@ pub const GENESIS: [u8; 32] = [0; 32];
 
 /// One row of `audit_chain` (see `migrations/clickhouse/0003_audit_chain.sql`).
 /// Hashes are lowercase hex.
-#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clickhouse-rows", derive(clickhouse::Row))]
 pub struct EntryRow {
     pub chain_id: String,
     pub seq: u64,

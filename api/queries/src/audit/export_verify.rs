@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::checkpoint::{check_message, check_signature, parse_public_key, CheckpointRow};
-use super::entry::{entry_hash, parse_hash, EntryRow, GENESIS};
-use super::merkle;
+use tollgate_contract::audit::checkpoint::{check_message, check_signature, parse_public_key, CheckpointRow};
+use tollgate_contract::audit::entry::{entry_hash, parse_hash, EntryRow, GENESIS};
+use tollgate_contract::audit::merkle;
 use super::trail::ChainManifest;
 use super::verify::{Anchored, Break, BreakKind, ChainReport, ChainVerifier};
 
@@ -916,7 +916,7 @@ pub fn verify_export<R: BufRead + Seek>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::checkpoint::CheckpointSigner;
+    use tollgate_contract::audit::checkpoint::CheckpointSigner;
     use super::super::verify::tests::{chain, checkpoints};
     use super::*;
 
@@ -934,7 +934,7 @@ mod tests {
             "exported_at": "2026-03-10T10:00:00.000Z", "exported_at_ms": 2_000_000_000_000u64,
         });
         let mut lines = vec![header.to_string()];
-        let cp_lines = cps.iter().map(super::super::anchor::checkpoint_line);
+        let cp_lines = cps.iter().map(tollgate_contract::audit::checkpoint::checkpoint_line);
         let entry_lines = rows.iter().map(|r| {
             let mut v = r.clone();
             v["type"] = Value::from("entry");

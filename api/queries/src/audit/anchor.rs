@@ -1,0 +1,123 @@
+//! Reading the audit chain's anchor back: every signed checkpoint the audit
+//! fold published to `kafka.audit_checkpoints_topic` before inserting it
+//! into ClickHouse (`docs/audit.md`), for `tollgate verify-audit` and
+//! `tollgate audit checkpoints export`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tollgate_contract::audit::checkpoint::{parse_checkpoint_line, CheckpointRow};
+use tollgate_control::config::KafkaConfig;
+
+/// Why the anchor could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorError {
+    /// Kafka (client creation, metadata, assign, fetch) failed.
+    #[error("kafka at {brokers}: {context}: {source}")]
+    Kafka {
+        brokers: String,
+        context: String,
+        #[source]
+        source: Box<rdkafka::error::KafkaError>,
+    },
+    /// The topic is missing or could not be read to its end.
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+type Result<T> = std::result::Result<T, AnchorError>;
+
+/// Every checkpoint in the anchor topic, in publishing order, with the
+/// lines that are not checkpoints as `(offset, why)`. An error when the
+/// topic does not exist or cannot be read to its end.
+pub async fn read_topic(kafka: &KafkaConfig) -> Result<AnchorRead> {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || read_topic_blocking(&kafka))
+        .await
+        .map_err(|e| AnchorError::Incomplete(format!("reading the audit anchor stopped: {e}")))?
+}
+
+/// What [`read_topic`] found.
+#[derive(Debug, Default)]
+pub struct AnchorRead {
+    pub checkpoints: Vec<CheckpointRow>,
+    /// Messages that are not checkpoints: `(partition, offset, why)`.
+    pub unreadable: Vec<(i32, i64, String)>,
+}
+
+fn read_topic_blocking(kafka: &KafkaConfig) -> Result<AnchorRead> {
+    let topic = kafka.audit_checkpoints_topic.as_str();
+    let kafka_error = |context: String, source| AnchorError::Kafka {
+        brokers: kafka.brokers.clone(),
+        context,
+        source: Box::new(source),
+    };
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", "tollgate-audit-anchor-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|e| kafka_error("cannot create the audit anchor reader".into(), e))?;
+    let timeout = Duration::from_secs(15);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| kafka_error(format!("cannot read metadata of topic {topic}"), e))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(AnchorError::Incomplete(format!(
+            "the audit checkpoint anchor topic {topic} does not exist (run `tollgate migrate`)"
+        )));
+    }
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, *p, timeout)
+            .map_err(|e| kafka_error(format!("cannot read the end of {topic}/{p}"), e))?;
+        if high > low {
+            ends.insert(*p, high);
+            assignment
+                .add_partition_offset(topic, *p, Offset::Offset(low))
+                .map_err(|e| kafka_error(format!("cannot assign {topic}/{p}"), e))?;
+        }
+    }
+    let mut read = AnchorRead::default();
+    if ends.is_empty() {
+        return Ok(read);
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| kafka_error(format!("cannot assign {topic}"), e))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            return Err(AnchorError::Incomplete(format!(
+                "reading the audit checkpoint anchor {topic} did not reach its end within 120 s"
+            )));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.map_err(|e| kafka_error(format!("cannot read topic {topic}"), e))?;
+        let (partition, offset) = (message.partition(), message.offset());
+        match std::str::from_utf8(message.payload().unwrap_or_default())
+            .map_err(|e| format!("not UTF-8: {e}"))
+            .and_then(parse_checkpoint_line)
+        {
+            Ok(cp) => read.checkpoints.push(cp),
+            Err(why) => read.unreadable.push((partition, offset, why)),
+        }
+        if ends.get(&partition).is_some_and(|end| offset + 1 >= *end) {
+            ends.remove(&partition);
+        }
+    }
+    Ok(read)
+}
