@@ -15,9 +15,9 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use tollgate_contract::catalog::NewPrice;
+use tollgate_contract::catalog::PriceCatalog;
 use tollgate_control::prices::admin::PriceAdminError;
-use tollgate_processors::cost::NewPrice;
-use tollgate_processors::cost::PriceCatalog;
 use tollgate_queries::cost::{parse_params, to_csv};
 use tollgate_queries::{overview, statement};
 
@@ -252,11 +252,7 @@ pub async fn burndown(
         .ok_or(ApiError::NotFound)?;
     let now = tollgate_queries::burndown::clock(Utc::now());
     let report = state.read_models.budget_burndown(&budget, now).await?;
-    Ok(format.respond(
-        &report,
-        "burndown.csv",
-        tollgate_queries::burndown::to_csv,
-    ))
+    Ok(format.respond(&report, "burndown.csv", tollgate_queries::burndown::to_csv))
 }
 
 /// Price fields of `POST /api/v1/admin/prices` (and of its `tiers`): each
@@ -288,7 +284,7 @@ fn check_price_fields(
         match object.get(field) {
             None | Some(serde_json::Value::Null) => {}
             Some(serde_json::Value::String(text)) => {
-                tollgate_processors::cost::prices::decimal_str::parse(text).map_err(bad)?;
+                tollgate_contract::catalog::decimal_str::parse(text).map_err(bad)?;
             }
             Some(serde_json::Value::Number(n)) => {
                 return Err(bad(format!(

@@ -14,7 +14,6 @@ pub mod error;
 pub mod finance;
 pub mod reports;
 
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -109,12 +108,12 @@ mod tests {
 
     /// A router whose ClickHouse is never contacted: every request here is
     /// answered before a query would run.
-    fn router() -> Router {
+    fn app() -> Router {
         let config = ClickHouseConfig {
             url: "http://127.0.0.1:9".into(),
             ..ClickHouseConfig::default()
         };
-        router(ApiState {
+        super::router(ApiState {
             read_models: ReadModels::new(&config),
             audit: None,
             prices: None,
@@ -124,7 +123,7 @@ mod tests {
     }
 
     async fn get(uri: &str) -> (StatusCode, String, Option<String>) {
-        let response = router()
+        let response = app()
             .oneshot(Request::get(uri).body(Body::empty()).unwrap())
             .await
             .unwrap();

@@ -17,12 +17,12 @@ use axum::routing::get;
 use axum::{Form, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
+use tollgate_contract::audit::checkpoint::parse_public_key;
+use tollgate_contract::audit::entry::EntryRow;
 use tollgate_control::clickhouse::client;
 use tollgate_queries::audit::access::{
     authenticate, may_see_org, scoped_org, ApiKey, AuditAccess, Denied,
 };
-use tollgate_contract::audit::checkpoint::parse_public_key;
-use tollgate_contract::audit::entry::EntryRow;
 use tollgate_queries::audit::search::{
     self, daily_counts, urlencode, ProofResult, ProofSource, ProofStatus, SearchQuery,
 };

@@ -15,7 +15,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use tollgate_processors::cost::PriceCatalog;
+use tollgate_contract::catalog::PriceCatalog;
 use tollgate_queries::cost::{
     parse_params, to_csv, CostDimension, CostQuery, CostReport, CostTotals,
 };

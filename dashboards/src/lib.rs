@@ -85,12 +85,22 @@ mod tests {
         let app = router(ReadModels::new(&config));
         let response = app
             .clone()
-            .oneshot(Request::get("/static/chart.umd.js").body(Body::empty()).unwrap())
+            .oneshot(
+                Request::get("/static/chart.umd.js")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
-        assert!(content_type.starts_with("text/javascript"), "{content_type}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            content_type.starts_with("text/javascript"),
+            "{content_type}"
+        );
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap();

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use rand::rngs::OsRng;
 use rand::TryRngCore;
-use tollgate_contract::audit::checkpoint::{checkpoint_line, parse_checkpoint_lines};
-use tollgate_queries::audit::anchor;
+use tollgate_contract::audit::checkpoint::checkpoint_line;
 use tollgate_contract::audit::checkpoint::CheckpointSigner;
+use tollgate_queries::audit::anchor;
 use tollgate_queries::audit::search::SearchQuery;
 use tollgate_queries::audit::trail::{export, export_search};
 

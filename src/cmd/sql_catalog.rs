@@ -17,6 +17,7 @@ pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
             .chain(tollgate_processors::consumer::runtime_queries())
             .chain(tollgate_processors::audit::runtime_queries())
             .chain(tollgate_queries::sql_catalog())
+            .chain(tollgate_queries::audit::sql_catalog())
             .chain(tollgate_processors::cost::reprice::catalog())
             .chain(tollgate_control::budgets::catalog())
             .chain(tollgate_processors::progress::catalog())

@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ed25519_dalek::VerifyingKey;
-use tollgate_control::clickhouse::client;
-use tollgate_contract::audit::checkpoint::{checkpoint_line, parse_checkpoint_lines};
-use tollgate_queries::audit::anchor;
+use tollgate_contract::audit::checkpoint::parse_checkpoint_lines;
 use tollgate_contract::audit::checkpoint::{parse_public_key, CheckpointRow};
+use tollgate_control::clickhouse::client;
+use tollgate_queries::audit::anchor;
 use tollgate_queries::audit::export_verify::{verify_export, Progress};
 use tollgate_queries::audit::search::parse_time_ms;
 use tollgate_queries::audit::verify::{verify_range, BreakKind};

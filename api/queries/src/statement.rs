@@ -19,9 +19,9 @@ use serde::Deserialize;
 use super::cost::{csv_field, CostDimension, CostQuery, CostReport, CostTotals};
 use super::latency::InvalidParameter;
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
+use tollgate_contract::catalog::{PriceCatalog, PriceVersion};
 use tollgate_contract::cost::from_mantissa;
 use tollgate_contract::cost::round;
-use tollgate_contract::catalog::{PriceCatalog, PriceVersion};
 
 /// One line of a statement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

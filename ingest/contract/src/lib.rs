@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod aliases;
+pub mod audit;
 pub mod batch;
 pub mod catalog;
 pub mod cost;

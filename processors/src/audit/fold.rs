@@ -33,11 +33,11 @@ use tollgate_contract::{Event, Rejection};
 use tracing::{info, warn};
 
 use super::anchor::AnchorPublisher;
+use crate::calls_sink::PartitionKey;
+use crate::fold::{Fold, MessageMeta, Positioned};
 use tollgate_contract::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
 use tollgate_contract::audit::entry::{chain_entry, entry_fields, parse_hash, EntryRow, GENESIS};
 use tollgate_contract::audit::merkle::Compact;
-use crate::calls_sink::PartitionKey;
-use crate::fold::{Fold, MessageMeta, Positioned};
 
 impl Positioned for EntryRow {
     fn position(&self) -> (i32, i64) {

@@ -26,8 +26,8 @@ use crate::clickhouse::error as ch_error;
 use crate::config::ProcessorConfig;
 use crate::consumer::{run_fold, Counters};
 use crate::error::{Error, Result};
-use tollgate_contract::audit::checkpoint::CheckpointSigner;
 use fold::{AuditFold, CheckpointPolicy};
+use tollgate_contract::audit::checkpoint::CheckpointSigner;
 use tollgate_control::clickhouse::client;
 use tollgate_control::config::ClickHouseConfig;
 
@@ -75,7 +75,9 @@ impl AuditConfig {
                     Error::Config(format!("audit.signing_key_file {}: {e}", path.display()))
                 };
                 let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
-                CheckpointSigner::from_hex_seed(&text).map(Some).map_err(file)
+                CheckpointSigner::from_hex_seed(&text)
+                    .map(Some)
+                    .map_err(file)
             }
             (None, None) => Ok(None),
         }
@@ -140,104 +142,6 @@ pub fn runtime_queries() -> Vec<(String, String)> {
         (
             "audit.segment".into(),
             fill(fold::SEGMENT_SQL, &["'team-a'", "0"]),
-        ),
-        (
-            "audit.verify.chains".into(),
-            fill(verify::CHAINS_SQL, &["'org-a'", "''", "''"]),
-        ),
-        (
-            "audit.verify.chains_in_range".into(),
-            fill(
-                verify::CHAINS_IN_RANGE_SQL,
-                &["'org-a'", "''", "''", "1773100800000", "1773187200000"],
-            ),
-        ),
-        (
-            "audit.verify.max_seq".into(),
-            fill(verify::MAX_SEQ_SQL, &["'team-a'"]),
-        ),
-        (
-            "audit.verify.checkpoints".into(),
-            fill(&verify::checkpoints_sql(), &["'team-a'"]),
-        ),
-        (
-            "audit.verify.entries_page".into(),
-            fill(&verify::entries_page_sql(), &["'team-a'", "0", "250000"]),
-        ),
-        (
-            "audit.search.page".into(),
-            fill(
-                &search::search_sql(),
-                &[
-                    "'org-a'",
-                    "'org-a'",
-                    "'team-a'",
-                    "'team-a'",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "'gpt-4o'",
-                    "'gpt-4o'",
-                    "''",
-                    "''",
-                    "'success'",
-                    "'success'",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "1773100800000",
-                    "18446744073709551615",
-                    "1773100800000",
-                    "1773100800000",
-                    "'team-a'",
-                    "'team-a'",
-                    "7",
-                    "101",
-                ],
-            ),
-        ),
-        (
-            "audit.search.daily_counts".into(),
-            fill(
-                &search::daily_counts_sql(),
-                &[
-                    "'org-a'",
-                    "'org-a'",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "'deny'",
-                    "'deny'",
-                    "''",
-                    "''",
-                    "0",
-                    "1773187200000",
-                ],
-            ),
-        ),
-        (
-            "audit.search.entry".into(),
-            fill(&search::entry_sql(), &["'team-a'", "7"]),
-        ),
-        ("audit.search.orgs".into(), search::ORGS_SQL.into()),
-        (
-            "audit.search.segment_hashes".into(),
-            fill(search::SEGMENT_HASHES_SQL, &["'team-a'", "1", "50"]),
-        ),
-        (
-            "audit.export.chain_entries".into(),
-            fill(&trail::chain_entries_sql(), &["'team-a'"]),
         ),
     ]
 }

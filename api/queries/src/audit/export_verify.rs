@@ -20,11 +20,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use tollgate_contract::audit::checkpoint::{check_message, check_signature, parse_public_key, CheckpointRow};
-use tollgate_contract::audit::entry::{entry_hash, parse_hash, EntryRow, GENESIS};
-use tollgate_contract::audit::merkle;
 use super::trail::ChainManifest;
 use super::verify::{Anchored, Break, BreakKind, ChainReport, ChainVerifier};
+use tollgate_contract::audit::checkpoint::{
+    check_message, check_signature, parse_public_key, CheckpointRow,
+};
+use tollgate_contract::audit::entry::{entry_hash, parse_hash, EntryRow, GENESIS};
+use tollgate_contract::audit::merkle;
 
 /// What is wrong with the file as a whole (rather than at a chain position).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -916,9 +918,9 @@ pub fn verify_export<R: BufRead + Seek>(
 
 #[cfg(test)]
 mod tests {
-    use tollgate_contract::audit::checkpoint::CheckpointSigner;
     use super::super::verify::tests::{chain, checkpoints};
     use super::*;
+    use tollgate_contract::audit::checkpoint::CheckpointSigner;
 
     /// A whole-chain (or search) export of `rows` and `cps` as `trail.rs`
     /// writes one, signed by `signer`.
@@ -934,7 +936,9 @@ mod tests {
             "exported_at": "2026-03-10T10:00:00.000Z", "exported_at_ms": 2_000_000_000_000u64,
         });
         let mut lines = vec![header.to_string()];
-        let cp_lines = cps.iter().map(tollgate_contract::audit::checkpoint::checkpoint_line);
+        let cp_lines = cps
+            .iter()
+            .map(tollgate_contract::audit::checkpoint::checkpoint_line);
         let entry_lines = rows.iter().map(|r| {
             let mut v = r.clone();
             v["type"] = Value::from("entry");

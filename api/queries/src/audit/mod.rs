@@ -14,3 +14,115 @@ pub mod export_verify;
 pub mod search;
 pub mod trail;
 pub mod verify;
+
+/// Every statement the audit read side sends, with sample values bound,
+/// for the SQL compatibility check.
+pub fn sql_catalog() -> Vec<(String, String)> {
+    vec![
+        (
+            "audit.verify.chains".into(),
+            fill(verify::CHAINS_SQL, &["'org-a'", "''", "''"]),
+        ),
+        (
+            "audit.verify.chains_in_range".into(),
+            fill(
+                verify::CHAINS_IN_RANGE_SQL,
+                &["'org-a'", "''", "''", "1773100800000", "1773187200000"],
+            ),
+        ),
+        (
+            "audit.verify.max_seq".into(),
+            fill(verify::MAX_SEQ_SQL, &["'team-a'"]),
+        ),
+        (
+            "audit.verify.checkpoints".into(),
+            fill(&verify::checkpoints_sql(), &["'team-a'"]),
+        ),
+        (
+            "audit.verify.entries_page".into(),
+            fill(&verify::entries_page_sql(), &["'team-a'", "0", "250000"]),
+        ),
+        (
+            "audit.search.page".into(),
+            fill(
+                &search::search_sql(),
+                &[
+                    "'org-a'",
+                    "'org-a'",
+                    "'team-a'",
+                    "'team-a'",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "'gpt-4o'",
+                    "'gpt-4o'",
+                    "''",
+                    "''",
+                    "'success'",
+                    "'success'",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "1773100800000",
+                    "18446744073709551615",
+                    "1773100800000",
+                    "1773100800000",
+                    "'team-a'",
+                    "'team-a'",
+                    "7",
+                    "101",
+                ],
+            ),
+        ),
+        (
+            "audit.search.daily_counts".into(),
+            fill(
+                &search::daily_counts_sql(),
+                &[
+                    "'org-a'",
+                    "'org-a'",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "''",
+                    "'deny'",
+                    "'deny'",
+                    "''",
+                    "''",
+                    "0",
+                    "1773187200000",
+                ],
+            ),
+        ),
+        (
+            "audit.search.entry".into(),
+            fill(&search::entry_sql(), &["'team-a'", "7"]),
+        ),
+        ("audit.search.orgs".into(), search::ORGS_SQL.into()),
+        (
+            "audit.search.segment_hashes".into(),
+            fill(search::SEGMENT_HASHES_SQL, &["'team-a'", "1", "50"]),
+        ),
+        (
+            "audit.export.chain_entries".into(),
+            fill(&trail::chain_entries_sql(), &["'team-a'"]),
+        ),
+    ]
+}
+
+/// `sql` with each `?` replaced by the next sample value, in order.
+fn fill(sql: &str, values: &[&str]) -> String {
+    values
+        .iter()
+        .fold(sql.to_string(), |sql, value| sql.replacen('?', value, 1))
+}

@@ -15,11 +15,11 @@ use clickhouse::Client;
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 
+use super::verify::{checkpoints_sql, ENTRY_COLUMNS};
+use crate::InvalidParameter;
 use tollgate_contract::audit::checkpoint::{check_signature, CheckpointRow};
 use tollgate_contract::audit::entry::{parse_hash, EntryRow};
 use tollgate_contract::audit::merkle;
-use super::verify::{checkpoints_sql, ENTRY_COLUMNS};
-use crate::InvalidParameter;
 
 /// Default and largest page size.
 pub const DEFAULT_LIMIT: u64 = 100;

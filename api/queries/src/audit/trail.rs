@@ -17,9 +17,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::verify::{checkpoints_sql, CHAINS_SQL, ENTRY_COLUMNS};
 use tollgate_contract::audit::checkpoint::{CheckpointRow, CheckpointSigner};
 use tollgate_contract::audit::entry::EntryRow;
-use super::verify::{checkpoints_sql, CHAINS_SQL, ENTRY_COLUMNS};
 
 /// The `format` member of an export's header.
 pub const EXPORT_FORMAT: &str = "tollgate.audit.export.v2";

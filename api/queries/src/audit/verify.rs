@@ -726,9 +726,9 @@ pub async fn verify_chain_anchored(
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::*;
     use tollgate_contract::audit::checkpoint::CheckpointSigner;
     use tollgate_contract::audit::entry::{chain_entry, EntryFields};
-    use super::*;
 
     pub(crate) fn chain(n: u64) -> Vec<EntryRow> {
         let mut prev = GENESIS;
@@ -816,7 +816,8 @@ pub(crate) mod tests {
         let signer = CheckpointSigner::from_hex_seed(&"11".repeat(32)).unwrap();
         let rows = chain(25);
         let cps = checkpoints(&rows[..20], &signer, 10);
-        let key = tollgate_contract::audit::checkpoint::parse_public_key(signer.public_key_hex()).unwrap();
+        let key = tollgate_contract::audit::checkpoint::parse_public_key(signer.public_key_hex())
+            .unwrap();
         (rows, cps, key)
     }
 

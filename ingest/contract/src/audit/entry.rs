@@ -4,11 +4,11 @@
 //! `docs/audit.md` specifies the same form for auditors; a unit test pins
 //! it to RFC 8785 (JCS) as implemented by `serde_jcs`.
 
+use crate::event::{Event, KIND_CALL_BLOCKED};
+use crate::validate::Rejection;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use crate::event::{Event, KIND_CALL_BLOCKED};
-use crate::validate::Rejection;
 
 /// Version of the canonical entry form (the `v` member).
 pub const ENTRY_VERSION: u64 = 1;
