@@ -8,10 +8,9 @@
 //! people.
 //!
 //! Chromium comes from `TOLLGATE_TEST_CHROMIUM`, else `/usr/bin/chromium`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod latency_fixture;
-mod support;
+use crate::latency_fixture;
+use crate::support;
 
 use std::path::Path;
 

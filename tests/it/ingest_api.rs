@@ -1,9 +1,8 @@
 //! `tollgate ingest` against real Kafka and PostgreSQL: authentication, per-event
 //! validation in the response, body limits, NDJSON, and that exactly the
 //! accepted events (keyed by team) are on the events topic.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

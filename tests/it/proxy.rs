@@ -4,9 +4,9 @@
 //! in the events, error fidelity and retry counts, decisions, hostile input,
 //! a client that hangs up mid-stream, and a Kafka outage (on a scratch broker
 //! of its own) that loses and reorders nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
+use support::d;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
@@ -1392,10 +1392,6 @@ struct RaceCall {
     ended: Instant,
     /// `Some((input, output))` tokens when admitted, `None` when denied.
     usage: Option<(u64, u64)>,
-}
-
-fn d(s: &str) -> rust_decimal::Decimal {
-    s.parse().unwrap()
 }
 
 /// Sum of `cost` (exact, as text) of the team's priced calls, and their count.

@@ -3,9 +3,10 @@
 //! events topic, `tollgate process` pricing them, the `cost_daily` rollup,
 //! and the cost report (JSON, CSV and page) agreeing with the facts to the
 //! last of 12 decimal places.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
+use support::events::usage;
+use support::d;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -18,10 +19,6 @@ use support::kafka::read_records;
 use support::{kafka_brokers, TestEnv};
 use tollgate_contract::{Call, Event, Operation, Outcome, Usage, SCHEMA_VERSION};
 use uuid::Uuid;
-
-fn d(s: &str) -> Decimal {
-    s.parse().unwrap()
-}
 
 fn at(h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 10, h, m, 0).unwrap()
@@ -37,7 +34,8 @@ struct Case {
     version: Option<&'static str>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A `kind` call of `team` on `testprov`/`model` (kind and outcome are
+/// given apart: a blocked call is neither completed nor failed).
 fn call(
     kind: &str,
     team: &str,
@@ -46,56 +44,10 @@ fn call(
     usage: Usage,
     outcome: Outcome,
 ) -> Event {
-    Event {
-        schema_version: SCHEMA_VERSION,
-        event_id: Uuid::now_v7(),
-        kind: kind.into(),
-        occurred_at,
-        org_id: "org-1".into(),
-        team_id: team.into(),
-        user_id: format!("{team}-user"),
-        api_key_id: format!("{team}-key"),
-        call: Some(Call {
-            call_id: Uuid::now_v7().to_string(),
-            trace_id: String::new(),
-            provider: "testprov".into(),
-            model: model.into(),
-            requested_model: model.into(),
-            attempt: 1,
-            fallback_of: String::new(),
-            operation: Operation::Chat,
-            stream: false,
-            duration_ms: 100,
-            ttft_ms: None,
-            usage,
-            outcome,
-            http_status: if outcome == Outcome::Success {
-                200
-            } else {
-                500
-            },
-            error: None,
-            cache_hit: false,
-            prompt_sha256: None,
-            response_sha256: None,
-        }),
-        admin: None,
-        tags: BTreeMap::new(),
-        reported_cost: None,
-    }
-}
-
-fn usage(input: u64, cached: u64, cache_write: u64, output: u64, reasoning: u64) -> Usage {
-    Usage {
-        input_tokens: input,
-        input_tokens_estimated: false,
-        output_tokens: output,
-        cached_input_tokens: cached,
-        cache_write_tokens: cache_write,
-        reasoning_tokens: reasoning,
-        images: 0,
-        audio_seconds: 0.0,
-    }
+    let mut event =
+        support::events::call_event(team, "testprov", model, occurred_at, usage, outcome);
+    event.kind = kind.into();
+    event
 }
 
 /// Prices (LiteLLM format): `tg-test` changes price at 12:00 on 2026-03-10;
@@ -1954,7 +1906,7 @@ async fn token_sums_cannot_overflow() {
 }
 
 /// Real entries of LiteLLM's price file (see `tests/prices/README.md`).
-const LITELLM_SUBSET: &str = include_str!("prices/litellm_subset.json");
+const LITELLM_SUBSET: &str = include_str!("../prices/litellm_subset.json");
 
 /// `event` as a call to `provider`.
 fn on(provider: &str, mut event: Event) -> Event {

@@ -5,9 +5,8 @@
 //! a SIGKILLed processor resuming every chain without gap or duplicate.
 //! (The verifier independent of the project's code is docs/audit_verify.py,
 //! run on the same kinds of exports by tests/audit_verify.)
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use support::kafka::produce_all;
 
@@ -72,13 +71,6 @@ fn traffic(teams: &[&str], per_team: usize, start: DateTime<Utc>) -> Vec<(String
         }
     }
     out
-}
-
-async fn ch_u64(env: &TestEnv, sql: &str) -> u64 {
-    let body = env.ch(sql).await;
-    body.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("not a number: {body:?} for {sql}"))
 }
 
 /// SIGTERM and wait for a clean exit (the audit fold checkpoints the rest).
@@ -819,7 +811,7 @@ async fn sigkill_mid_stream_keeps_chains_continuous() {
     let mut kills = 0;
     for round in 0..2 {
         let mut child = env.spawn_child("process", &["process", "--folds", "audit"]);
-        let before = ch_u64(&env, "SELECT count() FROM {db}.audit_chain").await;
+        let before = env.ch_u64("SELECT count() FROM {db}.audit_chain").await;
         let target = before + 300 + round * 200;
         let seen = env
             .wait_for_count(
@@ -846,13 +838,13 @@ async fn sigkill_mid_stream_keeps_chains_continuous() {
         )
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let got_after = ch_u64(&env, "SELECT count() FROM {db}.audit_chain").await;
+    let got_after = env.ch_u64("SELECT count() FROM {db}.audit_chain").await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!((got, got_after), (total, total));
     assert!(kills >= 1, "no kill landed mid-stream");
     assert_eq!(
-        ch_u64(&env, "SELECT uniqExact(event_id) FROM {db}.audit_chain").await,
+        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.audit_chain").await,
         total
     );
     let rows = env
@@ -872,26 +864,6 @@ async fn sigkill_mid_stream_keeps_chains_continuous() {
         "verified {} entries in {} ms ({} entries/s) after {kills} kills",
         report["entries"], report["elapsed_ms"], report["entries_per_s"]
     );
-}
-
-fn create_key(env: &TestEnv, role: &str, org: Option<&str>) -> String {
-    let mut args = vec!["keys", "create", "--name", "audit-test", "--role", role];
-    if let Some(org) = org {
-        args.extend(["--org", org]);
-    }
-    let out = env.tollgate(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 /// The audit API: open public key; verify and export only for compliance
@@ -951,9 +923,9 @@ async fn api_roles_and_tenant_isolation() {
     );
     assert_eq!(public["public_key"], expected_key);
 
-    let compliance_a = create_key(&env, "compliance", Some("org-a"));
-    let admin = create_key(&env, "admin", None);
-    let ingest_a = create_key(&env, "ingest", Some("org-a"));
+    let compliance_a = env.create_key_with_role("compliance", Some("org-a"));
+    let admin = env.create_key_with_role("admin", None);
+    let ingest_a = env.create_key_with_role("ingest", Some("org-a"));
 
     let r = get("/api/v1/audit/verify?org=org-a", Some(&compliance_a))
         .await

@@ -5,9 +5,8 @@
 //! fields; hostile input is refused with the field named and nothing
 //! stored; a change made while Kafka is unreachable is committed, waits in
 //! the outbox, and is published exactly once when a relay can reach Kafka.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,16 +39,6 @@ fn key(env: &TestEnv, role: &str) -> (String, String) {
         .to_string();
     let prefix = secret.split('_').nth(1).unwrap().to_string();
     (secret, prefix)
-}
-
-async fn start_api(env: &mut TestEnv) {
-    env.spawn("api", &["api"]);
-    support::wait_http(
-        &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
-        &env.log_path("api"),
-    )
-    .await;
 }
 
 /// `admin.*` events on `topic` by event id, read until `want` distinct
@@ -87,7 +76,7 @@ async fn pg(env: &TestEnv) -> sqlx::PgPool {
 #[tokio::test]
 async fn budgets_through_the_api_are_admin_events_exactly_once() {
     let mut env = TestEnv::new("admin_budgets").await;
-    start_api(&mut env).await;
+    env.start_api().await;
     let (admin_key, admin_prefix) = key(&env, "admin");
     let (finance_key, finance_prefix) = key(&env, "finance");
     let http = reqwest::Client::new();
@@ -308,7 +297,7 @@ async fn budgets_through_the_api_are_admin_events_exactly_once() {
 #[tokio::test]
 async fn hostile_budget_bodies_are_400s_naming_the_field() {
     let mut env = TestEnv::new("admin_hostile").await;
-    start_api(&mut env).await;
+    env.start_api().await;
     let (admin_key, _) = key(&env, "admin");
     let http = reqwest::Client::new();
     let url = format!("{}/api/v1/admin/budgets", env.api_url());
@@ -823,7 +812,7 @@ async fn concurrent_relays_publish_each_row_once_in_order() {
 #[tokio::test]
 async fn admin_prices_are_exact_decimal_strings_or_400s_naming_the_field() {
     let mut env = TestEnv::new("admin_prices").await;
-    start_api(&mut env).await;
+    env.start_api().await;
     let (admin_key, _) = key(&env, "admin");
     let http = reqwest::Client::new();
     let url = format!("{}/api/v1/admin/prices", env.api_url());

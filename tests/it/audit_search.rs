@@ -9,9 +9,8 @@
 //! unverifiable-yet, 400s naming the parameter, tenant isolation (401, 403,
 //! 404) for search, entry, proof and export, and the compliance pages in
 //! headless Chromium (screenshots under tests/artifacts/).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -135,36 +134,6 @@ async fn seed(env: &TestEnv) -> (Vec<EntryRow>, Vec<CheckpointRow>) {
 
 /// A filter over seeded rows, the expectation for one search.
 type RowFilter = Box<dyn Fn(&EntryRow) -> bool>;
-
-fn create_key(env: &TestEnv, role: &str, org: Option<&str>) -> String {
-    let mut args = vec!["keys", "create", "--name", "search-test", "--role", role];
-    if let Some(org) = org {
-        args.extend(["--org", org]);
-    }
-    let out = env.tollgate(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-async fn start_api(env: &mut TestEnv) {
-    env.spawn("api", &["api"]);
-    support::wait_http(
-        &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
-        &env.log_path("api"),
-    )
-    .await;
-}
 
 async fn get(env: &TestEnv, path: &str, key: Option<&str>) -> (u16, String) {
     let mut request = reqwest::Client::new().get(format!("{}{path}", env.api_url()));
@@ -346,8 +315,8 @@ fn check_proof(entry: &Value, rows: &[EntryRow]) -> String {
 async fn search_filters_pagination_and_proofs() {
     let mut env = TestEnv::with_extra_config("audit_search", &config()).await;
     let (rows, _) = seed(&env).await;
-    start_api(&mut env).await;
-    let admin = create_key(&env, "admin", None);
+    env.start_api().await;
+    let admin = env.create_key_with_role("admin", None);
 
     // Every entry, seven at a time: stable order, no duplicate, no gap.
     let (all, pages) = all_pages(&env, "limit=7", &admin).await;
@@ -543,10 +512,10 @@ async fn search_filters_pagination_and_proofs() {
 async fn search_tenant_isolation_and_search_export() {
     let mut env = TestEnv::with_extra_config("audit_search_iso", &config()).await;
     let (rows, _) = seed(&env).await;
-    start_api(&mut env).await;
-    let compliance_a = create_key(&env, "compliance", Some("org-a"));
-    let compliance_all = create_key(&env, "compliance", None);
-    let finance_a = create_key(&env, "finance", Some("org-a"));
+    env.start_api().await;
+    let compliance_a = env.create_key_with_role("compliance", Some("org-a"));
+    let compliance_all = env.create_key_with_role("compliance", None);
+    let finance_a = env.create_key_with_role("finance", Some("org-a"));
 
     // Unauthenticated and wrong role.
     for path in [
@@ -755,9 +724,9 @@ async fn browse(env: &TestEnv, key: &str, page: &str, shot: &str) -> String {
 async fn compliance_pages_in_chromium() {
     let mut env = TestEnv::with_extra_config("audit_pages", &config()).await;
     let (rows, _) = seed(&env).await;
-    start_api(&mut env).await;
-    let compliance_a = create_key(&env, "compliance", Some("org-a"));
-    let finance = create_key(&env, "finance", None);
+    env.start_api().await;
+    let compliance_a = env.create_key_with_role("compliance", Some("org-a"));
+    let finance = env.create_key_with_role("finance", None);
 
     // Plain HTTP first: the login form without a key, 403 for another role,
     // the cookie flags.

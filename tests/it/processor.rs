@@ -1,9 +1,8 @@
 //! The calls processor against real Kafka and ClickHouse: effectively-once
 //! across SIGKILLs, dead letters, graceful shutdown, and re-runnable
 //! migrations.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use support::kafka::{produce_all, producer};
 
@@ -140,13 +139,6 @@ async fn produce_one(producer: &FutureProducer, topic: &str, payload: &[u8]) -> 
     delivery.offset
 }
 
-async fn ch_u64(env: &TestEnv, sql: &str) -> u64 {
-    let body = env.ch(sql).await;
-    body.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("not a number: {body:?} for {sql}"))
-}
-
 fn processor_config(group: &str, extra: &str) -> String {
     format!("[processor]\ngroup_id = \"{group}\"\n{extra}\n")
 }
@@ -258,13 +250,13 @@ async fn effectively_once_across_sigkill() {
         let label = format!("process-{round}");
         let mut child = env.spawn_child(&label, &["process"]);
         // Kill somewhere between 10% and 90% of what is still missing.
-        let before = ch_u64(&env, count_sql).await;
+        let before = env.ch_u64(count_sql).await;
         let target = before + ((traffic.calls - before) as f64 * rng.random_range(0.1..0.9)) as u64;
         let seen = env
             .wait_for_count(count_sql, target, Duration::from_secs(300))
             .await;
         kill(&mut child);
-        let after = ch_u64(&env, count_sql).await;
+        let after = env.ch_u64(count_sql).await;
         let committed: i64 = committed(&group, &env.events_topic, 4).values().sum();
         eprintln!(
             "round {round}: killed at {seen} rows (target {target}), {after} stored, {committed} messages committed"
@@ -297,9 +289,9 @@ async fn effectively_once_across_sigkill() {
     );
     assert!(kills >= 1, "no kill landed mid-stream");
 
-    assert_eq!(ch_u64(&env, count_sql).await, traffic.calls);
+    assert_eq!(env.ch_u64(count_sql).await, traffic.calls);
     assert_eq!(
-        ch_u64(&env, "SELECT uniqExact(event_id) FROM {db}.calls").await,
+        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls").await,
         traffic.calls
     );
     assert_eq!(
@@ -311,7 +303,7 @@ async fn effectively_once_across_sigkill() {
         traffic.calls
     );
     assert_eq!(
-        ch_u64(&env, "SELECT sum(input_tokens) FROM {db}.calls").await,
+        env.ch_u64("SELECT sum(input_tokens) FROM {db}.calls").await,
         traffic.input_tokens
     );
     assert_eq!(
@@ -484,7 +476,7 @@ async fn sigterm_flushes_commits_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
-        ch_u64(&env, "SELECT count() FROM {db}.calls").await,
+        env.ch_u64("SELECT count() FROM {db}.calls").await,
         0,
         "nothing is flushed before shutdown"
     );
@@ -493,7 +485,7 @@ async fn sigterm_flushes_commits_and_exits_zero() {
     let log = log_of(&env, "process");
     assert!(status.success(), "exit {status:?}; log:\n{log}");
 
-    let stored = ch_u64(&env, "SELECT count() FROM {db}.calls").await;
+    let stored = env.ch_u64("SELECT count() FROM {db}.calls").await;
     assert!(stored > 0, "log:\n{log}");
     // Every partition's committed offset is exactly one past what ClickHouse holds.
     let committed = committed(&group, &env.events_topic, 4);
@@ -552,7 +544,7 @@ async fn migrate_twice_and_detect_changed_file() {
     })
     .count() as u64;
     assert_eq!(
-        ch_u64(&env, "SELECT count() FROM {db}.schema_migrations").await,
+        env.ch_u64("SELECT count() FROM {db}.schema_migrations").await,
         files
     );
     assert_eq!(
@@ -654,17 +646,17 @@ async fn resumes_from_clickhouse_when_commits_are_lost() {
         .await
         .success());
     let log = log_of(&env, "process-2");
-    assert_eq!(ch_u64(&env, "SELECT count() FROM {db}.calls").await, want);
+    assert_eq!(env.ch_u64("SELECT count() FROM {db}.calls").await, want);
     assert_eq!(
-        ch_u64(&env, "SELECT uniqExact(event_id) FROM {db}.calls").await,
+        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls").await,
         want
     );
     assert_eq!(
-        ch_u64(&env, "SELECT sum(input_tokens) FROM {db}.calls").await,
+        env.ch_u64("SELECT sum(input_tokens) FROM {db}.calls").await,
         first.input_tokens + second.input_tokens
     );
     assert_eq!(
-        ch_u64(&env, "SELECT sum(input_tokens_estimated) FROM {db}.calls").await,
+        env.ch_u64("SELECT sum(input_tokens_estimated) FROM {db}.calls").await,
         first.estimated_inputs + second.estimated_inputs,
         "the estimated-input mark is stored (migration 0024)"
     );
@@ -758,13 +750,13 @@ async fn rebalances_between_two_processors_are_exact() {
         b.matches("partitions assigned").count() >= 2,
         "the second processor never took the first one's partitions; log b:\n{b}"
     );
-    assert_eq!(ch_u64(&env, count_sql).await, calls);
+    assert_eq!(env.ch_u64(count_sql).await, calls);
     assert_eq!(
-        ch_u64(&env, "SELECT uniqExact(event_id) FROM {db}.calls").await,
+        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls").await,
         calls
     );
     assert_eq!(
-        ch_u64(&env, "SELECT sum(input_tokens) FROM {db}.calls").await,
+        env.ch_u64("SELECT sum(input_tokens) FROM {db}.calls").await,
         first_half.input_tokens + second_half.input_tokens
     );
     assert_eq!(
@@ -885,10 +877,10 @@ async fn clickhouse_outages_are_retried_without_loss_or_duplicates() {
         proxy.cut();
         // An insert whose body had fully arrived may still be committing.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let during = ch_u64(&env, count_sql).await;
+        let during = env.ch_u64(count_sql).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(
-            ch_u64(&env, count_sql).await,
+            env.ch_u64(count_sql).await,
             during,
             "nothing is stored while clickhouse is unreachable"
         );
@@ -907,13 +899,13 @@ async fn clickhouse_outages_are_retried_without_loss_or_duplicates() {
         log.contains("insert failed, retrying"),
         "no insert was cut; log:\n{log}"
     );
-    assert_eq!(ch_u64(&env, count_sql).await, traffic.calls);
+    assert_eq!(env.ch_u64(count_sql).await, traffic.calls);
     assert_eq!(
-        ch_u64(&env, "SELECT uniqExact(event_id) FROM {db}.calls").await,
+        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls").await,
         traffic.calls
     );
     assert_eq!(
-        ch_u64(&env, "SELECT sum(input_tokens) FROM {db}.calls").await,
+        env.ch_u64("SELECT sum(input_tokens) FROM {db}.calls").await,
         traffic.input_tokens
     );
     let retries = log

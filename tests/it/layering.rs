@@ -2,7 +2,6 @@
 //! every workspace crate depends only on crates below it, so the contract
 //! stays free of I/O crates and no edge reaches up into the read side or the
 //! binary. A new crate must be given its place here.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::process::Command;

@@ -2,10 +2,9 @@
 //! ClickHouse, read back from the latency report API. Counts must be exact and
 //! percentiles must be numpy's (type 7) for these groups of 1000 calls, and
 //! say so (`"method": "exact"`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod latency_fixture;
-mod support;
+use crate::latency_fixture;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

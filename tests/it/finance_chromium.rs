@@ -9,9 +9,21 @@
 //! `tests/artifacts/`.
 //!
 //! Chromium comes from `TOLLGATE_TEST_CHROMIUM`, else `/usr/bin/chromium`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
+
+/// A completed call of `team` on `model` now, a quarter of its input read
+/// from the cache.
+fn event(team: &str, model: &str, input: u64, output: u64) -> Event {
+    let provider = if model.starts_with("claude") {
+        "anthropic"
+    } else {
+        "openai"
+    };
+    let usage = support::events::usage(input, input / 4, 0, output, 0);
+    support::events::call_event(team, provider, model, Utc::now(), usage, Outcome::Success)
+}
+use support::d;
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,52 +36,6 @@ use support::chromium::run_chromium;
 use support::{kafka_brokers, TestEnv};
 use tollgate_contract::{Call, Event, Operation, Outcome, Usage, SCHEMA_VERSION};
 use uuid::Uuid;
-
-fn event(team: &str, model: &str, input: u64, output: u64) -> Event {
-    Event {
-        schema_version: SCHEMA_VERSION,
-        event_id: Uuid::now_v7(),
-        kind: "ai.call.completed".into(),
-        occurred_at: Utc::now(),
-        org_id: "org-1".into(),
-        team_id: team.into(),
-        user_id: format!("{team}-user"),
-        api_key_id: format!("{team}-key"),
-        call: Some(Call {
-            call_id: Uuid::now_v7().to_string(),
-            trace_id: String::new(),
-            provider: if model.starts_with("claude") {
-                "anthropic"
-            } else {
-                "openai"
-            }
-            .into(),
-            model: model.into(),
-            requested_model: model.into(),
-            attempt: 1,
-            fallback_of: String::new(),
-            operation: Operation::Chat,
-            stream: false,
-            duration_ms: 100,
-            ttft_ms: None,
-            usage: Usage {
-                input_tokens: input,
-                output_tokens: output,
-                cached_input_tokens: input / 4,
-                ..Usage::default()
-            },
-            outcome: Outcome::Success,
-            http_status: 200,
-            error: None,
-            cache_hit: false,
-            prompt_sha256: None,
-            response_sha256: None,
-        }),
-        admin: None,
-        tags: Default::default(),
-        reported_cost: None,
-    }
-}
 
 async fn dom_of(url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
@@ -212,10 +178,6 @@ async fn finance_pages_in_chromium_match_the_csv() {
         "the running month has a forecast"
     );
     screenshot(&url, "finance_statement.png").await;
-}
-
-fn d(s: &str) -> Decimal {
-    s.parse().unwrap()
 }
 
 /// A completed call of `team` on `tg-burn` (0.001 USD per input token) at

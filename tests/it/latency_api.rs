@@ -5,10 +5,9 @@
 //! within the stated bound above, the same bytes whatever the rollup's part
 //! layout, working grouping and filters, and a 400 that names the parameter
 //! for every bad request.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod latency_fixture;
-mod support;
+use crate::latency_fixture;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -3,10 +3,12 @@
 //! a PostgreSQL database of its own. Addresses come from the environment:
 //! `TOLLGATE_TEST_KAFKA`, `TOLLGATE_TEST_CLICKHOUSE`, `TOLLGATE_TEST_POSTGRES`
 //! (an admin URL whose database part is replaced per test), and default to
-//! the dev stack's in `dev/tollgate.toml`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! the dev stack's in `dev/tollgate.toml`. When a [`TestEnv`] ends without
+//! a failure, its topics and databases are dropped; after a failure they are
+//! kept (and named on stderr) for a look.
 
 pub mod chromium;
+pub mod events;
 pub mod kafka;
 
 use std::net::TcpListener;
@@ -272,13 +274,134 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Start `tollgate api` (killed with the environment) and wait until it
+    /// answers.
+    pub async fn start_api(&mut self) {
+        self.spawn("api", &["api"]);
+        wait_http(
+            &format!("{}/healthz", self.api_url()),
+            Duration::from_secs(30),
+            &self.log_path("api"),
+        )
+        .await;
+    }
+
+    /// Create an API key with `role` (scoped to `org` when given) and return
+    /// its secret.
+    pub fn create_key_with_role(&self, role: &str, org: Option<&str>) -> String {
+        let mut args = vec!["keys", "create", "--name", "test", "--role", role];
+        if let Some(org) = org {
+            args.extend(["--org", org]);
+        }
+        let out = self.tollgate(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// A query answering one number.
+    pub async fn ch_u64(&self, sql: &str) -> u64 {
+        let body = self.ch(sql).await;
+        body.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {body:?} for {sql}"))
+    }
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed: keeping topics {}.*, ClickHouse database {} and PostgreSQL database {}",
+                self.name, self.ch_database, self.name
+            );
+            return;
+        }
+        // Drop runs inside the test's runtime, which cannot be blocked on:
+        // clean up from a thread with a runtime of its own.
+        let name = self.name.clone();
+        let ch_database = self.ch_database.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(drop_resources(&name, &ch_database));
+        });
+        if cleanup.join().is_err() {
+            eprintln!("cleaning up test environment {} failed", self.name);
+        }
     }
+}
+
+/// Drop what a [`TestEnv`] created: every topic named `<name>.*`, its
+/// ClickHouse database and its PostgreSQL database. Failures are reported,
+/// not raised: a leftover never fails a test that passed.
+async fn drop_resources(name: &str, ch_database: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+
+    let admin: Result<AdminClient<DefaultClientContext>, _> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create();
+    if let Ok(admin) = admin {
+        let prefix = format!("{name}.");
+        let topics: Vec<String> = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map(|m| {
+                m.topics()
+                    .iter()
+                    .map(|t| t.name().to_string())
+                    .filter(|t| t.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !topics.is_empty() {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            if let Err(err) = admin.delete_topics(&names, &AdminOptions::new()).await {
+                eprintln!("deleting topics {names:?}: {err}");
+            }
+        }
+    }
+    let response = reqwest::Client::new()
+        .post(clickhouse_url())
+        .body(format!("DROP DATABASE IF EXISTS {ch_database}"))
+        .send()
+        .await;
+    if let Err(err) = response {
+        eprintln!("dropping ClickHouse database {ch_database}: {err}");
+    }
+    use sqlx::Connection;
+    match sqlx::PgConnection::connect(&postgres_admin_url()).await {
+        Ok(mut conn) => {
+            // The name comes from `unique()`: letters, digits and underscores only.
+            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await {
+                eprintln!("dropping PostgreSQL database {name}: {err}");
+            }
+        }
+        Err(err) => eprintln!("dropping PostgreSQL database {name}: {err}"),
+    }
+}
+
+/// A decimal from its exact text.
+pub fn d(s: &str) -> rust_decimal::Decimal {
+    s.parse().unwrap()
 }
 
 /// Wait until `url` answers HTTP (any status) or panic after `timeout`.

@@ -1,0 +1,25 @@
+//! The one integration-test binary: every test against the real Kafka,
+//! ClickHouse and PostgreSQL (started by `dev/stack up`), and the checks
+//! over the workspace itself. One binary links the workspace once, instead
+//! of once per file; run a part with `cargo test --test it <module>::`.
+//!
+//! [`support`] holds what the tests share: the isolated environment
+//! ([`support::TestEnv`]: topics, databases and processes of its own,
+//! dropped when it ends), and the builders of events, keys and servers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod latency_fixture;
+mod support;
+
+mod admin_api;
+mod audit_chain;
+mod audit_search;
+mod cost;
+mod dashboard_chromium;
+mod e2e_latency;
+mod finance_chromium;
+mod ingest_api;
+mod latency_api;
+mod layering;
+mod processor;
+mod proxy;
