@@ -844,7 +844,8 @@ async fn sigkill_mid_stream_keeps_chains_continuous() {
     assert_eq!((got, got_after), (total, total));
     assert!(kills >= 1, "no kill landed mid-stream");
     assert_eq!(
-        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.audit_chain").await,
+        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.audit_chain")
+            .await,
         total
     );
     let rows = env

@@ -5,8 +5,8 @@
 //! last of 12 decimal places.
 
 use crate::support;
-use support::events::usage;
 use support::d;
+use support::events::usage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use rdkafka::ClientConfig;
 use rust_decimal::Decimal;
 use support::kafka::read_records;
 use support::{kafka_brokers, TestEnv};
-use tollgate_contract::{Call, Event, Operation, Outcome, Usage, SCHEMA_VERSION};
+use tollgate_contract::{Event, Outcome, Usage};
 use uuid::Uuid;
 
 fn at(h: u32, m: u32) -> DateTime<Utc> {

@@ -34,8 +34,7 @@ use rdkafka::ClientConfig;
 use rust_decimal::Decimal;
 use support::chromium::run_chromium;
 use support::{kafka_brokers, TestEnv};
-use tollgate_contract::{Call, Event, Operation, Outcome, Usage, SCHEMA_VERSION};
-use uuid::Uuid;
+use tollgate_contract::{Event, Outcome};
 
 async fn dom_of(url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();

@@ -291,15 +291,13 @@ async fn effectively_once_across_sigkill() {
 
     assert_eq!(env.ch_u64(count_sql).await, traffic.calls);
     assert_eq!(
-        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls").await,
+        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls")
+            .await,
         traffic.calls
     );
     assert_eq!(
-        ch_u64(
-            &env,
-            "SELECT uniqExact(kafka_partition, kafka_offset) FROM {db}.calls"
-        )
-        .await,
+        env.ch_u64("SELECT uniqExact(kafka_partition, kafka_offset) FROM {db}.calls")
+            .await,
         traffic.calls
     );
     assert_eq!(
@@ -307,19 +305,13 @@ async fn effectively_once_across_sigkill() {
         traffic.input_tokens
     );
     assert_eq!(
-        ch_u64(
-            &env,
-            "SELECT countMerge(calls) FROM {db}.latency_minute_hist"
-        )
-        .await,
+        env.ch_u64("SELECT countMerge(calls) FROM {db}.latency_minute_hist")
+            .await,
         traffic.calls
     );
     assert_eq!(
-        ch_u64(
-            &env,
-            "SELECT uniqExact(toYYYYMM(occurred_at)) FROM {db}.calls"
-        )
-        .await,
+        env.ch_u64("SELECT uniqExact(toYYYYMM(occurred_at)) FROM {db}.calls")
+            .await,
         2
     );
 
@@ -544,15 +536,13 @@ async fn migrate_twice_and_detect_changed_file() {
     })
     .count() as u64;
     assert_eq!(
-        env.ch_u64("SELECT count() FROM {db}.schema_migrations").await,
+        env.ch_u64("SELECT count() FROM {db}.schema_migrations")
+            .await,
         files
     );
     assert_eq!(
-        ch_u64(
-            &env,
-            "SELECT uniqExact(version) FROM {db}.schema_migrations"
-        )
-        .await,
+        env.ch_u64("SELECT uniqExact(version) FROM {db}.schema_migrations")
+            .await,
         files
     );
 
@@ -648,7 +638,8 @@ async fn resumes_from_clickhouse_when_commits_are_lost() {
     let log = log_of(&env, "process-2");
     assert_eq!(env.ch_u64("SELECT count() FROM {db}.calls").await, want);
     assert_eq!(
-        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls").await,
+        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls")
+            .await,
         want
     );
     assert_eq!(
@@ -656,7 +647,8 @@ async fn resumes_from_clickhouse_when_commits_are_lost() {
         first.input_tokens + second.input_tokens
     );
     assert_eq!(
-        env.ch_u64("SELECT sum(input_tokens_estimated) FROM {db}.calls").await,
+        env.ch_u64("SELECT sum(input_tokens_estimated) FROM {db}.calls")
+            .await,
         first.estimated_inputs + second.estimated_inputs,
         "the estimated-input mark is stored (migration 0024)"
     );
@@ -752,7 +744,8 @@ async fn rebalances_between_two_processors_are_exact() {
     );
     assert_eq!(env.ch_u64(count_sql).await, calls);
     assert_eq!(
-        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls").await,
+        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls")
+            .await,
         calls
     );
     assert_eq!(
@@ -901,7 +894,8 @@ async fn clickhouse_outages_are_retried_without_loss_or_duplicates() {
     );
     assert_eq!(env.ch_u64(count_sql).await, traffic.calls);
     assert_eq!(
-        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls").await,
+        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls")
+            .await,
         traffic.calls
     );
     assert_eq!(

@@ -4,7 +4,6 @@
 //! `tollgate api` serving them, and the exact statistics to check a report
 //! against (numpy's percentile definition, written out in [`type7`]).
 //! Shared by `latency_api.rs` and `dashboard_chromium.rs`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -391,7 +391,10 @@ async fn drop_resources(name: &str, ch_database: &str) {
         Ok(mut conn) => {
             // The name comes from `unique()`: letters, digits and underscores only.
             let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-            if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await {
+            if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut conn)
+                .await
+            {
                 eprintln!("dropping PostgreSQL database {name}: {err}");
             }
         }
