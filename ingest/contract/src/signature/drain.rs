@@ -137,11 +137,8 @@ impl DrainTree {
         }
         let tokens: Vec<&str> = signature.template.split_whitespace().collect();
         let config = self.config;
-        let class = (
-            signature.provider.clone(),
-            signature.http_status,
-            signature.error_type.clone(),
-        );
+        let (provider, status, error_type) = signature.class();
+        let class = (provider.to_string(), status, error_type.to_string());
         let mut node = self
             .roots
             .entry(class)

@@ -308,6 +308,25 @@ mod tests {
         assert_eq!(template("help.openai.com"), "help.openai.com");
     }
 
+    /// Inputs on which an earlier rule set was not idempotent (found by the
+    /// property test): quotes beside masked words, quotes inside quotes, a
+    /// number inside a word, a quote across a line break.
+    #[test]
+    fn known_idempotence_traps() {
+        for text in [
+            "\"\"0AA",
+            "``<NUM>``.",
+            "'`'s`'",
+            "µ0https://org-",
+            "`\n`",
+            "'a'b 'c'",
+            "x 'y' 'z'w",
+        ] {
+            let once = template(text);
+            assert_eq!(template(&once), once, "masking {text:?} twice");
+        }
+    }
+
     #[test]
     fn variables_come_back_in_order_with_their_kind() {
         let masked = mask("for gpt-4o in organization org-x1 on tokens per min (TPM): Limit 30000. Please try again in 1.918s.");
