@@ -10,7 +10,9 @@
 //!   so both agree to the last digit. Money is exact: `rust_decimal`, never
 //!   a float;
 //! - decisions (`decisions`): the records on the compacted decisions topic
-//!   that the budget watcher publishes and the proxy enforces.
+//!   that the budget watcher publishes and the proxy enforces;
+//! - error signatures (`signature`): which failure pattern a failed call
+//!   belongs to, computed alike by the error-pattern fold and the proxy.
 //!
 //! Reading and writing these records (Kafka, PostgreSQL, ClickHouse) lives
 //! in the crates above; this one only says what they are.
@@ -25,6 +27,7 @@ pub mod decisions;
 pub mod event;
 pub mod fault;
 pub mod schema;
+pub mod signature;
 pub mod validate;
 
 pub use batch::{split_body, BatchItem, BodyFormat};
