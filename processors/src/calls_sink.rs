@@ -109,7 +109,7 @@ pub fn call_row(
     Ok(Some(CallRow {
         event_id: event.event_id.to_string(),
         schema_version: event.schema_version,
-        kind: event.kind.clone(),
+        kind: event.kind.to_string(),
         occurred_at,
         occurred_at_ms,
         org_id: event.org_id.clone(),
@@ -275,7 +275,7 @@ mod tests {
         Event {
             schema_version: SCHEMA_VERSION,
             event_id: Uuid::now_v7(),
-            kind: "ai.call.completed".into(),
+            kind: tollgate_contract::EventKind::CallCompleted,
             occurred_at: Utc.with_ymd_and_hms(2026, 3, 31, 23, 59, 58).unwrap()
                 + Duration::milliseconds(123),
             org_id: "org".into(),
@@ -377,7 +377,7 @@ mod tests {
     #[test]
     fn admin_events_have_no_row() {
         let mut e = event();
-        e.kind = "admin.price.updated".into();
+        e.kind = tollgate_contract::EventKind::admin("admin.price.updated");
         e.call = None;
         e.admin = Some(serde_json::json!({"model": "gpt-4o"}));
         assert_eq!(call_row(&e, 0, 0, Utc::now()).unwrap(), None);

@@ -9,8 +9,7 @@ use rand_distr::{Distribution, LogNormal};
 use uuid::Uuid;
 
 use tollgate_contract::{
-    Call, Event, Operation, Outcome, ProviderError, Usage, KIND_CALL_COMPLETED, KIND_CALL_FAILED,
-    SCHEMA_VERSION,
+    Call, Event, EventKind, Operation, Outcome, ProviderError, Usage, SCHEMA_VERSION,
 };
 
 use super::cast::{callers, Caller, ModelProfile, MODELS};
@@ -82,9 +81,9 @@ impl Workload {
         let profile = MODELS[self.model_index.sample(&mut self.rng)];
         let call = self.call(&profile, occurred_at);
         let kind = if call.outcome == Outcome::Success {
-            KIND_CALL_COMPLETED
+            EventKind::CallCompleted
         } else {
-            KIND_CALL_FAILED
+            EventKind::CallFailed
         };
         let mut tags = std::collections::BTreeMap::new();
         tags.insert(
@@ -101,7 +100,7 @@ impl Workload {
         Event {
             schema_version: SCHEMA_VERSION,
             event_id: uuid_v7_at(occurred_at, &mut self.rng),
-            kind: kind.to_string(),
+            kind,
             occurred_at,
             org_id: caller.org_id,
             team_id: caller.team_id,
@@ -298,7 +297,7 @@ mod tests {
         assert!(a
             .windows(2)
             .all(|w| w[0].occurred_at <= w[1].occurred_at + Duration::milliseconds(2000)));
-        let errors = a.iter().filter(|e| e.kind == KIND_CALL_FAILED).count();
+        let errors = a.iter().filter(|e| e.kind == EventKind::CallFailed).count();
         assert!(
             (20..300).contains(&errors),
             "a few percent errors, got {errors}"

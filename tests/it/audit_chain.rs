@@ -1027,7 +1027,7 @@ async fn verification_rate() {
         let fields = EntryFields {
             occurred_at_ms: 1_773_000_000_000 + seq,
             event_id: format!("e-{seq}"),
-            kind: "ai.call.completed".into(),
+            kind: tollgate_contract::KIND_CALL_COMPLETED.into(),
             org_id: "org-a".into(),
             team_id: "team-big".into(),
             user_id: "u".into(),

@@ -46,7 +46,7 @@ fn call(
 ) -> Event {
     let mut event =
         support::events::call_event(team, "testprov", model, occurred_at, usage, outcome);
-    event.kind = kind.into();
+    event.kind = kind.parse().unwrap();
     event
 }
 

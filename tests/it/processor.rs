@@ -18,7 +18,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::{ClientConfig, Offset};
 use support::{kafka_brokers, unique, TestEnv};
-use tollgate_contract::{Call, Event, Operation, Outcome, ProviderError, Usage, SCHEMA_VERSION};
+use tollgate_contract::{
+    Call, Event, EventKind, Operation, Outcome, ProviderError, Usage, SCHEMA_VERSION,
+};
 use uuid::Uuid;
 
 /// Generated traffic: payloads to produce and what ClickHouse must end up with.
@@ -48,7 +50,7 @@ fn traffic(n: usize, start: DateTime<Utc>, seed: u64) -> Traffic {
             Event {
                 schema_version: SCHEMA_VERSION,
                 event_id: Uuid::now_v7(),
-                kind: "admin.price.updated".into(),
+                kind: tollgate_contract::EventKind::admin("admin.price.updated"),
                 occurred_at,
                 org_id: "org-1".into(),
                 team_id: team.clone(),
@@ -70,11 +72,10 @@ fn traffic(n: usize, start: DateTime<Utc>, seed: u64) -> Traffic {
                 schema_version: SCHEMA_VERSION,
                 event_id: Uuid::now_v7(),
                 kind: if failed {
-                    "ai.call.failed"
+                    EventKind::CallFailed
                 } else {
-                    "ai.call.completed"
-                }
-                .into(),
+                    EventKind::CallCompleted
+                },
                 occurred_at,
                 org_id: "org-1".into(),
                 team_id: team.clone(),

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::catalog::PriceVersion;
 use crate::event::{Event, SCHEMA_VERSION};
+use crate::kind::EventKind;
 
 /// Org and team of control-plane events that belong to no tenant.
 pub const CONTROL_PLANE_TENANT: &str = "_tollgate";
@@ -32,7 +33,7 @@ pub const KIND_PRICE_CORRECTED: &str = "admin.price.corrected";
 pub const KIND_PRICE_REPRICED: &str = "admin.price.repriced";
 
 /// A control-plane event with `payload` as its `admin` object.
-pub fn admin_event(kind: &str, actor: &str, payload: serde_json::Value) -> Event {
+pub fn admin_event(kind: &'static str, actor: &str, payload: serde_json::Value) -> Event {
     let mut admin = json!({ "actor": actor });
     if let (Some(obj), serde_json::Value::Object(extra)) = (admin.as_object_mut(), payload) {
         obj.extend(extra);
@@ -40,7 +41,7 @@ pub fn admin_event(kind: &str, actor: &str, payload: serde_json::Value) -> Event
     Event {
         schema_version: SCHEMA_VERSION,
         event_id: Uuid::now_v7(),
-        kind: kind.to_string(),
+        kind: EventKind::admin(kind),
         occurred_at: Utc::now(),
         org_id: CONTROL_PLANE_TENANT.into(),
         team_id: CONTROL_PLANE_TENANT.into(),

@@ -10,34 +10,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::kind::EventKind;
+
 /// The only schema version this build accepts and emits.
 pub const SCHEMA_VERSION: u16 = 1;
-
-/// Kinds of AI-call events.
-pub const KIND_CALL_COMPLETED: &str = "ai.call.completed";
-pub const KIND_CALL_FAILED: &str = "ai.call.failed";
-pub const KIND_CALL_BLOCKED: &str = "ai.call.blocked";
-pub const KIND_CALL_STARTED: &str = "ai.call.started";
-pub const KIND_CALL_FIRST_TOKEN: &str = "ai.call.first_token";
-
-/// Whether an event of this kind is billed (and so priced): terminal calls
-/// only; blocked calls never reached a provider, lifecycle events would
-/// count a call twice. The processors' cost fold and the proxy's budget
-/// charges both go by it.
-pub fn is_billable(kind: &str) -> bool {
-    kind == KIND_CALL_COMPLETED || kind == KIND_CALL_FAILED
-}
-/// Prefix of control-plane change kinds (`admin.price.updated`, ...).
-pub const KIND_ADMIN_PREFIX: &str = "admin.";
-
-/// Every kind that carries a `call` object.
-pub const CALL_KINDS: [&str; 5] = [
-    KIND_CALL_COMPLETED,
-    KIND_CALL_FAILED,
-    KIND_CALL_BLOCKED,
-    KIND_CALL_STARTED,
-    KIND_CALL_FIRST_TOKEN,
-];
 
 /// One event on `tollgate.events`, schema version 1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -54,10 +30,7 @@ pub struct Event {
     pub event_id: Uuid,
     /// `ai.call.completed`, `ai.call.failed`, `ai.call.blocked`, `ai.call.started`,
     /// `ai.call.first_token`, or `admin.<change>`.
-    #[schemars(regex(
-        pattern = r"^(ai\.call\.(completed|failed|blocked|started|first_token)|admin\.[a-z][a-z0-9_.]{0,62})$"
-    ))]
-    pub kind: String,
+    pub kind: EventKind,
     /// When the call finished (or the change happened), UTC, RFC 3339 with milliseconds.
     pub occurred_at: DateTime<Utc>,
     #[schemars(length(min = 1, max = 128))]
@@ -304,6 +277,6 @@ impl Event {
     }
 
     pub fn is_call(&self) -> bool {
-        CALL_KINDS.contains(&self.kind.as_str())
+        self.kind.is_call()
     }
 }

@@ -26,6 +26,7 @@ pub mod cost;
 pub mod decisions;
 pub mod event;
 pub mod fault;
+pub mod kind;
 pub mod schema;
 pub mod signature;
 pub mod validate;
@@ -35,5 +36,9 @@ pub use catalog::{NewPrice, PriceCatalog, PriceTier, PriceVersion, SharedCatalog
 pub use cost::{call_cost, BillableUsage, CostOverflow, COST_SCALE};
 pub use event::*;
 pub use fault::Fault;
+pub use kind::{
+    is_billable, EventKind, CALL_KINDS, KIND_ADMIN_PREFIX, KIND_CALL_BLOCKED, KIND_CALL_COMPLETED,
+    KIND_CALL_FAILED, KIND_CALL_FIRST_TOKEN, KIND_CALL_STARTED,
+};
 pub use schema::event_schema;
 pub use validate::{parse_event, Limits, Rejection};

@@ -5,9 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::event::{
-    Event, Usage, CALL_KINDS, KIND_ADMIN_PREFIX, MAX_TOKENS_PER_CALL, SCHEMA_VERSION,
-};
+use super::event::{Event, Usage, MAX_TOKENS_PER_CALL, SCHEMA_VERSION};
 
 /// Why one event was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -101,23 +99,9 @@ fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
             ),
         ));
     }
-    let is_call = CALL_KINDS.contains(&event.kind.as_str());
-    let is_admin = event.kind.starts_with(KIND_ADMIN_PREFIX)
-        && event.kind.len() > KIND_ADMIN_PREFIX.len()
-        && event.kind.len() <= 64
-        && event.kind[KIND_ADMIN_PREFIX.len()..]
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
-    if !is_call && !is_admin {
-        return Err(Rejection::new(
-            "kind",
-            format!(
-                "unknown kind {:?}; expected one of {} or admin.<change>",
-                event.kind,
-                CALL_KINDS.join(", ")
-            ),
-        ));
-    }
+    // The kind itself was checked when the event was read (`EventKind`).
+    let is_call = event.kind.is_call();
+    let is_admin = event.kind.is_admin();
     if event.occurred_at > now + limits.max_future_skew {
         return Err(Rejection::new(
             "occurred_at",

@@ -24,7 +24,7 @@ use serde_json::Value;
 use tollgate_contract::{PriceCatalog, PriceVersion};
 
 use super::budget::round_up;
-use tollgate_contract::{is_billable, Event, KIND_CALL_COMPLETED};
+use tollgate_contract::{Event, KIND_CALL_COMPLETED};
 
 /// Chat-template tokens allowed per message and per call.
 pub const TEMPLATE_TOKENS: u64 = 16;
@@ -111,7 +111,7 @@ pub fn estimate(
 /// compute it: terminal calls only, the version in force at `occurred_at`.
 /// `None` for unbilled or unpriced events.
 pub fn event_cost(event: &Event, catalog: &PriceCatalog) -> Option<Decimal> {
-    if !is_billable(&event.kind) {
+    if !event.kind.is_billable() {
         return None;
     }
     let call = event.call.as_ref()?;

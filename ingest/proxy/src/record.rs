@@ -13,8 +13,7 @@ use uuid::Uuid;
 
 use super::auth::VirtualKey;
 use tollgate_contract::{
-    Call, Event, Operation, Outcome, ProviderError, Usage, KIND_CALL_BLOCKED, KIND_CALL_COMPLETED,
-    KIND_CALL_FAILED, SCHEMA_VERSION,
+    Call, Event, EventKind, Operation, Outcome, ProviderError, Usage, SCHEMA_VERSION,
 };
 
 const TAG_HEADER_PREFIX: &str = "x-tollgate-tag-";
@@ -97,9 +96,9 @@ impl CallContext {
 
     pub fn event(&self, record: AttemptRecord) -> Event {
         let kind = match record.outcome {
-            Outcome::Success => KIND_CALL_COMPLETED,
-            Outcome::Blocked => KIND_CALL_BLOCKED,
-            _ => KIND_CALL_FAILED,
+            Outcome::Success => EventKind::CallCompleted,
+            Outcome::Blocked => EventKind::CallBlocked,
+            _ => EventKind::CallFailed,
         };
         let mut tags = self.tags.clone();
         if record.usage_estimated {
@@ -109,7 +108,7 @@ impl CallContext {
         Event {
             schema_version: SCHEMA_VERSION,
             event_id: Uuid::now_v7(),
-            kind: kind.into(),
+            kind,
             occurred_at: Utc::now().trunc_subsecs(3),
             org_id: self.key.org_id.clone(),
             team_id: self.key.team_id.clone(),
@@ -163,7 +162,7 @@ pub fn blocked(
     record.duration = elapsed;
     record.error = Some(super::observe::provider_error(error_type, reason));
     let mut event = ctx.event(record);
-    event.kind = KIND_CALL_BLOCKED.into();
+    event.kind = EventKind::CallBlocked;
     event
 }
 

@@ -184,13 +184,13 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_contract::{KIND_CALL_COMPLETED, SCHEMA_VERSION};
+    use tollgate_contract::SCHEMA_VERSION;
 
     fn event(team: &str) -> Event {
         Event {
             schema_version: SCHEMA_VERSION,
             event_id: uuid::Uuid::now_v7(),
-            kind: KIND_CALL_COMPLETED.into(),
+            kind: tollgate_contract::EventKind::CallCompleted,
             occurred_at: chrono::Utc::now(),
             org_id: "o".into(),
             team_id: team.into(),

@@ -484,7 +484,7 @@ mod tests {
             // Every dimension: rollup sums == per-call sums.
             let cells: Vec<CallRow> = rollup.cells.iter().map(|(k, v)| {
                 let mut r = calls[0].clone();
-                r.kind = "ai.call.completed".into();
+                r.kind = tollgate_contract::KIND_CALL_COMPLETED.into();
                 r.occurred_at = u32::try_from(k.0 * 86_400).unwrap();
                 r.org_id = k.1.clone(); r.team_id = k.2.clone(); r.user_id = k.3.clone();
                 r.api_key_id = k.4.clone(); r.provider = k.5.clone(); r.model = k.6.clone();

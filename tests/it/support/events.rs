@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use tollgate_contract::{Call, Event, Operation, Outcome, Usage, SCHEMA_VERSION};
+use tollgate_contract::{Call, Event, EventKind, Operation, Outcome, Usage, SCHEMA_VERSION};
 use uuid::Uuid;
 
 /// A call of `team` (org `org-1`, user `<team>-user`, key `<team>-key`) on
@@ -23,11 +23,10 @@ pub fn call_event(
         schema_version: SCHEMA_VERSION,
         event_id: Uuid::now_v7(),
         kind: if success {
-            tollgate_contract::KIND_CALL_COMPLETED
+            EventKind::CallCompleted
         } else {
-            tollgate_contract::KIND_CALL_FAILED
-        }
-        .into(),
+            EventKind::CallFailed
+        },
         occurred_at,
         org_id: "org-1".into(),
         team_id: team.into(),

@@ -737,7 +737,7 @@ pub(crate) mod tests {
                 let fields = EntryFields {
                     occurred_at_ms: 1_700_000_000_000 + seq,
                     event_id: format!("e{seq}"),
-                    kind: "ai.call.completed".into(),
+                    kind: tollgate_contract::KIND_CALL_COMPLETED.into(),
                     org_id: "o".into(),
                     team_id: "t".into(),
                     user_id: "u".into(),

@@ -4,7 +4,8 @@
 //! `docs/audit.md` specifies the same form for auditors; a unit test pins
 //! it to RFC 8785 (JCS) as implemented by `serde_jcs`.
 
-use crate::event::{Event, KIND_CALL_BLOCKED};
+use crate::event::Event;
+use crate::kind::EventKind;
 use crate::validate::Rejection;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -76,7 +77,7 @@ pub fn entry_fields(event: &Event) -> Result<EntryFields, Rejection> {
     let event_json = serde_jcs::to_string(event)
         .map_err(|e| Rejection::new("event", format!("cannot canonicalize: {e}")))?;
     let call = event.call.as_ref();
-    let (decision, decision_reason) = if event.kind == KIND_CALL_BLOCKED {
+    let (decision, decision_reason) = if event.kind == EventKind::CallBlocked {
         let reason = call
             .and_then(|c| c.error.as_ref())
             .map(|e| {
@@ -94,7 +95,7 @@ pub fn entry_fields(event: &Event) -> Result<EntryFields, Rejection> {
     Ok(EntryFields {
         occurred_at_ms,
         event_id: event.event_id.to_string(),
-        kind: event.kind.clone(),
+        kind: event.kind.to_string(),
         org_id: event.org_id.clone(),
         team_id: event.team_id.clone(),
         user_id: event.user_id.clone(),
