@@ -93,6 +93,21 @@ async fn readyz(State(state): State<ApiState>) -> Result<Json<serde_json::Value>
     Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
+/// The query string's pairs, or a 400 naming `query`.
+pub(crate) fn query_pairs(
+    query: Result<
+        axum::extract::Query<Vec<(String, String)>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Vec<(String, String)>, ApiError> {
+    query
+        .map(|axum::extract::Query(pairs)| pairs)
+        .map_err(|err| ApiError::InvalidParameter {
+            parameter: "query".into(),
+            reason: err.body_text(),
+        })
+}
+
 async fn api_not_found() -> ApiError {
     ApiError::NotFound
 }
