@@ -200,6 +200,50 @@ mod tests {
         assert!(body.contains("1 to 64 characters"), "{body}");
     }
 
+    /// Every endpoint reads its query string with the one parser: a
+    /// repeated `format` and the verification's missing or unknown
+    /// parameters are JSON 400s naming them (before, a repeated `format`
+    /// silently took the last, and the verification answered axum's plain
+    /// text).
+    #[tokio::test]
+    async fn every_query_string_is_read_one_way() {
+        let config = ClickHouseConfig {
+            url: "http://127.0.0.1:9".into(),
+            ..ClickHouseConfig::default()
+        };
+        let app = super::router(ApiState {
+            read_models: ReadModels::new(&config),
+            audit: Some(audit::AuditState {
+                clickhouse: tollgate_queries::client(&config),
+                public_key: None,
+                signer: None,
+                keys: None,
+            }),
+            prices: None,
+            keys: None,
+            budgets: None,
+        });
+        for (uri, parameter) in [
+            ("/api/v1/finance/budgets?format=csv&format=json", "format"),
+            ("/api/v1/finance/statement?team=a&team=b", "team"),
+            ("/api/v1/audit/verify", "org"),
+            ("/api/v1/audit/verify?org=a&colour=red", "colour"),
+            ("/api/v1/audit/verify?org=a&org=b", "org"),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["parameter"], parameter, "{uri}: {body}");
+        }
+    }
+
     #[tokio::test]
     async fn unreachable_clickhouse_is_503() {
         let (status, body, _) = get("/api/v1/reports/latency").await;

@@ -17,9 +17,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use tollgate_contract::catalog::PriceCatalog;
-use tollgate_queries::cost::{
-    self, parse_params, CostDimension, CostQuery, CostReport, CostTotals,
-};
+use tollgate_queries::cost::{self, parse_params, CostDimension, CostQuery, CostReport};
 use tollgate_queries::overview::{self, CostOverview};
 use tollgate_queries::{statement, InvalidParameter, ReadModelError, Table};
 
@@ -125,18 +123,6 @@ const NUMBER_HEADERS: [&str; 7] = [
     "output tokens",
     "reasoning",
 ];
-
-fn numbers(t: &CostTotals) -> Vec<String> {
-    vec![
-        t.calls.to_string(),
-        t.unpriced_calls.to_string(),
-        t.input_tokens.to_string(),
-        t.cached_input_tokens.to_string(),
-        t.cache_write_tokens.to_string(),
-        t.output_tokens.to_string(),
-        t.reasoning_tokens.to_string(),
-    ]
-}
 
 fn query_string(pairs: &[(String, String)]) -> String {
     pairs
@@ -319,7 +305,7 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
             }
             rows.push(TableRow {
                 keys,
-                numbers: numbers(&g.totals),
+                numbers: g.totals.count_cells().to_vec(),
                 cost: g.totals.cost_label(),
                 unpriced: g.totals.cost.is_none(),
             });
@@ -338,7 +324,7 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
                     href: None,
                 })
                 .collect(),
-            numbers: numbers(&report.total),
+            numbers: report.total.count_cells().to_vec(),
             cost: report.total.cost_label(),
             unpriced: report.total.cost.is_none(),
         });
@@ -880,6 +866,7 @@ fn burndown_view(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use chrono::NaiveDate;
+    use tollgate_queries::cost::CostTotals;
 
     use super::*;
     use tollgate_queries::samples;

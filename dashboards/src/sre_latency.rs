@@ -906,6 +906,29 @@ mod tests {
         assert_eq!(parse_params(&params, now).1.unwrap_err().parameter, "range");
     }
 
+    /// The page reads its query string with the API's parser: a typo or a
+    /// repeated field is an error naming it, not a silently different
+    /// report (before, an unknown field was dropped and a repeated one
+    /// reset the whole form to its defaults).
+    #[test]
+    fn unknown_and_repeated_fields_are_named() {
+        let pairs = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let err = PageParams::parse(&pairs(&[("grup_by", "team")])).unwrap_err();
+        assert_eq!(err.parameter, "grup_by");
+        let err = PageParams::parse(&pairs(&[("model", "a"), ("model", "b")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid parameter `model`: given more than once"
+        );
+        let params = PageParams::parse(&pairs(&[("range", "6h"), ("model", "gpt-4o")])).unwrap();
+        assert_eq!(params.range.as_deref(), Some("6h"));
+        assert_eq!(params.model.as_deref(), Some("gpt-4o"));
+    }
+
     #[test]
     fn number_formatting() {
         assert_eq!(thousands(0), "0");

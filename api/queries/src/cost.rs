@@ -265,6 +265,15 @@ impl CostQuery {
         }
     }
 
+    /// The filters by the parameter that names them (`team`, `tag.feature`),
+    /// as reports show them.
+    pub fn filters_by_name(&self) -> std::collections::BTreeMap<String, String> {
+        self.filters
+            .iter()
+            .map(|(d, v)| (self.filter_name(*d), v.clone()))
+            .collect()
+    }
+
     /// The query parameter that filters on `d`: `tag.<key>` for the tag.
     pub fn filter_name(&self, d: CostDimension) -> String {
         match (d, &self.tag_key) {
@@ -311,7 +320,22 @@ impl CostTotals {
         }
     }
 
-    pub(crate) fn add(&mut self, other: &CostTotals) {
+    /// The counts every table shows, in the tables' order: calls, unpriced
+    /// calls, input, cached input, cache write, output and reasoning
+    /// tokens.
+    pub fn count_cells(&self) -> [String; 7] {
+        [
+            self.calls.to_string(),
+            self.unpriced_calls.to_string(),
+            self.input_tokens.to_string(),
+            self.cached_input_tokens.to_string(),
+            self.cache_write_tokens.to_string(),
+            self.output_tokens.to_string(),
+            self.reasoning_tokens.to_string(),
+        ]
+    }
+
+    fn add(&mut self, other: &CostTotals) {
         self.calls += other.calls;
         self.unpriced_calls += other.unpriced_calls;
         self.input_tokens += other.input_tokens;
@@ -512,10 +536,6 @@ fn assemble(
     rows: Vec<CostRow>,
     name: &'static str,
 ) -> Result<CostReport, ReadModelError> {
-    let mut total = CostTotals {
-        cost: None,
-        ..CostTotals::default()
-    };
     let mut groups = Vec::with_capacity(rows.len());
     for row in rows {
         let cost = from_mantissa(row.cost).ok_or_else(|| ReadModelError::UnexpectedRow {
@@ -535,7 +555,6 @@ fn assemble(
             audio_ms: row.audio_ms,
             cost: (priced_calls != 0 || !cost.is_zero()).then_some(cost),
         };
-        total.add(&totals);
         let key = query
             .group_by
             .iter()
@@ -551,19 +570,26 @@ fn assemble(
             .cmp(&a.totals.cost.unwrap_or(Decimal::MIN))
             .then_with(|| a.key.cmp(&b.key))
     });
-    Ok(CostReport {
-        from: query.from,
-        to: query.to,
-        group_by: query.group_by.iter().map(|d| query.label(*d)).collect(),
-        filters: query
-            .filters
-            .iter()
-            .map(|(d, v)| (query.filter_name(*d), v.clone()))
-            .collect(),
-        tag_key: query.tag_key.clone(),
-        groups,
-        total,
-    })
+    Ok(CostReport::of_groups(query, groups))
+}
+
+impl CostReport {
+    /// The report of `query` with `groups` (in their order) and their sum.
+    pub fn of_groups(query: &CostQuery, groups: Vec<CostGroup>) -> Self {
+        let mut total = CostTotals::default();
+        for g in &groups {
+            total.add(&g.totals);
+        }
+        Self {
+            from: query.from,
+            to: query.to,
+            group_by: query.group_by.iter().map(|d| query.label(*d)).collect(),
+            filters: query.filters_by_name(),
+            tag_key: query.tag_key.clone(),
+            groups,
+            total,
+        }
+    }
 }
 
 /// The cost report's table (its CSV): one row per group with the grouped
@@ -588,16 +614,8 @@ pub fn table(report: &CostReport) -> Table {
     let mut table = Table::new(columns);
     let row = |keys: Vec<String>, t: &CostTotals| {
         let mut fields = keys;
-        fields.extend([
-            t.calls.to_string(),
-            t.unpriced_calls.to_string(),
-            t.input_tokens.to_string(),
-            t.cached_input_tokens.to_string(),
-            t.cache_write_tokens.to_string(),
-            t.output_tokens.to_string(),
-            t.reasoning_tokens.to_string(),
-            t.cost_label(),
-        ]);
+        fields.extend(t.count_cells());
+        fields.push(t.cost_label());
         fields
     };
     for g in &report.groups {

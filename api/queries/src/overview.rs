@@ -194,11 +194,7 @@ pub fn assemble(
     CostOverview {
         from: query.from,
         to: query.to,
-        filters: query
-            .filters
-            .iter()
-            .map(|(d, v)| (query.filter_name(*d), v.clone()))
-            .collect(),
+        filters: query.filters_by_name(),
         tag_key: query.tag_key.clone(),
         today,
         total: by_month_and_version.total.clone(),

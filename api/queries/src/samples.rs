@@ -173,26 +173,6 @@ fn group(key: &[(&str, &str)], totals: CostTotals, cost: Option<Decimal>) -> Cos
     }
 }
 
-fn report(query: &CostQuery, groups: Vec<CostGroup>) -> CostReport {
-    let mut total = CostTotals::default();
-    for g in &groups {
-        total.add(&g.totals);
-    }
-    CostReport {
-        from: query.from,
-        to: query.to,
-        group_by: query.group_by.iter().map(|d| query.label(*d)).collect(),
-        filters: query
-            .filters
-            .iter()
-            .map(|(d, v)| (query.filter_name(*d), v.clone()))
-            .collect(),
-        tag_key: query.tag_key.clone(),
-        groups,
-        total,
-    }
-}
-
 /// March 2026 so far (to the 23rd, exclusive) by team and model.
 pub fn cost_query() -> CostQuery {
     CostQuery {
@@ -207,7 +187,7 @@ pub fn cost_query() -> CostQuery {
 /// [`cost_query`]'s report: two priced groups (gpt-4o with cached input)
 /// and an unpriced fine-tune, highest cost first.
 pub fn cost_report() -> CostReport {
-    report(
+    CostReport::of_groups(
         &cost_query(),
         vec![
             group(
@@ -284,7 +264,7 @@ pub fn catalog() -> PriceCatalog {
 /// the formula guard).
 pub fn overview() -> CostOverview {
     let query = cost_query();
-    let by_month_and_version = report(
+    let by_month_and_version = CostReport::of_groups(
         &CostQuery {
             group_by: vec![CostDimension::Month, CostDimension::PriceVersion],
             ..query.clone()
@@ -400,7 +380,7 @@ pub fn statement() -> Statement {
     statement::assemble(
         "team-search",
         "2026-03",
-        &report(&query, groups),
+        &CostReport::of_groups(&query, groups),
         &repricing,
         &catalog(),
         today(),

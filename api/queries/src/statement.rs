@@ -296,17 +296,6 @@ pub fn table(s: &Statement) -> Table {
         "repricing_usd",
         "cost_usd",
     ]);
-    let counts = |t: &CostTotals| {
-        [
-            t.calls.to_string(),
-            t.unpriced_calls.to_string(),
-            t.input_tokens.to_string(),
-            t.cached_input_tokens.to_string(),
-            t.cache_write_tokens.to_string(),
-            t.output_tokens.to_string(),
-            t.reasoning_tokens.to_string(),
-        ]
-    };
     for l in &s.lines {
         let p = l.prices.as_ref();
         let price = |f: fn(&PriceVersion) -> Option<Decimal>| opt(p.and_then(f));
@@ -321,7 +310,7 @@ pub fn table(s: &Statement) -> Table {
             price(|p| p.reasoning_per_token),
             price(|p| Some(p.per_request)),
         ];
-        row.extend(counts(&l.totals));
+        row.extend(l.totals.count_cells());
         row.extend([
             opt(l.cache_savings),
             opt(l.repricing),
@@ -331,7 +320,7 @@ pub fn table(s: &Statement) -> Table {
     }
     let mut total = vec!["total".to_string()];
     total.extend(std::iter::repeat_n(String::new(), 8));
-    total.extend(counts(&s.total));
+    total.extend(s.total.count_cells());
     total.extend([
         s.cache_savings.to_string(),
         s.repricing.to_string(),
