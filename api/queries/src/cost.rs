@@ -291,6 +291,17 @@ fn untagged_reason(d: CostDimension, key: &str) -> String {
     )
 }
 
+/// The columns of [`CostTotals::count_cells`] in the reports' tables.
+pub const COUNT_COLUMNS: [&str; 7] = [
+    "calls",
+    "unpriced_calls",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+];
+
 /// Sums of one group. Tokens are totals of the group's calls, summed as
 /// 128-bit integers (`Decimal(38, 0)` in ClickHouse): a report over any
 /// range cannot overflow, whereas a signed 64-bit sum of bounded per-call
@@ -320,9 +331,7 @@ impl CostTotals {
         }
     }
 
-    /// The counts every table shows, in the tables' order: calls, unpriced
-    /// calls, input, cached input, cache write, output and reasoning
-    /// tokens.
+    /// The counts every table shows, under [`COUNT_COLUMNS`].
     pub fn count_cells(&self) -> [String; 7] {
         [
             self.calls.to_string(),
@@ -599,17 +608,10 @@ pub fn table(report: &CostReport) -> Table {
     let mut columns: Vec<Cow<'static, str>> =
         report.group_by.iter().cloned().map(Cow::Owned).collect();
     columns.extend(
-        [
-            "calls",
-            "unpriced_calls",
-            "input_tokens",
-            "cached_input_tokens",
-            "cache_write_tokens",
-            "output_tokens",
-            "reasoning_tokens",
-            "cost_usd",
-        ]
-        .map(Cow::Borrowed),
+        COUNT_COLUMNS
+            .into_iter()
+            .chain(["cost_usd"])
+            .map(Cow::Borrowed),
     );
     let mut table = Table::new(columns);
     let row = |keys: Vec<String>, t: &CostTotals| {

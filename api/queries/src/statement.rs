@@ -16,7 +16,7 @@ use serde::Serialize;
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::cost::{CostDimension, CostQuery, CostReport, CostTotals};
+use super::cost::{CostDimension, CostQuery, CostReport, CostTotals, COUNT_COLUMNS};
 use super::params::{Expected, InvalidParameter, QueryParams};
 use super::table::Table;
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
@@ -275,27 +275,22 @@ fn opt(d: Option<Decimal>) -> String {
 /// The statement's table (its CSV): one row per statement line, then
 /// `total`.
 pub fn table(s: &Statement) -> Table {
-    let mut table = Table::new([
-        "provider",
-        "model",
-        "price_version",
-        "input_per_token",
-        "cache_read_per_token",
-        "cache_write_per_token",
-        "output_per_token",
-        "reasoning_per_token",
-        "per_request",
-        "calls",
-        "unpriced_calls",
-        "input_tokens",
-        "cached_input_tokens",
-        "cache_write_tokens",
-        "output_tokens",
-        "reasoning_tokens",
-        "cache_savings_usd",
-        "repricing_usd",
-        "cost_usd",
-    ]);
+    let mut table = Table::new(
+        [
+            "provider",
+            "model",
+            "price_version",
+            "input_per_token",
+            "cache_read_per_token",
+            "cache_write_per_token",
+            "output_per_token",
+            "reasoning_per_token",
+            "per_request",
+        ]
+        .into_iter()
+        .chain(COUNT_COLUMNS)
+        .chain(["cache_savings_usd", "repricing_usd", "cost_usd"]),
+    );
     for l in &s.lines {
         let p = l.prices.as_ref();
         let price = |f: fn(&PriceVersion) -> Option<Decimal>| opt(p.and_then(f));
