@@ -12,41 +12,47 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use tollgate_contract::audit::checkpoint::parse_public_key;
-use tollgate_control::clickhouse::client;
 use tollgate_control::keys::ApiKey;
 use tollgate_queries::audit::access::{authenticate, scoped_org, AuditAccess, Denied};
 use tollgate_queries::audit::search::{self, ProofSource, SearchQuery};
 use tollgate_queries::audit::trail::{export, export_search};
 use tollgate_queries::audit::verify::verify;
+use tollgate_queries::params::{Expected, QueryParams};
+use tollgate_queries::InvalidParameter;
 
 pub use tollgate_queries::audit::access::AUDIT_ROLES;
 
 /// What the audit endpoints need (shared with the compliance pages).
 pub type AuditState = AuditAccess;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The trail `GET /api/v1/audit/verify` checks: `org` (required) and
+/// optionally one `team`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrailParams {
     pub org: String,
-    #[serde(default)]
     pub team: Option<String>,
+}
+
+impl TrailParams {
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, InvalidParameter> {
+        let params = QueryParams::parse(pairs, &Expected::names(&["org", "team"]))?;
+        Ok(Self {
+            org: params
+                .get("org")
+                .ok_or_else(|| InvalidParameter::new("org", "is required"))?
+                .to_string(),
+            team: params.get("team").map(str::to_string),
+        })
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-fn bad_parameter(err: tollgate_queries::InvalidParameter) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(serde_json::json!({
-            "error": format!("invalid parameter `{}`: {}", err.parameter, err.reason),
-            "parameter": err.parameter,
-        })),
-    )
-        .into_response()
+fn bad_parameter(err: InvalidParameter) -> Response {
+    crate::error::ApiError::from(err).into_response()
 }
 
 fn denied(why: Denied) -> Response {
@@ -112,14 +118,18 @@ pub async fn public_key(State(state): State<AuditState>) -> Response {
 pub async fn verify_trail(
     State(state): State<AuditState>,
     headers: HeaderMap,
-    Query(params): Query<TrailParams>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
+    let params = match TrailParams::parse(&pairs) {
+        Ok(params) => params,
+        Err(err) => return bad_parameter(err),
+    };
     if let Err(response) = authorize(&state, &headers, &params.org).await {
         return response;
     }
     let trusted = state.public_key.as_deref().and_then(parse_public_key);
-    let ch = client(&state.clickhouse);
-    match verify(&ch, &params.org, params.team.as_deref(), trusted.as_ref()).await {
+    let ch = &state.clickhouse;
+    match verify(ch, &params.org, params.team.as_deref(), trusted.as_ref()).await {
         Ok(report) => Json(report).into_response(),
         Err(err) => {
             tracing::error!(%err, "audit verification failed");
@@ -159,14 +169,14 @@ pub async fn export_trail(
         && search::FILTERS
             .iter()
             .all(|(name, _)| matches!(*name, "org" | "team") || query.filter(name).is_empty());
-    let ch = client(&state.clickhouse);
+    let ch = &state.clickhouse;
     // Buffered: an export that fails half-way must not look like a short one.
     let mut body: Vec<u8> = Vec::new();
     let result = if whole_chains {
         let team = Some(query.filter("team")).filter(|t| !t.is_empty());
-        export(&ch, &org, team, state.signer.as_ref(), &mut body).await
+        export(ch, &org, team, state.signer.as_ref(), &mut body).await
     } else {
-        export_search(&ch, &query, state.signer.as_ref(), &mut body).await
+        export_search(ch, &query, state.signer.as_ref(), &mut body).await
     };
     match result {
         Ok(_) => (
@@ -202,13 +212,13 @@ pub async fn search_entries(
         Ok(org) => query.set_filter("org", &org),
         Err(why) => return denied(why),
     }
-    let ch = client(&state.clickhouse);
-    let page = match search::search(&ch, &query).await {
+    let ch = &state.clickhouse;
+    let page = match search::search(ch, &query).await {
         Ok(page) => page,
         Err(err) => return clickhouse_failed("search", err),
     };
     let trusted = state.public_key.as_deref().and_then(parse_public_key);
-    let mut proofs = ProofSource::new(&ch, trusted);
+    let mut proofs = ProofSource::new(ch, trusted);
     let mut entries = Vec::with_capacity(page.entries.len());
     for row in &page.entries {
         let mut value = serde_json::to_value(row).unwrap_or_default();
@@ -242,13 +252,13 @@ pub async fn one_entry(
         Err(response) => return response,
     };
     let Some(seq) = seq.parse::<u64>().ok().filter(|s| *s >= 1) else {
-        return bad_parameter(tollgate_queries::InvalidParameter {
-            parameter: "seq",
-            reason: format!("`{seq}` is not a sequence number (a whole number from 1)"),
-        });
+        return bad_parameter(InvalidParameter::new(
+            "seq",
+            format!("`{seq}` is not a sequence number (a whole number from 1)"),
+        ));
     };
-    let ch = client(&state.clickhouse);
-    let row = match search::entry(&ch, &chain, seq).await {
+    let ch = &state.clickhouse;
+    let row = match search::entry(ch, &chain, seq).await {
         Ok(Some(row)) if tollgate_queries::audit::access::may_see_org(&key, &row.org_id) => row,
         Ok(_) => {
             return error(
@@ -259,7 +269,7 @@ pub async fn one_entry(
         Err(err) => return clickhouse_failed("entry", err),
     };
     let trusted = state.public_key.as_deref().and_then(parse_public_key);
-    let proof = match ProofSource::new(&ch, trusted).prove(&row).await {
+    let proof = match ProofSource::new(ch, trusted).prove(&row).await {
         Ok(proof) => proof,
         Err(err) => return clickhouse_failed("proof", err),
     };

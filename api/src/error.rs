@@ -37,19 +37,10 @@ pub enum ApiError {
     ReadModel(#[from] ReadModelError),
 }
 
-impl From<tollgate_queries::cost::InvalidCostParameter> for ApiError {
-    fn from(err: tollgate_queries::cost::InvalidCostParameter) -> Self {
-        Self::InvalidParameter {
-            parameter: err.parameter,
-            reason: err.reason,
-        }
-    }
-}
-
 impl From<InvalidParameter> for ApiError {
     fn from(err: InvalidParameter) -> Self {
         Self::InvalidParameter {
-            parameter: err.parameter.to_string(),
+            parameter: err.parameter,
             reason: err.reason,
         }
     }

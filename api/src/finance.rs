@@ -18,11 +18,12 @@ use chrono::Utc;
 use tollgate_contract::catalog::NewPrice;
 use tollgate_contract::catalog::PriceCatalog;
 use tollgate_control::prices::admin::PriceAdminError;
-use tollgate_queries::cost::{parse_params, to_csv};
-use tollgate_queries::{overview, statement};
+use tollgate_queries::cost::{self, parse_params};
+use tollgate_queries::params::{Expected, QueryParams};
+use tollgate_queries::{overview, statement, Table};
 
 use crate::error::ApiError;
-use crate::ApiState;
+use crate::{query_pairs, ApiState};
 
 /// How a finance endpoint answers: `format=json` (the default) or `csv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,61 +33,50 @@ enum Format {
 }
 
 impl Format {
-    fn parse(value: Option<&str>) -> Result<Self, ApiError> {
-        match value.unwrap_or("json") {
-            "json" => Ok(Self::Json),
-            "csv" => Ok(Self::Csv),
-            other => Err(ApiError::InvalidParameter {
-                parameter: "format".into(),
-                reason: format!("`{other}` is not json or csv"),
-            }),
-        }
+    /// The request's `format` (`json` when not given).
+    fn of(params: &QueryParams) -> Result<Self, ApiError> {
+        Ok(params
+            .choice("format", &[("json", Self::Json), ("csv", Self::Csv)])?
+            .unwrap_or(Self::Json))
     }
 
-    /// The `format` among the extra parameters `parse_params` passed through.
-    fn of_extras(extras: &[(&str, String)]) -> Result<Self, ApiError> {
-        Self::parse(
-            extras
-                .iter()
-                .find(|(n, _)| *n == "format")
-                .map(|(_, v)| v.as_str()),
-        )
-    }
-
-    /// `body` as JSON, or `csv(body)` as a download named `filename`.
+    /// `body` as JSON, or its table `csv(body)` as a CSV download named
+    /// `filename`.
     fn respond<T: serde::Serialize>(
         self,
         body: &T,
         filename: &str,
-        csv: impl FnOnce(&T) -> String,
+        csv: impl FnOnce(&T) -> Table,
     ) -> Response {
         match self {
             Self::Json => Json(body).into_response(),
-            Self::Csv => (
-                [
-                    (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        format!("attachment; filename=\"{filename}\""),
-                    ),
-                ],
-                csv(body),
-            )
-                .into_response(),
+            Self::Csv => csv_download(&csv(body), filename),
         }
     }
 }
 
-/// The query string's pairs, or a 400 naming `query`.
-fn query_pairs(
+/// `table` as a CSV file download named `filename`: every CSV this API
+/// serves goes through here.
+fn csv_download(table: &Table, filename: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        table.to_csv(),
+    )
+        .into_response()
+}
+
+/// The `format` of an endpoint that takes no other parameter.
+fn format_only(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Vec<(String, String)>, ApiError> {
-    query
-        .map(|Query(pairs)| pairs)
-        .map_err(|err| ApiError::InvalidParameter {
-            parameter: "query".into(),
-            reason: err.body_text(),
-        })
+) -> Result<Format, ApiError> {
+    let params = QueryParams::parse(&query_pairs(query)?, &Expected::names(&["format"]))?;
+    Format::of(&params)
 }
 
 /// The price catalog from PostgreSQL; `None` when the server runs without it.
@@ -116,10 +106,10 @@ pub async fn cost(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let pairs = query_pairs(query)?;
-    let (query, extras) = parse_params(&pairs, Utc::now().date_naive(), &["format"])?;
-    let format = Format::of_extras(&extras)?;
+    let (query, params) = parse_params(&pairs, Utc::now().date_naive(), &["format"])?;
+    let format = Format::of(&params)?;
     let report = state.read_models.cost(&query).await?;
-    Ok(format.respond(&report, "cost.csv", to_csv))
+    Ok(format.respond(&report, "cost.csv", cost::table))
 }
 
 /// `GET /api/v1/reports/cost/overview?<the cost report's parameters>&format=json|csv`:
@@ -133,14 +123,14 @@ pub async fn cost_overview(
 ) -> Result<Response, ApiError> {
     let pairs = query_pairs(query)?;
     let today = Utc::now().date_naive();
-    let (query, extras) = parse_params(&pairs, today, &["format"])?;
-    let format = Format::of_extras(&extras)?;
+    let (query, params) = parse_params(&pairs, today, &["format"])?;
+    let format = Format::of(&params)?;
     let catalog = price_catalog(&state).await?;
     let overview = state
         .read_models
         .cost_overview(&query, catalog.as_ref(), today)
         .await?;
-    Ok(format.respond(&overview, "cost-top-spenders.csv", overview::top_csv))
+    Ok(format.respond(&overview, "cost-top-spenders.csv", overview::top_table))
 }
 
 /// `GET /api/v1/finance/statement?team=&month=YYYY-MM&format=json|csv`
@@ -149,38 +139,16 @@ pub async fn statement(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let pairs = query_pairs(query)?;
-    let mut team = None;
-    let mut month = None;
-    let mut format = None;
-    for (name, value) in pairs {
-        let slot = match name.as_str() {
-            "team" => &mut team,
-            "month" => &mut month,
-            "format" => &mut format,
-            _ => {
-                return Err(ApiError::InvalidParameter {
-                    parameter: name,
-                    reason: "unknown parameter; expected team, month, format".into(),
-                })
-            }
-        };
-        if slot.replace(value).is_some() {
-            return Err(ApiError::InvalidParameter {
-                parameter: name,
-                reason: "given more than once".into(),
-            });
-        }
-    }
-    let format = Format::parse(format.as_deref())?;
     let today = Utc::now().date_naive();
-    let month = month.unwrap_or_else(|| today.format("%Y-%m").to_string());
-    let team = team.unwrap_or_default();
+    let (request, params) = statement::parse_params(&pairs, today, &["format"])?;
+    let format = Format::of(&params)?;
+    let statement::StatementParams { team, month } = request;
     let query = statement::statement_query(&team, &month)?;
     let report = state.read_models.cost(&query).await?;
     let repricing = state.read_models.statement_repricing(&team, &month).await?;
     let catalog = price_catalog(&state).await?.unwrap_or_default();
     let statement = statement::assemble(&team, &month, &report, &repricing, &catalog, today);
-    Ok(format.respond(&statement, "statement.csv", statement::to_csv))
+    Ok(format.respond(&statement, "statement.csv", statement::table))
 }
 
 /// `GET /api/v1/finance/budgets?format=json|csv`: every budget with the
@@ -189,27 +157,14 @@ pub async fn budgets(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let pairs = query_pairs(query)?;
-    let mut format = "json".to_string();
-    for (name, value) in pairs {
-        match name.as_str() {
-            "format" => format = value,
-            _ => {
-                return Err(ApiError::InvalidParameter {
-                    parameter: name,
-                    reason: "unknown parameter; expected format".into(),
-                })
-            }
-        }
-    }
-    let format = Format::parse(Some(&format))?;
+    let format = format_only(query)?;
     let budgets = all_budgets(&state).await?;
     let statuses = state
         .read_models
         .budget_status(&budgets, Utc::now())
         .await?;
     Ok(format.respond(&statuses, "budgets.csv", |s: &Vec<_>| {
-        tollgate_queries::budgets::to_csv(s)
+        tollgate_queries::budgets::table(s)
     }))
 }
 
@@ -221,26 +176,7 @@ pub async fn burndown(
     Path(id): Path<String>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let pairs = query_pairs(query)?;
-    let mut format = None;
-    for (name, value) in pairs {
-        match name.as_str() {
-            "format" if format.is_none() => format = Some(value),
-            "format" => {
-                return Err(ApiError::InvalidParameter {
-                    parameter: name,
-                    reason: "given more than once".into(),
-                })
-            }
-            _ => {
-                return Err(ApiError::InvalidParameter {
-                    parameter: name,
-                    reason: "unknown parameter; expected format".into(),
-                })
-            }
-        }
-    }
-    let format = Format::parse(format.as_deref())?;
+    let format = format_only(query)?;
     let id: i64 = id.parse().map_err(|_| ApiError::InvalidParameter {
         parameter: "id".into(),
         reason: format!("`{id}` is not a budget id (an integer)"),
@@ -252,7 +188,7 @@ pub async fn burndown(
         .ok_or(ApiError::NotFound)?;
     let now = tollgate_queries::burndown::clock(Utc::now());
     let report = state.read_models.budget_burndown(&budget, now).await?;
-    Ok(format.respond(&report, "burndown.csv", tollgate_queries::burndown::to_csv))
+    Ok(format.respond(&report, "burndown.csv", tollgate_queries::burndown::table))
 }
 
 /// Price fields of `POST /api/v1/admin/prices` (and of its `tiers`): each

@@ -93,6 +93,21 @@ async fn readyz(State(state): State<ApiState>) -> Result<Json<serde_json::Value>
     Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
+/// The query string's pairs, or a 400 naming `query`.
+pub(crate) fn query_pairs(
+    query: Result<
+        axum::extract::Query<Vec<(String, String)>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Vec<(String, String)>, ApiError> {
+    query
+        .map(|axum::extract::Query(pairs)| pairs)
+        .map_err(|err| ApiError::InvalidParameter {
+            parameter: "query".into(),
+            reason: err.body_text(),
+        })
+}
+
 async fn api_not_found() -> ApiError {
     ApiError::NotFound
 }
@@ -183,6 +198,50 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert!(body.contains("1 to 64 characters"), "{body}");
+    }
+
+    /// Every endpoint reads its query string with the one parser: a
+    /// repeated `format` and the verification's missing or unknown
+    /// parameters are JSON 400s naming them (before, a repeated `format`
+    /// silently took the last, and the verification answered axum's plain
+    /// text).
+    #[tokio::test]
+    async fn every_query_string_is_read_one_way() {
+        let config = ClickHouseConfig {
+            url: "http://127.0.0.1:9".into(),
+            ..ClickHouseConfig::default()
+        };
+        let app = super::router(ApiState {
+            read_models: ReadModels::new(&config),
+            audit: Some(audit::AuditState {
+                clickhouse: tollgate_queries::client(&config),
+                public_key: None,
+                signer: None,
+                keys: None,
+            }),
+            prices: None,
+            keys: None,
+            budgets: None,
+        });
+        for (uri, parameter) in [
+            ("/api/v1/finance/budgets?format=csv&format=json", "format"),
+            ("/api/v1/finance/statement?team=a&team=b", "team"),
+            ("/api/v1/audit/verify", "org"),
+            ("/api/v1/audit/verify?org=a&colour=red", "colour"),
+            ("/api/v1/audit/verify?org=a&org=b", "org"),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["parameter"], parameter, "{uri}: {body}");
+        }
     }
 
     #[tokio::test]

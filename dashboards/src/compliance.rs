@@ -16,10 +16,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Form, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Deserialize;
 use tollgate_contract::audit::checkpoint::parse_public_key;
 use tollgate_contract::audit::entry::EntryRow;
-use tollgate_control::clickhouse::client;
 use tollgate_queries::audit::access::{
     authenticate, may_see_org, scoped_org, ApiKey, AuditAccess, Denied,
 };
@@ -28,6 +26,8 @@ use tollgate_queries::audit::search::{
 };
 use tollgate_queries::audit::trail::{export, export_search};
 use tollgate_queries::audit::verify::{verify, AuditReport};
+use tollgate_queries::params::{Expected, QueryParams};
+use tollgate_queries::InvalidParameter;
 
 use crate::layout::{render, Section};
 
@@ -148,12 +148,33 @@ async fn caller(state: &AuditAccess, headers: &HeaderMap, next: &str) -> Result<
         .map_err(|why| denied_page(why, next))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The login form's fields (a query string, or the form's body).
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct LoginParams {
-    #[serde(default)]
     key: Option<String>,
-    #[serde(default)]
     next: Option<String>,
+}
+
+impl LoginParams {
+    fn parse(pairs: &[(String, String)]) -> Result<Self, InvalidParameter> {
+        let params = QueryParams::parse(pairs, &Expected::names(&["key", "next"]))?;
+        Ok(Self {
+            key: params.get("key").map(str::to_string),
+            next: params.get("next").map(str::to_string),
+        })
+    }
+}
+
+/// A request the pages cannot read: 400, naming the parameter.
+fn bad_request(err: InvalidParameter) -> Response {
+    render(
+        StatusCode::BAD_REQUEST,
+        &DeniedPage {
+            section: Section::Compliance,
+            title: "Bad request",
+            message: err.to_string(),
+        },
+    )
 }
 
 /// Only local paths under `/compliance`, so the login cannot redirect away.
@@ -181,8 +202,12 @@ async fn set_key(state: &AuditAccess, key: &str, next: &str) -> Response {
 /// it logs in at once.
 async fn login_page(
     State(state): State<AuditAccess>,
-    Query(params): Query<LoginParams>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
+    let params = match LoginParams::parse(&pairs) {
+        Ok(params) => params,
+        Err(err) => return bad_request(err),
+    };
     let next = safe_next(params.next.as_deref());
     match params.key.as_deref().filter(|k| !k.trim().is_empty()) {
         Some(key) => set_key(&state, key, &next).await,
@@ -192,8 +217,12 @@ async fn login_page(
 
 async fn login_submit(
     State(state): State<AuditAccess>,
-    Form(params): Form<LoginParams>,
+    Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
+    let params = match LoginParams::parse(&pairs) {
+        Ok(params) => params,
+        Err(err) => return bad_request(err),
+    };
     let next = safe_next(params.next.as_deref());
     set_key(&state, params.key.as_deref().unwrap_or(""), &next).await
 }
@@ -296,8 +325,7 @@ fn who(key: &ApiKey) -> String {
 
 /// The search form's values: `from`/`to` come from `datetime-local` inputs.
 fn search_query(pairs: &[(String, String)], key: &ApiKey) -> Result<SearchQuery, String> {
-    let mut query = SearchQuery::from_pairs(pairs)
-        .map_err(|e| format!("invalid parameter `{}`: {}", e.parameter, e.reason))?;
+    let mut query = SearchQuery::from_pairs(pairs).map_err(|e| e.to_string())?;
     let org = scoped_org(key, query.filter("org")).map_err(|e| e.to_string())?;
     query.set_filter("org", &org);
     Ok(query)
@@ -325,13 +353,13 @@ async fn search_page(
             (query, Some(message))
         }
     };
-    let ch = client(&state.clickhouse);
+    let ch = &state.clickhouse;
     let (page, days) = if error.is_none() {
-        let page = match search::search(&ch, &query).await {
+        let page = match search::search(ch, &query).await {
             Ok(page) => page,
             Err(err) => return unavailable("search", err),
         };
-        let days = match daily_counts(&ch, &query).await {
+        let days = match daily_counts(ch, &query).await {
             Ok(days) => days,
             Err(err) => return unavailable("entries per day", err),
         };
@@ -433,7 +461,7 @@ async fn export_download(
             return (StatusCode::BAD_REQUEST, message).into_response();
         }
     };
-    let ch = client(&state.clickhouse);
+    let ch = &state.clickhouse;
     let mut body: Vec<u8> = Vec::new();
     let only_org = query.from_ms.is_none()
         && query.to_ms.is_none()
@@ -442,7 +470,7 @@ async fn export_download(
             .all(|(n, _)| *n == "org" || query.filter(n).is_empty());
     let result = if only_org && !query.filter("org").is_empty() {
         export(
-            &ch,
+            ch,
             query.filter("org"),
             None,
             state.signer.as_ref(),
@@ -450,7 +478,7 @@ async fn export_download(
         )
         .await
     } else {
-        export_search(&ch, &query, state.signer.as_ref(), &mut body).await
+        export_search(ch, &query, state.signer.as_ref(), &mut body).await
     };
     match result {
         Ok(_) => (
@@ -520,14 +548,14 @@ async fn entry_page(
     let Some(seq) = seq.parse::<u64>().ok().filter(|s| *s >= 1) else {
         return not_found(format!("`{seq}` is not a sequence number"));
     };
-    let ch = client(&state.clickhouse);
-    let row = match search::entry(&ch, &chain, seq).await {
+    let ch = &state.clickhouse;
+    let row = match search::entry(ch, &chain, seq).await {
         Ok(Some(row)) if may_see_org(&key, &row.org_id) => row,
         Ok(_) => return not_found(format!("no entry {seq} in chain {chain}")),
         Err(err) => return unavailable("entry", err),
     };
     let trusted = state.public_key.as_deref().and_then(parse_public_key);
-    let result: ProofResult = match ProofSource::new(&ch, trusted).prove(&row).await {
+    let result: ProofResult = match ProofSource::new(ch, trusted).prove(&row).await {
         Ok(result) => result,
         Err(err) => return unavailable("proof", err),
     };
@@ -571,12 +599,6 @@ async fn entry_page(
             proof,
         },
     )
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct VerifyParams {
-    #[serde(default)]
-    org: Option<String>,
 }
 
 struct OrgStatus {
@@ -641,18 +663,21 @@ fn org_status(report: &AuditReport) -> OrgStatus {
 async fn verify_page(
     State(state): State<AuditAccess>,
     headers: HeaderMap,
-    Query(params): Query<VerifyParams>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     let key = match caller(&state, &headers, "/compliance/verify").await {
         Ok(key) => key,
         Err(response) => return response,
     };
-    let requested = params.org.unwrap_or_default();
+    let requested = match QueryParams::parse(&pairs, &Expected::names(&["org"])) {
+        Ok(params) => params.get("org").unwrap_or_default().to_string(),
+        Err(err) => return bad_request(err),
+    };
     let org = match scoped_org(&key, requested.trim()) {
         Ok(org) => org,
         Err(why) => return denied_page(why, "/compliance/verify"),
     };
-    let ch = client(&state.clickhouse);
+    let ch = &state.clickhouse;
     let orgs: Vec<String> = if org.is_empty() {
         match ch.query(search::ORGS_SQL).fetch_all().await {
             Ok(orgs) => orgs,
@@ -664,7 +689,7 @@ async fn verify_page(
     let trusted = state.public_key.as_deref().and_then(parse_public_key);
     let mut statuses = Vec::with_capacity(orgs.len());
     for org in orgs {
-        match verify(&ch, &org, None, trusted.as_ref()).await {
+        match verify(ch, &org, None, trusted.as_ref()).await {
             Ok(report) => statuses.push(org_status(&report)),
             Err(err) => return unavailable("verification", err),
         }

@@ -1,13 +1,14 @@
 //! Finance pages: `/finance/cost` (cost by any dimension and period, with
 //! summary cards and the top spenders of the period and filters from
-//! `read_models::overview`, drill-down links and a bar chart of the largest
-//! groups), `/finance/cost.csv` (the same table as CSV: the page and the
-//! file show the very same strings, both from `read_models::cost`),
-//! `/finance/cost/top.csv` (the top spenders table as CSV), and
-//! `/finance/statement` + `.csv` (a team's monthly statement; the page
-//! renders the CSV's own fields), `/finance/budgets` + `.csv` (every
-//! budget's running period) and `/finance/budgets/{id}` (one budget's
-//! burn-down: a line chart and the table of its CSV).
+//! `tollgate_queries::overview`, drill-down links and a bar chart of the
+//! largest groups), `/finance/cost.csv` (the same report as CSV, both from
+//! `tollgate_queries::cost`), `/finance/cost/top.csv` (the top spenders
+//! table as CSV), `/finance/statement` and its `.csv` (a team's monthly
+//! statement), `/finance/budgets` and its `.csv` (every budget's running
+//! period) and `/finance/budgets/{id}` (one budget's burn-down: a line chart
+//! and its table). Every table a page shows next to a CSV is rendered from
+//! the report's `Table` (`tollgate_queries::table`), whose cells the CSV
+//! holds; no page parses CSV back.
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
@@ -16,11 +17,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use tollgate_contract::catalog::PriceCatalog;
-use tollgate_queries::cost::{
-    parse_params, to_csv, CostDimension, CostQuery, CostReport, CostTotals,
-};
+use tollgate_queries::cost::{self, parse_params, CostDimension, CostQuery, CostReport};
 use tollgate_queries::overview::{self, CostOverview};
-use tollgate_queries::{statement, ReadModelError};
+use tollgate_queries::{statement, InvalidParameter, ReadModelError, Table};
 
 use crate::layout::{render, Section};
 use crate::DashboardState;
@@ -125,18 +124,6 @@ const NUMBER_HEADERS: [&str; 7] = [
     "reasoning",
 ];
 
-fn numbers(t: &CostTotals) -> Vec<String> {
-    vec![
-        t.calls.to_string(),
-        t.unpriced_calls.to_string(),
-        t.input_tokens.to_string(),
-        t.cached_input_tokens.to_string(),
-        t.cache_write_tokens.to_string(),
-        t.output_tokens.to_string(),
-        t.reasoning_tokens.to_string(),
-    ]
-}
-
 fn query_string(pairs: &[(String, String)]) -> String {
     pairs
         .iter()
@@ -215,22 +202,23 @@ fn spender_link(q: &CostQuery, d: CostDimension, id: &str) -> String {
     format!("/finance/cost?{}", query_string(&p))
 }
 
-/// The overview's cards and tables. The tables hold the top CSV's own
-/// fields, so page and CSV cannot disagree.
+/// The overview's cards and tables. The tables hold the top spenders
+/// table's cells (`overview::top_table`), which are also its CSV, so page and
+/// CSV cannot disagree.
 fn overview_view(q: &CostQuery, o: &CostOverview) -> OverviewView {
-    let csv = overview::top_csv(o);
-    let lines: Vec<Vec<String>> = csv.lines().skip(1).map(split_csv).collect();
+    // The table's rows are the users', then the keys', in group order.
+    let mut cells = overview::top_table(o).into_rows().into_iter();
     let mut top_tables = Vec::new();
     for (d, groups, title, id) in [
         (CostDimension::User, &o.top_users, "Users", "top-users"),
         (CostDimension::Key, &o.top_keys, "API keys", "top-keys"),
     ] {
         let Some(groups) = groups else { continue };
-        let rows = lines
+        let rows = groups
             .iter()
-            .filter(|fields| fields.first().map(String::as_str) == Some(d.name()))
-            .zip(groups)
-            .map(|(fields, g)| SpenderRow {
+            .zip(cells.by_ref())
+            .map(|(g, fields)| SpenderRow {
+                // After the `dimension` column.
                 cells: fields.get(1..).unwrap_or_default().to_vec(),
                 href: spender_link(q, d, g.key.get(d.name()).map(String::as_str).unwrap_or("")),
                 unpriced: g.totals.cost.is_none(),
@@ -317,7 +305,7 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
             }
             rows.push(TableRow {
                 keys,
-                numbers: numbers(&g.totals),
+                numbers: g.totals.count_cells().to_vec(),
                 cost: g.totals.cost_label(),
                 unpriced: g.totals.cost.is_none(),
             });
@@ -336,7 +324,7 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
                     href: None,
                 })
                 .collect(),
-            numbers: numbers(&report.total),
+            numbers: report.total.count_cells().to_vec(),
             cost: report.total.cost_label(),
             unpriced: report.total.cost.is_none(),
         });
@@ -438,6 +426,22 @@ fn status_of(err: &ReadModelError) -> StatusCode {
     }
 }
 
+/// `table` as a CSV file download named `filename`: every CSV these pages
+/// offer goes through here.
+fn csv_download(table: &Table, filename: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        table.to_csv(),
+    )
+        .into_response()
+}
+
 /// `GET /finance/cost`
 pub async fn cost_page(
     State(state): State<DashboardState>,
@@ -493,17 +497,7 @@ pub async fn top_csv(
         }
     };
     match read_overview(&state, &q, today).await {
-        Ok(o) => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"cost-top-spenders.csv\"",
-                ),
-            ],
-            overview::top_csv(&o),
-        )
-            .into_response(),
+        Ok(o) => csv_download(&overview::top_table(&o), "cost-top-spenders.csv"),
         Err((status, message)) => (status, format!("{message}\n")).into_response(),
     }
 }
@@ -525,17 +519,7 @@ pub async fn cost_csv(
         }
     };
     match state.read_models.cost(&q).await {
-        Ok(report) => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"cost.csv\"",
-                ),
-            ],
-            to_csv(&report),
-        )
-            .into_response(),
+        Ok(report) => csv_download(&cost::table(&report), "cost.csv"),
         Err(err) => (status_of(&err), format!("{err}\n")).into_response(),
     }
 }
@@ -543,30 +527,17 @@ pub async fn cost_csv(
 /// Read one team's statement (report + catalog).
 async fn read_statement(
     state: &DashboardState,
-    pairs: &[(String, String)],
+    parsed: Result<statement::StatementParams, InvalidParameter>,
+    today: chrono::NaiveDate,
 ) -> Result<statement::Statement, (StatusCode, String)> {
-    let mut team = String::new();
-    let mut month = None;
-    for (name, value) in pairs {
-        match name.as_str() {
-            "team" => team = value.clone(),
-            "month" => month = Some(value.clone()),
-            other => {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown parameter `{other}`; expected team, month"),
-                ))
-            }
-        }
-    }
-    let today = Utc::now().date_naive();
-    let month = month.unwrap_or_else(|| today.format("%Y-%m").to_string());
-    let query = statement::statement_query(&team, &month).map_err(|e| {
+    let invalid = |e: InvalidParameter| {
         (
             StatusCode::BAD_REQUEST,
             format!("invalid {}: {}", e.parameter, e.reason),
         )
-    })?;
+    };
+    let statement::StatementParams { team, month } = parsed.map_err(invalid)?;
+    let query = statement::statement_query(&team, &month).map_err(invalid)?;
     let report = state
         .read_models
         .cost(&query)
@@ -606,97 +577,77 @@ pub struct StatementPage {
     pub error: Option<String>,
 }
 
+impl StatementPage {
+    /// The form for `team` and `month`, without a statement.
+    fn empty(team: &str, month: &str) -> Self {
+        Self {
+            section: Section::Finance,
+            team: team.to_string(),
+            month: month.to_string(),
+            rows: Vec::new(),
+            total: None,
+            savings: String::new(),
+            forecast: String::new(),
+            csv_url: format!(
+                "/finance/statement.csv?{}",
+                query_string(&[
+                    ("team".into(), team.to_string()),
+                    ("month".into(), month.to_string())
+                ])
+            ),
+            error: None,
+        }
+    }
+}
+
+/// `page` showing statement `s`: exactly its table's cells (the CSV's
+/// fields), the cost apart.
+fn statement_view(mut page: StatementPage, s: &statement::Statement) -> StatementPage {
+    let row = |mut cells: Vec<String>| {
+        let cost = cells.pop().unwrap_or_default();
+        StatementRow {
+            unpriced: cost == "unpriced",
+            cells,
+            cost,
+        }
+    };
+    page.month = s.month.clone();
+    let mut lines = statement::table(s).into_rows();
+    page.total = lines.pop().map(row);
+    page.rows = lines.into_iter().map(row).collect();
+    page.savings = s.cache_savings.to_string();
+    page.forecast = s.forecast.map(|f| f.to_string()).unwrap_or_default();
+    page
+}
+
 /// `GET /finance/statement?team=&month=YYYY-MM`
 pub async fn statement_page(
     State(state): State<DashboardState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     let pairs = query.map(|Query(p)| p).unwrap_or_default();
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let (team, month) = (get("team"), get("month"));
-    let mut page = StatementPage {
-        section: Section::Finance,
-        team: team.clone(),
-        month: month.clone(),
-        rows: Vec::new(),
-        total: None,
-        savings: String::new(),
-        forecast: String::new(),
-        csv_url: format!(
-            "/finance/statement.csv?{}",
-            query_string(&[
-                ("team".into(), team.clone()),
-                ("month".into(), month.clone())
-            ])
+    let today = Utc::now().date_naive();
+    let parsed = statement::parse_params(&pairs, today, &[]);
+    // The form shows what was asked for (no month: none).
+    let (team, month) = match &parsed {
+        Ok((request, params)) => (
+            request.team.clone(),
+            params.get("month").unwrap_or_default().to_string(),
         ),
-        error: None,
+        Err(_) => (String::new(), String::new()),
     };
-    if team.is_empty() {
+    let mut page = StatementPage::empty(&team, &month);
+    if team.is_empty() && parsed.is_ok() {
         page.error = Some("Choose a team.".into());
         return render(StatusCode::OK, &page);
     }
-    match read_statement(&state, &pairs).await {
-        Ok(s) => {
-            page.month = s.month.clone();
-            let csv = statement::to_csv(&s);
-            // The page shows exactly the CSV's fields (minus the header).
-            let mut lines = csv.lines().skip(1).map(split_csv).collect::<Vec<_>>();
-            let total = lines.pop();
-            page.rows = lines
-                .into_iter()
-                .map(|mut cells| {
-                    let cost = cells.pop().unwrap_or_default();
-                    StatementRow {
-                        unpriced: cost == "unpriced",
-                        cells,
-                        cost,
-                    }
-                })
-                .collect();
-            page.total = total.map(|mut cells| {
-                let cost = cells.pop().unwrap_or_default();
-                StatementRow {
-                    unpriced: cost == "unpriced",
-                    cells,
-                    cost,
-                }
-            });
-            page.savings = s.cache_savings.to_string();
-            page.forecast = s.forecast.map(|f| f.to_string()).unwrap_or_default();
-            render(StatusCode::OK, &page)
-        }
+    match read_statement(&state, parsed.map(|(request, _)| request), today).await {
+        Ok(s) => render(StatusCode::OK, &statement_view(page, &s)),
         Err((status, message)) => {
             page.error = Some(message);
             render(status, &page)
         }
     }
-}
-
-/// Split one CSV line written by `to_csv` (quoted fields may hold commas).
-fn split_csv(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => out.push(std::mem::take(&mut field)),
-            (c, _) => field.push(c),
-        }
-    }
-    out.push(field);
-    out
 }
 
 /// `GET /finance/statement.csv?team=&month=`
@@ -705,18 +656,10 @@ pub async fn statement_csv(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     let pairs = query.map(|Query(p)| p).unwrap_or_default();
-    match read_statement(&state, &pairs).await {
-        Ok(s) => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"statement.csv\"",
-                ),
-            ],
-            statement::to_csv(&s),
-        )
-            .into_response(),
+    let today = Utc::now().date_naive();
+    let parsed = statement::parse_params(&pairs, today, &[]).map(|(request, _)| request);
+    match read_statement(&state, parsed, today).await {
+        Ok(s) => csv_download(&statement::table(&s), "statement.csv"),
         Err((status, message)) => (status, format!("{message}\n")).into_response(),
     }
 }
@@ -750,27 +693,25 @@ pub struct BudgetsPage {
     pub error: Option<String>,
 }
 
+/// The budgets page of `statuses`: the budgets table's cells per budget.
+fn budgets_view(statuses: &[tollgate_control::budgets::BudgetStatus]) -> BudgetsPage {
+    let rows = tollgate_queries::budgets::table(statuses)
+        .into_rows()
+        .into_iter()
+        .zip(statuses)
+        .map(|(fields, s)| (fields, s.state.to_string(), s.budget.id))
+        .collect();
+    BudgetsPage {
+        section: Section::Finance,
+        rows,
+        error: None,
+    }
+}
+
 /// `GET /finance/budgets`: every budget, spend of the running period, state.
 pub async fn budgets_page(State(state): State<DashboardState>) -> Response {
     match read_budgets(&state).await {
-        Ok(statuses) => {
-            let csv = tollgate_queries::budgets::to_csv(&statuses);
-            let rows = csv
-                .lines()
-                .skip(1)
-                .map(split_csv)
-                .zip(statuses.iter())
-                .map(|(fields, s)| (fields, s.state.to_string(), s.budget.id))
-                .collect();
-            render(
-                StatusCode::OK,
-                &BudgetsPage {
-                    section: Section::Finance,
-                    rows,
-                    error: None,
-                },
-            )
-        }
+        Ok(statuses) => render(StatusCode::OK, &budgets_view(&statuses)),
         Err((status, message)) => render(
             status,
             &BudgetsPage {
@@ -785,17 +726,7 @@ pub async fn budgets_page(State(state): State<DashboardState>) -> Response {
 /// `GET /finance/budgets.csv`
 pub async fn budgets_csv(State(state): State<DashboardState>) -> Response {
     match read_budgets(&state).await {
-        Ok(statuses) => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"budgets.csv\"",
-                ),
-            ],
-            tollgate_queries::budgets::to_csv(&statuses),
-        )
-            .into_response(),
+        Ok(statuses) => csv_download(&tollgate_queries::budgets::table(&statuses), "budgets.csv"),
         Err((status, message)) => (status, format!("{message}\n")).into_response(),
     }
 }
@@ -872,6 +803,17 @@ pub async fn budget_page(
             return render(status_of(&e), &page);
         }
     };
+    render(StatusCode::OK, &burndown_view(page, &budget, &report))
+}
+
+/// `page` showing `budget`'s burn-down `report`: its summary, its table's
+/// cells and the chart's points.
+fn burndown_view(
+    mut page: BurndownPage,
+    budget: &tollgate_control::budgets::Budget,
+    report: &tollgate_queries::burndown::Burndown,
+) -> BurndownPage {
+    use tollgate_queries::burndown;
     let status = &report.status;
     page.summary = vec![
         ("subject", status.subject.clone()),
@@ -896,10 +838,9 @@ pub async fn budget_page(
         burndown::Step::Hour => "hour",
     };
     // The table shows exactly the CSV's fields.
-    let csv = burndown::to_csv(&report);
-    let mut lines = csv.lines().map(split_csv);
-    page.headers = lines.next().unwrap_or_default();
-    page.rows = lines.collect();
+    let table = burndown::table(report);
+    page.headers = table.columns().map(str::to_string).collect();
+    page.rows = table.into_rows();
     // Numbers for plotting only: the chart gets the same decimal strings
     // (the script turns them into numbers); `null` where a line has no
     // point.
@@ -918,15 +859,54 @@ pub async fn budget_page(
         "forecast": report.points.iter().map(|p| opt(p.forecast_usd)).collect::<Vec<_>>(),
     });
     page.chart_json = chart.to_string().replace("</", "<\\/");
-    render(StatusCode::OK, &page)
+    page
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use chrono::NaiveDate;
+    use tollgate_queries::cost::CostTotals;
 
     use super::*;
+    use tollgate_queries::samples;
+
+    /// The cost page of the sample report with its overview (summary
+    /// cards, top spenders), as HTML.
+    #[test]
+    fn cost_page_snapshot() {
+        let q = samples::cost_query();
+        let mut page = view(&q, Some(&samples::cost_report()), None);
+        page.overview = Some(overview_view(&q, &samples::overview()));
+        insta::assert_snapshot!(page.render().unwrap());
+    }
+
+    /// The sample statement's page: the statement table's cells.
+    #[test]
+    fn statement_page_snapshot() {
+        let page = statement_view(
+            StatementPage::empty("team-search", "2026-03"),
+            &samples::statement(),
+        );
+        insta::assert_snapshot!(page.render().unwrap());
+    }
+
+    /// The budgets page of the sample budgets.
+    #[test]
+    fn budgets_page_snapshot() {
+        insta::assert_snapshot!(budgets_view(&samples::budgets()).render().unwrap());
+    }
+
+    /// The sample burn-down's page: summary, chart data and table.
+    #[test]
+    fn burndown_page_snapshot() {
+        let page = burndown_view(
+            BurndownPage::empty("2"),
+            &samples::daily_key_budget(),
+            &samples::burndown(),
+        );
+        insta::assert_snapshot!(page.render().unwrap());
+    }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter()

@@ -14,8 +14,9 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Duration, NaiveDateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tollgate_queries::latency::{format_bucket, parse_bucket, parse_group_by};
+use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::{
     InvalidParameter, LatencyFilters, LatencyQuery, LatencyReport, Percentiles, ReadModelError,
     Stats, EXACT_MAX_CALLS, HISTOGRAM_MAX_RELATIVE_ERROR,
@@ -52,7 +53,7 @@ const GROUPINGS: [(&str, &str); 5] = [
 const BUCKETS: [&str; 7] = ["", "1m", "5m", "15m", "1h", "6h", "1d"];
 
 /// The page's URL query, as the filter form submits it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageParams {
     pub range: Option<String>,
     pub from: Option<String>,
@@ -61,6 +62,29 @@ pub struct PageParams {
     pub model: Option<String>,
     pub group_by: Option<String>,
     pub bucket: Option<String>,
+}
+
+impl PageParams {
+    /// The form's fields.
+    pub const NAMES: [&'static str; 7] = [
+        "range", "from", "to", "provider", "model", "group_by", "bucket",
+    ];
+
+    /// Read a query string's pairs ([`QueryParams`]: unknown and repeated
+    /// parameters are errors naming them).
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, InvalidParameter> {
+        let params = QueryParams::parse(pairs, &Expected::names(&Self::NAMES))?;
+        let get = |name: &str| params.get(name).map(str::to_string);
+        Ok(Self {
+            range: get("range"),
+            from: get("from"),
+            to: get("to"),
+            provider: get("provider"),
+            model: get("model"),
+            group_by: get("group_by"),
+            bucket: get("bucket"),
+        })
+    }
 }
 
 /// The form as it will be shown again (what the user chose, normalised).
@@ -238,10 +262,10 @@ fn build_query(form: &mut FormState, now: DateTime<Utc>) -> Result<LatencyQuery,
         }
         Some((_, _, secs)) => (now - Duration::seconds(*secs), now),
         None => {
-            return Err(InvalidParameter {
-                parameter: "range",
-                reason: format!("unknown range `{}`", form.range),
-            })
+            return Err(InvalidParameter::new(
+                "range",
+                format!("unknown range `{}`", form.range),
+            ))
         }
     };
     let bucket = if form.bucket.is_empty() {
@@ -268,10 +292,10 @@ fn build_query(form: &mut FormState, now: DateTime<Utc>) -> Result<LatencyQuery,
 /// RFC 3339 is accepted too, for hand-written URLs.
 fn parse_form_time(parameter: &'static str, text: &str) -> Result<DateTime<Utc>, InvalidParameter> {
     if text.is_empty() {
-        return Err(InvalidParameter {
+        return Err(InvalidParameter::new(
             parameter,
-            reason: "required for a custom range".into(),
-        });
+            "required for a custom range",
+        ));
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
@@ -280,9 +304,11 @@ fn parse_form_time(parameter: &'static str, text: &str) -> Result<DateTime<Utc>,
         .iter()
         .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
         .map(|naive| naive.and_utc())
-        .ok_or_else(|| InvalidParameter {
-            parameter,
-            reason: format!("`{text}` is not a time like 2026-01-01T10:00 (UTC)"),
+        .ok_or_else(|| {
+            InvalidParameter::new(
+                parameter,
+                format!("`{text}` is not a time like 2026-01-01T10:00 (UTC)"),
+            )
         })
 }
 
@@ -578,10 +604,14 @@ fn thousands(n: u64) -> String {
 /// `GET /sre/latency`.
 pub async fn page(
     State(state): State<DashboardState>,
-    params: Result<Query<PageParams>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let params = params.map(|Query(p)| p).unwrap_or_default();
-    let (form, query) = parse_params(&params, Utc::now());
+    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    let (form, query) = match PageParams::parse(&pairs) {
+        Ok(params) => parse_params(&params, Utc::now()),
+        // The default form, with the error.
+        Err(err) => (parse_params(&PageParams::default(), Utc::now()).0, Err(err)),
+    };
     let query = match query {
         Ok(query) => query,
         Err(err) => {
@@ -703,6 +733,30 @@ mod tests {
             provider: "openai".into(),
             ..FormState::default()
         }
+    }
+
+    /// The page of the sample report (`tollgate_queries::samples`), as
+    /// HTML: form, totals table and chart data.
+    #[test]
+    fn page_snapshot() {
+        let dimensions = [("anthropic", "claude-sonnet-4"), ("openai", "gpt-4o")]
+            .map(|(p, m)| (p.to_string(), m.to_string()));
+        let report = tollgate_queries::samples::latency_report();
+        let form = FormState {
+            range: "custom".into(),
+            from: "2026-03-10T10:00".into(),
+            to: "2026-03-10T10:15".into(),
+            group_by: "provider,model".into(),
+            bucket: "5m".into(),
+            ..FormState::default()
+        };
+        let page = view(PageInput {
+            form,
+            dimensions: &dimensions,
+            report: Some(&report),
+            error: None,
+        });
+        insta::assert_snapshot!(page.render().unwrap());
     }
 
     #[test]
@@ -850,6 +904,29 @@ mod tests {
             ..PageParams::default()
         };
         assert_eq!(parse_params(&params, now).1.unwrap_err().parameter, "range");
+    }
+
+    /// The page reads its query string with the API's parser: a typo or a
+    /// repeated field is an error naming it, not a silently different
+    /// report (before, an unknown field was dropped and a repeated one
+    /// reset the whole form to its defaults).
+    #[test]
+    fn unknown_and_repeated_fields_are_named() {
+        let pairs = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let err = PageParams::parse(&pairs(&[("grup_by", "team")])).unwrap_err();
+        assert_eq!(err.parameter, "grup_by");
+        let err = PageParams::parse(&pairs(&[("model", "a"), ("model", "b")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid parameter `model`: given more than once"
+        );
+        let params = PageParams::parse(&pairs(&[("range", "6h"), ("model", "gpt-4o")])).unwrap();
+        assert_eq!(params.range.as_deref(), Some("6h"));
+        assert_eq!(params.model.as_deref(), Some("gpt-4o"));
     }
 
     #[test]

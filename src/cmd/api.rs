@@ -70,7 +70,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     tracing::info!(%address, clickhouse = %config.clickhouse.url, "api listening");
     let signer = config.audit.signer()?;
     let audit = tollgate_api::audit::AuditState {
-        clickhouse: config.clickhouse.clone(),
+        clickhouse: tollgate_queries::client(&config.clickhouse),
         public_key: signer.as_ref().map(|s| s.public_key_hex().to_string()),
         signer,
         keys: keys.clone(),

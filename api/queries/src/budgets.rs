@@ -1,14 +1,26 @@
-//! Budget statuses as CSV (the budgets page shows the same strings).
+//! The budgets report's table: every budget's running period (the budgets
+//! page shows the same cells, `format=csv` is its CSV).
 
 use tollgate_control::budgets::BudgetStatus;
 
-/// Budget statuses as CSV.
-pub fn to_csv(statuses: &[BudgetStatus]) -> String {
-    let mut out = String::from(
-        "subject,period,enforcement,limit_usd,spend_usd,percent,state,forecast_usd,period_start,period_end\n",
-    );
+use super::table::Table;
+
+/// Budget statuses as a table, one row per budget.
+pub fn table(statuses: &[BudgetStatus]) -> Table {
+    let mut table = Table::new([
+        "subject",
+        "period",
+        "enforcement",
+        "limit_usd",
+        "spend_usd",
+        "percent",
+        "state",
+        "forecast_usd",
+        "period_start",
+        "period_end",
+    ]);
     for s in statuses {
-        let fields = [
+        table.push([
             s.subject.clone(),
             s.budget.period.name().to_string(),
             if s.budget.hard { "hard" } else { "soft" }.to_string(),
@@ -19,15 +31,21 @@ pub fn to_csv(statuses: &[BudgetStatus]) -> String {
             s.forecast_usd.to_string(),
             s.period_start.to_string(),
             s.period_end.to_string(),
-        ];
-        out.push_str(
-            &fields
-                .iter()
-                .map(|f| super::cost::csv_field(f))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        out.push('\n');
+        ]);
     }
-    out
+    table
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `GET /api/v1/finance/budgets` of the samples, as JSON and CSV.
+    #[test]
+    fn json_and_csv_snapshots() {
+        let statuses = crate::samples::budgets();
+        insta::assert_snapshot!("json", serde_json::to_string_pretty(&statuses).unwrap());
+        insta::assert_snapshot!("csv", table(&statuses).to_csv());
+    }
 }

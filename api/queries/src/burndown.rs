@@ -19,6 +19,7 @@ use clickhouse::Row;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::table::Table;
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
 use tollgate_contract::cost::{from_mantissa, round};
 use tollgate_control::budgets::{status_of, Budget, BudgetStatus, Period, SubjectKind};
@@ -312,16 +313,22 @@ pub(crate) async fn run(
     assemble(budget, now, &spend)
 }
 
-/// The burn-down as CSV: one line per bucket; empty cells where a value
-/// does not exist yet. The burn-down page's table shows these strings.
-pub fn to_csv(burndown: &Burndown) -> String {
-    let mut out = String::from(
-        "bucket_start,bucket_end,spend_usd,cumulative_usd,remaining_usd,ideal_usd,forecast_usd\n",
-    );
+/// The burn-down's table (its CSV): one row per bucket; empty cells where
+/// a value does not exist yet.
+pub fn table(burndown: &Burndown) -> Table {
+    let mut table = Table::new([
+        "bucket_start",
+        "bucket_end",
+        "spend_usd",
+        "cumulative_usd",
+        "remaining_usd",
+        "ideal_usd",
+        "forecast_usd",
+    ]);
     let opt = |d: Option<Decimal>| d.map(|d| d.to_string()).unwrap_or_default();
     let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for p in &burndown.points {
-        let fields = [
+        table.push([
             time(p.start),
             time(p.end),
             opt(p.spend_usd),
@@ -329,17 +336,9 @@ pub fn to_csv(burndown: &Burndown) -> String {
             opt(p.remaining_usd),
             p.ideal_usd.to_string(),
             opt(p.forecast_usd),
-        ];
-        out.push_str(
-            &fields
-                .iter()
-                .map(|f| super::cost::csv_field(f))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        out.push('\n');
+        ]);
     }
-    out
+    table
 }
 
 /// Sample statements for the SQL compatibility check.
@@ -359,6 +358,15 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    /// `GET /api/v1/finance/budgets/{id}/burndown` of the sample, as JSON
+    /// and CSV.
+    #[test]
+    fn json_and_csv_snapshots() {
+        let burndown = crate::samples::burndown();
+        insta::assert_snapshot!("json", serde_json::to_string_pretty(&burndown).unwrap());
+        insta::assert_snapshot!("csv", table(&burndown).to_csv());
+    }
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()
@@ -442,7 +450,7 @@ mod tests {
         assert_eq!(r.points[23].forecast_usd, Some(d("6")));
         assert_eq!(r.status.forecast_usd, d("6"));
         assert_eq!(r.points[0].remaining_usd, Some(d("0.75")));
-        let csv = to_csv(&r);
+        let csv = table(&r).to_csv();
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 25);
         assert_eq!(

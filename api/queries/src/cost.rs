@@ -22,7 +22,10 @@ use clickhouse::Row;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::latency::InvalidParameter;
+use std::borrow::Cow;
+
+use super::params::{Expected, InvalidParameter, QueryParams, Unknown};
+use super::table::Table;
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
 use tollgate_contract::cost::from_mantissa;
 
@@ -165,11 +168,8 @@ fn tag_key_reason(key: &str) -> String {
     )
 }
 
-fn invalid(parameter: &'static str, reason: impl Into<String>) -> InvalidParameter {
-    InvalidParameter {
-        parameter,
-        reason: reason.into(),
-    }
+fn invalid(parameter: &str, reason: impl Into<String>) -> InvalidParameter {
+    InvalidParameter::new(parameter, reason)
 }
 
 impl CostQuery {
@@ -265,6 +265,15 @@ impl CostQuery {
         }
     }
 
+    /// The filters by the parameter that names them (`team`, `tag.feature`),
+    /// as reports show them.
+    pub fn filters_by_name(&self) -> std::collections::BTreeMap<String, String> {
+        self.filters
+            .iter()
+            .map(|(d, v)| (self.filter_name(*d), v.clone()))
+            .collect()
+    }
+
     /// The query parameter that filters on `d`: `tag.<key>` for the tag.
     pub fn filter_name(&self, d: CostDimension) -> String {
         match (d, &self.tag_key) {
@@ -281,6 +290,17 @@ fn untagged_reason(d: CostDimension, key: &str) -> String {
         d.name()
     )
 }
+
+/// The columns of [`CostTotals::count_cells`] in the reports' tables.
+pub const COUNT_COLUMNS: [&str; 7] = [
+    "calls",
+    "unpriced_calls",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+];
 
 /// Sums of one group. Tokens are totals of the group's calls, summed as
 /// 128-bit integers (`Decimal(38, 0)` in ClickHouse): a report over any
@@ -309,6 +329,19 @@ impl CostTotals {
             None => "unpriced".into(),
             Some(c) => c.to_string(),
         }
+    }
+
+    /// The counts every table shows, under [`COUNT_COLUMNS`].
+    pub fn count_cells(&self) -> [String; 7] {
+        [
+            self.calls.to_string(),
+            self.unpriced_calls.to_string(),
+            self.input_tokens.to_string(),
+            self.cached_input_tokens.to_string(),
+            self.cache_write_tokens.to_string(),
+            self.output_tokens.to_string(),
+            self.reasoning_tokens.to_string(),
+        ]
     }
 
     fn add(&mut self, other: &CostTotals) {
@@ -512,10 +545,6 @@ fn assemble(
     rows: Vec<CostRow>,
     name: &'static str,
 ) -> Result<CostReport, ReadModelError> {
-    let mut total = CostTotals {
-        cost: None,
-        ..CostTotals::default()
-    };
     let mut groups = Vec::with_capacity(rows.len());
     for row in rows {
         let cost = from_mantissa(row.cost).ok_or_else(|| ReadModelError::UnexpectedRow {
@@ -535,7 +564,6 @@ fn assemble(
             audio_ms: row.audio_ms,
             cost: (priced_calls != 0 || !cost.is_zero()).then_some(cost),
         };
-        total.add(&totals);
         let key = query
             .group_by
             .iter()
@@ -551,57 +579,46 @@ fn assemble(
             .cmp(&a.totals.cost.unwrap_or(Decimal::MIN))
             .then_with(|| a.key.cmp(&b.key))
     });
-    Ok(CostReport {
-        from: query.from,
-        to: query.to,
-        group_by: query.group_by.iter().map(|d| query.label(*d)).collect(),
-        filters: query
-            .filters
-            .iter()
-            .map(|(d, v)| (query.filter_name(*d), v.clone()))
-            .collect(),
-        tag_key: query.tag_key.clone(),
-        groups,
-        total,
-    })
+    Ok(CostReport::of_groups(query, groups))
 }
 
-/// The cost report as CSV: one line per group with the grouped dimensions,
-/// then counts, tokens and cost (exact decimal, or `unpriced`), and a last
-/// `total` line. The page shows the same strings.
-pub fn to_csv(report: &CostReport) -> String {
-    let mut out = String::new();
-    let mut header: Vec<&str> = report.group_by.iter().map(String::as_str).collect();
-    header.extend([
-        "calls",
-        "unpriced_calls",
-        "input_tokens",
-        "cached_input_tokens",
-        "cache_write_tokens",
-        "output_tokens",
-        "reasoning_tokens",
-        "cost_usd",
-    ]);
-    out.push_str(&header.join(","));
-    out.push('\n');
-    let line = |keys: Vec<String>, t: &CostTotals| {
+impl CostReport {
+    /// The report of `query` with `groups` (in their order) and their sum.
+    pub fn of_groups(query: &CostQuery, groups: Vec<CostGroup>) -> Self {
+        let mut total = CostTotals::default();
+        for g in &groups {
+            total.add(&g.totals);
+        }
+        Self {
+            from: query.from,
+            to: query.to,
+            group_by: query.group_by.iter().map(|d| query.label(*d)).collect(),
+            filters: query.filters_by_name(),
+            tag_key: query.tag_key.clone(),
+            groups,
+            total,
+        }
+    }
+}
+
+/// The cost report's table (its CSV): one row per group with the grouped
+/// dimensions, then counts, tokens and cost (exact decimal, or
+/// `unpriced`), and a last `total` row.
+pub fn table(report: &CostReport) -> Table {
+    let mut columns: Vec<Cow<'static, str>> =
+        report.group_by.iter().cloned().map(Cow::Owned).collect();
+    columns.extend(
+        COUNT_COLUMNS
+            .into_iter()
+            .chain(["cost_usd"])
+            .map(Cow::Borrowed),
+    );
+    let mut table = Table::new(columns);
+    let row = |keys: Vec<String>, t: &CostTotals| {
         let mut fields = keys;
-        fields.extend([
-            t.calls.to_string(),
-            t.unpriced_calls.to_string(),
-            t.input_tokens.to_string(),
-            t.cached_input_tokens.to_string(),
-            t.cache_write_tokens.to_string(),
-            t.output_tokens.to_string(),
-            t.reasoning_tokens.to_string(),
-            t.cost_label(),
-        ]);
+        fields.extend(t.count_cells());
+        fields.push(t.cost_label());
         fields
-            .iter()
-            .map(|f| csv_field(f))
-            .collect::<Vec<_>>()
-            .join(",")
-            + "\n"
     };
     for g in &report.groups {
         let keys = report
@@ -609,37 +626,16 @@ pub fn to_csv(report: &CostReport) -> String {
             .iter()
             .map(|d| g.key.get(d).cloned().unwrap_or_default())
             .collect();
-        out.push_str(&line(keys, &g.totals));
+        table.push(row(keys, &g.totals));
     }
+    // The total row says `total` in its first key column (none when the
+    // report has no key column).
     let mut keys = vec![String::new(); report.group_by.len()];
     if let Some(first) = keys.first_mut() {
         *first = "total".into();
     }
-    if report.group_by.is_empty() {
-        // No key column: the only line is the total.
-        out.push_str(&line(vec![], &report.total));
-    } else {
-        out.push_str(&line(keys, &report.total));
-    }
-    out
-}
-
-/// RFC 4180 quoting; a leading `=`, `+`, `-` or `@` is prefixed with `'` so
-/// spreadsheet programs do not run it as a formula (tenant names are
-/// user-controlled).
-pub fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '@'])
-        || (value.starts_with('-') && value.parse::<Decimal>().is_err())
-    {
-        format!("'{value}")
-    } else {
-        value.to_string()
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value
-    }
+    table.push(row(keys, &report.total));
+    table
 }
 
 /// Sample statements for the SQL compatibility check.
@@ -695,61 +691,42 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
     ]
 }
 
-/// Parameters a caller of [`parse_params`] handles itself, with their values.
-pub type ExtraParams = Vec<(&'static str, String)>;
-
-/// A rejected cost report parameter, named as the caller spelled it
-/// (`group_by`, `team`, `tag.feature`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid parameter `{parameter}`: {reason}")]
-pub struct InvalidCostParameter {
-    pub parameter: String,
-    pub reason: String,
-}
-
-impl From<InvalidParameter> for InvalidCostParameter {
-    fn from(err: InvalidParameter) -> Self {
-        Self {
-            parameter: err.parameter.to_string(),
-            reason: err.reason,
-        }
-    }
-}
-
-fn rejected(parameter: &str, reason: impl Into<String>) -> InvalidCostParameter {
-    InvalidCostParameter {
-        parameter: parameter.to_string(),
-        reason: reason.into(),
-    }
-}
-
 /// Parse a query string's pairs into a [`CostQuery`]: `from`, `to` (UTC
 /// dates, `to` exclusive; default: this month so far), `group_by` (comma
 /// list of dimension names and at most one `tag:<key>`; default `team`;
 /// empty for one total), and one optional filter per dimension, named like
 /// the dimension (`team=...`) or `tag.<key>=<value>`. A tag key in
 /// `group_by` and in a filter must be the same key. Unknown and repeated
-/// parameters are errors. `extra` names parameters the caller handles
-/// itself (e.g. `format`); they are returned, not parsed.
+/// parameters are errors ([`QueryParams`]). `extra` names parameters the
+/// caller reads itself (e.g. `format`) from the returned [`QueryParams`].
 pub fn parse_params(
     pairs: &[(String, String)],
     today: NaiveDate,
-    extra: &[&'static str],
-) -> Result<(CostQuery, ExtraParams), InvalidCostParameter> {
-    let mut seen: Vec<&str> = Vec::new();
-    let mut from = None;
-    let mut to = None;
+    extra: &[&str],
+) -> Result<(CostQuery, QueryParams), InvalidParameter> {
+    let names: Vec<&str> = ["from", "to", "group_by"]
+        .into_iter()
+        .chain(CostDimension::FIXED.map(CostDimension::name))
+        .chain(extra.iter().copied())
+        .collect();
+    let params = QueryParams::parse(
+        pairs,
+        &Expected {
+            names: &names,
+            prefixes: &["tag."],
+            unknown: Unknown::Query,
+        },
+    )?;
     let mut group_by = vec![CostDimension::Team];
     let mut filters = Vec::new();
-    let mut extras = Vec::new();
     // The tag key and the parameter that named it first.
     let mut tag: Option<(String, String)> = None;
-    let mut name_tag = |key: &str, parameter: &str| -> Result<(), InvalidCostParameter> {
+    let mut name_tag = |key: &str, parameter: &str| -> Result<(), InvalidParameter> {
         if !valid_tag_key(key) {
-            return Err(rejected(parameter, tag_key_reason(key)));
+            return Err(invalid(parameter, tag_key_reason(key)));
         }
         match &tag {
-            Some((k, first)) if k != key => Err(rejected(
+            Some((k, first)) if k != key => Err(invalid(
                 parameter,
                 format!(
                     "a report names one tag key (`{first}` names `{k}`): \
@@ -763,89 +740,60 @@ pub fn parse_params(
             }
         }
     };
-    for (name, value) in pairs {
-        if seen.contains(&name.as_str()) {
-            let parameter = if is_known(name, extra) { name } else { "query" };
-            return Err(rejected(parameter, "given more than once"));
-        }
-        seen.push(name);
-        match name.as_str() {
-            "from" => from = Some(parse_date("from", value)?),
-            "to" => to = Some(parse_date("to", value)?),
-            "group_by" => {
-                group_by = Vec::new();
-                for s in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    if let Some(key) = s.strip_prefix("tag:") {
-                        name_tag(key, "group_by")?;
-                        group_by.push(CostDimension::Tag);
-                    } else {
-                        group_by.push(CostDimension::parse(s).ok_or_else(|| {
-                            rejected(
-                                "group_by",
-                                format!(
-                                    "unknown dimension `{s}`; expected some of {}, tag:<key>",
-                                    dimension_names()
-                                ),
-                            )
-                        })?);
-                    }
-                }
-            }
-            other => {
-                if let Some(x) = extra.iter().find(|x| **x == other) {
-                    extras.push((*x, value.clone()));
-                } else if let Some(d) = CostDimension::parse(other) {
-                    filters.push((d, value.clone()));
-                } else if let Some(key) = other.strip_prefix("tag.") {
-                    name_tag(key, other)?;
-                    filters.push((CostDimension::Tag, value.clone()));
+    // In the order given: filters keep it, and the first parameter to name
+    // a tag key is the one a conflicting one is told about.
+    for (name, value) in params.iter() {
+        if name == "group_by" {
+            group_by = Vec::new();
+            for s in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                if let Some(key) = s.strip_prefix("tag:") {
+                    name_tag(key, "group_by")?;
+                    group_by.push(CostDimension::Tag);
                 } else {
-                    return Err(rejected(
-                        "query",
-                        format!(
-                            "unknown parameter `{other}`; expected from, to, group_by, {}, tag.<key>{}",
-                            dimension_names(),
-                            extra.iter().map(|x| format!(", {x}")).collect::<String>()
-                        ),
-                    ));
+                    group_by.push(CostDimension::parse(s).ok_or_else(|| {
+                        invalid(
+                            "group_by",
+                            format!(
+                                "unknown dimension `{s}`; expected some of {}, tag:<key>",
+                                dimension_names()
+                            ),
+                        )
+                    })?);
                 }
             }
+        } else if let Some(d) = CostDimension::parse(name) {
+            filters.push((d, value.to_string()));
+        } else if let Some(key) = name.strip_prefix("tag.") {
+            name_tag(key, name)?;
+            filters.push((CostDimension::Tag, value.to_string()));
         }
     }
     let month_start = today.with_day(1).unwrap_or(today);
-    let from = from.unwrap_or(month_start);
-    let to = to.unwrap_or_else(|| today.succ_opt().unwrap_or(today));
+    let from = params.date("from")?.unwrap_or(month_start);
+    let to = params
+        .date("to")?
+        .unwrap_or_else(|| today.succ_opt().unwrap_or(today));
     let tag_key = tag.map(|(key, _)| key);
     let query = CostQuery::with_tag(from, to, group_by, filters, tag_key)?;
-    Ok((query, extras))
-}
-
-/// Whether `name` is a parameter this report knows (so it may be echoed
-/// back as the offending parameter).
-fn is_known(name: &str, extra: &[&'static str]) -> bool {
-    ["from", "to", "group_by"].contains(&name)
-        || extra.contains(&name)
-        || CostDimension::parse(name).is_some()
-        || name.strip_prefix("tag.").is_some_and(valid_tag_key)
+    Ok((query, params))
 }
 
 fn dimension_names() -> String {
     CostDimension::FIXED.map(CostDimension::name).join(", ")
 }
 
-fn parse_date(parameter: &'static str, value: &str) -> Result<NaiveDate, InvalidParameter> {
-    NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|e| {
-        invalid(
-            parameter,
-            format!("`{value}` is not a date (YYYY-MM-DD): {e}"),
-        )
-    })
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// `GET /api/v1/reports/cost` of the sample report, as JSON and CSV.
+    #[test]
+    fn json_and_csv_snapshots() {
+        let report = crate::samples::cost_report();
+        insta::assert_snapshot!("json", serde_json::to_string_pretty(&report).unwrap());
+        insta::assert_snapshot!("csv", table(&report).to_csv());
+    }
 
     #[test]
     fn validation() {
@@ -995,13 +943,5 @@ mod tests {
         );
         let ok_key = format!("tag:{}", "k".repeat(64));
         assert!(parse_params(&pairs(&[("group_by", ok_key.as_str())]), today, &[]).is_ok());
-    }
-
-    #[test]
-    fn csv_quotes_and_defuses_formulas() {
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
-        assert_eq!(csv_field("-0.5"), "-0.5");
-        assert_eq!(csv_field("plain"), "plain");
     }
 }

@@ -28,6 +28,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::params::{parse_time, InvalidParameter};
+use super::params::{Expected, QueryParams};
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
 
 /// Longest window one report may cover.
@@ -123,20 +125,8 @@ pub struct LatencyQuery {
     pub filters: LatencyFilters,
 }
 
-/// A request parameter that was rejected, and why. `parameter` is the name
-/// the caller used (`from`, `to`, `bucket`, `group_by`, `provider`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid parameter `{parameter}`: {reason}")]
-pub struct InvalidParameter {
-    pub parameter: &'static str,
-    pub reason: String,
-}
-
 fn invalid(parameter: &'static str, reason: impl Into<String>) -> InvalidParameter {
-    InvalidParameter {
-        parameter,
-        reason: reason.into(),
-    }
+    InvalidParameter::new(parameter, reason)
 }
 
 impl LatencyQuery {
@@ -334,21 +324,9 @@ pub fn parse_group_by(text: &str) -> Result<Vec<Dimension>, InvalidParameter> {
     Ok(dimensions)
 }
 
-/// Parse an RFC 3339 time (`2026-01-01T00:00:00Z`).
-pub fn parse_time(parameter: &'static str, text: &str) -> Result<DateTime<Utc>, InvalidParameter> {
-    DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|err| {
-            invalid(
-                parameter,
-                format!("`{text}` is not an RFC 3339 time like 2026-01-01T00:00:00Z ({err})"),
-            )
-        })
-}
-
 /// The latency request as it arrives in a URL query: every field optional,
 /// empty strings meaning "not given".
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LatencyParams {
     pub from: Option<String>,
     pub to: Option<String>,
@@ -365,6 +343,23 @@ impl LatencyParams {
     pub const NAMES: [&'static str; 8] = [
         "from", "to", "bucket", "group_by", "provider", "model", "team", "org",
     ];
+
+    /// Read a query string's pairs ([`QueryParams`]: unknown and repeated
+    /// parameters are errors naming them).
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, InvalidParameter> {
+        let params = QueryParams::parse(pairs, &Expected::names(&Self::NAMES))?;
+        let get = |name: &str| params.get(name).map(str::to_string);
+        Ok(Self {
+            from: get("from"),
+            to: get("to"),
+            bucket: get("bucket"),
+            group_by: get("group_by"),
+            provider: get("provider"),
+            model: get("model"),
+            team: get("team"),
+            org: get("org"),
+        })
+    }
 
     /// Validate. Defaults: `to` = now, `from` = `to` - 1 hour, bucket from the
     /// range, `group_by` = provider,model (an empty `group_by=` means none).
@@ -1021,6 +1016,13 @@ fn assemble(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// What `GET /api/v1/reports/latency` returns for the sample report.
+    #[test]
+    fn json_snapshot() {
+        let report = crate::samples::latency_report();
+        insta::assert_snapshot!(serde_json::to_string_pretty(&report).unwrap());
+    }
 
     fn t(text: &str) -> DateTime<Utc> {
         parse_time("t", text).unwrap()

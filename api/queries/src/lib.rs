@@ -7,7 +7,9 @@
 //! ClickHouse (chDB) as well as the 18.16 dev server.
 //!
 //! Each report lives in its own module that keeps its SQL text, its
-//! parameter validation and its row-to-report assembly together.
+//! parameter validation and its row-to-report assembly together; a report
+//! with a CSV also builds its [`Table`] there, which the CSV and the pages
+//! are both rendered from.
 
 pub mod audit;
 pub mod budgets;
@@ -15,17 +17,24 @@ pub mod burndown;
 pub mod cost;
 pub mod latency;
 pub mod overview;
+pub mod params;
+#[cfg(any(test, feature = "samples"))]
+pub mod samples;
 pub mod statement;
+pub mod table;
 
 use clickhouse::Client;
 
 use tollgate_control::config::ClickHouseConfig;
 
+pub use table::Table;
+
 pub use latency::{
-    Dimension, GroupKey, InvalidParameter, LatencyFilters, LatencyGroup, LatencyParams,
-    LatencyQuery, LatencyReport, PercentileMethod, Percentiles, SeriesPoint, Stats,
-    EXACT_MAX_CALLS, HISTOGRAM_MAX_RELATIVE_ERROR,
+    Dimension, GroupKey, LatencyFilters, LatencyGroup, LatencyParams, LatencyQuery, LatencyReport,
+    PercentileMethod, Percentiles, SeriesPoint, Stats, EXACT_MAX_CALLS,
+    HISTOGRAM_MAX_RELATIVE_ERROR,
 };
+pub use params::{InvalidParameter, QueryParams};
 
 /// A ClickHouse client for reads (validation off: see
 /// `tollgate_control::clickhouse`).

@@ -20,8 +20,9 @@ use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::cost::{csv_field, CostDimension, CostGroup, CostQuery, CostReport, CostTotals};
+use super::cost::{CostDimension, CostGroup, CostQuery, CostReport, CostTotals};
 use super::statement;
+use super::table::Table;
 use super::{BoundSql, ReadModelError, ReadModels};
 use tollgate_contract::catalog::PriceCatalog;
 
@@ -193,11 +194,7 @@ pub fn assemble(
     CostOverview {
         from: query.from,
         to: query.to,
-        filters: query
-            .filters
-            .iter()
-            .map(|(d, v)| (query.filter_name(*d), v.clone()))
-            .collect(),
+        filters: query.filters_by_name(),
         tag_key: query.tag_key.clone(),
         today,
         total: by_month_and_version.total.clone(),
@@ -208,38 +205,34 @@ pub fn assemble(
     }
 }
 
-/// The CSV header of [`top_csv`].
-pub const TOP_CSV_HEADER: &str = "dimension,rank,id,calls,unpriced_calls,cost_usd";
-
-/// The top spenders as CSV: the users, then the keys, each ranked from 1
-/// with the cost as in the report (exact decimal, or `unpriced`). The page
-/// shows the same strings.
-pub fn top_csv(overview: &CostOverview) -> String {
-    let mut out = format!("{TOP_CSV_HEADER}\n");
+/// The top spenders' table (its CSV): the users, then the keys, each
+/// ranked from 1, with the cost as in the report (exact decimal, or
+/// `unpriced`).
+pub fn top_table(overview: &CostOverview) -> Table {
+    let mut table = Table::new([
+        "dimension",
+        "rank",
+        "id",
+        "calls",
+        "unpriced_calls",
+        "cost_usd",
+    ]);
     for (d, groups) in [
         (CostDimension::User, &overview.top_users),
         (CostDimension::Key, &overview.top_keys),
     ] {
         for (i, g) in groups.iter().flatten().enumerate() {
-            let fields = [
+            table.push([
                 d.name().to_string(),
                 (i + 1).to_string(),
                 g.key.get(d.name()).cloned().unwrap_or_default(),
                 g.totals.calls.to_string(),
                 g.totals.unpriced_calls.to_string(),
                 g.totals.cost_label(),
-            ];
-            out.push_str(
-                &fields
-                    .iter()
-                    .map(|f| csv_field(f))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-            out.push('\n');
+            ]);
         }
     }
-    out
+    table
 }
 
 /// Sample statements for the SQL compatibility check: the report by month
@@ -292,6 +285,15 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
+
+    /// `GET /api/v1/reports/cost/overview` of the sample, as JSON and its
+    /// top spenders CSV.
+    #[test]
+    fn json_and_top_csv_snapshots() {
+        let overview = crate::samples::overview();
+        insta::assert_snapshot!("json", serde_json::to_string_pretty(&overview).unwrap());
+        insta::assert_snapshot!("top_csv", top_table(&overview).to_csv());
+    }
     use tollgate_contract::catalog::PriceVersion;
 
     fn d(s: &str) -> Decimal {
@@ -453,7 +455,7 @@ mod tests {
             day(11, 22),
         );
         assert_eq!(
-            top_csv(&o),
+            top_table(&o).to_csv(),
             "dimension,rank,id,calls,unpriced_calls,cost_usd\n\
              user,1,'=alice,2,0,0.300000000000\n\
              user,2,bob,2,2,unpriced\n\

@@ -16,8 +16,9 @@ use serde::Serialize;
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::cost::{csv_field, CostDimension, CostQuery, CostReport, CostTotals};
-use super::latency::InvalidParameter;
+use super::cost::{CostDimension, CostQuery, CostReport, CostTotals, COUNT_COLUMNS};
+use super::params::{Expected, InvalidParameter, QueryParams};
+use super::table::Table;
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
 use tollgate_contract::catalog::{PriceCatalog, PriceVersion};
 use tollgate_contract::cost::from_mantissa;
@@ -60,10 +61,7 @@ pub struct Statement {
 
 /// The month `YYYY-MM` as `[first day, first day of next month)`.
 pub fn month_range(month: &str) -> Result<(NaiveDate, NaiveDate), InvalidParameter> {
-    let bad = || InvalidParameter {
-        parameter: "month",
-        reason: format!("`{month}` is not a month (YYYY-MM)"),
-    };
+    let bad = || InvalidParameter::new("month", format!("`{month}` is not a month (YYYY-MM)"));
     let first = NaiveDate::parse_from_str(&format!("{}-01", month.trim()), "%Y-%m-%d")
         .map_err(|_| bad())?;
     let next = first
@@ -154,13 +152,43 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
     vec![repricing_sql("team-a", first, next)]
 }
 
+/// A statement request as its query string names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementParams {
+    /// As given; empty when not given.
+    pub team: String,
+    /// `YYYY-MM` as given; the running month when not given.
+    pub month: String,
+}
+
+/// Read a statement's query string: `team`, `month` (`YYYY-MM`, default:
+/// the month of `today`) and the parameters in `extra`, which the caller
+/// reads itself from the returned [`QueryParams`]. Unknown and repeated
+/// parameters are errors.
+pub fn parse_params(
+    pairs: &[(String, String)],
+    today: NaiveDate,
+    extra: &[&str],
+) -> Result<(StatementParams, QueryParams), InvalidParameter> {
+    let names: Vec<&str> = ["team", "month"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let params = QueryParams::parse(pairs, &Expected::names(&names))?;
+    let request = StatementParams {
+        team: params.get("team").unwrap_or_default().to_string(),
+        month: params
+            .get("month")
+            .map(str::to_string)
+            .unwrap_or_else(|| today.format("%Y-%m").to_string()),
+    };
+    Ok((request, params))
+}
+
 /// The cost report a statement is built from.
 pub fn statement_query(team: &str, month: &str) -> Result<CostQuery, InvalidParameter> {
     if team.is_empty() {
-        return Err(InvalidParameter {
-            parameter: "team",
-            reason: "is required".into(),
-        });
+        return Err(InvalidParameter::new("team", "is required"));
     }
     let (from, to) = month_range(month)?;
     CostQuery::new(
@@ -244,76 +272,71 @@ fn opt(d: Option<Decimal>) -> String {
     d.map(|d| d.to_string()).unwrap_or_default()
 }
 
-/// The statement as CSV: one line per statement line, then `total`. Same
-/// strings as the page.
-pub fn to_csv(s: &Statement) -> String {
-    let mut out = String::from(
-        "provider,model,price_version,input_per_token,cache_read_per_token,cache_write_per_token,output_per_token,reasoning_per_token,per_request,calls,unpriced_calls,input_tokens,cached_input_tokens,cache_write_tokens,output_tokens,reasoning_tokens,cache_savings_usd,repricing_usd,cost_usd\n",
+/// The statement's table (its CSV): one row per statement line, then
+/// `total`.
+pub fn table(s: &Statement) -> Table {
+    let mut table = Table::new(
+        [
+            "provider",
+            "model",
+            "price_version",
+            "input_per_token",
+            "cache_read_per_token",
+            "cache_write_per_token",
+            "output_per_token",
+            "reasoning_per_token",
+            "per_request",
+        ]
+        .into_iter()
+        .chain(COUNT_COLUMNS)
+        .chain(["cache_savings_usd", "repricing_usd", "cost_usd"]),
     );
     for l in &s.lines {
         let p = l.prices.as_ref();
-        let fields = [
+        let price = |f: fn(&PriceVersion) -> Option<Decimal>| opt(p.and_then(f));
+        let mut row = vec![
             l.provider.clone(),
             l.model.clone(),
             l.price_version.to_string(),
-            p.map(|p| p.input_per_token.to_string()).unwrap_or_default(),
-            opt(p.and_then(|p| p.cache_read_per_token)),
-            opt(p.and_then(|p| p.cache_write_per_token)),
-            p.map(|p| p.output_per_token.to_string())
-                .unwrap_or_default(),
-            opt(p.and_then(|p| p.reasoning_per_token)),
-            p.map(|p| p.per_request.to_string()).unwrap_or_default(),
-            l.totals.calls.to_string(),
-            l.totals.unpriced_calls.to_string(),
-            l.totals.input_tokens.to_string(),
-            l.totals.cached_input_tokens.to_string(),
-            l.totals.cache_write_tokens.to_string(),
-            l.totals.output_tokens.to_string(),
-            l.totals.reasoning_tokens.to_string(),
+            price(|p| Some(p.input_per_token)),
+            price(|p| p.cache_read_per_token),
+            price(|p| p.cache_write_per_token),
+            price(|p| Some(p.output_per_token)),
+            price(|p| p.reasoning_per_token),
+            price(|p| Some(p.per_request)),
+        ];
+        row.extend(l.totals.count_cells());
+        row.extend([
             opt(l.cache_savings),
             opt(l.repricing),
             l.totals.cost_label(),
-        ];
-        out.push_str(
-            &fields
-                .iter()
-                .map(|f| csv_field(f))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        out.push('\n');
+        ]);
+        table.push(row);
     }
-    let t = &s.total;
-    let total = [
-        "total".to_string(),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        t.calls.to_string(),
-        t.unpriced_calls.to_string(),
-        t.input_tokens.to_string(),
-        t.cached_input_tokens.to_string(),
-        t.cache_write_tokens.to_string(),
-        t.output_tokens.to_string(),
-        t.reasoning_tokens.to_string(),
+    let mut total = vec!["total".to_string()];
+    total.extend(std::iter::repeat_n(String::new(), 8));
+    total.extend(s.total.count_cells());
+    total.extend([
         s.cache_savings.to_string(),
         s.repricing.to_string(),
-        t.cost_label(),
-    ];
-    out.push_str(&total.join(","));
-    out.push('\n');
-    out
+        s.total.cost_label(),
+    ]);
+    table.push(total);
+    table
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// `GET /api/v1/finance/statement` of the sample, as JSON and CSV.
+    #[test]
+    fn json_and_csv_snapshots() {
+        let statement = crate::samples::statement();
+        insta::assert_snapshot!("json", serde_json::to_string_pretty(&statement).unwrap());
+        insta::assert_snapshot!("csv", table(&statement).to_csv());
+    }
 
     #[test]
     fn months() {

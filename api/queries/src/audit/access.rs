@@ -6,15 +6,16 @@
 
 pub use tollgate_control::keys::{ApiKey, KeyStore};
 
-use tollgate_control::config::ClickHouseConfig;
-
 /// Roles that may read audit trails.
 pub const AUDIT_ROLES: [&str; 2] = ["compliance", "admin"];
 
 /// What the audit endpoints and pages need.
 #[derive(Clone)]
 pub struct AuditAccess {
-    pub clickhouse: ClickHouseConfig,
+    /// The one ClickHouse client every audit request reads through: a
+    /// client owns a connection pool and clones share it, so it is built
+    /// once at start ([`crate::client`]), never per request.
+    pub clickhouse: clickhouse::Client,
     /// Hex Ed25519 public key of the configured checkpoint signing key.
     pub public_key: Option<String>,
     /// The signing key, for signing export manifests.

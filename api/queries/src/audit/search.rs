@@ -16,7 +16,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 
 use super::verify::{checkpoints_sql, ENTRY_COLUMNS};
-use crate::InvalidParameter;
+use crate::params::{Expected, InvalidParameter, QueryParams, Unknown};
 use tollgate_contract::audit::checkpoint::{check_signature, CheckpointRow};
 use tollgate_contract::audit::entry::{parse_hash, EntryRow};
 use tollgate_contract::audit::merkle;
@@ -93,17 +93,14 @@ pub struct SearchQuery {
     pub proof: bool,
 }
 
-fn invalid(parameter: &'static str, reason: impl Into<String>) -> InvalidParameter {
-    InvalidParameter {
-        parameter,
-        reason: reason.into(),
-    }
+fn invalid(parameter: &str, reason: impl Into<String>) -> InvalidParameter {
+    InvalidParameter::new(parameter, reason)
 }
 
 /// A time as RFC 3339 (`2026-03-10T10:00:00Z`), a `datetime-local` value
 /// in UTC (`2026-03-10T10:00`), a date (`2026-03-10`, midnight UTC) or
 /// epoch milliseconds.
-pub fn parse_time_ms(parameter: &'static str, text: &str) -> Result<u64, InvalidParameter> {
+pub fn parse_time_ms(parameter: &str, text: &str) -> Result<u64, InvalidParameter> {
     let text = text.trim();
     let time: Option<DateTime<Utc>> = DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
@@ -141,24 +138,20 @@ impl SearchQuery {
             limit: DEFAULT_LIMIT,
             ..Self::default()
         };
-        let mut seen: Vec<&'static str> = Vec::new();
-        for (name, value) in pairs {
-            let known: &'static str = FILTERS
-                .iter()
-                .map(|(n, _)| *n)
-                .chain(["from", "to", "limit", "cursor", "proof"])
-                .find(|n| n == name)
-                .ok_or_else(|| {
-                    let shown: String = name.chars().take(40).collect();
-                    InvalidParameter {
-                        parameter: "query",
-                        reason: format!("unknown parameter `{shown}` (known: org, team, user, key, model, provider, outcome, decision, kind, from, to, limit, cursor, proof)"),
-                    }
-                })?;
-            if seen.contains(&known) {
-                return Err(invalid(known, "given more than once"));
-            }
-            seen.push(known);
+        let names: Vec<&str> = FILTERS
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(["from", "to", "limit", "cursor", "proof"])
+            .collect();
+        let params = QueryParams::parse(
+            pairs,
+            &Expected {
+                names: &names,
+                prefixes: &[],
+                unknown: Unknown::Query,
+            },
+        )?;
+        for (known, value) in params.iter() {
             let value = value.trim();
             if value.len() > 256 {
                 return Err(invalid(known, "longer than 256 bytes"));

@@ -1,0 +1,465 @@
+//! Sample reports built from plain values, no ClickHouse: one of each
+//! report, with the figures a team could really see (percentiles of a busy
+//! and a small group, priced and unpriced spend, a repricing correction, a
+//! budget half spent). The snapshot tests of the reports' JSON and CSV
+//! (here) and of their pages (`tollgate-dashboards`, feature `samples`)
+//! render the same values, so a change to any of the three is a visible
+//! diff. Names with a comma or a leading `=` check CSV quoting and the
+//! formula guard.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use rust_decimal::Decimal;
+
+use crate::burndown::{self, Burndown};
+use crate::cost::{CostDimension, CostGroup, CostQuery, CostReport, CostTotals};
+use crate::latency::{
+    Dimension, GroupKey, LatencyGroup, LatencyReport, PercentileMethod, Percentiles, SeriesPoint,
+    Stats, HISTOGRAM_MAX_RELATIVE_ERROR,
+};
+use crate::overview::{self, CostOverview};
+use crate::statement::{self, RepricingRow, Statement};
+use tollgate_contract::catalog::{PriceCatalog, PriceVersion};
+use tollgate_control::budgets::{status_of, Budget, BudgetStatus, Period, SubjectKind};
+
+fn day(d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 3, d).unwrap_or_default()
+}
+
+fn at(d: u32, h: u32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, d, h, m, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+/// `mantissa × 10^-scale`.
+fn usd(mantissa: i64, scale: u32) -> Decimal {
+    Decimal::new(mantissa, scale)
+}
+
+/// The day the finance samples are read on: 2026-03-22, in the running
+/// month.
+pub fn today() -> NaiveDate {
+    day(22)
+}
+
+/// When the budget samples are read: 2026-03-22 14:30 UTC.
+pub fn now() -> DateTime<Utc> {
+    at(22, 14, 30)
+}
+
+// ---------------------------------------------------------------- latency
+
+fn exact(p50: f64, p95: f64, p99: f64) -> Percentiles {
+    Percentiles {
+        p50,
+        p95,
+        p99,
+        method: PercentileMethod::Exact,
+        max_relative_error: 0.0,
+    }
+}
+
+fn estimated(p50: f64, p95: f64, p99: f64) -> Percentiles {
+    Percentiles {
+        method: PercentileMethod::Histogram,
+        max_relative_error: HISTOGRAM_MAX_RELATIVE_ERROR,
+        ..exact(p50, p95, p99)
+    }
+}
+
+fn stats(count: u64, errors: u64, duration: Percentiles, ttft: Option<Percentiles>) -> Stats {
+    Stats {
+        count,
+        errors,
+        error_rate: errors as f64 / count as f64,
+        duration_ms: duration,
+        ttft_count: if ttft.is_some() { count } else { 0 },
+        ttft_ms: ttft,
+    }
+}
+
+/// A quarter hour by provider and model in 5-minute buckets: a streamed
+/// Anthropic group small enough for exact percentiles, and an OpenAI group
+/// over 1,000 calls whose totals are histogram estimates.
+pub fn latency_report() -> LatencyReport {
+    let key = |provider: &str, model: &str| GroupKey {
+        provider: Some(provider.into()),
+        model: Some(model.into()),
+        ..GroupKey::default()
+    };
+    let point = |minute: u32, stats: Stats| SeriesPoint {
+        bucket_start: at(10, 10, minute),
+        stats,
+    };
+    LatencyReport {
+        from: at(10, 10, 0),
+        to: at(10, 10, 15),
+        bucket_secs: 300,
+        group_by: vec![Dimension::Provider, Dimension::Model],
+        groups: vec![
+            LatencyGroup {
+                key: key("anthropic", "claude-sonnet-4"),
+                total: stats(
+                    412,
+                    3,
+                    exact(842.317, 1910.5, 2480.004),
+                    Some(exact(212.4, 388.0, 512.75)),
+                ),
+                series: vec![
+                    point(
+                        0,
+                        stats(
+                            140,
+                            1,
+                            exact(811.2, 1850.0, 2301.9),
+                            Some(exact(205.1, 371.3, 498.0)),
+                        ),
+                    ),
+                    point(
+                        5,
+                        stats(
+                            137,
+                            0,
+                            exact(850.04, 1922.6, 2455.5),
+                            Some(exact(214.0, 390.2, 505.6)),
+                        ),
+                    ),
+                    point(
+                        10,
+                        stats(
+                            135,
+                            2,
+                            exact(866.9, 1960.25, 2480.004),
+                            Some(exact(218.8, 401.0, 512.75)),
+                        ),
+                    ),
+                ],
+            },
+            LatencyGroup {
+                key: key("openai", "gpt-4o"),
+                total: stats(2318, 41, estimated(611.2, 1502.8, 2977.1), None),
+                series: vec![
+                    point(0, stats(790, 12, exact(598.5, 1460.0, 2810.4), None)),
+                    point(5, stats(771, 15, exact(615.75, 1511.2, 2950.0), None)),
+                    point(10, stats(757, 14, exact(620.3, 1530.9, 3012.6), None)),
+                ],
+            },
+        ],
+    }
+}
+
+// ---------------------------------------------------------------- cost
+
+fn totals(calls: i64, unpriced: i64, input: i128, cached: i128, output: i128) -> CostTotals {
+    CostTotals {
+        calls,
+        unpriced_calls: unpriced,
+        input_tokens: input,
+        cached_input_tokens: cached,
+        output_tokens: output,
+        ..CostTotals::default()
+    }
+}
+
+fn group(key: &[(&str, &str)], totals: CostTotals, cost: Option<Decimal>) -> CostGroup {
+    CostGroup {
+        key: key
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        totals: CostTotals { cost, ..totals },
+    }
+}
+
+/// March 2026 so far (to the 23rd, exclusive) by team and model.
+pub fn cost_query() -> CostQuery {
+    CostQuery {
+        from: day(1),
+        to: day(23),
+        group_by: vec![CostDimension::Team, CostDimension::Model],
+        filters: Vec::new(),
+        tag_key: None,
+    }
+}
+
+/// [`cost_query`]'s report: two priced groups (gpt-4o with cached input)
+/// and an unpriced fine-tune, highest cost first.
+pub fn cost_report() -> CostReport {
+    CostReport::of_groups(
+        &cost_query(),
+        vec![
+            group(
+                &[("team", "team-search"), ("model", "gpt-4o")],
+                totals(1200, 0, 2_400_000, 600_000, 360_000),
+                Some(usd(8_850_000_000_000, 12)),
+            ),
+            group(
+                &[("team", "team-support"), ("model", "claude-sonnet-4")],
+                totals(640, 0, 1_280_000, 0, 192_000),
+                Some(usd(6_720_000_000_000, 12)),
+            ),
+            group(
+                &[("team", "team-labs"), ("model", "llama-3-70b,ft")],
+                totals(25, 25, 50_000, 0, 10_000),
+                None,
+            ),
+        ],
+    )
+}
+
+fn price(
+    id: i64,
+    provider: &str,
+    model: &str,
+    input: Decimal,
+    read: Decimal,
+    output: Decimal,
+) -> PriceVersion {
+    PriceVersion {
+        id,
+        provider: provider.into(),
+        model: model.into(),
+        effective_from: at(1, 0, 0),
+        input_per_token: input,
+        output_per_token: output,
+        cache_read_per_token: Some(read),
+        cache_write_per_token: None,
+        reasoning_per_token: None,
+        per_image: Decimal::ZERO,
+        per_audio_second: Decimal::ZERO,
+        per_request: Decimal::ZERO,
+        tiers: Vec::new(),
+        source: "litellm".into(),
+        note: String::new(),
+    }
+}
+
+/// The price versions the samples' calls were priced at.
+pub fn catalog() -> PriceCatalog {
+    PriceCatalog::new([
+        price(7, "openai", "gpt-4o", usd(25, 7), usd(125, 8), usd(1, 5)),
+        price(
+            9,
+            "openai",
+            "gpt-4o-mini",
+            usd(15, 8),
+            usd(75, 9),
+            usd(6, 7),
+        ),
+        price(
+            12,
+            "anthropic",
+            "claude-sonnet-4",
+            usd(3, 6),
+            usd(3, 7),
+            usd(15, 6),
+        ),
+    ])
+}
+
+/// The overview of [`cost_query`]'s period: the savings of gpt-4o's cached
+/// input, the month-end forecast and the top spenders (one user name needs
+/// the formula guard).
+pub fn overview() -> CostOverview {
+    let query = cost_query();
+    let by_month_and_version = CostReport::of_groups(
+        &CostQuery {
+            group_by: vec![CostDimension::Month, CostDimension::PriceVersion],
+            ..query.clone()
+        },
+        vec![
+            group(
+                &[("month", "2026-03"), ("price_version", "7")],
+                totals(1200, 0, 2_400_000, 600_000, 360_000),
+                Some(usd(8_850_000_000_000, 12)),
+            ),
+            group(
+                &[("month", "2026-03"), ("price_version", "12")],
+                totals(640, 0, 1_280_000, 0, 192_000),
+                Some(usd(6_720_000_000_000, 12)),
+            ),
+            group(
+                &[("month", "2026-03"), ("price_version", "0")],
+                totals(25, 25, 50_000, 0, 10_000),
+                None,
+            ),
+        ],
+    );
+    let spender = |d: &str, id: &str, totals: CostTotals, cost| group(&[(d, id)], totals, cost);
+    overview::assemble(
+        &query,
+        &by_month_and_version,
+        Some(vec![
+            spender(
+                "user",
+                "=alice",
+                totals(910, 0, 1_820_000, 450_000, 273_000),
+                Some(usd(8_100_000_000_000, 12)),
+            ),
+            spender(
+                "user",
+                "bob",
+                totals(930, 0, 1_860_000, 150_000, 279_000),
+                Some(usd(7_470_000_000_000, 12)),
+            ),
+            spender("user", "carol", totals(25, 25, 50_000, 0, 10_000), None),
+        ]),
+        Some(vec![
+            spender(
+                "key",
+                "k-prod",
+                totals(1500, 0, 3_000_000, 600_000, 450_000),
+                Some(usd(12_000_000_000_000, 12)),
+            ),
+            spender(
+                "key",
+                "k-dev",
+                totals(340, 0, 680_000, 0, 102_000),
+                Some(usd(3_570_000_000_000, 12)),
+            ),
+            spender("key", "k-labs", totals(25, 25, 50_000, 0, 10_000), None),
+        ]),
+        Some(&catalog()),
+        today(),
+    )
+}
+
+/// team-search's March statement: two priced lines (gpt-4o corrected by a
+/// repricing), an unpriced one, and the running month's forecast.
+pub fn statement() -> Statement {
+    let line = |provider: &str, model: &str, version: &str| {
+        [
+            ("provider", provider.to_string()),
+            ("model", model.to_string()),
+            ("price_version", version.to_string()),
+        ]
+    };
+    let query = CostQuery {
+        from: day(1),
+        to: NaiveDate::from_ymd_opt(2026, 4, 1).unwrap_or_default(),
+        group_by: vec![
+            CostDimension::Provider,
+            CostDimension::Model,
+            CostDimension::PriceVersion,
+        ],
+        filters: vec![(CostDimension::Team, "team-search".into())],
+        tag_key: None,
+    };
+    let groups = [
+        (
+            line("openai", "gpt-4o", "7"),
+            totals(1200, 0, 2_400_000, 600_000, 360_000),
+            Some(usd(8_600_000_000_000, 12)),
+        ),
+        (
+            line("openai", "gpt-4o-mini", "9"),
+            totals(300, 0, 450_000, 0, 90_000),
+            Some(usd(121_500_000_000, 12)),
+        ),
+        (
+            line("testprov", "=mystery,model", "0"),
+            totals(4, 4, 8_000, 0, 1_000),
+            None,
+        ),
+    ]
+    .into_iter()
+    .map(|(key, totals, cost)| CostGroup {
+        key: key.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        totals: CostTotals { cost, ..totals },
+    })
+    .collect();
+    let repricing = [RepricingRow {
+        provider: "openai".into(),
+        model: "gpt-4o".into(),
+        price_version: 7,
+        // -0.25 USD as a Decimal(38, 12) mantissa.
+        cost: -250_000_000_000,
+    }];
+    statement::assemble(
+        "team-search",
+        "2026-03",
+        &CostReport::of_groups(&query, groups),
+        &repricing,
+        &catalog(),
+        today(),
+    )
+}
+
+// ---------------------------------------------------------------- budgets
+
+/// A hard monthly team budget a third spent, a soft daily key budget past
+/// its 80 % warning, and an untouched org budget (its id needs the
+/// formula guard).
+pub fn budgets() -> Vec<BudgetStatus> {
+    let budget = |id, kind, subject: &str, period, limit, hard| Budget {
+        id,
+        subject_kind: kind,
+        subject_id: subject.into(),
+        period,
+        limit_usd: limit,
+        hard,
+        thresholds: vec![50, 80, 100],
+    };
+    vec![
+        status_of(
+            &budget(
+                1,
+                SubjectKind::Team,
+                "team-search",
+                Period::Monthly,
+                usd(50, 0),
+                true,
+            ),
+            usd(15_570_000_000_000, 12),
+            now(),
+        ),
+        status_of(&daily_key_budget(), usd(1_700_000_000_000, 12), now()),
+        status_of(
+            &budget(
+                3,
+                SubjectKind::Org,
+                "=acme",
+                Period::Monthly,
+                usd(100, 0),
+                true,
+            ),
+            Decimal::ZERO,
+            now(),
+        ),
+    ]
+}
+
+/// The soft daily budget of key `k-dev` (2 USD).
+pub fn daily_key_budget() -> Budget {
+    Budget {
+        id: 2,
+        subject_kind: SubjectKind::Key,
+        subject_id: "k-dev".into(),
+        period: Period::Daily,
+        limit_usd: usd(2, 0),
+        hard: false,
+        thresholds: vec![50, 80, 100],
+    }
+}
+
+/// [`daily_key_budget`]'s burn-down at [`now`]: spend in five of the hours
+/// so far, hour by hour.
+pub fn burndown() -> Burndown {
+    let hour = |h: u32| at(22, h, 0).timestamp();
+    let spend = BTreeMap::from([
+        (hour(8), usd(35, 2)),
+        (hour(9), usd(4, 1)),
+        (hour(11), usd(5, 1)),
+        (hour(13), usd(3, 1)),
+        (hour(14), usd(15, 2)),
+    ]);
+    // Cannot fail for these values (no decimal overflows).
+    burndown::assemble(&daily_key_budget(), now(), &spend).unwrap_or_else(|_| Burndown {
+        status: status_of(&daily_key_budget(), Decimal::ZERO, now()),
+        as_of: now(),
+        step: burndown::Step::Hour,
+        points: Vec::new(),
+    })
+}

@@ -1,0 +1,119 @@
+//! Report tables: the rows a report's CSV holds and its page shows, and the
+//! one CSV writer.
+//!
+//! A report with a CSV builds one [`Table`] (`cost::table`,
+//! `overview::top_table`, `statement::table`, `budgets::table`,
+//! `burndown::table`); the download is [`Table::to_csv`] and the page
+//! renders the same cells, so the two cannot disagree and no page parses
+//! CSV back.
+
+use std::borrow::Cow;
+
+use rust_decimal::Decimal;
+
+/// A header and rows of cells. Cells are the strings a CSV reader reads
+/// back from [`Table::to_csv`]: a value a spreadsheet would run as a formula
+/// is already defused ([`defuse_formula`]), and pages show the cells as
+/// they are, so a page and its file agree to the character.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    columns: Vec<Cow<'static, str>>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// An empty table with these column names.
+    pub fn new<C: Into<Cow<'static, str>>>(columns: impl IntoIterator<Item = C>) -> Self {
+        Self {
+            columns: columns.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Append a row, one value per column, defusing each value.
+    pub fn push(&mut self, values: impl IntoIterator<Item = String>) {
+        self.rows
+            .push(values.into_iter().map(defuse_formula).collect());
+    }
+
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        self.columns.iter().map(|c| c.as_ref())
+    }
+
+    pub fn rows(&self) -> &[Vec<String>] {
+        &self.rows
+    }
+
+    /// Take the rows, leaving the table with its header only.
+    pub fn into_rows(self) -> Vec<Vec<String>> {
+        self.rows
+    }
+
+    /// RFC 4180: the header line, then one line per row, each ended by
+    /// `\n`; a field holding a comma, quote or line break is quoted, its
+    /// quotes doubled.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::new();
+        let mut line = |fields: &mut dyn Iterator<Item = &str>| {
+            for (i, field) in fields.enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&quote(field));
+            }
+            out.push('\n');
+        };
+        line(&mut self.columns());
+        for row in &self.rows {
+            line(&mut row.iter().map(String::as_str));
+        }
+        out
+    }
+}
+
+/// A leading `=`, `+`, `-` or `@` is prefixed with `'` so spreadsheet
+/// programs do not run the value as a formula (tenant names are
+/// user-controlled); a negative number stays a number.
+pub fn defuse_formula(value: String) -> String {
+    if value.starts_with(['=', '+', '@'])
+        || (value.starts_with('-') && value.parse::<Decimal>().is_err())
+    {
+        format!("'{value}")
+    } else {
+        value
+    }
+}
+
+fn quote(field: &str) -> Cow<'_, str> {
+    if field.contains([',', '"', '\n', '\r']) {
+        Cow::Owned(format!("\"{}\"", field.replace('"', "\"\"")))
+    } else {
+        Cow::Borrowed(field)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_and_defuses_formulas() {
+        let mut t = Table::new(["name", "note"]);
+        t.push(["a,b".to_string(), "say \"hi\"".to_string()]);
+        t.push(["=SUM(A1)".to_string(), "-0.5".to_string()]);
+        t.push(["-x".to_string(), "plain".to_string()]);
+        assert_eq!(
+            t.to_csv(),
+            "name,note\n\"a,b\",\"say \"\"hi\"\"\"\n'=SUM(A1),-0.5\n'-x,plain\n"
+        );
+        // The cells are what a CSV reader reads back.
+        assert_eq!(t.rows()[1], ["'=SUM(A1)", "-0.5"]);
+    }
+
+    #[test]
+    fn a_table_without_rows_is_its_header() {
+        assert_eq!(Table::new(["a", "b"]).to_csv(), "a,b\n");
+        assert_eq!(Table::new(Vec::<String>::new()).to_csv(), "\n");
+    }
+}
