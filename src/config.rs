@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use tollgate_api::config::ApiConfig;
 use tollgate_control::config::{ClickHouseConfig, KafkaConfig, PostgresConfig};
 use tollgate_ingest::config::IngestConfig;
-use tollgate_processors::audit::AuditConfig;
 use tollgate_processors::config::ProcessorConfig;
+use tollgate_processors::folds::audit::AuditConfig;
 use tollgate_proxy::config::ProxyConfig;
 
 /// Environment variables with the `TOLLGATE_` prefix that are not settings.

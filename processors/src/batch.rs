@@ -11,9 +11,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::calls_sink::PartitionKey;
 use crate::config::ProcessorConfig;
-use crate::fold::Positioned;
+use crate::fold::{PartitionKey, Positioned};
 
 /// Limits of one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +157,7 @@ impl<R: Positioned> Batch<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calls_sink::{call_row, CallRow};
+    use crate::folds::calls::rows::{call_row, CallRow};
 
     fn row(partition: i32, offset: i64) -> CallRow {
         let event: tollgate_contract::Event = serde_json::from_value(serde_json::json!({

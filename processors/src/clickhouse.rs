@@ -1,5 +1,8 @@
-//! Creating the ClickHouse database, and naming the server in ClickHouse
-//! errors. The clients themselves are built by `tollgate_control::clickhouse`.
+//! Creating the ClickHouse database, naming the server in ClickHouse
+//! errors, and the one RowBinary insert every sink uses. The clients
+//! themselves are built by `tollgate_control::clickhouse`.
+
+use clickhouse::{Client, RowWrite};
 
 use crate::error::{Error, Result};
 use tollgate_control::clickhouse::server_client;
@@ -16,6 +19,23 @@ pub fn error(
         context: context.into(),
         source,
     }
+}
+
+/// Insert `rows` into `table` in one RowBinary request, in the order given
+/// (Kafka order within each partition, for the folds' sinks).
+pub async fn insert_rows<T>(
+    client: &Client,
+    table: &str,
+    rows: &[T],
+) -> clickhouse::error::Result<()>
+where
+    T: RowWrite + for<'a> clickhouse::Row<Value<'a> = T>,
+{
+    let mut insert = client.insert::<T>(table).await?;
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await
 }
 
 /// `CREATE DATABASE IF NOT EXISTS <database>`; returns the server version.

@@ -1,9 +1,9 @@
-//! The event processor: consumes `kafka.events_topic` in a consumer group,
-//! folds every event into one ClickHouse table through a [`Fold`] (the
-//! `calls` facts table via [`run`], the audit chain via
-//! [`crate::audit::run`]), sends what it cannot use to the dead-letter topic,
-//! and commits Kafka offsets only after ClickHouse acknowledged the rows they
-//! cover.
+//! The consumer runtime, shared by every consumer fold: consumes
+//! `kafka.events_topic` in a consumer group, turns every event into rows
+//! through a [`Fold`] (the folds are in [`crate::folds`]), batches them,
+//! hands each batch to the fold's sink, sends what it cannot use to the
+//! dead-letter topic, and commits Kafka offsets only after the sink stored
+//! the rows they cover.
 //!
 //! # Effectively-once
 //!
@@ -65,42 +65,13 @@ use tollgate_control::config::KafkaConfig;
 use tracing::{debug, info, warn};
 
 use crate::batch::{Batch, BatchPolicy};
-use crate::calls_sink::{self, PartitionClock};
-use crate::clickhouse::error as ch_error;
 use crate::config::ProcessorConfig;
-use crate::cost::SharedCatalog;
 use crate::dlq::{DeadLetterReason, DeadLetterWriter, Source};
 use crate::error::{Error, Result};
-use crate::fold::{CallsFold, Fold, MessageMeta, Positioned};
-use crate::progress::Progress;
+use crate::fold::{Fold, MessageMeta, Positioned};
 use crate::resume::{stored_offsets_in, ResumePositions};
 use tollgate_control::clickhouse::client;
 use tollgate_control::config::ClickHouseConfig;
-
-/// Whether the `calls` table exists.
-const HAS_CALLS_SQL: &str =
-    "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'calls'";
-
-/// Every query the processor sends at run time, named, for the SQL
-/// compatibility check (the resume query is shown for partitions 0 and 1).
-/// The insert is `INSERT INTO calls(<CallRow fields>) FORMAT RowBinary`.
-pub fn runtime_queries() -> Vec<(String, String)> {
-    vec![
-        ("processor.has_calls".into(), HAS_CALLS_SQL.into()),
-        (
-            "processor.occurred_at_type".into(),
-            calls_sink::OCCURRED_AT_TYPE_SQL.into(),
-        ),
-        (
-            "processor.server_timezone".into(),
-            calls_sink::SERVER_TIMEZONE_SQL.into(),
-        ),
-        (
-            "processor.stored_offsets".into(),
-            crate::resume::stored_offsets_sql(&[0, 1]),
-        ),
-    ]
-}
 
 /// How often the progress line is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -249,59 +220,6 @@ struct Processor<F: Fold> {
     dlq: Option<DeadLetterWriter>,
     counters: Counters,
     shutdown: CancellationToken,
-}
-
-/// Run the processor until `shutdown` is cancelled; then flush the open
-/// batch, commit, and return what was done. Every call row is priced from
-/// `prices` (the cost fold) before it is batched; every insert is recorded
-/// in `progress`.
-pub async fn run(
-    kafka: &KafkaConfig,
-    ch: &ClickHouseConfig,
-    config: &ProcessorConfig,
-    prices: SharedCatalog,
-    progress: Progress,
-    shutdown: CancellationToken,
-) -> Result<Counters> {
-    let client = client(ch);
-    let (clock, timezone) = calls_sink::partition_clock(&client).await.map_err(|e| {
-        ch_error(
-            ch,
-            "cannot read the calls table (is the server running? `dev/stack up` starts one)",
-            e,
-        )
-    })?;
-    let has_calls: u64 = client
-        .query(HAS_CALLS_SQL)
-        .fetch_one()
-        .await
-        .map_err(|e| ch_error(ch, "cannot read system.tables", e))?;
-    if has_calls == 0 {
-        return Err(Error::Config(format!(
-            "clickhouse database {} at {} has no calls table; run `tollgate migrate` first",
-            ch.database, ch.url
-        )));
-    }
-    if clock == PartitionClock::Other {
-        warn!(
-            %timezone,
-            "calls.occurred_at is partitioned in a non-UTC timezone; rows within 14 h of a month boundary are inserted one per batch"
-        );
-    }
-    info!(%timezone, "calls are partitioned by month in this timezone");
-    run_fold(
-        CallsFold {
-            clock,
-            prices,
-            progress,
-        },
-        kafka,
-        ch,
-        config,
-        &config.group_id,
-        shutdown,
-    )
-    .await
 }
 
 /// The consumer's settings: offsets stored and committed only by us (after
@@ -555,11 +473,11 @@ impl<F: Fold> Processor<F> {
         let mut attempt = 1u32;
         loop {
             let stored = match stored_offsets_in(&self.client, self.fold.table(), &wanted).await {
-                Ok(stored) => match self.fold.load_partitions(&self.client, &wanted).await {
+                Ok(stored) => match self.fold.load_partitions(&wanted).await {
                     Ok(()) => Ok(stored),
-                    Err(err) => Err(err),
+                    Err(err) => Err(err.to_string()),
                 },
-                Err(err) => Err(err),
+                Err(err) => Err(err.to_string()),
             };
             match stored {
                 Ok(stored) => {
@@ -589,7 +507,7 @@ impl<F: Fold> Processor<F> {
         let last = matches!(mode, CommitMode::Sync);
         if self.batch.is_empty() {
             if last {
-                self.fold.flushed(&self.client, true).await;
+                self.fold.flushed(true).await;
             }
             return Ok(());
         }
@@ -597,7 +515,7 @@ impl<F: Fold> Processor<F> {
         if !flushed.rows.is_empty() {
             self.insert(flushed.rows).await?;
         }
-        self.fold.flushed(&self.client, last).await;
+        self.fold.flushed(last).await;
         self.commit(consumer, &flushed.commit, mode);
         Ok(())
     }
@@ -638,7 +556,7 @@ impl<F: Fold> Processor<F> {
                 }
             }
             let started = Instant::now();
-            match self.fold.insert(&self.client, &rows).await {
+            match self.fold.store(&rows).await {
                 Ok(()) => {
                     // Guards against Kafka re-delivering stored messages
                     // without a rebalance (e.g. an offset reset).

@@ -28,6 +28,16 @@ pub enum Error {
     /// The configuration cannot work.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The control plane (PostgreSQL, the price catalog) failed.
+    #[error(transparent)]
+    Control(#[from] tollgate_control::ControlError),
+    /// A fold could not be set up (the price catalog, a producer).
+    #[error("{context}: {source}")]
+    Setup {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Shutdown was requested while work was still pending; nothing was
     /// acknowledged for that work, so it will be read again from Kafka.
     #[error("interrupted by shutdown: {0}")]
@@ -35,9 +45,20 @@ pub enum Error {
 }
 
 impl Error {
+    pub fn setup(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Setup {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+
     pub fn fault(&self) -> Fault {
         match self {
-            Error::ClickHouse { .. } | Error::Kafka { .. } => Fault::External,
+            Error::ClickHouse { .. } | Error::Kafka { .. } | Error::Setup { .. } => Fault::External,
+            Error::Control(e) => e.fault(),
             Error::Migration { .. } | Error::Config(_) => Fault::Caller,
             Error::Interrupted(_) => Fault::External,
         }

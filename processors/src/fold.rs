@@ -1,22 +1,21 @@
-//! The seam between the generic consumer loop ([`crate::consumer`]) and what
-//! one fold does with events: [`Fold`] maps an event to a row, says which
-//! ClickHouse partition the row lands in, inserts a batch, and names the
-//! table whose `(kafka_partition, kafka_offset)` columns hold its progress.
-//! The consumer owns everything else (batching, resume, retries, commits).
+//! The seam between the generic consumer runtime ([`crate::consumer`]) and
+//! one fold ([`crate::folds`]). The runtime owns consuming, batching,
+//! resume positions, retries and commits; a [`Fold`] owns what is particular
+//! to one fold, in two parts that every fold lays out the same way:
 //!
-//! Two folds exist: [`CallsFold`] (the `calls` facts table) and
-//! [`crate::audit::AuditFold`] (the `audit_chain` hash chain). Each runs in
-//! its own consumer group, so each keeps its own progress.
+//! - a *pure part* (`folds/<name>/rows.rs`) that turns an event and its
+//!   Kafka position into rows: no I/O, no async, no clock of its own;
+//! - a *sink* (`folds/<name>/sink.rs`): a small trait over the fold's rows
+//!   with the ClickHouse implementation and an in-memory fake, which owns
+//!   every write the fold makes (its table, and its progress or
+//!   checkpoints), so none hides behind the runtime's insert.
+//!
+//! `folds/<name>/fold.rs` joins the two into the [`Fold`] the runtime runs.
 
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use clickhouse::Client;
 use tollgate_contract::{Event, Rejection};
-
-use crate::calls_sink::{self, call_row, CallRow, PartitionClock, PartitionKey};
-use crate::cost::{price_row, SharedCatalog};
-use crate::progress::Progress;
 
 /// A row that knows the Kafka position it came from.
 pub trait Positioned {
@@ -24,13 +23,7 @@ pub trait Positioned {
     fn position(&self) -> (i32, i64);
 }
 
-impl Positioned for CallRow {
-    fn position(&self) -> (i32, i64) {
-        (self.kafka_partition, self.kafka_offset)
-    }
-}
-
-/// Where a message came from, for folds that need more than the event.
+/// Where a message came from: its Kafka position and key.
 #[derive(Debug, Clone, Copy)]
 pub struct MessageMeta<'a> {
     pub partition: i32,
@@ -39,11 +32,38 @@ pub struct MessageMeta<'a> {
     pub key: Option<&'a [u8]>,
 }
 
+/// Which ClickHouse table partition a row lands in, as far as the processor
+/// can tell. An insert is atomic only within one partition, so a batch never
+/// mixes two [`PartitionKey::Month`]s and an [`PartitionKey::Uncertain`] row
+/// is always inserted alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionKey {
+    /// `YYYYMM` (or 0 for a table with a single partition).
+    Month(u32),
+    /// Near a month boundary in a server timezone we cannot evaluate: the
+    /// row may land in either month.
+    Uncertain,
+}
+
+/// Why a sink could not write or read. The runtime retries either way; the
+/// variant only tells the log line what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    ClickHouse(#[from] clickhouse::error::Error),
+    /// The anchor topic did not acknowledge a checkpoint.
+    #[error("anchor: {0}")]
+    Anchor(String),
+    /// An in-memory sink told to fail (tests).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
 /// One fold of the event stream into one ClickHouse table.
 pub trait Fold: Send {
     type Row: Positioned + Send + Sync;
 
-    /// Name in log lines.
+    /// Name in log lines (the registry's name, see [`crate::folds`]).
     fn name(&self) -> &'static str;
 
     /// The table whose rows carry this fold's Kafka positions.
@@ -64,24 +84,19 @@ pub trait Fold: Send {
         now: DateTime<Utc>,
     ) -> Result<Option<Self::Row>, Rejection>;
 
-    /// The ClickHouse table partition `row` lands in (an insert is atomic
-    /// only within one).
+    /// The ClickHouse table partition `row` lands in.
     fn partition_key(&self, row: &Self::Row) -> PartitionKey;
 
-    /// Insert rows in the order given (Kafka order within each partition).
-    fn insert(
-        &self,
-        client: &Client,
-        rows: &[Self::Row],
-    ) -> impl Future<Output = clickhouse::error::Result<()>> + Send;
+    /// Store rows in the order given (Kafka order within each partition),
+    /// with whatever the fold records after them.
+    fn store(&mut self, rows: &[Self::Row]) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Partitions whose resume positions were just read: load whatever state
     /// the fold keeps per partition before their first row is made.
     fn load_partitions(
         &mut self,
-        _client: &Client,
         _partitions: &[i32],
-    ) -> impl Future<Output = clickhouse::error::Result<()>> + Send {
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
         async { Ok(()) }
     }
 
@@ -90,65 +105,7 @@ pub trait Fold: Send {
     fn forget_partitions(&mut self, _partitions: &[i32]) {}
 
     /// Every row made so far is stored. `last` is true at shutdown.
-    fn flushed(&mut self, _client: &Client, _last: bool) -> impl Future<Output = ()> + Send {
+    fn flushed(&mut self, _last: bool) -> impl Future<Output = ()> + Send {
         async {}
-    }
-}
-
-/// The `calls` facts table (see [`crate::calls_sink`]), each row priced by
-/// the cost fold (see [`crate::cost`]) before it is batched.
-#[derive(Clone)]
-pub struct CallsFold {
-    pub clock: PartitionClock,
-    pub prices: SharedCatalog,
-    /// Recorded after every insert (see [`crate::progress`]).
-    pub progress: Progress,
-}
-
-impl Fold for CallsFold {
-    type Row = CallRow;
-
-    fn name(&self) -> &'static str {
-        "calls"
-    }
-
-    fn table(&self) -> &'static str {
-        "calls"
-    }
-
-    fn dead_letters(&self) -> bool {
-        true
-    }
-
-    fn row(
-        &mut self,
-        event: &Event,
-        message: MessageMeta<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Option<CallRow>, Rejection> {
-        let mut row = call_row(event, message.partition, message.offset, now)?;
-        if let Some(row) = row.as_mut() {
-            price_row(row, &self.prices.current());
-        }
-        Ok(row)
-    }
-
-    fn partition_key(&self, row: &CallRow) -> PartitionKey {
-        self.clock.key(row.occurred_at)
-    }
-
-    async fn insert(&self, client: &Client, rows: &[CallRow]) -> clickhouse::error::Result<()> {
-        calls_sink::insert(client, rows).await?;
-        // The rows are stored whatever happens next. A progress row that
-        // cannot be written only makes the recorded progress lag until the
-        // next insert (see crate::progress): logged, not retried.
-        if let Err(err) = self
-            .progress
-            .record(client, rows.iter().map(Positioned::position))
-            .await
-        {
-            tracing::warn!(%err, "cannot record fold progress; budget settlement lags until the next insert");
-        }
-        Ok(())
     }
 }

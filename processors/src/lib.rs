@@ -1,13 +1,13 @@
-//! Tollgate processors: the write path. The Kafka consumer runtime that
-//! folds events into ClickHouse (calls with their cost, the rollups fed from
-//! them, the audit chain), ClickHouse migrations and Kafka topic set-up,
-//! repricing, and the budget watcher that publishes gating decisions. The
+//! Tollgate processors: the write path. The Kafka consumer runtime
+//! ([`consumer`], generic over a [`fold::Fold`]) and the folds it runs
+//! ([`folds`]: calls with their cost, the latency and cost rollups fed from
+//! them, the audit chain, and the one registry of them), ClickHouse
+//! migrations and Kafka topic set-up, repricing, and the budget watcher that
+//! publishes gating decisions. The
 //! read side is `tollgate-queries` (`api/queries/`), the control plane
 //! `tollgate-control` (`ingest/control/`).
 
-pub mod audit;
 pub mod batch;
-pub mod calls_sink;
 pub mod clickhouse;
 pub mod config;
 pub mod consumer;
@@ -15,6 +15,7 @@ pub mod cost;
 pub mod dlq;
 pub mod error;
 pub mod fold;
+pub mod folds;
 pub mod migrations;
 pub mod progress;
 pub mod resume;

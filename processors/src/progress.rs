@@ -58,18 +58,13 @@ impl Progress {
         }
     }
 
-    /// Record that every position in `positions` (partition, offset) is
+    /// Record that every position up to `highest` (partition -> offset) is
     /// stored, then wake the listeners.
     pub async fn record(
         &self,
         client: &Client,
-        positions: impl IntoIterator<Item = (i32, i64)>,
+        highest: &BTreeMap<i32, i64>,
     ) -> clickhouse::error::Result<()> {
-        let mut highest: BTreeMap<i32, i64> = BTreeMap::new();
-        for (partition, offset) in positions {
-            let slot = highest.entry(partition).or_insert(offset);
-            *slot = (*slot).max(offset);
-        }
         if highest.is_empty() {
             return Ok(());
         }
@@ -79,8 +74,8 @@ impl Progress {
             insert
                 .write(&ProgressRow {
                     topic: &self.topic,
-                    kafka_partition: partition,
-                    kafka_offset: u64::try_from(offset).unwrap_or(0),
+                    kafka_partition: *partition,
+                    kafka_offset: u64::try_from(*offset).unwrap_or(0),
                     recorded_at: now,
                 })
                 .await?;
@@ -89,6 +84,16 @@ impl Progress {
         self.stored.notify_one();
         Ok(())
     }
+}
+
+/// The highest offset per partition among `positions` (partition, offset).
+pub fn highest(positions: impl IntoIterator<Item = (i32, i64)>) -> BTreeMap<i32, i64> {
+    let mut highest: BTreeMap<i32, i64> = BTreeMap::new();
+    for (partition, offset) in positions {
+        let slot = highest.entry(partition).or_insert(offset);
+        *slot = (*slot).max(offset);
+    }
+    highest
 }
 
 /// Per partition of `topic`, the highest offset whose event is in `calls`

@@ -18,6 +18,7 @@ mod cost;
 mod dashboard_chromium;
 mod e2e_latency;
 mod finance_chromium;
+mod fold_models;
 mod ingest_api;
 mod latency_api;
 mod layering;

@@ -1,8 +1,9 @@
-//! The cost fold and everything it needs: the versioned price catalog
-//! ([`prices`]: types and in-memory lookup by provider, model and time), the
-//! LiteLLM price-file format ([`litellm`]), the PostgreSQL store of price
-//! versions ([`store`]), the pure per-call cost computation ([`fold`]) and
-//! repricing of stored calls after a price correction ([`reprice`]).
+//! Cost beyond the calls fold's cost step (`folds/calls/cost.rs`, re-exported
+//! here): the versioned price catalog ([`prices`]: types and in-memory
+//! lookup by provider, model and time), repricing of stored calls after a
+//! price correction ([`reprice`]) and the budget watcher
+//! ([`budget_watcher`]). The rollups are the `cost_rollup` fold
+//! (`folds/cost_rollup/`).
 //!
 //! Money is exact: `rust_decimal::Decimal` in Rust, `NUMERIC` in PostgreSQL,
 //! `Decimal(38,12)` in ClickHouse (sent in RowBinary as the `i128` mantissa at
@@ -10,13 +11,11 @@
 //! documented in `docs/cost.md`.
 
 pub mod budget_watcher;
-pub mod fold;
 pub mod reprice;
-pub mod rollup;
 
 /// The price catalog types (they live in `tollgate-contract`, shared with the
 /// proxy).
 pub use tollgate_contract::catalog as prices;
 
-pub use fold::{call_cost, price_row, BillableUsage, COST_SCALE};
+pub use crate::folds::calls::cost::{call_cost, price_row, BillableUsage, COST_SCALE};
 pub use prices::{NewPrice, PriceCatalog, PriceVersion, SharedCatalog};

@@ -21,8 +21,10 @@ use chrono::{DateTime, Utc};
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
-use super::fold::{call_cost, from_mantissa, is_billable, to_mantissa, BillableUsage};
 use super::prices::PriceCatalog;
+use crate::folds::calls::cost::{
+    call_cost, from_mantissa, is_billable, to_mantissa, BillableUsage,
+};
 
 /// The calls of one model in a range, with what a price needs.
 const CALLS_SQL: &str = "SELECT event_id, kind, occurred_at, occurred_at_ms, org_id, team_id, user_id, api_key_id, \
@@ -387,7 +389,7 @@ fn epoch(t: DateTime<Utc>) -> u32 {
 }
 
 fn month_of(secs: u32) -> u32 {
-    use crate::calls_sink::{PartitionClock, PartitionKey};
+    use crate::folds::calls::rows::{PartitionClock, PartitionKey};
     match PartitionClock::Utc.key(secs) {
         PartitionKey::Month(m) => m,
         PartitionKey::Uncertain => 0,

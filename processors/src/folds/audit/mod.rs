@@ -3,8 +3,11 @@
 //! signed Ed25519 checkpoints carrying RFC 6962 Merkle roots, each published
 //! to the anchor topic before it is stored.
 //!
-//! - [`fold`]: the fold the consumer runs (`tollgate process --folds audit`);
-//! - [`anchor`]: publishing checkpoints to the anchor topic;
+//! - [`rows`]: the pure part, chains and checkpoint cutting;
+//! - [`sink`]: the `audit_chain` and `audit_checkpoints` writes, the anchor
+//!   publish ([`anchor`]) and reading chains back on assignment;
+//! - [`fold`]: the two joined for the consumer runtime
+//!   (`tollgate process --folds audit`);
 //! - [`AuditConfig`]: the fold's settings and its signing key.
 //!
 //! The chain's records, hashing, Merkle trees and checkpoint signatures are
@@ -13,8 +16,11 @@
 
 pub mod anchor;
 pub mod fold;
+pub mod rows;
+pub mod sink;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -22,14 +28,40 @@ use tokio_util::sync::CancellationToken;
 use tollgate_control::config::KafkaConfig;
 use tracing::warn;
 
+use super::{FoldContext, FoldEntry, Running, Runs};
 use crate::clickhouse::error as ch_error;
 use crate::config::ProcessorConfig;
 use crate::consumer::{run_fold, Counters};
 use crate::error::{Error, Result};
-use fold::{AuditFold, CheckpointPolicy};
+use fold::AuditFold;
+use rows::{AuditChains, CheckpointPolicy};
+use sink::ClickHouseAuditSink;
 use tollgate_contract::audit::checkpoint::CheckpointSigner;
 use tollgate_control::clickhouse::client;
 use tollgate_control::config::ClickHouseConfig;
+
+pub const NAME: &str = "audit";
+
+/// The registry's line for this fold.
+pub const FOLD: FoldEntry = FoldEntry {
+    name: NAME,
+    description: "every valid event appended to its team's hash chain, with signed checkpoints",
+    runs: Runs::Consumer(start),
+    catalog,
+};
+
+fn start(context: Arc<FoldContext>) -> Running {
+    Box::pin(async move {
+        run(
+            &context.kafka,
+            &context.clickhouse,
+            &context.processor,
+            &context.audit,
+            context.shutdown.clone(),
+        )
+        .await
+    })
+}
 
 /// `[audit]`: the audit fold and its checkpoint signing key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,33 +147,33 @@ pub async fn run(
         Some(_) => Some(anchor::AnchorPublisher::new(kafka)?),
         None => None,
     };
-    let fold = AuditFold::new(
+    let chains = AuditChains::new(
         signer,
-        anchor,
         CheckpointPolicy {
             every: audit.checkpoint_every.max(1),
             interval: Duration::from_secs(audit.checkpoint_interval_secs),
         },
     );
+    let fold = AuditFold::new(chains, ClickHouseAuditSink::new(client(ch), anchor));
     run_fold(fold, kafka, ch, processor, &audit.group_id, shutdown).await
 }
 
 /// The audit fold's run-time queries, for the SQL compatibility check.
-pub fn runtime_queries() -> Vec<(String, String)> {
+pub fn catalog() -> Vec<(String, String)> {
     vec![
         ("audit.has_audit_chain".into(), HAS_AUDIT_SQL.into()),
         (
             "audit.stored_offsets".into(),
             crate::resume::stored_offsets_sql_in("audit_chain", &[0, 1]),
         ),
-        ("audit.heads".into(), fold::heads_sql(&[0, 1])),
+        ("audit.heads".into(), sink::heads_sql(&[0, 1])),
         (
             "audit.last_checkpoints".into(),
-            fold::last_checkpoints_sql(&[0, 1]),
+            sink::last_checkpoints_sql(&[0, 1]),
         ),
         (
             "audit.segment".into(),
-            fill(fold::SEGMENT_SQL, &["'team-a'", "0"]),
+            fill(sink::SEGMENT_SQL, &["'team-a'", "0"]),
         ),
     ]
 }

@@ -1,4 +1,4 @@
-//! The cost rollups as a pure fold: what `cost_daily_mv` and
+//! The cost rollup fold's pure Rust model: what `cost_daily_mv` and
 //! `cost_daily_tags_mv` compute from the `calls` rows the processor stores,
 //! with the processor's skipping of messages at or below the stored Kafka
 //! position, and what `cost_adjustments_mv` and `cost_adjustments_tags_mv`
@@ -12,9 +12,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::calls_sink::CallRow;
-use crate::cost::fold::is_billable;
+use tollgate_contract::is_billable;
+
 use crate::cost::reprice::AdjustmentRow;
+use crate::folds::calls::rows::CallRow;
 use crate::resume::ResumePositions;
 
 /// The rollup's key: UTC day (days since the epoch) × org × team × user ×
@@ -167,8 +168,8 @@ mod tests {
     use rust_decimal::Decimal;
 
     use super::*;
-    use crate::cost::fold::{call_cost, price_row, to_mantissa, usage_of_row};
     use crate::cost::prices::{PriceCatalog, PriceVersion};
+    use crate::folds::calls::cost::{call_cost, price_row, to_mantissa, usage_of_row};
 
     fn catalog() -> PriceCatalog {
         let v = |id, model: &str, from_day, input: &str, output: &str, read: Option<&str>| {

@@ -1,6 +1,7 @@
-//! The cost fold's step on a `calls` row: stamp it with its cost (the
-//! formula is [`tollgate_contract::cost`]), `priced` and `price_version`
-//! before it is inserted.
+//! The cost step of the calls fold's pure part: stamp a `calls` row with
+//! its cost (the formula is [`tollgate_contract::cost`]), `priced`,
+//! `price_version` and `priced_as` before it is batched, so the cost is part
+//! of the same effectively-once insert.
 
 pub use tollgate_contract::cost::{
     call_cost, from_mantissa, round, to_mantissa, BillableUsage, CostOverflow, COST_SCALE,
@@ -8,8 +9,9 @@ pub use tollgate_contract::cost::{
 pub use tollgate_contract::is_billable;
 use tollgate_contract::KIND_CALL_COMPLETED;
 
-use super::prices::PriceCatalog;
-use crate::calls_sink::CallRow;
+use tollgate_contract::catalog::PriceCatalog;
+
+use super::rows::CallRow;
 
 /// The billable usage of a stored row (the per-request fee only for a
 /// completed call).

@@ -1,15 +1,20 @@
-//! The `calls` facts table: the pure mapping from one event and its Kafka
-//! position to one [`CallRow`], the ClickHouse table partition a row lands
-//! in, and the RowBinary insert of a batch.
+//! The calls fold's pure part: one event and its Kafka position to one
+//! [`CallRow`] of the `calls` facts table, stamped with its cost by the cost
+//! step ([`super::cost`]), and the ClickHouse table partition a row lands
+//! in. No I/O: the insert is [`super::sink`]'s.
 //!
 //! Types are chosen to work on ClickHouse 18.16 and current versions alike:
 //! `DateTime` travels as `u32` epoch seconds, booleans as `u8`, an optional
 //! number as a `has_*` flag plus a value, tags as two parallel arrays.
 
 use chrono::{DateTime, Datelike, Duration, Utc};
-use clickhouse::{Client, Row};
+use clickhouse::Row;
 use serde::Serialize;
+use tollgate_contract::catalog::PriceCatalog;
 use tollgate_contract::{Event, Rejection};
+
+pub use crate::fold::PartitionKey;
+use crate::fold::Positioned;
 
 /// One row of `calls` (see `migrations/clickhouse/0001_calls.sql`). Field
 /// names are column names: with validation off the insert names the columns
@@ -70,6 +75,28 @@ pub struct CallRow {
     /// The catalog entry that priced it, `provider/model` (it differs from
     /// the call's when an alias resolved it); '' when unpriced.
     pub priced_as: String,
+}
+
+impl Positioned for CallRow {
+    fn position(&self) -> (i32, i64) {
+        (self.kafka_partition, self.kafka_offset)
+    }
+}
+
+/// The calls fold's row for `event` at `partition`/`offset`, priced from
+/// `catalog` (see [`call_row`] and [`super::cost::price_row`]).
+pub fn priced_call_row(
+    event: &Event,
+    partition: i32,
+    offset: i64,
+    ingested_at: DateTime<Utc>,
+    catalog: &PriceCatalog,
+) -> Result<Option<CallRow>, Rejection> {
+    let mut row = call_row(event, partition, offset, ingested_at)?;
+    if let Some(row) = row.as_mut() {
+        super::cost::price_row(row, catalog);
+    }
+    Ok(row)
 }
 
 /// Map one validated event to its `calls` row. `Ok(None)` for events that
@@ -168,19 +195,6 @@ fn epoch_seconds(t: DateTime<Utc>) -> Option<u32> {
     u32::try_from(t.timestamp()).ok()
 }
 
-/// Which ClickHouse table partition (`toYYYYMM(occurred_at)`) a row lands in,
-/// as far as the processor can tell. An insert is atomic only within one
-/// partition, so a batch never mixes two [`PartitionKey::Month`]s and an
-/// [`PartitionKey::Uncertain`] row is always inserted alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartitionKey {
-    /// `YYYYMM`.
-    Month(u32),
-    /// Near a month boundary in a server timezone we cannot evaluate: the
-    /// row may land in either month.
-    Uncertain,
-}
-
 /// How ClickHouse evaluates `toYYYYMM(occurred_at)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartitionClock {
@@ -226,39 +240,10 @@ fn yyyymm(t: DateTime<Utc>) -> u32 {
     u32::try_from(t.year()).unwrap_or(0) * 100 + t.month()
 }
 
-/// Type of `calls.occurred_at` (it may name a timezone).
-pub const OCCURRED_AT_TYPE_SQL: &str =
-    "SELECT type FROM system.columns WHERE database = currentDatabase() AND table = 'calls' AND name = 'occurred_at'";
-/// The server's timezone.
-pub const SERVER_TIMEZONE_SQL: &str = "SELECT timezone()";
-
-/// Ask ClickHouse which timezone `calls.occurred_at` is evaluated in: the
-/// column's own (`DateTime('UTC')`) or else the server's.
-pub async fn partition_clock(
-    client: &Client,
-) -> clickhouse::error::Result<(PartitionClock, String)> {
-    let column_type: Option<String> = client.query(OCCURRED_AT_TYPE_SQL).fetch_optional().await?;
-    if let Some(tz) = column_type.as_deref().and_then(column_timezone) {
-        return Ok((PartitionClock::from_timezone(&tz), tz));
-    }
-    let tz: String = client.query(SERVER_TIMEZONE_SQL).fetch_one().await?;
-    Ok((PartitionClock::from_timezone(&tz), tz))
-}
-
 /// `DateTime('Europe/Berlin')` -> `Europe/Berlin`.
-fn column_timezone(column_type: &str) -> Option<String> {
+pub(super) fn column_timezone(column_type: &str) -> Option<String> {
     let inner = column_type.strip_prefix("DateTime(")?.strip_suffix(')')?;
     Some(inner.trim().trim_matches('\'').to_string())
-}
-
-/// Insert `rows` into `calls` in one RowBinary request. Rows are written in
-/// the order given, which is Kafka order within each partition.
-pub async fn insert(client: &Client, rows: &[CallRow]) -> clickhouse::error::Result<()> {
-    let mut insert = client.insert::<CallRow>("calls").await?;
-    for row in rows {
-        insert.write(row).await?;
-    }
-    insert.end().await
 }
 
 #[cfg(test)]
@@ -397,6 +382,83 @@ mod tests {
         assert_eq!(
             call_row(&e, 0, 0, Utc::now()).unwrap_err().field,
             "occurred_at"
+        );
+    }
+
+    fn price(id: i64, model: &str) -> tollgate_contract::catalog::PriceVersion {
+        tollgate_contract::catalog::PriceVersion {
+            id,
+            provider: "openai".into(),
+            model: model.into(),
+            effective_from: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            input_per_token: "0.0000025".parse().unwrap(),
+            output_per_token: "0.00001".parse().unwrap(),
+            cache_read_per_token: Some("0.00000125".parse().unwrap()),
+            cache_write_per_token: None,
+            reasoning_per_token: None,
+            per_image: "0.01".parse().unwrap(),
+            per_audio_second: rust_decimal::Decimal::ZERO,
+            per_request: "0.0001".parse().unwrap(),
+            tiers: Vec::new(),
+            source: "t".into(),
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_pure_part_stamps_the_cost_and_carries_the_position() {
+        use crate::folds::calls::cost::{call_cost, from_mantissa, usage_of_row};
+
+        let catalog = PriceCatalog::new([price(7, "gpt-4o")]);
+        let mut e = event();
+        if let Some(call) = e.call.as_mut() {
+            call.outcome = Outcome::Success;
+        }
+        let now = Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap();
+        let row = priced_call_row(&e, 3, 42, now, &catalog).unwrap().unwrap();
+        assert_eq!((row.kafka_partition, row.kafka_offset), (3, 42));
+        assert_eq!(row.position(), (3, 42));
+        assert_eq!((row.priced, row.price_version), (1, 7));
+        assert_eq!(row.priced_as, "openai/gpt-4o");
+        let expected = call_cost(&usage_of_row(&row), &price(7, "gpt-4o")).unwrap();
+        // 85 uncached, 10 cached and 5 written input tokens, 50 output, 1
+        // image, 1 request.
+        assert_eq!(expected, "0.0108375".parse().unwrap());
+        assert_eq!(from_mantissa(row.cost).unwrap(), expected);
+        // The same row without the stamp is the plain mapping.
+        let plain = call_row(&e, 3, 42, now).unwrap().unwrap();
+        assert_eq!(
+            CallRow {
+                cost: 0,
+                priced: 0,
+                price_version: 0,
+                priced_as: String::new(),
+                ..row.clone()
+            },
+            plain
+        );
+
+        // Unpriced model and unbillable kinds carry no cost.
+        let mut other = e.clone();
+        if let Some(call) = other.call.as_mut() {
+            call.model = "unknown".into();
+        }
+        let row = priced_call_row(&other, 0, 1, now, &catalog)
+            .unwrap()
+            .unwrap();
+        assert_eq!((row.cost, row.priced, row.price_version), (0, 0, 0));
+        let mut blocked = e.clone();
+        blocked.kind = tollgate_contract::EventKind::CallBlocked;
+        let row = priced_call_row(&blocked, 0, 2, now, &catalog)
+            .unwrap()
+            .unwrap();
+        assert_eq!((row.cost, row.priced), (0, 0));
+        assert_eq!(
+            priced_call_row(&e, 0, 3, now, &catalog)
+                .unwrap()
+                .unwrap()
+                .kafka_offset,
+            3
         );
     }
 

@@ -1,0 +1,188 @@
+//! The calls fold: every `ai.call.*` event on `tollgate.events` becomes one
+//! row of the `calls` facts table, priced by the cost step before it is
+//! batched; ClickHouse's views fold the same insert into the latency and
+//! cost rollups ([`super::latency`], [`super::cost_rollup`]). This fold
+//! dead-letters what no fold can use.
+//!
+//! - [`rows`]: the pure part, event and Kafka position to a priced row;
+//! - [`cost`]: the cost step the pure part applies;
+//! - [`sink`]: the insert into `calls` and the `fold_progress` write;
+//! - [`fold`]: the two joined for the consumer runtime.
+//!
+//! Started with it, in the same process: the price catalog kept fresh from
+//! PostgreSQL, the budget watcher (reads the rollup after each recorded
+//! insert) and the outbox relay (publishes admin events).
+
+pub mod cost;
+pub mod fold;
+pub mod rows;
+pub mod sink;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tollgate_contract::catalog::SharedCatalog;
+use tollgate_control::budgets::BudgetStore;
+use tollgate_control::clickhouse::client;
+use tollgate_control::kafka::EventProducer;
+use tollgate_control::outbox::OutboxRelay;
+use tollgate_control::prices::read::keep_fresh;
+use tollgate_control::prices::store::PriceStore;
+use tracing::{info, warn};
+
+use super::{FoldContext, FoldEntry, Running, Runs};
+use crate::clickhouse::error as ch_error;
+use crate::consumer::{run_fold, Counters};
+use crate::cost::budget_watcher::BudgetWatcher;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use fold::CallsFold;
+use rows::PartitionClock;
+use sink::ClickHouseCallsSink;
+
+pub const NAME: &str = "calls";
+
+/// The registry's line for this fold.
+pub const FOLD: FoldEntry = FoldEntry {
+    name: NAME,
+    description: "every call event as one priced row of the calls facts table",
+    runs: Runs::Consumer(start),
+    catalog,
+};
+
+/// Whether the `calls` table exists.
+const HAS_CALLS_SQL: &str =
+    "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'calls'";
+
+/// Every query the calls fold sends at run time, named, for the SQL
+/// compatibility check (the resume query is shown for partitions 0 and 1).
+/// The insert is `INSERT INTO calls(<CallRow fields>) FORMAT RowBinary`.
+pub fn catalog() -> Vec<(String, String)> {
+    let mut statements = vec![
+        ("processor.has_calls".into(), HAS_CALLS_SQL.into()),
+        (
+            "processor.occurred_at_type".into(),
+            sink::OCCURRED_AT_TYPE_SQL.into(),
+        ),
+        (
+            "processor.server_timezone".into(),
+            sink::SERVER_TIMEZONE_SQL.into(),
+        ),
+        (
+            "processor.stored_offsets".into(),
+            crate::resume::stored_offsets_sql(&[0, 1]),
+        ),
+    ];
+    statements.extend(crate::progress::catalog());
+    statements
+}
+
+fn start(context: Arc<FoldContext>) -> Running {
+    Box::pin(async move { run_with_cost(&context).await })
+}
+
+/// Start the cost step's companions, run the fold until shutdown, then let
+/// the outbox relay finish a drain in progress.
+async fn run_with_cost(context: &FoldContext) -> Result<Counters> {
+    let progress = Progress::new(&context.kafka.events_topic);
+    let (prices, relay) = start_cost(context, progress.clone()).await?;
+    let result = run(context, prices, progress).await;
+    // The relay stops with the processor: on an error, stop everything.
+    context.shutdown.cancel();
+    // Let a drain in progress finish: cut short, it could publish rows
+    // without marking them, and they would be published again.
+    let wait = Duration::from_millis(context.kafka.message_timeout_ms) + Duration::from_secs(5);
+    if tokio::time::timeout(wait, relay).await.is_err() {
+        warn!("outbox relay did not stop in time");
+    }
+    result
+}
+
+/// Load the price catalog (kept fresh in the background), start the
+/// budget watcher and the outbox relay (publishes admin events committed by
+/// the API, the CLI or the watcher); returns the catalog the calls fold
+/// prices rows with, and the relay's task.
+async fn start_cost(
+    context: &FoldContext,
+    progress: Progress,
+) -> Result<(SharedCatalog, JoinHandle<()>)> {
+    let pool = tollgate_control::postgres::connect(&context.postgres).await?;
+    let store = PriceStore::new(pool.clone());
+    let catalog = store.catalog().await.map_err(|e| {
+        Error::setup(
+            "cannot load the price catalog from postgres (run `tollgate migrate` first)",
+            e,
+        )
+    })?;
+    info!(versions = catalog.len(), "price catalog loaded");
+    let prices = SharedCatalog::new(catalog);
+    tokio::spawn(keep_fresh(
+        store.pool().clone(),
+        prices.clone(),
+        context.shutdown.clone(),
+    ));
+    let watcher = BudgetWatcher::new(
+        BudgetStore::new(pool.clone()),
+        client(&context.clickhouse),
+        &context.kafka,
+        progress,
+    )
+    .map_err(|e| Error::setup("cannot create the budget decision producer", e))?;
+    tokio::spawn(watcher.run(context.shutdown.clone()));
+    let producer = EventProducer::new(&context.kafka)
+        .map_err(|e| Error::setup("cannot create the outbox producer", e))?;
+    let relay = tokio::spawn(OutboxRelay::new(pool, producer).run(context.shutdown.clone()));
+    Ok((prices, relay))
+}
+
+/// Run the calls fold until shutdown is cancelled; then flush the open
+/// batch, commit, and return what was done. Every row is priced from
+/// `prices`; every insert is recorded in `progress`.
+pub async fn run(
+    context: &FoldContext,
+    prices: SharedCatalog,
+    progress: Progress,
+) -> Result<Counters> {
+    let ch = &context.clickhouse;
+    let client = client(ch);
+    let (clock, timezone) = sink::partition_clock(&client).await.map_err(|e| {
+        ch_error(
+            ch,
+            "cannot read the calls table (is the server running? `dev/stack up` starts one)",
+            e,
+        )
+    })?;
+    let has_calls: u64 = client
+        .query(HAS_CALLS_SQL)
+        .fetch_one()
+        .await
+        .map_err(|e| ch_error(ch, "cannot read system.tables", e))?;
+    if has_calls == 0 {
+        return Err(Error::Config(format!(
+            "clickhouse database {} at {} has no calls table; run `tollgate migrate` first",
+            ch.database, ch.url
+        )));
+    }
+    if clock == PartitionClock::Other {
+        warn!(
+            %timezone,
+            "calls.occurred_at is partitioned in a non-UTC timezone; rows within 14 h of a month boundary are inserted one per batch"
+        );
+    }
+    info!(%timezone, "calls are partitioned by month in this timezone");
+    let fold = CallsFold {
+        clock,
+        prices,
+        sink: ClickHouseCallsSink::new(client, progress),
+    };
+    run_fold(
+        fold,
+        &context.kafka,
+        ch,
+        &context.processor,
+        &context.processor.group_id,
+        context.shutdown.clone(),
+    )
+    .await
+}

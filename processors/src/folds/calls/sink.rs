@@ -1,0 +1,126 @@
+//! The calls fold's sink: every write the fold makes. A batch of rows goes
+//! into `calls` (ClickHouse writes `latency_minute_hist` and the cost
+//! rollups through their views in the same insert), and then the highest
+//! offset per Kafka partition goes into `fold_progress` (see
+//! [`crate::progress`] for why the order matters to budgets).
+//!
+//! [`CallsSink`] is tied to rows, not to a client: [`ClickHouseCallsSink`]
+//! is production, [`MemoryCallsSink`] keeps both writes in memory for tests.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use clickhouse::Client;
+
+use super::rows::{column_timezone, CallRow, PartitionClock};
+use crate::clickhouse::insert_rows;
+use crate::fold::SinkError;
+use crate::progress::Progress;
+
+/// Where the calls fold writes.
+pub trait CallsSink: Send + Sync {
+    /// Insert `rows` into `calls` in one request, in the order given.
+    fn insert_calls(&self, rows: &[CallRow]) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Record that every position up to `highest` (partition -> offset) is
+    /// folded, then wake whoever waits for it.
+    fn record_progress(
+        &self,
+        highest: &BTreeMap<i32, i64>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// Production: RowBinary inserts into ClickHouse.
+#[derive(Clone)]
+pub struct ClickHouseCallsSink {
+    client: Client,
+    progress: Progress,
+}
+
+impl ClickHouseCallsSink {
+    pub fn new(client: Client, progress: Progress) -> Self {
+        Self { client, progress }
+    }
+}
+
+impl CallsSink for ClickHouseCallsSink {
+    async fn insert_calls(&self, rows: &[CallRow]) -> Result<(), SinkError> {
+        insert_rows(&self.client, "calls", rows).await?;
+        Ok(())
+    }
+
+    async fn record_progress(&self, highest: &BTreeMap<i32, i64>) -> Result<(), SinkError> {
+        self.progress.record(&self.client, highest).await?;
+        Ok(())
+    }
+}
+
+/// What a [`MemoryCallsSink`] holds.
+#[derive(Debug, Default)]
+pub struct StoredCalls {
+    pub calls: Vec<CallRow>,
+    /// Highest recorded offset per partition.
+    pub progress: BTreeMap<i32, i64>,
+    /// Every write in order: `calls` or `progress`.
+    pub writes: Vec<&'static str>,
+    /// Fail the next this many `calls` inserts.
+    pub fail_inserts: usize,
+    /// Fail every progress write while set.
+    pub fail_progress: bool,
+}
+
+/// Test double: both writes in memory, failures on request.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryCallsSink(pub Arc<Mutex<StoredCalls>>);
+
+impl MemoryCallsSink {
+    pub fn stored(&self) -> MutexGuard<'_, StoredCalls> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl CallsSink for MemoryCallsSink {
+    async fn insert_calls(&self, rows: &[CallRow]) -> Result<(), SinkError> {
+        let mut stored = self.stored();
+        if stored.fail_inserts > 0 {
+            stored.fail_inserts -= 1;
+            return Err(SinkError::Unavailable("calls insert".into()));
+        }
+        stored.calls.extend_from_slice(rows);
+        stored.writes.push("calls");
+        Ok(())
+    }
+
+    async fn record_progress(&self, highest: &BTreeMap<i32, i64>) -> Result<(), SinkError> {
+        let mut stored = self.stored();
+        if stored.fail_progress {
+            return Err(SinkError::Unavailable("progress write".into()));
+        }
+        for (partition, offset) in highest {
+            let slot = stored.progress.entry(*partition).or_insert(*offset);
+            *slot = (*slot).max(*offset);
+        }
+        stored.writes.push("progress");
+        Ok(())
+    }
+}
+
+/// Type of `calls.occurred_at` (it may name a timezone).
+pub const OCCURRED_AT_TYPE_SQL: &str =
+    "SELECT type FROM system.columns WHERE database = currentDatabase() AND table = 'calls' AND name = 'occurred_at'";
+/// The server's timezone.
+pub const SERVER_TIMEZONE_SQL: &str = "SELECT timezone()";
+
+/// Ask ClickHouse which timezone `calls.occurred_at` is evaluated in: the
+/// column's own (`DateTime('UTC')`) or else the server's.
+pub async fn partition_clock(
+    client: &Client,
+) -> clickhouse::error::Result<(PartitionClock, String)> {
+    let column_type: Option<String> = client.query(OCCURRED_AT_TYPE_SQL).fetch_optional().await?;
+    if let Some(tz) = column_type.as_deref().and_then(column_timezone) {
+        return Ok((PartitionClock::from_timezone(&tz), tz));
+    }
+    let tz: String = client.query(SERVER_TIMEZONE_SQL).fetch_one().await?;
+    Ok((PartitionClock::from_timezone(&tz), tz))
+}
