@@ -40,7 +40,7 @@ pub enum ApiError {
 impl From<InvalidParameter> for ApiError {
     fn from(err: InvalidParameter) -> Self {
         Self::InvalidParameter {
-            parameter: err.parameter,
+            parameter: err.field,
             reason: err.reason,
         }
     }

@@ -314,9 +314,9 @@ pub async fn add_prices(
         .add(&prices, &format!("api:{}", key.prefix), Some(&actor))
         .await
         .map_err(|e| match e {
-            PriceAdminError::Invalid { field, reason } => ApiError::InvalidField {
-                field: field.into(),
-                reason,
+            PriceAdminError::Invalid(invalid) => ApiError::InvalidField {
+                field: invalid.field,
+                reason: invalid.reason,
             },
             other => ApiError::Unavailable(other.to_string()),
         })?;

@@ -459,7 +459,7 @@ pub async fn cost_page(
                     &view(
                         &q,
                         None,
-                        Some(format!("Invalid {}: {}", err.parameter, err.reason)),
+                        Some(format!("Invalid {}: {}", err.field, err.reason)),
                     ),
                 ),
                 Err(_) => (StatusCode::BAD_REQUEST, err.reason).into_response(),
@@ -491,7 +491,7 @@ pub async fn top_csv(
         Err(err) => {
             return (
                 StatusCode::BAD_REQUEST,
-                format!("invalid {}: {}\n", err.parameter, err.reason),
+                format!("invalid {}: {}\n", err.field, err.reason),
             )
                 .into_response()
         }
@@ -513,7 +513,7 @@ pub async fn cost_csv(
         Err(err) => {
             return (
                 StatusCode::BAD_REQUEST,
-                format!("invalid {}: {}\n", err.parameter, err.reason),
+                format!("invalid {}: {}\n", err.field, err.reason),
             )
                 .into_response()
         }
@@ -533,7 +533,7 @@ async fn read_statement(
     let invalid = |e: InvalidParameter| {
         (
             StatusCode::BAD_REQUEST,
-            format!("invalid {}: {}", e.parameter, e.reason),
+            format!("invalid {}: {}", e.field, e.reason),
         )
     };
     let statement::StatementParams { team, month } = parsed.map_err(invalid)?;

@@ -619,7 +619,7 @@ pub async fn page(
                 form,
                 dimensions: &[],
                 report: None,
-                error: Some(format!("Invalid {}: {}", err.parameter, err.reason)),
+                error: Some(format!("Invalid {}: {}", err.field, err.reason)),
             });
             return render(StatusCode::BAD_REQUEST, &page);
         }
@@ -898,12 +898,12 @@ mod tests {
             range: Some("custom".into()),
             ..PageParams::default()
         };
-        assert_eq!(parse_params(&params, now).1.unwrap_err().parameter, "from");
+        assert_eq!(parse_params(&params, now).1.unwrap_err().field, "from");
         let params = PageParams {
             range: Some("3w".into()),
             ..PageParams::default()
         };
-        assert_eq!(parse_params(&params, now).1.unwrap_err().parameter, "range");
+        assert_eq!(parse_params(&params, now).1.unwrap_err().field, "range");
     }
 
     /// The page reads its query string with the API's parser: a typo or a
@@ -918,7 +918,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let err = PageParams::parse(&pairs(&[("grup_by", "team")])).unwrap_err();
-        assert_eq!(err.parameter, "grup_by");
+        assert_eq!(err.field, "grup_by");
         let err = PageParams::parse(&pairs(&[("model", "a"), ("model", "b")])).unwrap_err();
         assert_eq!(
             err.to_string(),

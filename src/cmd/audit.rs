@@ -132,7 +132,7 @@ pub async fn run(command: AuditCommand, config: &Config) -> anyhow::Result<()> {
                 }
             }
             let query = SearchQuery::from_pairs(&pairs)
-                .map_err(|e| anyhow::anyhow!("--{}: {}", e.parameter, e.reason))?;
+                .map_err(|e| anyhow::anyhow!("--{}: {}", e.field, e.reason))?;
             let search = from.is_some()
                 || to.is_some()
                 || user.is_some()

@@ -42,8 +42,8 @@ pub enum BudgetsCommand {
 }
 
 /// The flag that carries an API body field.
-fn flag(err: &InvalidBudget) -> &'static str {
-    match err.field {
+fn flag(err: &InvalidBudget) -> &str {
+    match err.field.as_str() {
         "subject_kind" => "--kind",
         "subject_id" => "--id",
         "limit_usd" => "--limit",

@@ -933,7 +933,7 @@ mod tests {
             ),
         ] {
             let e = err(&list);
-            assert_eq!(e.parameter, parameter, "{list:?}: {e}");
+            assert_eq!(e.field, parameter, "{list:?}: {e}");
             assert!(e.reason.contains(needle), "{list:?}: {e}");
         }
         let long_key = format!("tag:{}", "k".repeat(65));

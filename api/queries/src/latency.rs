@@ -1118,7 +1118,7 @@ mod tests {
             "32d",
         ] {
             let err = parse_bucket(bad).unwrap_err();
-            assert_eq!(err.parameter, "bucket", "{bad}");
+            assert_eq!(err.field, "bucket", "{bad}");
         }
         assert_eq!(format_bucket(300), "5m");
         assert_eq!(format_bucket(7_200), "2h");
@@ -1181,12 +1181,12 @@ mod tests {
         ];
         for (pairs, parameter, reason) in cases {
             let err = params(pairs).to_query(now()).unwrap_err();
-            assert_eq!(err.parameter, parameter, "{pairs:?}: {err}");
+            assert_eq!(err.field, parameter, "{pairs:?}: {err}");
             assert!(err.reason.contains(reason), "{pairs:?}: {err}");
         }
         let long = "x".repeat(300);
         let err = params(&[("model", &long)]).to_query(now()).unwrap_err();
-        assert_eq!(err.parameter, "model");
+        assert_eq!(err.field, "model");
     }
 
     #[test]

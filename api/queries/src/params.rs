@@ -8,24 +8,11 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-/// A request parameter that was rejected, and why. `parameter` is the name
-/// the caller used (`from`, `group_by`, `tag.feature`, ...), or `query` for
-/// a name that is no parameter at all.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid parameter `{parameter}`: {reason}")]
-pub struct InvalidParameter {
-    pub parameter: String,
-    pub reason: String,
-}
-
-impl InvalidParameter {
-    pub fn new(parameter: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            parameter: parameter.into(),
-            reason: reason.into(),
-        }
-    }
-}
+/// A request parameter that was rejected, and why: a
+/// [`Rejection`](tollgate_contract::Rejection) whose `field` is the name the
+/// caller used (`from`, `group_by`, `tag.feature`, ...), or `query` for a
+/// name that is no parameter at all.
+pub use tollgate_contract::Rejection as InvalidParameter;
 
 /// How a request reports a parameter it does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +198,7 @@ mod tests {
     #[test]
     fn unknown_and_repeated_parameters_are_named() {
         let err = QueryParams::parse(&pairs(&[("form", "x")]), &EXPECTED).unwrap_err();
-        assert_eq!(err.parameter, "form");
+        assert_eq!(err.field, "form");
         assert_eq!(
             err.reason,
             "unknown parameter; expected from, format, tag.<key>"
@@ -222,7 +209,7 @@ mod tests {
         };
         let long = "x".repeat(100);
         let err = QueryParams::parse(&pairs(&[(&long, "1")]), &hidden).unwrap_err();
-        assert_eq!(err.parameter, "query");
+        assert_eq!(err.field, "query");
         assert!(
             err.reason.contains(&format!("`{}`", "x".repeat(40))),
             "{err}"
@@ -253,6 +240,6 @@ mod tests {
             "invalid parameter `format`: `xml` is not json or csv"
         );
         assert_eq!(p.text("from"), None);
-        assert_eq!(p.date("from").unwrap_err().parameter, "from");
+        assert_eq!(p.date("from").unwrap_err().field, "from");
     }
 }

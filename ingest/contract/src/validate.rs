@@ -7,11 +7,15 @@ use serde_json::Value;
 
 use super::event::{Event, Usage, MAX_TOKENS_PER_CALL, SCHEMA_VERSION};
 
-/// Why one event was not accepted.
+/// Why a value was refused: the field it came in and the reason, the one
+/// shape every refusal of input takes — an event field (a dotted path such
+/// as `call.usage.input_tokens`, or `event` when the whole item is wrong), a
+/// request parameter (`tollgate_queries::InvalidParameter`), an API body
+/// field (`tollgate_control::budgets::admin::InvalidBudget`, price
+/// administration). Each edge words it for its caller (an ingest result, a
+/// JSON error with `field` or `parameter`, a page, a CLI flag).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rejection {
-    /// Dotted path of the offending field (`call.usage.input_tokens`), or
-    /// `event` when the whole item is wrong.
     pub field: String,
     pub reason: String,
 }
@@ -24,6 +28,8 @@ impl Rejection {
         }
     }
 }
+
+impl std::error::Error for Rejection {}
 
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

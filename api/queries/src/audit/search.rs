@@ -624,7 +624,7 @@ mod tests {
             (vec![("colour", "red")], "query"),
         ] {
             let err = SearchQuery::from_pairs(&pairs(&bad)).unwrap_err();
-            assert_eq!(err.parameter, param, "{bad:?}: {}", err.reason);
+            assert_eq!(err.field, param, "{bad:?}: {}", err.reason);
         }
     }
 

@@ -29,19 +29,12 @@ pub const MAX_SUBJECT_ID_CHARS: usize = 256;
 /// Thresholds when none are given.
 pub const DEFAULT_THRESHOLDS: [i32; 3] = [50, 80, 100];
 
-/// Why a budget was refused: the field (as named in the API body) and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{field}` {reason}")]
-pub struct InvalidBudget {
-    pub field: &'static str,
-    pub reason: String,
-}
+/// Why a budget was refused: a [`Rejection`] naming the field as the API
+/// body spells it (`subject_kind`, `limit_usd`, ...).
+pub use tollgate_contract::Rejection as InvalidBudget;
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidBudget {
-    InvalidBudget {
-        field,
-        reason: reason.into(),
-    }
+    InvalidBudget::new(field, reason)
 }
 
 /// A valid budget to create or replace (one per subject and period).

@@ -6,12 +6,13 @@
 
 use super::store::{AddOutcome, PriceStore};
 use tollgate_contract::catalog::NewPrice;
+use tollgate_contract::Rejection;
 
 /// Why a price change failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PriceAdminError {
-    #[error("invalid price: `{field}` {reason}")]
-    Invalid { field: &'static str, reason: String },
+    #[error("invalid price: `{}` {}", .0.field, .0.reason)]
+    Invalid(Rejection),
     /// Nothing was stored.
     #[error("postgres: {0}")]
     Postgres(#[from] sqlx::Error),
@@ -38,7 +39,7 @@ impl PriceAdmin {
         let mut seen: std::collections::HashMap<_, &NewPrice> = std::collections::HashMap::new();
         for p in prices {
             if let Some((field, reason)) = p.problem() {
-                return Err(PriceAdminError::Invalid { field, reason });
+                return Err(PriceAdminError::Invalid(Rejection::new(field, reason)));
             }
             // Two different prices for one version in one request would be
             // stored as a version and its correction, and the next identical
@@ -46,15 +47,15 @@ impl PriceAdmin {
             let key = (&p.provider, &p.model, p.effective_from);
             if let Some(first) = seen.insert(key, p) {
                 if first != p {
-                    return Err(PriceAdminError::Invalid {
-                        field: "model",
-                        reason: format!(
+                    return Err(PriceAdminError::Invalid(Rejection::new(
+                        "model",
+                        format!(
                             "{}/{} from {} is given twice with different prices",
                             p.provider,
                             p.model,
                             p.effective_from.to_rfc3339()
                         ),
-                    });
+                    )));
                 }
             }
         }
