@@ -35,31 +35,14 @@ pub enum IngestError {
     #[error("{reason}")]
     BadRequest { field: String, reason: String },
 
-    /// Input to a library call (key name, role, ...) is not acceptable.
-    #[error("invalid {field}: {reason}")]
-    InvalidInput { field: &'static str, reason: String },
-
-    #[error("kafka at {brokers} is unreachable: {reason}; is the broker running (dev/stack up) and is kafka.brokers right?")]
-    KafkaUnreachable { brokers: String, reason: String },
-
-    #[error("kafka producer could not be created for {brokers}: {reason}")]
-    KafkaConfig { brokers: String, reason: String },
-
-    #[error("cannot connect to postgresql at {address}: {reason}; is it running (dev/stack up) and is postgres.url right?")]
-    PostgresUnreachable { address: String, reason: String },
-
-    #[error("postgresql query failed while {doing}: {source}")]
-    Postgres {
-        doing: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
+    /// The control plane failed (PostgreSQL, the key store, the producer) or
+    /// refused its input (`ControlError::InvalidInput` names the field).
+    #[error(transparent)]
+    Control(#[from] ControlError),
 
     #[error("kafka did not acknowledge any event of the request: {reason}")]
     NothingProduced { reason: String },
 
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 impl IngestError {
@@ -70,23 +53,15 @@ impl IngestError {
         }
     }
 
-    pub fn postgres(doing: &'static str, source: sqlx::Error) -> Self {
-        IngestError::Postgres { doing, source }
-    }
-
     pub fn fault(&self) -> Fault {
         match self {
             IngestError::MissingApiKey
             | IngestError::InvalidApiKey
             | IngestError::Forbidden { .. }
             | IngestError::BodyTooLarge { .. }
-            | IngestError::BadRequest { .. }
-            | IngestError::InvalidInput { .. } => Fault::Caller,
-            IngestError::KafkaUnreachable { .. }
-            | IngestError::PostgresUnreachable { .. }
-            | IngestError::Postgres { .. }
-            | IngestError::NothingProduced { .. } => Fault::External,
-            IngestError::KafkaConfig { .. } | IngestError::Internal(_) => Fault::Internal,
+            | IngestError::BadRequest { .. } => Fault::Caller,
+            IngestError::NothingProduced { .. } => Fault::External,
+            IngestError::Control(err) => err.fault(),
         }
     }
 
@@ -100,16 +75,13 @@ impl IngestError {
             IngestError::MissingApiKey | IngestError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             IngestError::Forbidden { .. } => StatusCode::FORBIDDEN,
             IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::BadRequest { .. } | IngestError::InvalidInput { .. } => {
-                StatusCode::BAD_REQUEST
-            }
-            IngestError::KafkaUnreachable { .. }
-            | IngestError::PostgresUnreachable { .. }
-            | IngestError::Postgres { .. }
-            | IngestError::NothingProduced { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            IngestError::KafkaConfig { .. } | IngestError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            IngestError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            IngestError::NothingProduced { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Control(err) => match err.fault() {
+                Fault::Caller => StatusCode::BAD_REQUEST,
+                Fault::External => StatusCode::SERVICE_UNAVAILABLE,
+                Fault::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            },
         }
     }
 
@@ -119,36 +91,15 @@ impl IngestError {
         let mut body = json!({ "error": self.to_string() });
         match self {
             IngestError::BadRequest { field, .. } => body["field"] = json!(field),
-            IngestError::InvalidInput { field, .. } => body["field"] = json!(field),
+            IngestError::Control(ControlError::InvalidInput { field, .. }) => {
+                body["field"] = json!(field)
+            }
             _ => {}
         }
         if self.is_retryable() {
             body["retryable"] = json!(true);
         }
         body
-    }
-}
-
-/// A control-plane failure (keys, PostgreSQL, the Kafka producer) as the
-/// ingest endpoint reports it.
-impl From<ControlError> for IngestError {
-    fn from(err: ControlError) -> Self {
-        match err {
-            ControlError::InvalidInput { field, reason } => {
-                IngestError::InvalidInput { field, reason }
-            }
-            ControlError::KafkaUnreachable { brokers, reason } => {
-                IngestError::KafkaUnreachable { brokers, reason }
-            }
-            ControlError::KafkaConfig { brokers, reason } => {
-                IngestError::KafkaConfig { brokers, reason }
-            }
-            ControlError::PostgresUnreachable { address, reason } => {
-                IngestError::PostgresUnreachable { address, reason }
-            }
-            ControlError::Postgres { doing, source } => IngestError::Postgres { doing, source },
-            ControlError::Internal(reason) => IngestError::Internal(reason),
-        }
     }
 }
 
@@ -197,10 +148,10 @@ mod tests {
 
     #[test]
     fn external_errors_are_retryable_503() {
-        let err = IngestError::KafkaUnreachable {
+        let err = IngestError::Control(ControlError::KafkaUnreachable {
             brokers: "127.0.0.1:9092".into(),
             reason: "timed out".into(),
-        };
+        });
         assert!(err.is_retryable());
         assert_eq!(err.status_code(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(err.to_string().contains("127.0.0.1:9092"));
