@@ -938,7 +938,7 @@ mod tests {
         }
         let long_key = format!("tag:{}", "k".repeat(65));
         assert_eq!(
-            err(&[("group_by", long_key.as_str())]).parameter,
+            err(&[("group_by", long_key.as_str())]).field,
             "group_by"
         );
         let ok_key = format!("tag:{}", "k".repeat(64));
