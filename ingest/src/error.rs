@@ -42,7 +42,6 @@ pub enum IngestError {
 
     #[error("kafka did not acknowledge any event of the request: {reason}")]
     NothingProduced { reason: String },
-
 }
 
 impl IngestError {

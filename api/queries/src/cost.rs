@@ -937,10 +937,7 @@ mod tests {
             assert!(e.reason.contains(needle), "{list:?}: {e}");
         }
         let long_key = format!("tag:{}", "k".repeat(65));
-        assert_eq!(
-            err(&[("group_by", long_key.as_str())]).field,
-            "group_by"
-        );
+        assert_eq!(err(&[("group_by", long_key.as_str())]).field, "group_by");
         let ok_key = format!("tag:{}", "k".repeat(64));
         assert!(parse_params(&pairs(&[("group_by", ok_key.as_str())]), today, &[]).is_ok());
     }
