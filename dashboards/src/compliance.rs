@@ -172,7 +172,7 @@ fn bad_request(err: InvalidParameter) -> Response {
         &DeniedPage {
             section: Section::Compliance,
             title: "Bad request",
-            message: err.to_string(),
+            message: format!("invalid parameter `{}`: {}", err.field, err.reason),
         },
     )
 }

@@ -921,8 +921,8 @@ mod tests {
         assert_eq!(err.field, "grup_by");
         let err = PageParams::parse(&pairs(&[("model", "a"), ("model", "b")])).unwrap_err();
         assert_eq!(
-            err.to_string(),
-            "invalid parameter `model`: given more than once"
+            (err.field.as_str(), err.reason.as_str()),
+            ("model", "given more than once")
         );
         let params = PageParams::parse(&pairs(&[("range", "6h"), ("model", "gpt-4o")])).unwrap();
         assert_eq!(params.range.as_deref(), Some("6h"));
