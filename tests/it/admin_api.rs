@@ -945,3 +945,55 @@ async fn admin_prices_are_exact_decimal_strings_or_400s_naming_the_field() {
     .unwrap();
     assert_eq!(stored, "0.000000123456789012345678");
 }
+
+/// A relay whose locked batch has a gap (a row in the middle held by
+/// another relay: concurrent `SKIP LOCKED` scans interleave) publishes only
+/// the rows below the gap, so the held row is never overtaken.
+#[tokio::test]
+async fn a_row_held_by_another_relay_is_never_overtaken() {
+    use tollgate_contract::admin::admin_event;
+    use tollgate_control::config::KafkaConfig;
+    use tollgate_control::kafka::EventProducer;
+    use tollgate_control::outbox::{enqueue_alone, OutboxRelay};
+
+    let env = TestEnv::new("admin_relay_gap").await;
+    let pool = pg(&env).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let enqueued = enqueue_alone(
+            &pool,
+            &admin_event("admin.test.row", "test", json!({ "n": n })),
+        )
+        .await
+        .unwrap();
+        ids.push(enqueued.outbox_id);
+    }
+    // Another relay holds the second row.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM admin_outbox WHERE id = $1 FOR UPDATE")
+        .bind(ids[1])
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let kafka = KafkaConfig {
+        brokers: support::kafka_brokers(),
+        events_topic: env.events_topic.clone(),
+        ..KafkaConfig::default()
+    };
+    let relay = OutboxRelay::new(pool.clone(), EventProducer::new(&kafka).unwrap());
+    let drained = relay.drain().await.unwrap();
+    assert_eq!(
+        (drained.published, drained.busy),
+        (1, true),
+        "only the row below the held one is published"
+    );
+    holder.rollback().await.unwrap();
+    let drained = relay.drain().await.unwrap();
+    assert_eq!(drained.published, 4);
+    let (events, _) = admin_events(&env.events_topic, 5).await;
+    let order: Vec<u64> = events
+        .iter()
+        .map(|e| e["admin"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(order, vec![0, 1, 2, 3, 4], "in outbox order");
+}

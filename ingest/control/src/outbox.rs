@@ -12,8 +12,9 @@
 //! Several relays may run (every `tollgate process`, `tollgate api`, and each
 //! CLI change drains once). A relay locks a batch with `FOR UPDATE SKIP
 //! LOCKED`, so no row is produced by two relays at once, and it publishes
-//! only when no earlier row is pending (locked by another relay), so rows
-//! reach Kafka in id order: all admin events share one message key
+//! only its rows below the first pending row it does not hold (concurrent
+//! scans interleave, so another relay's row can sit below or between its
+//! own), so rows reach Kafka in id order: all admin events share one message key
 //! (`_tollgate`), hence one partition, and the idempotent producer keeps
 //! their order within it.
 
@@ -192,21 +193,28 @@ impl OutboxRelay {
         .bind(BATCH)
         .fetch_all(&mut *tx)
         .await?;
-        // Rows pending below ours (or, with none for us, at all) are locked
-        // by another relay: publishing ours now would overtake them.
-        let first = rows.first().map(|(id, _)| *id).unwrap_or(i64::MAX);
-        let ahead: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM admin_outbox \
-             WHERE published_at IS NULL AND abandoned_at IS NULL AND id < $1)",
+        // Rows another relay holds (locked, so skipped above) may lie below
+        // ours or between them: concurrent `SKIP LOCKED` scans interleave,
+        // so a batch need not be contiguous. Publish only our rows below
+        // the first pending row that is not ours, so nothing overtakes it;
+        // with none of ours below it, another relay is ahead.
+        let mine: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+        let others: Option<i64> = sqlx::query_scalar(
+            "SELECT min(id) FROM admin_outbox \
+             WHERE published_at IS NULL AND abandoned_at IS NULL AND NOT (id = ANY($1))",
         )
-        .bind(first)
+        .bind(&mine)
         .fetch_one(&mut *tx)
         .await?;
-        if ahead || rows.is_empty() {
+        let mut rows = rows;
+        let before_others = |id: i64| others.is_none_or(|other| id < other);
+        let cut = rows.iter().any(|(id, _)| !before_others(*id));
+        rows.retain(|(id, _)| before_others(*id));
+        if rows.is_empty() {
             tx.rollback().await?;
             return Ok((
                 Drained {
-                    busy: ahead,
+                    busy: others.is_some(),
                     ..Drained::default()
                 },
                 0,
@@ -282,7 +290,7 @@ impl OutboxRelay {
                 Drained {
                     published: published.len(),
                     abandoned: abandoned.len(),
-                    busy: false,
+                    busy: cut,
                 },
                 taken,
             )),
