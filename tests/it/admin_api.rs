@@ -73,6 +73,31 @@ async fn pg(env: &TestEnv) -> sqlx::PgPool {
     sqlx::PgPool::connect(&env.pg_url).await.unwrap()
 }
 
+/// `n` admin events `{"n": 0..n}` in the outbox, in order; their outbox ids.
+async fn enqueue_rows(pool: &sqlx::PgPool, n: usize) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let event =
+            tollgate_contract::admin::admin_event("admin.test.row", "test", json!({ "n": i }));
+        let enqueued = tollgate_control::outbox::enqueue_alone(pool, &event)
+            .await
+            .unwrap();
+        ids.push(enqueued.outbox_id);
+    }
+    ids
+}
+
+/// An outbox relay publishing to this environment's events topic.
+fn relay(env: &TestEnv, pool: &sqlx::PgPool) -> tollgate_control::outbox::OutboxRelay {
+    let kafka = tollgate_control::config::KafkaConfig {
+        brokers: support::kafka_brokers(),
+        events_topic: env.events_topic.clone(),
+        ..Default::default()
+    };
+    let producer = tollgate_control::kafka::EventProducer::new(&kafka).unwrap();
+    tollgate_control::outbox::OutboxRelay::new(pool.clone(), producer)
+}
+
 #[tokio::test]
 async fn budgets_through_the_api_are_admin_events_exactly_once() {
     let mut env = TestEnv::new("admin_budgets").await;
@@ -740,33 +765,16 @@ async fn changes_while_kafka_is_down_wait_in_the_outbox_and_publish_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_relays_publish_each_row_once_in_order() {
-    use tollgate_contract::admin::admin_event;
-    use tollgate_control::config::KafkaConfig;
-    use tollgate_control::kafka::EventProducer;
-    use tollgate_control::outbox::{enqueue_alone, OutboxRelay};
-
     let env = TestEnv::new("admin_relays").await;
     let pool = pg(&env).await;
     const ROWS: usize = 250; // more than one batch of 100
-    for n in 0..ROWS {
-        enqueue_alone(
-            &pool,
-            &admin_event("admin.test.row", "test", json!({ "n": n })),
-        )
-        .await
-        .unwrap();
-    }
-    let kafka = KafkaConfig {
-        brokers: support::kafka_brokers(),
-        events_topic: env.events_topic.clone(),
-        ..KafkaConfig::default()
-    };
+    enqueue_rows(&pool, ROWS).await;
     // Three relays drain at once, each until nothing is pending. (Whoever
     // holds the oldest rows keeps going; the others find earlier rows
     // locked and back off, which is what keeps the order.)
     let relays: Vec<_> = (0..3)
         .map(|_| {
-            let relay = OutboxRelay::new(pool.clone(), EventProducer::new(&kafka).unwrap());
+            let relay = relay(&env, &pool);
             let pool = pool.clone();
             tokio::spawn(async move {
                 let mut published = 0;
@@ -951,23 +959,9 @@ async fn admin_prices_are_exact_decimal_strings_or_400s_naming_the_field() {
 /// the rows below the gap, so the held row is never overtaken.
 #[tokio::test]
 async fn a_row_held_by_another_relay_is_never_overtaken() {
-    use tollgate_contract::admin::admin_event;
-    use tollgate_control::config::KafkaConfig;
-    use tollgate_control::kafka::EventProducer;
-    use tollgate_control::outbox::{enqueue_alone, OutboxRelay};
-
     let env = TestEnv::new("admin_relay_gap").await;
     let pool = pg(&env).await;
-    let mut ids = Vec::new();
-    for n in 0..5 {
-        let enqueued = enqueue_alone(
-            &pool,
-            &admin_event("admin.test.row", "test", json!({ "n": n })),
-        )
-        .await
-        .unwrap();
-        ids.push(enqueued.outbox_id);
-    }
+    let ids = enqueue_rows(&pool, 5).await;
     // Another relay holds the second row.
     let mut holder = pool.begin().await.unwrap();
     sqlx::query("SELECT id FROM admin_outbox WHERE id = $1 FOR UPDATE")
@@ -975,12 +969,7 @@ async fn a_row_held_by_another_relay_is_never_overtaken() {
         .execute(&mut *holder)
         .await
         .unwrap();
-    let kafka = KafkaConfig {
-        brokers: support::kafka_brokers(),
-        events_topic: env.events_topic.clone(),
-        ..KafkaConfig::default()
-    };
-    let relay = OutboxRelay::new(pool.clone(), EventProducer::new(&kafka).unwrap());
+    let relay = relay(&env, &pool);
     let drained = relay.drain().await.unwrap();
     assert_eq!(
         (drained.published, drained.busy),
