@@ -67,6 +67,14 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0028_audit_checkpoints_v2.sql",
         include_str!("../../migrations/clickhouse/0028_audit_checkpoints_v2.sql"),
     ),
+    (
+        "0030_calls_error_patterns.sql",
+        include_str!("../../migrations/clickhouse/0030_calls_error_patterns.sql"),
+    ),
+    (
+        "0031_error_patterns.sql",
+        include_str!("../../migrations/clickhouse/0031_error_patterns.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

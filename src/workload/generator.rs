@@ -201,6 +201,7 @@ impl Workload {
                 Some(ProviderError {
                     error_type: kind.to_string(),
                     message: message.to_string(),
+                    signature: None,
                 }),
             )
         } else {
@@ -245,6 +246,7 @@ impl Workload {
             cache_hit: false,
             prompt_sha256: Some(format!("{:064x}", rng.random::<u128>())),
             response_sha256: (!failed).then(|| format!("{:064x}", rng.random::<u128>())),
+            recovery: None,
         }
     }
 }

@@ -108,10 +108,12 @@ fn traffic(n: usize, start: DateTime<Utc>, seed: u64) -> Traffic {
                     error: failed.then(|| ProviderError {
                         error_type: "server_error".into(),
                         message: "upstream failed".into(),
+                        signature: None,
                     }),
                     cache_hit: false,
                     prompt_sha256: None,
                     response_sha256: None,
+                    recovery: None,
                 }),
                 admin: None,
                 tags: BTreeMap::from([("feature".to_string(), "search".to_string())]),

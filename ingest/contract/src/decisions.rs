@@ -10,6 +10,9 @@ use chrono::{DateTime, Months, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::event::Strategy;
+use crate::signature::SignatureId;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -36,12 +39,116 @@ pub struct Decision {
     /// spend, for the proxy's reservations (see [`BudgetState`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetState>,
+    /// `recovery/<provider>/<model>/<signature>` records from the recovery
+    /// learner: the order in which to try what the operator allows after a
+    /// call on that model failed with that signature ([`RecoveryPlan`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryPlan>,
+    /// `circuit/<provider>` and `circuit/<provider>/<model>` records from
+    /// the breaker: its state ([`BreakerState`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerState>,
 }
 
 impl Decision {
     pub fn in_force(&self, now: DateTime<Utc>) -> bool {
         self.action != Action::Allow && self.valid_until.is_none_or(|until| now < until)
     }
+}
+
+/// The subject of the learned recovery for calls on `provider`/`model`
+/// failing with `signature`.
+pub fn recovery_subject(provider: &str, model: &str, signature: SignatureId) -> String {
+    format!("recovery/{provider}/{model}/{signature}")
+}
+
+/// The subject of the breaker of `provider` (`model` empty) or of one of its
+/// models.
+pub fn circuit_subject(provider: &str, model: &str) -> String {
+    if model.is_empty() {
+        format!("circuit/{provider}")
+    } else {
+        format!("circuit/{provider}/{model}")
+    }
+}
+
+/// The learned order of recovery strategies for one (provider, model,
+/// signature): best first by the lower bound of a Wilson interval on their
+/// success rate, only strategies with enough samples
+/// (`docs/error-patterns.md`, "Learned recovery"). The proxy reorders its
+/// own candidates by it and never tries anything its configuration does not
+/// list or the key may not use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryPlan {
+    pub signature: SignatureId,
+    /// Provider and model of the failed attempt.
+    pub provider: String,
+    pub model: String,
+    pub order: Vec<RankedStrategy>,
+    /// When the learner read the counts.
+    pub as_of: DateTime<Utc>,
+}
+
+/// One strategy of a [`RecoveryPlan`] with the evidence for its rank.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankedStrategy {
+    pub strategy: Strategy,
+    /// Where the attempt goes (for `retry`, the failed provider and model).
+    pub provider: String,
+    pub model: String,
+    pub attempts: u64,
+    pub successes: u64,
+    /// Lower bound of the 95% Wilson interval of `successes / attempts`.
+    pub lower_bound: f64,
+    /// Mean wait before the attempt, milliseconds.
+    #[serde(default)]
+    pub mean_wait_ms: u64,
+}
+
+/// A breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// The breaker part of a `circuit/…` decision. `open`: the proxy takes the
+/// provider (or model) out of its candidates (the decision's `reroute_to`,
+/// then its configured fallbacks in learned order; `deny` with
+/// `retry_after_secs` when none is left). `half_open`: each proxy sends at
+/// most `probes_per_proxy` calls of this `generation` to it, the rest as
+/// when open. `closed`: nothing to enforce (action `allow`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakerState {
+    pub state: CircuitState,
+    /// When the breaker entered `state`.
+    pub since: DateTime<Utc>,
+    /// Counts one open/half-open episode, so that proxies start a new probe
+    /// count for each half-open period.
+    pub generation: u64,
+    #[serde(default)]
+    pub probes_per_proxy: u32,
+    /// Calls and failures in the window that decided the last transition.
+    #[serde(default)]
+    pub calls: u64,
+    #[serde(default)]
+    pub failures: u64,
+    /// The failure signature seen most in that window: the proxy orders its
+    /// fallbacks by the learned recovery for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureId>,
 }
 
 /// What a request is about, for matching subjects.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::kind::EventKind;
+use crate::signature::SignatureId;
 
 /// The only schema version this build accepts and emits.
 pub const SCHEMA_VERSION: u16 = 1;
@@ -111,6 +112,100 @@ pub struct Call {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = "^[0-9a-f]{64}$"))]
     pub response_sha256: Option<String>,
+    /// Where this attempt stands among the call's attempts (retries and
+    /// fallbacks), for the error-pattern fold and the recovery learner.
+    /// Absent: the event is the call's only attempt (as if `sequence` 1,
+    /// `strategy` `first`, `last` true). `docs/error-patterns.md`,
+    /// "Recovery facts".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
+}
+
+/// One attempt's place in its call: which attempt it is, what failure it
+/// recovers from, how, after what wait, and whether it is the last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recovery {
+    /// Position of this attempt among every attempt of the logical call,
+    /// across retries and fallback models, from 1.
+    #[schemars(range(min = 1))]
+    pub sequence: u16,
+    /// Milliseconds between the end of the previous attempt and the start
+    /// of this one (backoff, `Retry-After`); 0 for the first attempt.
+    #[serde(default)]
+    #[schemars(range(max = 86_400_000))]
+    pub wait_ms: u32,
+    /// How this attempt relates to the call's first failed attempt.
+    pub strategy: Strategy,
+    /// Signature of the call's first failed attempt's error: the failure
+    /// this attempt recovers from. Absent on the first attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", regex(pattern = "^[0-9a-f]{16}$"))]
+    pub from_signature: Option<SignatureId>,
+    /// Provider of the call's first failed attempt ('' on the first attempt).
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub from_provider: String,
+    /// Model of the call's first failed attempt ('' on the first attempt).
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub from_model: String,
+    /// This is the call's last attempt: its outcome is the call's outcome.
+    #[serde(default)]
+    pub last: bool,
+}
+
+/// What an attempt after a failure tried, relative to the failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// The call's first attempt.
+    First,
+    /// The same provider and model again.
+    Retry,
+    /// Another model of the same provider.
+    FallbackModel,
+    /// A model of another provider.
+    FallbackProvider,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::First => "first",
+            Strategy::Retry => "retry",
+            Strategy::FallbackModel => "fallback_model",
+            Strategy::FallbackProvider => "fallback_provider",
+        }
+    }
+
+    /// The strategy of an attempt on `provider`/`model` after a failure on
+    /// `from_provider`/`from_model`.
+    pub fn between(from_provider: &str, from_model: &str, provider: &str, model: &str) -> Self {
+        if from_provider != provider {
+            Strategy::FallbackProvider
+        } else if from_model != model {
+            Strategy::FallbackModel
+        } else {
+            Strategy::Retry
+        }
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "first" => Ok(Strategy::First),
+            "retry" => Ok(Strategy::Retry),
+            "fallback_model" => Ok(Strategy::FallbackModel),
+            "fallback_provider" => Ok(Strategy::FallbackProvider),
+            other => Err(format!(
+                "unknown strategy {other:?} (first, retry, fallback_model, fallback_provider)"
+            )),
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -267,6 +362,13 @@ pub struct ProviderError {
     #[serde(default)]
     #[schemars(length(max = 2048))]
     pub message: String,
+    /// The error's signature (`crate::signature::signature` of the call's
+    /// provider, `http_status`, this type and message), as the reporter
+    /// computed it. Optional: the processors compute it either way, and
+    /// ingest rejects a value that differs from theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", regex(pattern = "^[0-9a-f]{16}$"))]
+    pub signature: Option<SignatureId>,
 }
 
 impl Event {

@@ -216,6 +216,23 @@ fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
         if let Some(error) = &call.error {
             text("call.error.type", &error.error_type, 1, 128)?;
             text("call.error.message", &error.message, 0, 2048)?;
+            if let Some(claimed) = error.signature {
+                let input =
+                    crate::signature::ErrorInput::from_call(&call.provider, call.http_status, error);
+                let computed = crate::signature::signature(&input).id;
+                if claimed != computed {
+                    return Err(Rejection::new(
+                        "call.error.signature",
+                        format!(
+                            "{claimed} is not the signature of this error ({computed} under {}); omit it to have it computed",
+                            crate::signature::SIGNATURE_VERSION
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(recovery) = &call.recovery {
+            check_recovery(recovery)?;
         }
         for (field, digest) in [
             ("call.prompt_sha256", &call.prompt_sha256),
@@ -348,3 +365,60 @@ fn strip_position(message: &str) -> String {
         None => message.to_string(),
     }
 }
+
+/// The rules of `call.recovery` (`docs/error-patterns.md`, "Recovery facts"):
+/// the first attempt recovers from nothing, every later one from a failure.
+fn check_recovery(recovery: &crate::event::Recovery) -> Result<(), Rejection> {
+    use crate::event::Strategy;
+    text("call.recovery.from_provider", &recovery.from_provider, 0, 64)?;
+    text("call.recovery.from_model", &recovery.from_model, 0, 256)?;
+    if recovery.sequence == 0 {
+        return Err(Rejection::new("call.recovery.sequence", "must be at least 1"));
+    }
+    if recovery.wait_ms > 86_400_000 {
+        return Err(Rejection::new(
+            "call.recovery.wait_ms",
+            "must be at most 86400000 (one day)",
+        ));
+    }
+    let first = recovery.sequence == 1;
+    if first != (recovery.strategy == Strategy::First) {
+        return Err(Rejection::new(
+            "call.recovery.strategy",
+            format!(
+                "{} does not fit sequence {}: the first attempt (sequence 1) is `first`, later ones retry or fall back",
+                recovery.strategy.as_str(),
+                recovery.sequence
+            ),
+        ));
+    }
+    let has_from = recovery.from_signature.is_some();
+    if first == has_from {
+        return Err(Rejection::new(
+            "call.recovery.from_signature",
+            if first {
+                "must be absent on the first attempt (it recovers from nothing)"
+            } else {
+                "is required on an attempt after the first (the failure it recovers from)"
+            },
+        ));
+    }
+    if has_from && (recovery.from_provider.is_empty() || recovery.from_model.is_empty()) {
+        return Err(Rejection::new(
+            if recovery.from_provider.is_empty() {
+                "call.recovery.from_provider"
+            } else {
+                "call.recovery.from_model"
+            },
+            "is required with from_signature (the failed attempt's provider and model)",
+        ));
+    }
+    if !has_from && !(recovery.from_provider.is_empty() && recovery.from_model.is_empty()) {
+        return Err(Rejection::new(
+            "call.recovery.from_provider",
+            "must be empty on the first attempt",
+        ));
+    }
+    Ok(())
+}
+

@@ -357,6 +357,7 @@ pub fn provider_error(error_type: &str, message: &str) -> ProviderError {
     ProviderError {
         error_type: clip(error_type, 128),
         message: clip(message, 2048),
+        signature: None,
     }
 }
 

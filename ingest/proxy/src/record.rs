@@ -133,6 +133,7 @@ impl CallContext {
                 cache_hit: false,
                 prompt_sha256: Some(self.prompt_sha256.clone()),
                 response_sha256: record.response_sha256,
+                recovery: None,
             }),
             admin: None,
             tags,

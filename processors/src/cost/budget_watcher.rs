@@ -95,6 +95,8 @@ pub fn subject_record(
                 reroute_to: None,
                 valid_until: Some(until.end),
                 budget,
+                recovery: None,
+                breaker: None,
             }
         }
         None => Decision {
@@ -105,6 +107,8 @@ pub fn subject_record(
             reroute_to: None,
             valid_until: None,
             budget,
+            recovery: None,
+            breaker: None,
         },
     }
 }

@@ -51,6 +51,7 @@ pub fn call_event(
             cache_hit: false,
             prompt_sha256: None,
             response_sha256: None,
+            recovery: None,
         }),
         admin: None,
         tags: BTreeMap::new(),

@@ -501,6 +501,7 @@ fn from_call_reads_the_event_fields() {
     let error = ProviderError {
         error_type: "overloaded_error".into(),
         message: "Overloaded".into(),
+        signature: None,
     };
     let input = ErrorInput::from_call("anthropic", 529, &error);
     assert_eq!(input.error_type, "overloaded_error");

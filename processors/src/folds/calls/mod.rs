@@ -6,6 +6,7 @@
 //!
 //! - [`rows`]: the pure part, event and Kafka position to a priced row;
 //! - [`cost`]: the cost step the pure part applies;
+//! - [`pattern`]: the error-pattern and recovery columns the pure part fills;
 //! - [`sink`]: the insert into `calls` and the `fold_progress` write;
 //! - [`fold`]: the two joined for the consumer runtime.
 //!
@@ -15,6 +16,7 @@
 
 pub mod cost;
 pub mod fold;
+pub mod pattern;
 pub mod rows;
 pub mod sink;
 

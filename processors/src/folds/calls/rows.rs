@@ -14,12 +14,13 @@ use tollgate_contract::catalog::PriceCatalog;
 use tollgate_contract::{Event, Rejection};
 
 pub use crate::fold::PartitionKey;
+use super::pattern::pattern_columns;
 use crate::fold::Positioned;
 
 /// One row of `calls` (see `migrations/clickhouse/0001_calls.sql`). Field
 /// names are column names: with validation off the insert names the columns
 /// from this struct, so the order here does not have to match the table.
-#[derive(Debug, Clone, PartialEq, Row, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Row, Serialize)]
 pub struct CallRow {
     pub event_id: String,
     pub schema_version: u16,
@@ -75,6 +76,18 @@ pub struct CallRow {
     /// The catalog entry that priced it, `provider/model` (it differs from
     /// the call's when an alias resolved it); '' when unpriced.
     pub priced_as: String,
+    /// The error-pattern and recovery columns (migration 0030, see
+    /// [`super::pattern`]).
+    pub error_signature: u64,
+    pub error_template: String,
+    pub error_variables: Vec<String>,
+    pub recovery_sequence: u16,
+    pub recovery_wait_ms: u32,
+    pub recovery_strategy: String,
+    pub recovery_from_signature: u64,
+    pub recovery_from_provider: String,
+    pub recovery_from_model: String,
+    pub last_attempt: u8,
 }
 
 impl Positioned for CallRow {
@@ -133,6 +146,7 @@ pub fn call_row(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .unzip();
+    let pattern = pattern_columns(call);
     Ok(Some(CallRow {
         event_id: event.event_id.to_string(),
         schema_version: event.schema_version,
@@ -188,6 +202,16 @@ pub fn call_row(
         priced: 0,
         price_version: 0,
         priced_as: String::new(),
+        error_signature: pattern.error_signature,
+        error_template: pattern.error_template,
+        error_variables: pattern.error_variables,
+        recovery_sequence: pattern.recovery_sequence,
+        recovery_wait_ms: pattern.recovery_wait_ms,
+        recovery_strategy: pattern.recovery_strategy.to_string(),
+        recovery_from_signature: pattern.recovery_from_signature,
+        recovery_from_provider: pattern.recovery_from_provider,
+        recovery_from_model: pattern.recovery_from_model,
+        last_attempt: pattern.last_attempt,
     }))
 }
 
@@ -294,10 +318,12 @@ mod tests {
                 error: Some(ProviderError {
                     error_type: "rate_limit_error".into(),
                     message: "slow down".into(),
+                    signature: None,
                 }),
                 cache_hit: false,
                 prompt_sha256: Some("a".repeat(64)),
                 response_sha256: None,
+                recovery: None,
             }),
             admin: None,
             tags: BTreeMap::from([

@@ -262,6 +262,7 @@ mod tests {
                 priced: 0,
                 price_version: 0,
                 priced_as: String::new(),
+                ..CallRow::default()
             }
         }
     }
