@@ -32,6 +32,13 @@ pub const KIND_PRICE_CORRECTED: &str = "admin.price.corrected";
 /// `admin.price.repriced`: a `tollgate reprice` run.
 pub const KIND_PRICE_REPRICED: &str = "admin.price.repriced";
 
+/// `admin.error_pattern.new`: a failure pattern (signature) seen for the
+/// first time (`docs/error-patterns.md`).
+pub const KIND_ERROR_PATTERN_NEW: &str = "admin.error_pattern.new";
+/// `admin.breaker.transition`: a circuit breaker changed state
+/// (`docs/breakers.md`).
+pub const KIND_BREAKER_TRANSITION: &str = "admin.breaker.transition";
+
 /// A control-plane event with `payload` as its `admin` object.
 pub fn admin_event(kind: &'static str, actor: &str, payload: serde_json::Value) -> Event {
     let mut admin = json!({ "actor": actor });
