@@ -413,7 +413,7 @@ fn check_recovery(recovery: &crate::event::Recovery) -> Result<(), Rejection> {
             "is required with from_signature (the failed attempt's provider and model)",
         ));
     }
-    if !has_from && !(recovery.from_provider.is_empty() && recovery.from_model.is_empty()) {
+    if !has_from && (!recovery.from_provider.is_empty() || !recovery.from_model.is_empty()) {
         return Err(Rejection::new(
             "call.recovery.from_provider",
             "must be empty on the first attempt",
