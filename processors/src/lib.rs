@@ -17,7 +17,9 @@ pub mod error;
 pub mod fold;
 pub mod folds;
 pub mod migrations;
+pub mod patterns;
 pub mod progress;
+pub mod recovery;
 pub mod resume;
 pub mod topics;
 
