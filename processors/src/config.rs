@@ -136,7 +136,10 @@ mod tests {
             every_ms: 10,
             ..PatternsConfig::default()
         };
-        assert!(fast.validate().unwrap_err().contains("processor.patterns.every_ms"));
+        assert!(fast
+            .validate()
+            .unwrap_err()
+            .contains("processor.patterns.every_ms"));
         let mut shallow = PatternsConfig::default();
         shallow.drain.depth = 2;
         assert!(shallow
@@ -147,11 +150,17 @@ mod tests {
             min_samples: 0,
             ..RecoveryConfig::default()
         };
-        assert!(none.validate().unwrap_err().contains("processor.recovery.min_samples"));
+        assert!(none
+            .validate()
+            .unwrap_err()
+            .contains("processor.recovery.min_samples"));
         let short = RecoveryConfig {
             window_secs: 5,
             ..RecoveryConfig::default()
         };
-        assert!(short.validate().unwrap_err().contains("processor.recovery.window_secs"));
+        assert!(short
+            .validate()
+            .unwrap_err()
+            .contains("processor.recovery.window_secs"));
     }
 }

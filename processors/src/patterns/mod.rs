@@ -153,8 +153,8 @@ pub fn unstored(proposed: &BTreeSet<Merge>, stored: &HashSet<(u64, u64)>) -> Vec
 /// pattern's first message) when one was found.
 pub fn announcement(pattern: &Pattern, sample: Option<&str>) -> Event {
     let s = &pattern.signature;
-    let first_seen = DateTime::<Utc>::from_timestamp(i64::from(pattern.first_seen), 0)
-        .unwrap_or_default();
+    let first_seen =
+        DateTime::<Utc>::from_timestamp(i64::from(pattern.first_seen), 0).unwrap_or_default();
     admin_event(
         KIND_ERROR_PATTERN_NEW,
         ACTOR,
@@ -469,7 +469,10 @@ mod tests {
         let patterns = signatures(&[a.clone(), c.clone(), b]);
         assert_eq!(patterns.len(), 2);
         assert!(patterns[0].signature.id < patterns[1].signature.id);
-        let p = patterns.iter().find(|p| p.signature.id.0 == a.signature).unwrap();
+        let p = patterns
+            .iter()
+            .find(|p| p.signature.id.0 == a.signature)
+            .unwrap();
         assert_eq!((p.first_seen, p.last_seen), (10, 30));
         assert_eq!(p.signature.provider, "openai");
         assert_eq!(p.signature.error_type, "invalid_request_error");
@@ -485,7 +488,10 @@ mod tests {
         );
         // Learned in that order, the two models merge into the smaller id.
         let mut tree = DrainTree::new(DrainConfig::default()).unwrap();
-        let merges: Vec<Merge> = patterns.iter().filter_map(|p| tree.learn(&p.signature)).collect();
+        let merges: Vec<Merge> = patterns
+            .iter()
+            .filter_map(|p| tree.learn(&p.signature))
+            .collect();
         assert_eq!(merges.len(), 1);
         assert_eq!(merges[0].into.0, a.signature.min(c.signature));
         assert_eq!(merges[0].template, "The model <*> does not exist");
@@ -505,9 +511,14 @@ mod tests {
 
     #[test]
     fn an_announcement_is_a_valid_admin_event_with_the_pattern() {
-        let pattern = signatures(&[row("The model davinci does not exist", "OpenAI", 1_764_633_600, 1_764_633_660)])
-            .pop()
-            .unwrap();
+        let pattern = signatures(&[row(
+            "The model davinci does not exist",
+            "OpenAI",
+            1_764_633_600,
+            1_764_633_660,
+        )])
+        .pop()
+        .unwrap();
         let event = announcement(&pattern, Some("The model davinci does not exist"));
         assert_eq!(event.kind, KIND_ERROR_PATTERN_NEW);
         let value = serde_json::to_value(&event).unwrap();
@@ -532,7 +543,8 @@ mod tests {
         let sig = pattern.signature.id.0;
         let won: BTreeMap<u64, String> = [(sig, ours.event_id.to_string())].into_iter().collect();
         assert_eq!(winners(vec![(sig, ours.clone())], &won).len(), 1);
-        let lost: BTreeMap<u64, String> = [(sig, theirs.event_id.to_string())].into_iter().collect();
+        let lost: BTreeMap<u64, String> =
+            [(sig, theirs.event_id.to_string())].into_iter().collect();
         assert!(winners(vec![(sig, ours)], &lost).is_empty());
     }
 }

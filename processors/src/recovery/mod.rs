@@ -37,7 +37,8 @@ use crate::folds::FoldContext;
 use rank::{order_of, rank, Tally};
 
 /// Every strategy's record since `?` (epoch seconds).
-pub const TALLIES_SQL: &str = "SELECT from_provider, from_model, from_signature, strategy, provider, model, \
+pub const TALLIES_SQL: &str =
+    "SELECT from_provider, from_model, from_signature, strategy, provider, model, \
      sum(attempts) AS n_attempts, sum(successes) AS n_successes, sum(wait_ms) AS total_wait \
      FROM error_recovery_minute WHERE minute >= toDateTime(?) \
      GROUP BY from_provider, from_model, from_signature, strategy, provider, model";
@@ -206,7 +207,11 @@ impl RecoveryLearner {
         Ok(())
     }
 
-    async fn publish(&self, subject: &str, payload: Option<&str>) -> std::result::Result<(), String> {
+    async fn publish(
+        &self,
+        subject: &str,
+        payload: Option<&str>,
+    ) -> std::result::Result<(), String> {
         let mut record = FutureRecord::<str, str>::to(&self.topic).key(subject);
         if let Some(payload) = payload {
             record = record.payload(payload);
@@ -257,12 +262,18 @@ mod tests {
         .unwrap();
         let now = DateTime::<Utc>::from_timestamp(1_764_633_600, 0).unwrap();
         let record = plan_record(&key, order, now);
-        assert_eq!(record.subject, "recovery/anthropic/claude-x/00000000000000ab");
+        assert_eq!(
+            record.subject,
+            "recovery/anthropic/claude-x/00000000000000ab"
+        );
         assert_eq!(record.action, Action::Allow);
         assert!(!record.in_force(now), "a plan never gates a call");
         let wire = serde_json::to_value(&record).unwrap();
         assert_eq!(wire["recovery"]["signature"], "00000000000000ab");
-        assert_eq!(wire["recovery"]["order"][0]["strategy"], "fallback_provider");
+        assert_eq!(
+            wire["recovery"]["order"][0]["strategy"],
+            "fallback_provider"
+        );
         assert_eq!(wire["recovery"]["order"][0]["model"], "gpt-4o");
         assert_eq!(wire["recovery"]["order"][0]["mean_wait_ms"], 100);
         let back: Decision = serde_json::from_value(wire).unwrap();

@@ -18,10 +18,11 @@ pub const Z_95: f64 = 1.959_963_984_540_054;
 /// (p + z²/2n - z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n),  p = successes/n
 /// ```
 ///
-/// 0 without attempts. A few lucky successes rank below a long record of
+/// 0 without attempts or without successes. A few lucky successes rank below a long record of
 /// slightly fewer: 1 of 1 gives 0.21, 95 of 100 gives 0.89.
 pub fn wilson_lower_bound(successes: u64, attempts: u64) -> f64 {
-    if attempts == 0 {
+    if attempts == 0 || successes == 0 {
+        // Exactly 0 (the formula leaves a rounding residue of ~1e-17).
         return 0.0;
     }
     let n = attempts as f64;
@@ -61,7 +62,11 @@ pub fn rank(tallies: &[Tally], min_samples: u64) -> BTreeMap<PlanKey, Vec<Ranked
     type Target = (Strategy, String, String);
     let mut sums: BTreeMap<PlanKey, BTreeMap<Target, (u64, u64, u64)>> = BTreeMap::new();
     for t in tallies {
-        let key = (t.from_provider.clone(), t.from_model.clone(), t.from_signature);
+        let key = (
+            t.from_provider.clone(),
+            t.from_model.clone(),
+            t.from_signature,
+        );
         let target = (t.strategy, t.provider.clone(), t.model.clone());
         let s = sums.entry(key).or_default().entry(target).or_default();
         s.0 += t.attempts;
@@ -73,8 +78,8 @@ pub fn rank(tallies: &[Tally], min_samples: u64) -> BTreeMap<PlanKey, Vec<Ranked
             let mut order: Vec<RankedStrategy> = targets
                 .into_iter()
                 .filter(|(_, (attempts, _, _))| *attempts >= min_samples.max(1))
-                .map(|((strategy, provider, model), (attempts, successes, wait))| {
-                    RankedStrategy {
+                .map(
+                    |((strategy, provider, model), (attempts, successes, wait))| RankedStrategy {
                         strategy,
                         provider,
                         model,
@@ -82,8 +87,8 @@ pub fn rank(tallies: &[Tally], min_samples: u64) -> BTreeMap<PlanKey, Vec<Ranked
                         successes,
                         lower_bound: wilson_lower_bound(successes, attempts),
                         mean_wait_ms: wait / attempts,
-                    }
-                })
+                    },
+                )
                 .collect();
             order.sort_by(better);
             (!order.is_empty()).then_some((key, order))
@@ -125,7 +130,8 @@ mod tests {
         // Wikipedia, "Binomial proportion confidence interval").
         close(wilson_lower_bound(5, 10), 0.2366);
         close(wilson_lower_bound(10, 10), 0.7225);
-        close(wilson_lower_bound(0, 10), 0.0);
+        assert_eq!(wilson_lower_bound(0, 10), 0.0);
+        assert_eq!(wilson_lower_bound(0, 25), 0.0);
         close(wilson_lower_bound(81, 263), 0.2553);
         close(wilson_lower_bound(15, 148), 0.0624);
         // 1 of 1: 1 / (1 + z²).
@@ -168,7 +174,10 @@ mod tests {
         let names: Vec<&str> = order.iter().map(|r| r.model.as_str()).collect();
         assert_eq!(names, ["d", "c", "b"]);
         close(order[0].lower_bound, 0.8389);
-        assert_eq!((order[1].attempts, order[1].successes, order[1].mean_wait_ms), (40, 38, 100));
+        assert_eq!(
+            (order[1].attempts, order[1].successes, order[1].mean_wait_ms),
+            (40, 38, 100)
+        );
         // Below min_samples everywhere: no plan at all.
         assert!(rank(&[tally(Strategy::Retry, "a", 19, 19)], 20).is_empty());
         // With the minimum at 1, a lucky 3 of 3 (0.44) still ranks below
@@ -214,7 +223,10 @@ mod tests {
     #[test]
     fn tallies_of_one_strategy_add_up_before_the_minimum_applies() {
         let plans = rank(
-            &[tally(Strategy::Retry, "a", 12, 10), tally(Strategy::Retry, "a", 8, 8)],
+            &[
+                tally(Strategy::Retry, "a", 12, 10),
+                tally(Strategy::Retry, "a", 8, 8),
+            ],
             20,
         );
         let order = plans.values().next().unwrap();

@@ -62,7 +62,10 @@ pub const RECOVERY_CELLS_SQL: &str = "SELECT from_signature, from_provider, from
 /// The statements that read the views back, and the learners'.
 pub fn catalog() -> Vec<(String, String)> {
     let mut statements: Vec<(String, String)> = vec![
-        ("error_patterns.minute_cells".into(), MINUTE_CELLS_SQL.into()),
+        (
+            "error_patterns.minute_cells".into(),
+            MINUTE_CELLS_SQL.into(),
+        ),
         ("error_patterns.catalog".into(), CATALOG_SQL.into()),
         (
             "error_patterns.recovery_cells".into(),

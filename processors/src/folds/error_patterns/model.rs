@@ -359,13 +359,36 @@ mod tests {
         let cells: Vec<_> = model.minutes.iter().collect();
         assert_eq!(cells.len(), 2, "{cells:?}");
         let (k0, s0) = cells[0];
-        assert_eq!((k0.0, k0.1, k0.5.as_str(), k0.6.as_str()), (1_772_323_200, 7, "anthropic", "a"));
-        assert_eq!(*s0, MinuteSums { failures: 1, calls_recovered: 0, calls_failed: 0 });
+        assert_eq!(
+            (k0.0, k0.1, k0.5.as_str(), k0.6.as_str()),
+            (1_772_323_200, 7, "anthropic", "a")
+        );
+        assert_eq!(
+            *s0,
+            MinuteSums {
+                failures: 1,
+                calls_recovered: 0,
+                calls_failed: 0
+            }
+        );
         let (k1, s1) = cells[1];
-        assert_eq!((k1.0, k1.1, k1.5.as_str(), k1.6.as_str()), (1_772_323_260, 7, "anthropic", "a"));
-        assert_eq!(*s1, MinuteSums { failures: 0, calls_recovered: 1, calls_failed: 0 });
+        assert_eq!(
+            (k1.0, k1.1, k1.5.as_str(), k1.6.as_str()),
+            (1_772_323_260, 7, "anthropic", "a")
+        );
+        assert_eq!(
+            *s1,
+            MinuteSums {
+                failures: 0,
+                calls_recovered: 1,
+                calls_failed: 0
+            }
+        );
         let (key, sums) = model.recovery.iter().next().unwrap();
-        assert_eq!((key.3.as_str(), key.4.as_str(), key.5.as_str()), ("fallback_provider", "openai", "c"));
+        assert_eq!(
+            (key.3.as_str(), key.4.as_str(), key.5.as_str()),
+            ("fallback_provider", "openai", "c")
+        );
         assert_eq!((sums.attempts, sums.successes, sums.wait_ms), (1, 1, 100));
     }
 }
