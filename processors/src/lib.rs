@@ -12,6 +12,7 @@ pub mod clickhouse;
 pub mod config;
 pub mod consumer;
 pub mod cost;
+pub mod decisions;
 pub mod dlq;
 pub mod error;
 pub mod fold;

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clickhouse::{Client, Row};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tollgate_contract::decisions::{
@@ -28,10 +27,10 @@ use tollgate_contract::decisions::{
 };
 use tollgate_contract::signature::SignatureId;
 use tollgate_contract::Strategy;
-use tollgate_control::kafka::idempotent_producer_config;
 use tracing::{info, warn};
 
 use crate::config::RecoveryConfig;
+use crate::decisions::DecisionPublisher;
 use crate::error::{Error, Result};
 use crate::folds::FoldContext;
 use rank::{order_of, rank, Tally};
@@ -97,8 +96,7 @@ pub fn plan_record(
 /// The learner of one processor.
 pub struct RecoveryLearner {
     client: Client,
-    decisions: FutureProducer,
-    topic: String,
+    decisions: DecisionPublisher,
     config: RecoveryConfig,
     /// Subject -> the order last published by this learner.
     published: HashMap<String, Vec<(Strategy, String, String)>>,
@@ -111,15 +109,11 @@ impl RecoveryLearner {
         config: &RecoveryConfig,
     ) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
-        // A plan goes out at once, like every decision.
-        let decisions: FutureProducer = idempotent_producer_config(kafka, "tollgate-recovery")
-            .set("linger.ms", "0")
-            .create()
+        let decisions = DecisionPublisher::new(kafka, "tollgate-recovery")
             .map_err(|e| Error::setup("cannot create the recovery decision producer", e))?;
         Ok(Self {
             client,
             decisions,
-            topic: kafka.decisions_topic.clone(),
             config: config.clone(),
             published: HashMap::new(),
         })
@@ -189,7 +183,9 @@ impl RecoveryLearner {
                 continue;
             }
             let payload = serde_json::to_string(&record).map_err(|e| e.to_string())?;
-            self.publish(&record.subject, Some(&payload)).await?;
+            self.decisions
+                .publish(&record.subject, Some(&payload))
+                .await?;
             info!(subject = %record.subject, reason = %record.reason, "recovery plan published");
             self.published.insert(record.subject, identity);
         }
@@ -200,27 +196,11 @@ impl RecoveryLearner {
             .cloned()
             .collect();
         for subject in gone {
-            self.publish(&subject, None).await?;
+            self.decisions.publish(&subject, None).await?;
             info!(%subject, "recovery plan withdrawn (no strategy with enough samples in the window)");
             self.published.remove(&subject);
         }
         Ok(())
-    }
-
-    async fn publish(
-        &self,
-        subject: &str,
-        payload: Option<&str>,
-    ) -> std::result::Result<(), String> {
-        let mut record = FutureRecord::<str, str>::to(&self.topic).key(subject);
-        if let Some(payload) = payload {
-            record = record.payload(payload);
-        }
-        self.decisions
-            .send(record, Duration::from_secs(10))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| format!("kafka: recovery decision not published: {e}"))
     }
 }
 
