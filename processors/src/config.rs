@@ -48,6 +48,11 @@ pub struct PatternsConfig {
     /// pattern is announced and merged within about this long of being
     /// folded.
     pub every_ms: u64,
+    /// Announce new patterns as `admin.error_pattern.new` events on the
+    /// events topic; `false` only learns merges (for deployments that
+    /// alert from the Errors page instead, and for tests that count the
+    /// messages on the events topic).
+    pub announce: bool,
     /// The Drain tree's parameters (`[processor.patterns.drain]`).
     pub drain: DrainConfig,
 }
@@ -56,6 +61,7 @@ impl Default for PatternsConfig {
     fn default() -> Self {
         Self {
             every_ms: 5_000,
+            announce: true,
             drain: DrainConfig::default(),
         }
     }

@@ -11,7 +11,8 @@
 //!    in ascending signature order, and insert the merges it proposes that
 //!    `error_pattern_merges` does not hold yet;
 //! 3. for signatures not yet in `error_pattern_announced`: claim them there,
-//!    and announce those whose claim won (the smallest event id).
+//!    and announce those whose claim won (the smallest event id); not with
+//!    `processor.patterns.announce = false`.
 //!
 //! The pure parts ([`signatures`], [`unstored`], [`announcement`],
 //! [`winners`]) are unit tested; `docs/error-patterns.md` says what
@@ -185,6 +186,7 @@ pub struct PatternLearner {
     client: Client,
     events: EventProducer,
     every: Duration,
+    announce: bool,
     tree: DrainTree,
     /// Merges proposed and not stored yet (the tree proposes each once).
     pending: BTreeSet<Merge>,
@@ -202,6 +204,7 @@ impl PatternLearner {
             client,
             events,
             every: Duration::from_millis(config.every_ms),
+            announce: config.announce,
             tree,
             pending: BTreeSet::new(),
             announced: HashSet::new(),
@@ -249,7 +252,10 @@ impl PatternLearner {
             }
         }
         self.store_merges().await?;
-        self.announce(&patterns).await
+        if !self.announce {
+            return Ok(());
+        }
+        self.announce_new(&patterns).await
     }
 
     async fn store_merges(&mut self) -> std::result::Result<(), String> {
@@ -287,7 +293,7 @@ impl PatternLearner {
         Ok(())
     }
 
-    async fn announce(&mut self, patterns: &[Pattern]) -> std::result::Result<(), String> {
+    async fn announce_new(&mut self, patterns: &[Pattern]) -> std::result::Result<(), String> {
         self.send_unsent().await?;
         if patterns
             .iter()
