@@ -12,12 +12,15 @@ pub mod clickhouse;
 pub mod config;
 pub mod consumer;
 pub mod cost;
+pub mod decisions;
 pub mod dlq;
 pub mod error;
 pub mod fold;
 pub mod folds;
 pub mod migrations;
+pub mod patterns;
 pub mod progress;
+pub mod recovery;
 pub mod resume;
 pub mod topics;
 

@@ -45,6 +45,21 @@ impl ResumePositions {
         }
     }
 
+    /// A message delivered at `offset` of `partition`, one at a time, as
+    /// the fold models see them (`folds/*/model.rs`): `false` when it is
+    /// already stored (a redelivery the processor skips); else it now counts
+    /// as stored.
+    pub fn first_delivery(&mut self, partition: i32, offset: i64) -> bool {
+        if self.get(partition).is_none() {
+            self.set(partition, None);
+        }
+        if self.is_stored(partition, offset) {
+            return false;
+        }
+        self.advance(partition, offset);
+        true
+    }
+
     /// Forget partitions after a rebalance: they are looked up again on their
     /// next message, because another consumer may have stored more meanwhile.
     pub fn forget(&mut self, partitions: &[i32]) {

@@ -1,6 +1,7 @@
 //! `tollgate process`: run the consumer folds chosen with `--folds` (names
 //! from the fold registry, `tollgate_processors::folds::FOLDS`: `calls` with
-//! its cost step, budget watcher and outbox relay, and the `audit` chain)
+//! its cost step, budget watcher, outbox relay and the error-pattern and
+//! recovery learners, and the `audit` chain)
 //! until SIGTERM or ctrl-c, then flush each open batch, commit, and exit 0.
 //! Each fold is its own consumer group with its own progress in ClickHouse;
 //! a fold that fails stops the others.

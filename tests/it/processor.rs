@@ -579,6 +579,11 @@ fn rewind_commits(group: &str, topic: &str, partitions: i32) {
         .unwrap();
 }
 
+/// The pattern learner announces new error patterns on the events topic
+/// itself; tests that compare committed offsets with the messages they
+/// produced turn that off.
+const NO_ANNOUNCEMENTS: &str = "\n[processor.patterns]\nannounce = false\n";
+
 /// The crash window made deterministic: rows are in ClickHouse but Kafka's
 /// committed offsets are lost. A restarted processor reads everything again
 /// and skips it all, because it resumes from what ClickHouse holds.
@@ -587,7 +592,10 @@ async fn resumes_from_clickhouse_when_commits_are_lost() {
     let group = unique("grp");
     let env = TestEnv::with_extra_config(
         "proc_resume",
-        &processor_config(&group, "batch_max_wait_ms = 100"),
+        &format!(
+            "{}{NO_ANNOUNCEMENTS}",
+            processor_config(&group, "batch_max_wait_ms = 100")
+        ),
     )
     .await;
     let first = traffic(3_000, Utc::now() - chrono::Duration::hours(1), 21);
@@ -690,7 +698,10 @@ async fn rebalances_between_two_processors_are_exact() {
     let group = unique("grp");
     let env = TestEnv::with_extra_config(
         "proc_rebalance",
-        &processor_config(&group, "batch_max_rows = 2000\nbatch_max_wait_ms = 200"),
+        &format!(
+            "{}{NO_ANNOUNCEMENTS}",
+            processor_config(&group, "batch_max_rows = 2000\nbatch_max_wait_ms = 200")
+        ),
     )
     .await;
     let first_half = traffic(

@@ -23,14 +23,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use clickhouse::Client;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rust_decimal::Decimal;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tollgate_contract::decisions::{Action, BudgetPeriod, BudgetState, Decision};
 use tollgate_control::config::KafkaConfig;
-use tollgate_control::kafka::idempotent_producer_config;
 
+use crate::decisions::DecisionPublisher;
 use crate::progress::{folded, Progress};
 use tollgate_contract::admin::admin_event;
 use tollgate_contract::admin::KIND_BUDGET_THRESHOLD;
@@ -134,8 +133,7 @@ fn content_of(record: &Decision) -> serde_json::Value {
 pub struct BudgetWatcher {
     pub store: BudgetStore,
     pub client: Client,
-    pub decisions: FutureProducer,
-    pub decisions_topic: String,
+    pub decisions: DecisionPublisher,
     pub progress: Progress,
     published: HashMap<String, Published>,
     /// Subjects this watcher has tombstoned (not repeated every check).
@@ -149,15 +147,10 @@ impl BudgetWatcher {
         kafka: &KafkaConfig,
         progress: Progress,
     ) -> Result<Self, rdkafka::error::KafkaError> {
-        // Decisions go out at once: a deny waiting in a batch is a deny late.
-        let decisions: FutureProducer = idempotent_producer_config(kafka, "tollgate-budgets")
-            .set("linger.ms", "0")
-            .create()?;
         Ok(Self {
             store,
             client,
-            decisions,
-            decisions_topic: kafka.decisions_topic.clone(),
+            decisions: DecisionPublisher::new(kafka, "tollgate-budgets")?,
             progress,
             published: HashMap::new(),
             released: HashSet::new(),
@@ -268,15 +261,7 @@ impl BudgetWatcher {
     }
 
     async fn publish(&self, subject: &str, payload: Option<&str>) -> Result<(), String> {
-        let mut record = FutureRecord::<str, str>::to(&self.decisions_topic).key(subject);
-        if let Some(payload) = payload {
-            record = record.payload(payload);
-        }
-        self.decisions
-            .send(record, Duration::from_secs(10))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| format!("kafka: decision not published: {e}"))
+        self.decisions.publish(subject, payload).await
     }
 
     /// Warn once per threshold reached in the running period (across

@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod calls;
 pub mod cost_rollup;
+pub mod error_patterns;
 pub mod latency;
 
 use std::future::Future;
@@ -33,7 +34,13 @@ use crate::error::Result;
 use audit::AuditConfig;
 
 /// Every fold, in the order `tollgate sql-catalog` lists their statements.
-pub const FOLDS: &[FoldEntry] = &[calls::FOLD, audit::FOLD, latency::FOLD, cost_rollup::FOLD];
+pub const FOLDS: &[FoldEntry] = &[
+    calls::FOLD,
+    audit::FOLD,
+    latency::FOLD,
+    cost_rollup::FOLD,
+    error_patterns::FOLD,
+];
 
 /// One line of the registry.
 #[derive(Debug, Clone, Copy)]
@@ -224,7 +231,15 @@ mod tests {
             assert!(seen.insert(name.clone()), "{name} twice");
             assert!(!sql.trim().is_empty(), "{name} is empty");
         }
-        for prefix in ["processor.", "progress.", "audit.", "cost_rollup."] {
+        for prefix in [
+            "processor.",
+            "progress.",
+            "audit.",
+            "cost_rollup.",
+            "error_patterns.",
+            "patterns.",
+            "recovery.",
+        ] {
             assert!(
                 statements.iter().any(|(n, _)| n.starts_with(prefix)),
                 "no {prefix} statement"

@@ -8,6 +8,7 @@
 //! kept (and named on stderr) for a look.
 
 pub mod chromium;
+pub mod errors;
 pub mod events;
 pub mod kafka;
 

@@ -12,7 +12,9 @@
 //!
 //! Started with it, in the same process: the price catalog kept fresh from
 //! PostgreSQL, the budget watcher (reads the rollup after each recorded
-//! insert) and the outbox relay (publishes admin events).
+//! insert), the outbox relay (publishes admin events), and the
+//! error-patterns fold's pattern and recovery learners
+//! ([`crate::patterns`], [`crate::recovery`]).
 
 pub mod cost;
 pub mod fold;
@@ -132,6 +134,9 @@ async fn start_cost(
     )
     .map_err(|e| Error::setup("cannot create the budget decision producer", e))?;
     tokio::spawn(watcher.run(context.shutdown.clone()));
+    // The error-patterns fold's learners read what this fold's views write.
+    crate::patterns::PatternLearner::start(context)?;
+    crate::recovery::RecoveryLearner::start(context)?;
     let producer = EventProducer::new(&context.kafka)
         .map_err(|e| Error::setup("cannot create the outbox producer", e))?;
     let relay = tokio::spawn(OutboxRelay::new(pool, producer).run(context.shutdown.clone()));

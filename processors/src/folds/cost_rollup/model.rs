@@ -61,17 +61,12 @@ impl CostRollup {
     /// Fold one delivered row; `false` when its position is already stored
     /// (a redelivery), which the processor skips.
     pub fn apply(&mut self, row: &CallRow) -> bool {
-        if self.positions.get(row.kafka_partition).is_none() {
-            self.positions.set(row.kafka_partition, None);
-        }
-        if self
+        if !self
             .positions
-            .is_stored(row.kafka_partition, row.kafka_offset)
+            .first_delivery(row.kafka_partition, row.kafka_offset)
         {
             return false;
         }
-        self.positions
-            .advance(row.kafka_partition, row.kafka_offset);
         if !is_billable(&row.kind) {
             return true;
         }
