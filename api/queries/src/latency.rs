@@ -676,7 +676,7 @@ const WINDOW: &str =
 
 /// Buckets aligned to multiples of the step since the epoch. Works on 18.16,
 /// which has no `toStartOfInterval`.
-const BUCKET: &str = "toDateTime(intDiv(toUInt32(minute), ?) * ?) AS bucket_start";
+pub(crate) const BUCKET: &str = "toDateTime(intDiv(toUInt32(minute), ?) * ?) AS bucket_start";
 
 /// One row of the totals statement; fields in SELECT order.
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -768,7 +768,7 @@ fn dimensions_sql(from: DateTime<Utc>, to: DateTime<Utc>) -> BoundSql {
     }
 }
 
-fn epoch(t: DateTime<Utc>) -> u64 {
+pub(crate) fn epoch(t: DateTime<Utc>) -> u64 {
     u64::try_from(t.timestamp()).unwrap_or(0)
 }
 
