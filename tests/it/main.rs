@@ -17,6 +17,7 @@ mod audit_search;
 mod cost;
 mod dashboard_chromium;
 mod e2e_latency;
+mod errors_api;
 mod finance_chromium;
 mod fold_models;
 mod ingest_api;
