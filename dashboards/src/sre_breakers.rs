@@ -130,6 +130,9 @@ fn stamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
 }
 
+/// A transition on a strip: when, the state left, the state entered.
+type Step<'a> = (DateTime<Utc>, &'a str, &'a str);
+
 /// One strip per breaker with transitions in the window: segments from
 /// each transition to the next, coloured by the state entered; before the
 /// first, the state it left.
@@ -140,7 +143,7 @@ fn timeline(report: &BreakersReport) -> String {
         label_w
             + ((t - report.from).num_milliseconds() as f64 / span).clamp(0.0, 1.0) * (w - label_w)
     };
-    let mut rows: Vec<(String, Vec<(DateTime<Utc>, &str, &str)>)> = Vec::new();
+    let mut rows: Vec<(String, Vec<Step>)> = Vec::new();
     for t in &report.transitions {
         let name = breaker(&t.provider, &t.model);
         match rows.iter_mut().find(|(n, _)| *n == name) {

@@ -464,7 +464,7 @@ fn csv_rows(text: &str) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
-fn pattern<'a>(report: &'a Value, id: SignatureId) -> &'a Value {
+fn pattern(report: &Value, id: SignatureId) -> &Value {
     report["patterns"]
         .as_array()
         .unwrap()
@@ -815,7 +815,7 @@ fn plain(n: &Value) -> String {
     let n = n.as_u64().unwrap().to_string();
     let mut out = String::new();
     for (i, c) in n.chars().enumerate() {
-        if i > 0 && (n.len() - i) % 3 == 0 {
+        if i > 0 && (n.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
