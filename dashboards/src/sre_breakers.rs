@@ -16,7 +16,7 @@ use tollgate_queries::{InvalidParameter, ReadModelError};
 use crate::layout::{render, Section};
 use crate::sre_errors::percent;
 use crate::sre_form::{
-    choices, form_time, percent_encode, sre_nav, thousands, window, Choice, NavLink, RANGES,
+    api_pairs, choices, form_time, percent_encode, sre_nav, thousands, Choice, NavLink, RANGES,
 };
 use crate::DashboardState;
 
@@ -54,19 +54,12 @@ pub fn parse_form(
         provider: text("provider"),
         model: text("model"),
     };
-    let query = window(&form.range, &form.from, &form.to, now).and_then(|(from, to)| {
-        let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
-        let mut pairs = vec![
-            ("from".to_string(), stamp(from)),
-            ("to".to_string(), stamp(to)),
-        ];
-        for (name, value) in [("provider", &form.provider), ("model", &form.model)] {
-            if !value.is_empty() {
-                pairs.push((name.to_string(), value.clone()));
-            }
-        }
-        breakers::parse_params(&pairs, now, &[]).map(|(q, _)| q)
-    });
+    let filters = [
+        ("provider", form.provider.as_str()),
+        ("model", form.model.as_str()),
+    ];
+    let query = api_pairs(&form.range, &form.from, &form.to, &filters, now)
+        .and_then(|pairs| breakers::parse_params(&pairs, now, &[]).map(|(q, _)| q));
     if let Ok(q) = &query {
         form.from = form_time(q.from);
         form.to = form_time(q.to);

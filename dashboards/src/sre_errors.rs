@@ -23,7 +23,7 @@ use tollgate_queries::{InvalidParameter, ReadModelError};
 
 use crate::layout::{render, Section};
 use crate::sre_form::{
-    choices, form_time, percent_encode, sre_nav, thousands, window, Choice, NavLink, RANGES,
+    api_pairs, choices, form_time, percent_encode, sre_nav, thousands, Choice, NavLink, RANGES,
 };
 use crate::DashboardState;
 
@@ -90,19 +90,8 @@ pub fn parse_form(
         team: text("team"),
         org: text("org"),
     };
-    let query = window(&form.range, &form.from, &form.to, now).and_then(|(from, to)| {
-        let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
-        let mut pairs = vec![
-            ("from".to_string(), stamp(from)),
-            ("to".to_string(), stamp(to)),
-        ];
-        pairs.extend(
-            form.filters()
-                .into_iter()
-                .map(|(n, v)| (n.to_string(), v.to_string())),
-        );
-        errors::parse_params(&pairs, now, &[]).map(|(query, _)| query)
-    });
+    let query = api_pairs(&form.range, &form.from, &form.to, &form.filters(), now)
+        .and_then(|pairs| errors::parse_params(&pairs, now, &[]).map(|(query, _)| query));
     if let Ok(query) = &query {
         form.from = form_time(query.from);
         form.to = form_time(query.to);

@@ -143,3 +143,29 @@ pub fn thousands(n: u64) -> String {
     }
     out
 }
+
+/// The report API's parameters for a form's window and filters: `from` and
+/// `to` (RFC 3339) of its preset or custom window, then each filter given
+/// (empty values left out). The pages hand these to the API's own parser,
+/// so a page and the API accept the same requests.
+pub fn api_pairs(
+    range: &str,
+    from: &str,
+    to: &str,
+    filters: &[(&str, &str)],
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, String)>, InvalidParameter> {
+    let (from, to) = window(range, from, to, now)?;
+    let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut pairs = vec![
+        ("from".to_string(), stamp(from)),
+        ("to".to_string(), stamp(to)),
+    ];
+    pairs.extend(
+        filters
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, v)| (n.to_string(), v.to_string())),
+    );
+    Ok(pairs)
+}

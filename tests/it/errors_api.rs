@@ -19,7 +19,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use support::events::{call_event, usage};
-use support::kafka::produce_all;
 use support::{d, TestEnv};
 use tollgate_contract::signature::{signature, ErrorInput, SignatureId};
 use tollgate_contract::{Event, EventKind, Outcome, ProviderError, Recovery, Strategy};
@@ -195,15 +194,7 @@ async fn setup(label: &str) -> Setup {
     let mut env = TestEnv::new(label).await;
     let path = env.dir.path().join("prices.json");
     std::fs::write(&path, PRICES).unwrap();
-    let out = env
-        .tollgate(&["prices", "import", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.run(&["prices", "import", path.to_str().unwrap()]);
 
     let now = Utc::now();
     let minute = now
@@ -287,25 +278,7 @@ async fn setup(label: &str) -> Setup {
         )],
     ));
 
-    let messages: Vec<(String, Vec<u8>)> = events
-        .iter()
-        .map(|e| (e.team_id.clone(), serde_json::to_vec(e).unwrap()))
-        .collect();
-    produce_all(&env.events_topic, &messages).await;
-    env.spawn("process", &["process"]);
-    let got = env
-        .wait_for_count(
-            "SELECT count() FROM {db}.calls",
-            events.len() as u64,
-            Duration::from_secs(90),
-        )
-        .await;
-    assert_eq!(
-        got,
-        events.len() as u64,
-        "calls never caught up; log:\n{}",
-        std::fs::read_to_string(env.log_path("process")).unwrap_or_default()
-    );
+    env.process_events(&events).await;
     // 12 + 4 + 4 overload failures, 4 rate limits.
     let failures = env
         .wait_for_count(

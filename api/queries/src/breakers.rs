@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_contract::signature::SignatureId;
 
 use super::latency::{LatencyFilters, LatencyParams};
-use super::params::{Expected, InvalidParameter, QueryParams};
+use super::params::{InvalidParameter, QueryParams};
 use super::table::Table;
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
 
@@ -41,18 +41,7 @@ pub fn parse_params(
     now: DateTime<Utc>,
     extra: &[&str],
 ) -> Result<(BreakersQuery, QueryParams), InvalidParameter> {
-    let names: Vec<&str> = BreakersQuery::NAMES.iter().chain(extra).copied().collect();
-    let params = QueryParams::parse(pairs, &Expected::names(&names))?;
-    let get = |name: &str| params.get(name).map(str::to_string);
-    let window = LatencyParams {
-        from: get("from"),
-        to: get("to"),
-        group_by: Some(String::new()),
-        provider: get("provider"),
-        model: get("model"),
-        ..LatencyParams::default()
-    }
-    .to_query(now)?;
+    let (window, params) = LatencyParams::window(pairs, now, &BreakersQuery::NAMES, extra)?;
     let LatencyFilters {
         provider, model, ..
     } = window.filters;

@@ -29,7 +29,7 @@ use tollgate_contract::cost::{from_mantissa, round};
 use tollgate_contract::signature::{CanonicalIds, Merge, SignatureId};
 
 use super::latency::{epoch, Dimension, LatencyFilters, LatencyParams, BUCKET};
-use super::params::{Expected, InvalidParameter, QueryParams};
+use super::params::{InvalidParameter, QueryParams};
 use super::table::Table;
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
 
@@ -64,26 +64,13 @@ pub fn parse_params(
     now: DateTime<Utc>,
     extra: &[&str],
 ) -> Result<(ErrorsQuery, QueryParams), InvalidParameter> {
-    let names: Vec<&str> = ErrorsQuery::NAMES.iter().chain(extra).copied().collect();
-    let params = QueryParams::parse(pairs, &Expected::names(&names))?;
-    let get = |name: &str| params.get(name).map(str::to_string);
-    let latency = LatencyParams {
-        from: get("from"),
-        to: get("to"),
-        bucket: get("bucket"),
-        group_by: Some(String::new()),
-        provider: get("provider"),
-        model: get("model"),
-        team: get("team"),
-        org: get("org"),
-    }
-    .to_query(now)?;
+    let (window, params) = LatencyParams::window(pairs, now, &ErrorsQuery::NAMES, extra)?;
     Ok((
         ErrorsQuery {
-            from: latency.from,
-            to: latency.to,
-            bucket_secs: latency.bucket_secs,
-            filters: latency.filters,
+            from: window.from,
+            to: window.to,
+            bucket_secs: window.bucket_secs,
+            filters: window.filters,
         },
         params,
     ))
