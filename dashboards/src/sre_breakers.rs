@@ -126,9 +126,8 @@ fn stamp(t: DateTime<Utc>) -> String {
 /// A transition on a strip: when, the state left, the state entered.
 type Step<'a> = (DateTime<Utc>, &'a str, &'a str);
 
-/// One strip per breaker with transitions in the window: segments from
-/// each transition to the next, coloured by the state entered; before the
-/// first, the state it left.
+/// One strip per breaker: segments from each transition to the next,
+/// coloured by the state entered; before the first, the state it left.
 fn timeline(report: &BreakersReport) -> String {
     let (w, row_h, label_w) = (900.0, 22.0, 220.0);
     let span = (report.to - report.from).num_milliseconds().max(1) as f64;
@@ -136,12 +135,26 @@ fn timeline(report: &BreakersReport) -> String {
         label_w
             + ((t - report.from).num_milliseconds() as f64 / span).clamp(0.0, 1.0) * (w - label_w)
     };
-    let mut rows: Vec<(String, Vec<Step>)> = Vec::new();
+    // (name, state at the start of the window, transitions in it): every
+    // breaker known at the end of the window, so one open all along has a
+    // strip too; its state at the start is the one its first transition in
+    // the window left, or, without one, the state it is in.
+    let mut rows: Vec<(String, &str, Vec<Step>)> = report
+        .breakers
+        .iter()
+        .map(|b| (breaker(&b.provider, &b.model), b.state.as_str(), Vec::new()))
+        .collect();
     for t in &report.transitions {
         let name = breaker(&t.provider, &t.model);
-        match rows.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, list)) => list.push((t.at, &t.from_state, &t.to_state)),
-            None => rows.push((name, vec![(t.at, &t.from_state, &t.to_state)])),
+        let step = (t.at, t.from_state.as_str(), t.to_state.as_str());
+        match rows.iter_mut().find(|(n, _, _)| *n == name) {
+            Some((_, start, list)) => {
+                if list.is_empty() {
+                    *start = step.1;
+                }
+                list.push(step);
+            }
+            None => rows.push((name, step.1, vec![step])),
         }
     }
     if rows.is_empty() {
@@ -159,7 +172,7 @@ fn timeline(report: &BreakersReport) -> String {
         "half_open" => "#edc948",
         _ => "#59a14f",
     };
-    for (i, (name, list)) in rows.iter().enumerate() {
+    for (i, (name, first, list)) in rows.iter().enumerate() {
         let y = i as f64 * row_h;
         out.push_str(&format!(
             "<text x=\"0\" y=\"{:.1}\" font-size=\"12\">{}</text>",
@@ -167,7 +180,7 @@ fn timeline(report: &BreakersReport) -> String {
             escape(name)
         ));
         let mut start = report.from;
-        let mut state = list.first().map_or("closed", |l| l.1);
+        let mut state = *first;
         for (at, _, to) in list
             .iter()
             .copied()

@@ -938,9 +938,19 @@ async fn errors_pages_in_chromium() {
         );
     }
     assert!(
-        dom.contains("data-rows=\"2\""),
-        "a timeline strip per breaker that moved"
+        dom.contains("data-rows=\"3\""),
+        "a timeline strip per breaker, moved or not"
     );
+    for (path, name) in [
+        (format!("/sre/errors?{form}"), "sre_errors.png"),
+        (
+            format!("/sre/errors/{}?{form}", want.overloaded),
+            "sre_error_pattern.png",
+        ),
+        (format!("/sre/breakers?{form}"), "sre_breakers.png"),
+    ] {
+        support::chromium::screenshot(&format!("{}{path}", env.api_url()), name).await;
+    }
     // The navigation reaches the three SRE pages.
     for href in ["/sre/latency", "/sre/errors", "/sre/breakers"] {
         assert!(dom.contains(&format!("href=\"{href}\"")), "{href}");
