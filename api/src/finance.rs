@@ -25,16 +25,17 @@ use tollgate_queries::{overview, statement, Table};
 use crate::error::ApiError;
 use crate::{query_pairs, ApiState};
 
-/// How a finance endpoint answers: `format=json` (the default) or `csv`.
+/// How a report endpoint answers: `format=json` (the default) or `csv`
+/// (the finance, errors and breakers reports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Json,
     Csv,
 }
 
 impl Format {
     /// The request's `format` (`json` when not given).
-    fn of(params: &QueryParams) -> Result<Self, ApiError> {
+    pub(crate) fn of(params: &QueryParams) -> Result<Self, ApiError> {
         Ok(params
             .choice("format", &[("json", Self::Json), ("csv", Self::Csv)])?
             .unwrap_or(Self::Json))
@@ -42,7 +43,7 @@ impl Format {
 
     /// `body` as JSON, or its table `csv(body)` as a CSV download named
     /// `filename`.
-    fn respond<T: serde::Serialize>(
+    pub(crate) fn respond<T: serde::Serialize>(
         self,
         body: &T,
         filename: &str,

@@ -2,7 +2,7 @@
 //!
 //! This crate owns the JSON HTTP surface: routing ([`router`]), the mapping
 //! of every failure to a status code and JSON body ([`error::ApiError`]), the
-//! report endpoints ([`reports`], [`finance`], [`audit`]) and the admin
+//! report endpoints ([`reports`], [`finance`], [`errors`], [`audit`]) and the admin
 //! endpoints ([`admin`]: price and budget changes). Queries live in the read
 //! side (`tollgate-queries`); the binary serves this router next to the
 //! dashboards' (`tollgate-dashboards`), a sibling crate.
@@ -11,6 +11,7 @@ pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod errors;
 pub mod finance;
 pub mod reports;
 
@@ -54,6 +55,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/reports/latency", get(reports::latency))
+        .route("/api/v1/reports/errors", get(errors::list))
+        .route("/api/v1/reports/errors/{signature}", get(errors::pattern))
+        .route("/api/v1/reports/breakers", get(errors::breakers))
         .route("/api/v1/reports/cost", get(finance::cost))
         .route("/api/v1/reports/cost/overview", get(finance::cost_overview))
         .route("/api/v1/finance/statement", get(finance::statement))
@@ -185,6 +189,21 @@ mod tests {
             ("/api/v1/reports/cost/overview?user=a&user=b", "user"),
             ("/api/v1/reports/cost/overview?from=2026-13-01", "from"),
             ("/api/v1/reports/cost/overview?colour=red", "query"),
+            ("/api/v1/reports/errors?bucket=fast", "bucket"),
+            (
+                "/api/v1/reports/errors?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+                "from",
+            ),
+            ("/api/v1/reports/errors?group_by=team", "group_by"),
+            ("/api/v1/reports/errors?format=xml", "format"),
+            ("/api/v1/reports/errors/xyz", "signature"),
+            (
+                "/api/v1/reports/errors/00000000000000ff?team=a&team=b",
+                "team",
+            ),
+            ("/api/v1/reports/breakers?team=a", "team"),
+            ("/api/v1/reports/breakers?table=all", "table"),
+            ("/api/v1/reports/breakers?to=soon", "to"),
         ] {
             let (status, body, _) = get(uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");

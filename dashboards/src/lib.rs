@@ -10,6 +10,9 @@ pub mod assets;
 pub mod compliance;
 pub mod finance;
 pub mod layout;
+pub mod sre_breakers;
+pub mod sre_errors;
+pub mod sre_form;
 pub mod sre_latency;
 
 use axum::response::Redirect;
@@ -46,6 +49,9 @@ pub fn router_with(
         .route("/", get(|| async { Redirect::to("/sre/latency") }))
         .route("/sre", get(|| async { Redirect::to("/sre/latency") }))
         .route("/sre/latency", get(sre_latency::page))
+        .route("/sre/errors", get(sre_errors::list_page))
+        .route("/sre/errors/{signature}", get(sre_errors::pattern_page))
+        .route("/sre/breakers", get(sre_breakers::page))
         .route("/finance", get(|| async { Redirect::to("/finance/cost") }))
         .route("/finance/cost", get(finance::cost_page))
         .route("/finance/cost.csv", get(finance::cost_csv))

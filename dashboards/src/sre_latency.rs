@@ -13,7 +13,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::{DateTime, Duration, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Serialize;
 use tollgate_queries::latency::{format_bucket, parse_bucket, parse_group_by};
 use tollgate_queries::params::{Expected, QueryParams};
@@ -23,6 +23,9 @@ use tollgate_queries::{
 };
 
 use crate::layout::{render, Section};
+use crate::sre_form::{
+    choices, form_time, percent_encode, sre_nav, thousands, window, Choice, NavLink, RANGES,
+};
 use crate::DashboardState;
 
 /// Line colours, one per group, in order (Tableau 10: distinguishable, and
@@ -30,16 +33,6 @@ use crate::DashboardState;
 const PALETTE: [&str; 10] = [
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
     "#9c755f", "#bab0ac",
-];
-
-/// `(value, label, seconds)`; seconds 0 marks the custom window.
-const RANGES: [(&str, &str, i64); 6] = [
-    ("15m", "Last 15 minutes", 900),
-    ("1h", "Last hour", 3_600),
-    ("6h", "Last 6 hours", 21_600),
-    ("24h", "Last 24 hours", 86_400),
-    ("7d", "Last 7 days", 604_800),
-    ("custom", "Custom", 0),
 ];
 
 const GROUPINGS: [(&str, &str); 5] = [
@@ -98,27 +91,6 @@ pub struct FormState {
     pub model: String,
     pub group_by: String,
     pub bucket: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct Choice {
-    pub value: String,
-    pub label: String,
-    pub selected: bool,
-}
-
-fn choices<'a>(
-    options: impl IntoIterator<Item = (&'a str, &'a str)>,
-    current: &str,
-) -> Vec<Choice> {
-    options
-        .into_iter()
-        .map(|(value, label)| Choice {
-            value: value.to_string(),
-            label: label.to_string(),
-            selected: value == current,
-        })
-        .collect()
 }
 
 /// One row of the totals table.
@@ -203,6 +175,7 @@ const TTFT_CHARTS: [(&str, &str, Metric); 3] = [
 #[template(path = "sre_latency.html")]
 pub struct LatencyPage {
     pub section: Section,
+    pub nav: Vec<NavLink>,
     pub form: FormState,
     pub ranges: Vec<Choice>,
     pub providers: Vec<Choice>,
@@ -250,24 +223,7 @@ pub fn parse_params(
 }
 
 fn build_query(form: &mut FormState, now: DateTime<Utc>) -> Result<LatencyQuery, InvalidParameter> {
-    let (from, to) = match RANGES.iter().find(|(value, _, _)| *value == form.range) {
-        Some((_, _, 0)) => {
-            let from = parse_form_time("from", &form.from)?;
-            let to = if form.to.is_empty() {
-                now
-            } else {
-                parse_form_time("to", &form.to)?
-            };
-            (from, to)
-        }
-        Some((_, _, secs)) => (now - Duration::seconds(*secs), now),
-        None => {
-            return Err(InvalidParameter::new(
-                "range",
-                format!("unknown range `{}`", form.range),
-            ))
-        }
-    };
+    let (from, to) = window(&form.range, &form.from, &form.to, now)?;
     let bucket = if form.bucket.is_empty() {
         None
     } else {
@@ -286,34 +242,6 @@ fn build_query(form: &mut FormState, now: DateTime<Utc>) -> Result<LatencyQuery,
     form.from = form_time(query.from);
     form.to = form_time(query.to);
     Ok(query)
-}
-
-/// The form's `datetime-local` inputs send `2026-01-01T10:00` (taken as UTC);
-/// RFC 3339 is accepted too, for hand-written URLs.
-fn parse_form_time(parameter: &'static str, text: &str) -> Result<DateTime<Utc>, InvalidParameter> {
-    if text.is_empty() {
-        return Err(InvalidParameter::new(
-            parameter,
-            "required for a custom range",
-        ));
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
-        .iter()
-        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
-        .map(|naive| naive.and_utc())
-        .ok_or_else(|| {
-            InvalidParameter::new(
-                parameter,
-                format!("`{text}` is not a time like 2026-01-01T10:00 (UTC)"),
-            )
-        })
-}
-
-fn form_time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M").to_string()
 }
 
 /// Everything the page needs besides the query result.
@@ -386,6 +314,7 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
     };
     LatencyPage {
         section: Section::Sre,
+        nav: sre_nav("/sre/latency"),
         form,
         ranges,
         providers: provider_choices,
@@ -431,17 +360,6 @@ fn json_url(report: &LatencyReport, form: &FormState) -> String {
         }
     }
     url
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn color(index: usize) -> &'static str {
@@ -587,18 +505,6 @@ fn millis(value: f64) -> String {
     } else {
         format!("{value:.2}")
     }
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// `GET /sre/latency`.

@@ -25,14 +25,13 @@ fn event(team: &str, model: &str, input: u64, output: u64) -> Event {
 }
 use support::d;
 
-use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use rust_decimal::Decimal;
-use support::chromium::run_chromium;
+use support::chromium::{run_chromium, screenshot};
 use support::{kafka_brokers, TestEnv};
 use tollgate_contract::{Event, Outcome};
 
@@ -49,24 +48,6 @@ async fn dom_of(url: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-async fn screenshot(url: &str, name: &str) {
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join(name);
-    let _ = std::fs::remove_file(&shot);
-    let profile = tempfile::tempdir().unwrap();
-    let url = url.to_string();
-    let path = profile.path().to_path_buf();
-    let arg = format!("--screenshot={}", shot.display());
-    let out = tokio::task::spawn_blocking(move || {
-        run_chromium(&url, &path, &[&arg, "--window-size=1400,900"])
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success());
-    assert!(std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) > 10_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -361,6 +361,39 @@ impl LatencyParams {
         })
     }
 
+    /// Read the parameters `names` (some of [`Self::NAMES`]) and the
+    /// caller's `extra` from a query string, and validate them as a window
+    /// without grouping: how the errors and breakers reports take their
+    /// window and filters, so they reject what this report rejects, in
+    /// its words. The caller reads `extra` from the returned params.
+    pub fn window(
+        pairs: &[(String, String)],
+        now: DateTime<Utc>,
+        names: &[&str],
+        extra: &[&str],
+    ) -> Result<(LatencyQuery, QueryParams), InvalidParameter> {
+        let all: Vec<&str> = names.iter().chain(extra).copied().collect();
+        let params = QueryParams::parse(pairs, &Expected::names(&all))?;
+        let get = |name: &str| {
+            names
+                .contains(&name)
+                .then(|| params.get(name).map(str::to_string))
+                .flatten()
+        };
+        let query = Self {
+            from: get("from"),
+            to: get("to"),
+            bucket: get("bucket"),
+            group_by: Some(String::new()),
+            provider: get("provider"),
+            model: get("model"),
+            team: get("team"),
+            org: get("org"),
+        }
+        .to_query(now)?;
+        Ok((query, params))
+    }
+
     /// Validate. Defaults: `to` = now, `from` = `to` - 1 hour, bucket from the
     /// range, `group_by` = provider,model (an empty `group_by=` means none).
     pub fn to_query(&self, now: DateTime<Utc>) -> Result<LatencyQuery, InvalidParameter> {
@@ -676,7 +709,7 @@ const WINDOW: &str =
 
 /// Buckets aligned to multiples of the step since the epoch. Works on 18.16,
 /// which has no `toStartOfInterval`.
-const BUCKET: &str = "toDateTime(intDiv(toUInt32(minute), ?) * ?) AS bucket_start";
+pub(crate) const BUCKET: &str = "toDateTime(intDiv(toUInt32(minute), ?) * ?) AS bucket_start";
 
 /// One row of the totals statement; fields in SELECT order.
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -768,7 +801,7 @@ fn dimensions_sql(from: DateTime<Utc>, to: DateTime<Utc>) -> BoundSql {
     }
 }
 
-fn epoch(t: DateTime<Utc>) -> u64 {
+pub(crate) fn epoch(t: DateTime<Utc>) -> u64 {
     u64::try_from(t.timestamp()).unwrap_or(0)
 }
 

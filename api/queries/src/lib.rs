@@ -12,9 +12,11 @@
 //! are both rendered from.
 
 pub mod audit;
+pub mod breakers;
 pub mod budgets;
 pub mod burndown;
 pub mod cost;
+pub mod errors;
 pub mod latency;
 pub mod overview;
 pub mod params;
@@ -129,6 +131,32 @@ impl ReadModels {
     /// The latency report (`latency_minute_hist` rollup).
     pub async fn latency(&self, query: &LatencyQuery) -> Result<LatencyReport, ReadModelError> {
         latency::run(self, query).await
+    }
+
+    /// The errors report: failure patterns of the window.
+    pub async fn errors(
+        &self,
+        query: &errors::ErrorsQuery,
+    ) -> Result<errors::ErrorsReport, ReadModelError> {
+        errors::run(self, query).await
+    }
+
+    /// One pattern's drill-down (the pattern `signature` belongs to after
+    /// learned merges); `None` when it was never recorded.
+    pub async fn error_pattern(
+        &self,
+        query: &errors::ErrorsQuery,
+        signature: tollgate_contract::signature::SignatureId,
+    ) -> Result<Option<errors::PatternReport>, ReadModelError> {
+        errors::run_pattern(self, query, signature).await
+    }
+
+    /// The breakers report: states at the end of the window, transitions.
+    pub async fn breakers(
+        &self,
+        query: &breakers::BreakersQuery,
+    ) -> Result<breakers::BreakersReport, ReadModelError> {
+        breakers::run(self, query).await
     }
 
     /// The cost report (`cost_daily` rollup).
@@ -326,6 +354,8 @@ pub fn sql_catalog() -> Vec<(String, String)> {
         .chain(overview::catalog())
         .chain(burndown::catalog())
         .chain(statement::catalog())
+        .chain(errors::catalog())
+        .chain(breakers::catalog())
         .map(|bound| (bound.name.to_string(), bound.text()))
         .collect()
 }

@@ -15,8 +15,8 @@ use rust_decimal::Decimal;
 use crate::burndown::{self, Burndown};
 use crate::cost::{CostDimension, CostGroup, CostQuery, CostReport, CostTotals};
 use crate::latency::{
-    Dimension, GroupKey, LatencyGroup, LatencyReport, PercentileMethod, Percentiles, SeriesPoint,
-    Stats, HISTOGRAM_MAX_RELATIVE_ERROR,
+    Dimension, GroupKey, LatencyFilters, LatencyGroup, LatencyReport, PercentileMethod,
+    Percentiles, SeriesPoint, Stats, HISTOGRAM_MAX_RELATIVE_ERROR,
 };
 use crate::overview::{self, CostOverview};
 use crate::statement::{self, RepricingRow, Statement};
@@ -462,4 +462,249 @@ pub fn burndown() -> Burndown {
         step: burndown::Step::Hour,
         points: Vec::new(),
     })
+}
+
+// ---------------------------------------------------------------- errors
+
+fn sig(hex: &str) -> tollgate_contract::signature::SignatureId {
+    hex.parse()
+        .unwrap_or(tollgate_contract::signature::SignatureId(0))
+}
+
+/// A quarter hour of 2026-03-10 in 5-minute buckets: OpenAI's rate limit
+/// (two raw ids merged into one pattern, seen for days, recovered mostly by
+/// a fallback) and a new Anthropic overload.
+pub fn errors_report() -> crate::errors::ErrorsReport {
+    use crate::errors::{Affected, ErrorsReport, PatternPoint, PatternSummary};
+    let point = |m: u32, failures, recovered, failed| PatternPoint {
+        bucket_start: at(10, 10, m),
+        failures,
+        calls_recovered: recovered,
+        calls_failed: failed,
+    };
+    let names = |count, names: &[&str]| Affected {
+        count,
+        names: names.iter().map(|n| n.to_string()).collect(),
+    };
+    ErrorsReport {
+        from: at(10, 10, 0),
+        to: at(10, 10, 15),
+        bucket_secs: 300,
+        filters: LatencyFilters::default(),
+        patterns: vec![
+            PatternSummary {
+                signature: sig("1a2b3c4d5e6f7081"),
+                members: vec![sig("1a2b3c4d5e6f7081"), sig("9f8e7d6c5b4a3921")],
+                template: "Rate limit reached for <ID> in organization <ID> on tokens per min (TPM): Limit <NUM>, Used <NUM>, Requested <NUM>. Please try again in <DURATION>.".into(),
+                provider: "openai".into(),
+                http_status: 429,
+                error_type: "rate_limit_exceeded".into(),
+                models: vec!["gpt-4o".into(), "gpt-4o-mini".into()],
+                failures: 1_204,
+                calls_recovered: 1_100,
+                calls_failed: 37,
+                first_seen: Some(at(2, 8, 14)),
+                last_seen: Some(at(10, 10, 14)),
+                new: false,
+                teams: names(4, &["search", "=cmd", "ads, eu"]),
+                keys: names(9, &["search-key", "ads-key", "batch-key"]),
+                series: vec![point(0, 400, 380, 10), point(5, 420, 390, 12), point(10, 384, 330, 15)],
+            },
+            PatternSummary {
+                signature: sig("00c0ffee00c0ffee"),
+                members: vec![sig("00c0ffee00c0ffee")],
+                template: "Overloaded".into(),
+                provider: "anthropic".into(),
+                http_status: 529,
+                error_type: "overloaded_error".into(),
+                models: vec!["claude-sonnet-4".into()],
+                failures: 12,
+                calls_recovered: 9,
+                calls_failed: 3,
+                first_seen: Some(at(10, 10, 7)),
+                last_seen: Some(at(10, 10, 12)),
+                new: true,
+                teams: names(1, &["search"]),
+                keys: names(1, &["search-key"]),
+                series: vec![point(5, 7, 5, 2), point(10, 5, 4, 1)],
+            },
+        ],
+    }
+}
+
+/// The drill-down of the sample report's new Anthropic overload: two
+/// sample messages, a retry that mostly fails and a fallback that works.
+pub fn pattern_report() -> crate::errors::PatternReport {
+    use crate::errors::{PatternMember, PatternReport, RecoveryRow, Sample};
+    let report = errors_report();
+    let pattern = report.patterns[1].clone();
+    let id = pattern.signature;
+    let sample = |m: u32, model: &str, request: &str| Sample {
+        occurred_at: at(10, 10, m),
+        signature: id,
+        provider: "anthropic".into(),
+        model: model.into(),
+        team: "search".into(),
+        api_key: "search-key".into(),
+        http_status: 529,
+        error_type: "overloaded_error".into(),
+        message: format!("Overloaded (request {request})"),
+        template: "Overloaded (request <ID>)".into(),
+        variables: vec![request.into()],
+    };
+    PatternReport {
+        from: report.from,
+        to: report.to,
+        bucket_secs: report.bucket_secs,
+        filters: report.filters,
+        member_templates: vec![PatternMember {
+            signature: pattern.signature,
+            template: pattern.template.clone(),
+            first_seen: at(10, 10, 7),
+            last_seen: at(10, 10, 12),
+        }],
+        pattern,
+        samples: vec![
+            sample(12, "claude-sonnet-4", "req_011CXyz"),
+            sample(7, "claude-sonnet-4", "req_011CAbc"),
+        ],
+        recovery: vec![
+            RecoveryRow {
+                strategy: "fallback_provider".into(),
+                provider: "openai".into(),
+                model: "gpt-4o".into(),
+                attempts: 8,
+                successes: 8,
+                success_rate: 1.0,
+                mean_wait_ms: 0.0,
+                added_latency_ms: 812.5,
+                added_cost: usd(1_234_567, 9),
+                added_cost_per_attempt: usd(154_320_875, 12),
+            },
+            RecoveryRow {
+                strategy: "retry".into(),
+                provider: "anthropic".into(),
+                model: "claude-sonnet-4".into(),
+                attempts: 6,
+                successes: 1,
+                success_rate: 0.1667,
+                mean_wait_ms: 1_500.0,
+                added_latency_ms: 2_230.3,
+                added_cost: usd(0, 0),
+                added_cost_per_attempt: usd(0, 0),
+            },
+        ],
+    }
+}
+
+/// Two breakers on 2026-03-10 10:00-10:15: gpt-4o opened on the rate
+/// limit, went half-open and closed again; Anthropic's provider breaker
+/// is open.
+pub fn breakers_report() -> crate::breakers::BreakersReport {
+    use crate::breakers::{BreakerState, BreakersReport, Transition};
+    let ms = |m: u32, s: u32, milli: i64| {
+        Utc.with_ymd_and_hms(2026, 3, 10, 10, m, s)
+            .single()
+            .unwrap_or_default()
+            + chrono::Duration::milliseconds(milli)
+    };
+    let transition = |at,
+                      provider: &str,
+                      model: &str,
+                      from: &str,
+                      to: &str,
+                      generation,
+                      calls,
+                      failures,
+                      reason: &str| Transition {
+        at,
+        provider: provider.into(),
+        model: model.into(),
+        from_state: from.into(),
+        to_state: to.into(),
+        generation,
+        calls,
+        failures,
+        slow: 0,
+        failure_rate: if calls == 0 {
+            0.0
+        } else {
+            (failures as f64 / calls as f64 * 10_000.0).round() / 10_000.0
+        },
+        signature: (failures > 0).then(|| sig("1a2b3c4d5e6f7081")),
+        reason: reason.into(),
+    };
+    BreakersReport {
+        from: at(10, 10, 0),
+        to: at(10, 10, 15),
+        provider: None,
+        model: None,
+        breakers: vec![
+            BreakerState {
+                provider: "anthropic".into(),
+                model: String::new(),
+                state: "open".into(),
+                since: ms(9, 3, 250),
+                generation: 4,
+                reason: "failure rate 62% over 40 calls".into(),
+                transitions: 1,
+            },
+            BreakerState {
+                provider: "openai".into(),
+                model: "gpt-4o".into(),
+                state: "closed".into(),
+                since: ms(2, 31, 7),
+                generation: 7,
+                reason: "3 of 3 probes succeeded".into(),
+                transitions: 3,
+            },
+        ],
+        transitions: vec![
+            transition(
+                ms(1, 0, 120),
+                "openai",
+                "gpt-4o",
+                "closed",
+                "open",
+                7,
+                24,
+                20,
+                "failure rate 83% over 24 calls",
+            ),
+            transition(
+                ms(2, 0, 121),
+                "openai",
+                "gpt-4o",
+                "open",
+                "half_open",
+                7,
+                0,
+                0,
+                "30 s open",
+            ),
+            transition(
+                ms(2, 31, 7),
+                "openai",
+                "gpt-4o",
+                "half_open",
+                "closed",
+                7,
+                3,
+                0,
+                "3 of 3 probes succeeded",
+            ),
+            transition(
+                ms(9, 3, 250),
+                "anthropic",
+                "",
+                "closed",
+                "open",
+                4,
+                40,
+                25,
+                "failure rate 62% over 40 calls",
+            ),
+        ],
+        truncated: false,
+    }
 }

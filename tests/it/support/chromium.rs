@@ -72,3 +72,23 @@ pub fn run_chromium(url: &str, profile: &Path, extra: &[&str]) -> Output {
         stderr: err.join().unwrap(),
     }
 }
+
+/// Save a screenshot of `url` as `tests/artifacts/<name>` (for people; the
+/// directory is ignored by git) and check it is not blank.
+pub async fn screenshot(url: &str, name: &str) {
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join(name);
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir().unwrap();
+    let url = url.to_string();
+    let path = profile.path().to_path_buf();
+    let arg = format!("--screenshot={}", shot.display());
+    let out = tokio::task::spawn_blocking(move || {
+        run_chromium(&url, &path, &[&arg, "--window-size=1400,900"])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    assert!(std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) > 10_000);
+}

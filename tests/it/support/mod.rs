@@ -310,6 +310,43 @@ impl TestEnv {
             .to_string()
     }
 
+    /// Run a `tollgate` subcommand to completion; panics with its stderr
+    /// unless it succeeds, returns its stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.tollgate(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "tollgate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Produce `events` (keyed by team) to the events topic, start
+    /// `tollgate process` and wait until `calls` holds every one of them.
+    pub async fn process_events(&mut self, events: &[tollgate_contract::Event]) {
+        let messages: Vec<(String, Vec<u8>)> = events
+            .iter()
+            .map(|e| (e.team_id.clone(), serde_json::to_vec(e).unwrap()))
+            .collect();
+        kafka::produce_all(&self.events_topic, &messages).await;
+        self.spawn("process", &["process"]);
+        let want = events.len() as u64;
+        let got = self
+            .wait_for_count(
+                "SELECT count() FROM {db}.calls",
+                want,
+                Duration::from_secs(90),
+            )
+            .await;
+        assert_eq!(
+            got,
+            want,
+            "calls never caught up; log:\n{}",
+            std::fs::read_to_string(self.log_path("process")).unwrap_or_default()
+        );
+    }
+
     /// A query answering one number.
     pub async fn ch_u64(&self, sql: &str) -> u64 {
         let body = self.ch(sql).await;
