@@ -24,3 +24,4 @@ mod latency_api;
 mod layering;
 mod processor;
 mod proxy;
+mod proxy_recovery;
