@@ -251,7 +251,8 @@ impl ErrorShape {
         } else if self == ErrorShape::OpenaiContextLength {
             value["error"]["param"] = json!("messages");
         }
-        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, Json(value)).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS {
             rate_limit_headers(&mut response, dialect, hint);
@@ -298,7 +299,7 @@ fn group_thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

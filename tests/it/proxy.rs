@@ -121,7 +121,12 @@ fn read_events(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Ve
     events
 }
 
-pub(crate) async fn publish_decision(brokers: &str, topic: &str, subject: &str, record: Option<Value>) {
+pub(crate) async fn publish_decision(
+    brokers: &str,
+    topic: &str,
+    subject: &str,
+    record: Option<Value>,
+) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -163,7 +168,8 @@ impl Proxy {
     pub(crate) async fn start(label: &str, proxy_extra: &str, brokers: Option<&str>) -> Self {
         let port = support::free_port();
         let mock_port = support::free_port();
-        let proxy_extra = proxy_extra.replace("@MOCK@", &format!("http://127.0.0.1:{mock_port}/v1"));
+        let proxy_extra =
+            proxy_extra.replace("@MOCK@", &format!("http://127.0.0.1:{mock_port}/v1"));
         let extra = format!(
             r#"
 [proxy]

@@ -180,7 +180,10 @@ async fn a_retry_that_succeeds_records_its_wait_and_a_clean_call_is_first_and_la
         ("x-mock-scenario", scenario.as_str()),
         ("x-mock-fail-times", "1"),
     ];
-    assert_eq!(proxy.chat(&key, "gpt-4o-mini", &headers).await.status(), 200);
+    assert_eq!(
+        proxy.chat(&key, "gpt-4o-mini", &headers).await.status(),
+        200
+    );
     let events = proxy.events(3);
     assert_eq!(events.len(), 3, "{events:#?}");
     assert_valid(&events);
@@ -214,7 +217,12 @@ async fn each_real_error_shape_keeps_one_signature_whatever_its_ids_and_numbers(
             let response = proxy
                 .chat(&key, "nr-shapes", &[("x-mock-error-shape", shape.name())])
                 .await;
-            assert_eq!(response.status().as_u16(), shape.status(), "{}", shape.name());
+            assert_eq!(
+                response.status().as_u16(),
+                shape.status(),
+                "{}",
+                shape.name()
+            );
         }
     }
     let want = ErrorShape::ALL.len() * CALLS;
@@ -225,7 +233,10 @@ async fn each_real_error_shape_keeps_one_signature_whatever_its_ids_and_numbers(
     for (i, event) in events.iter().enumerate() {
         let shape = ErrorShape::ALL[i / CALLS].name();
         let c = call(event);
-        assert_eq!(c["error"]["signature"].as_str().unwrap(), contract_signature(event));
+        assert_eq!(
+            c["error"]["signature"].as_str().unwrap(),
+            contract_signature(event)
+        );
         let entry = by_shape.entry(shape).or_default();
         entry
             .0
@@ -236,13 +247,28 @@ async fn each_real_error_shape_keeps_one_signature_whatever_its_ids_and_numbers(
     }
     let mut all = BTreeSet::new();
     for (shape, (signatures, messages)) in &by_shape {
-        assert_eq!(signatures.len(), 1, "{shape}: {signatures:?} from {messages:#?}");
-        if messages.iter().any(|m| m.chars().any(|c| c.is_ascii_digit())) {
-            assert_eq!(messages.len(), CALLS, "{shape}: the mock must vary {messages:?}");
+        assert_eq!(
+            signatures.len(),
+            1,
+            "{shape}: {signatures:?} from {messages:#?}"
+        );
+        if messages
+            .iter()
+            .any(|m| m.chars().any(|c| c.is_ascii_digit()))
+        {
+            assert_eq!(
+                messages.len(),
+                CALLS,
+                "{shape}: the mock must vary {messages:?}"
+            );
         }
         all.extend(signatures.iter().cloned());
     }
-    assert_eq!(all.len(), ErrorShape::ALL.len(), "shapes share a signature: {by_shape:#?}");
+    assert_eq!(
+        all.len(),
+        ErrorShape::ALL.len(),
+        "shapes share a signature: {by_shape:#?}"
+    );
     // OpenAI's context_length_exceeded keeps its type (invalid_request_error);
     // its message tells it apart.
     let context = &events[3 * CALLS];
@@ -269,13 +295,19 @@ async fn a_learned_plan_sends_the_next_calls_straight_to_the_fallback_that_worke
     // The learner found that C works for A's failure; B never does.
     let subject = format!("recovery/mocknr/{A}/{sig_a}");
     let plan = json!({"subject": subject, "action": "allow", "recovery": {
-        "signature": sig_a, "provider": "mocknr", "model": A, "as_of": chrono::Utc::now(),
-        "order": [
-            {"strategy": "fallback_provider", "provider": "mockalt", "model": C, "attempts": 40, "successes": 40, "lower_bound": 0.91},
-            // Not configured for A: never tried.
-            {"strategy": "fallback_model", "provider": "mocknr", "model": "nr-elsewhere", "attempts": 40, "successes": 40, "lower_bound": 0.9}
-        ]}});
-    publish_decision(&proxy.brokers, &proxy.env.decisions_topic, &subject, Some(plan)).await;
+    "signature": sig_a, "provider": "mocknr", "model": A, "as_of": chrono::Utc::now(),
+    "order": [
+        {"strategy": "fallback_provider", "provider": "mockalt", "model": C, "attempts": 40, "successes": 40, "lower_bound": 0.91},
+        // Not configured for A: never tried.
+        {"strategy": "fallback_model", "provider": "mocknr", "model": "nr-elsewhere", "attempts": 40, "successes": 40, "lower_bound": 0.9}
+    ]}});
+    publish_decision(
+        &proxy.brokers,
+        &proxy.env.decisions_topic,
+        &subject,
+        Some(plan),
+    )
+    .await;
     let published = Instant::now();
     let (p, k) = (&proxy, &key);
     until("the plan reorders the fallbacks", || async move {
@@ -321,7 +353,13 @@ async fn an_open_fleet_breaker_skips_its_model_for_a_fallback_or_answers_503() {
     let key = proxy.key("acme", "open", "eve", None);
     // Open, rerouting to the second fallback: it goes first.
     let subject = "circuit/mocknr/nr-open";
-    let record = breaker_record(subject, "open", 1, 1, json!({"reroute_to": "alt-x", "retry_after_secs": 30}));
+    let record = breaker_record(
+        subject,
+        "open",
+        1,
+        1,
+        json!({"reroute_to": "alt-x", "retry_after_secs": 30}),
+    );
     publish_decision(&proxy.brokers, &topic, subject, Some(record)).await;
     let (p, k) = (&proxy, &key);
     until("the open circuit reroutes", || async move {
@@ -354,7 +392,10 @@ async fn an_open_fleet_breaker_skips_its_model_for_a_fallback_or_answers_503() {
         if response.status() == 503 {
             break response;
         }
-        assert!(Instant::now() < deadline, "the open circuit refuses: not within 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "the open circuit refuses: not within 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(refused.headers()["retry-after"], "17");

@@ -22,7 +22,10 @@ use crate::ProxyState;
 /// calls); otherwise this proxy's local breaker does, since a closed or
 /// missing fleet record is also what a lagging fleet breaker looks like.
 pub fn admit(state: &ProxyState, route: &Route) -> Result<(), Skipped> {
-    match state.decisions.breaker_verdict(&route.provider, &route.model) {
+    match state
+        .decisions
+        .breaker_verdict(&route.provider, &route.model)
+    {
         FleetVerdict::Skip(skipped) => Err(skipped),
         FleetVerdict::Probe => Ok(()),
         FleetVerdict::NoOpinion => state.breakers.admit(&route.provider, &route.model),
@@ -100,7 +103,9 @@ impl Local {
         // Half-open: one probe at a time; a probe that never reports (the
         // call ended before its attempt) frees its slot after `open`.
         match self.probe_since {
-            Some(since) if now.duration_since(since) < open => Err(open - now.duration_since(since)),
+            Some(since) if now.duration_since(since) < open => {
+                Err(open - now.duration_since(since))
+            }
             _ => {
                 self.probe_since = Some(now);
                 Ok(())
@@ -193,7 +198,12 @@ impl LocalBreakers {
             .or_default();
         local.failure(now, &self.config, signature);
         if local.open_until.is_some_and(|until| until > now) && local.probe_since.is_none() {
-            tracing::info!(provider, model, failures = local.consecutive, "local breaker open");
+            tracing::info!(
+                provider,
+                model,
+                failures = local.consecutive,
+                "local breaker open"
+            );
         }
     }
 }
@@ -209,7 +219,10 @@ mod tests {
         assert!(probes.take("circuit/p/m", 1, 2));
         assert!(!probes.take("circuit/p/m", 1, 2));
         assert!(probes.take("circuit/p", 1, 2), "subjects count apart");
-        assert!(probes.take("circuit/p/m", 2, 2), "a new episode starts over");
+        assert!(
+            probes.take("circuit/p/m", 2, 2),
+            "a new episode starts over"
+        );
         assert!(!probes.take("circuit/p/x", 1, 0), "no probes allowed");
         probes.forget("circuit/p/m");
         assert!(probes.take("circuit/p/m", 2, 1));
@@ -226,7 +239,12 @@ mod tests {
         let mut local = Local::default();
         for i in 0..2 {
             local.failure(t0, &config, None);
-            assert_eq!(local.admit(t0, open), Ok(()), "closed after {} failures", i + 1);
+            assert_eq!(
+                local.admit(t0, open),
+                Ok(()),
+                "closed after {} failures",
+                i + 1
+            );
         }
         local.failure(t0, &config, Some(SignatureId(7)));
         assert_eq!(local.admit(t0, open), Err(open), "open after the third");

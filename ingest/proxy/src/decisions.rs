@@ -156,16 +156,18 @@ impl DecisionCache {
             return FleetVerdict::NoOpinion;
         }
         let now = Utc::now();
-        let in_force: Vec<(String, &Decision)> =
-            [circuit_subject(provider, model), circuit_subject(provider, "")]
-                .into_iter()
-                .filter_map(|s| {
-                    let d = map.get(&s)?;
-                    d.valid_until
-                        .is_none_or(|until| now < until)
-                        .then_some((s, d))
-                })
-                .collect();
+        let in_force: Vec<(String, &Decision)> = [
+            circuit_subject(provider, model),
+            circuit_subject(provider, ""),
+        ]
+        .into_iter()
+        .filter_map(|s| {
+            let d = map.get(&s)?;
+            d.valid_until
+                .is_none_or(|until| now < until)
+                .then_some((s, d))
+        })
+        .collect();
         let skip = |subject: &str, d: &Decision| Skipped {
             subject: subject.to_string(),
             fleet: true,
@@ -219,7 +221,6 @@ impl FleetVerdict {
 }
 
 impl DecisionCache {
-
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -503,21 +504,32 @@ mod tests {
         );
         // Half-open: this proxy's probes of the generation, then skips.
         let half = r#"{"subject":"circuit/openai","action":"reroute","breaker":{"state":"half_open","since":"2026-12-01T00:00:00Z","generation":4,"probes_per_proxy":2}}"#;
-        cache.apply("circuit/openai", parse_record("circuit/openai", Some(half.as_bytes())));
+        cache.apply(
+            "circuit/openai",
+            parse_record("circuit/openai", Some(half.as_bytes())),
+        );
         let through: Vec<bool> = (0..4)
             .map(|_| cache.breaker_verdict("openai", "gpt-4o-mini") == FleetVerdict::Probe)
             .collect();
         assert_eq!(through, [true, true, false, false]);
         // Closed: gone from every map.
-        let closed = half.replace("half_open", "closed").replace("reroute", "allow");
-        cache.apply("circuit/openai", parse_record("circuit/openai", Some(closed.as_bytes())));
+        let closed = half
+            .replace("half_open", "closed")
+            .replace("reroute", "allow");
+        cache.apply(
+            "circuit/openai",
+            parse_record("circuit/openai", Some(closed.as_bytes())),
+        );
         assert_eq!(
             cache.breaker_verdict("openai", "gpt-4o-mini"),
             FleetVerdict::NoOpinion
         );
         // Without a breaker field a circuit record is a gate, as before.
         let gate = r#"{"subject":"circuit/openai","action":"deny","reason":"maintenance"}"#;
-        cache.apply("circuit/openai", parse_record("circuit/openai", Some(gate.as_bytes())));
+        cache.apply(
+            "circuit/openai",
+            parse_record("circuit/openai", Some(gate.as_bytes())),
+        );
         assert_eq!(cache.lookup(&subjects()).unwrap().reason, "maintenance");
         assert_eq!(
             cache.breaker_verdict("openai", "gpt-4o-mini"),

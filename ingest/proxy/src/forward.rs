@@ -256,6 +256,7 @@ async fn read_error_body(response: reqwest::Response, limit: Duration) -> Bytes 
 /// Forward the call from a task of its own and answer the client with what
 /// it returns. If the client goes away first (this future is dropped), the
 /// task learns it through a cancelled token and still records every attempt.
+#[allow(clippy::too_many_arguments)]
 pub async fn forward_detached(
     state: Arc<ProxyState>,
     ctx: CallContext,
@@ -349,9 +350,11 @@ async fn forward(
         Ok(()) => route.clone(),
         Err(skipped) => {
             ProxyMetrics::inc(&state.metrics.breaker_skips);
-            let plan = skipped
-                .signature
-                .and_then(|s| state.decisions.recovery_plan(&route.provider, &route.model, s));
+            let plan = skipped.signature.and_then(|s| {
+                state
+                    .decisions
+                    .recovery_plan(&route.provider, &route.model, s)
+            });
             recovery::order_by_plan(&mut remaining, plan.as_ref(), |r| {
                 (r.provider.as_str(), r.model.as_str())
             });
@@ -398,10 +401,7 @@ async fn forward(
     let mut first_failure: Option<(SignatureId, String, String)> = None;
     let mut previous_end: Option<Instant> = None;
     let mut final_failure: Option<(Failure, String, bool)> = None;
-    loop {
-        let Some(upstream) = state.upstreams.get(&current.provider) else {
-            break;
-        };
+    while let Some(upstream) = state.upstreams.get(&current.provider) {
         let headers = upstream_headers(client_headers, upstream, dialect);
         let body = upstream_body(request, original, &current.model, inject_usage);
         let url = format!(
@@ -469,12 +469,13 @@ async fn forward(
                 } else {
                     Outcome::Error
                 };
-                record.error = Some(observe::error_from_body(dialect, &body).unwrap_or_else(|| {
-                    observe::provider_error(
-                        &format!("http_{}", status.as_u16()),
-                        &String::from_utf8_lossy(&body[..body.len().min(512)]),
-                    )
-                }));
+                record.error =
+                    Some(observe::error_from_body(dialect, &body).unwrap_or_else(|| {
+                        observe::provider_error(
+                            &format!("http_{}", status.as_u16()),
+                            &String::from_utf8_lossy(&body[..body.len().min(512)]),
+                        )
+                    }));
                 record.response_sha256 = Some(super::record::sha256_hex(&body));
                 let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
                 let wait = retry_after(&headers);
