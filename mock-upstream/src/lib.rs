@@ -215,10 +215,7 @@ fn header_ms(headers: &HeaderMap, name: &str) -> Option<Duration> {
 /// Count the request against its scenario (if any) and decide whether it fails.
 fn choose_failure(state: &MockState, headers: &HeaderMap, model: &str) -> Option<FailMode> {
     let fault = {
-        let mut faults = match state.faults.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut faults = lock_faults(state);
         let entry = faults.entry(model.to_string()).or_default();
         entry.requests += 1;
         entry.fail

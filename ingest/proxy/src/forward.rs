@@ -534,12 +534,8 @@ async fn forward(
         record.duration = started.elapsed();
         let ended = Instant::now();
         let signature = record.signature();
-        let provider_failing = match &failure {
-            Failure::Http { status, .. } => {
-                *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
-            }
-            Failure::NoAnswer { .. } => true,
-        };
+        // 429 and 5xx (the retryable statuses), timeouts, connect errors.
+        let provider_failing = retryable || matches!(failure, Failure::NoAnswer { .. });
         if provider_failing {
             state
                 .breakers
