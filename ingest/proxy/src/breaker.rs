@@ -161,6 +161,9 @@ impl LocalBreakers {
             return Ok(());
         }
         let mut states = self.states();
+        if states.is_empty() {
+            return Ok(()); // the common case, without building a key
+        }
         let Some(local) = states.get_mut(&(provider.to_string(), model.to_string())) else {
             return Ok(());
         };
