@@ -842,6 +842,40 @@ mod tests {
     }
 
     #[test]
+    fn recovery_facts_relate_each_attempt_to_the_first_failure() {
+        let route = |provider: &str, model: &str| Route {
+            provider: provider.into(),
+            kind: crate::config::ProviderKind::Openai,
+            model: model.into(),
+        };
+        let first = recovery_facts(1, None, None, &route("p", "a"));
+        assert_eq!(
+            (
+                first.sequence,
+                first.strategy,
+                first.wait_ms,
+                first.from_signature
+            ),
+            (1, Strategy::First, 0, None)
+        );
+        let failed = (SignatureId(9), "p".to_string(), "a".to_string());
+        for (target, strategy) in [
+            (route("p", "a"), Strategy::Retry),
+            (route("p", "b"), Strategy::FallbackModel),
+            (route("q", "c"), Strategy::FallbackProvider),
+        ] {
+            let r = recovery_facts(3, Some(Duration::from_millis(42)), Some(&failed), &target);
+            assert_eq!((r.sequence, r.strategy, r.wait_ms), (3, strategy, 42));
+            assert_eq!(r.from_signature, Some(SignatureId(9)));
+            assert_eq!(
+                (r.from_provider.as_str(), r.from_model.as_str()),
+                ("p", "a")
+            );
+            assert!(!r.last, "decided by the loop, not here");
+        }
+    }
+
+    #[test]
     fn usage_injection_rewrites_only_when_needed() {
         let request = serde_json::json!({"model": "m", "stream": true});
         let original = Bytes::from(serde_json::to_vec(&request).unwrap());
