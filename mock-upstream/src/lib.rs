@@ -30,6 +30,19 @@
 //! `GET /mock/scenarios/<id>` reports how many requests a scenario saw and the
 //! headers of the last one (so tests can count retries and check what a proxy
 //! forwarded).
+//!
+//! Real error bodies: `x-mock-error-shape: <shape>` (or `x-mock-fail: <shape>`,
+//! or `fail-<shape>` in the model name) answers with one of [`ErrorShape`]'s
+//! provider replies (`openai_tpm`, `openai_rpm`, `openai_quota`,
+//! `openai_context_length`, `openai_server_error_request_id`,
+//! `anthropic_overloaded`, `anthropic_rate_limit`, `anthropic_prompt_too_long`,
+//! `anthropic_api_error`), with its status and fresh ids and numbers each time.
+//!
+//! A model that fails until told otherwise (to drive a breaker through its
+//! cycle): `PUT /mock/faults/<model>` with `{"fail": "<mode or shape>"}` makes
+//! every request for that model fail so, whatever its headers say;
+//! `DELETE /mock/faults/<model>` lets it recover. `GET /mock/faults/<model>`
+//! reports the fault and how many requests named that model.
 
 // Handlers return `Result<_, Response>` so an early reply is one `?`; the
 // size of `Response` does not matter at a mock's request rates.
@@ -55,7 +68,7 @@ use futures::channel::mpsc;
 use futures::SinkExt;
 use serde_json::{json, Value};
 
-pub use errors::{Dialect, FailMode, RetryHint};
+pub use errors::{Dialect, ErrorShape, FailMode, RetryHint};
 pub use latency::LatencyDist;
 
 /// Longest reply, in tokens.
@@ -102,9 +115,17 @@ struct Scenario {
     last_headers: HashMap<String, String>,
 }
 
+/// Per model: the fault set by `PUT /mock/faults/<model>` and the requests seen.
+#[derive(Default)]
+struct ModelFault {
+    fail: Option<FailMode>,
+    requests: u64,
+}
+
 struct MockState {
     config: MockConfig,
     scenarios: Mutex<HashMap<String, Scenario>>,
+    faults: Mutex<HashMap<String, ModelFault>>,
     next_id: AtomicU64,
 }
 
@@ -118,6 +139,7 @@ pub fn router(config: MockConfig) -> Router {
     let state = Arc::new(MockState {
         config,
         scenarios: Mutex::new(HashMap::new()),
+        faults: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
     });
     Router::new()
@@ -126,6 +148,10 @@ pub fn router(config: MockConfig) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/messages", post(messages))
         .route("/mock/scenarios/{id}", get(scenario))
+        .route(
+            "/mock/faults/{model}",
+            get(fault).put(set_fault).delete(clear_fault),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
 }
@@ -188,15 +214,26 @@ fn header_ms(headers: &HeaderMap, name: &str) -> Option<Duration> {
 
 /// Count the request against its scenario (if any) and decide whether it fails.
 fn choose_failure(state: &MockState, headers: &HeaderMap, model: &str) -> Option<FailMode> {
+    let fault = {
+        let mut faults = lock_faults(state);
+        let entry = faults.entry(model.to_string()).or_default();
+        entry.requests += 1;
+        entry.fail
+    };
     let requested = header(headers, "x-mock-fail")
         .and_then(FailMode::parse)
+        .or_else(|| {
+            header(headers, "x-mock-error-shape")
+                .and_then(ErrorShape::parse)
+                .map(FailMode::Shape)
+        })
         .or_else(|| {
             model
                 .split_once("fail-")
                 .and_then(|(_, mode)| FailMode::parse(mode))
         });
     let Some(scenario_id) = header(headers, "x-mock-scenario") else {
-        return requested;
+        return fault.or(requested);
     };
     let count = {
         let mut scenarios = match state.scenarios.lock() {
@@ -212,6 +249,7 @@ fn choose_failure(state: &MockState, headers: &HeaderMap, model: &str) -> Option
         scenario.requests
     };
     match header_u64(headers, "x-mock-fail-times") {
+        _ if fault.is_some() => fault,
         Some(times) if count > times => None,
         _ => requested,
     }
@@ -310,6 +348,10 @@ async fn prepare(
                 millis: plan.retry_after_ms.as_deref(),
             },
         )),
+        Some(FailMode::Shape(shape)) => Err(shape.response(RetryHint {
+            seconds: plan.retry_after.as_deref(),
+            millis: plan.retry_after_ms.as_deref(),
+        })),
         Some(FailMode::Timeout) => {
             tokio::time::sleep(TIMEOUT_HOLD).await;
             Err(errors::status_error(dialect, 504, RetryHint::default()))
@@ -502,6 +544,49 @@ async fn scenario(
     Ok(Json(json!({"requests": requests, "last_headers": headers})))
 }
 
+fn lock_faults(state: &MockState) -> std::sync::MutexGuard<'_, HashMap<String, ModelFault>> {
+    match state.faults.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+async fn fault(State(state): State<Arc<MockState>>, Path(model): Path<String>) -> Json<Value> {
+    let faults = lock_faults(&state);
+    let (fail, requests) = faults
+        .get(&model)
+        .map(|f| (f.fail.map(|m| format!("{m:?}")), f.requests))
+        .unwrap_or_default();
+    Json(json!({"model": model, "fail": fail, "requests": requests}))
+}
+
+async fn set_fault(
+    State(state): State<Arc<MockState>>,
+    Path(model): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let Some(mode) = body
+        .get("fail")
+        .and_then(Value::as_str)
+        .and_then(FailMode::parse)
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "`fail` must be a failure mode (429, 503, timeout, ...) or an error shape (openai_tpm, anthropic_overloaded, ...)",
+        )
+            .into_response();
+    };
+    lock_faults(&state).entry(model).or_default().fail = Some(mode);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn clear_fault(State(state): State<Arc<MockState>>, Path(model): Path<String>) -> StatusCode {
+    if let Some(f) = lock_faults(&state).get_mut(&model) {
+        f.fail = None;
+    }
+    StatusCode::NO_CONTENT
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,6 +595,7 @@ mod tests {
         MockState {
             config: MockConfig::default(),
             scenarios: Mutex::new(HashMap::new()),
+            faults: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -567,5 +653,26 @@ mod tests {
             choose_failure(&state, &HeaderMap::new(), "mock-fail-429"),
             Some(FailMode::Status(429))
         );
+        let mut shape = HeaderMap::new();
+        shape.insert("x-mock-error-shape", "openai_tpm".parse().unwrap());
+        assert_eq!(
+            choose_failure(&state, &shape, "m"),
+            Some(FailMode::Shape(ErrorShape::OpenaiTpm))
+        );
+    }
+
+    #[test]
+    fn a_faulted_model_fails_whatever_the_headers_until_cleared() {
+        let state = state();
+        lock_faults(&state).entry("m".into()).or_default().fail =
+            Some(FailMode::Shape(ErrorShape::AnthropicOverloaded));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-mock-scenario", "s".parse().unwrap());
+        headers.insert("x-mock-fail-times", "0".parse().unwrap());
+        assert!(choose_failure(&state, &headers, "m").is_some());
+        assert!(choose_failure(&state, &HeaderMap::new(), "other").is_none());
+        lock_faults(&state).get_mut("m").unwrap().fail = None;
+        assert!(choose_failure(&state, &HeaderMap::new(), "m").is_none());
+        assert_eq!(lock_faults(&state)["m"].requests, 2);
     }
 }

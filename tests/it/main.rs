@@ -26,3 +26,4 @@ mod latency_api;
 mod layering;
 mod processor;
 mod proxy;
+mod proxy_recovery;

@@ -26,7 +26,7 @@ use support::TestEnv;
 use tollgate_mock_upstream::reply_text;
 
 const PARTITIONS: i32 = 4;
-const UPSTREAM_KEY: &str = "sk-upstream-secret";
+pub(crate) const UPSTREAM_KEY: &str = "sk-upstream-secret";
 
 fn venv_python() -> PathBuf {
     if let Ok(venv) = std::env::var("TOLLGATE_TEST_VENV") {
@@ -121,7 +121,12 @@ fn read_events(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Ve
     events
 }
 
-async fn publish_decision(brokers: &str, topic: &str, subject: &str, record: Option<Value>) {
+pub(crate) async fn publish_decision(
+    brokers: &str,
+    topic: &str,
+    subject: &str,
+    record: Option<Value>,
+) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -138,12 +143,12 @@ async fn publish_decision(brokers: &str, topic: &str, subject: &str, record: Opt
         .unwrap();
 }
 
-struct Proxy {
-    env: TestEnv,
+pub(crate) struct Proxy {
+    pub(crate) env: TestEnv,
     port: u16,
-    mock_port: u16,
-    brokers: String,
-    http: reqwest::Client,
+    pub(crate) mock_port: u16,
+    pub(crate) brokers: String,
+    pub(crate) http: reqwest::Client,
     children: Vec<Child>,
 }
 
@@ -158,10 +163,13 @@ impl Drop for Proxy {
 
 impl Proxy {
     /// Mock upstream, topics, and a proxy configured with `proxy_extra`
-    /// (TOML lines inside `[proxy]`), talking to `brokers` (default: the dev broker).
-    async fn start(label: &str, proxy_extra: &str, brokers: Option<&str>) -> Self {
+    /// (TOML lines inside `[proxy]`, then tables of its own; `@MOCK@` stands
+    /// for the mock's base URL), talking to `brokers` (default: the dev broker).
+    pub(crate) async fn start(label: &str, proxy_extra: &str, brokers: Option<&str>) -> Self {
         let port = support::free_port();
         let mock_port = support::free_port();
+        let proxy_extra =
+            proxy_extra.replace("@MOCK@", &format!("http://127.0.0.1:{mock_port}/v1"));
         let extra = format!(
             r#"
 [proxy]
@@ -249,7 +257,7 @@ backoff_max_ms = 2000
             .unwrap()
     }
 
-    async fn run_proxy(&mut self) {
+    pub(crate) async fn run_proxy(&mut self) {
         let child = self.spawn("proxy", &["proxy"]);
         self.children.push(child);
         support::wait_http(
@@ -260,16 +268,16 @@ backoff_max_ms = 2000
         .await;
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.env.log_path("proxy")).unwrap_or_default()
     }
 
     /// A proxy key for `org`/`team`/`user`, optionally limited to `models`.
-    fn key(&self, org: &str, team: &str, user: &str, models: Option<&str>) -> String {
+    pub(crate) fn key(&self, org: &str, team: &str, user: &str, models: Option<&str>) -> String {
         let mut args = vec![
             "keys",
             "create",
@@ -302,7 +310,7 @@ backoff_max_ms = 2000
             .to_string()
     }
 
-    fn events(&self, want: usize) -> Vec<Value> {
+    pub(crate) fn events(&self, want: usize) -> Vec<Value> {
         read_events(
             &self.brokers,
             &self.env.events_topic,
@@ -311,7 +319,7 @@ backoff_max_ms = 2000
         )
     }
 
-    async fn scenario(&self, id: &str) -> Value {
+    pub(crate) async fn scenario(&self, id: &str) -> Value {
         self.http
             .get(format!(
                 "http://127.0.0.1:{}/mock/scenarios/{id}",
@@ -326,7 +334,7 @@ backoff_max_ms = 2000
     }
 
     /// One sample from `GET /metrics`.
-    async fn metric(&self, name: &str) -> u64 {
+    pub(crate) async fn metric(&self, name: &str) -> u64 {
         let text = self
             .http
             .get(format!("{}/metrics", self.url()))
@@ -344,7 +352,7 @@ backoff_max_ms = 2000
             .unwrap()
     }
 
-    async fn chat(
+    pub(crate) async fn chat(
         &self,
         key: &str,
         model: &str,
@@ -362,7 +370,7 @@ backoff_max_ms = 2000
     }
 }
 
-fn call(event: &Value) -> &Value {
+pub(crate) fn call(event: &Value) -> &Value {
     &event["call"]
 }
 
@@ -1918,7 +1926,9 @@ print(json.dumps(out))
 
 #[tokio::test]
 async fn sdk_retries_do_not_multiply_the_proxys_and_retry_hints_pass_through() {
-    let mut proxy = Proxy::start("proxy_sdk_retry", "", None).await;
+    // The local breaker off: five calls of one model failing in a row
+    // would open it (proxy.breaker.failures = 5) and cut the last retries.
+    let mut proxy = Proxy::start("proxy_sdk_retry", "breaker = { failures = 0 }", None).await;
     proxy.run_proxy().await;
     let key = proxy.key("acme", "retries", "rita", None);
     let scenario = support::unique("r");

@@ -34,6 +34,9 @@ pub struct ProxyConfig {
     pub decisions_load_secs: u64,
     pub rate_limit: RateLimitConfig,
     pub budgets: BudgetConfig,
+    /// The proxy's own breaker per provider/model, for while the fleet
+    /// breaker's decisions lag (`docs/proxy.md`, "Breakers").
+    pub breaker: LocalBreakerConfig,
 }
 
 impl Default for ProxyConfig {
@@ -51,6 +54,28 @@ impl Default for ProxyConfig {
             decisions_load_secs: 10,
             rate_limit: RateLimitConfig::default(),
             budgets: BudgetConfig::default(),
+            breaker: LocalBreakerConfig::default(),
+        }
+    }
+}
+
+/// The local breaker: `failures` consecutive failures (429, 5xx, timeouts,
+/// connect errors) of one provider/model open it for `open_ms`; then one
+/// probe call at a time goes through, and a success closes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalBreakerConfig {
+    /// Consecutive failures that open it; 0 turns the local breaker off.
+    pub failures: u32,
+    /// How long it stays open before letting a probe through, in ms.
+    pub open_ms: u64,
+}
+
+impl Default for LocalBreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            open_ms: 5_000,
         }
     }
 }

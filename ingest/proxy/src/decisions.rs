@@ -3,11 +3,18 @@
 //! decision still in force), then keeps tailing it; the request path only
 //! reads the in-memory map and never waits on Kafka or the processors.
 //! The record types are `tollgate_contract::decisions` (shared with the
-//! budget watcher that publishes them); their format is documented in
+//! processors that publish them); their format is documented in
 //! `docs/decisions.md`.
+//!
+//! Three kinds of records are kept apart: gates (deny, throttle, reroute
+//! of a request's subjects, [`DecisionCache::lookup`]), learned recovery
+//! plans (`recovery/…`, action `allow`, [`DecisionCache::recovery_plan`])
+//! and breaker states (`circuit/…` records with a `breaker` field,
+//! [`DecisionCache::breaker_skip`]). A `circuit/…` record without a
+//! `breaker` field is a hand-published gate, as before.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -16,14 +23,23 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 
-use tollgate_contract::decisions::{Action, Decision, Subjects};
+use tollgate_contract::decisions::{
+    circuit_subject, recovery_subject, Action, CircuitState, Decision, RecoveryPlan, Subjects,
+};
+use tollgate_contract::signature::SignatureId;
 use tollgate_control::config::KafkaConfig;
 
+use crate::breaker::{ProbeCounter, Skipped};
 use crate::budget::BudgetLedger;
 use crate::metrics::ProxyMetrics;
 
 pub struct DecisionCache {
     decisions: RwLock<HashMap<String, Decision>>,
+    /// `recovery/<provider>/<model>/<signature>` -> the learned plan.
+    recovery: RwLock<HashMap<String, Decision>>,
+    /// `circuit/…` records with a breaker state (open and half-open only).
+    breakers: RwLock<HashMap<String, Decision>>,
+    probes: Mutex<ProbeCounter>,
     /// Budget states of `budget/...` records go to the reservations.
     pub budgets: Arc<BudgetLedger>,
 }
@@ -38,6 +54,9 @@ impl DecisionCache {
     pub fn new(budgets: Arc<BudgetLedger>) -> Self {
         Self {
             decisions: RwLock::default(),
+            recovery: RwLock::default(),
+            breakers: RwLock::default(),
+            probes: Mutex::default(),
             budgets,
         }
     }
@@ -47,6 +66,46 @@ impl DecisionCache {
             self.budgets
                 .update(subject, decision.as_ref().and_then(|d| d.budget.clone()));
         }
+        // A subject is in one map at a time: a record replacing a breaker
+        // state with a hand-published gate (or the reverse) leaves no stale copy.
+        let plan = decision.as_ref().is_some_and(|d| d.recovery.is_some());
+        let breaker = decision.as_ref().is_some_and(|d| d.breaker.is_some());
+        if let Ok(mut map) = self.recovery.write() {
+            match &decision {
+                Some(d) if plan => {
+                    map.insert(subject.to_string(), d.clone());
+                }
+                _ => {
+                    map.remove(subject);
+                }
+            }
+        }
+        if let Ok(mut map) = self.breakers.write() {
+            match &decision {
+                Some(d)
+                    if breaker
+                        && d.breaker
+                            .as_ref()
+                            .is_some_and(|b| b.state != CircuitState::Closed) =>
+                {
+                    map.insert(subject.to_string(), d.clone());
+                }
+                _ => {
+                    map.remove(subject);
+                }
+            }
+        }
+        if breaker
+            && decision
+                .as_ref()
+                .and_then(|d| d.breaker.as_ref())
+                .is_none_or(|b| b.state != CircuitState::HalfOpen)
+        {
+            if let Ok(mut probes) = self.probes.lock() {
+                probes.forget(subject);
+            }
+        }
+        let decision = decision.filter(|_| !plan && !breaker);
         if let Ok(mut map) = self.decisions.write() {
             match decision {
                 Some(d) if d.action != Action::Allow => {
@@ -59,10 +118,109 @@ impl DecisionCache {
         }
     }
 
+    /// Records in force of every kind (gates, plans, breakers).
     pub fn len(&self) -> usize {
-        self.decisions.read().map(|m| m.len()).unwrap_or(0)
+        [&self.decisions, &self.recovery, &self.breakers]
+            .iter()
+            .map(|m| m.read().map(|m| m.len()).unwrap_or(0))
+            .sum()
     }
 
+    /// The learned recovery for calls on `provider`/`model` that failed
+    /// with `signature`, if the learner published one (and it has not expired).
+    pub fn recovery_plan(
+        &self,
+        provider: &str,
+        model: &str,
+        signature: SignatureId,
+    ) -> Option<RecoveryPlan> {
+        let map = self.recovery.read().ok()?;
+        if map.is_empty() {
+            return None;
+        }
+        let now = Utc::now();
+        map.get(&recovery_subject(provider, model, signature))
+            .filter(|d| d.valid_until.is_none_or(|until| now < until))
+            .and_then(|d| d.recovery.clone())
+    }
+
+    /// What the fleet breaker says of a call trying `provider`/`model`:
+    /// skip it when its model's or its provider's circuit is open, or
+    /// half-open with this proxy's probes of the episode used up; a probe
+    /// when half-open with a slot left (the slot is taken).
+    pub fn breaker_verdict(&self, provider: &str, model: &str) -> FleetVerdict {
+        let Ok(map) = self.breakers.read() else {
+            return FleetVerdict::NoOpinion;
+        };
+        if map.is_empty() {
+            return FleetVerdict::NoOpinion;
+        }
+        let now = Utc::now();
+        let in_force: Vec<(String, &Decision)> = [
+            circuit_subject(provider, model),
+            circuit_subject(provider, ""),
+        ]
+        .into_iter()
+        .filter_map(|s| {
+            let d = map.get(&s)?;
+            d.valid_until
+                .is_none_or(|until| now < until)
+                .then_some((s, d))
+        })
+        .collect();
+        let skip = |subject: &str, d: &Decision| Skipped {
+            subject: subject.to_string(),
+            fleet: true,
+            retry_after_secs: d.retry_after_secs.unwrap_or(1),
+            reroute_to: d.reroute_to.clone(),
+            signature: d.breaker.as_ref().and_then(|b| b.signature),
+        };
+        // Open first, so no probe slot is spent on a call that skips anyway.
+        for (subject, d) in &in_force {
+            if d.breaker.as_ref().map(|b| b.state) == Some(CircuitState::Open) {
+                return FleetVerdict::Skip(skip(subject, d));
+            }
+        }
+        let mut verdict = FleetVerdict::NoOpinion;
+        for (subject, d) in &in_force {
+            let Some(b) = &d.breaker else { continue };
+            if b.state == CircuitState::HalfOpen {
+                let took = self
+                    .probes
+                    .lock()
+                    .map(|mut p| p.take(subject, b.generation, b.probes_per_proxy))
+                    .unwrap_or(false);
+                if !took {
+                    return FleetVerdict::Skip(skip(subject, d));
+                }
+                verdict = FleetVerdict::Probe;
+            }
+        }
+        verdict
+    }
+}
+
+/// The fleet breaker's word on one candidate of a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FleetVerdict {
+    /// No open or half-open circuit covers it (the local breaker decides).
+    NoOpinion,
+    /// Half-open, and this call is one of this proxy's probes.
+    Probe,
+    /// Take it out of the call.
+    Skip(Skipped),
+}
+
+impl FleetVerdict {
+    pub fn skipped(self) -> Option<Skipped> {
+        match self {
+            FleetVerdict::Skip(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl DecisionCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -311,5 +469,71 @@ mod tests {
         cache.apply("team/t1", expired);
         assert_eq!(cache.lookup(&subjects()).unwrap().action, Action::Reroute);
         assert!(parse_record("x", Some(b"not json")).is_none());
+    }
+
+    #[test]
+    fn plans_and_breakers_are_kept_apart_from_gates() {
+        let cache = DecisionCache::default();
+        let subject = recovery_subject("openai", "gpt-4o", SignatureId(0xab));
+        let plan = format!(
+            r#"{{"subject":"{subject}","action":"allow","recovery":{{"signature":"00000000000000ab","provider":"openai","model":"gpt-4o","as_of":"2026-12-01T00:00:00Z","order":[{{"strategy":"fallback_model","provider":"openai","model":"gpt-4o-mini","attempts":30,"successes":29,"lower_bound":0.83}}]}}}}"#
+        );
+        cache.apply(&subject, parse_record(&subject, Some(plan.as_bytes())));
+        let found = cache.recovery_plan("openai", "gpt-4o", SignatureId(0xab));
+        assert_eq!(found.unwrap().order[0].model, "gpt-4o-mini");
+        assert!(cache
+            .recovery_plan("openai", "gpt-4o", SignatureId(1))
+            .is_none());
+        // A breaker's open record does not deny the whole request: it only
+        // takes its candidate out.
+        let open = r#"{"subject":"circuit/openai/gpt-4o","action":"reroute","reroute_to":"gpt-4o-mini","retry_after_secs":9,"breaker":{"state":"open","since":"2026-12-01T00:00:00Z","generation":3,"signature":"00000000000000ab"}}"#;
+        cache.apply(
+            "circuit/openai/gpt-4o",
+            parse_record("circuit/openai/gpt-4o", Some(open.as_bytes())),
+        );
+        assert!(cache.lookup(&subjects()).is_none());
+        let skipped = cache.breaker_verdict("openai", "gpt-4o").skipped().unwrap();
+        assert_eq!(
+            (skipped.retry_after_secs, skipped.reroute_to.as_deref()),
+            (9, Some("gpt-4o-mini"))
+        );
+        assert_eq!(skipped.signature, Some(SignatureId(0xab)));
+        assert_eq!(
+            cache.breaker_verdict("openai", "gpt-4o-mini"),
+            FleetVerdict::NoOpinion
+        );
+        // Half-open: this proxy's probes of the generation, then skips.
+        let half = r#"{"subject":"circuit/openai","action":"reroute","breaker":{"state":"half_open","since":"2026-12-01T00:00:00Z","generation":4,"probes_per_proxy":2}}"#;
+        cache.apply(
+            "circuit/openai",
+            parse_record("circuit/openai", Some(half.as_bytes())),
+        );
+        let through: Vec<bool> = (0..4)
+            .map(|_| cache.breaker_verdict("openai", "gpt-4o-mini") == FleetVerdict::Probe)
+            .collect();
+        assert_eq!(through, [true, true, false, false]);
+        // Closed: gone from every map.
+        let closed = half
+            .replace("half_open", "closed")
+            .replace("reroute", "allow");
+        cache.apply(
+            "circuit/openai",
+            parse_record("circuit/openai", Some(closed.as_bytes())),
+        );
+        assert_eq!(
+            cache.breaker_verdict("openai", "gpt-4o-mini"),
+            FleetVerdict::NoOpinion
+        );
+        // Without a breaker field a circuit record is a gate, as before.
+        let gate = r#"{"subject":"circuit/openai","action":"deny","reason":"maintenance"}"#;
+        cache.apply(
+            "circuit/openai",
+            parse_record("circuit/openai", Some(gate.as_bytes())),
+        );
+        assert_eq!(cache.lookup(&subjects()).unwrap().reason, "maintenance");
+        assert_eq!(
+            cache.breaker_verdict("openai", "gpt-4o-mini"),
+            FleetVerdict::NoOpinion
+        );
     }
 }

@@ -31,8 +31,9 @@ use super::metrics::ProxyMetrics;
 use super::observe::{self, Dialect, Observer};
 use super::record::{AttemptRecord, CallContext};
 use super::routing::Route;
-use super::{Endpoint, ProxyState, Upstream};
-use tollgate_contract::Outcome;
+use super::{breaker, recovery, Endpoint, ProxyState, Upstream};
+use tollgate_contract::signature::SignatureId;
+use tollgate_contract::{Outcome, Recovery, Strategy};
 
 /// Error bodies read from upstream are cut at this size.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
@@ -255,6 +256,7 @@ async fn read_error_body(response: reqwest::Response, limit: Duration) -> Bytes 
 /// Forward the call from a task of its own and answer the client with what
 /// it returns. If the client goes away first (this future is dropped), the
 /// task learns it through a cancelled token and still records every attempt.
+#[allow(clippy::too_many_arguments)]
 pub async fn forward_detached(
     state: Arc<ProxyState>,
     ctx: CallContext,
@@ -263,6 +265,7 @@ pub async fn forward_detached(
     request: Value,
     original: Bytes,
     route: Route,
+    call_started: Instant,
 ) -> Response {
     let client_gone = CancellationToken::new();
     let guard = client_gone.clone().drop_guard();
@@ -277,6 +280,7 @@ pub async fn forward_detached(
             &original,
             route,
             client_gone,
+            call_started,
         )
         .await;
         // Fails only when the client is gone; the relay notices that too.
@@ -292,6 +296,14 @@ pub async fn forward_detached(
 }
 
 /// Forward the call along `route` (then its fallbacks) and answer the client.
+///
+/// After each failure the next step is decided before the failed attempt's
+/// event goes out, so that its `recovery.last` is true exactly when no
+/// attempt follows: the options are a retry of the same model (retryable
+/// failure, retries left, a wait the proxy accepts) and the configured
+/// fallbacks not tried yet, ordered by the learned recovery plan for the
+/// failure's signature, minus what a breaker takes out. A retry's event
+/// waits for its backoff: a client that leaves meanwhile makes it the last.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     state: Arc<ProxyState>,
@@ -302,6 +314,7 @@ async fn forward(
     original: &Bytes,
     route: Route,
     client_gone: CancellationToken,
+    call_started: Instant,
 ) -> Response {
     let dialect = endpoint.dialect();
     // The prompt's size from the request, for attempts whose usage report
@@ -318,28 +331,79 @@ async fn forward(
         .and_then(Value::as_bool)
         == Some(true);
     let inject_usage = endpoint == Endpoint::ChatCompletions && ctx.stream && !client_asked_usage;
-    let mut candidates = vec![route.clone()];
+    // The configured fallbacks this key may use, in configured order.
+    let mut remaining: Vec<Route> = Vec::new();
     for model in state.routes.fallbacks(&route.model) {
         match state.routes.route(endpoint.kind(), model) {
-            Some(r) if !candidates.contains(&r) => candidates.push(r),
+            Some(r)
+                if r != route
+                    && !remaining.contains(&r)
+                    && ctx.key.allows_model(&r.model)
+                    && state.upstreams.contains_key(&r.provider) =>
+            {
+                remaining.push(r)
+            }
             _ => {}
         }
     }
-    let mut last: Option<(Failure, String, bool)> = None;
-    let mut attempts_made = 0u32;
-    'candidates: for (index, route) in candidates.iter().enumerate() {
-        let Some(upstream) = state.upstreams.get(&route.provider) else {
-            continue;
-        };
-        let mut template = ctx.attempt(&route.provider, &route.model);
-        if index > 0 {
-            template.call_id = Uuid::now_v7().to_string();
-            template.fallback_of = ctx.call_id.clone();
-            tracing::info!(call_id = %ctx.call_id, model = %route.model, "trying fallback model");
-            ProxyMetrics::inc(&state.metrics.fallbacks);
+    let mut current = match breaker::admit(&state, &route) {
+        Ok(()) => route.clone(),
+        Err(skipped) => {
+            ProxyMetrics::inc(&state.metrics.breaker_skips);
+            let plan = skipped.signature.and_then(|s| {
+                state
+                    .decisions
+                    .recovery_plan(&route.provider, &route.model, s)
+            });
+            recovery::order_by_plan(&mut remaining, plan.as_ref(), |r| {
+                (r.provider.as_str(), r.model.as_str())
+            });
+            if let Some(to) = &skipped.reroute_to {
+                let to = state.routes.resolve_alias(to);
+                if let Some(i) = remaining.iter().position(|r| r.model == to) {
+                    let target = remaining.remove(i);
+                    remaining.insert(0, target);
+                }
+            }
+            let options = remaining.iter().map(|r| (r.clone(), false)).collect();
+            match choose_option(&state, options, &mut remaining) {
+                Some((next, _)) => {
+                    tracing::info!(call_id = %ctx.call_id, from = %route.model, to = %next.model, circuit = %skipped.subject, fleet = skipped.fleet, "breaker skipped the model");
+                    next
+                }
+                None => {
+                    let err = ProxyError::unavailable(format!(
+                        "{} is out of rotation ({} breaker {} open) and no configured fallback is available",
+                        route.model,
+                        if skipped.fleet { "fleet" } else { "this proxy's" },
+                        skipped.subject,
+                    ))
+                    .code("circuit_open")
+                    .retry_after(Some(skipped.retry_after_secs.max(1)));
+                    return super::refuse(
+                        &state,
+                        &ctx,
+                        &route,
+                        Outcome::Blocked,
+                        err,
+                        call_started,
+                        dialect,
+                    )
+                    .await;
+                }
+            }
         }
+    };
+    // The call's first attempt keeps the call's id, whichever model serves it.
+    let mut template = ctx.attempt(&current.provider, &current.model);
+    let mut attempt = 0u16;
+    let mut sequence = 0u16;
+    let mut first_failure: Option<(SignatureId, String, String)> = None;
+    let mut previous_end: Option<Instant> = None;
+    let mut final_failure: Option<(Failure, String, bool)> = None;
+    while let Some(upstream) = state.upstreams.get(&current.provider) {
         let headers = upstream_headers(client_headers, upstream, dialect);
-        let body = upstream_body(request, original, &route.model, inject_usage);
+        let body = upstream_body(request, original, &current.model, inject_usage);
         let url = format!(
             "{}{}",
             upstream.config.base_url.trim_end_matches('/'),
@@ -349,150 +413,270 @@ async fn forward(
         let base = Duration::from_millis(upstream.config.backoff_base_ms);
         let max_backoff = Duration::from_millis(upstream.config.backoff_max_ms);
         let first_byte = Duration::from_millis(upstream.config.first_byte_timeout_ms);
-        let mut try_next_candidate = false;
-        for attempt in 1..=max_attempts {
-            let mut record = template.clone();
-            record.attempt = attempt;
-            let started = Instant::now();
-            attempts_made += 1;
-            ProxyMetrics::inc(&state.metrics.upstream_attempts);
-            if attempt > 1 {
-                ProxyMetrics::inc(&state.metrics.retries);
-            }
-            let sent = upstream
-                .client
-                .post(&url)
-                .headers(headers.clone())
-                .body(body.clone())
-                .send();
-            let result = tokio::time::timeout(first_byte, sent).await;
-            let (failure, retryable, server_wait) = match result {
-                Ok(Ok(response)) if response.status().is_success() => {
-                    return relay(
-                        state.clone(),
-                        ctx,
-                        record,
-                        upstream,
-                        dialect,
-                        response,
-                        inject_usage,
-                        started,
-                        client_gone,
-                        input_estimate,
-                    );
+        attempt += 1;
+        sequence = sequence.saturating_add(1);
+        let mut record = template.clone();
+        record.attempt = attempt;
+        let started = Instant::now();
+        record.recovery = Some(recovery_facts(
+            sequence,
+            previous_end.map(|end| started.duration_since(end)),
+            first_failure.as_ref(),
+            &current,
+        ));
+        ProxyMetrics::inc(&state.metrics.upstream_attempts);
+        if attempt > 1 {
+            ProxyMetrics::inc(&state.metrics.retries);
+        }
+        let sent = upstream
+            .client
+            .post(&url)
+            .headers(headers.clone())
+            .body(body.clone())
+            .send();
+        let result = tokio::time::timeout(first_byte, sent).await;
+        let (failure, retryable, server_wait) = match result {
+            Ok(Ok(response)) if response.status().is_success() => {
+                state.breakers.success(&current.provider, &current.model);
+                // Bytes go to the client from here on: nothing follows.
+                if let Some(r) = record.recovery.as_mut() {
+                    r.last = true;
                 }
-                Ok(Ok(response)) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    let body = read_error_body(response, first_byte).await;
-                    record.http_status = status.as_u16();
-                    record.outcome = if status == StatusCode::TOO_MANY_REQUESTS {
-                        Outcome::RateLimited
-                    } else if status == StatusCode::GATEWAY_TIMEOUT
-                        || status == StatusCode::REQUEST_TIMEOUT
-                    {
-                        Outcome::Timeout
+                return relay(
+                    state.clone(),
+                    ctx,
+                    record,
+                    upstream,
+                    dialect,
+                    response,
+                    inject_usage,
+                    started,
+                    client_gone,
+                    input_estimate,
+                );
+            }
+            Ok(Ok(response)) => {
+                let status = response.status();
+                let headers = response.headers().clone();
+                let body = read_error_body(response, first_byte).await;
+                record.http_status = status.as_u16();
+                record.outcome = if status == StatusCode::TOO_MANY_REQUESTS {
+                    Outcome::RateLimited
+                } else if status == StatusCode::GATEWAY_TIMEOUT
+                    || status == StatusCode::REQUEST_TIMEOUT
+                {
+                    Outcome::Timeout
+                } else {
+                    Outcome::Error
+                };
+                record.error =
+                    Some(observe::error_from_body(dialect, &body).unwrap_or_else(|| {
+                        observe::provider_error(
+                            &format!("http_{}", status.as_u16()),
+                            &String::from_utf8_lossy(&body[..body.len().min(512)]),
+                        )
+                    }));
+                record.response_sha256 = Some(super::record::sha256_hex(&body));
+                let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                let wait = retry_after(&headers);
+                (
+                    Failure::Http {
+                        status,
+                        headers,
+                        body,
+                    },
+                    retryable,
+                    wait,
+                )
+            }
+            Ok(Err(err)) => {
+                // reqwest reports a connect failure before anything was sent:
+                // safe to retry. Anything else may have reached the provider.
+                let connect = err.is_connect();
+                record.outcome = Outcome::Error;
+                record.error = Some(observe::provider_error(
+                    if connect {
+                        "connect_error"
                     } else {
-                        Outcome::Error
-                    };
-                    record.error =
-                        Some(observe::error_from_body(dialect, &body).unwrap_or_else(|| {
-                            observe::provider_error(
-                                &format!("http_{}", status.as_u16()),
-                                &String::from_utf8_lossy(&body[..body.len().min(512)]),
-                            )
-                        }));
-                    record.response_sha256 = Some(super::record::sha256_hex(&body));
-                    let retryable =
-                        status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
-                    let wait = retry_after(&headers);
-                    (
-                        Failure::Http {
-                            status,
-                            headers,
-                            body,
-                        },
-                        retryable,
-                        wait,
-                    )
-                }
-                Ok(Err(err)) => {
-                    // reqwest reports a connect failure before anything was sent:
-                    // safe to retry. Anything else may have reached the provider.
-                    let connect = err.is_connect();
-                    record.outcome = Outcome::Error;
-                    record.error = Some(observe::provider_error(
-                        if connect {
-                            "connect_error"
-                        } else {
-                            "upstream_error"
-                        },
-                        &err.to_string(),
-                    ));
-                    (
-                        Failure::NoAnswer {
-                            timeout: false,
-                            message: err.to_string(),
-                        },
-                        connect,
-                        None,
-                    )
-                }
-                Err(_) => {
-                    record.outcome = Outcome::Timeout;
-                    record.error = Some(observe::provider_error(
-                        "timeout",
-                        &format!(
-                            "no response headers within {} ms (first_byte_timeout_ms)",
-                            first_byte.as_millis()
-                        ),
-                    ));
-                    // Not retried: the provider may be working on (and billing) it.
-                    (
-                        Failure::NoAnswer {
-                            timeout: true,
-                            message: format!("no response within {} ms", first_byte.as_millis()),
-                        },
-                        false,
-                        None,
-                    )
-                }
-            };
-            record.duration = started.elapsed();
-            tracing::info!(call_id = %record.call_id, provider = %record.provider, model = %record.model, attempt, status = record.http_status, retryable, "upstream attempt failed");
-            ProxyMetrics::inc(&state.metrics.upstream_failures);
-            state.emit_attempt(&ctx, record.clone()).await;
-            let timed_out = matches!(failure, Failure::NoAnswer { timeout: true, .. });
-            last = Some((failure, record.call_id.clone(), retryable || timed_out));
-            if client_gone.is_cancelled() {
-                break 'candidates; // nobody is waiting for another attempt
+                        "upstream_error"
+                    },
+                    &err.to_string(),
+                ));
+                (
+                    Failure::NoAnswer {
+                        timeout: false,
+                        message: err.to_string(),
+                    },
+                    connect,
+                    None,
+                )
             }
-            let wait = backoff(attempt, base, max_backoff, server_wait);
+            Err(_) => {
+                record.outcome = Outcome::Timeout;
+                record.error = Some(observe::provider_error(
+                    "timeout",
+                    &format!(
+                        "no response headers within {} ms (first_byte_timeout_ms)",
+                        first_byte.as_millis()
+                    ),
+                ));
+                // Not retried: the provider may be working on (and billing) it.
+                (
+                    Failure::NoAnswer {
+                        timeout: true,
+                        message: format!("no response within {} ms", first_byte.as_millis()),
+                    },
+                    false,
+                    None,
+                )
+            }
+        };
+        record.duration = started.elapsed();
+        let ended = Instant::now();
+        let signature = record.signature();
+        // 429 and 5xx (the retryable statuses), timeouts, connect errors.
+        let provider_failing = retryable || matches!(failure, Failure::NoAnswer { .. });
+        if provider_failing {
+            state
+                .breakers
+                .failure(&current.provider, &current.model, signature);
+        } else {
+            // It answered: the request was at fault, not the provider.
+            state.breakers.success(&current.provider, &current.model);
+        }
+        if first_failure.is_none() {
+            if let Some(sig) = signature {
+                first_failure = Some((sig, current.provider.clone(), current.model.clone()));
+            }
+        }
+        tracing::info!(call_id = %record.call_id, provider = %record.provider, model = %record.model, attempt, status = record.http_status, retryable, "upstream attempt failed");
+        ProxyMetrics::inc(&state.metrics.upstream_failures);
+        let timed_out = matches!(failure, Failure::NoAnswer { timeout: true, .. });
+        final_failure = Some((failure, record.call_id.clone(), retryable || timed_out));
+        let wait = backoff(attempt, base, max_backoff, server_wait);
+        let next = if retryable && !client_gone.is_cancelled() {
+            let mut options: Vec<(Route, bool)> = Vec::with_capacity(remaining.len() + 1);
             let wait_ok = server_wait.is_none_or(|w| w <= max_backoff);
-            if retryable && attempt < max_attempts && wait_ok {
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => continue,
-                    () = client_gone.cancelled() => break 'candidates,
+            if attempt < max_attempts && wait_ok {
+                options.push((current.clone(), true));
+            }
+            options.extend(remaining.iter().map(|r| (r.clone(), false)));
+            let configured_first = options.first().cloned();
+            let plan = signature.and_then(|s| {
+                state
+                    .decisions
+                    .recovery_plan(&current.provider, &current.model, s)
+            });
+            recovery::order_by_plan(&mut options, plan.as_ref(), |(r, _)| {
+                (r.provider.as_str(), r.model.as_str())
+            });
+            if plan.is_some() && options.first() != configured_first.as_ref() {
+                ProxyMetrics::inc(&state.metrics.recovery_reorders);
+            }
+            choose_option(&state, options, &mut remaining)
+        } else {
+            None
+        };
+        match next {
+            None => {
+                if let Some(r) = record.recovery.as_mut() {
+                    r.last = true;
+                }
+                state.emit_attempt(&ctx, record).await;
+                break;
+            }
+            Some((_, true)) => {
+                // The event waits for the backoff: if the client leaves
+                // meanwhile, this attempt is the call's last.
+                let waited = tokio::select! {
+                    () = tokio::time::sleep(wait) => true,
+                    () = client_gone.cancelled() => false,
+                };
+                if let Some(r) = record.recovery.as_mut() {
+                    r.last = !waited;
+                }
+                state.emit_attempt(&ctx, record).await;
+                if !waited {
+                    break;
                 }
             }
-            try_next_candidate = retryable;
-            break;
+            Some((next, false)) => {
+                state.emit_attempt(&ctx, record).await;
+                template = ctx.attempt(&next.provider, &next.model);
+                template.call_id = Uuid::now_v7().to_string();
+                template.fallback_of = ctx.call_id.clone();
+                tracing::info!(call_id = %ctx.call_id, model = %next.model, "trying fallback model");
+                ProxyMetrics::inc(&state.metrics.fallbacks);
+                current = next;
+                attempt = 0;
+            }
         }
-        if !try_next_candidate {
-            break;
-        }
+        previous_end = Some(ended);
     }
-    match last {
+    match final_failure {
         Some((failure, call_id, worth_retrying)) => {
             // A timeout is final at once (the provider may be billing it);
             // a retryable failure once the proxy has retried it.
             let timed_out = matches!(failure, Failure::NoAnswer { timeout: true, .. });
-            let final_answer = timed_out || (worth_retrying && attempts_made > 1);
+            let final_answer = timed_out || (worth_retrying && sequence > 1);
             failure.into_response(dialect, &call_id, final_answer)
         }
         None => ProxyError::unavailable("no configured provider could take the call")
             .into_response(dialect),
     }
+}
+
+/// The recovery facts of attempt `sequence` on `route`, after `wait`, in a
+/// call whose first failed attempt (if any) was `first_failure`.
+fn recovery_facts(
+    sequence: u16,
+    wait: Option<Duration>,
+    first_failure: Option<&(SignatureId, String, String)>,
+    route: &Route,
+) -> Recovery {
+    let wait_ms = wait.map_or(0, |w| u32::try_from(w.as_millis()).unwrap_or(u32::MAX));
+    match first_failure {
+        Some((signature, provider, model)) if sequence > 1 => Recovery {
+            sequence,
+            wait_ms: wait_ms.min(86_400_000),
+            strategy: Strategy::between(provider, model, &route.provider, &route.model),
+            from_signature: Some(*signature),
+            from_provider: provider.clone(),
+            from_model: model.clone(),
+            last: false,
+        },
+        _ => Recovery {
+            sequence: 1,
+            wait_ms: 0,
+            strategy: Strategy::First,
+            from_signature: None,
+            from_provider: String::new(),
+            from_model: String::new(),
+            last: false,
+        },
+    }
+}
+
+/// The first of `options` no breaker takes out (a probe slot is taken when
+/// half-open). Fallbacks tried or skipped leave `remaining`.
+fn choose_option(
+    state: &ProxyState,
+    options: Vec<(Route, bool)>,
+    remaining: &mut Vec<Route>,
+) -> Option<(Route, bool)> {
+    for (route, retry) in options {
+        if !retry {
+            remaining.retain(|r| *r != route);
+        }
+        match breaker::admit(state, &route) {
+            Ok(()) => return Some((route, retry)),
+            Err(skipped) => {
+                ProxyMetrics::inc(&state.metrics.breaker_skips);
+                tracing::info!(provider = %route.provider, model = %route.model, circuit = %skipped.subject, fleet = skipped.fleet, "breaker skipped the model");
+            }
+        }
+    }
+    None
 }
 
 /// Answer the client with the upstream's successful response, streamed
@@ -655,6 +839,40 @@ mod tests {
             backoff(1, base, max, Some(Duration::from_secs(3))),
             Duration::from_secs(3)
         );
+    }
+
+    #[test]
+    fn recovery_facts_relate_each_attempt_to_the_first_failure() {
+        let route = |provider: &str, model: &str| Route {
+            provider: provider.into(),
+            kind: crate::config::ProviderKind::Openai,
+            model: model.into(),
+        };
+        let first = recovery_facts(1, None, None, &route("p", "a"));
+        assert_eq!(
+            (
+                first.sequence,
+                first.strategy,
+                first.wait_ms,
+                first.from_signature
+            ),
+            (1, Strategy::First, 0, None)
+        );
+        let failed = (SignatureId(9), "p".to_string(), "a".to_string());
+        for (target, strategy) in [
+            (route("p", "a"), Strategy::Retry),
+            (route("p", "b"), Strategy::FallbackModel),
+            (route("q", "c"), Strategy::FallbackProvider),
+        ] {
+            let r = recovery_facts(3, Some(Duration::from_millis(42)), Some(&failed), &target);
+            assert_eq!((r.sequence, r.strategy, r.wait_ms), (3, strategy, 42));
+            assert_eq!(r.from_signature, Some(SignatureId(9)));
+            assert_eq!(
+                (r.from_provider.as_str(), r.from_model.as_str()),
+                ("p", "a")
+            );
+            assert!(!r.last, "decided by the loop, not here");
+        }
     }
 
     #[test]

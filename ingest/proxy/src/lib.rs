@@ -8,12 +8,15 @@
 //! Module map: [`config`] (the `[proxy]` section), [`auth`] (virtual keys),
 //! [`routing`] (model -> provider, aliases, fallbacks), [`decisions`] (the
 //! decision cache), [`budget`] and [`estimate`] (budget reservations),
-//! [`forward`] (attempts, retries, relay), [`observe`]
+//! [`forward`] (attempts, retries, fallbacks, relay), [`recovery`]
+//! (learned order of retries and fallbacks), [`breaker`] (fleet and local
+//! breakers), [`observe`]
 //! (usage and TTFT from the bytes passing through), [`record`] (events),
 //! [`emitter`] and [`spool`] (delivery to Kafka), [`errors`] (the proxy's
 //! own error replies), [`metrics`] (`GET /metrics`).
 
 pub mod auth;
+pub mod breaker;
 pub mod budget;
 pub mod config;
 pub mod decisions;
@@ -24,6 +27,7 @@ pub mod forward;
 pub mod metrics;
 pub mod observe;
 pub mod record;
+pub mod recovery;
 pub mod routing;
 pub mod spool;
 
@@ -123,6 +127,8 @@ pub struct ProxyState {
     pub routes: RouteTable,
     pub keys: KeyCache,
     pub decisions: Arc<DecisionCache>,
+    /// This proxy's own breakers (`proxy.breaker`).
+    pub breakers: breaker::LocalBreakers,
     pub limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
     pub emitter: EventEmitter,
     pub upstreams: HashMap<String, Upstream>,
@@ -284,6 +290,7 @@ pub async fn start(
         routes: RouteTable::new(config),
         keys: KeyCache::new(pool, Duration::from_secs(config.key_cache_secs)),
         decisions,
+        breakers: breaker::LocalBreakers::new(config.breaker.clone()),
         limiter,
         emitter,
         upstreams,
@@ -646,7 +653,17 @@ async fn handle_call(
             .await;
         }
     }
-    forward::forward_detached(state.clone(), ctx, endpoint, headers, request, bytes, route).await
+    forward::forward_detached(
+        state.clone(),
+        ctx,
+        endpoint,
+        headers,
+        request,
+        bytes,
+        route,
+        started,
+    )
+    .await
 }
 
 /// Reserve the most this call can cost against every budget subject it

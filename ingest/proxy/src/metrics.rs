@@ -15,6 +15,10 @@ pub struct ProxyMetrics {
     pub upstream_failures: AtomicU64,
     pub retries: AtomicU64,
     pub fallbacks: AtomicU64,
+    /// Candidates (primary or fallback) a breaker took out of a call.
+    pub breaker_skips: AtomicU64,
+    /// Fallback attempts whose order a learned recovery plan changed.
+    pub recovery_reorders: AtomicU64,
     pub blocked: AtomicU64,
     /// Calls refused because their reservation did not fit a hard budget.
     pub budget_refusals: AtomicU64,
@@ -70,7 +74,7 @@ impl ProxyMetrics {
                 get(&self.responses[class])
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             (
                 "tollgate_proxy_budget_refusals_total",
                 "Calls refused because the most they could cost did not fit a hard budget.",
@@ -100,6 +104,16 @@ impl ProxyMetrics {
                 "tollgate_proxy_fallbacks_total",
                 "Calls that moved to a fallback model.",
                 &self.fallbacks,
+            ),
+            (
+                "tollgate_proxy_breaker_skips_total",
+                "Candidate models a fleet or local breaker took out of a call.",
+                &self.breaker_skips,
+            ),
+            (
+                "tollgate_proxy_recovery_reorders_total",
+                "Next attempts chosen by a learned recovery plan instead of the configured order.",
+                &self.recovery_reorders,
             ),
             (
                 "tollgate_proxy_blocked_total",

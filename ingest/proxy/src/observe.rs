@@ -362,11 +362,15 @@ pub fn provider_error(error_type: &str, message: &str) -> ProviderError {
 }
 
 fn openai_error(err: &Value) -> ProviderError {
-    let kind = err
-        .get("type")
-        .and_then(Value::as_str)
-        .or_else(|| err.get("code").and_then(Value::as_str))
-        .unwrap_or("unknown");
+    // The type, as the signature's class (`docs/error-patterns.md`); the
+    // code only when there is no type (`context_length_exceeded` comes with
+    // type `invalid_request_error`, and its message tells it apart).
+    let text = |field: &str| {
+        err.get(field)
+            .and_then(Value::as_str)
+            .filter(|t| !t.trim().is_empty())
+    };
+    let kind = text("type").or_else(|| text("code")).unwrap_or("unknown");
     let message = err.get("message").and_then(Value::as_str).unwrap_or("");
     provider_error(kind, message)
 }
@@ -507,6 +511,26 @@ mod tests {
         assert_eq!(
             (err.error_type.as_str(), err.message.as_str()),
             ("rate_limit_error", "slow")
+        );
+        // OpenAI: the type wins; the code stands in for a missing or empty one.
+        let openai = |body: &str| {
+            error_from_body(Dialect::OpenAi, body.as_bytes())
+                .unwrap()
+                .error_type
+        };
+        assert_eq!(
+            openai(
+                r#"{"error":{"message":"m","type":"invalid_request_error","code":"context_length_exceeded"}}"#
+            ),
+            "invalid_request_error"
+        );
+        assert_eq!(
+            openai(r#"{"error":{"message":"m","type":null,"code":"rate_limit_exceeded"}}"#),
+            "rate_limit_exceeded"
+        );
+        assert_eq!(
+            openai(r#"{"error":{"message":"m","type":"","code":"rate_limit_exceeded"}}"#),
+            "rate_limit_exceeded"
         );
     }
 }

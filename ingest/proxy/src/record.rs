@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::auth::VirtualKey;
+use tollgate_contract::signature::{signature, ErrorInput, SignatureId};
 use tollgate_contract::{
-    Call, Event, EventKind, Operation, Outcome, ProviderError, Usage, SCHEMA_VERSION,
+    Call, Event, EventKind, Operation, Outcome, ProviderError, Recovery, Usage, SCHEMA_VERSION,
 };
 
 const TAG_HEADER_PREFIX: &str = "x-tollgate-tag-";
@@ -51,6 +52,23 @@ pub struct AttemptRecord {
     pub http_status: u16,
     pub error: Option<ProviderError>,
     pub response_sha256: Option<String>,
+    /// The attempt's place in the call (`docs/error-patterns.md`,
+    /// "Recovery facts"); `None` on a gate's refusal.
+    pub recovery: Option<Recovery>,
+}
+
+impl AttemptRecord {
+    /// The signature of this attempt's error (computed once, then kept on
+    /// the error, where the event carries it).
+    pub fn signature(&mut self) -> Option<SignatureId> {
+        let provider = &self.provider;
+        let status = self.http_status;
+        let error = self.error.as_mut()?;
+        if error.signature.is_none() {
+            error.signature = Some(signature(&ErrorInput::from_call(provider, status, error)).id);
+        }
+        error.signature
+    }
 }
 
 impl CallContext {
@@ -91,10 +109,15 @@ impl CallContext {
             http_status: 0,
             error: None,
             response_sha256: None,
+            recovery: None,
         }
     }
 
-    pub fn event(&self, record: AttemptRecord) -> Event {
+    pub fn event(&self, mut record: AttemptRecord) -> Event {
+        // Every error the proxy records carries its signature; computed
+        // here, off the success path, for errors found after the attempt
+        // loop (a stream cut, a gate's refusal).
+        record.signature();
         let kind = match record.outcome {
             Outcome::Success => EventKind::CallCompleted,
             Outcome::Blocked => EventKind::CallBlocked,
@@ -133,7 +156,7 @@ impl CallContext {
                 cache_hit: false,
                 prompt_sha256: Some(self.prompt_sha256.clone()),
                 response_sha256: record.response_sha256,
-                recovery: None,
+                recovery: record.recovery,
             }),
             admin: None,
             tags,
@@ -225,6 +248,19 @@ mod tests {
         record.outcome = Outcome::Cancelled;
         record.http_status = 200;
         record.response_sha256 = Some(sha256_hex(b"x"));
+        record.error = Some(crate::observe::provider_error(
+            "upstream_disconnected",
+            "connection closed before message completed",
+        ));
+        record.recovery = Some(Recovery {
+            sequence: 2,
+            wait_ms: 35,
+            strategy: tollgate_contract::Strategy::FallbackModel,
+            from_signature: Some(SignatureId(0x1234)),
+            from_provider: "openai".into(),
+            from_model: "gpt-4o".into(),
+            last: true,
+        });
         let blocked_event = blocked(
             &ctx,
             GATE,
@@ -235,7 +271,12 @@ mod tests {
             "budget",
             Duration::ZERO,
         );
-        for event in [ctx.event(record), blocked_event] {
+        let events = [ctx.event(record), blocked_event];
+        for event in &events {
+            let error = event.call.as_ref().unwrap().error.as_ref().unwrap();
+            assert!(error.signature.is_some(), "{error:?}");
+        }
+        for event in events {
             let value = serde_json::to_value(&event).unwrap();
             let parsed = tollgate_contract::parse_event(
                 value,
