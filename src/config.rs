@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_api::config::ApiConfig;
 use tollgate_control::config::{ClickHouseConfig, KafkaConfig, PostgresConfig};
 use tollgate_ingest::config::IngestConfig;
+use tollgate_processors::breakers::config::BreakersConfig;
 use tollgate_processors::config::ProcessorConfig;
 use tollgate_processors::folds::audit::AuditConfig;
 use tollgate_proxy::config::ProxyConfig;
@@ -28,6 +29,7 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub processor: ProcessorConfig,
     pub audit: AuditConfig,
+    pub breakers: BreakersConfig,
     pub api: ApiConfig,
     pub telemetry: TelemetryConfig,
 }

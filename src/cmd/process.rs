@@ -1,6 +1,7 @@
 //! `tollgate process`: run the consumer folds chosen with `--folds` (names
 //! from the fold registry, `tollgate_processors::folds::FOLDS`: `calls` with
-//! its cost step, budget watcher and outbox relay, and the `audit` chain)
+//! its cost step, budget watcher and outbox relay, the `audit` chain, and
+//! the fleet-wide circuit `breakers`, which run only where named)
 //! until SIGTERM or ctrl-c, then flush each open batch, commit, and exit 0.
 //! Each fold is its own consumer group with its own progress in ClickHouse;
 //! a fold that fails stops the others.
@@ -16,7 +17,9 @@ use crate::config::Config;
 #[derive(clap::Args)]
 pub struct Args {
     /// Folds to run, comma-separated: `calls` (facts table, with cost and the
-    /// rollups its views feed), `audit` (hash chain).
+    /// rollups its views feed), `audit` (hash chain), `breakers` (circuit
+    /// breakers over every partition; run them in one replica, see
+    /// docs/breakers.md).
     #[arg(long, value_delimiter = ',', default_value = "calls,audit")]
     folds: Vec<String>,
 }
@@ -39,6 +42,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         postgres: config.postgres.clone(),
         processor: config.processor.clone(),
         audit: config.audit.clone(),
+        breakers: config.breakers.clone(),
         shutdown: shutdown.clone(),
     });
     let running = chosen.into_iter().map(|(_, start)| {

@@ -217,8 +217,11 @@ fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
             text("call.error.type", &error.error_type, 1, 128)?;
             text("call.error.message", &error.message, 0, 2048)?;
             if let Some(claimed) = error.signature {
-                let input =
-                    crate::signature::ErrorInput::from_call(&call.provider, call.http_status, error);
+                let input = crate::signature::ErrorInput::from_call(
+                    &call.provider,
+                    call.http_status,
+                    error,
+                );
                 let computed = crate::signature::signature(&input).id;
                 if claimed != computed {
                     return Err(Rejection::new(
@@ -370,10 +373,18 @@ fn strip_position(message: &str) -> String {
 /// the first attempt recovers from nothing, every later one from a failure.
 fn check_recovery(recovery: &crate::event::Recovery) -> Result<(), Rejection> {
     use crate::event::Strategy;
-    text("call.recovery.from_provider", &recovery.from_provider, 0, 64)?;
+    text(
+        "call.recovery.from_provider",
+        &recovery.from_provider,
+        0,
+        64,
+    )?;
     text("call.recovery.from_model", &recovery.from_model, 0, 256)?;
     if recovery.sequence == 0 {
-        return Err(Rejection::new("call.recovery.sequence", "must be at least 1"));
+        return Err(Rejection::new(
+            "call.recovery.sequence",
+            "must be at least 1",
+        ));
     }
     if recovery.wait_ms > 86_400_000 {
         return Err(Rejection::new(
@@ -421,4 +432,3 @@ fn check_recovery(recovery: &crate::event::Recovery) -> Result<(), Rejection> {
     }
     Ok(())
 }
-

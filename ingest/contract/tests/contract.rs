@@ -670,7 +670,10 @@ fn recovery_facts_round_trip_and_follow_their_rules() {
     let first = failed_with_recovery(json!({"sequence": 1, "strategy": "first"}));
     let event = parse(first).unwrap();
     let recovery = event.call.unwrap().recovery.unwrap();
-    assert_eq!((recovery.sequence, recovery.wait_ms, recovery.last), (1, 0, false));
+    assert_eq!(
+        (recovery.sequence, recovery.wait_ms, recovery.last),
+        (1, 0, false)
+    );
 
     let later = json!({"sequence": 2, "wait_ms": 400, "strategy": "fallback_provider",
         "from_signature": "00000000000000ab", "from_provider": "openai", "from_model": "gpt-4o",
@@ -678,18 +681,33 @@ fn recovery_facts_round_trip_and_follow_their_rules() {
     let event = parse(failed_with_recovery(later.clone())).unwrap();
     let recovery = event.call.unwrap().recovery.unwrap();
     assert_eq!(recovery.from_signature.map(|s| s.0), Some(0xab));
-    assert_eq!(recovery.strategy, tollgate_contract::Strategy::FallbackProvider);
+    assert_eq!(
+        recovery.strategy,
+        tollgate_contract::Strategy::FallbackProvider
+    );
 
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"sequence": 0, "strategy": "first"}), "call.recovery.sequence"),
-        (json!({"sequence": 1, "strategy": "retry"}), "call.recovery.strategy"),
-        (json!({"sequence": 2, "strategy": "first"}), "call.recovery.strategy"),
+        (
+            json!({"sequence": 0, "strategy": "first"}),
+            "call.recovery.sequence",
+        ),
+        (
+            json!({"sequence": 1, "strategy": "retry"}),
+            "call.recovery.strategy",
+        ),
+        (
+            json!({"sequence": 2, "strategy": "first"}),
+            "call.recovery.strategy",
+        ),
         (
             json!({"sequence": 1, "strategy": "first", "from_signature": "00000000000000ab",
                 "from_provider": "openai", "from_model": "m"}),
             "call.recovery.from_signature",
         ),
-        (json!({"sequence": 2, "strategy": "retry"}), "call.recovery.from_signature"),
+        (
+            json!({"sequence": 2, "strategy": "retry"}),
+            "call.recovery.from_signature",
+        ),
         (
             json!({"sequence": 2, "strategy": "retry", "from_signature": "00000000000000ab",
                 "from_model": "m"}),
@@ -704,12 +722,18 @@ fn recovery_facts_round_trip_and_follow_their_rules() {
                 "from_provider": "p", "from_model": "m"}),
             "call.recovery.from_signature",
         ),
-        (json!({"sequence": 1, "strategy": "guess"}), "call.recovery.strategy"),
+        (
+            json!({"sequence": 1, "strategy": "guess"}),
+            "call.recovery.strategy",
+        ),
         (
             json!({"sequence": 1, "strategy": "first", "wait_ms": 86_400_001}),
             "call.recovery.wait_ms",
         ),
-        (json!({"sequence": 1, "strategy": "first", "extra": 1}), "call.recovery.extra"),
+        (
+            json!({"sequence": 1, "strategy": "first", "extra": 1}),
+            "call.recovery.extra",
+        ),
     ];
     for (recovery, field) in cases {
         let rejection = rejected_at(failed_with_recovery(recovery.clone()), field);

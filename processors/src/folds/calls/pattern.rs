@@ -41,19 +41,19 @@ pub fn pattern_columns(call: &Call) -> PatternColumns {
         }
         None => (0, String::new(), Vec::new()),
     };
-    let (sequence, wait_ms, strategy, from, from_provider, from_model, last) =
-        match &call.recovery {
-            Some(r) => (
-                r.sequence,
-                r.wait_ms,
-                r.strategy,
-                r.from_signature.map_or(0, |s| s.0),
-                r.from_provider.clone(),
-                r.from_model.clone(),
-                r.last,
-            ),
-            None => (1, 0, Strategy::First, 0, String::new(), String::new(), true),
-        };
+    let (sequence, wait_ms, strategy, from, from_provider, from_model, last) = match &call.recovery
+    {
+        Some(r) => (
+            r.sequence,
+            r.wait_ms,
+            r.strategy,
+            r.from_signature.map_or(0, |s| s.0),
+            r.from_provider.clone(),
+            r.from_model.clone(),
+            r.last,
+        ),
+        None => (1, 0, Strategy::First, 0, String::new(), String::new(), true),
+    };
     PatternColumns {
         error_signature,
         error_template,
@@ -110,16 +110,25 @@ mod tests {
     #[test]
     fn an_error_gets_its_signature_template_and_variables() {
         let a = pattern_columns(&call(
-            Some(("overloaded_error", "Overloaded, request req_abc123def retry in 20ms")),
+            Some((
+                "overloaded_error",
+                "Overloaded, request req_abc123def retry in 20ms",
+            )),
             None,
         ));
         let b = pattern_columns(&call(
-            Some(("overloaded_error", "Overloaded, request req_zz99yy88 retry in 1.5s")),
+            Some((
+                "overloaded_error",
+                "Overloaded, request req_zz99yy88 retry in 1.5s",
+            )),
             None,
         ));
         assert_ne!(a.error_signature, 0);
         assert_eq!(a.error_signature, b.error_signature);
-        assert_eq!(a.error_template, "Overloaded, request <ID> retry in <DURATION>");
+        assert_eq!(
+            a.error_template,
+            "Overloaded, request <ID> retry in <DURATION>"
+        );
         assert_eq!(a.error_variables, vec!["req_abc123def", "20ms"]);
         assert_eq!(
             (a.recovery_sequence, a.recovery_strategy, a.last_attempt),

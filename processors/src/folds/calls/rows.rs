@@ -13,8 +13,8 @@ use serde::Serialize;
 use tollgate_contract::catalog::PriceCatalog;
 use tollgate_contract::{Event, Rejection};
 
-pub use crate::fold::PartitionKey;
 use super::pattern::pattern_columns;
+pub use crate::fold::PartitionKey;
 use crate::fold::Positioned;
 
 /// One row of `calls` (see `migrations/clickhouse/0001_calls.sql`). Field
