@@ -1,0 +1,360 @@
+//! The fleet-wide breakers (`tollgate process --folds breakers`) against
+//! the real Kafka and ClickHouse: call events produced straight to the
+//! events topic, the `circuit/…` decisions read from the decisions topic as
+//! a proxy reads them (every partition assigned, short fetch wait), and the
+//! transitions checked in `breaker_transitions` and as
+//! `admin.breaker.transition` events.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tollgate_contract::{Event, Outcome, ProviderError};
+
+use crate::support::events::{call_event, usage};
+use crate::support::kafka::{produce_all, producer, read_records};
+use crate::support::{kafka_brokers, unique, TestEnv};
+
+const PROVIDER: &str = "mockai";
+const MODEL: &str = "m-flaky";
+const SUBJECT: &str = "circuit/mockai/m-flaky";
+
+/// Short periods so a whole cycle runs in seconds; thresholds as the
+/// defaults except the minimum.
+const CONFIG: &str = r#"
+[breakers]
+minimum_calls = 10
+open_secs = 2
+max_wait_in_half_open_secs = 3
+half_open_probes = 3
+probes_per_proxy = 2
+"#;
+
+/// A call on the flaky model ending now: a success, or a 503 overload.
+fn call(success: bool, duration_ms: u32) -> Event {
+    let outcome = if success {
+        Outcome::Success
+    } else {
+        Outcome::Error
+    };
+    let mut event = call_event(
+        "team-b",
+        PROVIDER,
+        MODEL,
+        Utc::now(),
+        usage(10, 0, 0, 5, 0),
+        outcome,
+    );
+    let c = event.call.as_mut().unwrap();
+    c.duration_ms = duration_ms;
+    if !success {
+        c.http_status = 503;
+        c.error = Some(ProviderError {
+            error_type: "overloaded_error".into(),
+            message: format!("Overloaded (request id req_{:08x})", rand::random::<u32>()),
+            signature: None,
+        });
+    }
+    event
+}
+
+fn encoded(events: &[Event]) -> Vec<(String, Vec<u8>)> {
+    events
+        .iter()
+        .map(|e| (e.team_id.clone(), serde_json::to_vec(e).unwrap()))
+        .collect()
+}
+
+/// Every record of `topic` from the beginning as it arrives: (when it
+/// arrived, key, value), read as a proxy reads decisions.
+fn tail(topic: &str) -> mpsc::UnboundedReceiver<(Instant, String, serde_json::Value)> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", unique("tail"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        list.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(message) = consumer.recv().await {
+            let key = String::from_utf8_lossy(message.key().unwrap_or_default()).to_string();
+            let value =
+                serde_json::from_slice(message.payload().unwrap_or(b"null")).unwrap_or_default();
+            if tx.send((Instant::now(), key, value)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next `circuit/mockai/m-flaky` record in `state` (other records are
+/// skipped), within `wait`.
+async fn next_state(
+    decisions: &mut mpsc::UnboundedReceiver<(Instant, String, serde_json::Value)>,
+    state: &str,
+    wait: Duration,
+    log: &Path,
+) -> (Instant, serde_json::Value) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, decisions.recv()).await {
+            Ok(Some((at, key, value))) => {
+                if key == SUBJECT && value["breaker"]["state"] == state {
+                    return (at, value);
+                }
+            }
+            _ => panic!(
+                "no {state} decision for {SUBJECT} within {wait:?}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Start the breakers and wait until they judge every partition.
+async fn start_breakers(env: &mut TestEnv) {
+    env.spawn("process", &["process", "--folds", "breakers"]);
+    let log = env.log_path("process");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("breakers judging every partition from its end") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "breakers did not start; log:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The model's transitions as `from>to@generation calls/failures`, from
+/// `breaker_transitions` once it holds `want` of them.
+async fn transition_rows(env: &TestEnv, want: u64) -> Vec<String> {
+    let count = format!(
+        "SELECT count() FROM {{db}}.breaker_transitions WHERE provider = '{PROVIDER}' AND model = '{MODEL}'"
+    );
+    let got = env
+        .wait_for_count(&count, want, Duration::from_secs(30))
+        .await;
+    assert_eq!(got, want, "breaker_transitions rows");
+    env.ch(&format!(
+        "SELECT concat(from_state, '>', to_state, '@', toString(generation), ' ', toString(calls), '/', toString(failures)), event_id \
+         FROM {{db}}.breaker_transitions WHERE provider = '{PROVIDER}' AND model = '{MODEL}' ORDER BY at_ms FORMAT TSV"
+    ))
+    .await
+    .lines()
+    .map(|l| l.to_string())
+    .collect()
+}
+
+/// The `admin.breaker.transition` events of the model, as the rows spell
+/// them (`from>to@generation calls/failures`, event id).
+async fn transition_events(env: &TestEnv, want: usize) -> Vec<String> {
+    let is_ours = |v: &serde_json::Value| {
+        v["kind"] == "admin.breaker.transition" && v["admin"]["model"] == MODEL
+    };
+    let records = read_records(&env.events_topic, Duration::from_secs(30), |r| {
+        r.iter().filter(|(_, v)| is_ours(v)).count() >= want
+    })
+    .await;
+    let mut events: Vec<&serde_json::Value> = records
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| is_ours(v))
+        .collect();
+    events.sort_by_key(|v| v["event_id"].as_str().unwrap().to_string());
+    events
+        .iter()
+        .map(|v| {
+            let a = &v["admin"];
+            assert_eq!(a["actor"], "tollgate-processor");
+            assert_eq!(a["provider"], PROVIDER);
+            format!(
+                "{}>{}@{} {}/{}\t{}",
+                a["from"].as_str().unwrap(),
+                a["to"].as_str().unwrap(),
+                a["generation"],
+                a["calls"],
+                a["failures"],
+                v["event_id"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_model_opens_within_a_second_and_successful_probes_close_it() {
+    let mut env = TestEnv::with_extra_config("breakers_close", CONFIG).await;
+    let mut decisions = tail(&env.decisions_topic);
+    start_breakers(&mut env).await;
+    let log = env.log_path("process");
+
+    // Healthy: 10 successes. Then failing: 9 failures keep it at 9 of 19
+    // (47%); the 10th failure is 10 of 20, the threshold.
+    let healthy: Vec<Event> = (0..10).map(|_| call(true, 120)).collect();
+    produce_all(&env.events_topic, &encoded(&healthy)).await;
+    let failing: Vec<Event> = (0..9).map(|_| call(false, 40)).collect();
+    produce_all(&env.events_topic, &encoded(&failing)).await;
+    // Timed from the send on a producer that is already connected (a new
+    // idempotent producer spends its first few hundred ms on set-up).
+    let producer = producer();
+    let crossing = encoded(&[call(false, 40)]).remove(0);
+    let warm_up = encoded(&[call(true, 120)]).remove(0);
+    producer
+        .send(
+            FutureRecord::to(&env.dlq_topic)
+                .key(&warm_up.0)
+                .payload(&warm_up.1),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    producer
+        .send(
+            FutureRecord::to(&env.events_topic)
+                .key(&crossing.0)
+                .payload(&crossing.1),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let (seen, open) = next_state(&mut decisions, "open", Duration::from_secs(10), &log).await;
+    println!(
+        "breaker: threshold-crossing event produced -> open decision seen in {} ms",
+        seen.duration_since(sent).as_millis()
+    );
+    assert_eq!(open["subject"], SUBJECT);
+    assert_eq!(open["action"], "reroute");
+    assert_eq!(open["breaker"]["generation"], 1);
+    assert_eq!(open["breaker"]["calls"], 20);
+    assert_eq!(open["breaker"]["failures"], 10);
+    assert!(open["breaker"]["signature"].is_string(), "{open}");
+    let retry = open["retry_after_secs"].as_u64().unwrap();
+    assert!((1..=2).contains(&retry), "{open}");
+    assert!(open["valid_until"].is_string(), "{open}");
+    assert!(
+        open["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("10 of 20 calls failed (50%, threshold 50%)"),
+        "{open}"
+    );
+
+    // After open_secs: half-open with the probe allowance.
+    let (_, half) = next_state(&mut decisions, "half_open", Duration::from_secs(10), &log).await;
+    assert_eq!(half["action"], "reroute");
+    assert_eq!(half["breaker"]["generation"], 1);
+    assert_eq!(half["breaker"]["probes_per_proxy"], 2);
+
+    // Probes sent after half-open began, all successful: closed.
+    let probes: Vec<Event> = (0..3).map(|_| call(true, 0)).collect();
+    produce_all(&env.events_topic, &encoded(&probes)).await;
+    let (_, closed) = next_state(&mut decisions, "closed", Duration::from_secs(10), &log).await;
+    assert_eq!(closed["action"], "allow");
+    assert_eq!(closed["breaker"]["generation"], 1);
+    assert_eq!(closed["breaker"]["calls"], 3);
+    assert_eq!(closed["breaker"]["failures"], 0);
+    assert!(closed.get("valid_until").is_none(), "{closed}");
+
+    let want = [
+        "closed>open@1 20/10",
+        "open>half_open@1 0/0",
+        "half_open>closed@1 3/0",
+    ];
+    let rows = transition_rows(&env, 3).await;
+    let row_shapes: Vec<&str> = rows.iter().map(|r| r.split('\t').next().unwrap()).collect();
+    assert_eq!(row_shapes, want);
+    // The events are the rows: the same transitions under the same ids.
+    let mut events = transition_events(&env, 3).await;
+    let mut rows = rows;
+    events.sort_by_key(|l| l.split('\t').nth(1).unwrap().to_string());
+    rows.sort_by_key(|l| l.split('\t').nth(1).unwrap().to_string());
+    assert_eq!(events, rows);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_probes_reopen_with_a_new_generation_and_absent_probes_do_not_stick() {
+    let mut env = TestEnv::with_extra_config("breakers_reopen", CONFIG).await;
+    let mut decisions = tail(&env.decisions_topic);
+    start_breakers(&mut env).await;
+    let log = env.log_path("process");
+
+    // 100% failing from the start: open after the minimum of 10 calls.
+    let failing: Vec<Event> = (0..10).map(|_| call(false, 40)).collect();
+    produce_all(&env.events_topic, &encoded(&failing)).await;
+    let (_, open) = next_state(&mut decisions, "open", Duration::from_secs(10), &log).await;
+    assert_eq!(open["breaker"]["generation"], 1);
+    assert_eq!(open["breaker"]["failures"], 10);
+    let _ = next_state(&mut decisions, "half_open", Duration::from_secs(10), &log).await;
+
+    // Probes that fail: open again, a new generation.
+    let probes: Vec<Event> = (0..3).map(|_| call(false, 0)).collect();
+    produce_all(&env.events_topic, &encoded(&probes)).await;
+    let (_, again) = next_state(&mut decisions, "open", Duration::from_secs(10), &log).await;
+    assert_eq!(again["breaker"]["generation"], 2);
+    assert_eq!(again["breaker"]["calls"], 3);
+    assert_eq!(again["breaker"]["failures"], 3);
+    assert!(
+        again["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("probes: 3 of 3 calls failed"),
+        "{again}"
+    );
+
+    // Half-open of generation 2; no probe ever comes: it does not stay
+    // half-open, it closes after max_wait_in_half_open_secs.
+    let (half_seen, half) =
+        next_state(&mut decisions, "half_open", Duration::from_secs(10), &log).await;
+    assert_eq!(half["breaker"]["generation"], 2);
+    let (closed_seen, closed) =
+        next_state(&mut decisions, "closed", Duration::from_secs(15), &log).await;
+    let waited = closed_seen.duration_since(half_seen);
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "closed after {waited:?}"
+    );
+    assert_eq!(closed["action"], "allow");
+    assert_eq!(closed["breaker"]["generation"], 2);
+    assert!(
+        closed["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no probe outcome within 3 s of half-open"),
+        "{closed}"
+    );
+
+    let want = [
+        "closed>open@1 10/10",
+        "open>half_open@1 0/0",
+        "half_open>open@2 3/3",
+        "open>half_open@2 0/0",
+        "half_open>closed@2 0/0",
+    ];
+    let rows = transition_rows(&env, 5).await;
+    let row_shapes: Vec<&str> = rows.iter().map(|r| r.split('\t').next().unwrap()).collect();
+    assert_eq!(row_shapes, want);
+    let mut events = transition_events(&env, 5).await;
+    let mut rows = rows;
+    events.sort_by_key(|l| l.split('\t').nth(1).unwrap().to_string());
+    rows.sort_by_key(|l| l.split('\t').nth(1).unwrap().to_string());
+    assert_eq!(events, rows);
+}
