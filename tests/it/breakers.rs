@@ -126,22 +126,32 @@ async fn next_state(
     }
 }
 
-/// Start the breakers and wait until they judge every partition.
-async fn start_breakers(env: &mut TestEnv) {
-    env.spawn("process", &["process", "--folds", "breakers"]);
-    let log = env.log_path("process");
+/// Wait until the `label` process's log holds `line`.
+async fn wait_for_log(env: &TestEnv, label: &str, line: &str) {
+    let log = env.log_path(label);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("breakers judging every partition from its end") {
+        if text.contains(line) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "breakers did not start; log:\n{text}"
+            "no {line:?} in the {label} log:\n{text}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+const JUDGING: &str = "breakers judging every partition from its end";
+const LEASE: &str = "breaker lease acquired";
+
+/// Start the breakers and wait until they judge every partition and
+/// publish (hold the lease).
+async fn start_breakers(env: &mut TestEnv) {
+    env.spawn("process", &["process", "--folds", "breakers"]);
+    wait_for_log(env, "process", JUDGING).await;
+    wait_for_log(env, "process", LEASE).await;
 }
 
 /// The model's transitions as `from>to@generation calls/failures`, from
@@ -357,4 +367,85 @@ async fn failing_probes_reopen_with_a_new_generation_and_absent_probes_do_not_st
     events.sort_by_key(|l| l.split('\t').nth(1).unwrap().to_string());
     rows.sort_by_key(|l| l.split('\t').nth(1).unwrap().to_string());
     assert_eq!(events, rows);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_publish_each_transition_once_and_the_survivor_takes_over() {
+    let mut env = TestEnv::with_extra_config("breakers_replicas", CONFIG).await;
+    let mut decisions = tail(&env.decisions_topic);
+    let pids = [
+        (
+            "process-a",
+            env.spawn("process-a", &["process", "--folds", "breakers"]),
+        ),
+        (
+            "process-b",
+            env.spawn("process-b", &["process", "--folds", "breakers"]),
+        ),
+    ];
+    for (label, _) in pids {
+        wait_for_log(&env, label, JUDGING).await;
+    }
+    // One of the two holds the lease.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (leader, leader_pid, survivor) = loop {
+        let holds = |label: &str| {
+            std::fs::read_to_string(env.log_path(label))
+                .unwrap_or_default()
+                .contains(LEASE)
+        };
+        match (holds("process-a"), holds("process-b")) {
+            (true, false) => break ("process-a", pids[0].1, "process-b"),
+            (false, true) => break ("process-b", pids[1].1, "process-a"),
+            (true, true) => panic!("both replicas hold the lease"),
+            (false, false) => {}
+        }
+        assert!(Instant::now() < deadline, "no replica took the lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = env.log_path(leader);
+
+    // A whole cycle while both judge every event.
+    let failing: Vec<Event> = (0..10).map(|_| call(false, 40)).collect();
+    produce_all(&env.events_topic, &encoded(&failing)).await;
+    let _ = next_state(&mut decisions, "open", Duration::from_secs(10), &log).await;
+    let _ = next_state(&mut decisions, "half_open", Duration::from_secs(10), &log).await;
+    let probes: Vec<Event> = (0..3).map(|_| call(true, 0)).collect();
+    produce_all(&env.events_topic, &encoded(&probes)).await;
+    let _ = next_state(&mut decisions, "closed", Duration::from_secs(10), &log).await;
+    let want = [
+        "closed>open@1 10/10",
+        "open>half_open@1 0/0",
+        "half_open>closed@1 3/0",
+    ];
+    let rows = transition_rows(&env, 3).await;
+    // By the time the three events are read back, a second writer's rows
+    // would be there too: each transition is recorded once.
+    let events = transition_events(&env, 3).await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    let again = transition_rows(&env, 3).await;
+    assert_eq!(again, rows, "a transition was recorded twice");
+    let shapes: Vec<&str> = rows.iter().map(|r| r.split('\t').next().unwrap()).collect();
+    assert_eq!(shapes, want);
+
+    // The publishing replica stops; the other takes the lease and goes on
+    // from the same generation.
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(leader_pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for_log(&env, survivor, LEASE).await;
+    let log = env.log_path(survivor);
+    let failing: Vec<Event> = (0..10).map(|_| call(false, 40)).collect();
+    produce_all(&env.events_topic, &encoded(&failing)).await;
+    let (_, open) = next_state(&mut decisions, "open", Duration::from_secs(10), &log).await;
+    assert_eq!(open["breaker"]["generation"], 2);
+    let rows = transition_rows(&env, 4).await;
+    assert_eq!(
+        rows[3].split('\t').next().unwrap(),
+        "closed>open@2 10/10",
+        "{rows:?}"
+    );
 }

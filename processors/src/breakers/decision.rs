@@ -20,7 +20,7 @@ use tollgate_contract::decisions::{
 use tollgate_contract::{Event, Strategy};
 
 use super::config::BreakersConfig;
-use super::machine::{Breaker, Transition};
+use super::machine::{Breaker, Counts, Published, Transition};
 
 /// The actor of the breaker's admin events.
 pub const ACTOR: &str = "tollgate-processor";
@@ -178,10 +178,11 @@ pub fn parse_subject(subject: &str) -> Option<(&str, &str)> {
     (!provider.is_empty()).then_some((provider, model))
 }
 
-/// The breaker a published `circuit/…` decision records, to carry on
-/// after a restart: its state and episode when the decision still holds at
-/// `now`, else closed with its generation (so generations never repeat).
-pub fn restored(decision: &Decision, now: DateTime<Utc>) -> Option<Breaker> {
+/// The state a published `circuit/…` decision records, to carry on with
+/// (after a restart, or mirroring the replica that publishes): its state
+/// and episode while the decision holds at `now`, else closed since `now`
+/// with its generation (so generations never repeat).
+pub fn published_state(decision: &Decision, now: DateTime<Utc>) -> Option<Published> {
     let (provider, model) = parse_subject(&decision.subject)?;
     let state = decision.breaker.as_ref()?;
     let holds = decision.valid_until.is_none_or(|until| now < until);
@@ -190,13 +191,14 @@ pub fn restored(decision: &Decision, now: DateTime<Utc>) -> Option<Breaker> {
     } else {
         (CircuitState::Closed, now)
     };
-    Some(Breaker::restore(
-        provider,
-        model,
-        kind,
+    Some(Published {
+        provider: provider.to_string(),
+        model: model.to_string(),
+        state: kind,
         since,
-        state.generation,
-    ))
+        generation: state.generation,
+        evidence: Counts::recorded(state.calls, state.failures, state.signature),
+    })
 }
 
 #[cfg(test)]
@@ -395,18 +397,26 @@ mod tests {
         let c = BreakersConfig::default();
         let (b, t) = open_breaker();
         let d = decision(&b, &c, t.at, &t.reason, None);
-        let back = restored(&d, t.at + Duration::seconds(5)).unwrap();
+        let back = published_state(&d, t.at + Duration::seconds(5)).unwrap();
         assert_eq!(
-            (
-                back.state(),
-                back.since(),
-                back.generation(),
-                back.model.as_str()
-            ),
+            (back.state, back.since, back.generation, back.model.as_str()),
             (CircuitState::Open, t.at, 1, "gpt-4o")
         );
+        assert_eq!((back.evidence.calls, back.evidence.failures), (20, 15));
+        assert_eq!(back.evidence.top_signature(), Some(SignatureId(0x2a)));
+        let mut all = super::super::machine::Breakers::new();
+        all.adopt(back, t.at);
+        let adopted = all.get("openai", "gpt-4o").unwrap();
+        assert_eq!(
+            (adopted.state(), adopted.generation()),
+            (CircuitState::Open, 1)
+        );
         // A lapsed decision comes back closed, keeping its generation.
-        let back = restored(&d, t.at + Duration::seconds(121)).unwrap();
-        assert_eq!((back.state(), back.generation()), (CircuitState::Closed, 1));
+        let late = t.at + Duration::seconds(121);
+        let back = published_state(&d, late).unwrap();
+        assert_eq!(
+            (back.state, back.since, back.generation),
+            (CircuitState::Closed, late, 1)
+        );
     }
 }

@@ -50,6 +50,20 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Counts as a published decision records them: calls, failures and
+    /// the most frequent signature (for every failure, as far as is known).
+    pub fn recorded(calls: u64, failures: u64, signature: Option<SignatureId>) -> Self {
+        let mut counts = Counts {
+            calls,
+            failures,
+            ..Counts::default()
+        };
+        if let (Some(sig), true) = (signature, failures > 0) {
+            counts.signatures.insert(sig, failures);
+        }
+        counts
+    }
+
     fn add(&mut self, outcome: &CallOutcome) {
         self.calls += 1;
         self.failures += u64::from(outcome.failed);
@@ -217,6 +231,48 @@ impl Breaker {
             window: Window::default(),
             probes: Counts::default(),
             evidence: Counts::default(),
+        }
+    }
+
+    /// Take on the state another replica published (`docs/breakers.md`,
+    /// "Replicas"): its episode, since and generation. The window and the
+    /// probes start again when the state changes; the same state is left
+    /// as it is.
+    pub fn adopt(
+        &mut self,
+        state: CircuitState,
+        since: DateTime<Utc>,
+        generation: u64,
+        evidence: Counts,
+    ) {
+        if (self.state, self.generation) == (state, generation) {
+            return;
+        }
+        self.state = state;
+        self.since = since;
+        self.generation = generation;
+        self.window.clear();
+        self.probes = Counts::default();
+        if state != CircuitState::HalfOpen {
+            self.evidence = evidence;
+        }
+    }
+
+    /// The current state as a transition from `from` (a replica taking
+    /// over publishes what it judged since the last published record).
+    pub fn as_transition(&self, from: CircuitState, reason: String) -> Transition {
+        Transition {
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            from,
+            to: self.state,
+            at: self.since,
+            generation: self.generation,
+            calls: self.evidence.calls,
+            failures: self.evidence.failures,
+            slow: self.evidence.slow,
+            signature: self.evidence.top_signature(),
+            reason,
         }
     }
 
@@ -411,6 +467,17 @@ impl Breaker {
     }
 }
 
+/// A breaker's state as a published decision records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub provider: String,
+    pub model: String,
+    pub state: CircuitState,
+    pub since: DateTime<Utc>,
+    pub generation: u64,
+    pub evidence: Counts,
+}
+
 /// Every breaker, keyed by (provider, model); model '' is the provider's.
 #[derive(Debug, Clone, Default)]
 pub struct Breakers {
@@ -455,10 +522,18 @@ impl Breakers {
             .collect()
     }
 
-    /// Put back a breaker as a published decision recorded it.
-    pub fn restore(&mut self, breaker: Breaker) {
+    /// Take on a state another replica (or this one before a restart)
+    /// published for `provider`/`model`.
+    pub fn adopt(&mut self, published: Published, now: DateTime<Utc>) {
         self.by_subject
-            .insert((breaker.provider.clone(), breaker.model.clone()), breaker);
+            .entry((published.provider.clone(), published.model.clone()))
+            .or_insert_with(|| Breaker::new(&published.provider, &published.model, now))
+            .adopt(
+                published.state,
+                published.since,
+                published.generation,
+                published.evidence,
+            );
     }
 
     pub fn get(&self, provider: &str, model: &str) -> Option<&Breaker> {

@@ -10,13 +10,15 @@
 //! - this module: the I/O. A consumer assigned every partition of the
 //!   events topic from its end (a breaker judges the recent past; it keeps
 //!   no offsets and needs no exactly-once), the decisions topic read for
-//!   the breakers' own last records (restored on start) and the learned
-//!   recovery plans (for `reroute_to`), and the writers: the decision on the
-//!   compacted decisions topic first, then the `admin.breaker.transition`
-//!   event and the `breaker_transitions` row.
+//!   the breakers' published states (taken on at start, and mirrored while
+//!   another replica holds the [`lease`]) and the learned recovery plans
+//!   (for `reroute_to`), and the writers: the decision on the compacted
+//!   decisions topic first, then the `admin.breaker.transition` event and
+//!   the `breaker_transitions` row. Only the lease holder writes.
 
 pub mod config;
 pub mod decision;
+pub mod lease;
 pub mod machine;
 pub mod observe;
 
@@ -43,8 +45,10 @@ use crate::consumer::Counters;
 use crate::error::{Error, Result};
 use crate::folds::{FoldContext, FoldEntry, Running, Runs};
 use config::BreakersConfig;
-use decision::{learned_fallback, restored, transition_event, TransitionRow};
+use decision::{learned_fallback, published_state, transition_event, TransitionRow};
+use lease::Lease;
 use machine::{Breaker, Breakers, Transition};
+use tollgate_contract::decisions::circuit_subject;
 
 pub const NAME: &str = "breakers";
 
@@ -85,6 +89,12 @@ struct BreakerRuntime {
     /// `recovery/…` plans from the decisions topic, by subject.
     plans: HashMap<String, RecoveryPlan>,
     published: HashMap<String, Published>,
+    /// The last `circuit/…` state on the topic per subject, whoever
+    /// published it: (state, generation).
+    on_topic: HashMap<String, (CircuitState, u64)>,
+    lease: Lease,
+    /// Whether the lease was held at the last tick (to notice a takeover).
+    leading: bool,
     decisions: FutureProducer,
     decisions_topic: String,
     writes: mpsc::Sender<Transition>,
@@ -139,6 +149,9 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
         breakers: Breakers::new(),
         plans: HashMap::new(),
         published: HashMap::new(),
+        on_topic: HashMap::new(),
+        lease: Lease::default(),
+        leading: false,
         decisions,
         decisions_topic: kafka.decisions_topic.clone(),
         writes,
@@ -149,7 +162,7 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
         .await;
     info!(
         records = loaded,
-        restored = runtime.published.len(),
+        breakers = runtime.on_topic.len(),
         plans = runtime.plans.len(),
         "breakers read the decisions topic"
     );
@@ -162,9 +175,12 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
     let event_ends = partition_ends(&event_reader, &kafka.events_topic)
         .await
         .map_err(|e| kafka_error("cannot read the events topic's partitions", e))?;
-    assign(&event_reader, &kafka.events_topic, &event_ends, |high| {
-        Offset::Offset(high)
-    })
+    assign(
+        &event_reader,
+        &kafka.events_topic,
+        &event_ends,
+        Offset::Offset,
+    )
     .map_err(|e| kafka_error("cannot assign the events topic", e))?;
     info!(
         topic = %kafka.events_topic,
@@ -175,18 +191,15 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
         open_secs = config.open_secs,
         "breakers judging every partition from its end"
     );
-    // Restored open / half-open breakers are re-published at once: this
-    // instance now renews them.
-    let now = Utc::now();
-    let restored_subjects: Vec<(String, String)> = runtime
-        .breakers
-        .iter()
-        .filter(|b| b.state() != CircuitState::Closed)
-        .map(|b| (b.provider.clone(), b.model.clone()))
-        .collect();
-    for (provider, model) in restored_subjects {
-        runtime.republish(&provider, &model, now).await;
-    }
+    // Only now compete for the lease: a holder must know the published
+    // states first.
+    runtime.lease = lease::hold(
+        kafka,
+        &format!("{}-breakers", context.processor.group_id),
+        context.processor.session_timeout_ms,
+        context.shutdown.clone(),
+    )
+    .map_err(|e| kafka_error("cannot join the breaker lease group", e))?;
 
     let mut tick = tokio::time::interval(config.tick_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -255,13 +268,21 @@ impl BreakerRuntime {
         let now = Utc::now();
         let transitions = self.breakers.tick(now, &self.config);
         self.apply(transitions).await;
+        let leading = self.lease.held();
+        if leading && !self.leading {
+            self.take_over(now).await;
+        }
+        self.leading = leading;
+        if !leading {
+            return;
+        }
         // Renew open and half-open decisions before they lapse.
         let due: Vec<(String, String)> = self
             .breakers
             .iter()
             .filter(|b| b.state() != CircuitState::Closed)
             .filter(|b| {
-                let subject = tollgate_contract::decisions::circuit_subject(&b.provider, &b.model);
+                let subject = circuit_subject(&b.provider, &b.model);
                 self.published
                     .get(&subject)
                     .is_none_or(|p| p.at.elapsed() >= self.config.republish_every())
@@ -273,10 +294,61 @@ impl BreakerRuntime {
         }
     }
 
+    /// This replica just got the lease: publish every breaker whose state
+    /// differs from the topic's (judged here while another replica
+    /// published, or never published by a replica that died) as a
+    /// transition from the topic's state, and renew the open and half-open
+    /// ones.
+    async fn take_over(&mut self, now: chrono::DateTime<Utc>) {
+        let mut changed = Vec::new();
+        let mut renew = Vec::new();
+        for b in self.breakers.iter() {
+            let subject = circuit_subject(&b.provider, &b.model);
+            let (state, generation) = self
+                .on_topic
+                .get(&subject)
+                .copied()
+                .unwrap_or((CircuitState::Closed, 0));
+            if (state, generation) != (b.state(), b.generation()) {
+                changed.push(b.as_transition(
+                    state,
+                    format!(
+                        "taken over from another replica, which published {} (generation {generation}); judged here: {}",
+                        state.as_str(),
+                        b.state().as_str()
+                    ),
+                ));
+            } else if b.state() != CircuitState::Closed {
+                renew.push((b.provider.clone(), b.model.clone()));
+            }
+        }
+        info!(
+            changed = changed.len(),
+            renewed = renew.len(),
+            "breakers taken over"
+        );
+        self.leading = true;
+        self.apply(changed).await;
+        for (provider, model) in renew {
+            self.republish(&provider, &model, now).await;
+        }
+    }
+
     /// Publish each transition's decision, then hand it to the writer for
-    /// its event and row.
+    /// its event and row. A replica without the lease only logs it.
     async fn apply(&mut self, transitions: Vec<Transition>) {
         for t in transitions {
+            if !self.leading {
+                debug!(
+                    provider = %t.provider,
+                    model = %t.model,
+                    from = t.from.as_str(),
+                    to = t.to.as_str(),
+                    generation = t.generation,
+                    "breaker transition judged (another replica publishes)"
+                );
+                continue;
+            }
             info!(
                 provider = %t.provider,
                 model = %t.model,
@@ -299,7 +371,7 @@ impl BreakerRuntime {
     }
 
     async fn republish(&mut self, provider: &str, model: &str, now: chrono::DateTime<Utc>) {
-        let subject = tollgate_contract::decisions::circuit_subject(provider, model);
+        let subject = circuit_subject(provider, model);
         let reason = self
             .published
             .get(&subject)
@@ -339,6 +411,10 @@ impl BreakerRuntime {
         match sent {
             Ok(_) => {
                 debug!(subject = %record.subject, action = ?record.action, "breaker decision published");
+                if let Some(state) = &record.breaker {
+                    self.on_topic
+                        .insert(record.subject.clone(), (state.state, state.generation));
+                }
                 self.published.insert(
                     record.subject.clone(),
                     Published {
@@ -409,8 +485,8 @@ impl BreakerRuntime {
         records
     }
 
-    /// Keep a recovery plan; at start, restore a breaker from its own last
-    /// record (later `circuit/…` records are this instance's own).
+    /// Keep a recovery plan; take on a published breaker state at start
+    /// and whenever another replica holds the lease.
     fn on_decision_record(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>, starting: bool) {
         let Some(subject) = key.map(|k| String::from_utf8_lossy(k).into_owned()) else {
             return;
@@ -425,20 +501,30 @@ impl BreakerRuntime {
                     self.plans.remove(&subject);
                 }
             }
-        } else if starting && subject.starts_with("circuit/") {
-            let Some(decision) = decision else {
-                return;
-            };
-            if let Some(breaker) = restored(&decision, Utc::now()) {
+            return;
+        }
+        if !subject.starts_with("circuit/") {
+            return;
+        }
+        let now = Utc::now();
+        let Some(state) = decision.as_ref().and_then(|d| published_state(d, now)) else {
+            return;
+        };
+        self.on_topic
+            .insert(subject.clone(), (state.state, state.generation));
+        // The holder's own records come back to it; it already is in that
+        // state (or past it).
+        if starting || !self.leading {
+            if let Some(d) = &decision {
                 self.published.insert(
                     subject,
                     Published {
-                        reason: decision.reason.clone(),
+                        reason: d.reason.clone(),
                         at: Instant::now(),
                     },
                 );
-                self.breakers.restore(breaker);
             }
+            self.breakers.adopt(state, now);
         }
     }
 }

@@ -501,3 +501,50 @@ fn ticking_all_breakers_moves_each_on_its_own_clock() {
     assert_eq!(t.len(), 2);
     assert!(t.iter().all(|t| t.provider == "anthropic"));
 }
+
+#[test]
+fn adopting_a_published_state_starts_its_episode_and_keeps_an_equal_one() {
+    let c = config();
+    let mut b = breaker();
+    assert!(feed(&mut b, t0(), &n(fail_a, 12)).is_empty());
+    // The same state and generation: nothing changes, the window stays.
+    b.adopt(CircuitState::Closed, t0(), 0, Counts::default());
+    assert_eq!(b.window_counts().calls, 12);
+    // Another replica opened it (generation 3): this one is open too, its
+    // window emptied, the evidence the published one.
+    let since = t0() + ms(500);
+    b.adopt(
+        CircuitState::Open,
+        since,
+        3,
+        Counts::recorded(20, 18, Some(SIG_B)),
+    );
+    assert_eq!(
+        (b.state(), b.since(), b.generation()),
+        (CircuitState::Open, since, 3)
+    );
+    assert_eq!(b.window_counts().calls, 0);
+    assert_eq!(
+        (
+            b.evidence().calls,
+            b.evidence().failures,
+            b.evidence().top_signature()
+        ),
+        (20, 18, Some(SIG_B))
+    );
+    // Its clock runs from the published since.
+    let t = b.tick(since + Duration::seconds(30), &c).unwrap();
+    assert_eq!((t.to, t.generation), (CircuitState::HalfOpen, 3));
+    // As a transition (a replica taking over), from what the topic said.
+    let t = b.as_transition(CircuitState::Open, "taken over".into());
+    assert_eq!(
+        (t.from, t.to, t.generation, t.at),
+        (
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+            3,
+            since + Duration::seconds(30)
+        )
+    );
+    assert_eq!((t.calls, t.failures), (20, 18));
+}
