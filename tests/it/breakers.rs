@@ -449,3 +449,20 @@ async fn two_replicas_publish_each_transition_once_and_the_survivor_takes_over()
         "{rows:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_that_cannot_work_stops_the_processor_naming_the_key() {
+    let env =
+        TestEnv::with_extra_config("breakers_config", "[breakers]\nfailure_rate_percent = 0\n")
+            .await;
+    let out = env
+        .tollgate(&["process", "--folds", "breakers"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("breakers.failure_rate_percent must be a percentage from 1 to 100 (got 0)"),
+        "{stderr}"
+    );
+}
