@@ -209,6 +209,21 @@ async fn transition_events(env: &TestEnv, want: usize) -> Vec<String> {
         .collect()
 }
 
+/// Check that `breaker_transitions` holds exactly `want` for the model
+/// (`from>to@generation calls/failures`, in order) and that the
+/// `admin.breaker.transition` events are the same transitions under the
+/// same ids.
+async fn assert_transitions(env: &TestEnv, want: &[&str]) {
+    let mut rows = transition_rows(env, want.len() as u64).await;
+    let shapes: Vec<&str> = rows.iter().map(|r| r.split('\t').next().unwrap()).collect();
+    assert_eq!(shapes, want);
+    let mut events = transition_events(env, want.len()).await;
+    let by_id = |l: &String| l.split('\t').nth(1).unwrap().to_string();
+    events.sort_by_key(by_id);
+    rows.sort_by_key(by_id);
+    assert_eq!(events, rows);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_model_opens_within_a_second_and_successful_probes_close_it() {
     let mut env = TestEnv::with_extra_config("breakers_close", CONFIG).await;
@@ -284,20 +299,16 @@ async fn a_failing_model_opens_within_a_second_and_successful_probes_close_it() 
     assert_eq!(closed["breaker"]["failures"], 0);
     assert!(closed.get("valid_until").is_none(), "{closed}");
 
-    let want = [
-        "closed>open@1 20/10",
-        "open>half_open@1 0/0",
-        "half_open>closed@1 3/0",
-    ];
-    let rows = transition_rows(&env, 3).await;
-    let row_shapes: Vec<&str> = rows.iter().map(|r| r.split('\t').next().unwrap()).collect();
-    assert_eq!(row_shapes, want);
-    // The events are the rows: the same transitions under the same ids.
-    let mut events = transition_events(&env, 3).await;
-    let mut rows = rows;
-    events.sort_by_key(|l| l.split('\t').nth(1).unwrap().to_string());
-    rows.sort_by_key(|l| l.split('\t').nth(1).unwrap().to_string());
-    assert_eq!(events, rows);
+    // The rows, and the events: the same transitions under the same ids.
+    assert_transitions(
+        &env,
+        &[
+            "closed>open@1 20/10",
+            "open>half_open@1 0/0",
+            "half_open>closed@1 3/0",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,21 +363,18 @@ async fn failing_probes_reopen_with_a_new_generation_and_absent_probes_do_not_st
         "{closed}"
     );
 
-    let want = [
-        "closed>open@1 10/10",
-        "open>half_open@1 0/0",
-        "half_open>open@2 3/3",
-        "open>half_open@2 0/0",
-        "half_open>closed@2 0/0",
-    ];
-    let rows = transition_rows(&env, 5).await;
-    let row_shapes: Vec<&str> = rows.iter().map(|r| r.split('\t').next().unwrap()).collect();
-    assert_eq!(row_shapes, want);
-    let mut events = transition_events(&env, 5).await;
-    let mut rows = rows;
-    events.sort_by_key(|l| l.split('\t').nth(1).unwrap().to_string());
-    rows.sort_by_key(|l| l.split('\t').nth(1).unwrap().to_string());
-    assert_eq!(events, rows);
+    // The rows, and the events: the same transitions under the same ids.
+    assert_transitions(
+        &env,
+        &[
+            "closed>open@1 10/10",
+            "open>half_open@1 0/0",
+            "half_open>open@2 3/3",
+            "open>half_open@2 0/0",
+            "half_open>closed@2 0/0",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,20 +421,22 @@ async fn two_replicas_publish_each_transition_once_and_the_survivor_takes_over()
     let probes: Vec<Event> = (0..3).map(|_| call(true, 0)).collect();
     produce_all(&env.events_topic, &encoded(&probes)).await;
     let _ = next_state(&mut decisions, "closed", Duration::from_secs(10), &log).await;
-    let want = [
-        "closed>open@1 10/10",
-        "open>half_open@1 0/0",
-        "half_open>closed@1 3/0",
-    ];
-    let rows = transition_rows(&env, 3).await;
-    // By the time the three events are read back, a second writer's rows
-    // would be there too: each transition is recorded once.
-    let events = transition_events(&env, 3).await;
-    assert_eq!(events.len(), 3, "{events:?}");
-    let again = transition_rows(&env, 3).await;
-    assert_eq!(again, rows, "a transition was recorded twice");
-    let shapes: Vec<&str> = rows.iter().map(|r| r.split('\t').next().unwrap()).collect();
-    assert_eq!(shapes, want);
+    assert_transitions(
+        &env,
+        &[
+            "closed>open@1 10/10",
+            "open>half_open@1 0/0",
+            "half_open>closed@1 3/0",
+        ],
+    )
+    .await;
+    // By the time the events were read back, a second writer's rows would
+    // be there too: each transition is recorded once.
+    assert_eq!(
+        transition_rows(&env, 3).await.len(),
+        3,
+        "a transition was recorded twice"
+    );
 
     // The publishing replica stops; the other takes the lease and goes on
     // from the same generation.

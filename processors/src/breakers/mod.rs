@@ -335,20 +335,10 @@ impl BreakerRuntime {
     }
 
     /// Publish each transition's decision, then hand it to the writer for
-    /// its event and row. A replica without the lease only logs it.
+    /// its event and row. A replica without the lease only logs it (with
+    /// `publishes = false`).
     async fn apply(&mut self, transitions: Vec<Transition>) {
         for t in transitions {
-            if !self.leading {
-                debug!(
-                    provider = %t.provider,
-                    model = %t.model,
-                    from = t.from.as_str(),
-                    to = t.to.as_str(),
-                    generation = t.generation,
-                    "breaker transition judged (another replica publishes)"
-                );
-                continue;
-            }
             info!(
                 provider = %t.provider,
                 model = %t.model,
@@ -359,8 +349,12 @@ impl BreakerRuntime {
                 failures = t.failures,
                 slow = t.slow,
                 reason = %t.reason,
+                publishes = self.leading,
                 "breaker transition"
             );
+            if !self.leading {
+                continue;
+            }
             let now = t.at;
             self.publish(&t.provider, &t.model, &t.reason, now).await;
             if self.writes.send(t).await.is_err() {

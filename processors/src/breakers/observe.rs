@@ -65,55 +65,33 @@ pub fn call_outcome<'e>(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use chrono::{TimeZone, Utc};
+    use serde_json::json;
     use tollgate_contract::signature::SignatureId;
-    use tollgate_contract::{Call, Operation, ProviderError, Usage, SCHEMA_VERSION};
-    use uuid::Uuid;
+    use tollgate_contract::ProviderError;
 
     use super::*;
 
+    /// A call event of `kind` on openai/gpt-4o that took 1.5 s.
     fn event(
         kind: EventKind,
         outcome: Outcome,
         status: u16,
         error: Option<ProviderError>,
     ) -> Event {
-        Event {
-            schema_version: SCHEMA_VERSION,
-            event_id: Uuid::now_v7(),
-            kind,
-            occurred_at: Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap(),
-            org_id: "o".into(),
-            team_id: "t".into(),
-            user_id: "u".into(),
-            api_key_id: "k".into(),
-            call: Some(Call {
-                call_id: "c".into(),
-                trace_id: String::new(),
-                provider: "openai".into(),
-                model: "gpt-4o".into(),
-                requested_model: "gpt-4o".into(),
-                attempt: 1,
-                fallback_of: String::new(),
-                operation: Operation::Chat,
-                stream: false,
-                duration_ms: 1500,
-                ttft_ms: None,
-                usage: Usage::default(),
-                outcome,
-                http_status: status,
-                error,
-                cache_hit: false,
-                prompt_sha256: None,
-                response_sha256: None,
-                recovery: None,
-            }),
-            admin: None,
-            tags: BTreeMap::new(),
-            reported_cost: None,
-        }
+        let mut event: Event = serde_json::from_value(json!({
+            "schema_version": 1,
+            "event_id": "0190b3c4-0000-7000-8000-000000000001",
+            "kind": "ai.call.completed",
+            "occurred_at": "2026-12-01T12:00:00.000Z",
+            "org_id": "o", "team_id": "t",
+            "call": {"call_id": "c", "provider": "openai", "model": "gpt-4o",
+                     "operation": "chat", "duration_ms": 1500, "outcome": "success"}
+        }))
+        .unwrap();
+        event.kind = kind;
+        let call = event.call.as_mut().unwrap();
+        (call.outcome, call.http_status, call.error) = (outcome, status, error);
+        event
     }
 
     fn error(kind: &str, message: &str) -> Option<ProviderError> {
