@@ -139,6 +139,7 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
     let ends = partition_ends(&decision_reader, &kafka.decisions_topic)
         .await
         .map_err(|e| kafka_error("cannot read the decisions topic's partitions", e))?;
+    require_partitions(kafka, &kafka.decisions_topic, &ends)?;
     assign(&decision_reader, &kafka.decisions_topic, &ends, |_| {
         Offset::Beginning
     })
@@ -175,6 +176,7 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
     let event_ends = partition_ends(&event_reader, &kafka.events_topic)
         .await
         .map_err(|e| kafka_error("cannot read the events topic's partitions", e))?;
+    require_partitions(kafka, &kafka.events_topic, &event_ends)?;
     assign(
         &event_reader,
         &kafka.events_topic,
@@ -204,8 +206,10 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
     let mut tick = tokio::time::interval(config.tick_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Not biased: under a steady stream of events the tick must still
+        // get its turn (open -> half-open is due on time, not when traffic
+        // pauses).
         tokio::select! {
-            biased;
             () = context.shutdown.cancelled() => break,
             message = event_reader.recv() => match message {
                 Ok(message) => {
@@ -566,6 +570,17 @@ async fn partition_ends(
         }
         Ok(ends)
     })
+}
+
+/// A topic without partitions was never created: say what to do.
+fn require_partitions(kafka: &KafkaConfig, topic: &str, ends: &[(i32, i64)]) -> Result<()> {
+    if ends.is_empty() {
+        return Err(Error::Config(format!(
+            "kafka topic {topic} at {} has no partitions; run `tollgate migrate` first",
+            kafka.brokers
+        )));
+    }
+    Ok(())
 }
 
 fn assign(
