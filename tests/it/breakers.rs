@@ -13,7 +13,11 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
-use tollgate_contract::{Event, Outcome, ProviderError};
+use tollgate_contract::decisions::{
+    recovery_subject, Action, Decision, RankedStrategy, RecoveryPlan,
+};
+use tollgate_contract::signature::{signature, ErrorInput, SignatureId};
+use tollgate_contract::{Event, Outcome, ProviderError, Strategy};
 
 use crate::support::events::{call_event, usage};
 use crate::support::kafka::{produce_all, producer, read_records};
@@ -55,11 +59,59 @@ fn call(success: bool, duration_ms: u32) -> Event {
         c.http_status = 503;
         c.error = Some(ProviderError {
             error_type: "overloaded_error".into(),
-            message: format!("Overloaded (request id req_{:08x})", rand::random::<u32>()),
+            message: format!("Overloaded, please retry in {} ms", rand::random::<u16>()),
             signature: None,
         });
     }
     event
+}
+
+/// The signature of the overloads [`call`] makes.
+fn overload_signature() -> SignatureId {
+    let event = call(false, 40);
+    let c = event.call.as_ref().unwrap();
+    signature(&ErrorInput::from_call(
+        &c.provider,
+        c.http_status,
+        c.error.as_ref().unwrap(),
+    ))
+    .id
+}
+
+/// A learned recovery for the overloads: retrying fails, another model of
+/// the provider or m-steady of another provider work.
+fn recovery_plan() -> Decision {
+    let sig = overload_signature();
+    let ranked = |strategy, provider: &str, model: &str, successes| RankedStrategy {
+        strategy,
+        provider: provider.into(),
+        model: model.into(),
+        attempts: 40,
+        successes,
+        lower_bound: 0.5,
+        mean_wait_ms: 0,
+    };
+    Decision {
+        subject: recovery_subject(PROVIDER, MODEL, sig),
+        action: Action::Allow,
+        reason: "learned".into(),
+        retry_after_secs: None,
+        reroute_to: None,
+        valid_until: None,
+        budget: None,
+        recovery: Some(RecoveryPlan {
+            signature: sig,
+            provider: PROVIDER.into(),
+            model: MODEL.into(),
+            order: vec![
+                ranked(Strategy::Retry, PROVIDER, MODEL, 30),
+                ranked(Strategy::FallbackModel, PROVIDER, "m-sibling", 36),
+                ranked(Strategy::FallbackProvider, "steadyai", "m-steady", 39),
+            ],
+            as_of: Utc::now(),
+        }),
+        breaker: None,
+    }
 }
 
 fn encoded(events: &[Event]) -> Vec<(String, Vec<u8>)> {
@@ -228,6 +280,14 @@ async fn assert_transitions(env: &TestEnv, want: &[&str]) {
 async fn a_failing_model_opens_within_a_second_and_successful_probes_close_it() {
     let mut env = TestEnv::with_extra_config("breakers_close", CONFIG).await;
     let mut decisions = tail(&env.decisions_topic);
+    // The recovery learner's plan for the overload: a retry works badly,
+    // the fallback to m-steady well.
+    let plan = recovery_plan();
+    produce_all(
+        &env.decisions_topic,
+        &[(plan.subject.clone(), serde_json::to_vec(&plan).unwrap())],
+    )
+    .await;
     start_breakers(&mut env).await;
     let log = env.log_path("process");
 
@@ -275,6 +335,10 @@ async fn a_failing_model_opens_within_a_second_and_successful_probes_close_it() 
     let retry = open["retry_after_secs"].as_u64().unwrap();
     assert!((1..=2).contains(&retry), "{open}");
     assert!(open["valid_until"].is_string(), "{open}");
+    // The learned fallback for the failure seen most; not the sibling
+    // model: every call here is on mockai, so its provider breaker opened
+    // with the model's.
+    assert_eq!(open["reroute_to"], "m-steady", "{open}");
     assert!(
         open["reason"]
             .as_str()
@@ -475,4 +539,45 @@ async fn a_threshold_that_cannot_work_stops_the_processor_naming_the_key() {
         stderr.contains("breakers.failure_rate_percent must be a percentage from 1 to 100 (got 0)"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_breaker_carries_on_from_the_published_state() {
+    let mut env = TestEnv::with_extra_config("breakers_restart", CONFIG).await;
+    let mut decisions = tail(&env.decisions_topic);
+    let first = env.spawn("process", &["process", "--folds", "breakers"]);
+    wait_for_log(&env, "process", LEASE).await;
+    let log = env.log_path("process");
+    let failing: Vec<Event> = (0..10).map(|_| call(false, 40)).collect();
+    produce_all(&env.events_topic, &encoded(&failing)).await;
+    let (_, open) = next_state(&mut decisions, "open", Duration::from_secs(10), &log).await;
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(first.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // A new instance knows nothing but the decisions topic: it takes on the
+    // open breaker of generation 1 and goes on with its episode.
+    env.spawn("restarted", &["process", "--folds", "breakers"]);
+    wait_for_log(&env, "restarted", LEASE).await;
+    let log = env.log_path("restarted");
+    let (_, half) = next_state(&mut decisions, "half_open", Duration::from_secs(15), &log).await;
+    assert_eq!(half["breaker"]["generation"], 1);
+    assert!(
+        half["breaker"]["since"].as_str() > open["breaker"]["since"].as_str(),
+        "{half} after {open}"
+    );
+    let (_, closed) = next_state(&mut decisions, "closed", Duration::from_secs(15), &log).await;
+    assert_eq!(closed["breaker"]["generation"], 1);
+    assert_transitions(
+        &env,
+        &[
+            "closed>open@1 10/10",
+            "open>half_open@1 0/0",
+            "half_open>closed@1 0/0",
+        ],
+    )
+    .await;
 }
