@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_api::config::ApiConfig;
 use tollgate_control::config::{ClickHouseConfig, KafkaConfig, PostgresConfig};
 use tollgate_ingest::config::IngestConfig;
+use tollgate_processors::breakers::config::BreakersConfig;
 use tollgate_processors::config::ProcessorConfig;
 use tollgate_processors::folds::audit::AuditConfig;
 use tollgate_proxy::config::ProxyConfig;
@@ -28,6 +29,7 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub processor: ProcessorConfig,
     pub audit: AuditConfig,
+    pub breakers: BreakersConfig,
     pub api: ApiConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -136,6 +138,26 @@ mod tests {
             let again = Config::load(Some(Path::new("shown.toml"))).unwrap();
             assert_eq!(again.to_toml().unwrap(), text);
             assert_eq!(again.clickhouse.database, "other");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn breaker_settings_load_from_file_and_environment_and_typos_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "[breakers]\nopen_secs = 2\nminimum_calls = 10\n")?;
+            jail.set_env("TOLLGATE_BREAKERS__PROBES_PER_PROXY", "5");
+            let config = Config::load(Some(Path::new("t.toml"))).unwrap();
+            assert_eq!(config.breakers.open_secs, 2);
+            assert_eq!(config.breakers.minimum_calls, 10);
+            assert_eq!(config.breakers.probes_per_proxy, 5);
+            assert_eq!(config.breakers.failure_rate_percent, 50);
+            jail.create_file("bad.toml", "[breakers]\nfailure_rate = 40\n")?;
+            let err = Config::load(Some(Path::new("bad.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("failure_rate"), "{err}");
             Ok(())
         });
     }

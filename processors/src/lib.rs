@@ -3,11 +3,13 @@
 //! ([`folds`]: calls with their cost, the latency and cost rollups fed from
 //! them, the audit chain, and the one registry of them), ClickHouse
 //! migrations and Kafka topic set-up, repricing, and the budget watcher that
-//! publishes gating decisions. The
+//! publishes gating decisions, and the fleet-wide circuit breakers
+//! ([`breakers`]). The
 //! read side is `tollgate-queries` (`api/queries/`), the control plane
 //! `tollgate-control` (`ingest/control/`).
 
 pub mod batch;
+pub mod breakers;
 pub mod clickhouse;
 pub mod config;
 pub mod consumer;

@@ -1,7 +1,8 @@
 //! `tollgate process`: run the consumer folds chosen with `--folds` (names
 //! from the fold registry, `tollgate_processors::folds::FOLDS`: `calls` with
 //! its cost step, budget watcher, outbox relay and the error-pattern and
-//! recovery learners, and the `audit` chain)
+//! recovery learners, the `audit` chain, and the fleet-wide circuit
+//! `breakers`)
 //! until SIGTERM or ctrl-c, then flush each open batch, commit, and exit 0.
 //! Each fold is its own consumer group with its own progress in ClickHouse;
 //! a fold that fails stops the others.
@@ -17,7 +18,9 @@ use crate::config::Config;
 #[derive(clap::Args)]
 pub struct Args {
     /// Folds to run, comma-separated: `calls` (facts table, with cost and the
-    /// rollups its views feed), `audit` (hash chain).
+    /// rollups its views feed), `audit` (hash chain), `breakers` (circuit
+    /// breakers over every partition; run them in one replica, see
+    /// docs/breakers.md).
     #[arg(long, value_delimiter = ',', default_value = "calls,audit")]
     folds: Vec<String>,
 }
@@ -40,6 +43,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         postgres: config.postgres.clone(),
         processor: config.processor.clone(),
         audit: config.audit.clone(),
+        breakers: config.breakers.clone(),
         shutdown: shutdown.clone(),
     });
     let running = chosen.into_iter().map(|(_, start)| {

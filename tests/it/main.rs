@@ -14,6 +14,7 @@ mod support;
 mod admin_api;
 mod audit_chain;
 mod audit_search;
+mod breakers;
 mod cost;
 mod dashboard_chromium;
 mod e2e_latency;

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tollgate_control::config::{ClickHouseConfig, KafkaConfig, PostgresConfig};
 
+use crate::breakers::config::BreakersConfig;
 use crate::config::ProcessorConfig;
 use crate::consumer::Counters;
 use crate::error::Result;
@@ -40,6 +41,7 @@ pub const FOLDS: &[FoldEntry] = &[
     latency::FOLD,
     cost_rollup::FOLD,
     error_patterns::FOLD,
+    crate::breakers::FOLD,
 ];
 
 /// One line of the registry.
@@ -82,6 +84,7 @@ pub struct FoldContext {
     pub postgres: PostgresConfig,
     pub processor: ProcessorConfig,
     pub audit: AuditConfig,
+    pub breakers: BreakersConfig,
     /// Cancelled to stop every fold (each cancels it when it fails).
     pub shutdown: CancellationToken,
 }
@@ -181,8 +184,8 @@ mod tests {
     }
 
     #[test]
-    fn the_consumer_folds_are_calls_and_audit() {
-        assert_eq!(consumer_names(), "calls, audit");
+    fn the_consumer_folds_are_calls_audit_and_breakers() {
+        assert_eq!(consumer_names(), "calls, audit, breakers");
         assert_eq!(chosen(&["calls", "audit"]), ["calls", "audit"]);
         assert_eq!(chosen(&["audit", " calls", "audit"]), ["calls", "audit"]);
         assert_eq!(chosen(&["audit"]), ["audit"]);
@@ -193,7 +196,7 @@ mod tests {
         let err = choose(&names(&["calls", "costs"])).err().unwrap();
         assert_eq!(
             err.to_string(),
-            "unknown fold \"costs\" in --folds (known: calls, audit)"
+            "unknown fold \"costs\" in --folds (known: calls, audit, breakers)"
         );
         let err = choose(&names(&["latency"])).err().unwrap().to_string();
         assert!(err.contains("view fed by the calls fold"), "{err}");
