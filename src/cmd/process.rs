@@ -19,9 +19,9 @@ use crate::config::Config;
 pub struct Args {
     /// Folds to run, comma-separated: `calls` (facts table, with cost and the
     /// rollups its views feed), `audit` (hash chain), `breakers` (circuit
-    /// breakers over every partition; run them in one replica, see
-    /// docs/breakers.md).
-    #[arg(long, value_delimiter = ',', default_value = "calls,audit")]
+    /// breakers over every partition; every replica may run them, one
+    /// publishes at a time through a lease, see docs/breakers.md).
+    #[arg(long, value_delimiter = ',', default_value = "calls,audit,breakers")]
     folds: Vec<String>,
 }
 

@@ -28,3 +28,4 @@ mod layering;
 mod processor;
 mod proxy;
 mod proxy_recovery;
+mod sre_loop;
