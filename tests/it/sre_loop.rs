@@ -14,6 +14,7 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::DurationRound;
 use serde_json::{json, Value};
 
 use crate::proxy::{call, Proxy, UPSTREAM_KEY};
@@ -320,4 +321,118 @@ async fn a_failing_model_is_taken_out_and_brought_back_by_the_fleet_breaker() {
         vec!["closed\topen", "open\thalf_open", "half_open\tclosed"],
         "breaker_transitions"
     );
+}
+
+/// Every real error shape of the mock, with ids, numbers and waits that
+/// vary per request, plus a timeout and a disconnect, goes through the
+/// proxy, the processor and the Errors API as exactly one pattern each; a
+/// shape first seen after the others is the only one marked new in a
+/// window that starts after the others were first seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_real_error_shape_is_one_pattern_and_a_new_shape_is_marked_new() {
+    use tollgate_mock_upstream::ErrorShape;
+    let mut proxy = Proxy::start("sre_shapes", &providers(""), None).await;
+    proxy.run_proxy().await;
+    proxy.env.spawn("process", &["process", "--folds", "calls"]);
+    proxy.env.start_api().await;
+    let key = proxy.key("acme", "search", "alice", None);
+
+    let mut models: Vec<String> = ErrorShape::ALL
+        .iter()
+        .map(|shape| format!("nr-{}-fail-{}", shape.name().replace('_', ""), shape.name()))
+        .collect();
+    models.push("nr-cut-fail-disconnect".into());
+    models.push("nr-slow-fail-timeout".into());
+    let (late, early) = models.split_last().unwrap();
+    let mut expected_failures = 0u64;
+    for model in early {
+        let calls = if model.contains("timeout") { 2 } else { 3 };
+        for _ in 0..calls {
+            // A disconnect comes after a 200 status line: read to the end.
+            let _ = proxy.chat(&key, model, &[]).await.bytes().await;
+            expected_failures += 1;
+        }
+    }
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let report_url = |from: chrono::DateTime<chrono::Utc>| {
+        format!(
+            "{}/api/v1/reports/errors?from={}&to={}",
+            proxy.env.api_url(),
+            fmt(from),
+            fmt(chrono::Utc::now() + chrono::Duration::minutes(5))
+        )
+    };
+    let wait_for = |url: String, patterns: usize, failures: u64| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let report = get_json(&url).await;
+            let got: u64 = report["patterns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["failures"].as_u64().unwrap())
+                .sum();
+            if got == failures {
+                assert_eq!(
+                    report["patterns"].as_array().unwrap().len(),
+                    patterns,
+                    "{report:#}"
+                );
+                return report;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "want {failures} failures: {report:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let report = wait_for(report_url(hour_ago), early.len(), expected_failures).await;
+    for pattern in report["patterns"].as_array().unwrap() {
+        let model = pattern["models"][0].as_str().unwrap();
+        let want = if model.contains("timeout") { 2 } else { 3 };
+        assert_eq!(pattern["failures"], want, "{pattern:#}");
+        assert_eq!(pattern["calls_failed"], want, "{pattern:#}");
+        assert_eq!(
+            pattern["models"].as_array().unwrap().len(),
+            1,
+            "{pattern:#}"
+        );
+        assert_eq!(pattern["new"], true, "{pattern:#}");
+    }
+
+    // A window that starts after every early pattern was first seen: the
+    // late shape is new there, the others not. Report windows start on a
+    // whole minute, so the second round waits for the next one.
+    let now = chrono::Utc::now();
+    let after_early =
+        now.duration_trunc(chrono::Duration::minutes(1)).unwrap() + chrono::Duration::minutes(1);
+    while chrono::Utc::now() < after_early {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for model in models.iter() {
+        let calls = if model.contains("timeout") { 2 } else { 3 };
+        for _ in 0..calls {
+            let _ = proxy.chat(&key, model, &[]).await.bytes().await;
+        }
+    }
+    let late_calls = if late.contains("timeout") { 2 } else { 3 };
+    let report = wait_for(
+        report_url(after_early),
+        models.len(),
+        expected_failures + late_calls,
+    )
+    .await;
+    for pattern in report["patterns"].as_array().unwrap() {
+        let is_late = pattern["models"][0] == late.as_str();
+        assert_eq!(pattern["new"], is_late, "{pattern:#}");
+    }
+    // And over the whole hour the early shapes count both rounds.
+    wait_for(
+        report_url(hour_ago),
+        models.len(),
+        2 * expected_failures + late_calls,
+    )
+    .await;
 }
