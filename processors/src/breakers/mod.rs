@@ -545,6 +545,11 @@ fn reader(
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
         .set("fetch.min.bytes", "1")
+        // It reads live traffic from the end and keeps up or is already
+        // late: a small prefetch buffer (librdkafka's default is 64 MiB
+        // per consumer) is what keeps it from adding tens of MiB to the
+        // processor's memory (`docs/performance.md`).
+        .set("queued.max.messages.kbytes", "4096")
         .set("enable.partition.eof", "false")
         .create()
 }
