@@ -18,6 +18,7 @@
 //! in the crates above; this one only says what they are.
 
 pub mod admin;
+pub mod alert_lifecycle;
 pub mod aliases;
 pub mod audit;
 pub mod batch;
