@@ -94,7 +94,11 @@ async fn handle(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
             .push("header id differs from body delivery_id".into());
     }
     if status.is_success() {
-        for n in parsed["notifications"].as_array().cloned().unwrap_or_default() {
+        for n in parsed["notifications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             let id: Uuid = n["id"].as_str().unwrap().parse().unwrap();
             *received.accepted.entry(id).or_default() += 1;
         }
@@ -126,14 +130,22 @@ async fn start_receiver(behaviour: Behaviour) -> (ReceiverTarget, Arc<Mutex<Rece
     (target, received)
 }
 
-fn notification(rule_name: &str, org: &str, model: &str, status: NotificationStatus) -> Notification {
+fn notification(
+    rule_name: &str,
+    org: &str,
+    model: &str,
+    status: NotificationStatus,
+) -> Notification {
     let labels: BTreeMap<String, String> = [("provider", "openai"), ("model", model)]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let annotations = [("summary".to_string(), format!("{model} error rate above 5%"))]
-        .into_iter()
-        .collect();
+    let annotations = [(
+        "summary".to_string(),
+        format!("{model} error rate above 5%"),
+    )]
+    .into_iter()
+    .collect();
     let starts_at = Utc::now() - chrono::Duration::minutes(2);
     Notification::new(
         Uuid::from_u128(0x5eed),
@@ -191,7 +203,10 @@ async fn outcomes(
         match tokio::time::timeout(left, rx.recv()).await {
             Ok(Some(outcome)) => got.push((outcome, Instant::now())),
             Ok(None) => panic!("outcome channel closed after {got:?}"),
-            Err(_) => panic!("only {} of {want} outcomes within {deadline:?}: {got:?}", got.len()),
+            Err(_) => panic!(
+                "only {} of {want} outcomes within {deadline:?}: {got:?}",
+                got.len()
+            ),
         }
     }
     got
@@ -224,7 +239,11 @@ async fn webhook_retries_500s_until_a_2xx_and_every_signature_verifies() {
     assert_eq!(got[1].0.result, DeliveryResult::Delivered { attempts: 1 });
     let received = received.lock().unwrap();
     assert_eq!(received.requests, 5);
-    assert!(received.bad_signatures.is_empty(), "{:?}", received.bad_signatures);
+    assert!(
+        received.bad_signatures.is_empty(),
+        "{:?}",
+        received.bad_signatures
+    );
     // Each id acknowledged exactly once; nothing marked delivered before a 2xx.
     assert_eq!(received.accepted.len(), 2);
     assert!(received.accepted.values().all(|&times| times == 1));
@@ -269,7 +288,10 @@ async fn a_failing_receiver_is_dead_lettered_while_another_gets_its_notification
         .unwrap();
     for m in ["b2", "b3"] {
         dispatcher
-            .enqueue(&broken, Delivery::single(notification("errors", &org, m, NotificationStatus::Firing)))
+            .enqueue(
+                &broken,
+                Delivery::single(notification("errors", &org, m, NotificationStatus::Firing)),
+            )
             .await
             .unwrap();
     }
@@ -387,7 +409,10 @@ async fn alertmanager_shows_a_firing_alert_with_its_labels_then_resolves_it() {
         if let Some(alert) = alerts.into_iter().next() {
             break alert;
         }
-        assert!(Instant::now() < deadline, "alert {rule} never appeared in {am}");
+        assert!(
+            Instant::now() < deadline,
+            "alert {rule} never appeared in {am}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let labels = &alert["labels"];
@@ -397,7 +422,10 @@ async fn alertmanager_shows_a_firing_alert_with_its_labels_then_resolves_it() {
     assert_eq!(labels["tollgate_rule_id"], firing.rule_id.to_string());
     assert_eq!(labels["provider"], "openai");
     assert_eq!(labels["model"], "gpt-4o");
-    assert_eq!(alert["annotations"]["summary"], "gpt-4o error rate above 5%");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "gpt-4o error rate above 5%"
+    );
     assert_eq!(alert["annotations"]["value"], "12.5");
     assert_eq!(
         alert["annotations"]["tollgate_notification_id"],
@@ -405,7 +433,10 @@ async fn alertmanager_shows_a_firing_alert_with_its_labels_then_resolves_it() {
     );
     assert_eq!(alert["generatorURL"], firing.generator_url.as_str());
     let starts: chrono::DateTime<Utc> = alert["startsAt"].as_str().unwrap().parse().unwrap();
-    assert_eq!(starts.timestamp_millis(), firing.starts_at.timestamp_millis());
+    assert_eq!(
+        starts.timestamp_millis(),
+        firing.starts_at.timestamp_millis()
+    );
 
     let resolved = resolve(&firing);
     assert_eq!(resolved.fingerprint, firing.fingerprint);
@@ -417,7 +448,10 @@ async fn alertmanager_shows_a_firing_alert_with_its_labels_then_resolves_it() {
     outcomes(&mut rx, 1, Duration::from_secs(10)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !alertmanager_alerts(&am, &rule).await.is_empty() {
-        assert!(Instant::now() < deadline, "alert {rule} still active after resolve");
+        assert!(
+            Instant::now() < deadline,
+            "alert {rule} still active after resolve"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -31,7 +31,8 @@ pub struct DeliveryConfig {
     pub attempt_timeout: Duration,
     /// Attempts per delivery, the first included; at least 1.
     pub max_attempts: usize,
-    /// First backoff; it doubles each retry, plus up to 100% jitter.
+    /// First backoff; it doubles each retry up to `max_backoff`, and
+    /// jitter adds up to as much again.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
     /// Deliveries waiting per receiver before new ones are dead-lettered.
@@ -41,13 +42,14 @@ pub struct DeliveryConfig {
 }
 
 impl Default for DeliveryConfig {
-    /// About 4 minutes of retrying (0.5 + 1 + 2 + ... + 60 s, jittered)
-    /// before a dead letter: long enough to ride out a receiver's restart,
-    /// short enough that the Alerts page shows a broken receiver soon.
+    /// 3 to 6 minutes of retrying before a dead letter (backoff 0.5 + 1 +
+    /// 2 + ... + 32 + 60 + 60 s, each up to doubled by jitter): long enough
+    /// to ride out a receiver's restart, short enough that the Alerts page
+    /// shows a broken receiver soon.
     fn default() -> Self {
         Self {
             attempt_timeout: Duration::from_secs(10),
-            max_attempts: 8,
+            max_attempts: 10,
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
             queue_capacity: 1024,

@@ -203,9 +203,9 @@ impl Grouper {
                 let reminder = notifications
                     .iter()
                     .any(|n| n.status == NotificationStatus::Firing)
-                    && group.last_sent.is_none_or(|sent| {
-                        sent + to_chrono(policy.repeat_interval) <= now
-                    });
+                    && group
+                        .last_sent
+                        .is_none_or(|sent| sent + to_chrono(policy.repeat_interval) <= now);
                 let send = !notifications.is_empty() && (news || reminder);
                 if send {
                     for n in &notifications {
@@ -327,7 +327,10 @@ mod tests {
         let reminder = g.flush_due(at(330 + 3600), &[]);
         assert_eq!(reminder.len(), 1);
         // A reminder repeats the transition's id.
-        assert_eq!(reminder[0].notifications[0].id, first[0].notifications[0].id);
+        assert_eq!(
+            reminder[0].notifications[0].id,
+            first[0].notifications[0].id
+        );
     }
 
     #[test]

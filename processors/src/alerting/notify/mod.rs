@@ -54,9 +54,7 @@ impl Delivery {
 
     /// The org of its notifications (a group never mixes orgs).
     pub fn org_id(&self) -> &str {
-        self.notifications
-            .first()
-            .map_or("", |n| n.org_id.as_str())
+        self.notifications.first().map_or("", |n| n.org_id.as_str())
     }
 }
 

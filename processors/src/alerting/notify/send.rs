@@ -79,7 +79,10 @@ pub(crate) async fn attempt(
         let timestamp = chrono::Utc::now().timestamp().to_string();
         let secret = target.secret.as_deref().unwrap_or("");
         builder = builder
-            .header(SIGNATURE_HEADER, sign(secret.as_bytes(), &timestamp, &request.body))
+            .header(
+                SIGNATURE_HEADER,
+                sign(secret.as_bytes(), &timestamp, &request.body),
+            )
             .header(TIMESTAMP_HEADER, timestamp);
     }
     let response = builder

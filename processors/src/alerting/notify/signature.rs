@@ -21,7 +21,9 @@ pub enum SignatureError {
     Malformed,
     #[error("X-Tollgate-Timestamp: expected Unix seconds, got {0:?}")]
     BadTimestamp(String),
-    #[error("X-Tollgate-Timestamp: {skew_secs} s from now, more than the {tolerance_secs} s allowed")]
+    #[error(
+        "X-Tollgate-Timestamp: {skew_secs} s from now, more than the {tolerance_secs} s allowed"
+    )]
     Stale { skew_secs: i64, tolerance_secs: i64 },
     #[error("X-Tollgate-Signature: does not match the body and timestamp")]
     Mismatch,

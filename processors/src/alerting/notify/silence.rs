@@ -291,11 +291,18 @@ mod tests {
     #[test]
     fn silences_that_would_mute_everything_are_refused() {
         assert_eq!(
-            Silence::new(Uuid::nil(), vec![], at(0), at(1)).err().map(|e| e.to_string()),
+            Silence::new(Uuid::nil(), vec![], at(0), at(1))
+                .err()
+                .map(|e| e.to_string()),
             Some("matchers: a silence needs at least one matcher".into())
         );
         assert!(matches!(
-            Silence::new(Uuid::nil(), vec![m("a", "=~", ".*"), m("b", "!=", "x")], at(0), at(1)),
+            Silence::new(
+                Uuid::nil(),
+                vec![m("a", "=~", ".*"), m("b", "!=", "x")],
+                at(0),
+                at(1)
+            ),
             Err(SilenceError::MatchesEverything)
         ));
         assert!(matches!(

@@ -178,7 +178,8 @@ pub fn alertmanager_alert(n: &Notification) -> PostableAlert {
     let mut annotations = n.annotations.clone();
     annotations.insert("value".into(), n.value.clone());
     annotations.insert("tollgate_notification_id".into(), n.id.to_string());
-    let rfc3339 = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let rfc3339 =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     PostableAlert {
         labels,
         annotations,
@@ -203,15 +204,22 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     fn notification(status: NotificationStatus, rule: &str) -> Notification {
-        let labels = [("model", "gpt-4o"), ("provider", "openai"), ("bad-name", "x")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let labels = [
+            ("model", "gpt-4o"),
+            ("provider", "openai"),
+            ("bad-name", "x"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let annotations = [("summary", "error rate <b>high</b> & rising")]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let start = Utc.timestamp_opt(1_700_000_000, 0).single().unwrap_or_default();
+        let start = Utc
+            .timestamp_opt(1_700_000_000, 0)
+            .single()
+            .unwrap_or_default();
         Notification::new(
             Uuid::from_u128(42),
             rule,
@@ -234,7 +242,10 @@ mod tests {
             notification(NotificationStatus::Resolved, "errors"),
         ]);
         let text = body["text"].as_str().unwrap_or_default();
-        assert!(text.starts_with("[FIRING:2] errors (1 firing, 1 resolved)"), "{text}");
+        assert!(
+            text.starts_with("[FIRING:2] errors (1 firing, 1 resolved)"),
+            "{text}"
+        );
         let blocks = body["blocks"].as_array().cloned().unwrap_or_default();
         assert_eq!(blocks.len(), 3);
         for block in &blocks {
@@ -242,10 +253,16 @@ mod tests {
             assert_eq!(block["text"]["type"], "mrkdwn");
         }
         let first = blocks[1]["text"]["text"].as_str().unwrap_or_default();
-        assert!(first.contains(":red_circle: *errors* (critical) value *12.5*"), "{first}");
+        assert!(
+            first.contains(":red_circle: *errors* (critical) value *12.5*"),
+            "{first}"
+        );
         assert!(first.contains("`model=gpt-4o`"), "{first}");
         // Label text cannot open a link; the link is ours, with `|` encoded.
-        assert!(first.contains("error rate &lt;b&gt;high&lt;/b&gt; &amp; rising"), "{first}");
+        assert!(
+            first.contains("error rate &lt;b&gt;high&lt;/b&gt; &amp; rising"),
+            "{first}"
+        );
         assert!(
             first.ends_with("<http://tollgate.local/sre/errors?from=1&to=2%7Cx|Open in Tollgate>"),
             "{first}"
@@ -290,7 +307,10 @@ mod tests {
             "http://tollgate.local/sre/errors?from=1&to=2|x"
         );
         let resolved = alertmanager_alert(&notification(NotificationStatus::Resolved, "errors"));
-        assert_eq!(resolved.ends_at.as_deref(), Some("2023-11-14T22:18:20.000Z"));
+        assert_eq!(
+            resolved.ends_at.as_deref(),
+            Some("2023-11-14T22:18:20.000Z")
+        );
     }
 
     #[test]
