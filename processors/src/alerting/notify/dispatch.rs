@@ -214,21 +214,42 @@ impl Worker {
 
     async fn deliver(&self, job: Job) {
         let Job { target, delivery } = job;
-        let request = match prepare(&target, &delivery) {
-            Ok(request) => request,
-            Err(err) => {
+        match self.try_until_done(&target, &delivery).await {
+            Ok(attempts) => {
+                info!(receiver_id = %target.id, kind = target.kind.as_str(), delivery_id = %delivery.id,
+                      attempts, notifications = delivery.notifications.len(), "notification delivered");
+                let _ = self
+                    .outcomes
+                    .send(DeliveryOutcome {
+                        receiver_id: target.id,
+                        delivery_id: delivery.id,
+                        notification_ids: delivery.notification_ids(),
+                        result: DeliveryResult::Delivered { attempts },
+                    })
+                    .await;
+            }
+            Err((attempts, error)) => {
                 give_up(
                     self.dead_letters.as_ref(),
                     &self.outcomes,
                     &target,
                     &delivery,
-                    0,
-                    err.message,
+                    attempts,
+                    error,
                 )
                 .await;
-                return;
             }
-        };
+        }
+    }
+
+    /// Attempts until a 2xx (`Ok(attempts)`), a failure not worth retrying,
+    /// or the last attempt (`Err((attempts, last error))`).
+    async fn try_until_done(
+        &self,
+        target: &ReceiverTarget,
+        delivery: &Delivery,
+    ) -> Result<u32, (u32, String)> {
+        let request = prepare(target, delivery).map_err(|err| (0, err.message))?;
         let attempts = AtomicU32::new(0);
         let max_backoff = self.config.max_backoff;
         let backoff = ExponentialBuilder::default()
@@ -240,8 +261,8 @@ impl Worker {
             attempts.fetch_add(1, Ordering::Relaxed);
             attempt(
                 &self.client,
-                &target,
-                &delivery,
+                target,
+                delivery,
                 &request,
                 self.config.attempt_timeout,
             )
@@ -261,32 +282,9 @@ impl Worker {
         })
         .await;
         let attempts = attempts.load(Ordering::Relaxed);
-        match result {
-            Ok(()) => {
-                info!(receiver_id = %target.id, kind = target.kind.as_str(), delivery_id = %delivery.id,
-                      attempts, notifications = delivery.notifications.len(), "notification delivered");
-                let _ = self
-                    .outcomes
-                    .send(DeliveryOutcome {
-                        receiver_id: target.id,
-                        delivery_id: delivery.id,
-                        notification_ids: delivery.notification_ids(),
-                        result: DeliveryResult::Delivered { attempts },
-                    })
-                    .await;
-            }
-            Err(err) => {
-                give_up(
-                    self.dead_letters.as_ref(),
-                    &self.outcomes,
-                    &target,
-                    &delivery,
-                    attempts,
-                    err.message,
-                )
-                .await;
-            }
-        }
+        result
+            .map(|()| attempts)
+            .map_err(|err| (attempts, err.message))
     }
 }
 
