@@ -140,6 +140,9 @@ wait_for() {
 #   CH_URL CH_HOST CH_HTTP_PORT CH_DB
 #   PG_URL PG_HOST PG_PORT PG_USER PG_PASSWORD PG_DB
 #   INGEST_URL API_URL PROXY_URL MOCK_URL MOCK_LISTEN
+#   AM_LISTEN AM_URL (Prometheus Alertmanager for the alert-delivery tests;
+#   not in the configuration, since receivers are data, not settings;
+#   DEV_ALERTMANAGER_LISTEN overrides it)
 # (Kafka's controller port and ClickHouse's native port are not in the
 # configuration, since tollgate never uses them: dev/stack takes the next
 # ports after the broker's and the fixed 9000.)
@@ -182,4 +185,9 @@ for key, value in values.items():
 PY
 )" || { err "cannot read the service addresses from $DEV_CONFIG"; return 1; }
     eval "$assignments"
+    # 9095: Kafka holds 9092 and its controller 9093 (Alertmanager's own
+    # default), and 9094 is Alertmanager's default cluster port.
+    AM_LISTEN="${DEV_ALERTMANAGER_LISTEN:-127.0.0.1:9095}"
+    # shellcheck disable=SC2034  # read by dev/stack and dev/test
+    AM_URL="http://$AM_LISTEN"
 }

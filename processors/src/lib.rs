@@ -4,10 +4,11 @@
 //! them, the audit chain, and the one registry of them), ClickHouse
 //! migrations and Kafka topic set-up, repricing, and the budget watcher that
 //! publishes gating decisions, and the fleet-wide circuit breakers
-//! ([`breakers`]). The
+//! ([`breakers`]), and alert delivery ([`alerting`]). The
 //! read side is `tollgate-queries` (`api/queries/`), the control plane
 //! `tollgate-control` (`ingest/control/`).
 
+pub mod alerting;
 pub mod batch;
 pub mod breakers;
 pub mod clickhouse;

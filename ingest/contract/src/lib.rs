@@ -12,7 +12,9 @@
 //! - decisions (`decisions`): the records on the compacted decisions topic
 //!   that the budget watcher publishes and the proxy enforces;
 //! - error signatures (`signature`): which failure pattern a failed call
-//!   belongs to, computed alike by the error-pattern fold and the proxy.
+//!   belongs to, computed alike by the error-pattern fold and the proxy;
+//! - alert notifications (`notification`): what delivery sends to a
+//!   receiver, with the stable id receivers deduplicate on.
 //!
 //! Reading and writing these records (Kafka, PostgreSQL, ClickHouse) lives
 //! in the crates above; this one only says what they are.
@@ -28,6 +30,7 @@ pub mod decisions;
 pub mod event;
 pub mod fault;
 pub mod kind;
+pub mod notification;
 pub mod schema;
 pub mod signature;
 pub mod validate;

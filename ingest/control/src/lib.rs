@@ -3,7 +3,8 @@
 //! ([`prices`]: reading and keeping a copy fresh, adding versions, the
 //! LiteLLM import format), budgets ([`budgets`]: the store, administration,
 //! evaluation against spend) and the outbox of `admin.*` events with its
-//! relay ([`outbox`]).
+//! relay ([`outbox`]), and the dead letters of alert delivery
+//! ([`alert_deliveries`]).
 //!
 //! It also holds the connection settings every role shares ([`config`]),
 //! the idempotent Kafka producer of events ([`kafka`], which the outbox
@@ -11,6 +12,7 @@
 //! constructor ([`clickhouse`]), so the crates above it — ingest, proxy,
 //! processors, queries — need nothing but the contract and this crate.
 
+pub mod alert_deliveries;
 pub mod budgets;
 pub mod clickhouse;
 pub mod config;
