@@ -2,7 +2,8 @@
 //! ([`postgres`]), API keys ([`keys`]), the versioned price catalog
 //! ([`prices`]: reading and keeping a copy fresh, adding versions, the
 //! LiteLLM import format), budgets ([`budgets`]: the store, administration,
-//! evaluation against spend) and the outbox of `admin.*` events with its
+//! evaluation against spend), alerting's rules, silences and receivers
+//! ([`alerts`]) and the outbox of `admin.*` events with its
 //! relay ([`outbox`]).
 //!
 //! It also holds the connection settings every role shares ([`config`]),
@@ -11,6 +12,7 @@
 //! constructor ([`clickhouse`]), so the crates above it — ingest, proxy,
 //! processors, queries — need nothing but the contract and this crate.
 
+pub mod alerts;
 pub mod budgets;
 pub mod clickhouse;
 pub mod config;
