@@ -114,13 +114,12 @@ impl AlertStore {
         if spec.receivers.is_empty() {
             return Ok(());
         }
-        let known: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM alert_receivers WHERE org_id = $1 AND id = ANY($2)",
-        )
-        .bind(&spec.org_id)
-        .bind(&spec.receivers)
-        .fetch_all(conn)
-        .await?;
+        let known: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM alert_receivers WHERE org_id = $1 AND id = ANY($2)")
+                .bind(&spec.org_id)
+                .bind(&spec.receivers)
+                .fetch_all(conn)
+                .await?;
         for (i, id) in spec.receivers.iter().enumerate() {
             if !known.contains(id) {
                 return Err(Rejection::new(
@@ -186,7 +185,15 @@ impl AlertStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(previous) = previous else {
-            return Err(missed(&mut tx, "alert_rules", "rule", Some(org), id, expected_version).await);
+            return Err(missed(
+                &mut tx,
+                "alert_rules",
+                "rule",
+                Some(org),
+                id,
+                expected_version,
+            )
+            .await);
         };
         Self::check_receivers(&mut tx, spec).await?;
         let row: RuleRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -204,7 +211,11 @@ impl AlertStore {
         let rule = row.into_rule()?;
         let previous = previous.into_rule()?;
         let payload = json!({ "rule": rule_json(&rule), "previous": rule_json(&previous) });
-        let event = enqueue(&mut tx, &org_event(KIND_ALERT_RULE_SET, org, actor, payload)).await?;
+        let event = enqueue(
+            &mut tx,
+            &org_event(KIND_ALERT_RULE_SET, org, actor, payload),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Changed { value: rule, event })
     }
@@ -294,7 +305,10 @@ impl AlertStore {
         .fetch_optional(&mut *tx)
         .await?;
         let current = current
-            .ok_or(AlertStoreError::NotFound { what: "silence", id })?
+            .ok_or(AlertStoreError::NotFound {
+                what: "silence",
+                id,
+            })?
             .into_silence()?;
         if current.spec.ends_at <= now {
             return Err(AlertStoreError::AlreadyExpired {
@@ -354,7 +368,8 @@ impl AlertStore {
         .await
         .map_err(|e| name_taken(e, "receiver", spec.org_id.as_str(), spec.name.as_str()))?;
         let receiver = row.into_receiver()?;
-        let payload = json!({ "receiver": receiver_event_json(&receiver), "previous": Value::Null });
+        let payload =
+            json!({ "receiver": receiver_event_json(&receiver), "previous": Value::Null });
         let event = enqueue(
             &mut tx,
             &org_event(KIND_RECEIVER_SET, &spec.org_id, actor, payload),

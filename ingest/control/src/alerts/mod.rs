@@ -323,8 +323,11 @@ impl AlertStore {
         .bind(org)
         .fetch_optional(&self.pool)
         .await?;
-        row.ok_or(AlertStoreError::NotFound { what: "silence", id })?
-            .into_silence()
+        row.ok_or(AlertStoreError::NotFound {
+            what: "silence",
+            id,
+        })?
+        .into_silence()
     }
 
     /// The silences of `org` (every org's with `None`) that `filter` keeps
