@@ -12,6 +12,7 @@ mod latency_fixture;
 mod support;
 
 mod admin_api;
+mod alert_rules;
 mod audit_chain;
 mod audit_search;
 mod breakers;
