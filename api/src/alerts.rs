@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tollgate_contract::alerts::{parse_json, ReceiverSpec, RuleSpec, SilenceSpec};
 use tollgate_contract::Rejection;
+use tollgate_control::alerts::admin::Changed;
 use tollgate_control::alerts::{
     AlertRule, AlertStore, AlertStoreError, Receiver, Silence, SilenceFilter,
 };
@@ -41,6 +42,29 @@ fn store(state: &ApiState) -> Result<&AlertStore, ApiError> {
     state.alerts.as_ref().ok_or_else(|| {
         ApiError::Unavailable("alerting needs postgres; this server runs without it".into())
     })
+}
+
+/// The store and the caller's key, if its role is one of `roles`.
+async fn caller<'a>(
+    state: &'a ApiState,
+    headers: &HeaderMap,
+    roles: &[&str],
+    what: &str,
+) -> Result<(&'a AlertStore, ApiKey), ApiError> {
+    let store = store(state)?;
+    Ok((store, require_role(state, headers, roles, what).await?))
+}
+
+/// A change as the API answers it: the value under `name` and the id of
+/// its admin event.
+fn answer<T: serde::Serialize>(status: StatusCode, name: &str, change: Changed<T>) -> Response {
+    let mut body = serde_json::Map::new();
+    body.insert(
+        name.to_string(),
+        serde_json::to_value(&change.value).unwrap_or_default(),
+    );
+    body.insert("event_id".into(), json!(change.event.event_id));
+    (status, Json(body)).into_response()
 }
 
 fn actor(key: &ApiKey) -> String {
@@ -204,19 +228,14 @@ pub async fn create_rule(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let store = store(&state)?;
-    let key = require_role(&state, &headers, &WRITE_ROLES, "creating alert rules").await?;
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "creating alert rules").await?;
     let spec = RuleSpec::from_json(&body).map_err(invalid)?;
     check_org(&key, &spec.org_id)?;
     let set = store
         .create_rule(&spec, &actor(&key))
         .await
         .map_err(store_error)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "rule": set.value, "event_id": set.event.event_id })),
-    )
-        .into_response())
+    Ok(answer(StatusCode::CREATED, "rule", set))
 }
 
 /// `GET /api/v1/alerts/rules/{id}`
@@ -252,8 +271,7 @@ pub async fn update_rule(
     id: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let store = store(&state)?;
-    let key = require_role(&state, &headers, &WRITE_ROLES, "changing alert rules").await?;
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "changing alert rules").await?;
     let id = path_id(id, "rule")?;
     let update: RuleUpdate = parse_json(&body).map_err(invalid)?;
     update.rule.validate().map_err(prefixed("rule"))?;
@@ -271,7 +289,7 @@ pub async fn update_rule(
             AlertStoreError::Invalid(r) => prefixed("rule")(r),
             other => store_error(other),
         })?;
-    Ok(Json(json!({ "rule": set.value, "event_id": set.event.event_id })).into_response())
+    Ok(answer(StatusCode::OK, "rule", set))
 }
 
 /// `DELETE /api/v1/alerts/rules/{id}?version=` (version optional).
@@ -281,8 +299,7 @@ pub async fn delete_rule(
     id: Result<Path<String>, PathRejection>,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let store = store(&state)?;
-    let key = require_role(&state, &headers, &WRITE_ROLES, "deleting alert rules").await?;
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "deleting alert rules").await?;
     let id = path_id(id, "rule")?;
     let version = version_param(query)?;
     let deleted = store
@@ -387,19 +404,14 @@ pub async fn create_silence(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let store = store(&state)?;
-    let key = require_role(&state, &headers, &WRITE_ROLES, "creating silences").await?;
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "creating silences").await?;
     let spec = SilenceSpec::from_json(&body, Utc::now()).map_err(invalid)?;
     check_org(&key, &spec.org_id)?;
     let set = store
         .create_silence(&spec, &actor(&key))
         .await
         .map_err(store_error)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "silence": set.value, "event_id": set.event.event_id })),
-    )
-        .into_response())
+    Ok(answer(StatusCode::CREATED, "silence", set))
 }
 
 /// `GET /api/v1/alerts/silences/{id}`
@@ -428,8 +440,7 @@ pub async fn expire_silence(
     id: Result<Path<String>, PathRejection>,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let store = store(&state)?;
-    let key = require_role(&state, &headers, &WRITE_ROLES, "expiring silences").await?;
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "expiring silences").await?;
     let id = path_id(id, "silence")?;
     no_params(query)?;
     let expired = store
@@ -498,19 +509,14 @@ pub async fn create_receiver(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let store = store(&state)?;
-    let key = require_role(&state, &headers, &WRITE_ROLES, "creating receivers").await?;
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "creating receivers").await?;
     let spec = ReceiverSpec::from_json(&body).map_err(invalid)?;
     check_org(&key, &spec.org_id)?;
     let set = store
         .create_receiver(&spec, &actor(&key))
         .await
         .map_err(store_error)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "receiver": set.value, "event_id": set.event.event_id })),
-    )
-        .into_response())
+    Ok(answer(StatusCode::CREATED, "receiver", set))
 }
 
 /// `GET /api/v1/alerts/receivers/{id}`
@@ -545,8 +551,7 @@ pub async fn update_receiver(
     id: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let store = store(&state)?;
-    let key = require_role(&state, &headers, &WRITE_ROLES, "changing receivers").await?;
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "changing receivers").await?;
     let id = path_id(id, "receiver")?;
     let update: ReceiverUpdate = parse_json(&body).map_err(invalid)?;
     update.receiver.validate().map_err(prefixed("receiver"))?;
@@ -564,7 +569,7 @@ pub async fn update_receiver(
             AlertStoreError::Invalid(r) => prefixed("receiver")(r),
             other => store_error(other),
         })?;
-    Ok(Json(json!({ "receiver": set.value, "event_id": set.event.event_id })).into_response())
+    Ok(answer(StatusCode::OK, "receiver", set))
 }
 
 /// `DELETE /api/v1/alerts/receivers/{id}?version=` (409 while a rule uses it).
@@ -574,8 +579,7 @@ pub async fn delete_receiver(
     id: Result<Path<String>, PathRejection>,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let store = store(&state)?;
-    let key = require_role(&state, &headers, &WRITE_ROLES, "deleting receivers").await?;
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "deleting receivers").await?;
     let id = path_id(id, "receiver")?;
     let version = version_param(query)?;
     let deleted = store

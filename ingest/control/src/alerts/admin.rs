@@ -153,13 +153,12 @@ impl AlertStore {
         .map_err(|e| name_taken(e, "rule", spec.org_id.as_str(), spec.name.as_str()))?;
         let rule = row.into_rule()?;
         let payload = json!({ "rule": rule_json(&rule), "previous": Value::Null });
-        let event = enqueue(
-            &mut tx,
+        commit(
+            tx,
             &org_event(KIND_ALERT_RULE_SET, &rule.spec.org_id, actor, payload),
+            rule,
         )
-        .await?;
-        tx.commit().await?;
-        Ok(Changed { value: rule, event })
+        .await
     }
 
     /// Replace rule `id` of `org` with `spec`, if it is still at
@@ -211,13 +210,12 @@ impl AlertStore {
         let rule = row.into_rule()?;
         let previous = previous.into_rule()?;
         let payload = json!({ "rule": rule_json(&rule), "previous": rule_json(&previous) });
-        let event = enqueue(
-            &mut tx,
+        commit(
+            tx,
             &org_event(KIND_ALERT_RULE_SET, org, actor, payload),
+            rule,
         )
-        .await?;
-        tx.commit().await?;
-        Ok(Changed { value: rule, event })
+        .await
     }
 
     /// Delete rule `id` of `org` (only if at `expected_version`, when given).
@@ -246,13 +244,12 @@ impl AlertStore {
         };
         let rule = row.into_rule()?;
         let payload = json!({ "rule": rule_json(&rule) });
-        let event = enqueue(
-            &mut tx,
+        commit(
+            tx,
             &org_event(KIND_ALERT_RULE_DELETED, &rule.spec.org_id, actor, payload),
+            rule,
         )
-        .await?;
-        tx.commit().await?;
-        Ok(Changed { value: rule, event })
+        .await
     }
 
     /// Create a silence (validated by the caller: [`SilenceSpec::validate`]).
@@ -276,16 +273,12 @@ impl AlertStore {
         .await?;
         let silence = row.into_silence()?;
         let payload = json!({ "silence": silence_json(&silence) });
-        let event = enqueue(
-            &mut tx,
+        commit(
+            tx,
             &org_event(KIND_SILENCE_SET, &spec.org_id, actor, payload),
+            silence,
         )
-        .await?;
-        tx.commit().await?;
-        Ok(Changed {
-            value: silence,
-            event,
-        })
+        .await
     }
 
     /// End silence `id` of `org` at `now` (its `ends_at` becomes `now`).
@@ -331,16 +324,12 @@ impl AlertStore {
         .await?;
         let silence = row.into_silence()?;
         let payload = json!({ "silence": silence_json(&silence) });
-        let event = enqueue(
-            &mut tx,
+        commit(
+            tx,
             &org_event(KIND_SILENCE_EXPIRED, &silence.spec.org_id, actor, payload),
+            silence,
         )
-        .await?;
-        tx.commit().await?;
-        Ok(Changed {
-            value: silence,
-            event,
-        })
+        .await
     }
 
     /// Create a receiver (validated by the caller: [`ReceiverSpec::validate`]).
@@ -370,16 +359,12 @@ impl AlertStore {
         let receiver = row.into_receiver()?;
         let payload =
             json!({ "receiver": receiver_event_json(&receiver), "previous": Value::Null });
-        let event = enqueue(
-            &mut tx,
+        commit(
+            tx,
             &org_event(KIND_RECEIVER_SET, &spec.org_id, actor, payload),
+            receiver,
         )
-        .await?;
-        tx.commit().await?;
-        Ok(Changed {
-            value: receiver,
-            event,
-        })
+        .await
     }
 
     /// Replace receiver `id` of `org` with `spec` if still at
@@ -442,12 +427,12 @@ impl AlertStore {
             "receiver": receiver_event_json(&receiver),
             "previous": receiver_event_json(&previous),
         });
-        let event = enqueue(&mut tx, &org_event(KIND_RECEIVER_SET, org, actor, payload)).await?;
-        tx.commit().await?;
-        Ok(Changed {
-            value: receiver,
-            event,
-        })
+        commit(
+            tx,
+            &org_event(KIND_RECEIVER_SET, org, actor, payload),
+            receiver,
+        )
+        .await
     }
 
     /// Delete receiver `id` of `org` (only if at `expected_version`, when
@@ -505,17 +490,25 @@ impl AlertStore {
         };
         let receiver = row.into_receiver()?;
         let payload = json!({ "receiver": receiver_event_json(&receiver) });
-        let event = enqueue(
-            &mut tx,
+        commit(
+            tx,
             &org_event(KIND_RECEIVER_DELETED, &receiver.org_id, actor, payload),
+            receiver,
         )
-        .await?;
-        tx.commit().await?;
-        Ok(Changed {
-            value: receiver,
-            event,
-        })
+        .await
     }
+}
+
+/// Put `event` in the outbox and commit `tx` with it: the change and its
+/// event are one transaction.
+async fn commit<T>(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    event: &Event,
+    value: T,
+) -> Result<Changed<T>, AlertStoreError> {
+    let event = enqueue(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok(Changed { value, event })
 }
 
 /// Intervals are validated to fit; PostgreSQL stores them as INTEGER.

@@ -265,6 +265,9 @@ pub(crate) const SILENCE_COLUMNS: &str = "id, org_id, matchers, starts_at, ends_
 /// Never the secret itself: only whether there is one.
 pub(crate) const RECEIVER_COLUMNS: &str = "id, org_id, name, kind, url, signing_secret IS NOT NULL AS has_signing_secret, group_by, group_wait_secs, group_interval_secs, repeat_interval_secs, version, created_at, updated_at";
 
+/// A list condition that keeps every row (it only types `$2`).
+const ANY_TIME: &str = "$2::timestamptz IS NOT NULL";
+
 /// Rules, silences and receivers in PostgreSQL.
 #[derive(Clone)]
 pub struct AlertStore {
@@ -280,54 +283,87 @@ impl AlertStore {
         &self.pool
     }
 
-    /// Rule `id` of `org` (of any org with `None`).
-    pub async fn rule(&self, org: Option<&str>, id: i64) -> Result<AlertRule, AlertStoreError> {
-        let row: Option<RuleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {RULE_COLUMNS} FROM alert_rules WHERE id = $1 AND ($2::text IS NULL OR org_id = $2)"
+    /// Row `id` of `org` (of any org with `None`) of `table`.
+    async fn one<R>(
+        &self,
+        columns: &str,
+        table: &str,
+        what: &'static str,
+        org: Option<&str>,
+        id: i64,
+    ) -> Result<R, AlertStoreError>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let row: Option<R> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM {table} WHERE id = $1 AND ($2::text IS NULL OR org_id = $2)"
         )))
         .bind(id)
         .bind(org)
         .fetch_optional(&self.pool)
         .await?;
-        row.ok_or(AlertStoreError::NotFound { what: "rule", id })?
+        row.ok_or(AlertStoreError::NotFound { what, id })
+    }
+
+    /// The rows of `table` of `org` (every org's with `None`) that
+    /// `condition` (on `$2`, bound to `at`) keeps, by id.
+    async fn of_org<R>(
+        &self,
+        columns: &str,
+        table: &str,
+        org: Option<&str>,
+        condition: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<R>, AlertStoreError>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM {table} \
+             WHERE ($1::text IS NULL OR org_id = $1) AND {condition} ORDER BY id"
+        )))
+        .bind(org)
+        .bind(at)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Rule `id` of `org` (of any org with `None`).
+    pub async fn rule(&self, org: Option<&str>, id: i64) -> Result<AlertRule, AlertStoreError> {
+        self.one::<RuleRow>(RULE_COLUMNS, "alert_rules", "rule", org, id)
+            .await?
             .into_rule()
     }
 
     /// The rules of `org` (every org's with `None`), by id.
     pub async fn rules(&self, org: Option<&str>) -> Result<Vec<AlertRule>, AlertStoreError> {
-        let rows: Vec<RuleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {RULE_COLUMNS} FROM alert_rules WHERE ($1::text IS NULL OR org_id = $1) ORDER BY id"
-        )))
-        .bind(org)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(RuleRow::into_rule).collect()
+        self.of_org::<RuleRow>(RULE_COLUMNS, "alert_rules", org, ANY_TIME, Utc::now())
+            .await?
+            .into_iter()
+            .map(RuleRow::into_rule)
+            .collect()
     }
 
     /// Every enabled rule of every org, by id: what the evaluator runs.
     pub async fn enabled_rules(&self) -> Result<Vec<AlertRule>, AlertStoreError> {
-        let rows: Vec<RuleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {RULE_COLUMNS} FROM alert_rules WHERE enabled ORDER BY id"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(RuleRow::into_rule).collect()
+        self.of_org::<RuleRow>(
+            RULE_COLUMNS,
+            "alert_rules",
+            None,
+            "enabled AND $2::timestamptz IS NOT NULL",
+            Utc::now(),
+        )
+        .await?
+        .into_iter()
+        .map(RuleRow::into_rule)
+        .collect()
     }
 
-    /// Silence `id` of `org`.
+    /// Silence `id` of `org` (of any org with `None`).
     pub async fn silence(&self, org: Option<&str>, id: i64) -> Result<Silence, AlertStoreError> {
-        let row: Option<SilenceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {SILENCE_COLUMNS} FROM alert_silences WHERE id = $1 AND ($2::text IS NULL OR org_id = $2)"
-        )))
-        .bind(id)
-        .bind(org)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.ok_or(AlertStoreError::NotFound {
-            what: "silence",
-            id,
-        })?
-        .into_silence()
+        self.one::<SilenceRow>(SILENCE_COLUMNS, "alert_silences", "silence", org, id)
+            .await?
+            .into_silence()
     }
 
     /// The silences of `org` (every org's with `None`) that `filter` keeps
@@ -341,17 +377,13 @@ impl AlertStore {
         let condition = match filter {
             SilenceFilter::Current => "ends_at > $2",
             SilenceFilter::Expired => "ends_at <= $2",
-            SilenceFilter::All => "$2::timestamptz IS NOT NULL",
+            SilenceFilter::All => ANY_TIME,
         };
-        let rows: Vec<SilenceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {SILENCE_COLUMNS} FROM alert_silences \
-             WHERE ($1::text IS NULL OR org_id = $1) AND {condition} ORDER BY id"
-        )))
-        .bind(org)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(SilenceRow::into_silence).collect()
+        self.of_org::<SilenceRow>(SILENCE_COLUMNS, "alert_silences", org, condition, now)
+            .await?
+            .into_iter()
+            .map(SilenceRow::into_silence)
+            .collect()
     }
 
     /// Every org's silences in force at `now` (started, not ended): what
@@ -360,42 +392,39 @@ impl AlertStore {
         &self,
         now: DateTime<Utc>,
     ) -> Result<Vec<Silence>, AlertStoreError> {
-        let rows: Vec<SilenceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {SILENCE_COLUMNS} FROM alert_silences \
-             WHERE starts_at <= $1 AND ends_at > $1 ORDER BY id"
-        )))
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(SilenceRow::into_silence).collect()
+        self.of_org::<SilenceRow>(
+            SILENCE_COLUMNS,
+            "alert_silences",
+            None,
+            "starts_at <= $2 AND ends_at > $2",
+            now,
+        )
+        .await?
+        .into_iter()
+        .map(SilenceRow::into_silence)
+        .collect()
     }
 
-    /// Receiver `id` of `org`, without its secret.
+    /// Receiver `id` of `org` (of any org with `None`), without its secret.
     pub async fn receiver(&self, org: Option<&str>, id: i64) -> Result<Receiver, AlertStoreError> {
-        let row: Option<ReceiverRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {RECEIVER_COLUMNS} FROM alert_receivers WHERE id = $1 AND ($2::text IS NULL OR org_id = $2)"
-        )))
-        .bind(id)
-        .bind(org)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.ok_or(AlertStoreError::NotFound {
-            what: "receiver",
-            id,
-        })?
-        .into_receiver()
+        self.one::<ReceiverRow>(RECEIVER_COLUMNS, "alert_receivers", "receiver", org, id)
+            .await?
+            .into_receiver()
     }
 
     /// The receivers of `org` (every org's with `None`), by id, without secrets.
     pub async fn receivers(&self, org: Option<&str>) -> Result<Vec<Receiver>, AlertStoreError> {
-        let rows: Vec<ReceiverRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {RECEIVER_COLUMNS} FROM alert_receivers \
-             WHERE ($1::text IS NULL OR org_id = $1) ORDER BY id"
-        )))
-        .bind(org)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(ReceiverRow::into_receiver).collect()
+        self.of_org::<ReceiverRow>(
+            RECEIVER_COLUMNS,
+            "alert_receivers",
+            org,
+            ANY_TIME,
+            Utc::now(),
+        )
+        .await?
+        .into_iter()
+        .map(ReceiverRow::into_receiver)
+        .collect()
     }
 
     /// The signing secret of webhook receiver `id` of `org`, for the
