@@ -694,3 +694,81 @@ async fn alerting_cli_round_trips_with_the_api() {
         assert!(!e.to_string().contains(SECRET));
     }
 }
+
+/// Hostile bodies are 400s naming the field and store nothing; of ten
+/// concurrent updates from the same version exactly one wins, the others
+/// are told the version moved.
+#[tokio::test]
+async fn hostile_bodies_are_refused_and_one_concurrent_update_wins() {
+    let mut env = TestEnv::new("alert_race").await;
+    env.start_api().await;
+    let sre = env.create_key_with_role("sre", None);
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: env.api_url(),
+    };
+    use reqwest::Method as M;
+
+    let huge: serde_json::Map<String, Value> =
+        (0..20_000).map(|i| (format!("l{i}"), json!("v"))).collect();
+    let mut many_labels = rule_body("acme", "huge", &[]);
+    many_labels["labels"] = Value::Object(huge);
+    let mut bomb = silence_body("acme");
+    bomb["matchers"] = json!([{"name": "a", "op": "=~", "value": "((a{100}){100}){100}"}]);
+    for (path, body, want) in [
+        ("/api/v1/alerts/rules", many_labels, "body"),
+        ("/api/v1/alerts/rules", json!([1, 2]), "body"),
+        ("/api/v1/alerts/silences", bomb, "matchers[0].value"),
+    ] {
+        assert_eq!(
+            field_of(&api, M::POST, path, &sre, &body).await,
+            want,
+            "{body:.200}"
+        );
+    }
+    for url in [
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "http://user:pw@x/",
+    ] {
+        let mut body = receiver_body("acme", "r");
+        body["url"] = json!(url);
+        assert_eq!(
+            field_of(&api, M::POST, "/api/v1/alerts/receivers", &sre, &body).await,
+            "url",
+            "{url}"
+        );
+    }
+    for path in ["/api/v1/alerts/rules", "/api/v1/alerts/receivers"] {
+        assert_eq!(api.json(M::GET, path, &sre, None, 200).await, json!([]));
+    }
+
+    let store = tollgate_control::alerts::AlertStore::new(
+        sqlx::PgPool::connect(&env.pg_url).await.unwrap(),
+    );
+    let spec: tollgate_contract::alerts::RuleSpec =
+        serde_json::from_value(rule_body("acme", "contended", &[])).unwrap();
+    let id = store.create_rule(&spec, "test").await.unwrap().value.id;
+    let updates = (0..10).map(|i| {
+        let (store, mut spec) = (store.clone(), spec.clone());
+        spec.for_secs = i;
+        async move { store.update_rule("acme", id, 1, &spec, "test").await }
+    });
+    let results = futures::future::join_all(updates).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    let conflicts = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Err(tollgate_control::alerts::AlertStoreError::Conflict { current: 2, .. })
+            )
+        })
+        .count();
+    assert_eq!((won, conflicts), (1, 9), "{results:?}");
+    assert_eq!(store.rule(Some("acme"), id).await.unwrap().version, 2);
+    assert!(matches!(
+        store.rule(Some("globex"), id).await,
+        Err(tollgate_control::alerts::AlertStoreError::NotFound { .. })
+    ));
+}
