@@ -42,6 +42,9 @@ enum Command {
     /// Manage the price catalog.
     #[command(subcommand)]
     Prices(cmd::prices::PricesCommand),
+    /// Manage alert rules, silences and receivers.
+    #[command(subcommand)]
+    Alerts(cmd::alerts::AlertsCommand),
     /// Manage spend budgets.
     #[command(subcommand)]
     Budgets(cmd::budgets::BudgetsCommand),
@@ -83,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Proxy(args) => cmd::proxy::run(args, &config).await,
         Command::MockUpstream(args) => cmd::mock_upstream::run(args, &config).await,
         Command::Prices(command) => cmd::prices::run(command, &config).await,
+        Command::Alerts(command) => cmd::alerts::run(command, &config).await,
         Command::Budgets(command) => cmd::budgets::run(command, &config).await,
         Command::Outbox(command) => cmd::outbox::run(command, &config).await,
         Command::Reprice(args) => cmd::reprice::run(args, &config).await,

@@ -28,13 +28,25 @@ pub async fn require_admin(
     headers: &HeaderMap,
     what: &str,
 ) -> Result<ApiKey, ApiError> {
+    require_role(state, headers, &["admin"], what).await
+}
+
+/// The key of a caller whose role is one of `roles`, or why not: 401
+/// without a key or with an unknown or revoked one, 403 for another role.
+pub async fn require_role(
+    state: &ApiState,
+    headers: &HeaderMap,
+    roles: &[&str],
+    what: &str,
+) -> Result<ApiKey, ApiError> {
     let secret = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::Unauthorized(
-            "missing API key: send Authorization: Bearer <admin key>".into(),
-        ))?;
+        .ok_or(ApiError::Unauthorized(format!(
+            "missing API key: send Authorization: Bearer <{} key>",
+            roles.join("|")
+        )))?;
     let key = state
         .keys
         .as_ref()
@@ -43,10 +55,12 @@ pub async fn require_admin(
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?
         .ok_or_else(|| ApiError::Unauthorized("invalid API key: unknown or revoked".into()))?;
-    if key.role != "admin" {
+    if !roles.contains(&key.role.as_str()) {
         return Err(ApiError::Forbidden(format!(
-            "key {} has role `{}`; {what} needs role `admin`",
-            key.prefix, key.role
+            "key {} has role `{}`; {what} needs role `{}`",
+            key.prefix,
+            key.role,
+            roles.join("` or `")
         )));
     }
     Ok(key)

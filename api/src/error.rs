@@ -24,6 +24,10 @@ pub enum ApiError {
     /// The thing named in the path does not exist.
     #[error("{0}")]
     NoSuch(String),
+    /// The request conflicts with the current state (a stale version, a
+    /// name already taken). Retryable after reading the state again.
+    #[error("{0}")]
+    Conflict(String),
     /// No or an unknown API key.
     #[error("{0}")]
     Unauthorized(String),
@@ -62,6 +66,7 @@ impl ApiError {
             Self::NotFound | Self::NoSuch(_) => StatusCode::NOT_FOUND,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ReadModel(
                 ReadModelError::Unavailable { .. } | ReadModelError::NotMigrated { .. },

@@ -2,12 +2,14 @@
 //!
 //! This crate owns the JSON HTTP surface: routing ([`router`]), the mapping
 //! of every failure to a status code and JSON body ([`error::ApiError`]), the
-//! report endpoints ([`reports`], [`finance`], [`errors`], [`audit`]) and the admin
-//! endpoints ([`admin`]: price and budget changes). Queries live in the read
+//! report endpoints ([`reports`], [`finance`], [`errors`], [`audit`]), the admin
+//! endpoints ([`admin`]: price and budget changes) and alerting's rules,
+//! silences and receivers ([`alerts`]). Queries live in the read
 //! side (`tollgate-queries`); the binary serves this router next to the
 //! dashboards' (`tollgate-dashboards`), a sibling crate.
 
 pub mod admin;
+pub mod alerts;
 pub mod audit;
 pub mod config;
 pub mod error;
@@ -37,6 +39,8 @@ pub struct ApiState {
     pub keys: Option<tollgate_control::keys::KeyStore>,
     /// Budgets, for the finance budget report and budget administration.
     pub budgets: Option<tollgate_control::budgets::BudgetStore>,
+    /// Alert rules, silences and receivers.
+    pub alerts: Option<tollgate_control::alerts::AlertStore>,
 }
 
 /// The JSON surface: `/healthz`, `/readyz` and `/api/v1/...`. The binary
@@ -77,6 +81,34 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/admin/budgets/{id}",
             axum::routing::delete(admin::delete_budget),
+        )
+        .route(
+            "/api/v1/alerts/rules",
+            get(alerts::list_rules).post(alerts::create_rule),
+        )
+        .route(
+            "/api/v1/alerts/rules/{id}",
+            get(alerts::get_rule)
+                .put(alerts::update_rule)
+                .delete(alerts::delete_rule),
+        )
+        .route(
+            "/api/v1/alerts/silences",
+            get(alerts::list_silences).post(alerts::create_silence),
+        )
+        .route(
+            "/api/v1/alerts/silences/{id}",
+            get(alerts::get_silence).delete(alerts::expire_silence),
+        )
+        .route(
+            "/api/v1/alerts/receivers",
+            get(alerts::list_receivers).post(alerts::create_receiver),
+        )
+        .route(
+            "/api/v1/alerts/receivers/{id}",
+            get(alerts::get_receiver)
+                .put(alerts::update_receiver)
+                .delete(alerts::delete_receiver),
         )
         .route("/api/{*rest}", get(api_not_found))
         .with_state(state);
@@ -138,6 +170,7 @@ mod tests {
             prices: None,
             keys: None,
             budgets: None,
+            alerts: None,
         })
     }
 
@@ -241,6 +274,7 @@ mod tests {
             prices: None,
             keys: None,
             budgets: None,
+            alerts: None,
         });
         for (uri, parameter) in [
             ("/api/v1/finance/budgets?format=csv&format=json", "format"),

@@ -42,8 +42,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     // Changes commit with their admin events in the outbox; this server's
     // relay publishes them (so do processors' relays).
     let relay_stop = tokio_util::sync::CancellationToken::new();
-    let (prices, keys, budgets, relay) = match tollgate_control::postgres::connect(&config.postgres)
-        .await
+    let (prices, keys, budgets, alerts, relay) = match tollgate_control::postgres::connect(
+        &config.postgres,
+    )
+    .await
     {
         Ok(pool) => {
             let producer = tollgate_control::kafka::EventProducer::new(&config.kafka)?;
@@ -53,13 +55,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
                     store: PriceStore::new(pool.clone()),
                 }),
                 Some(KeyStore::new(pool.clone())),
-                Some(BudgetStore::new(pool)),
+                Some(BudgetStore::new(pool.clone())),
+                Some(tollgate_control::alerts::AlertStore::new(pool)),
                 Some(tokio::spawn(relay.run(relay_stop.clone()))),
             )
         }
         Err(err) => {
             tracing::warn!(%err, "postgres unreachable: serving reports without price and budget administration and audit endpoints (503)");
-            (None, None, None, None)
+            (None, None, None, None, None)
         }
     };
     let listen = args.listen.unwrap_or_else(|| config.api.listen.clone());
@@ -81,6 +84,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         prices,
         keys,
         budgets,
+        alerts,
     };
     let pages = tollgate_dashboards::router_with(
         state.read_models.clone(),

@@ -1,5 +1,6 @@
 //! One module per subcommand; each owns its arguments and its `run`.
 
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod bench;

@@ -39,6 +39,21 @@ pub const KIND_ERROR_PATTERN_NEW: &str = "admin.error_pattern.new";
 /// (`docs/breakers.md`).
 pub const KIND_BREAKER_TRANSITION: &str = "admin.breaker.transition";
 
+/// `admin.alert_rule.set`: an alert rule created or changed
+/// (`docs/alerting.md`).
+pub const KIND_ALERT_RULE_SET: &str = "admin.alert_rule.set";
+/// `admin.alert_rule.deleted`: an alert rule removed.
+pub const KIND_ALERT_RULE_DELETED: &str = "admin.alert_rule.deleted";
+/// `admin.silence.set`: a silence created.
+pub const KIND_SILENCE_SET: &str = "admin.silence.set";
+/// `admin.silence.expired`: a silence ended early by a user.
+pub const KIND_SILENCE_EXPIRED: &str = "admin.silence.expired";
+/// `admin.receiver.set`: a notification receiver created or changed (its
+/// signing secret and URL path never in the event).
+pub const KIND_RECEIVER_SET: &str = "admin.receiver.set";
+/// `admin.receiver.deleted`: a receiver removed.
+pub const KIND_RECEIVER_DELETED: &str = "admin.receiver.deleted";
+
 /// A control-plane event with `payload` as its `admin` object.
 pub fn admin_event(kind: &'static str, actor: &str, payload: serde_json::Value) -> Event {
     let mut admin = json!({ "actor": actor });

@@ -11,6 +11,8 @@
 //!   a float;
 //! - decisions (`decisions`): the records on the compacted decisions topic
 //!   that the budget watcher publishes and the proxy enforces;
+//! - alerting (`alerts`): rules, silences and receivers as an SRE states
+//!   them, with the validation that names the field;
 //! - error signatures (`signature`): which failure pattern a failed call
 //!   belongs to, computed alike by the error-pattern fold and the proxy;
 //! - alert notifications (`notification`): what delivery sends to a
@@ -21,6 +23,7 @@
 
 pub mod admin;
 pub mod alert_lifecycle;
+pub mod alerts;
 pub mod aliases;
 pub mod audit;
 pub mod batch;

@@ -308,7 +308,7 @@ fn check_token_counts(usage: &Usage) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(), Rejection> {
+pub(crate) fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(), Rejection> {
     let len = value.chars().count();
     if len < min {
         return Err(Rejection::new(
@@ -354,7 +354,7 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-fn missing_field(message: &str) -> Option<String> {
+pub(crate) fn missing_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("missing field `")?;
     let end = rest.find('`')?;
     Some(rest[..end].to_string())
@@ -362,7 +362,7 @@ fn missing_field(message: &str) -> Option<String> {
 
 /// serde_json appends "at line 1 column 57", which refers to the re-parsed value,
 /// not to the client's body: drop it.
-fn strip_position(message: &str) -> String {
+pub(crate) fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),

@@ -2,8 +2,9 @@
 //! ([`postgres`]), API keys ([`keys`]), the versioned price catalog
 //! ([`prices`]: reading and keeping a copy fresh, adding versions, the
 //! LiteLLM import format), budgets ([`budgets`]: the store, administration,
-//! evaluation against spend) and the outbox of `admin.*` events with its
-//! relay ([`outbox`]), and the dead letters of alert delivery
+//! evaluation against spend), alerting's rules, silences and receivers
+//! ([`alerts`]), the outbox of `admin.*` events with its relay
+//! ([`outbox`]), and the dead letters of alert delivery
 //! ([`alert_deliveries`]).
 //!
 //! It also holds the connection settings every role shares ([`config`]),
@@ -13,6 +14,7 @@
 //! processors, queries — need nothing but the contract and this crate.
 
 pub mod alert_deliveries;
+pub mod alerts;
 pub mod budgets;
 pub mod clickhouse;
 pub mod config;

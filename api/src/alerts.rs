@@ -1,0 +1,593 @@
+//! Alerting administration under `/api/v1/alerts/`: rules, silences and
+//! receivers (`docs/alerting.md`). Roles `admin` and `sre` change them;
+//! `admin`, `sre` and `finance` read them. A key scoped to an org sees only
+//! that org: another org's id or name is a 404, as if it did not exist.
+//! Lists answer JSON or, with `format=csv`, the same rows as CSV (one typed
+//! table each). Rules and receivers are replaced with `PUT` naming the
+//! `version` read (409 when it is stale); deleting a silence expires it.
+//! Every change commits with its `admin.*` event in the outbox.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use tollgate_contract::alerts::{parse_json, ReceiverSpec, RuleSpec, SilenceSpec};
+use tollgate_contract::Rejection;
+use tollgate_control::alerts::admin::Changed;
+use tollgate_control::alerts::{
+    AlertRule, AlertStore, AlertStoreError, Receiver, Silence, SilenceFilter,
+};
+use tollgate_control::keys::ApiKey;
+use tollgate_queries::params::{Expected, QueryParams};
+use tollgate_queries::Table;
+
+use crate::admin::require_role;
+use crate::error::ApiError;
+use crate::finance::Format;
+use crate::{query_pairs, ApiState};
+
+/// Roles that may change rules, silences and receivers.
+pub const WRITE_ROLES: [&str; 2] = ["admin", "sre"];
+/// Roles that may read them.
+pub const READ_ROLES: [&str; 3] = ["admin", "sre", "finance"];
+
+type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+fn store(state: &ApiState) -> Result<&AlertStore, ApiError> {
+    state.alerts.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("alerting needs postgres; this server runs without it".into())
+    })
+}
+
+/// The store and the caller's key, if its role is one of `roles`.
+async fn caller<'a>(
+    state: &'a ApiState,
+    headers: &HeaderMap,
+    roles: &[&str],
+    what: &str,
+) -> Result<(&'a AlertStore, ApiKey), ApiError> {
+    let store = store(state)?;
+    Ok((store, require_role(state, headers, roles, what).await?))
+}
+
+/// A change as the API answers it: the value under `name` and the id of
+/// its admin event.
+fn answer<T: serde::Serialize>(status: StatusCode, name: &str, change: Changed<T>) -> Response {
+    let mut body = serde_json::Map::new();
+    body.insert(
+        name.to_string(),
+        serde_json::to_value(&change.value).unwrap_or_default(),
+    );
+    body.insert("event_id".into(), json!(change.event.event_id));
+    (status, Json(body)).into_response()
+}
+
+fn actor(key: &ApiKey) -> String {
+    format!("key:{}", key.prefix)
+}
+
+fn invalid(r: Rejection) -> ApiError {
+    ApiError::InvalidField {
+        field: r.field,
+        reason: r.reason,
+    }
+}
+
+fn prefixed(prefix: &str) -> impl Fn(Rejection) -> ApiError + '_ {
+    move |r| {
+        invalid(Rejection::new(
+            if r.field == "body" {
+                r.field
+            } else {
+                format!("{prefix}.{}", r.field)
+            },
+            r.reason,
+        ))
+    }
+}
+
+fn store_error(err: AlertStoreError) -> ApiError {
+    match err {
+        AlertStoreError::NotFound { .. } => ApiError::NoSuch(err.to_string()),
+        AlertStoreError::Conflict { .. }
+        | AlertStoreError::NameTaken { .. }
+        | AlertStoreError::InUse { .. }
+        | AlertStoreError::AlreadyExpired { .. } => ApiError::Conflict(err.to_string()),
+        AlertStoreError::Invalid(r) => invalid(r),
+        AlertStoreError::Postgres(_) | AlertStoreError::Corrupt { .. } => {
+            ApiError::Unavailable(format!("alerting store: {err}"))
+        }
+    }
+}
+
+/// The org a scoped key may act on; `org` of another org is a 404.
+fn check_org(key: &ApiKey, org: &str) -> Result<(), ApiError> {
+    match key.org_id.as_deref() {
+        Some(scope) if scope != org => Err(ApiError::NoSuch(format!("no org {org}"))),
+        _ => Ok(()),
+    }
+}
+
+/// The org filter of a list: a scoped key's own org; for an unscoped key
+/// the `org` parameter, or every org.
+fn list_org<'a>(key: &'a ApiKey, params: &'a QueryParams) -> Result<Option<&'a str>, ApiError> {
+    let requested = params.text("org");
+    match (key.org_id.as_deref(), requested) {
+        (Some(scope), Some(org)) if org != scope => Err(ApiError::NoSuch(format!("no org {org}"))),
+        (Some(scope), _) => Ok(Some(scope)),
+        (None, requested) => Ok(requested),
+    }
+}
+
+fn path_id(id: Result<Path<String>, PathRejection>, what: &str) -> Result<i64, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::InvalidParameter {
+        parameter: "id".into(),
+        reason: e.body_text(),
+    })?;
+    id.parse()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::InvalidParameter {
+            parameter: "id".into(),
+            reason: format!("not a {what} id (a positive integer)"),
+        })
+}
+
+/// The optional `version` of a delete.
+fn version_param(query: Pairs) -> Result<Option<i64>, ApiError> {
+    let params = QueryParams::parse(&query_pairs(query)?, &Expected::names(&["version"]))?;
+    params
+        .text("version")
+        .map(|v| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| ApiError::InvalidParameter {
+                    parameter: "version".into(),
+                    reason: format!("`{v}` is not a version (a positive integer)"),
+                })
+        })
+        .transpose()
+}
+
+fn no_params(query: Pairs) -> Result<(), ApiError> {
+    QueryParams::parse(&query_pairs(query)?, &Expected::names(&[]))?;
+    Ok(())
+}
+
+// ---- rules ----
+
+/// The CSV of a rule list: the same rows as the JSON.
+pub fn rules_table(rules: &Vec<AlertRule>) -> Table {
+    let mut t = Table::new([
+        "id",
+        "org_id",
+        "name",
+        "enabled",
+        "severity",
+        "signal_kind",
+        "window_secs",
+        "for_secs",
+        "receivers",
+        "labels",
+        "signal",
+        "version",
+        "updated_at",
+    ]);
+    for r in rules {
+        t.push([
+            r.id.to_string(),
+            r.spec.org_id.clone(),
+            r.spec.name.clone(),
+            r.spec.enabled.to_string(),
+            r.spec.severity.name().to_string(),
+            r.spec.signal.kind().to_string(),
+            r.spec
+                .signal
+                .window_secs()
+                .map(|w| w.to_string())
+                .unwrap_or_default(),
+            r.spec.for_secs.to_string(),
+            r.spec
+                .receivers
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+            serde_json::to_string(&r.spec.labels).unwrap_or_default(),
+            serde_json::to_string(&r.spec.signal).unwrap_or_default(),
+            r.version.to_string(),
+            r.updated_at.to_rfc3339(),
+        ]);
+    }
+    t
+}
+
+/// `GET /api/v1/alerts/rules?org=&format=json|csv`
+pub async fn list_rules(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Pairs,
+) -> Result<Response, ApiError> {
+    let key = require_role(&state, &headers, &READ_ROLES, "reading alert rules").await?;
+    let params = QueryParams::parse(&query_pairs(query)?, &Expected::names(&["org", "format"]))?;
+    let format = Format::of(&params)?;
+    let org = list_org(&key, &params)?;
+    let rules = store(&state)?.rules(org).await.map_err(store_error)?;
+    Ok(format.respond(&rules, "alert-rules.csv", rules_table))
+}
+
+/// `POST /api/v1/alerts/rules`: 201 with the rule and its event id.
+pub async fn create_rule(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "creating alert rules").await?;
+    let spec = RuleSpec::from_json(&body).map_err(invalid)?;
+    check_org(&key, &spec.org_id)?;
+    let set = store
+        .create_rule(&spec, &actor(&key))
+        .await
+        .map_err(store_error)?;
+    Ok(answer(StatusCode::CREATED, "rule", set))
+}
+
+/// `GET /api/v1/alerts/rules/{id}`
+pub async fn get_rule(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    query: Pairs,
+) -> Result<Response, ApiError> {
+    let key = require_role(&state, &headers, &READ_ROLES, "reading alert rules").await?;
+    let id = path_id(id, "rule")?;
+    no_params(query)?;
+    let rule = store(&state)?
+        .rule(key.org_id.as_deref(), id)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(rule).into_response())
+}
+
+/// Body of `PUT /api/v1/alerts/rules/{id}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleUpdate {
+    version: i64,
+    rule: RuleSpec,
+}
+
+/// `PUT /api/v1/alerts/rules/{id}` with `{"version": <read>, "rule": {...}}`:
+/// 200 with the new version, 409 when `version` is stale.
+pub async fn update_rule(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "changing alert rules").await?;
+    let id = path_id(id, "rule")?;
+    let update: RuleUpdate = parse_json(&body).map_err(invalid)?;
+    update.rule.validate().map_err(prefixed("rule"))?;
+    check_org(&key, &update.rule.org_id)?;
+    let set = store
+        .update_rule(
+            &update.rule.org_id,
+            id,
+            update.version,
+            &update.rule,
+            &actor(&key),
+        )
+        .await
+        .map_err(|e| match e {
+            AlertStoreError::Invalid(r) => prefixed("rule")(r),
+            other => store_error(other),
+        })?;
+    Ok(answer(StatusCode::OK, "rule", set))
+}
+
+/// `DELETE /api/v1/alerts/rules/{id}?version=` (version optional).
+pub async fn delete_rule(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    query: Pairs,
+) -> Result<Response, ApiError> {
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "deleting alert rules").await?;
+    let id = path_id(id, "rule")?;
+    let version = version_param(query)?;
+    let deleted = store
+        .delete_rule(key.org_id.as_deref(), id, version, &actor(&key))
+        .await
+        .map_err(store_error)?;
+    Ok(
+        Json(json!({ "deleted": deleted.value, "event_id": deleted.event.event_id }))
+            .into_response(),
+    )
+}
+
+// ---- silences ----
+
+/// The CSV of a silence list.
+pub fn silences_table(silences: &Vec<SilenceView>) -> Table {
+    let mut t = Table::new([
+        "id",
+        "org_id",
+        "state",
+        "matchers",
+        "starts_at",
+        "ends_at",
+        "created_by",
+        "expired_by",
+        "comment",
+        "version",
+    ]);
+    for v in silences {
+        let s = &v.silence;
+        t.push([
+            s.id.to_string(),
+            s.spec.org_id.clone(),
+            v.state.to_string(),
+            s.spec
+                .matchers
+                .iter()
+                .map(|m| format!("{}{}{:?}", m.name, m.op.symbol(), m.value))
+                .collect::<Vec<_>>()
+                .join(" "),
+            s.spec.starts_at.to_rfc3339(),
+            s.spec.ends_at.to_rfc3339(),
+            s.created_by.clone(),
+            s.expired_by.clone().unwrap_or_default(),
+            s.spec.comment.clone(),
+            s.version.to_string(),
+        ]);
+    }
+    t
+}
+
+/// A silence with its state at the time of the request.
+#[derive(Debug, serde::Serialize)]
+pub struct SilenceView {
+    #[serde(flatten)]
+    pub silence: Silence,
+    pub state: &'static str,
+}
+
+/// `GET /api/v1/alerts/silences?org=&state=active|expired|all&format=json|csv`
+/// (`active`, the default: not yet ended, including those starting later).
+pub async fn list_silences(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Pairs,
+) -> Result<Response, ApiError> {
+    let key = require_role(&state, &headers, &READ_ROLES, "reading silences").await?;
+    let params = QueryParams::parse(
+        &query_pairs(query)?,
+        &Expected::names(&["org", "state", "format"]),
+    )?;
+    let format = Format::of(&params)?;
+    let filter = params
+        .choice(
+            "state",
+            &[
+                ("active", SilenceFilter::Current),
+                ("expired", SilenceFilter::Expired),
+                ("all", SilenceFilter::All),
+            ],
+        )?
+        .unwrap_or(SilenceFilter::Current);
+    let org = list_org(&key, &params)?;
+    let now = Utc::now();
+    let silences: Vec<SilenceView> = store(&state)?
+        .silences(org, filter, now)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(|s| SilenceView {
+            state: s.state(now).name(),
+            silence: s,
+        })
+        .collect();
+    Ok(format.respond(&silences, "silences.csv", silences_table))
+}
+
+/// `POST /api/v1/alerts/silences`: 201 with the silence; `created_by` is
+/// the caller's key.
+pub async fn create_silence(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "creating silences").await?;
+    let spec = SilenceSpec::from_json(&body, Utc::now()).map_err(invalid)?;
+    check_org(&key, &spec.org_id)?;
+    let set = store
+        .create_silence(&spec, &actor(&key))
+        .await
+        .map_err(store_error)?;
+    Ok(answer(StatusCode::CREATED, "silence", set))
+}
+
+/// `GET /api/v1/alerts/silences/{id}`
+pub async fn get_silence(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    query: Pairs,
+) -> Result<Response, ApiError> {
+    let key = require_role(&state, &headers, &READ_ROLES, "reading silences").await?;
+    let id = path_id(id, "silence")?;
+    no_params(query)?;
+    let silence = store(&state)?
+        .silence(key.org_id.as_deref(), id)
+        .await
+        .map_err(store_error)?;
+    let state = silence.state(Utc::now()).name();
+    Ok(Json(SilenceView { silence, state }).into_response())
+}
+
+/// `DELETE /api/v1/alerts/silences/{id}`: expire it now (409 when it had
+/// already ended).
+pub async fn expire_silence(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    query: Pairs,
+) -> Result<Response, ApiError> {
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "expiring silences").await?;
+    let id = path_id(id, "silence")?;
+    no_params(query)?;
+    let expired = store
+        .expire_silence(key.org_id.as_deref(), id, Utc::now(), &actor(&key))
+        .await
+        .map_err(store_error)?;
+    Ok(
+        Json(json!({ "expired": expired.value, "event_id": expired.event.event_id }))
+            .into_response(),
+    )
+}
+
+// ---- receivers ----
+
+/// The CSV of a receiver list (never a secret: there is none to show).
+pub fn receivers_table(receivers: &Vec<Receiver>) -> Table {
+    let mut t = Table::new([
+        "id",
+        "org_id",
+        "name",
+        "kind",
+        "url",
+        "has_signing_secret",
+        "group_by",
+        "group_wait_secs",
+        "group_interval_secs",
+        "repeat_interval_secs",
+        "version",
+    ]);
+    for r in receivers {
+        t.push([
+            r.id.to_string(),
+            r.org_id.clone(),
+            r.name.clone(),
+            r.kind.name().to_string(),
+            r.url.clone(),
+            r.has_signing_secret.to_string(),
+            r.group_by.join(" "),
+            r.group_wait_secs.to_string(),
+            r.group_interval_secs.to_string(),
+            r.repeat_interval_secs.to_string(),
+            r.version.to_string(),
+        ]);
+    }
+    t
+}
+
+/// `GET /api/v1/alerts/receivers?org=&format=json|csv`
+pub async fn list_receivers(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Pairs,
+) -> Result<Response, ApiError> {
+    let key = require_role(&state, &headers, &READ_ROLES, "reading receivers").await?;
+    let params = QueryParams::parse(&query_pairs(query)?, &Expected::names(&["org", "format"]))?;
+    let format = Format::of(&params)?;
+    let org = list_org(&key, &params)?;
+    let receivers = store(&state)?.receivers(org).await.map_err(store_error)?;
+    Ok(format.respond(&receivers, "alert-receivers.csv", receivers_table))
+}
+
+/// `POST /api/v1/alerts/receivers`: 201 with the receiver (without its
+/// secret).
+pub async fn create_receiver(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "creating receivers").await?;
+    let spec = ReceiverSpec::from_json(&body).map_err(invalid)?;
+    check_org(&key, &spec.org_id)?;
+    let set = store
+        .create_receiver(&spec, &actor(&key))
+        .await
+        .map_err(store_error)?;
+    Ok(answer(StatusCode::CREATED, "receiver", set))
+}
+
+/// `GET /api/v1/alerts/receivers/{id}`
+pub async fn get_receiver(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    query: Pairs,
+) -> Result<Response, ApiError> {
+    let key = require_role(&state, &headers, &READ_ROLES, "reading receivers").await?;
+    let id = path_id(id, "receiver")?;
+    no_params(query)?;
+    let receiver = store(&state)?
+        .receiver(key.org_id.as_deref(), id)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(receiver).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiverUpdate {
+    version: i64,
+    receiver: ReceiverSpec,
+}
+
+/// `PUT /api/v1/alerts/receivers/{id}` with `{"version": <read>, "receiver": {...}}`
+/// (a webhook's secret again: it is write-only).
+pub async fn update_receiver(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "changing receivers").await?;
+    let id = path_id(id, "receiver")?;
+    let update: ReceiverUpdate = parse_json(&body).map_err(invalid)?;
+    update.receiver.validate().map_err(prefixed("receiver"))?;
+    check_org(&key, &update.receiver.org_id)?;
+    let set = store
+        .update_receiver(
+            &update.receiver.org_id,
+            id,
+            update.version,
+            &update.receiver,
+            &actor(&key),
+        )
+        .await
+        .map_err(|e| match e {
+            AlertStoreError::Invalid(r) => prefixed("receiver")(r),
+            other => store_error(other),
+        })?;
+    Ok(answer(StatusCode::OK, "receiver", set))
+}
+
+/// `DELETE /api/v1/alerts/receivers/{id}?version=` (409 while a rule uses it).
+pub async fn delete_receiver(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    query: Pairs,
+) -> Result<Response, ApiError> {
+    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "deleting receivers").await?;
+    let id = path_id(id, "receiver")?;
+    let version = version_param(query)?;
+    let deleted = store
+        .delete_receiver(key.org_id.as_deref(), id, version, &actor(&key))
+        .await
+        .map_err(store_error)?;
+    Ok(
+        Json(json!({ "deleted": deleted.value, "event_id": deleted.event.event_id }))
+            .into_response(),
+    )
+}

@@ -1,0 +1,292 @@
+//! `tollgate alerts rules|silences|receivers create|list|delete`: alerting
+//! administration straight against PostgreSQL, with the same validation
+//! and the same `admin.*` events (through the outbox, actor `cli`) as
+//! `/api/v1/alerts/...`. Rules and receivers are given as a JSON file (the
+//! API body; `-` reads stdin); a silence as a file or as flags. Lists print
+//! the API's JSON. See `docs/alerting.md`.
+
+use std::io::Read;
+
+use anyhow::Context;
+use chrono::{DateTime, Duration, Utc};
+use tollgate_contract::alerts::{
+    MatchOp, Matcher, ReceiverSpec, RuleSpec, SilenceSpec, MAX_BODY_BYTES,
+};
+use tollgate_control::alerts::{AlertStore, SilenceFilter};
+
+use crate::config::Config;
+
+#[derive(clap::Subcommand)]
+pub enum AlertsCommand {
+    /// Alert rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Silences (label matchers over a time range).
+    #[command(subcommand)]
+    Silences(SilencesCommand),
+    /// Notification receivers (webhook, slack, alertmanager).
+    #[command(subcommand)]
+    Receivers(ReceiversCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum RulesCommand {
+    /// Create a rule from a JSON file (the body of `POST /api/v1/alerts/rules`).
+    Create {
+        #[arg(long)]
+        file: String,
+    },
+    /// List rules as JSON.
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Delete a rule.
+    Delete {
+        #[arg(long)]
+        id: i64,
+        /// Only if it is still at this version.
+        #[arg(long)]
+        version: Option<i64>,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum SilencesCommand {
+    /// Create a silence from a JSON file, or from flags.
+    Create {
+        /// The body of `POST /api/v1/alerts/silences`; excludes the other flags.
+        #[arg(long, conflicts_with_all = ["org", "matcher", "ends_at", "duration_secs", "comment"])]
+        file: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+        /// `name=value`, `name!=value`, `name=~regex` or `name!~regex`; repeat for more.
+        #[arg(long)]
+        matcher: Vec<String>,
+        /// RFC 3339; default now.
+        #[arg(long)]
+        starts_at: Option<DateTime<Utc>>,
+        /// RFC 3339.
+        #[arg(long, conflicts_with = "duration_secs")]
+        ends_at: Option<DateTime<Utc>>,
+        /// Length from `--starts-at`, in seconds.
+        #[arg(long)]
+        duration_secs: Option<i64>,
+        /// Why.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// List silences as JSON.
+    List {
+        #[arg(long)]
+        org: Option<String>,
+        /// `active` (not yet ended), `expired` or `all`.
+        #[arg(long, default_value = "active")]
+        state: String,
+    },
+    /// Expire a silence now.
+    Delete {
+        #[arg(long)]
+        id: i64,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum ReceiversCommand {
+    /// Create a receiver from a JSON file (the body of `POST /api/v1/alerts/receivers`).
+    Create {
+        #[arg(long)]
+        file: String,
+    },
+    /// List receivers as JSON (never their secrets).
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Delete a receiver no rule uses.
+    Delete {
+        #[arg(long)]
+        id: i64,
+        #[arg(long)]
+        version: Option<i64>,
+    },
+}
+
+const ACTOR: &str = "cli";
+
+/// The bytes of `path` (`-`: stdin), bounded like an API body.
+fn read_body(path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let limit = (MAX_BODY_BYTES + 1) as u64;
+    if path == "-" {
+        std::io::stdin().take(limit).read_to_end(&mut bytes)?;
+    } else {
+        std::fs::File::open(path)
+            .with_context(|| format!("--file {path}: cannot open"))?
+            .take(limit)
+            .read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
+}
+
+/// A `--matcher` flag: the longest operator that splits it.
+fn parse_matcher(text: &str) -> anyhow::Result<Matcher> {
+    for (symbol, op) in [
+        ("!~", MatchOp::NotRegex),
+        ("=~", MatchOp::Regex),
+        ("!=", MatchOp::NotEqual),
+        ("=", MatchOp::Equal),
+    ] {
+        if let Some((name, value)) = text.split_once(symbol) {
+            return Ok(Matcher {
+                name: name.to_string(),
+                op,
+                value: value.to_string(),
+            });
+        }
+    }
+    anyhow::bail!(
+        "--matcher {text:?}: expected name=value, name!=value, name=~regex or name!~regex"
+    )
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn run(command: AlertsCommand, config: &Config) -> anyhow::Result<()> {
+    let pool = tollgate_control::postgres::connect(&config.postgres).await?;
+    let store = AlertStore::new(pool.clone());
+    let event = match command {
+        AlertsCommand::Rules(RulesCommand::Create { file }) => {
+            let spec = RuleSpec::from_json(&read_body(&file)?)
+                .map_err(|r| anyhow::anyhow!("--file {file}: {}: {}", r.field, r.reason))?;
+            let set = store.create_rule(&spec, ACTOR).await?;
+            print_json(&set.value)?;
+            Some(set.event)
+        }
+        AlertsCommand::Rules(RulesCommand::List { org }) => {
+            print_json(&store.rules(org.as_deref()).await?)?;
+            None
+        }
+        AlertsCommand::Rules(RulesCommand::Delete { id, version }) => {
+            let deleted = store.delete_rule(None, id, version, ACTOR).await?;
+            println!("rule {id} deleted ({})", deleted.value.spec.name);
+            Some(deleted.event)
+        }
+        AlertsCommand::Silences(SilencesCommand::Create {
+            file,
+            org,
+            matcher,
+            starts_at,
+            ends_at,
+            duration_secs,
+            comment,
+        }) => {
+            let now = Utc::now();
+            let spec = match file {
+                Some(file) => SilenceSpec::from_json(&read_body(&file)?, now)
+                    .map_err(|r| anyhow::anyhow!("--file {file}: {}: {}", r.field, r.reason))?,
+                None => {
+                    let starts_at = starts_at.unwrap_or(now);
+                    let ends_at = match (ends_at, duration_secs) {
+                        (Some(end), _) => end,
+                        (None, Some(secs)) => starts_at + Duration::seconds(secs.clamp(0, 1 << 32)),
+                        (None, None) => anyhow::bail!("--ends-at or --duration-secs is required"),
+                    };
+                    let spec = SilenceSpec {
+                        org_id: org.ok_or_else(|| anyhow::anyhow!("--org is required"))?,
+                        matchers: matcher
+                            .iter()
+                            .map(|m| parse_matcher(m))
+                            .collect::<anyhow::Result<_>>()?,
+                        starts_at,
+                        ends_at,
+                        comment: comment.unwrap_or_default(),
+                    };
+                    spec.validate(now).map_err(|r| {
+                        let flag = match r.field.as_str() {
+                            "org_id" => "--org".to_string(),
+                            "starts_at" => "--starts-at".to_string(),
+                            "ends_at" => "--ends-at".to_string(),
+                            "comment" => "--comment".to_string(),
+                            other => format!("--matcher ({other})"),
+                        };
+                        anyhow::anyhow!("{flag}: {}", r.reason)
+                    })?;
+                    spec
+                }
+            };
+            let set = store.create_silence(&spec, ACTOR).await?;
+            print_json(&set.value)?;
+            Some(set.event)
+        }
+        AlertsCommand::Silences(SilencesCommand::List { org, state }) => {
+            let filter = match state.as_str() {
+                "active" => SilenceFilter::Current,
+                "expired" => SilenceFilter::Expired,
+                "all" => SilenceFilter::All,
+                other => anyhow::bail!("--state {other:?}: expected active, expired or all"),
+            };
+            print_json(&store.silences(org.as_deref(), filter, Utc::now()).await?)?;
+            None
+        }
+        AlertsCommand::Silences(SilencesCommand::Delete { id }) => {
+            let expired = store.expire_silence(None, id, Utc::now(), ACTOR).await?;
+            println!(
+                "silence {id} expired at {}",
+                expired.value.spec.ends_at.to_rfc3339()
+            );
+            Some(expired.event)
+        }
+        AlertsCommand::Receivers(ReceiversCommand::Create { file }) => {
+            let spec = ReceiverSpec::from_json(&read_body(&file)?)
+                .map_err(|r| anyhow::anyhow!("--file {file}: {}: {}", r.field, r.reason))?;
+            let set = store.create_receiver(&spec, ACTOR).await?;
+            print_json(&set.value)?;
+            Some(set.event)
+        }
+        AlertsCommand::Receivers(ReceiversCommand::List { org }) => {
+            print_json(&store.receivers(org.as_deref()).await?)?;
+            None
+        }
+        AlertsCommand::Receivers(ReceiversCommand::Delete { id, version }) => {
+            let deleted = store.delete_receiver(None, id, version, ACTOR).await?;
+            println!("receiver {id} deleted ({})", deleted.value.name);
+            Some(deleted.event)
+        }
+    };
+    if let Some(event) = event {
+        super::outbox::publish_now(config, &pool, &[event]).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matcher_flags() {
+        let m = |s: &str| {
+            let m = parse_matcher(s).unwrap();
+            (m.name, m.op, m.value)
+        };
+        assert_eq!(
+            m("team=search"),
+            ("team".into(), MatchOp::Equal, "search".into())
+        );
+        assert_eq!(
+            m("team!=a=b"),
+            ("team".into(), MatchOp::NotEqual, "a=b".into())
+        );
+        assert_eq!(
+            m("sev=~warn.*"),
+            ("sev".into(), MatchOp::Regex, "warn.*".into())
+        );
+        assert_eq!(m("sev!~x"), ("sev".into(), MatchOp::NotRegex, "x".into()));
+        assert!(parse_matcher("team").is_err());
+    }
+}
