@@ -26,6 +26,7 @@ mod fold_models;
 mod ingest_api;
 mod latency_api;
 mod layering;
+mod leases;
 mod processor;
 mod proxy;
 mod proxy_recovery;

@@ -20,6 +20,7 @@
 //! in the crates above; this one only says what they are.
 
 pub mod admin;
+pub mod alert_lifecycle;
 pub mod alerts;
 pub mod aliases;
 pub mod audit;

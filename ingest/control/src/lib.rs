@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod kafka;
 pub mod keys;
+pub mod lease;
 pub mod outbox;
 pub mod postgres;
 pub mod prices;
