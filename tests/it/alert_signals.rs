@@ -294,6 +294,101 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
         "at 10:08 the opening's minute has not ended"
     );
 
+    // Budgets: a daily budget of 0.25 USD for team search; the day's spend
+    // is 0.2 USD (80.00 %), and at 10:10 the day-end forecast is
+    // 0.2 x 86,400 / 36,600 s, above the limit.
+    env.wait_for_cost_rollup().await;
+    let out = env.run(&[
+        "budgets", "set", "--kind", "team", "--id", "search", "--limit", "0.25", "--period",
+        "daily",
+    ]);
+    let budget_id: i64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|w| w.trim_end_matches(':').parse().ok())
+        .unwrap_or_else(|| panic!("budget id in {out:?}"));
+    let pool = sqlx::PgPool::connect(&env.pg_url).await.unwrap();
+    let store = tollgate_control::budgets::BudgetStore::new(pool);
+    let with_budgets = SignalSources {
+        read: &read,
+        budgets: Some(&store),
+    };
+    let used = |above_percent| Signal::BudgetUsed {
+        budget_id,
+        above_percent,
+    };
+    let m80 = measure(with_budgets, "org-1", &used(80), at(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (m80.value, m80.observation),
+        (Some(d("80.00")), Observation::Holds),
+        "{m80:?}"
+    );
+    let m81 = measure(with_budgets, "org-1", &used(81), at(10))
+        .await
+        .unwrap();
+    assert_eq!(m81.observation, Observation::Clear);
+    let forecast = measure(
+        with_budgets,
+        "org-1",
+        &Signal::BudgetForecast { budget_id },
+        at(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        forecast.value,
+        Some(tollgate_contract::cost::round(
+            d("0.2") * Decimal::from(86_400) / Decimal::from(36_600)
+        )),
+        "{forecast:?}"
+    );
+    assert_eq!(forecast.observation, Observation::Holds);
+    let missing = measure(
+        with_budgets,
+        "org-1",
+        &Signal::BudgetForecast {
+            budget_id: budget_id + 1,
+        },
+        at(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(missing.observation, Observation::Unknown);
+    assert_eq!(
+        m(&read, "org-1", &used(80), 10).await.observation,
+        Observation::Unknown,
+        "without postgres a budget cannot be read"
+    );
+
+    // Every statement of the catalog (every shape: tag and key subjects,
+    // filters present and absent) runs on this ClickHouse too.
+    let catalog: Vec<Value> = serde_json::from_str(&env.run(&["sql-catalog"])).unwrap();
+    let ours: Vec<&Value> = catalog
+        .iter()
+        .filter(|s| s["name"].as_str().unwrap().starts_with("alert_signals."))
+        .collect();
+    assert!(ours.len() >= 10, "{ours:?}");
+    for statement in ours {
+        let res = reqwest::Client::new()
+            .post(format!(
+                "{}/?database={}",
+                clickhouse_url(),
+                env.ch_database
+            ))
+            .body(statement["sql"].as_str().unwrap().to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        assert!(
+            status.is_success(),
+            "{statement}: {}",
+            res.text().await.unwrap()
+        );
+    }
+
     // Backtest: over 1 min windows the rate is 50 % in minutes 3..=6,
     // read at 10:04..=10:07; with for = 2 min: pending at 10:04, firing at
     // 10:06, resolved at 10:08. Steps with no calls are unknown.

@@ -111,7 +111,7 @@ pub fn or_unknown(result: Result<Measurement, ReadModelError>) -> Measurement {
 pub fn window(at: DateTime<Utc>, window_secs: u32) -> (DateTime<Utc>, DateTime<Utc>) {
     let secs = at.timestamp();
     let end = secs - secs.rem_euclid(60);
-    let minutes = i64::from(window_secs).div_euclid(60) + i64::from(window_secs % 60 != 0);
+    let minutes = i64::from(window_secs.div_ceil(60));
     let start = end - minutes.max(1) * 60;
     (
         DateTime::from_timestamp(start, 0).unwrap_or_default(),
