@@ -9,6 +9,7 @@
 //! dashboards' (`tollgate-dashboards`), a sibling crate.
 
 pub mod admin;
+pub mod alert_backtest;
 pub mod alerts;
 pub mod audit;
 pub mod config;
@@ -81,6 +82,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/admin/budgets/{id}",
             axum::routing::delete(admin::delete_budget),
+        )
+        .route(
+            "/api/v1/alerts/backtest",
+            axum::routing::post(alert_backtest::backtest),
         )
         .route(
             "/api/v1/alerts/rules",

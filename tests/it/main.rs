@@ -14,6 +14,7 @@ mod support;
 mod admin_api;
 mod alert_delivery;
 mod alert_rules;
+mod alert_signals;
 mod audit_chain;
 mod audit_search;
 mod breakers;

@@ -565,6 +565,18 @@ pub struct Percentiles {
     pub max_relative_error: f64,
 }
 
+/// The `q` quantile of `count` values in milliseconds (to the
+/// microsecond) from the order statistics at ranks `floor(h)` and
+/// `min(floor(h) + 1, count - 1)`, `h = (count - 1) q`, in microseconds
+/// (type 7 interpolation). The one definition of a percentile: the report
+/// and the alert signals (`alert_signals`) both call it.
+pub(crate) fn interpolate_ms(count: u64, q: f64, lo_us: f64, hi_us: f64) -> f64 {
+    let h = count.saturating_sub(1) as f64 * q;
+    let frac = h - h.floor();
+    let us = lo_us + frac * (hi_us - lo_us);
+    us.round() / 1_000.0
+}
+
 impl Percentiles {
     /// `count` values' percentiles from the order statistics the SQL
     /// returns (in microseconds): for each level of [`LEVELS`], the values
@@ -577,14 +589,13 @@ impl Percentiles {
         {
             return None;
         }
-        let last = count.saturating_sub(1) as f64;
         let at = |i: usize| {
-            let q = LEVELS[i];
-            let h = last * q;
-            let frac = h - h.floor();
-            let (lo, hi) = (order_stats_us[2 * i], order_stats_us[2 * i + 1]);
-            let us = lo + frac * (hi - lo);
-            us.round() / 1_000.0
+            interpolate_ms(
+                count,
+                LEVELS[i],
+                order_stats_us[2 * i],
+                order_stats_us[2 * i + 1],
+            )
         };
         let exact = count <= EXACT_MAX_CALLS;
         Some(Self {
@@ -617,7 +628,7 @@ impl Percentiles {
 /// costs"), so a report first asks without them and asks again with them
 /// only when a group or bucket has more than [`EXACT_MAX_CALLS`] values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
+pub(crate) enum Path {
     /// From the kept values only: right for groups of at most
     /// [`EXACT_MAX_CALLS`] values, meaningless above.
     Exact,
@@ -631,7 +642,7 @@ enum Path {
 /// sums)` and running count. In WITH so they are not returned; lambdas can
 /// refer to them (18.16 drops columns of a subquery that only a lambda
 /// uses, so a subquery would not do).
-fn merged_with(path: Path) -> String {
+pub(crate) fn merged_with(path: Path) -> String {
     let side = |p: &str, hist: &str, sample: &str, count: &str| {
         let mut parts = vec![
             format!("arraySort({sample}) AS {p}_sample"),
@@ -670,7 +681,12 @@ fn merged_with(path: Path) -> String {
 /// kept them all, else the mean of the histogram bucket where the running
 /// count first exceeds k.
 fn order_stats(p: &str, path: Path) -> String {
-    let ranks: Vec<String> = LEVELS
+    order_stats_at(p, path, &LEVELS)
+}
+
+/// [`order_stats`] at the quantile `levels` (two ranks per level).
+pub(crate) fn order_stats_at(p: &str, path: Path, levels: &[f64]) -> String {
+    let ranks: Vec<String> = levels
         .iter()
         .flat_map(|q| {
             let lo = format!("toUInt64(floor({p}_last * {q}))");

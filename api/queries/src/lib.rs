@@ -11,6 +11,7 @@
 //! with a CSV also builds its [`Table`] there, which the CSV and the pages
 //! are both rendered from.
 
+pub mod alert_signals;
 pub mod audit;
 pub mod breakers;
 pub mod budgets;
@@ -356,6 +357,7 @@ pub fn sql_catalog() -> Vec<(String, String)> {
         .chain(statement::catalog())
         .chain(errors::catalog())
         .chain(breakers::catalog())
+        .chain(alert_signals::catalog())
         .map(|bound| (bound.name.to_string(), bound.text()))
         .collect()
 }

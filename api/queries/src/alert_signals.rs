@@ -1,0 +1,864 @@
+//! What an alert rule's signal measures at one instant, and the backtest:
+//! the same measurement at every step of a past period, replayed through
+//! the alert lifecycle (`tollgate_contract::alert_lifecycle`). The
+//! evaluator calls [`measure`] at each evaluation and the backtest calls it
+//! at each step, so a backtest is what the evaluator does on the same data.
+//!
+//! Every measurement reads one org's rows (the rule's `org_id`), except the
+//! fleet-wide sources that carry no org: breaker transitions (the breakers
+//! are shared by every org) and the first-seen time of an error pattern
+//! (its catalog is fleet-wide; the org's own failures in the window decide
+//! whether the pattern concerns it). See `docs/alerting-signals.md`.
+
+use chrono::{DateTime, Duration, Utc};
+use clickhouse::Row;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use tollgate_contract::alert_lifecycle::{replay, Observation, Phase, Transition};
+use tollgate_contract::alerts::{
+    BreakerSignal, ErrorPatternSignal, LatencyMetric, PipelineMetric, RuleSpec, Signal,
+    SpendSubject,
+};
+use tollgate_contract::cost::from_mantissa;
+use tollgate_control::budgets::BudgetStore;
+
+use crate::latency::{interpolate_ms, merged_with, order_stats_at, Path};
+use crate::table::Table;
+use crate::{BoundSql, ReadModelError, ReadModels, SqlValue};
+
+/// The window of the event-like signals (a breaker opened, a new error
+/// pattern), which have no window of their own: an event counts for five
+/// minutes after it happened, several evaluation intervals, so one missed
+/// or late evaluation cannot lose it.
+pub const EVENT_WINDOW_SECS: u32 = 300;
+/// The evaluator's interval, and the backtest's default step.
+pub const DEFAULT_STEP_SECS: u32 = 60;
+/// Most steps of one backtest (24 h at one minute is 1,441).
+pub const MAX_BACKTEST_STEPS: i64 = 1_500;
+/// How many steps of a backtest are measured at once.
+const BACKTEST_CONCURRENCY: usize = 8;
+
+/// Where the signals are read from. `budgets` is `None` when the process
+/// runs without PostgreSQL: budget signals are then unknown.
+#[derive(Clone, Copy)]
+pub struct SignalSources<'a> {
+    pub read: &'a ReadModels,
+    pub budgets: Option<&'a BudgetStore>,
+}
+
+/// What one measurement found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Measurement {
+    /// The figure compared with the threshold, in the unit of the signal
+    /// (percent, milliseconds, USD, USD per hour, count); `None` when
+    /// unknown.
+    pub value: Option<Decimal>,
+    #[serde(serialize_with = "observation_name")]
+    pub observation: Observation,
+    /// What was measured over which window, or why it is unknown.
+    pub detail: String,
+}
+
+fn observation_name<S: serde::Serializer>(o: &Observation, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(observation_str(*o))
+}
+
+/// `holds`, `clear` or `unknown`.
+pub fn observation_str(o: Observation) -> &'static str {
+    match o {
+        Observation::Holds => "holds",
+        Observation::Clear => "clear",
+        Observation::Unknown => "unknown",
+    }
+}
+
+impl Measurement {
+    fn unknown(detail: impl Into<String>) -> Self {
+        Self {
+            value: None,
+            observation: Observation::Unknown,
+            detail: detail.into(),
+        }
+    }
+
+    /// `value` against `threshold`: holds when strictly above.
+    fn above(value: Decimal, threshold: Decimal, detail: String) -> Self {
+        Self {
+            value: Some(value),
+            observation: if value > threshold {
+                Observation::Holds
+            } else {
+                Observation::Clear
+            },
+            detail,
+        }
+    }
+}
+
+/// What the evaluator records for a measurement that failed (ClickHouse or
+/// PostgreSQL down): unknown, which changes no alert's phase.
+pub fn or_unknown(result: Result<Measurement, ReadModelError>) -> Measurement {
+    result.unwrap_or_else(|err| Measurement::unknown(format!("source failed: {err}")))
+}
+
+/// The window a measurement at `at` reads: `[end - window, end)` with `end`
+/// = `at` cut down to the whole minute and the window rounded up to whole
+/// minutes. Whole minutes because the latency rollup has no finer grain,
+/// and every signal uses the same cut so they agree; the minute in progress
+/// is left out (it is still filling, and a backtest of the past must see
+/// what the evaluator saw).
+pub fn window(at: DateTime<Utc>, window_secs: u32) -> (DateTime<Utc>, DateTime<Utc>) {
+    let secs = at.timestamp();
+    let end = secs - secs.rem_euclid(60);
+    let minutes = i64::from(window_secs.div_ceil(60));
+    let start = end - minutes.max(1) * 60;
+    (
+        DateTime::from_timestamp(start, 0).unwrap_or_default(),
+        DateTime::from_timestamp(end, 0).unwrap_or_default(),
+    )
+}
+
+fn epoch(t: DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp()).unwrap_or(0)
+}
+
+fn span(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    let f = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ");
+    format!("{} to {}", f(from), f(to))
+}
+
+/// Failed calls in percent of all calls, exact, rounded to 4 decimal places
+/// for display only (the comparison uses the exact quotient).
+pub fn error_percent(errors: u64, calls: u64) -> Option<Decimal> {
+    if calls == 0 {
+        return None;
+    }
+    Some(Decimal::from(errors) * Decimal::ONE_HUNDRED / Decimal::from(calls))
+}
+
+/// USD per hour of `spend` over `window_secs`, exact to 12 places.
+pub fn per_hour(spend: Decimal, window_secs: i64) -> Decimal {
+    tollgate_contract::cost::round(spend * Decimal::from(3_600) / Decimal::from(window_secs.max(1)))
+}
+
+// ---------------------------------------------------------------- SQL
+
+/// One row of the latency-rollup statement; fields in SELECT order.
+#[derive(Debug, Row, Deserialize)]
+struct CallsRow {
+    call_count: u64,
+    error_count: u64,
+    duration_order_stats: Vec<f64>,
+    ttft_order_stats: Vec<f64>,
+    ttft_count: u64,
+}
+
+/// Calls, errors and the order statistics of the `q` quantile of duration
+/// and TTFT over one org's window, from `latency_minute_hist`, with the
+/// latency report's own expressions (exact from kept values up to 1,000
+/// values, the histogram above).
+fn calls_sql(
+    org: &str,
+    provider: Option<&str>,
+    model: Option<&str>,
+    team: Option<&str>,
+    q: f64,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> BoundSql {
+    let path = Path::WithHistogram;
+    let mut template = format!(
+        "{} SELECT countMerge(calls) AS call_count, sumMerge(errors) AS error_count, \
+         {} AS duration_order_stats, {} AS ttft_order_stats, sumMerge(ttft_calls) AS ttft_count \
+         FROM latency_minute_hist WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND org_id = ?",
+        merged_with(path),
+        order_stats_at("d", path, &[q]),
+        order_stats_at("t", path, &[q]),
+    );
+    let mut binds = vec![
+        SqlValue::UInt(epoch(from)),
+        SqlValue::UInt(epoch(to)),
+        SqlValue::Str(org.to_string()),
+    ];
+    for (column, value) in [("provider", provider), ("model", model), ("team_id", team)] {
+        if let Some(v) = value {
+            template.push_str(&format!(" AND {column} = ?"));
+            binds.push(SqlValue::Str(v.to_string()));
+        }
+    }
+    BoundSql {
+        name: "alert_signals.calls",
+        template,
+        binds,
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct SpendRow {
+    s_cost: i128,
+}
+
+/// One org's spend in the window from the facts (billable calls plus
+/// repricing adjustments, as the budget burn-down's hours): the daily
+/// rollup cannot answer a window shorter than a day.
+fn spend_sql(
+    org: &str,
+    kind: SpendSubject,
+    subject: &str,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> BoundSql {
+    let (filter, subject_binds): (&str, Vec<SqlValue>) = match kind {
+        SpendSubject::Org => ("org_id = ?", vec![SqlValue::Str(subject.to_string())]),
+        SpendSubject::Team => ("team_id = ?", vec![SqlValue::Str(subject.to_string())]),
+        SpendSubject::Key => ("api_key_id = ?", vec![SqlValue::Str(subject.to_string())]),
+        SpendSubject::Tag => {
+            let (k, v) = subject.split_once('=').unwrap_or((subject, ""));
+            (
+                "arrayExists((k, v) -> k = ? AND v = ?, tag_keys, tag_values)",
+                vec![SqlValue::Str(k.to_string()), SqlValue::Str(v.to_string())],
+            )
+        }
+    };
+    let mut binds = Vec::new();
+    for _ in 0..2 {
+        binds.push(SqlValue::Str(org.to_string()));
+        binds.extend(subject_binds.iter().cloned());
+        binds.push(SqlValue::UInt(epoch(from)));
+        binds.push(SqlValue::UInt(epoch(to)));
+    }
+    BoundSql {
+        name: "alert_signals.spend",
+        template: format!(
+            "SELECT sum(c) AS s_cost FROM ( \
+               SELECT cost AS c FROM calls \
+               WHERE org_id = ? AND {filter} AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) \
+               AND kind IN ('ai.call.completed', 'ai.call.failed') \
+               UNION ALL \
+               SELECT cost AS c FROM cost_adjustments \
+               WHERE org_id = ? AND {filter} AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) \
+             )"
+        ),
+        binds,
+    }
+}
+
+/// Error patterns first seen (fleet-wide) in the window that this org
+/// failed with in the window.
+fn new_patterns_sql(
+    org: &str,
+    provider: Option<&str>,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> BoundSql {
+    let mut binds = Vec::new();
+    let mut catalog_filter = String::new();
+    if let Some(p) = provider {
+        catalog_filter.push_str(" WHERE provider = ?");
+        binds.push(SqlValue::Str(p.to_string()));
+    }
+    binds.extend([SqlValue::UInt(epoch(from)), SqlValue::UInt(epoch(to))]);
+    binds.extend([
+        SqlValue::Str(org.to_string()),
+        SqlValue::UInt(epoch(from)),
+        SqlValue::UInt(epoch(to)),
+    ]);
+    let mut minute_filter = String::new();
+    if let Some(p) = provider {
+        minute_filter.push_str(" AND provider = ?");
+        binds.push(SqlValue::Str(p.to_string()));
+    }
+    BoundSql {
+        name: "alert_signals.new_error_patterns",
+        template: format!(
+            "SELECT count() AS n FROM ( \
+               SELECT signature, minMerge(first_seen) AS fs FROM error_pattern_catalog{catalog_filter} \
+               GROUP BY signature HAVING fs >= toDateTime(?) AND fs < toDateTime(?) \
+             ) WHERE signature IN ( \
+               SELECT signature FROM error_patterns_minute \
+               WHERE org_id = ? AND minute >= toDateTime(?) AND minute < toDateTime(?){minute_filter} \
+             )"
+        ),
+        binds,
+    }
+}
+
+/// Breakers that opened in the window (fleet-wide: breakers have no org).
+fn breaker_opens_sql(
+    provider: Option<&str>,
+    model: Option<&str>,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> BoundSql {
+    let mut template = "SELECT count() AS n FROM breaker_transitions \
+         WHERE to_state = 'open' AND at >= toDateTime(?) AND at < toDateTime(?)"
+        .to_string();
+    let mut binds = vec![SqlValue::UInt(epoch(from)), SqlValue::UInt(epoch(to))];
+    for (column, value) in [("provider", provider), ("model", model)] {
+        if let Some(v) = value {
+            template.push_str(&format!(" AND {column} = ?"));
+            binds.push(SqlValue::Str(v.to_string()));
+        }
+    }
+    BoundSql {
+        name: "alert_signals.breaker_opens",
+        template,
+        binds,
+    }
+}
+
+/// Sample statements for the SQL compatibility check: every shape.
+pub(crate) fn catalog() -> Vec<BoundSql> {
+    let at = DateTime::from_timestamp(1_767_229_200, 0).unwrap_or_default();
+    let w = window(at, 300);
+    let mut out = vec![
+        calls_sql("org-1", None, None, None, 0.95, w),
+        calls_sql(
+            "org-1",
+            Some("openai"),
+            Some("gpt-4o"),
+            Some("team-a"),
+            0.9,
+            w,
+        ),
+    ];
+    for kind in [
+        SpendSubject::Org,
+        SpendSubject::Team,
+        SpendSubject::Key,
+        SpendSubject::Tag,
+    ] {
+        out.push(spend_sql("org-1", kind, "feature=chat", w));
+    }
+    out.push(new_patterns_sql("org-1", None, w));
+    out.push(new_patterns_sql("org-1", Some("openai"), w));
+    out.push(breaker_opens_sql(None, None, w));
+    out.push(breaker_opens_sql(Some("openai"), Some("gpt-4o"), w));
+    out
+}
+
+async fn fetch_one<T>(models: &ReadModels, sql: &BoundSql) -> Result<T, ReadModelError>
+where
+    T: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    models
+        .bounded(sql.query(models.client()).fetch_one::<T>())
+        .await
+        .map_err(|e| models.classify(sql.name, e))
+}
+
+// ---------------------------------------------------------------- measuring
+
+/// Measure `signal` of `org_id` at `at`. An `Err` is a source that failed
+/// (the evaluator turns it into unknown with [`or_unknown`]; the backtest
+/// reports it); a source with no data where zero is not an answer (no calls
+/// for a rate or a percentile, a budget that does not exist, a pipeline
+/// figure with no source yet) is `Ok` with [`Observation::Unknown`].
+pub async fn measure(
+    sources: SignalSources<'_>,
+    org_id: &str,
+    signal: &Signal,
+    at: DateTime<Utc>,
+) -> Result<Measurement, ReadModelError> {
+    let models = sources.read;
+    match signal {
+        Signal::ErrorRate {
+            provider,
+            model,
+            team,
+            above_percent,
+            window_secs,
+        } => {
+            let w = window(at, *window_secs);
+            let sql = calls_sql(
+                org_id,
+                provider.as_deref(),
+                model.as_deref(),
+                team.as_deref(),
+                0.5,
+                w,
+            );
+            let row: CallsRow = fetch_one(models, &sql).await?;
+            Ok(error_rate(
+                row.error_count,
+                row.call_count,
+                *above_percent,
+                w,
+            ))
+        }
+        Signal::Latency {
+            metric,
+            percentile,
+            provider,
+            model,
+            team,
+            above_ms,
+            window_secs,
+        } => {
+            let w = window(at, *window_secs);
+            let q = f64::from(*percentile) / 100.0;
+            let sql = calls_sql(
+                org_id,
+                provider.as_deref(),
+                model.as_deref(),
+                team.as_deref(),
+                q,
+                w,
+            );
+            let row: CallsRow = fetch_one(models, &sql).await?;
+            let (count, stats) = match metric {
+                LatencyMetric::Duration => (row.call_count, &row.duration_order_stats),
+                LatencyMetric::Ttft => (row.ttft_count, &row.ttft_order_stats),
+            };
+            latency(count, stats, q, *percentile, *above_ms, w)
+        }
+        Signal::Spend {
+            subject_kind,
+            subject_id,
+            window_secs,
+            above_usd,
+            per_hour_above_usd,
+        } => {
+            let w = window(at, *window_secs);
+            let sql = spend_sql(org_id, *subject_kind, subject_id, w);
+            let row: SpendRow = fetch_one(models, &sql).await?;
+            let spent = from_mantissa(row.s_cost).ok_or_else(|| ReadModelError::UnexpectedRow {
+                query: sql.name,
+                detail: format!("cost mantissa {} is out of range", row.s_cost),
+            })?;
+            Ok(spend(spent, *above_usd, *per_hour_above_usd, w))
+        }
+        Signal::BudgetUsed {
+            budget_id,
+            above_percent,
+        } => {
+            let Some(status) = budget_status(sources, org_id, *budget_id, at).await? else {
+                return Ok(Measurement::unknown(format!(
+                    "no budget {budget_id} of org {org_id}"
+                )));
+            };
+            Ok(Measurement::above(
+                status.percent,
+                // "at or above": the percent is rounded to 2 places, so
+                // compare with the threshold less one hundredth.
+                Decimal::from(*above_percent) - Decimal::new(1, 2),
+                format!(
+                    "budget {budget_id}: {} of {} USD spent ({}%) in the period from {}",
+                    status.spend_usd, status.budget.limit_usd, status.percent, status.period_start
+                ),
+            ))
+        }
+        Signal::BudgetForecast { budget_id } => {
+            let Some(status) = budget_status(sources, org_id, *budget_id, at).await? else {
+                return Ok(Measurement::unknown(format!(
+                    "no budget {budget_id} of org {org_id}"
+                )));
+            };
+            Ok(Measurement::above(
+                status.forecast_usd,
+                status.budget.limit_usd,
+                format!(
+                    "budget {budget_id}: forecast {} USD at the end of the period ending {}, limit {} USD",
+                    status.forecast_usd, status.period_end, status.budget.limit_usd
+                ),
+            ))
+        }
+        Signal::NewErrorPattern(ErrorPatternSignal { provider }) => {
+            let w = window(at, EVENT_WINDOW_SECS);
+            let sql = new_patterns_sql(org_id, provider.as_deref(), w);
+            let n: u64 = fetch_one(models, &sql).await?;
+            Ok(Measurement::above(
+                Decimal::from(n),
+                Decimal::ZERO,
+                format!("{n} error patterns first seen {}", span(w.0, w.1)),
+            ))
+        }
+        Signal::BreakerOpened(BreakerSignal { provider, model }) => {
+            let w = window(at, EVENT_WINDOW_SECS);
+            let sql = breaker_opens_sql(provider.as_deref(), model.as_deref(), w);
+            let n: u64 = fetch_one(models, &sql).await?;
+            Ok(Measurement::above(
+                Decimal::from(n),
+                Decimal::ZERO,
+                format!("{n} breakers opened {}", span(w.0, w.1)),
+            ))
+        }
+        Signal::PipelineHealth { metric, .. } => Ok(Measurement::unknown(match metric {
+            PipelineMetric::ConsumerLag => {
+                "consumer lag has no stored history yet (it lives in Kafka's group offsets)"
+            }
+            PipelineMetric::DeadLetters => {
+                "dead letters are counted on the DLQ topic only; no stored history yet"
+            }
+            PipelineMetric::RejectedIngest => {
+                "rejected ingest is answered to the client and not stored yet"
+            }
+            PipelineMetric::ProxySpoolDepth => "proxy spool depth is not reported centrally yet",
+        })),
+    }
+}
+
+/// Pure: the error-rate measurement over `w` from its counts.
+pub fn error_rate(
+    errors: u64,
+    calls: u64,
+    above_percent: Decimal,
+    w: (DateTime<Utc>, DateTime<Utc>),
+) -> Measurement {
+    match error_percent(errors, calls) {
+        None => Measurement::unknown(format!("no calls {}", span(w.0, w.1))),
+        Some(rate) => {
+            let mut shown = rate.round_dp(4);
+            shown.rescale(4);
+            let mut m = Measurement::above(
+                rate,
+                above_percent,
+                format!("{errors} of {calls} calls failed {}", span(w.0, w.1)),
+            );
+            m.value = Some(shown);
+            m
+        }
+    }
+}
+
+/// Pure: the latency measurement over `w` from the `q` quantile's two
+/// order statistics (microseconds) of `count` values.
+fn latency(
+    count: u64,
+    order_stats_us: &[f64],
+    q: f64,
+    percentile: u8,
+    above_ms: u32,
+    w: (DateTime<Utc>, DateTime<Utc>),
+) -> Result<Measurement, ReadModelError> {
+    if count == 0 {
+        return Ok(Measurement::unknown(format!(
+            "no calls with that latency {}",
+            span(w.0, w.1)
+        )));
+    }
+    let unexpected = |detail: String| ReadModelError::UnexpectedRow {
+        query: "alert_signals.calls",
+        detail,
+    };
+    let [lo, hi] = order_stats_us else {
+        return Err(unexpected(format!(
+            "expected 2 order statistics, got {order_stats_us:?}"
+        )));
+    };
+    let ms = interpolate_ms(count, q, *lo, *hi);
+    let value = Decimal::try_from(ms)
+        .map_err(|e| unexpected(format!("p{percentile} {ms} ms: {e}")))?
+        .round_dp(3);
+    Ok(Measurement::above(
+        value,
+        Decimal::from(above_ms),
+        format!("p{percentile} of {count} calls {}", span(w.0, w.1)),
+    ))
+}
+
+/// Pure: the spend measurement over `w`.
+pub fn spend(
+    spent: Decimal,
+    above_usd: Option<Decimal>,
+    per_hour_above_usd: Option<Decimal>,
+    w: (DateTime<Utc>, DateTime<Utc>),
+) -> Measurement {
+    let secs = (w.1 - w.0).num_seconds();
+    match (above_usd, per_hour_above_usd) {
+        (_, Some(rate_limit)) => {
+            let rate = per_hour(spent, secs);
+            Measurement::above(
+                rate,
+                rate_limit,
+                format!("{spent} USD spent {}, {rate} USD per hour", span(w.0, w.1)),
+            )
+        }
+        (limit, None) => Measurement::above(
+            spent,
+            limit.unwrap_or(Decimal::MAX),
+            format!("{spent} USD spent {}", span(w.0, w.1)),
+        ),
+    }
+}
+
+/// The running-period status of budget `id` at `at` as the budgets report
+/// computes it (`ReadModels::budget_status`: spend from `cost_daily`,
+/// forecast at the burn rate so far). `None` when there is no such budget,
+/// or it is an org budget of another org (budgets of teams, users and keys
+/// carry no org: the rule's store checks who may name them).
+async fn budget_status(
+    sources: SignalSources<'_>,
+    org_id: &str,
+    id: i64,
+    at: DateTime<Utc>,
+) -> Result<Option<tollgate_control::budgets::BudgetStatus>, ReadModelError> {
+    let Some(store) = sources.budgets else {
+        return Ok(None);
+    };
+    let all = store
+        .all()
+        .await
+        .map_err(|e| ReadModelError::UnexpectedRow {
+            query: "budgets.all",
+            detail: format!("postgres: {e}"),
+        })?;
+    let Some(budget) = all.into_iter().find(|b| b.id == id) else {
+        return Ok(None);
+    };
+    if budget.subject_kind == tollgate_control::budgets::SubjectKind::Org
+        && budget.subject_id != org_id
+    {
+        return Ok(None);
+    }
+    let mut status = sources.read.budget_status(&[budget], at).await?;
+    Ok(status.pop())
+}
+
+// ---------------------------------------------------------------- backtest
+
+/// One step of a backtest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BacktestPoint {
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub measurement: Measurement,
+}
+
+/// When a rule would have fired over a past period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backtest {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub step_secs: u32,
+    pub for_secs: u32,
+    pub series: Vec<BacktestPoint>,
+    /// Every transition, in order, from inactive at `from`.
+    pub transitions: Vec<(DateTime<Utc>, Transition)>,
+}
+
+/// Why a backtest request is refused (the API answers 400 naming it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{parameter}: {reason}")]
+pub struct BacktestRangeError {
+    pub parameter: &'static str,
+    pub reason: String,
+}
+
+/// The instants a backtest measures: `from`, `from + step`, … up to and
+/// including `to`, at most [`MAX_BACKTEST_STEPS`].
+pub fn steps(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    step_secs: u32,
+) -> Result<Vec<DateTime<Utc>>, BacktestRangeError> {
+    if step_secs == 0 {
+        return Err(BacktestRangeError {
+            parameter: "step_secs",
+            reason: "must be a positive number of seconds".into(),
+        });
+    }
+    if from >= to {
+        return Err(BacktestRangeError {
+            parameter: "from",
+            reason: format!("must be earlier than `to` ({from} is not before {to})"),
+        });
+    }
+    let n = (to - from).num_seconds() / i64::from(step_secs) + 1;
+    if n > MAX_BACKTEST_STEPS {
+        return Err(BacktestRangeError {
+            parameter: "step_secs",
+            reason: format!(
+                "{n} steps of {step_secs} s from `from` to `to`; at most {MAX_BACKTEST_STEPS} (choose a larger step or a shorter range)"
+            ),
+        });
+    }
+    Ok((0..n)
+        .map(|i| from + Duration::seconds(i * i64::from(step_secs)))
+        .collect())
+}
+
+/// Measure `rule` at every step from `from` to `to` and replay the
+/// observations from inactive with the rule's `for`.
+pub async fn backtest(
+    sources: SignalSources<'_>,
+    rule: &RuleSpec,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    step_secs: u32,
+) -> Result<Result<Backtest, BacktestRangeError>, ReadModelError> {
+    use futures::{StreamExt, TryStreamExt};
+    let instants = match steps(from, to, step_secs) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    let series: Vec<BacktestPoint> = futures::stream::iter(instants)
+        .map(|at| async move {
+            let measurement = measure(sources, &rule.org_id, &rule.signal, at).await?;
+            Ok::<_, ReadModelError>(BacktestPoint { at, measurement })
+        })
+        .buffered(BACKTEST_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let (_, transitions) = replay(
+        Phase::Inactive,
+        series.iter().map(|p| (p.at, p.measurement.observation)),
+        Duration::seconds(i64::from(rule.for_secs)),
+    );
+    Ok(Ok(Backtest {
+        from,
+        to,
+        step_secs,
+        for_secs: rule.for_secs,
+        series,
+        transitions,
+    }))
+}
+
+/// The backtest's CSV: one row per step, with the transition made there.
+pub fn table(backtest: &Backtest) -> Table {
+    let mut table = Table::new(["at", "value", "observation", "transition", "detail"]);
+    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for p in &backtest.series {
+        let transition = backtest
+            .transitions
+            .iter()
+            .find(|(at, _)| *at == p.at)
+            .map(|(_, t)| t.to_state())
+            .unwrap_or_default();
+        table.push([
+            time(p.at),
+            p.measurement
+                .value
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            observation_str(p.measurement.observation).to_string(),
+            transition.to_string(),
+            p.measurement.detail.clone(),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn windows_end_at_the_last_whole_minute() {
+        let (from, to) = window(t("2026-12-01T10:07:42.5Z"), 300);
+        assert_eq!(
+            (from, to),
+            (t("2026-12-01T10:02:00Z"), t("2026-12-01T10:07:00Z"))
+        );
+        // On the minute: that minute is not in yet.
+        let (from, to) = window(t("2026-12-01T10:07:00Z"), 60);
+        assert_eq!(
+            (from, to),
+            (t("2026-12-01T10:06:00Z"), t("2026-12-01T10:07:00Z"))
+        );
+        // A window that is not whole minutes is rounded up.
+        let (from, _) = window(t("2026-12-01T10:07:00Z"), 90);
+        assert_eq!(from, t("2026-12-01T10:05:00Z"));
+    }
+
+    #[test]
+    fn error_rate_is_exact_and_strictly_above() {
+        let w = window(t("2026-12-01T10:07:00Z"), 300);
+        let m = error_rate(1, 3, d("33.3333"), w);
+        assert_eq!(m.value, Some(d("33.3333")));
+        assert_eq!(
+            m.observation,
+            Observation::Holds,
+            "1/3 = 33.33333…% is above 33.3333 although it shows as 33.3333"
+        );
+        let m = error_rate(1, 20, d("5"), w);
+        assert_eq!(m.value, Some(d("5.0000")));
+        assert_eq!(
+            m.observation,
+            Observation::Clear,
+            "exactly 5% is not above 5"
+        );
+        assert_eq!(error_rate(0, 7, d("0"), w).observation, Observation::Clear);
+        let none = error_rate(0, 0, d("5"), w);
+        assert_eq!(none.observation, Observation::Unknown, "no calls: no rate");
+        assert_eq!(none.value, None);
+    }
+
+    #[test]
+    fn spend_and_rate_are_exact_decimals() {
+        let w = window(t("2026-12-01T10:07:00Z"), 1_800);
+        let m = spend(d("0.000000000003"), Some(d("0.000000000002")), None, w);
+        assert_eq!(m.observation, Observation::Holds);
+        let m = spend(d("1.5"), None, Some(d("3")), w);
+        assert_eq!(m.value, Some(d("3")), "1.5 USD in half an hour is 3 USD/h");
+        assert_eq!(m.observation, Observation::Clear);
+        let m = spend(
+            d("1"),
+            None,
+            Some(d("1")),
+            window(t("2026-12-01T10:07:00Z"), 10_800),
+        );
+        assert_eq!(m.value, Some(d("0.333333333333")));
+        let zero = spend(Decimal::ZERO, Some(d("1")), None, w);
+        assert_eq!(
+            (zero.value, zero.observation),
+            (Some(Decimal::ZERO), Observation::Clear),
+            "no spend is an answer: zero"
+        );
+    }
+
+    #[test]
+    fn latency_uses_the_reports_interpolation() {
+        let w = window(t("2026-12-01T10:07:00Z"), 300);
+        // 20 values 10..=200 ms: p95 at h = 19 * 0.95 = 18.05 between the
+        // 19th (190 ms) and 20th (200 ms): 190.5 ms.
+        let m = latency(20, &[190_000.0, 200_000.0], 0.95, 95, 190, w).unwrap();
+        assert_eq!(m.value, Some(d("190.5")));
+        assert_eq!(m.observation, Observation::Holds);
+        let m = latency(0, &[0.0, 0.0], 0.95, 95, 190, w).unwrap();
+        assert_eq!(
+            m.observation,
+            Observation::Unknown,
+            "no calls: no percentile"
+        );
+        assert!(latency(3, &[1.0], 0.95, 95, 190, w).is_err());
+    }
+
+    #[test]
+    fn steps_are_bounded_and_named() {
+        let from = t("2026-12-01T00:00:00Z");
+        let s = steps(from, from + Duration::hours(24), 60).unwrap();
+        assert_eq!(s.len(), 1_441);
+        assert_eq!(s[1], t("2026-12-01T00:01:00Z"));
+        assert_eq!(s.last(), Some(&(from + Duration::hours(24))));
+        assert_eq!(
+            steps(from, from + Duration::hours(25), 60)
+                .unwrap_err()
+                .parameter,
+            "step_secs"
+        );
+        assert_eq!(steps(from, from, 60).unwrap_err().parameter, "from");
+        assert_eq!(
+            steps(from, from + Duration::hours(1), 0)
+                .unwrap_err()
+                .parameter,
+            "step_secs"
+        );
+    }
+
+    #[test]
+    fn source_failures_are_unknown_for_the_evaluator() {
+        let m = or_unknown(Err(ReadModelError::UnexpectedRow {
+            query: "q",
+            detail: "x".into(),
+        }));
+        assert_eq!(m.observation, Observation::Unknown);
+    }
+}

@@ -1,0 +1,74 @@
+//! `POST /api/v1/alerts/backtest`: when a rule would have fired over a past
+//! period, before it is saved. The body is the rule as it would be saved
+//! (validated as `POST /api/v1/alerts/rules` validates it; 400 naming the
+//! field); the query string takes `from`, `to` (RFC 3339, default the last
+//! 24 hours), `step_secs` (default the evaluator's interval, 60 s; at most
+//! 1,500 steps) and `format=json|csv`. The answer is the measured series
+//! and the transitions the evaluator would have made
+//! (`tollgate_queries::alert_signals`, `docs/alerting-signals.md`).
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use chrono::{Duration, Utc};
+use tollgate_contract::alerts::RuleSpec;
+use tollgate_queries::alert_signals::{self, SignalSources, DEFAULT_STEP_SECS};
+use tollgate_queries::params::{Expected, QueryParams};
+
+use crate::admin::require_role;
+use crate::alerts::READ_ROLES;
+use crate::error::ApiError;
+use crate::finance::Format;
+use crate::{query_pairs, ApiState};
+
+/// `POST /api/v1/alerts/backtest?from=&to=&step_secs=&format=json|csv`
+pub async fn backtest(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = require_role(&state, &headers, &READ_ROLES, "backtesting alert rules").await?;
+    let params = QueryParams::parse(
+        &query_pairs(query)?,
+        &Expected::names(&["from", "to", "step_secs", "format"]),
+    )?;
+    let format = Format::of(&params)?;
+    let spec = RuleSpec::from_json(&body).map_err(|r| ApiError::InvalidField {
+        field: r.field,
+        reason: r.reason,
+    })?;
+    if let Some(scope) = key.org_id.as_deref() {
+        if scope != spec.org_id {
+            return Err(ApiError::NoSuch(format!("no org {}", spec.org_id)));
+        }
+    }
+    let to = params.time("to")?.unwrap_or_else(Utc::now);
+    let from = params
+        .time("from")?
+        .unwrap_or_else(|| to - Duration::hours(24));
+    let step_secs = match params.text("step_secs") {
+        None => DEFAULT_STEP_SECS,
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| ApiError::InvalidParameter {
+                parameter: "step_secs".into(),
+                reason: format!("`{v}` is not a positive number of seconds"),
+            })?,
+    };
+    let sources = SignalSources {
+        read: &state.read_models,
+        budgets: state.budgets.as_ref(),
+    };
+    let result = alert_signals::backtest(sources, &spec, from, to, step_secs)
+        .await?
+        .map_err(|e| ApiError::InvalidParameter {
+            parameter: e.parameter.into(),
+            reason: e.reason,
+        })?;
+    Ok(format.respond(&result, "alert-backtest.csv", alert_signals::table))
+}
