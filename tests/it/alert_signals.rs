@@ -41,7 +41,8 @@ fn at(minutes: i64) -> DateTime<Utc> {
 /// Ten minutes of ten calls each of team `search` on alertprov/tg-alert:
 /// call i of minute m lasts 100 + 10 m + i ms (100..=199 ms over all) and
 /// costs 0.002 USD (1,000 input and 500 output tokens); in minutes 3 to 6
-/// calls 0..5 fail (50 %) with one error, elsewhere none fails.
+/// calls 0..5 fail (50 %) with one error, elsewhere none fails. The calls
+/// of minute 0 carry the tag `feature=chat`.
 fn events() -> Vec<tollgate_contract::Event> {
     let mut out = Vec::new();
     for m in 0..10_i64 {
@@ -61,6 +62,9 @@ fn events() -> Vec<tollgate_contract::Event> {
                 usage(1_000, 0, 0, 500, 0),
                 outcome,
             );
+            if m == 0 {
+                e.tags.insert("feature".into(), "chat".into());
+            }
             let call = e.call.as_mut().unwrap();
             call.duration_ms = (100 + 10 * m + i) as u32;
             if fails {
@@ -234,6 +238,37 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
     .await;
     assert_eq!(value(&rate), Some(d("1.2")), "{rate:?}");
     assert_eq!(rate.observation, Observation::Clear, "1.2 is not above 1.2");
+    let tagged = m(
+        &read,
+        "org-1",
+        &spend(SpendSubject::Tag, "feature=chat", Some("0.01"), None),
+        10,
+    )
+    .await;
+    assert_eq!(
+        (tagged.value, tagged.observation),
+        (Some(d("0.02")), Observation::Holds),
+        "{tagged:?}"
+    );
+    let untagged = m(
+        &read,
+        "org-1",
+        &spend(SpendSubject::Tag, "feature=search", Some("0.01"), None),
+        10,
+    )
+    .await;
+    assert_eq!(untagged.value, Some(Decimal::ZERO));
+    let key = m(
+        &read,
+        "org-1",
+        &spend(SpendSubject::Key, "search-key", Some("0.2"), None),
+        10,
+    )
+    .await;
+    assert_eq!(
+        (key.value, key.observation),
+        (Some(d("0.2")), Observation::Clear)
+    );
     let foreign = m(
         &read,
         "org-2",

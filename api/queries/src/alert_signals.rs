@@ -144,6 +144,21 @@ pub fn per_hour(spend: Decimal, window_secs: i64) -> Decimal {
 
 // ---------------------------------------------------------------- SQL
 
+/// `AND column = ?` for each filter given (`None`: any value); the columns
+/// are fixed strings of this module, the values are bound.
+fn equal_filters(
+    template: &mut String,
+    binds: &mut Vec<SqlValue>,
+    filters: &[(&'static str, Option<&str>)],
+) {
+    for (column, value) in filters {
+        if let Some(v) = value {
+            template.push_str(&format!(" AND {column} = ?"));
+            binds.push(SqlValue::Str(v.to_string()));
+        }
+    }
+}
+
 /// One row of the latency-rollup statement; fields in SELECT order.
 #[derive(Debug, Row, Deserialize)]
 struct CallsRow {
@@ -180,12 +195,11 @@ fn calls_sql(
         SqlValue::UInt(epoch(to)),
         SqlValue::Str(org.to_string()),
     ];
-    for (column, value) in [("provider", provider), ("model", model), ("team_id", team)] {
-        if let Some(v) = value {
-            template.push_str(&format!(" AND {column} = ?"));
-            binds.push(SqlValue::Str(v.to_string()));
-        }
-    }
+    equal_filters(
+        &mut template,
+        &mut binds,
+        &[("provider", provider), ("model", model), ("team_id", team)],
+    );
     BoundSql {
         name: "alert_signals.calls",
         template,
@@ -291,12 +305,11 @@ fn breaker_opens_sql(
          WHERE to_state = 'open' AND at >= toDateTime(?) AND at < toDateTime(?)"
         .to_string();
     let mut binds = vec![SqlValue::UInt(epoch(from)), SqlValue::UInt(epoch(to))];
-    for (column, value) in [("provider", provider), ("model", model)] {
-        if let Some(v) = value {
-            template.push_str(&format!(" AND {column} = ?"));
-            binds.push(SqlValue::Str(v.to_string()));
-        }
-    }
+    equal_filters(
+        &mut template,
+        &mut binds,
+        &[("provider", provider), ("model", model)],
+    );
     BoundSql {
         name: "alert_signals.breaker_opens",
         template,
