@@ -30,6 +30,7 @@ pub struct Config {
     pub processor: ProcessorConfig,
     pub audit: AuditConfig,
     pub breakers: BreakersConfig,
+    pub alerting: tollgate_alerting::AlertingConfig,
     pub api: ApiConfig,
     pub telemetry: TelemetryConfig,
 }

@@ -75,6 +75,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0031_error_patterns.sql",
         include_str!("../../migrations/clickhouse/0031_error_patterns.sql"),
     ),
+    (
+        "0032_alert_transitions.sql",
+        include_str!("../../migrations/clickhouse/0032_alert_transitions.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

@@ -27,6 +27,10 @@ pub enum AlertsCommand {
     /// Notification receivers (webhook, slack, alertmanager).
     #[command(subcommand)]
     Receivers(ReceiversCommand),
+    /// Run the alert evaluator until SIGTERM (one replica is active at a
+    /// time through the `alert-evaluator` lease; see docs/alerting.md
+    /// "The evaluator").
+    Evaluate,
 }
 
 #[derive(clap::Subcommand)]
@@ -155,7 +159,38 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `tollgate alerts evaluate`: evaluate every `alerting.interval_secs`
+/// while holding the lease; SIGTERM or ctrl-c ends the current evaluation,
+/// releases the lease (a standby takes over at its next interval) and exits 0.
+async fn evaluate(config: &Config) -> anyhow::Result<()> {
+    let pool = tollgate_control::postgres::connect(&config.postgres).await?;
+    let holder = format!(
+        "{}:{}:{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let on_signal = shutdown.clone();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutting down"),
+        }
+        on_signal.cancel();
+    });
+    tracing::info!(%holder, interval_secs = config.alerting.interval_secs, "alert evaluator starting");
+    let evaluator =
+        tollgate_alerting::Evaluator::new(config.alerting.clone(), pool, &config.clickhouse, holder)?;
+    evaluator.run(&config.kafka, shutdown).await?;
+    Ok(())
+}
+
 pub async fn run(command: AlertsCommand, config: &Config) -> anyhow::Result<()> {
+    if matches!(command, AlertsCommand::Evaluate) {
+        return evaluate(config).await;
+    }
     let pool = tollgate_control::postgres::connect(&config.postgres).await?;
     let store = AlertStore::new(pool.clone());
     let event = match command {
@@ -256,6 +291,7 @@ pub async fn run(command: AlertsCommand, config: &Config) -> anyhow::Result<()> 
             println!("receiver {id} deleted ({})", deleted.value.name);
             Some(deleted.event)
         }
+        AlertsCommand::Evaluate => None,
     };
     if let Some(event) = event {
         super::outbox::publish_now(config, &pool, &[event]).await;

@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     // The JSON API and the pages are siblings; the binary mounts both.
     ("tollgate-api", 3),
     ("tollgate-dashboards", 3),
+    ("tollgate-alerting", 3),
     ("tollgate", 4),
 ];
 

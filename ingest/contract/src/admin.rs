@@ -53,6 +53,10 @@ pub const KIND_SILENCE_EXPIRED: &str = "admin.silence.expired";
 pub const KIND_RECEIVER_SET: &str = "admin.receiver.set";
 /// `admin.receiver.deleted`: a receiver removed.
 pub const KIND_RECEIVER_DELETED: &str = "admin.receiver.deleted";
+/// `admin.alert.transition`: an alert changed state (pending, inactive,
+/// firing, resolved), published by the evaluator from its outbox
+/// (`docs/alerting.md`, "The evaluator").
+pub const KIND_ALERT_TRANSITION: &str = "admin.alert.transition";
 
 /// A control-plane event with `payload` as its `admin` object.
 pub fn admin_event(kind: &'static str, actor: &str, payload: serde_json::Value) -> Event {
