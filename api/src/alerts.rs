@@ -20,25 +20,22 @@ use tollgate_contract::alerts::{parse_json, ReceiverSpec, RuleSpec, SilenceSpec}
 use tollgate_contract::Rejection;
 use tollgate_control::alerts::admin::Changed;
 use tollgate_control::alerts::{
-    AlertRule, AlertStore, AlertStoreError, Receiver, Silence, SilenceFilter,
+    AlertStore, AlertStoreError, SilenceFilter,
 };
 use tollgate_control::keys::ApiKey;
 use tollgate_queries::params::{Expected, QueryParams};
-use tollgate_queries::Table;
+use tollgate_queries::alert_lists::{receivers_table, rules_table, silences_table, SilenceView};
 
 use crate::admin::require_role;
 use crate::error::ApiError;
 use crate::finance::Format;
 use crate::{query_pairs, ApiState};
 
-/// Roles that may change rules, silences and receivers.
-pub const WRITE_ROLES: [&str; 2] = ["admin", "sre"];
-/// Roles that may read them.
-pub const READ_ROLES: [&str; 3] = ["admin", "sre", "finance"];
+pub use tollgate_control::alerts::{READ_ROLES, WRITE_ROLES};
 
 type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
-fn store(state: &ApiState) -> Result<&AlertStore, ApiError> {
+pub(crate) fn store(state: &ApiState) -> Result<&AlertStore, ApiError> {
     state.alerts.as_ref().ok_or_else(|| {
         ApiError::Unavailable("alerting needs postgres; this server runs without it".into())
     })
@@ -91,7 +88,7 @@ fn prefixed(prefix: &str) -> impl Fn(Rejection) -> ApiError + '_ {
     }
 }
 
-fn store_error(err: AlertStoreError) -> ApiError {
+pub(crate) fn store_error(err: AlertStoreError) -> ApiError {
     match err {
         AlertStoreError::NotFound { .. } => ApiError::NoSuch(err.to_string()),
         AlertStoreError::Conflict { .. }
@@ -115,7 +112,7 @@ fn check_org(key: &ApiKey, org: &str) -> Result<(), ApiError> {
 
 /// The org filter of a list: a scoped key's own org; for an unscoped key
 /// the `org` parameter, or every org.
-fn list_org<'a>(key: &'a ApiKey, params: &'a QueryParams) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn list_org<'a>(key: &'a ApiKey, params: &'a QueryParams) -> Result<Option<&'a str>, ApiError> {
     let requested = params.text("org");
     match (key.org_id.as_deref(), requested) {
         (Some(scope), Some(org)) if org != scope => Err(ApiError::NoSuch(format!("no org {org}"))),
@@ -161,52 +158,6 @@ fn no_params(query: Pairs) -> Result<(), ApiError> {
 }
 
 // ---- rules ----
-
-/// The CSV of a rule list: the same rows as the JSON.
-pub fn rules_table(rules: &Vec<AlertRule>) -> Table {
-    let mut t = Table::new([
-        "id",
-        "org_id",
-        "name",
-        "enabled",
-        "severity",
-        "signal_kind",
-        "window_secs",
-        "for_secs",
-        "receivers",
-        "labels",
-        "signal",
-        "version",
-        "updated_at",
-    ]);
-    for r in rules {
-        t.push([
-            r.id.to_string(),
-            r.spec.org_id.clone(),
-            r.spec.name.clone(),
-            r.spec.enabled.to_string(),
-            r.spec.severity.name().to_string(),
-            r.spec.signal.kind().to_string(),
-            r.spec
-                .signal
-                .window_secs()
-                .map(|w| w.to_string())
-                .unwrap_or_default(),
-            r.spec.for_secs.to_string(),
-            r.spec
-                .receivers
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(" "),
-            serde_json::to_string(&r.spec.labels).unwrap_or_default(),
-            serde_json::to_string(&r.spec.signal).unwrap_or_default(),
-            r.version.to_string(),
-            r.updated_at.to_rfc3339(),
-        ]);
-    }
-    t
-}
 
 /// `GET /api/v1/alerts/rules?org=&format=json|csv`
 pub async fn list_rules(
@@ -314,51 +265,6 @@ pub async fn delete_rule(
 
 // ---- silences ----
 
-/// The CSV of a silence list.
-pub fn silences_table(silences: &Vec<SilenceView>) -> Table {
-    let mut t = Table::new([
-        "id",
-        "org_id",
-        "state",
-        "matchers",
-        "starts_at",
-        "ends_at",
-        "created_by",
-        "expired_by",
-        "comment",
-        "version",
-    ]);
-    for v in silences {
-        let s = &v.silence;
-        t.push([
-            s.id.to_string(),
-            s.spec.org_id.clone(),
-            v.state.to_string(),
-            s.spec
-                .matchers
-                .iter()
-                .map(|m| format!("{}{}{:?}", m.name, m.op.symbol(), m.value))
-                .collect::<Vec<_>>()
-                .join(" "),
-            s.spec.starts_at.to_rfc3339(),
-            s.spec.ends_at.to_rfc3339(),
-            s.created_by.clone(),
-            s.expired_by.clone().unwrap_or_default(),
-            s.spec.comment.clone(),
-            s.version.to_string(),
-        ]);
-    }
-    t
-}
-
-/// A silence with its state at the time of the request.
-#[derive(Debug, serde::Serialize)]
-pub struct SilenceView {
-    #[serde(flatten)]
-    pub silence: Silence,
-    pub state: &'static str,
-}
-
 /// `GET /api/v1/alerts/silences?org=&state=active|expired|all&format=json|csv`
 /// (`active`, the default: not yet ended, including those starting later).
 pub async fn list_silences(
@@ -389,10 +295,7 @@ pub async fn list_silences(
         .await
         .map_err(store_error)?
         .into_iter()
-        .map(|s| SilenceView {
-            state: s.state(now).name(),
-            silence: s,
-        })
+        .map(|s| SilenceView::at(s, now))
         .collect();
     Ok(format.respond(&silences, "silences.csv", silences_table))
 }
@@ -428,8 +331,7 @@ pub async fn get_silence(
         .silence(key.org_id.as_deref(), id)
         .await
         .map_err(store_error)?;
-    let state = silence.state(Utc::now()).name();
-    Ok(Json(SilenceView { silence, state }).into_response())
+    Ok(Json(SilenceView::at(silence, Utc::now())).into_response())
 }
 
 /// `DELETE /api/v1/alerts/silences/{id}`: expire it now (409 when it had
@@ -454,39 +356,6 @@ pub async fn expire_silence(
 }
 
 // ---- receivers ----
-
-/// The CSV of a receiver list (never a secret: there is none to show).
-pub fn receivers_table(receivers: &Vec<Receiver>) -> Table {
-    let mut t = Table::new([
-        "id",
-        "org_id",
-        "name",
-        "kind",
-        "url",
-        "has_signing_secret",
-        "group_by",
-        "group_wait_secs",
-        "group_interval_secs",
-        "repeat_interval_secs",
-        "version",
-    ]);
-    for r in receivers {
-        t.push([
-            r.id.to_string(),
-            r.org_id.clone(),
-            r.name.clone(),
-            r.kind.name().to_string(),
-            r.url.clone(),
-            r.has_signing_secret.to_string(),
-            r.group_by.join(" "),
-            r.group_wait_secs.to_string(),
-            r.group_interval_secs.to_string(),
-            r.repeat_interval_secs.to_string(),
-            r.version.to_string(),
-        ]);
-    }
-    t
-}
 
 /// `GET /api/v1/alerts/receivers?org=&format=json|csv`
 pub async fn list_receivers(

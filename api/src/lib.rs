@@ -4,12 +4,14 @@
 //! of every failure to a status code and JSON body ([`error::ApiError`]), the
 //! report endpoints ([`reports`], [`finance`], [`errors`], [`audit`]), the admin
 //! endpoints ([`admin`]: price and budget changes) and alerting's rules,
-//! silences and receivers ([`alerts`]). Queries live in the read
+//! silences and receivers ([`alerts`]), the alerts' states, transitions and
+//! dead letters ([`alert_states`]). Queries live in the read
 //! side (`tollgate-queries`); the binary serves this router next to the
 //! dashboards' (`tollgate-dashboards`), a sibling crate.
 
 pub mod admin;
 pub mod alert_backtest;
+pub mod alert_states;
 pub mod alerts;
 pub mod audit;
 pub mod config;
@@ -83,6 +85,9 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/admin/budgets/{id}",
             axum::routing::delete(admin::delete_budget),
         )
+        .route("/api/v1/alerts", get(alert_states::current))
+        .route("/api/v1/alerts/transitions", get(alert_states::transitions))
+        .route("/api/v1/alerts/dead-letters", get(alert_states::dead_letters))
         .route(
             "/api/v1/alerts/backtest",
             axum::routing::post(alert_backtest::backtest),

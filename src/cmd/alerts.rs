@@ -133,25 +133,13 @@ fn read_body(path: &str) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// A `--matcher` flag: the longest operator that splits it.
+/// A `--matcher` flag (`Matcher::parse`).
 fn parse_matcher(text: &str) -> anyhow::Result<Matcher> {
-    for (symbol, op) in [
-        ("!~", MatchOp::NotRegex),
-        ("=~", MatchOp::Regex),
-        ("!=", MatchOp::NotEqual),
-        ("=", MatchOp::Equal),
-    ] {
-        if let Some((name, value)) = text.split_once(symbol) {
-            return Ok(Matcher {
-                name: name.to_string(),
-                op,
-                value: value.to_string(),
-            });
-        }
-    }
-    anyhow::bail!(
-        "--matcher {text:?}: expected name=value, name!=value, name=~regex or name!~regex"
-    )
+    Matcher::parse(text).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--matcher {text:?}: expected name=value, name!=value, name=~regex or name!~regex"
+        )
+    })
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {

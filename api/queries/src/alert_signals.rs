@@ -625,6 +625,136 @@ async fn budget_status(
     Ok(status.pop())
 }
 
+// ---------------------------------------------------------------- explaining
+
+/// The threshold a signal's value is compared with, in the value's unit;
+/// `None` for a budget forecast (its limit is the budget's, not the
+/// rule's). Charts draw it as a line.
+pub fn threshold(signal: &Signal) -> Option<Decimal> {
+    match signal {
+        Signal::ErrorRate { above_percent, .. } => Some(*above_percent),
+        Signal::Latency { above_ms, .. } => Some(Decimal::from(*above_ms)),
+        Signal::Spend {
+            above_usd,
+            per_hour_above_usd,
+            ..
+        } => per_hour_above_usd.or(*above_usd),
+        Signal::BudgetUsed { above_percent, .. } => Some(Decimal::from(*above_percent)),
+        Signal::BudgetForecast { .. } => None,
+        Signal::NewErrorPattern(_) | Signal::BreakerOpened(_) => Some(Decimal::ZERO),
+        Signal::PipelineHealth { above, .. } => Some(Decimal::from(*above)),
+    }
+}
+
+/// The unit of a signal's value, for labels.
+pub fn unit(signal: &Signal) -> &'static str {
+    match signal {
+        Signal::ErrorRate { .. } | Signal::BudgetUsed { .. } => "%",
+        Signal::Latency { .. } => "ms",
+        Signal::Spend {
+            per_hour_above_usd: Some(_),
+            ..
+        } => "USD/h",
+        Signal::Spend { .. } | Signal::BudgetForecast { .. } => "USD",
+        Signal::NewErrorPattern(_) | Signal::BreakerOpened(_) | Signal::PipelineHealth { .. } => {
+            ""
+        }
+    }
+}
+
+/// The Tollgate page and time range that explain a measurement of
+/// `signal` at `at`: the page of the signal's source, filtered as the
+/// signal is, over the window the measurement read (`window`). A path and
+/// query (`/sre/errors?range=custom&from=…`); the evaluator prefixes its
+/// public URL for `generatorURL`, the Alerts page links it as is. The
+/// `range=custom` makes the SRE pages use `from` and `to` instead of their
+/// default preset.
+pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
+    let (from, to) = window(at, signal.window_secs().unwrap_or(EVENT_WINDOW_SECS));
+    let time = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let window = |page: &str, filters: &[(&str, Option<&str>)]| {
+        let mut url = format!(
+            "{page}?range=custom&from={}&to={}",
+            time(from),
+            time(to)
+        );
+        for (name, value) in filters {
+            if let Some(v) = value {
+                url.push_str(&format!("&{name}={}", query_encode(v)));
+            }
+        }
+        url
+    };
+    match signal {
+        Signal::ErrorRate {
+            provider,
+            model,
+            team,
+            ..
+        } => window(
+            "/sre/errors",
+            &[
+                ("provider", provider.as_deref()),
+                ("model", model.as_deref()),
+                ("team", team.as_deref()),
+            ],
+        ),
+        Signal::NewErrorPattern(ErrorPatternSignal { provider }) => {
+            window("/sre/errors", &[("provider", provider.as_deref())])
+        }
+        Signal::Latency {
+            provider, model, ..
+        } => window(
+            "/sre/latency",
+            &[("provider", provider.as_deref()), ("model", model.as_deref())],
+        ),
+        Signal::BreakerOpened(BreakerSignal { provider, model }) => window(
+            "/sre/breakers",
+            &[("provider", provider.as_deref()), ("model", model.as_deref())],
+        ),
+        Signal::Spend {
+            subject_kind,
+            subject_id,
+            ..
+        } => {
+            // The cost report counts whole UTC days, `to` exclusive.
+            let day = |t: DateTime<Utc>| t.format("%Y-%m-%d").to_string();
+            let mut url = format!(
+                "/finance/cost?from={}&to={}",
+                day(from),
+                day(to + Duration::days(1))
+            );
+            let (name, value) = match subject_kind {
+                SpendSubject::Org => ("org".to_string(), subject_id.as_str()),
+                SpendSubject::Team => ("team".to_string(), subject_id.as_str()),
+                SpendSubject::Key => ("key".to_string(), subject_id.as_str()),
+                SpendSubject::Tag => {
+                    let (k, v) = subject_id.split_once('=').unwrap_or((subject_id, ""));
+                    (format!("tag.{k}"), v)
+                }
+            };
+            url.push_str(&format!("&{}={}", query_encode(&name), query_encode(value)));
+            url
+        }
+        Signal::BudgetUsed { budget_id, .. } | Signal::BudgetForecast { budget_id } => {
+            format!("/finance/budgets/{budget_id}")
+        }
+        Signal::PipelineHealth { .. } => window("/sre/latency", &[]),
+    }
+}
+
+/// Percent-encoding for a query value (RFC 3986 unreserved kept).
+fn query_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------- backtest
 
 /// One step of a backtest.
@@ -864,6 +994,32 @@ mod tests {
                 .parameter,
             "step_secs"
         );
+    }
+
+    #[test]
+    fn explain_url_opens_the_measured_window_on_the_signals_page() {
+        let at = t("2026-12-02T10:07:42Z");
+        let signal: Signal = serde_json::from_value(serde_json::json!({
+            "kind": "error_rate", "provider": "openai", "team": "search & ads",
+            "above_percent": "5", "window_secs": 300
+        }))
+        .unwrap();
+        assert_eq!(
+            explain_url(&signal, at),
+            "/sre/errors?range=custom&from=2026-12-02T10:02:00Z&to=2026-12-02T10:07:00Z\
+             &provider=openai&team=search%20%26%20ads"
+        );
+        let spend: Signal = serde_json::from_value(serde_json::json!({
+            "kind": "spend", "subject_kind": "tag", "subject_id": "feature=chat",
+            "window_secs": 3600, "above_usd": "25"
+        }))
+        .unwrap();
+        assert_eq!(
+            explain_url(&spend, at),
+            "/finance/cost?from=2026-12-02&to=2026-12-03&tag.feature=chat"
+        );
+        assert_eq!(threshold(&spend), Some(d("25")));
+        assert_eq!(unit(&spend), "USD");
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! with a CSV also builds its [`Table`] there, which the CSV and the pages
 //! are both rendered from.
 
+pub mod access;
+pub mod alert_lists;
 pub mod alert_signals;
+pub mod alert_timeline;
 pub mod audit;
 pub mod breakers;
 pub mod budgets;
@@ -358,6 +361,7 @@ pub fn sql_catalog() -> Vec<(String, String)> {
         .chain(errors::catalog())
         .chain(breakers::catalog())
         .chain(alert_signals::catalog())
+        .chain(alert_timeline::catalog())
         .map(|bound| (bound.name.to_string(), bound.text()))
         .collect()
 }

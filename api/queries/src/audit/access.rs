@@ -24,51 +24,12 @@ pub struct AuditAccess {
     pub keys: Option<KeyStore>,
 }
 
-/// Why a caller may not read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Denied {
-    /// 401: no key, or not a valid one.
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// 403: a valid key whose role may not read audit trails.
-    #[error("{0}")]
-    Forbidden(String),
-    /// 404: the key is scoped to another org.
-    #[error("{0}")]
-    NotFound(String),
-    /// 503: the key store cannot be reached.
-    #[error("{0}")]
-    Unavailable(String),
-}
+pub use crate::access::Denied;
 
 /// The key behind `secret` if it may read audit trails (of its own org, or
 /// of every org when it has no org scope).
 pub async fn authenticate(keys: Option<&KeyStore>, secret: Option<&str>) -> Result<ApiKey, Denied> {
-    let Some(keys) = keys else {
-        return Err(Denied::Unavailable(
-            "api keys are unavailable (postgresql was unreachable when the server started)".into(),
-        ));
-    };
-    let Some(secret) = secret.map(str::trim).filter(|s| !s.is_empty()) else {
-        return Err(Denied::Unauthenticated(
-            "missing API key: send Authorization: Bearer <key>".into(),
-        ));
-    };
-    let key = match keys.verify(secret).await {
-        Ok(Some(key)) => key,
-        Ok(None) => return Err(Denied::Unauthenticated("invalid API key".into())),
-        Err(err) => {
-            tracing::error!(%err, "cannot check an API key");
-            return Err(Denied::Unavailable("cannot check the API key".into()));
-        }
-    };
-    if !AUDIT_ROLES.contains(&key.role.as_str()) {
-        return Err(Denied::Forbidden(format!(
-            "role {} may not read audit trails (compliance or admin may)",
-            key.role
-        )));
-    }
-    Ok(key)
+    crate::access::authenticate(keys, secret, &AUDIT_ROLES, "read audit trails").await
 }
 
 /// Whether `key` may see `org`'s entries.

@@ -59,6 +59,30 @@ pub struct Matcher {
 }
 
 impl Matcher {
+    /// A matcher written as text, as the CLI's `--matcher` and the silence
+    /// form take it (`team=search`, `team!=a`, `sev=~warn.*`, `sev!~x`):
+    /// split at the first operator, the longest one at that place winning.
+    /// `None` when there is no operator. Validation is the silence's.
+    pub fn parse(text: &str) -> Option<Matcher> {
+        for (symbol, op) in [
+            ("!~", MatchOp::NotRegex),
+            ("=~", MatchOp::Regex),
+            ("!=", MatchOp::NotEqual),
+            ("=", MatchOp::Equal),
+        ] {
+            if let Some((name, value)) = text.split_once(symbol) {
+                return Some(Matcher {
+                    name: name.to_string(),
+                    op,
+                    value: value.to_string(),
+                });
+            }
+        }
+        None
+    }
+}
+
+impl Matcher {
     /// The anchored regex of a `=~` / `!~` matcher, within the bounds.
     pub fn regex(&self) -> Result<Option<Regex>, regex::Error> {
         match self.op {

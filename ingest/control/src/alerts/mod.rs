@@ -17,6 +17,13 @@ use tollgate_contract::alerts::{Matcher, ReceiverKind, RuleSpec, SilenceSpec};
 use tollgate_contract::Rejection;
 
 pub mod admin;
+pub mod state;
+
+/// Roles that may create, change and delete rules, silences and receivers
+/// (the API and the pages apply the same).
+pub const WRITE_ROLES: [&str; 2] = ["admin", "sre"];
+/// Roles that may read them, the alerts' states and the timeline.
+pub const READ_ROLES: [&str; 3] = ["admin", "sre", "finance"];
 
 /// Why an alerting store call failed; the API maps each to its status.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +156,7 @@ pub enum SilenceFilter {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct RuleRow {
-    id: i64,
+    pub(crate) id: i64,
     spec: serde_json::Value,
     version: i64,
     created_at: DateTime<Utc>,
