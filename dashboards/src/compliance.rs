@@ -29,10 +29,14 @@ use tollgate_queries::audit::verify::{verify, AuditReport};
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::InvalidParameter;
 
-use crate::layout::{render, Section};
+use crate::layout::{render, LoginPage, Section};
+use crate::session::{secret, Area, LoginParams};
 
-/// The cookie holding the API key.
-pub const COOKIE: &str = "tollgate_key";
+/// The compliance pages' sign-in area.
+pub const AREA: Area = Area {
+    path: "/compliance",
+    home: "/compliance/search",
+};
 
 /// The compliance routes.
 pub fn router(state: AuditAccess) -> Router {
@@ -50,32 +54,6 @@ pub fn router(state: AuditAccess) -> Router {
         .with_state(state)
 }
 
-/// The key's secret from the cookie, or from `Authorization: Bearer`.
-fn secret(headers: &HeaderMap) -> Option<String> {
-    if let Some(bearer) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        return Some(bearer.trim().to_string());
-    }
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.trim().to_string())
-}
-
-#[derive(Template)]
-#[template(path = "compliance_login.html")]
-struct LoginPage {
-    section: Section,
-    message: String,
-    next: String,
-}
 
 #[derive(Template)]
 #[template(path = "compliance_denied.html")]
@@ -90,6 +68,10 @@ fn login_form(status: StatusCode, message: &str, next: &str) -> Response {
         status,
         &LoginPage {
             section: Section::Compliance,
+            crumb: "Compliance",
+            roles: "compliance or admin",
+            create: "tollgate keys create --role compliance [--org ORG]",
+            action: AREA.login(),
             message: message.to_string(),
             next: next.to_string(),
         },
@@ -148,23 +130,6 @@ async fn caller(state: &AuditAccess, headers: &HeaderMap, next: &str) -> Result<
         .map_err(|why| denied_page(why, next))
 }
 
-/// The login form's fields (a query string, or the form's body).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct LoginParams {
-    key: Option<String>,
-    next: Option<String>,
-}
-
-impl LoginParams {
-    fn parse(pairs: &[(String, String)]) -> Result<Self, InvalidParameter> {
-        let params = QueryParams::parse(pairs, &Expected::names(&["key", "next"]))?;
-        Ok(Self {
-            key: params.get("key").map(str::to_string),
-            next: params.get("next").map(str::to_string),
-        })
-    }
-}
-
 /// A request the pages cannot read: 400, naming the parameter.
 fn bad_request(err: InvalidParameter) -> Response {
     render(
@@ -177,22 +142,10 @@ fn bad_request(err: InvalidParameter) -> Response {
     )
 }
 
-/// Only local paths under `/compliance`, so the login cannot redirect away.
-fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with("/compliance") && !n.starts_with("//") => n.to_string(),
-        _ => "/compliance/search".to_string(),
-    }
-}
-
 async fn set_key(state: &AuditAccess, key: &str, next: &str) -> Response {
     match authenticate(state.keys.as_ref(), Some(key)).await {
         Ok(_) => {
-            let cookie = format!(
-                "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/compliance",
-                key.trim()
-            );
-            ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
+            ([(header::SET_COOKIE, AREA.cookie(key))], Redirect::to(next)).into_response()
         }
         Err(why) => denied_page(why, next),
     }
@@ -208,7 +161,7 @@ async fn login_page(
         Ok(params) => params,
         Err(err) => return bad_request(err),
     };
-    let next = safe_next(params.next.as_deref());
+    let next = AREA.safe_next(params.next.as_deref());
     match params.key.as_deref().filter(|k| !k.trim().is_empty()) {
         Some(key) => set_key(&state, key, &next).await,
         None => login_form(StatusCode::OK, "", &next),
@@ -223,14 +176,13 @@ async fn login_submit(
         Ok(params) => params,
         Err(err) => return bad_request(err),
     };
-    let next = safe_next(params.next.as_deref());
+    let next = AREA.safe_next(params.next.as_deref());
     set_key(&state, params.key.as_deref().unwrap_or(""), &next).await
 }
 
 async fn logout() -> Response {
-    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/compliance; Max-Age=0");
     (
-        [(header::SET_COOKIE, cookie)],
+        [(header::SET_COOKIE, AREA.clear_cookie())],
         Redirect::to("/compliance/login"),
     )
         .into_response()
@@ -712,36 +664,6 @@ async fn verify_page(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn key_from_cookie_or_bearer() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(secret(&headers), None);
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_static("theme=dark; tollgate_key=tg_abc_def ; x=1"),
-        );
-        assert_eq!(secret(&headers).as_deref(), Some("tg_abc_def"));
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer tg_bearer_1"),
-        );
-        assert_eq!(secret(&headers).as_deref(), Some("tg_bearer_1"));
-    }
-
-    #[test]
-    fn login_redirects_only_inside_compliance() {
-        assert_eq!(safe_next(Some("/compliance/verify")), "/compliance/verify");
-        for bad in [
-            None,
-            Some("https://evil.example/"),
-            Some("//evil"),
-            Some("/sre"),
-        ] {
-            assert_eq!(safe_next(bad), "/compliance/search");
-        }
-    }
 
     #[test]
     fn times_render_in_utc() {

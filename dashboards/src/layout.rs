@@ -36,3 +36,21 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
         }
     }
 }
+
+/// The sign-in form of an area of pages behind an API key
+/// (`session::Area`).
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub section: Section,
+    /// The area's name, above the title.
+    pub crumb: &'static str,
+    /// The roles that may sign in, as prose.
+    pub roles: &'static str,
+    /// How to create such a key.
+    pub create: &'static str,
+    /// Where the form posts.
+    pub action: String,
+    pub message: String,
+    pub next: String,
+}

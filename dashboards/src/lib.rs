@@ -10,6 +10,7 @@ pub mod assets;
 pub mod compliance;
 pub mod finance;
 pub mod layout;
+pub mod session;
 pub mod sre_breakers;
 pub mod sre_errors;
 pub mod sre_form;
