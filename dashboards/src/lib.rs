@@ -15,6 +15,7 @@ pub mod sre_breakers;
 pub mod sre_errors;
 pub mod sre_form;
 pub mod sre_latency;
+pub mod svg;
 
 use axum::response::Redirect;
 use axum::routing::get;

@@ -14,6 +14,7 @@ use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::{InvalidParameter, ReadModelError};
 
 use crate::layout::{render, Section};
+use crate::svg::{strips, Strip};
 use crate::sre_errors::percent;
 use crate::sre_form::{
     api_pairs, choices, form_time, percent_encode, sre_nav, thousands, Choice, NavLink, RANGES,
@@ -123,101 +124,50 @@ fn stamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
 }
 
-/// A transition on a strip: when, the state left, the state entered.
-type Step<'a> = (DateTime<Utc>, &'a str, &'a str);
-
 /// One strip per breaker: segments from each transition to the next,
 /// coloured by the state entered; before the first, the state it left.
 fn timeline(report: &BreakersReport) -> String {
-    let (w, row_h, label_w) = (900.0, 22.0, 220.0);
-    let span = (report.to - report.from).num_milliseconds().max(1) as f64;
-    let x = |t: DateTime<Utc>| {
-        label_w
-            + ((t - report.from).num_milliseconds() as f64 / span).clamp(0.0, 1.0) * (w - label_w)
-    };
-    // (name, state at the start of the window, transitions in it): every
-    // breaker known at the end of the window, so one open all along has a
-    // strip too; its state at the start is the one its first transition in
-    // the window left, or, without one, the state it is in.
-    let mut rows: Vec<(String, &str, Vec<Step>)> = report
+    // Every breaker known at the end of the window, so one open all along
+    // has a strip too; its state at the start is the one its first
+    // transition in the window left, or, without one, the state it is in.
+    let mut rows: Vec<Strip> = report
         .breakers
         .iter()
-        .map(|b| (breaker(&b.provider, &b.model), b.state.as_str(), Vec::new()))
+        .map(|b| Strip {
+            name: breaker(&b.provider, &b.model),
+            first: b.state.as_str(),
+            steps: Vec::new(),
+        })
         .collect();
     for t in &report.transitions {
         let name = breaker(&t.provider, &t.model);
-        let step = (t.at, t.from_state.as_str(), t.to_state.as_str());
-        match rows.iter_mut().find(|(n, _, _)| *n == name) {
-            Some((_, start, list)) => {
-                if list.is_empty() {
-                    *start = step.1;
+        let step = (t.at, t.to_state.as_str());
+        match rows.iter_mut().find(|r| r.name == name) {
+            Some(row) => {
+                if row.steps.is_empty() {
+                    row.first = t.from_state.as_str();
                 }
-                list.push(step);
+                row.steps.push(step);
             }
-            None => rows.push((name, step.1, vec![step])),
+            None => rows.push(Strip {
+                name,
+                first: t.from_state.as_str(),
+                steps: vec![step],
+            }),
         }
     }
-    if rows.is_empty() {
-        return String::new();
-    }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
-    let height = rows.len() as f64 * row_h + 20.0;
-    let mut out = format!(
-        "<svg class=\"timeline\" id=\"breaker-timeline\" viewBox=\"0 0 {w} {height}\" width=\"100%\" \
-         height=\"{height}\" role=\"img\" aria-label=\"Breaker states over the window\" data-rows=\"{}\">",
-        rows.len()
-    );
-    let color = |state: &str| match state {
-        "open" => "#e15759",
-        "half_open" => "#edc948",
-        _ => "#59a14f",
-    };
-    for (i, (name, first, list)) in rows.iter().enumerate() {
-        let y = i as f64 * row_h;
-        out.push_str(&format!(
-            "<text x=\"0\" y=\"{:.1}\" font-size=\"12\">{}</text>",
-            y + 15.0,
-            escape(name)
-        ));
-        let mut start = report.from;
-        let mut state = *first;
-        for (at, _, to) in list
-            .iter()
-            .copied()
-            .chain(std::iter::once((report.to, "", "")))
-        {
-            out.push_str(&format!(
-                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {state} from {}</title></rect>",
-                x(start),
-                y + 3.0,
-                (x(at) - x(start)).max(0.0),
-                row_h - 6.0,
-                color(state),
-                escape(name),
-                stamp(start)
-            ));
-            start = at;
-            state = to;
-        }
-    }
-    for (t, anchor) in [(report.from, "start"), (report.to, "end")] {
-        out.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"{anchor}\">{}</text>",
-            x(t),
-            height - 4.0,
-            t.format("%m-%d %H:%M")
-        ));
-    }
-    out.push_str("</svg>");
-    out
-}
-
-/// Text for SVG built by hand (names come from events).
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    strips(
+        "breaker-timeline",
+        "Breaker states over the window",
+        (report.from, report.to),
+        &rows,
+        |state| match state {
+            "open" => "#e15759",
+            "half_open" => "#edc948",
+            _ => "#59a14f",
+        },
+    )
 }
 
 /// The page's view model. Pure.
