@@ -84,10 +84,13 @@ pub async fn dead_letters(
     let params = QueryParams::parse(&query_pairs(query)?, &Expected::names(&["org", "format"]))?;
     let format = Format::of(&params)?;
     let org = list_org(&key, &params)?;
-    let letters =
-        tollgate_control::alert_deliveries::list_dead_letters(store(&state)?.pool(), org, MAX_DEAD_LETTERS)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("dead letters: {e}")))?;
+    let letters = tollgate_control::alert_deliveries::list_dead_letters(
+        store(&state)?.pool(),
+        org,
+        MAX_DEAD_LETTERS,
+    )
+    .await
+    .map_err(|e| ApiError::Unavailable(format!("dead letters: {e}")))?;
     Ok(format.respond(
         &letters,
         "alert-dead-letters.csv",

@@ -19,12 +19,10 @@ use serde_json::json;
 use tollgate_contract::alerts::{parse_json, ReceiverSpec, RuleSpec, SilenceSpec};
 use tollgate_contract::Rejection;
 use tollgate_control::alerts::admin::Changed;
-use tollgate_control::alerts::{
-    AlertStore, AlertStoreError, SilenceFilter,
-};
+use tollgate_control::alerts::{AlertStore, AlertStoreError, SilenceFilter};
 use tollgate_control::keys::ApiKey;
-use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::alert_lists::{receivers_table, rules_table, silences_table, SilenceView};
+use tollgate_queries::params::{Expected, QueryParams};
 
 use crate::admin::require_role;
 use crate::error::ApiError;
@@ -65,7 +63,7 @@ fn answer<T: serde::Serialize>(status: StatusCode, name: &str, change: Changed<T
 }
 
 fn actor(key: &ApiKey) -> String {
-    format!("key:{}", key.prefix)
+    key.actor()
 }
 
 fn invalid(r: Rejection) -> ApiError {
@@ -112,7 +110,10 @@ fn check_org(key: &ApiKey, org: &str) -> Result<(), ApiError> {
 
 /// The org filter of a list: a scoped key's own org; for an unscoped key
 /// the `org` parameter, or every org.
-pub(crate) fn list_org<'a>(key: &'a ApiKey, params: &'a QueryParams) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn list_org<'a>(
+    key: &'a ApiKey,
+    params: &'a QueryParams,
+) -> Result<Option<&'a str>, ApiError> {
     let requested = params.text("org");
     match (key.org_id.as_deref(), requested) {
         (Some(scope), Some(org)) if org != scope => Err(ApiError::NoSuch(format!("no org {org}"))),

@@ -87,7 +87,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/alerts", get(alert_states::current))
         .route("/api/v1/alerts/transitions", get(alert_states::transitions))
-        .route("/api/v1/alerts/dead-letters", get(alert_states::dead_letters))
+        .route(
+            "/api/v1/alerts/dead-letters",
+            get(alert_states::dead_letters),
+        )
         .route(
             "/api/v1/alerts/backtest",
             axum::routing::post(alert_backtest::backtest),

@@ -54,7 +54,6 @@ pub fn router(state: AuditAccess) -> Router {
         .with_state(state)
 }
 
-
 #[derive(Template)]
 #[template(path = "compliance_denied.html")]
 struct DeniedPage {
@@ -144,9 +143,7 @@ fn bad_request(err: InvalidParameter) -> Response {
 
 async fn set_key(state: &AuditAccess, key: &str, next: &str) -> Response {
     match authenticate(state.keys.as_ref(), Some(key)).await {
-        Ok(_) => {
-            ([(header::SET_COOKIE, AREA.cookie(key))], Redirect::to(next)).into_response()
-        }
+        Ok(_) => ([(header::SET_COOKIE, AREA.cookie(key))], Redirect::to(next)).into_response(),
         Err(why) => denied_page(why, next),
     }
 }

@@ -428,7 +428,7 @@ fn status_of(err: &ReadModelError) -> StatusCode {
 
 /// `table` as a CSV file download named `filename`: every CSV these pages
 /// offer goes through here.
-fn csv_download(table: &Table, filename: &str) -> Response {
+pub(crate) fn csv_download(table: &Table, filename: &str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),

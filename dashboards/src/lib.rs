@@ -6,11 +6,14 @@
 //! The binary serves [`router_with`] next to the JSON API's router
 //! (`tollgate-api`); the two crates are siblings.
 
+pub mod alert_access;
 pub mod assets;
 pub mod compliance;
 pub mod finance;
 pub mod layout;
 pub mod session;
+pub mod sre_alert_rules;
+pub mod sre_alerts;
 pub mod sre_breakers;
 pub mod sre_errors;
 pub mod sre_form;
@@ -31,22 +34,36 @@ pub struct DashboardState {
     pub prices: Option<tollgate_control::prices::store::PriceStore>,
     /// Budgets (`None`: the budgets page says it needs PostgreSQL).
     pub budgets: Option<tollgate_control::budgets::BudgetStore>,
+    /// Alert rules, silences and states (`None`: the alerting pages say
+    /// they need PostgreSQL).
+    pub alerts: Option<tollgate_control::alerts::AlertStore>,
+    /// API keys, for signing in to the alerting pages.
+    pub keys: Option<tollgate_control::keys::KeyStore>,
+}
+
+/// What the alerting pages need besides the read models.
+#[derive(Clone)]
+pub struct AlertingPages {
+    pub store: tollgate_control::alerts::AlertStore,
+    pub keys: tollgate_control::keys::KeyStore,
 }
 
 /// All dashboard pages and `/static/*`, without the price catalog, budgets
 /// or the compliance pages.
 pub fn router(read_models: ReadModels) -> Router {
-    router_with(read_models, None, None, None)
+    router_with(read_models, None, None, None, None)
 }
 
 /// All dashboard pages and `/static/*`; the compliance pages when `audit`
-/// is given.
+/// is given; the alerting pages answer 503 without `alerting`.
 pub fn router_with(
     read_models: ReadModels,
     prices: Option<tollgate_control::prices::store::PriceStore>,
     budgets: Option<tollgate_control::budgets::BudgetStore>,
     audit: Option<tollgate_queries::audit::access::AuditAccess>,
+    alerting: Option<AlertingPages>,
 ) -> Router {
+    use axum::routing::post;
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/sre/latency") }))
         .route("/sre", get(|| async { Redirect::to("/sre/latency") }))
@@ -54,6 +71,38 @@ pub fn router_with(
         .route("/sre/errors", get(sre_errors::list_page))
         .route("/sre/errors/{signature}", get(sre_errors::pattern_page))
         .route("/sre/breakers", get(sre_breakers::page))
+        .route("/sre/alerts", get(sre_alerts::page))
+        .route(
+            "/sre/alerts/login",
+            get(alert_access::login_page).post(alert_access::login_submit),
+        )
+        .route("/sre/alerts/logout", get(alert_access::logout))
+        .route("/sre/alerts/alerts.csv", get(sre_alerts::alerts_csv))
+        .route(
+            "/sre/alerts/transitions.csv",
+            get(sre_alerts::transitions_csv),
+        )
+        .route("/sre/alerts/silences.csv", get(sre_alerts::silences_csv))
+        .route(
+            "/sre/alerts/dead-letters.csv",
+            get(sre_alerts::dead_letters_csv),
+        )
+        .route("/sre/alerts/silences", post(sre_alerts::create_silence))
+        .route(
+            "/sre/alerts/silences/{id}/expire",
+            post(sre_alerts::expire_silence),
+        )
+        .route("/sre/alerts/rules", get(sre_alert_rules::rules_page))
+        .route("/sre/alerts/rules.csv", get(sre_alert_rules::rules_csv))
+        .route(
+            "/sre/alerts/rules/new",
+            get(sre_alert_rules::new_rule_page).post(sre_alert_rules::new_rule_submit),
+        )
+        .route("/sre/alerts/rules/{id}", get(sre_alert_rules::rule_page))
+        .route(
+            "/sre/alerts/rules/{id}/backtest.csv",
+            get(sre_alert_rules::backtest_csv),
+        )
         .route("/finance", get(|| async { Redirect::to("/finance/cost") }))
         .route("/finance/cost", get(finance::cost_page))
         .route("/finance/cost.csv", get(finance::cost_csv))
@@ -68,6 +117,8 @@ pub fn router_with(
             read_models,
             prices,
             budgets,
+            alerts: alerting.as_ref().map(|a| a.store.clone()),
+            keys: alerting.map(|a| a.keys),
         });
     match audit {
         Some(audit) => pages.merge(compliance::router(audit)),

@@ -177,7 +177,10 @@ mod tests {
     #[test]
     fn csrf_tokens_belong_to_one_key() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("tollgate_key=tg_a"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("tollgate_key=tg_a"),
+        );
         let token = csrf_token("tg_a");
         assert_eq!(token.len(), 32);
         assert!(csrf_ok(&headers, Some(&token)));

@@ -14,11 +14,11 @@ use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::{InvalidParameter, ReadModelError};
 
 use crate::layout::{render, Section};
-use crate::svg::{strips, Strip};
 use crate::sre_errors::percent;
 use crate::sre_form::{
     api_pairs, choices, form_time, percent_encode, sre_nav, thousands, Choice, NavLink, RANGES,
 };
+use crate::svg::{strips, Strip};
 use crate::DashboardState;
 
 pub const FIELDS: [&str; 5] = ["range", "from", "to", "provider", "model"];

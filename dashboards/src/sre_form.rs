@@ -1,16 +1,18 @@
 //! What the SRE pages share: the time-range presets and the custom
 //! window of their filter forms (UTC `datetime-local` inputs), menu
-//! choices, the sub-navigation between Latency, Errors and Breakers, and
+//! choices, the sub-navigation between Latency, Errors, Breakers and
+//! Alerts, and
 //! number formatting.
 
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use tollgate_queries::InvalidParameter;
 
 /// The SRE pages, in the sub-navigation's order: `(path, label)`.
-pub const SRE_PAGES: [(&str, &str); 3] = [
+pub const SRE_PAGES: [(&str, &str); 4] = [
     ("/sre/latency", "Latency"),
     ("/sre/errors", "Errors"),
     ("/sre/breakers", "Breakers"),
+    ("/sre/alerts", "Alerts"),
 ];
 
 /// One link of the SRE sub-navigation.

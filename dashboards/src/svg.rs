@@ -60,12 +60,7 @@ pub fn strips(
         ));
         let mut start = from;
         let mut state = row.first;
-        for (at, next) in row
-            .steps
-            .iter()
-            .copied()
-            .chain(std::iter::once((to, "")))
-        {
+        for (at, next) in row.steps.iter().copied().chain(std::iter::once((to, ""))) {
             out.push_str(&format!(
                 "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {} from {}</title></rect>",
                 x(start),
@@ -143,7 +138,11 @@ impl ValueChart<'_> {
             self.spans.len()
         );
         for s in self.spans {
-            let fill = if s.state == "firing" { "#e15759" } else { "#edc948" };
+            let fill = if s.state == "firing" {
+                "#e15759"
+            } else {
+                "#edc948"
+            };
             out.push_str(&format!(
                 "<rect class=\"span {}\" x=\"{:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{:.1}\" \
                  fill=\"{fill}\" fill-opacity=\"0.25\"><title>{} from {} to {}</title></rect>",
@@ -258,7 +257,10 @@ mod tests {
             spans: &spans,
         }
         .svg();
-        assert!(svg.contains("class=\"threshold\" data-value=\"5\""), "{svg}");
+        assert!(
+            svg.contains("class=\"threshold\" data-value=\"5\""),
+            "{svg}"
+        );
         assert_eq!(svg.matches("<polyline").count(), 2, "a gap splits the line");
         assert!(svg.contains("data-points=\"3\""));
         assert!(svg.contains("class=\"span firing\""));

@@ -86,11 +86,19 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         budgets,
         alerts,
     };
+    let alerting = match (&state.alerts, &state.keys) {
+        (Some(store), Some(keys)) => Some(tollgate_dashboards::AlertingPages {
+            store: store.clone(),
+            keys: keys.clone(),
+        }),
+        _ => None,
+    };
     let pages = tollgate_dashboards::router_with(
         state.read_models.clone(),
         state.prices.as_ref().map(|p| p.store.clone()),
         state.budgets.clone(),
         state.audit.clone(),
+        alerting,
     );
     let app = tollgate_api::router(state)
         .merge(pages)

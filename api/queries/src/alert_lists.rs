@@ -140,4 +140,3 @@ pub fn receivers_table(receivers: &Vec<Receiver>) -> Table {
     }
     t
 }
-

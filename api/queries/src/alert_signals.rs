@@ -656,9 +656,7 @@ pub fn unit(signal: &Signal) -> &'static str {
             ..
         } => "USD/h",
         Signal::Spend { .. } | Signal::BudgetForecast { .. } => "USD",
-        Signal::NewErrorPattern(_) | Signal::BreakerOpened(_) | Signal::PipelineHealth { .. } => {
-            ""
-        }
+        Signal::NewErrorPattern(_) | Signal::BreakerOpened(_) | Signal::PipelineHealth { .. } => "",
     }
 }
 
@@ -673,11 +671,7 @@ pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
     let (from, to) = window(at, signal.window_secs().unwrap_or(EVENT_WINDOW_SECS));
     let time = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let window = |page: &str, filters: &[(&str, Option<&str>)]| {
-        let mut url = format!(
-            "{page}?range=custom&from={}&to={}",
-            time(from),
-            time(to)
-        );
+        let mut url = format!("{page}?range=custom&from={}&to={}", time(from), time(to));
         for (name, value) in filters {
             if let Some(v) = value {
                 url.push_str(&format!("&{name}={}", query_encode(v)));
@@ -706,11 +700,17 @@ pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
             provider, model, ..
         } => window(
             "/sre/latency",
-            &[("provider", provider.as_deref()), ("model", model.as_deref())],
+            &[
+                ("provider", provider.as_deref()),
+                ("model", model.as_deref()),
+            ],
         ),
         Signal::BreakerOpened(BreakerSignal { provider, model }) => window(
             "/sre/breakers",
-            &[("provider", provider.as_deref()), ("model", model.as_deref())],
+            &[
+                ("provider", provider.as_deref()),
+                ("model", model.as_deref()),
+            ],
         ),
         Signal::Spend {
             subject_kind,

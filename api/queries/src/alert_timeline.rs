@@ -59,15 +59,12 @@ impl TimelineQuery {
         let rule_id = params
             .text("rule_id")
             .map(|v| {
-                v.parse::<i64>()
-                    .ok()
-                    .filter(|id| *id > 0)
-                    .ok_or_else(|| {
-                        InvalidParameter::new(
-                            "rule_id",
-                            format!("`{v}` is not a rule id (a positive integer)"),
-                        )
-                    })
+                v.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+                    InvalidParameter::new(
+                        "rule_id",
+                        format!("`{v}` is not a rule id (a positive integer)"),
+                    )
+                })
             })
             .transpose()?;
         Self::new(from, to, org, rule_id)

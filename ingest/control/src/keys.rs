@@ -40,6 +40,11 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
+    /// Who made a change, as admin events and stored records name it.
+    pub fn actor(&self) -> String {
+        format!("key:{}", self.prefix)
+    }
+
     pub fn may_ingest(&self) -> bool {
         INGEST_ROLES.contains(&self.role.as_str())
     }

@@ -1,0 +1,810 @@
+//! The Rules pages under `/sre/alerts/rules`: the list (with each rule's
+//! state now), one rule with its backtest over the last 24 hours drawn on
+//! the metric's chart (value line, threshold, shaded pending and firing
+//! spans) and its transitions, and the form that creates a rule, with a
+//! Backtest button that draws the same chart before anything is saved
+//! (`tollgate_queries::alert_signals::backtest`, the function the API's
+//! backtest and the evaluator's measurements share).
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::{json, Value};
+use tollgate_contract::alert_lifecycle::{Phase, Transition};
+use tollgate_contract::alerts::{RuleSpec, Signal};
+use tollgate_control::alerts::state::AlertState;
+use tollgate_control::alerts::AlertRule;
+use tollgate_queries::alert_lists::rules_table;
+use tollgate_queries::alert_signals::{
+    self, explain_url, threshold, unit, Backtest, SignalSources, DEFAULT_STEP_SECS,
+};
+use tollgate_queries::alert_timeline::{labels_text, Timeline, TimelineQuery};
+
+use crate::alert_access::{
+    field, message, signed_in, signed_in_form, store, store_failed, Caller, AREA,
+};
+use crate::finance::csv_download;
+use crate::layout::{render, Section};
+use crate::sre_alerts::{readable, stamp, transition_rows, TransitionRow};
+use crate::sre_form::{sre_nav, NavLink};
+use crate::svg::{StateSpan, ValueChart};
+use crate::DashboardState;
+
+type Pairs = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
+
+/// How far back the rule page and the form backtest.
+const BACKTEST_HOURS: i64 = 24;
+
+fn name_of<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn duration(secs: u32) -> String {
+    match secs {
+        s if s % 3_600 == 0 && s > 0 => format!("{} h", s / 3_600),
+        s if s % 60 == 0 && s > 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+fn filters(pairs: &[(&str, &Option<String>)]) -> String {
+    let given: Vec<String> = pairs
+        .iter()
+        .filter_map(|(n, v)| v.as_ref().map(|v| format!("{n} {v}")))
+        .collect();
+    if given.is_empty() {
+        String::new()
+    } else {
+        format!(" of {}", given.join(", "))
+    }
+}
+
+/// What a signal watches, in words.
+pub fn describe(signal: &Signal) -> String {
+    match signal {
+        Signal::ErrorRate {
+            provider,
+            model,
+            team,
+            above_percent,
+            window_secs,
+        } => format!(
+            "error rate{} above {above_percent} % over {}",
+            filters(&[("provider", provider), ("model", model), ("team", team)]),
+            duration(*window_secs)
+        ),
+        Signal::Latency {
+            metric,
+            percentile,
+            provider,
+            model,
+            team,
+            above_ms,
+            window_secs,
+        } => format!(
+            "p{percentile} {}{} above {above_ms} ms over {}",
+            name_of(metric),
+            filters(&[("provider", provider), ("model", model), ("team", team)]),
+            duration(*window_secs)
+        ),
+        Signal::Spend {
+            subject_kind,
+            subject_id,
+            window_secs,
+            above_usd,
+            per_hour_above_usd,
+        } => match (above_usd, per_hour_above_usd) {
+            (_, Some(rate)) => format!(
+                "spend of {} {subject_id} at more than {} over {}",
+                name_of(subject_kind),
+                readable(&rate.to_string(), "USD/h"),
+                duration(*window_secs)
+            ),
+            (limit, None) => format!(
+                "spend of {} {subject_id} above {} over {}",
+                name_of(subject_kind),
+                readable(&limit.unwrap_or_default().to_string(), "USD"),
+                duration(*window_secs)
+            ),
+        },
+        Signal::BudgetUsed {
+            budget_id,
+            above_percent,
+        } => format!("budget {budget_id} used at or above {above_percent} %"),
+        Signal::BudgetForecast { budget_id } => {
+            format!("budget {budget_id} forecast above its limit")
+        }
+        Signal::NewErrorPattern(p) => format!(
+            "a new error pattern{}",
+            filters(&[("provider", &p.provider)])
+        ),
+        Signal::BreakerOpened(b) => format!(
+            "a circuit breaker opened{}",
+            filters(&[("provider", &b.provider), ("model", &b.model)])
+        ),
+        Signal::PipelineHealth {
+            metric,
+            above,
+            window_secs,
+        } => format!(
+            "{} above {above} over {}",
+            name_of(metric),
+            duration(*window_secs)
+        ),
+    }
+}
+
+/// The spans a backtest spent pending and firing, in time order; a span
+/// still open at the end runs to `to`.
+pub fn spans(backtest: &Backtest) -> Vec<StateSpan> {
+    let mut out = Vec::new();
+    let mut open: Option<(&'static str, DateTime<Utc>)> = None;
+    for (at, t) in &backtest.transitions {
+        if let Some((state, from)) = open.take() {
+            out.push(StateSpan {
+                state,
+                from,
+                to: *at,
+            });
+        }
+        open = match t {
+            Transition::Pending { .. } => Some(("pending", *at)),
+            Transition::Firing { .. } => Some(("firing", *at)),
+            Transition::Cleared { .. } | Transition::Resolved { .. } => None,
+        };
+    }
+    if let Some((state, from)) = open {
+        out.push(StateSpan {
+            state,
+            from,
+            to: backtest.to,
+        });
+    }
+    out
+}
+
+/// The backtest drawn on the metric's chart.
+pub fn backtest_chart(signal: &Signal, backtest: &Backtest) -> String {
+    let points: Vec<(DateTime<Utc>, Option<f64>)> = backtest
+        .series
+        .iter()
+        .map(|p| (p.at, p.measurement.value.and_then(|v| v.to_f64())))
+        .collect();
+    let label = format!("Backtest: {}", describe(signal));
+    ValueChart {
+        id: "backtest-chart",
+        label: &label,
+        from: backtest.from,
+        to: backtest.to,
+        points: &points,
+        threshold: threshold(signal).and_then(|t| t.to_f64()),
+        unit: unit(signal),
+        spans: &spans(backtest),
+    }
+    .svg()
+}
+
+/// One transition of a backtest, for its table.
+pub struct BacktestRow {
+    pub at: String,
+    pub to_state: &'static str,
+    pub value: String,
+}
+
+fn backtest_rows(backtest: &Backtest, unit: &str) -> Vec<BacktestRow> {
+    backtest
+        .transitions
+        .iter()
+        .map(|(at, t)| BacktestRow {
+            at: stamp(*at),
+            to_state: t.to_state(),
+            value: backtest
+                .series
+                .iter()
+                .find(|p| p.at == *at)
+                .and_then(|p| p.measurement.value)
+                .map(|v| readable(&v.to_string(), unit))
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The backtest's window: the last day, to the current whole minute.
+fn backtest_window(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let secs = now.timestamp();
+    let to = DateTime::from_timestamp(secs - secs.rem_euclid(60), 0).unwrap_or(now);
+    (to - Duration::hours(BACKTEST_HOURS), to)
+}
+
+async fn run_backtest(state: &DashboardState, spec: &RuleSpec) -> Result<Backtest, String> {
+    let (from, to) = backtest_window(Utc::now());
+    let sources = SignalSources {
+        read: &state.read_models,
+        budgets: state.budgets.as_ref(),
+    };
+    match alert_signals::backtest(sources, spec, from, to, DEFAULT_STEP_SECS).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("the backtest could not read its data: {e}")),
+    }
+}
+
+// ---------------------------------------------------------------- list
+
+pub struct RuleRow {
+    pub id: i64,
+    pub name: String,
+    pub org: String,
+    pub enabled: bool,
+    pub severity: &'static str,
+    pub signal: String,
+    pub for_text: String,
+    pub labels: String,
+    pub state: &'static str,
+}
+
+fn phase_name(p: Option<&Phase>) -> &'static str {
+    match p {
+        Some(Phase::Pending { .. }) => "pending",
+        Some(Phase::Firing { .. }) => "firing",
+        _ => "inactive",
+    }
+}
+
+#[derive(Template)]
+#[template(path = "sre_alert_rules.html")]
+pub struct RulesPage {
+    pub section: Section,
+    pub nav: Vec<NavLink>,
+    pub who: String,
+    pub logout: String,
+    pub writes: bool,
+    pub rules: Vec<RuleRow>,
+    pub csv_url: String,
+}
+
+/// `GET /sre/alerts/rules`
+pub async fn rules_page(State(state): State<DashboardState>, headers: HeaderMap) -> Response {
+    let caller = match signed_in(&state, &headers, "/sre/alerts/rules").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let store = match store(&state) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (rules, states) = futures::join!(store.rules(caller.scope()), store.states(caller.scope()));
+    let (rules, states) = match (rules, states) {
+        (Ok(r), Ok(s)) => (r, s),
+        (Err(e), _) | (_, Err(e)) => return store_failed(e),
+    };
+    let state_of = |id: i64| states.iter().find(|s| s.rule.id == id).map(|s| &s.phase);
+    let page = RulesPage {
+        section: Section::Sre,
+        nav: sre_nav(AREA.path),
+        who: caller.who(),
+        logout: AREA.logout(),
+        writes: caller.writes(),
+        rules: rules
+            .iter()
+            .map(|r| RuleRow {
+                id: r.id,
+                name: r.spec.name.clone(),
+                org: r.spec.org_id.clone(),
+                enabled: r.spec.enabled,
+                severity: r.spec.severity.name(),
+                signal: describe(&r.spec.signal),
+                for_text: duration(r.spec.for_secs),
+                labels: labels_text(&r.spec.labels),
+                state: phase_name(state_of(r.id)),
+            })
+            .collect(),
+        csv_url: "/sre/alerts/rules.csv".into(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// `GET /sre/alerts/rules.csv`: the API's rule CSV.
+pub async fn rules_csv(State(state): State<DashboardState>, headers: HeaderMap) -> Response {
+    let caller = match signed_in(&state, &headers, "/sre/alerts/rules").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let store = match store(&state) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match store.rules(caller.scope()).await {
+        Ok(rules) => csv_download(&rules_table(&rules), "alert-rules.csv"),
+        Err(e) => store_failed(e),
+    }
+}
+
+// ---------------------------------------------------------------- one rule
+
+#[derive(Template)]
+#[template(path = "sre_alert_rule.html")]
+pub struct RulePage {
+    pub section: Section,
+    pub nav: Vec<NavLink>,
+    pub who: String,
+    pub logout: String,
+    pub rule: RuleRow,
+    pub description: String,
+    pub summary: String,
+    pub receivers: String,
+    pub version: i64,
+    pub json: String,
+    pub since: String,
+    pub value: String,
+    pub explain: String,
+    pub chart: String,
+    pub backtest_error: Option<String>,
+    pub backtest: Vec<BacktestRow>,
+    pub backtest_csv: String,
+    pub transitions: Vec<TransitionRow>,
+    pub transitions_csv: String,
+}
+
+async fn load_rule(
+    state: &DashboardState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(AlertRule, Option<AlertState>), Response> {
+    let Some(id) = id.parse::<i64>().ok().filter(|id| *id > 0) else {
+        return Err(message(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no rule {id}"),
+        ));
+    };
+    let store = store(state)?;
+    let rule = store.rule(caller.scope(), id).await.map_err(store_failed)?;
+    let states = store
+        .states(Some(&rule.spec.org_id))
+        .await
+        .map_err(store_failed)?;
+    let current = states.into_iter().find(|s| s.rule.id == id);
+    Ok((rule, current))
+}
+
+/// `GET /sre/alerts/rules/{id}`
+pub async fn rule_page(
+    State(state): State<DashboardState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let here = format!("/sre/alerts/rules/{}", crate::sre_form::percent_encode(&id));
+    let caller = match signed_in(&state, &headers, &here).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (rule, current) = match load_rule(&state, &caller, &id).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let spec = &rule.spec;
+    let (from, to) = backtest_window(Utc::now());
+    let timeline_query = TimelineQuery {
+        from,
+        to: to + Duration::minutes(1),
+        org: Some(spec.org_id.clone()),
+        rule_id: Some(rule.id),
+    };
+    let (backtest, timeline) = futures::join!(
+        run_backtest(&state, spec),
+        state.read_models.alert_timeline(&timeline_query)
+    );
+    let mut backtest_error = None;
+    let (chart, rows) = match &backtest {
+        Ok(b) => (
+            backtest_chart(&spec.signal, b),
+            backtest_rows(b, unit(&spec.signal)),
+        ),
+        Err(e) => {
+            backtest_error = Some(e.clone());
+            (String::new(), Vec::new())
+        }
+    };
+    let timeline = timeline.unwrap_or_else(|e| {
+        backtest_error.get_or_insert(format!("The timeline could not be read: {e}"));
+        Timeline {
+            from,
+            to,
+            transitions: Vec::new(),
+            truncated: false,
+        }
+    });
+    let phase = current.as_ref().map(|s| &s.phase);
+    let since = match phase {
+        Some(Phase::Pending { since }) | Some(Phase::Firing { since, .. }) => stamp(*since),
+        _ => String::new(),
+    };
+    let page = RulePage {
+        section: Section::Sre,
+        nav: sre_nav(AREA.path),
+        who: caller.who(),
+        logout: AREA.logout(),
+        description: spec.description.clone(),
+        summary: spec.annotations.summary.clone(),
+        receivers: spec
+            .receivers
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        version: rule.version,
+        json: serde_json::to_string_pretty(spec).unwrap_or_default(),
+        since,
+        value: current
+            .as_ref()
+            .and_then(|s| s.value.as_deref())
+            .map(|v| readable(v, unit(&spec.signal)))
+            .unwrap_or_default(),
+        explain: explain_url(
+            &spec.signal,
+            current.as_ref().map(|s| s.evaluated_at).unwrap_or(to),
+        ),
+        chart,
+        backtest_error,
+        backtest: rows,
+        backtest_csv: format!("/sre/alerts/rules/{}/backtest.csv", rule.id),
+        transitions: transition_rows(&timeline),
+        transitions_csv: format!(
+            "/sre/alerts/transitions.csv?rule_id={}&from={}&to={}",
+            rule.id,
+            timeline_query.from.format("%Y-%m-%dT%H:%M:%SZ"),
+            timeline_query.to.format("%Y-%m-%dT%H:%M:%SZ")
+        ),
+        rule: RuleRow {
+            id: rule.id,
+            name: spec.name.clone(),
+            org: spec.org_id.clone(),
+            enabled: spec.enabled,
+            severity: spec.severity.name(),
+            signal: describe(&spec.signal),
+            for_text: duration(spec.for_secs),
+            labels: labels_text(&spec.labels),
+            state: phase_name(phase),
+        },
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// `GET /sre/alerts/rules/{id}/backtest.csv`: the rule page's backtest,
+/// one row per step (the API's backtest CSV).
+pub async fn backtest_csv(
+    State(state): State<DashboardState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let caller = match signed_in(&state, &headers, AREA.home).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (rule, _) = match load_rule(&state, &caller, &id).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match run_backtest(&state, &rule.spec).await {
+        Ok(b) => csv_download(&alert_signals::table(&b), "alert-backtest.csv"),
+        Err(e) => message(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", e),
+    }
+}
+
+// ---------------------------------------------------------------- new rule
+
+/// The new-rule form's fields, as typed.
+#[derive(Debug, Clone)]
+pub struct RuleForm {
+    pub org: String,
+    pub name: String,
+    pub severity: String,
+    pub for_secs: String,
+    pub signal: String,
+    pub labels: String,
+    pub summary: String,
+    pub receivers: String,
+}
+
+impl RuleForm {
+    fn fresh(caller: &Caller) -> Self {
+        Self {
+            org: caller.scope().unwrap_or_default().to_string(),
+            name: String::new(),
+            severity: "warning".into(),
+            for_secs: "120".into(),
+            signal: r#"{"kind": "error_rate", "provider": "openai", "above_percent": "5", "window_secs": 300}"#
+                .into(),
+            labels: String::new(),
+            summary: String::new(),
+            receivers: String::new(),
+        }
+    }
+
+    fn from_pairs(pairs: &[(String, String)]) -> Self {
+        let text = |name: &str| field(pairs, name).unwrap_or("").to_string();
+        Self {
+            org: text("org_id"),
+            name: text("name"),
+            severity: text("severity"),
+            for_secs: text("for_secs"),
+            signal: text("signal"),
+            labels: text("labels"),
+            summary: text("summary"),
+            receivers: text("receivers"),
+        }
+    }
+
+    /// The rule as the API's JSON body; a field that cannot be read is
+    /// named as the API would name it.
+    fn body(&self) -> Result<Vec<u8>, (String, String)> {
+        let signal: Value = serde_json::from_str(&self.signal)
+            .map_err(|e| ("signal".to_string(), format!("not JSON: {e}")))?;
+        let for_secs: u64 = match self.for_secs.trim() {
+            "" => 0,
+            v => v.parse().map_err(|_| {
+                (
+                    "for_secs".to_string(),
+                    format!("`{v}` is not a number of seconds"),
+                )
+            })?,
+        };
+        let mut labels = serde_json::Map::new();
+        for (i, line) in self
+            .labels
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            let (k, v) = line.split_once('=').ok_or_else(|| {
+                (
+                    format!("labels[{i}]"),
+                    format!("`{line}` is not name=value"),
+                )
+            })?;
+            labels.insert(k.trim().to_string(), json!(v.trim()));
+        }
+        let mut receivers = Vec::new();
+        for (i, id) in self
+            .receivers
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .enumerate()
+        {
+            receivers.push(id.parse::<i64>().map_err(|_| {
+                (
+                    format!("receivers[{i}]"),
+                    format!("`{id}` is not a receiver id"),
+                )
+            })?);
+        }
+        let body = json!({
+            "org_id": self.org.trim(),
+            "name": self.name.trim(),
+            "signal": signal,
+            "for_secs": for_secs,
+            "labels": labels,
+            "annotations": {"summary": self.summary},
+            "severity": self.severity,
+            "receivers": receivers,
+        });
+        serde_json::to_vec(&body).map_err(|e| ("body".into(), e.to_string()))
+    }
+}
+
+#[derive(Template)]
+#[template(path = "sre_alert_rule_form.html")]
+pub struct RuleFormPage {
+    pub section: Section,
+    pub nav: Vec<NavLink>,
+    pub who: String,
+    pub logout: String,
+    pub csrf: String,
+    pub writes: bool,
+    pub form: RuleForm,
+    pub severities: Vec<(&'static str, bool)>,
+    pub error: Option<String>,
+    pub chart: String,
+    pub backtest: Vec<BacktestRow>,
+    pub backtested: bool,
+}
+
+fn form_page(caller: &Caller, form: RuleForm) -> RuleFormPage {
+    let severities = ["info", "warning", "critical"]
+        .into_iter()
+        .map(|s| (s, s == form.severity))
+        .collect();
+    RuleFormPage {
+        section: Section::Sre,
+        nav: sre_nav(AREA.path),
+        who: caller.who(),
+        logout: AREA.logout(),
+        csrf: caller.csrf.clone(),
+        writes: caller.writes(),
+        form,
+        severities,
+        error: None,
+        chart: String::new(),
+        backtest: Vec::new(),
+        backtested: false,
+    }
+}
+
+/// `GET /sre/alerts/rules/new`
+pub async fn new_rule_page(
+    State(state): State<DashboardState>,
+    headers: HeaderMap,
+    _q: Pairs,
+) -> Response {
+    let caller = match signed_in(&state, &headers, "/sre/alerts/rules/new").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let form = RuleForm::fresh(&caller);
+    render(StatusCode::OK, &form_page(&caller, form))
+}
+
+/// `POST /sre/alerts/rules/new` with `action=backtest` (draw the chart,
+/// save nothing; any role that reads) or `action=save` (create it; `sre`
+/// or `admin`, then to the rule's page).
+pub async fn new_rule_submit(
+    State(state): State<DashboardState>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    let caller = match signed_in_form(&state, &headers, field(&pairs, "csrf")).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let saving = field(&pairs, "action") == Some("save");
+    if saving {
+        if let Err(r) = caller.may_write("create alert rules") {
+            return r;
+        }
+    }
+    let form = RuleForm::from_pairs(&pairs);
+    let mut page = form_page(&caller, form.clone());
+    let spec = form
+        .body()
+        .and_then(|b| RuleSpec::from_json(&b).map_err(|r| (r.field, r.reason)));
+    let spec = match spec {
+        Ok(spec) => spec,
+        Err((field, reason)) => {
+            page.error = Some(format!("Invalid {field}: {reason}"));
+            return render(StatusCode::BAD_REQUEST, &page);
+        }
+    };
+    if let Err(r) = caller.check_org(&spec.org_id) {
+        return r;
+    }
+    if saving {
+        let store = match store(&state) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        return match store.create_rule(&spec, &caller.key.actor()).await {
+            Ok(created) => {
+                Redirect::to(&format!("/sre/alerts/rules/{}", created.value.id)).into_response()
+            }
+            Err(err) => {
+                page.error = Some(err.to_string());
+                render(StatusCode::CONFLICT, &page)
+            }
+        };
+    }
+    match run_backtest(&state, &spec).await {
+        Ok(b) => {
+            page.chart = backtest_chart(&spec.signal, &b);
+            page.backtest = backtest_rows(&b, unit(&spec.signal));
+            page.backtested = true;
+            render(StatusCode::OK, &page)
+        }
+        Err(e) => {
+            page.error = Some(e);
+            render(StatusCode::SERVICE_UNAVAILABLE, &page)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tollgate_queries::alert_signals::{BacktestPoint, Measurement};
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn spans_follow_the_transitions() {
+        let at = |m: i64| t("2026-12-01T10:00:00Z") + Duration::minutes(m);
+        let b = Backtest {
+            from: at(0),
+            to: at(10),
+            step_secs: 60,
+            for_secs: 120,
+            series: vec![BacktestPoint {
+                at: at(0),
+                measurement: Measurement {
+                    value: None,
+                    observation: tollgate_contract::alert_lifecycle::Observation::Unknown,
+                    detail: String::new(),
+                },
+            }],
+            transitions: vec![
+                (at(1), Transition::Pending { since: at(1) }),
+                (
+                    at(3),
+                    Transition::Firing {
+                        since: at(1),
+                        fired_at: at(3),
+                    },
+                ),
+                (
+                    at(5),
+                    Transition::Resolved {
+                        since: at(1),
+                        fired_at: at(3),
+                        resolved_at: at(5),
+                    },
+                ),
+                (at(8), Transition::Pending { since: at(8) }),
+            ],
+        };
+        let s = spans(&b);
+        let got: Vec<(&str, DateTime<Utc>, DateTime<Utc>)> =
+            s.iter().map(|s| (s.state, s.from, s.to)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("pending", at(1), at(3)),
+                ("firing", at(3), at(5)),
+                ("pending", at(8), at(10)),
+            ]
+        );
+    }
+
+    #[test]
+    fn signals_read_as_words() {
+        let s: Signal = serde_json::from_value(json!({
+            "kind": "spend", "subject_kind": "team", "subject_id": "search",
+            "window_secs": 3600, "per_hour_above_usd": "1250.5"
+        }))
+        .unwrap();
+        assert_eq!(
+            describe(&s),
+            "spend of team search at more than 1,250.50 USD/h over 1 h"
+        );
+    }
+
+    #[test]
+    fn form_fields_are_named_like_the_api() {
+        let caller_form = RuleForm {
+            org: "acme".into(),
+            name: "x".into(),
+            severity: "warning".into(),
+            for_secs: "soon".into(),
+            signal: "{}".into(),
+            labels: String::new(),
+            summary: String::new(),
+            receivers: String::new(),
+        };
+        assert_eq!(caller_form.body().unwrap_err().0, "for_secs");
+        let bad_labels = RuleForm {
+            for_secs: "60".into(),
+            labels: "team".into(),
+            ..caller_form.clone()
+        };
+        assert_eq!(bad_labels.body().unwrap_err().0, "labels[0]");
+    }
+}
