@@ -9,9 +9,7 @@ use std::io::Read;
 
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
-use tollgate_contract::alerts::{
-    MatchOp, Matcher, ReceiverSpec, RuleSpec, SilenceSpec, MAX_BODY_BYTES,
-};
+use tollgate_contract::alerts::{Matcher, ReceiverSpec, RuleSpec, SilenceSpec, MAX_BODY_BYTES};
 use tollgate_control::alerts::{AlertStore, SilenceFilter};
 
 use crate::config::Config;
@@ -295,6 +293,7 @@ pub async fn run(command: AlertsCommand, config: &Config) -> anyhow::Result<()> 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use tollgate_contract::alerts::MatchOp;
 
     #[test]
     fn matcher_flags() {
