@@ -135,7 +135,12 @@ pub fn store_failed(err: AlertStoreError) -> Response {
             StatusCode::SERVICE_UNAVAILABLE
         }
     };
-    message(status, "Cannot do that", err.to_string())
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::SERVICE_UNAVAILABLE => "Unavailable",
+        _ => "Cannot do that",
+    };
+    message(status, title, err.to_string())
 }
 
 #[derive(Template)]

@@ -99,7 +99,7 @@ impl Api {
 
 /// RFC 4180 records, header first; a quoted cell may span lines (a
 /// silence's comment may).
-fn csv_records(text: &str) -> Vec<Vec<String>> {
+pub(crate) fn csv_records(text: &str) -> Vec<Vec<String>> {
     let mut records = Vec::new();
     let (mut record, mut cell, mut quoted) = (Vec::new(), String::new(), false);
     let mut chars = text.chars().peekable();

@@ -158,6 +158,26 @@ fn row(index: usize, call: &Call) -> Value {
     })
 }
 
+/// Insert `calls` into `database`'s `calls` table (its views fill the
+/// rollups), after the rows already there.
+pub async fn insert_calls(database: &str, calls: &[Call]) {
+    let offset: usize = ch(database, "SELECT count() FROM calls")
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    let body: Vec<String> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, call)| row(offset + i, call).to_string())
+        .collect();
+    ch(
+        database,
+        &format!("INSERT INTO calls FORMAT JSONEachRow\n{}", body.join("\n")),
+    )
+    .await;
+}
+
 /// A ClickHouse query in `database`; panics with the server's message.
 pub async fn ch(database: &str, sql: &str) -> String {
     let response = reqwest::Client::new()
@@ -262,21 +282,7 @@ impl ReportEnv {
     }
 
     pub async fn insert(&self, calls: &[Call]) {
-        let offset: usize = ch(&self.database, "SELECT count() FROM calls")
-            .await
-            .trim()
-            .parse()
-            .unwrap();
-        let body: Vec<String> = calls
-            .iter()
-            .enumerate()
-            .map(|(i, call)| row(offset + i, call).to_string())
-            .collect();
-        ch(
-            &self.database,
-            &format!("INSERT INTO calls FORMAT JSONEachRow\n{}", body.join("\n")),
-        )
-        .await;
+        insert_calls(&self.database, calls).await;
     }
 
     /// A `tollgate` command with this config.
