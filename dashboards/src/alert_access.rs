@@ -5,6 +5,11 @@
 //! pinned to, the CSRF check of every form, the message page and the CSV
 //! download every table links to.
 
+// A refused request is answered with the page that says why; these helpers
+// hand that response back in `Err` (once per request, so its size does not
+// matter).
+#![allow(clippy::result_large_err)]
+
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};

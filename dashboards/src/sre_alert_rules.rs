@@ -6,6 +6,11 @@
 //! (`tollgate_queries::alert_signals::backtest`, the function the API's
 //! backtest and the evaluator's measurements share).
 
+// A refused request is answered with the page that says why; these helpers
+// hand that response back in `Err` (once per request, so its size does not
+// matter).
+#![allow(clippy::result_large_err)]
+
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};

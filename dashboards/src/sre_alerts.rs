@@ -6,6 +6,11 @@
 //! `GET /api/v1/alerts...?format=csv`, built from the same `Table`s).
 //! Signing in and the role rules are in `alert_access`.
 
+// A refused request is answered with the page that says why; these helpers
+// hand that response back in `Err` (once per request, so its size does not
+// matter).
+#![allow(clippy::result_large_err)]
+
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -270,14 +275,8 @@ fn window_of(
     pairs: &[(String, String)],
     caller: &Caller,
     now: DateTime<Utc>,
-) -> Result<(WindowForm, TimelineQuery), (WindowForm, InvalidParameter)> {
-    let fallback = WindowForm {
-        range: "24h".into(),
-        org: caller.scope().unwrap_or_default().to_string(),
-        ..WindowForm::default()
-    };
-    let params = QueryParams::parse(pairs, &Expected::names(&PAGE_PARAMS))
-        .map_err(|e| (fallback.clone(), e))?;
+) -> Result<(WindowForm, TimelineQuery), InvalidParameter> {
+    let params = QueryParams::parse(pairs, &Expected::names(&PAGE_PARAMS))?;
     let text = |name: &str| params.text(name).unwrap_or("").to_string();
     let mut form = WindowForm {
         range: params.text("range").unwrap_or("24h").to_string(),
@@ -288,18 +287,14 @@ fn window_of(
     let org = match (caller.scope(), form.org.as_str()) {
         (Some(scope), "") => Some(scope.to_string()),
         (Some(scope), org) if org != scope => {
-            return Err((
-                fallback,
-                InvalidParameter::new("org", format!("no org {org}")),
-            ))
+            return Err(InvalidParameter::new("org", format!("no org {org}")))
         }
         (_, "") => None,
         (_, org) => Some(org.to_string()),
     };
     form.org = org.clone().unwrap_or_default();
-    let (from, to) =
-        window(&form.range, &form.from, &form.to, now).map_err(|e| (form.clone(), e))?;
-    let query = TimelineQuery::new(from, to, org, None).map_err(|e| (form.clone(), e))?;
+    let (from, to) = window(&form.range, &form.from, &form.to, now)?;
+    let query = TimelineQuery::new(from, to, org, None)?;
     form.from = form_time(from);
     form.to = form_time(to);
     Ok((form, query))
@@ -343,7 +338,7 @@ async fn alerts_page(
     let pairs = query.map(|Query(p)| p).unwrap_or_default();
     let (form, q) = match window_of(&pairs, caller, now) {
         Ok(v) => v,
-        Err((_, err)) => {
+        Err(err) => {
             return message(
                 StatusCode::BAD_REQUEST,
                 "Bad request",

@@ -127,10 +127,10 @@ async fn dom(env: &TestEnv, key: &str, page: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A row as the evaluator's outbox publishes it; `rule` is (org, id,
+/// name).
 fn transition_row(
-    org: &str,
-    rule_id: i64,
-    name: &str,
+    (org, rule_id, name): (&str, i64, &str),
     (from, to): (&str, &str),
     at: DateTime<Utc>,
     since: DateTime<Utc>,
@@ -264,9 +264,7 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
     // ... the timeline in ClickHouse: a1 pending then firing (the firing
     // row published twice, in two parts, as after a crash), b1 firing ...
     let pending = transition_row(
-        "org-a",
-        a1,
-        "openai failing",
+        ("org-a", a1, "openai failing"),
         ("inactive", "pending"),
         minutes(10),
         minutes(10),
@@ -274,9 +272,7 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
         "ev-a1-pending",
     );
     let firing = transition_row(
-        "org-a",
-        a1,
-        "openai failing",
+        ("org-a", a1, "openai failing"),
         ("pending", "firing"),
         minutes(8),
         minutes(10),
@@ -284,9 +280,7 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
         "ev-a1-firing",
     );
     let other = transition_row(
-        "org-b",
-        b1,
-        "b failing",
+        ("org-b", b1, "b failing"),
         ("inactive", "firing"),
         minutes(5),
         minutes(5),
