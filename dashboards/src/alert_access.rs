@@ -18,6 +18,7 @@ use axum::Form;
 use tollgate_control::alerts::{AlertStore, AlertStoreError, READ_ROLES, WRITE_ROLES};
 use tollgate_control::keys::ApiKey;
 use tollgate_queries::access::{authenticate, may, Denied};
+use tollgate_queries::InvalidParameter;
 
 use crate::layout::{render, LoginPage, Section};
 use crate::session::{csrf_ok, csrf_token, secret, Area, LoginParams};
@@ -115,6 +116,19 @@ pub async fn signed_in_form(
     Ok(caller)
 }
 
+/// A change from a form: signed in with the session's token, a role that
+/// may make it (`doing` names it in the refusal), and the store.
+pub async fn signed_in_writer<'a>(
+    state: &'a DashboardState,
+    headers: &HeaderMap,
+    token: Option<&str>,
+    doing: &str,
+) -> Result<(Caller, &'a AlertStore), Response> {
+    let caller = signed_in_form(state, headers, token).await?;
+    caller.may_write(doing)?;
+    Ok((caller, store(state)?))
+}
+
 /// The alerting store, or a 503 page.
 pub fn store(state: &DashboardState) -> Result<&AlertStore, Response> {
     state.alerts.as_ref().ok_or_else(|| {
@@ -170,6 +184,25 @@ pub fn message(status: StatusCode, title: &'static str, message: String) -> Resp
     )
 }
 
+/// A query string or form the pages cannot read: 400, naming the field.
+pub fn bad_request(err: InvalidParameter) -> Response {
+    message(
+        StatusCode::BAD_REQUEST,
+        "Bad request",
+        format!("invalid parameter `{}`: {}", err.field, err.reason),
+    )
+}
+
+/// The caller (as [`signed_in`]) and the alerting store.
+pub async fn signed_in_store<'a>(
+    state: &'a DashboardState,
+    headers: &HeaderMap,
+    next: &str,
+) -> Result<(Caller, &'a AlertStore), Response> {
+    let caller = signed_in(state, headers, next).await?;
+    Ok((caller, store(state)?))
+}
+
 fn login_form(status: StatusCode, text: &str, next: &str) -> Response {
     render(
         status,
@@ -209,13 +242,7 @@ pub async fn login_page(
 ) -> Response {
     let params = match LoginParams::parse(&pairs) {
         Ok(params) => params,
-        Err(err) => {
-            return message(
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                format!("invalid parameter `{}`: {}", err.field, err.reason),
-            )
-        }
+        Err(err) => return bad_request(err),
     };
     let next = AREA.safe_next(params.next.as_deref());
     match params.key.as_deref().filter(|k| !k.trim().is_empty()) {
@@ -231,13 +258,7 @@ pub async fn login_submit(
 ) -> Response {
     let params = match LoginParams::parse(&pairs) {
         Ok(params) => params,
-        Err(err) => {
-            return message(
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                format!("invalid parameter `{}`: {}", err.field, err.reason),
-            )
-        }
+        Err(err) => return bad_request(err),
     };
     let next = AREA.safe_next(params.next.as_deref());
     set_key(&state, params.key.as_deref().unwrap_or(""), &next).await

@@ -30,7 +30,7 @@ use tollgate_queries::alert_signals::{
 use tollgate_queries::alert_timeline::{labels_text, Timeline, TimelineQuery};
 
 use crate::alert_access::{
-    field, message, signed_in, signed_in_form, store, store_failed, Caller, AREA,
+    field, message, signed_in, signed_in_form, signed_in_store, store, store_failed, Caller, AREA,
 };
 use crate::finance::csv_download;
 use crate::layout::{render, Section};
@@ -277,12 +277,8 @@ pub struct RulesPage {
 
 /// `GET /sre/alerts/rules`
 pub async fn rules_page(State(state): State<DashboardState>, headers: HeaderMap) -> Response {
-    let caller = match signed_in(&state, &headers, "/sre/alerts/rules").await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let store = match store(&state) {
-        Ok(s) => s,
+    let (caller, store) = match signed_in_store(&state, &headers, "/sre/alerts/rules").await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let (rules, states) = futures::join!(store.rules(caller.scope()), store.states(caller.scope()));
@@ -318,12 +314,8 @@ pub async fn rules_page(State(state): State<DashboardState>, headers: HeaderMap)
 
 /// `GET /sre/alerts/rules.csv`: the API's rule CSV.
 pub async fn rules_csv(State(state): State<DashboardState>, headers: HeaderMap) -> Response {
-    let caller = match signed_in(&state, &headers, "/sre/alerts/rules").await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let store = match store(&state) {
-        Ok(s) => s,
+    let (caller, store) = match signed_in_store(&state, &headers, "/sre/alerts/rules").await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     match store.rules(caller.scope()).await {

@@ -21,7 +21,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tollgate_contract::alerts::{Matcher, SilenceSpec};
 use tollgate_control::alert_deliveries::{list_dead_letters, DeadLetter};
-use tollgate_control::alerts::SilenceFilter;
+use tollgate_control::alerts::{AlertStore, SilenceFilter};
 use tollgate_queries::alert_lists::{silences_table, SilenceView};
 use tollgate_queries::alert_timeline::{
     current_alerts, current_table, dead_letters_table, labels_text, timeline_table, CurrentAlert,
@@ -31,7 +31,8 @@ use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::InvalidParameter;
 
 use crate::alert_access::{
-    field, message, signed_in, signed_in_form, store, store_failed, Caller, AREA,
+    bad_request, field, message, signed_in, signed_in_store, signed_in_writer, store, store_failed,
+    Caller, AREA,
 };
 use crate::finance::csv_download;
 use crate::layout::{render, Section};
@@ -338,13 +339,7 @@ async fn alerts_page(
     let pairs = query.map(|Query(p)| p).unwrap_or_default();
     let (form, q) = match window_of(&pairs, caller, now) {
         Ok(v) => v,
-        Err(err) => {
-            return message(
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                format!("invalid parameter `{}`: {}", err.field, err.reason),
-            )
-        }
+        Err(err) => return bad_request(err),
     };
     let store = match store(state) {
         Ok(s) => s,
@@ -450,29 +445,30 @@ fn dead_letter_row(d: &DeadLetter) -> DeadLetterRow {
 
 // ------------------------------------------------------------------ CSV
 
-/// The org a CSV request may read: `org=` within the key's scope.
-fn csv_org(
-    caller: &Caller,
-    pairs: &[(String, String)],
+/// What a CSV download needs: its query string, the org it may read
+/// (`org=` within the key's scope) and the store.
+async fn csv_scope<'a>(
+    state: &'a DashboardState,
+    headers: &HeaderMap,
+    query: Pairs,
     extra: &[&str],
-) -> Result<Option<String>, Response> {
+) -> Result<(Vec<(String, String)>, Option<String>, &'a AlertStore), Response> {
+    let (caller, store) = signed_in_store(state, headers, AREA.home).await?;
+    let pairs = query.map(|Query(p)| p).unwrap_or_default();
     let names: Vec<&str> = ["org"].into_iter().chain(extra.iter().copied()).collect();
-    let params = QueryParams::parse(pairs, &Expected::names(&names)).map_err(|e| {
-        message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            format!("invalid parameter `{}`: {}", e.field, e.reason),
-        )
-    })?;
-    match (caller.scope(), params.text("org")) {
-        (Some(scope), Some(org)) if org != scope => Err(message(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            format!("no org {org}"),
-        )),
-        (Some(scope), _) => Ok(Some(scope.to_string())),
-        (None, org) => Ok(org.map(str::to_string)),
-    }
+    let params = QueryParams::parse(&pairs, &Expected::names(&names)).map_err(bad_request)?;
+    let org = match (caller.scope(), params.text("org")) {
+        (Some(scope), Some(org)) if org != scope => {
+            return Err(message(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                format!("no org {org}"),
+            ))
+        }
+        (Some(scope), _) => Some(scope.to_string()),
+        (None, org) => org.map(str::to_string),
+    };
+    Ok((pairs, org, store))
 }
 
 /// `GET /sre/alerts/alerts.csv?org=`
@@ -481,17 +477,8 @@ pub async fn alerts_csv(
     headers: HeaderMap,
     query: Pairs,
 ) -> Response {
-    let caller = match signed_in(&state, &headers, AREA.home).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let pairs = query.map(|Query(p)| p).unwrap_or_default();
-    let org = match csv_org(&caller, &pairs, &[]) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let store = match store(&state) {
-        Ok(s) => s,
+    let (_, org, store) = match csv_scope(&state, &headers, query, &[]).await {
+        Ok(scope) => scope,
         Err(r) => return r,
     };
     match store.states(org.as_deref()).await {
@@ -506,32 +493,17 @@ pub async fn transitions_csv(
     headers: HeaderMap,
     query: Pairs,
 ) -> Response {
-    let caller = match signed_in(&state, &headers, AREA.home).await {
-        Ok(c) => c,
+    let extra = tollgate_queries::alert_timeline::TIMELINE_PARAMS;
+    let (pairs, org, _) = match csv_scope(&state, &headers, query, &extra).await {
+        Ok(scope) => scope,
         Err(r) => return r,
-    };
-    let pairs = query.map(|Query(p)| p).unwrap_or_default();
-    let org = match csv_org(
-        &caller,
-        &pairs,
-        &tollgate_queries::alert_timeline::TIMELINE_PARAMS,
-    ) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let bad = |e: InvalidParameter| {
-        message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            format!("invalid parameter `{}`: {}", e.field, e.reason),
-        )
     };
     let names = ["org", "from", "to", "rule_id"];
     let q = match QueryParams::parse(&pairs, &Expected::names(&names))
         .and_then(|p| TimelineQuery::from_params(&p, org, Utc::now()))
     {
         Ok(q) => q,
-        Err(e) => return bad(e),
+        Err(e) => return bad_request(e),
     };
     match state.read_models.alert_timeline(&q).await {
         Ok(t) => csv_download(&timeline_table(&t), "alert-transitions.csv"),
@@ -549,17 +521,8 @@ pub async fn silences_csv(
     headers: HeaderMap,
     query: Pairs,
 ) -> Response {
-    let caller = match signed_in(&state, &headers, AREA.home).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let pairs = query.map(|Query(p)| p).unwrap_or_default();
-    let org = match csv_org(&caller, &pairs, &[]) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let store = match store(&state) {
-        Ok(s) => s,
+    let (_, org, store) = match csv_scope(&state, &headers, query, &[]).await {
+        Ok(scope) => scope,
         Err(r) => return r,
     };
     let now = Utc::now();
@@ -582,17 +545,8 @@ pub async fn dead_letters_csv(
     headers: HeaderMap,
     query: Pairs,
 ) -> Response {
-    let caller = match signed_in(&state, &headers, AREA.home).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let pairs = query.map(|Query(p)| p).unwrap_or_default();
-    let org = match csv_org(&caller, &pairs, &[]) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let store = match store(&state) {
-        Ok(s) => s,
+    let (_, org, store) = match csv_scope(&state, &headers, query, &[]).await {
+        Ok(scope) => scope,
         Err(r) => return r,
     };
     match list_dead_letters(store.pool(), org.as_deref(), MAX_DEAD_LETTERS).await {
@@ -647,15 +601,9 @@ pub async fn create_silence(
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let caller = match signed_in_form(&state, &headers, field(&pairs, "csrf")).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if let Err(r) = caller.may_write("create silences") {
-        return r;
-    }
-    let store = match store(&state) {
-        Ok(s) => s,
+    let token = field(&pairs, "csrf");
+    let (caller, store) = match signed_in_writer(&state, &headers, token, "create silences").await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let text = |name: &str| field(&pairs, name).unwrap_or("").to_string();
@@ -693,23 +641,17 @@ pub async fn expire_silence(
     Path(id): Path<String>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let caller = match signed_in_form(&state, &headers, field(&pairs, "csrf")).await {
-        Ok(c) => c,
+    let token = field(&pairs, "csrf");
+    let (caller, store) = match signed_in_writer(&state, &headers, token, "expire silences").await {
+        Ok(v) => v,
         Err(r) => return r,
     };
-    if let Err(r) = caller.may_write("expire silences") {
-        return r;
-    }
     let Some(id) = id.parse::<i64>().ok().filter(|id| *id > 0) else {
         return message(
             StatusCode::NOT_FOUND,
             "Not found",
             format!("no silence {id}"),
         );
-    };
-    let store = match store(&state) {
-        Ok(s) => s,
-        Err(r) => return r,
     };
     match store
         .expire_silence(caller.scope(), id, Utc::now(), &caller.key.actor())

@@ -23,6 +23,7 @@ use tollgate_contract::alerts::{
 use tollgate_contract::cost::from_mantissa;
 use tollgate_control::budgets::BudgetStore;
 
+use crate::audit::search::urlencode;
 use crate::latency::{interpolate_ms, merged_with, order_stats_at, Path};
 use crate::table::Table;
 use crate::{BoundSql, ReadModelError, ReadModels, SqlValue};
@@ -674,7 +675,7 @@ pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
         let mut url = format!("{page}?range=custom&from={}&to={}", time(from), time(to));
         for (name, value) in filters {
             if let Some(v) = value {
-                url.push_str(&format!("&{name}={}", query_encode(v)));
+                url.push_str(&format!("&{name}={}", urlencode(v)));
             }
         }
         url
@@ -733,7 +734,7 @@ pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
                     (format!("tag.{k}"), v)
                 }
             };
-            url.push_str(&format!("&{}={}", query_encode(&name), query_encode(value)));
+            url.push_str(&format!("&{}={}", urlencode(&name), urlencode(value)));
             url
         }
         Signal::BudgetUsed { budget_id, .. } | Signal::BudgetForecast { budget_id } => {
@@ -741,18 +742,6 @@ pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
         }
         Signal::PipelineHealth { .. } => window("/sre/latency", &[]),
     }
-}
-
-/// Percent-encoding for a query value (RFC 3986 unreserved kept).
-fn query_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------- backtest
