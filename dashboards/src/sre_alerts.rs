@@ -221,6 +221,7 @@ pub struct AlertsPage {
     pub logout: String,
     pub csrf: String,
     pub writes: bool,
+    pub summary: String,
     pub ranges: Vec<Choice>,
     pub form: WindowForm,
     pub error: Option<String>,
@@ -388,6 +389,13 @@ async fn alerts_page(
         logout: AREA.logout(),
         csrf: caller.csrf.clone(),
         writes: caller.writes(),
+        summary: format!(
+            "{} firing or pending · {} transitions from {} to {} UTC",
+            alerts.len(),
+            timeline.transitions.len(),
+            q.from.format("%Y-%m-%d %H:%M"),
+            q.to.format("%Y-%m-%d %H:%M")
+        ),
         ranges: choices(RANGES.iter().map(|(v, l, _)| (*v, *l)), &form.range),
         error: (!errors.is_empty()).then(|| errors.join(" ")),
         alerts: alerts.iter().map(AlertRow::from).collect(),

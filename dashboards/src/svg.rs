@@ -215,7 +215,9 @@ impl ValueChart<'_> {
 
 /// A readable axis number: no more than three decimals, none when large.
 fn axis_number(v: f64) -> String {
-    if v >= 100.0 {
+    if v == 0.0 {
+        "0".to_string()
+    } else if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 1.0 {
         format!("{v:.2}")

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::alert_rules::csv_records;
 use crate::latency_fixture::{insert_calls, Call};
-use crate::support::chromium::run_chromium;
+use crate::support::chromium::signed_in_dom;
 use crate::support::TestEnv;
 
 fn rule(org: &str, name: &str, signal: Value, for_secs: u32) -> Value {
@@ -106,25 +106,10 @@ impl Client {
     }
 }
 
-async fn dom(env: &TestEnv, key: &str, page: &str) -> String {
-    let url = format!(
-        "{}/sre/alerts/login?key={key}&next={}",
-        env.api_url(),
-        tollgate_queries::audit::search::urlencode(page)
-    );
-    let profile = tempfile::tempdir().unwrap();
-    let out = {
-        let profile = profile.path().to_path_buf();
-        tokio::task::spawn_blocking(move || run_chromium(&url, &profile, &["--dump-dom"]))
-            .await
-            .unwrap()
-    };
-    assert!(
-        out.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+/// `page` in headless Chromium signed in with `key`; a screenshot for
+/// people goes to `tests/artifacts/<shot>`.
+async fn dom(env: &TestEnv, key: &str, page: &str, shot: &str) -> String {
+    signed_in_dom(&env.api_url(), "/sre/alerts/login", key, page, shot).await
 }
 
 /// A row as the evaluator's outbox publishes it; `rule` is (org, id,
@@ -427,7 +412,7 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
     assert_eq!(csv[1][4], letters[0]["delivery_id"].as_str().unwrap());
 
     // ---- pages in Chromium
-    let page = dom(&env, &sre_a, "/sre/alerts").await;
+    let page = dom(&env, &sre_a, "/sre/alerts", "sre_alerts.png").await;
     assert!(
         page.contains(&format!("data-rule-id=\"{a1}\" data-state=\"firing\"")),
         "the firing alert: {page}"
@@ -448,7 +433,13 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
         assert!(page.contains(csv_link), "{csv_link}");
     }
 
-    let rule_page = dom(&env, &sre_a, &format!("/sre/alerts/rules/{a1}")).await;
+    let rule_page = dom(
+        &env,
+        &sre_a,
+        &format!("/sre/alerts/rules/{a1}"),
+        "sre_alert_rule.png",
+    )
+    .await;
     assert!(rule_page.contains("id=\"backtest-chart\""), "{rule_page}");
     assert!(
         rule_page.contains("class=\"threshold\" data-value=\"5\""),
@@ -469,8 +460,15 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
         "the 50 % episode fired in the backtest"
     );
     assert_eq!(rule_page.matches("class=\"transition-row\"").count(), 2);
-    let other = dom(&env, &sre_a, &format!("/sre/alerts/rules/{b1}")).await;
-    assert!(other.contains("Not found") && !other.contains("b failing"));
+    let other = api
+        .http
+        .get(format!("{}/sre/alerts/rules/{b1}", env.api_url()))
+        .header("cookie", format!("tollgate_key={sre_a}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404, "another org's rule");
+    assert!(!other.text().await.unwrap().contains("b failing"));
 
     // ---- forms
     let fields = |csrf: &str, action: &str| -> Vec<(&'static str, String)> {
@@ -596,7 +594,7 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
         .await;
     assert_eq!(expired["state"], "expired");
     assert_eq!(expired["expired_by"], silence["created_by"]);
-    let page = dom(&env, &sre_a, "/sre/alerts").await;
+    let page = dom(&env, &sre_a, "/sre/alerts", "sre_alerts_silenced.png").await;
     assert!(page.contains(&format!("data-id=\"{sid}\" data-state=\"expired\"")));
 
     // The compliance sign-in still works beside it.

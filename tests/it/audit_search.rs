@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::chromium::run_chromium;
+use support::chromium::{run_chromium, signed_in_dom};
 use support::TestEnv;
 use tollgate_contract::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
 use tollgate_contract::audit::entry::{chain_entry, EntryFields, EntryRow, GENESIS};
@@ -675,49 +675,7 @@ async fn search_tenant_isolation_and_search_export() {
 /// Log in through `/compliance/login?key=...&next=<page>` (sets the
 /// HttpOnly cookie and redirects), dump the page's DOM and screenshot it.
 async fn browse(env: &TestEnv, key: &str, page: &str, shot: &str) -> String {
-    let url = format!(
-        "{}/compliance/login?key={key}&next={}",
-        env.api_url(),
-        tollgate_queries::audit::search::urlencode(page)
-    );
-    let profile = tempfile::tempdir().unwrap();
-    let dom = {
-        let (url, profile) = (url.clone(), profile.path().to_path_buf());
-        tokio::task::spawn_blocking(move || run_chromium(&url, &profile, &["--dump-dom"]))
-            .await
-            .unwrap()
-    };
-    assert!(
-        dom.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&dom.stderr)
-    );
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let path = artifacts.join(shot);
-    let _ = std::fs::remove_file(&path);
-    let arg = format!("--screenshot={}", path.display());
-    let shot_profile = tempfile::tempdir().unwrap();
-    let out = {
-        let profile = shot_profile.path().to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            run_chromium(&url, &profile, &[&arg, "--window-size=1400,1000"])
-        })
-        .await
-        .unwrap()
-    };
-    assert!(
-        out.status.success(),
-        "chromium screenshot: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        size > 20_000,
-        "screenshot {} is only {size} bytes",
-        path.display()
-    );
-    String::from_utf8(dom.stdout).unwrap()
+    signed_in_dom(&env.api_url(), "/compliance/login", key, page, shot).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

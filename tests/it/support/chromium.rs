@@ -92,3 +92,51 @@ pub async fn screenshot(url: &str, name: &str) {
     assert!(out.status.success());
     assert!(std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) > 10_000);
 }
+
+/// Sign in through `<login>?key=...&next=<page>` (the pages' sign-in sets
+/// an HttpOnly cookie and redirects), dump the page's DOM and save a
+/// screenshot as `tests/artifacts/<shot>`.
+pub async fn signed_in_dom(base: &str, login: &str, key: &str, page: &str, shot: &str) -> String {
+    let url = format!(
+        "{base}{login}?key={key}&next={}",
+        tollgate_queries::audit::search::urlencode(page)
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let dom = {
+        let (url, profile) = (url.clone(), profile.path().to_path_buf());
+        tokio::task::spawn_blocking(move || run_chromium(&url, &profile, &["--dump-dom"]))
+            .await
+            .unwrap()
+    };
+    assert!(
+        dom.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let path = artifacts.join(shot);
+    let _ = std::fs::remove_file(&path);
+    let arg = format!("--screenshot={}", path.display());
+    let shot_profile = tempfile::tempdir().unwrap();
+    let out = {
+        let profile = shot_profile.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            run_chromium(&url, &profile, &[&arg, "--window-size=1400,1000"])
+        })
+        .await
+        .unwrap()
+    };
+    assert!(
+        out.status.success(),
+        "chromium screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 20_000,
+        "screenshot {} is only {size} bytes",
+        path.display()
+    );
+    String::from_utf8(dom.stdout).unwrap()
+}
