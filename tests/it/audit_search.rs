@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::chromium::{run_chromium, signed_in_dom};
+use support::chromium::signed_in_dom;
 use support::TestEnv;
 use tollgate_contract::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
 use tollgate_contract::audit::entry::{chain_entry, EntryFields, EntryRow, GENESIS};
