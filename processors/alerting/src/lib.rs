@@ -181,7 +181,11 @@ pub fn notification(
             fired_at,
             resolved_at,
             ..
-        } => (NotificationStatus::Resolved, *fired_at, Some(*resolved_at)),
+        } => (
+            NotificationStatus::Resolved,
+            *fired_at,
+            Some(*resolved_at),
+        ),
         _ => return None,
     };
     let mut annotations = BTreeMap::new();
@@ -258,8 +262,7 @@ impl Evaluator {
         if config.interval_secs == 0 {
             return Err(EvaluatorError::Interval);
         }
-        let ttl =
-            Duration::from_secs(config.interval_secs * u64::from(config.lease_intervals.max(2)));
+        let ttl = Duration::from_secs(config.interval_secs * u64::from(config.lease_intervals.max(2)));
         let (dispatcher, outcomes) = Dispatcher::new(DeliveryConfig::default(), Some(pool.clone()))
             .map_err(|e| EvaluatorError::Delivery(e.to_string()))?;
         Ok(Self {
@@ -284,10 +287,8 @@ impl Evaluator {
         kafka: &KafkaConfig,
         shutdown: CancellationToken,
     ) -> Result<(), EvaluatorError> {
-        let producer =
-            EventProducer::new(kafka).map_err(|e| EvaluatorError::Kafka(e.to_string()))?;
-        let relay =
-            tokio::spawn(OutboxRelay::new(self.pool.clone(), producer).run(shutdown.clone()));
+        let producer = EventProducer::new(kafka).map_err(|e| EvaluatorError::Kafka(e.to_string()))?;
+        let relay = tokio::spawn(OutboxRelay::new(self.pool.clone(), producer).run(shutdown.clone()));
         let mut ticker = tokio::time::interval(Duration::from_secs(self.config.interval_secs));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut holding: Option<Fence> = None;
@@ -341,11 +342,7 @@ impl Evaluator {
     }
 
     /// One evaluation of every enabled rule at `now`.
-    pub async fn evaluate(
-        &mut self,
-        fence: &Fence,
-        now: DateTime<Utc>,
-    ) -> Result<(), EvaluatorError> {
+    pub async fn evaluate(&mut self, fence: &Fence, now: DateTime<Utc>) -> Result<(), EvaluatorError> {
         let rules = self.store.enabled_rules().await?;
         let silences = self.store.active_silences(now).await?;
         for rule in &rules {
@@ -358,8 +355,7 @@ impl Evaluator {
             );
             let phase = self.step_rule(fence, rule, &m, &silences, now).await?;
             if let Phase::Firing { since, fired_at } = phase {
-                self.remind_alertmanagers(rule, since, fired_at, &m, now)
-                    .await;
+                self.remind_alertmanagers(rule, since, fired_at, &m, now).await;
             }
         }
         Ok(())
@@ -450,13 +446,7 @@ impl Evaluator {
             .bind(muted)
             .execute(&mut *tx)
             .await?;
-            info!(
-                rule = rule.id,
-                from = phase_name(&phase),
-                to = t.to_state(),
-                silenced = muted,
-                "alert transition"
-            );
+            info!(rule = rule.id, from = phase_name(&phase), to = t.to_state(), silenced = muted, "alert transition");
         }
         tx.commit().await?;
         Ok(next)
@@ -487,11 +477,7 @@ impl Evaluator {
         for &rid in &rule.spec.receivers {
             match self.target(&rule.spec.org_id, rid).await {
                 Ok(target) if target.kind == ReceiverKind::Alertmanager => {
-                    if let Err(err) = self
-                        .dispatcher
-                        .enqueue(&target, Delivery::single(note.clone()))
-                        .await
-                    {
+                    if let Err(err) = self.dispatcher.enqueue(&target, Delivery::single(note.clone())).await {
                         warn!(%err, receiver = rid, "alertmanager re-send not queued");
                     }
                 }
@@ -540,11 +526,8 @@ impl Evaluator {
             .collect();
         self.in_flight.retain(|k| open.contains(k));
         for row in rows {
-            let note: Option<Notification> = row
-                .notification
-                .clone()
-                .map(serde_json::from_value)
-                .transpose()?;
+            let note: Option<Notification> =
+                row.notification.clone().map(serde_json::from_value).transpose()?;
             if row.row_written_at.is_none() {
                 let t: Transition = serde_json::from_value(row.transition["transition"].clone())?;
                 let ch_row = TransitionRow {
@@ -555,10 +538,7 @@ impl Evaluator {
                     rule_name: row.rule_name.clone(),
                     from_state: row.from_state.clone(),
                     to_state: row.to_state.clone(),
-                    value: row.transition["value"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
+                    value: row.transition["value"].as_str().unwrap_or_default().to_string(),
                     since: u32::try_from(since_of(&t).timestamp()).unwrap_or(0),
                     notification_id: note.as_ref().map(|n| n.id.to_string()).unwrap_or_default(),
                     silenced: u8::from(row.silenced),
@@ -582,11 +562,7 @@ impl Evaluator {
                 }
                 match self.target(&row.org_id, rid).await {
                     Ok(target) => {
-                        if let Err(err) = self
-                            .dispatcher
-                            .enqueue(&target, Delivery::single(note.clone()))
-                            .await
-                        {
+                        if let Err(err) = self.dispatcher.enqueue(&target, Delivery::single(note.clone())).await {
                             warn!(%err, receiver = rid, "notification not queued");
                         }
                     }
@@ -601,12 +577,7 @@ impl Evaluator {
         Ok(())
     }
 
-    async fn remove_pending(
-        &self,
-        fence: &Fence,
-        ids: &[Uuid],
-        receiver: i64,
-    ) -> Result<(), EvaluatorError> {
+    async fn remove_pending(&self, fence: &Fence, ids: &[Uuid], receiver: i64) -> Result<(), EvaluatorError> {
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         let mut tx = self.pool.begin().await?;
         fence.check(&mut tx).await?;
@@ -624,11 +595,7 @@ impl Evaluator {
 
     /// A delivered (or dead-lettered: it is on the dead-letter list then)
     /// notification is no longer owed to that receiver.
-    async fn record_outcome(
-        &mut self,
-        fence: &Fence,
-        outcome: DeliveryOutcome,
-    ) -> Result<(), EvaluatorError> {
+    async fn record_outcome(&mut self, fence: &Fence, outcome: DeliveryOutcome) -> Result<(), EvaluatorError> {
         let (_, low) = outcome.receiver_id.as_u64_pair();
         let receiver = low as i64;
         match &outcome.result {
@@ -639,8 +606,7 @@ impl Evaluator {
                 warn!(receiver, delivery = %outcome.delivery_id, attempts, %error, "notification dead-lettered")
             }
         }
-        self.remove_pending(fence, &outcome.notification_ids, receiver)
-            .await?;
+        self.remove_pending(fence, &outcome.notification_ids, receiver).await?;
         Ok(())
     }
 }
