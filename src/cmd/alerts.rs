@@ -181,8 +181,12 @@ async fn evaluate(config: &Config) -> anyhow::Result<()> {
         on_signal.cancel();
     });
     tracing::info!(%holder, interval_secs = config.alerting.interval_secs, "alert evaluator starting");
-    let evaluator =
-        tollgate_alerting::Evaluator::new(config.alerting.clone(), pool, &config.clickhouse, holder)?;
+    let evaluator = tollgate_alerting::Evaluator::new(
+        config.alerting.clone(),
+        pool,
+        &config.clickhouse,
+        holder,
+    )?;
     evaluator.run(&config.kafka, shutdown).await?;
     Ok(())
 }

@@ -1,0 +1,229 @@
+//! The evaluator's PostgreSQL side (migration `20261202000400_alert_state`):
+//! each rule's phase in `alert_state`, each transition in `alert_outbox`,
+//! both written in one transaction that first passes the lease's fence
+//! check, so a replica that lost the lease cannot overwrite its
+//! successor's state or record a transition twice.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+use sqlx::PgPool;
+use tollgate_contract::admin::{admin_event, KIND_ALERT_TRANSITION};
+use tollgate_contract::alert_lifecycle::{Phase, Transition};
+use tollgate_contract::alerts::SilenceSpec;
+use tollgate_contract::notification::{fingerprint, Notification};
+use tollgate_control::alerts::AlertRule;
+use tollgate_control::lease::Fence;
+use tollgate_control::outbox;
+use tollgate_queries::alert_signals::Measurement;
+use tracing::info;
+use uuid::Uuid;
+
+use crate::alert::{alert_labels, notification, phase_name, since_of};
+use crate::config::EvaluatorError;
+
+/// What one step of one rule did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stepped {
+    pub phase: Phase,
+    pub transition: Option<Transition>,
+    /// The transition's notification was muted by a silence.
+    pub silenced: bool,
+}
+
+/// One open row of `alert_outbox`: a transition not yet on the ClickHouse
+/// timeline, or whose notification some receiver is still owed.
+#[derive(Debug, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub event_id: Uuid,
+    pub rule_id: i64,
+    pub org_id: String,
+    pub at: DateTime<Utc>,
+    pub from_state: String,
+    pub to_state: String,
+    pub transition: serde_json::Value,
+    pub notification: Option<serde_json::Value>,
+    pub pending_receivers: Vec<i64>,
+    pub silenced: bool,
+    pub row_written_at: Option<DateTime<Utc>>,
+}
+
+/// Step `rule`'s stored phase with measurement `m` at `now` and persist
+/// the new phase, and any transition with its admin event and the
+/// receivers owed its notification, in one fenced transaction.
+pub async fn step_rule(
+    pool: &PgPool,
+    fence: &Fence,
+    rule: &AlertRule,
+    m: &Measurement,
+    silences: &[SilenceSpec],
+    public_url: &str,
+    now: DateTime<Utc>,
+) -> Result<Stepped, EvaluatorError> {
+    let labels = alert_labels(rule);
+    let fingerprint = fingerprint(&labels);
+    let value = m.value.map(|v| v.to_string()).unwrap_or_default();
+    let mut tx = pool.begin().await?;
+    fence.check(&mut tx).await?;
+    let stored: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT phase FROM alert_state WHERE rule_id = $1 FOR UPDATE")
+            .bind(rule.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let phase: Phase = match stored {
+        Some(v) => serde_json::from_value(v)?,
+        None => Phase::Inactive,
+    };
+    let (next, transition) = phase.step(
+        now,
+        m.observation,
+        Duration::seconds(i64::from(rule.spec.for_secs)),
+    );
+    sqlx::query(
+        "INSERT INTO alert_state (rule_id, fingerprint, phase, evaluated_at, value, fence_token)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (rule_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
+           phase = EXCLUDED.phase, evaluated_at = EXCLUDED.evaluated_at,
+           value = EXCLUDED.value, fence_token = EXCLUDED.fence_token",
+    )
+    .bind(rule.id)
+    .bind(&fingerprint)
+    .bind(serde_json::to_value(next)?)
+    .bind(now)
+    .bind(m.value.map(|v| v.to_string()))
+    .bind(fence.token)
+    .execute(&mut *tx)
+    .await?;
+    let mut silenced = false;
+    if let Some(t) = &transition {
+        let note = notification(rule, t, &value, public_url, now);
+        silenced = note.is_some()
+            && silences
+                .iter()
+                .any(|s| s.mutes(&rule.spec.org_id, &labels, now));
+        let receivers: Vec<i64> = match &note {
+            Some(_) if !silenced => rule.spec.receivers.clone(),
+            _ => Vec::new(),
+        };
+        let event = admin_event(
+            KIND_ALERT_TRANSITION,
+            "alert-evaluator",
+            json!({
+                "alert": {
+                    "rule_id": rule.id,
+                    "rule_name": rule.spec.name,
+                    "org_id": rule.spec.org_id,
+                    "fingerprint": fingerprint,
+                    "from": phase_name(&phase),
+                    "to": t.to_state(),
+                    "at": now,
+                    "value": value,
+                    "since": since_of(t),
+                    "notification_id": note.as_ref().map(|n| n.id),
+                    "silenced": silenced,
+                }
+            }),
+        );
+        outbox::enqueue(&mut tx, &event).await?;
+        sqlx::query(
+            "INSERT INTO alert_outbox (event_id, rule_id, org_id, at, from_state, to_state,
+               transition, notification, pending_receivers, silenced)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(event.event_id)
+        .bind(rule.id)
+        .bind(&rule.spec.org_id)
+        .bind(now)
+        .bind(phase_name(&phase))
+        .bind(t.to_state())
+        .bind(json!({ "transition": t, "value": value, "rule_name": rule.spec.name }))
+        .bind(note.as_ref().map(serde_json::to_value).transpose()?)
+        .bind(&receivers)
+        .bind(silenced)
+        .execute(&mut *tx)
+        .await?;
+        info!(
+            rule = rule.id,
+            from = phase_name(&phase),
+            to = t.to_state(),
+            silenced,
+            "alert transition"
+        );
+    }
+    tx.commit().await?;
+    Ok(Stepped {
+        phase: next,
+        transition,
+        silenced,
+    })
+}
+
+/// The open outbox rows, oldest first.
+pub async fn open_rows(pool: &PgPool, limit: i64) -> Result<Vec<OutboxRow>, EvaluatorError> {
+    Ok(sqlx::query_as(
+        "SELECT id, event_id, rule_id, org_id, at, from_state, to_state, transition,
+                notification, pending_receivers, silenced, row_written_at
+         FROM alert_outbox
+         WHERE row_written_at IS NULL OR cardinality(pending_receivers) > 0
+         ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Mark rows as on the ClickHouse timeline.
+pub async fn mark_written(pool: &PgPool, fence: &Fence, ids: &[i64]) -> Result<(), EvaluatorError> {
+    let mut tx = pool.begin().await?;
+    fence.check(&mut tx).await?;
+    sqlx::query("UPDATE alert_outbox SET row_written_at = now() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `receiver` is owed none of these notifications any more (delivered,
+/// dead-lettered, muted at flush, or the receiver is gone).
+pub async fn settle(
+    pool: &PgPool,
+    fence: &Fence,
+    notifications: &[Uuid],
+    receiver: i64,
+) -> Result<(), EvaluatorError> {
+    let ids: Vec<String> = notifications.iter().map(Uuid::to_string).collect();
+    let mut tx = pool.begin().await?;
+    fence.check(&mut tx).await?;
+    sqlx::query(
+        "UPDATE alert_outbox SET pending_receivers = array_remove(pending_receivers, $1)
+         WHERE notification->>'id' = ANY($2) AND $1 = ANY(pending_receivers)",
+    )
+    .bind(receiver)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+impl OutboxRow {
+    pub fn notification(&self) -> Result<Option<Notification>, serde_json::Error> {
+        self.notification
+            .clone()
+            .map(serde_json::from_value)
+            .transpose()
+    }
+
+    pub fn transition(&self) -> Result<Transition, serde_json::Error> {
+        serde_json::from_value(self.transition["transition"].clone())
+    }
+
+    pub fn rule_name(&self) -> &str {
+        self.transition["rule_name"].as_str().unwrap_or_default()
+    }
+
+    pub fn value(&self) -> &str {
+        self.transition["value"].as_str().unwrap_or_default()
+    }
+}
