@@ -5,15 +5,17 @@
 //!   it goes pending, firing and resolved at the same instants as the
 //!   backtest, writes each transition once to the ClickHouse timeline, and
 //!   each receiver gets the firing and the resolved notification exactly
-//!   once (Alertmanager shows the alert, then not);
-//! - a silence records the transitions as silenced and notifies no one;
+//!   once (Alertmanager shows the alert, then not); flapping input shorter
+//!   than `for` never fires;
+//! - a silence mutes the webhook while it holds and its end resumes it;
 //! - an evaluator that dies between recording a transition and publishing
 //!   it loses nothing: its successor (a higher fencing token, after the
 //!   lease expires) publishes it once, and the dead one's fence is refused;
-//! - as processes: of two `tollgate alerts evaluate`, one is active; after
-//!   a kill -9 of it the other takes over, and the webhook gets one firing
-//!   and one resolved notification in all, the timeline and Kafka one
-//!   event per transition.
+//! - as processes: of two `tollgate alerts evaluate`, one is active; a
+//!   kill -9 of it while its webhook request is in flight hands over to the
+//!   other, which re-sends that notification with the same id; in all one
+//!   firing and one resolved notification id, and the timeline and Kafka
+//!   hold one event per transition.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +44,8 @@ const BASE: i64 = 1_796_032_800;
 
 const PRICES: &str = r#"{
   "tg-eval": {"litellm_provider": "evalprov", "effective_from": "2026-01-01T00:00:00Z",
+              "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06},
+  "tg-flap": {"litellm_provider": "flapprov", "effective_from": "2026-01-01T00:00:00Z",
               "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}
 }"#;
 
@@ -52,6 +56,16 @@ fn at(minutes: i64) -> DateTime<Utc> {
 /// Ten calls a minute from `start` for `minutes` minutes on evalprov/tg-eval,
 /// each 0.002 USD; in the minutes `failing`, calls 0..5 fail (50 %).
 fn calls(start: DateTime<Utc>, minutes: i64, failing: &[i64]) -> Vec<tollgate_contract::Event> {
+    calls_of("evalprov", "tg-eval", start, minutes, failing)
+}
+
+fn calls_of(
+    provider: &str,
+    model: &str,
+    start: DateTime<Utc>,
+    minutes: i64,
+    failing: &[i64],
+) -> Vec<tollgate_contract::Event> {
     let mut out = Vec::new();
     for m in 0..minutes {
         for i in 0..10_i64 {
@@ -64,8 +78,8 @@ fn calls(start: DateTime<Utc>, minutes: i64, failing: &[i64]) -> Vec<tollgate_co
             };
             let mut e = call_event(
                 "search",
-                "evalprov",
-                "tg-eval",
+                provider,
+                model,
                 when,
                 usage(1_000, 0, 0, 500, 0),
                 outcome,
@@ -155,7 +169,11 @@ async fn rule(
 }
 
 fn error_rate() -> Value {
-    json!({"kind": "error_rate", "provider": "evalprov", "above_percent": "20", "window_secs": 60})
+    error_rate_of("evalprov")
+}
+
+fn error_rate_of(provider: &str) -> Value {
+    json!({"kind": "error_rate", "provider": provider, "above_percent": "20", "window_secs": 60})
 }
 
 /// Hand every delivery outcome to the evaluator until `want` came back.
@@ -220,7 +238,10 @@ async fn timeline(env: &TestEnv, rule_id: i64) -> Vec<(i64, String, u8)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_crash() {
-    let env = prepared("alert_eval", "", &calls(at(0), 10, &[3, 4, 5, 6])).await;
+    // evalprov fails in minutes 3..=6; flapprov every other minute.
+    let mut events = calls(at(0), 10, &[3, 4, 5, 6]);
+    events.extend(calls_of("flapprov", "tg-flap", at(0), 10, &[1, 3, 5, 7]));
+    let env = prepared("alert_eval", "", &events).await;
     let pool = PgPool::connect(&env.pg_url).await.unwrap();
     let store = AlertStore::new(pool.clone());
     let (hook, received) = start_receiver(Behaviour::default()).await;
@@ -228,6 +249,15 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
     let am = alertmanager(&store).await;
     let name = unique("EvalErrors");
     let first = rule(&store, &name, error_rate(), 60, &[hook.id, am.id]).await;
+    let flap_name = unique("EvalFlapping");
+    let flapping = rule(
+        &store,
+        &flap_name,
+        error_rate_of("flapprov"),
+        60,
+        &[hook.id, am.id],
+    )
+    .await;
     let config = AlertingConfig {
         interval_secs: 1,
         ..AlertingConfig::default()
@@ -322,9 +352,26 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
     .await
     .unwrap();
     assert_eq!(owed, 0, "everything published and settled");
+    // Flapping input never holds for `for`: pending and back, never
+    // firing, nobody notified.
+    let flaps: Vec<String> = timeline(&env, flapping.id)
+        .await
+        .into_iter()
+        .map(|(_, s, _)| s)
+        .collect();
+    assert_eq!(flaps, ["pending", "inactive"].repeat(4));
+    assert!(statuses(&received, &flap_name).is_empty());
+    assert!(alertmanager_alerts(&alertmanager_url(), &flap_name)
+        .await
+        .is_empty());
+    store
+        .delete_rule(Some("org-1"), flapping.id, None, "test")
+        .await
+        .unwrap();
 
     // A silence of the second rule: its transitions are recorded as
-    // silenced and nobody is notified.
+    // silenced and the webhook gets nothing while it holds; once it ends,
+    // the firing alert goes out at the group's next interval.
     store
         .delete_rule(Some("org-1"), first.id, None, "test")
         .await
@@ -338,19 +385,40 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
         "comment": "maintenance of evalprov"
     }))
     .unwrap();
-    store.create_silence(&silence, "test").await.unwrap();
-    for minute in 1..=10 {
+    let silence = store.create_silence(&silence, "test").await.unwrap().value;
+    for minute in 1..=6 {
         ev.round(&fence, at(minute)).await.unwrap();
     }
+    assert!(statuses(&received, &silenced_name).is_empty());
+    // The test's clock is at 10:06: let the silence end at 10:06:30.
+    sqlx::query("UPDATE alert_silences SET ends_at = $1 WHERE id = $2")
+        .bind(at(6) + chrono::Duration::seconds(30))
+        .bind(silence.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    ev.round(&fence, at(7)).await.unwrap();
+    settle_outcomes(&mut ev, &fence, 1).await;
+    assert_eq!(
+        statuses(&received, &silenced_name),
+        vec![("firing".into(), 1)]
+    );
+    for minute in 8..=10 {
+        ev.round(&fence, at(minute)).await.unwrap();
+    }
+    settle_outcomes(&mut ev, &fence, 1).await;
+    assert_eq!(
+        statuses(&received, &silenced_name),
+        vec![("firing".into(), 1), ("resolved".into(), 1)]
+    );
     assert_eq!(
         timeline(&env, silenced.id).await,
         vec![
             (at(4).timestamp(), "pending".into(), 0),
             (at(5).timestamp(), "firing".into(), 1),
-            (at(8).timestamp(), "resolved".into(), 1),
+            (at(8).timestamp(), "resolved".into(), 0),
         ]
     );
-    assert!(statuses(&received, &silenced_name).is_empty());
 
     // A crash between recording the firing transition and publishing it.
     store
@@ -418,7 +486,12 @@ async fn one_of_two_evaluators_is_active_and_a_kill_9_takeover_repeats_nothing()
     let env = prepared("alert_eval_proc", extra, &calls(start, 2, &[])).await;
     let pool = PgPool::connect(&env.pg_url).await.unwrap();
     let store = AlertStore::new(pool.clone());
-    let (hook, received) = start_receiver(Behaviour::default()).await;
+    // The webhook answers after 2 s, so the kill lands mid-notification.
+    let (hook, received) = start_receiver(Behaviour {
+        delay: Duration::from_secs(2),
+        ..Behaviour::default()
+    })
+    .await;
     let hook = webhook(&store, &hook.url).await;
     let name = unique("SpendEval");
     let spend = |above: &str| {
@@ -431,38 +504,20 @@ async fn one_of_two_evaluators_is_active_and_a_kill_9_takeover_repeats_nothing()
     let mut b = env.spawn_child("eval-b", &["alerts", "evaluate"]);
     let active = "this evaluator is active";
     let deadline = Instant::now() + Duration::from_secs(60);
-    while statuses(&received, &name).is_empty() {
+    while received.lock().unwrap().arrived == 0 {
         assert!(
             Instant::now() < deadline,
             "never notified; logs:\n{}\n{}",
             std::fs::read_to_string(env.log_path("eval-a")).unwrap_or_default(),
             std::fs::read_to_string(env.log_path("eval-b")).unwrap_or_default()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (a_active, b_active) = (
         log_has(&env, "eval-a", active),
         log_has(&env, "eval-b", active),
     );
     assert!(a_active != b_active, "exactly one evaluator is active");
-    // Wait until the firing transition is fully published and settled.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let owed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM alert_outbox WHERE row_written_at IS NULL OR cardinality(pending_receivers) > 0",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if owed == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the firing transition was never settled"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let (victim, standby, standby_label) = if a_active {
         (&mut a, &mut b, "eval-b")
     } else {
@@ -512,7 +567,29 @@ async fn one_of_two_evaluators_is_active_and_a_kill_9_takeover_repeats_nothing()
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(statuses(&received, &name), vec![("firing".into(), 1)]);
+    // The successor re-sent the notification the kill interrupted, with
+    // the same id: one firing notification, received once or twice.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let owed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM alert_outbox WHERE row_written_at IS NULL OR cardinality(pending_receivers) > 0",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if owed == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the firing transition was never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let firing = statuses(&received, &name);
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_eq!(firing[0].0, "firing");
+    assert!((1..=2).contains(&firing[0].1), "{firing:?}");
 
     // Raise the threshold: the successor resolves it.
     store
@@ -535,10 +612,12 @@ async fn one_of_two_evaluators_is_active_and_a_kill_9_takeover_repeats_nothing()
         assert!(Instant::now() < deadline, "never resolved");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let all = statuses(&received, &name);
     assert_eq!(
-        statuses(&received, &name),
-        vec![("firing".into(), 1), ("resolved".into(), 1)]
+        all.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        ["firing", "resolved"]
     );
+    assert_eq!(all[1].1, 1, "the resolved notification went out once");
     let states: Vec<String> = timeline(&env, watched.id)
         .await
         .into_iter()

@@ -216,8 +216,7 @@ impl Evaluator {
             .await?;
             if let Phase::Firing { since, fired_at } = stepped.phase {
                 if stepped.transition.is_none() {
-                    self.remind_alertmanagers(rule, since, fired_at, &m, &silences, now)
-                        .await;
+                    self.remind_alertmanagers(rule, since, fired_at, &m).await;
                 }
             }
             out.push((rule.id, stepped));
@@ -236,17 +235,16 @@ impl Evaluator {
     }
 
     /// Alertmanager resolves a firing alert it has not heard of for its
-    /// `resolve_timeout`: re-send firing alerts that no silence mutes to
-    /// Alertmanager receivers at every evaluation (same notification id;
-    /// Alertmanager deduplicates by labels anyway).
+    /// `resolve_timeout`: re-send firing alerts to Alertmanager receivers at
+    /// every evaluation (same notification id; Alertmanager deduplicates by
+    /// labels anyway). Tollgate's silences are for the direct receivers;
+    /// Alertmanager has its own.
     async fn remind_alertmanagers(
         &mut self,
         rule: &AlertRule,
         since: DateTime<Utc>,
         fired_at: DateTime<Utc>,
         m: &Measurement,
-        silences: &[SilenceSpec],
-        now: DateTime<Utc>,
     ) {
         let value = m.value.map(|v| v.to_string()).unwrap_or_default();
         let Some(note) = notification(
@@ -259,12 +257,6 @@ impl Evaluator {
         ) else {
             return;
         };
-        if silences
-            .iter()
-            .any(|s| s.mutes(&note.org_id, &note.labels, now))
-        {
-            return;
-        }
         for &id in &rule.spec.receivers {
             match self.store.receiver(Some(&rule.spec.org_id), id).await {
                 Ok(r)

@@ -26,7 +26,8 @@ use crate::config::EvaluatorError;
 pub struct Stepped {
     pub phase: Phase,
     pub transition: Option<Transition>,
-    /// The transition's notification was muted by a silence.
+    /// A silence muted the transition when it happened (direct receivers
+    /// get it once the silence ends, if it is still the alert's latest).
     pub silenced: bool,
 }
 
@@ -101,9 +102,12 @@ pub async fn step_rule(
             && silences
                 .iter()
                 .any(|s| s.mutes(&rule.spec.org_id, &labels, now));
+        // Owed to every receiver even when silenced now: silences apply
+        // when a direct receiver's group is sent (so an expiry resumes),
+        // and Alertmanager receivers get everything (teams silence there).
         let receivers: Vec<i64> = match &note {
-            Some(_) if !silenced => rule.spec.receivers.clone(),
-            _ => Vec::new(),
+            Some(_) => rule.spec.receivers.clone(),
+            None => Vec::new(),
         };
         let event = admin_event(
             KIND_ALERT_TRANSITION,

@@ -41,6 +41,8 @@ impl Default for Behaviour {
 
 #[derive(Default)]
 pub struct Received {
+    /// Requests that arrived (counted before the answer's delay).
+    pub arrived: usize,
     pub requests: usize,
     pub bad_signatures: Vec<String>,
     /// Notification id -> times received with a 2xx answer.
@@ -66,6 +68,7 @@ async fn handle(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
             .to_string()
     };
     let n = rx.seen.fetch_add(1, Ordering::SeqCst);
+    rx.received.lock().unwrap().arrived += 1;
     tokio::time::sleep(rx.behaviour.delay).await;
     let verdict = verify(
         SECRET.as_bytes(),
