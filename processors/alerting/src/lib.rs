@@ -202,21 +202,20 @@ impl Evaluator {
             .buffered(self.config.concurrency)
             .try_collect()
             .await?;
-        let mut out = Vec::with_capacity(measured.len());
-        for (rule, m) in measured {
-            let stepped = state::step_rule(
-                &self.pool,
-                fence,
-                rule,
-                &m,
-                &silences,
-                &self.config.public_url,
-                now,
-            )
-            .await?;
+        let stepped = state::step_rules(
+            &self.pool,
+            fence,
+            &measured,
+            &silences,
+            &self.config.public_url,
+            now,
+        )
+        .await?;
+        let mut out = Vec::with_capacity(stepped.len());
+        for ((rule, m), stepped) in measured.iter().zip(stepped) {
             if let Phase::Firing { since, fired_at } = stepped.phase {
                 if stepped.transition.is_none() {
-                    self.remind_alertmanagers(rule, since, fired_at, &m).await;
+                    self.remind_alertmanagers(rule, since, fired_at, m).await;
                 }
             }
             out.push((rule.id, stepped));

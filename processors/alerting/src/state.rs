@@ -4,6 +4,8 @@
 //! check, so a replica that lost the lease cannot overwrite its
 //! successor's state or record a transition twice.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use sqlx::PgPool;
@@ -49,117 +51,162 @@ pub struct OutboxRow {
     pub row_written_at: Option<DateTime<Utc>>,
 }
 
-/// Step `rule`'s stored phase with measurement `m` at `now` and persist
-/// the new phase, and any transition with its admin event and the
-/// receivers owed its notification, in one fenced transaction.
-pub async fn step_rule(
+/// Step every measured rule's stored phase at `now` and persist, in one
+/// fenced transaction (one commit per evaluation, however many rules):
+/// the new phases, and each transition with its admin event and the
+/// receivers owed its notification.
+pub async fn step_rules(
     pool: &PgPool,
     fence: &Fence,
-    rule: &AlertRule,
-    m: &Measurement,
+    measured: &[(&AlertRule, Measurement)],
     silences: &[SilenceSpec],
     public_url: &str,
     now: DateTime<Utc>,
-) -> Result<Stepped, EvaluatorError> {
-    let labels = alert_labels(rule);
-    let fingerprint = fingerprint(&labels);
-    let value = m.value.map(|v| v.to_string()).unwrap_or_default();
+) -> Result<Vec<Stepped>, EvaluatorError> {
+    let ids: Vec<i64> = measured.iter().map(|(r, _)| r.id).collect();
     let mut tx = pool.begin().await?;
     fence.check(&mut tx).await?;
-    let stored: Option<serde_json::Value> =
-        sqlx::query_scalar("SELECT phase FROM alert_state WHERE rule_id = $1 FOR UPDATE")
-            .bind(rule.id)
-            .fetch_optional(&mut *tx)
+    let stored: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+        "SELECT rule_id, phase FROM alert_state WHERE rule_id = ANY($1) ORDER BY rule_id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let stored: HashMap<i64, serde_json::Value> = stored.into_iter().collect();
+    let mut out = Vec::with_capacity(measured.len());
+    let mut fingerprints = Vec::with_capacity(measured.len());
+    let mut phases = Vec::with_capacity(measured.len());
+    let mut values = Vec::with_capacity(measured.len());
+    for (rule, m) in measured {
+        let phase: Phase = match stored.get(&rule.id) {
+            Some(v) => serde_json::from_value(v.clone())?,
+            None => Phase::Inactive,
+        };
+        let (next, transition) = phase.step(
+            now,
+            m.observation,
+            Duration::seconds(i64::from(rule.spec.for_secs)),
+        );
+        let labels = alert_labels(rule);
+        let fingerprint = fingerprint(&labels);
+        let mut silenced = false;
+        if let Some(t) = &transition {
+            silenced = record_transition(
+                &mut tx,
+                rule,
+                &labels,
+                &fingerprint,
+                &phase,
+                t,
+                m,
+                silences,
+                public_url,
+                now,
+            )
             .await?;
-    let phase: Phase = match stored {
-        Some(v) => serde_json::from_value(v)?,
-        None => Phase::Inactive,
-    };
-    let (next, transition) = phase.step(
-        now,
-        m.observation,
-        Duration::seconds(i64::from(rule.spec.for_secs)),
-    );
+        }
+        fingerprints.push(fingerprint);
+        phases.push(serde_json::to_value(next)?);
+        values.push(m.value.map(|v| v.to_string()));
+        out.push(Stepped {
+            phase: next,
+            transition,
+            silenced,
+        });
+    }
     sqlx::query(
         "INSERT INTO alert_state (rule_id, fingerprint, phase, evaluated_at, value, fence_token)
-         VALUES ($1, $2, $3, $4, $5, $6)
+         SELECT s.rule_id, s.fingerprint, s.phase, $4, s.value, $5
+         FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[], $6::text[]) AS s(rule_id, fingerprint, phase, value)
          ON CONFLICT (rule_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
            phase = EXCLUDED.phase, evaluated_at = EXCLUDED.evaluated_at,
            value = EXCLUDED.value, fence_token = EXCLUDED.fence_token",
     )
-    .bind(rule.id)
-    .bind(&fingerprint)
-    .bind(serde_json::to_value(next)?)
+    .bind(&ids)
+    .bind(&fingerprints)
+    .bind(&phases)
     .bind(now)
-    .bind(m.value.map(|v| v.to_string()))
     .bind(fence.token)
+    .bind(&values)
     .execute(&mut *tx)
     .await?;
-    let mut silenced = false;
-    if let Some(t) = &transition {
-        let note = notification(rule, t, &value, public_url, now);
-        silenced = note.is_some()
-            && silences
-                .iter()
-                .any(|s| s.mutes(&rule.spec.org_id, &labels, now));
-        // Owed to every receiver even when silenced now: silences apply
-        // when a direct receiver's group is sent (so an expiry resumes),
-        // and Alertmanager receivers get everything (teams silence there).
-        let receivers: Vec<i64> = match &note {
-            Some(_) => rule.spec.receivers.clone(),
-            None => Vec::new(),
-        };
-        let event = admin_event(
-            KIND_ALERT_TRANSITION,
-            "alert-evaluator",
-            json!({
-                "alert": {
-                    "rule_id": rule.id,
-                    "rule_name": rule.spec.name,
-                    "org_id": rule.spec.org_id,
-                    "fingerprint": fingerprint,
-                    "from": phase_name(&phase),
-                    "to": t.to_state(),
-                    "at": now,
-                    "value": value,
-                    "since": since_of(t),
-                    "notification_id": note.as_ref().map(|n| n.id),
-                    "silenced": silenced,
-                }
-            }),
-        );
-        outbox::enqueue(&mut tx, &event).await?;
-        sqlx::query(
-            "INSERT INTO alert_outbox (event_id, rule_id, org_id, at, from_state, to_state,
-               transition, notification, pending_receivers, silenced)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(event.event_id)
-        .bind(rule.id)
-        .bind(&rule.spec.org_id)
-        .bind(now)
-        .bind(phase_name(&phase))
-        .bind(t.to_state())
-        .bind(json!({ "transition": t, "value": value, "rule_name": rule.spec.name }))
-        .bind(note.as_ref().map(serde_json::to_value).transpose()?)
-        .bind(&receivers)
-        .bind(silenced)
-        .execute(&mut *tx)
-        .await?;
-        info!(
-            rule = rule.id,
-            from = phase_name(&phase),
-            to = t.to_state(),
-            silenced,
-            "alert transition"
-        );
-    }
     tx.commit().await?;
-    Ok(Stepped {
-        phase: next,
-        transition,
+    Ok(out)
+}
+
+/// Record one transition in the outbox with its admin event; returns
+/// whether a silence muted it when it happened.
+#[allow(clippy::too_many_arguments)]
+async fn record_transition(
+    tx: &mut sqlx::PgConnection,
+    rule: &AlertRule,
+    labels: &std::collections::BTreeMap<String, String>,
+    fingerprint: &str,
+    phase: &Phase,
+    t: &Transition,
+    m: &Measurement,
+    silences: &[SilenceSpec],
+    public_url: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, EvaluatorError> {
+    let value = m.value.map(|v| v.to_string()).unwrap_or_default();
+    let note = notification(rule, t, &value, public_url, now);
+    let silenced = note.is_some()
+        && silences
+            .iter()
+            .any(|s| s.mutes(&rule.spec.org_id, labels, now));
+    // Owed to every receiver even when silenced now: silences apply
+    // when a direct receiver's group is sent (so an expiry resumes),
+    // and Alertmanager receivers get everything (teams silence there).
+    let receivers: Vec<i64> = match &note {
+        Some(_) => rule.spec.receivers.clone(),
+        None => Vec::new(),
+    };
+    let event = admin_event(
+        KIND_ALERT_TRANSITION,
+        "alert-evaluator",
+        json!({
+            "alert": {
+                "rule_id": rule.id,
+                "rule_name": rule.spec.name,
+                "org_id": rule.spec.org_id,
+                "fingerprint": fingerprint,
+                "from": phase_name(phase),
+                "to": t.to_state(),
+                "at": now,
+                "value": value,
+                "since": since_of(t),
+                "notification_id": note.as_ref().map(|n| n.id),
+                "silenced": silenced,
+            }
+        }),
+    );
+    outbox::enqueue(&mut *tx, &event).await?;
+    sqlx::query(
+        "INSERT INTO alert_outbox (event_id, rule_id, org_id, at, from_state, to_state,
+           transition, notification, pending_receivers, silenced)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(event.event_id)
+    .bind(rule.id)
+    .bind(&rule.spec.org_id)
+    .bind(now)
+    .bind(phase_name(phase))
+    .bind(t.to_state())
+    .bind(json!({ "transition": t, "value": value, "rule_name": rule.spec.name }))
+    .bind(note.as_ref().map(serde_json::to_value).transpose()?)
+    .bind(&receivers)
+    .bind(silenced)
+    .execute(&mut *tx)
+    .await?;
+    info!(
+        rule = rule.id,
+        from = phase_name(phase),
+        to = t.to_state(),
         silenced,
-    })
+        "alert transition"
+    );
+    Ok(silenced)
 }
 
 /// The open outbox rows, oldest first.
