@@ -345,13 +345,7 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
         ]
     );
     assert_eq!(timeline(&env, first.id).await, expected);
-    let owed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM alert_outbox WHERE row_written_at IS NULL OR cardinality(pending_receivers) > 0",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(owed, 0, "everything published and settled");
+    assert_eq!(owed(&pool).await, 0, "everything published and settled");
     // Flapping input never holds for `for`: pending and back, never
     // firing, nobody notified.
     let flaps: Vec<String> = timeline(&env, flapping.id)
@@ -470,6 +464,16 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
     assert_eq!(states, ["pending", "firing", "resolved"]);
 }
 
+/// Outbox rows not yet on the timeline or still owed to a receiver.
+async fn owed(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM alert_outbox WHERE row_written_at IS NULL OR cardinality(pending_receivers) > 0",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 fn log_has(env: &TestEnv, label: &str, needle: &str) -> bool {
     std::fs::read_to_string(env.log_path(label))
         .unwrap_or_default()
@@ -570,16 +574,7 @@ async fn one_of_two_evaluators_is_active_and_a_kill_9_takeover_repeats_nothing()
     // The successor re-sent the notification the kill interrupted, with
     // the same id: one firing notification, received once or twice.
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let owed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM alert_outbox WHERE row_written_at IS NULL OR cardinality(pending_receivers) > 0",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if owed == 0 {
-            break;
-        }
+    while owed(&pool).await > 0 {
         assert!(
             Instant::now() < deadline,
             "the firing transition was never settled"
