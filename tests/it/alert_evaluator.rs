@@ -176,6 +176,13 @@ fn error_rate_of(provider: &str) -> Value {
     json!({"kind": "error_rate", "provider": provider, "above_percent": "20", "window_secs": 60})
 }
 
+/// Renew the lease (a round may outlast its 3 s on a busy machine), then
+/// run one round at `now`.
+async fn renewed(ev: &mut Evaluator, fence: &tollgate_control::lease::Fence, now: DateTime<Utc>) {
+    assert_eq!(&ev.acquire().await.unwrap(), fence, "the lease stays ours");
+    ev.round(fence, now).await.unwrap();
+}
+
 /// Hand every delivery outcome to the evaluator until `want` came back.
 async fn settle_outcomes(ev: &mut Evaluator, fence: &tollgate_control::lease::Fence, want: usize) {
     for n in 0..want {
@@ -190,6 +197,7 @@ async fn settle_outcomes(ev: &mut Evaluator, fence: &tollgate_control::lease::Fe
             ),
             "{outcome:?}"
         );
+        assert_eq!(&ev.acquire().await.unwrap(), fence, "the lease stays ours");
         ev.record_outcome(fence, &outcome).await.unwrap();
     }
 }
@@ -275,7 +283,7 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
     // Minutes 3..=6 fail 50 %: pending at 10:04 (minute 3 read), firing
     // at 10:05 (60 s later), resolved at 10:08 (minute 7 is clean).
     for minute in 1..=7 {
-        ev.round(&fence, at(minute)).await.unwrap();
+        renewed(&mut ev, &fence, at(minute)).await;
     }
     // Webhook: firing. Alertmanager: firing at 10:05, reminded at 10:06, 10:07.
     settle_outcomes(&mut ev, &fence, 4).await;
@@ -302,7 +310,7 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
     assert_eq!(starts, at(5));
 
     for minute in 8..=10 {
-        ev.round(&fence, at(minute)).await.unwrap();
+        renewed(&mut ev, &fence, at(minute)).await;
     }
     settle_outcomes(&mut ev, &fence, 2).await;
     assert_eq!(
@@ -381,7 +389,7 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
     .unwrap();
     let silence = store.create_silence(&silence, "test").await.unwrap().value;
     for minute in 1..=6 {
-        ev.round(&fence, at(minute)).await.unwrap();
+        renewed(&mut ev, &fence, at(minute)).await;
     }
     assert!(statuses(&received, &silenced_name).is_empty());
     // The test's clock is at 10:06: let the silence end at 10:06:30.
@@ -391,14 +399,14 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
         .execute(&pool)
         .await
         .unwrap();
-    ev.round(&fence, at(7)).await.unwrap();
+    renewed(&mut ev, &fence, at(7)).await;
     settle_outcomes(&mut ev, &fence, 1).await;
     assert_eq!(
         statuses(&received, &silenced_name),
         vec![("firing".into(), 1)]
     );
     for minute in 8..=10 {
-        ev.round(&fence, at(minute)).await.unwrap();
+        renewed(&mut ev, &fence, at(minute)).await;
     }
     settle_outcomes(&mut ev, &fence, 1).await;
     assert_eq!(
@@ -422,6 +430,7 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
     let crash_name = unique("EvalCrash");
     let crashed = rule(&store, &crash_name, error_rate(), 60, &[hook.id]).await;
     for minute in 1..=5 {
+        assert_eq!(ev.acquire().await.unwrap(), fence);
         ev.evaluate(&fence, at(minute)).await.unwrap();
     }
     assert!(timeline(&env, crashed.id).await.is_empty());
@@ -446,10 +455,10 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
     // The dead one's fence is refused: it can write nothing any more.
     assert!(ev.evaluate(&fence, at(6)).await.is_err());
     drop(ev);
-    successor.round(&fence_b, at(5)).await.unwrap();
+    renewed(&mut successor, &fence_b, at(5)).await;
     settle_outcomes(&mut successor, &fence_b, 1).await;
     for minute in 6..=10 {
-        successor.round(&fence_b, at(minute)).await.unwrap();
+        renewed(&mut successor, &fence_b, at(minute)).await;
     }
     settle_outcomes(&mut successor, &fence_b, 1).await;
     assert_eq!(
