@@ -495,7 +495,7 @@ async fn one_of_two_evaluators_is_active_and_a_kill_9_takeover_repeats_nothing()
     // a 0.01 USD spend rule over 15 minutes from the first evaluation on.
     let now = Utc::now();
     let start = DateTime::from_timestamp(now.timestamp() / 60 * 60 - 240, 0).unwrap();
-    let extra = "[alerting]\ninterval_secs = 1\nlease_intervals = 3\n";
+    let extra = "[alerting]\ninterval_secs = 1\nlease_intervals = 5\n";
     let env = prepared("alert_eval_proc", extra, &calls(start, 2, &[])).await;
     let pool = PgPool::connect(&env.pg_url).await.unwrap();
     let store = AlertStore::new(pool.clone());
@@ -546,7 +546,7 @@ async fn one_of_two_evaluators_is_active_and_a_kill_9_takeover_repeats_nothing()
     }
     let takeover = killed_at.elapsed();
     println!(
-        "evaluator takeover after kill -9: {:.1} s (lease ttl 3 s, interval 1 s)",
+        "evaluator takeover after kill -9: {:.1} s (lease ttl 5 s, interval 1 s)",
         takeover.as_secs_f64()
     );
     // The successor evaluates the firing rule at least twice: nothing new.
