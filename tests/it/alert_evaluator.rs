@@ -11,6 +11,7 @@
 //! - an evaluator that dies between recording a transition and publishing
 //!   it loses nothing: its successor (a higher fencing token, after the
 //!   lease expires) publishes it once, and the dead one's fence is refused;
+//! - a rule deleted while firing resolves at the next evaluation;
 //! - as processes: of two `tollgate alerts evaluate`, one is active; a
 //!   kill -9 of it while its webhook request is in flight hands over to the
 //!   other, which re-sends that notification with the same id; in all one
@@ -471,6 +472,34 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
         .map(|(_, s, _)| s)
         .collect();
     assert_eq!(states, ["pending", "firing", "resolved"]);
+
+    // A rule deleted while firing: its alert resolves at the next
+    // evaluation, so the webhook is not left with one that fires forever.
+    store
+        .delete_rule(Some("org-1"), crashed.id, None, "test")
+        .await
+        .unwrap();
+    let doomed_name = unique("EvalDeleted");
+    let doomed = rule(&store, &doomed_name, error_rate(), 60, &[hook.id]).await;
+    for minute in 1..=5 {
+        renewed(&mut successor, &fence_b, at(minute)).await;
+    }
+    settle_outcomes(&mut successor, &fence_b, 1).await;
+    store
+        .delete_rule(Some("org-1"), doomed.id, None, "test")
+        .await
+        .unwrap();
+    renewed(&mut successor, &fence_b, at(6)).await;
+    settle_outcomes(&mut successor, &fence_b, 1).await;
+    assert_eq!(
+        statuses(&received, &doomed_name),
+        vec![("firing".into(), 1), ("resolved".into(), 1)]
+    );
+    let states: Vec<(i64, String, u8)> = timeline(&env, doomed.id).await;
+    assert_eq!(
+        states.last(),
+        Some(&(at(6).timestamp(), "resolved".into(), 0))
+    );
 }
 
 /// Outbox rows not yet on the timeline or still owed to a receiver.

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 use tollgate_contract::admin::{admin_event, KIND_ALERT_TRANSITION};
-use tollgate_contract::alert_lifecycle::{Phase, Transition};
+use tollgate_contract::alert_lifecycle::{Observation, Phase, Transition};
 use tollgate_contract::alerts::SilenceSpec;
 use tollgate_contract::notification::{fingerprint, Notification};
 use tollgate_control::alerts::AlertRule;
@@ -114,13 +114,19 @@ pub async fn step_rules(
             silenced,
         });
     }
+    let specs = measured
+        .iter()
+        .map(|(r, _)| serde_json::to_value(&r.spec))
+        .collect::<Result<Vec<_>, _>>()?;
     sqlx::query(
-        "INSERT INTO alert_state (rule_id, fingerprint, phase, evaluated_at, value, fence_token)
-         SELECT s.rule_id, s.fingerprint, s.phase, $4, s.value, $5
-         FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[], $6::text[]) AS s(rule_id, fingerprint, phase, value)
+        "INSERT INTO alert_state (rule_id, fingerprint, phase, evaluated_at, value, fence_token, rule_spec)
+         SELECT s.rule_id, s.fingerprint, s.phase, $4, s.value, $5, s.rule_spec
+         FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[], $6::text[], $7::jsonb[])
+           AS s(rule_id, fingerprint, phase, value, rule_spec)
          ON CONFLICT (rule_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
            phase = EXCLUDED.phase, evaluated_at = EXCLUDED.evaluated_at,
-           value = EXCLUDED.value, fence_token = EXCLUDED.fence_token",
+           value = EXCLUDED.value, fence_token = EXCLUDED.fence_token,
+           rule_spec = EXCLUDED.rule_spec",
     )
     .bind(&ids)
     .bind(&fingerprints)
@@ -128,10 +134,72 @@ pub async fn step_rules(
     .bind(now)
     .bind(fence.token)
     .bind(&values)
+    .bind(&specs)
     .execute(&mut *tx)
     .await?;
+    end_orphans(&mut tx, &ids, public_url, now).await?;
     tx.commit().await?;
     Ok(out)
+}
+
+/// End the alerts whose rule is no longer evaluated (deleted or disabled)
+/// while pending or firing: a firing one resolves, a pending one clears,
+/// with the rule as last evaluated, so receivers are not left with an alert
+/// that fires forever.
+async fn end_orphans(
+    tx: &mut sqlx::PgConnection,
+    evaluated: &[i64],
+    public_url: &str,
+    now: DateTime<Utc>,
+) -> Result<(), EvaluatorError> {
+    let orphans: Vec<(i64, serde_json::Value, serde_json::Value)> = sqlx::query_as(
+        "SELECT rule_id, phase, rule_spec FROM alert_state
+         WHERE NOT (rule_id = ANY($1)) AND phase->>'phase' <> 'inactive'
+         ORDER BY rule_id FOR UPDATE",
+    )
+    .bind(evaluated)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (rule_id, phase, spec) in orphans {
+        let phase: Phase = serde_json::from_value(phase)?;
+        let rule = AlertRule {
+            id: rule_id,
+            version: 0,
+            created_at: now,
+            updated_at: now,
+            spec: serde_json::from_value(spec)?,
+        };
+        let gone = Measurement {
+            value: None,
+            observation: Observation::Clear,
+            detail: "the rule was deleted or disabled".into(),
+        };
+        let (next, transition) = phase.step(now, Observation::Clear, Duration::zero());
+        if let Some(t) = &transition {
+            let labels = alert_labels(&rule);
+            let fingerprint = fingerprint(&labels);
+            record_transition(
+                &mut *tx,
+                &rule,
+                &labels,
+                &fingerprint,
+                &phase,
+                t,
+                &gone,
+                &[],
+                public_url,
+                now,
+            )
+            .await?;
+        }
+        sqlx::query("UPDATE alert_state SET phase = $2, evaluated_at = $3 WHERE rule_id = $1")
+            .bind(rule_id)
+            .bind(serde_json::to_value(next)?)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Record one transition in the outbox with its admin event; returns
