@@ -149,8 +149,7 @@ async fn timeline(proxy: &Proxy, rule_id: i64) -> Vec<(i64, String, String, Stri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_error_rate_rule_fires_in_alertmanager_when_the_upstream_fails_and_resolves_when_it_recovers(
-) {
+async fn the_upstream_failing_fires_an_alert_in_alertmanager_and_recovering_resolves_it() {
     let mut proxy = Proxy::start("alert_e2e", &config(), None).await;
     proxy.run_proxy().await;
     proxy.env.spawn("process", &["process", "--folds", "calls"]);
