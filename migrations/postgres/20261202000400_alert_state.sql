@@ -12,7 +12,11 @@ CREATE TABLE IF NOT EXISTS alert_state (
     phase JSONB NOT NULL,
     evaluated_at TIMESTAMPTZ NOT NULL,
     value TEXT,
-    fence_token BIGINT NOT NULL
+    fence_token BIGINT NOT NULL,
+    -- The rule as last evaluated (its RuleSpec), so an alert whose rule is
+    -- deleted or disabled while pending or firing can still be ended with
+    -- its labels and receivers.
+    rule_spec JSONB NOT NULL
 );
 
 -- alert_outbox: every transition, written in the same transaction as the

@@ -1,6 +1,7 @@
 //! `tollgate bench`: measurements that print their figures. Nothing here
 //! asserts on speed; the numbers are for people and for the docs.
 
+pub mod alerts;
 mod ingest;
 mod proxy;
 
@@ -16,11 +17,16 @@ pub enum BenchCommand {
     /// directly and through `tollgate proxy`, interleaved in one run, with
     /// the proxy's throughput, CPU and RSS.
     Proxy(proxy::Args),
+    /// One alert evaluation of many rules over many calls: generates the
+    /// calls in a fresh database, stores the rules and times the
+    /// evaluator's `evaluate` against the evaluation interval.
+    Alerts(alerts::Args),
 }
 
 pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest::run(args, config).await,
         BenchCommand::Proxy(args) => proxy::run(args, config).await,
+        BenchCommand::Alerts(args) => alerts::run(args, config).await,
     }
 }

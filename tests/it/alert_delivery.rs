@@ -4,131 +4,22 @@
 //! Prometheus Alertmanager started by `dev/stack up`
 //! (`TOLLGATE_TEST_ALERTMANAGER`, default http://127.0.0.1:9095).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use tokio::sync::mpsc;
 use tollgate_contract::notification::{
     Notification, NotificationStatus, ReceiverKind, ReceiverTarget,
 };
 use tollgate_control::alert_deliveries::list_dead_letters;
-use tollgate_processors::alerting::notify::signature::{
-    verify, NOTIFICATION_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
-};
 use tollgate_processors::alerting::notify::{
     Delivery, DeliveryConfig, DeliveryOutcome, DeliveryResult, Dispatcher,
 };
 use uuid::Uuid;
 
-use crate::support::{unique, TestEnv};
-
-const SECRET: &str = "webhook-test-secret";
-
-fn alertmanager_url() -> String {
-    std::env::var("TOLLGATE_TEST_ALERTMANAGER").unwrap_or_else(|_| "http://127.0.0.1:9095".into())
-}
-
-/// What the receiver answers: `fail_first` requests get 500, then
-/// `then_status`; every answer after `delay`.
-#[derive(Clone)]
-struct Behaviour {
-    fail_first: usize,
-    then_status: u16,
-    delay: Duration,
-}
-
-#[derive(Default)]
-struct Received {
-    requests: usize,
-    bad_signatures: Vec<String>,
-    /// Notification id -> times received with a 2xx answer.
-    accepted: HashMap<Uuid, usize>,
-    accepted_at: Vec<Instant>,
-}
-
-#[derive(Clone)]
-struct Receiver {
-    behaviour: Behaviour,
-    seen: Arc<AtomicUsize>,
-    received: Arc<Mutex<Received>>,
-}
-
-async fn handle(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let n = rx.seen.fetch_add(1, Ordering::SeqCst);
-    tokio::time::sleep(rx.behaviour.delay).await;
-    let verdict = verify(
-        SECRET.as_bytes(),
-        &header(TIMESTAMP_HEADER),
-        &body,
-        &header(SIGNATURE_HEADER),
-        Utc::now().timestamp(),
-        300,
-    );
-    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let status = if n < rx.behaviour.fail_first {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::from_u16(rx.behaviour.then_status).unwrap()
-    };
-    let mut received = rx.received.lock().unwrap();
-    received.requests += 1;
-    if let Err(err) = verdict {
-        received.bad_signatures.push(err.to_string());
-    }
-    if parsed["delivery_id"].as_str() != Some(header(NOTIFICATION_ID_HEADER).as_str()) {
-        received
-            .bad_signatures
-            .push("header id differs from body delivery_id".into());
-    }
-    if status.is_success() {
-        for n in parsed["notifications"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-        {
-            let id: Uuid = n["id"].as_str().unwrap().parse().unwrap();
-            *received.accepted.entry(id).or_default() += 1;
-        }
-        received.accepted_at.push(Instant::now());
-    }
-    status
-}
-
-/// A webhook receiver on a free port: its target and what it saw.
-async fn start_receiver(behaviour: Behaviour) -> (ReceiverTarget, Arc<Mutex<Received>>) {
-    let received = Arc::new(Mutex::new(Received::default()));
-    let state = Receiver {
-        behaviour,
-        seen: Arc::new(AtomicUsize::new(0)),
-        received: received.clone(),
-    };
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(handle))
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let target = ReceiverTarget {
-        id: Uuid::now_v7(),
-        kind: ReceiverKind::Webhook,
-        url: format!("http://127.0.0.1:{port}/hook"),
-        secret: Some(SECRET.into()),
-    };
-    (target, received)
-}
+use crate::support::webhook::{start_receiver, Behaviour};
+use crate::support::{alertmanager_alerts, alertmanager_url, unique, TestEnv};
 
 fn notification(
     rule_name: &str,
@@ -369,19 +260,6 @@ async fn a_failing_receiver_is_dead_lettered_while_another_gets_its_notification
         .unwrap()
         .is_empty());
     dispatcher.shutdown().await;
-}
-
-async fn alertmanager_alerts(am: &str, alertname: &str) -> Vec<serde_json::Value> {
-    let response = reqwest::Client::new()
-        .get(format!("{am}/api/v2/alerts"))
-        .query(&[("filter", format!("alertname=\"{alertname}\""))])
-        .send()
-        .await
-        .unwrap_or_else(|err| {
-            panic!("alertmanager at {am} unreachable ({err}); start it with dev/stack up")
-        });
-    assert!(response.status().is_success(), "{}", response.status());
-    response.json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

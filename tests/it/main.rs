@@ -13,6 +13,8 @@ mod support;
 
 mod admin_api;
 mod alert_delivery;
+mod alert_e2e;
+mod alert_evaluator;
 mod alert_pages;
 mod alert_rules;
 mod alert_signals;

@@ -64,7 +64,7 @@ async fn requests(proxy: &Proxy, model: &str) -> u64 {
         .unwrap()
 }
 
-async fn set_fault(proxy: &Proxy, model: &str, fail: Option<&str>) {
+pub(crate) async fn set_fault(proxy: &Proxy, model: &str, fail: Option<&str>) {
     let url = format!("http://127.0.0.1:{}/mock/faults/{model}", proxy.mock_port);
     let response = match fail {
         Some(mode) => proxy.http.put(url).json(&json!({ "fail": mode })).send(),

@@ -210,7 +210,7 @@ fn print_report(
 }
 
 /// `TOLLGATE_*` variables that point a child at the bench namespace.
-fn overrides(config: &Config) -> Vec<(String, String)> {
+pub(super) fn overrides(config: &Config) -> Vec<(String, String)> {
     vec![
         (
             "TOLLGATE_KAFKA__BROKERS".into(),
@@ -248,7 +248,7 @@ fn overrides(config: &Config) -> Vec<(String, String)> {
     ]
 }
 
-fn tollgate(overrides: &[(String, String)], args: &[&str]) -> Command {
+pub(super) fn tollgate(overrides: &[(String, String)], args: &[&str]) -> Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tollgate"));
     let mut cmd = Command::new(exe);
     cmd.args(args).envs(overrides.iter().cloned());

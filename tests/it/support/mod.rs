@@ -11,6 +11,7 @@ pub mod chromium;
 pub mod errors;
 pub mod events;
 pub mod kafka;
+pub mod webhook;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,11 @@ fn address(variable: &str, section: &str, key: &str) -> String {
 
 pub fn kafka_brokers() -> String {
     address("TOLLGATE_TEST_KAFKA", "kafka", "brokers")
+}
+
+/// The Alertmanager `dev/stack up` started.
+pub fn alertmanager_url() -> String {
+    std::env::var("TOLLGATE_TEST_ALERTMANAGER").unwrap_or_else(|_| "http://127.0.0.1:9095".into())
 }
 
 pub fn clickhouse_url() -> String {
@@ -475,4 +481,17 @@ async fn create_pg_database(name: &str) -> String {
         Some(i) => format!("{}/{name}", &admin[..i]),
         None => panic!("postgres admin url has no database part: {admin}"),
     }
+}
+
+pub async fn alertmanager_alerts(am: &str, alertname: &str) -> Vec<serde_json::Value> {
+    let response = reqwest::Client::new()
+        .get(format!("{am}/api/v2/alerts"))
+        .query(&[("filter", format!("alertname=\"{alertname}\""))])
+        .send()
+        .await
+        .unwrap_or_else(|err| {
+            panic!("alertmanager at {am} unreachable ({err}); start it with dev/stack up")
+        });
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json().await.unwrap()
 }

@@ -195,6 +195,21 @@ impl SilenceSpec {
     }
 
     /// Whether the silence covers `labels` (every matcher holds).
+    /// Whether this silence mutes an alert of `org_id` with `labels` at
+    /// `now`: same org, in force (`starts_at <= now < ends_at`) and every
+    /// matcher matches.
+    pub fn mutes(
+        &self,
+        org_id: &str,
+        labels: &BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        self.org_id == org_id
+            && self.starts_at <= now
+            && now < self.ends_at
+            && self.silences(labels)
+    }
+
     pub fn silences(&self, labels: &BTreeMap<String, String>) -> bool {
         self.matchers.iter().all(|m| {
             let re = m.regex().ok().flatten();

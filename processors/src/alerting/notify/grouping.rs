@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_contract::notification::{Notification, NotificationStatus};
 use uuid::Uuid;
 
-use super::silence::{muted_by, Silence};
+use tollgate_contract::alerts::SilenceSpec;
 
 /// `group_by` value that means "every label".
 pub const GROUP_BY_ALL: &str = "...";
@@ -175,6 +175,14 @@ impl Grouper {
         group.alerts.insert(n.fingerprint.clone(), n);
     }
 
+    /// Whether notification `id` is in one of the groups (waiting to be
+    /// sent, or firing and sent, kept for its reminders).
+    pub fn holds(&self, id: Uuid) -> bool {
+        self.groups
+            .values()
+            .any(|g| g.alerts.values().any(|n| n.id == id))
+    }
+
     /// The earliest moment a group may be due (for the evaluator's timer).
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
         self.groups
@@ -184,7 +192,7 @@ impl Grouper {
     }
 
     /// The messages due at `now`, with alerts muted by `silences` left out.
-    pub fn flush_due(&mut self, now: DateTime<Utc>, silences: &[Silence]) -> Vec<GroupFlush> {
+    pub fn flush_due(&mut self, now: DateTime<Utc>, silences: &[SilenceSpec]) -> Vec<GroupFlush> {
         let mut out = Vec::new();
         let policy = self.policy.clone();
         self.groups.retain(|key, group| {
@@ -192,7 +200,7 @@ impl Grouper {
                 let notifications: Vec<Notification> = group
                     .alerts
                     .values()
-                    .filter(|n| muted_by(silences, &n.labels, now).is_none())
+                    .filter(|n| !silences.iter().any(|s| s.mutes(&n.org_id, &n.labels, now)))
                     .cloned()
                     .collect();
                 // Alertmanager's dedup: send when what is visible changed
@@ -242,8 +250,8 @@ impl Grouper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerting::notify::silence::{MatchOp, Matcher};
     use chrono::TimeZone;
+    use tollgate_contract::alerts::{MatchOp, Matcher};
 
     fn at(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_700_000_000 + secs, 0)
@@ -269,6 +277,37 @@ mod tests {
             "http://t/sre",
             "1",
         )
+    }
+
+    fn matcher(name: &str, op: MatchOp, value: &str) -> Matcher {
+        Matcher {
+            name: name.into(),
+            op,
+            value: value.into(),
+        }
+    }
+
+    /// A silence of org `acme` from 0 to `until` seconds.
+    fn silence(matcher: Matcher, until: i64) -> SilenceSpec {
+        SilenceSpec {
+            org_id: "acme".into(),
+            matchers: vec![matcher],
+            starts_at: at(0),
+            ends_at: at(until),
+            comment: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_silence_of_another_org_mutes_nothing() {
+        let mut other = silence(matcher("model", MatchOp::Equal, "a"), 1000);
+        other.org_id = "globex".into();
+        let mut g = Grouper::new(policy(&["alertname"]));
+        g.observe(alert("a", Firing, 0), at(0));
+        assert_eq!(
+            models(&g.flush_due(at(30), &[other])),
+            vec![vec![("a".into(), Firing)]]
+        );
     }
 
     fn policy(group_by: &[&str]) -> GroupingPolicy {
@@ -374,13 +413,7 @@ mod tests {
 
     #[test]
     fn a_silence_suppresses_and_its_expiry_resumes() {
-        let silence = Silence::new(
-            Uuid::nil(),
-            vec![Matcher::new(0, "model", MatchOp::Equal, "b").unwrap_or_else(|_| unreachable())],
-            at(0),
-            at(1000),
-        )
-        .unwrap_or_else(|_| unreachable());
+        let silence = silence(matcher("model", MatchOp::Equal, "b"), 1000);
         let silences = [silence];
         let mut g = Grouper::new(policy(&["alertname"]));
         g.observe(alert("a", Firing, 0), at(0));
@@ -403,14 +436,7 @@ mod tests {
 
     #[test]
     fn fully_silenced_group_sends_nothing() {
-        let silence = Silence::new(
-            Uuid::nil(),
-            vec![Matcher::new(0, "provider", MatchOp::Regex, "open.*")
-                .unwrap_or_else(|_| unreachable())],
-            at(0),
-            at(10_000),
-        )
-        .unwrap_or_else(|_| unreachable());
+        let silence = silence(matcher("provider", MatchOp::Regex, "open.*"), 10_000);
         let mut g = Grouper::new(policy(&["alertname"]));
         g.observe(alert("a", Firing, 0), at(0));
         assert!(g.flush_due(at(30), &[silence]).is_empty());
@@ -424,10 +450,5 @@ mod tests {
         let json = serde_json::to_string(&g).unwrap_or_default();
         let back: Result<Grouper, _> = serde_json::from_str(&json);
         assert_eq!(back.ok(), Some(g));
-    }
-
-    #[allow(clippy::panic)]
-    fn unreachable<T>() -> T {
-        panic!("test fixture must be valid")
     }
 }

@@ -6,8 +6,9 @@
 //! - [`signature`]: the webhook's HMAC-SHA256 signature and its verifier;
 //! - [`dispatch`]: per-receiver queues and workers, retries with backoff,
 //!   dead letters in PostgreSQL, outcomes back to the evaluator;
-//! - [`grouping`] and [`silence`]: pure decisions of what to send to a
-//!   direct receiver when (Alertmanager does its own for its receivers).
+//! - [`grouping`]: the pure decision of what to send to a direct receiver
+//!   when, with the stored silences (`tollgate_contract::alerts::SilenceSpec`)
+//!   applied at flush time (Alertmanager does its own for its receivers).
 //!
 //! The evaluator builds [`Notification`]s, groups and silences them for
 //! webhook and Slack receivers, wraps what is due in a [`Delivery`] and
@@ -17,12 +18,10 @@ pub mod dispatch;
 pub mod grouping;
 pub mod send;
 pub mod signature;
-pub mod silence;
 pub mod wire;
 
 pub use dispatch::{DeliveryConfig, DeliveryOutcome, DeliveryResult, Dispatcher, EnqueueError};
 pub use grouping::{GroupFlush, Grouper, GroupingPolicy};
-pub use silence::{muted_by, MatchOp, Matcher, Silence, SilenceError};
 
 use tollgate_contract::notification::{batch_id, Notification};
 use uuid::Uuid;

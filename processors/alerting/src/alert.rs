@@ -1,0 +1,146 @@
+//! What a rule's alert looks like to the outside: its labels, the link
+//! that explains it, and the notification of a firing or resolved
+//! transition.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use tollgate_contract::alert_lifecycle::{Phase, Transition};
+use tollgate_contract::alerts::rule::Signal;
+use tollgate_contract::notification::{Notification, NotificationStatus};
+use tollgate_control::alerts::AlertRule;
+use tollgate_queries::alert_signals;
+use uuid::Uuid;
+
+/// The notification side's id for a stored id (receivers and rules are
+/// bigint ids in PostgreSQL, UUIDs in notifications and delivery records).
+pub fn stored_uuid(id: i64) -> Uuid {
+    Uuid::from_u64_pair(0, id as u64)
+}
+
+/// The stored id back from [`stored_uuid`].
+pub fn stored_id(uuid: Uuid) -> i64 {
+    uuid.as_u64_pair().1 as i64
+}
+
+/// The state name a phase is in, as the transitions name them.
+pub fn phase_name(p: &Phase) -> &'static str {
+    match p {
+        Phase::Inactive => "inactive",
+        Phase::Pending { .. } => "pending",
+        Phase::Firing { .. } => "firing",
+    }
+}
+
+/// When the episode of a transition began (it went pending).
+pub fn since_of(t: &Transition) -> DateTime<Utc> {
+    match t {
+        Transition::Pending { since }
+        | Transition::Cleared { since }
+        | Transition::Firing { since, .. }
+        | Transition::Resolved { since, .. } => *since,
+    }
+}
+
+/// The alert's labels: the rule's, then `alertname`, `severity` and `org`,
+/// which win so that routes and silences can rely on them.
+pub fn alert_labels(rule: &AlertRule) -> BTreeMap<String, String> {
+    let mut labels = rule.spec.labels.clone();
+    labels.insert("alertname".into(), rule.spec.name.clone());
+    labels.insert("severity".into(), rule.spec.severity.name().into());
+    labels.insert("org".into(), rule.spec.org_id.clone());
+    labels
+}
+
+/// The Tollgate page and time range that explain the alert at `at`.
+pub fn generator_url(base: &str, signal: &Signal, at: DateTime<Utc>) -> String {
+    let page = match signal {
+        Signal::ErrorRate { .. } | Signal::NewErrorPattern(_) => "/sre/errors",
+        Signal::Latency { .. } => "/sre/latency",
+        Signal::BreakerOpened(_) => "/sre/breakers",
+        Signal::Spend { .. } | Signal::BudgetUsed { .. } | Signal::BudgetForecast { .. } => {
+            "/finance/cost"
+        }
+        Signal::PipelineHealth { .. } => "/sre",
+    };
+    let window = signal
+        .window_secs()
+        .unwrap_or(alert_signals::EVENT_WINDOW_SECS);
+    let (from, to) = alert_signals::window(at, window);
+    format!(
+        "{}{page}?from={}&to={}",
+        base.trim_end_matches('/'),
+        from.format("%Y-%m-%dT%H:%M:%SZ"),
+        to.format("%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
+/// The notification of a firing or resolved transition (none for pending
+/// and cleared: they are on the timeline, not sent).
+pub fn notification(
+    rule: &AlertRule,
+    transition: &Transition,
+    value: &str,
+    base_url: &str,
+    at: DateTime<Utc>,
+) -> Option<Notification> {
+    let (status, starts_at, ends_at) = match transition {
+        Transition::Firing { fired_at, .. } => (NotificationStatus::Firing, *fired_at, None),
+        Transition::Resolved {
+            fired_at,
+            resolved_at,
+            ..
+        } => (NotificationStatus::Resolved, *fired_at, Some(*resolved_at)),
+        _ => return None,
+    };
+    let mut annotations = BTreeMap::new();
+    for (name, text) in [
+        ("summary", &rule.spec.annotations.summary),
+        ("description", &rule.spec.annotations.description),
+    ] {
+        if !text.is_empty() {
+            annotations.insert(name.to_string(), text.clone());
+        }
+    }
+    Some(Notification::new(
+        stored_uuid(rule.id),
+        rule.spec.name.clone(),
+        rule.spec.org_id.clone(),
+        status,
+        alert_labels(rule),
+        annotations,
+        rule.spec.severity.name(),
+        starts_at,
+        ends_at,
+        generator_url(base_url, &rule.spec.signal, at),
+        value,
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_round_trip_through_uuids() {
+        assert_eq!(stored_id(stored_uuid(42)), 42);
+        assert_ne!(stored_uuid(42), stored_uuid(43));
+    }
+
+    #[test]
+    fn generator_url_points_at_the_window() {
+        let at = DateTime::parse_from_rfc3339("2026-12-02T10:07:42Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let signal: Signal = serde_json::from_value(json!({
+            "kind": "error_rate", "above_percent": "5", "window_secs": 300
+        }))
+        .unwrap();
+        assert_eq!(
+            generator_url("https://t.example/", &signal, at),
+            "https://t.example/sre/errors?from=2026-12-02T10:02:00Z&to=2026-12-02T10:07:00Z"
+        );
+    }
+}
