@@ -235,8 +235,9 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
         ),
     ] {
         sqlx::query(
-            "INSERT INTO alert_state (rule_id, fingerprint, phase, evaluated_at, value, fence_token) \
-             VALUES ($1, 'fp', $2, $3, $4, 1)",
+            "INSERT INTO alert_state \
+             (rule_id, fingerprint, phase, evaluated_at, value, fence_token, rule_spec) \
+             SELECT $1, 'fp', $2, $3, $4, 1, spec FROM alert_rules WHERE id = $1",
         )
         .bind(rule_id)
         .bind(serde_json::to_value(phase).unwrap())
