@@ -52,26 +52,14 @@ pub fn alert_labels(rule: &AlertRule) -> BTreeMap<String, String> {
     labels
 }
 
-/// The Tollgate page and time range that explain the alert at `at`.
+/// The Tollgate page and time range that explain the alert at `at`
+/// (`alert_signals::explain_url`, the link the Alerts page shows too),
+/// under `base`.
 pub fn generator_url(base: &str, signal: &Signal, at: DateTime<Utc>) -> String {
-    let page = match signal {
-        Signal::ErrorRate { .. } | Signal::NewErrorPattern(_) => "/sre/errors",
-        Signal::Latency { .. } => "/sre/latency",
-        Signal::BreakerOpened(_) => "/sre/breakers",
-        Signal::Spend { .. } | Signal::BudgetUsed { .. } | Signal::BudgetForecast { .. } => {
-            "/finance/cost"
-        }
-        Signal::PipelineHealth { .. } => "/sre",
-    };
-    let window = signal
-        .window_secs()
-        .unwrap_or(alert_signals::EVENT_WINDOW_SECS);
-    let (from, to) = alert_signals::window(at, window);
     format!(
-        "{}{page}?from={}&to={}",
+        "{}{}",
         base.trim_end_matches('/'),
-        from.format("%Y-%m-%dT%H:%M:%SZ"),
-        to.format("%Y-%m-%dT%H:%M:%SZ")
+        alert_signals::explain_url(signal, at)
     )
 }
 
@@ -140,7 +128,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             generator_url("https://t.example/", &signal, at),
-            "https://t.example/sre/errors?from=2026-12-02T10:02:00Z&to=2026-12-02T10:07:00Z"
+            "https://t.example/sre/errors?range=custom&from=2026-12-02T10:02:00Z&to=2026-12-02T10:07:00Z"
         );
     }
 }
