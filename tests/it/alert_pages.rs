@@ -312,6 +312,10 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
     assert_eq!(alerts[0]["unit"], "%");
     assert_eq!(alerts[0]["severity"], "critical");
     assert_eq!(alerts[0]["labels"]["team"], "search");
+    // The alert's labels, as its notifications carry them.
+    assert_eq!(alerts[0]["labels"]["alertname"], alerts[0]["rule_name"]);
+    assert_eq!(alerts[0]["labels"]["severity"], "critical");
+    assert_eq!(alerts[0]["labels"]["org"], "org-a");
     assert_eq!(
         alerts[0]["fired_at"]
             .as_str()

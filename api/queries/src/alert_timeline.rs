@@ -291,7 +291,8 @@ pub struct CurrentAlert {
     /// `firing` or `pending`.
     pub state: &'static str,
     pub severity: &'static str,
-    /// The rule's labels.
+    /// The alert's labels (the rule's, with `alertname`, `severity` and
+    /// `org`, as notifications carry them).
     pub labels: BTreeMap<String, String>,
     /// When the episode began (pending since).
     pub since: DateTime<Utc>,
@@ -325,7 +326,7 @@ pub fn current_alerts(states: &[AlertState]) -> Vec<CurrentAlert> {
                 org_id: spec.org_id.clone(),
                 state,
                 severity: spec.severity.name(),
-                labels: spec.labels.clone(),
+                labels: spec.alert_labels(),
                 since,
                 fired_at,
                 value: s.value.clone(),

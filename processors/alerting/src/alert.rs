@@ -42,14 +42,9 @@ pub fn since_of(t: &Transition) -> DateTime<Utc> {
     }
 }
 
-/// The alert's labels: the rule's, then `alertname`, `severity` and `org`,
-/// which win so that routes and silences can rely on them.
+/// The alert's labels (`RuleSpec::alert_labels`).
 pub fn alert_labels(rule: &AlertRule) -> BTreeMap<String, String> {
-    let mut labels = rule.spec.labels.clone();
-    labels.insert("alertname".into(), rule.spec.name.clone());
-    labels.insert("severity".into(), rule.spec.severity.name().into());
-    labels.insert("org".into(), rule.spec.org_id.clone());
-    labels
+    rule.spec.alert_labels()
 }
 
 /// The Tollgate page and time range that explain the alert at `at`

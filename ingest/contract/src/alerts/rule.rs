@@ -393,6 +393,17 @@ fn enabled() -> bool {
 }
 
 impl RuleSpec {
+    /// The labels of this rule's alert: the rule's own, then `alertname`,
+    /// `severity` and `org`, which win so that routes and silences can rely
+    /// on them (what notifications, silences and the Alerts page use).
+    pub fn alert_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.labels.clone();
+        labels.insert("alertname".into(), self.name.clone());
+        labels.insert("severity".into(), self.severity.name().into());
+        labels.insert("org".into(), self.org_id.clone());
+        labels
+    }
+
     /// Every bound of `docs/alerting.md`, naming the first field broken.
     pub fn validate(&self) -> Result<(), Rejection> {
         check_text("org_id", &self.org_id, 1, super::MAX_ORG_CHARS)?;
