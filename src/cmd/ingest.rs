@@ -4,14 +4,44 @@
 //! connections on SIGTERM or Ctrl-C, finishes requests in flight and flushes
 //! the producer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tollgate_contract::alerts::PipelineMetric;
 use tollgate_control::kafka::EventProducer;
 use tollgate_control::keys::KeyStore;
+use tollgate_control::pipeline_health::{HealthReporter, Sample, Tally};
 use tollgate_ingest::http::{ingest_router, serve, IngestState};
 
 use crate::config::Config;
+
+/// Write the count of rejected events to ClickHouse's `pipeline_health`
+/// every `ingest.health_sample_secs` (not at all when 0). Ingest uses no
+/// other ClickHouse table; the samples go there directly, not through
+/// Kafka, so that they describe ingest even while Kafka is down. A
+/// ClickHouse that does not answer costs a warning per interval, never a
+/// request (`tollgate_control::pipeline_health`).
+fn start_health_sampler(
+    config: &Config,
+    rejected: Arc<Tally>,
+) -> Option<(tokio::task::JoinHandle<()>, CancellationToken)> {
+    let every = Duration::from_secs(config.ingest.health_sample_secs);
+    if every.is_zero() {
+        return None;
+    }
+    let stop = CancellationToken::new();
+    let reporter = HealthReporter::new(&config.clickhouse, "ingest", every);
+    let task = reporter.spawn(
+        move || {
+            let n = rejected.take();
+            async move { vec![Sample::whole(PipelineMetric::RejectedIngest, n)] }
+        },
+        stop.clone(),
+    );
+    Some((task, stop))
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,6 +68,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         producer.clone(),
         &config.ingest,
     );
+    let sampler = start_health_sampler(config, state.rejected.clone());
     let listen = args.listen.as_deref().unwrap_or(&config.ingest.listen);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -56,6 +87,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     .context("ingest HTTP server failed")?;
     tracing::info!("shutting down: flushing events still in flight");
     producer.flush(Duration::from_secs(10))?;
+    if let Some((task, stop)) = sampler {
+        // One last sample, so the rejections of the last interval are kept.
+        stop.cancel();
+        let wait = tollgate_control::pipeline_health::WRITE_TIMEOUT + Duration::from_secs(1);
+        if tokio::time::timeout(wait, task).await.is_err() {
+            tracing::warn!("last pipeline health sample not written in time");
+        }
+    }
     pool.close().await;
     Ok(())
 }

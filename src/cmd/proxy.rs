@@ -4,12 +4,41 @@
 //! accepting connections, lets responses in flight finish, and waits for
 //! every event to reach Kafka or the spool.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tollgate_contract::alerts::PipelineMetric;
+use tollgate_control::pipeline_health::{HealthReporter, Sample};
 use tollgate_proxy as proxy;
+use tollgate_proxy::metrics::ProxyMetrics;
 
 use crate::config::Config;
+
+/// Write the spool's depth to ClickHouse's `pipeline_health` every
+/// `proxy.health_sample_secs` (not at all when 0): over ClickHouse's HTTP
+/// interface, because the proxy spools exactly when Kafka is unreachable.
+fn start_health_sampler(
+    config: &Config,
+    metrics: Arc<ProxyMetrics>,
+) -> Option<(tokio::task::JoinHandle<()>, CancellationToken)> {
+    let every = Duration::from_secs(config.proxy.health_sample_secs);
+    if every.is_zero() {
+        return None;
+    }
+    let stop = CancellationToken::new();
+    let reporter = HealthReporter::new(&config.clickhouse, "proxy", every);
+    let task = reporter.spawn(
+        move || {
+            let bytes = metrics.spool_pending_bytes.load(Ordering::Relaxed);
+            async move { vec![Sample::whole(PipelineMetric::ProxySpoolDepth, bytes)] }
+        },
+        stop.clone(),
+    );
+    Some((task, stop))
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,6 +77,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         "proxy listening"
     );
     let state = runtime.state.clone();
+    let sampler = start_health_sampler(config, state.metrics.clone());
     proxy::serve(listener, state, super::shutdown::shutdown_signal())
         .await
         .context("proxy HTTP server failed")?;
@@ -66,6 +96,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         );
     }
     runtime.producer.flush(Duration::from_secs(5))?;
+    if let Some((task, stop)) = sampler {
+        // One last sample: the depth the spool is left with.
+        stop.cancel();
+        let wait = tollgate_control::pipeline_health::WRITE_TIMEOUT + Duration::from_secs(1);
+        if tokio::time::timeout(wait, task).await.is_err() {
+            tracing::warn!("last pipeline health sample not written in time");
+        }
+    }
     pool.close().await;
     Ok(())
 }

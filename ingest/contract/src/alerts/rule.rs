@@ -97,6 +97,19 @@ pub enum PipelineMetric {
     ProxySpoolDepth,
 }
 
+impl PipelineMetric {
+    /// The name as the JSON spells it, and the `metric` column of the
+    /// `pipeline_health` samples.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ConsumerLag => "consumer_lag",
+            Self::DeadLetters => "dead_letters",
+            Self::RejectedIngest => "rejected_ingest",
+            Self::ProxySpoolDepth => "proxy_spool_depth",
+        }
+    }
+}
+
 /// A new failure pattern (signature) seen for the first time.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
