@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio_util::sync::CancellationToken;
 use tollgate_contract::alerts::PipelineMetric;
 use tollgate_control::kafka::EventProducer;
 use tollgate_control::keys::KeyStore;
-use tollgate_control::pipeline_health::{HealthReporter, Sample, Tally};
+use tollgate_control::pipeline_health::{Sample, Sampling, Tally};
 use tollgate_ingest::http::{ingest_router, serve, IngestState};
 
 use crate::config::Config;
@@ -23,24 +22,16 @@ use crate::config::Config;
 /// Kafka, so that they describe ingest even while Kafka is down. A
 /// ClickHouse that does not answer costs a warning per interval, never a
 /// request (`tollgate_control::pipeline_health`).
-fn start_health_sampler(
-    config: &Config,
-    rejected: Arc<Tally>,
-) -> Option<(tokio::task::JoinHandle<()>, CancellationToken)> {
-    let every = Duration::from_secs(config.ingest.health_sample_secs);
-    if every.is_zero() {
-        return None;
-    }
-    let stop = CancellationToken::new();
-    let reporter = HealthReporter::new(&config.clickhouse, "ingest", every);
-    let task = reporter.spawn(
+fn start_health_sampler(config: &Config, rejected: Arc<Tally>) -> Option<Sampling> {
+    Sampling::start(
+        &config.clickhouse,
+        "ingest",
+        config.ingest.health_sample_secs,
         move || {
             let n = rejected.take();
             async move { vec![Sample::whole(PipelineMetric::RejectedIngest, n)] }
         },
-        stop.clone(),
-    );
-    Some((task, stop))
+    )
 }
 
 #[derive(clap::Args)]
@@ -87,13 +78,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     .context("ingest HTTP server failed")?;
     tracing::info!("shutting down: flushing events still in flight");
     producer.flush(Duration::from_secs(10))?;
-    if let Some((task, stop)) = sampler {
+    if let Some(sampler) = sampler {
         // One last sample, so the rejections of the last interval are kept.
-        stop.cancel();
-        let wait = tollgate_control::pipeline_health::WRITE_TIMEOUT + Duration::from_secs(1);
-        if tokio::time::timeout(wait, task).await.is_err() {
-            tracing::warn!("last pipeline health sample not written in time");
-        }
+        sampler.finish().await;
     }
     pool.close().await;
     Ok(())

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio_util::sync::CancellationToken;
 use tollgate_contract::alerts::PipelineMetric;
-use tollgate_control::pipeline_health::{HealthReporter, Sample};
+use tollgate_control::pipeline_health::{Sample, Sampling};
 use tollgate_proxy as proxy;
 use tollgate_proxy::metrics::ProxyMetrics;
 
@@ -20,24 +19,16 @@ use crate::config::Config;
 /// Write the spool's depth to ClickHouse's `pipeline_health` every
 /// `proxy.health_sample_secs` (not at all when 0): over ClickHouse's HTTP
 /// interface, because the proxy spools exactly when Kafka is unreachable.
-fn start_health_sampler(
-    config: &Config,
-    metrics: Arc<ProxyMetrics>,
-) -> Option<(tokio::task::JoinHandle<()>, CancellationToken)> {
-    let every = Duration::from_secs(config.proxy.health_sample_secs);
-    if every.is_zero() {
-        return None;
-    }
-    let stop = CancellationToken::new();
-    let reporter = HealthReporter::new(&config.clickhouse, "proxy", every);
-    let task = reporter.spawn(
+fn start_health_sampler(config: &Config, metrics: Arc<ProxyMetrics>) -> Option<Sampling> {
+    Sampling::start(
+        &config.clickhouse,
+        "proxy",
+        config.proxy.health_sample_secs,
         move || {
             let bytes = metrics.spool_pending_bytes.load(Ordering::Relaxed);
             async move { vec![Sample::whole(PipelineMetric::ProxySpoolDepth, bytes)] }
         },
-        stop.clone(),
-    );
-    Some((task, stop))
+    )
 }
 
 #[derive(clap::Args)]
@@ -96,13 +87,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         );
     }
     runtime.producer.flush(Duration::from_secs(5))?;
-    if let Some((task, stop)) = sampler {
+    if let Some(sampler) = sampler {
         // One last sample: the depth the spool is left with.
-        stop.cancel();
-        let wait = tollgate_control::pipeline_health::WRITE_TIMEOUT + Duration::from_secs(1);
-        if tokio::time::timeout(wait, task).await.is_err() {
-            tracing::warn!("last pipeline health sample not written in time");
-        }
+        sampler.finish().await;
     }
     pool.close().await;
     Ok(())

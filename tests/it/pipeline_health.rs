@@ -6,8 +6,9 @@
 //! above 0 while the backlog lasted and drains to 0; a rule on the dead
 //! letters fires in a backtest over that period, whose steps add up to the
 //! same count. `tollgate ingest` answering a batch with N bad events must
-//! make `measure` count exactly N rejected events. No sample at all is
-//! unknown, not 0.
+//! make `measure` count exactly N rejected events. While a scratch Kafka
+//! broker is stopped, the proxy's spool depth still reaches ClickHouse and
+//! `measure` sees it above 0. No sample at all is unknown, not 0.
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -22,11 +23,12 @@ use tollgate_control::config::ClickHouseConfig;
 use tollgate_queries::alert_signals::{backtest, measure, Measurement, SignalSources};
 use tollgate_queries::ReadModels;
 
+use crate::proxy::{kafka_scratch, Proxy, ScratchKafka};
 use crate::support::events::{call_event, usage};
 use crate::support::kafka::produce_all;
 use crate::support::{clickhouse_url, unique, wait_http, TestEnv};
 
-const VALID: usize = 600;
+const VALID: usize = 300;
 /// Malformed messages among them: not JSON, an empty value, an event
 /// without its call.
 const MALFORMED: usize = 7;
@@ -243,7 +245,7 @@ impl Drop for Ingest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_ingest_counts_every_bad_event_of_a_batch() {
-    let env = TestEnv::new("pipehealth-ingest").await;
+    let env = TestEnv::new("pipehealth_ingest").await;
     let read = read_models(&env);
     let rejected = signal(PipelineMetric::RejectedIngest, 600);
     let key = env.create_key("org-1");
@@ -311,5 +313,49 @@ async fn rejected_ingest_counts_every_bad_event_of_a_batch() {
         &log(),
     )
     .await;
+    assert_eq!(m.observation, Observation::Holds, "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_spool_depth_reaches_clickhouse_while_kafka_is_down() {
+    let data = tempfile::tempdir().unwrap();
+    let ports = (crate::support::free_port(), crate::support::free_port());
+    kafka_scratch("start", data.path(), Some(ports));
+    let _guard = ScratchKafka(data.path().to_path_buf());
+    let brokers = format!("127.0.0.1:{}", ports.0);
+    let mut proxy =
+        Proxy::start("pipehealth_proxy", "health_sample_secs = 1", Some(&brokers)).await;
+    proxy.run_proxy().await;
+    let read = read_models(&proxy.env);
+    let depth = signal(PipelineMetric::ProxySpoolDepth, 60);
+    let key = proxy.key("acme", "team-a", "u", None);
+    assert_eq!(proxy.chat(&key, "gpt-4o-mini", &[]).await.status(), 200);
+    assert_eq!(proxy.events(1).len(), 1);
+    // Kafka up, nothing spooled: samples of 0 bytes, clear.
+    let empty = wait_for_value(&read, &depth, 0, Duration::from_secs(30), &proxy.log()).await;
+    assert_eq!(empty.observation, Observation::Clear, "{empty:?}");
+
+    kafka_scratch("stop", data.path(), None);
+    for _ in 0..5 {
+        assert_eq!(proxy.chat(&key, "gpt-4o-mini", &[]).await.status(), 200);
+    }
+    // The samples travel to ClickHouse, not through the stopped Kafka: the
+    // deepest spool of the window is the spool file's size (it only grows
+    // while Kafka is down).
+    let spool = proxy.env.dir.path().join("spool/events.ndjson");
+    let start = Instant::now();
+    let m = loop {
+        let bytes = std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0);
+        let m = at(&read, &depth, next_minute()).await;
+        if bytes > 0 && m.value == Some(Decimal::from(bytes)) {
+            break m;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(45),
+            "spool {bytes} bytes, measured {m:?}; log:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     assert_eq!(m.observation, Observation::Holds, "{m:?}");
 }

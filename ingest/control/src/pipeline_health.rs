@@ -240,6 +240,46 @@ impl HealthReporter {
     }
 }
 
+/// A reporter of a serving process (ingest, proxy), stopped with
+/// [`Sampling::finish`] when the server has stopped.
+pub struct Sampling {
+    task: JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+impl Sampling {
+    /// Write every `every_secs` seconds what `source` gives, as `component`
+    /// (nothing at all when `every_secs` is 0).
+    pub fn start<F, Fut>(
+        config: &ClickHouseConfig,
+        component: &'static str,
+        every_secs: u64,
+        source: F,
+    ) -> Option<Self>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<Sample>> + Send,
+    {
+        if every_secs == 0 {
+            return None;
+        }
+        let stop = CancellationToken::new();
+        let reporter = HealthReporter::new(config, component, Duration::from_secs(every_secs));
+        let task = reporter.spawn(source, stop.clone());
+        Some(Self { task, stop })
+    }
+
+    /// Take and write one last sample (so the counts of the last interval
+    /// are kept), waiting at most for one write.
+    pub async fn finish(self) {
+        self.stop.cancel();
+        let wait = WRITE_TIMEOUT + Duration::from_secs(1);
+        if tokio::time::timeout(wait, self.task).await.is_err() {
+            tracing::warn!("last pipeline health sample not written in time");
+        }
+    }
+}
+
 /// `host:pid`: tells the samples of two replicas on one host apart.
 pub fn instance_name() -> String {
     let host = std::env::var("HOSTNAME")

@@ -184,8 +184,10 @@ pub enum Signal {
     },
     NewErrorPattern(ErrorPatternSignal),
     BreakerOpened(BreakerSignal),
-    /// A pipeline figure above `above` (over the window, for the counted
-    /// figures; the latest value for lag and spool depth).
+    /// A pipeline figure above `above`: the sum over the window for the
+    /// counted figures (dead letters, rejected events), the latest sample
+    /// of each partition for the lag, the largest sample for the spool
+    /// depth (`docs/alerting-signals.md`).
     PipelineHealth {
         metric: PipelineMetric,
         above: u64,
