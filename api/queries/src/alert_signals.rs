@@ -423,7 +423,7 @@ where
 /// (the evaluator turns it into unknown with [`or_unknown`]; the backtest
 /// reports it); a source with no data where zero is not an answer (no calls
 /// for a rate or a percentile, a budget that does not exist, a pipeline
-/// figure with no source yet) is `Ok` with [`Observation::Unknown`].
+/// figure with no sample in the window) is `Ok` with [`Observation::Unknown`].
 pub async fn measure(
     sources: SignalSources<'_>,
     org_id: &str,
