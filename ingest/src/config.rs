@@ -16,6 +16,10 @@ pub struct IngestConfig {
     pub max_future_skew_secs: i64,
     /// Oldest accepted `occurred_at`, days.
     pub max_age_days: i64,
+    /// How often the count of rejected events is written to ClickHouse's
+    /// `pipeline_health`, seconds; 0 writes none
+    /// (`docs/alerting-signals.md`, "pipeline_health").
+    pub health_sample_secs: u64,
 }
 
 impl Default for IngestConfig {
@@ -26,6 +30,7 @@ impl Default for IngestConfig {
             max_events_per_request: 10_000,
             max_future_skew_secs: 300,
             max_age_days: 400,
+            health_sample_secs: 10,
         }
     }
 }

@@ -55,6 +55,7 @@ use tollgate_contract::{
 };
 use tollgate_control::kafka::{Delivered, EventProducer, ProduceError};
 use tollgate_control::keys::{ApiKey, KeyStore, INGEST_ROLES};
+use tollgate_control::pipeline_health::Tally;
 
 /// After a body went over the limit, keep reading (and discarding) at most
 /// this much so the client sees the 413 instead of a reset connection.
@@ -68,6 +69,9 @@ pub struct IngestState {
     pub limits: Limits,
     pub max_body_bytes: usize,
     pub max_events_per_request: usize,
+    /// Events answered `rejected` since the health sampler last took the
+    /// count (`tollgate_control::pipeline_health`).
+    pub rejected: Arc<Tally>,
 }
 
 impl IngestState {
@@ -82,6 +86,7 @@ impl IngestState {
             },
             max_body_bytes: config.max_body_bytes,
             max_events_per_request: config.max_events_per_request,
+            rejected: Arc::new(Tally::default()),
         }
     }
 }
@@ -205,6 +210,10 @@ async fn ingest_batch(
     let plan = plan_batch(items, key.org_id.as_deref(), Utc::now(), &state.limits);
     let deliveries = state.producer.send_batch(&plan.events).await;
     let (status, response) = plan.finish(deliveries);
+    // Events the client sent that were refused as bad (the `rejected` items
+    // of a 200 or 400 answer). A body refused whole (401, 403, 413, or not
+    // splittable into events) has no events to count.
+    state.rejected.add(response.rejected as u64);
     tracing::info!(
         status = status.as_u16(),
         accepted = response.accepted,

@@ -18,6 +18,10 @@ pub struct ProcessorConfig {
     /// Kafka consumer session timeout: how long a crashed processor keeps
     /// its partitions before the group hands them to another member.
     pub session_timeout_ms: u64,
+    /// How often the calls fold writes its health samples (consumer lag per
+    /// partition, dead letters) to `pipeline_health`, seconds; 0 writes
+    /// none (`docs/processor.md`, "Health samples").
+    pub health_sample_secs: u64,
     /// The pattern learner (`crate::patterns`): `[processor.patterns]`.
     pub patterns: PatternsConfig,
     /// The recovery learner (`crate::recovery`): `[processor.recovery]`.
@@ -32,6 +36,7 @@ impl Default for ProcessorConfig {
             batch_max_bytes: 16 * 1024 * 1024,
             batch_max_wait_ms: 500,
             session_timeout_ms: 10_000,
+            health_sample_secs: 10,
             patterns: PatternsConfig::default(),
             recovery: RecoveryConfig::default(),
         }

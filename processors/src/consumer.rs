@@ -46,7 +46,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -69,6 +69,7 @@ use crate::config::ProcessorConfig;
 use crate::dlq::{DeadLetterReason, DeadLetterWriter, Source};
 use crate::error::{Error, Result};
 use crate::fold::{Fold, MessageMeta, Positioned};
+use crate::health::ConsumerHealth;
 use crate::resume::{stored_offsets_in, ResumePositions};
 use tollgate_control::clickhouse::client;
 use tollgate_control::config::ClickHouseConfig;
@@ -219,6 +220,8 @@ struct Processor<F: Fold> {
     positions: ResumePositions,
     dlq: Option<DeadLetterWriter>,
     counters: Counters,
+    /// What the health sampler reads (`crate::health`), when it runs.
+    health: Option<Arc<ConsumerHealth>>,
     shutdown: CancellationToken,
 }
 
@@ -249,6 +252,20 @@ pub async fn run_fold<F: Fold>(
     ch: &ClickHouseConfig,
     config: &ProcessorConfig,
     group_id: &str,
+    shutdown: CancellationToken,
+) -> Result<Counters> {
+    run_fold_reporting(fold, kafka, ch, config, group_id, None, shutdown).await
+}
+
+/// [`run_fold`], telling `health` (the pipeline-health sampler,
+/// [`crate::health`]) its assignments, stored positions and dead letters.
+pub async fn run_fold_reporting<F: Fold>(
+    fold: F,
+    kafka: &KafkaConfig,
+    ch: &ClickHouseConfig,
+    config: &ProcessorConfig,
+    group_id: &str,
+    health: Option<Arc<ConsumerHealth>>,
     shutdown: CancellationToken,
 ) -> Result<Counters> {
     let client = client(ch);
@@ -292,6 +309,7 @@ pub async fn run_fold<F: Fold>(
         positions: ResumePositions::new(),
         dlq,
         counters: Counters::default(),
+        health,
         shutdown: shutdown.clone(),
     };
     processor.consume(&consumer).await?;
@@ -370,11 +388,17 @@ impl<F: Fold> Processor<F> {
                     let dropped_rows = self.batch.drop_partitions(&partitions);
                     self.positions.forget(&partitions);
                     self.fold.forget_partitions(&partitions);
+                    if let Some(h) = &self.health {
+                        h.revoked(&partitions);
+                    }
                     info!(?partitions, dropped_rows, "partitions revoked");
                 }
                 RebalanceEvent::Assigned(partitions) => {
                     self.positions.forget(&partitions);
                     self.fold.forget_partitions(&partitions);
+                    if let Some(h) = &self.health {
+                        h.assigned(&partitions);
+                    }
                     info!(?partitions, "partitions assigned");
                 }
             }
@@ -452,6 +476,9 @@ impl<F: Fold> Processor<F> {
         )
         .await?;
         self.counters.dead_lettered += 1;
+        if let Some(h) = &self.health {
+            h.dead_letters.add(1);
+        }
         self.batch.mark_consumed(partition, offset, Instant::now());
         Ok(())
     }
@@ -516,6 +543,9 @@ impl<F: Fold> Processor<F> {
             self.insert(flushed.rows).await?;
         }
         self.fold.flushed(last).await;
+        if let Some(h) = &self.health {
+            h.stored(&flushed.commit);
+        }
         self.commit(consumer, &flushed.commit, mode);
         Ok(())
     }

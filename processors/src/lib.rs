@@ -20,6 +20,7 @@ pub mod dlq;
 pub mod error;
 pub mod fold;
 pub mod folds;
+pub mod health;
 pub mod migrations;
 pub mod patterns;
 pub mod progress;

@@ -79,6 +79,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0032_alert_transitions.sql",
         include_str!("../../migrations/clickhouse/0032_alert_transitions.sql"),
     ),
+    (
+        "0033_pipeline_health.sql",
+        include_str!("../../migrations/clickhouse/0033_pipeline_health.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

@@ -4,14 +4,35 @@
 //! connections on SIGTERM or Ctrl-C, finishes requests in flight and flushes
 //! the producer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tollgate_contract::alerts::PipelineMetric;
 use tollgate_control::kafka::EventProducer;
 use tollgate_control::keys::KeyStore;
+use tollgate_control::pipeline_health::{Sample, Sampling, Tally};
 use tollgate_ingest::http::{ingest_router, serve, IngestState};
 
 use crate::config::Config;
+
+/// Write the count of rejected events to ClickHouse's `pipeline_health`
+/// every `ingest.health_sample_secs` (not at all when 0). Ingest uses no
+/// other ClickHouse table; the samples go there directly, not through
+/// Kafka, so that they describe ingest even while Kafka is down. A
+/// ClickHouse that does not answer costs a warning per interval, never a
+/// request (`tollgate_control::pipeline_health`).
+fn start_health_sampler(config: &Config, rejected: Arc<Tally>) -> Option<Sampling> {
+    Sampling::start(
+        &config.clickhouse,
+        "ingest",
+        config.ingest.health_sample_secs,
+        move || {
+            let n = rejected.take();
+            async move { vec![Sample::whole(PipelineMetric::RejectedIngest, n)] }
+        },
+    )
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,6 +59,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         producer.clone(),
         &config.ingest,
     );
+    let sampler = start_health_sampler(config, state.rejected.clone());
     let listen = args.listen.as_deref().unwrap_or(&config.ingest.listen);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -56,6 +78,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     .context("ingest HTTP server failed")?;
     tracing::info!("shutting down: flushing events still in flight");
     producer.flush(Duration::from_secs(10))?;
+    if let Some(sampler) = sampler {
+        // One last sample, so the rejections of the last interval are kept.
+        sampler.finish().await;
+    }
     pool.close().await;
     Ok(())
 }

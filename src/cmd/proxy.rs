@@ -4,12 +4,32 @@
 //! accepting connections, lets responses in flight finish, and waits for
 //! every event to reach Kafka or the spool.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tollgate_contract::alerts::PipelineMetric;
+use tollgate_control::pipeline_health::{Sample, Sampling};
 use tollgate_proxy as proxy;
+use tollgate_proxy::metrics::ProxyMetrics;
 
 use crate::config::Config;
+
+/// Write the spool's depth to ClickHouse's `pipeline_health` every
+/// `proxy.health_sample_secs` (not at all when 0): over ClickHouse's HTTP
+/// interface, because the proxy spools exactly when Kafka is unreachable.
+fn start_health_sampler(config: &Config, metrics: Arc<ProxyMetrics>) -> Option<Sampling> {
+    Sampling::start(
+        &config.clickhouse,
+        "proxy",
+        config.proxy.health_sample_secs,
+        move || {
+            let bytes = metrics.spool_pending_bytes.load(Ordering::Relaxed);
+            async move { vec![Sample::whole(PipelineMetric::ProxySpoolDepth, bytes)] }
+        },
+    )
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,6 +68,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         "proxy listening"
     );
     let state = runtime.state.clone();
+    let sampler = start_health_sampler(config, state.metrics.clone());
     proxy::serve(listener, state, super::shutdown::shutdown_signal())
         .await
         .context("proxy HTTP server failed")?;
@@ -66,6 +87,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         );
     }
     runtime.producer.flush(Duration::from_secs(5))?;
+    if let Some(sampler) = sampler {
+        // One last sample: the depth the spool is left with.
+        sampler.finish().await;
+    }
     pool.close().await;
     Ok(())
 }

@@ -32,6 +32,7 @@ mod ingest_api;
 mod latency_api;
 mod layering;
 mod leases;
+mod pipeline_health;
 mod processor;
 mod proxy;
 mod proxy_recovery;

@@ -1038,7 +1038,7 @@ async fn a_client_hanging_up_mid_stream_is_recorded_as_cancelled_with_usage_so_f
     );
 }
 
-fn kafka_scratch(action: &str, dir: &Path, ports: Option<(u16, u16)>) {
+pub(crate) fn kafka_scratch(action: &str, dir: &Path, ports: Option<(u16, u16)>) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("dev/kafka-scratch");
     let mut cmd = Command::new(script);
     cmd.arg(action).arg(dir);
@@ -1054,7 +1054,7 @@ fn kafka_scratch(action: &str, dir: &Path, ports: Option<(u16, u16)>) {
     );
 }
 
-struct ScratchKafka(PathBuf);
+pub(crate) struct ScratchKafka(pub(crate) PathBuf);
 
 impl Drop for ScratchKafka {
     fn drop(&mut self) {

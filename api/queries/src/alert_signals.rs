@@ -8,7 +8,9 @@
 //! fleet-wide sources that carry no org: breaker transitions (the breakers
 //! are shared by every org) and the first-seen time of an error pattern
 //! (its catalog is fleet-wide; the org's own failures in the window decide
-//! whether the pattern concerns it). See `docs/alerting-signals.md`.
+//! whether the pattern concerns it), and the pipeline's health samples
+//! (`pipeline_health`: the pipeline is shared by every org). See
+//! `docs/alerting-signals.md`.
 
 use chrono::{DateTime, Duration, Utc};
 use clickhouse::Row;
@@ -354,6 +356,56 @@ fn breaker_opens_sql(
     }
 }
 
+/// One row of a pipeline-health statement; fields in SELECT order.
+#[derive(Debug, Row, Deserialize)]
+struct PipelineRow {
+    /// Samples read (for the lag: partitions with a sample).
+    samples: u64,
+    /// Partitions (lag) or instances (the others) that sent samples.
+    sources: u64,
+    value: u64,
+}
+
+/// The pipeline figure `metric` over the window from `pipeline_health`
+/// (fleet-wide, no org): consumer lag is the sum over partitions of each
+/// partition's latest sample in the window; dead letters and rejected
+/// events are the sum of the counts sampled in the window; the spool depth
+/// is the largest sample of any proxy in the window.
+fn pipeline_sql(metric: PipelineMetric, (from, to): (DateTime<Utc>, DateTime<Utc>)) -> BoundSql {
+    let binds = vec![
+        SqlValue::Str(metric.as_str().to_string()),
+        SqlValue::UInt(epoch(from)),
+        SqlValue::UInt(epoch(to)),
+    ];
+    let filter = "metric = ? AND at >= toDateTime(?) AND at < toDateTime(?)";
+    let template = match metric {
+        PipelineMetric::ConsumerLag => format!(
+            "SELECT count() AS samples, count() AS sources, sum(latest) AS value FROM ( \
+               SELECT kafka_partition, argMax(value, at_ms) AS latest FROM pipeline_health \
+               WHERE {filter} GROUP BY kafka_partition \
+             )"
+        ),
+        PipelineMetric::DeadLetters | PipelineMetric::RejectedIngest => format!(
+            "SELECT count() AS samples, uniqExact(instance) AS sources, sum(value) AS value \
+             FROM pipeline_health WHERE {filter}"
+        ),
+        PipelineMetric::ProxySpoolDepth => format!(
+            "SELECT count() AS samples, uniqExact(instance) AS sources, max(value) AS value \
+             FROM pipeline_health WHERE {filter}"
+        ),
+    };
+    BoundSql {
+        name: match metric {
+            PipelineMetric::ConsumerLag => "alert_signals.pipeline_consumer_lag",
+            PipelineMetric::DeadLetters => "alert_signals.pipeline_dead_letters",
+            PipelineMetric::RejectedIngest => "alert_signals.pipeline_rejected_ingest",
+            PipelineMetric::ProxySpoolDepth => "alert_signals.pipeline_proxy_spool_depth",
+        },
+        template,
+        binds,
+    }
+}
+
 /// Sample statements for the SQL compatibility check: every shape.
 pub(crate) fn catalog() -> Vec<BoundSql> {
     let at = DateTime::from_timestamp(1_767_229_200, 0).unwrap_or_default();
@@ -383,6 +435,14 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
     out.push(new_patterns_sql("org-1", Some("openai"), w));
     out.push(breaker_opens_sql(None, None, w));
     out.push(breaker_opens_sql(Some("openai"), Some("gpt-4o"), w));
+    for metric in [
+        PipelineMetric::ConsumerLag,
+        PipelineMetric::DeadLetters,
+        PipelineMetric::RejectedIngest,
+        PipelineMetric::ProxySpoolDepth,
+    ] {
+        out.push(pipeline_sql(metric, w));
+    }
     out
 }
 
@@ -402,7 +462,7 @@ where
 /// (the evaluator turns it into unknown with [`or_unknown`]; the backtest
 /// reports it); a source with no data where zero is not an answer (no calls
 /// for a rate or a percentile, a budget that does not exist, a pipeline
-/// figure with no source yet) is `Ok` with [`Observation::Unknown`].
+/// figure with no sample in the window) is `Ok` with [`Observation::Unknown`].
 pub async fn measure(
     sources: SignalSources<'_>,
     org_id: &str,
@@ -531,19 +591,62 @@ pub async fn measure(
                 format!("{n} breakers opened {}", span(w.0, w.1)),
             ))
         }
-        Signal::PipelineHealth { metric, .. } => Ok(Measurement::unknown(match metric {
-            PipelineMetric::ConsumerLag => {
-                "consumer lag has no stored history yet (it lives in Kafka's group offsets)"
-            }
-            PipelineMetric::DeadLetters => {
-                "dead letters are counted on the DLQ topic only; no stored history yet"
-            }
-            PipelineMetric::RejectedIngest => {
-                "rejected ingest is answered to the client and not stored yet"
-            }
-            PipelineMetric::ProxySpoolDepth => "proxy spool depth is not reported centrally yet",
-        })),
+        Signal::PipelineHealth {
+            metric,
+            above,
+            window_secs,
+        } => {
+            let w = window(at, *window_secs);
+            let sql = pipeline_sql(*metric, w);
+            let row: PipelineRow = fetch_one(models, &sql).await?;
+            Ok(pipeline(*metric, &row, *above, w))
+        }
     }
+}
+
+/// Pure: the pipeline-health measurement from its row. No sample in the
+/// window is unknown, not zero: the component that reports the figure
+/// may be down, or not reporting.
+fn pipeline(
+    metric: PipelineMetric,
+    row: &PipelineRow,
+    above: u64,
+    w: (DateTime<Utc>, DateTime<Utc>),
+) -> Measurement {
+    let when = span(w.0, w.1);
+    if row.samples == 0 {
+        let who = match metric {
+            PipelineMetric::ConsumerLag | PipelineMetric::DeadLetters => {
+                "`tollgate process` (calls fold, processor.health_sample_secs)"
+            }
+            PipelineMetric::RejectedIngest => "`tollgate ingest` (ingest.health_sample_secs)",
+            PipelineMetric::ProxySpoolDepth => "`tollgate proxy` (proxy.health_sample_secs)",
+        };
+        return Measurement::unknown(format!(
+            "no {} samples {when}: none was written by {who}",
+            metric.as_str()
+        ));
+    }
+    let v = row.value;
+    let detail = match metric {
+        PipelineMetric::ConsumerLag => format!(
+            "consumer lag {v} messages: the latest sample of each of {} partitions {when}",
+            row.sources
+        ),
+        PipelineMetric::DeadLetters => format!(
+            "{v} messages dead-lettered {when} ({} samples)",
+            row.samples
+        ),
+        PipelineMetric::RejectedIngest => format!(
+            "{v} events rejected at ingest {when} ({} samples from {} instances)",
+            row.samples, row.sources
+        ),
+        PipelineMetric::ProxySpoolDepth => format!(
+            "deepest proxy spool {v} bytes {when} ({} proxies)",
+            row.sources
+        ),
+    };
+    Measurement::above(Decimal::from(v), Decimal::from(above), detail)
 }
 
 /// Pure: the error-rate measurement over `w` from its counts.
@@ -1046,6 +1149,42 @@ mod tests {
         );
         assert_eq!(threshold(&spend), Some(d("25")));
         assert_eq!(unit(&spend), "USD");
+    }
+
+    #[test]
+    fn pipeline_figures_without_samples_are_unknown_not_zero() {
+        let w = window(t("2026-12-01T10:07:00Z"), 300);
+        let none = PipelineRow {
+            samples: 0,
+            sources: 0,
+            value: 0,
+        };
+        let m = pipeline(PipelineMetric::ConsumerLag, &none, 0, w);
+        assert_eq!((m.value, m.observation), (None, Observation::Unknown));
+        assert!(m.detail.contains("tollgate process"), "{}", m.detail);
+        let zero = PipelineRow {
+            samples: 30,
+            sources: 1,
+            value: 0,
+        };
+        let m = pipeline(PipelineMetric::DeadLetters, &zero, 0, w);
+        assert_eq!(
+            (m.value, m.observation),
+            (Some(Decimal::ZERO), Observation::Clear),
+            "samples of zero dead letters are an answer"
+        );
+        let three = PipelineRow {
+            samples: 2,
+            sources: 2,
+            value: 3,
+        };
+        let m = pipeline(PipelineMetric::ConsumerLag, &three, 2, w);
+        assert_eq!(m.observation, Observation::Holds, "3 is above 2");
+        assert_eq!(
+            pipeline(PipelineMetric::ConsumerLag, &three, 3, w).observation,
+            Observation::Clear,
+            "3 is not above 3"
+        );
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //!
 //! It also holds the connection settings every role shares ([`config`]),
 //! the idempotent Kafka producer of events ([`kafka`], which the outbox
-//! relay, the ingest endpoint and the proxy use) and the ClickHouse client
-//! constructor ([`clickhouse`]), so the crates above it — ingest, proxy,
+//! relay, the ingest endpoint and the proxy use), the ClickHouse client
+//! constructor ([`clickhouse`]) and the writer of the pipeline's own health
+//! samples ([`pipeline_health`]), so the crates above it — ingest, proxy,
 //! processors, queries — need nothing but the contract and this crate.
 
 pub mod alert_deliveries;
@@ -23,6 +24,7 @@ pub mod kafka;
 pub mod keys;
 pub mod lease;
 pub mod outbox;
+pub mod pipeline_health;
 pub mod postgres;
 pub mod prices;
 

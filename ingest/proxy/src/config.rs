@@ -28,6 +28,9 @@ pub struct ProxyConfig {
     /// How long Kafka may take to acknowledge an event before the proxy
     /// spools it instead, in milliseconds.
     pub kafka_timeout_ms: u64,
+    /// How often the spool's depth is written to ClickHouse's
+    /// `pipeline_health`, seconds; 0 writes none.
+    pub health_sample_secs: u64,
     /// Seconds a verified key is cached (revocation takes effect after this).
     pub key_cache_secs: u64,
     /// Seconds start-up waits for the decisions topic to be read to its end.
@@ -50,6 +53,7 @@ impl Default for ProxyConfig {
             spool_dir: ".state/proxy-spool".into(),
             event_queue: 10_000,
             kafka_timeout_ms: 5_000,
+            health_sample_secs: 10,
             key_cache_secs: 30,
             decisions_load_secs: 10,
             rate_limit: RateLimitConfig::default(),

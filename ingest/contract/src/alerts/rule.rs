@@ -97,6 +97,19 @@ pub enum PipelineMetric {
     ProxySpoolDepth,
 }
 
+impl PipelineMetric {
+    /// The name as the JSON spells it, and the `metric` column of the
+    /// `pipeline_health` samples.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ConsumerLag => "consumer_lag",
+            Self::DeadLetters => "dead_letters",
+            Self::RejectedIngest => "rejected_ingest",
+            Self::ProxySpoolDepth => "proxy_spool_depth",
+        }
+    }
+}
+
 /// A new failure pattern (signature) seen for the first time.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,8 +184,10 @@ pub enum Signal {
     },
     NewErrorPattern(ErrorPatternSignal),
     BreakerOpened(BreakerSignal),
-    /// A pipeline figure above `above` (over the window, for the counted
-    /// figures; the latest value for lag and spool depth).
+    /// A pipeline figure above `above`: the sum over the window for the
+    /// counted figures (dead letters, rejected events), the latest sample
+    /// of each partition for the lag, the largest sample for the spool
+    /// depth (`docs/alerting-signals.md`).
     PipelineHealth {
         metric: PipelineMetric,
         above: u64,

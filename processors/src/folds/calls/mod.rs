@@ -14,7 +14,8 @@
 //! PostgreSQL, the budget watcher (reads the rollup after each recorded
 //! insert), the outbox relay (publishes admin events), and the
 //! error-patterns fold's pattern and recovery learners
-//! ([`crate::patterns`], [`crate::recovery`]).
+//! ([`crate::patterns`], [`crate::recovery`]), and the pipeline-health
+//! sampler ([`crate::health`]: this fold's consumer lag and dead letters).
 
 pub mod cost;
 pub mod fold;
@@ -37,9 +38,10 @@ use tracing::{info, warn};
 
 use super::{FoldContext, FoldEntry, Running, Runs};
 use crate::clickhouse::error as ch_error;
-use crate::consumer::{run_fold, Counters};
+use crate::consumer::{run_fold_reporting, Counters};
 use crate::cost::budget_watcher::BudgetWatcher;
 use crate::error::{Error, Result};
+use crate::health::ConsumerHealth;
 use crate::progress::Progress;
 use fold::CallsFold;
 use rows::PartitionClock;
@@ -79,6 +81,7 @@ pub fn catalog() -> Vec<(String, String)> {
         ),
     ];
     statements.extend(crate::progress::catalog());
+    statements.extend(tollgate_control::pipeline_health::catalog());
     statements
 }
 
@@ -183,12 +186,24 @@ pub async fn run(
         prices,
         sink: ClickHouseCallsSink::new(client, progress),
     };
-    run_fold(
+    // The calls fold is the one that dead-letters and whose lag is the
+    // pipeline's: it reports both to `pipeline_health`.
+    let health = Arc::new(ConsumerHealth::default());
+    crate::health::start(
+        &context.kafka,
+        ch,
+        &context.processor.group_id,
+        Duration::from_secs(context.processor.health_sample_secs),
+        health.clone(),
+        context.shutdown.clone(),
+    )?;
+    run_fold_reporting(
         fold,
         &context.kafka,
         ch,
         &context.processor,
         &context.processor.group_id,
+        Some(health),
         context.shutdown.clone(),
     )
     .await
