@@ -100,6 +100,14 @@ pub fn router_with(
         )
         .route("/sre/alerts/rules/{id}", get(sre_alert_rules::rule_page))
         .route(
+            "/sre/alerts/rules/{id}/edit",
+            get(sre_alert_rules::edit_rule_page).post(sre_alert_rules::edit_rule_submit),
+        )
+        .route(
+            "/sre/alerts/rules/{id}/delete",
+            post(sre_alert_rules::delete_rule_submit),
+        )
+        .route(
             "/sre/alerts/rules/{id}/backtest.csv",
             get(sre_alert_rules::backtest_csv),
         )

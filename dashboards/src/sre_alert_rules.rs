@@ -333,6 +333,9 @@ pub struct RulePage {
     pub nav: Vec<NavLink>,
     pub who: String,
     pub logout: String,
+    /// The caller may change rules: Edit and Delete are shown.
+    pub writes: bool,
+    pub csrf: String,
     pub rule: RuleRow,
     pub description: String,
     pub summary: String,
@@ -428,6 +431,8 @@ pub async fn rule_page(
         section: Section::Sre,
         nav: sre_nav(AREA.path),
         who: caller.who(),
+        writes: caller.writes(),
+        csrf: caller.csrf.clone(),
         logout: AREA.logout(),
         description: spec.description.clone(),
         summary: spec.annotations.summary.clone(),
@@ -508,10 +513,43 @@ pub struct RuleForm {
     pub signal: String,
     pub labels: String,
     pub summary: String,
+    /// The annotation `description` (in notifications).
+    pub description: String,
+    /// The rule's own description (what it is for, on the rule's page).
+    pub about: String,
     pub receivers: String,
+    pub enabled: bool,
 }
 
 impl RuleForm {
+    /// The form of a stored rule, for editing.
+    fn of_rule(rule: &AlertRule) -> Self {
+        let spec = &rule.spec;
+        Self {
+            org: spec.org_id.clone(),
+            name: spec.name.clone(),
+            severity: spec.severity.name().into(),
+            for_secs: spec.for_secs.to_string(),
+            signal: serde_json::to_string(&spec.signal).unwrap_or_default(),
+            labels: spec
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            summary: spec.annotations.summary.clone(),
+            description: spec.annotations.description.clone(),
+            about: spec.description.clone(),
+            receivers: spec
+                .receivers
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            enabled: spec.enabled,
+        }
+    }
+
     fn fresh(caller: &Caller) -> Self {
         Self {
             org: caller.scope().unwrap_or_default().to_string(),
@@ -522,7 +560,10 @@ impl RuleForm {
                 .into(),
             labels: String::new(),
             summary: String::new(),
+            description: String::new(),
+            about: String::new(),
             receivers: String::new(),
+            enabled: true,
         }
     }
 
@@ -536,7 +577,10 @@ impl RuleForm {
             signal: text("signal"),
             labels: text("labels"),
             summary: text("summary"),
+            description: text("description"),
+            about: text("about"),
             receivers: text("receivers"),
+            enabled: field(pairs, "enabled").is_some(),
         }
     }
 
@@ -587,12 +631,14 @@ impl RuleForm {
         let body = json!({
             "org_id": self.org.trim(),
             "name": self.name.trim(),
+            "description": self.about,
             "signal": signal,
             "for_secs": for_secs,
             "labels": labels,
-            "annotations": {"summary": self.summary},
+            "annotations": {"summary": self.summary, "description": self.description},
             "severity": self.severity,
             "receivers": receivers,
+            "enabled": self.enabled,
         });
         serde_json::to_vec(&body).map_err(|e| ("body".into(), e.to_string()))
     }
@@ -607,6 +653,8 @@ pub struct RuleFormPage {
     pub logout: String,
     pub csrf: String,
     pub writes: bool,
+    /// `None`: a new rule; `Some((id, version))`: editing that version.
+    pub editing: Option<(i64, i64)>,
     pub form: RuleForm,
     pub severities: Vec<(&'static str, bool)>,
     pub error: Option<String>,
@@ -615,7 +663,7 @@ pub struct RuleFormPage {
     pub backtested: bool,
 }
 
-fn form_page(caller: &Caller, form: RuleForm) -> RuleFormPage {
+fn form_page(caller: &Caller, form: RuleForm, editing: Option<(i64, i64)>) -> RuleFormPage {
     let severities = ["info", "warning", "critical"]
         .into_iter()
         .map(|s| (s, s == form.severity))
@@ -627,6 +675,7 @@ fn form_page(caller: &Caller, form: RuleForm) -> RuleFormPage {
         logout: AREA.logout(),
         csrf: caller.csrf.clone(),
         writes: caller.writes(),
+        editing,
         form,
         severities,
         error: None,
@@ -647,7 +696,7 @@ pub async fn new_rule_page(
         Err(r) => return r,
     };
     let form = RuleForm::fresh(&caller);
-    render(StatusCode::OK, &form_page(&caller, form))
+    render(StatusCode::OK, &form_page(&caller, form, None))
 }
 
 /// `POST /sre/alerts/rules/new` with `action=backtest` (draw the chart,
@@ -658,18 +707,110 @@ pub async fn new_rule_submit(
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
+    submit(&state, &headers, &pairs, None).await
+}
+
+/// `GET /sre/alerts/rules/{id}/edit`: the rule's form, filled in.
+pub async fn edit_rule_page(
+    State(state): State<DashboardState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let here = format!(
+        "/sre/alerts/rules/{}/edit",
+        crate::sre_form::percent_encode(&id)
+    );
+    let caller = match signed_in(&state, &headers, &here).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (rule, _) = match load_rule(&state, &caller, &id).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let form = RuleForm::of_rule(&rule);
+    render(
+        StatusCode::OK,
+        &form_page(&caller, form, Some((rule.id, rule.version))),
+    )
+}
+
+/// `POST /sre/alerts/rules/{id}/edit`: backtest or save the edited rule
+/// (save replaces the version the form was read from: 409 when it changed
+/// since).
+pub async fn edit_rule_submit(
+    State(state): State<DashboardState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    let Some(id) = id.parse::<i64>().ok().filter(|id| *id > 0) else {
+        return message(StatusCode::NOT_FOUND, "Not found", format!("no rule {id}"));
+    };
+    submit(&state, &headers, &pairs, Some(id)).await
+}
+
+/// `POST /sre/alerts/rules/{id}/delete` (`version`, `csrf`): delete it,
+/// then to the rules list; 409 when it changed since the page was read.
+pub async fn delete_rule_submit(
+    State(state): State<DashboardState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
     let caller = match signed_in_form(&state, &headers, field(&pairs, "csrf")).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let saving = field(&pairs, "action") == Some("save");
+    if let Err(r) = caller.may_write("delete alert rules") {
+        return r;
+    }
+    let (rule, _) = match load_rule(&state, &caller, &id).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let version = field(&pairs, "version").and_then(|v| v.parse::<i64>().ok());
+    let store = match store(&state) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match store
+        .delete_rule(
+            Some(&rule.spec.org_id),
+            rule.id,
+            version,
+            &caller.key.actor(),
+        )
+        .await
+    {
+        Ok(_) => Redirect::to("/sre/alerts/rules").into_response(),
+        Err(err) => message(StatusCode::CONFLICT, "Not deleted", err.to_string()),
+    }
+}
+
+async fn submit(
+    state: &DashboardState,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+    editing: Option<i64>,
+) -> Response {
+    let caller = match signed_in_form(state, headers, field(pairs, "csrf")).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let saving = field(pairs, "action") == Some("save");
     if saving {
-        if let Err(r) = caller.may_write("create alert rules") {
+        if let Err(r) = caller.may_write("create or change alert rules") {
             return r;
         }
     }
-    let form = RuleForm::from_pairs(&pairs);
-    let mut page = form_page(&caller, form.clone());
+    let version = field(pairs, "version").and_then(|v| v.parse::<i64>().ok());
+    let form = RuleForm::from_pairs(pairs);
+    let mut page = form_page(
+        &caller,
+        form.clone(),
+        editing.map(|id| (id, version.unwrap_or(0))),
+    );
     let spec = form
         .body()
         .and_then(|b| RuleSpec::from_json(&b).map_err(|r| (r.field, r.reason)));
@@ -684,13 +825,24 @@ pub async fn new_rule_submit(
         return r;
     }
     if saving {
-        let store = match store(&state) {
+        let store = match store(state) {
             Ok(s) => s,
             Err(r) => return r,
         };
-        return match store.create_rule(&spec, &caller.key.actor()).await {
-            Ok(created) => {
-                Redirect::to(&format!("/sre/alerts/rules/{}", created.value.id)).into_response()
+        let actor = caller.key.actor();
+        let saved = match editing {
+            None => store.create_rule(&spec, &actor).await,
+            Some(id) => match version {
+                Some(v) => store.update_rule(&spec.org_id, id, v, &spec, &actor).await,
+                None => {
+                    page.error = Some("Invalid version: missing".into());
+                    return render(StatusCode::BAD_REQUEST, &page);
+                }
+            },
+        };
+        return match saved {
+            Ok(saved) => {
+                Redirect::to(&format!("/sre/alerts/rules/{}", saved.value.id)).into_response()
             }
             Err(err) => {
                 page.error = Some(err.to_string());
@@ -698,7 +850,7 @@ pub async fn new_rule_submit(
             }
         };
     }
-    match run_backtest(&state, &spec).await {
+    match run_backtest(state, &spec).await {
         Ok(b) => {
             page.chart = backtest_chart(&spec.signal, &b);
             page.backtest = backtest_rows(&b, unit(&spec.signal));
@@ -794,7 +946,10 @@ mod tests {
             signal: "{}".into(),
             labels: String::new(),
             summary: String::new(),
+            description: String::new(),
+            about: String::new(),
             receivers: String::new(),
+            enabled: true,
         };
         assert_eq!(caller_form.body().unwrap_err().0, "for_secs");
         let bad_labels = RuleForm {
@@ -803,5 +958,28 @@ mod tests {
             ..caller_form.clone()
         };
         assert_eq!(bad_labels.body().unwrap_err().0, "labels[0]");
+    }
+
+    #[test]
+    fn an_edited_rule_saved_unchanged_is_the_same_rule() {
+        let spec = RuleSpec::from_json(
+            br#"{"org_id": "acme", "name": "errors", "description": "two\nlines",
+                 "signal": {"kind": "latency", "metric": "ttft", "percentile": 99,
+                            "team": "search", "above_ms": 900, "window_secs": 600},
+                 "for_secs": 120, "labels": {"team": "search", "tier": "1"},
+                 "annotations": {"summary": "slow", "description": "look"},
+                 "severity": "critical", "receivers": [3, 4], "enabled": false}"#,
+        )
+        .unwrap();
+        let stored = AlertRule {
+            id: 7,
+            version: 3,
+            created_at: t("2026-12-01T00:00:00Z"),
+            updated_at: t("2026-12-01T00:00:00Z"),
+            spec: spec.clone(),
+        };
+        let form = RuleForm::of_rule(&stored);
+        let saved = RuleSpec::from_json(&form.body().unwrap()).unwrap();
+        assert_eq!(saved, spec);
     }
 }

@@ -490,6 +490,7 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
             ("labels", "team=search"),
             ("summary", "made on the page"),
             ("receivers", ""),
+            ("enabled", "on"),
             ("action", action),
         ]
         .into_iter()
@@ -559,6 +560,67 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
     assert_eq!(created["name"], "from the page");
     assert_eq!(created["annotations"]["summary"], "made on the page");
     assert_eq!(created["signal"]["above_percent"], "10");
+    assert_eq!(created["enabled"], true);
+
+    // Edit from the page: the form comes filled in; saving replaces the
+    // version it was read from, a stale version is a 409, then delete.
+    let edit = format!("/sre/alerts/rules/{id}/edit");
+    let (status, html) = api.get(&edit, &sre_a).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("value=\"from the page\""), "{html}");
+    assert!(html.contains("name=\"version\" value=\"1\""), "{html}");
+    let mut edited = fields(&token, "save");
+    for (k, v) in edited.iter_mut() {
+        match *k {
+            "name" => *v = "edited on the page".into(),
+            "signal" => {
+                *v = r#"{"kind": "error_rate", "above_percent": "12.5", "window_secs": 600}"#.into()
+            }
+            _ => {}
+        }
+    }
+    edited.retain(|(k, _)| *k != "enabled"); // unchecked: disabled
+    edited.push(("description", "changed".into()));
+    edited.push(("version", "1".into()));
+    let r = api.form(&edit, Some(&sre_a), &edited).await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
+    let changed = api
+        .json(&format!("/api/v1/alerts/rules/{id}"), &sre_a)
+        .await;
+    assert_eq!(changed["name"], "edited on the page");
+    assert_eq!(changed["version"], 2);
+    assert_eq!(changed["enabled"], false);
+    assert_eq!(changed["annotations"]["description"], "changed");
+    assert_eq!(changed["signal"]["above_percent"], "12.5");
+    let r = api.form(&edit, Some(&sre_a), &edited).await;
+    assert_eq!(r.status(), 409, "version 1 is stale now");
+    let r = api
+        .form(
+            &edit,
+            Some(&finance_a),
+            &[("csrf", finance_token.clone()), ("action", "save".into())],
+        )
+        .await;
+    assert_eq!(r.status(), 403, "finance may not edit");
+    let delete = format!("/sre/alerts/rules/{id}/delete");
+    let r = api
+        .form(
+            &delete,
+            Some(&sre_a),
+            &[("csrf", token.clone()), ("version", "1".into())],
+        )
+        .await;
+    assert_eq!(r.status(), 409, "delete names the version it read");
+    let r = api
+        .form(
+            &delete,
+            Some(&sre_a),
+            &[("csrf", token.clone()), ("version", "2".into())],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let (status, _) = api.get(&format!("/api/v1/alerts/rules/{id}"), &sre_a).await;
+    assert_eq!(status, 404);
 
     // Silences: create, then expire, from the page; the API names who.
     let r = api
