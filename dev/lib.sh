@@ -143,6 +143,9 @@ wait_for() {
 #   AM_LISTEN AM_URL (Prometheus Alertmanager for the alert-delivery tests;
 #   not in the configuration, since receivers are data, not settings;
 #   DEV_ALERTMANAGER_LISTEN overrides it)
+#   OIDC_LISTEN OIDC_URL (the development OpenID provider, dev/oidc, for the
+#   single sign-on tests; its issuer URL is OIDC_URL; DEV_OIDC_LISTEN
+#   overrides it)
 # (Kafka's controller port and ClickHouse's native port are not in the
 # configuration, since tollgate never uses them: dev/stack takes the next
 # ports after the broker's and the fixed 9000.)
@@ -190,4 +193,8 @@ PY
     AM_LISTEN="${DEV_ALERTMANAGER_LISTEN:-127.0.0.1:9095}"
     # shellcheck disable=SC2034  # read by dev/stack and dev/test
     AM_URL="http://$AM_LISTEN"
+    # 9096: the next free port after Alertmanager's.
+    OIDC_LISTEN="${DEV_OIDC_LISTEN:-127.0.0.1:9096}"
+    # shellcheck disable=SC2034  # read by dev/stack and dev/test
+    OIDC_URL="http://$OIDC_LISTEN"
 }

@@ -32,6 +32,8 @@ pub struct Config {
     pub breakers: BreakersConfig,
     pub alerting: tollgate_alerting::AlertingConfig,
     pub api: ApiConfig,
+    /// Sessions, lockout and invitations of people (docs/sign-in.md).
+    pub auth: tollgate_control::accounts::AuthPolicy,
     pub telemetry: TelemetryConfig,
 }
 

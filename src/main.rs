@@ -56,6 +56,15 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
+    /// Every route of `tollgate api` and who may use it.
+    Routes {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// People's accounts: the first admin, invitations, grants.
+    #[command(subcommand)]
+    Users(cmd::users::UsersCommand),
     /// Generate realistic AI-call traffic.
     Simulate(cmd::simulate::Args),
     /// Measure the pipeline.
@@ -91,6 +100,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Outbox(command) => cmd::outbox::run(command, &config).await,
         Command::Reprice(args) => cmd::reprice::run(args, &config).await,
         Command::Keys(command) => cmd::keys::run(command, &config).await,
+        Command::Users(command) => cmd::users::run(command, &config).await,
+        Command::Routes { json } => cmd::api::print_routes(&config, json),
         Command::Simulate(args) => cmd::simulate::run(args, &config).await,
         Command::Bench(command) => cmd::bench::run(command, &config).await,
         Command::VerifyAudit(args) => cmd::verify_audit::run(args, &config).await,

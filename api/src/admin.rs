@@ -9,61 +9,41 @@
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
+use tollgate_access::{Identity, OrgScope, Role, ADMINS};
 use tollgate_control::budgets::admin::{budget_json, BudgetSpec};
-use tollgate_control::keys::ApiKey;
 
 use crate::error::ApiError;
 use crate::ApiState;
 
-/// The key of an `admin` caller, or why not: 401 without a key or with an
-/// unknown or revoked one, 403 when its role is not `admin` (`what` names
-/// the action in that message).
-pub async fn require_admin(
-    state: &ApiState,
-    headers: &HeaderMap,
-    what: &str,
-) -> Result<ApiKey, ApiError> {
-    require_role(state, headers, &["admin"], what).await
-}
-
-/// The key of a caller whose role is one of `roles`, or why not: 401
-/// without a key or with an unknown or revoked one, 403 for another role.
-pub async fn require_role(
-    state: &ApiState,
-    headers: &HeaderMap,
-    roles: &[&str],
-    what: &str,
-) -> Result<ApiKey, ApiError> {
-    let secret = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::Unauthorized(format!(
-            "missing API key: send Authorization: Bearer <{} key>",
-            roles.join("|")
-        )))?;
-    let key = state
-        .keys
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("no key store".into()))?
-        .verify(secret.trim())
+/// Budget `id` must belong to an org where the caller holds one of
+/// `roles`; another org's budget (or none) is a 404. A budget without an
+/// org is seen by callers of every org only.
+pub async fn check_budget_org(
+    store: &tollgate_control::budgets::BudgetStore,
+    identity: &Identity,
+    roles: &[Role],
+    id: i64,
+) -> Result<(), ApiError> {
+    let no_such = || ApiError::NoSuch(format!("no budget with id {id}"));
+    let org = store
+        .org_of(id)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
-        .ok_or_else(|| ApiError::Unauthorized("invalid API key: unknown or revoked".into()))?;
-    if !roles.contains(&key.role.as_str()) {
-        return Err(ApiError::Forbidden(format!(
-            "key {} has role `{}`; {what} needs role `{}`",
-            key.prefix,
-            key.role,
-            roles.join("` or `")
-        )));
+        .map_err(|e| ApiError::Unavailable(format!("cannot read budgets: postgres: {e}")))?
+        .ok_or_else(no_such)?;
+    let visible = match org {
+        Some(org) => identity.sees(roles, &org),
+        None => identity.org_scope(roles) == Some(OrgScope::All),
+    };
+    if visible {
+        Ok(())
+    } else {
+        Err(no_such())
     }
-    Ok(key)
 }
 
 /// Body of `POST /api/v1/admin/budgets`. Money is a decimal string.
@@ -80,9 +60,15 @@ pub struct BudgetBody {
     /// Percent of the limit; absent or `null`: 50, 80, 100.
     #[serde(default)]
     pub thresholds: Option<Vec<i64>>,
+    /// The org the budget belongs to (an org subject's own id when not
+    /// given; a caller who administers only some orgs must name one of
+    /// theirs, or gets their first).
+    #[serde(default)]
+    pub org_id: Option<String>,
 }
 
-const BUDGET_FIELDS: &str = "subject_kind, subject_id, period, limit_usd, enforcement, thresholds";
+const BUDGET_FIELDS: &str =
+    "subject_kind, subject_id, period, limit_usd, enforcement, thresholds, org_id";
 
 fn default_period() -> String {
     "monthly".into()
@@ -176,7 +162,7 @@ pub fn parse_budget_body(bytes: &[u8]) -> Result<BudgetBody, ApiError> {
 /// `event_id` of the `admin.budget.set` event.
 pub async fn set_budget(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let Some(store) = &state.budgets else {
@@ -184,7 +170,6 @@ pub async fn set_budget(
             "budget administration needs postgres; this server runs without it".into(),
         ));
     };
-    let key = require_admin(&state, &headers, "changing budgets").await?;
     let body = parse_budget_body(&body)?;
     let spec = BudgetSpec::parse(
         &body.subject_kind,
@@ -195,8 +180,29 @@ pub async fn set_budget(
         body.thresholds.as_deref(),
     )
     .map_err(|e| body_error(e.field, e.reason))?;
+    let org = body
+        .org_id
+        .clone()
+        .or_else(|| spec.org_id.clone())
+        .or_else(|| identity.scope().map(str::to_string));
+    let spec = match &org {
+        Some(org) => {
+            if !identity.sees(ADMINS, org) {
+                return Err(ApiError::NoSuch(format!("no org {org}")));
+            }
+            spec.in_org(org)
+                .map_err(|e| body_error(e.field, e.reason))?
+        }
+        None if identity.is_admin() => spec,
+        None => {
+            return Err(body_error(
+                "org_id",
+                "is required: name the org the budget belongs to",
+            ))
+        }
+    };
     let set = store
-        .set(&spec, &format!("key:{}", key.prefix))
+        .set(&spec, &identity.actor)
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot store the budget: postgres: {e}")))?;
     let status = if set.previous.is_some() {
@@ -219,7 +225,7 @@ pub async fn set_budget(
 /// the `event_id` of its `admin.budget.deleted` event; 404 for an unknown id.
 pub async fn delete_budget(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Some(store) = &state.budgets else {
@@ -227,7 +233,6 @@ pub async fn delete_budget(
             "budget administration needs postgres; this server runs without it".into(),
         ));
     };
-    let key = require_admin(&state, &headers, "deleting budgets").await?;
     let Path(id) = id.map_err(|e| ApiError::InvalidParameter {
         parameter: "id".into(),
         reason: e.body_text(),
@@ -240,8 +245,9 @@ pub async fn delete_budget(
                 parameter: "id".into(),
                 reason: "not a budget id (a positive integer)".into(),
             })?;
+    check_budget_org(store, &identity, ADMINS, id).await?;
     let deleted = store
-        .delete(id, &format!("key:{}", key.prefix))
+        .delete(id, &identity.actor)
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot delete the budget: postgres: {e}")))?
         .ok_or_else(|| ApiError::NoSuch(format!("no budget with id {id}")))?;

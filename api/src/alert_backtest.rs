@@ -10,27 +10,24 @@
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{Duration, Utc};
 use tollgate_contract::alerts::RuleSpec;
 use tollgate_queries::alert_signals::{self, SignalSources, DEFAULT_STEP_SECS};
 use tollgate_queries::params::{Expected, QueryParams};
 
-use crate::admin::require_role;
-use crate::alerts::READ_ROLES;
 use crate::error::ApiError;
 use crate::finance::Format;
 use crate::{query_pairs, ApiState};
+use tollgate_access::{Identity, ALERT_READERS};
 
 /// `POST /api/v1/alerts/backtest?from=&to=&step_secs=&format=json|csv`
 pub async fn backtest(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let key = require_role(&state, &headers, &READ_ROLES, "backtesting alert rules").await?;
     let params = QueryParams::parse(
         &query_pairs(query)?,
         &Expected::names(&["from", "to", "step_secs", "format"]),
@@ -40,10 +37,8 @@ pub async fn backtest(
         field: r.field,
         reason: r.reason,
     })?;
-    if let Some(scope) = key.org_id.as_deref() {
-        if scope != spec.org_id {
-            return Err(ApiError::NoSuch(format!("no org {}", spec.org_id)));
-        }
+    if !identity.sees(ALERT_READERS, &spec.org_id) {
+        return Err(ApiError::NoSuch(format!("no org {}", spec.org_id)));
     }
     let to = params.time("to")?.unwrap_or_else(Utc::now);
     let from = params

@@ -9,7 +9,6 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::Utc;
 use tollgate_queries::alert_timeline::{
@@ -17,24 +16,23 @@ use tollgate_queries::alert_timeline::{
 };
 use tollgate_queries::params::{Expected, QueryParams};
 
-use crate::admin::require_role;
-use crate::alerts::{list_org, store, store_error, READ_ROLES};
+use crate::alerts::{store, store_error};
 use crate::error::ApiError;
 use crate::finance::Format;
 use crate::{query_pairs, ApiState};
+use tollgate_access::Identity;
 
 type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 /// `GET /api/v1/alerts?org=&format=json|csv`: firing first, then pending.
 pub async fn current(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let key = require_role(&state, &headers, &READ_ROLES, "reading alerts").await?;
     let params = QueryParams::parse(&query_pairs(query)?, &Expected::names(&["org", "format"]))?;
     let format = Format::of(&params)?;
-    let org = list_org(&key, &params)?;
+    let org = identity.scope();
     let states = store(&state)?.states(org).await.map_err(store_error)?;
     let alerts = current_alerts(&states);
     Ok(format.respond(&alerts, "alerts.csv", alert_timeline::current_table))
@@ -45,10 +43,9 @@ pub async fn current(
 /// when there were more). A `rule_id` of another org is a 404.
 pub async fn transitions(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let key = require_role(&state, &headers, &READ_ROLES, "reading alert transitions").await?;
     let names: Vec<&str> = TIMELINE_PARAMS
         .iter()
         .copied()
@@ -56,7 +53,7 @@ pub async fn transitions(
         .collect();
     let params = QueryParams::parse(&query_pairs(query)?, &Expected::names(&names))?;
     let format = Format::of(&params)?;
-    let org = list_org(&key, &params)?.map(str::to_string);
+    let org = identity.scope().map(str::to_string);
     let q = TimelineQuery::from_params(&params, org, Utc::now())?;
     if let (Some(id), Some(store)) = (q.rule_id, state.alerts.as_ref()) {
         // Another org's rule (or none) is a 404, as for `rules/{id}`.
@@ -77,13 +74,12 @@ pub async fn transitions(
 /// at most 500.
 pub async fn dead_letters(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let key = require_role(&state, &headers, &READ_ROLES, "reading dead letters").await?;
     let params = QueryParams::parse(&query_pairs(query)?, &Expected::names(&["org", "format"]))?;
     let format = Format::of(&params)?;
-    let org = list_org(&key, &params)?;
+    let org = identity.scope();
     let letters = tollgate_control::alert_deliveries::list_dead_letters(
         store(&state)?.pool(),
         org,

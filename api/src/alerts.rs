@@ -10,26 +10,23 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
+use tollgate_access::{Identity, ALERT_WRITERS};
 use tollgate_contract::alerts::{parse_json, ReceiverSpec, RuleSpec, SilenceSpec};
 use tollgate_contract::Rejection;
 use tollgate_control::alerts::admin::Changed;
 use tollgate_control::alerts::{AlertStore, AlertStoreError, SilenceFilter};
-use tollgate_control::keys::ApiKey;
 use tollgate_queries::alert_lists::{receivers_table, rules_table, silences_table, SilenceView};
 use tollgate_queries::params::{Expected, QueryParams};
 
-use crate::admin::require_role;
 use crate::error::ApiError;
 use crate::finance::Format;
 use crate::{query_pairs, ApiState};
-
-pub use tollgate_control::alerts::{READ_ROLES, WRITE_ROLES};
 
 type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
@@ -37,17 +34,6 @@ pub(crate) fn store(state: &ApiState) -> Result<&AlertStore, ApiError> {
     state.alerts.as_ref().ok_or_else(|| {
         ApiError::Unavailable("alerting needs postgres; this server runs without it".into())
     })
-}
-
-/// The store and the caller's key, if its role is one of `roles`.
-async fn caller<'a>(
-    state: &'a ApiState,
-    headers: &HeaderMap,
-    roles: &[&str],
-    what: &str,
-) -> Result<(&'a AlertStore, ApiKey), ApiError> {
-    let store = store(state)?;
-    Ok((store, require_role(state, headers, roles, what).await?))
 }
 
 /// A change as the API answers it: the value under `name` and the id of
@@ -60,10 +46,6 @@ fn answer<T: serde::Serialize>(status: StatusCode, name: &str, change: Changed<T
     );
     body.insert("event_id".into(), json!(change.event.event_id));
     (status, Json(body)).into_response()
-}
-
-fn actor(key: &ApiKey) -> String {
-    key.actor()
 }
 
 fn invalid(r: Rejection) -> ApiError {
@@ -100,25 +82,13 @@ pub(crate) fn store_error(err: AlertStoreError) -> ApiError {
     }
 }
 
-/// The org a scoped key may act on; `org` of another org is a 404.
-fn check_org(key: &ApiKey, org: &str) -> Result<(), ApiError> {
-    match key.org_id.as_deref() {
-        Some(scope) if scope != org => Err(ApiError::NoSuch(format!("no org {org}"))),
-        _ => Ok(()),
-    }
-}
-
-/// The org filter of a list: a scoped key's own org; for an unscoped key
-/// the `org` parameter, or every org.
-pub(crate) fn list_org<'a>(
-    key: &'a ApiKey,
-    params: &'a QueryParams,
-) -> Result<Option<&'a str>, ApiError> {
-    let requested = params.text("org");
-    match (key.org_id.as_deref(), requested) {
-        (Some(scope), Some(org)) if org != scope => Err(ApiError::NoSuch(format!("no org {org}"))),
-        (Some(scope), _) => Ok(Some(scope)),
-        (None, requested) => Ok(requested),
+/// A change to `org`'s alerting needs a writer's role there; another
+/// org's is a 404, as if it did not exist.
+fn check_org(identity: &Identity, org: &str) -> Result<(), ApiError> {
+    if identity.sees(ALERT_WRITERS, org) {
+        Ok(())
+    } else {
+        Err(ApiError::NoSuch(format!("no org {org}")))
     }
 }
 
@@ -163,13 +133,12 @@ fn no_params(query: Pairs) -> Result<(), ApiError> {
 /// `GET /api/v1/alerts/rules?org=&format=json|csv`
 pub async fn list_rules(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let key = require_role(&state, &headers, &READ_ROLES, "reading alert rules").await?;
     let params = QueryParams::parse(&query_pairs(query)?, &Expected::names(&["org", "format"]))?;
     let format = Format::of(&params)?;
-    let org = list_org(&key, &params)?;
+    let org = identity.scope();
     let rules = store(&state)?.rules(org).await.map_err(store_error)?;
     Ok(format.respond(&rules, "alert-rules.csv", rules_table))
 }
@@ -177,14 +146,14 @@ pub async fn list_rules(
 /// `POST /api/v1/alerts/rules`: 201 with the rule and its event id.
 pub async fn create_rule(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "creating alert rules").await?;
+    let store = store(&state)?;
     let spec = RuleSpec::from_json(&body).map_err(invalid)?;
-    check_org(&key, &spec.org_id)?;
+    check_org(&identity, &spec.org_id)?;
     let set = store
-        .create_rule(&spec, &actor(&key))
+        .create_rule(&spec, &identity.actor)
         .await
         .map_err(store_error)?;
     Ok(answer(StatusCode::CREATED, "rule", set))
@@ -193,15 +162,14 @@ pub async fn create_rule(
 /// `GET /api/v1/alerts/rules/{id}`
 pub async fn get_rule(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     id: Result<Path<String>, PathRejection>,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let key = require_role(&state, &headers, &READ_ROLES, "reading alert rules").await?;
     let id = path_id(id, "rule")?;
     no_params(query)?;
     let rule = store(&state)?
-        .rule(key.org_id.as_deref(), id)
+        .rule(identity.scope(), id)
         .await
         .map_err(store_error)?;
     Ok(Json(rule).into_response())
@@ -219,22 +187,22 @@ struct RuleUpdate {
 /// 200 with the new version, 409 when `version` is stale.
 pub async fn update_rule(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     id: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "changing alert rules").await?;
+    let store = store(&state)?;
     let id = path_id(id, "rule")?;
     let update: RuleUpdate = parse_json(&body).map_err(invalid)?;
     update.rule.validate().map_err(prefixed("rule"))?;
-    check_org(&key, &update.rule.org_id)?;
+    check_org(&identity, &update.rule.org_id)?;
     let set = store
         .update_rule(
             &update.rule.org_id,
             id,
             update.version,
             &update.rule,
-            &actor(&key),
+            &identity.actor,
         )
         .await
         .map_err(|e| match e {
@@ -247,15 +215,15 @@ pub async fn update_rule(
 /// `DELETE /api/v1/alerts/rules/{id}?version=` (version optional).
 pub async fn delete_rule(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     id: Result<Path<String>, PathRejection>,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "deleting alert rules").await?;
+    let store = store(&state)?;
     let id = path_id(id, "rule")?;
     let version = version_param(query)?;
     let deleted = store
-        .delete_rule(key.org_id.as_deref(), id, version, &actor(&key))
+        .delete_rule(identity.scope(), id, version, &identity.actor)
         .await
         .map_err(store_error)?;
     Ok(
@@ -270,10 +238,9 @@ pub async fn delete_rule(
 /// (`active`, the default: not yet ended, including those starting later).
 pub async fn list_silences(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let key = require_role(&state, &headers, &READ_ROLES, "reading silences").await?;
     let params = QueryParams::parse(
         &query_pairs(query)?,
         &Expected::names(&["org", "state", "format"]),
@@ -289,7 +256,7 @@ pub async fn list_silences(
             ],
         )?
         .unwrap_or(SilenceFilter::Current);
-    let org = list_org(&key, &params)?;
+    let org = identity.scope();
     let now = Utc::now();
     let silences: Vec<SilenceView> = store(&state)?
         .silences(org, filter, now)
@@ -305,14 +272,14 @@ pub async fn list_silences(
 /// the caller's key.
 pub async fn create_silence(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "creating silences").await?;
+    let store = store(&state)?;
     let spec = SilenceSpec::from_json(&body, Utc::now()).map_err(invalid)?;
-    check_org(&key, &spec.org_id)?;
+    check_org(&identity, &spec.org_id)?;
     let set = store
-        .create_silence(&spec, &actor(&key))
+        .create_silence(&spec, &identity.actor)
         .await
         .map_err(store_error)?;
     Ok(answer(StatusCode::CREATED, "silence", set))
@@ -321,15 +288,14 @@ pub async fn create_silence(
 /// `GET /api/v1/alerts/silences/{id}`
 pub async fn get_silence(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     id: Result<Path<String>, PathRejection>,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let key = require_role(&state, &headers, &READ_ROLES, "reading silences").await?;
     let id = path_id(id, "silence")?;
     no_params(query)?;
     let silence = store(&state)?
-        .silence(key.org_id.as_deref(), id)
+        .silence(identity.scope(), id)
         .await
         .map_err(store_error)?;
     Ok(Json(SilenceView::at(silence, Utc::now())).into_response())
@@ -339,15 +305,15 @@ pub async fn get_silence(
 /// already ended).
 pub async fn expire_silence(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     id: Result<Path<String>, PathRejection>,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "expiring silences").await?;
+    let store = store(&state)?;
     let id = path_id(id, "silence")?;
     no_params(query)?;
     let expired = store
-        .expire_silence(key.org_id.as_deref(), id, Utc::now(), &actor(&key))
+        .expire_silence(identity.scope(), id, Utc::now(), &identity.actor)
         .await
         .map_err(store_error)?;
     Ok(
@@ -361,13 +327,12 @@ pub async fn expire_silence(
 /// `GET /api/v1/alerts/receivers?org=&format=json|csv`
 pub async fn list_receivers(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let key = require_role(&state, &headers, &READ_ROLES, "reading receivers").await?;
     let params = QueryParams::parse(&query_pairs(query)?, &Expected::names(&["org", "format"]))?;
     let format = Format::of(&params)?;
-    let org = list_org(&key, &params)?;
+    let org = identity.scope();
     let receivers = store(&state)?.receivers(org).await.map_err(store_error)?;
     Ok(format.respond(&receivers, "alert-receivers.csv", receivers_table))
 }
@@ -376,14 +341,14 @@ pub async fn list_receivers(
 /// secret).
 pub async fn create_receiver(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "creating receivers").await?;
+    let store = store(&state)?;
     let spec = ReceiverSpec::from_json(&body).map_err(invalid)?;
-    check_org(&key, &spec.org_id)?;
+    check_org(&identity, &spec.org_id)?;
     let set = store
-        .create_receiver(&spec, &actor(&key))
+        .create_receiver(&spec, &identity.actor)
         .await
         .map_err(store_error)?;
     Ok(answer(StatusCode::CREATED, "receiver", set))
@@ -392,15 +357,14 @@ pub async fn create_receiver(
 /// `GET /api/v1/alerts/receivers/{id}`
 pub async fn get_receiver(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     id: Result<Path<String>, PathRejection>,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let key = require_role(&state, &headers, &READ_ROLES, "reading receivers").await?;
     let id = path_id(id, "receiver")?;
     no_params(query)?;
     let receiver = store(&state)?
-        .receiver(key.org_id.as_deref(), id)
+        .receiver(identity.scope(), id)
         .await
         .map_err(store_error)?;
     Ok(Json(receiver).into_response())
@@ -417,22 +381,22 @@ struct ReceiverUpdate {
 /// (a webhook's secret again: it is write-only).
 pub async fn update_receiver(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     id: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "changing receivers").await?;
+    let store = store(&state)?;
     let id = path_id(id, "receiver")?;
     let update: ReceiverUpdate = parse_json(&body).map_err(invalid)?;
     update.receiver.validate().map_err(prefixed("receiver"))?;
-    check_org(&key, &update.receiver.org_id)?;
+    check_org(&identity, &update.receiver.org_id)?;
     let set = store
         .update_receiver(
             &update.receiver.org_id,
             id,
             update.version,
             &update.receiver,
-            &actor(&key),
+            &identity.actor,
         )
         .await
         .map_err(|e| match e {
@@ -445,15 +409,15 @@ pub async fn update_receiver(
 /// `DELETE /api/v1/alerts/receivers/{id}?version=` (409 while a rule uses it).
 pub async fn delete_receiver(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     id: Result<Path<String>, PathRejection>,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let (store, key) = caller(&state, &headers, &WRITE_ROLES, "deleting receivers").await?;
+    let store = store(&state)?;
     let id = path_id(id, "receiver")?;
     let version = version_param(query)?;
     let deleted = store
-        .delete_receiver(key.org_id.as_deref(), id, version, &actor(&key))
+        .delete_receiver(identity.scope(), id, version, &identity.actor)
         .await
         .map_err(store_error)?;
     Ok(

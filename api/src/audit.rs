@@ -4,24 +4,22 @@
 //! inclusion proofs), `GET /api/v1/audit/entries` (compliance search,
 //! cursor-paginated, `proof=true` for inclusion proofs) and
 //! `GET /api/v1/audit/entries/{chain}/{seq}` (one entry and its proof).
-//! All but the first need an API key (`Authorization: Bearer`) with role
-//! `compliance` or `admin`; a key scoped to an org gets 404 for any other
-//! org, as if it did not exist (`tollgate_queries::audit::access`).
+//! All need a caller with role `compliance` or `admin` (the gate's rule,
+//! `tollgate-access`); one who sees only some orgs gets 404 for any other
+//! org, as if it did not exist.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tollgate_access::{Identity, AUDITORS};
 use tollgate_contract::audit::checkpoint::parse_public_key;
-use tollgate_control::keys::ApiKey;
-use tollgate_queries::audit::access::{authenticate, scoped_org, AuditAccess, Denied};
+use tollgate_queries::audit::access::AuditAccess;
 use tollgate_queries::audit::search::{self, ProofSource, SearchQuery};
 use tollgate_queries::audit::trail::{export, export_search};
 use tollgate_queries::audit::verify::verify;
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::InvalidParameter;
-
-pub use tollgate_queries::audit::access::AUDIT_ROLES;
 
 /// What the audit endpoints need (shared with the compliance pages).
 pub type AuditState = AuditAccess;
@@ -55,44 +53,6 @@ fn bad_parameter(err: InvalidParameter) -> Response {
     crate::error::ApiError::from(err).into_response()
 }
 
-fn denied(why: Denied) -> Response {
-    let status = match why {
-        Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        Denied::Forbidden(_) => StatusCode::FORBIDDEN,
-        Denied::NotFound(_) => StatusCode::NOT_FOUND,
-        Denied::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    error(status, why.to_string())
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-}
-
-/// The caller's key, if it may read audit trails at all.
-pub async fn authenticate_request(
-    state: &AuditState,
-    headers: &HeaderMap,
-) -> Result<ApiKey, Response> {
-    authenticate(state.keys.as_ref(), bearer(headers))
-        .await
-        .map_err(denied)
-}
-
-/// The caller's key, if it may read `org`'s trail; the response otherwise.
-pub async fn authorize(
-    state: &AuditState,
-    headers: &HeaderMap,
-    org: &str,
-) -> Result<ApiKey, Response> {
-    let key = authenticate_request(state, headers).await?;
-    scoped_org(&key, org).map_err(denied)?;
-    Ok(key)
-}
-
 fn clickhouse_failed(what: &str, err: impl std::fmt::Display) -> Response {
     tracing::error!(%err, what, "audit read failed");
     error(
@@ -117,16 +77,12 @@ pub async fn public_key(State(state): State<AuditState>) -> Response {
 
 pub async fn verify_trail(
     State(state): State<AuditState>,
-    headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     let params = match TrailParams::parse(&pairs) {
         Ok(params) => params,
         Err(err) => return bad_parameter(err),
     };
-    if let Err(response) = authorize(&state, &headers, &params.org).await {
-        return response;
-    }
     let trusted = state.public_key.as_deref().and_then(parse_public_key);
     let ch = &state.clickhouse;
     match verify(ch, &params.org, params.team.as_deref(), trusted.as_ref()).await {
@@ -147,22 +103,14 @@ pub async fn verify_trail(
 /// inclusion proof, and the checkpoints those proofs need.
 pub async fn export_trail(
     State(state): State<AuditState>,
-    headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let key = match authenticate_request(&state, &headers).await {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let mut query = match SearchQuery::from_pairs(&pairs) {
+    let query = match SearchQuery::from_pairs(&pairs) {
         Ok(query) => query,
         Err(err) => return bad_parameter(err),
     };
-    let org = match scoped_org(&key, query.filter("org")) {
-        Ok(org) => org,
-        Err(why) => return denied(why),
-    };
-    query.set_filter("org", &org);
+    // The gate pinned `org` to one the caller sees (docs/sign-in.md).
+    let org = query.filter("org").to_string();
     let whole_chains = !org.is_empty()
         && query.from_ms.is_none()
         && query.to_ms.is_none()
@@ -197,21 +145,12 @@ pub async fn export_trail(
 /// `GET /api/v1/audit/entries?org=&team=&user=&key=&model=&provider=&outcome=&decision=&kind=&from=&to=&limit=&cursor=&proof=`
 pub async fn search_entries(
     State(state): State<AuditState>,
-    headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let key = match authenticate_request(&state, &headers).await {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let mut query = match SearchQuery::from_pairs(&pairs) {
+    let query = match SearchQuery::from_pairs(&pairs) {
         Ok(query) => query,
         Err(err) => return bad_parameter(err),
     };
-    match scoped_org(&key, query.filter("org")) {
-        Ok(org) => query.set_filter("org", &org),
-        Err(why) => return denied(why),
-    }
     let ch = &state.clickhouse;
     let page = match search::search(ch, &query).await {
         Ok(page) => page,
@@ -244,13 +183,9 @@ pub async fn search_entries(
 /// proof. 404 when it does not exist or belongs to an org the key may not see.
 pub async fn one_entry(
     State(state): State<AuditState>,
-    headers: HeaderMap,
+    identity: Identity,
     Path((chain, seq)): Path<(String, String)>,
 ) -> Response {
-    let key = match authenticate_request(&state, &headers).await {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
     let Some(seq) = seq.parse::<u64>().ok().filter(|s| *s >= 1) else {
         return bad_parameter(InvalidParameter::new(
             "seq",
@@ -259,7 +194,7 @@ pub async fn one_entry(
     };
     let ch = &state.clickhouse;
     let row = match search::entry(ch, &chain, seq).await {
-        Ok(Some(row)) if tollgate_queries::audit::access::may_see_org(&key, &row.org_id) => row,
+        Ok(Some(row)) if identity.sees(AUDITORS, &row.org_id) => row,
         Ok(_) => {
             return error(
                 StatusCode::NOT_FOUND,

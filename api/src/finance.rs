@@ -11,16 +11,17 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use tollgate_contract::catalog::NewPrice;
 use tollgate_contract::catalog::PriceCatalog;
 use tollgate_control::prices::admin::PriceAdminError;
 use tollgate_queries::cost::{self, parse_params};
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::{overview, statement, Table};
+
+use tollgate_access::{Identity, COST_READERS};
 
 use crate::error::ApiError;
 use crate::{query_pairs, ApiState};
@@ -91,6 +92,23 @@ async fn price_catalog(state: &ApiState) -> Result<Option<PriceCatalog>, ApiErro
 }
 
 /// Every budget, or 503 when the server runs without PostgreSQL.
+/// The budgets of `org` (every budget for `None`).
+pub(crate) async fn org_budgets(
+    state: &ApiState,
+    org: Option<&str>,
+) -> Result<Vec<tollgate_control::budgets::Budget>, ApiError> {
+    let store = state.budgets.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("budgets need postgres; this server runs without it".into())
+    })?;
+    Ok(store
+        .in_org(org)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot read budgets: {e}")))?
+        .into_iter()
+        .map(|(budget, _)| budget)
+        .collect())
+}
+
 async fn all_budgets(state: &ApiState) -> Result<Vec<tollgate_control::budgets::Budget>, ApiError> {
     let store = state.budgets.as_ref().ok_or_else(|| {
         ApiError::Unavailable("budgets need postgres; this server runs without it".into())
@@ -143,8 +161,8 @@ pub async fn statement(
     let today = Utc::now().date_naive();
     let (request, params) = statement::parse_params(&pairs, today, &["format"])?;
     let format = Format::of(&params)?;
-    let statement::StatementParams { team, month } = request;
-    let query = statement::statement_query(&team, &month)?;
+    let statement::StatementParams { team, month, org } = request;
+    let query = statement::statement_query(&team, &month, org.as_deref())?;
     let report = state.read_models.cost(&query).await?;
     let repricing = state.read_models.statement_repricing(&team, &month).await?;
     let catalog = price_catalog(&state).await?.unwrap_or_default();
@@ -156,10 +174,12 @@ pub async fn statement(
 /// spend of its running period, percent used, state and forecast.
 pub async fn budgets(
     State(state): State<ApiState>,
+    identity: Identity,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let format = format_only(query)?;
-    let budgets = all_budgets(&state).await?;
+    let params = QueryParams::parse(&query_pairs(query)?, &Expected::names(&["format", "org"]))?;
+    let format = Format::of(&params)?;
+    let budgets = org_budgets(&state, identity.scope()).await?;
     let statuses = state
         .read_models
         .budget_status(&budgets, Utc::now())
@@ -174,6 +194,7 @@ pub async fn budgets(
 /// (daily budgets); 404 for an unknown id.
 pub async fn burndown(
     State(state): State<ApiState>,
+    identity: Identity,
     Path(id): Path<String>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -182,6 +203,9 @@ pub async fn burndown(
         parameter: "id".into(),
         reason: format!("`{id}` is not a budget id (an integer)"),
     })?;
+    if let Some(store) = &state.budgets {
+        crate::admin::check_budget_org(store, &identity, COST_READERS, id).await?;
+    }
     let budget = all_budgets(&state)
         .await?
         .into_iter()
@@ -192,111 +216,10 @@ pub async fn burndown(
     Ok(format.respond(&report, "burndown.csv", tollgate_queries::burndown::table))
 }
 
-/// Price fields of `POST /api/v1/admin/prices` (and of its `tiers`): each
-/// must be a decimal string.
-const PRICE_FIELDS: [&str; 8] = [
-    "input_per_token",
-    "output_per_token",
-    "cache_read_per_token",
-    "cache_write_per_token",
-    "reasoning_per_token",
-    "per_image",
-    "per_audio_second",
-    "per_request",
-];
-
-/// Check that every price in `object` is an exact decimal string, naming
-/// the field otherwise (`prefix` locates it: `[2].`, `tiers[0].`). A JSON
-/// number is refused: whatever reads it, serde's path to a `Decimal` goes
-/// through an `f64` and silently rounds the price.
-fn check_price_fields(
-    object: &serde_json::Map<String, serde_json::Value>,
-    prefix: &str,
-) -> Result<(), ApiError> {
-    for field in PRICE_FIELDS {
-        let bad = |reason: String| ApiError::InvalidField {
-            field: format!("{prefix}{field}"),
-            reason,
-        };
-        match object.get(field) {
-            None | Some(serde_json::Value::Null) => {}
-            Some(serde_json::Value::String(text)) => {
-                tollgate_contract::catalog::decimal_str::parse(text).map_err(bad)?;
-            }
-            Some(serde_json::Value::Number(n)) => {
-                return Err(bad(format!(
-                    "must be a decimal string such as \"0.0000025\", not the JSON number {n} \
-                     (a number would pass through a float and lose digits)"
-                )))
-            }
-            Some(other) => return Err(bad(format!("must be a decimal string, not {other}"))),
-        }
-    }
-    if let Some(tiers) = object.get("tiers").and_then(|t| t.as_array()) {
-        for (i, tier) in tiers.iter().enumerate() {
-            if let Some(tier) = tier.as_object() {
-                check_price_fields(tier, &format!("{prefix}tiers[{i}]."))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The prices of a `POST /api/v1/admin/prices` body: one price object or a
-/// list of them.
-fn prices_of_body(body: serde_json::Value) -> Result<Vec<NewPrice>, ApiError> {
-    let (items, many) = match body {
-        serde_json::Value::Array(items) => (items, true),
-        one @ serde_json::Value::Object(_) => (vec![one], false),
-        _ => {
-            return Err(ApiError::InvalidField {
-                field: "body".into(),
-                reason: "must be a price object or a list of them".into(),
-            })
-        }
-    };
-    let mut prices = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let prefix = if many {
-            format!("[{i}].")
-        } else {
-            String::new()
-        };
-        let Some(object) = item.as_object() else {
-            return Err(ApiError::InvalidField {
-                field: if many {
-                    format!("[{i}]")
-                } else {
-                    "body".into()
-                },
-                reason: "must be a price object".into(),
-            });
-        };
-        check_price_fields(object, &prefix)?;
-        let price: NewPrice = serde_path_to_error::deserialize(item).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            // Unknown and missing fields are named in the message, not the
-            // path.
-            let field = match (path.as_str(), message.split('`').nth(1)) {
-                ("." | "", Some(name)) => name.to_string(),
-                ("." | "", None) => "body".to_string(),
-                (p, _) => p.to_string(),
-            };
-            ApiError::InvalidField {
-                field: format!("{prefix}{field}"),
-                reason: message,
-            }
-        })?;
-        prices.push(price);
-    }
-    Ok(prices)
-}
-
 /// `POST /api/v1/admin/prices` with `Authorization: Bearer <admin key>`.
 pub async fn add_prices(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    identity: Identity,
     body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Some(admin) = &state.prices else {
@@ -304,15 +227,29 @@ pub async fn add_prices(
             "price administration needs postgres; this server runs without it".into(),
         ));
     };
-    let key = crate::admin::require_admin(&state, &headers, "changing prices").await?;
+    // The catalog is every org's: only an admin of every org changes it.
+    if !identity.is_admin() {
+        return Err(ApiError::Forbidden(format!(
+            "{} may not change prices: the catalog is every org's, so that needs role admin in every org",
+            identity.who()
+        )));
+    }
     let Json(body) = body.map_err(|e| ApiError::InvalidParameter {
         parameter: "body".into(),
         reason: e.body_text(),
     })?;
-    let prices = prices_of_body(body)?;
-    let actor = format!("key:{}", key.prefix);
+    let prices = tollgate_contract::catalog::new_prices_of_json(body).map_err(|r| {
+        ApiError::InvalidField {
+            field: r.field,
+            reason: r.reason,
+        }
+    })?;
     let outcome = admin
-        .add(&prices, &format!("api:{}", key.prefix), Some(&actor))
+        .add(
+            &prices,
+            &format!("api:{}", identity.actor),
+            Some(&identity.actor),
+        )
         .await
         .map_err(|e| match e {
             PriceAdminError::Invalid(invalid) => ApiError::InvalidField {

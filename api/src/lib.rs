@@ -3,7 +3,8 @@
 //! This crate owns the JSON HTTP surface: routing ([`router`]), the mapping
 //! of every failure to a status code and JSON body ([`error::ApiError`]), the
 //! report endpoints ([`reports`], [`finance`], [`errors`], [`audit`]), the admin
-//! endpoints ([`admin`]: price and budget changes) and alerting's rules,
+//! endpoints ([`admin`]: price and budget changes, [`keys`]: API keys), the
+//! overview ([`home`]) and alerting's rules,
 //! silences and receivers ([`alerts`]), the alerts' states, transitions and
 //! dead letters ([`alert_states`]). Queries live in the read
 //! side (`tollgate-queries`); the binary serves this router next to the
@@ -18,6 +19,8 @@ pub mod config;
 pub mod error;
 pub mod errors;
 pub mod finance;
+pub mod home;
+pub mod keys;
 pub mod reports;
 
 use axum::extract::State;
@@ -25,6 +28,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use tollgate_access::Routes;
 use tollgate_queries::ReadModels;
 
 use crate::error::ApiError;
@@ -46,89 +50,179 @@ pub struct ApiState {
     pub alerts: Option<tollgate_control::alerts::AlertStore>,
 }
 
-/// The JSON surface: `/healthz`, `/readyz` and `/api/v1/...`. The binary
-/// serves it next to the dashboards' router (`tollgate-dashboards`).
-pub fn router(state: ApiState) -> Router {
+/// The JSON surface: `/healthz`, `/readyz` and `/api/v1/...`, every route
+/// with its access rule (`tollgate-access`). The binary serves it next to
+/// the dashboards' routes (`tollgate-dashboards`), behind one gate.
+pub fn routes(state: ApiState) -> Routes {
+    use axum::routing::{delete, post};
+    use tollgate_access::{
+        Access, OrgFrom, ADMINS, ALERT_READERS, ALERT_WRITERS, AUDITORS, COST_READERS, READERS,
+        SRE_READERS,
+    };
+    let sre = Access::read(SRE_READERS);
+    let cost = Access::read(COST_READERS);
+    let alerts = Access::read(ALERT_READERS)
+        .write(ALERT_WRITERS)
+        .org(OrgFrom::Handler);
     let audit_routes = state.audit.clone().map(|audit| {
-        Router::new()
-            .route("/api/v1/audit/public-key", get(audit::public_key))
-            .route("/api/v1/audit/verify", get(audit::verify_trail))
-            .route("/api/v1/audit/export", get(audit::export_trail))
-            .route("/api/v1/audit/entries", get(audit::search_entries))
-            .route("/api/v1/audit/entries/{chain}/{seq}", get(audit::one_entry))
+        let audit_access = Access::read(AUDITORS);
+        Routes::new()
+            .route(
+                "/api/v1/audit/public-key",
+                audit_access.org(OrgFrom::None),
+                get(audit::public_key),
+            )
+            .route(
+                "/api/v1/audit/verify",
+                audit_access,
+                get(audit::verify_trail),
+            )
+            .route(
+                "/api/v1/audit/export",
+                audit_access,
+                get(audit::export_trail),
+            )
+            .route(
+                "/api/v1/audit/entries",
+                audit_access,
+                get(audit::search_entries),
+            )
+            .route(
+                "/api/v1/audit/entries/{chain}/{seq}",
+                audit_access.org(OrgFrom::Handler),
+                get(audit::one_entry),
+            )
             .with_state(audit)
     });
-    let api = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/api/v1/reports/latency", get(reports::latency))
-        .route("/api/v1/reports/errors", get(errors::list))
-        .route("/api/v1/reports/errors/{signature}", get(errors::pattern))
-        .route("/api/v1/reports/breakers", get(errors::breakers))
-        .route("/api/v1/reports/cost", get(finance::cost))
-        .route("/api/v1/reports/cost/overview", get(finance::cost_overview))
-        .route("/api/v1/finance/statement", get(finance::statement))
-        .route("/api/v1/finance/budgets", get(finance::budgets))
+    let api = Routes::new()
+        .route("/healthz", Access::public(), get(healthz))
+        .route("/readyz", Access::public(), get(readyz))
+        .route(
+            "/api/v1/overview",
+            Access::read(READERS).org(OrgFrom::Query),
+            get(home::overview),
+        )
+        .route("/api/v1/reports/latency", sre, get(reports::latency))
+        .route("/api/v1/reports/errors", sre, get(errors::list))
+        .route(
+            "/api/v1/reports/errors/{signature}",
+            sre,
+            get(errors::pattern),
+        )
+        .route(
+            "/api/v1/reports/breakers",
+            Access::read(SRE_READERS).org(OrgFrom::None),
+            get(errors::breakers),
+        )
+        .route("/api/v1/reports/cost", cost, get(finance::cost))
+        .route(
+            "/api/v1/reports/cost/overview",
+            cost,
+            get(finance::cost_overview),
+        )
+        .route("/api/v1/finance/statement", cost, get(finance::statement))
+        .route(
+            "/api/v1/finance/budgets",
+            cost.org(OrgFrom::Handler),
+            get(finance::budgets),
+        )
         .route(
             "/api/v1/finance/budgets/{id}/burndown",
+            cost.org(OrgFrom::Handler),
             get(finance::burndown),
         )
         .route(
             "/api/v1/admin/prices",
-            axum::routing::post(finance::add_prices),
+            Access::read(ADMINS).write(ADMINS).org(OrgFrom::None),
+            post(finance::add_prices),
+        )
+        .route(
+            "/api/v1/admin/keys",
+            Access::read(ADMINS).write(ADMINS),
+            get(keys::list).post(keys::create),
+        )
+        .route(
+            "/api/v1/admin/keys/{prefix}",
+            Access::read(ADMINS).write(ADMINS).org(OrgFrom::Handler),
+            delete(keys::revoke),
         )
         .route(
             "/api/v1/admin/budgets",
-            axum::routing::post(admin::set_budget),
+            Access::read(ADMINS).write(ADMINS).org(OrgFrom::Handler),
+            post(admin::set_budget),
         )
         .route(
             "/api/v1/admin/budgets/{id}",
-            axum::routing::delete(admin::delete_budget),
+            Access::read(ADMINS).write(ADMINS).org(OrgFrom::Handler),
+            delete(admin::delete_budget),
         )
-        .route("/api/v1/alerts", get(alert_states::current))
-        .route("/api/v1/alerts/transitions", get(alert_states::transitions))
+        .route("/api/v1/alerts", alerts, get(alert_states::current))
+        .route(
+            "/api/v1/alerts/transitions",
+            alerts,
+            get(alert_states::transitions),
+        )
         .route(
             "/api/v1/alerts/dead-letters",
+            alerts,
             get(alert_states::dead_letters),
         )
         .route(
             "/api/v1/alerts/backtest",
-            axum::routing::post(alert_backtest::backtest),
+            Access::read(ALERT_READERS)
+                .write(ALERT_READERS)
+                .org(OrgFrom::Handler),
+            post(alert_backtest::backtest),
         )
         .route(
             "/api/v1/alerts/rules",
+            alerts,
             get(alerts::list_rules).post(alerts::create_rule),
         )
         .route(
             "/api/v1/alerts/rules/{id}",
+            alerts,
             get(alerts::get_rule)
                 .put(alerts::update_rule)
                 .delete(alerts::delete_rule),
         )
         .route(
             "/api/v1/alerts/silences",
+            alerts,
             get(alerts::list_silences).post(alerts::create_silence),
         )
         .route(
             "/api/v1/alerts/silences/{id}",
+            alerts,
             get(alerts::get_silence).delete(alerts::expire_silence),
         )
         .route(
             "/api/v1/alerts/receivers",
+            alerts,
             get(alerts::list_receivers).post(alerts::create_receiver),
         )
         .route(
             "/api/v1/alerts/receivers/{id}",
+            alerts,
             get(alerts::get_receiver)
                 .put(alerts::update_receiver)
                 .delete(alerts::delete_receiver),
         )
-        .route("/api/{*rest}", get(api_not_found))
+        .route(
+            "/api/{*rest}",
+            Access::read(READERS).org(OrgFrom::None),
+            get(api_not_found),
+        )
         .with_state(state);
     match audit_routes {
         Some(routes) => api.merge(routes),
         None => api,
     }
+}
+
+/// [`routes`] as a router.
+pub fn router(state: ApiState) -> Router {
+    routes(state).into_router()
 }
 
 /// Liveness: the process answers.
@@ -170,6 +264,49 @@ mod tests {
     use tollgate_control::config::ClickHouseConfig;
     use tower::ServiceExt;
 
+    /// Every bearer is an admin of every org (these tests are about
+    /// parameters; the gate's own tests are in `tollgate-access` and
+    /// `tests/it/access.rs`).
+    struct AnyBearerIsAdmin;
+
+    impl tollgate_access::Authenticator for AnyBearerIsAdmin {
+        fn identify<'a>(
+            &'a self,
+            credentials: &'a tollgate_access::Credentials,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<Option<tollgate_access::Identity>, tollgate_access::Refusal>,
+        > {
+            Box::pin(async move {
+                Ok(
+                    matches!(credentials, tollgate_access::Credentials::Bearer(_)).then(|| {
+                        tollgate_access::Identity::user(
+                            uuid::Uuid::nil(),
+                            "admin@example.com",
+                            "Admin",
+                            vec![tollgate_access::Grant::new(
+                                None,
+                                tollgate_access::Role::Admin,
+                            )],
+                            String::new(),
+                        )
+                    }),
+                )
+            })
+        }
+    }
+
+    fn gated(router: Router) -> Router {
+        router.layer(tollgate_access::Gate::new(AnyBearerIsAdmin).layer())
+    }
+
+    fn signed_in(uri: &str) -> Request<Body> {
+        Request::get(uri)
+            .header("authorization", "Bearer test")
+            .body(Body::empty())
+            .unwrap()
+    }
+
     /// A router whose ClickHouse is never contacted: every request here is
     /// answered before a query would run.
     fn app() -> Router {
@@ -177,21 +314,18 @@ mod tests {
             url: "http://127.0.0.1:9".into(),
             ..ClickHouseConfig::default()
         };
-        super::router(ApiState {
+        gated(super::router(ApiState {
             read_models: ReadModels::new(&config),
             audit: None,
             prices: None,
             keys: None,
             budgets: None,
             alerts: None,
-        })
+        }))
     }
 
     async fn get(uri: &str) -> (StatusCode, String, Option<String>) {
-        let response = app()
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response = app().oneshot(signed_in(uri)).await.unwrap();
         let status = response.status();
         let content_type = response
             .headers()
@@ -276,7 +410,7 @@ mod tests {
             url: "http://127.0.0.1:9".into(),
             ..ClickHouseConfig::default()
         };
-        let app = super::router(ApiState {
+        let app = gated(super::router(ApiState {
             read_models: ReadModels::new(&config),
             audit: Some(audit::AuditState {
                 clickhouse: tollgate_queries::client(&config),
@@ -288,7 +422,7 @@ mod tests {
             keys: None,
             budgets: None,
             alerts: None,
-        });
+        }));
         for (uri, parameter) in [
             ("/api/v1/finance/budgets?format=csv&format=json", "format"),
             ("/api/v1/finance/statement?team=a&team=b", "team"),
@@ -296,11 +430,7 @@ mod tests {
             ("/api/v1/audit/verify?org=a&colour=red", "colour"),
             ("/api/v1/audit/verify?org=a&org=b", "org"),
         ] {
-            let response = app
-                .clone()
-                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-                .await
-                .unwrap();
+            let response = app.clone().oneshot(signed_in(uri)).await.unwrap();
             assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");
             let body = axum::body::to_bytes(response.into_body(), usize::MAX)
                 .await
@@ -315,6 +445,39 @@ mod tests {
         let (status, body, _) = get("/api/v1/reports/latency").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert!(body.contains("127.0.0.1:9"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn without_identity_reports_are_401_and_health_is_open() {
+        let response = app()
+            .oneshot(
+                Request::get("/api/v1/reports/cost")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().contains_key("www-authenticate"));
+        let response = app()
+            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        // A route served without the gate fails closed.
+        let ungated = super::router(ApiState {
+            read_models: ReadModels::new(&ClickHouseConfig::default()),
+            audit: None,
+            prices: None,
+            keys: None,
+            budgets: None,
+            alerts: None,
+        });
+        let response = ungated
+            .oneshot(signed_in("/api/v1/reports/cost"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 /// `(file name, content type, body)` of everything under `/static/`.
-const ASSETS: [(&str, &str, &str); 5] = [
+const ASSETS: [(&str, &str, &str); 6] = [
     (
         "chart.umd.js",
         "text/javascript; charset=utf-8",
@@ -26,6 +26,11 @@ const ASSETS: [(&str, &str, &str); 5] = [
         "finance.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/finance.js"),
+    ),
+    (
+        "local-time.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/local-time.js"),
     ),
     (
         "latency.js",

@@ -2,25 +2,21 @@
 //! paginated table, entries per day chart, NDJSON export of the search), one
 //! entry with its inclusion proof, and verification status per org.
 //!
-//! The pages need an API key with role `compliance` or `admin`, the same
-//! keys and rules as `/api/v1/audit/*` (`tollgate_queries::audit::access`):
-//! the key comes from the HttpOnly cookie `tollgate_key` that
-//! `/compliance/login` sets, or from `Authorization: Bearer`. Without a
-//! valid key the login form is shown (401); another role gets a 403 page;
-//! an org-scoped key sees only its org (another org's entry is a 404).
+//! The pages need a caller with role `compliance` or `admin`, the rule of
+//! `/api/v1/audit/*` too (the sign-in gate, `tollgate-access`): people
+//! signed in, or an API key in `Authorization: Bearer`. One who sees only
+//! some orgs sees only theirs (another org's entry is a 404).
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::{Form, Router};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
+use tollgate_access::{Access, Identity, OrgFrom, Routes, AUDITORS};
 use tollgate_contract::audit::checkpoint::parse_public_key;
 use tollgate_contract::audit::entry::EntryRow;
-use tollgate_queries::audit::access::{
-    authenticate, may_see_org, scoped_org, ApiKey, AuditAccess, Denied,
-};
+use tollgate_queries::audit::access::AuditAccess;
 use tollgate_queries::audit::search::{
     self, daily_counts, urlencode, ProofResult, ProofSource, ProofStatus, SearchQuery,
 };
@@ -29,28 +25,31 @@ use tollgate_queries::audit::verify::{verify, AuditReport};
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::InvalidParameter;
 
-use crate::layout::{render, LoginPage, Section};
-use crate::session::{secret, Area, LoginParams};
+use crate::display::{Count, Figure, Instant};
+use crate::layout::{render, Section};
 
-/// The compliance pages' sign-in area.
-pub const AREA: Area = Area {
-    path: "/compliance",
-    home: "/compliance/search",
-};
-
-/// The compliance routes.
-pub fn router(state: AuditAccess) -> Router {
-    Router::new()
+/// The compliance routes: auditors (`compliance`, `admin`) only.
+pub fn routes(state: AuditAccess) -> Routes {
+    let read = Access::read(AUDITORS);
+    Routes::new()
         .route(
             "/compliance",
+            read.org(OrgFrom::None),
             get(|| async { Redirect::to("/compliance/search") }),
         )
-        .route("/compliance/login", get(login_page).post(login_submit))
-        .route("/compliance/logout", get(logout))
-        .route("/compliance/search", get(search_page))
-        .route("/compliance/export", get(export_download))
-        .route("/compliance/entries/{chain}/{seq}", get(entry_page))
-        .route("/compliance/verify", get(verify_page))
+        .route(
+            "/compliance/login",
+            Access::public(),
+            get(|| async { Redirect::to("/login?next=%2Fcompliance%2Fsearch") }),
+        )
+        .route("/compliance/search", read, get(search_page))
+        .route("/compliance/export", read, get(export_download))
+        .route(
+            "/compliance/entries/{chain}/{seq}",
+            read.org(OrgFrom::Handler),
+            get(entry_page),
+        )
+        .route("/compliance/verify", read, get(verify_page))
         .with_state(state)
 }
 
@@ -60,44 +59,6 @@ struct DeniedPage {
     section: Section,
     title: &'static str,
     message: String,
-}
-
-fn login_form(status: StatusCode, message: &str, next: &str) -> Response {
-    render(
-        status,
-        &LoginPage {
-            section: Section::Compliance,
-            crumb: "Compliance",
-            roles: "compliance or admin",
-            create: "tollgate keys create --role compliance [--org ORG]",
-            action: AREA.login(),
-            message: message.to_string(),
-            next: next.to_string(),
-        },
-    )
-}
-
-fn denied_page(why: Denied, next: &str) -> Response {
-    match why {
-        Denied::Unauthenticated(message) => login_form(StatusCode::UNAUTHORIZED, &message, next),
-        Denied::Forbidden(message) => render(
-            StatusCode::FORBIDDEN,
-            &DeniedPage {
-                section: Section::Compliance,
-                title: "Not allowed",
-                message,
-            },
-        ),
-        Denied::NotFound(message) => not_found(message),
-        Denied::Unavailable(message) => render(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &DeniedPage {
-                section: Section::Compliance,
-                title: "Unavailable",
-                message,
-            },
-        ),
-    }
 }
 
 fn not_found(message: String) -> Response {
@@ -123,12 +84,6 @@ fn unavailable(what: &str, err: impl std::fmt::Display) -> Response {
     )
 }
 
-async fn caller(state: &AuditAccess, headers: &HeaderMap, next: &str) -> Result<ApiKey, Response> {
-    authenticate(state.keys.as_ref(), secret(headers).as_deref())
-        .await
-        .map_err(|why| denied_page(why, next))
-}
-
 /// A request the pages cannot read: 400, naming the parameter.
 fn bad_request(err: InvalidParameter) -> Response {
     render(
@@ -141,56 +96,10 @@ fn bad_request(err: InvalidParameter) -> Response {
     )
 }
 
-async fn set_key(state: &AuditAccess, key: &str, next: &str) -> Response {
-    match authenticate(state.keys.as_ref(), Some(key)).await {
-        Ok(_) => ([(header::SET_COOKIE, AREA.cookie(key))], Redirect::to(next)).into_response(),
-        Err(why) => denied_page(why, next),
-    }
-}
-
-/// `GET /compliance/login`: the form; with `?key=` (for scripted browsers)
-/// it logs in at once.
-async fn login_page(
-    State(state): State<AuditAccess>,
-    Query(pairs): Query<Vec<(String, String)>>,
-) -> Response {
-    let params = match LoginParams::parse(&pairs) {
-        Ok(params) => params,
-        Err(err) => return bad_request(err),
-    };
-    let next = AREA.safe_next(params.next.as_deref());
-    match params.key.as_deref().filter(|k| !k.trim().is_empty()) {
-        Some(key) => set_key(&state, key, &next).await,
-        None => login_form(StatusCode::OK, "", &next),
-    }
-}
-
-async fn login_submit(
-    State(state): State<AuditAccess>,
-    Form(pairs): Form<Vec<(String, String)>>,
-) -> Response {
-    let params = match LoginParams::parse(&pairs) {
-        Ok(params) => params,
-        Err(err) => return bad_request(err),
-    };
-    let next = AREA.safe_next(params.next.as_deref());
-    set_key(&state, params.key.as_deref().unwrap_or(""), &next).await
-}
-
-async fn logout() -> Response {
-    (
-        [(header::SET_COOKIE, AREA.clear_cookie())],
-        Redirect::to("/compliance/login"),
-    )
-        .into_response()
-}
-
-fn time_text(ms: u64) -> String {
-    i64::try_from(ms)
-        .ok()
-        .and_then(DateTime::<Utc>::from_timestamp_millis)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
+/// An entry's time (epoch ms), to the millisecond; the number itself if
+/// it is out of range.
+fn time_figure(ms: u64) -> Figure {
+    Instant::from_epoch_millis(ms).map_or_else(|| ms.to_string().into(), Figure::from)
 }
 
 /// `datetime-local` value (UTC, minutes) of epoch ms.
@@ -206,7 +115,7 @@ struct ResultRow {
     chain: String,
     seq: u64,
     link: String,
-    time: String,
+    time: Figure,
     org: String,
     team: String,
     user: String,
@@ -227,7 +136,7 @@ impl ResultRow {
                 urlencode(&row.chain_id),
                 row.seq
             ),
-            time: time_text(row.occurred_at_ms),
+            time: time_figure(row.occurred_at_ms),
             org: row.org_id.clone(),
             team: row.team_id.clone(),
             user: row.user_id.clone(),
@@ -265,38 +174,25 @@ struct SearchPage {
     days: usize,
 }
 
-fn who(key: &ApiKey) -> String {
-    match &key.org_id {
-        Some(org) => format!("{} ({}, org {org})", key.name, key.role),
-        None => format!("{} ({}, all orgs)", key.name, key.role),
-    }
-}
-
 /// The search form's values: `from`/`to` come from `datetime-local` inputs.
-fn search_query(pairs: &[(String, String)], key: &ApiKey) -> Result<SearchQuery, String> {
-    let mut query = SearchQuery::from_pairs(pairs).map_err(|e| e.to_string())?;
-    let org = scoped_org(key, query.filter("org")).map_err(|e| e.to_string())?;
-    query.set_filter("org", &org);
-    Ok(query)
+/// The gate pinned `org` to one the caller sees (`tollgate-access`).
+fn search_query(pairs: &[(String, String)]) -> Result<SearchQuery, String> {
+    SearchQuery::from_pairs(pairs).map_err(|e| e.to_string())
 }
 
 async fn search_page(
     State(state): State<AuditAccess>,
-    headers: HeaderMap,
+    identity: Identity,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let key = match caller(&state, &headers, "/compliance/search").await {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let (query, error) = match search_query(&pairs, &key) {
+    let (query, error) = match search_query(&pairs) {
         Ok(query) => (query, None),
         Err(message) => {
             let mut query = SearchQuery {
                 limit: search::DEFAULT_LIMIT,
                 ..SearchQuery::default()
             };
-            if let Some(org) = key.org_id.as_deref() {
+            if let Some(org) = identity.scope() {
                 query.set_filter("org", org);
             }
             (query, Some(message))
@@ -349,7 +245,11 @@ async fn search_page(
         .map(|_| format!("/compliance/search?{}", join(limit_part.clone())));
     let labels: Vec<String> = days
         .iter()
-        .map(|(day, _)| time_text(u64::from(*day) * 86_400_000)[..10].to_string())
+        .map(|(day, _)| {
+            DateTime::<Utc>::from_timestamp(i64::from(*day) * 86_400, 0)
+                .map(|t| t.format("%Y-%m-%d").to_string())
+                .unwrap_or_default()
+        })
         .collect();
     let counts: Vec<u64> = days.iter().map(|(_, n)| *n).collect();
     let chart_json = serde_json::json!({ "labels": labels, "counts": counts })
@@ -377,7 +277,7 @@ async fn search_page(
         StatusCode::OK,
         &SearchPage {
             section: Section::Compliance,
-            who: who(&key),
+            who: identity.who(),
             fields,
             from: form_time(query.from_ms),
             to: form_time(query.to_ms),
@@ -393,18 +293,13 @@ async fn search_page(
     )
 }
 
-/// `GET /compliance/export?...`: the NDJSON export of the search, with the
-/// cookie's key (a download link cannot send a header).
+/// `GET /compliance/export?...`: the NDJSON export of the search (the
+/// gate pinned its `org`).
 async fn export_download(
     State(state): State<AuditAccess>,
-    headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let key = match caller(&state, &headers, "/compliance/search").await {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let query = match search_query(&pairs, &key) {
+    let query = match search_query(&pairs) {
         Ok(query) => query,
         Err(message) => {
             return (StatusCode::BAD_REQUEST, message).into_response();
@@ -472,7 +367,7 @@ struct ProofView {
     path: Vec<String>,
     signature: String,
     public_key: String,
-    created_at: String,
+    created_at: Figure,
     json: String,
 }
 
@@ -486,20 +381,15 @@ fn status_words(status: ProofStatus) -> (&'static str, &'static str) {
 
 async fn entry_page(
     State(state): State<AuditAccess>,
-    headers: HeaderMap,
+    identity: Identity,
     Path((chain, seq)): Path<(String, String)>,
 ) -> Response {
-    let here = format!("/compliance/entries/{}/{seq}", urlencode(&chain));
-    let key = match caller(&state, &headers, &here).await {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
     let Some(seq) = seq.parse::<u64>().ok().filter(|s| *s >= 1) else {
         return not_found(format!("`{seq}` is not a sequence number"));
     };
     let ch = &state.clickhouse;
     let row = match search::entry(ch, &chain, seq).await {
-        Ok(Some(row)) if may_see_org(&key, &row.org_id) => row,
+        Ok(Some(row)) if identity.sees(AUDITORS, &row.org_id) => row,
         Ok(_) => return not_found(format!("no entry {seq} in chain {chain}")),
         Err(err) => return unavailable("entry", err),
     };
@@ -519,7 +409,7 @@ async fn entry_page(
             path: p.path.clone(),
             signature: cp.signature.clone(),
             public_key: cp.public_key.clone(),
-            created_at: time_text(cp.created_at_ms),
+            created_at: time_figure(cp.created_at_ms),
             json: serde_json::to_string_pretty(&result).unwrap_or_default(),
         }),
         _ => None,
@@ -578,9 +468,9 @@ fn org_status(report: &AuditReport) -> OrgStatus {
             .collect();
         format!(
             "verified {} entries in {} chains, {} checkpoints{}",
-            report.entries,
+            Count(report.entries.into()).text(),
             report.chains.len(),
-            report.checkpoints,
+            Count(report.checkpoints.into()).text(),
             if checkpoints.is_empty() {
                 String::new()
             } else {
@@ -611,21 +501,15 @@ fn org_status(report: &AuditReport) -> OrgStatus {
 
 async fn verify_page(
     State(state): State<AuditAccess>,
-    headers: HeaderMap,
+    identity: Identity,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let key = match caller(&state, &headers, "/compliance/verify").await {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
     let requested = match QueryParams::parse(&pairs, &Expected::names(&["org"])) {
         Ok(params) => params.get("org").unwrap_or_default().to_string(),
         Err(err) => return bad_request(err),
     };
-    let org = match scoped_org(&key, requested.trim()) {
-        Ok(org) => org,
-        Err(why) => return denied_page(why, "/compliance/verify"),
-    };
+    // The gate pinned `org` to one the caller sees.
+    let org = requested.trim().to_string();
     let ch = &state.clickhouse;
     let orgs: Vec<String> = if org.is_empty() {
         match ch.query(search::ORGS_SQL).fetch_all().await {
@@ -647,7 +531,7 @@ async fn verify_page(
         StatusCode::OK,
         &VerifyPage {
             section: Section::Compliance,
-            who: who(&key),
+            who: identity.who(),
             orgs: statuses,
             public_key: state
                 .public_key
@@ -664,7 +548,11 @@ mod tests {
 
     #[test]
     fn times_render_in_utc() {
-        assert_eq!(time_text(1_773_136_800_123), "2026-03-10T10:00:00.123Z");
+        assert_eq!(
+            time_figure(1_773_136_800_123).to_string(),
+            "<time datetime=\"2026-03-10T10:00:00.123Z\" title=\"2026-03-10 10:00:00.123 UTC\">\
+             2026-03-10 10:00:00.123 UTC</time>"
+        );
         assert_eq!(form_time(Some(1_773_136_800_000)), "2026-03-10T10:00");
         assert_eq!(form_time(None), "");
     }

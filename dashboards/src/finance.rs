@@ -16,11 +16,15 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use tollgate_access::Identity;
 use tollgate_contract::catalog::PriceCatalog;
-use tollgate_queries::cost::{self, parse_params, CostDimension, CostQuery, CostReport};
+use tollgate_queries::cost::{
+    self, parse_params, CostDimension, CostQuery, CostReport, CostTotals,
+};
 use tollgate_queries::overview::{self, CostOverview};
 use tollgate_queries::{statement, InvalidParameter, ReadModelError, Table};
 
+use crate::display::{Cost, Count, Figure, Instant, Money, Percent, TokenCount};
 use crate::layout::{render, Section};
 use crate::DashboardState;
 
@@ -48,9 +52,23 @@ pub struct Cell {
 
 pub struct TableRow {
     pub keys: Vec<Cell>,
-    pub numbers: Vec<String>,
-    pub cost: String,
+    /// Under [`NUMBER_HEADERS`].
+    pub numbers: Vec<Figure>,
+    pub cost: Cost,
     pub unpriced: bool,
+}
+
+/// The counts of `t` under [`NUMBER_HEADERS`]: calls, then tokens.
+fn count_figures(t: &CostTotals) -> Vec<Figure> {
+    vec![
+        Count(t.calls.into()).into(),
+        Count(t.unpriced_calls.into()).into(),
+        TokenCount(t.input_tokens).into(),
+        TokenCount(t.cached_input_tokens).into(),
+        TokenCount(t.cache_write_tokens).into(),
+        TokenCount(t.output_tokens).into(),
+        TokenCount(t.reasoning_tokens).into(),
+    ]
 }
 
 #[derive(Template)]
@@ -80,17 +98,17 @@ pub struct CostPage {
     pub overview_error: Option<String>,
 }
 
-/// The cost overview as the page shows it: the API's strings.
+/// The cost overview as the page shows it.
 pub struct OverviewView {
     /// The period's total cost (`unpriced` when nothing is priced).
-    pub total: String,
-    pub calls: String,
-    /// The savings from cached input, or empty when unknown.
-    pub savings: String,
-    pub cached_tokens: String,
-    /// The forecast of the running month, or empty when the period does
+    pub total: Cost,
+    pub calls: Count,
+    /// The savings from cached input, `None` when unknown.
+    pub savings: Option<Money>,
+    pub cached_tokens: TokenCount,
+    /// The forecast of the running month, `None` when the period does
     /// not cover it.
-    pub forecast: String,
+    pub forecast: Option<Money>,
     pub forecast_note: String,
     /// Users, then keys; empty for a tag report (no user or key in the
     /// tag rollup).
@@ -109,9 +127,12 @@ pub struct TopTable {
 /// One top spender: the top CSV's fields after `dimension` (rank, id,
 /// calls, unpriced calls, cost) and the drill-down link of its id.
 pub struct SpenderRow {
-    pub cells: Vec<String>,
+    pub rank: usize,
+    pub id: String,
+    pub calls: Count,
+    pub unpriced_calls: Count,
+    pub cost: Cost,
     pub href: String,
-    pub unpriced: bool,
 }
 
 const NUMBER_HEADERS: [&str; 7] = [
@@ -202,12 +223,9 @@ fn spender_link(q: &CostQuery, d: CostDimension, id: &str) -> String {
     format!("/finance/cost?{}", query_string(&p))
 }
 
-/// The overview's cards and tables. The tables hold the top spenders
-/// table's cells (`overview::top_table`), which are also its CSV, so page and
-/// CSV cannot disagree.
+/// The overview's cards and tables. The tables show the groups the top
+/// spenders CSV (`overview::top_table`) is written from, in its order.
 fn overview_view(q: &CostQuery, o: &CostOverview) -> OverviewView {
-    // The table's rows are the users', then the keys', in group order.
-    let mut cells = overview::top_table(o).into_rows().into_iter();
     let mut top_tables = Vec::new();
     for (d, groups, title, id) in [
         (CostDimension::User, &o.top_users, "Users", "top-users"),
@@ -216,26 +234,34 @@ fn overview_view(q: &CostQuery, o: &CostOverview) -> OverviewView {
         let Some(groups) = groups else { continue };
         let rows = groups
             .iter()
-            .zip(cells.by_ref())
-            .map(|(g, fields)| SpenderRow {
-                // After the `dimension` column.
-                cells: fields.get(1..).unwrap_or_default().to_vec(),
-                href: spender_link(q, d, g.key.get(d.name()).map(String::as_str).unwrap_or("")),
-                unpriced: g.totals.cost.is_none(),
+            .enumerate()
+            .map(|(i, g)| {
+                let id = g.key.get(d.name()).cloned().unwrap_or_default();
+                SpenderRow {
+                    rank: i + 1,
+                    href: spender_link(q, d, &id),
+                    id,
+                    calls: Count(g.totals.calls.into()),
+                    unpriced_calls: Count(g.totals.unpriced_calls.into()),
+                    cost: Cost(g.totals.cost),
+                }
             })
             .collect();
         top_tables.push(TopTable { title, id, rows });
     }
     let (forecast, forecast_note) = match &o.forecast {
         Some(f) => (
-            f.cost.to_string(),
+            Some(Money(f.cost)),
             format!(
-                "{}: {} USD so far, day {} of {}",
-                f.month, f.cost_so_far, f.days_elapsed, f.days_in_month
+                "{}: {} so far, day {} of {}",
+                f.month,
+                Money(f.cost_so_far).text(),
+                f.days_elapsed,
+                f.days_in_month
             ),
         ),
         None => (
-            String::new(),
+            None,
             format!(
                 "only for a period from the first of the running month ({}) through today",
                 o.today.format("%Y-%m")
@@ -243,10 +269,10 @@ fn overview_view(q: &CostQuery, o: &CostOverview) -> OverviewView {
         ),
     };
     OverviewView {
-        total: o.total.cost_label(),
-        calls: o.total.calls.to_string(),
-        savings: o.cache_savings.map(|s| s.to_string()).unwrap_or_default(),
-        cached_tokens: o.total.cached_input_tokens.to_string(),
+        total: Cost(o.total.cost),
+        calls: Count(o.total.calls.into()),
+        savings: o.cache_savings.map(Money),
+        cached_tokens: TokenCount(o.total.cached_input_tokens),
         forecast,
         forecast_note,
         top_tables,
@@ -266,7 +292,7 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
         })
         .collect();
     headers.extend(NUMBER_HEADERS.iter().map(|s| s.to_string()));
-    headers.push("cost (USD)".into());
+    headers.push("cost".into());
     let mut rows = Vec::new();
     let mut labels = Vec::new();
     let mut values = Vec::new();
@@ -305,8 +331,8 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
             }
             rows.push(TableRow {
                 keys,
-                numbers: g.totals.count_cells().to_vec(),
-                cost: g.totals.cost_label(),
+                numbers: count_figures(&g.totals),
+                cost: Cost(g.totals.cost),
                 unpriced: g.totals.cost.is_none(),
             });
         }
@@ -324,8 +350,8 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
                     href: None,
                 })
                 .collect(),
-            numbers: report.total.count_cells().to_vec(),
-            cost: report.total.cost_label(),
+            numbers: count_figures(&report.total),
+            cost: Cost(report.total.cost),
             unpriced: report.total.cost.is_none(),
         });
     }
@@ -417,7 +443,7 @@ async fn read_overview(
         .map_err(|e| (status_of(&e), e.to_string()))
 }
 
-fn status_of(err: &ReadModelError) -> StatusCode {
+pub(crate) fn status_of(err: &ReadModelError) -> StatusCode {
     if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. }) {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -536,8 +562,8 @@ async fn read_statement(
             format!("invalid {}: {}", e.field, e.reason),
         )
     };
-    let statement::StatementParams { team, month } = parsed.map_err(invalid)?;
-    let query = statement::statement_query(&team, &month).map_err(invalid)?;
+    let statement::StatementParams { team, month, org } = parsed.map_err(invalid)?;
+    let query = statement::statement_query(&team, &month, org.as_deref()).map_err(invalid)?;
     let report = state
         .read_models
         .cost(&query)
@@ -557,9 +583,11 @@ async fn read_statement(
     ))
 }
 
+/// A statement line (or the total): price version and unit prices,
+/// counts, savings and repricing, then the cost apart.
 pub struct StatementRow {
-    pub cells: Vec<String>,
-    pub cost: String,
+    pub cells: Vec<Figure>,
+    pub cost: Cost,
     pub unpriced: bool,
 }
 
@@ -571,8 +599,8 @@ pub struct StatementPage {
     pub month: String,
     pub rows: Vec<StatementRow>,
     pub total: Option<StatementRow>,
-    pub savings: String,
-    pub forecast: String,
+    pub savings: Option<Money>,
+    pub forecast: Option<Money>,
     pub csv_url: String,
     pub error: Option<String>,
 }
@@ -586,8 +614,8 @@ impl StatementPage {
             month: month.to_string(),
             rows: Vec::new(),
             total: None,
-            savings: String::new(),
-            forecast: String::new(),
+            savings: None,
+            forecast: None,
             csv_url: format!(
                 "/finance/statement.csv?{}",
                 query_string(&[
@@ -600,23 +628,62 @@ impl StatementPage {
     }
 }
 
-/// `page` showing statement `s`: exactly its table's cells (the CSV's
-/// fields), the cost apart.
+/// `page` showing statement `s`: the columns of its table (the CSV,
+/// `statement::table`), each value formatted for reading with the CSV's
+/// exact value on hover.
 fn statement_view(mut page: StatementPage, s: &statement::Statement) -> StatementPage {
-    let row = |mut cells: Vec<String>| {
-        let cost = cells.pop().unwrap_or_default();
+    let row = |head: [Figure; 9],
+               totals: &CostTotals,
+               savings: Option<rust_decimal::Decimal>,
+               repricing: Option<rust_decimal::Decimal>| {
+        let mut cells: Vec<Figure> = head.into();
+        cells.extend(count_figures(totals));
+        cells.extend([Figure::money(savings), Figure::money(repricing)]);
         StatementRow {
-            unpriced: cost == "unpriced",
             cells,
-            cost,
+            cost: Cost(totals.cost),
+            unpriced: totals.cost.is_none(),
         }
     };
     page.month = s.month.clone();
-    let mut lines = statement::table(s).into_rows();
-    page.total = lines.pop().map(row);
-    page.rows = lines.into_iter().map(row).collect();
-    page.savings = s.cache_savings.to_string();
-    page.forecast = s.forecast.map(|f| f.to_string()).unwrap_or_default();
+    page.rows = s
+        .lines
+        .iter()
+        .map(|l| {
+            let p = l.prices.as_ref();
+            let price = |f: fn(
+                &tollgate_contract::catalog::PriceVersion,
+            ) -> Option<rust_decimal::Decimal>| {
+                Figure::price(p.and_then(f))
+            };
+            row(
+                [
+                    l.provider.as_str().into(),
+                    l.model.as_str().into(),
+                    l.price_version.to_string().into(),
+                    price(|p| Some(p.input_per_token)),
+                    price(|p| p.cache_read_per_token),
+                    price(|p| p.cache_write_per_token),
+                    price(|p| Some(p.output_per_token)),
+                    price(|p| p.reasoning_per_token),
+                    Figure::money(p.map(|p| p.per_request)),
+                ],
+                &l.totals,
+                l.cache_savings,
+                l.repricing,
+            )
+        })
+        .collect();
+    let mut head: [Figure; 9] = std::array::from_fn(|_| Figure::Blank);
+    head[0] = "total".into();
+    page.total = Some(row(
+        head,
+        &s.total,
+        Some(s.cache_savings),
+        Some(s.repricing),
+    ));
+    page.savings = Some(Money(s.cache_savings));
+    page.forecast = s.forecast.map(Money);
     page
 }
 
@@ -666,17 +733,27 @@ pub async fn statement_csv(
 
 async fn read_budgets(
     state: &DashboardState,
+    identity: &Identity,
 ) -> Result<Vec<tollgate_control::budgets::BudgetStatus>, (StatusCode, String)> {
     let store = state.budgets.as_ref().ok_or((
         StatusCode::SERVICE_UNAVAILABLE,
         "budgets need PostgreSQL; this server runs without it".to_string(),
     ))?;
-    let budgets = store.all().await.map_err(|e| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot read budgets: {e}"),
-        )
-    })?;
+    let budgets = store
+        .in_org(identity.scope())
+        .await
+        .map(|budgets| {
+            budgets
+                .into_iter()
+                .map(|(budget, _)| budget)
+                .collect::<Vec<_>>()
+        })
+        .map_err(|e| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read budgets: {e}"),
+            )
+        })?;
     state
         .read_models
         .budget_status(&budgets, Utc::now())
@@ -688,18 +765,43 @@ async fn read_budgets(
 #[template(path = "finance_budgets.html")]
 pub struct BudgetsPage {
     pub section: Section,
-    /// The CSV's fields per budget, its state and its id.
-    pub rows: Vec<(Vec<String>, String, i64)>,
+    pub rows: Vec<BudgetRow>,
     pub error: Option<String>,
 }
 
-/// The budgets page of `statuses`: the budgets table's cells per budget.
+/// One budget's running period: the columns of the budgets CSV
+/// (`tollgate_queries::budgets::table`) for reading.
+pub struct BudgetRow {
+    pub id: i64,
+    pub subject: String,
+    pub period: &'static str,
+    pub enforcement: &'static str,
+    pub limit: Money,
+    pub spent: Money,
+    pub percent: Percent,
+    pub state: String,
+    pub forecast: Money,
+    pub from: String,
+    pub until: String,
+}
+
+/// The budgets page of `statuses`.
 fn budgets_view(statuses: &[tollgate_control::budgets::BudgetStatus]) -> BudgetsPage {
-    let rows = tollgate_queries::budgets::table(statuses)
-        .into_rows()
-        .into_iter()
-        .zip(statuses)
-        .map(|(fields, s)| (fields, s.state.to_string(), s.budget.id))
+    let rows = statuses
+        .iter()
+        .map(|s| BudgetRow {
+            id: s.budget.id,
+            subject: s.subject.clone(),
+            period: s.budget.period.name(),
+            enforcement: if s.budget.hard { "hard" } else { "soft" },
+            limit: Money(s.budget.limit_usd),
+            spent: Money(s.spend_usd),
+            percent: Percent::of_percent(s.percent),
+            state: s.state.to_string(),
+            forecast: Money(s.forecast_usd),
+            from: s.period_start.to_string(),
+            until: s.period_end.to_string(),
+        })
         .collect();
     BudgetsPage {
         section: Section::Finance,
@@ -709,8 +811,8 @@ fn budgets_view(statuses: &[tollgate_control::budgets::BudgetStatus]) -> Budgets
 }
 
 /// `GET /finance/budgets`: every budget, spend of the running period, state.
-pub async fn budgets_page(State(state): State<DashboardState>) -> Response {
-    match read_budgets(&state).await {
+pub async fn budgets_page(State(state): State<DashboardState>, identity: Identity) -> Response {
+    match read_budgets(&state, &identity).await {
         Ok(statuses) => render(StatusCode::OK, &budgets_view(&statuses)),
         Err((status, message)) => render(
             status,
@@ -724,8 +826,8 @@ pub async fn budgets_page(State(state): State<DashboardState>) -> Response {
 }
 
 /// `GET /finance/budgets.csv`
-pub async fn budgets_csv(State(state): State<DashboardState>) -> Response {
-    match read_budgets(&state).await {
+pub async fn budgets_csv(State(state): State<DashboardState>, identity: Identity) -> Response {
+    match read_budgets(&state, &identity).await {
         Ok(statuses) => csv_download(&tollgate_queries::budgets::table(&statuses), "budgets.csv"),
         Err((status, message)) => (status, format!("{message}\n")).into_response(),
     }
@@ -736,13 +838,13 @@ pub async fn budgets_csv(State(state): State<DashboardState>) -> Response {
 pub struct BurndownPage {
     pub section: Section,
     pub id: String,
-    /// Label and value of the budget's summary (the JSON's strings).
-    pub summary: Vec<(&'static str, String)>,
-    pub as_of: String,
+    /// Label and value of the budget's summary.
+    pub summary: Vec<(&'static str, Figure)>,
+    pub as_of: Option<Instant>,
     pub step: &'static str,
-    /// The CSV's header and fields per bucket.
+    /// The CSV's columns and, per bucket, their values for reading.
     pub headers: Vec<String>,
-    pub rows: Vec<Vec<String>>,
+    pub rows: Vec<Vec<Figure>>,
     pub csv_url: String,
     pub json_url: String,
     pub chart_json: String,
@@ -755,7 +857,7 @@ impl BurndownPage {
             section: Section::Finance,
             id: id.to_string(),
             summary: Vec::new(),
-            as_of: String::new(),
+            as_of: None,
             step: "",
             headers: Vec::new(),
             rows: Vec::new(),
@@ -772,6 +874,7 @@ impl BurndownPage {
 /// forecast, and the table of the burn-down CSV.
 pub async fn budget_page(
     State(state): State<DashboardState>,
+    identity: Identity,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
     use tollgate_queries::burndown;
@@ -784,8 +887,11 @@ pub async fn budget_page(
         page.error = Some("budgets need PostgreSQL; this server runs without it".into());
         return render(StatusCode::SERVICE_UNAVAILABLE, &page);
     };
-    let budget = match store.all().await {
-        Ok(all) => all.into_iter().find(|b| b.id == budget_id),
+    let budget = match store.in_org(identity.scope()).await {
+        Ok(all) => all
+            .into_iter()
+            .map(|(budget, _)| budget)
+            .find(|b| b.id == budget_id),
         Err(e) => {
             page.error = Some(format!("cannot read budgets: {e}"));
             return render(StatusCode::SERVICE_UNAVAILABLE, &page);
@@ -816,31 +922,45 @@ fn burndown_view(
     use tollgate_queries::burndown;
     let status = &report.status;
     page.summary = vec![
-        ("subject", status.subject.clone()),
-        ("period", budget.period.name().to_string()),
+        ("subject", status.subject.as_str().into()),
+        ("period", budget.period.name().into()),
         (
             "enforcement",
-            if budget.hard { "hard" } else { "soft" }.to_string(),
+            if budget.hard { "hard" } else { "soft" }.into(),
         ),
-        ("limit (USD)", budget.limit_usd.to_string()),
-        ("spent (USD)", status.spend_usd.to_string()),
-        ("used %", status.percent.to_string()),
-        ("state", status.state.to_string()),
-        ("forecast (USD)", status.forecast_usd.to_string()),
-        ("from", status.period_start.to_string()),
-        ("until", status.period_end.to_string()),
+        ("limit", Money(budget.limit_usd).into()),
+        ("spent", Money(status.spend_usd).into()),
+        ("used", Percent::of_percent(status.percent).into()),
+        ("state", status.state.into()),
+        ("forecast", Money(status.forecast_usd).into()),
+        ("from", status.period_start.to_string().into()),
+        ("until", status.period_end.to_string().into()),
     ];
-    page.as_of = report
-        .as_of
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    page.as_of = Some(Instant::new(report.as_of));
     page.step = match report.step {
         burndown::Step::Day => "day",
         burndown::Step::Hour => "hour",
     };
-    // The table shows exactly the CSV's fields.
-    let table = burndown::table(report);
-    page.headers = table.columns().map(str::to_string).collect();
-    page.rows = table.into_rows();
+    // The table shows the CSV's columns (exact on hover).
+    page.headers = burndown::table(report)
+        .columns()
+        .map(|c| c.trim_end_matches("_usd").replace('_', " "))
+        .collect();
+    page.rows = report
+        .points
+        .iter()
+        .map(|p| {
+            vec![
+                Instant::new(p.start).into(),
+                Instant::new(p.end).into(),
+                Figure::money(p.spend_usd),
+                Figure::money(p.cumulative_usd),
+                Figure::money(p.remaining_usd),
+                Money(p.ideal_usd).into(),
+                Figure::money(p.forecast_usd),
+            ]
+        })
+        .collect();
     // Numbers for plotting only: the chart gets the same decimal strings
     // (the script turns them into numbers); `null` where a line has no
     // point.
@@ -1024,15 +1144,23 @@ mod tests {
             forecast: None,
         };
         let v = overview_view(&q, &o);
-        assert_eq!(v.total, "1.5");
-        assert!(v.savings.is_empty() && v.forecast.is_empty());
+        assert_eq!(v.total.text(), "$1.50");
+        assert!(v.savings.is_none() && v.forecast.is_none());
         assert_eq!(v.top_tables.len(), 2);
         let users = &v.top_tables[0];
         assert_eq!(users.id, "top-users");
-        // The CSV's fields, formula guard included.
-        assert_eq!(users.rows[0].cells, ["1", "'=u1", "3", "0", "1.5"]);
-        assert_eq!(users.rows[1].cells, ["2", "u2", "3", "3", "unpriced"]);
-        assert!(users.rows[1].unpriced);
+        // The CSV's rows in its order; the id as it is (the CSV guards it
+        // against formulas, the page has no need to).
+        let csv = overview::top_table(&o).into_rows();
+        for (row, fields) in users.rows.iter().zip(&csv) {
+            assert_eq!(row.rank.to_string(), fields[1]);
+            assert_eq!(row.calls.text(), fields[3]);
+            assert_eq!(row.unpriced_calls.text(), fields[4]);
+        }
+        assert_eq!(users.rows[0].id, "=u1");
+        assert_eq!(users.rows[0].cost.0, Some("1.5".parse().unwrap()));
+        assert_eq!(users.rows[1].cost.text(), "unpriced");
+        assert!(users.rows[1].cost.is_unpriced());
         // The link filters on the raw id, replaces the user filter and
         // keeps the period and the other filters.
         assert_eq!(

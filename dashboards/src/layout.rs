@@ -1,6 +1,6 @@
-//! The shared page layout (`templates/base.html`: top bar and the SRE /
-//! Finance / Compliance navigation) and the placeholder pages for sections
-//! that are not built yet.
+//! The shared page layout (`templates/base.html`: the top bar, whose
+//! navigation [`crate::nav`] fills in for the signed-in caller) and
+//! rendering a page.
 
 use askama::Template;
 use axum::http::StatusCode;
@@ -9,18 +9,25 @@ use axum::response::{Html, IntoResponse, Response};
 /// Top-level sections of the navigation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
+    Overview,
     Sre,
     Finance,
     Compliance,
+    Admin,
+    /// Sign-in and account pages.
+    Account,
 }
 
 impl Section {
     /// Used by `base.html` to mark the active tab.
     pub fn name(self) -> &'static str {
         match self {
+            Self::Overview => "overview",
             Self::Sre => "sre",
             Self::Finance => "finance",
             Self::Compliance => "compliance",
+            Self::Admin => "admin",
+            Self::Account => "account",
         }
     }
 }
@@ -35,22 +42,4 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, "page rendering failed").into_response()
         }
     }
-}
-
-/// The sign-in form of an area of pages behind an API key
-/// (`session::Area`).
-#[derive(Template)]
-#[template(path = "login.html")]
-pub struct LoginPage {
-    pub section: Section,
-    /// The area's name, above the title.
-    pub crumb: &'static str,
-    /// The roles that may sign in, as prose.
-    pub roles: &'static str,
-    /// How to create such a key.
-    pub create: &'static str,
-    /// Where the form posts.
-    pub action: String,
-    pub message: String,
-    pub next: String,
 }

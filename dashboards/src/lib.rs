@@ -1,17 +1,23 @@
-//! Dashboards: the HTML pages for SRE, finance and compliance users, rendered
-//! server-side with askama, their charts (Chart.js, vendored) and the static
-//! assets, plus the axum routes that serve all of it. Data comes from the
-//! read side, `tollgate-queries`; nothing here talks SQL.
+//! Dashboards: the overview, the HTML pages for SRE, finance and
+//! compliance users and the sign-in pages, rendered server-side with
+//! askama, their charts (Chart.js, vendored; inline SVG) and the static
+//! assets, plus the routes that serve all of it, each with its access rule (`tollgate-access`). Data comes from the read
+//! side, `tollgate-queries`; nothing here talks SQL.
 //!
-//! The binary serves [`router_with`] next to the JSON API's router
-//! (`tollgate-api`); the two crates are siblings.
+//! The binary serves [`routes`] next to the JSON API's (`tollgate-api`);
+//! the two crates are siblings.
 
+pub mod admin;
 pub mod alert_access;
 pub mod assets;
 pub mod compliance;
+pub mod display;
 pub mod finance;
 pub mod layout;
-pub mod session;
+pub mod nav;
+pub mod overview;
+pub mod sign_in;
+pub mod sign_in_sso;
 pub mod sre_alert_rules;
 pub mod sre_alerts;
 pub mod sre_breakers;
@@ -21,8 +27,12 @@ pub mod sre_latency;
 pub mod svg;
 
 use axum::response::Redirect;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+use tollgate_access::{
+    Access, OrgFrom, Routes, ALERT_READERS, ALERT_WRITERS, COST_READERS, READERS, SRE_READERS,
+};
+use tollgate_control::accounts::{AccountStore, SessionStore};
 use tollgate_queries::ReadModels;
 
 /// What every dashboard handler can reach.
@@ -37,101 +47,206 @@ pub struct DashboardState {
     /// Alert rules, silences and states (`None`: the alerting pages say
     /// they need PostgreSQL).
     pub alerts: Option<tollgate_control::alerts::AlertStore>,
-    /// API keys, for signing in to the alerting pages.
+    /// API keys.
     pub keys: Option<tollgate_control::keys::KeyStore>,
+    /// People and their sessions (`None`: sign-in says it is unavailable).
+    pub accounts: Option<AccountStore>,
+    pub sessions: Option<SessionStore>,
+    /// Single sign-on is configured (the sign-in page offers it).
+    pub sso: bool,
 }
 
-/// What the alerting pages need besides the read models.
-#[derive(Clone)]
-pub struct AlertingPages {
-    pub store: tollgate_control::alerts::AlertStore,
-    pub keys: tollgate_control::keys::KeyStore,
+/// What the pages are served with besides the read models; `None`s when
+/// PostgreSQL was unreachable at start.
+#[derive(Clone, Default)]
+pub struct PageServices {
+    pub prices: Option<tollgate_control::prices::store::PriceStore>,
+    pub budgets: Option<tollgate_control::budgets::BudgetStore>,
+    pub audit: Option<tollgate_queries::audit::access::AuditAccess>,
+    pub alerts: Option<tollgate_control::alerts::AlertStore>,
+    pub keys: Option<tollgate_control::keys::KeyStore>,
+    pub accounts: Option<AccountStore>,
+    pub sessions: Option<SessionStore>,
+    /// Single sign-on (`[auth.oidc]`); its routes answer 404 without it.
+    pub sso: Option<sign_in_sso::SingleSignOn>,
 }
 
-/// All dashboard pages and `/static/*`, without the price catalog, budgets
-/// or the compliance pages.
-pub fn router(read_models: ReadModels) -> Router {
-    router_with(read_models, None, None, None, None)
-}
-
-/// All dashboard pages and `/static/*`; the compliance pages when `audit`
-/// is given; the alerting pages answer 503 without `alerting`.
-pub fn router_with(
-    read_models: ReadModels,
-    prices: Option<tollgate_control::prices::store::PriceStore>,
-    budgets: Option<tollgate_control::budgets::BudgetStore>,
-    audit: Option<tollgate_queries::audit::access::AuditAccess>,
-    alerting: Option<AlertingPages>,
-) -> Router {
-    use axum::routing::post;
-    let pages = Router::new()
-        .route("/", get(|| async { Redirect::to("/sre/latency") }))
-        .route("/sre", get(|| async { Redirect::to("/sre/latency") }))
-        .route("/sre/latency", get(sre_latency::page))
-        .route("/sre/errors", get(sre_errors::list_page))
-        .route("/sre/errors/{signature}", get(sre_errors::pattern_page))
-        .route("/sre/breakers", get(sre_breakers::page))
-        .route("/sre/alerts", get(sre_alerts::page))
+/// All dashboard pages, the sign-in pages and `/static/*`, each route
+/// with its access rule; the compliance pages when `services.audit` is
+/// given. The binary puts the gate in front (`tollgate_access::Gate`).
+pub fn routes(read_models: ReadModels, services: PageServices) -> Routes {
+    let sre = Access::read(SRE_READERS);
+    let cost = Access::read(COST_READERS);
+    let alerts = Access::read(ALERT_READERS)
+        .write(ALERT_WRITERS)
+        .org(OrgFrom::Handler);
+    let signed_in = Access::read(READERS).write(READERS).org(OrgFrom::None);
+    let pages = Routes::new()
+        .route(
+            "/",
+            Access::read(READERS).org(OrgFrom::None),
+            get(sign_in::home),
+        )
+        .route(
+            "/overview",
+            Access::read(READERS).org(OrgFrom::Query),
+            get(overview::page),
+        )
+        .route(
+            "/login",
+            Access::public(),
+            get(sign_in::sign_in_page).post(sign_in::sign_in_submit),
+        )
+        .route(
+            "/logout",
+            signed_in,
+            get(sign_in::sign_out_page).post(sign_in::sign_out),
+        )
+        .route(
+            "/invitations/{token}",
+            Access::public(),
+            get(sign_in::invitation_page).post(sign_in::accept_invitation),
+        )
+        .route(
+            "/sre",
+            sre.org(OrgFrom::None),
+            get(|| async { Redirect::to("/sre/latency") }),
+        )
+        .route("/sre/latency", sre, get(sre_latency::page))
+        .route("/sre/errors", sre, get(sre_errors::list_page))
+        .route(
+            "/sre/errors/{signature}",
+            sre,
+            get(sre_errors::pattern_page),
+        )
+        .route(
+            "/sre/breakers",
+            sre.org(OrgFrom::None),
+            get(sre_breakers::page),
+        )
+        .route("/sre/alerts", alerts, get(sre_alerts::page))
         .route(
             "/sre/alerts/login",
-            get(alert_access::login_page).post(alert_access::login_submit),
+            Access::public(),
+            get(|| async { Redirect::to("/login?next=%2Fsre%2Falerts") }),
         )
-        .route("/sre/alerts/logout", get(alert_access::logout))
-        .route("/sre/alerts/alerts.csv", get(sre_alerts::alerts_csv))
+        .route(
+            "/sre/alerts/alerts.csv",
+            alerts,
+            get(sre_alerts::alerts_csv),
+        )
         .route(
             "/sre/alerts/transitions.csv",
+            alerts,
             get(sre_alerts::transitions_csv),
         )
-        .route("/sre/alerts/silences.csv", get(sre_alerts::silences_csv))
+        .route(
+            "/sre/alerts/silences.csv",
+            alerts,
+            get(sre_alerts::silences_csv),
+        )
         .route(
             "/sre/alerts/dead-letters.csv",
+            alerts,
             get(sre_alerts::dead_letters_csv),
         )
-        .route("/sre/alerts/silences", post(sre_alerts::create_silence))
+        .route(
+            "/sre/alerts/silences",
+            alerts,
+            post(sre_alerts::create_silence),
+        )
         .route(
             "/sre/alerts/silences/{id}/expire",
+            alerts,
             post(sre_alerts::expire_silence),
         )
-        .route("/sre/alerts/rules", get(sre_alert_rules::rules_page))
-        .route("/sre/alerts/rules.csv", get(sre_alert_rules::rules_csv))
+        .route(
+            "/sre/alerts/rules",
+            alerts,
+            get(sre_alert_rules::rules_page),
+        )
+        .route(
+            "/sre/alerts/rules.csv",
+            alerts,
+            get(sre_alert_rules::rules_csv),
+        )
         .route(
             "/sre/alerts/rules/new",
+            alerts,
             get(sre_alert_rules::new_rule_page).post(sre_alert_rules::new_rule_submit),
         )
-        .route("/sre/alerts/rules/{id}", get(sre_alert_rules::rule_page))
+        .route(
+            "/sre/alerts/rules/{id}",
+            alerts,
+            get(sre_alert_rules::rule_page),
+        )
         .route(
             "/sre/alerts/rules/{id}/edit",
+            alerts,
             get(sre_alert_rules::edit_rule_page).post(sre_alert_rules::edit_rule_submit),
         )
         .route(
             "/sre/alerts/rules/{id}/delete",
+            alerts,
             post(sre_alert_rules::delete_rule_submit),
         )
         .route(
             "/sre/alerts/rules/{id}/backtest.csv",
+            alerts,
             get(sre_alert_rules::backtest_csv),
         )
-        .route("/finance", get(|| async { Redirect::to("/finance/cost") }))
-        .route("/finance/cost", get(finance::cost_page))
-        .route("/finance/cost.csv", get(finance::cost_csv))
-        .route("/finance/cost/top.csv", get(finance::top_csv))
-        .route("/finance/statement", get(finance::statement_page))
-        .route("/finance/statement.csv", get(finance::statement_csv))
-        .route("/finance/budgets", get(finance::budgets_page))
-        .route("/finance/budgets.csv", get(finance::budgets_csv))
-        .route("/finance/budgets/{id}", get(finance::budget_page))
-        .route("/static/{file}", get(assets::serve))
+        .route(
+            "/finance",
+            cost.org(OrgFrom::None),
+            get(|| async { Redirect::to("/finance/cost") }),
+        )
+        .route("/finance/cost", cost, get(finance::cost_page))
+        .route("/finance/cost.csv", cost, get(finance::cost_csv))
+        .route("/finance/cost/top.csv", cost, get(finance::top_csv))
+        .route("/finance/statement", cost, get(finance::statement_page))
+        .route("/finance/statement.csv", cost, get(finance::statement_csv))
+        .route(
+            "/finance/budgets",
+            cost.org(OrgFrom::Handler),
+            get(finance::budgets_page),
+        )
+        .route(
+            "/finance/budgets.csv",
+            cost.org(OrgFrom::Handler),
+            get(finance::budgets_csv),
+        )
+        .route(
+            "/finance/budgets/{id}",
+            cost.org(OrgFrom::Handler),
+            get(finance::budget_page),
+        )
+        .route("/static/{file}", Access::public(), get(assets::serve))
+        .merge(admin::routes())
         .with_state(DashboardState {
             read_models,
-            prices,
-            budgets,
-            alerts: alerting.as_ref().map(|a| a.store.clone()),
-            keys: alerting.map(|a| a.keys),
-        });
-    match audit {
-        Some(audit) => pages.merge(compliance::router(audit)),
+            prices: services.prices,
+            budgets: services.budgets,
+            alerts: services.alerts,
+            keys: services.keys,
+            accounts: services.accounts,
+            sessions: services.sessions,
+            sso: services.sso.is_some(),
+        })
+        .merge(sign_in_sso::routes(services.sso));
+    match services.audit {
+        Some(audit) => pages.merge(compliance::routes(audit)),
         None => pages,
     }
+}
+
+/// [`routes`] as a router, with the navigation layer ([`nav::inject`]).
+pub fn router(read_models: ReadModels, services: PageServices) -> Router {
+    with_navigation(routes(read_models, services).into_router())
+}
+
+/// The pages' navigation filled in on every HTML page of `router`.
+pub fn with_navigation(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(nav::inject))
 }
 
 #[cfg(test)]
@@ -149,7 +264,21 @@ mod tests {
             url: "http://127.0.0.1:9".into(),
             ..ClickHouseConfig::default()
         };
-        let app = router(ReadModels::new(&config));
+        /// Knows nobody: every protected page sends the browser to sign in.
+        struct Nobody;
+        impl tollgate_access::Authenticator for Nobody {
+            fn identify<'a>(
+                &'a self,
+                _: &'a tollgate_access::Credentials,
+            ) -> futures::future::BoxFuture<
+                'a,
+                Result<Option<tollgate_access::Identity>, tollgate_access::Refusal>,
+            > {
+                Box::pin(async { Ok(None) })
+            }
+        }
+        let app = router(ReadModels::new(&config), PageServices::default())
+            .layer(tollgate_access::Gate::new(Nobody).layer());
         let response = app
             .clone()
             .oneshot(
@@ -173,9 +302,13 @@ mod tests {
             .unwrap();
         assert!(String::from_utf8_lossy(&body).contains("Chart.js"));
         let response = app
-            .oneshot(Request::get("/finance").body(Body::empty()).unwrap())
+            .oneshot(Request::get("/finance?org=a").body(Body::empty()).unwrap())
             .await
             .unwrap();
-        assert!(response.status().is_redirection());
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            response.headers()["location"],
+            "/login?next=%2Ffinance%3Forg%3Da"
+        );
     }
 }

@@ -13,12 +13,13 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{json, Value};
+use tollgate_access::Identity;
 use tollgate_contract::alert_lifecycle::{Phase, Transition};
 use tollgate_contract::alerts::{RuleSpec, Signal};
 use tollgate_control::alerts::state::AlertState;
@@ -32,9 +33,10 @@ use tollgate_queries::alert_timeline::{labels_text, Timeline, TimelineQuery};
 use crate::alert_access::{
     field, message, signed_in, signed_in_form, signed_in_store, store, store_failed, Caller, AREA,
 };
+use crate::display::{Figure, Instant, Measure};
 use crate::finance::csv_download;
 use crate::layout::{render, Section};
-use crate::sre_alerts::{readable, stamp, transition_rows, TransitionRow};
+use crate::sre_alerts::{transition_rows, TransitionRow};
 use crate::sre_form::{sre_nav, NavLink};
 use crate::svg::{StateSpan, ValueChart};
 use crate::DashboardState;
@@ -109,13 +111,13 @@ pub fn describe(signal: &Signal) -> String {
             (_, Some(rate)) => format!(
                 "spend of {} {subject_id} at more than {} over {}",
                 name_of(subject_kind),
-                readable(&rate.to_string(), "USD/h"),
+                Measure::new(rate.to_string(), "USD/h").text(),
                 duration(*window_secs)
             ),
             (limit, None) => format!(
                 "spend of {} {subject_id} above {} over {}",
                 name_of(subject_kind),
-                readable(&limit.unwrap_or_default().to_string(), "USD"),
+                Measure::new(limit.unwrap_or_default().to_string(), "USD").text(),
                 duration(*window_secs)
             ),
         },
@@ -198,9 +200,9 @@ pub fn backtest_chart(signal: &Signal, backtest: &Backtest) -> String {
 
 /// One transition of a backtest, for its table.
 pub struct BacktestRow {
-    pub at: String,
+    pub at: Instant,
     pub to_state: &'static str,
-    pub value: String,
+    pub value: Figure,
 }
 
 fn backtest_rows(backtest: &Backtest, unit: &str) -> Vec<BacktestRow> {
@@ -208,15 +210,14 @@ fn backtest_rows(backtest: &Backtest, unit: &str) -> Vec<BacktestRow> {
         .transitions
         .iter()
         .map(|(at, t)| BacktestRow {
-            at: stamp(*at),
+            at: Instant::seconds(*at),
             to_state: t.to_state(),
             value: backtest
                 .series
                 .iter()
                 .find(|p| p.at == *at)
                 .and_then(|p| p.measurement.value)
-                .map(|v| readable(&v.to_string(), unit))
-                .unwrap_or_default(),
+                .map_or(Figure::Blank, |v| Measure::new(v.to_string(), unit).into()),
         })
         .collect()
 }
@@ -276,8 +277,8 @@ pub struct RulesPage {
 }
 
 /// `GET /sre/alerts/rules`
-pub async fn rules_page(State(state): State<DashboardState>, headers: HeaderMap) -> Response {
-    let (caller, store) = match signed_in_store(&state, &headers, "/sre/alerts/rules").await {
+pub async fn rules_page(State(state): State<DashboardState>, identity: Identity) -> Response {
+    let (caller, store) = match signed_in_store(&state, &identity, "/sre/alerts/rules").await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -291,7 +292,7 @@ pub async fn rules_page(State(state): State<DashboardState>, headers: HeaderMap)
         section: Section::Sre,
         nav: sre_nav(AREA.path),
         who: caller.who(),
-        logout: AREA.logout(),
+        logout: "/logout".to_string(),
         writes: caller.writes(),
         rules: rules
             .iter()
@@ -313,8 +314,8 @@ pub async fn rules_page(State(state): State<DashboardState>, headers: HeaderMap)
 }
 
 /// `GET /sre/alerts/rules.csv`: the API's rule CSV.
-pub async fn rules_csv(State(state): State<DashboardState>, headers: HeaderMap) -> Response {
-    let (caller, store) = match signed_in_store(&state, &headers, "/sre/alerts/rules").await {
+pub async fn rules_csv(State(state): State<DashboardState>, identity: Identity) -> Response {
+    let (caller, store) = match signed_in_store(&state, &identity, "/sre/alerts/rules").await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -342,8 +343,8 @@ pub struct RulePage {
     pub receivers: String,
     pub version: i64,
     pub json: String,
-    pub since: String,
-    pub value: String,
+    pub since: Option<Instant>,
+    pub value: Option<Measure>,
     pub explain: String,
     pub chart: String,
     pub backtest_error: Option<String>,
@@ -378,11 +379,11 @@ async fn load_rule(
 /// `GET /sre/alerts/rules/{id}`
 pub async fn rule_page(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     Path(id): Path<String>,
 ) -> Response {
     let here = format!("/sre/alerts/rules/{}", crate::sre_form::percent_encode(&id));
-    let caller = match signed_in(&state, &headers, &here).await {
+    let caller = match signed_in(&state, &identity, &here).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -424,8 +425,10 @@ pub async fn rule_page(
     });
     let phase = current.as_ref().map(|s| &s.phase);
     let since = match phase {
-        Some(Phase::Pending { since }) | Some(Phase::Firing { since, .. }) => stamp(*since),
-        _ => String::new(),
+        Some(Phase::Pending { since }) | Some(Phase::Firing { since, .. }) => {
+            Some(Instant::seconds(*since))
+        }
+        _ => None,
     };
     let page = RulePage {
         section: Section::Sre,
@@ -433,7 +436,7 @@ pub async fn rule_page(
         who: caller.who(),
         writes: caller.writes(),
         csrf: caller.csrf.clone(),
-        logout: AREA.logout(),
+        logout: "/logout".to_string(),
         description: spec.description.clone(),
         summary: spec.annotations.summary.clone(),
         receivers: spec
@@ -448,8 +451,7 @@ pub async fn rule_page(
         value: current
             .as_ref()
             .and_then(|s| s.value.as_deref())
-            .map(|v| readable(v, unit(&spec.signal)))
-            .unwrap_or_default(),
+            .map(|v| Measure::new(v, unit(&spec.signal))),
         explain: explain_url(
             &spec.signal,
             current.as_ref().map(|s| s.evaluated_at).unwrap_or(to),
@@ -484,10 +486,10 @@ pub async fn rule_page(
 /// one row per step (the API's backtest CSV).
 pub async fn backtest_csv(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     Path(id): Path<String>,
 ) -> Response {
-    let caller = match signed_in(&state, &headers, AREA.home).await {
+    let caller = match signed_in(&state, &identity, AREA.home).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -672,7 +674,7 @@ fn form_page(caller: &Caller, form: RuleForm, editing: Option<(i64, i64)>) -> Ru
         section: Section::Sre,
         nav: sre_nav(AREA.path),
         who: caller.who(),
-        logout: AREA.logout(),
+        logout: "/logout".to_string(),
         csrf: caller.csrf.clone(),
         writes: caller.writes(),
         editing,
@@ -688,10 +690,10 @@ fn form_page(caller: &Caller, form: RuleForm, editing: Option<(i64, i64)>) -> Ru
 /// `GET /sre/alerts/rules/new`
 pub async fn new_rule_page(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     _q: Pairs,
 ) -> Response {
-    let caller = match signed_in(&state, &headers, "/sre/alerts/rules/new").await {
+    let caller = match signed_in(&state, &identity, "/sre/alerts/rules/new").await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -704,23 +706,23 @@ pub async fn new_rule_page(
 /// or `admin`, then to the rule's page).
 pub async fn new_rule_submit(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    submit(&state, &headers, &pairs, None).await
+    submit(&state, &identity, &pairs, None).await
 }
 
 /// `GET /sre/alerts/rules/{id}/edit`: the rule's form, filled in.
 pub async fn edit_rule_page(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     Path(id): Path<String>,
 ) -> Response {
     let here = format!(
         "/sre/alerts/rules/{}/edit",
         crate::sre_form::percent_encode(&id)
     );
-    let caller = match signed_in(&state, &headers, &here).await {
+    let caller = match signed_in(&state, &identity, &here).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -740,25 +742,25 @@ pub async fn edit_rule_page(
 /// since).
 pub async fn edit_rule_submit(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     Path(id): Path<String>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let Some(id) = id.parse::<i64>().ok().filter(|id| *id > 0) else {
         return message(StatusCode::NOT_FOUND, "Not found", format!("no rule {id}"));
     };
-    submit(&state, &headers, &pairs, Some(id)).await
+    submit(&state, &identity, &pairs, Some(id)).await
 }
 
 /// `POST /sre/alerts/rules/{id}/delete` (`version`, `csrf`): delete it,
 /// then to the rules list; 409 when it changed since the page was read.
 pub async fn delete_rule_submit(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     Path(id): Path<String>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let caller = match signed_in_form(&state, &headers, field(&pairs, "csrf")).await {
+    let caller = match signed_in_form(&state, &identity, field(&pairs, "csrf")).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -779,7 +781,7 @@ pub async fn delete_rule_submit(
             Some(&rule.spec.org_id),
             rule.id,
             version,
-            &caller.key.actor(),
+            &caller.identity.actor.clone(),
         )
         .await
     {
@@ -790,11 +792,11 @@ pub async fn delete_rule_submit(
 
 async fn submit(
     state: &DashboardState,
-    headers: &HeaderMap,
+    identity: &Identity,
     pairs: &[(String, String)],
     editing: Option<i64>,
 ) -> Response {
-    let caller = match signed_in_form(state, headers, field(pairs, "csrf")).await {
+    let caller = match signed_in_form(state, identity, field(pairs, "csrf")).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -829,7 +831,7 @@ async fn submit(
             Ok(s) => s,
             Err(r) => return r,
         };
-        let actor = caller.key.actor();
+        let actor = caller.identity.actor.clone();
         let saved = match editing {
             None => store.create_rule(&spec, &actor).await,
             Some(id) => match version {
@@ -932,7 +934,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             describe(&s),
-            "spend of team search at more than 1,250.50 USD/h over 1 h"
+            "spend of team search at more than $1,250.50/h over 1 h"
         );
     }
 

@@ -13,12 +13,12 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use rust_decimal::Decimal;
 use serde_json::json;
+use tollgate_access::Identity;
 use tollgate_contract::alerts::{Matcher, SilenceSpec};
 use tollgate_control::alert_deliveries::{list_dead_letters, DeadLetter};
 use tollgate_control::alerts::{AlertStore, SilenceFilter};
@@ -34,6 +34,7 @@ use crate::alert_access::{
     bad_request, field, message, signed_in, signed_in_store, signed_in_writer, store, store_failed,
     Caller, AREA,
 };
+use crate::display::{Figure, Instant, Measure, Parts, Period};
 use crate::finance::csv_download;
 use crate::layout::{render, Section};
 use crate::sre_form::{choices, form_time, parse_form_time, percent_encode, sre_nav, window};
@@ -42,49 +43,6 @@ use crate::svg::{strips, Strip};
 use crate::DashboardState;
 
 type Pairs = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
-
-/// A value as people read it: percentages and milliseconds to two places,
-/// USD with thousands separators and at most six decimals (small hourly
-/// rates stay visible), counts as they are. Exact text when not a number.
-pub fn readable(value: &str, unit: &str) -> String {
-    let Ok(v) = value.parse::<Decimal>() else {
-        return value.to_string();
-    };
-    let places = match unit {
-        "%" | "ms" => 2,
-        "USD" | "USD/h" if v.abs() >= Decimal::ONE => 2,
-        "USD" | "USD/h" => 6,
-        _ => 0,
-    };
-    let mut v =
-        v.round_dp_with_strategy(places, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
-    v.rescale(places);
-    let text = v.to_string();
-    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
-    let (sign, digits) = int.strip_prefix('-').map_or(("", int), |d| ("-", d));
-    let mut grouped = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    let number = if frac.is_empty() {
-        format!("{sign}{grouped}")
-    } else {
-        format!("{sign}{grouped}.{frac}")
-    };
-    match unit {
-        "" => number,
-        "%" => format!("{number} %"),
-        unit => format!("{number} {unit}"),
-    }
-}
-
-/// UTC, seconds: what the tables show.
-pub fn stamp(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
-}
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -98,9 +56,9 @@ pub struct AlertRow {
     pub org: String,
     pub severity: &'static str,
     pub labels: String,
-    pub since: String,
-    pub fired_at: String,
-    pub value: String,
+    pub since: Instant,
+    pub fired_at: Figure,
+    pub value: Figure,
     pub link: String,
 }
 
@@ -113,13 +71,14 @@ impl AlertRow {
             org: a.org_id.clone(),
             severity: a.severity,
             labels: labels_text(&a.labels),
-            since: stamp(a.since),
-            fired_at: a.fired_at.map(stamp).unwrap_or_default(),
+            since: Instant::seconds(a.since),
+            fired_at: a
+                .fired_at
+                .map_or(Figure::Blank, |t| Instant::seconds(t).into()),
             value: a
                 .value
                 .as_deref()
-                .map(|v| readable(v, a.unit))
-                .unwrap_or_default(),
+                .map_or(Figure::Blank, |v| Measure::new(v, a.unit).into()),
             link: a.link.clone(),
         }
     }
@@ -127,14 +86,15 @@ impl AlertRow {
 
 /// One row of the timeline table.
 pub struct TransitionRow {
-    pub at: String,
+    pub at: Instant,
     pub rule_id: i64,
     pub rule: String,
     pub org: String,
     pub from_state: String,
     pub to_state: String,
-    pub value: String,
-    pub since: String,
+    /// Without its unit (the timeline does not carry it).
+    pub value: Measure,
+    pub since: Instant,
     pub silenced: bool,
     pub notification_id: String,
 }
@@ -145,14 +105,14 @@ pub fn transition_rows(timeline: &Timeline) -> Vec<TransitionRow> {
         .transitions
         .iter()
         .map(|t| TransitionRow {
-            at: stamp(t.at),
+            at: Instant::seconds(t.at),
             rule_id: t.rule_id,
             rule: t.rule_name.clone(),
             org: t.org_id.clone(),
             from_state: t.from_state.clone(),
             to_state: t.to_state.clone(),
-            value: t.value.clone(),
-            since: stamp(t.since),
+            value: Measure::new(t.value.clone(), ""),
+            since: Instant::seconds(t.since),
             silenced: t.silenced,
             notification_id: t.notification_id.clone().unwrap_or_default(),
         })
@@ -194,8 +154,8 @@ pub struct SilenceRow {
     pub org: String,
     pub state: &'static str,
     pub matchers: String,
-    pub starts_at: String,
-    pub ends_at: String,
+    pub starts_at: Instant,
+    pub ends_at: Instant,
     pub created_by: String,
     pub expired_by: String,
     pub comment: String,
@@ -203,7 +163,7 @@ pub struct SilenceRow {
 
 /// One row of the dead letters table.
 pub struct DeadLetterRow {
-    pub failed_at: String,
+    pub failed_at: Instant,
     pub org: String,
     pub receiver: String,
     pub delivery_id: String,
@@ -221,7 +181,7 @@ pub struct AlertsPage {
     pub logout: String,
     pub csrf: String,
     pub writes: bool,
-    pub summary: String,
+    pub summary: Parts,
     pub ranges: Vec<Choice>,
     pub form: WindowForm,
     pub error: Option<String>,
@@ -318,10 +278,10 @@ fn org_query(org: Option<&str>) -> String {
 /// `GET /sre/alerts?range=&from=&to=&org=`
 pub async fn page(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     query: Pairs,
 ) -> Response {
-    let caller = match signed_in(&state, &headers, AREA.home).await {
+    let caller = match signed_in(&state, &identity, AREA.home).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -386,16 +346,14 @@ async fn alerts_page(
         section: Section::Sre,
         nav: sre_nav(AREA.path),
         who: caller.who(),
-        logout: AREA.logout(),
+        logout: "/logout".to_string(),
         csrf: caller.csrf.clone(),
         writes: caller.writes(),
-        summary: format!(
-            "{} firing or pending · {} transitions from {} to {} UTC",
-            alerts.len(),
-            timeline.transitions.len(),
-            q.from.format("%Y-%m-%d %H:%M"),
-            q.to.format("%Y-%m-%d %H:%M")
-        ),
+        summary: Parts(vec![
+            Figure::Text(format!("{} firing or pending", alerts.len())),
+            Figure::Text(format!("{} transitions", timeline.transitions.len())),
+            Period::new(q.from, q.to).into(),
+        ]),
         ranges: choices(RANGES.iter().map(|(v, l, _)| (*v, *l)), &form.range),
         error: (!errors.is_empty()).then(|| errors.join(" ")),
         alerts: alerts.iter().map(AlertRow::from).collect(),
@@ -431,8 +389,8 @@ fn silence_row(v: SilenceView) -> SilenceRow {
             .map(|m| format!("{}{}\"{}\"", m.name, m.op.symbol(), m.value))
             .collect::<Vec<_>>()
             .join(", "),
-        starts_at: stamp(s.spec.starts_at),
-        ends_at: stamp(s.spec.ends_at),
+        starts_at: Instant::new(s.spec.starts_at),
+        ends_at: Instant::new(s.spec.ends_at),
         created_by: s.created_by,
         expired_by: s.expired_by.unwrap_or_default(),
         comment: s.spec.comment,
@@ -441,7 +399,7 @@ fn silence_row(v: SilenceView) -> SilenceRow {
 
 fn dead_letter_row(d: &DeadLetter) -> DeadLetterRow {
     DeadLetterRow {
-        failed_at: stamp(d.failed_at),
+        failed_at: Instant::seconds(d.failed_at),
         org: d.org_id.clone(),
         receiver: format!("{} {}", d.receiver_kind, d.receiver_id),
         delivery_id: d.delivery_id.to_string(),
@@ -457,11 +415,11 @@ fn dead_letter_row(d: &DeadLetter) -> DeadLetterRow {
 /// (`org=` within the key's scope) and the store.
 async fn csv_scope<'a>(
     state: &'a DashboardState,
-    headers: &HeaderMap,
+    identity: &Identity,
     query: Pairs,
     extra: &[&str],
 ) -> Result<(Vec<(String, String)>, Option<String>, &'a AlertStore), Response> {
-    let (caller, store) = signed_in_store(state, headers, AREA.home).await?;
+    let (caller, store) = signed_in_store(state, identity, AREA.home).await?;
     let pairs = query.map(|Query(p)| p).unwrap_or_default();
     let names: Vec<&str> = ["org"].into_iter().chain(extra.iter().copied()).collect();
     let params = QueryParams::parse(&pairs, &Expected::names(&names)).map_err(bad_request)?;
@@ -482,10 +440,10 @@ async fn csv_scope<'a>(
 /// `GET /sre/alerts/alerts.csv?org=`
 pub async fn alerts_csv(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     query: Pairs,
 ) -> Response {
-    let (_, org, store) = match csv_scope(&state, &headers, query, &[]).await {
+    let (_, org, store) = match csv_scope(&state, &identity, query, &[]).await {
         Ok(scope) => scope,
         Err(r) => return r,
     };
@@ -498,11 +456,11 @@ pub async fn alerts_csv(
 /// `GET /sre/alerts/transitions.csv?from=&to=&rule_id=&org=`
 pub async fn transitions_csv(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     query: Pairs,
 ) -> Response {
     let extra = tollgate_queries::alert_timeline::TIMELINE_PARAMS;
-    let (pairs, org, _) = match csv_scope(&state, &headers, query, &extra).await {
+    let (pairs, org, _) = match csv_scope(&state, &identity, query, &extra).await {
         Ok(scope) => scope,
         Err(r) => return r,
     };
@@ -526,10 +484,10 @@ pub async fn transitions_csv(
 /// `GET /sre/alerts/silences.csv?org=` (every state).
 pub async fn silences_csv(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     query: Pairs,
 ) -> Response {
-    let (_, org, store) = match csv_scope(&state, &headers, query, &[]).await {
+    let (_, org, store) = match csv_scope(&state, &identity, query, &[]).await {
         Ok(scope) => scope,
         Err(r) => return r,
     };
@@ -550,10 +508,10 @@ pub async fn silences_csv(
 /// `GET /sre/alerts/dead-letters.csv?org=`
 pub async fn dead_letters_csv(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     query: Pairs,
 ) -> Response {
-    let (_, org, store) = match csv_scope(&state, &headers, query, &[]).await {
+    let (_, org, store) = match csv_scope(&state, &identity, query, &[]).await {
         Ok(scope) => scope,
         Err(r) => return r,
     };
@@ -606,11 +564,12 @@ fn silence_body(form: &SilenceForm) -> Result<Vec<u8>, (String, String)> {
 /// back to the page.
 pub async fn create_silence(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let token = field(&pairs, "csrf");
-    let (caller, store) = match signed_in_writer(&state, &headers, token, "create silences").await {
+    let (caller, store) = match signed_in_writer(&state, &identity, token, "create silences").await
+    {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -630,7 +589,10 @@ pub async fn create_silence(
     let spec = silence_body(&form)
         .and_then(|body| SilenceSpec::from_json(&body, now).map_err(|r| (r.field, r.reason)));
     let refused = match spec {
-        Ok(spec) => match store.create_silence(&spec, &caller.key.actor()).await {
+        Ok(spec) => match store
+            .create_silence(&spec, &caller.identity.actor.clone())
+            .await
+        {
             Ok(_) => return Redirect::to(&format!("{}#silences", AREA.home)).into_response(),
             Err(err) => err.to_string(),
         },
@@ -645,12 +607,13 @@ pub async fn create_silence(
 /// `POST /sre/alerts/silences/{id}/expire`: end it now.
 pub async fn expire_silence(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    identity: Identity,
     Path(id): Path<String>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let token = field(&pairs, "csrf");
-    let (caller, store) = match signed_in_writer(&state, &headers, token, "expire silences").await {
+    let (caller, store) = match signed_in_writer(&state, &identity, token, "expire silences").await
+    {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -662,7 +625,12 @@ pub async fn expire_silence(
         );
     };
     match store
-        .expire_silence(caller.scope(), id, Utc::now(), &caller.key.actor())
+        .expire_silence(
+            caller.scope(),
+            id,
+            Utc::now(),
+            &caller.identity.actor.clone(),
+        )
         .await
     {
         Ok(_) => Redirect::to(&format!("{}#silences", AREA.home)).into_response(),
@@ -674,16 +642,6 @@ pub async fn expire_silence(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_are_readable() {
-        assert_eq!(readable("12.5000", "%"), "12.50 %");
-        assert_eq!(readable("1234567.891", "USD"), "1,234,567.89 USD");
-        assert_eq!(readable("0.000012345", "USD/h"), "0.000012 USD/h");
-        assert_eq!(readable("2500.125", "ms"), "2,500.13 ms");
-        assert_eq!(readable("3", ""), "3");
-        assert_eq!(readable("n/a", "%"), "n/a");
-    }
 
     #[test]
     fn silence_form_lines_become_matchers() {

@@ -13,10 +13,10 @@ use tollgate_queries::breakers::{self, BreakersQuery, BreakersReport};
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::{InvalidParameter, ReadModelError};
 
+use crate::display::{Count, Figure, Instant, Parts, Percent, Period};
 use crate::layout::{render, Section};
-use crate::sre_errors::percent;
 use crate::sre_form::{
-    api_pairs, choices, form_time, percent_encode, sre_nav, thousands, Choice, NavLink, RANGES,
+    api_pairs, choices, form_time, percent_encode, sre_nav, Choice, NavLink, RANGES,
 };
 use crate::svg::{strips, Strip};
 use crate::DashboardState;
@@ -72,23 +72,23 @@ pub fn parse_form(
 pub struct StateRow {
     pub breaker: String,
     pub state: String,
-    pub since: String,
+    pub since: Instant,
     pub generation: String,
-    pub transitions: String,
+    pub transitions: Count,
     pub reason: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct TransitionRow {
-    pub at: String,
+    pub at: Instant,
     pub breaker: String,
     pub from_state: String,
     pub to_state: String,
     pub generation: String,
-    pub calls: String,
-    pub failures: String,
-    pub failure_rate: String,
-    pub slow: String,
+    pub calls: Count,
+    pub failures: Count,
+    pub failure_rate: Percent,
+    pub slow: Count,
     pub signature: String,
     pub reason: String,
 }
@@ -100,7 +100,7 @@ pub struct BreakersPage {
     pub nav: Vec<NavLink>,
     pub form: BreakersForm,
     pub ranges: Vec<Choice>,
-    pub summary: String,
+    pub summary: Parts,
     pub json_url: String,
     pub states_csv_url: String,
     pub transitions_csv_url: String,
@@ -118,10 +118,6 @@ fn breaker(provider: &str, model: &str) -> String {
     } else {
         format!("{provider} / {model}")
     }
-}
-
-fn stamp(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
 }
 
 /// One strip per breaker: segments from each transition to the next,
@@ -200,39 +196,43 @@ pub fn view(
                 .map(|b| StateRow {
                     breaker: breaker(&b.provider, &b.model),
                     state: b.state.clone(),
-                    since: stamp(b.since),
+                    since: Instant::millis(b.since),
                     generation: b.generation.to_string(),
-                    transitions: thousands(b.transitions),
+                    transitions: Count(b.transitions.into()),
                     reason: b.reason.clone(),
                 })
                 .collect(),
             r.transitions
                 .iter()
                 .map(|t| TransitionRow {
-                    at: stamp(t.at),
+                    at: Instant::millis(t.at),
                     breaker: breaker(&t.provider, &t.model),
                     from_state: t.from_state.clone(),
                     to_state: t.to_state.clone(),
                     generation: t.generation.to_string(),
-                    calls: thousands(t.calls),
-                    failures: thousands(t.failures),
-                    failure_rate: percent(t.failure_rate),
-                    slow: thousands(t.slow),
+                    calls: Count(t.calls.into()),
+                    failures: Count(t.failures.into()),
+                    failure_rate: Percent::of_ratio(t.failure_rate),
+                    slow: Count(t.slow.into()),
                     signature: t.signature.map(|s| s.to_string()).unwrap_or_default(),
                     reason: t.reason.clone(),
                 })
                 .collect(),
-            format!(
-                "{} to {} UTC · {} breakers · {} transitions",
-                r.from.format("%Y-%m-%d %H:%M"),
-                r.to.format("%Y-%m-%d %H:%M"),
-                r.breakers.len(),
-                r.transitions.len()
-            ),
+            Parts(vec![
+                Period::new(r.from, r.to).into(),
+                Figure::Text(format!("{} breakers", r.breakers.len())),
+                Figure::Text(format!("{} transitions", r.transitions.len())),
+            ]),
             r.truncated,
             timeline(r),
         ),
-        None => (Vec::new(), Vec::new(), String::new(), false, String::new()),
+        None => (
+            Vec::new(),
+            Vec::new(),
+            Parts::default(),
+            false,
+            String::new(),
+        ),
     };
     BreakersPage {
         section: Section::Sre,

@@ -16,14 +16,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, SecondsFormat, Utc};
-use rust_decimal::Decimal;
 use tollgate_queries::errors::{self, ErrorsQuery, PatternPoint, PatternReport, PatternSummary};
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::{InvalidParameter, ReadModelError};
 
+use crate::display::{Count, Figure, Instant, Millis, Money, Parts, Percent, Period};
 use crate::layout::{render, Section};
 use crate::sre_form::{
-    api_pairs, choices, form_time, percent_encode, sre_nav, thousands, Choice, NavLink, RANGES,
+    api_pairs, choices, form_time, percent_encode, sre_nav, Choice, NavLink, RANGES,
 };
 use crate::DashboardState;
 
@@ -116,23 +116,23 @@ pub struct PatternRow {
     /// `429 rate_limit_exceeded`.
     pub class: String,
     pub models: String,
-    pub failures: String,
-    pub recovered: String,
-    pub failed: String,
-    pub first_seen: String,
-    pub last_seen: String,
+    pub failures: Count,
+    pub recovered: Count,
+    pub failed: Count,
+    /// A time, or `—`.
+    pub first_seen: Figure,
+    pub last_seen: Figure,
     pub new: bool,
-    pub teams: String,
+    pub teams: Count,
     pub team_names: String,
-    pub keys: String,
+    pub keys: Count,
     pub key_names: String,
     /// Inline SVG, built here from numbers only.
     pub sparkline: String,
 }
 
-fn stamp(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-        .unwrap_or_else(|| "—".into())
+fn stamp(t: Option<DateTime<Utc>>) -> Figure {
+    t.map_or_else(|| "—".into(), |t| Instant::new(t).into())
 }
 
 /// The bucket starts covering `[from, to)`, aligned like the SQL buckets.
@@ -197,7 +197,7 @@ fn bar_chart(values: &[u64], starts: &[i64]) -> String {
     );
     out.push_str(&format!(
         "<text x=\"0\" y=\"10\">max {}</text>",
-        thousands(max)
+        Count(max.into()).text()
     ));
     for (i, (v, start)) in values.iter().zip(starts).enumerate() {
         if *v == 0 {
@@ -214,7 +214,7 @@ fn bar_chart(values: &[u64], starts: &[i64]) -> String {
             h - bar,
             (slot * 0.8).max(1.0),
             bar,
-            thousands(*v)
+            Count((*v).into()).text()
         ));
     }
     for i in [0, starts.len().saturating_sub(1)] {
@@ -247,15 +247,15 @@ fn pattern_row(
         provider: p.provider.clone(),
         class: format!("{} {}", p.http_status, p.error_type),
         models: p.models.join(", "),
-        failures: thousands(p.failures),
-        recovered: thousands(p.calls_recovered),
-        failed: thousands(p.calls_failed),
+        failures: Count(p.failures.into()),
+        recovered: Count(p.calls_recovered.into()),
+        failed: Count(p.calls_failed.into()),
         first_seen: stamp(p.first_seen),
         last_seen: stamp(p.last_seen),
         new: p.new,
-        teams: thousands(p.teams.count),
+        teams: Count(p.teams.count.into()),
         team_names: names(&p.teams.names, p.teams.count),
-        keys: thousands(p.keys.count),
+        keys: Count(p.keys.count.into()),
         key_names: names(&p.keys.names, p.keys.count),
         sparkline: sparkline(&values, &format!("failures per bucket of {}", p.signature)),
     }
@@ -279,7 +279,7 @@ pub struct ErrorsPage {
     pub nav: Vec<NavLink>,
     pub form: ErrorsForm,
     pub ranges: Vec<Choice>,
-    pub summary: String,
+    pub summary: Parts,
     pub json_url: String,
     pub csv_url: String,
     pub error: Option<String>,
@@ -317,15 +317,16 @@ pub fn list_view(
                 .iter()
                 .map(|p| pattern_row(p, r.from, r.to, r.bucket_secs, &qs))
                 .collect(),
-            format!(
-                "{} to {} UTC · {} patterns · {} failures",
-                r.from.format("%Y-%m-%d %H:%M"),
-                r.to.format("%Y-%m-%d %H:%M"),
-                r.patterns.len(),
-                thousands(r.patterns.iter().map(|p| p.failures).sum())
-            ),
+            Parts(vec![
+                Period::new(r.from, r.to).into(),
+                Figure::Text(format!("{} patterns", r.patterns.len())),
+                Figure::Text(format!(
+                    "{} failures",
+                    Count(r.patterns.iter().map(|p| p.failures).sum::<u64>().into()).text()
+                )),
+            ]),
         ),
-        None => (Vec::new(), String::new()),
+        None => (Vec::new(), Parts::default()),
     };
     ErrorsPage {
         section: Section::Sre,
@@ -351,7 +352,7 @@ fn csv_url(json_url: &str) -> String {
 /// One sample message with its variable parts.
 #[derive(Debug, Clone)]
 pub struct SampleRow {
-    pub at: String,
+    pub at: Instant,
     pub target: String,
     pub team: String,
     pub key: String,
@@ -365,14 +366,12 @@ pub struct RecoveryView {
     pub strategy: String,
     pub strategy_label: &'static str,
     pub target: String,
-    pub attempts: String,
-    pub successes: String,
-    pub success_rate: String,
-    pub mean_wait: String,
-    pub added_latency: String,
-    pub added_cost: String,
-    /// The exact figure, on hover.
-    pub added_cost_exact: String,
+    pub attempts: Count,
+    pub successes: Count,
+    pub success_rate: Percent,
+    pub mean_wait: Millis,
+    pub added_latency: Millis,
+    pub added_cost: Money,
 }
 
 #[derive(Template)]
@@ -404,30 +403,6 @@ fn strategy_label(strategy: &str) -> &'static str {
     }
 }
 
-/// A cost people can read: dollars to 6 places (exact on hover).
-pub fn readable_usd(cost: Decimal) -> String {
-    let shown = cost.round_dp(6).normalize();
-    if shown.is_zero() && !cost.is_zero() {
-        "<$0.000001".into()
-    } else {
-        format!("${shown}")
-    }
-}
-
-/// Milliseconds to one place, as seconds from 10 s.
-fn duration_ms(ms: f64) -> String {
-    if ms >= 10_000.0 {
-        format!("{:.1} s", ms / 1_000.0)
-    } else {
-        format!("{ms:.1} ms")
-    }
-}
-
-/// A rate as a percentage to one place.
-pub fn percent(rate: f64) -> String {
-    format!("{:.1}%", rate * 100.0)
-}
-
 /// The drill-down's view model. Pure.
 pub fn pattern_view(
     form: ErrorsForm,
@@ -452,7 +427,7 @@ pub fn pattern_view(
                 r.samples
                     .iter()
                     .map(|s| SampleRow {
-                        at: s.occurred_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        at: Instant::seconds(s.occurred_at),
                         target: format!("{} / {}", s.provider, s.model),
                         team: s.team.clone(),
                         key: s.api_key.clone(),
@@ -466,13 +441,12 @@ pub fn pattern_view(
                         strategy: x.strategy.clone(),
                         strategy_label: strategy_label(&x.strategy),
                         target: format!("{} / {}", x.provider, x.model),
-                        attempts: thousands(x.attempts),
-                        successes: thousands(x.successes),
-                        success_rate: percent(x.success_rate),
-                        mean_wait: duration_ms(x.mean_wait_ms),
-                        added_latency: duration_ms(x.added_latency_ms),
-                        added_cost: readable_usd(x.added_cost),
-                        added_cost_exact: format!("{} USD", x.added_cost),
+                        attempts: Count(x.attempts.into()),
+                        successes: Count(x.successes.into()),
+                        success_rate: Percent::of_ratio(x.success_rate),
+                        mean_wait: Millis(x.mean_wait_ms),
+                        added_latency: Millis(x.added_latency_ms),
+                        added_cost: Money(x.added_cost),
                     })
                     .collect(),
             )
@@ -670,12 +644,5 @@ mod tests {
             "{svg}"
         );
         assert!(svg.contains("data-points=\"2\""));
-        assert_eq!(readable_usd("0.001234567".parse().unwrap()), "$0.001235");
-        assert_eq!(
-            readable_usd("0.000000000001".parse().unwrap()),
-            "<$0.000001"
-        );
-        assert_eq!(readable_usd(Decimal::ZERO), "$0");
-        assert_eq!(percent(0.1667), "16.7%");
     }
 }

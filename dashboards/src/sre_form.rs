@@ -134,18 +134,6 @@ pub fn percent_encode(text: &str) -> String {
         .collect()
 }
 
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// The report API's parameters for a form's window and filters: `from` and
 /// `to` (RFC 3339) of its preset or custom window, then each filter given
 /// (empty values left out). The pages hand these to the API's own parser,

@@ -22,9 +22,10 @@ use tollgate_queries::{
     Stats, EXACT_MAX_CALLS, HISTOGRAM_MAX_RELATIVE_ERROR,
 };
 
+use crate::display::{Count, Figure, Parts, Percent, Period, Rate};
 use crate::layout::{render, Section};
 use crate::sre_form::{
-    choices, form_time, percent_encode, sre_nav, thousands, window, Choice, NavLink, RANGES,
+    choices, form_time, percent_encode, sre_nav, window, Choice, NavLink, RANGES,
 };
 use crate::DashboardState;
 
@@ -55,12 +56,15 @@ pub struct PageParams {
     pub model: Option<String>,
     pub group_by: Option<String>,
     pub bucket: Option<String>,
+    /// The org the page is about (the sign-in gate pins it for people who
+    /// see only some orgs).
+    pub org: Option<String>,
 }
 
 impl PageParams {
     /// The form's fields.
-    pub const NAMES: [&'static str; 7] = [
-        "range", "from", "to", "provider", "model", "group_by", "bucket",
+    pub const NAMES: [&'static str; 8] = [
+        "range", "from", "to", "provider", "model", "group_by", "bucket", "org",
     ];
 
     /// Read a query string's pairs ([`QueryParams`]: unknown and repeated
@@ -76,6 +80,7 @@ impl PageParams {
             model: get("model"),
             group_by: get("group_by"),
             bucket: get("bucket"),
+            org: get("org"),
         })
     }
 }
@@ -91,6 +96,7 @@ pub struct FormState {
     pub model: String,
     pub group_by: String,
     pub bucket: String,
+    pub org: String,
 }
 
 /// One row of the totals table.
@@ -98,13 +104,13 @@ pub struct FormState {
 pub struct TotalsRow {
     pub color: &'static str,
     pub label: String,
-    pub count: String,
-    pub errors: String,
-    pub error_rate: String,
+    pub count: Count,
+    pub errors: Count,
+    pub error_rate: Percent,
     pub p50: String,
     pub p95: String,
     pub p99: String,
-    pub ttft_count: String,
+    pub ttft_count: Count,
     pub ttft_p50: String,
     pub ttft_p95: String,
     pub ttft_p99: String,
@@ -182,7 +188,7 @@ pub struct LatencyPage {
     pub models: Vec<Choice>,
     pub groupings: Vec<Choice>,
     pub buckets: Vec<Choice>,
-    pub summary: String,
+    pub summary: Parts,
     pub json_url: String,
     pub error: Option<String>,
     pub duration_charts: Vec<ChartSlot>,
@@ -192,7 +198,7 @@ pub struct LatencyPage {
     pub chart_json: String,
     /// For the note under the table: the largest group given exactly, and
     /// the bound on an estimate.
-    pub exact_max: String,
+    pub exact_max: Count,
     pub max_error: String,
 }
 
@@ -217,6 +223,7 @@ pub fn parse_params(
             .trim()
             .to_string(),
         bucket: text(&params.bucket),
+        org: text(&params.org),
     };
     let query = build_query(&mut form, now);
     (form, query)
@@ -235,7 +242,7 @@ fn build_query(form: &mut FormState, now: DateTime<Utc>) -> Result<LatencyQuery,
         provider: non_empty(&form.provider),
         model: non_empty(&form.model),
         team: None,
-        org: None,
+        org: non_empty(&form.org),
     };
     let query = LatencyQuery::new(from, to, bucket, group_by, filters)?;
     // Show the effective window, so switching to "custom" starts from it.
@@ -300,7 +307,7 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
             chart_data(report),
         ),
         None => (
-            String::new(),
+            Parts::default(),
             "/api/v1/reports/latency".to_string(),
             Vec::new(),
             ChartData::default(),
@@ -328,20 +335,22 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
         ttft_charts: slots(&TTFT_CHARTS),
         rows,
         chart_json: script_json(&chart_data),
-        exact_max: thousands(EXACT_MAX_CALLS),
+        exact_max: Count(EXACT_MAX_CALLS.into()),
         max_error: format!("{:.2}%", HISTOGRAM_MAX_RELATIVE_ERROR * 100.0),
     }
 }
 
-fn summary(report: &LatencyReport) -> String {
+fn summary(report: &LatencyReport) -> Parts {
     let calls: u64 = report.groups.iter().map(|g| g.total.count).sum();
-    format!(
-        "{} to {} UTC · {} buckets · {} calls",
-        report.from.format("%Y-%m-%d %H:%M"),
-        report.to.format("%Y-%m-%d %H:%M"),
-        format_bucket(report.bucket_secs),
-        thousands(calls)
-    )
+    // The window's mean request rate: calls over its minutes.
+    #[allow(clippy::cast_precision_loss)]
+    let per_minute = calls as f64 / ((report.to - report.from).num_seconds().max(1) as f64 / 60.0);
+    Parts(vec![
+        Period::new(report.from, report.to).into(),
+        Figure::Text(format!("{} buckets", format_bucket(report.bucket_secs))),
+        Figure::Text(format!("{} calls", Count(calls.into()).text())),
+        Rate::new(per_minute, "req/min").into(),
+    ])
 }
 
 /// The same report from the JSON API.
@@ -385,13 +394,13 @@ fn totals_rows(report: &LatencyReport) -> Vec<TotalsRow> {
             TotalsRow {
                 color: color(i),
                 label: group.key.label(),
-                count: thousands(total.count),
-                errors: thousands(total.errors),
-                error_rate: format!("{:.2}%", total.error_rate * 100.0),
+                count: Count(total.count.into()),
+                errors: Count(total.errors.into()),
+                error_rate: Percent::of_ratio(total.error_rate),
                 p50: marked(d, d.p50),
                 p95: marked(d, d.p95),
                 p99: marked(d, d.p99),
-                ttft_count: thousands(total.ttft_count),
+                ttft_count: Count(total.ttft_count.into()),
                 ttft_p50: ttft(|p| p.p50),
                 ttft_p95: ttft(|p| p.p95),
                 ttft_p99: ttft(|p| p.p99),
@@ -420,7 +429,7 @@ fn estimate_mark(p: Option<&Percentiles>, count: u64) -> (&'static str, String) 
             "num estimate",
             format!(
                 "estimate from the latency histogram of {} values: within ±{:.2}% of the exact value",
-                thousands(count),
+                Count(count.into()).text(),
                 p.max_relative_error * 100.0
             ),
         ),
@@ -717,7 +726,8 @@ mod tests {
         // The hostile model name is escaped in the table and cannot close
         // the JSON script element.
         assert!(html.contains("gpt-4o&#60;/script&#62;") || html.contains("gpt-4o&lt;/script&gt;"));
-        assert_eq!(html.matches("</script>").count(), 3, "{html}");
+        // chart.umd.js, latency.js, the data and local-time.js.
+        assert_eq!(html.matches("</script>").count(), 4, "{html}");
         assert!(html.contains("\\u003c/script\\u003e"));
         assert!(
             html.contains("href=\"/static/chart.umd.js\"")
@@ -837,10 +847,6 @@ mod tests {
 
     #[test]
     fn number_formatting() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_000), "1,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(millis(1781.67), "1781.7");
         assert_eq!(millis(12.345), "12.3");
         assert_eq!(millis(7.5), "7.50");

@@ -1,8 +1,9 @@
 //! Charts drawn on the server as inline SVG (no script needed, so a page
 //! shows them as soon as it loads and a test reads them from the DOM):
 //! state strips over a window (the breakers' and the alerts' timelines)
-//! and a value line against a threshold with the spans where an alert was
-//! pending or firing (the rule's backtest).
+//! a value line against a threshold with the spans where an alert was
+//! pending or firing (the rule's backtest), and bars per day (the
+//! overview's spend this month).
 
 use chrono::{DateTime, Utc};
 
@@ -83,6 +84,63 @@ pub fn strips(
             height - 4.0,
             t.format("%m-%d %H:%M")
         ));
+    }
+    out.push_str("</svg>");
+    out
+}
+
+/// One bar: its label under the axis (and in its title), its height and
+/// the value's text for the title.
+pub struct Bar {
+    pub label: String,
+    pub value: f64,
+    pub title: String,
+}
+
+/// Bars side by side, scaled to the tallest, each with a hover title and
+/// `data-value`; every few labels under them so they do not overlap.
+/// Empty when there are no bars.
+pub fn bars(id: &str, label: &str, bars: &[Bar]) -> String {
+    if bars.is_empty() {
+        return String::new();
+    }
+    let (w, h, bottom, top) = (900.0, 180.0, 20.0, 6.0);
+    let slot = w / bars.len() as f64;
+    let max = bars.iter().map(|b| b.value).fold(0.0_f64, f64::max);
+    let scale = if max > 0.0 {
+        (h - bottom - top) / max
+    } else {
+        0.0
+    };
+    let every = bars.len().div_ceil(16);
+    let mut out = format!(
+        "<svg class=\"bars\" id=\"{}\" viewBox=\"0 0 {w} {h}\" width=\"100%\" height=\"{h}\" \
+         role=\"img\" aria-label=\"{}\" data-bars=\"{}\">",
+        escape(id),
+        escape(label),
+        bars.len()
+    );
+    for (i, bar) in bars.iter().enumerate() {
+        let height = (bar.value.max(0.0) * scale).max(if bar.value > 0.0 { 1.0 } else { 0.0 });
+        let x = i as f64 * slot;
+        out.push_str(&format!(
+            "<rect class=\"bar\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{height:.1}\" \
+             data-value=\"{}\"><title>{}: {}</title></rect>",
+            x + slot * 0.15,
+            h - bottom - height,
+            slot * 0.7,
+            bar.value,
+            escape(&bar.label),
+            escape(&bar.title)
+        ));
+        if i % every == 0 {
+            out.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                x + slot / 2.0,
+                h - 6.0,
+                escape(&bar.label)
+            ));
+        }
     }
     out.push_str("</svg>");
     out

@@ -1,6 +1,16 @@
 // Finance cost page: a bar chart of the largest groups from the data the
 // server embedded (#cost-data); records the plotted bar count on the canvas
 // (data-points) so tests can tell an empty chart from a broken one.
+//
+// Axis and tooltip labels read as the tables do (dashboards/src/display.rs,
+// `Money`): US dollars, cents, thousands separators.
+const usd = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD" });
+const usdLabel = (value) => {
+  const v = Number(value);
+  return v !== 0 && Math.abs(v) < 0.005 ? (v < 0 ? "-<$0.01" : "<$0.01") : usd.format(v);
+};
+const usdTooltip = (ctx) => (ctx.dataset.label ? ctx.dataset.label + ": " : "") + usdLabel(ctx.parsed.y);
+
 (function () {
   "use strict";
   const source = document.getElementById("cost-data");
@@ -17,7 +27,13 @@
       labels: data.labels || [],
       datasets: [{ label: "USD", data: values, backgroundColor: "#2563eb" }],
     },
-    options: { responsive: true, maintainAspectRatio: false, animation: false, plugins: { legend: { display: false } } },
+    options: {
+      responsive: true,
+      maintainAspectRatio: false,
+      animation: false,
+      scales: { y: { ticks: { callback: usdLabel } } },
+      plugins: { legend: { display: false }, tooltip: { callbacks: { label: usdTooltip } } },
+    },
   });
   canvas.dataset.points = String(values.length);
 })();
@@ -62,7 +78,8 @@
       responsive: true,
       maintainAspectRatio: false,
       animation: false,
-      scales: { y: { beginAtZero: true } },
+      scales: { y: { beginAtZero: true, ticks: { callback: usdLabel } } },
+      plugins: { tooltip: { callbacks: { label: usdTooltip } } },
     },
   });
   const record = () => {

@@ -5,12 +5,17 @@
 //! first page view).
 
 use anyhow::Context;
+use tollgate_access::{Gate, Routes, StoreAuthenticator};
 use tollgate_api::ApiState;
+use tollgate_control::accounts::{AccountStore, SessionStore};
 use tollgate_control::budgets::BudgetStore;
 use tollgate_control::keys::KeyStore;
 use tollgate_control::outbox::OutboxRelay;
 use tollgate_control::prices::admin::PriceAdmin;
 use tollgate_control::prices::store::PriceStore;
+use tollgate_control::sso_logins::SsoLoginStore;
+use tollgate_dashboards::sign_in_sso;
+use tollgate_dashboards::sign_in_sso::config::SsoSettings;
 use tollgate_queries::{ReadModelError, ReadModels};
 
 use crate::config::Config;
@@ -20,6 +25,82 @@ pub struct Args {
     /// Address to listen on; overrides `[api] listen`.
     #[arg(long)]
     listen: Option<String>,
+}
+
+/// Every route the server answers, API and pages, with its access rule.
+pub fn every_route(state: ApiState, pages: tollgate_dashboards::PageServices) -> Routes {
+    let read_models = state.read_models.clone();
+    tollgate_api::routes(state).merge(tollgate_dashboards::routes(read_models, pages))
+}
+
+/// `tollgate routes`: every route and who may use it, from the same
+/// assembly the server uses (nothing is connected).
+pub fn print_routes(config: &Config, json: bool) -> anyhow::Result<()> {
+    let state = ApiState {
+        read_models: ReadModels::new(&config.clickhouse),
+        audit: Some(tollgate_api::audit::AuditState {
+            clickhouse: tollgate_queries::client(&config.clickhouse),
+            public_key: None,
+            signer: None,
+            keys: None,
+        }),
+        prices: None,
+        keys: None,
+        budgets: None,
+        alerts: None,
+    };
+    let pages = tollgate_dashboards::PageServices {
+        audit: state.audit.clone(),
+        ..Default::default()
+    };
+    let routes = every_route(state, pages);
+    let rows: Vec<serde_json::Value> = routes
+        .table()
+        .iter()
+        .map(|r| {
+            let names = |roles: &[tollgate_access::Role]| -> Vec<&str> {
+                roles.iter().map(|r| r.as_str()).collect()
+            };
+            serde_json::json!({
+                "path": r.path,
+                "public": r.access.public,
+                "read": names(r.access.read),
+                "write": names(r.access.write),
+                "org": format!("{:?}", r.access.org).to_lowercase(),
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{:<48} {:<8} {:<40} WRITE", "PATH", "ORG", "READ");
+        for r in &rows {
+            let list = |v: &serde_json::Value| -> String {
+                let items: Vec<&str> = v
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                    .unwrap_or_default();
+                if items.is_empty() {
+                    "-".into()
+                } else {
+                    items.join(",")
+                }
+            };
+            let read = if r["public"] == true {
+                "(public)".to_string()
+            } else {
+                list(&r["read"])
+            };
+            println!(
+                "{:<48} {:<8} {:<40} {}",
+                r["path"].as_str().unwrap_or_default(),
+                r["org"].as_str().unwrap_or_default(),
+                read,
+                list(&r["write"])
+            );
+        }
+    }
+    Ok(())
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
@@ -42,29 +123,38 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     // Changes commit with their admin events in the outbox; this server's
     // relay publishes them (so do processors' relays).
     let relay_stop = tokio_util::sync::CancellationToken::new();
-    let (prices, keys, budgets, alerts, relay) = match tollgate_control::postgres::connect(
-        &config.postgres,
-    )
-    .await
-    {
-        Ok(pool) => {
-            let producer = tollgate_control::kafka::EventProducer::new(&config.kafka)?;
-            let relay = OutboxRelay::new(pool.clone(), producer);
-            (
-                Some(PriceAdmin {
-                    store: PriceStore::new(pool.clone()),
-                }),
-                Some(KeyStore::new(pool.clone())),
-                Some(BudgetStore::new(pool.clone())),
-                Some(tollgate_control::alerts::AlertStore::new(pool)),
-                Some(tokio::spawn(relay.run(relay_stop.clone()))),
-            )
-        }
-        Err(err) => {
-            tracing::warn!(%err, "postgres unreachable: serving reports without price and budget administration and audit endpoints (503)");
-            (None, None, None, None, None)
-        }
-    };
+    // Single sign-on's settings are checked before anything listens.
+    let sso_settings = config
+        .auth
+        .oidc
+        .as_ref()
+        .map(SsoSettings::from_config)
+        .transpose()?;
+    let (prices, keys, budgets, alerts, people, sso_logins, relay) =
+        match tollgate_control::postgres::connect(&config.postgres).await {
+            Ok(pool) => {
+                let producer = tollgate_control::kafka::EventProducer::new(&config.kafka)?;
+                let relay = OutboxRelay::new(pool.clone(), producer);
+                (
+                    Some(PriceAdmin {
+                        store: PriceStore::new(pool.clone()),
+                    }),
+                    Some(KeyStore::new(pool.clone())),
+                    Some(BudgetStore::new(pool.clone())),
+                    Some(tollgate_control::alerts::AlertStore::new(pool.clone())),
+                    Some((
+                        AccountStore::new(pool.clone(), config.auth.clone()),
+                        SessionStore::new(pool.clone(), config.auth.clone()),
+                    )),
+                    Some(SsoLoginStore::new(pool)),
+                    Some(tokio::spawn(relay.run(relay_stop.clone()))),
+                )
+            }
+            Err(err) => {
+                tracing::warn!(%err, "postgres unreachable: serving without sign-in (every page and API route answers 503)");
+                (None, None, None, None, None, None, None)
+            }
+        };
     let listen = args.listen.unwrap_or_else(|| config.api.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -86,22 +176,38 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         budgets,
         alerts,
     };
-    let alerting = match (&state.alerts, &state.keys) {
-        (Some(store), Some(keys)) => Some(tollgate_dashboards::AlertingPages {
-            store: store.clone(),
-            keys: keys.clone(),
-        }),
+    let gate = Gate::new(StoreAuthenticator {
+        keys: state.keys.clone(),
+        sessions: people.as_ref().map(|(_, sessions)| sessions.clone()),
+    });
+    let sso = match (sso_settings, &people, sso_logins) {
+        (Some(settings), Some((accounts, sessions)), Some(logins)) => {
+            Some(sign_in_sso::SingleSignOn {
+                provider: sign_in_sso::provider::Provider::new(settings)
+                    .context("cannot build the HTTP client for single sign-on")?,
+                logins,
+                accounts: accounts.clone(),
+                sessions: sessions.clone(),
+            })
+        }
+        (Some(_), _, _) => {
+            tracing::warn!("single sign-on (`[auth.oidc]`) needs postgres: it is off");
+            None
+        }
         _ => None,
     };
-    let pages = tollgate_dashboards::router_with(
-        state.read_models.clone(),
-        state.prices.as_ref().map(|p| p.store.clone()),
-        state.budgets.clone(),
-        state.audit.clone(),
-        alerting,
-    );
-    let app = tollgate_api::router(state)
-        .merge(pages)
+    let services = tollgate_dashboards::PageServices {
+        prices: state.prices.as_ref().map(|p| p.store.clone()),
+        budgets: state.budgets.clone(),
+        audit: state.audit.clone(),
+        alerts: state.alerts.clone(),
+        keys: state.keys.clone(),
+        accounts: people.as_ref().map(|(accounts, _)| accounts.clone()),
+        sessions: people.map(|(_, sessions)| sessions),
+        sso,
+    };
+    let app = tollgate_dashboards::with_navigation(every_route(state, services).into_router())
+        .layer(gate.layer())
         .layer(tower_http::trace::TraceLayer::new_for_http());
     axum::serve(listener, app)
         .with_graceful_shutdown(super::shutdown::shutdown_signal())

@@ -9,9 +9,19 @@ use tollgate_processors::topics;
 use crate::config::Config;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Only PostgreSQL's migrations (the control plane: keys, people,
+    /// prices, budgets, alerting), nothing else.
+    #[arg(long)]
+    postgres_only: bool,
+}
 
-pub async fn run(_args: Args, config: &Config) -> anyhow::Result<()> {
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+    if args.postgres_only {
+        migrate_postgres(config).await?;
+        println!("migrate: done (postgresql only)");
+        return Ok(());
+    }
     migrate_clickhouse(config).await?;
     migrate_postgres(config).await?;
     create_topics(config).await?;

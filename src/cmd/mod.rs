@@ -17,4 +17,5 @@ pub mod reprice;
 pub mod shutdown;
 pub mod simulate;
 pub mod sql_catalog;
+pub mod users;
 pub mod verify_audit;

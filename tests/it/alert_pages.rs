@@ -36,6 +36,9 @@ fn rule(org: &str, name: &str, signal: Value, for_secs: u32) -> Value {
 struct Client {
     http: reqwest::Client,
     base: String,
+    /// The session of the person signed in beside each key (same role and
+    /// org): the pages' forms are posted by people.
+    sessions: std::collections::HashMap<String, String>,
 }
 
 impl Client {
@@ -71,7 +74,22 @@ impl Client {
         serde_json::from_str(&text).unwrap()
     }
 
-    /// A page form post with `key`'s session cookie (or none).
+    /// Sign in a person with `grant` and pair their session with `key`.
+    async fn person(&mut self, env: &TestEnv, key: &str, email: &str, grant: &str) {
+        crate::sign_in::create_user(env, email, &[grant]);
+        let mut browser = crate::sign_in::Browser::new(self.base.clone());
+        browser
+            .sign_in(email, "correct horse battery staple", "/")
+            .await;
+        self.sessions
+            .insert(key.to_string(), browser.cookie.expect("signed in"));
+    }
+
+    fn session(&self, key: &str) -> String {
+        format!("tollgate_session={}", self.sessions[key])
+    }
+
+    /// A page form post with the session paired with `key` (or none).
     async fn form(
         &self,
         path: &str,
@@ -80,7 +98,7 @@ impl Client {
     ) -> reqwest::Response {
         let mut request = self.http.post(format!("{}{path}", self.base)).form(fields);
         if let Some(key) = key {
-            request = request.header("cookie", format!("tollgate_key={key}"));
+            request = request.header("cookie", self.session(key));
         }
         request.send().await.unwrap()
     }
@@ -95,21 +113,19 @@ impl Client {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
-            .header("cookie", format!("tollgate_key={key}"))
+            .header("cookie", self.session(key))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let html = r.text().await.unwrap();
-        let start = html.find("name=\"csrf\" value=\"").unwrap() + 19;
-        html[start..start + 32].to_string()
+        crate::sign_in::csrf_of(&r.text().await.unwrap())
     }
 }
 
 /// `page` in headless Chromium signed in with `key`; a screenshot for
 /// people goes to `tests/artifacts/<shot>`.
 async fn dom(env: &TestEnv, key: &str, page: &str, shot: &str) -> String {
-    signed_in_dom(&env.api_url(), "/sre/alerts/login", key, page, shot).await
+    signed_in_dom(&env.direct_api_url(), key, page, shot).await
 }
 
 /// A row as the evaluator's outbox publishes it; `rule` is (org, id,
@@ -168,13 +184,20 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
     let finance_a = env.create_key_with_role("finance", Some("org-a"));
     let sre_b = env.create_key_with_role("sre", Some("org-b"));
     let admin = env.create_key_with_role("admin", None);
-    let api = Client {
+    let mut api = Client {
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
-        base: env.api_url(),
+        base: env.direct_api_url(),
+        sessions: Default::default(),
     };
+    api.person(&env, &sre_a, "sre@a.example", "org-a:sre").await;
+    api.person(&env, &finance_a, "finance@a.example", "org-a:finance")
+        .await;
+    api.person(&env, &sre_b, "sre@b.example", "org-b:sre").await;
+    api.person(&env, &admin, "admin@example.com", "*:admin")
+        .await;
 
     // Rules through the API.
     let error_rate = json!({"kind": "error_rate", "provider": "openai", "above_percent": "5", "window_secs": 300});
@@ -234,18 +257,7 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
             "50.0000",
         ),
     ] {
-        sqlx::query(
-            "INSERT INTO alert_state \
-             (rule_id, fingerprint, phase, evaluated_at, value, fence_token, rule_spec) \
-             SELECT $1, 'fp', $2, $3, $4, 1, spec FROM alert_rules WHERE id = $1",
-        )
-        .bind(rule_id)
-        .bind(serde_json::to_value(phase).unwrap())
-        .bind(minutes(1))
-        .bind(value)
-        .execute(&pool)
-        .await
-        .unwrap();
+        crate::support::write_alert_state(&pool, rule_id, phase, minutes(1), value).await;
     }
     // ... the timeline in ClickHouse: a1 pending then firing (the firing
     // row published twice, in two parts, as after a crash), b1 firing ...
@@ -424,7 +436,10 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
     );
     assert!(page.contains(&format!("data-rule-id=\"{a2}\" data-state=\"pending\"")));
     assert!(!page.contains("b failing"), "org-b stays hidden");
-    assert!(page.contains("12.50 %"), "values are readable");
+    assert!(
+        page.contains(">12.5%</span>"),
+        "values are readable: {page}"
+    );
     assert_eq!(page.matches("class=\"transition-row\"").count(), 2);
     assert_eq!(page.matches("class=\"dead-letter-row\"").count(), 1);
     assert!(page.contains("id=\"alert-timeline\""));
@@ -467,8 +482,8 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
     assert_eq!(rule_page.matches("class=\"transition-row\"").count(), 2);
     let other = api
         .http
-        .get(format!("{}/sre/alerts/rules/{b1}", env.api_url()))
-        .header("cookie", format!("tollgate_key={sre_a}"))
+        .get(format!("{}/sre/alerts/rules/{b1}", env.direct_api_url()))
+        .bearer_auth(&sre_a)
         .send()
         .await
         .unwrap();
@@ -645,7 +660,10 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
     assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
     let silences = api.json("/api/v1/alerts/silences", &sre_a).await;
     let silence = &silences.as_array().unwrap()[0];
-    assert!(silence["created_by"].as_str().unwrap().starts_with("key:"));
+    assert_eq!(
+        silence["created_by"], "user:sre@a.example",
+        "the signed-in person"
+    );
     assert_eq!(silence["matchers"].as_array().unwrap().len(), 2);
     let sid = silence["id"].as_i64().unwrap();
     let r = api
@@ -664,16 +682,16 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
     let page = dom(&env, &sre_a, "/sre/alerts", "sre_alerts_silenced.png").await;
     assert!(page.contains(&format!("data-id=\"{sid}\" data-state=\"expired\"")));
 
-    // The compliance sign-in still works beside it.
+    // The old per-area key sign-in now leads to the one sign-in page.
     let r = api
         .http
-        .get(format!("{}/compliance/login?key={admin}", env.api_url()))
+        .get(format!("{}/compliance/login", env.direct_api_url()))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    assert!(r.headers()["set-cookie"]
+    assert!(r.headers()["location"]
         .to_str()
         .unwrap()
-        .contains("Path=/compliance"));
+        .starts_with("/login"));
 }

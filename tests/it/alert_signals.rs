@@ -478,10 +478,13 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
     let key = env.create_key_with_role("sre", Some("org-1"));
     let http = reqwest::Client::new();
     let post = |query: String, body: Value| {
-        http.post(format!("{}/api/v1/alerts/backtest?{query}", env.api_url()))
-            .bearer_auth(&key)
-            .json(&body)
-            .send()
+        http.post(format!(
+            "{}/api/v1/alerts/backtest?{query}",
+            env.direct_api_url()
+        ))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
     };
     let window = "from=2026-11-30T10:00:00Z&to=2026-11-30T10:12:00Z&step_secs=60";
     let body = serde_json::to_value(&rule).unwrap();
@@ -528,7 +531,10 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
     // A key of another org cannot backtest org-1's rule.
     let other = env.create_key_with_role("sre", Some("org-2"));
     let res = http
-        .post(format!("{}/api/v1/alerts/backtest?{window}", env.api_url()))
+        .post(format!(
+            "{}/api/v1/alerts/backtest?{window}",
+            env.direct_api_url()
+        ))
         .bearer_auth(&other)
         .json(&body)
         .send()

@@ -897,7 +897,7 @@ async fn api_roles_and_tenant_isolation() {
     stop(pid).await;
     env.spawn("api", &["api"]);
     support::wait_http(
-        &format!("{}/healthz", env.api_url()),
+        &format!("{}/healthz", env.direct_api_url()),
         Duration::from_secs(30),
         &env.log_path("api"),
     )
@@ -905,13 +905,22 @@ async fn api_roles_and_tenant_isolation() {
 
     let http = reqwest::Client::new();
     let get = |path: &str, key: Option<&str>| {
-        let mut request = http.get(format!("{}{path}", env.api_url()));
+        let mut request = http.get(format!("{}{path}", env.direct_api_url()));
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
         request.send()
     };
-    let public: Value = get("/api/v1/audit/public-key", None)
+    let compliance_a = env.create_key_with_role("compliance", Some("org-a"));
+    assert_eq!(
+        get("/api/v1/audit/public-key", None)
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "every API route needs an identity"
+    );
+    let public: Value = get("/api/v1/audit/public-key", Some(&compliance_a))
         .await
         .unwrap()
         .json()
@@ -924,7 +933,6 @@ async fn api_roles_and_tenant_isolation() {
     );
     assert_eq!(public["public_key"], expected_key);
 
-    let compliance_a = env.create_key_with_role("compliance", Some("org-a"));
     let admin = env.create_key_with_role("admin", None);
     let ingest_a = env.create_key_with_role("ingest", Some("org-a"));
 

@@ -136,7 +136,7 @@ async fn seed(env: &TestEnv) -> (Vec<EntryRow>, Vec<CheckpointRow>) {
 type RowFilter = Box<dyn Fn(&EntryRow) -> bool>;
 
 async fn get(env: &TestEnv, path: &str, key: Option<&str>) -> (u16, String) {
-    let mut request = reqwest::Client::new().get(format!("{}{path}", env.api_url()));
+    let mut request = reqwest::Client::new().get(format!("{}{path}", env.direct_api_url()));
     if let Some(key) = key {
         request = request.bearer_auth(key);
     }
@@ -675,7 +675,7 @@ async fn search_tenant_isolation_and_search_export() {
 /// Log in through `/compliance/login?key=...&next=<page>` (sets the
 /// HttpOnly cookie and redirects), dump the page's DOM and screenshot it.
 async fn browse(env: &TestEnv, key: &str, page: &str, shot: &str) -> String {
-    signed_in_dom(&env.api_url(), "/compliance/login", key, page, shot).await
+    signed_in_dom(&env.direct_api_url(), key, page, shot).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -686,50 +686,45 @@ async fn compliance_pages_in_chromium() {
     let compliance_a = env.create_key_with_role("compliance", Some("org-a"));
     let finance = env.create_key_with_role("finance", None);
 
-    // Plain HTTP first: the login form without a key, 403 for another role,
-    // the cookie flags.
+    // Plain HTTP first: to the sign-in page without identity, 403 for
+    // another role.
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     let r = http
-        .get(format!("{}/compliance/search", env.api_url()))
+        .get(format!("{}/compliance/search", env.direct_api_url()))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(r.text().await.unwrap().contains("name=\"key\""));
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/login?next=%2Fcompliance%2Fsearch"
+    );
     let r = http
-        .get(format!("{}/compliance/search", env.api_url()))
-        .header("cookie", format!("tollgate_key={finance}"))
+        .get(format!("{}/compliance/search", env.direct_api_url()))
+        .bearer_auth(&finance)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
     let r = http
         .get(format!(
-            "{}/compliance/login?key={compliance_a}",
-            env.api_url()
+            "{}/compliance/entries/team-b1/2",
+            env.direct_api_url()
         ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
-        "{cookie}"
-    );
-    let r = http
-        .get(format!("{}/compliance/entries/team-b1/2", env.api_url()))
-        .header("cookie", format!("tollgate_key={compliance_a}"))
+        .bearer_auth(&compliance_a)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "another org's entry");
     let r = http
-        .get(format!("{}/compliance/export?model=gpt-4o", env.api_url()))
-        .header("cookie", format!("tollgate_key={compliance_a}"))
+        .get(format!(
+            "{}/compliance/export?model=gpt-4o",
+            env.direct_api_url()
+        ))
+        .bearer_auth(&compliance_a)
         .send()
         .await
         .unwrap();

@@ -418,8 +418,22 @@ async fn costs_are_exact_end_to_end() {
     .unwrap();
     for line in &lines[1..] {
         let cost = line.rsplit(',').next().unwrap();
-        assert!(page.contains(&format!(">{cost}</td>")), "page lacks {cost}");
+        assert!(shows(&page, cost), "page lacks {cost}");
     }
+}
+
+/// Whether a page shows the CSV field `value`: as a cell's text, as
+/// `unpriced`, or as the exact value on hover of a formatted amount or
+/// percentage (the text is for reading: `$1,234.57`).
+fn shows(page: &str, value: &str) -> bool {
+    [
+        format!(">{value}</td>"),
+        format!(">{value}</span>"),
+        format!("title=\"{value}\""),
+        format!("title=\"{value}%\""),
+    ]
+    .iter()
+    .any(|form| page.contains(form))
 }
 
 /// Kinds of the `admin.*` events on `topic` (reads it from the start).
@@ -698,7 +712,7 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
     );
     assert!(
         page.contains(&format!(
-            "id=\"statement-total\">{}<",
+            "id=\"statement-total\"><span class=\"money\" title=\"{}\">",
             total_line.rsplit(',').next().unwrap()
         )),
         "{page}"
@@ -1045,7 +1059,7 @@ async fn hard_budget_publishes_deny_and_warns_once_per_threshold() {
             .lines()
             .skip(1)
             .flat_map(|line| line.split(','))
-            .filter(|field| !page.contains(&format!(">{field}</td>")))
+            .filter(|field| !shows(&page, field))
             .collect();
         if missing.is_empty() {
             break;
@@ -1515,7 +1529,7 @@ async fn tag_rollup_equals_the_tagged_facts_before_and_after_repricing() {
     assert!(page.contains("value=\"feature\""), "{page}");
     for line in &lines[1..] {
         let cost = line.rsplit(',').next().unwrap();
-        assert!(page.contains(&format!(">{cost}</td>")), "page lacks {cost}");
+        assert!(shows(&page, cost), "page lacks {cost}");
     }
     assert!(
         page.contains("tag.feature=search") && page.contains("group_by=team\">search</a>"),
@@ -1817,7 +1831,7 @@ async fn cache_writes_are_billed_once_and_reprice_all_repairs_stored_calls() {
     .text()
     .await
     .unwrap();
-    assert!(page.contains(&format!(">{}<", cells[1])), "{page}");
+    assert!(shows(&page, cells[1]), "{page}");
     assert_eq!(
         rollup_total(&env, "tg-sonnet").await,
         (d("0.0179469"), 2, 0)

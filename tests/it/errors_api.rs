@@ -771,16 +771,40 @@ fn dom_rows(dom: &str, table_id: &str, row_class: &str) -> Vec<String> {
         .collect()
 }
 
-/// The text of the first element with `class` in `html`.
-fn cell(html: &str, class: &str) -> String {
+/// The first element with `class` in `html`: its content, up to the
+/// first end of a cell or span (a formatted value is one span).
+fn cell_html(html: &str, class: &str) -> String {
     let at = html
         .find(&format!("class=\"{class}\""))
         .or_else(|| html.find(&format!(" {class}\"")))
         .unwrap_or_else(|| panic!("no {class} in {html}"));
     let rest = &html[at..];
     let open = rest.find('>').unwrap() + 1;
-    let text = &rest[open..open + rest[open..].find('<').unwrap()];
-    text.trim().to_string()
+    let end = ["</td>", "</span>"]
+        .iter()
+        .filter_map(|t| rest[open..].find(t))
+        .min()
+        .unwrap();
+    rest[open..open + end].to_string()
+}
+
+/// The text of the first element with `class` in `html` (markup inside
+/// it dropped).
+fn cell(html: &str, class: &str) -> String {
+    support::chromium::text_of(&cell_html(html, class))
+        .trim()
+        .to_string()
+}
+
+/// A rate shown as a percentage: the exact value (six places) on hover,
+/// the text rounded to two significant decimals at most.
+fn assert_percent(html: &str, class: &str, rate: f64) {
+    let inner = cell_html(html, class);
+    let title = &inner[inner.find("title=\"").unwrap() + 7..];
+    let title: f64 = title[..title.find("%\"").unwrap()].parse().unwrap();
+    assert!((title - rate * 100.0).abs() < 1e-6, "{inner}");
+    let shown: f64 = cell(html, class).trim_end_matches('%').parse().unwrap();
+    assert!((shown - rate * 100.0).abs() <= 0.05, "{inner}");
 }
 
 fn plain(n: &Value) -> String {
@@ -889,22 +913,21 @@ async fn errors_pages_in_chromium() {
             plain(&r["successes"]),
             "{strategy}"
         );
-        assert_eq!(
-            cell(row, "num success-rate"),
-            format!("{:.1}%", r["success_rate"].as_f64().unwrap() * 100.0),
-            "{strategy}"
-        );
+        assert_percent(row, "num success-rate", r["success_rate"].as_f64().unwrap());
+        // Dollars and cents, every digit on hover.
         let exact = r["added_cost"].as_str().unwrap();
         assert!(
-            row.contains(&format!("title=\"{exact} USD\"")),
+            row.contains(&format!("title=\"{exact}\"")),
             "{strategy}: {row}"
         );
-        let shown = d(exact).round_dp(6).normalize();
-        assert_eq!(
-            cell(row, "num added-cost"),
-            format!("${shown}"),
-            "{strategy}"
-        );
+        let cents = d(exact)
+            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+        let shown = if cents.is_zero() && !d(exact).is_zero() {
+            "<$0.01".to_string()
+        } else {
+            format!("${cents:.2}")
+        };
+        assert_eq!(cell(row, "num added-cost"), shown, "{strategy}");
     }
     assert!(dom.contains("data-points=\""), "the chart is drawn");
     assert!(
@@ -932,10 +955,7 @@ async fn errors_pages_in_chromium() {
     assert_eq!(rows.len(), timeline.len());
     for (row, t) in rows.iter().zip(timeline) {
         assert_eq!(cell(row, "num failures"), plain(&t["failures"]));
-        assert_eq!(
-            cell(row, "num failure-rate"),
-            format!("{:.1}%", t["failure_rate"].as_f64().unwrap() * 100.0)
-        );
+        assert_percent(row, "num failure-rate", t["failure_rate"].as_f64().unwrap());
     }
     assert!(
         dom.contains("data-rows=\"3\""),

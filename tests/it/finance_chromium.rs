@@ -5,7 +5,9 @@
 //! group, that every cost in the table is the CSV's string for that row,
 //! that unpriced calls read "unpriced", and that a budget's burn-down chart
 //! was drawn and its table holds the CSV's strings and the numbers this
-//! test computes from the calls it produced. Saves screenshots under
+//! test computes from the calls it produced; and that amounts read as
+//! dollars and cents (exact on hover) and times in the browser's zone.
+//! Saves screenshots under
 //! `tests/artifacts/`.
 //!
 //! Chromium comes from `TOLLGATE_TEST_CHROMIUM`, else `/usr/bin/chromium`.
@@ -27,11 +29,11 @@ use support::d;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use rust_decimal::Decimal;
-use support::chromium::{run_chromium, screenshot};
+use support::chromium::{run_chromium, run_chromium_with_env, screenshot, text_of};
 use support::{kafka_brokers, TestEnv};
 use tollgate_contract::{Event, Outcome};
 
@@ -85,39 +87,33 @@ async fn finance_pages_in_chromium_match_the_csv() {
         4
     );
     env.wait_for_cost_rollup().await;
-    env.spawn("api", &["api"]);
-    support::wait_http(
-        &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
-        &env.log_path("api"),
-    )
-    .await;
+    env.start_api().await;
 
     let query = "group_by=model";
-    let csv = reqwest::get(format!("{}/finance/cost.csv?{query}", env.api_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = text_at(format!("{}/finance/cost.csv?{query}", env.api_url())).await;
     let url = format!("{}/finance/cost?{query}", env.api_url());
     let dom = dom_of(&url).await;
     // The chart drew one bar per priced model.
     let tag = &dom[dom.find("<canvas id=\"cost-chart\"").expect("cost chart")..];
     let tag = &tag[..tag.find('>').unwrap()];
     assert!(tag.contains("data-points=\"2\""), "{tag}");
-    // Every CSV row's cost is in the table, unpriced shown as such.
+    // Every CSV row's cost is in the table (to the cent, every digit on
+    // hover), unpriced shown as such.
     let lines: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(lines.len(), 4, "{csv}");
+    let costs: Vec<String> = table_rows(&dom, "cost-table")
+        .iter()
+        .map(|row| exact_of(row.last().unwrap()))
+        .collect();
     for line in &lines {
         let cost = line.rsplit(',').next().unwrap();
         assert!(
-            dom.contains(&format!(">{cost}</td>")),
-            "page lacks {cost}; csv:\n{csv}"
+            costs.iter().any(|c| c == cost),
+            "page lacks {cost}: {costs:?}; csv:\n{csv}"
         );
     }
     assert!(
-        dom.contains("unpriced</td>"),
+        dom.contains(">unpriced</span></td>"),
         "unknown-model shows as unpriced"
     );
     screenshot(&url, "finance_cost.png").await;
@@ -128,15 +124,11 @@ async fn finance_pages_in_chromium_match_the_csv() {
         env.api_url()
     );
     let dom = dom_of(&url).await;
-    let csv = reqwest::get(format!(
+    let csv = text_at(format!(
         "{}/finance/statement.csv?team=team-a&month={month}",
         env.api_url()
     ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    .await;
     let total = csv
         .lines()
         .last()
@@ -145,10 +137,7 @@ async fn finance_pages_in_chromium_match_the_csv() {
         .next()
         .unwrap()
         .to_string();
-    assert!(
-        dom.contains(&format!("id=\"statement-total\">{total}<")),
-        "{dom}"
-    );
+    assert_eq!(element_exact(&dom, "statement-total"), total, "{dom}");
     assert!(
         dom.contains("0.0000025"),
         "unit price of gpt-4o input on the statement"
@@ -158,6 +147,38 @@ async fn finance_pages_in_chromium_match_the_csv() {
         "the running month has a forecast"
     );
     screenshot(&url, "finance_statement.png").await;
+}
+
+/// The body of a GET of `url`.
+async fn text_at(url: impl reqwest::IntoUrl) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// The JSON body of a GET of `url`.
+async fn json_at(url: impl reqwest::IntoUrl) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// Run `tollgate args` to its end; it must succeed.
+fn tollgate_ok(env: &TestEnv, args: &[&str]) {
+    let out = env.tollgate(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Import the price of `tg-burn`: 0.001 USD per input token.
+fn import_burn_price(env: &TestEnv) {
+    let prices = env.dir.path().join("burn.json");
+    std::fs::write(
+        &prices,
+        r#"{"tg-burn": {"litellm_provider": "testprov", "effective_from": "2025-01-01T00:00:00Z",
+                        "input_cost_per_token": 0.001}}"#,
+    )
+    .unwrap();
+    tollgate_ok(env, &["prices", "import", prices.to_str().unwrap()]);
 }
 
 /// A completed call of `team` on `tg-burn` (0.001 USD per input token) at
@@ -257,22 +278,8 @@ fn expected_burndown(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_burndown_in_chromium_matches_the_calls() {
     let mut env = TestEnv::new("finance_burndown").await;
-    let prices = env.dir.path().join("burn.json");
-    std::fs::write(
-        &prices,
-        r#"{"tg-burn": {"litellm_provider": "testprov", "effective_from": "2025-01-01T00:00:00Z",
-                        "input_cost_per_token": 0.001}}"#,
-    )
-    .unwrap();
-    let ok = |args: &[&str]| {
-        let out = env.tollgate(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    ok(&["prices", "import", prices.to_str().unwrap()]);
+    import_burn_price(&env);
+    let ok = |args: &[&str]| tollgate_ok(&env, args);
     ok(&[
         "budgets", "set", "--kind", "team", "--id", "team-m", "--limit", "10",
     ]);
@@ -317,21 +324,10 @@ async fn budget_burndown_in_chromium_matches_the_calls() {
     let n = events.len() as u64;
     let sql = "SELECT sum(calls) FROM {db}.cost_daily";
     assert_eq!(env.wait_for_count(sql, n, Duration::from_secs(60)).await, n);
-    env.spawn("api", &["api"]);
-    support::wait_http(
-        &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
-        &env.log_path("api"),
-    )
-    .await;
+    env.start_api().await;
     let api = env.api_url();
 
-    let statuses: serde_json::Value = reqwest::get(format!("{api}/api/v1/finance/budgets"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let statuses: serde_json::Value = json_at(format!("{api}/api/v1/finance/budgets")).await;
     let id_of = |subject: &str| {
         statuses
             .as_array()
@@ -344,12 +340,7 @@ async fn budget_burndown_in_chromium_matches_the_calls() {
     };
     let (monthly_id, daily_id) = (id_of("budget/team/team-m"), id_of("budget/team/team-d"));
     // The budgets page links each budget to its burn-down.
-    let list = reqwest::get(format!("{api}/finance/budgets"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = text_at(format!("{api}/finance/budgets")).await;
     for id in [monthly_id, daily_id] {
         assert!(
             list.contains(&format!("href=\"/finance/budgets/{id}\"")),
@@ -417,8 +408,8 @@ async fn budget_burndown_in_chromium_matches_the_calls() {
         let (dom, csv) = loop {
             attempt += 1;
             let dom = dom_of(&url).await;
-            let csv = reqwest::get(&csv_url).await.unwrap().text().await.unwrap();
-            let rows = table_rows(&dom, "burndown-table");
+            let csv = text_at(&csv_url).await;
+            let rows = exact_rows(&dom, "burndown-table");
             let csv_rows: Vec<Vec<String>> = csv
                 .lines()
                 .skip(1)
@@ -443,13 +434,10 @@ async fn budget_burndown_in_chromium_matches_the_calls() {
             .unwrap();
         assert!(painted > 2_000, "{name}: {painted} painted pixels");
         // The numbers: what this test computes from its calls.
-        let as_of: DateTime<Utc> = {
-            let at = &dom[dom.find("id=\"as-of\">").unwrap() + 11..];
-            at[..at.find('<').unwrap()].parse().unwrap()
-        };
+        let as_of: DateTime<Utc> = element_exact(&dom, "as-of").parse().unwrap();
         assert!(as_of <= Utc::now() && Utc::now() - as_of < chrono::Duration::minutes(3));
         let want = expected_burndown(limit, start, step, buckets, &calls, as_of);
-        let rows = table_rows(&dom, "burndown-table");
+        let rows = exact_rows(&dom, "burndown-table");
         assert_eq!(rows.len(), want.len(), "{name}: one row per bucket");
         for (i, (row, want)) in rows.iter().zip(&want).enumerate() {
             let start_i = start + chrono::Duration::seconds(i as i64 * step);
@@ -467,12 +455,7 @@ async fn budget_burndown_in_chromium_matches_the_calls() {
         // The last cumulative is the budget's spend; the last forecast is
         // the budgets report's forecast.
         let json: serde_json::Value =
-            reqwest::get(format!("{api}/api/v1/finance/budgets/{id}/burndown"))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            json_at(format!("{api}/api/v1/finance/budgets/{id}/burndown")).await;
         let spent: Decimal = calls.iter().map(|(_, c)| *c).sum();
         assert_eq!(d(json["spend_usd"].as_str().unwrap()), spent, "{name}");
         assert_eq!(json["step"], if step == 3_600 { "hour" } else { "day" });
@@ -539,29 +522,57 @@ fn ov_cost(e: &Event, month_start: DateTime<Utc>) -> Option<(Decimal, Decimal)> 
     Some((cost, saved))
 }
 
-/// Cell texts without markup (the id cell holds a link).
-fn text_of(cell: &str) -> String {
-    let mut out = String::new();
-    let mut in_tag = false;
-    for c in cell.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => in_tag = false,
-            c if !in_tag => out.push(c),
-            _ => {}
-        }
+/// The exact value a cell shows: a `<time>`'s `datetime`, the tooltip of
+/// a formatted number (`title`, which holds every digit; token counts
+/// without their separators and unit), else the cell's text. What the CSV
+/// holds for the same cell.
+fn exact_of(cell: &str) -> String {
+    let attr = |name: &str| {
+        let at = cell.find(&format!("{name}=\""))? + name.len() + 2;
+        let value = &cell[at..];
+        Some(value[..value.find('"')?].to_string())
+    };
+    if cell.contains("<time") {
+        return attr("datetime").unwrap();
     }
-    out.replace("&amp;", "&")
+    if cell.contains("<span class=\"money unpriced\"") {
+        return "unpriced".into();
+    }
+    if cell.contains("<span class=\"count\"") {
+        return attr("title")
+            .unwrap()
+            .trim_end_matches(" tokens")
+            .replace(',', "");
+    }
+    if cell.contains("<span") {
+        return attr("title").unwrap();
+    }
+    text_of(cell).replace(',', "")
 }
 
-/// The text of the element with id `id` in a dumped DOM.
-fn element_text(dom: &str, id: &str) -> String {
+/// [`exact_of`] of every cell of table `id`'s body.
+fn exact_rows(dom: &str, id: &str) -> Vec<Vec<String>> {
+    table_rows(dom, id)
+        .iter()
+        .map(|row| row.iter().map(|c| exact_of(c)).collect())
+        .collect()
+}
+
+/// [`exact_of`] the content of the element with id `id` in a dumped DOM.
+fn element_exact(dom: &str, id: &str) -> String {
     let at = dom
         .find(&format!("id=\"{id}\""))
         .unwrap_or_else(|| panic!("no #{id}"));
     let rest = &dom[at..];
     let rest = &rest[rest.find('>').unwrap() + 1..];
-    rest[..rest.find('<').unwrap()].to_string()
+    // Up to the element's own end: its content is at most one formatted
+    // value.
+    let end = ["</p>", "</dd>", "</strong>"]
+        .iter()
+        .filter_map(|t| rest.find(t))
+        .min()
+        .unwrap();
+    exact_of(&rest[..end])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -600,15 +611,7 @@ async fn cost_overview_in_chromium_matches_hand_computed_figures() {
     )
     .unwrap();
     for file in [&prices, &v2] {
-        let out = env
-            .tollgate(&["prices", "import", file.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        tollgate_ok(&env, &["prices", "import", file.to_str().unwrap()]);
     }
 
     // Ten days before the running month (v1) and half-way through it so
@@ -642,13 +645,7 @@ async fn cost_overview_in_chromium_matches_hand_computed_figures() {
     let n = events.len() as u64;
     let sql = "SELECT sum(calls) FROM {db}.cost_daily";
     assert_eq!(env.wait_for_count(sql, n, Duration::from_secs(60)).await, n);
-    env.spawn("api", &["api"]);
-    support::wait_http(
-        &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
-        &env.log_path("api"),
-    )
-    .await;
+    env.start_api().await;
     let api = env.api_url();
 
     // The hand computation, per spender, from the test's own prices.
@@ -707,12 +704,7 @@ async fn cost_overview_in_chromium_matches_hand_computed_figures() {
     ];
     for (query, users, keys) in cases {
         let json: serde_json::Value =
-            reqwest::get(format!("{api}/api/v1/reports/cost/overview?{query}"))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            json_at(format!("{api}/api/v1/reports/cost/overview?{query}")).await;
         // The spenders: order, ids and exact costs.
         for (field, want) in [("top_users", &users), ("top_keys", &keys)] {
             let dim = if field == "top_users" { "user" } else { "key" };
@@ -783,43 +775,31 @@ async fn cost_overview_in_chromium_matches_hand_computed_figures() {
         }
 
         // The CSV (API and page route alike) and the page: the same strings.
-        let csv = reqwest::get(format!(
+        let csv = text_at(format!(
             "{api}/api/v1/reports/cost/overview?{query}&format=csv"
         ))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-        let page_csv = reqwest::get(format!("{api}/finance/cost/top.csv?{query}"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        .await;
+        let page_csv = text_at(format!("{api}/finance/cost/top.csv?{query}")).await;
         assert_eq!(csv, page_csv, "{query}");
         assert_eq!(csv.lines().count(), 1 + users.len() + keys.len(), "{csv}");
         let url = format!("{api}/finance/cost?{query}");
         let dom = dom_of(&url).await;
         assert_eq!(
-            element_text(&dom, "overview-total"),
+            element_exact(&dom, "overview-total"),
             json["total"]["cost"].as_str().unwrap(),
             "{query}"
         );
         assert_eq!(
-            element_text(&dom, "overview-savings"),
+            element_exact(&dom, "overview-savings"),
             json["cache_savings"].as_str().unwrap(),
             "{query}"
         );
         match json["forecast"]["cost"].as_str() {
-            Some(f) => assert_eq!(element_text(&dom, "overview-forecast"), f, "{query}"),
-            None => assert_eq!(element_text(&dom, "overview-forecast"), "—", "{query}"),
+            Some(f) => assert_eq!(element_exact(&dom, "overview-forecast"), f, "{query}"),
+            None => assert_eq!(element_exact(&dom, "overview-forecast"), "—", "{query}"),
         }
         for (dim, table) in [("user", "top-users"), ("key", "top-keys")] {
-            let rows: Vec<Vec<String>> = table_rows(&dom, table)
-                .into_iter()
-                .map(|r| r.iter().map(|c| text_of(c)).collect())
-                .collect();
+            let rows = exact_rows(&dom, table);
             let csv_rows: Vec<Vec<String>> = csv
                 .lines()
                 .skip(1)
@@ -837,14 +817,10 @@ async fn cost_overview_in_chromium_matches_hand_computed_figures() {
             .filter(|p| !p.starts_with("group_by="))
             .collect::<Vec<_>>()
             .join("&");
-        let report: serde_json::Value = reqwest::get(format!(
+        let report: serde_json::Value = json_at(format!(
             "{api}/api/v1/reports/cost?{drill}&user={top_user}&group_by=model"
         ))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
         assert_eq!(
             d(report["total"]["cost"].as_str().unwrap()),
             d(top_cost),
@@ -858,17 +834,144 @@ async fn cost_overview_in_chromium_matches_hand_computed_figures() {
     .await;
 
     // A tag report has no spenders; its overview still answers.
-    let json: serde_json::Value = reqwest::get(format!(
+    let json: serde_json::Value = json_at(format!(
         "{api}/api/v1/reports/cost/overview?group_by=tag:feature"
     ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert!(
         json["top_users"].is_null() && json["top_keys"].is_null(),
         "{json}"
     );
     assert_eq!(json["tag_key"], "feature");
+}
+
+/// The `<time>` element in `html` (the first one): its `datetime`, its
+/// `title` and its text.
+fn time_element(html: &str) -> (String, String, String) {
+    let tag = &html[html.find("<time").expect("a <time> element")..];
+    let attr = |name: &str| {
+        let open = &tag[..tag.find('>').unwrap()];
+        let at = open
+            .find(&format!("{name}=\""))
+            .unwrap_or_else(|| panic!("no {name} in {open}"))
+            + name.len()
+            + 2;
+        open[at..at + open[at..].find('"').unwrap()].to_string()
+    };
+    let text = &tag[tag.find('>').unwrap() + 1..];
+    let text = text[..text.find("</time>").unwrap()].to_string();
+    (attr("datetime"), attr("title"), text)
+}
+
+/// A known amount on the cost page and a budget's burn-down, read in
+/// Chromium running in New York: money as dollars and cents with
+/// thousands separators and every stored digit on hover, tokens in
+/// millions, and times rewritten from UTC into the browser's zone (the
+/// UTC time kept on hover; the page without scripts says UTC).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amounts_and_times_read_as_people_read_them_in_chromium() {
+    let mut env = TestEnv::new("finance_format").await;
+    import_burn_price(&env);
+    tollgate_ok(
+        &env,
+        &[
+            "budgets", "set", "--kind", "team", "--id", "team-f", "--limit", "30000",
+        ],
+    );
+    // 25,355,377 input tokens at 0.001 USD: 25355.377 USD.
+    let call = burn_call("team-f", Utc::now(), 25_355_377);
+    support::kafka::produce_all(
+        &env.events_topic,
+        &[(call.team_id.clone(), serde_json::to_vec(&call).unwrap())],
+    )
+    .await;
+    env.spawn("process", &["process"]);
+    let sql = "SELECT sum(calls) FROM {db}.cost_daily";
+    assert_eq!(env.wait_for_count(sql, 1, Duration::from_secs(60)).await, 1);
+    env.start_api().await;
+    let api = env.api_url();
+
+    // The CSV keeps every digit; the page shows dollars and cents with
+    // the CSV's value on hover.
+    let csv = text_at(format!("{api}/finance/cost.csv?group_by=team")).await;
+    let exact = csv.lines().nth(1).unwrap().rsplit(',').next().unwrap();
+    assert!(exact.parse::<Decimal>().is_ok(), "{csv}");
+    assert_eq!(d(exact), d("25355.377"), "{csv}");
+    assert!(exact.len() > "25355.377".len(), "stored digits: {csv}");
+    let dom = dom_of(&format!("{api}/finance/cost?group_by=team")).await;
+    let row = &table_rows(&dom, "cost-table")[0];
+    assert_eq!(
+        row.last().unwrap(),
+        &format!("<span class=\"money\" title=\"{exact}\">$25,355.38</span>")
+    );
+    assert!(
+        row.contains(&"<span class=\"count\" title=\"25,355,377 tokens\">25.4M</span>".into()),
+        "{row:?}"
+    );
+    assert_eq!(element_exact(&dom, "overview-total"), exact);
+
+    // The burn-down: the spend in dollars, the times in New York.
+    let statuses: serde_json::Value = json_at(format!("{api}/api/v1/finance/budgets")).await;
+    let id = statuses[0]["id"].as_i64().unwrap();
+    let url = format!("{api}/finance/budgets/{id}");
+    let without_js = text_at(&url).await;
+    // Without scripts: UTC, the time in the text and on hover.
+    let (datetime, title, utc_text) =
+        time_element(&without_js[without_js.find("id=\"as-of\"").unwrap()..]);
+    let at: DateTime<Utc> = datetime.parse().unwrap();
+    assert_eq!(utc_text, at.format("%Y-%m-%d %H:%M UTC").to_string());
+    assert_eq!(title, at.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+    let profile = tempfile::tempdir().unwrap();
+    let path = profile.path().to_path_buf();
+    let page = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        run_chromium_with_env(&page, &path, &["--dump-dom"], &[("TZ", "America/New_York")])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8(out.stdout).unwrap();
+    let summary = &dom[dom.find("id=\"budget-summary\"").unwrap()..];
+    assert!(
+        summary.contains(&format!(
+            "<dt>spent</dt><dd><span class=\"money\" title=\"{exact}\">$25,355.38</span></dd>"
+        )),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(
+            "<dt>limit</dt><dd><span class=\"money\" title=\"30000\">$30,000.00</span></dd>"
+        ),
+        "{summary}"
+    );
+    let (datetime, title, local) = time_element(&dom[dom.find("id=\"as-of\"").unwrap()..]);
+    let at: DateTime<Utc> = datetime.parse().unwrap();
+    assert_eq!(title, at.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+    // New York is UTC-5 in winter (EST), UTC-4 in summer (EDT).
+    let (clock, zone) = local.rsplit_once(' ').unwrap();
+    let offset = match zone {
+        "EST" => -5,
+        "EDT" => -4,
+        other => panic!("not New York time: {local} ({other})"),
+    };
+    let shown = chrono::NaiveDateTime::parse_from_str(clock, "%Y-%m-%d %H:%M").unwrap();
+    assert_eq!(
+        shown - chrono::Duration::hours(offset),
+        at.naive_utc()
+            .with_second(0)
+            .unwrap()
+            .with_nanosecond(0)
+            .unwrap(),
+        "{local} is {datetime} in New York"
+    );
+    assert!(!local.ends_with(" UTC"), "{local}");
+    // Every bucket's times were rewritten, none left in UTC.
+    let table = &dom[dom.find("id=\"burndown-table\"").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(table.contains("<time"), "{table}");
+    assert!(!table.contains(" UTC</time>"), "{table}");
 }

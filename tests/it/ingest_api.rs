@@ -22,7 +22,7 @@ use uuid::Uuid;
 const PARTITIONS: i32 = 4;
 
 /// Create the environment's topics (tolerating ones that already exist).
-async fn create_topics(env: &TestEnv) {
+pub(crate) async fn create_topics(env: &TestEnv) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", support::kafka_brokers())
         .create()

@@ -433,13 +433,13 @@ async fn migration_0026_backfills_calls_stored_before_it() {
 
 /// The raw body of a report.
 async fn report_text(env: &ReportEnv, query: &str) -> String {
-    let url = format!(
-        "{}/api/v1/reports/latency?from={FROM}&to={TO}&{query}",
-        env.api_url()
-    );
-    let response = reqwest::get(url).await.unwrap();
-    assert_eq!(response.status(), 200);
-    response.text().await.unwrap()
+    let (status, text) = env
+        .get_text(&format!(
+            "/api/v1/reports/latency?from={FROM}&to={TO}&{query}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("tollgate-proxy", 2),
     ("tollgate-processors", 2),
     ("tollgate-queries", 2),
+    // Who is calling and what they may do: the accounts and keys of the
+    // control plane, for the API and the pages above it.
+    ("tollgate-access", 2),
     // The JSON API and the pages are siblings; the binary mounts both.
     ("tollgate-api", 3),
     ("tollgate-dashboards", 3),

@@ -11,7 +11,11 @@
 mod latency_fixture;
 mod support;
 
+mod access;
+mod accessibility;
 mod admin_api;
+mod admin_pages;
+mod admin_people;
 mod alert_delivery;
 mod alert_e2e;
 mod alert_evaluator;
@@ -32,8 +36,11 @@ mod ingest_api;
 mod latency_api;
 mod layering;
 mod leases;
+mod overview;
 mod pipeline_health;
 mod processor;
 mod proxy;
 mod proxy_recovery;
+mod sign_in;
 mod sre_loop;
+mod sso;

@@ -1689,7 +1689,7 @@ async fn concurrent_calls_cannot_overrun_a_hard_budget() {
 }
 
 /// The latest record per key on the decisions topic.
-fn read_decisions(brokers: &str, topic: &str) -> BTreeMap<String, Value> {
+pub(crate) fn read_decisions(brokers: &str, topic: &str) -> BTreeMap<String, Value> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", support::unique("decisions"))

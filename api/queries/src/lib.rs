@@ -11,7 +11,6 @@
 //! with a CSV also builds its [`Table`] there, which the CSV and the pages
 //! are both rendered from.
 
-pub mod access;
 pub mod alert_lists;
 pub mod alert_signals;
 pub mod alert_timeline;
@@ -21,9 +20,11 @@ pub mod budgets;
 pub mod burndown;
 pub mod cost;
 pub mod errors;
+pub mod home;
 pub mod latency;
 pub mod overview;
 pub mod params;
+pub mod reprice_preview;
 #[cfg(any(test, feature = "samples"))]
 pub mod samples;
 pub mod statement;
@@ -193,6 +194,17 @@ impl ReadModels {
         today: chrono::NaiveDate,
     ) -> Result<overview::CostOverview, ReadModelError> {
         overview::run(self, query, catalog, today).await
+    }
+
+    /// The overview of `query` (`home`): spend, health, alerts, budgets
+    /// near their limit and the newest error patterns; `stored` holds what
+    /// PostgreSQL keeps (budgets, alert states), read by the caller.
+    pub async fn home(
+        &self,
+        query: &home::HomeQuery,
+        stored: home::Stored<'_>,
+    ) -> Result<home::Home, ReadModelError> {
+        home::run(self, query, stored).await
     }
 
     /// The running-period status of `budgets` (spend from `cost_daily`).

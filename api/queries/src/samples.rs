@@ -708,3 +708,66 @@ pub fn breakers_report() -> crate::breakers::BreakersReport {
         truncated: false,
     }
 }
+
+/// The overview of org `=acme` read at [`now`]: the month so far by day
+/// with an unpriced call today, the org's daily budget past 80 %, the last
+/// hour slower and failing more than yesterday's, one alert firing and one
+/// pending, the budgets near their limit of [`budgets`] and the newest
+/// patterns of [`errors_report`].
+pub fn home() -> crate::home::Home {
+    use crate::home::{DaySpend, FiringAlert, Health, Home, HourHealth, Spend, SpendFigure};
+    let days: Vec<DaySpend> = (1..=22)
+        .map(|d| DaySpend {
+            day: day(d),
+            spend_usd: usd(i64::from(d % 5) * 1_250_000 + 375_000, 6),
+        })
+        .collect();
+    let month: Decimal = days.iter().map(|d| d.spend_usd).sum();
+    let today = days.last().map(|d| d.spend_usd).unwrap_or_default();
+    let hour = |from: DateTime<Utc>, calls, errors, p95_ms, p95_estimate| HourHealth {
+        from,
+        to: from + chrono::Duration::hours(1),
+        calls,
+        errors,
+        error_rate: Some(errors as f64 / calls as f64),
+        p95_ms: Some(p95_ms),
+        p95_estimate,
+    };
+    Home {
+        now: now(),
+        org: Some("=acme".into()),
+        spend: Some(Spend {
+            today: SpendFigure {
+                spend_usd: today,
+                unpriced_calls: 3,
+                budget_usd: Some(usd(3, 0)),
+                percent: Some(usd(8_750, 2)),
+            },
+            month: SpendFigure {
+                spend_usd: month,
+                unpriced_calls: 41,
+                budget_usd: Some(usd(1_000, 0)),
+                percent: Some(usd(4_963, 2)),
+            },
+            days,
+        }),
+        health: Some(Health {
+            now: hour(at(22, 13, 31), 12_480, 312, 2_481.5, true),
+            yesterday: hour(at(21, 13, 31), 804, 8, 1_905.0, false),
+        }),
+        firing_alerts: Some(vec![FiringAlert {
+            rule_id: 7,
+            rule_name: "openai failing".into(),
+            org_id: "=acme".into(),
+            severity: "critical".into(),
+            since: at(22, 14, 12),
+            fired_at: Some(at(22, 14, 14)),
+            value: Some("12.5000".into()),
+            unit: "%".into(),
+            link: "/sre/errors?range=custom&from=2026-03-22T14:24:00Z&to=2026-03-22T14:29:00Z&provider=openai".into(),
+        }]),
+        pending_alerts: 1,
+        budgets_near_limit: Some(crate::home::near_limit(budgets())),
+        newest_patterns: Some(crate::home::newest(errors_report().patterns)),
+    }
+}

@@ -159,6 +159,9 @@ pub struct StatementParams {
     pub team: String,
     /// `YYYY-MM` as given; the running month when not given.
     pub month: String,
+    /// Only this org's spend of the team (the sign-in gate sets it for
+    /// people who see only some orgs).
+    pub org: Option<String>,
 }
 
 /// Read a statement's query string: `team`, `month` (`YYYY-MM`, default:
@@ -170,7 +173,7 @@ pub fn parse_params(
     today: NaiveDate,
     extra: &[&str],
 ) -> Result<(StatementParams, QueryParams), InvalidParameter> {
-    let names: Vec<&str> = ["team", "month"]
+    let names: Vec<&str> = ["team", "month", "org"]
         .into_iter()
         .chain(extra.iter().copied())
         .collect();
@@ -181,12 +184,17 @@ pub fn parse_params(
             .get("month")
             .map(str::to_string)
             .unwrap_or_else(|| today.format("%Y-%m").to_string()),
+        org: params.get("org").map(str::to_string),
     };
     Ok((request, params))
 }
 
 /// The cost report a statement is built from.
-pub fn statement_query(team: &str, month: &str) -> Result<CostQuery, InvalidParameter> {
+pub fn statement_query(
+    team: &str,
+    month: &str,
+    org: Option<&str>,
+) -> Result<CostQuery, InvalidParameter> {
     if team.is_empty() {
         return Err(InvalidParameter::new("team", "is required"));
     }
@@ -199,7 +207,9 @@ pub fn statement_query(team: &str, month: &str) -> Result<CostQuery, InvalidPara
             CostDimension::Model,
             CostDimension::PriceVersion,
         ],
-        vec![(CostDimension::Team, team.to_string())],
+        std::iter::once((CostDimension::Team, team.to_string()))
+            .chain(org.map(|o| (CostDimension::Org, o.to_string())))
+            .collect(),
     )
 }
 
@@ -346,7 +356,7 @@ mod tests {
             ("2026-12-01".into(), "2027-01-01".into())
         );
         assert!(month_range("2026-13").is_err());
-        assert!(statement_query("", "2026-03").is_err());
+        assert!(statement_query("", "2026-03", None).is_err());
     }
 
     #[test]

@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::Rejection;
+
 /// One stored price version (a row of PostgreSQL `price_versions`). Prices
 /// are USD per token unless named otherwise. `None` for a cache or
 /// reasoning price means "billed like plain input (cache) or output
@@ -253,6 +255,101 @@ impl NewPrice {
         dated.effective_from = version.effective_from;
         dated.same_prices(version)
     }
+}
+
+/// Price fields of `POST /api/v1/admin/prices` (and of its `tiers`): each
+/// must be a decimal string.
+pub const PRICE_FIELDS: [&str; 8] = [
+    "input_per_token",
+    "output_per_token",
+    "cache_read_per_token",
+    "cache_write_per_token",
+    "reasoning_per_token",
+    "per_image",
+    "per_audio_second",
+    "per_request",
+];
+
+/// Check that every price in `object` is an exact decimal string, naming
+/// the field otherwise (`prefix` locates it: `[2].`, `tiers[0].`). A JSON
+/// number is refused: whatever reads it, serde's path to a `Decimal` goes
+/// through an `f64` and silently rounds the price.
+fn check_price_fields(
+    object: &serde_json::Map<String, serde_json::Value>,
+    prefix: &str,
+) -> Result<(), Rejection> {
+    for field in PRICE_FIELDS {
+        let bad = |reason: String| Rejection::new(format!("{prefix}{field}"), reason);
+        match object.get(field) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(text)) => {
+                decimal_str::parse(text).map_err(bad)?;
+            }
+            Some(serde_json::Value::Number(n)) => {
+                return Err(bad(format!(
+                    "must be a decimal string such as \"0.0000025\", not the JSON number {n} \
+                     (a number would pass through a float and lose digits)"
+                )))
+            }
+            Some(other) => return Err(bad(format!("must be a decimal string, not {other}"))),
+        }
+    }
+    if let Some(tiers) = object.get("tiers").and_then(|t| t.as_array()) {
+        for (i, tier) in tiers.iter().enumerate() {
+            if let Some(tier) = tier.as_object() {
+                check_price_fields(tier, &format!("{prefix}tiers[{i}]."))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The prices of a `POST /api/v1/admin/prices` body (and of the admin
+/// page's form, which builds the same JSON): one price object or a list of
+/// them; a problem names its field as the body spells it (`[1].model`,
+/// `tiers[0].input_per_token`).
+pub fn new_prices_of_json(body: serde_json::Value) -> Result<Vec<NewPrice>, Rejection> {
+    let (items, many) = match body {
+        serde_json::Value::Array(items) => (items, true),
+        one @ serde_json::Value::Object(_) => (vec![one], false),
+        _ => {
+            return Err(Rejection::new(
+                "body",
+                "must be a price object or a list of them",
+            ))
+        }
+    };
+    let mut prices = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let prefix = if many {
+            format!("[{i}].")
+        } else {
+            String::new()
+        };
+        let Some(object) = item.as_object() else {
+            let field = if many {
+                format!("[{i}]")
+            } else {
+                "body".into()
+            };
+            return Err(Rejection::new(field, "must be a price object"));
+        };
+        check_price_fields(object, &prefix)?;
+        let price: NewPrice = serde_path_to_error::deserialize(item).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            // Unknown and missing fields are named in the message, not the
+            // path.
+            let field = match (path.as_str(), message.split('`').nth(1)) {
+                ("." | "", Some(name)) => name.to_string(),
+                ("." | "", None) => "body".to_string(),
+                (p, _) => p.to_string(),
+            };
+            Rejection::new(format!("{prefix}{field}"), message)
+        })?;
+        prices.push(price);
+    }
+    Ok(prices)
 }
 
 /// Every price version, indexed by `(provider, model)`, each list sorted by

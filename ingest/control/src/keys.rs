@@ -15,8 +15,18 @@ use uuid::Uuid;
 use crate::error::ControlError;
 
 /// Roles a key can have. `ingest` sends events; `proxy` calls models through
-/// the proxy; `admin` may do everything; the others are the report API's readers.
-pub const ROLES: [&str; 6] = ["ingest", "proxy", "admin", "finance", "sre", "compliance"];
+/// the proxy; `admin` may do everything; the others are the report API's
+/// readers, with the meaning a person's grant of that role has
+/// (`accounts::Role`).
+pub const ROLES: [&str; 7] = [
+    "ingest",
+    "proxy",
+    "admin",
+    "finance",
+    "sre",
+    "compliance",
+    "viewer",
+];
 /// Roles that may send events to `POST /v1/events`.
 pub const INGEST_ROLES: [&str; 2] = ["ingest", "admin"];
 
@@ -24,7 +34,11 @@ const SECRET_SCHEME: &str = "tg";
 const PREFIX_LEN: usize = 8;
 const RANDOM_LEN: usize = 40;
 const PREFIX_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-const RANDOM_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+pub(crate) const RANDOM_ALPHABET: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// The columns of [`ApiKey`], in its order.
+const KEY_COLUMNS: &str = "id, name, prefix, org_id, role, created_at, revoked_at";
 
 /// A stored key, without its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -178,12 +192,42 @@ impl KeyStore {
         Ok(revoked)
     }
 
+    /// The key named `prefix`, revoked or not.
+    pub async fn find(&self, prefix: &str) -> Result<Option<ApiKey>, ControlError> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE prefix = $1"
+        )))
+        .bind(prefix)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|err| ControlError::postgres("reading an API key", err))
+    }
+
+    /// Revoke key `id`; the key as revoked, or `None` when no active key has
+    /// that id (unknown, or revoked before).
+    pub async fn revoke_id(&self, id: Uuid) -> Result<Option<ApiKey>, ControlError> {
+        let revoked: Option<ApiKey> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL \
+             RETURNING {KEY_COLUMNS}"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|err| ControlError::postgres("revoking an API key", err))?;
+        if let Some(key) = &revoked {
+            tracing::info!(%id, prefix = key.prefix, "api key revoked");
+        }
+        Ok(revoked)
+    }
+
     /// Every key, oldest first, revoked ones included.
     pub async fn list(&self) -> Result<Vec<ApiKey>, ControlError> {
-        sqlx::query_as("SELECT id, name, prefix, org_id, role, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|err| ControlError::postgres("listing API keys", err))
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| ControlError::postgres("listing API keys", err))
     }
 }
 
@@ -215,7 +259,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// `len` characters drawn uniformly from `alphabet` using the OS RNG
 /// (rejection sampling, so no character is more likely than another).
-fn random_string(alphabet: &[u8], len: usize) -> Result<String, ControlError> {
+pub(crate) fn random_string(alphabet: &[u8], len: usize) -> Result<String, ControlError> {
     let n = alphabet.len();
     let usable = 256 - 256 % n;
     let mut out = String::with_capacity(len);

@@ -1,11 +1,13 @@
 //! Tollgate's control plane: PostgreSQL and what lives in it — the pool
-//! ([`postgres`]), API keys ([`keys`]), the versioned price catalog
+//! ([`postgres`]), people's accounts, grants and sessions ([`accounts`]),
+//! API keys ([`keys`]), the versioned price catalog
 //! ([`prices`]: reading and keeping a copy fresh, adding versions, the
 //! LiteLLM import format), budgets ([`budgets`]: the store, administration,
 //! evaluation against spend), alerting's rules, silences and receivers
 //! ([`alerts`]), the outbox of `admin.*` events with its relay
-//! ([`outbox`]), and the dead letters of alert delivery
-//! ([`alert_deliveries`]).
+//! ([`outbox`]), the dead letters of alert delivery
+//! ([`alert_deliveries`]) and single sign-on logins in progress
+//! ([`sso_logins`]).
 //!
 //! It also holds the connection settings every role shares ([`config`]),
 //! the idempotent Kafka producer of events ([`kafka`], which the outbox
@@ -14,6 +16,7 @@
 //! samples ([`pipeline_health`]), so the crates above it — ingest, proxy,
 //! processors, queries — need nothing but the contract and this crate.
 
+pub mod accounts;
 pub mod alert_deliveries;
 pub mod alerts;
 pub mod budgets;
@@ -27,5 +30,6 @@ pub mod outbox;
 pub mod pipeline_health;
 pub mod postgres;
 pub mod prices;
+pub mod sso_logins;
 
 pub use error::ControlError;

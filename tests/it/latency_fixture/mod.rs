@@ -233,6 +233,11 @@ pub struct ReportEnv {
     pub config_path: PathBuf,
     pub api_port: u16,
     api: Option<Child>,
+    /// An admin key of every org (the API needs an identity), once the
+    /// API is started.
+    key: Option<String>,
+    /// The signed-in forwarder with that key (`support::signed_in`).
+    forward: Option<String>,
 }
 
 impl ReportEnv {
@@ -278,6 +283,8 @@ impl ReportEnv {
             config_path,
             api_port,
             api: None,
+            key: None,
+            forward: None,
         }
     }
 
@@ -300,8 +307,30 @@ impl ReportEnv {
         self.dir.path().join("api.log")
     }
 
-    /// Start `tollgate api` and wait until it answers.
+    /// Start `tollgate api` (with a PostgreSQL database of its own for
+    /// keys, and an admin key to call it with) and wait until it answers.
     pub async fn start_api(&mut self) {
+        let pg_url = crate::support::create_pg_database(&self.database).await;
+        let mut config = std::fs::read_to_string(&self.config_path).unwrap();
+        config.push_str(&format!("\n[postgres]\nurl = \"{pg_url}\"\n"));
+        std::fs::write(&self.config_path, config).unwrap();
+        let run = |args: &[&str]| {
+            let out = self.tollgate(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "tollgate {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        run(&["migrate", "--postgres-only"]);
+        let key = run(&["keys", "create", "--name", "test", "--role", "admin"]);
+        let key = key.lines().last().unwrap().trim().to_string();
+        self.forward = Some(crate::support::signed_in::forward_with_key(
+            format!("http://127.0.0.1:{}", self.api_port),
+            key.clone(),
+        ));
+        self.key = Some(key);
         let log = std::fs::File::create(self.log_path()).unwrap();
         let child = self
             .tollgate(&["api"])
@@ -318,17 +347,27 @@ impl ReportEnv {
         .await;
     }
 
+    /// The API as an admin of every org sees it, once started.
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        self.forward
+            .clone()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", self.api_port))
+    }
+
+    /// `GET` a path of the API as an admin; returns the status and body.
+    pub async fn get_text(&self, path_and_query: &str) -> (u16, String) {
+        let mut request = reqwest::Client::new().get(format!("{}{path_and_query}", self.api_url()));
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
     }
 
     /// `GET` a path of the API; returns the status and the JSON body.
     pub async fn get_json(&self, path_and_query: &str) -> (u16, Value) {
-        let response = reqwest::get(format!("{}{path_and_query}", self.api_url()))
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
+        let (status, text) = self.get_text(path_and_query).await;
         let body = serde_json::from_str(&text)
             .unwrap_or_else(|err| panic!("{path_and_query}: not JSON ({err}): {text}"));
         (status, body)

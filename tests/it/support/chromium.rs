@@ -3,7 +3,7 @@
 //! needs, its own profile directory and a bounded run time.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn chromium() -> PathBuf {
@@ -22,7 +22,19 @@ pub fn chromium() -> PathBuf {
 /// Run headless Chromium on `url` with `extra` flags; its own profile
 /// directory, no network beyond the page, bounded time.
 pub fn run_chromium(url: &str, profile: &Path, extra: &[&str]) -> Output {
-    let mut child = Command::new(chromium())
+    run_chromium_with_env(url, profile, extra, &[])
+}
+
+/// [`run_chromium`] with `env` set for the browser only (e.g. `TZ`, the
+/// time zone the page's scripts see).
+pub fn run_chromium_with_env(
+    url: &str,
+    profile: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let child = Command::new(chromium())
+        .envs(env.iter().copied())
         .args([
             "--headless",
             "--no-sandbox",
@@ -42,7 +54,14 @@ pub fn run_chromium(url: &str, profile: &Path, extra: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Read the pipes on threads so a large DOM cannot block the browser.
+    wait_bounded(child, Duration::from_secs(120), "chromium")
+}
+
+/// Wait for `child` (stdout and stderr piped) and collect its output, read
+/// on threads so a large output cannot block it; after `deadline` it is
+/// killed, its process group too when it leads one, and the test fails
+/// naming `what`.
+pub fn wait_bounded(mut child: Child, deadline: Duration, what: &str) -> Output {
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || {
@@ -60,11 +79,15 @@ pub fn run_chromium(url: &str, profile: &Path, extra: &[&str]) -> Output {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if start.elapsed() > Duration::from_secs(120) {
+        if start.elapsed() > deadline {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
             let _ = child.kill();
-            panic!("chromium did not finish within 120 s");
+            let _ = child.wait();
+            panic!("{what} did not finish within {deadline:?}");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     };
     Output {
         status,
@@ -93,14 +116,13 @@ pub async fn screenshot(url: &str, name: &str) {
     assert!(std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) > 10_000);
 }
 
-/// Sign in through `<login>?key=...&next=<page>` (the pages' sign-in sets
-/// an HttpOnly cookie and redirects), dump the page's DOM and save a
-/// screenshot as `tests/artifacts/<shot>`.
-pub async fn signed_in_dom(base: &str, login: &str, key: &str, page: &str, shot: &str) -> String {
-    let url = format!(
-        "{base}{login}?key={key}&next={}",
-        tollgate_queries::audit::search::urlencode(page)
-    );
+/// Open `page` as the API key `key` would see it (through the signed-in
+/// forwarder, `support::signed_in`, which sends the key with every
+/// request), dump the page's DOM and save a screenshot as
+/// `tests/artifacts/<shot>`.
+pub async fn signed_in_dom(base: &str, key: &str, page: &str, shot: &str) -> String {
+    let forward = super::signed_in::forward_with_key(base.to_string(), key.to_string());
+    let url = format!("{forward}{page}");
     let profile = tempfile::tempdir().unwrap();
     let dom = {
         let (url, profile) = (url.clone(), profile.path().to_path_buf());
@@ -139,4 +161,22 @@ pub async fn signed_in_dom(base: &str, login: &str, key: &str, page: &str, shot:
         path.display()
     );
     String::from_utf8(dom.stdout).unwrap()
+}
+
+/// The text of a piece of a dumped DOM: markup dropped, the entities a
+/// dump writes in text (`&amp;`, `&lt;`, `&gt;`) decoded.
+pub fn text_of(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }

@@ -7,10 +7,12 @@
 //! a failure, its topics and databases are dropped; after a failure they are
 //! kept (and named on stderr) for a look.
 
+pub mod browser;
 pub mod chromium;
 pub mod errors;
 pub mod events;
 pub mod kafka;
+pub mod signed_in;
 pub mod webhook;
 
 use std::net::TcpListener;
@@ -99,6 +101,11 @@ pub struct TestEnv {
     pub pg_url: String,
     pub ingest_port: u16,
     pub api_port: u16,
+    /// The signed-in forwarder in front of `tollgate api` (an admin of
+    /// every org), once the api is started.
+    api_forward: Option<String>,
+    /// That admin's API key.
+    pub admin_key: Option<String>,
     children: Vec<Child>,
 }
 
@@ -126,6 +133,12 @@ impl TestEnv {
         if !extra_toml.contains("[audit]") {
             processor_section.push_str(&format!("\n[audit]\ngroup_id = \"{name}-audit\"\n"));
         }
+        // Tests talk plain HTTP: session cookies without `Secure`.
+        let auth_section = if extra_toml.contains("[auth]") {
+            ""
+        } else {
+            "\n[auth]\nsecure_cookies = false\n"
+        };
         let events_topic = format!("{name}.events");
         let dlq_topic = format!("{name}.events.dlq");
         let decisions_topic = format!("{name}.decisions");
@@ -149,7 +162,7 @@ listen = "127.0.0.1:{ingest_port}"
 
 [api]
 listen = "127.0.0.1:{api_port}"
-{processor_section}{extra_toml}
+{auth_section}{processor_section}{extra_toml}
 "#,
             brokers = kafka_brokers(),
             ch = clickhouse_url(),
@@ -166,6 +179,8 @@ listen = "127.0.0.1:{api_port}"
             pg_url,
             ingest_port,
             api_port,
+            api_forward: None,
+            admin_key: None,
             children: Vec::new(),
         };
         let out = env.tollgate(&["migrate"]).output().unwrap();
@@ -187,8 +202,26 @@ listen = "127.0.0.1:{api_port}"
 
     /// Start a long-running `tollgate` subcommand; it is killed when the
     /// environment is dropped. Its stderr goes to `<dir>/<label>.log`.
+    ///
+    /// `tollgate api` listens on a port the system picks (a port chosen in
+    /// advance can be taken by another test's server in between); its log
+    /// says which, and [`TestEnv::api_url`] follows. It gets the signed-in
+    /// forwarder in front ([`signed_in`]).
     pub fn spawn(&mut self, label: &str, args: &[&str]) -> u32 {
-        let child = self.spawn_child(label, args);
+        let is_api = args.first() == Some(&"api") && !args.contains(&"--listen");
+        let child = if is_api {
+            let _ = std::fs::remove_file(self.log_path(label));
+            let mut with_port = args.to_vec();
+            with_port.extend(["--listen", "127.0.0.1:0"]);
+            let child = self.spawn_child(label, &with_port);
+            self.api_port = listening_port(&self.log_path(label), Duration::from_secs(60));
+            child
+        } else {
+            self.spawn_child(label, args)
+        };
+        if is_api {
+            self.sign_in_forwarder();
+        }
         let pid = child.id();
         self.children.push(child);
         pid
@@ -216,7 +249,17 @@ listen = "127.0.0.1:{api_port}"
         format!("http://127.0.0.1:{}", self.ingest_port)
     }
 
+    /// `tollgate api` as an admin of every org sees it (requests without
+    /// their own `Authorization` get the admin key: [`signed_in`]); the
+    /// server itself before it is started.
     pub fn api_url(&self) -> String {
+        self.api_forward
+            .clone()
+            .unwrap_or_else(|| self.direct_api_url())
+    }
+
+    /// `tollgate api` itself: no identity unless the request brings one.
+    pub fn direct_api_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.api_port)
     }
 
@@ -286,6 +329,34 @@ impl TestEnv {
     /// answers.
     pub async fn start_api(&mut self) {
         self.spawn("api", &["api"]);
+        self.wait_api().await;
+    }
+
+    /// Start `tollgate api` on the port chosen when the environment was
+    /// made (`direct_api_url` is known before it starts, e.g. for a
+    /// callback URL registered in advance).
+    pub async fn start_api_on_its_port(&mut self) {
+        let listen = format!("127.0.0.1:{}", self.api_port);
+        self.spawn("api", &["api", "--listen", &listen]);
+        self.sign_in_forwarder();
+        self.wait_api().await;
+    }
+
+    /// The signed-in forwarder in front of the api, with an admin key of
+    /// every org (once per environment).
+    fn sign_in_forwarder(&mut self) {
+        if self.api_forward.is_some() {
+            return;
+        }
+        let key = self.create_key_with_role("admin", None);
+        self.api_forward = Some(signed_in::forward_with_key(
+            self.direct_api_url(),
+            key.clone(),
+        ));
+        self.admin_key = Some(key);
+    }
+
+    async fn wait_api(&self) {
         wait_http(
             &format!("{}/healthz", self.api_url()),
             Duration::from_secs(30),
@@ -452,11 +523,51 @@ pub fn d(s: &str) -> rust_decimal::Decimal {
 }
 
 /// Wait until `url` answers HTTP (any status) or panic after `timeout`.
+/// The port a server's log says it listens on (`address=127.0.0.1:<port>`
+/// on its "listening" line), polled until `timeout`.
+pub fn listening_port(log: &Path, timeout: Duration) -> u16 {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        // Colours, if any, are escape sequences around the field names.
+        let plain: String = text
+            .split('\u{1b}')
+            .enumerate()
+            .map(|(i, part)| match part.split_once('m') {
+                Some((_, rest)) if i > 0 => rest,
+                _ => part,
+            })
+            .collect();
+        if let Some(port) = plain
+            .lines()
+            .filter(|l| l.contains("listening"))
+            .find_map(|l| l.split("address=127.0.0.1:").nth(1))
+            .and_then(|rest| {
+                rest.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse()
+                    .ok()
+            })
+        {
+            return port;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{} never said where it listens:\n{text}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub async fn wait_http(url: &str, timeout: Duration, log: &Path) {
     let start = Instant::now();
     while start.elapsed() < timeout {
-        if reqwest::get(url).await.is_ok() {
-            return;
+        // A 502 is the signed-in forwarder saying the server is not up yet.
+        match reqwest::get(url).await {
+            Ok(r) if r.status() != reqwest::StatusCode::BAD_GATEWAY => return,
+            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -466,7 +577,7 @@ pub async fn wait_http(url: &str, timeout: Duration, log: &Path) {
     );
 }
 
-async fn create_pg_database(name: &str) -> String {
+pub async fn create_pg_database(name: &str) -> String {
     use sqlx::Connection;
     let admin = postgres_admin_url();
     let mut conn = sqlx::PgConnection::connect(&admin)
@@ -494,4 +605,27 @@ pub async fn alertmanager_alerts(am: &str, alertname: &str) -> Vec<serde_json::V
         });
     assert!(response.status().is_success(), "{}", response.status());
     response.json().await.unwrap()
+}
+
+/// Write a rule's state as the alert evaluator does (its phase as JSON,
+/// the rule's spec beside it).
+pub async fn write_alert_state(
+    pool: &sqlx::PgPool,
+    rule_id: i64,
+    phase: tollgate_contract::alert_lifecycle::Phase,
+    evaluated_at: chrono::DateTime<chrono::Utc>,
+    value: &str,
+) {
+    sqlx::query(
+        "INSERT INTO alert_state \
+         (rule_id, fingerprint, phase, evaluated_at, value, fence_token, rule_spec) \
+         SELECT $1, 'fp', $2, $3, $4, 1, spec FROM alert_rules WHERE id = $1",
+    )
+    .bind(rule_id)
+    .bind(serde_json::to_value(phase).unwrap())
+    .bind(evaluated_at)
+    .bind(value)
+    .execute(pool)
+    .await
+    .unwrap();
 }

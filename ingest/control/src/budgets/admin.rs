@@ -47,9 +47,29 @@ pub struct BudgetSpec {
     pub hard: bool,
     /// Distinct, ascending.
     pub thresholds: Vec<i32>,
+    /// The org the budget belongs to (its people see it): an org
+    /// subject's own id; for other subjects the org given
+    /// ([`BudgetSpec::in_org`]), or none (only people of every org see it).
+    pub org_id: Option<String>,
 }
 
 impl BudgetSpec {
+    /// The budget as one of `org`'s; an org subject must be that org.
+    pub fn in_org(mut self, org: &str) -> Result<Self, InvalidBudget> {
+        if self.subject_kind == SubjectKind::Org && self.subject_id != org {
+            return Err(invalid(
+                "org_id",
+                format!(
+                    "an org budget of {} cannot belong to org {org}",
+                    self.subject_id
+                ),
+            ));
+        }
+        check_subject_id(org).map_err(|e| invalid("org_id", e.reason))?;
+        self.org_id = Some(org.to_string());
+        Ok(self)
+    }
+
     /// Validate the fields as given (strings as in the API body; `None`
     /// thresholds means the default 50, 80, 100).
     pub fn parse(
@@ -93,6 +113,7 @@ impl BudgetSpec {
             Some(given) => check_thresholds(given)?,
         };
         Ok(Self {
+            org_id: (subject_kind == SubjectKind::Org).then(|| subject_id.to_string()),
             subject_kind,
             subject_id: subject_id.to_string(),
             period,
@@ -271,10 +292,11 @@ impl BudgetStore {
         .fetch_optional(&mut *tx)
         .await?;
         let row: BudgetRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO budgets (subject_kind, subject_id, period, limit_usd, enforcement, thresholds) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO budgets (subject_kind, subject_id, period, limit_usd, enforcement, thresholds, org_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (subject_kind, subject_id, period) DO UPDATE SET limit_usd = EXCLUDED.limit_usd, \
-             enforcement = EXCLUDED.enforcement, thresholds = EXCLUDED.thresholds, updated_at = now() \
+             enforcement = EXCLUDED.enforcement, thresholds = EXCLUDED.thresholds, \
+             org_id = COALESCE(EXCLUDED.org_id, budgets.org_id), updated_at = now() \
              RETURNING {BUDGET_COLUMNS}"
         )))
         .bind(spec.subject_kind.name())
@@ -283,6 +305,7 @@ impl BudgetStore {
         .bind(spec.limit_usd)
         .bind(if spec.hard { "hard" } else { "soft" })
         .bind(&spec.thresholds)
+        .bind(&spec.org_id)
         .fetch_one(&mut *tx)
         .await?;
         let budget = row.into_budget().ok_or_else(row_error)?;

@@ -191,6 +191,31 @@ impl BudgetStore {
             .collect())
     }
 
+    /// The budgets `org`'s people see (every budget for `None`), and the
+    /// org of each (`None`: no org recorded).
+    pub async fn in_org(&self, org: Option<&str>) -> sqlx::Result<Vec<(Budget, Option<String>)>> {
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, org_id FROM budgets WHERE $1::text IS NULL OR org_id = $1 ORDER BY id",
+        )
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await?;
+        let all = self.all().await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, org_id)| all.iter().find(|b| b.id == id).map(|b| (b.clone(), org_id)))
+            .collect())
+    }
+
+    /// The org budget `id` belongs to: `Ok(None)` no such budget,
+    /// `Ok(Some(None))` a budget without an org.
+    pub async fn org_of(&self, id: i64) -> sqlx::Result<Option<Option<String>>> {
+        sqlx::query_scalar("SELECT org_id FROM budgets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
     /// The pool, for budget administration ([`admin`]).
     pub fn pool(&self) -> &PgPool {
         &self.pool

@@ -1,0 +1,134 @@
+//! What the admin pages share: their sub-navigation, the message page,
+//! the field-by-field error of a refused form, and CSV downloads (a
+//! stored table's from its own URL; a table that exists only in one
+//! answer, such as an import's outcome, as a `data:` link in that page).
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::Response;
+use tollgate_queries::Table;
+
+use crate::layout::{render, Section};
+use crate::sre_form::NavLink;
+
+/// The admin pages, in navigation order.
+const ADMIN_PAGES: [(&str, &str); 4] = [
+    ("/admin/users", "People"),
+    ("/admin/keys", "API keys"),
+    ("/admin/budgets", "Budgets"),
+    ("/admin/prices", "Prices"),
+];
+
+/// The sub-navigation with `current` marked.
+pub fn admin_nav(current: &str) -> Vec<NavLink> {
+    ADMIN_PAGES
+        .iter()
+        .map(|(href, label)| NavLink {
+            href,
+            label,
+            active: *href == current,
+        })
+        .collect()
+}
+
+/// What every admin page's head shows: the sub-navigation, who is signed
+/// in, and the session's form token for its forms.
+pub struct Head {
+    pub nav: Vec<NavLink>,
+    pub who: String,
+    pub csrf: String,
+}
+
+/// `page`, or the page that says why there is none.
+pub fn respond<T: Template>(page: Result<T, Response>) -> Response {
+    match page {
+        Ok(page) => render(StatusCode::OK, &page),
+        Err(response) => response,
+    }
+}
+
+/// The CSV of `table` as `filename`, or the page that says why there is
+/// none.
+pub fn respond_csv(table: Result<Table, Response>, filename: &str) -> Response {
+    match table {
+        Ok(table) => csv_download(&table, filename),
+        Err(response) => response,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin_message.html")]
+struct MessagePage {
+    section: Section,
+    head: Head,
+    title: &'static str,
+    message: String,
+}
+
+/// A page with one message (errors and refusals).
+pub fn message(status: StatusCode, title: &'static str, message: String) -> Response {
+    render(
+        status,
+        &MessagePage {
+            section: Section::Admin,
+            head: Head {
+                nav: admin_nav(""),
+                who: String::new(),
+                csrf: String::new(),
+            },
+            title,
+            message,
+        },
+    )
+}
+
+/// The value of form field `name` (the first when given more than once).
+pub use crate::alert_access::field;
+
+/// A refused form's problem: the field it names (as the form names it)
+/// and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` {}", self.field, self.reason)
+    }
+}
+
+/// The message of `error` when it names `field` (the template puts it
+/// next to that field).
+pub fn error_for(error: &Option<FieldError>, field: &str) -> Option<String> {
+    error
+        .as_ref()
+        .filter(|e| e.field == field || e.field.starts_with(&format!("{field}[")))
+        .map(|e| e.reason.clone())
+}
+
+/// `table` as a `data:` URL of its CSV, for a download link in the page
+/// that shows it.
+pub fn csv_data_url(table: &Table) -> String {
+    let mut out = String::from("data:text/csv;charset=utf-8,");
+    for b in table.to_csv().bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+use crate::finance::csv_download;

@@ -1,0 +1,410 @@
+//! People signing in over HTTP, as a browser does (cookies kept by hand):
+//! password sign-in with the session cookie's attributes, role-limited
+//! navigation and org-pinned reports, CSRF refusal of a form without the
+//! session's token, sign-out, lockout after repeated failures, session
+//! expiry, and the invitation flow. (The same in headless Chromium is in
+//! `browser_sign_in.rs`.)
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::support::TestEnv;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Create a person with `grants` (`org:role`) and [`PASSWORD`] via the CLI.
+pub fn create_user(env: &TestEnv, email: &str, grants: &[&str]) {
+    let mut args = vec!["users", "create", "--email", email, "--password-stdin"];
+    for g in grants {
+        args.extend(["--grant", g]);
+    }
+    let mut child = env
+        .tollgate(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "users create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A browser without a cookie jar: the session cookie is carried by hand.
+pub struct Browser {
+    http: reqwest::Client,
+    base: String,
+    pub cookie: Option<String>,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub location: String,
+    pub set_cookie: String,
+    pub body: String,
+}
+
+impl Browser {
+    pub fn new(base: String) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base,
+            cookie: None,
+        }
+    }
+
+    async fn answer(&mut self, request: reqwest::RequestBuilder) -> Answer {
+        let request = match &self.cookie {
+            Some(c) => request.header("cookie", format!("tollgate_session={c}")),
+            None => request,
+        };
+        let response = request.send().await.unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        let (location, set_cookie) = (header("location"), header("set-cookie"));
+        Answer {
+            status: response.status(),
+            location,
+            set_cookie,
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Answer {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.answer(request).await
+    }
+
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let request = self.http.post(format!("{}{path}", self.base)).form(form);
+        self.answer(request).await
+    }
+
+    /// Sign in; keeps the session cookie.
+    pub async fn sign_in(&mut self, email: &str, password: &str, next: &str) -> Answer {
+        let answer = self
+            .post(
+                "/login",
+                &[("email", email), ("password", password), ("next", next)],
+            )
+            .await;
+        if let Some(token) = answer
+            .set_cookie
+            .strip_prefix("tollgate_session=")
+            .and_then(|rest| rest.split(';').next())
+            .filter(|t| !t.is_empty())
+        {
+            self.cookie = Some(token.to_string());
+        }
+        answer
+    }
+}
+
+/// The CSRF token a page's forms carry.
+pub fn csrf_of(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no csrf field in the page"));
+    let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+#[tokio::test]
+async fn password_sign_in_roles_csrf_and_sign_out() {
+    let mut env = TestEnv::new("signin").await;
+    env.start_api().await;
+    create_user(&env, "fin@acme.example", &["acme:finance"]);
+    create_user(&env, "sre@acme.example", &["acme:sre"]);
+    let mut browser = Browser::new(env.direct_api_url());
+
+    // Without a session: the sign-in page, coming back afterwards.
+    let answer = browser.get("/finance/cost").await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(answer.location, "/login?next=%2Ffinance%2Fcost");
+    let page = browser.get("/login?next=%2Ffinance%2Fcost").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("name=\"password\""), "{}", page.body);
+
+    // A wrong password: the same words whether or not the account exists.
+    let wrong = browser
+        .sign_in("fin@acme.example", "not the password", "/finance/cost")
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("wrong email or password"));
+    let unknown = browser
+        .sign_in("nobody@acme.example", PASSWORD, "/finance/cost")
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    assert!(unknown.body.contains("wrong email or password"));
+    assert!(browser.cookie.is_none());
+
+    // The right one: a session cookie, HttpOnly and SameSite, back to next.
+    let ok = browser
+        .sign_in("FIN@acme.example", PASSWORD, "/finance/cost")
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(ok.location, "/finance/cost");
+    assert!(ok.set_cookie.contains("HttpOnly"), "{}", ok.set_cookie);
+    assert!(ok.set_cookie.contains("SameSite=Lax"), "{}", ok.set_cookie);
+    assert!(ok.set_cookie.contains("Path=/"), "{}", ok.set_cookie);
+    // An open redirect is not followed.
+    let mut other = Browser::new(env.direct_api_url());
+    let away = other
+        .sign_in("fin@acme.example", PASSWORD, "//evil.example/")
+        .await;
+    assert_eq!(away.location, "/");
+
+    // Finance sees its areas only, pinned to its org.
+    let page = browser.get("/finance/cost").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(">Finance</a>"), "{}", page.body);
+    assert!(!page.body.contains(">Admin</a>") && !page.body.contains(">Compliance</a>"));
+    assert!(page.body.contains("Sign out"));
+    let report = browser.get("/api/v1/reports/cost").await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.body);
+    let report: serde_json::Value = serde_json::from_str(&report.body).unwrap();
+    assert_eq!(report["filters"]["org"], "acme", "{report}");
+    assert_eq!(
+        browser.get("/api/v1/reports/cost?org=globex").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        browser.get("/compliance/search").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        browser.get("/sre/latency").await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // CSRF: an sre's form without the session's token changes nothing.
+    let mut sre = Browser::new(env.direct_api_url());
+    assert_eq!(
+        sre.sign_in("sre@acme.example", PASSWORD, "/sre/alerts")
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    let alerts = sre.get("/sre/alerts").await;
+    assert_eq!(alerts.status, StatusCode::OK, "{}", alerts.body);
+    let token = csrf_of(&alerts.body);
+    let now = chrono::Utc::now();
+    let starts = now.format("%Y-%m-%dT%H:%M").to_string();
+    let ends = (now + chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let silence = [
+        ("org_id", "acme"),
+        ("matchers", "team=search"),
+        ("starts_at", starts.as_str()),
+        ("ends_at", ends.as_str()),
+        ("comment", "csrf test"),
+    ];
+    let forged = sre.post("/sre/alerts/silences", &silence).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
+    assert!(forged.body.contains("token"), "{}", forged.body);
+    let mut bad = silence.to_vec();
+    bad.push(("csrf", "not-the-token"));
+    assert_eq!(
+        sre.post("/sre/alerts/silences", &bad).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let silences = sre.get("/sre/alerts/silences.csv").await;
+    assert_eq!(
+        silences.body.lines().count(),
+        1,
+        "nothing created: {}",
+        silences.body
+    );
+    let mut good = silence.to_vec();
+    good.push(("csrf", token.as_str()));
+    let created = sre.post("/sre/alerts/silences", &good).await;
+    assert!(
+        created.status == StatusCode::SEE_OTHER || created.status == StatusCode::OK,
+        "{}: {}",
+        created.status,
+        created.body
+    );
+    let silences = sre.get("/sre/alerts/silences.csv").await;
+    assert_eq!(silences.body.lines().count(), 2, "{}", silences.body);
+    assert!(
+        silences.body.contains("user:sre@acme.example"),
+        "{}",
+        silences.body
+    );
+
+    // Sign-out needs the token too, ends the session and clears the cookie.
+    assert_eq!(sre.post("/logout", &[]).await.status, StatusCode::FORBIDDEN);
+    let out = sre.post("/logout", &[("csrf", token.as_str())]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(out.location, "/login");
+    assert!(out.set_cookie.contains("Max-Age=0"), "{}", out.set_cookie);
+    let after = sre.get("/sre/alerts").await;
+    assert_eq!(
+        after.status,
+        StatusCode::SEE_OTHER,
+        "the old cookie no longer works"
+    );
+    assert!(after.location.starts_with("/login"));
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account() {
+    let mut env = TestEnv::new("lockout").await;
+    env.start_api().await;
+    create_user(&env, "ada@acme.example", &["acme:viewer"]);
+    let mut browser = Browser::new(env.direct_api_url());
+    for attempt in 1..=4 {
+        let answer = browser
+            .sign_in("ada@acme.example", "guess guess guess", "/")
+            .await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+    let fifth = browser
+        .sign_in("ada@acme.example", "guess guess guess", "/")
+        .await;
+    assert_eq!(
+        fifth.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        fifth.body
+    );
+    assert!(fifth.body.contains("locked until"), "{}", fifth.body);
+    // Locked: the right password is refused too, and no session starts.
+    let right = browser.sign_in("ada@acme.example", PASSWORD, "/").await;
+    assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(browser.cookie.is_none());
+    let list = env.run(&["users", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("ada@acme.example") && l.contains("locked")),
+        "{list}"
+    );
+}
+
+#[tokio::test]
+async fn sessions_expire() {
+    let mut env = TestEnv::with_extra_config(
+        "expiry",
+        "[auth]\nsecure_cookies = false\nsession_ttl_secs = 3\n",
+    )
+    .await;
+    env.start_api().await;
+    create_user(&env, "ada@acme.example", &["acme:finance"]);
+    let mut browser = Browser::new(env.direct_api_url());
+    let ok = browser
+        .sign_in("ada@acme.example", PASSWORD, "/finance/cost")
+        .await;
+    assert!(ok.set_cookie.contains("Max-Age=3"), "{}", ok.set_cookie);
+    assert_eq!(
+        browser.get("/api/v1/finance/budgets").await.status,
+        StatusCode::OK
+    );
+    // Polled with a deadline: the session ends however active it is.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = browser.get("/api/v1/finance/budgets").await;
+        if answer.status == StatusCode::UNAUTHORIZED {
+            assert!(answer.body.contains("session has ended"), "{}", answer.body);
+            break;
+        }
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(Instant::now() < deadline, "the session never expired");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let page = browser.get("/finance/cost").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(page.location.starts_with("/login?next="));
+}
+
+#[tokio::test]
+async fn an_invitation_creates_an_account_once() {
+    let mut env = TestEnv::new("invite").await;
+    env.start_api().await;
+    let link = env.run(&[
+        "users",
+        "invite",
+        "--email",
+        "Grace@Globex.example",
+        "--grant",
+        "globex:compliance",
+        "--base-url",
+        &env.direct_api_url(),
+    ]);
+    let path = link
+        .trim()
+        .strip_prefix(&env.direct_api_url())
+        .unwrap()
+        .to_string();
+    assert!(path.starts_with("/invitations/"), "{link}");
+    let mut browser = Browser::new(env.direct_api_url());
+    let form = browser.get(&path).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.body.contains("grace@globex.example"), "{}", form.body);
+    assert!(form.body.contains("compliance in globex"), "{}", form.body);
+    let short = browser
+        .post(&path, &[("display_name", "Grace"), ("password", "short")])
+        .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    assert!(
+        short.body.contains("password: must be at least 12"),
+        "{}",
+        short.body
+    );
+    let accepted = browser
+        .post(&path, &[("display_name", "Grace"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.body);
+    let token = accepted
+        .set_cookie
+        .strip_prefix("tollgate_session=")
+        .and_then(|r| r.split(';').next())
+        .unwrap()
+        .to_string();
+    browser.cookie = Some(token);
+    assert_eq!(
+        browser.get("/compliance/search").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        browser.get("/finance/cost").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        browser.get("/api/v1/audit/entries?org=acme").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Once only.
+    let mut again = Browser::new(env.direct_api_url());
+    assert_eq!(again.get(&path).await.status, StatusCode::NOT_FOUND);
+    let reuse = again
+        .post(&path, &[("display_name", "Eve"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(reuse.status, StatusCode::NOT_FOUND);
+    assert!(again.cookie.is_none() && reuse.set_cookie.is_empty());
+    // And the account signs in with the chosen password.
+    let ok = again
+        .sign_in("grace@globex.example", PASSWORD, "/compliance/search")
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+}

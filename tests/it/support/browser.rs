@@ -1,0 +1,203 @@
+//! A real browser for page tests that need more than a DOM dump: forms
+//! filled and submitted from the keyboard, cookies kept across pages, and
+//! axe-core's accessibility checks. `tests/browser/drive.mjs` drives Debian's
+//! Chromium through puppeteer-core; this module writes it a scenario, runs
+//! it under a deadline and reads its result. `dev/test` installs the node
+//! packages (`npm ci` in `tests/browser/`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// How long one scenario may take before its processes are killed.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// One step of a scenario (the driver's `do` steps).
+#[derive(Debug, Clone)]
+pub enum Step {
+    Goto(String),
+    Fill(String, String),
+    /// Press Tab until the element matching the selector has focus.
+    TabTo(String),
+    Type(String),
+    /// A key; `true` when it submits or follows a link.
+    Press(String, bool),
+    Click(String, bool),
+    ExpectText(String),
+    Axe,
+    Cookies,
+    Html,
+    Screenshot(PathBuf),
+}
+
+impl Step {
+    fn to_json(&self) -> Value {
+        match self {
+            Self::Goto(url) => json!({"do": "goto", "url": url}),
+            Self::Fill(selector, value) => {
+                json!({"do": "fill", "selector": selector, "value": value})
+            }
+            // Pages put the navigation and filters before their forms.
+            Self::TabTo(selector) => json!({"do": "tab_to", "selector": selector, "max": 200}),
+            Self::Type(text) => json!({"do": "type", "text": text}),
+            Self::Press(key, navigates) => {
+                json!({"do": "press", "key": key, "navigates": navigates})
+            }
+            Self::Click(selector, navigates) => {
+                json!({"do": "click", "selector": selector, "navigates": navigates})
+            }
+            Self::ExpectText(text) => json!({"do": "expect_text", "text": text}),
+            Self::Axe => json!({"do": "axe"}),
+            Self::Cookies => json!({"do": "cookies"}),
+            Self::Html => json!({"do": "html"}),
+            Self::Screenshot(path) => json!({"do": "screenshot", "path": path}),
+        }
+    }
+}
+
+/// One axe-core rule a page broke, with where.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Violation {
+    pub id: String,
+    pub impact: String,
+    pub help: String,
+    pub nodes: Vec<ViolationNode>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ViolationNode {
+    pub target: String,
+    pub html: String,
+    pub summary: String,
+}
+
+/// What the driver printed: every step that ran, and the first failure.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Outcome {
+    pub ok: bool,
+    pub steps: Vec<Value>,
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    /// Panics with the driver's error unless every step passed.
+    pub fn expect_ok(self) -> Self {
+        assert!(
+            self.ok,
+            "browser scenario failed: {}",
+            self.error.as_deref().unwrap_or("?")
+        );
+        self
+    }
+
+    /// The serious and critical violations of every `Axe` step, with the
+    /// URL it ran on.
+    pub fn violations(&self) -> Vec<(String, Violation)> {
+        self.steps
+            .iter()
+            .filter(|s| s["do"] == "axe")
+            .flat_map(|s| {
+                let url = s["url"].as_str().unwrap_or_default().to_string();
+                let found: Vec<Violation> =
+                    serde_json::from_value(s["violations"].clone()).unwrap();
+                found.into_iter().map(move |v| (url.clone(), v))
+            })
+            .collect()
+    }
+
+    /// The DOM of the last `Html` step.
+    pub fn html(&self) -> String {
+        self.steps
+            .iter()
+            .rev()
+            .find(|s| s["do"] == "html")
+            .and_then(|s| s["html"].as_str())
+            .expect("the scenario has an html step")
+            .to_string()
+    }
+
+    /// The result of step `i` (in scenario order).
+    pub fn step(&self, i: usize) -> &Value {
+        &self.steps[i]
+    }
+}
+
+/// The violations as a readable list, for an assertion's message.
+pub fn describe(violations: &[(String, Violation)]) -> String {
+    violations
+        .iter()
+        .map(|(url, v)| {
+            let nodes: Vec<String> = v
+                .nodes
+                .iter()
+                .take(5)
+                .map(|n| format!("      {} :: {}\n        {}", n.target, n.html, n.summary))
+                .collect();
+            format!(
+                "{url}: {} ({}) {}\n{}",
+                v.id,
+                v.impact,
+                v.help,
+                nodes.join("\n")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Run `steps` in a fresh browser (its own profile, no cookies), bounded by
+/// [`DEADLINE`].
+pub async fn run(steps: &[Step]) -> Outcome {
+    let scenario = json!({
+        "steps": steps.iter().map(Step::to_json).collect::<Vec<_>>(),
+        // The driver gives up a little before this side kills it.
+        "timeout_ms": (DEADLINE - Duration::from_secs(10)).as_millis() as u64,
+    });
+    tokio::task::spawn_blocking(move || run_blocking(&scenario))
+        .await
+        .unwrap()
+}
+
+fn run_blocking(scenario: &Value) -> Outcome {
+    let dir = browser_dir();
+    assert!(
+        dir.join("node_modules/puppeteer-core").is_dir()
+            && dir.join("node_modules/axe-core").is_dir(),
+        "the browser driver's packages are missing: run `npm ci` in {} (dev/test does)",
+        dir.display()
+    );
+    let mut command = Command::new("node");
+    command
+        .arg(dir.join("drive.mjs"))
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Its own process group, so the browser goes with it at the deadline.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start node ({e}): apt-get install nodejs npm"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scenario.to_string().as_bytes())
+        .unwrap();
+    let output = super::chromium::wait_bounded(child, DEADLINE, "the browser scenario");
+    let status = output.status;
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!("the driver printed no result ({e}; exit {status}):\n{stdout}\nstderr:\n{stderr}")
+    })
+}
