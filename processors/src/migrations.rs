@@ -83,6 +83,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0033_pipeline_health.sql",
         include_str!("../../migrations/clickhouse/0033_pipeline_health.sql"),
     ),
+    (
+        "0034_calls_span_id.sql",
+        include_str!("../../migrations/clickhouse/0034_calls_span_id.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

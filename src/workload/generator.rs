@@ -211,6 +211,7 @@ impl Workload {
         Call {
             call_id: format!("call_{}", Uuid::from_u128(rng.random())),
             trace_id: format!("{:032x}", rng.random::<u128>()),
+            span_id: String::new(),
             provider: profile.provider.to_string(),
             model: profile.model.to_string(),
             requested_model: profile.model.to_string(),

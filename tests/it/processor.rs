@@ -84,6 +84,7 @@ fn traffic(n: usize, start: DateTime<Utc>, seed: u64) -> Traffic {
                 call: Some(Call {
                     call_id: format!("call-{i}"),
                     trace_id: format!("trace-{i}"),
+                    span_id: String::new(),
                     provider: ["openai", "anthropic"][i % 2].into(),
                     model: ["gpt-4o", "claude-sonnet-4"][i % 2].into(),
                     requested_model: String::new(),

@@ -69,6 +69,12 @@ pub struct Call {
     #[serde(default)]
     #[schemars(length(max = 128))]
     pub trace_id: String,
+    /// W3C span id (16 lowercase hex digits) of the span that made the call:
+    /// the span of an OTLP GenAI span, or the client span of the proxied
+    /// request's `traceparent`. Empty when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 16))]
+    pub span_id: String,
     /// Provider that served (or would have served) the call: `openai`, `anthropic`, ...
     #[schemars(length(min = 1, max = 64))]
     pub provider: String,

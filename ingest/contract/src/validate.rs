@@ -180,6 +180,7 @@ fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
     if let Some(call) = &event.call {
         text("call.call_id", &call.call_id, 1, 128)?;
         text("call.trace_id", &call.trace_id, 0, 128)?;
+        span_id(&call.span_id)?;
         text("call.provider", &call.provider, 1, 64)?;
         text("call.model", &call.model, 1, 256)?;
         text("call.requested_model", &call.requested_model, 0, 256)?;
@@ -328,6 +329,25 @@ pub(crate) fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(
     }
     if value.chars().any(char::is_control) {
         return Err(Rejection::new(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// A span id is empty (unknown) or a W3C span id: 16 lowercase hex digits,
+/// not all zero.
+fn span_id(value: &str) -> Result<(), Rejection> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let hex = value.len() == 16
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !hex || value.bytes().all(|b| b == b'0') {
+        return Err(Rejection::new(
+            "call.span_id",
+            "must be empty or a W3C span id: 16 lowercase hex digits, not all zero",
+        ));
     }
     Ok(())
 }

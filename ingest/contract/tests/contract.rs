@@ -423,6 +423,22 @@ fn control_characters_are_rejected() {
 }
 
 #[test]
+fn a_span_id_is_empty_or_a_w3c_span_id() {
+    let event = parse(with(|v| v["call"]["span_id"] = json!("00f067aa0ba902b7"))).unwrap();
+    assert_eq!(event.call.unwrap().span_id, "00f067aa0ba902b7");
+    assert_eq!(parse(good_call()).unwrap().call.unwrap().span_id, "");
+    for bad in [
+        "00F067AA0BA902B7",
+        "00f067aa0ba902",
+        "0000000000000000",
+        "zzf067aa0ba902b7",
+    ] {
+        let r = rejected_at(with(|v| v["call"]["span_id"] = json!(bad)), "call.span_id");
+        assert!(r.reason.contains("16 lowercase hex"), "{bad}: {r}");
+    }
+}
+
+#[test]
 fn other_semantic_checks_name_the_field() {
     rejected_at(
         with(|v| v["reported_cost"] = json!("-1.0")),

@@ -140,6 +140,7 @@ impl CallContext {
             call: Some(Call {
                 call_id: record.call_id,
                 trace_id: self.trace_id.clone(),
+                span_id: String::new(),
                 provider: record.provider,
                 model: record.model,
                 requested_model: self.requested_model.clone(),

@@ -35,6 +35,7 @@ pub fn call_event(
         call: Some(Call {
             call_id: Uuid::now_v7().to_string(),
             trace_id: String::new(),
+            span_id: String::new(),
             provider: provider.into(),
             model: model.into(),
             requested_model: model.into(),

@@ -79,6 +79,7 @@ mod tests {
         Call {
             call_id: "c".into(),
             trace_id: String::new(),
+            span_id: String::new(),
             provider: "anthropic".into(),
             model: "claude-x".into(),
             requested_model: String::new(),

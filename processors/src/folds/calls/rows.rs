@@ -33,6 +33,7 @@ pub struct CallRow {
     pub api_key_id: String,
     pub call_id: String,
     pub trace_id: String,
+    pub span_id: String,
     pub provider: String,
     pub model: String,
     pub requested_model: String,
@@ -159,6 +160,7 @@ pub fn call_row(
         api_key_id: event.api_key_id.clone(),
         call_id: call.call_id.clone(),
         trace_id: call.trace_id.clone(),
+        span_id: call.span_id.clone(),
         provider: call.provider.clone(),
         model: call.model.clone(),
         requested_model: call.requested_model.clone(),
@@ -294,6 +296,7 @@ mod tests {
             call: Some(Call {
                 call_id: "c1".into(),
                 trace_id: "t1".into(),
+                span_id: String::new(),
                 provider: "openai".into(),
                 model: "gpt-4o".into(),
                 requested_model: "gpt-4o-latest".into(),

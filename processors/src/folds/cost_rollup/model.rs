@@ -222,6 +222,7 @@ mod tests {
                 api_key_id: format!("k{team}{user}"),
                 call_id: String::new(),
                 trace_id: String::new(),
+                span_id: String::new(),
                 provider: "p".into(),
                 model: ["a", "b", "unpriced"][usize::from(model)].into(),
                 requested_model: String::new(),
