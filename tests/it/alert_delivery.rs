@@ -213,12 +213,13 @@ async fn a_failing_receiver_is_dead_lettered_while_another_gets_its_notification
         .unwrap();
     println!("healthy receiver done after {healthy_done:?}; broken receiver's first dead letter after {first_broken:?}");
     // The healthy receiver is not behind the broken one's 4 × 400 ms plus
-    // backoff for even one delivery, let alone three.
+    // backoff for even one delivery, let alone three: all five of its
+    // deliveries land before the broken receiver's first dead letter. (An
+    // order, not a time limit: a loaded machine slows both alike.)
     assert!(
-        healthy_done < Duration::from_millis(1_000),
-        "healthy receiver waited {healthy_done:?}"
+        first_broken > healthy_done,
+        "healthy receiver done after {healthy_done:?}, not before the broken one's first dead letter ({first_broken:?})"
     );
-    assert!(first_broken > healthy_done);
     assert_eq!(received.lock().unwrap().accepted.len(), 5);
     for (outcome, _) in &got {
         match outcome.receiver_id {

@@ -789,11 +789,27 @@ async fn decisions_deny_throttle_reroute_and_the_local_rate_limit_apply() {
     }
 
     // The local limit (5/s, burst 5) refuses part of a burst of 20 from one key.
+    // How many are served depends on how long the burst takes to arrive (a
+    // loaded machine spreads it out), so the bound is the bucket's own: the
+    // burst plus what refills while the burst is under way.
     let other = proxy.key("acme", "blue", "erin", None);
+    let burst_started = Instant::now();
     let responses =
         futures::future::join_all((0..20).map(|_| proxy.chat(&other, "gpt-4o-mini", &[]))).await;
+    let burst_secs = burst_started.elapsed().as_secs_f64();
     let limited = responses.iter().filter(|r| r.status() == 429).count();
-    assert!((10..=16).contains(&limited), "{limited} of 20 rate-limited");
+    let served = 20 - limited;
+    let most = 5 + (5.0 * burst_secs).ceil() as usize;
+    assert!(
+        (5..=most).contains(&served),
+        "{served} of 20 served in {burst_secs:.2} s: the bucket allows 5 to {most}"
+    );
+    if burst_secs < 2.0 {
+        assert!(
+            limited >= 5,
+            "{limited} of 20 rate-limited in {burst_secs:.2} s"
+        );
+    }
     assert!(responses
         .iter()
         .filter(|r| r.status() == 429)
