@@ -3,7 +3,8 @@
 //! org's budgets, with the month day by day as bars; error rate and p95 of
 //! the last hour against the same hour yesterday; the alerts firing now;
 //! budgets at 80 % or more; the newest error patterns. The figures are
-//! `tollgate_queries::home`'s, the same as `GET /api/v1/overview`'s.
+//! `tollgate_queries::home`'s, the same as `GET /api/v1/overview`'s; each
+//! table links its CSV there (`format=csv&table=`).
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -159,6 +160,17 @@ pub struct OverviewPage {
 }
 
 impl OverviewPage {
+    /// The CSV of one of the page's tables (`tollgate_queries::home_tables`
+    /// names them): the API's, for the same org.
+    pub fn csv_url(&self, table: &str) -> String {
+        let org = if self.org.is_empty() {
+            String::new()
+        } else {
+            format!("&org={}", percent_encode(&self.org))
+        };
+        format!("/api/v1/overview?format=csv&table={table}{org}")
+    }
+
     fn empty(org: &str, now: DateTime<Utc>) -> Self {
         let org_query = if org.is_empty() {
             String::new()
