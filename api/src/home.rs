@@ -43,7 +43,10 @@ pub async fn overview(
         &Expected::names(&["org", "format", "table"]),
     )?;
     let org = params.text("org").map(str::to_string);
-    let table = match (Format::of(&params)?, params.choice("table", &HomeTable::ALL)?) {
+    let table = match (
+        Format::of(&params)?,
+        params.choice("table", &HomeTable::ALL)?,
+    ) {
         (Format::Json, None) => None,
         (Format::Csv, Some(table)) => Some(table),
         (Format::Json, Some(_)) => {

@@ -179,8 +179,18 @@ async fn single_sign_on_through_the_providers_pages_maps_the_claim() {
     assert!(!html.contains(">Admin</a>") && !html.contains(">Latency</a>"));
     assert!(session_cookie(&outcome).is_some());
     let n = outcome.steps.len();
-    assert_eq!(outcome.step(n - 2)["status"], 403, "{}", outcome.step(n - 2));
-    assert_eq!(outcome.step(n - 1)["status"], 404, "{}", outcome.step(n - 1));
+    assert_eq!(
+        outcome.step(n - 2)["status"],
+        403,
+        "{}",
+        outcome.step(n - 2)
+    );
+    assert_eq!(
+        outcome.step(n - 1)["status"],
+        404,
+        "{}",
+        outcome.step(n - 1)
+    );
     // The person is stored with the claim's grant.
     let pool = sqlx::PgPool::connect(&server.env.pg_url).await.unwrap();
     let grants: Vec<(String, String)> = sqlx::query_as(

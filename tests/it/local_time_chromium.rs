@@ -23,7 +23,8 @@ async fn chart_axes_tooltips_and_form_times_are_local() {
     breaker_transitions(&env).await;
     env.start_api().await;
     let base = env.api_url();
-    let latency = format!("{base}/sre/latency?range=custom&from=2026-03-10T10:00&to=2026-03-10T10:15");
+    let latency =
+        format!("{base}/sre/latency?range=custom&from=2026-03-10T10:00&to=2026-03-10T10:15");
     let steps = vec![
         Step::TimeZone(ZONE.into()),
         Step::Goto(format!("{base}/sre/breakers?range=24h")),
@@ -33,7 +34,10 @@ async fn chart_axes_tooltips_and_form_times_are_local() {
         Step::Read("input#from".into()),
         Step::Read("label:has(> input#from) .tz-name".into()),
         // The form sends what it shows, as UTC.
-        Step::Click("form[action='/sre/latency'] button[type=submit]".into(), true),
+        Step::Click(
+            "form[action='/sre/latency'] button[type=submit]".into(),
+            true,
+        ),
         Step::Location,
     ];
     let outcome = run(&steps).await.expect_ok();
@@ -46,7 +50,10 @@ async fn chart_axes_tooltips_and_form_times_are_local() {
         .unwrap()
         .parse()
         .unwrap();
-    let local = utc.with_timezone(&kolkata()).format("%m-%d %H:%M").to_string();
+    let local = utc
+        .with_timezone(&kolkata())
+        .format("%m-%d %H:%M")
+        .to_string();
     let text = axis["text"].as_str().unwrap();
     // Its text is the label then the <title>'s UTC time.
     let utc_title = utc.format("%Y-%m-%d %H:%M:%S UTC").to_string();

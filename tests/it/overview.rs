@@ -719,7 +719,9 @@ async fn every_overview_table_has_a_csv_with_the_exact_values() {
         .collect();
     assert_eq!(days[1..], want[..]);
     assert!(
-        days[1..].iter().all(|r| r[1].split('.').nth(1).unwrap().len() == 12),
+        days[1..]
+            .iter()
+            .all(|r| r[1].split('.').nth(1).unwrap().len() == 12),
         "{days:?}"
     );
 
@@ -748,14 +750,34 @@ async fn every_overview_table_has_a_csv_with_the_exact_values() {
     };
     let got: Vec<(&str, &str, &str, &str, String)> = budgets[1..]
         .iter()
-        .map(|r| (r[1].as_str(), r[2].as_str(), r[4].as_str(), r[5].as_str(), r[6].clone()))
+        .map(|r| {
+            (
+                r[1].as_str(),
+                r[2].as_str(),
+                r[4].as_str(),
+                r[5].as_str(),
+                r[6].clone(),
+            )
+        })
         .collect();
     let spend = usd12(a.today);
     assert_eq!(
         got,
         [
-            ("budget/team/search", "daily", spend.as_str(), "11.000000000000", percent("11")),
-            ("budget/org/org-a", "daily", spend.as_str(), "12.000000000000", percent("12")),
+            (
+                "budget/team/search",
+                "daily",
+                spend.as_str(),
+                "11.000000000000",
+                percent("11")
+            ),
+            (
+                "budget/org/org-a",
+                "daily",
+                spend.as_str(),
+                "12.000000000000",
+                percent("12")
+            ),
         ],
         "(unless the last hour crossed midnight)"
     );
