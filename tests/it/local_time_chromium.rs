@@ -1,9 +1,9 @@
 //! Times in the viewer's time zone beyond the tables: a chart's axis label
-//! and tooltip, and a `datetime-local` form field, in headless Chromium
-//! with its time zone set to Asia/Kolkata (UTC+05:30 all year, so the
-//! expected text needs no time-zone database). The server writes UTC with
-//! the instant in `data-utc`; `static/local-time.js` rewrites it, and the
-//! form still sends UTC.
+//! and tooltip, a `datetime-local` form field and the overview's `<time>`,
+//! in headless Chromium with its time zone set to Asia/Kolkata (UTC+05:30
+//! all year, so the expected text needs no time-zone database). The server
+//! writes UTC with the instant in `data-utc` (or `<time datetime>`);
+//! `static/local-time.js` rewrites it, and the form still sends UTC.
 
 use chrono::{DateTime, FixedOffset, Utc};
 
@@ -39,6 +39,9 @@ async fn chart_axes_tooltips_and_form_times_are_local() {
             true,
         ),
         Step::Location,
+        // The overview's times are <time> elements like every table's.
+        Step::Goto(format!("{base}/overview")),
+        Step::Read(".summary time[datetime]".into()),
     ];
     let outcome = run(&steps).await.expect_ok();
     let reads = outcome.all("read");
@@ -77,6 +80,29 @@ async fn chart_axes_tooltips_and_form_times_are_local() {
     assert_eq!(from["value"], "2026-03-10T15:30", "{from}");
     assert_eq!(from["attributes"]["title"], "2026-03-10 10:00 UTC");
     assert_eq!(reads[3]["text"], "GMT+5:30");
+    let as_of = reads[4];
+    let at: DateTime<Utc> = as_of["attributes"]["datetime"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        as_of["text"],
+        format!(
+            "{} GMT+5:30",
+            at.with_timezone(&kolkata()).format("%Y-%m-%d %H:%M")
+        )
+    );
+    // UTC on hover, to the millisecond when it has any.
+    let utc_format = if at.timestamp_subsec_millis() == 0 {
+        "%Y-%m-%d %H:%M:%S UTC"
+    } else {
+        "%Y-%m-%d %H:%M:%S%.3f UTC"
+    };
+    assert_eq!(
+        as_of["attributes"]["title"],
+        at.format(utc_format).to_string()
+    );
     let sent = outcome.all("location")[0]["url"].as_str().unwrap();
     assert!(
         sent.contains("from=2026-03-10T10%3A00") && sent.contains("to=2026-03-10T10%3A15"),
