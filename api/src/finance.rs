@@ -59,7 +59,7 @@ impl Format {
 
 /// `table` as a CSV file download named `filename`: every CSV this API
 /// serves goes through here.
-fn csv_download(table: &Table, filename: &str) -> Response {
+pub(crate) fn csv_download(table: &Table, filename: &str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),

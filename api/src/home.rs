@@ -2,19 +2,23 @@
 //! today and this month against budgets, error rate and p95 of the last
 //! hour against the same hour yesterday, firing alerts, budgets near their
 //! limit, the newest error patterns); `tollgate_queries::home` reads them.
-//! With `org`, everything is that org's share.
+//! With `org`, everything is that org's share. `format=csv&table=<name>`
+//! answers one of the page's tables as CSV instead
+//! (`tollgate_queries::home_tables`), for the sections the caller may read.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use tollgate_access::{Identity, ALERT_READERS, COST_READERS, SRE_READERS};
-use tollgate_queries::home::{Home, HomeQuery, Sections, Stored};
+use tollgate_queries::home::{HomeQuery, Sections, Stored};
+use tollgate_queries::home_tables::HomeTable;
 use tollgate_queries::params::{Expected, QueryParams};
 
 use crate::alerts::store_error;
 use crate::error::ApiError;
-use crate::finance::org_budgets;
+use crate::finance::{csv_download, org_budgets, Format};
 use crate::{query_pairs, ApiState};
 
 /// The sections `identity` may read: those of the reports it may read.
@@ -26,15 +30,36 @@ pub fn sections_of(identity: &Identity) -> Sections {
     }
 }
 
-/// `GET /api/v1/overview?org=`: the sections the caller may read (the
-/// others are `null`).
+/// `GET /api/v1/overview?org=&format=json|csv&table=`: the sections the
+/// caller may read (the others are `null`), or with `format=csv` the table
+/// named by `table` (403 when its section is not the caller's to read).
 pub async fn overview(
     State(state): State<ApiState>,
     identity: Identity,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<Home>, ApiError> {
-    let params = QueryParams::parse(&query_pairs(query)?, &Expected::names(&["org"]))?;
+) -> Result<Response, ApiError> {
+    let params = QueryParams::parse(
+        &query_pairs(query)?,
+        &Expected::names(&["org", "format", "table"]),
+    )?;
     let org = params.text("org").map(str::to_string);
+    let table = match (
+        Format::of(&params)?,
+        params.choice("table", &HomeTable::ALL)?,
+    ) {
+        (Format::Json, None) => None,
+        (Format::Csv, Some(table)) => Some(table),
+        (Format::Json, Some(_)) => {
+            return Err(invalid("table", "only with format=csv"));
+        }
+        (Format::Csv, None) => {
+            let names: Vec<&str> = HomeTable::ALL.iter().map(|(n, _)| *n).collect();
+            return Err(invalid(
+                "table",
+                &format!("required with format=csv: one of {}", names.join(", ")),
+            ));
+        }
+    };
     let budgets = match state.budgets {
         Some(_) => Some(org_budgets(&state, org.as_deref()).await?),
         None => None,
@@ -52,5 +77,26 @@ pub async fn overview(
         budgets: budgets.as_deref(),
         alert_states: states.as_deref(),
     };
-    Ok(Json(state.read_models.home(&query, stored).await?))
+    let home = state.read_models.home(&query, stored).await?;
+    let Some(table) = table else {
+        return Ok(Json(home).into_response());
+    };
+    let rows = table.of(&home).ok_or_else(|| {
+        ApiError::Forbidden(format!(
+            "the {} table needs a role that reads {} (and its store on this server)",
+            table.name(),
+            table.section()
+        ))
+    })?;
+    Ok(csv_download(
+        &rows,
+        &format!("overview-{}.csv", table.name()),
+    ))
+}
+
+fn invalid(parameter: &str, reason: &str) -> ApiError {
+    ApiError::InvalidParameter {
+        parameter: parameter.into(),
+        reason: reason.into(),
+    }
 }

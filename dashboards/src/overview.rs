@@ -3,7 +3,8 @@
 //! org's budgets, with the month day by day as bars; error rate and p95 of
 //! the last hour against the same hour yesterday; the alerts firing now;
 //! budgets at 80 % or more; the newest error patterns. The figures are
-//! `tollgate_queries::home`'s, the same as `GET /api/v1/overview`'s.
+//! `tollgate_queries::home`'s, the same as `GET /api/v1/overview`'s; each
+//! table links its CSV there (`format=csv&table=`).
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -41,9 +42,10 @@ fn money(value: Decimal) -> Money {
     }
 }
 
-/// A time as the page's tables show it (UTC; exact in the JSON).
-fn stamp(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M").to_string()
+/// A time as the page shows it: UTC to the minute, in the viewer's zone
+/// once `local-time.js` ran (exact in the JSON).
+fn stamp(at: DateTime<Utc>) -> display::Instant {
+    display::Instant::new(at)
 }
 
 /// Spend of one period, with its budget when the org has one.
@@ -79,7 +81,7 @@ impl SpendCard {
 
 /// One hour's health as the table shows it.
 pub struct HealthCells {
-    pub window: String,
+    pub window: display::Period,
     pub calls: String,
     pub errors: String,
     pub error_rate: String,
@@ -90,7 +92,7 @@ pub struct HealthCells {
 impl HealthCells {
     fn of(h: &HourHealth) -> Self {
         Self {
-            window: format!("{} – {} UTC", stamp(h.from), h.to.format("%H:%M")),
+            window: display::Period::new(h.from, h.to),
             calls: display::Count(i128::from(h.calls)).text(),
             errors: display::Count(i128::from(h.errors)).text(),
             error_rate: h
@@ -111,7 +113,7 @@ pub struct AlertRow {
     pub rule: String,
     pub org: String,
     pub severity: String,
-    pub since: String,
+    pub since: display::Instant,
     pub value: String,
     pub link: String,
 }
@@ -131,7 +133,7 @@ pub struct PatternRow {
     pub template: String,
     pub provider: String,
     pub failures: u64,
-    pub first_seen: String,
+    pub first_seen: Option<display::Instant>,
     pub href: String,
 }
 
@@ -140,7 +142,7 @@ pub struct PatternRow {
 pub struct OverviewPage {
     pub section: Section,
     pub org: String,
-    pub as_of: String,
+    pub as_of: display::Instant,
     pub error: Option<String>,
     pub cards: Vec<SpendCard>,
     pub now: Option<HealthCells>,
@@ -159,6 +161,17 @@ pub struct OverviewPage {
 }
 
 impl OverviewPage {
+    /// The CSV of one of the page's tables (`tollgate_queries::home_tables`
+    /// names them): the API's, for the same org.
+    pub fn csv_url(&self, table: &str) -> String {
+        let org = if self.org.is_empty() {
+            String::new()
+        } else {
+            format!("&org={}", percent_encode(&self.org))
+        };
+        format!("/api/v1/overview?format=csv&table={table}{org}")
+    }
+
     fn empty(org: &str, now: DateTime<Utc>) -> Self {
         let org_query = if org.is_empty() {
             String::new()
@@ -239,7 +252,7 @@ impl OverviewPage {
                     template: p.template.clone(),
                     provider: p.provider.clone(),
                     failures: p.failures,
-                    first_seen: p.first_seen.map(stamp).unwrap_or_default(),
+                    first_seen: p.first_seen.map(stamp),
                     href: format!("/sre/errors/{}{}", p.signature, page.org_query),
                 })
                 .collect()

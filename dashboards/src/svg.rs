@@ -4,8 +4,15 @@
 //! a value line against a threshold with the spans where an alert was
 //! pending or firing (the rule's backtest), and bars per day (the
 //! overview's spend this month).
+//!
+//! Times are written in UTC with the instant beside them: an axis label is
+//! `<text data-utc="2026-12-01T10:00:00Z">12-01 10:00 UTC<title>…</title></text>`
+//! and a tooltip `<title data-utc="…">… from 2026-12-01 10:00:00.000 UTC</title>`
+//! (one instant per UTC time it names, space-separated);
+//! `static/local-time.js` rewrites them into the viewer's time zone (the
+//! tooltip keeps the UTC time after the local one).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 
 /// Text for SVG built by hand (names come from events and users).
 pub fn escape(text: &str) -> String {
@@ -16,7 +23,34 @@ pub fn escape(text: &str) -> String {
 }
 
 fn stamp(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+    t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()
+}
+
+/// The machine-readable instant of `data-utc`.
+fn instant(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A hover title naming `times` (each written with [`stamp`] in `text`).
+fn timed_title(text: &str, times: &[DateTime<Utc>]) -> String {
+    let instants: Vec<String> = times.iter().copied().map(instant).collect();
+    format!(
+        "<title data-utc=\"{}\">{}</title>",
+        instants.join(" "),
+        escape(text)
+    )
+}
+
+/// A time under a chart's axis at `(x, y)`: month, day and minute in UTC,
+/// the full UTC time on hover.
+fn axis_time(t: DateTime<Utc>, x: f64, y: f64, anchor: &str) -> String {
+    format!(
+        "<text class=\"axis-time\" x=\"{x:.1}\" y=\"{y:.1}\" font-size=\"10\" text-anchor=\"{anchor}\" \
+         data-utc=\"{}\">{}<title>{}</title></text>",
+        instant(t),
+        t.format("%m-%d %H:%M UTC"),
+        t.format("%Y-%m-%d %H:%M:%S UTC")
+    )
 }
 
 /// One strip: a name, the state at the start of the window and the
@@ -63,27 +97,23 @@ pub fn strips(
         let mut state = row.first;
         for (at, next) in row.steps.iter().copied().chain(std::iter::once((to, ""))) {
             out.push_str(&format!(
-                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {} from {}</title></rect>",
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\">{}</rect>",
                 x(start),
                 y + 3.0,
                 (x(at) - x(start)).max(0.0),
                 row_h - 6.0,
                 color(state),
-                escape(&row.name),
-                escape(state),
-                stamp(start)
+                timed_title(
+                    &format!("{} {state} from {}", row.name, stamp(start)),
+                    &[start]
+                )
             ));
             start = at;
             state = next;
         }
     }
     for (t, anchor) in [(from, "start"), (to, "end")] {
-        out.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"{anchor}\">{}</text>",
-            x(t),
-            height - 4.0,
-            t.format("%m-%d %H:%M")
-        ));
+        out.push_str(&axis_time(t, x(t), height - 4.0, anchor));
     }
     out.push_str("</svg>");
     out
@@ -203,14 +233,15 @@ impl ValueChart<'_> {
             };
             out.push_str(&format!(
                 "<rect class=\"span {}\" x=\"{:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{:.1}\" \
-                 fill=\"{fill}\" fill-opacity=\"0.25\"><title>{} from {} to {}</title></rect>",
+                 fill=\"{fill}\" fill-opacity=\"0.25\">{}</rect>",
                 s.state,
                 x(s.from),
                 (x(s.to) - x(s.from)).max(1.0),
                 h - top - bottom,
-                s.state,
-                stamp(s.from),
-                stamp(s.to)
+                timed_title(
+                    &format!("{} from {} to {}", s.state, stamp(s.from), stamp(s.to)),
+                    &[s.from, s.to]
+                )
             ));
         }
         out.push_str(&format!(
@@ -259,12 +290,7 @@ impl ValueChart<'_> {
             ));
         }
         for (t, anchor) in [(self.from, "start"), (self.to, "end")] {
-            out.push_str(&format!(
-                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"{anchor}\">{}</text>",
-                x(t),
-                h - 6.0,
-                t.format("%m-%d %H:%M")
-            ));
+            out.push_str(&axis_time(t, x(t), h - 6.0, anchor));
         }
         out.push_str("</svg>");
         out
@@ -324,5 +350,17 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 2, "a gap splits the line");
         assert!(svg.contains("data-points=\"3\""));
         assert!(svg.contains("class=\"span firing\""));
+        // Times in UTC with their instants, for local-time.js.
+        assert!(
+            svg.contains(
+                "<title data-utc=\"2026-12-01T10:01:00.000Z 2026-12-01T10:03:00.000Z\">firing from \
+                 2026-12-01 10:01:00.000 UTC to 2026-12-01 10:03:00.000 UTC</title>"
+            ),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("data-utc=\"2026-12-01T10:00:00.000Z\">12-01 10:00 UTC<title>2026-12-01 10:00:00 UTC</title></text>"),
+            "{svg}"
+        );
     }
 }

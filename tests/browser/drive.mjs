@@ -7,6 +7,20 @@
 // each step is an object with one `do`:
 //   {"do": "goto", "url": "..."}                  status and final URL
 //   {"do": "fill", "selector": "#q", "value": "x"} replaces the field's value
+//                                                  by typing it
+//   {"do": "set_value", "selector": "...", "value": "x"}
+//                                                  sets a field's value from
+//                                                  script (hidden fields too)
+//   {"do": "location"}                            the current URL and the
+//                                                  status of the document
+//   {"do": "goto_until", "url": "...", "url_contains": "...",
+//    "deadline_ms": 20000, "every_ms": 250}       opens the URL again and again
+//                                                  until the final URL holds
+//                                                  the text, or fails at the
+//                                                  deadline
+//   {"do": "timezone", "zone": "Asia/Kolkata"}    the page's time zone
+//   {"do": "read", "selector": "..."}             the first match's text,
+//                                                  value and attributes
 //   {"do": "tab_to", "selector": "#q", "max": 40}  presses Tab until the
 //                                                  element has focus
 //   {"do": "type", "text": "..."}                 types into the focused element
@@ -99,11 +113,64 @@ async function runAxe(page) {
   };
 }
 
-async function step(page, s, timeout) {
+// The status of the main frame's last document (after redirects), kept
+// as the page navigates: `location` reports it.
+function trackStatus(page) {
+  const seen = { status: null };
+  page.on("response", (response) => {
+    const request = response.request();
+    if (request.isNavigationRequest() && request.frame() === page.mainFrame()) {
+      seen.status = response.status();
+    }
+  });
+  return seen;
+}
+
+async function gotoUntil(page, s, timeout) {
+  const deadline = Date.now() + (s.deadline_ms ?? 20_000);
+  for (let tries = 1; ; tries += 1) {
+    const response = await page.goto(s.url, { waitUntil: "load", timeout });
+    if (page.url().includes(s.url_contains)) {
+      return { tries, status: response ? response.status() : null, url: page.url() };
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`${s.url} never led to a URL holding ${JSON.stringify(s.url_contains)} (last: ${page.url()}, ${tries} tries)`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, s.every_ms ?? 250));
+  }
+}
+
+async function step(page, s, timeout, seen) {
   switch (s.do) {
     case "goto": {
       const response = await page.goto(s.url, { waitUntil: "load", timeout });
       return { status: response ? response.status() : null, url: page.url() };
+    }
+    case "goto_until":
+      return gotoUntil(page, s, timeout);
+    case "set_value": {
+      const found = await page.$(s.selector);
+      if (!found) throw new Error(`no element matches ${s.selector}`);
+      await found.evaluate((el, value) => {
+        el.value = value;
+        el.dispatchEvent(new Event("input", { bubbles: true }));
+        el.dispatchEvent(new Event("change", { bubbles: true }));
+      }, String(s.value));
+      return {};
+    }
+    case "location":
+      return { url: page.url(), status: seen.status };
+    case "timezone":
+      await page.emulateTimezone(s.zone);
+      return {};
+    case "read": {
+      const found = await page.$(s.selector);
+      if (!found) throw new Error(`no element matches ${s.selector} on ${page.url()}`);
+      return found.evaluate((el) => ({
+        text: el.textContent,
+        value: "value" in el ? el.value : null,
+        attributes: Object.fromEntries([...el.attributes].map((a) => [a.name, a.value])),
+      }));
     }
     case "fill": {
       await page.waitForSelector(s.selector, { timeout });
@@ -184,11 +251,12 @@ async function main() {
   }, timeout);
   try {
     const page = await browser.newPage();
+    const seen = trackStatus(page);
     await page.setViewport(scenario.viewport ?? { width: 1400, height: 1000 });
     page.setDefaultTimeout(timeout);
     for (const [index, s] of scenario.steps.entries()) {
       try {
-        results.push({ do: s.do, ...(await step(page, s, timeout)) });
+        results.push({ do: s.do, ...(await step(page, s, timeout, seen)) });
       } catch (err) {
         error = `step ${index + 1} (${s.do}): ${err.message}`;
         break;

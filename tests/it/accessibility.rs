@@ -2,7 +2,9 @@
 //! data in it (the overview's seeded calls, budgets and alerts, a breaker
 //! transition and an audit chain), in Debian's headless Chromium driven by
 //! `tests/browser/drive.mjs`; and a form can be filled and sent with the
-//! keyboard alone (Tab to a field, type, Enter).
+//! keyboard alone (Tab to a field, type, Enter). The pages before
+//! signing in (the sign-in form, with and without its error, and an
+//! invitation link's form) pass too.
 
 use chrono::{Datelike, Utc};
 use serde_json::json;
@@ -13,7 +15,7 @@ use crate::support::browser::{describe, run, Step};
 use crate::support::{self, TestEnv};
 
 /// A breaker that opened ten minutes ago and is half open since five.
-async fn breaker_transitions(env: &TestEnv) {
+pub async fn breaker_transitions(env: &TestEnv) {
     let now = Utc::now().timestamp();
     let row = |at: i64, from: &str, to: &str, id: &str| {
         json!({
@@ -264,4 +266,63 @@ async fn a_silence_is_made_with_the_keyboard_alone() {
     assert_eq!(list.len(), 1, "{silences}");
     assert_eq!(list[0]["org_id"], "org-a");
     assert_eq!(list[0]["comment"], comment);
+}
+
+/// The pages a person sees before signing in: the sign-in form, the same
+/// form with the error of a wrong password, and an invitation link's form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_and_invitation_pages_pass_axe() {
+    let mut env = TestEnv::new("a11y_signin").await;
+    env.start_api().await;
+    let base = env.direct_api_url();
+    let link = env.run(&[
+        "users",
+        "invite",
+        "--email",
+        "grace@globex.example",
+        "--grant",
+        "globex:compliance",
+        "--base-url",
+        &base,
+    ]);
+    let invitation = link.trim().to_string();
+    assert!(
+        invitation.starts_with(&format!("{base}/invitations/")),
+        "{link}"
+    );
+    let steps = vec![
+        Step::Goto(format!("{base}/login?next=%2Foverview")),
+        Step::Axe,
+        Step::Fill("#email".into(), "nobody@example.com".into()),
+        Step::Fill("#password".into(), "not the password".into()),
+        Step::Click("form[action='/login'] button[type=submit]".into(), true),
+        Step::ExpectText("wrong email or password".into()),
+        Step::Axe,
+        Step::Goto(invitation.clone()),
+        Step::ExpectText("grace@globex.example".into()),
+        Step::Axe,
+    ];
+    let outcome = run(&steps).await.expect_ok();
+    assert_eq!(outcome.step(0)["status"], 200);
+    assert_eq!(outcome.step(4)["status"], 401, "the error page");
+    assert_eq!(outcome.step(7)["status"], 200, "the invitation");
+    let axed: Vec<&str> = outcome
+        .all("axe")
+        .iter()
+        .map(|s| s["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        axed,
+        [
+            format!("{base}/login?next=%2Foverview").as_str(),
+            format!("{base}/login").as_str(),
+            invitation.as_str(),
+        ]
+    );
+    let violations = outcome.violations();
+    assert!(
+        violations.is_empty(),
+        "serious or critical accessibility violations:\n{}",
+        describe(&violations)
+    );
 }

@@ -650,3 +650,183 @@ async fn overview_totals_rates_and_lists_equal_the_seeded_values() {
         .unwrap();
     assert_eq!(r.headers()["location"], "/overview");
 }
+
+/// The CSV a page link points at, read with `key`: `(status, lines split
+/// at commas)` (no seeded value holds a comma or a quote).
+async fn csv_of(seeded: &Seeded, href: &str, key: Option<&str>) -> (u16, Vec<Vec<String>>) {
+    let href = unescape(href);
+    let mut request = reqwest::Client::new().get(format!("{}{href}", seeded.env.direct_api_url()));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    if status == 200 {
+        assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    }
+    let body = r.text().await.unwrap();
+    let lines = body
+        .lines()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    (status, lines)
+}
+
+/// An attribute's text as the page wrote it, unescaped.
+fn unescape(text: &str) -> String {
+    text.replace("&#38;", "&").replace("&amp;", "&")
+}
+
+/// `href` of the link with `id` in `page`.
+fn href_of(page: &str, id: &str) -> String {
+    let at = page
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}"));
+    let rest = &page[at..];
+    let start = rest.find("href=\"").unwrap() + 6;
+    rest[start..start + rest[start..].find('"').unwrap()].to_string()
+}
+
+/// Money as the CSVs write it: every one of its 12 decimals.
+fn usd12(value: Decimal) -> String {
+    let mut exact = value;
+    exact.rescale(12);
+    exact.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_overview_table_has_a_csv_with_the_exact_values() {
+    let seeded = seeded("overview_csv").await;
+    let now = seeded.now;
+    let a = expected(&seeded.rows, now, Some("org-a"));
+    let page = get_page(&seeded, "/overview?org=org-a").await;
+    let link = |id: &str| href_of(&page, id);
+    let admin = Some(seeded.admin_key.as_str());
+
+    // Spend per day: every day of the month so far, exact.
+    let days_href = link("spend-days-csv-link");
+    assert_eq!(
+        unescape(&days_href),
+        "/api/v1/overview?format=csv&table=spend_days&org=org-a"
+    );
+    let (status, days) = csv_of(&seeded, &days_href, admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(days[0], ["day", "spend_usd"]);
+    let want: Vec<Vec<String>> = a
+        .days
+        .iter()
+        .map(|(day, spend)| vec![day.to_string(), usd12(*spend)])
+        .collect();
+    assert_eq!(days[1..], want[..]);
+    assert!(
+        days[1..]
+            .iter()
+            .all(|r| r[1].split('.').nth(1).unwrap().len() == 12),
+        "{days:?}"
+    );
+
+    // Budgets near their limit: org-a's daily ones, spend and limit exact.
+    let (status, budgets) = csv_of(&seeded, &link("budgets-csv-link"), admin).await;
+    assert_eq!(status, 200);
+    // The columns read below: subject, period, spend, limit, percent.
+    assert_eq!(
+        [1, 2, 4, 5, 6].map(|i| budgets[0][i].as_str()),
+        ["subject", "period", "spend_usd", "limit_usd", "percent"]
+    );
+    let percent = |limit: &str| {
+        let mut p = (a.today * Decimal::ONE_HUNDRED / d(limit)).round_dp(2);
+        p.rescale(2);
+        p.to_string()
+    };
+    let got: Vec<(&str, &str, &str, &str, String)> = budgets[1..]
+        .iter()
+        .map(|r| {
+            (
+                r[1].as_str(),
+                r[2].as_str(),
+                r[4].as_str(),
+                r[5].as_str(),
+                r[6].clone(),
+            )
+        })
+        .collect();
+    let spend = usd12(a.today);
+    assert_eq!(
+        got,
+        [
+            (
+                "budget/team/search",
+                "daily",
+                spend.as_str(),
+                "11.000000000000",
+                percent("11")
+            ),
+            (
+                "budget/org/org-a",
+                "daily",
+                spend.as_str(),
+                "12.000000000000",
+                percent("12")
+            ),
+        ],
+        "(unless the last hour crossed midnight)"
+    );
+
+    // The newest error patterns, the firing alert, the two hours.
+    let (status, patterns) = csv_of(&seeded, &link("patterns-csv-link"), admin).await;
+    assert_eq!(status, 200);
+    let hex = |(id, _): (u64, &str)| format!("{id:016x}");
+    let got: Vec<(&str, &str, &str)> = patterns[1..]
+        .iter()
+        .map(|r| (r[0].as_str(), r[1].as_str(), r[5].as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (hex(PATTERN_A).as_str(), PATTERN_A.1, "1"),
+            (hex(PATTERN_B).as_str(), PATTERN_B.1, "2"),
+        ]
+    );
+    let (status, alerts) = csv_of(&seeded, &link("alerts-csv-link"), admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let fired = (now - Duration::minutes(10)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(
+        alerts[1][..6],
+        [
+            seeded.firing[0].0.to_string(),
+            "org-a failing".to_string(),
+            "org-a".to_string(),
+            "critical".to_string(),
+            fired,
+            "15.0000".to_string()
+        ]
+    );
+    let (status, health) = csv_of(&seeded, &link("health-csv-link"), admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(health[1][0], "last_hour");
+    assert_eq!(health[1][3..5], [a.now.0.to_string(), a.now.1.to_string()]);
+    assert_eq!(health[1][6], a.now.2.unwrap().to_string());
+    assert_eq!(health[2][0], "same_hour_yesterday");
+    assert_eq!(
+        health[2][3..5],
+        [a.yesterday.0.to_string(), a.yesterday.1.to_string()]
+    );
+
+    // Access as the page's: finance of org-a reads the cost tables, not
+    // latency's; another org is a 404; nobody gets a 401.
+    let finance_a = seeded.env.create_key_with_role("finance", Some("org-a"));
+    let (status, scoped) = csv_of(&seeded, &link("budgets-csv-link"), Some(&finance_a)).await;
+    assert_eq!((status, &scoped), (200, &budgets));
+    let (status, _) = csv_of(&seeded, &link("health-csv-link"), Some(&finance_a)).await;
+    assert_eq!(status, 403);
+    let other = "/api/v1/overview?format=csv&table=budgets_near_limit&org=org-b";
+    assert_eq!(csv_of(&seeded, other, Some(&finance_a)).await.0, 404);
+    assert_eq!(csv_of(&seeded, &days_href, None).await.0, 401);
+    // A CSV needs a table, and a table only comes as CSV.
+    let (status, body) = csv_of(&seeded, "/api/v1/overview?format=csv", admin).await;
+    assert_eq!(status, 400);
+    assert!(body[0].join(",").contains("table"), "{body:?}");
+    let (status, _) = csv_of(&seeded, "/api/v1/overview?table=health", admin).await;
+    assert_eq!(status, 400);
+}

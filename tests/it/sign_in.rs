@@ -13,11 +13,19 @@ use reqwest::StatusCode;
 
 use crate::support::TestEnv;
 
-const PASSWORD: &str = "correct horse battery staple";
+pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Create a person with `grants` (`org:role`) and [`PASSWORD`] via the CLI.
 pub fn create_user(env: &TestEnv, email: &str, grants: &[&str]) {
+    create_named_user(env, email, None, grants)
+}
+
+/// [`create_user`] with a display name.
+pub fn create_named_user(env: &TestEnv, email: &str, name: Option<&str>, grants: &[&str]) {
     let mut args = vec!["users", "create", "--email", email, "--password-stdin"];
+    if let Some(name) = name {
+        args.extend(["--name", name]);
+    }
     for g in grants {
         args.extend(["--grant", g]);
     }

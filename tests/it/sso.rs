@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::support::TestEnv;
 
 /// The provider's URL, or `None` (the test says it is skipped).
-fn provider_url(test: &str) -> Option<String> {
+pub fn provider_url(test: &str) -> Option<String> {
     match std::env::var("TOLLGATE_TEST_OIDC") {
         Ok(url) if !url.is_empty() => Some(url.trim_end_matches('/').to_string()),
         _ => {
@@ -32,12 +32,12 @@ fn provider_url(test: &str) -> Option<String> {
 
 /// A `tollgate api` with `[auth.oidc]` pointing at a client registered at
 /// the provider for this server's callback.
-struct SsoServer {
-    env: TestEnv,
+pub struct SsoServer {
+    pub env: TestEnv,
 }
 
 impl SsoServer {
-    async fn start(label: &str, provider: &str) -> Self {
+    pub async fn start(label: &str, provider: &str) -> Self {
         let mut env = TestEnv::new(label).await;
         let redirect = format!("{}/auth/oidc/callback", env.direct_api_url());
         let registered: Value = reqwest::Client::new()

@@ -21,6 +21,7 @@ pub mod burndown;
 pub mod cost;
 pub mod errors;
 pub mod home;
+pub mod home_tables;
 pub mod latency;
 pub mod overview;
 pub mod params;

@@ -21,6 +21,23 @@ const DEADLINE: Duration = Duration::from_secs(120);
 pub enum Step {
     Goto(String),
     Fill(String, String),
+    /// Set a field's value from script (a hidden field too): `(selector,
+    /// value)`.
+    SetValue(String, String),
+    /// The current URL and the status of the document shown.
+    Location,
+    /// Open `url` again and again (every 250 ms) until the final URL holds
+    /// `url_contains`; fails after `deadline`.
+    GotoUntil {
+        url: String,
+        url_contains: String,
+        deadline: Duration,
+    },
+    /// The page's time zone from now on (an IANA name).
+    TimeZone(String),
+    /// The first element matching the selector: its text, value and
+    /// attributes.
+    Read(String),
     /// Press Tab until the element matching the selector has focus.
     TabTo(String),
     Type(String),
@@ -29,6 +46,8 @@ pub enum Step {
     Click(String, bool),
     ExpectText(String),
     Axe,
+    /// `(url, name, value)`: a cookie set before the page asks for it.
+    SetCookie(String, String, String),
     Cookies,
     Html,
     Screenshot(PathBuf),
@@ -42,6 +61,23 @@ impl Step {
                 json!({"do": "fill", "selector": selector, "value": value})
             }
             // Pages put the navigation and filters before their forms.
+            Self::SetValue(selector, value) => {
+                json!({"do": "set_value", "selector": selector, "value": value})
+            }
+            Self::Location => json!({"do": "location"}),
+            Self::GotoUntil {
+                url,
+                url_contains,
+                deadline,
+            } => json!({
+                "do": "goto_until",
+                "url": url,
+                "url_contains": url_contains,
+                "deadline_ms": deadline.as_millis() as u64,
+                "every_ms": 250,
+            }),
+            Self::TimeZone(zone) => json!({"do": "timezone", "zone": zone}),
+            Self::Read(selector) => json!({"do": "read", "selector": selector}),
             Self::TabTo(selector) => json!({"do": "tab_to", "selector": selector, "max": 200}),
             Self::Type(text) => json!({"do": "type", "text": text}),
             Self::Press(key, navigates) => {
@@ -52,6 +88,9 @@ impl Step {
             }
             Self::ExpectText(text) => json!({"do": "expect_text", "text": text}),
             Self::Axe => json!({"do": "axe"}),
+            Self::SetCookie(url, name, value) => {
+                json!({"do": "set_cookie", "url": url, "name": name, "value": value})
+            }
             Self::Cookies => json!({"do": "cookies"}),
             Self::Html => json!({"do": "html"}),
             Self::Screenshot(path) => json!({"do": "screenshot", "path": path}),
@@ -118,6 +157,12 @@ impl Outcome {
             .and_then(|s| s["html"].as_str())
             .expect("the scenario has an html step")
             .to_string()
+    }
+
+    /// The results of every step that did `what` (`"read"`, `"location"`),
+    /// in order.
+    pub fn all(&self, what: &str) -> Vec<&Value> {
+        self.steps.iter().filter(|s| s["do"] == what).collect()
     }
 
     /// The result of step `i` (in scenario order).
