@@ -39,6 +39,7 @@ mod leases;
 mod overview;
 mod pipeline_health;
 mod processor;
+mod prometheus;
 mod proxy;
 mod proxy_recovery;
 mod sign_in;

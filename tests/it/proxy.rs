@@ -333,8 +333,15 @@ backoff_max_ms = 2000
             .unwrap()
     }
 
-    /// One sample from `GET /metrics`.
+    /// One sample from `GET /metrics` (a count).
     pub(crate) async fn metric(&self, name: &str) -> u64 {
+        let value = self.metric_f64(name).await;
+        assert!(value.fract() == 0.0 && value >= 0.0, "{name} = {value} is not a count");
+        value as u64
+    }
+
+    /// One sample from `GET /metrics`.
+    pub(crate) async fn metric_f64(&self, name: &str) -> f64 {
         let text = self
             .http
             .get(format!("{}/metrics", self.url()))
@@ -836,7 +843,12 @@ async fn decisions_deny_throttle_reroute_and_the_local_rate_limit_apply() {
         blocked.len()
     );
     assert!(proxy.metric("tollgate_proxy_decision_records_total").await >= 6);
-    assert!(proxy.metric("tollgate_proxy_decision_freshness_ms").await < 1000);
+    assert!(
+        proxy
+            .metric_f64("tollgate_proxy_decision_freshness_seconds")
+            .await
+            < 1.0
+    );
 }
 
 /// Send raw bytes over TCP and return the status line.

@@ -31,6 +31,7 @@ use tollgate_control::config::{ClickHouseConfig, KafkaConfig, PostgresConfig};
 use crate::breakers::config::BreakersConfig;
 use crate::config::ProcessorConfig;
 use crate::consumer::Counters;
+use crate::metrics::ProcessMetrics;
 use crate::error::Result;
 use audit::AuditConfig;
 
@@ -85,6 +86,8 @@ pub struct FoldContext {
     pub processor: ProcessorConfig,
     pub audit: AuditConfig,
     pub breakers: BreakersConfig,
+    /// What `/metrics` reports about the folds (`crate::metrics`).
+    pub metrics: Arc<ProcessMetrics>,
     /// Cancelled to stop every fold (each cancels it when it fails).
     pub shutdown: CancellationToken,
 }
