@@ -75,37 +75,37 @@ impl ProcessMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "messages",
-            "Messages of the events topic a fold read (stored, skipped, dead-lettered or without a row).",
+            "Messages of the events topic a fold read (stored, skipped, dead-lettered or without a row)",
             self.messages.clone(),
         );
         registry.register(
             "rows_inserted",
-            "Rows a fold inserted into ClickHouse.",
+            "Rows a fold inserted into ClickHouse",
             self.rows_inserted.clone(),
         );
         registry.register(
             "batch_rows",
-            "Rows per ClickHouse insert of a fold (one flushed batch of one table partition).",
+            "Rows per ClickHouse insert of a fold (one flushed batch of one table partition)",
             self.batch_rows.clone(),
         );
         registry.register(
             "insert_duration_seconds",
-            "Time of one successful ClickHouse insert of a fold, with its progress write.",
+            "Time of one successful ClickHouse insert of a fold, with its progress write",
             self.insert_duration.clone(),
         );
         registry.register(
             "insert_errors",
-            "ClickHouse insert attempts of a fold that failed (each is retried).",
+            "ClickHouse insert attempts of a fold that failed (each is retried)",
             self.insert_errors.clone(),
         );
         registry.register(
             "dead_letters",
-            "Messages a fold wrote to the dead-letter topic.",
+            "Messages a fold wrote to the dead-letter topic",
             self.dead_letters.clone(),
         );
         registry.register(
             "consumer_lag_messages",
-            "Messages of an events-topic partition this process owns that are not stored yet (high watermark minus stored position), per consumer group; sampled every processor.health_sample_secs.",
+            "Messages of an events-topic partition this process owns that are not stored yet (high watermark minus stored position), per consumer group; sampled every processor.health_sample_secs",
             self.consumer_lag.clone(),
         );
     }
@@ -187,11 +187,12 @@ mod tests {
             "# TYPE tollgate_process_messages_total counter",
             "tollgate_process_messages_total{fold=\"calls\"} 12",
             "# TYPE tollgate_process_batch_rows histogram",
-            "tollgate_process_batch_rows_bucket{le=\"10.0\",fold=\"calls\"} 0",
-            "tollgate_process_batch_rows_bucket{le=\"100.0\",fold=\"calls\"} 1",
+            "tollgate_process_batch_rows_bucket{fold=\"calls\",le=\"10\"} 0",
+            "tollgate_process_batch_rows_bucket{fold=\"calls\",le=\"100\"} 1",
             "tollgate_process_batch_rows_count{fold=\"calls\"} 1",
             "# TYPE tollgate_process_insert_duration_seconds histogram",
-            "tollgate_process_insert_duration_seconds_bucket{le=\"0.005\",fold=\"calls\"} 1",
+            "tollgate_process_insert_duration_seconds_bucket{fold=\"calls\",le=\"0.0025\"} 0",
+            "tollgate_process_insert_duration_seconds_bucket{fold=\"calls\",le=\"0.005\"} 1",
             "tollgate_process_insert_errors_total{fold=\"calls\"} 1",
             "tollgate_process_dead_letters_total{fold=\"calls\"} 2",
             "# TYPE tollgate_process_consumer_lag_messages gauge",

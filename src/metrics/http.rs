@@ -55,12 +55,12 @@ impl HttpMetrics {
         };
         registry.register(
             "requests",
-            "HTTP requests answered, by route pattern, method and status class.",
+            "HTTP requests answered, by route pattern, method and status class",
             metrics.requests.clone(),
         );
         registry.register(
             "request_duration_seconds",
-            "From a request's arrival to its response head, by route pattern, method and status class.",
+            "From a request's arrival to its response head, by route pattern, method and status class",
             metrics.duration.clone(),
         );
         metrics

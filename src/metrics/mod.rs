@@ -36,7 +36,7 @@ impl MetricsRegistry {
         let mut registry = Registry::with_prefix("tollgate");
         registry.register(
             "build",
-            "The running tollgate: its role and version.",
+            "The running tollgate: its role and version",
             Info::new(vec![
                 ("role", role.to_string()),
                 ("version", env!("CARGO_PKG_VERSION").to_string()),

@@ -76,77 +76,77 @@ impl ProxyMetrics {
         let counters: [(&str, &str, &Counter); 15] = [
             (
                 "budget_refusals",
-                "Calls refused because the most they could cost did not fit a hard budget.",
+                "Calls refused because the most they could cost did not fit a hard budget",
                 &self.budget_refusals,
             ),
             (
                 "budget_reservations",
-                "Calls admitted with a reservation of the most they could cost against a hard budget.",
+                "Calls admitted with a reservation of the most they could cost against a hard budget",
                 &self.budget_reservations,
             ),
             (
                 "rate_limited_responses",
-                "429 responses (gates and upstream).",
+                "429 responses (gates and upstream)",
                 &self.rate_limited_responses,
             ),
             (
                 "upstream_attempts",
-                "Requests sent to upstream providers.",
+                "Requests sent to upstream providers",
                 &self.upstream_attempts,
             ),
             (
                 "upstream_failures",
-                "Upstream attempts that failed before a successful response.",
+                "Upstream attempts that failed before a successful response",
                 &self.upstream_failures,
             ),
             (
                 "retries",
-                "Upstream attempts that were retries.",
+                "Upstream attempts that were retries",
                 &self.retries,
             ),
             (
                 "fallbacks",
-                "Calls that moved to a fallback model.",
+                "Calls that moved to a fallback model",
                 &self.fallbacks,
             ),
             (
                 "breaker_skips",
-                "Candidate models a fleet or local breaker took out of a call.",
+                "Candidate models a fleet or local breaker took out of a call",
                 &self.breaker_skips,
             ),
             (
                 "recovery_reorders",
-                "Next attempts chosen by a learned recovery plan instead of the configured order.",
+                "Next attempts chosen by a learned recovery plan instead of the configured order",
                 &self.recovery_reorders,
             ),
             (
                 "blocked",
-                "Calls refused by a gate (ai.call.blocked).",
+                "Calls refused by a gate (ai.call.blocked)",
                 &self.blocked,
             ),
             (
                 "cancelled",
-                "Streams the client hung up on.",
+                "Streams the client hung up on",
                 &self.cancelled,
             ),
             (
                 "events_produced",
-                "Events Kafka acknowledged directly.",
+                "Events Kafka acknowledged directly",
                 &self.events_produced,
             ),
             (
                 "events_spooled",
-                "Events written to the disk spool.",
+                "Events written to the disk spool",
                 &self.events_spooled,
             ),
             (
                 "events_replayed",
-                "Spooled events Kafka acknowledged on replay.",
+                "Spooled events Kafka acknowledged on replay",
                 &self.events_replayed,
             ),
             (
                 "decision_records",
-                "Decision records read from the decisions topic.",
+                "Decision records read from the decisions topic",
                 &self.decision_records,
             ),
         ];
@@ -156,17 +156,17 @@ impl ProxyMetrics {
         let gauges: [(&str, &str, &Gauge); 3] = [
             (
                 "spool_pending_bytes",
-                "Bytes in the spool not yet replayed.",
+                "Bytes in the spool not yet replayed",
                 &self.spool_pending_bytes,
             ),
             (
                 "decisions_in_force",
-                "Decisions (other than allow) in the cache.",
+                "Decisions (other than allow) in the cache",
                 &self.decisions_in_force,
             ),
             (
                 "budget_reservations_open",
-                "Budget reservations held by calls still running.",
+                "Budget reservations held by calls still running",
                 &self.budget_reservations_open,
             ),
         ];
@@ -175,12 +175,12 @@ impl ProxyMetrics {
         }
         registry.register(
             "decision_freshness_seconds",
-            "From the last decision record's Kafka timestamp to its application.",
+            "From the last decision record's Kafka timestamp to its application",
             self.decision_freshness.clone(),
         );
         registry.register(
             "decision_applied_timestamp_seconds",
-            "When the last decision record was applied (Unix time); time() minus this is the newest decision's age.",
+            "When the last decision record was applied (Unix time); time() minus this is the newest decision's age",
             self.decision_applied_at.clone(),
         );
     }
