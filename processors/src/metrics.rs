@@ -210,6 +210,8 @@ mod tests {
         m.consumer_lag("g", &[(1, 0)], &[0, 1]);
         let text = exposition(&m);
         assert!(!text.contains("partition=\"0\""), "{text}");
-        assert!(text.contains("tollgate_process_consumer_lag_messages{group=\"g\",partition=\"1\"} 0"));
+        assert!(
+            text.contains("tollgate_process_consumer_lag_messages{group=\"g\",partition=\"1\"} 0")
+        );
     }
 }

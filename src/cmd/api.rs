@@ -62,11 +62,7 @@ pub fn print_routes(config: &Config, json: bool) -> anyhow::Result<()> {
         audit: state.audit.clone(),
         ..Default::default()
     };
-    let routes = every_route(
-        state,
-        pages,
-        &MetricsRegistry::new("api").into_exposition(),
-    );
+    let routes = every_route(state, pages, &MetricsRegistry::new("api").into_exposition());
     let rows: Vec<serde_json::Value> = routes
         .table()
         .iter()

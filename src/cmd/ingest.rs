@@ -76,8 +76,8 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         "ingest API listening"
     );
     serve(listener, app, super::shutdown::shutdown_signal())
-    .await
-    .context("ingest HTTP server failed")?;
+        .await
+        .context("ingest HTTP server failed")?;
     tracing::info!("shutting down: flushing events still in flight");
     producer.flush(Duration::from_secs(10))?;
     if let Some(sampler) = sampler {

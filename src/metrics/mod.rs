@@ -104,8 +104,9 @@ mod tests {
         let text = MetricsRegistry::new("ingest").into_exposition().text();
         let version = env!("CARGO_PKG_VERSION");
         assert!(
-            text.lines().any(|l| l
-                == format!("tollgate_build_info{{role=\"ingest\",version=\"{version}\"}} 1")),
+            text.lines()
+                .any(|l| l
+                    == format!("tollgate_build_info{{role=\"ingest\",version=\"{version}\"}} 1")),
             "{text}"
         );
     }

@@ -336,7 +336,10 @@ backoff_max_ms = 2000
     /// One sample from `GET /metrics` (a count).
     pub(crate) async fn metric(&self, name: &str) -> u64 {
         let value = self.metric_f64(name).await;
-        assert!(value.fract() == 0.0 && value >= 0.0, "{name} = {value} is not a count");
+        assert!(
+            value.fract() == 0.0 && value >= 0.0,
+            "{name} = {value} is not a count"
+        );
         value as u64
     }
 

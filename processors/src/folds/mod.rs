@@ -31,8 +31,8 @@ use tollgate_control::config::{ClickHouseConfig, KafkaConfig, PostgresConfig};
 use crate::breakers::config::BreakersConfig;
 use crate::config::ProcessorConfig;
 use crate::consumer::Counters;
-use crate::metrics::ProcessMetrics;
 use crate::error::Result;
+use crate::metrics::ProcessMetrics;
 use audit::AuditConfig;
 
 /// Every fold, in the order `tollgate sql-catalog` lists their statements.

@@ -32,8 +32,8 @@ use super::{FoldContext, FoldEntry, Running, Runs};
 use crate::clickhouse::error as ch_error;
 use crate::config::ProcessorConfig;
 use crate::consumer::{run_fold, Counters};
-use crate::metrics::FoldMetrics;
 use crate::error::{Error, Result};
+use crate::metrics::FoldMetrics;
 use fold::AuditFold;
 use rows::{AuditChains, CheckpointPolicy};
 use sink::ClickHouseAuditSink;
@@ -158,7 +158,16 @@ pub async fn run(
         },
     );
     let fold = AuditFold::new(chains, ClickHouseAuditSink::new(client(ch), anchor));
-    run_fold(fold, kafka, ch, processor, &audit.group_id, metrics, shutdown).await
+    run_fold(
+        fold,
+        kafka,
+        ch,
+        processor,
+        &audit.group_id,
+        metrics,
+        shutdown,
+    )
+    .await
 }
 
 /// The audit fold's run-time queries, for the SQL compatibility check.
