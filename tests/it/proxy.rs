@@ -1578,6 +1578,22 @@ async fn concurrent_calls_cannot_overrun_a_hard_budget() {
         admitted.len()
     );
     assert!(refused > 0);
+    // The proxy's metrics count the same: a reservation per admitted call,
+    // a refusal per refused one, and none held once every call has ended
+    // (a reservation is released just after its response's last byte).
+    assert_eq!(
+        proxy.metric("tollgate_proxy_budget_reservations_total").await,
+        admitted.len() as u64
+    );
+    assert_eq!(
+        proxy.metric("tollgate_proxy_budget_refusals_total").await,
+        refused as u64
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.metric("tollgate_proxy_budget_reservations_open").await > 0 {
+        assert!(Instant::now() < deadline, "reservations still open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(spent <= limit, "overrun: spent {spent} > {limit}");
     assert!(
         spent > limit - estimate,
