@@ -1582,7 +1582,9 @@ async fn concurrent_calls_cannot_overrun_a_hard_budget() {
     // a refusal per refused one, and none held once every call has ended
     // (a reservation is released just after its response's last byte).
     assert_eq!(
-        proxy.metric("tollgate_proxy_budget_reservations_total").await,
+        proxy
+            .metric("tollgate_proxy_budget_reservations_total")
+            .await,
         admitted.len() as u64
     );
     assert_eq!(
@@ -1590,7 +1592,11 @@ async fn concurrent_calls_cannot_overrun_a_hard_budget() {
         refused as u64
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.metric("tollgate_proxy_budget_reservations_open").await > 0 {
+    while proxy
+        .metric("tollgate_proxy_budget_reservations_open")
+        .await
+        > 0
+    {
         assert!(Instant::now() < deadline, "reservations still open");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
