@@ -100,6 +100,24 @@ async fn wait_for(
     }
 }
 
+/// Poll a one-number `expr` until it is exactly `want`.
+async fn wait_for_value(
+    prom: &str,
+    expr: &str,
+    want: f64,
+    timeout: Duration,
+    context: impl Fn() -> String,
+) {
+    wait_for(
+        prom,
+        expr,
+        timeout,
+        |s| s.first().map(|s| s.value) == Some(want),
+        context,
+    )
+    .await;
+}
+
 /// The directory Prometheus reads file_sd targets from, as its running
 /// configuration says (the first `files:` glob).
 async fn targets_dir(prom: &str) -> PathBuf {
@@ -245,14 +263,8 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
     // Every partition of the events topic has its lag, 0 while idle.
     let partitions = partition_count(&proxy.env.events_topic);
     let lag = format!("tollgate_process_consumer_lag_messages{{{mine},group=\"{test}\"}}");
-    wait_for(
-        &prom,
-        &lag,
-        Duration::from_secs(60),
-        |s| s.len() == partitions && s.iter().all(|s| s.value == 0.0),
-        logs,
-    )
-    .await;
+    let idle = |s: &[Sample]| s.len() == partitions && s.iter().all(|s| s.value == 0.0);
+    wait_for(&prom, &lag, Duration::from_secs(60), idle, logs).await;
 
     // Traffic of a known size to each HTTP role, counted from before it.
     let requests = |job: &str, route: &str, method: &str| {
@@ -343,60 +355,47 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
         "{peak:?}"
     );
 
-    for (i, (job, route, method, sent)) in [
-        ("ingest", "/v1/events", "POST", INGEST_REQUESTS),
-        ("api", "/api/v1/reports/cost", "GET", API_REQUESTS),
-        ("proxy", "/v1/chat/completions", "POST", PROXY_CALLS),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let want = before[i] + sent as f64;
-        wait_for(
-            &prom,
-            &requests(job, route, method),
-            Duration::from_secs(30),
-            |s| s.first().map(|s| s.value) == Some(want),
-            logs,
-        )
-        .await;
+    // Each counter rose by exactly what was sent.
+    let expected = [
+        (
+            requests("ingest", "/v1/events", "POST"),
+            before[0] + INGEST_REQUESTS as f64,
+        ),
+        (
+            requests("api", "/api/v1/reports/cost", "GET"),
+            before[1] + API_REQUESTS as f64,
+        ),
+        (
+            requests("proxy", "/v1/chat/completions", "POST"),
+            before[2] + PROXY_CALLS as f64,
+        ),
+        (
+            format!(
+                "sum(tollgate_ingest_rejected_events_total{{{mine},field=\"{rejected_field}\"}})"
+            ),
+            INGEST_REQUESTS as f64,
+        ),
+        (
+            format!("sum(tollgate_proxy_upstream_attempts_total{{{mine}}})"),
+            PROXY_CALLS as f64,
+        ),
+    ];
+    for (expr, want) in &expected {
+        wait_for_value(&prom, expr, *want, Duration::from_secs(30), logs).await;
     }
-    wait_for(
-        &prom,
-        &format!("sum(tollgate_ingest_rejected_events_total{{{mine},field=\"{rejected_field}\"}})"),
-        Duration::from_secs(30),
-        |s| s.first().map(|s| s.value) == Some(INGEST_REQUESTS as f64),
-        logs,
-    )
-    .await;
-    wait_for(
-        &prom,
-        &format!("sum(tollgate_proxy_upstream_attempts_total{{{mine}}})"),
-        Duration::from_secs(30),
-        |s| s.first().map(|s| s.value) == Some(PROXY_CALLS as f64),
-        logs,
-    )
-    .await;
 
     // Every event sent was inserted once, and the lag drains to 0 on every
     // partition.
     let events = (BACKLOG + INGEST_REQUESTS + PROXY_CALLS) as f64;
-    wait_for(
+    wait_for_value(
         &prom,
         &format!("sum(tollgate_process_rows_inserted_total{{{mine},fold=\"calls\"}})"),
+        events,
         Duration::from_secs(240),
-        |s| s.first().map(|s| s.value) == Some(events),
         logs,
     )
     .await;
-    wait_for(
-        &prom,
-        &lag,
-        Duration::from_secs(60),
-        |s| s.len() == partitions && s.iter().all(|s| s.value == 0.0),
-        logs,
-    )
-    .await;
+    wait_for(&prom, &lag, Duration::from_secs(60), idle, logs).await;
     let calls = proxy.env.ch_u64("SELECT count() FROM {db}.calls").await;
     assert_eq!(calls as f64, events);
 }
