@@ -146,6 +146,10 @@ wait_for() {
 #   OIDC_LISTEN OIDC_URL (the development OpenID provider, dev/oidc, for the
 #   single sign-on tests; its issuer URL is OIDC_URL; DEV_OIDC_LISTEN
 #   overrides it)
+#   PROCESS_METRICS (`[processor] metrics_listen`: where the demo's
+#   `tollgate process` serves /metrics)
+#   PROM_LISTEN PROM_URL (Prometheus, scraping the roles' /metrics; like
+#   Alertmanager not a tollgate setting; DEV_PROMETHEUS_LISTEN overrides it)
 # (Kafka's controller port and ClickHouse's native port are not in the
 # configuration, since tollgate never uses them: dev/stack takes the next
 # ports after the broker's and the fixed 9000.)
@@ -182,6 +186,7 @@ values = {
     "PROXY_URL": "http://" + c["proxy"]["listen"],
     "MOCK_URL": f"http://{mock.hostname}:{mock.port}",
     "MOCK_LISTEN": f"{mock.hostname}:{mock.port}",
+    "PROCESS_METRICS": c.get("processor", {}).get("metrics_listen", ""),
 }
 for key, value in values.items():
     print(f"{key}={shlex.quote(str(value))}")
@@ -197,4 +202,9 @@ PY
     OIDC_LISTEN="${DEV_OIDC_LISTEN:-127.0.0.1:9096}"
     # shellcheck disable=SC2034  # read by dev/stack and dev/test
     OIDC_URL="http://$OIDC_LISTEN"
+    # 9097: the next free port after the OpenID provider's (Prometheus's
+    # own default, 9090, is often taken by another Prometheus).
+    PROM_LISTEN="${DEV_PROMETHEUS_LISTEN:-127.0.0.1:9097}"
+    # shellcheck disable=SC2034  # read by dev/stack and dev/test
+    PROM_URL="http://$PROM_LISTEN"
 }

@@ -2,6 +2,7 @@
 
 mod cmd;
 mod config;
+mod metrics;
 mod telemetry;
 mod workload;
 

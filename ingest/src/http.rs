@@ -50,6 +50,7 @@ use uuid::Uuid;
 
 use crate::config::IngestConfig;
 use crate::error::IngestError;
+use crate::metrics::IngestMetrics;
 use tollgate_contract::{
     event_schema, parse_event, split_body, BatchItem, BodyFormat, Event, Limits, Rejection,
 };
@@ -72,6 +73,8 @@ pub struct IngestState {
     /// Events answered `rejected` since the health sampler last took the
     /// count (`tollgate_control::pipeline_health`).
     pub rejected: Arc<Tally>,
+    /// What `/metrics` reports about ingest (`crate::metrics`).
+    pub metrics: Arc<IngestMetrics>,
 }
 
 impl IngestState {
@@ -87,6 +90,7 @@ impl IngestState {
             max_body_bytes: config.max_body_bytes,
             max_events_per_request: config.max_events_per_request,
             rejected: Arc::new(Tally::default()),
+            metrics: Arc::new(IngestMetrics::default()),
         }
     }
 }
@@ -214,6 +218,14 @@ async fn ingest_batch(
     // of a 200 or 400 answer). A body refused whole (401, 403, 413, or not
     // splittable into events) has no events to count.
     state.rejected.add(response.rejected as u64);
+    state
+        .metrics
+        .events(response.accepted, response.rejected, response.failed);
+    for result in &response.results {
+        if let ItemOutcome::Rejected { field, .. } = &result.outcome {
+            state.metrics.rejected(field);
+        }
+    }
     tracing::info!(
         status = status.as_u16(),
         accepted = response.accepted,

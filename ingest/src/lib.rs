@@ -7,5 +7,6 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
 
 pub use error::{Fault, IngestError};

@@ -22,6 +22,11 @@ pub struct ProcessorConfig {
     /// partition, dead letters) to `pipeline_health`, seconds; 0 writes
     /// none (`docs/processor.md`, "Health samples").
     pub health_sample_secs: u64,
+    /// Where `tollgate process` serves `GET /metrics` (`docs/metrics.md`),
+    /// e.g. `127.0.0.1:9464`; unset: no listener (several processes on one
+    /// host each need their own port). The binary serves it; the
+    /// processors only own the metrics.
+    pub metrics_listen: Option<String>,
     /// The pattern learner (`crate::patterns`): `[processor.patterns]`.
     pub patterns: PatternsConfig,
     /// The recovery learner (`crate::recovery`): `[processor.recovery]`.
@@ -37,6 +42,7 @@ impl Default for ProcessorConfig {
             batch_max_wait_ms: 500,
             session_timeout_ms: 10_000,
             health_sample_secs: 10,
+            metrics_listen: None,
             patterns: PatternsConfig::default(),
             recovery: RecoveryConfig::default(),
         }

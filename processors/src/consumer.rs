@@ -70,6 +70,7 @@ use crate::dlq::{DeadLetterReason, DeadLetterWriter, Source};
 use crate::error::{Error, Result};
 use crate::fold::{Fold, MessageMeta, Positioned};
 use crate::health::ConsumerHealth;
+use crate::metrics::FoldMetrics;
 use crate::resume::{stored_offsets_in, ResumePositions};
 use tollgate_control::clickhouse::client;
 use tollgate_control::config::ClickHouseConfig;
@@ -222,6 +223,8 @@ struct Processor<F: Fold> {
     counters: Counters,
     /// What the health sampler reads (`crate::health`), when it runs.
     health: Option<Arc<ConsumerHealth>>,
+    /// This fold's series of `tollgate_process_*` (`crate::metrics`).
+    metrics: FoldMetrics,
     shutdown: CancellationToken,
 }
 
@@ -252,9 +255,22 @@ pub async fn run_fold<F: Fold>(
     ch: &ClickHouseConfig,
     config: &ProcessorConfig,
     group_id: &str,
+    metrics: FoldMetrics,
     shutdown: CancellationToken,
 ) -> Result<Counters> {
-    run_fold_reporting(fold, kafka, ch, config, group_id, None, shutdown).await
+    let reporting = Reporting {
+        health: None,
+        metrics,
+    };
+    run_fold_reporting(fold, kafka, ch, config, group_id, reporting, shutdown).await
+}
+
+/// What a fold's consumer loop reports besides its rows: to the
+/// pipeline-health sampler ([`crate::health`]), when one runs, and to
+/// `/metrics` ([`crate::metrics`]).
+pub struct Reporting {
+    pub health: Option<Arc<ConsumerHealth>>,
+    pub metrics: FoldMetrics,
 }
 
 /// [`run_fold`], telling `health` (the pipeline-health sampler,
@@ -265,9 +281,10 @@ pub async fn run_fold_reporting<F: Fold>(
     ch: &ClickHouseConfig,
     config: &ProcessorConfig,
     group_id: &str,
-    health: Option<Arc<ConsumerHealth>>,
+    reporting: Reporting,
     shutdown: CancellationToken,
 ) -> Result<Counters> {
+    let Reporting { health, metrics } = reporting;
     let client = client(ch);
     let context = ProcessorContext {
         topic: kafka.events_topic.clone(),
@@ -310,6 +327,7 @@ pub async fn run_fold_reporting<F: Fold>(
         dlq,
         counters: Counters::default(),
         health,
+        metrics,
         shutdown: shutdown.clone(),
     };
     processor.consume(&consumer).await?;
@@ -412,6 +430,7 @@ impl<F: Fold> Processor<F> {
     ) -> Result<()> {
         let (partition, offset) = (message.partition(), message.offset());
         self.counters.messages += 1;
+        self.metrics.messages.inc();
         if self.positions.get(partition).is_none() {
             self.look_up_positions(consumer, partition).await?;
         }
@@ -476,6 +495,7 @@ impl<F: Fold> Processor<F> {
         )
         .await?;
         self.counters.dead_lettered += 1;
+        self.metrics.dead_letters.inc();
         if let Some(h) = &self.health {
             h.dead_letters.add(1);
         }
@@ -596,6 +616,11 @@ impl<F: Fold> Processor<F> {
                     }
                     self.counters.rows_inserted += rows.len() as u64;
                     self.counters.inserts += 1;
+                    self.metrics.rows_inserted.inc_by(rows.len() as u64);
+                    self.metrics.batch_rows.observe(rows.len() as f64);
+                    self.metrics
+                        .insert_duration
+                        .observe(started.elapsed().as_secs_f64());
                     debug!(
                         rows = rows.len(),
                         ms = started.elapsed().as_millis() as u64,
@@ -604,6 +629,7 @@ impl<F: Fold> Processor<F> {
                     return Ok(());
                 }
                 Err(err) => {
+                    self.metrics.insert_errors.inc();
                     warn!(rows = rows.len(), attempt, clickhouse = %self.ch.url, %err, "insert failed, retrying");
                     check_stored = true;
                 }

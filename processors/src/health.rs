@@ -2,7 +2,8 @@
 //! samples"): every `processor.health_sample_secs` it writes, through
 //! [`tollgate_control::pipeline_health`], the consumer lag of each
 //! partition this process owns and the messages it dead-lettered since the
-//! last sample.
+//! last sample; the same lags are `/metrics`' consumer lag
+//! ([`crate::metrics`]).
 //!
 //! The lag of a partition is its high watermark minus the position this
 //! process has stored: the next offset of the last flushed batch (every
@@ -32,6 +33,7 @@ use tollgate_control::pipeline_health::{HealthReporter, Sample, Tally};
 use tracing::debug;
 
 use crate::error::{Error, Result};
+use crate::metrics::ProcessMetrics;
 
 /// How long one watermark or committed-offset request may take.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(2);
@@ -94,6 +96,7 @@ pub fn start(
     group_id: &str,
     every: Duration,
     health: Arc<ConsumerHealth>,
+    metrics: Arc<ProcessMetrics>,
     shutdown: CancellationToken,
 ) -> Result<Option<JoinHandle<()>>> {
     if every.is_zero() {
@@ -113,16 +116,25 @@ pub fn start(
         })?;
     let client = Arc::new(client);
     let topic = kafka.events_topic.clone();
+    let group = group_id.to_string();
+    // The partitions of the last sample, whose lag series go when revoked.
+    let reported = Arc::new(Mutex::new(Vec::new()));
     let reporter = HealthReporter::new(ch, "process", every);
     Ok(Some(reporter.spawn(
         move || {
             let (client, topic, health) = (client.clone(), topic.clone(), health.clone());
+            let (metrics, group, reported) = (metrics.clone(), group.clone(), reported.clone());
             async move {
                 let dead_letters = health.dead_letters.take();
                 let owned = health.snapshot();
                 let lags = tokio::task::spawn_blocking(move || lags(&client, &topic, &owned))
                     .await
                     .unwrap_or_default();
+                {
+                    let mut reported = reported.lock().unwrap_or_else(|e| e.into_inner());
+                    metrics.consumer_lag(&group, &lags, &reported);
+                    *reported = lags.iter().map(|(p, _)| *p).collect();
+                }
                 let mut samples = vec![Sample::whole(PipelineMetric::DeadLetters, dead_letters)];
                 samples.extend(
                     lags.into_iter()

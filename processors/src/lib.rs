@@ -4,7 +4,8 @@
 //! them, the audit chain, and the one registry of them), ClickHouse
 //! migrations and Kafka topic set-up, repricing, and the budget watcher that
 //! publishes gating decisions, and the fleet-wide circuit breakers
-//! ([`breakers`]), and alert delivery ([`alerting`]). The
+//! ([`breakers`]), and alert delivery ([`alerting`]); what `/metrics`
+//! reports about all of it ([`metrics`]). The
 //! read side is `tollgate-queries` (`api/queries/`), the control plane
 //! `tollgate-control` (`ingest/control/`).
 
@@ -21,6 +22,7 @@ pub mod error;
 pub mod fold;
 pub mod folds;
 pub mod health;
+pub mod metrics;
 pub mod migrations;
 pub mod patterns;
 pub mod progress;

@@ -2,10 +2,10 @@
 //! dashboards (`tollgate-dashboards`), two sibling routers merged here, on
 //! `[api] listen` until SIGTERM or ctrl-c, after checking that ClickHouse
 //! answers and is migrated (so a bad address fails at start, not on the
-//! first page view).
+//! first page view). `GET /metrics` (`crate::metrics`) is one of its routes.
 
 use anyhow::Context;
-use tollgate_access::{Gate, Routes, StoreAuthenticator};
+use tollgate_access::{Access, Gate, Routes, StoreAuthenticator};
 use tollgate_api::ApiState;
 use tollgate_control::accounts::{AccountStore, SessionStore};
 use tollgate_control::budgets::BudgetStore;
@@ -19,6 +19,7 @@ use tollgate_dashboards::sign_in_sso::config::SsoSettings;
 use tollgate_queries::{ReadModelError, ReadModels};
 
 use crate::config::Config;
+use crate::metrics::{Exposition, MetricsRegistry};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,10 +28,18 @@ pub struct Args {
     listen: Option<String>,
 }
 
-/// Every route the server answers, API and pages, with its access rule.
-pub fn every_route(state: ApiState, pages: tollgate_dashboards::PageServices) -> Routes {
+/// Every route the server answers, API and pages, with its access rule,
+/// and `GET /metrics` (public, like any Prometheus target: it holds no
+/// org's data, only counts of requests by route).
+pub fn every_route(
+    state: ApiState,
+    pages: tollgate_dashboards::PageServices,
+    metrics: &Exposition,
+) -> Routes {
     let read_models = state.read_models.clone();
-    tollgate_api::routes(state).merge(tollgate_dashboards::routes(read_models, pages))
+    tollgate_api::routes(state)
+        .merge(tollgate_dashboards::routes(read_models, pages))
+        .merge(Routes::new().route("/metrics", Access::public(), metrics.route()))
 }
 
 /// `tollgate routes`: every route and who may use it, from the same
@@ -53,7 +62,7 @@ pub fn print_routes(config: &Config, json: bool) -> anyhow::Result<()> {
         audit: state.audit.clone(),
         ..Default::default()
     };
-    let routes = every_route(state, pages);
+    let routes = every_route(state, pages, &MetricsRegistry::new("api").into_exposition());
     let rows: Vec<serde_json::Value> = routes
         .table()
         .iter()
@@ -206,9 +215,15 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         sessions: people.map(|(_, sessions)| sessions),
         sso,
     };
-    let app = tollgate_dashboards::with_navigation(every_route(state, services).into_router())
-        .layer(gate.layer())
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let mut registry = MetricsRegistry::new("api");
+    let http = registry.http();
+    let exposition = registry.into_exposition();
+    let app = tollgate_dashboards::with_navigation(
+        every_route(state, services, &exposition).into_router(),
+    )
+    .layer(gate.layer())
+    .layer(tower_http::trace::TraceLayer::new_for_http());
+    let app = http.measure(app);
     axum::serve(listener, app)
         .with_graceful_shutdown(super::shutdown::shutdown_signal())
         .await

@@ -2,7 +2,7 @@
 //! (API keys) and Kafka (events topic) first and refuses to start, with an
 //! error naming the address, when either is unreachable. Stops accepting
 //! connections on SIGTERM or Ctrl-C, finishes requests in flight and flushes
-//! the producer.
+//! the producer. Serves `GET /metrics` (`crate::metrics`) beside the API.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tollgate_control::pipeline_health::{Sample, Sampling, Tally};
 use tollgate_ingest::http::{ingest_router, serve, IngestState};
 
 use crate::config::Config;
+use crate::metrics::MetricsRegistry;
 
 /// Write the count of rejected events to ClickHouse's `pipeline_health`
 /// every `ingest.health_sample_secs` (not at all when 0). Ingest uses no
@@ -60,6 +61,11 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         &config.ingest,
     );
     let sampler = start_health_sampler(config, state.rejected.clone());
+    let mut registry = MetricsRegistry::new("ingest");
+    state.metrics.register(registry.section("ingest"));
+    let http = registry.http();
+    let exposition = registry.into_exposition();
+    let app = http.measure(ingest_router(state).route("/metrics", exposition.route()));
     let listen = args.listen.as_deref().unwrap_or(&config.ingest.listen);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -69,13 +75,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         max_body_bytes = config.ingest.max_body_bytes,
         "ingest API listening"
     );
-    serve(
-        listener,
-        ingest_router(state),
-        super::shutdown::shutdown_signal(),
-    )
-    .await
-    .context("ingest HTTP server failed")?;
+    serve(listener, app, super::shutdown::shutdown_signal())
+        .await
+        .context("ingest HTTP server failed")?;
     tracing::info!("shutting down: flushing events still in flight");
     producer.flush(Duration::from_secs(10))?;
     if let Some(sampler) = sampler {

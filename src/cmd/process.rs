@@ -5,15 +5,18 @@
 //! `breakers`)
 //! until SIGTERM or ctrl-c, then flush each open batch, commit, and exit 0.
 //! Each fold is its own consumer group with its own progress in ClickHouse;
-//! a fold that fails stops the others.
+//! a fold that fails stops the others. With `processor.metrics_listen` (or
+//! `--metrics-listen`) it serves `GET /metrics` (`crate::metrics`).
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tollgate_processors::folds::{self, FoldContext};
+use tollgate_processors::metrics::ProcessMetrics;
 use tracing::info;
 
 use crate::config::Config;
+use crate::metrics::MetricsRegistry;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,6 +26,10 @@ pub struct Args {
     /// publishes at a time through a lease, see docs/breakers.md).
     #[arg(long, value_delimiter = ',', default_value = "calls,audit,breakers")]
     folds: Vec<String>,
+    /// Serve `GET /metrics` on this address; overrides
+    /// `processor.metrics_listen` (`127.0.0.1:0`: a free port, logged).
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
@@ -37,6 +44,26 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         }
         on_signal.cancel();
     });
+    let metrics = Arc::new(ProcessMetrics::default());
+    let mut registry = MetricsRegistry::new("process");
+    metrics.register(registry.section("process"));
+    let listener = match (&args.metrics_listen, &config.processor.metrics_listen) {
+        (Some(listen), _) => Some((listen, "--metrics-listen")),
+        (None, Some(listen)) => Some((listen, "processor.metrics_listen")),
+        (None, None) => None,
+    };
+    let listener = match listener {
+        Some((listen, setting)) => Some(
+            crate::metrics::listener::serve(
+                listen,
+                setting,
+                registry.into_exposition(),
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let context = Arc::new(FoldContext {
         kafka: config.kafka.clone(),
         clickhouse: config.clickhouse.clone(),
@@ -44,6 +71,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         processor: config.processor.clone(),
         audit: config.audit.clone(),
         breakers: config.breakers.clone(),
+        metrics,
         shutdown: shutdown.clone(),
     });
     let running = chosen.into_iter().map(|(_, start)| {
@@ -59,6 +87,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     });
     let results = futures::future::join_all(running).await;
     shutdown.cancel();
+    if let Some(listener) = listener {
+        let _ = listener.await;
+    }
     for result in results {
         result?;
     }

@@ -2,9 +2,9 @@
 //! to PostgreSQL (virtual keys) first, opens the event spool, reads the
 //! decisions topic to its end, then listens. On SIGTERM or Ctrl-C it stops
 //! accepting connections, lets responses in flight finish, and waits for
-//! every event to reach Kafka or the spool.
+//! every event to reach Kafka or the spool. Serves `GET /metrics`
+//! (`crate::metrics`) beside the proxy's routes.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use tollgate_proxy as proxy;
 use tollgate_proxy::metrics::ProxyMetrics;
 
 use crate::config::Config;
+use crate::metrics::MetricsRegistry;
 
 /// Write the spool's depth to ClickHouse's `pipeline_health` every
 /// `proxy.health_sample_secs` (not at all when 0): over ClickHouse's HTTP
@@ -25,7 +26,7 @@ fn start_health_sampler(config: &Config, metrics: Arc<ProxyMetrics>) -> Option<S
         "proxy",
         config.proxy.health_sample_secs,
         move || {
-            let bytes = metrics.spool_pending_bytes.load(Ordering::Relaxed);
+            let bytes = u64::try_from(metrics.spool_pending_bytes.get()).unwrap_or(0);
             async move { vec![Sample::whole(PipelineMetric::ProxySpoolDepth, bytes)] }
         },
     )
@@ -69,7 +70,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     );
     let state = runtime.state.clone();
     let sampler = start_health_sampler(config, state.metrics.clone());
-    proxy::serve(listener, state, super::shutdown::shutdown_signal())
+    let mut registry = MetricsRegistry::new("proxy");
+    state.metrics.register(registry.section("proxy"));
+    let http = registry.http();
+    let exposition = registry.into_exposition();
+    let app = http.measure(proxy::router(state).route("/metrics", exposition.route()));
+    proxy::serve(listener, app, super::shutdown::shutdown_signal())
         .await
         .context("proxy HTTP server failed")?;
     tracing::info!("shutting down: waiting for events to reach kafka or the spool");

@@ -19,9 +19,12 @@ const ROLES: [&str; 5] = ["admin", "finance", "sre", "compliance", "viewer"];
 
 /// Routes anyone may open; making another one public must be a
 /// conscious change here.
-const PUBLIC: [&str; 9] = [
+const PUBLIC: [&str; 10] = [
     "/healthz",
     "/readyz",
+    // Prometheus scrapes without credentials; request counts by route, no
+    // org's data (docs/metrics.md).
+    "/metrics",
     "/login",
     "/invitations/{token}",
     "/static/{file}",

@@ -41,6 +41,7 @@ mod local_time_chromium;
 mod overview;
 mod pipeline_health;
 mod processor;
+mod prometheus;
 mod proxy;
 mod proxy_recovery;
 mod sign_in;

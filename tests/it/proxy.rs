@@ -333,8 +333,18 @@ backoff_max_ms = 2000
             .unwrap()
     }
 
-    /// One sample from `GET /metrics`.
+    /// One sample from `GET /metrics` (a count).
     pub(crate) async fn metric(&self, name: &str) -> u64 {
+        let value = self.metric_f64(name).await;
+        assert!(
+            value.fract() == 0.0 && value >= 0.0,
+            "{name} = {value} is not a count"
+        );
+        value as u64
+    }
+
+    /// One sample from `GET /metrics`.
+    pub(crate) async fn metric_f64(&self, name: &str) -> f64 {
         let text = self
             .http
             .get(format!("{}/metrics", self.url()))
@@ -852,7 +862,12 @@ async fn decisions_deny_throttle_reroute_and_the_local_rate_limit_apply() {
         blocked.len()
     );
     assert!(proxy.metric("tollgate_proxy_decision_records_total").await >= 6);
-    assert!(proxy.metric("tollgate_proxy_decision_freshness_ms").await < 1000);
+    assert!(
+        proxy
+            .metric_f64("tollgate_proxy_decision_freshness_seconds")
+            .await
+            < 1.0
+    );
 }
 
 /// Send raw bytes over TCP and return the status line.
@@ -1579,6 +1594,28 @@ async fn concurrent_calls_cannot_overrun_a_hard_budget() {
         admitted.len()
     );
     assert!(refused > 0);
+    // The proxy's metrics count the same: a reservation per admitted call,
+    // a refusal per refused one, and none held once every call has ended
+    // (a reservation is released just after its response's last byte).
+    assert_eq!(
+        proxy
+            .metric("tollgate_proxy_budget_reservations_total")
+            .await,
+        admitted.len() as u64
+    );
+    assert_eq!(
+        proxy.metric("tollgate_proxy_budget_refusals_total").await,
+        refused as u64
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy
+        .metric("tollgate_proxy_budget_reservations_open")
+        .await
+        > 0
+    {
+        assert!(Instant::now() < deadline, "reservations still open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(spent <= limit, "overrun: spent {spent} > {limit}");
     assert!(
         spent > limit - estimate,

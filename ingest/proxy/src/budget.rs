@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::gauge::Gauge;
 use rust_decimal::{Decimal, RoundingStrategy};
 use tollgate_contract::decisions::BudgetState;
 use uuid::Uuid;
@@ -212,6 +213,8 @@ pub struct BudgetLedger {
     books: Mutex<Books>,
     /// Subjects with a published state: 0 lets calls skip the lock.
     with_state: AtomicUsize,
+    /// Reservations not yet released (`tollgate_proxy_budget_reservations_open`).
+    open: Gauge,
 }
 
 impl BudgetLedger {
@@ -220,7 +223,14 @@ impl BudgetLedger {
             share,
             books: Mutex::new(Books::default()),
             with_state: AtomicUsize::new(0),
+            open: Gauge::default(),
         }
+    }
+
+    /// Count the reservations held in `open` (the proxy's metric).
+    pub fn counting_open_in(mut self, open: Gauge) -> Self {
+        self.open = open;
+        self
     }
 
     fn books(&self) -> MutexGuard<'_, Books> {
@@ -314,6 +324,7 @@ impl BudgetLedger {
                 book.reserved += estimate;
             }
         }
+        self.open.inc();
         Ok(Some(Reservation {
             ledger: self.clone(),
             subjects: held,
@@ -364,6 +375,7 @@ impl BudgetLedger {
     }
 
     fn release(&self, subjects: &[String], amount: Decimal) {
+        self.open.dec();
         let mut books = self.books();
         for subject in subjects {
             if let Some(book) = books.subjects.get_mut(subject) {

@@ -399,10 +399,12 @@ async fn tail(
                     cache.apply(&key, decision);
                     ProxyMetrics::inc(&metrics.decision_records);
                     ProxyMetrics::set(&metrics.decisions_in_force, cache.len() as u64);
+                    let now = Utc::now().timestamp_millis();
                     if let Some(written) = message.timestamp().to_millis() {
-                        let lag = Utc::now().timestamp_millis().saturating_sub(written);
-                        ProxyMetrics::set(&metrics.decision_lag_ms, lag.max(0) as u64);
+                        let lag = now.saturating_sub(written).max(0);
+                        metrics.decision_freshness.set(lag as f64 / 1000.0);
                     }
+                    metrics.decision_applied_at.set(now as f64 / 1000.0);
                 }
                 if loaded.is_some() {
                     if let Some(high) = behind.get(&message.partition()) {

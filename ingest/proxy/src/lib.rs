@@ -13,7 +13,8 @@
 //! breakers), [`observe`]
 //! (usage and TTFT from the bytes passing through), [`record`] (events),
 //! [`emitter`] and [`spool`] (delivery to Kafka), [`errors`] (the proxy's
-//! own error replies), [`metrics`] (`GET /metrics`).
+//! own error replies), [`metrics`] (what `GET /metrics` reports, served by
+//! the binary).
 
 pub mod auth;
 pub mod breaker;
@@ -246,7 +247,9 @@ pub async fn start(
             "proxy.budgets.share must be in (0, 1], got {share}"
         )));
     }
-    let budgets = Arc::new(BudgetLedger::new(share));
+    let budgets = Arc::new(
+        BudgetLedger::new(share).counting_open_in(metrics.budget_reservations_open.clone()),
+    );
     let spool = spool::Spool::open(Path::new(&config.spool_dir))?;
     let (emitter, emitter_task) = emitter::start(
         producer.clone(),
@@ -306,11 +309,12 @@ pub async fn start(
     })
 }
 
-/// Serve the proxy on `listener` until `shutdown` resolves; responses in
-/// flight are finished first.
+/// Serve `app` (the proxy's [`router`], with what the binary adds) on
+/// `listener` until `shutdown` resolves; responses in flight are finished
+/// first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<ProxyState>,
+    app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // Responses are written in pieces (headers, then chunks): without
@@ -320,7 +324,7 @@ pub async fn serve(
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(state))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -333,7 +337,6 @@ pub fn router(state: Arc<ProxyState>) -> Router {
         .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics_text))
         .with_state(state)
 }
 
@@ -355,14 +358,6 @@ async fn embeddings(State(s): State<Arc<ProxyState>>, headers: HeaderMap, body: 
 
 async fn messages(State(s): State<Arc<ProxyState>>, headers: HeaderMap, body: Body) -> Response {
     handle(s, Endpoint::Messages, headers, body).await
-}
-
-async fn metrics_text(State(state): State<Arc<ProxyState>>) -> Response {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
 }
 
 async fn authenticate(state: &ProxyState, headers: &HeaderMap) -> Result<VirtualKey, ProxyError> {
@@ -628,7 +623,12 @@ async fn handle_call(
     }
     let mut ctx = ctx;
     match reserve_budget(&state, &ctx, endpoint, &request, bytes.len(), &route) {
-        Ok(reservation) => ctx.budget = reservation.map(Arc::new),
+        Ok(reservation) => {
+            if reservation.is_some() {
+                ProxyMetrics::inc(&state.metrics.budget_reservations);
+            }
+            ctx.budget = reservation.map(Arc::new);
+        }
         Err(shortfall) => {
             let retry = (shortfall.period_end - chrono::Utc::now())
                 .num_seconds()

@@ -1,189 +1,195 @@
-//! The proxy's own counters, served as Prometheus text at `GET /metrics`:
-//! responses by status class, upstream attempts, refusals, event delivery
-//! (produced, spooled, replayed, spool backlog) and decision freshness (how
-//! long after a decision record was written the proxy applied it).
+//! The proxy's own metrics (`docs/metrics.md`), registered under
+//! `tollgate_proxy_` and served by the binary at `GET /metrics`: upstream
+//! attempts, refusals, event delivery (produced, spooled, replayed, spool
+//! backlog), decision freshness and budget reservations. Responses by route
+//! and status class, with their durations, are the binary's
+//! `tollgate_http_*` metrics, common to every HTTP role.
+//!
+//! The handles are cheap clones of shared atomics: code updates them
+//! through `ProxyState::metrics` (`ProxyMetrics::inc(&m.retries)`).
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
-#[derive(Default)]
+/// A gauge of seconds (or another float).
+pub type FloatGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Debug, Default)]
 pub struct ProxyMetrics {
-    /// Index = status / 100 (1..=5).
-    responses: [AtomicU64; 6],
-    pub rate_limited_responses: AtomicU64,
-    pub upstream_attempts: AtomicU64,
-    pub upstream_failures: AtomicU64,
-    pub retries: AtomicU64,
-    pub fallbacks: AtomicU64,
+    pub rate_limited_responses: Counter,
+    pub upstream_attempts: Counter,
+    pub upstream_failures: Counter,
+    pub retries: Counter,
+    pub fallbacks: Counter,
     /// Candidates (primary or fallback) a breaker took out of a call.
-    pub breaker_skips: AtomicU64,
+    pub breaker_skips: Counter,
     /// Fallback attempts whose order a learned recovery plan changed.
-    pub recovery_reorders: AtomicU64,
-    pub blocked: AtomicU64,
+    pub recovery_reorders: Counter,
+    pub blocked: Counter,
     /// Calls refused because their reservation did not fit a hard budget.
-    pub budget_refusals: AtomicU64,
-    pub cancelled: AtomicU64,
-    pub events_produced: AtomicU64,
-    pub events_spooled: AtomicU64,
-    pub events_replayed: AtomicU64,
-    pub spool_pending_bytes: AtomicU64,
-    pub decision_records: AtomicU64,
-    pub decisions_in_force: AtomicU64,
-    /// Milliseconds between the last decision record's Kafka timestamp and
-    /// the moment the proxy applied it.
-    pub decision_lag_ms: AtomicU64,
-}
-
-fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
+    pub budget_refusals: Counter,
+    /// Calls admitted with a reservation against at least one hard budget.
+    pub budget_reservations: Counter,
+    /// Reservations held by calls still running (`BudgetLedger` keeps it).
+    pub budget_reservations_open: Gauge,
+    pub cancelled: Counter,
+    pub events_produced: Counter,
+    pub events_spooled: Counter,
+    pub events_replayed: Counter,
+    pub spool_pending_bytes: Gauge,
+    pub decision_records: Counter,
+    pub decisions_in_force: Gauge,
+    /// Seconds between the last decision record's Kafka timestamp and the
+    /// moment the proxy applied it.
+    pub decision_freshness: FloatGauge,
+    /// When the proxy applied the last decision record (Unix seconds), so
+    /// `time() - ...` is the age of the newest decision.
+    pub decision_applied_at: FloatGauge,
 }
 
 impl ProxyMetrics {
+    /// Count a response to a client (only 429s are counted here; every
+    /// response is in the binary's `tollgate_http_requests_total`).
     pub fn response(&self, status: u16) {
-        let class = usize::from(status / 100).min(5);
-        add(&self.responses[class], 1);
         if status == 429 {
-            add(&self.rate_limited_responses, 1);
+            self.rate_limited_responses.inc();
         }
     }
 
-    pub fn inc(counter: &AtomicU64) {
-        add(counter, 1);
+    pub fn inc(counter: &Counter) {
+        counter.inc();
     }
 
-    pub fn add(counter: &AtomicU64, n: u64) {
-        add(counter, n);
+    pub fn add(counter: &Counter, n: u64) {
+        counter.inc_by(n);
     }
 
-    pub fn set(gauge: &AtomicU64, value: u64) {
-        gauge.store(value, Ordering::Relaxed);
+    pub fn set(gauge: &Gauge, value: u64) {
+        gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
     }
 
-    pub fn render(&self) -> String {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_proxy_responses_total Responses sent to clients, by status class."
-        );
-        let _ = writeln!(out, "# TYPE tollgate_proxy_responses_total counter");
-        for class in 1..=5 {
-            let _ = writeln!(
-                out,
-                "tollgate_proxy_responses_total{{class=\"{class}xx\"}} {}",
-                get(&self.responses[class])
-            );
-        }
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+    /// Register every metric in `registry` (the binary passes the one it
+    /// serves, prefixed `tollgate_proxy`).
+    pub fn register(&self, registry: &mut Registry) {
+        let counters: [(&str, &str, &Counter); 15] = [
             (
-                "tollgate_proxy_budget_refusals_total",
-                "Calls refused because the most they could cost did not fit a hard budget.",
+                "budget_refusals",
+                "Calls refused because the most they could cost did not fit a hard budget",
                 &self.budget_refusals,
             ),
             (
-                "tollgate_proxy_rate_limited_responses_total",
-                "429 responses (gates and upstream).",
+                "budget_reservations",
+                "Calls admitted with a reservation of the most they could cost against a hard budget",
+                &self.budget_reservations,
+            ),
+            (
+                "rate_limited_responses",
+                "429 responses (gates and upstream)",
                 &self.rate_limited_responses,
             ),
             (
-                "tollgate_proxy_upstream_attempts_total",
-                "Requests sent to upstream providers.",
+                "upstream_attempts",
+                "Requests sent to upstream providers",
                 &self.upstream_attempts,
             ),
             (
-                "tollgate_proxy_upstream_failures_total",
-                "Upstream attempts that failed before a successful response.",
+                "upstream_failures",
+                "Upstream attempts that failed before a successful response",
                 &self.upstream_failures,
             ),
             (
-                "tollgate_proxy_retries_total",
-                "Upstream attempts that were retries.",
+                "retries",
+                "Upstream attempts that were retries",
                 &self.retries,
             ),
             (
-                "tollgate_proxy_fallbacks_total",
-                "Calls that moved to a fallback model.",
+                "fallbacks",
+                "Calls that moved to a fallback model",
                 &self.fallbacks,
             ),
             (
-                "tollgate_proxy_breaker_skips_total",
-                "Candidate models a fleet or local breaker took out of a call.",
+                "breaker_skips",
+                "Candidate models a fleet or local breaker took out of a call",
                 &self.breaker_skips,
             ),
             (
-                "tollgate_proxy_recovery_reorders_total",
-                "Next attempts chosen by a learned recovery plan instead of the configured order.",
+                "recovery_reorders",
+                "Next attempts chosen by a learned recovery plan instead of the configured order",
                 &self.recovery_reorders,
             ),
             (
-                "tollgate_proxy_blocked_total",
-                "Calls refused by a gate (ai.call.blocked).",
+                "blocked",
+                "Calls refused by a gate (ai.call.blocked)",
                 &self.blocked,
             ),
             (
-                "tollgate_proxy_cancelled_total",
-                "Streams the client hung up on.",
+                "cancelled",
+                "Streams the client hung up on",
                 &self.cancelled,
             ),
             (
-                "tollgate_proxy_events_produced_total",
-                "Events Kafka acknowledged directly.",
+                "events_produced",
+                "Events Kafka acknowledged directly",
                 &self.events_produced,
             ),
             (
-                "tollgate_proxy_events_spooled_total",
-                "Events written to the disk spool.",
+                "events_spooled",
+                "Events written to the disk spool",
                 &self.events_spooled,
             ),
             (
-                "tollgate_proxy_events_replayed_total",
-                "Spooled events Kafka acknowledged on replay.",
+                "events_replayed",
+                "Spooled events Kafka acknowledged on replay",
                 &self.events_replayed,
             ),
             (
-                "tollgate_proxy_decision_records_total",
-                "Decision records read from the decisions topic.",
+                "decision_records",
+                "Decision records read from the decisions topic",
                 &self.decision_records,
             ),
         ];
         for (name, help, counter) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                get(counter)
-            );
+            registry.register(name, help, counter.clone());
         }
-        let gauges: [(&str, &str, &AtomicU64); 3] = [
+        let gauges: [(&str, &str, &Gauge); 3] = [
             (
-                "tollgate_proxy_spool_pending_bytes",
-                "Bytes in the spool not yet replayed.",
+                "spool_pending_bytes",
+                "Bytes in the spool not yet replayed",
                 &self.spool_pending_bytes,
             ),
             (
-                "tollgate_proxy_decisions_in_force",
-                "Decisions (other than allow) in the cache.",
+                "decisions_in_force",
+                "Decisions (other than allow) in the cache",
                 &self.decisions_in_force,
             ),
             (
-                "tollgate_proxy_decision_freshness_ms",
-                "From the last decision record's Kafka timestamp to its application.",
-                &self.decision_lag_ms,
+                "budget_reservations_open",
+                "Budget reservations held by calls still running",
+                &self.budget_reservations_open,
             ),
         ];
         for (name, help, gauge) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-                get(gauge)
-            );
+            registry.register(name, help, gauge.clone());
         }
-        out
+        registry.register(
+            "decision_freshness_seconds",
+            "From the last decision record's Kafka timestamp to its application",
+            self.decision_freshness.clone(),
+        );
+        registry.register(
+            "decision_applied_timestamp_seconds",
+            "When the last decision record was applied (Unix time); time() minus this is the newest decision's age",
+            self.decision_applied_at.clone(),
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::encoding::prometheus_text::encode;
 
     #[test]
     fn renders_prometheus_text() {
@@ -191,10 +197,33 @@ mod tests {
         m.response(200);
         m.response(429);
         ProxyMetrics::inc(&m.events_spooled);
-        let text = m.render();
-        assert!(text.contains("tollgate_proxy_responses_total{class=\"2xx\"} 1"));
-        assert!(text.contains("tollgate_proxy_responses_total{class=\"4xx\"} 1"));
-        assert!(text.contains("tollgate_proxy_rate_limited_responses_total 1"));
-        assert!(text.contains("tollgate_proxy_events_spooled_total 1"));
+        ProxyMetrics::set(&m.spool_pending_bytes, 4096);
+        m.decision_freshness.set(0.25);
+        let mut registry = Registry::with_prefix("tollgate_proxy");
+        m.register(&mut registry);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap_or_default();
+        for line in [
+            "# TYPE tollgate_proxy_rate_limited_responses_total counter",
+            "tollgate_proxy_rate_limited_responses_total 1",
+            "tollgate_proxy_events_spooled_total 1",
+            "tollgate_proxy_events_produced_total 0",
+            "# TYPE tollgate_proxy_spool_pending_bytes gauge",
+            "tollgate_proxy_spool_pending_bytes 4096",
+            "# TYPE tollgate_proxy_decision_freshness_seconds gauge",
+            "tollgate_proxy_decision_freshness_seconds 0.25",
+            "tollgate_proxy_budget_reservations_open 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .collect();
+        assert_eq!(names.len(), 20, "{text}");
+        assert!(
+            names.iter().all(|n| n.starts_with("tollgate_proxy_")),
+            "{text}"
+        );
     }
 }

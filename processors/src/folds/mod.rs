@@ -32,6 +32,7 @@ use crate::breakers::config::BreakersConfig;
 use crate::config::ProcessorConfig;
 use crate::consumer::Counters;
 use crate::error::Result;
+use crate::metrics::ProcessMetrics;
 use audit::AuditConfig;
 
 /// Every fold, in the order `tollgate sql-catalog` lists their statements.
@@ -85,6 +86,8 @@ pub struct FoldContext {
     pub processor: ProcessorConfig,
     pub audit: AuditConfig,
     pub breakers: BreakersConfig,
+    /// What `/metrics` reports about the folds (`crate::metrics`).
+    pub metrics: Arc<ProcessMetrics>,
     /// Cancelled to stop every fold (each cancels it when it fails).
     pub shutdown: CancellationToken,
 }

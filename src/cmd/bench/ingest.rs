@@ -75,7 +75,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let log_path = std::env::temp_dir().join(format!("tollgate-bench-{id}-process.log"));
     let log = std::fs::File::create(&log_path)?;
     let mut processor = ProcessorChild(
-        tollgate(&overrides, &["process"])
+        // A free port for its /metrics: a configured one may be the
+        // running demo's.
+        tollgate(&overrides, &["process", "--metrics-listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

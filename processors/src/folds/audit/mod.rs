@@ -33,6 +33,7 @@ use crate::clickhouse::error as ch_error;
 use crate::config::ProcessorConfig;
 use crate::consumer::{run_fold, Counters};
 use crate::error::{Error, Result};
+use crate::metrics::FoldMetrics;
 use fold::AuditFold;
 use rows::{AuditChains, CheckpointPolicy};
 use sink::ClickHouseAuditSink;
@@ -57,6 +58,7 @@ fn start(context: Arc<FoldContext>) -> Running {
             &context.clickhouse,
             &context.processor,
             &context.audit,
+            context.metrics.fold(FOLD.name),
             context.shutdown.clone(),
         )
         .await
@@ -126,6 +128,7 @@ pub async fn run(
     ch: &ClickHouseConfig,
     processor: &ProcessorConfig,
     audit: &AuditConfig,
+    metrics: FoldMetrics,
     shutdown: CancellationToken,
 ) -> Result<Counters> {
     let signer = audit.signer()?;
@@ -155,7 +158,16 @@ pub async fn run(
         },
     );
     let fold = AuditFold::new(chains, ClickHouseAuditSink::new(client(ch), anchor));
-    run_fold(fold, kafka, ch, processor, &audit.group_id, shutdown).await
+    run_fold(
+        fold,
+        kafka,
+        ch,
+        processor,
+        &audit.group_id,
+        metrics,
+        shutdown,
+    )
+    .await
 }
 
 /// The audit fold's run-time queries, for the SQL compatibility check.

@@ -38,7 +38,7 @@ use tracing::{info, warn};
 
 use super::{FoldContext, FoldEntry, Running, Runs};
 use crate::clickhouse::error as ch_error;
-use crate::consumer::{run_fold_reporting, Counters};
+use crate::consumer::{run_fold_reporting, Counters, Reporting};
 use crate::cost::budget_watcher::BudgetWatcher;
 use crate::error::{Error, Result};
 use crate::health::ConsumerHealth;
@@ -195,15 +195,20 @@ pub async fn run(
         &context.processor.group_id,
         Duration::from_secs(context.processor.health_sample_secs),
         health.clone(),
+        context.metrics.clone(),
         context.shutdown.clone(),
     )?;
+    let reporting = Reporting {
+        health: Some(health),
+        metrics: context.metrics.fold(FOLD.name),
+    };
     run_fold_reporting(
         fold,
         &context.kafka,
         ch,
         &context.processor,
         &context.processor.group_id,
-        Some(health),
+        reporting,
         context.shutdown.clone(),
     )
     .await

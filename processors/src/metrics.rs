@@ -1,0 +1,217 @@
+//! The processors' own Prometheus metrics (`docs/metrics.md`), registered
+//! under `tollgate_process_` and served by the binary's metrics listener:
+//! per fold, messages read, batch sizes, ClickHouse insert latency and
+//! failed attempts, dead letters; per partition of the events topic, the
+//! consumer lag the health sampler measures for `pipeline_health`
+//! ([`crate::health`]: the same figure goes to both).
+//!
+//! The consumer loop updates a [`FoldMetrics`] (handles of one fold's
+//! series: an atomic add each); nothing here blocks or allocates per
+//! message.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FoldLabels {
+    pub fold: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub group: String,
+    pub partition: i32,
+}
+
+type HistogramFamily = Family<FoldLabels, Histogram, fn() -> Histogram>;
+
+/// Rows per insert: 1 to 100k.
+fn batch_rows_histogram() -> Histogram {
+    Histogram::new([
+        1.0, 10.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 20_000.0, 50_000.0, 100_000.0,
+    ])
+}
+
+/// Insert latency: 1 ms to 10 s.
+fn insert_seconds_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+/// Every processor metric of one `tollgate process`.
+#[derive(Debug)]
+pub struct ProcessMetrics {
+    messages: Family<FoldLabels, Counter>,
+    rows_inserted: Family<FoldLabels, Counter>,
+    batch_rows: HistogramFamily,
+    insert_duration: HistogramFamily,
+    insert_errors: Family<FoldLabels, Counter>,
+    dead_letters: Family<FoldLabels, Counter>,
+    consumer_lag: Family<PartitionLabels, Gauge>,
+}
+
+impl Default for ProcessMetrics {
+    fn default() -> Self {
+        Self {
+            messages: Family::default(),
+            rows_inserted: Family::default(),
+            batch_rows: Family::new_with_constructor(batch_rows_histogram),
+            insert_duration: Family::new_with_constructor(insert_seconds_histogram),
+            insert_errors: Family::default(),
+            dead_letters: Family::default(),
+            consumer_lag: Family::default(),
+        }
+    }
+}
+
+impl ProcessMetrics {
+    /// Register every metric in `registry` (the binary passes the one it
+    /// serves, prefixed `tollgate_process`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "messages",
+            "Messages of the events topic a fold read (stored, skipped, dead-lettered or without a row)",
+            self.messages.clone(),
+        );
+        registry.register(
+            "rows_inserted",
+            "Rows a fold inserted into ClickHouse",
+            self.rows_inserted.clone(),
+        );
+        registry.register(
+            "batch_rows",
+            "Rows per ClickHouse insert of a fold (one flushed batch of one table partition)",
+            self.batch_rows.clone(),
+        );
+        registry.register(
+            "insert_duration_seconds",
+            "Time of one successful ClickHouse insert of a fold, with its progress write",
+            self.insert_duration.clone(),
+        );
+        registry.register(
+            "insert_errors",
+            "ClickHouse insert attempts of a fold that failed (each is retried)",
+            self.insert_errors.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Messages a fold wrote to the dead-letter topic",
+            self.dead_letters.clone(),
+        );
+        registry.register(
+            "consumer_lag_messages",
+            "Messages of an events-topic partition this process owns that are not stored yet (high watermark minus stored position), per consumer group; sampled every processor.health_sample_secs",
+            self.consumer_lag.clone(),
+        );
+    }
+
+    /// The handles one fold's consumer loop updates.
+    pub fn fold(&self, fold: &str) -> FoldMetrics {
+        let labels = FoldLabels {
+            fold: fold.to_string(),
+        };
+        FoldMetrics {
+            messages: self.messages.get_or_create_owned(&labels),
+            rows_inserted: self.rows_inserted.get_or_create_owned(&labels),
+            batch_rows: self.batch_rows.get_or_create_owned(&labels),
+            insert_duration: self.insert_duration.get_or_create_owned(&labels),
+            insert_errors: self.insert_errors.get_or_create_owned(&labels),
+            dead_letters: self.dead_letters.get_or_create_owned(&labels),
+        }
+    }
+
+    /// The lag of every partition `group` owns now; partitions it no longer
+    /// owns leave the exposition.
+    pub fn consumer_lag(&self, group: &str, lags: &[(i32, u64)], previous: &[i32]) {
+        for partition in previous {
+            if !lags.iter().any(|(p, _)| p == partition) {
+                self.consumer_lag.remove(&PartitionLabels {
+                    group: group.to_string(),
+                    partition: *partition,
+                });
+            }
+        }
+        for (partition, lag) in lags {
+            self.consumer_lag
+                .get_or_create(&PartitionLabels {
+                    group: group.to_string(),
+                    partition: *partition,
+                })
+                .set(i64::try_from(*lag).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// One fold's series.
+#[derive(Debug, Clone)]
+pub struct FoldMetrics {
+    pub messages: Counter,
+    pub rows_inserted: Counter,
+    pub batch_rows: Histogram,
+    pub insert_duration: Histogram,
+    pub insert_errors: Counter,
+    pub dead_letters: Counter,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::prometheus_text::encode;
+
+    fn exposition(m: &ProcessMetrics) -> String {
+        let mut registry = Registry::with_prefix("tollgate_process");
+        m.register(&mut registry);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn fold_series_and_partition_lag_are_exposed_with_their_types() {
+        let m = ProcessMetrics::default();
+        let calls = m.fold("calls");
+        calls.messages.inc_by(12);
+        calls.batch_rows.observe(12.0);
+        calls.insert_duration.observe(0.004);
+        calls.insert_errors.inc();
+        calls.dead_letters.inc_by(2);
+        m.consumer_lag("g", &[(0, 5), (1, 0)], &[]);
+        let text = exposition(&m);
+        for line in [
+            "# TYPE tollgate_process_messages_total counter",
+            "tollgate_process_messages_total{fold=\"calls\"} 12",
+            "# TYPE tollgate_process_batch_rows histogram",
+            "tollgate_process_batch_rows_bucket{fold=\"calls\",le=\"10\"} 0",
+            "tollgate_process_batch_rows_bucket{fold=\"calls\",le=\"100\"} 1",
+            "tollgate_process_batch_rows_count{fold=\"calls\"} 1",
+            "# TYPE tollgate_process_insert_duration_seconds histogram",
+            "tollgate_process_insert_duration_seconds_bucket{fold=\"calls\",le=\"0.0025\"} 0",
+            "tollgate_process_insert_duration_seconds_bucket{fold=\"calls\",le=\"0.005\"} 1",
+            "tollgate_process_insert_errors_total{fold=\"calls\"} 1",
+            "tollgate_process_dead_letters_total{fold=\"calls\"} 2",
+            "# TYPE tollgate_process_consumer_lag_messages gauge",
+            "tollgate_process_consumer_lag_messages{group=\"g\",partition=\"0\"} 5",
+            "tollgate_process_consumer_lag_messages{group=\"g\",partition=\"1\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_revoked_partition_leaves_the_exposition() {
+        let m = ProcessMetrics::default();
+        m.consumer_lag("g", &[(0, 5), (1, 3)], &[]);
+        m.consumer_lag("g", &[(1, 0)], &[0, 1]);
+        let text = exposition(&m);
+        assert!(!text.contains("partition=\"0\""), "{text}");
+        assert!(
+            text.contains("tollgate_process_consumer_lag_messages{group=\"g\",partition=\"1\"} 0")
+        );
+    }
+}
