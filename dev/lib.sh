@@ -123,7 +123,10 @@ wait_for() {
     local timeout="$2" pname="$3"; shift 3
     local start=$SECONDS
     while ! "$@" >/dev/null 2>&1; do
-        if [[ -n "$pname" ]] && ! pid_alive "$pname"; then
+        # Only whether the process still exists: right after start_bg the
+        # child may not have exec'ed yet, and its command line is still this
+        # shell's, which pid_alive's recycled-pid guard would not recognise.
+        if [[ -n "$pname" ]] && ! kill -0 "$(pid_of "$pname")" 2>/dev/null; then
             return 2
         fi
         if ((SECONDS - start >= timeout)); then
