@@ -42,6 +42,9 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
                 .with_batch_exporter(exporter)
                 .build();
             let tracer = provider.tracer("tollgate");
+            // The proxy's GenAI spans are made with the OpenTelemetry API
+            // directly (`tollgate_proxy::trace`), through the global provider.
+            opentelemetry::global::set_tracer_provider(provider.clone());
             registry
                 .with(tracing_opentelemetry::layer().with_tracer(tracer))
                 .try_init()?;

@@ -41,6 +41,7 @@ mod pipeline_health;
 mod processor;
 mod proxy;
 mod proxy_recovery;
+mod proxy_trace;
 mod sign_in;
 mod sre_loop;
 mod sso;
