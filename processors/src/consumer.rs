@@ -547,7 +547,7 @@ impl<F: Fold> Processor<F> {
             "messaging.system" = "kafka",
             "messaging.destination.name" = %self.kafka.events_topic,
             "messaging.destination.partition.id" = %partition_list(flushed.commit.keys().copied()),
-            "messaging.batch.message_count" = flushed.rows.len() as u64,
+            "messaging.batch.message_count" = span_count(flushed.rows.len()),
         );
         async {
             if !flushed.rows.is_empty() {
@@ -574,7 +574,7 @@ impl<F: Fold> Processor<F> {
             "db.system.name" = "clickhouse",
             "db.collection.name" = self.fold.table(),
             "messaging.destination.partition.id" = %partition_list(rows.iter().map(|r| r.position().0)),
-            "messaging.batch.message_count" = rows.len() as u64,
+            "messaging.batch.message_count" = span_count(rows.len()),
             "tollgate.attempts" = tracing::field::Empty,
         );
         self.insert_until_stored(rows).instrument(span).await
@@ -616,7 +616,7 @@ impl<F: Fold> Processor<F> {
                 }
             }
             let started = Instant::now();
-            tracing::Span::current().record("tollgate.attempts", attempt);
+            tracing::Span::current().record("tollgate.attempts", i64::from(attempt));
             match self.fold.store(&rows).await {
                 Ok(()) => {
                     // Guards against Kafka re-delivering stored messages
@@ -685,6 +685,12 @@ impl<F: Fold> Processor<F> {
             warn!(%err, "offset commit failed; the next commit covers it");
         }
     }
+}
+
+/// A count as a span attribute: `i64`, which the OpenTelemetry layer
+/// exports as an integer (it exports `u64` as text).
+fn span_count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Kafka partitions as a span attribute: ascending, comma-separated.
