@@ -203,26 +203,12 @@ mod tests {
         assert!(filtered.contains("AND provider = 'openai'"), "{filtered}");
         assert!(filtered.contains("AND org_id = 'org-1'"), "{filtered}");
         assert!(filtered.ends_with("ORDER BY duration_ms DESC, event_id LIMIT 20"));
-        let call = SlowCall {
-            occurred_at: DateTime::from_timestamp_millis(1_767_225_600_123).unwrap(),
-            call_id: "c1".into(),
-            attempt: 2,
-            org: "acme".into(),
-            team: "search".into(),
-            provider: "openai".into(),
-            model: "gpt-4o".into(),
-            outcome: "success".into(),
-            http_status: 200,
-            duration_ms: 1234,
-            ttft_ms: None,
-            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-            span_id: "00f067aa0ba902b7".into(),
-        };
-        let csv = table(&[call]).to_csv();
+        let calls = crate::samples::slowest_calls();
+        let csv = table(&calls[..1]).to_csv();
         assert_eq!(
             csv,
             "occurred_at,call_id,attempt,org,team,provider,model,outcome,http_status,duration_ms,ttft_ms,trace_id,span_id\n\
-             2026-01-01T00:00:00.123Z,c1,2,acme,search,openai,gpt-4o,success,200,1234,,4bf92f3577b34da6a3ce929d0e0e4736,00f067aa0ba902b7\n"
+             2026-03-10T10:04:09.120Z,0195d0a0-0000-7000-8000-000000000001,1,acme,search,openai,gpt-4o,success,200,9120,,4bf92f3577b34da6a3ce929d0e0e4736,00f067aa0ba902b7\n"
         );
     }
 }
