@@ -3,6 +3,8 @@
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::runtime;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -38,10 +40,17 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
                 .with_http()
                 .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
                 .build()?;
+            // Exported from a tokio task: the exporter's HTTP client needs
+            // the runtime (the SDK's default processor thread has none, and
+            // its exports panicked there, losing every span).
+            let processor = BatchSpanProcessor::builder(exporter, runtime::Tokio).build();
             let provider = SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
+                .with_span_processor(processor)
                 .build();
             let tracer = provider.tracer("tollgate");
+            // The proxy's GenAI spans are made with the OpenTelemetry API
+            // directly (`tollgate_proxy::trace`), through the global provider.
+            opentelemetry::global::set_tracer_provider(provider.clone());
             registry
                 .with(tracing_opentelemetry::layer().with_tracer(tracer))
                 .try_init()?;

@@ -25,6 +25,7 @@ pub mod sre_errors;
 pub mod sre_form;
 pub mod sre_latency;
 pub mod svg;
+pub mod trace_link;
 
 use axum::response::Redirect;
 use axum::routing::{get, post};
@@ -54,6 +55,8 @@ pub struct DashboardState {
     pub sessions: Option<SessionStore>,
     /// Single sign-on is configured (the sign-in page offers it).
     pub sso: bool,
+    /// Links from calls to their traces (`api.trace_url`).
+    pub trace_links: trace_link::TraceLinks,
 }
 
 /// What the pages are served with besides the read models; `None`s when
@@ -69,6 +72,8 @@ pub struct PageServices {
     pub sessions: Option<SessionStore>,
     /// Single sign-on (`[auth.oidc]`); its routes answer 404 without it.
     pub sso: Option<sign_in_sso::SingleSignOn>,
+    /// Links from calls to their traces (`api.trace_url`).
+    pub trace_links: trace_link::TraceLinks,
 }
 
 /// All dashboard pages, the sign-in pages and `/static/*`, each route
@@ -113,6 +118,11 @@ pub fn routes(read_models: ReadModels, services: PageServices) -> Routes {
             get(|| async { Redirect::to("/sre/latency") }),
         )
         .route("/sre/latency", sre, get(sre_latency::page))
+        .route(
+            "/sre/latency/slowest.csv",
+            sre,
+            get(sre_latency::slowest_csv),
+        )
         .route("/sre/errors", sre, get(sre_errors::list_page))
         .route(
             "/sre/errors/{signature}",
@@ -231,6 +241,7 @@ pub fn routes(read_models: ReadModels, services: PageServices) -> Routes {
             accounts: services.accounts,
             sessions: services.sessions,
             sso: services.sso.is_some(),
+            trace_links: services.trace_links,
         })
         .merge(sign_in_sso::routes(services.sso));
     match services.audit {

@@ -25,6 +25,7 @@ use crate::layout::{render, Section};
 use crate::sre_form::{
     api_pairs, choices, form_time, percent_encode, sre_nav, Choice, NavLink, RANGES,
 };
+use crate::trace_link::TraceLinks;
 use crate::DashboardState;
 
 /// The form's fields (the same on the list and the drill-down).
@@ -358,6 +359,9 @@ pub struct SampleRow {
     pub key: String,
     pub message: String,
     pub variables: Vec<String>,
+    pub trace_id: String,
+    /// The failed call's trace in the user's tracing backend.
+    pub trace_url: Option<String>,
 }
 
 /// One row of the recovery table, as shown.
@@ -406,6 +410,7 @@ fn strategy_label(strategy: &str) -> &'static str {
 /// The drill-down's view model. Pure.
 pub fn pattern_view(
     form: ErrorsForm,
+    trace_links: &TraceLinks,
     signature: &str,
     query: Option<&ErrorsQuery>,
     report: Option<&PatternReport>,
@@ -433,6 +438,8 @@ pub fn pattern_view(
                         key: s.api_key.clone(),
                         message: s.message.clone(),
                         variables: s.variables.clone(),
+                        trace_id: s.trace_id.clone(),
+                        trace_url: trace_links.link(&s.trace_id, &s.span_id),
                     })
                     .collect(),
                 r.recovery
@@ -526,19 +533,34 @@ pub async fn pattern_page(
     let (query, id) = match parsed {
         Ok(ok) => ok,
         Err(err) => {
-            let page = pattern_view(form, &signature, None, None, Some(invalid(&err)));
+            let page = pattern_view(
+                form,
+                &state.trace_links,
+                &signature,
+                None,
+                None,
+                Some(invalid(&err)),
+            );
             return render(StatusCode::BAD_REQUEST, &page);
         }
     };
     match state.read_models.error_pattern(&query, id).await {
         Ok(Some(report)) => render(
             StatusCode::OK,
-            &pattern_view(form, &signature, Some(&query), Some(&report), None),
+            &pattern_view(
+                form,
+                &state.trace_links,
+                &signature,
+                Some(&query),
+                Some(&report),
+                None,
+            ),
         ),
         Ok(None) => render(
             StatusCode::NOT_FOUND,
             &pattern_view(
                 form,
+                &state.trace_links,
                 &signature,
                 Some(&query),
                 None,
@@ -549,6 +571,7 @@ pub async fn pattern_page(
             status_of(&err),
             &pattern_view(
                 form,
+                &state.trace_links,
                 &signature,
                 Some(&query),
                 None,
@@ -595,8 +618,13 @@ mod tests {
     fn pattern_page_snapshot() {
         let report = tollgate_queries::samples::pattern_report();
         let sig = report.pattern.signature.to_string();
+        let links = TraceLinks::new(Some(
+            "https://tempo.example.com/explore?traceId={trace_id}&spanId={span_id}",
+        ))
+        .unwrap();
         let page = pattern_view(
             sample_form(),
+            &links,
             &sig,
             Some(&sample_query()),
             Some(&report),

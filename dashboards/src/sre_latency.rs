@@ -1,7 +1,9 @@
 //! The SRE latency page (`GET /sre/latency`): a filter form (time range
 //! presets or a custom window, provider, model, grouping, bucket), six
 //! Chart.js line charts (p50/p95/p99 of duration and of time-to-first-token,
-//! one line per group) and a table of totals per group.
+//! one line per group), a table of totals per group, and the slowest calls
+//! of the window with links to their traces (`api.trace_url`) and a CSV
+//! (`/sre/latency/slowest.csv`).
 //!
 //! The page is rendered complete on the server: the chart data is embedded as
 //! JSON in the page, so there is no second round trip and a test can check
@@ -12,21 +14,23 @@
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Serialize;
 use tollgate_queries::latency::{format_bucket, parse_bucket, parse_group_by};
 use tollgate_queries::params::{Expected, QueryParams};
+use tollgate_queries::slow_calls::{self, SlowCall};
 use tollgate_queries::{
     InvalidParameter, LatencyFilters, LatencyQuery, LatencyReport, Percentiles, ReadModelError,
     Stats, EXACT_MAX_CALLS, HISTOGRAM_MAX_RELATIVE_ERROR,
 };
 
-use crate::display::{Count, Figure, Parts, Percent, Period, Rate};
+use crate::display::{Count, Figure, Instant, Millis, Parts, Percent, Period, Rate};
 use crate::layout::{render, Section};
 use crate::sre_form::{
     choices, form_time, percent_encode, sre_nav, window, Choice, NavLink, RANGES,
 };
+use crate::trace_link::TraceLinks;
 use crate::DashboardState;
 
 /// Line colours, one per group, in order (Tableau 10: distinguishable, and
@@ -97,6 +101,23 @@ pub struct FormState {
     pub group_by: String,
     pub bucket: String,
     pub org: String,
+}
+
+/// One of the slowest calls, as listed.
+#[derive(Debug, Clone)]
+pub struct SlowCallRow {
+    pub at: Instant,
+    pub call_id: String,
+    pub attempt: u16,
+    pub target: String,
+    pub team: String,
+    pub outcome: String,
+    pub http_status: u16,
+    pub duration: Millis,
+    pub ttft: String,
+    pub trace_id: String,
+    /// The trace in the user's tracing backend (`api.trace_url`).
+    pub trace_url: Option<String>,
 }
 
 /// One row of the totals table.
@@ -200,6 +221,9 @@ pub struct LatencyPage {
     /// the bound on an estimate.
     pub exact_max: Count,
     pub max_error: String,
+    pub slow_calls: Vec<SlowCallRow>,
+    /// The slowest calls as CSV, for the same window and filters.
+    pub slow_csv_url: String,
 }
 
 /// Turn the page's parameters into a report query, and the form to show.
@@ -257,6 +281,9 @@ pub struct PageInput<'a> {
     /// Provider/model pairs seen in the window, for the filter menus.
     pub dimensions: &'a [(String, String)],
     pub report: Option<&'a LatencyReport>,
+    /// The window's slowest calls (empty without a report).
+    pub slow_calls: &'a [SlowCall],
+    pub trace_links: &'a TraceLinks,
     pub error: Option<String>,
 }
 
@@ -266,6 +293,8 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
         form,
         dimensions,
         report,
+        slow_calls,
+        trace_links,
         error,
     } = input;
     let mut providers: Vec<&str> = dimensions.iter().map(|(p, _)| p.as_str()).collect();
@@ -319,6 +348,7 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
             .map(|(id, title, _)| ChartSlot { id, title })
             .collect()
     };
+    let slow_csv_url = slow_csv_url(&form);
     LatencyPage {
         section: Section::Sre,
         nav: sre_nav("/sre/latency"),
@@ -337,7 +367,48 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
         chart_json: script_json(&chart_data),
         exact_max: Count(EXACT_MAX_CALLS.into()),
         max_error: format!("{:.2}%", HISTOGRAM_MAX_RELATIVE_ERROR * 100.0),
+        slow_calls: slow_call_rows(slow_calls, trace_links),
+        slow_csv_url,
     }
+}
+
+fn slow_call_rows(calls: &[SlowCall], links: &TraceLinks) -> Vec<SlowCallRow> {
+    calls
+        .iter()
+        .map(|c| SlowCallRow {
+            at: Instant::millis(c.occurred_at),
+            call_id: c.call_id.clone(),
+            attempt: c.attempt,
+            target: format!("{} / {}", c.provider, c.model),
+            team: c.team.clone(),
+            outcome: c.outcome.clone(),
+            http_status: c.http_status,
+            duration: Millis(f64::from(c.duration_ms)),
+            ttft: c
+                .ttft_ms
+                .map_or_else(|| "—".to_string(), |t| Millis(f64::from(t)).text()),
+            trace_id: c.trace_id.clone(),
+            trace_url: links.link(&c.trace_id, &c.span_id),
+        })
+        .collect()
+}
+
+/// `/sre/latency/slowest.csv` with the form's window and filters.
+fn slow_csv_url(form: &FormState) -> String {
+    let pairs = [
+        ("range", &form.range),
+        ("from", &form.from),
+        ("to", &form.to),
+        ("provider", &form.provider),
+        ("model", &form.model),
+        ("org", &form.org),
+    ];
+    let query: Vec<String> = pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect();
+    format!("/sre/latency/slowest.csv?{}", query.join("&"))
 }
 
 fn summary(report: &LatencyReport) -> Parts {
@@ -534,6 +605,8 @@ pub async fn page(
                 form,
                 dimensions: &[],
                 report: None,
+                slow_calls: &[],
+                trace_links: &state.trace_links,
                 error: Some(format!("Invalid {}: {}", err.field, err.reason)),
             });
             return render(StatusCode::BAD_REQUEST, &page);
@@ -541,12 +614,14 @@ pub async fn page(
     };
     let result = read_page_data(&state, &query).await;
     match result {
-        Ok((report, dimensions)) => render(
+        Ok((report, dimensions, slow)) => render(
             StatusCode::OK,
             &view(PageInput {
                 form,
                 dimensions: &dimensions,
                 report: Some(&report),
+                slow_calls: &slow,
+                trace_links: &state.trace_links,
                 error: None,
             }),
         ),
@@ -562,6 +637,8 @@ pub async fn page(
                 form,
                 dimensions: &[],
                 report: None,
+                slow_calls: &[],
+                trace_links: &state.trace_links,
                 error: Some(format!("The report could not be read: {err}")),
             });
             render(status, &page)
@@ -569,15 +646,50 @@ pub async fn page(
     }
 }
 
-/// The report and the filter menus' choices, read concurrently.
+/// The report, the filter menus' choices and the slowest calls, read
+/// concurrently.
 async fn read_page_data(
     state: &DashboardState,
     query: &LatencyQuery,
-) -> Result<(LatencyReport, Vec<(String, String)>), ReadModelError> {
+) -> Result<(LatencyReport, Vec<(String, String)>, Vec<SlowCall>), ReadModelError> {
     futures::try_join!(
         state.read_models.latency(query),
         state.read_models.latency_dimensions(query.from, query.to),
+        state.read_models.slowest_calls(query),
     )
+}
+
+/// `GET /sre/latency/slowest.csv`: the slowest calls of the page's window
+/// and filters, with their trace and span ids.
+pub async fn slowest_csv(
+    State(state): State<DashboardState>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    let query = PageParams::parse(&pairs).and_then(|params| parse_params(&params, Utc::now()).1);
+    let query = match query {
+        Ok(query) => query,
+        Err(err) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("invalid {}: {}\n", err.field, err.reason),
+            )
+                .into_response()
+        }
+    };
+    match state.read_models.slowest_calls(&query).await {
+        Ok(calls) => crate::finance::csv_download(&slow_calls::table(&calls), "slowest-calls.csv"),
+        Err(err) => {
+            let status = if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. })
+            {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                tracing::error!(%err, "slowest calls query failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            (status, format!("{err}\n")).into_response()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -641,6 +753,54 @@ mod tests {
         }
     }
 
+    fn links() -> TraceLinks {
+        TraceLinks::new(Some(
+            "https://tempo.example.com/explore?traceId={trace_id}&spanId={span_id}",
+        ))
+        .unwrap()
+    }
+
+    /// Each slow call links to its trace, the ids escaped in the URL and
+    /// the URL escaped in the HTML; a call without a trace id, or a page
+    /// without `api.trace_url`, has no link.
+    #[test]
+    fn slow_calls_link_to_their_traces() {
+        let report = tollgate_queries::samples::latency_report();
+        let calls = tollgate_queries::samples::slowest_calls();
+        let render = |links: &TraceLinks| {
+            view(PageInput {
+                form: form(),
+                dimensions: &[],
+                report: Some(&report),
+                slow_calls: &calls,
+                trace_links: links,
+                error: None,
+            })
+            .render()
+            .unwrap()
+        };
+        let html = render(&links());
+        assert_eq!(html.matches("class=\"slow-row\"").count(), 3, "{html}");
+        assert!(html.contains(
+            "href=\"https://tempo.example.com/explore?traceId=4bf92f3577b34da6a3ce929d0e0e4736&#38;spanId=00f067aa0ba902b7\""
+        ), "{html}");
+        assert!(html.contains(
+            "href=\"https://tempo.example.com/explore?traceId=batch%20run%2F7%26x%3D%3C1%3E&#38;spanId=\""
+        ), "{html}");
+        assert_eq!(html.matches("class=\"trace-link\"").count(), 2);
+        assert!(
+            !html.contains("<1>"),
+            "the raw id is escaped in the cell too"
+        );
+        assert!(
+            html.contains("/sre/latency/slowest.csv?range=1h&#38;provider=openai"),
+            "{html}"
+        );
+        let without = render(&TraceLinks::default());
+        assert_eq!(without.matches("class=\"slow-row\"").count(), 3);
+        assert_eq!(without.matches("class=\"trace-link\"").count(), 0);
+    }
+
     fn form() -> FormState {
         FormState {
             range: "1h".into(),
@@ -669,6 +829,8 @@ mod tests {
             form,
             dimensions: &dimensions,
             report: Some(&report),
+            slow_calls: &tollgate_queries::samples::slowest_calls(),
+            trace_links: &links(),
             error: None,
         });
         insta::assert_snapshot!(page.render().unwrap());
@@ -698,6 +860,8 @@ mod tests {
             form: form(),
             dimensions: &dimensions,
             report: Some(&report),
+            slow_calls: &[],
+            trace_links: &TraceLinks::default(),
             error: None,
         })
         .render()
@@ -763,6 +927,8 @@ mod tests {
             form: form(),
             dimensions: &[],
             report: Some(&report),
+            slow_calls: &[],
+            trace_links: &TraceLinks::default(),
             error: None,
         })
         .render()
@@ -781,6 +947,8 @@ mod tests {
             form: form(),
             dimensions: &[],
             report: None,
+            slow_calls: &[],
+            trace_links: &TraceLinks::default(),
             error: Some("Invalid bucket: too small".into()),
         })
         .render()

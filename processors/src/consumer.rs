@@ -62,7 +62,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tollgate_contract::{parse_event, Event, Limits};
 use tollgate_control::config::KafkaConfig;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::batch::{Batch, BatchPolicy};
 use crate::config::ProcessorConfig;
@@ -559,18 +559,48 @@ impl<F: Fold> Processor<F> {
             return Ok(());
         }
         let flushed = self.batch.take();
-        if !flushed.rows.is_empty() {
-            self.insert(flushed.rows).await?;
+        // The batch's span (exported with `telemetry.otlp_endpoint`): from
+        // the insert to the commit, with its size and Kafka partitions.
+        let span = tracing::info_span!(
+            "batch",
+            "tollgate.fold" = self.fold.name(),
+            "messaging.system" = "kafka",
+            "messaging.destination.name" = %self.kafka.events_topic,
+            "messaging.destination.partition.id" = %partition_list(flushed.commit.keys().copied()),
+            "messaging.batch.message_count" = span_count(flushed.rows.len()),
+        );
+        async {
+            if !flushed.rows.is_empty() {
+                self.insert(flushed.rows).await?;
+            }
+            self.fold.flushed(last).await;
+            if let Some(h) = &self.health {
+                h.stored(&flushed.commit);
+            }
+            self.commit(consumer, &flushed.commit, mode);
+            Ok(())
         }
-        self.fold.flushed(last).await;
-        if let Some(h) = &self.health {
-            h.stored(&flushed.commit);
-        }
-        self.commit(consumer, &flushed.commit, mode);
-        Ok(())
+        .instrument(span)
+        .await
     }
 
-    async fn insert(&mut self, mut rows: Vec<F::Row>) -> Result<()> {
+    /// Insert `rows` (retrying until stored or shut down), in a span of
+    /// its own that says how many rows of which partitions, into which
+    /// table, in how many attempts.
+    async fn insert(&mut self, rows: Vec<F::Row>) -> Result<()> {
+        let span = tracing::info_span!(
+            "insert",
+            "tollgate.fold" = self.fold.name(),
+            "db.system.name" = "clickhouse",
+            "db.collection.name" = self.fold.table(),
+            "messaging.destination.partition.id" = %partition_list(rows.iter().map(|r| r.position().0)),
+            "messaging.batch.message_count" = span_count(rows.len()),
+            "tollgate.attempts" = tracing::field::Empty,
+        );
+        self.insert_until_stored(rows).instrument(span).await
+    }
+
+    async fn insert_until_stored(&mut self, mut rows: Vec<F::Row>) -> Result<()> {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 1u32;
         let mut check_stored = false;
@@ -606,6 +636,7 @@ impl<F: Fold> Processor<F> {
                 }
             }
             let started = Instant::now();
+            tracing::Span::current().record("tollgate.attempts", i64::from(attempt));
             match self.fold.store(&rows).await {
                 Ok(()) => {
                     // Guards against Kafka re-delivering stored messages
@@ -680,6 +711,24 @@ impl<F: Fold> Processor<F> {
             warn!(%err, "offset commit failed; the next commit covers it");
         }
     }
+}
+
+/// A count as a span attribute: `i64`, which the OpenTelemetry layer
+/// exports as an integer (it exports `u64` as text).
+fn span_count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Kafka partitions as a span attribute: ascending, comma-separated.
+fn partition_list(partitions: impl Iterator<Item = i32>) -> String {
+    let mut partitions: Vec<i32> = partitions.collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    partitions
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

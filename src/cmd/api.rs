@@ -113,6 +113,8 @@ pub fn print_routes(config: &Config, json: bool) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+    let trace_links =
+        tollgate_dashboards::trace_link::TraceLinks::new(config.api.trace_url.as_deref())?;
     let read_models = ReadModels::new(&config.clickhouse);
     if let Err(err) = read_models.check().await {
         let hint = match err {
@@ -206,6 +208,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         _ => None,
     };
     let services = tollgate_dashboards::PageServices {
+        trace_links,
         prices: state.prices.as_ref().map(|p| p.store.clone()),
         budgets: state.budgets.clone(),
         audit: state.audit.clone(),

@@ -41,7 +41,13 @@ pub struct Args {
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let pool = tollgate_control::postgres::connect(&config.postgres).await?;
-    let runtime = proxy::start(&config.proxy, &config.kafka, pool.clone()).await?;
+    // With an OTLP endpoint the proxy exports a span per upstream attempt
+    // through the tracer provider `telemetry::init` installed.
+    let spans =
+        config.telemetry.otlp_endpoint.is_some().then(|| {
+            proxy::trace::SpanExport::new(opentelemetry::global::tracer("tollgate-proxy"))
+        });
+    let runtime = proxy::start(&config.proxy, &config.kafka, pool.clone(), spans).await?;
     match runtime
         .producer
         .check_connected(Duration::from_secs(5))

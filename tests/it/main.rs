@@ -44,6 +44,7 @@ mod processor;
 mod prometheus;
 mod proxy;
 mod proxy_recovery;
+mod proxy_trace;
 mod sign_in;
 mod sre_loop;
 mod sso;

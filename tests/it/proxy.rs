@@ -149,7 +149,7 @@ pub(crate) struct Proxy {
     pub(crate) mock_port: u16,
     pub(crate) brokers: String,
     pub(crate) http: reqwest::Client,
-    children: Vec<Child>,
+    pub(crate) children: Vec<Child>,
 }
 
 impl Drop for Proxy {
@@ -236,7 +236,7 @@ backoff_max_ms = 2000
         proxy
     }
 
-    fn spawn(&self, label: &str, args: &[&str]) -> Child {
+    pub(crate) fn spawn(&self, label: &str, args: &[&str]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -178,6 +178,11 @@ pub struct Sample {
     pub template: String,
     /// The masked parts of `message`, in order.
     pub variables: Vec<String>,
+    /// The failed attempt's call, and the trace and span that made it
+    /// (empty when the producer recorded none).
+    pub call_id: String,
+    pub trace_id: String,
+    pub span_id: String,
 }
 
 /// What one recovery strategy and target did for calls that first failed
@@ -280,6 +285,9 @@ struct SampleRow {
     error_message: String,
     error_template: String,
     error_variables: Vec<String>,
+    call_id: String,
+    trace_id: String,
+    span_id: String,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -411,8 +419,8 @@ fn series_sql(query: &ErrorsQuery, ids: Option<&[u64]>) -> BoundSql {
 fn samples_sql(query: &ErrorsQuery, ids: &[u64]) -> BoundSql {
     let mut template = "SELECT toUInt32(occurred_at) AS occurred_at, error_signature, \
          toString(provider) AS provider, toString(model) AS model, team_id, api_key_id, \
-         http_status, error_type, error_message, error_template, error_variables \
-         FROM calls WHERE kind = 'ai.call.failed' \
+         http_status, error_type, error_message, error_template, error_variables, \
+         call_id, trace_id, span_id FROM calls WHERE kind = 'ai.call.failed' \
          AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)"
         .to_string();
     let mut binds = window_binds(query);
@@ -762,6 +770,9 @@ pub(crate) async fn run_pattern(
             message: r.error_message,
             template: r.error_template,
             variables: r.error_variables,
+            call_id: r.call_id,
+            trace_id: r.trace_id,
+            span_id: r.span_id,
         })
         .collect();
     let recovery = recovery_rows(recovery)?;

@@ -28,6 +28,7 @@ pub mod params;
 pub mod reprice_preview;
 #[cfg(any(test, feature = "samples"))]
 pub mod samples;
+pub mod slow_calls;
 pub mod statement;
 pub mod table;
 
@@ -265,6 +266,15 @@ impl ReadModels {
         }
     }
 
+    /// The slowest terminal attempts of a latency window, with their trace
+    /// and span ids ([`slow_calls`]).
+    pub async fn slowest_calls(
+        &self,
+        query: &LatencyQuery,
+    ) -> Result<Vec<slow_calls::SlowCall>, ReadModelError> {
+        slow_calls::run(self, query).await
+    }
+
     /// Provider/model pairs that have calls in `[from, to)`, for filter menus.
     pub async fn latency_dimensions(
         &self,
@@ -367,6 +377,7 @@ pub fn sql_catalog() -> Vec<(String, String)> {
     };
     std::iter::once(check)
         .chain(latency::catalog())
+        .chain(slow_calls::catalog())
         .chain(cost::catalog())
         .chain(overview::catalog())
         .chain(burndown::catalog())

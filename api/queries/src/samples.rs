@@ -80,6 +80,43 @@ fn stats(count: u64, errors: u64, duration: Percentiles, ttft: Option<Percentile
     }
 }
 
+/// The slowest calls of the sample latency window: one traced by the
+/// proxy (hex ids), one with another producer's trace id (text a link must
+/// escape), one without a trace.
+pub fn slowest_calls() -> Vec<crate::slow_calls::SlowCall> {
+    use crate::slow_calls::SlowCall;
+    let call = |ms: u32, id: &str, trace_id: &str, span_id: &str| SlowCall {
+        occurred_at: at(10, 10, 4) + chrono::Duration::milliseconds(i64::from(ms)),
+        call_id: id.into(),
+        attempt: 1,
+        org: "acme".into(),
+        team: "search".into(),
+        provider: "openai".into(),
+        model: "gpt-4o".into(),
+        outcome: "success".into(),
+        http_status: 200,
+        duration_ms: ms,
+        ttft_ms: (ms < 5000).then_some(ms / 4),
+        trace_id: trace_id.into(),
+        span_id: span_id.into(),
+    };
+    vec![
+        call(
+            9120,
+            "0195d0a0-0000-7000-8000-000000000001",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "00f067aa0ba902b7",
+        ),
+        call(
+            4310,
+            "0195d0a0-0000-7000-8000-000000000002",
+            "batch run/7&x=<1>",
+            "",
+        ),
+        call(2875, "0195d0a0-0000-7000-8000-000000000003", "", ""),
+    ]
+}
+
 /// A quarter hour by provider and model in 5-minute buckets: a streamed
 /// Anthropic group small enough for exact percentiles, and an OpenAI group
 /// over 1,000 calls whose totals are histogram estimates.
@@ -551,6 +588,20 @@ pub fn pattern_report() -> crate::errors::PatternReport {
         message: format!("Overloaded (request {request})"),
         template: "Overloaded (request <ID>)".into(),
         variables: vec![request.into()],
+        call_id: format!("call-{request}"),
+        trace_id: String::new(),
+        span_id: String::new(),
+    };
+    // One traced by the proxy, one with another producer's trace id (text
+    // that links must escape).
+    let traced = Sample {
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        span_id: "00f067aa0ba902b7".into(),
+        ..sample(12, "claude-sonnet-4", "req_011CXyz")
+    };
+    let other_producer = Sample {
+        trace_id: "batch run/7&x=<1>".into(),
+        ..sample(7, "claude-sonnet-4", "req_011CAbc")
     };
     PatternReport {
         from: report.from,
@@ -564,10 +615,7 @@ pub fn pattern_report() -> crate::errors::PatternReport {
             last_seen: at(10, 10, 12),
         }],
         pattern,
-        samples: vec![
-            sample(12, "claude-sonnet-4", "req_011CXyz"),
-            sample(7, "claude-sonnet-4", "req_011CAbc"),
-        ],
+        samples: vec![traced, other_producer],
         recovery: vec![
             RecoveryRow {
                 strategy: "fallback_provider".into(),

@@ -31,6 +31,7 @@ use super::metrics::ProxyMetrics;
 use super::observe::{self, Dialect, Observer};
 use super::record::{AttemptRecord, CallContext};
 use super::routing::Route;
+use super::trace::{AttemptTarget, AttemptTrace};
 use super::{breaker, recovery, Endpoint, ProxyState, Upstream};
 use tollgate_contract::signature::SignatureId;
 use tollgate_contract::{Outcome, Recovery, Strategy};
@@ -402,7 +403,7 @@ async fn forward(
     let mut previous_end: Option<Instant> = None;
     let mut final_failure: Option<(Failure, String, bool)> = None;
     while let Some(upstream) = state.upstreams.get(&current.provider) {
-        let headers = upstream_headers(client_headers, upstream, dialect);
+        let mut headers = upstream_headers(client_headers, upstream, dialect);
         let body = upstream_body(request, original, &current.model, inject_usage);
         let url = format!(
             "{}{}",
@@ -424,6 +425,18 @@ async fn forward(
             first_failure.as_ref(),
             &current,
         ));
+        record.trace = AttemptTrace::start(
+            state.spans.as_ref(),
+            ctx.client_parent,
+            &AttemptTarget {
+                operation: ctx.operation,
+                provider: &current.provider,
+                kind: current.kind,
+                model: &current.model,
+                base_url: &upstream.config.base_url,
+            },
+            &mut headers,
+        );
         ProxyMetrics::inc(&state.metrics.upstream_attempts);
         if attempt > 1 {
             ProxyMetrics::inc(&state.metrics.retries);
@@ -431,7 +444,7 @@ async fn forward(
         let sent = upstream
             .client
             .post(&url)
-            .headers(headers.clone())
+            .headers(headers)
             .body(body.clone())
             .send();
         let result = tokio::time::timeout(first_byte, sent).await;
@@ -800,6 +813,7 @@ fn relay(
         record.outcome = outcome;
         record.duration = started.elapsed();
         record.response_sha256 = Some(observer.response_sha256());
+        record.response_model = observer.response_model.take();
         tracing::debug!(call_id = %record.call_id, outcome = outcome.as_str(), "call finished");
         state.emit_attempt(&ctx, record).await;
     });

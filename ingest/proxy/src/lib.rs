@@ -14,7 +14,7 @@
 //! (usage and TTFT from the bytes passing through), [`record`] (events),
 //! [`emitter`] and [`spool`] (delivery to Kafka), [`errors`] (the proxy's
 //! own error replies), [`metrics`] (what `GET /metrics` reports, served by
-//! the binary).
+//! the binary), [`trace`] (W3C trace context and the proxy's own spans).
 
 pub mod auth;
 pub mod breaker;
@@ -31,6 +31,7 @@ pub mod record;
 pub mod recovery;
 pub mod routing;
 pub mod spool;
+pub mod trace;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -137,13 +138,19 @@ pub struct ProxyState {
     /// The price catalog, for budget reservations (kept fresh from
     /// PostgreSQL like the processors' copy).
     pub prices: SharedCatalog,
+    /// Where the proxy's own spans go (`telemetry.otlp_endpoint`); `None`:
+    /// no spans, the client's trace headers pass through unchanged.
+    pub spans: Option<trace::SpanExport>,
 }
 
 impl ProxyState {
     /// Emit the event of one attempt, first charging its exact cost to the
     /// call's budget reservation.
-    pub async fn emit_attempt(&self, ctx: &CallContext, record: record::AttemptRecord) {
+    pub async fn emit_attempt(&self, ctx: &CallContext, mut record: record::AttemptRecord) {
+        let trace = record.trace.clone();
+        let response_model = record.response_model.take();
         let event = ctx.event(record);
+        trace.finish(&event, response_model.as_deref());
         if let Some(reservation) = &ctx.budget {
             if let Some(cost) = estimate::event_cost(&event, &self.prices.current()) {
                 reservation.charge(event.event_id, cost, event.occurred_at);
@@ -229,11 +236,13 @@ fn build_upstreams(config: &ProxyConfig) -> Result<HashMap<String, Upstream>, Pr
 }
 
 /// Set everything up: upstream clients, the emitter (spool replay first),
-/// the decision cache (read to the end of the topic).
+/// the decision cache (read to the end of the topic). With `spans`, each
+/// upstream attempt is a span of the proxy's own ([`trace`]).
 pub async fn start(
     config: &ProxyConfig,
     kafka: &KafkaConfig,
     pool: sqlx::PgPool,
+    spans: Option<trace::SpanExport>,
 ) -> Result<ProxyRuntime, ProxyStartError> {
     let upstreams = build_upstreams(config)?;
     let producer = EventProducer::new(&KafkaConfig {
@@ -299,6 +308,7 @@ pub async fn start(
         upstreams,
         metrics,
         prices,
+        spans,
     });
     Ok(ProxyRuntime {
         state,

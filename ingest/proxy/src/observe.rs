@@ -45,6 +45,9 @@ pub struct Observer {
     pub error: Option<ProviderError>,
     /// The body could not be parsed as the provider's format.
     pub malformed: bool,
+    /// The model the answer names (OpenAI `model`, Anthropic
+    /// `message.model`), for the proxy's span.
+    pub response_model: Option<String>,
 }
 
 impl Observer {
@@ -64,6 +67,7 @@ impl Observer {
             complete: false,
             error: None,
             malformed: false,
+            response_model: None,
         }
     }
 
@@ -153,7 +157,15 @@ impl Observer {
         }
     }
 
+    /// Keep the first model an answer names.
+    fn note_model(&mut self, model: Option<&Value>) {
+        if self.response_model.is_none() {
+            self.response_model = model.and_then(Value::as_str).map(str::to_string);
+        }
+    }
+
     fn observe_openai_chunk(&mut self, chunk: &Value) -> bool {
+        self.note_model(chunk.get("model"));
         if let Some(err) = chunk.get("error") {
             self.error = Some(openai_error(err));
         }
@@ -179,6 +191,7 @@ impl Observer {
         let kind = event.get("type").and_then(Value::as_str).unwrap_or(name);
         match kind {
             "message_start" => {
+                self.note_model(event.pointer("/message/model"));
                 if let Some(usage) = event.pointer("/message/usage") {
                     self.usage = anthropic_usage(usage, &self.usage);
                     self.usage_reported = true;
@@ -210,6 +223,7 @@ impl Observer {
             return;
         };
         self.complete = true;
+        self.note_model(value.get("model"));
         match self.dialect {
             Dialect::OpenAi => {
                 if let Some(err) = value.get("error") {

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use chrono::{SubsecRound, Utc};
+use opentelemetry::trace::{SpanId, TraceId};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::auth::VirtualKey;
+use super::trace::{AttemptTrace, ClientParent};
 use tollgate_contract::signature::{signature, ErrorInput, SignatureId};
 use tollgate_contract::{
     Call, Event, EventKind, Operation, Outcome, ProviderError, Recovery, Usage, SCHEMA_VERSION,
@@ -25,7 +27,11 @@ const MAX_TAGS: usize = 16;
 pub struct CallContext {
     pub key: VirtualKey,
     pub call_id: String,
-    pub trace_id: String,
+    /// The trace id the client gave in `x-tollgate-trace-id` (it wins
+    /// over the W3C trace id for `call.trace_id`).
+    pub explicit_trace_id: Option<String>,
+    /// The client's valid W3C `traceparent`, if any.
+    pub client_parent: Option<ClientParent>,
     pub requested_model: String,
     pub operation: Operation,
     pub stream: bool,
@@ -55,6 +61,11 @@ pub struct AttemptRecord {
     /// The attempt's place in the call (`docs/error-patterns.md`,
     /// "Recovery facts"); `None` on a gate's refusal.
     pub recovery: Option<Recovery>,
+    /// The span that made the attempt (none on a gate's refusal: the
+    /// event then names the client's span).
+    pub trace: AttemptTrace,
+    /// The model the provider's answer names, for the proxy's span.
+    pub response_model: Option<String>,
 }
 
 impl AttemptRecord {
@@ -83,7 +94,8 @@ impl CallContext {
         Self {
             key,
             call_id: Uuid::now_v7().to_string(),
-            trace_id: trace_id(headers),
+            explicit_trace_id: explicit_trace_id(headers),
+            client_parent: ClientParent::from_headers(headers),
             requested_model: requested_model.to_string(),
             operation,
             stream,
@@ -110,6 +122,24 @@ impl CallContext {
             error: None,
             response_sha256: None,
             recovery: None,
+            trace: AttemptTrace::default(),
+            response_model: None,
+        }
+    }
+
+    /// `call.trace_id` and `call.span_id` of an attempt made by the span
+    /// `made_by` (the proxy's span, or the client's): the explicit trace
+    /// id wins, and the span id is given only when the trace id is the
+    /// span's, so the two always name one span.
+    fn trace_ids(&self, made_by: Option<(TraceId, SpanId)>) -> (String, String) {
+        let made_by = made_by.or(self.client_parent.map(|c| (c.trace_id, c.span_id)));
+        match (&self.explicit_trace_id, made_by) {
+            (Some(explicit), Some((trace, span))) if *explicit == trace.to_string() => {
+                (explicit.clone(), span.to_string())
+            }
+            (Some(explicit), _) => (explicit.clone(), String::new()),
+            (None, Some((trace, span))) => (trace.to_string(), span.to_string()),
+            (None, None) => (String::new(), String::new()),
         }
     }
 
@@ -128,6 +158,7 @@ impl CallContext {
             tags.insert("usage".into(), "estimated".into());
         }
         let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        let (trace_id, span_id) = self.trace_ids(record.trace.ids);
         Event {
             schema_version: SCHEMA_VERSION,
             event_id: Uuid::now_v7(),
@@ -139,8 +170,8 @@ impl CallContext {
             api_key_id: self.key.id.to_string(),
             call: Some(Call {
                 call_id: record.call_id,
-                trace_id: self.trace_id.clone(),
-                span_id: String::new(),
+                trace_id,
+                span_id,
                 provider: record.provider,
                 model: record.model,
                 requested_model: self.requested_model.clone(),
@@ -195,19 +226,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The trace id from W3C `traceparent` (`00-<trace>-<span>-<flags>`) or
-/// `x-tollgate-trace-id`.
-fn trace_id(headers: &HeaderMap) -> String {
-    let from_traceparent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split('-').nth(1))
-        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()));
-    let explicit = headers
+/// The trace id of `x-tollgate-trace-id` (printable ASCII, at most 128).
+fn explicit_trace_id(headers: &HeaderMap) -> Option<String> {
+    headers
         .get("x-tollgate-trace-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|t| !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_graphic()));
-    explicit.or(from_traceparent).unwrap_or("").to_string()
+        .filter(|t| !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
 }
 
 /// Tags from `x-tollgate-tag-<name>: <value>` headers.
@@ -228,9 +253,8 @@ fn tags(headers: &HeaderMap) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn proxy_events_pass_the_ingest_contract() {
-        let key = VirtualKey {
+    fn key() -> VirtualKey {
+        VirtualKey {
             id: Uuid::now_v7(),
             prefix: "abcdefgh".into(),
             role: "proxy".into(),
@@ -238,7 +262,12 @@ mod tests {
             team_id: "search".into(),
             user_id: "alice".into(),
             allowed_models: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn proxy_events_pass_the_ingest_contract() {
+        let key = key();
         let mut headers = HeaderMap::new();
         headers.insert("x-tollgate-tag-feature", "search".parse().unwrap());
         let ctx = CallContext::new(key, &headers, Operation::Chat, "gpt-4o", true, b"{}");
@@ -298,7 +327,31 @@ mod tests {
                 .unwrap(),
         );
         h.insert("x-tollgate-tag-feature", "search".parse().unwrap());
-        assert_eq!(trace_id(&h), "0af7651916cd43dd8448eb211c80319c");
+        let ctx = CallContext::new(key(), &h, Operation::Chat, "gpt-4o", false, b"{}");
+        let call = ctx.event(ctx.attempt("openai", "gpt-4o")).call.unwrap();
+        assert_eq!(
+            (call.trace_id.as_str(), call.span_id.as_str()),
+            ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+        );
         assert_eq!(tags(&h).get("feature").map(String::as_str), Some("search"));
+        // An explicit trace id wins; the client's span is not in that trace.
+        h.insert("x-tollgate-trace-id", "run-42".parse().unwrap());
+        let ctx = CallContext::new(key(), &h, Operation::Chat, "gpt-4o", false, b"{}");
+        let call = ctx.event(ctx.attempt("openai", "gpt-4o")).call.unwrap();
+        assert_eq!(
+            (call.trace_id.as_str(), call.span_id.as_str()),
+            ("run-42", "")
+        );
+        // An invalid traceparent is ignored.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        let ctx = CallContext::new(key(), &h, Operation::Chat, "gpt-4o", false, b"{}");
+        let call = ctx.event(ctx.attempt("openai", "gpt-4o")).call.unwrap();
+        assert_eq!((call.trace_id.as_str(), call.span_id.as_str()), ("", ""));
     }
 }
