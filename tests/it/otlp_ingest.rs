@@ -470,8 +470,15 @@ async fn hostile_otlp_gets_clear_errors_and_loses_nothing_else() {
         "{}",
         status.message
     );
-    // The same as real GenAI spans, over gRPC: refused whole (too large or
-    // too many), never a crash.
+    // The same over gRPC: counted before decoding too.
+    let status = rx.grpc(many.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("100000 spans in one request"),
+        "{status:?}"
+    );
+    // 100 000 real GenAI spans over gRPC: refused whole (too large or too
+    // many), never a crash.
     let many_calls = request(
         (0..100_000)
             .map(|_| span(1, chat("gpt-4o", 1, 0, 1)))
