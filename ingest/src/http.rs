@@ -7,6 +7,7 @@
 //!   single JSON object, or NDJSON (`Content-Type: application/x-ndjson`).
 //! - `GET /v1/schema`: the JSON Schema of one event.
 //! - `GET /healthz`: `{"status":"ok"}`.
+//! - `POST /v1/traces`: OTLP/HTTP traces (`crate::otlp`, `docs/otlp.md`).
 //!
 //! Response of `POST /v1/events` when the body could be split into events:
 //!
@@ -75,6 +76,8 @@ pub struct IngestState {
     pub rejected: Arc<Tally>,
     /// What `/metrics` reports about ingest (`crate::metrics`).
     pub metrics: Arc<IngestMetrics>,
+    /// The OTLP trace receiver's counters and recent span ids.
+    pub otlp: crate::otlp::OtlpReceiver,
 }
 
 impl IngestState {
@@ -91,20 +94,22 @@ impl IngestState {
             max_events_per_request: config.max_events_per_request,
             rejected: Arc::new(Tally::default()),
             metrics: Arc::new(IngestMetrics::default()),
+            otlp: crate::otlp::OtlpReceiver::new(config.otlp_recent_spans),
         }
     }
 }
 
 /// The ingest API's routes, with request tracing.
-pub fn ingest_router(state: IngestState) -> Router {
+pub fn ingest_router(state: Arc<IngestState>) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .route("/v1/events", post(post_events))
+        .route("/v1/traces", post(crate::otlp::http::post_traces))
         .route("/v1/schema", get(get_schema))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(Arc::new(state))
+        .with_state(state)
         // `POST /v1/events` enforces the limit itself while streaming; this
         // covers any extractor added later, and the layer below turns any bare
         // 413 into JSON that names the limit.
@@ -143,7 +148,7 @@ async fn get_schema() -> Json<Value> {
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(json!({ "error": "no such route; the ingest API serves POST /v1/events, GET /v1/schema, GET /healthz" })),
+        Json(json!({ "error": "no such route; the ingest API serves POST /v1/events, POST /v1/traces (OTLP), GET /v1/schema, GET /healthz" })),
     )
         .into_response()
 }
@@ -157,12 +162,16 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn json_payload_too_large(State(limit): State<usize>, response: Response) -> Response {
-    let is_json = response
+    let answered = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        // A JSON body, or OTLP/HTTP's protobuf `google.rpc.Status`, is
+        // already the answer.
+        .is_some_and(|ct| {
+            ct.starts_with("application/json") || ct.starts_with("application/x-protobuf")
+        });
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !answered {
         return IngestError::BodyTooLarge { limit }.into_response();
     }
     response
@@ -245,7 +254,12 @@ async fn ingest_batch(
 
 /// The key behind `Authorization: Bearer <secret>`, if it may ingest.
 async fn authenticate(keys: &KeyStore, headers: &HeaderMap) -> Result<ApiKey, IngestError> {
-    let secret = headers
+    verify_secret(keys, bearer_token(headers)).await
+}
+
+/// The token of `Authorization: Bearer <token>`, when there is one.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -253,7 +267,14 @@ async fn authenticate(keys: &KeyStore, headers: &HeaderMap) -> Result<ApiKey, In
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
         .filter(|token| !token.is_empty())
-        .ok_or(IngestError::MissingApiKey)?;
+}
+
+/// The key a presented secret belongs to, if it may ingest.
+pub(crate) async fn verify_secret(
+    keys: &KeyStore,
+    secret: Option<&str>,
+) -> Result<ApiKey, IngestError> {
+    let secret = secret.ok_or(IngestError::MissingApiKey)?;
     let key = keys
         .verify(secret)
         .await?
@@ -271,7 +292,11 @@ async fn authenticate(keys: &KeyStore, headers: &HeaderMap) -> Result<ApiKey, In
 /// Read at most `limit` bytes. Over the limit, the rest is drained (bounded)
 /// before answering 413, unless the client waits for `100 Continue` and has
 /// not sent the body yet.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, IngestError> {
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, IngestError> {
     let too_large = IngestError::BodyTooLarge { limit };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -636,7 +661,18 @@ mod tests {
             body["error"].as_str().unwrap().contains("1234 bytes"),
             "{body}"
         );
-        // Other responses pass through untouched.
+        // OTLP/HTTP's protobuf status passes through, as do other responses.
+        let protobuf = (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            vec![8u8, 8],
+        )
+            .into_response();
+        let response = json_payload_too_large(State(1234), protobuf).await;
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/x-protobuf"
+        );
         let ok = json_payload_too_large(State(1234), StatusCode::OK.into_response()).await;
         assert_eq!(ok.status(), StatusCode::OK);
     }

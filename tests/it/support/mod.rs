@@ -159,6 +159,9 @@ database = "{name}"
 
 [ingest]
 listen = "127.0.0.1:{ingest_port}"
+# Tests run side by side: the OTLP/gRPC receiver takes a port the system
+# picks and says which in its log (`otlp_ingest.rs`).
+otlp_grpc_listen = "127.0.0.1:0"
 
 [api]
 listen = "127.0.0.1:{api_port}"
@@ -296,6 +299,39 @@ listen = "127.0.0.1:{api_port}"
             let got: u64 = self.ch(sql).await.trim().parse().unwrap_or(0);
             if got >= want || start.elapsed() > timeout {
                 return got;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl TestEnv {
+    /// `GET /api/v1/reports/latency` with `query`, read until its groups
+    /// count at least `calls` calls (the views write a moment after the
+    /// `calls` part of an insert is visible) or 20 s passed; the last report.
+    pub async fn latency_report_counting(
+        &self,
+        query: &[(&str, &str)],
+        calls: u64,
+    ) -> serde_json::Value {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let report: serde_json::Value = client
+                .get(format!("{}/api/v1/reports/latency", self.api_url()))
+                .query(query)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let counted: u64 = report["groups"]
+                .as_array()
+                .map(|g| g.iter().filter_map(|g| g["total"]["count"].as_u64()).sum())
+                .unwrap_or(0);
+            if counted >= calls || Instant::now() > deadline {
+                return report;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
