@@ -29,7 +29,8 @@ struct Cli {
 enum Command {
     /// Apply ClickHouse and PostgreSQL migrations (safe to re-run).
     Migrate(cmd::migrate::Args),
-    /// Serve the HTTP batch ingest API (`POST /v1/events`, `GET /v1/schema`).
+    /// Serve the HTTP batch ingest API (`POST /v1/events`, `GET /v1/schema`)
+    /// and the OTLP trace receiver (`POST /v1/traces`, OTLP/gRPC).
     Ingest(cmd::ingest::Args),
     /// Consume `tollgate.events` and fold it into ClickHouse.
     Process(cmd::process::Args),

@@ -20,6 +20,13 @@ pub struct IngestConfig {
     /// `pipeline_health`, seconds; 0 writes none
     /// (`docs/alerting-signals.md`, "pipeline_health").
     pub health_sample_secs: u64,
+    /// Where the OTLP/gRPC trace receiver listens (`docs/otlp.md`); empty
+    /// serves none. OTLP/HTTP (`POST /v1/traces`) is served on `listen`.
+    pub otlp_grpc_listen: String,
+    /// How many recently accepted OTLP span event ids each ingest process
+    /// remembers, so an exporter's retry of a span it already delivered is
+    /// answered without producing it again; 0 remembers none.
+    pub otlp_recent_spans: usize,
 }
 
 impl Default for IngestConfig {
@@ -31,6 +38,8 @@ impl Default for IngestConfig {
             max_future_skew_secs: 300,
             max_age_days: 400,
             health_sample_secs: 10,
+            otlp_grpc_listen: "127.0.0.1:4317".into(),
+            otlp_recent_spans: 100_000,
         }
     }
 }

@@ -7,6 +7,7 @@
 //!   single JSON object, or NDJSON (`Content-Type: application/x-ndjson`).
 //! - `GET /v1/schema`: the JSON Schema of one event.
 //! - `GET /healthz`: `{"status":"ok"}`.
+//! - `POST /v1/traces`: OTLP/HTTP traces (`crate::otlp`, `docs/otlp.md`).
 //!
 //! Response of `POST /v1/events` when the body could be split into events:
 //!
@@ -72,6 +73,8 @@ pub struct IngestState {
     /// Events answered `rejected` since the health sampler last took the
     /// count (`tollgate_control::pipeline_health`).
     pub rejected: Arc<Tally>,
+    /// The OTLP trace receiver's counters and recent span ids.
+    pub otlp: crate::otlp::OtlpReceiver,
 }
 
 impl IngestState {
@@ -87,20 +90,22 @@ impl IngestState {
             max_body_bytes: config.max_body_bytes,
             max_events_per_request: config.max_events_per_request,
             rejected: Arc::new(Tally::default()),
+            otlp: crate::otlp::OtlpReceiver::new(config.otlp_recent_spans),
         }
     }
 }
 
 /// The ingest API's routes, with request tracing.
-pub fn ingest_router(state: IngestState) -> Router {
+pub fn ingest_router(state: Arc<IngestState>) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .route("/v1/events", post(post_events))
+        .route("/v1/traces", post(crate::otlp::http::post_traces))
         .route("/v1/schema", get(get_schema))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(Arc::new(state))
+        .with_state(state)
         // `POST /v1/events` enforces the limit itself while streaming; this
         // covers any extractor added later, and the layer below turns any bare
         // 413 into JSON that names the limit.
@@ -139,7 +144,7 @@ async fn get_schema() -> Json<Value> {
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(json!({ "error": "no such route; the ingest API serves POST /v1/events, GET /v1/schema, GET /healthz" })),
+        Json(json!({ "error": "no such route; the ingest API serves POST /v1/events, POST /v1/traces (OTLP), GET /v1/schema, GET /healthz" })),
     )
         .into_response()
 }
@@ -240,8 +245,16 @@ async fn authenticate(keys: &KeyStore, headers: &HeaderMap) -> Result<ApiKey, In
             let (scheme, token) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
-        .filter(|token| !token.is_empty())
-        .ok_or(IngestError::MissingApiKey)?;
+        .filter(|token| !token.is_empty());
+    verify_secret(keys, secret).await
+}
+
+/// The key a presented secret belongs to, if it may ingest.
+pub(crate) async fn verify_secret(
+    keys: &KeyStore,
+    secret: Option<&str>,
+) -> Result<ApiKey, IngestError> {
+    let secret = secret.ok_or(IngestError::MissingApiKey)?;
     let key = keys
         .verify(secret)
         .await?
@@ -259,7 +272,11 @@ async fn authenticate(keys: &KeyStore, headers: &HeaderMap) -> Result<ApiKey, In
 /// Read at most `limit` bytes. Over the limit, the rest is drained (bounded)
 /// before answering 413, unless the client waits for `100 Continue` and has
 /// not sent the body yet.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, IngestError> {
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, IngestError> {
     let too_large = IngestError::BodyTooLarge { limit };
     let declared = headers
         .get(header::CONTENT_LENGTH)

@@ -1,4 +1,5 @@
-//! Tollgate ingest: the HTTP batch ingest endpoint (`POST /v1/events`). The
+//! Tollgate ingest: the HTTP batch ingest endpoint (`POST /v1/events`) and
+//! the OTLP trace receiver (`otlp`: `POST /v1/traces`, gRPC). The
 //! records it accepts are defined in `tollgate-contract` (`ingest/contract/`);
 //! API keys and the event producer are the control plane's
 //! (`tollgate-control`, `ingest/control/`); the other HTTP edge, the proxy,
@@ -7,5 +8,6 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod otlp;
 
 pub use error::{Fault, IngestError};

@@ -1,4 +1,6 @@
-//! `tollgate ingest`: serve the HTTP batch ingest API. Connects to PostgreSQL
+//! `tollgate ingest`: serve the HTTP batch ingest API and the OTLP trace
+//! receiver (OTLP/HTTP on the same listener, OTLP/gRPC on
+//! `ingest.otlp_grpc_listen`; `docs/otlp.md`). Connects to PostgreSQL
 //! (API keys) and Kafka (events topic) first and refuses to start, with an
 //! error naming the address, when either is unreachable. Stops accepting
 //! connections on SIGTERM or Ctrl-C, finishes requests in flight and flushes
@@ -8,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 use tollgate_contract::alerts::PipelineMetric;
 use tollgate_control::kafka::EventProducer;
 use tollgate_control::keys::KeyStore;
 use tollgate_control::pipeline_health::{Sample, Sampling, Tally};
 use tollgate_ingest::http::{ingest_router, serve, IngestState};
+use tollgate_ingest::otlp::grpc::serve_grpc;
 
 use crate::config::Config;
 
@@ -39,6 +43,10 @@ pub struct Args {
     /// Address to listen on; overrides `ingest.listen`.
     #[arg(long)]
     listen: Option<String>,
+    /// Address of the OTLP/gRPC receiver; overrides
+    /// `ingest.otlp_grpc_listen` (empty: no gRPC receiver).
+    #[arg(long)]
+    otlp_grpc_listen: Option<String>,
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
@@ -54,11 +62,11 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             "events topic does not exist yet; events will fail until it does (run `tollgate migrate`)"
         ),
     }
-    let state = IngestState::new(
+    let state = Arc::new(IngestState::new(
         KeyStore::new(pool.clone()),
         producer.clone(),
         &config.ingest,
-    );
+    ));
     let sampler = start_health_sampler(config, state.rejected.clone());
     let listen = args.listen.as_deref().unwrap_or(&config.ingest.listen);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -69,13 +77,45 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         max_body_bytes = config.ingest.max_body_bytes,
         "ingest API listening"
     );
-    serve(
-        listener,
-        ingest_router(state),
-        super::shutdown::shutdown_signal(),
-    )
+    let stop = CancellationToken::new();
+    let grpc_listen = args
+        .otlp_grpc_listen
+        .as_deref()
+        .unwrap_or(&config.ingest.otlp_grpc_listen);
+    let grpc = if grpc_listen.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(grpc_listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {grpc_listen} (ingest.otlp_grpc_listen; empty disables the OTLP/gRPC receiver)")
+            })?;
+        tracing::info!(
+            address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| grpc_listen.to_string()),
+            "otlp grpc receiver listening"
+        );
+        let stopped = stop.clone();
+        Some(tokio::spawn(serve_grpc(
+            listener,
+            state.clone(),
+            async move { stopped.cancelled().await },
+        )))
+    };
+    let stopping = stop.clone();
+    serve(listener, ingest_router(state), async move {
+        super::shutdown::shutdown_signal().await;
+        stopping.cancel();
+    })
     .await
     .context("ingest HTTP server failed")?;
+    stop.cancel();
+    if let Some(grpc) = grpc {
+        match grpc.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "otlp grpc receiver failed"),
+            Err(err) => tracing::warn!(%err, "otlp grpc receiver task failed"),
+        }
+    }
     tracing::info!("shutting down: flushing events still in flight");
     producer.flush(Duration::from_secs(10))?;
     if let Some(sampler) = sampler {

@@ -64,6 +64,13 @@ impl ApiKey {
     }
 }
 
+/// The team and user a key is scoped to, when it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct KeyTenant {
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+}
+
 /// A key just created; `secret` exists only in this value.
 #[derive(Debug, Clone)]
 pub struct CreatedKey {
@@ -190,6 +197,18 @@ impl KeyStore {
             tracing::info!(prefix, "api key revoked");
         }
         Ok(revoked)
+    }
+
+    /// The team and user key `id` is scoped to (`tollgate keys create
+    /// --team/--user`), which edges that take the tenant from the key (the
+    /// OTLP receiver) put on the events it sends.
+    pub async fn tenant(&self, id: Uuid) -> Result<KeyTenant, ControlError> {
+        sqlx::query_as("SELECT team_id, user_id FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|err| ControlError::postgres("reading a key's tenant", err))
+            .map(Option::unwrap_or_default)
     }
 
     /// The key named `prefix`, revoked or not.

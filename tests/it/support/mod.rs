@@ -159,6 +159,9 @@ database = "{name}"
 
 [ingest]
 listen = "127.0.0.1:{ingest_port}"
+# Tests run side by side: the OTLP/gRPC receiver takes a port the system
+# picks and says which in its log (`otlp_ingest.rs`).
+otlp_grpc_listen = "127.0.0.1:0"
 
 [api]
 listen = "127.0.0.1:{api_port}"
