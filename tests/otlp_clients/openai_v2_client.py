@@ -3,10 +3,12 @@
 ingest (or captured to a file): see instrumented_call.py for the arguments
 and the report.
 
-This release (2.4b0, on opentelemetry-util-genai 1.1b0) writes the current
-attribute names (`gen_ai.provider.name`) whether or not
-OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental is set; that
-setting changes none of the attributes on the span (captured both ways).
+It runs in two venvs: the current release (2.4b0, on
+opentelemetry-util-genai 1.1b0) writes the current attribute names
+(`gen_ai.provider.name`) whether or not
+OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental is set (that
+setting changes none of the attributes on the span); an older one (2.1b0,
+venv `openai-v2-legacy`) writes those up to semconv 1.36 (`gen_ai.system`).
 """
 
 import instrumented_call
