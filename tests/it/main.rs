@@ -36,6 +36,7 @@ mod ingest_api;
 mod latency_api;
 mod layering;
 mod leases;
+mod otlp_clients;
 mod overview;
 mod pipeline_health;
 mod processor;
