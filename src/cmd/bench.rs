@@ -3,6 +3,7 @@
 
 pub mod alerts;
 mod ingest;
+mod otlp;
 mod proxy;
 
 use crate::config::Config;
@@ -13,6 +14,10 @@ pub enum BenchCommand {
     /// visible in ClickHouse, with consumer lag over time and the processor's
     /// peak RSS. Runs against a fresh topic and database it creates.
     Ingest(ingest::Args),
+    /// OTLP against the JSON API: the same simulated calls through a
+    /// `tollgate ingest` child as JSON events, then as OTLP/HTTP GenAI
+    /// spans, each timed until every row is visible in ClickHouse.
+    Otlp(otlp::Args),
     /// The proxy's added latency: the same requests to the mock upstream
     /// directly and through `tollgate proxy`, interleaved in one run, with
     /// the proxy's throughput, CPU and RSS.
@@ -26,6 +31,7 @@ pub enum BenchCommand {
 pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest::run(args, config).await,
+        BenchCommand::Otlp(args) => otlp::run(args, config).await,
         BenchCommand::Proxy(args) => proxy::run(args, config).await,
         BenchCommand::Alerts(args) => alerts::run(args, config).await,
     }

@@ -37,6 +37,7 @@ mod latency_api;
 mod layering;
 mod leases;
 mod otlp_clients;
+mod otlp_ingest;
 mod overview;
 mod pipeline_health;
 mod processor;

@@ -5,20 +5,30 @@
 //! the message the HTTP transport gives: `UNAUTHENTICATED`,
 //! `PERMISSION_DENIED`, `INVALID_ARGUMENT`, `RESOURCE_EXHAUSTED`,
 //! `UNAVAILABLE` (retry).
+//!
+//! The service is the generated `TraceService` trait served through its own
+//! codec ([`CountingCodec`]) rather than the generated server's: like the
+//! HTTP transport, it counts the spans and elements of a message on the
+//! wire (`precount.rs`) before decoding it, so a message of millions of
+//! empty spans is refused without being decoded.
 
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use tonic::codec::CompressionEncoding;
+use prost::bytes::Buf;
+use prost::Message;
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
+};
+use tonic::codegen::{http, BoxFuture, Context, Poll, Service, StdError};
+use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
 use super::http::{grpc_code, presented_key};
-use super::{export, ExportError};
+use super::{check_counts, export, precount, ExportError};
 use crate::error::IngestError;
 use crate::http::{verify_secret, IngestState};
 
@@ -59,19 +69,136 @@ impl TraceService for OtlpTraceService {
     }
 }
 
+/// Protobuf for the trace service, counting a request on the wire before
+/// decoding it.
+#[derive(Debug, Clone, Copy)]
+pub struct CountingCodec {
+    max_spans: usize,
+}
+
+impl Codec for CountingCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = ExportTraceServiceRequest;
+    type Encoder = ResponseEncoder;
+    type Decoder = CountingCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ResponseEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        *self
+    }
+}
+
+impl Decoder for CountingCodec {
+    type Item = ExportTraceServiceRequest;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        let counts = precount::protobuf(&bytes).map_err(|err| {
+            Status::invalid_argument(format!(
+                "body: not a valid OTLP protobuf ExportTraceServiceRequest: {err}"
+            ))
+        })?;
+        check_counts(counts, self.max_spans).map_err(|err| status_of(&err))?;
+        ExportTraceServiceRequest::decode(bytes)
+            .map(Some)
+            .map_err(|err| {
+                Status::invalid_argument(format!(
+                    "body: not a valid OTLP protobuf ExportTraceServiceRequest: {err}"
+                ))
+            })
+    }
+}
+
+/// Protobuf encoding of the answer.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseEncoder;
+
+impl Encoder for ResponseEncoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(buf)
+            .map_err(|err| Status::internal(format!("cannot encode the answer: {err}")))
+    }
+}
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// The gRPC server of the trace service: `Export`, through [`CountingCodec`].
+#[derive(Clone)]
+pub struct TraceServer {
+    service: Arc<OtlpTraceService>,
+    max_message_bytes: usize,
+    max_spans: usize,
+}
+
+impl NamedService for TraceServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+struct ExportMethod(Arc<OtlpTraceService>);
+
+impl UnaryService<ExportTraceServiceRequest> for ExportMethod {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<Response<Self::Response>, Status>;
+
+    fn call(&mut self, request: Request<ExportTraceServiceRequest>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.export(request).await })
+    }
+}
+
+impl<B> Service<http::Request<B>> for TraceServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != EXPORT_PATH {
+            return Box::pin(async move {
+                Ok(Status::unimplemented("this server receives OTLP traces only").into_http())
+            });
+        }
+        let server = self.clone();
+        Box::pin(async move {
+            let mut gzip = EnabledCompressionEncodings::default();
+            gzip.enable(CompressionEncoding::Gzip);
+            let mut grpc = tonic::server::Grpc::new(CountingCodec {
+                max_spans: server.max_spans,
+            })
+            .apply_compression_config(gzip, gzip)
+            .apply_max_message_size_config(Some(server.max_message_bytes), None);
+            Ok(grpc.unary(ExportMethod(server.service), request).await)
+        })
+    }
+}
+
 /// Serve the trace service on `listener` until `shutdown` completes.
 pub async fn serve_grpc(
     listener: tokio::net::TcpListener,
     state: Arc<IngestState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let limit = state.max_body_bytes;
-    let service = TraceServiceServer::new(OtlpTraceService { state })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(limit);
+    let server = TraceServer {
+        max_message_bytes: state.max_body_bytes,
+        max_spans: state.max_events_per_request,
+        service: Arc::new(OtlpTraceService { state }),
+    };
     tonic::transport::Server::builder()
-        .add_service(service)
+        .add_service(server)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             shutdown,

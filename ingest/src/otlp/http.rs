@@ -177,7 +177,13 @@ pub async fn post_traces(
             let response = partial.response();
             let body = match encoding {
                 Encoding::Protobuf => response.encode_to_vec(),
-                Encoding::Json => serde_json::to_vec(&response).unwrap_or_default(),
+                // Fields at their default are left out in OTLP/JSON: `{}`
+                // when nothing was refused, not `"partialSuccess": null`.
+                Encoding::Json => match &response.partial_success {
+                    Some(partial) => serde_json::to_vec(&json!({ "partialSuccess": partial })),
+                    None => serde_json::to_vec(&json!({})),
+                }
+                .unwrap_or_default(),
             };
             (
                 StatusCode::OK,

@@ -48,7 +48,9 @@ struct Sample {
     rss_kib: u64,
 }
 
-pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+/// A throw-away namespace of `config` (topics, database, consumer group)
+/// named after the time, migrated.
+pub(super) fn bench_namespace(config: &Config) -> anyhow::Result<(String, Config)> {
     let id = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
     let mut bench = config.clone();
     bench.kafka.events_topic = format!("tollgate.bench.{id}.events");
@@ -57,13 +59,11 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     bench.kafka.audit_checkpoints_topic = format!("tollgate.bench.{id}.audit.checkpoints");
     bench.clickhouse.database = format!("tollgate_bench_{id}");
     bench.processor.group_id = format!("tollgate-bench-{id}");
-    let overrides = overrides(&bench);
-
     eprintln!(
         "bench: namespace {id} (topic {}, database {})",
         bench.kafka.events_topic, bench.clickhouse.database
     );
-    let status = tollgate(&overrides, &["migrate"])
+    let status = tollgate(&overrides(&bench), &["migrate"])
         .stdout(Stdio::null())
         .status()
         .context("cannot run tollgate migrate")?;
@@ -71,6 +71,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         status.success(),
         "tollgate migrate failed for the bench namespace"
     );
+    Ok((id, bench))
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+    let (id, bench) = bench_namespace(config)?;
+    let overrides = overrides(&bench);
 
     let log_path = std::env::temp_dir().join(format!("tollgate-bench-{id}-process.log"));
     let log = std::fs::File::create(&log_path)?;
@@ -256,17 +262,17 @@ pub(super) fn tollgate(overrides: &[(String, String)], args: &[&str]) -> Command
 }
 
 /// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`).
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+pub(super) fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The processor child: SIGTERM on stop (graceful), killed if dropped.
-struct ProcessorChild(Child);
+pub(super) struct ProcessorChild(pub(super) Child);
 
 impl ProcessorChild {
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
         if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
             let _ = self.0.wait();
