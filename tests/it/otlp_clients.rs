@@ -18,8 +18,8 @@ use crate::support;
 use support::{d, TestEnv};
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -35,6 +35,10 @@ const MODEL: &str = "gpt-4o-mini";
 /// The mock's time to first token: a streamed call's TTFT is at least
 /// this, and so is every call's duration.
 const MOCK_TTFT_MS: u64 = 150;
+/// How long one program may take: a Python start, one call and an export
+/// take a few seconds, more on a busy machine; a program stuck for 90 s
+/// prints its threads' stacks and exits by itself (`instrumented_call`).
+const PROGRAM_DEADLINE: Duration = Duration::from_secs(120);
 /// gpt-4o-mini in the default catalog (`migrations/prices/`), USD per token.
 const INPUT_PRICE: &str = "0.00000015";
 const CACHED_INPUT_PRICE: &str = "0.000000075";
@@ -166,6 +170,7 @@ impl Rig {
         let mut command = Command::new(&python);
         command
             .current_dir(programs_dir())
+            .arg("-u")
             .arg(library.program)
             .args(["--endpoint", &endpoint, "--protocol", protocol_name])
             .args(["--ingest-key", &self.ingest_key])
@@ -178,25 +183,55 @@ impl Rig {
         if stream {
             command.arg("--stream");
         }
-        let out = command.output().unwrap_or_else(|err| {
-            panic!(
-                "cannot run {} ({err}): `dev/stack up` makes the venvs of tests/otlp_clients",
-                python.display()
-            )
-        });
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let label = format!("{} over {protocol:?}, stream {stream}", library.venv);
+        let output = self
+            .env
+            .dir
+            .path()
+            .join(format!("{}-{protocol:?}-{stream}", library.venv));
+        let (stdout_path, stderr_path) =
+            (output.with_extension("out"), output.with_extension("err"));
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot run {} ({err}): `dev/stack up` makes the venvs of tests/otlp_clients",
+                    python.display()
+                )
+            });
+        // A program that hangs (an exporter retrying forever) fails the
+        // test instead of holding it.
+        let deadline = Instant::now() + PROGRAM_DEADLINE;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
         assert!(
-            out.status.success(),
-            "{} over {protocol:?} (stream {stream}) failed:\n{stdout}\n{stderr}\ningest log:\n{}",
+            status.is_some_and(|s| s.success()),
+            "{label}: {} {} ({status:?}; none: killed after {PROGRAM_DEADLINE:?}):\n{stdout}\n{stderr}\ningest log:\n{}\nmock log:\n{}",
+            python.display(),
             library.program,
-            std::fs::read_to_string(self.env.log_path("ingest")).unwrap_or_default()
+            std::fs::read_to_string(self.env.log_path("ingest")).unwrap_or_default(),
+            std::fs::read_to_string(self.env.log_path("mock")).unwrap_or_default()
         );
         let last = stdout.lines().last().unwrap_or_default();
-        let report: Value = serde_json::from_str(last)
-            .unwrap_or_else(|err| panic!("{} printed no report ({err}):\n{stdout}", library.program));
+        let report: Value = serde_json::from_str(last).unwrap_or_else(|err| {
+            panic!("{} printed no report ({err}):\n{stdout}", library.program)
+        });
         Report {
-            label: format!("{} over {protocol:?}, stream {stream}", library.venv),
+            label,
             stream,
             value: report,
         }

@@ -18,6 +18,7 @@ Each program sets its library up with the exporter built here and calls
 """
 
 import argparse
+import faulthandler
 import json
 import logging
 import sys
@@ -28,6 +29,10 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 PROMPT = "Say hello to the tollgate OpenTelemetry test in five words"
+# A program that hangs prints where every thread is and exits, so a test
+# that waits for it learns why instead of only that it was killed.
+HANG_SECONDS = 90
+faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
 
 
 def parse_args(library):
