@@ -238,15 +238,19 @@ async fn ingest_batch(
 
 /// The key behind `Authorization: Bearer <secret>`, if it may ingest.
 async fn authenticate(keys: &KeyStore, headers: &HeaderMap) -> Result<ApiKey, IngestError> {
-    let secret = headers
+    verify_secret(keys, bearer_token(headers)).await
+}
+
+/// The token of `Authorization: Bearer <token>`, when there is one.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, token) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
-        .filter(|token| !token.is_empty());
-    verify_secret(keys, secret).await
+        .filter(|token| !token.is_empty())
 }
 
 /// The key a presented secret belongs to, if it may ingest.

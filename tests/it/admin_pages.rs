@@ -328,14 +328,7 @@ async fn send_event(env: &TestEnv, secret: &str) -> u16 {
 #[tokio::test]
 async fn a_key_created_on_the_page_sends_events_until_it_is_revoked_there() {
     let mut env = TestEnv::new("admin_keys").await;
-    crate::ingest_api::create_topics(&env).await;
-    env.spawn("ingest", &["ingest"]);
-    support::wait_http(
-        &format!("{}/healthz", env.ingest_url()),
-        Duration::from_secs(60),
-        &env.log_path("ingest"),
-    )
-    .await;
+    crate::ingest_api::start_ingest(&mut env).await;
     env.start_api().await;
     let admin = Pages::person(&env, "root@example.com", "*:admin").await;
     let root_key = Pages::new(&env, &env.create_key_with_role("admin", None));

@@ -146,31 +146,17 @@ async fn latency_report_matches_exact_statistics() {
         .iter()
         .filter(|e| e.kind == KIND_CALL_COMPLETED || e.kind == KIND_CALL_FAILED)
         .count() as u64;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let report: Value = loop {
-        let report: Value = client
-            .get(format!("{}/api/v1/reports/latency", env.api_url()))
-            .query(&[
+    let report = env
+        .latency_report_counting(
+            &[
                 ("from", from.as_str()),
                 ("to", to.as_str()),
                 ("group_by", "provider,model"),
                 ("bucket", "1h"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let counted: u64 = report["groups"]
-            .as_array()
-            .map(|g| g.iter().filter_map(|g| g["total"]["count"].as_u64()).sum())
-            .unwrap_or(0);
-        if counted >= terminal || std::time::Instant::now() > deadline {
-            break report;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+            ],
+            terminal,
+        )
+        .await;
 
     // Exact statistics per provider/model, computed here from what was sent.
     let mut durations: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();

@@ -45,6 +45,19 @@ pub(crate) async fn create_topics(env: &TestEnv) {
     }
 }
 
+/// Create `env`'s topics, start `tollgate ingest` on them and wait until it
+/// answers.
+pub(crate) async fn start_ingest(env: &mut TestEnv) {
+    create_topics(env).await;
+    env.spawn("ingest", &["ingest"]);
+    support::wait_http(
+        &format!("{}/healthz", env.ingest_url()),
+        Duration::from_secs(60),
+        &env.log_path("ingest"),
+    )
+    .await;
+}
+
 /// A started `tollgate ingest` with its own topics and database.
 struct Ingest {
     env: TestEnv,
@@ -54,14 +67,7 @@ struct Ingest {
 impl Ingest {
     async fn start(label: &str) -> Self {
         let mut env = TestEnv::new(label).await;
-        create_topics(&env).await;
-        env.spawn("ingest", &["ingest"]);
-        support::wait_http(
-            &format!("{}/healthz", env.ingest_url()),
-            Duration::from_secs(60),
-            &env.log_path("ingest"),
-        )
-        .await;
+        start_ingest(&mut env).await;
         Self {
             env,
             http: reqwest::Client::new(),

@@ -6,7 +6,7 @@
 
 use crate::support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -32,14 +32,7 @@ struct Receiver {
 impl Receiver {
     async fn start(label: &str) -> Self {
         let mut env = TestEnv::new(label).await;
-        crate::ingest_api::create_topics(&env).await;
-        env.spawn("ingest", &["ingest"]);
-        support::wait_http(
-            &format!("{}/healthz", env.ingest_url()),
-            Duration::from_secs(60),
-            &env.log_path("ingest"),
-        )
-        .await;
+        crate::ingest_api::start_ingest(&mut env).await;
         let grpc_port = support::listening_port(&env.log_path("ingest"), Duration::from_secs(30));
         env.spawn("process", &["process"]);
         let key = env
@@ -329,31 +322,17 @@ async fn protobuf_json_and_grpc_spans_become_priced_calls_in_reports_and_audit()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let to = (Utc::now() + chrono::Duration::minutes(2))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let report: Value = loop {
-        let report: Value = rx
-            .http
-            .get(format!("{}/api/v1/reports/latency", rx.env.api_url()))
-            .query(&[
+    let report = rx
+        .env
+        .latency_report_counting(
+            &[
                 ("from", from.as_str()),
                 ("to", to.as_str()),
                 ("group_by", "model"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let counted: u64 = report["groups"]
-            .as_array()
-            .map(|g| g.iter().filter_map(|g| g["total"]["count"].as_u64()).sum())
-            .unwrap_or(0);
-        if counted >= 3 || Instant::now() > deadline {
-            break report;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+            ],
+            3,
+        )
+        .await;
     let groups = report["groups"].as_array().unwrap();
     let count_of = |model: &str| {
         groups

@@ -338,22 +338,25 @@ pub fn map_span(
         }
         (None, None) => UNASSIGNED.to_string(),
     };
-    let team_id = match (&tenant.team_id, span_or_resource(TEAM)?) {
-        (Some(team), _) => team.clone(),
-        (None, Some((name, team))) => {
-            sources.insert("team_id", name);
-            team
+    // The key's team and user win; the attributes fill in what it lacks.
+    let mut from_key_or = |key: &Option<String>,
+                           found: Option<(&'static str, String)>,
+                           field: &'static str,
+                           otherwise: &str| match (key, found) {
+        (Some(value), _) => value.clone(),
+        (None, Some((name, value))) => {
+            sources.insert(field, name);
+            value
         }
-        (None, None) => UNASSIGNED.to_string(),
+        (None, None) => otherwise.to_string(),
     };
-    let user_id = match (&tenant.user_id, span_or_resource(USER)?) {
-        (Some(user), _) => user.clone(),
-        (None, Some((name, user))) => {
-            sources.insert("user_id", name);
-            user
-        }
-        (None, None) => String::new(),
-    };
+    let team_id = from_key_or(
+        &tenant.team_id,
+        span_or_resource(TEAM)?,
+        "team_id",
+        UNASSIGNED,
+    );
+    let user_id = from_key_or(&tenant.user_id, span_or_resource(USER)?, "user_id", "");
 
     let mut tags = serde_json::Map::new();
     tags.insert("source".into(), json!("otlp"));

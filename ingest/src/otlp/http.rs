@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::{export, precount, ExportError};
 use crate::error::IngestError;
-use crate::http::{read_body, verify_secret, IngestState};
+use crate::http::{bearer_token, read_body, verify_secret, IngestState};
 
 /// The two OTLP/HTTP encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,14 +120,7 @@ fn ingest_error(encoding: Option<Encoding>, err: IngestError) -> Response {
 /// (`OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20<key>`) or
 /// `x-api-key: <key>`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    bearer
+    bearer_token(headers)
         .or_else(|| {
             headers
                 .get("x-api-key")

@@ -74,6 +74,23 @@ pub(super) fn bench_namespace(config: &Config) -> anyhow::Result<(String, Config
     Ok((id, bench))
 }
 
+/// Drop the namespace's database and topics.
+pub(super) async fn drop_namespace(
+    clickhouse: &clickhouse::Client,
+    bench: &Config,
+) -> anyhow::Result<()> {
+    clickhouse
+        .query(&format!(
+            "DROP DATABASE IF EXISTS {}",
+            bench.clickhouse.database
+        ))
+        .execute()
+        .await
+        .context("cannot drop the bench database")?;
+    tollgate_processors::topics::delete_topics(&bench.kafka).await?;
+    Ok(())
+}
+
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let (id, bench) = bench_namespace(config)?;
     let overrides = overrides(&bench);
@@ -155,15 +172,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         );
     }
     if !args.keep {
-        clickhouse
-            .query(&format!(
-                "DROP DATABASE IF EXISTS {}",
-                bench.clickhouse.database
-            ))
-            .execute()
-            .await
-            .context("cannot drop the bench database")?;
-        tollgate_processors::topics::delete_topics(&bench.kafka).await?;
+        drop_namespace(&clickhouse, &bench).await?;
     }
     anyhow::ensure!(
         stored >= args.events,

@@ -19,7 +19,9 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tollgate_contract::{Event, Outcome};
 
-use super::ingest::{bench_namespace, overrides, proc_status_kib, tollgate, ProcessorChild};
+use super::ingest::{
+    bench_namespace, drop_namespace, overrides, proc_status_kib, tollgate, ProcessorChild,
+};
 use crate::cmd::simulate::chunks;
 use crate::config::Config;
 use crate::workload::{Workload, WorkloadSpec};
@@ -157,15 +159,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
 
     print_report(&args, &json, &otlp);
     if !args.keep {
-        clickhouse
-            .query(&format!(
-                "DROP DATABASE IF EXISTS {}",
-                bench.clickhouse.database
-            ))
-            .execute()
-            .await
-            .context("cannot drop the bench database")?;
-        tollgate_processors::topics::delete_topics(&bench.kafka).await?;
+        drop_namespace(&clickhouse, &bench).await?;
     }
     anyhow::ensure!(
         json.stored >= args.calls && otlp.stored >= 2 * args.calls,

@@ -306,6 +306,39 @@ listen = "127.0.0.1:{api_port}"
 }
 
 impl TestEnv {
+    /// `GET /api/v1/reports/latency` with `query`, read until its groups
+    /// count at least `calls` calls (the views write a moment after the
+    /// `calls` part of an insert is visible) or 20 s passed; the last report.
+    pub async fn latency_report_counting(
+        &self,
+        query: &[(&str, &str)],
+        calls: u64,
+    ) -> serde_json::Value {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let report: serde_json::Value = client
+                .get(format!("{}/api/v1/reports/latency", self.api_url()))
+                .query(query)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let counted: u64 = report["groups"]
+                .as_array()
+                .map(|g| g.iter().filter_map(|g| g["total"]["count"].as_u64()).sum())
+                .unwrap_or(0);
+            if counted >= calls || Instant::now() > deadline {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl TestEnv {
     /// Wait until `cost_daily` holds every billable call of `calls` (the
     /// views write a moment after the `calls` part of the same insert is
     /// visible), before any repricing.
