@@ -119,17 +119,11 @@ impl Rig {
     async fn start(label: &str) -> Self {
         let mut env = TestEnv::new(label).await;
         let ingest_key = env.create_key("acme-otlp");
-        let grpc_port = support::free_port();
-        let mock_port = support::free_port();
-        env.spawn(
-            "ingest",
-            &[
-                "ingest",
-                "--otlp-grpc-listen",
-                &format!("127.0.0.1:{grpc_port}"),
-            ],
-        );
+        crate::ingest_api::start_ingest(&mut env).await;
+        // The OTLP/gRPC receiver's port, which the system picked.
+        let grpc_port = support::listening_port(&env.log_path("ingest"), Duration::from_secs(30));
         env.spawn("process", &["process"]);
+        let mock_port = support::free_port();
         env.spawn(
             "mock",
             &[
@@ -142,12 +136,12 @@ impl Rig {
                 "fixed:5",
             ],
         );
-        for (label, url) in [
-            ("ingest", format!("{}/healthz", env.ingest_url())),
-            ("mock", format!("http://127.0.0.1:{mock_port}/healthz")),
-        ] {
-            support::wait_http(&url, Duration::from_secs(60), &env.log_path(label)).await;
-        }
+        support::wait_http(
+            &format!("http://127.0.0.1:{mock_port}/healthz"),
+            Duration::from_secs(60),
+            &env.log_path("mock"),
+        )
+        .await;
         Self {
             env,
             grpc_port,
