@@ -158,12 +158,16 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn json_payload_too_large(State(limit): State<usize>, response: Response) -> Response {
-    let is_json = response
+    let answered = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        // A JSON body, or OTLP/HTTP's protobuf `google.rpc.Status`, is
+        // already the answer.
+        .is_some_and(|ct| {
+            ct.starts_with("application/json") || ct.starts_with("application/x-protobuf")
+        });
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !answered {
         return IngestError::BodyTooLarge { limit }.into_response();
     }
     response
@@ -645,7 +649,18 @@ mod tests {
             body["error"].as_str().unwrap().contains("1234 bytes"),
             "{body}"
         );
-        // Other responses pass through untouched.
+        // OTLP/HTTP's protobuf status passes through, as do other responses.
+        let protobuf = (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            vec![8u8, 8],
+        )
+            .into_response();
+        let response = json_payload_too_large(State(1234), protobuf).await;
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/x-protobuf"
+        );
         let ok = json_payload_too_large(State(1234), StatusCode::OK.into_response()).await;
         assert_eq!(ok.status(), StatusCode::OK);
     }
