@@ -38,6 +38,7 @@ mod latency_api;
 mod layering;
 mod leases;
 mod local_time_chromium;
+mod otlp_clients;
 mod otlp_ingest;
 mod overview;
 mod pipeline_health;

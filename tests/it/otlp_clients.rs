@@ -1,0 +1,453 @@
+//! The OpenTelemetry instrumentations teams already run, as real clients
+//! of `tollgate ingest`'s OTLP receiver (`docs/otlp.md`): for each of
+//! `opentelemetry-instrumentation-openai-v2` (the current release, and an
+//! older one that writes `gen_ai.system`), OpenLIT (`openlit`) and
+//! OpenLLMetry (`traceloop-sdk`), a Python program of
+//! `tests/otlp_clients/` instruments the official `openai` SDK, calls
+//! `tollgate mock-upstream` directly (not through the proxy) and exports
+//! its spans to ingest, over OTLP/HTTP and over OTLP/gRPC, streamed and
+//! not. Each call must then be one `calls` row with the trace and span id
+//! the program printed, the tokens the mock reported, the model, and the
+//! catalog's exact price; the program's own parent span and any HTTP span
+//! the library adds are not calls.
+//!
+//! The programs run in one venv per library, made by `dev/stack up`
+//! (`TOLLGATE_TEST_OTLP_VENVS` points elsewhere).
+
+use crate::support;
+use support::{d, TestEnv};
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+/// The mock's figures for the programs' one request: the prompt
+/// (`instrumented_call.PROMPT`) is 10 words, `--max-tokens` 7 asks for 7
+/// output tokens, and the mock reads a quarter of the input (2) from its
+/// cache.
+const INPUT_TOKENS: u64 = 10;
+const OUTPUT_TOKENS: u64 = 7;
+const CACHED_TOKENS: u64 = 2;
+const MODEL: &str = "gpt-4o-mini";
+/// The mock's time to first token: a streamed call's TTFT is at least
+/// this, and so is every call's duration.
+const MOCK_TTFT_MS: u64 = 150;
+/// How long one program may take: a Python start, one call and an export
+/// take a few seconds, more on a busy machine; a program stuck for 90 s
+/// prints its threads' stacks and exits by itself (`instrumented_call`).
+const PROGRAM_DEADLINE: Duration = Duration::from_secs(120);
+/// gpt-4o-mini in the default catalog (`migrations/prices/`), USD per token.
+const INPUT_PRICE: &str = "0.00000015";
+const CACHED_INPUT_PRICE: &str = "0.000000075";
+const OUTPUT_PRICE: &str = "0.0000006";
+
+/// One instrumentation library and what it puts on its spans (the
+/// "what the libraries send" table of `docs/otlp.md`): only what a library
+/// sends can reach the call.
+struct Library {
+    /// The venv's name under the venvs directory.
+    venv: &'static str,
+    /// The program under `tests/otlp_clients/`.
+    program: &'static str,
+    /// Sends the cached input tokens the mock reported.
+    sends_cached_tokens: bool,
+    /// Says whether the call was streamed.
+    sends_stream_flag: bool,
+    /// Records a streamed call's time to first token.
+    sends_ttft: bool,
+    /// Reports its own price of the call (`gen_ai.usage.cost`), as this
+    /// decimal text.
+    reported_cost: Option<&'static str>,
+}
+
+const OPENAI_V2: Library = Library {
+    venv: "openai-v2",
+    program: "openai_v2_client.py",
+    sends_cached_tokens: false,
+    sends_stream_flag: false,
+    sends_ttft: false,
+    reported_cost: None,
+};
+
+/// An older release of openai-v2 (2.1b0), which names the provider
+/// `gen_ai.system` (semantic conventions up to 1.36): the older attribute
+/// names, from a real client.
+const OPENAI_V2_LEGACY: Library = Library {
+    venv: "openai-v2-legacy",
+    ..OPENAI_V2
+};
+
+/// OpenLIT prices the call itself from `openlit_pricing.json` (the
+/// catalog's list prices, but without the cached-input discount).
+const OPENLIT: Library = Library {
+    venv: "openlit",
+    program: "openlit_client.py",
+    sends_cached_tokens: true,
+    sends_stream_flag: true,
+    sends_ttft: true,
+    reported_cost: Some("0.0000057"),
+};
+
+const TRACELOOP: Library = Library {
+    venv: "traceloop",
+    program: "traceloop_client.py",
+    sends_cached_tokens: true,
+    sends_stream_flag: true,
+    sends_ttft: false,
+    reported_cost: None,
+};
+
+#[derive(Clone, Copy, Debug)]
+enum Protocol {
+    Http,
+    Grpc,
+}
+
+/// Ingest (OTLP/HTTP on its listener, OTLP/gRPC on a port of its own),
+/// the processors and the mock upstream, in an environment of their own.
+struct Rig {
+    env: TestEnv,
+    grpc_port: u16,
+    mock_port: u16,
+    ingest_key: String,
+}
+
+impl Rig {
+    async fn start(label: &str) -> Self {
+        let mut env = TestEnv::new(label).await;
+        let ingest_key = env.create_key("acme-otlp");
+        crate::ingest_api::start_ingest(&mut env).await;
+        // The OTLP/gRPC receiver's port, which the system picked.
+        let grpc_port = support::listening_port(&env.log_path("ingest"), Duration::from_secs(30));
+        env.spawn("process", &["process"]);
+        let mock_port = support::free_port();
+        env.spawn(
+            "mock",
+            &[
+                "mock-upstream",
+                "--listen",
+                &format!("127.0.0.1:{mock_port}"),
+                "--ttft",
+                &format!("fixed:{MOCK_TTFT_MS}"),
+                "--inter-token",
+                "fixed:5",
+            ],
+        );
+        support::wait_http(
+            &format!("http://127.0.0.1:{mock_port}/healthz"),
+            Duration::from_secs(60),
+            &env.log_path("mock"),
+        )
+        .await;
+        Self {
+            env,
+            grpc_port,
+            mock_port,
+            ingest_key,
+        }
+    }
+
+    /// Run `library`'s program once; its report (the last line it printed).
+    fn run(&self, library: &Library, protocol: Protocol, stream: bool) -> Report {
+        let endpoint = match protocol {
+            Protocol::Http => self.env.ingest_url(),
+            Protocol::Grpc => format!("127.0.0.1:{}", self.grpc_port),
+        };
+        let protocol_name = match protocol {
+            Protocol::Http => "http/protobuf",
+            Protocol::Grpc => "grpc",
+        };
+        let python = venv_python(library.venv);
+        let mut command = Command::new(&python);
+        command
+            .current_dir(programs_dir())
+            .arg("-u")
+            .arg(library.program)
+            .args(["--endpoint", &endpoint, "--protocol", protocol_name])
+            .args(["--ingest-key", &self.ingest_key])
+            .args([
+                "--mock-url",
+                &format!("http://127.0.0.1:{}/v1", self.mock_port),
+            ])
+            .args(["--model", MODEL, "--max-tokens", &OUTPUT_TOKENS.to_string()])
+            .args(["--service-name", &format!("shop-{}", library.venv)]);
+        if stream {
+            command.arg("--stream");
+        }
+        let label = format!("{} over {protocol:?}, stream {stream}", library.venv);
+        let output = self
+            .env
+            .dir
+            .path()
+            .join(format!("{}-{protocol:?}-{stream}", library.venv));
+        let (stdout_path, stderr_path) =
+            (output.with_extension("out"), output.with_extension("err"));
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot run {} ({err}): `dev/stack up` makes the venvs of tests/otlp_clients",
+                    python.display()
+                )
+            });
+        // A program that hangs (an exporter retrying forever) fails the
+        // test instead of holding it.
+        let deadline = Instant::now() + PROGRAM_DEADLINE;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{label}: {} {} ({status:?}; none: killed after {PROGRAM_DEADLINE:?}):\n{stdout}\n{stderr}\ningest log:\n{}\nmock log:\n{}",
+            python.display(),
+            library.program,
+            std::fs::read_to_string(self.env.log_path("ingest")).unwrap_or_default(),
+            std::fs::read_to_string(self.env.log_path("mock")).unwrap_or_default()
+        );
+        let last = stdout.lines().last().unwrap_or_default();
+        let report: Value = serde_json::from_str(last).unwrap_or_else(|err| {
+            panic!("{} printed no report ({err}):\n{stdout}", library.program)
+        });
+        Report {
+            label,
+            stream,
+            value: report,
+        }
+    }
+}
+
+/// What a program printed about its call.
+struct Report {
+    label: String,
+    stream: bool,
+    value: Value,
+}
+
+impl Report {
+    fn trace_id(&self) -> &str {
+        self.value["trace_id"].as_str().unwrap()
+    }
+
+    /// The span the library made for the model call: the one with GenAI
+    /// attributes.
+    fn call_span_id(&self) -> &str {
+        let spans = self.value["spans"].as_array().unwrap();
+        let calls: Vec<&Value> = spans
+            .iter()
+            .filter(|s| s["attributes"].get("gen_ai.operation.name").is_some())
+            .collect();
+        assert_eq!(calls.len(), 1, "{}: one GenAI span: {spans:#?}", self.label);
+        calls[0]["span_id"].as_str().unwrap()
+    }
+
+    fn reported_usage(&self, field: &str) -> u64 {
+        self.value["reply"]["usage"][field].as_u64().unwrap()
+    }
+}
+
+fn programs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otlp_clients")
+}
+
+fn venv_python(venv: &str) -> PathBuf {
+    let venvs = std::env::var("TOLLGATE_TEST_OTLP_VENVS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let cache = std::env::var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
+            cache.join("tollgate/otlp-venvs")
+        });
+    venvs.join(venv).join("bin/python")
+}
+
+/// The catalog's price of one call of the mock's figures.
+fn expected_cost(cached: u64) -> Decimal {
+    Decimal::from(INPUT_TOKENS - cached) * d(INPUT_PRICE)
+        + Decimal::from(cached) * d(CACHED_INPUT_PRICE)
+        + Decimal::from(OUTPUT_TOKENS) * d(OUTPUT_PRICE)
+}
+
+/// Run `library` over both protocols, streamed and not, and check each
+/// call in `calls`; every mismatch is collected, so one run names them all.
+async fn library_calls_land_priced_with_their_trace(label: &str, library: &Library) {
+    let rig = Rig::start(label).await;
+    let mut reports = Vec::new();
+    for protocol in [Protocol::Http, Protocol::Grpc] {
+        for stream in [false, true] {
+            reports.push(rig.run(library, protocol, stream));
+        }
+    }
+    // What the mock reported to the SDK is what the test expects.
+    for report in &reports {
+        assert_eq!(
+            (
+                report.reported_usage("input_tokens"),
+                report.reported_usage("output_tokens"),
+                report.reported_usage("cached_input_tokens"),
+            ),
+            (INPUT_TOKENS, OUTPUT_TOKENS, CACHED_TOKENS),
+            "{}: {}",
+            report.label,
+            report.value
+        );
+    }
+    let traces: Vec<String> = reports
+        .iter()
+        .map(|r| format!("'{}'", r.trace_id()))
+        .collect();
+    let in_traces = format!("trace_id IN ({})", traces.join(", "));
+    let want = reports.len() as u64;
+    let got = rig
+        .env
+        .wait_for_count(
+            &format!("SELECT count() FROM {{db}}.calls WHERE {in_traces}"),
+            want,
+            Duration::from_secs(90),
+        )
+        .await;
+    assert_eq!(
+        got,
+        want,
+        "calls of the traces never arrived; ingest log:\n{}\nprocess log:\n{}",
+        std::fs::read_to_string(rig.env.log_path("ingest")).unwrap_or_default(),
+        std::fs::read_to_string(rig.env.log_path("process")).unwrap_or_default()
+    );
+    let rows = rig
+        .env
+        .ch(&format!(
+            "SELECT trace_id, span_id, kind, org_id, provider, model, requested_model, operation, \
+             stream, duration_ms, has_ttft, ttft_ms, toUInt32(input_tokens) AS input, \
+             toUInt32(output_tokens) AS output, toUInt32(cached_input_tokens) AS cached, priced, toString(cost) AS cost_text, reported_cost, \
+             tag_values[indexOf(tag_keys, 'service')] AS service, \
+             tag_values[indexOf(tag_keys, 'source')] AS source \
+             FROM {{db}}.calls WHERE {in_traces} FORMAT JSONEachRow"
+        ))
+        .await;
+    let rows: Vec<Value> = rows
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    let mut wrong = Vec::new();
+    for report in &reports {
+        let mine: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["trace_id"] == report.trace_id())
+            .collect();
+        if mine.len() != 1 {
+            wrong.push(format!(
+                "{}: {} calls in trace {} (its parent and HTTP spans are not calls): {mine:?}",
+                report.label,
+                mine.len(),
+                report.trace_id()
+            ));
+            continue;
+        }
+        let row = mine[0];
+        let cached = if library.sends_cached_tokens {
+            CACHED_TOKENS
+        } else {
+            0
+        };
+        let mut expect = |what: &str, got: &Value, want: Value| {
+            if *got != want {
+                wrong.push(format!("{}: {what} = {got}, want {want}", report.label));
+            }
+        };
+        expect("span_id", &row["span_id"], report.call_span_id().into());
+        expect("kind", &row["kind"], "ai.call.completed".into());
+        expect("org_id", &row["org_id"], "acme-otlp".into());
+        expect("provider", &row["provider"], "openai".into());
+        expect("model", &row["model"], MODEL.into());
+        expect("requested_model", &row["requested_model"], MODEL.into());
+        expect("operation", &row["operation"], "chat".into());
+        expect("input_tokens", &row["input"], INPUT_TOKENS.into());
+        expect("output_tokens", &row["output"], OUTPUT_TOKENS.into());
+        expect("cached_input_tokens", &row["cached"], cached.into());
+        expect("priced", &row["priced"], 1.into());
+        let cost: Decimal = row["cost_text"].as_str().unwrap().parse().unwrap();
+        expect(
+            "cost",
+            &cost.normalize().to_string().into(),
+            expected_cost(cached).normalize().to_string().into(),
+        );
+        expect(
+            "reported_cost",
+            &row["reported_cost"],
+            library.reported_cost.unwrap_or_default().into(),
+        );
+        expect(
+            "tag service",
+            &row["service"],
+            format!("shop-{}", library.venv).into(),
+        );
+        expect("tag source", &row["source"], "otlp".into());
+        let streamed = report.stream && library.sends_stream_flag;
+        expect("stream", &row["stream"], u8::from(streamed).into());
+        // A time to first token only for a streamed call: a non-streamed
+        // call has one token event, and its "TTFT" (the whole call) would
+        // bend the SRE page's TTFT percentiles.
+        let ttft = report.stream && library.sends_ttft;
+        expect("has_ttft", &row["has_ttft"], u8::from(ttft).into());
+        let duration = row["duration_ms"].as_u64().unwrap();
+        let elapsed = report.value["elapsed_ms"].as_u64().unwrap();
+        if duration < MOCK_TTFT_MS || duration > elapsed {
+            wrong.push(format!(
+                "{}: duration_ms = {duration}, want between the mock's TTFT ({MOCK_TTFT_MS}) and the call's wall time ({elapsed})",
+                report.label
+            ));
+        }
+        if ttft {
+            let ttft_ms = row["ttft_ms"].as_u64().unwrap();
+            if ttft_ms < MOCK_TTFT_MS || ttft_ms > duration {
+                wrong.push(format!(
+                    "{}: ttft_ms = {ttft_ms}, want between the mock's TTFT ({MOCK_TTFT_MS}) and duration_ms ({duration})",
+                    report.label
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} call(s) in ClickHouse differ from what the library reported:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_v2_calls_land_priced_with_their_trace() {
+    library_calls_land_priced_with_their_trace("otlp_openai_v2", &OPENAI_V2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_v2_legacy_calls_land_priced_with_their_trace() {
+    library_calls_land_priced_with_their_trace("otlp_openai_v2_legacy", &OPENAI_V2_LEGACY).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openlit_calls_land_priced_with_their_trace() {
+    library_calls_land_priced_with_their_trace("otlp_openlit", &OPENLIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traceloop_calls_land_priced_with_their_trace() {
+    library_calls_land_priced_with_their_trace("otlp_traceloop", &TRACELOOP).await;
+}
