@@ -96,7 +96,8 @@ const TRACELOOP: Library = Library {
     program: "traceloop_client.py",
     sends_cached_tokens: true,
     sends_stream_flag: true,
-    sends_ttft: false,
+    // From the first `gen_ai.content.completion.chunk` span event.
+    sends_ttft: true,
     reported_cost: None,
 };
 

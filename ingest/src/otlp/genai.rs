@@ -57,8 +57,12 @@ pub const FINISH_REASONS: &[&str] = &["gen_ai.response.finish_reasons"];
 pub const STREAM: &[&str] = &[
     "gen_ai.request.stream",
     "gen_ai.request.is_stream",
+    "gen_ai.is_streaming",
     "llm.is_streaming",
 ];
+/// The span event Traceloop records per streamed chunk: the first one is at
+/// the first token, the only time-to-first-token Traceloop sends.
+pub const FIRST_CHUNK_EVENT: &str = "gen_ai.content.completion.chunk";
 pub const TTFT_SECONDS: &[&str] = &["gen_ai.server.time_to_first_token"];
 pub const ERROR_TYPE: &[&str] = &["error.type"];
 pub const HTTP_STATUS: &[&str] = &["http.response.status_code"];
@@ -261,10 +265,20 @@ pub fn map_span(
         }),
         None => None,
     };
+    // An explicit stream flag wins; without one, a time to first token
+    // means the call streamed. A non-streamed call has no TTFT (the field
+    // table: `call.ttft_ms` is a streamed call's), whatever the library
+    // sends (OpenLIT sends one for every call, the whole call's).
     let stream = match attrs.first_present(STREAM) {
-        Some(name) => attrs.boolean(name)?.unwrap_or(false),
-        None => false,
-    } || ttft_ms.is_some();
+        Some(name) => attrs.boolean(name)?,
+        None => None,
+    }
+    .unwrap_or(ttft_ms.is_some());
+    let ttft_ms = if stream {
+        ttft_ms.or_else(|| first_chunk_ms(span, &mut sources))
+    } else {
+        None
+    };
 
     let status = span.status.as_ref();
     let status_error = status.is_some_and(|s| s.code == StatusCode::Error as i32);
@@ -422,6 +436,23 @@ pub fn map_span(
         event["reported_cost"] = json!(cost);
     }
     Ok(SpanMapping::Call(Box::new(MappedCall { event, sources })))
+}
+
+/// A streamed call's time to first token from its first chunk event, for
+/// libraries that record chunks but no TTFT attribute (Traceloop): whole
+/// milliseconds from the span's start, floored like the duration. An event
+/// before the start is ignored.
+fn first_chunk_ms(span: &Span, sources: &mut BTreeMap<&'static str, &'static str>) -> Option<u32> {
+    let first = span
+        .events
+        .iter()
+        .filter(|e| e.name == FIRST_CHUNK_EVENT)
+        .map(|e| e.time_unix_nano)
+        .min()?;
+    let ms = first.checked_sub(span.start_time_unix_nano)? / 1_000_000;
+    let ms = u32::try_from(ms).ok()?;
+    sources.insert("call.ttft_ms", FIRST_CHUNK_EVENT);
+    Some(ms)
 }
 
 fn usage_field(field: &str) -> &'static str {

@@ -496,3 +496,59 @@ fn otlp_json_with_hex_ids_and_string_integers_decodes() {
     assert_eq!((call.usage.input_tokens, call.usage.output_tokens), (12, 7));
     assert_eq!(call.duration_ms, 500);
 }
+
+fn boolean(key: &str, value: bool) -> KeyValue {
+    kv(key, any_value::Value::BoolValue(value))
+}
+
+fn seconds(key: &str, value: f64) -> KeyValue {
+    kv(key, any_value::Value::DoubleValue(value))
+}
+
+#[test]
+fn an_explicit_stream_flag_wins_and_only_streamed_calls_have_a_ttft() {
+    // OpenLIT: a TTFT on a call it says was not streamed is the whole call's.
+    let mut attributes = current_chat();
+    attributes.push(boolean("gen_ai.request.stream", false));
+    attributes.push(seconds("gen_ai.server.time_to_first_token", 1.2));
+    let call = mapped(&resource(), &span(1, attributes), &tenant())
+        .call
+        .unwrap();
+    assert!(!call.stream);
+    assert_eq!(call.ttft_ms, None);
+
+    // Without a flag, a TTFT says the call streamed.
+    let mut attributes = current_chat();
+    attributes.push(seconds("gen_ai.server.time_to_first_token", 0.25));
+    let call = mapped(&resource(), &span(2, attributes), &tenant())
+        .call
+        .unwrap();
+    assert!(call.stream);
+    assert_eq!(call.ttft_ms, Some(250));
+}
+
+#[test]
+fn traceloops_stream_flag_and_first_chunk_give_stream_and_ttft() {
+    let mut attributes = current_chat();
+    attributes.push(boolean("gen_ai.is_streaming", true));
+    let mut streamed = span(3, attributes);
+    let chunk = |after_ms: u64| opentelemetry_proto::tonic::trace::v1::span::Event {
+        time_unix_nano: START_NS + after_ms * 1_000_000,
+        name: "gen_ai.content.completion.chunk".into(),
+        ..Default::default()
+    };
+    // Out of order on purpose: the earliest chunk is the first token.
+    streamed.events = vec![chunk(190), chunk(183), chunk(200)];
+    let call = mapped(&resource(), &streamed, &tenant()).call.unwrap();
+    assert!(call.stream);
+    assert_eq!(call.ttft_ms, Some(183));
+
+    // Not streamed: chunk events (there are none in practice) give no TTFT.
+    let mut attributes = current_chat();
+    attributes.push(boolean("gen_ai.is_streaming", false));
+    let mut plain = span(4, attributes);
+    plain.events = vec![chunk(100)];
+    let call = mapped(&resource(), &plain, &tenant()).call.unwrap();
+    assert!(!call.stream);
+    assert_eq!(call.ttft_ms, None);
+}
