@@ -70,7 +70,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     ));
     let sampler = start_health_sampler(config, state.rejected.clone());
     let mut registry = MetricsRegistry::new("ingest");
-    state.metrics.register(registry.section("ingest"));
+    let section = registry.section("ingest");
+    state.metrics.register(section);
+    state.otlp.counters.register(section);
     let http = registry.http();
     let exposition = registry.into_exposition();
     let app = http.measure(ingest_router(state.clone()).route("/metrics", exposition.route()));

@@ -20,42 +20,74 @@ pub mod partial;
 pub mod precount;
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use chrono::Utc;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use tollgate_contract::{Event, Rejection};
 use tollgate_control::keys::ApiKey;
 use uuid::Uuid;
 
 use crate::error::IngestError;
 use crate::http::IngestState;
+use crate::metrics::OutcomeLabels;
 use genai::{map_span, SpanMapping, Tenant};
 use partial::{PartialSuccess, SpanRefusal};
 
 /// Counts of what the receiver did with the spans it was sent, since the
-/// process started: a plain hook for metrics (`/metrics`) and logs.
-#[derive(Debug, Default)]
+/// process started, exposed as `tollgate_ingest_otlp_spans_total{outcome}`
+/// (`docs/metrics.md`). Each field is one outcome's counter of one family.
+#[derive(Debug)]
 pub struct SpanCounters {
+    family: Family<OutcomeLabels, Counter>,
     /// Spans in requests that were read (whole-request refusals excluded).
-    pub received: AtomicU64,
+    pub received: Counter,
     /// Model-call spans acknowledged by Kafka (or already acknowledged
     /// earlier, for a retried span).
-    pub accepted: AtomicU64,
+    pub accepted: Counter,
     /// Model-call spans refused (reported in the partial success).
-    pub rejected: AtomicU64,
+    pub rejected: Counter,
     /// Spans without GenAI attributes, dropped.
-    pub dropped_not_genai: AtomicU64,
+    pub dropped_not_genai: Counter,
     /// GenAI spans that are not model calls (agents, tools), dropped.
-    pub dropped_not_model_call: AtomicU64,
+    pub dropped_not_model_call: Counter,
     /// Retried spans answered from [`RecentSpans`] without producing again.
-    pub retried: AtomicU64,
+    pub retried: Counter,
+}
+
+impl Default for SpanCounters {
+    fn default() -> Self {
+        let family = Family::<OutcomeLabels, Counter>::default();
+        let counter =
+            |outcome: &'static str| family.get_or_create(&OutcomeLabels { outcome }).clone();
+        Self {
+            received: counter("received"),
+            accepted: counter("accepted"),
+            rejected: counter("rejected"),
+            dropped_not_genai: counter("dropped_not_genai"),
+            dropped_not_model_call: counter("dropped_not_model_call"),
+            retried: counter("retried"),
+            family,
+        }
+    }
 }
 
 impl SpanCounters {
-    fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
+    fn add(counter: &Counter, n: usize) {
+        counter.inc_by(n as u64);
+    }
+
+    /// Register the counters in `registry` (the binary passes its
+    /// `tollgate_ingest` section).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "otlp_spans",
+            "Spans sent to the OTLP receiver, by outcome (received, accepted, rejected, dropped_not_genai, dropped_not_model_call, retried)",
+            self.family.clone(),
+        );
     }
 }
 

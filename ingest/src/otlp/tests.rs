@@ -552,3 +552,23 @@ fn traceloops_stream_flag_and_first_chunk_give_stream_and_ttft() {
     assert!(!call.stream);
     assert_eq!(call.ttft_ms, None);
 }
+
+#[test]
+fn span_counters_are_exposed_by_outcome() {
+    let counters = super::SpanCounters::default();
+    counters.received.inc_by(5);
+    counters.dropped_not_genai.inc_by(2);
+    counters.accepted.inc_by(3);
+    let mut registry = prometheus_client::registry::Registry::with_prefix("tollgate_ingest");
+    counters.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "tollgate_ingest_otlp_spans_total{outcome=\"received\"} 5",
+        "tollgate_ingest_otlp_spans_total{outcome=\"dropped_not_genai\"} 2",
+        "tollgate_ingest_otlp_spans_total{outcome=\"accepted\"} 3",
+        "tollgate_ingest_otlp_spans_total{outcome=\"retried\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    }
+}
