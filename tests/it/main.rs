@@ -30,6 +30,7 @@ mod cost;
 mod dashboard_chromium;
 mod e2e_latency;
 mod error_patterns;
+mod faults;
 mod errors_api;
 mod finance_chromium;
 mod fold_models;

@@ -1,0 +1,1 @@
+//! Faults: ClickHouse outages and processor crashes (tests to come).

@@ -1,0 +1,1 @@
+//! Faults: a Kafka outage under ingest and the proxy (tests to come).

@@ -1,0 +1,1 @@
+//! Faults: proxies killed under load (tests to come).
