@@ -50,7 +50,7 @@ async fn admin_events(topic: &str, want: usize) -> (Vec<Value>, HashMap<String, 
             .map(|(_, v)| v.clone())
             .collect::<Vec<_>>()
     };
-    read_records(topic, Duration::from_secs(30), |r| admin(r).len() >= want).await;
+    read_records(topic, crate::support::PATIENCE, |r| admin(r).len() >= want).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let all = admin(&read_records(topic, Duration::from_secs(8), |_| false).await);
     let mut copies = HashMap::new();
@@ -655,7 +655,7 @@ async fn changes_while_kafka_is_down_wait_in_the_outbox_and_publish_once() {
         .unwrap();
     support::wait_http(
         &format!("{}/healthz", env.direct_api_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("dead-api"),
     )
     .await;
@@ -679,7 +679,7 @@ async fn changes_while_kafka_is_down_wait_in_the_outbox_and_publish_once() {
         .await
         .unwrap()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
     while tried().await == 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -651,7 +651,7 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
         .await;
     assert_eq!(raised.status, 303, "{}", raised.body);
     assert_eq!(admin.csv("/admin/budgets.csv").await[1][5], "100");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     while proxy.chat(&key, "mock-race", &[]).await.status() != 200 {
         assert!(Instant::now() < deadline, "still refused after the raise");
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -122,7 +122,7 @@ async fn webhook_retries_500s_until_a_2xx_and_every_signature_verifies() {
             .await
             .unwrap();
     }
-    let got = outcomes(&mut rx, 2, Duration::from_secs(20)).await;
+    let got = outcomes(&mut rx, 2, crate::support::PATIENCE).await;
     // The first delivery took the three 500s: four attempts, then the second
     // went through at once (same worker, in order).
     assert_eq!(got[0].0.result, DeliveryResult::Delivered { attempts: 4 });
@@ -279,10 +279,10 @@ async fn alertmanager_shows_a_firing_alert_with_its_labels_then_resolves_it() {
         .enqueue(&target, Delivery::single(firing.clone()))
         .await
         .unwrap();
-    let got = outcomes(&mut rx, 1, Duration::from_secs(10)).await;
+    let got = outcomes(&mut rx, 1, crate::support::PATIENCE).await;
     assert_eq!(got[0].0.result, DeliveryResult::Delivered { attempts: 1 });
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     let alert = loop {
         let alerts = alertmanager_alerts(&am, &rule).await;
         if let Some(alert) = alerts.into_iter().next() {
@@ -324,8 +324,8 @@ async fn alertmanager_shows_a_firing_alert_with_its_labels_then_resolves_it() {
         .enqueue(&target, Delivery::single(resolved))
         .await
         .unwrap();
-    outcomes(&mut rx, 1, Duration::from_secs(10)).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    outcomes(&mut rx, 1, crate::support::PATIENCE).await;
+    let deadline = Instant::now() + crate::support::PATIENCE;
     while !alertmanager_alerts(&am, &rule).await.is_empty() {
         assert!(
             Instant::now() < deadline,

@@ -263,7 +263,7 @@ async fn the_upstream_failing_fires_an_alert_in_alertmanager_and_recovering_reso
 
     // The timeline: firing (the transition Alertmanager was told of),
     // then resolved.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     let transitions = loop {
         let transitions = timeline(&proxy, rule_id).await;
         if transitions.len() >= 2 {

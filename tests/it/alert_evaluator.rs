@@ -109,7 +109,7 @@ async fn prepared(label: &str, extra: &str, events: &[tollgate_contract::Event])
         .wait_for_count(
             "SELECT countMerge(calls) FROM {db}.latency_minute_hist",
             want,
-            Duration::from_secs(30),
+            crate::support::PATIENCE,
         )
         .await;
     assert_eq!(got, want, "the latency rollup never caught up");
@@ -187,7 +187,7 @@ async fn renewed(ev: &mut Evaluator, fence: &tollgate_control::lease::Fence, now
 /// Hand every delivery outcome to the evaluator until `want` came back.
 async fn settle_outcomes(ev: &mut Evaluator, fence: &tollgate_control::lease::Fence, want: usize) {
     for n in 0..want {
-        let outcome = tokio::time::timeout(Duration::from_secs(30), ev.next_outcome())
+        let outcome = tokio::time::timeout(crate::support::PATIENCE, ev.next_outcome())
             .await
             .unwrap_or_else(|_| panic!("only {n} of {want} delivery outcomes came back"))
             .unwrap();
@@ -289,7 +289,7 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
     // Webhook: firing. Alertmanager: firing at 10:05, reminded at 10:06, 10:07.
     settle_outcomes(&mut ev, &fence, 4).await;
     assert_eq!(statuses(&received, &name), vec![("firing".into(), 1)]);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     let alert = loop {
         if let Some(a) = alertmanager_alerts(&alertmanager_url(), &name).await.pop() {
             break a;
@@ -318,7 +318,7 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
         statuses(&received, &name),
         vec![("firing".into(), 1), ("resolved".into(), 1)]
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     while !alertmanager_alerts(&alertmanager_url(), &name)
         .await
         .is_empty()
@@ -444,7 +444,7 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
         fast_delivery(),
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     let fence_b = loop {
         if let Ok(f) = successor.acquire().await {
             break f;
@@ -611,7 +611,7 @@ async fn one_of_two_evaluators_is_active_and_a_kill_9_takeover_repeats_nothing()
     }
     // The successor re-sent the notification the kill interrupted, with
     // the same id: one firing notification, received once or twice.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     while owed(&pool).await > 0 {
         assert!(
             Instant::now() < deadline,
@@ -659,7 +659,7 @@ async fn one_of_two_evaluators_is_active_and_a_kill_9_takeover_repeats_nothing()
     assert_eq!(states, ["firing", "resolved"]);
     // One admin event per transition on Kafka (the relay may repeat one
     // with the same event id after a crash: counted once).
-    let events = read_records(&env.events_topic, Duration::from_secs(30), |records| {
+    let events = read_records(&env.events_topic, crate::support::PATIENCE, |records| {
         records
             .iter()
             .filter(|(_, v)| v["kind"] == "admin.alert.transition")

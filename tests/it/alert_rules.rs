@@ -7,8 +7,6 @@
 
 use crate::support;
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use support::kafka::read_records;
 use support::TestEnv;
@@ -141,7 +139,7 @@ async fn admin_events(topic: &str, want: usize) -> Vec<Value> {
             .map(|(_, v)| v.clone())
             .collect::<Vec<_>>()
     };
-    admin(&read_records(topic, Duration::from_secs(30), |r| admin(r).len() >= want).await)
+    admin(&read_records(topic, crate::support::PATIENCE, |r| admin(r).len() >= want).await)
 }
 
 #[tokio::test]

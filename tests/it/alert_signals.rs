@@ -9,8 +9,6 @@
 //! `POST /api/v1/alerts/backtest` answers the same (JSON and CSV), with a 400
 //! naming the field of a bad rule or range.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -90,7 +88,7 @@ async fn prepared(label: &str) -> (TestEnv, ReadModels) {
         .wait_for_count(
             "SELECT countMerge(calls) FROM {db}.latency_minute_hist",
             100,
-            Duration::from_secs(20),
+            crate::support::PATIENCE,
         )
         .await;
     assert_eq!(got, 100, "the latency rollup never caught up");

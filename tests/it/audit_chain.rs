@@ -88,7 +88,7 @@ async fn stop(pid: u32) {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < crate::support::PATIENCE,
             "process {pid} did not stop"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -202,7 +202,7 @@ fn edit_lines(text: &str, edit: &dyn Fn(Value) -> Option<Value>) -> String {
 async fn mutate(env: &TestEnv, sql: &str, check: &str, want: u64) {
     env.ch(sql).await;
     let got = env
-        .wait_for_count(check, want, Duration::from_secs(30))
+        .wait_for_count(check, want, crate::support::PATIENCE)
         .await;
     assert_eq!(got, want, "mutation not applied: {sql}");
 }
@@ -898,7 +898,7 @@ async fn api_roles_and_tenant_isolation() {
     env.spawn("api", &["api"]);
     support::wait_http(
         &format!("{}/healthz", env.direct_api_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("api"),
     )
     .await;

@@ -501,7 +501,7 @@ async fn search_filters_pagination_and_proofs() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < crate::support::PATIENCE,
             "mutation not applied"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -132,7 +132,7 @@ fn tail(topic: &str) -> mpsc::UnboundedReceiver<(Instant, String, serde_json::Va
         .create()
         .unwrap();
     let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .fetch_metadata(Some(topic), crate::support::PATIENCE)
         .unwrap();
     let mut list = TopicPartitionList::new();
     for p in metadata.topics()[0].partitions() {
@@ -213,7 +213,7 @@ async fn transition_rows(env: &TestEnv, want: u64) -> Vec<String> {
         "SELECT count() FROM {{db}}.breaker_transitions WHERE provider = '{PROVIDER}' AND model = '{MODEL}'"
     );
     let got = env
-        .wait_for_count(&count, want, Duration::from_secs(30))
+        .wait_for_count(&count, want, crate::support::PATIENCE)
         .await;
     assert_eq!(got, want, "breaker_transitions rows");
     env.ch(&format!(
@@ -232,7 +232,7 @@ async fn transition_events(env: &TestEnv, want: usize) -> Vec<String> {
     let is_ours = |v: &serde_json::Value| {
         v["kind"] == "admin.breaker.transition" && v["admin"]["model"] == MODEL
     };
-    let records = read_records(&env.events_topic, Duration::from_secs(30), |r| {
+    let records = read_records(&env.events_topic, crate::support::PATIENCE, |r| {
         r.iter().filter(|(_, v)| is_ours(v)).count() >= want
     })
     .await;
@@ -307,7 +307,7 @@ async fn a_failing_model_opens_within_a_second_and_successful_probes_close_it() 
             FutureRecord::to(&env.dlq_topic)
                 .key(&warm_up.0)
                 .payload(&warm_up.1),
-            Duration::from_secs(10),
+            crate::support::PATIENCE,
         )
         .await
         .unwrap();
@@ -317,11 +317,11 @@ async fn a_failing_model_opens_within_a_second_and_successful_probes_close_it() 
             FutureRecord::to(&env.events_topic)
                 .key(&crossing.0)
                 .payload(&crossing.1),
-            Duration::from_secs(10),
+            crate::support::PATIENCE,
         )
         .await
         .unwrap();
-    let (seen, open) = next_state(&mut decisions, "open", Duration::from_secs(10), &log).await;
+    let (seen, open) = next_state(&mut decisions, "open", crate::support::PATIENCE, &log).await;
     println!(
         "breaker: threshold-crossing event produced -> open decision seen in {} ms",
         seen.duration_since(sent).as_millis()
@@ -348,7 +348,7 @@ async fn a_failing_model_opens_within_a_second_and_successful_probes_close_it() 
     );
 
     // After open_secs: half-open with the probe allowance.
-    let (_, half) = next_state(&mut decisions, "half_open", Duration::from_secs(10), &log).await;
+    let (_, half) = next_state(&mut decisions, "half_open", crate::support::PATIENCE, &log).await;
     assert_eq!(half["action"], "reroute");
     assert_eq!(half["breaker"]["generation"], 1);
     assert_eq!(half["breaker"]["probes_per_proxy"], 2);
@@ -356,7 +356,7 @@ async fn a_failing_model_opens_within_a_second_and_successful_probes_close_it() 
     // Probes sent after half-open began, all successful: closed.
     let probes: Vec<Event> = (0..3).map(|_| call(true, 0)).collect();
     produce_all(&env.events_topic, &encoded(&probes)).await;
-    let (_, closed) = next_state(&mut decisions, "closed", Duration::from_secs(10), &log).await;
+    let (_, closed) = next_state(&mut decisions, "closed", crate::support::PATIENCE, &log).await;
     assert_eq!(closed["action"], "allow");
     assert_eq!(closed["breaker"]["generation"], 1);
     assert_eq!(closed["breaker"]["calls"], 3);
@@ -385,15 +385,15 @@ async fn failing_probes_reopen_with_a_new_generation_and_absent_probes_do_not_st
     // 100% failing from the start: open after the minimum of 10 calls.
     let failing: Vec<Event> = (0..10).map(|_| call(false, 40)).collect();
     produce_all(&env.events_topic, &encoded(&failing)).await;
-    let (_, open) = next_state(&mut decisions, "open", Duration::from_secs(10), &log).await;
+    let (_, open) = next_state(&mut decisions, "open", crate::support::PATIENCE, &log).await;
     assert_eq!(open["breaker"]["generation"], 1);
     assert_eq!(open["breaker"]["failures"], 10);
-    let _ = next_state(&mut decisions, "half_open", Duration::from_secs(10), &log).await;
+    let _ = next_state(&mut decisions, "half_open", crate::support::PATIENCE, &log).await;
 
     // Probes that fail: open again, a new generation.
     let probes: Vec<Event> = (0..3).map(|_| call(false, 0)).collect();
     produce_all(&env.events_topic, &encoded(&probes)).await;
-    let (_, again) = next_state(&mut decisions, "open", Duration::from_secs(10), &log).await;
+    let (_, again) = next_state(&mut decisions, "open", crate::support::PATIENCE, &log).await;
     assert_eq!(again["breaker"]["generation"], 2);
     assert_eq!(again["breaker"]["calls"], 3);
     assert_eq!(again["breaker"]["failures"], 3);
@@ -408,10 +408,10 @@ async fn failing_probes_reopen_with_a_new_generation_and_absent_probes_do_not_st
     // Half-open of generation 2; no probe ever comes: it does not stay
     // half-open, it closes after max_wait_in_half_open_secs.
     let (half_seen, half) =
-        next_state(&mut decisions, "half_open", Duration::from_secs(10), &log).await;
+        next_state(&mut decisions, "half_open", crate::support::PATIENCE, &log).await;
     assert_eq!(half["breaker"]["generation"], 2);
     let (closed_seen, closed) =
-        next_state(&mut decisions, "closed", Duration::from_secs(15), &log).await;
+        next_state(&mut decisions, "closed", crate::support::PATIENCE, &log).await;
     let waited = closed_seen.duration_since(half_seen);
     assert!(
         waited >= Duration::from_millis(2500),
@@ -480,11 +480,11 @@ async fn two_replicas_publish_each_transition_once_and_the_survivor_takes_over()
     // A whole cycle while both judge every event.
     let failing: Vec<Event> = (0..10).map(|_| call(false, 40)).collect();
     produce_all(&env.events_topic, &encoded(&failing)).await;
-    let _ = next_state(&mut decisions, "open", Duration::from_secs(10), &log).await;
-    let _ = next_state(&mut decisions, "half_open", Duration::from_secs(10), &log).await;
+    let _ = next_state(&mut decisions, "open", crate::support::PATIENCE, &log).await;
+    let _ = next_state(&mut decisions, "half_open", crate::support::PATIENCE, &log).await;
     let probes: Vec<Event> = (0..3).map(|_| call(true, 0)).collect();
     produce_all(&env.events_topic, &encoded(&probes)).await;
-    let _ = next_state(&mut decisions, "closed", Duration::from_secs(10), &log).await;
+    let _ = next_state(&mut decisions, "closed", crate::support::PATIENCE, &log).await;
     assert_transitions(
         &env,
         &[
@@ -514,7 +514,7 @@ async fn two_replicas_publish_each_transition_once_and_the_survivor_takes_over()
     let log = env.log_path(survivor);
     let failing: Vec<Event> = (0..10).map(|_| call(false, 40)).collect();
     produce_all(&env.events_topic, &encoded(&failing)).await;
-    let (_, open) = next_state(&mut decisions, "open", Duration::from_secs(10), &log).await;
+    let (_, open) = next_state(&mut decisions, "open", crate::support::PATIENCE, &log).await;
     assert_eq!(open["breaker"]["generation"], 2);
     let rows = transition_rows(&env, 4).await;
     assert_eq!(
@@ -550,7 +550,7 @@ async fn a_restarted_breaker_carries_on_from_the_published_state() {
     let log = env.log_path("process");
     let failing: Vec<Event> = (0..10).map(|_| call(false, 40)).collect();
     produce_all(&env.events_topic, &encoded(&failing)).await;
-    let (_, open) = next_state(&mut decisions, "open", Duration::from_secs(10), &log).await;
+    let (_, open) = next_state(&mut decisions, "open", crate::support::PATIENCE, &log).await;
     let status = std::process::Command::new("kill")
         .arg("-TERM")
         .arg(first.to_string())
@@ -563,13 +563,13 @@ async fn a_restarted_breaker_carries_on_from_the_published_state() {
     env.spawn("restarted", &["process", "--folds", "breakers"]);
     wait_for_log(&env, "restarted", LEASE).await;
     let log = env.log_path("restarted");
-    let (_, half) = next_state(&mut decisions, "half_open", Duration::from_secs(15), &log).await;
+    let (_, half) = next_state(&mut decisions, "half_open", crate::support::PATIENCE, &log).await;
     assert_eq!(half["breaker"]["generation"], 1);
     assert!(
         half["breaker"]["since"].as_str() > open["breaker"]["since"].as_str(),
         "{half} after {open}"
     );
-    let (_, closed) = next_state(&mut decisions, "closed", Duration::from_secs(15), &log).await;
+    let (_, closed) = next_state(&mut decisions, "closed", crate::support::PATIENCE, &log).await;
     assert_eq!(closed["breaker"]["generation"], 1);
     assert_transitions(
         &env,

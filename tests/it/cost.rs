@@ -203,7 +203,7 @@ async fn produce(topic: &str, events: &[Event]) {
         producer
             .send(
                 FutureRecord::to(topic).key(&e.team_id).payload(&payload),
-                Duration::from_secs(30),
+                crate::support::PATIENCE,
             )
             .await
             .map_err(|(e, _)| e)
@@ -347,7 +347,7 @@ async fn costs_are_exact_end_to_end() {
     env.spawn("api", &["api"]);
     support::wait_http(
         &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("api"),
     )
     .await;
@@ -449,7 +449,7 @@ async fn admin_kinds(topic: &str) -> Vec<String> {
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut kinds = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
     while let Ok(Ok(message)) = tokio::time::timeout_at(deadline, consumer.recv()).await {
         let value: serde_json::Value =
             serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
@@ -568,7 +568,7 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
     env.spawn("api", &["api"]);
     support::wait_http(
         &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("api"),
     )
     .await;
@@ -630,7 +630,7 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
         fresh.event_id
     );
     assert_eq!(
-        env.wait_for_count(&sql, 1, Duration::from_secs(10)).await,
+        env.wait_for_count(&sql, 1, crate::support::PATIENCE).await,
         1
     );
 
@@ -837,7 +837,7 @@ async fn overview_savings_and_top_spenders_follow_a_reprice() {
     env.spawn("api", &["api"]);
     support::wait_http(
         &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("api"),
     )
     .await;
@@ -936,7 +936,7 @@ async fn hard_budget_publishes_deny_and_warns_once_per_threshold() {
     };
     // $2 of $3: within budget; the start-up state is `allow`.
     produce(&env.events_topic, &[one_dollar(), one_dollar()]).await;
-    let decisions = read_records(&env.decisions_topic, Duration::from_secs(20), |r| {
+    let decisions = read_records(&env.decisions_topic, crate::support::PATIENCE, |r| {
         !r.is_empty()
     })
     .await;
@@ -947,7 +947,7 @@ async fn hard_budget_publishes_deny_and_warns_once_per_threshold() {
     // Crossing the limit: a deny follows the event.
     let crossed = std::time::Instant::now();
     produce(&env.events_topic, &[one_dollar(), one_dollar()]).await;
-    let decisions = read_records(&env.decisions_topic, Duration::from_secs(20), |r| {
+    let decisions = read_records(&env.decisions_topic, crate::support::PATIENCE, |r| {
         r.iter().any(|(_, v)| v["action"] == "deny")
     })
     .await;
@@ -1012,7 +1012,7 @@ async fn hard_budget_publishes_deny_and_warns_once_per_threshold() {
     env.spawn("api", &["api"]);
     support::wait_http(
         &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("api"),
     )
     .await;
@@ -1087,7 +1087,7 @@ async fn simulated_traffic_through_ingest_is_priced_by_the_default_catalog() {
     env.spawn("process", &["process"]);
     support::wait_http(
         &format!("{}/healthz", env.ingest_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("ingest"),
     )
     .await;
@@ -1136,7 +1136,7 @@ async fn simulated_traffic_through_ingest_is_priced_by_the_default_catalog() {
     env.spawn("api", &["api"]);
     support::wait_http(
         &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("api"),
     )
     .await;
@@ -1377,7 +1377,7 @@ async fn tag_rollup_equals_the_tagged_facts_before_and_after_repricing() {
     env.wait_for_count(
         "SELECT sum(calls) FROM {db}.cost_daily_tags",
         8,
-        Duration::from_secs(10),
+        crate::support::PATIENCE,
     )
     .await;
     assert_eq!(
@@ -1408,7 +1408,7 @@ async fn tag_rollup_equals_the_tagged_facts_before_and_after_repricing() {
     env.spawn("api", &["api"]);
     support::wait_http(
         &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("api"),
     )
     .await;
@@ -1736,7 +1736,7 @@ async fn cache_writes_are_billed_once_and_reprice_all_repairs_stored_calls() {
     env.spawn("api", &["api"]);
     support::wait_http(
         &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("api"),
     )
     .await;
@@ -1898,7 +1898,7 @@ async fn token_sums_cannot_overflow() {
     env.spawn("api", &["api"]);
     support::wait_http(
         &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("api"),
     )
     .await;
@@ -2042,7 +2042,7 @@ async fn tiers_and_aliases_price_calls_and_reprice_repairs_stored_ones() {
     env.spawn("api", &["api"]);
     support::wait_http(
         &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("api"),
     )
     .await;
@@ -2164,7 +2164,7 @@ async fn tiers_and_aliases_price_calls_and_reprice_repairs_stored_ones() {
     env.wait_for_count(
         &format!("SELECT count() FROM {{db}}.calls WHERE event_id IN ({ids})"),
         5,
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
     )
     .await;
     let priced = env

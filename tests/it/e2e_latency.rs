@@ -81,13 +81,13 @@ async fn latency_report_matches_exact_statistics() {
     env.spawn("api", &["api"]);
     wait_http(
         &format!("{}/healthz", env.ingest_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("ingest"),
     )
     .await;
     wait_http(
         &format!("{}/healthz", env.api_url()),
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("api"),
     )
     .await;

@@ -13,7 +13,6 @@
 use crate::support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
@@ -284,7 +283,7 @@ async fn setup(label: &str) -> Setup {
         .wait_for_count(
             "SELECT sum(failures) FROM {db}.error_patterns_minute",
             24,
-            Duration::from_secs(10),
+            crate::support::PATIENCE,
         )
         .await;
     assert_eq!(failures, 24);

@@ -74,7 +74,7 @@ async fn finance_pages_in_chromium_match_the_csv() {
                 FutureRecord::to(&env.events_topic)
                     .key(&e.team_id)
                     .payload(&payload),
-                Duration::from_secs(30),
+                crate::support::PATIENCE,
             )
             .await
             .map_err(|(e, _)| e)

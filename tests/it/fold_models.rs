@@ -252,7 +252,7 @@ async fn cost_rollup_model_matches_the_views_cell_by_cell() {
     // The views are written by the same insert; poll in case the server
     // makes them visible a moment later.
     let billable: i64 = want_cells.values().map(|s| s.0).sum();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     let (cells, tags) = loop {
         let cells = view_cells(&client, CELLS_SQL).await;
         let tags = view_cells(&client, TAG_CELLS_SQL).await;
@@ -568,7 +568,7 @@ async fn error_patterns_model_matches_the_views_on_random_calls() {
             .collect();
         let failures: u64 = model.minutes.values().map(|s| s.failures).sum();
         assert!(failures > 0 && !want_recovery.is_empty());
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + crate::support::PATIENCE;
         let (minutes, catalog, recovery) = loop {
             let got = view_patterns(&client).await;
             let stored: u64 = got.0.values().map(|s| s.failures).sum();

@@ -32,7 +32,7 @@ pub(crate) async fn create_topics(env: &TestEnv) {
         .iter()
         .map(|name| NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1)))
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let options = AdminOptions::new().operation_timeout(Some(crate::support::PATIENCE));
     for result in admin
         .create_topics(&topics, &options)
         .await
@@ -133,7 +133,7 @@ fn read_topic(topic: &str) -> Vec<(String, Value)> {
     let mut assignment = TopicPartitionList::new();
     for partition in 0..PARTITIONS {
         let (low, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .fetch_watermarks(topic, partition, crate::support::PATIENCE)
             .unwrap();
         expected += high - low;
         assignment
@@ -142,7 +142,7 @@ fn read_topic(topic: &str) -> Vec<(String, Value)> {
     }
     consumer.assign(&assignment).unwrap();
     let mut messages = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     while (messages.len() as i64) < expected && Instant::now() < deadline {
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
             let message = message.unwrap();

@@ -53,7 +53,7 @@ async fn one_holder_at_a_time_and_a_stale_holder_is_fenced() {
     fenced_write(&pool, &fence_a, "a1").await.unwrap();
 
     // A stops renewing (paused); B takes over once the lease expires.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
     let fence_b = loop {
         match b.acquire(&pool).await {
             Ok(fence) => break fence,

@@ -122,7 +122,7 @@ impl Rig {
         let ingest_key = env.create_key("acme-otlp");
         crate::ingest_api::start_ingest(&mut env).await;
         // The OTLP/gRPC receiver's port, which the system picked.
-        let grpc_port = support::listening_port(&env.log_path("ingest"), Duration::from_secs(30));
+        let grpc_port = support::listening_port(&env.log_path("ingest"), crate::support::PATIENCE);
         env.spawn("process", &["process"]);
         let mock_port = support::free_port();
         env.spawn(

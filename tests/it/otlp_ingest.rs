@@ -33,7 +33,7 @@ impl Receiver {
     async fn start(label: &str) -> Self {
         let mut env = TestEnv::new(label).await;
         crate::ingest_api::start_ingest(&mut env).await;
-        let grpc_port = support::listening_port(&env.log_path("ingest"), Duration::from_secs(30));
+        let grpc_port = support::listening_port(&env.log_path("ingest"), crate::support::PATIENCE);
         env.spawn("process", &["process"]);
         let key = env
             .run(&[

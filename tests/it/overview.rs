@@ -220,7 +220,7 @@ pub async fn seeded(label: &str) -> Seeded {
     // before the server does: wait for the server itself.
     crate::support::wait_http(
         &format!("{}/healthz", env.direct_api_url()),
-        std::time::Duration::from_secs(30),
+        crate::support::PATIENCE,
         &env.log_path("api"),
     )
     .await;

@@ -155,7 +155,7 @@ async fn dead_letters_are_counted_exactly_and_consumer_lag_drains_to_zero() {
         &read,
         &dead_letters,
         MALFORMED as u64,
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &log(),
     )
     .await;
@@ -167,7 +167,7 @@ async fn dead_letters_are_counted_exactly_and_consumer_lag_drains_to_zero() {
     env.wait_for_count(
         "SELECT count() FROM {db}.pipeline_health WHERE metric = 'dead_letters'",
         samples + 3,
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
     )
     .await;
     let again = at(&read, &dead_letters, next_minute()).await;
@@ -268,7 +268,7 @@ async fn rejected_ingest_counts_every_bad_event_of_a_batch() {
     )
     .await;
     // Before any batch: samples of 0, an answer.
-    let zero = wait_for_value(&read, &rejected, 0, Duration::from_secs(30), &log()).await;
+    let zero = wait_for_value(&read, &rejected, 0, crate::support::PATIENCE, &log()).await;
     assert_eq!(zero.observation, Observation::Clear, "{zero:?}");
 
     let good = |i: usize| {
@@ -311,7 +311,7 @@ async fn rejected_ingest_counts_every_bad_event_of_a_batch() {
         &read,
         &rejected,
         BAD_EVENTS as u64,
-        Duration::from_secs(30),
+        crate::support::PATIENCE,
         &log(),
     )
     .await;
@@ -334,7 +334,7 @@ async fn proxy_spool_depth_reaches_clickhouse_while_kafka_is_down() {
     assert_eq!(proxy.chat(&key, "gpt-4o-mini", &[]).await.status(), 200);
     assert_eq!(proxy.events(1).len(), 1);
     // Kafka up, nothing spooled: samples of 0 bytes, clear.
-    let empty = wait_for_value(&read, &depth, 0, Duration::from_secs(30), &proxy.log()).await;
+    let empty = wait_for_value(&read, &depth, 0, crate::support::PATIENCE, &proxy.log()).await;
     assert_eq!(empty.observation, Observation::Clear, "{empty:?}");
 
     kafka_scratch("stop", data.path(), None);
@@ -353,7 +353,7 @@ async fn proxy_spool_depth_reaches_clickhouse_while_kafka_is_down() {
             break m;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(45),
+            start.elapsed() < crate::support::PATIENCE,
             "spool {bytes} bytes, measured {m:?}; log:\n{}",
             proxy.log()
         );

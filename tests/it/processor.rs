@@ -135,7 +135,7 @@ async fn produce_one(producer: &FutureProducer, topic: &str, payload: &[u8]) -> 
                 .key("team-x")
                 .payload(payload)
                 .partition(0),
-            Duration::from_secs(30),
+            crate::support::PATIENCE,
         )
         .await
         .map_err(|(e, _)| e)
@@ -208,7 +208,7 @@ fn committed(group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
         tpl.add_partition(topic, p);
     }
     let tpl = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
+        .committed_offsets(tpl, crate::support::PATIENCE)
         .unwrap();
     tpl.elements()
         .iter()
@@ -225,6 +225,25 @@ fn committed(group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
 /// Produce a large stream, SIGKILL the processor twice at random moments
 /// while it inserts, restart it each time: every call is stored exactly once
 /// and the rollup fed by the materialized view is exact too.
+/// Wait until the calls fold of the `label` process has consumed `messages`
+/// messages (its progress line, every 10 s, counts them), however long a
+/// loaded machine takes.
+async fn wait_until_consumed(env: &TestEnv, label: &str, messages: usize) {
+    let consumed_all = format!("messages={messages}");
+    let start = Instant::now();
+    while !log_of(env, label)
+        .lines()
+        .any(|l| l.contains("progress") && l.contains("calls") && l.contains(&consumed_all))
+    {
+        assert!(
+            start.elapsed() < crate::support::PATIENCE,
+            "the calls fold did not consume all {messages} messages; log:\n{}",
+            log_of(env, label)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn effectively_once_across_sigkill() {
     let n: usize = std::env::var("TOLLGATE_TEST_EVENTS")
@@ -388,7 +407,7 @@ async fn dead_letters_carry_reason_and_source_offset() {
     consumer.subscribe(&[&env.dlq_topic]).unwrap();
     let mut letters = Vec::new();
     while letters.len() < 2 {
-        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        let message = tokio::time::timeout(crate::support::PATIENCE, consumer.recv())
             .await
             .expect("dead letters within 30 s")
             .unwrap();
@@ -454,23 +473,8 @@ async fn sigterm_flushes_commits_and_exits_zero() {
     let traffic = traffic(5_000, Utc::now() - chrono::Duration::hours(1), 11);
     produce_all(&env.events_topic, &traffic.messages).await;
     let mut child = env.spawn_child("process", &["process"]);
-    // Wait until the calls fold has consumed every message (its progress
-    // line, every 10 s, counts them), however long a loaded machine takes;
-    // the open batch holds them all, unflushed.
-    let consumed_all = format!("messages={}", traffic.messages.len());
-    let start = Instant::now();
-    while !log_of(&env, "process")
-        .lines()
-        .any(|l| l.contains("progress") && l.contains("calls") && l.contains(&consumed_all))
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "the calls fold did not consume all {} messages; log:\n{}",
-            traffic.messages.len(),
-            log_of(&env, "process")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The open batch holds them all, unflushed.
+    wait_until_consumed(&env, "process", traffic.messages.len()).await;
     assert_eq!(
         env.ch_u64("SELECT count() FROM {db}.calls").await,
         0,
@@ -612,7 +616,7 @@ async fn resumes_from_clickhouse_when_commits_are_lost() {
         .await;
     assert_eq!(got, first.calls, "log:\n{}", log_of(&env, "process-1"));
     signal(child.id(), "TERM");
-    assert!(wait_exit(&mut child, Duration::from_secs(30))
+    assert!(wait_exit(&mut child, crate::support::PATIENCE)
         .await
         .success());
     assert_eq!(
@@ -642,9 +646,15 @@ async fn resumes_from_clickhouse_when_commits_are_lost() {
         )
         .await;
     assert_eq!(got, want, "log:\n{}", log_of(&env, "process-2"));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The admin events after the last call, too: the commits below count them.
+    wait_until_consumed(
+        &env,
+        "process-2",
+        first.messages.len() + second.messages.len(),
+    )
+    .await;
     signal(child.id(), "TERM");
-    assert!(wait_exit(&mut child, Duration::from_secs(30))
+    assert!(wait_exit(&mut child, crate::support::PATIENCE)
         .await
         .success());
     let log = log_of(&env, "process-2");

@@ -170,7 +170,7 @@ fn partition_count(topic: &str) -> usize {
         .create()
         .unwrap();
     let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .fetch_metadata(Some(topic), crate::support::PATIENCE)
         .unwrap();
     metadata.topics()[0].partitions().len()
 }
@@ -381,7 +381,7 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
         ),
     ];
     for (expr, want) in &expected {
-        wait_for_value(&prom, expr, *want, Duration::from_secs(30), logs).await;
+        wait_for_value(&prom, expr, *want, crate::support::PATIENCE, logs).await;
     }
 
     // Every event sent was inserted once, and the lag drains to 0 on every

@@ -112,7 +112,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     while !f().await {
         assert!(Instant::now() < deadline, "{what}: not within 20 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -386,7 +386,7 @@ async fn an_open_fleet_breaker_skips_its_model_for_a_fallback_or_answers_503() {
     let subject = "circuit/mocknr/nr-alone";
     let record = breaker_record(subject, "open", 1, 1, json!({"retry_after_secs": 17}));
     publish_decision(&proxy.brokers, &topic, subject, Some(record)).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     let refused = loop {
         let response = proxy.chat(&key, "nr-alone", &[]).await;
         if response.status() == 503 {

@@ -329,7 +329,7 @@ async fn sessions_expire() {
         StatusCode::OK
     );
     // Polled with a deadline: the session ends however active it is.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     loop {
         let answer = browser.get("/api/v1/finance/budgets").await;
         if answer.status == StatusCode::UNAUTHORIZED {

@@ -9,7 +9,11 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::config::PostgresConfig;
 use crate::error::ControlError;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may take to open. A refused connection fails at
+/// once; this bounds a server that answers slowly, and is generous because a
+/// SCRAM handshake on a loaded two-core machine took over 5 s (a processor
+/// started beside busy builds died at start-up with 5 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Open a pool, after one direct connection has proved the server answers
 /// (a pool's own error would only say that it timed out).

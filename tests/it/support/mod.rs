@@ -20,6 +20,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long a test waits for a condition before calling it a hang. Tests
+/// never assume speed (CI shares two cores with Kafka, ClickHouse and
+/// PostgreSQL, and `./dev/test --stress` loads both): a wait polls its
+/// condition and returns as soon as it holds, so this bounds a hang, never
+/// the time a passing test takes.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
 /// A setting of `dev/tollgate.toml`, where the dev stack's addresses are
 /// written once (`dev/stack`, `dev/demo` and `dev/test` read them there too).
 fn dev_setting(section: &str, key: &str) -> String {
@@ -308,14 +315,14 @@ listen = "127.0.0.1:{api_port}"
 impl TestEnv {
     /// `GET /api/v1/reports/latency` with `query`, read until its groups
     /// count at least `calls` calls (the views write a moment after the
-    /// `calls` part of an insert is visible) or 20 s passed; the last report.
+    /// `calls` part of an insert is visible) or `PATIENCE` passed; the last report.
     pub async fn latency_report_counting(
         &self,
         query: &[(&str, &str)],
         calls: u64,
     ) -> serde_json::Value {
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + PATIENCE;
         loop {
             let report: serde_json::Value = client
                 .get(format!("{}/api/v1/reports/latency", self.api_url()))
@@ -350,11 +357,7 @@ impl TestEnv {
             .parse()
             .unwrap();
         let got = self
-            .wait_for_count(
-                "SELECT sum(calls) FROM {db}.cost_daily",
-                billable,
-                Duration::from_secs(10),
-            )
+            .wait_for_count("SELECT sum(calls) FROM {db}.cost_daily", billable, PATIENCE)
             .await;
         assert_eq!(got, billable, "cost_daily never caught up with calls");
     }
@@ -395,7 +398,7 @@ impl TestEnv {
     async fn wait_api(&self) {
         wait_http(
             &format!("{}/healthz", self.api_url()),
-            Duration::from_secs(30),
+            PATIENCE,
             &self.log_path("api"),
         )
         .await;
@@ -513,7 +516,7 @@ async fn drop_resources(name: &str, ch_database: &str) {
         let prefix = format!("{name}.");
         let topics: Vec<String> = admin
             .inner()
-            .fetch_metadata(None, Duration::from_secs(10))
+            .fetch_metadata(None, PATIENCE)
             .map(|m| {
                 m.topics()
                     .iter()
