@@ -47,6 +47,9 @@ pub struct ProxyMetrics {
     /// When the proxy applied the last decision record (Unix seconds), so
     /// `time() - ...` is the age of the newest decision.
     pub decision_applied_at: FloatGauge,
+    /// Reloads of stored provider credentials that failed (PostgreSQL
+    /// unreachable, a row this proxy cannot decrypt).
+    pub credential_reload_failures: Counter,
 }
 
 impl ProxyMetrics {
@@ -173,6 +176,11 @@ impl ProxyMetrics {
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
         }
+        registry.register(
+            "credential_reload_failures",
+            "Reloads of stored provider credentials that failed (postgresql unreachable, a row under a master key this proxy lacks, an altered row); the proxy keeps the credential it holds",
+            self.credential_reload_failures.clone(),
+        );
         registry.register(
             "decision_freshness_seconds",
             "From the last decision record's Kafka timestamp to its application",
