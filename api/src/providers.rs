@@ -46,8 +46,7 @@ fn admin<'a>(state: &'a ApiState, identity: &Identity) -> Result<&'a ProviderAdm
     }
     state.providers.as_ref().ok_or_else(|| {
         ApiError::Unavailable(
-            "provider credential administration needs postgres; this server runs without it"
-                .into(),
+            "provider credential administration needs postgres; this server runs without it".into(),
         )
     })
 }
@@ -100,7 +99,9 @@ pub async fn set(
     })?;
     let keyring = admin.keyring.as_ref().ok_or_else(|| {
         secrets_error(SecretsError::MasterKeyMissing {
-            needed_for: format!("encrypt provider {provider}'s credential (give it to `tollgate api`)"),
+            needed_for: format!(
+                "encrypt provider {provider}'s credential (give it to `tollgate api`)"
+            ),
         })
     })?;
     let (info, _event) = admin

@@ -4,10 +4,9 @@
 //! answers and is migrated (so a bad address fails at start, not on the
 //! first page view). `GET /metrics` (`crate::metrics`) is one of its routes.
 
-use tollgate_api::providers::ProviderAdmin;
-use tollgate_control::provider_credentials::{CredentialStore, Keyring};
 use anyhow::Context;
 use tollgate_access::{Access, Gate, Routes, StoreAuthenticator};
+use tollgate_api::providers::ProviderAdmin;
 use tollgate_api::ApiState;
 use tollgate_control::accounts::{AccountStore, SessionStore};
 use tollgate_control::budgets::BudgetStore;
@@ -15,6 +14,7 @@ use tollgate_control::keys::KeyStore;
 use tollgate_control::outbox::OutboxRelay;
 use tollgate_control::prices::admin::PriceAdmin;
 use tollgate_control::prices::store::PriceStore;
+use tollgate_control::provider_credentials::{CredentialStore, Keyring};
 use tollgate_control::sso_logins::SsoLoginStore;
 use tollgate_dashboards::sign_in_sso;
 use tollgate_dashboards::sign_in_sso::config::SsoSettings;

@@ -28,7 +28,11 @@ pub enum ProvidersCommand {
         /// The provider's name, as in `[proxy.providers.<name>]`.
         provider: String,
         /// Read the credential from standard input (one line).
-        #[arg(long, conflicts_with = "from_env", required_unless_present = "from_env")]
+        #[arg(
+            long,
+            conflicts_with = "from_env",
+            required_unless_present = "from_env"
+        )]
         stdin: bool,
         /// Read the credential from this environment variable.
         #[arg(long, value_name = "VARIABLE")]

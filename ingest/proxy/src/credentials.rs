@@ -126,7 +126,10 @@ impl ProviderCredentials {
     async fn read_stored(
         &self,
     ) -> Result<
-        BTreeMap<String, Result<SecretString, tollgate_control::provider_credentials::SecretsError>>,
+        BTreeMap<
+            String,
+            Result<SecretString, tollgate_control::provider_credentials::SecretsError>,
+        >,
         tollgate_control::provider_credentials::SecretsError,
     > {
         let names: Vec<&str> = self.stored.iter().map(String::as_str).collect();
@@ -212,7 +215,10 @@ impl ProviderCredentials {
                 }
                 result = notified => {
                     if let Err(err) = result {
-                        tracing::warn!(%err, "provider credential listener failed; it reconnects");
+                        // Listen again on the next tick, not in a tight loop
+                        // while PostgreSQL is away.
+                        tracing::warn!(%err, "provider credential listener failed; listening again on the next reload");
+                        listener = None;
                     }
                 }
             }

@@ -850,6 +850,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_credential_goes_in_the_dialect_s_header_marked_sensitive() {
+        let mut client = HeaderMap::new();
+        client.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer tg_client"),
+        );
+        client.insert("x-trace", HeaderValue::from_static("1"));
+        let credential = SecretString::from("sk-provider");
+        let openai = upstream_headers(&client, Some(&credential), Dialect::OpenAi);
+        let auth = openai.get("authorization").unwrap();
+        assert_eq!(auth, "Bearer sk-provider");
+        assert!(auth.is_sensitive());
+        assert_eq!(openai.get("x-trace").unwrap(), "1");
+        assert!(!format!("{openai:?}").contains("sk-provider"));
+        let anthropic = upstream_headers(&client, Some(&credential), Dialect::Anthropic);
+        assert_eq!(anthropic.get("x-api-key").unwrap(), "sk-provider");
+        assert!(anthropic.get("authorization").is_none());
+        // Without a credential the client's own key never goes upstream.
+        let bare = upstream_headers(&client, None, Dialect::OpenAi);
+        assert!(bare.get("authorization").is_none());
+    }
+
+    #[test]
     fn backoff_grows_is_capped_and_honours_retry_after() {
         let base = Duration::from_millis(100);
         let max = Duration::from_millis(1000);

@@ -246,16 +246,22 @@ mod tests {
         };
         let err = Keyring::from_sources(&both, |v| (v == MASTER_KEY_VAR).then(|| KEY.into()))
             .unwrap_err();
-        assert!(err.to_string().contains("both TOLLGATE_MASTER_KEY and secrets.master_key_file"), "{err}");
-        let err = Keyring::from_sources(&both, |_| None).unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("cannot read the master key file /nonexistent (secrets.master_key_file):"),
+                .contains("both TOLLGATE_MASTER_KEY and secrets.master_key_file"),
             "{err}"
         );
-        let err =
-            Keyring::from_sources(&config(), |v| (v == PREVIOUS_MASTER_KEY_VAR).then(|| KEY.into()))
-                .unwrap_err();
+        let err = Keyring::from_sources(&both, |_| None).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "cannot read the master key file /nonexistent (secrets.master_key_file):"
+            ),
+            "{err}"
+        );
+        let err = Keyring::from_sources(&config(), |v| {
+            (v == PREVIOUS_MASTER_KEY_VAR).then(|| KEY.into())
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("TOLLGATE_MASTER_KEY"), "{err}");
     }
 
@@ -268,7 +274,9 @@ mod tests {
             master_key_file: Some(path.display().to_string()),
             previous_master_key_file: None,
         };
-        let ring = Keyring::from_sources(&with_file, |_| None).unwrap().unwrap();
+        let ring = Keyring::from_sources(&with_file, |_| None)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             ring.current().id(),
             MasterKey::from_base64(KEY, "x").unwrap().id()

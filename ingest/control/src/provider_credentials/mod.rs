@@ -139,7 +139,10 @@ mod tests {
         assert!(check_provider("openai").is_ok());
         assert!(check_provider("azure-east_2").is_ok());
         let err = check_provider("open ai").unwrap_err().to_string();
-        assert!(err.starts_with("invalid provider: \"open ai\" is not a provider name"), "{err}");
+        assert!(
+            err.starts_with("invalid provider: \"open ai\" is not a provider name"),
+            "{err}"
+        );
         assert!(check_provider("").is_err());
         assert!(check_credential(&SecretString::from("sk-abc")).is_ok());
         for (bad, reason) in [
@@ -151,7 +154,10 @@ mod tests {
             let err = check_credential(&SecretString::from(bad))
                 .unwrap_err()
                 .to_string();
-            assert!(err.starts_with(&format!("invalid credential: {reason}")), "{err}");
+            assert!(
+                err.starts_with(&format!("invalid credential: {reason}")),
+                "{err}"
+            );
             // The error never repeats the credential.
             if !bad.is_empty() {
                 assert!(!err.contains(bad), "{err}");

@@ -65,7 +65,11 @@ pub fn seal(
 
 /// Open the credential of `provider` with the key of `keyring` it was
 /// sealed under.
-pub fn open(keyring: &Keyring, provider: &str, sealed: &Sealed) -> Result<SecretString, SecretsError> {
+pub fn open(
+    keyring: &Keyring,
+    provider: &str,
+    sealed: &Sealed,
+) -> Result<SecretString, SecretsError> {
     let key = keyring
         .get(&sealed.key_id)
         .ok_or_else(|| SecretsError::WrongMasterKey {
@@ -166,7 +170,12 @@ mod tests {
         assert!(open(&ring, "openai", &short).is_err());
         // Moved onto another provider's row: the associated data differs.
         let err = open(&ring, "anthropic", &sealed).unwrap_err().to_string();
-        assert!(err.starts_with("cannot decrypt provider anthropic's credential: authentication failed"), "{err}");
+        assert!(
+            err.starts_with(
+                "cannot decrypt provider anthropic's credential: authentication failed"
+            ),
+            "{err}"
+        );
         // A row claiming another key id that this keyring holds fails too.
         let other = Keyring::new(key(2), Some(key(1)));
         let mut relabelled = sealed.clone();

@@ -186,12 +186,11 @@ impl CredentialStore {
 
     /// Every sealed row, by provider.
     pub async fn sealed(&self) -> Result<BTreeMap<String, Sealed>, SecretsError> {
-        let rows: Vec<SealedRow> = sqlx::query_as(
-            "SELECT provider, key_id, nonce, ciphertext FROM provider_credentials",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(SecretsError::postgres("reading provider credentials"))?;
+        let rows: Vec<SealedRow> =
+            sqlx::query_as("SELECT provider, key_id, nonce, ciphertext FROM provider_credentials")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(SecretsError::postgres("reading provider credentials"))?;
         Ok(rows.into_iter().map(SealedRow::sealed).collect())
     }
 
