@@ -144,6 +144,27 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)]
+    fn master_keys_in_the_environment_are_not_settings_and_their_file_is() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TOLLGATE_MASTER_KEY", "a2V5");
+            jail.set_env("TOLLGATE_MASTER_KEY_PREVIOUS", "a2V5");
+            jail.create_file(
+                "t.toml",
+                "[secrets]\nmaster_key_file = \"/etc/tollgate/master.key\"\n",
+            )?;
+            let config = Config::load(Some(Path::new("t.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.secrets.master_key_file.as_deref(),
+                Some("/etc/tollgate/master.key")
+            );
+            // The key itself is never part of the configuration (show-config).
+            assert!(!config.to_toml().unwrap().contains("a2V5"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
     fn show_config_prints_toml_that_loads_back_the_same() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("t.toml", "[clickhouse]\ndatabase = \"other\"\n")?;

@@ -360,7 +360,7 @@ async fn rotating_the_master_key_under_steady_calls_fails_none() {
         tokio::spawn(async move {
             let mut i = 0usize;
             while !stop.is_cancelled() {
-                let model = if i % 3 == 0 {
+                let model = if i.is_multiple_of(3) {
                     "bare-model"
                 } else {
                     "stored-model"

@@ -221,6 +221,7 @@ mod tests {
             "# TYPE tollgate_proxy_decision_freshness_seconds gauge",
             "tollgate_proxy_decision_freshness_seconds 0.25",
             "tollgate_proxy_budget_reservations_open 0",
+            "tollgate_proxy_credential_reload_failures_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
@@ -228,7 +229,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(names.len(), 20, "{text}");
+        assert_eq!(names.len(), 21, "{text}");
         assert!(
             names.iter().all(|n| n.starts_with("tollgate_proxy_")),
             "{text}"
