@@ -128,7 +128,7 @@ async fn chat_status(http: &reqwest::Client, url: &str, key: &str, model: &str) 
 
 /// Poll until a call for `model` answers `want` (a reload took effect).
 async fn wait_status(proxy: &Proxy, key: &str, model: &str, want: StatusCode) {
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + support::PATIENCE;
     loop {
         let got = chat_status(&proxy.http, &proxy.url(), key, model).await;
         if got == want {
@@ -168,7 +168,7 @@ fn spawn_proxy(proxy: &Proxy, label: &str, port: u16, vars: &[(&str, &str)]) -> 
 
 /// Wait until `log_path` has a line containing `needle`.
 async fn wait_log(log_path: &std::path::Path, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + support::PATIENCE;
     loop {
         let log = std::fs::read_to_string(log_path).unwrap_or_default();
         if log.contains(needle) {
@@ -342,7 +342,7 @@ async fn rotating_the_master_key_under_steady_calls_fails_none() {
     let url_b = format!("http://127.0.0.1:{port_b}");
     support::wait_http(
         &format!("{url_b}/healthz"),
-        Duration::from_secs(60),
+        support::PATIENCE,
         &proxy.env.log_path("proxy-b"),
     )
     .await;
@@ -383,7 +383,7 @@ async fn rotating_the_master_key_under_steady_calls_fails_none() {
     let wait_calls = |n: u64| {
         let ok = ok.clone();
         async move {
-            let deadline = Instant::now() + Duration::from_secs(120);
+            let deadline = Instant::now() + support::PATIENCE;
             while ok.load(Ordering::Relaxed) < n {
                 assert!(Instant::now() < deadline, "fewer than {n} calls succeeded");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -428,7 +428,7 @@ async fn rotating_the_master_key_under_steady_calls_fails_none() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + support::PATIENCE;
     while chat_status(&proxy.http, &url_b, &key, "bare-model").await != StatusCode::UNAUTHORIZED {
         assert!(
             Instant::now() < deadline,
@@ -454,7 +454,7 @@ async fn rotating_the_master_key_under_steady_calls_fails_none() {
     let url_c = format!("http://127.0.0.1:{port_c}");
     support::wait_http(
         &format!("{url_c}/healthz"),
-        Duration::from_secs(60),
+        support::PATIENCE,
         &proxy.env.log_path("proxy-c"),
     )
     .await;

@@ -21,6 +21,7 @@ pub mod accounts;
 pub mod alert_deliveries;
 pub mod alerts;
 pub mod budgets;
+pub mod change_feed;
 pub mod clickhouse;
 pub mod config;
 pub mod error;

@@ -19,6 +19,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tollgate_control::change_feed::ChangeFeed;
 use tollgate_control::provider_credentials::{CredentialStore, Keyring, CREDENTIALS_CHANNEL};
 
 use crate::config::ProxyConfig;
@@ -196,49 +197,9 @@ impl ProviderCredentials {
         if self.stored.is_empty() {
             return;
         }
-        let mut listener = listen(&pool).await;
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            let notified = async {
-                match listener.as_mut() {
-                    Some(l) => l.recv().await.map(|_| ()),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    if listener.is_none() {
-                        listener = listen(&pool).await;
-                    }
-                }
-                result = notified => {
-                    if let Err(err) = result {
-                        // Listen again on the next tick, not in a tight loop
-                        // while PostgreSQL is away.
-                        tracing::warn!(%err, "provider credential listener failed; listening again on the next reload");
-                        listener = None;
-                    }
-                }
-            }
+        let mut feed = ChangeFeed::new(&pool, CREDENTIALS_CHANNEL, every).await;
+        while feed.changed(&shutdown).await {
             self.reload().await;
-        }
-    }
-}
-
-async fn listen(pool: &PgPool) -> Option<sqlx::postgres::PgListener> {
-    let result = async {
-        let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
-        l.listen(CREDENTIALS_CHANNEL).await?;
-        Ok::<_, sqlx::Error>(l)
-    }
-    .await;
-    match result {
-        Ok(l) => Some(l),
-        Err(err) => {
-            tracing::warn!(%err, "cannot listen for provider credential changes; reloading on the interval only");
-            None
         }
     }
 }
