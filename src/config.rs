@@ -9,7 +9,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use tollgate_api::config::ApiConfig;
-use tollgate_control::config::{ClickHouseConfig, KafkaConfig, PostgresConfig};
+use tollgate_control::config::{ClickHouseConfig, KafkaConfig, PostgresConfig, SecretsConfig};
 use tollgate_ingest::config::IngestConfig;
 use tollgate_processors::breakers::config::BreakersConfig;
 use tollgate_processors::config::ProcessorConfig;
@@ -17,7 +17,17 @@ use tollgate_processors::folds::audit::AuditConfig;
 use tollgate_proxy::config::ProxyConfig;
 
 /// Environment variables with the `TOLLGATE_` prefix that are not settings.
-const NOT_SETTINGS: [&str; 5] = ["config", "log", "state_dir", "bin", "ingest_key"];
+/// (`TOLLGATE_MASTER_KEY` and `TOLLGATE_MASTER_KEY_PREVIOUS` are read by
+/// `tollgate_control::provider_credentials::Keyring`, never into the config.)
+const NOT_SETTINGS: [&str; 7] = [
+    "config",
+    "log",
+    "state_dir",
+    "bin",
+    "ingest_key",
+    "master_key",
+    "master_key_previous",
+];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +45,9 @@ pub struct Config {
     /// Sessions, lockout and invitations of people (docs/sign-in.md).
     pub auth: tollgate_control::accounts::AuthPolicy,
     pub telemetry: TelemetryConfig,
+    /// Where the master key of provider credentials comes from when not
+    /// from `TOLLGATE_MASTER_KEY` (docs/proxy.md, "Provider credentials").
+    pub secrets: SecretsConfig,
 }
 
 /// The pipeline's own traces.
@@ -125,6 +138,27 @@ mod tests {
             jail.set_env("TOLLGATE_CLICKHOUSE__DATABASE", "from_env");
             let config = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(config.clickhouse.database, "from_env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn master_keys_in_the_environment_are_not_settings_and_their_file_is() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TOLLGATE_MASTER_KEY", "a2V5");
+            jail.set_env("TOLLGATE_MASTER_KEY_PREVIOUS", "a2V5");
+            jail.create_file(
+                "t.toml",
+                "[secrets]\nmaster_key_file = \"/etc/tollgate/master.key\"\n",
+            )?;
+            let config = Config::load(Some(Path::new("t.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.secrets.master_key_file.as_deref(),
+                Some("/etc/tollgate/master.key")
+            );
+            // The key itself is never part of the configuration (show-config).
+            assert!(!config.to_toml().unwrap().contains("a2V5"));
             Ok(())
         });
     }

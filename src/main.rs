@@ -58,6 +58,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
+    /// Provider credentials, encrypted in PostgreSQL under the master key.
+    #[command(subcommand)]
+    Providers(cmd::providers::ProvidersCommand),
     /// Every route of `tollgate api` and who may use it.
     Routes {
         /// Print JSON instead of a table.
@@ -102,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Outbox(command) => cmd::outbox::run(command, &config).await,
         Command::Reprice(args) => cmd::reprice::run(args, &config).await,
         Command::Keys(command) => cmd::keys::run(command, &config).await,
+        Command::Providers(command) => cmd::providers::run(command, &config).await,
         Command::Users(command) => cmd::users::run(command, &config).await,
         Command::Routes { json } => cmd::api::print_routes(&config, json),
         Command::Simulate(args) => cmd::simulate::run(args, &config).await,

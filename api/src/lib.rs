@@ -3,7 +3,8 @@
 //! This crate owns the JSON HTTP surface: routing ([`router`]), the mapping
 //! of every failure to a status code and JSON body ([`error::ApiError`]), the
 //! report endpoints ([`reports`], [`finance`], [`errors`], [`audit`]), the admin
-//! endpoints ([`admin`]: price and budget changes, [`keys`]: API keys), the
+//! endpoints ([`admin`]: price and budget changes, [`keys`]: API keys,
+//! [`providers`]: provider credentials, never returned), the
 //! overview ([`home`]) and alerting's rules,
 //! silences and receivers ([`alerts`]), the alerts' states, transitions and
 //! dead letters ([`alert_states`]). Queries live in the read
@@ -21,6 +22,7 @@ pub mod errors;
 pub mod finance;
 pub mod home;
 pub mod keys;
+pub mod providers;
 pub mod reports;
 
 use axum::extract::State;
@@ -48,6 +50,8 @@ pub struct ApiState {
     pub budgets: Option<tollgate_control::budgets::BudgetStore>,
     /// Alert rules, silences and receivers.
     pub alerts: Option<tollgate_control::alerts::AlertStore>,
+    /// Provider credentials (sealed under this server's master key).
+    pub providers: Option<providers::ProviderAdmin>,
 }
 
 /// The JSON surface: `/healthz`, `/readyz` and `/api/v1/...`, every route
@@ -145,6 +149,18 @@ pub fn routes(state: ApiState) -> Routes {
             "/api/v1/admin/keys/{prefix}",
             Access::read(ADMINS).write(ADMINS).org(OrgFrom::Handler),
             delete(keys::revoke),
+        )
+        .route(
+            "/api/v1/admin/providers",
+            Access::read(ADMINS).write(ADMINS).org(OrgFrom::None),
+            get(providers::list),
+        )
+        .route(
+            "/api/v1/admin/providers/{provider}",
+            Access::read(ADMINS).write(ADMINS).org(OrgFrom::None),
+            get(providers::get)
+                .put(providers::set)
+                .delete(providers::remove),
         )
         .route(
             "/api/v1/admin/budgets",
@@ -321,6 +337,7 @@ mod tests {
             keys: None,
             budgets: None,
             alerts: None,
+            providers: None,
         }))
     }
 
@@ -422,6 +439,7 @@ mod tests {
             keys: None,
             budgets: None,
             alerts: None,
+            providers: None,
         }));
         for (uri, parameter) in [
             ("/api/v1/finance/budgets?format=csv&format=json", "format"),
@@ -472,6 +490,7 @@ mod tests {
             keys: None,
             budgets: None,
             alerts: None,
+            providers: None,
         });
         let response = ungated
             .oneshot(signed_in("/api/v1/reports/cost"))

@@ -6,6 +6,7 @@
 
 use anyhow::Context;
 use tollgate_access::{Access, Gate, Routes, StoreAuthenticator};
+use tollgate_api::providers::ProviderAdmin;
 use tollgate_api::ApiState;
 use tollgate_control::accounts::{AccountStore, SessionStore};
 use tollgate_control::budgets::BudgetStore;
@@ -13,6 +14,7 @@ use tollgate_control::keys::KeyStore;
 use tollgate_control::outbox::OutboxRelay;
 use tollgate_control::prices::admin::PriceAdmin;
 use tollgate_control::prices::store::PriceStore;
+use tollgate_control::provider_credentials::{CredentialStore, Keyring};
 use tollgate_control::sso_logins::SsoLoginStore;
 use tollgate_dashboards::sign_in_sso;
 use tollgate_dashboards::sign_in_sso::config::SsoSettings;
@@ -57,6 +59,7 @@ pub fn print_routes(config: &Config, json: bool) -> anyhow::Result<()> {
         keys: None,
         budgets: None,
         alerts: None,
+        providers: None,
     };
     let pages = tollgate_dashboards::PageServices {
         audit: state.audit.clone(),
@@ -141,7 +144,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         .as_ref()
         .map(SsoSettings::from_config)
         .transpose()?;
-    let (prices, keys, budgets, alerts, people, sso_logins, relay) =
+    // The master key seals what `PUT /api/v1/admin/providers/...` stores;
+    // a malformed one stops the server, a missing one only refuses those.
+    let keyring = Keyring::from_environment(&config.secrets)?;
+    let (prices, keys, budgets, alerts, people, sso_logins, relay, providers) =
         match tollgate_control::postgres::connect(&config.postgres).await {
             Ok(pool) => {
                 let producer = tollgate_control::kafka::EventProducer::new(&config.kafka)?;
@@ -157,13 +163,17 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
                         AccountStore::new(pool.clone(), config.auth.clone()),
                         SessionStore::new(pool.clone(), config.auth.clone()),
                     )),
-                    Some(SsoLoginStore::new(pool)),
+                    Some(SsoLoginStore::new(pool.clone())),
                     Some(tokio::spawn(relay.run(relay_stop.clone()))),
+                    Some(ProviderAdmin {
+                        store: CredentialStore::new(pool),
+                        keyring,
+                    }),
                 )
             }
             Err(err) => {
                 tracing::warn!(%err, "postgres unreachable: serving without sign-in (every page and API route answers 503)");
-                (None, None, None, None, None, None, None)
+                (None, None, None, None, None, None, None, None)
             }
         };
     let listen = args.listen.unwrap_or_else(|| config.api.listen.clone());
@@ -186,6 +196,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         keys,
         budgets,
         alerts,
+        providers,
     };
     let gate = Gate::new(StoreAuthenticator {
         keys: state.keys.clone(),

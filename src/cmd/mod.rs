@@ -12,6 +12,7 @@ pub mod mock_upstream;
 pub mod outbox;
 pub mod prices;
 pub mod process;
+pub mod providers;
 pub mod proxy;
 pub mod reprice;
 pub mod shutdown;

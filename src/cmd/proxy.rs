@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tollgate_contract::alerts::PipelineMetric;
 use tollgate_control::pipeline_health::{Sample, Sampling};
+use tollgate_control::provider_credentials::Keyring;
 use tollgate_proxy as proxy;
 use tollgate_proxy::metrics::ProxyMetrics;
 
@@ -47,7 +48,8 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         config.telemetry.otlp_endpoint.is_some().then(|| {
             proxy::trace::SpanExport::new(opentelemetry::global::tracer("tollgate-proxy"))
         });
-    let runtime = proxy::start(&config.proxy, &config.kafka, pool.clone(), spans).await?;
+    let keyring = Keyring::from_environment(&config.secrets)?;
+    let runtime = proxy::start(&config.proxy, &config.kafka, pool.clone(), keyring, spans).await?;
     match runtime
         .producer
         .check_connected(Duration::from_secs(5))

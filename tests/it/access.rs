@@ -309,6 +309,11 @@ async fn every_route_requires_identity_role_and_org() {
         ),
         ("/sre/errors/{signature}", "/sre/errors/00000000000000ff"),
         ("/api/{*rest}", "/api/v1/nope"),
+        // Fleet-wide: only an admin of every org (the handler refuses others).
+        (
+            "/api/v1/admin/providers/{provider}",
+            "/api/v1/admin/providers/openai",
+        ),
     ]
     .into_iter()
     .collect();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, DurationRound, Utc};
 use serde_json::{json, Value};
 
-use crate::proxy::{Proxy, UPSTREAM_KEY};
+use crate::proxy::{Proxy, UPSTREAM_KEY_VAR};
 use crate::sre_loop::set_fault;
 use crate::support::{alertmanager_alerts, alertmanager_url, unique};
 
@@ -36,7 +36,7 @@ fn config() -> String {
 [proxy.providers.{PROVIDER}]
 kind = "openai"
 base_url = "@MOCK@"
-api_key = "{UPSTREAM_KEY}"
+api_key_env = "{UPSTREAM_KEY_VAR}"
 models = ["alrt-*"]
 max_retries = 0
 first_byte_timeout_ms = 3000

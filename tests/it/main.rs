@@ -45,6 +45,7 @@ mod overview;
 mod pipeline_health;
 mod processor;
 mod prometheus;
+mod provider_credentials;
 mod proxy;
 mod proxy_recovery;
 mod proxy_trace;

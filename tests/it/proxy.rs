@@ -27,6 +27,9 @@ use tollgate_mock_upstream::reply_text;
 
 const PARTITIONS: i32 = 4;
 pub(crate) const UPSTREAM_KEY: &str = "sk-upstream-secret";
+/// The variable the test proxies read the mock's key from (`api_key_env`;
+/// a literal `api_key` in the configuration is refused).
+pub(crate) const UPSTREAM_KEY_VAR: &str = "MOCK_UPSTREAM_KEY_FOR_TESTS";
 
 fn venv_python() -> PathBuf {
     if let Ok(venv) = std::env::var("TOLLGATE_TEST_VENV") {
@@ -181,7 +184,7 @@ kafka_timeout_ms = 3000
 [proxy.providers.mockai]
 kind = "openai"
 base_url = "http://127.0.0.1:{mock_port}/v1"
-api_key = "{UPSTREAM_KEY}"
+api_key_env = "{UPSTREAM_KEY_VAR}"
 models = ["gpt-4o-mini", "gpt-4o", "o3-mini", "text-embedding-3-small", "mock-*"]
 first_byte_timeout_ms = 1500
 max_retries = 2
@@ -191,7 +194,7 @@ backoff_max_ms = 2000
 [proxy.providers.mockant]
 kind = "anthropic"
 base_url = "http://127.0.0.1:{mock_port}/v1"
-api_key_env = "MOCK_UPSTREAM_KEY_FOR_TESTS"
+api_key_env = "{UPSTREAM_KEY_VAR}"
 models = ["claude-*"]
 first_byte_timeout_ms = 1500
 max_retries = 2
@@ -250,7 +253,7 @@ backoff_max_ms = 2000
                 self.env.dir.path().join("spool"),
             )
             .env("RUST_LOG", "info,tollgate_ingest=debug")
-            .env("MOCK_UPSTREAM_KEY_FOR_TESTS", UPSTREAM_KEY)
+            .env(UPSTREAM_KEY_VAR, UPSTREAM_KEY)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::proxy::{call, publish_decision, Proxy, UPSTREAM_KEY};
+use crate::proxy::{call, publish_decision, Proxy, UPSTREAM_KEY_VAR};
 use tollgate_contract::signature::{signature, ErrorInput};
 use tollgate_mock_upstream::ErrorShape;
 
@@ -24,7 +24,7 @@ fn config(extra: &str) -> String {
 [proxy.providers.mocknr]
 kind = "openai"
 base_url = "@MOCK@"
-api_key = "{UPSTREAM_KEY}"
+api_key_env = "{UPSTREAM_KEY_VAR}"
 models = ["nr-*"]
 max_retries = 0
 first_byte_timeout_ms = 1500
@@ -32,7 +32,7 @@ first_byte_timeout_ms = 1500
 [proxy.providers.mockalt]
 kind = "openai"
 base_url = "@MOCK@"
-api_key = "{UPSTREAM_KEY}"
+api_key_env = "{UPSTREAM_KEY_VAR}"
 models = ["alt-*"]
 max_retries = 0
 first_byte_timeout_ms = 1500

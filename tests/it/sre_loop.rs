@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::DurationRound;
 use serde_json::{json, Value};
 
-use crate::proxy::{call, Proxy, UPSTREAM_KEY};
+use crate::proxy::{call, Proxy, UPSTREAM_KEY_VAR};
 use tollgate_contract::signature::{signature, ErrorInput};
 
 /// Providers of the OpenAI API that never retry, so every failure is one
@@ -30,7 +30,7 @@ breaker = {{ failures = 0 }}
 [proxy.providers.mocknr]
 kind = "openai"
 base_url = "@MOCK@"
-api_key = "{UPSTREAM_KEY}"
+api_key_env = "{UPSTREAM_KEY_VAR}"
 models = ["nr-*"]
 max_retries = 0
 first_byte_timeout_ms = 3000
@@ -38,7 +38,7 @@ first_byte_timeout_ms = 3000
 [proxy.providers.mockalt]
 kind = "openai"
 base_url = "@MOCK@"
-api_key = "{UPSTREAM_KEY}"
+api_key_env = "{UPSTREAM_KEY_VAR}"
 models = ["alt-*"]
 max_retries = 0
 first_byte_timeout_ms = 3000

@@ -58,6 +58,16 @@ pub const KIND_RECEIVER_DELETED: &str = "admin.receiver.deleted";
 /// (`docs/alerting.md`, "The evaluator").
 pub const KIND_ALERT_TRANSITION: &str = "admin.alert.transition";
 
+/// `admin.provider_credential.set`: a provider's credential stored or
+/// replaced (`provider`, `key_id`, `fingerprint`; never the credential).
+pub const KIND_PROVIDER_CREDENTIAL_SET: &str = "admin.provider_credential.set";
+/// `admin.provider_credential.removed`: a provider's credential removed.
+pub const KIND_PROVIDER_CREDENTIAL_REMOVED: &str = "admin.provider_credential.removed";
+/// `admin.provider_credential.rotated`: every stored credential
+/// re-encrypted under a new master key (`providers`, `from_key_ids`,
+/// `to_key_id`).
+pub const KIND_PROVIDER_CREDENTIAL_ROTATED: &str = "admin.provider_credential.rotated";
+
 /// A control-plane event with `payload` as its `admin` object.
 pub fn admin_event(kind: &'static str, actor: &str, payload: serde_json::Value) -> Event {
     let mut admin = json!({ "actor": actor });

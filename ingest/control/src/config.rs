@@ -56,6 +56,19 @@ impl Default for PostgresConfig {
     }
 }
 
+/// Where the master key that seals provider credentials comes from when
+/// it is not in the environment (`TOLLGATE_MASTER_KEY`,
+/// `TOLLGATE_MASTER_KEY_PREVIOUS`); see `provider_credentials`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// A file holding the current master key (base64 of 32 bytes).
+    pub master_key_file: Option<String>,
+    /// A file holding the previous master key, while a rotation is rolled
+    /// out (it only decrypts).
+    pub previous_master_key_file: Option<String>,
+}
+
 /// Where ClickHouse is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

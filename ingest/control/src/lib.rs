@@ -6,8 +6,9 @@
 //! evaluation against spend), alerting's rules, silences and receivers
 //! ([`alerts`]), the outbox of `admin.*` events with its relay
 //! ([`outbox`]), the dead letters of alert delivery
-//! ([`alert_deliveries`]) and single sign-on logins in progress
-//! ([`sso_logins`]).
+//! ([`alert_deliveries`]), single sign-on logins in progress
+//! ([`sso_logins`]) and provider credentials sealed under a master key
+//! ([`provider_credentials`]).
 //!
 //! It also holds the connection settings every role shares ([`config`]),
 //! the idempotent Kafka producer of events ([`kafka`], which the outbox
@@ -20,6 +21,7 @@ pub mod accounts;
 pub mod alert_deliveries;
 pub mod alerts;
 pub mod budgets;
+pub mod change_feed;
 pub mod clickhouse;
 pub mod config;
 pub mod error;
@@ -30,6 +32,7 @@ pub mod outbox;
 pub mod pipeline_health;
 pub mod postgres;
 pub mod prices;
+pub mod provider_credentials;
 pub mod sso_logins;
 
 pub use error::ControlError;

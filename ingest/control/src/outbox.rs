@@ -302,41 +302,14 @@ impl OutboxRelay {
     /// finished, not cut short (cutting it could publish rows without
     /// marking them, which would publish them twice).
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
-            Ok(mut l) => match l.listen(OUTBOX_CHANNEL).await {
-                Ok(()) => Some(l),
-                Err(err) => {
-                    tracing::warn!(%err, "cannot listen for outbox rows; polling every 5 s only");
-                    None
-                }
-            },
-            Err(err) => {
-                tracing::warn!(%err, "cannot listen for outbox rows; polling every 5 s only");
-                None
-            }
-        };
-        let mut tick = tokio::time::interval(POLL_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
+        let mut feed =
+            crate::change_feed::ChangeFeed::new(&self.pool, OUTBOX_CHANNEL, POLL_EVERY).await;
         loop {
             if let Err(err) = self.drain().await {
                 tracing::warn!(%err, "outbox relay: admin events not published; retrying");
             }
-            let notified = async {
-                match listener.as_mut() {
-                    Some(l) => l.recv().await.map(|_| ()),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-                result = notified => {
-                    if let Err(err) = result {
-                        tracing::warn!(%err, "outbox listener failed; it reconnects");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
+            if !feed.changed(&shutdown).await {
+                return;
             }
         }
     }

@@ -35,6 +35,9 @@ pub struct ProxyConfig {
     pub key_cache_secs: u64,
     /// Seconds start-up waits for the decisions topic to be read to its end.
     pub decisions_load_secs: u64,
+    /// Seconds between reloads of the stored provider credentials, besides
+    /// the reload on every change PostgreSQL announces.
+    pub credentials_refresh_secs: u64,
     pub rate_limit: RateLimitConfig,
     pub budgets: BudgetConfig,
     /// The proxy's own breaker per provider/model, for while the fleet
@@ -56,6 +59,7 @@ impl Default for ProxyConfig {
             health_sample_secs: 10,
             key_cache_secs: 30,
             decisions_load_secs: 10,
+            credentials_refresh_secs: 30,
             rate_limit: RateLimitConfig::default(),
             budgets: BudgetConfig::default(),
             breaker: LocalBreakerConfig::default(),
@@ -140,9 +144,13 @@ pub struct ProviderConfig {
     pub kind: ProviderKind,
     /// Base URL including the version, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
-    /// The provider credential itself (prefer `api_key_env`).
+    /// Refused when set: a credential in the configuration would sit in
+    /// plain text. Kept only to answer it with how to migrate (store it
+    /// with `tollgate providers set`, or use `api_key_env`).
     pub api_key: Option<String>,
-    /// Name of the environment variable holding the provider credential.
+    /// Name of the environment variable holding the provider credential
+    /// (a single-user setup); without it the credential stored in
+    /// PostgreSQL (`tollgate providers set`) is used.
     pub api_key_env: Option<String>,
     /// Models this provider serves: exact names or prefixes ending in `*`.
     pub models: Vec<String>,
@@ -172,22 +180,6 @@ impl Default for ProviderConfig {
             max_retries: 2,
             backoff_base_ms: 200,
             backoff_max_ms: 5_000,
-        }
-    }
-}
-
-impl ProviderConfig {
-    /// The credential to send upstream: `api_key`, else the variable named by
-    /// `api_key_env`. `Err` names the missing variable.
-    pub fn credential(&self) -> Result<Option<String>, String> {
-        if let Some(key) = &self.api_key {
-            return Ok(Some(key.clone()));
-        }
-        match &self.api_key_env {
-            Some(var) => std::env::var(var)
-                .map(Some)
-                .map_err(|_| format!("environment variable {var} (api_key_env) is not set")),
-            None => Ok(None),
         }
     }
 }

@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -75,7 +76,13 @@ fn keep_response_header(name: &str) -> bool {
         || name.starts_with("anthropic-")
 }
 
-pub fn upstream_headers(client: &HeaderMap, upstream: &Upstream, dialect: Dialect) -> HeaderMap {
+/// The headers of a request to a provider: the client's, less what
+/// [`DROPPED_REQUEST_HEADERS`] names, with the provider's `credential`.
+pub fn upstream_headers(
+    client: &HeaderMap,
+    credential: Option<&SecretString>,
+    dialect: Dialect,
+) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in client {
         let n = name.as_str();
@@ -85,18 +92,19 @@ pub fn upstream_headers(client: &HeaderMap, upstream: &Upstream, dialect: Dialec
         out.append(name.clone(), value.clone());
     }
     out.insert("content-type", HeaderValue::from_static("application/json"));
-    if let Some(credential) = &upstream.credential {
-        match dialect {
-            Dialect::OpenAi => {
-                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {credential}")) {
-                    out.insert("authorization", v);
-                }
-            }
-            Dialect::Anthropic => {
-                if let Ok(v) = HeaderValue::from_str(credential) {
-                    out.insert("x-api-key", v);
-                }
-            }
+    if let Some(credential) = credential {
+        let credential = credential.expose_secret();
+        let (name, value) = match dialect {
+            Dialect::OpenAi => (
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {credential}")),
+            ),
+            Dialect::Anthropic => ("x-api-key", HeaderValue::from_str(credential)),
+        };
+        if let Ok(mut value) = value {
+            // Kept out of HTTP/2 header compression tables and debug output.
+            value.set_sensitive(true);
+            out.insert(name, value);
         }
     }
     if dialect == Dialect::Anthropic && !out.contains_key("anthropic-version") {
@@ -403,7 +411,8 @@ async fn forward(
     let mut previous_end: Option<Instant> = None;
     let mut final_failure: Option<(Failure, String, bool)> = None;
     while let Some(upstream) = state.upstreams.get(&current.provider) {
-        let mut headers = upstream_headers(client_headers, upstream, dialect);
+        let credential = state.credentials.get(&upstream.name);
+        let mut headers = upstream_headers(client_headers, credential.as_deref(), dialect);
         let body = upstream_body(request, original, &current.model, inject_usage);
         let url = format!(
             "{}{}",
@@ -839,6 +848,29 @@ async fn client_left(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_credential_goes_in_the_dialect_s_header_marked_sensitive() {
+        let mut client = HeaderMap::new();
+        client.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer tg_client"),
+        );
+        client.insert("x-trace", HeaderValue::from_static("1"));
+        let credential = SecretString::from("sk-provider");
+        let openai = upstream_headers(&client, Some(&credential), Dialect::OpenAi);
+        let auth = openai.get("authorization").unwrap();
+        assert_eq!(auth, "Bearer sk-provider");
+        assert!(auth.is_sensitive());
+        assert_eq!(openai.get("x-trace").unwrap(), "1");
+        assert!(!format!("{openai:?}").contains("sk-provider"));
+        let anthropic = upstream_headers(&client, Some(&credential), Dialect::Anthropic);
+        assert_eq!(anthropic.get("x-api-key").unwrap(), "sk-provider");
+        assert!(anthropic.get("authorization").is_none());
+        // Without a credential the client's own key never goes upstream.
+        let bare = upstream_headers(&client, None, Dialect::OpenAi);
+        assert!(bare.get("authorization").is_none());
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_honours_retry_after() {

@@ -6,6 +6,7 @@
 //! event (queued off the response path, spooled to disk while Kafka is away).
 //!
 //! Module map: [`config`] (the `[proxy]` section), [`auth`] (virtual keys),
+//! [`credentials`] (what each provider is called with),
 //! [`routing`] (model -> provider, aliases, fallbacks), [`decisions`] (the
 //! decision cache), [`budget`] and [`estimate`] (budget reservations),
 //! [`forward`] (attempts, retries, fallbacks, relay), [`recovery`]
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod breaker;
 pub mod budget;
 pub mod config;
+pub mod credentials;
 pub mod decisions;
 pub mod emitter;
 pub mod errors;
@@ -116,12 +118,12 @@ impl Endpoint {
     }
 }
 
-/// One upstream provider: its settings, HTTP client and credential.
+/// One upstream provider: its settings and HTTP client (its credential is
+/// in [`credentials::ProviderCredentials`]).
 pub struct Upstream {
     pub name: String,
     pub config: ProviderConfig,
     pub client: reqwest::Client,
-    pub credential: Option<String>,
 }
 
 pub struct ProxyState {
@@ -134,6 +136,9 @@ pub struct ProxyState {
     pub limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
     pub emitter: EventEmitter,
     pub upstreams: HashMap<String, Upstream>,
+    /// The credential each provider is called with (stored ones reloaded
+    /// when they change).
+    pub credentials: Arc<credentials::ProviderCredentials>,
     pub metrics: Arc<ProxyMetrics>,
     /// The price catalog, for budget reservations (kept fresh from
     /// PostgreSQL like the processors' copy).
@@ -171,6 +176,8 @@ pub enum ProxyStartError {
     Control(#[from] tollgate_control::ControlError),
     #[error("decisions: {0}")]
     Decisions(String),
+    #[error("provider credentials: {0}")]
+    Credentials(String),
 }
 
 /// A running proxy's background parts, to stop in order at shutdown.
@@ -179,7 +186,7 @@ pub struct ProxyRuntime {
     pub emitter_task: JoinHandle<()>,
     pub decisions_task: JoinHandle<()>,
     pub producer: EventProducer,
-    /// Stops the price catalog refresher.
+    /// Stops the price catalog and provider credential refreshers.
     pub prices_task: tokio_util::sync::CancellationToken,
 }
 
@@ -202,9 +209,6 @@ fn build_upstreams(config: &ProxyConfig) -> Result<HashMap<String, Upstream>, Pr
                 "proxy.providers.{name}.base_url must start with http:// or https://"
             )));
         }
-        let credential = provider
-            .credential()
-            .map_err(|e| ProxyStartError::Config(format!("proxy.providers.{name}: {e}")))?;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(provider.connect_timeout_ms))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -221,7 +225,6 @@ fn build_upstreams(config: &ProxyConfig) -> Result<HashMap<String, Upstream>, Pr
                 name: name.clone(),
                 config: provider.clone(),
                 client,
-                credential,
             },
         );
     }
@@ -235,21 +238,26 @@ fn build_upstreams(config: &ProxyConfig) -> Result<HashMap<String, Upstream>, Pr
     Ok(out)
 }
 
-/// Set everything up: upstream clients, the emitter (spool replay first),
-/// the decision cache (read to the end of the topic). With `spans`, each
+/// Set everything up: upstream clients and their credentials (stored ones
+/// decrypted with `keyring`), the emitter (spool replay first), the
+/// decision cache (read to the end of the topic). With `spans`, each
 /// upstream attempt is a span of the proxy's own ([`trace`]).
 pub async fn start(
     config: &ProxyConfig,
     kafka: &KafkaConfig,
     pool: sqlx::PgPool,
+    keyring: Option<tollgate_control::provider_credentials::Keyring>,
     spans: Option<trace::SpanExport>,
 ) -> Result<ProxyRuntime, ProxyStartError> {
     let upstreams = build_upstreams(config)?;
+    let metrics = Arc::new(ProxyMetrics::default());
+    let credentials =
+        credentials::ProviderCredentials::load(config, pool.clone(), keyring, metrics.clone())
+            .await?;
     let producer = EventProducer::new(&KafkaConfig {
         message_timeout_ms: config.kafka_timeout_ms,
         ..kafka.clone()
     })?;
-    let metrics = Arc::new(ProxyMetrics::default());
     let share = config.budgets.share;
     if share <= rust_decimal::Decimal::ZERO || share > rust_decimal::Decimal::ONE {
         return Err(ProxyStartError::Config(format!(
@@ -293,6 +301,11 @@ pub async fn start(
         prices.clone(),
         prices_task.clone(),
     ));
+    tokio::spawn(credentials.clone().keep_fresh(
+        pool.clone(),
+        Duration::from_secs(config.credentials_refresh_secs.max(1)),
+        prices_task.clone(),
+    ));
     let limiter = NonZeroU32::new(config.rate_limit.requests_per_second).map(|rps| {
         let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(rps);
         RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
@@ -306,6 +319,7 @@ pub async fn start(
         limiter,
         emitter,
         upstreams,
+        credentials,
         metrics,
         prices,
         spans,

@@ -47,6 +47,9 @@ pub struct ProxyMetrics {
     /// When the proxy applied the last decision record (Unix seconds), so
     /// `time() - ...` is the age of the newest decision.
     pub decision_applied_at: FloatGauge,
+    /// Reloads of stored provider credentials that failed (PostgreSQL
+    /// unreachable, a row this proxy cannot decrypt).
+    pub credential_reload_failures: Counter,
 }
 
 impl ProxyMetrics {
@@ -174,6 +177,11 @@ impl ProxyMetrics {
             registry.register(name, help, gauge.clone());
         }
         registry.register(
+            "credential_reload_failures",
+            "Reloads of stored provider credentials that failed (postgresql unreachable, a row under a master key this proxy lacks, an altered row); the proxy keeps the credential it holds",
+            self.credential_reload_failures.clone(),
+        );
+        registry.register(
             "decision_freshness_seconds",
             "From the last decision record's Kafka timestamp to its application",
             self.decision_freshness.clone(),
@@ -213,6 +221,7 @@ mod tests {
             "# TYPE tollgate_proxy_decision_freshness_seconds gauge",
             "tollgate_proxy_decision_freshness_seconds 0.25",
             "tollgate_proxy_budget_reservations_open 0",
+            "tollgate_proxy_credential_reload_failures_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
@@ -220,7 +229,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(names.len(), 20, "{text}");
+        assert_eq!(names.len(), 21, "{text}");
         assert!(
             names.iter().all(|n| n.starts_with("tollgate_proxy_")),
             "{text}"

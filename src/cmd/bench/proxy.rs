@@ -65,6 +65,9 @@ struct Sample {
     ok: bool,
 }
 
+/// The variable the bench's proxy reads the mock upstream's key from.
+const BENCH_KEY_VAR: &str = "TOLLGATE_BENCH_UPSTREAM_KEY";
+
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.rps > 0 && args.duration > 0,
@@ -121,7 +124,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         ProviderConfig {
             kind: ProviderKind::Openai,
             base_url: format!("http://{mock_addr}/v1"),
-            api_key: Some("sk-bench".into()),
+            // From the child's environment: a stored credential would
+            // replace the control plane's real `openai` one.
+            api_key_env: Some(BENCH_KEY_VAR.into()),
             models: vec!["gpt-4o-mini".into()],
             ..ProviderConfig::default()
         },
@@ -138,6 +143,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             .arg(&config_path)
             .arg("proxy")
             .env_remove("TOLLGATE_CONFIG")
+            .env(BENCH_KEY_VAR, "sk-bench")
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log_path)?))
             .spawn()

@@ -138,38 +138,8 @@ pub async fn keep_fresh(
     shared: SharedCatalog,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-        Ok(mut l) => match l.listen(PRICES_CHANNEL).await {
-            Ok(()) => Some(l),
-            Err(err) => {
-                tracing::warn!(%err, "cannot listen for price changes; reloading every 5 s only");
-                None
-            }
-        },
-        Err(err) => {
-            tracing::warn!(%err, "cannot listen for price changes; reloading every 5 s only");
-            None
-        }
-    };
-    let mut tick = tokio::time::interval(REFRESH_EVERY);
-    tick.tick().await;
-    loop {
-        let notified = async {
-            match listener.as_mut() {
-                Some(l) => l.recv().await.map(|_| ()),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-            result = notified => {
-                if let Err(err) = result {
-                    tracing::warn!(%err, "price change listener failed; it reconnects");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-            }
-        }
+    let mut feed = crate::change_feed::ChangeFeed::new(&pool, PRICES_CHANNEL, REFRESH_EVERY).await;
+    while feed.changed(&shutdown).await {
         match load_catalog(&pool).await {
             Ok(catalog) => {
                 if catalog.len() != shared.current().len() {
