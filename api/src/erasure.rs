@@ -49,7 +49,7 @@ pub async fn erase(
         org_id: body.org,
         user_id: body.user,
         reason: body.reason,
-        actor: identity.who(),
+        actor: identity.actor.clone(),
     };
     match eraser.erase(&request).await {
         Ok(receipt) => Ok(Json(receipt).into_response()),

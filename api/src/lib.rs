@@ -16,8 +16,8 @@ pub mod alert_backtest;
 pub mod alert_states;
 pub mod alerts;
 pub mod audit;
-pub mod erasure;
 pub mod config;
+pub mod erasure;
 pub mod error;
 pub mod errors;
 pub mod finance;
@@ -188,9 +188,7 @@ pub fn routes(state: ApiState) -> Routes {
         )
         .route(
             "/api/v1/audit/erasures",
-            Access::read(AUDITORS)
-                .write(AUDITORS)
-                .org(OrgFrom::Handler),
+            Access::read(AUDITORS).write(AUDITORS).org(OrgFrom::Handler),
             post(erasure::erase),
         )
         .route(

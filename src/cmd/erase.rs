@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use tollgate_control::erasure::{ErasureRequest, Eraser};
+use tollgate_control::erasure::{Eraser, ErasureRequest};
 
 use crate::config::Config;
 
@@ -63,7 +63,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&receipt)?);
         return Ok(());
     }
-    println!("erasure {} in org {}: {}", receipt.erasure_id, receipt.org, receipt.reason);
+    println!(
+        "erasure {} in org {}: {}",
+        receipt.erasure_id, receipt.org, receipt.reason
+    );
     for (table, counts) in &receipt.tables {
         println!(
             "{table}: {} row(s) held the user id, {} still do",

@@ -54,7 +54,11 @@ pub async fn run(command: RetentionCommand, config: &Config) -> anyhow::Result<(
     }
     println!(
         "retention{}: {verb} {partitions} partition(s), {rows} rows",
-        if dry_run { " (dry run, nothing dropped)" } else { "" }
+        if dry_run {
+            " (dry run, nothing dropped)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -681,7 +681,13 @@ async fn anchor_and_signed_manifest_catch_removal() {
         .try_into()
         .unwrap();
     for row in &mut rows {
-        for k in ["seq", "occurred_at_ms", "kafka_offset", "kafka_partition", "v"] {
+        for k in [
+            "seq",
+            "occurred_at_ms",
+            "kafka_offset",
+            "kafka_partition",
+            "v",
+        ] {
             if let Some(text) = row[k].as_str().map(str::to_string) {
                 row[k] = Value::from(text.parse::<u64>().unwrap());
             }

@@ -23,7 +23,8 @@ fn row(id: &str, at: DateTime<Utc>, input: u64) -> String {
 }
 
 fn month_start(t: DateTime<Utc>) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0).unwrap()
+    Utc.with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+        .unwrap()
 }
 
 fn next_month(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -78,7 +79,10 @@ async fn partitions_past_retention_are_dropped_and_the_rest_kept() {
         env.ch_u64("SELECT sum(input_tokens) FROM {db}.calls").await,
         63
     );
-    assert_eq!(env.ch_u64("SELECT sum(calls) FROM {db}.cost_daily").await, 6);
+    assert_eq!(
+        env.ch_u64("SELECT sum(calls) FROM {db}.cost_daily").await,
+        6
+    );
 
     // Dry run: says what it would drop, drops nothing.
     let report: Value =
@@ -111,13 +115,14 @@ async fn partitions_past_retention_are_dropped_and_the_rest_kept() {
     assert_eq!(env.ch_u64("SELECT count() FROM {db}.calls").await, 6);
 
     // The run drops exactly those.
-    let report: Value =
-        serde_json::from_str(&env.run(&["retention", "run", "--json"])).unwrap();
+    let report: Value = serde_json::from_str(&env.run(&["retention", "run", "--json"])).unwrap();
     assert_eq!(dropped(&report, "calls"), want);
     assert_eq!(
-        env.ch("SELECT groupArray(event_id) FROM (SELECT event_id FROM {db}.calls ORDER BY event_id)")
-            .await
-            .trim(),
+        env.ch(
+            "SELECT groupArray(event_id) FROM (SELECT event_id FROM {db}.calls ORDER BY event_id)"
+        )
+        .await
+        .trim(),
         "['e-now','e-straddle-1','e-straddle-2']"
     );
     assert_eq!(
@@ -126,7 +131,10 @@ async fn partitions_past_retention_are_dropped_and_the_rest_kept() {
     );
     // The rollups kept forever still hold every call; the latency rollup
     // lost the same months.
-    assert_eq!(env.ch_u64("SELECT sum(calls) FROM {db}.cost_daily").await, 6);
+    assert_eq!(
+        env.ch_u64("SELECT sum(calls) FROM {db}.cost_daily").await,
+        6
+    );
     assert_eq!(
         env.ch_u64("SELECT sum(input_tokens) FROM {db}.cost_daily")
             .await,
@@ -141,8 +149,7 @@ async fn partitions_past_retention_are_dropped_and_the_rest_kept() {
         0
     );
     // Again: nothing left to drop.
-    let report: Value =
-        serde_json::from_str(&env.run(&["retention", "run", "--json"])).unwrap();
+    let report: Value = serde_json::from_str(&env.run(&["retention", "run", "--json"])).unwrap();
     assert!(dropped(&report, "calls").is_empty());
 
     // A table kept shorter than one it must outlive is refused, naming both.

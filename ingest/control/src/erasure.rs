@@ -228,7 +228,10 @@ pub fn count_sql(table: &str) -> String {
 }
 
 impl Eraser {
-    fn failed(&self, doing: impl Into<String>) -> impl FnOnce(clickhouse::error::Error) -> ErasureError {
+    fn failed(
+        &self,
+        doing: impl Into<String>,
+    ) -> impl FnOnce(clickhouse::error::Error) -> ErasureError {
         let url = self.clickhouse.url.clone();
         let doing = doing.into();
         move |source| ErasureError::ClickHouse { url, doing, source }
@@ -236,7 +239,11 @@ impl Eraser {
 
     /// Rows holding the person's id, in every MergeTree table with a
     /// `user_id` column.
-    pub async fn holding(&self, org: &str, user: &str) -> Result<BTreeMap<String, u64>, ErasureError> {
+    pub async fn holding(
+        &self,
+        org: &str,
+        user: &str,
+    ) -> Result<BTreeMap<String, u64>, ErasureError> {
         let ch = client(&self.clickhouse);
         let tables: Vec<String> = ch
             .query(USER_TABLES_SQL)
@@ -462,19 +469,40 @@ pub fn catalog() -> Vec<(String, String)> {
     };
     let person = ["'acme'", "'user-1'"];
     vec![
-        ("erasure.user_tables".into(), fill(USER_TABLES_SQL, &["currentDatabase()", "currentDatabase()"])),
+        (
+            "erasure.user_tables".into(),
+            fill(USER_TABLES_SQL, &["currentDatabase()", "currentDatabase()"]),
+        ),
         ("erasure.count".into(), fill(&count_sql("calls"), &person)),
         ("erasure.audit_rows".into(), fill(AUDIT_ROWS_SQL, &person)),
-        ("erasure.chained".into(), fill(CHAINED_SQL, &["['0190b3c4-0000-7000-8000-000000000000']"])),
+        (
+            "erasure.chained".into(),
+            fill(CHAINED_SQL, &["['0190b3c4-0000-7000-8000-000000000000']"]),
+        ),
         (
             "erasure.audit".into(),
-            fill(ERASE_AUDIT_SQL, &["'team-a'", "[1, 2]", "'acme'", "'user-1'"]),
+            fill(
+                ERASE_AUDIT_SQL,
+                &["'team-a'", "[1, 2]", "'acme'", "'user-1'"],
+            ),
         ),
         ("erasure.calls".into(), fill(ERASE_CALLS_SQL, &person)),
-        ("erasure.cost_adjustments".into(), fill(ERASE_ADJUSTMENTS_SQL, &person)),
-        ("erasure.cost_daily_copy".into(), fill(COPY_COST_DAILY_SQL, &person)),
-        ("erasure.cost_daily_delete".into(), fill(DELETE_COST_DAILY_SQL, &person)),
-        ("erasure.pending_mutations".into(), fill(PENDING_MUTATIONS_SQL, &["currentDatabase()"])),
+        (
+            "erasure.cost_adjustments".into(),
+            fill(ERASE_ADJUSTMENTS_SQL, &person),
+        ),
+        (
+            "erasure.cost_daily_copy".into(),
+            fill(COPY_COST_DAILY_SQL, &person),
+        ),
+        (
+            "erasure.cost_daily_delete".into(),
+            fill(DELETE_COST_DAILY_SQL, &person),
+        ),
+        (
+            "erasure.pending_mutations".into(),
+            fill(PENDING_MUTATIONS_SQL, &["currentDatabase()"]),
+        ),
     ]
 }
 

@@ -386,11 +386,8 @@ impl ChainVerifier {
         if row.is_erased() {
             self.erased.insert(row.seq);
         }
-        self.recorded.extend(recorded_seqs(
-            &row.kind,
-            &self.chain_id,
-            &row.event_json,
-        ));
+        self.recorded
+            .extend(recorded_seqs(&row.kind, &self.chain_id, &row.event_json));
         self.hashes.push(hash);
         self.tree.push(&hash);
         if self.wanted_roots.contains(&row.seq) {

@@ -396,7 +396,10 @@ mod tests {
         .unwrap();
         let mut salted = SALT.to_vec();
         salted.extend_from_slice(personal.as_bytes());
-        assert_eq!(row.personal_commitment, hex::encode(Sha256::digest(&salted)));
+        assert_eq!(
+            row.personal_commitment,
+            hex::encode(Sha256::digest(&salted))
+        );
         assert_eq!(row.salt, hex::encode(SALT));
         let object = serde_json::json!({
             "api_key_id": row.api_key_id, "chain_id": row.chain_id, "decision": row.decision,
