@@ -385,12 +385,12 @@ mod tests {
         let feb = part("202602", 1_769_904_000, 0);
         let cutoff = 1_769_904_000;
         assert_eq!(due(&[jan.clone(), feb.clone()], cutoff), vec![jan.clone()]);
-        assert!(due(&[jan.clone()], cutoff - 1).is_empty());
+        assert!(due(std::slice::from_ref(&jan), cutoff - 1).is_empty());
         // A Date-partitioned table: day 20484 = 2026-01-31, its last second.
         let by_day = part("202601", 0, 20_484);
         assert_eq!(by_day.newest_secs(), 1_769_903_999);
-        assert!(due(&[by_day.clone()], 1_769_903_999).is_empty());
-        assert_eq!(due(&[by_day.clone()], cutoff), vec![by_day]);
+        assert!(due(std::slice::from_ref(&by_day), 1_769_903_999).is_empty());
+        assert_eq!(due(std::slice::from_ref(&by_day), cutoff), vec![by_day]);
         // Nothing known: never dropped.
         assert!(due(&[part("x", 0, 0)], u64::MAX).is_empty());
     }

@@ -388,7 +388,7 @@ impl Eraser {
             .await
             .map_err(postgres("cannot begin the outbox transaction"))?;
         for event in events {
-            outbox::enqueue(&mut *tx, event)
+            outbox::enqueue(&mut tx, event)
                 .await
                 .map_err(postgres("cannot put an erasure record in the outbox"))?;
         }
