@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Datelike, Duration as Days, TimeZone, Utc};
 use serde_json::Value;
 
-use crate::support::TestEnv;
+use crate::support::{TestEnv, PATIENCE};
 
 const CONFIG: &str = "[retention]\ninterval_secs = 0\ncalls_days = 60\nlatency_minute_hist_days = 60\nerror_patterns_minute_days = 0\nerror_recovery_minute_days = 0\n";
 
@@ -181,7 +181,7 @@ async fn partitions_past_retention_are_dropped_and_the_rest_kept() {
         .unwrap();
     let started = Instant::now();
     let mut left = 1;
-    while started.elapsed() < Duration::from_secs(120) {
+    while started.elapsed() < PATIENCE {
         left = env
             .ch_u64("SELECT count() FROM {db}.calls WHERE event_id = 'e-late'")
             .await;
