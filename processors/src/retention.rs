@@ -90,13 +90,8 @@ pub enum RetentionError {
         source_table: &'static str,
         source_days: u32,
     },
-    #[error("clickhouse at {url}: {context}: {source}")]
-    ClickHouse {
-        url: String,
-        context: String,
-        #[source]
-        source: clickhouse::error::Error,
-    },
+    #[error(transparent)]
+    ClickHouse(#[from] crate::Error),
 }
 
 fn days_text(days: u32) -> String {
@@ -236,12 +231,7 @@ pub async fn run(
     let plan = config.plan()?;
     let ch = client(clickhouse);
     let failed = |context: String| {
-        let url = clickhouse.url.clone();
-        move |source| RetentionError::ClickHouse {
-            url,
-            context,
-            source,
-        }
+        move |source| RetentionError::from(crate::clickhouse::error(clickhouse, context, source))
     };
     let mut outcomes = Vec::with_capacity(plan.len());
     for TableRetention { table, days } in plan {

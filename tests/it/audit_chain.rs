@@ -101,7 +101,7 @@ fn verify_audit(env: &TestEnv, org: &str) -> (bool, Value) {
 }
 
 /// `tollgate verify-audit --json <extra>`: (exit success, report).
-fn verify_audit_with(env: &TestEnv, org: &str, extra: &[&str]) -> (bool, Value) {
+pub(crate) fn verify_audit_with(env: &TestEnv, org: &str, extra: &[&str]) -> (bool, Value) {
     let mut args = vec!["verify-audit", "--org", org, "--json"];
     args.extend_from_slice(extra);
     let out = env.tollgate(&args).output().unwrap();
@@ -115,7 +115,7 @@ fn verify_audit_with(env: &TestEnv, org: &str, extra: &[&str]) -> (bool, Value) 
     (out.status.success(), report)
 }
 
-fn chain_break(report: &Value, chain: &str) -> Option<(u64, String)> {
+pub(crate) fn chain_break(report: &Value, chain: &str) -> Option<(u64, String)> {
     let c = report["chains"]
         .as_array()
         .unwrap()

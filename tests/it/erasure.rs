@@ -10,6 +10,7 @@ use chrono::Utc;
 use serde_json::Value;
 use tollgate_contract::Outcome;
 
+use crate::audit_chain::{chain_break, verify_audit_with};
 use crate::support::events::{call_event, usage};
 use crate::support::{unique, TestEnv, PATIENCE};
 
@@ -54,40 +55,10 @@ fn event(team: &str, user: &str, i: u64, outcome: Outcome) -> tollgate_contract:
     e
 }
 
-async fn verify(env: &TestEnv) -> (bool, Value) {
-    let out = env
-        .tollgate(&["verify-audit", "--org", "org-1", "--json"])
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "verify-audit printed no JSON: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.success(), report)
-}
-
 async fn mutate(env: &TestEnv, sql: &str, done: &str) {
     env.ch(sql).await;
     let got = env.wait_for_count(done, 1, PATIENCE).await;
     assert_eq!(got, 1, "mutation not applied: {sql}");
-}
-
-fn break_of(report: &Value, chain: &str) -> Option<(u64, String)> {
-    let c = report["chains"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["chain_id"] == chain)
-        .unwrap_or_else(|| panic!("no chain {chain}: {report}"));
-    c["first_break"].as_object().map(|b| {
-        (
-            b["seq"].as_u64().unwrap(),
-            b["kind"].as_str().unwrap().to_string(),
-        )
-    })
 }
 
 #[tokio::test]
@@ -210,7 +181,7 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
         assert!(!record["event_json"].as_str().unwrap().contains("alice"));
     }
     // The whole chain verifies.
-    let (ok, report) = verify(&env).await;
+    let (ok, report) = verify_audit_with(&env, "org-1", &[]);
     assert!(ok, "{report}");
     assert_eq!(report["entries"], n + 2, "{report}");
     assert!(report["checkpoints"].as_u64().unwrap() >= 4, "{report}");
@@ -271,7 +242,7 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
             .await,
         0
     );
-    let (ok, report) = verify(&env).await;
+    let (ok, report) = verify_audit_with(&env, "org-1", &[]);
     assert!(ok, "{report}");
 
     // Tampering is still caught: an entry of bob's erased without a
@@ -294,15 +265,15 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
         &format!("SELECT count() FROM {{db}}.audit_chain WHERE chain_id = 'team-b' AND seq = {alice_seq} AND user_id = 'alice'"),
     )
     .await;
-    let (ok, report) = verify(&env).await;
+    let (ok, report) = verify_audit_with(&env, "org-1", &[]);
     assert!(!ok, "{report}");
     assert_eq!(
-        break_of(&report, "team-a"),
+        chain_break(&report, "team-a"),
         Some((bob_seq, "unrecorded_erasure".into())),
         "{report}"
     );
     assert_eq!(
-        break_of(&report, "team-b"),
+        chain_break(&report, "team-b"),
         Some((alice_seq, "edited".into())),
         "{report}"
     );
