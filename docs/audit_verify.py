@@ -97,10 +97,53 @@ CHECKPOINT_V2 = CHECKPOINT_V1 + ["org_id", "team_id", "tree_root"]
 WINDOW = 16  # "nearby" for reordered entries
 
 
+def personal(row):
+    """Version 2: what the entry hash commits to instead of user_id and the
+    event. With a salt, the commitment recomputed from the salt, user_id and
+    event_json, which must equal the stored one; erased (no salt), the stored
+    commitment, with user_id and event_json empty. Otherwise a value no
+    entry was hashed over, so the entry reads as edited."""
+    salt = row.get("salt", "")
+    if not salt:
+        return row["personal_commitment"] if row["user_id"] == "" == row["event_json"] else "inconsistent"
+    data = unhex(salt)
+    if data is None:
+        return "inconsistent"
+    text = canonical({"event": row["event_json"], "user_id": row["user_id"]})
+    recomputed = sha256(data + text.encode("utf-8")).hex()
+    return recomputed if recomputed == row["personal_commitment"] else "inconsistent"
+
+
 def entry_hash(row, prev):
-    entry = {f: row[f] for f in FIELDS}
-    entry["event"], entry["v"] = row["event_json"], 1
+    v = row.get("v", 1)
+    if v == 1:
+        entry = {f: row[f] for f in FIELDS}
+        entry["event"] = row["event_json"]
+    else:  # version 2: personal fields only through their salted commitment
+        entry = {f: row[f] for f in FIELDS if f != "user_id"}
+        entry["personal"] = personal(row)
+    entry["v"] = v
     return sha256(prev + canonical(entry).encode("utf-8"))
+
+
+ERASURE_KIND = "admin.personal_data.erased"
+
+
+def erased(row):
+    return row.get("v", 1) >= 2 and not row.get("salt", "")
+
+
+def recorded_seqs(row):
+    """The seqs an admin.personal_data.erased entry names in its own chain."""
+    if row["kind"] != ERASURE_KIND:
+        return []
+    try:
+        admin = json.loads(row["event_json"]).get("admin") or {}
+    except ValueError:
+        return []
+    if admin.get("chain_id") != row["chain_id"]:
+        return []
+    return [s for s in admin.get("seqs", []) if isinstance(s, int)]
 
 
 def unhex(text):
@@ -159,7 +202,7 @@ def verify_chain(rows, cps, sigs, anchored_ids, horizon):
             early = earlier(early, (cp["to_seq"], "unanchored", "not in the anchor"))
     head, expected, last_pos, hashes, roots = bytes(32), 1, None, [], {0: sha256(b"")}
     wanted = {cp["from_seq"] - 1 for cps_ in good.values() for cp in cps_ if cp.get("v", 1) == 2}
-    found = None
+    found, erased_seqs, recorded = None, [], set()
     for row in rows:
         e = expected
         if row["seq"] > e:
@@ -174,6 +217,9 @@ def verify_chain(rows, cps, sigs, anchored_ids, horizon):
             if row["occurred_at"] != row["occurred_at_ms"] // 1000:
                 found = (e, "edited", "occurred_at does not match occurred_at_ms")
                 break
+            if erased(row):
+                erased_seqs.append(e)
+            recorded.update(recorded_seqs(row))
             hashes.append(computed)
             head, expected, last_pos = computed, e + 1, (row["kafka_partition"], row["kafka_offset"])
             if e in wanted:
@@ -202,6 +248,11 @@ def verify_chain(rows, cps, sigs, anchored_ids, horizon):
         beyond = [t for t in good if t >= expected]
         if beyond:
             found = (expected, "truncated", f"a signed checkpoint covers up to seq {max(beyond)}")
+    if found is None:
+        # An erased entry must be named by an erasure entry of its chain.
+        unrecorded = [s for s in erased_seqs if s not in recorded]
+        if unrecorded:
+            found = (unrecorded[0], "unrecorded_erasure", "erased, but no erasure entry names it")
     if early is not None and (found is None or early[0] <= found[0]):
         return early
     return found

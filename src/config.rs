@@ -14,6 +14,7 @@ use tollgate_ingest::config::IngestConfig;
 use tollgate_processors::breakers::config::BreakersConfig;
 use tollgate_processors::config::ProcessorConfig;
 use tollgate_processors::folds::audit::AuditConfig;
+use tollgate_processors::retention::RetentionConfig;
 use tollgate_proxy::config::ProxyConfig;
 
 /// Environment variables with the `TOLLGATE_` prefix that are not settings.
@@ -39,6 +40,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub processor: ProcessorConfig,
     pub audit: AuditConfig,
+    /// Days each partitioned ClickHouse table keeps its rows (docs/processor.md, "Retention").
+    pub retention: RetentionConfig,
     pub breakers: BreakersConfig,
     pub alerting: tollgate_alerting::AlertingConfig,
     pub api: ApiConfig,

@@ -55,6 +55,9 @@ enum Command {
     Outbox(cmd::outbox::OutboxCommand),
     /// Recompute stored costs of one model after a price correction.
     Reprice(cmd::reprice::Args),
+    /// Drop ClickHouse partitions past their table's retention.
+    #[command(subcommand)]
+    Retention(cmd::retention::RetentionCommand),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
@@ -77,6 +80,8 @@ enum Command {
     Bench(cmd::bench::BenchCommand),
     /// Recompute an org's audit chains and checkpoints; report the first broken link.
     VerifyAudit(cmd::verify_audit::Args),
+    /// Erase one person's personal data (GDPR art. 17), recorded in the audit chain.
+    Erase(cmd::erase::Args),
     /// Audit chain tools: signing keys, export.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
@@ -104,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Budgets(command) => cmd::budgets::run(command, &config).await,
         Command::Outbox(command) => cmd::outbox::run(command, &config).await,
         Command::Reprice(args) => cmd::reprice::run(args, &config).await,
+        Command::Retention(command) => cmd::retention::run(command, &config).await,
         Command::Keys(command) => cmd::keys::run(command, &config).await,
         Command::Providers(command) => cmd::providers::run(command, &config).await,
         Command::Users(command) => cmd::users::run(command, &config).await,
@@ -111,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => cmd::simulate::run(args, &config).await,
         Command::Bench(command) => cmd::bench::run(command, &config).await,
         Command::VerifyAudit(args) => cmd::verify_audit::run(args, &config).await,
+        Command::Erase(args) => cmd::erase::run(args, &config).await,
         Command::Audit(command) => cmd::audit::run(command, &config).await,
         Command::SqlCatalog(args) => cmd::sql_catalog::run(args, &config).await,
         Command::ShowConfig => {

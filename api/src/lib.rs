@@ -17,6 +17,7 @@ pub mod alert_states;
 pub mod alerts;
 pub mod audit;
 pub mod config;
+pub mod erasure;
 pub mod error;
 pub mod errors;
 pub mod finance;
@@ -52,6 +53,8 @@ pub struct ApiState {
     pub alerts: Option<tollgate_control::alerts::AlertStore>,
     /// Provider credentials (sealed under this server's master key).
     pub providers: Option<providers::ProviderAdmin>,
+    /// Erasure of a person's data (`POST /api/v1/audit/erasures`).
+    pub erasure: Option<tollgate_control::erasure::Eraser>,
 }
 
 /// The JSON surface: `/healthz`, `/readyz` and `/api/v1/...`, every route
@@ -182,6 +185,11 @@ pub fn routes(state: ApiState) -> Routes {
             "/api/v1/alerts/dead-letters",
             alerts,
             get(alert_states::dead_letters),
+        )
+        .route(
+            "/api/v1/audit/erasures",
+            Access::read(AUDITORS).write(AUDITORS).org(OrgFrom::Handler),
+            post(erasure::erase),
         )
         .route(
             "/api/v1/alerts/backtest",
@@ -338,6 +346,7 @@ mod tests {
             budgets: None,
             alerts: None,
             providers: None,
+            erasure: None,
         }))
     }
 
@@ -440,6 +449,7 @@ mod tests {
             budgets: None,
             alerts: None,
             providers: None,
+            erasure: None,
         }));
         for (uri, parameter) in [
             ("/api/v1/finance/budgets?format=csv&format=json", "format"),
@@ -491,6 +501,7 @@ mod tests {
             budgets: None,
             alerts: None,
             providers: None,
+            erasure: None,
         });
         let response = ungated
             .oneshot(signed_in("/api/v1/reports/cost"))

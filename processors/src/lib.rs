@@ -28,6 +28,7 @@ pub mod patterns;
 pub mod progress;
 pub mod recovery;
 pub mod resume;
+pub mod retention;
 pub mod topics;
 
 pub use error::{Error, Fault, Result};

@@ -87,6 +87,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0034_calls_span_id.sql",
         include_str!("../../migrations/clickhouse/0034_calls_span_id.sql"),
     ),
+    (
+        "0035_audit_chain_v2_entries.sql",
+        include_str!("../../migrations/clickhouse/0035_audit_chain_v2_entries.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

@@ -60,6 +60,7 @@ pub fn print_routes(config: &Config, json: bool) -> anyhow::Result<()> {
         budgets: None,
         alerts: None,
         providers: None,
+        erasure: None,
     };
     let pages = tollgate_dashboards::PageServices {
         audit: state.audit.clone(),
@@ -147,7 +148,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     // The master key seals what `PUT /api/v1/admin/providers/...` stores;
     // a malformed one stops the server, a missing one only refuses those.
     let keyring = Keyring::from_environment(&config.secrets)?;
-    let (prices, keys, budgets, alerts, people, sso_logins, relay, providers) =
+    let (prices, keys, budgets, alerts, people, sso_logins, relay, providers, erasure) =
         match tollgate_control::postgres::connect(&config.postgres).await {
             Ok(pool) => {
                 let producer = tollgate_control::kafka::EventProducer::new(&config.kafka)?;
@@ -166,14 +167,20 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
                     Some(SsoLoginStore::new(pool.clone())),
                     Some(tokio::spawn(relay.run(relay_stop.clone()))),
                     Some(ProviderAdmin {
-                        store: CredentialStore::new(pool),
+                        store: CredentialStore::new(pool.clone()),
                         keyring,
+                    }),
+                    Some(tollgate_control::erasure::Eraser {
+                        clickhouse: config.clickhouse.clone(),
+                        kafka: config.kafka.clone(),
+                        pool,
+                        wait: std::time::Duration::from_secs(config.audit.erasure_wait_secs),
                     }),
                 )
             }
             Err(err) => {
                 tracing::warn!(%err, "postgres unreachable: serving without sign-in (every page and API route answers 503)");
-                (None, None, None, None, None, None, None, None)
+                (None, None, None, None, None, None, None, None, None)
             }
         };
     let listen = args.listen.unwrap_or_else(|| config.api.listen.clone());
@@ -197,6 +204,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         budgets,
         alerts,
         providers,
+        erasure,
     };
     let gate = Gate::new(StoreAuthenticator {
         keys: state.keys.clone(),

@@ -2,7 +2,7 @@
 //! from the fold registry, `tollgate_processors::folds::FOLDS`: `calls` with
 //! its cost step, budget watcher, outbox relay and the error-pattern and
 //! recovery learners, the `audit` chain, and the fleet-wide circuit
-//! `breakers`)
+//! `breakers`), and retention under its lease (`[retention] interval_secs`)
 //! until SIGTERM or ctrl-c, then flush each open batch, commit, and exit 0.
 //! Each fold is its own consumer group with its own progress in ClickHouse;
 //! a fold that fails stops the others. With `processor.metrics_listen` (or
@@ -74,6 +74,18 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         metrics,
         shutdown: shutdown.clone(),
     });
+    // Retention runs beside the folds under its lease; it never stops them.
+    let retention = tokio::spawn(tollgate_processors::retention::run_periodically(
+        config.clickhouse.clone(),
+        config.postgres.clone(),
+        config.retention.clone(),
+        format!(
+            "{}:{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
+            std::process::id()
+        ),
+        shutdown.clone(),
+    ));
     let running = chosen.into_iter().map(|(_, start)| {
         let running = start(context.clone());
         let shutdown = shutdown.clone();
@@ -87,6 +99,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     });
     let results = futures::future::join_all(running).await;
     shutdown.cancel();
+    let _ = retention.await;
     if let Some(listener) = listener {
         let _ = listener.await;
     }

@@ -20,6 +20,8 @@ pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
             .chain(tollgate_queries::audit::sql_catalog())
             .chain(tollgate_processors::cost::reprice::catalog())
             .chain(tollgate_control::budgets::catalog())
+            .chain(tollgate_processors::retention::catalog())
+            .chain(tollgate_control::erasure::catalog())
             .chain(super::bench::alerts::catalog())
             .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
             .collect();

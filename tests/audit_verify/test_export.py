@@ -336,11 +336,75 @@ def wait_for(sql: str, want: int) -> None:
     raise AssertionError(f"mutation not applied: {sql}")
 
 
+def test_erasure_keeps_the_chain_verifiable_and_unrecorded_erasure_is_caught(exports):
+    """Erase one person (`tollgate erase`, the audit fold running to chain
+    the records), export the org: both verifiers accept every chain, no
+    entry holds the person's id, and an erasure the chain does not record,
+    or an erased entry filled in again, is located."""
+    db, org, tollgate = exports["name"], exports["org"], exports["tollgate"]
+    # A person whose entries are outside the three chains the last test
+    # tampers with (those with the most checkpoints).
+    ranked = clickhouse(f"SELECT chain_id FROM {db}.audit_checkpoints WHERE chain_id IN "
+                        f"(SELECT chain_id FROM {db}.audit_chain WHERE org_id = '{org}') "
+                        "GROUP BY chain_id HAVING count() >= 2 ORDER BY count() DESC, chain_id LIMIT 3 FORMAT TSV").split()
+    people = [json.loads(line) for line in clickhouse(
+        f"SELECT user_id, groupUniqArray(chain_id) AS chains FROM {db}.audit_chain WHERE org_id = '{org}' "
+        "AND user_id != '' GROUP BY user_id ORDER BY count() DESC, user_id FORMAT JSONEachRow").splitlines()]
+    user = next((p["user_id"] for p in people if not set(p["chains"]) & set(ranked)), "")
+    assert user, f"the simulated events carry a user outside the chains {ranked}: {people}"
+    held = int(clickhouse(f"SELECT count() FROM {db}.audit_chain WHERE org_id = '{org}' AND user_id = '{user}'"))
+    config = exports["tmp"] / "tollgate.toml"
+    log = open(exports["tmp"] / "process-erase.log", "w")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+    process = subprocess.Popen([os.environ["TOLLGATE_BIN"], "--config", str(config), "process", "--folds", "audit"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        out = tollgate("erase", "--org", org, "--user", user, "--reason", "ticket 7", "--json")
+        assert out.returncode == 0, out.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    receipt = json.loads(out.stdout)
+    assert receipt["tables"]["audit_chain"] == {"before": held, "after": 0}, receipt["tables"]
+    assert sum(len(c["erased_seqs"]) for c in receipt["chains"]) == held
+    assert receipt["kept_v1_entries"] == []
+    whole = exports["tmp"] / "whole-erased.ndjson"
+    out = tollgate("audit", "export", "--org", org, "--out", str(whole))
+    assert out.returncode == 0, out.stderr
+    result, found = both_verifiers(whole, "--public-key", exports["public_key"])
+    assert result.returncode == 0, result.stdout
+    rows = lines(whole)
+    assert not [r for r in rows if r.get("user_id") == user or user in r.get("event_json", "")]
+    erased = [r for r in rows if r["type"] == "entry" and r["v"] == 2 and r["salt"] == ""]
+    assert len(erased) == held and all(r["event_json"] == "" for r in erased)
+    records = [r for r in rows if r["type"] == "entry" and r["kind"] == "admin.personal_data.erased"]
+    assert {r["chain_id"] for r in records} == {c["chain_id"] for c in receipt["chains"]}
+    assert all(user not in r["event_json"] and "ticket 7" in r["event_json"] for r in records)
+    # An entry erased without a record; an erased entry filled in again.
+    chain = records[0]["chain_id"]
+    victim = next(i for i, r in enumerate(rows) if r["type"] == "entry" and r["chain_id"] == chain
+                  and r["salt"] != "" and r["kind"] != "admin.personal_data.erased")
+    refilled = next(i for i, r in enumerate(rows) if r["type"] == "entry" and r["v"] == 2 and r["salt"] == "")
+    for i, edit, kind in ((victim, {"user_id": "", "event_json": "", "salt": ""}, "unrecorded_erasure"),
+                          (refilled, {"user_id": user}, "edited")):
+        copy = [dict(r, **edit) if j == i else r for j, r in enumerate(rows)]
+        tampered = exports["tmp"] / f"erased-{kind}.ndjson"
+        tampered.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in copy), encoding="utf-8")
+        result, found = both_verifiers(tampered, "--public-key", exports["public_key"])
+        assert result.returncode == 1
+        assert (copy[i]["chain_id"], copy[i]["seq"], kind) in found, (kind, found)
+
+
 def test_database_tampering_is_caught_only_with_the_anchor(exports):
     """Runs last: it rewrites the database the other tests exported from."""
     db, org, tollgate = exports["name"], exports["org"], exports["tollgate"]
     counts = clickhouse(f"SELECT chain_id, count() AS n FROM {db}.audit_checkpoints WHERE chain_id IN "
                         f"(SELECT chain_id FROM {db}.audit_chain WHERE org_id = '{org}') "
+                        # Not a chain that recorded the erasure test's erasure:
+                        # cutting its tail would cut the record, and the
+                        # verifiers would rightly report unrecorded_erasure.
+                        f"AND chain_id NOT IN (SELECT chain_id FROM {db}.audit_chain "
+                        "WHERE kind = 'admin.personal_data.erased') "
                         "GROUP BY chain_id HAVING n >= 2 ORDER BY n DESC, chain_id FORMAT TSV").split("\n")
     chains = [line.split("\t")[0] for line in counts if line]
     assert len(chains) >= 3, f"need three chains with two checkpoints: {counts}"

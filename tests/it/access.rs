@@ -42,6 +42,7 @@ fn method_of(path: &str) -> Method {
         "/api/v1/admin/prices"
         | "/api/v1/admin/budgets"
         | "/api/v1/alerts/backtest"
+        | "/api/v1/audit/erasures"
         | "/sre/alerts/silences"
         | "/sre/alerts/silences/{id}/expire"
         | "/sre/alerts/rules/{id}/delete"

@@ -8,7 +8,7 @@
 
 use chrono::{Datelike, Utc};
 use serde_json::json;
-use tollgate_contract::audit::entry::{chain_entry, EntryFields, EntryRow, GENESIS};
+use tollgate_contract::audit::entry::{chain_entry, EntryFields, EntryRow, Position, GENESIS};
 
 use crate::overview::{seeded, Seeded, PATTERN_A};
 use crate::support::browser::{describe, run, Step};
@@ -59,7 +59,17 @@ async fn audit_entries(env: &TestEnv) {
             decision_reason: String::new(),
             event_json: json!({"call": {"model": "gpt-4o"}, "seq": seq}).to_string(),
         };
-        let (row, hash) = chain_entry(fields, "search", seq, &prev, 0, seq as i64);
+        let (row, hash) = chain_entry(
+            fields,
+            Position {
+                chain_id: "search",
+                seq,
+                partition: 0,
+                offset: seq as i64,
+            },
+            &prev,
+            &rand::random(),
+        );
         prev = hash;
         insert.write(&row).await.unwrap();
     }

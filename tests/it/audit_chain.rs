@@ -101,7 +101,7 @@ fn verify_audit(env: &TestEnv, org: &str) -> (bool, Value) {
 }
 
 /// `tollgate verify-audit --json <extra>`: (exit success, report).
-fn verify_audit_with(env: &TestEnv, org: &str, extra: &[&str]) -> (bool, Value) {
+pub(crate) fn verify_audit_with(env: &TestEnv, org: &str, extra: &[&str]) -> (bool, Value) {
     let mut args = vec!["verify-audit", "--org", org, "--json"];
     args.extend_from_slice(extra);
     let out = env.tollgate(&args).output().unwrap();
@@ -115,7 +115,7 @@ fn verify_audit_with(env: &TestEnv, org: &str, extra: &[&str]) -> (bool, Value) 
     (out.status.success(), report)
 }
 
-fn chain_break(report: &Value, chain: &str) -> Option<(u64, String)> {
+pub(crate) fn chain_break(report: &Value, chain: &str) -> Option<(u64, String)> {
     let c = report["chains"]
         .as_array()
         .unwrap()
@@ -379,7 +379,7 @@ async fn chain_checkpoints_and_tamper_detection() {
         2,
     )
     .await;
-    env.ch("INSERT INTO {db}.audit_chain SELECT chain_id, 11 - seq AS seq, occurred_at, occurred_at_ms, event_id, kind, org_id, team_id, user_id, api_key_id, provider, model, outcome, decision, decision_reason, event_json, prev_hash, entry_hash, kafka_partition, kafka_offset, appended_at FROM {db}.swap_tmp")
+    env.ch("INSERT INTO {db}.audit_chain SELECT chain_id, 11 - seq AS seq, occurred_at, occurred_at_ms, event_id, kind, org_id, team_id, user_id, api_key_id, provider, model, outcome, decision, decision_reason, event_json, prev_hash, entry_hash, kafka_partition, kafka_offset, appended_at, v, salt, personal_commitment FROM {db}.swap_tmp")
         .await;
     mutate(
         &env,
@@ -670,7 +670,7 @@ async fn anchor_and_signed_manifest_catch_removal() {
     )
     .await;
     let tail = env
-        .ch("SELECT chain_id, seq, occurred_at, occurred_at_ms, event_id, kind, org_id, team_id, user_id, api_key_id, provider, model, outcome, decision, decision_reason, event_json, prev_hash, entry_hash, kafka_partition, kafka_offset FROM {db}.audit_chain WHERE chain_id = 'team-rewrite' AND seq > 40 ORDER BY seq FORMAT JSONEachRow")
+        .ch("SELECT chain_id, seq, occurred_at, occurred_at_ms, event_id, kind, org_id, team_id, user_id, api_key_id, provider, model, outcome, decision, decision_reason, event_json, prev_hash, entry_hash, kafka_partition, kafka_offset, v, salt, personal_commitment FROM {db}.audit_chain WHERE chain_id = 'team-rewrite' AND seq > 40 ORDER BY seq FORMAT JSONEachRow")
         .await;
     let mut rows: Vec<Value> = tail
         .lines()
@@ -681,7 +681,13 @@ async fn anchor_and_signed_manifest_catch_removal() {
         .try_into()
         .unwrap();
     for row in &mut rows {
-        for k in ["seq", "occurred_at_ms", "kafka_offset", "kafka_partition"] {
+        for k in [
+            "seq",
+            "occurred_at_ms",
+            "kafka_offset",
+            "kafka_partition",
+            "v",
+        ] {
             if let Some(text) = row[k].as_str().map(str::to_string) {
                 row[k] = Value::from(text.parse::<u64>().unwrap());
             }
@@ -705,7 +711,7 @@ async fn anchor_and_signed_manifest_catch_removal() {
     )
     .await;
     let insert: String = rows.iter().map(|r| format!("{r}\n")).collect();
-    env.ch(&format!("INSERT INTO {{db}}.audit_chain (chain_id, seq, occurred_at, occurred_at_ms, event_id, kind, org_id, team_id, user_id, api_key_id, provider, model, outcome, decision, decision_reason, event_json, prev_hash, entry_hash, kafka_partition, kafka_offset) FORMAT JSONEachRow\n{insert}"))
+    env.ch(&format!("INSERT INTO {{db}}.audit_chain (chain_id, seq, occurred_at, occurred_at_ms, event_id, kind, org_id, team_id, user_id, api_key_id, provider, model, outcome, decision, decision_reason, event_json, prev_hash, entry_hash, kafka_partition, kafka_offset, v, salt, personal_commitment) FORMAT JSONEachRow\n{insert}"))
         .await;
     mutate(
         &env,
@@ -1010,7 +1016,7 @@ async fn api_roles_and_tenant_isolation() {
 #[ignore]
 async fn verification_rate() {
     use tollgate_contract::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
-    use tollgate_contract::audit::entry::{chain_entry, EntryFields, EntryRow, GENESIS};
+    use tollgate_contract::audit::entry::{chain_entry, EntryFields, EntryRow, Position, GENESIS};
     use tollgate_contract::audit::merkle::Compact;
     let n: u64 = std::env::var("TOLLGATE_TEST_AUDIT_ENTRIES")
         .ok()
@@ -1047,7 +1053,17 @@ async fn verification_rate() {
             decision_reason: String::new(),
             event_json: event_json.clone(),
         };
-        let (row, hash) = chain_entry(fields, "team-big", seq, &prev, 0, seq as i64);
+        let (row, hash) = chain_entry(
+            fields,
+            Position {
+                chain_id: "team-big",
+                seq,
+                partition: 0,
+                offset: seq as i64,
+            },
+            &prev,
+            &rand::random(),
+        );
         insert.write(&row).await.unwrap();
         prev = hash;
         segment.push(hash);

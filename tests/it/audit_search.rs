@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use support::chromium::signed_in_dom;
 use support::TestEnv;
 use tollgate_contract::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
-use tollgate_contract::audit::entry::{chain_entry, EntryFields, EntryRow, GENESIS};
+use tollgate_contract::audit::entry::{chain_entry, EntryFields, EntryRow, Position, GENESIS};
 use tollgate_contract::audit::merkle::Compact;
 
 const SEED: &str = "4f1c0a7e3b9d2c8e5f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
@@ -94,7 +94,17 @@ async fn seed(env: &TestEnv) -> (Vec<EntryRow>, Vec<CheckpointRow>) {
                 decision_reason: if blocked { "budget_exceeded" } else { "" }.into(),
                 event_json: serde_json::to_string(&event).unwrap(),
             };
-            let (row, hash) = chain_entry(fields, chain, seq, &prev, c as i32, seq as i64);
+            let (row, hash) = chain_entry(
+                fields,
+                Position {
+                    chain_id: chain,
+                    seq,
+                    partition: c as i32,
+                    offset: seq as i64,
+                },
+                &prev,
+                &rand::random(),
+            );
             prev = hash;
             hashes.push(hash);
             rows.push(row);

@@ -24,6 +24,7 @@ pub mod budgets;
 pub mod change_feed;
 pub mod clickhouse;
 pub mod config;
+pub mod erasure;
 pub mod error;
 pub mod kafka;
 pub mod keys;

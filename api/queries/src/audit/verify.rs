@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use tollgate_contract::audit::checkpoint::{check_signature, CheckpointRow};
 use tollgate_contract::audit::entry::{entry_hash, parse_hash, EntryRow, GENESIS};
+use tollgate_contract::audit::erasure::recorded_seqs;
 use tollgate_contract::audit::merkle::{self, Compact};
 
 /// What is wrong at a location.
@@ -57,6 +58,10 @@ pub enum BreakKind {
     /// An entry of a search export is said to be unverifiable yet, but a
     /// checkpoint in the export or the anchor covers it.
     Unproven,
+    /// A version 2 entry's personal fields were erased (its salt is gone)
+    /// but no `admin.personal_data.erased` entry of its chain names it: an
+    /// erasure nobody recorded.
+    UnrecordedErasure,
 }
 
 impl BreakKind {
@@ -74,6 +79,7 @@ impl BreakKind {
             Self::MissingCheckpoint => "missing_checkpoint",
             Self::Unanchored => "unanchored",
             Self::Unproven => "unproven",
+            Self::UnrecordedErasure => "unrecorded_erasure",
         }
     }
 }
@@ -120,6 +126,10 @@ pub struct ChainVerifier {
     verified_checkpoints: u64,
     verified_to_seq: Option<u64>,
     first_break: Option<Break>,
+    /// Verified entries whose personal fields are erased.
+    erased: BTreeSet<u64>,
+    /// Seqs the chain's erasure records name.
+    recorded: HashSet<u64>,
 }
 
 /// A chain's checkpoints in the anchor, and the anchor's horizon: the
@@ -257,6 +267,8 @@ impl ChainVerifier {
             verified_checkpoints: 0,
             verified_to_seq: None,
             first_break: None,
+            erased: BTreeSet::new(),
+            recorded: HashSet::new(),
         }
     }
 
@@ -371,6 +383,11 @@ impl ChainVerifier {
             );
             return;
         }
+        if row.is_erased() {
+            self.erased.insert(row.seq);
+        }
+        self.recorded
+            .extend(recorded_seqs(&row.kind, &self.chain_id, &row.event_json));
         self.hashes.push(hash);
         self.tree.push(&hash);
         if self.wanted_roots.contains(&row.seq) {
@@ -486,6 +503,17 @@ impl ChainVerifier {
                 });
             }
         }
+        if self.first_break.is_none() {
+            if let Some(seq) = self.erased.iter().find(|s| !self.recorded.contains(s)) {
+                self.first_break = Some(Break {
+                    seq: *seq,
+                    kind: BreakKind::UnrecordedErasure,
+                    detail: format!(
+                        "entry {seq}'s personal fields were erased but no erasure entry of the chain names it"
+                    ),
+                });
+            }
+        }
         let first_break = match (self.first_break, self.signature_break) {
             (Some(a), Some(b)) => Some(if b.seq <= a.seq { b } else { a }),
             (a, b) => a.or(b),
@@ -501,7 +529,7 @@ impl ChainVerifier {
 }
 
 /// The columns of [`EntryRow`], in its field order (RowBinary reads by position).
-pub const ENTRY_COLUMNS: &str = "chain_id, seq, occurred_at, occurred_at_ms, event_id, kind, org_id, team_id, user_id, api_key_id, provider, model, outcome, decision, decision_reason, event_json, prev_hash, entry_hash, kafka_partition, kafka_offset";
+pub const ENTRY_COLUMNS: &str = "chain_id, seq, occurred_at, occurred_at_ms, event_id, kind, org_id, team_id, user_id, api_key_id, provider, model, outcome, decision, decision_reason, event_json, prev_hash, entry_hash, kafka_partition, kafka_offset, v, salt, personal_commitment";
 
 /// The columns of [`CheckpointRow`], in its field order.
 pub const CHECKPOINT_COLUMNS: &str =
@@ -728,7 +756,7 @@ pub async fn verify_chain_anchored(
 pub(crate) mod tests {
     use super::*;
     use tollgate_contract::audit::checkpoint::CheckpointSigner;
-    use tollgate_contract::audit::entry::{chain_entry, EntryFields};
+    use tollgate_contract::audit::entry::{chain_entry, EntryFields, Position};
 
     pub(crate) fn chain(n: u64) -> Vec<EntryRow> {
         let mut prev = GENESIS;
@@ -749,7 +777,17 @@ pub(crate) mod tests {
                     decision_reason: String::new(),
                     event_json: format!("{{\"n\":{seq}}}"),
                 };
-                let (row, h) = chain_entry(fields, "t", seq, &prev, 0, seq as i64 * 2);
+                let (row, h) = chain_entry(
+                    fields,
+                    Position {
+                        chain_id: "t",
+                        seq,
+                        partition: 0,
+                        offset: seq as i64 * 2,
+                    },
+                    &prev,
+                    &[u8::try_from(seq % 256).unwrap(); 32],
+                );
                 prev = h;
                 row
             })
@@ -824,6 +862,67 @@ pub(crate) mod tests {
     fn broken(report: &ChainReport) -> (u64, BreakKind) {
         let b = report.first_break.as_ref().expect("a break");
         (b.seq, b.kind)
+    }
+
+    /// `rows` with entry `seq` erased as `tollgate erase` does it.
+    fn erase(rows: &mut [EntryRow], seq: u64) {
+        let row = &mut rows[usize::try_from(seq - 1).unwrap()];
+        row.user_id.clear();
+        row.event_json.clear();
+        row.salt.clear();
+    }
+
+    /// `rows` followed by an erasure record naming `seqs`, chained as the
+    /// audit fold chains it.
+    fn with_erasure_record(mut rows: Vec<EntryRow>, seqs: &[u64]) -> Vec<EntryRow> {
+        use tollgate_contract::audit::erasure::{erasure_event, ErasureRecord};
+        let last = rows.last().unwrap();
+        let record = ErasureRecord {
+            erasure_id: uuid::Uuid::nil(),
+            reason: "ticket".into(),
+            chain_id: "t".into(),
+            seqs: seqs.to_vec(),
+            entry_hashes: Vec::new(),
+            tables: Default::default(),
+        };
+        let event = erasure_event("key:x", "o", "t", &record);
+        let fields = tollgate_contract::audit::entry::entry_fields(&event).unwrap();
+        let seq = last.seq + 1;
+        let (row, _) = chain_entry(
+            fields,
+            Position {
+                chain_id: "t",
+                seq,
+                partition: 0,
+                offset: last.kafka_offset + 1,
+            },
+            &parse_hash(&last.entry_hash).unwrap(),
+            &[3; 32],
+        );
+        rows.push(row);
+        rows
+    }
+
+    #[test]
+    fn erased_entries_verify_when_recorded_and_break_when_not() {
+        let (rows, _, key) = setup();
+        let signer = CheckpointSigner::from_hex_seed(&"11".repeat(32)).unwrap();
+        let mut rows = with_erasure_record(rows, &[3, 12]);
+        let cps = checkpoints(&rows, &signer, 13);
+        erase(&mut rows, 3);
+        erase(&mut rows, 12);
+        let r = run(&rows, cps.clone(), &key);
+        assert_eq!(r.first_break, None, "{r:?}");
+        assert_eq!((r.entries, r.checkpoints), (26, 2));
+        // An erasure the chain does not record.
+        let mut unrecorded = rows.clone();
+        erase(&mut unrecorded, 7);
+        let r = run(&unrecorded, cps.clone(), &key);
+        assert_eq!(broken(&r), (7, BreakKind::UnrecordedErasure));
+        // Erased entries stay held to their hash: an edit is still caught.
+        let mut edited = rows.clone();
+        edited[2].model = "cheap".into();
+        assert_eq!(broken(&run(&edited, cps, &key)), (3, BreakKind::Edited));
     }
 
     #[test]

@@ -11,8 +11,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Version of the canonical entry form (the `v` member).
-pub const ENTRY_VERSION: u64 = 1;
+/// Version of the canonical entry form new entries are written in (the `v`
+/// member and column): 2 commits to the personal fields (`user_id` and the
+/// event) through a salted hash, so they can be erased and the entry still
+/// verifies. Version 1 (entries written before) hashes them directly.
+pub const ENTRY_VERSION: u8 = 2;
+
+/// The version 1 form: `user_id` and `event` hashed as they are.
+pub const ENTRY_VERSION_PLAIN: u8 = 1;
 
 /// The hash before the first entry of every chain.
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -42,6 +48,31 @@ pub struct EntryRow {
     pub entry_hash: String,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
+    /// Version of the canonical form: 1 (personal fields hashed directly)
+    /// or 2 (through `personal_commitment`). Absent in exports made before
+    /// version 2: 1.
+    #[serde(default = "plain_version")]
+    pub v: u8,
+    /// Version 2: 32 random bytes (hex) that `personal_commitment` is salted
+    /// with; empty once the entry's personal fields are erased (and for v1).
+    #[serde(default)]
+    pub salt: String,
+    /// Version 2: hex SHA-256(salt ‖ personal canonical JSON); what the
+    /// entry hash commits to instead of `user_id` and `event_json`.
+    #[serde(default)]
+    pub personal_commitment: String,
+}
+
+fn plain_version() -> u8 {
+    ENTRY_VERSION_PLAIN
+}
+
+impl EntryRow {
+    /// Whether this is a version 2 entry whose personal fields were erased
+    /// (its salt is gone; what it committed to can no longer be recomputed).
+    pub fn is_erased(&self) -> bool {
+        self.v >= ENTRY_VERSION && self.salt.is_empty()
+    }
 }
 
 /// The fields of an entry that come from the event alone (no chain position).
@@ -111,15 +142,25 @@ pub fn entry_fields(event: &Event) -> Result<EntryFields, Rejection> {
     })
 }
 
-/// Chain the fields after `prev` as entry `seq` of `chain_id`.
+/// Where an entry sits: its chain, position and Kafka message.
+#[derive(Debug, Clone, Copy)]
+pub struct Position<'a> {
+    pub chain_id: &'a str,
+    pub seq: u64,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Chain the fields after `prev` as entry `seq` of `chain_id`, in the
+/// current form (version 2) with `salt` (32 random bytes the caller draws
+/// for each entry: the commitment must not be guessable from a user id).
 pub fn chain_entry(
     fields: EntryFields,
-    chain_id: &str,
-    seq: u64,
+    at: Position<'_>,
     prev: &[u8; 32],
-    partition: i32,
-    offset: i64,
+    salt: &[u8; 32],
 ) -> (EntryRow, [u8; 32]) {
+    let (chain_id, seq, partition, offset) = (at.chain_id, at.seq, at.partition, at.offset);
     let mut row = EntryRow {
         chain_id: chain_id.to_string(),
         seq,
@@ -141,10 +182,64 @@ pub fn chain_entry(
         entry_hash: String::new(),
         kafka_partition: partition,
         kafka_offset: offset,
+        v: ENTRY_VERSION,
+        salt: hex::encode(salt),
+        personal_commitment: String::new(),
     };
+    row.personal_commitment = personal_commitment(salt, &row.user_id, &row.event_json);
     let hash = entry_hash(prev, &row);
     row.entry_hash = hex::encode(hash);
     (row, hash)
+}
+
+/// The canonical JSON of an entry's personal fields, RFC 8785:
+/// `{"event":<event_json as a string>,"user_id":<user_id>}`.
+pub fn personal_canonical(user_id: &str, event_json: &str) -> String {
+    let mut out = String::with_capacity(event_json.len() * 2 + 64);
+    out.push_str("{\"event\":");
+    push_json_string(&mut out, event_json);
+    out.push_str(",\"user_id\":");
+    push_json_string(&mut out, user_id);
+    out.push('}');
+    out
+}
+
+/// `hex(SHA-256(salt ‖ UTF-8(personal_canonical(user_id, event_json))))`.
+pub fn personal_commitment(salt: &[u8; 32], user_id: &str, event_json: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update(personal_canonical(user_id, event_json).as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// What a version 2 entry's hash commits to in the `personal` member:
+/// - not erased (a salt): the commitment recomputed from the salt, `user_id`
+///   and `event_json`, which must equal the stored `personal_commitment`;
+/// - erased (no salt): the stored `personal_commitment`, and `user_id` and
+///   `event_json` must be empty.
+///
+/// Anything else (a malformed salt, a stored commitment that is not the
+/// recomputed one, personal data left beside an erased salt) yields a value
+/// no entry hash was computed over, so the entry reports `edited`.
+pub fn effective_commitment(row: &EntryRow) -> String {
+    const INCONSISTENT: &str = "inconsistent";
+    if row.salt.is_empty() {
+        return if row.user_id.is_empty() && row.event_json.is_empty() {
+            row.personal_commitment.clone()
+        } else {
+            INCONSISTENT.to_string()
+        };
+    }
+    let mut salt = [0u8; 32];
+    if hex::decode_to_slice(&row.salt, &mut salt).is_err() {
+        return INCONSISTENT.to_string();
+    }
+    let recomputed = personal_commitment(&salt, &row.user_id, &row.event_json);
+    if recomputed == row.personal_commitment {
+        recomputed
+    } else {
+        INCONSISTENT.to_string()
+    }
 }
 
 /// `SHA-256(prev ‖ canonical_entry(row))`; `row.prev_hash` and
@@ -161,8 +256,9 @@ pub fn entry_hash(prev: &[u8; 32], row: &EntryRow) -> [u8; 32] {
 /// The canonical JSON of an entry: RFC 8785 (JCS) of the object
 /// `{api_key_id, chain_id, decision, decision_reason, event, event_id,
 /// kafka_offset, kafka_partition, kind, model, occurred_at_ms, org_id,
-/// outcome, provider, seq, team_id, user_id, v}`, where `event` is the
-/// event's canonical JSON as a string. Written by hand (members in JCS order,
+/// outcome, provider, seq, team_id, user_id, v}` for version 1, where
+/// `event` is the event's canonical JSON as a string; for version 2 `event`
+/// and `user_id` are replaced by `personal` ([`effective_commitment`]). Written by hand (members in JCS order,
 /// strings escaped as JCS does) because verification runs it a million
 /// times; `matches_jcs` checks it against `serde_jcs`.
 pub fn canonical_entry(row: &EntryRow) -> String {
@@ -187,7 +283,10 @@ fn canonical_entry_into(row: &EntryRow, out: &mut String) {
     string(out, "chain_id", &row.chain_id, false);
     string(out, "decision", &row.decision, false);
     string(out, "decision_reason", &row.decision_reason, false);
-    string(out, "event", &row.event_json, false);
+    let plain = row.v < ENTRY_VERSION;
+    if plain {
+        string(out, "event", &row.event_json, false);
+    }
     string(out, "event_id", &row.event_id, false);
     // Writing to a String cannot fail.
     let _ = write!(
@@ -200,11 +299,18 @@ fn canonical_entry_into(row: &EntryRow, out: &mut String) {
     let _ = write!(out, ",\"occurred_at_ms\":{}", row.occurred_at_ms);
     string(out, "org_id", &row.org_id, false);
     string(out, "outcome", &row.outcome, false);
+    if !plain {
+        string(out, "personal", &effective_commitment(row), false);
+    }
     string(out, "provider", &row.provider, false);
     let _ = write!(out, ",\"seq\":{}", row.seq);
     string(out, "team_id", &row.team_id, false);
-    string(out, "user_id", &row.user_id, false);
-    let _ = write!(out, ",\"v\":{ENTRY_VERSION}}}");
+    if plain {
+        string(out, "user_id", &row.user_id, false);
+    }
+    // The row's own `v`: an entry whose version column was changed does not
+    // hash as the one that was written.
+    let _ = write!(out, ",\"v\":{}}}", row.v);
 }
 
 /// A JSON string as RFC 8785 writes it: `"` and `\` escaped, U+0008, U+0009,
@@ -269,23 +375,63 @@ mod tests {
         .unwrap()
     }
 
+    const SALT: [u8; 32] = [7; 32];
+
+    fn at(chain_id: &str, seq: u64, partition: i32, offset: i64) -> Position<'_> {
+        Position {
+            chain_id,
+            seq,
+            partition,
+            offset,
+        }
+    }
+
     #[test]
     fn matches_jcs() {
         let fields = entry_fields(&event("ai.call.blocked")).unwrap();
-        let (row, _) = chain_entry(fields, "t\u{7f}", 7, &GENESIS, 2, 99);
+        let (row, _) = chain_entry(fields, at("t\u{7f}", 7, 2, 99), &GENESIS, &SALT);
+        let personal = serde_jcs::to_string(&serde_json::json!({
+            "user_id": row.user_id, "event": row.event_json,
+        }))
+        .unwrap();
+        let mut salted = SALT.to_vec();
+        salted.extend_from_slice(personal.as_bytes());
+        assert_eq!(
+            row.personal_commitment,
+            hex::encode(Sha256::digest(&salted))
+        );
+        assert_eq!(row.salt, hex::encode(SALT));
         let object = serde_json::json!({
             "api_key_id": row.api_key_id, "chain_id": row.chain_id, "decision": row.decision,
-            "decision_reason": row.decision_reason, "event": row.event_json,
+            "decision_reason": row.decision_reason,
             "event_id": row.event_id, "kafka_offset": row.kafka_offset,
             "kafka_partition": row.kafka_partition, "kind": row.kind, "model": row.model,
             "occurred_at_ms": row.occurred_at_ms, "org_id": row.org_id,
-            "outcome": row.outcome, "provider": row.provider, "seq": row.seq,
-            "team_id": row.team_id, "user_id": row.user_id, "v": ENTRY_VERSION,
+            "outcome": row.outcome, "personal": row.personal_commitment,
+            "provider": row.provider, "seq": row.seq,
+            "team_id": row.team_id, "v": ENTRY_VERSION,
         });
         assert_eq!(
             canonical_entry(&row),
             serde_jcs::to_string(&object).unwrap()
         );
+        // Version 1, as written before: user_id and the event hashed directly.
+        let v1 = EntryRow {
+            v: ENTRY_VERSION_PLAIN,
+            salt: String::new(),
+            personal_commitment: String::new(),
+            ..row.clone()
+        };
+        let object = serde_json::json!({
+            "api_key_id": v1.api_key_id, "chain_id": v1.chain_id, "decision": v1.decision,
+            "decision_reason": v1.decision_reason, "event": v1.event_json,
+            "event_id": v1.event_id, "kafka_offset": v1.kafka_offset,
+            "kafka_partition": v1.kafka_partition, "kind": v1.kind, "model": v1.model,
+            "occurred_at_ms": v1.occurred_at_ms, "org_id": v1.org_id,
+            "outcome": v1.outcome, "provider": v1.provider, "seq": v1.seq,
+            "team_id": v1.team_id, "user_id": v1.user_id, "v": 1,
+        });
+        assert_eq!(canonical_entry(&v1), serde_jcs::to_string(&object).unwrap());
         assert_eq!(row.decision, "deny");
         assert_eq!(row.decision_reason, "budget_exceeded: team over budget");
         assert_eq!(row.occurred_at_ms, 1_773_136_800_123);
@@ -295,9 +441,9 @@ mod tests {
     #[test]
     fn hash_links_and_depends_on_every_field() {
         let fields = entry_fields(&event("ai.call.completed")).unwrap();
-        let (first, h1) = chain_entry(fields.clone(), "t", 1, &GENESIS, 0, 0);
+        let (first, h1) = chain_entry(fields.clone(), at("t", 1, 0, 0), &GENESIS, &SALT);
         assert_eq!(first.prev_hash, "0".repeat(64));
-        let (second, h2) = chain_entry(fields, "t", 2, &h1, 0, 1);
+        let (second, h2) = chain_entry(fields, at("t", 2, 0, 1), &h1, &[8; 32]);
         assert_eq!(second.prev_hash, hex::encode(h1));
         assert_eq!(entry_hash(&h1, &second), h2);
         let mut edited = second.clone();
@@ -305,5 +451,42 @@ mod tests {
         assert_ne!(entry_hash(&h1, &edited), h2);
         assert_ne!(entry_hash(&GENESIS, &second), h2);
         assert_eq!(first.decision, "");
+        for edit in [
+            |r: &mut EntryRow| r.user_id = "someone-else".into(),
+            |r: &mut EntryRow| r.event_json.push(' '),
+            |r: &mut EntryRow| r.salt = hex::encode([9u8; 32]),
+            |r: &mut EntryRow| r.personal_commitment = "0".repeat(64),
+            |r: &mut EntryRow| r.v = 1,
+        ] {
+            let mut edited = second.clone();
+            edit(&mut edited);
+            assert_ne!(entry_hash(&h1, &edited), h2);
+        }
+    }
+
+    #[test]
+    fn erased_entry_still_verifies_and_only_when_wholly_erased() {
+        let fields = entry_fields(&event("ai.call.completed")).unwrap();
+        let (row, hash) = chain_entry(fields, at("t", 1, 0, 0), &GENESIS, &SALT);
+        let erased = EntryRow {
+            user_id: String::new(),
+            event_json: String::new(),
+            salt: String::new(),
+            ..row.clone()
+        };
+        assert!(erased.is_erased() && !row.is_erased());
+        assert_eq!(entry_hash(&GENESIS, &erased), hash);
+        // The salt gone but the data left, or the data changed: edited.
+        let half = EntryRow {
+            salt: String::new(),
+            ..row.clone()
+        };
+        assert_ne!(entry_hash(&GENESIS, &half), hash);
+        let mut forged = erased.clone();
+        forged.model = "other".into();
+        assert_ne!(entry_hash(&GENESIS, &forged), hash);
+        let mut refilled = erased;
+        refilled.user_id = "u\n".into();
+        assert_ne!(entry_hash(&GENESIS, &refilled), hash);
     }
 }

@@ -3,11 +3,13 @@
 //! `tollgate verify-audit`, an export's reader): the entry and its
 //! canonical, hashed form ([`entry`]), RFC 6962/9162 Merkle trees, inclusion
 //! and consistency proofs ([`merkle`]), and the signed checkpoint, its
-//! signer and its anchor line ([`checkpoint`]). Pure: no I/O. With the
+//! signer and its anchor line ([`checkpoint`]), the record of an erasure
+//! ([`erasure`]). Pure: no I/O. With the
 //! `clickhouse-rows` feature the entry and checkpoint rows also derive
 //! `clickhouse::Row` (a column list; the derive does no I/O), so the fold
 //! and the read side insert and fetch these very types.
 
 pub mod checkpoint;
 pub mod entry;
+pub mod erasure;
 pub mod merkle;

@@ -80,6 +80,10 @@ pub struct AuditConfig {
     pub checkpoint_every: u64,
     /// ...or when its oldest unchecked entry is this old (checked at each flush).
     pub checkpoint_interval_secs: u64,
+    /// How long an erasure (`tollgate erase`, `POST /api/v1/audit/erasures`)
+    /// waits for the audit fold to chain its records, then for ClickHouse's
+    /// mutations (docs/audit.md, "Erasure").
+    pub erasure_wait_secs: u64,
 }
 
 impl Default for AuditConfig {
@@ -90,6 +94,7 @@ impl Default for AuditConfig {
             signing_key_file: None,
             checkpoint_every: 1000,
             checkpoint_interval_secs: 60,
+            erasure_wait_secs: 120,
         }
     }
 }

@@ -21,7 +21,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tollgate_contract::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
-use tollgate_contract::audit::entry::{chain_entry, entry_fields, parse_hash, EntryRow, GENESIS};
+use tollgate_contract::audit::entry::{
+    chain_entry, entry_fields, parse_hash, EntryRow, Position, GENESIS,
+};
 use tollgate_contract::audit::merkle::Compact;
 use tollgate_contract::{Event, Rejection};
 use tracing::{info, warn};
@@ -131,13 +133,19 @@ impl AuditChains {
         state.org_id.clone_from(&fields.org_id);
         state.team_id.clone_from(&fields.team_id);
         let seq = state.seq + 1;
+        // A fresh random salt per entry: the commitment must not let anyone
+        // test a guessed user id against it, before or after erasure.
+        let salt: [u8; 32] = rand::random();
         let (row, hash) = chain_entry(
             fields,
-            &id,
-            seq,
+            Position {
+                chain_id: &id,
+                seq,
+                partition: message.partition,
+                offset: message.offset,
+            },
             &state.head,
-            message.partition,
-            message.offset,
+            &salt,
         );
         state.partition = message.partition;
         state.seq = seq;

@@ -1,0 +1,97 @@
+//! The record of an erasure (GDPR art. 17) in the audit chain: the
+//! `admin.personal_data.erased` event that `tollgate erase` appends to every
+//! chain it erases entries of, naming those entries by position and the
+//! rows erased per table — never the erased data itself. A verifier holds
+//! every erased entry of a chain (a version 2 entry without its salt) to an
+//! erasure record of the same chain naming its seq (`docs/audit.md`,
+//! "Erasure"), so an erasure nobody recorded is reported.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::admin::admin_event;
+use crate::event::Event;
+
+/// `admin.personal_data.erased`: entries of a chain whose personal fields
+/// were erased, and why.
+pub const KIND_ERASURE: &str = "admin.personal_data.erased";
+
+/// What one chain's erasure record says (the `admin` object of the event,
+/// besides `actor`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureRecord {
+    /// One id per erasure request, shared by the records of every chain it
+    /// touched.
+    pub erasure_id: Uuid,
+    /// Why, as the requester gave it (a ticket, "GDPR art. 17 request ...").
+    pub reason: String,
+    /// The chain whose entries are named.
+    pub chain_id: String,
+    /// The seqs of that chain whose personal fields are erased.
+    pub seqs: Vec<u64>,
+    /// Their entry hashes (hex), in the order of `seqs`: what still verifies.
+    pub entry_hashes: Vec<String>,
+    /// Rows holding the person's data, per table, when the erasure began
+    /// (all erased in that table; `audit_chain` counts this chain's).
+    pub tables: BTreeMap<String, u64>,
+}
+
+/// The event recording `record` for `org_id`, keyed by `team_id` (a chain
+/// is the chain of its Kafka message key, the team), by `actor`.
+pub fn erasure_event(actor: &str, org_id: &str, team_id: &str, record: &ErasureRecord) -> Event {
+    let payload = serde_json::to_value(record).unwrap_or_default();
+    let mut event = admin_event(KIND_ERASURE, actor, payload);
+    event.org_id = org_id.to_string();
+    event.team_id = team_id.to_string();
+    event
+}
+
+/// The seqs an entry records as erased: those of an `admin.personal_data.erased`
+/// entry naming its own chain; empty for any other entry.
+pub fn recorded_seqs(kind: &str, chain_id: &str, event_json: &str) -> Vec<u64> {
+    if kind != KIND_ERASURE {
+        return Vec::new();
+    }
+    let Ok(event) = serde_json::from_str::<serde_json::Value>(event_json) else {
+        return Vec::new();
+    };
+    let admin = &event["admin"];
+    if admin["chain_id"].as_str() != Some(chain_id) {
+        return Vec::new();
+    }
+    admin["seqs"]
+        .as_array()
+        .map(|seqs| seqs.iter().filter_map(serde_json::Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::validate::{parse_event, Limits};
+    use chrono::Utc;
+
+    #[test]
+    fn record_passes_the_contract_and_reads_back() {
+        let record = ErasureRecord {
+            erasure_id: Uuid::nil(),
+            reason: "ticket 7".into(),
+            chain_id: "team-a".into(),
+            seqs: vec![2, 5],
+            entry_hashes: vec!["ab".repeat(32), "cd".repeat(32)],
+            tables: BTreeMap::from([("calls".to_string(), 2)]),
+        };
+        let event = erasure_event("key:k1", "acme", "team-a", &record);
+        assert_eq!(event.partition_key(), "team-a");
+        assert_eq!(event.user_id, "");
+        let value = serde_json::to_value(&event).unwrap();
+        let parsed = parse_event(value, Utc::now(), &Limits::default()).unwrap();
+        let json = serde_jcs::to_string(&parsed).unwrap();
+        assert_eq!(recorded_seqs(KIND_ERASURE, "team-a", &json), vec![2, 5]);
+        assert!(recorded_seqs(KIND_ERASURE, "team-b", &json).is_empty());
+        assert!(recorded_seqs("admin.price.added", "team-a", &json).is_empty());
+    }
+}

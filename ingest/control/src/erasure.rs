@@ -1,0 +1,553 @@
+//! Erasure of one person's personal data on request (GDPR art. 17), for
+//! `tollgate erase` and `POST /api/v1/audit/erasures` (`docs/audit.md`,
+//! "Erasure"). Record first, erase second, like the anchor's "publish
+//! first, insert second":
+//!
+//! 1. find the person's rows (`org_id` and `user_id`) in every table that
+//!    holds personal fields ([`PERSONAL_TABLES`]) and their audit entries;
+//! 2. put one `admin.personal_data.erased` event per chain in the outbox,
+//!    naming the entries (chain and seqs, entry hashes) and the row counts,
+//!    never the data, and publish it; each is keyed by the chain's team, so
+//!    the audit fold appends it to that very chain;
+//! 3. wait until every such event is an entry of its chain: only then is
+//!    anything erased, so no erased entry is ever unrecorded;
+//! 4. overwrite the personal fields with ClickHouse mutations (`ALTER TABLE
+//!    … UPDATE/DELETE`, there since 18.x) and wait until they are done:
+//!    version 2 audit entries lose `user_id`, `event_json` and their salt
+//!    and still verify through `personal_commitment`; `calls` and
+//!    `cost_adjustments` lose the user id (and `calls` the prompt and
+//!    response hashes and the error message); `cost_daily` rows (the user
+//!    id is in their sorting key, which mutations cannot update) are copied
+//!    summed under an empty user id, then deleted, so every total but the
+//!    person's own stays;
+//! 5. count again, in every MergeTree table with a `user_id` column
+//!    (`system.columns`), and return the receipt.
+//!
+//! Version 1 audit entries (written before entry version 2) hash the user id
+//! and the event directly: erasing them would break their chain's
+//! verification, so they are kept and listed in the receipt.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tollgate_contract::audit::erasure::{erasure_event, ErasureRecord};
+use uuid::Uuid;
+
+use crate::clickhouse::client;
+use crate::config::{ClickHouseConfig, KafkaConfig};
+use crate::kafka::EventProducer;
+use crate::outbox::{self, OutboxRelay};
+
+/// Tables holding a person's fields, and what erasure does to a row of the
+/// person in each.
+pub const PERSONAL_TABLES: &[(&str, &str)] = &[
+    (
+        "audit_chain",
+        "version 2 entries: user_id, event_json and salt emptied (the entry still verifies through personal_commitment); version 1 entries kept",
+    ),
+    (
+        "calls",
+        "user_id, prompt_sha256, response_sha256 and error_message emptied",
+    ),
+    (
+        "cost_adjustments",
+        "user_id emptied",
+    ),
+    (
+        "cost_daily",
+        "rows summed under an empty user_id, the person's rows deleted",
+    ),
+];
+
+/// Longest `reason` accepted (it is chained, so keep it a reference).
+pub const MAX_REASON: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ErasureError {
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("clickhouse at {url}: {doing}: {source}")]
+    ClickHouse {
+        url: String,
+        doing: String,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    #[error("postgresql: {doing}: {source}")]
+    Postgres {
+        doing: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("the erasure entries were not appended to the audit chain within {waited_secs} s ({chained} of {expected}): nothing was erased yet. They are queued (outbox) and are chained once `tollgate process` runs its audit fold; run the erasure again then to finish it")]
+    NotChained {
+        waited_secs: u64,
+        chained: u64,
+        expected: u64,
+    },
+    #[error("clickhouse did not finish the erasure mutations within {waited_secs} s ({pending} pending); they go on in the background: run the erasure again to check")]
+    MutationsPending { waited_secs: u64, pending: u64 },
+}
+
+/// What to erase, who asks and why.
+#[derive(Debug, Clone)]
+pub struct ErasureRequest {
+    pub org_id: String,
+    pub user_id: String,
+    pub reason: String,
+    /// Who asked (`key:<prefix>`, a person's email, `cli`), chained as the
+    /// erasure entries' `actor`.
+    pub actor: String,
+}
+
+impl ErasureRequest {
+    /// Check the fields, naming the one that is wrong.
+    pub fn validate(&self) -> Result<(), ErasureError> {
+        let check = |field: &'static str, value: &str, max: usize| {
+            if value.trim().is_empty() {
+                return Err(ErasureError::Invalid {
+                    field,
+                    reason: "is required".into(),
+                });
+            }
+            if value.chars().count() > max {
+                return Err(ErasureError::Invalid {
+                    field,
+                    reason: format!("is longer than {max} characters"),
+                });
+            }
+            Ok(())
+        };
+        check("org", &self.org_id, 128)?;
+        check("user", &self.user_id, 128)?;
+        check("reason", &self.reason, MAX_REASON)
+    }
+}
+
+/// What is needed to erase: the ClickHouse database, the outbox, Kafka, and
+/// how long to wait for the audit fold and the mutations.
+#[derive(Clone)]
+pub struct Eraser {
+    pub clickhouse: ClickHouseConfig,
+    pub kafka: KafkaConfig,
+    pub pool: PgPool,
+    pub wait: Duration,
+}
+
+/// The receipt of an erasure, the proof a compliance officer keeps: which
+/// entries were erased and where each chain records it, row counts before
+/// and after per table, and what was kept.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErasureReceipt {
+    pub erasure_id: Uuid,
+    pub org: String,
+    pub reason: String,
+    pub actor: String,
+    pub erased_at: String,
+    /// Per table: the person's rows before, and rows still holding their id
+    /// after (0, but for kept version 1 audit entries).
+    pub tables: BTreeMap<String, TableCounts>,
+    pub chains: Vec<ChainErasure>,
+    /// Version 1 audit entries of the person, kept (chain, seq).
+    pub kept_v1_entries: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableCounts {
+    pub before: u64,
+    pub after: u64,
+}
+
+/// One chain's part of an erasure.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainErasure {
+    pub chain_id: String,
+    /// The seqs whose personal fields were erased.
+    pub erased_seqs: Vec<u64>,
+    /// Their entry hashes, unchanged: they still verify.
+    pub entry_hashes: Vec<String>,
+    /// The `admin.personal_data.erased` entry recording it.
+    pub record_seq: u64,
+    pub record_entry_hash: String,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct AuditRow {
+    chain_id: String,
+    seq: u64,
+    v: u8,
+    entry_hash: String,
+    team_id: String,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ChainedRow {
+    chain_id: String,
+    seq: u64,
+    entry_hash: String,
+    event_id: String,
+}
+
+/// The person's audit entries.
+pub const AUDIT_ROWS_SQL: &str = "SELECT chain_id, seq, v, entry_hash, team_id FROM audit_chain WHERE org_id = ? AND user_id = ? ORDER BY chain_id, seq";
+
+/// The entries of the erasure events, once chained.
+pub const CHAINED_SQL: &str =
+    "SELECT chain_id, seq, entry_hash, event_id FROM audit_chain WHERE has(?, event_id) ORDER BY chain_id, seq";
+
+/// Version 2 entries of one chain: personal fields and salt emptied.
+pub const ERASE_AUDIT_SQL: &str = "ALTER TABLE audit_chain UPDATE user_id = '', event_json = '', salt = '' WHERE chain_id = ? AND has(?, seq) AND org_id = ? AND user_id = ? AND v >= 2";
+
+pub const ERASE_CALLS_SQL: &str = "ALTER TABLE calls UPDATE user_id = '', prompt_sha256 = '', response_sha256 = '', error_message = '' WHERE org_id = ? AND user_id = ?";
+
+pub const ERASE_ADJUSTMENTS_SQL: &str =
+    "ALTER TABLE cost_adjustments UPDATE user_id = '' WHERE org_id = ? AND user_id = ?";
+
+/// The person's cost rollup rows, summed under an empty user id (the user
+/// id is part of the sorting key, so it cannot be updated in place). No
+/// column is aliased to a name of `cost_daily`: an alias would shadow the
+/// column in `WHERE`.
+pub const COPY_COST_DAILY_SQL: &str = "INSERT INTO cost_daily (day, org_id, team_id, user_id, api_key_id, provider, model, price_version, calls, unpriced_calls, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, images, audio_ms, cost) SELECT day, org_id, team_id, '' AS erased_user, api_key_id, provider, model, price_version, sum(calls), sum(unpriced_calls), sum(input_tokens), sum(output_tokens), sum(cached_input_tokens), sum(cache_write_tokens), sum(reasoning_tokens), sum(images), sum(audio_ms), sum(cost) FROM cost_daily WHERE org_id = ? AND user_id = ? GROUP BY day, org_id, team_id, api_key_id, provider, model, price_version";
+
+pub const DELETE_COST_DAILY_SQL: &str =
+    "ALTER TABLE cost_daily DELETE WHERE org_id = ? AND user_id = ?";
+
+/// Mutations of the database not finished yet, on the tables erasure
+/// changes.
+pub const PENDING_MUTATIONS_SQL: &str = "SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0 AND has(['audit_chain', 'calls', 'cost_adjustments', 'cost_daily'], table)";
+
+/// Every MergeTree table of the database with a `user_id` column.
+pub const USER_TABLES_SQL: &str = "SELECT name FROM system.tables WHERE database = ? AND engine LIKE '%MergeTree' AND name IN (SELECT table FROM system.columns WHERE database = ? AND name = 'user_id') ORDER BY name";
+
+/// Rows of `table` holding the person's id.
+pub fn count_sql(table: &str) -> String {
+    format!("SELECT count() FROM {table} WHERE org_id = ? AND user_id = ?")
+}
+
+impl Eraser {
+    fn failed(
+        &self,
+        doing: impl Into<String>,
+    ) -> impl FnOnce(clickhouse::error::Error) -> ErasureError {
+        let url = self.clickhouse.url.clone();
+        let doing = doing.into();
+        move |source| ErasureError::ClickHouse { url, doing, source }
+    }
+
+    /// Rows holding the person's id, in every MergeTree table with a
+    /// `user_id` column.
+    pub async fn holding(
+        &self,
+        org: &str,
+        user: &str,
+    ) -> Result<BTreeMap<String, u64>, ErasureError> {
+        let ch = client(&self.clickhouse);
+        let tables: Vec<String> = ch
+            .query(USER_TABLES_SQL)
+            .bind(&self.clickhouse.database)
+            .bind(&self.clickhouse.database)
+            .fetch_all()
+            .await
+            .map_err(self.failed("cannot list the tables with a user_id column"))?;
+        let mut counts = BTreeMap::new();
+        for table in tables {
+            let n: u64 = ch
+                .query(&count_sql(&table))
+                .bind(org)
+                .bind(user)
+                .fetch_one()
+                .await
+                .map_err(self.failed(format!("cannot count the person's rows in {table}")))?;
+            counts.insert(table, n);
+        }
+        Ok(counts)
+    }
+
+    /// Erase `request`'s person (see the module documentation).
+    pub async fn erase(&self, request: &ErasureRequest) -> Result<ErasureReceipt, ErasureError> {
+        request.validate()?;
+        let (org, user) = (request.org_id.as_str(), request.user_id.as_str());
+        let ch = client(&self.clickhouse);
+        let before = self.holding(org, user).await?;
+        let rows: Vec<AuditRow> = ch
+            .query(AUDIT_ROWS_SQL)
+            .bind(org)
+            .bind(user)
+            .fetch_all()
+            .await
+            .map_err(self.failed("cannot read the person's audit entries"))?;
+        // Entries of a chain keyed by its team can be recorded in it; the
+        // chains of messages without a key (`~partition-N`) cannot be
+        // reached by an event, so their entries are kept like version 1's.
+        let mut chains: BTreeMap<String, (String, Vec<AuditRow>)> = BTreeMap::new();
+        let mut kept_v1_entries = Vec::new();
+        for row in rows {
+            if row.v >= 2 && row.chain_id == row.team_id {
+                chains
+                    .entry(row.chain_id.clone())
+                    .or_insert_with(|| (row.team_id.clone(), Vec::new()))
+                    .1
+                    .push(row);
+            } else {
+                kept_v1_entries.push((row.chain_id, row.seq));
+            }
+        }
+        let erasure_id = Uuid::now_v7();
+        let mut tables: BTreeMap<String, u64> = before.clone();
+        let mut events = Vec::with_capacity(chains.len());
+        for (chain_id, (team_id, rows)) in &chains {
+            tables.insert("audit_chain".into(), rows.len() as u64);
+            let record = ErasureRecord {
+                erasure_id,
+                reason: request.reason.clone(),
+                chain_id: chain_id.clone(),
+                seqs: rows.iter().map(|r| r.seq).collect(),
+                entry_hashes: rows.iter().map(|r| r.entry_hash.clone()).collect(),
+                tables: tables.clone(),
+            };
+            events.push(erasure_event(&request.actor, org, team_id, &record));
+        }
+        let chained = self.record(&events).await?;
+        for (chain_id, (_, rows)) in &chains {
+            let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+            ch.query(ERASE_AUDIT_SQL)
+                .bind(chain_id)
+                .bind(&seqs)
+                .bind(org)
+                .bind(user)
+                .execute()
+                .await
+                .map_err(self.failed(format!("cannot erase the entries of chain {chain_id}")))?;
+        }
+        for (sql, what) in [
+            (ERASE_CALLS_SQL, "calls"),
+            (ERASE_ADJUSTMENTS_SQL, "cost_adjustments"),
+            (COPY_COST_DAILY_SQL, "cost_daily (copy)"),
+            (DELETE_COST_DAILY_SQL, "cost_daily"),
+        ] {
+            ch.query(sql)
+                .bind(org)
+                .bind(user)
+                .execute()
+                .await
+                .map_err(self.failed(format!("cannot erase the person's rows in {what}")))?;
+        }
+        self.wait_for_mutations().await?;
+        let after = self.holding(org, user).await?;
+        let tables = before
+            .iter()
+            .map(|(table, n)| {
+                let counts = TableCounts {
+                    before: *n,
+                    after: after.get(table).copied().unwrap_or(0),
+                };
+                (table.clone(), counts)
+            })
+            .collect();
+        let chains = chains
+            .into_iter()
+            .map(|(chain_id, (_, rows))| {
+                let record = chained.iter().find(|c| c.chain_id == chain_id);
+                ChainErasure {
+                    erased_seqs: rows.iter().map(|r| r.seq).collect(),
+                    entry_hashes: rows.into_iter().map(|r| r.entry_hash).collect(),
+                    record_seq: record.map_or(0, |r| r.seq),
+                    record_entry_hash: record.map(|r| r.entry_hash.clone()).unwrap_or_default(),
+                    chain_id,
+                }
+            })
+            .collect();
+        Ok(ErasureReceipt {
+            erasure_id,
+            org: org.to_string(),
+            reason: request.reason.clone(),
+            actor: request.actor.clone(),
+            erased_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            tables,
+            chains,
+            kept_v1_entries,
+        })
+    }
+
+    /// Put `events` in the outbox, publish them, and wait until each is an
+    /// entry of the audit chain; their entries.
+    async fn record(
+        &self,
+        events: &[tollgate_contract::Event],
+    ) -> Result<Vec<ChainedRow>, ErasureError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let postgres = |doing| move |source| ErasureError::Postgres { doing, source };
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(postgres("cannot begin the outbox transaction"))?;
+        for event in events {
+            outbox::enqueue(&mut tx, event)
+                .await
+                .map_err(postgres("cannot put an erasure record in the outbox"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(postgres("cannot commit the erasure records"))?;
+        // Publish now; when Kafka refuses, a running relay (`tollgate
+        // process`, `tollgate api`) publishes them later, and the wait below
+        // says so.
+        match EventProducer::new(&self.kafka) {
+            Ok(producer) => {
+                if let Err(err) = OutboxRelay::new(self.pool.clone(), producer).drain().await {
+                    tracing::warn!(%err, "erasure records not published yet");
+                }
+            }
+            Err(err) => tracing::warn!(%err, "erasure records not published yet"),
+        }
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+        let expected = ids.len() as u64;
+        let ch = client(&self.clickhouse);
+        let started = Instant::now();
+        loop {
+            let rows: Vec<ChainedRow> = ch
+                .query(CHAINED_SQL)
+                .bind(&ids)
+                .fetch_all()
+                .await
+                .map_err(self.failed("cannot look for the erasure entries"))?;
+            let mut seen: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            let chained = seen.len() as u64;
+            if chained == expected {
+                return Ok(rows);
+            }
+            if started.elapsed() >= self.wait {
+                return Err(ErasureError::NotChained {
+                    waited_secs: self.wait.as_secs(),
+                    chained,
+                    expected,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn wait_for_mutations(&self) -> Result<(), ErasureError> {
+        let ch = client(&self.clickhouse);
+        let started = Instant::now();
+        loop {
+            let pending: u64 = ch
+                .query(PENDING_MUTATIONS_SQL)
+                .bind(&self.clickhouse.database)
+                .fetch_one()
+                .await
+                .map_err(self.failed("cannot read system.mutations"))?;
+            if pending == 0 {
+                return Ok(());
+            }
+            if started.elapsed() >= self.wait {
+                return Err(ErasureError::MutationsPending {
+                    waited_secs: self.wait.as_secs(),
+                    pending,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// The statements erasure sends, with sample values, for the SQL
+/// compatibility check (`tollgate sql-catalog`).
+pub fn catalog() -> Vec<(String, String)> {
+    let fill = |sql: &str, values: &[&str]| {
+        values
+            .iter()
+            .fold(sql.to_string(), |sql, value| sql.replacen('?', value, 1))
+    };
+    let person = ["'acme'", "'user-1'"];
+    vec![
+        (
+            "erasure.user_tables".into(),
+            fill(USER_TABLES_SQL, &["currentDatabase()", "currentDatabase()"]),
+        ),
+        ("erasure.count".into(), fill(&count_sql("calls"), &person)),
+        ("erasure.audit_rows".into(), fill(AUDIT_ROWS_SQL, &person)),
+        (
+            "erasure.chained".into(),
+            fill(CHAINED_SQL, &["['0190b3c4-0000-7000-8000-000000000000']"]),
+        ),
+        (
+            "erasure.audit".into(),
+            fill(
+                ERASE_AUDIT_SQL,
+                &["'team-a'", "[1, 2]", "'acme'", "'user-1'"],
+            ),
+        ),
+        ("erasure.calls".into(), fill(ERASE_CALLS_SQL, &person)),
+        (
+            "erasure.cost_adjustments".into(),
+            fill(ERASE_ADJUSTMENTS_SQL, &person),
+        ),
+        (
+            "erasure.cost_daily_copy".into(),
+            fill(COPY_COST_DAILY_SQL, &person),
+        ),
+        (
+            "erasure.cost_daily_delete".into(),
+            fill(DELETE_COST_DAILY_SQL, &person),
+        ),
+        (
+            "erasure.pending_mutations".into(),
+            fill(PENDING_MUTATIONS_SQL, &["currentDatabase()"]),
+        ),
+    ]
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_checked_field_by_field() {
+        let ok = ErasureRequest {
+            org_id: "acme".into(),
+            user_id: "u-1".into(),
+            reason: "ticket 42".into(),
+            actor: "cli".into(),
+        };
+        assert!(ok.validate().is_ok());
+        let bad = |r: ErasureRequest| r.validate().unwrap_err().to_string();
+        assert_eq!(
+            bad(ErasureRequest {
+                user_id: " ".into(),
+                ..ok.clone()
+            }),
+            "invalid user: is required"
+        );
+        assert_eq!(
+            bad(ErasureRequest {
+                reason: "x".repeat(1001),
+                ..ok.clone()
+            }),
+            "invalid reason: is longer than 1000 characters"
+        );
+        assert_eq!(
+            bad(ErasureRequest {
+                org_id: String::new(),
+                ..ok
+            }),
+            "invalid org: is required"
+        );
+    }
+
+    #[test]
+    fn every_placeholder_is_filled_in_the_catalog() {
+        for (name, sql) in catalog() {
+            assert!(!sql.contains('?'), "{name}: {sql}");
+        }
+    }
+}
