@@ -26,7 +26,7 @@ use anyhow::Context;
 use serde_json::json;
 use tollgate_control::keys::KeyStore;
 use tollgate_mock_upstream::{LatencyDist, MockConfig};
-use tollgate_proxy::config::{ProviderConfig, ProviderKind};
+use tollgate_proxy::config::{Durability, ProviderConfig, ProviderKind};
 
 use crate::config::Config;
 
@@ -51,6 +51,18 @@ pub struct Args {
     /// reservation path.
     #[arg(long)]
     pub budget: bool,
+    /// The proxy's `proxy.durability` for the run: `fsync`, `batch` or
+    /// `none` (default: the configured one).
+    #[arg(long, value_parser = parse_durability)]
+    pub durability: Option<Durability>,
+    /// The proxy's `proxy.wal_fsync_interval_ms` for the run.
+    #[arg(long)]
+    pub wal_fsync_interval_ms: Option<u64>,
+}
+
+fn parse_durability(value: &str) -> Result<Durability, String> {
+    serde_json::from_value(serde_json::Value::String(value.to_string()))
+        .map_err(|_| format!("{value:?} is not a durability: expected fsync, batch or none"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -117,6 +129,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     proxy_config.proxy.spool_dir = work.join("spool").display().to_string();
     proxy_config.proxy.decisions_load_secs = 5;
     proxy_config.proxy.rate_limit.requests_per_second = 0;
+    if let Some(durability) = args.durability {
+        proxy_config.proxy.durability = durability;
+    }
+    if let Some(ms) = args.wal_fsync_interval_ms {
+        proxy_config.proxy.wal_fsync_interval_ms = ms;
+    }
     proxy_config.proxy.providers.clear();
     // Named like the vendor so the default price catalog prices its calls.
     proxy_config.proxy.providers.insert(
@@ -192,6 +210,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let rss_kib = proc_status_kib(pid, "VmRSS:");
     let peak_kib = proc_status_kib(pid, "VmHWM:");
 
+    eprintln!(
+        "bench proxy: durability {:?}, wal_fsync_interval_ms {}, spool and log in {} (the disk is what fsync measures)",
+        proxy_config.proxy.durability,
+        proxy_config.proxy.wal_fsync_interval_ms,
+        work.display()
+    );
     report(
         &args,
         &samples,
@@ -222,9 +246,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     ] {
         delete_topic(&proxy_config.kafka.brokers, topic).await;
     }
-    if work.join("spool/events.ndjson").exists() {
+    let wal_left = std::fs::read_dir(work.join("spool/wal")).is_ok_and(|mut d| d.next().is_some());
+    if work.join("spool/events.ndjson").exists() || wal_left {
         eprintln!(
-            "bench proxy: events were left in the spool (was kafka reachable?); kept {} (proxy.log there)",
+            "bench proxy: events were left in the spool or the write-ahead log (was kafka reachable?); kept {} (proxy.log there)",
             work.display()
         );
     } else if let Err(err) = std::fs::remove_dir_all(&work) {
