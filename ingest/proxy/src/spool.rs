@@ -205,11 +205,12 @@ impl Spool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tollgate_contract::SCHEMA_VERSION;
 
-    fn event(team: &str) -> Event {
+    /// A minimal event of `team` (also the write-ahead log's tests').
+    pub(crate) fn event(team: &str) -> Event {
         Event {
             schema_version: SCHEMA_VERSION,
             event_id: uuid::Uuid::now_v7(),

@@ -119,7 +119,11 @@ async fn wait_recovered(proxy: &Proxy) {
 
 /// 64 clients calling through the proxy until `stop`, each call with its
 /// own scenario and trace id `wal-<n>`; half of them streamed.
-fn start_clients(proxy: &Proxy, key: &str, stop: Arc<AtomicBool>) -> (Arc<AtomicU64>, Vec<tokio::task::JoinHandle<u64>>) {
+fn start_clients(
+    proxy: &Proxy,
+    key: &str,
+    stop: Arc<AtomicBool>,
+) -> (Arc<AtomicU64>, Vec<tokio::task::JoinHandle<u64>>) {
     let next = Arc::new(AtomicU64::new(0));
     let url = format!("{}/v1/chat/completions", proxy.url());
     let clients = (0..64)
@@ -173,7 +177,12 @@ async fn rows_by_call(proxy: &Proxy) -> HashMap<String, (u64, Vec<String>)> {
             let mut f = l.split('\t');
             let id = f.next()?.to_string();
             let rows = f.next()?.parse().ok()?;
-            let errors = f.next().unwrap_or("").split(',').map(String::from).collect();
+            let errors = f
+                .next()
+                .unwrap_or("")
+                .split(',')
+                .map(String::from)
+                .collect();
             Some((id, (rows, errors)))
         })
         .collect()
@@ -211,7 +220,9 @@ async fn proxies_sigkilled_under_64_clients_record_every_served_call_exactly_onc
     }
     let calls = next.load(Ordering::Relaxed);
     wait_recovered(&proxy).await;
-    let recovered = proxy.metric("tollgate_proxy_wal_recovered_events_total").await;
+    let recovered = proxy
+        .metric("tollgate_proxy_wal_recovered_events_total")
+        .await;
     stop_proxy(&mut proxy).await;
     assert!(
         files_in(&wal_dir(&proxy)).is_empty(),
@@ -228,7 +239,11 @@ async fn proxies_sigkilled_under_64_clients_record_every_served_call_exactly_onc
         .count() as u64;
     let stored = proxy
         .env
-        .wait_for_count("SELECT count() FROM {db}.calls", on_kafka, Duration::from_secs(120))
+        .wait_for_count(
+            "SELECT count() FROM {db}.calls",
+            on_kafka,
+            Duration::from_secs(120),
+        )
         .await;
     assert_eq!(stored, on_kafka, "rows vs call events on kafka");
     let duplicate_ids = proxy
@@ -262,7 +277,12 @@ async fn proxies_sigkilled_under_64_clients_record_every_served_call_exactly_onc
          recovered by the last start {recovered}; restart to serving (ms) {restart_ms:?}",
         rows.values().map(|(c, _)| c).sum::<u64>()
     );
-    assert!(problems.is_empty(), "{} calls wrong:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} calls wrong:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
     assert!(served >= answered, "{served} served < {answered} answered");
     assert!(served > 0);
 }
@@ -278,13 +298,16 @@ impl Tmpfs {
             .arg(dir)
             .output()
             .ok()?;
-        out.status.success().then(|| Self(dir.to_path_buf())).or_else(|| {
-            println!(
-                "SKIPPED: cannot mount a tmpfs ({}); the disk-full test needs root",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            None
-        })
+        out.status
+            .success()
+            .then(|| Self(dir.to_path_buf()))
+            .or_else(|| {
+                println!(
+                    "SKIPPED: cannot mount a tmpfs ({}); the disk-full test needs root",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            })
     }
 }
 
@@ -316,7 +339,14 @@ async fn a_full_spool_disk_refuses_calls_with_503_and_recovers_when_space_return
         let (proxy, key, n) = (&proxy, key.clone(), n.to_string());
         async move {
             proxy
-                .chat(&key, "gpt-4o-mini", &[("x-mock-scenario", n.as_str()), ("x-tollgate-trace-id", n.as_str())])
+                .chat(
+                    &key,
+                    "gpt-4o-mini",
+                    &[
+                        ("x-mock-scenario", n.as_str()),
+                        ("x-tollgate-trace-id", n.as_str()),
+                    ],
+                )
                 .await
         }
     };
@@ -345,7 +375,11 @@ async fn a_full_spool_disk_refuses_calls_with_503_and_recovers_when_space_return
             && message.contains("No space left on device"),
         "{message}"
     );
-    assert_eq!(proxy.scenario(&refused_call).await["requests"], 0, "not forwarded");
+    assert_eq!(
+        proxy.scenario(&refused_call).await["requests"],
+        0,
+        "not forwarded"
+    );
     // (`wal_writable` is 0 only until a write succeeds: a small record
     // may still fit the log's last page, so it is not asserted here.)
     assert!(proxy.metric("tollgate_proxy_wal_refused_calls_total").await >= 1);
@@ -356,7 +390,12 @@ async fn a_full_spool_disk_refuses_calls_with_503_and_recovers_when_space_return
         proxy.log()
     );
     // Still alive and answering.
-    let health = proxy.http.get(format!("{}/healthz", proxy.url())).send().await.unwrap();
+    let health = proxy
+        .http
+        .get(format!("{}/healthz", proxy.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 
     std::fs::remove_file(&filler).unwrap();
@@ -367,7 +406,11 @@ async fn a_full_spool_disk_refuses_calls_with_503_and_recovers_when_space_return
         if r.status() == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "still refused after space returned: {}", r.status());
+        assert!(
+            Instant::now() < deadline,
+            "still refused after space returned: {}",
+            r.status()
+        );
         n += 1;
     }
     assert_eq!(proxy.metric("tollgate_proxy_wal_writable").await, 1);
@@ -385,7 +428,11 @@ async fn a_full_spool_disk_refuses_calls_with_503_and_recovers_when_space_return
     let kinds = |id: &str| by_trace.get(id).cloned().unwrap_or_default();
     assert_eq!(kinds("full-0"), ["ai.call.completed"], "{by_trace:?}");
     assert_eq!(kinds(&refused_call), ["ai.call.blocked"], "{by_trace:?}");
-    assert_eq!(kinds(&format!("full-{n}")), ["ai.call.completed"], "{by_trace:?}");
+    assert_eq!(
+        kinds(&format!("full-{n}")),
+        ["ai.call.completed"],
+        "{by_trace:?}"
+    );
     assert!(
         by_trace.values().all(|k| k.len() == 1),
         "one event per call: {by_trace:?}"
@@ -426,7 +473,10 @@ async fn a_replayed_log_sends_only_what_kafka_lacks_and_interrupted_attempts_onc
     }
     support::kafka::produce_all(
         &proxy.env.events_topic,
-        &[(on_kafka.team_id.clone(), serde_json::to_vec(&on_kafka).unwrap())],
+        &[(
+            on_kafka.team_id.clone(),
+            serde_json::to_vec(&on_kafka).unwrap(),
+        )],
     )
     .await;
     let now = chrono::Utc::now().timestamp_millis();
@@ -444,8 +494,18 @@ async fn a_replayed_log_sends_only_what_kafka_lacks_and_interrupted_attempts_onc
 
     proxy.run_proxy().await;
     wait_recovered(&proxy).await;
-    assert_eq!(proxy.metric("tollgate_proxy_wal_recovered_events_total").await, 2);
-    assert_eq!(proxy.metric("tollgate_proxy_wal_interrupted_attempts_total").await, 1);
+    assert_eq!(
+        proxy
+            .metric("tollgate_proxy_wal_recovered_events_total")
+            .await,
+        2
+    );
+    assert_eq!(
+        proxy
+            .metric("tollgate_proxy_wal_interrupted_attempts_total")
+            .await,
+        1
+    );
     stop_proxy(&mut proxy).await;
     let events = topic_events(&proxy.brokers, &proxy.env.events_topic);
     let mut teams: Vec<String> = events
@@ -454,11 +514,16 @@ async fn a_replayed_log_sends_only_what_kafka_lacks_and_interrupted_attempts_onc
         .collect();
     teams.sort();
     assert_eq!(teams, ["replay-a", "replay-b", "replay-d"], "{events:#?}");
-    let ids: HashSet<&str> = events.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    let ids: HashSet<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
     assert!(ids.contains(started.event_id.to_string().as_str()));
     assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
     assert!(
-        proxy.log().contains("events recovered from the write-ahead log"),
+        proxy
+            .log()
+            .contains("events recovered from the write-ahead log"),
         "{}",
         proxy.log()
     );

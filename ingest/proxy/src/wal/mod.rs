@@ -454,24 +454,7 @@ fn create_segment(path: &Path) -> Result<File, WalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_contract::SCHEMA_VERSION;
-
-    pub(crate) fn event(team: &str) -> Event {
-        Event {
-            schema_version: SCHEMA_VERSION,
-            event_id: Uuid::now_v7(),
-            kind: tollgate_contract::EventKind::CallCompleted,
-            occurred_at: chrono::Utc::now(),
-            org_id: "o".into(),
-            team_id: team.into(),
-            user_id: String::new(),
-            api_key_id: String::new(),
-            call: None,
-            admin: None,
-            tags: Default::default(),
-            reported_cost: None,
-        }
-    }
+    pub(crate) use crate::spool::tests::event;
 
     pub(crate) fn temp_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tollgate-wal-{}", Uuid::new_v4()));

@@ -62,7 +62,9 @@ pub fn find(
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(format!("the topic {topic} has no partitions (does it exist?)"));
+        return Err(format!(
+            "the topic {topic} has no partitions (does it exist?)"
+        ));
     }
     let mut by_time = TopicPartitionList::new();
     for p in &partitions {

@@ -65,17 +65,15 @@ pub fn read(dir: &Path) -> std::io::Result<Recovered> {
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             match serde_json::from_slice::<Record>(line) {
                 Ok(Record::Started { at_ms, event }) => {
-                    let id = event.event_id;
-                    if !found.contains_key(&id) {
-                        order.push(id);
-                        found.insert(
-                            id,
-                            RecoveredEvent {
-                                event,
-                                at_ms,
-                                interrupted: true,
-                            },
-                        );
+                    if let std::collections::hash_map::Entry::Vacant(slot) =
+                        found.entry(event.event_id)
+                    {
+                        order.push(event.event_id);
+                        slot.insert(RecoveredEvent {
+                            event,
+                            at_ms,
+                            interrupted: true,
+                        });
                     }
                 }
                 Ok(Record::Event { at_ms, event }) => {
