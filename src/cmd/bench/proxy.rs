@@ -209,6 +209,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let cpu_after = cpu_ticks(pid);
     let rss_kib = proc_status_kib(pid, "VmRSS:");
     let peak_kib = proc_status_kib(pid, "VmHWM:");
+    let wal = wal_figures(&client, &format!("{proxy_url}/metrics")).await;
 
     eprintln!(
         "bench proxy: durability {:?}, wal_fsync_interval_ms {}, spool and log in {} (the disk is what fsync measures)",
@@ -216,6 +217,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         proxy_config.proxy.wal_fsync_interval_ms,
         work.display()
     );
+    if let Some((records, fsyncs)) = wal {
+        println!(
+            "write-ahead log (whole run, warm-up included): {records} records, {fsyncs} fsyncs, {:.1} records per fsync",
+            records as f64 / fsyncs.max(1) as f64
+        );
+    }
     report(
         &args,
         &samples,
@@ -403,6 +410,24 @@ async fn load(
         .ok()
         .and_then(|m| m.into_inner().ok())
         .unwrap_or_default()
+}
+
+/// The proxy's write-ahead log counters: records written and fsyncs.
+async fn wal_figures(client: &reqwest::Client, url: &str) -> Option<(u64, u64)> {
+    let text = client.get(url).send().await.ok()?.text().await.ok()?;
+    let value = |name: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    Some((
+        value("tollgate_proxy_wal_records_total")?,
+        value("tollgate_proxy_wal_fsyncs_total")?,
+    ))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
