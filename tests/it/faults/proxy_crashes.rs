@@ -48,7 +48,7 @@ fn topic_events(brokers: &str, topic: &str) -> Vec<Value> {
     }
     consumer.assign(&assignment).unwrap();
     let mut events = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + support::PATIENCE;
     while (events.len() as i64) < left {
         assert!(Instant::now() < deadline, "topic not read to its end");
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
@@ -73,7 +73,7 @@ async fn stop_proxy(proxy: &mut Proxy) {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + support::PATIENCE;
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
@@ -101,7 +101,7 @@ fn files_in(dir: &Path) -> Vec<String> {
 /// Wait until the running proxy has delivered what earlier runs left: no
 /// segment but its own in the log, nothing in the spool.
 async fn wait_recovered(proxy: &Proxy) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + support::PATIENCE;
     loop {
         let segments = files_in(&wal_dir(proxy)).len();
         let spooled = proxy.metric("tollgate_proxy_spool_pending_bytes").await;
@@ -242,7 +242,7 @@ async fn proxies_sigkilled_under_64_clients_record_every_served_call_exactly_onc
         .wait_for_count(
             "SELECT count() FROM {db}.calls",
             on_kafka,
-            Duration::from_secs(120),
+            support::PATIENCE,
         )
         .await;
     assert_eq!(stored, on_kafka, "rows vs call events on kafka");
@@ -399,7 +399,7 @@ async fn a_full_spool_disk_refuses_calls_with_503_and_recovers_when_space_return
     assert_eq!(health.status(), 200);
 
     std::fs::remove_file(&filler).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + support::PATIENCE;
     n += 1;
     loop {
         let r = call(&format!("full-{n}")).await;
