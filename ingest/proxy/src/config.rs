@@ -21,8 +21,23 @@ pub struct ProxyConfig {
     /// Models to try, in order, when a model's provider fails before the
     /// first byte after all retries, or a reroute decision names no target.
     pub fallbacks: BTreeMap<String, Vec<String>>,
-    /// Directory of the durable event spool (used while Kafka is unreachable).
+    /// Directory of the durable event spool (used while Kafka is
+    /// unreachable) and of the write-ahead log (`wal/` inside it).
     pub spool_dir: String,
+    /// What a crash may lose (`docs/proxy.md`, "Durability"): `fsync`
+    /// (nothing: an attempt is forwarded, and an event queued, once its
+    /// log record is fsynced), `batch` (nothing on a process crash; on a
+    /// power loss the last `wal_fsync_interval_ms`), `none` (no log: a
+    /// crash loses the in-memory queue).
+    pub durability: Durability,
+    /// The write-ahead log is fsynced at most this often, in milliseconds
+    /// (group commit: one fsync covers every record written meanwhile).
+    pub wal_fsync_interval_ms: u64,
+    /// What happens to a call when the write-ahead log cannot be written
+    /// (disk full): `refuse` (503, the call is not forwarded) or `serve`
+    /// (forwarded; its events still go to Kafka from memory, unprotected
+    /// against a crash).
+    pub wal_unwritable: WalUnwritable,
     /// Events held in memory between the request path and Kafka.
     pub event_queue: usize,
     /// How long Kafka may take to acknowledge an event before the proxy
@@ -54,6 +69,9 @@ impl Default for ProxyConfig {
             aliases: BTreeMap::new(),
             fallbacks: BTreeMap::new(),
             spool_dir: ".state/proxy-spool".into(),
+            durability: Durability::Fsync,
+            wal_fsync_interval_ms: 2,
+            wal_unwritable: WalUnwritable::Refuse,
             event_queue: 10_000,
             kafka_timeout_ms: 5_000,
             health_sample_secs: 10,
@@ -65,6 +83,23 @@ impl Default for ProxyConfig {
             breaker: LocalBreakerConfig::default(),
         }
     }
+}
+
+/// `proxy.durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    Fsync,
+    Batch,
+    None,
+}
+
+/// `proxy.wal_unwritable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WalUnwritable {
+    Refuse,
+    Serve,
 }
 
 /// The local breaker: `failures` consecutive failures (429, 5xx, timeouts,

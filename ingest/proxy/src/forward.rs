@@ -26,6 +26,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::config::WalUnwritable;
 use super::errors::ProxyError;
 use super::estimate;
 use super::metrics::ProxyMetrics;
@@ -426,6 +427,7 @@ async fn forward(
         attempt += 1;
         sequence = sequence.saturating_add(1);
         let mut record = template.clone();
+        record.event_id = Uuid::now_v7();
         record.attempt = attempt;
         let started = Instant::now();
         record.recovery = Some(recovery_facts(
@@ -446,6 +448,18 @@ async fn forward(
             },
             &mut headers,
         );
+        if let Err(err) = write_ahead(&state, &ctx, &record, input_estimate).await {
+            return super::refuse(
+                &state,
+                &ctx,
+                &current,
+                Outcome::Blocked,
+                err,
+                call_started,
+                dialect,
+            )
+            .await;
+        }
         ProxyMetrics::inc(&state.metrics.upstream_attempts);
         if attempt > 1 {
             ProxyMetrics::inc(&state.metrics.retries);
@@ -645,6 +659,39 @@ async fn forward(
         }
         None => ProxyError::unavailable("no configured provider could take the call")
             .into_response(dialect),
+    }
+}
+
+/// Write the attempt's `started` record to the write-ahead log before it
+/// is forwarded (nothing to do without a log). When the log cannot be
+/// written, `proxy.wal_unwritable` decides: refuse the call (the error to
+/// answer) or forward it unprotected.
+async fn write_ahead(
+    state: &ProxyState,
+    ctx: &CallContext,
+    record: &AttemptRecord,
+    input_estimate: u64,
+) -> Result<(), ProxyError> {
+    let Some(wal) = state.emitter.wal() else {
+        return Ok(());
+    };
+    let Err(err) = wal.started(&ctx.interrupted(record, input_estimate)).await else {
+        return Ok(());
+    };
+    match state.config.wal_unwritable {
+        WalUnwritable::Serve => {
+            ProxyMetrics::inc(&state.metrics.wal_unprotected_calls);
+            tracing::warn!(call_id = %record.call_id, %err, "forwarding without a write-ahead record (proxy.wal_unwritable = serve)");
+            Ok(())
+        }
+        WalUnwritable::Refuse => {
+            ProxyMetrics::inc(&state.metrics.wal_refused_calls);
+            Err(ProxyError::unavailable(format!(
+                "the call cannot be recorded, so it is not forwarded: {err} (proxy.wal_unwritable = refuse)"
+            ))
+            .code("unrecordable")
+            .retry_after(Some(1)))
+        }
     }
 }
 

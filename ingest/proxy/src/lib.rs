@@ -13,7 +13,8 @@
 //! (learned order of retries and fallbacks), [`breaker`] (fleet and local
 //! breakers), [`observe`]
 //! (usage and TTFT from the bytes passing through), [`record`] (events),
-//! [`emitter`] and [`spool`] (delivery to Kafka), [`errors`] (the proxy's
+//! [`emitter`] and [`spool`] (delivery to Kafka), [`wal`] (the
+//! write-ahead log that makes a crash lose nothing), [`errors`] (the proxy's
 //! own error replies), [`metrics`] (what `GET /metrics` reports, served by
 //! the binary), [`trace`] (W3C trace context and the proxy's own spans).
 
@@ -34,6 +35,7 @@ pub mod recovery;
 pub mod routing;
 pub mod spool;
 pub mod trace;
+pub mod wal;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -173,6 +175,14 @@ pub enum ProxyStartError {
     #[error(transparent)]
     Spool(#[from] spool::SpoolError),
     #[error(transparent)]
+    Wal(#[from] wal::WalError),
+    #[error("cannot read the write-ahead log in {dir}: {source}")]
+    WalRecovery {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
     Control(#[from] tollgate_control::ControlError),
     #[error("decisions: {0}")]
     Decisions(String),
@@ -268,9 +278,34 @@ pub async fn start(
         BudgetLedger::new(share).counting_open_in(metrics.budget_reservations_open.clone()),
     );
     let spool = spool::Spool::open(Path::new(&config.spool_dir))?;
-    let (emitter, emitter_task) = emitter::start(
-        producer.clone(),
+    let wal_dir = Path::new(&config.spool_dir).join("wal");
+    // What a crashed run left is read before this run's writer starts; with
+    // durability "none" it is still recovered (then no new log is kept).
+    let recovered =
+        wal::recover::read(&wal_dir).map_err(|source| ProxyStartError::WalRecovery {
+            dir: wal_dir.display().to_string(),
+            source,
+        })?;
+    let wal = match config.durability {
+        config::Durability::None => None,
+        durability => Some(wal::Wal::start(
+            &wal_dir,
+            wal::WalSettings {
+                durability,
+                fsync_interval: Duration::from_millis(config.wal_fsync_interval_ms),
+            },
+            metrics.clone(),
+        )?),
+    };
+    let delivery = emitter::Delivery {
+        producer: producer.clone(),
         spool,
+        wal,
+        recovered,
+        kafka: kafka.clone(),
+    };
+    let (emitter, emitter_task) = emitter::start(
+        delivery,
         config.event_queue,
         metrics.clone(),
         budgets.clone(),

@@ -39,6 +39,16 @@ pub struct ProxyMetrics {
     pub events_spooled: Counter,
     pub events_replayed: Counter,
     pub spool_pending_bytes: Gauge,
+    /// The write-ahead log (`crate::wal`).
+    pub wal_records: Counter,
+    pub wal_fsyncs: Counter,
+    pub wal_write_errors: Counter,
+    pub wal_refused_calls: Counter,
+    pub wal_unprotected_calls: Counter,
+    pub wal_recovered_events: Counter,
+    pub wal_interrupted_attempts: Counter,
+    pub wal_bytes: Gauge,
+    pub wal_writable: Gauge,
     pub decision_records: Counter,
     pub decisions_in_force: Gauge,
     /// Seconds between the last decision record's Kafka timestamp and the
@@ -153,7 +163,7 @@ impl ProxyMetrics {
                 &self.decision_records,
             ),
         ];
-        for (name, help, counter) in counters {
+        for (name, help, counter) in counters.into_iter().chain(self.wal_counters()) {
             registry.register(name, help, counter.clone());
         }
         let gauges: [(&str, &str, &Gauge); 3] = [
@@ -173,7 +183,19 @@ impl ProxyMetrics {
                 &self.budget_reservations_open,
             ),
         ];
-        for (name, help, gauge) in gauges {
+        let wal_gauges: [(&str, &str, &Gauge); 2] = [
+            (
+                "wal_bytes",
+                "Bytes in the write-ahead log's live segments",
+                &self.wal_bytes,
+            ),
+            (
+                "wal_writable",
+                "1 while the write-ahead log can be written, 0 after a failed write (disk full) until one succeeds",
+                &self.wal_writable,
+            ),
+        ];
+        for (name, help, gauge) in gauges.into_iter().chain(wal_gauges) {
             registry.register(name, help, gauge.clone());
         }
         registry.register(
@@ -191,6 +213,48 @@ impl ProxyMetrics {
             "When the last decision record was applied (Unix time); time() minus this is the newest decision's age",
             self.decision_applied_at.clone(),
         );
+    }
+}
+
+impl ProxyMetrics {
+    fn wal_counters(&self) -> [(&'static str, &'static str, &Counter); 7] {
+        [
+            (
+                "wal_records",
+                "Records written to the write-ahead log (attempts started, final events, acknowledgements)",
+                &self.wal_records,
+            ),
+            (
+                "wal_fsyncs",
+                "fsyncs of the write-ahead log (each covers every record written since the last)",
+                &self.wal_fsyncs,
+            ),
+            (
+                "wal_write_errors",
+                "Failed writes or fsyncs of the write-ahead log (disk full, I/O error)",
+                &self.wal_write_errors,
+            ),
+            (
+                "wal_refused_calls",
+                "Calls refused with 503 because the write-ahead log could not be written (proxy.wal_unwritable = refuse)",
+                &self.wal_refused_calls,
+            ),
+            (
+                "wal_unprotected_calls",
+                "Attempts forwarded although the write-ahead log could not be written (proxy.wal_unwritable = serve)",
+                &self.wal_unprotected_calls,
+            ),
+            (
+                "wal_recovered_events",
+                "Events recovered from an earlier run's write-ahead log and replayed",
+                &self.wal_recovered_events,
+            ),
+            (
+                "wal_interrupted_attempts",
+                "Recovered attempts that never ended (recorded as proxy_interrupted)",
+                &self.wal_interrupted_attempts,
+            ),
+        ]
     }
 }
 
@@ -229,7 +293,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(names.len(), 21, "{text}");
+        assert_eq!(names.len(), 30, "{text}");
         assert!(
             names.iter().all(|n| n.starts_with("tollgate_proxy_")),
             "{text}"

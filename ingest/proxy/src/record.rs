@@ -45,6 +45,9 @@ pub struct CallContext {
 /// How one attempt (or refusal) ended.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
+    /// The id of the attempt's event, fixed when the attempt starts so the
+    /// write-ahead log's `started` record and the final event share it.
+    pub event_id: Uuid,
     pub call_id: String,
     pub fallback_of: String,
     pub provider: String,
@@ -108,6 +111,7 @@ impl CallContext {
     /// A record for the first attempt of this call, to be filled in.
     pub fn attempt(&self, provider: &str, model: &str) -> AttemptRecord {
         AttemptRecord {
+            event_id: Uuid::now_v7(),
             call_id: self.call_id.clone(),
             fallback_of: String::new(),
             provider: provider.to_string(),
@@ -161,7 +165,7 @@ impl CallContext {
         let (trace_id, span_id) = self.trace_ids(record.trace.ids);
         Event {
             schema_version: SCHEMA_VERSION,
-            event_id: Uuid::now_v7(),
+            event_id: record.event_id,
             kind,
             occurred_at: Utc::now().trunc_subsecs(3),
             org_id: self.key.org_id.clone(),
@@ -194,6 +198,42 @@ impl CallContext {
             tags,
             reported_cost: None,
         }
+    }
+}
+
+/// The error type of an attempt the proxy forwarded but never saw end
+/// (it crashed or lost power): the event its write-ahead log replays.
+pub const INTERRUPTED: &str = "proxy_interrupted";
+
+impl CallContext {
+    /// The event a replay of the write-ahead log emits for `record`'s
+    /// attempt if it never ends: `ai.call.failed`, outcome `error`, error
+    /// [`INTERRUPTED`], HTTP status 0, the prompt's estimated input
+    /// (`input_estimate`, as for a stream that lost its usage) and no
+    /// output, marked estimated; the last attempt of its call. It carries
+    /// the attempt's event id, so it and the final event are never both
+    /// delivered.
+    pub fn interrupted(&self, record: &AttemptRecord, input_estimate: u64) -> Event {
+        let mut record = record.clone();
+        record.outcome = Outcome::Error;
+        record.http_status = 0;
+        record.duration = Duration::ZERO;
+        record.ttft = None;
+        record.usage = Usage {
+            input_tokens: input_estimate,
+            input_tokens_estimated: true,
+            ..Usage::default()
+        };
+        record.usage_estimated = true;
+        record.response_sha256 = None;
+        record.error = Some(super::observe::provider_error(
+            INTERRUPTED,
+            "the proxy stopped (crash or power loss) after forwarding this attempt and before it ended; the provider may have served and billed it; the input is the proxy's estimate",
+        ));
+        if let Some(r) = record.recovery.as_mut() {
+            r.last = true;
+        }
+        self.event(record)
     }
 }
 
@@ -301,7 +341,17 @@ mod tests {
             "budget",
             Duration::ZERO,
         );
-        let events = [ctx.event(record), blocked_event];
+        let interrupted = ctx.interrupted(&record, 123);
+        assert_eq!(interrupted.event_id, record.event_id);
+        assert_eq!(interrupted.kind, EventKind::CallFailed);
+        let call = interrupted.call.as_ref().unwrap();
+        assert_eq!(
+            (call.outcome, call.http_status, call.usage.input_tokens),
+            (Outcome::Error, 0, 123)
+        );
+        assert!(call.usage.input_tokens_estimated && call.recovery.as_ref().unwrap().last);
+        assert_eq!(call.error.as_ref().unwrap().error_type, INTERRUPTED);
+        let events = [ctx.event(record), blocked_event, interrupted];
         for event in &events {
             let error = event.call.as_ref().unwrap().error.as_ref().unwrap();
             assert!(error.signature.is_some(), "{error:?}");

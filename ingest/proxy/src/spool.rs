@@ -156,6 +156,29 @@ impl Spool {
         Ok((events, end))
     }
 
+    /// The ids of the events waiting to be replayed.
+    pub fn pending_ids(&self) -> Result<std::collections::HashSet<uuid::Uuid>, SpoolError> {
+        let mut ids = std::collections::HashSet::new();
+        if !self.has_pending() {
+            return Ok(ids);
+        }
+        let mut at = self.position;
+        while at < self.len {
+            let probe = Self {
+                dir: self.dir.clone(),
+                position: at,
+                len: self.len,
+            };
+            let (events, next) = probe.read_batch(4096)?;
+            ids.extend(events.into_iter().map(|(e, _)| e.event_id));
+            if next <= at {
+                break;
+            }
+            at = next;
+        }
+        Ok(ids)
+    }
+
     /// Record that everything before `position` is on Kafka. When nothing is
     /// left the files are removed, so the spool does not grow forever.
     pub fn advance(&mut self, position: u64) -> Result<(), SpoolError> {
@@ -182,11 +205,12 @@ impl Spool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tollgate_contract::SCHEMA_VERSION;
 
-    fn event(team: &str) -> Event {
+    /// A minimal event of `team` (also the write-ahead log's tests').
+    pub(crate) fn event(team: &str) -> Event {
         Event {
             schema_version: SCHEMA_VERSION,
             event_id: uuid::Uuid::now_v7(),
@@ -213,7 +237,12 @@ mod tests {
         let (batch, pos) = spool.read_batch(2).unwrap();
         let batch: Vec<Event> = batch.into_iter().map(|(e, _)| e).collect();
         assert_eq!(batch, events[..2]);
+        assert_eq!(
+            spool.pending_ids().unwrap(),
+            events.iter().map(|e| e.event_id).collect()
+        );
         spool.advance(pos).unwrap();
+        assert_eq!(spool.pending_ids().unwrap().len(), 3);
         drop(spool);
         // A torn line from a crash is cut off on reopen.
         let mut f = OpenOptions::new()

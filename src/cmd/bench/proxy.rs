@@ -26,7 +26,7 @@ use anyhow::Context;
 use serde_json::json;
 use tollgate_control::keys::KeyStore;
 use tollgate_mock_upstream::{LatencyDist, MockConfig};
-use tollgate_proxy::config::{ProviderConfig, ProviderKind};
+use tollgate_proxy::config::{Durability, ProviderConfig, ProviderKind};
 
 use crate::config::Config;
 
@@ -51,6 +51,18 @@ pub struct Args {
     /// reservation path.
     #[arg(long)]
     pub budget: bool,
+    /// The proxy's `proxy.durability` for the run: `fsync`, `batch` or
+    /// `none` (default: the configured one).
+    #[arg(long, value_parser = parse_durability)]
+    pub durability: Option<Durability>,
+    /// The proxy's `proxy.wal_fsync_interval_ms` for the run.
+    #[arg(long)]
+    pub wal_fsync_interval_ms: Option<u64>,
+}
+
+fn parse_durability(value: &str) -> Result<Durability, String> {
+    serde_json::from_value(serde_json::Value::String(value.to_string()))
+        .map_err(|_| format!("{value:?} is not a durability: expected fsync, batch or none"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -117,6 +129,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     proxy_config.proxy.spool_dir = work.join("spool").display().to_string();
     proxy_config.proxy.decisions_load_secs = 5;
     proxy_config.proxy.rate_limit.requests_per_second = 0;
+    if let Some(durability) = args.durability {
+        proxy_config.proxy.durability = durability;
+    }
+    if let Some(ms) = args.wal_fsync_interval_ms {
+        proxy_config.proxy.wal_fsync_interval_ms = ms;
+    }
     proxy_config.proxy.providers.clear();
     // Named like the vendor so the default price catalog prices its calls.
     proxy_config.proxy.providers.insert(
@@ -191,7 +209,20 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let cpu_after = cpu_ticks(pid);
     let rss_kib = proc_status_kib(pid, "VmRSS:");
     let peak_kib = proc_status_kib(pid, "VmHWM:");
+    let wal = wal_figures(&client, &format!("{proxy_url}/metrics")).await;
 
+    eprintln!(
+        "bench proxy: durability {:?}, wal_fsync_interval_ms {}, spool and log in {} (the disk is what fsync measures)",
+        proxy_config.proxy.durability,
+        proxy_config.proxy.wal_fsync_interval_ms,
+        work.display()
+    );
+    if let Some((records, fsyncs)) = wal {
+        println!(
+            "write-ahead log (whole run, warm-up included): {records} records, {fsyncs} fsyncs, {:.1} records per fsync",
+            records as f64 / fsyncs.max(1) as f64
+        );
+    }
     report(
         &args,
         &samples,
@@ -222,9 +253,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     ] {
         delete_topic(&proxy_config.kafka.brokers, topic).await;
     }
-    if work.join("spool/events.ndjson").exists() {
+    let wal_left = std::fs::read_dir(work.join("spool/wal")).is_ok_and(|mut d| d.next().is_some());
+    if work.join("spool/events.ndjson").exists() || wal_left {
         eprintln!(
-            "bench proxy: events were left in the spool (was kafka reachable?); kept {} (proxy.log there)",
+            "bench proxy: events were left in the spool or the write-ahead log (was kafka reachable?); kept {} (proxy.log there)",
             work.display()
         );
     } else if let Err(err) = std::fs::remove_dir_all(&work) {
@@ -378,6 +410,24 @@ async fn load(
         .ok()
         .and_then(|m| m.into_inner().ok())
         .unwrap_or_default()
+}
+
+/// The proxy's write-ahead log counters: records written and fsyncs.
+async fn wal_figures(client: &reqwest::Client, url: &str) -> Option<(u64, u64)> {
+    let text = client.get(url).send().await.ok()?.text().await.ok()?;
+    let value = |name: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    Some((
+        value("tollgate_proxy_wal_records_total")?,
+        value("tollgate_proxy_wal_fsyncs_total")?,
+    ))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

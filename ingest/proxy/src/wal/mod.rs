@@ -1,0 +1,531 @@
+//! The write-ahead log of the proxy's events: nothing the proxy sent
+//! upstream is lost to a SIGKILL or a power loss (`docs/proxy.md`,
+//! "Durability").
+//!
+//! Three kinds of record, one JSON line each, in numbered segment files
+//! under `<proxy.spool_dir>/wal/`:
+//!
+//! - `started`: written before an attempt is forwarded upstream. It holds
+//!   the event a replay produces if the attempt never finishes (an
+//!   `ai.call.failed` with error `proxy_interrupted` and the estimated
+//!   input), under the event id the attempt's final event will carry.
+//! - `event`: a final event, written before it enters the queue to Kafka.
+//!   It supersedes the attempt's `started` record (same `event_id`).
+//! - `done`: the event ids Kafka (or the outage spool) acknowledged.
+//!
+//! One writer thread appends (group commit: every record waiting is written
+//! with one `write`), and fsyncs at most once per
+//! `proxy.wal_fsync_interval_ms`. With `proxy.durability = "fsync"` an
+//! append returns after the fsync that covers it, with `"batch"` after the
+//! `write` (the kernel has it: a SIGKILL loses nothing, a power loss at most
+//! the last interval). A segment is deleted once every record in it, and in
+//! every older one, is done. [`recover`] reads what a crashed run left.
+
+pub mod on_kafka;
+pub mod recover;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::config::Durability;
+use crate::metrics::ProxyMetrics;
+use tollgate_contract::Event;
+
+/// A segment is closed (and a new one opened) past this size.
+const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+const SEGMENT_SUFFIX: &str = ".wal";
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Record {
+    /// An attempt about to be forwarded; `event` is what a replay emits if
+    /// no final event follows.
+    Started { at_ms: i64, event: Event },
+    /// A final event on its way to Kafka.
+    Event { at_ms: i64, event: Event },
+    /// Events Kafka (or the spool) acknowledged.
+    Done { ids: Vec<Uuid> },
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WalError {
+    #[error("write-ahead log {path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("the write-ahead log's writer has stopped")]
+    Stopped,
+}
+
+/// What the writer does with one request.
+enum Track {
+    Started(Uuid),
+    Event(Uuid),
+    Done(Vec<Uuid>),
+}
+
+struct Request {
+    line: Vec<u8>,
+    track: Track,
+    reply: Option<oneshot::Sender<Result<(), WalError>>>,
+}
+
+/// The handle the proxy appends through (cheap to clone). The writer
+/// thread ends, after a last fsync, when every handle is dropped.
+#[derive(Clone)]
+pub struct Wal {
+    tx: mpsc::Sender<Request>,
+    writable: Arc<AtomicBool>,
+}
+
+/// The log's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WalSettings {
+    pub durability: Durability,
+    pub fsync_interval: Duration,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn io_error(path: &Path, err: &std::io::Error) -> WalError {
+    WalError::Io {
+        path: path.display().to_string(),
+        reason: err.to_string(),
+    }
+}
+
+impl Wal {
+    /// Start the writer on a new segment in `dir`, numbered after every
+    /// segment already there (those are [`recover`]'s).
+    pub fn start(
+        dir: &Path,
+        settings: WalSettings,
+        metrics: Arc<ProxyMetrics>,
+    ) -> Result<Self, WalError> {
+        fs::create_dir_all(dir).map_err(|e| io_error(dir, &e))?;
+        let next = segments(dir)
+            .map_err(|e| io_error(dir, &e))?
+            .last()
+            .map_or(1, |(n, _)| n + 1);
+        let writer = Writer::open(dir, next, settings, metrics)?;
+        let writable = writer.writable.clone();
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("tollgate-wal".into())
+            .spawn(move || writer.run(&rx))
+            .map_err(|e| io_error(dir, &e))?;
+        Ok(Self { tx, writable })
+    }
+
+    /// Whether the last write succeeded (a full disk makes it false until
+    /// a write succeeds again).
+    pub fn writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
+    }
+
+    /// Append the `started` record of an attempt; returns once it is as
+    /// durable as the durability mode promises.
+    pub async fn started(&self, event: &Event) -> Result<(), WalError> {
+        let record = Record::Started {
+            at_ms: now_ms(),
+            event: event.clone(),
+        };
+        self.append(&record, Track::Started(event.event_id)).await
+    }
+
+    /// Append a final event; returns once it is as durable as the mode
+    /// promises.
+    pub async fn event(&self, event: &Event) -> Result<(), WalError> {
+        let record = Record::Event {
+            at_ms: now_ms(),
+            event: event.clone(),
+        };
+        self.append(&record, Track::Event(event.event_id)).await
+    }
+
+    /// Record that these events are on Kafka or in the spool (not waited
+    /// for: losing a `done` costs a check on Kafka at the next start).
+    pub fn done(&self, ids: Vec<Uuid>) {
+        if ids.is_empty() {
+            return;
+        }
+        let record = Record::Done { ids: ids.clone() };
+        if let Some(line) = encode(&record) {
+            let _ = self.tx.send(Request {
+                line,
+                track: Track::Done(ids),
+                reply: None,
+            });
+        }
+    }
+
+    async fn append(&self, record: &Record, track: Track) -> Result<(), WalError> {
+        let line = encode(record).ok_or(WalError::Stopped)?;
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request {
+                line,
+                track,
+                reply: Some(reply),
+            })
+            .map_err(|_| WalError::Stopped)?;
+        answer.await.unwrap_or(Err(WalError::Stopped))
+    }
+}
+
+fn encode(record: &Record) -> Option<Vec<u8>> {
+    match serde_json::to_vec(record) {
+        Ok(mut line) => {
+            line.push(b'\n');
+            Some(line)
+        }
+        Err(err) => {
+            tracing::error!(%err, "cannot encode a write-ahead log record");
+            None
+        }
+    }
+}
+
+/// The numbered segment files in `dir`, oldest first.
+pub fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(err) => return Err(err),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let number = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(n) = number {
+            out.push((n, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:016}{SEGMENT_SUFFIX}"))
+}
+
+/// The writer thread's state.
+struct Writer {
+    dir: PathBuf,
+    settings: WalSettings,
+    metrics: Arc<ProxyMetrics>,
+    writable: Arc<AtomicBool>,
+    file: File,
+    number: u64,
+    len: u64,
+    /// Records written since the last fsync.
+    dirty: bool,
+    last_sync: Instant,
+    /// Appends waiting for the next fsync (durability `fsync`).
+    waiting: Vec<oneshot::Sender<Result<(), WalError>>>,
+    /// Which segment holds each event not yet done.
+    open_ids: HashMap<Uuid, u64>,
+    /// Records not yet done, and bytes, per live segment of this run.
+    live: BTreeMap<u64, (u64, u64)>,
+}
+
+impl Writer {
+    fn open(
+        dir: &Path,
+        number: u64,
+        settings: WalSettings,
+        metrics: Arc<ProxyMetrics>,
+    ) -> Result<Self, WalError> {
+        let path = segment_path(dir, number);
+        let file = create_segment(&path)?;
+        let mut live = BTreeMap::new();
+        live.insert(number, (0, 0));
+        ProxyMetrics::set(&metrics.wal_writable, 1);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            settings,
+            metrics,
+            writable: Arc::new(AtomicBool::new(true)),
+            file,
+            number,
+            len: 0,
+            dirty: false,
+            last_sync: Instant::now()
+                .checked_sub(settings.fsync_interval)
+                .unwrap_or_else(Instant::now),
+            waiting: Vec::new(),
+            open_ids: HashMap::new(),
+            live,
+        })
+    }
+
+    fn run(mut self, rx: &mpsc::Receiver<Request>) {
+        loop {
+            let first = if self.dirty {
+                let due = self.last_sync + self.settings.fsync_interval;
+                match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                    Ok(request) => Some(request),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(request) => Some(request),
+                    Err(_) => break,
+                }
+            };
+            if let Some(first) = first {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                self.write(batch);
+            }
+            if self.dirty && self.last_sync.elapsed() >= self.settings.fsync_interval {
+                self.sync();
+            }
+            self.collect();
+        }
+        if self.dirty {
+            self.sync();
+        }
+        self.collect();
+        // A clean stop with nothing outstanding leaves no segment behind.
+        if self.open_ids.is_empty() {
+            let _ = fs::remove_file(segment_path(&self.dir, self.number));
+        }
+    }
+
+    /// Write a group of records with one `write`.
+    fn write(&mut self, batch: Vec<Request>) {
+        let mut buf = Vec::with_capacity(batch.iter().map(|r| r.line.len()).sum());
+        for request in &batch {
+            buf.extend_from_slice(&request.line);
+        }
+        let path = segment_path(&self.dir, self.number);
+        if let Err(err) = self.file.write_all(&buf) {
+            let error = io_error(&path, &err);
+            ProxyMetrics::inc(&self.metrics.wal_write_errors);
+            if self.writable.swap(false, Ordering::Relaxed) {
+                tracing::error!(%error, "cannot write the write-ahead log; calls are refused or served unprotected (proxy.wal_unwritable) until it can be written again");
+            }
+            ProxyMetrics::set(&self.metrics.wal_writable, 0);
+            // Cut off what was half written, so the next record starts a line.
+            if self.file.set_len(self.len).is_err() {
+                self.rotate();
+            }
+            for request in batch {
+                if let Some(reply) = request.reply {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            return;
+        }
+        if !self.writable.swap(true, Ordering::Relaxed) {
+            tracing::warn!(path = %path.display(), "the write-ahead log can be written again");
+        }
+        ProxyMetrics::set(&self.metrics.wal_writable, 1);
+        self.len += buf.len() as u64;
+        ProxyMetrics::add(&self.metrics.wal_records, batch.len() as u64);
+        let number = self.number;
+        if let Some(seg) = self.live.get_mut(&number) {
+            seg.1 = self.len;
+        }
+        for request in batch {
+            match request.track {
+                Track::Started(id) => self.track(id, number),
+                Track::Event(id) => {
+                    self.close(id);
+                    self.track(id, number);
+                }
+                Track::Done(ids) => ids.iter().for_each(|id| self.close(*id)),
+            }
+            if let Some(reply) = request.reply {
+                match self.settings.durability {
+                    Durability::Fsync => self.waiting.push(reply),
+                    _ => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+        }
+        self.dirty = true;
+        if self.len >= SEGMENT_BYTES {
+            self.sync();
+            self.rotate();
+        }
+    }
+
+    fn track(&mut self, id: Uuid, segment: u64) {
+        self.open_ids.insert(id, segment);
+        if let Some(seg) = self.live.get_mut(&segment) {
+            seg.0 += 1;
+        }
+    }
+
+    fn close(&mut self, id: Uuid) {
+        if let Some(segment) = self.open_ids.remove(&id) {
+            if let Some(seg) = self.live.get_mut(&segment) {
+                seg.0 = seg.0.saturating_sub(1);
+            }
+        }
+    }
+
+    fn sync(&mut self) {
+        let result = self.file.sync_data();
+        ProxyMetrics::inc(&self.metrics.wal_fsyncs);
+        self.last_sync = Instant::now();
+        self.dirty = false;
+        let answer = result.map_err(|err| {
+            ProxyMetrics::inc(&self.metrics.wal_write_errors);
+            let error = io_error(&segment_path(&self.dir, self.number), &err);
+            tracing::error!(%error, "cannot fsync the write-ahead log");
+            error
+        });
+        for reply in self.waiting.drain(..) {
+            let _ = reply.send(answer.clone());
+        }
+    }
+
+    /// Continue in a new segment.
+    fn rotate(&mut self) {
+        let number = self.number + 1;
+        let path = segment_path(&self.dir, number);
+        match create_segment(&path) {
+            Ok(file) => {
+                self.file = file;
+                self.number = number;
+                self.len = 0;
+                self.live.insert(number, (0, 0));
+            }
+            Err(error) => tracing::error!(%error, "cannot open a new write-ahead log segment"),
+        }
+    }
+
+    /// Delete the oldest segments whose records are all done.
+    fn collect(&mut self) {
+        while let Some((&oldest, &(open, _))) = self.live.iter().next() {
+            if oldest == self.number || open > 0 {
+                break;
+            }
+            let path = segment_path(&self.dir, oldest);
+            if let Err(err) = fs::remove_file(&path) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), %err, "cannot delete a write-ahead log segment");
+                    break;
+                }
+            }
+            self.live.remove(&oldest);
+        }
+        let bytes: u64 = self.live.values().map(|(_, b)| b).sum();
+        ProxyMetrics::set(&self.metrics.wal_bytes, bytes);
+    }
+}
+
+fn create_segment(path: &Path) -> Result<File, WalError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io_error(path, &e))?;
+    // The new file's name must survive a power loss too.
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    pub(crate) use crate::spool::tests::event;
+
+    pub(crate) fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tollgate-wal-{}", Uuid::new_v4()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn settings(durability: Durability) -> WalSettings {
+        WalSettings {
+            durability,
+            fsync_interval: Duration::from_millis(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_are_written_and_a_clean_stop_with_everything_done_leaves_nothing() {
+        for durability in [Durability::Fsync, Durability::Batch] {
+            let dir = temp_dir();
+            let metrics = Arc::new(ProxyMetrics::default());
+            let wal = Wal::start(&dir, settings(durability), metrics.clone()).unwrap();
+            let a = event("a");
+            let b = event("b");
+            wal.started(&a).await.unwrap();
+            wal.event(&a).await.unwrap();
+            wal.event(&b).await.unwrap();
+            let (_, path) = segments(&dir).unwrap().pop().unwrap();
+            let text = fs::read_to_string(&path).unwrap();
+            let records: Vec<Record> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(records.len(), 3, "{text}");
+            assert!(matches!(&records[0], Record::Started { event, .. } if *event == a));
+            assert!(matches!(&records[2], Record::Event { event, .. } if *event == b));
+            assert!(metrics.wal_records.get() == 3);
+            wal.done(vec![a.event_id, b.event_id]);
+            drop(wal);
+            // The writer deletes its segment once it stops with nothing open.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while path.exists() {
+                assert!(Instant::now() < deadline, "segment not deleted");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_with_open_records_keeps_them_for_the_next_start() {
+        let dir = temp_dir();
+        let wal = Wal::start(
+            &dir,
+            settings(Durability::Batch),
+            Arc::new(ProxyMetrics::default()),
+        )
+        .unwrap();
+        let a = event("a");
+        wal.event(&a).await.unwrap();
+        drop(wal);
+        let found = segments(&dir).unwrap();
+        assert_eq!(found.len(), 1);
+        // The next run starts a segment numbered after it.
+        let wal = Wal::start(
+            &dir,
+            settings(Durability::Batch),
+            Arc::new(ProxyMetrics::default()),
+        )
+        .unwrap();
+        let numbers: Vec<u64> = segments(&dir).unwrap().iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, [found[0].0, found[0].0 + 1]);
+        drop(wal);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
