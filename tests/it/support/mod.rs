@@ -12,6 +12,7 @@ pub mod chromium;
 pub mod errors;
 pub mod events;
 pub mod kafka;
+pub mod private_clickhouse;
 pub mod signed_in;
 pub mod webhook;
 
@@ -554,6 +555,16 @@ async fn drop_resources(name: &str, ch_database: &str) {
         }
         Err(err) => eprintln!("dropping PostgreSQL database {name}: {err}"),
     }
+}
+
+/// Send `signal` (`TERM`, `KILL`, `STOP`, `CONT`) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
 /// A decimal from its exact text.
