@@ -77,6 +77,18 @@ impl SteadyLoad {
     }
 }
 
+/// `n` messages of [`traffic`] (an hour old), produced at
+/// [`EVENTS_PER_SECOND`] from now on.
+fn under_load(env: &TestEnv, n: usize) -> (Traffic, SteadyLoad) {
+    let traffic = traffic(n, Utc::now() - chrono::Duration::hours(1), rand::random());
+    let load = SteadyLoad::start(
+        &env.events_topic,
+        traffic.messages.clone(),
+        EVENTS_PER_SECOND,
+    );
+    (traffic, load)
+}
+
 /// Where the calls are counted: the shared ClickHouse or a private one.
 enum Store<'a> {
     Shared(&'a TestEnv),
@@ -91,12 +103,6 @@ impl Store<'_> {
         }
     }
 
-    fn env(&self) -> &TestEnv {
-        match self {
-            Store::Shared(env) | Store::Private(env, _) => env,
-        }
-    }
-
     async fn calls(&self) -> u64 {
         self.u64("SELECT count() FROM {db}.calls").await
     }
@@ -106,15 +112,11 @@ impl Store<'_> {
     async fn first_row_after(&self, than: u64, processors: &mut [&mut Supervised<'_>]) -> Duration {
         let start = Instant::now();
         while self.calls().await <= than {
-            let logs: Vec<String> = processors
-                .iter()
-                .map(|p| format!("{}:\n{}", p.label, log_of(self.env(), &p.label)))
-                .collect();
             assert!(
                 start.elapsed() < SESSION_TIMEOUT + SLACK,
                 "nothing stored within {:?}; logs:\n{}",
                 SESSION_TIMEOUT + SLACK,
-                logs.join("\n")
+                logs(processors)
             );
             for p in processors.iter_mut() {
                 p.keep_running();
@@ -143,6 +145,21 @@ impl Store<'_> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Let `load` finish, then wait until every call of `traffic` is
+    /// stored, keeping `processors` running.
+    async fn drain(
+        &self,
+        load: SteadyLoad,
+        traffic: &Traffic,
+        processors: &mut [&mut Supervised<'_>],
+    ) {
+        load.finish().await;
+        let got = self
+            .wait_for_calls(traffic.calls, Duration::from_secs(300), processors)
+            .await;
+        assert_eq!(got, traffic.calls, "logs:\n{}", logs(processors));
     }
 
     /// Every call once: the count, distinct event ids and Kafka positions,
@@ -193,6 +210,23 @@ async fn environment(label: &str, group: &str, extra: &str) -> TestEnv {
         ),
     )
     .await
+}
+
+/// [`environment`], migrated on the private ClickHouse `ch` too (the
+/// processors are pointed at it with `TOLLGATE_CLICKHOUSE__URL`).
+async fn environment_on(ch: &PrivateClickHouse, label: &str, group: &str, extra: &str) -> TestEnv {
+    let env = environment(label, group, extra).await;
+    let out = env
+        .tollgate(&["migrate"])
+        .env("TOLLGATE_CLICKHOUSE__URL", ch.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "migrate on the private clickhouse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env
 }
 
 /// `tollgate process` with the environment's config, `clickhouse.url` and
@@ -301,6 +335,15 @@ fn spawn_processor(
     command.stdout(Stdio::null()).stderr(log).spawn().unwrap()
 }
 
+/// The logs of `processors`, for a failure message.
+fn logs(processors: &[&mut Supervised<'_>]) -> String {
+    processors
+        .iter()
+        .map(|p| format!("{}:\n{}", p.label, log_of(p.env, &p.label)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `VmHWM` (peak resident set) of a running process, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -323,28 +366,9 @@ fn secs(d: Duration) -> String {
 async fn clickhouse_sigkilled_under_load_loses_and_duplicates_nothing() {
     let ch = PrivateClickHouse::start().await;
     let group = unique("grp");
-    let env = environment("fault_chkill", &group, "").await;
-    let out = env
-        .tollgate(&["migrate"])
-        .env("TOLLGATE_CLICKHOUSE__URL", ch.url())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let env = environment_on(&ch, "fault_chkill", &group, "").await;
     let store = Store::Private(&env, &ch);
-    let traffic = traffic(
-        45_000,
-        Utc::now() - chrono::Duration::hours(1),
-        rand::random(),
-    );
-    let load = SteadyLoad::start(
-        &env.events_topic,
-        traffic.messages.clone(),
-        EVENTS_PER_SECOND,
-    );
+    let (traffic, load) = under_load(&env, 45_000);
     let mut processor = Supervised::start(&env, "process", Some(&ch), None);
     let started = Instant::now();
     store.first_row_after(0, &mut [&mut processor]).await;
@@ -392,15 +416,7 @@ async fn clickhouse_sigkilled_under_load_loses_and_duplicates_nothing() {
         log_of(&env, "process")
     );
 
-    load.finish().await;
-    let got = store
-        .wait_for_calls(
-            traffic.calls,
-            Duration::from_secs(300),
-            &mut [&mut processor],
-        )
-        .await;
-    assert_eq!(got, traffic.calls, "log:\n{}", log_of(&env, "process"));
+    store.drain(load, &traffic, &mut [&mut processor]).await;
     let log = log_of(&env, "process");
     assert!(log.contains("insert failed, retrying"), "log:\n{log}");
     processor.stop().await;
@@ -426,16 +442,7 @@ async fn five_processor_sigkills_under_load_store_every_event_once() {
     let group = unique("grp");
     let env = environment("fault_prockill", &group, "").await;
     let store = Store::Shared(&env);
-    let traffic = traffic(
-        55_000,
-        Utc::now() - chrono::Duration::hours(1),
-        rand::random(),
-    );
-    let load = SteadyLoad::start(
-        &env.events_topic,
-        traffic.messages.clone(),
-        EVENTS_PER_SECOND,
-    );
+    let (traffic, load) = under_load(&env, 55_000);
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
     let mut processor = Supervised::start(&env, "process-0", None, Some("fault-p"));
     store.first_row_after(0, &mut [&mut processor]).await;
@@ -475,15 +482,7 @@ async fn five_processor_sigkills_under_load_store_every_event_once() {
         );
         takeovers.push(takeover);
     }
-    load.finish().await;
-    let got = store
-        .wait_for_calls(
-            traffic.calls,
-            Duration::from_secs(300),
-            &mut [&mut processor],
-        )
-        .await;
-    assert_eq!(got, traffic.calls, "log:\n{}", log_of(&env, "process-5"));
+    store.drain(load, &traffic, &mut [&mut processor]).await;
     processor.stop().await;
     store.assert_exactly_once(&env, &group, &traffic).await;
     let worst = takeovers.iter().max().copied().unwrap_or_default();
@@ -498,22 +497,13 @@ async fn five_processor_sigkills_under_load_store_every_event_once() {
 
 /// Two processors sharing the partitions (static members `a` and `b`),
 /// twenty SIGKILLs of a random one at random moments under 500 events/s,
-/// each restarted after a random pause: every call once.
+/// each restarted at once with its id: every call once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_random_sigkills_of_two_processors_lose_and_duplicate_nothing() {
     let group = unique("grp");
     let env = environment("fault_twenty", &group, "").await;
     let store = Store::Shared(&env);
-    let traffic = traffic(
-        50_000,
-        Utc::now() - chrono::Duration::hours(1),
-        rand::random(),
-    );
-    let load = SteadyLoad::start(
-        &env.events_topic,
-        traffic.messages.clone(),
-        EVENTS_PER_SECOND,
-    );
+    let (traffic, load) = under_load(&env, 50_000);
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
     let ids = ["a", "b"];
     let mut a = Supervised::start(&env, "process-a-0", None, Some(ids[0]));
@@ -535,15 +525,7 @@ async fn twenty_random_sigkills_of_two_processors_lose_and_duplicate_nothing() {
         );
     }
     eprintln!("20 kills in {}", secs(started.elapsed()));
-    load.finish().await;
-    let got = store
-        .wait_for_calls(
-            traffic.calls,
-            Duration::from_secs(300),
-            &mut [&mut a, &mut b],
-        )
-        .await;
-    assert_eq!(got, traffic.calls);
+    store.drain(load, &traffic, &mut [&mut a, &mut b]).await;
     a.stop().await;
     b.stop().await;
     store.assert_exactly_once(&env, &group, &traffic).await;
@@ -562,17 +544,7 @@ async fn twenty_random_sigkills_of_two_processors_lose_and_duplicate_nothing() {
 async fn slow_clickhouse_bounds_memory_and_lag() {
     let ch = PrivateClickHouse::start().await;
     let group = unique("grp");
-    let env = environment("fault_chslow", &group, "batch_max_rows = 5000").await;
-    let out = env
-        .tollgate(&["migrate"])
-        .env("TOLLGATE_CLICKHOUSE__URL", ch.url())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let env = environment_on(&ch, "fault_chslow", &group, "batch_max_rows = 5000").await;
     let store = Store::Private(&env, &ch);
     let traffic = traffic(
         50_000,
@@ -622,4 +594,45 @@ async fn slow_clickhouse_bounds_memory_and_lag() {
         "processor peak RSS {} MiB",
         peak_kib / 1024
     );
+}
+
+/// Two running processors given the same `processor.instance_id`: the
+/// broker fences the older one, which stops with an error naming the
+/// setting; the newer one stores every call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_instance_id_stops_the_fenced_processor_by_name() {
+    let group = unique("grp");
+    let env = environment("fault_fenced", &group, "").await;
+    let store = Store::Shared(&env);
+    let (traffic, load) = under_load(&env, 5_000);
+    let mut first = Supervised::start(&env, "first", None, Some("same"));
+    first.wait_until_consuming().await;
+    let mut second = Supervised::start(&env, "second", None, Some("same"));
+    let status = wait_exit(&mut first.child, SESSION_TIMEOUT + SLACK).await;
+    let log = log_of(&env, "first");
+    assert!(!status.success(), "{status:?}; log:\n{log}");
+    assert!(
+        log.contains(
+            "this processor was fenced: another running processor uses the same \
+             processor.instance_id (give every running processor its own)"
+        ),
+        "log:\n{log}"
+    );
+    load.finish().await;
+    let got = store
+        .wait_for_calls(traffic.calls, Duration::from_secs(300), &mut [&mut second])
+        .await;
+    assert!(got >= traffic.calls, "log:\n{}", log_of(&env, "second"));
+    second.stop().await;
+    // Every call is there. Exactly once is not promised here: the fenced
+    // processor may have had an insert in flight when the other took its
+    // partitions (`docs/processor.md`, "Takeover after a crash").
+    assert_eq!(
+        store
+            .u64("SELECT uniqExact(event_id) FROM {db}.calls")
+            .await,
+        traffic.calls
+    );
+    let duplicates = store.calls().await - traffic.calls;
+    eprintln!("shared instance id: the older processor fenced; {duplicates} duplicate rows");
 }

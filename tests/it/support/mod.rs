@@ -81,8 +81,13 @@ pub fn tollgate_bin() -> PathBuf {
 
 /// Send one ClickHouse query over HTTP and return the body.
 pub async fn clickhouse_query(sql: &str) -> String {
+    clickhouse_query_at(&clickhouse_url(), sql).await
+}
+
+/// [`clickhouse_query`] to the server at `url` (a private one).
+pub async fn clickhouse_query_at(url: &str, sql: &str) -> String {
     let response = reqwest::Client::new()
-        .post(clickhouse_url())
+        .post(url)
         .body(sql.to_string())
         .send()
         .await

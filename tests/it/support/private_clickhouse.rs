@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{free_port, signal};
+use super::{clickhouse_query_at, free_port, signal};
 
 pub struct PrivateClickHouse {
     dir: tempfile::TempDir,
@@ -218,19 +218,7 @@ impl PrivateClickHouse {
 
     /// Run `sql` and return the body; panics on an error status.
     pub async fn query(&self, sql: &str) -> String {
-        let response = reqwest::Client::new()
-            .post(self.url())
-            .body(sql.to_string())
-            .send()
-            .await
-            .expect("private clickhouse reachable");
-        let status = response.status();
-        let body = response.text().await.unwrap();
-        assert!(
-            status.is_success(),
-            "query failed ({status}): {body}\n{sql}"
-        );
-        body
+        clickhouse_query_at(&self.url(), sql).await
     }
 
     /// A query answering one number.
