@@ -23,15 +23,12 @@ use crate::processor::{
 };
 use crate::support::kafka::producer;
 use crate::support::private_clickhouse::PrivateClickHouse;
-use crate::support::{signal, unique, TestEnv};
+use crate::support::{signal, unique, TestEnv, PATIENCE};
 
 /// The steady load of the fault suite: 500 events per second.
 const EVENTS_PER_SECOND: usize = 500;
 /// `processor.session_timeout_ms` of these tests (the default).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a takeover or a recovery may take on a loaded 2-core machine
-/// before the test fails; the measured figures are printed.
-const SLACK: Duration = Duration::from_secs(60);
 
 /// Produces messages at a steady rate (ticks of 100 ms) in the background;
 /// how many the broker acknowledged can be read while it runs.
@@ -113,9 +110,9 @@ impl Store<'_> {
         let start = Instant::now();
         while self.calls().await <= than {
             assert!(
-                start.elapsed() < SESSION_TIMEOUT + SLACK,
+                start.elapsed() < SESSION_TIMEOUT + PATIENCE,
                 "nothing stored within {:?}; logs:\n{}",
-                SESSION_TIMEOUT + SLACK,
+                SESSION_TIMEOUT + PATIENCE,
                 logs(processors)
             );
             for p in processors.iter_mut() {
@@ -192,7 +189,7 @@ impl Store<'_> {
                 break;
             }
             assert!(
-                start.elapsed() < SLACK,
+                start.elapsed() < PATIENCE,
                 "committed offsets cover {sum} of {messages} messages"
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -232,8 +229,8 @@ async fn environment_on(ch: &PrivateClickHouse, label: &str, group: &str, extra:
 /// `tollgate process` with the environment's config, `clickhouse.url` and
 /// `processor.instance_id` overridden when given; stderr to `<label>.log`.
 /// Like a service manager it starts the process again when it exits on its
-/// own (on this loaded machine a start can fail on a 5 s PostgreSQL
-/// connect timeout), saying so; the tests kill it only on purpose.
+/// own (on a loaded machine a start can fail on the PostgreSQL connect
+/// timeout), saying so; the tests kill it only on purpose.
 struct Supervised<'a> {
     env: &'a TestEnv,
     clickhouse: Option<&'a PrivateClickHouse>,
@@ -291,10 +288,10 @@ impl<'a> Supervised<'a> {
         let start = Instant::now();
         while !log_of(self.env, &self.label).contains("resume position from clickhouse") {
             assert!(
-                start.elapsed() < SESSION_TIMEOUT + SLACK,
+                start.elapsed() < SESSION_TIMEOUT + PATIENCE,
                 "{} consumed nothing within {:?}; log:\n{}",
                 self.label,
-                SESSION_TIMEOUT + SLACK,
+                SESSION_TIMEOUT + PATIENCE,
                 log_of(self.env, &self.label)
             );
             self.keep_running();
@@ -305,7 +302,7 @@ impl<'a> Supervised<'a> {
     /// Stop it with SIGTERM; it must exit 0.
     async fn stop(mut self) {
         signal(self.child.id(), "TERM");
-        let status = wait_exit(&mut self.child, SLACK).await;
+        let status = wait_exit(&mut self.child, PATIENCE).await;
         assert!(
             status.success(),
             "{status:?}; log:\n{}",
@@ -476,7 +473,7 @@ async fn five_processor_sigkills_under_load_store_every_event_once() {
             secs(killed.elapsed())
         );
         assert!(
-            takeover < SESSION_TIMEOUT + SLACK,
+            takeover < SESSION_TIMEOUT + PATIENCE,
             "takeover {takeover:?}; log:\n{}",
             log_of(&env, &label)
         );
@@ -608,7 +605,7 @@ async fn a_shared_instance_id_stops_the_fenced_processor_by_name() {
     let mut first = Supervised::start(&env, "first", None, Some("same"));
     first.wait_until_consuming().await;
     let mut second = Supervised::start(&env, "second", None, Some("same"));
-    let status = wait_exit(&mut first.child, SESSION_TIMEOUT + SLACK).await;
+    let status = wait_exit(&mut first.child, SESSION_TIMEOUT + PATIENCE).await;
     let log = log_of(&env, "first");
     assert!(!status.success(), "{status:?}; log:\n{log}");
     assert!(
