@@ -16,8 +16,15 @@ pub struct ProcessorConfig {
     /// ...or when the oldest row has waited this long.
     pub batch_max_wait_ms: u64,
     /// Kafka consumer session timeout: how long a crashed processor keeps
-    /// its partitions before the group hands them to another member.
+    /// its partitions before the group hands them to another member (and,
+    /// without `instance_id`, how long its restart waits for them).
     pub session_timeout_ms: u64,
+    /// Static group membership (Kafka's `group.instance.id`): a processor
+    /// restarted with the same id gets its partitions back at once instead
+    /// of after `session_timeout_ms`. `{host}` is replaced by the host name.
+    /// Unset: dynamic membership. Two running processors must never share
+    /// an id (the broker fences the older one, which then exits).
+    pub instance_id: Option<String>,
     /// How often the calls fold writes its health samples (consumer lag per
     /// partition, dead letters) to `pipeline_health`, seconds; 0 writes
     /// none (`docs/processor.md`, "Health samples").
@@ -41,11 +48,64 @@ impl Default for ProcessorConfig {
             batch_max_bytes: 16 * 1024 * 1024,
             batch_max_wait_ms: 500,
             session_timeout_ms: 10_000,
+            instance_id: None,
             health_sample_secs: 10,
             metrics_listen: None,
             patterns: PatternsConfig::default(),
             recovery: RecoveryConfig::default(),
         }
+    }
+}
+
+/// The broker's default bounds of a consumer session timeout
+/// (`group.min.session.timeout.ms`, `group.max.session.timeout.ms`).
+const SESSION_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 6_000..=1_800_000;
+
+/// Kafka's limit on a `group.instance.id`.
+const INSTANCE_ID_MAX_LEN: usize = 249;
+
+impl ProcessorConfig {
+    /// Why the consumer settings cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !SESSION_TIMEOUT_MS.contains(&self.session_timeout_ms) {
+            return Err(format!(
+                "processor.session_timeout_ms is {}: a Kafka broker accepts {} to {} by default",
+                self.session_timeout_ms,
+                SESSION_TIMEOUT_MS.start(),
+                SESSION_TIMEOUT_MS.end()
+            ));
+        }
+        if let Some(id) = &self.instance_id {
+            instance_id_problem(id).map_or(Ok(()), |why| {
+                Err(format!("processor.instance_id {id:?}: {why}"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The consumer's `group.instance.id`: `instance_id` with `{host}`
+    /// replaced by `host`; `None` for dynamic membership.
+    pub fn group_instance_id(&self, host: &str) -> Option<String> {
+        self.instance_id
+            .as_ref()
+            .map(|id| id.replace("{host}", host))
+    }
+}
+
+/// Why `id` (before `{host}` is replaced) cannot be a `group.instance.id`.
+fn instance_id_problem(id: &str) -> Option<&'static str> {
+    let rest = id.replace("{host}", "");
+    if id.is_empty() {
+        Some("it is empty (leave it unset for dynamic membership)")
+    } else if id.len() > INSTANCE_ID_MAX_LEN {
+        Some("it is longer than 249 characters")
+    } else if !rest
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        Some("Kafka allows only ASCII letters, digits, '.', '_' and '-' (and the placeholder {host})")
+    } else {
+        None
     }
 }
 
@@ -144,6 +204,41 @@ impl RecoveryConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consumer_settings_are_checked_and_name_the_key() {
+        assert_eq!(ProcessorConfig::default().validate(), Ok(()));
+        let short = ProcessorConfig {
+            session_timeout_ms: 500,
+            ..ProcessorConfig::default()
+        };
+        assert_eq!(
+            short.validate().unwrap_err(),
+            "processor.session_timeout_ms is 500: a Kafka broker accepts 6000 to 1800000 by default"
+        );
+        let with = |id: &str| ProcessorConfig {
+            instance_id: Some(id.into()),
+            ..ProcessorConfig::default()
+        };
+        assert_eq!(with("{host}-calls").validate(), Ok(()));
+        assert_eq!(
+            with("{host}-calls").group_instance_id("box-1").as_deref(),
+            Some("box-1-calls")
+        );
+        assert_eq!(ProcessorConfig::default().group_instance_id("box-1"), None);
+        assert_eq!(
+            with("").validate().unwrap_err(),
+            "processor.instance_id \"\": it is empty (leave it unset for dynamic membership)"
+        );
+        assert!(with("a b")
+            .validate()
+            .unwrap_err()
+            .starts_with("processor.instance_id \"a b\": Kafka allows only"));
+        assert!(with(&"x".repeat(250))
+            .validate()
+            .unwrap_err()
+            .ends_with("it is longer than 249 characters"));
+    }
 
     #[test]
     fn defaults_are_valid_and_bad_values_name_the_key() {

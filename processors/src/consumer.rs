@@ -42,7 +42,21 @@
 //! # Backpressure
 //!
 //! One batch is in memory at a time. While it is inserted (and retried, with
-//! exponential backoff, never dropped) nothing is consumed.
+//! exponential backoff from 100 ms capped at [`MAX_BACKOFF`], never dropped)
+//! nothing is consumed: a slow or absent ClickHouse leaves the backlog in
+//! Kafka, and the memory held is one batch plus librdkafka's pre-fetch
+//! queue ([`PREFETCH_KBYTES`]). The cap keeps recovery close behind the
+//! dependency: the first insert after ClickHouse answers again comes
+//! within about a second.
+//!
+//! # Takeover after a crash
+//!
+//! A SIGKILLed member keeps its partitions until its session times out
+//! (`processor.session_timeout_ms`). With `processor.instance_id` the
+//! consumer is a static member (`group.instance.id`): the restarted process
+//! takes the dead one's place, and its partitions, at once. Two running
+//! processors with the same id fence each other; the fenced one stops with
+//! an error naming the setting.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -54,6 +68,7 @@ use clickhouse::Client;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
@@ -77,7 +92,11 @@ use tollgate_control::config::ClickHouseConfig;
 
 /// How often the progress line is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest wait between two attempts of an insert or a position read.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// librdkafka's pre-fetch queue (`queued.max.messages.kbytes`): messages
+/// fetched ahead of the loop, the consumer's memory besides one batch.
+pub const PREFETCH_KBYTES: u32 = 32 * 1024;
 
 /// The processor's validation: the contract's structural and semantic rules,
 /// but no freshness window. Ingest already enforced freshness; a replay of
@@ -229,9 +248,15 @@ struct Processor<F: Fold> {
 }
 
 /// The consumer's settings: offsets stored and committed only by us (after
-/// ClickHouse answered), statistics for the lag in progress lines, and the
-/// configured session timeout.
-fn consumer_config(kafka: &KafkaConfig, config: &ProcessorConfig, group_id: &str) -> ClientConfig {
+/// ClickHouse answered), statistics for the lag in progress lines, the
+/// configured session timeout, static membership when `instance_id` is
+/// given, and a bounded pre-fetch queue.
+fn consumer_config(
+    kafka: &KafkaConfig,
+    config: &ProcessorConfig,
+    group_id: &str,
+    instance_id: Option<&str>,
+) -> ClientConfig {
     let mut settings = ClientConfig::new();
     settings
         .set("bootstrap.servers", &kafka.brokers)
@@ -240,11 +265,34 @@ fn consumer_config(kafka: &KafkaConfig, config: &ProcessorConfig, group_id: &str
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
         .set(
             "statistics.interval.ms",
             PROGRESS_EVERY.as_millis().to_string(),
         );
+    if let Some(id) = instance_id {
+        settings.set("group.instance.id", id);
+    }
     settings
+}
+
+/// The `group.instance.id` of this process (`processor.instance_id` with
+/// `{host}` replaced), checked with the rest of the consumer settings.
+fn instance_id(config: &ProcessorConfig) -> Result<Option<String>> {
+    config.validate().map_err(Error::Config)?;
+    let Some(template) = &config.instance_id else {
+        return Ok(None);
+    };
+    let host = if template.contains("{host}") {
+        whoami::hostname().map_err(|e| {
+            Error::Config(format!(
+                "processor.instance_id {template:?} uses {{host}}, but the host name cannot be read: {e}"
+            ))
+        })?
+    } else {
+        String::new()
+    };
+    Ok(config.group_instance_id(&host))
 }
 
 /// Run `fold` in consumer group `group_id` until `shutdown` is cancelled;
@@ -296,7 +344,8 @@ pub async fn run_fold_reporting<F: Fold>(
         context: context.to_string(),
         source: Box::new(source),
     };
-    let consumer: EventsConsumer = consumer_config(kafka, config, group_id)
+    let instance_id = instance_id(config)?;
+    let consumer: EventsConsumer = consumer_config(kafka, config, group_id, instance_id.as_deref())
         .create_with_context(context)
         .map_err(|e| kafka_error("cannot create the consumer", e))?;
     consumer
@@ -306,6 +355,8 @@ pub async fn run_fold_reporting<F: Fold>(
         fold = fold.name(),
         topic = %kafka.events_topic,
         group = %group_id,
+        instance_id = instance_id.as_deref().unwrap_or("-"),
+        session_timeout_ms = config.session_timeout_ms,
         brokers = %kafka.brokers,
         clickhouse = %ch.url,
         database = %ch.database,
@@ -372,11 +423,31 @@ impl<F: Fold> Processor<F> {
                     }
                     Err(err) => {
                         self.apply_rebalances(consumer);
+                        if let Some((code, reason)) = consumer.client().fatal_error() {
+                            return Err(self.fatal(code, reason));
+                        }
                         warn!(%err, brokers = %self.kafka.brokers, "kafka consume error");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },
             }
+        }
+    }
+
+    /// The consumer can no longer be used (librdkafka's fatal error): say
+    /// why, and what to change when another member fenced this one.
+    fn fatal(&self, code: RDKafkaErrorCode, reason: String) -> Error {
+        let context = if code == RDKafkaErrorCode::FencedInstanceId {
+            "this processor was fenced: another running processor uses the same \
+             processor.instance_id (give every running processor its own)"
+        } else {
+            "fatal consumer error"
+        };
+        warn!(?code, %reason, "{context}");
+        Error::Kafka {
+            brokers: self.kafka.brokers.clone(),
+            context: context.to_string(),
+            source: Box::new(rdkafka::error::KafkaError::MessageConsumptionFatal(code)),
         }
     }
 
@@ -679,7 +750,7 @@ impl<F: Fold> Processor<F> {
         tokio::select! {
             () = self.shutdown.cancelled() => Err(Error::Interrupted(what.to_string())),
             () = tokio::time::sleep(*backoff) => {
-                *backoff = (*backoff * 2).min(MAX_BACKOFF);
+                *backoff = next_backoff(*backoff);
                 Ok(())
             }
         }
@@ -711,6 +782,11 @@ impl<F: Fold> Processor<F> {
             warn!(%err, "offset commit failed; the next commit covers it");
         }
     }
+}
+
+/// The wait after `backoff`: doubled, at most [`MAX_BACKOFF`].
+fn next_backoff(backoff: Duration) -> Duration {
+    (backoff * 2).min(MAX_BACKOFF)
 }
 
 /// A count as a span attribute: `i64`, which the OpenTelemetry layer
@@ -748,10 +824,48 @@ mod tests {
             session_timeout_ms: 12_345,
             ..ProcessorConfig::default()
         };
-        let settings = consumer_config(&KafkaConfig::default(), &config, "g");
+        let settings = consumer_config(&KafkaConfig::default(), &config, "g", None);
         assert_eq!(settings.get("session.timeout.ms"), Some("12345"));
         assert_eq!(settings.get("enable.auto.commit"), Some("false"));
         assert_eq!(settings.get("group.id"), Some("g"));
+        assert_eq!(settings.get("group.instance.id"), None);
+        assert_eq!(settings.get("queued.max.messages.kbytes"), Some("32768"));
+    }
+
+    #[test]
+    fn an_instance_id_makes_the_consumer_a_static_member() {
+        let config = ProcessorConfig {
+            instance_id: Some("{host}-p1".into()),
+            ..ProcessorConfig::default()
+        };
+        let id = instance_id(&config).unwrap().unwrap();
+        assert!(id.ends_with("-p1") && !id.contains("{host}"), "{id}");
+        let settings = consumer_config(&KafkaConfig::default(), &config, "g", Some(&id));
+        assert_eq!(settings.get("group.instance.id"), Some(id.as_str()));
+        let fixed = ProcessorConfig {
+            instance_id: Some("processor-0".into()),
+            ..ProcessorConfig::default()
+        };
+        assert_eq!(instance_id(&fixed).unwrap().as_deref(), Some("processor-0"));
+        let bad = ProcessorConfig {
+            session_timeout_ms: 100,
+            ..ProcessorConfig::default()
+        };
+        assert!(
+            matches!(instance_id(&bad), Err(Error::Config(m)) if m.starts_with("processor.session_timeout_ms is 100"))
+        );
+    }
+
+    #[test]
+    fn the_backoff_is_capped_so_recovery_follows_the_dependency() {
+        let mut backoff = Duration::from_millis(100);
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            waits.push(backoff);
+            backoff = next_backoff(backoff);
+        }
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1000, 1000, 1000, 1000]);
     }
 
     #[test]

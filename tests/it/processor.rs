@@ -17,25 +17,25 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::{ClientConfig, Offset};
-use support::{kafka_brokers, unique, TestEnv};
+use support::{kafka_brokers, signal, unique, TestEnv};
 use tollgate_contract::{
     Call, Event, EventKind, Operation, Outcome, ProviderError, Usage, SCHEMA_VERSION,
 };
 use uuid::Uuid;
 
 /// Generated traffic: payloads to produce and what ClickHouse must end up with.
-struct Traffic {
+pub(crate) struct Traffic {
     /// (key, JSON payload)
-    messages: Vec<(String, Vec<u8>)>,
-    calls: u64,
-    input_tokens: u64,
+    pub(crate) messages: Vec<(String, Vec<u8>)>,
+    pub(crate) calls: u64,
+    pub(crate) input_tokens: u64,
     /// Calls whose input is marked estimated (failed streams).
-    estimated_inputs: u64,
+    pub(crate) estimated_inputs: u64,
 }
 
 /// `n` messages: AI-call events (about 1 in 500 is an `admin.*` event, which
 /// has no row), time-ordered from `start`, 37 teams.
-fn traffic(n: usize, start: DateTime<Utc>, seed: u64) -> Traffic {
+pub(crate) fn traffic(n: usize, start: DateTime<Utc>, seed: u64) -> Traffic {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = Traffic {
         messages: Vec::with_capacity(n),
@@ -143,12 +143,12 @@ async fn produce_one(producer: &FutureProducer, topic: &str, payload: &[u8]) -> 
     delivery.offset
 }
 
-fn processor_config(group: &str, extra: &str) -> String {
+pub(crate) fn processor_config(group: &str, extra: &str) -> String {
     format!("[processor]\ngroup_id = \"{group}\"\n{extra}\n")
 }
 
 /// A child's log, without ANSI colour codes.
-fn log_of(env: &TestEnv, label: &str) -> String {
+pub(crate) fn log_of(env: &TestEnv, label: &str) -> String {
     let raw = std::fs::read_to_string(env.log_path(label)).unwrap_or_default();
     let mut out = String::with_capacity(raw.len());
     let mut chars = raw.chars();
@@ -167,22 +167,13 @@ fn log_of(env: &TestEnv, label: &str) -> String {
     out
 }
 
-fn kill(child: &mut Child) {
+pub(crate) fn kill(child: &mut Child) {
     child.kill().unwrap();
     child.wait().unwrap();
 }
 
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// Wait for a child to exit, at most `timeout`.
-async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+pub(crate) async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -197,7 +188,7 @@ async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitSt
 }
 
 /// Committed offsets of `group` on `topic`, per partition.
-fn committed(group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+pub(crate) fn committed(group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
         .set("group.id", group)
@@ -587,7 +578,7 @@ fn rewind_commits(group: &str, topic: &str, partitions: i32) {
 /// The pattern learner announces new error patterns on the events topic
 /// itself; tests that compare committed offsets with the messages they
 /// produced turn that off.
-const NO_ANNOUNCEMENTS: &str = "\n[processor.patterns]\nannounce = false\n";
+pub(crate) const NO_ANNOUNCEMENTS: &str = "\n[processor.patterns]\nannounce = false\n";
 
 /// The crash window made deterministic: rows are in ClickHouse but Kafka's
 /// committed offsets are lost. A restarted processor reads everything again
@@ -943,6 +934,6 @@ async fn clickhouse_outages_are_retried_without_loss_or_duplicates() {
 
 /// Whether a log line is the calls fold's (`tollgate process` runs the audit
 /// fold too); tracing prints the field as `fold="calls"`.
-fn is_calls_fold(line: &str) -> bool {
+pub(crate) fn is_calls_fold(line: &str) -> bool {
     line.contains("fold=\"calls\"") || line.contains("fold=calls")
 }

@@ -12,6 +12,7 @@ pub mod chromium;
 pub mod errors;
 pub mod events;
 pub mod kafka;
+pub mod private_clickhouse;
 pub mod signed_in;
 pub mod webhook;
 
@@ -80,8 +81,13 @@ pub fn tollgate_bin() -> PathBuf {
 
 /// Send one ClickHouse query over HTTP and return the body.
 pub async fn clickhouse_query(sql: &str) -> String {
+    clickhouse_query_at(&clickhouse_url(), sql).await
+}
+
+/// [`clickhouse_query`] to the server at `url` (a private one).
+pub async fn clickhouse_query_at(url: &str, sql: &str) -> String {
     let response = reqwest::Client::new()
-        .post(clickhouse_url())
+        .post(url)
         .body(sql.to_string())
         .send()
         .await
@@ -554,6 +560,16 @@ async fn drop_resources(name: &str, ch_database: &str) {
         }
         Err(err) => eprintln!("dropping PostgreSQL database {name}: {err}"),
     }
+}
+
+/// Send `signal` (`TERM`, `KILL`, `STOP`, `CONT`) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
 /// A decimal from its exact text.
