@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use tollgate_contract::event::MAX_TOKENS_PER_CALL;
 use tollgate_contract::{ProviderError, Usage};
 
 /// Non-streamed bodies are kept (for parsing) up to this size.
@@ -250,18 +251,46 @@ impl Observer {
 
     /// Usage to record: as reported, or (cancelled / cut-off streams without
     /// a usage report) output estimated from the content chunks seen.
+    /// Always within the contract's token convention (`within_contract`).
     pub fn usage_so_far(&self) -> (Usage, bool) {
         if self.usage_reported && (self.complete || self.dialect == Dialect::Anthropic) {
             let mut usage = self.usage.clone();
             if !self.complete {
                 usage.output_tokens = usage.output_tokens.max(self.content_chunks);
             }
-            return (usage, !self.complete);
+            return (within_contract(usage), !self.complete);
         }
         let mut usage = self.usage.clone();
         usage.output_tokens = usage.output_tokens.max(self.content_chunks);
-        (usage, true)
+        (within_contract(usage), true)
     }
+}
+
+/// A provider's usage in the contract's bounds (`docs/ingest-api.md`, "The
+/// numbers in an event"): every count at most `MAX_TOKENS_PER_CALL`, the
+/// cache reads and writes parts of the input, reasoning a part of the
+/// output. Both providers promise this already; a report that breaks it
+/// (a compatible server's, a provider's bug) is clamped the way the cost
+/// formula bills such parts anyway (`tollgate_contract::cost`), because the
+/// processors would dead-letter the event as it is, and a call the provider
+/// bills must not go unrecorded.
+fn within_contract(reported: Usage) -> Usage {
+    let mut usage = reported.clone();
+    usage.input_tokens = usage.input_tokens.min(MAX_TOKENS_PER_CALL);
+    usage.output_tokens = usage.output_tokens.min(MAX_TOKENS_PER_CALL);
+    usage.cached_input_tokens = usage.cached_input_tokens.min(usage.input_tokens);
+    usage.cache_write_tokens = usage
+        .cache_write_tokens
+        .min(usage.input_tokens - usage.cached_input_tokens);
+    usage.reasoning_tokens = usage.reasoning_tokens.min(usage.output_tokens);
+    if usage != reported {
+        tracing::warn!(
+            ?reported,
+            recorded = ?usage,
+            "provider usage outside the event contract's bounds, clamped"
+        );
+    }
+    usage
 }
 
 /// Offset just past the first complete SSE event (blank line) in `buf`.
@@ -329,11 +358,15 @@ pub fn anthropic_usage(usage: &Value, before: &Usage) -> Usage {
         let cached = cache_read.unwrap_or(before.cached_input_tokens);
         let write = cache_write.unwrap_or(before.cache_write_tokens);
         let base = uncached.unwrap_or_else(|| {
-            before
-                .input_tokens
-                .saturating_sub(before.cached_input_tokens + before.cache_write_tokens)
+            before.input_tokens.saturating_sub(
+                before
+                    .cached_input_tokens
+                    .saturating_add(before.cache_write_tokens),
+            )
         });
-        out.input_tokens = base + cached + write;
+        // Saturating: the counts are the provider's, and no count past the
+        // contract's bound survives `within_contract` anyway.
+        out.input_tokens = base.saturating_add(cached).saturating_add(write);
         out.cached_input_tokens = cached;
         out.cache_write_tokens = write;
     }
@@ -351,26 +384,31 @@ pub fn anthropic_usage(usage: &Value, before: &Usage) -> Usage {
     out
 }
 
-fn clip(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
+/// `text` as the contract takes it: control characters (a provider's
+/// multi-line message, a stray NUL) become spaces, and at most `max`
+/// characters are kept (the contract counts characters, not bytes).
+fn contract_text(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
+/// The error an event records, in the contract's bounds: a type of 1 to
+/// 128 characters (`unknown` when the provider gave none) and a message of
+/// at most 2048, neither with control characters. The processors
+/// dead-letter an event outside them, which would leave a call the provider
+/// bills unrecorded.
 pub fn provider_error(error_type: &str, message: &str) -> ProviderError {
+    let error_type = contract_text(error_type, 128);
     let error_type = if error_type.is_empty() {
-        "unknown"
+        "unknown".to_string()
     } else {
         error_type
     };
     ProviderError {
-        error_type: clip(error_type, 128),
-        message: clip(message, 2048),
+        error_type,
+        message: contract_text(message, 2048),
         signature: None,
     }
 }
@@ -506,6 +544,75 @@ mod tests {
         let (usage, estimated) = obs.usage_so_far();
         assert!(estimated);
         assert_eq!(usage.output_tokens, 2);
+    }
+
+    /// Found by the `sse_openai` fuzz target (docs/fuzzing.md): a usage
+    /// report whose parts exceed their whole (here 1 cached token of 0
+    /// prompt tokens) went into the event as it was, and the processors
+    /// dead-lettered it, leaving the call unrecorded. The parts are clamped
+    /// to their whole, the counts to the contract's bound.
+    #[test]
+    fn usage_outside_the_contract_is_clamped_to_it() {
+        let usage = r#"{"prompt_tokens":0,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":1},"completion_tokens_details":{"reasoning_tokens":4}}"#;
+        let stream = format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"a\"}}}}]}}\n\ndata: {{\"choices\":[],\"usage\":{usage}}}\n\ndata: [DONE]\n\n"
+        );
+        let mut obs = Observer::new(Dialect::OpenAi, true, true);
+        run(&mut obs, &[&stream]);
+        let (usage, estimated) = obs.usage_so_far();
+        assert!(!estimated);
+        assert_eq!(
+            usage,
+            Usage {
+                input_tokens: 0,
+                output_tokens: 3,
+                cached_input_tokens: 0,
+                reasoning_tokens: 3,
+                ..Usage::default()
+            }
+        );
+        // Counts past 10^9 (and past u64, which used to overflow while
+        // Anthropic's parts were added up) stop at the bound.
+        let json = r#"{"usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":1,"cache_creation_input_tokens":1,"output_tokens":2000000000}}"#;
+        let mut obs = Observer::new(Dialect::Anthropic, false, false);
+        run(&mut obs, &[json]);
+        let (usage, _) = obs.usage_so_far();
+        assert_eq!(
+            usage,
+            Usage {
+                input_tokens: MAX_TOKENS_PER_CALL,
+                output_tokens: MAX_TOKENS_PER_CALL,
+                cached_input_tokens: 1,
+                cache_write_tokens: 1,
+                ..Usage::default()
+            }
+        );
+    }
+
+    /// Found by the `sse_anthropic` fuzz target (docs/fuzzing.md): an error
+    /// message with a control character (here DEL) made the event one the
+    /// contract refuses ("must not contain control characters"), so the
+    /// processors dead-lettered the failed call. Control characters become
+    /// spaces; the type and message are cut to the contract's lengths in
+    /// characters, not bytes.
+    #[test]
+    fn provider_errors_are_text_the_contract_accepts() {
+        let body = r#"{"type":"error","error":{"type":"rate_limit_error","message":"contact sales to discuss your \u007foptions\nfor a rate limit increase"}}"#;
+        let mut obs = Observer::new(Dialect::Anthropic, false, false);
+        run(&mut obs, &[body]);
+        let err = obs.error.clone().unwrap();
+        assert_eq!(
+            err.message,
+            "contact sales to discuss your  options for a rate limit increase"
+        );
+        assert_eq!(
+            err,
+            error_from_body(Dialect::Anthropic, body.as_bytes()).unwrap()
+        );
+        let err = provider_error("\n", &"é".repeat(3000));
+        assert_eq!(err.error_type, " ");
+        assert_eq!(err.message.chars().count(), 2048);
+        assert_eq!(provider_error("", "").error_type, "unknown");
     }
 
     #[test]
