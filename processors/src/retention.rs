@@ -49,7 +49,7 @@ impl Default for RetentionConfig {
     fn default() -> Self {
         Self {
             interval_secs: 3600,
-            calls_days: 400,
+            calls_days: 0,
             cost_adjustments_days: 0,
             cost_daily_days: 0,
             cost_daily_tags_days: 0,
@@ -388,9 +388,19 @@ mod tests {
     #[test]
     fn dependants_must_outlive_their_sources() {
         let ok = RetentionConfig::default().plan().unwrap();
-        assert!(ok.iter().any(|t| t.table == "calls" && t.days == 400));
+        assert!(!ok.iter().any(|t| t.table == "calls"));
         assert!(!ok.iter().any(|t| t.table == "cost_daily"));
+        let kept = RetentionConfig {
+            calls_days: 400,
+            ..RetentionConfig::default()
+        };
+        assert!(kept
+            .plan()
+            .unwrap()
+            .iter()
+            .any(|t| t.table == "calls" && t.days == 400));
         let short = RetentionConfig {
+            calls_days: 400,
             cost_daily_days: 30,
             ..RetentionConfig::default()
         };
