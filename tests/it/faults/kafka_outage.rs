@@ -350,7 +350,12 @@ async fn a_broker_killed_for_30_s_under_http_ingest_loses_and_duplicates_no_even
     })
     .await
     .unwrap();
-    assert_eq!(in_kafka as u64, total, "records on the events topic");
+    assert_eq!(
+        in_kafka as u64,
+        total,
+        "records on the events topic; broker log:\n{}",
+        kafka.log()
+    );
     let stored = env
         .wait_for_count(
             "SELECT count() FROM {db}.calls",
@@ -382,5 +387,321 @@ async fn a_broker_killed_for_30_s_under_http_ingest_loses_and_duplicates_no_even
         secs(restart),
         first_200_after.map(secs).unwrap_or_else(|| "-".into()),
         secs(recorded),
+    );
+}
+
+/// Chat calls through `proxy` with `key`, `concurrency` at a time; the
+/// statuses in order of completion.
+async fn chat_calls(proxy: &Proxy, key: &str, n: usize, concurrency: usize) -> Vec<u16> {
+    use futures::stream::{self, StreamExt};
+    stream::iter(0..n)
+        .map(|_| async { proxy.chat(key, "gpt-4o-mini", &[]).await.status().as_u16() })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_proxied_calls_during_a_kafka_outage_are_served_and_recorded_once() {
+    let kafka = Arc::new(
+        tokio::task::spawn_blocking(PrivateKafka::start)
+            .await
+            .unwrap(),
+    );
+    let brokers = kafka.brokers();
+    let mut proxy = Proxy::start("faults_kafka_proxy", "", Some(&brokers)).await;
+    // The ClickHouse tables exist (TestEnv ran `migrate`); the private
+    // broker gets the other topics the processor reads.
+    run_with(
+        &proxy.env,
+        &["migrate"],
+        &[("TOLLGATE_KAFKA__BROKERS", brokers.as_str())],
+    );
+    proxy.run_proxy().await;
+    let processor = proxy.spawn("process", &["process"]);
+    proxy.children.push(processor);
+    let key = proxy.key("acme", "team-outage", "u", None);
+    let before = chat_calls(&proxy, &key, 10, 4).await;
+    assert_eq!(before, vec![200; 10]);
+    wait_until(
+        "the first 10 calls in ClickHouse",
+        Duration::from_secs(120),
+        || async { proxy.env.ch_u64("SELECT count() FROM {db}.calls").await == 10 },
+    )
+    .await;
+
+    kafka.kill();
+    let killed = Instant::now();
+    let during = chat_calls(&proxy, &key, 1_000, 8).await;
+    let served_in = killed.elapsed();
+    assert_eq!(
+        during.iter().filter(|s| **s == 200).count(),
+        1_000,
+        "statuses: {:?}; log:\n{}",
+        during.iter().filter(|s| **s != 200).collect::<Vec<_>>(),
+        proxy.log()
+    );
+    // Nothing reached the broker, so every event of the outage waits in
+    // the proxy: its spool has them.
+    wait_until("events spooled", Duration::from_secs(120), || async {
+        proxy.metric("tollgate_proxy_events_spooled_total").await > 0
+    })
+    .await;
+
+    let restart = {
+        let kafka = kafka.clone();
+        tokio::task::spawn_blocking(move || kafka.restart())
+            .await
+            .unwrap()
+    };
+    let back = Instant::now();
+    let stored = proxy
+        .env
+        .wait_for_count(
+            "SELECT count() FROM {db}.calls",
+            1_010,
+            Duration::from_secs(300),
+        )
+        .await;
+    let recorded = back.elapsed();
+    assert_eq!(stored, 1_010, "calls; proxy log:\n{}", proxy.log());
+    assert_eq!(
+        proxy
+            .env
+            .ch_u64("SELECT uniqExact(event_id) FROM {db}.calls WHERE team_id = 'team-outage'")
+            .await,
+        1_010
+    );
+    let topic = proxy.env.events_topic.clone();
+    let in_kafka = tokio::task::spawn_blocking({
+        let brokers = brokers.clone();
+        move || records_in(&brokers, &topic)
+    })
+    .await
+    .unwrap();
+    assert_eq!(in_kafka, 1_010, "records on the events topic");
+    wait_until("the spool replayed", Duration::from_secs(120), || async {
+        proxy.metric("tollgate_proxy_spool_pending_bytes").await == 0
+    })
+    .await;
+    let spooled = proxy.metric("tollgate_proxy_events_spooled_total").await;
+    let replayed = proxy.metric("tollgate_proxy_events_replayed_total").await;
+    assert_eq!(replayed, spooled, "every spooled event replayed");
+    eprintln!(
+        "FIGURES kafka-proxy: 1000 calls served in {} while kafka was down ({spooled} events spooled); \
+         broker restart took {}; all 1010 calls in ClickHouse {} after it answered",
+        secs(served_in),
+        secs(restart),
+        secs(recorded),
+    );
+}
+
+/// `POST /v1/events` of one event with `key`: the status and the body.
+async fn ingest_one(http: &reqwest::Client, env: &TestEnv, key: &str) -> (u16, Value) {
+    let event = team_events("pg-outage", 1);
+    let response = http
+        .post(format!("{}/v1/events", env.ingest_url()))
+        .bearer_auth(key)
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    if status == 503 {
+        assert_eq!(response.headers()["retry-after"], "1");
+    }
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// A chat call through the proxy with `key`: the status and the body.
+async fn proxy_one(proxy: &Proxy, key: &str) -> (u16, Value) {
+    let response = proxy.chat(key, "gpt-4o-mini", &[]).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// Poll `call` until it answers `want`; the time that took.
+async fn until_status<F, Fut>(what: &str, want: u16, timeout: Duration, mut call: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (u16, Value)>,
+{
+    let started = Instant::now();
+    loop {
+        let (status, body) = call().await;
+        if status == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{what}: still {status} after {timeout:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const STALE_SECS: u64 = 45;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_killed_keeps_recent_keys_working_for_the_stale_window_and_unknown_ones_get_503() {
+    let mut pg = PrivatePostgres::start().await;
+    let stale = STALE_SECS.to_string();
+    let mut proxy = Proxy::start(
+        "faults_pg",
+        &format!("key_cache_secs = 1\nkey_cache_stale_secs = {stale}"),
+        None,
+    )
+    .await;
+    // Every process of this environment uses the private server.
+    let private_url = pg.create_database(&proxy.env.name).await;
+    let config = std::fs::read_to_string(&proxy.env.config_path).unwrap();
+    std::fs::write(
+        &proxy.env.config_path,
+        config.replace(&proxy.env.pg_url, &private_url),
+    )
+    .unwrap();
+    proxy.env.run(&["migrate"]);
+    let ingest_vars = [
+        ("TOLLGATE_INGEST__KEY_CACHE_SECS", "1"),
+        ("TOLLGATE_INGEST__KEY_CACHE_STALE_SECS", stale.as_str()),
+    ];
+    let _ingest = Processes(vec![spawn_with(
+        &proxy.env,
+        "ingest",
+        &["ingest"],
+        &ingest_vars,
+    )]);
+    support::wait_http(
+        &format!("{}/healthz", proxy.env.ingest_url()),
+        Duration::from_secs(60),
+        &proxy.env.log_path("ingest"),
+    )
+    .await;
+    proxy.run_proxy().await;
+    let http = reqwest::Client::new();
+    let ingest_key = |env: &TestEnv| env.create_key_with_role("ingest", None);
+    let (seen, unseen, revoked) = (
+        ingest_key(&proxy.env),
+        ingest_key(&proxy.env),
+        ingest_key(&proxy.env),
+    );
+    let proxy_seen = proxy.key("acme", "team-a", "u", None);
+    let proxy_unseen = proxy.key("acme", "team-a", "u", None);
+    let proxy_revoked = proxy.key("acme", "team-a", "u", None);
+    for key in [&seen, &revoked] {
+        assert_eq!(ingest_one(&http, &proxy.env, key).await.0, 200);
+    }
+    for key in [&proxy_seen, &proxy_revoked] {
+        assert_eq!(proxy_one(&proxy, key).await.0, 200);
+    }
+
+    // While PostgreSQL is up, a revocation stops a key within the cache's
+    // refresh (key_cache_secs = 1).
+    let prefix = |secret: &str| secret.split('_').nth(1).unwrap().to_string();
+    proxy.env.run(&["keys", "revoke", &prefix(&revoked)]);
+    proxy.env.run(&["keys", "revoke", &prefix(&proxy_revoked)]);
+    let revoked_at_ingest = until_status(
+        "revoked ingest key",
+        401,
+        Duration::from_secs(60),
+        || ingest_one(&http, &proxy.env, &revoked),
+    )
+    .await;
+    let revoked_at_proxy = until_status(
+        "revoked proxy key",
+        401,
+        Duration::from_secs(60),
+        || proxy_one(&proxy, &proxy_revoked),
+    )
+    .await;
+
+    // Checked just now: the stale window starts here at the latest.
+    assert_eq!(ingest_one(&http, &proxy.env, &seen).await.0, 200);
+    assert_eq!(proxy_one(&proxy, &proxy_seen).await.0, 200);
+    let last_checked = Instant::now();
+    pg.kill();
+    let killed = Instant::now();
+
+    // Keys seen recently keep working (their fresh entry expires within a
+    // second, so these are served from the stale copy)...
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, body) = ingest_one(&http, &proxy.env, &seen).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = proxy_one(&proxy, &proxy_seen).await;
+    assert_eq!(status, 200, "{body}");
+    // ...keys never seen get a clear 503, not a 401...
+    let (status, body) = ingest_one(&http, &proxy.env, &unseen).await;
+    assert_eq!(status, 503, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("cannot check the API key right now (")
+            && error.contains("postgresql")
+            && error.ends_with("); retry later"),
+        "{error}"
+    );
+    assert_eq!(body["retryable"], true);
+    let (status, body) = proxy_one(&proxy, &proxy_unseen).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.to_string()
+            .contains("cannot verify the API key right now"),
+        "{body}"
+    );
+    // ...and revoked keys stay revoked.
+    assert_eq!(ingest_one(&http, &proxy.env, &revoked).await.0, 401);
+    assert_eq!(proxy_one(&proxy, &proxy_revoked).await.0, 401);
+
+    // The stale window ends: seen keys get 503 too, not before.
+    until_status("seen ingest key after the window", 503, Duration::from_secs(180), || {
+        ingest_one(&http, &proxy.env, &seen)
+    })
+    .await;
+    let ingest_window = last_checked.elapsed();
+    until_status("seen proxy key after the window", 503, Duration::from_secs(180), || {
+        proxy_one(&proxy, &proxy_seen)
+    })
+    .await;
+    let proxy_window = last_checked.elapsed();
+    // The last check may have been up to key_cache_secs before `last_checked`.
+    for window in [ingest_window, proxy_window] {
+        assert!(
+            window >= Duration::from_secs(STALE_SECS - 1),
+            "a seen key stopped after {window:?}, before the {STALE_SECS} s window"
+        );
+    }
+
+    // PostgreSQL returns: everything works again.
+    let restart = pg.restart().await;
+    let back = Instant::now();
+    let ingest_back = until_status("seen ingest key", 200, Duration::from_secs(120), || {
+        ingest_one(&http, &proxy.env, &seen)
+    })
+    .await;
+    until_status("unseen ingest key", 200, Duration::from_secs(120), || {
+        ingest_one(&http, &proxy.env, &unseen)
+    })
+    .await;
+    let proxy_back = until_status("seen proxy key", 200, Duration::from_secs(120), || {
+        proxy_one(&proxy, &proxy_seen)
+    })
+    .await;
+    until_status("unseen proxy key", 200, Duration::from_secs(120), || {
+        proxy_one(&proxy, &proxy_unseen)
+    })
+    .await;
+    let all_back = back.elapsed();
+    eprintln!(
+        "FIGURES postgres: revocation took effect after {} (ingest) and {} (proxy); seen keys served {} \
+         (ingest) and {} (proxy) after their last check (window {STALE_SECS} s); postgres restart took {}; \
+         first 200 {} (ingest) and {} (proxy) after it accepted connections, every key {}; outage {}",
+        secs(revoked_at_ingest),
+        secs(revoked_at_proxy),
+        secs(ingest_window),
+        secs(proxy_window),
+        secs(restart),
+        secs(ingest_back),
+        secs(proxy_back),
+        secs(all_back),
+        secs(back.duration_since(killed)),
     );
 }
