@@ -4,8 +4,9 @@
 //! answer, for up to `stale` after its last successful check, so that an
 //! outage of the control plane does not stop traffic from keys seen
 //! recently. A key never verified gets the outage's error (a 503 at the
-//! edges, never a 401), and unknown secrets are remembered for a few
-//! seconds only.
+//! edges, never a 401); a secret found unknown or revoked is asked about
+//! again after a few seconds, and while PostgreSQL does not answer stays
+//! refused for the same `stale` time.
 //!
 //! While PostgreSQL is known to be unreachable (a lookup failed less than
 //! [`RETRY_INTERVAL`] ago), requests are not sent to it: cached keys are
@@ -26,7 +27,8 @@ use crate::keys::hash_secret;
 
 /// How long after a failed lookup the next one is tried.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
-/// How long an unknown secret is remembered as unknown.
+/// How long an unknown secret is remembered as unknown (never longer than a
+/// known one).
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 /// Entries kept before the cache starts over (a bound on memory when
 /// clients send many different secrets).
@@ -116,14 +118,12 @@ impl<K: Clone> KeyCache<K> {
                     let ttl = if entry.key.is_some() {
                         self.policy.fresh
                     } else {
-                        NEGATIVE_TTL
+                        NEGATIVE_TTL.min(self.policy.fresh)
                     };
                     let fresh = (age < ttl).then(|| entry.key.clone());
-                    let stale = entry
-                        .key
-                        .clone()
-                        .filter(|_| age < self.policy.stale)
-                        .map(|key| (key, age));
+                    // What was last known, a refusal included (a revoked
+                    // key stays refused through an outage).
+                    let stale = (age < self.policy.stale).then(|| (entry.key.clone(), age));
                     (fresh, stale)
                 }
                 None => (None, None),
@@ -135,7 +135,7 @@ impl<K: Clone> KeyCache<K> {
         }
         if let Some(reason) = self.recent_outage(now) {
             return match stale {
-                Some((key, age)) => Ok(Some(self.serve_stale(key, age, &reason))),
+                Some((key, age)) => Ok(self.serve_stale(key, age, &reason)),
                 None => Err(self.unreachable(reason)),
             };
         }
@@ -159,7 +159,7 @@ impl<K: Clone> KeyCache<K> {
             Err(err) if err.fault() == Fault::External => {
                 self.failed(&err);
                 match stale {
-                    Some((key, age)) => Ok(Some(self.serve_stale(key, age, &err.to_string()))),
+                    Some((key, age)) => Ok(self.serve_stale(key, age, &err.to_string())),
                     None => Err(err),
                 }
             }
@@ -211,7 +211,7 @@ impl<K: Clone> KeyCache<K> {
         }
     }
 
-    fn serve_stale(&self, key: K, age: Duration, reason: &str) -> K {
+    fn serve_stale(&self, key: Option<K>, age: Duration, reason: &str) -> Option<K> {
         let n = self.served_stale.fetch_add(1, Ordering::Relaxed);
         if n.is_power_of_two() || n == 0 {
             tracing::warn!(
@@ -300,6 +300,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got, Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_refused_secret_stays_refused_through_an_outage() {
+        let cache: KeyCache<u32> = KeyCache::new(policy(0, 60_000), "pg");
+        assert_eq!(
+            cache.get("revoked", || async { Ok(None) }).await.unwrap(),
+            None
+        );
+        let got = cache.get("revoked", || async { Err(down()) }).await;
+        assert_eq!(got.unwrap(), None);
     }
 
     #[tokio::test]

@@ -49,7 +49,11 @@ fn spawn_with(env: &TestEnv, label: &str, args: &[&str], vars: &[(&str, &str)]) 
 }
 
 fn run_with(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> String {
-    let out = env.tollgate(args).envs(vars.iter().copied()).output().unwrap();
+    let out = env
+        .tollgate(args)
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "tollgate {args:?} failed: {}",
@@ -190,7 +194,10 @@ where
 {
     let started = Instant::now();
     while !check().await {
-        assert!(started.elapsed() < timeout, "{what}: not within {timeout:?}");
+        assert!(
+            started.elapsed() < timeout,
+            "{what}: not within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     started.elapsed()
@@ -371,7 +378,8 @@ async fn a_broker_killed_for_30_s_under_http_ingest_loses_and_duplicates_no_even
         std::fs::read_to_string(env.log_path("process")).unwrap_or_default()
     );
     assert_eq!(
-        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls").await,
+        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls")
+            .await,
         total
     );
     assert_eq!(
@@ -600,19 +608,14 @@ async fn postgres_killed_keeps_recent_keys_working_for_the_stale_window_and_unkn
     let prefix = |secret: &str| secret.split('_').nth(1).unwrap().to_string();
     proxy.env.run(&["keys", "revoke", &prefix(&revoked)]);
     proxy.env.run(&["keys", "revoke", &prefix(&proxy_revoked)]);
-    let revoked_at_ingest = until_status(
-        "revoked ingest key",
-        401,
-        Duration::from_secs(60),
-        || ingest_one(&http, &proxy.env, &revoked),
-    )
-    .await;
-    let revoked_at_proxy = until_status(
-        "revoked proxy key",
-        401,
-        Duration::from_secs(60),
-        || proxy_one(&proxy, &proxy_revoked),
-    )
+    let revoked_at_ingest =
+        until_status("revoked ingest key", 401, Duration::from_secs(60), || {
+            ingest_one(&http, &proxy.env, &revoked)
+        })
+        .await;
+    let revoked_at_proxy = until_status("revoked proxy key", 401, Duration::from_secs(60), || {
+        proxy_one(&proxy, &proxy_revoked)
+    })
     .await;
 
     // Checked just now: the stale window starts here at the latest.
@@ -648,18 +651,31 @@ async fn postgres_killed_keeps_recent_keys_working_for_the_stale_window_and_unkn
         "{body}"
     );
     // ...and revoked keys stay revoked.
-    assert_eq!(ingest_one(&http, &proxy.env, &revoked).await.0, 401);
-    assert_eq!(proxy_one(&proxy, &proxy_revoked).await.0, 401);
+    let (status, body) = ingest_one(&http, &proxy.env, &revoked).await;
+    assert_eq!(
+        status,
+        401,
+        "{body}; log:\n{}",
+        std::fs::read_to_string(proxy.env.log_path("ingest")).unwrap_or_default()
+    );
+    let (status, body) = proxy_one(&proxy, &proxy_revoked).await;
+    assert_eq!(status, 401, "{body}; log:\n{}", proxy.log());
 
     // The stale window ends: seen keys get 503 too, not before.
-    until_status("seen ingest key after the window", 503, Duration::from_secs(180), || {
-        ingest_one(&http, &proxy.env, &seen)
-    })
+    until_status(
+        "seen ingest key after the window",
+        503,
+        Duration::from_secs(180),
+        || ingest_one(&http, &proxy.env, &seen),
+    )
     .await;
     let ingest_window = last_checked.elapsed();
-    until_status("seen proxy key after the window", 503, Duration::from_secs(180), || {
-        proxy_one(&proxy, &proxy_seen)
-    })
+    until_status(
+        "seen proxy key after the window",
+        503,
+        Duration::from_secs(180),
+        || proxy_one(&proxy, &proxy_seen),
+    )
     .await;
     let proxy_window = last_checked.elapsed();
     // The last check may have been up to key_cache_secs before `last_checked`.

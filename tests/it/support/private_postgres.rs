@@ -33,7 +33,9 @@ impl PrivatePostgres {
         let dir = tempfile::tempdir().unwrap();
         let as_root = is_root();
         if as_root {
-            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()));
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path()));
         }
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
@@ -46,7 +48,14 @@ impl PrivatePostgres {
             .current_dir(dir.path())
             .arg("-D")
             .arg(&data)
-            .args(["-U", USER, "-E", "UTF8", "--locale=C.UTF-8", "--auth=scram-sha-256"])
+            .args([
+                "-U",
+                USER,
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--auth=scram-sha-256",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()));
         run(&mut initdb);
         let mut pg = Self {
@@ -83,7 +92,10 @@ impl PrivatePostgres {
             .args(["-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1"])
             .arg("-c")
-            .arg(format!("unix_socket_directories={}", self.dir.path().display()))
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.dir.path().display()
+            ))
             .args(["-c", "fsync=off", "-c", "max_connections=100"])
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -176,8 +188,13 @@ fn pg_command(as_root: bool, program: &Path) -> Command {
         // `setpriv` execs (no process in between, unlike `runuser`), so the
         // child is the server itself.
         let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
-            .arg(program);
+        cmd.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
         cmd
     } else {
         Command::new(program)
