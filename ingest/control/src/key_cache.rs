@@ -321,7 +321,7 @@ mod tests {
             .await
             .unwrap();
         let started = Instant::now();
-        let got = cache.get("known", || std::future::pending()).await.unwrap();
+        let got = cache.get("known", std::future::pending).await.unwrap();
         assert_eq!(got, Some(7));
         assert!(started.elapsed() < Duration::from_secs(30));
     }
