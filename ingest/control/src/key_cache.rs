@@ -8,11 +8,12 @@
 //! again after a few seconds, and while PostgreSQL does not answer stays
 //! refused for the same `stale` time.
 //!
-//! While PostgreSQL is known to be unreachable (a lookup failed less than
-//! [`RETRY_INTERVAL`] ago), requests are not sent to it: cached keys are
-//! served at once and the others get the error at once, instead of each
-//! waiting for the pool's own timeout. A lookup made for a key that could
-//! be served stale waits at most [`KeyCachePolicy::lookup_timeout`].
+//! While PostgreSQL is known to be unreachable (since a lookup failed, until
+//! one succeeds), one lookup per [`RETRY_INTERVAL`] is sent to it, and it
+//! waits at most [`KeyCachePolicy::lookup_timeout`]; every other request is
+//! answered at once, from the cache or with the error, instead of each
+//! waiting for the pool's own timeout. A lookup made for a key that could be
+//! served stale also waits at most `lookup_timeout`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,7 +26,7 @@ use tollgate_contract::Fault;
 use crate::error::ControlError;
 use crate::keys::hash_secret;
 
-/// How long after a failed lookup the next one is tried.
+/// How often a lookup is tried while PostgreSQL is known to be down.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an unknown secret is remembered as unknown (never longer than a
 /// known one).
@@ -63,9 +64,10 @@ struct Entry<K> {
     checked: Instant,
 }
 
-/// The last failed lookup, while PostgreSQL is believed to be down.
+/// While PostgreSQL is believed to be down: why, and when a lookup was
+/// last sent to it.
 struct Outage {
-    at: Instant,
+    last_probe: Instant,
     reason: String,
 }
 
@@ -133,14 +135,16 @@ impl<K: Clone> KeyCache<K> {
         if let Some(key) = fresh {
             return Ok(key);
         }
-        if let Some(reason) = self.recent_outage(now) {
+        let outage = self.outage_probe(now);
+        if let Some((reason, false)) = outage {
             return match stale {
                 Some((key, age)) => Ok(self.serve_stale(key, age, &reason)),
                 None => Err(self.unreachable(reason)),
             };
         }
-        let looked_up = match &stale {
-            Some(_) => tokio::time::timeout(self.policy.lookup_timeout, lookup())
+        let bounded = stale.is_some() || outage.is_some();
+        let looked_up = match bounded {
+            true => tokio::time::timeout(self.policy.lookup_timeout, lookup())
                 .await
                 .unwrap_or_else(|_| {
                     Err(self.unreachable(format!(
@@ -148,7 +152,7 @@ impl<K: Clone> KeyCache<K> {
                         self.policy.lookup_timeout.as_millis()
                     )))
                 }),
-            None => lookup().await,
+            false => lookup().await,
         };
         match looked_up {
             Ok(key) => {
@@ -182,13 +186,16 @@ impl<K: Clone> KeyCache<K> {
         }
     }
 
-    /// The reason of a lookup that failed less than [`RETRY_INTERVAL`] ago.
-    fn recent_outage(&self, now: Instant) -> Option<String> {
-        let outage = self.outage.lock().ok()?;
-        outage
-            .as_ref()
-            .filter(|o| now.saturating_duration_since(o.at) < RETRY_INTERVAL)
-            .map(|o| o.reason.clone())
+    /// While PostgreSQL is believed down: its reason, and whether this
+    /// request is the one lookup of the current [`RETRY_INTERVAL`].
+    fn outage_probe(&self, now: Instant) -> Option<(String, bool)> {
+        let mut outage = self.outage.lock().ok()?;
+        let outage = outage.as_mut()?;
+        let probe = now.saturating_duration_since(outage.last_probe) >= RETRY_INTERVAL;
+        if probe {
+            outage.last_probe = now;
+        }
+        Some((outage.reason.clone(), probe))
     }
 
     fn failed(&self, err: &ControlError) {
@@ -197,7 +204,7 @@ impl<K: Clone> KeyCache<K> {
                 tracing::warn!(%err, stale_secs = self.policy.stale.as_secs(), "cannot check API keys: keys verified recently keep working, others are refused with 503");
             }
             *outage = Some(Outage {
-                at: Instant::now(),
+                last_probe: Instant::now(),
                 reason: err.to_string(),
             });
         }
