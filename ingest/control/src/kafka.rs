@@ -176,6 +176,10 @@ impl EventProducer {
             idempotent_producer_config(config, "tollgate-ingest")
                 .set("compression.type", "lz4")
                 .set("linger.ms", "5")
+                // Reconnect to a broker that went away at least every second
+                // (librdkafka backs off to 10 s by default), so that events
+                // follow Kafka back within about a second.
+                .set("reconnect.backoff.max.ms", "1000")
                 .create_with_context(context)
                 .map_err(|err| ControlError::KafkaConfig {
                     brokers: config.brokers.clone(),
