@@ -70,7 +70,15 @@ fn last_line(stdout: &str) -> String {
 /// Messages on `topic` of `brokers`: the sum of its partitions' high
 /// watermarks (events are produced idempotently, never in transactions, so
 /// every offset is one record: a duplicate in Kafka shows here).
-fn records_in(brokers: &str, topic: &str) -> i64 {
+async fn records_in(brokers: &str, topic: &str) -> i64 {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    // librdkafka's metadata and watermark calls block their thread.
+    tokio::task::spawn_blocking(move || records_in_blocking(&brokers, &topic))
+        .await
+        .unwrap()
+}
+
+fn records_in_blocking(brokers: &str, topic: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", support::unique("watermarks"))
@@ -205,11 +213,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_killed_for_30_s_under_http_ingest_loses_and_duplicates_no_event() {
-    let kafka = Arc::new(
-        tokio::task::spawn_blocking(PrivateKafka::start)
-            .await
-            .unwrap(),
-    );
+    let kafka = PrivateKafka::start_shared().await;
     let brokers = kafka.brokers();
     let env = TestEnv::new("faults_kafka_ingest").await;
     // Kafka's acknowledgement of an event sent before the crash may come
@@ -301,12 +305,7 @@ async fn a_broker_killed_for_30_s_under_http_ingest_loses_and_duplicates_no_even
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(25)).await;
-    let restart = {
-        let kafka = kafka.clone();
-        tokio::task::spawn_blocking(move || kafka.restart())
-            .await
-            .unwrap()
-    };
+    let restart = kafka.restart_shared().await;
     let back = Instant::now();
     for client in clients {
         client.await.unwrap();
@@ -350,13 +349,7 @@ async fn a_broker_killed_for_30_s_under_http_ingest_loses_and_duplicates_no_even
 
     // Exactly once: in Kafka, and in ClickHouse through the processor.
     let total = 5_000 + simulate_accepted;
-    let topic = env.events_topic.clone();
-    let in_kafka = tokio::task::spawn_blocking({
-        let brokers = brokers.clone();
-        move || records_in(&brokers, &topic)
-    })
-    .await
-    .unwrap();
+    let in_kafka = records_in(&brokers, &env.events_topic).await;
     assert_eq!(
         in_kafka as u64,
         total,
@@ -411,11 +404,7 @@ async fn chat_calls(proxy: &Proxy, key: &str, n: usize, concurrency: usize) -> V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_proxied_calls_during_a_kafka_outage_are_served_and_recorded_once() {
-    let kafka = Arc::new(
-        tokio::task::spawn_blocking(PrivateKafka::start)
-            .await
-            .unwrap(),
-    );
+    let kafka = PrivateKafka::start_shared().await;
     let brokers = kafka.brokers();
     let mut proxy = Proxy::start("faults_kafka_proxy", "", Some(&brokers)).await;
     // The ClickHouse tables exist (TestEnv ran `migrate`); the private
@@ -456,12 +445,7 @@ async fn a_thousand_proxied_calls_during_a_kafka_outage_are_served_and_recorded_
     })
     .await;
 
-    let restart = {
-        let kafka = kafka.clone();
-        tokio::task::spawn_blocking(move || kafka.restart())
-            .await
-            .unwrap()
-    };
+    let restart = kafka.restart_shared().await;
     let back = Instant::now();
     let stored = proxy
         .env
@@ -480,13 +464,7 @@ async fn a_thousand_proxied_calls_during_a_kafka_outage_are_served_and_recorded_
             .await,
         1_010
     );
-    let topic = proxy.env.events_topic.clone();
-    let in_kafka = tokio::task::spawn_blocking({
-        let brokers = brokers.clone();
-        move || records_in(&brokers, &topic)
-    })
-    .await
-    .unwrap();
+    let in_kafka = records_in(&brokers, &proxy.env.events_topic).await;
     assert_eq!(in_kafka, 1_010, "records on the events topic");
     wait_until("the spool replayed", Duration::from_secs(120), || async {
         proxy.metric("tollgate_proxy_spool_pending_bytes").await == 0

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::free_port;
 
@@ -27,6 +28,21 @@ impl PrivateKafka {
         kafka
     }
 
+    /// [`PrivateKafka::start`] off the async runtime's threads, shared so
+    /// that [`PrivateKafka::restart_shared`] can run there too.
+    pub async fn start_shared() -> Arc<Self> {
+        Arc::new(tokio::task::spawn_blocking(Self::start).await.unwrap())
+    }
+
+    /// [`PrivateKafka::restart`] off the async runtime's threads (the
+    /// clients of a test keep running meanwhile).
+    pub async fn restart_shared(self: &Arc<Self>) -> Duration {
+        let kafka = self.clone();
+        tokio::task::spawn_blocking(move || kafka.restart())
+            .await
+            .unwrap()
+    }
+
     /// `bootstrap.servers` of this broker.
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -34,7 +50,7 @@ impl PrivateKafka {
 
     /// Start the broker again on the same ports and data (after
     /// [`PrivateKafka::kill`]); returns once it answers, with how long that took.
-    pub fn restart(&self) -> std::time::Duration {
+    pub fn restart(&self) -> Duration {
         let started = Instant::now();
         let out = Command::new(script())
             .arg("start")
@@ -60,14 +76,14 @@ impl PrivateKafka {
         };
         let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
         // Wait until the process is gone, so the port is free for a restart.
-        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Path::new(&format!("/proc/{}", pid.trim())).exists() && Instant::now() < deadline {
             if std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
                 .is_ok_and(|stat| stat.contains(") Z "))
             {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50));
         }
         let _ = std::fs::remove_file(pid_file);
     }
