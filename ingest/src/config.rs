@@ -27,6 +27,13 @@ pub struct IngestConfig {
     /// remembers, so an exporter's retry of a span it already delivered is
     /// answered without producing it again; 0 remembers none.
     pub otlp_recent_spans: usize,
+    /// Seconds a verified API key is trusted without asking PostgreSQL
+    /// again; a revocation takes effect within this.
+    pub key_cache_secs: u64,
+    /// Seconds after its last successful check a key keeps working while
+    /// PostgreSQL does not answer (`docs/reliability.md`); 0 refuses every
+    /// request with 503 as soon as a key's check fails.
+    pub key_cache_stale_secs: u64,
 }
 
 impl Default for IngestConfig {
@@ -40,6 +47,8 @@ impl Default for IngestConfig {
             health_sample_secs: 10,
             otlp_grpc_listen: "127.0.0.1:4317".into(),
             otlp_recent_spans: 100_000,
+            key_cache_secs: 30,
+            key_cache_stale_secs: 900,
         }
     }
 }

@@ -40,6 +40,11 @@ pub enum IngestError {
     #[error(transparent)]
     Control(#[from] ControlError),
 
+    /// PostgreSQL does not answer and the key was not verified recently
+    /// enough to be trusted without it.
+    #[error("cannot check the API key right now ({reason}); retry later")]
+    KeysUnavailable { reason: String },
+
     #[error("kafka did not acknowledge any event of the request: {reason}")]
     NothingProduced { reason: String },
 }
@@ -59,7 +64,9 @@ impl IngestError {
             | IngestError::Forbidden { .. }
             | IngestError::BodyTooLarge { .. }
             | IngestError::BadRequest { .. } => Fault::Caller,
-            IngestError::NothingProduced { .. } => Fault::External,
+            IngestError::NothingProduced { .. } | IngestError::KeysUnavailable { .. } => {
+                Fault::External
+            }
             IngestError::Control(err) => err.fault(),
         }
     }
@@ -75,7 +82,9 @@ impl IngestError {
             IngestError::Forbidden { .. } => StatusCode::FORBIDDEN,
             IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            IngestError::NothingProduced { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::NothingProduced { .. } | IngestError::KeysUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             IngestError::Control(err) => match err.fault() {
                 Fault::Caller => StatusCode::BAD_REQUEST,
                 Fault::External => StatusCode::SERVICE_UNAVAILABLE,

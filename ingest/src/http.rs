@@ -56,6 +56,7 @@ use tollgate_contract::{
     event_schema, parse_event, split_body, BatchItem, BodyFormat, Event, Limits, Rejection,
 };
 use tollgate_control::kafka::{Delivered, EventProducer, ProduceError};
+use tollgate_control::key_cache::{KeyCache, KeyCachePolicy};
 use tollgate_control::keys::{ApiKey, KeyStore, INGEST_ROLES};
 use tollgate_control::pipeline_health::Tally;
 
@@ -67,6 +68,9 @@ const MAX_DRAIN_TIME: Duration = Duration::from_secs(10);
 /// What the ingest handlers share.
 pub struct IngestState {
     pub keys: KeyStore,
+    /// Keys verified recently (`ingest.key_cache_secs`), trusted through a
+    /// PostgreSQL outage for `ingest.key_cache_stale_secs`.
+    pub verified_keys: KeyCache<ApiKey>,
     pub producer: EventProducer,
     pub limits: Limits,
     pub max_body_bytes: usize,
@@ -81,9 +85,19 @@ pub struct IngestState {
 }
 
 impl IngestState {
-    pub fn new(keys: KeyStore, producer: EventProducer, config: &IngestConfig) -> Self {
+    /// `postgres_address` names PostgreSQL in errors (without a password).
+    pub fn new(
+        keys: KeyStore,
+        producer: EventProducer,
+        config: &IngestConfig,
+        postgres_address: &str,
+    ) -> Self {
         Self {
             keys,
+            verified_keys: KeyCache::new(
+                KeyCachePolicy::from_secs(config.key_cache_secs, config.key_cache_stale_secs),
+                postgres_address,
+            ),
             producer,
             limits: Limits {
                 max_future_skew: chrono::Duration::seconds(config.max_future_skew_secs),
@@ -182,7 +196,7 @@ async fn post_events(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let key = match authenticate(&state.keys, &headers).await {
+    let key = match authenticate(&state, &headers).await {
         Ok(key) => key,
         Err(err) => return err.into_response(),
     };
@@ -221,7 +235,7 @@ async fn ingest_batch(
         }
     };
     let plan = plan_batch(items, key.org_id.as_deref(), Utc::now(), &state.limits);
-    let deliveries = state.producer.send_batch(&plan.events).await;
+    let deliveries = produce(state, &plan.events).await;
     let (status, response) = plan.finish(deliveries);
     // Events the client sent that were refused as bad (the `rejected` items
     // of a 200 or 400 answer). A body refused whole (401, 403, 413, or not
@@ -252,9 +266,30 @@ async fn ingest_batch(
     http
 }
 
+/// Produce `events`, or, while the producer knows no broker is reachable,
+/// fail each at once (retryable) instead of queueing it: the client gets
+/// its 503 with `Retry-After` now rather than after
+/// `kafka.message_timeout_ms`.
+pub(crate) async fn produce(
+    state: &IngestState,
+    events: &[Event],
+) -> Vec<Result<Delivered, ProduceError>> {
+    if events.is_empty() {
+        return Vec::new();
+    }
+    if let Err(err) = state.producer.ensure_reachable() {
+        let refused = ProduceError {
+            reason: err.to_string(),
+            retryable: true,
+        };
+        return vec![Err(refused); events.len()];
+    }
+    state.producer.send_batch(events).await
+}
+
 /// The key behind `Authorization: Bearer <secret>`, if it may ingest.
-async fn authenticate(keys: &KeyStore, headers: &HeaderMap) -> Result<ApiKey, IngestError> {
-    verify_secret(keys, bearer_token(headers)).await
+async fn authenticate(state: &IngestState, headers: &HeaderMap) -> Result<ApiKey, IngestError> {
+    verify_secret(state, bearer_token(headers)).await
 }
 
 /// The token of `Authorization: Bearer <token>`, when there is one.
@@ -269,15 +304,25 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-/// The key a presented secret belongs to, if it may ingest.
+/// The key a presented secret belongs to, if it may ingest: from the cache
+/// of verified keys, else PostgreSQL. While PostgreSQL does not answer, a
+/// key verified within `ingest.key_cache_stale_secs` keeps working and
+/// any other gets a 503 (never a 401: the key may well be valid).
 pub(crate) async fn verify_secret(
-    keys: &KeyStore,
+    state: &IngestState,
     secret: Option<&str>,
 ) -> Result<ApiKey, IngestError> {
     let secret = secret.ok_or(IngestError::MissingApiKey)?;
-    let key = keys
-        .verify(secret)
-        .await?
+    let key = state
+        .verified_keys
+        .get(secret, || state.keys.verify(secret))
+        .await
+        .map_err(|err| match err.fault() {
+            tollgate_contract::Fault::External => IngestError::KeysUnavailable {
+                reason: err.to_string(),
+            },
+            _ => IngestError::Control(err),
+        })?
         .ok_or(IngestError::InvalidApiKey)?;
     if !key.may_ingest() {
         return Err(IngestError::Forbidden {

@@ -67,6 +67,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         KeyStore::new(pool.clone()),
         producer.clone(),
         &config.ingest,
+        &tollgate_control::postgres::redact_url(&config.postgres.url),
     ));
     let sampler = start_health_sampler(config, state.rejected.clone());
     let mut registry = MetricsRegistry::new("ingest");

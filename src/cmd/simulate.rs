@@ -45,6 +45,11 @@ pub struct Args {
     /// Requests in flight.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// How long, in seconds, each batch keeps being retried while the
+    /// ingest API answers 503 or 429 (after its `Retry-After`), or fails
+    /// some of its events as retryable; 0 gives up on the first such answer.
+    #[arg(long, default_value_t = 300)]
+    pub retry_for: u64,
 }
 
 /// Where the events go.
@@ -53,6 +58,7 @@ enum Sink {
         client: reqwest::Client,
         url: String,
         key: String,
+        retry: Retrying,
     },
     Kafka(EventProducer),
     Proxy {
@@ -66,7 +72,12 @@ impl Sink {
     /// Send one batch; returns (accepted, rejected).
     async fn send(&self, batch: &[Event]) -> anyhow::Result<(u64, u64)> {
         match self {
-            Sink::Http { client, url, key } => post_batch(client, url, key, batch).await,
+            Sink::Http {
+                client,
+                url,
+                key,
+                retry,
+            } => post_batch(client, url, key, batch, retry).await,
             Sink::Kafka(producer) => {
                 let results = producer.send_batch(batch).await;
                 let failed = results.iter().filter(|r| r.is_err()).count() as u64;
@@ -94,6 +105,7 @@ impl Sink {
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+    let bar = progress_bar(args.events, "simulate");
     let sink = if args.direct_kafka {
         Sink::Kafka(EventProducer::new(&config.kafka)?)
     } else if let Some(base) = &args.via_proxy {
@@ -116,6 +128,11 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             client: reqwest::Client::new(),
             url,
             key,
+            retry: Retrying {
+                budget: std::time::Duration::from_secs(args.retry_for),
+                bar: bar.clone(),
+                waiting_since: std::sync::Mutex::new(None),
+            },
         }
     };
     let spec = WorkloadSpec::new(
@@ -124,7 +141,6 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         args.seed,
     );
     let workload = Workload::new(spec)?;
-    let bar = progress_bar(args.events, "simulate");
     let started = Instant::now();
     let results = stream::iter(chunks(workload, args.batch.max(1)))
         .map(|batch| {
@@ -160,15 +176,76 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// POST one NDJSON batch; returns (accepted, rejected).
+/// POST one NDJSON batch until every event is accepted or rejected;
+/// returns (accepted, rejected). A 503 or 429 is retried after its
+/// `Retry-After` (1 s when absent), and the events a 200 answered `failed`
+/// (retryable) are sent again alone, so an accepted event is never sent
+/// twice; after `retry.budget` of waiting, the last answer is the error.
 async fn post_batch(
     client: &reqwest::Client,
     url: &str,
     key: &str,
     batch: &[Event],
+    retry: &Retrying,
 ) -> anyhow::Result<(u64, u64)> {
-    let mut body = Vec::with_capacity(batch.len() * 900);
-    for event in batch {
+    let mut pending: Vec<&Event> = batch.iter().collect();
+    let (mut accepted, mut rejected) = (0u64, 0u64);
+    let started = Instant::now();
+    loop {
+        let answer = post_once(client, url, key, &pending).await?;
+        accepted += answer.accepted;
+        rejected += answer.rejected;
+        let wait = match answer.outcome {
+            Outcome::Done => {
+                retry.resumed();
+                return Ok((accepted, rejected));
+            }
+            Outcome::Retry { after, why, failed } => {
+                if let Some(failed) = failed {
+                    pending = failed
+                        .iter()
+                        .filter_map(|&i| pending.get(i).copied())
+                        .collect();
+                }
+                if started.elapsed() + after > retry.budget {
+                    anyhow::bail!(
+                        "{why}; gave up after waiting {} s (--retry-for)",
+                        started.elapsed().as_secs()
+                    );
+                }
+                retry.waiting(&why, after);
+                after
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// What one POST came to.
+struct Answer {
+    accepted: u64,
+    rejected: u64,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Done,
+    /// Send again after `after`: everything, or only the items at `failed`.
+    Retry {
+        after: std::time::Duration,
+        why: String,
+        failed: Option<Vec<usize>>,
+    },
+}
+
+async fn post_once(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    events: &[&Event],
+) -> anyhow::Result<Answer> {
+    let mut body = Vec::with_capacity(events.len() * 900);
+    for event in events {
         serde_json::to_writer(&mut body, event)?;
         body.push(b'\n');
     }
@@ -183,10 +260,34 @@ async fn post_batch(
             format!("cannot reach the ingest API at {url}: is `tollgate ingest` running?")
         })?;
     let status = response.status();
+    let retry_after = retry_after(response.headers());
     let json: serde_json::Value = response
         .json()
         .await
         .with_context(|| format!("ingest API answered {status} without JSON"))?;
+    let count = |field: &str| {
+        json.get(field)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    let error = json
+        .get("error")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| json.to_string());
+    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+    {
+        return Ok(Answer {
+            accepted: 0,
+            rejected: 0,
+            outcome: Outcome::Retry {
+                after: retry_after.unwrap_or(std::time::Duration::from_secs(1)),
+                why: format!("ingest API answered {status}: {error}"),
+                failed: None,
+            },
+        });
+    }
     if !status.is_success() {
         let first = json
             .get("results")
@@ -203,18 +304,98 @@ async fn post_batch(
                 )
             })
             .unwrap_or_default();
-        let error = json
-            .get("error")
-            .map(ToString::to_string)
-            .unwrap_or_else(|| json.to_string());
         anyhow::bail!("ingest API answered {status}: {error}{first}");
     }
-    let count = |field: &str| {
-        json.get(field)
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0)
+    let results = json
+        .get("results")
+        .and_then(serde_json::Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let failed: Vec<&serde_json::Value> = results
+        .iter()
+        .filter(|item| item.get("status").and_then(|s| s.as_str()) == Some("failed"))
+        .collect();
+    if let Some(item) = failed.iter().find(|item| item["retryable"] != true) {
+        anyhow::bail!(
+            "ingest API could not store event {} and says retrying cannot help: {}",
+            item["event_id"],
+            item["reason"]
+        );
+    }
+    let outcome = if failed.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::Retry {
+            after: retry_after.unwrap_or(std::time::Duration::from_secs(1)),
+            why: format!(
+                "{} of {} events failed in the ingest API, first: {}",
+                failed.len(),
+                events.len(),
+                failed[0]["reason"]
+            ),
+            failed: Some(
+                failed
+                    .iter()
+                    .filter_map(|item| item["index"].as_u64())
+                    .filter_map(|i| usize::try_from(i).ok())
+                    .collect(),
+            ),
+        }
     };
-    Ok((count("accepted"), count("rejected")))
+    Ok(Answer {
+        accepted: count("accepted"),
+        rejected: count("rejected"),
+        outcome,
+    })
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by Tollgate).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(std::time::Duration::from_secs)
+}
+
+/// The retry budget of each batch, and the progress lines that say the
+/// command is waiting (once when waiting starts, once when it ends).
+struct Retrying {
+    budget: std::time::Duration,
+    bar: ProgressBar,
+    waiting_since: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Retrying {
+    fn waiting(&self, why: &str, after: std::time::Duration) {
+        let mut since = self.waiting_since.lock().unwrap_or_else(|e| e.into_inner());
+        if since.is_none() {
+            *since = Some(Instant::now());
+            // Printed even when the bar is hidden (stderr not a terminal).
+            self.bar.suspend(|| {
+                eprintln!(
+                    "{why}; waiting as its Retry-After asks ({} s) and retrying for up to {} s",
+                    after.as_secs(),
+                    self.budget.as_secs()
+                )
+            });
+        }
+    }
+
+    fn resumed(&self) {
+        let mut since = self.waiting_since.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = since.take() {
+            self.bar.suspend(|| {
+                eprintln!(
+                    "the ingest API accepts events again after {:.1} s of waiting",
+                    at.elapsed().as_secs_f64()
+                )
+            });
+        }
+    }
 }
 
 /// Split an iterator into vectors of at most `size` items.

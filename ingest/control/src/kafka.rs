@@ -3,12 +3,14 @@
 //! what the broker acknowledged: callers never tell a client "accepted" before
 //! Kafka has the event.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientContext;
 
 use crate::config::KafkaConfig;
 use crate::error::ControlError;
@@ -58,10 +60,92 @@ impl ProduceError {
     }
 }
 
+/// How often, at most, a producer that lost every broker asks the cluster
+/// for metadata to learn that it is back.
+pub const REACHABILITY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the producer knows about the cluster: librdkafka reports "all
+/// brokers down" through its error callback the moment the last connection
+/// fails (a broker killed closes its sockets, so that is at once); the
+/// first metadata answer or acknowledged event afterwards clears it.
+#[derive(Default)]
+pub struct BrokerWatch {
+    state: Mutex<WatchState>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    /// When every broker was found down, and librdkafka's words for it.
+    down: Option<(Instant, String)>,
+    last_probe: Option<Instant>,
+}
+
+impl BrokerWatch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Since when, and why, no broker has been reachable; `None` while one is.
+    pub fn down_since(&self) -> Option<(Instant, String)> {
+        self.lock().down.clone()
+    }
+
+    fn mark_down(&self, reason: &str) {
+        let mut state = self.lock();
+        if state.down.is_none() {
+            tracing::warn!(reason, "kafka: every broker is down");
+            state.down = Some((Instant::now(), reason.to_string()));
+        }
+    }
+
+    fn mark_up(&self) {
+        let mut state = self.lock();
+        if let Some((since, _)) = state.down.take() {
+            tracing::info!(
+                down_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "kafka: a broker answers again"
+            );
+        }
+    }
+
+    /// Whether a probe is due (and, if so, records that one starts now).
+    fn probe_due(&self) -> bool {
+        let mut state = self.lock();
+        let due = state
+            .last_probe
+            .is_none_or(|at| at.elapsed() >= REACHABILITY_PROBE_INTERVAL);
+        if due {
+            state.last_probe = Some(Instant::now());
+        }
+        due
+    }
+}
+
+/// The producer's librdkafka context: logs as the default one does, and
+/// keeps the [`BrokerWatch`] current.
+#[derive(Clone, Default)]
+pub struct WatchedContext {
+    watch: Arc<BrokerWatch>,
+}
+
+impl ClientContext for WatchedContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        rdkafka::client::DefaultClientContext.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.watch.mark_down(reason);
+        }
+        tracing::error!(%error, reason, "librdkafka error");
+    }
+}
+
 /// Idempotent producer of [`Event`]s onto `kafka.events_topic`.
 #[derive(Clone)]
 pub struct EventProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<WatchedContext>,
+    watch: Arc<BrokerWatch>,
     topic: String,
     brokers: String,
     message_timeout: Duration,
@@ -86,16 +170,24 @@ impl EventProducer {
     /// Create the producer. This does not contact the broker; call
     /// [`EventProducer::check_connected`] for that.
     pub fn new(config: &KafkaConfig) -> Result<Self, ControlError> {
-        let producer: FutureProducer = idempotent_producer_config(config, "tollgate-ingest")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "5")
-            .create()
-            .map_err(|err| ControlError::KafkaConfig {
-                brokers: config.brokers.clone(),
-                reason: err.to_string(),
-            })?;
+        let context = WatchedContext::default();
+        let watch = context.watch.clone();
+        let producer: FutureProducer<WatchedContext> =
+            idempotent_producer_config(config, "tollgate-ingest")
+                .set("compression.type", "lz4")
+                .set("linger.ms", "5")
+                // Reconnect to a broker that went away at least every second
+                // (librdkafka backs off to 10 s by default), so that events
+                // follow Kafka back within about a second.
+                .set("reconnect.backoff.max.ms", "1000")
+                .create_with_context(context)
+                .map_err(|err| ControlError::KafkaConfig {
+                    brokers: config.brokers.clone(),
+                    reason: err.to_string(),
+                })?;
         Ok(Self {
             producer,
+            watch,
             topic: config.events_topic.clone(),
             brokers: config.brokers.clone(),
             message_timeout: Duration::from_millis(config.message_timeout_ms),
@@ -126,9 +218,44 @@ impl EventProducer {
         })
         .await
         .map_err(|err| ControlError::Internal(format!("kafka metadata task failed: {err}")))?;
+        if metadata.is_ok() {
+            self.watch.mark_up();
+        }
         metadata.map_err(|err| ControlError::KafkaUnreachable {
             brokers: self.brokers.clone(),
             reason: format!("no metadata within {} ms ({err})", timeout.as_millis()),
+        })
+    }
+
+    /// `Err` at once while the producer knows that no broker is reachable
+    /// (so that an edge can answer 503 instead of queueing events that
+    /// would wait for `kafka.message_timeout_ms`); each call then starts,
+    /// at most every [`REACHABILITY_PROBE_INTERVAL`], a metadata request in
+    /// the background that ends the outage when a broker answers.
+    pub fn ensure_reachable(&self) -> Result<(), ControlError> {
+        let Some((since, reason)) = self.watch.down_since() else {
+            return Ok(());
+        };
+        if self.watch.probe_due() {
+            let producer = self.producer.clone();
+            let watch = self.watch.clone();
+            // librdkafka's metadata call blocks its thread.
+            tokio::task::spawn_blocking(move || {
+                if producer
+                    .client()
+                    .fetch_metadata(None, REACHABILITY_PROBE_INTERVAL)
+                    .is_ok()
+                {
+                    watch.mark_up();
+                }
+            });
+        }
+        Err(ControlError::KafkaUnreachable {
+            brokers: self.brokers.clone(),
+            reason: format!(
+                "no broker has answered for {} ms ({reason})",
+                since.elapsed().as_millis()
+            ),
         })
     }
 
@@ -149,10 +276,13 @@ impl EventProducer {
             .key(event.partition_key())
             .payload(&payload);
         match self.producer.send(record, self.message_timeout).await {
-            Ok(delivery) => Ok(Delivered {
-                partition: delivery.partition,
-                offset: delivery.offset,
-            }),
+            Ok(delivery) => {
+                self.watch.mark_up();
+                Ok(Delivered {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                })
+            }
             Err((err, _message)) => {
                 let err = ProduceError::from_kafka(&err);
                 tracing::warn!(event_id = %event.event_id, topic = %self.topic, reason = %err, "produce failed");

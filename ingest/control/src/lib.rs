@@ -1,6 +1,7 @@
 //! Tollgate's control plane: PostgreSQL and what lives in it — the pool
 //! ([`postgres`]), people's accounts, grants and sessions ([`accounts`]),
-//! API keys ([`keys`]), the versioned price catalog
+//! API keys ([`keys`]; the edges' cache of verified keys, which outlives a
+//! PostgreSQL outage for a while: [`key_cache`]), the versioned price catalog
 //! ([`prices`]: reading and keeping a copy fresh, adding versions, the
 //! LiteLLM import format), budgets ([`budgets`]: the store, administration,
 //! evaluation against spend), alerting's rules, silences and receivers
@@ -27,6 +28,7 @@ pub mod config;
 pub mod erasure;
 pub mod error;
 pub mod kafka;
+pub mod key_cache;
 pub mod keys;
 pub mod lease;
 pub mod outbox;

@@ -3,26 +3,22 @@
 //! SDKs) or `x-api-key` (Anthropic SDKs), and takes the tenant of every call
 //! (org, team, user) from the key, never from the request. Verified keys are
 //! cached for `proxy.key_cache_secs`, unknown ones for a few seconds, so the
-//! request path rarely touches PostgreSQL.
-
-use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
+//! request path rarely touches PostgreSQL; while PostgreSQL does not
+//! answer, a key verified within `proxy.key_cache_stale_secs` keeps working
+//! (`tollgate_control::key_cache`).
 
 use axum::http::HeaderMap;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use tollgate_control::keys::{hash_secret, KeyStore};
+use tollgate_control::key_cache::{KeyCache as VerifiedKeys, KeyCachePolicy};
+use tollgate_control::keys::KeyStore;
 use tollgate_control::ControlError;
 
 /// Roles whose keys may call the proxy.
 pub const PROXY_ROLES: [&str; 2] = ["proxy", "admin"];
 /// Tenant fields of a key that has none.
 pub const UNASSIGNED: &str = "unassigned";
-
-const NEGATIVE_TTL: Duration = Duration::from_secs(5);
-const MAX_CACHED: usize = 100_000;
 
 /// A key as the proxy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,13 +71,10 @@ pub fn presented_secret(headers: &HeaderMap) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
-type Cached = (Option<VirtualKey>, Instant);
-
 pub struct KeyCache {
     store: KeyStore,
     pool: PgPool,
-    ttl: Duration,
-    cache: RwLock<HashMap<[u8; 32], Cached>>,
+    verified: VerifiedKeys<VirtualKey>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -93,31 +86,35 @@ struct Scope {
 }
 
 impl KeyCache {
-    pub fn new(pool: PgPool, ttl: Duration) -> Self {
+    pub fn new(pool: PgPool, policy: KeyCachePolicy) -> Self {
+        let options = pool.connect_options();
+        let address = format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        );
         Self {
             store: KeyStore::new(pool.clone()),
             pool,
-            ttl,
-            cache: RwLock::new(HashMap::new()),
+            verified: VerifiedKeys::new(policy, address),
         }
     }
 
-    /// The key `secret` belongs to, if it exists, is not revoked, and may
-    /// use the proxy (a key of another role is treated as unknown).
+    /// How many requests were let through on a key verified before a
+    /// failing check (PostgreSQL unreachable).
+    pub fn served_stale(&self) -> u64 {
+        self.verified.served_stale()
+    }
+
+    /// The key `secret` belongs to, if it exists and is not revoked (the
+    /// caller checks its role: [`VirtualKey::may_use_proxy`]).
     pub async fn verify(&self, secret: &str) -> Result<Option<VirtualKey>, ControlError> {
-        let hash = hash_secret(secret);
-        if let Ok(cache) = self.cache.read() {
-            if let Some((key, at)) = cache.get(&hash) {
-                let ttl = if key.is_some() {
-                    self.ttl
-                } else {
-                    NEGATIVE_TTL
-                };
-                if at.elapsed() < ttl {
-                    return Ok(key.clone());
-                }
-            }
-        }
+        self.verified.get(secret, || self.lookup(secret)).await
+    }
+
+    /// The key and its tenant, from PostgreSQL.
+    async fn lookup(&self, secret: &str) -> Result<Option<VirtualKey>, ControlError> {
         let key = match self.store.verify(secret).await? {
             None => None,
             Some(key) => {
@@ -139,12 +136,6 @@ impl KeyCache {
                 })
             }
         };
-        if let Ok(mut cache) = self.cache.write() {
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
-            }
-            cache.insert(hash, (key.clone(), Instant::now()));
-        }
         Ok(key)
     }
 }

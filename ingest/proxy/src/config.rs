@@ -48,6 +48,10 @@ pub struct ProxyConfig {
     pub health_sample_secs: u64,
     /// Seconds a verified key is cached (revocation takes effect after this).
     pub key_cache_secs: u64,
+    /// Seconds after its last successful check a key keeps working while
+    /// PostgreSQL does not answer; 0 refuses every call (503) as soon as a
+    /// key's check fails (`docs/reliability.md`).
+    pub key_cache_stale_secs: u64,
     /// Seconds start-up waits for the decisions topic to be read to its end.
     pub decisions_load_secs: u64,
     /// Seconds between reloads of the stored provider credentials, besides
@@ -76,6 +80,7 @@ impl Default for ProxyConfig {
             kafka_timeout_ms: 5_000,
             health_sample_secs: 10,
             key_cache_secs: 30,
+            key_cache_stale_secs: 900,
             decisions_load_secs: 10,
             credentials_refresh_secs: 30,
             rate_limit: RateLimitConfig::default(),

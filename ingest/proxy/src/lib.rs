@@ -348,7 +348,13 @@ pub async fn start(
     let state = Arc::new(ProxyState {
         config: config.clone(),
         routes: RouteTable::new(config),
-        keys: KeyCache::new(pool, Duration::from_secs(config.key_cache_secs)),
+        keys: KeyCache::new(
+            pool,
+            tollgate_control::key_cache::KeyCachePolicy::from_secs(
+                config.key_cache_secs,
+                config.key_cache_stale_secs,
+            ),
+        ),
         decisions,
         breakers: breaker::LocalBreakers::new(config.breaker.clone()),
         limiter,

@@ -52,7 +52,7 @@ impl TraceService for OtlpTraceService {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let headers = request.metadata().clone().into_headers();
-        let key = verify_secret(&self.state.keys, presented_key(&headers))
+        let key = verify_secret(&self.state, presented_key(&headers))
             .await
             .map_err(|err| {
                 tracing::info!(%err, "otlp grpc export refused");

@@ -149,7 +149,7 @@ pub async fn post_traces(
             Some("content-type"),
         );
     };
-    let key = match verify_secret(&state.keys, presented_key(&headers)).await {
+    let key = match verify_secret(&state, presented_key(&headers)).await {
         Ok(key) => key,
         Err(err) => return ingest_error(Some(encoding), err),
     };

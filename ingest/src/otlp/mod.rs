@@ -334,7 +334,7 @@ pub async fn export(
         .into_iter()
         .partition(|e| receiver.recently_accepted(&e.event_id));
     SpanCounters::add(&counters.retried, retried.len());
-    let deliveries = state.producer.send_batch(&fresh).await;
+    let deliveries = crate::http::produce(state, &fresh).await;
     let mut acknowledged = Vec::with_capacity(fresh.len());
     let mut failure: Option<String> = None;
     let mut failed = 0usize;

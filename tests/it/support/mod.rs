@@ -13,6 +13,8 @@ pub mod errors;
 pub mod events;
 pub mod kafka;
 pub mod private_clickhouse;
+pub mod private_kafka;
+pub mod private_postgres;
 pub mod signed_in;
 pub mod webhook;
 
