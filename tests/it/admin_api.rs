@@ -51,6 +51,7 @@ async fn admin_events(topic: &str, want: usize) -> (Vec<Value>, HashMap<String, 
             .collect::<Vec<_>>()
     };
     read_records(topic, crate::support::PATIENCE, |r| admin(r).len() >= want).await;
+    // A window in which a second copy of an event would show up.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let all = admin(&read_records(topic, Duration::from_secs(8), |_| false).await);
     let mut copies = HashMap::new();

@@ -843,6 +843,7 @@ async fn sigkill_mid_stream_keeps_chains_continuous() {
             Duration::from_secs(120),
         )
         .await;
+    // A window in which an entry written twice would show up.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got_after = env.ch_u64("SELECT count() FROM {db}.audit_chain").await;
     child.kill().unwrap();

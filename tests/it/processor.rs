@@ -745,6 +745,7 @@ async fn rebalances_between_two_processors_are_exact() {
     let got = env
         .wait_for_count(count_sql, calls, Duration::from_secs(300))
         .await;
+    // A window in which a duplicate would show up.
     tokio::time::sleep(Duration::from_secs(2)).await;
     signal(second.id(), "TERM");
     assert!(wait_exit(&mut second, Duration::from_secs(60))
@@ -898,6 +899,7 @@ async fn clickhouse_outages_are_retried_without_loss_or_duplicates() {
     let got = env
         .wait_for_count(count_sql, traffic.calls, Duration::from_secs(300))
         .await;
+    // A window in which a duplicate would show up.
     tokio::time::sleep(Duration::from_secs(2)).await;
     signal(child.id(), "TERM");
     let status = wait_exit(&mut child, Duration::from_secs(60)).await;

@@ -1173,6 +1173,7 @@ async fn a_kafka_outage_loses_and_reorders_no_event() {
             200
         );
     }
+    // The outage lasts a moment longer (a window, not a wait for progress).
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     kafka_scratch("start", data.path(), Some(ports));

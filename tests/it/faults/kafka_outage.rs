@@ -175,6 +175,7 @@ async fn post_until_accepted(
             .map(|(_, e)| e)
             .collect();
         if !pending.is_empty() {
+            // As `Retry-After: 1` asks (a client's pacing, not a wait for progress).
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -304,6 +305,7 @@ async fn a_broker_killed_for_30_s_under_http_ingest_loses_and_duplicates_no_even
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The rest of the 30 s outage (a window, not a wait for progress).
     tokio::time::sleep(Duration::from_secs(25)).await;
     let restart = kafka.restart_shared().await;
     let back = Instant::now();
