@@ -405,8 +405,23 @@ async fn missing_wrong_and_revoked_keys_are_401() {
     assert!(listed[0]["revoked_at"].is_string(), "{listed}");
     assert!(listed[0].get("secret_hash").is_none());
 
-    let (status, response) = ingest.post(Some(&key), "application/json", body).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A revocation takes effect when the key's cached answer expires
+    // (`ingest.key_cache_secs`, docs/ingest-api.md).
+    let start = std::time::Instant::now();
+    let response = loop {
+        let (status, response) = ingest
+            .post(Some(&key), "application/json", body.clone())
+            .await;
+        if status == StatusCode::UNAUTHORIZED {
+            break response;
+        }
+        assert_eq!(status, StatusCode::OK, "{response}");
+        assert!(
+            start.elapsed() < crate::support::PATIENCE,
+            "the revoked key was still accepted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
     assert!(
         response["error"].as_str().unwrap().contains("revoked"),
         "{response}"
