@@ -422,6 +422,7 @@ mod tests {
             })
         ));
         let longer = RetentionConfig {
+            calls_days: 400,
             cost_daily_days: 800,
             ..RetentionConfig::default()
         };
