@@ -85,6 +85,7 @@ use crate::dlq::{DeadLetterReason, DeadLetterWriter, Source};
 use crate::error::{Error, Result};
 use crate::fold::{Fold, MessageMeta, Positioned};
 use crate::health::ConsumerHealth;
+use crate::insert_fence::wait_for_running_inserts;
 use crate::metrics::FoldMetrics;
 use crate::resume::{stored_offsets_in, ResumePositions};
 use tollgate_control::clickhouse::client;
@@ -590,6 +591,16 @@ impl<F: Fold> Processor<F> {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 1u32;
         loop {
+            // An insert the partitions' previous owner sent before it died
+            // may still be running: its rows must land before the position
+            // is read (`crate::insert_fence`).
+            if let Err(err) = wait_for_running_inserts(&self.client, self.fold.name()).await {
+                warn!(partitions = ?wanted, attempt, clickhouse = %self.ch.url, %err, "cannot see the inserts running in clickhouse, retrying");
+                self.backoff(&mut backoff, "resume positions not read")
+                    .await?;
+                attempt += 1;
+                continue;
+            }
             let stored = match stored_offsets_in(&self.client, self.fold.table(), &wanted).await {
                 Ok(stored) => match self.fold.load_partitions(&wanted).await {
                     Ok(()) => Ok(stored),
@@ -681,7 +692,12 @@ impl<F: Fold> Processor<F> {
                 let mut partitions: Vec<i32> = rows.iter().map(|r| r.position().0).collect();
                 partitions.sort_unstable();
                 partitions.dedup();
-                match stored_offsets_in(&self.client, self.fold.table(), &partitions).await {
+                // The failed attempt may still be running (a timeout).
+                let stored = match wait_for_running_inserts(&self.client, self.fold.name()).await {
+                    Ok(_) => stored_offsets_in(&self.client, self.fold.table(), &partitions).await,
+                    Err(err) => Err(err),
+                };
+                match stored {
                     Ok(stored) => {
                         let before = rows.len();
                         rows.retain(|r| {

@@ -22,6 +22,7 @@ pub mod error;
 pub mod fold;
 pub mod folds;
 pub mod health;
+pub mod insert_fence;
 pub mod metrics;
 pub mod migrations;
 pub mod patterns;

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tollgate_contract::Outcome;
 
 use crate::support::events::{call_event, usage};
-use crate::support::{d, TestEnv};
+use crate::support::{d, TestEnv, PATIENCE};
 
 const ROLES: [&str; 5] = ["admin", "finance", "sre", "compliance", "viewer"];
 
@@ -206,6 +206,18 @@ async fn every_route_requires_identity_role_and_org() {
         .as_str()
         .unwrap()
         .to_string();
+    // The audit fold is a consumer group of its own: its rows can come
+    // after the calls and cost rows waited for above.
+    assert_eq!(
+        env.wait_for_count(
+            "SELECT count() FROM {db}.audit_chain WHERE org_id = 'globex'",
+            5,
+            PATIENCE
+        )
+        .await,
+        5,
+        "globex's five calls in the audit chain"
+    );
     let audit = env
         .ch("SELECT concat(chain_id, '/', toString(seq)) FROM {db}.audit_chain WHERE org_id = 'globex' ORDER BY seq LIMIT 1")
         .await;

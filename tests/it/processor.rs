@@ -939,3 +939,158 @@ async fn clickhouse_outages_are_retried_without_loss_or_duplicates() {
 pub(crate) fn is_calls_fold(line: &str) -> bool {
     line.contains("fold=\"calls\"") || line.contains("fold=calls")
 }
+
+/// An insert sent by a processor that died can still be running in
+/// ClickHouse when the next owner of its partition starts (ClickHouse
+/// finishes an insert whose body arrived). The test holds such an insert
+/// open, with the rows of the first 25 of 40 messages of partition 0 as
+/// the dead owner made them, and starts a processor: its calls fold waits
+/// at the fence (`processors/src/insert_fence.rs`) and stores nothing; once
+/// the insert ends it resumes after the held rows. Without the fence it
+/// would read an empty position and store those 25 calls a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_still_running_from_a_dead_owner_is_waited_for_and_not_repeated() {
+    let group = unique("grp");
+    let mut env = TestEnv::with_extra_config("fence", &processor_config(&group, "")).await;
+    let (n, held) = (40usize, 25usize);
+    let at = Utc::now() - chrono::Duration::minutes(5);
+    let producer = producer();
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let event = support::events::call_event(
+            "team-x",
+            "openai",
+            "gpt-4o-mini",
+            at,
+            support::events::usage(100 + i as u64, 0, 0, 10, 0),
+            Outcome::Success,
+        );
+        let payload = serde_json::to_vec(&event).unwrap();
+        let offset = produce_one(&producer, &env.events_topic, &payload).await;
+        sent.push((event.event_id.to_string(), offset));
+    }
+    let rows: String = sent[..held]
+        .iter()
+        .map(|(id, offset)| {
+            serde_json::json!({
+                "event_id": id, "kafka_partition": 0, "kafka_offset": offset,
+                "call_id": "held-insert", "occurred_at": at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let query_id = format!("{}-held", env.name);
+    let insert = HeldInsert::open(
+        &env.ch_database,
+        &query_id,
+        "INSERT INTO calls (event_id, kafka_partition, kafka_offset, call_id, occurred_at) FORMAT JSONEachRow",
+        &rows,
+    )
+    .await;
+    let running = format!("SELECT count() FROM system.processes WHERE query_id = '{query_id}'");
+    assert_eq!(
+        env.wait_for_count(&running, 1, crate::support::PATIENCE)
+            .await,
+        1,
+        "the held insert is running"
+    );
+
+    env.spawn("process", &["process"]);
+    let start = Instant::now();
+    while !log_of(&env, "process").lines().any(|l| {
+        l.contains("waiting for inserts running in clickhouse") && l.contains("fold=calls")
+    }) {
+        assert!(
+            start.elapsed() < crate::support::PATIENCE,
+            "the calls fold never waited for the running insert; log:\n{}",
+            log_of(&env, "process")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        env.ch_u64("SELECT count() FROM {db}.calls").await,
+        0,
+        "nothing is stored while the fence holds"
+    );
+
+    insert.finish().await;
+    let stored = env
+        .wait_for_count(
+            "SELECT count() FROM {db}.calls",
+            n as u64,
+            crate::support::PATIENCE,
+        )
+        .await;
+    assert_eq!(stored, n as u64, "log:\n{}", log_of(&env, "process"));
+    // Consumed and committed to the end: nothing more is coming.
+    let start = Instant::now();
+    while committed(&group, &env.events_topic, 1)[&0] < sent[n - 1].1 + 1 {
+        assert!(
+            start.elapsed() < crate::support::PATIENCE,
+            "never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        env.ch("SELECT count(), uniqExact(event_id), countIf(call_id = 'held-insert') FROM {db}.calls FORMAT TSV")
+            .await
+            .trim(),
+        format!("{n}\t{n}\t{held}"),
+        "every call once, the held rows kept; log:\n{}",
+        log_of(&env, "process")
+    );
+}
+
+/// An HTTP insert into ClickHouse whose body is sent but not ended (chunked
+/// transfer, the last chunk held back): ClickHouse runs it until it ends,
+/// as it does an insert whose client was killed after sending it.
+struct HeldInsert {
+    stream: tokio::net::TcpStream,
+}
+
+impl HeldInsert {
+    async fn open(database: &str, query_id: &str, query: &str, body: &str) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let base = reqwest::Url::parse(&support::clickhouse_url()).unwrap();
+        let url = reqwest::Url::parse_with_params(
+            base.as_str(),
+            &[
+                ("database", database),
+                ("query_id", query_id),
+                ("query", query),
+            ],
+        )
+        .unwrap();
+        let address = format!(
+            "{}:{}",
+            url.host_str().unwrap(),
+            url.port_or_known_default().unwrap()
+        );
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let head = format!(
+            "POST {}?{} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            url.path(),
+            url.query().unwrap(),
+            url.host_str().unwrap()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // ClickHouse reads the first MiB or so of the body (or all of it)
+        // before it starts the query; whitespace after the rows gets it
+        // started, as a dead client's whole body would have.
+        let body = format!("{body}{}\n", " ".repeat(3 << 20));
+        let chunk = format!("{:x}\r\n{body}\r\n", body.len());
+        stream.write_all(chunk.as_bytes()).await.unwrap();
+        stream.flush().await.unwrap();
+        Self { stream }
+    }
+
+    /// Send the last chunk; ClickHouse stores the rows and answers 200.
+    async fn finish(mut self) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.stream.write_all(b"0\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        self.stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}

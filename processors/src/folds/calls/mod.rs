@@ -79,6 +79,15 @@ pub fn catalog() -> Vec<(String, String)> {
             "processor.stored_offsets".into(),
             crate::resume::stored_offsets_sql(&[0, 1]),
         ),
+        (
+            "processor.running_inserts".into(),
+            crate::insert_fence::RUNNING_INSERTS_SQL.into(),
+        ),
+        (
+            "processor.inserts_still_running".into(),
+            crate::insert_fence::STILL_RUNNING_SQL
+                .replace('?', "['00000000-0000-0000-0000-000000000000']"),
+        ),
     ];
     statements.extend(crate::progress::catalog());
     statements.extend(tollgate_control::pipeline_health::catalog());
