@@ -123,18 +123,26 @@ impl Store<'_> {
         start.elapsed()
     }
 
-    /// Poll until `calls` holds `want` rows (never more), keeping
-    /// `processors` running; the last count.
+    /// Poll until `calls` holds `want` rows, or has not grown for
+    /// `timeout` (slow is not stuck), keeping `processors` running; the
+    /// last count.
     async fn wait_for_calls(
         &self,
         want: u64,
         timeout: Duration,
         processors: &mut [&mut Supervised<'_>],
     ) -> u64 {
-        let start = Instant::now();
+        let mut last = None;
+        let mut moved = Instant::now();
         loop {
             let got = self.calls().await;
-            if got >= want || start.elapsed() > timeout {
+            if got >= want {
+                return got;
+            }
+            if last != Some(got) {
+                last = Some(got);
+                moved = Instant::now();
+            } else if moved.elapsed() > timeout {
                 return got;
             }
             for p in processors.iter_mut() {

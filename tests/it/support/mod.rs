@@ -306,13 +306,22 @@ listen = "127.0.0.1:{api_port}"
         clickhouse_query(&sql.replace("{db}", &self.ch_database)).await
     }
 
-    /// Poll `sql` (a single number) until it equals `want` or `timeout` passes;
-    /// returns the last value seen.
+    /// Poll `sql` (a single number) until it reaches `want`, or until it
+    /// has not moved for `timeout`: a count that keeps rising is slow, not
+    /// stuck (a loaded machine stores a few hundred events a second in a
+    /// debug build). Returns the last value seen.
     pub async fn wait_for_count(&self, sql: &str, want: u64, timeout: Duration) -> u64 {
-        let start = Instant::now();
+        let mut last = None;
+        let mut moved = Instant::now();
         loop {
             let got: u64 = self.ch(sql).await.trim().parse().unwrap_or(0);
-            if got >= want || start.elapsed() > timeout {
+            if got >= want {
+                return got;
+            }
+            if last != Some(got) {
+                last = Some(got);
+                moved = Instant::now();
+            } else if moved.elapsed() > timeout {
                 return got;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
