@@ -50,6 +50,7 @@ mod provider_credentials;
 mod proxy;
 mod proxy_recovery;
 mod proxy_trace;
+mod proxy_vs_litellm;
 mod retention;
 mod sign_in;
 mod sre_loop;
