@@ -14,7 +14,7 @@ async fn quick_run_against_tollgate_prints_its_row_with_every_request_answered()
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/proxy-vs-litellm");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(script)
-            .args(["--quick", "--only", "tollgate", "--rates", "20", "--duration", "3"])
+            .args(["--quick", "--only", "tollgate"])
             .arg("--bin")
             .arg(tollgate_bin())
             .arg("--config")
@@ -48,7 +48,10 @@ async fn quick_run_against_tollgate_prints_its_row_with_every_request_answered()
     };
     assert_eq!(direct[4], "100.00%", "direct row: {direct:?}\n{stdout}");
     assert_eq!(tollgate.len(), 9, "tollgate row: {tollgate:?}\n{stdout}");
-    assert_eq!(tollgate[6], "100.00%", "tollgate row: {tollgate:?}\n{stdout}");
+    assert_eq!(
+        tollgate[6], "100.00%",
+        "tollgate row: {tollgate:?}\n{stdout}"
+    );
     // Added latency is the difference of the two rows' p50.
     let p50 = |row: &[&str]| row[2].parse::<f64>().unwrap();
     let added: f64 = tollgate[4].parse().unwrap();
@@ -72,7 +75,12 @@ async fn quick_run_against_tollgate_prints_its_row_with_every_request_answered()
         .as_array()
         .unwrap()
         .iter()
-        .filter(|k| k["name"].as_str().unwrap_or("").starts_with("bench-vs-litellm-"))
+        .filter(|k| {
+            k["name"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("bench-vs-litellm-")
+        })
         .collect();
     assert_eq!(bench_keys.len(), 1, "keys: {keys:#}");
     assert!(
