@@ -2,6 +2,7 @@
 //! asserts on speed; the numbers are for people and for the docs.
 
 pub mod alerts;
+mod audit;
 mod ingest;
 mod otlp;
 mod proxy;
@@ -26,6 +27,9 @@ pub enum BenchCommand {
     /// calls in a fresh database, stores the rules and times the
     /// evaluator's `evaluate` against the evaluation interval.
     Alerts(alerts::Args),
+    /// Audit verification: writes N chained entries with signed checkpoints
+    /// into a fresh database and times `verify-audit`'s verification of them.
+    Audit(audit::Args),
 }
 
 pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
@@ -34,5 +38,6 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Otlp(args) => otlp::run(args, config).await,
         BenchCommand::Proxy(args) => proxy::run(args, config).await,
         BenchCommand::Alerts(args) => alerts::run(args, config).await,
+        BenchCommand::Audit(args) => audit::run(args, config).await,
     }
 }

@@ -1009,25 +1009,19 @@ async fn api_roles_and_tenant_isolation() {
     assert_eq!(report["entries"], 12);
 }
 
-/// Verification rate: builds one chain of `TOLLGATE_TEST_AUDIT_ENTRIES`
-/// (default 200 000) entries with checkpoints straight into ClickHouse and
-/// times `tollgate verify-audit`. Ignored by default (it measures, it does
-/// not test behaviour): `cargo test --test audit_chain -- --ignored`.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore]
-async fn verification_rate() {
-    use tollgate_contract::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
-    use tollgate_contract::audit::entry::{chain_entry, EntryFields, EntryRow, Position, GENESIS};
+/// Entries `1..=n` of `chain` (org `org-a`), chained and checkpointed
+/// every 1000 entries as the audit fold does it, with `tamper` applied to
+/// the rows before they are written straight into ClickHouse (the
+/// checkpoints are signed over the untampered entries).
+async fn write_chain(
+    client: &clickhouse::Client,
+    chain_id: &str,
+    n: u64,
+    tamper: impl FnOnce(&mut Vec<EntryRow>),
+) {
+    use tollgate_contract::audit::checkpoint::{ChainRef, CheckpointRow};
+    use tollgate_contract::audit::entry::{chain_entry, EntryFields, Position, GENESIS};
     use tollgate_contract::audit::merkle::Compact;
-    let n: u64 = std::env::var("TOLLGATE_TEST_AUDIT_ENTRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
-    let env = TestEnv::with_extra_config("audit_rate", &audit_config(1000, "")).await;
-    let client = clickhouse::Client::default()
-        .with_url(support::clickhouse_url())
-        .with_database(&env.ch_database)
-        .with_validation(false);
     let signer = CheckpointSigner::from_hex_seed(SEED).unwrap();
     let event_json = format!(
         "{{\"call\":{{\"model\":\"gpt-4o\",\"pad\":\"{}\"}}}}",
@@ -1036,7 +1030,7 @@ async fn verification_rate() {
     let mut prev = GENESIS;
     let mut segment = Vec::new();
     let mut prefix = Compact::new();
-    let mut insert = client.insert::<EntryRow>("audit_chain").await.unwrap();
+    let mut rows = Vec::with_capacity(usize::try_from(n).unwrap());
     let mut cps: Vec<CheckpointRow> = Vec::new();
     for seq in 1..=n {
         let fields = EntryFields {
@@ -1044,7 +1038,7 @@ async fn verification_rate() {
             event_id: format!("e-{seq}"),
             kind: tollgate_contract::KIND_CALL_COMPLETED.into(),
             org_id: "org-a".into(),
-            team_id: "team-big".into(),
+            team_id: chain_id.into(),
             user_id: "u".into(),
             api_key_id: "k".into(),
             provider: "openai".into(),
@@ -1057,7 +1051,7 @@ async fn verification_rate() {
         let (row, hash) = chain_entry(
             fields,
             Position {
-                chain_id: "team-big",
+                chain_id,
                 seq,
                 partition: 0,
                 offset: seq as i64,
@@ -1065,14 +1059,14 @@ async fn verification_rate() {
             &prev,
             &rand::random(),
         );
-        insert.write(&row).await.unwrap();
+        rows.push(row);
         prev = hash;
         segment.push(hash);
         if segment.len() == 1000 || seq == n {
             let chain = ChainRef {
-                chain_id: "team-big",
+                chain_id,
                 org_id: "org-a",
-                team_id: "team-big",
+                team_id: chain_id,
             };
             cps.push(
                 signer
@@ -1088,6 +1082,11 @@ async fn verification_rate() {
             segment.clear();
         }
     }
+    tamper(&mut rows);
+    let mut insert = client.insert::<EntryRow>("audit_chain").await.unwrap();
+    for row in &rows {
+        insert.write(row).await.unwrap();
+    }
     insert.end().await.unwrap();
     let mut insert = client
         .insert::<CheckpointRow>("audit_checkpoints")
@@ -1097,6 +1096,103 @@ async fn verification_rate() {
         insert.write(cp).await.unwrap();
     }
     insert.end().await.unwrap();
+}
+
+fn audit_client(env: &TestEnv) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(support::clickhouse_url())
+        .with_database(&env.ch_database)
+        .with_validation(false)
+}
+
+/// Chains verified at once, their hashes worked out in batches on every
+/// core ahead of the links: each break is still found in its own chain at
+/// its own seq, past the first batch (8192 rows), and the intact chains
+/// beside them verify whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_verification_locates_each_chain_break() {
+    let env = TestEnv::with_extra_config("audit_parallel", &audit_config(1000, "")).await;
+    let client = audit_client(&env);
+    let n = 10_000;
+    write_chain(&client, "team-intact-1", n, |_| {}).await;
+    write_chain(&client, "team-edited", n, |rows| {
+        rows[8_999].model = "cheaper".into();
+    })
+    .await;
+    write_chain(&client, "team-removed", n, |rows| {
+        rows.remove(4_999);
+    })
+    .await;
+    write_chain(&client, "team-swapped", n, |rows| {
+        rows.swap(9_000, 9_001);
+        rows[9_000].seq = 9_001;
+        rows[9_001].seq = 9_002;
+    })
+    .await;
+    write_chain(&client, "team-intact-2", n, |_| {}).await;
+    // The checkpoints went straight into ClickHouse, not to the anchor.
+    let (ok, report) = verify_audit_with(&env, "org-a", &["--no-anchor"]);
+    assert!(!ok, "{report:#}");
+    let chains: Vec<&str> = report["chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["chain_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            "team-edited",
+            "team-intact-1",
+            "team-intact-2",
+            "team-removed",
+            "team-swapped"
+        ]
+    );
+    assert_eq!(
+        chain_break(&report, "team-edited"),
+        Some((9_000, "edited".into()))
+    );
+    assert_eq!(
+        chain_break(&report, "team-removed"),
+        Some((5_000, "missing".into()))
+    );
+    assert_eq!(
+        chain_break(&report, "team-swapped"),
+        Some((9_001, "reordered".into()))
+    );
+    for intact in ["team-intact-1", "team-intact-2"] {
+        assert_eq!(chain_break(&report, intact), None);
+        let c = report["chains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["chain_id"] == intact)
+            .unwrap();
+        assert_eq!(
+            (c["entries"].as_u64(), c["checkpoints"].as_u64()),
+            (Some(n), Some(10))
+        );
+    }
+    // Entries verified before each break: 8999, 4999 and 9000 of the broken
+    // chains, all of the intact ones.
+    assert_eq!(report["entries"], 2 * n + 8_999 + 4_999 + 9_000);
+}
+
+/// Verification rate: builds one chain of `TOLLGATE_TEST_AUDIT_ENTRIES`
+/// (default 200 000) entries with checkpoints straight into ClickHouse and
+/// times `tollgate verify-audit`. Ignored by default (it measures, it does
+/// not test behaviour): `cargo test --test it -- --ignored
+/// audit_chain::verification_rate`; `tollgate bench audit` measures more.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn verification_rate() {
+    let n: u64 = std::env::var("TOLLGATE_TEST_AUDIT_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let env = TestEnv::with_extra_config("audit_rate", &audit_config(1000, "")).await;
+    write_chain(&audit_client(&env), "team-big", n, |_| {}).await;
     let started = Instant::now();
     // The checkpoints went straight into ClickHouse, not to the anchor.
     let (ok, report) = verify_audit_with(&env, "org-a", &["--no-anchor"]);

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use clickhouse::Client;
 use ed25519_dalek::VerifyingKey;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use tollgate_contract::audit::checkpoint::{check_signature, CheckpointRow};
@@ -292,6 +293,24 @@ impl ChainVerifier {
 
     /// Verify the next row; false once the chain is broken (stop feeding).
     pub fn push(&mut self, row: &EntryRow) -> bool {
+        self.push_hashed(row, None)
+    }
+
+    /// Verify the next rows, in seq order: [`ChainVerifier::push`] of each,
+    /// their entry hashes worked out ahead on every core ([`hash_ahead`]).
+    /// False once the chain is broken (stop feeding).
+    pub fn push_batch(&mut self, rows: &[EntryRow]) -> bool {
+        let ahead = hash_ahead(rows);
+        rows.iter()
+            .zip(ahead)
+            .all(|(row, hash)| self.push_hashed(row, hash))
+    }
+
+    /// [`ChainVerifier::push`], given the entry hash of `row` over its own
+    /// stored `prev_hash` when already computed: it is the hash of the
+    /// intact link exactly when that `prev_hash` is the verified head, and
+    /// only then is it used.
+    fn push_hashed(&mut self, row: &EntryRow, over_stored_prev: Option<[u8; 32]>) -> bool {
         if self.first_break.is_some() {
             return false;
         }
@@ -314,7 +333,10 @@ impl ChainVerifier {
         }
         let stored_prev = parse_hash(&row.prev_hash);
         let stored_hash = parse_hash(&row.entry_hash);
-        let computed = entry_hash(&self.head, row);
+        let computed = match over_stored_prev {
+            Some(hash) if stored_prev == Some(self.head) => hash,
+            _ => entry_hash(&self.head, row),
+        };
         let went_back = matches!(self.last_position, Some((p, o)) if p == row.kafka_partition && row.kafka_offset <= o);
         if stored_prev == Some(self.head) && stored_hash == Some(computed) && !went_back {
             self.accept(row, computed);
@@ -528,6 +550,33 @@ impl ChainVerifier {
     }
 }
 
+/// Below this many rows a batch is hashed on the calling thread.
+const PARALLEL_FROM: usize = 512;
+
+/// The entry hash of each row over its own stored `prev_hash` (`None` where
+/// that is not a hash), on every core: the hashes of an intact chain do
+/// not depend on each other, only their links do, which
+/// [`ChainVerifier`] checks in order.
+pub fn hash_ahead(rows: &[EntryRow]) -> Vec<Option<[u8; 32]>> {
+    let one = |row: &EntryRow| parse_hash(&row.prev_hash).map(|prev| entry_hash(&prev, row));
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if threads < 2 || rows.len() < PARALLEL_FROM {
+        return rows.iter().map(one).collect();
+    }
+    let mut out = vec![None; rows.len()];
+    let per_thread = rows.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (rows, out) in rows.chunks(per_thread).zip(out.chunks_mut(per_thread)) {
+            scope.spawn(move || {
+                for (row, hash) in rows.iter().zip(out) {
+                    *hash = one(row);
+                }
+            });
+        }
+    });
+    out
+}
+
 /// The columns of [`EntryRow`], in its field order (RowBinary reads by position).
 pub const ENTRY_COLUMNS: &str = "chain_id, seq, occurred_at, occurred_at_ms, event_id, kind, org_id, team_id, user_id, api_key_id, provider, model, outcome, decision, decision_reason, event_json, prev_hash, entry_hash, kafka_partition, kafka_offset, v, salt, personal_commitment";
 
@@ -557,6 +606,15 @@ pub fn entries_page_sql() -> String {
 
 /// Rows read per query: a seq range of one chain, so the sort stays small.
 const PAGE: u64 = 250_000;
+
+/// Rows handed to the hashing thread at a time.
+const BATCH: usize = 8_192;
+
+/// Batches read ahead of the hashing thread.
+const BATCHES_AHEAD: usize = 4;
+
+/// Chains verified at once.
+const CHAINS_AT_ONCE: usize = 4;
 
 /// The result of verifying an org's (or a team's) chains.
 #[derive(Debug, Clone, Serialize)]
@@ -680,15 +738,23 @@ pub async fn verify_range(
             }
         }
     }
-    let mut reports = Vec::with_capacity(chains.len());
-    for chain in chains {
-        let anchored = anchor.map(|all| Anchored {
-            checkpoints: by_chain.get(chain.as_str()).cloned().unwrap_or_default(),
-            horizon_ms: all.iter().map(|c| c.created_at_ms).max().unwrap_or(0),
-            as_of_ms: None,
-        });
-        reports.push(verify_chain_anchored(client, &chain, anchored, trusted).await?);
-    }
+    let horizon_ms = anchor
+        .and_then(|all| all.iter().map(|c| c.created_at_ms).max())
+        .unwrap_or(0);
+    // Chains are independent: several are read and hashed at once, their
+    // reports kept in chain order.
+    let reports: Vec<ChainReport> = futures::stream::iter(chains)
+        .map(|chain| {
+            let anchored = anchor.map(|_| Anchored {
+                checkpoints: by_chain.get(chain.as_str()).cloned().unwrap_or_default(),
+                horizon_ms,
+                as_of_ms: None,
+            });
+            async move { verify_chain_anchored(client, &chain, anchored, trusted).await }
+        })
+        .buffered(CHAINS_AT_ONCE)
+        .try_collect()
+        .await?;
     let entries = reports.iter().map(|r| r.entries).sum();
     let elapsed = started.elapsed();
     #[allow(
@@ -733,9 +799,37 @@ pub async fn verify_chain_anchored(
         .await?;
     let max_seq: u64 = client.query(MAX_SEQ_SQL).bind(chain).fetch_one().await?;
     let mut verifier = ChainVerifier::anchored(chain, checkpoints, anchored, trusted);
+    // Reading (here) overlaps hashing (on a blocking thread, in batches);
+    // the verifier hangs up at the first break, which stops the reading.
+    let (batches, mut arriving) = tokio::sync::mpsc::channel::<Vec<EntryRow>>(BATCHES_AHEAD);
+    let verifying = tokio::task::spawn_blocking(move || {
+        while let Some(batch) = arriving.blocking_recv() {
+            if !verifier.push_batch(&batch) {
+                break;
+            }
+        }
+        verifier
+    });
+    let read = read_entries(client, chain, max_seq, batches).await;
+    let verifier = verifying.await.map_err(|e| {
+        clickhouse::error::Error::Custom(format!("verifying chain {chain} stopped: {e}"))
+    })?;
+    read?;
+    Ok(verifier.finish())
+}
+
+/// Send the entries of `chain` up to `max_seq`, in seq order and batches,
+/// until they are all sent or the receiver hangs up.
+async fn read_entries(
+    client: &Client,
+    chain: &str,
+    max_seq: u64,
+    batches: tokio::sync::mpsc::Sender<Vec<EntryRow>>,
+) -> clickhouse::error::Result<()> {
     let page_sql = entries_page_sql();
+    let mut batch = Vec::with_capacity(BATCH);
     let mut from = 0u64;
-    'pages: while from <= max_seq {
+    while from <= max_seq {
         let mut cursor = client
             .query(&page_sql)
             .bind(chain)
@@ -743,13 +837,21 @@ pub async fn verify_chain_anchored(
             .bind(from + PAGE)
             .fetch::<EntryRow>()?;
         while let Some(row) = cursor.next().await? {
-            if !verifier.push(&row) {
-                break 'pages;
+            batch.push(row);
+            if batch.len() == BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if batches.send(full).await.is_err() {
+                    return Ok(());
+                }
             }
         }
         from += PAGE;
     }
-    Ok(verifier.finish())
+    if !batch.is_empty() {
+        // A hang-up here means the chain broke: nothing left to tell it.
+        let _ = batches.send(batch).await;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -923,6 +1025,44 @@ pub(crate) mod tests {
         let mut edited = rows.clone();
         edited[2].model = "cheap".into();
         assert_eq!(broken(&run(&edited, cps, &key)), (3, BreakKind::Edited));
+    }
+
+    /// Hashing ahead in batches (on several threads past `PARALLEL_FROM`
+    /// rows) finds every break where pushing one row at a time does.
+    #[test]
+    fn batches_find_what_single_rows_find() {
+        let rows = chain(3_000);
+        let mut edited = rows.clone();
+        edited[1_499].model = "cheaper".into();
+        let mut rehashed = rows.clone();
+        rehashed[699].user_id = "someone-else".into();
+        let prev = parse_hash(&rehashed[699].prev_hash).unwrap();
+        rehashed[699].entry_hash = hex::encode(entry_hash(&prev, &rehashed[699]));
+        let mut removed = rows.clone();
+        removed.remove(1_999);
+        let mut swapped = rows.clone();
+        swapped.swap(2_500, 2_501);
+        swapped[2_500].seq = 2_501;
+        swapped[2_501].seq = 2_502;
+        let mut bad_prev = rows.clone();
+        bad_prev[2_899].prev_hash = "not hex".into();
+        let cases = [
+            (rows, None),
+            (edited, Some((1_500, BreakKind::Edited))),
+            (rehashed, Some((700, BreakKind::Edited))),
+            (removed, Some((2_000, BreakKind::Missing))),
+            (swapped, Some((2_501, BreakKind::Reordered))),
+            (bad_prev, Some((2_900, BreakKind::BrokenLink))),
+        ];
+        for (rows, want) in cases {
+            let mut one = ChainVerifier::new("t", Vec::new(), None);
+            rows.iter().all(|r| one.push(r));
+            let mut batched = ChainVerifier::new("t", Vec::new(), None);
+            rows.chunks(1_024).all(|b| batched.push_batch(b));
+            let (one, batched) = (one.finish(), batched.finish());
+            assert_eq!(one, batched);
+            assert_eq!(one.first_break.map(|b| (b.seq, b.kind)), want);
+        }
     }
 
     #[test]

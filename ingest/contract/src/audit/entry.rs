@@ -245,7 +245,13 @@ pub fn effective_commitment(row: &EntryRow) -> String {
 /// `SHA-256(prev ‖ canonical_entry(row))`; `row.prev_hash` and
 /// `row.entry_hash` are not read.
 pub fn entry_hash(prev: &[u8; 32], row: &EntryRow) -> [u8; 32] {
-    let mut canonical = String::with_capacity(row.event_json.len() * 2 + 512);
+    // Version 2 commits to the event instead of holding it.
+    let event = if row.v < ENTRY_VERSION {
+        row.event_json.len() * 2
+    } else {
+        0
+    };
+    let mut canonical = String::with_capacity(event + 512);
     canonical_entry_into(row, &mut canonical);
     let mut hasher = Sha256::new();
     hasher.update(prev);
@@ -318,25 +324,33 @@ fn canonical_entry_into(row: &EntryRow, out: &mut String) {
 /// as `\u00xx` (lowercase hex), everything else as UTF-8.
 fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\u{c}' => out.push_str("\\f"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let b = c as u32;
-                out.push_str("\\u00");
-                out.push(char::from(HEX[(b >> 4) as usize]));
-                out.push(char::from(HEX[(b & 0xf) as usize]));
-            }
-            c => out.push(c),
+    // Runs of characters written as they are go in whole; every character
+    // that is escaped is ASCII, so a run never ends inside a UTF-8 sequence.
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            0x0c => "\\f",
+            b'\r' => "\\r",
+            b if b < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        run = i + 1;
+        if escaped.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escaped);
         }
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
@@ -383,6 +397,21 @@ mod tests {
             seq,
             partition,
             offset,
+        }
+    }
+
+    /// Every ASCII character, alone and between runs, and multi-byte
+    /// characters around escapes, written as RFC 8785 (and serde_json) do.
+    #[test]
+    fn strings_are_escaped_as_jcs_does() {
+        let mut cases: Vec<String> = (0u8..0x80)
+            .map(|b| format!("ab{}é😀{}", char::from(b), char::from(b)))
+            .collect();
+        cases.extend(["".into(), "\"".into(), "é\n😀\u{1f}".into(), "plain".into()]);
+        for case in cases {
+            let mut out = String::new();
+            push_json_string(&mut out, &case);
+            assert_eq!(out, serde_json::to_string(&case).unwrap(), "{case:?}");
         }
     }
 
