@@ -6,8 +6,6 @@
 
 use crate::support;
 
-use std::time::Duration;
-
 use chrono::Utc;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -125,7 +123,7 @@ impl Receiver {
             .wait_for_count(
                 &format!("SELECT count() FROM {{db}}.calls WHERE {condition}"),
                 want,
-                Duration::from_secs(60),
+                crate::support::PATIENCE,
             )
             .await
     }
@@ -311,7 +309,7 @@ async fn protobuf_json_and_grpc_spans_become_priced_calls_in_reports_and_audit()
         .wait_for_count(
             "SELECT count() FROM {db}.audit_chain WHERE kind = 'ai.call.completed'",
             3,
-            Duration::from_secs(60),
+            crate::support::PATIENCE,
         )
         .await;
     assert_eq!(audited, 3, "logs:\n{}", rx.logs());
