@@ -77,8 +77,10 @@ struct Sample {
     ok: bool,
 }
 
-/// The variable the bench's proxy reads the mock upstream's key from.
-const BENCH_KEY_VAR: &str = "TOLLGATE_BENCH_UPSTREAM_KEY";
+/// The variable the bench's proxy reads the mock upstream's key from; not
+/// `TOLLGATE_`-prefixed, since those are read as settings and an unknown
+/// one is refused.
+const BENCH_KEY_VAR: &str = "BENCH_UPSTREAM_KEY";
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     anyhow::ensure!(
