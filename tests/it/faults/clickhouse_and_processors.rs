@@ -132,17 +132,10 @@ impl Store<'_> {
         timeout: Duration,
         processors: &mut [&mut Supervised<'_>],
     ) -> u64 {
-        let mut last = None;
-        let mut moved = Instant::now();
+        let mut stall = crate::support::Stall::new(timeout);
         loop {
             let got = self.calls().await;
-            if got >= want {
-                return got;
-            }
-            if last != Some(got) {
-                last = Some(got);
-                moved = Instant::now();
-            } else if moved.elapsed() > timeout {
+            if got >= want || stall.stuck(got) {
                 return got;
             }
             for p in processors.iter_mut() {

@@ -311,17 +311,10 @@ listen = "127.0.0.1:{api_port}"
     /// stuck (a loaded machine stores a few hundred events a second in a
     /// debug build). Returns the last value seen.
     pub async fn wait_for_count(&self, sql: &str, want: u64, timeout: Duration) -> u64 {
-        let mut last = None;
-        let mut moved = Instant::now();
+        let mut stall = Stall::new(timeout);
         loop {
             let got: u64 = self.ch(sql).await.trim().parse().unwrap_or(0);
-            if got >= want {
-                return got;
-            }
-            if last != Some(got) {
-                last = Some(got);
-                moved = Instant::now();
-            } else if moved.elapsed() > timeout {
+            if got >= want || stall.stuck(got) {
                 return got;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -694,4 +687,33 @@ pub async fn write_alert_state(
     .execute(pool)
     .await
     .unwrap();
+}
+
+/// When a polled count has stopped moving: a wait on a count gives up only
+/// once it has stayed the same for `timeout` (slow is not stuck).
+pub struct Stall {
+    timeout: Duration,
+    last: Option<u64>,
+    moved: Instant,
+}
+
+impl Stall {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            last: None,
+            moved: Instant::now(),
+        }
+    }
+
+    /// Record the count just read: true once it has not changed for the
+    /// timeout.
+    pub fn stuck(&mut self, value: u64) -> bool {
+        if self.last != Some(value) {
+            self.last = Some(value);
+            self.moved = Instant::now();
+            return false;
+        }
+        self.moved.elapsed() > self.timeout
+    }
 }
