@@ -29,6 +29,14 @@ pub const STILL_RUNNING_SQL: &str = "SELECT count() FROM system.processes WHERE 
 /// How often the fence looks again, and how often it says it still waits.
 const POLL: Duration = Duration::from_millis(50);
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// The longest the fence waits. Inserts are not tagged by owner, so it
+/// waits for every insert on the server, and an insert whose client
+/// stopped sending mid-body stays listed until ClickHouse's
+/// `receive_timeout` (300 s): one such insert of anyone must not stall
+/// every takeover. A batch insert takes well under a second; a dead
+/// owner's insert still running after this long is not waited for (the
+/// remaining window, `docs/processor.md`).
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// Wait until every insert running now has ended (stored or failed);
 /// `fold` names the waiting fold in log lines. Returns how many there were.
@@ -61,6 +69,15 @@ pub async fn wait_for_running_inserts(
                 inserts = running.len(),
                 waited_ms = started.elapsed().as_millis() as u64,
                 "inserts running when the partitions were taken over have ended"
+            );
+            return Ok(running.len());
+        }
+        if started.elapsed() >= LIMIT {
+            warn!(
+                fold = %fold,
+                inserts = left,
+                waited_secs = started.elapsed().as_secs(),
+                "inserts still running after the fence's limit; reading resume positions anyway"
             );
             return Ok(running.len());
         }
