@@ -6,6 +6,7 @@ mod audit;
 mod ingest;
 mod otlp;
 mod proxy;
+pub mod reports;
 
 use crate::config::Config;
 
@@ -30,6 +31,9 @@ pub enum BenchCommand {
     /// Audit verification: writes N chained entries with signed checkpoints
     /// into a fresh database and times `verify-audit`'s verification of them.
     Audit(audit::Args),
+    /// Every report, page and CSV export over N generated calls, timed
+    /// (p50/p95/max per endpoint against p95 < 150 ms).
+    Reports(reports::Args),
 }
 
 pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
@@ -39,5 +43,6 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Proxy(args) => proxy::run(args, config).await,
         BenchCommand::Alerts(args) => alerts::run(args, config).await,
         BenchCommand::Audit(args) => audit::run(args, config).await,
+        BenchCommand::Reports(args) => reports::run(args, config).await,
     }
 }

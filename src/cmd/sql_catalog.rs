@@ -23,6 +23,7 @@ pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
             .chain(tollgate_processors::retention::catalog())
             .chain(tollgate_control::erasure::catalog())
             .chain(super::bench::alerts::catalog())
+            .chain(super::bench::reports::catalog()?)
             .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
             .collect();
     println!("{}", serde_json::to_string_pretty(&statements)?);

@@ -24,6 +24,7 @@ mod alert_rules;
 mod alert_signals;
 mod audit_chain;
 mod audit_search;
+mod bench_reports;
 mod breakers;
 mod browser_sign_in;
 mod cost;

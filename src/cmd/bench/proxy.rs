@@ -329,13 +329,17 @@ impl Drop for ChildGuard {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-async fn wait_up(client: &reqwest::Client, url: &str, log: &std::path::Path) -> anyhow::Result<()> {
+pub(super) async fn wait_up(
+    client: &reqwest::Client,
+    url: &str,
+    log: &std::path::Path,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
         if client.get(url).send().await.is_ok() {
