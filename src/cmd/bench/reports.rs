@@ -588,10 +588,10 @@ fn endpoints(window: &Window, budget_ids: &[i64]) -> anyhow::Result<Vec<Endpoint
     let end = Window::at(window.end())?;
     let start = Window::at(window.start)?;
     let last_day = Window::at(window.end() - 86_400)?;
-    let from = start.to_rfc3339();
-    let to = end.to_rfc3339();
-    let week_from = Window::at(window.end() - 7 * 86_400)?.to_rfc3339();
-    let day_from = last_day.to_rfc3339();
+    let from = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let to = end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let week_from = Window::at(window.end() - 7 * 86_400)?.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let day_from = last_day.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let cost_from = start.date_naive();
     let cost_to = end.date_naive().succ_opt().context("a date out of range")?;
     let month = format!("{:04}-{:02}", last_day.year(), last_day.month());
@@ -765,8 +765,8 @@ where
         .context("counting calls in the latency range")?;
     let (status, body) = get(format!(
         "/api/v1/reports/latency?from={}&to={}&group_by=",
-        from.to_rfc3339(),
-        end.to_rfc3339()
+        from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     ))
     .await?;
     anyhow::ensure!(status.is_success(), "latency report: {status}");
