@@ -15,6 +15,10 @@ pub struct ProcessorConfig {
     pub batch_max_bytes: usize,
     /// ...or when the oldest row has waited this long.
     pub batch_max_wait_ms: u64,
+    /// librdkafka's pre-fetch queue per consumer fold
+    /// (`queued.max.messages.kbytes`): messages fetched ahead of the loop,
+    /// each fold's memory besides one batch (`docs/performance.md`).
+    pub prefetch_kbytes: u32,
     /// Kafka consumer session timeout: how long a crashed processor keeps
     /// its partitions before the group hands them to another member (and,
     /// without `instance_id`, how long its restart waits for them).
@@ -47,6 +51,7 @@ impl Default for ProcessorConfig {
             batch_max_rows: 20_000,
             batch_max_bytes: 16 * 1024 * 1024,
             batch_max_wait_ms: 500,
+            prefetch_kbytes: 32 * 1024,
             session_timeout_ms: 10_000,
             instance_id: None,
             health_sample_secs: 10,
@@ -61,12 +66,23 @@ impl Default for ProcessorConfig {
 /// (`group.min.session.timeout.ms`, `group.max.session.timeout.ms`).
 const SESSION_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 6_000..=1_800_000;
 
+/// librdkafka's bounds of `queued.max.messages.kbytes`.
+const PREFETCH_KBYTES: std::ops::RangeInclusive<u32> = 1..=2_097_151;
+
 /// Kafka's limit on a `group.instance.id`.
 const INSTANCE_ID_MAX_LEN: usize = 249;
 
 impl ProcessorConfig {
     /// Why the consumer settings cannot work, naming the key.
     pub fn validate(&self) -> Result<(), String> {
+        if !PREFETCH_KBYTES.contains(&self.prefetch_kbytes) {
+            return Err(format!(
+                "processor.prefetch_kbytes is {}: librdkafka accepts {} to {}",
+                self.prefetch_kbytes,
+                PREFETCH_KBYTES.start(),
+                PREFETCH_KBYTES.end()
+            ));
+        }
         if !SESSION_TIMEOUT_MS.contains(&self.session_timeout_ms) {
             return Err(format!(
                 "processor.session_timeout_ms is {}: a Kafka broker accepts {} to {} by default",
@@ -226,6 +242,14 @@ mod tests {
             Some("box-1-calls")
         );
         assert_eq!(ProcessorConfig::default().group_instance_id("box-1"), None);
+        let no_prefetch = ProcessorConfig {
+            prefetch_kbytes: 0,
+            ..ProcessorConfig::default()
+        };
+        assert_eq!(
+            no_prefetch.validate().unwrap_err(),
+            "processor.prefetch_kbytes is 0: librdkafka accepts 1 to 2097151"
+        );
         assert_eq!(
             with("").validate().unwrap_err(),
             "processor.instance_id \"\": it is empty (leave it unset for dynamic membership)"

@@ -45,7 +45,7 @@
 //! exponential backoff from 100 ms capped at [`MAX_BACKOFF`], never dropped)
 //! nothing is consumed: a slow or absent ClickHouse leaves the backlog in
 //! Kafka, and the memory held is one batch plus librdkafka's pre-fetch
-//! queue ([`PREFETCH_KBYTES`]). The cap keeps recovery close behind the
+//! queue (`processor.prefetch_kbytes`). The cap keeps recovery close behind the
 //! dependency: the first insert after ClickHouse answers again comes
 //! within about a second.
 //!
@@ -95,10 +95,6 @@ use tollgate_control::config::ClickHouseConfig;
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// The longest wait between two attempts of an insert or a position read.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// librdkafka's pre-fetch queue (`queued.max.messages.kbytes`): messages
-/// fetched ahead of the loop, the consumer's memory besides one batch.
-pub const PREFETCH_KBYTES: u32 = 32 * 1024;
-
 /// The processor's validation: the contract's structural and semantic rules,
 /// but no freshness window. Ingest already enforced freshness; a replay of
 /// old data must not dead-letter it.
@@ -266,7 +262,10 @@ fn consumer_config(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
-        .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
+        .set(
+            "queued.max.messages.kbytes",
+            config.prefetch_kbytes.to_string(),
+        )
         .set(
             "statistics.interval.ms",
             PROGRESS_EVERY.as_millis().to_string(),
@@ -594,7 +593,9 @@ impl<F: Fold> Processor<F> {
             // An insert the partitions' previous owner sent before it died
             // may still be running: its rows must land before the position
             // is read (`crate::insert_fence`).
-            if let Err(err) = wait_for_running_inserts(&self.client, self.fold.name()).await {
+            if let Err(err) =
+                wait_for_running_inserts(&self.client, &self.ch.database, self.fold.name()).await
+            {
                 warn!(partitions = ?wanted, attempt, clickhouse = %self.ch.url, %err, "cannot see the inserts running in clickhouse, retrying");
                 self.backoff(&mut backoff, "resume positions not read")
                     .await?;
@@ -693,7 +694,13 @@ impl<F: Fold> Processor<F> {
                 partitions.sort_unstable();
                 partitions.dedup();
                 // The failed attempt may still be running (a timeout).
-                let stored = match wait_for_running_inserts(&self.client, self.fold.name()).await {
+                let stored = match wait_for_running_inserts(
+                    &self.client,
+                    &self.ch.database,
+                    self.fold.name(),
+                )
+                .await
+                {
                     Ok(_) => stored_offsets_in(&self.client, self.fold.table(), &partitions).await,
                     Err(err) => Err(err),
                 };

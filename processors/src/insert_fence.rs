@@ -6,9 +6,11 @@
 //! take the insert with it: ClickHouse finishes it (or fails it) after its
 //! client is gone. The resume position is the highest offset stored
 //! (`crate::resume`); read before such an insert lands, it is too low and
-//! the new owner stores those rows again. Inserts are not tagged by owner,
-//! so the fence waits for all inserts running when it starts (of any
-//! process: at most one insert's duration), not for inserts started after.
+//! the new owner stores those rows again. Every Tollgate client names its
+//! database in its `User-Agent` (`tollgate_control::clickhouse::PRODUCT`),
+//! so the fence waits for the inserts into this fold's database running
+//! when it starts (of any Tollgate process: at most one insert's duration),
+//! not for inserts started after, nor for anyone else's.
 //! The same fence guards the retry of an insert whose answer was lost
 //! (a timeout): the attempt may still be running when the retry asks what
 //! was stored.
@@ -16,12 +18,15 @@
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
+use tollgate_control::clickhouse::user_agent_tag;
 use tracing::{info, warn};
 
-/// Running inserts (ClickHouse 18.16 and current: `system.processes` has
-/// `query_id`, `query` and `elapsed` in both).
-pub const RUNNING_INSERTS_SQL: &str =
-    "SELECT query_id FROM system.processes WHERE lower(query) LIKE 'insert into %'";
+/// Running inserts of Tollgate clients bound to one database, the bound
+/// value being `tollgate_control::clickhouse::user_agent_tag` (ClickHouse
+/// 18.16 and current: `system.processes` has `query_id`, `query` and
+/// `http_user_agent` in both; `startsWith` is newer than 18.16).
+pub const RUNNING_INSERTS_SQL: &str = "SELECT query_id FROM system.processes \
+     WHERE lower(query) LIKE 'insert into %' AND position(http_user_agent, ?) = 1";
 
 /// How many of the given queries are still running.
 pub const STILL_RUNNING_SQL: &str = "SELECT count() FROM system.processes WHERE has(?, query_id)";
@@ -29,24 +34,27 @@ pub const STILL_RUNNING_SQL: &str = "SELECT count() FROM system.processes WHERE 
 /// How often the fence looks again, and how often it says it still waits.
 const POLL: Duration = Duration::from_millis(50);
 const WARN_EVERY: Duration = Duration::from_secs(10);
-/// The longest the fence waits. Inserts are not tagged by owner, so it
-/// waits for every insert on the server, and an insert whose client
-/// stopped sending mid-body stays listed until ClickHouse's
-/// `receive_timeout` (300 s): one such insert of anyone must not stall
-/// every takeover. A batch insert takes well under a second; a dead
-/// owner's insert still running after this long is not waited for (the
-/// remaining window, `docs/processor.md`).
+/// The longest the fence waits. An insert whose client stopped sending
+/// mid-body stays listed until ClickHouse's `receive_timeout` (300 s); a
+/// batch insert takes well under a second, so a dead owner's insert still
+/// running after this long is not waited for (the remaining window,
+/// `docs/processor.md`).
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// Wait until every insert running now has ended (stored or failed);
-/// `fold` names the waiting fold in log lines. Returns how many there were.
-/// An error (ClickHouse unreachable) is for the caller to retry: the fence
-/// has not been passed.
+/// Wait until every Tollgate insert into `database` running now has ended
+/// (stored or failed); `fold` names the waiting fold in log lines. Returns
+/// how many there were. An error (ClickHouse unreachable) is for the
+/// caller to retry: the fence has not been passed.
 pub async fn wait_for_running_inserts(
     client: &Client,
+    database: &str,
     fold: &str,
 ) -> clickhouse::error::Result<usize> {
-    let running: Vec<String> = client.query(RUNNING_INSERTS_SQL).fetch_all().await?;
+    let running: Vec<String> = client
+        .query(RUNNING_INSERTS_SQL)
+        .bind(user_agent_tag(database))
+        .fetch_all()
+        .await?;
     if running.is_empty() {
         return Ok(0);
     }

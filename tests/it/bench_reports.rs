@@ -37,7 +37,7 @@ const ENDPOINTS: [&str; 31] = [
     "errors page, 24 h",
     "errors page, 7 d",
     "overview",
-    "home page",
+    "overview page",
 ];
 
 const CALLS: u64 = 20_000;

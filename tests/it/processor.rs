@@ -948,6 +948,8 @@ pub(crate) fn is_calls_fold(line: &str) -> bool {
 /// at the fence (`processors/src/insert_fence.rs`) and stores nothing; once
 /// the insert ends it resumes after the held rows. Without the fence it
 /// would read an empty position and store those 25 calls a second time.
+/// A foreign client's insert into the same database, held open beside it,
+/// is not waited for (the fence knows ours by their `User-Agent`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insert_still_running_from_a_dead_owner_is_waited_for_and_not_repeated() {
     let group = unique("grp");
@@ -980,27 +982,35 @@ async fn an_insert_still_running_from_a_dead_owner_is_waited_for_and_not_repeate
                 + "\n"
         })
         .collect();
+    let insert_sql =
+        "INSERT INTO calls (event_id, kafka_partition, kafka_offset, call_id, occurred_at) FORMAT JSONEachRow";
     let query_id = format!("{}-held", env.name);
-    let insert = HeldInsert::open(
-        &env.ch_database,
-        &query_id,
-        "INSERT INTO calls (event_id, kafka_partition, kafka_offset, call_id, occurred_at) FORMAT JSONEachRow",
-        &rows,
-    )
-    .await;
-    let running = format!("SELECT count() FROM system.processes WHERE query_id = '{query_id}'");
+    let ours = tollgate_control::clickhouse::user_agent_tag(&env.ch_database) + "clickhouse-rs";
+    let insert = HeldInsert::open(&env.ch_database, &query_id, insert_sql, &rows, &ours).await;
+    // Someone else's insert into the same database, held the same way (no
+    // rows): the fence is not theirs to wait for.
+    let foreign_id = format!("{}-foreign", env.name);
+    let foreign = HeldInsert::open(&env.ch_database, &foreign_id, insert_sql, "", "curl/8.0").await;
+    let running = format!(
+        "SELECT count() FROM system.processes WHERE query_id IN ('{query_id}', '{foreign_id}')"
+    );
     assert_eq!(
-        env.wait_for_count(&running, 1, crate::support::PATIENCE)
+        env.wait_for_count(&running, 2, crate::support::PATIENCE)
             .await,
-        1,
-        "the held insert is running"
+        2,
+        "both held inserts are running"
     );
 
     env.spawn("process", &["process"]);
     let start = Instant::now();
-    while !log_of(&env, "process").lines().any(|l| {
-        l.contains("waiting for inserts running in clickhouse") && l.contains("fold=calls")
-    }) {
+    let waited = |log: String| {
+        log.lines()
+            .find(|l| {
+                l.contains("waiting for inserts running in clickhouse") && l.contains("fold=calls")
+            })
+            .map(str::to_string)
+    };
+    while waited(log_of(&env, "process")).is_none() {
         assert!(
             start.elapsed() < crate::support::PATIENCE,
             "the calls fold never waited for the running insert; log:\n{}",
@@ -1012,6 +1022,12 @@ async fn an_insert_still_running_from_a_dead_owner_is_waited_for_and_not_repeate
         env.ch_u64("SELECT count() FROM {db}.calls").await,
         0,
         "nothing is stored while the fence holds"
+    );
+
+    let line = waited(log_of(&env, "process")).unwrap();
+    assert!(
+        line.contains("inserts=1"),
+        "the fence waits for our insert only, not the foreign one: {line}"
     );
 
     insert.finish().await;
@@ -1040,6 +1056,7 @@ async fn an_insert_still_running_from_a_dead_owner_is_waited_for_and_not_repeate
         "every call once, the held rows kept; log:\n{}",
         log_of(&env, "process")
     );
+    foreign.finish().await;
 }
 
 /// An HTTP insert into ClickHouse whose body is sent but not ended (chunked
@@ -1050,7 +1067,13 @@ struct HeldInsert {
 }
 
 impl HeldInsert {
-    async fn open(database: &str, query_id: &str, query: &str, body: &str) -> Self {
+    async fn open(
+        database: &str,
+        query_id: &str,
+        query: &str,
+        body: &str,
+        user_agent: &str,
+    ) -> Self {
         use tokio::io::AsyncWriteExt;
         let base = reqwest::Url::parse(&support::clickhouse_url()).unwrap();
         let url = reqwest::Url::parse_with_params(
@@ -1069,7 +1092,8 @@ impl HeldInsert {
         );
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
         let head = format!(
-            "POST {}?{} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            "POST {}?{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {user_agent}\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
             url.path(),
             url.query().unwrap(),
             url.host_str().unwrap()

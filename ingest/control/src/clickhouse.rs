@@ -8,9 +8,23 @@ use clickhouse::Client;
 
 use crate::config::ClickHouseConfig;
 
+/// The product every Tollgate client names in its `User-Agent`, with the
+/// database it writes to as the "version": `tollgate-db/<database> …`.
+/// ClickHouse lists it in `system.processes.http_user_agent` (18.16 and
+/// current), which is how the insert fence (`processors::insert_fence`)
+/// tells our inserts into one database from anyone else's.
+pub const PRODUCT: &str = "tollgate-db";
+
+/// The start of the `User-Agent` a client bound to `database` sends.
+pub fn user_agent_tag(database: &str) -> String {
+    format!("{PRODUCT}/{database} ")
+}
+
 /// A client bound to the configured database.
 pub fn client(config: &ClickHouseConfig) -> Client {
-    server_client(config).with_database(&config.database)
+    server_client(config)
+        .with_database(&config.database)
+        .with_product_info(PRODUCT, &config.database)
 }
 
 /// A client without a database (for `CREATE DATABASE` and server checks).

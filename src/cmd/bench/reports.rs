@@ -480,8 +480,8 @@ async fn generate_and_time(args: &Args, bench: &Config) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "  {:<46} {:>9} {:>9} {:>9} {:>10}  {}",
-        "endpoint", "p50 ms", "p95 ms", "max ms", "bytes", ""
+        "  {:<46} {:>9} {:>9} {:>9} {:>10}",
+        "endpoint", "p50 ms", "p95 ms", "max ms", "bytes"
     );
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut over = Vec::new();
@@ -590,7 +590,8 @@ fn endpoints(window: &Window, budget_ids: &[i64]) -> anyhow::Result<Vec<Endpoint
     let last_day = Window::at(window.end() - 86_400)?;
     let from = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let to = end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let week_from = Window::at(window.end() - 7 * 86_400)?.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let week_from =
+        Window::at(window.end() - 7 * 86_400)?.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let day_from = last_day.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let cost_from = start.date_naive();
     let cost_to = end.date_naive().succ_opt().context("a date out of range")?;
@@ -682,7 +683,7 @@ fn endpoints(window: &Window, budget_ids: &[i64]) -> anyhow::Result<Vec<Endpoint
         ("errors page, 24 h", "/sre/errors?range=24h".to_string()),
         ("errors page, 7 d", "/sre/errors?range=7d".to_string()),
         ("overview", "/api/v1/overview?org=org-1".to_string()),
-        ("home page", "/".to_string()),
+        ("overview page", "/overview?org=org-1".to_string()),
     ];
     Ok(list
         .into_iter()

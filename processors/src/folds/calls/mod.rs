@@ -81,7 +81,7 @@ pub fn catalog() -> Vec<(String, String)> {
         ),
         (
             "processor.running_inserts".into(),
-            crate::insert_fence::RUNNING_INSERTS_SQL.into(),
+            crate::insert_fence::RUNNING_INSERTS_SQL.replace('?', "'tollgate-db/tollgate '"),
         ),
         (
             "processor.inserts_still_running".into(),
