@@ -92,11 +92,27 @@ enum Command {
     ShowConfig,
 }
 
+impl Command {
+    /// The `service.name` of the spans this command exports
+    /// (`telemetry::resource`): the role's, or `tollgate` for the one-shot
+    /// commands.
+    fn service_name(&self) -> &'static str {
+        match self {
+            Command::Ingest(_) => "tollgate-ingest",
+            Command::Process(_) => "tollgate-process",
+            Command::Api(_) => "tollgate-api",
+            Command::Proxy(_) => "tollgate-proxy",
+            Command::MockUpstream(_) => "tollgate-mock-upstream",
+            _ => "tollgate",
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
-    let _telemetry = telemetry::init(&config.telemetry)?;
+    let _telemetry = telemetry::init(&config.telemetry, cli.command.service_name())?;
     match cli.command {
         Command::Migrate(args) => cmd::migrate::run(args, &config).await,
         Command::Ingest(args) => cmd::ingest::run(args, &config).await,

@@ -11,6 +11,8 @@ use serde_json::json;
 pub use tollgate_contract::Fault;
 use tollgate_control::ControlError;
 
+use crate::metrics::Refusal;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("missing API key: send Authorization: Bearer <key>")]
@@ -31,9 +33,14 @@ pub enum IngestError {
     #[error("request body is larger than the limit of {limit} bytes (ingest.max_body_bytes); split the batch")]
     BodyTooLarge { limit: usize },
 
-    /// The body as a whole cannot be used (malformed JSON array, empty, too many events).
+    /// The body as a whole cannot be used (malformed JSON array, empty, too
+    /// many events); `refusal` says which kind of problem it is.
     #[error("{reason}")]
-    BadRequest { field: String, reason: String },
+    BadRequest {
+        field: String,
+        reason: String,
+        refusal: Refusal,
+    },
 
     /// The control plane failed (PostgreSQL, the key store, the producer) or
     /// refused its input (`ControlError::InvalidInput` names the field).
@@ -50,10 +57,34 @@ pub enum IngestError {
 }
 
 impl IngestError {
+    /// A body that cannot be read or decoded.
     pub fn bad_request(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::refused(Refusal::Malformed, field, reason)
+    }
+
+    /// A 400 of another kind than a malformed body (too many events, an
+    /// unsupported encoding).
+    pub fn refused(refusal: Refusal, field: impl Into<String>, reason: impl Into<String>) -> Self {
         IngestError::BadRequest {
             field: field.into(),
             reason: reason.into(),
+            refusal,
+        }
+    }
+
+    /// Why the request was refused, as `tollgate_ingest_rejected_requests_total`
+    /// counts it.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            IngestError::MissingApiKey | IngestError::InvalidApiKey => Refusal::Unauthenticated,
+            IngestError::Forbidden { .. } => Refusal::Forbidden,
+            IngestError::BodyTooLarge { .. } => Refusal::TooLarge,
+            IngestError::BadRequest { refusal, .. } => *refusal,
+            other => match other.fault() {
+                Fault::Caller => Refusal::Malformed,
+                Fault::External => Refusal::Unavailable,
+                Fault::Internal => Refusal::Internal,
+            },
         }
     }
 
@@ -152,6 +183,18 @@ mod tests {
             err.to_json(),
             json!({"error": "no events in the request body", "field": "body"})
         );
+        assert_eq!(err.refusal(), Refusal::Malformed);
+        assert_eq!(
+            IngestError::InvalidApiKey.refusal(),
+            Refusal::Unauthenticated
+        );
+        assert_eq!(
+            IngestError::BodyTooLarge { limit: 1 }.refusal(),
+            Refusal::TooLarge
+        );
+        let err = IngestError::refused(Refusal::TooManyEvents, "body", "3 events");
+        assert_eq!(err.status_code(), StatusCode::BAD_REQUEST);
+        assert_eq!(err.refusal(), Refusal::TooManyEvents);
     }
 
     #[test]
@@ -164,5 +207,6 @@ mod tests {
         assert_eq!(err.status_code(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(err.to_string().contains("127.0.0.1:9092"));
         assert_eq!(err.to_json()["retryable"], json!(true));
+        assert_eq!(err.refusal(), Refusal::Unavailable);
     }
 }

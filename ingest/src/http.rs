@@ -51,9 +51,10 @@ use uuid::Uuid;
 
 use crate::config::IngestConfig;
 use crate::error::IngestError;
-use crate::metrics::IngestMetrics;
+use crate::metrics::{Api, IngestMetrics, Refusal};
 use tollgate_contract::{
-    event_schema, parse_event, split_body, BatchItem, BodyFormat, Event, Limits, Rejection,
+    check_item_count, event_schema, parse_event, split_items, BatchItem, BodyFormat, Event, Limits,
+    Rejection,
 };
 use tollgate_control::kafka::{Delivered, EventProducer, ProduceError};
 use tollgate_control::key_cache::{KeyCache, KeyCachePolicy};
@@ -198,7 +199,7 @@ async fn post_events(
 ) -> Response {
     let key = match authenticate(&state, &headers).await {
         Ok(key) => key,
-        Err(err) => return err.into_response(),
+        Err(err) => return refuse(&state, err),
     };
     let span = tracing::info_span!("ingest_batch", key = %key.prefix, key_org = key.org_id.as_deref().unwrap_or("*"));
     ingest_batch(&state, &key, &headers, body)
@@ -217,21 +218,25 @@ async fn ingest_batch(
         Ok(bytes) => bytes,
         Err(err) => {
             tracing::info!(%err, "request body refused");
-            return err.into_response();
+            return refuse(state, err);
         }
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let items = match split_body(
-        &bytes,
-        BodyFormat::from_content_type(content_type),
-        state.max_events_per_request,
-    ) {
+    let items = split_items(&bytes, BodyFormat::from_content_type(content_type))
+        .map_err(|r| (Refusal::Malformed, r))
+        .and_then(|items| {
+            check_item_count(items.len(), state.max_events_per_request)
+                .map(|()| items)
+                .map_err(|r| (Refusal::TooManyEvents, r))
+        });
+    let items = match items {
         Ok(items) => items,
-        Err(rejection) => {
+        Err((refusal, rejection)) => {
             tracing::info!(field = %rejection.field, reason = %rejection.reason, bytes = bytes.len(), "request body unusable");
-            return IngestError::bad_request(rejection.field, rejection.reason).into_response();
+            let err = IngestError::refused(refusal, rejection.field, rejection.reason);
+            return refuse(state, err);
         }
     };
     let plan = plan_batch(items, key.org_id.as_deref(), Utc::now(), &state.limits);
@@ -239,14 +244,15 @@ async fn ingest_batch(
     let (status, response) = plan.finish(deliveries);
     // Events the client sent that were refused as bad (the `rejected` items
     // of a 200 or 400 answer). A body refused whole (401, 403, 413, or not
-    // splittable into events) has no events to count.
+    // splittable into events) has no events to count: `refuse` counts the
+    // request by its reason instead.
     state.rejected.add(response.rejected as u64);
     state
         .metrics
         .events(response.accepted, response.rejected, response.failed);
     for result in &response.results {
         if let ItemOutcome::Rejected { field, .. } = &result.outcome {
-            state.metrics.rejected(field);
+            state.metrics.rejected(Api::Events, field);
         }
     }
     tracing::info!(
@@ -264,6 +270,12 @@ async fn ingest_batch(
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
     http
+}
+
+/// Answer a `POST /v1/events` refused whole, counted by its reason.
+fn refuse(state: &IngestState, err: IngestError) -> Response {
+    state.metrics.refused(Api::Events, err.refusal());
+    err.into_response()
 }
 
 /// Produce `events`, or, while the producer knows no broker is reachable,

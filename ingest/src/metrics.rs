@@ -1,7 +1,8 @@
 //! The ingest edge's own Prometheus metrics (`docs/metrics.md`): what
-//! became of the events it was sent, and why the rejected ones were
-//! refused. Request counts and durations per route are not here: the
-//! binary measures them for every HTTP role alike.
+//! became of the events it was sent, why the rejected ones (JSON events
+//! and OTLP model-call spans) were refused, and why requests were refused
+//! whole, per API. Request counts and durations per route are not here:
+//! the binary measures them for every HTTP role alike.
 //!
 //! To count something new in ingest code (for example the OTLP receiver's
 //! dropped spans): add a field to [`IngestMetrics`], register it in
@@ -23,9 +24,87 @@ use prometheus_client::registry::Registry;
 pub const MAX_FIELDS: usize = 64;
 pub const OTHER_FIELD: &str = "other";
 
+/// The API a request came in on: the `api` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// `POST /v1/events`.
+    Events,
+    /// `POST /v1/traces`.
+    OtlpHttp,
+    /// OTLP/gRPC `TraceService/Export`.
+    OtlpGrpc,
+}
+
+impl Api {
+    pub fn label(self) -> &'static str {
+        match self {
+            Api::Events => "events",
+            Api::OtlpHttp => "otlp_http",
+            Api::OtlpGrpc => "otlp_grpc",
+        }
+    }
+}
+
+/// Why a request was refused whole: the `reason` label of
+/// `tollgate_ingest_rejected_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// No key, or an unknown or revoked one (401, `UNAUTHENTICATED`).
+    Unauthenticated,
+    /// A key whose role may not ingest (403, `PERMISSION_DENIED`).
+    Forbidden,
+    /// A body (or a decompressed one, or a gRPC message) over
+    /// `ingest.max_body_bytes` (413, `RESOURCE_EXHAUSTED`/`OUT_OF_RANGE`).
+    TooLarge,
+    /// A content type OTLP/HTTP does not take (415).
+    UnsupportedMediaType,
+    /// A `Content-Encoding` other than gzip or none (400).
+    UnsupportedEncoding,
+    /// A body that cannot be read or decoded (400, `INVALID_ARGUMENT`).
+    Malformed,
+    /// More events than `ingest.max_events_per_request` (400).
+    TooManyEvents,
+    /// More spans than `ingest.max_events_per_request` (400,
+    /// `INVALID_ARGUMENT`).
+    TooManySpans,
+    /// More attributes, events and links than the spans allowed may carry
+    /// (400, `INVALID_ARGUMENT`).
+    TooManyAttributes,
+    /// A dependency did not answer: PostgreSQL for the key, Kafka for the
+    /// spans (503, `UNAVAILABLE`; retryable).
+    Unavailable,
+    /// Tollgate's own fault (500, `INTERNAL`).
+    Internal,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated => "unauthenticated",
+            Refusal::Forbidden => "forbidden",
+            Refusal::TooLarge => "too_large",
+            Refusal::UnsupportedMediaType => "unsupported_media_type",
+            Refusal::UnsupportedEncoding => "unsupported_encoding",
+            Refusal::Malformed => "malformed",
+            Refusal::TooManyEvents => "too_many_events",
+            Refusal::TooManySpans => "too_many_spans",
+            Refusal::TooManyAttributes => "too_many_attributes",
+            Refusal::Unavailable => "unavailable",
+            Refusal::Internal => "internal",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FieldLabels {
+    pub api: &'static str,
     pub field: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub api: &'static str,
+    pub reason: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,8 +118,11 @@ pub struct IngestMetrics {
     /// Events by what became of them: `accepted` (Kafka acknowledged),
     /// `rejected` (invalid), `failed` (Kafka did not acknowledge).
     events: Family<OutcomeLabels, Counter>,
-    /// Rejected events by the field their rejection names.
+    /// Rejected events (JSON items, OTLP model-call spans) by API and the
+    /// field their rejection names.
     rejected: Family<FieldLabels, Counter>,
+    /// Requests refused whole, by API and reason.
+    rejected_requests: Family<RequestLabels, Counter>,
     /// The `field` values seen so far (bounded by [`MAX_FIELDS`]).
     fields: Mutex<HashSet<String>>,
 }
@@ -56,8 +138,13 @@ impl IngestMetrics {
         );
         registry.register(
             "rejected_events",
-            "Events rejected as invalid, by the field the rejection names (tags.* for any tag, [] for any index)",
+            "Events rejected as invalid (items of POST /v1/events, model-call spans refused in an OTLP partial success), by api and the field the rejection names (tags.* for any tag, [] for any index)",
             self.rejected.clone(),
+        );
+        registry.register(
+            "rejected_requests",
+            "Requests refused whole (no event or span of them taken), by api (events, otlp_http, otlp_grpc) and reason",
+            self.rejected_requests.clone(),
         );
     }
 
@@ -76,10 +163,26 @@ impl IngestMetrics {
         }
     }
 
-    /// Count one rejected event by the field its rejection names.
-    pub fn rejected(&self, field: &str) {
+    /// Count one rejected event (or span) of `api` by the field its
+    /// rejection names.
+    pub fn rejected(&self, api: Api, field: &str) {
         let field = self.bounded(field_label(field));
-        self.rejected.get_or_create(&FieldLabels { field }).inc();
+        self.rejected
+            .get_or_create(&FieldLabels {
+                api: api.label(),
+                field,
+            })
+            .inc();
+    }
+
+    /// Count one request of `api` refused whole, for `reason`.
+    pub fn refused(&self, api: Api, reason: Refusal) {
+        self.rejected_requests
+            .get_or_create(&RequestLabels {
+                api: api.label(),
+                reason: reason.label(),
+            })
+            .inc();
     }
 
     fn bounded(&self, field: String) -> String {
@@ -134,11 +237,12 @@ mod tests {
     #[test]
     fn rejections_are_counted_by_schema_field() {
         let m = IngestMetrics::default();
-        m.rejected("call.usage.input_tokens");
-        m.rejected("call.usage.input_tokens");
-        m.rejected("tags.customer-7");
-        m.rejected("tags.customer-8");
-        m.rejected("matchers[3].value");
+        m.rejected(Api::Events, "call.usage.input_tokens");
+        m.rejected(Api::Events, "call.usage.input_tokens");
+        m.rejected(Api::Events, "tags.customer-7");
+        m.rejected(Api::Events, "tags.customer-8");
+        m.rejected(Api::Events, "matchers[3].value");
+        m.rejected(Api::OtlpGrpc, "gen_ai.request.model");
         m.events(5, 5, 0);
         let text = exposition(&m);
         for line in [
@@ -146,9 +250,10 @@ mod tests {
             "tollgate_ingest_events_total{outcome=\"accepted\"} 5",
             "tollgate_ingest_events_total{outcome=\"rejected\"} 5",
             "# TYPE tollgate_ingest_rejected_events_total counter",
-            "tollgate_ingest_rejected_events_total{field=\"call.usage.input_tokens\"} 2",
-            "tollgate_ingest_rejected_events_total{field=\"tags.*\"} 2",
-            "tollgate_ingest_rejected_events_total{field=\"matchers[].value\"} 1",
+            "tollgate_ingest_rejected_events_total{api=\"events\",field=\"call.usage.input_tokens\"} 2",
+            "tollgate_ingest_rejected_events_total{api=\"events\",field=\"tags.*\"} 2",
+            "tollgate_ingest_rejected_events_total{api=\"events\",field=\"matchers[].value\"} 1",
+            "tollgate_ingest_rejected_events_total{api=\"otlp_grpc\",field=\"gen_ai.request.model\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
@@ -159,16 +264,43 @@ mod tests {
     fn field_values_are_bounded() {
         let m = IngestMetrics::default();
         for i in 0..MAX_FIELDS + 10 {
-            m.rejected(&format!("field_{i}"));
+            m.rejected(Api::Events, &format!("field_{i}"));
         }
-        m.rejected("field_0");
+        m.rejected(Api::Events, "field_0");
         let text = exposition(&m);
         let series = text
             .lines()
             .filter(|l| l.starts_with("tollgate_ingest_rejected_events_total{"))
             .count();
         assert_eq!(series, MAX_FIELDS + 1, "{text}");
-        assert!(text.contains("tollgate_ingest_rejected_events_total{field=\"other\"} 10"));
-        assert!(text.contains("tollgate_ingest_rejected_events_total{field=\"field_0\"} 2"));
+        assert!(text
+            .contains("tollgate_ingest_rejected_events_total{api=\"events\",field=\"other\"} 10"));
+        assert!(text
+            .contains("tollgate_ingest_rejected_events_total{api=\"events\",field=\"field_0\"} 2"));
+    }
+
+    #[test]
+    fn refused_requests_are_counted_by_api_and_reason() {
+        let m = IngestMetrics::default();
+        m.refused(Api::Events, Refusal::Unauthenticated);
+        m.refused(Api::Events, Refusal::Unauthenticated);
+        m.refused(Api::OtlpHttp, Refusal::UnsupportedMediaType);
+        m.refused(Api::OtlpGrpc, Refusal::TooManySpans);
+        let text = exposition(&m);
+        for line in [
+            "# TYPE tollgate_ingest_rejected_requests_total counter",
+            "tollgate_ingest_rejected_requests_total{api=\"events\",reason=\"unauthenticated\"} 2",
+            "tollgate_ingest_rejected_requests_total{api=\"otlp_http\",reason=\"unsupported_media_type\"} 1",
+            "tollgate_ingest_rejected_requests_total{api=\"otlp_grpc\",reason=\"too_many_spans\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("tollgate_ingest_rejected_requests_total{"))
+                .count(),
+            3,
+            "{text}"
+        );
     }
 }

@@ -30,8 +30,9 @@ pub struct ProcessorConfig {
     /// an id (the broker fences the older one, which then exits).
     pub instance_id: Option<String>,
     /// How often the calls fold writes its health samples (consumer lag per
-    /// partition, dead letters) to `pipeline_health`, seconds; 0 writes
-    /// none (`docs/processor.md`, "Health samples").
+    /// partition, dead letters) to `pipeline_health`, and every consumer
+    /// fold samples its lag for `/metrics`, seconds; 0: neither
+    /// (`docs/processor.md`, "Health samples").
     pub health_sample_secs: u64,
     /// Where `tollgate process` serves `GET /metrics` (`docs/metrics.md`),
     /// e.g. `127.0.0.1:9464`; unset: no listener (several processes on one

@@ -296,7 +296,9 @@ fn instance_id(config: &ProcessorConfig) -> Result<Option<String>> {
 }
 
 /// Run `fold` in consumer group `group_id` until `shutdown` is cancelled;
-/// then flush the open batch, commit, and return what was done.
+/// then flush the open batch, commit, and return what was done. The
+/// group's lag is sampled for `/metrics` every
+/// `processor.health_sample_secs` ([`crate::health::start_lag`]).
 pub async fn run_fold<F: Fold>(
     fold: F,
     kafka: &KafkaConfig,
@@ -306,8 +308,20 @@ pub async fn run_fold<F: Fold>(
     metrics: FoldMetrics,
     shutdown: CancellationToken,
 ) -> Result<Counters> {
+    let health = Arc::new(ConsumerHealth::default());
+    // Stopped with the fold, whether it returns at shutdown or fails.
+    let sampling = shutdown.child_token();
+    let _stop_sampling = sampling.clone().drop_guard();
+    crate::health::start_lag(
+        kafka,
+        group_id,
+        Duration::from_secs(config.health_sample_secs),
+        health.clone(),
+        metrics.consumer_lag.clone(),
+        sampling,
+    )?;
     let reporting = Reporting {
-        health: None,
+        health: Some(health),
         metrics,
     };
     run_fold_reporting(fold, kafka, ch, config, group_id, reporting, shutdown).await

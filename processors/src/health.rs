@@ -3,7 +3,9 @@
 //! [`tollgate_control::pipeline_health`], the consumer lag of each
 //! partition this process owns and the messages it dead-lettered since the
 //! last sample; the same lags are `/metrics`' consumer lag
-//! ([`crate::metrics`]).
+//! ([`crate::metrics`]). Every other consumer fold run through
+//! [`crate::consumer::run_fold`] (the audit fold) has a lag sampler of its
+//! own ([`start_lag`]) that sets only `/metrics`' consumer lag of its group.
 //!
 //! The lag of a partition is its high watermark minus the position this
 //! process has stored: the next offset of the last flushed batch (every
@@ -33,7 +35,7 @@ use tollgate_control::pipeline_health::{HealthReporter, Sample, Tally};
 use tracing::debug;
 
 use crate::error::{Error, Result};
-use crate::metrics::ProcessMetrics;
+use crate::metrics::ConsumerLag;
 
 /// How long one watermark or committed-offset request may take.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(2);
@@ -88,53 +90,84 @@ pub fn lag(high: i64, position: i64) -> u64 {
     u64::try_from(high - position).unwrap_or(0)
 }
 
-/// Start the sampler of the consumer group `group_id` on `kafka.events_topic`
-/// (with `every` of zero: not started).
+/// Reads the lag of the partitions one consumer fold owns and shows it on
+/// `/metrics` ([`ConsumerLag`]).
+struct LagProbe {
+    client: Arc<BaseConsumer>,
+    topic: String,
+    group: String,
+    health: Arc<ConsumerHealth>,
+    lag: ConsumerLag,
+    /// The partitions of the last sample, whose series go when revoked.
+    reported: Mutex<Vec<i32>>,
+}
+
+impl LagProbe {
+    fn new(
+        kafka: &KafkaConfig,
+        group_id: &str,
+        health: Arc<ConsumerHealth>,
+        lag: ConsumerLag,
+    ) -> Result<Self> {
+        // Not subscribed: it only reads watermarks and the group's committed
+        // offsets, and never joins the group.
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &kafka.brokers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|source| Error::Kafka {
+                brokers: kafka.brokers.clone(),
+                context: "cannot create the lag sampler's client".into(),
+                source: Box::new(source),
+            })?;
+        Ok(Self {
+            client: Arc::new(client),
+            topic: kafka.events_topic.clone(),
+            group: group_id.to_string(),
+            health,
+            lag,
+            reported: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The lag of every owned partition now, also set on `/metrics`.
+    async fn sample(&self) -> Vec<(i32, u64)> {
+        let owned = self.health.snapshot();
+        let (client, topic) = (self.client.clone(), self.topic.clone());
+        let lags = tokio::task::spawn_blocking(move || lags(&client, &topic, &owned))
+            .await
+            .unwrap_or_default();
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        self.lag.set(&self.group, &lags, &reported);
+        *reported = lags.iter().map(|(p, _)| *p).collect();
+        lags
+    }
+}
+
+/// Start the sampler of the calls fold's consumer group `group_id` on
+/// `kafka.events_topic` (with `every` of zero: not started): its lag and
+/// dead letters go to `pipeline_health`, its lag to `/metrics`.
 pub fn start(
     kafka: &KafkaConfig,
     ch: &ClickHouseConfig,
     group_id: &str,
     every: Duration,
     health: Arc<ConsumerHealth>,
-    metrics: Arc<ProcessMetrics>,
+    lag: ConsumerLag,
     shutdown: CancellationToken,
 ) -> Result<Option<JoinHandle<()>>> {
     if every.is_zero() {
         return Ok(None);
     }
-    // Not subscribed: it only reads watermarks and the group's committed
-    // offsets, and never joins the group.
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", group_id)
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|source| Error::Kafka {
-            brokers: kafka.brokers.clone(),
-            context: "cannot create the health sampler's client".into(),
-            source: Box::new(source),
-        })?;
-    let client = Arc::new(client);
-    let topic = kafka.events_topic.clone();
-    let group = group_id.to_string();
-    // The partitions of the last sample, whose lag series go when revoked.
-    let reported = Arc::new(Mutex::new(Vec::new()));
+    let probe = Arc::new(LagProbe::new(kafka, group_id, health.clone(), lag)?);
     let reporter = HealthReporter::new(ch, "process", every);
     Ok(Some(reporter.spawn(
         move || {
-            let (client, topic, health) = (client.clone(), topic.clone(), health.clone());
-            let (metrics, group, reported) = (metrics.clone(), group.clone(), reported.clone());
+            let (probe, health) = (probe.clone(), health.clone());
             async move {
                 let dead_letters = health.dead_letters.take();
-                let owned = health.snapshot();
-                let lags = tokio::task::spawn_blocking(move || lags(&client, &topic, &owned))
-                    .await
-                    .unwrap_or_default();
-                {
-                    let mut reported = reported.lock().unwrap_or_else(|e| e.into_inner());
-                    metrics.consumer_lag(&group, &lags, &reported);
-                    *reported = lags.iter().map(|(p, _)| *p).collect();
-                }
+                let lags = probe.sample().await;
                 let mut samples = vec![Sample::whole(PipelineMetric::DeadLetters, dead_letters)];
                 samples.extend(
                     lags.into_iter()
@@ -145,6 +178,35 @@ pub fn start(
         },
         shutdown,
     )))
+}
+
+/// Start the lag sampler of another consumer fold's group `group_id`
+/// (with `every` of zero: not started): its lag goes to `/metrics` only
+/// (`pipeline_health`'s consumer lag is the calls fold's).
+pub fn start_lag(
+    kafka: &KafkaConfig,
+    group_id: &str,
+    every: Duration,
+    health: Arc<ConsumerHealth>,
+    lag: ConsumerLag,
+    shutdown: CancellationToken,
+) -> Result<Option<JoinHandle<()>>> {
+    if every.is_zero() {
+        return Ok(None);
+    }
+    let probe = LagProbe::new(kafka, group_id, health, lag)?;
+    Ok(Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            probe.sample().await;
+        }
+    })))
 }
 
 /// The lag of every owned partition Kafka answered for (blocking).

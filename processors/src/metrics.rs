@@ -1,9 +1,9 @@
 //! The processors' own Prometheus metrics (`docs/metrics.md`), registered
 //! under `tollgate_process_` and served by the binary's metrics listener:
 //! per fold, messages read, batch sizes, ClickHouse insert latency and
-//! failed attempts, dead letters; per partition of the events topic, the
-//! consumer lag the health sampler measures for `pipeline_health`
-//! ([`crate::health`]: the same figure goes to both).
+//! failed attempts, dead letters; per consumer fold and partition of the
+//! events topic, the consumer lag its lag sampler measures
+//! ([`crate::health`]; the calls fold's also goes to `pipeline_health`).
 //!
 //! The consumer loop updates a [`FoldMetrics`] (handles of one fold's
 //! series: an atomic add each); nothing here blocks or allocates per
@@ -23,6 +23,7 @@ pub struct FoldLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
+    pub fold: String,
     pub group: String,
     pub partition: i32,
 }
@@ -105,7 +106,7 @@ impl ProcessMetrics {
         );
         registry.register(
             "consumer_lag_messages",
-            "Messages of an events-topic partition this process owns that are not stored yet (high watermark minus stored position), per consumer group; sampled every processor.health_sample_secs",
+            "Messages of an events-topic partition this process owns that a consumer fold has not stored yet (high watermark minus stored position), per fold and consumer group; sampled every processor.health_sample_secs",
             self.consumer_lag.clone(),
         );
     }
@@ -122,26 +123,41 @@ impl ProcessMetrics {
             insert_duration: self.insert_duration.get_or_create_owned(&labels),
             insert_errors: self.insert_errors.get_or_create_owned(&labels),
             dead_letters: self.dead_letters.get_or_create_owned(&labels),
+            consumer_lag: ConsumerLag {
+                family: self.consumer_lag.clone(),
+                fold: fold.to_string(),
+            },
+        }
+    }
+}
+
+/// One consumer fold's lag series, one per partition it owns.
+#[derive(Debug, Clone)]
+pub struct ConsumerLag {
+    family: Family<PartitionLabels, Gauge>,
+    fold: String,
+}
+
+impl ConsumerLag {
+    fn labels(&self, group: &str, partition: i32) -> PartitionLabels {
+        PartitionLabels {
+            fold: self.fold.clone(),
+            group: group.to_string(),
+            partition,
         }
     }
 
-    /// The lag of every partition `group` owns now; partitions it no longer
-    /// owns leave the exposition.
-    pub fn consumer_lag(&self, group: &str, lags: &[(i32, u64)], previous: &[i32]) {
+    /// The lag of every partition `group` owns now; partitions of
+    /// `previous` it no longer owns leave the exposition.
+    pub fn set(&self, group: &str, lags: &[(i32, u64)], previous: &[i32]) {
         for partition in previous {
             if !lags.iter().any(|(p, _)| p == partition) {
-                self.consumer_lag.remove(&PartitionLabels {
-                    group: group.to_string(),
-                    partition: *partition,
-                });
+                self.family.remove(&self.labels(group, *partition));
             }
         }
         for (partition, lag) in lags {
-            self.consumer_lag
-                .get_or_create(&PartitionLabels {
-                    group: group.to_string(),
-                    partition: *partition,
-                })
+            self.family
+                .get_or_create(&self.labels(group, *partition))
                 .set(i64::try_from(*lag).unwrap_or(i64::MAX));
         }
     }
@@ -156,6 +172,7 @@ pub struct FoldMetrics {
     pub insert_duration: Histogram,
     pub insert_errors: Counter,
     pub dead_letters: Counter,
+    pub consumer_lag: ConsumerLag,
 }
 
 #[cfg(test)]
@@ -181,7 +198,8 @@ mod tests {
         calls.insert_duration.observe(0.004);
         calls.insert_errors.inc();
         calls.dead_letters.inc_by(2);
-        m.consumer_lag("g", &[(0, 5), (1, 0)], &[]);
+        calls.consumer_lag.set("g", &[(0, 5), (1, 0)], &[]);
+        m.fold("audit").consumer_lag.set("g-audit", &[(0, 2)], &[]);
         let text = exposition(&m);
         for line in [
             "# TYPE tollgate_process_messages_total counter",
@@ -196,8 +214,9 @@ mod tests {
             "tollgate_process_insert_errors_total{fold=\"calls\"} 1",
             "tollgate_process_dead_letters_total{fold=\"calls\"} 2",
             "# TYPE tollgate_process_consumer_lag_messages gauge",
-            "tollgate_process_consumer_lag_messages{group=\"g\",partition=\"0\"} 5",
-            "tollgate_process_consumer_lag_messages{group=\"g\",partition=\"1\"} 0",
+            "tollgate_process_consumer_lag_messages{fold=\"calls\",group=\"g\",partition=\"0\"} 5",
+            "tollgate_process_consumer_lag_messages{fold=\"calls\",group=\"g\",partition=\"1\"} 0",
+            "tollgate_process_consumer_lag_messages{fold=\"audit\",group=\"g-audit\",partition=\"0\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
@@ -206,12 +225,13 @@ mod tests {
     #[test]
     fn a_revoked_partition_leaves_the_exposition() {
         let m = ProcessMetrics::default();
-        m.consumer_lag("g", &[(0, 5), (1, 3)], &[]);
-        m.consumer_lag("g", &[(1, 0)], &[0, 1]);
+        let lag = m.fold("calls").consumer_lag;
+        lag.set("g", &[(0, 5), (1, 3)], &[]);
+        lag.set("g", &[(1, 0)], &[0, 1]);
         let text = exposition(&m);
         assert!(!text.contains("partition=\"0\""), "{text}");
-        assert!(
-            text.contains("tollgate_process_consumer_lag_messages{group=\"g\",partition=\"1\"} 0")
-        );
+        assert!(text.contains(
+            "tollgate_process_consumer_lag_messages{fold=\"calls\",group=\"g\",partition=\"1\"} 0"
+        ));
     }
 }

@@ -402,6 +402,30 @@ async fn hostile_otlp_gets_clear_errors_and_loses_nothing_else() {
             .contains("application/x-protobuf or application/json"),
         "{body}"
     );
+    // A content encoding other than gzip: 400 naming it.
+    let response = rx
+        .http
+        .post(format!("{}/v1/traces", rx.env.ingest_url()))
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "br")
+        .bearer_auth(&rx.key)
+        .body(good.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let status =
+        tollgate_ingest::otlp::http::RpcStatus::decode(response.bytes().await.unwrap()).unwrap();
+    assert!(
+        status.message.contains("\"br\" is not supported"),
+        "{}",
+        status.message
+    );
+    // A body over ingest.max_body_bytes (5 MiB): 413.
+    let response = rx
+        .post("application/x-protobuf", vec![0u8; 6 << 20], Some(&rx.key))
+        .await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // No key: 401, for HTTP and gRPC.
     let response = rx
         .post("application/json", serde_json::to_vec(&good).unwrap(), None)
@@ -469,6 +493,11 @@ async fn hostile_otlp_gets_clear_errors_and_loses_nothing_else() {
         ),
         "{status:?}"
     );
+    let many_calls_reason = if status.code() == tonic::Code::InvalidArgument {
+        "too_many_spans"
+    } else {
+        "too_large"
+    };
 
     // Huge attribute values: a mapped one refuses its span only, naming
     // the attribute; an unmapped one (message content) is ignored.
@@ -514,6 +543,67 @@ async fn hostile_otlp_gets_clear_errors_and_loses_nothing_else() {
         "{answer}"
     );
     rx.post_protobuf(&good).await;
+
+    // `/metrics` counts every request refused whole by API and reason, and
+    // each refused span by the field its refusal names.
+    let grpc_too_many = if many_calls_reason == "too_many_spans" {
+        2
+    } else {
+        1
+    };
+    let mut refused = vec![
+        ("otlp_http", "unsupported_media_type", 1),
+        ("otlp_http", "unsupported_encoding", 1),
+        ("otlp_http", "too_large", 1),
+        ("otlp_http", "unauthenticated", 1),
+        ("otlp_http", "malformed", 1),
+        ("otlp_http", "too_many_spans", 1),
+        ("otlp_grpc", "unauthenticated", 1),
+        ("otlp_grpc", "too_many_spans", grpc_too_many),
+    ];
+    if many_calls_reason == "too_large" {
+        refused.push(("otlp_grpc", "too_large", 1));
+    }
+    let metrics = rx
+        .http
+        .get(format!("{}/metrics", rx.env.ingest_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut want: Vec<String> = refused
+        .iter()
+        .map(|(api, reason, n)| {
+            format!(
+                "tollgate_ingest_rejected_requests_total{{api=\"{api}\",reason=\"{reason}\"}} {n}"
+            )
+        })
+        .collect();
+    want.sort();
+    let mut got: Vec<String> = metrics
+        .lines()
+        .filter(|l| l.starts_with("tollgate_ingest_rejected_requests_total{"))
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "{metrics}");
+    for line in [
+        "tollgate_ingest_rejected_events_total{api=\"otlp_http\",field=\"gen_ai.request.model\"} 1",
+        "tollgate_ingest_rejected_events_total{api=\"otlp_http\",field=\"gen_ai.usage.input_tokens\"} 1",
+        "tollgate_ingest_otlp_spans_total{outcome=\"rejected\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing:\n{metrics}");
+    }
+    assert_eq!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("tollgate_ingest_rejected_events_total{"))
+            .count(),
+        2,
+        "{metrics}"
+    );
 
     // Nothing else lost, nothing extra: the good spans, exactly. The last
     // one shares the partition (the team) with the others, so once it is

@@ -5,9 +5,10 @@
 //! as file_sd targets (in the directory Prometheus's own configuration
 //! names), sends each a known amount of traffic and asks Prometheus's HTTP
 //! API: every role is up, each request counter rose by exactly what was
-//! sent, the processor's lag appeared for every partition of the events
-//! topic while a backlog lasted and drained to 0, and every event sent was
-//! inserted once. The shipped `deploy/prometheus/` configuration passes
+//! sent (refused ingest requests by their reason too), the lag of both
+//! consumer folds (calls, audit) appeared for every partition of the
+//! events topic while a backlog lasted and drained to 0, and every event
+//! sent was inserted once. The shipped `deploy/prometheus/` configuration passes
 //! `promtool check config`, `check rules` and the rules' own unit tests.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,6 +32,11 @@ use crate::support::{free_port, kafka_brokers, listening_port, unique, wait_http
 const BACKLOG: usize = 200;
 const BATCH_WAIT_MS: u64 = 4000;
 const INGEST_REQUESTS: usize = 5;
+/// The keys of `POST /v1/events` requests answered 401: none, and an
+/// unknown one.
+const UNAUTHENTICATED_KEYS: [Option<&str>; 2] = [None, Some("nonsense")];
+/// `POST /v1/events` with a body that is not JSON: 400.
+const MALFORMED_INGEST_REQUESTS: usize = 1;
 const API_REQUESTS: usize = 3;
 const PROXY_CALLS: usize = 4;
 
@@ -181,7 +187,7 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
     let dir = targets_dir(&prom).await;
     let test = unique("prom");
     let processor = format!(
-        "\n[processor]\ngroup_id = \"{test}\"\nhealth_sample_secs = 1\nbatch_max_wait_ms = {BATCH_WAIT_MS}\n"
+        "\n[processor]\ngroup_id = \"{test}\"\nhealth_sample_secs = 1\nbatch_max_wait_ms = {BATCH_WAIT_MS}\n\n[audit]\ngroup_id = \"{test}-audit\"\n"
     );
     let mut proxy = Proxy::start("prom", &processor, None).await;
     proxy.run_proxy().await;
@@ -215,7 +221,7 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
         &[
             "process",
             "--folds",
-            "calls",
+            "calls,audit",
             "--metrics-listen",
             &process_listen,
         ],
@@ -260,11 +266,17 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
         ])
     );
 
-    // Every partition of the events topic has its lag, 0 while idle.
+    // Every partition of the events topic has its lag in each consumer
+    // fold's group, 0 while idle.
     let partitions = partition_count(&proxy.env.events_topic);
-    let lag = format!("tollgate_process_consumer_lag_messages{{{mine},group=\"{test}\"}}");
+    let lag =
+        format!("tollgate_process_consumer_lag_messages{{{mine},fold=\"calls\",group=\"{test}\"}}");
+    let audit_lag = format!(
+        "tollgate_process_consumer_lag_messages{{{mine},fold=\"audit\",group=\"{test}-audit\"}}"
+    );
     let idle = |s: &[Sample]| s.len() == partitions && s.iter().all(|s| s.value == 0.0);
     wait_for(&prom, &lag, Duration::from_secs(60), idle, logs).await;
+    wait_for(&prom, &audit_lag, Duration::from_secs(60), idle, logs).await;
 
     // Traffic of a known size to each HTTP role, counted from before it.
     let requests = |job: &str, route: &str, method: &str| {
@@ -323,6 +335,31 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
         );
         rejected_field = body["results"][1]["field"].as_str().unwrap().to_string();
     }
+    // Requests refused whole: counted by reason, with no event of theirs.
+    for key in UNAUTHENTICATED_KEYS {
+        let mut request = http
+            .post(format!("{}/v1/events", proxy.env.ingest_url()))
+            .header("content-type", "application/json")
+            .body("[]");
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{}", response.text().await.unwrap());
+    }
+    for _ in 0..MALFORMED_INGEST_REQUESTS {
+        let response = http
+            .post(format!("{}/v1/events", proxy.env.ingest_url()))
+            .bearer_auth(&ingest_key)
+            .header("content-type", "application/json")
+            .body("[{\"schema_version\": 1,")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["field"], "body", "{body}");
+    }
     for _ in 0..API_REQUESTS {
         let response = http
             .get(format!("{}/api/v1/reports/cost", proxy.env.api_url()))
@@ -341,25 +378,29 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     }
 
-    // The backlog showed as lag while the processor held it.
-    let peak = wait_for(
-        &prom,
-        &format!("sum(max_over_time({lag}[1m]))"),
-        Duration::from_secs(60),
-        |s| s.first().is_some_and(|s| s.value > 0.0),
-        logs,
-    )
-    .await;
-    assert!(
-        peak[0].value <= (BACKLOG + INGEST_REQUESTS + PROXY_CALLS) as f64,
-        "{peak:?}"
-    );
+    // The backlog showed as lag while each fold held it.
+    for lag in [&lag, &audit_lag] {
+        let peak = wait_for(
+            &prom,
+            &format!("sum(max_over_time({lag}[1m]))"),
+            Duration::from_secs(60),
+            |s| s.first().is_some_and(|s| s.value > 0.0),
+            logs,
+        )
+        .await;
+        assert!(
+            peak[0].value <= (BACKLOG + INGEST_REQUESTS + PROXY_CALLS) as f64,
+            "{lag}: {peak:?}"
+        );
+    }
 
     // Each counter rose by exactly what was sent.
     let expected = [
         (
             requests("ingest", "/v1/events", "POST"),
-            before[0] + INGEST_REQUESTS as f64,
+            before[0]
+                + (INGEST_REQUESTS + UNAUTHENTICATED_KEYS.len() + MALFORMED_INGEST_REQUESTS)
+                    as f64,
         ),
         (
             requests("api", "/api/v1/reports/cost", "GET"),
@@ -371,9 +412,25 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
         ),
         (
             format!(
-                "sum(tollgate_ingest_rejected_events_total{{{mine},field=\"{rejected_field}\"}})"
+                "sum(tollgate_ingest_rejected_events_total{{{mine},api=\"events\",field=\"{rejected_field}\"}})"
             ),
             INGEST_REQUESTS as f64,
+        ),
+        (
+            format!(
+                "sum(tollgate_ingest_rejected_requests_total{{{mine},api=\"events\",reason=\"unauthenticated\"}})"
+            ),
+            UNAUTHENTICATED_KEYS.len() as f64,
+        ),
+        (
+            format!(
+                "sum(tollgate_ingest_rejected_requests_total{{{mine},api=\"events\",reason=\"malformed\"}})"
+            ),
+            MALFORMED_INGEST_REQUESTS as f64,
+        ),
+        (
+            format!("count(tollgate_ingest_rejected_requests_total{{{mine}}})"),
+            2.0,
         ),
         (
             format!("sum(tollgate_proxy_upstream_attempts_total{{{mine}}})"),
@@ -396,6 +453,7 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
     )
     .await;
     wait_for(&prom, &lag, Duration::from_secs(60), idle, logs).await;
+    wait_for(&prom, &audit_lag, Duration::from_secs(120), idle, logs).await;
     let calls = proxy.env.ch_u64("SELECT count() FROM {db}.calls").await;
     assert_eq!(calls as f64, events);
 }
@@ -422,7 +480,7 @@ fn the_shipped_prometheus_configuration_and_rules_pass_promtool() {
     let config = promtool(&["check", "config", "prometheus.yml"]);
     assert!(config.contains("SUCCESS"), "{config}");
     let rules = promtool(&["check", "rules", "tollgate-rules.yml"]);
-    assert!(rules.contains("SUCCESS: 6 rules found"), "{rules}");
+    assert!(rules.contains("SUCCESS: 7 rules found"), "{rules}");
     let tests = promtool(&["test", "rules", "tollgate-rules.test.yml"]);
     assert!(tests.contains("SUCCESS"), "{tests}");
     // The scrape config names the four roles the rules select on.
@@ -440,7 +498,7 @@ fn every_alert_has_a_summary_and_a_description() {
     let rules =
         std::fs::read_to_string(repo().join("deploy/prometheus/tollgate-rules.yml")).unwrap();
     let alerts = rules.matches("- alert: ").count();
-    assert_eq!(alerts, 6);
+    assert_eq!(alerts, 7);
     assert_eq!(rules.matches("          summary: ").count(), alerts);
     assert_eq!(rules.matches("          description: ").count(), alerts);
 }

@@ -34,6 +34,8 @@ fn traceparent() -> String {
 /// integers.
 #[derive(Debug, Clone)]
 struct ReceivedSpan {
+    /// The `service.name` of the span's resource.
+    service: String,
     scope: String,
     name: String,
     kind: i32,
@@ -76,6 +78,17 @@ async fn receive(State(spans): State<Arc<Mutex<Vec<ReceivedSpan>>>>, body: Bytes
     let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
     let mut received = spans.lock().unwrap();
     for resource in request.resource_spans {
+        let service = resource
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.clone()?.value)
+            .map(|v| match v {
+                AnyValue::StringValue(s) => s,
+                other => format!("{other:?}"),
+            })
+            .unwrap_or_default();
         for scope in resource.scope_spans {
             let scope_name = scope.scope.map(|s| s.name).unwrap_or_default();
             for span in scope.spans {
@@ -92,6 +105,7 @@ async fn receive(State(spans): State<Arc<Mutex<Vec<ReceivedSpan>>>>, body: Bytes
                     })
                     .collect();
                 received.push(ReceivedSpan {
+                    service: service.clone(),
                     scope: scope_name.clone(),
                     name: span.name,
                     kind: span.kind,
@@ -275,10 +289,11 @@ async fn the_clients_traceparent_reaches_the_upstream_and_clickhouse() {
     assert!(html.contains(&traced) && html.contains(TRACE), "{html}");
 }
 
-/// With `telemetry.otlp_endpoint` the proxy's span of each attempt is a
-/// child of the client's span, carries the GenAI attributes with the
+/// With `telemetry.otlp_endpoint` the proxy's span of each attempt (from
+/// service `tollgate-proxy`) is a child of the client's span, carries the GenAI attributes with the
 /// mock's token counts, is the provider's parent, and is the span the
-/// call's rows name; the processors' batch and insert spans arrive too.
+/// call's rows name; the processors' batch and insert spans arrive too,
+/// from service `tollgate-process`.
 #[tokio::test]
 async fn the_proxy_exports_a_gen_ai_span_per_attempt_under_the_clients_span() {
     let receiver = OtlpReceiver::start().await;
@@ -326,6 +341,7 @@ async fn the_proxy_exports_a_gen_ai_span_per_attempt_under_the_clients_span() {
     };
     let (failed, served) = (by_attempt(1), by_attempt(2));
     for span in [failed, served] {
+        assert_eq!(span.service, "tollgate-proxy", "{span:#?}");
         assert_eq!(span.name, "chat gpt-4o-mini");
         assert_eq!(span.kind, SpanKind::Client as i32);
         assert_eq!(span.parent_span_id, CLIENT_SPAN);
@@ -373,6 +389,7 @@ async fn the_proxy_exports_a_gen_ai_span_per_attempt_under_the_clients_span() {
         )
         .await;
     let insert = &inserts[0];
+    assert_eq!(insert.service, "tollgate-process", "{insert:#?}");
     assert!(
         insert.int("messaging.batch.message_count").unwrap_or(0) >= 1,
         "{insert:#?}"

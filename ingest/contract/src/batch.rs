@@ -34,12 +34,22 @@ impl BodyFormat {
     }
 }
 
-/// Split `body` into items. `Err` means the body as a whole is unusable.
+/// Split `body` into items. `Err` means the body as a whole is unusable:
+/// malformed or empty ([`split_items`]), or more than `max_items` items
+/// ([`check_item_count`]).
 pub fn split_body(
     body: &[u8],
     format: BodyFormat,
     max_items: usize,
 ) -> Result<Vec<BatchItem>, Rejection> {
+    let items = split_items(body, format)?;
+    check_item_count(items.len(), max_items)?;
+    Ok(items)
+}
+
+/// Split `body` into items, however many. `Err`: the body is malformed or
+/// holds no item.
+pub fn split_items(body: &[u8], format: BodyFormat) -> Result<Vec<BatchItem>, Rejection> {
     let items = match format {
         BodyFormat::JsonArray => {
             let value: Value = serde_json::from_slice(body)
@@ -71,14 +81,16 @@ pub fn split_body(
     if items.is_empty() {
         return Err(Rejection::new("body", "no events in the request body"));
     }
-    if items.len() > max_items {
+    Ok(items)
+}
+
+/// Refuse a body of more than `max_items` items.
+pub fn check_item_count(items: usize, max_items: usize) -> Result<(), Rejection> {
+    if items > max_items {
         return Err(Rejection::new(
             "body",
-            format!(
-                "{} events in one request, at most {max_items} allowed",
-                items.len()
-            ),
+            format!("{items} events in one request, at most {max_items} allowed"),
         ));
     }
-    Ok(items)
+    Ok(())
 }

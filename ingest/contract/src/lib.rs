@@ -38,7 +38,7 @@ pub mod schema;
 pub mod signature;
 pub mod validate;
 
-pub use batch::{split_body, BatchItem, BodyFormat};
+pub use batch::{check_item_count, split_body, split_items, BatchItem, BodyFormat};
 pub use catalog::{NewPrice, PriceCatalog, PriceTier, PriceVersion, SharedCatalog};
 pub use cost::{call_cost, BillableUsage, CostOverflow, COST_SCALE};
 pub use event::*;

@@ -12,7 +12,7 @@
 //! wire (`precount.rs`) before decoding it, so a message of millions of
 //! empty spans is refused without being decoded.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -31,18 +31,72 @@ use super::http::{grpc_code, presented_key};
 use super::{check_counts, export, precount, ExportError};
 use crate::error::IngestError;
 use crate::http::{verify_secret, IngestState};
+use crate::metrics::{Api, Refusal};
 
 /// The gRPC trace service over the ingest state the HTTP routes share.
 pub struct OtlpTraceService {
     state: Arc<IngestState>,
 }
 
+/// Why this call was refused, as our codec or handler knew it; empty when
+/// tonic refused it first (the call's status code says why, then:
+/// [`refusal_of_code`]).
+type RefusalSlot = Arc<OnceLock<Refusal>>;
+
+/// The reason of a refusal known only by its gRPC code.
+fn refusal_of_code(code: tonic::Code) -> Refusal {
+    match code {
+        tonic::Code::Unauthenticated => Refusal::Unauthenticated,
+        tonic::Code::PermissionDenied => Refusal::Forbidden,
+        tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => Refusal::TooLarge,
+        tonic::Code::Unimplemented => Refusal::UnsupportedEncoding,
+        tonic::Code::Unavailable => Refusal::Unavailable,
+        // tonic's own INTERNAL answers are protocol errors of the sender
+        // (a compressed flag without an encoding, a body it cannot inflate).
+        _ => Refusal::Malformed,
+    }
+}
+
+/// The gRPC status a finished call's response head carries (a refusal is
+/// answered trailers-only, its `grpc-status` among the headers).
+fn status_code_of<B>(response: &http::Response<B>) -> Option<tonic::Code> {
+    let code = response.headers().get("grpc-status")?.to_str().ok()?;
+    code.parse::<i32>().ok().map(tonic::Code::from_i32)
+}
+
 fn status_of(err: &IngestError) -> Status {
     let message = match err {
-        IngestError::BadRequest { field, reason } => format!("{field}: {reason}"),
+        IngestError::BadRequest { field, reason, .. } => format!("{field}: {reason}"),
         other => other.to_string(),
     };
     Status::new(grpc_code(err.status_code()), message)
+}
+
+impl OtlpTraceService {
+    /// Export one request; a refusal's reason goes to `refused`.
+    async fn export_noting(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+        refused: &RefusalSlot,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let refuse = |err: IngestError| {
+            tracing::info!(%err, "otlp grpc export refused");
+            let _ = refused.set(err.refusal());
+            status_of(&err)
+        };
+        let headers = request.metadata().clone().into_headers();
+        let key = verify_secret(&self.state, presented_key(&headers))
+            .await
+            .map_err(refuse)?;
+        match export(&self.state, Api::OtlpGrpc, &key, request.get_ref()).await {
+            Ok(partial) => Ok(Response::new(partial.response())),
+            Err(ExportError::Ingest(err)) => Err(refuse(err)),
+            Err(err @ ExportError::Unavailable { .. }) => {
+                let _ = refused.set(Refusal::Unavailable);
+                Err(Status::unavailable(err.to_string()))
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -51,29 +105,16 @@ impl TraceService for OtlpTraceService {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let headers = request.metadata().clone().into_headers();
-        let key = verify_secret(&self.state, presented_key(&headers))
-            .await
-            .map_err(|err| {
-                tracing::info!(%err, "otlp grpc export refused");
-                status_of(&err)
-            })?;
-        match export(&self.state, &key, request.get_ref()).await {
-            Ok(partial) => Ok(Response::new(partial.response())),
-            Err(ExportError::Ingest(err)) => {
-                tracing::info!(%err, "otlp grpc export refused");
-                Err(status_of(&err))
-            }
-            Err(err @ ExportError::Unavailable { .. }) => Err(Status::unavailable(err.to_string())),
-        }
+        self.export_noting(request, &RefusalSlot::default()).await
     }
 }
 
 /// Protobuf for the trace service, counting a request on the wire before
 /// decoding it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CountingCodec {
     max_spans: usize,
+    refused: RefusalSlot,
 }
 
 impl Codec for CountingCodec {
@@ -87,7 +128,7 @@ impl Codec for CountingCodec {
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        *self
+        self.clone()
     }
 }
 
@@ -97,19 +138,20 @@ impl Decoder for CountingCodec {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
         let bytes = buf.copy_to_bytes(buf.remaining());
-        let counts = precount::protobuf(&bytes).map_err(|err| {
+        let malformed = |err: &dyn std::fmt::Display| {
+            let _ = self.refused.set(Refusal::Malformed);
             Status::invalid_argument(format!(
                 "body: not a valid OTLP protobuf ExportTraceServiceRequest: {err}"
             ))
+        };
+        let counts = precount::protobuf(&bytes).map_err(|err| malformed(&err))?;
+        check_counts(counts, self.max_spans).map_err(|err| {
+            let _ = self.refused.set(err.refusal());
+            status_of(&err)
         })?;
-        check_counts(counts, self.max_spans).map_err(|err| status_of(&err))?;
         ExportTraceServiceRequest::decode(bytes)
             .map(Some)
-            .map_err(|err| {
-                Status::invalid_argument(format!(
-                    "body: not a valid OTLP protobuf ExportTraceServiceRequest: {err}"
-                ))
-            })
+            .map_err(|err| malformed(&err))
     }
 }
 
@@ -141,15 +183,18 @@ impl NamedService for TraceServer {
     const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
-struct ExportMethod(Arc<OtlpTraceService>);
+struct ExportMethod {
+    service: Arc<OtlpTraceService>,
+    refused: RefusalSlot,
+}
 
 impl UnaryService<ExportTraceServiceRequest> for ExportMethod {
     type Response = ExportTraceServiceResponse;
     type Future = BoxFuture<Response<Self::Response>, Status>;
 
     fn call(&mut self, request: Request<ExportTraceServiceRequest>) -> Self::Future {
-        let service = self.0.clone();
-        Box::pin(async move { service.export(request).await })
+        let (service, refused) = (self.service.clone(), self.refused.clone());
+        Box::pin(async move { service.export_noting(request, &refused).await })
     }
 }
 
@@ -174,14 +219,28 @@ where
         }
         let server = self.clone();
         Box::pin(async move {
+            let refused = RefusalSlot::default();
             let mut gzip = EnabledCompressionEncodings::default();
             gzip.enable(CompressionEncoding::Gzip);
             let mut grpc = tonic::server::Grpc::new(CountingCodec {
                 max_spans: server.max_spans,
+                refused: refused.clone(),
             })
             .apply_compression_config(gzip, gzip)
             .apply_max_message_size_config(Some(server.max_message_bytes), None);
-            Ok(grpc.unary(ExportMethod(server.service), request).await)
+            let metrics = server.service.state.metrics.clone();
+            let method = ExportMethod {
+                service: server.service,
+                refused: refused.clone(),
+            };
+            let response = grpc.unary(method, request).await;
+            // Every refusal is counted here, once: by the reason the codec
+            // or the handler noted, else by the code tonic answered.
+            if let Some(code) = status_code_of(&response).filter(|c| *c != tonic::Code::Ok) {
+                let reason = refused.get().copied().unwrap_or(refusal_of_code(code));
+                metrics.refused(Api::OtlpGrpc, reason);
+            }
+            Ok(response)
         })
     }
 }

@@ -19,6 +19,7 @@ use serde_json::json;
 use super::{export, precount, ExportError};
 use crate::error::IngestError;
 use crate::http::{bearer_token, read_body, verify_secret, IngestState};
+use crate::metrics::{Api, Refusal};
 
 /// The two OTLP/HTTP encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +103,9 @@ fn error_response(
     response
 }
 
-fn ingest_error(encoding: Option<Encoding>, err: IngestError) -> Response {
+/// The answer to a request refused whole, counted by its reason.
+fn ingest_error(state: &IngestState, encoding: Option<Encoding>, err: IngestError) -> Response {
+    state.metrics.refused(Api::OtlpHttp, err.refusal());
     let field = match &err {
         IngestError::BadRequest { field, .. } => Some(field.clone()),
         _ => None,
@@ -139,6 +142,9 @@ pub async fn post_traces(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let Some(encoding) = Encoding::from_content_type(content_type) else {
+        state
+            .metrics
+            .refused(Api::OtlpHttp, Refusal::UnsupportedMediaType);
         return error_response(
             None,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -151,21 +157,21 @@ pub async fn post_traces(
     };
     let key = match verify_secret(&state, presented_key(&headers)).await {
         Ok(key) => key,
-        Err(err) => return ingest_error(Some(encoding), err),
+        Err(err) => return ingest_error(&state, Some(encoding), err),
     };
     let raw = match read_body(body, &headers, state.max_body_bytes).await {
         Ok(bytes) => bytes,
-        Err(err) => return ingest_error(Some(encoding), err),
+        Err(err) => return ingest_error(&state, Some(encoding), err),
     };
     let bytes = match decompress(&headers, raw, state.max_body_bytes) {
         Ok(bytes) => bytes,
-        Err(err) => return ingest_error(Some(encoding), err),
+        Err(err) => return ingest_error(&state, Some(encoding), err),
     };
     let request = match decode(encoding, &bytes, &state) {
         Ok(request) => request,
-        Err(err) => return ingest_error(Some(encoding), err),
+        Err(err) => return ingest_error(&state, Some(encoding), err),
     };
-    match export(&state, &key, &request).await {
+    match export(&state, Api::OtlpHttp, &key, &request).await {
         Ok(partial) => {
             let response = partial.response();
             let body = match encoding {
@@ -185,13 +191,16 @@ pub async fn post_traces(
             )
                 .into_response()
         }
-        Err(ExportError::Ingest(err)) => ingest_error(Some(encoding), err),
-        Err(err @ ExportError::Unavailable { .. }) => error_response(
-            Some(encoding),
-            StatusCode::SERVICE_UNAVAILABLE,
-            err.to_string(),
-            None,
-        ),
+        Err(ExportError::Ingest(err)) => ingest_error(&state, Some(encoding), err),
+        Err(err @ ExportError::Unavailable { .. }) => {
+            state.metrics.refused(Api::OtlpHttp, Refusal::Unavailable);
+            error_response(
+                Some(encoding),
+                StatusCode::SERVICE_UNAVAILABLE,
+                err.to_string(),
+                None,
+            )
+        }
     }
 }
 
@@ -226,7 +235,8 @@ fn decompress(
             }
             Ok(out.into())
         }
-        other => Err(IngestError::bad_request(
+        other => Err(IngestError::refused(
+            Refusal::UnsupportedEncoding,
             "content-encoding",
             format!("content encoding {other:?} is not supported; send gzip or none"),
         )),

@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use crate::error::IngestError;
 use crate::http::IngestState;
-use crate::metrics::OutcomeLabels;
+use crate::metrics::{Api, OutcomeLabels, Refusal};
 use genai::{map_span, SpanMapping, Tenant};
 use partial::{PartialSuccess, SpanRefusal};
 
@@ -272,7 +272,8 @@ pub fn counts_of(request: &ExportTraceServiceRequest) -> precount::Counts {
 /// events and links than [`ELEMENTS_PER_SPAN`] times that.
 pub fn check_counts(counts: precount::Counts, max_spans: usize) -> Result<(), IngestError> {
     if counts.spans > max_spans {
-        return Err(IngestError::bad_request(
+        return Err(IngestError::refused(
+            Refusal::TooManySpans,
             "resource_spans",
             format!(
                 "{} spans in one request, at most {max_spans} allowed (ingest.max_events_per_request); \
@@ -283,7 +284,8 @@ pub fn check_counts(counts: precount::Counts, max_spans: usize) -> Result<(), In
     }
     let max_elements = max_spans.saturating_mul(ELEMENTS_PER_SPAN);
     if counts.elements > max_elements {
-        return Err(IngestError::bad_request(
+        return Err(IngestError::refused(
+            Refusal::TooManyAttributes,
             "resource_spans",
             format!(
                 "{} attributes, events, links and groups in one request, at most {max_elements} allowed \
@@ -315,6 +317,7 @@ pub enum ExportError {
 /// answer.
 pub async fn export(
     state: &IngestState,
+    api: Api,
     key: &ApiKey,
     request: &ExportTraceServiceRequest,
 ) -> Result<PartialSuccess, ExportError> {
@@ -328,6 +331,9 @@ pub async fn export(
     SpanCounters::add(&counters.dropped_not_model_call, plan.not_model_call);
     SpanCounters::add(&counters.rejected, plan.refused.len());
     state.rejected.add(plan.refused.len() as u64);
+    for refusal in &plan.refused {
+        state.metrics.rejected(api, &refusal.rejection.field);
+    }
 
     let (retried, fresh): (Vec<Event>, Vec<Event>) = plan
         .events

@@ -198,18 +198,19 @@ pub async fn run(
     // The calls fold is the one that dead-letters and whose lag is the
     // pipeline's: it reports both to `pipeline_health`.
     let health = Arc::new(ConsumerHealth::default());
+    let metrics = context.metrics.fold(FOLD.name);
     crate::health::start(
         &context.kafka,
         ch,
         &context.processor.group_id,
         Duration::from_secs(context.processor.health_sample_secs),
         health.clone(),
-        context.metrics.clone(),
+        metrics.consumer_lag.clone(),
         context.shutdown.clone(),
     )?;
     let reporting = Reporting {
         health: Some(health),
-        metrics: context.metrics.fold(FOLD.name),
+        metrics,
     };
     run_fold_reporting(
         fold,
