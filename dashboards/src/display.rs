@@ -101,9 +101,10 @@ impl Money {
         format!("{sign}${digits}")
     }
 
-    /// Every stored digit, as in the CSV: `25355.377715560000`.
+    /// The exact amount as every CSV writes it (`tollgate_queries::table::usd`,
+    /// all 12 decimals): `25355.377715560000`, `50.000000000000`.
     pub fn exact(&self) -> String {
-        self.0.to_string()
+        tollgate_queries::table::usd(self.0)
     }
 }
 
@@ -744,6 +745,20 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    /// The tooltip holds the amount exactly as every CSV writes it, all
+    /// 12 decimals, whatever scale the value came with.
+    #[test]
+    fn money_tooltip_is_the_csv_value() {
+        let limit = Money("50".parse().unwrap());
+        assert_eq!(limit.exact(), "50.000000000000");
+        assert_eq!(limit.exact(), tollgate_queries::table::usd(limit.0));
+        assert_eq!(
+            limit.to_string(),
+            r#"<span class="money" title="50.000000000000">$50.00</span>"#
+        );
+        assert_eq!(Money("0.75000000".parse().unwrap()).exact(), "0.750000000000");
+    }
 
     fn usd(s: &str) -> String {
         Money(s.parse().unwrap()).text()

@@ -224,6 +224,8 @@ pub struct LatencyPage {
     pub slow_calls: Vec<SlowCallRow>,
     /// The slowest calls as CSV, for the same window and filters.
     pub slow_csv_url: String,
+    /// The "Totals" table as CSV.
+    pub totals_csv_url: String,
 }
 
 /// Turn the page's parameters into a report query, and the form to show.
@@ -349,6 +351,7 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
             .collect()
     };
     let slow_csv_url = slow_csv_url(&form);
+    let totals_csv_url = totals_csv_url(&form);
     LatencyPage {
         section: Section::Sre,
         nav: sre_nav("/sre/latency"),
@@ -369,6 +372,7 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
         max_error: format!("{:.2}%", HISTOGRAM_MAX_RELATIVE_ERROR * 100.0),
         slow_calls: slow_call_rows(slow_calls, trace_links),
         slow_csv_url,
+        totals_csv_url,
     }
 }
 
@@ -395,6 +399,17 @@ fn slow_call_rows(calls: &[SlowCall], links: &TraceLinks) -> Vec<SlowCallRow> {
 
 /// `/sre/latency/slowest.csv` with the form's window and filters.
 fn slow_csv_url(form: &FormState) -> String {
+    csv_url("/sre/latency/slowest.csv", form, false)
+}
+
+/// `/sre/latency/totals.csv` with the form's window, filters and grouping.
+fn totals_csv_url(form: &FormState) -> String {
+    csv_url("/sre/latency/totals.csv", form, true)
+}
+
+/// `path` with the form's fields that are set; the grouping only when
+/// `grouped`.
+fn csv_url(path: &str, form: &FormState, grouped: bool) -> String {
     let pairs = [
         ("range", &form.range),
         ("from", &form.from),
@@ -403,12 +418,14 @@ fn slow_csv_url(form: &FormState) -> String {
         ("model", &form.model),
         ("org", &form.org),
     ];
+    let grouping = [("group_by", &form.group_by), ("bucket", &form.bucket)];
     let query: Vec<String> = pairs
         .iter()
+        .chain(grouping.iter().filter(|_| grouped))
         .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| format!("{k}={}", percent_encode(v)))
         .collect();
-    format!("/sre/latency/slowest.csv?{}", query.join("&"))
+    format!("{path}?{}", query.join("&"))
 }
 
 fn summary(report: &LatencyReport) -> Parts {
@@ -665,31 +682,61 @@ pub async fn slowest_csv(
     State(state): State<DashboardState>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let pairs = query.map(|Query(p)| p).unwrap_or_default();
-    let query = PageParams::parse(&pairs).and_then(|params| parse_params(&params, Utc::now()).1);
-    let query = match query {
+    let query = match csv_query(query) {
         Ok(query) => query,
-        Err(err) => {
-            return (
+        Err(refused) => return refused,
+    };
+    match state.read_models.slowest_calls(&query).await {
+        Ok(calls) => crate::finance::csv_download(&slow_calls::table(&calls), "slowest-calls.csv"),
+        Err(err) => csv_failure(&err, "slowest calls query failed"),
+    }
+}
+
+/// `GET /sre/latency/totals.csv`: the page's "Totals" table (its window,
+/// filters, grouping and org), `tollgate_queries::latency::totals_table`.
+pub async fn totals_csv(
+    State(state): State<DashboardState>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let query = match csv_query(query) {
+        Ok(query) => query,
+        Err(refused) => return refused,
+    };
+    match state.read_models.latency(&query).await {
+        Ok(report) => crate::finance::csv_download(
+            &tollgate_queries::latency::totals_table(&report),
+            "latency-totals.csv",
+        ),
+        Err(err) => csv_failure(&err, "latency totals query failed"),
+    }
+}
+
+/// The query of a CSV of the page: its parameters read as the page reads
+/// them, or a 400 naming the parameter.
+fn csv_query(
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<LatencyQuery, Response> {
+    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    PageParams::parse(&pairs)
+        .and_then(|params| parse_params(&params, Utc::now()).1)
+        .map_err(|err| {
+            (
                 StatusCode::BAD_REQUEST,
                 format!("invalid {}: {}\n", err.field, err.reason),
             )
                 .into_response()
-        }
+        })
+}
+
+/// A CSV's answer when its read failed: 503 when retrying can help.
+fn csv_failure(err: &ReadModelError, doing: &'static str) -> Response {
+    let status = if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. }) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        tracing::error!(%err, "{doing}");
+        StatusCode::INTERNAL_SERVER_ERROR
     };
-    match state.read_models.slowest_calls(&query).await {
-        Ok(calls) => crate::finance::csv_download(&slow_calls::table(&calls), "slowest-calls.csv"),
-        Err(err) => {
-            let status = if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. })
-            {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                tracing::error!(%err, "slowest calls query failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
-            (status, format!("{err}\n")).into_response()
-        }
-    }
+    (status, format!("{err}\n")).into_response()
 }
 
 #[cfg(test)]
