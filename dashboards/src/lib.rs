@@ -14,6 +14,7 @@ pub mod compliance;
 pub mod display;
 pub mod finance;
 pub mod layout;
+pub mod login_token;
 pub mod nav;
 pub mod overview;
 pub mod sign_in;

@@ -79,26 +79,12 @@ impl Pages {
             "users create: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Signed in through the sign-in form (its pre-session token too).
+        let mut browser = crate::sign_in::Browser::new(env.direct_api_url());
+        let signed_in = browser.sign_in(email, PASSWORD, "/admin/keys").await;
+        assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+        let session = format!("tollgate_session={}", browser.cookie.expect("signed in"));
         let http = Self::client();
-        let signed_in = http
-            .post(format!("{}/login", env.direct_api_url()))
-            .form(&[
-                ("email", email),
-                ("password", PASSWORD),
-                ("next", "/admin/keys"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            signed_in.status(),
-            303,
-            "{}",
-            signed_in.text().await.unwrap()
-        );
-        let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
-        let session = cookie.split(';').next().unwrap().to_string();
-        assert!(session.starts_with("tollgate_session="), "{cookie}");
         Self {
             http,
             base: env.direct_api_url(),
