@@ -317,10 +317,9 @@ async fn search_csv(
         Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
     };
     match search::search(&state.clickhouse, &query).await {
-        Ok(page) => crate::finance::csv_download(
-            &search::entries_table(&page.entries),
-            "audit-search.csv",
-        ),
+        Ok(page) => {
+            crate::finance::csv_download(&search::entries_table(&page.entries), "audit-search.csv")
+        }
         Err(err) => unavailable("search", err),
     }
 }

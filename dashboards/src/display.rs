@@ -757,7 +757,10 @@ mod tests {
             limit.to_string(),
             r#"<span class="money" title="50.000000000000">$50.00</span>"#
         );
-        assert_eq!(Money("0.75000000".parse().unwrap()).exact(), "0.750000000000");
+        assert_eq!(
+            Money("0.75000000".parse().unwrap()).exact(),
+            "0.750000000000"
+        );
     }
 
     fn usd(s: &str) -> String {

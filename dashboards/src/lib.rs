@@ -124,11 +124,7 @@ pub fn routes(read_models: ReadModels, services: PageServices) -> Routes {
             sre,
             get(sre_latency::slowest_csv),
         )
-        .route(
-            "/sre/latency/totals.csv",
-            sre,
-            get(sre_latency::totals_csv),
-        )
+        .route("/sre/latency/totals.csv", sre, get(sre_latency::totals_csv))
         .route("/sre/errors", sre, get(sre_errors::list_page))
         .route(
             "/sre/errors/{signature}",

@@ -144,13 +144,12 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.value().len(), 64);
         assert!(a.value().bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(
-            LoginToken::for_browser(&with_cookie(a.value())).unwrap(),
-            a
-        );
+        assert_eq!(LoginToken::for_browser(&with_cookie(a.value())).unwrap(), a);
         // A malformed cookie is replaced.
         assert_ne!(
-            LoginToken::for_browser(&with_cookie("short")).unwrap().value(),
+            LoginToken::for_browser(&with_cookie("short"))
+                .unwrap()
+                .value(),
             "short"
         );
     }

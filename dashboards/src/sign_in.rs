@@ -382,7 +382,9 @@ pub async fn accept_invitation(
 ) -> Response {
     if let Err(refused) = LoginToken::check(&headers, &pairs) {
         tracing::info!(%refused, "invitation form refused");
-        let message = refused.to_string().replace("sign-in form", "invitation form");
+        let message = refused
+            .to_string()
+            .replace("sign-in form", "invitation form");
         return invitation_view(&state, &headers, &token, StatusCode::FORBIDDEN, &message).await;
     }
     let Some((accounts, sessions)) = stores(&state) else {

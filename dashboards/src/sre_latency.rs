@@ -684,7 +684,7 @@ pub async fn slowest_csv(
 ) -> Response {
     let query = match csv_query(query) {
         Ok(query) => query,
-        Err(refused) => return refused,
+        Err(err) => return bad_parameter(&err),
     };
     match state.read_models.slowest_calls(&query).await {
         Ok(calls) => crate::finance::csv_download(&slow_calls::table(&calls), "slowest-calls.csv"),
@@ -700,7 +700,7 @@ pub async fn totals_csv(
 ) -> Response {
     let query = match csv_query(query) {
         Ok(query) => query,
-        Err(refused) => return refused,
+        Err(err) => return bad_parameter(&err),
     };
     match state.read_models.latency(&query).await {
         Ok(report) => crate::finance::csv_download(
@@ -712,20 +712,21 @@ pub async fn totals_csv(
 }
 
 /// The query of a CSV of the page: its parameters read as the page reads
-/// them, or a 400 naming the parameter.
+/// them.
 fn csv_query(
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
-) -> Result<LatencyQuery, Response> {
+) -> Result<LatencyQuery, InvalidParameter> {
     let pairs = query.map(|Query(p)| p).unwrap_or_default();
-    PageParams::parse(&pairs)
-        .and_then(|params| parse_params(&params, Utc::now()).1)
-        .map_err(|err| {
-            (
-                StatusCode::BAD_REQUEST,
-                format!("invalid {}: {}\n", err.field, err.reason),
-            )
-                .into_response()
-        })
+    PageParams::parse(&pairs).and_then(|params| parse_params(&params, Utc::now()).1)
+}
+
+/// A CSV's answer to a bad parameter: a 400 naming it.
+fn bad_parameter(err: &InvalidParameter) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        format!("invalid {}: {}\n", err.field, err.reason),
+    )
+        .into_response()
 }
 
 /// A CSV's answer when its read failed: 503 when retrying can help.

@@ -392,14 +392,23 @@ async fn a_key_created_on_the_page_sends_events_until_it_is_revoked_there() {
     // The page shows the CSV's time in a `<time>` (the viewer's zone once
     // local-time.js ran; UTC without scripts).
     let created = chrono::DateTime::parse_from_rfc3339(&row[4]).unwrap();
-    assert!((chrono::Utc::now() - created.to_utc()).num_minutes().abs() < 30, "{row:?}");
+    assert!(
+        (chrono::Utc::now() - created.to_utc()).num_minutes().abs() < 30,
+        "{row:?}"
+    );
     // (`datetime` carries the milliseconds the CSV's second leaves out.)
     let at = list
-        .find(&format!(r#"<time datetime="{}"#, row[4].trim_end_matches('Z')))
+        .find(&format!(
+            r#"<time datetime="{}"#,
+            row[4].trim_end_matches('Z')
+        ))
         .unwrap_or_else(|| panic!("no <time> of {}: {list}", row[4]));
     let time = &list[at..at + list[at..].find("</time>").unwrap()];
     assert!(
-        time.contains(&format!(r#" title="{}"#, created.format("%Y-%m-%d %H:%M:%S"))),
+        time.contains(&format!(
+            r#" title="{}"#,
+            created.format("%Y-%m-%d %H:%M:%S")
+        )),
         "{time}"
     );
 
@@ -608,7 +617,15 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
     );
     assert_eq!(
         &csv[1][1..],
-        ["acme", "team", "paged", "daily", "0.001000000000", "hard", "80"]
+        [
+            "acme",
+            "team",
+            "paged",
+            "daily",
+            "0.001000000000",
+            "hard",
+            "80"
+        ]
     );
     let id = csv[1][0].clone();
 
@@ -671,7 +688,9 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
     assert_eq!(limit, "100.000000000000");
     let list = admin.page("/admin/budgets").await;
     assert!(
-        list.contains(&format!(r#"<span class="money" title="{limit}">$100.00</span>"#)),
+        list.contains(&format!(
+            r#"<span class="money" title="{limit}">$100.00</span>"#
+        )),
         "{list}"
     );
     let deadline = Instant::now() + crate::support::PATIENCE;
@@ -1049,7 +1068,15 @@ async fn an_org_admin_sees_and_changes_only_its_orgs_budgets_and_keys() {
     assert_eq!(mine.len(), 2, "{mine:?}");
     assert_eq!(
         &mine[1][1..],
-        ["acme", "team", "search", "monthly", "250.500000000000", "soft", "50, 100"]
+        [
+            "acme",
+            "team",
+            "search",
+            "monthly",
+            "250.500000000000",
+            "soft",
+            "50, 100"
+        ]
     );
     for path in [
         format!("/admin/budgets/{globex_id}/edit"),

@@ -538,9 +538,13 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
     // The draft's backtest comes with its CSV (a `data:` link: nothing is
     // stored): one row per minute of the day, and its transitions are the
     // page's table, row for row.
-    let at = html.find("id=\"backtest-csv-link\" download=\"alert-backtest.csv\" href=\"").unwrap()
+    let at = html
+        .find("id=\"backtest-csv-link\" download=\"alert-backtest.csv\" href=\"")
+        .unwrap()
         + "id=\"backtest-csv-link\" download=\"alert-backtest.csv\" href=\"".len();
-    let link = html[at..at + html[at..].find('"').unwrap()].replace("&#38;", "&").replace("&amp;", "&");
+    let link = html[at..at + html[at..].find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
     let encoded = link.strip_prefix("data:text/csv;charset=utf-8,").unwrap();
     let mut bytes = Vec::new();
     let mut i = 0;
@@ -556,7 +560,11 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
     let csv = String::from_utf8(bytes).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "at,value,observation,transition,detail");
-    assert!((1_440..=1_441).contains(&(lines.len() - 1)), "{} steps", lines.len() - 1);
+    assert!(
+        (1_440..=1_441).contains(&(lines.len() - 1)),
+        "{} steps",
+        lines.len() - 1
+    );
     let csv_transitions: Vec<(String, String)> = lines[1..]
         .iter()
         .filter_map(|l| {
@@ -568,8 +576,20 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
         .split("<tr class=\"backtest-row\">")
         .skip(1)
         .map(|row| {
-            let at = row.split("datetime=\"").nth(1).unwrap().split('"').next().unwrap();
-            let state = row.split("class=\"state ").nth(1).unwrap().split('"').next().unwrap();
+            let at = row
+                .split("datetime=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let state = row
+                .split("class=\"state ")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
             (at.to_string(), state.to_string())
         })
         .collect();

@@ -708,8 +708,13 @@ async fn search_csv_is_the_pages_table_in_the_callers_org() {
     .await;
     assert_eq!(status, 200, "{page}");
     let at = page.find("id=\"entries-csv\" href=\"").unwrap() + "id=\"entries-csv\" href=\"".len();
-    let link = page[at..at + page[at..].find('"').unwrap()].replace("&#38;", "&").replace("&amp;", "&");
-    assert_eq!(link, "/compliance/search.csv?org=org-a&model=gpt-4o&limit=5");
+    let link = page[at..at + page[at..].find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    assert_eq!(
+        link,
+        "/compliance/search.csv?org=org-a&model=gpt-4o&limit=5"
+    );
     let (status, csv) = get(&env, &link, Some(&compliance_a)).await;
     assert_eq!(status, 200, "{csv}");
     let lines: Vec<&str> = csv.lines().collect();
@@ -718,7 +723,12 @@ async fn search_csv_is_the_pages_table_in_the_callers_org() {
         "chain_id,seq,occurred_at,org_id,team_id,user_id,api_key_id,provider,model,kind,outcome,decision,decision_reason,event_id,entry_hash"
     );
     // The JSON's first page, row for row, and the seeded entries.
-    let json = get_json(&env, "/api/v1/audit/entries?model=gpt-4o&limit=5", &compliance_a).await;
+    let json = get_json(
+        &env,
+        "/api/v1/audit/entries?model=gpt-4o&limit=5",
+        &compliance_a,
+    )
+    .await;
     let entries = json["entries"].as_array().unwrap();
     assert_eq!(lines.len() - 1, 5);
     for (line, e) in lines[1..].iter().zip(entries) {
@@ -760,14 +770,24 @@ async fn search_csv_is_the_pages_table_in_the_callers_org() {
     )
     .await;
     assert_eq!(all.lines().count() - 1, want.len(), "{all}");
-    assert!(all.lines().skip(1).all(|l| l.split(',').nth(3) == Some("org-a")));
+    assert!(all
+        .lines()
+        .skip(1)
+        .all(|l| l.split(',').nth(3) == Some("org-a")));
 
     // Scoped as the page: another org is a 404, another role a 403.
-    let (status, body) = get(&env, "/compliance/search.csv?org=org-b", Some(&compliance_a)).await;
+    let (status, body) = get(
+        &env,
+        "/compliance/search.csv?org=org-b",
+        Some(&compliance_a),
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
     assert!(!body.contains("team-b1"), "{body}");
     assert_eq!(
-        get(&env, "/compliance/search.csv", Some(&finance_a)).await.0,
+        get(&env, "/compliance/search.csv", Some(&finance_a))
+            .await
+            .0,
         403
     );
     // A bad parameter is named.

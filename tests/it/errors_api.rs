@@ -646,8 +646,16 @@ async fn errors_and_breakers_reports_match_the_events() {
     assert_eq!(rows.len(), samples.len(), "{csv}");
     for (row, s) in rows.iter().zip(samples) {
         for field in [
-            "provider", "model", "team", "api_key", "error_type", "message", "template",
-            "call_id", "trace_id", "span_id",
+            "provider",
+            "model",
+            "team",
+            "api_key",
+            "error_type",
+            "message",
+            "template",
+            "call_id",
+            "trace_id",
+            "span_id",
         ] {
             assert_eq!(row[field], s[field].as_str().unwrap(), "{field}: {csv}");
         }
@@ -973,7 +981,9 @@ async fn errors_pages_in_chromium() {
     // The sample messages link their CSV: the API's drill-down, same window.
     let at = dom.find("id=\"samples-csv-link\" href=\"").unwrap()
         + "id=\"samples-csv-link\" href=\"".len();
-    let link = dom[at..at + dom[at..].find('"').unwrap()].replace("&#38;", "&").replace("&amp;", "&");
+    let link = dom[at..at + dom[at..].find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
     assert!(
         link.starts_with(&format!("/api/v1/reports/errors/{}?", want.overloaded))
             && link.ends_with("&format=csv&table=samples"),

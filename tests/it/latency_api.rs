@@ -128,13 +128,23 @@ async fn report_matches_exact_statistics_per_group_and_bucket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn totals_csv_is_the_reports_totals() {
     let (env, calls) = env_with_data("latency_totals_csv").await;
-    let window = format!("range=custom&from={FROM}&to={TO}&provider=openai&group_by=provider,model");
+    let window =
+        format!("range=custom&from={FROM}&to={TO}&provider=openai&group_by=provider,model");
     let (status, page) = env.get_text(&format!("/sre/latency?{window}")).await;
     assert_eq!(status, 200, "{page}");
-    let at = page.find("id=\"totals-csv-link\" href=\"").unwrap() + "id=\"totals-csv-link\" href=\"".len();
-    let link = page[at..at + page[at..].find('"').unwrap()].replace("&#38;", "&").replace("&amp;", "&");
-    assert!(link.starts_with("/sre/latency/totals.csv?range=custom&from="), "{link}");
-    assert!(link.contains("&provider=openai") && link.contains("&group_by=provider%2Cmodel"), "{link}");
+    let at = page.find("id=\"totals-csv-link\" href=\"").unwrap()
+        + "id=\"totals-csv-link\" href=\"".len();
+    let link = page[at..at + page[at..].find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    assert!(
+        link.starts_with("/sre/latency/totals.csv?range=custom&from="),
+        "{link}"
+    );
+    assert!(
+        link.contains("&provider=openai") && link.contains("&group_by=provider%2Cmodel"),
+        "{link}"
+    );
     let (status, csv) = env.get_text(&link).await;
     assert_eq!(status, 200, "{csv}");
     let report = fetch_report(&env, "provider=openai&group_by=provider,model").await;
@@ -154,7 +164,10 @@ async fn totals_csv_is_the_reports_totals() {
         assert_eq!(cells[1], group["key"]["model"].as_str().unwrap());
         assert_eq!(cells[2], total["count"].to_string(), "{line}");
         assert_eq!(cells[3], total["errors"].to_string(), "{line}");
-        assert_eq!(cells[4].parse::<f64>().unwrap(), total["error_rate"].as_f64().unwrap());
+        assert_eq!(
+            cells[4].parse::<f64>().unwrap(),
+            total["error_rate"].as_f64().unwrap()
+        );
         for (cell, (object, field)) in cells[5..].iter().zip([
             ("duration_ms", "p50"),
             ("duration_ms", "p95"),
@@ -166,7 +179,11 @@ async fn totals_csv_is_the_reports_totals() {
             ("ttft_ms", "p99"),
             ("ttft_ms", "method"),
         ]) {
-            let value = if object.is_empty() { &total[field] } else { &total[object][field] };
+            let value = if object.is_empty() {
+                &total[field]
+            } else {
+                &total[object][field]
+            };
             match value {
                 Value::Null => assert_eq!(*cell, "", "{line}: {object}.{field}"),
                 Value::String(s) => assert_eq!(cell, s, "{line}: {object}.{field}"),

@@ -137,7 +137,11 @@ impl Browser {
         if self.login_token.is_none() {
             let page = self.get("/login").await;
             assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-            assert_eq!(Some(csrf_of(&page.body)), self.login_token, "form and cookie");
+            assert_eq!(
+                Some(csrf_of(&page.body)),
+                self.login_token,
+                "form and cookie"
+            );
         }
         self.login_token.clone().unwrap()
     }
@@ -531,7 +535,9 @@ async fn sign_in_and_invitation_forms_refuse_a_missing_or_forged_token() {
         "token does not match this browser",
     );
     assert!(browser.cookie.is_none());
-    let ok = browser.sign_in("fin@acme.example", PASSWORD, "/finance/cost").await;
+    let ok = browser
+        .sign_in("fin@acme.example", PASSWORD, "/finance/cost")
+        .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
     assert_eq!(
         browser.get("/finance/cost?org=acme").await.status,
@@ -559,7 +565,9 @@ async fn sign_in_and_invitation_forms_refuse_a_missing_or_forged_token() {
     let forged = invited.post(&path, &accept).await;
     refused(&forged, "the invitation form");
     assert!(
-        forged.body.contains("this browser sent no `tollgate_login_csrf` cookie"),
+        forged
+            .body
+            .contains("this browser sent no `tollgate_login_csrf` cookie"),
         "{}",
         forged.body
     );

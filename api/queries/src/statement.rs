@@ -326,11 +326,7 @@ pub fn table(s: &Statement) -> Table {
     let mut total = vec!["total".to_string()];
     total.extend(std::iter::repeat_n(String::new(), 8));
     total.extend(s.total.count_cells());
-    total.extend([
-        usd(s.cache_savings),
-        usd(s.repricing),
-        s.total.cost_label(),
-    ]);
+    total.extend([usd(s.cache_savings), usd(s.repricing), s.total.cost_label()]);
     table.push(total);
     table
 }

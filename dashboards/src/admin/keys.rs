@@ -63,7 +63,9 @@ impl KeyRow {
             .enumerate()
             .map(|(i, cell)| match i {
                 4 => Instant::new(k.created_at).into(),
-                5 => k.revoked_at.map_or(Figure::Blank, |t| Instant::new(t).into()),
+                5 => k
+                    .revoked_at
+                    .map_or(Figure::Blank, |t| Instant::new(t).into()),
                 _ => Figure::Text(cell),
             })
             .collect();

@@ -117,5 +117,5 @@ pub fn error_for(error: &Option<FieldError>, field: &str) -> Option<String> {
         .map(|e| e.reason.clone())
 }
 
-use crate::finance::csv_download;
 pub(crate) use crate::finance::csv_data_url;
+use crate::finance::csv_download;

@@ -16,8 +16,8 @@ use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 
 use super::verify::{checkpoints_sql, ENTRY_COLUMNS};
-use crate::table::Table;
 use crate::params::{Expected, InvalidParameter, QueryParams, Unknown};
+use crate::table::Table;
 use tollgate_contract::audit::checkpoint::{check_signature, CheckpointRow};
 use tollgate_contract::audit::entry::{parse_hash, EntryRow};
 use tollgate_contract::audit::merkle;
