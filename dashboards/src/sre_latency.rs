@@ -682,14 +682,14 @@ pub async fn slowest_csv(
     State(state): State<DashboardState>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let query = match csv_query(query) {
-        Ok(query) => query,
-        Err(err) => return bad_parameter(&err),
-    };
-    match state.read_models.slowest_calls(&query).await {
-        Ok(calls) => crate::finance::csv_download(&slow_calls::table(&calls), "slowest-calls.csv"),
-        Err(err) => csv_failure(&err, "slowest calls query failed"),
-    }
+    let read = |q: LatencyQuery| async move { state.read_models.slowest_calls(&q).await };
+    page_csv(
+        query,
+        read,
+        |calls| slow_calls::table(calls),
+        "slowest-calls.csv",
+    )
+    .await
 }
 
 /// `GET /sre/latency/totals.csv`: the page's "Totals" table (its window,
@@ -698,46 +698,53 @@ pub async fn totals_csv(
     State(state): State<DashboardState>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let query = match csv_query(query) {
-        Ok(query) => query,
-        Err(err) => return bad_parameter(&err),
-    };
-    match state.read_models.latency(&query).await {
-        Ok(report) => crate::finance::csv_download(
-            &tollgate_queries::latency::totals_table(&report),
-            "latency-totals.csv",
-        ),
-        Err(err) => csv_failure(&err, "latency totals query failed"),
-    }
-}
-
-/// The query of a CSV of the page: its parameters read as the page reads
-/// them.
-fn csv_query(
-    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
-) -> Result<LatencyQuery, InvalidParameter> {
-    let pairs = query.map(|Query(p)| p).unwrap_or_default();
-    PageParams::parse(&pairs).and_then(|params| parse_params(&params, Utc::now()).1)
-}
-
-/// A CSV's answer to a bad parameter: a 400 naming it.
-fn bad_parameter(err: &InvalidParameter) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        format!("invalid {}: {}\n", err.field, err.reason),
+    let read = |q: LatencyQuery| async move { state.read_models.latency(&q).await };
+    page_csv(
+        query,
+        read,
+        tollgate_queries::latency::totals_table,
+        "latency-totals.csv",
     )
-        .into_response()
+    .await
 }
 
-/// A CSV's answer when its read failed: 503 when retrying can help.
-fn csv_failure(err: &ReadModelError, doing: &'static str) -> Response {
-    let status = if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. }) {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        tracing::error!(%err, "{doing}");
-        StatusCode::INTERNAL_SERVER_ERROR
+/// A CSV of the page: its parameters read as the page reads them (a 400
+/// naming a bad one), `read` for that query, `table` of what it read; 503
+/// when retrying the read can help.
+async fn page_csv<T, Read, Reading>(
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+    read: Read,
+    table: fn(&T) -> tollgate_queries::Table,
+    filename: &str,
+) -> Response
+where
+    Read: FnOnce(LatencyQuery) -> Reading,
+    Reading: std::future::Future<Output = Result<T, ReadModelError>>,
+{
+    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    let query = match PageParams::parse(&pairs).and_then(|p| parse_params(&p, Utc::now()).1) {
+        Ok(query) => query,
+        Err(err) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("invalid {}: {}\n", err.field, err.reason),
+            )
+                .into_response()
+        }
     };
-    (status, format!("{err}\n")).into_response()
+    match read(query).await {
+        Ok(value) => crate::finance::csv_download(&table(&value), filename),
+        Err(err) => {
+            let status = if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. })
+            {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                tracing::error!(%err, filename, "latency page csv query failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            (status, format!("{err}\n")).into_response()
+        }
+    }
 }
 
 #[cfg(test)]

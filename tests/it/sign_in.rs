@@ -175,6 +175,27 @@ impl Browser {
     }
 }
 
+/// Invite `email` with `grant` via the CLI: the link's path.
+fn invite(env: &TestEnv, email: &str, grant: &str) -> String {
+    let link = env.run(&[
+        "users",
+        "invite",
+        "--email",
+        email,
+        "--grant",
+        grant,
+        "--base-url",
+        &env.direct_api_url(),
+    ]);
+    let path = link
+        .trim()
+        .strip_prefix(&env.direct_api_url())
+        .unwrap()
+        .to_string();
+    assert!(path.starts_with("/invitations/"), "{link}");
+    path
+}
+
 /// The CSRF token a page's forms carry.
 pub fn csrf_of(page: &str) -> String {
     let at = page
@@ -396,22 +417,7 @@ async fn sessions_expire() {
 async fn an_invitation_creates_an_account_once() {
     let mut env = TestEnv::new("invite").await;
     env.start_api().await;
-    let link = env.run(&[
-        "users",
-        "invite",
-        "--email",
-        "Grace@Globex.example",
-        "--grant",
-        "globex:compliance",
-        "--base-url",
-        &env.direct_api_url(),
-    ]);
-    let path = link
-        .trim()
-        .strip_prefix(&env.direct_api_url())
-        .unwrap()
-        .to_string();
-    assert!(path.starts_with("/invitations/"), "{link}");
+    let path = invite(&env, "Grace@Globex.example", "globex:compliance");
     let mut browser = Browser::new(env.direct_api_url());
     let form = browser.get(&path).await;
     assert_eq!(form.status, StatusCode::OK);
@@ -545,21 +551,7 @@ async fn sign_in_and_invitation_forms_refuse_a_missing_or_forged_token() {
     );
 
     // An invitation: a forged acceptance uses nothing; the page's form does.
-    let link = env.run(&[
-        "users",
-        "invite",
-        "--email",
-        "nia@acme.example",
-        "--grant",
-        "acme:finance",
-        "--base-url",
-        &env.direct_api_url(),
-    ]);
-    let path = link
-        .trim()
-        .strip_prefix(&env.direct_api_url())
-        .unwrap()
-        .to_string();
+    let path = invite(&env, "nia@acme.example", "acme:finance");
     let accept = [("display_name", "Nia"), ("password", PASSWORD)];
     let mut invited = Browser::new(env.direct_api_url());
     let forged = invited.post(&path, &accept).await;
