@@ -490,12 +490,17 @@ impl Measure {
         }
     }
 
-    /// The exact value and its unit.
+    /// The exact value and its unit; an amount of money (`USD`, `USD/h`)
+    /// as every CSV writes money, all 12 decimals.
     pub fn exact(&self) -> String {
+        let value = match (self.unit.as_str(), self.value.trim().parse::<Decimal>()) {
+            ("USD" | "USD/h", Ok(v)) => tollgate_queries::table::usd(v),
+            _ => self.value.clone(),
+        };
         if self.unit.is_empty() {
-            self.value.clone()
+            value
         } else {
-            format!("{} {}", self.value, self.unit)
+            format!("{value} {}", self.unit)
         }
     }
 }
@@ -902,8 +907,10 @@ mod tests {
         assert_eq!(m("n/a", "%"), "n/a");
         assert_eq!(
             Measure::new("0.000012345", "USD/h").exact(),
-            "0.000012345 USD/h"
+            "0.000012345000 USD/h"
         );
+        assert_eq!(Measure::new("2.5", "USD").exact(), "2.500000000000 USD");
+        assert_eq!(Measure::new("12.5", "%").exact(), "12.5 %");
     }
 
     #[test]
