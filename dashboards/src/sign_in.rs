@@ -281,10 +281,7 @@ pub async fn sign_out_page(identity: Identity) -> Response {
 
 /// `POST /logout`: ends the session (the gate checked the form token).
 pub async fn sign_out(State(state): State<DashboardState>, headers: HeaderMap) -> Response {
-    let secure = state
-        .sessions
-        .as_ref()
-        .is_none_or(|s| s.policy().secure_cookies);
+    let secure = secure_cookies(&state);
     if let (Some(sessions), Some(token)) = (
         state.sessions.as_ref(),
         tollgate_access::gate::cookie(&headers, SESSION_COOKIE),
