@@ -1,6 +1,7 @@
 //! SRE failure endpoints: `GET /api/v1/reports/errors` (the failure
 //! patterns of a window), `GET /api/v1/reports/errors/{signature}` (one
-//! pattern's drill-down; its CSV is the recovery table) and
+//! pattern's drill-down; CSV: `table=recovery`, the default, or
+//! `table=samples`, the sample messages) and
 //! `GET /api/v1/reports/breakers` (breaker states and transitions; CSV:
 //! `table=transitions`, the default, or `table=states`). JSON by default,
 //! CSV with `format=csv`; every parameter is read with the one parser, so
@@ -28,8 +29,15 @@ pub async fn list(
     Ok(format.respond(&report, "errors.csv", errors::table))
 }
 
-/// `GET /api/v1/reports/errors/{signature}?<the list's parameters>`: 404
-/// when the pattern was never recorded.
+/// Which table of a pattern's drill-down a CSV holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PatternTable {
+    Recovery,
+    Samples,
+}
+
+/// `GET /api/v1/reports/errors/{signature}?<the list's parameters>&table=recovery|samples`:
+/// 404 when the pattern was never recorded.
 pub async fn pattern(
     State(state): State<ApiState>,
     Path(signature): Path<String>,
@@ -37,8 +45,17 @@ pub async fn pattern(
 ) -> Result<Response, ApiError> {
     let signature = errors::parse_signature(&signature)?;
     let pairs = query_pairs(query)?;
-    let (query, params) = errors::parse_params(&pairs, Utc::now(), &["format"])?;
+    let (query, params) = errors::parse_params(&pairs, Utc::now(), &["format", "table"])?;
     let format = Format::of(&params)?;
+    let table = params
+        .choice(
+            "table",
+            &[
+                ("recovery", PatternTable::Recovery),
+                ("samples", PatternTable::Samples),
+            ],
+        )?
+        .unwrap_or(PatternTable::Recovery);
     let report = state
         .read_models
         .error_pattern(&query, signature)
@@ -48,11 +65,18 @@ pub async fn pattern(
                 "no failure with signature {signature} was ever recorded"
             ))
         })?;
-    Ok(format.respond(
-        &report,
-        &format!("errors-{signature}-recovery.csv"),
-        errors::recovery_table,
-    ))
+    Ok(match table {
+        PatternTable::Recovery => format.respond(
+            &report,
+            &format!("errors-{signature}-recovery.csv"),
+            errors::recovery_table,
+        ),
+        PatternTable::Samples => format.respond(
+            &report,
+            &format!("errors-{signature}-samples.csv"),
+            errors::samples_table,
+        ),
+    })
 }
 
 /// Which table of the breakers report a CSV holds.

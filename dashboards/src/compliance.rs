@@ -43,6 +43,7 @@ pub fn routes(state: AuditAccess) -> Routes {
             get(|| async { Redirect::to("/login?next=%2Fcompliance%2Fsearch") }),
         )
         .route("/compliance/search", read, get(search_page))
+        .route("/compliance/search.csv", read, get(search_csv))
         .route("/compliance/export", read, get(export_download))
         .route(
             "/compliance/entries/{chain}/{seq}",
@@ -170,6 +171,8 @@ struct SearchPage {
     next_link: Option<String>,
     first_link: Option<String>,
     export_link: String,
+    /// This page of entries as CSV.
+    csv_link: String,
     chart_json: String,
     days: usize,
 }
@@ -287,10 +290,38 @@ async fn search_page(
             next_link,
             first_link,
             export_link: format!("/compliance/export?{base}"),
+            csv_link: format!(
+                "/compliance/search.csv?{}",
+                join(match &query.cursor {
+                    Some(c) if limit_part.is_empty() => format!("cursor={}", c.encode()),
+                    Some(c) => format!("{limit_part}&cursor={}", c.encode()),
+                    None => limit_part.clone(),
+                })
+            ),
             chart_json,
             days: days.len(),
         },
     )
+}
+
+/// `GET /compliance/search.csv?...`: the page's "Entries" table for the
+/// same search, page and org (the gate pinned `org` as for the page):
+/// `tollgate_queries::audit::search::entries_table`. The whole search with
+/// proofs is the NDJSON export.
+async fn search_csv(
+    State(state): State<AuditAccess>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let query = match search_query(&pairs) {
+        Ok(query) => query,
+        Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
+    };
+    match search::search(&state.clickhouse, &query).await {
+        Ok(page) => {
+            crate::finance::csv_download(&search::entries_table(&page.entries), "audit-search.csv")
+        }
+        Err(err) => unavailable("search", err),
+    }
 }
 
 /// `GET /compliance/export?...`: the NDJSON export of the search (the

@@ -101,9 +101,10 @@ impl Money {
         format!("{sign}${digits}")
     }
 
-    /// Every stored digit, as in the CSV: `25355.377715560000`.
+    /// The exact amount as every CSV writes it (`tollgate_queries::table::usd`,
+    /// all 12 decimals): `25355.377715560000`, `50.000000000000`.
     pub fn exact(&self) -> String {
-        self.0.to_string()
+        tollgate_queries::table::usd(self.0)
     }
 }
 
@@ -489,12 +490,17 @@ impl Measure {
         }
     }
 
-    /// The exact value and its unit.
+    /// The exact value and its unit; an amount of money (`USD`, `USD/h`)
+    /// as every CSV writes money, all 12 decimals.
     pub fn exact(&self) -> String {
+        let value = match (self.unit.as_str(), self.value.trim().parse::<Decimal>()) {
+            ("USD" | "USD/h", Ok(v)) => tollgate_queries::table::usd(v),
+            _ => self.value.clone(),
+        };
         if self.unit.is_empty() {
-            self.value.clone()
+            value
         } else {
-            format!("{} {}", self.value, self.unit)
+            format!("{value} {}", self.unit)
         }
     }
 }
@@ -745,6 +751,23 @@ mod tests {
 
     use super::*;
 
+    /// The tooltip holds the amount exactly as every CSV writes it, all
+    /// 12 decimals, whatever scale the value came with.
+    #[test]
+    fn money_tooltip_is_the_csv_value() {
+        let limit = Money("50".parse().unwrap());
+        assert_eq!(limit.exact(), "50.000000000000");
+        assert_eq!(limit.exact(), tollgate_queries::table::usd(limit.0));
+        assert_eq!(
+            limit.to_string(),
+            r#"<span class="money" title="50.000000000000">$50.00</span>"#
+        );
+        assert_eq!(
+            Money("0.75000000".parse().unwrap()).exact(),
+            "0.750000000000"
+        );
+    }
+
     fn usd(s: &str) -> String {
         Money(s.parse().unwrap()).text()
     }
@@ -884,8 +907,10 @@ mod tests {
         assert_eq!(m("n/a", "%"), "n/a");
         assert_eq!(
             Measure::new("0.000012345", "USD/h").exact(),
-            "0.000012345 USD/h"
+            "0.000012345000 USD/h"
         );
+        assert_eq!(Measure::new("2.5", "USD").exact(), "2.500000000000 USD");
+        assert_eq!(Measure::new("12.5", "%").exact(), "12.5 %");
     }
 
     #[test]

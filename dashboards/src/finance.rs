@@ -468,6 +468,20 @@ pub(crate) fn csv_download(table: &Table, filename: &str) -> Response {
         .into_response()
 }
 
+/// `table` as a `data:` URL of its CSV, for a download link in the page
+/// that shows it.
+pub(crate) fn csv_data_url(table: &Table) -> String {
+    let mut out = String::from("data:text/csv;charset=utf-8,");
+    for b in table.to_csv().bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// `GET /finance/cost`
 pub async fn cost_page(
     State(state): State<DashboardState>,

@@ -14,6 +14,7 @@ pub mod compliance;
 pub mod display;
 pub mod finance;
 pub mod layout;
+pub mod login_token;
 pub mod nav;
 pub mod overview;
 pub mod sign_in;
@@ -123,6 +124,7 @@ pub fn routes(read_models: ReadModels, services: PageServices) -> Routes {
             sre,
             get(sre_latency::slowest_csv),
         )
+        .route("/sre/latency/totals.csv", sre, get(sre_latency::totals_csv))
         .route("/sre/errors", sre, get(sre_errors::list_page))
         .route(
             "/sre/errors/{signature}",

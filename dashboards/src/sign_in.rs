@@ -3,7 +3,9 @@
 //! (`/invitations/{token}`). A successful sign-in starts a session whose
 //! token lives only in the `tollgate_session` cookie (HttpOnly,
 //! SameSite=Lax, Secure unless `[auth] secure_cookies = false`); the gate
-//! (`tollgate-access`) reads it on every request.
+//! (`tollgate-access`) reads it on every request. The two forms posted
+//! before there is a session carry a pre-session token ([`LoginToken`]);
+//! a post without it, or with another, is a 403 naming why.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -14,6 +16,7 @@ use tollgate_access::{Identity, SESSION_COOKIE};
 use tollgate_control::accounts::{AccountStore, SessionStore, SignIn};
 
 use crate::layout::{render, Section};
+use crate::login_token::LoginToken;
 use crate::DashboardState;
 
 /// Where a sign-in goes without a (safe) `next`.
@@ -28,6 +31,8 @@ struct SignInPage {
     next: String,
     next_encoded: String,
     sso: bool,
+    /// The pre-session form token.
+    csrf: String,
 }
 
 #[derive(Template)]
@@ -46,6 +51,8 @@ struct InvitationPage {
     email: String,
     grant: String,
     token: String,
+    /// The pre-session form token.
+    csrf: String,
 }
 
 /// Only local paths, so a sign-in cannot send anyone to another site;
@@ -84,34 +91,72 @@ fn field<'a>(pairs: &'a [(String, String)], name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+/// Whether cookies are marked `Secure` (`[auth] secure_cookies`; yes
+/// when the server runs without sessions).
+fn secure_cookies(state: &DashboardState) -> bool {
+    state
+        .sessions
+        .as_ref()
+        .is_none_or(|s| s.policy().secure_cookies)
+}
+
+/// A page holding a pre-session form: `render` gets the browser's token
+/// (set in its cookie with the answer).
+fn with_login_token(
+    state: &DashboardState,
+    headers: &HeaderMap,
+    render: impl FnOnce(String) -> Response,
+) -> Response {
+    match LoginToken::for_browser(headers) {
+        Ok(token) => (
+            [(header::SET_COOKIE, token.cookie(secure_cookies(state)))],
+            render(token.value().to_string()),
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::error!(%err, "cannot make a sign-in form token");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("sign-in is unavailable: {err}\n"),
+            )
+                .into_response()
+        }
+    }
+}
+
 fn page(
     status: StatusCode,
     state: &DashboardState,
+    headers: &HeaderMap,
     message: &str,
     email: &str,
     next: &str,
 ) -> Response {
-    render(
-        status,
-        &SignInPage {
-            section: Section::Account,
-            message: message.to_string(),
-            email: email.to_string(),
-            next: next.to_string(),
-            next_encoded: form_urlencoded::byte_serialize(next.as_bytes()).collect(),
-            sso: state.sso,
-        },
-    )
+    with_login_token(state, headers, |csrf| {
+        render(
+            status,
+            &SignInPage {
+                section: Section::Account,
+                message: message.to_string(),
+                email: email.to_string(),
+                next: next.to_string(),
+                next_encoded: form_urlencoded::byte_serialize(next.as_bytes()).collect(),
+                sso: state.sso,
+                csrf,
+            },
+        )
+    })
 }
 
 fn stores(state: &DashboardState) -> Option<(&AccountStore, &SessionStore)> {
     Some((state.accounts.as_ref()?, state.sessions.as_ref()?))
 }
 
-fn unavailable(state: &DashboardState, next: &str) -> Response {
+fn unavailable(state: &DashboardState, headers: &HeaderMap, next: &str) -> Response {
     page(
         StatusCode::SERVICE_UNAVAILABLE,
         state,
+        headers,
         "sign-in is unavailable: PostgreSQL was unreachable when the server started",
         "",
         next,
@@ -121,27 +166,40 @@ fn unavailable(state: &DashboardState, next: &str) -> Response {
 /// `GET /login?next=`
 pub async fn sign_in_page(
     State(state): State<DashboardState>,
+    headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     let next = safe_next(Some(field(&pairs, "next")).filter(|n| !n.is_empty()));
-    page(StatusCode::OK, &state, "", "", &next)
+    page(StatusCode::OK, &state, &headers, "", "", &next)
 }
 
-/// `POST /login`: email, password, next.
+/// `POST /login`: email, password, next and the pre-session `csrf`.
 pub async fn sign_in_submit(
     State(state): State<DashboardState>,
+    headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let next = safe_next(Some(field(&pairs, "next")).filter(|n| !n.is_empty()));
     let email = field(&pairs, "email");
+    if let Err(refused) = LoginToken::check(&headers, &pairs) {
+        tracing::info!(email, %refused, "sign-in form refused");
+        return page(
+            StatusCode::FORBIDDEN,
+            &state,
+            &headers,
+            &refused.to_string(),
+            email,
+            &next,
+        );
+    }
     let Some((accounts, sessions)) = stores(&state) else {
-        return unavailable(&state, &next);
+        return unavailable(&state, &headers, &next);
     };
     let outcome = match accounts.sign_in(email, field(&pairs, "password")).await {
         Ok(outcome) => outcome,
         Err(err) => {
             tracing::error!(%err, "sign-in failed");
-            return unavailable(&state, &next);
+            return unavailable(&state, &headers, &next);
         }
     };
     let user = match outcome {
@@ -151,6 +209,7 @@ pub async fn sign_in_submit(
             return page(
                 StatusCode::UNAUTHORIZED,
                 &state,
+                &headers,
                 "wrong email or password",
                 email,
                 &next,
@@ -160,6 +219,7 @@ pub async fn sign_in_submit(
             return page(
                 StatusCode::TOO_MANY_REQUESTS,
                 &state,
+                &headers,
                 &format!(
                     "too many failed attempts: this account is locked until {} UTC",
                     until.format("%Y-%m-%d %H:%M:%S")
@@ -172,6 +232,7 @@ pub async fn sign_in_submit(
             return page(
                 StatusCode::FORBIDDEN,
                 &state,
+                &headers,
                 "this account is disabled: ask an admin",
                 email,
                 &next,
@@ -220,10 +281,7 @@ pub async fn sign_out_page(identity: Identity) -> Response {
 
 /// `POST /logout`: ends the session (the gate checked the form token).
 pub async fn sign_out(State(state): State<DashboardState>, headers: HeaderMap) -> Response {
-    let secure = state
-        .sessions
-        .as_ref()
-        .is_none_or(|s| s.policy().secure_cookies);
+    let secure = secure_cookies(&state);
     if let (Some(sessions), Some(token)) = (
         state.sessions.as_ref(),
         tollgate_access::gate::cookie(&headers, SESSION_COOKIE),
@@ -242,20 +300,37 @@ pub async fn sign_out(State(state): State<DashboardState>, headers: HeaderMap) -
 /// `GET /invitations/{token}`
 pub async fn invitation_page(
     State(state): State<DashboardState>,
+    headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Response {
-    let Some((accounts, _)) = stores(&state) else {
-        return unavailable(&state, HOME);
+    invitation_view(&state, &headers, &token, StatusCode::OK, "").await
+}
+
+/// The invitation's form with `message` (answered with `status`), or a
+/// 404 for an unknown, used or expired one.
+async fn invitation_view(
+    state: &DashboardState,
+    headers: &HeaderMap,
+    token: &str,
+    status: StatusCode,
+    message: &str,
+) -> Response {
+    let Some((accounts, _)) = stores(state) else {
+        return unavailable(state, headers, HOME);
     };
-    match accounts.invitation(&token).await {
+    match accounts.invitation(token).await {
         Ok(Some(invitation)) => invitation_form(
-            StatusCode::OK,
-            "",
+            state,
+            headers,
+            status,
+            message,
             &invitation.email,
             &invitation.grant.describe(),
-            &token,
+            token,
         ),
         Ok(None) => invitation_form(
+            state,
+            headers,
             StatusCode::NOT_FOUND,
             "this invitation is unknown, used or expired: ask an admin for a new one",
             "",
@@ -264,46 +339,60 @@ pub async fn invitation_page(
         ),
         Err(err) => {
             tracing::error!(%err, "cannot read an invitation");
-            unavailable(&state, HOME)
+            unavailable(state, headers, HOME)
         }
     }
 }
 
 fn invitation_form(
+    state: &DashboardState,
+    headers: &HeaderMap,
     status: StatusCode,
     message: &str,
     email: &str,
     grant: &str,
     token: &str,
 ) -> Response {
-    render(
-        status,
-        &InvitationPage {
-            section: Section::Account,
-            message: message.to_string(),
-            open: !email.is_empty(),
-            email: email.to_string(),
-            grant: grant.to_string(),
-            token: token.to_string(),
-        },
-    )
+    with_login_token(state, headers, |csrf| {
+        render(
+            status,
+            &InvitationPage {
+                section: Section::Account,
+                message: message.to_string(),
+                open: !email.is_empty(),
+                email: email.to_string(),
+                grant: grant.to_string(),
+                token: token.to_string(),
+                csrf,
+            },
+        )
+    })
 }
 
-/// `POST /invitations/{token}`: display_name, password.
+/// `POST /invitations/{token}`: display_name, password and the
+/// pre-session `csrf`.
 pub async fn accept_invitation(
     State(state): State<DashboardState>,
+    headers: HeaderMap,
     Path(token): Path<String>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
+    if let Err(refused) = LoginToken::check(&headers, &pairs) {
+        tracing::info!(%refused, "invitation form refused");
+        let message = refused
+            .to_string()
+            .replace("sign-in form", "invitation form");
+        return invitation_view(&state, &headers, &token, StatusCode::FORBIDDEN, &message).await;
+    }
     let Some((accounts, sessions)) = stores(&state) else {
-        return unavailable(&state, HOME);
+        return unavailable(&state, &headers, HOME);
     };
     let invitation = match accounts.invitation(&token).await {
         Ok(Some(invitation)) => invitation,
-        Ok(None) => return invitation_page(State(state.clone()), Path(token)).await,
+        Ok(None) => return invitation_view(&state, &headers, &token, StatusCode::OK, "").await,
         Err(err) => {
             tracing::error!(%err, "cannot read an invitation");
-            return unavailable(&state, HOME);
+            return unavailable(&state, &headers, HOME);
         }
     };
     match accounts
@@ -315,8 +404,10 @@ pub async fn accept_invitation(
         .await
     {
         Ok(Some(user)) => start_session(sessions, user.id, HOME).await,
-        Ok(None) => invitation_page(State(state.clone()), Path(token)).await,
+        Ok(None) => invitation_view(&state, &headers, &token, StatusCode::OK, "").await,
         Err(tollgate_control::ControlError::InvalidInput { field, reason }) => invitation_form(
+            &state,
+            &headers,
             StatusCode::BAD_REQUEST,
             &format!("{field}: {reason}"),
             &invitation.email,
@@ -325,7 +416,7 @@ pub async fn accept_invitation(
         ),
         Err(err) => {
             tracing::error!(%err, "cannot accept an invitation");
-            unavailable(&state, HOME)
+            unavailable(&state, &headers, HOME)
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::alert_access::{
     field, message, signed_in, signed_in_form, signed_in_store, store, store_failed, Caller, AREA,
 };
 use crate::display::{Figure, Instant, Measure};
-use crate::finance::csv_download;
+use crate::finance::{csv_data_url, csv_download};
 use crate::layout::{render, Section};
 use crate::sre_alerts::{transition_rows, TransitionRow};
 use crate::sre_form::{sre_nav, NavLink};
@@ -663,6 +663,10 @@ pub struct RuleFormPage {
     pub chart: String,
     pub backtest: Vec<BacktestRow>,
     pub backtested: bool,
+    /// The backtest's CSV (one row per step, as the saved rule's
+    /// `backtest.csv`) as a `data:` URL: the draft is not stored, so the
+    /// file comes with the page that computed it.
+    pub backtest_csv: String,
 }
 
 fn form_page(caller: &Caller, form: RuleForm, editing: Option<(i64, i64)>) -> RuleFormPage {
@@ -684,6 +688,7 @@ fn form_page(caller: &Caller, form: RuleForm, editing: Option<(i64, i64)>) -> Ru
         chart: String::new(),
         backtest: Vec::new(),
         backtested: false,
+        backtest_csv: String::new(),
     }
 }
 
@@ -857,6 +862,7 @@ async fn submit(
             page.chart = backtest_chart(&spec.signal, &b);
             page.backtest = backtest_rows(&b, unit(&spec.signal));
             page.backtested = true;
+            page.backtest_csv = csv_data_url(&alert_signals::table(&b));
             render(StatusCode::OK, &page)
         }
         Err(e) => {

@@ -394,6 +394,8 @@ pub struct PatternPage {
     pub members: Vec<(String, String)>,
     pub chart: String,
     pub samples: Vec<SampleRow>,
+    /// The sample messages as CSV (the API's `table=samples`).
+    pub samples_csv_url: String,
     pub recovery: Vec<RecoveryView>,
 }
 
@@ -467,6 +469,7 @@ pub fn pattern_view(
         action: format!("/sre/errors/{}", percent_encode(signature)),
         back_url: format!("/sre/errors?{qs}"),
         csv_url: csv_url(&json_url),
+        samples_csv_url: format!("{}&table=samples", csv_url(&json_url)),
         json_url,
         form,
         error,

@@ -224,6 +224,8 @@ pub struct LatencyPage {
     pub slow_calls: Vec<SlowCallRow>,
     /// The slowest calls as CSV, for the same window and filters.
     pub slow_csv_url: String,
+    /// The "Totals" table as CSV.
+    pub totals_csv_url: String,
 }
 
 /// Turn the page's parameters into a report query, and the form to show.
@@ -349,6 +351,7 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
             .collect()
     };
     let slow_csv_url = slow_csv_url(&form);
+    let totals_csv_url = totals_csv_url(&form);
     LatencyPage {
         section: Section::Sre,
         nav: sre_nav("/sre/latency"),
@@ -369,6 +372,7 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
         max_error: format!("{:.2}%", HISTOGRAM_MAX_RELATIVE_ERROR * 100.0),
         slow_calls: slow_call_rows(slow_calls, trace_links),
         slow_csv_url,
+        totals_csv_url,
     }
 }
 
@@ -395,6 +399,17 @@ fn slow_call_rows(calls: &[SlowCall], links: &TraceLinks) -> Vec<SlowCallRow> {
 
 /// `/sre/latency/slowest.csv` with the form's window and filters.
 fn slow_csv_url(form: &FormState) -> String {
+    csv_url("/sre/latency/slowest.csv", form, false)
+}
+
+/// `/sre/latency/totals.csv` with the form's window, filters and grouping.
+fn totals_csv_url(form: &FormState) -> String {
+    csv_url("/sre/latency/totals.csv", form, true)
+}
+
+/// `path` with the form's fields that are set; the grouping only when
+/// `grouped`.
+fn csv_url(path: &str, form: &FormState, grouped: bool) -> String {
     let pairs = [
         ("range", &form.range),
         ("from", &form.from),
@@ -403,12 +418,14 @@ fn slow_csv_url(form: &FormState) -> String {
         ("model", &form.model),
         ("org", &form.org),
     ];
+    let grouping = [("group_by", &form.group_by), ("bucket", &form.bucket)];
     let query: Vec<String> = pairs
         .iter()
+        .chain(grouping.iter().filter(|_| grouped))
         .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| format!("{k}={}", percent_encode(v)))
         .collect();
-    format!("/sre/latency/slowest.csv?{}", query.join("&"))
+    format!("{path}?{}", query.join("&"))
 }
 
 fn summary(report: &LatencyReport) -> Parts {
@@ -665,9 +682,47 @@ pub async fn slowest_csv(
     State(state): State<DashboardState>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let read = |q: LatencyQuery| async move { state.read_models.slowest_calls(&q).await };
+    page_csv(
+        query,
+        read,
+        |calls| slow_calls::table(calls),
+        "slowest-calls.csv",
+    )
+    .await
+}
+
+/// `GET /sre/latency/totals.csv`: the page's "Totals" table (its window,
+/// filters, grouping and org), `tollgate_queries::latency::totals_table`.
+pub async fn totals_csv(
+    State(state): State<DashboardState>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let read = |q: LatencyQuery| async move { state.read_models.latency(&q).await };
+    page_csv(
+        query,
+        read,
+        tollgate_queries::latency::totals_table,
+        "latency-totals.csv",
+    )
+    .await
+}
+
+/// A CSV of the page: its parameters read as the page reads them (a 400
+/// naming a bad one), `read` for that query, `table` of what it read; 503
+/// when retrying the read can help.
+async fn page_csv<T, Read, Reading>(
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+    read: Read,
+    table: fn(&T) -> tollgate_queries::Table,
+    filename: &str,
+) -> Response
+where
+    Read: FnOnce(LatencyQuery) -> Reading,
+    Reading: std::future::Future<Output = Result<T, ReadModelError>>,
+{
     let pairs = query.map(|Query(p)| p).unwrap_or_default();
-    let query = PageParams::parse(&pairs).and_then(|params| parse_params(&params, Utc::now()).1);
-    let query = match query {
+    let query = match PageParams::parse(&pairs).and_then(|p| parse_params(&p, Utc::now()).1) {
         Ok(query) => query,
         Err(err) => {
             return (
@@ -677,14 +732,14 @@ pub async fn slowest_csv(
                 .into_response()
         }
     };
-    match state.read_models.slowest_calls(&query).await {
-        Ok(calls) => crate::finance::csv_download(&slow_calls::table(&calls), "slowest-calls.csv"),
+    match read(query).await {
+        Ok(value) => crate::finance::csv_download(&table(&value), filename),
         Err(err) => {
             let status = if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. })
             {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
-                tracing::error!(%err, "slowest calls query failed");
+                tracing::error!(%err, filename, "latency page csv query failed");
                 StatusCode::INTERNAL_SERVER_ERROR
             };
             (status, format!("{err}\n")).into_response()

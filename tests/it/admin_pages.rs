@@ -79,26 +79,12 @@ impl Pages {
             "users create: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Signed in through the sign-in form (its pre-session token too).
+        let mut browser = crate::sign_in::Browser::new(env.direct_api_url());
+        let signed_in = browser.sign_in(email, PASSWORD, "/admin/keys").await;
+        assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+        let session = format!("tollgate_session={}", browser.cookie.expect("signed in"));
         let http = Self::client();
-        let signed_in = http
-            .post(format!("{}/login", env.direct_api_url()))
-            .form(&[
-                ("email", email),
-                ("password", PASSWORD),
-                ("next", "/admin/keys"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            signed_in.status(),
-            303,
-            "{}",
-            signed_in.text().await.unwrap()
-        );
-        let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
-        let session = cookie.split(';').next().unwrap().to_string();
-        assert!(session.starts_with("tollgate_session="), "{cookie}");
         Self {
             http,
             base: env.direct_api_url(),
@@ -403,6 +389,28 @@ async fn a_key_created_on_the_page_sends_events_until_it_is_revoked_there() {
         ["page-ingest", prefix.as_str(), "acme", "ingest"]
     );
     assert_eq!(row[5], "");
+    // The page shows the CSV's time in a `<time>` (the viewer's zone once
+    // local-time.js ran; UTC without scripts).
+    let created = chrono::DateTime::parse_from_rfc3339(&row[4]).unwrap();
+    assert!(
+        (chrono::Utc::now() - created.to_utc()).num_minutes().abs() < 30,
+        "{row:?}"
+    );
+    // (`datetime` carries the milliseconds the CSV's second leaves out.)
+    let at = list
+        .find(&format!(
+            r#"<time datetime="{}"#,
+            row[4].trim_end_matches('Z')
+        ))
+        .unwrap_or_else(|| panic!("no <time> of {}: {list}", row[4]));
+    let time = &list[at..at + list[at..].find("</time>").unwrap()];
+    assert!(
+        time.contains(&format!(
+            r#" title="{}"#,
+            created.format("%Y-%m-%d %H:%M:%S")
+        )),
+        "{time}"
+    );
 
     // Revoke it on the page: a confirmation, then the post.
     let (status, keys) = admin
@@ -609,7 +617,15 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
     );
     assert_eq!(
         &csv[1][1..],
-        ["acme", "team", "paged", "daily", "0.001", "hard", "80"]
+        [
+            "acme",
+            "team",
+            "paged",
+            "daily",
+            "0.001000000000",
+            "hard",
+            "80"
+        ]
     );
     let id = csv[1][0].clone();
 
@@ -666,7 +682,17 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
         )
         .await;
     assert_eq!(raised.status, 303, "{}", raised.body);
-    assert_eq!(admin.csv("/admin/budgets.csv").await[1][5], "100");
+    // Money in the CSV with all 12 decimals; the page reads $100.00 with
+    // the CSV's value on hover.
+    let limit = admin.csv("/admin/budgets.csv").await[1][5].clone();
+    assert_eq!(limit, "100.000000000000");
+    let list = admin.page("/admin/budgets").await;
+    assert!(
+        list.contains(&format!(
+            r#"<span class="money" title="{limit}">$100.00</span>"#
+        )),
+        "{list}"
+    );
     let deadline = Instant::now() + crate::support::PATIENCE;
     while proxy.chat(&key, "mock-race", &[]).await.status() != 200 {
         assert!(Instant::now() < deadline, "still refused after the raise");
@@ -822,10 +848,10 @@ async fn a_price_versions_preview_is_what_reprice_then_changes() {
     assert_eq!(text_of(&preview.body, "calls-examined"), "3");
     assert_eq!(text_of(&preview.body, "calls-changed"), "3");
     let delta = text_of(&preview.body, "cost-delta");
-    assert_eq!(d(&delta), d("0.0011"));
+    assert_eq!(delta, "0.001100000000");
     let csv_link = attribute_after(&preview.body, "download=\"reprice-preview.csv\" href=\"");
     let csv = data_url_csv(&csv_link);
-    assert!(csv.contains(",3,3,"), "{csv}");
+    assert!(csv.ends_with(",3,3,0.001100000000\n"), "{csv}");
     assert_eq!(
         admin.csv("/admin/prices.csv").await,
         before,
@@ -856,10 +882,26 @@ async fn a_price_versions_preview_is_what_reprice_then_changes() {
             "0.000002"
         ]
     );
-    assert!(admin
-        .page(&location)
-        .await
-        .contains(&format!("Version {id} added")));
+    let catalog = admin.page(&location).await;
+    assert!(catalog.contains(&format!("Version {id} added")));
+    // The version's row: its time in a `<time>`, prices per million tokens
+    // with the CSV's exact per-token price on hover.
+    let at = catalog
+        .find(&format!("<td>{id}</td>"))
+        .unwrap_or_else(|| panic!("no row {id}: {catalog}"));
+    let row = &catalog[at..at + catalog[at..].find("</tr>").unwrap()];
+    assert!(
+        row.contains(r#"<time datetime="2026-03-01T00:00:00Z" title="2026-03-01 00:00:00 UTC">"#),
+        "{row}"
+    );
+    assert!(
+        row.contains(r#"<span class="money" title="0.0000015 per token">$1.50 / M</span>"#),
+        "{row}"
+    );
+    assert!(
+        row.contains(r#"<span class="money" title="0.000002 per token">$2.00 / M</span>"#),
+        "{row}"
+    );
     let to = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let out = env.run(&[
         "reprice",
@@ -872,10 +914,12 @@ async fn a_price_versions_preview_is_what_reprice_then_changes() {
         "--to",
         &to,
     ]);
-    assert!(
-        out.contains(&format!("3 call(s) changed, cost change {delta} USD")),
-        "{out}"
-    );
+    let repriced = out
+        .split("3 call(s) changed, cost change ")
+        .nth(1)
+        .and_then(|rest| rest.split(" USD").next())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(d(repriced), d(&delta), "{out}");
     // Once repriced, the same version changes nothing.
     fields.pop();
     fields.push(("action", "preview"));
@@ -1024,7 +1068,15 @@ async fn an_org_admin_sees_and_changes_only_its_orgs_budgets_and_keys() {
     assert_eq!(mine.len(), 2, "{mine:?}");
     assert_eq!(
         &mine[1][1..],
-        ["acme", "team", "search", "monthly", "250.5", "soft", "50, 100"]
+        [
+            "acme",
+            "team",
+            "search",
+            "monthly",
+            "250.500000000000",
+            "soft",
+            "50, 100"
+        ]
     );
     for path in [
         format!("/admin/budgets/{globex_id}/edit"),

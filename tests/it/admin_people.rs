@@ -58,7 +58,7 @@ async fn people_are_invited_granted_and_disabled_on_the_page() {
     // The person accepts and sees acme's cost, not globex's.
     let mut person = Browser::new(env.direct_api_url());
     let accepted = person
-        .post(&link, &[("display_name", "Nia"), ("password", PASSWORD)])
+        .post_signed_out(&link, &[("display_name", "Nia"), ("password", PASSWORD)])
         .await;
     assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.body);
     let mut person = Browser::new(env.direct_api_url());

@@ -535,6 +535,69 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
     assert_eq!(r.status(), 200);
     let html = r.text().await.unwrap();
     assert!(html.contains("id=\"backtest-chart\"") && html.contains("data-value=\"10\""));
+    // The draft's backtest comes with its CSV (a `data:` link: nothing is
+    // stored): one row per minute of the day, and its transitions are the
+    // page's table, row for row.
+    let at = html
+        .find("id=\"backtest-csv-link\" download=\"alert-backtest.csv\" href=\"")
+        .unwrap()
+        + "id=\"backtest-csv-link\" download=\"alert-backtest.csv\" href=\"".len();
+    let link = html[at..at + html[at..].find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    let encoded = link.strip_prefix("data:text/csv;charset=utf-8,").unwrap();
+    let mut bytes = Vec::new();
+    let mut i = 0;
+    while i < encoded.len() {
+        if encoded.as_bytes()[i] == b'%' {
+            bytes.push(u8::from_str_radix(&encoded[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            bytes.push(encoded.as_bytes()[i]);
+            i += 1;
+        }
+    }
+    let csv = String::from_utf8(bytes).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "at,value,observation,transition,detail");
+    assert!(
+        (1_440..=1_441).contains(&(lines.len() - 1)),
+        "{} steps",
+        lines.len() - 1
+    );
+    let csv_transitions: Vec<(String, String)> = lines[1..]
+        .iter()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            (!cells[3].is_empty()).then(|| (cells[0].to_string(), cells[3].to_string()))
+        })
+        .collect();
+    let page_transitions: Vec<(String, String)> = html
+        .split("<tr class=\"backtest-row\">")
+        .skip(1)
+        .map(|row| {
+            let at = row
+                .split("datetime=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let state = row
+                .split("class=\"state ")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            (at.to_string(), state.to_string())
+        })
+        .collect();
+    assert!(
+        page_transitions.iter().any(|(_, s)| s == "firing"),
+        "{page_transitions:?}"
+    );
+    assert_eq!(csv_transitions, page_transitions);
     assert_eq!(
         api.rule_count(&admin).await,
         before,

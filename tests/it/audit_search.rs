@@ -682,6 +682,120 @@ async fn search_tenant_isolation_and_search_export() {
 
 // ------------------------------------------------------------ Chromium
 
+/// The search page's "Entries" table as CSV (`/compliance/search.csv`):
+/// the same page of the same search as the page and the JSON, each row the
+/// seeded entry exactly, the caller's org only (another org a 404, another
+/// role a 403).
+#[tokio::test]
+async fn search_csv_is_the_pages_table_in_the_callers_org() {
+    let mut env = TestEnv::with_extra_config("audit_search_csv", &config()).await;
+    let (rows, _) = seed(&env).await;
+    env.start_api().await;
+    let compliance_a = env.create_key_with_role("compliance", Some("org-a"));
+    let finance_a = env.create_key_with_role("finance", Some("org-a"));
+    let want: Vec<&EntryRow> = rows
+        .iter()
+        .filter(|r| r.org_id == "org-a" && r.model == "gpt-4o")
+        .collect();
+    assert!(want.len() > 5, "the seed has more than a page");
+
+    // The page links its table's CSV with the search and page size.
+    let (status, page) = get(
+        &env,
+        "/compliance/search?model=gpt-4o&limit=5",
+        Some(&compliance_a),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let at = page.find("id=\"entries-csv\" href=\"").unwrap() + "id=\"entries-csv\" href=\"".len();
+    let link = page[at..at + page[at..].find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    assert_eq!(
+        link,
+        "/compliance/search.csv?org=org-a&model=gpt-4o&limit=5"
+    );
+    let (status, csv) = get(&env, &link, Some(&compliance_a)).await;
+    assert_eq!(status, 200, "{csv}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "chain_id,seq,occurred_at,org_id,team_id,user_id,api_key_id,provider,model,kind,outcome,decision,decision_reason,event_id,entry_hash"
+    );
+    // The JSON's first page, row for row, and the seeded entries.
+    let json = get_json(
+        &env,
+        "/api/v1/audit/entries?model=gpt-4o&limit=5",
+        &compliance_a,
+    )
+    .await;
+    let entries = json["entries"].as_array().unwrap();
+    assert_eq!(lines.len() - 1, 5);
+    for (line, e) in lines[1..].iter().zip(entries) {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells[0], e["chain_id"].as_str().unwrap(), "{line}");
+        assert_eq!(cells[1], e["seq"].to_string(), "{line}");
+        assert_eq!(cells[14], e["entry_hash"].as_str().unwrap(), "{line}");
+        let seeded = want
+            .iter()
+            .find(|r| r.chain_id == cells[0] && r.seq.to_string() == cells[1])
+            .unwrap_or_else(|| panic!("not seeded: {line}"));
+        let at = chrono::DateTime::from_timestamp_millis(seeded.occurred_at_ms as i64).unwrap();
+        assert_eq!(
+            cells[2],
+            at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        assert_eq!(
+            [cells[3], cells[4], cells[8], cells[9], cells[10]],
+            [
+                seeded.org_id.as_str(),
+                seeded.team_id.as_str(),
+                seeded.model.as_str(),
+                seeded.kind.as_str(),
+                seeded.outcome.as_str()
+            ]
+        );
+        assert_eq!(cells[13], seeded.event_id);
+        // The page shows the same entry.
+        assert!(
+            page.contains(&format!("/compliance/entries/{}/{}\"", cells[0], cells[1])),
+            "{line}"
+        );
+    }
+    // Every matching entry in one file when the page size allows it.
+    let (_, all) = get(
+        &env,
+        "/compliance/search.csv?model=gpt-4o&limit=1000",
+        Some(&compliance_a),
+    )
+    .await;
+    assert_eq!(all.lines().count() - 1, want.len(), "{all}");
+    assert!(all
+        .lines()
+        .skip(1)
+        .all(|l| l.split(',').nth(3) == Some("org-a")));
+
+    // Scoped as the page: another org is a 404, another role a 403.
+    let (status, body) = get(
+        &env,
+        "/compliance/search.csv?org=org-b",
+        Some(&compliance_a),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(!body.contains("team-b1"), "{body}");
+    assert_eq!(
+        get(&env, "/compliance/search.csv", Some(&finance_a))
+            .await
+            .0,
+        403
+    );
+    // A bad parameter is named.
+    let (status, body) = get(&env, "/compliance/search.csv?limit=x", Some(&compliance_a)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("limit"), "{body}");
+}
+
 /// Log in through `/compliance/login?key=...&next=<page>` (sets the
 /// HttpOnly cookie and redirects), dump the page's DOM and screenshot it.
 async fn browse(env: &TestEnv, key: &str, page: &str, shot: &str) -> String {

@@ -631,6 +631,52 @@ async fn errors_and_breakers_reports_match_the_events() {
             );
         }
     }
+    // The sample messages' CSV (`table=samples`, the page's "Sample
+    // messages"): the JSON's samples, newest first, field for field.
+    let (status, csv) = get(
+        &env,
+        &format!(
+            "/api/v1/reports/errors/{}?{window}&format=csv&table=samples",
+            want.overloaded
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{csv}");
+    let rows = csv_rows(&csv);
+    assert_eq!(rows.len(), samples.len(), "{csv}");
+    for (row, s) in rows.iter().zip(samples) {
+        for field in [
+            "provider",
+            "model",
+            "team",
+            "api_key",
+            "error_type",
+            "message",
+            "template",
+            "call_id",
+            "trace_id",
+            "span_id",
+        ] {
+            assert_eq!(row[field], s[field].as_str().unwrap(), "{field}: {csv}");
+        }
+        assert_eq!(row["signature"], want.overloaded.to_string());
+        assert_eq!(row["http_status"], s["http_status"].to_string());
+        assert_eq!(row["variables"], names(&s["variables"]).join(";"));
+        assert_eq!(
+            chrono::DateTime::parse_from_rfc3339(&row["occurred_at"]).unwrap(),
+            chrono::DateTime::parse_from_rfc3339(s["occurred_at"].as_str().unwrap()).unwrap()
+        );
+    }
+    let (status, body) = get(
+        &env,
+        &format!(
+            "/api/v1/reports/errors/{}?{window}&format=csv&table=members",
+            want.overloaded
+        ),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("table"), "{body}");
     // A merged member's id opens its group.
     let other_member = if want.rate_limit == want.tokens {
         want.requests
@@ -931,6 +977,24 @@ async fn errors_pages_in_chromium() {
     assert!(dom.contains("data-points=\""), "the chart is drawn");
     assert!(
         dom_rows(&dom, "samples", "sample-row").len() == drill["samples"].as_array().unwrap().len()
+    );
+    // The sample messages link their CSV: the API's drill-down, same window.
+    let at = dom.find("id=\"samples-csv-link\" href=\"").unwrap()
+        + "id=\"samples-csv-link\" href=\"".len();
+    let link = dom[at..at + dom[at..].find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    assert!(
+        link.starts_with(&format!("/api/v1/reports/errors/{}?", want.overloaded))
+            && link.ends_with("&format=csv&table=samples"),
+        "{link}"
+    );
+    let (status, csv) = get(&env, &link).await;
+    assert_eq!(status, 200, "{csv}");
+    assert_eq!(
+        csv_rows(&csv).len(),
+        drill["samples"].as_array().unwrap().len(),
+        "{csv}"
     );
 
     // Breakers.

@@ -121,6 +121,88 @@ async fn report_matches_exact_statistics_per_group_and_bucket() {
     assert_eq!(mistral["total"]["ttft_count"], 0);
 }
 
+/// The SRE latency page's "Totals" table as CSV (`/sre/latency/totals.csv`,
+/// linked from the page with its window, filters and grouping): one row per
+/// group with the report's totals, which the test above checks against the
+/// calls; the same numbers to the last digit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totals_csv_is_the_reports_totals() {
+    let (env, calls) = env_with_data("latency_totals_csv").await;
+    let window =
+        format!("range=custom&from={FROM}&to={TO}&provider=openai&group_by=provider,model");
+    let (status, page) = env.get_text(&format!("/sre/latency?{window}")).await;
+    assert_eq!(status, 200, "{page}");
+    let at = page.find("id=\"totals-csv-link\" href=\"").unwrap()
+        + "id=\"totals-csv-link\" href=\"".len();
+    let link = page[at..at + page[at..].find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    assert!(
+        link.starts_with("/sre/latency/totals.csv?range=custom&from="),
+        "{link}"
+    );
+    assert!(
+        link.contains("&provider=openai") && link.contains("&group_by=provider%2Cmodel"),
+        "{link}"
+    );
+    let (status, csv) = env.get_text(&link).await;
+    assert_eq!(status, 200, "{csv}");
+    let report = fetch_report(&env, "provider=openai&group_by=provider,model").await;
+    let groups = groups_of(&report);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "provider,model,calls,errors,error_rate,duration_p50_ms,duration_p95_ms,duration_p99_ms,duration_method,streamed_calls,ttft_p50_ms,ttft_p95_ms,ttft_p99_ms,ttft_method"
+    );
+    assert_eq!(lines.len() - 1, groups.len(), "{csv}");
+    let openai_calls = calls.iter().filter(|c| c.provider == "openai").count() as u64;
+    let mut csv_calls = 0;
+    for (line, group) in lines[1..].iter().zip(groups) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let total = &group["total"];
+        assert_eq!(cells[0], group["key"]["provider"].as_str().unwrap());
+        assert_eq!(cells[1], group["key"]["model"].as_str().unwrap());
+        assert_eq!(cells[2], total["count"].to_string(), "{line}");
+        assert_eq!(cells[3], total["errors"].to_string(), "{line}");
+        assert_eq!(
+            cells[4].parse::<f64>().unwrap(),
+            total["error_rate"].as_f64().unwrap()
+        );
+        for (cell, (object, field)) in cells[5..].iter().zip([
+            ("duration_ms", "p50"),
+            ("duration_ms", "p95"),
+            ("duration_ms", "p99"),
+            ("duration_ms", "method"),
+            ("", "ttft_count"),
+            ("ttft_ms", "p50"),
+            ("ttft_ms", "p95"),
+            ("ttft_ms", "p99"),
+            ("ttft_ms", "method"),
+        ]) {
+            let value = if object.is_empty() {
+                &total[field]
+            } else {
+                &total[object][field]
+            };
+            match value {
+                Value::Null => assert_eq!(*cell, "", "{line}: {object}.{field}"),
+                Value::String(s) => assert_eq!(cell, s, "{line}: {object}.{field}"),
+                v => assert_eq!(
+                    cell.parse::<f64>().unwrap(),
+                    v.as_f64().unwrap(),
+                    "{line}: {object}.{field}"
+                ),
+            }
+        }
+        csv_calls += cells[2].parse::<u64>().unwrap();
+    }
+    assert_eq!(csv_calls, openai_calls, "the filter holds");
+    // A bad parameter is named, as on the page.
+    let (status, body) = env.get_text("/sre/latency/totals.csv?range=2h").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("range"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grouping_and_filters() {
     let (env, calls) = env_with_data("latency_groups").await;

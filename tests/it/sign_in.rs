@@ -2,7 +2,8 @@
 //! password sign-in with the session cookie's attributes, role-limited
 //! navigation and org-pinned reports, CSRF refusal of a form without the
 //! session's token, sign-out, lockout after repeated failures, session
-//! expiry, and the invitation flow. (The same in headless Chromium is in
+//! expiry, the invitation flow, and the pre-session token of the sign-in
+//! and invitation forms (login CSRF). (The same in headless Chromium is in
 //! `browser_sign_in.rs`.)
 
 use std::io::Write;
@@ -50,11 +51,14 @@ pub fn create_named_user(env: &TestEnv, email: &str, name: Option<&str>, grants:
     );
 }
 
-/// A browser without a cookie jar: the session cookie is carried by hand.
+/// A browser without a cookie jar: the session cookie and the sign-in
+/// form's `tollgate_login_csrf` cookie are carried by hand.
 pub struct Browser {
     http: reqwest::Client,
     base: String,
     pub cookie: Option<String>,
+    /// The pre-session form token's cookie, once a page set it.
+    pub login_token: Option<String>,
 }
 
 pub struct Answer {
@@ -73,15 +77,34 @@ impl Browser {
                 .unwrap(),
             base,
             cookie: None,
+            login_token: None,
         }
     }
 
     async fn answer(&mut self, request: reqwest::RequestBuilder) -> Answer {
-        let request = match &self.cookie {
-            Some(c) => request.header("cookie", format!("tollgate_session={c}")),
-            None => request,
+        let cookies: Vec<String> = [
+            ("tollgate_session", &self.cookie),
+            ("tollgate_login_csrf", &self.login_token),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={v}")))
+        .collect();
+        let request = if cookies.is_empty() {
+            request
+        } else {
+            request.header("cookie", cookies.join("; "))
         };
         let response = request.send().await.unwrap();
+        if let Some(token) = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix("tollgate_login_csrf="))
+            .and_then(|rest| rest.split(';').next())
+        {
+            self.login_token = Some(token.to_string());
+        }
         let header = |name: &str| {
             response
                 .headers()
@@ -108,10 +131,34 @@ impl Browser {
         self.answer(request).await
     }
 
+    /// The pre-session form token, as the sign-in page's form holds it
+    /// (which is also its cookie's value, now kept).
+    pub async fn login_token(&mut self) -> String {
+        if self.login_token.is_none() {
+            let page = self.get("/login").await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+            assert_eq!(
+                Some(csrf_of(&page.body)),
+                self.login_token,
+                "form and cookie"
+            );
+        }
+        self.login_token.clone().unwrap()
+    }
+
+    /// Post a form used before signing in (`/login`, an invitation's) with
+    /// the pre-session token, as the page's form sends it.
+    pub async fn post_signed_out(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let token = self.login_token().await;
+        let mut form = form.to_vec();
+        form.push(("csrf", &token));
+        self.post(path, &form).await
+    }
+
     /// Sign in; keeps the session cookie.
     pub async fn sign_in(&mut self, email: &str, password: &str, next: &str) -> Answer {
         let answer = self
-            .post(
+            .post_signed_out(
                 "/login",
                 &[("email", email), ("password", password), ("next", next)],
             )
@@ -126,6 +173,27 @@ impl Browser {
         }
         answer
     }
+}
+
+/// Invite `email` with `grant` via the CLI: the link's path.
+fn invite(env: &TestEnv, email: &str, grant: &str) -> String {
+    let link = env.run(&[
+        "users",
+        "invite",
+        "--email",
+        email,
+        "--grant",
+        grant,
+        "--base-url",
+        &env.direct_api_url(),
+    ]);
+    let path = link
+        .trim()
+        .strip_prefix(&env.direct_api_url())
+        .unwrap()
+        .to_string();
+    assert!(path.starts_with("/invitations/"), "{link}");
+    path
 }
 
 /// The CSRF token a page's forms carry.
@@ -349,29 +417,14 @@ async fn sessions_expire() {
 async fn an_invitation_creates_an_account_once() {
     let mut env = TestEnv::new("invite").await;
     env.start_api().await;
-    let link = env.run(&[
-        "users",
-        "invite",
-        "--email",
-        "Grace@Globex.example",
-        "--grant",
-        "globex:compliance",
-        "--base-url",
-        &env.direct_api_url(),
-    ]);
-    let path = link
-        .trim()
-        .strip_prefix(&env.direct_api_url())
-        .unwrap()
-        .to_string();
-    assert!(path.starts_with("/invitations/"), "{link}");
+    let path = invite(&env, "Grace@Globex.example", "globex:compliance");
     let mut browser = Browser::new(env.direct_api_url());
     let form = browser.get(&path).await;
     assert_eq!(form.status, StatusCode::OK);
     assert!(form.body.contains("grace@globex.example"), "{}", form.body);
     assert!(form.body.contains("compliance in globex"), "{}", form.body);
     let short = browser
-        .post(&path, &[("display_name", "Grace"), ("password", "short")])
+        .post_signed_out(&path, &[("display_name", "Grace"), ("password", "short")])
         .await;
     assert_eq!(short.status, StatusCode::BAD_REQUEST);
     assert!(
@@ -380,7 +433,7 @@ async fn an_invitation_creates_an_account_once() {
         short.body
     );
     let accepted = browser
-        .post(&path, &[("display_name", "Grace"), ("password", PASSWORD)])
+        .post_signed_out(&path, &[("display_name", "Grace"), ("password", PASSWORD)])
         .await;
     assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.body);
     let token = accepted
@@ -406,13 +459,113 @@ async fn an_invitation_creates_an_account_once() {
     let mut again = Browser::new(env.direct_api_url());
     assert_eq!(again.get(&path).await.status, StatusCode::NOT_FOUND);
     let reuse = again
-        .post(&path, &[("display_name", "Eve"), ("password", PASSWORD)])
+        .post_signed_out(&path, &[("display_name", "Eve"), ("password", PASSWORD)])
         .await;
     assert_eq!(reuse.status, StatusCode::NOT_FOUND);
-    assert!(again.cookie.is_none() && reuse.set_cookie.is_empty());
+    assert!(again.cookie.is_none() && !reuse.set_cookie.starts_with("tollgate_session="));
     // And the account signs in with the chosen password.
     let ok = again
         .sign_in("grace@globex.example", PASSWORD, "/compliance/search")
         .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
+}
+
+/// Login CSRF: the sign-in and invitation forms carry a pre-session token
+/// (double-submit: the `tollgate_login_csrf` cookie and the form's `csrf`
+/// field). A post without the cookie, without the field or with another
+/// value is a 403 page naming which, signs nobody in and uses no
+/// invitation; the page's own form then works.
+#[tokio::test]
+async fn sign_in_and_invitation_forms_refuse_a_missing_or_forged_token() {
+    let mut env = TestEnv::new("logincsrf").await;
+    env.start_api().await;
+    create_user(&env, "fin@acme.example", &["acme:finance"]);
+    let credentials = [
+        ("email", "fin@acme.example"),
+        ("password", PASSWORD),
+        ("next", "/finance/cost"),
+    ];
+
+    // The page sets the cookie and puts the same value in its form.
+    let mut browser = Browser::new(env.direct_api_url());
+    let page = browser.get("/login").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let token = csrf_of(&page.body);
+    assert_eq!(token.len(), 64, "{token}");
+    assert_eq!(
+        page.set_cookie,
+        format!("tollgate_login_csrf={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=86400")
+    );
+    // Another visit of the same browser keeps its token.
+    assert_eq!(csrf_of(&browser.get("/login").await.body), token);
+
+    let refused = |answer: &Answer, reason: &str| {
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+        assert!(answer.body.contains(reason), "{reason}: {}", answer.body);
+        assert!(
+            !answer.set_cookie.starts_with("tollgate_session="),
+            "{}",
+            answer.set_cookie
+        );
+    };
+    // A forged post from another site: no cookie (SameSite=Strict keeps it
+    // home), with or without a field.
+    let mut stranger = Browser::new(env.direct_api_url());
+    let mut forged = credentials.to_vec();
+    forged.push(("csrf", &token));
+    refused(
+        &stranger.post("/login", &credentials).await,
+        "this browser sent no `tollgate_login_csrf` cookie",
+    );
+    refused(
+        &Browser::new(env.direct_api_url())
+            .post("/login", &forged)
+            .await,
+        "this browser sent no `tollgate_login_csrf` cookie",
+    );
+    // The refusal's page has a new form that works.
+    let retry = stranger.post_signed_out("/login", &credentials).await;
+    assert_eq!(retry.status, StatusCode::SEE_OTHER, "{}", retry.body);
+    assert_eq!(retry.location, "/finance/cost");
+
+    // The cookie, but no field; or a field with another value.
+    refused(
+        &browser.post("/login", &credentials).await,
+        "token is missing from the form",
+    );
+    let tampered = format!("{}0", &token[..63]);
+    let mut wrong = credentials.to_vec();
+    wrong.push(("csrf", &tampered));
+    refused(
+        &browser.post("/login", &wrong).await,
+        "token does not match this browser",
+    );
+    assert!(browser.cookie.is_none());
+    let ok = browser
+        .sign_in("fin@acme.example", PASSWORD, "/finance/cost")
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(
+        browser.get("/finance/cost?org=acme").await.status,
+        StatusCode::OK
+    );
+
+    // An invitation: a forged acceptance uses nothing; the page's form does.
+    let path = invite(&env, "nia@acme.example", "acme:finance");
+    let accept = [("display_name", "Nia"), ("password", PASSWORD)];
+    let mut invited = Browser::new(env.direct_api_url());
+    let forged = invited.post(&path, &accept).await;
+    refused(&forged, "the invitation form");
+    assert!(
+        forged
+            .body
+            .contains("this browser sent no `tollgate_login_csrf` cookie"),
+        "{}",
+        forged.body
+    );
+    // Still open, with the form to accept it.
+    assert!(forged.body.contains("nia@acme.example"), "{}", forged.body);
+    let accepted = invited.post_signed_out(&path, &accept).await;
+    assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.body);
+    assert!(accepted.set_cookie.starts_with("tollgate_session="));
 }

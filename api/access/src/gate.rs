@@ -309,8 +309,9 @@ async fn check_csrf(
     }
 }
 
-/// Compared in full whatever the first difference.
-fn same(a: &str, b: &str) -> bool {
+/// Whether two tokens are equal, compared in full whatever the first
+/// difference (no timing hint of how much of a guess was right).
+pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())

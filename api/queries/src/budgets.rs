@@ -3,7 +3,7 @@
 
 use tollgate_control::budgets::BudgetStatus;
 
-use super::table::Table;
+use super::table::{usd, Table};
 
 /// Budget statuses as a table, one row per budget.
 pub fn table(statuses: &[BudgetStatus]) -> Table {
@@ -24,11 +24,11 @@ pub fn table(statuses: &[BudgetStatus]) -> Table {
             s.subject.clone(),
             s.budget.period.name().to_string(),
             if s.budget.hard { "hard" } else { "soft" }.to_string(),
-            s.budget.limit_usd.to_string(),
-            s.spend_usd.to_string(),
+            usd(s.budget.limit_usd),
+            usd(s.spend_usd),
             s.percent.to_string(),
             s.state.to_string(),
-            s.forecast_usd.to_string(),
+            usd(s.forecast_usd),
             s.period_start.to_string(),
             s.period_end.to_string(),
         ]);

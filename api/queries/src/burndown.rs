@@ -19,7 +19,7 @@ use clickhouse::Row;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::table::Table;
+use super::table::{usd, usd_or_empty, Table};
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
 use tollgate_contract::cost::{from_mantissa, round};
 use tollgate_control::budgets::{status_of, Budget, BudgetStatus, Period, SubjectKind};
@@ -325,17 +325,16 @@ pub fn table(burndown: &Burndown) -> Table {
         "ideal_usd",
         "forecast_usd",
     ]);
-    let opt = |d: Option<Decimal>| d.map(|d| d.to_string()).unwrap_or_default();
     let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for p in &burndown.points {
         table.push([
             time(p.start),
             time(p.end),
-            opt(p.spend_usd),
-            opt(p.cumulative_usd),
-            opt(p.remaining_usd),
-            p.ideal_usd.to_string(),
-            opt(p.forecast_usd),
+            usd_or_empty(p.spend_usd),
+            usd_or_empty(p.cumulative_usd),
+            usd_or_empty(p.remaining_usd),
+            usd(p.ideal_usd),
+            usd_or_empty(p.forecast_usd),
         ]);
     }
     table
@@ -455,11 +454,11 @@ mod tests {
         assert_eq!(lines.len(), 25);
         assert_eq!(
             lines[1],
-            "2026-03-10T00:00:00Z,2026-03-10T01:00:00Z,0.25,0.25,0.75,0.041666666667,0.25"
+            "2026-03-10T00:00:00Z,2026-03-10T01:00:00Z,0.250000000000,0.250000000000,0.750000000000,0.041666666667,0.250000000000"
         );
         assert_eq!(
             lines[24],
-            "2026-03-10T23:00:00Z,2026-03-11T00:00:00Z,,,,1,6.00"
+            "2026-03-10T23:00:00Z,2026-03-11T00:00:00Z,,,,1.000000000000,6.000000000000"
         );
     }
 

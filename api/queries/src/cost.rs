@@ -327,7 +327,7 @@ impl CostTotals {
     pub fn cost_label(&self) -> String {
         match self.cost {
             None => "unpriced".into(),
-            Some(c) => c.to_string(),
+            Some(c) => crate::table::usd(c),
         }
     }
 

@@ -30,7 +30,7 @@ use tollgate_contract::signature::{CanonicalIds, Merge, SignatureId};
 
 use super::latency::{epoch, Dimension, LatencyFilters, LatencyParams, BUCKET};
 use super::params::{InvalidParameter, QueryParams};
-use super::table::Table;
+use super::table::{usd, Table};
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
 
 /// How many team and key names a pattern lists next to their counts.
@@ -910,8 +910,50 @@ pub fn recovery_table(report: &PatternReport) -> Table {
             r.success_rate.to_string(),
             r.mean_wait_ms.to_string(),
             r.added_latency_ms.to_string(),
-            r.added_cost.to_string(),
-            r.added_cost_per_attempt.to_string(),
+            usd(r.added_cost),
+            usd(r.added_cost_per_attempt),
+        ]);
+    }
+    table
+}
+
+/// A pattern's sample messages (its CSV with `table=samples`, the page's
+/// "Sample messages"): newest first, the masked parts joined by `;`,
+/// times RFC 3339 in UTC to the millisecond.
+pub fn samples_table(report: &PatternReport) -> Table {
+    let mut table = Table::new([
+        "occurred_at",
+        "signature",
+        "provider",
+        "model",
+        "team",
+        "api_key",
+        "http_status",
+        "error_type",
+        "message",
+        "template",
+        "variables",
+        "call_id",
+        "trace_id",
+        "span_id",
+    ]);
+    for s in &report.samples {
+        table.push([
+            s.occurred_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            s.signature.to_string(),
+            s.provider.clone(),
+            s.model.clone(),
+            s.team.clone(),
+            s.api_key.clone(),
+            s.http_status.to_string(),
+            s.error_type.clone(),
+            s.message.clone(),
+            s.template.clone(),
+            s.variables.join(";"),
+            s.call_id.clone(),
+            s.trace_id.clone(),
+            s.span_id.clone(),
         ]);
     }
     table
@@ -980,6 +1022,7 @@ mod tests {
             serde_json::to_string_pretty(&pattern).unwrap()
         );
         insta::assert_snapshot!("recovery_csv", recovery_table(&pattern).to_csv());
+        insta::assert_snapshot!("samples_csv", samples_table(&pattern).to_csv());
     }
 
     #[test]

@@ -6,11 +6,9 @@
 //! UTC. A section the caller may not read has no table.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rust_decimal::Decimal;
-use tollgate_contract::cost::COST_SCALE;
 
 use super::home::Home;
-use super::table::Table;
+use super::table::{usd, Table};
 
 /// One table of the overview.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,13 +169,6 @@ impl HomeTable {
     }
 }
 
-/// Money with all [`COST_SCALE`] decimals: `1.250000000000`.
-fn usd(value: Decimal) -> String {
-    let mut exact = value;
-    exact.rescale(COST_SCALE);
-    exact.to_string()
-}
-
 fn utc(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -194,13 +185,6 @@ mod tests {
         for (name, table) in HomeTable::ALL {
             insta::assert_snapshot!(name, table.of(&home).unwrap().to_csv());
         }
-    }
-
-    #[test]
-    fn money_keeps_twelve_decimals() {
-        assert_eq!(usd(Decimal::new(125, 2)), "1.250000000000");
-        assert_eq!(usd(Decimal::new(1, 12)), "0.000000000001");
-        assert_eq!(usd(Decimal::from(500)), "500.000000000000");
     }
 
     #[test]

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::{parse_time, InvalidParameter};
 use super::params::{Expected, QueryParams};
+use super::table::Table;
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
 
 /// Longest window one report may cover.
@@ -552,6 +553,16 @@ pub enum PercentileMethod {
     Histogram,
 }
 
+impl PercentileMethod {
+    /// The name the JSON and the CSV give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Histogram => "histogram",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     pub p50: f64,
@@ -619,6 +630,62 @@ impl Percentiles {
     pub fn is_estimate(&self) -> bool {
         self.method != PercentileMethod::Exact
     }
+}
+
+/// The report's totals table (its CSV, the SRE latency page's "Totals"):
+/// one row per group, a column per grouped dimension, then the group's
+/// counts and percentiles over the whole window as the JSON has them
+/// (milliseconds; `histogram` percentiles are within
+/// [`HISTOGRAM_MAX_RELATIVE_ERROR`]); empty time-to-first-token cells
+/// for a group without streamed calls.
+pub fn totals_table(report: &LatencyReport) -> Table {
+    let mut table = Table::new(report.group_by.iter().map(|d| d.name()).chain([
+        "calls",
+        "errors",
+        "error_rate",
+        "duration_p50_ms",
+        "duration_p95_ms",
+        "duration_p99_ms",
+        "duration_method",
+        "streamed_calls",
+        "ttft_p50_ms",
+        "ttft_p95_ms",
+        "ttft_p99_ms",
+        "ttft_method",
+    ]));
+    for g in &report.groups {
+        let t = &g.total;
+        let key = report.group_by.iter().map(|d| {
+            match d {
+                Dimension::Provider => &g.key.provider,
+                Dimension::Model => &g.key.model,
+                Dimension::Team => &g.key.team,
+                Dimension::Org => &g.key.org,
+            }
+            .clone()
+            .unwrap_or_default()
+        });
+        let percentiles = |p: Option<&Percentiles>| match p {
+            Some(p) => [
+                p.p50.to_string(),
+                p.p95.to_string(),
+                p.p99.to_string(),
+                p.method.name().to_string(),
+            ],
+            None => Default::default(),
+        };
+        table.push(
+            key.chain([
+                t.count.to_string(),
+                t.errors.to_string(),
+                t.error_rate.to_string(),
+            ])
+            .chain(percentiles(Some(&t.duration_ms)))
+            .chain([t.ttft_count.to_string()])
+            .chain(percentiles(t.ttft_ms.as_ref())),
+        );
+    }
+    table
 }
 
 // ---------------------------------------------------------------- SQL
@@ -1071,6 +1138,14 @@ mod tests {
     fn json_snapshot() {
         let report = crate::samples::latency_report();
         insta::assert_snapshot!(serde_json::to_string_pretty(&report).unwrap());
+    }
+
+    /// The totals CSV of the sample report: the JSON's totals, a row per
+    /// group.
+    #[test]
+    fn totals_csv_snapshot() {
+        let report = crate::samples::latency_report();
+        insta::assert_snapshot!(totals_table(&report).to_csv());
     }
 
     fn t(text: &str) -> DateTime<Utc> {

@@ -459,7 +459,7 @@ mod tests {
             "dimension,rank,id,calls,unpriced_calls,cost_usd\n\
              user,1,'=alice,2,0,0.300000000000\n\
              user,2,bob,2,2,unpriced\n\
-             key,1,k1,2,0,0.3\n"
+             key,1,k1,2,0,0.300000000000\n"
         );
     }
 

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::cost::{CostDimension, CostQuery, CostReport, CostTotals, COUNT_COLUMNS};
 use super::params::{Expected, InvalidParameter, QueryParams};
-use super::table::Table;
+use super::table::{usd, usd_or_empty, Table};
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
 use tollgate_contract::catalog::{PriceCatalog, PriceVersion};
 use tollgate_contract::cost::from_mantissa;
@@ -313,12 +313,12 @@ pub fn table(s: &Statement) -> Table {
             price(|p| p.cache_write_per_token),
             price(|p| Some(p.output_per_token)),
             price(|p| p.reasoning_per_token),
-            price(|p| Some(p.per_request)),
+            usd_or_empty(p.map(|p| p.per_request)),
         ];
         row.extend(l.totals.count_cells());
         row.extend([
-            opt(l.cache_savings),
-            opt(l.repricing),
+            usd_or_empty(l.cache_savings),
+            usd_or_empty(l.repricing),
             l.totals.cost_label(),
         ]);
         table.push(row);
@@ -326,11 +326,7 @@ pub fn table(s: &Statement) -> Table {
     let mut total = vec!["total".to_string()];
     total.extend(std::iter::repeat_n(String::new(), 8));
     total.extend(s.total.count_cells());
-    total.extend([
-        s.cache_savings.to_string(),
-        s.repricing.to_string(),
-        s.total.cost_label(),
-    ]);
+    total.extend([usd(s.cache_savings), usd(s.repricing), s.total.cost_label()]);
     table.push(total);
     table
 }

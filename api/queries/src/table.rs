@@ -5,11 +5,29 @@
 //! `overview::top_table`, `statement::table`, `budgets::table`,
 //! `burndown::table`); the download is [`Table::to_csv`] and the page
 //! renders the same cells, so the two cannot disagree and no page parses
-//! CSV back.
+//! CSV back. Every amount of money in a CSV is written by [`usd`].
 
 use std::borrow::Cow;
 
 use rust_decimal::Decimal;
+use tollgate_contract::cost::COST_SCALE;
+
+/// An amount of USD as every CSV writes it (and every page's tooltip
+/// shows it): exact, with all [`COST_SCALE`] decimals, `1.250000000000`,
+/// whatever scale the value was computed or stored at (a budget limit
+/// typed as `50`, a sum of costs). Per-token prices are not amounts:
+/// they are written digit for digit, as stored, since they may have more
+/// decimals than a cost.
+pub fn usd(value: Decimal) -> String {
+    let mut exact = value;
+    exact.rescale(COST_SCALE);
+    exact.to_string()
+}
+
+/// [`usd`], or an empty cell for an amount that does not exist.
+pub fn usd_or_empty(value: Option<Decimal>) -> String {
+    value.map(usd).unwrap_or_default()
+}
 
 /// A header and rows of cells. Cells are the strings a CSV reader reads
 /// back from [`Table::to_csv`]: a value a spreadsheet would run as a formula
@@ -109,6 +127,16 @@ mod tests {
         );
         // The cells are what a CSV reader reads back.
         assert_eq!(t.rows()[1], ["'=SUM(A1)", "-0.5"]);
+    }
+
+    #[test]
+    fn money_keeps_twelve_decimals() {
+        assert_eq!(usd(Decimal::new(125, 2)), "1.250000000000");
+        assert_eq!(usd(Decimal::new(1, 12)), "0.000000000001");
+        assert_eq!(usd(Decimal::from(500)), "500.000000000000");
+        assert_eq!(usd(Decimal::new(-25, 2)), "-0.250000000000");
+        assert_eq!(usd("0.75000000".parse().unwrap()), "0.750000000000");
+        assert_eq!(usd_or_empty(None), "");
     }
 
     #[test]

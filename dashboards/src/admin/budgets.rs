@@ -16,6 +16,7 @@ use tollgate_queries::Table;
 
 use super::caller::Admin;
 use super::page::{error_for, field, message, respond, respond_csv, FieldError, Head};
+use crate::display::{Figure, Money};
 use crate::layout::{render, Section};
 use crate::DashboardState;
 use tollgate_access::Identity;
@@ -48,7 +49,7 @@ pub fn table(budgets: &[(Budget, Option<String>)]) -> Table {
             b.subject_kind.name().to_string(),
             b.subject_id.clone(),
             b.period.name().to_string(),
-            b.limit_usd.normalize().to_string(),
+            tollgate_queries::table::usd(b.limit_usd),
             if b.hard { "hard" } else { "soft" }.to_string(),
             thresholds_text(&b.thresholds),
         ]);
@@ -162,11 +163,29 @@ impl BudgetForm {
     }
 }
 
-/// One row of the list: its cells and the budget's id.
+/// One row of the list: its cells (the CSV's columns, the limit as
+/// [`Money`] with the CSV's value on hover) and the budget's id.
 pub struct BudgetRow {
-    pub cells: Vec<String>,
+    pub cells: Vec<Figure>,
     pub id: i64,
 }
+
+impl BudgetRow {
+    fn of(b: &Budget, csv: Vec<String>) -> Self {
+        let cells = csv
+            .into_iter()
+            .enumerate()
+            .map(|(i, cell)| match i {
+                LIMIT_COLUMN => Money(b.limit_usd).into(),
+                _ => Figure::Text(cell),
+            })
+            .collect();
+        Self { cells, id: b.id }
+    }
+}
+
+/// The position of `limit_usd` in [`table`].
+const LIMIT_COLUMN: usize = 5;
 
 #[derive(Template)]
 #[template(path = "admin_budgets.html")]
@@ -283,7 +302,7 @@ pub async fn list_page(State(state): State<DashboardState>, identity: Identity) 
         let rows = budgets
             .iter()
             .zip(table.into_rows())
-            .map(|((b, _), cells)| BudgetRow { cells, id: b.id })
+            .map(|((b, _), cells)| BudgetRow::of(b, cells))
             .collect();
         Ok::<_, Response>(BudgetsPage {
             section: Section::Admin,

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::caller::Admin;
 use super::page::{error_for, field, message, respond, respond_csv, FieldError, Head};
+use crate::display::{Figure, Instant};
 use crate::layout::{render, Section};
 use crate::DashboardState;
 use tollgate_access::Identity;
@@ -49,8 +50,30 @@ pub struct KeyForm {
 /// One row of the list: its cells, and the key's id when it can still be
 /// revoked.
 pub struct KeyRow {
-    pub cells: Vec<String>,
+    pub cells: Vec<Figure>,
     pub revocable: Option<Uuid>,
+}
+
+impl KeyRow {
+    /// The CSV's cells, its times as [`Instant`]s (the viewer's zone, the
+    /// CSV's UTC value on hover).
+    fn of(k: &ApiKey, csv: Vec<String>) -> Self {
+        let cells = csv
+            .into_iter()
+            .enumerate()
+            .map(|(i, cell)| match i {
+                4 => Instant::new(k.created_at).into(),
+                5 => k
+                    .revoked_at
+                    .map_or(Figure::Blank, |t| Instant::new(t).into()),
+                _ => Figure::Text(cell),
+            })
+            .collect();
+        Self {
+            cells,
+            revocable: k.revoked_at.is_none().then_some(k.id),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -135,10 +158,7 @@ async fn keys_page(
     let rows = visible
         .iter()
         .zip(table.into_rows())
-        .map(|(k, cells)| KeyRow {
-            cells,
-            revocable: k.revoked_at.is_none().then_some(k.id),
-        })
+        .map(|(k, cells)| KeyRow::of(k, cells))
         .collect();
     let roles = ROLES.iter().map(|r| (*r, *r == form.role)).collect();
     Ok(KeysPage {

@@ -117,18 +117,5 @@ pub fn error_for(error: &Option<FieldError>, field: &str) -> Option<String> {
         .map(|e| e.reason.clone())
 }
 
-/// `table` as a `data:` URL of its CSV, for a download link in the page
-/// that shows it.
-pub fn csv_data_url(table: &Table) -> String {
-    let mut out = String::from("data:text/csv;charset=utf-8,");
-    for b in table.to_csv().bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
+pub(crate) use crate::finance::csv_data_url;
 use crate::finance::csv_download;

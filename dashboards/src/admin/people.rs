@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::caller::Admin;
 use super::page::{field, message, respond, respond_csv, FieldError, Head};
+use crate::display::Instant;
 use crate::layout::{render, Section};
 use crate::DashboardState;
 
@@ -121,7 +122,8 @@ pub struct InvitedPage {
     pub email: String,
     pub grant: String,
     pub link: String,
-    pub expires: String,
+    /// When the link stops working, in the viewer's zone.
+    pub expires: Instant,
 }
 
 async fn page(
@@ -206,10 +208,7 @@ pub async fn invite(
                 email: invitation.email,
                 grant: grant.describe(),
                 link: format!("/invitations/{}", invitation.token),
-                expires: invitation
-                    .expires_at
-                    .format("%Y-%m-%d %H:%M UTC")
-                    .to_string(),
+                expires: Instant::new(invitation.expires_at),
             }),
             Err(ControlError::InvalidInput { field, reason }) => {
                 refuse(FieldError::new(field, reason)).await

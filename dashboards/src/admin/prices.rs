@@ -27,6 +27,7 @@ use super::caller::Admin;
 use super::page::{
     csv_data_url, error_for, field, message, respond, respond_csv, FieldError, Head,
 };
+use crate::display::{Figure, Instant, Money, TokenPrice};
 use crate::layout::{render, Section};
 use crate::DashboardState;
 use tollgate_access::Identity;
@@ -127,7 +128,29 @@ fn sorted(versions: &[PriceVersion]) -> Vec<&PriceVersion> {
 pub struct ModelVersions {
     pub provider: String,
     pub model: String,
-    pub rows: Vec<Vec<String>>,
+    pub rows: Vec<Vec<Figure>>,
+}
+
+/// A version's row on the page: the CSV's cells ([`table`]), its time as
+/// an [`Instant`] (the viewer's zone, the CSV's UTC value on hover),
+/// per-token prices per million tokens and the other prices as
+/// [`Money`], each with its exact value on hover.
+fn version_figures(v: &PriceVersion, csv: Vec<String>) -> Vec<Figure> {
+    csv.into_iter()
+        .enumerate()
+        .map(|(i, cell)| match i {
+            3 => Instant::new(v.effective_from).into(),
+            5 => TokenPrice(v.input_per_token).into(),
+            6 => TokenPrice(v.output_per_token).into(),
+            7 => Figure::price(v.cache_read_per_token),
+            8 => Figure::price(v.cache_write_per_token),
+            9 => Figure::price(v.reasoning_per_token),
+            10 => Money(v.per_image).into(),
+            11 => Money(v.per_audio_second).into(),
+            12 => Money(v.per_request).into(),
+            _ => Figure::Text(cell),
+        })
+        .collect()
 }
 
 #[derive(Template)]
@@ -180,8 +203,9 @@ pub async fn list_page(
         let table = table(&versions, Utc::now());
         let columns: Vec<String> = table.columns().map(str::to_string).collect();
         let mut models: Vec<ModelVersions> = Vec::new();
-        for row in table.into_rows() {
-            let (provider, model) = (row[1].clone(), row[2].clone());
+        for (v, csv) in sorted(&versions).into_iter().zip(table.into_rows()) {
+            let (provider, model) = (v.provider.clone(), v.model.clone());
+            let row = version_figures(v, csv);
             match models.last_mut() {
                 Some(m) if m.provider == provider && m.model == model => m.rows.push(row),
                 _ => models.push(ModelVersions {
@@ -417,7 +441,7 @@ pub struct PreviewView {
 fn preview_view(preview: RepricePreview) -> PreviewView {
     let delta = preview
         .cost_delta
-        .map(|d| d.to_string())
+        .map(tollgate_queries::table::usd)
         .unwrap_or_else(|| "out of range".into());
     let (from, to) = (stamp(preview.from), stamp(preview.to));
     let command = format!(

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::verify::{checkpoints_sql, ENTRY_COLUMNS};
 use crate::params::{Expected, InvalidParameter, QueryParams, Unknown};
+use crate::table::Table;
 use tollgate_contract::audit::checkpoint::{check_signature, CheckpointRow};
 use tollgate_contract::audit::entry::{parse_hash, EntryRow};
 use tollgate_contract::audit::merkle;
@@ -331,6 +332,55 @@ pub async fn search(client: &Client, query: &SearchQuery) -> clickhouse::error::
     })
 }
 
+/// A page of entries as its table (the CSV of `/compliance/search`, the
+/// page's "Entries" table): oldest first, times RFC 3339 in UTC to the
+/// millisecond, with each entry's hash and event id so a row can be
+/// checked against the chain.
+pub fn entries_table(entries: &[EntryRow]) -> Table {
+    let mut table = Table::new([
+        "chain_id",
+        "seq",
+        "occurred_at",
+        "org_id",
+        "team_id",
+        "user_id",
+        "api_key_id",
+        "provider",
+        "model",
+        "kind",
+        "outcome",
+        "decision",
+        "decision_reason",
+        "event_id",
+        "entry_hash",
+    ]);
+    for e in entries {
+        let at = i64::try_from(e.occurred_at_ms)
+            .ok()
+            .and_then(DateTime::<Utc>::from_timestamp_millis)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default();
+        table.push([
+            e.chain_id.clone(),
+            e.seq.to_string(),
+            at,
+            e.org_id.clone(),
+            e.team_id.clone(),
+            e.user_id.clone(),
+            e.api_key_id.clone(),
+            e.provider.clone(),
+            e.model.clone(),
+            e.kind.clone(),
+            e.outcome.clone(),
+            e.decision.clone(),
+            e.decision_reason.clone(),
+            e.event_id.clone(),
+            e.entry_hash.clone(),
+        ]);
+    }
+    table
+}
+
 /// Entries per UTC day matching `query` (its cursor is ignored).
 pub async fn daily_counts(
     client: &Client,
@@ -585,6 +635,40 @@ mod tests {
         list.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn entries_table_holds_the_rows_exactly() {
+        let entry = EntryRow {
+            chain_id: "acme".into(),
+            seq: 7,
+            occurred_at: 1_773_000_000,
+            occurred_at_ms: 1_773_000_000_123,
+            event_id: "0190a0b0-0000-7000-8000-000000000001".into(),
+            kind: "ai.call.completed".into(),
+            org_id: "acme".into(),
+            team_id: "search".into(),
+            user_id: "=u1".into(),
+            api_key_id: "k1".into(),
+            provider: "openai".into(),
+            model: "gpt-4o".into(),
+            outcome: "success".into(),
+            decision: String::new(),
+            decision_reason: "a, b".into(),
+            event_json: "{}".into(),
+            prev_hash: "00".into(),
+            entry_hash: "ab".into(),
+            kafka_partition: 0,
+            kafka_offset: 3,
+            v: 2,
+            salt: String::new(),
+            personal_commitment: String::new(),
+        };
+        assert_eq!(
+            entries_table(&[entry]).to_csv(),
+            "chain_id,seq,occurred_at,org_id,team_id,user_id,api_key_id,provider,model,kind,outcome,decision,decision_reason,event_id,entry_hash\n\
+             acme,7,2026-03-08T20:00:00.123Z,acme,search,'=u1,k1,openai,gpt-4o,ai.call.completed,success,,\"a, b\",0190a0b0-0000-7000-8000-000000000001,ab\n"
+        );
     }
 
     #[test]
