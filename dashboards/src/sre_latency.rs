@@ -28,7 +28,7 @@ use tollgate_queries::{
 use crate::display::{Count, Figure, Instant, Millis, Parts, Percent, Period, Rate};
 use crate::layout::{render, Section};
 use crate::sre_form::{
-    choices, form_time, percent_encode, sre_nav, window, Choice, NavLink, RANGES,
+    choices, form_time, percent_encode, window, Choice, RANGES,
 };
 use crate::trace_link::TraceLinks;
 use crate::DashboardState;
@@ -202,7 +202,6 @@ const TTFT_CHARTS: [(&str, &str, Metric); 3] = [
 #[template(path = "sre_latency.html")]
 pub struct LatencyPage {
     pub section: Section,
-    pub nav: Vec<NavLink>,
     pub form: FormState,
     pub ranges: Vec<Choice>,
     pub providers: Vec<Choice>,
@@ -351,7 +350,6 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
     let slow_csv_url = slow_csv_url(&form);
     LatencyPage {
         section: Section::Sre,
-        nav: sre_nav("/sre/latency"),
         form,
         ranges,
         providers: provider_choices,
@@ -897,7 +895,8 @@ mod tests {
             html.contains("href=\"/static/chart.umd.js\"")
                 || html.contains("src=\"/static/chart.umd.js\"")
         );
-        assert!(html.contains("class=\"active\""));
+        // The sub-navigation is the navigation layer's.
+        assert!(html.contains("<!--tollgate:subnav-->"));
         assert!(
             html.contains("&#38;provider=openai") || html.contains("&amp;provider=openai"),
             "json link"

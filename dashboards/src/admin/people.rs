@@ -143,7 +143,7 @@ async fn page(
         .collect();
     Ok(PeoplePage {
         section: Section::Admin,
-        head: admin.head("/admin/users"),
+        head: admin.head(),
         rows,
         manages: true,
         roles: Role::ALL.map(Role::as_str).to_vec(),
@@ -202,7 +202,7 @@ pub async fn invite(
         match store.invite(&email, &grant, admin.actor()).await {
             Ok(invitation) => Ok(InvitedPage {
                 section: Section::Admin,
-                head: admin.head("/admin/users"),
+                head: admin.head(),
                 email: invitation.email,
                 grant: grant.describe(),
                 link: format!("/invitations/{}", invitation.token),
