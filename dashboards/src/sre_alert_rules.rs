@@ -799,6 +799,13 @@ async fn submit(
             return r;
         }
     }
+    // Another org's rule (or none) is a 404 whatever the form holds, as
+    // on its page: the form is not even read.
+    if let Some(id) = editing {
+        if let Err(r) = load_rule(state, &caller, &id.to_string()).await {
+            return r;
+        }
+    }
     let version = field(pairs, "version").and_then(|v| v.parse::<i64>().ok());
     let form = RuleForm::from_pairs(pairs);
     let mut page = form_page(

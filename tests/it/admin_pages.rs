@@ -3,7 +3,9 @@
 //! and ClickHouse: a key created on the page sends events to the ingest API
 //! until it is revoked there (then 401), and its secret is shown once; a
 //! budget created on the page hard-limits a team and the proxy refuses
-//! the team's calls once it is spent; a budget form with a bad limit
+//! the team's calls once it is spent, and serves them again once it is
+//! deleted there; a key created on the page calls through the proxy until
+//! it is revoked there; a budget form with a bad limit
 //! names the field and creates nothing; a price version's reprice preview
 //! counts exactly the calls and the cost difference `tollgate reprice`
 //! then changes; a LiteLLM file imported through the page says what it
@@ -232,7 +234,7 @@ fn text_of(html: &str, id: &str) -> String {
 }
 
 /// Rows of a CSV (RFC 4180 quoting; no line breaks inside fields).
-fn csv_rows(text: &str) -> Vec<Vec<String>> {
+pub(crate) fn csv_rows(text: &str) -> Vec<Vec<String>> {
     text.lines()
         .map(|line| {
             let mut fields = vec![String::new()];
@@ -673,7 +675,26 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // Delete it: a confirmation, then the post.
+    // Lowered again below what was spent: refused again.
+    let lowered = admin
+        .form(
+            &format!("/admin/budgets/{id}/edit"),
+            &[
+                ("limit_usd", "0.001"),
+                ("enforcement", "hard"),
+                ("thresholds", "80"),
+            ],
+        )
+        .await;
+    assert_eq!(lowered.status, 303, "{}", lowered.body);
+    let deadline = Instant::now() + crate::support::PATIENCE;
+    while proxy.chat(&key, "mock-race", &[]).await.status() != 429 {
+        assert!(Instant::now() < deadline, "still admitted after the lowering");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Delete it: a confirmation, then the post; the proxy serves the team
+    // again once the deletion reached it.
     let confirm = admin.page(&format!("/admin/budgets/{id}/delete")).await;
     assert!(confirm.contains("team paged"));
     let deleted = admin
@@ -681,6 +702,57 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
         .await;
     assert_eq!(deleted.status, 303);
     assert_eq!(admin.csv("/admin/budgets.csv").await.len(), 1);
+    let deadline = Instant::now() + crate::support::PATIENCE;
+    loop {
+        let response = proxy.chat(&key, "mock-race", &[]).await;
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(response.status(), 429, "refused for another reason");
+        assert!(Instant::now() < deadline, "still refused after the deletion");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A key made on the page calls through the proxy until it is revoked
+    // on the page; then the proxy refuses it (401) once its cached answer
+    // expires (`proxy.key_cache_secs`).
+    let created = admin
+        .form(
+            "/admin/keys",
+            &[("name", "page-proxy"), ("role", "proxy"), ("org", "acme")],
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let secret = attribute_after(&created.body, "id=\"secret\" class=\"secret\" value=\"");
+    let prefix = text_of(&created.body, "key-prefix");
+    let answered = proxy.chat(&secret, "mock-race", &[]).await;
+    assert_eq!(answered.status(), 200, "{:?}", answered.text().await);
+    let (_, keys) = admin
+        .api(reqwest::Method::GET, "/api/v1/admin/keys", None)
+        .await;
+    let key_id = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["prefix"] == prefix.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoked = admin
+        .form(&format!("/admin/keys/{key_id}/revoke"), &[])
+        .await;
+    assert_eq!(revoked.status, 303, "{}", revoked.body);
+    let deadline = Instant::now() + crate::support::PATIENCE;
+    loop {
+        let response = proxy.chat(&secret, "mock-race", &[]).await;
+        if response.status() == 401 {
+            break;
+        }
+        assert_eq!(response.status(), 200, "neither served nor refused as revoked");
+        assert!(Instant::now() < deadline, "the revoked key was still accepted");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Each change went through the outbox as the API's do, naming the admin.
     let actor = "user:root@example.com".to_string();
@@ -692,6 +764,7 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
     assert_eq!(
         events,
         [
+            ("admin.budget.set".to_string(), actor.clone()),
             ("admin.budget.set".to_string(), actor.clone()),
             ("admin.budget.set".to_string(), actor.clone()),
             ("admin.budget.deleted".to_string(), actor),
