@@ -177,7 +177,8 @@ fn asked(pairs: &[(String, String)]) -> Option<Asked> {
     }
     let Some(from) = get(pairs, "from") else {
         // A statement's month is a window too.
-        let first = NaiveDate::parse_from_str(&format!("{}-01", get(pairs, "month")?), "%Y-%m-%d").ok()?;
+        let first =
+            NaiveDate::parse_from_str(&format!("{}-01", get(pairs, "month")?), "%Y-%m-%d").ok()?;
         let next = first.checked_add_months(chrono::Months::new(1))?;
         let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
         return Some(Asked::Span(midnight(first)?, Some(midnight(next)?)));
@@ -322,10 +323,7 @@ mod tests {
             href("/compliance/search", from, &q, now()),
             "/compliance/search?from=2026-03-14T12%3A30&to=2026-03-15T12%3A30&org=globex&provider=openai&model=gpt-4o"
         );
-        assert_eq!(
-            href("/overview", from, &q, now()),
-            "/overview?org=globex"
-        );
+        assert_eq!(href("/overview", from, &q, now()), "/overview?org=globex");
         assert_eq!(
             href("/admin/budgets", from, &q, now()),
             "/admin/budgets?org=globex"
@@ -389,7 +387,10 @@ mod tests {
             "/finance/budgets.csv?org=acme"
         );
         // RFC 3339 (a hand-written URL) reads the same.
-        let q = pairs(&[("from", "2026-03-01T00:00:00Z"), ("to", "2026-03-08T00:00:00+00:00")]);
+        let q = pairs(&[
+            ("from", "2026-03-01T00:00:00Z"),
+            ("to", "2026-03-08T00:00:00+00:00"),
+        ]);
         assert_eq!(
             href("/finance/cost", "/compliance/search", &q, now()),
             "/finance/cost?from=2026-03-01&to=2026-03-08"
@@ -403,7 +404,11 @@ mod tests {
         for q in [
             pairs(&[("range", "3w"), ("org", "acme")]),
             pairs(&[("from", "yesterday"), ("org", "acme")]),
-            pairs(&[("from", "2026-03-08"), ("to", "2026-03-01"), ("org", "acme")]),
+            pairs(&[
+                ("from", "2026-03-08"),
+                ("to", "2026-03-01"),
+                ("org", "acme"),
+            ]),
         ] {
             assert_eq!(
                 href("/sre/latency", "/finance/cost", &q, now()),
@@ -416,6 +421,9 @@ mod tests {
         assert_eq!(href("/overview", "/overview", &[], now()), "/overview");
         // Empty values are not carried.
         let q = pairs(&[("org", ""), ("range", "")]);
-        assert_eq!(href("/sre/errors", "/sre/latency", &q, now()), "/sre/errors");
+        assert_eq!(
+            href("/sre/errors", "/sre/latency", &q, now()),
+            "/sre/errors"
+        );
     }
 }

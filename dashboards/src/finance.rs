@@ -1065,7 +1065,9 @@ mod tests {
     /// The budgets page of the sample budgets.
     #[test]
     fn budgets_page_snapshot() {
-        insta::assert_snapshot!(budgets_view(&samples::budgets(), BudgetsLinks::of(&[])).render().unwrap());
+        insta::assert_snapshot!(budgets_view(&samples::budgets(), BudgetsLinks::of(&[]))
+            .render()
+            .unwrap());
     }
 
     /// The sample burn-down's page: summary, chart data and table.

@@ -12,11 +12,11 @@
 
 use askama::Template;
 use axum::body::Body;
-use chrono::{DateTime, Utc};
 use axum::extract::Request;
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use tollgate_access::{Identity, ADMINS, AUDITORS, COST_READERS, READERS};
 use tollgate_control::accounts::Role;
 
@@ -62,9 +62,14 @@ const AREAS: [(&str, &str, &str, &[Role]); 5] = [
     ("Admin", "/admin", "/admin", ADMINS),
 ];
 
-/// The sub-navigations: path prefix, label, pages `(path, label)` in
-/// order.
-const SUBNAVS: [(&str, &str, &[(&str, &str)]); 2] = [
+/// A sub-navigation: path prefix, label, pages `(path, label)` in order.
+type Area = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+const SUBNAVS: [Area; 2] = [
     (
         "/sre",
         "SRE pages",
@@ -341,18 +346,30 @@ mod tests {
         assert_eq!(
             hrefs(&sre.links),
             [
-                ("Latency", format!("/sre/latency?{window}&org=acme").as_str(), false),
+                (
+                    "Latency",
+                    format!("/sre/latency?{window}&org=acme").as_str(),
+                    false
+                ),
                 (
                     "Errors",
                     format!("/sre/errors?{window}&org=acme&team=search").as_str(),
                     true
                 ),
-                ("Breakers", format!("/sre/breakers?{window}").as_str(), false),
-                ("Alerts", format!("/sre/alerts?{window}&org=acme").as_str(), false),
+                (
+                    "Breakers",
+                    format!("/sre/breakers?{window}").as_str(),
+                    false
+                ),
+                (
+                    "Alerts",
+                    format!("/sre/alerts?{window}&org=acme").as_str(),
+                    false
+                ),
             ]
         );
-        let admin = SubNav::for_page("/admin/budgets/7/edit", &pairs(&[("org", "acme")]), now())
-            .unwrap();
+        let admin =
+            SubNav::for_page("/admin/budgets/7/edit", &pairs(&[("org", "acme")]), now()).unwrap();
         assert_eq!(
             hrefs(&admin.links),
             [

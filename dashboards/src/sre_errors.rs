@@ -22,9 +22,7 @@ use tollgate_queries::{InvalidParameter, ReadModelError};
 
 use crate::display::{Count, Figure, Instant, Millis, Money, Parts, Percent, Period};
 use crate::layout::{render, Section};
-use crate::sre_form::{
-    api_pairs, choices, form_time, percent_encode, Choice, RANGES,
-};
+use crate::sre_form::{api_pairs, choices, form_time, percent_encode, Choice, RANGES};
 use crate::trace_link::TraceLinks;
 use crate::DashboardState;
 

@@ -27,9 +27,7 @@ use tollgate_queries::{
 
 use crate::display::{Count, Figure, Instant, Millis, Parts, Percent, Period, Rate};
 use crate::layout::{render, Section};
-use crate::sre_form::{
-    choices, form_time, percent_encode, window, Choice, RANGES,
-};
+use crate::sre_form::{choices, form_time, percent_encode, window, Choice, RANGES};
 use crate::trace_link::TraceLinks;
 use crate::DashboardState;
 

@@ -386,7 +386,12 @@ async fn every_route_requires_identity_role_and_org() {
         let answer = browser
             .sign_in(&email, crate::sign_in::PASSWORD, "/overview")
             .await;
-        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{role}: {}", answer.body);
+        assert_eq!(
+            answer.status,
+            StatusCode::SEE_OTHER,
+            "{role}: {}",
+            answer.body
+        );
         let page = browser.get("/overview").await;
         assert_eq!(page.status, StatusCode::OK, "{role}: {}", page.body);
         people.insert(
@@ -428,7 +433,11 @@ async fn every_route_requires_identity_role_and_org() {
         let api = &api;
         async move {
             let (status, _, body) = api
-                .send(Method::GET, "/api/v1/reports/cost?group_by=", &Who::Key(key))
+                .send(
+                    Method::GET,
+                    "/api/v1/reports/cost?group_by=",
+                    &Who::Key(key),
+                )
                 .await;
             assert_eq!(status, StatusCode::OK, "{body}");
             serde_json::from_str::<Value>(&body).unwrap()
@@ -541,7 +550,8 @@ impl Walk<'_> {
                 // 2. A caller with no reader role, and a role the rule
                 // does not name for this method: 403.
                 if let Some(who) = no_reader {
-                    let (status, _, text) = send(method.clone(), concrete.clone(), who.clone()).await;
+                    let (status, _, text) =
+                        send(method.clone(), concrete.clone(), who.clone()).await;
                     assert_eq!(
                         status,
                         StatusCode::FORBIDDEN,
@@ -661,7 +671,9 @@ async fn links_keep_the_org_and_the_filters_each_page_reads() {
         base: env.direct_api_url(),
     };
     for (org, team, limit) in [("acme", "search", "100"), ("globex", "ads", "250")] {
-        let Who::Key(key) = &admin else { unreachable!() };
+        let Who::Key(key) = &admin else {
+            unreachable!()
+        };
         api.post_json(
             "/api/v1/admin/budgets",
             key,
@@ -680,10 +692,19 @@ async fn links_keep_the_org_and_the_filters_each_page_reads() {
 
     // The budgets page of globex: its CSV, JSON and cross-links keep the org.
     let budgets = open("/finance/budgets?org=globex".into()).await;
-    assert_eq!(href_of(&budgets, "csv-link"), "/finance/budgets.csv?org=globex");
-    assert_eq!(href_of(&budgets, "json-link"), "/api/v1/finance/budgets?org=globex");
+    assert_eq!(
+        href_of(&budgets, "csv-link"),
+        "/finance/budgets.csv?org=globex"
+    );
+    assert_eq!(
+        href_of(&budgets, "json-link"),
+        "/api/v1/finance/budgets?org=globex"
+    );
     assert_eq!(href_of(&budgets, "cost-link"), "/finance/cost?org=globex");
-    assert_eq!(href_of(&budgets, "statement-link"), "/finance/statement?org=globex");
+    assert_eq!(
+        href_of(&budgets, "statement-link"),
+        "/finance/statement?org=globex"
+    );
     let rows = csv_rows(&open(href_of(&budgets, "csv-link")).await);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["subject"], "budget/team/ads", "{rows:?}");
@@ -696,9 +717,10 @@ async fn links_keep_the_org_and_the_filters_each_page_reads() {
     // An SRE page with a preset window and filters: the Finance area reads
     // days, the Errors page the preset, Breakers has no org.
     let now = Utc::now();
-    let latency =
-        open("/sre/latency?range=24h&provider=openai&model=gpt-4o-mini&group_by=model&org=globex".into())
-            .await;
+    let latency = open(
+        "/sre/latency?range=24h&provider=openai&model=gpt-4o-mini&group_by=model&org=globex".into(),
+    )
+    .await;
     let (from, to) = (
         (now - chrono::Duration::hours(24)).date_naive(),
         now.date_naive().succ_opt().unwrap(),
@@ -730,7 +752,10 @@ async fn links_keep_the_org_and_the_filters_each_page_reads() {
         .collect();
     assert_eq!(teams, [("ads", "5"), ("total", "5")], "{rows:?}");
     assert_eq!(rows[0]["cost_usd"], rows[1]["cost_usd"], "{rows:?}");
-    assert_eq!(href_of(&cost, "budgets-link"), "/finance/budgets?org=globex");
+    assert_eq!(
+        href_of(&cost, "budgets-link"),
+        "/finance/budgets?org=globex"
+    );
     // The SRE page back from finance: a custom window of those days.
     let back = nav_href(&cost, "SRE");
     assert_eq!(
@@ -742,8 +767,14 @@ async fn links_keep_the_org_and_the_filters_each_page_reads() {
     open(back).await;
     // The admin sub-navigation keeps the org.
     let admin_budgets = open("/admin/budgets?org=globex".into()).await;
-    assert_eq!(nav_href(&admin_budgets, "API keys"), "/admin/keys?org=globex");
-    assert_eq!(href_of(&admin_budgets, "csv-link"), "/admin/budgets.csv?org=globex");
+    assert_eq!(
+        nav_href(&admin_budgets, "API keys"),
+        "/admin/keys?org=globex"
+    );
+    assert_eq!(
+        href_of(&admin_budgets, "csv-link"),
+        "/admin/budgets.csv?org=globex"
+    );
     let rows = csv_rows(&open(href_of(&admin_budgets, "csv-link")).await);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(

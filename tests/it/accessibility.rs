@@ -436,13 +436,19 @@ async fn edit_confirmation_message_and_other_roles_pages_pass_axe() {
     let outcome = run(&steps).await.expect_ok();
     let clicks = outcome.all("click");
     assert_eq!(clicks[0]["status"], 201, "the key's page: {}", clicks[0]);
-    assert_eq!(clicks[1]["status"], 200, "the invitation's page: {}", clicks[1]);
+    assert_eq!(
+        clicks[1]["status"], 200,
+        "the invitation's page: {}",
+        clicks[1]
+    );
     violations.extend(outcome.violations());
 
     // A person of two orgs (the org switcher), refused the admin pages by
     // the gate; and the overview of each other role.
     use crate::sign_in::{create_user, PASSWORD};
-    let people: [(&str, &[&str], Vec<(String, u16)>); 4] = [
+    // Email, grants, pages with the status each answers.
+    type Person = (&'static str, &'static [&'static str], Vec<(String, u16)>);
+    let people: [Person; 4] = [
         (
             "two@example.com",
             &["org-a:viewer", "org-b:finance"],
@@ -455,26 +461,17 @@ async fn edit_confirmation_message_and_other_roles_pages_pass_axe() {
         (
             "fin@example.com",
             &["org-a:finance"],
-            vec![
-                ("/overview".into(), 200),
-                ("/finance/budgets".into(), 200),
-            ],
+            vec![("/overview".into(), 200), ("/finance/budgets".into(), 200)],
         ),
         (
             "sre@example.com",
             &["org-a:sre"],
-            vec![
-                ("/overview".into(), 200),
-                ("/sre/alerts".into(), 200),
-            ],
+            vec![("/overview".into(), 200), ("/sre/alerts".into(), 200)],
         ),
         (
             "view@example.com",
             &["org-a:viewer"],
-            vec![
-                ("/overview".into(), 200),
-                ("/sre/latency".into(), 200),
-            ],
+            vec![("/overview".into(), 200), ("/sre/latency".into(), 200)],
         ),
     ];
     for (email, grants, pages) in &people {
@@ -491,7 +488,11 @@ async fn edit_confirmation_message_and_other_roles_pages_pass_axe() {
             let read = run(&steps).await.expect_ok();
             let switch = &read.all("read")[0];
             assert_eq!(
-                switch["text"].as_str().unwrap().split_whitespace().collect::<Vec<_>>(),
+                switch["text"]
+                    .as_str()
+                    .unwrap()
+                    .split_whitespace()
+                    .collect::<Vec<_>>(),
                 ["org-a", "org-b"],
                 "{switch}"
             );
@@ -520,7 +521,10 @@ async fn a_budget_and_an_alert_rule_are_made_with_the_keyboard_alone() {
     let mut steps = sign_in(&base, &person);
     steps.push(Step::Goto(format!("{base}/admin/budgets/new")));
     steps.extend(type_into("#budget-form input[name=org_id]", "org-a"));
-    steps.extend(type_into("#budget-form input[name=subject_id]", "keyboard-team"));
+    steps.extend(type_into(
+        "#budget-form input[name=subject_id]",
+        "keyboard-team",
+    ));
     // The period menu: monthly, then daily.
     steps.push(Step::TabTo("#budget-form select[name=period]".into()));
     steps.push(Step::Press("ArrowDown".into(), false));
@@ -544,11 +548,13 @@ async fn a_budget_and_an_alert_rule_are_made_with_the_keyboard_alone() {
         .filter(|s| s.get("status").is_some())
         .collect();
     assert_eq!(presses.len(), 3, "{presses:?}");
-    assert_eq!(presses[1]["url"], format!("{base}/admin/budgets"), "{}", presses[1]);
-    assert!(
-        outcome.all("click").is_empty(),
-        "nothing was clicked"
+    assert_eq!(
+        presses[1]["url"],
+        format!("{base}/admin/budgets"),
+        "{}",
+        presses[1]
     );
+    assert!(outcome.all("click").is_empty(), "nothing was clicked");
 
     let http = reqwest::Client::new();
     // The budget as typed: org-a's team keyboard-team, daily, $123.45.

@@ -689,7 +689,10 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
     assert_eq!(lowered.status, 303, "{}", lowered.body);
     let deadline = Instant::now() + crate::support::PATIENCE;
     while proxy.chat(&key, "mock-race", &[]).await.status() != 429 {
-        assert!(Instant::now() < deadline, "still admitted after the lowering");
+        assert!(
+            Instant::now() < deadline,
+            "still admitted after the lowering"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -709,7 +712,10 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
             break;
         }
         assert_eq!(response.status(), 429, "refused for another reason");
-        assert!(Instant::now() < deadline, "still refused after the deletion");
+        assert!(
+            Instant::now() < deadline,
+            "still refused after the deletion"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -749,8 +755,15 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
         if response.status() == 401 {
             break;
         }
-        assert_eq!(response.status(), 200, "neither served nor refused as revoked");
-        assert!(Instant::now() < deadline, "the revoked key was still accepted");
+        assert_eq!(
+            response.status(),
+            200,
+            "neither served nor refused as revoked"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the revoked key was still accepted"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 

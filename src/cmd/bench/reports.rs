@@ -590,7 +590,8 @@ fn endpoints(window: &Window, budget_ids: &[i64]) -> anyhow::Result<Vec<Endpoint
     let last_day = Window::at(window.end() - 86_400)?;
     let from = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let to = end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let week_from = Window::at(window.end() - 7 * 86_400)?.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let week_from =
+        Window::at(window.end() - 7 * 86_400)?.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let day_from = last_day.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let cost_from = start.date_naive();
     let cost_to = end.date_naive().succ_opt().context("a date out of range")?;
