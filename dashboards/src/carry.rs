@@ -271,17 +271,19 @@ pub fn href(target: &str, path: &str, pairs: &[(String, String)], now: DateTime<
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// Query pairs of `list`.
+    pub(crate) fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
 
-    fn now() -> DateTime<Utc> {
+    /// 2026-03-15 12:30 UTC.
+    pub(crate) fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, 15, 12, 30, 0).unwrap()
     }
 

@@ -252,19 +252,9 @@ pub async fn inject(request: Request, next: Next) -> Response {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use crate::carry::tests::{now, pairs};
     use tollgate_control::accounts::Grant;
     use uuid::Uuid;
-
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 3, 15, 12, 30, 0).unwrap()
-    }
 
     fn hrefs(links: &[NavLink]) -> Vec<(&str, &str, bool)> {
         links

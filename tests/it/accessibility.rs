@@ -263,15 +263,9 @@ async fn a_silence_is_made_with_the_keyboard_alone() {
         "{clicked}"
     );
     // The silence is stored with what was typed.
-    let silences: serde_json::Value = reqwest::Client::new()
-        .get(format!("{base}/api/v1/alerts/silences"))
-        .bearer_auth(&seeded.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let silences: serde_json::Value =
+        serde_json::from_str(&read_as(&base, &seeded.admin_key, "/api/v1/alerts/silences").await)
+            .unwrap();
     let list = silences.as_array().unwrap();
     assert_eq!(list.len(), 1, "{silences}");
     assert_eq!(list[0]["org_id"], "org-a");
@@ -506,6 +500,18 @@ async fn edit_confirmation_message_and_other_roles_pages_pass_axe() {
     );
 }
 
+/// The body of `path`, read with the API key `key`.
+async fn read_as(base: &str, key: &str, path: &str) -> String {
+    let response = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.text().await.unwrap()
+}
+
 /// Steps that Tab to `selector` and type `text` there.
 fn type_into(selector: &str, text: &str) -> [Step; 2] {
     [Step::TabTo(selector.into()), Step::Type(text.into())]
@@ -556,17 +562,8 @@ async fn a_budget_and_an_alert_rule_are_made_with_the_keyboard_alone() {
     );
     assert!(outcome.all("click").is_empty(), "nothing was clicked");
 
-    let http = reqwest::Client::new();
     // The budget as typed: org-a's team keyboard-team, daily, $123.45.
-    let csv = http
-        .get(format!("{base}/admin/budgets.csv"))
-        .bearer_auth(&seeded.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = read_as(&base, &seeded.admin_key, "/admin/budgets.csv").await;
     let row: Vec<&str> = csv
         .lines()
         .find(|l| l.contains("keyboard-team"))
@@ -586,15 +583,9 @@ async fn a_budget_and_an_alert_rule_are_made_with_the_keyboard_alone() {
         ["org-a", "team", "daily", "123.45", "hard"]
     );
     // The rule as typed, with the form's default signal.
-    let rules: serde_json::Value = http
-        .get(format!("{base}/api/v1/alerts/rules"))
-        .bearer_auth(&seeded.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rules: serde_json::Value =
+        serde_json::from_str(&read_as(&base, &seeded.admin_key, "/api/v1/alerts/rules").await)
+            .unwrap();
     let list = rules.as_array().unwrap_or_else(|| panic!("{rules}"));
     let made: Vec<&serde_json::Value> = list
         .iter()

@@ -657,44 +657,40 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
     // Raising the limit on the edit page lets the team call again.
     let edit = admin.page(&format!("/admin/budgets/{id}/edit")).await;
     assert!(edit.contains("value=\"0.001\""), "{edit}");
-    let raised = admin
-        .form(
-            &format!("/admin/budgets/{id}/edit"),
-            &[
-                ("limit_usd", "100"),
-                ("enforcement", "hard"),
-                ("thresholds", "80"),
-            ],
-        )
-        .await;
-    assert_eq!(raised.status, 303, "{}", raised.body);
+    let set_limit = |limit: &'static str| {
+        let (admin, path) = (&admin, format!("/admin/budgets/{id}/edit"));
+        async move {
+            let saved = admin
+                .form(
+                    &path,
+                    &[
+                        ("limit_usd", limit),
+                        ("enforcement", "hard"),
+                        ("thresholds", "80"),
+                    ],
+                )
+                .await;
+            assert_eq!(saved.status, 303, "{}", saved.body);
+        }
+    };
+    // Polled: the change reaches the proxy through the decisions topic.
+    let until = |want: u16, what: &'static str| {
+        let (proxy, key) = (&proxy, &key);
+        async move {
+            let deadline = Instant::now() + crate::support::PATIENCE;
+            while proxy.chat(key, "mock-race", &[]).await.status() != want {
+                assert!(Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    set_limit("100").await;
     assert_eq!(admin.csv("/admin/budgets.csv").await[1][5], "100");
-    let deadline = Instant::now() + crate::support::PATIENCE;
-    while proxy.chat(&key, "mock-race", &[]).await.status() != 200 {
-        assert!(Instant::now() < deadline, "still refused after the raise");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(200, "still refused after the raise").await;
 
     // Lowered again below what was spent: refused again.
-    let lowered = admin
-        .form(
-            &format!("/admin/budgets/{id}/edit"),
-            &[
-                ("limit_usd", "0.001"),
-                ("enforcement", "hard"),
-                ("thresholds", "80"),
-            ],
-        )
-        .await;
-    assert_eq!(lowered.status, 303, "{}", lowered.body);
-    let deadline = Instant::now() + crate::support::PATIENCE;
-    while proxy.chat(&key, "mock-race", &[]).await.status() != 429 {
-        assert!(
-            Instant::now() < deadline,
-            "still admitted after the lowering"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    set_limit("0.001").await;
+    until(429, "still admitted after the lowering").await;
 
     // Delete it: a confirmation, then the post; the proxy serves the team
     // again once the deletion reached it.
@@ -705,19 +701,7 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
         .await;
     assert_eq!(deleted.status, 303);
     assert_eq!(admin.csv("/admin/budgets.csv").await.len(), 1);
-    let deadline = Instant::now() + crate::support::PATIENCE;
-    loop {
-        let response = proxy.chat(&key, "mock-race", &[]).await;
-        if response.status() == 200 {
-            break;
-        }
-        assert_eq!(response.status(), 429, "refused for another reason");
-        assert!(
-            Instant::now() < deadline,
-            "still refused after the deletion"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(200, "still refused after the deletion").await;
 
     // A key made on the page calls through the proxy until it is revoked
     // on the page; then the proxy refuses it (401) once its cached answer
