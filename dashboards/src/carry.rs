@@ -6,7 +6,8 @@
 //! `datetime-local` — so a link carries only what its target understands,
 //! and the window translated into the target's form.
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use tollgate_queries::params::parse_any_time as parse_any;
 
 use crate::sre_form::{form_time, RANGES};
 
@@ -135,27 +136,6 @@ enum Asked {
     Preset(&'static str, i64),
     /// A custom window (`to` absent: now).
     Span(DateTime<Utc>, Option<DateTime<Utc>>),
-}
-
-/// A time as any page writes it: RFC 3339, `datetime-local` (UTC), or a
-/// date (its midnight, UTC).
-fn parse_any(text: &str) -> Option<DateTime<Utc>> {
-    let text = text.trim();
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .ok()
-        .or_else(|| {
-            ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
-                .iter()
-                .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-                .map(|t| t.and_utc())
-        })
-        .or_else(|| {
-            NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|t| t.and_utc())
-        })
 }
 
 fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -407,19 +407,7 @@ async fn a_key_created_on_the_page_sends_events_until_it_is_revoked_there() {
     assert_eq!(row[5], "");
 
     // Revoke it on the page: a confirmation, then the post.
-    let (status, keys) = admin
-        .api(reqwest::Method::GET, "/api/v1/admin/keys", None)
-        .await;
-    assert_eq!(status, 200);
-    let id = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["prefix"] == prefix.as_str())
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = key_id(&admin, &prefix).await;
     let confirm = admin.page(&format!("/admin/keys/{id}/revoke")).await;
     assert!(confirm.contains(&format!("Revoke {prefix}")));
     let no_token = admin
@@ -517,6 +505,22 @@ async fn a_key_created_on_the_page_sends_events_until_it_is_revoked_there() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
+}
+
+/// The id of the key with `prefix`, as the admin API lists it.
+async fn key_id(admin: &Pages, prefix: &str) -> String {
+    let (status, keys) = admin
+        .api(reqwest::Method::GET, "/api/v1/admin/keys", None)
+        .await;
+    assert_eq!(status, 200, "{keys}");
+    keys.as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["prefix"] == prefix)
+        .unwrap_or_else(|| panic!("no key {prefix} in {keys}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Prices of the proxy's `mock-race` model: $0.000001 per input token,
@@ -717,18 +721,7 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
     let prefix = text_of(&created.body, "key-prefix");
     let answered = proxy.chat(&secret, "mock-race", &[]).await;
     assert_eq!(answered.status(), 200, "{:?}", answered.text().await);
-    let (_, keys) = admin
-        .api(reqwest::Method::GET, "/api/v1/admin/keys", None)
-        .await;
-    let key_id = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["prefix"] == prefix.as_str())
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key_id = key_id(&admin, &prefix).await;
     let revoked = admin
         .form(&format!("/admin/keys/{key_id}/revoke"), &[])
         .await;
