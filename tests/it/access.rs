@@ -342,6 +342,20 @@ async fn every_route_requires_identity_role_and_org() {
     let table: Vec<Value> =
         serde_json::from_str(&env.run(&["routes", "--json"])).expect("tollgate routes --json");
     assert!(table.len() > 60, "{} routes", table.len());
+    let methods_of =
+        |path: &str| table.iter().find(|r| r["path"] == path).unwrap()["methods"].clone();
+    assert_eq!(
+        methods_of("/api/v1/alerts/rules/{id}"),
+        json!(["GET", "PUT", "DELETE"])
+    );
+    assert_eq!(
+        methods_of("/api/v1/alerts/silences/{id}"),
+        json!(["GET", "DELETE"])
+    );
+    assert_eq!(
+        methods_of("/sre/alerts/rules/{id}/edit"),
+        json!(["GET", "POST"])
+    );
     // The changes with a JSON body, as acme's would-be edit of globex's
     // object (a valid body: only the object's org can refuse it).
     let rule_spec = json!({
