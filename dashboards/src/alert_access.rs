@@ -16,7 +16,6 @@ use tollgate_control::alerts::{AlertStore, AlertStoreError};
 use tollgate_queries::InvalidParameter;
 
 use crate::layout::{render, Section};
-use crate::sre_form::{sre_nav, NavLink};
 use crate::DashboardState;
 
 /// Where the alerting pages live.
@@ -155,7 +154,6 @@ pub fn store_failed(err: AlertStoreError) -> Response {
 #[template(path = "sre_alerts_message.html")]
 struct MessagePage {
     section: Section,
-    nav: Vec<NavLink>,
     title: &'static str,
     message: String,
 }
@@ -166,7 +164,6 @@ pub fn message(status: StatusCode, title: &'static str, message: String) -> Resp
         status,
         &MessagePage {
             section: Section::Sre,
-            nav: sre_nav(AREA.path),
             title,
             message,
         },

@@ -24,6 +24,7 @@ use tollgate_queries::cost::{
 use tollgate_queries::overview::{self, CostOverview};
 use tollgate_queries::{statement, InvalidParameter, ReadModelError, Table};
 
+use crate::carry;
 use crate::display::{Cost, Count, Figure, Instant, Money, Percent, TokenCount};
 use crate::layout::{render, Section};
 use crate::DashboardState;
@@ -84,6 +85,9 @@ pub struct CostPage {
     pub total: Option<TableRow>,
     pub csv_url: String,
     pub json_url: String,
+    /// The statement and budgets pages, with the filters they read.
+    pub statement_url: String,
+    pub budgets_url: String,
     pub chart_json: String,
     pub error: Option<String>,
     /// `group_by` without its tag, and whether it is the current one.
@@ -378,6 +382,8 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
         total,
         csv_url: format!("/finance/cost.csv?{qs}"),
         json_url: format!("/api/v1/reports/cost?{qs}"),
+        statement_url: carry::href("/finance/statement", "/finance/cost", &pairs, Utc::now()),
+        budgets_url: carry::href("/finance/budgets", "/finance/cost", &pairs, Utc::now()),
         // `</` cannot end the script element early once escaped.
         chart_json: chart.to_string().replace("</", "<\\/"),
         error,
@@ -611,6 +617,10 @@ pub struct StatementPage {
     pub section: Section,
     pub team: String,
     pub month: String,
+    /// The org asked for (kept by the form and the links), or empty.
+    pub org: String,
+    /// The cost page of the statement's team and month.
+    pub cost_url: String,
     pub rows: Vec<StatementRow>,
     pub total: Option<StatementRow>,
     pub savings: Option<Money>,
@@ -620,23 +630,27 @@ pub struct StatementPage {
 }
 
 impl StatementPage {
-    /// The form for `team` and `month`, without a statement.
-    fn empty(team: &str, month: &str) -> Self {
+    /// The form for `team`, `month` and `org` (empty: none), without a
+    /// statement.
+    fn empty(team: &str, month: &str, org: &str) -> Self {
+        let mut pairs = vec![
+            ("team".to_string(), team.to_string()),
+            ("month".to_string(), month.to_string()),
+        ];
+        if !org.is_empty() {
+            pairs.push(("org".into(), org.to_string()));
+        }
         Self {
             section: Section::Finance,
             team: team.to_string(),
             month: month.to_string(),
+            org: org.to_string(),
+            cost_url: carry::href("/finance/cost", "/finance/statement", &pairs, Utc::now()),
             rows: Vec::new(),
             total: None,
             savings: None,
             forecast: None,
-            csv_url: format!(
-                "/finance/statement.csv?{}",
-                query_string(&[
-                    ("team".into(), team.to_string()),
-                    ("month".into(), month.to_string())
-                ])
-            ),
+            csv_url: format!("/finance/statement.csv?{}", query_string(&pairs)),
             error: None,
         }
     }
@@ -717,7 +731,12 @@ pub async fn statement_page(
         ),
         Err(_) => (String::new(), String::new()),
     };
-    let mut page = StatementPage::empty(&team, &month);
+    let org = pairs
+        .iter()
+        .find(|(k, _)| k == "org")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    let mut page = StatementPage::empty(&team, &month, org);
     if team.is_empty() && parsed.is_ok() {
         page.error = Some("Choose a team.".into());
         return render(StatusCode::OK, &page);
@@ -781,6 +800,27 @@ pub struct BudgetsPage {
     pub section: Section,
     pub rows: Vec<BudgetRow>,
     pub error: Option<String>,
+    pub links: BudgetsLinks,
+}
+
+/// The budgets page's links, with the filters each target reads.
+pub struct BudgetsLinks {
+    pub csv: String,
+    pub json: String,
+    pub cost: String,
+    pub statement: String,
+}
+
+impl BudgetsLinks {
+    fn of(pairs: &[(String, String)]) -> Self {
+        let link = |target| carry::href(target, "/finance/budgets", pairs, Utc::now());
+        Self {
+            csv: link("/finance/budgets.csv"),
+            json: link("/api/v1/finance/budgets"),
+            cost: link("/finance/cost"),
+            statement: link("/finance/statement"),
+        }
+    }
 }
 
 /// One budget's running period: the columns of the budgets CSV
@@ -800,7 +840,10 @@ pub struct BudgetRow {
 }
 
 /// The budgets page of `statuses`.
-fn budgets_view(statuses: &[tollgate_control::budgets::BudgetStatus]) -> BudgetsPage {
+fn budgets_view(
+    statuses: &[tollgate_control::budgets::BudgetStatus],
+    links: BudgetsLinks,
+) -> BudgetsPage {
     let rows = statuses
         .iter()
         .map(|s| BudgetRow {
@@ -821,19 +864,27 @@ fn budgets_view(statuses: &[tollgate_control::budgets::BudgetStatus]) -> Budgets
         section: Section::Finance,
         rows,
         error: None,
+        links,
     }
 }
 
 /// `GET /finance/budgets`: every budget, spend of the running period, state.
-pub async fn budgets_page(State(state): State<DashboardState>, identity: Identity) -> Response {
+pub async fn budgets_page(
+    State(state): State<DashboardState>,
+    identity: Identity,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    let links = BudgetsLinks::of(&pairs);
     match read_budgets(&state, &identity).await {
-        Ok(statuses) => render(StatusCode::OK, &budgets_view(&statuses)),
+        Ok(statuses) => render(StatusCode::OK, &budgets_view(&statuses, links)),
         Err((status, message)) => render(
             status,
             &BudgetsPage {
                 section: Section::Finance,
                 rows: Vec::new(),
                 error: Some(message),
+                links,
             },
         ),
     }
@@ -1019,7 +1070,7 @@ mod tests {
     #[test]
     fn statement_page_snapshot() {
         let page = statement_view(
-            StatementPage::empty("team-search", "2026-03"),
+            StatementPage::empty("team-search", "2026-03", ""),
             &samples::statement(),
         );
         insta::assert_snapshot!(page.render().unwrap());
@@ -1028,7 +1079,9 @@ mod tests {
     /// The budgets page of the sample budgets.
     #[test]
     fn budgets_page_snapshot() {
-        insta::assert_snapshot!(budgets_view(&samples::budgets()).render().unwrap());
+        insta::assert_snapshot!(budgets_view(&samples::budgets(), BudgetsLinks::of(&[]))
+            .render()
+            .unwrap());
     }
 
     /// The sample burn-down's page: summary, chart data and table.

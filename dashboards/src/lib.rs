@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod alert_access;
 pub mod assets;
+pub mod carry;
 pub mod compliance;
 pub mod display;
 pub mod finance;

@@ -1,12 +1,14 @@
 //! One navigation for every page: the areas the signed-in caller may open
 //! (Overview, SRE, Finance, Compliance, Admin), the org switcher for people
-//! who see several orgs, and sign-out. Links carry the current filters
-//! (`org`, `from`, `to`).
+//! who see several orgs, and sign-out; and the sub-navigation of the SRE
+//! and Admin areas. Links carry the current filters each target reads
+//! ([`crate::carry`]).
 //!
-//! Pages do not build it: `base.html` holds a marker the [`inject`] layer
-//! replaces with the navigation of the identity the gate admitted (it
-//! rides on the response), so no page can forget it or show a link its
-//! reader may not open.
+//! Pages do not build them: `base.html` holds a marker the [`inject`]
+//! layer replaces with the navigation of the identity the gate admitted
+//! (it rides on the response), so no page can forget it or show a link
+//! its reader may not open; `sre_nav.html` and `admin_nav.html` hold the
+//! sub-navigation's marker.
 
 use askama::Template;
 use axum::body::Body;
@@ -14,13 +16,16 @@ use axum::extract::Request;
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use tollgate_access::{Identity, ADMINS, AUDITORS, COST_READERS, READERS};
 use tollgate_control::accounts::Role;
 
+use crate::carry;
+
 /// The marker in `base.html`.
 const MARKER: &str = "<!--tollgate:nav-->";
-/// Filters a navigation link carries over.
-const CARRIED: [&str; 3] = ["org", "from", "to"];
+/// The marker in `sre_nav.html` and `admin_nav.html`.
+const SUBNAV_MARKER: &str = "<!--tollgate:subnav-->";
 /// The largest page the layer rewrites.
 const MAX_PAGE_BYTES: usize = 32 << 20;
 
@@ -57,29 +62,80 @@ const AREAS: [(&str, &str, &str, &[Role]); 5] = [
     ("Admin", "/admin", "/admin", ADMINS),
 ];
 
+/// A sub-navigation: path prefix, label, pages `(path, label)` in order.
+type Area = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+const SUBNAVS: [Area; 2] = [
+    (
+        "/sre",
+        "SRE pages",
+        &[
+            ("/sre/latency", "Latency"),
+            ("/sre/errors", "Errors"),
+            ("/sre/breakers", "Breakers"),
+            ("/sre/alerts", "Alerts"),
+        ],
+    ),
+    (
+        "/admin",
+        "Admin pages",
+        &[
+            ("/admin/users", "People"),
+            ("/admin/keys", "API keys"),
+            ("/admin/budgets", "Budgets"),
+            ("/admin/prices", "Prices"),
+        ],
+    ),
+];
+
+/// Whether `path` is the page `href` or one below it.
+fn under(path: &str, href: &str) -> bool {
+    path == href || path.starts_with(&format!("{href}/"))
+}
+
+#[derive(Template)]
+#[template(path = "subnav.html")]
+pub struct SubNav {
+    pub label: &'static str,
+    pub links: Vec<NavLink>,
+}
+
+impl SubNav {
+    /// The sub-navigation of the area of `path` (none outside SRE and
+    /// Admin), its links carrying the filters of `query`.
+    pub fn for_page(path: &str, query: &[(String, String)], now: DateTime<Utc>) -> Option<Self> {
+        let (_, label, pages) = SUBNAVS.iter().find(|(prefix, _, _)| under(path, prefix))?;
+        Some(Self {
+            label,
+            links: pages
+                .iter()
+                .map(|(href, label)| NavLink {
+                    label,
+                    href: carry::href(href, path, query, now),
+                    active: under(path, href),
+                })
+                .collect(),
+        })
+    }
+}
+
 /// SRE pages: the reports' readers and alerting's (finance reads alerts).
 const SRE_OR_ALERTS: &[Role] = &[Role::Admin, Role::Sre, Role::Viewer, Role::Finance];
 
 impl Nav {
     /// The navigation of `identity` (none: signed out) on the page at
-    /// `path` with query pairs `query`.
+    /// `path` with query pairs `query`, at `now` (a preset window becomes
+    /// days for pages that read days).
     pub fn for_identity(
         identity: Option<&Identity>,
         path: &str,
         query: &[(String, String)],
+        now: DateTime<Utc>,
     ) -> Self {
-        let carried: Vec<(String, String)> = query
-            .iter()
-            .filter(|(k, v)| CARRIED.contains(&k.as_str()) && !v.is_empty())
-            .cloned()
-            .collect();
-        let with_filters = |href: &str| {
-            if carried.is_empty() {
-                href.to_string()
-            } else {
-                format!("{href}?{}", encode(&carried))
-            }
-        };
         let Some(identity) = identity else {
             return Self {
                 links: Vec::new(),
@@ -95,8 +151,8 @@ impl Nav {
             .filter(|(_, _, _, roles)| identity.org_scope(roles).is_some())
             .map(|(label, home, prefix, _)| NavLink {
                 label,
-                href: with_filters(home),
-                active: path == *prefix || path.starts_with(&format!("{prefix}/")),
+                href: carry::href(home, path, query, now),
+                active: under(path, prefix),
             })
             .collect();
         let named = identity.named_orgs();
@@ -168,14 +224,153 @@ pub async fn inject(request: Request, next: Next) -> Response {
     if !page.contains(MARKER) {
         return Response::from_parts(parts, Body::from(bytes));
     }
+    let now = Utc::now();
     let identity = parts.extensions.get::<Identity>();
-    let nav = Nav::for_identity(identity, &path, &query)
+    let nav = Nav::for_identity(identity, &path, &query, now)
         .render()
         .unwrap_or_else(|err| {
             tracing::error!(%err, "navigation rendering failed");
             String::new()
         });
-    let page = page.replacen(MARKER, &nav, 1);
+    let mut page = page.replacen(MARKER, &nav, 1);
+    if page.contains(SUBNAV_MARKER) {
+        let subnav = SubNav::for_page(&path, &query, now)
+            .map(|s| s.render())
+            .transpose()
+            .unwrap_or_else(|err| {
+                tracing::error!(%err, "sub-navigation rendering failed");
+                None
+            })
+            .unwrap_or_default();
+        page = page.replacen(SUBNAV_MARKER, &subnav, 1);
+    }
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(page))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::carry::tests::{now, pairs};
+    use tollgate_control::accounts::Grant;
+    use uuid::Uuid;
+
+    fn hrefs(links: &[NavLink]) -> Vec<(&str, &str, bool)> {
+        links
+            .iter()
+            .map(|l| (l.label, l.href.as_str(), l.active))
+            .collect()
+    }
+
+    #[test]
+    fn the_areas_carry_what_each_home_reads() {
+        let ada = Identity::user(
+            Uuid::nil(),
+            "ada@example.com",
+            "Ada",
+            vec![
+                Grant::new(Some("acme"), Role::Sre),
+                Grant::new(Some("globex"), Role::Finance),
+            ],
+            "t".into(),
+        );
+        let query = pairs(&[
+            ("range", "6h"),
+            ("provider", "openai"),
+            ("group_by", "model"),
+            ("org", "globex"),
+        ]);
+        let nav = Nav::for_identity(Some(&ada), "/sre/latency", &query, now());
+        assert_eq!(
+            hrefs(&nav.links),
+            [
+                ("Overview", "/overview?org=globex", false),
+                (
+                    "SRE",
+                    "/sre/latency?range=6h&org=globex&provider=openai&group_by=model",
+                    true
+                ),
+                (
+                    "Finance",
+                    "/finance/cost?from=2026-03-15&to=2026-03-16&org=globex&provider=openai",
+                    false
+                ),
+            ]
+        );
+        // The switcher keeps every filter and changes the org.
+        let choices: Vec<(&str, &str, bool)> = nav
+            .orgs
+            .iter()
+            .map(|o| (o.name.as_str(), o.query.as_str(), o.current))
+            .collect();
+        assert_eq!(
+            choices,
+            [
+                (
+                    "acme",
+                    "?range=6h&provider=openai&group_by=model&org=acme",
+                    false
+                ),
+                (
+                    "globex",
+                    "?range=6h&provider=openai&group_by=model&org=globex",
+                    true
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_sub_navigations_carry_the_filters_and_mark_the_page() {
+        let query = pairs(&[
+            ("range", "custom"),
+            ("from", "2026-03-01T10:00"),
+            ("to", "2026-03-01T11:00"),
+            ("team", "search"),
+            ("org", "acme"),
+        ]);
+        let sre = SubNav::for_page("/sre/errors/00000000000000ff", &query, now()).unwrap();
+        assert_eq!(sre.label, "SRE pages");
+        let window = "range=custom&from=2026-03-01T10%3A00&to=2026-03-01T11%3A00";
+        assert_eq!(
+            hrefs(&sre.links),
+            [
+                (
+                    "Latency",
+                    format!("/sre/latency?{window}&org=acme").as_str(),
+                    false
+                ),
+                (
+                    "Errors",
+                    format!("/sre/errors?{window}&org=acme&team=search").as_str(),
+                    true
+                ),
+                (
+                    "Breakers",
+                    format!("/sre/breakers?{window}").as_str(),
+                    false
+                ),
+                (
+                    "Alerts",
+                    format!("/sre/alerts?{window}&org=acme").as_str(),
+                    false
+                ),
+            ]
+        );
+        let admin =
+            SubNav::for_page("/admin/budgets/7/edit", &pairs(&[("org", "acme")]), now()).unwrap();
+        assert_eq!(
+            hrefs(&admin.links),
+            [
+                ("People", "/admin/users?org=acme", false),
+                ("API keys", "/admin/keys?org=acme", false),
+                ("Budgets", "/admin/budgets?org=acme", true),
+                ("Prices", "/admin/prices?org=acme", false),
+            ]
+        );
+        assert!(SubNav::for_page("/finance/cost", &query, now()).is_none());
+        // `/sre` is not `/sreport`.
+        assert!(SubNav::for_page("/sreport", &query, now()).is_none());
+    }
 }

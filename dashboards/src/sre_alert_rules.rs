@@ -37,7 +37,6 @@ use crate::display::{Figure, Instant, Measure};
 use crate::finance::{csv_data_url, csv_download};
 use crate::layout::{render, Section};
 use crate::sre_alerts::{transition_rows, TransitionRow};
-use crate::sre_form::{sre_nav, NavLink};
 use crate::svg::{StateSpan, ValueChart};
 use crate::DashboardState;
 
@@ -268,7 +267,6 @@ fn phase_name(p: Option<&Phase>) -> &'static str {
 #[template(path = "sre_alert_rules.html")]
 pub struct RulesPage {
     pub section: Section,
-    pub nav: Vec<NavLink>,
     pub who: String,
     pub logout: String,
     pub writes: bool,
@@ -290,7 +288,6 @@ pub async fn rules_page(State(state): State<DashboardState>, identity: Identity)
     let state_of = |id: i64| states.iter().find(|s| s.rule.id == id).map(|s| &s.phase);
     let page = RulesPage {
         section: Section::Sre,
-        nav: sre_nav(AREA.path),
         who: caller.who(),
         logout: "/logout".to_string(),
         writes: caller.writes(),
@@ -331,7 +328,6 @@ pub async fn rules_csv(State(state): State<DashboardState>, identity: Identity) 
 #[template(path = "sre_alert_rule.html")]
 pub struct RulePage {
     pub section: Section,
-    pub nav: Vec<NavLink>,
     pub who: String,
     pub logout: String,
     /// The caller may change rules: Edit and Delete are shown.
@@ -432,7 +428,6 @@ pub async fn rule_page(
     };
     let page = RulePage {
         section: Section::Sre,
-        nav: sre_nav(AREA.path),
         who: caller.who(),
         writes: caller.writes(),
         csrf: caller.csrf.clone(),
@@ -650,7 +645,6 @@ impl RuleForm {
 #[template(path = "sre_alert_rule_form.html")]
 pub struct RuleFormPage {
     pub section: Section,
-    pub nav: Vec<NavLink>,
     pub who: String,
     pub logout: String,
     pub csrf: String,
@@ -676,7 +670,6 @@ fn form_page(caller: &Caller, form: RuleForm, editing: Option<(i64, i64)>) -> Ru
         .collect();
     RuleFormPage {
         section: Section::Sre,
-        nav: sre_nav(AREA.path),
         who: caller.who(),
         logout: "/logout".to_string(),
         csrf: caller.csrf.clone(),
@@ -808,6 +801,13 @@ async fn submit(
     let saving = field(pairs, "action") == Some("save");
     if saving {
         if let Err(r) = caller.may_write("create or change alert rules") {
+            return r;
+        }
+    }
+    // Another org's rule (or none) is a 404 whatever the form holds, as
+    // on its page: the form is not even read.
+    if let Some(id) = editing {
+        if let Err(r) = load_rule(state, &caller, &id.to_string()).await {
             return r;
         }
     }

@@ -37,8 +37,8 @@ use crate::alert_access::{
 use crate::display::{Figure, Instant, Measure, Parts, Period};
 use crate::finance::csv_download;
 use crate::layout::{render, Section};
-use crate::sre_form::{choices, form_time, parse_form_time, percent_encode, sre_nav, window};
-use crate::sre_form::{Choice, NavLink, RANGES};
+use crate::sre_form::{choices, form_time, parse_form_time, percent_encode, window};
+use crate::sre_form::{Choice, RANGES};
 use crate::svg::{strips, Strip};
 use crate::DashboardState;
 
@@ -176,7 +176,6 @@ pub struct DeadLetterRow {
 #[template(path = "sre_alerts.html")]
 pub struct AlertsPage {
     pub section: Section,
-    pub nav: Vec<NavLink>,
     pub who: String,
     pub logout: String,
     pub csrf: String,
@@ -344,7 +343,6 @@ async fn alerts_page(
     let qs = query_string(&q);
     let page = AlertsPage {
         section: Section::Sre,
-        nav: sre_nav(AREA.path),
         who: caller.who(),
         logout: "/logout".to_string(),
         csrf: caller.csrf.clone(),

@@ -15,9 +15,7 @@ use tollgate_queries::{InvalidParameter, ReadModelError};
 
 use crate::display::{Count, Figure, Instant, Parts, Percent, Period};
 use crate::layout::{render, Section};
-use crate::sre_form::{
-    api_pairs, choices, form_time, percent_encode, sre_nav, Choice, NavLink, RANGES,
-};
+use crate::sre_form::{api_pairs, choices, form_time, percent_encode, Choice, RANGES};
 use crate::svg::{strips, Strip};
 use crate::DashboardState;
 
@@ -97,7 +95,6 @@ pub struct TransitionRow {
 #[template(path = "sre_breakers.html")]
 pub struct BreakersPage {
     pub section: Section,
-    pub nav: Vec<NavLink>,
     pub form: BreakersForm,
     pub ranges: Vec<Choice>,
     pub summary: Parts,
@@ -236,7 +233,6 @@ pub fn view(
     };
     BreakersPage {
         section: Section::Sre,
-        nav: sre_nav("/sre/breakers"),
         ranges: choices(RANGES.iter().map(|(v, l, _)| (*v, *l)), &form.range),
         states_csv_url: format!("{json_url}&format=csv&table=states"),
         transitions_csv_url: format!("{json_url}&format=csv&table=transitions"),

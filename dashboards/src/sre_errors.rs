@@ -22,9 +22,7 @@ use tollgate_queries::{InvalidParameter, ReadModelError};
 
 use crate::display::{Count, Figure, Instant, Millis, Money, Parts, Percent, Period};
 use crate::layout::{render, Section};
-use crate::sre_form::{
-    api_pairs, choices, form_time, percent_encode, sre_nav, Choice, NavLink, RANGES,
-};
+use crate::sre_form::{api_pairs, choices, form_time, percent_encode, Choice, RANGES};
 use crate::trace_link::TraceLinks;
 use crate::DashboardState;
 
@@ -277,7 +275,6 @@ fn names(names: &[String], count: u64) -> String {
 #[template(path = "sre_errors.html")]
 pub struct ErrorsPage {
     pub section: Section,
-    pub nav: Vec<NavLink>,
     pub form: ErrorsForm,
     pub ranges: Vec<Choice>,
     pub summary: Parts,
@@ -331,7 +328,6 @@ pub fn list_view(
     };
     ErrorsPage {
         section: Section::Sre,
-        nav: sre_nav("/sre/errors"),
         ranges: choices(RANGES.iter().map(|(v, l, _)| (*v, *l)), &form.range),
         csv_url: csv_url(&json_url),
         json_url,
@@ -382,7 +378,6 @@ pub struct RecoveryView {
 #[template(path = "sre_error_pattern.html")]
 pub struct PatternPage {
     pub section: Section,
-    pub nav: Vec<NavLink>,
     pub form: ErrorsForm,
     pub ranges: Vec<Choice>,
     pub action: String,
@@ -464,7 +459,6 @@ pub fn pattern_view(
     };
     PatternPage {
         section: Section::Sre,
-        nav: sre_nav("/sre/errors"),
         ranges: choices(RANGES.iter().map(|(v, l, _)| (*v, *l)), &form.range),
         action: format!("/sre/errors/{}", percent_encode(signature)),
         back_url: format!("/sre/errors?{qs}"),

@@ -1,39 +1,10 @@
 //! What the SRE pages share: the time-range presets and the custom
 //! window of their filter forms (UTC `datetime-local` inputs), menu
-//! choices, the sub-navigation between Latency, Errors, Breakers and
-//! Alerts, and
-//! number formatting.
+//! choices and number formatting. Their sub-navigation is
+//! [`crate::nav`]'s.
 
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use tollgate_queries::InvalidParameter;
-
-/// The SRE pages, in the sub-navigation's order: `(path, label)`.
-pub const SRE_PAGES: [(&str, &str); 4] = [
-    ("/sre/latency", "Latency"),
-    ("/sre/errors", "Errors"),
-    ("/sre/breakers", "Breakers"),
-    ("/sre/alerts", "Alerts"),
-];
-
-/// One link of the SRE sub-navigation.
-#[derive(Debug, Clone)]
-pub struct NavLink {
-    pub href: &'static str,
-    pub label: &'static str,
-    pub active: bool,
-}
-
-/// The sub-navigation with `current` (a path of [`SRE_PAGES`]) marked.
-pub fn sre_nav(current: &str) -> Vec<NavLink> {
-    SRE_PAGES
-        .iter()
-        .map(|(href, label)| NavLink {
-            href,
-            label,
-            active: *href == current,
-        })
-        .collect()
-}
 
 /// The window of a form's `range` preset, or of its custom `from` / `to`
 /// (`to` empty: now).

@@ -27,9 +27,7 @@ use tollgate_queries::{
 
 use crate::display::{Count, Figure, Instant, Millis, Parts, Percent, Period, Rate};
 use crate::layout::{render, Section};
-use crate::sre_form::{
-    choices, form_time, percent_encode, sre_nav, window, Choice, NavLink, RANGES,
-};
+use crate::sre_form::{choices, form_time, percent_encode, window, Choice, RANGES};
 use crate::trace_link::TraceLinks;
 use crate::DashboardState;
 
@@ -202,7 +200,6 @@ const TTFT_CHARTS: [(&str, &str, Metric); 3] = [
 #[template(path = "sre_latency.html")]
 pub struct LatencyPage {
     pub section: Section,
-    pub nav: Vec<NavLink>,
     pub form: FormState,
     pub ranges: Vec<Choice>,
     pub providers: Vec<Choice>,
@@ -354,7 +351,6 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
     let totals_csv_url = totals_csv_url(&form);
     LatencyPage {
         section: Section::Sre,
-        nav: sre_nav("/sre/latency"),
         form,
         ranges,
         providers: provider_choices,
@@ -952,7 +948,8 @@ mod tests {
             html.contains("href=\"/static/chart.umd.js\"")
                 || html.contains("src=\"/static/chart.umd.js\"")
         );
-        assert!(html.contains("class=\"active\""));
+        // The sub-navigation is the navigation layer's.
+        assert!(html.contains("<!--tollgate:subnav-->"));
         assert!(
             html.contains("&#38;provider=openai") || html.contains("&amp;provider=openai"),
             "json link"

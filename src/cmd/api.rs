@@ -80,6 +80,7 @@ pub fn print_routes(config: &Config, json: bool) -> anyhow::Result<()> {
                 "read": names(r.access.read),
                 "write": names(r.access.write),
                 "org": format!("{:?}", r.access.org).to_lowercase(),
+                "methods": r.methods,
             })
         })
         .collect();

@@ -2,8 +2,9 @@
 //! routes --json`, the assembly the server uses, so a new route cannot be
 //! forgotten): without identity it is a 401 (API) or a redirect to the
 //! sign-in page (pages); with a role its rule does not name, a 403; with
-//! another org's ids or `org`, a 404. And report totals seen by a caller
-//! of one org are that org's share, exactly.
+//! another org's ids or `org`, a 404 — for every method a route serves,
+//! with API keys and with a signed-in person's session alike. And report
+//! totals seen by a caller of one org are that org's share, exactly.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,21 +36,13 @@ const PUBLIC: [&str; 10] = [
     "/auth/oidc/callback",
 ];
 
-/// Routes without a GET: the method a request about an id uses.
-fn method_of(path: &str) -> Method {
-    match path {
-        "/api/v1/admin/budgets/{id}" | "/api/v1/admin/keys/{prefix}" => Method::DELETE,
-        "/api/v1/admin/prices"
-        | "/api/v1/admin/budgets"
-        | "/api/v1/alerts/backtest"
-        | "/api/v1/audit/erasures"
-        | "/sre/alerts/silences"
-        | "/sre/alerts/silences/{id}/expire"
-        | "/sre/alerts/rules/{id}/delete"
-        | "/admin/users/{id}/grants"
-        | "/admin/users/{id}/disable" => Method::POST,
-        _ => Method::GET,
-    }
+/// Who sends a request: nobody, a program's key, or a signed-in person
+/// (session cookie and its form token).
+#[derive(Debug, Clone)]
+enum Who {
+    Nobody,
+    Key(String),
+    Person { cookie: String, csrf: String },
 }
 
 struct Caller {
@@ -58,23 +51,38 @@ struct Caller {
 }
 
 impl Caller {
-    async fn send(
+    async fn send(&self, method: Method, path: &str, who: &Who) -> (StatusCode, String, String) {
+        self.send_body(method, path, who, None).await
+    }
+
+    /// `method` on `path` as `who`; a change carries `json` (else an empty
+    /// form, as a browser's form would send it).
+    async fn send_body(
         &self,
         method: Method,
         path: &str,
-        key: Option<&str>,
+        who: &Who,
+        json: Option<&Value>,
     ) -> (StatusCode, String, String) {
         let mut request = self
             .http
             .request(method.clone(), format!("{}{path}", self.base));
         if method != Method::GET {
-            // As a browser's form would send it.
-            request = request
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body("");
+            request = match json {
+                Some(body) => request.json(body),
+                None => request
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(""),
+            };
         }
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
+        match who {
+            Who::Nobody => {}
+            Who::Key(key) => request = request.bearer_auth(key),
+            Who::Person { cookie, csrf } => {
+                request = request
+                    .header("cookie", format!("tollgate_session={cookie}"))
+                    .header("x-csrf-token", csrf);
+            }
         }
         let response = request.send().await.unwrap();
         let status = response.status();
@@ -334,131 +342,82 @@ async fn every_route_requires_identity_role_and_org() {
     let table: Vec<Value> =
         serde_json::from_str(&env.run(&["routes", "--json"])).expect("tollgate routes --json");
     assert!(table.len() > 60, "{} routes", table.len());
-    let mut public = BTreeSet::new();
-    let mut checked = 0;
-    for route in &table {
-        let path = route["path"].as_str().unwrap();
-        if route["public"] == true {
-            public.insert(path.to_string());
-            continue;
-        }
-        let concrete = if path.contains('{') {
-            globex_ids
-                .get(path)
-                .or(other_params.get(path).map(|p| p.to_string()).as_ref())
-                .cloned()
-                .unwrap_or_else(|| {
-                    panic!("route {path} has a parameter: give it a sample in this test")
-                })
-        } else {
-            path.to_string()
-        };
-        let names = |key: &str| -> Vec<String> {
-            route[key]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap().to_string())
-                .collect()
-        };
-        let (read, write) = (names("read"), names("write"));
-        let is_api = path.starts_with("/api/");
+    let methods_of =
+        |path: &str| table.iter().find(|r| r["path"] == path).unwrap()["methods"].clone();
+    assert_eq!(
+        methods_of("/api/v1/alerts/rules/{id}"),
+        json!(["GET", "PUT", "DELETE"])
+    );
+    assert_eq!(
+        methods_of("/api/v1/alerts/silences/{id}"),
+        json!(["GET", "DELETE"])
+    );
+    assert_eq!(
+        methods_of("/sre/alerts/rules/{id}/edit"),
+        json!(["GET", "POST"])
+    );
+    // The changes with a JSON body, as acme's would-be edit of globex's
+    // object (a valid body: only the object's org can refuse it).
+    let rule_spec = json!({
+        "org_id": "acme", "name": "not yours",
+        "signal": {"kind": "error_rate", "provider": "openai", "above_percent": "5", "window_secs": 300},
+        "for_secs": 120, "severity": "critical",
+    });
+    let receiver_spec = json!({"org_id": "acme", "name": "not yours", "kind": "webhook",
+        "url": "https://hooks.example.com/y", "signing_secret": "0123456789abcdef0123456789abcdef"});
+    let bodies: BTreeMap<(&str, Method), Value> = [
+        (
+            ("/api/v1/alerts/rules/{id}", Method::PUT),
+            json!({"version": 1, "rule": rule_spec}),
+        ),
+        (
+            ("/api/v1/alerts/receivers/{id}", Method::PUT),
+            json!({"version": 1, "receiver": receiver_spec}),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let walk = Walk {
+        api: &api,
+        table: &table,
+        globex_ids: &globex_ids,
+        other_params: &other_params,
+        bodies: &bodies,
+    };
 
-        // 1. Without identity: 401, or the sign-in page for a page.
-        let (status, location, body) = api.send(Method::GET, &concrete, None).await;
-        if is_api {
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "GET {concrete}: {body}");
-        } else {
-            assert_eq!(status, StatusCode::SEE_OTHER, "GET {concrete}: {body}");
-            assert!(
-                location.starts_with("/login?next="),
-                "GET {concrete} -> {location}"
-            );
-        }
-        let (status, _, body) = api.send(Method::POST, &concrete, None).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "POST {concrete}: {body}");
-
-        // 2. A program key with no reader role, and a role the rule does
-        // not name: 403.
-        let (status, _, body) = api.send(Method::GET, &concrete, Some(&ingest)).await;
+    // With API keys.
+    let keys: BTreeMap<&str, Who> = acme
+        .iter()
+        .map(|(role, key)| (*role, Who::Key(key.clone())))
+        .collect();
+    let (public, checked) = walk.run(&keys, Some(&Who::Key(ingest.clone()))).await;
+    // With the session of a person of each role in acme.
+    let mut people = BTreeMap::new();
+    for role in ROLES {
+        let email = format!("{role}@acme.example");
+        crate::sign_in::create_user(&env, &email, &[&format!("acme:{role}")]);
+        let mut browser = crate::sign_in::Browser::new(api.base.clone());
+        let answer = browser
+            .sign_in(&email, crate::sign_in::PASSWORD, "/overview")
+            .await;
         assert_eq!(
-            status,
-            StatusCode::FORBIDDEN,
-            "GET {concrete} as ingest: {body}"
+            answer.status,
+            StatusCode::SEE_OTHER,
+            "{role}: {}",
+            answer.body
         );
-        if let Some(role) = ROLES.iter().find(|r| !read.iter().any(|x| x == *r)) {
-            let (status, _, body) = api.send(Method::GET, &concrete, Some(&acme[role])).await;
-            assert_eq!(
-                status,
-                StatusCode::FORBIDDEN,
-                "GET {concrete} as {role}: {body}"
-            );
-        }
-        if let Some(role) = ROLES
-            .iter()
-            .find(|r| read.iter().any(|x| x == *r) && !write.iter().any(|x| x == *r))
-        {
-            let (status, _, body) = api.send(Method::POST, &concrete, Some(&acme[role])).await;
-            assert_eq!(
-                status,
-                StatusCode::FORBIDDEN,
-                "POST {concrete} as {role}: {body}"
-            );
-        }
-
-        // A reader pinned to its org is served (a page or report that
-        // cannot take the org it is pinned to would refuse them).
-        if method_of(path) == Method::GET {
-            let reader = read.first().map(|r| acme[r.as_str()].clone()).unwrap();
-            let (status, _, body) = api.send(Method::GET, &concrete, Some(&reader)).await;
-            assert!(
-                !(status == StatusCode::BAD_REQUEST && body.contains("org")),
-                "GET {concrete} as an acme reader: {status} {body}"
-            );
-            assert_ne!(
-                status,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "GET {concrete}: {body}"
-            );
-        }
-
-        // 3. Another org: a 404, never a row.
-        let reader = read.first().map(|r| acme[r.as_str()].clone()).unwrap();
-        match route["org"].as_str().unwrap() {
-            "query" | "handler" => {
-                let sep = if concrete.contains('?') { '&' } else { '?' };
-                let (status, _, body) = api
-                    .send(
-                        Method::GET,
-                        &format!("{concrete}{sep}org=globex"),
-                        Some(&reader),
-                    )
-                    .await;
-                assert_eq!(
-                    status,
-                    StatusCode::NOT_FOUND,
-                    "GET {concrete}?org=globex: {body}"
-                );
-                if globex_ids.contains_key(path) {
-                    let method = method_of(path);
-                    let key = if method == Method::GET {
-                        reader.clone()
-                    } else {
-                        acme[write.first().map(String::as_str).unwrap_or("admin")].clone()
-                    };
-                    let (status, _, body) = api.send(method.clone(), &concrete, Some(&key)).await;
-                    assert_eq!(
-                        status,
-                        StatusCode::NOT_FOUND,
-                        "{method} {concrete} (globex's) as acme: {body}"
-                    );
-                    assert!(!body.contains("globex") || body.contains("no "), "{body}");
-                }
-            }
-            _ => {}
-        }
-        checked += 1;
+        let page = browser.get("/overview").await;
+        assert_eq!(page.status, StatusCode::OK, "{role}: {}", page.body);
+        people.insert(
+            role,
+            Who::Person {
+                cookie: browser.cookie.clone().unwrap(),
+                csrf: crate::sign_in::csrf_of(&page.body),
+            },
+        );
     }
+    let (_, checked_signed_in) = walk.run(&people, None).await;
+    assert_eq!(checked_signed_in, checked, "the same routes with sessions");
     let expected_public: BTreeSet<String> = PUBLIC.iter().map(|p| p.to_string()).collect();
     assert_eq!(public, expected_public, "public routes");
     assert!(checked > 55, "{checked} routes checked");
@@ -488,7 +447,11 @@ async fn every_route_requires_identity_role_and_org() {
         let api = &api;
         async move {
             let (status, _, body) = api
-                .send(Method::GET, "/api/v1/reports/cost?group_by=", Some(&key))
+                .send(
+                    Method::GET,
+                    "/api/v1/reports/cost?group_by=",
+                    &Who::Key(key),
+                )
                 .await;
             assert_eq!(status, StatusCode::OK, "{body}");
             serde_json::from_str::<Value>(&body).unwrap()
@@ -509,8 +472,327 @@ async fn every_route_requires_identity_role_and_org() {
         .send(
             Method::GET,
             "/api/v1/reports/latency?group_by=org",
-            Some(&acme["sre"]),
+            &Who::Key(acme["sre"].clone()),
         )
         .await;
     assert!(body.contains("acme") && !body.contains("globex"), "{body}");
+}
+
+/// The walk of every route of the table with one kind of credentials.
+struct Walk<'a> {
+    api: &'a Caller,
+    table: &'a [Value],
+    /// Concrete paths with globex's ids, by route.
+    globex_ids: &'a BTreeMap<&'a str, String>,
+    /// Concrete paths of routes whose parameter is no org's object.
+    other_params: &'a BTreeMap<&'a str, &'a str>,
+    /// JSON bodies of the changes that take one, by route and method.
+    bodies: &'a BTreeMap<(&'a str, Method), Value>,
+}
+
+impl Walk<'_> {
+    /// Walk every route and every method it serves with `acme` (a caller
+    /// of each role, pinned to acme) and `no_reader` (a caller with no
+    /// reader role, if any): the public routes seen and the number of
+    /// routes checked.
+    async fn run(
+        &self,
+        acme: &BTreeMap<&str, Who>,
+        no_reader: Option<&Who>,
+    ) -> (BTreeSet<String>, usize) {
+        let api = self.api;
+        let mut public = BTreeSet::new();
+        let mut checked = 0;
+        for route in self.table {
+            let path = route["path"].as_str().unwrap();
+            if route["public"] == true {
+                public.insert(path.to_string());
+                continue;
+            }
+            let concrete = if path.contains('{') {
+                self.globex_ids
+                    .get(path)
+                    .cloned()
+                    .or(self.other_params.get(path).map(|p| p.to_string()))
+                    .unwrap_or_else(|| {
+                        panic!("route {path} has a parameter: give it a sample in this test")
+                    })
+            } else {
+                path.to_string()
+            };
+            let names = |key: &str| -> Vec<String> {
+                route[key]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{path}: no {key} in {route}"))
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect()
+            };
+            let (read, write) = (names("read"), names("write"));
+            let methods: Vec<Method> = names("methods")
+                .iter()
+                .map(|m| Method::from_bytes(m.as_bytes()).unwrap())
+                .collect();
+            assert!(!methods.is_empty(), "{path} serves no method");
+            let is_api = path.starts_with("/api/");
+            let reader = &acme[read.first().map(String::as_str).unwrap()];
+            for method in &methods {
+                let is_read = *method == Method::GET;
+                let needs = if is_read { &read } else { &write };
+                let body = self.bodies.get(&(path, method.clone()));
+                let send = |method: Method, url: String, who: Who| async move {
+                    api.send_body(method, &url, &who, body).await
+                };
+
+                // 1. Without identity: 401, or the sign-in page for a page.
+                let (status, location, text) =
+                    send(method.clone(), concrete.clone(), Who::Nobody).await;
+                if is_read && !is_api {
+                    assert_eq!(status, StatusCode::SEE_OTHER, "GET {concrete}: {text}");
+                    assert!(
+                        location.starts_with("/login?next="),
+                        "GET {concrete} -> {location}"
+                    );
+                } else {
+                    assert_eq!(
+                        status,
+                        StatusCode::UNAUTHORIZED,
+                        "{method} {concrete}: {text}"
+                    );
+                }
+
+                // 2. A caller with no reader role, and a role the rule
+                // does not name for this method: 403.
+                if let Some(who) = no_reader {
+                    let (status, _, text) =
+                        send(method.clone(), concrete.clone(), who.clone()).await;
+                    assert_eq!(
+                        status,
+                        StatusCode::FORBIDDEN,
+                        "{method} {concrete} with no reader role: {text}"
+                    );
+                }
+                if let Some(role) = ROLES.iter().find(|r| !needs.iter().any(|x| x == *r)) {
+                    let (status, _, text) =
+                        send(method.clone(), concrete.clone(), acme[role].clone()).await;
+                    assert_eq!(
+                        status,
+                        StatusCode::FORBIDDEN,
+                        "{method} {concrete} as {role}: {text}"
+                    );
+                }
+
+                // A reader pinned to its org is served (a page or report
+                // that cannot take the org it is pinned to would refuse
+                // them).
+                if is_read {
+                    let (status, _, text) =
+                        send(Method::GET, concrete.clone(), reader.clone()).await;
+                    assert!(
+                        !(status == StatusCode::BAD_REQUEST && text.contains("org")),
+                        "GET {concrete} as an acme reader: {status} {text}"
+                    );
+                    assert_ne!(
+                        status,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "GET {concrete}: {text}"
+                    );
+                }
+
+                // 3. Another org, with the role this method needs: a 404,
+                // never a row nor a change.
+                let Some(role) = needs.first() else {
+                    continue;
+                };
+                let who = acme[role.as_str()].clone();
+                if !matches!(route["org"].as_str().unwrap(), "query" | "handler") {
+                    continue;
+                }
+                let sep = if concrete.contains('?') { '&' } else { '?' };
+                let (status, _, text) = send(
+                    method.clone(),
+                    format!("{concrete}{sep}org=globex"),
+                    who.clone(),
+                )
+                .await;
+                assert_eq!(
+                    status,
+                    StatusCode::NOT_FOUND,
+                    "{method} {concrete}?org=globex as acme's {role}: {text}"
+                );
+                if self.globex_ids.contains_key(path) {
+                    let (status, _, text) = send(method.clone(), concrete.clone(), who).await;
+                    assert_eq!(
+                        status,
+                        StatusCode::NOT_FOUND,
+                        "{method} {concrete} (globex's) as acme's {role}: {text}"
+                    );
+                    assert!(!text.contains("globex") || text.contains("no "), "{text}");
+                }
+            }
+            checked += 1;
+        }
+        (public, checked)
+    }
+}
+
+/// The `href` of the element with `id` in `page` (entities decoded).
+fn href_of(page: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\" href=\"");
+    let at = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no #{id} link in the page"));
+    let rest = &page[at + marker.len()..];
+    decode_entities(&rest[..rest.find('"').unwrap()])
+}
+
+/// The `href` of the navigation link labelled `label` (`>label</a>`).
+fn nav_href(page: &str, label: &str) -> String {
+    let end = page
+        .find(&format!(">{label}</a>"))
+        .unwrap_or_else(|| panic!("no {label} link in the page"));
+    let start = page[..end].rfind("href=\"").unwrap() + "href=\"".len();
+    let href = &page[start..end];
+    decode_entities(&href[..href.find('"').unwrap()])
+}
+
+fn decode_entities(text: &str) -> String {
+    text.replace("&#38;", "&").replace("&amp;", "&")
+}
+
+/// CSV rows (without the header) as maps of column to value.
+fn csv_rows(text: &str) -> Vec<BTreeMap<String, String>> {
+    let rows = crate::admin_pages::csv_rows(text);
+    let (headers, rows) = rows.split_first().unwrap();
+    rows.iter()
+        .filter(|r| r.len() > 1 || !r[0].is_empty())
+        .map(|r| headers.iter().cloned().zip(r.iter().cloned()).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn links_keep_the_org_and_the_filters_each_page_reads() {
+    let mut env = TestEnv::new("access_links").await;
+    env.process_events(&seed()).await;
+    env.wait_for_cost_rollup().await;
+    env.start_api().await;
+    let admin = Who::Key(env.admin_key.clone().unwrap());
+    let api = Caller {
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        base: env.direct_api_url(),
+    };
+    for (org, team, limit) in [("acme", "search", "100"), ("globex", "ads", "250")] {
+        let Who::Key(key) = &admin else {
+            unreachable!()
+        };
+        api.post_json(
+            "/api/v1/admin/budgets",
+            key,
+            &json!({"subject_kind": "team", "subject_id": team, "limit_usd": limit, "org_id": org}),
+        )
+        .await;
+    }
+    let open = |path: String| {
+        let (api, admin) = (&api, &admin);
+        async move {
+            let (status, _, body) = api.send(Method::GET, &path, admin).await;
+            assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+            body
+        }
+    };
+
+    // The budgets page of globex: its CSV, JSON and cross-links keep the org.
+    let budgets = open("/finance/budgets?org=globex".into()).await;
+    assert_eq!(
+        href_of(&budgets, "csv-link"),
+        "/finance/budgets.csv?org=globex"
+    );
+    assert_eq!(
+        href_of(&budgets, "json-link"),
+        "/api/v1/finance/budgets?org=globex"
+    );
+    assert_eq!(href_of(&budgets, "cost-link"), "/finance/cost?org=globex");
+    assert_eq!(
+        href_of(&budgets, "statement-link"),
+        "/finance/statement?org=globex"
+    );
+    let rows = csv_rows(&open(href_of(&budgets, "csv-link")).await);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["subject"], "budget/team/ads", "{rows:?}");
+    assert_eq!(rows[0]["limit_usd"], "250", "{rows:?}");
+    let json: Value = serde_json::from_str(&open(href_of(&budgets, "json-link")).await).unwrap();
+    let listed = json.as_array().unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(listed.len(), 1, "{json}");
+    assert_eq!(listed[0]["subject"], "budget/team/ads", "{json}");
+
+    // An SRE page with a preset window and filters: the Finance area reads
+    // days, the Errors page the preset, Breakers has no org.
+    let now = Utc::now();
+    let latency = open(
+        "/sre/latency?range=24h&provider=openai&model=gpt-4o-mini&group_by=model&org=globex".into(),
+    )
+    .await;
+    let (from, to) = (
+        (now - chrono::Duration::hours(24)).date_naive(),
+        now.date_naive().succ_opt().unwrap(),
+    );
+    let finance = nav_href(&latency, "Finance");
+    assert_eq!(
+        finance,
+        format!("/finance/cost?from={from}&to={to}&org=globex&provider=openai&model=gpt-4o-mini")
+    );
+    assert_eq!(
+        nav_href(&latency, "Errors"),
+        "/sre/errors?range=24h&org=globex&provider=openai&model=gpt-4o-mini"
+    );
+    assert_eq!(
+        nav_href(&latency, "Breakers"),
+        "/sre/breakers?range=24h&provider=openai&model=gpt-4o-mini"
+    );
+    assert_eq!(nav_href(&latency, "Overview"), "/overview?org=globex");
+    for label in ["Errors", "Breakers", "Alerts", "Overview"] {
+        open(nav_href(&latency, label)).await;
+    }
+    // Followed: the cost page of globex's openai calls, whose CSV has
+    // globex's five calls only, and whose Budgets link keeps the org.
+    let cost = open(finance).await;
+    let rows = csv_rows(&open(href_of(&cost, "csv-link")).await);
+    let teams: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["team"].as_str(), r["calls"].as_str()))
+        .collect();
+    assert_eq!(teams, [("ads", "5"), ("total", "5")], "{rows:?}");
+    assert_eq!(rows[0]["cost_usd"], rows[1]["cost_usd"], "{rows:?}");
+    assert_eq!(
+        href_of(&cost, "budgets-link"),
+        "/finance/budgets?org=globex"
+    );
+    // The SRE page back from finance: a custom window of those days.
+    let back = nav_href(&cost, "SRE");
+    assert_eq!(
+        back,
+        format!(
+            "/sre/latency?range=custom&from={from}T00%3A00&to={to}T00%3A00&org=globex&provider=openai&model=gpt-4o-mini"
+        )
+    );
+    open(back).await;
+    // The admin sub-navigation keeps the org.
+    let admin_budgets = open("/admin/budgets?org=globex".into()).await;
+    assert_eq!(
+        nav_href(&admin_budgets, "API keys"),
+        "/admin/keys?org=globex"
+    );
+    assert_eq!(
+        href_of(&admin_budgets, "csv-link"),
+        "/admin/budgets.csv?org=globex"
+    );
+    let rows = csv_rows(&open(href_of(&admin_budgets, "csv-link")).await);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0]["org_id"].as_str(), rows[0]["subject_id"].as_str()),
+        ("globex", "ads")
+    );
 }

@@ -171,29 +171,11 @@ async fn every_page_passes_axe_with_data_in_it() {
     let base = seeded.env.direct_api_url();
     let person = create_admin(&seeded.env);
     let pages = pages(&seeded).await;
-    let mut steps = sign_in(&base, &person);
-    let signed_in = steps.len();
-    for page in &pages {
-        steps.push(Step::Goto(format!("{base}{page}")));
-        steps.push(Step::Axe);
-    }
-    let outcome = run(&steps).await.expect_ok();
-    assert_eq!(
-        outcome.step(signed_in - 1)["url"],
-        format!("{base}/overview"),
-        "signed in, the overview"
-    );
-    // Every page answered 200 (a 401 or 500 page would pass axe, but
-    // would not be the page).
-    for (i, page) in pages.iter().enumerate() {
-        let step = outcome.step(signed_in + 2 * i);
-        assert_eq!(step["status"], 200, "{page}: {step}");
-        assert_eq!(
-            outcome.step(signed_in + 1 + 2 * i)["url"],
-            format!("{base}{page}"),
-            "{page} was not redirected"
-        );
-    }
+    let signed_in = sign_in(&base, &person).len();
+    // Every page answers 200 (a 401 or 500 page would pass axe, but would
+    // not be the page).
+    let expected: Vec<(String, u16)> = pages.iter().map(|p| (p.clone(), 200)).collect();
+    let outcome = axe_pages(&base, &person, &expected).await;
     for (i, page) in pages.iter().enumerate() {
         let minor = &outcome.step(signed_in + 1 + 2 * i)["minor"];
         if minor.as_array().is_some_and(|m| !m.is_empty()) {
@@ -263,15 +245,9 @@ async fn a_silence_is_made_with_the_keyboard_alone() {
         "{clicked}"
     );
     // The silence is stored with what was typed.
-    let silences: serde_json::Value = reqwest::Client::new()
-        .get(format!("{base}/api/v1/alerts/silences"))
-        .bearer_auth(&seeded.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let silences: serde_json::Value =
+        serde_json::from_str(&read_as(&base, &seeded.admin_key, "/api/v1/alerts/silences").await)
+            .unwrap();
     let list = silences.as_array().unwrap();
     assert_eq!(list.len(), 1, "{silences}");
     assert_eq!(list[0]["org_id"], "org-a");
@@ -335,4 +311,270 @@ async fn the_sign_in_and_invitation_pages_pass_axe() {
         "serious or critical accessibility violations:\n{}",
         describe(&violations)
     );
+}
+
+/// Sign `person` in, then open each of `pages` (path, the status it
+/// answers) and run axe there. Asserts each page answered its status at
+/// its own URL, and returns the outcome.
+async fn axe_pages(
+    base: &str,
+    person: &(String, String),
+    pages: &[(String, u16)],
+) -> crate::support::browser::Outcome {
+    let mut steps = sign_in(base, person);
+    let signed_in = steps.len();
+    for (page, _) in pages {
+        steps.push(Step::Goto(format!("{base}{page}")));
+        steps.push(Step::Axe);
+    }
+    let outcome = run(&steps).await.expect_ok();
+    assert_eq!(
+        outcome.step(signed_in - 1)["url"],
+        format!("{base}/overview"),
+        "{} signed in",
+        person.0
+    );
+    for (i, (page, status)) in pages.iter().enumerate() {
+        let step = outcome.step(signed_in + 2 * i);
+        assert_eq!(step["status"], *status, "{page}: {step}");
+        assert_eq!(
+            outcome.step(signed_in + 1 + 2 * i)["url"],
+            format!("{base}{page}"),
+            "{page} was not redirected"
+        );
+    }
+    outcome
+}
+
+/// The pages the first test does not reach: the edit and confirmation
+/// pages of one object, the pages that answer a form (a key's secret
+/// shown once, an invitation sent), the message pages of each area, the
+/// gate's refusal, the org switcher of a person of two orgs, and the
+/// overview as each non-admin role sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_confirmation_message_and_other_roles_pages_pass_axe() {
+    let seeded = seeded("a11y_more").await;
+    let env = &seeded.env;
+    let base = env.direct_api_url();
+    let admin = create_admin(env);
+    let pool = sqlx::PgPool::connect(&env.pg_url).await.unwrap();
+    let budget: i64 = sqlx::query_scalar("SELECT min(id) FROM budgets")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let key: String = sqlx::query_scalar(
+        "SELECT id::text FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let rule = seeded.firing[0].0;
+    let mut violations = Vec::new();
+
+    // An admin: edit and confirmation pages, message pages.
+    let pages: Vec<(String, u16)> = vec![
+        (format!("/admin/budgets/{budget}/edit"), 200),
+        (format!("/admin/budgets/{budget}/delete"), 200),
+        (format!("/admin/keys/{key}/revoke"), 200),
+        (format!("/sre/alerts/rules/{rule}/edit"), 200),
+        // admin_message, sre_alerts_message, compliance_denied,
+        // sign_in_sso_error (no `[auth.oidc]` here).
+        ("/admin/budgets/999999/edit".into(), 404),
+        ("/sre/alerts/rules/999999".into(), 404),
+        ("/compliance/entries/search/999".into(), 404),
+        ("/auth/oidc/start".into(), 404),
+    ];
+    let outcome = axe_pages(&base, &admin, &pages).await;
+    violations.extend(outcome.violations());
+
+    // The pages that answer a form: a key's secret, an invitation sent.
+    let mut steps = sign_in(&base, &admin);
+    steps.extend([
+        Step::Goto(format!("{base}/admin/keys")),
+        Step::Fill("#key-form input[name=name]".into(), "a11y key".into()),
+        Step::SetValue("#key-form select[name=role]".into(), "ingest".into()),
+        Step::Fill("#key-form input[name=org]".into(), "org-a".into()),
+        Step::Click("#create-key".into(), true),
+        Step::ExpectText("a11y key".into()),
+        Step::Axe,
+        Step::Goto(format!("{base}/admin/users")),
+        Step::Fill(
+            "#invite-form input[name=email]".into(),
+            "eve@org-a.example".into(),
+        ),
+        Step::Fill("#invite-form input[name=org]".into(), "org-a".into()),
+        Step::SetValue("#invite-form select[name=role]".into(), "viewer".into()),
+        Step::Click("#invite".into(), true),
+        Step::ExpectText("eve@org-a.example".into()),
+        Step::Axe,
+    ]);
+    let outcome = run(&steps).await.expect_ok();
+    let clicks = outcome.all("click");
+    assert_eq!(clicks[0]["status"], 201, "the key's page: {}", clicks[0]);
+    assert_eq!(
+        clicks[1]["status"], 200,
+        "the invitation's page: {}",
+        clicks[1]
+    );
+    violations.extend(outcome.violations());
+
+    // A person of two orgs (the org switcher), refused the admin pages by
+    // the gate; and the overview of each other role.
+    use crate::sign_in::{create_user, PASSWORD};
+    // Email, grants, pages with the status each answers.
+    type Person = (&'static str, &'static [&'static str], Vec<(String, u16)>);
+    let people: [Person; 4] = [
+        (
+            "two@example.com",
+            &["org-a:viewer", "org-b:finance"],
+            vec![
+                ("/overview?org=org-a".into(), 200),
+                ("/finance/cost?org=org-b".into(), 200),
+                ("/admin/users".into(), 403),
+            ],
+        ),
+        (
+            "fin@example.com",
+            &["org-a:finance"],
+            vec![("/overview".into(), 200), ("/finance/budgets".into(), 200)],
+        ),
+        (
+            "sre@example.com",
+            &["org-a:sre"],
+            vec![("/overview".into(), 200), ("/sre/alerts".into(), 200)],
+        ),
+        (
+            "view@example.com",
+            &["org-a:viewer"],
+            vec![("/overview".into(), 200), ("/sre/latency".into(), 200)],
+        ),
+    ];
+    for (email, grants, pages) in &people {
+        create_user(env, email, grants);
+        let person = (email.to_string(), PASSWORD.to_string());
+        let outcome = axe_pages(&base, &person, pages).await;
+        if *email == "two@example.com" {
+            // The switcher is there, naming both orgs.
+            let mut steps = sign_in(&base, &person);
+            steps.extend([
+                Step::Goto(format!("{base}/overview?org=org-a")),
+                Step::Read("#org-switch".into()),
+            ]);
+            let read = run(&steps).await.expect_ok();
+            let switch = &read.all("read")[0];
+            assert_eq!(
+                switch["text"]
+                    .as_str()
+                    .unwrap()
+                    .split_whitespace()
+                    .collect::<Vec<_>>(),
+                ["org-a", "org-b"],
+                "{switch}"
+            );
+        }
+        violations.extend(outcome.violations());
+    }
+    assert!(
+        violations.is_empty(),
+        "serious or critical accessibility violations:\n{}",
+        describe(&violations)
+    );
+}
+
+/// The body of `path`, read with the API key `key`.
+async fn read_as(base: &str, key: &str, path: &str) -> String {
+    let response = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.text().await.unwrap()
+}
+
+/// Steps that Tab to `selector` and type `text` there.
+fn type_into(selector: &str, text: &str) -> [Step; 2] {
+    [Step::TabTo(selector.into()), Step::Type(text.into())]
+}
+
+/// A budget and an alert rule made with the keyboard alone: Tab to each
+/// field, type (arrow keys in a menu), Enter; no click.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_and_an_alert_rule_are_made_with_the_keyboard_alone() {
+    let seeded = seeded("a11y_forms").await;
+    let base = seeded.env.direct_api_url();
+    let person = create_admin(&seeded.env);
+    let mut steps = sign_in(&base, &person);
+    steps.push(Step::Goto(format!("{base}/admin/budgets/new")));
+    steps.extend(type_into("#budget-form input[name=org_id]", "org-a"));
+    steps.extend(type_into(
+        "#budget-form input[name=subject_id]",
+        "keyboard-team",
+    ));
+    // The period menu: monthly, then daily.
+    steps.push(Step::TabTo("#budget-form select[name=period]".into()));
+    steps.push(Step::Press("ArrowDown".into(), false));
+    steps.extend(type_into("#budget-form input[name=limit_usd]", "123.45"));
+    steps.push(Step::Press("Enter".into(), true));
+    steps.push(Step::ExpectText("keyboard-team".into()));
+    steps.push(Step::Goto(format!("{base}/sre/alerts/rules/new")));
+    steps.extend(type_into("#rule-form input[name=org_id]", "org-a"));
+    // Tab from a text field lands on the next one.
+    steps.push(Step::Press("Tab".into(), false));
+    steps.push(Step::Type("keyboard rule".into()));
+    // Enter in a field would send the form's first button (Backtest):
+    // Tab to Save and press Enter on it.
+    steps.push(Step::TabTo("#save-button".into()));
+    steps.push(Step::Press("Enter".into(), true));
+    steps.push(Step::ExpectText("keyboard rule".into()));
+    let outcome = run(&steps).await.expect_ok();
+    let presses: Vec<&serde_json::Value> = outcome
+        .all("press")
+        .into_iter()
+        .filter(|s| s.get("status").is_some())
+        .collect();
+    assert_eq!(presses.len(), 3, "{presses:?}");
+    assert_eq!(
+        presses[1]["url"],
+        format!("{base}/admin/budgets"),
+        "{}",
+        presses[1]
+    );
+    assert!(outcome.all("click").is_empty(), "nothing was clicked");
+
+    // The budget as typed: org-a's team keyboard-team, daily, $123.45.
+    let csv = read_as(&base, &seeded.admin_key, "/admin/budgets.csv").await;
+    let row: Vec<&str> = csv
+        .lines()
+        .find(|l| l.contains("keyboard-team"))
+        .unwrap_or_else(|| panic!("no keyboard-team budget:\n{csv}"))
+        .split(',')
+        .collect();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let field = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(
+        [
+            field("org_id"),
+            field("subject_kind"),
+            field("period"),
+            field("limit_usd"),
+            field("enforcement")
+        ],
+        ["org-a", "team", "daily", "123.45", "hard"]
+    );
+    // The rule as typed, with the form's default signal.
+    let rules: serde_json::Value =
+        serde_json::from_str(&read_as(&base, &seeded.admin_key, "/api/v1/alerts/rules").await)
+            .unwrap();
+    let list = rules.as_array().unwrap_or_else(|| panic!("{rules}"));
+    let made: Vec<&serde_json::Value> = list
+        .iter()
+        .filter(|r| r["name"] == "keyboard rule")
+        .collect();
+    assert_eq!(made.len(), 1, "{rules}");
+    assert_eq!(made[0]["org_id"], "org-a", "{}", made[0]);
+    assert_eq!(made[0]["severity"], "warning", "{}", made[0]);
+    assert_eq!(made[0]["for_secs"], 120, "{}", made[0]);
+    assert_eq!(made[0]["signal"]["provider"], "openai", "{}", made[0]);
 }

@@ -3,7 +3,9 @@
 //! and ClickHouse: a key created on the page sends events to the ingest API
 //! until it is revoked there (then 401), and its secret is shown once; a
 //! budget created on the page hard-limits a team and the proxy refuses
-//! the team's calls once it is spent; a budget form with a bad limit
+//! the team's calls once it is spent, and serves them again once it is
+//! deleted there; a key created on the page calls through the proxy until
+//! it is revoked there; a budget form with a bad limit
 //! names the field and creates nothing; a price version's reprice preview
 //! counts exactly the calls and the cost difference `tollgate reprice`
 //! then changes; a LiteLLM file imported through the page says what it
@@ -218,7 +220,7 @@ fn text_of(html: &str, id: &str) -> String {
 }
 
 /// Rows of a CSV (RFC 4180 quoting; no line breaks inside fields).
-fn csv_rows(text: &str) -> Vec<Vec<String>> {
+pub(crate) fn csv_rows(text: &str) -> Vec<Vec<String>> {
     text.lines()
         .map(|line| {
             let mut fields = vec![String::new()];
@@ -413,19 +415,7 @@ async fn a_key_created_on_the_page_sends_events_until_it_is_revoked_there() {
     );
 
     // Revoke it on the page: a confirmation, then the post.
-    let (status, keys) = admin
-        .api(reqwest::Method::GET, "/api/v1/admin/keys", None)
-        .await;
-    assert_eq!(status, 200);
-    let id = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["prefix"] == prefix.as_str())
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = key_id(&admin, &prefix).await;
     let confirm = admin.page(&format!("/admin/keys/{id}/revoke")).await;
     assert!(confirm.contains(&format!("Revoke {prefix}")));
     let no_token = admin
@@ -523,6 +513,22 @@ async fn a_key_created_on_the_page_sends_events_until_it_is_revoked_there() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
+}
+
+/// The id of the key with `prefix`, as the admin API lists it.
+async fn key_id(admin: &Pages, prefix: &str) -> String {
+    let (status, keys) = admin
+        .api(reqwest::Method::GET, "/api/v1/admin/keys", None)
+        .await;
+    assert_eq!(status, 200, "{keys}");
+    keys.as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["prefix"] == prefix)
+        .unwrap_or_else(|| panic!("no key {prefix} in {keys}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Prices of the proxy's `mock-race` model: $0.000001 per input token,
@@ -671,17 +677,34 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
     // Raising the limit on the edit page lets the team call again.
     let edit = admin.page(&format!("/admin/budgets/{id}/edit")).await;
     assert!(edit.contains("value=\"0.001\""), "{edit}");
-    let raised = admin
-        .form(
-            &format!("/admin/budgets/{id}/edit"),
-            &[
-                ("limit_usd", "100"),
-                ("enforcement", "hard"),
-                ("thresholds", "80"),
-            ],
-        )
-        .await;
-    assert_eq!(raised.status, 303, "{}", raised.body);
+    let set_limit = |limit: &'static str| {
+        let (admin, path) = (&admin, format!("/admin/budgets/{id}/edit"));
+        async move {
+            let saved = admin
+                .form(
+                    &path,
+                    &[
+                        ("limit_usd", limit),
+                        ("enforcement", "hard"),
+                        ("thresholds", "80"),
+                    ],
+                )
+                .await;
+            assert_eq!(saved.status, 303, "{}", saved.body);
+        }
+    };
+    // Polled: the change reaches the proxy through the decisions topic.
+    let until = |want: u16, what: &'static str| {
+        let (proxy, key) = (&proxy, &key);
+        async move {
+            let deadline = Instant::now() + crate::support::PATIENCE;
+            while proxy.chat(key, "mock-race", &[]).await.status() != want {
+                assert!(Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    set_limit("100").await;
     // Money in the CSV with all 12 decimals; the page reads $100.00 with
     // the CSV's value on hover.
     let limit = admin.csv("/admin/budgets.csv").await[1][5].clone();
@@ -693,13 +716,14 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
         )),
         "{list}"
     );
-    let deadline = Instant::now() + crate::support::PATIENCE;
-    while proxy.chat(&key, "mock-race", &[]).await.status() != 200 {
-        assert!(Instant::now() < deadline, "still refused after the raise");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(200, "still refused after the raise").await;
 
-    // Delete it: a confirmation, then the post.
+    // Lowered again below what was spent: refused again.
+    set_limit("0.001").await;
+    until(429, "still admitted after the lowering").await;
+
+    // Delete it: a confirmation, then the post; the proxy serves the team
+    // again once the deletion reached it.
     let confirm = admin.page(&format!("/admin/budgets/{id}/delete")).await;
     assert!(confirm.contains("team paged"));
     let deleted = admin
@@ -707,6 +731,44 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
         .await;
     assert_eq!(deleted.status, 303);
     assert_eq!(admin.csv("/admin/budgets.csv").await.len(), 1);
+    until(200, "still refused after the deletion").await;
+
+    // A key made on the page calls through the proxy until it is revoked
+    // on the page; then the proxy refuses it (401) once its cached answer
+    // expires (`proxy.key_cache_secs`).
+    let created = admin
+        .form(
+            "/admin/keys",
+            &[("name", "page-proxy"), ("role", "proxy"), ("org", "acme")],
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let secret = attribute_after(&created.body, "id=\"secret\" class=\"secret\" value=\"");
+    let prefix = text_of(&created.body, "key-prefix");
+    let answered = proxy.chat(&secret, "mock-race", &[]).await;
+    assert_eq!(answered.status(), 200, "{:?}", answered.text().await);
+    let key_id = key_id(&admin, &prefix).await;
+    let revoked = admin
+        .form(&format!("/admin/keys/{key_id}/revoke"), &[])
+        .await;
+    assert_eq!(revoked.status, 303, "{}", revoked.body);
+    let deadline = Instant::now() + crate::support::PATIENCE;
+    loop {
+        let response = proxy.chat(&secret, "mock-race", &[]).await;
+        if response.status() == 401 {
+            break;
+        }
+        assert_eq!(
+            response.status(),
+            200,
+            "neither served nor refused as revoked"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the revoked key was still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Each change went through the outbox as the API's do, naming the admin.
     let actor = "user:root@example.com".to_string();
@@ -718,6 +780,7 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
     assert_eq!(
         events,
         [
+            ("admin.budget.set".to_string(), actor.clone()),
             ("admin.budget.set".to_string(), actor.clone()),
             ("admin.budget.set".to_string(), actor.clone()),
             ("admin.budget.deleted".to_string(), actor),

@@ -1034,8 +1034,16 @@ async fn errors_pages_in_chromium() {
     ] {
         support::chromium::screenshot(&format!("{}{path}", env.api_url()), name).await;
     }
-    // The navigation reaches the three SRE pages.
+    // The navigation reaches the three SRE pages, keeping the window.
+    let carried = format!(
+        "range=custom&amp;from={}&amp;to={}",
+        form_time(want.from).replace(':', "%3A"),
+        form_time(want.to).replace(':', "%3A")
+    );
     for href in ["/sre/latency", "/sre/errors", "/sre/breakers"] {
-        assert!(dom.contains(&format!("href=\"{href}\"")), "{href}");
+        assert!(
+            dom.contains(&format!("href=\"{href}?{carried}\"")),
+            "{href}?{carried}"
+        );
     }
 }

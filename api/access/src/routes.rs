@@ -82,6 +82,28 @@ impl Access {
 pub struct RouteAccess {
     pub path: String,
     pub access: Access,
+    /// The methods it serves (`GET` stands for `HEAD` too), in the order
+    /// of [`METHODS`].
+    pub methods: Vec<&'static str>,
+}
+
+/// The methods a route may serve, as [`served_methods`] names them.
+pub const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// The methods `router` serves. axum exposes no accessor for them; its
+/// `Debug` names each method's endpoint (`None` when there is none), and
+/// the unit test below breaks if that ever changes.
+fn served_methods<S>(router: &MethodRouter<S>) -> Vec<&'static str> {
+    let debug = format!("{router:?}");
+    METHODS
+        .into_iter()
+        .filter(|method| {
+            let field = format!("{}: ", method.to_lowercase());
+            debug
+                .split_once(&field)
+                .is_some_and(|(_, rest)| !rest.starts_with("None"))
+        })
+        .collect()
 }
 
 /// A router whose every route has an access rule.
@@ -106,11 +128,13 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
 
     /// Add `path` served by `methods` under `access`.
     pub fn route(mut self, path: &str, access: Access, methods: MethodRouter<S>) -> Self {
+        let served = served_methods(&methods);
         let guarded = methods.layer(axum::middleware::from_fn_with_state(access, enforce));
         self.router = self.router.route(path, guarded);
         self.table.push(RouteAccess {
             path: path.to_string(),
             access,
+            methods: served,
         });
         self
     }
@@ -151,4 +175,40 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
 
 async fn enforce(State(access): State<Access>, request: Request, next: Next) -> Response {
     crate::gate::enforce(access, request, next).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::routing::{get, post};
+
+    #[test]
+    fn the_table_names_the_methods_each_route_serves() {
+        let routes: Routes = Routes::new()
+            .route(
+                "/a/{id}",
+                Access::read(&[Role::Admin]),
+                get(|| async {}).put(|| async {}).delete(|| async {}),
+            )
+            .route("/b", Access::public(), post(|| async {}))
+            .route(
+                "/c",
+                Access::public(),
+                get(|| async {}).patch(|| async {}).options(|| async {}),
+            );
+        let methods: Vec<(&str, Vec<&str>)> = routes
+            .table()
+            .iter()
+            .map(|r| (r.path.as_str(), r.methods.clone()))
+            .collect();
+        assert_eq!(
+            methods,
+            [
+                ("/a/{id}", vec!["GET", "PUT", "DELETE"]),
+                ("/b", vec!["POST"]),
+                ("/c", vec!["GET", "PATCH", "OPTIONS"]),
+            ]
+        );
+    }
 }

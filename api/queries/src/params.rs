@@ -178,6 +178,28 @@ pub fn parse_time(parameter: &str, text: &str) -> Result<DateTime<Utc>, InvalidP
         })
 }
 
+/// A time as any page or hand-written URL writes one: RFC 3339, a
+/// `datetime-local` value taken as UTC (`2026-03-10T10:00`, seconds
+/// optional), or a date (its midnight, UTC); `None` for anything else.
+pub fn parse_any_time(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+                .iter()
+                .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+                .map(|t| t.and_utc())
+        })
+        .or_else(|| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+        })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -285,7 +285,7 @@ async fn one(
 fn form_page(admin: &Admin, editing: Option<i64>, form: BudgetForm) -> BudgetFormPage {
     BudgetFormPage {
         section: Section::Admin,
-        head: admin.head("/admin/budgets"),
+        head: admin.head(),
         editing,
         form,
         error: None,
@@ -306,7 +306,7 @@ pub async fn list_page(State(state): State<DashboardState>, identity: Identity) 
             .collect();
         Ok::<_, Response>(BudgetsPage {
             section: Section::Admin,
-            head: admin.head("/admin/budgets"),
+            head: admin.head(),
             columns,
             rows,
             scoped: !admin.administers(None),
@@ -425,7 +425,7 @@ pub async fn delete_page(
         let (budget, _) = one(&admin, store(&state)?, &id).await?;
         Ok::<_, Response>(DeletePage {
             section: Section::Admin,
-            head: admin.head("/admin/budgets"),
+            head: admin.head(),
             budget,
         })
     }

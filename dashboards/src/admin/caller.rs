@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use tollgate_access::{Identity, OrgScope, ADMINS};
 
-use super::page::{admin_nav, message, Head};
+use super::page::{message, Head};
 
 /// A signed-in admin.
 #[derive(Debug, Clone)]
@@ -31,10 +31,19 @@ impl Admin {
         }
     }
 
-    /// The head of an admin page at `current` (a sub-navigation path).
-    pub fn head(&self, current: &str) -> Head {
+    /// The head of an admin page.
+    pub fn head(&self) -> Head {
+        let org_query = match self.pinned() {
+            Some(org) => format!(
+                "?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("org", org)
+                    .finish()
+            ),
+            None => String::new(),
+        };
         Head {
-            nav: admin_nav(current),
+            org_query,
             who: self.who.clone(),
             csrf: self.csrf.clone(),
         }

@@ -163,7 +163,7 @@ async fn keys_page(
     let roles = ROLES.iter().map(|r| (*r, *r == form.role)).collect();
     Ok(KeysPage {
         section: Section::Admin,
-        head: admin.head("/admin/keys"),
+        head: admin.head(),
         columns,
         rows,
         form,
@@ -263,7 +263,7 @@ pub async fn create(
         );
         let page = KeyCreatedPage {
             section: Section::Admin,
-            head: admin.head("/admin/keys"),
+            head: admin.head(),
             key,
             secret: created.secret,
         };
@@ -306,7 +306,7 @@ pub async fn revoke_page(
         let key = revocable(&admin, keys, &id).await?;
         Ok::<_, Response>(RevokePage {
             section: Section::Admin,
-            head: admin.head("/admin/keys"),
+            head: admin.head(),
             key,
         })
     }

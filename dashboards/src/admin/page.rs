@@ -1,4 +1,4 @@
-//! What the admin pages share: their sub-navigation, the message page,
+//! What the admin pages share: the message page,
 //! the field-by-field error of a refused form, and CSV downloads (a
 //! stored table's from its own URL; a table that exists only in one
 //! answer, such as an import's outcome, as a `data:` link in that page).
@@ -9,32 +9,14 @@ use axum::response::Response;
 use tollgate_queries::Table;
 
 use crate::layout::{render, Section};
-use crate::sre_form::NavLink;
 
-/// The admin pages, in navigation order.
-const ADMIN_PAGES: [(&str, &str); 4] = [
-    ("/admin/users", "People"),
-    ("/admin/keys", "API keys"),
-    ("/admin/budgets", "Budgets"),
-    ("/admin/prices", "Prices"),
-];
-
-/// The sub-navigation with `current` marked.
-pub fn admin_nav(current: &str) -> Vec<NavLink> {
-    ADMIN_PAGES
-        .iter()
-        .map(|(href, label)| NavLink {
-            href,
-            label,
-            active: *href == current,
-        })
-        .collect()
-}
-
-/// What every admin page's head shows: the sub-navigation, who is signed
-/// in, and the session's form token for its forms.
+/// What every admin page's head shows: who is signed in, and the
+/// session's form token for its forms (the sub-navigation is
+/// [`crate::nav`]'s).
 pub struct Head {
-    pub nav: Vec<NavLink>,
+    /// `?org=<org>` when the request is pinned to an org, else empty: the
+    /// page's links to other admin pages keep it.
+    pub org_query: String,
     pub who: String,
     pub csrf: String,
 }
@@ -60,7 +42,6 @@ pub fn respond_csv(table: Result<Table, Response>, filename: &str) -> Response {
 #[template(path = "admin_message.html")]
 struct MessagePage {
     section: Section,
-    head: Head,
     title: &'static str,
     message: String,
 }
@@ -71,11 +52,6 @@ pub fn message(status: StatusCode, title: &'static str, message: String) -> Resp
         status,
         &MessagePage {
             section: Section::Admin,
-            head: Head {
-                nav: admin_nav(""),
-                who: String::new(),
-                csrf: String::new(),
-            },
             title,
             message,
         },

@@ -145,7 +145,7 @@ async fn page(
         .collect();
     Ok(PeoplePage {
         section: Section::Admin,
-        head: admin.head("/admin/users"),
+        head: admin.head(),
         rows,
         manages: true,
         roles: Role::ALL.map(Role::as_str).to_vec(),
@@ -204,7 +204,7 @@ pub async fn invite(
         match store.invite(&email, &grant, admin.actor()).await {
             Ok(invitation) => Ok(InvitedPage {
                 section: Section::Admin,
-                head: admin.head("/admin/users"),
+                head: admin.head(),
                 email: invitation.email,
                 grant: grant.describe(),
                 link: format!("/invitations/{}", invitation.token),

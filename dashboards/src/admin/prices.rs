@@ -224,7 +224,7 @@ pub async fn list_page(
         };
         Ok::<_, Response>(PricesPage {
             section: Section::Admin,
-            head: admin.head("/admin/prices"),
+            head: admin.head(),
             columns,
             models,
             versions: count,
@@ -481,7 +481,7 @@ fn preview_view(preview: RepricePreview) -> PreviewView {
 fn form_page(admin: &Admin, form: PriceForm) -> PriceFormPage {
     PriceFormPage {
         section: Section::Admin,
-        head: admin.head("/admin/prices"),
+        head: admin.head(),
         form,
         error: None,
         preview: None,
@@ -668,7 +668,7 @@ pub struct ImportPage {
 fn import_page_of(admin: &Admin) -> ImportPage {
     ImportPage {
         section: Section::Admin,
-        head: admin.head("/admin/prices"),
+        head: admin.head(),
         effective_from: String::new(),
         error: None,
         result: None,

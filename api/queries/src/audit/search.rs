@@ -10,13 +10,12 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use clickhouse::Client;
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 
 use super::verify::{checkpoints_sql, ENTRY_COLUMNS};
-use crate::params::{Expected, InvalidParameter, QueryParams, Unknown};
+use crate::params::{parse_any_time, Expected, InvalidParameter, QueryParams, Unknown};
 use crate::table::Table;
 use tollgate_contract::audit::checkpoint::{check_signature, CheckpointRow};
 use tollgate_contract::audit::entry::{parse_hash, EntryRow};
@@ -103,22 +102,7 @@ fn invalid(parameter: &str, reason: impl Into<String>) -> InvalidParameter {
 /// epoch milliseconds.
 pub fn parse_time_ms(parameter: &str, text: &str) -> Result<u64, InvalidParameter> {
     let text = text.trim();
-    let time: Option<DateTime<Utc>> = DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .ok()
-        .or_else(|| {
-            NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M")
-                .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S"))
-                .ok()
-                .map(|t| t.and_utc())
-        })
-        .or_else(|| {
-            NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|t| t.and_utc())
-        });
-    if let Some(time) = time {
+    if let Some(time) = parse_any_time(text) {
         return u64::try_from(time.timestamp_millis())
             .map_err(|_| invalid(parameter, format!("`{text}` is before 1970")));
     }
