@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use clickhouse::Client;
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
