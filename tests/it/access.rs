@@ -722,7 +722,7 @@ async fn links_keep_the_org_and_the_filters_each_page_reads() {
     let rows = csv_rows(&open(href_of(&budgets, "csv-link")).await);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["subject"], "budget/team/ads", "{rows:?}");
-    assert_eq!(rows[0]["limit_usd"], "250", "{rows:?}");
+    assert_eq!(rows[0]["limit_usd"], "250.000000000000", "{rows:?}");
     let json: Value = serde_json::from_str(&open(href_of(&budgets, "json-link")).await).unwrap();
     let listed = json.as_array().unwrap_or_else(|| panic!("{json}"));
     assert_eq!(listed.len(), 1, "{json}");

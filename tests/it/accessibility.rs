@@ -561,7 +561,7 @@ async fn a_budget_and_an_alert_rule_are_made_with_the_keyboard_alone() {
             field("limit_usd"),
             field("enforcement")
         ],
-        ["org-a", "team", "daily", "123.45", "hard"]
+        ["org-a", "team", "daily", "123.450000000000", "hard"]
     );
     // The rule as typed, with the form's default signal.
     let rules: serde_json::Value =
