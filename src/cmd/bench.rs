@@ -3,6 +3,7 @@
 
 pub mod alerts;
 mod audit;
+mod databases;
 mod ingest;
 mod otlp;
 mod proxy;

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 use serde_json::json;
-use sqlx::Connection;
 use tollgate_contract::alerts::RuleSpec;
 use tollgate_control::alerts::AlertStore;
 use tollgate_queries::alert_signals::{measure, SignalSources};
@@ -146,37 +145,10 @@ fn rule(i: usize) -> serde_json::Value {
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
-    let id = Utc::now().format("%Y%m%d%H%M%S").to_string();
-    let name = format!("tollgate_bench_alerts_{id}");
-    let mut bench = config.clone();
-    bench.clickhouse.database = name.clone();
-    let admin_url = config.postgres.url.clone();
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .context("cannot reach PostgreSQL")?;
-    // `name` is made of letters, digits and underscores only.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut admin)
-        .await
-        .context("cannot create the bench PostgreSQL database")?;
-    bench.postgres.url = match admin_url.rfind('/') {
-        Some(i) => format!("{}/{name}", &admin_url[..i]),
-        None => anyhow::bail!("postgres.url has no database part: {admin_url}"),
-    };
-    eprintln!("bench: ClickHouse and PostgreSQL databases {name}");
-    let result = measure_round_trip(&args, &bench).await;
+    let databases = super::databases::BenchDatabases::create(config, "alerts").await?;
+    let result = measure_round_trip(&args, &databases.config).await;
     if !args.keep {
-        let ch = tollgate_control::clickhouse::client(&bench.clickhouse);
-        ch.query(&format!("DROP DATABASE IF EXISTS {name}"))
-            .execute()
-            .await
-            .context("cannot drop the bench ClickHouse database")?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await
-        .context("cannot drop the bench PostgreSQL database")?;
+        databases.drop_both().await?;
     }
     result
 }

@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Datelike, Utc};
 use rust_decimal::Decimal;
-use sqlx::Connection;
 use tollgate_contract::signature::{signature, ErrorInput};
 use tollgate_control::budgets::admin::BudgetSpec;
 use tollgate_control::budgets::{BudgetStore, Period, SubjectKind};
@@ -315,37 +314,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     anyhow::ensure!(args.calls > 0, "--calls must be at least 1");
     anyhow::ensure!(args.days > 0, "--days must be at least 1");
     anyhow::ensure!(args.requests > 0, "--requests must be at least 1");
-    let id = Utc::now().format("%Y%m%d%H%M%S").to_string();
-    let name = format!("tollgate_bench_reports_{id}");
-    let mut bench = config.clone();
-    bench.clickhouse.database = name.clone();
-    let admin_url = config.postgres.url.clone();
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .context("cannot reach PostgreSQL")?;
-    // `name` is made of letters, digits and underscores only.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut admin)
-        .await
-        .context("cannot create the bench PostgreSQL database")?;
-    bench.postgres.url = match admin_url.rfind('/') {
-        Some(i) => format!("{}/{name}", &admin_url[..i]),
-        None => anyhow::bail!("postgres.url has no database part: {admin_url}"),
-    };
-    println!("bench: ClickHouse and PostgreSQL databases {name}");
-    let result = generate_and_time(&args, &bench).await;
+    let databases = super::databases::BenchDatabases::create(config, "reports").await?;
+    let result = generate_and_time(&args, &databases.config).await;
     if !args.keep {
-        let ch = tollgate_control::clickhouse::client(&bench.clickhouse);
-        ch.query(&format!("DROP DATABASE IF EXISTS {name}"))
-            .execute()
-            .await
-            .context("cannot drop the bench ClickHouse database")?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await
-        .context("cannot drop the bench PostgreSQL database")?;
+        databases.drop_both().await?;
     }
     result
 }
