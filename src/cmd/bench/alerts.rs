@@ -18,7 +18,6 @@
 //!    per signal kind.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -29,7 +28,6 @@ use tollgate_control::alerts::AlertStore;
 use tollgate_queries::alert_signals::{measure, SignalSources};
 use tollgate_queries::ReadModels;
 
-use super::ingest::{overrides, tollgate};
 use crate::cmd::simulate::progress_bar;
 use crate::config::Config;
 
@@ -154,15 +152,6 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
 }
 
 async fn measure_round_trip(args: &Args, bench: &Config) -> anyhow::Result<()> {
-    let status = tollgate(&overrides(bench), &["migrate"])
-        .stdout(Stdio::null())
-        .status()
-        .context("cannot run tollgate migrate")?;
-    anyhow::ensure!(
-        status.success(),
-        "tollgate migrate failed for the bench databases"
-    );
-
     let ch = tollgate_control::clickhouse::client(&bench.clickhouse);
     let end = Utc::now().timestamp() / 60 * 60;
     let bar = progress_bar(args.calls, "calls");

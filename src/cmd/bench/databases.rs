@@ -1,11 +1,14 @@
-//! A ClickHouse and a PostgreSQL database of one fresh name, for the
-//! benches that generate data through both (`alerts`, `reports`), dropped
-//! afterwards unless the run keeps them.
+//! A ClickHouse and a PostgreSQL database of one fresh name, migrated, for
+//! the benches that generate data through both (`alerts`, `reports`),
+//! dropped afterwards unless the run keeps them.
+
+use std::process::Stdio;
 
 use anyhow::Context;
 use chrono::Utc;
 use sqlx::Connection;
 
+use super::ingest::{overrides, tollgate};
 use crate::config::Config;
 
 pub(super) struct BenchDatabases {
@@ -17,7 +20,8 @@ pub(super) struct BenchDatabases {
 }
 
 impl BenchDatabases {
-    /// Create both databases and say their name on standard output.
+    /// Create both databases, say their name on standard output and
+    /// migrate them.
     pub async fn create(config: &Config, kind: &str) -> anyhow::Result<Self> {
         let id = Utc::now().format("%Y%m%d%H%M%S").to_string();
         let name = format!("tollgate_bench_{kind}_{id}");
@@ -37,11 +41,25 @@ impl BenchDatabases {
             None => anyhow::bail!("postgres.url has no database part: {admin_url}"),
         };
         println!("bench: ClickHouse and PostgreSQL databases {name}");
-        Ok(Self {
+        let databases = Self {
             name,
             config: bench,
             admin,
-        })
+        };
+        let migrated = tollgate(&overrides(&databases.config), &["migrate"])
+            .stdout(Stdio::null())
+            .status()
+            .context("cannot run tollgate migrate");
+        match migrated {
+            Ok(status) if status.success() => Ok(databases),
+            failed => {
+                databases.drop_both().await?;
+                match failed {
+                    Err(err) => Err(err),
+                    Ok(_) => anyhow::bail!("tollgate migrate failed for the bench databases"),
+                }
+            }
+        }
     }
 
     /// Drop both databases.

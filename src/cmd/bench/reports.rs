@@ -339,15 +339,6 @@ impl Window {
 }
 
 async fn generate_and_time(args: &Args, bench: &Config) -> anyhow::Result<()> {
-    let status = tollgate(&overrides(bench), &["migrate"])
-        .stdout(Stdio::null())
-        .status()
-        .context("cannot run tollgate migrate")?;
-    anyhow::ensure!(
-        status.success(),
-        "tollgate migrate failed for the bench databases"
-    );
-
     let ch = tollgate_control::clickhouse::client(&bench.clickhouse);
     // Ends at the last whole minute, so that "the last N days" of a page
     // holds the newest calls.
