@@ -23,6 +23,9 @@
 //                                                  value and attributes
 //   {"do": "tab_to", "selector": "#q", "max": 40}  presses Tab until the
 //                                                  element has focus
+//   {"do": "await_focus", "selector": "#email"}   waits until the element has
+//                                                  focus (autofocus lands at a
+//                                                  rendering update, maybe after load)
 //   {"do": "type", "text": "..."}                 types into the focused element
 //   {"do": "press", "key": "Enter", "navigates": true}
 //   {"do": "click", "selector": "...", "navigates": true}
@@ -187,6 +190,14 @@ async function step(page, s, timeout, seen) {
         if (await focusedMatches(page, s.selector)) return { tabs: i };
       }
       throw new Error(`${s.selector} never had focus after ${max} Tab presses (focus: ${await describeFocus(page)})`);
+    }
+    case "await_focus": {
+      try {
+        await page.waitForFunction((sel) => document.activeElement?.matches(sel) ?? false, { timeout }, s.selector);
+      } catch (err) {
+        throw new Error(`${s.selector} never had focus (focus: ${await describeFocus(page)}): ${err.message}`);
+      }
+      return { focus: await describeFocus(page) };
     }
     case "type": {
       await page.keyboard.type(String(s.text));

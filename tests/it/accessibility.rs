@@ -115,6 +115,8 @@ fn create_admin(env: &TestEnv) -> (String, String) {
 fn sign_in(base: &str, (email, password): &(String, String)) -> Vec<Step> {
     vec![
         Step::Goto(format!("{base}/login?next=/overview")),
+        // The sign-in page's autofocus puts the person in the email field.
+        Step::AwaitFocus("#email".into()),
         Step::Type(email.clone()),
         Step::Press("Tab".into(), false),
         Step::Type(password.clone()),

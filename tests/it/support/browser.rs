@@ -40,6 +40,10 @@ pub enum Step {
     Read(String),
     /// Press Tab until the element matching the selector has focus.
     TabTo(String),
+    /// Wait until the element matching the selector has focus (a page's
+    /// `autofocus` is applied at a rendering update, which on a busy
+    /// machine comes after `load`: keys typed before it are lost).
+    AwaitFocus(String),
     Type(String),
     /// A key; `true` when it submits or follows a link.
     Press(String, bool),
@@ -79,6 +83,7 @@ impl Step {
             Self::TimeZone(zone) => json!({"do": "timezone", "zone": zone}),
             Self::Read(selector) => json!({"do": "read", "selector": selector}),
             Self::TabTo(selector) => json!({"do": "tab_to", "selector": selector, "max": 200}),
+            Self::AwaitFocus(selector) => json!({"do": "await_focus", "selector": selector}),
             Self::Type(text) => json!({"do": "type", "text": text}),
             Self::Press(key, navigates) => {
                 json!({"do": "press", "key": key, "navigates": navigates})
