@@ -73,9 +73,8 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::{ClientConfig, ClientContext, Offset};
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tollgate_contract::{parse_event, Event, Limits};
+use tollgate_contract::{parse_event_json, Event, JsonEventError, Limits};
 use tollgate_control::config::KafkaConfig;
 use tracing::{debug, info, warn, Instrument};
 
@@ -106,7 +105,8 @@ fn processor_limits() -> Limits {
     }
 }
 
-/// Decode one message value into an event.
+/// Decode one message value into an event: typed, with the `Value` path
+/// only for a payload typed decoding refuses ([`parse_event_json`]).
 pub fn decode(
     payload: Option<&[u8]>,
     now: chrono::DateTime<Utc>,
@@ -118,15 +118,17 @@ pub fn decode(
             field: None,
             reason: "empty message value".into(),
         })?;
-    let value: Value = serde_json::from_slice(payload).map_err(|e| DeadLetterReason {
-        error: "undecodable",
-        field: None,
-        reason: format!("not JSON: {e}"),
-    })?;
-    parse_event(value, now, &processor_limits()).map_err(|r| DeadLetterReason {
-        error: "invalid_event",
-        reason: r.to_string(),
-        field: Some(r.field),
+    parse_event_json(payload, now, &processor_limits()).map_err(|e| match e {
+        JsonEventError::NotJson(e) => DeadLetterReason {
+            error: "undecodable",
+            field: None,
+            reason: format!("not JSON: {e}"),
+        },
+        JsonEventError::Invalid(r) => DeadLetterReason {
+            error: "invalid_event",
+            reason: r.to_string(),
+            field: Some(r.field),
+        },
     })
 }
 
@@ -916,6 +918,93 @@ mod tests {
         let why = decode(Some(br#"{"schema_version":1,"hello":"world"}"#), now).unwrap_err();
         assert_eq!(why.error, "invalid_event");
         assert!(why.field.is_some());
+    }
+
+    /// What `decode` answered before it decoded typed first: the whole
+    /// payload through a `serde_json::Value`.
+    fn decode_through_value(payload: &[u8], now: chrono::DateTime<Utc>) -> DeadLetterReason {
+        match serde_json::from_slice::<serde_json::Value>(payload) {
+            Err(e) => DeadLetterReason {
+                error: "undecodable",
+                field: None,
+                reason: format!("not JSON: {e}"),
+            },
+            Ok(value) => {
+                let r =
+                    tollgate_contract::parse_event(value, now, &processor_limits()).unwrap_err();
+                DeadLetterReason {
+                    error: "invalid_event",
+                    reason: r.to_string(),
+                    field: Some(r.field),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dead_letters_name_the_same_field_and_reason_as_the_value_path() {
+        let now = Utc::now();
+        let good = serde_json::json!({
+            "schema_version": 1,
+            "event_id": "0190b3c4-0000-7000-8000-000000000000",
+            "kind": "ai.call.completed",
+            "occurred_at": "2026-03-10T10:00:00.000Z",
+            "org_id": "o", "team_id": "t",
+            "call": {"call_id": "c", "provider": "openai", "model": "m", "operation": "chat",
+                     "duration_ms": 10, "outcome": "success"}
+        });
+        let edited = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = good.clone();
+            edit(&mut v);
+            serde_json::to_vec(&v).unwrap()
+        };
+        let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+            // Refused by typed decoding: the Value path names the field.
+            (
+                edited(&|v| v["call"]["duration_ms"] = serde_json::json!("ten")),
+                "call.duration_ms",
+                "call.duration_ms: invalid type: string \"ten\", expected u32",
+            ),
+            (
+                edited(&|v| {
+                    v["call"].as_object_mut().unwrap().remove("outcome");
+                }),
+                "call.outcome",
+                "call.outcome: missing required field",
+            ),
+            (
+                edited(&|v| v["schema_version"] = serde_json::json!(2)),
+                "schema_version",
+                "schema_version: unsupported schema version 2; this server accepts 1",
+            ),
+            (
+                b"[1, 2]".to_vec(),
+                "event",
+                "event: expected a JSON object, found an array",
+            ),
+            // Read by typed decoding, refused by validation.
+            (
+                edited(&|v| v["call"]["attempt"] = serde_json::json!(0)),
+                "call.attempt",
+                "call.attempt: must be at least 1",
+            ),
+            (
+                edited(&|v| v["org_id"] = serde_json::json!("")),
+                "org_id",
+                "org_id: must not be empty",
+            ),
+        ];
+        for (payload, field, reason) in cases {
+            let why = decode(Some(&payload), now).unwrap_err();
+            assert_eq!(why, decode_through_value(&payload, now));
+            assert_eq!(why.error, "invalid_event");
+            assert_eq!(why.field.as_deref(), Some(field));
+            assert_eq!(why.reason, reason);
+        }
+        let garbage = b"\x00\xffnot json";
+        let why = decode(Some(garbage), now).unwrap_err();
+        assert_eq!(why, decode_through_value(garbage, now));
+        assert_eq!(why.reason, "not JSON: expected value at line 1 column 1");
     }
 
     #[test]

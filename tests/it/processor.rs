@@ -362,6 +362,10 @@ async fn dead_letters_carry_reason_and_source_offset() {
     let now = Utc::now();
     let valid = traffic(20, now - chrono::Duration::minutes(5), 7);
     let producer = producer();
+    // Well-formed (typed decoding reads it) but refused by validation.
+    let mut attempt_zero: serde_json::Value = serde_json::from_slice(&valid.messages[0].1).unwrap();
+    attempt_zero["call"]["attempt"] = serde_json::json!(0);
+    let attempt_zero = serde_json::to_vec(&attempt_zero).unwrap();
     let mut valid_count = 0;
     for (i, (_, payload)) in valid.messages.iter().enumerate() {
         produce_one(&producer, &env.events_topic, payload).await;
@@ -375,6 +379,8 @@ async fn dead_letters_carry_reason_and_source_offset() {
             )
             .await;
             assert_eq!(invalid, garbage + 1);
+            let refused = produce_one(&producer, &env.events_topic, &attempt_zero).await;
+            assert_eq!(refused, invalid + 1);
         }
         valid_count += 1;
     }
@@ -397,7 +403,7 @@ async fn dead_letters_carry_reason_and_source_offset() {
         .unwrap();
     consumer.subscribe(&[&env.dlq_topic]).unwrap();
     let mut letters = Vec::new();
-    while letters.len() < 2 {
+    while letters.len() < 3 {
         let message = tokio::time::timeout(crate::support::PATIENCE, consumer.recv())
             .await
             .expect("dead letters within 30 s")
@@ -441,6 +447,30 @@ async fn dead_letters_carry_reason_and_source_offset() {
     assert!(
         headers["tollgate.dlq.reason"].starts_with("event_id:"),
         "{headers:?}"
+    );
+    // The field and reason are the contract's, word for word, as ingest
+    // words them from the decoded JSON value.
+    let contract_reason = |payload: &[u8]| {
+        let value = serde_json::from_slice(payload).unwrap();
+        tollgate_contract::parse_event(value, Utc::now(), &tollgate_contract::Limits::default())
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        invalid["reason"],
+        contract_reason(
+            br#"{"schema_version":1,"event_id":"not-a-uuid","kind":"ai.call.completed"}"#
+        )
+    );
+    let (_, refused, headers) = &letters[2];
+    assert_eq!(refused["error"], "invalid_event");
+    assert_eq!(refused["source"]["offset"], 8);
+    assert_eq!(refused["field"], "call.attempt");
+    assert_eq!(refused["reason"], "call.attempt: must be at least 1");
+    assert_eq!(refused["reason"], contract_reason(&attempt_zero));
+    assert_eq!(
+        headers["tollgate.dlq.reason"],
+        "call.attempt: must be at least 1"
     );
 }
 

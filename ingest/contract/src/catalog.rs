@@ -352,26 +352,29 @@ pub fn new_prices_of_json(body: serde_json::Value) -> Result<Vec<NewPrice>, Reje
     Ok(prices)
 }
 
-/// Every price version, indexed by `(provider, model)`, each list sorted by
-/// `(effective_from, id)`.
+/// Every price version, indexed by provider, then model (looked up by
+/// `&str`, without building a key: the calls fold looks up every call),
+/// each list sorted by `(effective_from, id)`.
 #[derive(Debug, Clone, Default)]
 pub struct PriceCatalog {
-    by_model: HashMap<(String, String), Vec<PriceVersion>>,
+    by_model: HashMap<String, HashMap<String, Vec<PriceVersion>>>,
     versions: usize,
 }
 
 impl PriceCatalog {
     pub fn new(versions: impl IntoIterator<Item = PriceVersion>) -> Self {
-        let mut by_model: HashMap<(String, String), Vec<PriceVersion>> = HashMap::new();
+        let mut by_model: HashMap<String, HashMap<String, Vec<PriceVersion>>> = HashMap::new();
         let mut count = 0;
         for v in versions {
             count += 1;
             by_model
-                .entry((v.provider.clone(), v.model.clone()))
+                .entry(v.provider.clone())
+                .or_default()
+                .entry(v.model.clone())
                 .or_default()
                 .push(v);
         }
-        for list in by_model.values_mut() {
+        for list in by_model.values_mut().flat_map(HashMap::values_mut) {
             list.sort_by_key(|v| (v.effective_from, v.id));
         }
         Self {
@@ -398,9 +401,7 @@ impl PriceCatalog {
         model: &str,
         at: DateTime<Utc>,
     ) -> Option<&PriceVersion> {
-        let list = self
-            .by_model
-            .get(&(provider.to_string(), model.to_string()))?;
+        let list = self.by_model.get(provider)?.get(model)?;
         // Last version with effective_from <= at; the sort puts the highest
         // id last among equal effective_from.
         let n = list.partition_point(|v| v.effective_from <= at);
@@ -424,7 +425,11 @@ impl PriceCatalog {
 
     /// A version by id.
     pub fn by_id(&self, id: i64) -> Option<&PriceVersion> {
-        self.by_model.values().flatten().find(|v| v.id == id)
+        self.by_model
+            .values()
+            .flat_map(HashMap::values)
+            .flatten()
+            .find(|v| v.id == id)
     }
 
     pub fn len(&self) -> usize {

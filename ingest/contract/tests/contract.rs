@@ -6,7 +6,8 @@
 use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 use tollgate_contract::{
-    event_schema, parse_event, split_body, BatchItem, BodyFormat, Event, Limits, Rejection,
+    event_schema, parse_event, parse_event_json, split_body, BatchItem, BodyFormat, Event,
+    JsonEventError, Limits, Rejection,
 };
 use uuid::Uuid;
 
@@ -79,8 +80,28 @@ fn with(edit: impl FnOnce(&mut Value)) -> Value {
     v
 }
 
+/// Parse `value` as ingest does (`parse_event`), checking on the way that
+/// the processors' path from the JSON text (`parse_event_json`: typed
+/// first, the `Value` path only for what typed decoding refuses) gives the
+/// same event or the same rejection, compact and pretty-printed.
+#[track_caller]
 fn parse(value: Value) -> Result<Event, Rejection> {
-    parse_event(value, Utc::now(), &Limits::default())
+    let now = Utc::now();
+    let texts = [
+        serde_json::to_vec(&value).unwrap(),
+        serde_json::to_vec_pretty(&value).unwrap(),
+    ];
+    let parsed = parse_event(value, now, &Limits::default());
+    for text in texts {
+        match parse_event_json(&text, now, &Limits::default()) {
+            Err(JsonEventError::NotJson(err)) => {
+                panic!("a JSON value read back as not JSON: {err}")
+            }
+            Err(JsonEventError::Invalid(rejection)) => assert_eq!(Err(&rejection), parsed.as_ref()),
+            Ok(event) => assert_eq!(Ok(&event), parsed.as_ref()),
+        }
+    }
+    parsed
 }
 
 /// Assert `value` is rejected and the rejection names `field`.
@@ -780,4 +801,66 @@ fn an_error_signature_must_be_the_errors_own() {
         rejection.reason.contains(&expected.to_string()),
         "{rejection}"
     );
+}
+
+/// The texts where typed decoding and the `Value` path part ways:
+/// `parse_event_json` must still answer exactly as `parse_event` on the
+/// decoded `Value` (ingest's path), naming the same field and reason.
+#[test]
+fn the_processors_typed_path_answers_as_the_value_path_where_they_differ() {
+    let now = Utc::now();
+    let value_path = |text: &[u8]| match serde_json::from_slice::<Value>(text) {
+        Ok(value) => Some(parse_event(value, now, &Limits::default())),
+        Err(_) => None,
+    };
+    let typed_path = |text: &[u8]| match parse_event_json(text, now, &Limits::default()) {
+        Ok(event) => Some(Ok(event)),
+        Err(JsonEventError::Invalid(rejection)) => Some(Err(rejection)),
+        Err(JsonEventError::NotJson(_)) => None,
+    };
+    let admin = good_admin();
+    // serde reads a struct from a sequence of its fields in order; an
+    // event is an object.
+    let array = json!([
+        1,
+        admin["event_id"],
+        admin["kind"],
+        admin["occurred_at"],
+        "acme",
+        "platform",
+        "",
+        "",
+        null,
+        admin["admin"]
+    ]);
+    let good = serde_json::to_string(&good_call()).unwrap();
+    let twice = good.replacen("{", r#"{"org_id":"first","#, 1);
+    let version_2 = good.replacen(r#""schema_version":1"#, r#""schema_version":2"#, 1);
+    let cases: Vec<(Vec<u8>, Option<Result<(), &str>>)> = vec![
+        (array.to_string().into_bytes(), Some(Err("event"))),
+        // A key given twice: the Value keeps the last; typed decoding
+        // refuses it, so the Value path decides.
+        (twice.clone().into_bytes(), Some(Ok(()))),
+        (version_2.into_bytes(), Some(Err("schema_version"))),
+        (format!(" \n\t{good}\n").into_bytes(), Some(Ok(()))),
+        (format!("{good} trailing").into_bytes(), None),
+        (b"not json".to_vec(), None),
+        (b"\"a string\"".to_vec(), Some(Err("event"))),
+        (Vec::new(), None),
+    ];
+    for (text, expected) in cases {
+        let shown = String::from_utf8_lossy(&text).into_owned();
+        let typed = typed_path(&text);
+        assert_eq!(typed, value_path(&text), "{shown}");
+        match (typed, expected) {
+            (None, None) => {}
+            (Some(Ok(_)), Some(Ok(()))) => {}
+            (Some(Err(rejection)), Some(Err(field))) => {
+                assert_eq!(rejection.field, field, "{shown}: {rejection}")
+            }
+            (typed, expected) => panic!("{shown}: {typed:?}, expected {expected:?}"),
+        }
+    }
+    let kept = typed_path(twice.as_bytes()).unwrap().unwrap();
+    assert_eq!(kept.org_id, "acme", "the last of a repeated key counts");
 }
