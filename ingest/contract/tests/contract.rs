@@ -836,7 +836,9 @@ fn the_processors_typed_path_answers_as_the_value_path_where_they_differ() {
     let good = serde_json::to_string(&good_call()).unwrap();
     let twice = good.replacen("{", r#"{"org_id":"first","#, 1);
     let version_2 = good.replacen(r#""schema_version":1"#, r#""schema_version":2"#, 1);
-    let cases: Vec<(Vec<u8>, Option<Result<(), &str>>)> = vec![
+    // The answer expected: `None` not JSON, else accepted or the field named.
+    type Expected = Option<Result<(), &'static str>>;
+    let cases: Vec<(Vec<u8>, Expected)> = vec![
         (array.to_string().into_bytes(), Some(Err("event"))),
         // A key given twice: the Value keeps the last; typed decoding
         // refuses it, so the Value path decides.
