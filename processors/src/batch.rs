@@ -160,15 +160,9 @@ mod tests {
     use crate::folds::calls::rows::{call_row, CallRow};
 
     fn row(partition: i32, offset: i64) -> CallRow {
-        let event: tollgate_contract::Event = serde_json::from_value(serde_json::json!({
-            "schema_version": 1,
-            "event_id": "0190b3c4-0000-7000-8000-000000000000",
-            "kind": "ai.call.completed",
-            "occurred_at": "2026-03-10T10:00:00.000Z",
-            "org_id": "o", "team_id": "t",
-            "call": {"call_id": "c", "provider": "openai", "model": "m", "operation": "chat",
-                     "duration_ms": 10, "outcome": "success"}
-        }))
+        let event: tollgate_contract::Event = serde_json::from_value(
+            crate::consumer::tests::call_json("2026-03-10T10:00:00.000Z"),
+        )
         .unwrap();
         call_row(&event, partition, offset, chrono::Utc::now())
             .unwrap()

@@ -854,8 +854,21 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The JSON of a minimal valid call event at `occurred_at`.
+    pub(crate) fn call_json(occurred_at: &str) -> serde_json::Value {
+        serde_json::json!({
+            "schema_version": 1,
+            "event_id": "0190b3c4-0000-7000-8000-000000000000",
+            "kind": "ai.call.completed",
+            "occurred_at": occurred_at,
+            "org_id": "o", "team_id": "t",
+            "call": {"call_id": "c", "provider": "openai", "model": "m", "operation": "chat",
+                     "duration_ms": 10, "outcome": "success"}
+        })
+    }
 
     #[test]
     fn the_configured_session_timeout_reaches_the_consumer() {
@@ -944,15 +957,7 @@ mod tests {
     #[test]
     fn dead_letters_name_the_same_field_and_reason_as_the_value_path() {
         let now = Utc::now();
-        let good = serde_json::json!({
-            "schema_version": 1,
-            "event_id": "0190b3c4-0000-7000-8000-000000000000",
-            "kind": "ai.call.completed",
-            "occurred_at": "2026-03-10T10:00:00.000Z",
-            "org_id": "o", "team_id": "t",
-            "call": {"call_id": "c", "provider": "openai", "model": "m", "operation": "chat",
-                     "duration_ms": 10, "outcome": "success"}
-        });
+        let good = call_json("2026-03-10T10:00:00.000Z");
         let edited = |edit: &dyn Fn(&mut serde_json::Value)| {
             let mut v = good.clone();
             edit(&mut v);
@@ -1009,15 +1014,7 @@ mod tests {
 
     #[test]
     fn old_events_are_not_dead_lettered() {
-        let old = serde_json::json!({
-            "schema_version": 1,
-            "event_id": "0190b3c4-0000-7000-8000-000000000000",
-            "kind": "ai.call.completed",
-            "occurred_at": "2019-03-10T10:00:00.000Z",
-            "org_id": "o", "team_id": "t",
-            "call": {"call_id": "c", "provider": "openai", "model": "m", "operation": "chat",
-                     "duration_ms": 10, "outcome": "success"}
-        });
+        let old = call_json("2019-03-10T10:00:00.000Z");
         let event = decode(Some(old.to_string().as_bytes()), Utc::now()).unwrap();
         assert_eq!(event.org_id, "o");
     }

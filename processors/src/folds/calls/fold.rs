@@ -77,16 +77,7 @@ mod tests {
     use crate::folds::calls::sink::MemoryCallsSink;
 
     fn event(occurred_at: &str) -> Event {
-        serde_json::from_value(serde_json::json!({
-            "schema_version": 1,
-            "event_id": "0190b3c4-0000-7000-8000-000000000000",
-            "kind": "ai.call.completed",
-            "occurred_at": occurred_at,
-            "org_id": "o", "team_id": "t",
-            "call": {"call_id": "c", "provider": "openai", "model": "m", "operation": "chat",
-                     "duration_ms": 10, "outcome": "success"}
-        }))
-        .unwrap()
+        serde_json::from_value(crate::consumer::tests::call_json(occurred_at)).unwrap()
     }
 
     fn fold(sink: &MemoryCallsSink) -> CallsFold<MemoryCallsSink> {
