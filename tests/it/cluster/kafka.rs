@@ -3,7 +3,7 @@
 //! through the processor while a broker is SIGKILLed and restarted, with
 //! every accepted event stored exactly once (docs/deployment.md, "Kafka").
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
@@ -12,10 +12,10 @@ use rdkafka::ClientConfig;
 
 use super::{cluster_kafka, cluster_kafka_script, CLUSTER_FAULTS};
 use crate::faults::kafka_outage::{
-    last_line, paced_clients, records_in, run_with, secs, spawn_with, team_events, wait_until,
-    ClientLog, Processes,
+    ingest_and_processor, paced_clients, records_in, run_with, secs, stored_once, team_events,
+    wait_until,
 };
-use crate::support::{self, TestEnv, PATIENCE};
+use crate::support::{TestEnv, PATIENCE};
 
 fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
@@ -97,22 +97,22 @@ async fn migrate_creates_every_topic_with_three_replicas_and_min_insync_two() {
     let vars = cluster_vars(&brokers);
 
     // More replicas than brokers: refused before anything is created.
-    let mut too_many = vars.clone();
-    too_many[1] = ("TOLLGATE_KAFKA__REPLICATION_FACTOR", "4");
-    let out = env.tollgate(&["migrate"]).envs(too_many).output().unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let refused = |setting: (&'static str, &'static str)| {
+        let mut vars = vars.clone();
+        vars.retain(|(key, _)| *key != setting.0);
+        vars.push(setting);
+        let out = env.tollgate(&["migrate"]).envs(vars).output().unwrap();
+        assert!(!out.status.success(), "migrate took {setting:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let stderr = refused(("TOLLGATE_KAFKA__REPLICATION_FACTOR", "4"));
     assert!(
         stderr.contains(&format!(
             "kafka.replication_factor is 4 but the Kafka cluster at {brokers} has 3 broker(s) up"
         )),
         "{stderr}"
     );
-    let mut inverted = vars.clone();
-    inverted[2] = ("TOLLGATE_KAFKA__MIN_INSYNC_REPLICAS", "4");
-    let out = env.tollgate(&["migrate"]).envs(inverted).output().unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(("TOLLGATE_KAFKA__MIN_INSYNC_REPLICAS", "4"));
     assert!(
         stderr.contains(
             "kafka.min_insync_replicas is 4 but kafka.replication_factor is 3: \
@@ -174,34 +174,10 @@ async fn a_broker_killed_and_restarted_under_http_ingest_loses_and_duplicates_no
     let _fault = CLUSTER_FAULTS.lock().await;
     let env = TestEnv::new("cluster_ingest").await;
     let vars = cluster_vars(&brokers);
-    run_with(&env, &["migrate"], &vars);
-    let key = last_line(&run_with(
-        &env,
-        &["keys", "create", "--name", "cluster", "--role", "ingest"],
-        &vars,
-    ));
-    let _processes = Processes(vec![
-        spawn_with(&env, "ingest", &["ingest"], &vars),
-        spawn_with(&env, "process", &["process"], &vars),
-    ]);
-    support::wait_http(
-        &format!("{}/healthz", env.ingest_url()),
-        Duration::from_secs(60),
-        &env.log_path("ingest"),
-    )
-    .await;
+    let (key, _processes) = ingest_and_processor(&env, &vars).await;
 
-    // Four clients, a batch of 50 each every 400 ms (about 500 events/s).
-    let url = format!("{}/v1/events", env.ingest_url());
-    let log = Arc::new(Mutex::new(ClientLog::default()));
-    let clients = paced_clients(
-        4,
-        &url,
-        &key,
-        team_events("cluster", EVENTS as usize),
-        Duration::from_millis(400),
-        &log,
-    );
+    // About 500 events/s from four clients.
+    let (clients, log) = paced_clients(&env, &key, team_events("cluster", EVENTS as usize));
     let accepted = || log.lock().unwrap().accepted;
     wait_until("600 events accepted", PATIENCE, || {
         let n = accepted();
@@ -257,20 +233,7 @@ async fn a_broker_killed_and_restarted_under_http_ingest_loses_and_duplicates_no
         EVENTS,
         "records on the events topic"
     );
-    let stored = env
-        .wait_for_count("SELECT count() FROM {db}.calls", EVENTS, PATIENCE)
-        .await;
-    assert_eq!(
-        stored,
-        EVENTS,
-        "calls; processor log:\n{}",
-        std::fs::read_to_string(env.log_path("process")).unwrap_or_default()
-    );
-    assert_eq!(
-        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls")
-            .await,
-        EVENTS
-    );
+    stored_once(&env, EVENTS, PATIENCE).await;
     assert_eq!(
         env.ch_u64("SELECT count() FROM {db}.calls WHERE team_id = 'cluster'")
             .await,

@@ -186,26 +186,70 @@ pub(crate) async fn post_until_accepted(
     }
 }
 
-/// `count` clients POSTing `events` in batches of 50 to `url` with `key`,
-/// each pausing `pace` after a batch is in and retrying until it is
-/// ([`post_until_accepted`]); what they saw goes to `log`.
+/// `tollgate migrate` with `vars`, an ingest key, and `tollgate ingest` and
+/// `tollgate process` started with `vars`; returns once ingest is healthy.
+pub(crate) async fn ingest_and_processor(
+    env: &TestEnv,
+    vars: &[(&str, &str)],
+) -> (String, Processes) {
+    run_with(env, &["migrate"], vars);
+    let key = last_line(&run_with(
+        env,
+        &["keys", "create", "--name", "faults", "--role", "ingest"],
+        vars,
+    ));
+    let processes = Processes(vec![
+        spawn_with(env, "ingest", &["ingest"], vars),
+        spawn_with(env, "process", &["process"], vars),
+    ]);
+    support::wait_http(
+        &format!("{}/healthz", env.ingest_url()),
+        Duration::from_secs(60),
+        &env.log_path("ingest"),
+    )
+    .await;
+    (key, processes)
+}
+
+/// Wait (until the count stalls for `patience`) for `total` calls in
+/// `env`'s ClickHouse, and assert each is stored exactly once.
+pub(crate) async fn stored_once(env: &TestEnv, total: u64, patience: Duration) {
+    let stored = env
+        .wait_for_count("SELECT count() FROM {db}.calls", total, patience)
+        .await;
+    assert_eq!(
+        stored,
+        total,
+        "calls; processor log:\n{}",
+        std::fs::read_to_string(env.log_path("process")).unwrap_or_default()
+    );
+    assert_eq!(
+        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls")
+            .await,
+        total
+    );
+}
+
+/// Four clients POSTing `events` in batches of 50 to `env`'s ingest with
+/// `key`, each pausing 400 ms after a batch is in (about 500 events/s) and
+/// retrying until it is ([`post_until_accepted`]); what they saw goes to
+/// the log returned.
 pub(crate) fn paced_clients(
-    count: usize,
-    url: &str,
+    env: &TestEnv,
     key: &str,
     events: Vec<Event>,
-    pace: Duration,
-    log: &Arc<Mutex<ClientLog>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> (Vec<tokio::task::JoinHandle<()>>, Arc<Mutex<ClientLog>>) {
+    let url = format!("{}/v1/events", env.ingest_url());
+    let log = Arc::new(Mutex::new(ClientLog::default()));
     let batches: Arc<Mutex<Vec<Vec<Event>>>> = Arc::new(Mutex::new(
         events.chunks(50).map(<[Event]>::to_vec).collect(),
     ));
     let http = reqwest::Client::new();
-    (0..count)
+    let clients = (0..4)
         .map(|_| {
             let (http, url, key, log, batches) = (
                 http.clone(),
-                url.to_string(),
+                url.clone(),
                 key.to_string(),
                 log.clone(),
                 batches.clone(),
@@ -217,11 +261,12 @@ pub(crate) fn paced_clients(
                         return;
                     };
                     post_until_accepted(&http, &url, &key, batch, &log).await;
-                    tokio::time::sleep(pace).await;
+                    tokio::time::sleep(Duration::from_millis(400)).await;
                 }
             })
         })
-        .collect()
+        .collect();
+    (clients, log)
 }
 
 pub(crate) fn team_events(team: &str, n: usize) -> Vec<Event> {
@@ -267,35 +312,11 @@ async fn a_broker_killed_for_30_s_under_http_ingest_loses_and_duplicates_no_even
         ("TOLLGATE_KAFKA__BROKERS", brokers.as_str()),
         ("TOLLGATE_KAFKA__MESSAGE_TIMEOUT_MS", "300000"),
     ];
-    run_with(&env, &["migrate"], &vars);
-    let key = last_line(&run_with(
-        &env,
-        &["keys", "create", "--name", "faults", "--role", "ingest"],
-        &vars,
-    ));
-    let _processes = Processes(vec![
-        spawn_with(&env, "ingest", &["ingest"], &vars),
-        spawn_with(&env, "process", &["process"], &vars),
-    ]);
-    support::wait_http(
-        &format!("{}/healthz", env.ingest_url()),
-        Duration::from_secs(60),
-        &env.log_path("ingest"),
-    )
-    .await;
+    let (key, _processes) = ingest_and_processor(&env, &vars).await;
 
     // 5,000 events in 100 batches, four clients each sending a batch every
     // 400 ms (about 500 events/s), each retrying until its batch is in.
-    let url = format!("{}/v1/events", env.ingest_url());
-    let log = Arc::new(Mutex::new(ClientLog::default()));
-    let clients = paced_clients(
-        4,
-        &url,
-        &key,
-        team_events("faults", 5_000),
-        Duration::from_millis(400),
-        &log,
-    );
+    let (clients, log) = paced_clients(&env, &key, team_events("faults", 5_000));
     wait_until("1,500 events accepted", Duration::from_secs(120), || {
         let accepted = log.lock().unwrap().accepted;
         async move { accepted >= 1_500 }
@@ -381,25 +402,8 @@ async fn a_broker_killed_for_30_s_under_http_ingest_loses_and_duplicates_no_even
         "records on the events topic; broker log:\n{}",
         kafka.log()
     );
-    let stored = env
-        .wait_for_count(
-            "SELECT count() FROM {db}.calls",
-            total,
-            Duration::from_secs(180),
-        )
-        .await;
+    stored_once(&env, total, Duration::from_secs(180)).await;
     let recorded = back.elapsed();
-    assert_eq!(
-        stored,
-        total,
-        "calls; processor log:\n{}",
-        std::fs::read_to_string(env.log_path("process")).unwrap_or_default()
-    );
-    assert_eq!(
-        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls")
-            .await,
-        total
-    );
     assert_eq!(
         env.ch_u64("SELECT count() FROM {db}.calls WHERE team_id = 'faults'")
             .await,
