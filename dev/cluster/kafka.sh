@@ -243,8 +243,24 @@ stop_one() {
 
 cmd_down() {
     say "Stopping the Kafka cluster of $TOLLGATE_ROOT"
-    local n
-    for n in "${BROKERS[@]}"; do stop_one "$n"; done
+    # SIGTERM to all three at once: one by one, the last broker's clean
+    # shutdown would wait for a controller quorum that is already gone.
+    local n name running=()
+    for n in "${BROKERS[@]}"; do
+        name="$(pid_name "$n")"
+        if pid_alive "$name"; then
+            info "SIGTERM to broker $n (pid $(pid_of "$name"))"
+            kill -TERM "$(pid_of "$name")" 2>/dev/null || true
+            running+=("$n")
+        else
+            rm -f "$PID_DIR/$name.pid"
+            info "broker $n: not running (from this checkout)"
+        fi
+    done
+    for n in "${running[@]}"; do
+        stop_pid "$(pid_name "$n")" 60
+        ok "broker $n stopped"
+    done
 }
 
 cmd_kill() {
