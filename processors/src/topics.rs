@@ -2,6 +2,11 @@
 //! of processor parallelism), its dead-letter topic, the compacted
 //! decisions topic, and the append-only audit checkpoint anchor. A topic that already exists counts as created, so
 //! `tollgate migrate` stays safe to re-run.
+//!
+//! Every topic gets `kafka.replication_factor` replicas and
+//! `kafka.min_insync_replicas` as its `min.insync.replicas` (both unset: the
+//! broker's defaults, as on the single-node dev stack), checked against the
+//! brokers the cluster has before anything is created.
 
 use std::time::Duration;
 
@@ -20,6 +25,9 @@ pub struct TopicOutcome {
     pub name: String,
     pub partitions: i32,
     pub created: bool,
+    /// Replicas of its first partition as the cluster reports them after
+    /// creation (an existing topic keeps the replicas it was created with).
+    pub replicas: usize,
 }
 
 /// One topic Tollgate needs.
@@ -109,6 +117,62 @@ pub async fn delete_topics(config: &KafkaConfig) -> Result<()> {
     Ok(())
 }
 
+/// Check `kafka.replication_factor` and `kafka.min_insync_replicas` against
+/// each other and against the `brokers` the cluster has up.
+pub fn check_replication(config: &KafkaConfig, brokers: usize) -> Result<()> {
+    let invalid = |message: String| Err(Error::Config(message));
+    if config.replication_factor == Some(0) {
+        return invalid("kafka.replication_factor must be at least 1, got 0".into());
+    }
+    if config.min_insync_replicas == Some(0) {
+        return invalid("kafka.min_insync_replicas must be at least 1, got 0".into());
+    }
+    if let (Some(factor), Some(min_insync)) =
+        (config.replication_factor, config.min_insync_replicas)
+    {
+        if min_insync > factor {
+            return invalid(format!(
+                "kafka.min_insync_replicas is {min_insync} but kafka.replication_factor is {factor}: \
+                 no write could ever be acknowledged"
+            ));
+        }
+    }
+    for (key, wanted) in [
+        ("kafka.replication_factor", config.replication_factor),
+        ("kafka.min_insync_replicas", config.min_insync_replicas),
+    ] {
+        if let Some(wanted) = wanted {
+            if usize::from(wanted) > brokers {
+                return invalid(format!(
+                    "{key} is {wanted} but the Kafka cluster at {} has {brokers} broker(s) up",
+                    config.brokers
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cluster's metadata (every topic; brokers that are up), read off the
+/// async runtime's threads (librdkafka's metadata call blocks).
+async fn cluster_metadata(config: &KafkaConfig) -> Result<rdkafka::metadata::Metadata> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        admin_client(&config)?
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(15))
+            .map_err(|e| {
+                kafka_error(
+                    &config,
+                    "cannot read the cluster's metadata (is the broker running? `dev/stack up` starts one)",
+                    e,
+                )
+            })
+    })
+    .await
+    .map_err(|e| Error::setup("reading Kafka metadata", e))?
+}
+
 /// Create every topic in [`wanted`] that does not exist yet.
 pub async fn create_topics(config: &KafkaConfig) -> Result<Vec<TopicOutcome>> {
     if config.partitions < 1 {
@@ -117,16 +181,27 @@ pub async fn create_topics(config: &KafkaConfig) -> Result<Vec<TopicOutcome>> {
             config.partitions
         )));
     }
+    check_replication(config, cluster_metadata(config).await?.brokers().len())?;
     let admin = admin_client(config)?;
     let wanted = wanted(config);
+    // Unset: -1, the broker's default.replication.factor (1 on a dev broker).
+    let replicas = config.replication_factor.map_or(-1, i32::from);
+    let min_insync = config.min_insync_replicas.map(|n| n.to_string());
     let new_topics: Vec<NewTopic<'_>> = wanted
         .iter()
         .map(|spec| {
-            // -1: the broker's default.replication.factor (1 on a dev broker, 3 in production).
-            spec.settings.iter().fold(
-                NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(-1)),
+            let topic = spec.settings.iter().fold(
+                NewTopic::new(
+                    &spec.name,
+                    spec.partitions,
+                    TopicReplication::Fixed(replicas),
+                ),
                 |t, (k, v)| t.set(k, v),
-            )
+            );
+            match &min_insync {
+                Some(n) => topic.set("min.insync.replicas", n),
+                None => topic,
+            }
         })
         .collect();
     let results = admin
@@ -160,7 +235,17 @@ pub async fn create_topics(config: &KafkaConfig) -> Result<Vec<TopicOutcome>> {
             name,
             partitions,
             created,
+            replicas: 0,
         });
+    }
+    let metadata = cluster_metadata(config).await?;
+    for outcome in &mut outcomes {
+        outcome.replicas = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == outcome.name)
+            .and_then(|t| t.partitions().first())
+            .map_or(0, |p| p.replicas().len());
     }
     Ok(outcomes)
 }
@@ -169,6 +254,50 @@ pub async fn create_topics(config: &KafkaConfig) -> Result<Vec<TopicOutcome>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn replicated(factor: Option<u16>, min_insync: Option<u16>) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "k1:9092,k2:9092".into(),
+            replication_factor: factor,
+            min_insync_replicas: min_insync,
+            ..KafkaConfig::default()
+        }
+    }
+
+    fn complaint(config: &KafkaConfig, brokers: usize) -> String {
+        check_replication(config, brokers).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn replication_is_checked_against_the_brokers_and_itself() {
+        // Unset: the broker's defaults, whatever the cluster.
+        check_replication(&replicated(None, None), 1).unwrap();
+        check_replication(&replicated(Some(3), Some(2)), 3).unwrap();
+        check_replication(&replicated(None, Some(2)), 3).unwrap();
+        assert_eq!(
+            complaint(&replicated(Some(3), Some(2)), 2),
+            "invalid configuration: kafka.replication_factor is 3 \
+             but the Kafka cluster at k1:9092,k2:9092 has 2 broker(s) up"
+        );
+        assert_eq!(
+            complaint(&replicated(None, Some(2)), 1),
+            "invalid configuration: kafka.min_insync_replicas is 2 \
+             but the Kafka cluster at k1:9092,k2:9092 has 1 broker(s) up"
+        );
+        assert_eq!(
+            complaint(&replicated(Some(2), Some(3)), 3),
+            "invalid configuration: kafka.min_insync_replicas is 3 but \
+             kafka.replication_factor is 2: no write could ever be acknowledged"
+        );
+        assert_eq!(
+            complaint(&replicated(Some(0), None), 3),
+            "invalid configuration: kafka.replication_factor must be at least 1, got 0"
+        );
+        assert_eq!(
+            complaint(&replicated(Some(3), Some(0)), 3),
+            "invalid configuration: kafka.min_insync_replicas must be at least 1, got 0"
+        );
+    }
 
     /// The audit checkpoint anchor must never lose a message: deleted
     /// segments only by policy, and no time or size limit.

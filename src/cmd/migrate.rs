@@ -96,9 +96,18 @@ async fn create_topics(config: &Config) -> anyhow::Result<()> {
             "already exists"
         };
         println!(
-            "kafka: topic {} {what} ({} partitions wanted)",
-            topic.name, topic.partitions
+            "kafka: topic {} {what} ({} partitions wanted, {} replicas)",
+            topic.name, topic.partitions, topic.replicas
         );
+        if let Some(factor) = kafka.replication_factor {
+            if topic.replicas < usize::from(factor) {
+                println!(
+                    "kafka: WARNING topic {} has {} replicas, fewer than kafka.replication_factor ({factor}): \
+                     it was created before; add replicas with kafka-reassign-partitions (docs/deployment.md)",
+                    topic.name, topic.replicas
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -21,6 +21,16 @@ pub struct KafkaConfig {
     pub audit_checkpoints_topic: String,
     /// Partitions used when Tollgate creates its topics.
     pub partitions: i32,
+    /// Replicas of each topic Tollgate creates (`tollgate migrate`); unset:
+    /// the broker's `default.replication.factor` (1 on the single-node dev
+    /// stack). At most the number of brokers; 3 on a production cluster
+    /// (docs/deployment.md, "Kafka").
+    pub replication_factor: Option<u16>,
+    /// `min.insync.replicas` set on each topic Tollgate creates: how many
+    /// replicas must have an event before the broker acknowledges it to our
+    /// `acks=all` producers. Unset: the broker's own setting. At most
+    /// `replication_factor`; 2 with 3 replicas survives one broker down.
+    pub min_insync_replicas: Option<u16>,
     /// How long a produce may wait for the broker before it is reported failed.
     pub message_timeout_ms: u64,
 }
@@ -34,6 +44,8 @@ impl Default for KafkaConfig {
             decisions_topic: "tollgate.decisions".into(),
             audit_checkpoints_topic: "tollgate.audit.checkpoints".into(),
             partitions: 4,
+            replication_factor: None,
+            min_insync_replicas: None,
             message_timeout_ms: 30_000,
         }
     }

@@ -284,9 +284,10 @@ async fn publish_budget(kafka: &tollgate_control::config::KafkaConfig) -> anyhow
                    "folded": {}, "as_of": now}
     })
     .to_string();
-    let producer: FutureProducer = rdkafka::config::ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .create()?;
+    // Like every producer of ours: idempotent, acks=all.
+    let producer: FutureProducer =
+        tollgate_control::kafka::idempotent_producer_config(kafka, "tollgate-bench-proxy")
+            .create()?;
     producer
         .send(
             FutureRecord::to(&kafka.decisions_topic)

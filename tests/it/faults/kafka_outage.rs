@@ -22,7 +22,7 @@ use crate::support::private_postgres::PrivatePostgres;
 use crate::support::{self, TestEnv};
 
 /// Processes a test started with settings of its own; killed when dropped.
-struct Processes(Vec<Child>);
+pub(crate) struct Processes(pub(crate) Vec<Child>);
 
 impl Drop for Processes {
     fn drop(&mut self) {
@@ -34,7 +34,12 @@ impl Drop for Processes {
 }
 
 /// `tollgate <args>` of `env`, with `vars` set, its stderr in `<label>.log`.
-fn spawn_with(env: &TestEnv, label: &str, args: &[&str], vars: &[(&str, &str)]) -> Child {
+pub(crate) fn spawn_with(
+    env: &TestEnv,
+    label: &str,
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -48,7 +53,7 @@ fn spawn_with(env: &TestEnv, label: &str, args: &[&str], vars: &[(&str, &str)]) 
         .unwrap()
 }
 
-fn run_with(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> String {
+pub(crate) fn run_with(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> String {
     let out = env
         .tollgate(args)
         .envs(vars.iter().copied())
@@ -63,14 +68,14 @@ fn run_with(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> String {
 }
 
 /// The secret `tollgate keys create` printed last.
-fn last_line(stdout: &str) -> String {
+pub(crate) fn last_line(stdout: &str) -> String {
     stdout.lines().last().unwrap().trim().to_string()
 }
 
 /// Messages on `topic` of `brokers`: the sum of its partitions' high
 /// watermarks (events are produced idempotently, never in transactions, so
 /// every offset is one record: a duplicate in Kafka shows here).
-async fn records_in(brokers: &str, topic: &str) -> i64 {
+pub(crate) async fn records_in(brokers: &str, topic: &str) -> i64 {
     let (brokers, topic) = (brokers.to_string(), topic.to_string());
     // librdkafka's metadata and watermark calls block their thread.
     tokio::task::spawn_blocking(move || records_in_blocking(&brokers, &topic))
@@ -99,16 +104,16 @@ fn records_in_blocking(brokers: &str, topic: &str) -> i64 {
         .sum()
 }
 
-fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
 /// What the retrying ingest client saw.
 #[derive(Default)]
-struct ClientLog {
-    accepted: u64,
+pub(crate) struct ClientLog {
+    pub(crate) accepted: u64,
     /// 503s, and how many of them said `Retry-After: 1`.
-    unavailable: u64,
+    pub(crate) unavailable: u64,
     retry_after_1: u64,
     first_503: Option<Instant>,
     successes: Vec<Instant>,
@@ -116,7 +121,7 @@ struct ClientLog {
 
 /// POST `batch` until every event is accepted: after a 503 (waiting its
 /// `Retry-After`), and resending only the events a 200 answered `failed`.
-async fn post_until_accepted(
+pub(crate) async fn post_until_accepted(
     http: &reqwest::Client,
     url: &str,
     key: &str,
@@ -181,7 +186,90 @@ async fn post_until_accepted(
     }
 }
 
-fn team_events(team: &str, n: usize) -> Vec<Event> {
+/// `tollgate migrate` with `vars`, an ingest key, and `tollgate ingest` and
+/// `tollgate process` started with `vars`; returns once ingest is healthy.
+pub(crate) async fn ingest_and_processor(
+    env: &TestEnv,
+    vars: &[(&str, &str)],
+) -> (String, Processes) {
+    run_with(env, &["migrate"], vars);
+    let key = last_line(&run_with(
+        env,
+        &["keys", "create", "--name", "faults", "--role", "ingest"],
+        vars,
+    ));
+    let processes = Processes(vec![
+        spawn_with(env, "ingest", &["ingest"], vars),
+        spawn_with(env, "process", &["process"], vars),
+    ]);
+    support::wait_http(
+        &format!("{}/healthz", env.ingest_url()),
+        Duration::from_secs(60),
+        &env.log_path("ingest"),
+    )
+    .await;
+    (key, processes)
+}
+
+/// Wait (until the count stalls for `patience`) for `total` calls in
+/// `env`'s ClickHouse, and assert each is stored exactly once.
+pub(crate) async fn stored_once(env: &TestEnv, total: u64, patience: Duration) {
+    let stored = env
+        .wait_for_count("SELECT count() FROM {db}.calls", total, patience)
+        .await;
+    assert_eq!(
+        stored,
+        total,
+        "calls; processor log:\n{}",
+        std::fs::read_to_string(env.log_path("process")).unwrap_or_default()
+    );
+    assert_eq!(
+        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls")
+            .await,
+        total
+    );
+}
+
+/// Four clients POSTing `events` in batches of 50 to `env`'s ingest with
+/// `key`, each pausing 400 ms after a batch is in (about 500 events/s) and
+/// retrying until it is ([`post_until_accepted`]); what they saw goes to
+/// the log returned.
+pub(crate) fn paced_clients(
+    env: &TestEnv,
+    key: &str,
+    events: Vec<Event>,
+) -> (Vec<tokio::task::JoinHandle<()>>, Arc<Mutex<ClientLog>>) {
+    let url = format!("{}/v1/events", env.ingest_url());
+    let log = Arc::new(Mutex::new(ClientLog::default()));
+    let batches: Arc<Mutex<Vec<Vec<Event>>>> = Arc::new(Mutex::new(
+        events.chunks(50).map(<[Event]>::to_vec).collect(),
+    ));
+    let http = reqwest::Client::new();
+    let clients = (0..4)
+        .map(|_| {
+            let (http, url, key, log, batches) = (
+                http.clone(),
+                url.clone(),
+                key.to_string(),
+                log.clone(),
+                batches.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let next = batches.lock().unwrap().pop();
+                    let Some(batch) = next else {
+                        return;
+                    };
+                    post_until_accepted(&http, &url, &key, batch, &log).await;
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+            })
+        })
+        .collect();
+    (clients, log)
+}
+
+pub(crate) fn team_events(team: &str, n: usize) -> Vec<Event> {
     (0..n)
         .map(|_| {
             call_event(
@@ -196,7 +284,7 @@ fn team_events(team: &str, n: usize) -> Vec<Event> {
         .collect()
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Duration
+pub(crate) async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -224,55 +312,11 @@ async fn a_broker_killed_for_30_s_under_http_ingest_loses_and_duplicates_no_even
         ("TOLLGATE_KAFKA__BROKERS", brokers.as_str()),
         ("TOLLGATE_KAFKA__MESSAGE_TIMEOUT_MS", "300000"),
     ];
-    run_with(&env, &["migrate"], &vars);
-    let key = last_line(&run_with(
-        &env,
-        &["keys", "create", "--name", "faults", "--role", "ingest"],
-        &vars,
-    ));
-    let _processes = Processes(vec![
-        spawn_with(&env, "ingest", &["ingest"], &vars),
-        spawn_with(&env, "process", &["process"], &vars),
-    ]);
-    support::wait_http(
-        &format!("{}/healthz", env.ingest_url()),
-        Duration::from_secs(60),
-        &env.log_path("ingest"),
-    )
-    .await;
+    let (key, _processes) = ingest_and_processor(&env, &vars).await;
 
     // 5,000 events in 100 batches, four clients each sending a batch every
     // 400 ms (about 500 events/s), each retrying until its batch is in.
-    let url = format!("{}/v1/events", env.ingest_url());
-    let log = Arc::new(Mutex::new(ClientLog::default()));
-    let batches: Arc<Mutex<Vec<Vec<Event>>>> = Arc::new(Mutex::new(
-        team_events("faults", 5_000)
-            .chunks(50)
-            .map(<[Event]>::to_vec)
-            .collect(),
-    ));
-    let http = reqwest::Client::new();
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (http, url, key, log, batches) = (
-                http.clone(),
-                url.clone(),
-                key.clone(),
-                log.clone(),
-                batches.clone(),
-            );
-            tokio::spawn(async move {
-                loop {
-                    let next = batches.lock().unwrap().pop();
-                    let Some(batch) = next else {
-                        return;
-                    };
-                    post_until_accepted(&http, &url, &key, batch, &log).await;
-                    tokio::time::sleep(Duration::from_millis(400)).await;
-                }
-            })
-        })
-        .collect();
+    let (clients, log) = paced_clients(&env, &key, team_events("faults", 5_000));
     wait_until("1,500 events accepted", Duration::from_secs(120), || {
         let accepted = log.lock().unwrap().accepted;
         async move { accepted >= 1_500 }
@@ -358,25 +402,8 @@ async fn a_broker_killed_for_30_s_under_http_ingest_loses_and_duplicates_no_even
         "records on the events topic; broker log:\n{}",
         kafka.log()
     );
-    let stored = env
-        .wait_for_count(
-            "SELECT count() FROM {db}.calls",
-            total,
-            Duration::from_secs(180),
-        )
-        .await;
+    stored_once(&env, total, Duration::from_secs(180)).await;
     let recorded = back.elapsed();
-    assert_eq!(
-        stored,
-        total,
-        "calls; processor log:\n{}",
-        std::fs::read_to_string(env.log_path("process")).unwrap_or_default()
-    );
-    assert_eq!(
-        env.ch_u64("SELECT uniqExact(event_id) FROM {db}.calls")
-            .await,
-        total
-    );
     assert_eq!(
         env.ch_u64("SELECT count() FROM {db}.calls WHERE team_id = 'faults'")
             .await,

@@ -5,5 +5,5 @@
 //! kills are private instances started by the test, never the shared ones.
 
 mod clickhouse_and_processors;
-mod kafka_outage;
+pub(crate) mod kafka_outage;
 mod proxy_crashes;
