@@ -27,6 +27,7 @@ mod audit_search;
 mod bench_reports;
 mod breakers;
 mod browser_sign_in;
+mod cluster;
 mod cost;
 mod dashboard_chromium;
 mod e2e_latency;

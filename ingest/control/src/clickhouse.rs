@@ -20,11 +20,20 @@ pub fn user_agent_tag(database: &str) -> String {
     format!("{PRODUCT}/{database} ")
 }
 
-/// A client bound to the configured database.
+/// A client bound to the configured database. On a cluster its inserts ask
+/// for replicated block deduplication (`insert_deduplicate`, ClickHouse's
+/// default for replicated tables, stated here because effectively-once
+/// counts on it as a second guard: a block identical to one of the table's
+/// last 100 is dropped; `docs/processor.md`, "On a ClickHouse cluster").
 pub fn client(config: &ClickHouseConfig) -> Client {
-    server_client(config)
+    let client = server_client(config)
         .with_database(&config.database)
-        .with_product_info(PRODUCT, &config.database)
+        .with_product_info(PRODUCT, &config.database);
+    if config.cluster.is_empty() {
+        client
+    } else {
+        client.with_setting("insert_deduplicate", "1")
+    }
 }
 
 /// A client without a database (for `CREATE DATABASE` and server checks).
