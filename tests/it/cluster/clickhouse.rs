@@ -534,6 +534,10 @@ async fn the_processor_folds_every_call_once_while_the_replica_it_writes_to_is_k
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Keep it down a while: the processor keeps retrying.
+    while killed.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Reports are served by replica 2 meanwhile, and nothing moved.
     let during = cost_report(&env).await;
     assert_eq!(during, before, "the cost report while replica 1 is down");
