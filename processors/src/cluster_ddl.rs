@@ -45,9 +45,8 @@ pub fn cluster_form(file: &str, statement: &str, target: ClusterTarget<'_>) -> R
     };
     let tokens = Tokens::new(statement);
     let head = tokens.leading_keywords(6);
-    let starts = |words: &[&str]| {
-        head.len() >= words.len() && head.iter().zip(words).all(|(a, b)| a == b)
-    };
+    let starts =
+        |words: &[&str]| head.len() >= words.len() && head.iter().zip(words).all(|(a, b)| a == b);
     if starts(&["INSERT"]) {
         return Ok(statement.to_string());
     }
@@ -116,12 +115,12 @@ fn replicate_engine(sql: &str, database: &str, table: &str) -> std::result::Resu
     }
     let after = &sql[engine.end..];
     let Some(open) = after.find('(').filter(|i| after[..*i].trim().is_empty()) else {
-        return Err(format!("table {table}: engine {} has no argument list", engine.text));
+        return Err(format!(
+            "table {table}: engine {} has no argument list",
+            engine.text
+        ));
     };
-    let replication = format!(
-        "'{}', '{{replica}}'",
-        zookeeper_path(database, table)
-    );
+    let replication = format!("'{}', '{{replica}}'", zookeeper_path(database, table));
     let args_start = engine.end + open + 1;
     let has_args = !sql[args_start..].trim_start().starts_with(')');
     let mut out = String::with_capacity(sql.len() + 96);
@@ -294,9 +293,13 @@ mod tests {
 
     #[test]
     fn statements_without_a_cluster_form_are_refused_by_name() {
-        let err = cluster_form("0099_x.sql", "CREATE TABLE t (a String) ENGINE = Log", TARGET)
-            .unwrap_err()
-            .to_string();
+        let err = cluster_form(
+            "0099_x.sql",
+            "CREATE TABLE t (a String) ENGINE = Log",
+            TARGET,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("0099_x.sql"), "{err}");
         assert!(err.contains("cannot run on cluster tollgate"), "{err}");
         let err = cluster_form(
@@ -306,7 +309,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("engine Log is not a MergeTree engine"), "{err}");
+        assert!(
+            err.contains("engine Log is not a MergeTree engine"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -317,7 +323,10 @@ mod tests {
                 assert!(cluster.contains("ENGINE = Replicated"), "{name}: {cluster}");
             }
             if !sql.starts_with("INSERT") {
-                assert!(cluster.contains(" ON CLUSTER tollgate"), "{name}: {cluster}");
+                assert!(
+                    cluster.contains(" ON CLUSTER tollgate"),
+                    "{name}: {cluster}"
+                );
             }
         }
     }

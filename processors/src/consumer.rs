@@ -607,9 +607,13 @@ impl<F: Fold> Processor<F> {
             // An insert the partitions' previous owner sent before it died
             // may still be running: its rows must land before the position
             // is read (`crate::insert_fence`).
-            if let Err(err) =
-                wait_for_running_inserts(&self.client, &self.ch, self.fold.name(), self.fold.table())
-                    .await
+            if let Err(err) = wait_for_running_inserts(
+                &self.client,
+                &self.ch,
+                self.fold.name(),
+                self.fold.table(),
+            )
+            .await
             {
                 warn!(partitions = ?wanted, attempt, clickhouse = %self.ch.url, %err, "cannot see the inserts running in clickhouse, retrying");
                 self.backoff(&mut backoff, "resume positions not read")

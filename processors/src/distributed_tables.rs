@@ -75,9 +75,13 @@ pub async fn sync_read_tables(config: &ClickHouseConfig, client: &Client) -> Res
         let local = columns(database.clone())
             .await
             .map_err(|e| error(config, format!("cannot read the columns of {table}"), e))?;
-        let read = columns(read_db.clone())
-            .await
-            .map_err(|e| error(config, format!("cannot read the columns of {read_db}.{table}"), e))?;
+        let read = columns(read_db.clone()).await.map_err(|e| {
+            error(
+                config,
+                format!("cannot read the columns of {read_db}.{table}"),
+                e,
+            )
+        })?;
         if read == local {
             continue;
         }

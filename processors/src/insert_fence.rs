@@ -48,7 +48,8 @@ pub const CLUSTER_REPLICAS_SQL: &str = "SELECT concat(host_name, ':', toString(p
 
 /// [`RUNNING_INSERTS_SQL`] on every replica; the first bound value is the
 /// replicas' addresses.
-pub const RUNNING_INSERTS_ON_REPLICAS_SQL: &str = "SELECT query_id FROM remote(?, system, processes) \
+pub const RUNNING_INSERTS_ON_REPLICAS_SQL: &str =
+    "SELECT query_id FROM remote(?, system, processes) \
      WHERE lower(query) LIKE 'insert into %' AND position(http_user_agent, ?) = 1";
 
 /// [`STILL_RUNNING_SQL`] on every replica.
@@ -96,9 +97,7 @@ pub async fn wait_for_running_inserts(
     // A replica that is down runs no insert (its inserts died with it).
     let lister = match scope {
         Scope::Server => client.clone(),
-        Scope::Replicas(_) => client
-            .clone()
-            .with_setting("skip_unavailable_shards", "1"),
+        Scope::Replicas(_) => client.clone().with_setting("skip_unavailable_shards", "1"),
     };
     let ended = wait_for_listed(&lister, &scope, &config.database, fold).await?;
     if !config.cluster.is_empty() {

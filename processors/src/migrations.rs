@@ -254,7 +254,11 @@ pub async fn migrate(
     ensure_database(config).await?;
     let client = client(config);
     client
-        .query_raw(&statement_for(config, "schema_migrations", CREATE_SCHEMA_MIGRATIONS)?)
+        .query_raw(&statement_for(
+            config,
+            "schema_migrations",
+            CREATE_SCHEMA_MIGRATIONS,
+        )?)
         .execute()
         .await
         .map_err(|e| error(config, "cannot create schema_migrations", e))?;

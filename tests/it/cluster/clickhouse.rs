@@ -38,12 +38,15 @@ struct Replicas {
 }
 
 fn required(var: &str, example: &str) -> String {
-    std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
-        panic!(
-            "{var} is not set: the cluster tests need the cluster stack's ClickHouse replicas \
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "{var} is not set: the cluster tests need the cluster stack's ClickHouse replicas \
              (`dev/stack up --cluster`, or `dev/cluster/clickhouse.sh up`), e.g. {var}={example}"
-        )
-    })
+            )
+        })
 }
 
 fn replicas() -> Replicas {
@@ -166,7 +169,10 @@ impl Drop for ClusterDatabase {
             });
         });
         if cleanup.join().is_err() {
-            eprintln!("dropping {} on cluster {} failed", self.database, self.cluster);
+            eprintln!(
+                "dropping {} on cluster {} failed",
+                self.database, self.cluster
+            );
         }
     }
 }
@@ -231,10 +237,7 @@ fn spawn_processor(env: &TestEnv, replicas: &Replicas, replica: usize, label: &s
 async fn produce(topic: &str, traffic: &Traffic) {
     let producer = producer();
     let sends = traffic.messages.iter().map(|(key, payload)| {
-        producer.send(
-            FutureRecord::to(topic).key(key).payload(payload),
-            PATIENCE,
-        )
+        producer.send(FutureRecord::to(topic).key(key).payload(payload), PATIENCE)
     });
     for delivery in futures::future::join_all(sends).await {
         delivery.map_err(|(e, _)| e).unwrap();
@@ -313,7 +316,11 @@ async fn cost_report(env: &TestEnv) -> serde_json::Value {
     let to = (today + chrono::Duration::days(1)).to_string();
     let response = reqwest::Client::new()
         .get(format!("{}/api/v1/reports/cost", env.api_url()))
-        .query(&[("from", from.as_str()), ("to", to.as_str()), ("group_by", "team")])
+        .query(&[
+            ("from", from.as_str()),
+            ("to", to.as_str()),
+            ("group_by", "team"),
+        ])
         .send()
         .await
         .unwrap();
@@ -435,7 +442,10 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
             if recorded == migrations {
                 break;
             }
-            assert!(!stall.stuck(recorded), "replica {n}: {recorded} of {migrations} migrations recorded");
+            assert!(
+                !stall.stuck(recorded),
+                "replica {n}: {recorded} of {migrations} migrations recorded"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -455,7 +465,10 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
     for (n, sql) in [
         (2, format!("SELECT sum(input_tokens) FROM {db}.calls")),
         (2, format!("SELECT sum(input_tokens) FROM {db}.cost_daily")),
-        (2, format!("SELECT sum(input_tokens) FROM {db}_dist.cost_daily")),
+        (
+            2,
+            format!("SELECT sum(input_tokens) FROM {db}_dist.cost_daily"),
+        ),
         (1, format!("SELECT sum(input_tokens) FROM {db}_dist.calls")),
     ] {
         let mut stall = Stall::new(PATIENCE);
@@ -476,7 +489,11 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
     );
     let before = replicas.query(1, &created).await;
     let out = env.tollgate(&["migrate"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("clickhouse: applied"), "{stdout}");
     assert_eq!(
@@ -517,7 +534,12 @@ async fn the_processor_folds_every_call_once_while_the_replica_it_writes_to_is_k
     let mut processor = spawn_processor(&env, &replicas, 1, "process");
     for n in 1..=2 {
         let got = wait_for_calls(&replicas, n, &db, first.calls).await;
-        assert_eq!(got, first.calls, "replica {n}; log:\n{}", log_of(&env, "process"));
+        assert_eq!(
+            got,
+            first.calls,
+            "replica {n}; log:\n{}",
+            log_of(&env, "process")
+        );
     }
     let before = cost_report_counting(&env, first.calls).await;
 
@@ -584,7 +606,11 @@ async fn the_processor_folds_every_call_once_while_the_replica_it_writes_to_is_k
     for (team, n) in second_by_team {
         *expected.entry(team).or_default() += n;
     }
-    assert_eq!(by_team(&after), expected, "calls per team after the restart");
+    assert_eq!(
+        by_team(&after),
+        expected,
+        "calls per team after the restart"
+    );
     kill(&mut processor);
     eprintln!(
         "replica 1 down {:.1} s; {calls} calls stored once on both replicas",
@@ -633,7 +659,11 @@ async fn a_processor_on_the_other_replica_takes_over_a_killed_ones_partitions_an
     }
     produce(&env.events_topic, &first).await;
     let partial = wait_for_calls(&replicas, 1, &db, first.calls / 2).await;
-    assert!(partial >= first.calls / 2, "log:\n{}", log_of(&env, "process-a"));
+    assert!(
+        partial >= first.calls / 2,
+        "log:\n{}",
+        log_of(&env, "process-a")
+    );
 
     // A dies mid-stream; B must take its partitions over after A's
     // session expires, resuming from what replica 2 holds once it fetched
