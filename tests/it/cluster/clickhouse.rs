@@ -7,7 +7,8 @@
 //!
 //! - migrations give replicated tables on both replicas and `Distributed`
 //!   read tables, and a row written on one replica reaches the other, its
-//!   rollup and the read tables;
+//!   rollup and the read tables; a block inserted twice (on either
+//!   replica) is stored once;
 //! - the processor folds while the replica it writes to is SIGKILLed and
 //!   restarted: every call once on both replicas, and the cost report read
 //!   through the API (served by the other replica meanwhile) the same
@@ -479,6 +480,43 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
             }
             assert!(!stall.stuck(got), "replica {n}: {got} from {sql}");
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // Replicated block deduplication: the same block again is dropped
+    // (with its view's rows); a different block whose rollup rows are
+    // identical is not.
+    let insert = |event: &str| {
+        format!(
+            "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, provider, \
+             model, input_tokens, kafka_partition, kafka_offset) VALUES \
+             ('{event}', 'ai.call.completed', toDateTime('2026-11-02 10:00:00', 'UTC'), 'org-1', \
+             'team-b', 'openai', 'gpt-4o', 10, 1, 0)"
+        )
+    };
+    replicas.query(1, &insert("e-2")).await;
+    replicas.query(2, &insert("e-2")).await;
+    replicas.query(1, &insert("e-3")).await;
+    for n in 1..=2 {
+        for (sql, want) in [
+            (
+                format!("SELECT count() FROM {db}.calls WHERE team_id = 'team-b'"),
+                2,
+            ),
+            (
+                format!("SELECT sum(input_tokens) FROM {db}.cost_daily WHERE team_id = 'team-b'"),
+                20,
+            ),
+        ] {
+            let mut stall = Stall::new(PATIENCE);
+            loop {
+                let got = replicas.u64(n, &sql).await;
+                if got == want {
+                    break;
+                }
+                assert!(!stall.stuck(got), "replica {n}: {got}, not {want}, from {sql}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
 
