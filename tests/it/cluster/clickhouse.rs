@@ -86,6 +86,23 @@ impl Replicas {
             .unwrap_or_else(|_| panic!("not a number from replica {n}: {body:?} ({sql})"))
     }
 
+    /// Poll `sql` (one number) on replica `n` until it equals `want`; fail
+    /// when it stops moving for 120 s without getting there.
+    async fn wait_for(&self, n: usize, sql: &str, want: u64) {
+        let mut stall = Stall::new(PATIENCE);
+        loop {
+            let got = self.u64(n, sql).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                !stall.stuck(got),
+                "replica {n}: {got}, not {want}, from {sql}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn answers(&self, n: usize) -> bool {
         reqwest::Client::new()
             .get(format!("{}/ping", self.url(n)))
@@ -294,20 +311,13 @@ async fn assert_exactly_once(replicas: &Replicas, n: usize, db: &str, calls: u64
         "input tokens on replica {n}"
     );
     // Every generated call is completed or failed: all are billable.
-    let mut stall = Stall::new(PATIENCE);
-    loop {
-        let rolled = replicas
-            .u64(n, &q("SELECT toUInt64(sum(calls)) FROM {db}.cost_daily"))
-            .await;
-        if rolled == calls {
-            break;
-        }
-        assert!(
-            !stall.stuck(rolled),
-            "cost_daily counts {rolled} of {calls} calls on replica {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    replicas
+        .wait_for(
+            n,
+            &q("SELECT toUInt64(sum(calls)) FROM {db}.cost_daily"),
+            calls,
+        )
+        .await;
 }
 
 /// The cost report by team over yesterday to tomorrow, through the API.
@@ -435,20 +445,13 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
             "replica {n}: the read table's columns"
         );
         // The bookkeeping replicated too: every migration is recorded.
-        let mut stall = Stall::new(PATIENCE);
-        loop {
-            let recorded = replicas
-                .u64(n, &format!("SELECT count() FROM {db}.schema_migrations"))
-                .await;
-            if recorded == migrations {
-                break;
-            }
-            assert!(
-                !stall.stuck(recorded),
-                "replica {n}: {recorded} of {migrations} migrations recorded"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        replicas
+            .wait_for(
+                n,
+                &format!("SELECT count() FROM {db}.schema_migrations"),
+                migrations,
+            )
+            .await;
     }
 
     // A call written on replica 1 reaches replica 2, its cost rollup (the
@@ -472,15 +475,7 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
         ),
         (1, format!("SELECT sum(input_tokens) FROM {db}_dist.calls")),
     ] {
-        let mut stall = Stall::new(PATIENCE);
-        loop {
-            let got = replicas.u64(n, &sql).await;
-            if got == 1234 {
-                break;
-            }
-            assert!(!stall.stuck(got), "replica {n}: {got} from {sql}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        replicas.wait_for(n, &sql, 1234).await;
     }
 
     // Replicated block deduplication: the same block again is dropped
@@ -508,15 +503,7 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
                 20,
             ),
         ] {
-            let mut stall = Stall::new(PATIENCE);
-            loop {
-                let got = replicas.u64(n, &sql).await;
-                if got == want {
-                    break;
-                }
-                assert!(!stall.stuck(got), "replica {n}: {got}, not {want}, from {sql}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            replicas.wait_for(n, &sql, want).await;
         }
     }
 
