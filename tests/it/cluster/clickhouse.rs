@@ -14,8 +14,10 @@
 //!   through the API (served by the other replica meanwhile) the same
 //!   before, during and after;
 //! - two processors on different replicas share the partitions; one is
-//!   SIGKILLed and the other takes its partitions over within the session
-//!   timeout, every call once.
+//!   SIGKILLed while the other's replica is not fetching (`SYSTEM STOP
+//!   FETCHES`), and the other takes its partitions over within the session
+//!   timeout, waits for its replica to catch up before it resumes, and
+//!   every call is stored once.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -25,7 +27,9 @@ use chrono::Utc;
 use rdkafka::producer::FutureRecord;
 
 use super::CLUSTER_FAULTS;
-use crate::processor::{kill, log_of, processor_config, traffic, Traffic, NO_ANNOUNCEMENTS};
+use crate::processor::{
+    committed, kill, log_of, processor_config, rewind_commits, traffic, Traffic, NO_ANNOUNCEMENTS,
+};
 use crate::support::kafka::producer;
 use crate::support::{clickhouse_query_at, clickhouse_url, unique, Stall, TestEnv, PATIENCE};
 
@@ -696,44 +700,166 @@ async fn a_processor_on_the_other_replica_takes_over_a_killed_ones_partitions_an
     let assignments_before = log_of(&env, "process-b")
         .matches("partitions assigned")
         .count();
+    // Replica 2 stops fetching what A writes to replica 1, so when B takes
+    // over, A's last parts are not on B's replica yet: B must wait for them
+    // (the fence syncs its replica) instead of resuming below them and
+    // storing those rows twice.
+    replicas
+        .query(2, &format!("SYSTEM STOP FETCHES {db}.calls"))
+        .await;
     kill(&mut a);
     let killed = Instant::now();
-    produce(&env.events_topic, &second).await;
-    let mut taken_over = None;
-    let got = {
-        let mut stall = Stall::new(PATIENCE);
-        loop {
-            let got = replicas
+    // What A stored that replica 2 has not fetched.
+    let behind = replicas
+        .u64(1, &format!("SELECT count() FROM {db}.calls"))
+        .await
+        .saturating_sub(
+            replicas
                 .u64(2, &format!("SELECT count() FROM {db}.calls"))
-                .await;
-            if taken_over.is_none()
-                && log_of(&env, "process-b")
-                    .matches("partitions assigned")
-                    .count()
-                    > assignments_before
-            {
-                taken_over = Some(killed.elapsed());
-            }
-            if got >= calls || stall.stuck(got) {
-                break got;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
+                .await,
+        );
+    produce(&env.events_topic, &second).await;
+    let deadline = Instant::now() + SESSION_TIMEOUT + PATIENCE;
+    while log_of(&env, "process-b")
+        .matches("partitions assigned")
+        .count()
+        <= assignments_before
+    {
+        assert!(
+            Instant::now() < deadline,
+            "process-b was never assigned A's partitions; log:\n{}",
+            log_of(&env, "process-b")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let taken_over = killed.elapsed();
+    // Hold replica 2 behind a while after the takeover, then let it fetch.
+    while killed.elapsed() < taken_over + Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    replicas
+        .query(2, &format!("SYSTEM START FETCHES {db}.calls"))
+        .await;
+    let got = wait_for_calls(&replicas, 2, &db, calls).await;
     assert_eq!(got, calls, "log of B:\n{}", log_of(&env, "process-b"));
-    let taken_over = taken_over.expect("process-b was never assigned A's partitions");
-    assert!(
-        taken_over < SESSION_TIMEOUT + PATIENCE,
-        "takeover took {taken_over:?}"
-    );
     for n in 1..=2 {
         assert_eq!(wait_for_calls(&replicas, n, &db, calls).await, calls);
         assert_exactly_once(&replicas, n, &db, calls, tokens).await;
     }
     kill(&mut b);
     eprintln!(
-        "takeover {:.1} s after the SIGKILL (session timeout {:?}); {calls} calls once on both replicas",
+        "takeover {:.1} s after the SIGKILL (session timeout {:?}), B's replica {behind} calls \
+         behind A's then; {calls} calls once on both replicas",
         taken_over.as_secs_f64(),
         SESSION_TIMEOUT
     );
+}
+
+/// The crash window made deterministic on a cluster: A stored every call
+/// on replica 1, replica 2 has fetched none of it (`SYSTEM STOP FETCHES`),
+/// and the group's committed offsets are lost. B, on replica 2, reads the
+/// topic from the start: it must not resume from what replica 2 holds (it
+/// would store every call again) but wait until replica 2 has fetched A's
+/// parts, then skip them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_on_a_lagging_replica_waits_for_it_and_stores_nothing_twice() {
+    let _faults = CLUSTER_FAULTS.lock().await;
+    let replicas = replicas();
+    let group = unique("grp");
+    let (env, _db) = cluster_env(
+        &replicas,
+        "cllag",
+        &format!(
+            "{}{NO_ANNOUNCEMENTS}",
+            processor_config(&group, "batch_max_wait_ms = 200")
+        ),
+        1,
+    )
+    .await;
+    let db = env.ch_database.clone();
+    let start = Utc::now() - chrono::Duration::hours(1);
+    let first = traffic(3_000, start, rand::random());
+    let second = traffic(1_000, start + chrono::Duration::minutes(5), rand::random());
+    let (calls, tokens) = (
+        first.calls + second.calls,
+        first.input_tokens + second.input_tokens,
+    );
+
+    replicas
+        .query(2, &format!("SYSTEM STOP FETCHES {db}.calls"))
+        .await;
+    produce(&env.events_topic, &first).await;
+    let mut a = spawn_processor(&env, &replicas, 1, "process-a");
+    let got = wait_for_calls(&replicas, 1, &db, first.calls).await;
+    assert_eq!(got, first.calls, "log:\n{}", log_of(&env, "process-a"));
+    crate::support::signal(a.id(), "TERM");
+    assert!(crate::processor::wait_exit(&mut a, PATIENCE)
+        .await
+        .success());
+    assert_eq!(
+        replicas
+            .u64(2, &format!("SELECT count() FROM {db}.calls"))
+            .await,
+        0,
+        "replica 2 fetched while its fetches were stopped"
+    );
+    rewind_commits(&group, &env.events_topic, 4);
+
+    produce(&env.events_topic, &second).await;
+    let mut b = spawn_processor(&env, &replicas, 2, "process-b");
+    let deadline = Instant::now() + PATIENCE;
+    while !log_of(&env, "process-b").contains("partitions assigned") {
+        assert!(
+            Instant::now() < deadline,
+            "process-b got no partitions; log:\n{}",
+            log_of(&env, "process-b")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // B is held at the fence while replica 2 cannot fetch: nothing stored.
+    let held = Instant::now();
+    while held.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        replicas
+            .u64(2, &format!("SELECT count() FROM {db}.calls"))
+            .await,
+        0,
+        "B stored calls before its replica caught up; log:\n{}",
+        log_of(&env, "process-b")
+    );
+    replicas
+        .query(2, &format!("SYSTEM START FETCHES {db}.calls"))
+        .await;
+    for n in 1..=2 {
+        let got = wait_for_calls(&replicas, n, &db, calls).await;
+        assert_eq!(
+            got,
+            calls,
+            "replica {n}; log:\n{}",
+            log_of(&env, "process-b")
+        );
+        assert_exactly_once(&replicas, n, &db, calls, tokens).await;
+    }
+    assert!(
+        log_of(&env, "process-b")
+            .contains("this replica caught up with the parts the other replicas wrote"),
+        "log:\n{}",
+        log_of(&env, "process-b")
+    );
+    let messages = (first.messages.len() + second.messages.len()) as i64;
+    let deadline = Instant::now() + PATIENCE;
+    while committed(&group, &env.events_topic, 4)
+        .values()
+        .sum::<i64>()
+        != messages
+    {
+        assert!(
+            Instant::now() < deadline,
+            "B's commits do not cover every message"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    kill(&mut b);
 }
