@@ -28,7 +28,7 @@ use rdkafka::producer::FutureRecord;
 
 use super::CLUSTER_FAULTS;
 use crate::processor::{
-    committed, kill, log_of, processor_config, rewind_commits, traffic, Traffic, NO_ANNOUNCEMENTS,
+    committed, log_of, processor_config, rewind_commits, traffic, Traffic, NO_ANNOUNCEMENTS,
 };
 use crate::support::kafka::producer;
 use crate::support::{clickhouse_query_at, clickhouse_url, unique, Stall, TestEnv, PATIENCE};
@@ -240,8 +240,25 @@ async fn cluster_env(
     (env, guard)
 }
 
+/// A `tollgate process`, SIGKILLed when dropped (a failing test leaves
+/// none running).
+struct Processor(Child);
+
+impl Processor {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// `tollgate process` writing to replica `replica`; stderr to `<label>.log`.
-fn spawn_processor(env: &TestEnv, replicas: &Replicas, replica: usize, label: &str) -> Child {
+fn spawn_processor(env: &TestEnv, replicas: &Replicas, replica: usize, label: &str) -> Processor {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -252,6 +269,7 @@ fn spawn_processor(env: &TestEnv, replicas: &Replicas, replica: usize, label: &s
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Processor)
         .unwrap()
 }
 
@@ -640,7 +658,7 @@ async fn the_processor_folds_every_call_once_while_the_replica_it_writes_to_is_k
         expected,
         "calls per team after the restart"
     );
-    kill(&mut processor);
+    processor.kill();
     eprintln!(
         "replica 1 down {:.1} s; {calls} calls stored once on both replicas",
         down.as_secs_f64()
@@ -707,7 +725,7 @@ async fn a_processor_on_the_other_replica_takes_over_a_killed_ones_partitions_an
     replicas
         .query(2, &format!("SYSTEM STOP FETCHES {db}.calls"))
         .await;
-    kill(&mut a);
+    a.kill();
     let killed = Instant::now();
     // What A stored that replica 2 has not fetched.
     let behind = replicas
@@ -746,7 +764,7 @@ async fn a_processor_on_the_other_replica_takes_over_a_killed_ones_partitions_an
         assert_eq!(wait_for_calls(&replicas, n, &db, calls).await, calls);
         assert_exactly_once(&replicas, n, &db, calls, tokens).await;
     }
-    kill(&mut b);
+    b.kill();
     eprintln!(
         "takeover {:.1} s after the SIGKILL (session timeout {:?}), B's replica {behind} calls \
          behind A's then; {calls} calls once on both replicas",
@@ -792,8 +810,8 @@ async fn a_new_owner_on_a_lagging_replica_waits_for_it_and_stores_nothing_twice(
     let mut a = spawn_processor(&env, &replicas, 1, "process-a");
     let got = wait_for_calls(&replicas, 1, &db, first.calls).await;
     assert_eq!(got, first.calls, "log:\n{}", log_of(&env, "process-a"));
-    crate::support::signal(a.id(), "TERM");
-    assert!(crate::processor::wait_exit(&mut a, PATIENCE)
+    crate::support::signal(a.0.id(), "TERM");
+    assert!(crate::processor::wait_exit(&mut a.0, PATIENCE)
         .await
         .success());
     assert_eq!(
@@ -861,5 +879,5 @@ async fn a_new_owner_on_a_lagging_replica_waits_for_it_and_stores_nothing_twice(
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    kill(&mut b);
+    b.kill();
 }
