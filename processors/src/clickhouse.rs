@@ -58,9 +58,15 @@ pub async fn ensure_database(config: &ClickHouseConfig) -> Result<String> {
                 e,
             )
         })?;
+    let on_cluster = if config.cluster.is_empty() {
+        String::new()
+    } else {
+        check_cluster(config, &server).await?;
+        format!(" ON CLUSTER {}", config.cluster)
+    };
     server
         .query_raw(&format!(
-            "CREATE DATABASE IF NOT EXISTS {}",
+            "CREATE DATABASE IF NOT EXISTS {}{on_cluster}",
             config.database
         ))
         .execute()
@@ -75,8 +81,36 @@ pub async fn ensure_database(config: &ClickHouseConfig) -> Result<String> {
     Ok(version)
 }
 
+/// `clickhouse.cluster` must name a cluster the server knows.
+async fn check_cluster(config: &ClickHouseConfig, server: &Client) -> Result<()> {
+    if !is_identifier(&config.cluster) {
+        return Err(Error::Config(format!(
+            "clickhouse.cluster {:?} must be letters, digits and underscores, not starting with a digit (or empty for a single server)",
+            config.cluster
+        )));
+    }
+    let known: Vec<String> = server
+        .query("SELECT DISTINCT cluster FROM system.clusters ORDER BY cluster")
+        .fetch_all()
+        .await
+        .map_err(|e| error(config, "cannot list the server's clusters", e))?;
+    if known.iter().any(|c| c == &config.cluster) {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "clickhouse.cluster {:?}: the server at {} has no such cluster in its remote_servers (it has: {})",
+        config.cluster,
+        config.url,
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    )))
+}
+
 /// Whether `name` can be used unquoted as a ClickHouse database name.
-fn is_identifier(name: &str) -> bool {
+pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -609,8 +609,13 @@ impl<F: Fold> Processor<F> {
             // An insert the partitions' previous owner sent before it died
             // may still be running: its rows must land before the position
             // is read (`crate::insert_fence`).
-            if let Err(err) =
-                wait_for_running_inserts(&self.client, &self.ch.database, self.fold.name()).await
+            if let Err(err) = wait_for_running_inserts(
+                &self.client,
+                &self.ch,
+                self.fold.name(),
+                self.fold.table(),
+            )
+            .await
             {
                 warn!(partitions = ?wanted, attempt, clickhouse = %self.ch.url, %err, "cannot see the inserts running in clickhouse, retrying");
                 self.backoff(&mut backoff, "resume positions not read")
@@ -712,8 +717,9 @@ impl<F: Fold> Processor<F> {
                 // The failed attempt may still be running (a timeout).
                 let stored = match wait_for_running_inserts(
                     &self.client,
-                    &self.ch.database,
+                    &self.ch,
                     self.fold.name(),
+                    self.fold.table(),
                 )
                 .await
                 {

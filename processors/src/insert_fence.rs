@@ -14,11 +14,21 @@
 //! The same fence guards the retry of an insert whose answer was lost
 //! (a timeout): the attempt may still be running when the retry asks what
 //! was stored.
+//!
+//! On a cluster (`clickhouse.cluster` set) the previous owner may have
+//! written through another replica, so the fence has two more steps
+//! (`docs/processor.md`, "On a ClickHouse cluster"): it lists the inserts
+//! running on every replica of the cluster (`remote()` over each replica as
+//! if it were a shard; a replica that does not answer runs none), and then
+//! waits until the replica this processor talks to has fetched every part
+//! the others wrote (`SYSTEM SYNC REPLICA` of the fold's table), so the
+//! position read next sees every stored row.
 
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
 use tollgate_control::clickhouse::user_agent_tag;
+use tollgate_control::config::ClickHouseConfig;
 use tracing::{info, warn};
 
 /// Running inserts of Tollgate clients bound to one database, the bound
@@ -31,6 +41,27 @@ pub const RUNNING_INSERTS_SQL: &str = "SELECT query_id FROM system.processes \
 /// How many of the given queries are still running.
 pub const STILL_RUNNING_SQL: &str = "SELECT count() FROM system.processes WHERE has(?, query_id)";
 
+/// The replicas of a cluster as `remote()` takes them, each as a shard of
+/// its own (`,`), so a query over them reads every replica.
+pub const CLUSTER_REPLICAS_SQL: &str = "SELECT concat(host_name, ':', toString(port)) AS address \
+     FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num";
+
+/// [`RUNNING_INSERTS_SQL`] on every replica; the first bound value is the
+/// replicas' addresses.
+pub const RUNNING_INSERTS_ON_REPLICAS_SQL: &str =
+    "SELECT query_id FROM remote(?, system, processes) \
+     WHERE lower(query) LIKE 'insert into %' AND position(http_user_agent, ?) = 1";
+
+/// [`STILL_RUNNING_SQL`] on every replica.
+pub const STILL_RUNNING_ON_REPLICAS_SQL: &str =
+    "SELECT count() FROM remote(?, system, processes) WHERE has(?, query_id)";
+
+/// Where the fence looks: this server, or every replica of a cluster.
+enum Scope {
+    Server,
+    Replicas(String),
+}
+
 /// How often the fence looks again, and how often it says it still waits.
 const POLL: Duration = Duration::from_millis(50);
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -41,20 +72,127 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// `docs/processor.md`).
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// Wait until every Tollgate insert into `database` running now has ended
-/// (stored or failed); `fold` names the waiting fold in log lines. Returns
-/// how many there were. An error (ClickHouse unreachable) is for the
+/// Wait until every Tollgate insert into the configured database running
+/// now has ended (stored or failed) and, on a cluster, until this replica
+/// holds every part of `table` the other replicas wrote; `fold` names the
+/// waiting fold in log lines. Returns how many inserts there were. An error
+/// (ClickHouse unreachable, the replica cannot catch up yet) is for the
 /// caller to retry: the fence has not been passed.
 pub async fn wait_for_running_inserts(
     client: &Client,
+    config: &ClickHouseConfig,
+    fold: &str,
+    table: &str,
+) -> clickhouse::error::Result<usize> {
+    let scope = if config.cluster.is_empty() {
+        Scope::Server
+    } else {
+        let replicas: Vec<String> = client
+            .query(CLUSTER_REPLICAS_SQL)
+            .bind(&config.cluster)
+            .fetch_all()
+            .await?;
+        Scope::Replicas(replicas.join(","))
+    };
+    // A replica that is down runs no insert (its inserts died with it).
+    let lister = match scope {
+        Scope::Server => client.clone(),
+        Scope::Replicas(_) => client.clone().with_setting("skip_unavailable_shards", "1"),
+    };
+    let ended = wait_for_listed(&lister, &scope, &config.database, fold).await?;
+    if !config.cluster.is_empty() {
+        sync_replica(client, &config.database, table, fold).await?;
+    }
+    Ok(ended)
+}
+
+/// Wait until this replica has fetched every part of `table` that is in
+/// the cluster's replication log (a part written through another replica
+/// that is down cannot be fetched: this fails after the server's
+/// `receive_timeout`, and the caller tries again).
+async fn sync_replica(
+    client: &Client,
+    database: &str,
+    table: &str,
+    fold: &str,
+) -> clickhouse::error::Result<()> {
+    let started = Instant::now();
+    client
+        .query(&sync_replica_sql(database, table))
+        .execute()
+        .await?;
+    let waited = started.elapsed();
+    if waited >= Duration::from_secs(1) {
+        info!(
+            fold = %fold,
+            table = %table,
+            waited_ms = waited.as_millis() as u64,
+            "this replica caught up with the parts the other replicas wrote"
+        );
+    }
+    Ok(())
+}
+
+/// `SYSTEM SYNC REPLICA` of one table (18.16 and current ClickHouse).
+pub fn sync_replica_sql(database: &str, table: &str) -> String {
+    format!("SYSTEM SYNC REPLICA {database}.{table}")
+}
+
+async fn list_running(
+    client: &Client,
+    scope: &Scope,
+    database: &str,
+) -> clickhouse::error::Result<Vec<String>> {
+    match scope {
+        Scope::Server => {
+            client
+                .query(RUNNING_INSERTS_SQL)
+                .bind(user_agent_tag(database))
+                .fetch_all()
+                .await
+        }
+        Scope::Replicas(replicas) => {
+            client
+                .query(RUNNING_INSERTS_ON_REPLICAS_SQL)
+                .bind(replicas)
+                .bind(user_agent_tag(database))
+                .fetch_all()
+                .await
+        }
+    }
+}
+
+async fn count_still_running(
+    client: &Client,
+    scope: &Scope,
+    running: &[String],
+) -> clickhouse::error::Result<u64> {
+    match scope {
+        Scope::Server => {
+            client
+                .query(STILL_RUNNING_SQL)
+                .bind(running)
+                .fetch_one()
+                .await
+        }
+        Scope::Replicas(replicas) => {
+            client
+                .query(STILL_RUNNING_ON_REPLICAS_SQL)
+                .bind(replicas)
+                .bind(running)
+                .fetch_one()
+                .await
+        }
+    }
+}
+
+async fn wait_for_listed(
+    client: &Client,
+    scope: &Scope,
     database: &str,
     fold: &str,
 ) -> clickhouse::error::Result<usize> {
-    let running: Vec<String> = client
-        .query(RUNNING_INSERTS_SQL)
-        .bind(user_agent_tag(database))
-        .fetch_all()
-        .await?;
+    let running = list_running(client, scope, database).await?;
     if running.is_empty() {
         return Ok(0);
     }
@@ -66,11 +204,7 @@ pub async fn wait_for_running_inserts(
     let started = Instant::now();
     let mut warned = started;
     loop {
-        let left: u64 = client
-            .query(STILL_RUNNING_SQL)
-            .bind(&running)
-            .fetch_one()
-            .await?;
+        let left = count_still_running(client, scope, &running).await?;
         if left == 0 {
             info!(
                 fold = %fold,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::clickhouse::{ensure_database, error};
+use crate::cluster_ddl::{cluster_form, ClusterTarget};
 use crate::error::{Error, Result};
 use tollgate_control::clickhouse::client;
 use tollgate_control::config::ClickHouseConfig;
@@ -253,7 +254,11 @@ pub async fn migrate(
     ensure_database(config).await?;
     let client = client(config);
     client
-        .query_raw(CREATE_SCHEMA_MIGRATIONS)
+        .query_raw(&statement_for(
+            config,
+            "schema_migrations",
+            CREATE_SCHEMA_MIGRATIONS,
+        )?)
         .execute()
         .await
         .map_err(|e| error(config, "cannot create schema_migrations", e))?;
@@ -279,7 +284,25 @@ pub async fn migrate(
         progress(&outcome);
         outcomes.push(outcome);
     }
+    if !config.cluster.is_empty() {
+        crate::distributed_tables::sync_read_tables(config, &client).await?;
+    }
     Ok(outcomes)
+}
+
+/// `statement` as sent to the configured server or cluster.
+fn statement_for(config: &ClickHouseConfig, file: &str, statement: &str) -> Result<String> {
+    if config.cluster.is_empty() {
+        return Ok(statement.to_string());
+    }
+    cluster_form(
+        file,
+        statement,
+        ClusterTarget {
+            cluster: &config.cluster,
+            database: &config.database,
+        },
+    )
 }
 
 /// Refuse to go on when an applied file changed or disappeared.
@@ -328,6 +351,7 @@ fn short(checksum: &str) -> &str {
 
 async fn apply(config: &ClickHouseConfig, client: &Client, migration: &Migration) -> Result<()> {
     for (i, statement) in migration.statements.iter().enumerate() {
+        let statement = &statement_for(config, &migration.name, statement)?;
         let result = client.query_raw(statement).execute().await;
         if let Err(e) = &result {
             if is_rerun_of_add_column(statement, &e.to_string()) {

@@ -588,7 +588,7 @@ async fn migrate_twice_and_detect_changed_file() {
 
 /// Set `group`'s committed offsets on `topic` back to the start, as if the
 /// processor had crashed after every insert and before every commit.
-fn rewind_commits(group: &str, topic: &str, partitions: i32) {
+pub(crate) fn rewind_commits(group: &str, topic: &str, partitions: i32) {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
         .set("group.id", group)

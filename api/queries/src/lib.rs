@@ -46,11 +46,13 @@ pub use latency::{
 pub use params::{InvalidParameter, QueryParams};
 
 /// A ClickHouse client for reads (validation off: see
-/// `tollgate_control::clickhouse`).
+/// `tollgate_control::clickhouse`), bound to the database the reports read:
+/// with `clickhouse.cluster` set, the `Distributed` tables
+/// (`tollgate_control::clickhouse::read_client`).
 /// Row structs must list their fields in the order of the SELECT, which each
 /// query module guarantees by keeping the struct next to its SQL.
 pub fn client(config: &ClickHouseConfig) -> Client {
-    tollgate_control::clickhouse::client(config)
+    tollgate_control::clickhouse::read_client(config)
 }
 
 /// Why a read failed, and whose fault it is.
@@ -106,7 +108,7 @@ impl ReadModels {
         Self {
             client: client(config),
             url: config.url.clone(),
-            database: config.database.clone(),
+            database: tollgate_control::clickhouse::read_database(config),
         }
     }
 

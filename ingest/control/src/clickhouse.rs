@@ -20,11 +20,20 @@ pub fn user_agent_tag(database: &str) -> String {
     format!("{PRODUCT}/{database} ")
 }
 
-/// A client bound to the configured database.
+/// A client bound to the configured database. On a cluster its inserts ask
+/// for replicated block deduplication (`insert_deduplicate`, ClickHouse's
+/// default for replicated tables, stated here because effectively-once
+/// counts on it as a second guard: a block identical to one of the table's
+/// last 100 is dropped; `docs/processor.md`, "On a ClickHouse cluster").
 pub fn client(config: &ClickHouseConfig) -> Client {
-    server_client(config)
+    let client = server_client(config)
         .with_database(&config.database)
-        .with_product_info(PRODUCT, &config.database)
+        .with_product_info(PRODUCT, &config.database);
+    if config.cluster.is_empty() {
+        client
+    } else {
+        client.with_setting("insert_deduplicate", "1")
+    }
 }
 
 /// A client without a database (for `CREATE DATABASE` and server checks).
@@ -37,4 +46,52 @@ pub fn server_client(config: &ClickHouseConfig) -> Client {
         client = client.with_password(&config.password);
     }
     client
+}
+
+/// The database the reports read: the configured one on a single server;
+/// with `clickhouse.cluster` set, `<database>_dist`, which holds a
+/// `Distributed` table over the cluster for every replicated table, with
+/// the same name (`tollgate migrate` keeps them in step).
+pub fn read_database(config: &ClickHouseConfig) -> String {
+    if config.cluster.is_empty() {
+        config.database.clone()
+    } else {
+        format!("{}{DISTRIBUTED_SUFFIX}", config.database)
+    }
+}
+
+/// What `read_database` appends to the database name in cluster mode.
+pub const DISTRIBUTED_SUFFIX: &str = "_dist";
+
+/// A client for reports: bound to [`read_database`]. In cluster mode a
+/// subquery over another table (`IN (SELECT … FROM calls)`) reads that
+/// table's local copy on the replica the query runs on
+/// (`distributed_product_mode = 'local'`; the cluster has one shard, so
+/// each replica holds every row), instead of being refused as a
+/// distributed query inside a distributed query.
+pub fn read_client(config: &ClickHouseConfig) -> Client {
+    let client = server_client(config)
+        .with_database(read_database(config))
+        .with_product_info(PRODUCT, &config.database);
+    if config.cluster.is_empty() {
+        client
+    } else {
+        client.with_setting("distributed_product_mode", "local")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_go_to_the_distributed_database_only_in_cluster_mode() {
+        let single = ClickHouseConfig::default();
+        assert_eq!(read_database(&single), "tollgate");
+        let cluster = ClickHouseConfig {
+            cluster: "tollgate".into(),
+            ..ClickHouseConfig::default()
+        };
+        assert_eq!(read_database(&cluster), "tollgate_dist");
+    }
 }

@@ -90,6 +90,13 @@ pub struct ClickHouseConfig {
     pub database: String,
     pub user: String,
     pub password: String,
+    /// The ClickHouse cluster (a name in the servers' `remote_servers`)
+    /// whose replicas hold the tables; empty (the default): a single
+    /// server. When set, `tollgate migrate` creates every table `ON CLUSTER`
+    /// as a `Replicated*MergeTree` with a `Distributed` table for reads in
+    /// `<database>_dist`, and the reports read those (docs/deployment.md,
+    /// "ClickHouse tier").
+    pub cluster: String,
 }
 
 impl Default for ClickHouseConfig {
@@ -99,6 +106,7 @@ impl Default for ClickHouseConfig {
             database: "tollgate".into(),
             user: "default".into(),
             password: String::new(),
+            cluster: String::new(),
         }
     }
 }

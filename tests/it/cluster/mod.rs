@@ -7,6 +7,7 @@
 //! caught up, so two fault tests never overlap; a test that needs every
 //! broker up holds it too.
 
+mod clickhouse;
 mod kafka;
 
 use std::path::Path;
