@@ -18,8 +18,8 @@ CREATE TABLE IF NOT EXISTS proxy_members (
 );
 
 -- Rate-limit tiers: requests and tokens per minute for one key, user, team
--- or org (`tollgate ratelimits set`, `POST /api/v1/admin/ratelimits`),
--- enforced by every proxy on its share of the limit.
+-- or org (`tollgate ratelimits set`), enforced by every proxy on its share
+-- of the limit (docs/proxy.md, "Rate-limit tiers").
 CREATE TABLE IF NOT EXISTS rate_limits (
     id                  BIGSERIAL PRIMARY KEY,
     scope_kind          TEXT NOT NULL CHECK (scope_kind IN ('org', 'team', 'user', 'key')),

@@ -1,8 +1,8 @@
 //! Rate-limit tiers: requests and tokens per minute for one key, user,
 //! team or org, in PostgreSQL's `rate_limits`. The validation of a limit as
-//! an administrator states it ([`RateLimitSpec::parse`], shared by
-//! `tollgate ratelimits set` and `POST /api/v1/admin/ratelimits`) and the
-//! store the CLI, the API and the proxies read (`docs/proxy.md`, "Rate-limit
+//! an administrator states it ([`RateLimitSpec::parse`], used by
+//! `tollgate ratelimits set`; field names as an admin API body would spell
+//! them) and the store the CLI and the proxies read (`docs/proxy.md`, "Rate-limit
 //! tiers").
 
 use chrono::{DateTime, Utc};
@@ -67,7 +67,7 @@ fn per_minute(field: &'static str, text: &str, max: u64) -> Result<u64, InvalidR
 
 impl RateLimitSpec {
     /// Validate the fields as given (numbers as text, as on the command
-    /// line; the API passes its JSON numbers through `to_string`).
+    /// line).
     pub fn parse(
         scope_kind: &str,
         scope_id: &str,
@@ -132,7 +132,7 @@ pub struct RateLimit {
     pub updated_at: DateTime<Utc>,
 }
 
-/// The JSON the API and `ratelimits list --json` show.
+/// The JSON `ratelimits list --json` shows.
 pub fn rate_limit_json(l: &RateLimit) -> Value {
     json!({
         "id": l.id,
@@ -245,16 +245,6 @@ impl RateLimitStore {
         .await
         .map_err(|e| ControlError::postgres("deleting a rate limit", e))?;
         Ok(row.and_then(from_row))
-    }
-
-    /// The org limit `id` belongs to: `None` if there is no such limit,
-    /// `Some(None)` if it belongs to no org.
-    pub async fn org_of(&self, id: i64) -> Result<Option<Option<String>>, ControlError> {
-        sqlx::query_scalar("SELECT org_id FROM rate_limits WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| ControlError::postgres("reading a rate limit", e))
     }
 
     /// Every limit, by scope.

@@ -64,7 +64,7 @@ pub async fn keep_renewed(
         match refresh(&membership, &pool, &shares).await {
             Ok(()) => {
                 ticks += 1;
-                if ticks % 1000 == 0 {
+                if ticks.is_multiple_of(1000) {
                     if let Err(err) = membership.forget_expired(&pool).await {
                         tracing::debug!(%err, "cannot forget expired proxies");
                     }
