@@ -110,6 +110,9 @@ struct Seen {
     usage: Option<(u64, u64)>,
 }
 
+/// A refused call: status, answer, `retry-after`.
+type Refusal = (u16, Value, Option<String>);
+
 fn now_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -215,7 +218,7 @@ async fn three_proxies_share_a_budget_and_a_token_rate_and_a_dead_ones_share_ret
     let alive = Arc::new(Mutex::new(vec![true; 3]));
     let stop = Arc::new(AtomicBool::new(false));
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let refusals: Arc<Mutex<Vec<(u16, Value, Option<String>)>>> = Arc::default();
+    let refusals: Arc<Mutex<Vec<Refusal>>> = Arc::default();
     let mut clients = Vec::new();
     for c in 0..64usize {
         let (http, ports, alive, stop, seen, refusals, body) = (
