@@ -291,19 +291,31 @@ async fn three_proxies_share_a_budget_and_a_token_rate_and_a_dead_ones_share_ret
     let third = limit / Decimal::from(3);
     let half = limit / Decimal::from(2);
     let snapshot = |seen: &Arc<Mutex<Vec<Seen>>>| seen.lock().unwrap().clone();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    // Every proxy commits up to its third (within one call) and no more.
-    loop {
-        let by_proxy = spend_by_proxy(&snapshot(&seen));
-        if (0..3).all(|p| by_proxy.get(&p).is_some_and(|s| *s > third - estimate)) {
-            break;
+    // Wait until each of `proxies` has committed more than `floor`.
+    let until_spent = |proxies: std::ops::Range<usize>, floor: Decimal, what: &'static str| {
+        let seen = seen.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let by_proxy = spend_by_proxy(&seen.lock().unwrap().clone());
+                if proxies
+                    .clone()
+                    .all(|p| by_proxy.get(&p).is_some_and(|s| *s > floor))
+                {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{what}: {by_proxy:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
-        assert!(
-            Instant::now() < deadline,
-            "the proxies never reached their thirds: {by_proxy:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
+    // Every proxy commits up to its third (within one call) and no more.
+    until_spent(
+        0..3,
+        third - estimate,
+        "the proxies never reached their thirds",
+    )
+    .await;
     let before_kill = spend_by_proxy(&snapshot(&seen));
     for (p, s) in &before_kill {
         assert!(*s <= third, "proxy {p} committed {s} > its third {third}");
@@ -325,18 +337,12 @@ async fn three_proxies_share_a_budget_and_a_token_rate_and_a_dead_ones_share_ret
         "the share came back after {returned_after:?}, before the lease of {LEASE_MS} ms could expire"
     );
     // The survivors now commit past their old third, up to their half.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let by_proxy = spend_by_proxy(&snapshot(&seen));
-        if (0..2).all(|p| by_proxy.get(&p).is_some_and(|s| *s > half - estimate)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the survivors never grew to their halves: {by_proxy:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_spent(
+        0..2,
+        half - estimate,
+        "the survivors never grew to their halves",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     for client in clients {
@@ -514,15 +520,7 @@ async fn ratelimits_cli_validates_sets_lists_and_deletes() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{full:?}: {stderr}");
     }
-    let run = |args: &[&str]| {
-        let out = env.tollgate(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |args: &[&str]| env.run(args);
     let set = run(&[
         "ratelimits",
         "set",
