@@ -50,6 +50,9 @@ enum Command {
     /// Manage spend budgets.
     #[command(subcommand)]
     Budgets(cmd::budgets::BudgetsCommand),
+    /// Manage rate-limit tiers (requests and tokens per minute).
+    #[command(subcommand)]
+    Ratelimits(cmd::ratelimits::RateLimitsCommand),
     /// The outbox of admin events: what is not on Kafka yet; publish it.
     #[command(subcommand)]
     Outbox(cmd::outbox::OutboxCommand),
@@ -123,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Prices(command) => cmd::prices::run(command, &config).await,
         Command::Alerts(command) => cmd::alerts::run(command, &config).await,
         Command::Budgets(command) => cmd::budgets::run(command, &config).await,
+        Command::Ratelimits(command) => cmd::ratelimits::run(command, &config).await,
         Command::Outbox(command) => cmd::outbox::run(command, &config).await,
         Command::Reprice(args) => cmd::reprice::run(args, &config).await,
         Command::Retention(command) => cmd::retention::run(command, &config).await,

@@ -15,6 +15,7 @@ pub mod prices;
 pub mod process;
 pub mod providers;
 pub mod proxy;
+pub mod ratelimits;
 pub mod reprice;
 pub mod retention;
 pub mod shutdown;

@@ -2,7 +2,8 @@
 //! to PostgreSQL (virtual keys) first, opens the event spool, reads the
 //! decisions topic to its end, then listens. On SIGTERM or Ctrl-C it stops
 //! accepting connections, lets responses in flight finish, and waits for
-//! every event to reach Kafka or the spool. Serves `GET /metrics`
+//! every event to reach Kafka or the spool, and leaves the live proxies
+//! (`docs/deployment-proxy.md`). Serves `GET /metrics`
 //! (`crate::metrics`) beside the proxy's routes.
 
 use std::sync::Arc;
@@ -89,6 +90,17 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: waiting for events to reach kafka or the spool");
     runtime.decisions_task.abort();
     runtime.prices_task.cancel();
+    // Every response is out: leave the live proxies, so the others take
+    // this proxy's share at their next renewal instead of at its expiry.
+    runtime.membership_stop.cancel();
+    if let Some(task) = runtime.membership_task {
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("could not leave the live proxies within 5 s; the others take this proxy's share when its lease expires");
+        }
+    }
     // The router (and with it every emitter handle) is gone; relays still
     // running hold their own handles and finish first.
     drop(runtime.state);

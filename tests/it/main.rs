@@ -51,6 +51,7 @@ mod prometheus;
 mod provider_credentials;
 mod proxy;
 mod proxy_recovery;
+mod proxy_shares;
 mod proxy_trace;
 mod proxy_vs_litellm;
 mod retention;

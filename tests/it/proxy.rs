@@ -86,7 +86,12 @@ async fn create_topics(brokers: &str, events: &str, decisions: &str) {
 
 /// Read events from `topic` until `want` arrived (or `timeout`); in
 /// consumption order, which is the produce order within a team.
-fn read_events(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Value> {
+pub(crate) fn read_events(
+    brokers: &str,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+) -> Vec<Value> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", support::unique("reader"))
@@ -240,6 +245,11 @@ backoff_max_ms = 2000
     }
 
     pub(crate) fn spawn(&self, label: &str, args: &[&str]) -> Child {
+        self.spawn_in(label, args, &self.env.dir.path().join("spool"))
+    }
+
+    /// [`Proxy::spawn`] with its own spool directory (several proxies).
+    pub(crate) fn spawn_in(&self, label: &str, args: &[&str], spool: &std::path::Path) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -248,10 +258,7 @@ backoff_max_ms = 2000
         self.env
             .tollgate(args)
             .env("TOLLGATE_KAFKA__BROKERS", &self.brokers)
-            .env(
-                "TOLLGATE_PROXY__SPOOL_DIR",
-                self.env.dir.path().join("spool"),
-            )
+            .env("TOLLGATE_PROXY__SPOOL_DIR", spool)
             .env("RUST_LOG", "info,tollgate_ingest=debug")
             .env(UPSTREAM_KEY_VAR, UPSTREAM_KEY)
             .stdout(Stdio::null())

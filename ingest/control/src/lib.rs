@@ -9,7 +9,8 @@
 //! ([`outbox`]), the dead letters of alert delivery
 //! ([`alert_deliveries`]), single sign-on logins in progress
 //! ([`sso_logins`]) and provider credentials sealed under a master key
-//! ([`provider_credentials`]).
+//! ([`provider_credentials`]), the live proxies that split budgets and rate
+//! limits ([`proxy_members`]) and the rate-limit tiers ([`rate_limits`]).
 //!
 //! It also holds the connection settings every role shares ([`config`]),
 //! the idempotent Kafka producer of events ([`kafka`], which the outbox
@@ -36,6 +37,8 @@ pub mod pipeline_health;
 pub mod postgres;
 pub mod prices;
 pub mod provider_credentials;
+pub mod proxy_members;
+pub mod rate_limits;
 pub mod sso_logins;
 
 pub use error::ControlError;

@@ -13,7 +13,9 @@
 //!   position the published spend does not include yet.
 //!
 //! A call is admitted only if, for every period of every budget subject it
-//! belongs to, `reserved + charged + estimate <= share × (limit − spent)`.
+//! belongs to, `reserved + charged + estimate <= share × (limit − spent)`,
+//! where `share` is this proxy's part of the budget ([`crate::shares`]:
+//! fixed by `proxy.budgets.share`, or one equal part of the live proxies').
 //! When the call's events are emitted their cost is charged (priced with the
 //! same catalog and formula as the processors); when the call ends its
 //! reservation is released; when a record arrives whose positions cover a
@@ -31,6 +33,8 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use tollgate_contract::decisions::BudgetState;
 use uuid::Uuid;
 
+use crate::shares::{Share, Shares};
+
 /// Charges kept per subject before placed ones are merged per partition.
 pub const MAX_CHARGES: usize = 10_000;
 
@@ -45,6 +49,8 @@ pub struct Shortfall {
     pub outstanding_usd: Decimal,
     pub estimate_usd: Decimal,
     pub period_end: DateTime<Utc>,
+    /// This proxy's share of the remaining amount when it refused.
+    pub share: Share,
 }
 
 impl Shortfall {
@@ -54,8 +60,14 @@ impl Shortfall {
             .subject
             .trim_start_matches("budget/")
             .replacen('/', " ", 1);
+        let share = match self.share {
+            Share::Nothing => "; this proxy holds no share of budgets right now (it is joining, or cannot renew its membership in PostgreSQL)".to_string(),
+            Share::OneOf(1) => String::new(),
+            Share::Fixed(d) if d == Decimal::ONE => String::new(),
+            share => format!("; this proxy may commit {share} of what remains"),
+        };
         format!(
-            "{} budget of {} USD for {} would be exceeded: spent {} USD, {} USD more reserved by calls in flight or not yet counted, this call may cost up to {} USD",
+            "{} budget of {} USD for {} would be exceeded: spent {} USD, {} USD more reserved by calls in flight or not yet counted, this call may cost up to {} USD{share}",
             self.period,
             self.limit_usd.normalize(),
             kind_id,
@@ -209,7 +221,7 @@ struct Books {
 pub struct BudgetLedger {
     /// This proxy's share of each subject's remaining budget (1 with one
     /// proxy; `1/N` each with N proxies, so their sum cannot overrun).
-    share: Decimal,
+    shares: Arc<Shares>,
     books: Mutex<Books>,
     /// Subjects with a published state: 0 lets calls skip the lock.
     with_state: AtomicUsize,
@@ -218,9 +230,9 @@ pub struct BudgetLedger {
 }
 
 impl BudgetLedger {
-    pub fn new(share: Decimal) -> Self {
+    pub fn new(shares: Arc<Shares>) -> Self {
         Self {
-            share,
+            shares,
             books: Mutex::new(Books::default()),
             with_state: AtomicUsize::new(0),
             open: Gauge::default(),
@@ -291,6 +303,7 @@ impl BudgetLedger {
         if !self.is_active() {
             return Ok(None);
         }
+        let share = self.shares.current();
         let mut books = self.books();
         let mut held = Vec::new();
         for subject in subjects {
@@ -301,7 +314,7 @@ impl BudgetLedger {
             for period in &state.periods {
                 let p = period.at(now);
                 let outstanding = book.reserved + book.charged_since(p.start);
-                let headroom = self.share * (p.limit_usd - p.spent_usd);
+                let headroom = share.of_money(p.limit_usd - p.spent_usd);
                 if outstanding + estimate > headroom {
                     return Err(Box::new(Shortfall {
                         subject: subject.clone(),
@@ -311,6 +324,7 @@ impl BudgetLedger {
                         outstanding_usd: outstanding,
                         estimate_usd: estimate,
                         period_end: p.end,
+                        share,
                     }));
                 }
             }
@@ -474,19 +488,23 @@ mod tests {
         }
     }
 
+    fn ledger(share: Decimal) -> Arc<BudgetLedger> {
+        Arc::new(BudgetLedger::new(Arc::new(Shares::fixed(share))))
+    }
+
     fn team() -> Vec<String> {
         vec!["budget/team/t".to_string(), "budget/org/o".to_string()]
     }
 
     #[test]
     fn no_state_admits_without_reserving() {
-        let ledger = Arc::new(BudgetLedger::new(Decimal::ONE));
+        let ledger = ledger(Decimal::ONE);
         assert!(ledger.reserve(&team(), d("100"), now()).unwrap().is_none());
     }
 
     #[test]
     fn reservations_hold_headroom_until_released() {
-        let ledger = Arc::new(BudgetLedger::new(Decimal::ONE));
+        let ledger = ledger(Decimal::ONE);
         ledger.update("budget/team/t", Some(state("1", "0.5", &[])));
         let a = ledger.reserve(&team(), d("0.3"), now()).unwrap().unwrap();
         let refused = ledger.reserve(&team(), d("0.3"), now()).unwrap_err();
@@ -504,7 +522,7 @@ mod tests {
 
     #[test]
     fn charges_count_until_the_published_spend_includes_them() {
-        let ledger = Arc::new(BudgetLedger::new(Decimal::ONE));
+        let ledger = ledger(Decimal::ONE);
         ledger.update("budget/team/t", Some(state("1", "0", &[(0, 10)])));
         let r = ledger.reserve(&team(), d("0.6"), now()).unwrap().unwrap();
         let event = Uuid::now_v7();
@@ -526,7 +544,7 @@ mod tests {
 
     #[test]
     fn charges_merge_per_partition_past_the_cap_and_still_count() {
-        let ledger = Arc::new(BudgetLedger::new(Decimal::ONE));
+        let ledger = ledger(Decimal::ONE);
         ledger.update("budget/team/t", Some(state("1000", "0", &[])));
         let r = ledger.reserve(&team(), d("0"), now()).unwrap().unwrap();
         for i in 0..(MAX_CHARGES as i64 + 10) {
@@ -558,15 +576,60 @@ mod tests {
 
     #[test]
     fn share_splits_the_remaining_budget() {
-        let ledger = Arc::new(BudgetLedger::new(d("0.5")));
+        let ledger = ledger(d("0.5"));
         ledger.update("budget/team/t", Some(state("1", "0.2", &[])));
         assert!(ledger.reserve(&team(), d("0.41"), now()).is_err());
         assert!(ledger.reserve(&team(), d("0.4"), now()).is_ok());
     }
 
     #[test]
+    fn equal_shares_of_the_live_proxies_split_the_remaining_budget_exactly() {
+        let shares = Arc::new(Shares::derived());
+        let ledger = Arc::new(BudgetLedger::new(shares.clone()));
+        ledger.update("budget/team/t", Some(state("1", "0.5", &[])));
+        let started = std::time::Instant::now();
+        let lease = std::time::Duration::from_secs(3600);
+        // Joining: nothing may be committed yet.
+        let refused = ledger.reserve(&team(), d("0.000001"), now()).unwrap_err();
+        assert!(refused.reason().ends_with("; this proxy holds no share of budgets right now (it is joining, or cannot renew its membership in PostgreSQL)"), "{}", refused.reason());
+        // One of three: (1 - 0.5) / 3 rounded down to 20 decimals.
+        shares.apply(3, false, started, lease);
+        let third = d("0.16666666666666666666");
+        assert!(ledger
+            .reserve(&team(), third + d("0.00000000000000000001"), now())
+            .is_err());
+        let held = ledger.reserve(&team(), third, now()).unwrap().unwrap();
+        let refused = ledger
+            .reserve(&team(), d("0.000000000001"), now())
+            .unwrap_err();
+        assert_eq!(refused.outstanding_usd, third);
+        assert!(
+            refused
+                .reason()
+                .ends_with("; this proxy may commit 1/3 of what remains"),
+            "{}",
+            refused.reason()
+        );
+        // A proxy left: one of two.
+        shares.apply(2, false, started, lease);
+        assert!(ledger
+            .reserve(&team(), d("0.25") - third + d("0.000000000001"), now())
+            .is_err());
+        assert!(ledger.reserve(&team(), d("0.25") - third, now()).is_ok());
+        drop(held);
+        // The lease ran out: nothing.
+        shares.apply(
+            2,
+            false,
+            std::time::Instant::now(),
+            std::time::Duration::ZERO,
+        );
+        assert!(ledger.reserve(&team(), d("0.000001"), now()).is_err());
+    }
+
+    #[test]
     fn exhausted_period_rolls_over_with_nothing_spent() {
-        let ledger = Arc::new(BudgetLedger::new(Decimal::ONE));
+        let ledger = ledger(Decimal::ONE);
         ledger.update("budget/team/t", Some(state("1", "1", &[])));
         assert!(ledger.reserve(&team(), d("0.01"), now()).is_err());
         let tomorrow = Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 1).unwrap();
@@ -598,7 +661,7 @@ mod tests {
 
     #[test]
     fn tombstone_forgets_the_subject() {
-        let ledger = Arc::new(BudgetLedger::new(Decimal::ONE));
+        let ledger = ledger(Decimal::ONE);
         ledger.update("budget/team/t", Some(state("1", "1", &[])));
         assert!(ledger.reserve(&team(), d("0.01"), now()).is_err());
         ledger.update("budget/team/t", None);

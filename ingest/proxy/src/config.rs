@@ -59,6 +59,11 @@ pub struct ProxyConfig {
     pub credentials_refresh_secs: u64,
     pub rate_limit: RateLimitConfig,
     pub budgets: BudgetConfig,
+    /// How this proxy takes its share of budgets and rate limits among the
+    /// live proxies (`docs/cost.md`, "Shares among proxies").
+    pub shares: SharesConfig,
+    /// The rate-limit tiers stored in PostgreSQL (`tollgate ratelimits`).
+    pub tiers: TiersConfig,
     /// The proxy's own breaker per provider/model, for while the fleet
     /// breaker's decisions lag (`docs/proxy.md`, "Breakers").
     pub breaker: LocalBreakerConfig,
@@ -85,6 +90,8 @@ impl Default for ProxyConfig {
             credentials_refresh_secs: 30,
             rate_limit: RateLimitConfig::default(),
             budgets: BudgetConfig::default(),
+            shares: SharesConfig::default(),
+            tiers: TiersConfig::default(),
             breaker: LocalBreakerConfig::default(),
         }
     }
@@ -132,10 +139,12 @@ impl Default for LocalBreakerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BudgetConfig {
-    /// This proxy's share of each budget's remaining amount, in (0, 1]:
-    /// `1` with one proxy, `1/N` (e.g. "0.25") for each of N proxies, so
-    /// that together they cannot overrun. A decimal string.
-    pub share: rust_decimal::Decimal,
+    /// A fixed share of each budget's remaining amount and of each rate
+    /// limit, in (0, 1] (a decimal string): an override for a proxy that
+    /// must not take part in the live set (then its share is not
+    /// rebalanced; the shares of all proxies must sum to at most 1 by
+    /// hand). Unset (the default): one equal part of the live proxies'.
+    pub share: Option<rust_decimal::Decimal>,
     /// Output tokens assumed for a call that sets no maximum (then the
     /// reservation is an estimate, not a bound).
     pub default_max_tokens: u64,
@@ -144,9 +153,67 @@ pub struct BudgetConfig {
 impl Default for BudgetConfig {
     fn default() -> Self {
         Self {
-            share: rust_decimal::Decimal::ONE,
+            share: None,
             default_max_tokens: 4096,
         }
+    }
+}
+
+/// The live proxies (`proxy_members` in PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharesConfig {
+    /// How long a membership lasts without renewal, in ms: a proxy that
+    /// died gives its share back this long after its last renewal, and one
+    /// that cannot renew spends nothing of budgets or rate limits this long
+    /// after its last successful renewal began.
+    pub lease_ms: u64,
+    /// How often the membership is renewed and the live set read, in ms
+    /// (at most a third of `lease_ms`).
+    pub renew_ms: u64,
+}
+
+impl Default for SharesConfig {
+    fn default() -> Self {
+        Self {
+            lease_ms: 15_000,
+            renew_ms: 3_000,
+        }
+    }
+}
+
+impl SharesConfig {
+    /// The keys' ranges, named as in the configuration.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1_000..=3_600_000).contains(&self.lease_ms) {
+            return Err(format!(
+                "proxy.shares.lease_ms must be from 1000 to 3600000, got {}",
+                self.lease_ms
+            ));
+        }
+        if self.renew_ms < 100 || self.renew_ms.saturating_mul(3) > self.lease_ms {
+            return Err(format!(
+                "proxy.shares.renew_ms must be at least 100 and at most a third of proxy.shares.lease_ms ({}), got {}",
+                self.lease_ms / 3,
+                self.renew_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Rate-limit tiers (`docs/proxy.md`, "Rate-limit tiers").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TiersConfig {
+    /// How often the limits are reloaded from PostgreSQL, in ms (a change
+    /// takes effect within this).
+    pub refresh_ms: u64,
+}
+
+impl Default for TiersConfig {
+    fn default() -> Self {
+        Self { refresh_ms: 5_000 }
     }
 }
 

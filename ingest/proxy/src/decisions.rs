@@ -46,7 +46,9 @@ pub struct DecisionCache {
 
 impl Default for DecisionCache {
     fn default() -> Self {
-        Self::new(Arc::new(BudgetLedger::new(rust_decimal::Decimal::ONE)))
+        Self::new(Arc::new(BudgetLedger::new(Arc::new(
+            crate::shares::Shares::fixed(rust_decimal::Decimal::ONE),
+        ))))
     }
 }
 

@@ -9,6 +9,8 @@
 //! [`credentials`] (what each provider is called with),
 //! [`routing`] (model -> provider, aliases, fallbacks), [`decisions`] (the
 //! decision cache), [`budget`] and [`estimate`] (budget reservations),
+//! [`shares`] and [`membership`] (this proxy's share of budgets and rate
+//! limits among the live proxies), [`tiers`] (rate-limit tiers),
 //! [`forward`] (attempts, retries, fallbacks, relay), [`recovery`]
 //! (learned order of retries and fallbacks), [`breaker`] (fleet and local
 //! breakers), [`observe`]
@@ -28,12 +30,15 @@ pub mod emitter;
 pub mod errors;
 pub mod estimate;
 pub mod forward;
+pub mod membership;
 pub mod metrics;
 pub mod observe;
 pub mod record;
 pub mod recovery;
 pub mod routing;
+pub mod shares;
 pub mod spool;
+pub mod tiers;
 pub mod trace;
 pub mod wal;
 
@@ -148,6 +153,10 @@ pub struct ProxyState {
     /// Where the proxy's own spans go (`telemetry.otlp_endpoint`); `None`:
     /// no spans, the client's trace headers pass through unchanged.
     pub spans: Option<trace::SpanExport>,
+    /// This proxy's share of budgets and rate limits.
+    pub shares: Arc<shares::Shares>,
+    /// The rate-limit tiers and this proxy's counts.
+    pub tiers: Arc<tiers::RateTiers>,
 }
 
 impl ProxyState {
@@ -162,6 +171,13 @@ impl ProxyState {
             if let Some(cost) = estimate::event_cost(&event, &self.prices.current()) {
                 reservation.charge(event.event_id, cost, event.occurred_at);
             }
+        }
+        if let (Some(hold), Some(call)) = (&ctx.rate, &event.call) {
+            hold.used(
+                call.usage
+                    .input_tokens
+                    .saturating_add(call.usage.output_tokens),
+            );
         }
         self.emitter.emit(event).await;
     }
@@ -196,8 +212,13 @@ pub struct ProxyRuntime {
     pub emitter_task: JoinHandle<()>,
     pub decisions_task: JoinHandle<()>,
     pub producer: EventProducer,
-    /// Stops the price catalog and provider credential refreshers.
+    /// Stops the price catalog and provider credential refreshers and the
+    /// rate-limit reloads.
     pub prices_task: tokio_util::sync::CancellationToken,
+    /// Stops the membership renewals; the task then leaves the live set
+    /// (await it at shutdown, after the last response).
+    pub membership_stop: tokio_util::sync::CancellationToken,
+    pub membership_task: Option<JoinHandle<()>>,
 }
 
 fn build_upstreams(config: &ProxyConfig) -> Result<HashMap<String, Upstream>, ProxyStartError> {
@@ -268,15 +289,61 @@ pub async fn start(
         message_timeout_ms: config.kafka_timeout_ms,
         ..kafka.clone()
     })?;
-    let share = config.budgets.share;
-    if share <= rust_decimal::Decimal::ZERO || share > rust_decimal::Decimal::ONE {
+    config.shares.validate().map_err(ProxyStartError::Config)?;
+    if config.tiers.refresh_ms < 100 {
         return Err(ProxyStartError::Config(format!(
-            "proxy.budgets.share must be in (0, 1], got {share}"
+            "proxy.tiers.refresh_ms must be at least 100, got {}",
+            config.tiers.refresh_ms
         )));
     }
+    let shares = match config.budgets.share {
+        Some(share)
+            if share <= rust_decimal::Decimal::ZERO || share > rust_decimal::Decimal::ONE =>
+        {
+            return Err(ProxyStartError::Config(format!(
+                "proxy.budgets.share must be in (0, 1], got {share}"
+            )));
+        }
+        Some(share) => shares::Shares::fixed(share),
+        None => shares::Shares::derived(),
+    };
+    let shares = Arc::new(shares.reporting_in(metrics.share.clone(), metrics.live_proxies.clone()));
+    let membership_stop = tokio_util::sync::CancellationToken::new();
+    let membership_task = if shares.is_fixed() {
+        None
+    } else {
+        let membership = tollgate_control::proxy_members::Membership::new(
+            membership::holder_name(),
+            Duration::from_millis(config.shares.lease_ms),
+        );
+        // The first refresh before serving: alone, the share is whole at once.
+        if let Err(err) = membership::refresh(&membership, &pool, &shares).await {
+            ProxyMetrics::inc(&metrics.membership_failures);
+            tracing::warn!(%err, "cannot join the live proxies yet; calls against hard budgets and rate limits are refused until this proxy has a share");
+        }
+        tracing::info!(holder = %membership.holder, share = %shares.current(), live = shares.live(), "joined the live proxies");
+        Some(tokio::spawn(membership::keep_renewed(
+            membership,
+            pool.clone(),
+            shares.clone(),
+            Duration::from_millis(config.shares.renew_ms),
+            metrics.membership_failures.clone(),
+            membership_stop.clone(),
+        )))
+    };
     let budgets = Arc::new(
-        BudgetLedger::new(share).counting_open_in(metrics.budget_reservations_open.clone()),
+        BudgetLedger::new(shares.clone())
+            .counting_open_in(metrics.budget_reservations_open.clone()),
     );
+    let tiers = Arc::new(tiers::RateTiers::new(
+        shares.clone(),
+        metrics.rate_limit_refusals.clone(),
+    ));
+    tiers::load(
+        &tiers,
+        &tollgate_control::rate_limits::RateLimitStore::new(pool.clone()),
+    )
+    .await;
     let spool = spool::Spool::open(Path::new(&config.spool_dir))?;
     let wal_dir = Path::new(&config.spool_dir).join("wal");
     // What a crashed run left is read before this run's writer starts; with
@@ -341,6 +408,12 @@ pub async fn start(
         Duration::from_secs(config.credentials_refresh_secs.max(1)),
         prices_task.clone(),
     ));
+    tokio::spawn(tiers::keep_fresh(
+        tiers.clone(),
+        pool.clone(),
+        Duration::from_millis(config.tiers.refresh_ms),
+        prices_task.clone(),
+    ));
     let limiter = NonZeroU32::new(config.rate_limit.requests_per_second).map(|rps| {
         let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(rps);
         RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
@@ -364,6 +437,8 @@ pub async fn start(
         metrics,
         prices,
         spans,
+        shares,
+        tiers,
     });
     Ok(ProxyRuntime {
         state,
@@ -371,6 +446,8 @@ pub async fn start(
         decisions_task,
         producer,
         prices_task,
+        membership_stop,
+        membership_task,
     })
 }
 
@@ -687,7 +764,35 @@ async fn handle_call(
         }
     }
     let mut ctx = ctx;
-    match reserve_budget(&state, &ctx, endpoint, &request, bytes.len(), &route) {
+    let bound = estimate::token_bound(
+        &request,
+        bytes.len(),
+        endpoint == Endpoint::Embeddings,
+        state.config.budgets.default_max_tokens,
+    );
+    match admit_rate(&state, &ctx, bound) {
+        Ok(hold) => ctx.rate = hold.map(Arc::new),
+        Err(refusal) => {
+            let err = ProxyError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                refusal.reason(),
+            )
+            .code("rate_limit_exceeded")
+            .retry_after(Some(refusal.retry_after_secs.max(1)));
+            return refuse(
+                &state,
+                &ctx,
+                &route,
+                Outcome::RateLimited,
+                err,
+                started,
+                dialect,
+            )
+            .await;
+        }
+    }
+    match reserve_budget(&state, &ctx, endpoint, bound, &route) {
         Ok(reservation) => {
             if reservation.is_some() {
                 ProxyMetrics::inc(&state.metrics.budget_reservations);
@@ -737,25 +842,17 @@ fn reserve_budget(
     state: &ProxyState,
     ctx: &CallContext,
     endpoint: Endpoint,
-    request: &Value,
-    body_len: usize,
+    bound: estimate::TokenBound,
     route: &Route,
 ) -> Result<Option<budget::Reservation>, Box<budget::Shortfall>> {
     let ledger = &state.decisions.budgets;
     if !ledger.is_active() {
         return Ok(None);
     }
-    let key_id = ctx.key.id.to_string();
-    let subjects: Vec<String> = [
-        ("key", key_id.as_str()),
-        ("user", ctx.key.user_id.as_str()),
-        ("team", ctx.key.team_id.as_str()),
-        ("org", ctx.key.org_id.as_str()),
-    ]
-    .iter()
-    .filter(|(_, id)| !id.is_empty())
-    .map(|(kind, id)| format!("budget/{kind}/{id}"))
-    .collect();
+    let subjects: Vec<String> = scopes(ctx)
+        .iter()
+        .map(|(kind, id)| format!("budget/{kind}/{id}"))
+        .collect();
     let mut candidates = vec![(route.provider.clone(), route.model.clone())];
     for model in state.routes.fallbacks(&route.model) {
         if let Some(r) = state.routes.route(endpoint.kind(), model) {
@@ -767,14 +864,35 @@ fn reserve_budget(
         .map(|(p, m)| (p.as_str(), m.as_str()))
         .collect();
     let now = chrono::Utc::now();
-    let bound = estimate::token_bound(
-        request,
-        body_len,
-        endpoint == Endpoint::Embeddings,
-        state.config.budgets.default_max_tokens,
-    );
     let amount = estimate::estimate(bound, &candidates, &state.prices.current(), now);
     ledger.reserve(&subjects, amount, now)
+}
+
+/// The key, user, team and org a call counts against (those it has).
+fn scopes(ctx: &CallContext) -> Vec<tiers::Scope> {
+    [
+        ("key", ctx.key.id.to_string()),
+        ("user", ctx.key.user_id.clone()),
+        ("team", ctx.key.team_id.clone()),
+        ("org", ctx.key.org_id.clone()),
+    ]
+    .into_iter()
+    .filter(|(_, id)| !id.is_empty())
+    .collect()
+}
+
+/// Count the call against its rate-limit tiers, reserving its token bound
+/// (see [`tiers`]); `Ok(None)` when none of its scopes has a limit.
+fn admit_rate(
+    state: &Arc<ProxyState>,
+    ctx: &CallContext,
+    bound: estimate::TokenBound,
+) -> Result<Option<tiers::RateHold>, tiers::RateRefusal> {
+    if !state.tiers.is_active() {
+        return Ok(None);
+    }
+    let tokens = bound.input.saturating_add(bound.output);
+    state.tiers.admit(&scopes(ctx), tokens, chrono::Utc::now())
 }
 
 fn action_word(action: Action) -> &'static str {

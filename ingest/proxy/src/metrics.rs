@@ -9,6 +9,7 @@
 //! through `ProxyState::metrics` (`ProxyMetrics::inc(&m.retries)`).
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
@@ -60,6 +61,14 @@ pub struct ProxyMetrics {
     /// Reloads of stored provider credentials that failed (PostgreSQL
     /// unreachable, a row this proxy cannot decrypt).
     pub credential_reload_failures: Counter,
+    /// This proxy's share of budgets and rate limits (`crate::shares`).
+    pub share: FloatGauge,
+    /// Live proxies the last membership refresh saw.
+    pub live_proxies: Gauge,
+    /// Membership refreshes that failed (PostgreSQL unreachable).
+    pub membership_failures: Counter,
+    /// Calls refused by a rate-limit tier, by scope and limit.
+    pub rate_limit_refusals: Family<crate::tiers::RefusalLabels, Counter>,
 }
 
 impl ProxyMetrics {
@@ -204,6 +213,26 @@ impl ProxyMetrics {
             self.credential_reload_failures.clone(),
         );
         registry.register(
+            "share",
+            "This proxy's share of each hard budget's remaining amount and of each rate limit (1/N of the N live proxies, 0 while joining or once its lease ran out, or proxy.budgets.share)",
+            self.share.clone(),
+        );
+        registry.register(
+            "live_proxies",
+            "Live proxies (unexpired memberships in postgresql) the last refresh saw",
+            self.live_proxies.clone(),
+        );
+        registry.register(
+            "membership_failures",
+            "Membership renewals that failed (postgresql unreachable); the share drops to 0 when the lease runs out",
+            self.membership_failures.clone(),
+        );
+        registry.register(
+            "rate_limit_refusals",
+            "Calls refused by a rate-limit tier (429), by scope (key, user, team, org) and limit (requests, tokens)",
+            self.rate_limit_refusals.clone(),
+        );
+        registry.register(
             "decision_freshness_seconds",
             "From the last decision record's Kafka timestamp to its application",
             self.decision_freshness.clone(),
@@ -271,6 +300,12 @@ mod tests {
         ProxyMetrics::inc(&m.events_spooled);
         ProxyMetrics::set(&m.spool_pending_bytes, 4096);
         m.decision_freshness.set(0.25);
+        m.rate_limit_refusals
+            .get_or_create(&crate::tiers::RefusalLabels {
+                scope: "team".into(),
+                limit: crate::tiers::LimitKind::tokens,
+            })
+            .inc();
         let mut registry = Registry::with_prefix("tollgate_proxy");
         m.register(&mut registry);
         let mut text = String::new();
@@ -286,6 +321,9 @@ mod tests {
             "tollgate_proxy_decision_freshness_seconds 0.25",
             "tollgate_proxy_budget_reservations_open 0",
             "tollgate_proxy_credential_reload_failures_total 0",
+            "# TYPE tollgate_proxy_share gauge",
+            "tollgate_proxy_share 0.0",
+            "tollgate_proxy_rate_limit_refusals_total{scope=\"team\",limit=\"tokens\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
@@ -293,7 +331,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(names.len(), 30, "{text}");
+        assert_eq!(names.len(), 34, "{text}");
         assert!(
             names.iter().all(|n| n.starts_with("tollgate_proxy_")),
             "{text}"

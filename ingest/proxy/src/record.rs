@@ -40,6 +40,9 @@ pub struct CallContext {
     /// The call's budget reservation, released when the last clone of the
     /// context is dropped (after the call's last event is charged).
     pub budget: Option<std::sync::Arc<super::budget::Reservation>>,
+    /// The call's hold on its rate-limit tiers, settled with the tokens its
+    /// attempts used when the last clone of the context is dropped.
+    pub rate: Option<std::sync::Arc<super::tiers::RateHold>>,
 }
 
 /// How one attempt (or refusal) ended.
@@ -105,6 +108,7 @@ impl CallContext {
             prompt_sha256: sha256_hex(body),
             tags: tags(headers),
             budget: None,
+            rate: None,
         }
     }
 

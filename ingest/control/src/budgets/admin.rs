@@ -129,7 +129,7 @@ impl BudgetSpec {
     }
 }
 
-fn check_subject_id(id: &str) -> Result<(), InvalidBudget> {
+pub fn check_subject_id(id: &str) -> Result<(), InvalidBudget> {
     let chars = id.chars().count();
     if chars == 0 {
         return Err(invalid("subject_id", "must not be empty"));

@@ -1,0 +1,120 @@
+//! `tollgate ratelimits`: set, delete and list rate-limit tiers (requests
+//! and tokens per minute per key, user, team or org) in PostgreSQL. Every
+//! proxy reloads them within `proxy.tiers.refresh_ms` and enforces its
+//! share of each (`docs/proxy.md`, "Rate-limit tiers").
+
+use tollgate_control::rate_limits::{
+    rate_limit_json, InvalidRateLimit, RateLimitSpec, RateLimitStore,
+};
+
+use crate::config::Config;
+
+#[derive(clap::Subcommand)]
+pub enum RateLimitsCommand {
+    /// Create or replace the limit of one key, user, team or org.
+    Set {
+        /// `key`, `user`, `team` or `org`.
+        #[arg(long)]
+        scope: String,
+        /// The API-key, user, team or org id.
+        #[arg(long)]
+        id: String,
+        /// Requests per minute (a whole number from 1).
+        #[arg(long, allow_hyphen_values = true)]
+        rpm: Option<String>,
+        /// Tokens (input plus output) per minute (a whole number from 1).
+        #[arg(long, allow_hyphen_values = true)]
+        tpm: Option<String>,
+        /// The org the limit belongs to (an org scope's own id when not given).
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Delete a limit (see `ratelimits list` for ids).
+    Delete {
+        #[arg(long)]
+        id: i64,
+    },
+    /// List the limits.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The flag that carries an API body field.
+fn flag(err: &InvalidRateLimit) -> &str {
+    match err.field.as_str() {
+        "scope_kind" => "--scope",
+        "scope_id" => "--id",
+        "requests_per_minute" => "--rpm",
+        "tokens_per_minute" => "--tpm",
+        "org_id" => "--org",
+        other => other,
+    }
+}
+
+fn per_minute(n: Option<u64>) -> String {
+    n.map_or_else(|| "-".to_string(), |n| n.to_string())
+}
+
+pub async fn run(command: RateLimitsCommand, config: &Config) -> anyhow::Result<()> {
+    let pool = tollgate_control::postgres::connect(&config.postgres).await?;
+    let store = RateLimitStore::new(pool);
+    match command {
+        RateLimitsCommand::Set {
+            scope,
+            id,
+            rpm,
+            tpm,
+            org,
+        } => {
+            let refuse = |e: InvalidRateLimit| anyhow::anyhow!("{}: {}", flag(&e), e.reason);
+            let mut spec = RateLimitSpec::parse(&scope, &id, rpm.as_deref(), tpm.as_deref())
+                .map_err(refuse)?;
+            if let Some(org) = &org {
+                spec = spec.in_org(org).map_err(refuse)?;
+            }
+            let (limit, previous) = store.set(&spec, "cli").await?;
+            println!(
+                "rate limit {}: {} {} {} requests/min {} tokens/min{}",
+                limit.id,
+                limit.scope_kind.name(),
+                limit.scope_id,
+                per_minute(limit.requests_per_minute),
+                per_minute(limit.tokens_per_minute),
+                if previous.is_some() {
+                    " (replaced)"
+                } else {
+                    ""
+                }
+            );
+        }
+        RateLimitsCommand::Delete { id } => {
+            let Some(deleted) = store.delete(id).await? else {
+                anyhow::bail!("--id {id}: no such rate limit (see `tollgate ratelimits list`)");
+            };
+            println!(
+                "rate limit {id} deleted: {}",
+                serde_json::to_string(&rate_limit_json(&deleted))?
+            );
+        }
+        RateLimitsCommand::List { json } => {
+            for l in store.all().await? {
+                if json {
+                    println!("{}", serde_json::to_string(&rate_limit_json(&l))?);
+                } else {
+                    println!(
+                        "{:>4}  {:<5} {:<36} {:>12} requests/min {:>14} tokens/min",
+                        l.id,
+                        l.scope_kind.name(),
+                        l.scope_id,
+                        per_minute(l.requests_per_minute),
+                        per_minute(l.tokens_per_minute),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
