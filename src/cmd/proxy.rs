@@ -3,7 +3,7 @@
 //! decisions topic to its end, then listens. On SIGTERM or Ctrl-C it stops
 //! accepting connections, lets responses in flight finish, and waits for
 //! every event to reach Kafka or the spool, and leaves the live proxies
-//! (`docs/deployment-proxy.md`). Serves `GET /metrics`
+//! (`docs/deployment.md, "Proxies"`). Serves `GET /metrics`
 //! (`crate::metrics`) beside the proxy's routes.
 
 use std::sync::Arc;

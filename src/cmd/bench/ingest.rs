@@ -38,6 +38,10 @@ pub struct Args {
     pub keep: bool,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Processors started, in one consumer group (they share the events
+    /// topic's partitions; the RSS figures are the first one's).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub processors: u16,
 }
 
 /// One sample of the pipeline's progress.
@@ -79,14 +83,24 @@ pub(super) async fn drop_namespace(
     clickhouse: &clickhouse::Client,
     bench: &Config,
 ) -> anyhow::Result<()> {
-    clickhouse
-        .query(&format!(
-            "DROP DATABASE IF EXISTS {}",
-            bench.clickhouse.database
-        ))
-        .execute()
-        .await
-        .context("cannot drop the bench database")?;
+    let database = &bench.clickhouse.database;
+    let cluster = &bench.clickhouse.cluster;
+    let (databases, on_cluster) = if cluster.is_empty() {
+        (vec![database.clone()], String::new())
+    } else {
+        // On a cluster: every replica's copy, and the read tables' database.
+        (
+            vec![database.clone(), format!("{database}_dist")],
+            format!(" ON CLUSTER {cluster}"),
+        )
+    };
+    for database in databases {
+        clickhouse
+            .query(&format!("DROP DATABASE IF EXISTS {database}{on_cluster}"))
+            .execute()
+            .await
+            .with_context(|| format!("cannot drop the bench database {database}"))?;
+    }
     tollgate_processors::topics::delete_topics(&bench.kafka).await?;
     Ok(())
 }
@@ -97,16 +111,19 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
 
     let log_path = std::env::temp_dir().join(format!("tollgate-bench-{id}-process.log"));
     let log = std::fs::File::create(&log_path)?;
-    let mut processor = ProcessorChild(
-        // A free port for its /metrics: a configured one may be the
-        // running demo's.
-        tollgate(&overrides, &["process", "--metrics-listen", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("cannot start tollgate process")?,
-    );
-    let pid = processor.0.id();
+    let mut processors = Vec::new();
+    for _ in 0..args.processors {
+        processors.push(ProcessorChild(
+            // A free port for its /metrics: a configured one may be the
+            // running demo's.
+            tollgate(&overrides, &["process", "--metrics-listen", "127.0.0.1:0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log.try_clone()?))
+                .spawn()
+                .context("cannot start tollgate process")?,
+        ));
+    }
+    let pid = processors.first().map(|p| p.0.id()).unwrap_or(0);
     let clickhouse = tollgate_control::clickhouse::client(&bench.clickhouse);
     let producer = EventProducer::new(&bench.kafka)?;
 
@@ -163,7 +180,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let end_to_end = samples.last().map(|s| s.at).unwrap_or_default();
     let stored = samples.last().map(|s| s.stored).unwrap_or(0);
     let peak_rss = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
-    processor.stop();
+    for processor in &mut processors {
+        processor.stop();
+    }
 
     print_report(&args, produce_time, end_to_end, stored, peak_rss, &samples);
     if stored < args.events {
@@ -196,6 +215,7 @@ fn print_report(
     println!();
     println!("tollgate bench ingest");
     println!("  events                 {}", args.events);
+    println!("  processors             {}", args.processors);
     println!(
         "  producer               {:>8.2} s  {:>10.0} events/s (acknowledged by Kafka, acks=all)",
         produce.as_secs_f64(),
