@@ -88,9 +88,10 @@ pub(super) async fn drop_namespace(
     let (databases, on_cluster) = if cluster.is_empty() {
         (vec![database.clone()], String::new())
     } else {
-        // On a cluster: every replica's copy, and the read tables' database.
+        // On a cluster: the read tables first (they point at the facts), then
+        // every replica's copy of the facts.
         (
-            vec![database.clone(), format!("{database}_dist")],
+            vec![format!("{database}_dist"), database.clone()],
             format!(" ON CLUSTER {cluster}"),
         )
     };
