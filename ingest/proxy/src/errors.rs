@@ -83,6 +83,14 @@ impl ProxyError {
         .code("model_not_found")
     }
 
+    /// A 429 in the providers' rate-limit shape, retried after at least a
+    /// second (the per-second guard and the per-minute tiers).
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+            .code("rate_limit_exceeded")
+            .retry_after(Some(retry_after_secs.max(1)))
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message).retry_after(Some(1))
     }

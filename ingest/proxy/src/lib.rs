@@ -646,16 +646,13 @@ async fn handle_call(
         if let Err(not_until) = limiter.check_key(&ctx.key.id) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let err = ProxyError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
+            let err = ProxyError::rate_limited(
                 format!(
                     "rate limit of {} requests per second for this key exceeded (proxy.rate_limit)",
                     state.config.rate_limit.requests_per_second
                 ),
-            )
-            .code("rate_limit_exceeded")
-            .retry_after(Some(secs.max(1)));
+                secs,
+            );
             return refuse(
                 &state,
                 &ctx,
@@ -773,13 +770,7 @@ async fn handle_call(
     match admit_rate(&state, &ctx, bound) {
         Ok(hold) => ctx.rate = hold.map(Arc::new),
         Err(refusal) => {
-            let err = ProxyError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                refusal.reason(),
-            )
-            .code("rate_limit_exceeded")
-            .retry_after(Some(refusal.retry_after_secs.max(1)));
+            let err = ProxyError::rate_limited(refusal.reason(), refusal.retry_after_secs);
             return refuse(
                 &state,
                 &ctx,
