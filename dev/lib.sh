@@ -72,6 +72,11 @@ pid_alive() {
     [[ -s "$f" ]] || return 1
     pid="$(cat "$f")"
     [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    # A recycled pid can be a thread of another process (kill -0 and
+    # /proc/PID accept thread ids too): only a process leader counts.
+    local tgid
+    tgid="$(awk '/^Tgid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)"
+    [[ -z "$tgid" || "$tgid" == "$pid" ]] || return 1
     # Guard against a recycled pid (e.g. after a reboot): every process we
     # start names this checkout or the cache directory on its command line.
     local cmdline
