@@ -13,6 +13,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use tollgate_access::{Access, Identity, OrgFrom, Routes, AUDITORS};
 use tollgate_contract::audit::checkpoint::parse_public_key;
 use tollgate_contract::audit::entry::EntryRow;
@@ -171,7 +172,7 @@ struct SearchPage {
     next_link: Option<String>,
     first_link: Option<String>,
     export_link: String,
-    /// This page of entries as CSV.
+    /// Every entry of this search as CSV.
     csv_link: String,
     chart_json: String,
     days: usize,
@@ -290,24 +291,19 @@ async fn search_page(
             next_link,
             first_link,
             export_link: format!("/compliance/export?{base}"),
-            csv_link: format!(
-                "/compliance/search.csv?{}",
-                join(match &query.cursor {
-                    Some(c) if limit_part.is_empty() => format!("cursor={}", c.encode()),
-                    Some(c) => format!("{limit_part}&cursor={}", c.encode()),
-                    None => limit_part.clone(),
-                })
-            ),
+            csv_link: format!("/compliance/search.csv?{}", join(limit_part.clone())),
             chart_json,
             days: days.len(),
         },
     )
 }
 
-/// `GET /compliance/search.csv?...`: the page's "Entries" table for the
-/// same search, page and org (the gate pinned `org` as for the page):
-/// `tollgate_queries::audit::search::entries_table`. The whole search with
-/// proofs is the NDJSON export.
+/// `GET /compliance/search.csv?...`: every entry of the search (from
+/// `cursor` when given) as the page's "Entries" table, streamed a page of
+/// `limit` entries at a time, so a download never holds the whole search
+/// in memory (`tollgate_queries::audit::search::entries_table`; the gate
+/// pinned `org` as for the page). The whole search with proofs is the
+/// NDJSON export.
 async fn search_csv(
     State(state): State<AuditAccess>,
     Query(pairs): Query<Vec<(String, String)>>,
@@ -316,12 +312,51 @@ async fn search_csv(
         Ok(query) => query,
         Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
     };
-    match search::search(&state.clickhouse, &query).await {
-        Ok(page) => {
-            crate::finance::csv_download(&search::entries_table(&page.entries), "audit-search.csv")
-        }
-        Err(err) => unavailable("search", err),
-    }
+    // The first page is read before answering, so an unreadable chain is a
+    // 503 page rather than a broken download.
+    let first = match search::search(&state.clickhouse, &query).await {
+        Ok(page) => page,
+        Err(err) => return unavailable("search", err),
+    };
+    let header = search::entries_table(&[]).to_csv();
+    let head = format!(
+        "{header}{}",
+        search::entries_table(&first.entries).rows_csv()
+    );
+    let pages = futures::stream::unfold(
+        (state.clickhouse.clone(), query, first.next_cursor),
+        |(client, mut query, cursor)| async move {
+            let cursor = search::Cursor::decode(&cursor?)?;
+            query.cursor = Some(cursor);
+            match search::search(&client, &query).await {
+                Ok(page) => {
+                    let lines = search::entries_table(&page.entries).rows_csv();
+                    Some((Ok(lines), (client, query, page.next_cursor)))
+                }
+                Err(err) => {
+                    // The answer has started: the download ends unfinished
+                    // (no final chunk), which clients report as an error.
+                    tracing::error!(%err, "compliance CSV cannot read the next page");
+                    Some((
+                        Err(std::io::Error::other(err.to_string())),
+                        (client, query, None),
+                    ))
+                }
+            }
+        },
+    );
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(pages);
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"audit-search.csv\"",
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }
 
 /// `GET /compliance/export?...`: the NDJSON export of the search (the

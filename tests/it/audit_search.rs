@@ -683,11 +683,11 @@ async fn search_tenant_isolation_and_search_export() {
 // ------------------------------------------------------------ Chromium
 
 /// The search page's "Entries" table as CSV (`/compliance/search.csv`):
-/// the same page of the same search as the page and the JSON, each row the
-/// seeded entry exactly, the caller's org only (another org a 404, another
-/// role a 403).
+/// every entry of the search (read a page at a time), in the order of the
+/// JSON's pages, each row the seeded entry exactly, the caller's org only
+/// (another org a 404, another role a 403).
 #[tokio::test]
-async fn search_csv_is_the_pages_table_in_the_callers_org() {
+async fn search_csv_is_the_whole_search_in_the_callers_org() {
     let mut env = TestEnv::with_extra_config("audit_search_csv", &config()).await;
     let (rows, _) = seed(&env).await;
     env.start_api().await;
@@ -722,16 +722,25 @@ async fn search_csv_is_the_pages_table_in_the_callers_org() {
         lines[0],
         "chain_id,seq,occurred_at,org_id,team_id,user_id,api_key_id,provider,model,kind,outcome,decision,decision_reason,event_id,entry_hash"
     );
-    // The JSON's first page, row for row, and the seeded entries.
-    let json = get_json(
-        &env,
-        "/api/v1/audit/entries?model=gpt-4o&limit=5",
-        &compliance_a,
-    )
-    .await;
-    let entries = json["entries"].as_array().unwrap();
-    assert_eq!(lines.len() - 1, 5);
-    for (line, e) in lines[1..].iter().zip(entries) {
+    // Every page of the JSON, row for row, and the seeded entries.
+    let mut entries = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let json = get_json(
+            &env,
+            &format!("/api/v1/audit/entries?model=gpt-4o&limit=5{cursor}"),
+            &compliance_a,
+        )
+        .await;
+        entries.extend(json["entries"].as_array().unwrap().iter().cloned());
+        match json["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(entries.len(), want.len());
+    assert_eq!(lines.len() - 1, want.len(), "{csv}");
+    for (line, e) in lines[1..].iter().zip(&entries) {
         let cells: Vec<&str> = line.split(',').collect();
         assert_eq!(cells[0], e["chain_id"].as_str().unwrap(), "{line}");
         assert_eq!(cells[1], e["seq"].to_string(), "{line}");
@@ -756,24 +765,39 @@ async fn search_csv_is_the_pages_table_in_the_callers_org() {
             ]
         );
         assert_eq!(cells[13], seeded.event_id);
-        // The page shows the same entry.
+    }
+    // The page shows the first five.
+    for line in &lines[1..6] {
+        let cells: Vec<&str> = line.split(',').collect();
         assert!(
             page.contains(&format!("/compliance/entries/{}/{}\"", cells[0], cells[1])),
             "{line}"
         );
     }
-    // Every matching entry in one file when the page size allows it.
+    // The same file whatever the page size; from a cursor, the rest.
     let (_, all) = get(
         &env,
         "/compliance/search.csv?model=gpt-4o&limit=1000",
         Some(&compliance_a),
     )
     .await;
-    assert_eq!(all.lines().count() - 1, want.len(), "{all}");
-    assert!(all
-        .lines()
-        .skip(1)
-        .all(|l| l.split(',').nth(3) == Some("org-a")));
+    assert_eq!(all, csv);
+    let at = page
+        .find("id=\"next-page\" href=\"/compliance/search?")
+        .expect("a next page")
+        + "id=\"next-page\" href=\"/compliance/search?".len();
+    let next = page[at..at + page[at..].find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    assert!(next.contains("cursor="), "{next}");
+    let (_, rest) = get(
+        &env,
+        &format!("/compliance/search.csv?{next}"),
+        Some(&compliance_a),
+    )
+    .await;
+    assert_eq!(rest.lines().count() - 1, want.len() - 5, "{rest}");
+    assert_eq!(rest.lines().nth(1), lines.get(6).copied());
 
     // Scoped as the page: another org is a 404, another role a 403.
     let (status, body) = get(

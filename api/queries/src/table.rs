@@ -72,21 +72,30 @@ impl Table {
     /// quotes doubled.
     pub fn to_csv(&self) -> String {
         let mut out = String::new();
-        let mut line = |fields: &mut dyn Iterator<Item = &str>| {
-            for (i, field) in fields.enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&quote(field));
-            }
-            out.push('\n');
-        };
-        line(&mut self.columns());
+        csv_line(&mut out, &mut self.columns());
+        out.push_str(&self.rows_csv());
+        out
+    }
+
+    /// The rows' lines of [`Table::to_csv`] without the header, for a CSV
+    /// written a page at a time.
+    pub fn rows_csv(&self) -> String {
+        let mut out = String::new();
         for row in &self.rows {
-            line(&mut row.iter().map(String::as_str));
+            csv_line(&mut out, &mut row.iter().map(String::as_str));
         }
         out
     }
+}
+
+fn csv_line(out: &mut String, fields: &mut dyn Iterator<Item = &str>) {
+    for (i, field) in fields.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&quote(field));
+    }
+    out.push('\n');
 }
 
 /// A leading `=`, `+`, `-` or `@` is prefixed with `'` so spreadsheet
