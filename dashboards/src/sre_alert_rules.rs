@@ -890,6 +890,7 @@ mod tests {
             to: at(10),
             step_secs: 60,
             for_secs: 120,
+            unit: "",
             series: vec![BacktestPoint {
                 at: at(0),
                 measurement: Measurement {

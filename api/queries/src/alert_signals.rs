@@ -901,6 +901,9 @@ pub struct Backtest {
     pub to: DateTime<Utc>,
     pub step_secs: u32,
     pub for_secs: u32,
+    /// The unit of every value ([`unit`]): `USD` and `USD/h` values are
+    /// money, written with all 12 decimals in the CSV.
+    pub unit: &'static str,
     pub series: Vec<BacktestPoint>,
     /// Every transition, in order, from inactive at `from`.
     pub transitions: Vec<(DateTime<Utc>, Transition)>,
@@ -979,6 +982,7 @@ pub async fn backtest(
         to,
         step_secs,
         for_secs: rule.for_secs,
+        unit: unit(&rule.signal),
         series,
         transitions,
     }))
@@ -997,10 +1001,11 @@ pub fn table(backtest: &Backtest) -> Table {
             .unwrap_or_default();
         table.push([
             time(p.at),
-            p.measurement
-                .value
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
+            match p.measurement.value {
+                Some(v) if backtest.unit.starts_with("USD") => crate::table::usd(v),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            },
             observation_str(p.measurement.observation).to_string(),
             transition.to_string(),
             p.measurement.detail.clone(),
@@ -1020,6 +1025,42 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn backtest_csv_writes_money_with_twelve_decimals_and_other_units_as_measured() {
+        let point = |value: &str| BacktestPoint {
+            at: t("2026-12-01T10:00:00Z"),
+            measurement: Measurement {
+                value: Some(d(value)),
+                observation: Observation::Holds,
+                detail: "spend".into(),
+            },
+        };
+        let mut b = Backtest {
+            from: t("2026-12-01T10:00:00Z"),
+            to: t("2026-12-01T10:00:00Z"),
+            step_secs: 60,
+            for_secs: 0,
+            unit: "USD/h",
+            series: vec![point("1.5"), point("0.000000000001")],
+            transitions: Vec::new(),
+        };
+        let csv = table(&b).to_csv();
+        let values: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(1).unwrap())
+            .collect();
+        assert_eq!(values, ["1.500000000000", "0.000000000001"]);
+        b.unit = "ms";
+        let csv = table(&b).to_csv();
+        let values: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(1).unwrap())
+            .collect();
+        assert_eq!(values, ["1.5", "0.000000000001"]);
     }
 
     #[test]
