@@ -53,6 +53,21 @@ impl Caller {
         self.identity.scope()
     }
 
+    /// The org a page is filtered to from its `org` parameter (`text`,
+    /// empty when absent): a caller pinned to an org sees only it (another
+    /// is refused, naming `org`); an unpinned caller sees every org unless
+    /// one is given.
+    pub fn org_filter(&self, text: &str) -> Result<Option<String>, InvalidParameter> {
+        match (self.scope(), text) {
+            (Some(scope), "") => Ok(Some(scope.to_string())),
+            (Some(scope), org) if org != scope => {
+                Err(InvalidParameter::new("org", format!("no org {org}")))
+            }
+            (_, "") => Ok(None),
+            (_, org) => Ok(Some(org.to_string())),
+        }
+    }
+
     /// Refuse a change unless the role may make it.
     pub fn may_write(&self, doing: &str) -> Result<(), Response> {
         if self.writes() {

@@ -29,9 +29,12 @@ use tollgate_queries::alert_signals::{
     self, explain_url, threshold, unit, Backtest, SignalSources, DEFAULT_STEP_SECS,
 };
 use tollgate_queries::alert_timeline::{labels_text, Timeline, TimelineQuery};
+use tollgate_queries::params::{Expected, QueryParams};
+use tollgate_queries::InvalidParameter;
 
 use crate::alert_access::{
-    field, message, signed_in, signed_in_form, signed_in_store, store, store_failed, Caller, AREA,
+    bad_request, field, message, signed_in, signed_in_form, signed_in_store, store, store_failed,
+    Caller, AREA,
 };
 use crate::display::{Figure, Instant, Measure};
 use crate::finance::{csv_data_url, csv_download};
@@ -272,15 +275,33 @@ pub struct RulesPage {
     pub writes: bool,
     pub rules: Vec<RuleRow>,
     pub csv_url: String,
+    /// The org the list is filtered to (empty: every org the caller sees);
+    /// the tabs carry it.
+    pub org: String,
 }
 
-/// `GET /sre/alerts/rules`
-pub async fn rules_page(State(state): State<DashboardState>, identity: Identity) -> Response {
+/// The org of the Rules list's query string (`org`, [`Caller::org_filter`]).
+fn rules_org(query: Pairs, caller: &Caller) -> Result<Option<String>, InvalidParameter> {
+    let pairs = query.map(|Query(p)| p).unwrap_or_default();
+    let params = QueryParams::parse(&pairs, &Expected::names(&["org"]))?;
+    caller.org_filter(params.text("org").unwrap_or(""))
+}
+
+/// `GET /sre/alerts/rules?org=`
+pub async fn rules_page(
+    State(state): State<DashboardState>,
+    identity: Identity,
+    query: Pairs,
+) -> Response {
     let (caller, store) = match signed_in_store(&state, &identity, "/sre/alerts/rules").await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let (rules, states) = futures::join!(store.rules(caller.scope()), store.states(caller.scope()));
+    let org = match rules_org(query, &caller) {
+        Ok(org) => org,
+        Err(e) => return bad_request(e),
+    };
+    let (rules, states) = futures::join!(store.rules(org.as_deref()), store.states(org.as_deref()));
     let (rules, states) = match (rules, states) {
         (Ok(r), Ok(s)) => (r, s),
         (Err(e), _) | (_, Err(e)) => return store_failed(e),
@@ -305,18 +326,33 @@ pub async fn rules_page(State(state): State<DashboardState>, identity: Identity)
                 state: phase_name(state_of(r.id)),
             })
             .collect(),
-        csv_url: "/sre/alerts/rules.csv".into(),
+        csv_url: format!(
+            "/sre/alerts/rules.csv{}",
+            org.as_deref()
+                .map(|o| format!("?org={}", crate::sre_form::percent_encode(o)))
+                .unwrap_or_default()
+        ),
+        org: org.unwrap_or_default(),
     };
     render(StatusCode::OK, &page)
 }
 
-/// `GET /sre/alerts/rules.csv`: the API's rule CSV.
-pub async fn rules_csv(State(state): State<DashboardState>, identity: Identity) -> Response {
+/// `GET /sre/alerts/rules.csv?org=`: the API's rule CSV, filtered as the
+/// list.
+pub async fn rules_csv(
+    State(state): State<DashboardState>,
+    identity: Identity,
+    query: Pairs,
+) -> Response {
     let (caller, store) = match signed_in_store(&state, &identity, "/sre/alerts/rules").await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    match store.rules(caller.scope()).await {
+    let org = match rules_org(query, &caller) {
+        Ok(org) => org,
+        Err(e) => return bad_request(e),
+    };
+    match store.rules(org.as_deref()).await {
         Ok(rules) => csv_download(&rules_table(&rules), "alert-rules.csv"),
         Err(e) => store_failed(e),
     }

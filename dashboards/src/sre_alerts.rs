@@ -245,14 +245,7 @@ fn window_of(
         to: text("to"),
         org: text("org"),
     };
-    let org = match (caller.scope(), form.org.as_str()) {
-        (Some(scope), "") => Some(scope.to_string()),
-        (Some(scope), org) if org != scope => {
-            return Err(InvalidParameter::new("org", format!("no org {org}")))
-        }
-        (_, "") => None,
-        (_, org) => Some(org.to_string()),
-    };
+    let org = caller.org_filter(&form.org)?;
     form.org = org.clone().unwrap_or_default();
     let (from, to) = window(&form.range, &form.from, &form.to, now)?;
     let query = TimelineQuery::new(from, to, org, None)?;

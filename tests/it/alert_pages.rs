@@ -234,6 +234,48 @@ async fn alerts_pages_show_state_timeline_backtest_and_guard_forms() {
         .as_i64()
         .unwrap();
 
+    // The Rules list filtered to one org, as the Alerts page: the tabs
+    // carry the org both ways and the list's CSV is filtered alike.
+    let (status, rules_b) = api.get("/sre/alerts/rules?org=org-b", &admin).await;
+    assert_eq!(status, 200, "{rules_b}");
+    assert!(rules_b.contains("b failing"), "{rules_b}");
+    assert!(!rules_b.contains("openai failing"), "{rules_b}");
+    assert!(
+        rules_b.contains("href=\"/sre/alerts?org=org-b\""),
+        "{rules_b}"
+    );
+    assert!(
+        rules_b.contains("href=\"/sre/alerts/rules.csv?org=org-b\""),
+        "{rules_b}"
+    );
+    let (status, csv_b) = api.get("/sre/alerts/rules.csv?org=org-b", &admin).await;
+    assert_eq!(status, 200, "{csv_b}");
+    assert_eq!(csv_b.lines().count(), 2, "{csv_b}");
+    assert!(csv_b.contains("b failing"), "{csv_b}");
+    let (_, all) = api.get("/sre/alerts/rules", &admin).await;
+    assert!(all.contains("b failing") && all.contains("openai failing"));
+    assert!(
+        all.contains("href=\"/sre/alerts\""),
+        "no org: the tab carries none"
+    );
+    let (_, alerts_b) = api.get("/sre/alerts?org=org-b", &admin).await;
+    assert!(
+        alerts_b.contains("href=\"/sre/alerts/rules?org=org-b\""),
+        "{alerts_b}"
+    );
+    // A caller pinned to org-a: org-b is as if it did not exist (the gate's
+    // 404, as on every page).
+    let (status, body) = api.get("/sre/alerts/rules?org=org-b", &sre_a).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("no org org-b") && !body.contains("b failing"),
+        "{body}"
+    );
+    let (status, body) = api.get("/sre/alerts/rules.csv?org=org-b", &sre_a).await;
+    assert_eq!(status, 404, "{body}");
+    let (_, mine) = api.get("/sre/alerts/rules", &sre_a).await;
+    assert!(mine.contains("href=\"/sre/alerts?org=org-a\""), "{mine}");
+
     // The evaluator's writes: state in PostgreSQL ...
     let now = Utc::now();
     let minutes = |m: i64| now - chrono::Duration::minutes(m);
