@@ -1,6 +1,7 @@
 //! `tollgate users`: people's accounts. `create --admin` makes the first
 //! admin (of every org); `invite` prints the link an invited person opens
-//! to choose a password; `list`, `grant` and `disable` manage the rest.
+//! to choose a password; `list`, `grant`, `set-password` and `disable`
+//! manage the rest.
 //! Passwords are read from stdin (`--password-stdin`) or asked for on the
 //! terminal, never taken from the command line.
 
@@ -52,6 +53,15 @@ pub enum UsersCommand {
         email: String,
         #[arg(long = "grant", value_delimiter = ',', required = true)]
         grants: Vec<String>,
+    },
+    /// Set an account's password (someone who lost theirs): lifts a
+    /// lockout and ends the account's sessions.
+    SetPassword {
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Disable an account and end its sessions.
     Disable {
@@ -162,6 +172,16 @@ pub async fn run(command: UsersCommand, config: &Config) -> anyhow::Result<()> {
                 let user = find(&accounts, &email).await?;
                 accounts.set_grants(user, &grants, actor).await?;
                 eprintln!("{email}: grants replaced");
+                Ok(())
+            }
+            UsersCommand::SetPassword {
+                email,
+                password_stdin,
+            } => {
+                let user = find(&accounts, &email).await?;
+                let password = read_password(password_stdin)?;
+                accounts.set_password(user, &password, actor).await?;
+                eprintln!("{email}: password set, sessions ended");
                 Ok(())
             }
             UsersCommand::Disable { email } => {

@@ -378,6 +378,91 @@ async fn repeated_failures_lock_the_account() {
     );
 }
 
+/// `tollgate users set-password` with the password on stdin; its stderr
+/// and whether it succeeded.
+fn set_password(env: &TestEnv, email: &str, password: &str) -> (bool, String) {
+    let mut child = env
+        .tollgate(&[
+            "users",
+            "set-password",
+            "--email",
+            email,
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Someone who lost their password gets a new one from an admin: the old
+/// password and every session of the account stop working, a lockout is
+/// lifted, a weak password or an unknown account is refused by name.
+#[tokio::test]
+async fn set_password_replaces_the_password_ends_sessions_and_lifts_a_lockout() {
+    let mut env = TestEnv::new("setpw").await;
+    env.start_api().await;
+    create_user(&env, "ada@acme.example", &["acme:viewer"]);
+    let mut signed_in = Browser::new(env.direct_api_url());
+    let answer = signed_in.sign_in("ada@acme.example", PASSWORD, "/").await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert_eq!(signed_in.get("/overview").await.status, StatusCode::OK);
+    // Locked by five wrong guesses.
+    let mut guesser = Browser::new(env.direct_api_url());
+    for _ in 0..5 {
+        guesser
+            .sign_in("ada@acme.example", "guess guess guess", "/")
+            .await;
+    }
+    assert_eq!(
+        guesser
+            .sign_in("ada@acme.example", PASSWORD, "/")
+            .await
+            .status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let (ok, err) = set_password(&env, "ada@acme.example", "short");
+    assert!(!ok, "a weak password is refused");
+    assert!(err.contains("password"), "{err}");
+    let (ok, err) = set_password(&env, "nobody@acme.example", "a new long passphrase");
+    assert!(!ok);
+    assert!(err.contains("no account for nobody@acme.example"), "{err}");
+    let (ok, err) = set_password(&env, "ada@acme.example", "a new long passphrase");
+    assert!(ok, "{err}");
+    assert!(err.contains("password set, sessions ended"), "{err}");
+
+    // The old session is over; the old password is refused; the new one
+    // signs in at once (the lockout is lifted).
+    let page = signed_in.get("/overview").await;
+    assert_ne!(page.status, StatusCode::OK, "the old session still works");
+    let mut fresh = Browser::new(env.direct_api_url());
+    assert_eq!(
+        fresh
+            .sign_in("ada@acme.example", PASSWORD, "/")
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let answer = fresh
+        .sign_in("ada@acme.example", "a new long passphrase", "/")
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert_eq!(fresh.get("/overview").await.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn sessions_expire() {
     let mut env = TestEnv::with_extra_config(

@@ -241,6 +241,38 @@ impl AccountStore {
         Ok(())
     }
 
+    /// Set an account's password (checked against the policy as at
+    /// creation), lift a lockout and end its sessions, so whoever signed in
+    /// with the old password is signed out (`false`: no such account).
+    pub async fn set_password(
+        &self,
+        user_id: Uuid,
+        password: &str,
+        actor: &str,
+    ) -> Result<bool, ControlError> {
+        password::check_strength(password)?;
+        let hash = password::hash(password).await?;
+        let mut tx = self.begin("setting a password").await?;
+        let changed = sqlx::query(
+            "UPDATE users SET password_hash = $2, failed_attempts = 0, locked_until = NULL WHERE id = $1",
+        )
+        .bind(user_id)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| ControlError::postgres("setting a password", e))?
+        .rows_affected()
+            > 0;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| ControlError::postgres("ending a user's sessions", e))?;
+        commit(tx, "setting a password").await?;
+        tracing::info!(%user_id, actor, "password set");
+        Ok(changed)
+    }
+
     /// Disable an account and end its sessions (`false`: no such account).
     pub async fn disable(&self, user_id: Uuid, actor: &str) -> Result<bool, ControlError> {
         let mut tx = self.begin("disabling a user").await?;
