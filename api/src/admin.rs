@@ -20,6 +20,15 @@ use tollgate_control::budgets::admin::{budget_json, BudgetSpec};
 use crate::error::ApiError;
 use crate::ApiState;
 
+/// Whether a caller with `roles` sees what belongs to `org`; what belongs
+/// to no org is seen by callers of every org only.
+pub fn sees_owner(identity: &Identity, roles: &[Role], org: Option<&str>) -> bool {
+    match org {
+        Some(org) => identity.sees(roles, org),
+        None => identity.org_scope(roles) == Some(OrgScope::All),
+    }
+}
+
 /// Budget `id` must belong to an org where the caller holds one of
 /// `roles`; another org's budget (or none) is a 404. A budget without an
 /// org is seen by callers of every org only.
@@ -35,11 +44,7 @@ pub async fn check_budget_org(
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot read budgets: postgres: {e}")))?
         .ok_or_else(no_such)?;
-    let visible = match org {
-        Some(org) => identity.sees(roles, &org),
-        None => identity.org_scope(roles) == Some(OrgScope::All),
-    };
-    if visible {
+    if sees_owner(identity, roles, org.as_deref()) {
         Ok(())
     } else {
         Err(no_such())
