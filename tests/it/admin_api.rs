@@ -20,7 +20,7 @@ use support::TestEnv;
 use tollgate_control::budgets::BudgetStore;
 
 /// Create a key with `role`; returns (secret, prefix).
-fn key(env: &TestEnv, role: &str) -> (String, String) {
+pub(crate) fn key(env: &TestEnv, role: &str) -> (String, String) {
     let out = env
         .tollgate(&["keys", "create", "--name", role, "--role", role])
         .output()
@@ -43,7 +43,7 @@ fn key(env: &TestEnv, role: &str) -> (String, String) {
 
 /// `admin.*` events on `topic` by event id, read until `want` distinct
 /// ones are there (or 30 s), then 3 s more so a duplicate would show.
-async fn admin_events(topic: &str, want: usize) -> (Vec<Value>, HashMap<String, usize>) {
+pub(crate) async fn admin_events(topic: &str, want: usize) -> (Vec<Value>, HashMap<String, usize>) {
     let admin = |r: &[(String, Value)]| {
         r.iter()
             .filter(|(_, v)| v["kind"].as_str().unwrap_or("").starts_with("admin."))
@@ -63,7 +63,7 @@ async fn admin_events(topic: &str, want: usize) -> (Vec<Value>, HashMap<String, 
     (all, copies)
 }
 
-fn event<'a>(events: &'a [Value], event_id: &Value) -> &'a Value {
+pub(crate) fn event<'a>(events: &'a [Value], event_id: &Value) -> &'a Value {
     events
         .iter()
         .find(|e| e["event_id"] == *event_id)
