@@ -11,7 +11,6 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -20,7 +19,7 @@ use tollgate_control::rate_limits::admin::{parse_body, SetOutcome};
 use tollgate_control::rate_limits::{rate_limit_json, InvalidRateLimit, RateLimitStore};
 use tollgate_queries::params::{Expected, QueryParams};
 
-use crate::admin::sees_owner;
+use crate::admin::{sees_owner, set_answer};
 use crate::alerts::path_id;
 use crate::error::ApiError;
 use crate::{query_pairs, ApiState};
@@ -108,20 +107,12 @@ pub async fn set(
             )))
         }
     };
-    let status = if set.previous.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((
-        status,
-        Json(json!({
-            "rate_limit": rate_limit_json(&set.limit),
-            "replaced": set.previous.as_ref().map(rate_limit_json),
-            "event_id": set.event.event_id,
-        })),
-    )
-        .into_response())
+    Ok(set_answer(
+        "rate_limit",
+        rate_limit_json(&set.limit),
+        set.previous.as_ref().map(rate_limit_json),
+        &set.event,
+    ))
 }
 
 /// `DELETE /api/v1/admin/rate_limits/{id}`: 200 with the deleted limit and
