@@ -63,6 +63,15 @@ pub(crate) async fn admin_events(topic: &str, want: usize) -> (Vec<Value>, HashM
     (all, copies)
 }
 
+/// The `admin.*` events on `topic` once `want` are there: exactly `want`,
+/// each exactly once.
+pub(crate) async fn admin_events_once(topic: &str, want: usize) -> Vec<Value> {
+    let (events, copies) = admin_events(topic, want).await;
+    assert_eq!(events.len(), want, "{events:#?}");
+    assert!(copies.values().all(|n| *n == 1), "{copies:?}");
+    events
+}
+
 pub(crate) fn event<'a>(events: &'a [Value], event_id: &Value) -> &'a Value {
     events
         .iter()
@@ -271,9 +280,7 @@ async fn budgets_through_the_api_are_admin_events_exactly_once() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such budget"));
 
     // Five changes, five events, each exactly once.
-    let (events, copies) = admin_events(&env.events_topic, 5).await;
-    assert_eq!(events.len(), 5, "{events:#?}");
-    assert!(copies.values().all(|n| *n == 1), "{copies:?}");
+    let events = admin_events_once(&env.events_topic, 5).await;
     let e = event(&events, &created["event_id"]);
     assert_eq!(e["kind"], "admin.budget.set");
     assert_eq!(
