@@ -341,16 +341,8 @@ async fn hostile_budget_bodies_are_400s_naming_the_field() {
     let url = format!("{}/api/v1/admin/budgets", env.direct_api_url());
     let valid = json!({"subject_kind": "team", "subject_id": "search", "period": "monthly",
         "limit_usd": "500", "enforcement": "hard", "thresholds": [50, 80, 100]});
-    let with = |field: &str, value: Value| {
-        let mut v = valid.clone();
-        v[field] = value;
-        v.to_string()
-    };
-    let without = |field: &str| {
-        let mut v = valid.clone();
-        v.as_object_mut().unwrap().remove(field);
-        v.to_string()
-    };
+    let with = |field: &str, value: Value| support::json_with(&valid, field, value);
+    let without = |field: &str| support::json_without(&valid, field);
     let long_id = "x".repeat(257);
     // (body, field named, words in the reason)
     let cases: Vec<(String, &str, &str)> = vec![
@@ -840,11 +832,7 @@ async fn admin_prices_are_exact_decimal_strings_or_400s_naming_the_field() {
     let valid = json!({"provider": "testprov", "model": "tg-exact",
         "effective_from": "2026-03-01T00:00:00Z",
         "input_per_token": "0.000000123456789012345678", "output_per_token": "0.00001"});
-    let with = |field: &str, value: Value| {
-        let mut v = valid.clone();
-        v[field] = value;
-        v.to_string()
-    };
+    let with = |field: &str, value: Value| support::json_with(&valid, field, value);
     let cases: Vec<(String, &str, &str)> = vec![
         (
             // The number as a client would send it, every digit in the text.

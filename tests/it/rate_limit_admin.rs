@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::admin_api::{admin_events_once, event};
 use crate::audit_chain::{audit_config, verify_audit_with, verify_export_text};
-use crate::support::{TestEnv, PATIENCE};
+use crate::support::{self, TestEnv, PATIENCE};
 
 /// The prefix a key's actor is named by (`tg_<prefix>_<secret>`).
 fn prefix_of(secret: &str) -> String {
@@ -431,16 +431,8 @@ async fn hostile_rate_limit_bodies_are_400s_naming_the_field() {
     };
     let valid = json!({"scope_kind": "team", "scope_id": "ml", "requests_per_minute": 600,
         "tokens_per_minute": 90000, "org_id": "acme"});
-    let with = |field: &str, value: Value| {
-        let mut v = valid.clone();
-        v[field] = value;
-        v.to_string()
-    };
-    let without = |field: &str| {
-        let mut v = valid.clone();
-        v.as_object_mut().unwrap().remove(field);
-        v.to_string()
-    };
+    let with = |field: &str, value: Value| support::json_with(&valid, field, value);
+    let without = |field: &str| support::json_without(&valid, field);
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(70 * 1024));
     let rpm_range = "give a whole number from 1 to 1000000000";
     let not_number = "must be a whole number (a JSON number such as 600)";
