@@ -16,9 +16,19 @@ use serde::Deserialize;
 use serde_json::json;
 use tollgate_access::{Identity, OrgScope, Role, ADMINS};
 use tollgate_control::budgets::admin::{budget_json, BudgetSpec};
+use tollgate_control::outbox::Enqueued;
 
 use crate::error::ApiError;
 use crate::ApiState;
+
+/// Whether a caller with `roles` sees what belongs to `org`; what belongs
+/// to no org is seen by callers of every org only.
+pub fn sees_owner(identity: &Identity, roles: &[Role], org: Option<&str>) -> bool {
+    match org {
+        Some(org) => identity.sees(roles, org),
+        None => identity.org_scope(roles) == Some(OrgScope::All),
+    }
+}
 
 /// Budget `id` must belong to an org where the caller holds one of
 /// `roles`; another org's budget (or none) is a 404. A budget without an
@@ -35,11 +45,7 @@ pub async fn check_budget_org(
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot read budgets: postgres: {e}")))?
         .ok_or_else(no_such)?;
-    let visible = match org {
-        Some(org) => identity.sees(roles, &org),
-        None => identity.org_scope(roles) == Some(OrgScope::All),
-    };
-    if visible {
+    if sees_owner(identity, roles, org.as_deref()) {
         Ok(())
     } else {
         Err(no_such())
@@ -205,20 +211,33 @@ pub async fn set_budget(
         .set(&spec, &identity.actor)
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot store the budget: postgres: {e}")))?;
-    let status = if set.previous.is_some() {
+    Ok(set_answer(
+        "budget",
+        budget_json(&set.budget),
+        set.previous.as_ref().map(budget_json),
+        &set.event,
+    ))
+}
+
+/// The answer to a create-or-replace: 201 with `{name: value, "replaced":
+/// null, "event_id"}` when it created, 200 with the replaced value when it
+/// replaced.
+pub fn set_answer(
+    name: &str,
+    value: serde_json::Value,
+    replaced: Option<serde_json::Value>,
+    event: &Enqueued,
+) -> Response {
+    let status = if replaced.is_some() {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok((
-        status,
-        Json(json!({
-            "budget": budget_json(&set.budget),
-            "replaced": set.previous.as_ref().map(budget_json),
-            "event_id": set.event.event_id,
-        })),
-    )
-        .into_response())
+    let mut body = serde_json::Map::new();
+    body.insert(name.to_string(), value);
+    body.insert("replaced".into(), replaced.into());
+    body.insert("event_id".into(), json!(event.event_id));
+    (status, Json(body)).into_response()
 }
 
 /// `DELETE /api/v1/admin/budgets/{id}`: 200 with the deleted budget and

@@ -92,7 +92,10 @@ fn check_org(identity: &Identity, org: &str) -> Result<(), ApiError> {
     }
 }
 
-fn path_id(id: Result<Path<String>, PathRejection>, what: &str) -> Result<i64, ApiError> {
+pub(crate) fn path_id(
+    id: Result<Path<String>, PathRejection>,
+    what: &str,
+) -> Result<i64, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::InvalidParameter {
         parameter: "id".into(),
         reason: e.body_text(),

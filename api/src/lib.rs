@@ -3,7 +3,8 @@
 //! This crate owns the JSON HTTP surface: routing ([`router`]), the mapping
 //! of every failure to a status code and JSON body ([`error::ApiError`]), the
 //! report endpoints ([`reports`], [`finance`], [`errors`], [`audit`]), the admin
-//! endpoints ([`admin`]: price and budget changes, [`keys`]: API keys,
+//! endpoints ([`admin`]: price and budget changes, [`rate_limits`]:
+//! rate-limit tiers, [`keys`]: API keys,
 //! [`providers`]: provider credentials, never returned), the
 //! overview ([`home`]) and alerting's rules,
 //! silences and receivers ([`alerts`]), the alerts' states, transitions and
@@ -24,6 +25,7 @@ pub mod finance;
 pub mod home;
 pub mod keys;
 pub mod providers;
+pub mod rate_limits;
 pub mod reports;
 
 use axum::extract::State;
@@ -49,6 +51,8 @@ pub struct ApiState {
     pub keys: Option<tollgate_control::keys::KeyStore>,
     /// Budgets, for the finance budget report and budget administration.
     pub budgets: Option<tollgate_control::budgets::BudgetStore>,
+    /// Rate-limit tiers, for their administration.
+    pub rate_limits: Option<tollgate_control::rate_limits::RateLimitStore>,
     /// Alert rules, silences and receivers.
     pub alerts: Option<tollgate_control::alerts::AlertStore>,
     /// Provider credentials (sealed under this server's master key).
@@ -174,6 +178,16 @@ pub fn routes(state: ApiState) -> Routes {
             "/api/v1/admin/budgets/{id}",
             Access::read(ADMINS).write(ADMINS).org(OrgFrom::Handler),
             delete(admin::delete_budget),
+        )
+        .route(
+            "/api/v1/admin/rate_limits",
+            Access::read(ADMINS).write(ADMINS).org(OrgFrom::Handler),
+            get(rate_limits::list).post(rate_limits::set),
+        )
+        .route(
+            "/api/v1/admin/rate_limits/{id}",
+            Access::read(ADMINS).write(ADMINS).org(OrgFrom::Handler),
+            delete(rate_limits::delete),
         )
         .route("/api/v1/alerts", alerts, get(alert_states::current))
         .route(
@@ -344,6 +358,7 @@ mod tests {
             prices: None,
             keys: None,
             budgets: None,
+            rate_limits: None,
             alerts: None,
             providers: None,
             erasure: None,
@@ -447,6 +462,7 @@ mod tests {
             prices: None,
             keys: None,
             budgets: None,
+            rate_limits: None,
             alerts: None,
             providers: None,
             erasure: None,
@@ -499,6 +515,7 @@ mod tests {
             prices: None,
             keys: None,
             budgets: None,
+            rate_limits: None,
             alerts: None,
             providers: None,
             erasure: None,

@@ -58,6 +58,7 @@ pub fn print_routes(config: &Config, json: bool) -> anyhow::Result<()> {
         prices: None,
         keys: None,
         budgets: None,
+        rate_limits: None,
         alerts: None,
         providers: None,
         erasure: None,
@@ -202,6 +203,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         audit: Some(audit),
         prices,
         keys,
+        rate_limits: budgets
+            .as_ref()
+            .map(|b| tollgate_control::rate_limits::RateLimitStore::new(b.pool().clone())),
         budgets,
         alerts,
         providers,

@@ -1,8 +1,11 @@
 //! `tollgate ratelimits`: set, delete and list rate-limit tiers (requests
-//! and tokens per minute per key, user, team or org) in PostgreSQL. Every
-//! proxy reloads them within `proxy.tiers.refresh_ms` and enforces its
-//! share of each (`docs/proxy.md`, "Rate-limit tiers").
+//! and tokens per minute per key, user, team or org) in PostgreSQL; each
+//! change is also an `admin.rate_limit.set` / `admin.rate_limit.deleted`
+//! event, through the outbox, as through the admin API. Every proxy
+//! reloads them within `proxy.tiers.refresh_ms` and enforces its share of
+//! each (`docs/proxy.md`, "Rate-limit tiers").
 
+use tollgate_control::rate_limits::admin::SetOutcome;
 use tollgate_control::rate_limits::{
     rate_limit_json, InvalidRateLimit, RateLimitSpec, RateLimitStore,
 };
@@ -60,7 +63,9 @@ fn per_minute(n: Option<u64>) -> String {
 
 pub async fn run(command: RateLimitsCommand, config: &Config) -> anyhow::Result<()> {
     let pool = tollgate_control::postgres::connect(&config.postgres).await?;
-    let store = RateLimitStore::new(pool);
+    let store = RateLimitStore::new(pool.clone());
+    // The CLI administers every org.
+    let any_org = |_: Option<&str>| true;
     match command {
         RateLimitsCommand::Set {
             scope,
@@ -75,7 +80,13 @@ pub async fn run(command: RateLimitsCommand, config: &Config) -> anyhow::Result<
             if let Some(org) = &org {
                 spec = spec.in_org(org).map_err(refuse)?;
             }
-            let (limit, previous) = store.set(&spec, "cli").await?;
+            // The limit and its admin.rate_limit.set event commit together.
+            let SetOutcome::Stored(set) = store.set(&spec, "cli", any_org).await? else {
+                anyhow::bail!(
+                    "rate limit not stored (the CLI changes every org's limits; this is a bug)"
+                );
+            };
+            let (limit, previous) = (&set.limit, &set.previous);
             println!(
                 "rate limit {}: {} {} {} requests/min {} tokens/min{}",
                 limit.id,
@@ -89,15 +100,17 @@ pub async fn run(command: RateLimitsCommand, config: &Config) -> anyhow::Result<
                     ""
                 }
             );
+            super::outbox::publish_now(config, &pool, &[set.event]).await;
         }
         RateLimitsCommand::Delete { id } => {
-            let Some(deleted) = store.delete(id).await? else {
+            let Some(deleted) = store.delete(id, "cli", any_org).await? else {
                 anyhow::bail!("--id {id}: no such rate limit (see `tollgate ratelimits list`)");
             };
             println!(
                 "rate limit {id} deleted: {}",
-                serde_json::to_string(&rate_limit_json(&deleted))?
+                serde_json::to_string(&rate_limit_json(&deleted.limit))?
             );
+            super::outbox::publish_now(config, &pool, &[deleted.event]).await;
         }
         RateLimitsCommand::List { json } => {
             for l in store.all().await? {

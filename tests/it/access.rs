@@ -163,6 +163,15 @@ async fn every_route_requires_identity_role_and_org() {
         .await["budget"]["budget_id"]
         .as_i64()
         .unwrap();
+    let rate_limit = api
+        .post_json(
+            "/api/v1/admin/rate_limits",
+            &admin,
+            &json!({"scope_kind": "team", "scope_id": "ads", "requests_per_minute": 100, "org_id": "globex"}),
+        )
+        .await["rate_limit"]["id"]
+        .as_i64()
+        .unwrap();
     let rule = api
         .post_json(
             "/api/v1/alerts/rules",
@@ -258,6 +267,10 @@ async fn every_route_requires_identity_role_and_org() {
         (
             "/api/v1/admin/budgets/{id}",
             format!("/api/v1/admin/budgets/{budget}"),
+        ),
+        (
+            "/api/v1/admin/rate_limits/{id}",
+            format!("/api/v1/admin/rate_limits/{rate_limit}"),
         ),
         (
             "/finance/budgets/{id}",

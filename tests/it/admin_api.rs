@@ -20,7 +20,7 @@ use support::TestEnv;
 use tollgate_control::budgets::BudgetStore;
 
 /// Create a key with `role`; returns (secret, prefix).
-fn key(env: &TestEnv, role: &str) -> (String, String) {
+pub(crate) fn key(env: &TestEnv, role: &str) -> (String, String) {
     let out = env
         .tollgate(&["keys", "create", "--name", role, "--role", role])
         .output()
@@ -43,7 +43,7 @@ fn key(env: &TestEnv, role: &str) -> (String, String) {
 
 /// `admin.*` events on `topic` by event id, read until `want` distinct
 /// ones are there (or 30 s), then 3 s more so a duplicate would show.
-async fn admin_events(topic: &str, want: usize) -> (Vec<Value>, HashMap<String, usize>) {
+pub(crate) async fn admin_events(topic: &str, want: usize) -> (Vec<Value>, HashMap<String, usize>) {
     let admin = |r: &[(String, Value)]| {
         r.iter()
             .filter(|(_, v)| v["kind"].as_str().unwrap_or("").starts_with("admin."))
@@ -63,7 +63,16 @@ async fn admin_events(topic: &str, want: usize) -> (Vec<Value>, HashMap<String, 
     (all, copies)
 }
 
-fn event<'a>(events: &'a [Value], event_id: &Value) -> &'a Value {
+/// The `admin.*` events on `topic` once `want` are there: exactly `want`,
+/// each exactly once.
+pub(crate) async fn admin_events_once(topic: &str, want: usize) -> Vec<Value> {
+    let (events, copies) = admin_events(topic, want).await;
+    assert_eq!(events.len(), want, "{events:#?}");
+    assert!(copies.values().all(|n| *n == 1), "{copies:?}");
+    events
+}
+
+pub(crate) fn event<'a>(events: &'a [Value], event_id: &Value) -> &'a Value {
     events
         .iter()
         .find(|e| e["event_id"] == *event_id)
@@ -271,9 +280,7 @@ async fn budgets_through_the_api_are_admin_events_exactly_once() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such budget"));
 
     // Five changes, five events, each exactly once.
-    let (events, copies) = admin_events(&env.events_topic, 5).await;
-    assert_eq!(events.len(), 5, "{events:#?}");
-    assert!(copies.values().all(|n| *n == 1), "{copies:?}");
+    let events = admin_events_once(&env.events_topic, 5).await;
     let e = event(&events, &created["event_id"]);
     assert_eq!(e["kind"], "admin.budget.set");
     assert_eq!(
@@ -334,16 +341,8 @@ async fn hostile_budget_bodies_are_400s_naming_the_field() {
     let url = format!("{}/api/v1/admin/budgets", env.direct_api_url());
     let valid = json!({"subject_kind": "team", "subject_id": "search", "period": "monthly",
         "limit_usd": "500", "enforcement": "hard", "thresholds": [50, 80, 100]});
-    let with = |field: &str, value: Value| {
-        let mut v = valid.clone();
-        v[field] = value;
-        v.to_string()
-    };
-    let without = |field: &str| {
-        let mut v = valid.clone();
-        v.as_object_mut().unwrap().remove(field);
-        v.to_string()
-    };
+    let with = |field: &str, value: Value| support::json_with(&valid, field, value);
+    let without = |field: &str| support::json_without(&valid, field);
     let long_id = "x".repeat(257);
     // (body, field named, words in the reason)
     let cases: Vec<(String, &str, &str)> = vec![
@@ -833,11 +832,7 @@ async fn admin_prices_are_exact_decimal_strings_or_400s_naming_the_field() {
     let valid = json!({"provider": "testprov", "model": "tg-exact",
         "effective_from": "2026-03-01T00:00:00Z",
         "input_per_token": "0.000000123456789012345678", "output_per_token": "0.00001"});
-    let with = |field: &str, value: Value| {
-        let mut v = valid.clone();
-        v[field] = value;
-        v.to_string()
-    };
+    let with = |field: &str, value: Value| support::json_with(&valid, field, value);
     let cases: Vec<(String, &str, &str)> = vec![
         (
             // The number as a client would send it, every digit in the text.

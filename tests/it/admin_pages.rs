@@ -647,29 +647,15 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
     proxy.run_proxy().await;
     let key = proxy.key("acme", "paged", "pager", None);
     let other = proxy.key("acme", "unbudgeted", "free", None);
-    let mut admitted = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let response = proxy.chat(&key, "mock-race", &[]).await;
-        if response.status() == 429 {
-            let answer: Value = response.json().await.unwrap();
-            assert_eq!(answer["error"]["code"], "budget_exceeded", "{answer}");
-            assert!(
-                answer["error"]["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("team paged"),
-                "{answer}"
-            );
-            break;
-        }
-        assert_eq!(response.status(), 200);
-        admitted += 1;
-        assert!(
-            Instant::now() < deadline,
-            "never refused after {admitted} calls"
-        );
-    }
+    let (admitted, answer) = proxy.admitted_until_refused(&key, "mock-race").await;
+    assert_eq!(answer["error"]["code"], "budget_exceeded", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("team paged"),
+        "{answer}"
+    );
     // Each call reserves about $0.0003 (3 output tokens at $0.0001).
     assert!((1..=4).contains(&admitted), "{admitted} calls admitted");
     assert_eq!(proxy.chat(&other, "mock-race", &[]).await.status(), 200);

@@ -21,7 +21,7 @@ use tollgate_contract::audit::entry::{entry_hash, EntryRow};
 
 const SEED: &str = "4f1c0a7e3b9d2c8e5f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
 
-fn audit_config(every: u64, extra: &str) -> String {
+pub(crate) fn audit_config(every: u64, extra: &str) -> String {
     format!(
         "[audit]\ngroup_id = \"{}\"\nsigning_key = \"{SEED}\"\ncheckpoint_every = {every}\ncheckpoint_interval_secs = 3600\n\n[processor]\nbatch_max_wait_ms = 200\n{extra}\n",
         support::unique("audit_group")
@@ -162,7 +162,12 @@ fn verify_export(path: &std::path::Path, extra: &[&str]) -> (bool, Value) {
 }
 
 /// `verify_export` of `text`, written to `<dir>/<name>`.
-fn verify_export_text(env: &TestEnv, name: &str, text: &str, extra: &[&str]) -> (bool, Value) {
+pub(crate) fn verify_export_text(
+    env: &TestEnv,
+    name: &str,
+    text: &str,
+    extra: &[&str],
+) -> (bool, Value) {
     let path = env.dir.path().join(name);
     std::fs::write(&path, text).unwrap();
     verify_export(&path, extra)

@@ -54,6 +54,7 @@ mod proxy_recovery;
 mod proxy_shares;
 mod proxy_trace;
 mod proxy_vs_litellm;
+mod rate_limit_admin;
 mod retention;
 mod sign_in;
 mod sre_loop;

@@ -372,6 +372,25 @@ backoff_max_ms = 2000
             .unwrap()
     }
 
+    /// Calls with `key` until one is refused with 429 (polled up to
+    /// `PATIENCE`): how many were admitted, and the refusal's answer.
+    pub(crate) async fn admitted_until_refused(&self, key: &str, model: &str) -> (usize, Value) {
+        let mut admitted = 0;
+        let deadline = std::time::Instant::now() + crate::support::PATIENCE;
+        loop {
+            let response = self.chat(key, model, &[]).await;
+            if response.status() == 429 {
+                return (admitted, response.json().await.unwrap());
+            }
+            assert_eq!(response.status(), 200);
+            admitted += 1;
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never refused after {admitted} calls"
+            );
+        }
+    }
+
     pub(crate) async fn chat(
         &self,
         key: &str,

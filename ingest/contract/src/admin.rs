@@ -1,8 +1,8 @@
 //! Control-plane (`admin.*`) events: the kinds, the tenant they belong to and
-//! the builders. A price or budget change, a repricing run and a budget
-//! warning are each also an event on `tollgate.events`, so the audit chain
-//! records who changed what and when. The control plane puts them in its
-//! outbox; the budget watcher produces its warnings directly.
+//! the builders. A price, budget or rate-limit change, a repricing run and a
+//! budget warning are each also an event on `tollgate.events`, so the audit
+//! chain records who changed what and when. The control plane puts them in
+//! its outbox; the budget watcher produces its warnings directly.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +23,12 @@ pub const KIND_BUDGET_SET: &str = "admin.budget.set";
 pub const KIND_BUDGET_DELETED: &str = "admin.budget.deleted";
 /// `admin.budget.threshold`: a budget crossed one of its warning thresholds.
 pub const KIND_BUDGET_THRESHOLD: &str = "admin.budget.threshold";
+
+/// `admin.rate_limit.set`: a rate-limit tier created or replaced (the
+/// limit and `previous`, the one it replaced or null).
+pub const KIND_RATE_LIMIT_SET: &str = "admin.rate_limit.set";
+/// `admin.rate_limit.deleted`: a rate-limit tier removed.
+pub const KIND_RATE_LIMIT_DELETED: &str = "admin.rate_limit.deleted";
 
 /// `admin.price.added`: a first version for this `effective_from`.
 pub const KIND_PRICE_ADDED: &str = "admin.price.added";

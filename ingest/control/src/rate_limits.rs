@@ -3,11 +3,13 @@
 //! an administrator states it ([`RateLimitSpec::parse`], used by
 //! `tollgate ratelimits set`; field names as an admin API body would spell
 //! them) and the store the CLI and the proxies read (`docs/proxy.md`, "Rate-limit
-//! tiers").
+//! tiers"). Changes, each with its admin event, are [`admin`]'s.
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::PgPool;
+
+pub mod admin;
 
 use crate::budgets::admin::check_subject_id;
 use crate::budgets::SubjectKind;
@@ -185,66 +187,6 @@ pub struct RateLimitStore {
 impl RateLimitStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
-    }
-
-    /// Create or replace the limit of `spec`'s scope; the previous one too.
-    pub async fn set(
-        &self,
-        spec: &RateLimitSpec,
-        actor: &str,
-    ) -> Result<(RateLimit, Option<RateLimit>), ControlError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| ControlError::postgres("starting a rate-limit change", e))?;
-        let previous: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM rate_limits WHERE scope_kind = $1 AND scope_id = $2 FOR UPDATE"
-        )))
-        .bind(spec.scope_kind.name())
-        .bind(&spec.scope_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| ControlError::postgres("reading a rate limit", e))?;
-        let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO rate_limits (scope_kind, scope_id, requests_per_minute, tokens_per_minute, org_id, updated_by)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (scope_kind, scope_id) DO UPDATE SET
-                requests_per_minute = EXCLUDED.requests_per_minute,
-                tokens_per_minute = EXCLUDED.tokens_per_minute,
-                org_id = EXCLUDED.org_id,
-                updated_by = EXCLUDED.updated_by,
-                updated_at = now()
-             RETURNING {COLUMNS}"
-        )))
-        .bind(spec.scope_kind.name())
-        .bind(&spec.scope_id)
-        .bind(as_i64(spec.requests_per_minute))
-        .bind(as_i64(spec.tokens_per_minute))
-        .bind(&spec.org_id)
-        .bind(actor)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| ControlError::postgres("storing a rate limit", e))?;
-        tx.commit()
-            .await
-            .map_err(|e| ControlError::postgres("committing a rate limit", e))?;
-        let stored = from_row(row).ok_or_else(|| {
-            ControlError::Internal("a stored rate limit has no valid scope".into())
-        })?;
-        Ok((stored, previous.and_then(from_row)))
-    }
-
-    /// Delete limit `id`; `None` if there is none.
-    pub async fn delete(&self, id: i64) -> Result<Option<RateLimit>, ControlError> {
-        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM rate_limits WHERE id = $1 RETURNING {COLUMNS}"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| ControlError::postgres("deleting a rate limit", e))?;
-        Ok(row.and_then(from_row))
     }
 
     /// Every limit, by scope.

@@ -717,3 +717,17 @@ impl Stall {
         self.moved.elapsed() > self.timeout
     }
 }
+
+/// `valid` (a JSON object) with `field` set to `value`, as a request body.
+pub fn json_with(valid: &serde_json::Value, field: &str, value: serde_json::Value) -> String {
+    let mut v = valid.clone();
+    v[field] = value;
+    v.to_string()
+}
+
+/// `valid` (a JSON object) without `field`, as a request body.
+pub fn json_without(valid: &serde_json::Value, field: &str) -> String {
+    let mut v = valid.clone();
+    v.as_object_mut().map(|o| o.remove(field));
+    v.to_string()
+}
