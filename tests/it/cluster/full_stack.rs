@@ -131,13 +131,19 @@ async fn assert_totals(replicas: &Replicas, n: usize, db: &str, want: &BTreeMap<
     }
 }
 
-/// Wait until the clients have had `n` more events accepted than `from`.
-async fn accepted_beyond(log: &std::sync::Mutex<ClientLog>, from: u64, n: u64, what: &str) {
+/// Wait until the clients have had `n` more events accepted than `from`;
+/// how long that took.
+async fn accepted_beyond(
+    log: &std::sync::Mutex<ClientLog>,
+    from: u64,
+    n: u64,
+    what: &str,
+) -> std::time::Duration {
     wait_until(what, PATIENCE, || {
         let accepted = log.lock().unwrap().accepted;
         async move { accepted >= from + n }
     })
-    .await;
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -203,7 +209,7 @@ async fn steady_ingest_through_a_broker_then_a_replica_killed_and_restarted_stor
     let broker_down = Killed::kill("kafka.sh", victim).await;
     let broker_killed = Instant::now();
     let at_broker_kill = accepted();
-    accepted_beyond(
+    let broker_500 = accepted_beyond(
         &log,
         at_broker_kill,
         500,
@@ -232,11 +238,13 @@ async fn steady_ingest_through_a_broker_then_a_replica_killed_and_restarted_stor
     let replica_down = replicas.kill(1).await;
     let replica_killed = Instant::now();
     let at_replica_kill = accepted();
+    // Down while ingest takes 1,500 events, and the processor retrying
+    // (two failed inserts at least).
     wait_until(
-        "the processor failing inserts to replica 1",
+        "the processor failing inserts to replica 1 twice",
         PATIENCE,
         || {
-            let failed = failures() > failures_before;
+            let failed = failures() >= failures_before + 2;
             async move { failed }
         },
     )
@@ -244,8 +252,8 @@ async fn steady_ingest_through_a_broker_then_a_replica_killed_and_restarted_stor
     accepted_beyond(
         &log,
         at_replica_kill,
-        500,
-        "500 events accepted with replica 1 down",
+        1_500,
+        "1,500 events accepted with replica 1 down",
     )
     .await;
     let accepted_replica_down = accepted() - at_replica_kill;
@@ -325,9 +333,10 @@ async fn steady_ingest_through_a_broker_then_a_replica_killed_and_restarted_stor
     processor.kill();
     eprintln!(
         "FIGURES cluster-full: broker {victim} (leader of partition 0) down {} ({accepted_broker_down} events accepted \
-         meanwhile), back in sync {} after its restart; replica 1 down {} ({accepted_replica_down} accepted meanwhile); \
+         meanwhile, the first 500 within {}), back in sync {} after its restart; replica 1 down {} ({accepted_replica_down} accepted meanwhile); \
          {} 503s; {total} events ({FIRST} before the faults) stored once on both replicas",
         secs(broker_restarted),
+        secs(broker_500),
         secs(broker_in_sync),
         secs(replica_restarted),
         log.unavailable,
