@@ -1,7 +1,8 @@
 //! A private ClickHouse server for the tests that break ClickHouse: the
 //! same `clickhouse-server` binary `dev/stack up` installed, with its own
 //! config, ports and data directory in a temp dir (the config is
-//! `dev/stack`'s, loopback only), so a test can SIGKILL, restart, SIGSTOP
+//! `dev/stack`'s, loopback only; the users are the cluster replicas',
+//! `dev/clickhouse-users.xml`), so a test can SIGKILL, restart, SIGSTOP
 //! and SIGCONT it without touching the shared server other tests use. It
 //! is killed when dropped.
 
