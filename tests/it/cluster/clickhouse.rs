@@ -278,6 +278,13 @@ pub(super) async fn cluster_env(
     (env, guard)
 }
 
+/// The `[processor]` settings of a test's processors: consumer group
+/// `group`, `extra`, and no pattern announcements on the events topic
+/// (the tests count what is on it).
+pub(super) fn processor_settings(group: &str, extra: &str) -> String {
+    format!("{}{NO_ANNOUNCEMENTS}", processor_config(group, extra))
+}
+
 /// A `tollgate process`, SIGKILLed when dropped (a failing test leaves
 /// none running).
 pub(super) struct Processor(Child);
@@ -611,10 +618,7 @@ async fn the_processor_folds_every_call_once_while_the_replica_it_writes_to_is_k
         &replicas,
         Topics::SingleNode,
         "clkill",
-        &format!(
-            "{}{NO_ANNOUNCEMENTS}",
-            processor_config(&group, "batch_max_wait_ms = 200")
-        ),
+        &processor_settings(&group, "batch_max_wait_ms = 200"),
         2,
     )
     .await;
@@ -727,10 +731,7 @@ async fn a_processor_on_the_other_replica_takes_over_a_killed_ones_partitions_an
         &replicas,
         Topics::Cluster,
         "cltakeover",
-        &format!(
-            "{}{NO_ANNOUNCEMENTS}",
-            processor_config(&group, "batch_max_wait_ms = 200\nbatch_max_rows = 500")
-        ),
+        &processor_settings(&group, "batch_max_wait_ms = 200\nbatch_max_rows = 500"),
         1,
     )
     .await;
@@ -842,10 +843,7 @@ async fn a_new_owner_on_a_lagging_replica_waits_for_it_and_stores_nothing_twice(
         &replicas,
         Topics::Cluster,
         "cllag",
-        &format!(
-            "{}{NO_ANNOUNCEMENTS}",
-            processor_config(&group, "batch_max_wait_ms = 200")
-        ),
+        &processor_settings(&group, "batch_max_wait_ms = 200"),
         1,
     )
     .await;

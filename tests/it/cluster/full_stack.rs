@@ -18,8 +18,8 @@ use serde_json::Value;
 use tollgate_contract::{Event, Outcome};
 
 use super::clickhouse::{
-    assert_exactly_once, cluster_env, cost_report, cost_report_counting, replicas, spawn_processor,
-    wait_for_calls, Replicas, Topics,
+    assert_exactly_once, cluster_env, cost_report, cost_report_counting, processor_settings,
+    replicas, spawn_processor, wait_for_calls, Replicas, Topics,
 };
 use super::kafka::{back_in_sync, partitions_of};
 use super::{cluster_kafka, Killed, CLUSTER_FAULTS};
@@ -27,7 +27,7 @@ use crate::faults::kafka_outage::{
     last_line, paced_clients, paced_clients_until, records_in, secs, spawn_with, wait_until,
     ClientLog, Processes,
 };
-use crate::processor::{log_of, processor_config, NO_ANNOUNCEMENTS};
+use crate::processor::log_of;
 use crate::support::events::{call_event, usage};
 use crate::support::{d, unique, wait_http, PATIENCE};
 
@@ -159,10 +159,7 @@ async fn steady_ingest_through_a_broker_then_a_replica_killed_and_restarted_stor
         &replicas,
         Topics::Cluster,
         "clfull",
-        &format!(
-            "{}{NO_ANNOUNCEMENTS}",
-            processor_config(&group, "batch_max_wait_ms = 200")
-        ),
+        &processor_settings(&group, "batch_max_wait_ms = 200"),
         2,
     )
     .await;
@@ -229,19 +226,23 @@ async fn steady_ingest_through_a_broker_then_a_replica_killed_and_restarted_stor
     .await;
 
     // Then the replica the processor writes to.
+    // Its failed attempts: the insert, then (before each retry) the read
+    // of what the replica already holds.
     let failures = || {
-        log_of(&env, "process")
-            .matches("insert failed, retrying")
-            .count()
+        let log = log_of(&env, "process");
+        log.matches("insert failed, retrying").count()
+            + log
+                .matches("cannot read stored offsets before retrying the insert")
+                .count()
     };
     let failures_before = failures();
     let replica_down = replicas.kill(1).await;
     let replica_killed = Instant::now();
     let at_replica_kill = accepted();
     // Down while ingest takes 1,500 events, and the processor retrying
-    // (two failed inserts at least).
+    // (two failed attempts at least).
     wait_until(
-        "the processor failing inserts to replica 1 twice",
+        "the processor failing two attempts to insert into replica 1",
         PATIENCE,
         || {
             let failed = failures() >= failures_before + 2;
