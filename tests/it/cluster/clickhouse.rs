@@ -290,6 +290,10 @@ pub(super) fn processor_settings(group: &str, extra: &str) -> String {
 pub(super) struct Processor(Child);
 
 impl Processor {
+    pub(super) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     pub(super) fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();

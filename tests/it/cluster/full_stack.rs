@@ -19,7 +19,7 @@ use tollgate_contract::{Event, Outcome};
 
 use super::clickhouse::{
     assert_exactly_once, cluster_env, cost_report, cost_report_counting, processor_settings,
-    replicas, spawn_processor, wait_for_calls, Replicas, Topics,
+    replicas, spawn_processor, wait_for_calls, Processor, Replicas, Topics,
 };
 use super::kafka::{back_in_sync, partitions_of};
 use super::{cluster_kafka, Killed, CLUSTER_FAULTS};
@@ -29,7 +29,7 @@ use crate::faults::kafka_outage::{
 };
 use crate::processor::log_of;
 use crate::support::events::{call_event, usage};
-use crate::support::{d, unique, wait_http, PATIENCE};
+use crate::support::{d, signal, unique, wait_http, PATIENCE};
 
 /// gpt-4o-mini in the default price catalog (`migrations/prices/`), USD
 /// per input and per output token.
@@ -146,6 +146,37 @@ async fn accepted_beyond(
     .await
 }
 
+/// SIGKILL replica 1 while no insert of `processor` runs on it: the
+/// processor is frozen (SIGSTOP) at a moment when none does, the replica
+/// killed, the processor thawed, and it finds the replica gone at its next
+/// insert. A kill in the middle of an insert can land between the part of
+/// `calls` and the parts of its materialized views, leaving the rollups
+/// short of the facts for good: a known limitation of 18.16's inserts
+/// (docs/processor.md, "Guarantees"), seen here once in three runs before
+/// this (`cost_daily` 80 calls short of `calls` on both replicas).
+async fn kill_between_inserts(replicas: &Replicas, processor: &Processor, db: &str) -> Killed {
+    let running = format!(
+        "SELECT count() FROM system.processes WHERE lower(query) LIKE 'insert into %' \
+         AND position(http_user_agent, '{}') = 1",
+        tollgate_control::clickhouse::user_agent_tag(db)
+    );
+    let start = Instant::now();
+    loop {
+        signal(processor.pid(), "STOP");
+        if replicas.u64(1, &running).await == 0 {
+            let down = replicas.kill(1).await;
+            signal(processor.pid(), "CONT");
+            return down;
+        }
+        signal(processor.pid(), "CONT");
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the processor was inserting into replica 1 at every look for {PATIENCE:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn steady_ingest_through_a_broker_then_a_replica_killed_and_restarted_stores_every_event_once(
 ) {
@@ -236,7 +267,7 @@ async fn steady_ingest_through_a_broker_then_a_replica_killed_and_restarted_stor
                 .count()
     };
     let failures_before = failures();
-    let replica_down = replicas.kill(1).await;
+    let replica_down = kill_between_inserts(&replicas, &processor, &db).await;
     let replica_killed = Instant::now();
     let at_replica_kill = accepted();
     // Down while ingest takes 1,500 events, and the processor retrying
@@ -310,10 +341,14 @@ async fn steady_ingest_through_a_broker_then_a_replica_killed_and_restarted_stor
         total,
         "records on the events topic"
     );
-    // Once on each replica, in its own table and through the read table.
+    // Once on each replica, in its own table and through the read table
+    // (which reads one replica of the shard, not always its own: both
+    // must have fetched everything first).
     for n in 1..=2 {
         let got = wait_for_calls(&replicas, n, &db, total).await;
         assert_eq!(got, total, "replica {n}; log:\n{}", log_of(&env, "process"));
+    }
+    for n in 1..=2 {
         assert_exactly_once(&replicas, n, &db, total, input_tokens).await;
         assert_totals(&replicas, n, &db, &want).await;
     }
