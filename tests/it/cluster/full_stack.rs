@@ -256,9 +256,9 @@ async fn steady_ingest_through_a_broker_then_a_replica_killed_and_restarted_stor
     )
     .await;
 
-    // Then the replica the processor writes to.
-    // Its failed attempts: the insert, then (before each retry) the read
-    // of what the replica already holds.
+    // Then the replica the processor writes to. The processor's failed
+    // attempts: the insert, then (before each retry) the read of what the
+    // replica already holds.
     let failures = || {
         let log = log_of(&env, "process");
         log.matches("insert failed, retrying").count()
