@@ -86,6 +86,45 @@ pid_alive() {
 
 pid_of() { cat "$PID_DIR/$1.pid" 2>/dev/null || true; }
 
+# kill_recorded NAME DESCRIPTION: SIGKILL the recorded process (a crash, no
+# shutdown of any kind), wait until it is gone, forget its pid.
+kill_recorded() {
+    local name="$1" what="$2" pid i
+    if ! pid_alive "$name"; then
+        info "$what: not running (from this checkout); nothing to kill"
+        return 0
+    fi
+    pid="$(pid_of "$name")"
+    say "Killing $what (pid $pid) with SIGKILL: a crash, no clean shutdown"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    rm -f "$PID_DIR/$name.pid"
+    ok "$what killed"
+}
+
+# status_line NAME ADDRESS PID HEALTH: one row of a `status` table.
+status_line() {
+    printf '  %-14s %-32s %-8s %s\n' "$1" "$2" "$3" "$4"
+}
+
+# service_status NAME ADDRESS PID_NAME HEALTH_CMD...: the row of a service
+# this checkout starts: its pid while it runs, and `healthy (<what
+# HEALTH_CMD printed>)` when HEALTH_CMD succeeds, else DOWN (returning 1).
+service_status() {
+    local name="$1" address="$2" pname="$3" pid="-" h
+    shift 3
+    pid_alive "$pname" && pid="$(pid_of "$pname")"
+    if h="$("$@" 2>/dev/null)"; then
+        status_line "$name" "$address" "$pid" "${_G}healthy${_N}${h:+ ($h)}"
+    else
+        status_line "$name" "$address" "$pid" "${_R}DOWN${_N}"
+        return 1
+    fi
+}
+
 # tcp_open HOST PORT: true if something accepts TCP connections there.
 tcp_open() {
     timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null
@@ -139,6 +178,26 @@ wait_for() {
         fi
         sleep 1
     done
+}
+
+# check_test_prefix PREFIX: what `clean-tests` may drop starts with t_ (every
+# test namespace does, nothing else does) and is a plain name.
+check_test_prefix() {
+    [[ "$1" =~ ^t_[A-Za-z0-9_]*$ ]] || die "clean-tests: the prefix must start with t_ (letters, digits, _), not '$1'"
+}
+
+# delete_topics BOOTSTRAP LIBS PREFIX: delete every topic whose name starts
+# with PREFIX (letters, digits and `_`) on the Kafka at BOOTSTRAP, with the
+# Apache Kafka tools of LIBS; says how many there were.
+delete_topics() {
+    local bootstrap="$1" libs="$2" prefix="$3" n
+    n="$(kcat -b "$bootstrap" -L 2>/dev/null | sed -n "s/^  topic \"\(${prefix}[^\"]*\)\".*/\1/p" | wc -l)"
+    if [[ "$n" -gt 0 ]]; then
+        timeout 120 java -cp "$libs/*" -Dlog4j2.level=ERROR org.apache.kafka.tools.TopicCommand \
+            --bootstrap-server "$bootstrap" --delete --topic "$prefix.*" \
+            || warn "kafka at $bootstrap: could not delete every test topic"
+    fi
+    ok "kafka at $bootstrap: $n test topics ($prefix*) deleted"
 }
 
 # The dev services' addresses are written once, in dev/tollgate.toml (the

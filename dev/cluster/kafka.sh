@@ -12,6 +12,10 @@
 #   dev/cluster/kafka.sh stop N   stop broker N cleanly (one step of a rolling restart)
 #   dev/cluster/kafka.sh start N  start broker N again and wait until it answers
 #   dev/cluster/kafka.sh bootstrap  print the bootstrap list (19092,19093,19094)
+#   dev/cluster/kafka.sh clean-tests [PREFIX]
+#                                 delete the topics test runs left (t_*, or
+#                                 PREFIX*); says so and does nothing unless all
+#                                 three brokers answer
 #
 # Broker N (1-3) listens on 127.0.0.1:1909(N+1) (19092, 19093, 19094; what
 # clients bootstrap from) and its controller on 127.0.0.1:1919(N+1) (19192,
@@ -164,6 +168,13 @@ brokers_seen_by() {
 
 broker_answers() { [[ -n "$(brokers_seen_by "$1")" ]]; }
 
+# Healthy: answers metadata requests; says how many brokers it sees.
+broker_health() {
+    local seen
+    seen="$(brokers_seen_by "$1")" && [[ -n "$seen" ]] || return 1
+    echo "sees $seen brokers"
+}
+
 launch_broker() {
     local n="$1" log
     log="$(broker_log "$n")"
@@ -263,24 +274,7 @@ cmd_down() {
     done
 }
 
-cmd_kill() {
-    local n="$1" name pid
-    name="$(pid_name "$n")"
-    if ! pid_alive "$name"; then
-        info "broker $n: not running (from this checkout); nothing to kill"
-        return 0
-    fi
-    pid="$(pid_of "$name")"
-    say "Killing Kafka broker $n (pid $pid) with SIGKILL: a crash, no clean shutdown"
-    kill -KILL "$pid" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    rm -f "$PID_DIR/$name.pid"
-    ok "broker $n killed"
-}
+cmd_kill() { kill_recorded "$(pid_name "$1")" "Kafka broker $1"; }
 
 cmd_start() {
     local n="$1"
@@ -291,19 +285,26 @@ cmd_start() {
 }
 
 cmd_status() {
-    local n bad=0 pid h seen
-    printf '  %-14s %-20s %-8s %s\n' BROKER ADDRESS PID HEALTH
+    local n bad=0
     for n in "${BROKERS[@]}"; do
-        pid="-"; pid_alive "$(pid_name "$n")" && pid="$(pid_of "$(pid_name "$n")")"
-        if seen="$(brokers_seen_by "$n")" && [[ -n "$seen" ]]; then
-            h="${_G}healthy${_N} (sees $seen brokers)"
-        else
-            h="${_R}DOWN${_N}"; bad=1
-        fi
-        printf '  %-14s %-20s %-8s %s\n' "kafka-$n" "$HOST:$(broker_port "$n")" "$pid" "$h"
+        service_status "kafka-$n" "$HOST:$(broker_port "$n")" "$(pid_name "$n")" broker_health "$n" || bad=1
     done
     echo "  controllers: $(quorum_voters)   logs: $LOG_DIR/cluster-kafka-N.log"
     return $bad
+}
+
+cmd_clean_tests() {
+    local prefix="${1:-t_}" n
+    check_test_prefix "$prefix"
+    for n in "${BROKERS[@]}"; do
+        if ! broker_answers "$n"; then
+            info "kafka cluster: broker $n does not answer (dev/stack up --cluster starts the cluster); its test topics are left"
+            return 0
+        fi
+    done
+    require_jars
+    say "Kafka cluster: deleting test topics ($prefix*)"
+    delete_topics "$(bootstrap)" "$KAFKA_LIBS" "$prefix"
 }
 
 usage() {
@@ -314,11 +315,12 @@ mkdir -p "$LOG_DIR" "$PID_DIR"
 case "${1:-}" in
     up) cmd_up ;;
     down) cmd_down ;;
-    status) cmd_status ;;
+    status) status_line BROKER ADDRESS PID HEALTH; cmd_status ;;
     kill) check_broker_number "${2:-}"; cmd_kill "$2" ;;
     stop) check_broker_number "${2:-}"; stop_one "$2" ;;
     start) check_broker_number "${2:-}"; cmd_start "$2" ;;
     bootstrap) bootstrap ;;
+    clean-tests) cmd_clean_tests "${2:-}" ;;
     -h | --help | help) usage ;;
     *) usage; exit 2 ;;
 esac

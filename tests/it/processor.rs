@@ -189,8 +189,18 @@ pub(crate) async fn wait_exit(child: &mut Child, timeout: Duration) -> std::proc
 
 /// Committed offsets of `group` on `topic`, per partition.
 pub(crate) fn committed(group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    committed_at(&kafka_brokers(), group, topic, partitions)
+}
+
+/// [`committed`] on the Kafka at `brokers`.
+pub(crate) fn committed_at(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> HashMap<i32, i64> {
     let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
+        .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .create()
         .unwrap();
@@ -589,8 +599,13 @@ async fn migrate_twice_and_detect_changed_file() {
 /// Set `group`'s committed offsets on `topic` back to the start, as if the
 /// processor had crashed after every insert and before every commit.
 pub(crate) fn rewind_commits(group: &str, topic: &str, partitions: i32) {
+    rewind_commits_at(&kafka_brokers(), group, topic, partitions);
+}
+
+/// [`rewind_commits`] on the Kafka at `brokers`.
+pub(crate) fn rewind_commits_at(brokers: &str, group: &str, topic: &str, partitions: i32) {
     let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
+        .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()

@@ -3,7 +3,11 @@
 //! `TOLLGATE_TEST_CLUSTER_CLICKHOUSE` (replica 1, replica 2) and the
 //! cluster's name in `TOLLGATE_TEST_CLUSTER_NAME`. Each test has its own
 //! database on the cluster (and its `_dist` read database), dropped on the
-//! cluster when it passes; the single-node test Kafka carries its topics.
+//! cluster when it passes. The replica-kill test's topics are on the
+//! single-node test Kafka (one fault at a time: `full_stack` kills a broker
+//! as well); the two-processor tests' are on the cluster Kafka, replicated
+//! 3/min.insync 2, where the consumer group, its coordinator and its
+//! committed offsets live as in production.
 //!
 //! - migrations give replicated tables on both replicas and `Distributed`
 //!   read tables, and a row written on one replica reaches the other, its
@@ -19,25 +23,27 @@
 //!   timeout, waits for its replica to catch up before it resumes, and
 //!   every call is stored once.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rdkafka::producer::FutureRecord;
 
-use super::CLUSTER_FAULTS;
+use super::kafka::delete_cluster_topics;
+use super::{cluster_kafka, Killed, CLUSTER_FAULTS};
 use crate::processor::{
-    committed, log_of, processor_config, rewind_commits, traffic, Traffic, NO_ANNOUNCEMENTS,
+    committed_at, log_of, processor_config, rewind_commits_at, traffic, Traffic, NO_ANNOUNCEMENTS,
 };
-use crate::support::kafka::producer;
-use crate::support::{clickhouse_query_at, clickhouse_url, unique, Stall, TestEnv, PATIENCE};
+use crate::support::kafka::producer_at;
+use crate::support::{
+    clickhouse_query_at, clickhouse_url, kafka_brokers, unique, Stall, TestEnv, PATIENCE,
+};
 
 /// `processor.session_timeout_ms` of the takeover test (the default).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The two replicas and the cluster's name, from the environment.
-struct Replicas {
+pub(super) struct Replicas {
     urls: Vec<String>,
     name: String,
 }
@@ -54,7 +60,7 @@ fn required(var: &str, example: &str) -> String {
         })
 }
 
-fn replicas() -> Replicas {
+pub(super) fn replicas() -> Replicas {
     let urls: Vec<String> = required(
         "TOLLGATE_TEST_CLUSTER_CLICKHOUSE",
         "http://127.0.0.1:18123,http://127.0.0.1:18124",
@@ -75,15 +81,15 @@ fn replicas() -> Replicas {
 
 impl Replicas {
     /// Replica `n` (1 or 2).
-    fn url(&self, n: usize) -> &str {
+    pub(super) fn url(&self, n: usize) -> &str {
         &self.urls[n - 1]
     }
 
-    async fn query(&self, n: usize, sql: &str) -> String {
+    pub(super) async fn query(&self, n: usize, sql: &str) -> String {
         clickhouse_query_at(self.url(n), sql).await
     }
 
-    async fn u64(&self, n: usize, sql: &str) -> u64 {
+    pub(super) async fn u64(&self, n: usize, sql: &str) -> u64 {
         let body = self.query(n, sql).await;
         body.trim()
             .parse()
@@ -92,7 +98,7 @@ impl Replicas {
 
     /// Poll `sql` (one number) on replica `n` until it equals `want`; fail
     /// when it stops moving for 120 s without getting there.
-    async fn wait_for(&self, n: usize, sql: &str, want: u64) {
+    pub(super) async fn wait_for(&self, n: usize, sql: &str, want: u64) {
         let mut stall = Stall::new(PATIENCE);
         loop {
             let got = self.u64(n, sql).await;
@@ -116,22 +122,11 @@ impl Replicas {
             .is_ok_and(|r| r.status().is_success())
     }
 
-    fn script(&self, args: &[&str]) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dev/cluster/clickhouse.sh");
-        let out = Command::new(&script).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{} {args:?} failed: {}{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
     /// SIGKILL replica `n` (through the script that started it) and wait
-    /// until it no longer answers.
-    async fn kill(&self, n: usize) {
-        self.script(&["kill", &n.to_string()]);
+    /// until it no longer answers; it is started again by
+    /// [`Replicas::start`], or when the guard is dropped.
+    pub(super) async fn kill(&self, n: usize) -> Killed {
+        let down = Killed::kill("clickhouse.sh", n).await;
         let start = Instant::now();
         while self.answers(n).await {
             assert!(
@@ -142,11 +137,12 @@ impl Replicas {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        down
     }
 
-    /// Start replica `n` again and wait until it answers.
-    async fn start(&self, n: usize) {
-        self.script(&["start", &n.to_string()]);
+    /// Start replica `n` again (killed as `down`) and wait until it answers.
+    pub(super) async fn start(&self, n: usize, down: Killed) {
+        down.restart().await;
         let start = Instant::now();
         while !self.answers(n).await {
             assert!(start.elapsed() < PATIENCE, "replica {n} does not answer");
@@ -155,26 +151,37 @@ impl Replicas {
     }
 }
 
-/// The test's databases on the cluster, dropped there when the test passed.
-struct ClusterDatabase {
+/// The test's databases on the cluster, and its topics when they are on
+/// the cluster Kafka; dropped there when the test passed (its [`TestEnv`]
+/// drops only what it made on the single-node stack).
+pub(super) struct ClusterNamespace {
     url: String,
     cluster: String,
     database: String,
+    /// The cluster Kafka's bootstrap list, when the topics are there.
+    kafka: Option<String>,
 }
 
-impl Drop for ClusterDatabase {
+impl Drop for ClusterNamespace {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(
-                "test failed: keeping databases {0} and {0}_dist on cluster {1}",
-                self.database, self.cluster
+                "test failed: keeping databases {0} and {0}_dist on cluster {1}{2}",
+                self.database,
+                self.cluster,
+                if self.kafka.is_some() {
+                    format!(" and topics {}.* on the cluster Kafka", self.database)
+                } else {
+                    String::new()
+                }
             );
             return;
         }
-        let (url, cluster, database) = (
+        let (url, cluster, database, kafka) = (
             self.url.clone(),
             self.cluster.clone(),
             self.database.clone(),
+            self.kafka.clone(),
         );
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -188,6 +195,9 @@ impl Drop for ClusterDatabase {
                         eprintln!("dropping {db} on cluster {cluster}: {err}");
                     }
                 }
+                if let Some(brokers) = kafka {
+                    delete_cluster_topics(&brokers, &database).await;
+                }
             });
         });
         if cleanup.join().is_err() {
@@ -199,16 +209,43 @@ impl Drop for ClusterDatabase {
     }
 }
 
+/// Where a cluster test's topics are.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Topics {
+    /// The single-node test Kafka (`TOLLGATE_TEST_KAFKA`).
+    SingleNode,
+    /// The cluster's three brokers (`TOLLGATE_TEST_CLUSTER_KAFKA`), every
+    /// topic with 3 replicas and `min.insync.replicas` 2.
+    Cluster,
+}
+
 /// A [`TestEnv`] whose `[clickhouse]` is the cluster (`url` = replica
-/// `api_replica`, which `tollgate api` reads through), migrated there.
-async fn cluster_env(
+/// `api_replica`, which `tollgate api` reads through) and whose topics are
+/// where `topics` says, migrated there.
+pub(super) async fn cluster_env(
     replicas: &Replicas,
+    topics: Topics,
     label: &str,
     extra: &str,
     api_replica: usize,
-) -> (TestEnv, ClusterDatabase) {
+) -> (TestEnv, ClusterNamespace) {
     let env = TestEnv::with_extra_config(label, extra).await;
-    let config = std::fs::read_to_string(&env.config_path).unwrap();
+    let mut config = std::fs::read_to_string(&env.config_path).unwrap();
+    let kafka = (topics == Topics::Cluster).then(cluster_kafka);
+    if let Some(brokers) = &kafka {
+        let single = format!("brokers = \"{}\"\n", kafka_brokers());
+        assert!(config.contains(&single), "{config}");
+        // A crashed leader's partitions wait for its session to time out
+        // and the in-sync set to shrink: a produce rides that out, never
+        // fails (as `kafka::cluster_vars`).
+        config = config.replace(
+            &single,
+            &format!(
+                "brokers = \"{brokers}\"\nreplication_factor = 3\nmin_insync_replicas = 2\n\
+                 message_timeout_ms = 300000\n"
+            ),
+        );
+    }
     let single = format!(
         "url = \"{}\"\ndatabase = \"{}\"\n",
         clickhouse_url(),
@@ -225,10 +262,11 @@ async fn cluster_env(
         ),
     );
     std::fs::write(&env.config_path, clustered).unwrap();
-    let guard = ClusterDatabase {
+    let guard = ClusterNamespace {
         url: replicas.url(api_replica).to_string(),
         cluster: replicas.name.clone(),
         database: env.ch_database.clone(),
+        kafka,
     };
     let out = env.tollgate(&["migrate"]).output().unwrap();
     assert!(
@@ -240,12 +278,23 @@ async fn cluster_env(
     (env, guard)
 }
 
+/// The `[processor]` settings of a test's processors: consumer group
+/// `group`, `extra`, and no pattern announcements on the events topic
+/// (the tests count what is on it).
+pub(super) fn processor_settings(group: &str, extra: &str) -> String {
+    format!("{}{NO_ANNOUNCEMENTS}", processor_config(group, extra))
+}
+
 /// A `tollgate process`, SIGKILLed when dropped (a failing test leaves
 /// none running).
-struct Processor(Child);
+pub(super) struct Processor(Child);
 
 impl Processor {
-    fn kill(&mut self) {
+    pub(super) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub(super) fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -258,7 +307,12 @@ impl Drop for Processor {
 }
 
 /// `tollgate process` writing to replica `replica`; stderr to `<label>.log`.
-fn spawn_processor(env: &TestEnv, replicas: &Replicas, replica: usize, label: &str) -> Processor {
+pub(super) fn spawn_processor(
+    env: &TestEnv,
+    replicas: &Replicas,
+    replica: usize,
+    label: &str,
+) -> Processor {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -273,9 +327,10 @@ fn spawn_processor(env: &TestEnv, replicas: &Replicas, replica: usize, label: &s
         .unwrap()
 }
 
-/// Produce every message of `traffic` and wait for the broker's acks.
-async fn produce(topic: &str, traffic: &Traffic) {
-    let producer = producer();
+/// Produce every message of `traffic` to `topic` on `brokers` and wait
+/// for their acks.
+async fn produce(brokers: &str, topic: &str, traffic: &Traffic) {
+    let producer = producer_at(brokers);
     let sends = traffic.messages.iter().map(|(key, payload)| {
         producer.send(FutureRecord::to(topic).key(key).payload(payload), PATIENCE)
     });
@@ -286,7 +341,7 @@ async fn produce(topic: &str, traffic: &Traffic) {
 
 /// Poll until `calls` on replica `n` holds `want` rows, or has not grown
 /// for 120 s; the last count.
-async fn wait_for_calls(replicas: &Replicas, n: usize, db: &str, want: u64) -> u64 {
+pub(super) async fn wait_for_calls(replicas: &Replicas, n: usize, db: &str, want: u64) -> u64 {
     let mut stall = Stall::new(PATIENCE);
     loop {
         let got = replicas
@@ -301,7 +356,13 @@ async fn wait_for_calls(replicas: &Replicas, n: usize, db: &str, want: u64) -> u
 
 /// Every call once on replica `n`: the count, distinct event ids and Kafka
 /// positions, the token total, and the cost rollup's count.
-async fn assert_exactly_once(replicas: &Replicas, n: usize, db: &str, calls: u64, tokens: u64) {
+pub(super) async fn assert_exactly_once(
+    replicas: &Replicas,
+    n: usize,
+    db: &str,
+    calls: u64,
+    tokens: u64,
+) {
     let q = |sql: &str| sql.replace("{db}", db);
     assert_eq!(
         replicas.u64(n, &q("SELECT count() FROM {db}.calls")).await,
@@ -343,7 +404,7 @@ async fn assert_exactly_once(replicas: &Replicas, n: usize, db: &str, calls: u64
 }
 
 /// The cost report by team over yesterday to tomorrow, through the API.
-async fn cost_report(env: &TestEnv) -> serde_json::Value {
+pub(super) async fn cost_report(env: &TestEnv) -> serde_json::Value {
     let today = Utc::now().date_naive();
     let from = (today - chrono::Duration::days(1)).to_string();
     let to = (today + chrono::Duration::days(1)).to_string();
@@ -365,7 +426,7 @@ async fn cost_report(env: &TestEnv) -> serde_json::Value {
 
 /// Read the cost report until it counts `calls` calls (the read follows
 /// the rollup by a moment); the report.
-async fn cost_report_counting(env: &TestEnv, calls: u64) -> serde_json::Value {
+pub(super) async fn cost_report_counting(env: &TestEnv, calls: u64) -> serde_json::Value {
     let start = Instant::now();
     loop {
         let report = cost_report(env).await;
@@ -385,7 +446,7 @@ async fn cost_report_counting(env: &TestEnv, calls: u64) -> serde_json::Value {
 async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_distributed_read_tables(
 ) {
     let replicas = replicas();
-    let (env, _db) = cluster_env(&replicas, "clmig", "", 1).await;
+    let (env, _db) = cluster_env(&replicas, Topics::SingleNode, "clmig", "", 1).await;
     let db = env.ch_database.clone();
     let migrations = tollgate_processors::migrations::migrations().unwrap().len() as u64;
     for n in 1..=2 {
@@ -559,11 +620,9 @@ async fn the_processor_folds_every_call_once_while_the_replica_it_writes_to_is_k
     // The API reads through replica 2; the processor writes to replica 1.
     let (mut env, _db) = cluster_env(
         &replicas,
+        Topics::SingleNode,
         "clkill",
-        &format!(
-            "{}{NO_ANNOUNCEMENTS}",
-            processor_config(&group, "batch_max_wait_ms = 200")
-        ),
+        &processor_settings(&group, "batch_max_wait_ms = 200"),
         2,
     )
     .await;
@@ -577,7 +636,7 @@ async fn the_processor_folds_every_call_once_while_the_replica_it_writes_to_is_k
         first.input_tokens + second.input_tokens,
     );
 
-    produce(&env.events_topic, &first).await;
+    produce(&kafka_brokers(), &env.events_topic, &first).await;
     let mut processor = spawn_processor(&env, &replicas, 1, "process");
     for n in 1..=2 {
         let got = wait_for_calls(&replicas, n, &db, first.calls).await;
@@ -591,9 +650,9 @@ async fn the_processor_folds_every_call_once_while_the_replica_it_writes_to_is_k
     let before = cost_report_counting(&env, first.calls).await;
 
     // Replica 1 dies; the second half arrives while it is down.
-    replicas.kill(1).await;
+    let down = replicas.kill(1).await;
     let killed = Instant::now();
-    produce(&env.events_topic, &second).await;
+    produce(&kafka_brokers(), &env.events_topic, &second).await;
     let deadline = Instant::now() + PATIENCE;
     while !log_of(&env, "process").contains("insert failed, retrying") {
         assert!(
@@ -610,7 +669,7 @@ async fn the_processor_folds_every_call_once_while_the_replica_it_writes_to_is_k
     // Reports are served by replica 2 meanwhile, and nothing moved.
     let during = cost_report(&env).await;
     assert_eq!(during, before, "the cost report while replica 1 is down");
-    replicas.start(1).await;
+    replicas.start(1, down).await;
     let down = killed.elapsed();
 
     for n in 1..=2 {
@@ -671,13 +730,12 @@ async fn a_processor_on_the_other_replica_takes_over_a_killed_ones_partitions_an
     let _faults = CLUSTER_FAULTS.lock().await;
     let replicas = replicas();
     let group = unique("grp");
-    let (env, _db) = cluster_env(
+    let brokers = cluster_kafka();
+    let (env, _ns) = cluster_env(
         &replicas,
+        Topics::Cluster,
         "cltakeover",
-        &format!(
-            "{}{NO_ANNOUNCEMENTS}",
-            processor_config(&group, "batch_max_wait_ms = 200\nbatch_max_rows = 500")
-        ),
+        &processor_settings(&group, "batch_max_wait_ms = 200\nbatch_max_rows = 500"),
         1,
     )
     .await;
@@ -704,7 +762,7 @@ async fn a_processor_on_the_other_replica_takes_over_a_killed_ones_partitions_an
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    produce(&env.events_topic, &first).await;
+    produce(&brokers, &env.events_topic, &first).await;
     let partial = wait_for_calls(&replicas, 1, &db, first.calls / 2).await;
     assert!(
         partial >= first.calls / 2,
@@ -736,7 +794,7 @@ async fn a_processor_on_the_other_replica_takes_over_a_killed_ones_partitions_an
                 .u64(2, &format!("SELECT count() FROM {db}.calls"))
                 .await,
         );
-    produce(&env.events_topic, &second).await;
+    produce(&brokers, &env.events_topic, &second).await;
     let deadline = Instant::now() + SESSION_TIMEOUT + PATIENCE;
     while log_of(&env, "process-b")
         .matches("partitions assigned")
@@ -784,13 +842,12 @@ async fn a_new_owner_on_a_lagging_replica_waits_for_it_and_stores_nothing_twice(
     let _faults = CLUSTER_FAULTS.lock().await;
     let replicas = replicas();
     let group = unique("grp");
-    let (env, _db) = cluster_env(
+    let brokers = cluster_kafka();
+    let (env, _ns) = cluster_env(
         &replicas,
+        Topics::Cluster,
         "cllag",
-        &format!(
-            "{}{NO_ANNOUNCEMENTS}",
-            processor_config(&group, "batch_max_wait_ms = 200")
-        ),
+        &processor_settings(&group, "batch_max_wait_ms = 200"),
         1,
     )
     .await;
@@ -806,7 +863,7 @@ async fn a_new_owner_on_a_lagging_replica_waits_for_it_and_stores_nothing_twice(
     replicas
         .query(2, &format!("SYSTEM STOP FETCHES {db}.calls"))
         .await;
-    produce(&env.events_topic, &first).await;
+    produce(&brokers, &env.events_topic, &first).await;
     let mut a = spawn_processor(&env, &replicas, 1, "process-a");
     let got = wait_for_calls(&replicas, 1, &db, first.calls).await;
     assert_eq!(got, first.calls, "log:\n{}", log_of(&env, "process-a"));
@@ -821,9 +878,9 @@ async fn a_new_owner_on_a_lagging_replica_waits_for_it_and_stores_nothing_twice(
         0,
         "replica 2 fetched while its fetches were stopped"
     );
-    rewind_commits(&group, &env.events_topic, 4);
+    rewind_commits_at(&brokers, &group, &env.events_topic, 4);
 
-    produce(&env.events_topic, &second).await;
+    produce(&brokers, &env.events_topic, &second).await;
     let mut b = spawn_processor(&env, &replicas, 2, "process-b");
     let deadline = Instant::now() + PATIENCE;
     while !log_of(&env, "process-b").contains("partitions assigned") {
@@ -868,7 +925,7 @@ async fn a_new_owner_on_a_lagging_replica_waits_for_it_and_stores_nothing_twice(
     );
     let messages = (first.messages.len() + second.messages.len()) as i64;
     let deadline = Instant::now() + PATIENCE;
-    while committed(&group, &env.events_topic, 4)
+    while committed_at(&brokers, &group, &env.events_topic, 4)
         .values()
         .sum::<i64>()
         != messages

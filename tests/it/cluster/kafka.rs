@@ -10,7 +10,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
-use super::{cluster_kafka, cluster_kafka_script, CLUSTER_FAULTS};
+use super::{cluster_kafka, Killed, CLUSTER_FAULTS};
 use crate::faults::kafka_outage::{
     ingest_and_processor, paced_clients, records_in, run_with, secs, stored_once, team_events,
     wait_until,
@@ -26,7 +26,7 @@ fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
 
 /// Per partition of `topic`: (leader, replicas, in-sync replicas), as the
 /// cluster's metadata says.
-async fn partitions_of(brokers: &str, topic: &str) -> Vec<(i32, usize, usize)> {
+pub(super) async fn partitions_of(brokers: &str, topic: &str) -> Vec<(i32, usize, usize)> {
     let (brokers, topic) = (brokers.to_string(), topic.to_string());
     tokio::task::spawn_blocking(move || {
         let metadata = admin(&brokers)
@@ -44,6 +44,22 @@ async fn partitions_of(brokers: &str, topic: &str) -> Vec<(i32, usize, usize)> {
     .unwrap()
 }
 
+/// Wait until every partition of `topic` has all its replicas in sync
+/// again (a restarted broker caught up); how long that took.
+pub(super) async fn back_in_sync(brokers: &str, topic: &str) -> Duration {
+    wait_until(
+        "the restarted broker back in sync",
+        PATIENCE,
+        || async move {
+            partitions_of(brokers, topic)
+                .await
+                .iter()
+                .all(|(_, replicas, isr)| isr == replicas)
+        },
+    )
+    .await
+}
+
 /// `setting` of `topic` as the brokers report it (DescribeConfigs).
 async fn topic_setting(brokers: &str, topic: &str, setting: &str) -> Option<String> {
     let results = admin(brokers)
@@ -57,15 +73,30 @@ async fn topic_setting(brokers: &str, topic: &str, setting: &str) -> Option<Stri
     resource.get(setting).and_then(|entry| entry.value.clone())
 }
 
-/// Delete the topics `env` made on the cluster (its `TestEnv` cleans only
-/// the single-node broker's).
-async fn delete_cluster_topics(brokers: &str, env: &TestEnv) {
-    let names = [
-        env.events_topic.clone(),
-        env.dlq_topic.clone(),
-        env.decisions_topic.clone(),
-        format!("{}.audit.checkpoints", env.name),
-    ];
+/// Delete the topics of test namespace `name` (`<name>.*`) on the cluster
+/// Kafka (a [`TestEnv`] cleans only the single-node broker's).
+pub(super) async fn delete_cluster_topics(brokers: &str, name: &str) {
+    let (brokers_list, prefix) = (brokers.to_string(), format!("{name}."));
+    let names = tokio::task::spawn_blocking(move || {
+        admin(&brokers_list)
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(30))
+            .map(|metadata| {
+                metadata
+                    .topics()
+                    .iter()
+                    .map(|t| t.name().to_string())
+                    .filter(|t| t.starts_with(&prefix))
+                    .collect::<Vec<_>>()
+            })
+    })
+    .await
+    .unwrap();
+    let names = match names {
+        Ok(names) if names.is_empty() => return,
+        Ok(names) => names,
+        Err(err) => return eprintln!("listing the cluster's topics of {name}: {err}"),
+    };
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     if let Err(err) = admin(brokers)
         .delete_topics(&names, &AdminOptions::new())
@@ -76,7 +107,7 @@ async fn delete_cluster_topics(brokers: &str, env: &TestEnv) {
 }
 
 /// The settings that point `env`'s roles at the cluster, replicated 3/2.
-fn cluster_vars(brokers: &str) -> Vec<(&'static str, &str)> {
+pub(super) fn cluster_vars(brokers: &str) -> Vec<(&'static str, &str)> {
     vec![
         ("TOLLGATE_KAFKA__BROKERS", brokers),
         ("TOLLGATE_KAFKA__REPLICATION_FACTOR", "3"),
@@ -164,7 +195,7 @@ async fn migrate_creates_every_topic_with_three_replicas_and_min_insync_two() {
         )),
         "{again}"
     );
-    delete_cluster_topics(&brokers, &env).await;
+    delete_cluster_topics(&brokers, &env.name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -189,14 +220,7 @@ async fn a_broker_killed_and_restarted_under_http_ingest_loses_and_duplicates_no
     // leaderships, not just a follower.
     let victim = partitions_of(&brokers, &env.events_topic).await[0].0;
     assert!((1..=3).contains(&victim), "leader {victim}");
-    let victim = victim.to_string();
-    let script = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            cluster_kafka_script(&args)
-        })
-    };
-    script(vec!["kill".into(), victim.clone()]).await.unwrap();
+    let down = Killed::kill("kafka.sh", victim).await;
     let killed = Instant::now();
     let at_kill = accepted();
     // Ingest goes on with two brokers of three (min.insync 2): 600 more
@@ -207,22 +231,13 @@ async fn a_broker_killed_and_restarted_under_http_ingest_loses_and_duplicates_no
     })
     .await;
     let accepted_while_down = accepted() - at_kill;
-    script(vec!["start".into(), victim.clone()]).await.unwrap();
+    down.restart().await;
     let restarted = killed.elapsed();
     for client in clients {
         client.await.unwrap();
     }
     // Back in every in-sync set before the lock is released.
-    let caught_up = wait_until("the restarted broker back in sync", PATIENCE, || {
-        let (brokers, topic) = (brokers.clone(), env.events_topic.clone());
-        async move {
-            partitions_of(&brokers, &topic)
-                .await
-                .iter()
-                .all(|(_, replicas, isr)| isr == replicas)
-        }
-    })
-    .await;
+    let caught_up = back_in_sync(&brokers, &env.events_topic).await;
 
     let log = Arc::try_unwrap(log).ok().unwrap().into_inner().unwrap();
     assert_eq!(log.accepted, EVENTS);
@@ -248,5 +263,5 @@ async fn a_broker_killed_and_restarted_under_http_ingest_loses_and_duplicates_no
         log.unavailable,
         secs(caught_up),
     );
-    delete_cluster_topics(&brokers, &env).await;
+    delete_cluster_topics(&brokers, &env.name).await;
 }

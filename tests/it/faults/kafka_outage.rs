@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -239,23 +240,47 @@ pub(crate) fn paced_clients(
     key: &str,
     events: Vec<Event>,
 ) -> (Vec<tokio::task::JoinHandle<()>>, Arc<Mutex<ClientLog>>) {
+    let (clients, log, _) = paced_clients_until(env, key, events, Arc::default());
+    (clients, log)
+}
+
+/// Batches no client has taken yet.
+pub(crate) type Unsent = Arc<Mutex<Vec<Vec<Event>>>>;
+
+/// [`paced_clients`] that take no new batch once `stop` is set (each
+/// finishes the batch it holds); the batches never sent stay in the queue
+/// returned.
+pub(crate) fn paced_clients_until(
+    env: &TestEnv,
+    key: &str,
+    events: Vec<Event>,
+    stop: Arc<AtomicBool>,
+) -> (
+    Vec<tokio::task::JoinHandle<()>>,
+    Arc<Mutex<ClientLog>>,
+    Unsent,
+) {
     let url = format!("{}/v1/events", env.ingest_url());
     let log = Arc::new(Mutex::new(ClientLog::default()));
-    let batches: Arc<Mutex<Vec<Vec<Event>>>> = Arc::new(Mutex::new(
+    let batches: Unsent = Arc::new(Mutex::new(
         events.chunks(50).map(<[Event]>::to_vec).collect(),
     ));
     let http = reqwest::Client::new();
     let clients = (0..4)
         .map(|_| {
-            let (http, url, key, log, batches) = (
+            let (http, url, key, log, batches, stop) = (
                 http.clone(),
                 url.clone(),
                 key.to_string(),
                 log.clone(),
                 batches.clone(),
+                stop.clone(),
             );
             tokio::spawn(async move {
                 loop {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
                     let next = batches.lock().unwrap().pop();
                     let Some(batch) = next else {
                         return;
@@ -266,7 +291,7 @@ pub(crate) fn paced_clients(
             })
         })
         .collect();
-    (clients, log)
+    (clients, log, batches)
 }
 
 pub(crate) fn team_events(team: &str, n: usize) -> Vec<Event> {

@@ -10,8 +10,13 @@ use rdkafka::ClientConfig;
 use super::kafka_brokers;
 
 pub fn producer() -> FutureProducer {
+    producer_at(&kafka_brokers())
+}
+
+/// [`producer`] of the Kafka at `brokers`.
+pub fn producer_at(brokers: &str) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
+        .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "20")

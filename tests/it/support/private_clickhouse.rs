@@ -1,7 +1,8 @@
 //! A private ClickHouse server for the tests that break ClickHouse: the
 //! same `clickhouse-server` binary `dev/stack up` installed, with its own
 //! config, ports and data directory in a temp dir (the config is
-//! `dev/stack`'s, loopback only), so a test can SIGKILL, restart, SIGSTOP
+//! `dev/stack`'s, loopback only; the users are the cluster replicas',
+//! `dev/clickhouse-users.xml`), so a test can SIGKILL, restart, SIGSTOP
 //! and SIGCONT it without touching the shared server other tests use. It
 //! is killed when dropped.
 
@@ -95,41 +96,8 @@ impl PrivateClickHouse {
             tcp = self.tcp_port,
         );
         std::fs::write(self.path("config.xml"), config).unwrap();
-        let users = r#"<?xml version="1.0"?>
-<yandex>
-    <profiles>
-        <default>
-            <max_memory_usage>2000000000</max_memory_usage>
-            <use_uncompressed_cache>0</use_uncompressed_cache>
-            <load_balancing>random</load_balancing>
-            <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>
-        </default>
-    </profiles>
-    <users>
-        <default>
-            <password></password>
-            <networks>
-                <ip>::1</ip>
-                <ip>127.0.0.1</ip>
-            </networks>
-            <profile>default</profile>
-            <quota>default</quota>
-        </default>
-    </users>
-    <quotas>
-        <default>
-            <interval>
-                <duration>3600</duration>
-                <queries>0</queries>
-                <errors>0</errors>
-                <result_rows>0</result_rows>
-                <read_rows>0</read_rows>
-                <execution_time>0</execution_time>
-            </interval>
-        </default>
-    </quotas>
-</yandex>
-"#;
+        // The users of the cluster stack's replicas too (one file).
+        let users = include_str!("../../../dev/clickhouse-users.xml");
         std::fs::write(self.path("users.xml"), users).unwrap();
     }
 
