@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde_json::Value;
+use serde_json::{json, Value};
 use support::TestEnv;
 use tollgate_contract::audit::checkpoint::CheckpointSigner;
 use tollgate_contract::audit::entry::{entry_hash, EntryRow};
@@ -1012,6 +1012,94 @@ async fn api_roles_and_tenant_isolation() {
     assert_eq!(r.status(), 200);
     let report: Value = r.json().await.unwrap();
     assert_eq!(report["entries"], 12);
+}
+
+/// A whole-chain export hands over only chains that hold nothing but the
+/// org's entries: the control plane's chain `_tollgate` also holds orgs'
+/// alerting changes (org set, team `_tollgate`), so org-a's export must not
+/// carry it (with org-b's entry in it), and names it in its header with the
+/// number of org-a's entries there instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_leaves_out_chains_shared_with_other_orgs() {
+    let mut env = TestEnv::with_extra_config("audit_shared", &audit_config(10, "")).await;
+    let start = Utc.with_ymd_and_hms(2026, 3, 10, 10, 0, 0).unwrap();
+    let as_org = |messages: Vec<(String, Vec<u8>)>, org: &str| -> Vec<(String, Vec<u8>)> {
+        messages
+            .into_iter()
+            .map(|(k, v)| {
+                let text = String::from_utf8(v)
+                    .unwrap()
+                    .replace("\"org-a\"", &format!("\"{org}\""));
+                (k, text.into_bytes())
+            })
+            .collect()
+    };
+    let mut messages = traffic(&["team-a1"], 5, start);
+    messages.extend(traffic(&["_tollgate"], 2, start));
+    messages.extend(as_org(traffic(&["_tollgate"], 1, start), "org-b"));
+    messages.extend(as_org(traffic(&["_tollgate"], 1, start), "_tollgate"));
+    produce_all(&env.events_topic, &messages).await;
+    let pid = env.spawn("process", &["process", "--folds", "audit"]);
+    let got = env
+        .wait_for_count(
+            "SELECT count() FROM {db}.audit_chain",
+            9,
+            Duration::from_secs(90),
+        )
+        .await;
+    assert_eq!(got, 9);
+    stop(pid).await;
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.direct_api_url()),
+        crate::support::PATIENCE,
+        &env.log_path("api"),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let export = |org: &str, key: String| {
+        http.get(format!(
+            "{}/api/v1/audit/export?org={org}",
+            env.direct_api_url()
+        ))
+        .bearer_auth(key)
+        .send()
+    };
+    let compliance_a = env.create_key_with_role("compliance", Some("org-a"));
+    let r = export("org-a", compliance_a).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(
+        !body.contains("org-b"),
+        "another org's entry leaked: {body}"
+    );
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0]["shared_chains_omitted"],
+        json!([{"chain_id": "_tollgate", "entries": 2}])
+    );
+    let entries: Vec<&Value> = lines.iter().filter(|l| l["type"] == "entry").collect();
+    assert_eq!(entries.len(), 5);
+    assert!(entries.iter().all(|e| e["chain_id"] == "team-a1"));
+    let (ok, offline) = verify_export_text(&env, "shared.ndjson", &body, &[]);
+    assert!(ok, "{offline:#}");
+    // The control plane's trail (callers of every org) is whole.
+    let admin = env.create_key_with_role("admin", None);
+    let body = export("_tollgate", admin)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["shared_chains_omitted"], json!([]));
+    assert_eq!(lines.iter().filter(|l| l["type"] == "entry").count(), 4);
 }
 
 /// Entries `1..=n` of `chain` (org `org-a`), chained and checkpointed

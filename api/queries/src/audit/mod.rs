@@ -24,6 +24,13 @@ pub fn sql_catalog() -> Vec<(String, String)> {
             fill(verify::CHAINS_SQL, &["'org-a'", "''", "''"]),
         ),
         (
+            "audit.export.chains".into(),
+            fill(
+                trail::EXPORT_CHAINS_SQL,
+                &["'org-a'", "'org-a'", "''", "''"],
+            ),
+        ),
+        (
             "audit.verify.chains_in_range".into(),
             fill(
                 verify::CHAINS_IN_RANGE_SQL,

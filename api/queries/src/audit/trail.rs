@@ -17,9 +17,25 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::verify::{checkpoints_sql, CHAINS_SQL, ENTRY_COLUMNS};
+use super::verify::{checkpoints_sql, ENTRY_COLUMNS};
+use tollgate_contract::admin::CONTROL_PLANE_TENANT;
 use tollgate_contract::audit::checkpoint::{CheckpointRow, CheckpointSigner};
 use tollgate_contract::audit::entry::EntryRow;
+
+/// The chains holding an org's (and team's) entries, each with whether it
+/// holds no other org's entry and how many of the org's it holds. Binds:
+/// org, org, team, team.
+pub const EXPORT_CHAINS_SQL: &str =
+    "SELECT chain_id, toUInt8(countIf(org_id != ?) = 0) AS exclusive, \
+     countIf(org_id = ? AND (? = '' OR team_id = ?)) AS mine \
+     FROM audit_chain GROUP BY chain_id HAVING mine > 0 ORDER BY chain_id";
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct ExportChain {
+    chain_id: String,
+    exclusive: u8,
+    mine: u64,
+}
 
 /// The `format` member of an export's header.
 pub const EXPORT_FORMAT: &str = "tollgate.audit.export.v2";
@@ -163,13 +179,29 @@ pub async fn export<W: AsyncWrite + Unpin>(
     let public_key = signer.map(CheckpointSigner::public_key_hex);
     let mut out = Lines::new(out);
     let team_filter = team.unwrap_or("");
-    let chains: Vec<String> = client
-        .query(CHAINS_SQL)
+    let held: Vec<ExportChain> = client
+        .query(EXPORT_CHAINS_SQL)
+        .bind(org)
         .bind(org)
         .bind(team_filter)
         .bind(team_filter)
         .fetch_all()
         .await?;
+    // A whole chain goes out only when every entry of it is this org's: a
+    // chain shared with other orgs (the control plane's `_tollgate`, which
+    // also holds orgs' alerting changes, or a team id two orgs both use)
+    // would hand over their entries. The org's entries there are named in
+    // the header and exported, with proofs, by a search export. The
+    // control plane's own trail (read only by callers of every org) is
+    // whole.
+    let (chains, shared): (Vec<ExportChain>, Vec<ExportChain>) = held
+        .into_iter()
+        .partition(|c| c.exclusive == 1 || org == CONTROL_PLANE_TENANT);
+    let chains: Vec<String> = chains.into_iter().map(|c| c.chain_id).collect();
+    let shared: Vec<serde_json::Value> = shared
+        .iter()
+        .map(|c| serde_json::json!({"chain_id": c.chain_id, "entries": c.mine}))
+        .collect();
     let (exported_at, exported_at_ms) = now_header_times();
     let header = serde_json::json!({
         "type": "header",
@@ -177,6 +209,7 @@ pub async fn export<W: AsyncWrite + Unpin>(
         "scope": "chains",
         "org": org,
         "team": team,
+        "shared_chains_omitted": shared,
         "public_key": public_key,
         "exported_at": exported_at,
         "exported_at_ms": exported_at_ms,
