@@ -92,6 +92,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0035_audit_chain_v2_entries.sql",
         include_str!("../../migrations/clickhouse/0035_audit_chain_v2_entries.sql"),
     ),
+    (
+        "0036_latency_minute_buckets.sql",
+        include_str!("../../migrations/clickhouse/0036_latency_minute_buckets.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

@@ -112,13 +112,15 @@ fn remedy(source_days: u32) -> String {
 
 impl RetentionConfig {
     /// Every table with its days, in the order they are enforced.
-    fn all(&self) -> [(&'static str, u32); 10] {
+    fn all(&self) -> [(&'static str, u32); 11] {
         [
             ("calls", self.calls_days),
             ("cost_adjustments", self.cost_adjustments_days),
             ("cost_daily", self.cost_daily_days),
             ("cost_daily_tags", self.cost_daily_tags_days),
             ("latency_minute_hist", self.latency_minute_hist_days),
+            // The histogram of the same calls: the report reads both.
+            ("latency_minute_buckets", self.latency_minute_hist_days),
             ("error_patterns_minute", self.error_patterns_minute_days),
             ("error_recovery_minute", self.error_recovery_minute_days),
             ("breaker_transitions", self.breaker_transitions_days),

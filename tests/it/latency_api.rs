@@ -494,6 +494,8 @@ async fn migration_0026_backfills_calls_stored_before_it() {
     // The old rollup is gone; calls stored from now on reach the new one.
     let tables = ch(&env.database, "SHOW TABLES").await;
     assert!(!tables.lines().any(|t| t == "latency_minute"), "{tables}");
+    // The later migrations (0036 takes the histogram out of this rollup).
+    apply_migrations_from(&env.database, "0027").await;
     let later = tail_group(BASE + 1_800);
     env.insert(&later).await;
     calls.extend(later);
@@ -511,6 +513,116 @@ async fn migration_0026_backfills_calls_stored_before_it() {
             .collect();
         assert_stats(&format!("bucket {start}"), &point["stats"], &bucket);
     }
+}
+
+/// Apply the migration files whose names sort at or after `version`.
+async fn apply_migrations_from(database: &str, version: &str) {
+    for file in latency_fixture::migration_files() {
+        if file.file_name().unwrap().to_str().unwrap() >= version {
+            latency_fixture::apply_migration(database, &file).await;
+        }
+    }
+}
+
+/// The histogram as rows, `metric bucket calls total_us`, in order.
+async fn histogram_rows(database: &str) -> String {
+    ch(
+        database,
+        "SELECT metric, bucket, sum(calls), sum(total_us) FROM latency_minute_buckets \
+         GROUP BY metric, bucket ORDER BY metric, bucket FORMAT TSV",
+    )
+    .await
+}
+
+/// Migration 0036 moves the histogram out of `sumMap` states: the rows it
+/// backfills from the states stored before it give the report, byte for
+/// byte, that the same calls give when the new views fold them, and
+/// applying it again (an interrupted `tollgate migrate`) counts nothing
+/// twice; calls stored afterwards reach both tables once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0036_backfills_the_histogram_from_sum_map_states() {
+    // Above the threshold for duration and TTFT (so the report reads the
+    // histogram), and small groups beside it.
+    let mut calls = large_group(BASE, 3_200);
+    calls.extend(dataset(BASE));
+    let mut old = ReportEnv::migrated_before("latency_0036_old", "0036").await;
+    old.insert(&calls).await;
+    old.insert(&noise(BASE)).await;
+    // The 0026-era rollup holds the histogram as sumMap states.
+    let states = ch(
+        &old.database,
+        "SELECT length(tupleElement(sumMapMerge(duration_hist), 1)) > 100 FROM latency_minute_hist",
+    )
+    .await;
+    assert_eq!(states.trim(), "1");
+    let file = latency_fixture::migration_files()
+        .into_iter()
+        .find(|f| f.to_string_lossy().contains("0036_"))
+        .unwrap();
+    latency_fixture::apply_migration(&old.database, &file).await;
+    latency_fixture::apply_migration(&old.database, &file).await;
+    apply_migrations_from(&old.database, "0037").await;
+
+    let mut fresh = ReportEnv::new("latency_0036_new").await;
+    fresh.insert(&calls).await;
+    fresh.insert(&noise(BASE)).await;
+    // What the views fold: completed and failed calls, the noise's two
+    // outside the window included.
+    let folded = |calls: &[Call]| {
+        let folded: Vec<Call> = calls
+            .iter()
+            .cloned()
+            .chain(noise(BASE))
+            .filter(|c| matches!(c.kind, "ai.call.completed" | "ai.call.failed"))
+            .collect();
+        let streamed = folded.iter().filter(|c| c.ttft_ms.is_some()).count();
+        (folded.len(), streamed)
+    };
+    let counts = "SELECT metric, sum(calls) FROM latency_minute_buckets GROUP BY metric ORDER BY metric FORMAT TSV";
+    let (n, streamed) = folded(&calls);
+    assert_eq!(
+        ch(&old.database, counts).await,
+        format!("0\t{n}\n1\t{streamed}\n")
+    );
+    assert_eq!(
+        histogram_rows(&old.database).await,
+        histogram_rows(&fresh.database).await
+    );
+
+    old.start_api().await;
+    fresh.start_api().await;
+    for query in [
+        "group_by=provider,model&bucket=5m",
+        "group_by=&bucket=1h",
+        "group_by=team&bucket=15m",
+    ] {
+        let backfilled = report_text(&old, query).await;
+        assert_eq!(backfilled, report_text(&fresh, query).await, "{query}");
+        assert!(
+            backfilled.contains("\"histogram\""),
+            "{query}: {backfilled}"
+        );
+    }
+    let report: Value =
+        serde_json::from_str(&report_text(&old, "group_by=&bucket=1h").await).unwrap();
+    let all: Vec<&Call> = calls.iter().collect();
+    assert_stats("all", &groups_of(&report)[0]["total"], &all);
+
+    // Calls stored after the switch are folded once into each table.
+    let later = large_group(BASE + 60, 5);
+    old.insert(&later).await;
+    calls.extend(later);
+    let (n, streamed) = folded(&calls);
+    assert_eq!(
+        ch(&old.database, counts).await,
+        format!("0\t{n}\n1\t{streamed}\n")
+    );
+    let rollup = ch(
+        &old.database,
+        "SELECT countMerge(calls), sumMerge(ttft_calls) FROM latency_minute_hist FORMAT TSV",
+    )
+    .await;
+    assert_eq!(rollup, format!("{n}\t{streamed}\n"));
 }
 
 /// The raw body of a report.

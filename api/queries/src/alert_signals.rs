@@ -26,7 +26,8 @@ use tollgate_contract::cost::from_mantissa;
 use tollgate_control::budgets::BudgetStore;
 
 use crate::audit::search::urlencode;
-use crate::latency::{interpolate_ms, merged_with, order_stats_at, Path};
+use crate::latency::{interpolate_ms, merged_with, order_stats_at, EXACT_MAX_CALLS};
+use crate::latency_histogram::{by_group, order_stats_sql, HistogramQuery, Metric};
 use crate::table::Table;
 use crate::{BoundSql, ReadModelError, ReadModels, SqlValue};
 
@@ -210,8 +211,8 @@ fn errors_sql(
 
 /// Calls and the order statistics of the `q` quantile of duration
 /// and TTFT over one org's window, from `latency_minute_hist`, with the
-/// latency report's own expressions (exact from kept values up to 1,000
-/// values, the histogram above).
+/// latency report's own expressions: from the kept values, right up to
+/// 1,000 values; above, [`histogram_sql`] gives the metric's.
 fn calls_sql(
     org: &str,
     provider: Option<&str>,
@@ -220,14 +221,13 @@ fn calls_sql(
     q: f64,
     (from, to): (DateTime<Utc>, DateTime<Utc>),
 ) -> BoundSql {
-    let path = Path::WithHistogram;
     let mut template = format!(
         "{} SELECT countMerge(calls) AS call_count, \
          {} AS duration_order_stats, {} AS ttft_order_stats, sumMerge(ttft_calls) AS ttft_count \
          FROM latency_minute_hist WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND org_id = ?",
-        merged_with(path),
-        order_stats_at("d", path, &[q]),
-        order_stats_at("t", path, &[q]),
+        merged_with(),
+        order_stats_at("d", &[q]),
+        order_stats_at("t", &[q]),
     );
     let mut binds = vec![
         SqlValue::UInt(epoch(from)),
@@ -244,6 +244,48 @@ fn calls_sql(
         template,
         binds,
     }
+}
+
+/// The order statistics of the `q` quantile of one metric over one org's
+/// window from the latency histogram (`latency_histogram`): no row when the
+/// window has at most 1,000 values of it.
+fn histogram_sql(
+    org: &str,
+    provider: Option<&str>,
+    model: Option<&str>,
+    team: Option<&str>,
+    metric: Metric,
+    q: &[f64],
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> BoundSql {
+    let filters = [
+        ("org_id", Some(org)),
+        ("provider", provider),
+        ("model", model),
+        ("team_id", team),
+    ]
+    .into_iter()
+    .filter_map(|(column, value)| value.map(|v| (column, v.to_string())))
+    .collect();
+    order_stats_sql(&HistogramQuery {
+        name: "alert_signals.histogram",
+        columns: Vec::new(),
+        column_binds: Vec::new(),
+        window: (epoch(from), epoch(to)),
+        filters,
+        metric: Some(metric),
+        levels: q,
+    })
+}
+
+/// One row of [`histogram_sql`]; fields in SELECT order.
+#[derive(Debug, Row, Deserialize)]
+struct HistogramRow {
+    metric: u8,
+    /// Read to keep the fields in SELECT order.
+    #[allow(dead_code)]
+    value_count: u64,
+    order_stats: Vec<f64>,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -422,6 +464,16 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
             0.9,
             w,
         ),
+        histogram_sql("org-1", None, None, None, Metric::Duration, &[0.95], w),
+        histogram_sql(
+            "org-1",
+            Some("openai"),
+            Some("gpt-4o"),
+            Some("team-a"),
+            Metric::Ttft,
+            &[0.9],
+            w,
+        ),
     ];
     for kind in [
         SpendSubject::Org,
@@ -514,11 +566,40 @@ pub async fn measure(
                 w,
             );
             let row: CallsRow = fetch_one(models, &sql).await?;
-            let (count, stats) = match metric {
-                LatencyMetric::Duration => (row.call_count, &row.duration_order_stats),
-                LatencyMetric::Ttft => (row.ttft_count, &row.ttft_order_stats),
+            let (count, kept, which) = match metric {
+                LatencyMetric::Duration => {
+                    (row.call_count, row.duration_order_stats, Metric::Duration)
+                }
+                LatencyMetric::Ttft => (row.ttft_count, row.ttft_order_stats, Metric::Ttft),
             };
-            latency(count, stats, q, *percentile, *above_ms, w)
+            let stats = if count > EXACT_MAX_CALLS {
+                let sql = histogram_sql(
+                    org_id,
+                    provider.as_deref(),
+                    model.as_deref(),
+                    team.as_deref(),
+                    which,
+                    &[q],
+                    w,
+                );
+                let rows: Vec<HistogramRow> = models
+                    .bounded(sql.query(models.client()).fetch_all())
+                    .await
+                    .map_err(|e| models.classify(sql.name, e))?;
+                let mut stats = by_group(
+                    sql.name,
+                    rows.into_iter().map(|r| ((), r.metric, r.order_stats)),
+                )?;
+                stats.remove(&((), which)).ok_or_else(|| ReadModelError::UnexpectedRow {
+                    query: sql.name,
+                    detail: format!(
+                        "no histogram of {which:?} for org {org_id:?} although the kept values count {count} (more than {EXACT_MAX_CALLS})"
+                    ),
+                })?
+            } else {
+                kept
+            };
+            latency(count, &stats, q, *percentile, *above_ms, w)
         }
         Signal::Spend {
             subject_kind,

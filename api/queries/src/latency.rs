@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::latency_histogram::{by_group, order_stats_sql, Column, HistogramQuery, Metric};
 use super::params::{parse_time, InvalidParameter};
 use super::params::{Expected, QueryParams};
 use super::table::Table;
@@ -690,52 +691,24 @@ pub fn totals_table(report: &LatencyReport) -> Table {
 
 // ---------------------------------------------------------------- SQL
 
-/// Which order statistics a statement computes. Merging the histograms is
-/// the expensive part of a report (see docs/architecture.md, "What it
-/// costs"), so a report first asks without them and asks again with them
-/// only when a group or bucket has more than [`EXACT_MAX_CALLS`] values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Path {
-    /// From the kept values only: right for groups of at most
-    /// [`EXACT_MAX_CALLS`] values, meaningless above.
-    Exact,
-    /// Kept values up to [`EXACT_MAX_CALLS`], the histogram above.
-    WithHistogram,
-}
-
 /// Per-group intermediate values, named once for both halves of a
-/// statement (`d_` duration, `t_` TTFT): the sorted kept values, the last
-/// rank `n - 1`, and with the histogram its merged `(bucket keys, counts,
-/// sums)` and running count. In WITH so they are not returned; lambdas can
-/// refer to them (18.16 drops columns of a subquery that only a lambda
-/// uses, so a subquery would not do).
-pub(crate) fn merged_with(path: Path) -> String {
-    let side = |p: &str, hist: &str, sample: &str, count: &str| {
-        let mut parts = vec![
-            format!("arraySort({sample}) AS {p}_sample"),
-            format!("toUInt64(greatest({count}, 1) - 1) AS {p}_last"),
-        ];
-        if path == Path::WithHistogram {
-            parts.extend([
-                format!("sumMapMerge({hist}) AS {p}_hist"),
-                format!("tupleElement({p}_hist, 2) AS {p}_counts"),
-                format!("tupleElement({p}_hist, 3) AS {p}_sums"),
-                format!("arrayCumSum({p}_counts) AS {p}_cum"),
-            ]);
-        }
-        parts.join(", ")
+/// statement (`d_` duration, `t_` TTFT): the sorted kept values and the
+/// last rank `n - 1`. In WITH so they are not returned; lambdas can refer
+/// to them (18.16 drops columns of a subquery that only a lambda uses, so a
+/// subquery would not do).
+pub(crate) fn merged_with() -> String {
+    let side = |p: &str, sample: &str, count: &str| {
+        format!("arraySort({sample}) AS {p}_sample, toUInt64(greatest({count}, 1) - 1) AS {p}_last")
     };
     format!(
         "WITH {}, {}",
         side(
             "d",
-            "duration_hist",
             &format!("groupArrayMerge({EXACT_MAX_CALLS})(duration_sample)"),
             "countMerge(calls)"
         ),
         side(
             "t",
-            "ttft_hist",
             &format!("groupArrayIfMerge({EXACT_MAX_CALLS})(ttft_sample)"),
             "sumMerge(ttft_calls)"
         )
@@ -744,15 +717,16 @@ pub(crate) fn merged_with(path: Path) -> String {
 
 /// The order statistics [`Percentiles::from_order_stats`] interpolates
 /// between, in microseconds, as `Array(Float64)`: the value at 0-based rank
-/// k is the (k+1)-th kept value when the group is small enough to have
-/// kept them all, else the mean of the histogram bucket where the running
-/// count first exceeds k.
-fn order_stats(p: &str, path: Path) -> String {
-    order_stats_at(p, path, &LEVELS)
+/// k is the (k+1)-th kept value. Right for a group of at most
+/// [`EXACT_MAX_CALLS`] values, which kept them all; a larger group's come
+/// from the histogram (`latency_histogram`) and replace these.
+fn order_stats(p: &str) -> String {
+    order_stats_at(p, &LEVELS)
 }
 
-/// [`order_stats`] at the quantile `levels` (two ranks per level).
-pub(crate) fn order_stats_at(p: &str, path: Path, levels: &[f64]) -> String {
+/// [`order_stats`] at the quantile `levels` (two ranks per level: the
+/// histogram statement picks the same ones).
+pub(crate) fn order_stats_at(p: &str, levels: &[f64]) -> String {
     let ranks: Vec<String> = levels
         .iter()
         .flat_map(|q| {
@@ -761,27 +735,22 @@ pub(crate) fn order_stats_at(p: &str, path: Path, levels: &[f64]) -> String {
             [lo, hi]
         })
         .collect();
-    let kept = format!("toFloat64({p}_sample[k + 1])");
-    let value = match path {
-        Path::Exact => kept,
-        Path::WithHistogram => format!(
-            "if({p}_last < {EXACT_MAX_CALLS}, {kept}, \
-             {p}_sums[arrayFirstIndex(c -> c > k, {p}_cum)] / {p}_counts[arrayFirstIndex(c -> c > k, {p}_cum)])"
-        ),
-    };
-    format!("arrayMap(k -> {value}, [{}])", ranks.join(", "))
+    format!(
+        "arrayMap(k -> toFloat64({p}_sample[k + 1]), [{}])",
+        ranks.join(", ")
+    )
 }
 
 /// The merged statistics of one group; identical in every statement.
-fn merged_stats(path: Path) -> String {
+fn merged_stats() -> String {
     format!(
         "countMerge(calls) AS call_count, \
          sumMerge(errors) AS error_count, \
          {} AS duration_order_stats, \
          {} AS ttft_order_stats, \
          sumMerge(ttft_calls) AS ttft_count",
-        order_stats("d", path),
-        order_stats("t", path)
+        order_stats("d"),
+        order_stats("t")
     )
 }
 
@@ -832,14 +801,13 @@ struct DimensionRow {
 
 /// The statement behind both halves of the report: per group (`bucketed =
 /// false`, the totals) or per group and bucket (the series).
-fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool, path: Path) -> BoundSql {
+fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool) -> BoundSql {
     let mut select = Vec::new();
     let mut binds = Vec::new();
     let mut keys: Vec<&str> = query.group_by.iter().map(|d| d.alias()).collect();
     if bucketed {
         select.push(BUCKET.to_string());
-        binds.push(SqlValue::UInt(u64::from(query.bucket_secs)));
-        binds.push(SqlValue::UInt(u64::from(query.bucket_secs)));
+        binds.extend(bucket_binds(query));
         keys.push("bucket_start");
     }
     for dimension in Dimension::ALL {
@@ -849,19 +817,13 @@ fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool, path: Pat
             select.push(format!("'' AS {}", dimension.alias()));
         }
     }
-    select.push(merged_stats(path));
-    let mut sql = format!(
-        "{} SELECT {} {WINDOW}",
-        merged_with(path),
-        select.join(", ")
-    );
+    select.push(merged_stats());
+    let mut sql = format!("{} SELECT {} {WINDOW}", merged_with(), select.join(", "));
     binds.push(SqlValue::UInt(epoch(query.from)));
     binds.push(SqlValue::UInt(epoch(query.to)));
-    for dimension in Dimension::ALL {
-        if let Some(value) = query.filters.get(dimension) {
-            sql.push_str(&format!(" AND {} = ?", dimension.column()));
-            binds.push(SqlValue::Str(value.to_string()));
-        }
+    for (column, value) in filters(query) {
+        sql.push_str(&format!(" AND {column} = ?"));
+        binds.push(SqlValue::Str(value));
     }
     if !keys.is_empty() {
         let keys = keys.join(", ");
@@ -873,6 +835,84 @@ fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool, path: Pat
         binds,
     }
 }
+
+fn bucket_binds(query: &LatencyQuery) -> [SqlValue; 2] {
+    let step = SqlValue::UInt(u64::from(query.bucket_secs));
+    [step.clone(), step]
+}
+
+/// The request's filters as `(column, value)`.
+fn filters(query: &LatencyQuery) -> Vec<(&'static str, String)> {
+    Dimension::ALL
+        .into_iter()
+        .filter_map(|d| query.filters.get(d).map(|v| (d.column(), v.to_string())))
+        .collect()
+}
+
+/// The histogram statement for the groups of [`stats_sql`] with more than
+/// [`EXACT_MAX_CALLS`] values (`latency_histogram`): the same keys, and
+/// `bucket_start` 0 for the totals, so both halves share [`HistogramRow`].
+fn histogram_sql(name: &'static str, query: &LatencyQuery, bucketed: bool) -> BoundSql {
+    let mut columns = Vec::new();
+    let mut column_binds = Vec::new();
+    if bucketed {
+        columns.push(Column::Grouped {
+            expr: "toUInt32(intDiv(toUInt32(minute), ?) * ?)".into(),
+            alias: "bucket_start",
+        });
+        column_binds.extend(bucket_binds(query));
+    } else {
+        columns.push(Column::Constant {
+            expr: "toUInt32(0)",
+            alias: "bucket_start",
+        });
+    }
+    for dimension in Dimension::ALL {
+        columns.push(if query.group_by.contains(&dimension) {
+            Column::Grouped {
+                expr: dimension.column().into(),
+                alias: dimension.alias(),
+            }
+        } else {
+            Column::Constant {
+                expr: "''",
+                alias: dimension.alias(),
+            }
+        });
+    }
+    order_stats_sql(&HistogramQuery {
+        name,
+        columns,
+        column_binds,
+        window: (epoch(query.from), epoch(query.to)),
+        filters: filters(query),
+        metric: None,
+        levels: &LEVELS,
+    })
+}
+
+/// One row of [`histogram_sql`]; fields in SELECT order.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct HistogramRow {
+    bucket_start: u32,
+    key_provider: String,
+    key_model: String,
+    key_team: String,
+    key_org: String,
+    metric: u8,
+    /// Read to keep the fields in SELECT order; the kept values' counts
+    /// are the report's.
+    #[allow(dead_code)]
+    value_count: u64,
+    order_stats: Vec<f64>,
+}
+
+/// A row's identity across the statements: bucket start (0 for totals)
+/// and the four key columns.
+type RowKey = (u32, String, String, String, String);
+
+/// One statement's histograms by row and metric.
+type Histograms = HashMap<(RowKey, Metric), Vec<f64>>;
 
 fn dimensions_sql(from: DateTime<Utc>, to: DateTime<Utc>) -> BoundSql {
     BoundSql {
@@ -889,7 +929,8 @@ pub(crate) fn epoch(t: DateTime<Utc>) -> u64 {
 }
 
 /// Sample statements for [`super::sql_catalog`]: every shape `stats_sql`
-/// can take (grouped or not, filtered or not, bucketed or not).
+/// and `histogram_sql` can take (grouped or not, filtered or not, bucketed
+/// or not).
 pub(crate) fn catalog() -> Vec<BoundSql> {
     let from = timestamp(1_767_225_600); // 2026-01-01T00:00:00Z
     let to = timestamp(1_767_225_600 + 3_600);
@@ -920,78 +961,121 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
         ..plain.clone()
     };
     vec![
-        stats_sql("latency.totals", &plain, false, Path::Exact),
-        stats_sql("latency.series", &plain, true, Path::Exact),
-        stats_sql(
-            "latency.totals.histogram",
-            &plain,
-            false,
-            Path::WithHistogram,
-        ),
-        stats_sql(
-            "latency.series.histogram",
-            &plain,
-            true,
-            Path::WithHistogram,
-        ),
-        stats_sql(
-            "latency.totals.filtered",
-            &filtered,
-            false,
-            Path::WithHistogram,
-        ),
-        stats_sql(
-            "latency.series.filtered",
-            &filtered,
-            true,
-            Path::WithHistogram,
-        ),
-        stats_sql(
-            "latency.totals.ungrouped",
-            &ungrouped,
-            false,
-            Path::WithHistogram,
-        ),
-        stats_sql(
-            "latency.series.ungrouped",
-            &ungrouped,
-            true,
-            Path::WithHistogram,
-        ),
+        stats_sql("latency.totals", &plain, false),
+        stats_sql("latency.series", &plain, true),
+        histogram_sql("latency.totals.histogram", &plain, false),
+        histogram_sql("latency.series.histogram", &plain, true),
+        stats_sql("latency.totals.filtered", &filtered, false),
+        stats_sql("latency.series.filtered", &filtered, true),
+        histogram_sql("latency.totals.histogram.filtered", &filtered, false),
+        histogram_sql("latency.series.histogram.filtered", &filtered, true),
+        stats_sql("latency.totals.ungrouped", &ungrouped, false),
+        stats_sql("latency.series.ungrouped", &ungrouped, true),
+        histogram_sql("latency.totals.histogram.ungrouped", &ungrouped, false),
+        histogram_sql("latency.series.histogram.ungrouped", &ungrouped, true),
         dimensions_sql(from, to),
     ]
 }
 
 // ---------------------------------------------------------------- running
 
+/// The report: totals and series from the kept values (cheap, and all a
+/// group of at most [`EXACT_MAX_CALLS`] values needs); then, only when a
+/// group or bucket has more values than that, the histogram's order
+/// statistics for those groups, which replace the kept values' (see
+/// docs/architecture.md, "What it costs").
 pub(crate) async fn run(
     models: &ReadModels,
     query: &LatencyQuery,
 ) -> Result<LatencyReport, ReadModelError> {
-    let (totals, series) = fetch(models, query, Path::Exact).await?;
+    let (mut totals, mut series) = fetch(models, query).await?;
     let large = |count: u64, ttft: u64| count > EXACT_MAX_CALLS || ttft > EXACT_MAX_CALLS;
     let needs_histogram = totals.iter().any(|r| large(r.call_count, r.ttft_count))
         || series.iter().any(|r| large(r.call_count, r.ttft_count));
-    let (totals, series) = if needs_histogram {
-        fetch(models, query, Path::WithHistogram).await?
-    } else {
-        (totals, series)
-    };
+    if needs_histogram {
+        let (totals_histograms, series_histograms) = fetch_histograms(models, query).await?;
+        for row in &mut totals {
+            let key = (
+                0,
+                row.key_provider.clone(),
+                row.key_model.clone(),
+                row.key_team.clone(),
+                row.key_org.clone(),
+            );
+            use_histograms(
+                "latency.totals.histogram",
+                &totals_histograms,
+                key,
+                (row.call_count, &mut row.duration_order_stats),
+                (row.ttft_count, &mut row.ttft_order_stats),
+            )?;
+        }
+        for row in &mut series {
+            let key = (
+                row.bucket_start,
+                row.key_provider.clone(),
+                row.key_model.clone(),
+                row.key_team.clone(),
+                row.key_org.clone(),
+            );
+            use_histograms(
+                "latency.series.histogram",
+                &series_histograms,
+                key,
+                (row.call_count, &mut row.duration_order_stats),
+                (row.ttft_count, &mut row.ttft_order_stats),
+            )?;
+        }
+    }
     assemble(query, totals, series)
+}
+
+/// Replace the kept values' order statistics of each metric of one row
+/// that has more than [`EXACT_MAX_CALLS`] values with the histogram's.
+fn use_histograms(
+    statement: &'static str,
+    histograms: &Histograms,
+    key: RowKey,
+    duration: (u64, &mut Vec<f64>),
+    ttft: (u64, &mut Vec<f64>),
+) -> Result<(), ReadModelError> {
+    let mut key = (key, Metric::Duration);
+    for (metric, (count, stats)) in [(Metric::Duration, duration), (Metric::Ttft, ttft)] {
+        if count <= EXACT_MAX_CALLS {
+            continue;
+        }
+        key.1 = metric;
+        let histogram = histograms
+            .get(&key)
+            .ok_or_else(|| missing_histogram(statement, &key, count))?;
+        stats.clone_from(histogram);
+    }
+    Ok(())
+}
+
+fn missing_histogram(
+    statement: &'static str,
+    key: &(RowKey, Metric),
+    count: u64,
+) -> ReadModelError {
+    let ((bucket_start, provider, model, team, org), metric) = key;
+    ReadModelError::UnexpectedRow {
+        query: statement,
+        detail: format!(
+            "no histogram for provider {provider:?}, model {model:?}, team {team:?}, org {org:?}, \
+             bucket {bucket_start}, {metric:?}: the kept values count {count} (more than {EXACT_MAX_CALLS}); \
+             are latency_minute_buckets and latency_minute_hist from the same migrations and retention?"
+        ),
+    }
 }
 
 /// Totals and series, concurrently.
 async fn fetch(
     models: &ReadModels,
     query: &LatencyQuery,
-    path: Path,
 ) -> Result<(Vec<TotalsRow>, Vec<SeriesRow>), ReadModelError> {
-    let (totals_name, series_name) = match path {
-        Path::Exact => ("latency.totals", "latency.series"),
-        Path::WithHistogram => ("latency.totals.histogram", "latency.series.histogram"),
-    };
-    let totals_sql = stats_sql(totals_name, query, false, path);
-    let series_sql = stats_sql(series_name, query, true, path);
+    let totals_sql = stats_sql("latency.totals", query, false);
+    let series_sql = stats_sql("latency.series", query, true);
     let totals = async {
         models
             .bounded(totals_sql.query(models.client()).fetch_all::<TotalsRow>())
@@ -1005,6 +1089,40 @@ async fn fetch(
             .map_err(|err| models.classify(series_sql.name, err))
     };
     futures::try_join!(totals, series)
+}
+
+/// The histograms of the large groups of the totals and of the series,
+/// concurrently, each by row and metric.
+async fn fetch_histograms(
+    models: &ReadModels,
+    query: &LatencyQuery,
+) -> Result<(Histograms, Histograms), ReadModelError> {
+    let one = |bucketed: bool| async move {
+        let name = if bucketed {
+            "latency.series.histogram"
+        } else {
+            "latency.totals.histogram"
+        };
+        let sql = histogram_sql(name, query, bucketed);
+        let rows = models
+            .bounded(sql.query(models.client()).fetch_all::<HistogramRow>())
+            .await
+            .map_err(|err| models.classify(sql.name, err))?;
+        by_group(
+            sql.name,
+            rows.into_iter().map(|row| {
+                let key = (
+                    row.bucket_start,
+                    row.key_provider,
+                    row.key_model,
+                    row.key_team,
+                    row.key_org,
+                );
+                (key, row.metric, row.order_stats)
+            }),
+        )
+    };
+    futures::try_join!(one(false), one(true))
 }
 
 pub(crate) async fn dimensions(
@@ -1363,34 +1481,25 @@ mod tests {
 
     #[test]
     fn series_sql_text() {
-        let sql = stats_sql("latency.series", &sample_query(), true, Path::WithHistogram).text();
+        let sql = stats_sql("latency.series", &sample_query(), true).text();
         let (with, rest) = sql.split_once(" SELECT ").unwrap();
-        assert!(
-            with.starts_with(
-                "WITH arraySort(groupArrayMerge(1000)(duration_sample)) AS d_sample, "
-            ),
-            "{with}"
+        assert_eq!(
+            with,
+            "WITH arraySort(groupArrayMerge(1000)(duration_sample)) AS d_sample, \
+             toUInt64(greatest(countMerge(calls), 1) - 1) AS d_last, \
+             arraySort(groupArrayIfMerge(1000)(ttft_sample)) AS t_sample, \
+             toUInt64(greatest(sumMerge(ttft_calls), 1) - 1) AS t_last"
         );
-        assert!(
-            with.contains("sumMapMerge(duration_hist) AS d_hist"),
-            "{with}"
-        );
-        assert!(with.contains("sumMapMerge(ttft_hist) AS t_hist"), "{with}");
-        assert!(with.contains("arraySort(groupArrayMerge(1000)(duration_sample)) AS d_sample"));
-        assert!(with.contains("arraySort(groupArrayIfMerge(1000)(ttft_sample)) AS t_sample"));
-        assert!(with.contains("toUInt64(greatest(countMerge(calls), 1) - 1) AS d_last"));
-        assert!(with.contains("toUInt64(greatest(sumMerge(ttft_calls), 1) - 1) AS t_last"));
         assert!(
             rest.starts_with(
                 "toDateTime(intDiv(toUInt32(minute), 300) * 300) AS bucket_start, \
                  provider AS key_provider, model AS key_model, '' AS key_team, '' AS key_org, \
                  countMerge(calls) AS call_count, sumMerge(errors) AS error_count, \
-                 arrayMap(k -> if(d_last < 1000, toFloat64(d_sample[k + 1]), \
-                 d_sums[arrayFirstIndex(c -> c > k, d_cum)] / d_counts[arrayFirstIndex(c -> c > k, d_cum)]), \
+                 arrayMap(k -> toFloat64(d_sample[k + 1]), \
                  [toUInt64(floor(d_last * 0.5)), least(toUInt64(floor(d_last * 0.5)) + 1, d_last), \
                  toUInt64(floor(d_last * 0.95)), least(toUInt64(floor(d_last * 0.95)) + 1, d_last), \
                  toUInt64(floor(d_last * 0.99)), least(toUInt64(floor(d_last * 0.99)) + 1, d_last)]) \
-                 AS duration_order_stats, arrayMap(k -> if(t_last < 1000, "
+                 AS duration_order_stats, arrayMap(k -> toFloat64(t_sample[k + 1]), "
             ),
             "{rest}"
         );
@@ -1406,16 +1515,72 @@ mod tests {
         );
     }
 
-    /// Without the histogram, nothing merges it: the cheap first pass.
+    /// The histogram statement groups like the series statement it
+    /// completes, and reads only the bucket table.
     #[test]
-    fn exact_path_sql_reads_only_kept_values() {
-        let sql = stats_sql("latency.totals", &sample_query(), false, Path::Exact).text();
-        assert!(!sql.contains("sumMap"), "{sql}");
+    fn histogram_sql_matches_the_series_keys() {
+        let sql = histogram_sql("latency.series.histogram", &sample_query(), true).text();
         assert!(
             sql.contains(
-                "arrayMap(k -> toFloat64(d_sample[k + 1]), [toUInt64(floor(d_last * 0.5))"
+                "SELECT bucket_start, key_provider, key_model, '' AS key_team, '' AS key_org, metric, "
             ),
             "{sql}"
+        );
+        assert!(
+            sql.contains(
+                "FROM (SELECT toUInt32(intDiv(toUInt32(minute), 300) * 300) AS bucket_start, \
+                 provider AS key_provider, model AS key_model, metric, bucket, \
+                 sum(calls) AS n, sum(total_us) AS s FROM latency_minute_buckets \
+                 WHERE minute >= toDateTime(1767225600) AND minute < toDateTime(1767229200) \
+                 AND team_id = 'team\\'a' GROUP BY bucket_start, key_provider, key_model, metric, bucket)"
+            ),
+            "{sql}"
+        );
+        assert!(!sql.contains("latency_minute_hist"), "{sql}");
+        let totals = histogram_sql("latency.totals.histogram", &sample_query(), false).text();
+        assert!(
+            totals.contains("SELECT toUInt32(0) AS bucket_start, "),
+            "{totals}"
+        );
+        assert!(
+            totals.ends_with(
+                "GROUP BY key_provider, key_model, metric HAVING value_count > 1000 \
+                 ORDER BY key_provider, key_model, metric"
+            ),
+            "{totals}"
+        );
+    }
+
+    /// A group above the threshold takes the histogram's order statistics
+    /// for each metric above it, and keeps the kept values' for the other;
+    /// a missing histogram is an error naming the statement.
+    #[test]
+    fn histograms_replace_only_large_metrics() {
+        let key: RowKey = (0, "p".into(), "m".into(), String::new(), String::new());
+        let mut histograms = Histograms::new();
+        histograms.insert((key.clone(), Metric::Duration), vec![9.0; 6]);
+        let mut duration = vec![1.0; 6];
+        let mut ttft = vec![2.0; 6];
+        use_histograms(
+            "q",
+            &histograms,
+            key.clone(),
+            (1_001, &mut duration),
+            (1_000, &mut ttft),
+        )
+        .unwrap();
+        assert_eq!((duration[0], ttft[0]), (9.0, 2.0));
+        let err = use_histograms(
+            "q",
+            &histograms,
+            key,
+            (5, &mut duration),
+            (1_001, &mut ttft),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("no histogram for provider \"p\""),
+            "{err}"
         );
     }
 
@@ -1429,6 +1594,13 @@ mod tests {
         assert!(migration.contains(&format!(
             "intDiv(roundToExp2(v), {HISTOGRAM_BUCKETS_PER_OCTAVE})"
         )));
+        let buckets =
+            include_str!("../../../migrations/clickhouse/0036_latency_minute_buckets.sql");
+        for value in ["duration_ms", "ttft_ms"] {
+            assert!(buckets.contains(&format!(
+                "intDiv(roundToExp2(toUInt64({value}) * 1000), {HISTOGRAM_BUCKETS_PER_OCTAVE})"
+            )));
+        }
         assert_eq!(HISTOGRAM_MAX_RELATIVE_ERROR, 0.00390625);
     }
 
@@ -1498,7 +1670,7 @@ mod tests {
             filters: LatencyFilters::default(),
             ..sample_query()
         };
-        let sql = stats_sql("latency.totals", &query, false, Path::WithHistogram).text();
+        let sql = stats_sql("latency.totals", &query, false).text();
         assert!(
             sql.contains(" SELECT '' AS key_provider, '' AS key_model"),
             "{sql}"

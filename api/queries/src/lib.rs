@@ -23,6 +23,7 @@ pub mod errors;
 pub mod home;
 pub mod home_tables;
 pub mod latency;
+mod latency_histogram;
 pub mod overview;
 pub mod params;
 pub mod reprice_preview;
@@ -324,7 +325,7 @@ impl ReadModels {
 pub const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Tables the read models need; `check` verifies them at start-up.
-const REQUIRED_TABLES: [&str; 1] = ["latency_minute_hist"];
+const REQUIRED_TABLES: [&str; 2] = ["latency_minute_hist", "latency_minute_buckets"];
 
 /// `system.tables` exists on 18.16 and current ClickHouse alike.
 const CHECK_TABLE_SQL: &str =

@@ -1,0 +1,232 @@
+//! Order statistics of the groups too large for exact percentiles, read
+//! from the latency histogram `latency_minute_buckets` (migration 0036):
+//! one row per minute × org × team × provider × model × metric × bucket,
+//! with the bucket's exact count (`calls`) and sum (`total_us`).
+//!
+//! The value at 0-based rank k of a group of more than
+//! [`EXACT_MAX_CALLS`] values is the mean (sum / count) of the bucket,
+//! in bucket order, where the running count first exceeds k: the
+//! definition the report and the alert signals have used since 0026's
+//! `sumMap` histograms, so the same calls give the same numbers. Groups of
+//! at most [`EXACT_MAX_CALLS`] values get theirs from the kept values of
+//! `latency_minute_hist` instead (`latency`), and this statement leaves
+//! them out (`HAVING`).
+//!
+//! One statement answers any grouping: the inner `GROUP BY` adds up each
+//! bucket of each group (a bucket is spread over minutes and parts), the
+//! outer one collects a group's buckets in order and picks the ranks.
+
+use std::collections::HashMap;
+
+use super::latency::EXACT_MAX_CALLS;
+use super::{BoundSql, SqlValue};
+
+/// The histogram table; only this module names it in SQL.
+pub(crate) const TABLE: &str = "latency_minute_buckets";
+
+/// Which values a histogram row counts (`metric` in the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Metric {
+    /// Every completed or failed call's duration.
+    Duration,
+    /// The time to first token of streamed calls.
+    Ttft,
+}
+
+impl Metric {
+    /// The value stored in `metric`.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::Duration => 0,
+            Self::Ttft => 1,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Self::Duration),
+            1 => Some(Self::Ttft),
+            _ => None,
+        }
+    }
+}
+
+/// One output column before `metric`: grouped by (an expression of the
+/// table's columns) or a constant (so several statements can share a row
+/// struct). Only fixed strings of the calling modules reach SQL here.
+#[derive(Debug, Clone)]
+pub(crate) enum Column {
+    Grouped {
+        expr: String,
+        alias: &'static str,
+    },
+    Constant {
+        expr: &'static str,
+        alias: &'static str,
+    },
+}
+
+/// What to read: the output columns, the `?` values their expressions
+/// take (in order), the window in epoch seconds, `column = value` filters,
+/// one metric or both, and the quantile levels (two ranks each, as
+/// [`super::latency::order_stats_at`] picks them).
+#[derive(Debug, Clone)]
+pub(crate) struct HistogramQuery<'a> {
+    pub name: &'static str,
+    pub columns: Vec<Column>,
+    pub column_binds: Vec<SqlValue>,
+    pub window: (u64, u64),
+    pub filters: Vec<(&'static str, String)>,
+    pub metric: Option<Metric>,
+    pub levels: &'a [f64],
+}
+
+/// The statement: the caller's columns, then `metric UInt8`,
+/// `value_count UInt64` and `order_stats Array(Float64)` (in
+/// microseconds), one row per group and metric of more than
+/// [`EXACT_MAX_CALLS`] values, ordered by the grouped columns and metric.
+pub(crate) fn order_stats_sql(query: &HistogramQuery<'_>) -> BoundSql {
+    let grouped: Vec<&str> = query
+        .columns
+        .iter()
+        .filter_map(|c| match c {
+            Column::Grouped { alias, .. } => Some(*alias),
+            Column::Constant { .. } => None,
+        })
+        .collect();
+    let inner_select: Vec<String> = query
+        .columns
+        .iter()
+        .filter_map(|c| match c {
+            Column::Grouped { expr, alias } => Some(format!("{expr} AS {alias}")),
+            Column::Constant { .. } => None,
+        })
+        .collect();
+    let outer_select: Vec<String> = query
+        .columns
+        .iter()
+        .map(|c| match c {
+            Column::Grouped { alias, .. } => alias.to_string(),
+            Column::Constant { expr, alias } => format!("{expr} AS {alias}"),
+        })
+        .collect();
+    let mut binds = query.column_binds.clone();
+    binds.push(SqlValue::UInt(query.window.0));
+    binds.push(SqlValue::UInt(query.window.1));
+    let mut filters = String::new();
+    if let Some(metric) = query.metric {
+        filters.push_str(" AND metric = ?");
+        binds.push(SqlValue::UInt(u64::from(metric.code())));
+    }
+    for (column, value) in &query.filters {
+        filters.push_str(&format!(" AND {column} = ?"));
+        binds.push(SqlValue::Str(value.clone()));
+    }
+    let keys: Vec<&str> = grouped.iter().copied().chain(["metric"]).collect();
+    let keys = keys.join(", ");
+    let ranks: Vec<String> = query
+        .levels
+        .iter()
+        .flat_map(|q| {
+            let lo = format!("toUInt64(floor(h_last * {q}))");
+            let hi = format!("least({lo} + 1, h_last)");
+            [lo, hi]
+        })
+        .collect();
+    let leading = |parts: &[String]| {
+        parts
+            .iter()
+            .map(|part| format!("{part}, "))
+            .collect::<String>()
+    };
+    let template = format!(
+        "WITH arraySort(groupArray((bucket, n, s))) AS h, \
+         arrayMap(e -> tupleElement(e, 2), h) AS h_counts, \
+         arrayMap(e -> tupleElement(e, 3), h) AS h_sums, \
+         arrayCumSum(h_counts) AS h_cum, \
+         toUInt64(sum(n) - 1) AS h_last \
+         SELECT {outer}metric, sum(n) AS value_count, \
+         arrayMap(k -> h_sums[arrayFirstIndex(c -> c > k, h_cum)] / h_counts[arrayFirstIndex(c -> c > k, h_cum)], \
+         [{ranks}]) AS order_stats \
+         FROM (SELECT {inner}metric, bucket, sum(calls) AS n, sum(total_us) AS s \
+         FROM {TABLE} WHERE minute >= toDateTime(?) AND minute < toDateTime(?){filters} \
+         GROUP BY {keys}, bucket) \
+         GROUP BY {keys} HAVING value_count > {EXACT_MAX_CALLS} ORDER BY {keys}",
+        outer = leading(&outer_select),
+        inner = leading(&inner_select),
+        ranks = ranks.join(", "),
+    );
+    BoundSql {
+        name: query.name,
+        template,
+        binds,
+    }
+}
+
+/// The order statistics of a statement's rows by `(key, metric)`, `key`
+/// being whatever identifies the caller's group; a row with a metric code
+/// this version does not know is an error naming the statement.
+pub(crate) fn by_group<K: std::hash::Hash + Eq>(
+    query: &'static str,
+    rows: impl IntoIterator<Item = (K, u8, Vec<f64>)>,
+) -> Result<HashMap<(K, Metric), Vec<f64>>, super::ReadModelError> {
+    rows.into_iter()
+        .map(|(key, code, order_stats)| {
+            let metric =
+                Metric::from_code(code).ok_or_else(|| super::ReadModelError::UnexpectedRow {
+                    query,
+                    detail: format!("metric {code} is neither 0 (duration) nor 1 (ttft)"),
+                })?;
+            Ok(((key, metric), order_stats))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_groups_buckets_then_groups() {
+        let sql = order_stats_sql(&HistogramQuery {
+            name: "t",
+            columns: vec![
+                Column::Grouped {
+                    expr: "provider".into(),
+                    alias: "key_provider",
+                },
+                Column::Constant {
+                    expr: "''",
+                    alias: "key_model",
+                },
+            ],
+            column_binds: vec![],
+            window: (60, 120),
+            filters: vec![("org_id", "o'1".into())],
+            metric: Some(Metric::Ttft),
+            levels: &[0.5],
+        })
+        .text();
+        assert_eq!(
+            sql,
+            "WITH arraySort(groupArray((bucket, n, s))) AS h, \
+             arrayMap(e -> tupleElement(e, 2), h) AS h_counts, \
+             arrayMap(e -> tupleElement(e, 3), h) AS h_sums, \
+             arrayCumSum(h_counts) AS h_cum, toUInt64(sum(n) - 1) AS h_last \
+             SELECT key_provider, '' AS key_model, metric, sum(n) AS value_count, \
+             arrayMap(k -> h_sums[arrayFirstIndex(c -> c > k, h_cum)] / h_counts[arrayFirstIndex(c -> c > k, h_cum)], \
+             [toUInt64(floor(h_last * 0.5)), least(toUInt64(floor(h_last * 0.5)) + 1, h_last)]) AS order_stats \
+             FROM (SELECT provider AS key_provider, metric, bucket, sum(calls) AS n, sum(total_us) AS s \
+             FROM latency_minute_buckets WHERE minute >= toDateTime(60) AND minute < toDateTime(120) \
+             AND metric = 1 AND org_id = 'o\\'1' GROUP BY key_provider, metric, bucket) \
+             GROUP BY key_provider, metric HAVING value_count > 1000 ORDER BY key_provider, metric"
+        );
+    }
+
+    #[test]
+    fn unknown_metric_is_named() {
+        let err = by_group("q", [((), 7, vec![])]).unwrap_err();
+        assert!(err.to_string().contains("metric 7"), "{err}");
+    }
+}
