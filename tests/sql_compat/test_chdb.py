@@ -174,12 +174,25 @@ def test_latency_percentiles_on_current_clickhouse():
             "INSERT INTO calls (event_id, kind, occurred_at, provider, model, duration_ms, has_ttft, ttft_ms, outcome) VALUES "
             + ", ".join(rows)
         )
-        sql = next(e["sql"] for e in CATALOG if e["name"] == "latency.totals.histogram")
-        result = sess.query(sql.strip().rstrip(";"), "JSONEachRow")
-        got = {r["key_model"]: r for r in map(json.loads, str(result).strip().splitlines())}
+
+        def answer(statement: str) -> list[dict]:
+            sql = next(e["sql"] for e in CATALOG if e["name"] == statement)
+            result = sess.query(sql.strip().rstrip(";"), "JSONEachRow")
+            return [json.loads(line) for line in str(result).strip().splitlines()]
+
+        # The kept values answer every group; the histogram (migration
+        # 0036's bucket rows) answers, per metric, the groups above 1000
+        # values, and its order statistics replace the kept values' there.
+        got = {r["key_model"]: r for r in answer("latency.totals")}
+        histograms = answer("latency.totals.histogram")
     finally:
         sess.query(f"DROP DATABASE IF EXISTS {name}")
         sess.close()
+    assert sorted((h["key_model"], int(h["metric"])) for h in histograms) == [("big", 0), ("big", 1)]
+    for h in histograms:
+        field = ("duration_order_stats", "ttft_order_stats")[int(h["metric"])]
+        got[h["key_model"]][field] = h["order_stats"]
+        assert int(h["value_count"]) == len(big)
     for model, values, bound in (("tail", tail, 0.0), ("big", big, 1 / 256)):
         row = got[model]
         assert int(row["call_count"]) == len(values)
