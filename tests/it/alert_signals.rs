@@ -540,3 +540,72 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
         .unwrap();
     assert_eq!(res.status(), 404);
 }
+
+/// Above 1,000 values the latency signal reads the histogram
+/// (`latency_minute_buckets`) as the latency report does: the same p95 as
+/// the report's total of the same calls, marked an estimate there, and
+/// within 1/256 of numpy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_above_the_exact_threshold_is_the_reports_histogram_estimate() {
+    use crate::latency_fixture::{call, type7, Call, ReportEnv};
+    // 1,800 calls over minutes 0..10, 1,200 of them streamed: both metrics
+    // above the threshold.
+    let calls: Vec<Call> = (0..1_800_u32)
+        .map(|i| {
+            let ms = 120 + (i * 7_919) % 40_000;
+            call(
+                "alertprov",
+                "big",
+                BASE + i64::from(i % 600),
+                ms,
+                (i % 3 != 0).then_some(ms / 5 + 13),
+            )
+        })
+        .collect();
+    let mut env = ReportEnv::new("alert_latency_hist").await;
+    env.insert(&calls).await;
+    env.start_api().await;
+    let read = ReadModels::new(&ClickHouseConfig {
+        url: clickhouse_url(),
+        database: env.database.clone(),
+        ..ClickHouseConfig::default()
+    });
+    let (status, report) = env
+        .get_json(&format!(
+            "/api/v1/reports/latency?from={}&to={}&group_by=&provider=alertprov&model=big",
+            at(0).to_rfc3339(),
+            at(10).to_rfc3339()
+        ))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let total = &report["groups"][0]["total"];
+    let durations: Vec<f64> = calls.iter().map(|c| f64::from(c.duration_ms)).collect();
+    let ttfts: Vec<f64> = calls
+        .iter()
+        .filter_map(|c| c.ttft_ms.map(f64::from))
+        .collect();
+    assert_eq!(ttfts.len(), 1_200);
+    for (metric, field, values) in [
+        (LatencyMetric::Duration, "duration_ms", durations),
+        (LatencyMetric::Ttft, "ttft_ms", ttfts),
+    ] {
+        assert_eq!(total[field]["method"], "histogram", "{total}");
+        let signal = Signal::Latency {
+            metric,
+            percentile: 95,
+            provider: Some("alertprov".into()),
+            model: Some("big".into()),
+            team: Some("team-a".into()),
+            above_ms: 1,
+            window_secs: 600,
+        };
+        let got = m(&read, "org-1", &signal, 10).await;
+        let p95 = total[field]["p95"].as_f64().unwrap();
+        assert_eq!(value(&got), Some(d(&p95.to_string())), "{field}: {got:?}");
+        let exact = type7(&values, 0.95);
+        assert!(
+            (p95 - exact).abs() <= exact / 256.0 + 0.001,
+            "{field}: {p95} against numpy's {exact}"
+        );
+    }
+}
