@@ -92,6 +92,11 @@ async fn partitions_past_retention_are_dropped_and_the_rest_kept() {
     want.sort();
     assert_eq!(dropped(&report, "calls"), want);
     assert_eq!(dropped(&report, "latency_minute_hist").len(), 2);
+    // Its histogram goes with it, partition for partition.
+    assert_eq!(
+        dropped(&report, "latency_minute_buckets"),
+        dropped(&report, "latency_minute_hist")
+    );
     assert!(
         !report["tables"]
             .as_array()
@@ -109,7 +114,7 @@ async fn partitions_past_retention_are_dropped_and_the_rest_kept() {
         "{lines}"
     );
     assert!(
-        lines.contains("retention (dry run, nothing dropped): would drop 4 partition(s)"),
+        lines.contains("retention (dry run, nothing dropped): would drop 6 partition(s)"),
         "{lines}"
     );
     assert_eq!(env.ch_u64("SELECT count() FROM {db}.calls").await, 6);
@@ -147,6 +152,20 @@ async fn partitions_past_retention_are_dropped_and_the_rest_kept() {
         ))
         .await,
         0
+    );
+    assert_eq!(
+        env.ch_u64(&format!(
+            "SELECT count() FROM {{db}}.latency_minute_buckets WHERE minute < toDateTime({})",
+            straddle_first.timestamp()
+        ))
+        .await,
+        0
+    );
+    // The histogram keeps the three calls left (duration, no TTFT).
+    assert_eq!(
+        env.ch_u64("SELECT sum(calls) FROM {db}.latency_minute_buckets")
+            .await,
+        3
     );
     // Again: nothing left to drop.
     let report: Value = serde_json::from_str(&env.run(&["retention", "run", "--json"])).unwrap();

@@ -10,7 +10,7 @@
 //!    models, 4 % failed with one of 6 provider errors (their signatures and
 //!    templates computed by the processor's own `signature`), token counts,
 //!    durations with a tail, a `feature` tag. The inserts go into `calls`,
-//!    so the rollups (`cost_daily`, `cost_daily_tags`, `latency_minute_hist`,
+//!    so the rollups (`cost_daily`, `cost_daily_tags`, `latency_minute_hist`, `latency_minute_buckets`,
 //!    the error-pattern views) are filled by the same materialized views the
 //!    processor's inserts go through. One audit entry per call goes into
 //!    `audit_chain` (chain = team, as the audit fold keys it).
