@@ -12,21 +12,45 @@
 --             [lo, lo + w) with w = max(1, 2^floor(log2 v) / 256))
 --   calls     how many values fell in the bucket
 --   total_us  their exact sum
--- `latency_minute_hist` keeps calls, errors and the kept values (exact
--- percentiles of groups of at most 1000 values); its two `*_hist` columns
--- are no longer written (each new row holds an empty state) nor read.
+-- Calls, errors and the kept values (exact percentiles of groups of at most
+-- 1000 values) move to `latency_minute_calls`, `latency_minute_hist` without
+-- its two `*_hist` columns: 18.16 cannot leave a column out of a view's
+-- insert, and an empty `sumMap` state per row costs about what a full one
+-- does (the rows are nearly one per call), so the histogram columns could
+-- not simply stop being filled.
 --
 -- Order, so that no call is counted twice or missed across the switch
 -- (like every migration, apply it before starting processors of this
 -- version: nothing inserts into `calls` while it runs):
---   1. the bucket table;
---   2. backfill it from the histograms already stored, only into an empty
---      table, so applying the file again never counts twice;
---   3. the views that feed it from `calls`;
---   4. drop the old view of `latency_minute_hist`, then create its
---      replacement without the histogram (dropping first: a call stored
---      between the two statements would be missing from the rollup, never
---      counted twice).
+--   1. the two tables;
+--   2. backfill each from `latency_minute_hist`, only into an empty table,
+--      so applying the file again never counts twice: the states of the
+--      kept columns are copied as they are (AggregatingMergeTree merges
+--      them later), the histograms become bucket rows;
+--   3. the views that feed them from `calls`;
+--   4. drop the old view. `latency_minute_hist` itself is left as it is,
+--      no longer written nor read: retention drops its partitions as they
+--      age (`retention.latency_minute_hist_days`), and
+--      `DROP TABLE latency_minute_hist` frees it at once. It stays so that
+--      applying this file again after an interruption still finds the
+--      table its backfills read.
+CREATE TABLE IF NOT EXISTS latency_minute_calls
+(
+    minute DateTime('UTC'),
+    org_id String,
+    team_id String,
+    provider LowCardinality(String),
+    model LowCardinality(String),
+    calls AggregateFunction(count),
+    errors AggregateFunction(sum, UInt64),
+    duration_sample AggregateFunction(groupArray(1000), UInt64),
+    ttft_calls AggregateFunction(sum, UInt64),
+    ttft_sample AggregateFunction(groupArrayIf(1000), UInt64, UInt8)
+)
+ENGINE = AggregatingMergeTree()
+PARTITION BY toYYYYMM(minute)
+ORDER BY (minute, org_id, team_id, provider, model);
+
 CREATE TABLE IF NOT EXISTS latency_minute_buckets
 (
     minute DateTime('UTC'),
@@ -42,6 +66,11 @@ CREATE TABLE IF NOT EXISTS latency_minute_buckets
 ENGINE = SummingMergeTree()
 PARTITION BY toYYYYMM(minute)
 ORDER BY (minute, org_id, team_id, provider, model, metric, bucket);
+
+INSERT INTO latency_minute_calls (minute, org_id, team_id, provider, model, calls, errors, duration_sample, ttft_calls, ttft_sample)
+SELECT minute, org_id, team_id, provider, model, calls, errors, duration_sample, ttft_calls, ttft_sample
+FROM latency_minute_hist
+WHERE (SELECT count() FROM latency_minute_calls) = 0;
 
 INSERT INTO latency_minute_buckets (minute, org_id, team_id, provider, model, metric, bucket, calls, total_us)
 SELECT
@@ -102,12 +131,7 @@ FROM calls
 WHERE kind IN ('ai.call.completed', 'ai.call.failed') AND has_ttft = 1
 GROUP BY minute, org_id, team_id, provider, model, bucket;
 
-DROP TABLE IF EXISTS latency_minute_hist_mv;
-
--- 18.16 does not fill a column a view leaves out (`Expected column
--- duration_hist: while pushing to view`), so the view writes an empty
--- histogram state: constant arguments, nothing to add.
-CREATE MATERIALIZED VIEW IF NOT EXISTS latency_minute_hist_calls_mv TO latency_minute_hist AS
+CREATE MATERIALIZED VIEW IF NOT EXISTS latency_minute_calls_mv TO latency_minute_calls AS
 SELECT
     toStartOfMinute(occurred_at) AS minute,
     org_id,
@@ -117,10 +141,12 @@ SELECT
     countState() AS calls,
     sumState(toUInt64(outcome != 'success')) AS errors,
     groupArrayState(1000)(toUInt64(duration_ms) * 1000) AS duration_sample,
-    sumMapState(emptyArrayUInt64(), emptyArrayUInt64(), emptyArrayUInt64()) AS duration_hist,
     sumState(toUInt64(has_ttft)) AS ttft_calls,
-    groupArrayIfState(1000)(toUInt64(ttft_ms) * 1000, has_ttft) AS ttft_sample,
-    sumMapState(emptyArrayUInt64(), emptyArrayUInt64(), emptyArrayUInt64()) AS ttft_hist
+    groupArrayIfState(1000)(toUInt64(ttft_ms) * 1000, has_ttft) AS ttft_sample
 FROM calls
 WHERE kind IN ('ai.call.completed', 'ai.call.failed')
 GROUP BY minute, org_id, team_id, provider, model;
+
+-- Last: until here the old view fed `latency_minute_hist`, which the
+-- backfills above read.
+DROP TABLE IF EXISTS latency_minute_hist_mv;

@@ -107,7 +107,7 @@ async fn prepared(label: &str, extra: &str, events: &[tollgate_contract::Event])
     let want = events.len() as u64;
     let got = env
         .wait_for_count(
-            "SELECT countMerge(calls) FROM {db}.latency_minute_hist",
+            "SELECT countMerge(calls) FROM {db}.latency_minute_calls",
             want,
             crate::support::PATIENCE,
         )

@@ -86,7 +86,7 @@ async fn prepared(label: &str) -> (TestEnv, ReadModels) {
     env.process_events(&events()).await;
     let got = env
         .wait_for_count(
-            "SELECT countMerge(calls) FROM {db}.latency_minute_hist",
+            "SELECT countMerge(calls) FROM {db}.latency_minute_calls",
             100,
             crate::support::PATIENCE,
         )
@@ -573,8 +573,8 @@ async fn latency_above_the_exact_threshold_is_the_reports_histogram_estimate() {
     let (status, report) = env
         .get_json(&format!(
             "/api/v1/reports/latency?from={}&to={}&group_by=&provider=alertprov&model=big",
-            at(0).to_rfc3339(),
-            at(10).to_rfc3339()
+            at(0).format("%Y-%m-%dT%H:%M:%SZ"),
+            at(10).format("%Y-%m-%dT%H:%M:%SZ")
         ))
         .await;
     assert_eq!(status, 200, "{report}");

@@ -1,6 +1,6 @@
 //! `GET /api/v1/reports/latency` against real ClickHouse: known calls are
-//! written into `calls`, the materialized view folds them into
-//! `latency_minute_hist`, and the report must give exact counts and error
+//! written into `calls`, the materialized views fold them into
+//! `latency_minute_calls` and `latency_minute_buckets`, and the report must give exact counts and error
 //! rates, numpy's percentiles exactly for groups of at most 1000 calls and
 //! within the stated bound above, the same bytes whatever the rollup's part
 //! layout, working grouping and filters, and a 400 that names the parameter
@@ -608,7 +608,10 @@ async fn migration_0036_backfills_the_histogram_from_sum_map_states() {
     let all: Vec<&Call> = calls.iter().collect();
     assert_stats("all", &groups_of(&report)[0]["total"], &all);
 
-    // Calls stored after the switch are folded once into each table.
+    // Calls stored after the switch are folded once into each new table,
+    // and no longer into the old one.
+    let old_rollup = "SELECT countMerge(calls) FROM latency_minute_hist FORMAT TSV";
+    assert_eq!(ch(&old.database, old_rollup).await, format!("{n}\n"));
     let later = large_group(BASE + 60, 5);
     old.insert(&later).await;
     calls.extend(later);
@@ -619,10 +622,14 @@ async fn migration_0036_backfills_the_histogram_from_sum_map_states() {
     );
     let rollup = ch(
         &old.database,
-        "SELECT countMerge(calls), sumMerge(ttft_calls) FROM latency_minute_hist FORMAT TSV",
+        "SELECT countMerge(calls), sumMerge(ttft_calls) FROM latency_minute_calls FORMAT TSV",
     )
     .await;
     assert_eq!(rollup, format!("{n}\t{streamed}\n"));
+    assert_eq!(
+        ch(&old.database, old_rollup).await,
+        format!("{}\n", folded(&calls[..calls.len() - 5]).0)
+    );
 }
 
 /// The raw body of a report.
@@ -672,8 +679,12 @@ async fn same_calls_give_the_same_report_whatever_the_part_layout() {
             assert_eq!(report_text(&many, query).await, want, "{query}");
         }
         // And after the parts were merged.
-        ch(&many.database, "OPTIMIZE TABLE latency_minute_hist FINAL").await;
-        ch(&many.database, "OPTIMIZE TABLE latency_minute_buckets FINAL").await;
+        ch(&many.database, "OPTIMIZE TABLE latency_minute_calls FINAL").await;
+        ch(
+            &many.database,
+            "OPTIMIZE TABLE latency_minute_buckets FINAL",
+        )
+        .await;
         assert_eq!(report_text(&many, query).await, want, "{query}");
     }
     let report: Value =

@@ -329,7 +329,7 @@ async fn effectively_once_across_sigkill() {
         traffic.input_tokens
     );
     assert_eq!(
-        env.ch_u64("SELECT countMerge(calls) FROM {db}.latency_minute_hist")
+        env.ch_u64("SELECT countMerge(calls) FROM {db}.latency_minute_calls")
             .await,
         traffic.calls
     );

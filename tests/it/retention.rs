@@ -91,11 +91,11 @@ async fn partitions_past_retention_are_dropped_and_the_rest_kept() {
     let mut want = vec![(partition(old), 2), (partition(older), 1)];
     want.sort();
     assert_eq!(dropped(&report, "calls"), want);
-    assert_eq!(dropped(&report, "latency_minute_hist").len(), 2);
+    assert_eq!(dropped(&report, "latency_minute_calls").len(), 2);
     // Its histogram goes with it, partition for partition.
     assert_eq!(
         dropped(&report, "latency_minute_buckets"),
-        dropped(&report, "latency_minute_hist")
+        dropped(&report, "latency_minute_calls")
     );
     assert!(
         !report["tables"]
@@ -147,7 +147,7 @@ async fn partitions_past_retention_are_dropped_and_the_rest_kept() {
     );
     assert_eq!(
         env.ch_u64(&format!(
-            "SELECT count() FROM {{db}}.latency_minute_hist WHERE minute < toDateTime({})",
+            "SELECT count() FROM {{db}}.latency_minute_calls WHERE minute < toDateTime({})",
             straddle_first.timestamp()
         ))
         .await,

@@ -179,7 +179,7 @@ struct ErrorsRow {
     error_count: u64,
 }
 
-/// Calls and errors over one org's window, from `latency_minute_hist`:
+/// Calls and errors over one org's window, from `latency_minute_calls`:
 /// what an error-rate rule needs, without the percentile work of
 /// [`calls_sql`] (`tollgate bench alerts`: 84 ms p50 at 10M calls with it).
 fn errors_sql(
@@ -190,7 +190,7 @@ fn errors_sql(
     (from, to): (DateTime<Utc>, DateTime<Utc>),
 ) -> BoundSql {
     let mut template = "SELECT countMerge(calls) AS call_count, sumMerge(errors) AS error_count \
-         FROM latency_minute_hist WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND org_id = ?"
+         FROM latency_minute_calls WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND org_id = ?"
         .to_string();
     let mut binds = vec![
         SqlValue::UInt(epoch(from)),
@@ -210,7 +210,7 @@ fn errors_sql(
 }
 
 /// Calls and the order statistics of the `q` quantile of duration
-/// and TTFT over one org's window, from `latency_minute_hist`, with the
+/// and TTFT over one org's window, from `latency_minute_calls`, with the
 /// latency report's own expressions: from the kept values, right up to
 /// 1,000 values; above, [`histogram_sql`] gives the metric's.
 fn calls_sql(
@@ -224,7 +224,7 @@ fn calls_sql(
     let mut template = format!(
         "{} SELECT countMerge(calls) AS call_count, \
          {} AS duration_order_stats, {} AS ttft_order_stats, sumMerge(ttft_calls) AS ttft_count \
-         FROM latency_minute_hist WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND org_id = ?",
+         FROM latency_minute_calls WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND org_id = ?",
         merged_with(),
         order_stats_at("d", &[q]),
         order_stats_at("t", &[q]),

@@ -1,7 +1,7 @@
 //! Latency report: call counts, error rates and p50/p95/p99 of duration and
 //! time-to-first-token (TTFT), per time bucket and per group of
-//! provider / model / team / org, read from the `latency_minute_hist`
-//! rollup (migration 0026).
+//! provider / model / team / org, read from the `latency_minute_calls`
+//! rollup and its histogram `latency_minute_buckets` (migration 0036).
 //!
 //! Percentiles follow one definition, checkable by hand: linear
 //! interpolation between the closest ranks (Hyndman & Fan type 7, the
@@ -757,7 +757,7 @@ fn merged_stats() -> String {
 /// The window on the rollup's primary key; binds `from` and `to` as epoch
 /// seconds so the server's time zone never matters.
 const WINDOW: &str =
-    "FROM latency_minute_hist WHERE minute >= toDateTime(?) AND minute < toDateTime(?)";
+    "FROM latency_minute_calls WHERE minute >= toDateTime(?) AND minute < toDateTime(?)";
 
 /// Buckets aligned to multiples of the step since the epoch. Works on 18.16,
 /// which has no `toStartOfInterval`.
@@ -1064,7 +1064,7 @@ fn missing_histogram(
         detail: format!(
             "no histogram for provider {provider:?}, model {model:?}, team {team:?}, org {org:?}, \
              bucket {bucket_start}, {metric:?}: the kept values count {count} (more than {EXACT_MAX_CALLS}); \
-             are latency_minute_buckets and latency_minute_hist from the same migrations and retention?"
+             are latency_minute_buckets and latency_minute_calls from the same migrations and retention?"
         ),
     }
 }
@@ -1506,7 +1506,7 @@ mod tests {
         assert!(
             rest.ends_with(
                 "AS ttft_order_stats, sumMerge(ttft_calls) AS ttft_count \
-                 FROM latency_minute_hist WHERE minute >= toDateTime(1767225600) \
+                 FROM latency_minute_calls WHERE minute >= toDateTime(1767225600) \
                  AND minute < toDateTime(1767229200) AND team_id = 'team\\'a' \
                  GROUP BY key_model, key_provider, bucket_start \
                  ORDER BY key_model, key_provider, bucket_start"
@@ -1536,7 +1536,7 @@ mod tests {
             ),
             "{sql}"
         );
-        assert!(!sql.contains("latency_minute_hist"), "{sql}");
+        assert!(!sql.contains("latency_minute_calls"), "{sql}");
         let totals = histogram_sql("latency.totals.histogram", &sample_query(), false).text();
         assert!(
             totals.contains("SELECT toUInt32(0) AS bucket_start, "),

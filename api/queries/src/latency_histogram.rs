@@ -9,7 +9,7 @@
 //! definition the report and the alert signals have used since 0026's
 //! `sumMap` histograms, so the same calls give the same numbers. Groups of
 //! at most [`EXACT_MAX_CALLS`] values get theirs from the kept values of
-//! `latency_minute_hist` instead (`latency`), and this statement leaves
+//! `latency_minute_calls` instead (`latency`), and this statement leaves
 //! them out (`HAVING`).
 //!
 //! One statement answers any grouping: the inner `GROUP BY` adds up each

@@ -138,7 +138,7 @@ impl ReadModels {
         Ok(())
     }
 
-    /// The latency report (`latency_minute_hist` rollup).
+    /// The latency report (`latency_minute_calls` rollup).
     pub async fn latency(&self, query: &LatencyQuery) -> Result<LatencyReport, ReadModelError> {
         latency::run(self, query).await
     }
@@ -325,7 +325,7 @@ impl ReadModels {
 pub const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Tables the read models need; `check` verifies them at start-up.
-const REQUIRED_TABLES: [&str; 2] = ["latency_minute_hist", "latency_minute_buckets"];
+const REQUIRED_TABLES: [&str; 2] = ["latency_minute_calls", "latency_minute_buckets"];
 
 /// `system.tables` exists on 18.16 and current ClickHouse alike.
 const CHECK_TABLE_SQL: &str =
@@ -375,7 +375,7 @@ pub fn sql_catalog() -> Vec<(String, String)> {
         template: CHECK_TABLE_SQL.to_string(),
         binds: vec![
             SqlValue::Str("tollgate".into()),
-            SqlValue::Str("latency_minute_hist".into()),
+            SqlValue::Str("latency_minute_calls".into()),
         ],
     };
     std::iter::once(check)

@@ -463,7 +463,7 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
             .lines()
             .map(|l| l.split_once('\t').unwrap())
             .collect();
-        assert!(engines.len() >= 18, "replica {n}: {engines:?}");
+        assert!(engines.len() >= 19, "replica {n}: {engines:?}");
         for (table, engine) in &engines {
             assert!(
                 engine.starts_with("Replicated") && engine.ends_with("MergeTree"),
@@ -474,6 +474,7 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
             ("calls", "ReplicatedMergeTree"),
             ("cost_daily", "ReplicatedSummingMergeTree"),
             ("latency_minute_hist", "ReplicatedAggregatingMergeTree"),
+            ("latency_minute_calls", "ReplicatedAggregatingMergeTree"),
             ("latency_minute_buckets", "ReplicatedSummingMergeTree"),
             ("fold_progress", "ReplicatedReplacingMergeTree"),
             ("schema_migrations", "ReplicatedMergeTree"),

@@ -420,10 +420,10 @@ async fn clickhouse_sigkilled_under_load_loses_and_duplicates_nothing() {
     processor.stop().await;
     store.assert_exactly_once(&env, &group, &traffic).await;
     let rollup = store
-        .u64("SELECT countMerge(calls) FROM {db}.latency_minute_hist")
+        .u64("SELECT countMerge(calls) FROM {db}.latency_minute_calls")
         .await;
     eprintln!(
-        "{} of {} calls stored once ({} messages); latency_minute_hist counts {rollup}",
+        "{} of {} calls stored once ({} messages); latency_minute_calls counts {rollup}",
         traffic.calls,
         traffic.calls,
         traffic.messages.len()
