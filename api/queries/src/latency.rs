@@ -727,18 +727,25 @@ fn order_stats(p: &str) -> String {
 /// [`order_stats`] at the quantile `levels` (two ranks per level: the
 /// histogram statement picks the same ones).
 pub(crate) fn order_stats_at(p: &str, levels: &[f64]) -> String {
+    format!(
+        "arrayMap(k -> toFloat64({p}_sample[k + 1]), [{}])",
+        ranks(&format!("{p}_last"), levels)
+    )
+}
+
+/// The 0-based ranks of each level's two order statistics,
+/// `floor(h)` and `min(floor(h) + 1, last)` with `h = last q`, as a SQL
+/// list over the expression `last` (the group's last rank, `n - 1`).
+pub(crate) fn ranks(last: &str, levels: &[f64]) -> String {
     let ranks: Vec<String> = levels
         .iter()
         .flat_map(|q| {
-            let lo = format!("toUInt64(floor({p}_last * {q}))");
-            let hi = format!("least({lo} + 1, {p}_last)");
+            let lo = format!("toUInt64(floor({last} * {q}))");
+            let hi = format!("least({lo} + 1, {last})");
             [lo, hi]
         })
         .collect();
-    format!(
-        "arrayMap(k -> toFloat64({p}_sample[k + 1]), [{}])",
-        ranks.join(", ")
-    )
+    ranks.join(", ")
 }
 
 /// The merged statistics of one group; identical in every statement.
@@ -994,40 +1001,74 @@ pub(crate) async fn run(
         || series.iter().any(|r| large(r.call_count, r.ttft_count));
     if needs_histogram {
         let (totals_histograms, series_histograms) = fetch_histograms(models, query).await?;
-        for row in &mut totals {
-            let key = (
-                0,
-                row.key_provider.clone(),
-                row.key_model.clone(),
-                row.key_team.clone(),
-                row.key_org.clone(),
-            );
-            use_histograms(
-                "latency.totals.histogram",
-                &totals_histograms,
-                key,
-                (row.call_count, &mut row.duration_order_stats),
-                (row.ttft_count, &mut row.ttft_order_stats),
-            )?;
-        }
-        for row in &mut series {
-            let key = (
-                row.bucket_start,
-                row.key_provider.clone(),
-                row.key_model.clone(),
-                row.key_team.clone(),
-                row.key_org.clone(),
-            );
-            use_histograms(
-                "latency.series.histogram",
-                &series_histograms,
-                key,
-                (row.call_count, &mut row.duration_order_stats),
-                (row.ttft_count, &mut row.ttft_order_stats),
-            )?;
-        }
+        apply_histograms("latency.totals.histogram", &totals_histograms, &mut totals)?;
+        apply_histograms("latency.series.histogram", &series_histograms, &mut series)?;
     }
     assemble(query, totals, series)
+}
+
+/// A row of the kept-values statements, as the histograms see it.
+trait StatsRow {
+    /// Its [`RowKey`] (bucket start 0 for the totals).
+    fn key(&self) -> RowKey;
+    /// Each metric's value count and order statistics.
+    fn metrics(&mut self) -> [(u64, &mut Vec<f64>); 2];
+}
+
+impl StatsRow for TotalsRow {
+    fn key(&self) -> RowKey {
+        let (p, m, t, o) = (
+            &self.key_provider,
+            &self.key_model,
+            &self.key_team,
+            &self.key_org,
+        );
+        (0, p.clone(), m.clone(), t.clone(), o.clone())
+    }
+    fn metrics(&mut self) -> [(u64, &mut Vec<f64>); 2] {
+        [
+            (self.call_count, &mut self.duration_order_stats),
+            (self.ttft_count, &mut self.ttft_order_stats),
+        ]
+    }
+}
+
+impl StatsRow for SeriesRow {
+    fn key(&self) -> RowKey {
+        let (p, m, t, o) = (
+            &self.key_provider,
+            &self.key_model,
+            &self.key_team,
+            &self.key_org,
+        );
+        (
+            self.bucket_start,
+            p.clone(),
+            m.clone(),
+            t.clone(),
+            o.clone(),
+        )
+    }
+    fn metrics(&mut self) -> [(u64, &mut Vec<f64>); 2] {
+        [
+            (self.call_count, &mut self.duration_order_stats),
+            (self.ttft_count, &mut self.ttft_order_stats),
+        ]
+    }
+}
+
+/// [`use_histograms`] for every row of one statement.
+fn apply_histograms<R: StatsRow>(
+    statement: &'static str,
+    histograms: &Histograms,
+    rows: &mut [R],
+) -> Result<(), ReadModelError> {
+    for row in rows {
+        let key = row.key();
+        let [duration, ttft] = row.metrics();
+        use_histograms(statement, histograms, key, duration, ttft)?;
+    }
+    Ok(())
 }
 
 /// Replace the kept values' order statistics of each metric of one row

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use super::latency::EXACT_MAX_CALLS;
+use super::latency::{ranks, EXACT_MAX_CALLS};
 use super::{BoundSql, SqlValue};
 
 /// The histogram table; only this module names it in SQL.
@@ -124,15 +124,6 @@ pub(crate) fn order_stats_sql(query: &HistogramQuery<'_>) -> BoundSql {
     }
     let keys: Vec<&str> = grouped.iter().copied().chain(["metric"]).collect();
     let keys = keys.join(", ");
-    let ranks: Vec<String> = query
-        .levels
-        .iter()
-        .flat_map(|q| {
-            let lo = format!("toUInt64(floor(h_last * {q}))");
-            let hi = format!("least({lo} + 1, h_last)");
-            [lo, hi]
-        })
-        .collect();
     let leading = |parts: &[String]| {
         parts
             .iter()
@@ -154,7 +145,7 @@ pub(crate) fn order_stats_sql(query: &HistogramQuery<'_>) -> BoundSql {
          GROUP BY {keys} HAVING value_count > {EXACT_MAX_CALLS} ORDER BY {keys}",
         outer = leading(&outer_select),
         inner = leading(&inner_select),
-        ranks = ranks.join(", "),
+        ranks = ranks("h_last", query.levels),
     );
     BoundSql {
         name: query.name,
