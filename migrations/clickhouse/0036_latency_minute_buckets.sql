@@ -1,11 +1,10 @@
 -- Latency fold, third form: the histogram leaves `sumMap` (issue 17).
 --
 -- 0026 kept each minute's log-linear histogram as a `sumMap` state in
--- `latency_minute_hist`; building those states cost more ClickHouse time on
--- ingest than every other view together (about 12 s per million calls on
--- 18.16), and merging them was the slowest part of the latency report. The
--- same histogram is now plain rows of a SummingMergeTree, one per minute x
--- org x team x provider x model x metric x bucket:
+-- `latency_minute_hist`, and merging those states was the slowest part of
+-- the latency report (docs/performance.md, "Latency histogram without
+-- sumMap"). The same histogram is now plain rows of a SummingMergeTree,
+-- one per minute x org x team x provider x model x metric x bucket:
 --   metric    0 = duration, 1 = time-to-first-token (streamed calls only)
 --   bucket    the bucket's lower bound in microseconds, computed with the
 --             same integer arithmetic as 0026 (256 buckets per power of two:
@@ -15,8 +14,8 @@
 -- Calls, errors and the kept values (exact percentiles of groups of at most
 -- 1000 values) move to `latency_minute_calls`, `latency_minute_hist` without
 -- its two `*_hist` columns: 18.16 cannot leave a column out of a view's
--- insert, and an empty `sumMap` state per row costs about what a full one
--- does (the rows are nearly one per call), so the histogram columns could
+-- insert, and an empty `sumMap` state per row cost about what a full one
+-- did (the rows are nearly one per call), so the histogram columns could
 -- not simply stop being filled.
 --
 -- Order, so that no call is counted twice or missed across the switch
