@@ -10,7 +10,8 @@
 //! ([`alert_deliveries`]), single sign-on logins in progress
 //! ([`sso_logins`]) and provider credentials sealed under a master key
 //! ([`provider_credentials`]), the live proxies that split budgets and rate
-//! limits ([`proxy_members`]) and the rate-limit tiers ([`rate_limits`]).
+//! limits ([`proxy_members`]), the rate-limit tiers ([`rate_limits`]) and
+//! the capacity pool the proxies claim them from ([`rate_limit_windows`]).
 //!
 //! It also holds the connection settings every role shares ([`config`]),
 //! the idempotent Kafka producer of events ([`kafka`], which the outbox
@@ -38,6 +39,7 @@ pub mod postgres;
 pub mod prices;
 pub mod provider_credentials;
 pub mod proxy_members;
+pub mod rate_limit_windows;
 pub mod rate_limits;
 pub mod sso_logins;
 

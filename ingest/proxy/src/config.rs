@@ -209,11 +209,37 @@ pub struct TiersConfig {
     /// How often the limits are reloaded from PostgreSQL, in ms (a change
     /// takes effect within this).
     pub refresh_ms: u64,
+    /// How long a call that finds no allowance left on this proxy waits for
+    /// a claim from the shared pool in PostgreSQL, in ms, before it is
+    /// refused (429, `retry-after: 1`).
+    pub claim_wait_ms: u64,
 }
 
 impl Default for TiersConfig {
     fn default() -> Self {
-        Self { refresh_ms: 5_000 }
+        Self {
+            refresh_ms: 5_000,
+            claim_wait_ms: 50,
+        }
+    }
+}
+
+impl TiersConfig {
+    /// The keys' ranges, named as in the configuration.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.refresh_ms < 100 {
+            return Err(format!(
+                "proxy.tiers.refresh_ms must be at least 100, got {}",
+                self.refresh_ms
+            ));
+        }
+        if !(1..=10_000).contains(&self.claim_wait_ms) {
+            return Err(format!(
+                "proxy.tiers.claim_wait_ms must be from 1 to 10000 (a call waits at most this for a claim of rate-limit capacity), got {}",
+                self.claim_wait_ms
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -290,12 +290,7 @@ pub async fn start(
         ..kafka.clone()
     })?;
     config.shares.validate().map_err(ProxyStartError::Config)?;
-    if config.tiers.refresh_ms < 100 {
-        return Err(ProxyStartError::Config(format!(
-            "proxy.tiers.refresh_ms must be at least 100, got {}",
-            config.tiers.refresh_ms
-        )));
-    }
+    config.tiers.validate().map_err(ProxyStartError::Config)?;
     let shares = match config.budgets.share {
         Some(share)
             if share <= rust_decimal::Decimal::ZERO || share > rust_decimal::Decimal::ONE =>
@@ -337,7 +332,16 @@ pub async fn start(
     );
     let tiers = Arc::new(tiers::RateTiers::new(
         shares.clone(),
-        metrics.rate_limit_refusals.clone(),
+        Arc::new(tollgate_control::rate_limit_windows::WindowPool::new(
+            pool.clone(),
+        )),
+        Duration::from_millis(config.tiers.claim_wait_ms),
+        tiers::ClaimCounters {
+            refusals: metrics.rate_limit_refusals.clone(),
+            claims: metrics.rate_limit_claims.clone(),
+            failures: metrics.rate_limit_claim_failures.clone(),
+            timeouts: metrics.rate_limit_claim_timeouts.clone(),
+        },
     ));
     tiers::load(
         &tiers,
@@ -767,7 +771,7 @@ async fn handle_call(
         endpoint == Endpoint::Embeddings,
         state.config.budgets.default_max_tokens,
     );
-    match admit_rate(&state, &ctx, bound) {
+    match admit_rate(&state, &ctx, bound).await {
         Ok(hold) => ctx.rate = hold.map(Arc::new),
         Err(refusal) => {
             let err = ProxyError::rate_limited(refusal.reason(), refusal.retry_after_secs);
@@ -873,8 +877,10 @@ fn scopes(ctx: &CallContext) -> Vec<tiers::Scope> {
 }
 
 /// Count the call against its rate-limit tiers, reserving its token bound
-/// (see [`tiers`]); `Ok(None)` when none of its scopes has a limit.
-fn admit_rate(
+/// (see [`tiers`]); `Ok(None)` when none of its scopes has a limit. Waits
+/// only when this proxy has no allowance left for it (one claim, at most
+/// `proxy.tiers.claim_wait_ms`).
+async fn admit_rate(
     state: &Arc<ProxyState>,
     ctx: &CallContext,
     bound: estimate::TokenBound,
@@ -883,7 +889,10 @@ fn admit_rate(
         return Ok(None);
     }
     let tokens = bound.input.saturating_add(bound.output);
-    state.tiers.admit(&scopes(ctx), tokens, chrono::Utc::now())
+    state
+        .tiers
+        .admit(&scopes(ctx), tokens, chrono::Utc::now())
+        .await
 }
 
 fn action_word(action: Action) -> &'static str {

@@ -69,6 +69,13 @@ pub struct ProxyMetrics {
     pub membership_failures: Counter,
     /// Calls refused by a rate-limit tier, by scope and limit.
     pub rate_limit_refusals: Family<crate::tiers::RefusalLabels, Counter>,
+    /// Claims of rate-limit capacity from the shared pool that answered.
+    pub rate_limit_claims: Counter,
+    /// Claims that failed (PostgreSQL unreachable or erring).
+    pub rate_limit_claim_failures: Counter,
+    /// Calls refused because no claim came in within
+    /// `proxy.tiers.claim_wait_ms` (or the last one failed).
+    pub rate_limit_claim_timeouts: Counter,
 }
 
 impl ProxyMetrics {
@@ -233,6 +240,21 @@ impl ProxyMetrics {
             self.rate_limit_refusals.clone(),
         );
         registry.register(
+            "rate_limit_claims",
+            "Claims of rate-limit capacity from the shared pool in postgresql that answered (with a grant, possibly 0 when the window's pool is spent)",
+            self.rate_limit_claims.clone(),
+        );
+        registry.register(
+            "rate_limit_claim_failures",
+            "Claims of rate-limit capacity that failed (postgresql unreachable or erring); the proxy spends only what it has claimed",
+            self.rate_limit_claim_failures.clone(),
+        );
+        registry.register(
+            "rate_limit_claim_timeouts",
+            "Calls refused (429) because no claim of rate-limit capacity came in within proxy.tiers.claim_wait_ms or the last claim failed",
+            self.rate_limit_claim_timeouts.clone(),
+        );
+        registry.register(
             "decision_freshness_seconds",
             "From the last decision record's Kafka timestamp to its application",
             self.decision_freshness.clone(),
@@ -324,6 +346,10 @@ mod tests {
             "# TYPE tollgate_proxy_share gauge",
             "tollgate_proxy_share 0.0",
             "tollgate_proxy_rate_limit_refusals_total{scope=\"team\",limit=\"tokens\"} 1",
+            "# TYPE tollgate_proxy_rate_limit_claims counter",
+            "tollgate_proxy_rate_limit_claims_total 0",
+            "tollgate_proxy_rate_limit_claim_failures_total 0",
+            "tollgate_proxy_rate_limit_claim_timeouts_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
@@ -331,7 +357,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(names.len(), 34, "{text}");
+        assert_eq!(names.len(), 37, "{text}");
         assert!(
             names.iter().all(|n| n.starts_with("tollgate_proxy_")),
             "{text}"
