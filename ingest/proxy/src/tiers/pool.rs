@@ -31,11 +31,15 @@ impl CapacityPool for WindowPool {
     }
 }
 
+/// (scope kind, scope id, minute).
+#[cfg(test)]
+type WindowKey = (String, String, i64);
+
 /// A pool in memory with the same grant rule, for the tiers' tests.
 #[cfg(test)]
 #[derive(Debug, Default)]
 pub struct MemoryPool {
-    claimed: Mutex<HashMap<(String, String, i64), (u64, u64)>>,
+    claimed: Mutex<HashMap<WindowKey, (u64, u64)>>,
 }
 
 #[cfg(test)]
