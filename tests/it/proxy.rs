@@ -67,9 +67,19 @@ async fn create_topics(brokers: &str, events: &str, decisions: &str) {
         .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
+    // On the cluster's three brokers (proxy_shares.rs), replicated as
+    // `tollgate migrate` would there: 3 replicas, 2 in sync.
+    let (replicas, min_insync) = if brokers.split(',').count() >= 3 {
+        (3, "2")
+    } else {
+        (1, "1")
+    };
     let topics = [
-        NewTopic::new(events, PARTITIONS, TopicReplication::Fixed(1)),
-        NewTopic::new(decisions, 2, TopicReplication::Fixed(1)).set("cleanup.policy", "compact"),
+        NewTopic::new(events, PARTITIONS, TopicReplication::Fixed(replicas))
+            .set("min.insync.replicas", min_insync),
+        NewTopic::new(decisions, 2, TopicReplication::Fixed(replicas))
+            .set("cleanup.policy", "compact")
+            .set("min.insync.replicas", min_insync),
     ];
     let options = AdminOptions::new().operation_timeout(Some(crate::support::PATIENCE));
     for result in admin

@@ -1,9 +1,13 @@
 //! Many proxies (issue 18, part 3): three `tollgate proxy` processes share
-//! a small hard budget and a tokens-per-minute limit through their
-//! memberships in PostgreSQL, under 64 concurrent clients; one is killed
-//! (SIGKILL) midway and its share comes back to the others after its lease
-//! expires; a proxy that joins shrinks the others' shares. The mock
-//! upstream is the only stand-in; Kafka, PostgreSQL and the processor are
+//! a small hard budget through their memberships in PostgreSQL and a
+//! tokens-per-minute limit through the claims pool (`rate_limit_windows`),
+//! under 64 concurrent clients; one is killed (SIGKILL) midway and its
+//! share comes back to the others after its lease expires; a proxy that
+//! joins shrinks the others' shares. Requests-per-minute limits hold
+//! exactly across the three, whether every call reaches one proxy or the
+//! limit is below the number of proxies. The mock upstream is the only
+//! stand-in; Kafka (the cluster's three brokers when
+//! `TOLLGATE_TEST_CLUSTER_KAFKA` is set), PostgreSQL and the processor are
 //! real. `docs/cost.md`, "Shares among proxies", states the bounds checked.
 
 use std::collections::BTreeMap;
@@ -27,6 +31,31 @@ fn config() -> String {
     format!(
         "shares = {{ lease_ms = {LEASE_MS}, renew_ms = {RENEW_MS} }}\ntiers = {{ refresh_ms = 300 }}"
     )
+}
+
+/// The cluster's brokers when the cluster stack is up (`dev/test` sets
+/// the variable), else the single dev broker.
+fn brokers() -> Option<String> {
+    std::env::var("TOLLGATE_TEST_CLUSTER_KAFKA")
+        .ok()
+        .filter(|b| !b.is_empty())
+}
+
+/// What the proxies together claimed of a scope's windows: minute ->
+/// (requests, tokens).
+async fn claimed(pg_url: &str, kind: &str, id: &str) -> BTreeMap<i64, (i64, i64)> {
+    let pool = sqlx::PgPool::connect(pg_url).await.unwrap();
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT minute, requests_claimed, tokens_claimed FROM rate_limit_windows
+         WHERE scope_kind = $1 AND scope_id = $2",
+    )
+    .bind(kind)
+    .bind(id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows.into_iter().map(|(m, r, t)| (m, (r, t))).collect()
 }
 
 /// One sample of `name` from a proxy's `/metrics` (`None` if unreachable).
@@ -137,7 +166,7 @@ fn spend_by_proxy(seen: &[Seen]) -> BTreeMap<usize, Decimal> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_proxies_share_a_budget_and_a_token_rate_and_a_dead_ones_share_returns() {
-    let base = Proxy::start("proxy_shares", &config(), None).await;
+    let base = Proxy::start("proxy_shares", &config(), brokers().as_deref()).await;
     let prices = base.env.dir.path().join("shares_prices.json");
     std::fs::write(
         &prices,
@@ -398,14 +427,35 @@ async fn three_proxies_share_a_budget_and_a_token_rate_and_a_dead_ones_share_ret
         assert_eq!(*status, 429);
         assert_eq!(answer["error"]["type"], "rate_limit_error");
         let message = answer["error"]["message"].as_str().unwrap();
+        // Refused because the window's pool is spent, or (default
+        // claim_wait_ms of 50 on a loaded machine) no claim came in time.
+        let head = format!("rate limit of {TPM} tokens per minute for team shared-tpm");
         assert!(
-            message.starts_with(&format!(
-                "rate limit of {TPM} tokens per minute for team shared-tpm reached"
-            )),
+            message.starts_with(&format!("{head} reached (all of it is admitted this minute; this call may use up to "))
+                || message.starts_with(&format!("{head}: this proxy's allowance is spent and no more could be claimed from the shared pool within 50 ms")),
             "{message}"
         );
         let secs: u64 = retry_after.as_deref().unwrap().parse().unwrap();
         assert!((1..=60).contains(&secs), "retry-after {secs}");
+    }
+    assert!(
+        token_refusals.iter().any(|(_, a, _)| a["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reached (all of it is admitted this minute")),
+        "no refusal for a spent window: {token_refusals:?}"
+    );
+    // The pool granted at most the limit in every window, whatever the
+    // proxies' number and fate: the tokens admitted per window (reserved
+    // at admission out of those grants) are bounded by it.
+    let windows = claimed(&proxies.base.env.pg_url, "team", "shared-tpm").await;
+    eprintln!("proxy shares: tokens claimed per window {windows:?}");
+    assert!(!windows.is_empty());
+    for (minute, (_, tokens)) in &windows {
+        assert!(
+            u64::try_from(*tokens).unwrap() <= TPM,
+            "window {minute}: {tokens} tokens claimed > {TPM}"
+        );
     }
     let budget_refusals = refusals
         .iter()
@@ -567,4 +617,204 @@ async fn ratelimits_cli_validates_sets_lists_and_deletes() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!("--id {id}: no such rate limit"))
     );
+}
+
+/// A key's id (the `key` scope of rate limits) from its secret.
+fn key_id(env: &support::TestEnv, secret: &str) -> String {
+    let out = env.run(&["keys", "list", "--json"]);
+    let keys: Value = serde_json::from_str(&out).unwrap();
+    let found: Vec<&Value> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| secret.starts_with(&format!("tg_{}_", k["prefix"].as_str().unwrap())))
+        .collect();
+    assert_eq!(found.len(), 1, "{out}");
+    found[0]["id"].as_str().unwrap().to_string()
+}
+
+/// One call as its client saw it: UTC minute when sent and when answered,
+/// status, answer, `retry-after`.
+#[derive(Debug)]
+struct Answered {
+    minutes: (u128, u128),
+    status: u16,
+    answer: Value,
+    retry_after: Option<String>,
+}
+
+async fn call(http: &reqwest::Client, port: u16, key: &str) -> Answered {
+    let started = now_ms() / 60_000;
+    let response = http
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": "mock-shares", "max_tokens": 5,
+                      "messages": [{"role": "user", "content": "one of many"}]}))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let answer = response.json::<Value>().await.unwrap();
+    Answered {
+        minutes: (started, now_ms() / 60_000),
+        status,
+        answer,
+        retry_after,
+    }
+}
+
+/// Requests per minute hold exactly across three proxies: a key limited to
+/// 30 whose calls all reach one proxy gets 30 (not 30/3), and a key limited
+/// to 2, below the number of proxies, gets 2 with its calls spread over
+/// all three (not 2/3 = 0 each). `docs/proxy.md`, "Rate-limit tiers".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_proxies_admit_exactly_a_key_limit_whether_calls_reach_one_or_all() {
+    // Generous claim wait: on a loaded machine a claim may take longer
+    // than the default 50 ms, and this test counts exact admissions.
+    let extra = format!(
+        "shares = {{ lease_ms = {LEASE_MS}, renew_ms = {RENEW_MS} }}\ntiers = {{ refresh_ms = 300, claim_wait_ms = 5000 }}"
+    );
+    let base = Proxy::start("proxy_rpm", &extra, brokers().as_deref()).await;
+    let hot = base.key("acme", "rpm-hot", "hal", None);
+    let spread = base.key("acme", "rpm-spread", "sue", None);
+    let (hot_id, spread_id) = (key_id(&base.env, &hot), key_id(&base.env, &spread));
+    for (id, rpm) in [(&hot_id, "30"), (&spread_id, "2")] {
+        base.env.run(&[
+            "ratelimits",
+            "set",
+            "--scope",
+            "key",
+            "--id",
+            id,
+            "--rpm",
+            rpm,
+        ]);
+    }
+    let mut proxies = Proxies {
+        base,
+        ports: Vec::new(),
+        children: Vec::new(),
+    };
+    for _ in 0..3 {
+        proxies.start_one().await;
+    }
+    let http = reqwest::Client::new();
+    for &port in &proxies.ports {
+        until_share(&http, port, 1.0 / 3.0, 3.0, "three proxies").await;
+    }
+    let ports = proxies.ports.clone();
+
+    // One window holds every call (UTC minutes on this host's clock, which
+    // the proxies share): start with at least 30 s of a minute left, in a
+    // minute no call was made in; a try that crossed into the next minute
+    // is discarded and the one after is used.
+    let mut used_minute = 0u128;
+    let (minute, hot_calls, spread_calls) = 'tries: {
+        for _ in 0..3 {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while now_ms() % 60_000 > 30_000 || now_ms() / 60_000 <= used_minute {
+                assert!(Instant::now() < deadline, "the clock did not move");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let minute = now_ms() / 60_000;
+            // 45 calls of the hot key, all to proxy 0, nine at a time.
+            let mut hot_calls = Vec::new();
+            for _ in 0..5 {
+                let calls = (0..9).map(|_| call(&http, ports[0], &hot));
+                hot_calls.extend(futures::future::join_all(calls).await);
+            }
+            // 12 calls of the spread key, round-robin over the three.
+            let mut spread_calls = Vec::new();
+            for i in 0..12 {
+                spread_calls.push(call(&http, ports[i % 3], &spread).await);
+            }
+            used_minute = now_ms() / 60_000;
+            if hot_calls
+                .iter()
+                .chain(&spread_calls)
+                .all(|c| c.minutes == (minute, minute))
+            {
+                break 'tries (minute, hot_calls, spread_calls);
+            }
+            eprintln!("proxy rpm: a try crossed a minute; trying again");
+        }
+        panic!("three tries crossed a minute boundary");
+    };
+    let minute = i64::try_from(minute).unwrap();
+
+    for (what, calls, id, rpm) in [
+        ("one proxy", &hot_calls, &hot_id, 30),
+        ("spread", &spread_calls, &spread_id, 2),
+    ] {
+        let admitted = calls.iter().filter(|c| c.status == 200).count();
+        assert_eq!(admitted, rpm, "{what}: {calls:#?}");
+        for refused in calls.iter().filter(|c| c.status != 200) {
+            assert_eq!(refused.status, 429, "{what}: {refused:?}");
+            assert_eq!(refused.answer["error"]["code"], "rate_limit_exceeded");
+            assert_eq!(
+                refused.answer["error"]["message"],
+                format!(
+                    "rate limit of {rpm} requests per minute for key {id} reached (all of it is admitted this minute)"
+                )
+            );
+            let secs: u64 = refused.retry_after.as_deref().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&secs), "retry-after {secs}");
+        }
+        // The pool granted the whole limit of this window, and no more.
+        let windows = claimed(&proxies.base.env.pg_url, "key", id).await;
+        assert_eq!(
+            windows.get(&minute).map(|w| w.0),
+            Some(i64::try_from(rpm).unwrap()),
+            "{what}: {windows:?}"
+        );
+    }
+    assert_eq!(hot_calls.len() - 30, 15);
+    // Only the proxy the hot key reached claimed for it; every claim answered.
+    let claims_total = "tollgate_proxy_rate_limit_claims_total";
+    let on_hot = metric(&http, ports[0], claims_total).await.unwrap();
+    assert!(on_hot >= 2.0, "{on_hot} claims on proxy 0");
+    for &port in &ports {
+        assert_eq!(
+            metric(&http, port, "tollgate_proxy_rate_limit_claim_failures_total").await,
+            Some(0.0)
+        );
+        assert_eq!(
+            metric(&http, port, "tollgate_proxy_rate_limit_claim_timeouts_total").await,
+            Some(0.0)
+        );
+    }
+    // Each refusal is recorded as a rate-limited call of its key.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let events = read_events(
+            &proxies.base.brokers,
+            &proxies.base.env.events_topic,
+            usize::MAX,
+            Duration::from_secs(5),
+        );
+        let limited = |id: &str| {
+            events
+                .iter()
+                .filter(|e| {
+                    e["api_key_id"] == id
+                        && e["call"]["outcome"] == "rate_limited"
+                        && e["call"]["http_status"] == 429
+                })
+                .count()
+        };
+        let counts = (limited(&hot_id), limited(&spread_id));
+        if counts == (15, 10) {
+            break;
+        }
+        assert!(
+            counts.0 <= 15 && counts.1 <= 10 && Instant::now() < deadline,
+            "rate_limited events (hot, spread): {counts:?}, expected (15, 10)"
+        );
+    }
 }
