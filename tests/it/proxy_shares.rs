@@ -265,6 +265,10 @@ async fn three_proxies_share_a_budget_and_a_token_rate_and_a_dead_ones_share_ret
             let mut n = c;
             while !stop.load(Ordering::Relaxed) {
                 if !alive.lock().unwrap()[p] {
+                    // All gone (the test failed and killed them): stop.
+                    if !alive.lock().unwrap().iter().any(|a| *a) {
+                        return;
+                    }
                     p = (p + 1) % 3;
                     continue;
                 }
@@ -781,11 +785,21 @@ async fn three_proxies_admit_exactly_a_key_limit_whether_calls_reach_one_or_all(
     assert!(on_hot >= 2.0, "{on_hot} claims on proxy 0");
     for &port in &ports {
         assert_eq!(
-            metric(&http, port, "tollgate_proxy_rate_limit_claim_failures_total").await,
+            metric(
+                &http,
+                port,
+                "tollgate_proxy_rate_limit_claim_failures_total"
+            )
+            .await,
             Some(0.0)
         );
         assert_eq!(
-            metric(&http, port, "tollgate_proxy_rate_limit_claim_timeouts_total").await,
+            metric(
+                &http,
+                port,
+                "tollgate_proxy_rate_limit_claim_timeouts_total"
+            )
+            .await,
             Some(0.0)
         );
     }

@@ -59,8 +59,8 @@ pub struct ProxyConfig {
     pub credentials_refresh_secs: u64,
     pub rate_limit: RateLimitConfig,
     pub budgets: BudgetConfig,
-    /// How this proxy takes its share of budgets and rate limits among the
-    /// live proxies (`docs/cost.md`, "Shares among proxies").
+    /// How this proxy takes its share of budgets among the live proxies
+    /// (`docs/cost.md`, "Shares among proxies").
     pub shares: SharesConfig,
     /// The rate-limit tiers stored in PostgreSQL (`tollgate ratelimits`).
     pub tiers: TiersConfig,
@@ -165,7 +165,7 @@ impl Default for BudgetConfig {
 pub struct SharesConfig {
     /// How long a membership lasts without renewal, in ms: a proxy that
     /// died gives its share back this long after its last renewal, and one
-    /// that cannot renew spends nothing of budgets or rate limits this long
+    /// that cannot renew spends nothing of budgets this long
     /// after its last successful renewal began.
     pub lease_ms: u64,
     /// How often the membership is renewed and the live set read, in ms

@@ -314,7 +314,7 @@ pub async fn start(
         // The first refresh before serving: alone, the share is whole at once.
         if let Err(err) = membership::refresh(&membership, &pool, &shares).await {
             ProxyMetrics::inc(&metrics.membership_failures);
-            tracing::warn!(%err, "cannot join the live proxies yet; calls against hard budgets and rate limits are refused until this proxy has a share");
+            tracing::warn!(%err, "cannot join the live proxies yet; calls against hard budgets are refused until this proxy has a share");
         }
         tracing::info!(holder = %membership.holder, share = %shares.current(), live = shares.live(), "joined the live proxies");
         Some(tokio::spawn(membership::keep_renewed(

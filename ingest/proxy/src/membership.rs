@@ -72,7 +72,7 @@ pub async fn keep_renewed(
             }
             Err(err) => {
                 failures.inc();
-                tracing::warn!(%err, "cannot renew this proxy's membership; its share of budgets and rate limits drops to 0 when its lease runs out");
+                tracing::warn!(%err, "cannot renew this proxy's membership; its share of budgets drops to 0 when its lease runs out");
                 shares.publish();
             }
         }

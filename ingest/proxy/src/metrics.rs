@@ -61,7 +61,7 @@ pub struct ProxyMetrics {
     /// Reloads of stored provider credentials that failed (PostgreSQL
     /// unreachable, a row this proxy cannot decrypt).
     pub credential_reload_failures: Counter,
-    /// This proxy's share of budgets and rate limits (`crate::shares`).
+    /// This proxy's share of budgets (`crate::shares`).
     pub share: FloatGauge,
     /// Live proxies the last membership refresh saw.
     pub live_proxies: Gauge,
@@ -221,7 +221,7 @@ impl ProxyMetrics {
         );
         registry.register(
             "share",
-            "This proxy's share of each hard budget's remaining amount and of each rate limit (1/N of the N live proxies, 0 while joining or once its lease ran out, or proxy.budgets.share)",
+            "This proxy's share of each hard budget's remaining amount (1/N of the N live proxies, 0 while joining or once its lease ran out, or proxy.budgets.share)",
             self.share.clone(),
         );
         registry.register(

@@ -1,14 +1,15 @@
-//! This proxy's share of every hard budget's remaining amount and of every
-//! rate limit (`docs/cost.md`, "Shares among proxies").
+//! This proxy's share of every hard budget's remaining amount (`docs/cost.md`,
+//! "Shares among proxies"). Rate limits are not split: the proxies claim
+//! them from a shared pool ([`crate::tiers`]), which uses the live count
+//! only to size its blocks, and a fixed share for a proxy outside the pool.
 //!
 //! With `proxy.budgets.share` set the share is that fixed number (one proxy,
 //! or a hand-made split). Otherwise it is derived from the live proxies in
 //! PostgreSQL ([`crate::membership`] refreshes it in the background):
 //!
 //! - an equal split, `1/N` of the N live proxies ([`Share::OneOf`]): a
-//!   budget's remaining amount divided by N rounded down to 20 decimals, a
-//!   per-minute limit divided by N rounded down to a whole number, so the N
-//!   parts never sum above the whole;
+//!   budget's remaining amount divided by N rounded down to 20 decimals, so
+//!   the N parts never sum above the whole;
 //! - 0 while this proxy has joined but some other live proxy has not yet
 //!   applied the join (it still holds its larger, older share);
 //! - 0 once the lease of the last successful refresh has run out on this
@@ -25,7 +26,8 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use crate::metrics::FloatGauge;
 use prometheus_client::metrics::gauge::Gauge;
 
-/// This proxy's part of a budget's remaining amount or of a rate limit.
+/// This proxy's part of a budget's remaining amount (or, fixed, of a rate
+/// limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Share {
     /// `proxy.budgets.share`, in (0, 1].
