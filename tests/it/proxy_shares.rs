@@ -73,6 +73,21 @@ async fn metric(http: &reqwest::Client, port: u16, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The proxies' log lines saying a membership renewal failed (a lease that
+/// lapsed under load changes every share; shown when a bound fails).
+fn renewal_warnings(env: &support::TestEnv) -> Vec<String> {
+    (0..4)
+        .flat_map(|i| {
+            std::fs::read_to_string(env.log_path(&format!("proxy{i}")))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("cannot renew") || l.contains("joined the live"))
+                .map(|l| format!("proxy{i}: {l}"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Wait until `port` reports `share` of `live` proxies.
 async fn until_share(http: &reqwest::Client, port: u16, share: f64, live: f64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -388,8 +403,9 @@ async fn three_proxies_share_a_budget_and_a_token_rate_and_a_dead_ones_share_ret
     for p in 0..2 {
         assert!(
             by_proxy[&p] <= half,
-            "survivor {p}: {} > {half}",
-            by_proxy[&p]
+            "survivor {p}: {} > {half}; membership warnings: {:?}",
+            by_proxy[&p],
+            renewal_warnings(&proxies.base.env)
         );
     }
     // The documented bound with one death and no spend folded meanwhile:
