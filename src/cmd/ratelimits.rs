@@ -2,8 +2,9 @@
 //! and tokens per minute per key, user, team or org) in PostgreSQL; each
 //! change is also an `admin.rate_limit.set` / `admin.rate_limit.deleted`
 //! event, through the outbox, as through the admin API. Every proxy
-//! reloads them within `proxy.tiers.refresh_ms` and enforces its share of
-//! each (`docs/proxy.md`, "Rate-limit tiers").
+//! reloads them within `proxy.tiers.refresh_ms`; together the proxies admit
+//! each limit per minute, claiming it from a shared pool (`docs/proxy.md`,
+//! "Rate-limit tiers").
 
 use tollgate_control::rate_limits::admin::SetOutcome;
 use tollgate_control::rate_limits::{

@@ -346,7 +346,7 @@ mod tests {
             "# TYPE tollgate_proxy_share gauge",
             "tollgate_proxy_share 0.0",
             "tollgate_proxy_rate_limit_refusals_total{scope=\"team\",limit=\"tokens\"} 1",
-            "# TYPE tollgate_proxy_rate_limit_claims counter",
+            "# TYPE tollgate_proxy_rate_limit_claims_total counter",
             "tollgate_proxy_rate_limit_claims_total 0",
             "tollgate_proxy_rate_limit_claim_failures_total 0",
             "tollgate_proxy_rate_limit_claim_timeouts_total 0",
