@@ -290,25 +290,10 @@ async fn three_proxies_share_a_budget_and_a_token_rate_and_a_dead_ones_share_ret
                 n += 1;
                 let budget_call = n % 2 == 0;
                 let started_ms = now_ms();
-                let sent = http
-                    .post(format!("http://127.0.0.1:{}/v1/chat/completions", ports[p]))
-                    .bearer_auth(&keys[usize::from(!budget_call)])
-                    .json(&body)
-                    .timeout(Duration::from_secs(60))
-                    .send()
-                    .await;
-                let Ok(response) = sent else {
+                let sent = send(&http, ports[p], &keys[usize::from(!budget_call)], &body).await;
+                let Some((status, answer, retry_after)) = sent else {
                     // Killed under us: this call's fate is unknown; move on.
                     alive.lock().unwrap()[p] = false;
-                    continue;
-                };
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(String::from);
-                let Ok(answer) = response.json::<Value>().await else {
                     continue;
                 };
                 let usage = (status == 200).then(|| {
@@ -663,24 +648,37 @@ struct Answered {
     retry_after: Option<String>,
 }
 
-async fn call(http: &reqwest::Client, port: u16, key: &str) -> Answered {
-    let started = now_ms() / 60_000;
+/// Send one chat call to the proxy on `port`: (status, answer,
+/// `retry-after`), `None` when the proxy did not answer (killed).
+async fn send(
+    http: &reqwest::Client,
+    port: u16,
+    key: &str,
+    body: &Value,
+) -> Option<(u16, Value, Option<String>)> {
     let response = http
         .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
         .bearer_auth(key)
-        .json(&json!({"model": "mock-shares", "max_tokens": 5,
-                      "messages": [{"role": "user", "content": "one of many"}]}))
+        .json(body)
         .timeout(Duration::from_secs(60))
         .send()
         .await
-        .unwrap();
+        .ok()?;
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let answer = response.json::<Value>().await.unwrap();
+    let answer = response.json::<Value>().await.ok()?;
+    Some((status, answer, retry_after))
+}
+
+async fn call(http: &reqwest::Client, port: u16, key: &str) -> Answered {
+    let started = now_ms() / 60_000;
+    let body = json!({"model": "mock-shares", "max_tokens": 5,
+                      "messages": [{"role": "user", "content": "one of many"}]});
+    let (status, answer, retry_after) = send(http, port, key, &body).await.unwrap();
     Answered {
         minutes: (started, now_ms() / 60_000),
         status,

@@ -613,8 +613,15 @@ async fn hostile_rate_limit_bodies_are_400s_naming_the_field() {
 /// through the API lifts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_proxy_enforces_a_limit_set_through_the_api_until_it_is_deleted() {
-    let mut proxy =
-        crate::proxy::Proxy::start("rl_admin_proxy", "tiers = { refresh_ms = 300 }", None).await;
+    // A generous claim wait: on a loaded machine the first claim of a
+    // window may take longer than the default 50 ms (then the call would be
+    // refused for want of a claim, not for the limit).
+    let mut proxy = crate::proxy::Proxy::start(
+        "rl_admin_proxy",
+        "tiers = { refresh_ms = 300, claim_wait_ms = 5000 }",
+        None,
+    )
+    .await;
     proxy.env.start_api().await;
     let http = reqwest::Client::new();
     let acme_key = proxy.env.create_key_with_role("admin", Some("acme"));
@@ -635,7 +642,7 @@ async fn the_proxy_enforces_a_limit_set_through_the_api_until_it_is_deleted() {
     assert_eq!(answer["error"]["code"], "rate_limit_exceeded", "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("2 requests per minute for team limited"),
+        message.starts_with("rate limit of 2 requests per minute for team limited reached"),
         "{message}"
     );
     // Two per UTC minute: a third call in the same minute is refused (a

@@ -24,7 +24,7 @@
 pub mod allowance;
 pub mod pool;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -231,9 +231,10 @@ impl RateTiers {
             })
             .collect();
         self.count.store(map.len(), Ordering::Relaxed);
-        let mut windows = self.windows();
-        windows.retain(|k, _| map.contains_key(k));
+        let kept: HashSet<ScopeKey> = map.keys().cloned().collect();
+        // One lock at a time: admissions take the limits, then the windows.
         *self.limits.write().unwrap_or_else(|e| e.into_inner()) = map;
+        self.windows().retain(|k, _| kept.contains(k));
     }
 
     /// Whether any limit is in force (else calls skip the locks).
