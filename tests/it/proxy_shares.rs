@@ -112,6 +112,23 @@ struct Proxies {
 }
 
 impl Proxies {
+    /// Three proxies of `base`'s configuration, each seeing all three live.
+    async fn three(base: Proxy) -> Self {
+        let mut proxies = Proxies {
+            base,
+            ports: Vec::new(),
+            children: Vec::new(),
+        };
+        for _ in 0..3 {
+            proxies.start_one().await;
+        }
+        let http = reqwest::Client::new();
+        for &port in &proxies.ports {
+            until_share(&http, port, 1.0 / 3.0, 3.0, "three proxies").await;
+        }
+        proxies
+    }
+
     async fn start_one(&mut self) -> usize {
         let i = self.ports.len();
         let port = support::free_port();
@@ -241,18 +258,8 @@ async fn three_proxies_share_a_budget_and_a_token_rate_and_a_dead_ones_share_ret
 
     let budget_key = base.key("acme", "shared-budget", "ada", None);
     let tpm_key = base.key("acme", "shared-tpm", "bob", None);
-    let mut proxies = Proxies {
-        base,
-        ports: Vec::new(),
-        children: Vec::new(),
-    };
-    for _ in 0..3 {
-        proxies.start_one().await;
-    }
+    let mut proxies = Proxies::three(base).await;
     let http = reqwest::Client::new();
-    for &port in &proxies.ports {
-        until_share(&http, port, 1.0 / 3.0, 3.0, "three proxies").await;
-    }
 
     // 64 clients, spread over the proxies (moving on when theirs is gone),
     // alternating a call against the budget and one against the rate limit.
@@ -714,18 +721,8 @@ async fn three_proxies_admit_exactly_a_key_limit_whether_calls_reach_one_or_all(
             rpm,
         ]);
     }
-    let mut proxies = Proxies {
-        base,
-        ports: Vec::new(),
-        children: Vec::new(),
-    };
-    for _ in 0..3 {
-        proxies.start_one().await;
-    }
+    let proxies = Proxies::three(base).await;
     let http = reqwest::Client::new();
-    for &port in &proxies.ports {
-        until_share(&http, port, 1.0 / 3.0, 3.0, "three proxies").await;
-    }
     let ports = proxies.ports.clone();
 
     // One window holds every call (UTC minutes on this host's clock, which
