@@ -879,6 +879,29 @@ async fn sigkill_mid_stream_keeps_chains_continuous() {
     );
 }
 
+/// Produce `messages`, fold them with the audit fold alone until the chain
+/// holds `entries`, stop it, and start the api.
+async fn chain_then_serve(env: &mut TestEnv, messages: &[(String, Vec<u8>)], entries: u64) {
+    produce_all(&env.events_topic, messages).await;
+    let pid = env.spawn("process", &["process", "--folds", "audit"]);
+    let got = env
+        .wait_for_count(
+            "SELECT count() FROM {db}.audit_chain",
+            entries,
+            Duration::from_secs(90),
+        )
+        .await;
+    assert_eq!(got, entries);
+    stop(pid).await;
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.direct_api_url()),
+        crate::support::PATIENCE,
+        &env.log_path("api"),
+    )
+    .await;
+}
+
 /// The audit API: open public key; verify and export only for compliance
 /// and admin keys; an org-scoped key never sees another org's trail.
 #[tokio::test(flavor = "multi_thread")]
@@ -896,24 +919,7 @@ async fn api_roles_and_tenant_isolation() {
         })
         .collect();
     messages.extend(org_b);
-    produce_all(&env.events_topic, &messages).await;
-    let pid = env.spawn("process", &["process", "--folds", "audit"]);
-    let got = env
-        .wait_for_count(
-            "SELECT count() FROM {db}.audit_chain",
-            27,
-            Duration::from_secs(90),
-        )
-        .await;
-    assert_eq!(got, 27);
-    stop(pid).await;
-    env.spawn("api", &["api"]);
-    support::wait_http(
-        &format!("{}/healthz", env.direct_api_url()),
-        crate::support::PATIENCE,
-        &env.log_path("api"),
-    )
-    .await;
+    chain_then_serve(&mut env, &messages, 27).await;
 
     let http = reqwest::Client::new();
     let get = |path: &str, key: Option<&str>| {
@@ -1038,24 +1044,7 @@ async fn an_export_leaves_out_chains_shared_with_other_orgs() {
     messages.extend(traffic(&["_tollgate"], 2, start));
     messages.extend(as_org(traffic(&["_tollgate"], 1, start), "org-b"));
     messages.extend(as_org(traffic(&["_tollgate"], 1, start), "_tollgate"));
-    produce_all(&env.events_topic, &messages).await;
-    let pid = env.spawn("process", &["process", "--folds", "audit"]);
-    let got = env
-        .wait_for_count(
-            "SELECT count() FROM {db}.audit_chain",
-            9,
-            Duration::from_secs(90),
-        )
-        .await;
-    assert_eq!(got, 9);
-    stop(pid).await;
-    env.spawn("api", &["api"]);
-    support::wait_http(
-        &format!("{}/healthz", env.direct_api_url()),
-        crate::support::PATIENCE,
-        &env.log_path("api"),
-    )
-    .await;
+    chain_then_serve(&mut env, &messages, 9).await;
     let http = reqwest::Client::new();
     let export = |org: &str, key: String| {
         http.get(format!(

@@ -30,8 +30,15 @@ pub fn create_named_user(env: &TestEnv, email: &str, name: Option<&str>, grants:
     for g in grants {
         args.extend(["--grant", g]);
     }
+    let (ok, err) = with_password(env, &args, PASSWORD);
+    assert!(ok, "users create: {err}");
+}
+
+/// `tollgate <args>` given `password` on stdin: whether it succeeded, and
+/// its stderr.
+fn with_password(env: &TestEnv, args: &[&str], password: &str) -> (bool, String) {
     let mut child = env
-        .tollgate(&args)
+        .tollgate(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -41,14 +48,13 @@ pub fn create_named_user(env: &TestEnv, email: &str, name: Option<&str>, grants:
         .stdin
         .take()
         .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .write_all(format!("{password}\n").as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
+    (
         out.status.success(),
-        "users create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A browser without a cookie jar: the session cookie and the sign-in
@@ -381,29 +387,16 @@ async fn repeated_failures_lock_the_account() {
 /// `tollgate users set-password` with the password on stdin; its stderr
 /// and whether it succeeded.
 fn set_password(env: &TestEnv, email: &str, password: &str) -> (bool, String) {
-    let mut child = env
-        .tollgate(&[
+    with_password(
+        env,
+        &[
             "users",
             "set-password",
             "--email",
             email,
             "--password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        ],
+        password,
     )
 }
 

@@ -263,11 +263,7 @@ impl AccountStore {
         .map_err(|e| ControlError::postgres("setting a password", e))?
         .rows_affected()
             > 0;
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| ControlError::postgres("ending a user's sessions", e))?;
+        end_sessions(&mut tx, user_id).await?;
         commit(tx, "setting a password").await?;
         tracing::info!(%user_id, actor, "password set");
         Ok(changed)
@@ -285,11 +281,7 @@ impl AccountStore {
         .map_err(|e| ControlError::postgres("disabling a user", e))?
         .rows_affected()
             > 0;
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| ControlError::postgres("ending a user's sessions", e))?;
+        end_sessions(&mut tx, user_id).await?;
         commit(tx, "disabling a user").await?;
         tracing::info!(%user_id, actor, "user disabled");
         Ok(changed)
@@ -431,6 +423,19 @@ pub(super) async fn insert_user(
         },
         e => ControlError::postgres("creating a user", e),
     })
+}
+
+/// End every session of `user_id` (its sign-in no longer holds).
+async fn end_sessions(
+    tx: &mut Transaction<'static, Postgres>,
+    user_id: Uuid,
+) -> Result<(), ControlError> {
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| ControlError::postgres("ending a user's sessions", e))?;
+    Ok(())
 }
 
 pub(super) async fn replace_grants(
