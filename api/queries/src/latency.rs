@@ -918,6 +918,12 @@ struct HistogramRow {
 /// and the four key columns.
 type RowKey = (u32, String, String, String, String);
 
+/// The [`RowKey`] of a row in `bucket` (0 for the totals) with its
+/// provider, model, team and org keys.
+fn row_key(bucket: u32, [p, m, t, o]: [&String; 4]) -> RowKey {
+    (bucket, p.clone(), m.clone(), t.clone(), o.clone())
+}
+
 /// One statement's histograms by row and metric.
 type Histograms = HashMap<(RowKey, Metric), Vec<f64>>;
 
@@ -1017,13 +1023,15 @@ trait StatsRow {
 
 impl StatsRow for TotalsRow {
     fn key(&self) -> RowKey {
-        let (p, m, t, o) = (
-            &self.key_provider,
-            &self.key_model,
-            &self.key_team,
-            &self.key_org,
-        );
-        (0, p.clone(), m.clone(), t.clone(), o.clone())
+        row_key(
+            0,
+            [
+                &self.key_provider,
+                &self.key_model,
+                &self.key_team,
+                &self.key_org,
+            ],
+        )
     }
     fn metrics(&mut self) -> [(u64, &mut Vec<f64>); 2] {
         [
@@ -1035,18 +1043,14 @@ impl StatsRow for TotalsRow {
 
 impl StatsRow for SeriesRow {
     fn key(&self) -> RowKey {
-        let (p, m, t, o) = (
-            &self.key_provider,
-            &self.key_model,
-            &self.key_team,
-            &self.key_org,
-        );
-        (
+        row_key(
             self.bucket_start,
-            p.clone(),
-            m.clone(),
-            t.clone(),
-            o.clone(),
+            [
+                &self.key_provider,
+                &self.key_model,
+                &self.key_team,
+                &self.key_org,
+            ],
         )
     }
     fn metrics(&mut self) -> [(u64, &mut Vec<f64>); 2] {
