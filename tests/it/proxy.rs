@@ -217,10 +217,11 @@ backoff_base_ms = 20
 backoff_max_ms = 2000
 "#
         );
-        let env = TestEnv::with_extra_config(label, &extra).await;
+        let mut env = TestEnv::with_extra_config(label, &extra).await;
         let brokers = brokers
             .map(String::from)
             .unwrap_or_else(support::kafka_brokers);
+        env.topics_also_on(&brokers);
         create_topics(&brokers, &env.events_topic, &env.decisions_topic).await;
         let mut proxy = Self {
             port,

@@ -122,6 +122,9 @@ pub struct TestEnv {
     /// That admin's API key.
     pub admin_key: Option<String>,
     children: Vec<Child>,
+    /// Other Kafka clusters this environment's topics were made on (the
+    /// cluster stack's), cleaned up with the single-node broker's.
+    other_brokers: Vec<String>,
 }
 
 impl TestEnv {
@@ -200,6 +203,7 @@ listen = "127.0.0.1:{api_port}"
             api_forward: None,
             admin_key: None,
             children: Vec::new(),
+            other_brokers: Vec::new(),
         };
         let out = env.tollgate(&["migrate"]).output().unwrap();
         assert!(
@@ -376,6 +380,14 @@ impl TestEnv {
 impl TestEnv {
     /// Start `tollgate api` (killed with the environment) and wait until it
     /// answers.
+    /// Also delete this environment's topics on `brokers` at the end (its
+    /// topics were made there too).
+    pub fn topics_also_on(&mut self, brokers: &str) {
+        if brokers != kafka_brokers() && !self.other_brokers.iter().any(|b| b == brokers) {
+            self.other_brokers.push(brokers.to_string());
+        }
+    }
+
     pub async fn start_api(&mut self) {
         self.spawn("api", &["api"]);
         self.wait_api().await;
@@ -499,12 +511,14 @@ impl Drop for TestEnv {
         // clean up from a thread with a runtime of its own.
         let name = self.name.clone();
         let ch_database = self.ch_database.clone();
+        let mut brokers = vec![kafka_brokers()];
+        brokers.extend(self.other_brokers.iter().cloned());
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(drop_resources(&name, &ch_database));
+            runtime.block_on(drop_resources(&name, &ch_database, &brokers));
         });
         if cleanup.join().is_err() {
             eprintln!("cleaning up test environment {} failed", self.name);
@@ -512,35 +526,48 @@ impl Drop for TestEnv {
     }
 }
 
-/// Drop what a [`TestEnv`] created: every topic named `<name>.*`, its
-/// ClickHouse database and its PostgreSQL database. Failures are reported,
-/// not raised: a leftover never fails a test that passed.
-async fn drop_resources(name: &str, ch_database: &str) {
+/// Delete every topic named `<name>.*` on `brokers`.
+async fn delete_topics_of(name: &str, brokers: &str) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
 
     let admin: Result<AdminClient<DefaultClientContext>, _> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
+        .set("bootstrap.servers", brokers)
         .create();
-    if let Ok(admin) = admin {
-        let prefix = format!("{name}.");
-        let topics: Vec<String> = admin
-            .inner()
-            .fetch_metadata(None, PATIENCE)
-            .map(|m| {
-                m.topics()
-                    .iter()
-                    .map(|t| t.name().to_string())
-                    .filter(|t| t.starts_with(&prefix))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !topics.is_empty() {
-            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-            if let Err(err) = admin.delete_topics(&names, &AdminOptions::new()).await {
-                eprintln!("deleting topics {names:?}: {err}");
+    let Ok(admin) = admin else { return };
+    let prefix = format!("{name}.");
+    let topics: Vec<String> = admin
+        .inner()
+        .fetch_metadata(None, PATIENCE)
+        .map(|m| {
+            m.topics()
+                .iter()
+                .map(|t| t.name().to_string())
+                .filter(|t| t.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    if topics.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    match admin.delete_topics(&names, &AdminOptions::new()).await {
+        Ok(results) => {
+            for failed in results.iter().filter_map(|r| r.as_ref().err()) {
+                eprintln!("deleting topic {} on {brokers}: {:?}", failed.0, failed.1);
             }
         }
+        Err(err) => eprintln!("deleting topics {names:?} on {brokers}: {err}"),
+    }
+}
+
+/// Drop what a [`TestEnv`] created: every topic named `<name>.*` on each
+/// of `brokers`, its ClickHouse database and its PostgreSQL database.
+/// Failures are reported, not raised: a leftover never fails a test that
+/// passed.
+async fn drop_resources(name: &str, ch_database: &str, brokers: &[String]) {
+    for brokers in brokers {
+        delete_topics_of(name, brokers).await;
     }
     let response = reqwest::Client::new()
         .post(clickhouse_url())
