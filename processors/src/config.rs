@@ -19,6 +19,11 @@ pub struct ProcessorConfig {
     /// (`queued.max.messages.kbytes`): messages fetched ahead of the loop,
     /// each fold's memory besides one batch (`docs/performance.md`).
     pub prefetch_kbytes: u32,
+    /// ...and at most about this many events per assigned partition
+    /// (`queued.min.messages`): the bound that holds whatever the
+    /// compression ratio, since librdkafka counts `prefetch_kbytes` in
+    /// compressed bytes but keeps the decompressed sets in memory.
+    pub prefetch_events_per_partition: u32,
     /// Kafka consumer session timeout: how long a crashed processor keeps
     /// its partitions before the group hands them to another member (and,
     /// without `instance_id`, how long its restart waits for them).
@@ -53,6 +58,7 @@ impl Default for ProcessorConfig {
             batch_max_bytes: 16 * 1024 * 1024,
             batch_max_wait_ms: 500,
             prefetch_kbytes: 32 * 1024,
+            prefetch_events_per_partition: 100_000,
             session_timeout_ms: 10_000,
             instance_id: None,
             health_sample_secs: 10,
@@ -70,6 +76,9 @@ const SESSION_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 6_000..=1_800_000;
 /// librdkafka's bounds of `queued.max.messages.kbytes`.
 const PREFETCH_KBYTES: std::ops::RangeInclusive<u32> = 1..=2_097_151;
 
+/// librdkafka's bounds of `queued.min.messages`.
+const PREFETCH_EVENTS: std::ops::RangeInclusive<u32> = 1..=10_000_000;
+
 /// Kafka's limit on a `group.instance.id`.
 const INSTANCE_ID_MAX_LEN: usize = 249;
 
@@ -82,6 +91,14 @@ impl ProcessorConfig {
                 self.prefetch_kbytes,
                 PREFETCH_KBYTES.start(),
                 PREFETCH_KBYTES.end()
+            ));
+        }
+        if !PREFETCH_EVENTS.contains(&self.prefetch_events_per_partition) {
+            return Err(format!(
+                "processor.prefetch_events_per_partition is {}: librdkafka accepts {} to {}",
+                self.prefetch_events_per_partition,
+                PREFETCH_EVENTS.start(),
+                PREFETCH_EVENTS.end()
             ));
         }
         if !SESSION_TIMEOUT_MS.contains(&self.session_timeout_ms) {
@@ -250,6 +267,14 @@ mod tests {
         assert_eq!(
             no_prefetch.validate().unwrap_err(),
             "processor.prefetch_kbytes is 0: librdkafka accepts 1 to 2097151"
+        );
+        let too_many = ProcessorConfig {
+            prefetch_events_per_partition: 10_000_001,
+            ..ProcessorConfig::default()
+        };
+        assert_eq!(
+            too_many.validate().unwrap_err(),
+            "processor.prefetch_events_per_partition is 10000001: librdkafka accepts 1 to 10000000"
         );
         assert_eq!(
             with("").validate().unwrap_err(),

@@ -269,6 +269,10 @@ fn consumer_config(
             config.prefetch_kbytes.to_string(),
         )
         .set(
+            "queued.min.messages",
+            config.prefetch_events_per_partition.to_string(),
+        )
+        .set(
             "statistics.interval.ms",
             PROGRESS_EVERY.as_millis().to_string(),
         );

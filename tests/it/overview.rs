@@ -568,7 +568,9 @@ async fn overview_totals_rates_and_lists_equal_the_seeded_values() {
     assert_eq!(pinned["org"], "org-a");
     // Finance reads cost, budgets and alerts, not latency and errors.
     assert_eq!(pinned["spend"], home_a["spend"]);
-    assert_eq!(pinned["budgets_near_limit"], home_a["budgets_near_limit"]);
+    // The budgets by subject and percent (their forecasts move with the
+    // clock between the two requests).
+    assert_eq!(got_near(&pinned), got_near(&home_a));
     assert_eq!(pinned["firing_alerts"], home_a["firing_alerts"]);
     assert_eq!(pinned["health"], Value::Null);
     assert_eq!(pinned["newest_patterns"], Value::Null);
