@@ -1052,7 +1052,7 @@ pub(crate) async fn run(
     models: &ReadModels,
     query: &LatencyQuery,
 ) -> Result<LatencyReport, ReadModelError> {
-    let mut series = fetch_series(models, query).await?;
+    let mut series: Vec<SeriesRow> = fetch_stats(models, query, true).await?;
     let summed = totals_of(query, &series);
     let series_histograms = async {
         let largest = series
@@ -1067,8 +1067,10 @@ pub(crate) async fn run(
     };
     let needs_kept = summed.iter().any(|r| has_small(r.call_count, r.ttft_count));
     let (mut totals, totals_histograms, series_histograms) = if needs_kept {
-        let (totals, series_histograms) =
-            futures::try_join!(fetch_totals(models, query), series_histograms)?;
+        let (totals, series_histograms) = futures::try_join!(
+            fetch_stats::<TotalsRow>(models, query, false),
+            series_histograms
+        )?;
         let totals_histograms = if totals.iter().any(|r| is_large(r.call_count, r.ttft_count)) {
             fetch_histograms(models, query, false, Fold::BucketsFirst).await?
         } else {
@@ -1267,26 +1269,24 @@ fn missing_histogram(
     }
 }
 
-/// The series statement (kept values).
-async fn fetch_series(
+/// The rows of one kept-values statement: the series (`bucketed`) or the
+/// totals.
+async fn fetch_stats<R>(
     models: &ReadModels,
     query: &LatencyQuery,
-) -> Result<Vec<SeriesRow>, ReadModelError> {
-    let sql = stats_sql("latency.series", query, true);
+    bucketed: bool,
+) -> Result<Vec<R>, ReadModelError>
+where
+    R: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    let name = if bucketed {
+        "latency.series"
+    } else {
+        "latency.totals"
+    };
+    let sql = stats_sql(name, query, bucketed);
     models
-        .bounded(sql.query(models.client()).fetch_all::<SeriesRow>())
-        .await
-        .map_err(|err| models.classify(sql.name, err))
-}
-
-/// The totals statement (kept values).
-async fn fetch_totals(
-    models: &ReadModels,
-    query: &LatencyQuery,
-) -> Result<Vec<TotalsRow>, ReadModelError> {
-    let sql = stats_sql("latency.totals", query, false);
-    models
-        .bounded(sql.query(models.client()).fetch_all::<TotalsRow>())
+        .bounded(sql.query(models.client()).fetch_all::<R>())
         .await
         .map_err(|err| models.classify(sql.name, err))
 }
