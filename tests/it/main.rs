@@ -39,6 +39,7 @@ mod finance_chromium;
 mod fold_models;
 mod ingest_api;
 mod latency_api;
+mod latency_long_window;
 mod layering;
 mod leases;
 mod local_time_chromium;

@@ -185,10 +185,18 @@ def test_latency_percentiles_on_current_clickhouse():
         # values, and its order statistics replace the kept values' there.
         got = {r["key_model"]: r for r in answer("latency.totals")}
         histograms = answer("latency.totals.histogram")
+        # The series' histogram folds rows as read (no inner GROUP BY per
+        # bucket); over one bucket holding the whole window it must give
+        # the totals' order statistics to the last digit.
+        one_bucket = answer("latency.series.histogram.one_bucket")
     finally:
         sess.query(f"DROP DATABASE IF EXISTS {name}")
         sess.close()
     assert sorted((h["key_model"], int(h["metric"])) for h in histograms) == [("big", 0), ("big", 1)]
+    assert [(h["key_model"], int(h["metric"]), h["order_stats"]) for h in one_bucket] == [
+        (h["key_model"], int(h["metric"]), h["order_stats"]) for h in histograms
+    ]
+    assert {int(h["bucket_start"]) for h in one_bucket} == {1_767_225_600}
     for h in histograms:
         field = ("duration_order_stats", "ttft_order_stats")[int(h["metric"])]
         got[h["key_model"]][field] = h["order_stats"]

@@ -27,7 +27,7 @@ use tollgate_control::budgets::BudgetStore;
 
 use crate::audit::search::urlencode;
 use crate::latency::{interpolate_ms, merged_with, order_stats_at, EXACT_MAX_CALLS};
-use crate::latency_histogram::{by_group, order_stats_sql, HistogramQuery, Metric};
+use crate::latency_histogram::{by_group, order_stats_sql, Fold, HistogramQuery, Metric};
 use crate::table::Table;
 use crate::{BoundSql, ReadModelError, ReadModels, SqlValue};
 
@@ -275,6 +275,8 @@ fn histogram_sql(
         filters,
         metric: Some(metric),
         levels: q,
+        // One group of a rule's window: few rows per bucket summed first.
+        fold: Fold::BucketsFirst,
     })
 }
 

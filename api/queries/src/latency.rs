@@ -23,12 +23,12 @@
 //! `LatencyReport`. The rollup has one-minute resolution, so a query's window
 //! is widened to whole minutes and buckets are whole minutes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::latency_histogram::{by_group, order_stats_sql, Column, HistogramQuery, Metric};
+use super::latency_histogram::{by_group, order_stats_sql, Column, Fold, HistogramQuery, Metric};
 use super::params::{parse_time, InvalidParameter};
 use super::params::{Expected, QueryParams};
 use super::table::Table;
@@ -859,7 +859,7 @@ fn filters(query: &LatencyQuery) -> Vec<(&'static str, String)> {
 /// The histogram statement for the groups of [`stats_sql`] with more than
 /// [`EXACT_MAX_CALLS`] values (`latency_histogram`): the same keys, and
 /// `bucket_start` 0 for the totals, so both halves share [`HistogramRow`].
-fn histogram_sql(name: &'static str, query: &LatencyQuery, bucketed: bool) -> BoundSql {
+fn histogram_sql(name: &'static str, query: &LatencyQuery, bucketed: bool, fold: Fold) -> BoundSql {
     let mut columns = Vec::new();
     let mut column_binds = Vec::new();
     if bucketed {
@@ -895,6 +895,7 @@ fn histogram_sql(name: &'static str, query: &LatencyQuery, bucketed: bool) -> Bo
         filters: filters(query),
         metric: None,
         levels: &LEVELS,
+        fold,
     })
 }
 
@@ -976,41 +977,195 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
     vec![
         stats_sql("latency.totals", &plain, false),
         stats_sql("latency.series", &plain, true),
-        histogram_sql("latency.totals.histogram", &plain, false),
-        histogram_sql("latency.series.histogram", &plain, true),
+        histogram_sql(
+            "latency.totals.histogram",
+            &plain,
+            false,
+            Fold::BucketsFirst,
+        ),
+        histogram_sql("latency.series.histogram", &plain, true, Fold::RowsAsRead),
+        histogram_sql(
+            "latency.series.histogram.dense",
+            &plain,
+            true,
+            Fold::BucketsFirst,
+        ),
         stats_sql("latency.totals.filtered", &filtered, false),
         stats_sql("latency.series.filtered", &filtered, true),
-        histogram_sql("latency.totals.histogram.filtered", &filtered, false),
-        histogram_sql("latency.series.histogram.filtered", &filtered, true),
+        histogram_sql(
+            "latency.totals.histogram.filtered",
+            &filtered,
+            false,
+            Fold::BucketsFirst,
+        ),
+        histogram_sql(
+            "latency.series.histogram.filtered",
+            &filtered,
+            true,
+            Fold::RowsAsRead,
+        ),
         stats_sql("latency.totals.ungrouped", &ungrouped, false),
         stats_sql("latency.series.ungrouped", &ungrouped, true),
-        histogram_sql("latency.totals.histogram.ungrouped", &ungrouped, false),
-        histogram_sql("latency.series.histogram.ungrouped", &ungrouped, true),
+        histogram_sql(
+            "latency.totals.histogram.ungrouped",
+            &ungrouped,
+            false,
+            Fold::BucketsFirst,
+        ),
+        histogram_sql(
+            "latency.series.histogram.ungrouped",
+            &ungrouped,
+            true,
+            Fold::RowsAsRead,
+        ),
+        // One bucket over the whole sample window: the series' fold must
+        // give the totals' order statistics (tests/sql_compat).
+        histogram_sql(
+            "latency.series.histogram.one_bucket",
+            &LatencyQuery {
+                bucket_secs: 3_600,
+                ..plain.clone()
+            },
+            true,
+            Fold::RowsAsRead,
+        ),
         dimensions_sql(from, to),
     ]
 }
 
 // ---------------------------------------------------------------- running
 
-/// The report: totals and series from the kept values (cheap, and all a
-/// group of at most [`EXACT_MAX_CALLS`] values needs); then, only when a
-/// group or bucket has more values than that, the histogram's order
-/// statistics for those groups, which replace the kept values' (see
-/// docs/architecture.md, "What it costs").
+/// The report, in up to three rounds of statements (see
+/// docs/architecture.md, "What it costs"):
+/// 1. the series from the kept values (all a group or bucket of at most
+///    [`EXACT_MAX_CALLS`] values needs); its counts add up to each group's
+///    totals, since its buckets split the window;
+/// 2. the totals' kept values, only when some group has a metric of at
+///    most [`EXACT_MAX_CALLS`] values (over long windows every group is
+///    larger, and merging their kept values was work thrown away),
+///    beside the histogram of the series rows above the threshold;
+/// 3. the histogram of the totals above the threshold: after the totals
+///    it completes, so a group that grew between two statements still
+///    finds its histogram (counts only grow). Without a totals statement
+///    it joins round 2.
 pub(crate) async fn run(
     models: &ReadModels,
     query: &LatencyQuery,
 ) -> Result<LatencyReport, ReadModelError> {
-    let (mut totals, mut series) = fetch(models, query).await?;
-    let large = |count: u64, ttft: u64| count > EXACT_MAX_CALLS || ttft > EXACT_MAX_CALLS;
-    let needs_histogram = totals.iter().any(|r| large(r.call_count, r.ttft_count))
-        || series.iter().any(|r| large(r.call_count, r.ttft_count));
-    if needs_histogram {
-        let (totals_histograms, series_histograms) = fetch_histograms(models, query).await?;
-        apply_histograms("latency.totals.histogram", &totals_histograms, &mut totals)?;
-        apply_histograms("latency.series.histogram", &series_histograms, &mut series)?;
-    }
+    let mut series: Vec<SeriesRow> = fetch_stats(models, query, true).await?;
+    let summed = totals_of(query, &series);
+    let series_histograms = async {
+        let largest = series
+            .iter()
+            .filter(|r| is_large(r.call_count, r.ttft_count))
+            .map(|r| r.call_count)
+            .max();
+        match largest {
+            None => Ok(Histograms::new()),
+            Some(values) => fetch_histograms(models, query, true, series_fold(values)).await,
+        }
+    };
+    let needs_kept = summed.iter().any(|r| has_small(r.call_count, r.ttft_count));
+    let (mut totals, totals_histograms, series_histograms) = if needs_kept {
+        let (totals, series_histograms) = futures::try_join!(
+            fetch_stats::<TotalsRow>(models, query, false),
+            series_histograms
+        )?;
+        let totals_histograms = if totals.iter().any(|r| is_large(r.call_count, r.ttft_count)) {
+            fetch_histograms(models, query, false, Fold::BucketsFirst).await?
+        } else {
+            Histograms::new()
+        };
+        (totals, totals_histograms, series_histograms)
+    } else {
+        let totals_histograms = async {
+            if summed.is_empty() {
+                Ok(Histograms::new())
+            } else {
+                fetch_histograms(models, query, false, Fold::BucketsFirst).await
+            }
+        };
+        let (totals_histograms, series_histograms) =
+            futures::try_join!(totals_histograms, series_histograms)?;
+        (summed, totals_histograms, series_histograms)
+    };
+    apply_histograms("latency.totals.histogram", &totals_histograms, &mut totals)?;
+    apply_histograms("latency.series.histogram", &series_histograms, &mut series)?;
     assemble(query, totals, series)
+}
+
+/// Series points of up to this many values fold their histogram rows as
+/// read ([`Fold::RowsAsRead`]); larger ones sum each bucket first. On the
+/// 1M-call, 30-day bench data (docs/performance.md, "Latency over long
+/// windows") rows-as-read took a fifth to a third of the time at about
+/// 1,000 values a point, but more time and six times the memory at 4,000
+/// (its lambdas copy a point's arrays once per rank).
+const ROWS_AS_READ_MAX_VALUES: u64 = 2 * EXACT_MAX_CALLS;
+
+/// The series histogram's fold when its largest point holds `values`
+/// calls.
+fn series_fold(values: u64) -> Fold {
+    if values <= ROWS_AS_READ_MAX_VALUES {
+        Fold::RowsAsRead
+    } else {
+        Fold::BucketsFirst
+    }
+}
+
+/// Whether a row has a metric above [`EXACT_MAX_CALLS`] values (its
+/// order statistics come from the histogram).
+fn is_large(count: u64, ttft: u64) -> bool {
+    count > EXACT_MAX_CALLS || ttft > EXACT_MAX_CALLS
+}
+
+/// Whether a row has a metric of 1 to [`EXACT_MAX_CALLS`] values (its
+/// order statistics come from the kept values).
+fn has_small(count: u64, ttft: u64) -> bool {
+    (1..=EXACT_MAX_CALLS).contains(&count) || (1..=EXACT_MAX_CALLS).contains(&ttft)
+}
+
+/// Each group's totals added up from its series rows, in the totals
+/// statement's order (by the grouped keys in `group_by` order), without
+/// order statistics: what the report uses when every group's metrics come
+/// from the histogram.
+fn totals_of(query: &LatencyQuery, series: &[SeriesRow]) -> Vec<TotalsRow> {
+    let mut groups: BTreeMap<Vec<&str>, TotalsRow> = BTreeMap::new();
+    for row in series {
+        let keys = [
+            &row.key_provider,
+            &row.key_model,
+            &row.key_team,
+            &row.key_org,
+        ];
+        let order: Vec<&str> = query
+            .group_by
+            .iter()
+            .map(|d| match d {
+                Dimension::Provider => row.key_provider.as_str(),
+                Dimension::Model => row.key_model.as_str(),
+                Dimension::Team => row.key_team.as_str(),
+                Dimension::Org => row.key_org.as_str(),
+            })
+            .collect();
+        let total = groups.entry(order).or_insert_with(|| {
+            let [provider, model, team, org] = keys.map(String::clone);
+            TotalsRow {
+                key_provider: provider,
+                key_model: model,
+                key_team: team,
+                key_org: org,
+                call_count: 0,
+                error_count: 0,
+                duration_order_stats: Vec::new(),
+                ttft_order_stats: Vec::new(),
+                ttft_count: 0,
+            }
+        });
+        total.call_count += row.call_count;
+        total.error_count += row.error_count;
+        total.ttft_count += row.ttft_count;
+    }
+    groups.into_values().collect()
 }
 
 /// A row of the kept-values statements, as the histograms see it.
@@ -1114,60 +1269,59 @@ fn missing_histogram(
     }
 }
 
-/// Totals and series, concurrently.
-async fn fetch(
+/// The rows of one kept-values statement: the series (`bucketed`) or the
+/// totals.
+async fn fetch_stats<R>(
     models: &ReadModels,
     query: &LatencyQuery,
-) -> Result<(Vec<TotalsRow>, Vec<SeriesRow>), ReadModelError> {
-    let totals_sql = stats_sql("latency.totals", query, false);
-    let series_sql = stats_sql("latency.series", query, true);
-    let totals = async {
-        models
-            .bounded(totals_sql.query(models.client()).fetch_all::<TotalsRow>())
-            .await
-            .map_err(|err| models.classify(totals_sql.name, err))
+    bucketed: bool,
+) -> Result<Vec<R>, ReadModelError>
+where
+    R: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    let name = if bucketed {
+        "latency.series"
+    } else {
+        "latency.totals"
     };
-    let series = async {
-        models
-            .bounded(series_sql.query(models.client()).fetch_all::<SeriesRow>())
-            .await
-            .map_err(|err| models.classify(series_sql.name, err))
-    };
-    futures::try_join!(totals, series)
+    let sql = stats_sql(name, query, bucketed);
+    models
+        .bounded(sql.query(models.client()).fetch_all::<R>())
+        .await
+        .map_err(|err| models.classify(sql.name, err))
 }
 
-/// The histograms of the large groups of the totals and of the series,
-/// concurrently, each by row and metric.
+/// The histograms of the large groups of the totals (`bucketed` false) or
+/// of the series, by row and metric.
 async fn fetch_histograms(
     models: &ReadModels,
     query: &LatencyQuery,
-) -> Result<(Histograms, Histograms), ReadModelError> {
-    let one = |bucketed: bool| async move {
-        let name = if bucketed {
-            "latency.series.histogram"
-        } else {
-            "latency.totals.histogram"
-        };
-        let sql = histogram_sql(name, query, bucketed);
-        let rows = models
-            .bounded(sql.query(models.client()).fetch_all::<HistogramRow>())
-            .await
-            .map_err(|err| models.classify(sql.name, err))?;
-        by_group(
-            sql.name,
-            rows.into_iter().map(|row| {
-                let key = (
-                    row.bucket_start,
-                    row.key_provider,
-                    row.key_model,
-                    row.key_team,
-                    row.key_org,
-                );
-                (key, row.metric, row.order_stats)
-            }),
-        )
+    bucketed: bool,
+    fold: Fold,
+) -> Result<Histograms, ReadModelError> {
+    let name = if bucketed {
+        "latency.series.histogram"
+    } else {
+        "latency.totals.histogram"
     };
-    futures::try_join!(one(false), one(true))
+    let sql = histogram_sql(name, query, bucketed, fold);
+    let rows = models
+        .bounded(sql.query(models.client()).fetch_all::<HistogramRow>())
+        .await
+        .map_err(|err| models.classify(sql.name, err))?;
+    by_group(
+        sql.name,
+        rows.into_iter().map(|row| {
+            let key = (
+                row.bucket_start,
+                row.key_provider,
+                row.key_model,
+                row.key_team,
+                row.key_org,
+            );
+            (key, row.metric, row.order_stats)
+        }),
+    )
 }
 
 pub(crate) async fn dimensions(
@@ -1564,27 +1718,44 @@ mod tests {
     /// completes, and reads only the bucket table.
     #[test]
     fn histogram_sql_matches_the_series_keys() {
-        let sql = histogram_sql("latency.series.histogram", &sample_query(), true).text();
+        let sql = histogram_sql(
+            "latency.series.histogram",
+            &sample_query(),
+            true,
+            Fold::RowsAsRead,
+        )
+        .text();
         assert!(
             sql.contains(
-                "SELECT bucket_start, key_provider, key_model, '' AS key_team, '' AS key_org, metric, "
+                "SELECT toUInt32(intDiv(toUInt32(minute), 300) * 300) AS bucket_start, \
+                 provider AS key_provider, model AS key_model, '' AS key_team, '' AS key_org, \
+                 metric, sum(calls) AS value_count, "
             ),
             "{sql}"
         );
         assert!(
-            sql.contains(
-                "FROM (SELECT toUInt32(intDiv(toUInt32(minute), 300) * 300) AS bucket_start, \
-                 provider AS key_provider, model AS key_model, metric, bucket, \
-                 sum(calls) AS n, sum(total_us) AS s FROM latency_minute_buckets \
+            sql.ends_with(
+                "FROM latency_minute_buckets \
                  WHERE minute >= toDateTime(1767225600) AND minute < toDateTime(1767229200) \
-                 AND team_id = 'team\\'a' GROUP BY bucket_start, key_provider, key_model, metric, bucket)"
+                 AND team_id = 'team\\'a' GROUP BY bucket_start, key_provider, key_model, metric \
+                 HAVING value_count > 1000 ORDER BY bucket_start, key_provider, key_model, metric"
             ),
             "{sql}"
         );
         assert!(!sql.contains("latency_minute_calls"), "{sql}");
-        let totals = histogram_sql("latency.totals.histogram", &sample_query(), false).text();
+        let totals = histogram_sql(
+            "latency.totals.histogram",
+            &sample_query(),
+            false,
+            Fold::BucketsFirst,
+        )
+        .text();
         assert!(
             totals.contains("SELECT toUInt32(0) AS bucket_start, "),
+            "{totals}"
+        );
+        assert!(
+            totals.contains("GROUP BY key_provider, key_model, metric, bucket)"),
             "{totals}"
         );
         assert!(
@@ -1706,6 +1877,74 @@ mod tests {
         assert!(
             Percentiles::from_order_stats(2_000, &[1.0, 2.0, f64::NAN, 1.0, 1.0, 1.0]).is_none()
         );
+    }
+
+    fn series_row(bucket: u32, provider: &str, model: &str, counts: [u64; 3]) -> SeriesRow {
+        SeriesRow {
+            bucket_start: bucket,
+            key_provider: provider.into(),
+            key_model: model.into(),
+            key_team: String::new(),
+            key_org: String::new(),
+            call_count: counts[0],
+            error_count: counts[1],
+            duration_order_stats: vec![1e3; 6],
+            ttft_order_stats: vec![1e3; 6],
+            ttft_count: counts[2],
+        }
+    }
+
+    /// The totals added up from the series: each group's counts, in the
+    /// totals statement's order (by the keys in `group_by` order), no
+    /// order statistics.
+    #[test]
+    fn totals_of_adds_up_the_series_in_key_order() {
+        let query = LatencyQuery {
+            group_by: vec![Dimension::Model, Dimension::Provider],
+            ..sample_query()
+        };
+        let series = vec![
+            series_row(0, "openai", "b", [1_500, 3, 0]),
+            series_row(0, "anthropic", "c", [7, 0, 7]),
+            series_row(300, "openai", "b", [600, 2, 0]),
+            series_row(300, "zeta", "a", [2, 1, 1]),
+        ];
+        let totals: Vec<(String, String, u64, u64, u64, bool)> = totals_of(&query, &series)
+            .into_iter()
+            .map(|t| {
+                (
+                    t.key_model,
+                    t.key_provider,
+                    t.call_count,
+                    t.error_count,
+                    t.ttft_count,
+                    t.duration_order_stats.is_empty() && t.ttft_order_stats.is_empty(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            totals,
+            vec![
+                ("a".into(), "zeta".into(), 2, 1, 1, true),
+                ("b".into(), "openai".into(), 2_100, 5, 0, true),
+                ("c".into(), "anthropic".into(), 7, 0, 7, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn series_fold_follows_the_largest_point() {
+        assert_eq!(series_fold(1_001), Fold::RowsAsRead);
+        assert_eq!(series_fold(2_000), Fold::RowsAsRead);
+        assert_eq!(series_fold(2_001), Fold::BucketsFirst);
+    }
+
+    #[test]
+    fn has_small_and_is_large_split_each_metric() {
+        assert!(has_small(1_000, 0) && !is_large(1_000, 0));
+        assert!(!has_small(1_001, 0) && is_large(1_001, 0));
+        assert!(has_small(5_000, 1_000) && is_large(5_000, 1_000));
+        assert!(!has_small(5_000, 1_001));
     }
 
     #[test]

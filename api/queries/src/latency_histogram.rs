@@ -12,9 +12,22 @@
 //! `latency_minute_calls` instead (`latency`), and this statement leaves
 //! them out (`HAVING`).
 //!
-//! One statement answers any grouping: the inner `GROUP BY` adds up each
-//! bucket of each group (a bucket is spread over minutes and parts), the
-//! outer one collects a group's buckets in order and picks the ranks.
+//! One statement answers any grouping, in one of two shapes
+//! ([`Fold`]) that give the same numbers:
+//! - [`Fold::BucketsFirst`]: an inner `GROUP BY` adds up each bucket of
+//!   each group (a bucket is spread over minutes and parts), the outer one
+//!   collects a group's buckets in order and picks the ranks. Right when a
+//!   group holds many rows per bucket (a few large groups: the totals).
+//! - [`Fold::RowsAsRead`]: one `GROUP BY` collects a group's rows as read,
+//!   sorted by bucket (a bucket may repeat, once per minute), finds the
+//!   bucket where the running count first exceeds each rank, and adds up
+//!   that bucket's rows only. Right when rows are sparse: a series of
+//!   many groups and buckets, where nearly every row is a bucket of its
+//!   own and the inner `GROUP BY` of the first shape is a hash table as
+//!   large as the table read (docs/performance.md, "Latency over long
+//!   windows"). The bucket found is the same (the running count at the
+//!   last row of a bucket is the bucket's running count), and so is its
+//!   mean: the same integer sums divided once.
 
 use std::collections::HashMap;
 
@@ -79,6 +92,17 @@ pub(crate) struct HistogramQuery<'a> {
     pub filters: Vec<(&'static str, String)>,
     pub metric: Option<Metric>,
     pub levels: &'a [f64],
+    pub fold: Fold,
+}
+
+/// How the statement adds up a group's bucket rows (module docs); both
+/// give identical order statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fold {
+    /// Sum each bucket of each group first, then order the buckets.
+    BucketsFirst,
+    /// Order a group's rows as read, then sum only the buckets picked.
+    RowsAsRead,
 }
 
 /// The statement: the caller's columns, then `metric UInt8`,
@@ -110,6 +134,14 @@ pub(crate) fn order_stats_sql(query: &HistogramQuery<'_>) -> BoundSql {
             Column::Constant { expr, alias } => format!("{expr} AS {alias}"),
         })
         .collect();
+    let every_select: Vec<String> = query
+        .columns
+        .iter()
+        .map(|c| match c {
+            Column::Grouped { expr, alias } => format!("{expr} AS {alias}"),
+            Column::Constant { expr, alias } => format!("{expr} AS {alias}"),
+        })
+        .collect();
     let mut binds = query.column_binds.clone();
     binds.push(SqlValue::UInt(query.window.0));
     binds.push(SqlValue::UInt(query.window.1));
@@ -130,23 +162,43 @@ pub(crate) fn order_stats_sql(query: &HistogramQuery<'_>) -> BoundSql {
             .map(|part| format!("{part}, "))
             .collect::<String>()
     };
-    let template = format!(
-        "WITH arraySort(groupArray((bucket, n, s))) AS h, \
-         arrayMap(e -> tupleElement(e, 2), h) AS h_counts, \
-         arrayMap(e -> tupleElement(e, 3), h) AS h_sums, \
-         arrayCumSum(h_counts) AS h_cum, \
-         toUInt64(sum(n) - 1) AS h_last \
-         SELECT {outer}metric, sum(n) AS value_count, \
-         arrayMap(k -> h_sums[arrayFirstIndex(c -> c > k, h_cum)] / h_counts[arrayFirstIndex(c -> c > k, h_cum)], \
-         [{ranks}]) AS order_stats \
-         FROM (SELECT {inner}metric, bucket, sum(calls) AS n, sum(total_us) AS s \
-         FROM {TABLE} WHERE minute >= toDateTime(?) AND minute < toDateTime(?){filters} \
-         GROUP BY {keys}, bucket) \
-         GROUP BY {keys} HAVING value_count > {EXACT_MAX_CALLS} ORDER BY {keys}",
-        outer = leading(&outer_select),
-        inner = leading(&inner_select),
-        ranks = ranks("h_last", query.levels),
-    );
+    let ranks = ranks("h_last", query.levels);
+    let window =
+        format!("FROM {TABLE} WHERE minute >= toDateTime(?) AND minute < toDateTime(?){filters}");
+    let template = match query.fold {
+        Fold::BucketsFirst => format!(
+            "WITH arraySort(groupArray((bucket, n, s))) AS h, \
+             arrayMap(e -> tupleElement(e, 2), h) AS h_counts, \
+             arrayMap(e -> tupleElement(e, 3), h) AS h_sums, \
+             arrayCumSum(h_counts) AS h_cum, \
+             toUInt64(sum(n) - 1) AS h_last \
+             SELECT {outer}metric, sum(n) AS value_count, \
+             arrayMap(k -> h_sums[arrayFirstIndex(c -> c > k, h_cum)] / h_counts[arrayFirstIndex(c -> c > k, h_cum)], \
+             [{ranks}]) AS order_stats \
+             FROM (SELECT {inner}metric, bucket, sum(calls) AS n, sum(total_us) AS s \
+             {window} GROUP BY {keys}, bucket) \
+             GROUP BY {keys} HAVING value_count > {EXACT_MAX_CALLS} ORDER BY {keys}",
+            outer = leading(&outer_select),
+            inner = leading(&inner_select),
+        ),
+        // Three sorts by bucket of parallel arrays: rows of one bucket may
+        // come in another order in each, which moves no running count at a
+        // bucket's end and no bucket's sum.
+        Fold::RowsAsRead => format!(
+            "WITH groupArray(bucket) AS h_read, \
+             arraySort(h_read) AS h_buckets, \
+             arraySort((n, b) -> b, groupArray(calls), h_read) AS h_counts, \
+             arraySort((s, b) -> b, groupArray(total_us), h_read) AS h_sums, \
+             arrayCumSum(h_counts) AS h_cum, \
+             toUInt64(sum(calls) - 1) AS h_last \
+             SELECT {inner}metric, sum(calls) AS value_count, \
+             arrayMap(b -> arraySum(arrayFilter((s, x) -> x = b, h_sums, h_buckets)) \
+             / arraySum(arrayFilter((n, x) -> x = b, h_counts, h_buckets)), \
+             arrayMap(k -> h_buckets[arrayFirstIndex(c -> c > k, h_cum)], [{ranks}])) AS order_stats \
+             {window} GROUP BY {keys} HAVING value_count > {EXACT_MAX_CALLS} ORDER BY {keys}",
+            inner = leading(&every_select),
+        ),
+    };
     BoundSql {
         name: query.name,
         template,
@@ -197,6 +249,7 @@ mod tests {
             filters: vec![("org_id", "o'1".into())],
             metric: Some(Metric::Ttft),
             levels: &[0.5],
+            fold: Fold::BucketsFirst,
         })
         .text();
         assert_eq!(
@@ -212,6 +265,45 @@ mod tests {
              FROM latency_minute_buckets WHERE minute >= toDateTime(60) AND minute < toDateTime(120) \
              AND metric = 1 AND org_id = 'o\\'1' GROUP BY key_provider, metric, bucket) \
              GROUP BY key_provider, metric HAVING value_count > 1000 ORDER BY key_provider, metric"
+        );
+    }
+
+    #[test]
+    fn rows_as_read_groups_once() {
+        let sql = order_stats_sql(&HistogramQuery {
+            name: "t",
+            columns: vec![
+                Column::Grouped {
+                    expr: "toUInt32(intDiv(toUInt32(minute), ?) * ?)".into(),
+                    alias: "bucket_start",
+                },
+                Column::Constant {
+                    expr: "''",
+                    alias: "key_model",
+                },
+            ],
+            column_binds: vec![SqlValue::UInt(300), SqlValue::UInt(300)],
+            window: (60, 120),
+            filters: vec![],
+            metric: None,
+            levels: &[0.5],
+            fold: Fold::RowsAsRead,
+        })
+        .text();
+        assert_eq!(
+            sql,
+            "WITH groupArray(bucket) AS h_read, arraySort(h_read) AS h_buckets, \
+             arraySort((n, b) -> b, groupArray(calls), h_read) AS h_counts, \
+             arraySort((s, b) -> b, groupArray(total_us), h_read) AS h_sums, \
+             arrayCumSum(h_counts) AS h_cum, toUInt64(sum(calls) - 1) AS h_last \
+             SELECT toUInt32(intDiv(toUInt32(minute), 300) * 300) AS bucket_start, '' AS key_model, \
+             metric, sum(calls) AS value_count, \
+             arrayMap(b -> arraySum(arrayFilter((s, x) -> x = b, h_sums, h_buckets)) \
+             / arraySum(arrayFilter((n, x) -> x = b, h_counts, h_buckets)), \
+             arrayMap(k -> h_buckets[arrayFirstIndex(c -> c > k, h_cum)], \
+             [toUInt64(floor(h_last * 0.5)), least(toUInt64(floor(h_last * 0.5)) + 1, h_last)])) AS order_stats \
+             FROM latency_minute_buckets WHERE minute >= toDateTime(60) AND minute < toDateTime(120) \
+             GROUP BY bucket_start, metric HAVING value_count > 1000 ORDER BY bucket_start, metric"
         );
     }
 
