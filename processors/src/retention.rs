@@ -112,11 +112,15 @@ fn remedy(source_days: u32) -> String {
 
 impl RetentionConfig {
     /// Every table with its days, in the order they are enforced.
-    fn all(&self) -> [(&'static str, u32); 12] {
+    fn all(&self) -> [(&'static str, u32); 13] {
         [
             ("calls", self.calls_days),
             ("cost_adjustments", self.cost_adjustments_days),
             ("cost_daily", self.cost_daily_days),
+            // One setting for both cost rollups: a report reads one or the
+            // other by its dimensions (`tollgate_control::cost_rollup`), and
+            // must not cover fewer days because it has no user or key.
+            ("cost_daily_by_team", self.cost_daily_days),
             ("cost_daily_tags", self.cost_daily_tags_days),
             // One setting for the latency rollup in each of its forms: the
             // report reads `latency_minute_calls` and its histogram

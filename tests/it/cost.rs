@@ -493,6 +493,47 @@ async fn rollup_total(env: &TestEnv, model: &str) -> (Decimal, i64, i64) {
     (d(f[0]), f[1].parse().unwrap(), f[2].parse().unwrap())
 }
 
+/// Every cell of a cost rollup at the grain of `cost_daily_by_team` (day ×
+/// org × team × provider × model × price version) with all its sums, one
+/// TSV line each, in order; cells whose sums are all zero (a reprice moved
+/// everything to another version) are left out, merged or not.
+async fn by_team_cells(env: &TestEnv, table: &str) -> Vec<String> {
+    let sums = [
+        "calls",
+        "unpriced_calls",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+        "images",
+        "audio_ms",
+        "cost",
+    ];
+    let selected: Vec<String> = sums.iter().map(|c| format!("toString(sum({c}))")).collect();
+    let nonzero: Vec<String> = sums.iter().map(|c| format!("sum({c}) != 0")).collect();
+    env.ch(&format!(
+        "SELECT toString(day), org_id, team_id, toString(provider), toString(model), price_version, {} \
+         FROM {{db}}.{table} GROUP BY day, org_id, team_id, provider, model, price_version \
+         HAVING {} ORDER BY day, org_id, team_id, provider, model, price_version FORMAT TSV",
+        selected.join(", "),
+        nonzero.join(" OR ")
+    ))
+    .await
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// `cost_daily_by_team` equals `cost_daily` summed over user and key, cell
+/// by cell; returns the cells.
+async fn assert_by_team_equals_cost_daily(env: &TestEnv) -> Vec<String> {
+    let full = by_team_cells(env, "cost_daily").await;
+    assert!(!full.is_empty(), "cost_daily is empty");
+    assert_eq!(by_team_cells(env, "cost_daily_by_team").await, full);
+    full
+}
+
 fn run_ok(env: &TestEnv, args: &[&str]) -> String {
     let out = env.tollgate(args).output().unwrap();
     assert!(
@@ -563,6 +604,9 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
     assert_eq!(before[&events[0].event_id.to_string()], d("0.002"));
     assert_eq!(rollup_total(&env, "tg-fix").await, (d("0.0032"), 3, 0));
     assert_eq!(rollup_total(&env, "tg-late").await, (d("0"), 1, 1));
+    // Four calls on three days of two teams: the narrow rollup has a cell
+    // per (day, team, model), equal to cost_daily's.
+    assert_eq!(assert_by_team_equals_cost_daily(&env).await.len(), 4);
 
     // The correction goes through the admin API (admin key only).
     env.spawn("api", &["api"]);
@@ -658,6 +702,25 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
     assert_eq!(after[&events[3].event_id.to_string()], d("0.0015"));
     assert_eq!(rollup_total(&env, "tg-fix").await, (d("0.0043"), 3, 0));
     assert_eq!(rollup_total(&env, "tg-late").await, (d("0.11"), 2, 0));
+    // The corrections landed in the narrow rollup too: every cell moved to
+    // the new price versions alike, and a report by model (which reads it)
+    // gives cost_daily's figures.
+    let cells = assert_by_team_equals_cost_daily(&env).await;
+    assert_eq!(cells.len(), 5, "{cells:#?}");
+    let by_model: serde_json::Value = http
+        .get(format!(
+            "{}/api/v1/reports/cost?from=2026-03-01&to=2026-04-01&group_by=model",
+            env.api_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let costs = report_costs(&by_model, "model");
+    assert_eq!(costs["tg-fix"], Some(d("0.0043")), "{by_model:#}");
+    assert_eq!(costs["tg-late"], Some(d("0.11")), "{by_model:#}");
 
     // The statement of team-a reflects the new prices, one line per version.
     let statement: serde_json::Value = http
@@ -1680,6 +1743,119 @@ async fn migration_0023_backfills_the_tag_rollup_once() {
         rollup[&("variant".to_string(), "b".to_string())],
         (2, 0, d("1.75"))
     );
+}
+
+/// A database that stored calls and repricing adjustments before 0037:
+/// applying it fills `cost_daily_by_team` from `cost_daily`, each call and
+/// adjustment exactly once, also when the file is applied again over a
+/// filled table, and whether the views had already folded a call (counted
+/// by them, not again) or not (an insert that was running when the views
+/// were created: counted by the backfill).
+#[tokio::test]
+async fn migration_0037_backfills_the_team_rollup_once() {
+    let env = TestEnv::new("cost_by_team_backfill").await;
+    for sql in [
+        "DROP TABLE {db}.cost_daily_by_team_mv",
+        "DROP TABLE {db}.cost_adjustments_by_team_mv",
+        "DROP TABLE {db}.cost_daily_by_team",
+    ] {
+        env.ch(sql).await;
+    }
+    forget_migration(&env, 37).await;
+    // Two users and two keys of team t on one day and model: one cell of
+    // the narrow rollup; a second team, day and an unpriced model.
+    env.ch(
+        "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         input_tokens, output_tokens, cost, priced, price_version) VALUES \
+         ('e1', 'ai.call.completed', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 100, 10, toDecimal128('0.5', 12), 1, 1), \
+         ('e2', 'ai.call.completed', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', 'm', 200, 20, toDecimal128('0.25', 12), 1, 1), \
+         ('e3', 'ai.call.failed', '2026-03-10 12:00:00', 'o', 't', 'u1', 'k2', 'p', 'm', 300, 0, toDecimal128('0.125', 12), 1, 1), \
+         ('e4', 'ai.call.blocked', '2026-03-10 12:30:00', 'o', 't', 'u1', 'k1', 'p', 'm', 999, 0, toDecimal128('9', 12), 1, 1), \
+         ('e5', 'ai.call.completed', '2026-03-11 09:00:00', 'o', 't2', 'u3', 'k3', 'p', 'x', 7, 0, toDecimal128('0', 12), 0, 0)",
+    )
+    .await;
+    // e1 repriced before 0037: reversal at version 1, posting at version 2.
+    env.ch(
+        "INSERT INTO {db}.cost_adjustments (event_id, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         price_version, sign, input_tokens, output_tokens, cost) VALUES \
+         ('e1', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 1, -1, -100, -10, toDecimal128('-0.5', 12)), \
+         ('e1', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 2, 1, 100, 10, toDecimal128('0.75', 12))",
+    )
+    .await;
+    // day, org, team, provider, model, version, then calls, unpriced,
+    // input, output, cached, cache writes, reasoning, images, audio, cost.
+    let want = |extra: &[&str]| {
+        let mut cells: Vec<String> = [
+            "2026-03-10\to\tt\tp\tm\t1\t2\t0\t500\t20\t0\t0\t0\t0\t0\t0.375000000000",
+            "2026-03-10\to\tt\tp\tm\t2\t1\t0\t100\t10\t0\t0\t0\t0\t0\t0.750000000000",
+            "2026-03-11\to\tt2\tp\tx\t0\t1\t1\t7\t0\t0\t0\t0\t0\t0\t0.000000000000",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|c| c.to_string())
+        .collect();
+        cells.sort();
+        cells
+    };
+    let migrate = |round: &str| {
+        let out = env.tollgate(&["migrate"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "migrate ({round}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    migrate("first");
+    assert_eq!(by_team_cells(&env, "cost_daily_by_team").await, want(&[]));
+    assert_by_team_equals_cost_daily(&env).await;
+
+    // Applied again over the filled table (as after a crash before it was
+    // recorded), with a call the views folded since (e6) and one whose
+    // insert they did not see (e7, stored in cost_daily only, as by an
+    // insert that began before the views existed): e6 is counted once,
+    // by its view; e7 once, by the backfill.
+    env.ch(
+        "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         input_tokens, output_tokens, cost, priced, price_version) VALUES \
+         ('e6', 'ai.call.completed', '2026-03-12 10:00:00', 'o', 't', 'u9', 'k9', 'p', 'm', 1, 1, toDecimal128('1', 12), 1, 2)",
+    )
+    .await;
+    env.ch(
+        "INSERT INTO {db}.cost_daily (day, org_id, team_id, user_id, api_key_id, provider, model, price_version, \
+         calls, unpriced_calls, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, \
+         images, audio_ms, cost) VALUES \
+         ('2026-03-13', 'o', 't', 'u9', 'k9', 'p', 'm', 2, 1, 0, 2, 2, 1, 0, 0, 0, 0, toDecimal128('2', 12))",
+    )
+    .await;
+    forget_migration(&env, 37).await;
+    migrate("again");
+    let later = [
+        "2026-03-12\to\tt\tp\tm\t2\t1\t0\t1\t1\t0\t0\t0\t0\t0\t1.000000000000",
+        "2026-03-13\to\tt\tp\tm\t2\t1\t0\t2\t2\t1\t0\t0\t0\t0\t2.000000000000",
+    ];
+    assert_eq!(
+        by_team_cells(&env, "cost_daily_by_team").await,
+        want(&later)
+    );
+    assert_by_team_equals_cost_daily(&env).await;
+
+    // The views are back: a reprice correction reaches both rollups.
+    env.ch(
+        "INSERT INTO {db}.cost_adjustments (event_id, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         price_version, sign, input_tokens, output_tokens, cost) VALUES \
+         ('e2', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', 'm', 1, -1, -200, -20, toDecimal128('-0.25', 12)), \
+         ('e2', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', 'm', 2, 1, 200, 20, toDecimal128('0.5', 12))",
+    )
+    .await;
+    let moved = [
+        "2026-03-10\to\tt\tp\tm\t1\t1\t0\t300\t0\t0\t0\t0\t0\t0\t0.125000000000",
+        "2026-03-10\to\tt\tp\tm\t2\t2\t0\t300\t30\t0\t0\t0\t0\t0\t1.250000000000",
+        "2026-03-11\to\tt2\tp\tx\t0\t1\t1\t7\t0\t0\t0\t0\t0\t0\t0.000000000000",
+    ];
+    let mut expected: Vec<String> = moved.iter().chain(&later).map(|c| c.to_string()).collect();
+    expected.sort();
+    assert_eq!(by_team_cells(&env, "cost_daily_by_team").await, expected);
+    assert_by_team_equals_cost_daily(&env).await;
 }
 
 /// The cache-write convention end to end, and the repair of what the old

@@ -24,7 +24,7 @@ use tollgate_processors::folds::calls::fold::CallsFold;
 use tollgate_processors::folds::calls::rows::{CallRow, PartitionClock};
 use tollgate_processors::folds::calls::sink::ClickHouseCallsSink;
 use tollgate_processors::folds::cost_rollup::model::{CostRollup, RollupKey, RollupSums};
-use tollgate_processors::folds::cost_rollup::{CELLS_SQL, TAG_CELLS_SQL};
+use tollgate_processors::folds::cost_rollup::{BY_TEAM_CELLS_SQL, CELLS_SQL, TAG_CELLS_SQL};
 use tollgate_processors::progress::{folded, Progress};
 
 /// One cell as the views hold it and as the model computes it: the key's
@@ -264,6 +264,12 @@ async fn cost_rollup_model_matches_the_views_cell_by_cell() {
     };
     assert_same("cost_daily", &cells, &want_cells);
     assert_same("cost_daily_tags", &tags, &want_tags);
+    // The rollup without user and key: the model's cells summed over both
+    // (fewer cells than cost_daily: the spread has several users per team).
+    let want_by_team = model_cells(&model.by_team_cells());
+    assert!(want_by_team.len() > 5 && want_by_team.len() < want_cells.len());
+    let by_team = view_cells(&client, BY_TEAM_CELLS_SQL).await;
+    assert_same("cost_daily_by_team", &by_team, &want_by_team);
 
     // The sink recorded the progress of every partition after the rows.
     let progress = folded(&client, &env.events_topic).await.unwrap();

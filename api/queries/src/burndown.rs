@@ -204,13 +204,14 @@ fn subject_column(kind: SubjectKind) -> &'static str {
 
 /// Spend per UTC day of one subject from the rollup: `[subject, from, to)`.
 fn days_sql(kind: SubjectKind, subject: &str, from: NaiveDate, to: NaiveDate) -> BoundSql {
+    let column = subject_column(kind);
     BoundSql {
         name: "budgets.burndown.days",
         template: format!(
-            "SELECT toString(day) AS bucket, sum(cost) AS s_cost FROM cost_daily \
-             WHERE {} = ? AND day >= toDate(?) AND day < toDate(?) \
+            "SELECT toString(day) AS bucket, sum(cost) AS s_cost FROM {} \
+             WHERE {column} = ? AND day >= toDate(?) AND day < toDate(?) \
              GROUP BY bucket ORDER BY bucket",
-            subject_column(kind)
+            tollgate_control::cost_rollup::table_for([column])
         ),
         binds: vec![
             SqlValue::Str(subject.to_string()),
@@ -478,6 +479,23 @@ mod tests {
     fn clock_cuts_to_the_minute() {
         let t = Utc.with_ymd_and_hms(2026, 3, 10, 13, 59, 59).unwrap();
         assert_eq!(clock(t), at(10, 13, 59));
+    }
+
+    #[test]
+    fn org_and_team_days_read_the_rollup_without_user_and_key() {
+        let (from, to) = (
+            NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
+        );
+        let table = |kind| {
+            let text = days_sql(kind, "s", from, to).text();
+            let table = text.split(" FROM ").nth(1).unwrap();
+            table.split(' ').next().unwrap().to_string()
+        };
+        assert_eq!(table(SubjectKind::Org), "cost_daily_by_team");
+        assert_eq!(table(SubjectKind::Team), "cost_daily_by_team");
+        assert_eq!(table(SubjectKind::User), "cost_daily");
+        assert_eq!(table(SubjectKind::Key), "cost_daily");
     }
 
     #[test]

@@ -173,6 +173,17 @@ fn invalid(parameter: &str, reason: impl Into<String>) -> InvalidParameter {
 }
 
 impl CostQuery {
+    /// The untagged cost rollup this query reads: `cost_daily_by_team`
+    /// unless it groups or filters by user or key, then `cost_daily`
+    /// (`tollgate_control::cost_rollup` decides from the columns).
+    pub fn rollup(&self) -> &'static str {
+        let dimensions = self
+            .group_by
+            .iter()
+            .chain(self.filters.iter().map(|(d, _)| d));
+        tollgate_control::cost_rollup::table_for(dimensions.map(|d| d.expr()))
+    }
+
     /// A report over the untagged rollup.
     pub fn new(
         from: NaiveDate,
@@ -429,8 +440,8 @@ impl CostRow {
     }
 }
 
-/// The report's one statement: over `cost_daily`, or over
-/// `cost_daily_tags` for the query's tag key.
+/// The report's one statement: over `cost_daily_tags` for the query's tag
+/// key, else over the cost rollup its dimensions need ([`CostQuery::rollup`]).
 pub(crate) fn cost_sql(query: &CostQuery) -> BoundSql {
     let mut sql = grouped_sql(query);
     let aliases: Vec<&str> = CostDimension::ALL.iter().map(|d| d.alias()).collect();
@@ -474,7 +485,7 @@ fn grouped_sql(query: &CostQuery) -> BoundSql {
     let aliases: Vec<&str> = CostDimension::ALL.iter().map(|d| d.alias()).collect();
     let (table, tag_condition) = match &query.tag_key {
         Some(_) => ("cost_daily_tags", "tag_key = ? AND "),
-        None => ("cost_daily", ""),
+        None => (query.rollup(), ""),
     };
     let mut template = format!(
         "SELECT {}, sum(calls) AS s_calls, sum(unpriced_calls) AS s_unpriced_calls, \
@@ -678,13 +689,30 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
         filters: vec![(CostDimension::Tag, "b".into())],
         tag_key: Some("variant".into()),
     };
+    let by_team = CostQuery {
+        from: day(1),
+        to: day(31),
+        group_by: CostDimension::FIXED
+            .into_iter()
+            .filter(|d| d.in_tag_rollup())
+            .collect(),
+        filters: vec![
+            (CostDimension::Org, "org-a".into()),
+            (CostDimension::Month, "2026-03".into()),
+        ],
+        tag_key: None,
+    };
     let named = |q: &CostQuery, name| {
         let mut sql = cost_sql(q);
         sql.name = name;
         sql
     };
+    let mut top = top_sql(&by_team, 10);
+    top.name = "cost.top.by_team_dimensions";
     vec![
         named(&all, "cost.report.all_dimensions"),
+        named(&by_team, "cost.report.by_team_dimensions"),
+        top,
         named(&none, "cost.report.total"),
         named(&tagged, "cost.report.tags.all_dimensions"),
         named(&tag_total, "cost.report.tags.total"),
@@ -881,8 +909,62 @@ mod tests {
         // Without a tag: the plain rollup.
         let (q, _) = parse_params(&pairs(&[("group_by", "model")]), today, &[]).unwrap();
         let text = cost_sql(&q).text();
-        assert!(text.contains("FROM cost_daily WHERE day >="), "{text}");
+        assert!(
+            text.contains("FROM cost_daily_by_team WHERE day >="),
+            "{text}"
+        );
         assert!(text.contains("'' AS k_tag"), "{text}");
+    }
+
+    #[test]
+    fn user_or_key_in_group_by_or_filters_reads_the_full_rollup() {
+        let today = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();
+        let table = |list: &[(&str, &str)]| {
+            let (q, _) = parse_params(&pairs(list), today, &[]).unwrap();
+            let from = |text: String| {
+                let after = text.split(" FROM ").nth(1).unwrap().to_string();
+                after.split(' ').next().unwrap().to_string()
+            };
+            let report = from(cost_sql(&q).text());
+            assert_eq!(report, from(top_sql(&q, 10).text()));
+            (q.rollup(), report)
+        };
+        for (list, expected) in [
+            (vec![], "cost_daily_by_team"),
+            (vec![("group_by", "")], "cost_daily_by_team"),
+            (vec![("group_by", "team")], "cost_daily_by_team"),
+            (vec![("group_by", "provider,model")], "cost_daily_by_team"),
+            (
+                vec![(
+                    "group_by",
+                    "day,month,org,team,provider,model,price_version",
+                )],
+                "cost_daily_by_team",
+            ),
+            (
+                vec![
+                    ("group_by", "model"),
+                    ("team", "t"),
+                    ("org", "o"),
+                    ("provider", "p"),
+                ],
+                "cost_daily_by_team",
+            ),
+            (
+                vec![("group_by", "day"), ("month", "2026-03")],
+                "cost_daily_by_team",
+            ),
+            (vec![("group_by", "user")], "cost_daily"),
+            (vec![("group_by", "key")], "cost_daily"),
+            (vec![("group_by", "team,user")], "cost_daily"),
+            (vec![("group_by", "team"), ("user", "u-1")], "cost_daily"),
+            (vec![("group_by", "model"), ("key", "k-1")], "cost_daily"),
+            (vec![("group_by", ""), ("key", "k-1")], "cost_daily"),
+        ] {
+            let (rollup, from) = table(&list);
+            assert_eq!(rollup, expected, "{list:?}");
+            assert_eq!(from, expected, "{list:?}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod budgets;
 pub mod change_feed;
 pub mod clickhouse;
 pub mod config;
+pub mod cost_rollup;
 pub mod erasure;
 pub mod error;
 pub mod kafka;

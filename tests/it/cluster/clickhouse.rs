@@ -473,6 +473,7 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
         for (table, engine) in [
             ("calls", "ReplicatedMergeTree"),
             ("cost_daily", "ReplicatedSummingMergeTree"),
+            ("cost_daily_by_team", "ReplicatedSummingMergeTree"),
             ("latency_minute_hist", "ReplicatedAggregatingMergeTree"),
             ("latency_minute_calls", "ReplicatedAggregatingMergeTree"),
             ("latency_minute_buckets", "ReplicatedSummingMergeTree"),
@@ -558,6 +559,14 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
             2,
             format!("SELECT sum(input_tokens) FROM {db}_dist.cost_daily"),
         ),
+        (
+            2,
+            format!("SELECT sum(input_tokens) FROM {db}.cost_daily_by_team"),
+        ),
+        (
+            1,
+            format!("SELECT sum(input_tokens) FROM {db}_dist.cost_daily_by_team"),
+        ),
         (1, format!("SELECT sum(input_tokens) FROM {db}_dist.calls")),
     ] {
         replicas.wait_for(n, &sql, 1234).await;
@@ -585,6 +594,12 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
             ),
             (
                 format!("SELECT sum(input_tokens) FROM {db}.cost_daily WHERE team_id = 'team-b'"),
+                20,
+            ),
+            (
+                format!(
+                    "SELECT sum(input_tokens) FROM {db}.cost_daily_by_team WHERE team_id = 'team-b'"
+                ),
                 20,
             ),
         ] {

@@ -360,7 +360,8 @@ impl TestEnv {
 }
 
 impl TestEnv {
-    /// Wait until `cost_daily` holds every billable call of `calls` (the
+    /// Wait until `cost_daily` and `cost_daily_by_team` hold every billable
+    /// call of `calls` (the
     /// views write a moment after the `calls` part of the same insert is
     /// visible), before any repricing.
     pub async fn wait_for_cost_rollup(&self) {
@@ -370,10 +371,16 @@ impl TestEnv {
             .trim()
             .parse()
             .unwrap();
-        let got = self
-            .wait_for_count("SELECT sum(calls) FROM {db}.cost_daily", billable, PATIENCE)
-            .await;
-        assert_eq!(got, billable, "cost_daily never caught up with calls");
+        for table in ["cost_daily", "cost_daily_by_team"] {
+            let got = self
+                .wait_for_count(
+                    &format!("SELECT sum(calls) FROM {{db}}.{table}"),
+                    billable,
+                    PATIENCE,
+                )
+                .await;
+            assert_eq!(got, billable, "{table} never caught up with calls");
+        }
     }
 }
 

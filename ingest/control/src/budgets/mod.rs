@@ -223,11 +223,13 @@ impl BudgetStore {
 }
 
 /// Spend per subject of one kind over UTC days `[from, to)`.
+/// Org and team spend read the rollup without user and key.
 fn spend_sql(kind: SubjectKind) -> String {
+    let column = kind.column();
     format!(
-        "SELECT toString({}) AS subject, sum(cost) AS s_cost FROM cost_daily \
+        "SELECT toString({column}) AS subject, sum(cost) AS s_cost FROM {} \
          WHERE day >= toDate(?) AND day < toDate(?) GROUP BY subject",
-        kind.column()
+        crate::cost_rollup::table_for([column])
     )
 }
 
@@ -255,7 +257,7 @@ struct SpendRow {
 }
 
 /// The spend of every subject of `kind` in the period `[from, to)`, from
-/// the cost rollup (`cost_daily`).
+/// the cost rollup ([`crate::cost_rollup`] chooses which).
 pub async fn spend(
     client: &Client,
     kind: SubjectKind,
@@ -327,6 +329,19 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn org_and_team_spend_read_the_rollup_without_user_and_key() {
+        let from = |kind| {
+            let sql = spend_sql(kind);
+            let table = sql.split(" FROM ").nth(1).unwrap();
+            table.split_whitespace().next().unwrap().to_string()
+        };
+        assert_eq!(from(SubjectKind::Org), "cost_daily_by_team");
+        assert_eq!(from(SubjectKind::Team), "cost_daily_by_team");
+        assert_eq!(from(SubjectKind::User), "cost_daily");
+        assert_eq!(from(SubjectKind::Key), "cost_daily");
+    }
 
     fn budget(hard: bool) -> Budget {
         Budget {

@@ -8,7 +8,8 @@
 //! equals the effective cost of the calls carrying that tag, also after
 //! repricing" can be checked without a server (see the tests); ClickHouse
 //! runs the same grouping in SQL (`migrations/clickhouse/0021_cost_daily.sql`,
-//! `0023_cost_daily_tags.sql`).
+//! `0023_cost_daily_tags.sql`, and `0037_cost_daily_by_team.sql`: the cells
+//! without user and key, [`CostRollup::by_team_cells`]).
 
 use std::collections::BTreeMap;
 
@@ -58,6 +59,26 @@ impl RollupSums {
 }
 
 impl CostRollup {
+    /// The cells of `cost_daily_by_team` (0037): [`Self::cells`] summed
+    /// over user and key, in the same key shape with both empty.
+    pub fn by_team_cells(&self) -> BTreeMap<RollupKey, RollupSums> {
+        let mut out: BTreeMap<RollupKey, RollupSums> = BTreeMap::new();
+        for (k, sums) in &self.cells {
+            let key = (
+                k.0,
+                k.1.clone(),
+                k.2.clone(),
+                String::new(),
+                String::new(),
+                k.5.clone(),
+                k.6.clone(),
+                k.7,
+            );
+            out.entry(key).or_default().add(sums);
+        }
+        out
+    }
+
     /// Fold one delivered row; `false` when its position is already stored
     /// (a redelivery), which the processor skips.
     pub fn apply(&mut self, row: &CallRow) -> bool {
