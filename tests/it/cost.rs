@@ -2060,7 +2060,8 @@ async fn token_sums_cannot_overflow() {
     );
     env.wait_for_cost_rollup().await;
 
-    // Two rollup rows whose input tokens together pass 2^63.
+    // Two rollup rows whose input tokens together pass 2^63, in both
+    // rollups (a report by model reads the one without user and key).
     for day in ["2026-03-07", "2026-03-08"] {
         env.ch(&format!(
             "INSERT INTO {{db}}.cost_daily (day, org_id, team_id, user_id, api_key_id, provider, model, \
@@ -2070,7 +2071,16 @@ async fn token_sums_cannot_overflow() {
              5000000000000000000, 0, 0, 0, 0, 0, 0, toDecimal128(0, 12))"
         ))
         .await;
+        env.ch(&format!(
+            "INSERT INTO {{db}}.cost_daily_by_team (day, org_id, team_id, provider, model, \
+             price_version, calls, unpriced_calls, input_tokens, output_tokens, cached_input_tokens, \
+             cache_write_tokens, reasoning_tokens, images, audio_ms, cost) VALUES \
+             (toDate('{day}'), 'org-1', 'team-a', 'testprov', 'tg-any', 0, 1, 1, \
+             5000000000000000000, 0, 0, 0, 0, 0, 0, toDecimal128(0, 12))"
+        ))
+        .await;
     }
+    assert_by_team_equals_cost_daily(&env).await;
     env.spawn("api", &["api"]);
     support::wait_http(
         &format!("{}/healthz", env.api_url()),
