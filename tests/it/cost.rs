@@ -1677,6 +1677,15 @@ async fn forget_migration(env: &TestEnv, version: u32) {
     }
 }
 
+/// Back to the state before migration `version`: drop the tables and views
+/// it created, in order, and forget that it was applied.
+async fn unapply(env: &TestEnv, version: u32, tables: &[&str]) {
+    for table in tables {
+        env.ch(&format!("DROP TABLE {{db}}.{table}")).await;
+    }
+    forget_migration(env, version).await;
+}
+
 /// A database that stored calls and repricing adjustments before 0023:
 /// applying it fills the tag rollup from them (adjustments without tags
 /// take their call's), and applying it again counts nothing twice.
@@ -1685,14 +1694,16 @@ async fn migration_0023_backfills_the_tag_rollup_once() {
     let env = TestEnv::new("cost_tags_backfill").await;
     // Back to the state before 0023 (the new columns of cost_adjustments
     // stay: applying the file again must accept them as applied).
-    for sql in [
-        "DROP TABLE {db}.cost_daily_tags_mv",
-        "DROP TABLE {db}.cost_adjustments_tags_mv",
-        "DROP TABLE {db}.cost_daily_tags",
-    ] {
-        env.ch(sql).await;
-    }
-    forget_migration(&env, 23).await;
+    unapply(
+        &env,
+        23,
+        &[
+            "cost_daily_tags_mv",
+            "cost_adjustments_tags_mv",
+            "cost_daily_tags",
+        ],
+    )
+    .await;
     env.ch(
         "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, provider, model, \
          tag_keys, tag_values, cost, priced, price_version) VALUES \
@@ -1754,14 +1765,16 @@ async fn migration_0023_backfills_the_tag_rollup_once() {
 #[tokio::test]
 async fn migration_0037_backfills_the_team_rollup_once() {
     let env = TestEnv::new("cost_by_team_backfill").await;
-    for sql in [
-        "DROP TABLE {db}.cost_daily_by_team_mv",
-        "DROP TABLE {db}.cost_adjustments_by_team_mv",
-        "DROP TABLE {db}.cost_daily_by_team",
-    ] {
-        env.ch(sql).await;
-    }
-    forget_migration(&env, 37).await;
+    unapply(
+        &env,
+        37,
+        &[
+            "cost_daily_by_team_mv",
+            "cost_adjustments_by_team_mv",
+            "cost_daily_by_team",
+        ],
+    )
+    .await;
     // Two users and two keys of team t on one day and model: one cell of
     // the narrow rollup; a second team, day and an unpriced model.
     env.ch(
