@@ -96,6 +96,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0036_latency_minute_buckets.sql",
         include_str!("../../migrations/clickhouse/0036_latency_minute_buckets.sql"),
     ),
+    (
+        "0038_audit_search.sql",
+        include_str!("../../migrations/clickhouse/0038_audit_search.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

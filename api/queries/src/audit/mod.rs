@@ -50,9 +50,9 @@ pub fn sql_catalog() -> Vec<(String, String)> {
             fill(&verify::entries_page_sql(), &["'team-a'", "0", "250000"]),
         ),
         (
-            "audit.search.page".into(),
+            "audit.search.page_keys".into(),
             fill(
-                &search::search_sql(),
+                &search::page_keys_sql(),
                 &[
                     "'org-a'",
                     "'org-a'",
@@ -109,6 +109,20 @@ pub fn sql_catalog() -> Vec<(String, String)> {
                     "0",
                     "1773187200000",
                 ],
+            ),
+        ),
+        (
+            "audit.search.entries_at".into(),
+            fill(
+                &search::entries_at_sql(3),
+                &["'team-a'", "7", "'team-a'", "8", "'team-b'", "1"],
+            ),
+        ),
+        (
+            "audit.search.entries_at_one".into(),
+            fill(
+                &search::entries_at_sql(1),
+                &["'team-a'", "7", "'team-a'", "7"],
             ),
         ),
         (
