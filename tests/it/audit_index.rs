@@ -76,7 +76,10 @@ fn bind_filters(mut q: clickhouse::query::Query, query: &SearchQuery) -> clickho
 
 /// One page of `query` by the scan: rows and the next cursor, as the search
 /// computed them before the index.
-async fn scan_page(ch: &clickhouse::Client, query: &SearchQuery) -> (Vec<EntryRow>, Option<String>) {
+async fn scan_page(
+    ch: &clickhouse::Client,
+    query: &SearchQuery,
+) -> (Vec<EntryRow>, Option<String>) {
     let cursor = query.cursor.clone().unwrap_or_default();
     let mut rows: Vec<EntryRow> = bind_filters(ch.query(SCAN_SQL), query)
         .bind(cursor.occurred_at_ms)
@@ -146,7 +149,10 @@ async fn search_through_the_index_pages_exactly_like_the_scan_of_the_chain() {
         db = env.ch_database
     ))
     .await;
-    assert_eq!(env.ch_u64("SELECT count() FROM {db}.audit_search").await, 4200);
+    assert_eq!(
+        env.ch_u64("SELECT count() FROM {db}.audit_search").await,
+        4200
+    );
     let ch = client(&env);
     // 3000 entries over 3000 / 4 steps of 97 s: about 20 hours from BASE.
     let from = (BASE_MS + 3 * 3_600_000).to_string();
@@ -156,7 +162,12 @@ async fn search_through_the_index_pages_exactly_like_the_scan_of_the_chain() {
         (
             "org-1, user-2, 6 h",
             query(
-                &[("org", "org-1"), ("user", "user-2"), ("from", &from), ("to", &to)],
+                &[
+                    ("org", "org-1"),
+                    ("user", "user-2"),
+                    ("from", &from),
+                    ("to", &to),
+                ],
                 7,
             ),
             0,

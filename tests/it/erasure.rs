@@ -195,10 +195,7 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     // of the control plane's chain, such as a new error pattern).
     let entries = env.ch_u64("SELECT count() FROM {db}.audit_chain").await;
     assert!(entries >= n + 2, "{entries}");
-    assert_eq!(
-        crate::audit_index::index_state(&env).await,
-        (entries, 0, 0)
-    );
+    assert_eq!(crate::audit_index::index_state(&env).await, (entries, 0, 0));
     let her_positions =
         format!("(chain_id, seq) IN (SELECT chain_id, seq FROM {{db}}.audit_chain WHERE {hers})");
     assert_eq!(

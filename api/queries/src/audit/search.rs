@@ -372,7 +372,10 @@ async fn entries_at(
             .max(1);
         let (now, later) = rest.split_at(run);
         let mut q = client.query(&entries_at_sql(now.len()));
-        for p in now.iter().chain(now.iter().take(usize::from(now.len() == 1))) {
+        for p in now
+            .iter()
+            .chain(now.iter().take(usize::from(now.len() == 1)))
+        {
             q = q.bind(p.chain_id.as_str()).bind(p.seq);
         }
         entries.extend(q.fetch_all::<EntryRow>().await?);
