@@ -84,7 +84,10 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
         .wait_for_count("SELECT count() FROM {db}.audit_chain", n, PATIENCE)
         .await;
     assert_eq!(chained, n);
-    // The processor's inserts indexed every entry once.
+    // The processor's inserts indexed every entry once (the view's part
+    // lands a moment after the chain's).
+    env.wait_for_count("SELECT count() FROM {db}.audit_search", n, PATIENCE)
+        .await;
     assert_eq!(crate::audit_index::index_state(&env).await, (n, 0, 0));
     env.wait_for_cost_rollup().await;
     let totals = "SELECT team_id, sum(calls), sum(input_tokens), toString(sum(cost)) FROM {db}.cost_daily GROUP BY team_id ORDER BY team_id FORMAT TSV";
@@ -195,6 +198,8 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     // of the control plane's chain, such as a new error pattern).
     let entries = env.ch_u64("SELECT count() FROM {db}.audit_chain").await;
     assert!(entries >= n + 2, "{entries}");
+    env.wait_for_count("SELECT count() FROM {db}.audit_search", entries, PATIENCE)
+        .await;
     assert_eq!(crate::audit_index::index_state(&env).await, (entries, 0, 0));
     let her_positions =
         format!("(chain_id, seq) IN (SELECT chain_id, seq FROM {{db}}.audit_chain WHERE {hers})");

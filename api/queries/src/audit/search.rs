@@ -220,9 +220,11 @@ impl SearchQuery {
         parts.join("&")
     }
 
+    /// Binds the values of [`conditions`]: the filters given, then the
+    /// time range.
     fn bind_filters(&self, mut q: clickhouse::query::Query) -> clickhouse::query::Query {
-        for value in &self.filters {
-            q = q.bind(value.as_str()).bind(value.as_str());
+        for value in self.filters.iter().filter(|v| !v.is_empty()) {
+            q = q.bind(value.as_str());
         }
         q.bind(self.from_ms.unwrap_or(0))
             .bind(self.to_ms.unwrap_or(u64::MAX))
@@ -242,12 +244,17 @@ pub fn urlencode(value: &str) -> String {
         .collect()
 }
 
-/// `WHERE` conditions shared by the search and the daily counts: each filter
-/// is `(? = '' OR col = ?)`, then the time range; values are bound.
-fn conditions() -> String {
+/// `WHERE` conditions shared by the search and the daily counts: `col = ?`
+/// for each filter `query` gives, then the time range; values are bound
+/// ([`SearchQuery::bind_filters`]). Only the filters given are written: on
+/// 18.16 a constant-folded `('org-1' = '' OR org_id = 'org-1')` is not
+/// used by the primary key analysis, and the whole index was read.
+fn conditions(query: &SearchQuery) -> String {
     let mut sql: Vec<String> = FILTERS
         .iter()
-        .map(|(_, col)| format!("(? = '' OR {col} = ?)"))
+        .zip(&query.filters)
+        .filter(|(_, value)| !value.is_empty())
+        .map(|((_, col), _)| format!("{col} = ?"))
         .collect();
     sql.push("occurred_at_ms >= ? AND occurred_at_ms < ?".into());
     sql.join(" AND ")
@@ -255,12 +262,12 @@ fn conditions() -> String {
 
 /// The positions of one page, read from the ordered index `audit_search`
 /// (migration 0038: the searchable columns, ordered by org and time);
-/// bound: 9 × 2 filter values, from, to, cursor (ms, ms, chain, chain,
+/// bound: the filters given, from, to, cursor (ms, ms, chain, chain,
 /// seq), limit.
-pub fn page_keys_sql() -> String {
+pub fn page_keys_sql(query: &SearchQuery) -> String {
     format!(
         "SELECT occurred_at_ms, chain_id, seq FROM audit_search WHERE {} AND (occurred_at_ms > ? OR (occurred_at_ms = ? AND (chain_id > ? OR (chain_id = ? AND seq > ?)))) ORDER BY occurred_at_ms, chain_id, seq LIMIT ?",
-        conditions()
+        conditions(query)
     )
 }
 
@@ -277,10 +284,10 @@ pub fn entries_at_sql(positions: usize) -> String {
 
 /// Entries per UTC day of a search (no cursor): `(day since epoch, count)`,
 /// from the index.
-pub fn daily_counts_sql() -> String {
+pub fn daily_counts_sql(query: &SearchQuery) -> String {
     format!(
         "SELECT toUInt32(intDiv(occurred_at_ms, 86400000)) AS day, count() AS entries FROM audit_search WHERE {} GROUP BY day ORDER BY day",
-        conditions()
+        conditions(query)
     )
 }
 
@@ -315,7 +322,7 @@ struct PagePosition {
 /// those entries from the chain.
 pub async fn search(client: &Client, query: &SearchQuery) -> clickhouse::error::Result<SearchPage> {
     let cursor = query.cursor.clone().unwrap_or_default();
-    let sql = page_keys_sql();
+    let sql = page_keys_sql(query);
     let q = query
         .bind_filters(client.query(&sql))
         .bind(cursor.occurred_at_ms)
@@ -438,7 +445,7 @@ pub async fn daily_counts(
     client: &Client,
     query: &SearchQuery,
 ) -> clickhouse::error::Result<Vec<(u32, u64)>> {
-    let sql = daily_counts_sql();
+    let sql = daily_counts_sql(query);
     query.bind_filters(client.query(&sql)).fetch_all().await
 }
 
@@ -766,10 +773,17 @@ mod tests {
 
     #[test]
     fn search_sql_binds_every_placeholder() {
-        assert_eq!(page_keys_sql().matches('?').count(), 9 * 2 + 2 + 5 + 1);
+        let mut query = SearchQuery::default();
+        assert_eq!(page_keys_sql(&query).matches('?').count(), 2 + 5 + 1);
+        assert_eq!(daily_counts_sql(&query).matches('?').count(), 2);
+        query.set_filter("org", "org-a");
+        query.set_filter("kind", "ai.call.failed");
+        assert!(page_keys_sql(&query)
+            .contains(" WHERE org_id = ? AND kind = ? AND occurred_at_ms >= ?"));
+        assert_eq!(page_keys_sql(&query).matches('?').count(), 2 + 2 + 5 + 1);
         assert_eq!(entries_at_sql(3).matches('?').count(), 3 * 2);
         // One position is bound twice (a set of one pair).
         assert_eq!(entries_at_sql(1).matches('?').count(), 2 * 2);
-        assert_eq!(daily_counts_sql().matches('?').count(), 9 * 2 + 2);
+        assert_eq!(daily_counts_sql(&query).matches('?').count(), 2 + 2);
     }
 }
