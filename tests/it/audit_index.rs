@@ -9,6 +9,7 @@
 //! (The index after ingest by the processor, and after erasure: the
 //! `erasure` module.)
 
+use crate::cost::forget_migration;
 use crate::support;
 
 use support::TestEnv;
@@ -234,20 +235,6 @@ async fn before_0038(env: &TestEnv) {
         env.ch(sql).await;
     }
     forget_migration(env, 38).await;
-}
-
-async fn forget_migration(env: &TestEnv, version: u32) {
-    for sql in [
-        "DROP TABLE IF EXISTS {db}.schema_migrations_keep".to_string(),
-        "CREATE TABLE {db}.schema_migrations_keep AS {db}.schema_migrations".to_string(),
-        format!(
-            "INSERT INTO {{db}}.schema_migrations_keep SELECT * FROM {{db}}.schema_migrations WHERE version != {version}"
-        ),
-        "DROP TABLE {db}.schema_migrations".to_string(),
-        "RENAME TABLE {db}.schema_migrations_keep TO {db}.schema_migrations".to_string(),
-    ] {
-        env.ch(&sql).await;
-    }
 }
 
 fn migrate(env: &TestEnv, label: &str) {
