@@ -100,6 +100,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0037_cost_daily_by_team.sql",
         include_str!("../../migrations/clickhouse/0037_cost_daily_by_team.sql"),
     ),
+    (
+        "0038_audit_search.sql",
+        include_str!("../../migrations/clickhouse/0038_audit_search.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

@@ -10,8 +10,9 @@
 //! every `interval_secs` under the `retention` lease (one runner at a
 //! time), `tollgate retention run [--dry-run]` by hand or from cron.
 //!
-//! The audit chain (`audit_chain`, `audit_checkpoints`) is not partitioned
-//! and not retained here: each entry holds its own copy of its event, so
+//! The audit chain (`audit_chain`, its index `audit_search`,
+//! `audit_checkpoints`) is not partitioned and not retained here: each
+//! entry holds its own copy of its event, so
 //! dropping `calls` partitions never makes the chain unverifiable; a
 //! person's data in it is removed by erasure (`docs/audit.md`, "Erasure").
 

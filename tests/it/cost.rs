@@ -1663,7 +1663,7 @@ async fn tag_rollup_equals_the_tagged_facts_before_and_after_repricing() {
 
 /// Forget that migration `version` was applied, so `tollgate migrate`
 /// applies it again (18.16: no lightweight DELETE; copy the other rows).
-async fn forget_migration(env: &TestEnv, version: u32) {
+pub(crate) async fn forget_migration(env: &TestEnv, version: u32) {
     for sql in [
         "DROP TABLE IF EXISTS {db}.schema_migrations_keep".to_string(),
         "CREATE TABLE {db}.schema_migrations_keep AS {db}.schema_migrations".to_string(),

@@ -84,6 +84,11 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
         .wait_for_count("SELECT count() FROM {db}.audit_chain", n, PATIENCE)
         .await;
     assert_eq!(chained, n);
+    // The processor's inserts indexed every entry once (the view's part
+    // lands a moment after the chain's).
+    env.wait_for_count("SELECT count() FROM {db}.audit_search", n, PATIENCE)
+        .await;
+    assert_eq!(crate::audit_index::index_state(&env).await, (n, 0, 0));
     env.wait_for_cost_rollup().await;
     let totals = "SELECT team_id, sum(calls), sum(input_tokens), toString(sum(cost)) FROM {db}.cost_daily GROUP BY team_id ORDER BY team_id FORMAT TSV";
     let bob = "SELECT sum(calls), sum(input_tokens), toString(sum(cost)) FROM {db}.cost_daily WHERE user_id = 'bob' FORMAT TSV";
@@ -106,6 +111,8 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     assert_eq!(receipt["tables"]["calls"]["after"], 0);
     assert_eq!(receipt["tables"]["audit_chain"]["before"], 10);
     assert_eq!(receipt["tables"]["audit_chain"]["after"], 0);
+    assert_eq!(receipt["tables"]["audit_search"]["before"], 10);
+    assert_eq!(receipt["tables"]["audit_search"]["after"], 0);
     assert!(receipt["tables"]["cost_daily"]["before"].as_u64().unwrap() >= 2);
     assert_eq!(receipt["tables"]["cost_daily"]["after"], 0);
     let chains = receipt["chains"].as_array().unwrap();
@@ -124,7 +131,13 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     let tables: Vec<&str> = tables.lines().collect();
     assert_eq!(
         tables,
-        ["audit_chain", "calls", "cost_adjustments", "cost_daily"]
+        [
+            "audit_chain",
+            "audit_search",
+            "calls",
+            "cost_adjustments",
+            "cost_daily"
+        ]
     );
     for table in tables {
         assert_eq!(
@@ -180,6 +193,23 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
         assert_eq!(event["admin"]["entry_hashes"], c["entry_hashes"]);
         assert!(!record["event_json"].as_str().unwrap().contains("alice"));
     }
+    // The search index matches the erased chain, row for row (her entries
+    // under an empty user id), the two records included (and any entry
+    // of the control plane's chain, such as a new error pattern).
+    let entries = env.ch_u64("SELECT count() FROM {db}.audit_chain").await;
+    assert!(entries >= n + 2, "{entries}");
+    env.wait_for_count("SELECT count() FROM {db}.audit_search", entries, PATIENCE)
+        .await;
+    assert_eq!(crate::audit_index::index_state(&env).await, (entries, 0, 0));
+    let her_positions =
+        format!("(chain_id, seq) IN (SELECT chain_id, seq FROM {{db}}.audit_chain WHERE {hers})");
+    assert_eq!(
+        env.ch_u64(&format!(
+            "SELECT count() FROM {{db}}.audit_search WHERE {her_positions} AND user_id = ''"
+        ))
+        .await,
+        10
+    );
     // The whole chain verifies.
     let (ok, report) = verify_audit_with(&env, "org-1", &[]);
     assert!(ok, "{report}");

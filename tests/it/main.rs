@@ -23,6 +23,7 @@ mod alert_pages;
 mod alert_rules;
 mod alert_signals;
 mod audit_chain;
+mod audit_index;
 mod audit_search;
 mod bench_reports;
 mod breakers;

@@ -49,6 +49,10 @@ pub const PERSONAL_TABLES: &[(&str, &str)] = &[
         "version 2 entries: user_id, event_json and salt emptied (the entry still verifies through personal_commitment); version 1 entries kept",
     ),
     (
+        "audit_search",
+        "the search index of the audit chain (migration 0038): user_id emptied on the rows of the erased entries, first",
+    ),
+    (
         "calls",
         "user_id, prompt_sha256, response_sha256 and error_message emptied",
     ),
@@ -201,6 +205,12 @@ pub const CHAINED_SQL: &str =
 /// Version 2 entries of one chain: personal fields and salt emptied.
 pub const ERASE_AUDIT_SQL: &str = "ALTER TABLE audit_chain UPDATE user_id = '', event_json = '', salt = '' WHERE chain_id = ? AND has(?, seq) AND org_id = ? AND user_id = ? AND v >= 2";
 
+/// The same entries' rows in the search index (only version 2 entries'
+/// seqs are bound). Sent before [`ERASE_AUDIT_SQL`]: an erasure stopped
+/// between the two leaves the chain's rows holding the person, so running
+/// it again finds them and erases both.
+pub const ERASE_AUDIT_SEARCH_SQL: &str = "ALTER TABLE audit_search UPDATE user_id = '' WHERE chain_id = ? AND has(?, seq) AND org_id = ? AND user_id = ?";
+
 pub const ERASE_CALLS_SQL: &str = "ALTER TABLE calls UPDATE user_id = '', prompt_sha256 = '', response_sha256 = '', error_message = '' WHERE org_id = ? AND user_id = ?";
 
 pub const ERASE_ADJUSTMENTS_SQL: &str =
@@ -217,7 +227,7 @@ pub const DELETE_COST_DAILY_SQL: &str =
 
 /// Mutations of the database not finished yet, on the tables erasure
 /// changes.
-pub const PENDING_MUTATIONS_SQL: &str = "SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0 AND has(['audit_chain', 'calls', 'cost_adjustments', 'cost_daily'], table)";
+pub const PENDING_MUTATIONS_SQL: &str = "SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0 AND has(['audit_chain', 'audit_search', 'calls', 'cost_adjustments', 'cost_daily'], table)";
 
 /// Every MergeTree table of the database with a `user_id` column.
 pub const USER_TABLES_SQL: &str = "SELECT name FROM system.tables WHERE database = ? AND engine LIKE '%MergeTree' AND name IN (SELECT table FROM system.columns WHERE database = ? AND name = 'user_id') ORDER BY name";
@@ -313,14 +323,19 @@ impl Eraser {
         let chained = self.record(&events).await?;
         for (chain_id, (_, rows)) in &chains {
             let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
-            ch.query(ERASE_AUDIT_SQL)
-                .bind(chain_id)
-                .bind(&seqs)
-                .bind(org)
-                .bind(user)
-                .execute()
-                .await
-                .map_err(self.failed(format!("cannot erase the entries of chain {chain_id}")))?;
+            for (sql, what) in [
+                (ERASE_AUDIT_SEARCH_SQL, "the search index's rows"),
+                (ERASE_AUDIT_SQL, "the entries"),
+            ] {
+                ch.query(sql)
+                    .bind(chain_id)
+                    .bind(&seqs)
+                    .bind(org)
+                    .bind(user)
+                    .execute()
+                    .await
+                    .map_err(self.failed(format!("cannot erase {what} of chain {chain_id}")))?;
+            }
         }
         for (sql, what) in [
             (ERASE_CALLS_SQL, "calls"),
@@ -483,6 +498,13 @@ pub fn catalog() -> Vec<(String, String)> {
             "erasure.audit".into(),
             fill(
                 ERASE_AUDIT_SQL,
+                &["'team-a'", "[1, 2]", "'acme'", "'user-1'"],
+            ),
+        ),
+        (
+            "erasure.audit_search".into(),
+            fill(
+                ERASE_AUDIT_SEARCH_SQL,
                 &["'team-a'", "[1, 2]", "'acme'", "'user-1'"],
             ),
         ),

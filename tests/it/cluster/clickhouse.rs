@@ -477,6 +477,7 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
             ("latency_minute_hist", "ReplicatedAggregatingMergeTree"),
             ("latency_minute_calls", "ReplicatedAggregatingMergeTree"),
             ("latency_minute_buckets", "ReplicatedSummingMergeTree"),
+            ("audit_search", "ReplicatedMergeTree"),
             ("fold_progress", "ReplicatedReplacingMergeTree"),
             ("schema_migrations", "ReplicatedMergeTree"),
         ] {

@@ -50,28 +50,19 @@ pub fn sql_catalog() -> Vec<(String, String)> {
             fill(&verify::entries_page_sql(), &["'team-a'", "0", "250000"]),
         ),
         (
-            "audit.search.page".into(),
+            "audit.search.page_keys".into(),
             fill(
-                &search::search_sql(),
+                &search::page_keys_sql(&sample_search(&[
+                    ("org", "org-a"),
+                    ("team", "team-a"),
+                    ("model", "gpt-4o"),
+                    ("outcome", "success"),
+                ])),
                 &[
                     "'org-a'",
-                    "'org-a'",
                     "'team-a'",
-                    "'team-a'",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
                     "'gpt-4o'",
-                    "'gpt-4o'",
-                    "''",
-                    "''",
                     "'success'",
-                    "'success'",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
                     "1773100800000",
                     "18446744073709551615",
                     "1773100800000",
@@ -84,31 +75,43 @@ pub fn sql_catalog() -> Vec<(String, String)> {
             ),
         ),
         (
-            "audit.search.daily_counts".into(),
+            "audit.search.page_keys_unfiltered".into(),
             fill(
-                &search::daily_counts_sql(),
+                &search::page_keys_sql(&sample_search(&[])),
                 &[
-                    "'org-a'",
-                    "'org-a'",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "''",
-                    "'deny'",
-                    "'deny'",
+                    "0",
+                    "18446744073709551615",
+                    "0",
+                    "0",
                     "''",
                     "''",
                     "0",
-                    "1773187200000",
+                    "101",
                 ],
+            ),
+        ),
+        (
+            "audit.search.daily_counts".into(),
+            fill(
+                &search::daily_counts_sql(&sample_search(&[
+                    ("org", "org-a"),
+                    ("decision", "deny"),
+                ])),
+                &["'org-a'", "'deny'", "0", "1773187200000"],
+            ),
+        ),
+        (
+            "audit.search.entries_at".into(),
+            fill(
+                &search::entries_at_sql(3),
+                &["'team-a'", "7", "'team-a'", "8", "'team-b'", "1"],
+            ),
+        ),
+        (
+            "audit.search.entries_at_one".into(),
+            fill(
+                &search::entries_at_sql(1),
+                &["'team-a'", "7", "'team-a'", "7"],
             ),
         ),
         (
@@ -125,6 +128,15 @@ pub fn sql_catalog() -> Vec<(String, String)> {
             fill(&trail::chain_entries_sql(), &["'team-a'"]),
         ),
     ]
+}
+
+/// A search with these filters set.
+fn sample_search(filters: &[(&str, &str)]) -> search::SearchQuery {
+    let mut query = search::SearchQuery::default();
+    for (name, value) in filters {
+        query.set_filter(name, value);
+    }
+    query
 }
 
 /// `sql` with each `?` replaced by the next sample value, in order.

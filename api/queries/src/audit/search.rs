@@ -7,6 +7,13 @@
 //! (a chain position is unique), so a cursor holding the last row's triple
 //! pages through a result without duplicates or gaps even while entries are
 //! appended. The cursor is that triple, hex-encoded: opaque to callers.
+//!
+//! A page is read in two steps: its positions from `audit_search`, the
+//! searchable columns of every entry ordered by `(org_id, occurred_at_ms,
+//! chain_id, seq)` (migration 0038, fed by a materialized view), so a
+//! search by org and time reads a narrow, ordered range; then those
+//! entries' columns from `audit_chain` by its primary key. The daily
+//! counts read the index alone.
 
 use std::collections::HashMap;
 
@@ -49,14 +56,6 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    pub fn after(row: &EntryRow) -> Self {
-        Self {
-            occurred_at_ms: row.occurred_at_ms,
-            chain_id: row.chain_id.clone(),
-            seq: row.seq,
-        }
-    }
-
     pub fn encode(&self) -> String {
         hex::encode(format!(
             "{}\n{}\n{}",
@@ -221,9 +220,11 @@ impl SearchQuery {
         parts.join("&")
     }
 
+    /// Binds the values of [`conditions`]: the filters given, then the
+    /// time range.
     fn bind_filters(&self, mut q: clickhouse::query::Query) -> clickhouse::query::Query {
-        for value in &self.filters {
-            q = q.bind(value.as_str()).bind(value.as_str());
+        for value in self.filters.iter().filter(|v| !v.is_empty()) {
+            q = q.bind(value.as_str());
         }
         q.bind(self.from_ms.unwrap_or(0))
             .bind(self.to_ms.unwrap_or(u64::MAX))
@@ -243,31 +244,50 @@ pub fn urlencode(value: &str) -> String {
         .collect()
 }
 
-/// `WHERE` conditions shared by the search and the daily counts: each filter
-/// is `(? = '' OR col = ?)`, then the time range; values are bound.
-fn conditions() -> String {
+/// `WHERE` conditions shared by the search and the daily counts: `col = ?`
+/// for each filter `query` gives, then the time range; values are bound
+/// ([`SearchQuery::bind_filters`]). Only the filters given are written: on
+/// 18.16 a constant-folded `('org-1' = '' OR org_id = 'org-1')` is not
+/// used by the primary key analysis, and the whole index was read.
+fn conditions(query: &SearchQuery) -> String {
     let mut sql: Vec<String> = FILTERS
         .iter()
-        .map(|(_, col)| format!("(? = '' OR {col} = ?)"))
+        .zip(&query.filters)
+        .filter(|(_, value)| !value.is_empty())
+        .map(|((_, col), _)| format!("{col} = ?"))
         .collect();
     sql.push("occurred_at_ms >= ? AND occurred_at_ms < ?".into());
     sql.join(" AND ")
 }
 
-/// One page of a search; bound: 9 × 2 filter values, from, to, cursor
-/// (ms, ms, chain, chain, seq), limit.
-pub fn search_sql() -> String {
+/// The positions of one page, read from the ordered index `audit_search`
+/// (migration 0038: the searchable columns, ordered by org and time);
+/// bound: the filters given, from, to, cursor (ms, ms, chain, chain,
+/// seq), limit.
+pub fn page_keys_sql(query: &SearchQuery) -> String {
     format!(
-        "SELECT {ENTRY_COLUMNS} FROM audit_chain WHERE {} AND (occurred_at_ms > ? OR (occurred_at_ms = ? AND (chain_id > ? OR (chain_id = ? AND seq > ?)))) ORDER BY occurred_at_ms, chain_id, seq LIMIT ?",
-        conditions()
+        "SELECT occurred_at_ms, chain_id, seq FROM audit_search WHERE {} AND (occurred_at_ms > ? OR (occurred_at_ms = ? AND (chain_id > ? OR (chain_id = ? AND seq > ?)))) ORDER BY occurred_at_ms, chain_id, seq LIMIT ?",
+        conditions(query)
     )
 }
 
-/// Entries per UTC day of a search (no cursor): `(day since epoch, count)`.
-pub fn daily_counts_sql() -> String {
+/// The entries at `positions` (at least one) from `audit_chain`, by its
+/// primary key, in search order; bound: chain, seq per position. One
+/// position is written twice: `IN ((?, ?))` would be the pair itself, not
+/// a set holding it.
+pub fn entries_at_sql(positions: usize) -> String {
+    let pairs = vec!["(?, ?)"; positions.max(2)].join(", ");
     format!(
-        "SELECT toUInt32(intDiv(occurred_at_ms, 86400000)) AS day, count() AS entries FROM audit_chain WHERE {} GROUP BY day ORDER BY day",
-        conditions()
+        "SELECT {ENTRY_COLUMNS} FROM audit_chain PREWHERE (chain_id, seq) IN ({pairs}) ORDER BY occurred_at_ms, chain_id, seq"
+    )
+}
+
+/// Entries per UTC day of a search (no cursor): `(day since epoch, count)`,
+/// from the index.
+pub fn daily_counts_sql(query: &SearchQuery) -> String {
+    format!(
+        "SELECT toUInt32(intDiv(occurred_at_ms, 86400000)) AS day, count() AS entries FROM audit_search WHERE {} GROUP BY day ORDER BY day",
+        conditions(query)
     )
 }
 
@@ -290,10 +310,19 @@ pub struct SearchPage {
     pub next_cursor: Option<String>,
 }
 
-/// Run one page of `query`.
+/// A page's position in search order.
+#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
+struct PagePosition {
+    occurred_at_ms: u64,
+    chain_id: String,
+    seq: u64,
+}
+
+/// Run one page of `query`: the page's positions from the index, then
+/// those entries from the chain.
 pub async fn search(client: &Client, query: &SearchQuery) -> clickhouse::error::Result<SearchPage> {
     let cursor = query.cursor.clone().unwrap_or_default();
-    let sql = search_sql();
+    let sql = page_keys_sql(query);
     let q = query
         .bind_filters(client.query(&sql))
         .bind(cursor.occurred_at_ms)
@@ -303,18 +332,63 @@ pub async fn search(client: &Client, query: &SearchQuery) -> clickhouse::error::
         .bind(cursor.seq)
         // One more than asked, to know whether there is a next page.
         .bind(query.limit + 1);
-    let mut entries: Vec<EntryRow> = q.fetch_all().await?;
-    let more = entries.len() as u64 > query.limit;
-    entries.truncate(query.limit as usize);
-    let next_cursor = if more {
-        entries.last().map(|row| Cursor::after(row).encode())
-    } else {
-        None
+    let mut positions: Vec<PagePosition> = q.fetch_all().await?;
+    let more = positions.len() as u64 > query.limit;
+    positions.truncate(query.limit as usize);
+    let next_cursor = match positions.last() {
+        Some(last) if more => Some(
+            Cursor {
+                occurred_at_ms: last.occurred_at_ms,
+                chain_id: last.chain_id.clone(),
+                seq: last.seq,
+            }
+            .encode(),
+        ),
+        _ => None,
     };
+    let entries = entries_at(client, &positions).await?;
     Ok(SearchPage {
         entries,
         next_cursor,
     })
+}
+
+/// Bytes of chain ids one statement of [`entries_at`] carries at most:
+/// ClickHouse parses at most `max_query_size` (256 KiB by default) of a
+/// query, and a page of 1000 long team ids would pass it.
+const POSITIONS_BYTES: usize = 64 * 1024;
+
+/// The entries at `positions`, in search order: one statement per run of
+/// positions holding at most [`POSITIONS_BYTES`] of chain ids (each run's
+/// rows come sorted, and the runs are in order).
+async fn entries_at(
+    client: &Client,
+    positions: &[PagePosition],
+) -> clickhouse::error::Result<Vec<EntryRow>> {
+    let mut entries = Vec::with_capacity(positions.len());
+    let mut rest = positions;
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let run = rest
+            .iter()
+            .take_while(|p| {
+                bytes += p.chain_id.len();
+                bytes <= POSITIONS_BYTES
+            })
+            .count()
+            .max(1);
+        let (now, later) = rest.split_at(run);
+        let mut q = client.query(&entries_at_sql(now.len()));
+        for p in now
+            .iter()
+            .chain(now.iter().take(usize::from(now.len() == 1)))
+        {
+            q = q.bind(p.chain_id.as_str()).bind(p.seq);
+        }
+        entries.extend(q.fetch_all::<EntryRow>().await?);
+        rest = later;
+    }
+    Ok(entries)
 }
 
 /// A page of entries as its table (the CSV of `/compliance/search`, the
@@ -371,7 +445,7 @@ pub async fn daily_counts(
     client: &Client,
     query: &SearchQuery,
 ) -> clickhouse::error::Result<Vec<(u32, u64)>> {
-    let sql = daily_counts_sql();
+    let sql = daily_counts_sql(query);
     query.bind_filters(client.query(&sql)).fetch_all().await
 }
 
@@ -699,7 +773,17 @@ mod tests {
 
     #[test]
     fn search_sql_binds_every_placeholder() {
-        assert_eq!(search_sql().matches('?').count(), 9 * 2 + 2 + 5 + 1);
-        assert_eq!(daily_counts_sql().matches('?').count(), 9 * 2 + 2);
+        let mut query = SearchQuery::default();
+        assert_eq!(page_keys_sql(&query).matches('?').count(), 2 + 5 + 1);
+        assert_eq!(daily_counts_sql(&query).matches('?').count(), 2);
+        query.set_filter("org", "org-a");
+        query.set_filter("kind", "ai.call.failed");
+        assert!(page_keys_sql(&query)
+            .contains(" WHERE org_id = ? AND kind = ? AND occurred_at_ms >= ?"));
+        assert_eq!(page_keys_sql(&query).matches('?').count(), 2 + 2 + 5 + 1);
+        assert_eq!(entries_at_sql(3).matches('?').count(), 3 * 2);
+        // One position is bound twice (a set of one pair).
+        assert_eq!(entries_at_sql(1).matches('?').count(), 2 * 2);
+        assert_eq!(daily_counts_sql(&query).matches('?').count(), 2 + 2);
     }
 }
