@@ -434,7 +434,12 @@ mod tests {
 
     #[test]
     fn list_matches_directory() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/clickhouse");
+        // As cargo gives it to the running test, not the compile-time path
+        // (a binary from a shared build cache keeps its builder's checkout).
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+            .join("../migrations/clickhouse");
         let mut on_disk: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -191,7 +191,7 @@ async fn every_page_passes_axe_with_data_in_it() {
         describe(&violations)
     );
     // A picture of the overview for people.
-    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    let shot = crate::support::repo_root().join("tests/artifacts");
     std::fs::create_dir_all(&shot).unwrap();
     let mut steps = sign_in(&base, &person);
     steps.extend([

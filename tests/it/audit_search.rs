@@ -13,7 +13,7 @@
 use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -660,7 +660,7 @@ async fn search_tenant_isolation_and_search_export() {
         let file = env.dir.path().join("search.ndjson");
         std::fs::write(&file, &body).unwrap();
         let out = Command::new(&python)
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/audit_verify.py"))
+            .arg(crate::support::repo_root().join("docs/audit_verify.py"))
             .arg(&file)
             .args(["--public-key", &hex::encode(public_key().to_bytes())])
             .output()

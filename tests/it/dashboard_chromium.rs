@@ -12,8 +12,6 @@
 use crate::latency_fixture;
 use crate::support;
 
-use std::path::Path;
-
 use latency_fixture::{call, dataset, ReportEnv};
 use support::chromium::run_chromium;
 
@@ -130,7 +128,7 @@ async fn latency_page_draws_charts_and_totals_in_chromium() {
     );
 
     // A screenshot for people (and for the reviewer's eyes).
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    let artifacts = crate::support::repo_root().join("tests/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("sre_latency.png");
     let _ = std::fs::remove_file(&shot);

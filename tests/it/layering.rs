@@ -65,7 +65,7 @@ fn metadata() -> serde_json::Value {
             "--no-deps",
             "--offline",
         ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(crate::support::repo_root())
         .output()
         .expect("cargo metadata runs");
     assert!(

@@ -17,7 +17,7 @@
 use crate::support;
 use support::{d, TestEnv};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -263,7 +263,7 @@ impl Report {
 }
 
 fn programs_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otlp_clients")
+    crate::support::repo_root().join("tests/otlp_clients")
 }
 
 fn venv_python(venv: &str) -> PathBuf {

@@ -561,19 +561,16 @@ async fn migrate_twice_and_detect_changed_file() {
         stdout.contains("0001_calls.sql already applied"),
         "{stdout}"
     );
-    let files = std::fs::read_dir(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/migrations/clickhouse"
-    ))
-    .unwrap()
-    .filter(|e| {
-        e.as_ref()
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .ends_with(".sql")
-    })
-    .count() as u64;
+    let files = std::fs::read_dir(crate::support::repo_root().join("migrations/clickhouse"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".sql")
+        })
+        .count() as u64;
     assert_eq!(
         env.ch_u64("SELECT count() FROM {db}.schema_migrations")
             .await,

@@ -44,8 +44,8 @@ fn prometheus_url() -> String {
     std::env::var("TOLLGATE_TEST_PROMETHEUS").unwrap_or_else(|_| "http://127.0.0.1:9097".into())
 }
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn repo() -> std::path::PathBuf {
+    crate::support::repo_root()
 }
 
 /// One series of a query's answer: its labels and value.

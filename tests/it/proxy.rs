@@ -1110,7 +1110,7 @@ async fn a_client_hanging_up_mid_stream_is_recorded_as_cancelled_with_usage_so_f
 }
 
 pub(crate) fn kafka_scratch(action: &str, dir: &Path, ports: Option<(u16, u16)>) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("dev/kafka-scratch");
+    let script = crate::support::repo_root().join("dev/kafka-scratch");
     let mut cmd = Command::new(script);
     cmd.arg(action).arg(dir);
     if let Some((port, controller)) = ports {
@@ -1129,7 +1129,7 @@ pub(crate) struct ScratchKafka(pub(crate) PathBuf);
 
 impl Drop for ScratchKafka {
     fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("dev/kafka-scratch");
+        let script = crate::support::repo_root().join("dev/kafka-scratch");
         let _ = Command::new(script).arg("stop").arg(&self.0).output();
     }
 }

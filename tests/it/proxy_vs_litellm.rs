@@ -3,7 +3,6 @@
 //! the table with a row for the proxy in which every request succeeded, and
 //! the proxy's key is revoked afterwards. Nothing about speed is asserted.
 
-use std::path::Path;
 use std::process::Command;
 
 use crate::support::{tollgate_bin, TestEnv};
@@ -11,7 +10,7 @@ use crate::support::{tollgate_bin, TestEnv};
 #[tokio::test]
 async fn quick_run_against_tollgate_prints_its_row_with_every_request_answered() {
     let env = TestEnv::new("vslitellm").await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/proxy-vs-litellm");
+    let script = crate::support::repo_root().join("bench/proxy-vs-litellm");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(script)
             .args(["--quick", "--only", "tollgate"])

@@ -57,7 +57,7 @@ pub fn try_cluster_script(script: &str, args: &[&str]) -> Result<(), String> {
         .ok()
         .filter(|root| !root.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        .unwrap_or_else(crate::support::repo_root);
     let script = root.join("dev/cluster").join(script);
     let out = Command::new(&script)
         .args(args)

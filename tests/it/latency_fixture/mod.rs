@@ -209,7 +209,7 @@ fn statements(text: &str) -> Vec<String> {
 
 /// `migrations/clickhouse/*.sql`, in order.
 pub fn migration_files() -> Vec<PathBuf> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/clickhouse");
+    let dir = crate::support::repo_root().join("migrations/clickhouse");
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())

@@ -6,7 +6,7 @@
 //! packages (`npm ci` in `tests/browser/`).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -200,7 +200,7 @@ pub fn describe(violations: &[(String, Violation)]) -> String {
 }
 
 fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+    crate::support::repo_root().join("tests/browser")
 }
 
 /// Run `steps` in a fresh browser (its own profile, no cookies), bounded by

@@ -99,7 +99,7 @@ pub fn wait_bounded(mut child: Child, deadline: Duration, what: &str) -> Output 
 /// Save a screenshot of `url` as `tests/artifacts/<name>` (for people; the
 /// directory is ignored by git) and check it is not blank.
 pub async fn screenshot(url: &str, name: &str) {
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    let artifacts = crate::support::repo_root().join("tests/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join(name);
     let _ = std::fs::remove_file(&shot);
@@ -135,7 +135,7 @@ pub async fn signed_in_dom(base: &str, key: &str, page: &str, shot: &str) -> Str
         "chromium: {}",
         String::from_utf8_lossy(&dom.stderr)
     );
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    let artifacts = crate::support::repo_root().join("tests/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let path = artifacts.join(shot);
     let _ = std::fs::remove_file(&path);

@@ -30,10 +30,19 @@ use std::time::{Duration, Instant};
 /// the time a passing test takes.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
+/// The repository's root, as cargo gives it to the running test. Not the
+/// compile-time `env!("CARGO_MANIFEST_DIR")`: a test binary reused from a
+/// shared build cache keeps the path of the checkout that built it.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// A setting of `dev/tollgate.toml`, where the dev stack's addresses are
 /// written once (`dev/stack`, `dev/demo` and `dev/test` read them there too).
 fn dev_setting(section: &str, key: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dev/tollgate.toml");
+    let path = crate::support::repo_root().join("dev/tollgate.toml");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let config: toml::Table = text.parse().unwrap();

@@ -101,5 +101,5 @@ impl Drop for PrivateKafka {
 }
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("dev/kafka-scratch")
+    crate::support::repo_root().join("dev/kafka-scratch")
 }
