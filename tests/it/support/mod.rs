@@ -517,9 +517,16 @@ impl Drop for TestEnv {
             let _ = child.wait();
         }
         if std::thread::panicking() {
+            // The processes' logs and config too: a failure seen once in a
+            // full run is read from them afterwards.
+            self.dir.disable_cleanup(true);
             eprintln!(
-                "test failed: keeping topics {}.*, ClickHouse database {} and PostgreSQL database {}",
-                self.name, self.ch_database, self.name
+                "test failed: keeping topics {}.*, ClickHouse database {}, PostgreSQL database {} \
+                 and the logs and config in {}",
+                self.name,
+                self.ch_database,
+                self.name,
+                self.dir.path().display()
             );
             return;
         }
