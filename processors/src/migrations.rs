@@ -104,6 +104,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0038_audit_search.sql",
         include_str!("../../migrations/clickhouse/0038_audit_search.sql"),
     ),
+    (
+        "0039_cost_daily_by_user_and_key.sql",
+        include_str!("../../migrations/clickhouse/0039_cost_daily_by_user_and_key.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

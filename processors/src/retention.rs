@@ -113,15 +113,17 @@ fn remedy(source_days: u32) -> String {
 
 impl RetentionConfig {
     /// Every table with its days, in the order they are enforced.
-    fn all(&self) -> [(&'static str, u32); 13] {
+    fn all(&self) -> [(&'static str, u32); 15] {
         [
             ("calls", self.calls_days),
             ("cost_adjustments", self.cost_adjustments_days),
             ("cost_daily", self.cost_daily_days),
-            // One setting for both cost rollups: a report reads one or the
-            // other by its dimensions (`tollgate_control::cost_rollup`), and
-            // must not cover fewer days because it has no user or key.
+            // One setting for every untagged cost rollup: a report reads one
+            // or another by its dimensions (`tollgate_control::cost_rollup`),
+            // and must not cover fewer days because it has fewer of them.
             ("cost_daily_by_team", self.cost_daily_days),
+            ("cost_daily_by_user", self.cost_daily_days),
+            ("cost_daily_by_key", self.cost_daily_days),
             ("cost_daily_tags", self.cost_daily_tags_days),
             // One setting for the latency rollup in each of its forms: the
             // report reads `latency_minute_calls` and its histogram

@@ -493,11 +493,25 @@ async fn rollup_total(env: &TestEnv, model: &str) -> (Decimal, i64, i64) {
     (d(f[0]), f[1].parse().unwrap(), f[2].parse().unwrap())
 }
 
-/// Every cell of a cost rollup at the grain of `cost_daily_by_team` (day ×
-/// org × team × provider × model × price version) with all its sums, one
-/// TSV line each, in order; cells whose sums are all zero (a reprice moved
-/// everything to another version) are left out, merged or not.
-async fn by_team_cells(env: &TestEnv, table: &str) -> Vec<String> {
+/// The grain of `cost_daily_by_team`: day × org × team × provider × model
+/// × price version.
+const BY_TEAM: &[&str] = &[
+    "day",
+    "org_id",
+    "team_id",
+    "provider",
+    "model",
+    "price_version",
+];
+/// The grain of `cost_daily_by_user`.
+const BY_USER: &[&str] = &["day", "org_id", "team_id", "user_id"];
+/// The grain of `cost_daily_by_key`.
+const BY_KEY: &[&str] = &["day", "org_id", "team_id", "api_key_id"];
+
+/// Every cell of a cost rollup at the grain `dimensions` with all its sums,
+/// one TSV line each, in order; cells whose sums are all zero (a reprice
+/// moved everything to another version) are left out, merged or not.
+async fn cells_at(env: &TestEnv, table: &str, dimensions: &[&str]) -> Vec<String> {
     let sums = [
         "calls",
         "unpriced_calls",
@@ -510,12 +524,14 @@ async fn by_team_cells(env: &TestEnv, table: &str) -> Vec<String> {
         "audio_ms",
         "cost",
     ];
+    let keys: Vec<String> = dimensions.iter().map(|c| format!("toString({c})")).collect();
     let selected: Vec<String> = sums.iter().map(|c| format!("toString(sum({c}))")).collect();
     let nonzero: Vec<String> = sums.iter().map(|c| format!("sum({c}) != 0")).collect();
+    let grain = dimensions.join(", ");
     env.ch(&format!(
-        "SELECT toString(day), org_id, team_id, toString(provider), toString(model), price_version, {} \
-         FROM {{db}}.{table} GROUP BY day, org_id, team_id, provider, model, price_version \
-         HAVING {} ORDER BY day, org_id, team_id, provider, model, price_version FORMAT TSV",
+        "SELECT {}, {} FROM {{db}}.{table} GROUP BY {grain} \
+         HAVING {} ORDER BY {grain} FORMAT TSV",
+        keys.join(", "),
         selected.join(", "),
         nonzero.join(" OR ")
     ))
@@ -525,6 +541,11 @@ async fn by_team_cells(env: &TestEnv, table: &str) -> Vec<String> {
     .collect()
 }
 
+/// Every cell of a cost rollup at the grain of `cost_daily_by_team`.
+async fn by_team_cells(env: &TestEnv, table: &str) -> Vec<String> {
+    cells_at(env, table, BY_TEAM).await
+}
+
 /// `cost_daily_by_team` equals `cost_daily` summed over user and key, cell
 /// by cell; returns the cells.
 async fn assert_by_team_equals_cost_daily(env: &TestEnv) -> Vec<String> {
@@ -532,6 +553,28 @@ async fn assert_by_team_equals_cost_daily(env: &TestEnv) -> Vec<String> {
     assert!(!full.is_empty(), "cost_daily is empty");
     assert_eq!(by_team_cells(env, "cost_daily_by_team").await, full);
     full
+}
+
+/// `cost_daily_by_user` and `cost_daily_by_key` equal `cost_daily` summed
+/// over the dimensions each drops, cell by cell; returns their cells.
+async fn assert_by_caller_equals_cost_daily(env: &TestEnv) -> (Vec<String>, Vec<String>) {
+    let mut out = Vec::new();
+    for (table, grain) in [("cost_daily_by_user", BY_USER), ("cost_daily_by_key", BY_KEY)] {
+        let full = cells_at(env, "cost_daily", grain).await;
+        assert!(!full.is_empty(), "cost_daily is empty");
+        assert_eq!(cells_at(env, table, grain).await, full, "{table}");
+        out.push(full);
+    }
+    let keys = out.pop().unwrap_or_default();
+    let users = out.pop().unwrap_or_default();
+    (users, keys)
+}
+
+/// Every rollup without some of `cost_daily`'s dimensions equals it summed
+/// over them, cell by cell; returns the cells of `cost_daily_by_team`.
+async fn assert_rollups_equal_cost_daily(env: &TestEnv) -> Vec<String> {
+    assert_by_caller_equals_cost_daily(env).await;
+    assert_by_team_equals_cost_daily(env).await
 }
 
 fn run_ok(env: &TestEnv, args: &[&str]) -> String {
@@ -605,8 +648,9 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
     assert_eq!(rollup_total(&env, "tg-fix").await, (d("0.0032"), 3, 0));
     assert_eq!(rollup_total(&env, "tg-late").await, (d("0"), 1, 1));
     // Four calls on three days of two teams: the narrow rollup has a cell
-    // per (day, team, model), equal to cost_daily's.
-    assert_eq!(assert_by_team_equals_cost_daily(&env).await.len(), 4);
+    // per (day, team, model), equal to cost_daily's; so do the rollups per
+    // user and per key at theirs.
+    assert_eq!(assert_rollups_equal_cost_daily(&env).await.len(), 4);
 
     // The correction goes through the admin API (admin key only).
     env.spawn("api", &["api"]);
@@ -702,10 +746,11 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
     assert_eq!(after[&events[3].event_id.to_string()], d("0.0015"));
     assert_eq!(rollup_total(&env, "tg-fix").await, (d("0.0043"), 3, 0));
     assert_eq!(rollup_total(&env, "tg-late").await, (d("0.11"), 2, 0));
-    // The corrections landed in the narrow rollup too: every cell moved to
-    // the new price versions alike, and a report by model (which reads it)
-    // gives cost_daily's figures.
-    let cells = assert_by_team_equals_cost_daily(&env).await;
+    // The corrections landed in the narrow rollups too: every cell moved to
+    // the new price versions alike (the rollups per user and per key, which
+    // have no version, hold the new sums), and a report by model (which
+    // reads the one without user and key) gives cost_daily's figures.
+    let cells = assert_rollups_equal_cost_daily(&env).await;
     assert_eq!(cells.len(), 5, "{cells:#?}");
     let by_model: serde_json::Value = http
         .get(format!(
@@ -1871,6 +1916,361 @@ async fn migration_0037_backfills_the_team_rollup_once() {
     assert_by_team_equals_cost_daily(&env).await;
 }
 
+/// A database that stored calls and repricing adjustments before 0039:
+/// applying it fills `cost_daily_by_user` and `cost_daily_by_key` from
+/// `cost_daily`, each call and adjustment exactly once, also when the file
+/// is applied again over filled tables, and whether the views had already
+/// folded a call (counted by them, not again) or not (counted by the
+/// backfill).
+#[tokio::test]
+async fn migration_0039_backfills_the_caller_rollups_once() {
+    let env = TestEnv::new("cost_by_caller_backfill").await;
+    unapply(
+        &env,
+        39,
+        &[
+            "cost_daily_by_user_mv",
+            "cost_adjustments_by_user_mv",
+            "cost_daily_by_key_mv",
+            "cost_adjustments_by_key_mv",
+            "cost_daily_by_user",
+            "cost_daily_by_key",
+        ],
+    )
+    .await;
+    // Two users crossing two keys of team t on one day (u1 with k1 and k2,
+    // k2 with u1 and u2), a blocked call (not billable), a second team and
+    // day with an unpriced model.
+    env.ch(
+        "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         input_tokens, output_tokens, cost, priced, price_version) VALUES \
+         ('e1', 'ai.call.completed', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 100, 10, toDecimal128('0.5', 12), 1, 1), \
+         ('e2', 'ai.call.completed', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', 'n', 200, 20, toDecimal128('0.25', 12), 1, 1), \
+         ('e3', 'ai.call.failed', '2026-03-10 12:00:00', 'o', 't', 'u1', 'k2', 'p', 'm', 300, 0, toDecimal128('0.125', 12), 1, 1), \
+         ('e4', 'ai.call.blocked', '2026-03-10 12:30:00', 'o', 't', 'u1', 'k1', 'p', 'm', 999, 0, toDecimal128('9', 12), 1, 1), \
+         ('e5', 'ai.call.completed', '2026-03-11 09:00:00', 'o', 't2', 'u3', 'k3', 'p', 'x', 7, 0, toDecimal128('0', 12), 0, 0)",
+    )
+    .await;
+    // e1 repriced before 0039: reversal at version 1, posting at version 2
+    // (one cell of each caller rollup, which has no version).
+    env.ch(
+        "INSERT INTO {db}.cost_adjustments (event_id, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         price_version, sign, input_tokens, output_tokens, cost) VALUES \
+         ('e1', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 1, -1, -100, -10, toDecimal128('-0.5', 12)), \
+         ('e1', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 2, 1, 100, 10, toDecimal128('0.75', 12))",
+    )
+    .await;
+    // day, org, team, user or key, then calls, unpriced, input, output,
+    // cached, cache writes, reasoning, images, audio, cost.
+    let sorted = |cells: &[&str]| {
+        let mut cells: Vec<String> = cells.iter().map(|c| c.to_string()).collect();
+        cells.sort();
+        cells
+    };
+    let users = [
+        "2026-03-10\to\tt\tu1\t2\t0\t400\t10\t0\t0\t0\t0\t0\t0.875000000000",
+        "2026-03-10\to\tt\tu2\t1\t0\t200\t20\t0\t0\t0\t0\t0\t0.250000000000",
+        "2026-03-11\to\tt2\tu3\t1\t1\t7\t0\t0\t0\t0\t0\t0\t0.000000000000",
+    ];
+    let keys = [
+        "2026-03-10\to\tt\tk1\t1\t0\t100\t10\t0\t0\t0\t0\t0\t0.750000000000",
+        "2026-03-10\to\tt\tk2\t2\t0\t500\t20\t0\t0\t0\t0\t0\t0.375000000000",
+        "2026-03-11\to\tt2\tk3\t1\t1\t7\t0\t0\t0\t0\t0\t0\t0.000000000000",
+    ];
+    let caller_cells = || async {
+        (
+            cells_at(&env, "cost_daily_by_user", BY_USER).await,
+            cells_at(&env, "cost_daily_by_key", BY_KEY).await,
+        )
+    };
+    let migrate = |round: &str| {
+        let out = env.tollgate(&["migrate"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "migrate ({round}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    migrate("first");
+    assert_eq!(caller_cells().await, (sorted(&users), sorted(&keys)));
+    assert_by_caller_equals_cost_daily(&env).await;
+
+    // Applied again over the filled tables (as after a crash before it was
+    // recorded), with a call the views folded since (e6) and one whose
+    // insert they did not see (e7, stored in cost_daily only, as by an
+    // insert that began before the views existed): e6 is counted once,
+    // by its views; e7 once, by the backfill.
+    env.ch(
+        "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         input_tokens, output_tokens, cost, priced, price_version) VALUES \
+         ('e6', 'ai.call.completed', '2026-03-12 10:00:00', 'o', 't', 'u9', 'k9', 'p', 'm', 1, 1, toDecimal128('1', 12), 1, 2)",
+    )
+    .await;
+    env.ch(
+        "INSERT INTO {db}.cost_daily (day, org_id, team_id, user_id, api_key_id, provider, model, price_version, \
+         calls, unpriced_calls, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, \
+         images, audio_ms, cost) VALUES \
+         ('2026-03-13', 'o', 't', 'u9', 'k9', 'p', 'm', 2, 1, 0, 2, 2, 1, 0, 0, 0, 0, toDecimal128('2', 12))",
+    )
+    .await;
+    forget_migration(&env, 39).await;
+    migrate("again");
+    let later = |id: &str| {
+        [
+            format!("2026-03-12\to\tt\t{id}\t1\t0\t1\t1\t0\t0\t0\t0\t0\t1.000000000000"),
+            format!("2026-03-13\to\tt\t{id}\t1\t0\t2\t2\t1\t0\t0\t0\t0\t2.000000000000"),
+        ]
+    };
+    let with = |cells: &[&str], extra: [String; 2]| {
+        let mut all = sorted(cells);
+        all.extend(extra);
+        all.sort();
+        all
+    };
+    assert_eq!(
+        caller_cells().await,
+        (with(&users, later("u9")), with(&keys, later("k9")))
+    );
+    assert_by_caller_equals_cost_daily(&env).await;
+
+    // The views are back: a reprice correction reaches both rollups.
+    env.ch(
+        "INSERT INTO {db}.cost_adjustments (event_id, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         price_version, sign, input_tokens, output_tokens, cost) VALUES \
+         ('e2', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', 'n', 1, -1, -200, -20, toDecimal128('-0.25', 12)), \
+         ('e2', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', 'n', 2, 1, 200, 20, toDecimal128('0.5', 12))",
+    )
+    .await;
+    let users = [
+        users[0],
+        "2026-03-10\to\tt\tu2\t1\t0\t200\t20\t0\t0\t0\t0\t0\t0.500000000000",
+        users[2],
+    ];
+    let keys = [
+        keys[0],
+        "2026-03-10\to\tt\tk2\t2\t0\t500\t20\t0\t0\t0\t0\t0\t0.625000000000",
+        keys[2],
+    ];
+    assert_eq!(
+        caller_cells().await,
+        (with(&users, later("u9")), with(&keys, later("k9")))
+    );
+    assert_by_caller_equals_cost_daily(&env).await;
+}
+
+/// The groups of a cost report as `id → (calls, unpriced calls, input
+/// tokens, cost)`, the id being the grouped keys joined by `/`.
+fn report_groups(
+    report: &serde_json::Value,
+    keys: &[&str],
+) -> BTreeMap<String, (i64, i64, i64, Option<Decimal>)> {
+    report["groups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no groups: {report}"))
+        .iter()
+        .map(|g| {
+            let id: Vec<&str> = keys
+                .iter()
+                .map(|k| g["key"][k].as_str().unwrap())
+                .collect();
+            (
+                id.join("/"),
+                (
+                    g["calls"].as_i64().unwrap(),
+                    g["unpriced_calls"].as_i64().unwrap(),
+                    g["input_tokens"].as_i64().unwrap(),
+                    g["cost"].as_str().map(d),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The same groups summed from `cost_daily` (what the reports by user and
+/// key read before 0039), `where` a condition on its columns.
+async fn cost_daily_groups(
+    env: &TestEnv,
+    columns: &[&str],
+    condition: &str,
+) -> BTreeMap<String, (i64, i64, i64, Option<Decimal>)> {
+    let id = if columns.len() == 1 {
+        columns[0].to_string()
+    } else {
+        format!("concat({})", columns.join(", '/', "))
+    };
+    let out = env
+        .ch(&format!(
+            "SELECT {id} AS g, sum(calls), sum(unpriced_calls), sum(input_tokens), toString(sum(cost)) \
+             FROM {{db}}.cost_daily WHERE day >= '2026-03-01' AND day < '2026-04-01' AND {condition} \
+             GROUP BY g HAVING sum(calls) != 0 OR sum(cost) != 0 FORMAT TSV"
+        ))
+        .await;
+    out.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let (calls, unpriced): (i64, i64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+            let cost = d(f[4]);
+            let priced = calls != unpriced || !cost.is_zero();
+            (
+                f[0].to_string(),
+                (calls, unpriced, f[3].parse().unwrap(), priced.then_some(cost)),
+            )
+        })
+        .collect()
+}
+
+/// The reports that moved to the rollups per user and per key (0039) give
+/// `cost_daily`'s figures to the last decimal: the report by user and by
+/// key with and without filters, the overview's top users and top keys and
+/// the top spenders CSV, before and after a reprice.
+#[tokio::test]
+async fn reports_by_user_and_key_equal_cost_daily_to_the_last_decimal() {
+    let mut env = TestEnv::new("cost_by_caller_reports").await;
+    let v1 = r#"{"tg-caller": {"litellm_provider": "testprov", "effective_from": "2026-03-01T00:00:00Z",
+                   "input_cost_per_token": 1.3e-06, "output_cost_per_token": 7e-06}}"#;
+    import(&env, v1);
+    let completed = "ai.call.completed";
+    let mut events = Vec::new();
+    // 3 users crossing 3 keys over 2 teams, 4 days, a priced and an
+    // unpriced model, a failed call; tokens differ per call so every sum
+    // is distinct.
+    for i in 0..18u32 {
+        let team = if i % 3 == 0 { "team-b" } else { "team-a" };
+        let model = if i % 7 == 6 { "tg-unknown" } else { "tg-caller" };
+        let outcome = if i == 4 { Outcome::Error } else { Outcome::Success };
+        let mut e = call(
+            completed,
+            team,
+            model,
+            Utc.with_ymd_and_hms(2026, 3, 5 + i % 4, 10, i, 0).unwrap(),
+            usage(1_000 + 37 * u64::from(i), 0, 0, 50 + 11 * u64::from(i), 0),
+            outcome,
+        );
+        if outcome == Outcome::Error {
+            e.kind = "ai.call.failed".parse().unwrap();
+        }
+        e.user_id = format!("u{}", i % 3);
+        e.api_key_id = format!("k{}", (i / 3) % 3);
+        events.push(e);
+    }
+    produce(&env.events_topic, &events).await;
+    env.spawn("process", &["process"]);
+    let n = events.len() as u64;
+    assert_eq!(
+        env.wait_for_count("SELECT count() FROM {db}.calls", n, Duration::from_secs(60))
+            .await,
+        n
+    );
+    env.wait_for_cost_rollup().await;
+    env.spawn("api", &["api"]);
+    support::wait_http(
+        &format!("{}/healthz", env.api_url()),
+        crate::support::PATIENCE,
+        &env.log_path("api"),
+    )
+    .await;
+    let march = "from=2026-03-01&to=2026-04-01";
+    let check = |round: &'static str| {
+        let env = &env;
+        async move {
+            for (params, keys, columns, condition) in [
+                ("group_by=user", &["user"][..], &["user_id"][..], "1"),
+                ("group_by=key", &["key"][..], &["api_key_id"][..], "1"),
+                (
+                    "group_by=user&team=team-a",
+                    &["user"][..],
+                    &["user_id"][..],
+                    "team_id = 'team-a'",
+                ),
+                (
+                    "group_by=day,key&month=2026-03",
+                    &["day", "key"][..],
+                    &["toString(day)", "api_key_id"][..],
+                    "1",
+                ),
+                (
+                    "group_by=team,user&key=k1",
+                    &["team", "user"][..],
+                    &["team_id", "user_id"][..],
+                    "api_key_id = 'k1'",
+                ),
+            ] {
+                let report: serde_json::Value = reqwest::get(format!(
+                    "{}/api/v1/reports/cost?{march}&{params}",
+                    env.api_url()
+                ))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+                let want = cost_daily_groups(env, columns, condition).await;
+                assert!(want.len() >= 2, "{round} {params}: {want:?}");
+                assert_eq!(report_groups(&report, keys), want, "{round} {params}");
+            }
+            // The top spenders: the CSV of the page, rank by rank, against
+            // cost_daily's sums in the report's order (priced first, cost
+            // highest first, then id).
+            let csv = reqwest::get(format!("{}/finance/cost/top.csv?{march}", env.api_url()))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            for (dimension, column) in [("user", "user_id"), ("key", "api_key_id")] {
+                let mut want: Vec<(String, (i64, i64, i64, Option<Decimal>))> =
+                    cost_daily_groups(env, &[column], "1").await.into_iter().collect();
+                want.sort_by(|a, b| {
+                    b.1 .3
+                        .unwrap_or(Decimal::MIN)
+                        .cmp(&a.1 .3.unwrap_or(Decimal::MIN))
+                        .then_with(|| a.0.cmp(&b.0))
+                });
+                let got: Vec<(String, (i64, i64, Option<Decimal>))> = csv
+                    .lines()
+                    .skip(1)
+                    .map(|l| l.split(',').collect::<Vec<_>>())
+                    .filter(|f| f[0] == dimension)
+                    .enumerate()
+                    .map(|(i, f)| {
+                        assert_eq!(f[1], (i + 1).to_string(), "{csv}");
+                        let cost = (f[5] != "unpriced").then(|| d(f[5]));
+                        (
+                            f[2].to_string(),
+                            (f[3].parse().unwrap(), f[4].parse().unwrap(), cost),
+                        )
+                    })
+                    .collect();
+                let want: Vec<(String, (i64, i64, Option<Decimal>))> = want
+                    .into_iter()
+                    .map(|(id, (calls, unpriced, _, cost))| (id, (calls, unpriced, cost)))
+                    .collect();
+                assert_eq!(got, want, "{round} {dimension}: {csv}");
+            }
+        }
+    };
+    check("before the reprice").await;
+    assert_rollups_equal_cost_daily(&env).await;
+
+    // A corrected price, repriced: the corrections reach every rollup.
+    import(&env, &v1.replace("1.3e-06", "1.7e-06"));
+    let out = run_ok(
+        &env,
+        &[
+            "reprice",
+            "--model",
+            "tg-caller",
+            "--from",
+            "2026-03-01T00:00:00Z",
+            "--to",
+            "2026-04-01T00:00:00Z",
+        ],
+    );
+    assert!(out.contains("call(s) changed"), "{out}");
+    assert_rollups_equal_cost_daily(&env).await;
+    check("after the reprice").await;
+}
+
 /// The cache-write convention end to end, and the repair of what the old
 /// formula stored: a call priced by the processor costs what Anthropic
 /// bills; a call stored before the fix (cache writes billed on top of the
@@ -2092,8 +2492,21 @@ async fn token_sums_cannot_overflow() {
              5000000000000000000, 0, 0, 0, 0, 0, 0, toDecimal128(0, 12))"
         ))
         .await;
+        for (table, caller, id) in [
+            ("cost_daily_by_user", "user_id", "u"),
+            ("cost_daily_by_key", "api_key_id", "k"),
+        ] {
+            env.ch(&format!(
+                "INSERT INTO {{db}}.{table} (day, org_id, team_id, {caller}, \
+                 calls, unpriced_calls, input_tokens, output_tokens, cached_input_tokens, \
+                 cache_write_tokens, reasoning_tokens, images, audio_ms, cost) VALUES \
+                 (toDate('{day}'), 'org-1', 'team-a', '{id}', 1, 1, \
+                 5000000000000000000, 0, 0, 0, 0, 0, 0, toDecimal128(0, 12))"
+            ))
+            .await;
+        }
     }
-    assert_by_team_equals_cost_daily(&env).await;
+    assert_rollups_equal_cost_daily(&env).await;
     env.spawn("api", &["api"]);
     support::wait_http(
         &format!("{}/healthz", env.api_url()),
@@ -2116,6 +2529,23 @@ async fn token_sums_cannot_overflow() {
         "10000000001000000000",
         "{report}"
     );
+    // So do the reports by user and by key, which read their rollups.
+    for group in ["user", "key"] {
+        let report: serde_json::Value = reqwest::get(format!(
+            "{}/api/v1/reports/cost?from=2026-03-01&to=2026-04-01&group_by={group}",
+            env.api_url()
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(
+            report["total"]["input_tokens"].to_string(),
+            "10000000001000000000",
+            "{report}"
+        );
+    }
 }
 
 /// Real entries of LiteLLM's price file (see `tests/prices/README.md`).

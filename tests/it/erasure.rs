@@ -94,6 +94,10 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     let bob = "SELECT sum(calls), sum(input_tokens), toString(sum(cost)) FROM {db}.cost_daily WHERE user_id = 'bob' FORMAT TSV";
     let (totals_before, bob_before) = (env.ch(totals).await, env.ch(bob).await);
     assert!(bob_before.starts_with("5\t"), "{bob_before}");
+    // The rollup per user (0039) holds the same totals, per team and bob's.
+    let per_user = |sql: &str| sql.replace("{db}.cost_daily ", "{db}.cost_daily_by_user ");
+    assert_eq!(env.ch(&per_user(totals)).await, totals_before);
+    assert_eq!(env.ch(&per_user(bob)).await, bob_before);
 
     let out = env
         .tollgate(&[
@@ -115,6 +119,8 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     assert_eq!(receipt["tables"]["audit_search"]["after"], 0);
     assert!(receipt["tables"]["cost_daily"]["before"].as_u64().unwrap() >= 2);
     assert_eq!(receipt["tables"]["cost_daily"]["after"], 0);
+    assert!(receipt["tables"]["cost_daily_by_user"]["before"].as_u64().unwrap() >= 2);
+    assert_eq!(receipt["tables"]["cost_daily_by_user"]["after"], 0);
     let chains = receipt["chains"].as_array().unwrap();
     assert_eq!(chains.len(), 2, "{receipt}");
     for c in chains {
@@ -136,7 +142,8 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
             "audit_search",
             "calls",
             "cost_adjustments",
-            "cost_daily"
+            "cost_daily",
+            "cost_daily_by_user"
         ]
     );
     for table in tables {
@@ -175,6 +182,8 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     // Other users and every total unchanged.
     assert_eq!(env.ch(bob).await, bob_before);
     assert_eq!(env.ch(totals).await, totals_before);
+    assert_eq!(env.ch(&per_user(bob)).await, bob_before);
+    assert_eq!(env.ch(&per_user(totals)).await, totals_before);
 
     // The erasure is in each chain, naming positions and reason, not her.
     let records = env

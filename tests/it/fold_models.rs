@@ -24,7 +24,9 @@ use tollgate_processors::folds::calls::fold::CallsFold;
 use tollgate_processors::folds::calls::rows::{CallRow, PartitionClock};
 use tollgate_processors::folds::calls::sink::ClickHouseCallsSink;
 use tollgate_processors::folds::cost_rollup::model::{CostRollup, RollupKey, RollupSums};
-use tollgate_processors::folds::cost_rollup::{BY_TEAM_CELLS_SQL, CELLS_SQL, TAG_CELLS_SQL};
+use tollgate_processors::folds::cost_rollup::{
+    BY_KEY_CELLS_SQL, BY_TEAM_CELLS_SQL, BY_USER_CELLS_SQL, CELLS_SQL, TAG_CELLS_SQL,
+};
 use tollgate_processors::progress::{folded, Progress};
 
 /// One cell as the views hold it and as the model computes it: the key's
@@ -270,6 +272,16 @@ async fn cost_rollup_model_matches_the_views_cell_by_cell() {
     assert!(want_by_team.len() > 5 && want_by_team.len() < want_cells.len());
     let by_team = view_cells(&client, BY_TEAM_CELLS_SQL).await;
     assert_same("cost_daily_by_team", &by_team, &want_by_team);
+    // The rollups per user and per key: the model's cells summed over
+    // everything but day, org, team and the caller.
+    for (table, want, sql) in [
+        ("cost_daily_by_user", model.by_user_cells(), BY_USER_CELLS_SQL),
+        ("cost_daily_by_key", model.by_key_cells(), BY_KEY_CELLS_SQL),
+    ] {
+        let want = model_cells(&want);
+        assert!(want.len() > 1 && want.len() < want_cells.len(), "{table}");
+        assert_same(table, &view_cells(&client, sql).await, &want);
+    }
 
     // The sink recorded the progress of every partition after the rows.
     let progress = folded(&client, &env.events_topic).await.unwrap();

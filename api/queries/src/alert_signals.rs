@@ -817,7 +817,7 @@ pub fn spend(
 }
 
 /// The running-period status of budget `id` at `at` as the budgets report
-/// computes it (`ReadModels::budget_status`: spend from `cost_daily`,
+/// computes it (`ReadModels::budget_status`: spend from the cost rollups,
 /// forecast at the burn rate so far). `None` when there is no such budget,
 /// or it is an org budget of another org (budgets of teams, users and keys
 /// carry no org: the rule's store checks who may name them).

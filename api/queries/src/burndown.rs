@@ -4,8 +4,8 @@
 //! limit spread evenly over the period) and, from the current bucket on, the
 //! forecast at the burn rate so far.
 //!
-//! This module owns the two spend statements (days from the `cost_daily`
-//! rollup, which is what the budget watcher judges; hours from the facts,
+//! This module owns the two spend statements (days from the cost rollup
+//! with the subject's column, which is what the budget watcher judges; hours from the facts,
 //! `calls` plus `cost_adjustments`, because the rollup has no hours) and
 //! the pure assembly [`assemble`]. Every number is an exact decimal, rounded
 //! once to 12 places where a division makes it non-terminating; the last
@@ -482,7 +482,7 @@ mod tests {
     }
 
     #[test]
-    fn org_and_team_days_read_the_rollup_without_user_and_key() {
+    fn days_read_the_smallest_rollup_with_the_subject() {
         let (from, to) = (
             NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
             NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
@@ -494,8 +494,8 @@ mod tests {
         };
         assert_eq!(table(SubjectKind::Org), "cost_daily_by_team");
         assert_eq!(table(SubjectKind::Team), "cost_daily_by_team");
-        assert_eq!(table(SubjectKind::User), "cost_daily");
-        assert_eq!(table(SubjectKind::Key), "cost_daily");
+        assert_eq!(table(SubjectKind::User), "cost_daily_by_user");
+        assert_eq!(table(SubjectKind::Key), "cost_daily_by_key");
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Cost reports, read from the `cost_daily` rollup (migration 0021): cost,
-//! calls and tokens by any combination of day / month / org / team / user /
-//! key / provider / model / price version over a range of UTC days, with
-//! filters for drill-down. The monthly statement and top spenders are this
-//! report with fixed groupings.
+//! Cost reports, read from the cost rollups (migrations 0021, 0037, 0039;
+//! [`CostQuery::rollup`] picks the smallest that has the report's
+//! dimensions): cost, calls and tokens by any combination of day / month /
+//! org / team / user / key / provider / model / price version over a range
+//! of UTC days, with filters for drill-down. The monthly statement and top
+//! spenders are this report with fixed groupings.
 //!
 //! A report that names a tag key (`group_by=tag:feature`, or a filter
 //! `tag.feature=search`) reads the tag rollup `cost_daily_tags` (0023)
@@ -124,6 +125,22 @@ impl CostDimension {
         }
     }
 
+    /// The rollup column the expression reads (what decides which rollup
+    /// can serve a report, `tollgate_control::cost_rollup`).
+    fn column(self) -> &'static str {
+        match self {
+            Self::Day | Self::Month => "day",
+            Self::Org => "org_id",
+            Self::Team => "team_id",
+            Self::User => "user_id",
+            Self::Key => "api_key_id",
+            Self::Provider => "provider",
+            Self::Model => "model",
+            Self::PriceVersion => "price_version",
+            Self::Tag => "tag_value",
+        }
+    }
+
     fn alias(self) -> &'static str {
         match self {
             Self::Day => "k_day",
@@ -173,15 +190,17 @@ fn invalid(parameter: &str, reason: impl Into<String>) -> InvalidParameter {
 }
 
 impl CostQuery {
-    /// The untagged cost rollup this query reads: `cost_daily_by_team`
-    /// unless it groups or filters by user or key, then `cost_daily`
-    /// (`tollgate_control::cost_rollup` decides from the columns).
+    /// The untagged cost rollup this query reads: the smallest that has
+    /// every column it groups or filters by (`cost_daily_by_team` without
+    /// user and key, `cost_daily_by_user` or `cost_daily_by_key` for one
+    /// caller with day, month, org and team, else `cost_daily`;
+    /// `tollgate_control::cost_rollup` decides from the columns).
     pub fn rollup(&self) -> &'static str {
         let dimensions = self
             .group_by
             .iter()
             .chain(self.filters.iter().map(|(d, _)| d));
-        tollgate_control::cost_rollup::table_for(dimensions.map(|d| d.expr()))
+        tollgate_control::cost_rollup::table_for(dimensions.map(|d| d.column()))
     }
 
     /// A report over the untagged rollup.
@@ -707,12 +726,40 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
         sql.name = name;
         sql
     };
-    let mut top = top_sql(&by_team, 10);
-    top.name = "cost.top.by_team_dimensions";
+    // One caller with every dimension its rollup has.
+    let by_caller = |d: CostDimension| CostQuery {
+        from: day(1),
+        to: day(31),
+        group_by: vec![
+            CostDimension::Day,
+            CostDimension::Month,
+            CostDimension::Org,
+            CostDimension::Team,
+            d,
+        ],
+        filters: vec![
+            (CostDimension::Team, "team-a".into()),
+            (CostDimension::Month, "2026-03".into()),
+        ],
+        tag_key: None,
+    };
+    let (by_user, by_key) = (
+        by_caller(CostDimension::User),
+        by_caller(CostDimension::Key),
+    );
+    let top = |q: &CostQuery, name| {
+        let mut sql = top_sql(q, 10);
+        sql.name = name;
+        sql
+    };
     vec![
         named(&all, "cost.report.all_dimensions"),
         named(&by_team, "cost.report.by_team_dimensions"),
-        top,
+        top(&by_team, "cost.top.by_team_dimensions"),
+        named(&by_user, "cost.report.by_user_dimensions"),
+        top(&by_user, "cost.top.by_user_dimensions"),
+        named(&by_key, "cost.report.by_key_dimensions"),
+        top(&by_key, "cost.top.by_key_dimensions"),
         named(&none, "cost.report.total"),
         named(&tagged, "cost.report.tags.all_dimensions"),
         named(&tag_total, "cost.report.tags.total"),
@@ -917,7 +964,7 @@ mod tests {
     }
 
     #[test]
-    fn user_or_key_in_group_by_or_filters_reads_the_full_rollup() {
+    fn each_report_reads_the_smallest_rollup_with_its_dimensions() {
         let today = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();
         let table = |list: &[(&str, &str)]| {
             let (q, _) = parse_params(&pairs(list), today, &[]).unwrap();
@@ -954,12 +1001,26 @@ mod tests {
                 vec![("group_by", "day"), ("month", "2026-03")],
                 "cost_daily_by_team",
             ),
-            (vec![("group_by", "user")], "cost_daily"),
-            (vec![("group_by", "key")], "cost_daily"),
-            (vec![("group_by", "team,user")], "cost_daily"),
-            (vec![("group_by", "team"), ("user", "u-1")], "cost_daily"),
+            (vec![("group_by", "user")], "cost_daily_by_user"),
+            (vec![("group_by", "key")], "cost_daily_by_key"),
+            (vec![("group_by", "team,user")], "cost_daily_by_user"),
+            (
+                vec![("group_by", "day,month,org,team,user"), ("org", "o")],
+                "cost_daily_by_user",
+            ),
+            (vec![("group_by", "team"), ("user", "u-1")], "cost_daily_by_user"),
+            (vec![("group_by", "day"), ("key", "k-1")], "cost_daily_by_key"),
+            (vec![("group_by", ""), ("key", "k-1")], "cost_daily_by_key"),
+            (
+                vec![("group_by", "key"), ("month", "2026-03"), ("team", "t")],
+                "cost_daily_by_key",
+            ),
+            (vec![("group_by", "user,key")], "cost_daily"),
+            (vec![("group_by", "user"), ("key", "k-1")], "cost_daily"),
+            (vec![("group_by", "user,model")], "cost_daily"),
             (vec![("group_by", "model"), ("key", "k-1")], "cost_daily"),
-            (vec![("group_by", ""), ("key", "k-1")], "cost_daily"),
+            (vec![("group_by", "user"), ("provider", "p")], "cost_daily"),
+            (vec![("group_by", "key,price_version")], "cost_daily"),
         ] {
             let (rollup, from) = table(&list);
             assert_eq!(rollup, expected, "{list:?}");

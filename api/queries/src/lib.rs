@@ -169,7 +169,7 @@ impl ReadModels {
         breakers::run(self, query).await
     }
 
-    /// The cost report (`cost_daily` rollup).
+    /// The cost report (the cost rollup its dimensions need).
     pub async fn cost(&self, query: &cost::CostQuery) -> Result<cost::CostReport, ReadModelError> {
         cost::run(self, query).await
     }
@@ -212,7 +212,7 @@ impl ReadModels {
         home::run(self, query, stored).await
     }
 
-    /// The running-period status of `budgets` (spend from `cost_daily`).
+    /// The running-period status of `budgets` (spend from the cost rollups).
     pub async fn budget_status(
         &self,
         budgets: &[tollgate_control::budgets::Budget],

@@ -16,10 +16,10 @@
 //!    version 2 audit entries lose `user_id`, `event_json` and their salt
 //!    and still verify through `personal_commitment`; `calls` and
 //!    `cost_adjustments` lose the user id (and `calls` the prompt and
-//!    response hashes and the error message); `cost_daily` rows (the user
-//!    id is in their sorting key, which mutations cannot update) are copied
-//!    summed under an empty user id, then deleted, so every total but the
-//!    person's own stays;
+//!    response hashes and the error message); `cost_daily` and
+//!    `cost_daily_by_user` rows (the user id is in their sorting key, which
+//!    mutations cannot update) are copied summed under an empty user id,
+//!    then deleted, so every total but the person's own stays;
 //! 5. count again, in every MergeTree table with a `user_id` column
 //!    (`system.columns`), and return the receipt.
 //!
@@ -63,6 +63,10 @@ pub const PERSONAL_TABLES: &[(&str, &str)] = &[
     (
         "cost_daily",
         "rows summed under an empty user_id, the person's rows deleted",
+    ),
+    (
+        "cost_daily_by_user",
+        "the cost rollup per user (migration 0039): as cost_daily",
     ),
 ];
 
@@ -225,9 +229,16 @@ pub const COPY_COST_DAILY_SQL: &str = "INSERT INTO cost_daily (day, org_id, team
 pub const DELETE_COST_DAILY_SQL: &str =
     "ALTER TABLE cost_daily DELETE WHERE org_id = ? AND user_id = ?";
 
+/// The person's rows of the rollup per user, summed under an empty user id
+/// like [`COPY_COST_DAILY_SQL`].
+pub const COPY_COST_DAILY_BY_USER_SQL: &str = "INSERT INTO cost_daily_by_user (day, org_id, team_id, user_id, calls, unpriced_calls, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, images, audio_ms, cost) SELECT day, org_id, team_id, '' AS erased_user, sum(calls), sum(unpriced_calls), sum(input_tokens), sum(output_tokens), sum(cached_input_tokens), sum(cache_write_tokens), sum(reasoning_tokens), sum(images), sum(audio_ms), sum(cost) FROM cost_daily_by_user WHERE org_id = ? AND user_id = ? GROUP BY day, org_id, team_id";
+
+pub const DELETE_COST_DAILY_BY_USER_SQL: &str =
+    "ALTER TABLE cost_daily_by_user DELETE WHERE org_id = ? AND user_id = ?";
+
 /// Mutations of the database not finished yet, on the tables erasure
 /// changes.
-pub const PENDING_MUTATIONS_SQL: &str = "SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0 AND has(['audit_chain', 'audit_search', 'calls', 'cost_adjustments', 'cost_daily'], table)";
+pub const PENDING_MUTATIONS_SQL: &str = "SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0 AND has(['audit_chain', 'audit_search', 'calls', 'cost_adjustments', 'cost_daily', 'cost_daily_by_user'], table)";
 
 /// Every MergeTree table of the database with a `user_id` column.
 pub const USER_TABLES_SQL: &str = "SELECT name FROM system.tables WHERE database = ? AND engine LIKE '%MergeTree' AND name IN (SELECT table FROM system.columns WHERE database = ? AND name = 'user_id') ORDER BY name";
@@ -342,6 +353,8 @@ impl Eraser {
             (ERASE_ADJUSTMENTS_SQL, "cost_adjustments"),
             (COPY_COST_DAILY_SQL, "cost_daily (copy)"),
             (DELETE_COST_DAILY_SQL, "cost_daily"),
+            (COPY_COST_DAILY_BY_USER_SQL, "cost_daily_by_user (copy)"),
+            (DELETE_COST_DAILY_BY_USER_SQL, "cost_daily_by_user"),
         ] {
             ch.query(sql)
                 .bind(org)
@@ -520,6 +533,14 @@ pub fn catalog() -> Vec<(String, String)> {
         (
             "erasure.cost_daily_delete".into(),
             fill(DELETE_COST_DAILY_SQL, &person),
+        ),
+        (
+            "erasure.cost_daily_by_user_copy".into(),
+            fill(COPY_COST_DAILY_BY_USER_SQL, &person),
+        ),
+        (
+            "erasure.cost_daily_by_user_delete".into(),
+            fill(DELETE_COST_DAILY_BY_USER_SQL, &person),
         ),
         (
             "erasure.pending_mutations".into(),

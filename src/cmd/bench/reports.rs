@@ -10,7 +10,7 @@
 //!    models, 4 % failed with one of 6 provider errors (their signatures and
 //!    templates computed by the processor's own `signature`), token counts,
 //!    durations with a tail, a `feature` tag. The inserts go into `calls`,
-//!    so the rollups (`cost_daily`, `cost_daily_by_team`, `cost_daily_tags`, `latency_minute_hist`, `latency_minute_buckets`,
+//!    so the rollups (`cost_daily`, `cost_daily_by_team`, `cost_daily_by_user`, `cost_daily_by_key`, `cost_daily_tags`, `latency_minute_hist`, `latency_minute_buckets`,
 //!    the error-pattern views) are filled by the same materialized views the
 //!    processor's inserts go through. One audit entry per call goes into
 //!    `audit_chain` (chain = team, as the audit fold keys it).
@@ -693,18 +693,29 @@ where
         .fetch_one()
         .await
         .context("summing cost_daily")?;
-    let by_team_cost: String = ch
-        .query("SELECT toString(sum(cost)) FROM cost_daily_by_team")
-        .fetch_one()
-        .await
-        .context("summing cost_daily_by_team")?;
     let calls_cost: Decimal = calls_cost.parse()?;
     let rollup_cost: Decimal = rollup_cost.parse()?;
-    let by_team_cost: Decimal = by_team_cost.parse()?;
     anyhow::ensure!(
-        calls_cost == rollup_cost && calls_cost == by_team_cost,
-        "cost_daily sums to {rollup_cost}, cost_daily_by_team to {by_team_cost}, calls to {calls_cost}"
+        calls_cost == rollup_cost,
+        "cost_daily sums to {rollup_cost}, calls to {calls_cost}"
     );
+    // Every narrower rollup sums to the same.
+    for table in [
+        tollgate_control::cost_rollup::COST_DAILY_BY_TEAM,
+        tollgate_control::cost_rollup::COST_DAILY_BY_USER,
+        tollgate_control::cost_rollup::COST_DAILY_BY_KEY,
+    ] {
+        let cost: String = ch
+            .query(&format!("SELECT toString(sum(cost)) FROM {table}"))
+            .fetch_one()
+            .await
+            .with_context(|| format!("summing {table}"))?;
+        let cost: Decimal = cost.parse()?;
+        anyhow::ensure!(
+            cost == calls_cost,
+            "{table} sums to {cost}, calls and cost_daily to {calls_cost}"
+        );
+    }
 
     let start = Window::at(window.start)?;
     let end = Window::at(window.end())?;
@@ -750,7 +761,7 @@ where
     );
     Ok(vec![
         format!("calls {stored} = audit entries {entries} = {calls} generated"),
-        format!("cost report total {report_cost} = cost_daily {rollup_cost} = cost_daily_by_team {by_team_cost} = sum of calls.cost {calls_cost}"),
+        format!("cost report total {report_cost} = cost_daily {rollup_cost} = cost_daily_by_team, _by_user, _by_key = sum of calls.cost {calls_cost}"),
         format!("latency report count {counted} = calls in its range {in_range}"),
     ])
 }

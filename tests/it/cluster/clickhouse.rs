@@ -474,6 +474,8 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
             ("calls", "ReplicatedMergeTree"),
             ("cost_daily", "ReplicatedSummingMergeTree"),
             ("cost_daily_by_team", "ReplicatedSummingMergeTree"),
+            ("cost_daily_by_user", "ReplicatedSummingMergeTree"),
+            ("cost_daily_by_key", "ReplicatedSummingMergeTree"),
             ("latency_minute_hist", "ReplicatedAggregatingMergeTree"),
             ("latency_minute_calls", "ReplicatedAggregatingMergeTree"),
             ("latency_minute_buckets", "ReplicatedSummingMergeTree"),
@@ -568,6 +570,22 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
             1,
             format!("SELECT sum(input_tokens) FROM {db}_dist.cost_daily_by_team"),
         ),
+        (
+            2,
+            format!("SELECT sum(input_tokens) FROM {db}.cost_daily_by_user"),
+        ),
+        (
+            1,
+            format!("SELECT sum(input_tokens) FROM {db}_dist.cost_daily_by_user"),
+        ),
+        (
+            2,
+            format!("SELECT sum(input_tokens) FROM {db}.cost_daily_by_key"),
+        ),
+        (
+            1,
+            format!("SELECT sum(input_tokens) FROM {db}_dist.cost_daily_by_key"),
+        ),
         (1, format!("SELECT sum(input_tokens) FROM {db}_dist.calls")),
     ] {
         replicas.wait_for(n, &sql, 1234).await;
@@ -600,6 +618,18 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
             (
                 format!(
                     "SELECT sum(input_tokens) FROM {db}.cost_daily_by_team WHERE team_id = 'team-b'"
+                ),
+                20,
+            ),
+            (
+                format!(
+                    "SELECT sum(input_tokens) FROM {db}.cost_daily_by_user WHERE team_id = 'team-b'"
+                ),
+                20,
+            ),
+            (
+                format!(
+                    "SELECT sum(input_tokens) FROM {db}.cost_daily_by_key WHERE team_id = 'team-b'"
                 ),
                 20,
             ),

@@ -369,8 +369,8 @@ impl TestEnv {
 }
 
 impl TestEnv {
-    /// Wait until `cost_daily` and `cost_daily_by_team` hold every billable
-    /// call of `calls` (the
+    /// Wait until every untagged cost rollup (`cost_daily`, `_by_team`,
+    /// `_by_user`, `_by_key`) holds every billable call of `calls` (the
     /// views write a moment after the `calls` part of the same insert is
     /// visible), before any repricing.
     pub async fn wait_for_cost_rollup(&self) {
@@ -380,7 +380,12 @@ impl TestEnv {
             .trim()
             .parse()
             .unwrap();
-        for table in ["cost_daily", "cost_daily_by_team"] {
+        for table in [
+            "cost_daily",
+            "cost_daily_by_team",
+            "cost_daily_by_user",
+            "cost_daily_by_key",
+        ] {
             let got = self
                 .wait_for_count(
                     &format!("SELECT sum(calls) FROM {{db}}.{table}"),

@@ -223,7 +223,8 @@ impl BudgetStore {
 }
 
 /// Spend per subject of one kind over UTC days `[from, to)`.
-/// Org and team spend read the rollup without user and key.
+/// Org and team spend read the rollup without user and key, user and key
+/// spend the rollup per user or per key ([`crate::cost_rollup`]).
 fn spend_sql(kind: SubjectKind) -> String {
     let column = kind.column();
     format!(
@@ -331,7 +332,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn org_and_team_spend_read_the_rollup_without_user_and_key() {
+    fn spend_reads_the_smallest_rollup_with_the_subject() {
         let from = |kind| {
             let sql = spend_sql(kind);
             let table = sql.split(" FROM ").nth(1).unwrap();
@@ -339,8 +340,8 @@ mod tests {
         };
         assert_eq!(from(SubjectKind::Org), "cost_daily_by_team");
         assert_eq!(from(SubjectKind::Team), "cost_daily_by_team");
-        assert_eq!(from(SubjectKind::User), "cost_daily");
-        assert_eq!(from(SubjectKind::Key), "cost_daily");
+        assert_eq!(from(SubjectKind::User), "cost_daily_by_user");
+        assert_eq!(from(SubjectKind::Key), "cost_daily_by_key");
     }
 
     fn budget(hard: bool) -> Budget {

@@ -8,8 +8,10 @@
 //! equals the effective cost of the calls carrying that tag, also after
 //! repricing" can be checked without a server (see the tests); ClickHouse
 //! runs the same grouping in SQL (`migrations/clickhouse/0021_cost_daily.sql`,
-//! `0023_cost_daily_tags.sql`, and `0037_cost_daily_by_team.sql`: the cells
-//! without user and key, [`CostRollup::by_team_cells`]).
+//! `0023_cost_daily_tags.sql`, `0037_cost_daily_by_team.sql`: the cells
+//! without user and key, [`CostRollup::by_team_cells`], and
+//! `0039_cost_daily_by_user_and_key.sql`: [`CostRollup::by_user_cells`] and
+//! [`CostRollup::by_key_cells`]).
 
 use std::collections::BTreeMap;
 
@@ -59,12 +61,20 @@ impl RollupSums {
 }
 
 impl CostRollup {
+    /// [`Self::cells`] summed over the dimensions `keep` empties.
+    fn summed(&self, keep: impl Fn(&RollupKey) -> RollupKey) -> BTreeMap<RollupKey, RollupSums> {
+        let mut out: BTreeMap<RollupKey, RollupSums> = BTreeMap::new();
+        for (k, sums) in &self.cells {
+            out.entry(keep(k)).or_default().add(sums);
+        }
+        out
+    }
+
     /// The cells of `cost_daily_by_team` (0037): [`Self::cells`] summed
     /// over user and key, in the same key shape with both empty.
     pub fn by_team_cells(&self) -> BTreeMap<RollupKey, RollupSums> {
-        let mut out: BTreeMap<RollupKey, RollupSums> = BTreeMap::new();
-        for (k, sums) in &self.cells {
-            let key = (
+        self.summed(|k| {
+            (
                 k.0,
                 k.1.clone(),
                 k.2.clone(),
@@ -73,10 +83,44 @@ impl CostRollup {
                 k.5.clone(),
                 k.6.clone(),
                 k.7,
-            );
-            out.entry(key).or_default().add(sums);
-        }
-        out
+            )
+        })
+    }
+
+    /// The cells of `cost_daily_by_user` (0039): [`Self::cells`] summed
+    /// over key, provider, model and price version, in the same key shape
+    /// with those empty (version 0).
+    pub fn by_user_cells(&self) -> BTreeMap<RollupKey, RollupSums> {
+        self.summed(|k| {
+            (
+                k.0,
+                k.1.clone(),
+                k.2.clone(),
+                k.3.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                0,
+            )
+        })
+    }
+
+    /// The cells of `cost_daily_by_key` (0039): [`Self::cells`] summed
+    /// over user, provider, model and price version, in the same key shape
+    /// with those empty (version 0).
+    pub fn by_key_cells(&self) -> BTreeMap<RollupKey, RollupSums> {
+        self.summed(|k| {
+            (
+                k.0,
+                k.1.clone(),
+                k.2.clone(),
+                String::new(),
+                k.4.clone(),
+                String::new(),
+                String::new(),
+                0,
+            )
+        })
     }
 
     /// Fold one delivered row; `false` when its position is already stored
