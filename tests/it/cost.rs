@@ -524,7 +524,10 @@ async fn cells_at(env: &TestEnv, table: &str, dimensions: &[&str]) -> Vec<String
         "audio_ms",
         "cost",
     ];
-    let keys: Vec<String> = dimensions.iter().map(|c| format!("toString({c})")).collect();
+    let keys: Vec<String> = dimensions
+        .iter()
+        .map(|c| format!("toString({c})"))
+        .collect();
     let selected: Vec<String> = sums.iter().map(|c| format!("toString(sum({c}))")).collect();
     let nonzero: Vec<String> = sums.iter().map(|c| format!("sum({c}) != 0")).collect();
     let grain = dimensions.join(", ");
@@ -559,7 +562,10 @@ async fn assert_by_team_equals_cost_daily(env: &TestEnv) -> Vec<String> {
 /// over the dimensions each drops, cell by cell; returns their cells.
 async fn assert_by_caller_equals_cost_daily(env: &TestEnv) -> (Vec<String>, Vec<String>) {
     let mut out = Vec::new();
-    for (table, grain) in [("cost_daily_by_user", BY_USER), ("cost_daily_by_key", BY_KEY)] {
+    for (table, grain) in [
+        ("cost_daily_by_user", BY_USER),
+        ("cost_daily_by_key", BY_KEY),
+    ] {
         let full = cells_at(env, "cost_daily", grain).await;
         assert!(!full.is_empty(), "cost_daily is empty");
         assert_eq!(cells_at(env, table, grain).await, full, "{table}");
@@ -2058,21 +2064,21 @@ async fn migration_0039_backfills_the_caller_rollups_once() {
     assert_by_caller_equals_cost_daily(&env).await;
 }
 
+/// A group's calls, unpriced calls, input tokens and cost.
+type GroupSums = (i64, i64, i64, Option<Decimal>);
+
+/// A top spender's id with its calls, unpriced calls and cost.
+type Spender = (String, (i64, i64, Option<Decimal>));
+
 /// The groups of a cost report as `id → (calls, unpriced calls, input
 /// tokens, cost)`, the id being the grouped keys joined by `/`.
-fn report_groups(
-    report: &serde_json::Value,
-    keys: &[&str],
-) -> BTreeMap<String, (i64, i64, i64, Option<Decimal>)> {
+fn report_groups(report: &serde_json::Value, keys: &[&str]) -> BTreeMap<String, GroupSums> {
     report["groups"]
         .as_array()
         .unwrap_or_else(|| panic!("no groups: {report}"))
         .iter()
         .map(|g| {
-            let id: Vec<&str> = keys
-                .iter()
-                .map(|k| g["key"][k].as_str().unwrap())
-                .collect();
+            let id: Vec<&str> = keys.iter().map(|k| g["key"][k].as_str().unwrap()).collect();
             (
                 id.join("/"),
                 (
@@ -2092,7 +2098,7 @@ async fn cost_daily_groups(
     env: &TestEnv,
     columns: &[&str],
     condition: &str,
-) -> BTreeMap<String, (i64, i64, i64, Option<Decimal>)> {
+) -> BTreeMap<String, GroupSums> {
     let id = if columns.len() == 1 {
         columns[0].to_string()
     } else {
@@ -2101,7 +2107,7 @@ async fn cost_daily_groups(
     let out = env
         .ch(&format!(
             "SELECT {id} AS g, sum(calls), sum(unpriced_calls), sum(input_tokens), toString(sum(cost)) \
-             FROM {{db}}.cost_daily WHERE day >= '2026-03-01' AND day < '2026-04-01' AND {condition} \
+             FROM {{db}}.cost_daily WHERE day >= toDate('2026-03-01') AND day < toDate('2026-04-01') AND {condition} \
              GROUP BY g HAVING sum(calls) != 0 OR sum(cost) != 0 FORMAT TSV"
         ))
         .await;
@@ -2113,7 +2119,12 @@ async fn cost_daily_groups(
             let priced = calls != unpriced || !cost.is_zero();
             (
                 f[0].to_string(),
-                (calls, unpriced, f[3].parse().unwrap(), priced.then_some(cost)),
+                (
+                    calls,
+                    unpriced,
+                    f[3].parse().unwrap(),
+                    priced.then_some(cost),
+                ),
             )
         })
         .collect()
@@ -2136,8 +2147,16 @@ async fn reports_by_user_and_key_equal_cost_daily_to_the_last_decimal() {
     // is distinct.
     for i in 0..18u32 {
         let team = if i % 3 == 0 { "team-b" } else { "team-a" };
-        let model = if i % 7 == 6 { "tg-unknown" } else { "tg-caller" };
-        let outcome = if i == 4 { Outcome::Error } else { Outcome::Success };
+        let model = if i % 7 == 6 {
+            "tg-unknown"
+        } else {
+            "tg-caller"
+        };
+        let outcome = if i == 4 {
+            Outcome::Error
+        } else {
+            Outcome::Success
+        };
         let mut e = call(
             completed,
             team,
@@ -2218,15 +2237,17 @@ async fn reports_by_user_and_key_equal_cost_daily_to_the_last_decimal() {
                 .await
                 .unwrap();
             for (dimension, column) in [("user", "user_id"), ("key", "api_key_id")] {
-                let mut want: Vec<(String, (i64, i64, i64, Option<Decimal>))> =
-                    cost_daily_groups(env, &[column], "1").await.into_iter().collect();
+                let mut want: Vec<(String, GroupSums)> = cost_daily_groups(env, &[column], "1")
+                    .await
+                    .into_iter()
+                    .collect();
                 want.sort_by(|a, b| {
                     b.1 .3
                         .unwrap_or(Decimal::MIN)
                         .cmp(&a.1 .3.unwrap_or(Decimal::MIN))
                         .then_with(|| a.0.cmp(&b.0))
                 });
-                let got: Vec<(String, (i64, i64, Option<Decimal>))> = csv
+                let got: Vec<Spender> = csv
                     .lines()
                     .skip(1)
                     .map(|l| l.split(',').collect::<Vec<_>>())
@@ -2241,7 +2262,7 @@ async fn reports_by_user_and_key_equal_cost_daily_to_the_last_decimal() {
                         )
                     })
                     .collect();
-                let want: Vec<(String, (i64, i64, Option<Decimal>))> = want
+                let want: Vec<Spender> = want
                     .into_iter()
                     .map(|(id, (calls, unpriced, _, cost))| (id, (calls, unpriced, cost)))
                     .collect();

@@ -119,7 +119,12 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     assert_eq!(receipt["tables"]["audit_search"]["after"], 0);
     assert!(receipt["tables"]["cost_daily"]["before"].as_u64().unwrap() >= 2);
     assert_eq!(receipt["tables"]["cost_daily"]["after"], 0);
-    assert!(receipt["tables"]["cost_daily_by_user"]["before"].as_u64().unwrap() >= 2);
+    assert!(
+        receipt["tables"]["cost_daily_by_user"]["before"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
     assert_eq!(receipt["tables"]["cost_daily_by_user"]["after"], 0);
     let chains = receipt["chains"].as_array().unwrap();
     assert_eq!(chains.len(), 2, "{receipt}");

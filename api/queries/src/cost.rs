@@ -1008,8 +1008,14 @@ mod tests {
                 vec![("group_by", "day,month,org,team,user"), ("org", "o")],
                 "cost_daily_by_user",
             ),
-            (vec![("group_by", "team"), ("user", "u-1")], "cost_daily_by_user"),
-            (vec![("group_by", "day"), ("key", "k-1")], "cost_daily_by_key"),
+            (
+                vec![("group_by", "team"), ("user", "u-1")],
+                "cost_daily_by_user",
+            ),
+            (
+                vec![("group_by", "day"), ("key", "k-1")],
+                "cost_daily_by_key",
+            ),
             (vec![("group_by", ""), ("key", "k-1")], "cost_daily_by_key"),
             (
                 vec![("group_by", "key"), ("month", "2026-03"), ("team", "t")],
