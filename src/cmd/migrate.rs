@@ -3,6 +3,7 @@
 //! import the default price catalog. Safe to re-run; prints one line per step.
 
 use anyhow::Context;
+use tollgate_processors::group_members;
 use tollgate_processors::migrations::{self, Outcome};
 use tollgate_processors::topics;
 
@@ -36,6 +37,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
 async fn migrate_clickhouse(config: &Config) -> anyhow::Result<()> {
     let ch = &config.clickhouse;
     println!("clickhouse: {} database {}", ch.url, ch.database);
+    refuse_backfills_while_folds_run(config).await?;
     migrations::migrate(ch, |outcome| match outcome {
         Outcome::Applied { name, statements } => {
             println!("clickhouse: applied {name} ({statements} statement(s))")
@@ -50,6 +52,58 @@ async fn migrate_clickhouse(config: &Config) -> anyhow::Result<()> {
         )
     })?;
     Ok(())
+}
+
+/// A pending migration that backfills (`Migration::backfills`) copies rows
+/// from tables the folds write; a fold inserting meanwhile is counted twice
+/// or missed. Such files are applied only while the folds' consumer groups
+/// have no member (docs/deployment.md, "Upgrades and migrations").
+async fn refuse_backfills_while_folds_run(config: &Config) -> anyhow::Result<()> {
+    let backfilling: Vec<String> = migrations::pending(&config.clickhouse)
+        .await?
+        .into_iter()
+        .filter(migrations::Migration::backfills)
+        .map(|m| m.name)
+        .collect();
+    if backfilling.is_empty() {
+        return Ok(());
+    }
+    let groups = [
+        config.processor.group_id.clone(),
+        config.audit.group_id.clone(),
+    ];
+    let running: Vec<String> = group_members::members(&config.kafka, &groups)
+        .await
+        .context("cannot tell whether processors are running before a backfilling migration")?
+        .into_iter()
+        .filter(|(_, members)| !members.is_empty())
+        .map(|(group, members)| {
+            let who: Vec<String> = members
+                .iter()
+                .map(|m| format!("{} at {}", m.client_id, m.client_host))
+                .collect();
+            format!(
+                "{group} has {} member(s): {}",
+                members.len(),
+                who.join(", ")
+            )
+        })
+        .collect();
+    if running.is_empty() {
+        println!(
+            "clickhouse: {} backfill(s) from stored rows; no processor is running",
+            backfilling.join(", ")
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "not applying {}: it backfills from tables the processors write, and processors are running \
+         (consumer group {}). Stop every `tollgate process` (their events wait in Kafka), run \
+         `tollgate migrate` again, then start the new version. A processor killed without stopping \
+         stays a member until processor.session_timeout_ms has passed.",
+        backfilling.join(", "),
+        running.join("; consumer group ")
+    )
 }
 
 /// Apply `migrations/postgres` (embedded at compile time) with sqlx.
