@@ -71,3 +71,25 @@ fn list(kafka: &KafkaConfig, groups: &[String]) -> Result<Vec<(String, Vec<Membe
         })
         .collect()
 }
+
+/// For each of `groups` with members, one line saying who they are
+/// (`tollgate-processor has 2 member(s): rdkafka at /10.0.0.5, …`); empty
+/// when no processor of these groups runs.
+pub async fn running(kafka: &KafkaConfig, groups: &[String]) -> Result<Vec<String>> {
+    Ok(members(kafka, groups)
+        .await?
+        .into_iter()
+        .filter(|(_, members)| !members.is_empty())
+        .map(|(group, members)| {
+            let who: Vec<String> = members
+                .iter()
+                .map(|m| format!("{} at {}", m.client_id, m.client_host))
+                .collect();
+            format!(
+                "{group} has {} member(s): {}",
+                members.len(),
+                who.join(", ")
+            )
+        })
+        .collect())
+}

@@ -68,27 +68,9 @@ async fn refuse_backfills_while_folds_run(config: &Config) -> anyhow::Result<()>
     if backfilling.is_empty() {
         return Ok(());
     }
-    let groups = [
-        config.processor.group_id.clone(),
-        config.audit.group_id.clone(),
-    ];
-    let running: Vec<String> = group_members::members(&config.kafka, &groups)
+    let running = group_members::running(&config.kafka, &fold_groups(config))
         .await
-        .context("cannot tell whether processors are running before a backfilling migration")?
-        .into_iter()
-        .filter(|(_, members)| !members.is_empty())
-        .map(|(group, members)| {
-            let who: Vec<String> = members
-                .iter()
-                .map(|m| format!("{} at {}", m.client_id, m.client_host))
-                .collect();
-            format!(
-                "{group} has {} member(s): {}",
-                members.len(),
-                who.join(", ")
-            )
-        })
-        .collect();
+        .context("cannot tell whether processors are running before a backfilling migration")?;
     if running.is_empty() {
         println!(
             "clickhouse: {} backfill(s) from stored rows; no processor is running",
@@ -104,6 +86,15 @@ async fn refuse_backfills_while_folds_run(config: &Config) -> anyhow::Result<()>
         backfilling.join(", "),
         running.join("; consumer group ")
     )
+}
+
+/// The consumer groups of the folds that write ClickHouse's facts and
+/// rollups (the calls fold with its views, the audit fold).
+pub fn fold_groups(config: &Config) -> [String; 2] {
+    [
+        config.processor.group_id.clone(),
+        config.audit.group_id.clone(),
+    ]
 }
 
 /// Apply `migrations/postgres` (embedded at compile time) with sqlx.
