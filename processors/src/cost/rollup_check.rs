@@ -196,20 +196,17 @@ pub async fn check(
     from: &str,
     to: &str,
 ) -> clickhouse::error::Result<Disagreement> {
-    let summary: Summary = client
-        .query(&format!(
+    let summary: Summary = with_days(
+        client.query(&format!(
             "SELECT count() AS cells, toInt64(sum(calls)) AS calls, toString(sum(cost)) AS cost \
              FROM ({})",
             difference_sql(rollup)
-        ))
-        .bind(day_start(from))
-        .bind(day_start(to))
-        .bind(day_start(from))
-        .bind(day_start(to))
-        .bind(from)
-        .bind(to)
-        .fetch_one()
-        .await?;
+        )),
+        from,
+        to,
+    )
+    .fetch_one()
+    .await?;
     Ok(Disagreement {
         table: rollup.table,
         cells: summary.cells,
@@ -231,26 +228,32 @@ pub async fn repair(
         .copied()
         .chain(MEASURES.iter().map(|m| m.0))
         .collect();
-    client
-        .query(&format!(
+    with_days(
+        client.query(&format!(
             "INSERT INTO {} ({}) {}",
             rollup.table,
             columns.join(", "),
             difference_sql(rollup)
-        ))
-        .bind(day_start(from))
-        .bind(day_start(to))
-        .bind(day_start(from))
-        .bind(day_start(to))
-        .bind(from)
-        .bind(to)
-        .execute()
-        .await
+        )),
+        from,
+        to,
+    )
+    .execute()
+    .await
 }
 
-/// The first second of a day (`YYYY-MM-DD`), as `toDateTime` reads it.
-fn day_start(day: &str) -> String {
-    format!("{day} 00:00:00")
+/// [`difference_sql`]'s bound values for the days `[from, to)`
+/// (`YYYY-MM-DD`): the first second of each for the two facts tables, the
+/// days themselves for the rollup.
+fn with_days(query: clickhouse::query::Query, from: &str, to: &str) -> clickhouse::query::Query {
+    let start = |day: &str| format!("{day} 00:00:00");
+    query
+        .bind(start(from))
+        .bind(start(to))
+        .bind(start(from))
+        .bind(start(to))
+        .bind(from)
+        .bind(to)
 }
 
 /// The statements, with sample values, for the SQL compatibility check.
@@ -258,14 +261,8 @@ pub fn catalog() -> Vec<(String, String)> {
     COST_ROLLUPS
         .iter()
         .map(|rollup| {
-            let sql = Client::default()
-                .query(&difference_sql(rollup))
-                .bind("2026-03-01 00:00:00")
-                .bind("2026-04-01 00:00:00")
-                .bind("2026-03-01 00:00:00")
-                .bind("2026-04-01 00:00:00")
-                .bind("2026-03-01")
-                .bind("2026-04-01")
+            let query = Client::default().query(&difference_sql(rollup));
+            let sql = with_days(query, "2026-03-01", "2026-04-01")
                 .sql_display()
                 .to_string();
             (format!("rollup_check.difference.{}", rollup.table), sql)
