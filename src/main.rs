@@ -58,6 +58,9 @@ enum Command {
     Outbox(cmd::outbox::OutboxCommand),
     /// Recompute stored costs of one model after a price correction.
     Reprice(cmd::reprice::Args),
+    /// Check the cost rollups against the calls they sum; repair them.
+    #[command(subcommand)]
+    Rollups(cmd::rollups::RollupsCommand),
     /// Drop ClickHouse partitions past their table's retention.
     #[command(subcommand)]
     Retention(cmd::retention::RetentionCommand),
@@ -129,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Ratelimits(command) => cmd::ratelimits::run(command, &config).await,
         Command::Outbox(command) => cmd::outbox::run(command, &config).await,
         Command::Reprice(args) => cmd::reprice::run(args, &config).await,
+        Command::Rollups(command) => cmd::rollups::run(command, &config).await,
         Command::Retention(command) => cmd::retention::run(command, &config).await,
         Command::Keys(command) => cmd::keys::run(command, &config).await,
         Command::Providers(command) => cmd::providers::run(command, &config).await,

@@ -23,6 +23,7 @@ pub mod dlq;
 pub mod error;
 pub mod fold;
 pub mod folds;
+pub mod group_members;
 pub mod health;
 pub mod insert_fence;
 pub mod metrics;

@@ -129,6 +129,24 @@ pub struct Migration {
     pub statements: Vec<String>,
 }
 
+impl Migration {
+    /// Whether a statement of this file copies rows from tables the folds
+    /// write (`INSERT INTO … SELECT`): a backfill that counts a row twice,
+    /// or misses it, when a fold inserts while the file is applied (each
+    /// such file says which). `tollgate migrate` applies these only while
+    /// no processor runs.
+    pub fn backfills(&self) -> bool {
+        self.statements.iter().any(|statement| {
+            let mut words = statement.split_whitespace();
+            matches!(
+                (words.next(), words.next()),
+                (Some(insert), Some(into))
+                    if insert.eq_ignore_ascii_case("INSERT") && into.eq_ignore_ascii_case("INTO")
+            )
+        })
+    }
+}
+
 /// What [`migrate`] did to one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -260,15 +278,25 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
-/// Create the database if needed and apply every migration not applied yet.
-/// `progress` is called once per file with what happened to it.
-pub async fn migrate(
-    config: &ClickHouseConfig,
-    mut progress: impl FnMut(&Outcome),
-) -> Result<Vec<Outcome>> {
+/// The migrations of this build the database has not applied yet, in
+/// order (creating the database and its bookkeeping table if needed).
+pub async fn pending(config: &ClickHouseConfig) -> Result<Vec<Migration>> {
     let migrations = migrations()?;
+    let applied = applied(config, &client(config), &migrations).await?;
+    Ok(migrations
+        .into_iter()
+        .filter(|m| !applied.iter().any(|a| a.version == m.version))
+        .collect())
+}
+
+/// Create the database and `schema_migrations` if needed, and read which
+/// migrations were applied; refuses when an applied file changed.
+async fn applied(
+    config: &ClickHouseConfig,
+    client: &Client,
+    migrations: &[Migration],
+) -> Result<Vec<AppliedRow>> {
     ensure_database(config).await?;
-    let client = client(config);
     client
         .query_raw(&statement_for(
             config,
@@ -283,7 +311,19 @@ pub async fn migrate(
         .fetch_all()
         .await
         .map_err(|e| error(config, "cannot read schema_migrations", e))?;
-    check_applied(&migrations, &applied)?;
+    check_applied(migrations, &applied)?;
+    Ok(applied)
+}
+
+/// Create the database if needed and apply every migration not applied yet.
+/// `progress` is called once per file with what happened to it.
+pub async fn migrate(
+    config: &ClickHouseConfig,
+    mut progress: impl FnMut(&Outcome),
+) -> Result<Vec<Outcome>> {
+    let migrations = migrations()?;
+    let client = client(config);
+    let applied = applied(config, &client, &migrations).await?;
     let mut outcomes = Vec::with_capacity(migrations.len());
     for migration in migrations {
         let outcome = if applied.iter().any(|a| a.version == migration.version) {
@@ -409,6 +449,37 @@ async fn apply(config: &ClickHouseConfig, client: &Client, migration: &Migration
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backfill_is_a_file_with_an_insert() {
+        let backfilling: Vec<String> = migrations()
+            .unwrap()
+            .into_iter()
+            .filter(Migration::backfills)
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            backfilling,
+            [
+                "0023_cost_daily_tags.sql",
+                "0026_latency_minute_hist.sql",
+                "0036_latency_minute_buckets.sql",
+                "0037_cost_daily_by_team.sql",
+                "0038_audit_search.sql",
+            ]
+        );
+        let view = parse(
+            "0099_v.sql",
+            "CREATE MATERIALIZED VIEW v TO t AS SELECT 1 FROM calls;\n-- INSERT INTO t SELECT 1\n",
+        )
+        .unwrap();
+        assert!(
+            !view.backfills(),
+            "a view inserts later, and a comment is no statement"
+        );
+        let lower = parse("0099_b.sql", "insert  into t\nSELECT * FROM calls;").unwrap();
+        assert!(lower.backfills());
+    }
 
     #[test]
     fn splits_on_semicolon_at_end_of_line_and_strips_comments() {

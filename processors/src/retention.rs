@@ -38,7 +38,11 @@ pub struct RetentionConfig {
     pub cost_adjustments_days: u32,
     pub cost_daily_days: u32,
     pub cost_daily_tags_days: u32,
-    pub latency_minute_hist_days: u32,
+    /// The latency rollup (`latency_minute_calls`, `latency_minute_buckets`,
+    /// and the pre-0036 `latency_minute_hist`). Its first name,
+    /// `latency_minute_hist_days`, is still read.
+    #[serde(alias = "latency_minute_hist_days")]
+    pub latency_minute_days: u32,
     pub error_patterns_minute_days: u32,
     pub error_recovery_minute_days: u32,
     pub breaker_transitions_days: u32,
@@ -54,7 +58,7 @@ impl Default for RetentionConfig {
             cost_adjustments_days: 0,
             cost_daily_days: 0,
             cost_daily_tags_days: 0,
-            latency_minute_hist_days: 400,
+            latency_minute_days: 400,
             error_patterns_minute_days: 90,
             error_recovery_minute_days: 90,
             breaker_transitions_days: 400,
@@ -129,9 +133,9 @@ impl RetentionConfig {
             // report reads `latency_minute_calls` and its histogram
             // `latency_minute_buckets` together; `latency_minute_hist`
             // (before migration 0036) is no longer written and ages out.
-            ("latency_minute_hist", self.latency_minute_hist_days),
-            ("latency_minute_calls", self.latency_minute_hist_days),
-            ("latency_minute_buckets", self.latency_minute_hist_days),
+            ("latency_minute_hist", self.latency_minute_days),
+            ("latency_minute_calls", self.latency_minute_days),
+            ("latency_minute_buckets", self.latency_minute_days),
             ("error_patterns_minute", self.error_patterns_minute_days),
             ("error_recovery_minute", self.error_recovery_minute_days),
             ("breaker_transitions", self.breaker_transitions_days),
@@ -371,6 +375,15 @@ pub fn catalog() -> Vec<(String, String)> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latency_rollup_days_are_read_under_either_name() {
+        for name in ["latency_minute_days", "latency_minute_hist_days"] {
+            let config: RetentionConfig =
+                serde_json::from_value(serde_json::json!({ name: 30 })).unwrap();
+            assert_eq!(config.latency_minute_days, 30, "{name}");
+        }
+    }
 
     fn part(id: &str, newest_time: u32, newest_day: u32) -> Partition {
         Partition {

@@ -3,6 +3,7 @@
 //! import the default price catalog. Safe to re-run; prints one line per step.
 
 use anyhow::Context;
+use tollgate_processors::group_members;
 use tollgate_processors::migrations::{self, Outcome};
 use tollgate_processors::topics;
 
@@ -36,6 +37,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
 async fn migrate_clickhouse(config: &Config) -> anyhow::Result<()> {
     let ch = &config.clickhouse;
     println!("clickhouse: {} database {}", ch.url, ch.database);
+    refuse_backfills_while_folds_run(config).await?;
     migrations::migrate(ch, |outcome| match outcome {
         Outcome::Applied { name, statements } => {
             println!("clickhouse: applied {name} ({statements} statement(s))")
@@ -50,6 +52,49 @@ async fn migrate_clickhouse(config: &Config) -> anyhow::Result<()> {
         )
     })?;
     Ok(())
+}
+
+/// A pending migration that backfills (`Migration::backfills`) copies rows
+/// from tables the folds write; a fold inserting meanwhile is counted twice
+/// or missed. Such files are applied only while the folds' consumer groups
+/// have no member (docs/deployment.md, "Upgrades and migrations").
+async fn refuse_backfills_while_folds_run(config: &Config) -> anyhow::Result<()> {
+    let backfilling: Vec<String> = migrations::pending(&config.clickhouse)
+        .await?
+        .into_iter()
+        .filter(migrations::Migration::backfills)
+        .map(|m| m.name)
+        .collect();
+    if backfilling.is_empty() {
+        return Ok(());
+    }
+    let running = group_members::running(&config.kafka, &fold_groups(config))
+        .await
+        .context("cannot tell whether processors are running before a backfilling migration")?;
+    if running.is_empty() {
+        println!(
+            "clickhouse: {} backfill(s) from stored rows; no processor is running",
+            backfilling.join(", ")
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "not applying {}: it backfills from tables the processors write, and processors are running \
+         (consumer group {}). Stop every `tollgate process` (their events wait in Kafka), run \
+         `tollgate migrate` again, then start the new version. A processor killed without stopping \
+         stays a member until processor.session_timeout_ms has passed.",
+        backfilling.join(", "),
+        running.join("; consumer group ")
+    )
+}
+
+/// The consumer groups of the folds that write ClickHouse's facts and
+/// rollups (the calls fold with its views, the audit fold).
+pub fn fold_groups(config: &Config) -> [String; 2] {
+    [
+        config.processor.group_id.clone(),
+        config.audit.group_id.clone(),
+    ]
 }
 
 /// Apply `migrations/postgres` (embedded at compile time) with sqlx.

@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod ratelimits;
 pub mod reprice;
 pub mod retention;
+pub mod rollups;
 pub mod shutdown;
 pub mod simulate;
 pub mod sql_catalog;

@@ -19,6 +19,7 @@ pub async fn run(_args: Args, _config: &Config) -> anyhow::Result<()> {
             .chain(tollgate_queries::sql_catalog())
             .chain(tollgate_queries::audit::sql_catalog())
             .chain(tollgate_processors::cost::reprice::catalog())
+            .chain(tollgate_processors::cost::rollup_check::catalog())
             .chain(tollgate_control::budgets::catalog())
             .chain(tollgate_processors::retention::catalog())
             .chain(tollgate_control::erasure::catalog())

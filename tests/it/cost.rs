@@ -2986,3 +2986,151 @@ async fn reimporting_a_litellm_file_adds_nothing_and_duplicate_entries_never_fli
     assert_eq!(gemini_x.len(), 1, "{gemini_x:?}");
     assert_eq!(gemini_x[0]["input_per_token"], "0.000002");
 }
+
+/// A cost rollup left short of the facts (as by a server killed between the
+/// part of `calls` and its views' parts) and one left long: `tollgate
+/// rollups check` says which, by how many calls and how much money, and
+/// exits 1; `--repair` is refused while a processor runs, then inserts
+/// exactly the difference: both rollups equal the calls and adjustments
+/// again, cell by cell, and a second repair finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts() {
+    let env = TestEnv::new("cost_rollup_check").await;
+    env.ch(
+        "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         input_tokens, output_tokens, cost, priced, price_version) VALUES \
+         ('r1', 'ai.call.completed', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 100, 10, toDecimal128('0.5', 12), 1, 1), \
+         ('r2', 'ai.call.completed', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', 'm', 200, 20, toDecimal128('0.25', 12), 1, 1), \
+         ('r3', 'ai.call.failed', '2026-03-11 12:00:00', 'o', 't2', 'u1', 'k2', 'p', 'm', 300, 0, toDecimal128('0.125', 12), 1, 1), \
+         ('r4', 'ai.call.completed', '2026-04-02 09:00:00', 'o', 't', 'u3', 'k3', 'p', 'm', 7, 1, toDecimal128('0.001', 12), 1, 1)",
+    )
+    .await;
+    env.ch(
+        "INSERT INTO {db}.cost_adjustments (event_id, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         price_version, sign, input_tokens, output_tokens, cost) VALUES \
+         ('r1', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 1, -1, -100, -10, toDecimal128('-0.5', 12)), \
+         ('r1', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 2, 1, 100, 10, toDecimal128('0.75', 12))",
+    )
+    .await;
+    let facts_by_team = by_team_cells(&env, "cost_daily").await;
+    let march = ["--from", "2026-03-01", "--to", "2026-04-01"];
+    let check = |extra: &[&str]| {
+        let mut args = vec!["rollups", "check"];
+        args.extend(march);
+        args.extend(extra);
+        env.tollgate(&args).output().unwrap()
+    };
+    let out = check(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("cost_daily agrees with the facts")
+            && stdout.contains("cost_daily_by_team agrees with the facts"),
+        "{stdout}"
+    );
+
+    // cost_daily loses r2's cell (the views' part of an insert that never
+    // landed); cost_daily_by_team counts r3 twice; April is outside the
+    // checked days and is spoiled too, to be left alone.
+    env.ch(
+        "INSERT INTO {db}.cost_daily (day, org_id, team_id, user_id, api_key_id, provider, model, price_version, \
+         calls, unpriced_calls, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, \
+         images, audio_ms, cost) VALUES \
+         ('2026-03-10', 'o', 't', 'u2', 'k2', 'p', 'm', 1, -1, 0, -200, -20, 0, 0, 0, 0, 0, toDecimal128('-0.25', 12)), \
+         ('2026-04-02', 'o', 't', 'u3', 'k3', 'p', 'm', 1, -1, 0, -7, -1, 0, 0, 0, 0, 0, toDecimal128('-0.001', 12))",
+    )
+    .await;
+    env.ch(
+        "INSERT INTO {db}.cost_daily_by_team (day, org_id, team_id, provider, model, price_version, \
+         calls, unpriced_calls, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, \
+         images, audio_ms, cost) VALUES \
+         ('2026-03-11', 'o', 't2', 'p', 'm', 1, 1, 0, 300, 0, 0, 0, 0, 0, 0, toDecimal128('0.125', 12))",
+    )
+    .await;
+    let out = check(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "cost_daily disagrees in 1 cell(s): the facts have 1 call(s) and 0.250000000000 USD more than it"
+        ) && stdout.contains(
+            "cost_daily_by_team disagrees in 1 cell(s): the facts have -1 call(s) and -0.125000000000 USD more than it"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("cost_daily, cost_daily_by_team disagree(s) with the facts"),
+        "{stderr}"
+    );
+
+    // Not while a processor runs.
+    let mut processor = env.spawn_child("process", &["process", "--folds", "calls"]);
+    let start = std::time::Instant::now();
+    while !crate::processor::log_of(&env, "process").contains("partitions assigned") {
+        assert!(
+            start.elapsed() < support::PATIENCE,
+            "the processor joined no group; log:\n{}",
+            crate::processor::log_of(&env, "process")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = check(&["--repair"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("not repairing while processors run") && stderr.contains("1 member(s)"),
+        "{stderr}"
+    );
+    support::signal(processor.id(), "TERM");
+    let status = crate::processor::wait_exit(&mut processor, Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}");
+
+    let out = check(&["--repair"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("cost_daily repaired: 1 cell(s) corrected")
+            && stdout.contains("cost_daily_by_team repaired: 1 cell(s) corrected"),
+        "{stdout}"
+    );
+    // Cell by cell the facts again (the full rollup summed over user and
+    // key as before the damage, and the narrow one likewise), except April.
+    assert_eq!(
+        by_team_cells(&env, "cost_daily").await,
+        facts_by_team
+            .iter()
+            .filter(|c| !c.starts_with("2026-04-02"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        "March as the facts say; April's cell, all sums 0 after the damage, is left as it was"
+    );
+    assert_eq!(
+        by_team_cells(&env, "cost_daily_by_team").await,
+        facts_by_team,
+        "the narrow rollup was not damaged in April"
+    );
+    assert_eq!(
+        env.ch("SELECT toString(sum(cost)) FROM {db}.cost_daily WHERE user_id = 'u2'")
+            .await
+            .trim(),
+        "0.250000000000"
+    );
+    let out = check(&["--repair"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("cost_daily agrees with the facts")
+            && stdout.contains("cost_daily_by_team agrees with the facts")
+            && !stdout.contains("repaired"),
+        "{stdout}"
+    );
+}

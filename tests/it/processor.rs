@@ -2,6 +2,7 @@
 //! across SIGKILLs, dead letters, graceful shutdown, and re-runnable
 //! migrations.
 
+use crate::cost::forget_migration;
 use crate::support;
 
 use support::kafka::{produce_all, producer};
@@ -591,6 +592,79 @@ async fn migrate_twice_and_detect_changed_file() {
         stderr.contains("0001_calls.sql") && stderr.contains("changed after it was applied"),
         "{stderr}"
     );
+}
+
+/// A migration that backfills from stored rows is not applied while a
+/// processor runs (a row inserted meanwhile would be counted twice or
+/// missed): `migrate` names the file and the consumer group and applies
+/// nothing; once the processor stopped, it applies the file, and the
+/// rollup it backfills holds every call's cost once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_refuses_a_backfill_while_a_processor_runs() {
+    let group = unique("grp");
+    let env = TestEnv::with_extra_config("proc_migrate_live", &processor_config(&group, "")).await;
+    let traffic = traffic(300, Utc::now() - chrono::Duration::hours(1), 23);
+    produce_all(&env.events_topic, &traffic.messages).await;
+    let mut child = env.spawn_child("process", &["process", "--folds", "calls"]);
+    // (The message count includes the error patterns the learner
+    // announces on the topic: wait for the calls instead.)
+    let start = Instant::now();
+    while env.ch_u64("SELECT count() FROM {db}.calls").await < traffic.calls {
+        assert!(
+            start.elapsed() < crate::support::PATIENCE,
+            "not every call stored; log:\n{}",
+            log_of(&env, "process")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        env.ch_u64("SELECT count() FROM {db}.calls").await,
+        traffic.calls
+    );
+    let cost = env.ch("SELECT toString(sum(cost)) FROM {db}.calls").await;
+    let by_team = "SELECT toString(sum(cost)) FROM {db}.cost_daily_by_team";
+    assert_ne!(cost.trim(), "0.000000000000", "the traffic is priced");
+    assert_eq!(env.ch(by_team).await, cost, "the view folded every call");
+
+    forget_migration(&env, 37).await;
+    let out = env.tollgate(&["migrate"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not applying 0037_cost_daily_by_team.sql")
+            && stderr.contains(&format!("{group} has 1 member(s)"))
+            && stderr.contains("Stop every `tollgate process`"),
+        "{stderr}"
+    );
+    assert_eq!(
+        env.ch_u64("SELECT count() FROM {db}.schema_migrations WHERE version = 37")
+            .await,
+        0,
+        "nothing applied"
+    );
+
+    signal(child.id(), "TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(60)).await;
+    assert!(
+        status.success(),
+        "exit {status:?}; log:\n{}",
+        log_of(&env, "process")
+    );
+    let out = env.tollgate(&["migrate"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "0037_cost_daily_by_team.sql backfill(s) from stored rows; no processor is running"
+        ) && stdout.contains("applied 0037_cost_daily_by_team.sql"),
+        "{stdout}"
+    );
+    // The backfill is a difference: it added nothing to what the view had.
+    assert_eq!(env.ch(by_team).await, cost);
 }
 
 /// Set `group`'s committed offsets on `topic` back to the start, as if the

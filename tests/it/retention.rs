@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::support::{TestEnv, PATIENCE};
 
-const CONFIG: &str = "[retention]\ninterval_secs = 0\ncalls_days = 60\nlatency_minute_hist_days = 60\nerror_patterns_minute_days = 0\nerror_recovery_minute_days = 0\n";
+const CONFIG: &str = "[retention]\ninterval_secs = 0\ncalls_days = 60\nlatency_minute_days = 60\nerror_patterns_minute_days = 0\nerror_recovery_minute_days = 0\n";
 
 fn row(id: &str, at: DateTime<Utc>, input: u64) -> String {
     format!(

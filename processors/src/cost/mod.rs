@@ -12,6 +12,7 @@
 
 pub mod budget_watcher;
 pub mod reprice;
+pub mod rollup_check;
 
 /// The price catalog types (they live in `tollgate-contract`, shared with the
 /// proxy).
