@@ -466,6 +466,7 @@ mod tests {
                 "0036_latency_minute_buckets.sql",
                 "0037_cost_daily_by_team.sql",
                 "0038_audit_search.sql",
+                "0039_cost_daily_by_user_and_key.sql",
             ]
         );
         let view = parse(

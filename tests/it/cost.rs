@@ -3013,6 +3013,7 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
     )
     .await;
     let facts_by_team = by_team_cells(&env, "cost_daily").await;
+    let facts_by_key = cells_at(&env, "cost_daily", BY_KEY).await;
     let march = ["--from", "2026-03-01", "--to", "2026-04-01"];
     let check = |extra: &[&str]| {
         let mut args = vec!["rollups", "check"];
@@ -3027,11 +3028,17 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("cost_daily agrees with the facts")
-            && stdout.contains("cost_daily_by_team agrees with the facts"),
-        "{stdout}"
-    );
+    for table in [
+        "cost_daily",
+        "cost_daily_by_team",
+        "cost_daily_by_user",
+        "cost_daily_by_key",
+    ] {
+        assert!(
+            stdout.contains(&format!("{table} agrees with the facts")),
+            "{stdout}"
+        );
+    }
 
     // cost_daily loses r2's cell (the views' part of an insert that never
     // landed); cost_daily_by_team counts r3 twice; April is outside the
@@ -3051,6 +3058,15 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
          ('2026-03-11', 'o', 't2', 'p', 'm', 1, 1, 0, 300, 0, 0, 0, 0, 0, 0, toDecimal128('0.125', 12))",
     )
     .await;
+    // cost_daily_by_key (0039) counts r3 twice too; cost_daily_by_user is
+    // left whole.
+    env.ch(
+        "INSERT INTO {db}.cost_daily_by_key (day, org_id, team_id, api_key_id, \
+         calls, unpriced_calls, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, \
+         images, audio_ms, cost) VALUES \
+         ('2026-03-11', 'o', 't2', 'k2', 1, 0, 300, 0, 0, 0, 0, 0, 0, toDecimal128('0.125', 12))",
+    )
+    .await;
     let out = check(&[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -3060,11 +3076,15 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
             "cost_daily disagrees in 1 cell(s): the facts have 1 call(s) and 0.250000000000 USD more than it"
         ) && stdout.contains(
             "cost_daily_by_team disagrees in 1 cell(s): the facts have -1 call(s) and -0.125000000000 USD more than it"
-        ),
+        ) && stdout.contains(
+            "cost_daily_by_key disagrees in 1 cell(s): the facts have -1 call(s) and -0.125000000000 USD more than it"
+        ) && stdout.contains("cost_daily_by_user agrees with the facts"),
         "{stdout}"
     );
     assert!(
-        stderr.contains("cost_daily, cost_daily_by_team disagree(s) with the facts"),
+        stderr.contains(
+            "cost_daily, cost_daily_by_team, cost_daily_by_key disagree(s) with the facts"
+        ),
         "{stderr}"
     );
 
@@ -3099,8 +3119,15 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
     );
     assert!(
         stdout.contains("cost_daily repaired: 1 cell(s) corrected")
-            && stdout.contains("cost_daily_by_team repaired: 1 cell(s) corrected"),
+            && stdout.contains("cost_daily_by_team repaired: 1 cell(s) corrected")
+            && stdout.contains("cost_daily_by_key repaired: 1 cell(s) corrected")
+            && !stdout.contains("cost_daily_by_user repaired"),
         "{stdout}"
+    );
+    assert_eq!(
+        cells_at(&env, "cost_daily_by_key", BY_KEY).await,
+        facts_by_key,
+        "the rollup per key as the facts say"
     );
     // Cell by cell the facts again (the full rollup summed over user and
     // key as before the damage, and the narrow one likewise), except April.
@@ -3130,6 +3157,8 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
     assert!(
         stdout.contains("cost_daily agrees with the facts")
             && stdout.contains("cost_daily_by_team agrees with the facts")
+            && stdout.contains("cost_daily_by_user agrees with the facts")
+            && stdout.contains("cost_daily_by_key agrees with the facts")
             && !stdout.contains("repaired"),
         "{stdout}"
     );

@@ -621,6 +621,8 @@ async fn migrate_refuses_a_backfill_while_a_processor_runs() {
         env.ch_u64("SELECT count() FROM {db}.calls").await,
         traffic.calls
     );
+    // The views write a moment after the calls' part is visible.
+    env.wait_for_cost_rollup().await;
     let cost = env.ch("SELECT toString(sum(cost)) FROM {db}.calls").await;
     let by_team = "SELECT toString(sum(cost)) FROM {db}.cost_daily_by_team";
     assert_ne!(cost.trim(), "0.000000000000", "the traffic is priced");

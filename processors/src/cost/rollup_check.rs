@@ -1,7 +1,8 @@
 //! The cost rollups checked against the facts they are folded from, and
 //! repaired: `tollgate rollups check [--repair]`.
 //!
-//! Each cost rollup (`cost_daily`, `cost_daily_by_team`) is the sum, per
+//! Each cost rollup (`cost_daily`, `cost_daily_by_team`,
+//! `cost_daily_by_user`, `cost_daily_by_key`) is the sum, per
 //! cell, of the billable `calls` and of the `cost_adjustments` rows
 //! (`tollgate reprice`), fed by materialized views in the same insert. A
 //! ClickHouse server killed between the part of `calls` and the parts of
@@ -20,7 +21,9 @@
 
 use clickhouse::{Client, Row};
 use serde::Deserialize;
-use tollgate_control::cost_rollup::{COST_DAILY, COST_DAILY_BY_TEAM};
+use tollgate_control::cost_rollup::{
+    COST_DAILY, COST_DAILY_BY_KEY, COST_DAILY_BY_TEAM, COST_DAILY_BY_USER,
+};
 
 /// One cost rollup: its table and the dimensions it keeps, a subset of
 /// `cost_daily`'s (the first is always `day`).
@@ -31,7 +34,7 @@ pub struct CostRollup {
 }
 
 /// Every cost rollup fed from `calls` and `cost_adjustments` with the same
-/// signed sums (migrations 0021, 0037).
+/// signed sums (migrations 0021, 0037, 0039).
 pub const COST_ROLLUPS: &[CostRollup] = &[
     CostRollup {
         table: COST_DAILY,
@@ -56,6 +59,14 @@ pub const COST_ROLLUPS: &[CostRollup] = &[
             "model",
             "price_version",
         ],
+    },
+    CostRollup {
+        table: COST_DAILY_BY_USER,
+        dimensions: &["day", "org_id", "team_id", "user_id"],
+    },
+    CostRollup {
+        table: COST_DAILY_BY_KEY,
+        dimensions: &["day", "org_id", "team_id", "api_key_id"],
     },
 ];
 
