@@ -7,7 +7,8 @@
 use anyhow::Context;
 use chrono::{Days, NaiveDate, Utc};
 use tollgate_control::clickhouse::client;
-use tollgate_processors::cost::rollup_check::{self, COST_ROLLUPS};
+use tollgate_control::cost_rollup::ROLLUPS;
+use tollgate_processors::cost::rollup_check;
 use tollgate_processors::group_members;
 use tollgate_processors::insert_fence::sync_replica_sql;
 
@@ -68,7 +69,7 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
         // sums stand for the cluster's.
         for table in ["calls", "cost_adjustments"]
             .into_iter()
-            .chain(COST_ROLLUPS.iter().map(|r| r.table))
+            .chain(ROLLUPS.iter().map(|r| r.table))
         {
             client
                 .query(&sync_replica_sql(&ch.database, table))
@@ -83,7 +84,7 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
         ch.database, ch.url
     );
     let mut disagreeing = Vec::new();
-    for rollup in COST_ROLLUPS {
+    for rollup in &ROLLUPS {
         let found = rollup_check::check(&client, rollup, &from, &to)
             .await
             .with_context(|| format!("cannot compare {} with the facts", rollup.table))?;

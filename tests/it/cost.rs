@@ -3083,7 +3083,7 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
     );
     assert!(
         stderr.contains(
-            "cost_daily, cost_daily_by_team, cost_daily_by_key disagree(s) with the facts"
+            "cost_daily_by_team, cost_daily_by_key, cost_daily disagree(s) with the facts"
         ),
         "{stderr}"
     );

@@ -36,7 +36,9 @@ pub struct Rollup {
 }
 
 /// Every untagged cost rollup, smallest expected first; the last has
-/// every dimension.
+/// every dimension. The reads choose from it ([`table_for`]) and `tollgate
+/// rollups check` checks each against the facts (`tollgate-processors`'
+/// `cost::rollup_check`).
 pub const ROLLUPS: [Rollup; 4] = [
     Rollup {
         table: COST_DAILY_BY_TEAM,

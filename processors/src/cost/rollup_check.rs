@@ -21,54 +21,7 @@
 
 use clickhouse::{Client, Row};
 use serde::Deserialize;
-use tollgate_control::cost_rollup::{
-    COST_DAILY, COST_DAILY_BY_KEY, COST_DAILY_BY_TEAM, COST_DAILY_BY_USER,
-};
-
-/// One cost rollup: its table and the dimensions it keeps, a subset of
-/// `cost_daily`'s (the first is always `day`).
-#[derive(Debug, Clone, Copy)]
-pub struct CostRollup {
-    pub table: &'static str,
-    pub dimensions: &'static [&'static str],
-}
-
-/// Every cost rollup fed from `calls` and `cost_adjustments` with the same
-/// signed sums (migrations 0021, 0037, 0039).
-pub const COST_ROLLUPS: &[CostRollup] = &[
-    CostRollup {
-        table: COST_DAILY,
-        dimensions: &[
-            "day",
-            "org_id",
-            "team_id",
-            "user_id",
-            "api_key_id",
-            "provider",
-            "model",
-            "price_version",
-        ],
-    },
-    CostRollup {
-        table: COST_DAILY_BY_TEAM,
-        dimensions: &[
-            "day",
-            "org_id",
-            "team_id",
-            "provider",
-            "model",
-            "price_version",
-        ],
-    },
-    CostRollup {
-        table: COST_DAILY_BY_USER,
-        dimensions: &["day", "org_id", "team_id", "user_id"],
-    },
-    CostRollup {
-        table: COST_DAILY_BY_KEY,
-        dimensions: &["day", "org_id", "team_id", "api_key_id"],
-    },
-];
+use tollgate_control::cost_rollup::{Rollup, ROLLUPS};
 
 /// The sums of every cost rollup, in column order: (name, from a `calls`
 /// row, from a `cost_adjustments` row). As the views of 0021 compute them.
@@ -135,18 +88,10 @@ fn rollup_dimension(dimension: &str) -> String {
 /// The difference per cell of `rollup` over the days `[from, to)` (two
 /// bound values, `YYYY-MM-DD`, bound twice: once per source): facts minus
 /// rollup, only the cells where some sum differs.
-pub fn difference_sql(rollup: &CostRollup) -> String {
-    let group_by = rollup.dimensions.join(", ");
-    let fact_dims: Vec<String> = rollup
-        .dimensions
-        .iter()
-        .map(|d| fact_dimension(d))
-        .collect();
-    let rollup_dims: Vec<String> = rollup
-        .dimensions
-        .iter()
-        .map(|d| rollup_dimension(d))
-        .collect();
+pub fn difference_sql(rollup: &Rollup) -> String {
+    let group_by = rollup.columns.join(", ");
+    let fact_dims: Vec<String> = rollup.columns.iter().map(|d| fact_dimension(d)).collect();
+    let rollup_dims: Vec<String> = rollup.columns.iter().map(|d| rollup_dimension(d)).collect();
     let measures = |pick: &dyn Fn(&(&str, &str, &str)) -> String| -> String {
         MEASURES
             .iter()
@@ -203,7 +148,7 @@ struct Summary {
 /// Compare `rollup` with the facts over `[from, to)` (days, `YYYY-MM-DD`).
 pub async fn check(
     client: &Client,
-    rollup: &CostRollup,
+    rollup: &Rollup,
     from: &str,
     to: &str,
 ) -> clickhouse::error::Result<Disagreement> {
@@ -229,12 +174,12 @@ pub async fn check(
 /// Insert the difference of [`check`] into `rollup`, so it equals the facts.
 pub async fn repair(
     client: &Client,
-    rollup: &CostRollup,
+    rollup: &Rollup,
     from: &str,
     to: &str,
 ) -> clickhouse::error::Result<()> {
     let columns: Vec<&str> = rollup
-        .dimensions
+        .columns
         .iter()
         .copied()
         .chain(MEASURES.iter().map(|m| m.0))
@@ -269,7 +214,7 @@ fn with_days(query: clickhouse::query::Query, from: &str, to: &str) -> clickhous
 
 /// The statements, with sample values, for the SQL compatibility check.
 pub fn catalog() -> Vec<(String, String)> {
-    COST_ROLLUPS
+    ROLLUPS
         .iter()
         .map(|rollup| {
             let query = Client::default().query(&difference_sql(rollup));
@@ -287,10 +232,10 @@ mod tests {
 
     #[test]
     fn every_rollup_keeps_day_first_and_only_cost_daily_dimensions() {
-        let all = COST_ROLLUPS[0].dimensions;
-        for rollup in COST_ROLLUPS {
-            assert_eq!(rollup.dimensions[0], "day", "{}", rollup.table);
-            for d in rollup.dimensions {
+        let all = ROLLUPS[ROLLUPS.len() - 1].columns;
+        for rollup in &ROLLUPS {
+            assert_eq!(rollup.columns[0], "day", "{}", rollup.table);
+            for d in rollup.columns {
                 assert!(all.contains(d), "{} has {d}", rollup.table);
             }
         }
@@ -298,7 +243,11 @@ mod tests {
 
     #[test]
     fn the_difference_groups_by_the_rollup_dimensions_only() {
-        let sql = difference_sql(&COST_ROLLUPS[1]);
+        let by_team = ROLLUPS
+            .iter()
+            .find(|r| r.table == "cost_daily_by_team")
+            .unwrap();
+        let sql = difference_sql(by_team);
         assert!(!sql.contains("user_id"), "{sql}");
         assert!(sql.contains("GROUP BY day, org_id, team_id, provider, model, price_version"));
         assert_eq!(sql.matches('?').count(), 6, "{sql}");
