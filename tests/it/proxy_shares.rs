@@ -385,6 +385,8 @@ async fn three_proxies_share_a_budget_and_a_token_rate_and_a_dead_ones_share_ret
         "the survivors never grew to their halves",
     )
     .await;
+    // A window in which the survivors serve on their grown shares (an
+    // overrun of the budget would show up in it), not a wait for progress.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     for client in clients {
