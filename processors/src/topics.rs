@@ -238,16 +238,43 @@ pub async fn create_topics(config: &KafkaConfig) -> Result<Vec<TopicOutcome>> {
             replicas: 0,
         });
     }
-    let metadata = cluster_metadata(config).await?;
-    for outcome in &mut outcomes {
-        outcome.replicas = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == outcome.name)
-            .and_then(|t| t.partitions().first())
-            .map_or(0, |p| p.replicas().len());
-    }
+    read_back_replicas(config, &mut outcomes).await?;
     Ok(outcomes)
+}
+
+/// How long `migrate` waits for the brokers' metadata to show the topics it
+/// just created.
+const METADATA_PROPAGATION: Duration = Duration::from_secs(15);
+
+/// Fill in each outcome's replicas from the cluster's metadata. A topic just
+/// created reaches the other brokers' metadata a moment after the
+/// controller acknowledged it, so the metadata is read again (up to
+/// [`METADATA_PROPAGATION`]) until every created topic shows all its
+/// partitions, each with its replicas; an existing topic only has to be
+/// there. Past the deadline, what was last seen is reported.
+async fn read_back_replicas(config: &KafkaConfig, outcomes: &mut [TopicOutcome]) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + METADATA_PROPAGATION;
+    loop {
+        let metadata = cluster_metadata(config).await?;
+        let mut all_visible = true;
+        for outcome in outcomes.iter_mut() {
+            let topic = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == outcome.name && t.error().is_none());
+            let partitions = topic.map_or(&[][..], |t| t.partitions());
+            let complete = !partitions.is_empty()
+                && partitions.iter().all(|p| !p.replicas().is_empty())
+                && (!outcome.created
+                    || i32::try_from(partitions.len()).ok() == Some(outcome.partitions));
+            all_visible &= complete;
+            outcome.replicas = partitions.first().map_or(0, |p| p.replicas().len());
+        }
+        if all_visible || tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[cfg(test)]

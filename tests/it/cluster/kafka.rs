@@ -44,6 +44,41 @@ pub(super) async fn partitions_of(brokers: &str, topic: &str) -> Vec<(i32, usize
     .unwrap()
 }
 
+/// Per partition of `topic` once the metadata shows `partitions` of them:
+/// a topic just created reaches each broker's metadata a moment after the
+/// controller acknowledged it, and this client may ask another broker.
+async fn partitions_once_known(
+    brokers: &str,
+    topic: &str,
+    partitions: usize,
+) -> Vec<(i32, usize, usize)> {
+    wait_until(
+        &format!("{topic} known with {partitions} partition(s)"),
+        PATIENCE,
+        || async move { topic_known(brokers, topic, partitions).await },
+    )
+    .await;
+    partitions_of(brokers, topic).await
+}
+
+async fn topic_known(brokers: &str, topic: &str, partitions: usize) -> bool {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        admin(&brokers)
+            .inner()
+            .fetch_metadata(Some(&topic), Duration::from_secs(30))
+            .is_ok_and(|metadata| {
+                metadata.topics().iter().any(|t| {
+                    t.error().is_none()
+                        && t.partitions().len() == partitions
+                        && t.partitions().iter().all(|p| !p.replicas().is_empty())
+                })
+            })
+    })
+    .await
+    .unwrap()
+}
+
 /// Wait until every partition of `topic` has all its replicas in sync
 /// again (a restarted broker caught up); how long that took.
 pub(super) async fn back_in_sync(brokers: &str, topic: &str) -> Duration {
@@ -166,7 +201,7 @@ async fn migrate_creates_every_topic_with_three_replicas_and_min_insync_two() {
             )),
             "{stdout}"
         );
-        let read_back = partitions_of(&brokers, topic).await;
+        let read_back = partitions_once_known(&brokers, topic, *partitions).await;
         assert_eq!(read_back.len(), *partitions, "{topic}");
         for (partition, (_, replicas, _)) in read_back.iter().enumerate() {
             assert_eq!(*replicas, 3, "{topic} partition {partition}");
