@@ -87,6 +87,7 @@ use crate::health::ConsumerHealth;
 use crate::insert_fence::wait_for_running_inserts;
 use crate::metrics::FoldMetrics;
 use crate::resume::{stored_offsets_in, ResumePositions};
+use crate::stall::{self, PartitionFetch, StallWatch};
 use tollgate_control::clickhouse::client;
 use tollgate_control::config::ClickHouseConfig;
 
@@ -159,6 +160,8 @@ struct ProcessorContext {
     topic: String,
     rebalances: Mutex<Vec<RebalanceEvent>>,
     lag: AtomicI64,
+    /// The assigned partitions' fetch states, from the last statistics.
+    fetch: Mutex<Vec<PartitionFetch>>,
 }
 
 impl ProcessorContext {
@@ -180,6 +183,10 @@ impl ProcessorContext {
     fn take_rebalances(&self) -> Vec<RebalanceEvent> {
         std::mem::take(&mut *self.rebalances.lock().unwrap_or_else(|e| e.into_inner()))
     }
+
+    fn fetch(&self) -> std::sync::MutexGuard<'_, Vec<PartitionFetch>> {
+        self.fetch.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl ClientContext for ProcessorContext {
@@ -196,6 +203,7 @@ impl ClientContext for ProcessorContext {
             })
             .unwrap_or(-1);
         self.lag.store(lag, Ordering::Relaxed);
+        *self.fetch() = stall::partitions_of(&self.topic, &statistics);
     }
 }
 
@@ -358,6 +366,7 @@ pub async fn run_fold_reporting<F: Fold>(
         topic: kafka.events_topic.clone(),
         rebalances: Mutex::new(Vec::new()),
         lag: AtomicI64::new(-1),
+        fetch: Mutex::new(Vec::new()),
     };
     let kafka_error = |context: &str, source| Error::Kafka {
         brokers: kafka.brokers.clone(),
@@ -423,6 +432,7 @@ impl<F: Fold> Processor<F> {
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
         progress.tick().await;
         let mut last = (Instant::now(), self.counters);
+        let mut stall = StallWatch::new(self.progress(), Instant::now());
         loop {
             let deadline = self.batch.deadline(&self.policy);
             tokio::select! {
@@ -433,7 +443,7 @@ impl<F: Fold> Processor<F> {
                     // Rebalances recorded while idle (no message to return
                     // from `recv`) are applied and logged here at the latest.
                     self.apply_rebalances(consumer);
-                    self.log_progress(consumer, last);
+                    self.log_progress(consumer, last, &mut stall);
                     last = (Instant::now(), self.counters);
                 }
                 received = consumer.recv() => match received {
@@ -471,12 +481,43 @@ impl<F: Fold> Processor<F> {
         }
     }
 
-    fn log_progress(&self, consumer: &EventsConsumer, (since, before): (Instant, Counters)) {
+    /// Events consumed plus rows stored: what moves while the fold works.
+    fn progress(&self) -> u64 {
+        self.counters.messages + self.counters.rows_inserted
+    }
+
+    /// The progress line; a warning naming each partition's fetch state
+    /// when the fold is stalled (`crate::stall`).
+    fn log_progress(
+        &self,
+        consumer: &EventsConsumer,
+        (since, before): (Instant, Counters),
+        stall: &mut StallWatch,
+    ) {
         let secs = since.elapsed().as_secs_f64().max(0.001);
         let c = self.counters;
         #[allow(clippy::cast_precision_loss)]
         let events_per_s = ((c.messages - before.messages) as f64 / secs).round();
         let lag = consumer.context().lag.load(Ordering::Relaxed);
+        // The sampler's lag (against the brokers' high watermarks), not
+        // librdkafka's: that one cannot see what a stuck fetcher never
+        // fetched.
+        let waiting = self
+            .health
+            .as_ref()
+            .and_then(|h| h.waiting_since(stall.last_tick()));
+        if let Some(stalled) = stall.tick(self.progress(), waiting, Instant::now()) {
+            warn!(
+                fold = self.fold.name(),
+                stalled_s = stalled.as_secs(),
+                waiting = waiting.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+                messages = c.messages,
+                rows_inserted = c.rows_inserted,
+                partitions = %stall::describe(&consumer.context().fetch()),
+                "stalled: nothing consumed or stored while events wait"
+            );
+            return;
+        }
         info!(
             fold = self.fold.name(),
             events_per_s,

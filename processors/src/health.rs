@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::TopicPartitionList;
@@ -48,6 +48,10 @@ pub struct ConsumerHealth {
     owned: Mutex<BTreeMap<i32, Option<i64>>>,
     /// Messages written to the dead-letter topic since the last sample.
     pub dead_letters: Tally,
+    /// The owned partitions' lag summed at the last sample, and when it
+    /// was taken (what the consumer loop's stall watch reads:
+    /// `crate::stall`).
+    waiting: Mutex<Option<(u64, Instant)>>,
 }
 
 impl ConsumerHealth {
@@ -82,6 +86,13 @@ impl ConsumerHealth {
 
     fn snapshot(&self) -> BTreeMap<i32, Option<i64>> {
         self.owned().clone()
+    }
+
+    /// Events waiting for this process at the last sample, if it was
+    /// taken after `after`.
+    pub fn waiting_since(&self, after: Instant) -> Option<u64> {
+        let waiting = *self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.and_then(|(n, at)| (at >= after).then_some(n))
     }
 }
 
@@ -138,6 +149,14 @@ impl LagProbe {
         let lags = tokio::task::spawn_blocking(move || lags(&client, &topic, &owned))
             .await
             .unwrap_or_default();
+        if !lags.is_empty() {
+            let waiting = lags.iter().map(|(_, l)| l).sum();
+            *self
+                .health
+                .waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((waiting, Instant::now()));
+        }
         let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
         self.lag.set(&self.group, &lags, &reported);
         *reported = lags.iter().map(|(p, _)| *p).collect();
