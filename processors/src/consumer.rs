@@ -87,12 +87,15 @@ use crate::health::ConsumerHealth;
 use crate::insert_fence::wait_for_running_inserts;
 use crate::metrics::FoldMetrics;
 use crate::resume::{stored_offsets_in, ResumePositions};
-use crate::stall::{self, PartitionFetch, StallWatch};
+use crate::stall::{self, Busy, PartitionFetch, StallWatch};
 use tollgate_control::clickhouse::client;
 use tollgate_control::config::ClickHouseConfig;
 
 /// How often the progress line is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How long the loop may await one thing outside its poll before a
+/// warning says what (`crate::stall::watch_busy`).
+const BUSY_WARN_AFTER: Duration = Duration::from_secs(30);
 /// The longest wait between two attempts of an insert or a position read.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// The processor's validation: the contract's structural and semantic rules,
@@ -251,6 +254,8 @@ struct Processor<F: Fold> {
     health: Option<Arc<ConsumerHealth>>,
     /// This fold's series of `tollgate_process_*` (`crate::metrics`).
     metrics: FoldMetrics,
+    /// What the loop awaits outside its poll (`crate::stall::watch_busy`).
+    busy: Arc<Busy>,
     shutdown: CancellationToken,
 }
 
@@ -396,6 +401,16 @@ pub async fn run_fold_reporting<F: Fold>(
     } else {
         None
     };
+    let busy = Arc::new(Busy::default());
+    let watching = shutdown.child_token();
+    let _stop_watching = watching.clone().drop_guard();
+    stall::watch_busy(
+        fold.name(),
+        busy.clone(),
+        PROGRESS_EVERY,
+        BUSY_WARN_AFTER,
+        watching,
+    );
     let mut processor = Processor {
         kafka: kafka.clone(),
         ch: ch.clone(),
@@ -408,6 +423,7 @@ pub async fn run_fold_reporting<F: Fold>(
         counters: Counters::default(),
         health,
         metrics,
+        busy,
         shutdown: shutdown.clone(),
     };
     processor.consume(&consumer).await?;
@@ -564,6 +580,7 @@ impl<F: Fold> Processor<F> {
         self.counters.messages += 1;
         self.metrics.messages.inc();
         if self.positions.get(partition).is_none() {
+            let _busy = Busy::enter(&self.busy, "reading where its new partitions resume");
             self.look_up_positions(consumer, partition).await?;
         }
         if self.positions.is_stored(partition, offset) {
@@ -619,6 +636,7 @@ impl<F: Fold> Processor<F> {
             timestamp_ms: message.timestamp().to_millis(),
         };
         warn!(partition, offset, reason = %why.reason, "dead-lettering message");
+        let _busy = Busy::enter(&self.busy, "writing a dead letter");
         dlq.write(
             &source,
             message.payload().unwrap_or_default(),
@@ -720,6 +738,7 @@ impl<F: Fold> Processor<F> {
         );
         async {
             if !flushed.rows.is_empty() {
+                let _busy = Busy::enter(&self.busy, "inserting a batch");
                 self.insert(flushed.rows).await?;
             }
             self.fold.flushed(last).await;

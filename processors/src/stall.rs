@@ -9,10 +9,17 @@
 //! progress line then becomes a warning naming each partition's state,
 //! which tells a stuck fetcher (a leader that moved, a broker that came
 //! back) from a slow sink.
+//!
+//! A loop that is not polling at all (awaiting ClickHouse in the fence of a
+//! new assignment, say) logs no progress line; [`Busy`] says what it is
+//! awaiting, and [`watch_busy`] warns when that lasts.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::statistics::Statistics;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 /// What librdkafka last said of one assigned partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +122,70 @@ impl StallWatch {
     }
 }
 
+/// What the consumer loop is awaiting outside its poll of Kafka, and
+/// since when (`None`: back at its poll).
+#[derive(Debug, Default)]
+pub struct Busy {
+    state: Mutex<Option<(&'static str, Instant)>>,
+}
+
+/// Clears what [`Busy::enter`] set when dropped.
+pub struct BusyGuard(Arc<Busy>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        *self.0.state() = None;
+    }
+}
+
+impl Busy {
+    fn state(&self) -> std::sync::MutexGuard<'_, Option<(&'static str, Instant)>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The loop starts awaiting `what` (until the guard is dropped).
+    pub fn enter(busy: &Arc<Busy>, what: &'static str) -> BusyGuard {
+        *busy.state() = Some((what, Instant::now()));
+        BusyGuard(busy.clone())
+    }
+
+    /// What the loop awaits, and for how long so far.
+    pub fn current(&self, now: Instant) -> Option<(&'static str, Duration)> {
+        self.state()
+            .map(|(what, since)| (what, now.saturating_duration_since(since)))
+    }
+}
+
+/// Every `every`, warn when `fold`'s loop has awaited one thing for
+/// `limit` or longer (until `shutdown`).
+pub fn watch_busy(
+    fold: &'static str,
+    busy: Arc<Busy>,
+    every: Duration,
+    limit: Duration,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            if let Some((what, for_)) = busy.current(Instant::now()) {
+                if for_ >= limit {
+                    warn!(
+                        fold,
+                        busy_s = for_.as_secs(),
+                        "the consumer loop is still {what}; it reads Kafka again when that ends"
+                    );
+                }
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -196,5 +267,21 @@ mod tests {
             Some(Duration::from_secs(10))
         );
         assert_eq!(watch.tick(11, Some(0), at(90)), None);
+    }
+
+    #[test]
+    fn busy_says_what_the_loop_awaits_until_the_guard_goes() {
+        let busy = Arc::new(Busy::default());
+        let start = Instant::now();
+        assert_eq!(busy.current(start), None);
+        {
+            let _guard = Busy::enter(&busy, "inserting a batch");
+            let (what, for_) = busy
+                .current(Instant::now() + Duration::from_secs(5))
+                .unwrap();
+            assert_eq!(what, "inserting a batch");
+            assert!(for_ >= Duration::from_secs(5));
+        }
+        assert_eq!(busy.current(Instant::now()), None);
     }
 }

@@ -1737,6 +1737,75 @@ async fn unapply(env: &TestEnv, version: u32, tables: &[&str]) {
     forget_migration(env, version).await;
 }
 
+/// `tollgate migrate`, which must succeed (`round` names it in the panic).
+fn migrate_round(env: &TestEnv, round: &str) {
+    let out = env.tollgate(&["migrate"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "migrate ({round}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What a rollup backfill test starts from: five calls stored before the
+/// rollup existed (team t on 2026-03-10: u1 with k1 and k2, k2 with u1 and
+/// u2, e2 of `e2_model`, a blocked call that is not billable; team t2 on
+/// the 11th with an unpriced model), and e1 repriced (reversal at version
+/// 1, posting at version 2).
+async fn calls_before_a_rollup(env: &TestEnv, e2_model: &str) {
+    env.ch(&format!(
+        "INSERT INTO {{db}}.calls (event_id, kind, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         input_tokens, output_tokens, cost, priced, price_version) VALUES \
+         ('e1', 'ai.call.completed', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 100, 10, toDecimal128('0.5', 12), 1, 1), \
+         ('e2', 'ai.call.completed', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', '{e2_model}', 200, 20, toDecimal128('0.25', 12), 1, 1), \
+         ('e3', 'ai.call.failed', '2026-03-10 12:00:00', 'o', 't', 'u1', 'k2', 'p', 'm', 300, 0, toDecimal128('0.125', 12), 1, 1), \
+         ('e4', 'ai.call.blocked', '2026-03-10 12:30:00', 'o', 't', 'u1', 'k1', 'p', 'm', 999, 0, toDecimal128('9', 12), 1, 1), \
+         ('e5', 'ai.call.completed', '2026-03-11 09:00:00', 'o', 't2', 'u3', 'k3', 'p', 'x', 7, 0, toDecimal128('0', 12), 0, 0)"
+    ))
+    .await;
+    env.ch(
+        "INSERT INTO {db}.cost_adjustments (event_id, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         price_version, sign, input_tokens, output_tokens, cost) VALUES \
+         ('e1', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 1, -1, -100, -10, toDecimal128('-0.5', 12)), \
+         ('e1', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 2, 1, 100, 10, toDecimal128('0.75', 12))",
+    )
+    .await;
+}
+
+/// Before a backfill runs again over a filled rollup (as after a crash
+/// before the migration was recorded): a call the views fold (e6, user u9,
+/// key k9, on the 12th) and one whose insert they did not see (e7, stored
+/// in `cost_daily` only on the 13th, as by an insert that began before the
+/// views existed). Each must be counted once: e6 by the views, e7 by the
+/// backfill.
+async fn a_folded_call_and_an_unseen_one(env: &TestEnv) {
+    env.ch(
+        "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         input_tokens, output_tokens, cost, priced, price_version) VALUES \
+         ('e6', 'ai.call.completed', '2026-03-12 10:00:00', 'o', 't', 'u9', 'k9', 'p', 'm', 1, 1, toDecimal128('1', 12), 1, 2)",
+    )
+    .await;
+    env.ch(
+        "INSERT INTO {db}.cost_daily (day, org_id, team_id, user_id, api_key_id, provider, model, price_version, \
+         calls, unpriced_calls, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, \
+         images, audio_ms, cost) VALUES \
+         ('2026-03-13', 'o', 't', 'u9', 'k9', 'p', 'm', 2, 1, 0, 2, 2, 1, 0, 0, 0, 0, toDecimal128('2', 12))",
+    )
+    .await;
+}
+
+/// e2 (`model`) repriced after the views are back: 0.25 reversed at
+/// version 1, 0.5 posted at version 2.
+async fn reprice_e2(env: &TestEnv, model: &str) {
+    env.ch(&format!(
+        "INSERT INTO {{db}}.cost_adjustments (event_id, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
+         price_version, sign, input_tokens, output_tokens, cost) VALUES \
+         ('e2', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', '{model}', 1, -1, -200, -20, toDecimal128('-0.25', 12)), \
+         ('e2', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', '{model}', 2, 1, 200, 20, toDecimal128('0.5', 12))"
+    ))
+    .await;
+}
+
 /// A database that stored calls and repricing adjustments before 0023:
 /// applying it fills the tag rollup from them (adjustments without tags
 /// take their call's), and applying it again counts nothing twice.
@@ -1782,12 +1851,7 @@ async fn migration_0023_backfills_the_tag_rollup_once() {
     .map(|((k, v), sums)| ((k.to_string(), v.to_string()), sums))
     .collect();
     for round in 0..2 {
-        let out = env.tollgate(&["migrate"]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "migrate (round {round}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        migrate_round(&env, &format!("round {round}"));
         assert_eq!(tag_rollup(&env).await, want, "round {round}");
         // The second round applies the whole file again over a filled
         // table (as after a crash before it was recorded).
@@ -1828,24 +1892,7 @@ async fn migration_0037_backfills_the_team_rollup_once() {
     .await;
     // Two users and two keys of team t on one day and model: one cell of
     // the narrow rollup; a second team, day and an unpriced model.
-    env.ch(
-        "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
-         input_tokens, output_tokens, cost, priced, price_version) VALUES \
-         ('e1', 'ai.call.completed', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 100, 10, toDecimal128('0.5', 12), 1, 1), \
-         ('e2', 'ai.call.completed', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', 'm', 200, 20, toDecimal128('0.25', 12), 1, 1), \
-         ('e3', 'ai.call.failed', '2026-03-10 12:00:00', 'o', 't', 'u1', 'k2', 'p', 'm', 300, 0, toDecimal128('0.125', 12), 1, 1), \
-         ('e4', 'ai.call.blocked', '2026-03-10 12:30:00', 'o', 't', 'u1', 'k1', 'p', 'm', 999, 0, toDecimal128('9', 12), 1, 1), \
-         ('e5', 'ai.call.completed', '2026-03-11 09:00:00', 'o', 't2', 'u3', 'k3', 'p', 'x', 7, 0, toDecimal128('0', 12), 0, 0)",
-    )
-    .await;
-    // e1 repriced before 0037: reversal at version 1, posting at version 2.
-    env.ch(
-        "INSERT INTO {db}.cost_adjustments (event_id, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
-         price_version, sign, input_tokens, output_tokens, cost) VALUES \
-         ('e1', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 1, -1, -100, -10, toDecimal128('-0.5', 12)), \
-         ('e1', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 2, 1, 100, 10, toDecimal128('0.75', 12))",
-    )
-    .await;
+    calls_before_a_rollup(&env, "m").await;
     // day, org, team, provider, model, version, then calls, unpriced,
     // input, output, cached, cache writes, reasoning, images, audio, cost.
     let want = |extra: &[&str]| {
@@ -1861,38 +1908,14 @@ async fn migration_0037_backfills_the_team_rollup_once() {
         cells.sort();
         cells
     };
-    let migrate = |round: &str| {
-        let out = env.tollgate(&["migrate"]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "migrate ({round}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    migrate("first");
+    migrate_round(&env, "first");
     assert_eq!(by_team_cells(&env, "cost_daily_by_team").await, want(&[]));
     assert_by_team_equals_cost_daily(&env).await;
 
-    // Applied again over the filled table (as after a crash before it was
-    // recorded), with a call the views folded since (e6) and one whose
-    // insert they did not see (e7, stored in cost_daily only, as by an
-    // insert that began before the views existed): e6 is counted once,
-    // by its view; e7 once, by the backfill.
-    env.ch(
-        "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
-         input_tokens, output_tokens, cost, priced, price_version) VALUES \
-         ('e6', 'ai.call.completed', '2026-03-12 10:00:00', 'o', 't', 'u9', 'k9', 'p', 'm', 1, 1, toDecimal128('1', 12), 1, 2)",
-    )
-    .await;
-    env.ch(
-        "INSERT INTO {db}.cost_daily (day, org_id, team_id, user_id, api_key_id, provider, model, price_version, \
-         calls, unpriced_calls, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, \
-         images, audio_ms, cost) VALUES \
-         ('2026-03-13', 'o', 't', 'u9', 'k9', 'p', 'm', 2, 1, 0, 2, 2, 1, 0, 0, 0, 0, toDecimal128('2', 12))",
-    )
-    .await;
+    // Applied again over the filled table.
+    a_folded_call_and_an_unseen_one(&env).await;
     forget_migration(&env, 37).await;
-    migrate("again");
+    migrate_round(&env, "again");
     let later = [
         "2026-03-12\to\tt\tp\tm\t2\t1\t0\t1\t1\t0\t0\t0\t0\t0\t1.000000000000",
         "2026-03-13\to\tt\tp\tm\t2\t1\t0\t2\t2\t1\t0\t0\t0\t0\t2.000000000000",
@@ -1904,13 +1927,7 @@ async fn migration_0037_backfills_the_team_rollup_once() {
     assert_by_team_equals_cost_daily(&env).await;
 
     // The views are back: a reprice correction reaches both rollups.
-    env.ch(
-        "INSERT INTO {db}.cost_adjustments (event_id, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
-         price_version, sign, input_tokens, output_tokens, cost) VALUES \
-         ('e2', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', 'm', 1, -1, -200, -20, toDecimal128('-0.25', 12)), \
-         ('e2', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', 'm', 2, 1, 200, 20, toDecimal128('0.5', 12))",
-    )
-    .await;
+    reprice_e2(&env, "m").await;
     let moved = [
         "2026-03-10\to\tt\tp\tm\t1\t1\t0\t300\t0\t0\t0\t0\t0\t0\t0.125000000000",
         "2026-03-10\to\tt\tp\tm\t2\t2\t0\t300\t30\t0\t0\t0\t0\t0\t1.250000000000",
@@ -1944,28 +1961,9 @@ async fn migration_0039_backfills_the_caller_rollups_once() {
         ],
     )
     .await;
-    // Two users crossing two keys of team t on one day (u1 with k1 and k2,
-    // k2 with u1 and u2), a blocked call (not billable), a second team and
-    // day with an unpriced model.
-    env.ch(
-        "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
-         input_tokens, output_tokens, cost, priced, price_version) VALUES \
-         ('e1', 'ai.call.completed', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 100, 10, toDecimal128('0.5', 12), 1, 1), \
-         ('e2', 'ai.call.completed', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', 'n', 200, 20, toDecimal128('0.25', 12), 1, 1), \
-         ('e3', 'ai.call.failed', '2026-03-10 12:00:00', 'o', 't', 'u1', 'k2', 'p', 'm', 300, 0, toDecimal128('0.125', 12), 1, 1), \
-         ('e4', 'ai.call.blocked', '2026-03-10 12:30:00', 'o', 't', 'u1', 'k1', 'p', 'm', 999, 0, toDecimal128('9', 12), 1, 1), \
-         ('e5', 'ai.call.completed', '2026-03-11 09:00:00', 'o', 't2', 'u3', 'k3', 'p', 'x', 7, 0, toDecimal128('0', 12), 0, 0)",
-    )
-    .await;
-    // e1 repriced before 0039: reversal at version 1, posting at version 2
-    // (one cell of each caller rollup, which has no version).
-    env.ch(
-        "INSERT INTO {db}.cost_adjustments (event_id, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
-         price_version, sign, input_tokens, output_tokens, cost) VALUES \
-         ('e1', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 1, -1, -100, -10, toDecimal128('-0.5', 12)), \
-         ('e1', '2026-03-10 10:00:00', 'o', 't', 'u1', 'k1', 'p', 'm', 2, 1, 100, 10, toDecimal128('0.75', 12))",
-    )
-    .await;
+    // Two users crossing two keys of team t on one day; e1's repricing is
+    // one cell of each caller rollup, which has no version.
+    calls_before_a_rollup(&env, "n").await;
     // day, org, team, user or key, then calls, unpriced, input, output,
     // cached, cache writes, reasoning, images, audio, cost.
     let sorted = |cells: &[&str]| {
@@ -1989,38 +1987,14 @@ async fn migration_0039_backfills_the_caller_rollups_once() {
             cells_at(&env, "cost_daily_by_key", BY_KEY).await,
         )
     };
-    let migrate = |round: &str| {
-        let out = env.tollgate(&["migrate"]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "migrate ({round}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    migrate("first");
+    migrate_round(&env, "first");
     assert_eq!(caller_cells().await, (sorted(&users), sorted(&keys)));
     assert_by_caller_equals_cost_daily(&env).await;
 
-    // Applied again over the filled tables (as after a crash before it was
-    // recorded), with a call the views folded since (e6) and one whose
-    // insert they did not see (e7, stored in cost_daily only, as by an
-    // insert that began before the views existed): e6 is counted once,
-    // by its views; e7 once, by the backfill.
-    env.ch(
-        "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
-         input_tokens, output_tokens, cost, priced, price_version) VALUES \
-         ('e6', 'ai.call.completed', '2026-03-12 10:00:00', 'o', 't', 'u9', 'k9', 'p', 'm', 1, 1, toDecimal128('1', 12), 1, 2)",
-    )
-    .await;
-    env.ch(
-        "INSERT INTO {db}.cost_daily (day, org_id, team_id, user_id, api_key_id, provider, model, price_version, \
-         calls, unpriced_calls, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, \
-         images, audio_ms, cost) VALUES \
-         ('2026-03-13', 'o', 't', 'u9', 'k9', 'p', 'm', 2, 1, 0, 2, 2, 1, 0, 0, 0, 0, toDecimal128('2', 12))",
-    )
-    .await;
+    // Applied again over the filled tables.
+    a_folded_call_and_an_unseen_one(&env).await;
     forget_migration(&env, 39).await;
-    migrate("again");
+    migrate_round(&env, "again");
     let later = |id: &str| {
         [
             format!("2026-03-12\to\tt\t{id}\t1\t0\t1\t1\t0\t0\t0\t0\t0\t1.000000000000"),
@@ -2040,13 +2014,7 @@ async fn migration_0039_backfills_the_caller_rollups_once() {
     assert_by_caller_equals_cost_daily(&env).await;
 
     // The views are back: a reprice correction reaches both rollups.
-    env.ch(
-        "INSERT INTO {db}.cost_adjustments (event_id, occurred_at, org_id, team_id, user_id, api_key_id, provider, model, \
-         price_version, sign, input_tokens, output_tokens, cost) VALUES \
-         ('e2', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', 'n', 1, -1, -200, -20, toDecimal128('-0.25', 12)), \
-         ('e2', '2026-03-10 11:00:00', 'o', 't', 'u2', 'k2', 'p', 'n', 2, 1, 200, 20, toDecimal128('0.5', 12))",
-    )
-    .await;
+    reprice_e2(&env, "n").await;
     let users = [
         users[0],
         "2026-03-10\to\tt\tu2\t1\t0\t200\t20\t0\t0\t0\t0\t0\t0.500000000000",
