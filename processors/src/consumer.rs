@@ -448,7 +448,7 @@ impl<F: Fold> Processor<F> {
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
         progress.tick().await;
         let mut last = (Instant::now(), self.counters);
-        let mut stall = StallWatch::new(self.progress(), Instant::now());
+        let mut stall = StallWatch::default();
         loop {
             let deadline = self.batch.deadline(&self.policy);
             tokio::select! {
@@ -497,11 +497,6 @@ impl<F: Fold> Processor<F> {
         }
     }
 
-    /// Events consumed plus rows stored: what moves while the fold works.
-    fn progress(&self) -> u64 {
-        self.counters.messages + self.counters.rows_inserted
-    }
-
     /// The progress line; a warning naming each partition's fetch state
     /// when the fold is stalled (`crate::stall`).
     fn log_progress(
@@ -518,11 +513,9 @@ impl<F: Fold> Processor<F> {
         // The sampler's lag (against the brokers' high watermarks), not
         // librdkafka's: that one cannot see what a stuck fetcher never
         // fetched.
-        let waiting = self
-            .health
-            .as_ref()
-            .and_then(|h| h.waiting_since(stall.last_tick()));
-        if let Some(stalled) = stall.tick(self.progress(), waiting, Instant::now()) {
+        let waiting = self.health.as_ref().and_then(|h| h.waiting_since(since));
+        let moved = c.messages != before.messages || c.rows_inserted != before.rows_inserted;
+        if let Some(stalled) = stall.tick(moved, waiting, since, Instant::now()) {
             warn!(
                 fold = self.fold.name(),
                 stalled_s = stalled.as_secs(),

@@ -117,23 +117,10 @@ async fn sync_replica(
     fold: &str,
 ) -> clickhouse::error::Result<()> {
     let started = Instant::now();
-    let sync = client.query(&sync_replica_sql(database, table)).execute();
-    tokio::pin!(sync);
-    let mut still = tokio::time::interval_at(tokio::time::Instant::now() + WARN_EVERY, WARN_EVERY);
-    loop {
-        tokio::select! {
-            done = &mut sync => {
-                done?;
-                break;
-            }
-            _ = still.tick() => warn!(
-                fold = %fold,
-                table = %table,
-                waited_s = started.elapsed().as_secs(),
-                "still waiting for this replica to catch up with the other replicas' parts (SYSTEM SYNC REPLICA)"
-            ),
-        }
-    }
+    client
+        .query(&sync_replica_sql(database, table))
+        .execute()
+        .await?;
     let waited = started.elapsed();
     if waited >= Duration::from_secs(1) {
         info!(

@@ -79,42 +79,31 @@ pub fn describe(partitions: &[PartitionFetch]) -> String {
 }
 
 /// Since when a fold has made no progress while events waited for it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct StallWatch {
-    progress: u64,
-    last_tick: Instant,
     stalled_since: Option<Instant>,
 }
 
 impl StallWatch {
-    pub fn new(progress: u64, now: Instant) -> Self {
-        Self {
-            progress,
-            last_tick: now,
-            stalled_since: None,
-        }
-    }
-
-    /// When the last tick was.
-    pub fn last_tick(&self) -> Instant {
-        self.last_tick
-    }
-
-    /// At a progress tick: `progress` (events consumed plus rows stored, so
-    /// far) and the events `waiting` for the fold, measured since the last
-    /// tick (`None`: no such measure). How long the fold has been stalled,
-    /// when it is: no progress since the last tick although events wait,
-    /// counted from that tick. Progress, or nothing waiting, ends a stall;
-    /// a tick without a measure neither starts nor ends one.
-    pub fn tick(&mut self, progress: u64, waiting: Option<u64>, now: Instant) -> Option<Duration> {
-        let moved = progress != self.progress;
-        let last_tick = std::mem::replace(&mut self.last_tick, now);
-        self.progress = progress;
+    /// At a progress tick: whether the fold `moved` (consumed an event or
+    /// stored a row) since the last tick at `since`, and the events
+    /// `waiting` for it, measured after that tick (`None`: no such
+    /// measure). How long the fold has been stalled, when it is: no
+    /// progress since the last tick although events wait, counted from
+    /// that tick. Progress, or nothing waiting, ends a stall; a tick
+    /// without a measure neither starts nor ends one.
+    pub fn tick(
+        &mut self,
+        moved: bool,
+        waiting: Option<u64>,
+        since: Instant,
+        now: Instant,
+    ) -> Option<Duration> {
         match waiting {
             _ if moved => self.stalled_since = None,
             Some(0) => self.stalled_since = None,
             Some(_) => {
-                self.stalled_since.get_or_insert(last_tick);
+                self.stalled_since.get_or_insert(since);
             }
             None => {}
         }
@@ -243,30 +232,24 @@ mod tests {
     fn a_stall_is_no_progress_while_events_wait() {
         let start = Instant::now();
         let at = |s: u64| start + Duration::from_secs(s);
-        let mut watch = StallWatch::new(0, start);
+        let mut watch = StallWatch::default();
+        // A tick every 10 s: (moved since the one before, waiting).
+        let mut tick = |s: u64, moved: bool, waiting: Option<u64>| {
+            watch.tick(moved, waiting, at(s - 10), at(s))
+        };
         // Moving, or nothing waiting, or no measure: not stalled.
-        assert_eq!(watch.tick(10, Some(5), at(10)), None);
-        assert_eq!(watch.tick(10, Some(0), at(20)), None);
-        assert_eq!(watch.tick(10, None, at(30)), None);
-        assert_eq!(watch.last_tick(), at(30));
+        assert_eq!(tick(10, true, Some(5)), None);
+        assert_eq!(tick(20, false, Some(0)), None);
+        assert_eq!(tick(30, false, None), None);
         // Nothing done since the tick at 30 while 5 wait: stalled since 30.
-        assert_eq!(
-            watch.tick(10, Some(5), at(40)),
-            Some(Duration::from_secs(10))
-        );
+        assert_eq!(tick(40, false, Some(5)), Some(Duration::from_secs(10)));
         // A tick without a measure does not end it.
-        assert_eq!(watch.tick(10, None, at(50)), Some(Duration::from_secs(20)));
-        assert_eq!(
-            watch.tick(10, Some(7), at(60)),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(tick(50, false, None), Some(Duration::from_secs(20)));
+        assert_eq!(tick(60, false, Some(7)), Some(Duration::from_secs(30)));
         // One event or one stored row ends it.
-        assert_eq!(watch.tick(11, Some(7), at(70)), None);
-        assert_eq!(
-            watch.tick(11, Some(7), at(80)),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(watch.tick(11, Some(0), at(90)), None);
+        assert_eq!(tick(70, true, Some(7)), None);
+        assert_eq!(tick(80, false, Some(7)), Some(Duration::from_secs(10)));
+        assert_eq!(tick(90, false, Some(0)), None);
     }
 
     #[test]
