@@ -6,8 +6,10 @@ mod audit;
 mod databases;
 mod ingest;
 mod otlp;
+mod process_stats;
 mod proxy;
 pub mod reports;
+mod visibility;
 
 use crate::config::Config;
 

@@ -6,8 +6,11 @@
 //! 2. Starts `tollgate process` as a child process on that namespace, so its
 //!    memory can be measured on its own.
 //! 3. Produces N simulated events with the same producer the ingest API uses.
-//! 4. Samples ClickHouse's row count and the processor's RSS every 250 ms until
-//!    all N rows are visible, then prints producer rate, end-to-end throughput,
+//!    With `--rate`, it produces at that steady rate instead of as fast as
+//!    Kafka acknowledges.
+//! 4. Samples ClickHouse's row count and the processor's RSS (every 250 ms,
+//!    100 ms with `--rate`) until all N rows are visible, then prints
+//!    producer rate, end-to-end throughput, visibility lag (`visibility`),
 //!    consumer lag over time and peak RSS.
 
 use std::path::PathBuf;
@@ -18,6 +21,8 @@ use anyhow::Context;
 
 use tollgate_control::kafka::EventProducer;
 
+use super::process_stats::{self, peak_rss_kib, rss_kib, CpuMeter};
+use super::visibility::{visibility_lag, Produced, VisibilityLag, Visible};
 use crate::cmd::simulate::{chunks, progress_bar};
 use crate::config::Config;
 use crate::workload::{Workload, WorkloadSpec};
@@ -42,6 +47,12 @@ pub struct Args {
     /// topic's partitions; the RSS figures are the first one's).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub processors: u16,
+    /// Produce at this steady rate (events/s, open loop: a chunk is sent
+    /// when it is due, whether or not the previous one was acknowledged)
+    /// instead of as fast as Kafka acknowledges. For the visibility-lag
+    /// goal: `--rate 50000 --events 15000000` is 5 minutes at 50k/s.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
 }
 
 /// One sample of the pipeline's progress.
@@ -128,6 +139,15 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let clickhouse = tollgate_control::clickhouse::client(&bench.clickhouse);
     let producer = EventProducer::new(&bench.kafka)?;
 
+    // The broker and the server the bench talks to, found by their ports
+    // (absent when they run elsewhere or as another user).
+    let broker = process_stats::port_of(&bench.kafka.brokers).and_then(process_stats::listener);
+    let server = process_stats::port_of(&bench.clickhouse.url).and_then(process_stats::listener);
+    let cpu = CpuMeter::start(&[
+        ("processor", Some(pid)),
+        ("ClickHouse", server),
+        ("Kafka broker", broker),
+    ]);
     let started = Instant::now();
     let produced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampler = {
@@ -135,6 +155,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         let clickhouse = clickhouse.clone();
         let total = args.events;
         let deadline = Duration::from_secs(args.timeout_secs);
+        let every = Duration::from_millis(if args.rate.is_some() { 100 } else { 250 });
         tokio::spawn(async move {
             let mut samples = Vec::new();
             loop {
@@ -147,12 +168,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
                     at: started.elapsed(),
                     produced: produced.load(std::sync::atomic::Ordering::Relaxed),
                     stored,
-                    rss_kib: proc_status_kib(pid, "VmRSS:").unwrap_or(0),
+                    rss_kib: rss_kib(pid).unwrap_or(0),
                 });
                 if stored >= total || started.elapsed() > deadline {
                     return samples;
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(every).await;
             }
         })
     };
@@ -163,12 +184,40 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         chrono::Duration::minutes(60),
         args.seed,
     ))?;
+    let chunk_size = args.chunk.max(1);
+    let mut due = Vec::new();
+    let mut sends = Vec::new();
     let mut failed = 0u64;
-    for chunk in chunks(workload, args.chunk.max(1)) {
-        let results = producer.send_batch(&chunk).await;
-        failed += results.iter().filter(|r| r.is_err()).count() as u64;
-        produced.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        bar.inc(chunk.len() as u64);
+    let mut through = 0u64;
+    for (i, chunk) in chunks(workload, chunk_size).enumerate() {
+        let at = match args.rate {
+            Some(rate) => {
+                let at = Duration::from_secs_f64((i * chunk_size) as f64 / rate as f64);
+                tokio::time::sleep_until((started + at).into()).await;
+                at
+            }
+            None => started.elapsed(),
+        };
+        through += chunk.len() as u64;
+        due.push(Produced { due: at, through });
+        let producer = producer.clone();
+        let produced = produced.clone();
+        let bar = bar.clone();
+        let send = async move {
+            let results = producer.send_batch(&chunk).await;
+            produced.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            bar.inc(chunk.len() as u64);
+            results.iter().filter(|r| r.is_err()).count() as u64
+        };
+        if args.rate.is_some() {
+            // Open loop: the next chunk does not wait for this one's acks.
+            sends.push(tokio::spawn(send));
+        } else {
+            failed += send.await;
+        }
+    }
+    for send in sends {
+        failed += send.await?;
     }
     bar.finish();
     let produce_time = started.elapsed();
@@ -180,12 +229,23 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let samples = sampler.await?;
     let end_to_end = samples.last().map(|s| s.at).unwrap_or_default();
     let stored = samples.last().map(|s| s.stored).unwrap_or(0);
-    let peak_rss = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
+    let peak_rss = peak_rss_kib(pid).unwrap_or(0);
+    let cpu = cpu.used();
     for processor in &mut processors {
         processor.stop();
     }
 
+    let visible: Vec<Visible> = samples
+        .iter()
+        .map(|s| Visible {
+            at: s.at,
+            rows: s.stored,
+        })
+        .collect();
+    let lag = visibility_lag(&due, &visible);
     print_report(&args, produce_time, end_to_end, stored, peak_rss, &samples);
+    print_cpu(&cpu, stored);
+    print_visibility(&args, &lag);
     if stored < args.events {
         eprintln!(
             "bench: only {stored} of {} events reached ClickHouse; processor log: {}",
@@ -247,6 +307,36 @@ fn print_report(
     }
 }
 
+fn print_cpu(used: &[(String, f64)], events: u64) {
+    println!("  CPU during the run (this bench itself, the producer, not counted):");
+    for (name, seconds) in used {
+        println!(
+            "  {name:<22} {seconds:>8.2} s  {:>10.1} µs per event",
+            seconds * 1e6 / events.max(1) as f64
+        );
+    }
+}
+
+fn print_visibility(args: &Args, lag: &VisibilityLag) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let paced = match args.rate {
+        Some(rate) => format!("produced at a steady {rate} events/s"),
+        None => "produced as fast as Kafka acknowledged: the backlog counts".into(),
+    };
+    println!("  visibility lag (due to be produced -> row visible in ClickHouse; {paced}):");
+    println!(
+        "  {:>10} {:>10} {:>10} {:>10}",
+        "p50 ms", "p99 ms", "max ms", "unseen"
+    );
+    println!(
+        "  {:>10.0} {:>10.0} {:>10.0} {:>10}",
+        ms(lag.p50),
+        ms(lag.p99),
+        ms(lag.max),
+        lag.unseen
+    );
+}
+
 /// `TOLLGATE_*` variables that point a child at the bench namespace.
 pub(super) fn overrides(config: &Config) -> Vec<(String, String)> {
     vec![
@@ -291,13 +381,6 @@ pub(super) fn tollgate(overrides: &[(String, String)], args: &[&str]) -> Command
     let mut cmd = Command::new(exe);
     cmd.args(args).envs(overrides.iter().cloned());
     cmd
-}
-
-/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`).
-pub(super) fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The processor child: SIGTERM on stop (graceful), killed if dropped.

@@ -19,9 +19,8 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tollgate_contract::{Event, Outcome};
 
-use super::ingest::{
-    bench_namespace, drop_namespace, overrides, proc_status_kib, tollgate, ProcessorChild,
-};
+use super::ingest::{bench_namespace, drop_namespace, overrides, tollgate, ProcessorChild};
+use super::process_stats::peak_rss_kib;
 use crate::cmd::simulate::chunks;
 use crate::config::Config;
 use crate::workload::{Workload, WorkloadSpec};
@@ -226,7 +225,7 @@ impl Sender<'_> {
             requests,
             end_to_end: started.elapsed(),
             stored,
-            ingest_rss_kib: proc_status_kib(self.ingest_pid, "VmHWM:").unwrap_or(0),
+            ingest_rss_kib: peak_rss_kib(self.ingest_pid).unwrap_or(0),
         })
     }
 }

@@ -28,6 +28,7 @@ use tollgate_control::keys::KeyStore;
 use tollgate_mock_upstream::{LatencyDist, MockConfig};
 use tollgate_proxy::config::{Durability, ProviderConfig, ProviderKind};
 
+use super::process_stats::{cpu_seconds, peak_rss_kib, rss_kib};
 use crate::config::Config;
 
 #[derive(clap::Args)]
@@ -197,7 +198,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
 
     eprintln!("bench proxy: warm-up 1 s");
     load(&client, &targets, &body, args.rps, Duration::from_secs(1)).await;
-    let cpu_before = cpu_ticks(pid);
+    let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
     let samples = load(
         &client,
@@ -208,9 +209,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     )
     .await;
     let wall = started.elapsed();
-    let cpu_after = cpu_ticks(pid);
-    let rss_kib = proc_status_kib(pid, "VmRSS:");
-    let peak_kib = proc_status_kib(pid, "VmHWM:");
+    let cpu_after = cpu_seconds(pid);
+    let rss_kib = rss_kib(pid);
+    let peak_kib = peak_rss_kib(pid);
     let wal = wal_figures(&client, &format!("{proxy_url}/metrics")).await;
 
     eprintln!(
@@ -229,7 +230,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         &args,
         &samples,
         wall,
-        cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a)),
+        cpu_before.zip(cpu_after).map(|(a, b)| b - a),
         rss_kib,
         peak_kib,
     );
@@ -453,7 +454,7 @@ fn report(
     args: &Args,
     samples: &[Sample],
     wall: Duration,
-    cpu_ticks: Option<u64>,
+    cpu_seconds: Option<f64>,
     rss_kib: Option<u64>,
     peak_kib: Option<u64>,
 ) {
@@ -512,9 +513,7 @@ fn report(
         "proxy throughput: {:.1} ok responses/s",
         proxied.len() as f64 / wall.as_secs_f64()
     );
-    if let Some(ticks) = cpu_ticks {
-        // Linux reports CPU time in clock ticks of 1/100 s.
-        let cpu = ticks as f64 / 100.0;
+    if let Some(cpu) = cpu_seconds {
         println!(
             "proxy CPU: {:.2} s over {:.1} s = {:.0}% of one core",
             cpu,
@@ -529,24 +528,4 @@ fn report(
             peak as f64 / 1024.0
         );
     }
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start after ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }
