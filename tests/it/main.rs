@@ -25,6 +25,7 @@ mod alert_signals;
 mod audit_chain;
 mod audit_index;
 mod audit_search;
+mod bench_ingest;
 mod bench_reports;
 mod breakers;
 mod browser_sign_in;
