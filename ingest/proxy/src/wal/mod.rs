@@ -13,17 +13,13 @@
 //!   It supersedes the attempt's `started` record (same `event_id`).
 //! - `done`: the event ids Kafka (or the outage spool) acknowledged.
 //!
-//! The caller of `started` and `event` writes its record itself, with one
-//! `write` under the log's lock: a record on the request path waits for no
-//! other thread. A background thread fsyncs at most once per
-//! `proxy.wal_fsync_interval_ms` (outside the lock, on a second handle of
-//! the segment, so writes go on while the disk syncs), writes the `done`
-//! records (group commit: every one waiting in one `write`) and deletes
-//! segments. With `proxy.durability = "fsync"` an append returns after the
-//! fsync that covers it, with `"batch"` right after its `write` (the kernel
-//! has it: a SIGKILL loses nothing, a power loss at most the last
-//! interval). A segment is deleted once every record in it, and in every
-//! older one, is done. [`recover`] reads what a crashed run left.
+//! One writer thread appends (group commit: every record waiting is written
+//! with one `write`), and fsyncs at most once per
+//! `proxy.wal_fsync_interval_ms`. With `proxy.durability = "fsync"` an
+//! append returns after the fsync that covers it, with `"batch"` after the
+//! `write` (the kernel has it: a SIGKILL loses nothing, a power loss at most
+//! the last interval). A segment is deleted once every record in it, and in
+//! every older one, is done. [`recover`] reads what a crashed run left.
 
 pub mod on_kafka;
 pub mod recover;
@@ -33,7 +29,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -82,21 +78,11 @@ struct Request {
     reply: Option<oneshot::Sender<Result<(), WalError>>>,
 }
 
-/// What the background thread is sent.
-enum Message {
-    /// Records to write (the `done` records).
-    Append(Request),
-    /// The log went from clean to written: an fsync is due within the
-    /// interval.
-    Dirty,
-}
-
 /// The handle the proxy appends through (cheap to clone). The writer
 /// thread ends, after a last fsync, when every handle is dropped.
 #[derive(Clone)]
 pub struct Wal {
-    tx: mpsc::Sender<Message>,
-    writer: Arc<Mutex<Writer>>,
+    tx: mpsc::Sender<Request>,
     writable: Arc<AtomicBool>,
 }
 
@@ -133,18 +119,12 @@ impl Wal {
             .map_or(1, |(n, _)| n + 1);
         let writer = Writer::open(dir, next, settings, metrics)?;
         let writable = writer.writable.clone();
-        let writer = Arc::new(Mutex::new(writer));
         let (tx, rx) = mpsc::channel();
-        let background = writer.clone();
         std::thread::Builder::new()
             .name("tollgate-wal".into())
-            .spawn(move || run(&background, &rx))
+            .spawn(move || writer.run(&rx))
             .map_err(|e| io_error(dir, &e))?;
-        Ok(Self {
-            tx,
-            writer,
-            writable,
-        })
+        Ok(Self { tx, writable })
     }
 
     /// Whether the last write succeeded (a full disk makes it false until
@@ -181,36 +161,24 @@ impl Wal {
         }
         let record = Record::Done { ids: ids.clone() };
         if let Some(line) = encode(&record) {
-            let _ = self.tx.send(Message::Append(Request {
+            let _ = self.tx.send(Request {
                 line,
                 track: Track::Done(ids),
                 reply: None,
-            }));
+            });
         }
     }
 
-    /// Write the record on the caller's thread (a `write` to the page
-    /// cache, under the lock), then wait for what the mode promises: with
-    /// `batch` nothing more, with `fsync` the background thread's next
-    /// fsync.
     async fn append(&self, record: &Record, track: Track) -> Result<(), WalError> {
         let line = encode(record).ok_or(WalError::Stopped)?;
         let (reply, answer) = oneshot::channel();
-        let became_dirty = {
-            let mut writer = self.writer.lock().map_err(|_| WalError::Stopped)?;
-            let was_dirty = writer.dirty;
-            writer.write(vec![Request {
+        self.tx
+            .send(Request {
                 line,
                 track,
                 reply: Some(reply),
-            }]);
-            !was_dirty && writer.dirty
-        };
-        if became_dirty {
-            self.tx
-                .send(Message::Dirty)
-                .map_err(|_| WalError::Stopped)?;
-        }
+            })
+            .map_err(|_| WalError::Stopped)?;
         answer.await.unwrap_or(Err(WalError::Stopped))
     }
 }
@@ -266,8 +234,7 @@ struct Writer {
     len: u64,
     /// Records written since the last fsync.
     dirty: bool,
-    /// When the last fsync began (`None`: none yet, the first is due at once).
-    last_sync: Option<Instant>,
+    last_sync: Instant,
     /// Appends waiting for the next fsync (durability `fsync`).
     waiting: Vec<oneshot::Sender<Result<(), WalError>>>,
     /// Which segment holds each event not yet done.
@@ -297,40 +264,49 @@ impl Writer {
             number,
             len: 0,
             dirty: false,
-            last_sync: None,
+            last_sync: Instant::now()
+                .checked_sub(settings.fsync_interval)
+                .unwrap_or_else(Instant::now),
             waiting: Vec::new(),
             open_ids: HashMap::new(),
             live,
         })
     }
 
-    /// When the next fsync is due: `None` while nothing is unsynced; the
-    /// first is due at once.
-    fn sync_due(&self) -> Option<Instant> {
-        self.dirty.then(|| {
-            self.last_sync
-                .map_or_else(Instant::now, |at| at + self.settings.fsync_interval)
-        })
-    }
-
-    fn sync_is_due(&self) -> bool {
-        self.dirty
-            && self
-                .last_sync
-                .is_none_or(|at| at.elapsed() >= self.settings.fsync_interval)
-    }
-
-    /// Hand the pending fsync to the caller: a second handle of the
-    /// segment and the appends waiting for it. Records written after this
-    /// are covered by the next fsync.
-    fn begin_sync(&mut self) -> SyncJob {
-        self.last_sync = Some(Instant::now());
-        self.dirty = false;
-        SyncJob {
-            path: segment_path(&self.dir, self.number),
-            file: self.file.try_clone(),
-            waiting: std::mem::take(&mut self.waiting),
-            metrics: self.metrics.clone(),
+    fn run(mut self, rx: &mpsc::Receiver<Request>) {
+        loop {
+            let first = if self.dirty {
+                let due = self.last_sync + self.settings.fsync_interval;
+                match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                    Ok(request) => Some(request),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(request) => Some(request),
+                    Err(_) => break,
+                }
+            };
+            if let Some(first) = first {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                self.write(batch);
+            }
+            if self.dirty && self.last_sync.elapsed() >= self.settings.fsync_interval {
+                self.sync();
+            }
+            self.collect();
+        }
+        if self.dirty {
+            self.sync();
+        }
+        self.collect();
+        // A clean stop with nothing outstanding leaves no segment behind.
+        if self.open_ids.is_empty() {
+            let _ = fs::remove_file(segment_path(&self.dir, self.number));
         }
     }
 
@@ -409,9 +385,20 @@ impl Writer {
         }
     }
 
-    /// Fsync now, on this thread (a rotation and the last stop).
     fn sync(&mut self) {
-        self.begin_sync().run();
+        let result = self.file.sync_data();
+        ProxyMetrics::inc(&self.metrics.wal_fsyncs);
+        self.last_sync = Instant::now();
+        self.dirty = false;
+        let answer = result.map_err(|err| {
+            ProxyMetrics::inc(&self.metrics.wal_write_errors);
+            let error = io_error(&segment_path(&self.dir, self.number), &err);
+            tracing::error!(%error, "cannot fsync the write-ahead log");
+            error
+        });
+        for reply in self.waiting.drain(..) {
+            let _ = reply.send(answer.clone());
+        }
     }
 
     /// Continue in a new segment.
@@ -446,87 +433,6 @@ impl Writer {
         }
         let bytes: u64 = self.live.values().map(|(_, b)| b).sum();
         ProxyMetrics::set(&self.metrics.wal_bytes, bytes);
-    }
-}
-
-/// An fsync taken out of the lock.
-struct SyncJob {
-    path: PathBuf,
-    file: std::io::Result<File>,
-    waiting: Vec<oneshot::Sender<Result<(), WalError>>>,
-    metrics: Arc<ProxyMetrics>,
-}
-
-impl SyncJob {
-    fn run(self) {
-        let answer = self
-            .file
-            .and_then(|file| file.sync_data())
-            .map_err(|err| io_error(&self.path, &err));
-        ProxyMetrics::inc(&self.metrics.wal_fsyncs);
-        if let Err(error) = &answer {
-            ProxyMetrics::inc(&self.metrics.wal_write_errors);
-            tracing::error!(%error, "cannot fsync the write-ahead log");
-        }
-        for reply in self.waiting {
-            let _ = reply.send(answer.clone());
-        }
-    }
-}
-
-/// The background thread: writes the `done` records sent to it, fsyncs
-/// once per interval while records are unsynced, deletes segments whose
-/// records are all done. Ends, after a last fsync, when every handle is
-/// dropped.
-fn run(shared: &Mutex<Writer>, rx: &mpsc::Receiver<Message>) {
-    loop {
-        let due = match shared.lock() {
-            Ok(writer) => writer.sync_due(),
-            Err(_) => return,
-        };
-        let first = match due {
-            Some(due) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
-                Ok(message) => Some(message),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            },
-            None => match rx.recv() {
-                Ok(message) => Some(message),
-                Err(_) => break,
-            },
-        };
-        let mut batch = Vec::new();
-        let mut next = first;
-        while let Some(message) = next {
-            if let Message::Append(request) = message {
-                batch.push(request);
-            }
-            next = rx.try_recv().ok();
-        }
-        let job = {
-            let Ok(mut writer) = shared.lock() else {
-                return;
-            };
-            if !batch.is_empty() {
-                writer.write(batch);
-            }
-            writer.collect();
-            writer.sync_is_due().then(|| writer.begin_sync())
-        };
-        if let Some(job) = job {
-            job.run();
-        }
-    }
-    let Ok(mut writer) = shared.lock() else {
-        return;
-    };
-    if writer.dirty {
-        writer.sync();
-    }
-    writer.collect();
-    // A clean stop with nothing outstanding leaves no segment behind.
-    if writer.open_ids.is_empty() {
-        let _ = fs::remove_file(segment_path(&writer.dir, writer.number));
     }
 }
 
