@@ -771,7 +771,8 @@ impl<F: Fold> Processor<F> {
                 let mut partitions: Vec<i32> = rows.iter().map(|r| r.position().0).collect();
                 partitions.sort_unstable();
                 partitions.dedup();
-                // The failed attempt may still be running (a timeout).
+                // The failed attempt may still be running (a timeout): what
+                // is read next must hold it whole or not at all.
                 let stored = match wait_for_running_inserts(
                     &self.client,
                     &self.ch,
@@ -780,23 +781,38 @@ impl<F: Fold> Processor<F> {
                 )
                 .await
                 {
-                    Ok(_) => stored_offsets_in(&self.client, self.fold.table(), &partitions).await,
+                    Ok(passed) if passed.all_ended() => {
+                        stored_offsets_in(&self.client, self.fold.table(), &partitions).await
+                    }
+                    Ok(passed) => {
+                        warn!(rows = rows.len(), attempt, still_running = passed.still_running, "inserts still running in clickhouse; not reading what the failed insert stored yet");
+                        self.backoff(&mut backoff, "insert not retried").await?;
+                        continue;
+                    }
                     Err(err) => Err(err),
                 };
                 match stored {
                     Ok(stored) => {
-                        let before = rows.len();
-                        rows.retain(|r| {
-                            let (p, o) = r.position();
-                            !matches!(stored.get(&p), Some(Some(max)) if o <= *max)
-                        });
-                        if rows.len() < before {
+                        let (kept, left): (Vec<F::Row>, Vec<F::Row>) =
+                            rows.into_iter().partition(|r| {
+                                let (p, o) = r.position();
+                                matches!(stored.get(&p), Some(Some(max)) if o <= *max)
+                            });
+                        if !kept.is_empty() {
                             info!(
-                                already_stored = before - rows.len(),
-                                rows_left = rows.len(),
+                                already_stored = kept.len(),
+                                rows_left = left.len(),
                                 "failed insert was stored after all; not inserting those rows again"
                             );
+                            // Its views may have missed them.
+                            if let Err(err) = self.fold.stored_after_failure(&kept).await {
+                                warn!(rows = kept.len(), attempt, %err, "cannot settle the rows a failed insert stored after all");
+                                rows = kept.into_iter().chain(left).collect();
+                                self.backoff(&mut backoff, "insert not retried").await?;
+                                continue;
+                            }
                         }
+                        rows = left;
                         if rows.is_empty() {
                             return Ok(());
                         }

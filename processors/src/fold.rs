@@ -84,6 +84,19 @@ pub trait Fold: Send {
         now: DateTime<Utc>,
     ) -> Result<Option<Self::Row>, Rejection>;
 
+    /// Rows a failed insert stored after all (found in [`Fold::table`] by
+    /// their positions when the insert was retried, every insert running
+    /// then having ended): record what [`Fold::store`] records after its
+    /// rows, and bring level whatever ClickHouse writes in the same insert
+    /// and may have missed (a materialized view's part). An error is
+    /// retried.
+    fn stored_after_failure(
+        &mut self,
+        _rows: &[Self::Row],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
+
     /// The ClickHouse table partition `row` lands in.
     fn partition_key(&self, row: &Self::Row) -> PartitionKey;
 

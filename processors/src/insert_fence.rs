@@ -72,18 +72,36 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// `docs/processor.md`).
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// What the fence found: the inserts running when it was put up, and how
+/// many of them still ran when it gave up waiting ([`LIMIT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Passed {
+    pub inserts: usize,
+    pub still_running: u64,
+}
+
+impl Passed {
+    /// Whether every insert running at the fence has ended: what a caller
+    /// reads next holds each of them whole (its rows and its views' rows)
+    /// or not at all.
+    pub fn all_ended(&self) -> bool {
+        self.still_running == 0
+    }
+}
+
 /// Wait until every Tollgate insert into the configured database running
 /// now has ended (stored or failed) and, on a cluster, until this replica
 /// holds every part of `table` the other replicas wrote; `fold` names the
-/// waiting fold in log lines. Returns how many inserts there were. An error
-/// (ClickHouse unreachable, the replica cannot catch up yet) is for the
-/// caller to retry: the fence has not been passed.
+/// waiting fold in log lines. Returns how many inserts there were and how
+/// many outlasted the wait. An error (ClickHouse unreachable, the replica
+/// cannot catch up yet) is for the caller to retry: the fence has not been
+/// passed.
 pub async fn wait_for_running_inserts(
     client: &Client,
     config: &ClickHouseConfig,
     fold: &str,
     table: &str,
-) -> clickhouse::error::Result<usize> {
+) -> clickhouse::error::Result<Passed> {
     let scope = if config.cluster.is_empty() {
         Scope::Server
     } else {
@@ -99,18 +117,18 @@ pub async fn wait_for_running_inserts(
         Scope::Server => client.clone(),
         Scope::Replicas(_) => client.clone().with_setting("skip_unavailable_shards", "1"),
     };
-    let ended = wait_for_listed(&lister, &scope, &config.database, fold).await?;
+    let passed = wait_for_listed(&lister, &scope, &config.database, fold).await?;
     if !config.cluster.is_empty() {
         sync_replica(client, &config.database, table, fold).await?;
     }
-    Ok(ended)
+    Ok(passed)
 }
 
 /// Wait until this replica has fetched every part of `table` that is in
 /// the cluster's replication log (a part written through another replica
 /// that is down cannot be fetched: this fails after the server's
 /// `receive_timeout`, and the caller tries again).
-async fn sync_replica(
+pub async fn sync_replica(
     client: &Client,
     database: &str,
     table: &str,
@@ -191,10 +209,10 @@ async fn wait_for_listed(
     scope: &Scope,
     database: &str,
     fold: &str,
-) -> clickhouse::error::Result<usize> {
+) -> clickhouse::error::Result<Passed> {
     let running = list_running(client, scope, database).await?;
     if running.is_empty() {
-        return Ok(0);
+        return Ok(Passed::default());
     }
     info!(
         fold = %fold,
@@ -212,7 +230,10 @@ async fn wait_for_listed(
                 waited_ms = started.elapsed().as_millis() as u64,
                 "inserts running when the partitions were taken over have ended"
             );
-            return Ok(running.len());
+            return Ok(Passed {
+                inserts: running.len(),
+                still_running: 0,
+            });
         }
         if started.elapsed() >= LIMIT {
             warn!(
@@ -221,7 +242,10 @@ async fn wait_for_listed(
                 waited_secs = started.elapsed().as_secs(),
                 "inserts still running after the fence's limit; reading resume positions anyway"
             );
-            return Ok(running.len());
+            return Ok(Passed {
+                inserts: running.len(),
+                still_running: left,
+            });
         }
         if warned.elapsed() >= WARN_EVERY {
             warned = Instant::now();

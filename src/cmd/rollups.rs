@@ -8,7 +8,7 @@ use anyhow::Context;
 use chrono::{Days, NaiveDate, Utc};
 use tollgate_control::clickhouse::client;
 use tollgate_control::cost_rollup::ROLLUPS;
-use tollgate_processors::cost::rollup_check;
+use tollgate_processors::cost::rollup_check::{self, Cells};
 use tollgate_processors::group_members;
 use tollgate_processors::insert_fence::sync_replica_sql;
 
@@ -85,7 +85,7 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
     );
     let mut disagreeing = Vec::new();
     for rollup in &ROLLUPS {
-        let found = rollup_check::check(&client, rollup, &from, &to)
+        let found = rollup_check::check(&client, rollup, Cells::All, &from, &to)
             .await
             .with_context(|| format!("cannot compare {} with the facts", rollup.table))?;
         if found.cells == 0 {
@@ -100,10 +100,10 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
             disagreeing.push(rollup.table);
             continue;
         }
-        rollup_check::repair(&client, rollup, &from, &to)
+        rollup_check::repair(&client, rollup, Cells::All, &from, &to)
             .await
             .with_context(|| format!("cannot repair {}", rollup.table))?;
-        let after = rollup_check::check(&client, rollup, &from, &to).await?;
+        let after = rollup_check::check(&client, rollup, Cells::All, &from, &to).await?;
         anyhow::ensure!(
             after.cells == 0,
             "{} still disagrees in {} cell(s) after the repair (did something insert meanwhile?)",

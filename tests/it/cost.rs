@@ -3131,3 +3131,124 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
         "{stdout}"
     );
 }
+
+/// An insert whose `calls` part landed and whose views did not (here a
+/// view that throws for one team's rows; in the wild a replica restarting
+/// under the processor, `cluster::clickhouse`), found stored when the
+/// processor retried it: the processor checks the cost rollups of the
+/// batch's teams and days against `calls` and inserts what they lack, so
+/// every rollup holds each team's calls and cost to the last decimal. A
+/// team outside the batch is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_insert_stored_without_its_views_leaves_no_rollup_short() {
+    let env = TestEnv::new("cost_partial_insert").await;
+    import(&env, PRICES_V1);
+    // Sorted before every other view on `calls`: ClickHouse runs it first,
+    // after the batch's `calls` part is written, and the views after it
+    // never see the batch.
+    env.ch("CREATE TABLE {db}.a_boom_sink (x UInt8) ENGINE = Null")
+        .await;
+    env.ch(
+        "CREATE MATERIALIZED VIEW {db}.a_boom_mv TO {db}.a_boom_sink \
+         AS SELECT throwIf(team_id = 'team-boom') AS x FROM {db}.calls",
+    )
+    .await;
+    // Per call on tg-test before 12:00: 1000 input tokens at 0.000002,
+    // 100 output at 0.000008 and 0.001 per request = 0.0038.
+    let one = |team: &str, minute: u32| {
+        call(
+            "ai.call.completed",
+            team,
+            "tg-test",
+            at(10, minute),
+            usage(1000, 0, 0, 100, 0),
+            Outcome::Success,
+        )
+    };
+    // Another team the same day, stored before, in no failed batch.
+    let mut earlier = one("team-early", 0);
+    earlier.occurred_at = at(9, 0);
+    produce(&env.events_topic, &[earlier]).await;
+    let mut processor = env.spawn_child("process", &["process", "--folds", "calls"]);
+    let calls = "SELECT count() FROM {db}.calls";
+    assert_eq!(env.wait_for_count(calls, 1, support::PATIENCE).await, 1);
+
+    let batch: Vec<Event> = (0..4)
+        .map(|m| one("team-boom", m))
+        .chain((0..3).map(|m| one("team-ok", 10 + m)))
+        .collect();
+    produce(&env.events_topic, &batch).await;
+    assert_eq!(
+        env.wait_for_count(calls, 8, support::PATIENCE).await,
+        8,
+        "log:\n{}",
+        crate::processor::log_of(&env, "process")
+    );
+    let start = std::time::Instant::now();
+    while !crate::processor::log_of(&env, "process").contains("repaired it") {
+        assert!(
+            start.elapsed() < support::PATIENCE,
+            "no rollup repaired; log:\n{}",
+            crate::processor::log_of(&env, "process")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = crate::processor::log_of(&env, "process");
+    assert!(
+        log.contains("failed insert was stored after all"),
+        "log:\n{log}"
+    );
+    for table in [
+        "cost_daily",
+        "cost_daily_by_team",
+        "cost_daily_by_user",
+        "cost_daily_by_key",
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains("repaired it") && l.contains(&format!("table=\"{table}\"")))
+            .or_else(|| {
+                log.lines()
+                    .find(|l| l.contains("repaired it") && l.contains(&format!("table={table} ")))
+            })
+            .unwrap_or_else(|| panic!("{table} not repaired; log:\n{log}"));
+        assert!(line.contains("calls=7"), "{line}");
+        assert!(line.contains("0.026600000000"), "{line}");
+        let per_team = env
+            .ch(&format!(
+                "SELECT team_id, sum(calls), toString(sum(cost)) FROM {{db}}.{table} \
+                 GROUP BY team_id ORDER BY team_id FORMAT CSV"
+            ))
+            .await;
+        assert_eq!(
+            per_team,
+            "\"team-boom\",4,\"0.015200000000\"\n\
+             \"team-early\",1,\"0.003800000000\"\n\
+             \"team-ok\",3,\"0.011400000000\"\n",
+            "{table}"
+        );
+    }
+    assert_rollups_equal_cost_daily(&env).await;
+    support::signal(processor.id(), "TERM");
+    let status = crate::processor::wait_exit(&mut processor, Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}");
+    // The offline check agrees, over every day.
+    let out = env
+        .tollgate(&[
+            "rollups",
+            "check",
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-04-01",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.matches("agrees with the facts").count(),
+        4,
+        "{stdout}"
+    );
+}

@@ -15,10 +15,13 @@
 //!
 //! An insert running while the difference is read can be half visible (its
 //! `calls` part without its views' parts yet), and the repair would then
-//! count it twice: `--repair` runs only while no processor does (the
-//! caller checks the consumer group, as `migrate` does for a backfill), and
-//! not beside `tollgate reprice`.
+//! count it twice: `--repair` over every cell runs only while no processor
+//! does (the caller checks the consumer group, as `migrate` does for a
+//! backfill), and not beside `tollgate reprice`. The calls fold repairs the
+//! cells of some teams ([`Cells::OfTeams`], [`level`]) while processors run:
+//! the rows a failed insert stored after all (docs/processor.md, step 7).
 
+use chrono::{DateTime, NaiveDate};
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 use tollgate_control::cost_rollup::{Rollup, ROLLUPS};
@@ -85,10 +88,24 @@ fn rollup_dimension(dimension: &str) -> String {
     }
 }
 
+/// Which cells of the days a check reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Cells<'a> {
+    /// Every cell.
+    All,
+    /// The cells of these teams (not empty). Every rollup has `team_id` in
+    /// its cells, and the events topic is keyed by it, so these cells are
+    /// fed by the Kafka partitions the teams hash to and no other: the
+    /// processor that owns them can check them while the others insert
+    /// (`crate::folds::calls`, a failed insert stored after all).
+    OfTeams(&'a [String]),
+}
+
 /// The difference per cell of `rollup` over the days `[from, to)` (two
-/// bound values, `YYYY-MM-DD`, bound twice: once per source): facts minus
-/// rollup, only the cells where some sum differs.
-pub fn difference_sql(rollup: &Rollup) -> String {
+/// bound values, `YYYY-MM-DD`, bound once per source, followed by the
+/// teams for [`Cells::OfTeams`]): facts minus rollup, only the cells where
+/// some sum differs.
+pub fn difference_sql(rollup: &Rollup, cells: Cells<'_>) -> String {
     let group_by = rollup.columns.join(", ");
     let fact_dims: Vec<String> = rollup.columns.iter().map(|d| fact_dimension(d)).collect();
     let rollup_dims: Vec<String> = rollup.columns.iter().map(|d| rollup_dimension(d)).collect();
@@ -99,7 +116,13 @@ pub fn difference_sql(rollup: &Rollup) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let in_facts = "occurred_at >= toDateTime(?, 'UTC') AND occurred_at < toDateTime(?, 'UTC')";
+    let of_teams = match cells {
+        Cells::All => "",
+        Cells::OfTeams(_) => " AND has(?, team_id)",
+    };
+    let in_facts = format!(
+        "occurred_at >= toDateTime(?, 'UTC') AND occurred_at < toDateTime(?, 'UTC'){of_teams}"
+    );
     let totals: Vec<String> = MEASURES
         .iter()
         .map(|m| format!("sum(d_{0}) AS {0}", m.0))
@@ -113,7 +136,7 @@ pub fn difference_sql(rollup: &Rollup) -> String {
          SELECT {fact_dims}, {from_adjustments} FROM cost_adjustments WHERE {in_facts} GROUP BY {group_by} \
          UNION ALL \
          SELECT {rollup_dims}, {negated} FROM {table} \
-         WHERE day >= toDate(?) AND day < toDate(?) GROUP BY {group_by}\
+         WHERE day >= toDate(?) AND day < toDate(?){of_teams} GROUP BY {group_by}\
          ) GROUP BY {group_by} HAVING {differs}",
         totals = totals.join(", "),
         fact_dims = fact_dims.join(", "),
@@ -149,15 +172,17 @@ struct Summary {
 pub async fn check(
     client: &Client,
     rollup: &Rollup,
+    cells: Cells<'_>,
     from: &str,
     to: &str,
 ) -> clickhouse::error::Result<Disagreement> {
-    let summary: Summary = with_days(
+    let summary: Summary = bind(
         client.query(&format!(
             "SELECT count() AS cells, toInt64(sum(calls)) AS calls, toString(sum(cost)) AS cost \
              FROM ({})",
-            difference_sql(rollup)
+            difference_sql(rollup, cells)
         )),
+        cells,
         from,
         to,
     )
@@ -175,6 +200,7 @@ pub async fn check(
 pub async fn repair(
     client: &Client,
     rollup: &Rollup,
+    cells: Cells<'_>,
     from: &str,
     to: &str,
 ) -> clickhouse::error::Result<()> {
@@ -184,13 +210,14 @@ pub async fn repair(
         .copied()
         .chain(MEASURES.iter().map(|m| m.0))
         .collect();
-    with_days(
+    bind(
         client.query(&format!(
             "INSERT INTO {} ({}) {}",
             rollup.table,
             columns.join(", "),
-            difference_sql(rollup)
+            difference_sql(rollup, cells)
         )),
+        cells,
         from,
         to,
     )
@@ -198,30 +225,105 @@ pub async fn repair(
     .await
 }
 
+/// The cells a batch of `calls` rows adds to: its teams (sorted, once
+/// each) and its days, `[from, to)` as `YYYY-MM-DD` (UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchCells {
+    pub teams: Vec<String>,
+    pub from: String,
+    pub to: String,
+}
+
+impl BatchCells {
+    /// Of rows given as (team, `occurred_at` in Unix seconds); `None` for
+    /// no rows.
+    pub fn of<'a>(rows: impl IntoIterator<Item = (&'a str, u32)>) -> Option<Self> {
+        let mut teams = std::collections::BTreeSet::new();
+        let mut days: Option<(NaiveDate, NaiveDate)> = None;
+        for (team, occurred_at) in rows {
+            teams.insert(team.to_string());
+            let day = DateTime::from_timestamp(i64::from(occurred_at), 0)
+                .unwrap_or_default()
+                .date_naive();
+            days = Some(match days {
+                None => (day, day),
+                Some((first, last)) => (first.min(day), last.max(day)),
+            });
+        }
+        let (first, last) = days?;
+        Some(Self {
+            teams: teams.into_iter().collect(),
+            from: first.to_string(),
+            to: last.succ_opt().unwrap_or(last).to_string(),
+        })
+    }
+}
+
+/// Check every cost rollup over `cells` and repair each that disagrees
+/// with the facts; returns what was found before the repairs, and the
+/// tables that still disagree after theirs (something else inserted into
+/// those cells meanwhile: `tollgate reprice`). Exact only while no insert
+/// into these cells is under way (see [`Cells::OfTeams`]).
+pub async fn level(
+    client: &Client,
+    cells: &BatchCells,
+) -> clickhouse::error::Result<(Vec<Disagreement>, Vec<&'static str>)> {
+    let scope = Cells::OfTeams(&cells.teams);
+    let mut found = Vec::new();
+    let mut still = Vec::new();
+    for rollup in &ROLLUPS {
+        let before = check(client, rollup, scope, &cells.from, &cells.to).await?;
+        if before.cells == 0 {
+            continue;
+        }
+        repair(client, rollup, scope, &cells.from, &cells.to).await?;
+        if check(client, rollup, scope, &cells.from, &cells.to)
+            .await?
+            .cells
+            != 0
+        {
+            still.push(rollup.table);
+        }
+        found.push(before);
+    }
+    Ok((found, still))
+}
+
 /// [`difference_sql`]'s bound values for the days `[from, to)`
 /// (`YYYY-MM-DD`): the first second of each for the two facts tables, the
-/// days themselves for the rollup.
-fn with_days(query: clickhouse::query::Query, from: &str, to: &str) -> clickhouse::query::Query {
+/// days themselves for the rollup; after each pair the teams, if any.
+fn bind(
+    query: clickhouse::query::Query,
+    cells: Cells<'_>,
+    from: &str,
+    to: &str,
+) -> clickhouse::query::Query {
     let start = |day: &str| format!("{day} 00:00:00");
-    query
-        .bind(start(from))
-        .bind(start(to))
-        .bind(start(from))
-        .bind(start(to))
-        .bind(from)
-        .bind(to)
+    let teams = |query: clickhouse::query::Query| match cells {
+        Cells::All => query,
+        Cells::OfTeams(teams) => query.bind(teams),
+    };
+    let query = teams(query.bind(start(from)).bind(start(to)));
+    let query = teams(query.bind(start(from)).bind(start(to)));
+    teams(query.bind(from).bind(to))
 }
 
 /// The statements, with sample values, for the SQL compatibility check.
 pub fn catalog() -> Vec<(String, String)> {
     ROLLUPS
         .iter()
-        .map(|rollup| {
-            let query = Client::default().query(&difference_sql(rollup));
-            let sql = with_days(query, "2026-03-01", "2026-04-01")
-                .sql_display()
-                .to_string();
-            (format!("rollup_check.difference.{}", rollup.table), sql)
+        .flat_map(|rollup| {
+            let teams = ["search".to_string(), "ads".to_string()];
+            [("", Cells::All), (".of_teams", Cells::OfTeams(&teams))].map(|(suffix, cells)| {
+                let query = Client::default().query(&difference_sql(rollup, cells));
+                let sql = bind(query, cells, "2026-03-01", "2026-04-01")
+                    .sql_display()
+                    .to_string();
+                (
+                    format!("rollup_check.difference.{}{suffix}", rollup.table),
+                    sql,
+                )
+            })
         })
         .collect()
 }
@@ -247,9 +349,60 @@ mod tests {
             .iter()
             .find(|r| r.table == "cost_daily_by_team")
             .unwrap();
-        let sql = difference_sql(by_team);
+        let sql = difference_sql(by_team, Cells::All);
         assert!(!sql.contains("user_id"), "{sql}");
         assert!(sql.contains("GROUP BY day, org_id, team_id, provider, model, price_version"));
         assert_eq!(sql.matches('?').count(), 6, "{sql}");
+    }
+
+    #[test]
+    fn a_batch_adds_to_its_teams_over_its_days() {
+        // 2026-03-09 23:59:59 and 2026-03-11 00:00:00 UTC.
+        let rows = [
+            ("ads", 1_773_100_799),
+            ("search", 1_773_187_200),
+            ("ads", 1_773_150_000),
+        ];
+        assert_eq!(
+            BatchCells::of(rows),
+            Some(BatchCells {
+                teams: vec!["ads".into(), "search".into()],
+                from: "2026-03-09".into(),
+                to: "2026-03-12".into(),
+            })
+        );
+        assert_eq!(BatchCells::of([]), None);
+    }
+
+    #[test]
+    fn the_cells_of_some_teams_are_filtered_in_every_source() {
+        let teams = ["search".to_string(), "it's".to_string()];
+        for rollup in &ROLLUPS {
+            let sql = difference_sql(rollup, Cells::OfTeams(&teams));
+            assert_eq!(sql.matches("has(?, team_id)").count(), 3, "{sql}");
+            let bound = bind(
+                Client::default().query(&sql),
+                Cells::OfTeams(&teams),
+                "2026-03-01",
+                "2026-03-02",
+            )
+            .sql_display()
+            .to_string();
+            assert!(!bound.contains('?'), "{bound}");
+            // The facts' day range then the teams, three times over.
+            let positions: Vec<usize> = bound
+                .match_indices("['search','it\\'s']")
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(positions.len(), 3, "{bound}");
+            assert!(
+                bound.find("'2026-03-01 00:00:00'").unwrap() < positions[0],
+                "{bound}"
+            );
+            assert!(
+                bound.rfind("'2026-03-02'").unwrap() < positions[2],
+                "{bound}"
+            );
+        }
     }
 }

@@ -99,6 +99,18 @@ impl Replicas {
     /// Poll `sql` (one number) on replica `n` until it equals `want`; fail
     /// when it stops moving for 120 s without getting there.
     pub(super) async fn wait_for(&self, n: usize, sql: &str, want: u64) {
+        self.wait_for_or(n, sql, want, &String::new).await;
+    }
+
+    /// [`Replicas::wait_for`], failing with `context()` (a processor's log)
+    /// after the figures.
+    pub(super) async fn wait_for_or(
+        &self,
+        n: usize,
+        sql: &str,
+        want: u64,
+        context: &dyn Fn() -> String,
+    ) {
         let mut stall = Stall::new(PATIENCE);
         loop {
             let got = self.u64(n, sql).await;
@@ -107,7 +119,8 @@ impl Replicas {
             }
             assert!(
                 !stall.stuck(got),
-                "replica {n}: {got}, not {want}, from {sql}"
+                "replica {n}: {got}, not {want}, from {sql}\n{}",
+                context()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -354,14 +367,25 @@ pub(super) async fn wait_for_calls(replicas: &Replicas, n: usize, db: &str, want
     }
 }
 
+/// The logs of processors `process-a` and `process-b`.
+fn logs_of_a_and_b(env: &TestEnv) -> String {
+    format!(
+        "A:\n{}\nB:\n{}",
+        log_of(env, "process-a"),
+        log_of(env, "process-b")
+    )
+}
+
 /// Every call once on replica `n`: the count, distinct event ids and Kafka
-/// positions, the token total, and the cost rollup's count.
+/// positions, the token total, and the cost rollup's count; `log` (the
+/// processors' logs) is shown when the rollup falls short.
 pub(super) async fn assert_exactly_once(
     replicas: &Replicas,
     n: usize,
     db: &str,
     calls: u64,
     tokens: u64,
+    log: &dyn Fn() -> String,
 ) {
     let q = |sql: &str| sql.replace("{db}", db);
     assert_eq!(
@@ -395,10 +419,11 @@ pub(super) async fn assert_exactly_once(
     );
     // Every generated call is completed or failed: all are billable.
     replicas
-        .wait_for(
+        .wait_for_or(
             n,
             &q("SELECT toUInt64(sum(calls)) FROM {db}.cost_daily"),
             calls,
+            &|| format!("log:\n{}", log()),
         )
         .await;
 }
@@ -723,7 +748,10 @@ async fn the_processor_folds_every_call_once_while_the_replica_it_writes_to_is_k
     for n in 1..=2 {
         let got = wait_for_calls(&replicas, n, &db, calls).await;
         assert_eq!(got, calls, "replica {n}; log:\n{}", log_of(&env, "process"));
-        assert_exactly_once(&replicas, n, &db, calls, tokens).await;
+        assert_exactly_once(&replicas, n, &db, calls, tokens, &|| {
+            log_of(&env, "process")
+        })
+        .await;
     }
     let after = cost_report_counting(&env, calls).await;
     assert_eq!(
@@ -868,7 +896,7 @@ async fn a_processor_on_the_other_replica_takes_over_a_killed_ones_partitions_an
     assert_eq!(got, calls, "log of B:\n{}", log_of(&env, "process-b"));
     for n in 1..=2 {
         assert_eq!(wait_for_calls(&replicas, n, &db, calls).await, calls);
-        assert_exactly_once(&replicas, n, &db, calls, tokens).await;
+        assert_exactly_once(&replicas, n, &db, calls, tokens, &|| logs_of_a_and_b(&env)).await;
     }
     b.kill();
     eprintln!(
@@ -963,7 +991,7 @@ async fn a_new_owner_on_a_lagging_replica_waits_for_it_and_stores_nothing_twice(
             "replica {n}; log:\n{}",
             log_of(&env, "process-b")
         );
-        assert_exactly_once(&replicas, n, &db, calls, tokens).await;
+        assert_exactly_once(&replicas, n, &db, calls, tokens, &|| logs_of_a_and_b(&env)).await;
     }
     assert!(
         log_of(&env, "process-b")

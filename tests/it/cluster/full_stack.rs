@@ -375,7 +375,10 @@ async fn steady_ingest_through_a_broker_then_a_replica_killed_and_restarted_stor
         assert_eq!(got, total, "replica {n}; log:\n{}", log_of(&env, "process"));
     }
     for n in 1..=2 {
-        assert_exactly_once(&replicas, n, &db, total, input_tokens).await;
+        assert_exactly_once(&replicas, n, &db, total, input_tokens, &|| {
+            log_of(&env, "process")
+        })
+        .await;
         assert_totals(&replicas, n, &db, &want).await;
     }
     // The report after: the first batch as before, and the whole traffic.

@@ -55,14 +55,30 @@ impl<S: CallsSink> Fold for CallsFold<S> {
 
     async fn store(&mut self, rows: &[CallRow]) -> Result<(), SinkError> {
         self.sink.insert_calls(rows).await?;
-        // The rows are stored whatever happens next. A progress row that
-        // cannot be written only makes the recorded progress lag until the
-        // next insert (see crate::progress): logged, not retried.
+        self.record_progress(rows).await;
+        Ok(())
+    }
+
+    /// `calls` holds `rows` but an insert's views are not atomic with it:
+    /// the cost rollups of the rows' cells are checked against `calls`
+    /// and brought level, then progress is recorded as after a store.
+    async fn stored_after_failure(&mut self, rows: &[CallRow]) -> Result<(), SinkError> {
+        self.sink.level_rollups(rows).await?;
+        self.record_progress(rows).await;
+        Ok(())
+    }
+}
+
+impl<S: CallsSink> CallsFold<S> {
+    /// Record the progress of `rows`, which are stored whatever happens
+    /// next. A progress row that cannot be written only makes the recorded
+    /// progress lag until the next insert (see crate::progress): logged,
+    /// not retried.
+    async fn record_progress(&self, rows: &[CallRow]) {
         let positions = highest(rows.iter().map(Positioned::position));
         if let Err(err) = self.sink.record_progress(&positions).await {
             tracing::warn!(%err, "cannot record fold progress; budget settlement lags until the next insert");
         }
-        Ok(())
     }
 }
 
@@ -113,6 +129,19 @@ mod tests {
         assert_eq!(stored.calls, batch);
         assert_eq!(stored.writes, vec!["calls", "progress"]);
         assert_eq!(stored.progress, BTreeMap::from([(0, 6), (1, 3)]));
+    }
+
+    #[tokio::test]
+    async fn rows_stored_by_a_failed_insert_level_the_rollups_then_record_progress() {
+        let sink = MemoryCallsSink::default();
+        let mut fold = fold(&sink);
+        let batch = rows(&mut fold, &[(2, 7), (2, 9), (4, 1)]);
+        fold.stored_after_failure(&batch).await.unwrap();
+        let stored = sink.stored();
+        assert!(stored.calls.is_empty(), "nothing inserted again");
+        assert_eq!(stored.leveled, batch);
+        assert_eq!(stored.writes, vec!["level", "progress"]);
+        assert_eq!(stored.progress, BTreeMap::from([(2, 9), (4, 1)]));
     }
 
     #[tokio::test]

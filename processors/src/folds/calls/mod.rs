@@ -193,7 +193,11 @@ pub async fn run(
     let fold = CallsFold {
         clock,
         prices,
-        sink: ClickHouseCallsSink::new(client, progress),
+        sink: if ch.cluster.is_empty() {
+            ClickHouseCallsSink::new(client, progress)
+        } else {
+            ClickHouseCallsSink::new(client, progress).replicated(&ch.database)
+        },
     };
     // The calls fold is the one that dead-letters and whose lag is the
     // pipeline's: it reports both to `pipeline_health`.

@@ -13,15 +13,26 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use clickhouse::Client;
 
+use tollgate_control::cost_rollup::ROLLUPS;
+use tracing::{error, warn};
+
 use super::rows::{column_timezone, CallRow, PartitionClock};
 use crate::clickhouse::insert_rows;
+use crate::cost::rollup_check::{self, BatchCells};
 use crate::fold::SinkError;
+use crate::insert_fence::sync_replica_sql;
 use crate::progress::Progress;
 
 /// Where the calls fold writes.
 pub trait CallsSink: Send + Sync {
     /// Insert `rows` into `calls` in one request, in the order given.
     fn insert_calls(&self, rows: &[CallRow]) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// `calls` holds `rows` (a failed insert stored them after all), but
+    /// the views of that insert may have missed them: check the cost
+    /// rollups of their cells against `calls` and repair what disagrees.
+    fn level_rollups(&self, rows: &[CallRow])
+        -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Record that every position up to `highest` (partition -> offset) is
     /// folded, then wake whoever waits for it.
@@ -36,17 +47,73 @@ pub trait CallsSink: Send + Sync {
 pub struct ClickHouseCallsSink {
     client: Client,
     progress: Progress,
+    /// On a cluster, the database whose facts and rollups this replica
+    /// syncs before it compares them.
+    replicated: Option<String>,
 }
 
 impl ClickHouseCallsSink {
     pub fn new(client: Client, progress: Progress) -> Self {
-        Self { client, progress }
+        Self {
+            client,
+            progress,
+            replicated: None,
+        }
+    }
+
+    /// The tables of `database` are replicated (`clickhouse.cluster` set).
+    pub fn replicated(mut self, database: &str) -> Self {
+        self.replicated = Some(database.to_string());
+        self
     }
 }
 
 impl CallsSink for ClickHouseCallsSink {
     async fn insert_calls(&self, rows: &[CallRow]) -> Result<(), SinkError> {
         insert_rows(&self.client, "calls", rows).await?;
+        Ok(())
+    }
+
+    async fn level_rollups(&self, rows: &[CallRow]) -> Result<(), SinkError> {
+        let Some(cells) = BatchCells::of(rows.iter().map(|r| (r.team_id.as_str(), r.occurred_at)))
+        else {
+            return Ok(());
+        };
+        if let Some(database) = &self.replicated {
+            // Another replica may hold parts of these cells this one has
+            // not fetched yet (a previous owner wrote through it).
+            for table in ["calls", "cost_adjustments"]
+                .into_iter()
+                .chain(ROLLUPS.iter().map(|r| r.table))
+            {
+                self.client
+                    .query(&sync_replica_sql(database, table))
+                    .execute()
+                    .await?;
+            }
+        }
+        let (found, still) = rollup_check::level(&self.client, &cells).await?;
+        for d in &found {
+            warn!(
+                table = d.table,
+                cells = d.cells,
+                calls = d.calls,
+                cost = %d.cost,
+                teams = ?cells.teams,
+                from = %cells.from,
+                to = %cells.to,
+                "a failed insert left this cost rollup short of calls; repaired it"
+            );
+        }
+        for table in still {
+            error!(
+                table,
+                teams = ?cells.teams,
+                from = %cells.from,
+                to = %cells.to,
+                "cost rollup still disagrees with calls after its repair (was `tollgate reprice` running?); `tollgate rollups check` shows it"
+            );
+        }
         Ok(())
     }
 
@@ -68,6 +135,8 @@ pub struct StoredCalls {
     pub fail_inserts: usize,
     /// Fail every progress write while set.
     pub fail_progress: bool,
+    /// Rows whose rollups were leveled, in order.
+    pub leveled: Vec<CallRow>,
 }
 
 /// Test double: both writes in memory, failures on request.
@@ -89,6 +158,13 @@ impl CallsSink for MemoryCallsSink {
         }
         stored.calls.extend_from_slice(rows);
         stored.writes.push("calls");
+        Ok(())
+    }
+
+    async fn level_rollups(&self, rows: &[CallRow]) -> Result<(), SinkError> {
+        let mut stored = self.stored();
+        stored.leveled.extend_from_slice(rows);
+        stored.writes.push("level");
         Ok(())
     }
 
