@@ -27,6 +27,11 @@ impl BenchDatabases {
         let name = format!("tollgate_bench_{kind}_{id}");
         let mut bench = config.clone();
         bench.clickhouse.database = name.clone();
+        // Consumer groups of its own: `migrate` refuses to backfill while
+        // a member of the configured groups runs (the dev stack's
+        // processors, another bench), and these databases have none.
+        bench.processor.group_id = format!("tollgate-bench-{kind}-{id}");
+        bench.audit.group_id = format!("tollgate-bench-{kind}-{id}-audit");
         let admin_url = config.postgres.url.clone();
         let mut admin = sqlx::PgConnection::connect(&admin_url)
             .await

@@ -1,7 +1,9 @@
 //! `tollgate bench ingest --events N`.
 //!
 //! 1. Creates a throw-away namespace (topics `tollgate.bench.<id>.*`, ClickHouse
-//!    database `tollgate_bench_<id>`, consumer group `tollgate-bench-<id>`) and
+//!    database `tollgate_bench_<id>`, consumer groups `tollgate-bench-<id>` and
+//!    `tollgate-bench-<id>-audit`, so running processors elsewhere neither
+//!    share its partitions nor stop its migration) and
 //!    migrates it by running `tollgate migrate` as a child process.
 //! 2. Starts `tollgate process` as a child process on that namespace, so its
 //!    memory can be measured on its own.
@@ -74,6 +76,7 @@ pub(super) fn bench_namespace(config: &Config) -> anyhow::Result<(String, Config
     bench.kafka.audit_checkpoints_topic = format!("tollgate.bench.{id}.audit.checkpoints");
     bench.clickhouse.database = format!("tollgate_bench_{id}");
     bench.processor.group_id = format!("tollgate-bench-{id}");
+    bench.audit.group_id = format!("tollgate-bench-{id}-audit");
     eprintln!(
         "bench: namespace {id} (topic {}, database {})",
         bench.kafka.events_topic, bench.clickhouse.database
@@ -371,6 +374,10 @@ pub(super) fn overrides(config: &Config) -> Vec<(String, String)> {
         (
             "TOLLGATE_PROCESSOR__GROUP_ID".into(),
             config.processor.group_id.clone(),
+        ),
+        (
+            "TOLLGATE_AUDIT__GROUP_ID".into(),
+            config.audit.group_id.clone(),
         ),
         ("TOLLGATE_POSTGRES__URL".into(), config.postgres.url.clone()),
     ]
