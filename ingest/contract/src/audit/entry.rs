@@ -178,17 +178,17 @@ pub fn chain_entry(
         decision: fields.decision,
         decision_reason: fields.decision_reason,
         event_json: fields.event_json,
-        prev_hash: hex::encode(prev),
+        prev_hash: const_hex::encode(prev),
         entry_hash: String::new(),
         kafka_partition: partition,
         kafka_offset: offset,
         v: ENTRY_VERSION,
-        salt: hex::encode(salt),
+        salt: const_hex::encode(salt),
         personal_commitment: String::new(),
     };
     row.personal_commitment = personal_commitment(salt, &row.user_id, &row.event_json);
     let hash = entry_hash(prev, &row);
-    row.entry_hash = hex::encode(hash);
+    row.entry_hash = const_hex::encode(hash);
     (row, hash)
 }
 
@@ -209,7 +209,7 @@ pub fn personal_commitment(salt: &[u8; 32], user_id: &str, event_json: &str) -> 
     let mut hasher = Sha256::new();
     hasher.update(salt);
     hasher.update(personal_canonical(user_id, event_json).as_bytes());
-    hex::encode(hasher.finalize())
+    const_hex::encode(hasher.finalize())
 }
 
 /// What a version 2 entry's hash commits to in the `personal` member:
@@ -230,10 +230,9 @@ pub fn effective_commitment(row: &EntryRow) -> String {
             INCONSISTENT.to_string()
         };
     }
-    let mut salt = [0u8; 32];
-    if hex::decode_to_slice(&row.salt, &mut salt).is_err() {
+    let Some(salt) = parse_hash(&row.salt) else {
         return INCONSISTENT.to_string();
-    }
+    };
     let recomputed = personal_commitment(&salt, &row.user_id, &row.event_json);
     if recomputed == row.personal_commitment {
         recomputed
@@ -324,6 +323,34 @@ fn canonical_entry_into(row: &EntryRow, out: &mut String) {
 /// as `\u00xx` (lowercase hex), everything else as UTF-8.
 fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
+    if has_control(s.as_bytes()) {
+        push_escaped_bytewise(out, s);
+    } else {
+        // Only `"` and `\` are escaped then; memchr finds them a vector at a
+        // time (an event's canonical JSON is mostly runs between quotes).
+        let mut run = 0;
+        for i in memchr::memchr2_iter(b'"', b'\\', s.as_bytes()) {
+            out.push_str(&s[run..i]);
+            out.push('\\');
+            out.push(if s.as_bytes()[i] == b'"' { '"' } else { '\\' });
+            run = i + 1;
+        }
+        out.push_str(&s[run..]);
+    }
+    out.push('"');
+}
+
+/// Whether `bytes` hold a control character (below U+0020). The minimum of
+/// each fixed-size chunk compiles to vector instructions; a byte-by-byte
+/// search with an early exit would not.
+fn has_control(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(64)
+        .any(|chunk| chunk.iter().fold(u8::MAX, |min, &b| min.min(b)) < 0x20)
+}
+
+/// [`push_json_string`]'s body for a string with control characters.
+fn push_escaped_bytewise(out: &mut String, s: &str) {
     // Runs of characters written as they are go in whole; every character
     // that is escaped is ASCII, so a run never ends inside a UTF-8 sequence.
     let mut run = 0;
@@ -351,13 +378,16 @@ fn push_json_string(out: &mut String, s: &str) {
         }
     }
     out.push_str(&s[run..]);
-    out.push('"');
 }
 
-/// Parse a 64-character hex hash.
+/// Parse a 64-character hex hash (either case, nothing else: const-hex
+/// would also take a `0x` prefix, which the length rules out).
 pub fn parse_hash(hex_hash: &str) -> Option<[u8; 32]> {
+    if hex_hash.len() != 64 {
+        return None;
+    }
     let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_hash, &mut out).ok()?;
+    const_hex::decode_to_slice(hex_hash, &mut out).ok()?;
     Some(out)
 }
 
@@ -413,6 +443,37 @@ mod tests {
             push_json_string(&mut out, &case);
             assert_eq!(out, serde_json::to_string(&case).unwrap(), "{case:?}");
         }
+    }
+
+    proptest::proptest! {
+        /// Both paths (with and without control characters), any length
+        /// (the control search works in chunks of 64 bytes), any text.
+        #[test]
+        fn any_string_is_escaped_as_jcs_does(
+            text in "(\\PC|[\"\\\\/]){0,200}",
+            control in proptest::option::of((0u8..0x20, 0usize..200)),
+        ) {
+            let mut case = text;
+            if let Some((byte, at)) = control {
+                let at = (0..=at.min(case.len())).rev().find(|i| case.is_char_boundary(*i)).unwrap_or(0);
+                case.insert(at, char::from(byte));
+            }
+            let mut out = String::new();
+            push_json_string(&mut out, &case);
+            proptest::prop_assert_eq!(out, serde_json::to_string(&case).unwrap());
+        }
+    }
+
+    #[test]
+    fn hashes_parse_as_64_hex_digits_only() {
+        let hex = "ab".repeat(32);
+        assert_eq!(parse_hash(&hex), Some([0xab; 32]));
+        assert_eq!(parse_hash(&hex.to_uppercase()), Some([0xab; 32]));
+        assert_eq!(parse_hash(&format!("0x{hex}")), None);
+        assert_eq!(parse_hash(&format!("0x{}", &hex[2..])), None);
+        assert_eq!(parse_hash(&hex[1..]), None);
+        assert_eq!(parse_hash(&format!("{}g", &hex[1..])), None);
+        assert_eq!(parse_hash(""), None);
     }
 
     #[test]
