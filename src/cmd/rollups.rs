@@ -7,7 +7,6 @@
 use anyhow::Context;
 use chrono::{Days, NaiveDate, Utc};
 use tollgate_control::clickhouse::client;
-use tollgate_control::cost_rollup::ROLLUPS;
 use tollgate_processors::cost::rollup_check::{self, Cells};
 use tollgate_processors::group_members;
 use tollgate_processors::insert_fence::sync_replica_sql;
@@ -69,7 +68,7 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
         // sums stand for the cluster's.
         for table in ["calls", "cost_adjustments"]
             .into_iter()
-            .chain(ROLLUPS.iter().map(|r| r.table))
+            .chain(rollup_check::checked().map(|r| r.table))
         {
             client
                 .query(&sync_replica_sql(&ch.database, table))
@@ -84,7 +83,7 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
         ch.database, ch.url
     );
     let mut disagreeing = Vec::new();
-    for rollup in &ROLLUPS {
+    for rollup in rollup_check::checked() {
         let found = rollup_check::check(&client, rollup, Cells::All, &from, &to)
             .await
             .with_context(|| format!("cannot compare {} with the facts", rollup.table))?;

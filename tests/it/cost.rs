@@ -1857,6 +1857,25 @@ async fn migration_0023_backfills_the_tag_rollup_once() {
         // table (as after a crash before it was recorded).
         forget_migration(&env, 23).await;
     }
+    // The rollup check reads the facts the same way: e1's adjustments
+    // without tags of their own under e1's tags.
+    let out = env
+        .tollgate(&[
+            "rollups",
+            "check",
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-04-01",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("cost_daily_tags agrees with the facts"),
+        "{stdout}"
+    );
     // And the views are back: a new tagged call reaches the tag rollup.
     env.ch(
         "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, provider, model, \
@@ -3173,9 +3192,23 @@ async fn a_failed_insert_stored_without_its_views_leaves_no_rollup_short() {
     let calls = "SELECT count() FROM {db}.calls";
     assert_eq!(env.wait_for_count(calls, 1, support::PATIENCE).await, 1);
 
+    // Tags: the tag rollup is leveled too, a call with two tags in both
+    // cells. team-boom: 3 calls feature=chat (one of them also env=prod),
+    // one untagged; team-ok: feature=search.
+    let tag = |mut e: Event, tags: &[(&str, &str)]| {
+        e.tags = tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        e
+    };
     let batch: Vec<Event> = (0..4)
-        .map(|m| one("team-boom", m))
-        .chain((0..3).map(|m| one("team-ok", 10 + m)))
+        .map(|m| match m {
+            0 => tag(one("team-boom", m), &[("feature", "chat"), ("env", "prod")]),
+            1 | 2 => tag(one("team-boom", m), &[("feature", "chat")]),
+            _ => one("team-boom", m),
+        })
+        .chain((0..3).map(|m| tag(one("team-ok", 10 + m), &[("feature", "search")])))
         .collect();
     produce(&env.events_topic, &batch).await;
     assert_eq!(
@@ -3228,6 +3261,23 @@ async fn a_failed_insert_stored_without_its_views_leaves_no_rollup_short() {
             "{table}"
         );
     }
+    let tags_line = log
+        .lines()
+        .find(|l| l.contains("repaired it") && l.contains("cost_daily_tags"))
+        .unwrap_or_else(|| panic!("cost_daily_tags not repaired; log:\n{log}"));
+    // A row per tag of a call: team-boom's 3 + 1, team-ok's 3.
+    assert!(tags_line.contains("calls=7"), "{tags_line}");
+    assert_eq!(
+        env.ch(
+            "SELECT team_id, tag_key, tag_value, sum(calls), toString(sum(cost)) \
+             FROM {db}.cost_daily_tags GROUP BY team_id, tag_key, tag_value \
+             ORDER BY team_id, tag_key, tag_value FORMAT CSV"
+        )
+        .await,
+        "\"team-boom\",\"env\",\"prod\",1,\"0.003800000000\"\n\
+         \"team-boom\",\"feature\",\"chat\",3,\"0.011400000000\"\n\
+         \"team-ok\",\"feature\",\"search\",3,\"0.011400000000\"\n"
+    );
     assert_rollups_equal_cost_daily(&env).await;
     support::signal(processor.id(), "TERM");
     let status = crate::processor::wait_exit(&mut processor, Duration::from_secs(60)).await;
@@ -3248,7 +3298,7 @@ async fn a_failed_insert_stored_without_its_views_leaves_no_rollup_short() {
     assert!(out.status.success(), "{stdout}");
     assert_eq!(
         stdout.matches("agrees with the facts").count(),
-        4,
+        5,
         "{stdout}"
     );
 }

@@ -2,9 +2,13 @@
 //! repaired: `tollgate rollups check [--repair]`.
 //!
 //! Each cost rollup (`cost_daily`, `cost_daily_by_team`,
-//! `cost_daily_by_user`, `cost_daily_by_key`) is the sum, per
-//! cell, of the billable `calls` and of the `cost_adjustments` rows
-//! (`tollgate reprice`), fed by materialized views in the same insert. A
+//! `cost_daily_by_user`, `cost_daily_by_key`, and per tag
+//! `cost_daily_tags`) is the sum, per cell, of the billable `calls` and of
+//! the `cost_adjustments` rows (`tollgate reprice`), fed by materialized
+//! views in the same insert. The tag rollup has a row per tag of a call (a
+//! call with two tags is in two cells), and an adjustment counts under its
+//! own tags, or its call's when it has none (adjustments posted before
+//! migration 0023 have none: its backfill gave them their call's). A
 //! ClickHouse server killed between the part of `calls` and the parts of
 //! its views leaves a rollup short of the facts for good
 //! (docs/processor.md, "Guarantees"). The check computes, per cell of a day
@@ -69,6 +73,33 @@ const MEASURES: [(&str, &str, &str); 10] = [
     ("cost", "sum(cost)", "sum(cost)"),
 ];
 
+/// The tag rollup (migration 0023) as a [`Rollup`]: its cells, day first.
+pub const COST_DAILY_TAGS: Rollup = Rollup {
+    table: "cost_daily_tags",
+    columns: &[
+        "day",
+        "org_id",
+        "team_id",
+        "tag_key",
+        "tag_value",
+        "provider",
+        "model",
+        "price_version",
+    ],
+};
+
+/// Every cost rollup checked against the facts: the untagged ones, then
+/// the tag rollup.
+pub fn checked() -> impl Iterator<Item = &'static Rollup> {
+    ROLLUPS.iter().chain(std::iter::once(&COST_DAILY_TAGS))
+}
+
+/// Whether `rollup` has a cell per tag of a call (its facts are read
+/// through `ARRAY JOIN` of the tags).
+fn is_tagged(rollup: &Rollup) -> bool {
+    rollup.columns.contains(&"tag_key")
+}
+
 /// A dimension as read from the facts (`calls`, `cost_adjustments`): the
 /// day of `occurred_at` in UTC, the others as plain types (a view's
 /// `LowCardinality` and `UInt64` columns meet in one `UNION ALL`).
@@ -76,6 +107,9 @@ fn fact_dimension(dimension: &str) -> String {
     match dimension {
         "day" => "toDate(occurred_at, 'UTC') AS day".to_string(),
         "price_version" => "toUInt64(price_version) AS price_version".to_string(),
+        // Names given by `ARRAY JOIN`, already strings (renaming them to
+        // themselves would be a cyclic alias).
+        "tag_key" | "tag_value" => dimension.to_string(),
         other => format!("toString({other}) AS {other}"),
     }
 }
@@ -103,8 +137,8 @@ pub enum Cells<'a> {
 
 /// The difference per cell of `rollup` over the days `[from, to)` (two
 /// bound values, `YYYY-MM-DD`, bound once per source, followed by the
-/// teams for [`Cells::OfTeams`]): facts minus rollup, only the cells where
-/// some sum differs.
+/// teams for [`Cells::OfTeams`]; see [`bind`]): facts minus rollup, only
+/// the cells where some sum differs.
 pub fn difference_sql(rollup: &Rollup, cells: Cells<'_>) -> String {
     let group_by = rollup.columns.join(", ");
     let fact_dims: Vec<String> = rollup.columns.iter().map(|d| fact_dimension(d)).collect();
@@ -123,6 +157,34 @@ pub fn difference_sql(rollup: &Rollup, cells: Cells<'_>) -> String {
     let in_facts = format!(
         "occurred_at >= toDateTime(?, 'UTC') AND occurred_at < toDateTime(?, 'UTC'){of_teams}"
     );
+    let billable = "kind IN ('ai.call.completed', 'ai.call.failed')";
+    let (calls, adjustments) = if is_tagged(rollup) {
+        // An adjustment carries its call's `occurred_at` (and team), so
+        // its call is among the facts of the same cells.
+        let adjustment_columns = "occurred_at, org_id, team_id, provider, model, price_version, \
+             sign, unpriced, input_tokens, output_tokens, cached_input_tokens, \
+             cache_write_tokens, reasoning_tokens, images, audio_ms, cost";
+        (
+            "calls ARRAY JOIN tag_keys AS tag_key, tag_values AS tag_value".to_string(),
+            format!(
+                "(SELECT {adjustment_columns}, \
+                 if(empty(tag_keys), call_tag_keys, tag_keys) AS keys, \
+                 if(empty(tag_keys), call_tag_values, tag_values) AS vals \
+                 FROM cost_adjustments ANY LEFT JOIN (\
+                 SELECT event_id, tag_keys AS call_tag_keys, tag_values AS call_tag_values \
+                 FROM calls WHERE {billable} AND {in_facts}) AS call_tags USING event_id \
+                 WHERE {in_facts}) ARRAY JOIN keys AS tag_key, vals AS tag_value"
+            ),
+        )
+    } else {
+        ("calls".to_string(), "cost_adjustments".to_string())
+    };
+    let adjustments_where = if is_tagged(rollup) {
+        // Filtered inside, before the join.
+        String::new()
+    } else {
+        format!(" WHERE {in_facts}")
+    };
     let totals: Vec<String> = MEASURES
         .iter()
         .map(|m| format!("sum(d_{0}) AS {0}", m.0))
@@ -130,10 +192,10 @@ pub fn difference_sql(rollup: &Rollup, cells: Cells<'_>) -> String {
     let differs: Vec<String> = MEASURES.iter().map(|m| format!("{} != 0", m.0)).collect();
     format!(
         "SELECT {group_by}, {totals} FROM (\
-         SELECT {fact_dims}, {from_calls} FROM calls \
-         WHERE kind IN ('ai.call.completed', 'ai.call.failed') AND {in_facts} GROUP BY {group_by} \
+         SELECT {fact_dims}, {from_calls} FROM {calls} \
+         WHERE {billable} AND {in_facts} GROUP BY {group_by} \
          UNION ALL \
-         SELECT {fact_dims}, {from_adjustments} FROM cost_adjustments WHERE {in_facts} GROUP BY {group_by} \
+         SELECT {fact_dims}, {from_adjustments} FROM {adjustments}{adjustments_where} GROUP BY {group_by} \
          UNION ALL \
          SELECT {rollup_dims}, {negated} FROM {table} \
          WHERE day >= toDate(?) AND day < toDate(?){of_teams} GROUP BY {group_by}\
@@ -182,6 +244,7 @@ pub async fn check(
              FROM ({})",
             difference_sql(rollup, cells)
         )),
+        rollup,
         cells,
         from,
         to,
@@ -217,6 +280,7 @@ pub async fn repair(
             columns.join(", "),
             difference_sql(rollup, cells)
         )),
+        rollup,
         cells,
         from,
         to,
@@ -271,7 +335,7 @@ pub async fn level(
     let scope = Cells::OfTeams(&cells.teams);
     let mut found = Vec::new();
     let mut still = Vec::new();
-    for rollup in &ROLLUPS {
+    for rollup in checked() {
         let before = check(client, rollup, scope, &cells.from, &cells.to).await?;
         if before.cells == 0 {
             continue;
@@ -290,10 +354,13 @@ pub async fn level(
 }
 
 /// [`difference_sql`]'s bound values for the days `[from, to)`
-/// (`YYYY-MM-DD`): the first second of each for the two facts tables, the
-/// days themselves for the rollup; after each pair the teams, if any.
+/// (`YYYY-MM-DD`): the first second of each for each read of the facts
+/// (three for the tag rollup: calls, the calls joined to the adjustments,
+/// the adjustments), the days themselves for the rollup; after each pair
+/// the teams, if any.
 fn bind(
     query: clickhouse::query::Query,
+    rollup: &Rollup,
     cells: Cells<'_>,
     from: &str,
     to: &str,
@@ -303,20 +370,21 @@ fn bind(
         Cells::All => query,
         Cells::OfTeams(teams) => query.bind(teams),
     };
-    let query = teams(query.bind(start(from)).bind(start(to)));
-    let query = teams(query.bind(start(from)).bind(start(to)));
+    let facts_reads = if is_tagged(rollup) { 3 } else { 2 };
+    let query = (0..facts_reads).fold(query, |query, _| {
+        teams(query.bind(start(from)).bind(start(to)))
+    });
     teams(query.bind(from).bind(to))
 }
 
 /// The statements, with sample values, for the SQL compatibility check.
 pub fn catalog() -> Vec<(String, String)> {
-    ROLLUPS
-        .iter()
+    checked()
         .flat_map(|rollup| {
             let teams = ["search".to_string(), "ads".to_string()];
             [("", Cells::All), (".of_teams", Cells::OfTeams(&teams))].map(|(suffix, cells)| {
                 let query = Client::default().query(&difference_sql(rollup, cells));
-                let sql = bind(query, cells, "2026-03-01", "2026-04-01")
+                let sql = bind(query, rollup, cells, "2026-03-01", "2026-04-01")
                     .sql_display()
                     .to_string();
                 (
@@ -377,11 +445,15 @@ mod tests {
     #[test]
     fn the_cells_of_some_teams_are_filtered_in_every_source() {
         let teams = ["search".to_string(), "it's".to_string()];
-        for rollup in &ROLLUPS {
+        for rollup in checked() {
+            // Calls, (for tags: the calls joined to the adjustments,) the
+            // adjustments, the rollup.
+            let reads = if is_tagged(rollup) { 4 } else { 3 };
             let sql = difference_sql(rollup, Cells::OfTeams(&teams));
-            assert_eq!(sql.matches("has(?, team_id)").count(), 3, "{sql}");
+            assert_eq!(sql.matches("has(?, team_id)").count(), reads, "{sql}");
             let bound = bind(
                 Client::default().query(&sql),
+                rollup,
                 Cells::OfTeams(&teams),
                 "2026-03-01",
                 "2026-03-02",
@@ -394,15 +466,35 @@ mod tests {
                 .match_indices("['search','it\\'s']")
                 .map(|(i, _)| i)
                 .collect();
-            assert_eq!(positions.len(), 3, "{bound}");
+            assert_eq!(positions.len(), reads, "{bound}");
             assert!(
                 bound.find("'2026-03-01 00:00:00'").unwrap() < positions[0],
                 "{bound}"
             );
             assert!(
-                bound.rfind("'2026-03-02'").unwrap() < positions[2],
+                bound.rfind("'2026-03-02'").unwrap() < positions[reads - 1],
                 "{bound}"
             );
         }
+    }
+
+    #[test]
+    fn the_tag_rollup_reads_a_row_per_tag_and_adjustments_under_their_calls_tags() {
+        let sql = difference_sql(&COST_DAILY_TAGS, Cells::All);
+        assert_eq!(
+            sql.matches("ARRAY JOIN").count(),
+            2,
+            "calls and adjustments: {sql}"
+        );
+        assert!(
+            sql.contains("if(empty(tag_keys), call_tag_keys, tag_keys) AS keys"),
+            "{sql}"
+        );
+        assert!(sql.contains(
+            "GROUP BY day, org_id, team_id, tag_key, tag_value, provider, model, price_version"
+        ));
+        assert_eq!(sql.matches('?').count(), 8, "{sql}");
+        assert_eq!(checked().last(), Some(&COST_DAILY_TAGS));
+        assert_eq!(checked().count(), ROLLUPS.len() + 1);
     }
 }

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use clickhouse::Client;
 
-use tollgate_control::cost_rollup::ROLLUPS;
 use tracing::{error, warn};
 
 use super::rows::{column_timezone, CallRow, PartitionClock};
@@ -84,7 +83,7 @@ impl CallsSink for ClickHouseCallsSink {
             // not fetched yet (a previous owner wrote through it).
             for table in ["calls", "cost_adjustments"]
                 .into_iter()
-                .chain(ROLLUPS.iter().map(|r| r.table))
+                .chain(rollup_check::checked().map(|r| r.table))
             {
                 self.client
                     .query(&sync_replica_sql(database, table))
