@@ -160,7 +160,9 @@ pub fn difference_sql(rollup: &Rollup, cells: Cells<'_>) -> String {
     let billable = "kind IN ('ai.call.completed', 'ai.call.failed')";
     let (calls, adjustments) = if is_tagged(rollup) {
         // An adjustment carries its call's `occurred_at` (and team), so
-        // its call is among the facts of the same cells.
+        // its call is among the facts of the same cells; only the calls
+        // with adjustments are joined (the join holds its right side in
+        // memory).
         let adjustment_columns = "occurred_at, org_id, team_id, provider, model, price_version, \
              sign, unpriced, input_tokens, output_tokens, cached_input_tokens, \
              cache_write_tokens, reasoning_tokens, images, audio_ms, cost";
@@ -172,7 +174,9 @@ pub fn difference_sql(rollup: &Rollup, cells: Cells<'_>) -> String {
                  if(empty(tag_keys), call_tag_values, tag_values) AS vals \
                  FROM cost_adjustments ANY LEFT JOIN (\
                  SELECT event_id, tag_keys AS call_tag_keys, tag_values AS call_tag_values \
-                 FROM calls WHERE {billable} AND {in_facts}) AS call_tags USING event_id \
+                 FROM calls WHERE {billable} AND {in_facts} \
+                 AND event_id IN (SELECT event_id FROM cost_adjustments WHERE {in_facts})\
+                 ) AS call_tags USING event_id \
                  WHERE {in_facts}) ARRAY JOIN keys AS tag_key, vals AS tag_value"
             ),
         )
@@ -355,9 +359,9 @@ pub async fn level(
 
 /// [`difference_sql`]'s bound values for the days `[from, to)`
 /// (`YYYY-MM-DD`): the first second of each for each read of the facts
-/// (three for the tag rollup: calls, the calls joined to the adjustments,
-/// the adjustments), the days themselves for the rollup; after each pair
-/// the teams, if any.
+/// (four for the tag rollup: calls, the calls joined to the adjustments
+/// and which calls have adjustments, the adjustments), the days
+/// themselves for the rollup; after each pair the teams, if any.
 fn bind(
     query: clickhouse::query::Query,
     rollup: &Rollup,
@@ -370,7 +374,7 @@ fn bind(
         Cells::All => query,
         Cells::OfTeams(teams) => query.bind(teams),
     };
-    let facts_reads = if is_tagged(rollup) { 3 } else { 2 };
+    let facts_reads = if is_tagged(rollup) { 4 } else { 2 };
     let query = (0..facts_reads).fold(query, |query, _| {
         teams(query.bind(start(from)).bind(start(to)))
     });
@@ -446,9 +450,9 @@ mod tests {
     fn the_cells_of_some_teams_are_filtered_in_every_source() {
         let teams = ["search".to_string(), "it's".to_string()];
         for rollup in checked() {
-            // Calls, (for tags: the calls joined to the adjustments,) the
-            // adjustments, the rollup.
-            let reads = if is_tagged(rollup) { 4 } else { 3 };
+            // Calls, (for tags: the calls joined to the adjustments and
+            // which have adjustments,) the adjustments, the rollup.
+            let reads = if is_tagged(rollup) { 5 } else { 3 };
             let sql = difference_sql(rollup, Cells::OfTeams(&teams));
             assert_eq!(sql.matches("has(?, team_id)").count(), reads, "{sql}");
             let bound = bind(
@@ -493,7 +497,7 @@ mod tests {
         assert!(sql.contains(
             "GROUP BY day, org_id, team_id, tag_key, tag_value, provider, model, price_version"
         ));
-        assert_eq!(sql.matches('?').count(), 8, "{sql}");
+        assert_eq!(sql.matches('?').count(), 10, "{sql}");
         assert_eq!(checked().last(), Some(&COST_DAILY_TAGS));
         assert_eq!(checked().count(), ROLLUPS.len() + 1);
     }
