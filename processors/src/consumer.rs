@@ -365,6 +365,13 @@ pub async fn run_fold_reporting<F: Fold>(
     reporting: Reporting,
     shutdown: CancellationToken,
 ) -> Result<Counters> {
+    if shutdown.is_cancelled() {
+        // Stopped (a signal, or another fold's error) while this fold was
+        // still starting: joining the group only to leave it at once is
+        // where librdkafka's close has been seen to block.
+        info!(fold = fold.name(), "shutdown before the fold started");
+        return Ok(Counters::default());
+    }
     let Reporting { health, metrics } = reporting;
     let client = client(ch);
     let context = ProcessorContext {
@@ -426,9 +433,14 @@ pub async fn run_fold_reporting<F: Fold>(
         busy,
         shutdown: shutdown.clone(),
     };
-    processor.consume(&consumer).await?;
-    // Shutdown: flush what was consumed and commit it synchronously.
-    processor.flush(&consumer, CommitMode::Sync).await?;
+    let consumed = async {
+        processor.consume(&consumer).await?;
+        // Shutdown: flush what was consumed and commit it synchronously.
+        processor.flush(&consumer, CommitMode::Sync).await
+    }
+    .await;
+    close_in_time(consumer, processor.fold.name()).await;
+    consumed?;
     let c = processor.counters;
     info!(
         fold = processor.fold.name(),
@@ -441,6 +453,38 @@ pub async fn run_fold_reporting<F: Fold>(
         "processor stopped"
     );
     Ok(c)
+}
+
+/// How long closing a consumer (librdkafka leaving the group) may take
+/// before the processor stops without it.
+const CLOSE_WAIT: Duration = Duration::from_secs(30);
+
+/// Close `consumer` on a thread of its own, waiting at most
+/// [`CLOSE_WAIT`]: librdkafka's close can block for good (seen when a
+/// consumer given a static `group.instance.id` that another member holds
+/// is closed while it joins), and a process that cannot exit would keep
+/// its fenced or stopped folds' resources and never restart. Everything to
+/// commit was committed before this.
+async fn close_in_time(consumer: EventsConsumer, fold: &str) {
+    let (closed, on_closed) = tokio::sync::oneshot::channel::<()>();
+    let closing = std::thread::Builder::new()
+        .name(format!("{fold}-close"))
+        .spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+    if let Err(err) = closing {
+        // The closure, and the consumer with it, was dropped here.
+        warn!(fold, %err, "cannot start a thread to close the kafka consumer; closed it in place");
+        return;
+    }
+    if tokio::time::timeout(CLOSE_WAIT, on_closed).await.is_err() {
+        warn!(
+            fold,
+            wait_s = CLOSE_WAIT.as_secs(),
+            "the kafka consumer did not close in time (librdkafka); stopping without waiting for it"
+        );
+    }
 }
 
 impl<F: Fold> Processor<F> {
