@@ -1806,6 +1806,20 @@ async fn reprice_e2(env: &TestEnv, model: &str) {
     .await;
 }
 
+/// `tollgate rollups check` over March 2026, with `extra` arguments.
+fn rollups_check_march(env: &TestEnv, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "rollups",
+        "check",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-04-01",
+    ];
+    args.extend(extra);
+    env.tollgate(&args).output().unwrap()
+}
+
 /// A database that stored calls and repricing adjustments before 0023:
 /// applying it fills the tag rollup from them (adjustments without tags
 /// take their call's), and applying it again counts nothing twice.
@@ -1859,17 +1873,7 @@ async fn migration_0023_backfills_the_tag_rollup_once() {
     }
     // The rollup check reads the facts the same way: e1's adjustments
     // without tags of their own under e1's tags.
-    let out = env
-        .tollgate(&[
-            "rollups",
-            "check",
-            "--from",
-            "2026-03-01",
-            "--to",
-            "2026-04-01",
-        ])
-        .output()
-        .unwrap();
+    let out = rollups_check_march(&env, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
@@ -3001,14 +3005,7 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
     .await;
     let facts_by_team = by_team_cells(&env, "cost_daily").await;
     let facts_by_key = cells_at(&env, "cost_daily", BY_KEY).await;
-    let march = ["--from", "2026-03-01", "--to", "2026-04-01"];
-    let check = |extra: &[&str]| {
-        let mut args = vec!["rollups", "check"];
-        args.extend(march);
-        args.extend(extra);
-        env.tollgate(&args).output().unwrap()
-    };
-    let out = check(&[]);
+    let out = rollups_check_march(&env, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -3054,7 +3051,7 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
          ('2026-03-11', 'o', 't2', 'k2', 1, 0, 300, 0, 0, 0, 0, 0, 0, toDecimal128('0.125', 12))",
     )
     .await;
-    let out = check(&[]);
+    let out = rollups_check_march(&env, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
@@ -3086,7 +3083,7 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let out = check(&["--repair"]);
+    let out = rollups_check_march(&env, &["--repair"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -3097,7 +3094,7 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
     let status = crate::processor::wait_exit(&mut processor, Duration::from_secs(60)).await;
     assert!(status.success(), "{status:?}");
 
-    let out = check(&["--repair"]);
+    let out = rollups_check_march(&env, &["--repair"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -3138,7 +3135,7 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
             .trim(),
         "0.250000000000"
     );
-    let out = check(&["--repair"]);
+    let out = rollups_check_march(&env, &["--repair"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
@@ -3283,17 +3280,7 @@ async fn a_failed_insert_stored_without_its_views_leaves_no_rollup_short() {
     let status = crate::processor::wait_exit(&mut processor, Duration::from_secs(60)).await;
     assert!(status.success(), "{status:?}");
     // The offline check agrees, over every day.
-    let out = env
-        .tollgate(&[
-            "rollups",
-            "check",
-            "--from",
-            "2026-03-01",
-            "--to",
-            "2026-04-01",
-        ])
-        .output()
-        .unwrap();
+    let out = rollups_check_march(&env, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert_eq!(

@@ -181,13 +181,10 @@ pub fn difference_sql(rollup: &Rollup, cells: Cells<'_>) -> String {
             ),
         )
     } else {
-        ("calls".to_string(), "cost_adjustments".to_string())
-    };
-    let adjustments_where = if is_tagged(rollup) {
-        // Filtered inside, before the join.
-        String::new()
-    } else {
-        format!(" WHERE {in_facts}")
+        (
+            "calls".to_string(),
+            format!("cost_adjustments WHERE {in_facts}"),
+        )
     };
     let totals: Vec<String> = MEASURES
         .iter()
@@ -199,7 +196,7 @@ pub fn difference_sql(rollup: &Rollup, cells: Cells<'_>) -> String {
          SELECT {fact_dims}, {from_calls} FROM {calls} \
          WHERE {billable} AND {in_facts} GROUP BY {group_by} \
          UNION ALL \
-         SELECT {fact_dims}, {from_adjustments} FROM {adjustments}{adjustments_where} GROUP BY {group_by} \
+         SELECT {fact_dims}, {from_adjustments} FROM {adjustments} GROUP BY {group_by} \
          UNION ALL \
          SELECT {rollup_dims}, {negated} FROM {table} \
          WHERE day >= toDate(?) AND day < toDate(?){of_teams} GROUP BY {group_by}\
