@@ -30,8 +30,10 @@ pub struct ProxyConfig {
     /// power loss the last `wal_fsync_interval_ms`), `none` (no log: a
     /// crash loses the in-memory queue).
     pub durability: Durability,
-    /// The write-ahead log is fsynced at most this often, in milliseconds
-    /// (group commit: one fsync covers every record written meanwhile).
+    /// With `durability = "batch"` the write-ahead log is fsynced at most
+    /// this often, in milliseconds (one fsync covers every record written
+    /// meanwhile). With `"fsync"` an fsync starts as soon as an append waits
+    /// for it; the interval then only paces records nobody waits for.
     pub wal_fsync_interval_ms: u64,
     /// What happens to a call when the write-ahead log cannot be written
     /// (disk full): `refuse` (503, the call is not forwarded) or `serve`
