@@ -85,7 +85,9 @@ async fn create_topics(brokers: &str, events: &str, decisions: &str) {
     for result in admin
         .create_topics(&topics, &options)
         .await
-        .expect("kafka reachable")
+        .unwrap_or_else(|err| {
+            panic!("cannot reach Kafka at {brokers} to create topics ({err}); is the stack up (`dev/stack up`, and `dev/stack up --cluster` for the three-broker tests)?")
+        })
     {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
