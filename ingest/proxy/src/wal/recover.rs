@@ -65,6 +65,7 @@ pub fn read(dir: &Path) -> std::io::Result<Recovered> {
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             match serde_json::from_slice::<Record>(line) {
                 Ok(Record::Started { at_ms, event }) => {
+                    let event = event.into_owned();
                     if let std::collections::hash_map::Entry::Vacant(slot) =
                         found.entry(event.event_id)
                     {
@@ -77,6 +78,7 @@ pub fn read(dir: &Path) -> std::io::Result<Recovered> {
                     }
                 }
                 Ok(Record::Event { at_ms, event }) => {
+                    let event = event.into_owned();
                     let id = event.event_id;
                     if !found.contains_key(&id) {
                         order.push(id);
@@ -90,7 +92,7 @@ pub fn read(dir: &Path) -> std::io::Result<Recovered> {
                         },
                     );
                 }
-                Ok(Record::Done { ids }) => done.extend(ids),
+                Ok(Record::Done { ids }) => done.extend(ids.iter()),
                 Err(err) => {
                     out.unreadable += 1;
                     tracing::warn!(path = %path.display(), %err, "unreadable write-ahead log line (a torn last write); skipped");
@@ -109,6 +111,7 @@ pub fn read(dir: &Path) -> std::io::Result<Recovered> {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
     use std::io::Write;
 
     use super::super::tests::{event, temp_dir};
@@ -127,28 +130,28 @@ mod tests {
         let first = [
             Record::Started {
                 at_ms: 1,
-                event: a.clone(),
+                event: Cow::Borrowed(&a),
             },
             Record::Started {
                 at_ms: 2,
-                event: b.clone(),
+                event: Cow::Borrowed(&b),
             },
             Record::Event {
                 at_ms: 3,
-                event: c.clone(),
+                event: Cow::Borrowed(&c),
             },
         ];
         let second = [
             Record::Event {
                 at_ms: 4,
-                event: a_final.clone(),
+                event: Cow::Borrowed(&a_final),
             },
             Record::Event {
                 at_ms: 5,
-                event: d.clone(),
+                event: Cow::Borrowed(&d),
             },
             Record::Done {
-                ids: vec![c.event_id],
+                ids: Cow::Owned(vec![c.event_id]),
             },
         ];
         fs::write(
