@@ -24,6 +24,17 @@ pub struct ProcessorConfig {
     /// compression ratio, since librdkafka counts `prefetch_kbytes` in
     /// compressed bytes but keeps the decompressed sets in memory.
     pub prefetch_events_per_partition: u32,
+    /// How long librdkafka waits before it looks again at a partition whose
+    /// pre-fetch queue reached either bound (`fetch.queue.backoff.ms`),
+    /// milliseconds. Short, so that a small queue is refilled as the fold
+    /// drains it: with librdkafka's 1 000 ms a queue of a few thousand
+    /// events runs dry first and the fold idles (`docs/performance.md`).
+    pub prefetch_backoff_ms: u32,
+    /// The most one fetch brings per partition, KiB of compressed events
+    /// (`fetch.message.max.bytes`; librdkafka raises it for a larger
+    /// message): a queue is refilled by whole fetches, so the read-ahead
+    /// per partition is about `prefetch_events_per_partition` plus this.
+    pub prefetch_fetch_kbytes: u32,
     /// Kafka consumer session timeout: how long a crashed processor keeps
     /// its partitions before the group hands them to another member (and,
     /// without `instance_id`, how long its restart waits for them).
@@ -58,7 +69,9 @@ impl Default for ProcessorConfig {
             batch_max_bytes: 16 * 1024 * 1024,
             batch_max_wait_ms: 500,
             prefetch_kbytes: 32 * 1024,
-            prefetch_events_per_partition: 100_000,
+            prefetch_events_per_partition: 2_000,
+            prefetch_backoff_ms: 10,
+            prefetch_fetch_kbytes: 256,
             session_timeout_ms: 10_000,
             instance_id: None,
             health_sample_secs: 10,
@@ -78,6 +91,12 @@ const PREFETCH_KBYTES: std::ops::RangeInclusive<u32> = 1..=2_097_151;
 
 /// librdkafka's bounds of `queued.min.messages`.
 const PREFETCH_EVENTS: std::ops::RangeInclusive<u32> = 1..=10_000_000;
+
+/// librdkafka's bounds of `fetch.queue.backoff.ms`.
+const PREFETCH_BACKOFF_MS: std::ops::RangeInclusive<u32> = 0..=300_000;
+
+/// librdkafka's bounds of `fetch.message.max.bytes`, in KiB.
+const PREFETCH_FETCH_KBYTES: std::ops::RangeInclusive<u32> = 1..=976_562;
 
 /// Kafka's limit on a `group.instance.id`.
 const INSTANCE_ID_MAX_LEN: usize = 249;
@@ -99,6 +118,22 @@ impl ProcessorConfig {
                 self.prefetch_events_per_partition,
                 PREFETCH_EVENTS.start(),
                 PREFETCH_EVENTS.end()
+            ));
+        }
+        if !PREFETCH_BACKOFF_MS.contains(&self.prefetch_backoff_ms) {
+            return Err(format!(
+                "processor.prefetch_backoff_ms is {}: librdkafka accepts {} to {}",
+                self.prefetch_backoff_ms,
+                PREFETCH_BACKOFF_MS.start(),
+                PREFETCH_BACKOFF_MS.end()
+            ));
+        }
+        if !PREFETCH_FETCH_KBYTES.contains(&self.prefetch_fetch_kbytes) {
+            return Err(format!(
+                "processor.prefetch_fetch_kbytes is {}: librdkafka accepts {} to {}",
+                self.prefetch_fetch_kbytes,
+                PREFETCH_FETCH_KBYTES.start(),
+                PREFETCH_FETCH_KBYTES.end()
             ));
         }
         if !SESSION_TIMEOUT_MS.contains(&self.session_timeout_ms) {
@@ -275,6 +310,22 @@ mod tests {
         assert_eq!(
             too_many.validate().unwrap_err(),
             "processor.prefetch_events_per_partition is 10000001: librdkafka accepts 1 to 10000000"
+        );
+        let slow = ProcessorConfig {
+            prefetch_backoff_ms: 300_001,
+            ..ProcessorConfig::default()
+        };
+        assert_eq!(
+            slow.validate().unwrap_err(),
+            "processor.prefetch_backoff_ms is 300001: librdkafka accepts 0 to 300000"
+        );
+        let no_fetch = ProcessorConfig {
+            prefetch_fetch_kbytes: 0,
+            ..ProcessorConfig::default()
+        };
+        assert_eq!(
+            no_fetch.validate().unwrap_err(),
+            "processor.prefetch_fetch_kbytes is 0: librdkafka accepts 1 to 976562"
         );
         assert_eq!(
             with("").validate().unwrap_err(),

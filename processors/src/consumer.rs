@@ -286,6 +286,14 @@ fn consumer_config(
             config.prefetch_events_per_partition.to_string(),
         )
         .set(
+            "fetch.queue.backoff.ms",
+            config.prefetch_backoff_ms.to_string(),
+        )
+        .set(
+            "fetch.message.max.bytes",
+            (u64::from(config.prefetch_fetch_kbytes) * 1024).to_string(),
+        )
+        .set(
             "statistics.interval.ms",
             PROGRESS_EVERY.as_millis().to_string(),
         );
@@ -994,7 +1002,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_configured_session_timeout_reaches_the_consumer() {
+    fn the_configured_settings_reach_the_consumer() {
         let config = ProcessorConfig {
             session_timeout_ms: 12_345,
             ..ProcessorConfig::default()
@@ -1005,6 +1013,9 @@ pub(crate) mod tests {
         assert_eq!(settings.get("group.id"), Some("g"));
         assert_eq!(settings.get("group.instance.id"), None);
         assert_eq!(settings.get("queued.max.messages.kbytes"), Some("32768"));
+        assert_eq!(settings.get("queued.min.messages"), Some("2000"));
+        assert_eq!(settings.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(settings.get("fetch.message.max.bytes"), Some("262144"));
     }
 
     #[test]
