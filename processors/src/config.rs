@@ -101,41 +101,42 @@ const PREFETCH_FETCH_KBYTES: std::ops::RangeInclusive<u32> = 1..=976_562;
 /// Kafka's limit on a `group.instance.id`.
 const INSTANCE_ID_MAX_LEN: usize = 249;
 
+/// `processor.<key>` is within the `bounds` librdkafka accepts for the
+/// property it sets; the error names the key, the value and the bounds.
+fn within_librdkafka(
+    key: &str,
+    value: u32,
+    bounds: std::ops::RangeInclusive<u32>,
+) -> Result<(), String> {
+    if bounds.contains(&value) {
+        return Ok(());
+    }
+    Err(format!(
+        "processor.{key} is {value}: librdkafka accepts {} to {}",
+        bounds.start(),
+        bounds.end()
+    ))
+}
+
 impl ProcessorConfig {
     /// Why the consumer settings cannot work, naming the key.
     pub fn validate(&self) -> Result<(), String> {
-        if !PREFETCH_KBYTES.contains(&self.prefetch_kbytes) {
-            return Err(format!(
-                "processor.prefetch_kbytes is {}: librdkafka accepts {} to {}",
-                self.prefetch_kbytes,
-                PREFETCH_KBYTES.start(),
-                PREFETCH_KBYTES.end()
-            ));
-        }
-        if !PREFETCH_EVENTS.contains(&self.prefetch_events_per_partition) {
-            return Err(format!(
-                "processor.prefetch_events_per_partition is {}: librdkafka accepts {} to {}",
-                self.prefetch_events_per_partition,
-                PREFETCH_EVENTS.start(),
-                PREFETCH_EVENTS.end()
-            ));
-        }
-        if !PREFETCH_BACKOFF_MS.contains(&self.prefetch_backoff_ms) {
-            return Err(format!(
-                "processor.prefetch_backoff_ms is {}: librdkafka accepts {} to {}",
-                self.prefetch_backoff_ms,
-                PREFETCH_BACKOFF_MS.start(),
-                PREFETCH_BACKOFF_MS.end()
-            ));
-        }
-        if !PREFETCH_FETCH_KBYTES.contains(&self.prefetch_fetch_kbytes) {
-            return Err(format!(
-                "processor.prefetch_fetch_kbytes is {}: librdkafka accepts {} to {}",
-                self.prefetch_fetch_kbytes,
-                PREFETCH_FETCH_KBYTES.start(),
-                PREFETCH_FETCH_KBYTES.end()
-            ));
-        }
+        within_librdkafka("prefetch_kbytes", self.prefetch_kbytes, PREFETCH_KBYTES)?;
+        within_librdkafka(
+            "prefetch_events_per_partition",
+            self.prefetch_events_per_partition,
+            PREFETCH_EVENTS,
+        )?;
+        within_librdkafka(
+            "prefetch_backoff_ms",
+            self.prefetch_backoff_ms,
+            PREFETCH_BACKOFF_MS,
+        )?;
+        within_librdkafka(
+            "prefetch_fetch_kbytes",
+            self.prefetch_fetch_kbytes,
+            PREFETCH_FETCH_KBYTES,
+        )?;
         if !SESSION_TIMEOUT_MS.contains(&self.session_timeout_ms) {
             return Err(format!(
                 "processor.session_timeout_ms is {}: a Kafka broker accepts {} to {} by default",
