@@ -54,6 +54,7 @@ pub struct ProcessMetrics {
     insert_errors: Family<FoldLabels, Counter>,
     dead_letters: Family<FoldLabels, Counter>,
     consumer_lag: Family<PartitionLabels, Gauge>,
+    price_versions: Gauge,
 }
 
 impl Default for ProcessMetrics {
@@ -66,6 +67,7 @@ impl Default for ProcessMetrics {
             insert_errors: Family::default(),
             dead_letters: Family::default(),
             consumer_lag: Family::default(),
+            price_versions: Gauge::default(),
         }
     }
 }
@@ -109,6 +111,17 @@ impl ProcessMetrics {
             "Messages of an events-topic partition this process owns that a consumer fold has not stored yet (high watermark minus stored position), per fold and consumer group; sampled every processor.health_sample_secs",
             self.consumer_lag.clone(),
         );
+        registry.register(
+            "price_versions",
+            "Price versions in the catalog the calls fold prices with (changes when a reload after a price change took)",
+            self.price_versions.clone(),
+        );
+    }
+
+    /// The calls fold's catalog now holds `versions` price versions.
+    pub fn set_price_versions(&self, versions: usize) {
+        self.price_versions
+            .set(i64::try_from(versions).unwrap_or(i64::MAX));
     }
 
     /// The handles one fold's consumer loop updates.
@@ -200,6 +213,7 @@ mod tests {
         calls.dead_letters.inc_by(2);
         calls.consumer_lag.set("g", &[(0, 5), (1, 0)], &[]);
         m.fold("audit").consumer_lag.set("g-audit", &[(0, 2)], &[]);
+        m.set_price_versions(41);
         let text = exposition(&m);
         for line in [
             "# TYPE tollgate_process_messages_total counter",
@@ -217,6 +231,8 @@ mod tests {
             "tollgate_process_consumer_lag_messages{fold=\"calls\",group=\"g\",partition=\"0\"} 5",
             "tollgate_process_consumer_lag_messages{fold=\"calls\",group=\"g\",partition=\"1\"} 0",
             "tollgate_process_consumer_lag_messages{fold=\"audit\",group=\"g-audit\",partition=\"0\"} 2",
+            "# TYPE tollgate_process_price_versions gauge",
+            "tollgate_process_price_versions 41",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }

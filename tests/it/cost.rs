@@ -642,13 +642,19 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
         ),
     ];
     produce(&env.events_topic, &events).await;
-    env.spawn("process", &["process"]);
+    env.spawn("process", &["process", "--metrics-listen", "127.0.0.1:0"]);
     assert_eq!(
         env.wait_for_count("SELECT count() FROM {db}.calls", 4, Duration::from_secs(60))
             .await,
         4
     );
     env.wait_for_cost_rollup().await;
+    let metrics = format!(
+        "http://127.0.0.1:{}",
+        support::listening_port(&env.log_path("process"), crate::support::PATIENCE)
+    );
+    let price_versions = || support::metric(&metrics, "tollgate_process_price_versions");
+    let versions_at_start = price_versions().await;
     let before = effective_costs(&env).await;
     assert_eq!(before[&events[0].event_id.to_string()], d("0.002"));
     assert_eq!(rollup_total(&env, "tg-fix").await, (d("0.0032"), 3, 0));
@@ -708,8 +714,16 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
         .unwrap();
     assert_eq!(added.status(), 201);
 
-    // The running processor reloads the catalog on the change: a new
-    // tg-late call is priced at once.
+    // The running processor reloads the catalog on the change (its gauge
+    // says when), and a new tg-late call is priced from then on.
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
+    while price_versions().await != versions_at_start + 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the processor did not reload the two new prices"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let fresh = call(
         completed,
         "team-b",

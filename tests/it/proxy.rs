@@ -368,21 +368,7 @@ backoff_max_ms = 2000
 
     /// One sample from `GET /metrics`.
     pub(crate) async fn metric_f64(&self, name: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-            .trim()
-            .parse()
-            .unwrap()
+        crate::support::metric(&self.url(), name).await
     }
 
     /// Calls with `key` until one is refused with 429 (polled up to

@@ -14,7 +14,9 @@
 //! before it is queued, and the log learns which ones Kafka (or the spool)
 //! took, so a crash loses nothing. Before anything else the task moves what
 //! a crashed run left in the log into the spool (leaving out what Kafka
-//! already has), so the replay below delivers it first.
+//! already has), so the replay below delivers it first. Then, if that run
+//! was killed while Kafka had a spool batch, the events of that batch the
+//! topic already holds are left out of the replay.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -114,6 +116,10 @@ async fn run(
     let m = metrics.as_ref();
     recover(recovered, &mut spool, &kafka, &rx, m).await;
     let wal = wal.as_ref();
+    let Some(mut on_kafka) = spooled_on_kafka(&spool, &kafka, &rx).await else {
+        drain_into_spool(&mut rx, &mut spool, m, wal).await;
+        return;
+    };
     ProxyMetrics::set(&m.spool_pending_bytes, spool.pending_bytes());
     let mut batch = Vec::with_capacity(BATCH);
     if spool.has_pending() {
@@ -123,7 +129,7 @@ async fn run(
         if spool.has_pending() {
             // Spooling: new events join the spool's tail; replay when Kafka answers.
             let closed = drain_into_spool(&mut rx, &mut spool, m, wal).await;
-            if replay(&producer, &mut spool, m, &budgets).await {
+            if replay(&producer, &mut spool, &mut on_kafka, m, &budgets).await {
                 continue;
             }
             if closed {
@@ -270,30 +276,12 @@ async fn recover(
     let wanted: HashSet<uuid::Uuid> = events.iter().map(|r| r.event.event_id).collect();
     let mut on_kafka_already = 0;
     if let Some(oldest) = events.iter().map(|r| r.at_ms).min() {
-        let since = oldest - on_kafka::CLOCK_MARGIN_MS;
-        loop {
-            let (kafka, wanted) = (kafka.clone(), wanted.clone());
-            let found = tokio::task::spawn_blocking(move || {
-                on_kafka::find(&kafka, &wanted, since, Duration::from_secs(60))
-            })
-            .await
-            .unwrap_or_else(|err| Err(err.to_string()));
-            match found {
-                Ok(found) => {
-                    on_kafka_already = found.len();
-                    events.retain(|r| !found.contains(&r.event.event_id));
-                    break;
-                }
-                Err(err) if rx.is_closed() => {
-                    tracing::warn!(%err, "shutting down before the recovered events could be checked against kafka; they stay in the write-ahead log for the next start");
-                    return;
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "cannot check the recovered events against kafka yet; trying again");
-                    tokio::time::sleep(PROBE_EVERY).await;
-                }
-            }
-        }
+        let Some(found) = find_on_kafka(kafka, &wanted, oldest, rx, "the write-ahead log").await
+        else {
+            return;
+        };
+        on_kafka_already = found.len();
+        events.retain(|r| !found.contains(&r.event.event_id));
     }
     let interrupted = events.iter().filter(|r| r.interrupted).count() as u64;
     let events: Vec<Event> = events.into_iter().map(|r| r.event.clone()).collect();
@@ -317,10 +305,75 @@ async fn recover(
     }
 }
 
-/// Replay one batch from the spool if Kafka answers. `true` if it advanced.
+/// Which of `wanted` the events topic holds in messages sent at or after
+/// `since_ms` (less [`on_kafka::CLOCK_MARGIN_MS`]), asked again every
+/// [`PROBE_EVERY`] until Kafka answers. `None` when shutdown begins first
+/// (`held_in` says where the events stay meanwhile).
+async fn find_on_kafka(
+    kafka: &KafkaConfig,
+    wanted: &HashSet<uuid::Uuid>,
+    since_ms: i64,
+    rx: &mpsc::Receiver<Event>,
+    held_in: &str,
+) -> Option<HashSet<uuid::Uuid>> {
+    let since = since_ms - on_kafka::CLOCK_MARGIN_MS;
+    loop {
+        let (kafka, wanted) = (kafka.clone(), wanted.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            on_kafka::find(&kafka, &wanted, since, Duration::from_secs(60))
+        })
+        .await
+        .unwrap_or_else(|err| Err(err.to_string()));
+        match found {
+            Ok(found) => return Some(found),
+            Err(err) if rx.is_closed() => {
+                tracing::warn!(%err, held_in, "shutting down before events of an earlier run could be checked against kafka; they stay where they are for the next start");
+                return None;
+            }
+            Err(err) => {
+                tracing::warn!(%err, held_in, "cannot check events of an earlier run against kafka yet; trying again");
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+        }
+    }
+}
+
+/// The spooled events of the batch an earlier run was handing to Kafka
+/// when it stopped ([`Spool::sent_since`]) that the events topic already
+/// has: the replay leaves them out instead of sending them twice. Empty
+/// when no batch was in flight; `None` when shutdown begins first.
+async fn spooled_on_kafka(
+    spool: &Spool,
+    kafka: &KafkaConfig,
+    rx: &mpsc::Receiver<Event>,
+) -> Option<HashSet<uuid::Uuid>> {
+    let Some(sent_at) = spool.sent_since() else {
+        return Some(HashSet::new());
+    };
+    let (in_flight, _) = match spool.read_batch(BATCH) {
+        Ok(read) => read,
+        Err(err) => {
+            tracing::error!(%err, "cannot read the event spool's first batch; events of it Kafka has may be sent twice");
+            return Some(HashSet::new());
+        }
+    };
+    let wanted: HashSet<uuid::Uuid> = in_flight.iter().map(|(e, _)| e.event_id).collect();
+    let found = find_on_kafka(kafka, &wanted, sent_at, rx, "the spool").await?;
+    tracing::warn!(
+        in_flight = wanted.len(),
+        on_kafka_already = found.len(),
+        "the spool's replay was interrupted while kafka had a batch; leaving out what kafka stored"
+    );
+    Some(found)
+}
+
+/// Replay one batch from the spool if Kafka answers, leaving out events
+/// `on_kafka` names (and adding to it those acknowledged behind one that
+/// was not, so they are not sent again either). `true` if it advanced.
 async fn replay(
     producer: &EventProducer,
     spool: &mut Spool,
+    on_kafka: &mut HashSet<uuid::Uuid>,
     m: &ProxyMetrics,
     budgets: &BudgetLedger,
 ) -> bool {
@@ -337,19 +390,41 @@ async fn replay(
             return false;
         }
     };
-    let events: Vec<Event> = read.iter().map(|(e, _)| e.clone()).collect();
+    let events: Vec<Event> = read
+        .iter()
+        .filter(|(e, _)| !on_kafka.contains(&e.event_id))
+        .map(|(e, _)| e.clone())
+        .collect();
+    if let Err(err) = spool.sending(chrono::Utc::now().timestamp_millis()) {
+        tracing::error!(%err, "cannot mark the spool's batch as sent; if this run is killed before kafka acknowledges, the next one may send it twice");
+    }
     let results = producer.send_batch(&events).await;
     place(budgets, &events, &results);
-    // Advance only over the acknowledged prefix; the rest is sent again
-    // (a duplicate at worst, never a gap or a reordering).
-    let advance_to = match results.iter().position(Result::is_err) {
-        None => next,
-        Some(0) => return false,
-        Some(failed) => read[failed - 1].1,
+    let acknowledged = results.iter().filter(|r| r.is_ok()).count() as u64;
+    let mut sent = events.iter().zip(&results);
+    let stored: Vec<bool> = read
+        .iter()
+        .map(|(e, _)| on_kafka.contains(&e.event_id) || sent.next().is_some_and(|(_, r)| r.is_ok()))
+        .collect();
+    // Advance over the prefix Kafka has; the rest is sent again, but for
+    // the events acknowledged among it (never a gap or a reordering).
+    let advance_to = match stored.iter().position(|s| !s) {
+        None => Some(next),
+        Some(0) => None,
+        Some(failed) => Some(read[failed - 1].1),
     };
-    let acknowledged = results.iter().take_while(|r| r.is_ok()).count() as u64;
-    let advanced = spool.advance(advance_to);
+    for ((event, end), stored) in read.iter().zip(&stored) {
+        if advance_to.is_some_and(|to| *end <= to) {
+            on_kafka.remove(&event.event_id);
+        } else if *stored {
+            on_kafka.insert(event.event_id);
+        }
+    }
     ProxyMetrics::add(&m.events_replayed, acknowledged);
+    let Some(advance_to) = advance_to else {
+        return false;
+    };
+    let advanced = spool.advance(advance_to);
     ProxyMetrics::set(&m.spool_pending_bytes, spool.pending_bytes());
     if let Err(err) = advanced {
         tracing::error!(%err, "cannot record the spool position");

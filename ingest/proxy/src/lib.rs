@@ -406,6 +406,7 @@ pub async fn start(
         pool.clone(),
         prices.clone(),
         prices_task.clone(),
+        |_| {},
     ));
     tokio::spawn(credentials.clone().keep_fresh(
         pool.clone(),

@@ -3,6 +3,12 @@
 //! been replayed. Written only by the emitter task, so no locking. Appends are
 //! fsynced before the emitter moves on, so an event in the spool survives a
 //! crash; replay goes strictly in file order.
+//!
+//! Before each replay batch is sent, a third file records where the batch
+//! starts and when it was sent. A run killed after Kafka stored the batch
+//! but before the position moved leaves it behind, and the next run checks
+//! that batch against the events topic instead of sending it twice
+//! ([`Spool::sent_since`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -12,6 +18,9 @@ use tollgate_contract::Event;
 
 const DATA: &str = "events.ndjson";
 const POSITION: &str = "events.pos";
+/// `<position> <unix ms>`: the replay batch starting at or before
+/// `position` was handed to Kafka at that time.
+const SENDING: &str = "events.sending";
 /// How much of the file's end is searched for the last complete line.
 const TORN_TAIL_SCAN: u64 = 1024 * 1024;
 
@@ -184,22 +193,44 @@ impl Spool {
     pub fn advance(&mut self, position: u64) -> Result<(), SpoolError> {
         self.position = position.min(self.len);
         if self.position >= self.len {
-            let data = self.dir.join(DATA);
-            let pos = self.dir.join(POSITION);
-            if data.exists() {
-                fs::remove_file(&data).map_err(io(&data))?;
-            }
-            if pos.exists() {
-                fs::remove_file(&pos).map_err(io(&pos))?;
+            for name in [DATA, POSITION, SENDING] {
+                let path = self.dir.join(name);
+                if path.exists() {
+                    fs::remove_file(&path).map_err(io(&path))?;
+                }
             }
             self.position = 0;
             self.len = 0;
             return Ok(());
         }
-        let pos = self.dir.join(POSITION);
-        let tmp = self.dir.join("events.pos.tmp");
-        fs::write(&tmp, self.position.to_string()).map_err(io(&tmp))?;
-        fs::rename(&tmp, &pos).map_err(io(&pos))?;
+        self.replace(POSITION, &self.position.to_string())
+    }
+
+    /// Record that the batch at the replay position is being handed to
+    /// Kafka now (`at_ms`, Unix milliseconds). Not fsynced: it is there for
+    /// a killed process, not for a lost machine.
+    pub fn sending(&self, at_ms: i64) -> Result<(), SpoolError> {
+        self.replace(SENDING, &format!("{} {at_ms}", self.position))
+    }
+
+    /// When an earlier run handed Kafka a batch that the replay position
+    /// has not moved past (Unix milliseconds): its events from the position
+    /// on (at most one batch) may be on Kafka already. `None` when no batch
+    /// was in flight.
+    pub fn sent_since(&self) -> Option<i64> {
+        let text = fs::read_to_string(self.dir.join(SENDING)).ok()?;
+        let (position, at_ms) = text.trim().split_once(' ')?;
+        let position: u64 = position.parse().ok()?;
+        let at_ms: i64 = at_ms.parse().ok()?;
+        (self.has_pending() && position <= self.position).then_some(at_ms)
+    }
+
+    /// Replace the small file `name` with `text` (write, then rename).
+    fn replace(&self, name: &str, text: &str) -> Result<(), SpoolError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        fs::write(&tmp, text).map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
         Ok(())
     }
 }
@@ -258,6 +289,58 @@ pub(crate) mod tests {
         assert!(!spool.has_pending());
         assert!(!dir.join(DATA).exists());
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_batch_in_flight_at_a_crash_is_reported_until_passed() {
+        let dir = tempfile_dir();
+        let mut spool = Spool::open(&dir).unwrap();
+        assert_eq!(spool.sent_since(), None);
+        let events: Vec<Event> = (0..4).map(|i| event(&format!("t{i}"))).collect();
+        spool.append(&events).unwrap();
+        assert_eq!(spool.sent_since(), None, "nothing sent yet");
+        spool.sending(1_000).unwrap();
+        let (batch, _) = spool.read_batch(2).unwrap();
+        // Killed before the position moved: the next run sees the batch.
+        drop(spool);
+        let mut spool = Spool::open(&dir).unwrap();
+        assert_eq!(spool.sent_since(), Some(1_000));
+        // Part of it acknowledged: the rest may still be on Kafka.
+        spool.advance(batch[0].1).unwrap();
+        let spool2 = Spool::open(&dir).unwrap();
+        assert_eq!(spool2.sent_since(), Some(1_000));
+        // The next batch is marked at its own position and time.
+        spool.sending(2_000).unwrap();
+        assert_eq!(Spool::open(&dir).unwrap().sent_since(), Some(2_000));
+        // An empty spool leaves no marker behind.
+        let (_, end) = spool.read_batch(10).unwrap();
+        spool.advance(end).unwrap();
+        assert_eq!(files_in(&dir), Vec::<String>::new());
+        assert_eq!(Spool::open(&dir).unwrap().sent_since(), None);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_marker_ahead_of_the_position_or_unreadable_is_ignored() {
+        let dir = tempfile_dir();
+        let mut spool = Spool::open(&dir).unwrap();
+        spool.append(&[event("a"), event("b")]).unwrap();
+        fs::write(dir.join(SENDING), "999999 5").unwrap();
+        assert_eq!(spool.sent_since(), None, "a marker past the position");
+        fs::write(dir.join(SENDING), "garbage").unwrap();
+        assert_eq!(spool.sent_since(), None);
+        fs::write(dir.join(SENDING), "0 -7").unwrap();
+        assert_eq!(spool.sent_since(), Some(-7));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     fn tempfile_dir() -> PathBuf {

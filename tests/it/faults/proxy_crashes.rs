@@ -494,25 +494,27 @@ fn kinds(by_trace: &BTreeMap<String, Vec<String>>, trace: &str) -> Vec<String> {
 /// A crashed run's log, written by hand: an event Kafka already has (sent,
 /// acknowledgement lost), one it does not, an attempt that never ended,
 /// and one marked done.
+/// A successful call of org `acme`'s `team`, as the proxy records one.
+fn acme_call(team: &str) -> tollgate_contract::Event {
+    let mut e = support::events::call_event(
+        team,
+        "mockai",
+        "gpt-4o-mini",
+        chrono::Utc::now(),
+        support::events::usage(10, 0, 0, 5, 0),
+        tollgate_contract::Outcome::Success,
+    );
+    e.org_id = "acme".into();
+    e
+}
+
 #[tokio::test]
 async fn a_replayed_log_sends_only_what_kafka_lacks_and_interrupted_attempts_once() {
     let mut proxy = Proxy::start("faults_wal_replay", "", None).await;
-    let event = |team: &str| {
-        let mut e = support::events::call_event(
-            team,
-            "mockai",
-            "gpt-4o-mini",
-            chrono::Utc::now(),
-            support::events::usage(10, 0, 0, 5, 0),
-            tollgate_contract::Outcome::Success,
-        );
-        e.org_id = "acme".into();
-        e
-    };
-    let on_kafka = event("replay-a");
-    let not_on_kafka = event("replay-b");
-    let done = event("replay-c");
-    let mut started = event("replay-d");
+    let on_kafka = acme_call("replay-a");
+    let not_on_kafka = acme_call("replay-b");
+    let done = acme_call("replay-c");
+    let mut started = acme_call("replay-d");
     started.kind = tollgate_contract::EventKind::CallFailed;
     if let Some(call) = started.call.as_mut() {
         call.outcome = tollgate_contract::Outcome::Error;
@@ -576,6 +578,72 @@ async fn a_replayed_log_sends_only_what_kafka_lacks_and_interrupted_attempts_onc
         proxy
             .log()
             .contains("events recovered from the write-ahead log"),
+        "{}",
+        proxy.log()
+    );
+}
+
+/// A run killed while Kafka had a batch of its spool (stored, but the
+/// acknowledgement not yet turned into a new spool position) leaves the
+/// batch's marker; the next run sends only what the topic lacks.
+#[tokio::test]
+async fn a_spool_batch_kafka_stored_before_a_crash_is_not_sent_again() {
+    let mut proxy = Proxy::start("faults_spool_in_flight", "", None).await;
+    let stored = [acme_call("spool-a"), acme_call("spool-b")];
+    let lacking = [acme_call("spool-c"), acme_call("spool-d")];
+    let sent_at = chrono::Utc::now().timestamp_millis();
+    // Kafka stored the first two events of the batch (out of order, as
+    // two partitions may).
+    let on_kafka: Vec<(String, Vec<u8>)> = stored
+        .iter()
+        .rev()
+        .map(|e| (e.team_id.clone(), serde_json::to_vec(e).unwrap()))
+        .collect();
+    support::kafka::produce_all(&proxy.env.events_topic, &on_kafka).await;
+    let dir = proxy.env.dir.path().join("spool");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lines: String = stored
+        .iter()
+        .chain(&lacking)
+        .map(|e| format!("{}\n", serde_json::to_string(e).unwrap()))
+        .collect();
+    std::fs::write(dir.join("events.ndjson"), lines).unwrap();
+    std::fs::write(dir.join("events.sending"), format!("0 {sent_at}")).unwrap();
+
+    proxy.run_proxy().await;
+    let deadline = Instant::now() + support::PATIENCE;
+    while dir.join("events.ndjson").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the spool was not replayed; log:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        proxy.metric("tollgate_proxy_events_replayed_total").await,
+        2
+    );
+    stop_proxy(&mut proxy).await;
+    let events = topic_events(&proxy.brokers, &proxy.env.events_topic);
+    let mut teams: Vec<&str> = events
+        .iter()
+        .map(|e| e["team_id"].as_str().unwrap())
+        .collect();
+    teams.sort();
+    assert_eq!(teams, ["spool-a", "spool-b", "spool-c", "spool-d"]);
+    let ids: HashSet<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "{events:#?}");
+    assert!(
+        files_in(&dir).iter().all(|f| f == "wal"),
+        "{:?}",
+        files_in(&dir)
+    );
+    assert!(
+        proxy.log().contains("leaving out what kafka stored"),
         "{}",
         proxy.log()
     );

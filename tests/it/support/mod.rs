@@ -639,6 +639,22 @@ pub fn d(s: &str) -> rust_decimal::Decimal {
 /// Wait until `url` answers HTTP (any status) or panic after `timeout`.
 /// The port a server's log says it listens on (`address=127.0.0.1:<port>`
 /// on its "listening" line), polled until `timeout`.
+/// One unlabelled sample `name` from `GET {base}/metrics`.
+pub async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 pub fn listening_port(log: &Path, timeout: Duration) -> u16 {
     let start = Instant::now();
     loop {

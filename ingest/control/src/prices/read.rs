@@ -132,11 +132,13 @@ pub const PRICES_CHANNEL: &str = "tollgate_prices";
 /// Reload the catalog into `shared` whenever a change is announced on
 /// [`PRICES_CHANNEL`], and every [`REFRESH_EVERY`] in any case (a missed
 /// notification, a listener that cannot connect), until `shutdown`. A failed
-/// reload keeps the previous catalog (and says so).
+/// reload keeps the previous catalog (and says so). `reloaded` hears the
+/// size of each catalog put in place (for a metric).
 pub async fn keep_fresh(
     pool: PgPool,
     shared: SharedCatalog,
     shutdown: tokio_util::sync::CancellationToken,
+    reloaded: impl Fn(usize) + Send + 'static,
 ) {
     let mut feed = crate::change_feed::ChangeFeed::new(&pool, PRICES_CHANNEL, REFRESH_EVERY).await;
     while feed.changed(&shutdown).await {
@@ -145,7 +147,9 @@ pub async fn keep_fresh(
                 if catalog.len() != shared.current().len() {
                     tracing::info!(versions = catalog.len(), "price catalog reloaded");
                 }
+                let versions = catalog.len();
                 shared.replace(catalog);
+                reloaded(versions);
             }
             Err(err) => {
                 tracing::warn!(%err, "cannot reload the price catalog; pricing with the previous one")

@@ -132,11 +132,14 @@ async fn start_cost(
         )
     })?;
     info!(versions = catalog.len(), "price catalog loaded");
+    context.metrics.set_price_versions(catalog.len());
     let prices = SharedCatalog::new(catalog);
+    let metrics = context.metrics.clone();
     tokio::spawn(keep_fresh(
         store.pool().clone(),
         prices.clone(),
         context.shutdown.clone(),
+        move |versions| metrics.set_price_versions(versions),
     ));
     let watcher = BudgetWatcher::new(
         BudgetStore::new(pool.clone()),
