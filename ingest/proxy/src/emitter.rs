@@ -14,9 +14,10 @@
 //! before it is queued, and the log learns which ones Kafka (or the spool)
 //! took, so a crash loses nothing. Before anything else the task moves what
 //! a crashed run left in the log into the spool (leaving out what Kafka
-//! already has), so the replay below delivers it first. Then, if that run
-//! was killed while Kafka had a spool batch, the events of that batch the
-//! topic already holds are left out of the replay.
+//! already has), so the replay below delivers it first. What Kafka may have
+//! stored without acknowledging (a stalled broker, a run killed during a
+//! replay) is looked for on the topic before it is replayed
+//! ([`crate::replay`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::budget::BudgetLedger;
 use super::metrics::ProxyMetrics;
+use super::replay::{Replayer, BATCH};
 use super::spool::Spool;
 use super::wal::recover::Recovered;
 use super::wal::{on_kafka, Wal};
@@ -34,7 +36,6 @@ use tollgate_contract::Event;
 use tollgate_control::config::KafkaConfig;
 use tollgate_control::kafka::{Delivered, EventProducer, ProduceError};
 
-const BATCH: usize = 512;
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// The request path's handle on the queue.
@@ -116,10 +117,7 @@ async fn run(
     let m = metrics.as_ref();
     recover(recovered, &mut spool, &kafka, &rx, m).await;
     let wal = wal.as_ref();
-    let Some(mut on_kafka) = spooled_on_kafka(&spool, &kafka, &rx).await else {
-        drain_into_spool(&mut rx, &mut spool, m, wal).await;
-        return;
-    };
+    let mut replayer = Replayer::new(kafka, &spool);
     ProxyMetrics::set(&m.spool_pending_bytes, spool.pending_bytes());
     let mut batch = Vec::with_capacity(BATCH);
     if spool.has_pending() {
@@ -129,7 +127,7 @@ async fn run(
         if spool.has_pending() {
             // Spooling: new events join the spool's tail; replay when Kafka answers.
             let closed = drain_into_spool(&mut rx, &mut spool, m, wal).await;
-            if replay(&producer, &mut spool, &mut on_kafka, m, &budgets).await {
+            if replayer.replay(&producer, &mut spool, m, &budgets).await {
                 continue;
             }
             if closed {
@@ -150,6 +148,7 @@ async fn run(
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             return; // closed and empty
         }
+        let sent_at = chrono::Utc::now().timestamp_millis();
         let results = producer.send_batch(&batch).await;
         place(&budgets, &batch, &results);
         let acknowledged = results.iter().filter(|r| r.is_ok()).count() as u64;
@@ -179,6 +178,7 @@ async fn run(
                 .unwrap_or_default();
             tracing::warn!(%reason, spooled = failed.len(), dir = %spool.dir().display(), "kafka did not acknowledge events; spooling to disk until it does");
             append(&mut spool, &failed, m, wal);
+            replayer.possibly_stored(&spool, sent_at);
         } else if rx.len() * 4 >= rx.max_capacity() * 3 {
             // Kafka acknowledges, but slower than calls arrive: let the disk
             // take the backlog rather than make callers wait on the queue.
@@ -190,7 +190,11 @@ async fn run(
 
 /// Tell the budget reservations where Kafka put each acknowledged event, so
 /// its charge can be dropped once the published spend includes it.
-fn place(budgets: &BudgetLedger, events: &[Event], results: &[Result<Delivered, ProduceError>]) {
+pub(crate) fn place(
+    budgets: &BudgetLedger,
+    events: &[Event],
+    results: &[Result<Delivered, ProduceError>],
+) {
     if !budgets.awaits_positions() {
         return;
     }
@@ -276,12 +280,30 @@ async fn recover(
     let wanted: HashSet<uuid::Uuid> = events.iter().map(|r| r.event.event_id).collect();
     let mut on_kafka_already = 0;
     if let Some(oldest) = events.iter().map(|r| r.at_ms).min() {
-        let Some(found) = find_on_kafka(kafka, &wanted, oldest, rx, "the write-ahead log").await
-        else {
-            return;
-        };
-        on_kafka_already = found.len();
-        events.retain(|r| !found.contains(&r.event.event_id));
+        let since = oldest - on_kafka::CLOCK_MARGIN_MS;
+        loop {
+            let (kafka, wanted) = (kafka.clone(), wanted.clone());
+            let found = tokio::task::spawn_blocking(move || {
+                on_kafka::find(&kafka, &wanted, since, Duration::from_secs(60))
+            })
+            .await
+            .unwrap_or_else(|err| Err(err.to_string()));
+            match found {
+                Ok(found) => {
+                    on_kafka_already = found.len();
+                    events.retain(|r| !found.contains(&r.event.event_id));
+                    break;
+                }
+                Err(err) if rx.is_closed() => {
+                    tracing::warn!(%err, "shutting down before the recovered events could be checked against kafka; they stay in the write-ahead log for the next start");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "cannot check the recovered events against kafka yet; trying again");
+                    tokio::time::sleep(PROBE_EVERY).await;
+                }
+            }
+        }
     }
     let interrupted = events.iter().filter(|r| r.interrupted).count() as u64;
     let events: Vec<Event> = events.into_iter().map(|r| r.event.clone()).collect();
@@ -303,140 +325,4 @@ async fn recover(
     if let Err(err) = recovered.remove_segments() {
         tracing::error!(%err, "cannot delete the recovered write-ahead log segments; the next start reads them again (the spool's copies are not sent twice)");
     }
-}
-
-/// Which of `wanted` the events topic holds in messages sent at or after
-/// `since_ms` (less [`on_kafka::CLOCK_MARGIN_MS`]), asked again every
-/// [`PROBE_EVERY`] until Kafka answers. `None` when shutdown begins first
-/// (`held_in` says where the events stay meanwhile).
-async fn find_on_kafka(
-    kafka: &KafkaConfig,
-    wanted: &HashSet<uuid::Uuid>,
-    since_ms: i64,
-    rx: &mpsc::Receiver<Event>,
-    held_in: &str,
-) -> Option<HashSet<uuid::Uuid>> {
-    let since = since_ms - on_kafka::CLOCK_MARGIN_MS;
-    loop {
-        let (kafka, wanted) = (kafka.clone(), wanted.clone());
-        let found = tokio::task::spawn_blocking(move || {
-            on_kafka::find(&kafka, &wanted, since, Duration::from_secs(60))
-        })
-        .await
-        .unwrap_or_else(|err| Err(err.to_string()));
-        match found {
-            Ok(found) => return Some(found),
-            Err(err) if rx.is_closed() => {
-                tracing::warn!(%err, held_in, "shutting down before events of an earlier run could be checked against kafka; they stay where they are for the next start");
-                return None;
-            }
-            Err(err) => {
-                tracing::warn!(%err, held_in, "cannot check events of an earlier run against kafka yet; trying again");
-                tokio::time::sleep(PROBE_EVERY).await;
-            }
-        }
-    }
-}
-
-/// The spooled events of the batch an earlier run was handing to Kafka
-/// when it stopped ([`Spool::sent_since`]) that the events topic already
-/// has: the replay leaves them out instead of sending them twice. Empty
-/// when no batch was in flight; `None` when shutdown begins first.
-async fn spooled_on_kafka(
-    spool: &Spool,
-    kafka: &KafkaConfig,
-    rx: &mpsc::Receiver<Event>,
-) -> Option<HashSet<uuid::Uuid>> {
-    let Some(sent_at) = spool.sent_since() else {
-        return Some(HashSet::new());
-    };
-    let (in_flight, _) = match spool.read_batch(BATCH) {
-        Ok(read) => read,
-        Err(err) => {
-            tracing::error!(%err, "cannot read the event spool's first batch; events of it Kafka has may be sent twice");
-            return Some(HashSet::new());
-        }
-    };
-    let wanted: HashSet<uuid::Uuid> = in_flight.iter().map(|(e, _)| e.event_id).collect();
-    let found = find_on_kafka(kafka, &wanted, sent_at, rx, "the spool").await?;
-    tracing::warn!(
-        in_flight = wanted.len(),
-        on_kafka_already = found.len(),
-        "the spool's replay was interrupted while kafka had a batch; leaving out what kafka stored"
-    );
-    Some(found)
-}
-
-/// Replay one batch from the spool if Kafka answers, leaving out events
-/// `on_kafka` names (and adding to it those acknowledged behind one that
-/// was not, so they are not sent again either). `true` if it advanced.
-async fn replay(
-    producer: &EventProducer,
-    spool: &mut Spool,
-    on_kafka: &mut HashSet<uuid::Uuid>,
-    m: &ProxyMetrics,
-    budgets: &BudgetLedger,
-) -> bool {
-    if !matches!(
-        producer.check_connected(Duration::from_secs(1)).await,
-        Ok(true)
-    ) {
-        return false;
-    }
-    let (read, next) = match spool.read_batch(BATCH) {
-        Ok(read) => read,
-        Err(err) => {
-            tracing::error!(%err, "cannot read the event spool");
-            return false;
-        }
-    };
-    let events: Vec<Event> = read
-        .iter()
-        .filter(|(e, _)| !on_kafka.contains(&e.event_id))
-        .map(|(e, _)| e.clone())
-        .collect();
-    if let Err(err) = spool.sending(chrono::Utc::now().timestamp_millis()) {
-        tracing::error!(%err, "cannot mark the spool's batch as sent; if this run is killed before kafka acknowledges, the next one may send it twice");
-    }
-    let results = producer.send_batch(&events).await;
-    place(budgets, &events, &results);
-    let acknowledged = results.iter().filter(|r| r.is_ok()).count() as u64;
-    let mut sent = events.iter().zip(&results);
-    let stored: Vec<bool> = read
-        .iter()
-        .map(|(e, _)| on_kafka.contains(&e.event_id) || sent.next().is_some_and(|(_, r)| r.is_ok()))
-        .collect();
-    // Advance over the prefix Kafka has; the rest is sent again, but for
-    // the events acknowledged among it (never a gap or a reordering).
-    let advance_to = match stored.iter().position(|s| !s) {
-        None => Some(next),
-        Some(0) => None,
-        Some(failed) => Some(read[failed - 1].1),
-    };
-    for ((event, end), stored) in read.iter().zip(&stored) {
-        if advance_to.is_some_and(|to| *end <= to) {
-            on_kafka.remove(&event.event_id);
-        } else if *stored {
-            on_kafka.insert(event.event_id);
-        }
-    }
-    ProxyMetrics::add(&m.events_replayed, acknowledged);
-    let Some(advance_to) = advance_to else {
-        return false;
-    };
-    let advanced = spool.advance(advance_to);
-    ProxyMetrics::set(&m.spool_pending_bytes, spool.pending_bytes());
-    if let Err(err) = advanced {
-        tracing::error!(%err, "cannot record the spool position");
-        return false;
-    }
-    if advance_to != next {
-        return false;
-    }
-    tracing::info!(
-        replayed = events.len(),
-        left_bytes = spool.pending_bytes(),
-        "replayed spooled events to kafka"
-    );
-    true
 }

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod observe;
 pub mod record;
 pub mod recovery;
+pub mod replay;
 pub mod routing;
 pub mod shares;
 pub mod spool;

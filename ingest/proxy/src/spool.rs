@@ -207,9 +207,15 @@ impl Spool {
     }
 
     /// Record that the batch at the replay position is being handed to
-    /// Kafka now (`at_ms`, Unix milliseconds). Not fsynced: it is there for
-    /// a killed process, not for a lost machine.
+    /// Kafka now (`at_ms`, Unix milliseconds). A batch handed over again
+    /// from the same position keeps the earlier time: what the first try
+    /// stored carries that time. Not fsynced: it is there for a killed
+    /// process, not for a lost machine.
     pub fn sending(&self, at_ms: i64) -> Result<(), SpoolError> {
+        let at_ms = match self.marker() {
+            Some((position, earlier)) if position == self.position => earlier.min(at_ms),
+            _ => at_ms,
+        };
         self.replace(SENDING, &format!("{} {at_ms}", self.position))
     }
 
@@ -218,11 +224,15 @@ impl Spool {
     /// on (at most one batch) may be on Kafka already. `None` when no batch
     /// was in flight.
     pub fn sent_since(&self) -> Option<i64> {
+        let (position, at_ms) = self.marker()?;
+        (self.has_pending() && position <= self.position).then_some(at_ms)
+    }
+
+    /// The marker's position and time, if there is a readable one.
+    fn marker(&self) -> Option<(u64, i64)> {
         let text = fs::read_to_string(self.dir.join(SENDING)).ok()?;
         let (position, at_ms) = text.trim().split_once(' ')?;
-        let position: u64 = position.parse().ok()?;
-        let at_ms: i64 = at_ms.parse().ok()?;
-        (self.has_pending() && position <= self.position).then_some(at_ms)
+        Some((position.parse().ok()?, at_ms.parse().ok()?))
     }
 
     /// Replace the small file `name` with `text` (write, then rename).
@@ -309,8 +319,11 @@ pub(crate) mod tests {
         spool.advance(batch[0].1).unwrap();
         let spool2 = Spool::open(&dir).unwrap();
         assert_eq!(spool2.sent_since(), Some(1_000));
-        // The next batch is marked at its own position and time.
+        // The next batch is marked at its own position and time; handed
+        // over again from there, it keeps the time of the first try.
         spool.sending(2_000).unwrap();
+        assert_eq!(Spool::open(&dir).unwrap().sent_since(), Some(2_000));
+        spool.sending(3_000).unwrap();
         assert_eq!(Spool::open(&dir).unwrap().sent_since(), Some(2_000));
         // An empty spool leaves no marker behind.
         let (_, end) = spool.read_batch(10).unwrap();

@@ -643,7 +643,87 @@ async fn a_spool_batch_kafka_stored_before_a_crash_is_not_sent_again() {
         files_in(&dir)
     );
     assert!(
-        proxy.log().contains("leaving out what kafka stored"),
+        proxy
+            .log()
+            .contains("checked spooled events kafka may have stored"),
+        "{}",
+        proxy.log()
+    );
+}
+
+/// Send `signal` (`STOP`, `CONT`) to the scratch broker in `dir`.
+fn signal_broker(dir: &Path, signal: &str) {
+    let pid = std::fs::read_to_string(dir.join("kafka.pid")).unwrap();
+    let out = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.trim())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kill -{signal}: {out:?}");
+}
+
+/// A broker that stalls (SIGSTOP) with produce requests in flight fails
+/// them here after `kafka_timeout_ms`, then stores them when it resumes:
+/// the spool's replay finds them on the topic and sends only the rest.
+#[tokio::test]
+async fn a_stalled_broker_that_stores_late_gets_no_event_twice() {
+    let data = tempfile::tempdir().unwrap();
+    let ports = (support::free_port(), support::free_port());
+    crate::proxy::kafka_scratch("start", data.path(), Some(ports));
+    let _guard = crate::proxy::ScratchKafka(data.path().to_path_buf());
+    let brokers = format!("127.0.0.1:{}", ports.0);
+    let mut proxy = Proxy::start("faults_stalled_broker", "", Some(&brokers)).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "stall", "u", None);
+    let mut served = 0;
+    let mut call = || {
+        served += 1;
+        proxy.chat(&key, "gpt-4o-mini", &[])
+    };
+    for _ in 0..4 {
+        assert_eq!(call().await.status(), 200);
+    }
+    assert_eq!(proxy.events(4).len(), 4);
+
+    signal_broker(data.path(), "STOP");
+    let spool = proxy.env.dir.path().join("spool/events.ndjson");
+    for _ in 0..6 {
+        assert_eq!(call().await.status(), 200);
+    }
+    let deadline = Instant::now() + support::PATIENCE;
+    while !spool.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing spooled; log:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    signal_broker(data.path(), "CONT");
+    while spool.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "spool not replayed; log:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_proxy(&mut proxy).await;
+    let events = topic_events(&brokers, &proxy.env.events_topic);
+    let ids: HashSet<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (events.len(), ids.len()),
+        (served, served),
+        "log:\n{}",
+        proxy.log()
+    );
+    assert!(
+        proxy
+            .log()
+            .contains("checked spooled events kafka may have stored"),
         "{}",
         proxy.log()
     );
