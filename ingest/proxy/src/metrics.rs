@@ -39,6 +39,8 @@ pub struct ProxyMetrics {
     pub events_produced: Counter,
     pub events_spooled: Counter,
     pub events_replayed: Counter,
+    /// Spooled events the replay left out: the events topic had them.
+    pub events_already_on_kafka: Counter,
     pub spool_pending_bytes: Gauge,
     /// The write-ahead log (`crate::wal`).
     pub wal_records: Counter,
@@ -102,7 +104,7 @@ impl ProxyMetrics {
     /// Register every metric in `registry` (the binary passes the one it
     /// serves, prefixed `tollgate_proxy`).
     pub fn register(&self, registry: &mut Registry) {
-        let counters: [(&str, &str, &Counter); 15] = [
+        let counters: [(&str, &str, &Counter); 16] = [
             (
                 "budget_refusals",
                 "Calls refused because the most they could cost did not fit a hard budget",
@@ -172,6 +174,11 @@ impl ProxyMetrics {
                 "events_replayed",
                 "Spooled events Kafka acknowledged on replay",
                 &self.events_replayed,
+            ),
+            (
+                "events_already_on_kafka",
+                "Spooled events left out of the replay because the events topic already had them (stored without an acknowledgement)",
+                &self.events_already_on_kafka,
             ),
             (
                 "decision_records",
@@ -350,6 +357,8 @@ mod tests {
             "tollgate_proxy_rate_limit_claims_total 0",
             "tollgate_proxy_rate_limit_claim_failures_total 0",
             "tollgate_proxy_rate_limit_claim_timeouts_total 0",
+            "# TYPE tollgate_proxy_events_already_on_kafka_total counter",
+            "tollgate_proxy_events_already_on_kafka_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
@@ -357,7 +366,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(names.len(), 37, "{text}");
+        assert_eq!(names.len(), 38, "{text}");
         assert!(
             names.iter().all(|n| n.starts_with("tollgate_proxy_")),
             "{text}"

@@ -90,7 +90,7 @@ impl Replayer {
         ) {
             return false;
         }
-        if self.head_unchecked && !self.check_head(spool).await {
+        if self.head_unchecked && !self.check_head(spool, m).await {
             return false;
         }
         let (read, next) = match spool.read_batch(BATCH) {
@@ -159,7 +159,7 @@ impl Replayer {
 
     /// Look for the spool's first batch on the events topic. `true` when it
     /// may be sent (checked, or the check given up).
-    async fn check_head(&mut self, spool: &Spool) -> bool {
+    async fn check_head(&mut self, spool: &Spool, m: &ProxyMetrics) -> bool {
         let Some(sent_at) = spool.sent_since() else {
             self.head_unchecked = false;
             return true;
@@ -187,6 +187,7 @@ impl Replayer {
                     on_kafka_already = found.len(),
                     "checked spooled events kafka may have stored without acknowledging; leaving out what it stored"
                 );
+                ProxyMetrics::add(&m.events_already_on_kafka, found.len() as u64);
                 self.on_kafka.extend(found);
                 self.head_unchecked = false;
                 self.failed_checks = 0;

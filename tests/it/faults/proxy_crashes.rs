@@ -624,6 +624,12 @@ async fn a_spool_batch_kafka_stored_before_a_crash_is_not_sent_again() {
         proxy.metric("tollgate_proxy_events_replayed_total").await,
         2
     );
+    assert_eq!(
+        proxy
+            .metric("tollgate_proxy_events_already_on_kafka_total")
+            .await,
+        2
+    );
     stop_proxy(&mut proxy).await;
     let events = topic_events(&proxy.brokers, &proxy.env.events_topic);
     let mut teams: Vec<&str> = events
