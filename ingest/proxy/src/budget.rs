@@ -460,21 +460,21 @@ pub fn round_up(d: Decimal) -> Decimal {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use chrono::TimeZone;
     use tollgate_contract::decisions::BudgetPeriod;
 
     use super::*;
 
-    fn d(s: &str) -> Decimal {
+    pub(crate) fn d(s: &str) -> Decimal {
         s.parse().unwrap()
     }
 
-    fn now() -> DateTime<Utc> {
+    pub(crate) fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap()
     }
 
-    fn state(limit: &str, spent: &str, folded: &[(i32, i64)]) -> BudgetState {
+    pub(crate) fn state(limit: &str, spent: &str, folded: &[(i32, i64)]) -> BudgetState {
         BudgetState {
             periods: vec![BudgetPeriod {
                 period: "daily".into(),
@@ -488,11 +488,11 @@ mod tests {
         }
     }
 
-    fn ledger(share: Decimal) -> Arc<BudgetLedger> {
+    pub(crate) fn ledger(share: Decimal) -> Arc<BudgetLedger> {
         Arc::new(BudgetLedger::new(Arc::new(Shares::fixed(share))))
     }
 
-    fn team() -> Vec<String> {
+    pub(crate) fn team() -> Vec<String> {
         vec!["budget/team/t".to_string(), "budget/org/o".to_string()]
     }
 

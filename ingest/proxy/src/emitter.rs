@@ -291,7 +291,7 @@ async fn recover(
             match found {
                 Ok(found) => {
                     on_kafka_already = found.len();
-                    events.retain(|r| !found.contains(&r.event.event_id));
+                    events.retain(|r| !found.contains_key(&r.event.event_id));
                     break;
                 }
                 Err(err) if rx.is_closed() => {

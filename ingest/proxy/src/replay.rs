@@ -17,7 +17,7 @@
 //! and the log says that some of it may be stored twice. A spool that
 //! cannot drain would cost more than a duplicate with its event id.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tollgate_contract::Event;
@@ -90,7 +90,7 @@ impl Replayer {
         ) {
             return false;
         }
-        if self.head_unchecked && !self.check_head(spool, m).await {
+        if self.head_unchecked && !self.check_head(spool, m, budgets).await {
             return false;
         }
         let (read, next) = match spool.read_batch(BATCH) {
@@ -157,9 +157,30 @@ impl Replayer {
         true
     }
 
+    /// Spooled events `found` on the events topic (with where): left out of
+    /// the replay, and placed for the budget reservations, as an
+    /// acknowledgement would have.
+    fn already_on_kafka(
+        &mut self,
+        found: &HashMap<Uuid, (i32, i64)>,
+        m: &ProxyMetrics,
+        budgets: &BudgetLedger,
+    ) {
+        ProxyMetrics::add(&m.events_already_on_kafka, found.len() as u64);
+        for (event_id, (partition, offset)) in found {
+            budgets.placed(*event_id, *partition, *offset);
+            self.on_kafka.insert(*event_id);
+        }
+    }
+
     /// Look for the spool's first batch on the events topic. `true` when it
     /// may be sent (checked, or the check given up).
-    async fn check_head(&mut self, spool: &Spool, m: &ProxyMetrics) -> bool {
+    async fn check_head(
+        &mut self,
+        spool: &Spool,
+        m: &ProxyMetrics,
+        budgets: &BudgetLedger,
+    ) -> bool {
         let Some(sent_at) = spool.sent_since() else {
             self.head_unchecked = false;
             return true;
@@ -187,8 +208,7 @@ impl Replayer {
                     on_kafka_already = found.len(),
                     "checked spooled events kafka may have stored without acknowledging; leaving out what it stored"
                 );
-                ProxyMetrics::add(&m.events_already_on_kafka, found.len() as u64);
-                self.on_kafka.extend(found);
+                self.already_on_kafka(&found, m, budgets);
                 self.head_unchecked = false;
                 self.failed_checks = 0;
                 true
@@ -205,5 +225,40 @@ impl Replayer {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::budget::tests::{d, ledger, now, state, team};
+
+    #[test]
+    fn events_found_on_kafka_are_left_out_and_placed_for_their_budgets() {
+        let budgets = ledger(Decimal::ONE);
+        budgets.update("budget/team/t", Some(state("1", "0", &[(0, 10)])));
+        let r = budgets.reserve(&team(), d("0.5"), now()).unwrap().unwrap();
+        let event = Uuid::now_v7();
+        r.charge(event, d("0.4"), now());
+        drop(r);
+        assert!(budgets.awaits_positions());
+        let mut replayer = Replayer {
+            kafka: KafkaConfig::default(),
+            on_kafka: HashSet::new(),
+            head_unchecked: true,
+            failed_checks: 0,
+        };
+        let m = ProxyMetrics::default();
+        replayer.already_on_kafka(&HashMap::from([(event, (0, 11))]), &m, &budgets);
+        assert!(replayer.on_kafka.contains(&event));
+        assert!(!budgets.awaits_positions(), "the event has its position");
+        assert_eq!(m.events_already_on_kafka.get(), 1);
+        // Once the published spend includes offset 11, the charge goes (an
+        // unplaced one would count until its period ends).
+        budgets.update("budget/team/t", Some(state("1", "0.4", &[(0, 11)])));
+        assert_eq!(budgets.outstanding("budget/team/t"), (d("0"), d("0")));
     }
 }

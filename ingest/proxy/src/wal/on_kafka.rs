@@ -6,7 +6,7 @@
 //! oldest such event was written to the log up to each partition's end,
 //! and every event id found there is left out of the replay.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -29,15 +29,16 @@ struct EventId {
 }
 
 /// The ids among `wanted` that the events topic holds in messages
-/// timestamped at or after `since_ms`. Blocking; an error when Kafka does
-/// not answer within `timeout` (the caller tries again).
+/// timestamped at or after `since_ms`, each with the partition and offset
+/// of its first such message. Blocking; an error when Kafka does not answer
+/// within `timeout` (the caller tries again).
 pub fn find(
     kafka: &KafkaConfig,
     wanted: &HashSet<Uuid>,
     since_ms: i64,
     timeout: Duration,
-) -> Result<HashSet<Uuid>, String> {
-    let mut found = HashSet::new();
+) -> Result<HashMap<Uuid, (i32, i64)>, String> {
+    let mut found = HashMap::new();
     if wanted.is_empty() {
         return Ok(found);
     }
@@ -115,16 +116,16 @@ pub fn find(
         };
         let message = message.map_err(|e| format!("cannot read {topic}: {e}"))?;
         read += 1;
+        let (partition, offset) = (message.partition(), message.offset());
         if let Some(id) = message
             .payload()
             .and_then(|p| serde_json::from_slice::<EventId>(p).ok())
             .map(|e| e.event_id)
         {
             if wanted.contains(&id) {
-                found.insert(id);
+                found.entry(id).or_insert((partition, offset));
             }
         }
-        let (partition, offset) = (message.partition(), message.offset());
         ends.retain(|(p, high)| !(*p == partition && offset + 1 >= *high));
     }
     tracing::info!(
