@@ -90,9 +90,6 @@ impl Replayer {
         ) {
             return false;
         }
-        if self.head_unchecked && !self.check_head(spool, m, budgets).await {
-            return false;
-        }
         let (read, next) = match spool.read_batch(BATCH) {
             Ok(read) => read,
             Err(err) => {
@@ -100,6 +97,9 @@ impl Replayer {
                 return false;
             }
         };
+        if self.head_unchecked && !self.check_head(spool, &read, m, budgets).await {
+            return false;
+        }
         let events: Vec<Event> = read
             .iter()
             .filter(|(e, _)| !self.on_kafka.contains(&e.event_id))
@@ -173,24 +173,18 @@ impl Replayer {
         }
     }
 
-    /// Look for the spool's first batch on the events topic. `true` when it
+    /// Look for `head`, the spool's first batch, on the events topic. `true` when it
     /// may be sent (checked, or the check given up).
     async fn check_head(
         &mut self,
         spool: &Spool,
+        head: &[(Event, u64)],
         m: &ProxyMetrics,
         budgets: &BudgetLedger,
     ) -> bool {
         let Some(sent_at) = spool.sent_since() else {
             self.head_unchecked = false;
             return true;
-        };
-        let head = match spool.read_batch(BATCH) {
-            Ok((head, _)) => head,
-            Err(err) => {
-                tracing::error!(%err, "cannot read the event spool");
-                return false;
-            }
         };
         let wanted: HashSet<Uuid> = head.iter().map(|(e, _)| e.event_id).collect();
         let kafka = self.kafka.clone();

@@ -494,6 +494,16 @@ fn kinds(by_trace: &BTreeMap<String, Vec<String>>, trace: &str) -> Vec<String> {
 /// A crashed run's log, written by hand: an event Kafka already has (sent,
 /// acknowledgement lost), one it does not, an attempt that never ended,
 /// and one marked done.
+/// The `team_id` of every event, sorted.
+fn sorted_teams(events: &[Value]) -> Vec<String> {
+    let mut teams: Vec<String> = events
+        .iter()
+        .map(|e| e["team_id"].as_str().unwrap().to_string())
+        .collect();
+    teams.sort();
+    teams
+}
+
 /// A successful call of org `acme`'s `team`, as the proxy records one.
 fn acme_call(team: &str) -> tollgate_contract::Event {
     let mut e = support::events::call_event(
@@ -562,11 +572,7 @@ async fn a_replayed_log_sends_only_what_kafka_lacks_and_interrupted_attempts_onc
     );
     stop_proxy(&mut proxy).await;
     let events = topic_events(&proxy.brokers, &proxy.env.events_topic);
-    let mut teams: Vec<String> = events
-        .iter()
-        .map(|e| e["team_id"].as_str().unwrap().to_string())
-        .collect();
-    teams.sort();
+    let teams = sorted_teams(&events);
     assert_eq!(teams, ["replay-a", "replay-b", "replay-d"], "{events:#?}");
     let ids: HashSet<&str> = events
         .iter()
@@ -632,11 +638,7 @@ async fn a_spool_batch_kafka_stored_before_a_crash_is_not_sent_again() {
     );
     stop_proxy(&mut proxy).await;
     let events = topic_events(&proxy.brokers, &proxy.env.events_topic);
-    let mut teams: Vec<&str> = events
-        .iter()
-        .map(|e| e["team_id"].as_str().unwrap())
-        .collect();
-    teams.sort();
+    let teams = sorted_teams(&events);
     assert_eq!(teams, ["spool-a", "spool-b", "spool-c", "spool-d"]);
     let ids: HashSet<&str> = events
         .iter()
