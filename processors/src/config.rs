@@ -55,6 +55,13 @@ pub struct ProcessorConfig {
     /// host each need their own port). The binary serves it; the
     /// processors only own the metrics.
     pub metrics_listen: Option<String>,
+    /// How many event ids per Kafka partition the calls fold remembers, to
+    /// leave out a copy of an event it already folded (a client's retry
+    /// after a lost response): a copy is caught while fewer events of its
+    /// partition came between it and its original. 38 to 55 bytes each;
+    /// 0: remember none, store every copy (`docs/processor.md`, "Copies of
+    /// an event").
+    pub recent_event_ids_per_partition: usize,
     /// The pattern learner (`crate::patterns`): `[processor.patterns]`.
     pub patterns: PatternsConfig,
     /// The recovery learner (`crate::recovery`): `[processor.recovery]`.
@@ -76,6 +83,7 @@ impl Default for ProcessorConfig {
             instance_id: None,
             health_sample_secs: 10,
             metrics_listen: None,
+            recent_event_ids_per_partition: 50_000,
             patterns: PatternsConfig::default(),
             recovery: RecoveryConfig::default(),
         }
@@ -97,6 +105,10 @@ const PREFETCH_BACKOFF_MS: std::ops::RangeInclusive<u32> = 0..=300_000;
 
 /// librdkafka's bounds of `fetch.message.max.bytes`, in KiB.
 const PREFETCH_FETCH_KBYTES: std::ops::RangeInclusive<u32> = 1..=976_562;
+
+/// The most event ids per partition the calls fold may be told to keep
+/// (up to 550 MB per partition).
+const RECENT_EVENT_IDS_MAX: usize = 10_000_000;
 
 /// Kafka's limit on a `group.instance.id`.
 const INSTANCE_ID_MAX_LEN: usize = 249;
@@ -143,6 +155,12 @@ impl ProcessorConfig {
                 self.session_timeout_ms,
                 SESSION_TIMEOUT_MS.start(),
                 SESSION_TIMEOUT_MS.end()
+            ));
+        }
+        if self.recent_event_ids_per_partition > RECENT_EVENT_IDS_MAX {
+            return Err(format!(
+                "processor.recent_event_ids_per_partition is {}: at most {RECENT_EVENT_IDS_MAX} (up to 55 bytes of memory each, per partition)",
+                self.recent_event_ids_per_partition
             ));
         }
         if let Some(id) = &self.instance_id {
@@ -327,6 +345,14 @@ mod tests {
         assert_eq!(
             no_fetch.validate().unwrap_err(),
             "processor.prefetch_fetch_kbytes is 0: librdkafka accepts 1 to 976562"
+        );
+        let huge_window = ProcessorConfig {
+            recent_event_ids_per_partition: 10_000_001,
+            ..ProcessorConfig::default()
+        };
+        assert_eq!(
+            huge_window.validate().unwrap_err(),
+            "processor.recent_event_ids_per_partition is 10000001: at most 10000000 (up to 55 bytes of memory each, per partition)"
         );
         assert_eq!(
             with("").validate().unwrap_err(),

@@ -732,7 +732,7 @@ impl<F: Fold> Processor<F> {
                 continue;
             }
             let stored = match stored_offsets_in(&self.client, self.fold.table(), &wanted).await {
-                Ok(stored) => match self.fold.load_partitions(&wanted).await {
+                Ok(stored) => match self.fold.load_partitions(&stored).await {
                     Ok(()) => Ok(stored),
                     Err(err) => Err(err.to_string()),
                 },

@@ -12,6 +12,7 @@
 //!
 //! `folds/<name>/fold.rs` joins the two into the [`Fold`] the runtime runs.
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
@@ -104,11 +105,13 @@ pub trait Fold: Send {
     /// with whatever the fold records after them.
     fn store(&mut self, rows: &[Self::Row]) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Partitions whose resume positions were just read: load whatever state
-    /// the fold keeps per partition before their first row is made.
+    /// Partitions whose resume positions were just read (partition ->
+    /// highest offset stored in [`Fold::table`], `None`: nothing stored):
+    /// load whatever state the fold keeps per partition before their first
+    /// row is made.
     fn load_partitions(
         &mut self,
-        _partitions: &[i32],
+        _stored: &HashMap<i32, Option<i64>>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send {
         async { Ok(()) }
     }

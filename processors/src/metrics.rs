@@ -53,6 +53,7 @@ pub struct ProcessMetrics {
     insert_duration: HistogramFamily,
     insert_errors: Family<FoldLabels, Counter>,
     dead_letters: Family<FoldLabels, Counter>,
+    events_repeated: Family<FoldLabels, Counter>,
     consumer_lag: Family<PartitionLabels, Gauge>,
     price_versions: Gauge,
 }
@@ -66,6 +67,7 @@ impl Default for ProcessMetrics {
             insert_duration: Family::new_with_constructor(insert_seconds_histogram),
             insert_errors: Family::default(),
             dead_letters: Family::default(),
+            events_repeated: Family::default(),
             consumer_lag: Family::default(),
             price_versions: Gauge::default(),
         }
@@ -107,6 +109,11 @@ impl ProcessMetrics {
             self.dead_letters.clone(),
         );
         registry.register(
+            "events_repeated",
+            "Copies of an event a fold left out: their event_id was among the last processor.recent_event_ids_per_partition ids of their partition",
+            self.events_repeated.clone(),
+        );
+        registry.register(
             "consumer_lag_messages",
             "Messages of an events-topic partition this process owns that a consumer fold has not stored yet (high watermark minus stored position), per fold and consumer group; sampled every processor.health_sample_secs",
             self.consumer_lag.clone(),
@@ -136,6 +143,7 @@ impl ProcessMetrics {
             insert_duration: self.insert_duration.get_or_create_owned(&labels),
             insert_errors: self.insert_errors.get_or_create_owned(&labels),
             dead_letters: self.dead_letters.get_or_create_owned(&labels),
+            events_repeated: self.events_repeated.get_or_create_owned(&labels),
             consumer_lag: ConsumerLag {
                 family: self.consumer_lag.clone(),
                 fold: fold.to_string(),
@@ -185,6 +193,7 @@ pub struct FoldMetrics {
     pub insert_duration: Histogram,
     pub insert_errors: Counter,
     pub dead_letters: Counter,
+    pub events_repeated: Counter,
     pub consumer_lag: ConsumerLag,
 }
 
@@ -211,6 +220,7 @@ mod tests {
         calls.insert_duration.observe(0.004);
         calls.insert_errors.inc();
         calls.dead_letters.inc_by(2);
+        calls.events_repeated.inc_by(3);
         calls.consumer_lag.set("g", &[(0, 5), (1, 0)], &[]);
         m.fold("audit").consumer_lag.set("g-audit", &[(0, 2)], &[]);
         m.set_price_versions(41);
@@ -227,6 +237,8 @@ mod tests {
             "tollgate_process_insert_duration_seconds_bucket{fold=\"calls\",le=\"0.005\"} 1",
             "tollgate_process_insert_errors_total{fold=\"calls\"} 1",
             "tollgate_process_dead_letters_total{fold=\"calls\"} 2",
+            "# TYPE tollgate_process_events_repeated_total counter",
+            "tollgate_process_events_repeated_total{fold=\"calls\"} 3",
             "# TYPE tollgate_process_consumer_lag_messages gauge",
             "tollgate_process_consumer_lag_messages{fold=\"calls\",group=\"g\",partition=\"0\"} 5",
             "tollgate_process_consumer_lag_messages{fold=\"calls\",group=\"g\",partition=\"1\"} 0",

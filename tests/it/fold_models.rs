@@ -209,11 +209,11 @@ async fn cost_rollup_model_matches_the_views_cell_by_cell() {
         ..ClickHouseConfig::default()
     });
     let progress = Progress::new(&env.events_topic);
-    let mut fold = CallsFold {
-        clock: PartitionClock::Utc,
-        prices: SharedCatalog::new(catalog()),
-        sink: ClickHouseCallsSink::new(client.clone(), progress),
-    };
+    let mut fold = CallsFold::new(
+        PartitionClock::Utc,
+        SharedCatalog::new(catalog()),
+        ClickHouseCallsSink::new(client.clone(), progress),
+    );
 
     // 240 calls over 2 Kafka partitions, stored in batches that never span
     // a month (as the consumer runtime cuts them).
@@ -554,11 +554,11 @@ async fn error_patterns_model_matches_the_views_on_random_calls() {
         database: env.ch_database.clone(),
         ..ClickHouseConfig::default()
     });
-    let mut fold = CallsFold {
-        clock: PartitionClock::Utc,
-        prices: SharedCatalog::new(catalog()),
-        sink: ClickHouseCallsSink::new(client.clone(), Progress::new(&env.events_topic)),
-    };
+    let mut fold = CallsFold::new(
+        PartitionClock::Utc,
+        SharedCatalog::new(catalog()),
+        ClickHouseCallsSink::new(client.clone(), Progress::new(&env.events_topic)),
+    );
     let mut model = ErrorPatterns::default();
     let mut offsets = [0i64; 3];
     for round in 0..3 {

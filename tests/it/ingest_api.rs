@@ -180,7 +180,7 @@ fn spawn_with_env(env: &TestEnv, label: &str, args: &[&str], vars: &[(&str, &str
     Running(command.spawn().unwrap())
 }
 
-fn call_event(org: &str, team: &str) -> Value {
+pub(crate) fn call_event(org: &str, team: &str) -> Value {
     json!({
         "schema_version": 1,
         "event_id": Uuid::now_v7(),

@@ -36,6 +36,7 @@ mod e2e_latency;
 mod erasure;
 mod error_patterns;
 mod errors_api;
+mod event_copies;
 mod faults;
 mod finance_chromium;
 mod fold_models;

@@ -6,6 +6,7 @@
 //! insert alone; either is retried after the next flush. A crash loses
 //! nothing: the next owner rebuilds the unchecked segment from stored rows.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -103,14 +104,19 @@ impl<S: AuditSink> Fold for AuditFold<S> {
         self.sink.insert_entries(rows).await
     }
 
-    async fn load_partitions(&mut self, partitions: &[i32]) -> Result<(), SinkError> {
-        if partitions.is_empty() {
+    async fn load_partitions(
+        &mut self,
+        stored: &HashMap<i32, Option<i64>>,
+    ) -> Result<(), SinkError> {
+        if stored.is_empty() {
             return Ok(());
         }
-        self.chains.forget(partitions);
+        let mut partitions: Vec<i32> = stored.keys().copied().collect();
+        partitions.sort_unstable();
+        self.chains.forget(&partitions);
         let stored = self
             .sink
-            .load_chains(partitions, self.chains.signs())
+            .load_chains(&partitions, self.chains.signs())
             .await?;
         self.chains.restore(stored, Instant::now());
         Ok(())
@@ -166,13 +172,19 @@ mod tests {
     async fn chains_continue_across_batches_and_restarts_with_checkpoints_every_n() {
         let sink = MemoryAuditSink::default();
         let mut first = fold(&sink, 3);
-        first.load_partitions(&[0]).await.unwrap();
+        first
+            .load_partitions(&HashMap::from([(0, None)]))
+            .await
+            .unwrap();
         batch(&mut first, 0, 2).await;
         batch(&mut first, 2, 2).await;
         assert_eq!(sink.stored().checkpoints.len(), 1);
         // A new owner reads the chain back and continues it.
         let mut second = fold(&sink, 3);
-        second.load_partitions(&[0]).await.unwrap();
+        second
+            .load_partitions(&HashMap::from([(0, None)]))
+            .await
+            .unwrap();
         batch(&mut second, 4, 3).await;
         second.flushed(true).await;
         let stored = sink.stored();

@@ -7,6 +7,7 @@
 //! - [`rows`]: the pure part, event and Kafka position to a priced row;
 //! - [`cost`]: the cost step the pure part applies;
 //! - [`pattern`]: the error-pattern and recovery columns the pure part fills;
+//! - [`seen`]: the window of recent event ids that keeps copies out;
 //! - [`sink`]: the insert into `calls` and the `fold_progress` write;
 //! - [`fold`]: the two joined for the consumer runtime.
 //!
@@ -21,6 +22,7 @@ pub mod cost;
 pub mod fold;
 pub mod pattern;
 pub mod rows;
+pub mod seen;
 pub mod sink;
 
 use std::sync::Arc;
@@ -78,6 +80,10 @@ pub fn catalog() -> Vec<(String, String)> {
         (
             "processor.stored_offsets".into(),
             crate::resume::stored_offsets_sql(&[0, 1]),
+        ),
+        (
+            "processor.recent_event_ids".into(),
+            sink::recent_event_ids_sql(&[(0, 41), (1, -1)]),
         ),
         (
             "processor.running_inserts".into(),
@@ -193,19 +199,19 @@ pub async fn run(
         );
     }
     info!(%timezone, "calls are partitioned by month in this timezone");
-    let fold = CallsFold {
-        clock,
-        prices,
-        sink: if ch.cluster.is_empty() {
-            ClickHouseCallsSink::new(client, progress)
-        } else {
-            ClickHouseCallsSink::new(client, progress).replicated(&ch.database)
-        },
+    let sink = if ch.cluster.is_empty() {
+        ClickHouseCallsSink::new(client, progress)
+    } else {
+        ClickHouseCallsSink::new(client, progress).replicated(&ch.database)
     };
+    let metrics = context.metrics.fold(FOLD.name);
+    let fold = CallsFold::new(clock, prices, sink).remembering(
+        context.processor.recent_event_ids_per_partition,
+        metrics.events_repeated.clone(),
+    );
     // The calls fold is the one that dead-letters and whose lag is the
     // pipeline's: it reports both to `pipeline_health`.
     let health = Arc::new(ConsumerHealth::default());
-    let metrics = context.metrics.fold(FOLD.name);
     crate::health::start(
         &context.kafka,
         ch,

@@ -39,6 +39,32 @@ pub trait CallsSink: Send + Sync {
         &self,
         highest: &BTreeMap<i32, i64>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// The event ids stored in `calls` after each `(partition, offset)` of
+    /// `after`, by partition, in offset order.
+    fn recent_event_ids(
+        &self,
+        after: &[(i32, i64)],
+    ) -> impl Future<Output = Result<Vec<StoredId>, SinkError>> + Send;
+}
+
+/// An event id stored in `calls`, with its Kafka partition.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+pub struct StoredId {
+    pub kafka_partition: i32,
+    pub event_id: String,
+}
+
+/// The statement of [`CallsSink::recent_event_ids`].
+pub fn recent_event_ids_sql(after: &[(i32, i64)]) -> String {
+    let within = after
+        .iter()
+        .map(|(p, o)| format!("(kafka_partition = {p} AND kafka_offset > {o})"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    format!(
+        "SELECT kafka_partition, event_id FROM calls WHERE {within} ORDER BY kafka_partition, kafka_offset"
+    )
 }
 
 /// Production: RowBinary inserts into ClickHouse.
@@ -120,6 +146,17 @@ impl CallsSink for ClickHouseCallsSink {
         self.progress.record(&self.client, highest).await?;
         Ok(())
     }
+
+    async fn recent_event_ids(&self, after: &[(i32, i64)]) -> Result<Vec<StoredId>, SinkError> {
+        if after.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .client
+            .query(&recent_event_ids_sql(after))
+            .fetch_all()
+            .await?)
+    }
 }
 
 /// What a [`MemoryCallsSink`] holds.
@@ -178,6 +215,27 @@ impl CallsSink for MemoryCallsSink {
         }
         stored.writes.push("progress");
         Ok(())
+    }
+
+    async fn recent_event_ids(&self, after: &[(i32, i64)]) -> Result<Vec<StoredId>, SinkError> {
+        let stored = self.stored();
+        let mut rows: Vec<&CallRow> = stored
+            .calls
+            .iter()
+            .filter(|r| {
+                after
+                    .iter()
+                    .any(|&(p, o)| r.kafka_partition == p && r.kafka_offset > o)
+            })
+            .collect();
+        rows.sort_by_key(|r| (r.kafka_partition, r.kafka_offset));
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredId {
+                kafka_partition: r.kafka_partition,
+                event_id: r.event_id.clone(),
+            })
+            .collect())
     }
 }
 
