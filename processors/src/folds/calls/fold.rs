@@ -128,19 +128,11 @@ impl<S: CallsSink> Fold for CallsFold<S> {
             .filter_map(|(p, max)| max.map(|max| (*p, max.saturating_sub(window))))
             .collect();
         after.sort_unstable();
-        let ids = self.sink.recent_event_ids(&after).await?;
-        for (partition, _) in &after {
-            self.recent.restore(
-                *partition,
-                ids.iter()
-                    .filter(|id| id.kafka_partition == *partition)
-                    .map(|id| id.event_id.as_str()),
-            );
-        }
-        if !ids.is_empty() {
+        let read = self.sink.recent_event_ids(&after, &mut self.recent).await?;
+        if read > 0 {
             info!(
                 partitions = ?after.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-                ids = ids.len(),
+                ids = read,
                 "recent event ids read back from calls"
             );
         }

@@ -16,6 +16,7 @@ use clickhouse::Client;
 use tracing::{error, warn};
 
 use super::rows::{column_timezone, CallRow, PartitionClock};
+use super::seen::RecentEvents;
 use crate::clickhouse::insert_rows;
 use crate::cost::rollup_check::{self, BatchCells};
 use crate::fold::SinkError;
@@ -40,19 +41,21 @@ pub trait CallsSink: Send + Sync {
         highest: &BTreeMap<i32, i64>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// The event ids stored in `calls` after each `(partition, offset)` of
-    /// `after`, by partition, in offset order.
+    /// Read the event ids stored in `calls` after each `(partition,
+    /// offset)` of `after` into `into`, partition by partition in offset
+    /// order (streamed: one id in memory at a time); returns how many.
     fn recent_event_ids(
         &self,
         after: &[(i32, i64)],
-    ) -> impl Future<Output = Result<Vec<StoredId>, SinkError>> + Send;
+        into: &mut RecentEvents,
+    ) -> impl Future<Output = Result<usize, SinkError>> + Send;
 }
 
 /// An event id stored in `calls`, with its Kafka partition.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
-pub struct StoredId {
-    pub kafka_partition: i32,
-    pub event_id: String,
+struct StoredId {
+    kafka_partition: i32,
+    event_id: String,
 }
 
 /// The statement of [`CallsSink::recent_event_ids`].
@@ -147,15 +150,24 @@ impl CallsSink for ClickHouseCallsSink {
         Ok(())
     }
 
-    async fn recent_event_ids(&self, after: &[(i32, i64)]) -> Result<Vec<StoredId>, SinkError> {
+    async fn recent_event_ids(
+        &self,
+        after: &[(i32, i64)],
+        into: &mut RecentEvents,
+    ) -> Result<usize, SinkError> {
         if after.is_empty() {
-            return Ok(Vec::new());
+            return Ok(0);
         }
-        Ok(self
+        let mut cursor = self
             .client
             .query(&recent_event_ids_sql(after))
-            .fetch_all()
-            .await?)
+            .fetch::<StoredId>()?;
+        let mut read = 0;
+        while let Some(id) = cursor.next().await? {
+            into.restore(id.kafka_partition, [id.event_id.as_str()]);
+            read += 1;
+        }
+        Ok(read)
     }
 }
 
@@ -217,7 +229,11 @@ impl CallsSink for MemoryCallsSink {
         Ok(())
     }
 
-    async fn recent_event_ids(&self, after: &[(i32, i64)]) -> Result<Vec<StoredId>, SinkError> {
+    async fn recent_event_ids(
+        &self,
+        after: &[(i32, i64)],
+        into: &mut RecentEvents,
+    ) -> Result<usize, SinkError> {
         let stored = self.stored();
         let mut rows: Vec<&CallRow> = stored
             .calls
@@ -229,13 +245,10 @@ impl CallsSink for MemoryCallsSink {
             })
             .collect();
         rows.sort_by_key(|r| (r.kafka_partition, r.kafka_offset));
-        Ok(rows
-            .into_iter()
-            .map(|r| StoredId {
-                kafka_partition: r.kafka_partition,
-                event_id: r.event_id.clone(),
-            })
-            .collect())
+        for row in &rows {
+            into.restore(row.kafka_partition, [row.event_id.as_str()]);
+        }
+        Ok(rows.len())
     }
 }
 
