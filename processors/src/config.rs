@@ -58,7 +58,7 @@ pub struct ProcessorConfig {
     /// How many event ids per Kafka partition the calls fold remembers, to
     /// leave out a copy of an event it already folded (a client's retry
     /// after a lost response): a copy is caught while fewer events of its
-    /// partition came between it and its original. 38 to 55 bytes each;
+    /// partition came between it and its original. 22 to 28 bytes each;
     /// 0: remember none, store every copy (`docs/processor.md`, "Copies of
     /// an event").
     pub recent_event_ids_per_partition: usize,
@@ -83,7 +83,7 @@ impl Default for ProcessorConfig {
             instance_id: None,
             health_sample_secs: 10,
             metrics_listen: None,
-            recent_event_ids_per_partition: 50_000,
+            recent_event_ids_per_partition: 100_000,
             patterns: PatternsConfig::default(),
             recovery: RecoveryConfig::default(),
         }
@@ -107,7 +107,7 @@ const PREFETCH_BACKOFF_MS: std::ops::RangeInclusive<u32> = 0..=300_000;
 const PREFETCH_FETCH_KBYTES: std::ops::RangeInclusive<u32> = 1..=976_562;
 
 /// The most event ids per partition the calls fold may be told to keep
-/// (up to 550 MB per partition).
+/// (up to 280 MB per partition).
 const RECENT_EVENT_IDS_MAX: usize = 10_000_000;
 
 /// Kafka's limit on a `group.instance.id`.
@@ -159,7 +159,7 @@ impl ProcessorConfig {
         }
         if self.recent_event_ids_per_partition > RECENT_EVENT_IDS_MAX {
             return Err(format!(
-                "processor.recent_event_ids_per_partition is {}: at most {RECENT_EVENT_IDS_MAX} (up to 55 bytes of memory each, per partition)",
+                "processor.recent_event_ids_per_partition is {}: at most {RECENT_EVENT_IDS_MAX} (up to 28 bytes of memory each, per partition)",
                 self.recent_event_ids_per_partition
             ));
         }
@@ -352,7 +352,7 @@ mod tests {
         };
         assert_eq!(
             huge_window.validate().unwrap_err(),
-            "processor.recent_event_ids_per_partition is 10000001: at most 10000000 (up to 55 bytes of memory each, per partition)"
+            "processor.recent_event_ids_per_partition is 10000001: at most 10000000 (up to 28 bytes of memory each, per partition)"
         );
         assert_eq!(
             with("").validate().unwrap_err(),
