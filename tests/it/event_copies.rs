@@ -37,24 +37,13 @@ fn start_processor(env: &TestEnv, label: &str) -> (std::process::Child, String) 
     (child, format!("http://127.0.0.1:{port}"))
 }
 
-/// The processor's count of left-out copies; 0 before its fold started.
-async fn repeats(metrics: &str) -> f64 {
-    let text = reqwest::get(format!("{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(REPEATED)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Poll the processor's count of left-out copies until it is `want`.
 async fn wait_for_repeats(metrics: &str, want: f64, env: &TestEnv, label: &str) {
     let start = Instant::now();
     loop {
-        let got = repeats(metrics).await;
+        let got = support::metric_if_present(metrics, REPEATED)
+            .await
+            .unwrap_or(0.0);
         if got == want {
             return;
         }
@@ -65,6 +54,23 @@ async fn wait_for_repeats(metrics: &str, want: f64, env: &TestEnv, label: &str) 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Start a processor as `label`, wait until it left out `copies` copies
+/// and `calls` holds `rows` rows with their rollups; the processor and
+/// [`totals`].
+async fn fold(
+    env: &TestEnv,
+    label: &str,
+    copies: f64,
+    rows: u64,
+) -> (std::process::Child, (u64, u64, u64, String, String)) {
+    let (child, metrics) = start_processor(env, label);
+    wait_for_repeats(&metrics, copies, env, label).await;
+    env.wait_for_count("SELECT count() FROM {db}.calls", rows, PATIENCE)
+        .await;
+    env.wait_for_cost_rollup().await;
+    (child, totals(env).await)
 }
 
 /// `(calls rows, distinct event ids, calls in cost_daily, cost in calls,
@@ -100,12 +106,8 @@ async fn a_body_sent_twice_is_stored_and_billed_once_also_after_a_processor_rest
     // ingest API accepts both (it keeps no ids), the topic holds 40.
     post(&env, &key, &events).await;
     post(&env, &key, &events).await;
-    let (mut first, metrics) = start_processor(&env, "process-1");
-    wait_for_repeats(&metrics, 20.0, &env, "process-1").await;
-    env.wait_for_count("SELECT count() FROM {db}.calls", 20, PATIENCE)
-        .await;
-    env.wait_for_cost_rollup().await;
-    let (rows, distinct, billed, cost, rollup_cost) = totals(&env).await;
+    let (mut first, (rows, distinct, billed, cost, rollup_cost)) =
+        fold(&env, "process-1", 20.0, 20).await;
     assert_eq!((rows, distinct, billed), (20, 20, 20));
     assert_eq!(cost, rollup_cost, "cost_daily bills what calls holds");
     let one_call = env
@@ -122,12 +124,8 @@ async fn a_body_sent_twice_is_stored_and_billed_once_also_after_a_processor_rest
     let mut again: Vec<Value> = events[..5].to_vec();
     again.extend((0..5).map(|i| call_event("acme", &format!("team-{}", i % 3))));
     post(&env, &key, &again).await;
-    let (mut second, metrics) = start_processor(&env, "process-2");
-    wait_for_repeats(&metrics, 5.0, &env, "process-2").await;
-    env.wait_for_count("SELECT count() FROM {db}.calls", 25, PATIENCE)
-        .await;
-    env.wait_for_cost_rollup().await;
-    let (rows, distinct, billed, cost, rollup_cost) = totals(&env).await;
+    let (mut second, (rows, distinct, billed, cost, rollup_cost)) =
+        fold(&env, "process-2", 5.0, 25).await;
     assert_eq!((rows, distinct, billed), (25, 25, 25));
     assert_eq!(cost, rollup_cost);
     assert_eq!(support::d(&cost), one_call * support::d("25"));

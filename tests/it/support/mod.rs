@@ -637,10 +637,15 @@ pub fn d(s: &str) -> rust_decimal::Decimal {
 }
 
 /// Wait until `url` answers HTTP (any status) or panic after `timeout`.
-/// The port a server's log says it listens on (`address=127.0.0.1:<port>`
-/// on its "listening" line), polled until `timeout`.
-/// One unlabelled sample `name` from `GET {base}/metrics`.
+/// One sample `name` (with its labels, if any) from `GET {base}/metrics`.
 pub async fn metric(base: &str, name: &str) -> f64 {
+    metric_if_present(base, name)
+        .await
+        .unwrap_or_else(|| panic!("{name} not in {base}/metrics"))
+}
+
+/// [`metric`], or `None` while the series is not exposed yet.
+pub async fn metric_if_present(base: &str, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
@@ -649,12 +654,11 @@ pub async fn metric(base: &str, name: &str) -> f64 {
         .unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+        .map(|value| value.trim().parse().unwrap())
 }
 
+/// The port a server's log says it listens on (`address=127.0.0.1:<port>`
+/// on its "listening" line), polled until `timeout`.
 pub fn listening_port(log: &Path, timeout: Duration) -> u16 {
     let start = Instant::now();
     loop {
