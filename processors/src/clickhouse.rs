@@ -5,6 +5,7 @@
 use clickhouse::{Client, RowWrite};
 
 use crate::error::{Error, Result};
+use crate::rowbinary::EncodedRow;
 use tollgate_control::clickhouse::server_client;
 use tollgate_control::config::ClickHouseConfig;
 
@@ -34,6 +35,33 @@ where
     let mut insert = client.insert::<T>(table).await?;
     for row in rows {
         insert.write(row).await?;
+    }
+    insert.end().await
+}
+
+/// Most bytes sent in one chunk of an encoded insert (the `clickhouse`
+/// crate's typed insert sends chunks of the same size).
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Insert rows already encoded as RowBinary (see [`crate::rowbinary`]) in
+/// one request, in the order given: `sql` is
+/// [`crate::rowbinary::insert_sql`] of the rows' type. The bytes go out in
+/// chunks as they are copied, like the typed insert's.
+pub async fn insert_encoded<M: Sync>(
+    client: &Client,
+    sql: &str,
+    rows: &[EncodedRow<M>],
+) -> clickhouse::error::Result<()> {
+    let mut insert = client.insert_formatted_with(sql);
+    let mut chunk = bytes::BytesMut::with_capacity(CHUNK_BYTES);
+    for row in rows {
+        chunk.extend_from_slice(row.bytes());
+        if chunk.len() >= CHUNK_BYTES {
+            insert.send(chunk.split().freeze()).await?;
+        }
+    }
+    if !chunk.is_empty() {
+        insert.send(chunk.freeze()).await?;
     }
     insert.end().await
 }

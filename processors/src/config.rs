@@ -72,8 +72,8 @@ impl Default for ProcessorConfig {
     fn default() -> Self {
         Self {
             group_id: "tollgate-processor".into(),
-            batch_max_rows: 20_000,
-            batch_max_bytes: 16 * 1024 * 1024,
+            batch_max_rows: 60_000,
+            batch_max_bytes: 64 * 1024 * 1024,
             batch_max_wait_ms: 500,
             prefetch_kbytes: 32 * 1024,
             prefetch_events_per_partition: 2_000,

@@ -24,6 +24,13 @@ pub trait Positioned {
     fn position(&self) -> (i32, i64);
 }
 
+/// A bare Kafka position `(partition, offset)`.
+impl Positioned for (i32, i64) {
+    fn position(&self) -> (i32, i64) {
+        *self
+    }
+}
+
 /// Where a message came from: its Kafka position and key.
 #[derive(Debug, Clone, Copy)]
 pub struct MessageMeta<'a> {

@@ -33,6 +33,7 @@ pub mod progress;
 pub mod recovery;
 pub mod resume;
 pub mod retention;
+pub mod rowbinary;
 pub mod stall;
 pub mod topics;
 

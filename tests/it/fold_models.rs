@@ -21,7 +21,9 @@ use tollgate_contract::Event;
 use tollgate_control::config::ClickHouseConfig;
 use tollgate_processors::fold::{Fold, MessageMeta};
 use tollgate_processors::folds::calls::fold::CallsFold;
-use tollgate_processors::folds::calls::rows::{CallRow, PartitionClock};
+use tollgate_processors::folds::calls::rows::{
+    call_record, priced_call_row, CallRecord, CallRow, PartitionClock,
+};
 use tollgate_processors::folds::calls::sink::ClickHouseCallsSink;
 use tollgate_processors::folds::cost_rollup::model::{CostRollup, RollupKey, RollupSums};
 use tollgate_processors::folds::cost_rollup::{
@@ -200,6 +202,23 @@ fn assert_same(view: &str, got: &Cells, want: &Cells) {
     }
 }
 
+/// The typed row the calls fold's pure part makes for `event` at `meta`
+/// (what the models read), and the encoded record the fold itself makes of
+/// it (what its sink stores): the two agree.
+fn made(
+    fold: &mut CallsFold<ClickHouseCallsSink>,
+    event: &Event,
+    meta: MessageMeta<'_>,
+) -> (CallRow, CallRecord) {
+    let now = Utc::now();
+    let record = fold.row(event, meta, now).unwrap().unwrap();
+    let row = priced_call_row(event, meta.partition, meta.offset, now, &catalog())
+        .unwrap()
+        .unwrap();
+    assert_eq!(record, call_record(&row).unwrap());
+    (row, record)
+}
+
 #[tokio::test]
 async fn cost_rollup_model_matches_the_views_cell_by_cell() {
     let env = TestEnv::new("fold_models").await;
@@ -218,6 +237,7 @@ async fn cost_rollup_model_matches_the_views_cell_by_cell() {
     // 240 calls over 2 Kafka partitions, stored in batches that never span
     // a month (as the consumer runtime cuts them).
     let mut rows: Vec<CallRow> = Vec::new();
+    let mut records: Vec<CallRecord> = Vec::new();
     for i in 0..240u64 {
         let partition = i32::try_from(i % 2).unwrap();
         let meta = MessageMeta {
@@ -225,13 +245,15 @@ async fn cost_rollup_model_matches_the_views_cell_by_cell() {
             offset: i64::try_from(i / 2).unwrap(),
             key: None,
         };
-        rows.push(fold.row(&event(i), meta, Utc::now()).unwrap().unwrap());
+        let (row, record) = made(&mut fold, &event(i), meta);
+        rows.push(row);
+        records.push(record);
     }
     assert!(rows
         .iter()
         .any(|r| r.priced == 0 && r.kind == "ai.call.completed"));
     assert!(rows.iter().any(|r| r.price_version == 2));
-    let mut batches: BTreeMap<(String, usize), Vec<CallRow>> = BTreeMap::new();
+    let mut batches: BTreeMap<(String, usize), Vec<CallRecord>> = BTreeMap::new();
     for (i, row) in rows.iter().enumerate() {
         let month = DateTime::from_timestamp(i64::from(row.occurred_at), 0)
             .unwrap()
@@ -240,7 +262,7 @@ async fn cost_rollup_model_matches_the_views_cell_by_cell() {
         batches
             .entry((month, i / 50))
             .or_default()
-            .push(row.clone());
+            .push(records[i].clone());
     }
     assert!(batches.keys().any(|(m, _)| m == "202604"));
     for batch in batches.values() {
@@ -577,9 +599,10 @@ async fn error_patterns_model_matches_the_views_on_random_calls() {
                 key: None,
             };
             offsets[partition] += 1;
-            rows.push(fold.row(event, meta, Utc::now()).unwrap().unwrap());
+            rows.push(made(&mut fold, event, meta));
         }
-        for chunk in rows.chunks(40) {
+        let (rows, records): (Vec<CallRow>, Vec<CallRecord>) = rows.into_iter().unzip();
+        for chunk in records.chunks(40) {
             fold.store(chunk).await.unwrap();
         }
         for row in &rows {

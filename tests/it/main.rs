@@ -60,6 +60,7 @@ mod proxy_trace;
 mod proxy_vs_litellm;
 mod rate_limit_admin;
 mod retention;
+mod rowbinary;
 mod sign_in;
 mod sre_loop;
 mod sso;

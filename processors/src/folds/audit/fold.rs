@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tollgate_contract::audit::checkpoint::CheckpointRow;
-use tollgate_contract::audit::entry::EntryRow;
 use tollgate_contract::{Event, Rejection};
 use tracing::{info, warn};
 
@@ -72,7 +71,7 @@ impl<S: AuditSink> AuditFold<S> {
 }
 
 impl<S: AuditSink> Fold for AuditFold<S> {
-    type Row = EntryRow;
+    type Row = S::Entry;
 
     fn name(&self) -> &'static str {
         super::NAME
@@ -91,16 +90,19 @@ impl<S: AuditSink> Fold for AuditFold<S> {
         event: &Event,
         message: MessageMeta<'_>,
         _now: DateTime<Utc>,
-    ) -> Result<Option<EntryRow>, Rejection> {
-        self.chains.row(event, message, Instant::now()).map(Some)
+    ) -> Result<Option<S::Entry>, Rejection> {
+        let row = self.chains.row(event, message, Instant::now())?;
+        S::entry(row)
+            .map(Some)
+            .map_err(|e| Rejection::new("event", e.to_string()))
     }
 
-    fn partition_key(&self, _row: &EntryRow) -> PartitionKey {
+    fn partition_key(&self, _row: &S::Entry) -> PartitionKey {
         // audit_chain has a single table partition.
         PartitionKey::Month(0)
     }
 
-    async fn store(&mut self, rows: &[EntryRow]) -> Result<(), SinkError> {
+    async fn store(&mut self, rows: &[S::Entry]) -> Result<(), SinkError> {
         self.sink.insert_entries(rows).await
     }
 
@@ -145,6 +147,7 @@ mod tests {
     };
     use super::*;
     use crate::folds::audit::sink::MemoryAuditSink;
+    use tollgate_contract::audit::entry::EntryRow;
 
     fn fold(sink: &MemoryAuditSink, every: u64) -> AuditFold<MemoryAuditSink> {
         AuditFold::new(

@@ -80,6 +80,13 @@ pub struct AuditConfig {
     pub checkpoint_every: u64,
     /// ...or when its oldest unchecked entry is this old (checked at each flush).
     pub checkpoint_interval_secs: u64,
+    /// Entries per insert into `audit_chain` (the fold's batch; its bytes
+    /// and age limits are `[processor]`'s). An entry holds the whole event,
+    /// so it costs about twice a row of `calls` in memory while it waits,
+    /// and its insert feeds one view where that of `calls` feeds twelve:
+    /// smaller batches than the calls fold's cost little
+    /// (docs/performance.md, "Batches held as RowBinary").
+    pub batch_max_rows: usize,
     /// How long an erasure (`tollgate erase`, `POST /api/v1/audit/erasures`)
     /// waits for the audit fold to chain its records, then for ClickHouse's
     /// mutations (docs/audit.md, "Erasure").
@@ -94,6 +101,7 @@ impl Default for AuditConfig {
             signing_key_file: None,
             checkpoint_every: 1000,
             checkpoint_interval_secs: 60,
+            batch_max_rows: 20_000,
             erasure_wait_secs: 120,
         }
     }
@@ -163,11 +171,15 @@ pub async fn run(
         },
     );
     let fold = AuditFold::new(chains, ClickHouseAuditSink::new(client(ch), anchor));
+    let processor = ProcessorConfig {
+        batch_max_rows: audit.batch_max_rows,
+        ..processor.clone()
+    };
     run_fold(
         fold,
         kafka,
         ch,
-        processor,
+        &processor,
         &audit.group_id,
         metrics,
         shutdown,

@@ -18,15 +18,24 @@ use tollgate_contract::audit::entry::EntryRow;
 
 use super::anchor::AnchorPublisher;
 use super::rows::StoredChain;
-use crate::clickhouse::insert_rows;
-use crate::fold::SinkError;
+use crate::clickhouse::{insert_encoded, insert_rows};
+use crate::fold::{Positioned, SinkError};
+use crate::rowbinary::{insert_sql, EncodedRow, RowBinaryError};
 
 /// Where the audit fold writes, and reads its chains back from.
 pub trait AuditSink: Send + Sync {
+    /// An entry as this sink holds it until its batch is inserted.
+    type Entry: Positioned + Send + Sync;
+
+    /// Make `row` the entry this sink inserts. The error is reachable only
+    /// by a row type that holds a shape RowBinary cannot (a unit test
+    /// encodes every field of [`EntryRow`]).
+    fn entry(row: EntryRow) -> Result<Self::Entry, RowBinaryError>;
+
     /// Insert entries into `audit_chain` in one request, in the order given.
     fn insert_entries(
         &self,
-        rows: &[EntryRow],
+        rows: &[Self::Entry],
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// The chains written from `partitions`: head and last checkpoint, and
@@ -116,8 +125,16 @@ fn list(partitions: &[i32]) -> String {
 }
 
 impl AuditSink for ClickHouseAuditSink {
-    async fn insert_entries(&self, rows: &[EntryRow]) -> Result<(), SinkError> {
-        insert_rows(&self.client, "audit_chain", rows).await?;
+    /// RowBinary and the entry's Kafka position: a batch waits as the bytes
+    /// it is inserted as (see [`crate::rowbinary`]).
+    type Entry = EncodedRow<(i32, i64)>;
+
+    fn entry(row: EntryRow) -> Result<Self::Entry, RowBinaryError> {
+        EncodedRow::new(&row, row.position())
+    }
+
+    async fn insert_entries(&self, rows: &[Self::Entry]) -> Result<(), SinkError> {
+        insert_encoded(&self.client, &insert_sql::<EntryRow>("audit_chain"), rows).await?;
         Ok(())
     }
 
@@ -216,6 +233,13 @@ impl MemoryAuditSink {
 }
 
 impl AuditSink for MemoryAuditSink {
+    /// The rows themselves, for tests to read.
+    type Entry = EntryRow;
+
+    fn entry(row: EntryRow) -> Result<EntryRow, RowBinaryError> {
+        Ok(row)
+    }
+
     async fn insert_entries(&self, rows: &[EntryRow]) -> Result<(), SinkError> {
         let mut stored = self.stored();
         if stored.fail_entries > 0 {

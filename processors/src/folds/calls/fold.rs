@@ -11,7 +11,7 @@ use tollgate_contract::catalog::SharedCatalog;
 use tollgate_contract::{Event, Rejection};
 use tracing::{debug, info};
 
-use super::rows::{priced_call_row, CallRow, PartitionClock};
+use super::rows::{call_record, priced_call_row, CallRecord, PartitionClock};
 use super::seen::RecentEvents;
 use super::sink::CallsSink;
 use crate::fold::{Fold, MessageMeta, PartitionKey, Positioned, SinkError};
@@ -52,7 +52,7 @@ impl<S: CallsSink> CallsFold<S> {
 }
 
 impl<S: CallsSink> Fold for CallsFold<S> {
-    type Row = CallRow;
+    type Row = CallRecord;
 
     fn name(&self) -> &'static str {
         super::NAME
@@ -71,7 +71,7 @@ impl<S: CallsSink> Fold for CallsFold<S> {
         event: &Event,
         message: MessageMeta<'_>,
         now: DateTime<Utc>,
-    ) -> Result<Option<CallRow>, Rejection> {
+    ) -> Result<Option<CallRecord>, Rejection> {
         let row = priced_call_row(
             event,
             message.partition,
@@ -89,14 +89,14 @@ impl<S: CallsSink> Fold for CallsFold<S> {
             );
             return Ok(None);
         }
-        Ok(row)
+        row.as_ref().map(call_record).transpose()
     }
 
-    fn partition_key(&self, row: &CallRow) -> PartitionKey {
-        self.clock.key(row.occurred_at)
+    fn partition_key(&self, row: &CallRecord) -> PartitionKey {
+        self.clock.key(row.meta.occurred_at)
     }
 
-    async fn store(&mut self, rows: &[CallRow]) -> Result<(), SinkError> {
+    async fn store(&mut self, rows: &[CallRecord]) -> Result<(), SinkError> {
         self.sink.insert_calls(rows).await?;
         self.record_progress(rows).await;
         Ok(())
@@ -105,7 +105,7 @@ impl<S: CallsSink> Fold for CallsFold<S> {
     /// `calls` holds `rows` but an insert's views are not atomic with it:
     /// the cost rollups of the rows' cells are checked against `calls`
     /// and brought level, then progress is recorded as after a store.
-    async fn stored_after_failure(&mut self, rows: &[CallRow]) -> Result<(), SinkError> {
+    async fn stored_after_failure(&mut self, rows: &[CallRecord]) -> Result<(), SinkError> {
         self.sink.level_rollups(rows).await?;
         self.record_progress(rows).await;
         Ok(())
@@ -149,7 +149,7 @@ impl<S: CallsSink> CallsFold<S> {
     /// next. A progress row that cannot be written only makes the recorded
     /// progress lag until the next insert (see crate::progress): logged,
     /// not retried.
-    async fn record_progress(&self, rows: &[CallRow]) {
+    async fn record_progress(&self, rows: &[CallRecord]) {
         let positions = highest(rows.iter().map(Positioned::position));
         if let Err(err) = self.sink.record_progress(&positions).await {
             tracing::warn!(%err, "cannot record fold progress; budget settlement lags until the next insert");
@@ -179,7 +179,7 @@ mod tests {
         )
     }
 
-    fn rows(fold: &mut CallsFold<MemoryCallsSink>, positions: &[(i32, i64)]) -> Vec<CallRow> {
+    fn rows(fold: &mut CallsFold<MemoryCallsSink>, positions: &[(i32, i64)]) -> Vec<CallRecord> {
         let e = event("2026-03-10T10:00:00.000Z");
         positions
             .iter()
@@ -259,7 +259,7 @@ mod tests {
         let mut fold = fold(&sink).remembering(100, repeated.clone());
         let now = Utc::now();
         let first = fold.row(&event_with_id(A), at(0, 1), now).unwrap();
-        assert_eq!(first.unwrap().event_id, A);
+        assert_eq!(&*first.unwrap().meta.event_id, A);
         assert!(fold
             .row(&event_with_id(A), at(0, 2), now)
             .unwrap()

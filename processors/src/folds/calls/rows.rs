@@ -16,6 +16,7 @@ use tollgate_contract::{Event, Rejection};
 use super::pattern::pattern_columns;
 pub use crate::fold::PartitionKey;
 use crate::fold::Positioned;
+use crate::rowbinary::EncodedRow;
 
 /// One row of `calls` (see `migrations/clickhouse/0001_calls.sql`). Field
 /// names are column names: with validation off the insert names the columns
@@ -95,6 +96,41 @@ impl Positioned for CallRow {
     fn position(&self) -> (i32, i64) {
         (self.kafka_partition, self.kafka_offset)
     }
+}
+
+/// What the calls fold and its sink read of a row once it is encoded: its
+/// Kafka position, and the cell its cost rollups are leveled by after a
+/// failed insert (`team_id`, `occurred_at`). `event_id` is what the window
+/// of recent ids is read back from (the in-memory sink reads it here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallMeta {
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+    pub occurred_at: u32,
+    pub team_id: Box<str>,
+    pub event_id: Box<str>,
+}
+
+impl Positioned for CallMeta {
+    fn position(&self) -> (i32, i64) {
+        (self.kafka_partition, self.kafka_offset)
+    }
+}
+
+/// A row of `calls` as the fold holds it until its batch is inserted:
+/// RowBinary, a quarter of the struct's memory (see [`crate::rowbinary`]).
+pub type CallRecord = EncodedRow<CallMeta>;
+
+/// Encode `row` for its batch.
+pub fn call_record(row: &CallRow) -> Result<CallRecord, Rejection> {
+    let meta = CallMeta {
+        kafka_partition: row.kafka_partition,
+        kafka_offset: row.kafka_offset,
+        occurred_at: row.occurred_at,
+        team_id: row.team_id.as_str().into(),
+        event_id: row.event_id.as_str().into(),
+    };
+    EncodedRow::new(row, meta).map_err(|e| Rejection::new("event", e.to_string()))
 }
 
 /// The calls fold's row for `event` at `partition`/`offset`, priced from
@@ -335,6 +371,24 @@ mod tests {
             ]),
             reported_cost: Some("0.001".into()),
         }
+    }
+
+    #[test]
+    fn a_record_is_the_row_in_rowbinary_with_its_position_and_cell() {
+        let e = event();
+        let now = Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap();
+        let row = call_row(&e, 3, 42, now).unwrap().unwrap();
+        let record = call_record(&row).unwrap();
+        let mut bytes = Vec::new();
+        crate::rowbinary::encode(&row, &mut bytes).unwrap();
+        assert_eq!(record.bytes(), bytes.as_slice());
+        // RowBinary starts with the first field: event_id, length first.
+        assert_eq!(record.bytes()[0], 36);
+        assert_eq!(&record.bytes()[1..37], row.event_id.as_bytes());
+        assert_eq!(record.position(), (3, 42));
+        assert_eq!(record.meta.occurred_at, row.occurred_at);
+        assert_eq!(&*record.meta.team_id, row.team_id);
+        assert_eq!(&*record.meta.event_id, row.event_id);
     }
 
     #[test]

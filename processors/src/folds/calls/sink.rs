@@ -15,9 +15,9 @@ use clickhouse::Client;
 
 use tracing::{error, warn};
 
-use super::rows::{column_timezone, CallRow, PartitionClock};
+use super::rows::{column_timezone, CallMeta, CallRecord, CallRow, PartitionClock};
 use super::seen::RecentEvents;
-use crate::clickhouse::insert_rows;
+use crate::clickhouse::insert_encoded;
 use crate::cost::rollup_check::{self, BatchCells};
 use crate::fold::SinkError;
 use crate::insert_fence::sync_replica_sql;
@@ -26,13 +26,18 @@ use crate::progress::Progress;
 /// Where the calls fold writes.
 pub trait CallsSink: Send + Sync {
     /// Insert `rows` into `calls` in one request, in the order given.
-    fn insert_calls(&self, rows: &[CallRow]) -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn insert_calls(
+        &self,
+        rows: &[CallRecord],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// `calls` holds `rows` (a failed insert stored them after all), but
     /// the views of that insert may have missed them: check the cost
     /// rollups of their cells against `calls` and repair what disagrees.
-    fn level_rollups(&self, rows: &[CallRow])
-        -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn level_rollups(
+        &self,
+        rows: &[CallRecord],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Record that every position up to `highest` (partition -> offset) is
     /// folded, then wake whoever waits for it.
@@ -74,6 +79,8 @@ pub fn recent_event_ids_sql(after: &[(i32, i64)]) -> String {
 #[derive(Clone)]
 pub struct ClickHouseCallsSink {
     client: Client,
+    /// `INSERT INTO calls(<CallRow's fields>) FORMAT RowBinary`.
+    insert_sql: String,
     progress: Progress,
     /// On a cluster, the database whose facts and rollups this replica
     /// syncs before it compares them.
@@ -84,6 +91,7 @@ impl ClickHouseCallsSink {
     pub fn new(client: Client, progress: Progress) -> Self {
         Self {
             client,
+            insert_sql: crate::rowbinary::insert_sql::<CallRow>("calls"),
             progress,
             replicated: None,
         }
@@ -97,13 +105,14 @@ impl ClickHouseCallsSink {
 }
 
 impl CallsSink for ClickHouseCallsSink {
-    async fn insert_calls(&self, rows: &[CallRow]) -> Result<(), SinkError> {
-        insert_rows(&self.client, "calls", rows).await?;
+    async fn insert_calls(&self, rows: &[CallRecord]) -> Result<(), SinkError> {
+        insert_encoded(&self.client, &self.insert_sql, rows).await?;
         Ok(())
     }
 
-    async fn level_rollups(&self, rows: &[CallRow]) -> Result<(), SinkError> {
-        let Some(cells) = BatchCells::of(rows.iter().map(|r| (r.team_id.as_str(), r.occurred_at)))
+    async fn level_rollups(&self, rows: &[CallRecord]) -> Result<(), SinkError> {
+        let Some(cells) =
+            BatchCells::of(rows.iter().map(|r| (&*r.meta.team_id, r.meta.occurred_at)))
         else {
             return Ok(());
         };
@@ -174,7 +183,7 @@ impl CallsSink for ClickHouseCallsSink {
 /// What a [`MemoryCallsSink`] holds.
 #[derive(Debug, Default)]
 pub struct StoredCalls {
-    pub calls: Vec<CallRow>,
+    pub calls: Vec<CallRecord>,
     /// Highest recorded offset per partition.
     pub progress: BTreeMap<i32, i64>,
     /// Every write in order: `calls` or `progress`.
@@ -184,7 +193,7 @@ pub struct StoredCalls {
     /// Fail every progress write while set.
     pub fail_progress: bool,
     /// Rows whose rollups were leveled, in order.
-    pub leveled: Vec<CallRow>,
+    pub leveled: Vec<CallRecord>,
 }
 
 /// Test double: both writes in memory, failures on request.
@@ -198,7 +207,7 @@ impl MemoryCallsSink {
 }
 
 impl CallsSink for MemoryCallsSink {
-    async fn insert_calls(&self, rows: &[CallRow]) -> Result<(), SinkError> {
+    async fn insert_calls(&self, rows: &[CallRecord]) -> Result<(), SinkError> {
         let mut stored = self.stored();
         if stored.fail_inserts > 0 {
             stored.fail_inserts -= 1;
@@ -209,7 +218,7 @@ impl CallsSink for MemoryCallsSink {
         Ok(())
     }
 
-    async fn level_rollups(&self, rows: &[CallRow]) -> Result<(), SinkError> {
+    async fn level_rollups(&self, rows: &[CallRecord]) -> Result<(), SinkError> {
         let mut stored = self.stored();
         stored.leveled.extend_from_slice(rows);
         stored.writes.push("level");
@@ -235,9 +244,10 @@ impl CallsSink for MemoryCallsSink {
         into: &mut RecentEvents,
     ) -> Result<usize, SinkError> {
         let stored = self.stored();
-        let mut rows: Vec<&CallRow> = stored
+        let mut rows: Vec<&CallMeta> = stored
             .calls
             .iter()
+            .map(|r| &r.meta)
             .filter(|r| {
                 after
                     .iter()
@@ -246,7 +256,7 @@ impl CallsSink for MemoryCallsSink {
             .collect();
         rows.sort_by_key(|r| (r.kafka_partition, r.kafka_offset));
         for row in &rows {
-            into.restore(row.kafka_partition, [row.event_id.as_str()]);
+            into.restore(row.kafka_partition, [&*row.event_id]);
         }
         Ok(rows.len())
     }
