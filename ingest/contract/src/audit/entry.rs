@@ -105,7 +105,7 @@ pub fn entry_fields(event: &Event) -> Result<EntryFields, Rejection> {
                 "outside the range ClickHouse DateTime can store (1970 to 2105)",
             )
         })?;
-    let event_json = serde_jcs::to_string(event)
+    let event_json = super::canonical::to_canonical_json(event)
         .map_err(|e| Rejection::new("event", format!("cannot canonicalize: {e}")))?;
     let call = event.call.as_ref();
     let (decision, decision_reason) = if event.kind == EventKind::CallBlocked {
@@ -187,7 +187,11 @@ pub fn chain_entry(
         personal_commitment: String::new(),
     };
     row.personal_commitment = personal_commitment(salt, &row.user_id, &row.event_json);
-    let hash = entry_hash(prev, &row);
+    // The commitment was just computed from this salt: what
+    // `effective_commitment` would recompute and compare.
+    let mut canonical = String::with_capacity(512);
+    canonical_entry_with(&row, &row.personal_commitment, &mut canonical);
+    let hash = hash_canonical(prev, &canonical);
     row.entry_hash = const_hex::encode(hash);
     (row, hash)
 }
@@ -252,6 +256,11 @@ pub fn entry_hash(prev: &[u8; 32], row: &EntryRow) -> [u8; 32] {
     };
     let mut canonical = String::with_capacity(event + 512);
     canonical_entry_into(row, &mut canonical);
+    hash_canonical(prev, &canonical)
+}
+
+/// `SHA-256(prev ‖ canonical)`.
+fn hash_canonical(prev: &[u8; 32], canonical: &str) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(prev);
     hasher.update(canonical.as_bytes());
@@ -273,6 +282,16 @@ pub fn canonical_entry(row: &EntryRow) -> String {
 }
 
 fn canonical_entry_into(row: &EntryRow, out: &mut String) {
+    if row.v < ENTRY_VERSION {
+        canonical_entry_with(row, "", out);
+    } else {
+        canonical_entry_with(row, &effective_commitment(row), out);
+    }
+}
+
+/// [`canonical_entry`] with the version 2 `personal` member given
+/// (`personal` is not read for version 1).
+fn canonical_entry_with(row: &EntryRow, personal: &str, out: &mut String) {
     use std::fmt::Write;
     out.push('{');
     let string = |out: &mut String, key: &str, value: &str, first: bool| {
@@ -305,7 +324,7 @@ fn canonical_entry_into(row: &EntryRow, out: &mut String) {
     string(out, "org_id", &row.org_id, false);
     string(out, "outcome", &row.outcome, false);
     if !plain {
-        string(out, "personal", &effective_commitment(row), false);
+        string(out, "personal", personal, false);
     }
     string(out, "provider", &row.provider, false);
     let _ = write!(out, ",\"seq\":{}", row.seq);
@@ -321,7 +340,7 @@ fn canonical_entry_into(row: &EntryRow, out: &mut String) {
 /// A JSON string as RFC 8785 writes it: `"` and `\` escaped, U+0008, U+0009,
 /// U+000A, U+000C, U+000D as `\b \t \n \f \r`, other controls below U+0020
 /// as `\u00xx` (lowercase hex), everything else as UTF-8.
-fn push_json_string(out: &mut String, s: &str) {
+pub(crate) fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
     if has_control(s.as_bytes()) {
         push_escaped_bytewise(out, s);
@@ -420,6 +439,41 @@ mod tests {
     }
 
     const SALT: [u8; 32] = [7; 32];
+
+    /// The event's canonical JSON is `serde_jcs`'s, for events with
+    /// floats, integers above 2^53, tags whose names sort differently in
+    /// UTF-8 and UTF-16, control characters and an admin payload.
+    #[test]
+    fn event_json_is_serde_jcs_of_the_event() {
+        let mut events = vec![event("ai.call.blocked"), event("ai.call.completed")];
+        let mut tagged = event("ai.call.completed");
+        tagged.tags = [
+            ("\u{FF61}", "half-width"),
+            ("\u{1F600}", "emoji"),
+            ("b", "x\u{1}"),
+            ("a", ""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if let Some(call) = tagged.call.as_mut() {
+            call.usage.input_tokens = 9_007_199_254_740_993;
+            call.usage.output_tokens = u64::MAX;
+        }
+        events.push(tagged);
+        let mut admin = event("admin.price.added");
+        admin.call = None;
+        admin.admin = Some(serde_json::json!({"z": [1, 2.5, null], "a": {"é": true}}));
+        events.push(admin);
+        for e in &events {
+            let fields = entry_fields(e).unwrap();
+            assert_eq!(fields.event_json, serde_jcs::to_string(e).unwrap());
+        }
+        assert!(entry_fields(&events[2])
+            .unwrap()
+            .event_json
+            .contains("\"input_tokens\":9007199254740992"));
+    }
 
     fn at(chain_id: &str, seq: u64, partition: i32, offset: i64) -> Position<'_> {
         Position {

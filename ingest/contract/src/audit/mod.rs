@@ -9,6 +9,7 @@
 //! `clickhouse::Row` (a column list; the derive does no I/O), so the fold
 //! and the read side insert and fetch these very types.
 
+pub mod canonical;
 pub mod checkpoint;
 pub mod entry;
 pub mod erasure;
