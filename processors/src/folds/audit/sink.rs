@@ -28,8 +28,8 @@ pub trait AuditSink: Send + Sync {
     type Entry: Positioned + Send + Sync;
 
     /// Make `row` the entry this sink inserts. The error is reachable only
-    /// by a row type that holds a shape RowBinary cannot (a unit test
-    /// encodes every field of [`EntryRow`]).
+    /// by a row type that holds a shape RowBinary cannot
+    /// (`tests/it/rowbinary.rs` encodes an entry with every field set).
     fn entry(row: EntryRow) -> Result<Self::Entry, RowBinaryError>;
 
     /// Insert entries into `audit_chain` in one request, in the order given.
