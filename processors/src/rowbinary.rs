@@ -103,6 +103,16 @@ impl Writer<'_> {
 
 type Result<T = ()> = std::result::Result<T, RowBinaryError>;
 
+/// Serializer methods that write a number's little-endian bytes.
+macro_rules! little_endian {
+    ($($method:ident: $ty:ty),* $(,)?) => {$(
+        fn $method(self, v: $ty) -> Result {
+            self.out.extend_from_slice(&v.to_le_bytes());
+            Ok(())
+        }
+    )*};
+}
+
 impl<'a, 'b> ser::Serializer for &'b mut Writer<'a> {
     type Ok = ();
     type Error = RowBinaryError;
@@ -118,52 +128,21 @@ impl<'a, 'b> ser::Serializer for &'b mut Writer<'a> {
         self.out.push(u8::from(v));
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_i16(self, v: i16) -> Result {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_i32(self, v: i32) -> Result {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_i64(self, v: i64) -> Result {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_i128(self, v: i128) -> Result {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
+    little_endian! {
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_i128: i128,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_u128: u128,
+        serialize_f32: f32,
+        serialize_f64: f64,
     }
     fn serialize_u8(self, v: u8) -> Result {
         self.out.push(v);
-        Ok(())
-    }
-    fn serialize_u16(self, v: u16) -> Result {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_u32(self, v: u32) -> Result {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_u64(self, v: u64) -> Result {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_u128(self, v: u128) -> Result {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_f32(self, v: f32) -> Result {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_f64(self, v: f64) -> Result {
-        self.out.extend_from_slice(&v.to_le_bytes());
         Ok(())
     }
     fn serialize_char(self, _v: char) -> Result {
@@ -246,38 +225,28 @@ impl<'a, 'b> ser::Serializer for &'b mut Writer<'a> {
     }
 }
 
-impl ser::SerializeSeq for &mut Writer<'_> {
-    type Ok = ();
-    type Error = RowBinaryError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result {
-        Ok(())
-    }
+/// The compounds whose elements follow one another with nothing between
+/// them (a sequence's count is written when it starts).
+macro_rules! in_order {
+    ($($compound:ident::$element:ident),* $(,)?) => {$(
+        impl ser::$compound for &mut Writer<'_> {
+            type Ok = ();
+            type Error = RowBinaryError;
+            fn $element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> Result {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for &mut Writer<'_> {
-    type Ok = ();
-    type Error = RowBinaryError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for &mut Writer<'_> {
-    type Ok = ();
-    type Error = RowBinaryError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result {
-        Ok(())
-    }
-}
+in_order!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+);
 
 impl ser::SerializeStruct for &mut Writer<'_> {
     type Ok = ();
@@ -285,10 +254,9 @@ impl ser::SerializeStruct for &mut Writer<'_> {
     fn serialize_field<T: Serialize + ?Sized>(&mut self, _key: &'static str, value: &T) -> Result {
         value.serialize(&mut **self)
     }
-    fn skip_field(&mut self, key: &'static str) -> Result {
+    fn skip_field(&mut self, _key: &'static str) -> Result {
         // The insert names every field as a column: a skipped one would
         // shift every value after it.
-        let _ = key;
         Err(RowBinaryError::Unsupported("a skipped field"))
     }
     fn end(self) -> Result {

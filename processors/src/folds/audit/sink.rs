@@ -64,12 +64,18 @@ pub trait AuditSink: Send + Sync {
 #[derive(Debug)]
 pub struct ClickHouseAuditSink {
     client: Client,
+    /// `INSERT INTO audit_chain(<EntryRow's fields>) FORMAT RowBinary`.
+    insert_sql: String,
     anchor: Option<AnchorPublisher>,
 }
 
 impl ClickHouseAuditSink {
     pub fn new(client: Client, anchor: Option<AnchorPublisher>) -> Self {
-        Self { client, anchor }
+        Self {
+            client,
+            insert_sql: insert_sql::<EntryRow>("audit_chain"),
+            anchor,
+        }
     }
 }
 
@@ -134,7 +140,7 @@ impl AuditSink for ClickHouseAuditSink {
     }
 
     async fn insert_entries(&self, rows: &[Self::Entry]) -> Result<(), SinkError> {
-        insert_encoded(&self.client, &insert_sql::<EntryRow>("audit_chain"), rows).await?;
+        insert_encoded(&self.client, &self.insert_sql, rows).await?;
         Ok(())
     }
 
