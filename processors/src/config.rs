@@ -108,7 +108,7 @@ const PREFETCH_FETCH_KBYTES: std::ops::RangeInclusive<u32> = 1..=976_562;
 
 /// The most event ids per partition the calls fold may be told to keep
 /// (up to 280 MB per partition).
-const RECENT_EVENT_IDS_MAX: usize = 10_000_000;
+pub const RECENT_EVENT_IDS_MAX: usize = 10_000_000;
 
 /// Kafka's limit on a `group.instance.id`.
 const INSTANCE_ID_MAX_LEN: usize = 249;

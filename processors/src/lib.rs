@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod patterns;
 pub mod progress;
+pub mod recent_events;
 pub mod recovery;
 pub mod resume;
 pub mod retention;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::RECENT_EVENT_IDS_MAX;
 use crate::error::{Error, Result};
 
 /// The breaker's settings.
@@ -49,6 +50,10 @@ pub struct BreakersConfig {
     /// How often time-driven transitions (open -> half-open, half-open
     /// max wait) are checked, milliseconds.
     pub tick_ms: u64,
+    /// How many of the last counted calls' event ids the breakers remember
+    /// (over every partition): a copy of one of them (a client's retry, a
+    /// proxy's resend) is not counted again. 0 remembers none.
+    pub recent_event_ids: usize,
 }
 
 impl Default for BreakersConfig {
@@ -68,6 +73,8 @@ impl Default for BreakersConfig {
             republish_secs: 20,
             fetch_wait_max_ms: 10,
             tick_ms: 100,
+            // 4.5 MB; a minute of 3,300 counted calls a second.
+            recent_event_ids: 200_000,
         }
     }
 }
@@ -131,6 +138,15 @@ impl BreakersConfig {
                 format!(
                     "must be at most 1000: a failure should reach the breaker within tens of ms (got {})",
                     self.fetch_wait_max_ms
+                ),
+            );
+        }
+        if self.recent_event_ids > RECENT_EVENT_IDS_MAX {
+            return bad(
+                "recent_event_ids",
+                format!(
+                    "must be at most {RECENT_EVENT_IDS_MAX} (up to 28 bytes of memory each; got {})",
+                    self.recent_event_ids
                 ),
             );
         }
@@ -227,6 +243,13 @@ mod tests {
                     ..Default::default()
                 },
                 "breakers.fetch_wait_max_ms must be at most 1000",
+            ),
+            (
+                BreakersConfig {
+                    recent_event_ids: 10_000_001,
+                    ..Default::default()
+                },
+                "breakers.recent_event_ids must be at most 10000000",
             ),
         ];
         for (config, want) in cases {

@@ -28,13 +28,13 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clickhouse::Client;
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tollgate_contract::decisions::{recovery_subject, CircuitState, Decision, RecoveryPlan};
-use tollgate_contract::Event;
 use tollgate_control::clickhouse::client;
 use tollgate_control::config::KafkaConfig;
 use tollgate_control::kafka::{idempotent_producer_config, EventProducer};
@@ -44,10 +44,12 @@ use crate::clickhouse::{error as ch_error, insert_rows};
 use crate::consumer::Counters;
 use crate::error::{Error, Result};
 use crate::folds::{FoldContext, FoldEntry, Running, Runs};
+use crate::recent_events::RecentEvents;
 use config::BreakersConfig;
 use decision::{learned_fallback, published_state, transition_event, TransitionRow};
 use lease::Lease;
 use machine::{Breaker, Breakers, Transition};
+use observe::CallReport;
 use tollgate_contract::decisions::circuit_subject;
 
 pub const NAME: &str = "breakers";
@@ -99,7 +101,16 @@ struct BreakerRuntime {
     decisions_topic: String,
     writes: mpsc::Sender<Transition>,
     counters: Counters,
+    /// The ids of the last calls counted, over every partition.
+    recent: RecentEvents,
+    /// Copies not counted (`tollgate_process_events_repeated_total`).
+    repeated: Counter,
 }
+
+/// The one window of [`BreakerRuntime::recent`]: copies of an event share
+/// its partition, but one window over all of them bounds the memory
+/// whatever the partition count.
+const ALL_PARTITIONS: i32 = 0;
 
 /// Run the breakers until `context.shutdown`.
 pub async fn run(context: &FoldContext) -> Result<Counters> {
@@ -157,6 +168,8 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
         decisions_topic: kafka.decisions_topic.clone(),
         writes,
         counters: Counters::default(),
+        recent: RecentEvents::new(config.recent_event_ids),
+        repeated: context.metrics.fold(NAME).events_repeated,
     };
     let loaded = runtime
         .load_decisions(&decision_reader, &ends, &context.shutdown)
@@ -215,7 +228,7 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
                 Ok(message) => {
                     runtime.counters.messages += 1;
                     let Some(payload) = message.payload() else { continue };
-                    match serde_json::from_slice::<Event>(payload) {
+                    match observe::CallReport::parse(payload) {
                         Ok(event) => runtime.on_event(&event).await,
                         Err(err) => {
                             runtime.counters.unusable += 1;
@@ -250,7 +263,7 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
 }
 
 impl BreakerRuntime {
-    async fn on_event(&mut self, event: &Event) {
+    async fn on_event(&mut self, event: &CallReport<'_>) {
         let Some((provider, model, outcome)) = observe::call_outcome(event, &self.config) else {
             self.counters.without_row += 1;
             return;
@@ -260,6 +273,12 @@ impl BreakerRuntime {
         // nothing about now.
         if event.occurred_at < now - self.config.window() {
             self.counters.skipped += 1;
+            return;
+        }
+        // A copy of a call already counted (a retried report, a proxy's
+        // resend) is the same call: counting it again would skew the rates.
+        if !self.recent.first_arrival(ALL_PARTITIONS, event.event_id) {
+            self.repeated.inc();
             return;
         }
         let transitions = self

@@ -10,13 +10,55 @@
 //! client cancelled says nothing about the provider either. `ai.call.blocked`
 //! never reached a provider (a gate, possibly this breaker, refused it),
 //! and lifecycle and admin events are not outcomes.
+//!
+//! The breakers read every event of the topic, so they read only the fields
+//! they judge by ([`CallReport`]), borrowing the strings from the message,
+//! instead of the whole [`tollgate_contract::Event`]: the events on the
+//! topic were validated against the contract when they were accepted.
 
-use chrono::Duration;
+use std::borrow::Cow;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
 use tollgate_contract::signature::{signature, ErrorInput};
-use tollgate_contract::{Event, EventKind, Outcome};
+use tollgate_contract::{EventKind, Outcome, ProviderError};
+use uuid::Uuid;
 
 use super::config::BreakersConfig;
 use super::machine::CallOutcome;
+
+/// The fields of an event (`docs/event-contract.md`) the breakers read;
+/// every other field is skipped unread.
+#[derive(Debug, Deserialize)]
+pub struct CallReport<'m> {
+    pub event_id: Uuid,
+    pub kind: EventKind,
+    pub occurred_at: DateTime<Utc>,
+    #[serde(default, borrow)]
+    pub call: Option<CallFacts<'m>>,
+}
+
+/// The fields of an event's `call` the breakers read.
+#[derive(Debug, Deserialize)]
+pub struct CallFacts<'m> {
+    #[serde(borrow)]
+    pub provider: Cow<'m, str>,
+    #[serde(borrow)]
+    pub model: Cow<'m, str>,
+    pub duration_ms: u32,
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub http_status: u16,
+    #[serde(default)]
+    pub error: Option<ProviderError>,
+}
+
+impl<'m> CallReport<'m> {
+    /// The report in an event message's payload (JSON).
+    pub fn parse(payload: &'m [u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(payload)
+    }
+}
 
 /// Whether an HTTP status of a failed call is the provider's failure.
 pub fn is_provider_failure(http_status: u16) -> bool {
@@ -25,7 +67,7 @@ pub fn is_provider_failure(http_status: u16) -> bool {
 
 /// The provider, model and outcome of a call event the breakers count.
 pub fn call_outcome<'e>(
-    event: &'e Event,
+    event: &'e CallReport<'_>,
     config: &BreakersConfig,
 ) -> Option<(&'e str, &'e str, CallOutcome)> {
     let call = event.call.as_ref()?;
@@ -67,31 +109,81 @@ pub fn call_outcome<'e>(
 mod tests {
     use serde_json::json;
     use tollgate_contract::signature::SignatureId;
-    use tollgate_contract::ProviderError;
 
     use super::*;
 
-    /// A call event of `kind` on openai/gpt-4o that took 1.5 s.
+    /// A call report of `kind` on openai/gpt-4o that took 1.5 s.
     fn event(
         kind: EventKind,
         outcome: Outcome,
         status: u16,
         error: Option<ProviderError>,
-    ) -> Event {
-        let mut event: Event = serde_json::from_value(json!({
+    ) -> CallReport<'static> {
+        CallReport {
+            event_id: Uuid::from_u128(1),
+            kind,
+            occurred_at: "2026-12-01T12:00:00.000Z".parse().unwrap(),
+            call: Some(CallFacts {
+                provider: "openai".into(),
+                model: "gpt-4o".into(),
+                duration_ms: 1500,
+                outcome,
+                http_status: status,
+                error,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_whole_contract_event_is_read_for_the_fields_the_breakers_judge_by() {
+        // Every field of the contract the report does not name is skipped,
+        // and an escaped string is read (owned) as well as a plain one.
+        let payload = br#"{
             "schema_version": 1,
             "event_id": "0190b3c4-0000-7000-8000-000000000001",
-            "kind": "ai.call.completed",
+            "kind": "ai.call.failed",
+            "occurred_at": "2026-12-01T12:00:00.250Z",
+            "org_id": "o", "team_id": "t", "user_id": "u", "api_key_id": "k",
+            "tags": {"feature": "chat"},
+            "reported_cost": "0.001",
+            "call": {"call_id": "c", "trace_id": "tr", "provider": "open\u0061i",
+                     "model": "gpt-4o", "requested_model": "gpt-4o",
+                     "attempt": 2, "fallback_of": "c0", "operation": "chat",
+                     "stream": true, "duration_ms": 900, "ttft_ms": 120,
+                     "usage": {"input_tokens": 10, "output_tokens": 5},
+                     "outcome": "error", "http_status": 503,
+                     "error": {"type": "server_error", "message": "overloaded"},
+                     "cache_hit": false,
+                     "recovery": {"sequence": 2, "strategy": "retry"}}
+        }"#;
+        let report = CallReport::parse(payload).unwrap();
+        assert_eq!(
+            report.event_id.to_string(),
+            "0190b3c4-0000-7000-8000-000000000001"
+        );
+        assert_eq!(report.kind, EventKind::CallFailed);
+        let (provider, model, o) = call_outcome(&report, &BreakersConfig::default()).unwrap();
+        assert_eq!((provider, model, o.failed), ("openai", "gpt-4o", true));
+        assert_eq!(
+            o.started_at,
+            "2026-12-01T12:00:00.250Z".parse::<DateTime<Utc>>().unwrap()
+                - Duration::milliseconds(900)
+        );
+        let admin = serde_json::to_vec(&json!({
+            "schema_version": 1,
+            "event_id": "0190b3c4-0000-7000-8000-000000000002",
+            "kind": "admin.price.added",
             "occurred_at": "2026-12-01T12:00:00.000Z",
             "org_id": "o", "team_id": "t",
-            "call": {"call_id": "c", "provider": "openai", "model": "gpt-4o",
-                     "operation": "chat", "duration_ms": 1500, "outcome": "success"}
+            "admin": {"model": "gpt-4o", "call": {"provider": 1}}
         }))
         .unwrap();
-        event.kind = kind;
-        let call = event.call.as_mut().unwrap();
-        (call.outcome, call.http_status, call.error) = (outcome, status, error);
-        event
+        let report = CallReport::parse(&admin).unwrap();
+        assert!(report.call.is_none());
+        assert!(call_outcome(&report, &BreakersConfig::default()).is_none());
+        // What is not an event at all is an error, not a report.
+        assert!(CallReport::parse(b"{\"kind\": \"ai.call.failed\"}").is_err());
+        assert!(CallReport::parse(b"not json").is_err());
     }
 
     fn error(kind: &str, message: &str) -> Option<ProviderError> {

@@ -12,10 +12,10 @@ use tollgate_contract::{Event, Rejection};
 use tracing::{debug, info};
 
 use super::rows::{call_record, priced_call_row, CallRecord, PartitionClock};
-use super::seen::RecentEvents;
 use super::sink::CallsSink;
 use crate::fold::{Fold, MessageMeta, PartitionKey, Positioned, SinkError};
 use crate::progress::highest;
+use crate::recent_events::RecentEvents;
 
 /// The `calls` facts table, each row priced from `prices` before it is
 /// batched; each stored batch is followed by its progress. A copy of an

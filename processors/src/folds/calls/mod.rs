@@ -7,7 +7,8 @@
 //! - [`rows`]: the pure part, event and Kafka position to a priced row;
 //! - [`cost`]: the cost step the pure part applies;
 //! - [`pattern`]: the error-pattern and recovery columns the pure part fills;
-//! - [`seen`]: the window of recent event ids that keeps copies out;
+//! - [`crate::recent_events`]: the window of recent event ids that keeps
+//!   copies out (shared with the breakers);
 //! - [`sink`]: the insert into `calls` and the `fold_progress` write;
 //! - [`fold`]: the two joined for the consumer runtime.
 //!
@@ -22,7 +23,6 @@ pub mod cost;
 pub mod fold;
 pub mod pattern;
 pub mod rows;
-pub mod seen;
 pub mod sink;
 
 use std::sync::Arc;

@@ -16,12 +16,12 @@ use clickhouse::Client;
 use tracing::{error, warn};
 
 use super::rows::{column_timezone, CallMeta, CallRecord, CallRow, PartitionClock};
-use super::seen::RecentEvents;
 use crate::clickhouse::insert_encoded;
 use crate::cost::rollup_check::{self, BatchCells};
 use crate::fold::SinkError;
 use crate::insert_fence::sync_replica_sql;
 use crate::progress::Progress;
+use crate::recent_events::RecentEvents;
 
 /// Where the calls fold writes.
 pub trait CallsSink: Send + Sync {

@@ -1,15 +1,19 @@
-//! The calls fold's memory of the event ids it stored last, per Kafka
-//! partition: an event whose `event_id` is among them is a copy (a client
-//! retried after a lost response, or a proxy resent what a stalled broker
-//! stored late) and gets no second row, so it is neither billed nor counted
-//! twice.
+//! The last event ids a consumer saw, per Kafka partition: an event whose
+//! `event_id` is among them is a copy (a client retried after a lost
+//! response, or a proxy resent what a stalled broker stored late).
 //!
-//! Copies of one event land in one partition: the events topic is keyed by
-//! team, and a copy carries its original's team. Each partition keeps its
-//! last `window` ids (oldest forgotten first), so a copy is caught while
-//! fewer than `window` events of its partition came between it and its
-//! original. After a restart or a rebalance a partition's window is read
-//! back from `calls` ([`super::sink::CallsSink::recent_event_ids`]).
+//! - The calls fold gives a copy no second row, so it is neither billed nor
+//!   counted twice (`processor.recent_event_ids_per_partition`). Copies of
+//!   one event land in one partition: the events topic is keyed by team,
+//!   and a copy carries its original's team. After a restart or a
+//!   rebalance a partition's window is read back from `calls`
+//!   ([`crate::folds::calls::sink::CallsSink::recent_event_ids`]).
+//! - The circuit breakers count a copy's outcome once
+//!   (`breakers.recent_event_ids`, one window over every partition).
+//!
+//! Each partition keeps its last `window` ids (oldest forgotten first), so
+//! a copy is caught while fewer than `window` events of its partition came
+//! between it and its original.
 //!
 //! Memory: each partition keeps its ids once, in a ring in arrival order
 //! (16 bytes each), and finds them through a hash table of ring slots (4
