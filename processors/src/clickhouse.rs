@@ -2,6 +2,8 @@
 //! errors, and the one RowBinary insert every sink uses. The clients
 //! themselves are built by `tollgate_control::clickhouse`.
 
+use std::time::Duration;
+
 use clickhouse::{Client, RowWrite};
 
 use crate::error::{Error, Result};
@@ -23,16 +25,23 @@ pub fn error(
 }
 
 /// Insert `rows` into `table` in one RowBinary request, in the order given
-/// (Kafka order within each partition, for the folds' sinks).
+/// (Kafka order within each partition, for the folds' sinks). `timeout`
+/// (`clickhouse.insert_timeout_secs`) bounds the sending of each chunk and
+/// the wait for the answer after the last; past it the insert fails with
+/// the `clickhouse` crate's `TimedOut`.
 pub async fn insert_rows<T>(
     client: &Client,
     table: &str,
     rows: &[T],
+    timeout: Option<Duration>,
 ) -> clickhouse::error::Result<()>
 where
     T: RowWrite + for<'a> clickhouse::Row<Value<'a> = T>,
 {
-    let mut insert = client.insert::<T>(table).await?;
+    let mut insert = client
+        .insert::<T>(table)
+        .await?
+        .with_timeouts(timeout, timeout);
     for row in rows {
         insert.write(row).await?;
     }
@@ -46,13 +55,17 @@ const CHUNK_BYTES: usize = 256 * 1024;
 /// Insert rows already encoded as RowBinary (see [`crate::rowbinary`]) in
 /// one request, in the order given: `sql` is
 /// [`crate::rowbinary::insert_sql`] of the rows' type. The bytes go out in
-/// chunks as they are copied, like the typed insert's.
+/// chunks as they are copied, like the typed insert's. `timeout` as for
+/// [`insert_rows`].
 pub async fn insert_encoded<M: Sync>(
     client: &Client,
     sql: &str,
     rows: &[EncodedRow<M>],
+    timeout: Option<Duration>,
 ) -> clickhouse::error::Result<()> {
-    let mut insert = client.insert_formatted_with(sql);
+    let mut insert = client
+        .insert_formatted_with(sql)
+        .with_timeouts(timeout, timeout);
     let mut chunk = bytes::BytesMut::with_capacity(CHUNK_BYTES);
     for row in rows {
         chunk.extend_from_slice(row.bytes());

@@ -64,12 +64,16 @@ impl Progress {
         &self,
         client: &Client,
         highest: &BTreeMap<i32, i64>,
+        timeout: Option<std::time::Duration>,
     ) -> clickhouse::error::Result<()> {
         if highest.is_empty() {
             return Ok(());
         }
         let now = u32::try_from(Utc::now().timestamp()).unwrap_or(u32::MAX);
-        let mut insert = client.insert::<ProgressRow<'_>>("fold_progress").await?;
+        let mut insert = client
+            .insert::<ProgressRow<'_>>("fold_progress")
+            .await?
+            .with_timeouts(timeout, timeout);
         for (partition, offset) in highest {
             insert
                 .write(&ProgressRow {

@@ -128,11 +128,11 @@ async fn encoded_rows_are_stored_as_the_typed_insert_stores_them() {
     }
 
     let row = call();
-    insert_rows(&ch, "typed_calls", std::slice::from_ref(&row))
+    insert_rows(&ch, "typed_calls", std::slice::from_ref(&row), None)
         .await
         .unwrap();
     let record = call_record(&row).unwrap();
-    insert_encoded(&ch, &insert_sql::<CallRow>("calls"), &[record])
+    insert_encoded(&ch, &insert_sql::<CallRow>("calls"), &[record], None)
         .await
         .unwrap();
     let typed = stored(&env, "typed_calls").await;
@@ -141,13 +141,18 @@ async fn encoded_rows_are_stored_as_the_typed_insert_stores_them() {
     assert_eq!(stored(&env, "calls").await, typed);
 
     let row = entry();
-    insert_rows(&ch, "typed_audit_chain", std::slice::from_ref(&row))
+    insert_rows(&ch, "typed_audit_chain", std::slice::from_ref(&row), None)
         .await
         .unwrap();
     let encoded = EncodedRow::new(&row, ()).unwrap();
-    insert_encoded(&ch, &insert_sql::<EntryRow>("audit_chain"), &[encoded])
-        .await
-        .unwrap();
+    insert_encoded(
+        &ch,
+        &insert_sql::<EntryRow>("audit_chain"),
+        &[encoded],
+        None,
+    )
+    .await
+    .unwrap();
     let typed = stored(&env, "typed_audit_chain").await;
     assert_eq!(typed.lines().count(), 1, "{typed}");
     assert_eq!(stored(&env, "audit_chain").await, typed);
@@ -162,7 +167,7 @@ async fn encoded_rows_are_stored_as_the_typed_insert_stores_them() {
         })
         .collect();
     assert!(rows.iter().map(|r| r.bytes().len()).sum::<usize>() > 3 * 256 * 1024);
-    insert_encoded(&ch, &insert_sql::<CallRow>("calls"), &rows)
+    insert_encoded(&ch, &insert_sql::<CallRow>("calls"), &rows, None)
         .await
         .unwrap();
     assert_eq!(

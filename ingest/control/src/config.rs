@@ -97,6 +97,20 @@ pub struct ClickHouseConfig {
     /// `<database>_dist`, and the reports read those (docs/deployment.md,
     /// "ClickHouse tier").
     pub cluster: String,
+    /// How long an insert may wait for ClickHouse, seconds: to take each
+    /// chunk of rows, and to answer once it has them all (its views
+    /// included). An insert that takes longer is a failed insert, retried
+    /// after the processor has read what it stored (`docs/processor.md`).
+    /// 0: no limit.
+    pub insert_timeout_secs: u64,
+}
+
+impl ClickHouseConfig {
+    /// [`ClickHouseConfig::insert_timeout_secs`]; `None` for no limit.
+    pub fn insert_timeout(&self) -> Option<std::time::Duration> {
+        (self.insert_timeout_secs > 0)
+            .then(|| std::time::Duration::from_secs(self.insert_timeout_secs))
+    }
 }
 
 impl Default for ClickHouseConfig {
@@ -107,6 +121,10 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password: String::new(),
             cluster: String::new(),
+            // Below the 5 minutes after which a consumer that does not poll
+            // leaves its group, and four times the 30 s after which a
+            // running insert is reported (`docs/processor.md`, "Stalls").
+            insert_timeout_secs: 120,
         }
     }
 }

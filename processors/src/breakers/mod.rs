@@ -155,7 +155,12 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
         Offset::Beginning
     })
     .map_err(|e| kafka_error("cannot assign the decisions topic", e))?;
-    let (writes, writer) = spawn_writer(ch_client, events, context.shutdown.clone());
+    let (writes, writer) = spawn_writer(
+        ch_client,
+        ch.insert_timeout(),
+        events,
+        context.shutdown.clone(),
+    );
     let mut runtime = BreakerRuntime {
         config: config.clone(),
         breakers: Breakers::new(),
@@ -625,6 +630,7 @@ fn assign(
 /// it is written or the processor stops.
 fn spawn_writer(
     client: Client,
+    insert_timeout: Option<Duration>,
     events: EventProducer,
     shutdown: CancellationToken,
 ) -> (mpsc::Sender<Transition>, tokio::task::JoinHandle<()>) {
@@ -650,7 +656,13 @@ fn spawn_writer(
             let row = TransitionRow::new(&t, &event.event_id.to_string());
             let mut backoff = Duration::from_millis(100);
             loop {
-                match insert_rows(&client, "breaker_transitions", std::slice::from_ref(&row)).await
+                match insert_rows(
+                    &client,
+                    "breaker_transitions",
+                    std::slice::from_ref(&row),
+                    insert_timeout,
+                )
+                .await
                 {
                     Ok(()) => break,
                     Err(err) if !shutdown.is_cancelled() => {

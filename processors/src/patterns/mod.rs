@@ -184,6 +184,8 @@ pub fn winners(claims: Vec<(u64, Event)>, stored: &BTreeMap<u64, String>) -> Vec
 /// The learner of one processor.
 pub struct PatternLearner {
     client: Client,
+    /// `clickhouse.insert_timeout_secs` of its inserts.
+    insert_timeout: Option<Duration>,
     events: EventProducer,
     every: Duration,
     announce: bool,
@@ -202,6 +204,7 @@ impl PatternLearner {
         let tree = DrainTree::new(config.drain).map_err(|e| Error::Config(e.to_string()))?;
         Ok(Self {
             client,
+            insert_timeout: None,
             events,
             every: Duration::from_millis(config.every_ms),
             announce: config.announce,
@@ -216,11 +219,12 @@ impl PatternLearner {
     pub fn start(context: &FoldContext) -> Result<()> {
         let events = EventProducer::new(&context.kafka)
             .map_err(|e| Error::setup("cannot create the pattern announcement producer", e))?;
-        let learner = Self::new(
+        let mut learner = Self::new(
             tollgate_control::clickhouse::client(&context.clickhouse),
             events,
             &context.processor.patterns,
         )?;
+        learner.insert_timeout = context.clickhouse.insert_timeout();
         tokio::spawn(learner.run(context.shutdown.clone()));
         Ok(())
     }
@@ -282,9 +286,14 @@ impl PatternLearner {
             })
             .collect();
         if !rows.is_empty() {
-            insert_rows(&self.client, "error_pattern_merges", &rows)
-                .await
-                .map_err(|e| format!("clickhouse: storing learned merges: {e}"))?;
+            insert_rows(
+                &self.client,
+                "error_pattern_merges",
+                &rows,
+                self.insert_timeout,
+            )
+            .await
+            .map_err(|e| format!("clickhouse: storing learned merges: {e}"))?;
             for r in &rows {
                 info!(from = %SignatureId(r.from_signature), into = %SignatureId(r.into_signature), template = %r.template, "signatures merged");
             }
@@ -344,9 +353,14 @@ impl PatternLearner {
                 event_id: event.event_id.to_string(),
             })
             .collect();
-        insert_rows(&self.client, "error_pattern_announced", &rows)
-            .await
-            .map_err(|e| format!("clickhouse: claiming announcements: {e}"))?;
+        insert_rows(
+            &self.client,
+            "error_pattern_announced",
+            &rows,
+            self.insert_timeout,
+        )
+        .await
+        .map_err(|e| format!("clickhouse: claiming announcements: {e}"))?;
         self.announced.extend(ids.iter().copied());
         let stored: BTreeMap<u64, String> = self
             .client

@@ -262,6 +262,8 @@ struct Supervised<'a> {
     env: &'a TestEnv,
     clickhouse: Option<&'a PrivateClickHouse>,
     instance_id: Option<&'a str>,
+    /// `clickhouse.insert_timeout_secs` when not the configured one.
+    insert_timeout_secs: Option<u64>,
     label: String,
     child: Child,
 }
@@ -273,11 +275,23 @@ impl<'a> Supervised<'a> {
         clickhouse: Option<&'a PrivateClickHouse>,
         instance_id: Option<&'a str>,
     ) -> Self {
-        let child = spawn_processor(env, label, clickhouse, instance_id);
+        Self::start_timing_out(env, label, clickhouse, instance_id, None)
+    }
+
+    /// [`Supervised::start`] with `clickhouse.insert_timeout_secs` set.
+    fn start_timing_out(
+        env: &'a TestEnv,
+        label: &str,
+        clickhouse: Option<&'a PrivateClickHouse>,
+        instance_id: Option<&'a str>,
+        insert_timeout_secs: Option<u64>,
+    ) -> Self {
+        let child = spawn_processor(env, label, clickhouse, instance_id, insert_timeout_secs);
         Self {
             env,
             clickhouse,
             instance_id,
+            insert_timeout_secs,
             label: label.to_string(),
             child,
         }
@@ -296,7 +310,13 @@ impl<'a> Supervised<'a> {
                 "{} exited by itself ({status}: {why}); starting it again",
                 self.label
             );
-            self.child = spawn_processor(self.env, &self.label, self.clickhouse, self.instance_id);
+            self.child = spawn_processor(
+                self.env,
+                &self.label,
+                self.clickhouse,
+                self.instance_id,
+                self.insert_timeout_secs,
+            );
         }
     }
 
@@ -306,7 +326,13 @@ impl<'a> Supervised<'a> {
         kill(&mut self.child);
         self.label = label.to_string();
         self.instance_id = instance_id;
-        self.child = spawn_processor(self.env, label, self.clickhouse, instance_id);
+        self.child = spawn_processor(
+            self.env,
+            label,
+            self.clickhouse,
+            instance_id,
+            self.insert_timeout_secs,
+        );
     }
 
     /// Wait until it consumes: its log says it read a resume position,
@@ -343,6 +369,7 @@ fn spawn_processor(
     label: &str,
     clickhouse: Option<&PrivateClickHouse>,
     instance_id: Option<&str>,
+    insert_timeout_secs: Option<u64>,
 ) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -355,6 +382,9 @@ fn spawn_processor(
     }
     if let Some(id) = instance_id {
         command.env("TOLLGATE_PROCESSOR__INSTANCE_ID", id);
+    }
+    if let Some(secs) = insert_timeout_secs {
+        command.env("TOLLGATE_CLICKHOUSE__INSERT_TIMEOUT_SECS", secs.to_string());
     }
     command.stdout(Stdio::null()).stderr(log).spawn().unwrap()
 }
@@ -617,6 +647,54 @@ async fn slow_clickhouse_bounds_memory_and_lag() {
         "processor peak RSS {} MiB",
         peak_kib / 1024
     );
+}
+
+/// ClickHouse that stops answering (SIGSTOP for 8 s) while inserts are in
+/// flight, with `clickhouse.insert_timeout_secs = 2`: the inserts fail on
+/// the timeout instead of waiting for the server, are retried once it
+/// answers again (after the processor has waited for whatever ClickHouse
+/// still runs and read what it stored), and every call is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_insert_times_out_and_is_stored_once() {
+    let ch = PrivateClickHouse::start().await;
+    let group = unique("grp");
+    let env = environment_on(&ch, "fault_chtimeout", &group, "batch_max_rows = 2000").await;
+    let store = Store::Private(&env, &ch);
+    let traffic = traffic(
+        20_000,
+        Utc::now() - chrono::Duration::hours(1),
+        rand::random(),
+    );
+    let (backlog, steady) = traffic.messages.split_at(15_000);
+    crate::support::kafka::produce_all(&env.events_topic, backlog).await;
+    let load = SteadyLoad::start(&env.events_topic, steady.to_vec(), EVENTS_PER_SECOND / 2);
+    let mut processor = Supervised::start_timing_out(&env, "process", Some(&ch), None, Some(2));
+    store.first_row_after(0, &mut [&mut processor]).await;
+
+    // Stopped with the backlog still being inserted: an insert is in
+    // flight or starts within the 8 s, and gets no answer.
+    ch.pause();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    ch.resume();
+    load.finish().await;
+    let got = store
+        .wait_for_calls(
+            traffic.calls,
+            Duration::from_secs(300),
+            &mut [&mut processor],
+        )
+        .await;
+    let log = log_of(&env, "process");
+    assert_eq!(got, traffic.calls, "log:\n{log}");
+    processor.stop().await;
+    store.assert_exactly_once(&env, &group, &traffic).await;
+    // The failure was the timeout, not a refused connection.
+    let timed_out = log
+        .lines()
+        .filter(|l| l.contains("insert failed, retrying") && l.contains("timeout expired"))
+        .count();
+    assert!(timed_out >= 1, "no insert timed out; log:\n{log}");
+    eprintln!("clickhouse stopped for 8 s: {timed_out} inserts timed out after 2 s, every call stored once");
 }
 
 /// Two running processors given the same `processor.instance_id`: the

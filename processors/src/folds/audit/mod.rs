@@ -170,7 +170,10 @@ pub async fn run(
             interval: Duration::from_secs(audit.checkpoint_interval_secs),
         },
     );
-    let fold = AuditFold::new(chains, ClickHouseAuditSink::new(client(ch), anchor));
+    let fold = AuditFold::new(
+        chains,
+        ClickHouseAuditSink::new(client(ch), anchor).timing_out(ch.insert_timeout()),
+    );
     let processor = ProcessorConfig {
         batch_max_rows: audit.batch_max_rows,
         ..processor.clone()

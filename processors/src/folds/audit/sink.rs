@@ -67,6 +67,8 @@ pub struct ClickHouseAuditSink {
     /// `INSERT INTO audit_chain(<EntryRow's fields>) FORMAT RowBinary`.
     insert_sql: String,
     anchor: Option<AnchorPublisher>,
+    /// `clickhouse.insert_timeout_secs` of its inserts.
+    insert_timeout: Option<std::time::Duration>,
 }
 
 impl ClickHouseAuditSink {
@@ -75,7 +77,14 @@ impl ClickHouseAuditSink {
             client,
             insert_sql: insert_sql::<EntryRow>("audit_chain"),
             anchor,
+            insert_timeout: None,
         }
+    }
+
+    /// Inserts wait at most `timeout` (`clickhouse.insert_timeout_secs`).
+    pub fn timing_out(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.insert_timeout = timeout;
+        self
     }
 }
 
@@ -140,7 +149,7 @@ impl AuditSink for ClickHouseAuditSink {
     }
 
     async fn insert_entries(&self, rows: &[Self::Entry]) -> Result<(), SinkError> {
-        insert_encoded(&self.client, &self.insert_sql, rows).await?;
+        insert_encoded(&self.client, &self.insert_sql, rows, self.insert_timeout).await?;
         Ok(())
     }
 
@@ -205,7 +214,13 @@ impl AuditSink for ClickHouseAuditSink {
     }
 
     async fn insert_checkpoints(&self, checkpoints: &[CheckpointRow]) -> Result<(), SinkError> {
-        insert_rows(&self.client, "audit_checkpoints", checkpoints).await?;
+        insert_rows(
+            &self.client,
+            "audit_checkpoints",
+            checkpoints,
+            self.insert_timeout,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -203,7 +203,8 @@ pub async fn run(
         ClickHouseCallsSink::new(client, progress)
     } else {
         ClickHouseCallsSink::new(client, progress).replicated(&ch.database)
-    };
+    }
+    .timing_out(ch.insert_timeout());
     let metrics = context.metrics.fold(FOLD.name);
     let fold = CallsFold::new(clock, prices, sink).remembering(
         context.processor.recent_event_ids_per_partition,

@@ -85,6 +85,8 @@ pub struct ClickHouseCallsSink {
     /// On a cluster, the database whose facts and rollups this replica
     /// syncs before it compares them.
     replicated: Option<String>,
+    /// `clickhouse.insert_timeout_secs` of its inserts.
+    insert_timeout: Option<std::time::Duration>,
 }
 
 impl ClickHouseCallsSink {
@@ -94,7 +96,14 @@ impl ClickHouseCallsSink {
             insert_sql: crate::rowbinary::insert_sql::<CallRow>("calls"),
             progress,
             replicated: None,
+            insert_timeout: None,
         }
+    }
+
+    /// Inserts wait at most `timeout` (`clickhouse.insert_timeout_secs`).
+    pub fn timing_out(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.insert_timeout = timeout;
+        self
     }
 
     /// The tables of `database` are replicated (`clickhouse.cluster` set).
@@ -106,7 +115,7 @@ impl ClickHouseCallsSink {
 
 impl CallsSink for ClickHouseCallsSink {
     async fn insert_calls(&self, rows: &[CallRecord]) -> Result<(), SinkError> {
-        insert_encoded(&self.client, &self.insert_sql, rows).await?;
+        insert_encoded(&self.client, &self.insert_sql, rows, self.insert_timeout).await?;
         Ok(())
     }
 
@@ -155,7 +164,9 @@ impl CallsSink for ClickHouseCallsSink {
     }
 
     async fn record_progress(&self, highest: &BTreeMap<i32, i64>) -> Result<(), SinkError> {
-        self.progress.record(&self.client, highest).await?;
+        self.progress
+            .record(&self.client, highest, self.insert_timeout)
+            .await?;
         Ok(())
     }
 
