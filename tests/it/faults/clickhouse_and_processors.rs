@@ -86,6 +86,16 @@ fn under_load(env: &TestEnv, n: usize) -> (Traffic, SteadyLoad) {
     (traffic, load)
 }
 
+/// `n` calls of which the first `backlog` messages are produced now and the
+/// rest at half the steady rate.
+async fn backlog_then_load(env: &TestEnv, n: usize, backlog: usize) -> (Traffic, SteadyLoad) {
+    let traffic = traffic(n, Utc::now() - chrono::Duration::hours(1), rand::random());
+    let (now, steady) = traffic.messages.split_at(backlog);
+    crate::support::kafka::produce_all(&env.events_topic, now).await;
+    let load = SteadyLoad::start(&env.events_topic, steady.to_vec(), EVENTS_PER_SECOND / 2);
+    (traffic, load)
+}
+
 /// Where the calls are counted: the shared ClickHouse or a private one.
 enum Store<'a> {
     Shared(&'a TestEnv),
@@ -599,14 +609,8 @@ async fn slow_clickhouse_bounds_memory_and_lag() {
     let group = unique("grp");
     let env = environment_on(&ch, "fault_chslow", &group, "batch_max_rows = 5000").await;
     let store = Store::Private(&env, &ch);
-    let traffic = traffic(
-        50_000,
-        Utc::now() - chrono::Duration::hours(1),
-        rand::random(),
-    );
-    let (backlog, steady) = traffic.messages.split_at(40_000);
-    crate::support::kafka::produce_all(&env.events_topic, backlog).await;
-    let load = SteadyLoad::start(&env.events_topic, steady.to_vec(), EVENTS_PER_SECOND / 2);
+    let backlog = 40_000;
+    let (traffic, load) = backlog_then_load(&env, 50_000, backlog).await;
     let mut processor = Supervised::start(&env, "process", Some(&ch), None);
     store.first_row_after(0, &mut [&mut processor]).await;
 
@@ -616,7 +620,7 @@ async fn slow_clickhouse_bounds_memory_and_lag() {
         ch.pause();
         tokio::time::sleep(Duration::from_secs(3)).await;
         ch.resume();
-        let lag = (backlog.len() as u64 + load.acked())
+        let lag = (backlog as u64 + load.acked())
             .saturating_sub(store.calls().await * traffic.messages.len() as u64 / traffic.calls);
         max_lag = max_lag.max(lag);
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -660,14 +664,7 @@ async fn an_unanswered_insert_times_out_and_is_stored_once() {
     let group = unique("grp");
     let env = environment_on(&ch, "fault_chtimeout", &group, "batch_max_rows = 2000").await;
     let store = Store::Private(&env, &ch);
-    let traffic = traffic(
-        20_000,
-        Utc::now() - chrono::Duration::hours(1),
-        rand::random(),
-    );
-    let (backlog, steady) = traffic.messages.split_at(15_000);
-    crate::support::kafka::produce_all(&env.events_topic, backlog).await;
-    let load = SteadyLoad::start(&env.events_topic, steady.to_vec(), EVENTS_PER_SECOND / 2);
+    let (traffic, load) = backlog_then_load(&env, 20_000, 15_000).await;
     let mut processor = Supervised::start_timing_out(&env, "process", Some(&ch), None, Some(2));
     store.first_row_after(0, &mut [&mut processor]).await;
 
