@@ -131,6 +131,15 @@ impl ProcessMetrics {
             .set(i64::try_from(versions).unwrap_or(i64::MAX));
     }
 
+    /// `tollgate_process_events_repeated_total{fold}` alone, for the
+    /// breakers: they insert no rows, so the other series of
+    /// [`ProcessMetrics::fold`] would only read 0.
+    pub fn events_repeated(&self, fold: &str) -> Counter {
+        self.events_repeated.get_or_create_owned(&FoldLabels {
+            fold: fold.to_string(),
+        })
+    }
+
     /// The handles one fold's consumer loop updates.
     pub fn fold(&self, fold: &str) -> FoldMetrics {
         let labels = FoldLabels {
@@ -223,8 +232,14 @@ mod tests {
         calls.events_repeated.inc_by(3);
         calls.consumer_lag.set("g", &[(0, 5), (1, 0)], &[]);
         m.fold("audit").consumer_lag.set("g-audit", &[(0, 2)], &[]);
+        m.events_repeated("breakers").inc_by(4);
         m.set_price_versions(41);
         let text = exposition(&m);
+        // The breakers have their copies counted and no other fold series.
+        assert!(
+            !text.contains("tollgate_process_messages_total{fold=\"breakers\"}"),
+            "{text}"
+        );
         for line in [
             "# TYPE tollgate_process_messages_total counter",
             "tollgate_process_messages_total{fold=\"calls\"} 12",
@@ -239,6 +254,7 @@ mod tests {
             "tollgate_process_dead_letters_total{fold=\"calls\"} 2",
             "# TYPE tollgate_process_events_repeated_total counter",
             "tollgate_process_events_repeated_total{fold=\"calls\"} 3",
+            "tollgate_process_events_repeated_total{fold=\"breakers\"} 4",
             "# TYPE tollgate_process_consumer_lag_messages gauge",
             "tollgate_process_consumer_lag_messages{fold=\"calls\",group=\"g\",partition=\"0\"} 5",
             "tollgate_process_consumer_lag_messages{fold=\"calls\",group=\"g\",partition=\"1\"} 0",

@@ -174,7 +174,7 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
         writes,
         counters: Counters::default(),
         recent: RecentEvents::new(config.recent_event_ids),
-        repeated: context.metrics.fold(NAME).events_repeated,
+        repeated: context.metrics.events_repeated(NAME),
     };
     let loaded = runtime
         .load_decisions(&decision_reader, &ends, &context.shutdown)
