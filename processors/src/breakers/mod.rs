@@ -233,7 +233,7 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
                 Ok(message) => {
                     runtime.counters.messages += 1;
                     let Some(payload) = message.payload() else { continue };
-                    match observe::CallReport::parse(payload) {
+                    match CallReport::parse(payload) {
                         Ok(event) => runtime.on_event(&event).await,
                         Err(err) => {
                             runtime.counters.unusable += 1;

@@ -199,12 +199,19 @@ pub struct PatternLearner {
 }
 
 impl PatternLearner {
-    pub fn new(client: Client, events: EventProducer, config: &PatternsConfig) -> Result<Self> {
+    /// A learner writing through `client`, each insert waiting at most
+    /// `insert_timeout` (`clickhouse.insert_timeout_secs`).
+    pub fn new(
+        client: Client,
+        insert_timeout: Option<Duration>,
+        events: EventProducer,
+        config: &PatternsConfig,
+    ) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
         let tree = DrainTree::new(config.drain).map_err(|e| Error::Config(e.to_string()))?;
         Ok(Self {
             client,
-            insert_timeout: None,
+            insert_timeout,
             events,
             every: Duration::from_millis(config.every_ms),
             announce: config.announce,
@@ -219,12 +226,12 @@ impl PatternLearner {
     pub fn start(context: &FoldContext) -> Result<()> {
         let events = EventProducer::new(&context.kafka)
             .map_err(|e| Error::setup("cannot create the pattern announcement producer", e))?;
-        let mut learner = Self::new(
+        let learner = Self::new(
             tollgate_control::clickhouse::client(&context.clickhouse),
+            context.clickhouse.insert_timeout(),
             events,
             &context.processor.patterns,
         )?;
-        learner.insert_timeout = context.clickhouse.insert_timeout();
         tokio::spawn(learner.run(context.shutdown.clone()));
         Ok(())
     }

@@ -668,8 +668,9 @@ async fn an_unanswered_insert_times_out_and_is_stored_once() {
     let mut processor = Supervised::start_timing_out(&env, "process", Some(&ch), None, Some(2));
     store.first_row_after(0, &mut [&mut processor]).await;
 
-    // Stopped with the backlog still being inserted: an insert is in
-    // flight or starts within the 8 s, and gets no answer.
+    // An outage of a fixed length (not a wait for progress), while the
+    // backlog is still being inserted: an insert is in flight or starts
+    // within the 8 s, and gets no answer for longer than its 2 s limit.
     ch.pause();
     tokio::time::sleep(Duration::from_secs(8)).await;
     ch.resume();

@@ -458,9 +458,10 @@ impl ser::SerializeStructVariant for VariantObject<'_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.0.writer.member(Cow::Borrowed(key), value)
+        ser::SerializeStruct::serialize_field(&mut self.0, key, value)
     }
 
+    /// The struct's object ends, then the variant's around it.
     fn end(self) -> Result<(), Error> {
         let Object {
             writer,
