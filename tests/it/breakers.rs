@@ -178,23 +178,6 @@ async fn next_state(
     }
 }
 
-/// Wait until the `label` process's log holds `line`.
-async fn wait_for_log(env: &TestEnv, label: &str, line: &str) {
-    let log = env.log_path(label);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains(line) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {line:?} in the {label} log:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 const JUDGING: &str = "breakers judging every partition from its end";
 const LEASE: &str = "breaker lease acquired";
 
@@ -202,8 +185,8 @@ const LEASE: &str = "breaker lease acquired";
 /// publish (hold the lease).
 async fn start_breakers(env: &mut TestEnv) {
     env.spawn("process", &["process", "--folds", "breakers"]);
-    wait_for_log(env, "process", JUDGING).await;
-    wait_for_log(env, "process", LEASE).await;
+    crate::processor::wait_for_log(env, "process", JUDGING).await;
+    crate::processor::wait_for_log(env, "process", LEASE).await;
 }
 
 /// The model's transitions as `from>to@generation calls/failures`, from
@@ -460,7 +443,7 @@ async fn two_replicas_publish_each_transition_once_and_the_survivor_takes_over()
         ),
     ];
     for (label, _) in pids {
-        wait_for_log(&env, label, JUDGING).await;
+        crate::processor::wait_for_log(&env, label, JUDGING).await;
     }
     // One of the two holds the lease.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -514,7 +497,7 @@ async fn two_replicas_publish_each_transition_once_and_the_survivor_takes_over()
         .status()
         .unwrap();
     assert!(status.success());
-    wait_for_log(&env, survivor, LEASE).await;
+    crate::processor::wait_for_log(&env, survivor, LEASE).await;
     let log = env.log_path(survivor);
     let failing: Vec<Event> = (0..10).map(|_| call(false, 40)).collect();
     produce_all(&env.events_topic, &encoded(&failing)).await;
@@ -556,7 +539,7 @@ async fn a_restarted_breaker_carries_on_from_the_published_state() {
     let mut env = TestEnv::with_extra_config("breakers_restart", CONFIG).await;
     let mut decisions = tail(&env.decisions_topic);
     let first = env.spawn("process", &["process", "--folds", "breakers"]);
-    wait_for_log(&env, "process", LEASE).await;
+    crate::processor::wait_for_log(&env, "process", LEASE).await;
     let log = env.log_path("process");
     let failing: Vec<Event> = (0..10).map(|_| call(false, 40)).collect();
     produce_all(&env.events_topic, &encoded(&failing)).await;
@@ -571,7 +554,7 @@ async fn a_restarted_breaker_carries_on_from_the_published_state() {
     // A new instance knows nothing but the decisions topic: it takes on the
     // open breaker of generation 1 and goes on with its episode.
     env.spawn("restarted", &["process", "--folds", "breakers"]);
-    wait_for_log(&env, "restarted", LEASE).await;
+    crate::processor::wait_for_log(&env, "restarted", LEASE).await;
     let log = env.log_path("restarted");
     let (_, half) = next_state(&mut decisions, "half_open", crate::support::PATIENCE, &log).await;
     assert_eq!(half["breaker"]["generation"], 1);

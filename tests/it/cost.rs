@@ -3173,16 +3173,7 @@ async fn rollups_check_finds_what_a_rollup_lacks_and_repair_restores_the_facts()
 async fn a_failed_insert_stored_without_its_views_leaves_no_rollup_short() {
     let env = TestEnv::new("cost_partial_insert").await;
     import(&env, PRICES_V1);
-    // Sorted before every other view on `calls`: ClickHouse runs it first,
-    // after the batch's `calls` part is written, and the views after it
-    // never see the batch.
-    env.ch("CREATE TABLE {db}.a_boom_sink (x UInt8) ENGINE = Null")
-        .await;
-    env.ch(
-        "CREATE MATERIALIZED VIEW {db}.a_boom_mv TO {db}.a_boom_sink \
-         AS SELECT throwIf(team_id = 'team-boom') AS x FROM {db}.calls",
-    )
-    .await;
+    crate::processor::break_views_for_team(&env, "team-boom").await;
     // Per call on tg-test before 12:00: 1000 input tokens at 0.000002,
     // 100 output at 0.000008 and 0.001 per request = 0.0038.
     let one = |team: &str, minute: u32| {
@@ -3228,16 +3219,7 @@ async fn a_failed_insert_stored_without_its_views_leaves_no_rollup_short() {
         "log:\n{}",
         crate::processor::log_of(&env, "process")
     );
-    let start = std::time::Instant::now();
-    while !crate::processor::log_of(&env, "process").contains("repaired it") {
-        assert!(
-            start.elapsed() < support::PATIENCE,
-            "no rollup repaired; log:\n{}",
-            crate::processor::log_of(&env, "process")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let log = crate::processor::log_of(&env, "process");
+    let log = crate::processor::wait_for_log(&env, "process", "repaired it").await;
     assert!(
         log.contains("failed insert was stored after all"),
         "log:\n{log}"

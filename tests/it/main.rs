@@ -64,3 +64,4 @@ mod rowbinary;
 mod sign_in;
 mod sre_loop;
 mod sso;
+mod view_repair;

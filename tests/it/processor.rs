@@ -168,6 +168,37 @@ pub(crate) fn log_of(env: &TestEnv, label: &str) -> String {
     out
 }
 
+/// Wait until the `label` process's log holds `line` (at most
+/// [`support::PATIENCE`]); returns the log.
+pub(crate) async fn wait_for_log(env: &TestEnv, label: &str, line: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let log = log_of(env, label);
+        if log.contains(line) {
+            return log;
+        }
+        assert!(
+            start.elapsed() < support::PATIENCE,
+            "no {line:?} in the {label} log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Make every insert into `calls` that holds a row of `team` fail after
+/// its `calls` part is written, before any view of `calls` sees it: a view
+/// sorted before every other one (ClickHouse runs them in name order)
+/// that throws for the team.
+pub(crate) async fn break_views_for_team(env: &TestEnv, team: &str) {
+    env.ch("CREATE TABLE {db}.a_boom_sink (x UInt8) ENGINE = Null")
+        .await;
+    env.ch(&format!(
+        "CREATE MATERIALIZED VIEW {{db}}.a_boom_mv TO {{db}}.a_boom_sink \
+         AS SELECT throwIf(team_id = '{team}') AS x FROM {{db}}.calls"
+    ))
+    .await;
+}
+
 pub(crate) fn kill(child: &mut Child) {
     child.kill().unwrap();
     child.wait().unwrap();

@@ -20,6 +20,7 @@ pub mod calls;
 pub mod cost_rollup;
 pub mod error_patterns;
 pub mod latency;
+pub mod view_repair;
 
 use std::future::Future;
 use std::pin::Pin;

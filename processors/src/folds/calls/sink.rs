@@ -1,5 +1,5 @@
 //! The calls fold's sink: every write the fold makes. A batch of rows goes
-//! into `calls` (ClickHouse writes `latency_minute_hist` and the cost
+//! into `calls` (ClickHouse writes the latency, error-pattern and cost
 //! rollups through their views in the same insert), and then the highest
 //! offset per Kafka partition goes into `fold_progress` (see
 //! [`crate::progress`] for why the order matters to budgets).
@@ -19,6 +19,7 @@ use super::rows::{column_timezone, CallMeta, CallRecord, CallRow, PartitionClock
 use crate::clickhouse::insert_encoded;
 use crate::cost::rollup_check::{self, BatchCells};
 use crate::fold::SinkError;
+use crate::folds::view_repair;
 use crate::insert_fence::sync_replica_sql;
 use crate::progress::Progress;
 use crate::recent_events::RecentEvents;
@@ -33,7 +34,8 @@ pub trait CallsSink: Send + Sync {
 
     /// `calls` holds `rows` (a failed insert stored them after all), but
     /// the views of that insert may have missed them: check the cost
-    /// rollups of their cells against `calls` and repair what disagrees.
+    /// rollups, the latency and the error-pattern tables of their cells
+    /// against `calls` and repair what disagrees.
     fn level_rollups(
         &self,
         rows: &[CallRecord],
@@ -125,12 +127,24 @@ impl CallsSink for ClickHouseCallsSink {
         else {
             return Ok(());
         };
+        let Some(batch) = view_repair::Batch::of(rows.iter().map(|r| {
+            (
+                &*r.meta.team_id,
+                r.meta.occurred_at,
+                r.meta.kafka_partition,
+                r.meta.kafka_offset,
+            )
+        })) else {
+            return Ok(());
+        };
+        let views = view_repair::tables();
         if let Some(database) = &self.replicated {
             // Another replica may hold parts of these cells this one has
             // not fetched yet (a previous owner wrote through it).
             for table in ["calls", "cost_adjustments"]
                 .into_iter()
                 .chain(rollup_check::checked().map(|r| r.table))
+                .chain(views.iter().map(view_repair::ViewTable::table))
             {
                 self.client
                     .query(&sync_replica_sql(database, table))
@@ -158,6 +172,27 @@ impl CallsSink for ClickHouseCallsSink {
                 from = %cells.from,
                 to = %cells.to,
                 "cost rollup still disagrees with calls after its repair (was `tollgate reprice` running?); `tollgate rollups check` shows it"
+            );
+        }
+        let (found, still) = view_repair::level(&self.client, &views, &batch).await?;
+        for d in &found {
+            warn!(
+                table = d.table,
+                cells = d.cells,
+                calls = d.calls,
+                teams = ?batch.teams,
+                from = batch.from,
+                to = batch.to,
+                "a failed insert left this view short of calls; repaired it"
+            );
+        }
+        for table in still {
+            error!(
+                table,
+                teams = ?batch.teams,
+                from = batch.from,
+                to = batch.to,
+                "view still disagrees with calls after its repair (short by more than the failed insert's rows, or holding more than calls)"
             );
         }
         Ok(())

@@ -20,6 +20,7 @@
 
 pub mod model;
 
+use super::view_repair::{Dimension, Feed, RefoldedTable, Sum, SummedTable, ViewTable};
 use super::{FoldEntry, Runs};
 
 pub const NAME: &str = "error_patterns";
@@ -72,7 +73,141 @@ pub fn catalog() -> Vec<(String, String)> {
             RECOVERY_CELLS_SQL.into(),
         ),
     ];
+    statements.extend(super::view_repair::catalog(&repaired()));
     statements.extend(crate::patterns::catalog());
     statements.extend(crate::recovery::catalog());
     statements
+}
+
+/// The calls that end a call's attempts (and those that failed).
+const ENDED_CALLS: &str = "kind IN ('ai.call.completed', 'ai.call.failed')";
+
+/// The three tables as migration 0031's views write them, for their repair
+/// after a failed insert that stored its rows after all
+/// ([`super::view_repair`]): the two sums per minute, and the catalog,
+/// whose first and last seen are refolded (a second copy changes neither).
+pub fn repaired() -> Vec<ViewTable> {
+    let text = |column| (column, Dimension::Text);
+    let minute = "toStartOfMinute(occurred_at)".to_string();
+    let strings = |columns: &[&str]| columns.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    vec![
+        ViewTable::Summed(SummedTable {
+            table: "error_patterns_minute",
+            dimensions: vec![
+                ("minute", Dimension::Minute),
+                ("signature", Dimension::Number),
+                text("org_id"),
+                text("team_id"),
+                text("api_key_id"),
+                text("provider"),
+                text("model"),
+            ],
+            sums: vec![
+                ("failures", Sum::Count),
+                ("calls_recovered", Sum::Count),
+                ("calls_failed", Sum::Count),
+            ],
+            feeds: vec![
+                Feed {
+                    filter: "kind = 'ai.call.failed' AND error_signature != 0".into(),
+                    dimensions: [minute.clone(), "error_signature".into()]
+                        .into_iter()
+                        .chain(strings(&[
+                            "org_id",
+                            "team_id",
+                            "api_key_id",
+                            "CAST(provider AS String)",
+                            "CAST(model AS String)",
+                        ]))
+                        .collect(),
+                    sums: strings(&["count()", "toUInt64(0)", "toUInt64(0)"]),
+                },
+                Feed {
+                    filter: format!(
+                        "last_attempt = 1 AND {ENDED_CALLS} \
+                         AND (recovery_from_signature != 0 OR error_signature != 0)"
+                    ),
+                    dimensions: [minute.clone()]
+                        .into_iter()
+                        .chain(strings(&[
+                            "if(recovery_from_signature != 0, recovery_from_signature, error_signature)",
+                            "org_id",
+                            "team_id",
+                            "api_key_id",
+                            "if(recovery_from_signature != 0, recovery_from_provider, CAST(provider AS String))",
+                            "if(recovery_from_signature != 0, recovery_from_model, CAST(model AS String))",
+                        ]))
+                        .collect(),
+                    sums: strings(&[
+                        "toUInt64(0)",
+                        "toUInt64(sum(outcome = 'success'))",
+                        "toUInt64(sum(outcome != 'success'))",
+                    ]),
+                },
+            ],
+        }),
+        ViewTable::Summed(SummedTable {
+            table: "error_recovery_minute",
+            dimensions: vec![
+                ("minute", Dimension::Minute),
+                ("from_signature", Dimension::Number),
+                text("from_provider"),
+                text("from_model"),
+                text("strategy"),
+                text("provider"),
+                text("model"),
+                text("org_id"),
+                text("team_id"),
+            ],
+            sums: vec![
+                ("attempts", Sum::Count),
+                ("successes", Sum::Count),
+                ("wait_ms", Sum::Count),
+                ("duration_ms", Sum::Count),
+                ("cost", Sum::Money),
+            ],
+            feeds: vec![Feed {
+                filter: format!("recovery_from_signature != 0 AND {ENDED_CALLS}"),
+                dimensions: [minute]
+                    .into_iter()
+                    .chain(strings(&[
+                        "recovery_from_signature",
+                        "recovery_from_provider",
+                        "recovery_from_model",
+                        "CAST(recovery_strategy AS String)",
+                        "CAST(provider AS String)",
+                        "CAST(model AS String)",
+                        "org_id",
+                        "team_id",
+                    ]))
+                    .collect(),
+                sums: strings(&[
+                    "count()",
+                    "toUInt64(sum(outcome = 'success'))",
+                    "sum(toUInt64(recovery_wait_ms))",
+                    "sum(toUInt64(duration_ms))",
+                    "sum(cost)",
+                ]),
+            }],
+        }),
+        ViewTable::Refolded(RefoldedTable {
+            table: "error_pattern_catalog",
+            columns: vec![
+                "signature",
+                "provider",
+                "http_status",
+                "error_type",
+                "template",
+                "first_seen",
+                "last_seen",
+            ],
+            select: "error_signature AS signature, CAST(provider AS String) AS provider, \
+                     http_status, error_type, error_template AS template, \
+                     minState(occurred_at) AS first_seen, maxState(occurred_at) AS last_seen"
+                .into(),
+            filter: "kind = 'ai.call.failed' AND error_signature != 0".into(),
+            group_by: "signature, provider, http_status, error_type, template".into(),
+            counted: None,
+        }),
+    ]
 }

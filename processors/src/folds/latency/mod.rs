@@ -1,18 +1,20 @@
 //! The latency fold: per minute × org × team × provider × model,
-//! `latency_minute_hist` holds the call count, errors, and the kept values
+//! `latency_minute_calls` holds the call count, errors, and the kept values
 //! (up to 1000) of durations and times to first token;
 //! `latency_minute_buckets` holds their log-linear histogram as plain rows
 //! (metric × bucket → count, sum). ClickHouse folds both from every insert
-//! into `calls` through `latency_minute_hist_calls_mv`,
+//! into `calls` through `latency_minute_calls_mv`,
 //! `latency_minute_buckets_duration_mv` and `latency_minute_buckets_ttft_mv`
-//! (`migrations/clickhouse/0026_latency_minute_hist.sql`, then
-//! `0036_latency_minute_buckets.sql`, which replaced 0026's `sumMap`
-//! histograms), in the same insert, so it shares the calls fold's
-//! effectively-once position; the percentiles are read by
-//! `tollgate_queries`.
+//! (`migrations/clickhouse/0036_latency_minute_buckets.sql`, which replaced
+//! the `sumMap` histograms of 0026's `latency_minute_hist`), in the same
+//! insert, so it shares the calls fold's effectively-once position; the
+//! percentiles are read by `tollgate_queries`.
 //!
-//! Rust keeps no model of it: the view is the fold.
+//! Rust keeps no model of it: the view is the fold. After a failed insert
+//! that stored its rows after all, [`repaired`] says how its tables are
+//! checked against `calls` and repaired ([`super::view_repair`]).
 
+use super::view_repair::{Counted, Dimension, Feed, RefoldedTable, Sum, SummedTable, ViewTable};
 use super::{FoldEntry, Runs};
 
 pub const NAME: &str = "latency";
@@ -29,5 +31,104 @@ pub const FOLD: FoldEntry = FoldEntry {
             "0036_latency_minute_buckets.sql",
         ],
     },
-    catalog: Vec::new,
+    catalog,
 };
+
+/// The calls the latency views read.
+const TIMED_CALLS: &str = "kind IN ('ai.call.completed', 'ai.call.failed')";
+
+/// The bucket of `microseconds` (migration 0036's integer arithmetic: 256
+/// buckets per power of two).
+fn bucket(microseconds: &str) -> String {
+    let width = format!("greatest(intDiv(roundToExp2({microseconds}), 256), toUInt64(1))");
+    format!("intDiv({microseconds}, {width}) * {width}")
+}
+
+/// A cell of both latency tables, as the views select it from `calls`.
+const CELL: [&str; 5] = [
+    "toStartOfMinute(occurred_at)",
+    "org_id",
+    "team_id",
+    "provider",
+    "model",
+];
+
+/// One of the two bucket views (0036): `metric` 0 for durations, 1 for
+/// times to first token.
+fn bucket_feed(metric: u8, column: &str, filter: String) -> Feed {
+    let microseconds = format!("toUInt64({column}) * 1000");
+    Feed {
+        filter,
+        dimensions: CELL
+            .iter()
+            .map(|d| d.to_string())
+            .chain([format!("toUInt8({metric})"), bucket(&microseconds)])
+            .collect(),
+        sums: vec!["count()".into(), format!("sum({microseconds})")],
+    }
+}
+
+/// `latency_minute_buckets` (summed, fed by two views) and
+/// `latency_minute_calls` (its kept values refolded), as migration 0036's
+/// views write them.
+pub fn repaired() -> Vec<ViewTable> {
+    let cell = [
+        ("minute", Dimension::Minute),
+        ("org_id", Dimension::Text),
+        ("team_id", Dimension::Text),
+        ("provider", Dimension::Text),
+        ("model", Dimension::Text),
+    ];
+    vec![
+        ViewTable::Summed(SummedTable {
+            table: "latency_minute_buckets",
+            dimensions: cell
+                .iter()
+                .copied()
+                .chain([("metric", Dimension::Number), ("bucket", Dimension::Number)])
+                .collect(),
+            sums: vec![("calls", Sum::Count), ("total_us", Sum::Count)],
+            feeds: vec![
+                bucket_feed(0, "duration_ms", TIMED_CALLS.into()),
+                bucket_feed(1, "ttft_ms", format!("{TIMED_CALLS} AND has_ttft = 1")),
+            ],
+        }),
+        ViewTable::Refolded(RefoldedTable {
+            table: "latency_minute_calls",
+            columns: vec![
+                "minute",
+                "org_id",
+                "team_id",
+                "provider",
+                "model",
+                "calls",
+                "errors",
+                "duration_sample",
+                "ttft_calls",
+                "ttft_sample",
+            ],
+            select: "toStartOfMinute(occurred_at) AS minute, org_id, team_id, provider, model, \
+                     countState() AS calls, \
+                     sumState(toUInt64(outcome != 'success')) AS errors, \
+                     groupArrayState(1000)(toUInt64(duration_ms) * 1000) AS duration_sample, \
+                     sumState(toUInt64(has_ttft)) AS ttft_calls, \
+                     groupArrayIfState(1000)(toUInt64(ttft_ms) * 1000, has_ttft) AS ttft_sample"
+                .into(),
+            filter: TIMED_CALLS.into(),
+            group_by: "minute, org_id, team_id, provider, model".into(),
+            counted: Some(Counted {
+                cell: CELL
+                    .iter()
+                    .zip(cell)
+                    .map(|(expr, (column, kind))| (expr.to_string(), column, kind))
+                    .collect(),
+                stored: "countMerge(calls)",
+            }),
+        }),
+    ]
+}
+
+/// The statements of the repair of its tables.
+pub fn catalog() -> Vec<(String, String)> {
+    super::view_repair::catalog(&repaired())
+}

@@ -1,0 +1,172 @@
+use super::*;
+
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../../../../migrations/clickhouse/0031_error_patterns.sql"),
+    include_str!("../../../../migrations/clickhouse/0036_latency_minute_buckets.sql"),
+];
+
+/// The migrations' text with runs of white space made one space.
+fn migrations() -> String {
+    MIGRATIONS
+        .iter()
+        .flat_map(|m| m.split_whitespace())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn one_space(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn batch() -> Batch {
+    Batch {
+        teams: vec!["ads".into(), "it's".into()],
+        from: 1_773_100_800,
+        to: 1_773_100_920,
+        offsets: vec![(0, 3, 9), (2, 40, 41)],
+    }
+}
+
+#[test]
+fn a_batch_spans_its_teams_minutes_and_offsets() {
+    // 2026-03-10 00:00:59, 00:01:00 and 00:03:30 UTC.
+    let rows = [
+        ("search", 1_773_100_859, 1, 7),
+        ("ads", 1_773_100_860, 0, 12),
+        ("search", 1_773_101_010, 1, 4),
+        ("ads", 1_773_100_900, 0, 13),
+    ];
+    assert_eq!(
+        Batch::of(rows),
+        Some(Batch {
+            teams: vec!["ads".into(), "search".into()],
+            from: 1_773_100_800,
+            to: 1_773_101_040,
+            offsets: vec![(0, 12, 13), (1, 4, 7)],
+        })
+    );
+    assert_eq!(Batch::of([]), None);
+}
+
+#[test]
+fn every_declared_expression_is_its_views_own() {
+    let text = migrations();
+    for table in tables() {
+        let expressions: Vec<String> = match &table {
+            ViewTable::Summed(t) => t
+                .feeds
+                .iter()
+                .flat_map(|f| {
+                    f.dimensions
+                        .iter()
+                        .chain(&f.sums)
+                        .cloned()
+                        .chain([f.filter.clone()])
+                })
+                .collect(),
+            ViewTable::Refolded(t) => {
+                let mut all: Vec<String> = t.select.split(", ").map(one_space).collect();
+                all.push(t.filter.clone());
+                all.push(format!("GROUP BY {}", t.group_by));
+                all
+            }
+        };
+        for expression in expressions {
+            let expression = one_space(&expression);
+            assert!(
+                text.contains(&expression),
+                "{}: `{expression}` is not in the view's migration",
+                table.table()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_feed_selects_each_column_of_its_table() {
+    for table in tables() {
+        if let ViewTable::Summed(t) = table {
+            for feed in &t.feeds {
+                assert_eq!(feed.dimensions.len(), t.dimensions.len(), "{}", t.table);
+                assert_eq!(feed.sums.len(), t.sums.len(), "{}", t.table);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_difference_unites_every_feed_with_the_table_negated() {
+    let tables = tables();
+    let Some(ViewTable::Summed(buckets)) = tables
+        .iter()
+        .find(|t| t.table() == "latency_minute_buckets")
+    else {
+        panic!("no bucket table");
+    };
+    let sql = difference_sql(buckets, &batch());
+    assert_eq!(sql.matches(" UNION ALL ").count(), 2, "{sql}");
+    assert_eq!(sql.matches("has(?, team_id)").count(), 3, "{sql}");
+    assert!(sql.contains("-toInt64(sum(total_us)) AS d1 FROM latency_minute_buckets"));
+    assert!(sql.contains("HAVING s0 != 0 OR s1 != 0"), "{sql}");
+    let repair = repair_sql(buckets, &batch());
+    assert!(
+        repair.starts_with(
+            "INSERT INTO latency_minute_buckets (minute, org_id, team_id, provider, model, metric, bucket, calls, total_us) \
+             SELECT toDateTime(k0), k1, k2, k3, k4, k5, k6, s0, s1 FROM"
+        ),
+        "{repair}"
+    );
+    assert!(repair.ends_with("WHERE s0 >= 0 AND s1 >= 0"), "{repair}");
+}
+
+#[test]
+fn money_is_compared_as_decimals() {
+    let tables = tables();
+    let Some(ViewTable::Summed(recovery)) =
+        tables.iter().find(|t| t.table() == "error_recovery_minute")
+    else {
+        panic!("no recovery table");
+    };
+    let sql = difference_sql(recovery, &batch());
+    assert!(sql.contains("sum(cost) AS d4"), "{sql}");
+    assert!(sql.contains("-sum(cost) AS d4"), "{sql}");
+    assert!(!sql.contains("toInt64(sum(cost))"), "{sql}");
+}
+
+#[test]
+fn a_counted_refold_reads_only_the_batch_in_cells_short_by_it() {
+    let tables = tables();
+    let Some(latency) = tables.iter().find(|t| t.table() == "latency_minute_calls") else {
+        panic!("no latency calls table");
+    };
+    let sql = latency.repair_sql(&batch());
+    let own = "((kafka_partition = 0 AND kafka_offset >= 3 AND kafka_offset <= 9) \
+               OR (kafka_partition = 2 AND kafka_offset >= 40 AND kafka_offset <= 41))";
+    // The batch's rows are read, and counted per cell.
+    assert_eq!(sql.matches(own).count(), 2, "{sql}");
+    assert!(sql.contains("WHERE s0 = own)"), "{sql}");
+    assert!(sql.contains("-toInt64(countMerge(calls)) AS d0"), "{sql}");
+    assert_eq!(sql.matches('?').count(), 2, "{sql}");
+    // The catalog's refold: every cell of the batch, no teams bound.
+    let Some(catalog) = tables.iter().find(|t| t.table() == "error_pattern_catalog") else {
+        panic!("no pattern catalog");
+    };
+    let sql = catalog.repair_sql(&batch());
+    assert!(sql.contains(own), "{sql}");
+    assert!(!sql.contains('?'), "{sql}");
+    assert!(check_sql(catalog, &batch()).is_none());
+}
+
+#[test]
+fn the_catalog_binds_every_value() {
+    let statements = catalog(&tables());
+    // A check and a repair per counted table, a repair for the catalog.
+    assert_eq!(statements.len(), 9, "{statements:?}");
+    for (name, sql) in statements {
+        assert!(!sql.contains('?'), "{name}: {sql}");
+        assert!(
+            sql.contains("'ads'") || name.ends_with("error_pattern_catalog"),
+            "{name}: {sql}"
+        );
+    }
+}
