@@ -79,6 +79,7 @@ use tollgate_control::config::KafkaConfig;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::batch::{Batch, BatchPolicy};
+use crate::clickhouse::within;
 use crate::config::ProcessorConfig;
 use crate::dlq::{DeadLetterReason, DeadLetterWriter, Source};
 use crate::error::{Error, Result};
@@ -698,6 +699,16 @@ impl<F: Fold> Processor<F> {
         Ok(())
     }
 
+    /// Wait for every insert into the fold's database running now to end
+    /// (`crate::insert_fence`), within `clickhouse.query_timeout_secs`.
+    async fn fence(&self) -> clickhouse::error::Result<crate::insert_fence::Passed> {
+        within(
+            self.ch.query_timeout(),
+            wait_for_running_inserts(&self.client, &self.ch, self.fold.name(), self.fold.table()),
+        )
+        .await
+    }
+
     /// Read stored offsets for `partition` and every other assigned
     /// partition whose position is unknown. Retries until ClickHouse answers:
     /// without the position no message of the partition can be processed.
@@ -717,22 +728,21 @@ impl<F: Fold> Processor<F> {
             // An insert the partitions' previous owner sent before it died
             // may still be running: its rows must land before the position
             // is read (`crate::insert_fence`).
-            if let Err(err) = wait_for_running_inserts(
-                &self.client,
-                &self.ch,
-                self.fold.name(),
-                self.fold.table(),
-            )
-            .await
-            {
+            let limit = self.ch.query_timeout();
+            if let Err(err) = self.fence().await {
                 warn!(partitions = ?wanted, attempt, clickhouse = %self.ch.url, %err, "cannot see the inserts running in clickhouse, retrying");
                 self.backoff(&mut backoff, "resume positions not read")
                     .await?;
                 attempt += 1;
                 continue;
             }
-            let stored = match stored_offsets_in(&self.client, self.fold.table(), &wanted).await {
-                Ok(stored) => match self.fold.load_partitions(&stored).await {
+            let stored = match within(
+                limit,
+                stored_offsets_in(&self.client, self.fold.table(), &wanted),
+            )
+            .await
+            {
+                Ok(stored) => match within(limit, self.fold.load_partitions(&stored)).await {
                     Ok(()) => Ok(stored),
                     Err(err) => Err(err.to_string()),
                 },
@@ -825,16 +835,14 @@ impl<F: Fold> Processor<F> {
                 partitions.dedup();
                 // The failed attempt may still be running (a timeout): what
                 // is read next must hold it whole or not at all.
-                let stored = match wait_for_running_inserts(
-                    &self.client,
-                    &self.ch,
-                    self.fold.name(),
-                    self.fold.table(),
-                )
-                .await
-                {
+                let limit = self.ch.query_timeout();
+                let stored = match self.fence().await {
                     Ok(passed) if passed.all_ended() => {
-                        stored_offsets_in(&self.client, self.fold.table(), &partitions).await
+                        within(
+                            limit,
+                            stored_offsets_in(&self.client, self.fold.table(), &partitions),
+                        )
+                        .await
                     }
                     Ok(passed) => {
                         warn!(rows = rows.len(), attempt, still_running = passed.still_running, "inserts still running in clickhouse; not reading what the failed insert stored yet");
@@ -857,7 +865,9 @@ impl<F: Fold> Processor<F> {
                                 "failed insert was stored after all; not inserting those rows again"
                             );
                             // Its views may have missed them.
-                            if let Err(err) = self.fold.stored_after_failure(&kept).await {
+                            if let Err(err) =
+                                within(limit, self.fold.stored_after_failure(&kept)).await
+                            {
                                 warn!(rows = kept.len(), attempt, %err, "cannot settle the rows a failed insert stored after all");
                                 rows = kept.into_iter().chain(left).collect();
                                 self.backoff(&mut backoff, "insert not retried").await?;

@@ -926,72 +926,6 @@ async fn rebalances_between_two_processors_are_exact() {
     );
 }
 
-/// A TCP proxy in front of ClickHouse that the test can cut (every open
-/// connection is dropped and new ones are refused) and restore.
-struct CuttableProxy {
-    port: u16,
-    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl CuttableProxy {
-    async fn start(upstream: String) -> Self {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let connections =
-            std::sync::Arc::new(std::sync::Mutex::new(Vec::<tokio::task::AbortHandle>::new()));
-        let accept = tokio::spawn({
-            let (open, connections) = (open.clone(), connections.clone());
-            async move {
-                loop {
-                    let Ok((mut inbound, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    if !open.load(Ordering::SeqCst) {
-                        drop(inbound);
-                        continue;
-                    }
-                    let upstream = upstream.clone();
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    connections.lock().unwrap().push(task.abort_handle());
-                }
-            }
-        });
-        Self {
-            port,
-            open,
-            connections,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
-        for connection in self.connections.lock().unwrap().drain(..) {
-            connection.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for CuttableProxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
 /// ClickHouse becomes unreachable mid-stream, twice, with inserts cut in
 /// flight: the processor retries, never drops a batch, and does not store a
 /// row twice even when a cut insert was stored after all.
@@ -1013,14 +947,11 @@ async fn clickhouse_outages_are_retried_without_loss_or_duplicates() {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    let proxy = CuttableProxy::start(upstream).await;
+    let proxy = support::tcp_proxy::TcpProxy::start(upstream).await;
     let log = std::fs::File::create(env.log_path("process")).unwrap();
     let mut child = env
         .tollgate(&["process"])
-        .env(
-            "TOLLGATE_CLICKHOUSE__URL",
-            format!("http://127.0.0.1:{}", proxy.port),
-        )
+        .env("TOLLGATE_CLICKHOUSE__URL", proxy.url())
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()

@@ -103,6 +103,13 @@ pub struct ClickHouseConfig {
     /// after the processor has read what it stored (`docs/processor.md`).
     /// 0: no limit.
     pub insert_timeout_secs: u64,
+    /// How long each step of the processor's retry and resume path may
+    /// wait for ClickHouse, seconds: the insert fence, the read of the
+    /// stored offsets and of the recent event ids, the repair of the
+    /// rollups after a failed insert. A step that takes longer has failed
+    /// and is tried again after the backoff (a connection that died without
+    /// a reset would otherwise hold the fold for ever). 0: no limit.
+    pub query_timeout_secs: u64,
 }
 
 impl ClickHouseConfig {
@@ -110,6 +117,12 @@ impl ClickHouseConfig {
     pub fn insert_timeout(&self) -> Option<std::time::Duration> {
         (self.insert_timeout_secs > 0)
             .then(|| std::time::Duration::from_secs(self.insert_timeout_secs))
+    }
+
+    /// [`ClickHouseConfig::query_timeout_secs`]; `None` for no limit.
+    pub fn query_timeout(&self) -> Option<std::time::Duration> {
+        (self.query_timeout_secs > 0)
+            .then(|| std::time::Duration::from_secs(self.query_timeout_secs))
     }
 }
 
@@ -125,6 +138,9 @@ impl Default for ClickHouseConfig {
             // leaves its group, and four times the 30 s after which a
             // running insert is reported (`docs/processor.md`, "Stalls").
             insert_timeout_secs: 120,
+            // Above the insert fence's own 30 s and a replica's catch-up,
+            // below the 5 minutes of `max.poll.interval.ms`.
+            query_timeout_secs: 120,
         }
     }
 }

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tollgate_contract::decisions::{Action, BudgetPeriod, BudgetState, Decision};
 use tollgate_control::config::KafkaConfig;
 
+use crate::clickhouse::within;
 use crate::decisions::DecisionPublisher;
 use crate::progress::{folded, Progress};
 use tollgate_contract::admin::admin_event;
@@ -133,6 +134,9 @@ fn content_of(record: &Decision) -> serde_json::Value {
 pub struct BudgetWatcher {
     pub store: BudgetStore,
     pub client: Client,
+    /// `clickhouse.query_timeout_secs` of its reads: a dead connection
+    /// must not stop the budgets from being enforced.
+    pub query_timeout: Option<Duration>,
     pub decisions: DecisionPublisher,
     pub progress: Progress,
     published: HashMap<String, Published>,
@@ -150,11 +154,18 @@ impl BudgetWatcher {
         Ok(Self {
             store,
             client,
+            query_timeout: None,
             decisions: DecisionPublisher::new(kafka, "tollgate-budgets")?,
             progress,
             published: HashMap::new(),
             released: HashSet::new(),
         })
+    }
+
+    /// Each read waits at most `limit` (`clickhouse.query_timeout_secs`).
+    pub fn queries_timing_out(mut self, limit: Option<Duration>) -> Self {
+        self.query_timeout = limit;
+        self
     }
 
     /// Check after every recorded insert (at most every [`MIN_GAP`]) and at
@@ -186,18 +197,24 @@ impl BudgetWatcher {
             .map_err(|e| format!("postgres: {e}"))?;
         // Positions first, spend second: the spend includes every event at
         // or below these positions (see crate::progress).
-        let folded: BTreeMap<i32, i64> = folded(&self.client, &self.progress.topic)
-            .await
-            .map_err(|e| format!("clickhouse: {e}"))?
-            .into_iter()
-            .collect();
+        let folded: BTreeMap<i32, i64> = within(
+            self.query_timeout,
+            folded(&self.client, &self.progress.topic),
+        )
+        .await
+        .map_err(|e| format!("clickhouse: {e}"))?
+        .into_iter()
+        .collect();
         let mut spends: HashMap<(SubjectKind, Period), HashMap<String, Decimal>> = HashMap::new();
         for b in &budgets {
             let key = (b.subject_kind, b.period);
             if let std::collections::hash_map::Entry::Vacant(slot) = spends.entry(key) {
-                let s = spend(&self.client, b.subject_kind, b.period.window(now))
-                    .await
-                    .map_err(|e| format!("clickhouse: {e}"))?;
+                let s = within(
+                    self.query_timeout,
+                    spend(&self.client, b.subject_kind, b.period.window(now)),
+                )
+                .await
+                .map_err(|e| format!("clickhouse: {e}"))?;
                 slot.insert(s);
             }
         }

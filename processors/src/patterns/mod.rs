@@ -32,7 +32,7 @@ use tollgate_contract::Event;
 use tollgate_control::kafka::EventProducer;
 use tracing::{info, warn};
 
-use crate::clickhouse::insert_rows;
+use crate::clickhouse::{insert_rows, within};
 use crate::config::PatternsConfig;
 use crate::error::{Error, Result};
 use crate::folds::error_patterns::CATALOG_SQL;
@@ -186,6 +186,8 @@ pub struct PatternLearner {
     client: Client,
     /// `clickhouse.insert_timeout_secs` of its inserts.
     insert_timeout: Option<Duration>,
+    /// `clickhouse.query_timeout_secs` of its reads.
+    query_timeout: Option<Duration>,
     events: EventProducer,
     every: Duration,
     announce: bool,
@@ -200,10 +202,12 @@ pub struct PatternLearner {
 
 impl PatternLearner {
     /// A learner writing through `client`, each insert waiting at most
-    /// `insert_timeout` (`clickhouse.insert_timeout_secs`).
+    /// `insert_timeout` (`clickhouse.insert_timeout_secs`), each read
+    /// `query_timeout` (`clickhouse.query_timeout_secs`).
     pub fn new(
         client: Client,
         insert_timeout: Option<Duration>,
+        query_timeout: Option<Duration>,
         events: EventProducer,
         config: &PatternsConfig,
     ) -> Result<Self> {
@@ -212,6 +216,7 @@ impl PatternLearner {
         Ok(Self {
             client,
             insert_timeout,
+            query_timeout,
             events,
             every: Duration::from_millis(config.every_ms),
             announce: config.announce,
@@ -229,6 +234,7 @@ impl PatternLearner {
         let learner = Self::new(
             tollgate_control::clickhouse::client(&context.clickhouse),
             context.clickhouse.insert_timeout(),
+            context.clickhouse.query_timeout(),
             events,
             &context.processor.patterns,
         )?;
@@ -250,12 +256,12 @@ impl PatternLearner {
 
     /// One pass: learn, store merges, announce.
     pub async fn tick(&mut self) -> std::result::Result<(), String> {
-        let rows: Vec<CatalogRow> = self
-            .client
-            .query(CATALOG_SQL)
-            .fetch_all()
-            .await
-            .map_err(|e| format!("clickhouse: reading the pattern catalog: {e}"))?;
+        let rows: Vec<CatalogRow> = within(
+            self.query_timeout,
+            self.client.query(CATALOG_SQL).fetch_all(),
+        )
+        .await
+        .map_err(|e| format!("clickhouse: reading the pattern catalog: {e}"))?;
         let patterns = signatures(&rows);
         for p in &patterns {
             if let Some(merge) = self.tree.learn(&p.signature) {
@@ -273,15 +279,15 @@ impl PatternLearner {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let stored: HashSet<(u64, u64)> = self
-            .client
-            .query(MERGES_SQL)
-            .fetch_all::<MergeKey>()
-            .await
-            .map_err(|e| format!("clickhouse: reading error_pattern_merges: {e}"))?
-            .into_iter()
-            .map(|k| (k.from_signature, k.into_signature))
-            .collect();
+        let stored: HashSet<(u64, u64)> = within(
+            self.query_timeout,
+            self.client.query(MERGES_SQL).fetch_all::<MergeKey>(),
+        )
+        .await
+        .map_err(|e| format!("clickhouse: reading error_pattern_merges: {e}"))?
+        .into_iter()
+        .map(|k| (k.from_signature, k.into_signature))
+        .collect();
         let now = now_secs();
         let rows: Vec<MergeRow> = unstored(&self.pending, &stored)
             .into_iter()
@@ -317,12 +323,12 @@ impl PatternLearner {
         {
             return Ok(());
         }
-        let stored: Vec<u64> = self
-            .client
-            .query(ANNOUNCED_SQL)
-            .fetch_all()
-            .await
-            .map_err(|e| format!("clickhouse: reading error_pattern_announced: {e}"))?;
+        let stored: Vec<u64> = within(
+            self.query_timeout,
+            self.client.query(ANNOUNCED_SQL).fetch_all(),
+        )
+        .await
+        .map_err(|e| format!("clickhouse: reading error_pattern_announced: {e}"))?;
         self.announced.extend(stored);
         let fresh: Vec<&Pattern> = patterns
             .iter()
@@ -333,17 +339,19 @@ impl PatternLearner {
         }
         let ids: Vec<u64> = fresh.iter().map(|p| p.signature.id.0).collect();
         let since = fresh.iter().map(|p| p.first_seen).min().unwrap_or(0);
-        let samples: BTreeMap<u64, String> = self
-            .client
-            .query(SAMPLES_SQL)
-            .bind(&ids)
-            .bind(since)
-            .fetch_all::<SampleRow>()
-            .await
-            .map_err(|e| format!("clickhouse: reading sample messages: {e}"))?
-            .into_iter()
-            .map(|r| (r.error_signature, r.sample))
-            .collect();
+        let samples: BTreeMap<u64, String> = within(
+            self.query_timeout,
+            self.client
+                .query(SAMPLES_SQL)
+                .bind(&ids)
+                .bind(since)
+                .fetch_all::<SampleRow>(),
+        )
+        .await
+        .map_err(|e| format!("clickhouse: reading sample messages: {e}"))?
+        .into_iter()
+        .map(|r| (r.error_signature, r.sample))
+        .collect();
         let claims: Vec<(u64, Event)> = fresh
             .iter()
             .map(|p| {
@@ -369,16 +377,18 @@ impl PatternLearner {
         .await
         .map_err(|e| format!("clickhouse: claiming announcements: {e}"))?;
         self.announced.extend(ids.iter().copied());
-        let stored: BTreeMap<u64, String> = self
-            .client
-            .query(WINNERS_SQL)
-            .bind(&ids)
-            .fetch_all::<WinnerRow>()
-            .await
-            .map_err(|e| format!("clickhouse: reading announcement claims: {e}"))?
-            .into_iter()
-            .map(|r| (r.signature, r.winner))
-            .collect();
+        let stored: BTreeMap<u64, String> = within(
+            self.query_timeout,
+            self.client
+                .query(WINNERS_SQL)
+                .bind(&ids)
+                .fetch_all::<WinnerRow>(),
+        )
+        .await
+        .map_err(|e| format!("clickhouse: reading announcement claims: {e}"))?
+        .into_iter()
+        .map(|r| (r.signature, r.winner))
+        .collect();
         self.unsent.extend(winners(claims, &stored));
         self.send_unsent().await
     }

@@ -29,6 +29,7 @@ use tollgate_contract::signature::SignatureId;
 use tollgate_contract::Strategy;
 use tracing::{info, warn};
 
+use crate::clickhouse::within;
 use crate::config::RecoveryConfig;
 use crate::decisions::DecisionPublisher;
 use crate::error::{Error, Result};
@@ -96,6 +97,8 @@ pub fn plan_record(
 /// The learner of one processor.
 pub struct RecoveryLearner {
     client: Client,
+    /// `clickhouse.query_timeout_secs` of its reads.
+    query_timeout: Option<Duration>,
     decisions: DecisionPublisher,
     config: RecoveryConfig,
     /// Subject -> the order last published by this learner.
@@ -113,10 +116,17 @@ impl RecoveryLearner {
             .map_err(|e| Error::setup("cannot create the recovery decision producer", e))?;
         Ok(Self {
             client,
+            query_timeout: None,
             decisions,
             config: config.clone(),
             published: HashMap::new(),
         })
+    }
+
+    /// Each read waits at most `limit` (`clickhouse.query_timeout_secs`).
+    pub fn queries_timing_out(mut self, limit: Option<Duration>) -> Self {
+        self.query_timeout = limit;
+        self
     }
 
     /// Start the learner of `context` in the background, until shutdown.
@@ -125,7 +135,8 @@ impl RecoveryLearner {
             tollgate_control::clickhouse::client(&context.clickhouse),
             &context.kafka,
             &context.processor.recovery,
-        )?;
+        )?
+        .queries_timing_out(context.clickhouse.query_timeout());
         tokio::spawn(learner.run(context.shutdown.clone()));
         Ok(())
     }
@@ -147,13 +158,12 @@ impl RecoveryLearner {
     pub async fn tick(&mut self, now: DateTime<Utc>) -> std::result::Result<(), String> {
         let window = i64::try_from(self.config.window_secs).unwrap_or(i64::MAX);
         let since = u32::try_from(now.timestamp().saturating_sub(window).max(0)).unwrap_or(0);
-        let rows: Vec<TallyRow> = self
-            .client
-            .query(TALLIES_SQL)
-            .bind(since)
-            .fetch_all()
-            .await
-            .map_err(|e| format!("clickhouse: reading error_recovery_minute: {e}"))?;
+        let rows: Vec<TallyRow> = within(
+            self.query_timeout,
+            self.client.query(TALLIES_SQL).bind(since).fetch_all(),
+        )
+        .await
+        .map_err(|e| format!("clickhouse: reading error_recovery_minute: {e}"))?;
         let tallies: Vec<Tally> = rows
             .into_iter()
             .filter_map(|r| {

@@ -23,6 +23,7 @@ use crate::processor::{
 };
 use crate::support::kafka::producer;
 use crate::support::private_clickhouse::PrivateClickHouse;
+use crate::support::tcp_proxy::TcpProxy;
 use crate::support::{signal, unique, TestEnv, PATIENCE};
 
 /// The steady load of the fault suite: 500 events per second.
@@ -272,8 +273,8 @@ struct Supervised<'a> {
     env: &'a TestEnv,
     clickhouse: Option<&'a PrivateClickHouse>,
     instance_id: Option<&'a str>,
-    /// `clickhouse.insert_timeout_secs` when not the configured one.
-    insert_timeout_secs: Option<u64>,
+    /// Settings overridden for it (`TOLLGATE_<SECTION>__<KEY>`, value).
+    settings: Vec<(&'static str, String)>,
     label: String,
     child: Child,
 }
@@ -285,23 +286,24 @@ impl<'a> Supervised<'a> {
         clickhouse: Option<&'a PrivateClickHouse>,
         instance_id: Option<&'a str>,
     ) -> Self {
-        Self::start_timing_out(env, label, clickhouse, instance_id, None)
+        Self::start_with(env, label, clickhouse, instance_id, Vec::new())
     }
 
-    /// [`Supervised::start`] with `clickhouse.insert_timeout_secs` set.
-    fn start_timing_out(
+    /// [`Supervised::start`] with `settings` overridden
+    /// (`TOLLGATE_<SECTION>__<KEY>`, value).
+    fn start_with(
         env: &'a TestEnv,
         label: &str,
         clickhouse: Option<&'a PrivateClickHouse>,
         instance_id: Option<&'a str>,
-        insert_timeout_secs: Option<u64>,
+        settings: Vec<(&'static str, String)>,
     ) -> Self {
-        let child = spawn_processor(env, label, clickhouse, instance_id, insert_timeout_secs);
+        let child = spawn_processor(env, label, clickhouse, instance_id, &settings);
         Self {
             env,
             clickhouse,
             instance_id,
-            insert_timeout_secs,
+            settings,
             label: label.to_string(),
             child,
         }
@@ -325,7 +327,7 @@ impl<'a> Supervised<'a> {
                 &self.label,
                 self.clickhouse,
                 self.instance_id,
-                self.insert_timeout_secs,
+                &self.settings,
             );
         }
     }
@@ -341,7 +343,7 @@ impl<'a> Supervised<'a> {
             label,
             self.clickhouse,
             instance_id,
-            self.insert_timeout_secs,
+            &self.settings,
         );
     }
 
@@ -379,7 +381,7 @@ fn spawn_processor(
     label: &str,
     clickhouse: Option<&PrivateClickHouse>,
     instance_id: Option<&str>,
-    insert_timeout_secs: Option<u64>,
+    settings: &[(&'static str, String)],
 ) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -393,9 +395,7 @@ fn spawn_processor(
     if let Some(id) = instance_id {
         command.env("TOLLGATE_PROCESSOR__INSTANCE_ID", id);
     }
-    if let Some(secs) = insert_timeout_secs {
-        command.env("TOLLGATE_CLICKHOUSE__INSERT_TIMEOUT_SECS", secs.to_string());
-    }
+    command.envs(settings.iter().map(|(k, v)| (k, v)));
     command.stdout(Stdio::null()).stderr(log).spawn().unwrap()
 }
 
@@ -653,6 +653,36 @@ async fn slow_clickhouse_bounds_memory_and_lag() {
     );
 }
 
+/// Once `processor` (started on a backlog) has stored a first row, an
+/// outage from `begin` to `end` of a fixed 8 s (not a wait for progress)
+/// while the backlog is still being inserted; then the load ends, and every
+/// call must be stored exactly once. Returns the processor's log.
+async fn every_call_once_through_8_s(
+    (env, store, group): (&TestEnv, &Store<'_>, &str),
+    (traffic, load): (&Traffic, SteadyLoad),
+    mut processor: Supervised<'_>,
+    begin: impl FnOnce(),
+    end: impl FnOnce(),
+) -> String {
+    store.first_row_after(0, &mut [&mut processor]).await;
+    begin();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    end();
+    load.finish().await;
+    let got = store
+        .wait_for_calls(
+            traffic.calls,
+            Duration::from_secs(300),
+            &mut [&mut processor],
+        )
+        .await;
+    let log = log_of(env, "process");
+    assert_eq!(got, traffic.calls, "log:\n{log}");
+    processor.stop().await;
+    store.assert_exactly_once(env, group, traffic).await;
+    log
+}
+
 /// ClickHouse that stops answering (SIGSTOP for 8 s) while inserts are in
 /// flight, with `clickhouse.insert_timeout_secs = 2`: the inserts fail on
 /// the timeout instead of waiting for the server, are retried once it
@@ -665,27 +695,23 @@ async fn an_unanswered_insert_times_out_and_is_stored_once() {
     let env = environment_on(&ch, "fault_chtimeout", &group, "batch_max_rows = 2000").await;
     let store = Store::Private(&env, &ch);
     let (traffic, load) = backlog_then_load(&env, 20_000, 15_000).await;
-    let mut processor = Supervised::start_timing_out(&env, "process", Some(&ch), None, Some(2));
-    store.first_row_after(0, &mut [&mut processor]).await;
-
-    // An outage of a fixed length (not a wait for progress), while the
-    // backlog is still being inserted: an insert is in flight or starts
-    // within the 8 s, and gets no answer for longer than its 2 s limit.
-    ch.pause();
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    ch.resume();
-    load.finish().await;
-    let got = store
-        .wait_for_calls(
-            traffic.calls,
-            Duration::from_secs(300),
-            &mut [&mut processor],
-        )
-        .await;
-    let log = log_of(&env, "process");
-    assert_eq!(got, traffic.calls, "log:\n{log}");
-    processor.stop().await;
-    store.assert_exactly_once(&env, &group, &traffic).await;
+    let processor = Supervised::start_with(
+        &env,
+        "process",
+        Some(&ch),
+        None,
+        vec![("TOLLGATE_CLICKHOUSE__INSERT_TIMEOUT_SECS", "2".into())],
+    );
+    // An insert is in flight or starts within the 8 s, and gets no answer
+    // for longer than its 2 s limit.
+    let log = every_call_once_through_8_s(
+        (&env, &store, &group),
+        (&traffic, load),
+        processor,
+        || ch.pause(),
+        || ch.resume(),
+    )
+    .await;
     // The failure was the timeout, not a refused connection.
     let timed_out = log
         .lines()
@@ -693,6 +719,66 @@ async fn an_unanswered_insert_times_out_and_is_stored_once() {
         .count();
     assert!(timed_out >= 1, "no insert timed out; log:\n{log}");
     eprintln!("clickhouse stopped for 8 s: {timed_out} inserts timed out after 2 s, every call stored once");
+}
+
+/// A connection to ClickHouse that goes silent without being closed (a
+/// network path that drops everything: no answer, no FIN, no RST) for 8 s
+/// while inserts are in flight, then a path that works for new
+/// connections, with `clickhouse.insert_timeout_secs` and
+/// `clickhouse.query_timeout_secs` at 2: the insert fails on its limit,
+/// the insert fence and the read of the stored offsets before its retry
+/// fail on theirs instead of waiting for ever on a dead connection, so does
+/// the budget watcher's read, and once new connections work every call is
+/// stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_fails_each_step_on_its_limit_and_every_call_is_stored_once() {
+    let group = unique("grp");
+    let env = environment("fault_chsilent", &group, "batch_max_rows = 2000").await;
+    let store = Store::Shared(&env);
+    let upstream = crate::support::clickhouse_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = TcpProxy::start(upstream).await;
+    let (traffic, load) = backlog_then_load(&env, 20_000, 15_000).await;
+    let processor = Supervised::start_with(
+        &env,
+        "process",
+        None,
+        None,
+        vec![
+            ("TOLLGATE_CLICKHOUSE__URL", proxy.url()),
+            ("TOLLGATE_CLICKHOUSE__INSERT_TIMEOUT_SECS", "2".into()),
+            ("TOLLGATE_CLICKHOUSE__QUERY_TIMEOUT_SECS", "2".into()),
+        ],
+    );
+    // The insert in flight or the next one gets no answer, nor does any
+    // request sent in the 8 s.
+    let log = every_call_once_through_8_s(
+        (&env, &store, &group),
+        (&traffic, load),
+        processor,
+        || proxy.freeze(),
+        || proxy.thaw(),
+    )
+    .await;
+    let timed_out = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains(what) && l.contains("timeout expired"))
+            .count()
+    };
+    let inserts = timed_out("insert failed, retrying");
+    let steps = timed_out("cannot read stored offsets before retrying the insert");
+    // The budget watcher checks every second: a check in the silence
+    // fails on the limit and the next one runs, instead of budgets no
+    // longer being enforced.
+    let budget_checks = timed_out("budget check failed; retrying");
+    assert!(inserts >= 1, "no insert timed out; log:\n{log}");
+    assert!(steps >= 1, "no step before a retry timed out; log:\n{log}");
+    assert!(budget_checks >= 1, "no budget check timed out; log:\n{log}");
+    eprintln!(
+        "clickhouse silent for 8 s: {inserts} inserts, {steps} fence or offset reads and {budget_checks} budget checks timed out after 2 s, every call stored once"
+    );
 }
 
 /// Two running processors given the same `processor.instance_id`: the

@@ -16,6 +16,7 @@ pub mod private_clickhouse;
 pub mod private_kafka;
 pub mod private_postgres;
 pub mod signed_in;
+pub mod tcp_proxy;
 pub mod webhook;
 
 use std::net::TcpListener;

@@ -153,7 +153,8 @@ async fn start_cost(
         &context.kafka,
         progress,
     )
-    .map_err(|e| Error::setup("cannot create the budget decision producer", e))?;
+    .map_err(|e| Error::setup("cannot create the budget decision producer", e))?
+    .queries_timing_out(context.clickhouse.query_timeout());
     tokio::spawn(watcher.run(context.shutdown.clone()));
     // The error-patterns fold's learners read what this fold's views write.
     crate::patterns::PatternLearner::start(context)?;
