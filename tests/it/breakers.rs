@@ -362,6 +362,70 @@ async fn a_failing_model_opens_within_a_second_and_successful_probes_close_it() 
     .await;
 }
 
+/// Breakers more than two windows behind the events skip to the last
+/// window instead of reading what they would leave out: 2,000 reports of
+/// failures that Kafka stamped ten minutes ago (a backlog the breakers
+/// fell behind on) are passed over, and the failures after them, stamped
+/// now, are read and open the breaker with only themselves counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breakers_behind_by_more_than_two_windows_skip_to_the_last_one() {
+    let mut env =
+        TestEnv::with_extra_config("breakers_catch_up", &format!("{CONFIG}window_secs = 5\n"))
+            .await;
+    let mut decisions = tail(&env.decisions_topic);
+    start_breakers(&mut env).await;
+    let log = env.log_path("process");
+    let then = Utc::now() - chrono::Duration::minutes(10);
+    let old: Vec<Event> = (0..2_000)
+        .map(|_| {
+            let mut e = call(false, 40);
+            e.occurred_at = then;
+            e
+        })
+        .collect();
+    let producer = producer();
+    let sends: Vec<_> = encoded(&old)
+        .into_iter()
+        .map(|(key, payload)| {
+            let producer = producer.clone();
+            let topic = env.events_topic.clone();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(&topic)
+                            .key(&key)
+                            .payload(&payload)
+                            .timestamp(then.timestamp_millis()),
+                        crate::support::PATIENCE,
+                    )
+                    .await
+                    .unwrap();
+            }
+        })
+        .collect();
+    futures::future::join_all(sends).await;
+    let fresh: Vec<Event> = (0..10).map(|_| call(false, 40)).collect();
+    produce_all(&env.events_topic, &encoded(&fresh)).await;
+
+    let text = crate::processor::wait_for_log(&env, "process", "skipped to the last window").await;
+    let line = text
+        .lines()
+        .find(|l| l.contains("skipped to the last window"))
+        .unwrap();
+    let passed: u64 = line
+        .split("passed=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no passed= in {line}"));
+    assert!(passed > 0, "{line}");
+    assert!(line.contains("window_secs=5"), "{line}");
+    let (_, open) = next_state(&mut decisions, "open", crate::support::PATIENCE, &log).await;
+    assert_eq!(open["breaker"]["calls"], 10, "{open}");
+    assert_eq!(open["breaker"]["failures"], 10, "{open}");
+    println!("breakers skipped {passed} of 2,000 messages stamped ten minutes ago");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_probes_reopen_with_a_new_generation_and_absent_probes_do_not_stick() {
     let mut env = TestEnv::with_extra_config("breakers_reopen", CONFIG).await;

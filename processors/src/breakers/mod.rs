@@ -16,6 +16,7 @@
 //!   decisions topic first, then the `admin.breaker.transition` event and
 //!   the `breaker_transitions` row. Only the lease holder writes.
 
+pub mod catch_up;
 pub mod config;
 pub mod decision;
 pub mod lease;
@@ -45,6 +46,7 @@ use crate::consumer::Counters;
 use crate::error::{Error, Result};
 use crate::folds::{FoldContext, FoldEntry, Running, Runs};
 use crate::recent_events::RecentEvents;
+use catch_up::CatchUp;
 use config::BreakersConfig;
 use decision::{learned_fallback, published_state, transition_event, TransitionRow};
 use lease::Lease;
@@ -221,6 +223,7 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
     )
     .map_err(|e| kafka_error("cannot join the breaker lease group", e))?;
 
+    let mut catch_up = CatchUp::new(config.window_secs);
     let mut tick = tokio::time::interval(config.tick_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -232,6 +235,19 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
             message = event_reader.recv() => match message {
                 Ok(message) => {
                     runtime.counters.messages += 1;
+                    let now_ms = Utc::now().timestamp_millis();
+                    let stamped = message.timestamp().to_millis();
+                    if let Some(target) = catch_up.skip_to(stamped, now_ms) {
+                        let behind_secs = now_ms.saturating_sub(stamped.unwrap_or(now_ms)) / 1000;
+                        match skip_to(&event_reader, &kafka.events_topic, target) {
+                            Ok(passed) => {
+                                runtime.counters.skipped += passed;
+                                info!(behind_secs, passed, window_secs = config.window_secs, "breakers were behind the events by more than they judge; skipped to the last window");
+                                continue;
+                            }
+                            Err(err) => warn!(%err, behind_secs, "breakers cannot skip to the last window; reading on"),
+                        }
+                    }
                     let Some(payload) = message.payload() else { continue };
                     match CallReport::parse(payload) {
                         Ok(event) => runtime.on_event(&event).await,
@@ -598,6 +614,50 @@ async fn partition_ends(
             }
         }
         Ok(ends)
+    })
+}
+
+/// Move every assigned partition of `topic` forward to its first message
+/// stamped at or after `target_ms` (its end when there is none; never
+/// back); returns how many messages were passed over.
+fn skip_to(
+    consumer: &StreamConsumer,
+    topic: &str,
+    target_ms: i64,
+) -> std::result::Result<u64, rdkafka::error::KafkaError> {
+    // librdkafka's offset and watermark calls block their thread.
+    tokio::task::block_in_place(|| {
+        let timeout = Duration::from_secs(10);
+        let positions = consumer.position()?;
+        let mut times = TopicPartitionList::new();
+        for p in positions.elements_for_topic(topic) {
+            times.add_partition_offset(topic, p.partition(), Offset::Offset(target_ms))?;
+        }
+        let found = consumer.offsets_for_times(times, timeout)?;
+        let mut list = TopicPartitionList::new();
+        let mut passed = 0u64;
+        for p in found.elements_for_topic(topic) {
+            let to = match p.offset() {
+                Offset::Offset(offset) => offset,
+                // Nothing stamped that late: the partition's end.
+                _ => consumer.fetch_watermarks(topic, p.partition(), timeout)?.1,
+            };
+            let from = positions
+                .find_partition(topic, p.partition())
+                .and_then(|p| p.offset().to_raw())
+                .filter(|offset| *offset >= 0);
+            let next = match from {
+                Some(from) if from >= to => from,
+                Some(from) => {
+                    passed += u64::try_from(to - from).unwrap_or(0);
+                    to
+                }
+                None => to,
+            };
+            list.add_partition_offset(topic, p.partition(), Offset::Offset(next))?;
+        }
+        consumer.assign(&list)?;
+        Ok(passed)
     })
 }
 
