@@ -1,13 +1,16 @@
 //! `tollgate rollups check [--from DAY] [--to DAY] [--repair]`: compare
 //! every cost rollup with the facts it is folded from (`calls`,
 //! `cost_adjustments`) over a day range, and with `--repair` insert the
-//! difference so they agree (`tollgate_processors::cost::rollup_check`).
-//! Exits 1 when a rollup disagrees and was not repaired.
+//! difference so they agree (`tollgate_processors::cost::rollup_check`);
+//! then the latency and error-pattern tables with `calls` the same way
+//! (`tollgate_processors::folds::view_repair`). Exits 1 when a table
+//! disagrees and was not repaired.
 
 use anyhow::Context;
 use chrono::{Days, NaiveDate, Utc};
 use tollgate_control::clickhouse::client;
 use tollgate_processors::cost::rollup_check::{self, Cells};
+use tollgate_processors::folds::view_repair::{self, ViewTable};
 use tollgate_processors::group_members;
 use tollgate_processors::insert_fence::sync_replica_sql;
 
@@ -15,7 +18,8 @@ use crate::config::Config;
 
 #[derive(clap::Subcommand)]
 pub enum RollupsCommand {
-    /// Compare the cost rollups with the calls and adjustments they sum.
+    /// Compare the cost rollups with the calls and adjustments they sum,
+    /// and the latency and error-pattern tables with the calls.
     Check(CheckArgs),
 }
 
@@ -69,6 +73,7 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
         for table in ["calls", "cost_adjustments"]
             .into_iter()
             .chain(rollup_check::checked().map(|r| r.table))
+            .chain(view_repair::tables().iter().map(ViewTable::table))
         {
             client
                 .query(&sync_replica_sql(&ch.database, table))
@@ -77,6 +82,7 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot sync this replica's {table} at {}", ch.url))?;
         }
     }
+    let views = view_repair::Batch::range(epoch(from), epoch(to));
     let (from, to) = (from.to_string(), to.to_string());
     println!(
         "rollups: cost rollups against calls and cost_adjustments, days [{from}, {to}) (database {} at {})",
@@ -114,6 +120,52 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
             rollup.table, found.cells
         );
     }
+    println!("rollups: latency and error-pattern tables against calls, the same days");
+    for table in view_repair::tables() {
+        let name = table.table();
+        if matches!(&table, ViewTable::Refolded(t) if t.counted.is_none()) {
+            // First and last seen per pattern: nothing to count.
+            continue;
+        }
+        let found = view_repair::check(&client, &table, &views)
+            .await
+            .with_context(|| format!("cannot compare {name} with calls"))?;
+        let Some(found) = found else {
+            println!("rollups: {name} agrees with calls");
+            continue;
+        };
+        println!(
+            "rollups: {name} disagrees in {} cell(s): its {} are {} short of calls",
+            found.cells, found.measure, found.calls
+        );
+        if !args.repair {
+            disagreeing.push(name);
+            continue;
+        }
+        view_repair::repair(&client, &table, &views)
+            .await
+            .with_context(|| format!("cannot repair {name}"))?;
+        match view_repair::check(&client, &table, &views).await? {
+            None => println!(
+                "rollups: {name} repaired: {} cell(s) corrected, it agrees with calls",
+                found.cells
+            ),
+            // A cell that holds part of its calls: its kept values cannot
+            // be completed without counting the others twice.
+            Some(after) if matches!(table, ViewTable::Refolded(_)) => anyhow::bail!(
+                "{name}: {} cell(s) missing whole were refolded from calls; {} cell(s) hold only \
+                 part of their calls, and their kept values cannot be completed without counting \
+                 the rest twice (their counts are {} short)",
+                found.cells - after.cells,
+                after.cells,
+                after.calls
+            ),
+            Some(after) => anyhow::bail!(
+                "{name} still disagrees in {} cell(s) after the repair (did something insert meanwhile?)",
+                after.cells
+            ),
+        }
+    }
     anyhow::ensure!(
         disagreeing.is_empty(),
         "{} disagree(s) with the facts; `tollgate rollups check --repair` with the same days \
@@ -121,4 +173,13 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
         disagreeing.join(", ")
     );
     Ok(())
+}
+
+/// The first second of `day`, UTC, as epoch seconds.
+fn epoch(day: NaiveDate) -> u32 {
+    let seconds = day
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp())
+        .unwrap_or_default();
+    u32::try_from(seconds).unwrap_or(u32::MAX)
 }

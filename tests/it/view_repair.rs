@@ -4,7 +4,9 @@
 //! every insert of its batch fail after `calls` holds it, so no view of
 //! that insert sees the batch. The processor repairs the tables from
 //! `calls`, and each must then hold, for that team, exactly what its view
-//! made of the same calls of another team inserted normally.
+//! made of the same calls of another team inserted normally. Then the same
+//! rows leave the tables as a server that died after answering would leave
+//! them, and `tollgate rollups check --repair` puts them back.
 
 use crate::support;
 
@@ -226,14 +228,14 @@ async fn a_failed_insert_stored_without_its_views_leaves_no_latency_or_pattern_s
     ] {
         let line = repaired_line(&log, table)
             .unwrap_or_else(|| panic!("{table} not repaired; log:\n{log}"));
-        assert!(line.contains(&format!("calls={short}")), "{line}");
+        assert!(line.contains(&format!("short={short}")), "{line}");
     }
 
     // Repaired, each table holds for team-boom what its views made of the
     // same calls of team-ok.
-    let ok = tables_of(&env, "team-ok").await;
+    let ok_tables = tables_of(&env, "team-ok").await;
     let repaired = tables_of(&env, "team-boom").await;
-    for ((table, want), (_, got)) in ok.iter().zip(&repaired) {
+    for ((table, want), (_, got)) in ok_tables.iter().zip(&repaired) {
         assert!(want.lines().count() > 1, "{table} is empty:\n{want}");
         assert_eq!(got, want, "{table}");
     }
@@ -278,4 +280,63 @@ async fn a_failed_insert_stored_without_its_views_leaves_no_latency_or_pattern_s
     support::signal(processor.id(), "TERM");
     let status = crate::processor::wait_exit(&mut processor, Duration::from_secs(60)).await;
     assert!(status.success(), "{status:?}");
+
+    // Offline: the team's rows leave the four counted tables (as if the
+    // server had died after answering the insert), and `tollgate rollups
+    // check` finds and repairs them, to the same rows as the other team's.
+    let counted = [
+        "latency_minute_buckets",
+        "latency_minute_calls",
+        "error_patterns_minute",
+        "error_recovery_minute",
+    ];
+    for table in counted {
+        env.ch(&format!(
+            "ALTER TABLE {{db}}.{table} DELETE WHERE team_id = 'team-boom'"
+        ))
+        .await;
+    }
+    let pending = format!(
+        "SELECT count() FROM system.mutations WHERE database = '{}' AND is_done = 0",
+        env.ch_database
+    );
+    let waited = std::time::Instant::now();
+    while env.ch(&pending).await.trim() != "0" {
+        assert!(waited.elapsed() < support::PATIENCE, "mutations not done");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let day = start.date_naive();
+    let (from, to) = (day.to_string(), (day + chrono::Days::new(2)).to_string());
+    let check = |extra: &[&str]| {
+        let mut args = vec!["rollups", "check", "--from", &from, "--to", &to];
+        args.extend(extra);
+        let out = env.tollgate(&args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = check(&[]);
+    assert!(!ok, "{text}");
+    for table in counted {
+        assert!(text.contains(&format!("{table} disagrees in")), "{text}");
+    }
+    assert!(
+        text.contains(
+            "latency_minute_calls disagrees in 9 cell(s): its calls are 68 short of calls"
+        ),
+        "{text}"
+    );
+    let (ok, text) = check(&["--repair"]);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("repaired:").count(), 4, "{text}");
+    let (ok, text) = check(&[]);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("agrees with calls").count(), 4, "{text}");
+    let repaired = tables_of(&env, "team-boom").await;
+    for ((table, want), (_, got)) in ok_tables.iter().zip(&repaired) {
+        assert_eq!(got, want, "{table}, repaired offline");
+    }
 }

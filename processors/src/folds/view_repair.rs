@@ -147,6 +147,15 @@ impl ViewTable {
         }
     }
 
+    /// What its check counts: the first sum of a summed table, the calls
+    /// of a refolded one.
+    pub fn measure(&self) -> &'static str {
+        match self {
+            Self::Summed(t) => t.sums.first().map_or("calls", |(column, _)| *column),
+            Self::Refolded(_) => "calls",
+        }
+    }
+
     /// The insert that repairs it over `batch`.
     pub fn repair_sql(&self, batch: &Batch) -> String {
         match self {
@@ -164,16 +173,21 @@ pub fn tables() -> Vec<ViewTable> {
         .collect()
 }
 
-/// The rows a failed insert stored after all: their teams, their minutes
-/// `[from, to)` (epoch seconds) and their positions (per partition, the
-/// first and last offset: the rows of one batch of one partition are the
-/// only rows of `calls` between those offsets while it is retried).
+/// What a check reads: the rows a failed insert stored after all (their
+/// teams, their minutes and their positions), or, offline (`tollgate
+/// rollups check`), every cell of a time range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
-    pub teams: Vec<String>,
+    /// The teams whose cells are read; `None`: every team.
+    pub teams: Option<Vec<String>>,
+    /// Minutes `[from, to)`, epoch seconds.
     pub from: u32,
     pub to: u32,
-    pub offsets: Vec<(i32, i64, i64)>,
+    /// The failed insert's own rows, per partition its first and last
+    /// offset (the rows of one batch of one partition are the only rows of
+    /// `calls` between those offsets while it is retried); `None`: every
+    /// row of the range is the repair's own.
+    pub offsets: Option<Vec<(i32, i64, i64)>>,
 }
 
 impl Batch {
@@ -194,36 +208,66 @@ impl Batch {
         }
         let (first, last) = range?;
         Some(Self {
-            teams: teams.into_iter().collect(),
+            teams: Some(teams.into_iter().collect()),
             from: first - first % 60,
             to: (last - last % 60).saturating_add(60),
-            offsets: offsets
-                .into_iter()
-                .map(|(p, (first, last))| (p, first, last))
-                .collect(),
+            offsets: Some(
+                offsets
+                    .into_iter()
+                    .map(|(p, (first, last))| (p, first, last))
+                    .collect(),
+            ),
         })
     }
 
-    /// `calls` rows of the batch's teams and minutes.
+    /// Every cell of every team in `[from, to)` (epoch seconds, whole
+    /// minutes), offline.
+    pub fn range(from: u32, to: u32) -> Self {
+        Self {
+            teams: None,
+            from,
+            to,
+            offsets: None,
+        }
+    }
+
+    fn of_teams(&self) -> &'static str {
+        if self.teams.is_some() {
+            " AND has(?, team_id)"
+        } else {
+            ""
+        }
+    }
+
+    /// `calls` rows of the scope's teams and minutes.
     fn facts(&self) -> String {
         format!(
-            "occurred_at >= toDateTime({}) AND occurred_at < toDateTime({}) AND has(?, team_id)",
-            self.from, self.to
+            "occurred_at >= toDateTime({}) AND occurred_at < toDateTime({}){}",
+            self.from,
+            self.to,
+            self.of_teams()
         )
     }
 
-    /// A table's rows of the batch's teams and minutes.
+    /// A table's rows of the scope's teams and minutes.
     fn cells(&self) -> String {
         format!(
-            "minute >= toDateTime({}) AND minute < toDateTime({}) AND has(?, team_id)",
-            self.from, self.to
+            "minute >= toDateTime({}) AND minute < toDateTime({}){}",
+            self.from,
+            self.to,
+            self.of_teams()
         )
     }
 
-    /// `calls` rows of the batch itself.
+    /// `calls` rows of the batch itself (of the scope's minutes).
     fn own_rows(&self) -> String {
-        let ranges: Vec<String> = self
-            .offsets
+        let Some(offsets) = &self.offsets else {
+            return format!(
+                "(occurred_at >= toDateTime({}) AND occurred_at < toDateTime({}))",
+                self.from, self.to
+            );
+        };
+        let ranges: Vec<String> = offsets
             .iter()
             .map(|(p, first, last)| {
                 format!("(kafka_partition = {p} AND kafka_offset >= {first} AND kafka_offset <= {last})")
@@ -406,8 +450,10 @@ pub struct Shortfall {
     pub table: &'static str,
     /// Cells that differ from the facts.
     pub cells: u64,
-    /// Calls the table lacks over them (facts minus table).
+    /// What the table lacks over them (facts minus table) of `measure`.
     pub calls: i64,
+    /// What `calls` counts: the table's first sum, or its calls.
+    pub measure: &'static str,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -416,10 +462,13 @@ struct Summary {
     calls: i64,
 }
 
-/// Bind the teams to each `?` of `sql`.
+/// Bind the teams to each `?` of `sql` (there is none for every team).
 fn with_teams(client: &Client, sql: &str, batch: &Batch) -> clickhouse::query::Query {
-    let binds = sql.matches('?').count();
-    (0..binds).fold(client.query(sql), |q, _| q.bind(&batch.teams))
+    let query = client.query(sql);
+    match &batch.teams {
+        None => query,
+        Some(teams) => (0..sql.matches('?').count()).fold(query, |q, _| q.bind(teams)),
+    }
 }
 
 /// Where `table` differs from the facts over the batch's cells (always
@@ -434,7 +483,9 @@ pub fn check_sql(table: &ViewTable, batch: &Batch) -> Option<String> {
     }
 }
 
-async fn check(
+/// How `table` differs from the facts over `batch` (always nothing for an
+/// uncounted [`RefoldedTable`]).
+pub async fn check(
     client: &Client,
     table: &ViewTable,
     batch: &Batch,
@@ -447,7 +498,19 @@ async fn check(
         table: table.table(),
         cells: summary.cells,
         calls: summary.calls,
+        measure: table.measure(),
     }))
+}
+
+/// Insert what `table` lacks over `batch` ([`ViewTable::repair_sql`]).
+pub async fn repair(
+    client: &Client,
+    table: &ViewTable,
+    batch: &Batch,
+) -> clickhouse::error::Result<()> {
+    with_teams(client, &table.repair_sql(batch), batch)
+        .execute()
+        .await
 }
 
 /// Check each table over the batch's cells and repair what it lacks;
@@ -467,9 +530,7 @@ pub async fn level(
         // An uncounted table's states are idempotent: refolded every time.
         let uncounted = matches!(table, ViewTable::Refolded(t) if t.counted.is_none());
         if before.is_some() || uncounted {
-            with_teams(client, &table.repair_sql(batch), batch)
-                .execute()
-                .await?;
+            repair(client, table, batch).await?;
         }
         if let Some(before) = before {
             if check(client, table, batch).await?.is_some() {
@@ -484,10 +545,10 @@ pub async fn level(
 /// The statements, with sample values, for the SQL compatibility check.
 pub fn catalog(tables: &[ViewTable]) -> Vec<(String, String)> {
     let batch = Batch {
-        teams: vec!["search".into(), "ads".into()],
+        teams: Some(vec!["search".into(), "ads".into()]),
         from: 1_773_100_800,
         to: 1_773_101_040,
-        offsets: vec![(0, 10, 42), (3, 7, 7)],
+        offsets: Some(vec![(0, 10, 42), (3, 7, 7)]),
     };
     let display = |name: String, sql: String| {
         let bound = with_teams(&Client::default(), &sql, &batch)

@@ -179,8 +179,9 @@ impl CallsSink for ClickHouseCallsSink {
             warn!(
                 table = d.table,
                 cells = d.cells,
-                calls = d.calls,
-                teams = ?batch.teams,
+                short = d.calls,
+                of = d.measure,
+                teams = ?cells.teams,
                 from = batch.from,
                 to = batch.to,
                 "a failed insert left this view short of calls; repaired it"
@@ -189,7 +190,7 @@ impl CallsSink for ClickHouseCallsSink {
         for table in still {
             error!(
                 table,
-                teams = ?batch.teams,
+                teams = ?cells.teams,
                 from = batch.from,
                 to = batch.to,
                 "view still disagrees with calls after its repair (short by more than the failed insert's rows, or holding more than calls)"

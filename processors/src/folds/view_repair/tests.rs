@@ -20,10 +20,10 @@ fn one_space(text: &str) -> String {
 
 fn batch() -> Batch {
     Batch {
-        teams: vec!["ads".into(), "it's".into()],
+        teams: Some(vec!["ads".into(), "it's".into()]),
         from: 1_773_100_800,
         to: 1_773_100_920,
-        offsets: vec![(0, 3, 9), (2, 40, 41)],
+        offsets: Some(vec![(0, 3, 9), (2, 40, 41)]),
     }
 }
 
@@ -39,10 +39,10 @@ fn a_batch_spans_its_teams_minutes_and_offsets() {
     assert_eq!(
         Batch::of(rows),
         Some(Batch {
-            teams: vec!["ads".into(), "search".into()],
+            teams: Some(vec!["ads".into(), "search".into()]),
             from: 1_773_100_800,
             to: 1_773_101_040,
-            offsets: vec![(0, 12, 13), (1, 4, 7)],
+            offsets: Some(vec![(0, 12, 13), (1, 4, 7)]),
         })
     );
     assert_eq!(Batch::of([]), None);
@@ -168,5 +168,28 @@ fn the_catalog_binds_every_value() {
             sql.contains("'ads'") || name.ends_with("error_pattern_catalog"),
             "{name}: {sql}"
         );
+    }
+}
+
+#[test]
+fn a_range_reads_every_team_and_every_row_of_its_minutes() {
+    let range = Batch::range(1_773_100_800, 1_773_187_200);
+    for table in tables() {
+        let sql = table.repair_sql(&range);
+        assert!(!sql.contains('?'), "{sql}");
+        assert!(!sql.contains("kafka_offset"), "{sql}");
+        assert!(
+            sql.contains(
+                "occurred_at >= toDateTime(1773100800) AND occurred_at < toDateTime(1773187200)"
+            ),
+            "{sql}"
+        );
+        if let Some(check) = check_sql(&table, &range) {
+            assert!(!check.contains('?'), "{check}");
+            assert!(
+                check.contains("minute >= toDateTime(1773100800)"),
+                "{check}"
+            );
+        }
     }
 }
