@@ -82,7 +82,7 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot sync this replica's {table} at {}", ch.url))?;
         }
     }
-    let views = view_repair::Batch::range(epoch(from), epoch(to));
+    let views = view_repair::Scope::range(epoch(from), epoch(to));
     let (from, to) = (from.to_string(), to.to_string());
     println!(
         "rollups: cost rollups against calls and cost_adjustments, days [{from}, {to}) (database {} at {})",

@@ -156,11 +156,11 @@ impl ViewTable {
         }
     }
 
-    /// The insert that repairs it over `batch`.
-    pub fn repair_sql(&self, batch: &Batch) -> String {
+    /// The insert that repairs it over `scope`.
+    pub fn repair_sql(&self, scope: &Scope) -> String {
         match self {
-            Self::Summed(t) => repair_sql(t, batch),
-            Self::Refolded(t) => refold_sql(t, batch),
+            Self::Summed(t) => repair_sql(t, scope),
+            Self::Refolded(t) => refold_sql(t, scope),
         }
     }
 }
@@ -177,7 +177,7 @@ pub fn tables() -> Vec<ViewTable> {
 /// teams, their minutes and their positions), or, offline (`tollgate
 /// rollups check`), every cell of a time range.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
+pub struct Scope {
     /// The teams whose cells are read; `None`: every team.
     pub teams: Option<Vec<String>>,
     /// Minutes `[from, to)`, epoch seconds.
@@ -190,7 +190,7 @@ pub struct Batch {
     pub offsets: Option<Vec<(i32, i64, i64)>>,
 }
 
-impl Batch {
+impl Scope {
     /// Of rows given as (team, `occurred_at` in epoch seconds, partition,
     /// offset); `None` for no rows.
     pub fn of<'a>(rows: impl IntoIterator<Item = (&'a str, u32, i32, i64)>) -> Option<Self> {
@@ -277,11 +277,11 @@ impl Batch {
     }
 }
 
-/// Per cell of `table` over the batch's teams and minutes: what the views
+/// Per cell of `table` over the scope's teams and minutes: what the views
 /// make of `calls` minus what the table holds, only where a sum differs.
 /// Columns `k0…` (dimensions) and `s0…` (sums); one `?` (the teams) per
 /// feed and one for the table.
-pub fn difference_sql(table: &SummedTable, batch: &Batch) -> String {
+pub fn difference_sql(table: &SummedTable, scope: &Scope) -> String {
     let keys: Vec<String> = (0..table.dimensions.len())
         .map(|i| format!("k{i}"))
         .collect();
@@ -306,7 +306,7 @@ pub fn difference_sql(table: &SummedTable, batch: &Batch) -> String {
                 "SELECT {} FROM calls WHERE ({}) AND {} GROUP BY {group_by}",
                 dims.chain(sums).collect::<Vec<_>>().join(", "),
                 feed.filter,
-                batch.facts(),
+                scope.facts(),
             )
         })
         .collect();
@@ -324,7 +324,7 @@ pub fn difference_sql(table: &SummedTable, batch: &Batch) -> String {
         "SELECT {} FROM {} WHERE {} GROUP BY {group_by}",
         dims.chain(sums).collect::<Vec<_>>().join(", "),
         table.table,
-        batch.cells(),
+        scope.cells(),
     ));
     let totals: Vec<String> = (0..table.sums.len())
         .map(|i| format!("sum(d{i}) AS s{i}"))
@@ -342,7 +342,7 @@ pub fn difference_sql(table: &SummedTable, batch: &Batch) -> String {
 
 /// Every difference of [`difference_sql`] that only adds, inserted into
 /// the table.
-pub fn repair_sql(table: &SummedTable, batch: &Batch) -> String {
+pub fn repair_sql(table: &SummedTable, scope: &Scope) -> String {
     let columns: Vec<&str> = table
         .dimensions
         .iter()
@@ -364,7 +364,7 @@ pub fn repair_sql(table: &SummedTable, batch: &Batch) -> String {
         table.table,
         columns.join(", "),
         values.join(", "),
-        difference_sql(table, batch),
+        difference_sql(table, scope),
         adds.join(" AND "),
     )
 }
@@ -375,10 +375,10 @@ pub fn summary_sql(differences: &str) -> String {
     format!("SELECT count() AS cells, toInt64(sum(s0)) AS calls FROM ({differences})")
 }
 
-/// Per cell of a counted [`RefoldedTable`] over the batch's teams and
+/// Per cell of a counted [`RefoldedTable`] over the scope's teams and
 /// minutes: the facts, the batch's own rows and the table's count. Columns
 /// `k0…`, `s0` (facts minus table), `own` (the batch's rows); two `?`.
-pub fn cell_counts_sql(table: &RefoldedTable, counted: &Counted, batch: &Batch) -> String {
+pub fn cell_counts_sql(table: &RefoldedTable, counted: &Counted, scope: &Scope) -> String {
     let keys: Vec<String> = (0..counted.cell.len()).map(|i| format!("k{i}")).collect();
     let group_by = keys.join(", ");
     let facts_keys: Vec<String> = counted
@@ -402,20 +402,20 @@ pub fn cell_counts_sql(table: &RefoldedTable, counted: &Counted, batch: &Batch) 
          FROM {name} WHERE {cells} GROUP BY {group_by}\
          ) GROUP BY {group_by} HAVING s0 != 0",
         facts_keys = facts_keys.join(", "),
-        own_rows = batch.own_rows(),
+        own_rows = scope.own_rows(),
         filter = table.filter,
-        facts = batch.facts(),
+        facts = scope.facts(),
         table_keys = table_keys.join(", "),
         stored = counted.stored,
         name = table.table,
-        cells = batch.cells(),
+        cells = scope.cells(),
     )
 }
 
 /// The view's query run again over the batch's own rows, inserted: in a
 /// counted table only into the cells short by exactly those rows (two
 /// `?`), otherwise into every cell they fall in (none).
-pub fn refold_sql(table: &RefoldedTable, batch: &Batch) -> String {
+pub fn refold_sql(table: &RefoldedTable, scope: &Scope) -> String {
     let only_short = match &table.counted {
         None => String::new(),
         Some(counted) => {
@@ -429,7 +429,7 @@ pub fn refold_sql(table: &RefoldedTable, batch: &Batch) -> String {
                 " AND ({}) IN (SELECT {} FROM ({}) WHERE s0 = own)",
                 cell.join(", "),
                 keys.join(", "),
-                cell_counts_sql(table, counted, batch)
+                cell_counts_sql(table, counted, scope)
             )
         }
     };
@@ -439,7 +439,7 @@ pub fn refold_sql(table: &RefoldedTable, batch: &Batch) -> String {
         table.columns.join(", "),
         table.select,
         table.filter,
-        batch.own_rows(),
+        scope.own_rows(),
         table.group_by,
     )
 }
@@ -463,37 +463,37 @@ struct Summary {
 }
 
 /// Bind the teams to each `?` of `sql` (there is none for every team).
-fn with_teams(client: &Client, sql: &str, batch: &Batch) -> clickhouse::query::Query {
+fn with_teams(client: &Client, sql: &str, scope: &Scope) -> clickhouse::query::Query {
     let query = client.query(sql);
-    match &batch.teams {
+    match &scope.teams {
         None => query,
         Some(teams) => (0..sql.matches('?').count()).fold(query, |q, _| q.bind(teams)),
     }
 }
 
-/// Where `table` differs from the facts over the batch's cells (always
+/// Where `table` differs from the facts over the scope's cells (always
 /// nothing for an uncounted [`RefoldedTable`]).
-pub fn check_sql(table: &ViewTable, batch: &Batch) -> Option<String> {
+pub fn check_sql(table: &ViewTable, scope: &Scope) -> Option<String> {
     match table {
-        ViewTable::Summed(t) => Some(summary_sql(&difference_sql(t, batch))),
+        ViewTable::Summed(t) => Some(summary_sql(&difference_sql(t, scope))),
         ViewTable::Refolded(t) => t
             .counted
             .as_ref()
-            .map(|c| summary_sql(&cell_counts_sql(t, c, batch))),
+            .map(|c| summary_sql(&cell_counts_sql(t, c, scope))),
     }
 }
 
-/// How `table` differs from the facts over `batch` (always nothing for an
+/// How `table` differs from the facts over `scope` (always nothing for an
 /// uncounted [`RefoldedTable`]).
 pub async fn check(
     client: &Client,
     table: &ViewTable,
-    batch: &Batch,
+    scope: &Scope,
 ) -> clickhouse::error::Result<Option<Shortfall>> {
-    let Some(sql) = check_sql(table, batch) else {
+    let Some(sql) = check_sql(table, scope) else {
         return Ok(None);
     };
-    let summary: Summary = with_teams(client, &sql, batch).fetch_one().await?;
+    let summary: Summary = with_teams(client, &sql, scope).fetch_one().await?;
     Ok((summary.cells > 0).then_some(Shortfall {
         table: table.table(),
         cells: summary.cells,
@@ -502,18 +502,18 @@ pub async fn check(
     }))
 }
 
-/// Insert what `table` lacks over `batch` ([`ViewTable::repair_sql`]).
+/// Insert what `table` lacks over `scope` ([`ViewTable::repair_sql`]).
 pub async fn repair(
     client: &Client,
     table: &ViewTable,
-    batch: &Batch,
+    scope: &Scope,
 ) -> clickhouse::error::Result<()> {
-    with_teams(client, &table.repair_sql(batch), batch)
+    with_teams(client, &table.repair_sql(scope), scope)
         .execute()
         .await
 }
 
-/// Check each table over the batch's cells and repair what it lacks;
+/// Check each table over the scope's cells and repair what it lacks;
 /// returns what was found before the repairs, and the tables that still
 /// disagree after theirs (a shortfall the batch does not explain, or a
 /// table holding more than the facts). Exact only while no insert into
@@ -521,19 +521,19 @@ pub async fn repair(
 pub async fn level(
     client: &Client,
     tables: &[ViewTable],
-    batch: &Batch,
+    scope: &Scope,
 ) -> clickhouse::error::Result<(Vec<Shortfall>, Vec<&'static str>)> {
     let mut found = Vec::new();
     let mut still = Vec::new();
     for table in tables {
-        let before = check(client, table, batch).await?;
+        let before = check(client, table, scope).await?;
         // An uncounted table's states are idempotent: refolded every time.
         let uncounted = matches!(table, ViewTable::Refolded(t) if t.counted.is_none());
         if before.is_some() || uncounted {
-            repair(client, table, batch).await?;
+            repair(client, table, scope).await?;
         }
         if let Some(before) = before {
-            if check(client, table, batch).await?.is_some() {
+            if check(client, table, scope).await?.is_some() {
                 still.push(table.table());
             }
             found.push(before);
@@ -544,14 +544,14 @@ pub async fn level(
 
 /// The statements, with sample values, for the SQL compatibility check.
 pub fn catalog(tables: &[ViewTable]) -> Vec<(String, String)> {
-    let batch = Batch {
+    let scope = Scope {
         teams: Some(vec!["search".into(), "ads".into()]),
         from: 1_773_100_800,
         to: 1_773_101_040,
         offsets: Some(vec![(0, 10, 42), (3, 7, 7)]),
     };
     let display = |name: String, sql: String| {
-        let bound = with_teams(&Client::default(), &sql, &batch)
+        let bound = with_teams(&Client::default(), &sql, &scope)
             .sql_display()
             .to_string();
         (name, bound)
@@ -560,8 +560,8 @@ pub fn catalog(tables: &[ViewTable]) -> Vec<(String, String)> {
         .iter()
         .flat_map(|table| {
             let name = table.table();
-            let repair = table.repair_sql(&batch);
-            check_sql(table, &batch)
+            let repair = table.repair_sql(&scope);
+            check_sql(table, &scope)
                 .map(|sql| display(format!("view_repair.check.{name}"), sql))
                 .into_iter()
                 .chain([display(format!("view_repair.repair.{name}"), repair)])

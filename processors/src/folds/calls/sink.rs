@@ -127,7 +127,7 @@ impl CallsSink for ClickHouseCallsSink {
         else {
             return Ok(());
         };
-        let Some(batch) = view_repair::Batch::of(rows.iter().map(|r| {
+        let Some(batch) = view_repair::Scope::of(rows.iter().map(|r| {
             (
                 &*r.meta.team_id,
                 r.meta.occurred_at,

@@ -18,8 +18,8 @@ fn one_space(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn batch() -> Batch {
-    Batch {
+fn scope() -> Scope {
+    Scope {
         teams: Some(vec!["ads".into(), "it's".into()]),
         from: 1_773_100_800,
         to: 1_773_100_920,
@@ -37,15 +37,15 @@ fn a_batch_spans_its_teams_minutes_and_offsets() {
         ("ads", 1_773_100_900, 0, 13),
     ];
     assert_eq!(
-        Batch::of(rows),
-        Some(Batch {
+        Scope::of(rows),
+        Some(Scope {
             teams: Some(vec!["ads".into(), "search".into()]),
             from: 1_773_100_800,
             to: 1_773_101_040,
             offsets: Some(vec![(0, 12, 13), (1, 4, 7)]),
         })
     );
-    assert_eq!(Batch::of([]), None);
+    assert_eq!(Scope::of([]), None);
 }
 
 #[test]
@@ -103,12 +103,12 @@ fn a_difference_unites_every_feed_with_the_table_negated() {
     else {
         panic!("no bucket table");
     };
-    let sql = difference_sql(buckets, &batch());
+    let sql = difference_sql(buckets, &scope());
     assert_eq!(sql.matches(" UNION ALL ").count(), 2, "{sql}");
     assert_eq!(sql.matches("has(?, team_id)").count(), 3, "{sql}");
     assert!(sql.contains("-toInt64(sum(total_us)) AS d1 FROM latency_minute_buckets"));
     assert!(sql.contains("HAVING s0 != 0 OR s1 != 0"), "{sql}");
-    let repair = repair_sql(buckets, &batch());
+    let repair = repair_sql(buckets, &scope());
     assert!(
         repair.starts_with(
             "INSERT INTO latency_minute_buckets (minute, org_id, team_id, provider, model, metric, bucket, calls, total_us) \
@@ -127,7 +127,7 @@ fn money_is_compared_as_decimals() {
     else {
         panic!("no recovery table");
     };
-    let sql = difference_sql(recovery, &batch());
+    let sql = difference_sql(recovery, &scope());
     assert!(sql.contains("sum(cost) AS d4"), "{sql}");
     assert!(sql.contains("-sum(cost) AS d4"), "{sql}");
     assert!(!sql.contains("toInt64(sum(cost))"), "{sql}");
@@ -139,7 +139,7 @@ fn a_counted_refold_reads_only_the_batch_in_cells_short_by_it() {
     let Some(latency) = tables.iter().find(|t| t.table() == "latency_minute_calls") else {
         panic!("no latency calls table");
     };
-    let sql = latency.repair_sql(&batch());
+    let sql = latency.repair_sql(&scope());
     let own = "((kafka_partition = 0 AND kafka_offset >= 3 AND kafka_offset <= 9) \
                OR (kafka_partition = 2 AND kafka_offset >= 40 AND kafka_offset <= 41))";
     // The batch's rows are read, and counted per cell.
@@ -151,10 +151,10 @@ fn a_counted_refold_reads_only_the_batch_in_cells_short_by_it() {
     let Some(catalog) = tables.iter().find(|t| t.table() == "error_pattern_catalog") else {
         panic!("no pattern catalog");
     };
-    let sql = catalog.repair_sql(&batch());
+    let sql = catalog.repair_sql(&scope());
     assert!(sql.contains(own), "{sql}");
     assert!(!sql.contains('?'), "{sql}");
-    assert!(check_sql(catalog, &batch()).is_none());
+    assert!(check_sql(catalog, &scope()).is_none());
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn the_catalog_binds_every_value() {
 
 #[test]
 fn a_range_reads_every_team_and_every_row_of_its_minutes() {
-    let range = Batch::range(1_773_100_800, 1_773_187_200);
+    let range = Scope::range(1_773_100_800, 1_773_187_200);
     for table in tables() {
         let sql = table.repair_sql(&range);
         assert!(!sql.contains('?'), "{sql}");
