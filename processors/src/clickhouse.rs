@@ -79,27 +79,11 @@ pub async fn insert_encoded<M: Sync>(
     insert.end().await
 }
 
-/// `step` (one step of the processor's talk with ClickHouse, made of
-/// queries), failed with the `clickhouse` crate's `TimedOut` when it takes
-/// longer than `limit` (`clickhouse.query_timeout_secs`; `None`: no limit).
-/// Dropping the step drops its connection, so the next attempt opens a new
-/// one. A statement that writes (a repair's `INSERT … SELECT`) may still
-/// run in ClickHouse after its step timed out: the callers retry only
-/// after the insert fence, which waits for it.
-pub async fn within<T, E>(
-    limit: Option<Duration>,
-    step: impl std::future::Future<Output = std::result::Result<T, E>>,
-) -> std::result::Result<T, E>
-where
-    E: From<clickhouse::error::Error>,
-{
-    match limit {
-        None => step.await,
-        Some(limit) => tokio::time::timeout(limit, step)
-            .await
-            .unwrap_or_else(|_| Err(clickhouse::error::Error::TimedOut.into())),
-    }
-}
+/// Each step of the processor's talk with ClickHouse that is not an
+/// insert is bounded by `clickhouse.query_timeout_secs` through this. A
+/// repair's `INSERT … SELECT` cut this way may still run in ClickHouse:
+/// the callers retry only after the insert fence, which waits for it.
+pub use tollgate_control::clickhouse::within;
 
 /// `CREATE DATABASE IF NOT EXISTS <database>`; returns the server version.
 pub async fn ensure_database(config: &ClickHouseConfig) -> Result<String> {

@@ -263,10 +263,7 @@ impl ReadModels {
         &self,
         request: impl std::future::Future<Output = clickhouse::error::Result<T>>,
     ) -> clickhouse::error::Result<T> {
-        match tokio::time::timeout(QUERY_TIMEOUT, request).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(clickhouse::error::Error::TimedOut),
-        }
+        tollgate_control::clickhouse::within(Some(QUERY_TIMEOUT), request).await
     }
 
     /// The slowest terminal attempts of a latency window, with their trace

@@ -36,6 +36,28 @@ pub fn client(config: &ClickHouseConfig) -> Client {
     }
 }
 
+/// `step` (one or more ClickHouse requests), failed with the `clickhouse`
+/// crate's `TimedOut` when it takes longer than `limit` (`None`: no
+/// limit). Dropping the step drops its connection, so the next attempt
+/// opens a new one: a server that accepts connections but never answers,
+/// or a connection that died without a reset, does not hold the caller
+/// for ever. A statement that writes may still run in ClickHouse after
+/// its step timed out.
+pub async fn within<T, E>(
+    limit: Option<std::time::Duration>,
+    step: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E>
+where
+    E: From<clickhouse::error::Error>,
+{
+    match limit {
+        None => step.await,
+        Some(limit) => tokio::time::timeout(limit, step)
+            .await
+            .unwrap_or_else(|_| Err(clickhouse::error::Error::TimedOut.into())),
+    }
+}
+
 /// A client without a database (for `CREATE DATABASE` and server checks).
 pub fn server_client(config: &ClickHouseConfig) -> Client {
     let mut client = Client::default()

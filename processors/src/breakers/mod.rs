@@ -235,7 +235,8 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
             message = event_reader.recv() => match message {
                 Ok(message) => {
                     runtime.counters.messages += 1;
-                    let now_ms = Utc::now().timestamp_millis();
+                    let now = Utc::now();
+                    let now_ms = now.timestamp_millis();
                     let stamped = message.timestamp().to_millis();
                     if let Some(target) = catch_up.skip_to(stamped, now_ms) {
                         let behind_secs = now_ms.saturating_sub(stamped.unwrap_or(now_ms)) / 1000;
@@ -250,7 +251,7 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
                     }
                     let Some(payload) = message.payload() else { continue };
                     match CallReport::parse(payload) {
-                        Ok(event) => runtime.on_event(&event).await,
+                        Ok(event) => runtime.on_event(&event, now).await,
                         Err(err) => {
                             runtime.counters.unusable += 1;
                             debug!(%err, partition = message.partition(), offset = message.offset(), "event the breakers cannot read skipped");
@@ -284,12 +285,12 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
 }
 
 impl BreakerRuntime {
-    async fn on_event(&mut self, event: &CallReport<'_>) {
+    /// Count `event`, read at `now`.
+    async fn on_event(&mut self, event: &CallReport<'_>, now: chrono::DateTime<Utc>) {
         let Some((provider, model, outcome)) = observe::call_outcome(event, &self.config) else {
             self.counters.without_row += 1;
             return;
         };
-        let now = Utc::now();
         // An event older than the window (a late reporter, a replay) says
         // nothing about now.
         if event.occurred_at < now - self.config.window() {
