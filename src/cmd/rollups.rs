@@ -123,10 +123,6 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
     println!("rollups: latency and error-pattern tables against calls, the same days");
     for table in view_repair::tables() {
         let name = table.table();
-        if matches!(&table, ViewTable::Refolded(t) if t.counted.is_none()) {
-            // First and last seen per pattern: nothing to count.
-            continue;
-        }
         let found = view_repair::check(&client, &table, &views)
             .await
             .with_context(|| format!("cannot compare {name} with calls"))?;
@@ -134,10 +130,18 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
             println!("rollups: {name} agrees with calls");
             continue;
         };
-        println!(
-            "rollups: {name} disagrees in {} cell(s): its {} are {} short of calls",
-            found.cells, found.measure, found.calls
-        );
+        if table.idempotent() {
+            println!(
+                "rollups: {name} disagrees on {} key(s): missing, or their first or last seen \
+                 not covering calls",
+                found.cells
+            );
+        } else {
+            println!(
+                "rollups: {name} disagrees in {} cell(s): its {} are {} short of calls",
+                found.cells, found.measure, found.calls
+            );
+        }
         if !args.repair {
             disagreeing.push(name);
             continue;
@@ -147,12 +151,17 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot repair {name}"))?;
         match view_repair::check(&client, &table, &views).await? {
             None => println!(
-                "rollups: {name} repaired: {} cell(s) corrected, it agrees with calls",
-                found.cells
+                "rollups: {name} repaired: {} {} corrected, it agrees with calls",
+                found.cells,
+                if table.idempotent() {
+                    "key(s)"
+                } else {
+                    "cell(s)"
+                }
             ),
             // A cell that holds part of its calls: its kept values cannot
             // be completed without counting the others twice.
-            Some(after) if matches!(table, ViewTable::Refolded(_)) => anyhow::bail!(
+            Some(after) if matches!(&table, ViewTable::Refolded(t) if t.counted.is_some()) => anyhow::bail!(
                 "{name}: {} cell(s) missing whole were refolded from calls; {} cell(s) hold only \
                  part of their calls, and their kept values cannot be completed without counting \
                  the rest twice (their counts are {} short)",

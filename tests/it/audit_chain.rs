@@ -1165,11 +1165,15 @@ async fn write_chain(
         }
     }
     tamper(&mut rows);
-    let mut insert = client.insert::<EntryRow>("audit_chain").await.unwrap();
-    for row in &rows {
-        insert.write(row).await.unwrap();
+    // A part per 1000 entries, the last written first: the verifier reads
+    // pages unsorted from the server and must put them in seq order.
+    for part in rows.chunks(1000).rev() {
+        let mut insert = client.insert::<EntryRow>("audit_chain").await.unwrap();
+        for row in part {
+            insert.write(row).await.unwrap();
+        }
+        insert.end().await.unwrap();
     }
-    insert.end().await.unwrap();
     let mut insert = client
         .insert::<CheckpointRow>("audit_checkpoints")
         .await
@@ -1190,7 +1194,9 @@ fn audit_client(env: &TestEnv) -> clickhouse::Client {
 /// Chains verified at once, their hashes worked out in batches on every
 /// core ahead of the links: each break is still found in its own chain at
 /// its own seq, past the first batch (8192 rows), and the intact chains
-/// beside them verify whole.
+/// beside them verify whole. Each chain is ten parts written last first.
+/// A last entry moved to the highest seq there is is found missing where
+/// it was, in a few statements (the empty seq ranges in between skipped).
 #[tokio::test(flavor = "multi_thread")]
 async fn parallel_verification_locates_each_chain_break() {
     let env = TestEnv::with_extra_config("audit_parallel", &audit_config(1000, "")).await;
@@ -1212,6 +1218,10 @@ async fn parallel_verification_locates_each_chain_break() {
     })
     .await;
     write_chain(&client, "team-intact-2", n, |_| {}).await;
+    write_chain(&client, "team-far", n, |rows| {
+        rows.last_mut().unwrap().seq = u64::MAX;
+    })
+    .await;
     // The checkpoints went straight into ClickHouse, not to the anchor.
     let (ok, report) = verify_audit_with(&env, "org-a", &["--no-anchor"]);
     assert!(!ok, "{report:#}");
@@ -1225,6 +1235,7 @@ async fn parallel_verification_locates_each_chain_break() {
         chains,
         [
             "team-edited",
+            "team-far",
             "team-intact-1",
             "team-intact-2",
             "team-removed",
@@ -1243,6 +1254,10 @@ async fn parallel_verification_locates_each_chain_break() {
         chain_break(&report, "team-swapped"),
         Some((9_001, "reordered".into()))
     );
+    assert_eq!(
+        chain_break(&report, "team-far"),
+        Some((n, "missing".into()))
+    );
     for intact in ["team-intact-1", "team-intact-2"] {
         assert_eq!(chain_break(&report, intact), None);
         let c = report["chains"]
@@ -1256,9 +1271,9 @@ async fn parallel_verification_locates_each_chain_break() {
             (Some(n), Some(10))
         );
     }
-    // Entries verified before each break: 8999, 4999 and 9000 of the broken
-    // chains, all of the intact ones.
-    assert_eq!(report["entries"], 2 * n + 8_999 + 4_999 + 9_000);
+    // Entries verified before each break: 8999, 4999, 9000 and 9999 of the
+    // broken chains, all of the intact ones.
+    assert_eq!(report["entries"], 2 * n + 8_999 + 4_999 + 9_000 + (n - 1));
 }
 
 /// Verification rate: builds one chain of `TOLLGATE_TEST_AUDIT_ENTRIES`

@@ -296,6 +296,17 @@ async fn a_failed_insert_stored_without_its_views_leaves_no_latency_or_pattern_s
         ))
         .await;
     }
+    // The catalog has no team: every pattern leaves it.
+    let catalog = "SELECT signature, provider, http_status, error_type, template, \
+                   toUInt32(minMerge(first_seen)), toUInt32(maxMerge(last_seen)) \
+                   FROM {db}.error_pattern_catalog \
+                   GROUP BY signature, provider, http_status, error_type, template \
+                   ORDER BY signature, provider, http_status, error_type, template FORMAT CSV";
+    let patterns = env.ch(catalog).await;
+    let kinds = patterns.lines().count();
+    assert!(kinds >= 2, "{patterns}");
+    env.ch("ALTER TABLE {db}.error_pattern_catalog DELETE WHERE signature != 0")
+        .await;
     let pending = format!(
         "SELECT count() FROM system.mutations WHERE database = '{}' AND is_done = 0",
         env.ch_database
@@ -329,12 +340,25 @@ async fn a_failed_insert_stored_without_its_views_leaves_no_latency_or_pattern_s
         ),
         "{text}"
     );
+    assert!(
+        text.contains(&format!(
+            "error_pattern_catalog disagrees on {kinds} key(s): missing"
+        )),
+        "{text}"
+    );
     let (ok, text) = check(&["--repair"]);
     assert!(ok, "{text}");
-    assert_eq!(text.matches("repaired:").count(), 4, "{text}");
+    assert_eq!(text.matches("repaired:").count(), 5, "{text}");
+    assert!(
+        text.contains(&format!(
+            "error_pattern_catalog repaired: {kinds} key(s) corrected"
+        )),
+        "{text}"
+    );
     let (ok, text) = check(&[]);
     assert!(ok, "{text}");
-    assert_eq!(text.matches("agrees with calls").count(), 4, "{text}");
+    assert_eq!(text.matches("agrees with calls").count(), 5, "{text}");
+    assert_eq!(env.ch(catalog).await, patterns, "the catalog, refolded");
     let repaired = tables_of(&env, "team-boom").await;
     for ((table, want), (_, got)) in ok_tables.iter().zip(&repaired) {
         assert_eq!(got, want, "{table}, repaired offline");

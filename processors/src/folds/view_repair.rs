@@ -21,7 +21,9 @@
 //!   run again over the batch's own rows: for a counted table only in the
 //!   cells short by exactly the batch's rows there (any other shortfall is
 //!   reported, not guessed at), for `min`/`max` states in every cell (a
-//!   second copy of them changes nothing).
+//!   second copy of them changes nothing). Such a table ([`Covered`]) is
+//!   checked by its keys: each key of the facts must be in it, its first
+//!   and last seen covering the facts'.
 //!
 //! Every counted cell has `team_id`, and the events topic is keyed by it:
 //! these cells are fed only by the partitions this processor owns, and the
@@ -120,6 +122,31 @@ pub struct RefoldedTable {
     /// How the table's cells are counted, or `None` when its states are
     /// idempotent (`min`, `max`) and every cell of the batch is refolded.
     pub counted: Option<Counted>,
+    /// How an uncounted table is checked, or `None` when it is counted.
+    pub covered: Option<Covered>,
+}
+
+/// An uncounted [`RefoldedTable`] agrees with the facts when every key the
+/// facts hold is in it and each of its bounds covers the facts' (a first
+/// seen no later than the first call, a last seen no earlier than the
+/// last).
+#[derive(Debug, Clone)]
+pub struct Covered {
+    /// The view's key expressions named as the table's columns
+    /// (`expression AS column`), in the order of `group_by`.
+    pub keys: String,
+    pub bounds: Vec<Bound>,
+}
+
+/// One idempotent state of a [`Covered`] table.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The state finalized over the table's rows (`minMerge(first_seen)`).
+    pub stored: &'static str,
+    /// The same over the facts' rows (`min(occurred_at)`).
+    pub facts: &'static str,
+    /// How the stored value must compare with the facts' (`<=`, `>=`).
+    pub covers: &'static str,
 }
 
 /// A [`RefoldedTable`]'s cells and how many calls each holds.
@@ -148,12 +175,19 @@ impl ViewTable {
     }
 
     /// What its check counts: the first sum of a summed table, the calls
-    /// of a refolded one.
+    /// of a counted refolded one, the keys of a covered one.
     pub fn measure(&self) -> &'static str {
         match self {
             Self::Summed(t) => t.sums.first().map_or("calls", |(column, _)| *column),
+            Self::Refolded(t) if t.counted.is_none() => "keys",
             Self::Refolded(_) => "calls",
         }
+    }
+
+    /// Whether its states are idempotent (refolding its rows again changes
+    /// nothing), so it is refolded after every failed insert.
+    pub fn idempotent(&self) -> bool {
+        matches!(self, Self::Refolded(t) if t.counted.is_none())
     }
 
     /// The insert that repairs it over `scope`.
@@ -412,6 +446,43 @@ pub fn cell_counts_sql(table: &RefoldedTable, counted: &Counted, scope: &Scope) 
     )
 }
 
+/// The keys of the facts over the scope's teams and minutes that a
+/// [`Covered`] table lacks, or whose bounds it does not cover; columns
+/// `cells` and `calls` (0) as [`summary_sql`]'s. The table is read whole
+/// (it has no minute): a key's bounds are over all time. One `?`.
+pub fn covered_sql(table: &RefoldedTable, covered: &Covered, scope: &Scope) -> String {
+    let numbered = |side: &str, each: &dyn Fn(&Bound) -> &str| -> String {
+        covered
+            .bounds
+            .iter()
+            .enumerate()
+            .map(|(i, bound)| format!("{} AS {side}{i}", each(bound)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let uncovered: Vec<String> = covered
+        .bounds
+        .iter()
+        .enumerate()
+        .map(|(i, bound)| format!(" OR NOT (t{i} {} f{i})", bound.covers))
+        .collect();
+    format!(
+        "SELECT count() AS cells, toInt64(0) AS calls FROM (\
+         SELECT {keys}, {facts} FROM calls WHERE ({filter}) AND {range} GROUP BY {group_by}\
+         ) AS facts ANY LEFT JOIN (\
+         SELECT {group_by}, {stored}, 1 AS present FROM {name} GROUP BY {group_by}\
+         ) AS stored USING ({group_by}) WHERE present = 0{uncovered}",
+        keys = covered.keys,
+        facts = numbered("f", &|b| b.facts),
+        filter = table.filter,
+        range = scope.facts(),
+        group_by = table.group_by,
+        stored = numbered("t", &|b| b.stored),
+        name = table.table,
+        uncovered = uncovered.concat(),
+    )
+}
+
 /// The view's query run again over the batch's own rows, inserted: in a
 /// counted table only into the cells short by exactly those rows (two
 /// `?`), otherwise into every cell they fall in (none).
@@ -471,20 +542,20 @@ fn with_teams(client: &Client, sql: &str, scope: &Scope) -> clickhouse::query::Q
     }
 }
 
-/// Where `table` differs from the facts over the scope's cells (always
-/// nothing for an uncounted [`RefoldedTable`]).
+/// Where `table` differs from the facts over the scope's cells (nothing
+/// to ask for a [`RefoldedTable`] declared neither counted nor covered).
 pub fn check_sql(table: &ViewTable, scope: &Scope) -> Option<String> {
     match table {
         ViewTable::Summed(t) => Some(summary_sql(&difference_sql(t, scope))),
-        ViewTable::Refolded(t) => t
-            .counted
-            .as_ref()
-            .map(|c| summary_sql(&cell_counts_sql(t, c, scope))),
+        ViewTable::Refolded(t) => match (&t.counted, &t.covered) {
+            (Some(counted), _) => Some(summary_sql(&cell_counts_sql(t, counted, scope))),
+            (None, Some(covered)) => Some(covered_sql(t, covered, scope)),
+            (None, None) => None,
+        },
     }
 }
 
-/// How `table` differs from the facts over `scope` (always nothing for an
-/// uncounted [`RefoldedTable`]).
+/// How `table` differs from the facts over `scope`.
 pub async fn check(
     client: &Client,
     table: &ViewTable,
@@ -527,9 +598,7 @@ pub async fn level(
     let mut still = Vec::new();
     for table in tables {
         let before = check(client, table, scope).await?;
-        // An uncounted table's states are idempotent: refolded every time.
-        let uncounted = matches!(table, ViewTable::Refolded(t) if t.counted.is_none());
-        if before.is_some() || uncounted {
+        if before.is_some() || table.idempotent() {
             repair(client, table, scope).await?;
         }
         if let Some(before) = before {

@@ -24,7 +24,8 @@ use chrono::Utc;
 use tollgate_contract::audit::checkpoint::{parse_public_key, ChainRef, CheckpointSigner};
 use tollgate_contract::audit::entry::{chain_entry, entry_fields, EntryRow, Position, GENESIS};
 use tollgate_contract::audit::merkle::Compact;
-use tollgate_queries::audit::verify::{entries_page_sql, verify_range, ChainVerifier};
+use tollgate_queries::audit::pages::entries_page_sql;
+use tollgate_queries::audit::verify::{verify_range, ChainVerifier};
 
 use crate::cmd::simulate::progress_bar;
 use crate::config::Config;
@@ -313,7 +314,7 @@ async fn read_only(args: &Args, ch: &clickhouse::Client) -> anyhow::Result<(u64,
     Ok((rows, started.elapsed()))
 }
 
-/// Stream one chain's rows through `each`; how many there were.
+/// Stream one chain's rows through `each`, in seq order; how many there were.
 async fn read_chain(
     ch: &clickhouse::Client,
     chain: &str,

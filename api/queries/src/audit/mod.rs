@@ -1,6 +1,7 @@
 //! Reading the audit chain (`docs/audit.md`):
 //!
 //! - [`verify`]: recomputing chains and checkpoints, locating the first break;
+//! - [`pages`]: the seq ranges a chain's entries are read in, empty ones skipped;
 //! - [`search`]: compliance search, one entry, inclusion proofs;
 //! - [`trail`]: NDJSON export of whole chains or of a search (with proofs);
 //! - [`export_verify`]: verifying an export file offline (signed manifest,
@@ -11,6 +12,7 @@
 pub mod access;
 pub mod anchor;
 pub mod export_verify;
+pub mod pages;
 pub mod search;
 pub mod trail;
 pub mod verify;
@@ -47,7 +49,11 @@ pub fn sql_catalog() -> Vec<(String, String)> {
         ),
         (
             "audit.verify.entries_page".into(),
-            fill(&verify::entries_page_sql(), &["'team-a'", "0", "250000"]),
+            fill(&pages::entries_page_sql(), &["'team-a'", "0", "249999"]),
+        ),
+        (
+            "audit.verify.next_seq".into(),
+            fill(pages::NEXT_SEQ_SQL, &["'team-a'", "250000"]),
         ),
         (
             "audit.search.page_keys".into(),

@@ -27,6 +27,8 @@ use tollgate_contract::audit::entry::{entry_hash, parse_hash, EntryRow, GENESIS}
 use tollgate_contract::audit::erasure::recorded_seqs;
 use tollgate_contract::audit::merkle::{self, Compact};
 
+use super::pages::{entries_page_sql, next_present, SeqRanges};
+
 /// What is wrong at a location.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -600,13 +602,6 @@ pub fn checkpoints_sql() -> String {
     format!("SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE chain_id = ? ORDER BY to_seq, created_at_ms")
 }
 
-pub fn entries_page_sql() -> String {
-    format!("SELECT {ENTRY_COLUMNS} FROM audit_chain WHERE chain_id = ? AND seq >= ? AND seq < ? ORDER BY seq")
-}
-
-/// Rows read per query: a seq range of one chain, so the sort stays small.
-const PAGE: u64 = 250_000;
-
 /// Rows handed to the hashing thread at a time.
 const BATCH: usize = 8_192;
 
@@ -828,15 +823,17 @@ async fn read_entries(
 ) -> clickhouse::error::Result<()> {
     let page_sql = entries_page_sql();
     let mut batch = Vec::with_capacity(BATCH);
-    let mut from = 0u64;
-    while from <= max_seq {
+    let mut ranges = SeqRanges::new(max_seq);
+    while let Some((from, through)) = ranges.next_range() {
         let mut cursor = client
             .query(&page_sql)
             .bind(chain)
             .bind(from)
-            .bind(from + PAGE)
+            .bind(through)
             .fetch::<EntryRow>()?;
+        let mut empty = true;
         while let Some(row) = cursor.next().await? {
+            empty = false;
             batch.push(row);
             if batch.len() == BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -845,7 +842,11 @@ async fn read_entries(
                 }
             }
         }
-        from += PAGE;
+        if empty {
+            if let Some(after) = ranges.after_empty() {
+                ranges.resume_at(next_present(client, chain, after).await?);
+            }
+        }
     }
     if !batch.is_empty() {
         // A hang-up here means the chain broke: nothing left to tell it.

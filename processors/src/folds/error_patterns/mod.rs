@@ -20,7 +20,9 @@
 
 pub mod model;
 
-use super::view_repair::{Dimension, Feed, RefoldedTable, Sum, SummedTable, ViewTable};
+use super::view_repair::{
+    Bound, Covered, Dimension, Feed, RefoldedTable, Sum, SummedTable, ViewTable,
+};
 use super::{FoldEntry, Runs};
 
 pub const NAME: &str = "error_patterns";
@@ -82,10 +84,16 @@ pub fn catalog() -> Vec<(String, String)> {
 /// The calls that end a call's attempts (and those that failed).
 const ENDED_CALLS: &str = "kind IN ('ai.call.completed', 'ai.call.failed')";
 
+/// The catalog view's key expressions, as migration 0031 writes them.
+const CATALOG_KEYS: &str = "error_signature AS signature, CAST(provider AS String) AS provider, \
+     http_status, error_type, error_template AS template";
+
 /// The three tables as migration 0031's views write them, for their repair
 /// after a failed insert that stored its rows after all
 /// ([`super::view_repair`]): the two sums per minute, and the catalog,
-/// whose first and last seen are refolded (a second copy changes neither).
+/// whose first and last seen are refolded (a second copy changes neither)
+/// and checked by its keys (each pattern of the calls in it, its first and
+/// last seen covering theirs).
 pub fn repaired() -> Vec<ViewTable> {
     let text = |column| (column, Dimension::Text);
     let minute = "toStartOfMinute(occurred_at)".to_string();
@@ -201,13 +209,28 @@ pub fn repaired() -> Vec<ViewTable> {
                 "first_seen",
                 "last_seen",
             ],
-            select: "error_signature AS signature, CAST(provider AS String) AS provider, \
-                     http_status, error_type, error_template AS template, \
-                     minState(occurred_at) AS first_seen, maxState(occurred_at) AS last_seen"
-                .into(),
+            select: format!(
+                "{CATALOG_KEYS}, minState(occurred_at) AS first_seen, \
+                 maxState(occurred_at) AS last_seen"
+            ),
             filter: "kind = 'ai.call.failed' AND error_signature != 0".into(),
             group_by: "signature, provider, http_status, error_type, template".into(),
             counted: None,
+            covered: Some(Covered {
+                keys: CATALOG_KEYS.into(),
+                bounds: vec![
+                    Bound {
+                        stored: "minMerge(first_seen)",
+                        facts: "min(occurred_at)",
+                        covers: "<=",
+                    },
+                    Bound {
+                        stored: "maxMerge(last_seen)",
+                        facts: "max(occurred_at)",
+                        covers: ">=",
+                    },
+                ],
+            }),
         }),
     ]
 }

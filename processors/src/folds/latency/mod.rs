@@ -124,6 +124,7 @@ pub fn repaired() -> Vec<ViewTable> {
                     .collect(),
                 stored: "countMerge(calls)",
             }),
+            covered: None,
         }),
     ]
 }

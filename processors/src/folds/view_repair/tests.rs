@@ -154,14 +154,17 @@ fn a_counted_refold_reads_only_the_batch_in_cells_short_by_it() {
     let sql = catalog.repair_sql(&scope());
     assert!(sql.contains(own), "{sql}");
     assert!(!sql.contains('?'), "{sql}");
-    assert!(check_sql(catalog, &scope()).is_none());
+    // Checked by its keys over the batch's teams' calls.
+    assert!(check_sql(catalog, &scope())
+        .unwrap()
+        .contains("has(?, team_id)"));
 }
 
 #[test]
 fn the_catalog_binds_every_value() {
     let statements = catalog(&tables());
-    // A check and a repair per counted table, a repair for the catalog.
-    assert_eq!(statements.len(), 9, "{statements:?}");
+    // A check and a repair per table.
+    assert_eq!(statements.len(), 10, "{statements:?}");
     for (name, sql) in statements {
         assert!(!sql.contains('?'), "{name}: {sql}");
         assert!(
@@ -184,12 +187,41 @@ fn a_range_reads_every_team_and_every_row_of_its_minutes() {
             ),
             "{sql}"
         );
-        if let Some(check) = check_sql(&table, &range) {
-            assert!(!check.contains('?'), "{check}");
-            assert!(
-                check.contains("minute >= toDateTime(1773100800)"),
-                "{check}"
-            );
-        }
+        let check = check_sql(&table, &range).unwrap();
+        assert!(!check.contains('?'), "{check}");
+        // A covered table has no minute: its keys over all time.
+        let its_rows = if table.idempotent() {
+            "occurred_at >= toDateTime(1773100800)"
+        } else {
+            "minute >= toDateTime(1773100800)"
+        };
+        assert!(check.contains(its_rows), "{check}");
     }
+}
+
+#[test]
+fn a_covered_table_lacks_a_key_or_a_bound_of_the_facts() {
+    let catalog = tables()
+        .into_iter()
+        .find(|t| t.table() == "error_pattern_catalog")
+        .unwrap();
+    assert!(catalog.idempotent());
+    assert_eq!(catalog.measure(), "keys");
+    let sql = one_space(&check_sql(&catalog, &scope()).unwrap());
+    for part in [
+        "SELECT count() AS cells, toInt64(0) AS calls FROM (SELECT error_signature AS signature, \
+         CAST(provider AS String) AS provider, http_status, error_type, error_template AS template, \
+         min(occurred_at) AS f0, max(occurred_at) AS f1 FROM calls \
+         WHERE (kind = 'ai.call.failed' AND error_signature != 0) AND occurred_at >= toDateTime(1773100800)",
+        "AND has(?, team_id) GROUP BY signature, provider, http_status, error_type, template) \
+         AS facts ANY LEFT JOIN (SELECT signature, provider, http_status, error_type, template, \
+         minMerge(first_seen) AS t0, maxMerge(last_seen) AS t1, 1 AS present \
+         FROM error_pattern_catalog GROUP BY signature, provider, http_status, error_type, template) \
+         AS stored USING (signature, provider, http_status, error_type, template) \
+         WHERE present = 0 OR NOT (t0 <= f0) OR NOT (t1 >= f1)",
+    ] {
+        assert!(sql.contains(part), "{sql}\nlacks\n{part}");
+    }
+    // One `?`, the teams of the facts: the catalog has none.
+    assert_eq!(sql.matches('?').count(), 1, "{sql}");
 }
