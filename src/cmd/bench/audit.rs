@@ -27,6 +27,7 @@ use tollgate_contract::audit::merkle::Compact;
 use tollgate_queries::audit::pages::entries_page_sql;
 use tollgate_queries::audit::verify::{verify_range, ChainVerifier};
 
+use super::process_stats::{self, CpuMeter};
 use crate::cmd::simulate::progress_bar;
 use crate::config::Config;
 use crate::workload::{Workload, WorkloadSpec};
@@ -82,7 +83,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         .await
         .context("cannot migrate the bench ClickHouse database")?;
     let ch = tollgate_control::clickhouse::client(&bench);
-    let result = measure(&args, &ch).await;
+    // The server's CPU during each verification, when it runs here.
+    let server = process_stats::port_of(&bench.url).and_then(process_stats::listener);
+    let result = measure(&args, &ch, server).await;
     if args.keep {
         if let Ok(key) = &result {
             eprintln!(
@@ -99,7 +102,11 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
 }
 
 /// Write the chains, then time the rounds; the public key, hex.
-async fn measure(args: &Args, ch: &clickhouse::Client) -> anyhow::Result<String> {
+async fn measure(
+    args: &Args,
+    ch: &clickhouse::Client,
+    server: Option<u32>,
+) -> anyhow::Result<String> {
     let seed: [u8; 32] = rand::random();
     let signer = CheckpointSigner::from_hex_seed(&hex::encode(seed))
         .map_err(|why| anyhow::anyhow!("bench signing key: {why}"))?;
@@ -124,9 +131,13 @@ async fn measure(args: &Args, ch: &clickhouse::Client) -> anyhow::Result<String>
         args.checkpoint_every,
         bytes >> 20
     );
-    println!("| round | verify-audit (entries/s) | read only (rows/s) | one chain in memory, 1 thread (entries/s) | same, hashed on every core (entries/s) |");
-    println!("|---|---|---|---|---|");
+    println!("| round | verify-audit (entries/s) | its CPU: verifier + ClickHouse (s) | read only (rows/s) | one chain in memory, 1 thread (entries/s) | same, hashed on every core (entries/s) |");
+    println!("|---|---|---|---|---|---|");
     for round in 1..=args.rounds.max(1) {
+        let cpu = CpuMeter::start(&[
+            ("verifier", Some(std::process::id())),
+            ("ClickHouse", server),
+        ]);
         let started = Instant::now();
         let report = verify_range(
             ch,
@@ -139,6 +150,7 @@ async fn measure(args: &Args, ch: &clickhouse::Client) -> anyhow::Result<String>
         .await
         .context("verifying the bench chains")?;
         let verified = started.elapsed();
+        let cpu = cpu_column(&cpu.used());
         if !report.ok || report.entries != args.entries {
             for line in report.lines() {
                 eprintln!("{line}");
@@ -152,7 +164,7 @@ async fn measure(args: &Args, ch: &clickhouse::Client) -> anyhow::Result<String>
         let (rows, read) = read_only(args, ch).await?;
         let (one, single, parallel) = in_memory(ch).await?;
         println!(
-            "| {round} | {} ({:.2} s) | {} ({:.2} s) | {} | {} |",
+            "| {round} | {} ({:.2} s) | {cpu} | {} ({:.2} s) | {} | {} |",
             rate(args.entries, verified),
             verified.as_secs_f64(),
             rate(rows, read),
@@ -162,6 +174,17 @@ async fn measure(args: &Args, ch: &clickhouse::Client) -> anyhow::Result<String>
         );
     }
     Ok(public_hex)
+}
+
+/// `verifier + ClickHouse` CPU seconds; `–` for a process not measured
+/// (a server elsewhere, or run as another user).
+fn cpu_column(used: &[(String, f64)]) -> String {
+    let of = |name: &str| {
+        used.iter()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| "–".to_string(), |(_, s)| format!("{s:.1}"))
+    };
+    format!("{} + {}", of("verifier"), of("ClickHouse"))
 }
 
 fn rate(n: u64, took: Duration) -> u64 {
