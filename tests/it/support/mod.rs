@@ -338,8 +338,9 @@ listen = "127.0.0.1:{api_port}"
 
 impl TestEnv {
     /// `GET /api/v1/reports/latency` with `query`, read until its groups
-    /// count at least `calls` calls (the views write a moment after the
-    /// `calls` part of an insert is visible) or `PATIENCE` passed; the last report.
+    /// count at least `calls` calls and each group's series adds up to its
+    /// total (the views write a moment after the `calls` part of an insert
+    /// is visible) or `PATIENCE` passed; the last report.
     pub async fn latency_report_counting(
         &self,
         query: &[(&str, &str)],
@@ -357,11 +358,16 @@ impl TestEnv {
                 .json()
                 .await
                 .unwrap();
-            let counted: u64 = report["groups"]
-                .as_array()
-                .map(|g| g.iter().filter_map(|g| g["total"]["count"].as_u64()).sum())
-                .unwrap_or(0);
-            if counted >= calls || Instant::now() > deadline {
+            let groups = report["groups"].as_array().cloned().unwrap_or_default();
+            let count = |stats: &serde_json::Value| stats["count"].as_u64().unwrap_or(0);
+            let counted: u64 = groups.iter().map(|g| count(&g["total"])).sum();
+            // The series and the totals are read by separate statements: a
+            // view still writing between them makes them disagree.
+            let settled = groups.iter().all(|g| {
+                let series = g["series"].as_array().cloned().unwrap_or_default();
+                series.iter().map(|p| count(&p["stats"])).sum::<u64>() == count(&g["total"])
+            });
+            if (counted >= calls && settled) || Instant::now() > deadline {
                 return report;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
