@@ -130,9 +130,15 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
             println!("rollups: {name} agrees with calls");
             continue;
         };
+        // A covered table's check counts keys, a counted one's cells.
+        let unit = if table.idempotent() {
+            "key(s)"
+        } else {
+            "cell(s)"
+        };
         if table.idempotent() {
             println!(
-                "rollups: {name} disagrees on {} key(s): missing, or their first or last seen \
+                "rollups: {name} disagrees on {} {unit}: missing, or their first or last seen \
                  not covering calls",
                 found.cells
             );
@@ -151,13 +157,8 @@ async fn check(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot repair {name}"))?;
         match view_repair::check(&client, &table, &views).await? {
             None => println!(
-                "rollups: {name} repaired: {} {} corrected, it agrees with calls",
-                found.cells,
-                if table.idempotent() {
-                    "key(s)"
-                } else {
-                    "cell(s)"
-                }
+                "rollups: {name} repaired: {} {unit} corrected, it agrees with calls",
+                found.cells
             ),
             // A cell that holds part of its calls: its kept values cannot
             // be completed without counting the others twice.

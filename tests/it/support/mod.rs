@@ -358,13 +358,13 @@ impl TestEnv {
                 .json()
                 .await
                 .unwrap();
-            let groups = report["groups"].as_array().cloned().unwrap_or_default();
+            let groups = report["groups"].as_array().map_or(&[][..], Vec::as_slice);
             let count = |stats: &serde_json::Value| stats["count"].as_u64().unwrap_or(0);
             let counted: u64 = groups.iter().map(|g| count(&g["total"])).sum();
             // The series and the totals are read by separate statements: a
             // view still writing between them makes them disagree.
             let settled = groups.iter().all(|g| {
-                let series = g["series"].as_array().cloned().unwrap_or_default();
+                let series = g["series"].as_array().map_or(&[][..], Vec::as_slice);
                 series.iter().map(|p| count(&p["stats"])).sum::<u64>() == count(&g["total"])
             });
             if (counted >= calls && settled) || Instant::now() > deadline {
