@@ -726,26 +726,32 @@ fn order_stats(p: &str) -> String {
 
 /// [`order_stats`] at the quantile `levels` (two ranks per level: the
 /// histogram statement picks the same ones).
+///
+/// Each is indexed directly (an array literal of the six subscripts), not
+/// through `arrayMap` over the ranks: a lambda that captures the sample
+/// copies it once per rank, which was 15 % of the 24-hour series statement
+/// (docs/performance.md, "The latency report's statements side by side").
 pub(crate) fn order_stats_at(p: &str, levels: &[f64]) -> String {
-    format!(
-        "arrayMap(k -> toFloat64({p}_sample[k + 1]), [{}])",
-        ranks(&format!("{p}_last"), levels)
-    )
+    let stats: Vec<String> = ranks(&format!("{p}_last"), levels)
+        .into_iter()
+        .map(|k| format!("toFloat64({p}_sample[{k} + 1])"))
+        .collect();
+    format!("[{}]", stats.join(", "))
 }
 
 /// The 0-based ranks of each level's two order statistics,
-/// `floor(h)` and `min(floor(h) + 1, last)` with `h = last q`, as a SQL
-/// list over the expression `last` (the group's last rank, `n - 1`).
-pub(crate) fn ranks(last: &str, levels: &[f64]) -> String {
-    let ranks: Vec<String> = levels
+/// `floor(h)` and `min(floor(h) + 1, last)` with `h = last q`, one SQL
+/// expression each over the expression `last` (the group's last rank,
+/// `n - 1`).
+pub(crate) fn ranks(last: &str, levels: &[f64]) -> Vec<String> {
+    levels
         .iter()
         .flat_map(|q| {
             let lo = format!("toUInt64(floor({last} * {q}))");
             let hi = format!("least({lo} + 1, {last})");
             [lo, hi]
         })
-        .collect();
-    ranks.join(", ")
+        .collect()
 }
 
 /// The merged statistics of one group; identical in every statement.
@@ -771,7 +777,7 @@ const WINDOW: &str =
 pub(crate) const BUCKET: &str = "toDateTime(intDiv(toUInt32(minute), ?) * ?) AS bucket_start";
 
 /// One row of the totals statement; fields in SELECT order.
-#[derive(Debug, clickhouse::Row, Deserialize)]
+#[derive(Debug, Clone, clickhouse::Row, Deserialize)]
 struct TotalsRow {
     key_provider: String,
     key_model: String,
@@ -908,9 +914,8 @@ struct HistogramRow {
     key_team: String,
     key_org: String,
     metric: u8,
-    /// Read to keep the fields in SELECT order; the kept values' counts
-    /// are the report's.
-    #[allow(dead_code)]
+    /// How many values the order statistics are of: checked against the
+    /// kept values' count of the row they replace.
     value_count: u64,
     order_stats: Vec<f64>,
 }
@@ -925,8 +930,9 @@ fn row_key(bucket: u32, [p, m, t, o]: [&String; 4]) -> RowKey {
     (bucket, p.clone(), m.clone(), t.clone(), o.clone())
 }
 
-/// One statement's histograms by row and metric.
-type Histograms = HashMap<(RowKey, Metric), Vec<f64>>;
+/// One statement's histograms by row and metric: how many values each
+/// holds, and its order statistics.
+type Histograms = HashMap<(RowKey, Metric), (u64, Vec<f64>)>;
 
 fn dimensions_sql(from: DateTime<Utc>, to: DateTime<Utc>) -> BoundSql {
     BoundSql {
@@ -1035,24 +1041,83 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
 
 // ---------------------------------------------------------------- running
 
-/// The report, in up to three rounds of statements (see
+/// The report, read in two rounds of statements (see
 /// docs/architecture.md, "What it costs"):
 /// 1. the series from the kept values (all a group or bucket of at most
-///    [`EXACT_MAX_CALLS`] values needs); its counts add up to each group's
-///    totals, since its buckets split the window;
+///    [`EXACT_MAX_CALLS`] values needs), beside the histogram of the
+///    totals above the threshold. The series' counts add up to each
+///    group's totals, since its buckets split the window;
 /// 2. the totals' kept values, only when some group has a metric of at
 ///    most [`EXACT_MAX_CALLS`] values (over long windows every group is
 ///    larger, and merging their kept values was work thrown away),
-///    beside the histogram of the series rows above the threshold;
-/// 3. the histogram of the totals above the threshold: after the totals
-///    it completes, so a group that grew between two statements still
-///    finds its histogram (counts only grow). Without a totals statement
-///    it joins round 2.
+///    beside the histogram of the series rows above the threshold.
+///
+/// The statements are separate reads, so a call that lands between them
+/// can be in one and not in another. Every order statistic is therefore
+/// checked to be of the values counted: the totals' kept values against
+/// the series' sums, each histogram's value count against its row's. A
+/// report that disagrees is read again, up to [`CONSISTENT_READS`] times
+/// (an org's calls stop landing in a window a moment after they stop
+/// arriving). The last reading runs the histograms after the counts they
+/// complete: counts only grow, so every large group finds its histogram,
+/// and a missing one is an error (the two tables disagree for good).
 pub(crate) async fn run(
     models: &ReadModels,
     query: &LatencyQuery,
 ) -> Result<LatencyReport, ReadModelError> {
-    let mut series: Vec<SeriesRow> = fetch_stats(models, query, true).await?;
+    let mut reads = 1;
+    loop {
+        let order = if reads < CONSISTENT_READS {
+            Rounds::Together
+        } else {
+            Rounds::CountsFirst
+        };
+        let (report, agrees) = read_once(models, query, order).await?;
+        if agrees || reads >= CONSISTENT_READS {
+            if !agrees {
+                tracing::debug!(
+                    reads,
+                    "latency report: its statements still disagree (calls landing in the window)"
+                );
+            }
+            return Ok(report);
+        }
+        reads += 1;
+    }
+}
+
+/// How many times [`run`] reads a report whose statements disagree.
+const CONSISTENT_READS: u32 = 3;
+
+/// When the totals' histogram is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rounds {
+    /// Beside the series: the fastest, but a group that grows past the
+    /// threshold between the two statements has no histogram (a
+    /// disagreement, read again).
+    Together,
+    /// After the counts it completes (the series, and the totals' kept
+    /// values when they are read).
+    CountsFirst,
+}
+
+/// One reading of the report, and whether every order statistic in it is
+/// of the values it counts.
+async fn read_once(
+    models: &ReadModels,
+    query: &LatencyQuery,
+    rounds: Rounds,
+) -> Result<(LatencyReport, bool), ReadModelError> {
+    let (mut series, early_totals_histograms) = match rounds {
+        Rounds::Together => {
+            let (series, histograms) = futures::try_join!(
+                fetch_stats::<SeriesRow>(models, query, true),
+                fetch_histograms(models, query, false, Fold::BucketsFirst)
+            )?;
+            (series, Some(histograms))
+        }
+        Rounds::CountsFirst => (fetch_stats::<SeriesRow>(models, query, true).await?, None),
+    };
     let summed = totals_of(query, &series);
     let series_histograms = async {
         let largest = series
@@ -1066,32 +1131,71 @@ pub(crate) async fn run(
         }
     };
     let needs_kept = summed.iter().any(|r| has_small(r.call_count, r.ttft_count));
-    let (mut totals, totals_histograms, series_histograms) = if needs_kept {
+    let (mut totals, totals_histograms, series_histograms, kept_agrees) = if needs_kept {
         let (totals, series_histograms) = futures::try_join!(
             fetch_stats::<TotalsRow>(models, query, false),
             series_histograms
         )?;
-        let totals_histograms = if totals.iter().any(|r| is_large(r.call_count, r.ttft_count)) {
-            fetch_histograms(models, query, false, Fold::BucketsFirst).await?
-        } else {
-            Histograms::new()
+        let totals_histograms = match early_totals_histograms {
+            Some(histograms) => histograms,
+            None if totals.iter().any(|r| is_large(r.call_count, r.ttft_count)) => {
+                fetch_histograms(models, query, false, Fold::BucketsFirst).await?
+            }
+            None => Histograms::new(),
         };
-        (totals, totals_histograms, series_histograms)
+        let agrees = same_counts(&summed, &totals);
+        (totals, totals_histograms, series_histograms, agrees)
     } else {
         let totals_histograms = async {
-            if summed.is_empty() {
-                Ok(Histograms::new())
-            } else {
-                fetch_histograms(models, query, false, Fold::BucketsFirst).await
+            match early_totals_histograms {
+                Some(histograms) => Ok(histograms),
+                None if summed.is_empty() => Ok(Histograms::new()),
+                None => fetch_histograms(models, query, false, Fold::BucketsFirst).await,
             }
         };
         let (totals_histograms, series_histograms) =
             futures::try_join!(totals_histograms, series_histograms)?;
-        (summed, totals_histograms, series_histograms)
+        (summed, totals_histograms, series_histograms, true)
     };
-    apply_histograms("latency.totals.histogram", &totals_histograms, &mut totals)?;
-    apply_histograms("latency.series.histogram", &series_histograms, &mut series)?;
-    assemble(query, totals, series)
+    let strict = rounds == Rounds::CountsFirst;
+    let totals_agree = apply_histograms(
+        "latency.totals.histogram",
+        &totals_histograms,
+        &mut totals,
+        strict,
+    )?;
+    let series_agree = apply_histograms(
+        "latency.series.histogram",
+        &series_histograms,
+        &mut series,
+        strict,
+    )?;
+    let agrees = kept_agrees && totals_agree && series_agree;
+    Ok((assemble(query, totals, series)?, agrees))
+}
+
+/// Whether two sets of totals hold the same groups with the same counts
+/// (in any order).
+fn same_counts(a: &[TotalsRow], b: &[TotalsRow]) -> bool {
+    fn counts(rows: &[TotalsRow]) -> Vec<([&str; 4], [u64; 3])> {
+        let mut out: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    [
+                        r.key_provider.as_str(),
+                        r.key_model.as_str(),
+                        r.key_team.as_str(),
+                        r.key_org.as_str(),
+                    ],
+                    [r.call_count, r.error_count, r.ttft_count],
+                )
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+    a.len() == b.len() && counts(a) == counts(b)
 }
 
 /// Series points of up to this many values fold their histogram rows as
@@ -1216,41 +1320,53 @@ impl StatsRow for SeriesRow {
     }
 }
 
-/// [`use_histograms`] for every row of one statement.
+/// [`use_histograms`] for every row of one statement; whether every
+/// histogram used is of exactly its row's values.
 fn apply_histograms<R: StatsRow>(
     statement: &'static str,
     histograms: &Histograms,
     rows: &mut [R],
-) -> Result<(), ReadModelError> {
+    strict: bool,
+) -> Result<bool, ReadModelError> {
+    let mut agrees = true;
     for row in rows {
         let key = row.key();
         let [duration, ttft] = row.metrics();
-        use_histograms(statement, histograms, key, duration, ttft)?;
+        agrees &= use_histograms(statement, histograms, key, duration, ttft, strict)?;
     }
-    Ok(())
+    Ok(agrees)
 }
 
 /// Replace the kept values' order statistics of each metric of one row
-/// that has more than [`EXACT_MAX_CALLS`] values with the histogram's.
+/// that has more than [`EXACT_MAX_CALLS`] values with the histogram's;
+/// whether each histogram counts as many values as the row. A missing
+/// histogram is an error when `strict` (it was read after the row's
+/// count, which only grows), else a disagreement.
 fn use_histograms(
     statement: &'static str,
     histograms: &Histograms,
     key: RowKey,
     duration: (u64, &mut Vec<f64>),
     ttft: (u64, &mut Vec<f64>),
-) -> Result<(), ReadModelError> {
+    strict: bool,
+) -> Result<bool, ReadModelError> {
     let mut key = (key, Metric::Duration);
+    let mut agrees = true;
     for (metric, (count, stats)) in [(Metric::Duration, duration), (Metric::Ttft, ttft)] {
         if count <= EXACT_MAX_CALLS {
             continue;
         }
         key.1 = metric;
-        let histogram = histograms
-            .get(&key)
-            .ok_or_else(|| missing_histogram(statement, &key, count))?;
-        stats.clone_from(histogram);
+        match histograms.get(&key) {
+            Some((values, histogram)) => {
+                agrees &= *values == count;
+                stats.clone_from(histogram);
+            }
+            None if strict => return Err(missing_histogram(statement, &key, count)),
+            None => agrees = false,
+        }
     }
-    Ok(())
+    Ok(agrees)
 }
 
 fn missing_histogram(
@@ -1319,7 +1435,7 @@ async fn fetch_histograms(
                 row.key_team,
                 row.key_org,
             );
-            (key, row.metric, row.order_stats)
+            (key, row.metric, (row.value_count, row.order_stats))
         }),
     )
 }
@@ -1694,11 +1810,13 @@ mod tests {
                 "toDateTime(intDiv(toUInt32(minute), 300) * 300) AS bucket_start, \
                  provider AS key_provider, model AS key_model, '' AS key_team, '' AS key_org, \
                  countMerge(calls) AS call_count, sumMerge(errors) AS error_count, \
-                 arrayMap(k -> toFloat64(d_sample[k + 1]), \
-                 [toUInt64(floor(d_last * 0.5)), least(toUInt64(floor(d_last * 0.5)) + 1, d_last), \
-                 toUInt64(floor(d_last * 0.95)), least(toUInt64(floor(d_last * 0.95)) + 1, d_last), \
-                 toUInt64(floor(d_last * 0.99)), least(toUInt64(floor(d_last * 0.99)) + 1, d_last)]) \
-                 AS duration_order_stats, arrayMap(k -> toFloat64(t_sample[k + 1]), "
+                 [toFloat64(d_sample[toUInt64(floor(d_last * 0.5)) + 1]), \
+                 toFloat64(d_sample[least(toUInt64(floor(d_last * 0.5)) + 1, d_last) + 1]), \
+                 toFloat64(d_sample[toUInt64(floor(d_last * 0.95)) + 1]), \
+                 toFloat64(d_sample[least(toUInt64(floor(d_last * 0.95)) + 1, d_last) + 1]), \
+                 toFloat64(d_sample[toUInt64(floor(d_last * 0.99)) + 1]), \
+                 toFloat64(d_sample[least(toUInt64(floor(d_last * 0.99)) + 1, d_last) + 1])] \
+                 AS duration_order_stats, [toFloat64(t_sample["
             ),
             "{rest}"
         );
@@ -1768,30 +1886,62 @@ mod tests {
     }
 
     /// A group above the threshold takes the histogram's order statistics
-    /// for each metric above it, and keeps the kept values' for the other;
-    /// a missing histogram is an error naming the statement.
+    /// for each metric above it, and keeps the kept values' for the other.
+    /// A histogram of another number of values than its row counts is a
+    /// disagreement (read again); a missing one is a disagreement when the
+    /// histogram was read beside the counts, and an error naming the
+    /// statement when it was read after them.
     #[test]
     fn histograms_replace_only_large_metrics() {
         let key: RowKey = (0, "p".into(), "m".into(), String::new(), String::new());
         let mut histograms = Histograms::new();
-        histograms.insert((key.clone(), Metric::Duration), vec![9.0; 6]);
+        histograms.insert((key.clone(), Metric::Duration), (1_001, vec![9.0; 6]));
         let mut duration = vec![1.0; 6];
         let mut ttft = vec![2.0; 6];
-        use_histograms(
+        let agrees = use_histograms(
             "q",
             &histograms,
             key.clone(),
             (1_001, &mut duration),
             (1_000, &mut ttft),
+            true,
         )
         .unwrap();
+        assert!(agrees);
         assert_eq!((duration[0], ttft[0]), (9.0, 2.0));
+
+        let mut duration = vec![1.0; 6];
+        let grown = use_histograms(
+            "q",
+            &histograms,
+            key.clone(),
+            (1_002, &mut duration),
+            (0, &mut ttft),
+            true,
+        )
+        .unwrap();
+        assert!(!grown, "a histogram of 1001 values for a row of 1002");
+
+        let missing = use_histograms(
+            "q",
+            &histograms,
+            key.clone(),
+            (5, &mut duration),
+            (1_001, &mut ttft),
+            false,
+        )
+        .unwrap();
+        assert!(
+            !missing,
+            "read beside the counts, a missing histogram is read again"
+        );
         let err = use_histograms(
             "q",
             &histograms,
             key,
             (5, &mut duration),
             (1_001, &mut ttft),
+            true,
         )
         .unwrap_err();
         assert!(
@@ -1975,6 +2125,40 @@ mod tests {
             ttft_order_stats: vec![0.0; 6],
             ttft_count: 0,
         }
+    }
+
+    /// The totals statement's counts are compared with the series' sums in
+    /// any order; a call counted in one and not the other, or a group in
+    /// one only, makes the report read again.
+    #[test]
+    fn totals_agree_with_the_series_only_on_every_count() {
+        let summed = vec![
+            totals_row("anthropic", "claude", 4),
+            totals_row("openai", "gpt-4o", 2),
+        ];
+        let reordered = vec![
+            totals_row("openai", "gpt-4o", 2),
+            totals_row("anthropic", "claude", 4),
+        ];
+        assert!(same_counts(&summed, &reordered));
+        let grown = vec![
+            totals_row("anthropic", "claude", 5),
+            totals_row("openai", "gpt-4o", 2),
+        ];
+        assert!(!same_counts(&summed, &grown));
+        let mut more_errors = reordered.clone();
+        more_errors[0].error_count += 1;
+        assert!(!same_counts(&summed, &more_errors));
+        let mut streamed = reordered.clone();
+        streamed[1].ttft_count += 1;
+        assert!(!same_counts(&summed, &streamed));
+        let new_group = vec![
+            totals_row("anthropic", "claude", 4),
+            totals_row("openai", "gpt-4o", 2),
+            totals_row("mistral", "large", 1),
+        ];
+        assert!(!same_counts(&summed, &new_group));
+        assert!(!same_counts(&summed, &summed[..1]));
     }
 
     #[test]

@@ -20,8 +20,9 @@
 //!   group holds many rows per bucket (a few large groups: the totals).
 //! - [`Fold::RowsAsRead`]: one `GROUP BY` collects a group's rows as read,
 //!   sorted by bucket (a bucket may repeat, once per minute), finds the
-//!   bucket where the running count first exceeds each rank, and adds up
-//!   that bucket's rows only. Right when rows are sparse: a series of
+//!   bucket where the running count first exceeds each rank, and takes
+//!   that bucket's count and sum from the running counts and sums at both
+//!   ends of its run of rows. Right when rows are sparse: a series of
 //!   many groups and buckets, where nearly every row is a bucket of its
 //!   own and the inner `GROUP BY` of the first shape is a hash table as
 //!   large as the table read (docs/performance.md, "Latency over long
@@ -166,38 +167,42 @@ pub(crate) fn order_stats_sql(query: &HistogramQuery<'_>) -> BoundSql {
     let window =
         format!("FROM {TABLE} WHERE minute >= toDateTime(?) AND minute < toDateTime(?){filters}");
     let template = match query.fold {
-        Fold::BucketsFirst => format!(
-            "WITH arraySort(groupArray((bucket, n, s))) AS h, \
-             arrayMap(e -> tupleElement(e, 2), h) AS h_counts, \
-             arrayMap(e -> tupleElement(e, 3), h) AS h_sums, \
-             arrayCumSum(h_counts) AS h_cum, \
-             toUInt64(sum(n) - 1) AS h_last \
-             SELECT {outer}metric, sum(n) AS value_count, \
-             arrayMap(k -> h_sums[arrayFirstIndex(c -> c > k, h_cum)] / h_counts[arrayFirstIndex(c -> c > k, h_cum)], \
-             [{ranks}]) AS order_stats \
-             FROM (SELECT {inner}metric, bucket, sum(calls) AS n, sum(total_us) AS s \
-             {window} GROUP BY {keys}, bucket) \
-             GROUP BY {keys} HAVING value_count > {EXACT_MAX_CALLS} ORDER BY {keys}",
-            outer = leading(&outer_select),
-            inner = leading(&inner_select),
-        ),
+        Fold::BucketsFirst => {
+            let (positions, stats) = buckets_first_stats(&ranks);
+            format!(
+                "WITH arraySort(groupArray((bucket, n, s))) AS h, \
+                 arrayMap(e -> tupleElement(e, 2), h) AS h_counts, \
+                 arrayMap(e -> tupleElement(e, 3), h) AS h_sums, \
+                 arrayCumSum(h_counts) AS h_cum, \
+                 toUInt64(sum(n) - 1) AS h_last, {positions} \
+                 SELECT {outer}metric, sum(n) AS value_count, [{stats}] AS order_stats \
+                 FROM (SELECT {inner}metric, bucket, sum(calls) AS n, sum(total_us) AS s \
+                 {window} GROUP BY {keys}, bucket) \
+                 GROUP BY {keys} HAVING value_count > {EXACT_MAX_CALLS} ORDER BY {keys}",
+                outer = leading(&outer_select),
+                inner = leading(&inner_select),
+            )
+        }
         // Three sorts by bucket of parallel arrays: rows of one bucket may
         // come in another order in each, which moves no running count at a
         // bucket's end and no bucket's sum.
-        Fold::RowsAsRead => format!(
-            "WITH groupArray(bucket) AS h_read, \
-             arraySort(h_read) AS h_buckets, \
-             arraySort((n, b) -> b, groupArray(calls), h_read) AS h_counts, \
-             arraySort((s, b) -> b, groupArray(total_us), h_read) AS h_sums, \
-             arrayCumSum(h_counts) AS h_cum, \
-             toUInt64(sum(calls) - 1) AS h_last \
-             SELECT {inner}metric, sum(calls) AS value_count, \
-             arrayMap(b -> arraySum(arrayFilter((s, x) -> x = b, h_sums, h_buckets)) \
-             / arraySum(arrayFilter((n, x) -> x = b, h_counts, h_buckets)), \
-             arrayMap(k -> h_buckets[arrayFirstIndex(c -> c > k, h_cum)], [{ranks}])) AS order_stats \
-             {window} GROUP BY {keys} HAVING value_count > {EXACT_MAX_CALLS} ORDER BY {keys}",
-            inner = leading(&every_select),
-        ),
+        Fold::RowsAsRead => {
+            let (positions, stats) = rows_as_read_stats(&ranks);
+            format!(
+                "WITH groupArray(bucket) AS h_read, \
+                 arraySort(h_read) AS h_buckets, \
+                 arraySort((n, b) -> b, groupArray(calls), h_read) AS h_counts, \
+                 arraySort((s, b) -> b, groupArray(total_us), h_read) AS h_sums, \
+                 arrayCumSum(h_counts) AS h_cum, \
+                 arrayCumSum(h_sums) AS h_sum_cum, \
+                 arrayReverse(h_buckets) AS h_reversed, \
+                 length(h_buckets) + 1 AS h_end, \
+                 toUInt64(sum(calls) - 1) AS h_last, {positions} \
+                 SELECT {inner}metric, sum(calls) AS value_count, [{stats}] AS order_stats \
+                 {window} GROUP BY {keys} HAVING value_count > {EXACT_MAX_CALLS} ORDER BY {keys}",
+                inner = leading(&every_select),
+            )
+        }
     };
     BoundSql {
         name: query.name,
@@ -206,13 +211,61 @@ pub(crate) fn order_stats_sql(query: &HistogramQuery<'_>) -> BoundSql {
     }
 }
 
-/// The order statistics of a statement's rows by `(key, metric)`, `key`
-/// being whatever identifies the caller's group; a row with a metric code
-/// this version does not know is an error naming the statement.
-pub(crate) fn by_group<K: std::hash::Hash + Eq>(
+/// [`Fold::BucketsFirst`]'s `WITH` entries (each rank's position in the
+/// group's buckets: the first whose running count exceeds it) and its
+/// order statistics (that bucket's mean). Each rank is a subscript of its
+/// own, not an `arrayMap` over the ranks: a lambda copies every array it
+/// captures once per rank (docs/performance.md, "The latency report's
+/// statements side by side").
+fn buckets_first_stats(ranks: &[String]) -> (String, String) {
+    let positions: Vec<String> = ranks
+        .iter()
+        .enumerate()
+        .map(|(i, rank)| format!("arrayFirstIndex(c -> c > {rank}, h_cum) AS h_at{i}"))
+        .collect();
+    let stats: Vec<String> = (0..ranks.len())
+        .map(|i| format!("h_sums[h_at{i}] / h_counts[h_at{i}]"))
+        .collect();
+    (positions.join(", "), stats.join(", "))
+}
+
+/// [`Fold::RowsAsRead`]'s `WITH` entries and order statistics: each
+/// rank's bucket (at the first row whose running count exceeds it), the
+/// rows just before and at the end of that bucket's run (rows are sorted
+/// by bucket: `indexOf` finds its first row, `indexOf` in the reversed
+/// buckets its last), and the bucket's mean from the running sums at
+/// both ends. Index 0 (a run that starts the group) reads as 0.
+fn rows_as_read_stats(ranks: &[String]) -> (String, String) {
+    let positions: Vec<String> = ranks
+        .iter()
+        .enumerate()
+        .map(|(i, rank)| {
+            format!(
+                "h_buckets[arrayFirstIndex(c -> c > {rank}, h_cum)] AS h_bucket{i}, \
+                 indexOf(h_buckets, h_bucket{i}) - 1 AS h_before{i}, \
+                 h_end - indexOf(h_reversed, h_bucket{i}) AS h_through{i}"
+            )
+        })
+        .collect();
+    let stats: Vec<String> = (0..ranks.len())
+        .map(|i| {
+            format!(
+                "(h_sum_cum[h_through{i}] - h_sum_cum[h_before{i}]) \
+                 / (h_cum[h_through{i}] - h_cum[h_before{i}])"
+            )
+        })
+        .collect();
+    (positions.join(", "), stats.join(", "))
+}
+
+/// What a statement's rows hold (their order statistics, with whatever
+/// the caller reads beside them) by `(key, metric)`, `key` being whatever
+/// identifies the caller's group; a row with a metric code this version
+/// does not know is an error naming the statement.
+pub(crate) fn by_group<K: std::hash::Hash + Eq, V>(
     query: &'static str,
-    rows: impl IntoIterator<Item = (K, u8, Vec<f64>)>,
-) -> Result<HashMap<(K, Metric), Vec<f64>>, super::ReadModelError> {
+    rows: impl IntoIterator<Item = (K, u8, V)>,
+) -> Result<HashMap<(K, Metric), V>, super::ReadModelError> {
     rows.into_iter()
         .map(|(key, code, order_stats)| {
             let metric =
@@ -257,10 +310,11 @@ mod tests {
             "WITH arraySort(groupArray((bucket, n, s))) AS h, \
              arrayMap(e -> tupleElement(e, 2), h) AS h_counts, \
              arrayMap(e -> tupleElement(e, 3), h) AS h_sums, \
-             arrayCumSum(h_counts) AS h_cum, toUInt64(sum(n) - 1) AS h_last \
+             arrayCumSum(h_counts) AS h_cum, toUInt64(sum(n) - 1) AS h_last, \
+             arrayFirstIndex(c -> c > toUInt64(floor(h_last * 0.5)), h_cum) AS h_at0, \
+             arrayFirstIndex(c -> c > least(toUInt64(floor(h_last * 0.5)) + 1, h_last), h_cum) AS h_at1 \
              SELECT key_provider, '' AS key_model, metric, sum(n) AS value_count, \
-             arrayMap(k -> h_sums[arrayFirstIndex(c -> c > k, h_cum)] / h_counts[arrayFirstIndex(c -> c > k, h_cum)], \
-             [toUInt64(floor(h_last * 0.5)), least(toUInt64(floor(h_last * 0.5)) + 1, h_last)]) AS order_stats \
+             [h_sums[h_at0] / h_counts[h_at0], h_sums[h_at1] / h_counts[h_at1]] AS order_stats \
              FROM (SELECT provider AS key_provider, metric, bucket, sum(calls) AS n, sum(total_us) AS s \
              FROM latency_minute_buckets WHERE minute >= toDateTime(60) AND minute < toDateTime(120) \
              AND metric = 1 AND org_id = 'o\\'1' GROUP BY key_provider, metric, bucket) \
@@ -295,13 +349,19 @@ mod tests {
             "WITH groupArray(bucket) AS h_read, arraySort(h_read) AS h_buckets, \
              arraySort((n, b) -> b, groupArray(calls), h_read) AS h_counts, \
              arraySort((s, b) -> b, groupArray(total_us), h_read) AS h_sums, \
-             arrayCumSum(h_counts) AS h_cum, toUInt64(sum(calls) - 1) AS h_last \
+             arrayCumSum(h_counts) AS h_cum, arrayCumSum(h_sums) AS h_sum_cum, \
+             arrayReverse(h_buckets) AS h_reversed, length(h_buckets) + 1 AS h_end, \
+             toUInt64(sum(calls) - 1) AS h_last, \
+             h_buckets[arrayFirstIndex(c -> c > toUInt64(floor(h_last * 0.5)), h_cum)] AS h_bucket0, \
+             indexOf(h_buckets, h_bucket0) - 1 AS h_before0, \
+             h_end - indexOf(h_reversed, h_bucket0) AS h_through0, \
+             h_buckets[arrayFirstIndex(c -> c > least(toUInt64(floor(h_last * 0.5)) + 1, h_last), h_cum)] AS h_bucket1, \
+             indexOf(h_buckets, h_bucket1) - 1 AS h_before1, \
+             h_end - indexOf(h_reversed, h_bucket1) AS h_through1 \
              SELECT toUInt32(intDiv(toUInt32(minute), 300) * 300) AS bucket_start, '' AS key_model, \
              metric, sum(calls) AS value_count, \
-             arrayMap(b -> arraySum(arrayFilter((s, x) -> x = b, h_sums, h_buckets)) \
-             / arraySum(arrayFilter((n, x) -> x = b, h_counts, h_buckets)), \
-             arrayMap(k -> h_buckets[arrayFirstIndex(c -> c > k, h_cum)], \
-             [toUInt64(floor(h_last * 0.5)), least(toUInt64(floor(h_last * 0.5)) + 1, h_last)])) AS order_stats \
+             [(h_sum_cum[h_through0] - h_sum_cum[h_before0]) / (h_cum[h_through0] - h_cum[h_before0]), \
+             (h_sum_cum[h_through1] - h_sum_cum[h_before1]) / (h_cum[h_through1] - h_cum[h_before1])] AS order_stats \
              FROM latency_minute_buckets WHERE minute >= toDateTime(60) AND minute < toDateTime(120) \
              GROUP BY bucket_start, metric HAVING value_count > 1000 ORDER BY bucket_start, metric"
         );
@@ -309,7 +369,7 @@ mod tests {
 
     #[test]
     fn unknown_metric_is_named() {
-        let err = by_group("q", [((), 7, vec![])]).unwrap_err();
+        let err = by_group("q", [((), 7, Vec::<f64>::new())]).unwrap_err();
         assert!(err.to_string().contains("metric 7"), "{err}");
     }
 }
