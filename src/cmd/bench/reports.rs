@@ -307,7 +307,57 @@ pub fn catalog() -> anyhow::Result<Vec<(String, String)>> {
             "bench.reports.generate_audit".into(),
             generate_audit_sql(0, 1_000),
         ),
+        ("bench.reports.merges_running".into(), MERGES_RUNNING.into()),
     ])
+}
+
+/// The merges ClickHouse is running in the bench database.
+const MERGES_RUNNING: &str = "SELECT count() FROM system.merges WHERE database = currentDatabase()";
+
+/// How long the bench waits for ClickHouse to merge what it generated
+/// before it times the endpoints anyway.
+const SETTLE_LIMIT: Duration = Duration::from_secs(600);
+
+/// Polls, half a second apart, without a merge that count as settled.
+const SETTLE_QUIET_POLLS: u32 = 10;
+
+/// Wait until ClickHouse has run no merge in the bench database for
+/// [`SETTLE_QUIET_POLLS`] polls in a row (it schedules merges a few
+/// seconds after the parts arrive), at most [`SETTLE_LIMIT`]: endpoints timed while the
+/// generated parts are still being merged share the two cores with those
+/// merges and moved by a third between runs of 10M calls
+/// (docs/performance.md, "The latency report's statements side by
+/// side"). Returns how long it waited, and whether the merges ended.
+async fn settle(ch: &clickhouse::Client) -> anyhow::Result<(Duration, bool)> {
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_prefix("merging");
+    let style =
+        indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {spinner} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    spinner.set_style(style);
+    let started = Instant::now();
+    let mut quiet_polls = 0;
+    let settled = loop {
+        let running: u64 = ch
+            .query(MERGES_RUNNING)
+            .fetch_one()
+            .await
+            .context("reading system.merges")?;
+        quiet_polls = if running == 0 { quiet_polls + 1 } else { 0 };
+        if quiet_polls >= SETTLE_QUIET_POLLS {
+            break true;
+        }
+        if started.elapsed() >= SETTLE_LIMIT {
+            break false;
+        }
+        spinner.set_message(format!(
+            "waiting for ClickHouse to merge the generated parts: {running} merge(s) running"
+        ));
+        spinner.tick();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    spinner.finish_and_clear();
+    Ok((started.elapsed(), settled))
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
@@ -373,6 +423,7 @@ async fn generate_and_time(args: &Args, bench: &Config) -> anyhow::Result<()> {
     }
     bar.finish();
     let generated = generating.elapsed();
+    let (merging, merged) = settle(&ch).await?;
 
     let pool = tollgate_control::postgres::connect(&bench.postgres).await?;
     let budget_ids = store_budgets(&BudgetStore::new(pool.clone())).await?;
@@ -431,6 +482,17 @@ async fn generate_and_time(args: &Args, bench: &Config) -> anyhow::Result<()> {
         args.days,
         generated.as_secs_f64()
     );
+    if merged {
+        println!(
+            "  merged       ClickHouse merged the generated parts in {:.1} s; every endpoint was timed after",
+            merging.as_secs_f64()
+        );
+    } else {
+        println!(
+            "  merged       ClickHouse was still merging after {:.0} s; the endpoints were timed while it merged",
+            merging.as_secs_f64()
+        );
+    }
     println!("  budgets      {}", budget_ids.len());
     for check in &checks {
         println!("  check        {check}");
