@@ -1053,48 +1053,86 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
 ///    beside the histogram of the series rows above the threshold.
 ///
 /// The statements are separate reads, so a call that lands between them
-/// can be in one and not in another. Every order statistic is therefore
-/// checked to be of the values counted: the totals' kept values against
-/// the series' sums, each histogram's value count against its row's. A
-/// report that disagrees is read again, up to [`CONSISTENT_READS`] times
-/// (an org's calls stop landing in a window a moment after they stop
-/// arriving). The last reading runs the histograms after the counts they
-/// complete: counts only grow, so every large group finds its histogram,
-/// and a missing one is an error (the two tables disagree for good).
+/// can be in one and not in another ([`Agreement`]):
+/// - a large group without its histogram (it grew past the threshold
+///   between two statements) would show the kept values' order
+///   statistics of a sample, so such a reading is always read again, with
+///   each histogram after the counts it completes ([`Rounds::CountsFirst`]:
+///   counts only grow, so every large group finds its histogram, and a
+///   missing one is then an error: the two tables disagree for good);
+/// - counts that disagree (the totals' kept values against the series'
+///   sums, a histogram's value count against its row's) are read again
+///   while the readings so far took less than [`READ_AGAIN_WITHIN`], up to
+///   [`CONSISTENT_READS`] readings in all. A short window under live
+///   ingestion then adds up; a long one, whose reading takes seconds,
+///   returns its first reading, in which the calls landed during the
+///   read are a few among millions, rather than reading everything again.
 pub(crate) async fn run(
     models: &ReadModels,
     query: &LatencyQuery,
 ) -> Result<LatencyReport, ReadModelError> {
+    let started = std::time::Instant::now();
+    let mut rounds = Rounds::Together;
     let mut reads = 1;
     loop {
-        let order = if reads < CONSISTENT_READS {
-            Rounds::Together
-        } else {
-            Rounds::CountsFirst
-        };
-        let (report, agrees) = read_once(models, query, order).await?;
-        if agrees || reads >= CONSISTENT_READS {
-            if !agrees {
-                tracing::debug!(
-                    reads,
-                    "latency report: its statements still disagree (calls landing in the window)"
-                );
+        let (report, agreement) = read_once(models, query, rounds).await?;
+        match agreement {
+            Agreement::Agrees => return Ok(report),
+            Agreement::MissingHistogram => rounds = Rounds::CountsFirst,
+            Agreement::CountsDiffer => {
+                if reads >= CONSISTENT_READS || started.elapsed() >= READ_AGAIN_WITHIN {
+                    tracing::debug!(
+                        reads,
+                        "latency report: its statements disagree (calls landing in the window)"
+                    );
+                    return Ok(report);
+                }
+                if reads + 1 >= CONSISTENT_READS {
+                    rounds = Rounds::CountsFirst;
+                }
             }
-            return Ok(report);
         }
         reads += 1;
     }
 }
 
-/// How many times [`run`] reads a report whose statements disagree.
+/// How many readings [`run`] makes of a report whose counts disagree.
 const CONSISTENT_READS: u32 = 3;
+
+/// How long the readings of a report may have taken for [`run`] to read
+/// it again when its counts disagree.
+const READ_AGAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether one reading's statements saw the same calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Agreement {
+    /// Every order statistic is of exactly the values counted.
+    Agrees,
+    /// Some counts differ between statements.
+    CountsDiffer,
+    /// A group above the threshold has no histogram (only when the
+    /// histogram was read beside its counts).
+    MissingHistogram,
+}
+
+impl Agreement {
+    /// The worse of two.
+    fn and(self, other: Self) -> Self {
+        use Agreement::{Agrees, CountsDiffer, MissingHistogram};
+        match (self, other) {
+            (MissingHistogram, _) | (_, MissingHistogram) => MissingHistogram,
+            (CountsDiffer, _) | (_, CountsDiffer) => CountsDiffer,
+            (Agrees, Agrees) => Agrees,
+        }
+    }
+}
 
 /// When the totals' histogram is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rounds {
     /// Beside the series: the fastest, but a group that grows past the
-    /// threshold between the two statements has no histogram (a
-    /// disagreement, read again).
+    /// threshold between the two statements has no histogram (read
+    /// again).
     Together,
     /// After the counts it completes (the series, and the totals' kept
     /// values when they are read).
@@ -1107,7 +1145,7 @@ async fn read_once(
     models: &ReadModels,
     query: &LatencyQuery,
     rounds: Rounds,
-) -> Result<(LatencyReport, bool), ReadModelError> {
+) -> Result<(LatencyReport, Agreement), ReadModelError> {
     let (mut series, early_totals_histograms) = match rounds {
         Rounds::Together => {
             let (series, histograms) = futures::try_join!(
@@ -1143,7 +1181,11 @@ async fn read_once(
             }
             None => Histograms::new(),
         };
-        let agrees = same_counts(&summed, &totals);
+        let agrees = if same_counts(&summed, &totals) {
+            Agreement::Agrees
+        } else {
+            Agreement::CountsDiffer
+        };
         (totals, totals_histograms, series_histograms, agrees)
     } else {
         let totals_histograms = async {
@@ -1155,7 +1197,12 @@ async fn read_once(
         };
         let (totals_histograms, series_histograms) =
             futures::try_join!(totals_histograms, series_histograms)?;
-        (summed, totals_histograms, series_histograms, true)
+        (
+            summed,
+            totals_histograms,
+            series_histograms,
+            Agreement::Agrees,
+        )
     };
     let strict = rounds == Rounds::CountsFirst;
     let totals_agree = apply_histograms(
@@ -1170,8 +1217,8 @@ async fn read_once(
         &mut series,
         strict,
     )?;
-    let agrees = kept_agrees && totals_agree && series_agree;
-    Ok((assemble(query, totals, series)?, agrees))
+    let agreement = kept_agrees.and(totals_agree).and(series_agree);
+    Ok((assemble(query, totals, series)?, agreement))
 }
 
 /// Whether two sets of totals hold the same groups with the same counts
@@ -1327,21 +1374,23 @@ fn apply_histograms<R: StatsRow>(
     histograms: &Histograms,
     rows: &mut [R],
     strict: bool,
-) -> Result<bool, ReadModelError> {
-    let mut agrees = true;
+) -> Result<Agreement, ReadModelError> {
+    let mut agreement = Agreement::Agrees;
     for row in rows {
         let key = row.key();
         let [duration, ttft] = row.metrics();
-        agrees &= use_histograms(statement, histograms, key, duration, ttft, strict)?;
+        agreement = agreement.and(use_histograms(
+            statement, histograms, key, duration, ttft, strict,
+        )?);
     }
-    Ok(agrees)
+    Ok(agreement)
 }
 
 /// Replace the kept values' order statistics of each metric of one row
 /// that has more than [`EXACT_MAX_CALLS`] values with the histogram's;
 /// whether each histogram counts as many values as the row. A missing
 /// histogram is an error when `strict` (it was read after the row's
-/// count, which only grows), else a disagreement.
+/// count, which only grows), else [`Agreement::MissingHistogram`].
 fn use_histograms(
     statement: &'static str,
     histograms: &Histograms,
@@ -1349,9 +1398,9 @@ fn use_histograms(
     duration: (u64, &mut Vec<f64>),
     ttft: (u64, &mut Vec<f64>),
     strict: bool,
-) -> Result<bool, ReadModelError> {
+) -> Result<Agreement, ReadModelError> {
     let mut key = (key, Metric::Duration);
-    let mut agrees = true;
+    let mut agreement = Agreement::Agrees;
     for (metric, (count, stats)) in [(Metric::Duration, duration), (Metric::Ttft, ttft)] {
         if count <= EXACT_MAX_CALLS {
             continue;
@@ -1359,14 +1408,16 @@ fn use_histograms(
         key.1 = metric;
         match histograms.get(&key) {
             Some((values, histogram)) => {
-                agrees &= *values == count;
+                if *values != count {
+                    agreement = agreement.and(Agreement::CountsDiffer);
+                }
                 stats.clone_from(histogram);
             }
             None if strict => return Err(missing_histogram(statement, &key, count)),
-            None => agrees = false,
+            None => agreement = Agreement::MissingHistogram,
         }
     }
-    Ok(agrees)
+    Ok(agreement)
 }
 
 fn missing_histogram(
@@ -1898,7 +1949,7 @@ mod tests {
         histograms.insert((key.clone(), Metric::Duration), (1_001, vec![9.0; 6]));
         let mut duration = vec![1.0; 6];
         let mut ttft = vec![2.0; 6];
-        let agrees = use_histograms(
+        let agreement = use_histograms(
             "q",
             &histograms,
             key.clone(),
@@ -1907,7 +1958,7 @@ mod tests {
             true,
         )
         .unwrap();
-        assert!(agrees);
+        assert_eq!(agreement, Agreement::Agrees);
         assert_eq!((duration[0], ttft[0]), (9.0, 2.0));
 
         let mut duration = vec![1.0; 6];
@@ -1920,7 +1971,11 @@ mod tests {
             true,
         )
         .unwrap();
-        assert!(!grown, "a histogram of 1001 values for a row of 1002");
+        assert_eq!(
+            grown,
+            Agreement::CountsDiffer,
+            "a histogram of 1001 values for a row of 1002"
+        );
 
         let missing = use_histograms(
             "q",
@@ -1931,8 +1986,9 @@ mod tests {
             false,
         )
         .unwrap();
-        assert!(
-            !missing,
+        assert_eq!(
+            missing,
+            Agreement::MissingHistogram,
             "read beside the counts, a missing histogram is read again"
         );
         let err = use_histograms(
@@ -2125,6 +2181,19 @@ mod tests {
             ttft_order_stats: vec![0.0; 6],
             ttft_count: 0,
         }
+    }
+
+    /// A missing histogram outweighs counts that differ, which outweigh
+    /// agreement: a reading is only as good as its worst statement.
+    #[test]
+    fn a_reading_agrees_only_when_every_statement_does() {
+        use Agreement::{Agrees, CountsDiffer, MissingHistogram};
+        assert_eq!(Agrees.and(Agrees), Agrees);
+        assert_eq!(Agrees.and(CountsDiffer), CountsDiffer);
+        assert_eq!(CountsDiffer.and(Agrees), CountsDiffer);
+        assert_eq!(CountsDiffer.and(MissingHistogram), MissingHistogram);
+        assert_eq!(MissingHistogram.and(Agrees), MissingHistogram);
+        assert_eq!(MissingHistogram.and(CountsDiffer), MissingHistogram);
     }
 
     /// The totals statement's counts are compared with the series' sums in
