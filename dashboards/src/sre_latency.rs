@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Serialize;
-use tollgate_queries::latency::{format_bucket, parse_bucket, parse_group_by};
+use tollgate_queries::latency::{format_bucket, parse_bucket, parse_group_by, Dimension};
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::slow_calls::{self, SlowCall};
 use tollgate_queries::{
@@ -667,7 +667,11 @@ async fn read_page_data(
 ) -> Result<(LatencyReport, Vec<(String, String)>, Vec<SlowCall>), ReadModelError> {
     futures::try_join!(
         state.read_models.latency(query),
-        state.read_models.latency_dimensions(query.from, query.to),
+        state.read_models.latency_dimensions(
+            query.from,
+            query.to,
+            query.filters.get(Dimension::Org)
+        ),
         state.read_models.slowest_calls(query),
     )
 }

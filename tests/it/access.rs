@@ -110,6 +110,9 @@ impl Caller {
     }
 }
 
+/// A model only globex calls (in [`every_route_requires_identity_role_and_org`]).
+const GLOBEX_ONLY_MODEL: &str = "claude-haiku-4-5";
+
 /// Calls of two orgs: acme (7 calls of team search) and globex (5 of ads).
 fn seed() -> Vec<tollgate_contract::Event> {
     let at = Utc::now() - chrono::Duration::minutes(5);
@@ -134,7 +137,20 @@ fn seed() -> Vec<tollgate_contract::Event> {
 #[tokio::test]
 async fn every_route_requires_identity_role_and_org() {
     let mut env = TestEnv::new("access").await;
-    env.process_events(&seed()).await;
+    // One more globex call, of a model acme never calls: an acme viewer's
+    // latency page must not offer it in its filter menus.
+    let mut events = seed();
+    let mut other = call_event(
+        "ads",
+        "anthropic",
+        GLOBEX_ONLY_MODEL,
+        Utc::now() - chrono::Duration::minutes(5),
+        usage(900, 0, 0, 150, 0),
+        Outcome::Success,
+    );
+    other.org_id = "globex".into();
+    events.push(other);
+    env.process_events(&events).await;
     env.wait_for_cost_rollup().await;
     env.start_api().await;
     let admin = env.admin_key.clone().unwrap();
@@ -228,12 +244,12 @@ async fn every_route_requires_identity_role_and_org() {
     assert!(
         env.wait_for_count(
             "SELECT count() FROM {db}.audit_chain WHERE org_id = 'globex' AND kind LIKE 'ai.call.%'",
-            5,
+            6,
             PATIENCE
         )
         .await
-            >= 5,
-        "globex's five calls in the audit chain"
+            >= 6,
+        "globex's six calls in the audit chain"
     );
     let audit = env
         .ch("SELECT concat(chain_id, '/', toString(seq)) FROM {db}.audit_chain WHERE org_id = 'globex' ORDER BY seq LIMIT 1")
@@ -472,14 +488,14 @@ async fn every_route_requires_identity_role_and_org() {
     };
     let (acme_share, globex_share) = (share("acme").await, share("globex").await);
     assert_eq!(acme_share.1, 7);
-    assert_eq!(globex_share.1, 5);
+    assert_eq!(globex_share.1, 6);
     assert_eq!(
         total(&cost_total(acme["finance"].clone()).await),
         acme_share
     );
     assert_eq!(total(&cost_total(acme["viewer"].clone()).await), acme_share);
     let all = total(&cost_total(admin.clone()).await);
-    assert_eq!(all, (acme_share.0 + globex_share.0, 12));
+    assert_eq!(all, (acme_share.0 + globex_share.0, 13));
     // The latency report of an acme key counts acme's calls only.
     let (_, _, body) = api
         .send(
@@ -489,6 +505,27 @@ async fn every_route_requires_identity_role_and_org() {
         )
         .await;
     assert!(body.contains("acme") && !body.contains("globex"), "{body}");
+
+    // The latency page's filter menus offer the models of the viewer's
+    // org only: an acme viewer's page names acme's model and not the
+    // model only globex calls; globex's page, opened by an admin, does.
+    let latency_page = |who: Who, path: &'static str| {
+        let api = &api;
+        async move {
+            let (status, _, body) = api.send(Method::GET, path, &who).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            body
+        }
+    };
+    let acme_page = latency_page(Who::Key(acme["sre"].clone()), "/sre/latency?range=24h").await;
+    assert!(acme_page.contains("gpt-4o-mini"), "{acme_page}");
+    assert!(!acme_page.contains(GLOBEX_ONLY_MODEL), "{acme_page}");
+    let globex_page = latency_page(
+        Who::Key(admin.clone()),
+        "/sre/latency?range=24h&org=globex&group_by=provider",
+    )
+    .await;
+    assert!(globex_page.contains(GLOBEX_ONLY_MODEL), "{globex_page}");
 }
 
 /// The walk of every route of the table with one kind of credentials.

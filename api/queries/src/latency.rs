@@ -934,13 +934,28 @@ fn row_key(bucket: u32, [p, m, t, o]: [&String; 4]) -> RowKey {
 /// holds, and its order statistics.
 type Histograms = HashMap<(RowKey, Metric), (u64, Vec<f64>)>;
 
-fn dimensions_sql(from: DateTime<Utc>, to: DateTime<Utc>) -> BoundSql {
+/// The provider/model pairs with calls in `[from, to)`, of one org's
+/// calls when `org` is given (a viewer pinned to an org must not learn
+/// which models another org calls).
+fn dimensions_sql(from: DateTime<Utc>, to: DateTime<Utc>, org: Option<&str>) -> BoundSql {
+    let mut binds = vec![SqlValue::UInt(epoch(from)), SqlValue::UInt(epoch(to))];
+    let of_org = match org {
+        Some(org) => {
+            binds.push(SqlValue::Str(org.to_string()));
+            " AND org_id = ?"
+        }
+        None => "",
+    };
     BoundSql {
-        name: "latency.dimensions",
+        name: if org.is_some() {
+            "latency.dimensions.org"
+        } else {
+            "latency.dimensions"
+        },
         template: format!(
-            "SELECT provider, model {WINDOW} GROUP BY provider, model ORDER BY provider, model"
+            "SELECT provider, model {WINDOW}{of_org} GROUP BY provider, model ORDER BY provider, model"
         ),
-        binds: vec![SqlValue::UInt(epoch(from)), SqlValue::UInt(epoch(to))],
+        binds,
     }
 }
 
@@ -1035,7 +1050,8 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
             true,
             Fold::RowsAsRead,
         ),
-        dimensions_sql(from, to),
+        dimensions_sql(from, to, None),
+        dimensions_sql(from, to, Some("acme")),
     ]
 }
 
@@ -1495,8 +1511,9 @@ pub(crate) async fn dimensions(
     models: &ReadModels,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    org: Option<&str>,
 ) -> Result<Vec<(String, String)>, ReadModelError> {
-    let sql = dimensions_sql(from, to);
+    let sql = dimensions_sql(from, to, org);
     let rows = models
         .bounded(sql.query(models.client()).fetch_all::<DimensionRow>())
         .await

@@ -275,13 +275,15 @@ impl ReadModels {
         slow_calls::run(self, query).await
     }
 
-    /// Provider/model pairs that have calls in `[from, to)`, for filter menus.
+    /// Provider/model pairs that have calls in `[from, to)`, of `org`'s
+    /// calls when given, for filter menus.
     pub async fn latency_dimensions(
         &self,
         from: chrono::DateTime<chrono::Utc>,
         to: chrono::DateTime<chrono::Utc>,
+        org: Option<&str>,
     ) -> Result<Vec<(String, String)>, ReadModelError> {
-        latency::dimensions(self, from, to).await
+        latency::dimensions(self, from, to, org).await
     }
 
     pub(crate) fn client(&self) -> &Client {
