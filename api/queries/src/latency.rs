@@ -1119,8 +1119,9 @@ const CONSISTENT_READS: u32 = 3;
 /// it again when its counts disagree.
 const READ_AGAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Whether one reading's statements saw the same calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether one reading's statements saw the same calls, from best to
+/// worst (a reading is as good as its worst statement: [`Agreement::and`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Agreement {
     /// Every order statistic is of exactly the values counted.
     Agrees,
@@ -1134,12 +1135,7 @@ enum Agreement {
 impl Agreement {
     /// The worse of two.
     fn and(self, other: Self) -> Self {
-        use Agreement::{Agrees, CountsDiffer, MissingHistogram};
-        match (self, other) {
-            (MissingHistogram, _) | (_, MissingHistogram) => MissingHistogram,
-            (CountsDiffer, _) | (_, CountsDiffer) => CountsDiffer,
-            (Agrees, Agrees) => Agrees,
-        }
+        self.max(other)
     }
 }
 
@@ -1966,57 +1962,28 @@ mod tests {
         histograms.insert((key.clone(), Metric::Duration), (1_001, vec![9.0; 6]));
         let mut duration = vec![1.0; 6];
         let mut ttft = vec![2.0; 6];
-        let agreement = use_histograms(
-            "q",
-            &histograms,
-            key.clone(),
-            (1_001, &mut duration),
-            (1_000, &mut ttft),
-            true,
-        )
-        .unwrap();
+        let lookup = |duration: (u64, &mut Vec<f64>), ttft: (u64, &mut Vec<f64>), strict| {
+            use_histograms("q", &histograms, key.clone(), duration, ttft, strict)
+        };
+        let agreement = lookup((1_001, &mut duration), (1_000, &mut ttft), true).unwrap();
         assert_eq!(agreement, Agreement::Agrees);
         assert_eq!((duration[0], ttft[0]), (9.0, 2.0));
 
         let mut duration = vec![1.0; 6];
-        let grown = use_histograms(
-            "q",
-            &histograms,
-            key.clone(),
-            (1_002, &mut duration),
-            (0, &mut ttft),
-            true,
-        )
-        .unwrap();
+        let grown = lookup((1_002, &mut duration), (0, &mut ttft), true).unwrap();
         assert_eq!(
             grown,
             Agreement::CountsDiffer,
             "a histogram of 1001 values for a row of 1002"
         );
 
-        let missing = use_histograms(
-            "q",
-            &histograms,
-            key.clone(),
-            (5, &mut duration),
-            (1_001, &mut ttft),
-            false,
-        )
-        .unwrap();
+        let missing = lookup((5, &mut duration), (1_001, &mut ttft), false).unwrap();
         assert_eq!(
             missing,
             Agreement::MissingHistogram,
             "read beside the counts, a missing histogram is read again"
         );
-        let err = use_histograms(
-            "q",
-            &histograms,
-            key,
-            (5, &mut duration),
-            (1_001, &mut ttft),
-            true,
-        )
-        .unwrap_err();
+        let err = lookup((5, &mut duration), (1_001, &mut ttft), true).unwrap_err();
         assert!(
             err.to_string().contains("no histogram for provider \"p\""),
             "{err}"
