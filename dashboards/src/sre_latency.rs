@@ -214,8 +214,11 @@ pub struct LatencyPage {
     pub rows: Vec<TotalsRow>,
     /// `ChartData` as JSON, escaped for a `<script>` element.
     pub chart_json: String,
-    /// For the note under the table: the largest group given exactly, and
-    /// the bound on an estimate.
+    /// For the note under the table: whether any value of the report is
+    /// an estimate (a group or point above the threshold read from the
+    /// minute rollups), the largest group given exactly then, and the
+    /// bound on an estimate.
+    pub estimated: bool,
     pub exact_max: Count,
     pub max_error: String,
     pub slow_calls: Vec<SlowCallRow>,
@@ -364,12 +367,22 @@ pub fn view(input: PageInput<'_>) -> LatencyPage {
         ttft_charts: slots(&TTFT_CHARTS),
         rows,
         chart_json: script_json(&chart_data),
+        estimated: report.is_some_and(has_estimates),
         exact_max: Count(EXACT_MAX_CALLS.into()),
         max_error: format!("{:.2}%", HISTOGRAM_MAX_RELATIVE_ERROR * 100.0),
         slow_calls: slow_call_rows(slow_calls, trace_links),
         slow_csv_url,
         totals_csv_url,
     }
+}
+
+/// Whether any total or point of `report` holds an estimate.
+fn has_estimates(report: &LatencyReport) -> bool {
+    report.groups.iter().any(|g| {
+        std::iter::once(&g.total)
+            .chain(g.series.iter().map(|p| &p.stats))
+            .any(|s| s.duration_ms.is_estimate() || s.ttft_ms.is_some_and(|t| t.is_estimate()))
+    })
 }
 
 fn slow_call_rows(calls: &[SlowCall], links: &TraceLinks) -> Vec<SlowCallRow> {
@@ -751,7 +764,7 @@ where
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use tollgate_queries::{Dimension, GroupKey, LatencyGroup, SeriesPoint};
+    use tollgate_queries::{Dimension, GroupKey, LatencyGroup, PercentileMethod, SeriesPoint};
 
     fn t(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)
@@ -995,6 +1008,35 @@ mod tests {
             6
         );
         assert!(html.contains("exact for a group or chart point of at most 1,000 calls"));
+        assert!(!html.contains("every value here is exact"));
+
+        // Read from the calls, the same groups are exact: no mark, and the
+        // note says so rather than promising estimates.
+        for group in &mut report.groups {
+            for s in std::iter::once(&mut group.total)
+                .chain(group.series.iter_mut().map(|p| &mut p.stats))
+            {
+                s.duration_ms.method = PercentileMethod::Exact;
+                s.duration_ms.max_relative_error = 0.0;
+                if let Some(t) = s.ttft_ms.as_mut() {
+                    t.method = PercentileMethod::Exact;
+                    t.max_relative_error = 0.0;
+                }
+            }
+        }
+        let html = view(PageInput {
+            form: form(),
+            dimensions: &[],
+            report: Some(&report),
+            slow_calls: &[],
+            trace_links: &TraceLinks::default(),
+            error: None,
+        })
+        .render()
+        .unwrap();
+        assert_eq!(html.matches("class=\"num estimate\"").count(), 0);
+        assert!(html.contains("every value here is exact"), "{html}");
+        assert!(!html.contains("estimates from a log histogram"));
     }
 
     #[test]

@@ -541,12 +541,13 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
     assert_eq!(res.status(), 404);
 }
 
-/// Above 1,000 values the latency signal reads the histogram
-/// (`latency_minute_buckets`) as the latency report does: the same p95 as
-/// the report's total of the same calls, marked an estimate there, and
-/// within 1/256 of numpy's.
+/// Above 1,000 values the latency signal reads what the latency report
+/// reads: from the minute rollups, the histogram (`latency_minute_buckets`):
+/// the same p95 as the report's total of the same calls, marked an
+/// estimate there, and within 1/256 of numpy's; from the calls themselves,
+/// numpy's exactly, in both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latency_above_the_exact_threshold_is_the_reports_histogram_estimate() {
+async fn latency_above_the_exact_threshold_is_what_the_report_says() {
     use crate::latency_fixture::{call, type7, Call, ReportEnv};
     // 1,800 calls over minutes 0..10, 1,200 of them streamed: both metrics
     // above the threshold.
@@ -562,50 +563,66 @@ async fn latency_above_the_exact_threshold_is_the_reports_histogram_estimate() {
             )
         })
         .collect();
-    let mut env = ReportEnv::new("alert_latency_hist").await;
-    env.insert(&calls).await;
-    env.start_api().await;
-    let read = ReadModels::new(&ClickHouseConfig {
-        url: clickhouse_url(),
-        database: env.database.clone(),
-        ..ClickHouseConfig::default()
-    });
-    let (status, report) = env
-        .get_json(&format!(
-            "/api/v1/reports/latency?from={}&to={}&group_by=&provider=alertprov&model=big",
-            at(0).format("%Y-%m-%dT%H:%M:%SZ"),
-            at(10).format("%Y-%m-%dT%H:%M:%SZ")
-        ))
-        .await;
-    assert_eq!(status, 200, "{report}");
-    let total = &report["groups"][0]["total"];
-    let durations: Vec<f64> = calls.iter().map(|c| f64::from(c.duration_ms)).collect();
-    let ttfts: Vec<f64> = calls
-        .iter()
-        .filter_map(|c| c.ttft_ms.map(f64::from))
-        .collect();
-    assert_eq!(ttfts.len(), 1_200);
-    for (metric, field, values) in [
-        (LatencyMetric::Duration, "duration_ms", durations),
-        (LatencyMetric::Ttft, "ttft_ms", ttfts),
-    ] {
-        assert_eq!(total[field]["method"], "histogram", "{total}");
-        let signal = Signal::Latency {
-            metric,
-            percentile: 95,
-            provider: Some("alertprov".into()),
-            model: Some("big".into()),
-            team: Some("team-a".into()),
-            above_ms: 1,
-            window_secs: 600,
-        };
-        let got = m(&read, "org-1", &signal, 10).await;
-        let p95 = total[field]["p95"].as_f64().unwrap();
-        assert_eq!(value(&got), Some(d(&p95.to_string())), "{field}: {got:?}");
-        let exact = type7(&values, 0.95);
-        assert!(
-            (p95 - exact).abs() <= exact / 256.0 + 0.001,
-            "{field}: {p95} against numpy's {exact}"
-        );
+    let default = ClickHouseConfig::default().latency_sort_max_calls;
+    for (label, sort_max_calls) in [("alert_latency_hist", 0), ("alert_latency_calls", default)] {
+        let mut env = ReportEnv::new(label).await;
+        if sort_max_calls == 0 {
+            env.read_rollups_only();
+        }
+        env.insert(&calls).await;
+        env.start_api().await;
+        let read = ReadModels::new(&ClickHouseConfig {
+            url: clickhouse_url(),
+            database: env.database.clone(),
+            latency_sort_max_calls: sort_max_calls,
+            ..ClickHouseConfig::default()
+        });
+        let (status, report) = env
+            .get_json(&format!(
+                "/api/v1/reports/latency?from={}&to={}&group_by=&provider=alertprov&model=big",
+                at(0).format("%Y-%m-%dT%H:%M:%SZ"),
+                at(10).format("%Y-%m-%dT%H:%M:%SZ")
+            ))
+            .await;
+        assert_eq!(status, 200, "{report}");
+        let total = &report["groups"][0]["total"];
+        let durations: Vec<f64> = calls.iter().map(|c| f64::from(c.duration_ms)).collect();
+        let ttfts: Vec<f64> = calls
+            .iter()
+            .filter_map(|c| c.ttft_ms.map(f64::from))
+            .collect();
+        assert_eq!(ttfts.len(), 1_200);
+        for (metric, field, values) in [
+            (LatencyMetric::Duration, "duration_ms", durations),
+            (LatencyMetric::Ttft, "ttft_ms", ttfts),
+        ] {
+            let signal = Signal::Latency {
+                metric,
+                percentile: 95,
+                provider: Some("alertprov".into()),
+                model: Some("big".into()),
+                team: Some("team-a".into()),
+                above_ms: 1,
+                window_secs: 600,
+            };
+            let got = m(&read, "org-1", &signal, 10).await;
+            let p95 = total[field]["p95"].as_f64().unwrap();
+            assert_eq!(
+                value(&got),
+                Some(d(&p95.to_string())),
+                "{label} {field}: {got:?}"
+            );
+            let exact = type7(&values, 0.95);
+            if sort_max_calls == 0 {
+                assert_eq!(total[field]["method"], "histogram", "{total}");
+                assert!(
+                    (p95 - exact).abs() <= exact / 256.0 + 0.001,
+                    "{field}: {p95} against numpy's {exact}"
+                );
+            } else {
+                assert_eq!(total[field]["method"], "exact", "{total}");
+                assert_eq!(p95, exact, "{field}: numpy's p95");
+            }
+        }
     }
 }

@@ -105,8 +105,10 @@ fn bucket_of(v: u64) -> u64 {
     v / w * w
 }
 
-/// The report's percentiles of `values_ms` by the definition.
-fn expected(values_ms: &[u32]) -> Option<Percentiles> {
+/// The report's percentiles of `values_ms` by the definition: read from
+/// the calls (`every_value`), the type-7 percentiles at any count; from the
+/// rollups, above 1000 values, the histogram's.
+fn expected(values_ms: &[u32], every_value: bool) -> Option<Percentiles> {
     if values_ms.is_empty() {
         return None;
     }
@@ -115,7 +117,7 @@ fn expected(values_ms: &[u32]) -> Option<Percentiles> {
     let n = us.len() as u64;
     let last = n - 1;
     let value_at = |k: u64| -> f64 {
-        if n <= EXACT_MAX_CALLS {
+        if n <= EXACT_MAX_CALLS || every_value {
             return us[k as usize] as f64;
         }
         let mut buckets: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
@@ -140,11 +142,15 @@ fn expected(values_ms: &[u32]) -> Option<Percentiles> {
             [value_at(lo), value_at((lo + 1).min(last))]
         })
         .collect();
-    Percentiles::from_order_stats(n, &stats)
+    if every_value {
+        Percentiles::of_every_value(n, &stats)
+    } else {
+        Percentiles::from_order_stats(n, &stats)
+    }
 }
 
 /// Check one `Stats` object against the calls it covers, every number.
-fn assert_identical(label: &str, stats: &Value, calls: &[&Call]) {
+fn assert_identical(label: &str, stats: &Value, calls: &[&Call], every_value: bool) {
     let durations: Vec<u32> = calls.iter().map(|c| c.duration_ms).collect();
     let ttfts: Vec<u32> = calls.iter().filter_map(|c| c.ttft_ms).collect();
     let errors = calls.iter().filter(|c| c.error).count();
@@ -153,13 +159,13 @@ fn assert_identical(label: &str, stats: &Value, calls: &[&Call]) {
     assert_eq!(stats["ttft_count"], ttfts.len(), "{label}: {stats}");
     assert_eq!(
         stats["duration_ms"],
-        serde_json::to_value(expected(&durations)).unwrap(),
+        serde_json::to_value(expected(&durations, every_value)).unwrap(),
         "{label} duration over {} values",
         durations.len()
     );
     assert_eq!(
         stats["ttft_ms"],
-        serde_json::to_value(expected(&ttfts)).unwrap(),
+        serde_json::to_value(expected(&ttfts, every_value)).unwrap(),
         "{label} ttft over {} values",
         ttfts.len()
     );
@@ -168,7 +174,12 @@ fn assert_identical(label: &str, stats: &Value, calls: &[&Call]) {
 /// Check a whole report: its groups (keyed by `key` of a call), their
 /// totals and every 6-hour point; returns how many points had more than
 /// 1000 calls.
-fn assert_report(report: &Value, calls: &[Call], key: impl Fn(&Call) -> Vec<String>) -> usize {
+fn assert_report(
+    report: &Value,
+    calls: &[Call],
+    every_value: bool,
+    key: impl Fn(&Call) -> Vec<String>,
+) -> usize {
     let mut by_group: BTreeMap<Vec<String>, Vec<&Call>> = BTreeMap::new();
     for c in calls
         .iter()
@@ -181,7 +192,12 @@ fn assert_report(report: &Value, calls: &[Call], key: impl Fn(&Call) -> Vec<Stri
     let mut large_points = 0;
     for (group, (name, group_calls)) in groups.iter().zip(&by_group) {
         let label = name.join("/");
-        assert_identical(&format!("{label} total"), &group["total"], group_calls);
+        assert_identical(
+            &format!("{label} total"),
+            &group["total"],
+            group_calls,
+            every_value,
+        );
         let mut by_bucket: BTreeMap<i64, Vec<&Call>> = BTreeMap::new();
         for c in group_calls {
             by_bucket.entry(c.at - c.at % BUCKET).or_default().push(c);
@@ -201,6 +217,7 @@ fn assert_report(report: &Value, calls: &[Call], key: impl Fn(&Call) -> Vec<Stri
                 &format!("{label} {}", rfc3339(*start)),
                 &point["stats"],
                 bucket_calls,
+                every_value,
             );
         }
     }
@@ -221,15 +238,28 @@ async fn report(env: &ReportEnv, query: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_days_are_the_definition_to_the_last_digit() {
-    let mut env = ReportEnv::new("latency_30d").await;
-    let calls = calls();
-    env.insert(&calls).await;
-    env.start_api().await;
+    // From the minute rollups (kept values, histogram above 1000 values)
+    // and from the calls themselves (every value, exact at any count): the
+    // same calls, each source's definition to the last digit.
+    for (label, every_value) in [("latency_30d", false), ("latency_30d_calls", true)] {
+        let mut env = ReportEnv::new(label).await;
+        if !every_value {
+            env.read_rollups_only();
+        }
+        let calls = calls();
+        env.insert(&calls).await;
+        env.start_api().await;
+        thirty_days(&env, &calls, every_value).await;
+    }
+}
 
+async fn thirty_days(env: &ReportEnv, calls: &[Call], every_value: bool) {
+    let large = if every_value { "exact" } else { "histogram" };
     // By provider and model: "small" needs the totals' kept values,
-    // "big" a histogram for its total's duration and for its busy bucket.
-    let by_model = report(&env, "group_by=provider,model").await;
-    let large_points = assert_report(&by_model, &calls, |c| {
+    // "big" a histogram for its total's duration and for its busy bucket
+    // (from the rollups).
+    let by_model = report(env, "group_by=provider,model").await;
+    let large_points = assert_report(&by_model, calls, every_value, |c| {
         vec![c.provider.to_string(), c.model.to_string()]
     });
     assert_eq!(large_points, 1, "the busy bucket of \"big\"");
@@ -240,21 +270,22 @@ async fn thirty_days_are_the_definition_to_the_last_digit() {
         .find(|g| g["key"]["model"] == "big")
         .expect("the group \"big\"");
     assert_eq!(big["total"]["count"], 3_000, "{big}");
-    assert_eq!(big["total"]["duration_ms"]["method"], "histogram");
+    assert_eq!(big["total"]["duration_ms"]["method"], large);
     assert_eq!(big["total"]["ttft_ms"]["method"], "exact");
 
     // By team: the "big" calls of team-a and team-b (half the busy bucket
     // each: exact), the others all in team-a; team-b's total has 375
     // streamed calls (exact TTFT), team-a's 2,075.
-    let by_team = report(&env, "group_by=team").await;
+    let by_team = report(env, "group_by=team").await;
     assert_eq!(
-        assert_report(&by_team, &calls, |c| vec![c.team.to_string()]),
+        assert_report(&by_team, calls, every_value, |c| vec![c.team.to_string()]),
         0
     );
 
-    // Only "streamed", ungrouped: both metrics above 1000 values, so its
-    // totals come from the series' counts and the histogram alone.
-    let streamed = report(&env, "group_by=&model=streamed").await;
+    // Only "streamed", ungrouped: both metrics above 1000 values, so from
+    // the rollups its totals come from the series' counts and the
+    // histogram alone.
+    let streamed = report(env, "group_by=&model=streamed").await;
     let large_points = assert_report(
         &streamed,
         &calls
@@ -262,11 +293,12 @@ async fn thirty_days_are_the_definition_to_the_last_digit() {
             .filter(|c| c.model == "streamed")
             .cloned()
             .collect::<Vec<_>>(),
+        every_value,
         |_| Vec::new(),
     );
     assert_eq!(large_points, 0);
     let total = &streamed["groups"][0]["total"];
     assert_eq!(total["count"], 1_500, "{total}");
-    assert_eq!(total["duration_ms"]["method"], "histogram", "{total}");
-    assert_eq!(total["ttft_ms"]["method"], "histogram", "{total}");
+    assert_eq!(total["duration_ms"]["method"], large, "{total}");
+    assert_eq!(total["ttft_ms"]["method"], large, "{total}");
 }

@@ -189,6 +189,11 @@ def test_latency_percentiles_on_current_clickhouse():
         # bucket); over one bucket holding the whole window it must give
         # the totals' order statistics to the last digit.
         one_bucket = answer("latency.series.histogram.one_bucket")
+        # Read from the calls themselves, every value is sorted: numpy's
+        # percentiles exactly at any group size, and the window's count
+        # that chooses this source.
+        from_calls = {r["key_model"]: r for r in answer("latency.calls.totals")}
+        in_window = answer("latency.calls_in_window")
     finally:
         sess.query(f"DROP DATABASE IF EXISTS {name}")
         sess.close()
@@ -215,6 +220,21 @@ def test_latency_percentiles_on_current_clickhouse():
                 reported = (lo + (h - int(h)) * (hi - lo)) / 1_000
                 exact = _type7([float(v) for v in vals], q)
                 assert abs(reported - exact) <= exact * bound + 1e-9, (model, name_, q, reported, exact)
+    assert [int(r["count()"]) for r in in_window] == [len(tail) + len(big)]
+    for model, values in (("tail", tail), ("big", big)):
+        row = from_calls[model]
+        assert int(row["call_count"]) == len(values) and int(row["ttft_count"]) == len(values)
+        for name_, stats, vals in (
+            ("duration", row["duration_order_stats"], values),
+            ("ttft", row["ttft_order_stats"], [v // 4 for v in values]),
+        ):
+            n = len(vals)
+            for i, q in enumerate((0.5, 0.95, 0.99)):
+                h = (n - 1) * q
+                lo, hi = stats[2 * i], stats[2 * i + 1]
+                reported = (lo + (h - int(h)) * (hi - lo)) / 1_000
+                exact = _type7([float(v) for v in vals], q)
+                assert abs(reported - exact) <= 1e-9, (model, name_, q, reported, exact)
     # The issue's group: p99 is 0.99 of the way from 1749 to 1782 ms.
     stats = got["tail"]["duration_order_stats"]
     assert (stats[4], stats[5]) == (1_749_000, 1_782_000)

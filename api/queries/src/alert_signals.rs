@@ -26,8 +26,9 @@ use tollgate_contract::cost::from_mantissa;
 use tollgate_control::budgets::BudgetStore;
 
 use crate::audit::search::urlencode;
-use crate::latency::{interpolate_ms, merged_with, order_stats_at, EXACT_MAX_CALLS};
+use crate::latency::{interpolate_ms, EXACT_MAX_CALLS};
 use crate::latency_histogram::{by_group, order_stats_sql, Fold, HistogramQuery, Metric};
+use crate::latency_source::{self, Source};
 use crate::table::Table;
 use crate::{BoundSql, ReadModelError, ReadModels, SqlValue};
 
@@ -210,10 +211,12 @@ fn errors_sql(
 }
 
 /// Calls and the order statistics of the `q` quantile of duration
-/// and TTFT over one org's window, from `latency_minute_calls`, with the
-/// latency report's own expressions: from the kept values, right up to
-/// 1,000 values; above, [`histogram_sql`] gives the metric's.
+/// and TTFT over one org's window, with the latency report's own
+/// expressions, from `source` (`latency_source`): from the calls, right
+/// at any count; from the rollups' kept values, right up to 1,000 values,
+/// and above, [`histogram_sql`] gives the metric's.
 fn calls_sql(
+    source: Source,
     org: &str,
     provider: Option<&str>,
     model: Option<&str>,
@@ -222,12 +225,14 @@ fn calls_sql(
     (from, to): (DateTime<Utc>, DateTime<Utc>),
 ) -> BoundSql {
     let mut template = format!(
-        "{} SELECT countMerge(calls) AS call_count, \
-         {} AS duration_order_stats, {} AS ttft_order_stats, sumMerge(ttft_calls) AS ttft_count \
-         FROM latency_minute_calls WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND org_id = ?",
-        merged_with(),
-        order_stats_at("d", &[q]),
-        order_stats_at("t", &[q]),
+        "{} SELECT {} AS call_count, {} AS duration_order_stats, {} AS ttft_order_stats, \
+         {} AS ttft_count {} AND org_id = ?",
+        source.values_with(),
+        source.call_count(),
+        source.order_stats_at("d", &[q]),
+        source.order_stats_at("t", &[q]),
+        source.ttft_count(),
+        source.window(),
     );
     let mut binds = vec![
         SqlValue::UInt(epoch(from)),
@@ -240,10 +245,32 @@ fn calls_sql(
         &[("provider", provider), ("model", model), ("team_id", team)],
     );
     BoundSql {
-        name: "alert_signals.calls",
+        name: match source {
+            Source::Calls => "alert_signals.calls.exact",
+            Source::Rollups => "alert_signals.calls",
+        },
         template,
         binds,
     }
+}
+
+/// A latency signal's conditions as `(column, value)`: its org, and
+/// each of provider, model and team it names.
+fn latency_filters(
+    org: &str,
+    provider: Option<&str>,
+    model: Option<&str>,
+    team: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    [
+        ("org_id", Some(org)),
+        ("provider", provider),
+        ("model", model),
+        ("team_id", team),
+    ]
+    .into_iter()
+    .filter_map(|(column, value)| value.map(|v| (column, v.to_string())))
+    .collect()
 }
 
 /// The order statistics of the `q` quantile of one metric over one org's
@@ -258,15 +285,7 @@ fn histogram_sql(
     q: &[f64],
     (from, to): (DateTime<Utc>, DateTime<Utc>),
 ) -> BoundSql {
-    let filters = [
-        ("org_id", Some(org)),
-        ("provider", provider),
-        ("model", model),
-        ("team_id", team),
-    ]
-    .into_iter()
-    .filter_map(|(column, value)| value.map(|v| (column, v.to_string())))
-    .collect();
+    let filters = latency_filters(org, provider, model, team);
     order_stats_sql(&HistogramQuery {
         name: "alert_signals.histogram",
         columns: Vec::new(),
@@ -457,14 +476,35 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
     let mut out = vec![
         errors_sql("org-1", None, None, None, w),
         errors_sql("org-1", Some("openai"), Some("gpt-4o"), Some("team-a"), w),
-        calls_sql("org-1", None, None, None, 0.95, w),
+        calls_sql(Source::Rollups, "org-1", None, None, None, 0.95, w),
         calls_sql(
+            Source::Rollups,
             "org-1",
             Some("openai"),
             Some("gpt-4o"),
             Some("team-a"),
             0.9,
             w,
+        ),
+        calls_sql(Source::Calls, "org-1", None, None, None, 0.95, w),
+        calls_sql(
+            Source::Calls,
+            "org-1",
+            Some("openai"),
+            Some("gpt-4o"),
+            Some("team-a"),
+            0.9,
+            w,
+        ),
+        latency_source::calls_in_window_sql(
+            "alert_signals.calls_in_window",
+            (epoch(w.0), epoch(w.1)),
+            &[
+                ("org_id", "org-1".into()),
+                ("provider", "openai".into()),
+                ("model", "gpt-4o".into()),
+                ("team_id", "team-a".into()),
+            ],
         ),
         histogram_sql("org-1", None, None, None, Metric::Duration, &[0.95], w),
         histogram_sql(
@@ -559,7 +599,21 @@ pub async fn measure(
         } => {
             let w = window(at, *window_secs);
             let q = f64::from(*percentile) / 100.0;
+            let filters = latency_filters(
+                org_id,
+                provider.as_deref(),
+                model.as_deref(),
+                team.as_deref(),
+            );
+            let source = latency_source::choose(
+                models,
+                "alert_signals.calls_in_window",
+                (epoch(w.0), epoch(w.1)),
+                &filters,
+            )
+            .await?;
             let sql = calls_sql(
+                source,
                 org_id,
                 provider.as_deref(),
                 model.as_deref(),
@@ -574,7 +628,7 @@ pub async fn measure(
                 }
                 LatencyMetric::Ttft => (row.ttft_count, row.ttft_order_stats, Metric::Ttft),
             };
-            let stats = if count > EXACT_MAX_CALLS {
+            let stats = if count > EXACT_MAX_CALLS && !source.exact_at_any_count() {
                 let sql = histogram_sql(
                     org_id,
                     provider.as_deref(),

@@ -29,6 +29,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::latency_histogram::{by_group, order_stats_sql, Column, Fold, HistogramQuery, Metric};
+use super::latency_source::{self, Source};
 use super::params::{parse_time, InvalidParameter};
 use super::params::{Expected, QueryParams};
 use super::table::Table;
@@ -511,12 +512,14 @@ pub struct Stats {
     pub errors: u64,
     /// `errors / count`.
     pub error_rate: f64,
-    /// Over all calls; exact up to [`EXACT_MAX_CALLS`] calls.
+    /// Over all calls; exact when read from the calls themselves, from the
+    /// minute rollups exact up to [`EXACT_MAX_CALLS`] calls
+    /// (`latency_source`).
     pub duration_ms: Percentiles,
     /// Calls that reported a first token (streamed).
     pub ttft_count: u64,
-    /// Over streamed calls (exact up to [`EXACT_MAX_CALLS`] of them);
-    /// `null` when there were none.
+    /// Over streamed calls (exact as `duration_ms` is); `null` when there
+    /// were none.
     pub ttft_ms: Option<Percentiles>,
 }
 
@@ -569,7 +572,8 @@ pub struct Percentiles {
     pub p50: f64,
     pub p95: f64,
     pub p99: f64,
-    /// `exact` for groups of at most [`EXACT_MAX_CALLS`] values, else
+    /// `exact` when read from the calls themselves, or from the rollups
+    /// for groups of at most [`EXACT_MAX_CALLS`] values; else
     /// `histogram`.
     pub method: PercentileMethod,
     /// Bound on `|reported - exact| / exact` for each of the three values:
@@ -597,6 +601,21 @@ impl Percentiles {
     /// milliseconds, to the microsecond. `None` when the arity is wrong or
     /// a value is not finite (a histogram that does not hold the rank).
     pub fn from_order_stats(count: u64, order_stats_us: &[f64]) -> Option<Self> {
+        let method = if count <= EXACT_MAX_CALLS {
+            PercentileMethod::Exact
+        } else {
+            PercentileMethod::Histogram
+        };
+        Self::by(method, count, order_stats_us)
+    }
+
+    /// [`Percentiles::from_order_stats`] of order statistics taken from
+    /// every value at any count (read from the calls themselves).
+    pub fn of_every_value(count: u64, order_stats_us: &[f64]) -> Option<Self> {
+        Self::by(PercentileMethod::Exact, count, order_stats_us)
+    }
+
+    fn by(method: PercentileMethod, count: u64, order_stats_us: &[f64]) -> Option<Self> {
         if order_stats_us.len() != 2 * LEVELS.len() || order_stats_us.iter().any(|v| !v.is_finite())
         {
             return None;
@@ -609,20 +628,14 @@ impl Percentiles {
                 order_stats_us[2 * i + 1],
             )
         };
-        let exact = count <= EXACT_MAX_CALLS;
         Some(Self {
             p50: at(0),
             p95: at(1),
             p99: at(2),
-            method: if exact {
-                PercentileMethod::Exact
-            } else {
-                PercentileMethod::Histogram
-            },
-            max_relative_error: if exact {
-                0.0
-            } else {
-                HISTOGRAM_MAX_RELATIVE_ERROR
+            method,
+            max_relative_error: match method {
+                PercentileMethod::Exact => 0.0,
+                PercentileMethod::Histogram => HISTOGRAM_MAX_RELATIVE_ERROR,
             },
         })
     }
@@ -691,54 +704,6 @@ pub fn totals_table(report: &LatencyReport) -> Table {
 
 // ---------------------------------------------------------------- SQL
 
-/// Per-group intermediate values, named once for both halves of a
-/// statement (`d_` duration, `t_` TTFT): the sorted kept values and the
-/// last rank `n - 1`. In WITH so they are not returned; lambdas can refer
-/// to them (18.16 drops columns of a subquery that only a lambda uses, so a
-/// subquery would not do).
-pub(crate) fn merged_with() -> String {
-    let side = |p: &str, sample: &str, count: &str| {
-        format!("arraySort({sample}) AS {p}_sample, toUInt64(greatest({count}, 1) - 1) AS {p}_last")
-    };
-    format!(
-        "WITH {}, {}",
-        side(
-            "d",
-            &format!("groupArrayMerge({EXACT_MAX_CALLS})(duration_sample)"),
-            "countMerge(calls)"
-        ),
-        side(
-            "t",
-            &format!("groupArrayIfMerge({EXACT_MAX_CALLS})(ttft_sample)"),
-            "sumMerge(ttft_calls)"
-        )
-    )
-}
-
-/// The order statistics [`Percentiles::from_order_stats`] interpolates
-/// between, in microseconds, as `Array(Float64)`: the value at 0-based rank
-/// k is the (k+1)-th kept value. Right for a group of at most
-/// [`EXACT_MAX_CALLS`] values, which kept them all; a larger group's come
-/// from the histogram (`latency_histogram`) and replace these.
-fn order_stats(p: &str) -> String {
-    order_stats_at(p, &LEVELS)
-}
-
-/// [`order_stats`] at the quantile `levels` (two ranks per level: the
-/// histogram statement picks the same ones).
-///
-/// Each is indexed directly (an array literal of the six subscripts), not
-/// through `arrayMap` over the ranks: a lambda that captures the sample
-/// copies it once per rank, which was 15 % of the 24-hour series statement
-/// (docs/performance.md, "The latency report's statements side by side").
-pub(crate) fn order_stats_at(p: &str, levels: &[f64]) -> String {
-    let stats: Vec<String> = ranks(&format!("{p}_last"), levels)
-        .into_iter()
-        .map(|k| format!("toFloat64({p}_sample[{k} + 1])"))
-        .collect();
-    format!("[{}]", stats.join(", "))
-}
-
 /// The 0-based ranks of each level's two order statistics,
 /// `floor(h)` and `min(floor(h) + 1, last)` with `h = last q`, one SQL
 /// expression each over the expression `last` (the group's last rank,
@@ -754,16 +719,17 @@ pub(crate) fn ranks(last: &str, levels: &[f64]) -> Vec<String> {
         .collect()
 }
 
-/// The merged statistics of one group; identical in every statement.
-fn merged_stats() -> String {
+/// The statistics of one group, from `source`; identical in every
+/// statement.
+fn group_stats(source: Source) -> String {
     format!(
-        "countMerge(calls) AS call_count, \
-         sumMerge(errors) AS error_count, \
-         {} AS duration_order_stats, \
-         {} AS ttft_order_stats, \
-         sumMerge(ttft_calls) AS ttft_count",
-        order_stats("d"),
-        order_stats("t")
+        "{} AS call_count, {} AS error_count, {} AS duration_order_stats, \
+         {} AS ttft_order_stats, {} AS ttft_count",
+        source.call_count(),
+        source.error_count(),
+        source.order_stats_at("d", &LEVELS),
+        source.order_stats_at("t", &LEVELS),
+        source.ttft_count()
     )
 }
 
@@ -813,13 +779,16 @@ struct DimensionRow {
 }
 
 /// The statement behind both halves of the report: per group (`bucketed =
-/// false`, the totals) or per group and bucket (the series).
-fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool) -> BoundSql {
+/// false`, the totals) or per group and bucket (the series), from `source`.
+fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool, source: Source) -> BoundSql {
     let mut select = Vec::new();
     let mut binds = Vec::new();
     let mut keys: Vec<&str> = query.group_by.iter().map(|d| d.alias()).collect();
     if bucketed {
-        select.push(BUCKET.to_string());
+        let time = source.time_column();
+        select.push(format!(
+            "toDateTime(intDiv(toUInt32({time}), ?) * ?) AS bucket_start"
+        ));
         binds.extend(bucket_binds(query));
         keys.push("bucket_start");
     }
@@ -830,8 +799,13 @@ fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool) -> BoundS
             select.push(format!("'' AS {}", dimension.alias()));
         }
     }
-    select.push(merged_stats());
-    let mut sql = format!("{} SELECT {} {WINDOW}", merged_with(), select.join(", "));
+    select.push(group_stats(source));
+    let mut sql = format!(
+        "{} SELECT {} {}",
+        source.values_with(),
+        select.join(", "),
+        source.window()
+    );
     binds.push(SqlValue::UInt(epoch(query.from)));
     binds.push(SqlValue::UInt(epoch(query.to)));
     for (column, value) in filters(query) {
@@ -996,8 +970,8 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
         ..plain.clone()
     };
     vec![
-        stats_sql("latency.totals", &plain, false),
-        stats_sql("latency.series", &plain, true),
+        stats_sql("latency.totals", &plain, false, Source::Rollups),
+        stats_sql("latency.series", &plain, true, Source::Rollups),
         histogram_sql(
             "latency.totals.histogram",
             &plain,
@@ -1011,8 +985,8 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
             true,
             Fold::BucketsFirst,
         ),
-        stats_sql("latency.totals.filtered", &filtered, false),
-        stats_sql("latency.series.filtered", &filtered, true),
+        stats_sql("latency.totals.filtered", &filtered, false, Source::Rollups),
+        stats_sql("latency.series.filtered", &filtered, true, Source::Rollups),
         histogram_sql(
             "latency.totals.histogram.filtered",
             &filtered,
@@ -1025,8 +999,18 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
             true,
             Fold::RowsAsRead,
         ),
-        stats_sql("latency.totals.ungrouped", &ungrouped, false),
-        stats_sql("latency.series.ungrouped", &ungrouped, true),
+        stats_sql(
+            "latency.totals.ungrouped",
+            &ungrouped,
+            false,
+            Source::Rollups,
+        ),
+        stats_sql(
+            "latency.series.ungrouped",
+            &ungrouped,
+            true,
+            Source::Rollups,
+        ),
         histogram_sql(
             "latency.totals.histogram.ungrouped",
             &ungrouped,
@@ -1052,13 +1036,96 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
         ),
         dimensions_sql(from, to, None),
         dimensions_sql(from, to, Some("acme")),
+        // The same report read from the calls themselves.
+        latency_source::calls_in_window_sql(
+            "latency.calls_in_window",
+            (epoch(from), epoch(to)),
+            &[],
+        ),
+        latency_source::calls_in_window_sql(
+            "latency.calls_in_window.filtered",
+            (epoch(from), epoch(to)),
+            &filters(&filtered),
+        ),
+        stats_sql("latency.calls.totals", &plain, false, Source::Calls),
+        stats_sql("latency.calls.series", &plain, true, Source::Calls),
+        stats_sql(
+            "latency.calls.totals.filtered",
+            &filtered,
+            false,
+            Source::Calls,
+        ),
+        stats_sql(
+            "latency.calls.series.filtered",
+            &filtered,
+            true,
+            Source::Calls,
+        ),
+        stats_sql(
+            "latency.calls.totals.ungrouped",
+            &ungrouped,
+            false,
+            Source::Calls,
+        ),
+        stats_sql(
+            "latency.calls.series.ungrouped",
+            &ungrouped,
+            true,
+            Source::Calls,
+        ),
     ]
 }
 
 // ---------------------------------------------------------------- running
 
-/// The report, read in two rounds of statements (see
-/// docs/architecture.md, "What it costs"):
+/// The report, from the calls themselves while its window holds at most
+/// `[clickhouse] latency_sort_max_calls` of them ([`read_calls`]: every
+/// percentile exact), else from the minute rollups ([`read_rollups`]);
+/// `latency_source` says why.
+pub(crate) async fn run(
+    models: &ReadModels,
+    query: &LatencyQuery,
+) -> Result<LatencyReport, ReadModelError> {
+    let window = (epoch(query.from), epoch(query.to));
+    match latency_source::choose(models, "latency.calls_in_window", window, &filters(query)).await?
+    {
+        Source::Calls => read_calls(models, query).await,
+        Source::Rollups => read_rollups(models, query).await,
+    }
+}
+
+/// The report from the calls themselves ([`Source::Calls`]): the series
+/// and the totals, each one statement, read side by side. Every
+/// percentile is of every value, so only their counts can disagree (calls
+/// that landed between the two statements), and such a reading is read
+/// again as [`read_rollups`] does.
+async fn read_calls(
+    models: &ReadModels,
+    query: &LatencyQuery,
+) -> Result<LatencyReport, ReadModelError> {
+    let started = std::time::Instant::now();
+    let mut reads = 1;
+    loop {
+        let (series, totals) = futures::try_join!(
+            fetch_stats::<SeriesRow>(models, query, true, Source::Calls),
+            fetch_stats::<TotalsRow>(models, query, false, Source::Calls)
+        )?;
+        let agrees = same_counts(&totals_of(query, &series), &totals);
+        if agrees || reads >= CONSISTENT_READS || started.elapsed() >= READ_AGAIN_WITHIN {
+            if !agrees {
+                tracing::debug!(
+                    reads,
+                    "latency report: its statements disagree (calls landing in the window)"
+                );
+            }
+            return assemble(query, totals, series, Source::Calls);
+        }
+        reads += 1;
+    }
+}
+
+/// The report from the minute rollups ([`Source::Rollups`]), read in two
+/// rounds of statements (see docs/architecture.md, "What it costs"):
 /// 1. the series from the kept values (all a group or bucket of at most
 ///    [`EXACT_MAX_CALLS`] values needs), beside the histogram of the
 ///    totals above the threshold. The series' counts add up to each
@@ -1083,7 +1150,7 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
 ///   ingestion then adds up; a long one, whose reading takes seconds,
 ///   returns its first reading, in which the calls landed during the
 ///   read are a few among millions, rather than reading everything again.
-pub(crate) async fn run(
+async fn read_rollups(
     models: &ReadModels,
     query: &LatencyQuery,
 ) -> Result<LatencyReport, ReadModelError> {
@@ -1161,12 +1228,15 @@ async fn read_once(
     let (mut series, early_totals_histograms) = match rounds {
         Rounds::Together => {
             let (series, histograms) = futures::try_join!(
-                fetch_stats::<SeriesRow>(models, query, true),
+                fetch_stats::<SeriesRow>(models, query, true, Source::Rollups),
                 fetch_histograms(models, query, false, Fold::BucketsFirst)
             )?;
             (series, Some(histograms))
         }
-        Rounds::CountsFirst => (fetch_stats::<SeriesRow>(models, query, true).await?, None),
+        Rounds::CountsFirst => (
+            fetch_stats::<SeriesRow>(models, query, true, Source::Rollups).await?,
+            None,
+        ),
     };
     let summed = totals_of(query, &series);
     let series_histograms = async {
@@ -1183,7 +1253,7 @@ async fn read_once(
     let needs_kept = summed.iter().any(|r| has_small(r.call_count, r.ttft_count));
     let (mut totals, totals_histograms, series_histograms, kept_agrees) = if needs_kept {
         let (totals, series_histograms) = futures::try_join!(
-            fetch_stats::<TotalsRow>(models, query, false),
+            fetch_stats::<TotalsRow>(models, query, false, Source::Rollups),
             series_histograms
         )?;
         let totals_histograms = match early_totals_histograms {
@@ -1230,7 +1300,7 @@ async fn read_once(
         strict,
     )?;
     let agreement = kept_agrees.and(totals_agree).and(series_agree);
-    Ok((assemble(query, totals, series)?, agreement))
+    Ok((assemble(query, totals, series, Source::Rollups)?, agreement))
 }
 
 /// Whether two sets of totals hold the same groups with the same counts
@@ -1454,16 +1524,18 @@ async fn fetch_stats<R>(
     models: &ReadModels,
     query: &LatencyQuery,
     bucketed: bool,
+    source: Source,
 ) -> Result<Vec<R>, ReadModelError>
 where
     R: clickhouse::RowOwned + clickhouse::RowRead,
 {
-    let name = if bucketed {
-        "latency.series"
-    } else {
-        "latency.totals"
+    let name = match (source, bucketed) {
+        (Source::Rollups, true) => "latency.series",
+        (Source::Rollups, false) => "latency.totals",
+        (Source::Calls, true) => "latency.calls.series",
+        (Source::Calls, false) => "latency.calls.totals",
     };
-    let sql = stats_sql(name, query, bucketed);
+    let sql = stats_sql(name, query, bucketed, source);
     models
         .bounded(sql.query(models.client()).fetch_all::<R>())
         .await
@@ -1522,6 +1594,7 @@ pub(crate) async fn dimensions(
 
 fn stats(
     query_name: &'static str,
+    source: Source,
     count: u64,
     errors: u64,
     duration: &[f64],
@@ -1529,7 +1602,12 @@ fn stats(
     ttft_count: u64,
 ) -> Result<Stats, ReadModelError> {
     let percentiles = |n: u64, values: &[f64]| {
-        Percentiles::from_order_stats(n, values).ok_or_else(|| ReadModelError::UnexpectedRow {
+        let read = if source.exact_at_any_count() {
+            Percentiles::of_every_value(n, values)
+        } else {
+            Percentiles::from_order_stats(n, values)
+        };
+        read.ok_or_else(|| ReadModelError::UnexpectedRow {
             query: query_name,
             detail: format!(
                 "expected {} finite order statistics, got {values:?}",
@@ -1562,6 +1640,7 @@ fn assemble(
     query: &LatencyQuery,
     totals: Vec<TotalsRow>,
     series: Vec<SeriesRow>,
+    source: Source,
 ) -> Result<LatencyReport, ReadModelError> {
     let mut groups = Vec::with_capacity(totals.len());
     let mut index = HashMap::with_capacity(totals.len());
@@ -1576,6 +1655,7 @@ fn assemble(
         );
         let total = stats(
             "latency.totals",
+            source,
             row.call_count,
             row.error_count,
             &row.duration_order_stats,
@@ -1603,6 +1683,7 @@ fn assemble(
         };
         let stats = stats(
             "latency.series",
+            source,
             row.call_count,
             row.error_count,
             &row.duration_order_stats,
@@ -1860,7 +1941,7 @@ mod tests {
 
     #[test]
     fn series_sql_text() {
-        let sql = stats_sql("latency.series", &sample_query(), true).text();
+        let sql = stats_sql("latency.series", &sample_query(), true, Source::Rollups).text();
         let (with, rest) = sql.split_once(" SELECT ").unwrap();
         assert_eq!(
             with,
@@ -2144,7 +2225,7 @@ mod tests {
             filters: LatencyFilters::default(),
             ..sample_query()
         };
-        let sql = stats_sql("latency.totals", &query, false).text();
+        let sql = stats_sql("latency.totals", &query, false, Source::Rollups).text();
         assert!(
             sql.contains(" SELECT '' AS key_provider, '' AS key_model"),
             "{sql}"
@@ -2250,7 +2331,7 @@ mod tests {
                 ttft_count: 0,
             },
         ];
-        let report = assemble(&query, totals, series).unwrap();
+        let report = assemble(&query, totals, series, Source::Rollups).unwrap();
         assert_eq!(report.groups.len(), 2);
         let first = &report.groups[0];
         assert_eq!(first.key.label(), "anthropic / claude");
@@ -2276,13 +2357,35 @@ mod tests {
         assert_eq!(json["from"], "2026-01-01T00:00:00Z");
     }
 
+    /// The same large group is a histogram estimate from the rollups and
+    /// exact from the calls (whose order statistics are of every value).
+    #[test]
+    fn a_large_group_is_exact_only_from_the_calls() {
+        let method = |source| {
+            let mut row = totals_row("openai", "big", EXACT_MAX_CALLS + 1);
+            row.duration_order_stats = vec![1e3; 6];
+            let report = assemble(&sample_query(), vec![row], vec![], source).unwrap();
+            let total = &report.groups[0].total;
+            (
+                total.duration_ms.method,
+                total.duration_ms.max_relative_error,
+            )
+        };
+        assert_eq!(
+            method(Source::Rollups),
+            (PercentileMethod::Histogram, HISTOGRAM_MAX_RELATIVE_ERROR)
+        );
+        assert_eq!(method(Source::Calls), (PercentileMethod::Exact, 0.0));
+    }
+
     #[test]
     fn empty_ungrouped_total_is_no_group() {
         let query = LatencyQuery {
             group_by: vec![],
             ..sample_query()
         };
-        let report = assemble(&query, vec![totals_row("", "", 0)], vec![]).unwrap();
+        let report =
+            assemble(&query, vec![totals_row("", "", 0)], vec![], Source::Rollups).unwrap();
         assert!(report.groups.is_empty());
     }
 
@@ -2290,7 +2393,7 @@ mod tests {
     fn wrong_quantile_arity_is_an_error() {
         let mut row = totals_row("a", "b", 1);
         row.duration_order_stats = vec![1.0];
-        let err = assemble(&sample_query(), vec![row], vec![]).unwrap_err();
+        let err = assemble(&sample_query(), vec![row], vec![], Source::Rollups).unwrap_err();
         assert!(
             err.to_string()
                 .contains("expected 6 finite order statistics"),

@@ -24,6 +24,7 @@ pub mod home;
 pub mod home_tables;
 pub mod latency;
 mod latency_histogram;
+mod latency_source;
 pub mod overview;
 pub mod params;
 pub mod reprice_preview;
@@ -102,6 +103,8 @@ pub struct ReadModels {
     client: Client,
     url: String,
     database: String,
+    /// `[clickhouse] latency_sort_max_calls` (`latency_source`).
+    latency_sort_max_calls: u64,
 }
 
 impl ReadModels {
@@ -110,7 +113,14 @@ impl ReadModels {
             client: client(config),
             url: config.url.clone(),
             database: tollgate_control::clickhouse::read_database(config),
+            latency_sort_max_calls: config.latency_sort_max_calls,
         }
+    }
+
+    /// The most calls a latency read sorts itself for exact percentiles
+    /// (0: always the rollups).
+    pub(crate) fn latency_sort_max_calls(&self) -> u64 {
+        self.latency_sort_max_calls
     }
 
     /// Check that ClickHouse answers and that the tables the reports read

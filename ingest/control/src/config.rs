@@ -110,6 +110,13 @@ pub struct ClickHouseConfig {
     /// and is tried again after the backoff (a connection that died without
     /// a reset would otherwise hold the fold for ever). 0: no limit.
     pub query_timeout_secs: u64,
+    /// The most calls a latency report or alert signal reads and sorts
+    /// itself for exact percentiles: a window holding more is read from the
+    /// minute rollups (histogram estimates above 1000 values per group).
+    /// ClickHouse holds about 12 bytes per call sorted, so the default
+    /// (16M) is about 200 MB per statement. 0: always the rollups
+    /// (docs/architecture.md, "Latency percentiles").
+    pub latency_sort_max_calls: u64,
 }
 
 impl ClickHouseConfig {
@@ -141,6 +148,7 @@ impl Default for ClickHouseConfig {
             // Above the insert fence's own 30 s and a replica's catch-up,
             // below the 5 minutes of `max.poll.interval.ms`.
             query_timeout_secs: 120,
+            latency_sort_max_calls: 16_000_000,
         }
     }
 }
