@@ -711,6 +711,56 @@ async fn same_calls_give_the_same_report_whatever_the_part_layout() {
     assert_stats("all", &groups_of(&report)[0]["total"], &all);
 }
 
+/// Calls gone from `calls` while the rollups still count them (dropped by
+/// a shorter `retention.calls_days`, or erased) are reported from the
+/// rollups: the report is the same, byte for byte, as before they went
+/// (every group here is at most 1000 calls, so both sources are exact).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_gone_from_the_facts_are_still_reported_from_the_rollups() {
+    let (env, calls) = env_with_data("latency_calls_gone").await;
+    let query = "group_by=provider,model&bucket=5m";
+    let before = report_text(&env, query).await;
+    let report: Value = serde_json::from_str(&before).unwrap();
+    let gpt = groups_of(&report)
+        .iter()
+        .find(|g| g["key"]["model"] == "gpt-4o")
+        .expect("gpt-4o's group");
+    let n = calls.iter().filter(|c| c.model == "gpt-4o").count();
+    assert_eq!(gpt["total"]["count"], n, "{gpt}");
+    // Retention or an erasure takes gpt-4o's calls out of the facts.
+    ch(
+        &env.database,
+        "ALTER TABLE calls DELETE WHERE model = 'gpt-4o'",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = ch(
+            &env.database,
+            "SELECT count() FROM calls WHERE model = 'gpt-4o' FORMAT TSV",
+        )
+        .await;
+        if left.trim() == "0" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delete did not finish: {left}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(report_text(&env, query).await, before);
+    // A filter that leaves out the missing calls reads the calls again:
+    // the same group, the same numbers.
+    let mini = "group_by=provider,model&bucket=5m&model=gpt-4o-mini";
+    let from_calls: Value = serde_json::from_str(&report_text(&env, mini).await).unwrap();
+    let mini_before = groups_of(&report)
+        .iter()
+        .find(|g| g["key"]["model"] == "gpt-4o-mini")
+        .expect("gpt-4o-mini's group");
+    assert_eq!(&groups_of(&from_calls)[0], mini_before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_parameter_is_a_400_naming_it() {
     let mut env = ReportEnv::new("latency_bad").await;

@@ -16,9 +16,10 @@
 //!   growing with the calls of a busy minute, and their reads stay bounded
 //!   in memory however many calls a window holds.
 //!
-//! Which one a read uses depends only on how many calls its window holds
-//! (a count of `calls`, [`calls_in_window_sql`]), so the same calls give
-//! the same report whatever parts ClickHouse has merged. Both sources name
+//! Which one a read uses depends only on how many calls its window holds,
+//! and whether the rollups count calls that `calls` no longer holds
+//! ([`calls_in_window_sql`]: both counts are exact whatever parts
+//! ClickHouse has merged, so the same calls give the same report). Both sources name
 //! the same intermediate values (`d_sample`, `d_last`, `t_sample`,
 //! `t_last`) and the same columns, so every statement built over them
 //! reads into the same rows.
@@ -154,28 +155,46 @@ impl Source {
 }
 
 /// How many calls a latency read over `window` (epoch seconds) and
-/// `filters` (`(column, value)`, each `column = value`) would sort.
+/// `filters` (`(column, value)`, each `column = value`) would sort
+/// (`calls`), and how many of them the rollups hold (`folded`): fewer calls
+/// than folded means calls the rollups still count are gone from `calls`
+/// (dropped by `retention.calls_days` before the rollups' own retention,
+/// or erased), and the rollups are then the complete source.
 pub(crate) fn calls_in_window_sql(
     name: &'static str,
     (from, to): (u64, u64),
     filters: &[(&'static str, String)],
 ) -> BoundSql {
-    let mut template = format!("SELECT count() {}", Source::Calls.window());
-    let mut binds = vec![SqlValue::UInt(from), SqlValue::UInt(to)];
-    for (column, value) in filters {
-        template.push_str(&format!(" AND {column} = ?"));
-        binds.push(SqlValue::Str(value.clone()));
-    }
+    let mut binds = Vec::new();
+    let mut count = |count: &str, source: Source| {
+        let mut sql = format!("SELECT {count} {}", source.window());
+        binds.push(SqlValue::UInt(from));
+        binds.push(SqlValue::UInt(to));
+        for (column, value) in filters {
+            sql.push_str(&format!(" AND {column} = ?"));
+            binds.push(SqlValue::Str(value.clone()));
+        }
+        sql
+    };
+    let calls = count("count()", Source::Calls);
+    let folded = count("countMerge(calls)", Source::Rollups);
     BoundSql {
         name,
-        template,
+        template: format!("SELECT ({calls}) AS calls, ({folded}) AS folded"),
         binds,
     }
 }
 
+/// [`calls_in_window_sql`]'s answer.
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct InWindow {
+    calls: u64,
+    folded: u64,
+}
+
 /// The source of a read over `window` and `filters`: the calls while they
 /// are at most [`ReadModels::latency_sort_max_calls`] (0: always the
-/// rollups, without counting).
+/// rollups, without counting) and none the rollups count is missing.
 pub(crate) async fn choose(
     models: &ReadModels,
     name: &'static str,
@@ -187,15 +206,19 @@ pub(crate) async fn choose(
         return Ok(Source::Rollups);
     }
     let sql = calls_in_window_sql(name, window, filters);
-    let calls = models
-        .bounded(sql.query(models.client()).fetch_one::<u64>())
+    let counted = models
+        .bounded(sql.query(models.client()).fetch_one::<InWindow>())
         .await
         .map_err(|err| models.classify(sql.name, err))?;
-    Ok(if calls <= limit {
+    Ok(source_for(counted, limit))
+}
+
+fn source_for(counted: InWindow, limit: u64) -> Source {
+    if counted.calls <= limit && counted.calls >= counted.folded {
         Source::Calls
     } else {
         Source::Rollups
-    })
+    }
 }
 
 #[cfg(test)]
@@ -226,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn the_count_reads_the_calls_the_rollups_keep() {
+    fn the_count_reads_the_calls_and_what_the_rollups_folded() {
         let sql = calls_in_window_sql(
             "latency.calls_in_window",
             (60, 120),
@@ -234,8 +257,22 @@ mod tests {
         );
         assert_eq!(
             sql.text(),
-            "SELECT count() FROM calls WHERE kind IN ('ai.call.completed', 'ai.call.failed') \
-             AND occurred_at >= toDateTime(60) AND occurred_at < toDateTime(120) AND org_id = 'acme'"
+            "SELECT (SELECT count() FROM calls WHERE kind IN ('ai.call.completed', 'ai.call.failed') \
+             AND occurred_at >= toDateTime(60) AND occurred_at < toDateTime(120) AND org_id = 'acme') AS calls, \
+             (SELECT countMerge(calls) FROM latency_minute_calls WHERE minute >= toDateTime(60) \
+             AND minute < toDateTime(120) AND org_id = 'acme') AS folded"
         );
+    }
+
+    #[test]
+    fn the_calls_answer_up_to_the_limit_when_none_is_missing() {
+        let source = |calls, folded| source_for(InWindow { calls, folded }, 100);
+        assert_eq!(source(100, 100), Source::Calls);
+        assert_eq!(source(0, 0), Source::Calls);
+        // Calls landing: stored, not yet folded by every view.
+        assert_eq!(source(100, 98), Source::Calls);
+        assert_eq!(source(101, 101), Source::Rollups);
+        // Calls the rollups still count are gone (retention, erasure).
+        assert_eq!(source(90, 100), Source::Rollups);
     }
 }
