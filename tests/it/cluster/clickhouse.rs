@@ -13,6 +13,8 @@
 //!   read tables, and a row written on one replica reaches the other, its
 //!   rollup and the read tables; a block inserted twice (on either
 //!   replica) is stored once;
+//! - the latency report reads the read tables from the calls (exact) and
+//!   from the minute rollups (histogram estimates above 1000 values);
 //! - the processor folds while the replica it writes to is SIGKILLed and
 //!   restarted: every call once on both replicas, and the cost report read
 //!   through the API (served by the other replica meanwhile) the same
@@ -682,6 +684,98 @@ async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_d
         before,
         "the read tables were re-created"
     );
+}
+
+/// The latency report through the `Distributed` read tables, from both
+/// sources (`latency_source`): 2,500 calls written on replica 1, read by an
+/// API on replica 2. From the calls every percentile is numpy's exactly;
+/// from the minute rollups the group is a histogram estimate within 1/256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latency_report_reads_the_cluster_from_the_calls_and_from_the_rollups() {
+    use crate::latency_fixture::type7;
+    let replicas = replicas();
+    // Both replicas up: written on one, read on the other.
+    let _all_up = CLUSTER_FAULTS.lock().await;
+    // 2026-01-01T00:00:00Z, and 2,500 calls over its hour: durations
+    // 100..1096 ms, every other call streamed with a TTFT of 10..40 ms.
+    let base: i64 = 1_767_225_600;
+    let n: u64 = 2_500;
+    let durations: Vec<f64> = (0..n).map(|i| (100 + i % 997) as f64).collect();
+    let ttfts: Vec<f64> = (0..n)
+        .filter(|i| i % 2 == 1)
+        .map(|i| (10 + i % 31) as f64)
+        .collect();
+    for (label, sort_max_calls, method) in [
+        ("cllat_calls", None, "exact"),
+        ("cllat_rollups", Some(0), "histogram"),
+    ] {
+        let (mut env, _db) = cluster_env(&replicas, Topics::SingleNode, label, "", 2).await;
+        let db = env.ch_database.clone();
+        if let Some(limit) = sort_max_calls {
+            let config = std::fs::read_to_string(&env.config_path).unwrap();
+            let cluster = format!("cluster = \"{}\"\n", replicas.name);
+            assert!(config.contains(&cluster), "{config}");
+            let config = config.replacen(
+                &cluster,
+                &format!("{cluster}latency_sort_max_calls = {limit}\n"),
+                1,
+            );
+            std::fs::write(&env.config_path, config).unwrap();
+        }
+        replicas
+            .query(
+                1,
+                &format!(
+                    "INSERT INTO {db}.calls (event_id, kind, occurred_at, org_id, team_id, provider, \
+                     model, duration_ms, has_ttft, ttft_ms, outcome, kafka_partition, kafka_offset) \
+                     SELECT concat('e-', toString(number)), 'ai.call.completed', \
+                     toDateTime({base} + number % 3600, 'UTC'), 'org-1', 'team-a', 'openai', 'gpt-4o', \
+                     100 + number % 997, number % 2, 10 + number % 31, 'success', 0, number \
+                     FROM system.numbers LIMIT {n}"
+                ),
+            )
+            .await;
+        for sql in [
+            format!("SELECT count() FROM {db}_dist.calls"),
+            format!("SELECT countMerge(calls) FROM {db}_dist.latency_minute_calls"),
+            format!("SELECT sum(calls) FROM {db}_dist.latency_minute_buckets WHERE metric = 0"),
+        ] {
+            replicas.wait_for(2, &sql, n).await;
+        }
+        env.start_api().await;
+        let response = reqwest::Client::new()
+            .get(format!("{}/api/v1/reports/latency", env.api_url()))
+            .query(&[
+                ("from", "2026-01-01T00:00:00Z"),
+                ("to", "2026-01-01T01:00:00Z"),
+                ("group_by", "provider,model"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let report: serde_json::Value = response.json().await.unwrap();
+        assert!(status.is_success(), "{label}: {status} {report}");
+        let total = &report["groups"][0]["total"];
+        assert_eq!(total["count"], n, "{label}: {total}");
+        assert_eq!(total["ttft_count"], ttfts.len(), "{label}: {total}");
+        for (field, values) in [("duration_ms", &durations), ("ttft_ms", &ttfts)] {
+            let got = &total[field];
+            assert_eq!(got["method"], method, "{label} {field}: {got}");
+            for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
+                let value = got[name].as_f64().unwrap();
+                let exact = type7(values, q);
+                if method == "exact" {
+                    assert_eq!(value, exact, "{label} {field} {name}");
+                } else {
+                    assert!(
+                        (value - exact).abs() <= exact / 256.0 + 0.000_5,
+                        "{label} {field} {name}: {value} against numpy's {exact}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
