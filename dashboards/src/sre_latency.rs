@@ -973,6 +973,20 @@ mod tests {
         );
     }
 
+    /// The page of `report`, with no menus, slowest calls or error.
+    fn page_of(report: &LatencyReport) -> String {
+        view(PageInput {
+            form: form(),
+            dimensions: &[],
+            report: Some(report),
+            slow_calls: &[],
+            trace_links: &TraceLinks::default(),
+            error: None,
+        })
+        .render()
+        .unwrap()
+    }
+
     #[test]
     fn estimates_are_marked_exact_values_are_not() {
         let mut report = report();
@@ -992,16 +1006,7 @@ mod tests {
         assert_eq!(rows[1].p50, "90.0");
         assert!(rows[1].duration_title.is_empty());
         assert_eq!(rows[1].ttft_p50, "—");
-        let html = view(PageInput {
-            form: form(),
-            dimensions: &[],
-            report: Some(&report),
-            slow_calls: &[],
-            trace_links: &TraceLinks::default(),
-            error: None,
-        })
-        .render()
-        .unwrap();
+        let html = page_of(&report);
         assert_eq!(
             html.matches("<td class=\"num estimate\" title=\"estimate")
                 .count(),
@@ -1024,16 +1029,7 @@ mod tests {
                 }
             }
         }
-        let html = view(PageInput {
-            form: form(),
-            dimensions: &[],
-            report: Some(&report),
-            slow_calls: &[],
-            trace_links: &TraceLinks::default(),
-            error: None,
-        })
-        .render()
-        .unwrap();
+        let html = page_of(&report);
         assert_eq!(html.matches("class=\"num estimate\"").count(), 0);
         assert!(html.contains("every value here is exact"), "{html}");
         assert!(!html.contains("estimates from a log histogram"));

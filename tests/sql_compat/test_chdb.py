@@ -146,6 +146,24 @@ def _type7(values: list[float], q: float) -> float:
     return s[lo] + (h - lo) * (s[hi] - s[lo])
 
 
+def _assert_row_percentiles(row: dict, model: str, values: list[int], bound: float) -> None:
+    """A report row of the sample calls (TTFT a quarter of each duration):
+    its count, and each percentile interpolated from its order statistics
+    within `bound` of numpy's (0: exactly)."""
+    assert int(row["call_count"]) == len(values)
+    for name_, stats, vals in (
+        ("duration", row["duration_order_stats"], values),
+        ("ttft", row["ttft_order_stats"], [v // 4 for v in values]),
+    ):
+        n = len(vals)
+        for i, q in enumerate((0.5, 0.95, 0.99)):
+            h = (n - 1) * q
+            lo, hi = stats[2 * i], stats[2 * i + 1]
+            reported = (lo + (h - int(h)) * (hi - lo)) / 1_000
+            exact = _type7([float(v) for v in vals], q)
+            assert abs(reported - exact) <= exact * bound + 1e-9, (model, name_, q, reported, exact)
+
+
 def test_latency_percentiles_on_current_clickhouse():
     """The latency report's SQL gives the same percentiles on current
     ClickHouse as the tests require of 18.16: numpy's exactly for a small
@@ -207,34 +225,11 @@ def test_latency_percentiles_on_current_clickhouse():
         got[h["key_model"]][field] = h["order_stats"]
         assert int(h["value_count"]) == len(big)
     for model, values, bound in (("tail", tail, 0.0), ("big", big, 1 / 256)):
-        row = got[model]
-        assert int(row["call_count"]) == len(values)
-        for name_, stats, vals in (
-            ("duration", row["duration_order_stats"], values),
-            ("ttft", row["ttft_order_stats"], [v // 4 for v in values]),
-        ):
-            n = len(vals)
-            for i, q in enumerate((0.5, 0.95, 0.99)):
-                h = (n - 1) * q
-                lo, hi = stats[2 * i], stats[2 * i + 1]
-                reported = (lo + (h - int(h)) * (hi - lo)) / 1_000
-                exact = _type7([float(v) for v in vals], q)
-                assert abs(reported - exact) <= exact * bound + 1e-9, (model, name_, q, reported, exact)
+        _assert_row_percentiles(got[model], model, values, bound)
     assert [(int(r["calls"]), int(r["folded"])) for r in in_window] == [(len(tail) + len(big),) * 2]
     for model, values in (("tail", tail), ("big", big)):
-        row = from_calls[model]
-        assert int(row["call_count"]) == len(values) and int(row["ttft_count"]) == len(values)
-        for name_, stats, vals in (
-            ("duration", row["duration_order_stats"], values),
-            ("ttft", row["ttft_order_stats"], [v // 4 for v in values]),
-        ):
-            n = len(vals)
-            for i, q in enumerate((0.5, 0.95, 0.99)):
-                h = (n - 1) * q
-                lo, hi = stats[2 * i], stats[2 * i + 1]
-                reported = (lo + (h - int(h)) * (hi - lo)) / 1_000
-                exact = _type7([float(v) for v in vals], q)
-                assert abs(reported - exact) <= 1e-9, (model, name_, q, reported, exact)
+        assert int(from_calls[model]["ttft_count"]) == len(values)
+        _assert_row_percentiles(from_calls[model], model, values, 0.0)
     # The issue's group: p99 is 0.99 of the way from 1749 to 1782 ms.
     stats = got["tail"]["duration_order_stats"]
     assert (stats[4], stats[5]) == (1_749_000, 1_782_000)

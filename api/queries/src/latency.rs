@@ -969,9 +969,39 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
         group_by: Vec::new(),
         ..plain.clone()
     };
-    vec![
-        stats_sql("latency.totals", &plain, false, Source::Rollups),
-        stats_sql("latency.series", &plain, true, Source::Rollups),
+    // The series and totals statements of each source, in each shape.
+    let stats = [
+        (
+            Source::Rollups,
+            [
+                ["latency.totals", "latency.series"],
+                ["latency.totals.filtered", "latency.series.filtered"],
+                ["latency.totals.ungrouped", "latency.series.ungrouped"],
+            ],
+        ),
+        (
+            Source::Calls,
+            [
+                ["latency.calls.totals", "latency.calls.series"],
+                [
+                    "latency.calls.totals.filtered",
+                    "latency.calls.series.filtered",
+                ],
+                [
+                    "latency.calls.totals.ungrouped",
+                    "latency.calls.series.ungrouped",
+                ],
+            ],
+        ),
+    ];
+    let mut out: Vec<BoundSql> = Vec::new();
+    for (source, names) in stats {
+        for (query, [totals, series]) in [&plain, &filtered, &ungrouped].into_iter().zip(names) {
+            out.push(stats_sql(totals, query, false, source));
+            out.push(stats_sql(series, query, true, source));
+        }
+    }
+    out.extend([
         histogram_sql(
             "latency.totals.histogram",
             &plain,
@@ -985,8 +1015,6 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
             true,
             Fold::BucketsFirst,
         ),
-        stats_sql("latency.totals.filtered", &filtered, false, Source::Rollups),
-        stats_sql("latency.series.filtered", &filtered, true, Source::Rollups),
         histogram_sql(
             "latency.totals.histogram.filtered",
             &filtered,
@@ -998,18 +1026,6 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
             &filtered,
             true,
             Fold::RowsAsRead,
-        ),
-        stats_sql(
-            "latency.totals.ungrouped",
-            &ungrouped,
-            false,
-            Source::Rollups,
-        ),
-        stats_sql(
-            "latency.series.ungrouped",
-            &ungrouped,
-            true,
-            Source::Rollups,
         ),
         histogram_sql(
             "latency.totals.histogram.ungrouped",
@@ -1047,33 +1063,8 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
             (epoch(from), epoch(to)),
             &filters(&filtered),
         ),
-        stats_sql("latency.calls.totals", &plain, false, Source::Calls),
-        stats_sql("latency.calls.series", &plain, true, Source::Calls),
-        stats_sql(
-            "latency.calls.totals.filtered",
-            &filtered,
-            false,
-            Source::Calls,
-        ),
-        stats_sql(
-            "latency.calls.series.filtered",
-            &filtered,
-            true,
-            Source::Calls,
-        ),
-        stats_sql(
-            "latency.calls.totals.ungrouped",
-            &ungrouped,
-            false,
-            Source::Calls,
-        ),
-        stats_sql(
-            "latency.calls.series.ungrouped",
-            &ungrouped,
-            true,
-            Source::Calls,
-        ),
-    ]
+    ]);
+    out
 }
 
 // ---------------------------------------------------------------- running
