@@ -224,29 +224,24 @@ fn calls_sql(
     q: f64,
     (from, to): (DateTime<Utc>, DateTime<Utc>),
 ) -> BoundSql {
-    let mut template = format!(
-        "{} SELECT {} AS call_count, {} AS duration_order_stats, {} AS ttft_order_stats, \
-         {} AS ttft_count {} AND org_id = ?",
-        source.values_with(),
+    // One group of many values: from the calls, counted per value first.
+    let source = source.counted();
+    let stats = format!(
+        "{} AS call_count, {} AS duration_order_stats, {} AS ttft_order_stats, {} AS ttft_count",
         source.call_count(),
         source.order_stats_at("d", &[q]),
         source.order_stats_at("t", &[q]),
         source.ttft_count(),
-        source.window(),
     );
-    let mut binds = vec![
-        SqlValue::UInt(epoch(from)),
-        SqlValue::UInt(epoch(to)),
-        SqlValue::Str(org.to_string()),
-    ];
-    equal_filters(
-        &mut template,
-        &mut binds,
-        &[("provider", provider), ("model", model), ("team_id", team)],
+    let (template, binds) = source.grouped_sql(
+        (&[], &[], &[]),
+        &stats,
+        (epoch(from), epoch(to)),
+        &latency_filters(org, provider, model, team),
     );
     BoundSql {
         name: match source {
-            Source::Calls => "alert_signals.calls.exact",
+            Source::Calls | Source::CallCounts => "alert_signals.calls.exact",
             Source::Rollups => "alert_signals.calls",
         },
         template,

@@ -781,46 +781,51 @@ struct DimensionRow {
 /// The statement behind both halves of the report: per group (`bucketed =
 /// false`, the totals) or per group and bucket (the series), from `source`.
 fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool, source: Source) -> BoundSql {
-    let mut select = Vec::new();
-    let mut binds = Vec::new();
+    // The totals are a few large groups: from the calls, counted per
+    // value first (`latency_source`); a series' points are many small ones.
+    let source = if bucketed { source } else { source.counted() };
+    let mut columns = Vec::new();
+    let mut column_binds = Vec::new();
     let mut keys: Vec<&str> = query.group_by.iter().map(|d| d.alias()).collect();
     if bucketed {
         let time = source.time_column();
-        select.push(format!(
-            "toDateTime(intDiv(toUInt32({time}), ?) * ?) AS bucket_start"
-        ));
-        binds.extend(bucket_binds(query));
+        columns.push(Column::Grouped {
+            expr: format!("toDateTime(intDiv(toUInt32({time}), ?) * ?)"),
+            alias: "bucket_start",
+        });
+        column_binds.extend(bucket_binds(query));
         keys.push("bucket_start");
     }
-    for dimension in Dimension::ALL {
-        if query.group_by.contains(&dimension) {
-            select.push(format!("{} AS {}", dimension.column(), dimension.alias()));
-        } else {
-            select.push(format!("'' AS {}", dimension.alias()));
-        }
-    }
-    select.push(group_stats(source));
-    let mut sql = format!(
-        "{} SELECT {} {}",
-        source.values_with(),
-        select.join(", "),
-        source.window()
+    columns.extend(dimension_columns(query));
+    let (template, binds) = source.grouped_sql(
+        (&columns, &column_binds, &keys),
+        &group_stats(source),
+        (epoch(query.from), epoch(query.to)),
+        &filters(query),
     );
-    binds.push(SqlValue::UInt(epoch(query.from)));
-    binds.push(SqlValue::UInt(epoch(query.to)));
-    for (column, value) in filters(query) {
-        sql.push_str(&format!(" AND {column} = ?"));
-        binds.push(SqlValue::Str(value));
-    }
-    if !keys.is_empty() {
-        let keys = keys.join(", ");
-        sql.push_str(&format!(" GROUP BY {keys} ORDER BY {keys}"));
-    }
     BoundSql {
         name,
-        template: sql,
+        template,
         binds,
     }
+}
+
+/// The four key columns of a row in [`Dimension::ALL`]'s order: grouped
+/// by the dimensions the query groups by, `''` for the others.
+fn dimension_columns(query: &LatencyQuery) -> impl Iterator<Item = Column> + '_ {
+    Dimension::ALL.into_iter().map(|dimension| {
+        if query.group_by.contains(&dimension) {
+            Column::Grouped {
+                expr: dimension.column().into(),
+                alias: dimension.alias(),
+            }
+        } else {
+            Column::Constant {
+                expr: "''",
+                alias: dimension.alias(),
+            }
+        }
+    })
 }
 
 fn bucket_binds(query: &LatencyQuery) -> [SqlValue; 2] {
@@ -854,19 +859,7 @@ fn histogram_sql(name: &'static str, query: &LatencyQuery, bucketed: bool, fold:
             alias: "bucket_start",
         });
     }
-    for dimension in Dimension::ALL {
-        columns.push(if query.group_by.contains(&dimension) {
-            Column::Grouped {
-                expr: dimension.column().into(),
-                alias: dimension.alias(),
-            }
-        } else {
-            Column::Constant {
-                expr: "''",
-                alias: dimension.alias(),
-            }
-        });
-    }
+    columns.extend(dimension_columns(query));
     order_stats_sql(&HistogramQuery {
         name,
         columns,
@@ -1080,7 +1073,7 @@ pub(crate) async fn run(
     let window = (epoch(query.from), epoch(query.to));
     match latency_source::choose(models, "latency.calls_in_window", window, &filters(query)).await?
     {
-        Source::Calls => read_calls(models, query).await,
+        Source::Calls | Source::CallCounts => read_calls(models, query).await,
         Source::Rollups => read_rollups(models, query).await,
     }
 }
@@ -1523,8 +1516,8 @@ where
     let name = match (source, bucketed) {
         (Source::Rollups, true) => "latency.series",
         (Source::Rollups, false) => "latency.totals",
-        (Source::Calls, true) => "latency.calls.series",
-        (Source::Calls, false) => "latency.calls.totals",
+        (Source::Calls | Source::CallCounts, true) => "latency.calls.series",
+        (Source::Calls | Source::CallCounts, false) => "latency.calls.totals",
     };
     let sql = stats_sql(name, query, bucketed, source);
     models

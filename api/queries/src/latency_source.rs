@@ -16,6 +16,18 @@
 //!   growing with the calls of a busy minute, and their reads stay bounded
 //!   in memory however many calls a window holds.
 //!
+//! From the calls, a statement reads its groups one of two ways, both of
+//! every value and both giving the same order statistics:
+//! - [`Source::Calls`]: each group's values collected and sorted. The
+//!   cheaper way for many small groups: a series' points.
+//! - [`Source::CallCounts`]: each group's values counted per distinct
+//!   millisecond first (a subquery), then the order statistics found in
+//!   the running counts. Durations are whole milliseconds, so a group of
+//!   10M calls holds a few thousand distinct values: the cheaper way for
+//!   a few large groups (the totals, an alert's window), and its memory
+//!   stays bounded by the distinct values (docs/performance.md, "Order
+//!   statistics from counted values").
+//!
 //! Which one a read uses depends only on how many calls its window holds,
 //! and whether the rollups count calls that `calls` no longer holds
 //! ([`calls_in_window_sql`]: both counts are exact whatever parts
@@ -25,6 +37,7 @@
 //! reads into the same rows.
 
 use super::latency::{ranks, EXACT_MAX_CALLS};
+use super::latency_histogram::Column;
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
 
 /// The calls a latency statistic counts: the terminal attempts (the
@@ -34,8 +47,13 @@ pub(crate) const TERMINAL: &str = "kind IN ('ai.call.completed', 'ai.call.failed
 /// Where a latency statement reads its values (module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
-    /// `calls`: every value, exact percentiles at any count.
+    /// `calls`, each group's values sorted: exact percentiles at any
+    /// count.
     Calls,
+    /// `calls`, each group's values counted per distinct value first:
+    /// the same exact percentiles, cheaper for large groups. Never
+    /// chosen by [`choose`]: [`Source::counted`] turns `Calls` into it.
+    CallCounts,
     /// `latency_minute_calls` (and `latency_minute_buckets` above
     /// [`EXACT_MAX_CALLS`] values).
     Rollups,
@@ -48,6 +66,9 @@ impl Source {
     /// them (18.16 drops columns of a subquery that only a lambda uses, so
     /// a subquery would not do).
     pub(crate) fn values_with(self) -> String {
+        if self == Self::CallCounts {
+            return format!("WITH {}, {}", counted_side("d", 0), counted_side("t", 1));
+        }
         let side = |p: &str, sample: &str, count: &str| {
             format!(
                 "arraySort({sample}) AS {p}_sample, toUInt64(greatest({count}, 1) - 1) AS {p}_last"
@@ -56,9 +77,9 @@ impl Source {
         let (duration, ttft) = match self {
             // Milliseconds as stored (UInt32): half the memory of the
             // microseconds the rollups keep; scaled in `order_stats_at`.
-            Self::Calls => (
-                "groupArray(duration_ms)".to_string(),
-                "groupArrayIf(ttft_ms, has_ttft)".to_string(),
+            Self::Calls | Self::CallCounts => (
+                format!("groupArray({VALUE_OF_DURATION})"),
+                format!("groupArrayIf({VALUE_OF_TTFT}, has_ttft)"),
             ),
             Self::Rollups => (
                 format!("groupArrayMerge({EXACT_MAX_CALLS})(duration_sample)"),
@@ -76,6 +97,7 @@ impl Source {
     pub(crate) fn call_count(self) -> &'static str {
         match self {
             Self::Calls => "count()",
+            Self::CallCounts => "sumIf(n, m = 0)",
             Self::Rollups => "countMerge(calls)",
         }
     }
@@ -83,7 +105,8 @@ impl Source {
     /// The group's calls whose outcome was not `success`.
     pub(crate) fn error_count(self) -> &'static str {
         match self {
-            Self::Calls => "sum(toUInt64(outcome != 'success'))",
+            Self::Calls => ERRORS,
+            Self::CallCounts => "sum(e)",
             Self::Rollups => "sumMerge(errors)",
         }
     }
@@ -92,6 +115,7 @@ impl Source {
     pub(crate) fn ttft_count(self) -> &'static str {
         match self {
             Self::Calls => "sum(toUInt64(has_ttft))",
+            Self::CallCounts => "sumIf(n, m = 1)",
             Self::Rollups => "sumMerge(ttft_calls)",
         }
     }
@@ -109,14 +133,23 @@ impl Source {
     /// sample copies it once per rank, which was 15 % of the 24-hour series
     /// statement (docs/performance.md, "The latency report's statements
     /// side by side").
+    ///
+    /// From [`Source::CallCounts`], `{p}_sample` holds each distinct value
+    /// once and `{p}_running` how many values are at most each: the value
+    /// at rank `k` (from 0) is the first whose running count exceeds `k`.
     pub(crate) fn order_stats_at(self, p: &str, levels: &[f64]) -> String {
         let scale = match self {
-            Self::Calls => " * 1000",
+            Self::Calls | Self::CallCounts => " * 1000",
             Self::Rollups => "",
         };
         let stats: Vec<String> = ranks(&format!("{p}_last"), levels)
             .into_iter()
-            .map(|k| format!("toFloat64({p}_sample[{k} + 1]){scale}"))
+            .map(|k| match self {
+                Self::CallCounts => format!(
+                    "toFloat64({p}_sample[arrayFirstIndex(r -> r > {k}, {p}_running)]){scale}"
+                ),
+                Self::Calls | Self::Rollups => format!("toFloat64({p}_sample[{k} + 1]){scale}"),
+            })
             .collect();
         format!("[{}]", stats.join(", "))
     }
@@ -126,7 +159,7 @@ impl Source {
     /// conditions follow with `AND`.
     pub(crate) fn window(self) -> String {
         match self {
-            Self::Calls => format!(
+            Self::Calls | Self::CallCounts => format!(
                 "FROM calls WHERE {TERMINAL} \
                  AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)"
             ),
@@ -141,7 +174,7 @@ impl Source {
     /// minutes, so `occurred_at` and its minute fall in the same bucket.
     pub(crate) fn time_column(self) -> &'static str {
         match self {
-            Self::Calls => "occurred_at",
+            Self::Calls | Self::CallCounts => "occurred_at",
             Self::Rollups => "minute",
         }
     }
@@ -150,8 +183,128 @@ impl Source {
     /// (the rollups' are above [`EXACT_MAX_CALLS`] values replaced by
     /// histogram estimates).
     pub(crate) fn exact_at_any_count(self) -> bool {
-        self == Self::Calls
+        matches!(self, Self::Calls | Self::CallCounts)
     }
+
+    /// How a statement of this source reads a few large groups (the
+    /// totals, an alert's window): from the calls, counted per value
+    /// first (module docs); the rollups as they are.
+    pub(crate) fn counted(self) -> Self {
+        match self {
+            Self::Calls => Self::CallCounts,
+            other => other,
+        }
+    }
+
+    /// `{values_with} SELECT {columns}, {stats} FROM … WHERE {window} AND
+    /// {column} = ? … GROUP BY {keys} ORDER BY {keys}`: `columns` in their
+    /// order (grouped by or constant), `column_binds` the `?` values of
+    /// their expressions, `keys` the aliases of the grouped ones in the
+    /// order rows are sorted by, `stats` expressions of this source's
+    /// aggregates ([`Source::call_count`], [`Source::order_stats_at`], …),
+    /// `window` in epoch seconds and `filters` as `(column, value)`.
+    pub(crate) fn grouped_sql(
+        self,
+        (columns, column_binds, keys): (&[Column], &[SqlValue], &[&str]),
+        stats: &str,
+        (from, to): (u64, u64),
+        filters: &[(&'static str, String)],
+    ) -> (String, Vec<SqlValue>) {
+        let grouped: Vec<(&str, &str)> = columns
+            .iter()
+            .filter_map(|c| match c {
+                Column::Grouped { expr, alias } => Some((expr.as_str(), *alias)),
+                Column::Constant { .. } => None,
+            })
+            .collect();
+        let mut binds = Vec::new();
+        // The window, the filters and their binds, after `FROM table`.
+        let conditions = |binds: &mut Vec<SqlValue>| {
+            let mut sql = self.window();
+            binds.extend([SqlValue::UInt(from), SqlValue::UInt(to)]);
+            for (column, value) in filters {
+                sql.push_str(&format!(" AND {column} = ?"));
+                binds.push(SqlValue::Str(value.clone()));
+            }
+            sql
+        };
+        let mut outer: Vec<String> = match self {
+            // The inner statements compute the grouped columns.
+            Self::CallCounts => columns
+                .iter()
+                .map(|c| match c {
+                    Column::Grouped { alias, .. } => (*alias).to_string(),
+                    Column::Constant { expr, alias } => format!("{expr} AS {alias}"),
+                })
+                .collect(),
+            Self::Calls | Self::Rollups => {
+                binds.extend_from_slice(column_binds);
+                columns
+                    .iter()
+                    .map(|c| match c {
+                        Column::Grouped { expr, alias } => format!("{expr} AS {alias}"),
+                        Column::Constant { expr, alias } => format!("{expr} AS {alias}"),
+                    })
+                    .collect()
+            }
+        };
+        let from_sql = match self {
+            Self::CallCounts => {
+                // Per group and distinct value: how many calls (`n`) and,
+                // of durations, how many failed (`e`); `m` 0 for
+                // durations, 1 for times to first token.
+                let computed: String = grouped
+                    .iter()
+                    .map(|(expr, alias)| format!("{expr} AS {alias}, "))
+                    .collect();
+                let group_keys: String = keys.iter().map(|a| format!("{a}, ")).collect();
+                let mut inner = |m: u8, value: &str, errors: &str, only: &str| {
+                    binds.extend_from_slice(column_binds);
+                    let conditions = conditions(&mut binds);
+                    format!(
+                        "SELECT {computed}{m} AS m, {value} AS v, count() AS n, {errors} AS e \
+                         {conditions}{only} GROUP BY {group_keys}v"
+                    )
+                };
+                let durations = inner(0, VALUE_OF_DURATION, ERRORS, "");
+                let ttfts = inner(1, VALUE_OF_TTFT, "toUInt64(0)", " AND has_ttft");
+                format!("FROM ({durations} UNION ALL {ttfts})")
+            }
+            Self::Calls | Self::Rollups => conditions(&mut binds),
+        };
+        outer.push(stats.to_string());
+        let mut sql = format!(
+            "{} SELECT {} {from_sql}",
+            self.values_with(),
+            outer.join(", ")
+        );
+        if !keys.is_empty() {
+            let keys = keys.join(", ");
+            sql.push_str(&format!(" GROUP BY {keys} ORDER BY {keys}"));
+        }
+        (sql, binds)
+    }
+}
+
+/// A call's duration as `calls` stores it (milliseconds, UInt32): the
+/// `v` of [`Source::CallCounts`]' subquery where `m` is 0.
+const VALUE_OF_DURATION: &str = "duration_ms";
+/// A call's time to first token, likewise: `v` where `m` is 1.
+const VALUE_OF_TTFT: &str = "ttft_ms";
+
+/// How many of the calls read failed.
+const ERRORS: &str = "sum(toUInt64(outcome != 'success'))";
+
+/// [`Source::CallCounts`]' intermediate values of one metric (`m` 0 or 1
+/// in its subquery, [`Source::grouped_sql`]): the distinct values sorted
+/// (`{p}_sample`), the running count at each (`{p}_running`), and the last
+/// rank (`{p}_last`).
+fn counted_side(p: &str, m: u8) -> String {
+    format!(
+        "arraySort(groupArrayIf(v, m = {m})) AS {p}_sample, \
+         arrayCumSum(arraySort((c, x) -> x, groupArrayIf(n, m = {m}), groupArrayIf(v, m = {m}))) AS {p}_running, \
+         toUInt64(greatest(sumIf(n, m = {m}), 1) - 1) AS {p}_last"
+    )
 }
 
 /// How many calls a latency read over `window` (epoch seconds) and
@@ -228,7 +381,7 @@ mod tests {
 
     #[test]
     fn both_sources_name_the_same_values() {
-        for source in [Source::Calls, Source::Rollups] {
+        for source in [Source::Calls, Source::CallCounts, Source::Rollups] {
             let with = source.values_with();
             for name in ["d_sample", "d_last", "t_sample", "t_last"] {
                 assert!(with.contains(&format!("AS {name}")), "{source:?}: {with}");
@@ -246,6 +399,58 @@ mod tests {
         );
         let rollups = Source::Rollups.order_stats_at("d", &[0.5]);
         assert_eq!(rollups, calls.replace(" * 1000", ""));
+    }
+
+    #[test]
+    fn counted_order_stats_are_the_first_value_whose_running_count_exceeds_the_rank() {
+        let counted = Source::CallCounts.order_stats_at("d", &[0.5]);
+        assert_eq!(
+            counted,
+            "[toFloat64(d_sample[arrayFirstIndex(r -> r > toUInt64(floor(d_last * 0.5)), d_running)]) * 1000, \
+             toFloat64(d_sample[arrayFirstIndex(r -> r > least(toUInt64(floor(d_last * 0.5)) + 1, d_last), d_running)]) * 1000]"
+        );
+        assert!(Source::CallCounts.exact_at_any_count());
+        assert_eq!(Source::Calls.counted(), Source::CallCounts);
+        assert_eq!(Source::Rollups.counted(), Source::Rollups);
+    }
+
+    #[test]
+    fn counted_statements_group_each_metrics_values_in_a_subquery() {
+        let columns = [
+            Column::Grouped {
+                expr: "team_id".into(),
+                alias: "key_team",
+            },
+            Column::Constant {
+                expr: "''",
+                alias: "key_org",
+            },
+        ];
+        let (sql, binds) = Source::CallCounts.grouped_sql(
+            (&columns, &[], &["key_team"]),
+            "sumIf(n, m = 0) AS call_count",
+            (60, 120),
+            &[("org_id", "acme".into())],
+        );
+        let inner = |m: u8, v: &str, e: &str, only: &str| {
+            format!(
+                "SELECT team_id AS key_team, {m} AS m, {v} AS v, count() AS n, {e} AS e \
+                 FROM calls WHERE {TERMINAL} AND occurred_at >= toDateTime(?) \
+                 AND occurred_at < toDateTime(?) AND org_id = ?{only} GROUP BY key_team, v"
+            )
+        };
+        assert_eq!(
+            sql,
+            format!(
+                "{} SELECT key_team, '' AS key_org, sumIf(n, m = 0) AS call_count \
+                 FROM ({} UNION ALL {}) GROUP BY key_team ORDER BY key_team",
+                Source::CallCounts.values_with(),
+                inner(0, "duration_ms", ERRORS, ""),
+                inner(1, "ttft_ms", "toUInt64(0)", " AND has_ttft"),
+            )
+        );
+        // The window and the filter, once per metric.
+        assert_eq!(binds.len(), 6);
     }
 
     #[test]
