@@ -548,7 +548,7 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
 /// numpy's exactly, in both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_above_the_exact_threshold_is_what_the_report_says() {
-    use crate::latency_fixture::{call, type7, Call, ReportEnv};
+    use crate::latency_fixture::{call, type7, Call, ReportEnv, NEVER_COUNTED};
     // 1,800 calls over minutes 0..10, 1,200 of them streamed: both metrics
     // above the threshold.
     let calls: Vec<Call> = (0..1_800_u32)
@@ -563,18 +563,26 @@ async fn latency_above_the_exact_threshold_is_what_the_report_says() {
             )
         })
         .collect();
+    // From the rollups, from the calls sorted, and from the calls counted
+    // per value (the report and the signal alike).
     let default = ClickHouseConfig::default().latency_sort_max_calls;
-    for (label, sort_max_calls) in [("alert_latency_hist", 0), ("alert_latency_calls", default)] {
+    for (label, sort_max_calls, count_min_calls) in [
+        ("alert_latency_hist", 0, NEVER_COUNTED),
+        ("alert_latency_calls", default, NEVER_COUNTED),
+        ("alert_latency_counted", default, 0),
+    ] {
         let mut env = ReportEnv::new(label).await;
         if sort_max_calls == 0 {
             env.read_rollups_only();
         }
+        env.count_from(count_min_calls);
         env.insert(&calls).await;
         env.start_api().await;
         let read = ReadModels::new(&ClickHouseConfig {
             url: clickhouse_url(),
             database: env.database.clone(),
             latency_sort_max_calls: sort_max_calls,
+            latency_count_min_calls: count_min_calls,
             ..ClickHouseConfig::default()
         });
         let (status, report) = env

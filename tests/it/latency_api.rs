@@ -381,14 +381,17 @@ fn total_of<'a>(report: &'a Value, model: &str) -> &'a Value {
 async fn percentiles_keep_sub_millisecond_precision() {
     // From the rollups, the big group is a histogram estimate; from the
     // calls, exact: both must say numpy's median of 8. The window holds
-    // 2,100 calls: read from the calls at a limit of 2,100, not at 2,099.
-    for (label, sort_max_calls, big_method) in [
-        ("latency_submilli", 0, "histogram"),
-        ("latency_submilli_limit", 2_099, "histogram"),
-        ("latency_submilli_calls", 2_100, "exact"),
+    // 2,100 calls: read from the calls at a limit of 2,100, not at 2,099;
+    // the totals sorted below 2,100 calls, counted per value from 2,100.
+    for (label, sort_max_calls, count_min_calls, big_method) in [
+        ("latency_submilli", 0, 0, "histogram"),
+        ("latency_submilli_limit", 2_099, 0, "histogram"),
+        ("latency_submilli_calls", 2_100, 2_101, "exact"),
+        ("latency_submilli_counted", 2_100, 2_100, "exact"),
     ] {
         let mut env = ReportEnv::new(label).await;
         env.sort_at_most(sort_max_calls);
+        env.count_from(count_min_calls);
         // The 985 x 7 ms and 1015 x 8 ms: a median of 7 (truncated)
         // was biased downwards; numpy says 8 (ranks 999 and 1000 are both 8).
         let mut big: Vec<Call> = (0..2_000u32)

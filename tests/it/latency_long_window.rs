@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tollgate_queries::latency::{Percentiles, EXACT_MAX_CALLS, LEVELS};
 
-use crate::latency_fixture::{call, Call, ReportEnv};
+use crate::latency_fixture::{call, Call, ReportEnv, NEVER_COUNTED};
 
 /// 2026-01-01T00:00:00Z.
 const DAY0: i64 = 1_767_225_600;
@@ -239,13 +239,19 @@ async fn report(env: &ReportEnv, query: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_days_are_the_definition_to_the_last_digit() {
     // From the minute rollups (kept values, histogram above 1000 values)
-    // and from the calls themselves (every value, exact at any count): the
-    // same calls, each source's definition to the last digit.
-    for (label, every_value) in [("latency_30d", false), ("latency_30d_calls", true)] {
+    // and from the calls themselves (every value, exact at any count;
+    // the totals sorted, or counted per value): the same calls, each
+    // source's definition to the last digit.
+    for (label, every_value, counted) in [
+        ("latency_30d", false, false),
+        ("latency_30d_calls", true, false),
+        ("latency_30d_counted", true, true),
+    ] {
         let mut env = ReportEnv::new(label).await;
         if !every_value {
             env.read_rollups_only();
         }
+        env.count_from(if counted { 0 } else { NEVER_COUNTED });
         let calls = calls();
         env.insert(&calls).await;
         env.start_api().await;

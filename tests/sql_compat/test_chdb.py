@@ -211,6 +211,9 @@ def test_latency_percentiles_on_current_clickhouse():
         # percentiles exactly at any group size, and the window's count
         # that chooses this source.
         from_calls = {r["key_model"]: r for r in answer("latency.calls.totals")}
+        # Counted per distinct value first, then found in the running
+        # counts: the same order statistics.
+        counted = {r["key_model"]: r for r in answer("latency.calls.counted.totals")}
         in_window = answer("latency.calls_in_window")
     finally:
         sess.query(f"DROP DATABASE IF EXISTS {name}")
@@ -228,8 +231,10 @@ def test_latency_percentiles_on_current_clickhouse():
         _assert_row_percentiles(got[model], model, values, bound)
     assert [(int(r["calls"]), int(r["folded"])) for r in in_window] == [(len(tail) + len(big),) * 2]
     for model, values in (("tail", tail), ("big", big)):
-        assert int(from_calls[model]["ttft_count"]) == len(values)
-        _assert_row_percentiles(from_calls[model], model, values, 0.0)
+        for rows in (from_calls, counted):
+            assert int(rows[model]["ttft_count"]) == len(values)
+            assert int(rows[model]["call_count"]) == len(values)
+            _assert_row_percentiles(rows[model], model, values, 0.0)
     # The group: p99 is 0.99 of the way from 1749 to 1782 ms.
     stats = got["tail"]["duration_order_stats"]
     assert (stats[4], stats[5]) == (1_749_000, 1_782_000)

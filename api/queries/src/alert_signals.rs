@@ -224,8 +224,6 @@ fn calls_sql(
     q: f64,
     (from, to): (DateTime<Utc>, DateTime<Utc>),
 ) -> BoundSql {
-    // One group of many values: from the calls, counted per value first.
-    let source = source.counted();
     let stats = format!(
         "{} AS call_count, {} AS duration_order_stats, {} AS ttft_order_stats, {} AS ttft_count",
         source.call_count(),
@@ -241,7 +239,8 @@ fn calls_sql(
     );
     BoundSql {
         name: match source {
-            Source::Calls | Source::CallCounts => "alert_signals.calls.exact",
+            Source::Calls => "alert_signals.calls.exact",
+            Source::CallCounts => "alert_signals.calls.counted",
             Source::Rollups => "alert_signals.calls",
         },
         template,
@@ -482,6 +481,15 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
             w,
         ),
         calls_sql(Source::Calls, "org-1", None, None, None, 0.95, w),
+        calls_sql(
+            Source::CallCounts,
+            "org-1",
+            Some("openai"),
+            Some("gpt-4o"),
+            Some("team-a"),
+            0.9,
+            w,
+        ),
         calls_sql(
             Source::Calls,
             "org-1",

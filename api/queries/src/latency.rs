@@ -781,9 +781,9 @@ struct DimensionRow {
 /// The statement behind both halves of the report: per group (`bucketed =
 /// false`, the totals) or per group and bucket (the series), from `source`.
 fn stats_sql(name: &'static str, query: &LatencyQuery, bucketed: bool, source: Source) -> BoundSql {
-    // The totals are a few large groups: from the calls, counted per
-    // value first (`latency_source`); a series' points are many small ones.
-    let source = if bucketed { source } else { source.counted() };
+    // A series' points are many small groups: sorted, however the
+    // totals of a large window are read (`latency_source`).
+    let source = if bucketed { source.sorted() } else { source };
     let mut columns = Vec::new();
     let mut column_binds = Vec::new();
     let mut keys: Vec<&str> = query.group_by.iter().map(|d| d.alias()).collect();
@@ -994,6 +994,14 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
             out.push(stats_sql(series, query, true, source));
         }
     }
+    // Totals counted per value (a series reads as from `Calls`).
+    for (query, name) in [&plain, &filtered, &ungrouped].into_iter().zip([
+        "latency.calls.counted.totals",
+        "latency.calls.counted.totals.filtered",
+        "latency.calls.counted.totals.ungrouped",
+    ]) {
+        out.push(stats_sql(name, query, false, Source::CallCounts));
+    }
     out.extend([
         histogram_sql(
             "latency.totals.histogram",
@@ -1073,12 +1081,13 @@ pub(crate) async fn run(
     let window = (epoch(query.from), epoch(query.to));
     match latency_source::choose(models, "latency.calls_in_window", window, &filters(query)).await?
     {
-        Source::Calls | Source::CallCounts => read_calls(models, query).await,
+        source @ (Source::Calls | Source::CallCounts) => read_calls(models, query, source).await,
         Source::Rollups => read_rollups(models, query).await,
     }
 }
 
-/// The report from the calls themselves ([`Source::Calls`]): the series
+/// The report from the calls themselves ([`Source::Calls`], or
+/// [`Source::CallCounts`] whose totals are counted per value): the series
 /// and the totals, each one statement, read side by side. Every
 /// percentile is of every value, so only their counts can disagree (calls
 /// that landed between the two statements), and such a reading is read
@@ -1086,13 +1095,14 @@ pub(crate) async fn run(
 async fn read_calls(
     models: &ReadModels,
     query: &LatencyQuery,
+    source: Source,
 ) -> Result<LatencyReport, ReadModelError> {
     let started = std::time::Instant::now();
     let mut reads = 1;
     loop {
         let (series, totals) = futures::try_join!(
-            fetch_stats::<SeriesRow>(models, query, true, Source::Calls),
-            fetch_stats::<TotalsRow>(models, query, false, Source::Calls)
+            fetch_stats::<SeriesRow>(models, query, true, source),
+            fetch_stats::<TotalsRow>(models, query, false, source)
         )?;
         let agrees = same_counts(&totals_of(query, &series), &totals);
         if agrees || reads >= CONSISTENT_READS || started.elapsed() >= READ_AGAIN_WITHIN {
@@ -1102,7 +1112,7 @@ async fn read_calls(
                     "latency report: its statements disagree (calls landing in the window)"
                 );
             }
-            return assemble(query, totals, series, Source::Calls);
+            return assemble(query, totals, series, source);
         }
         reads += 1;
     }
@@ -1517,7 +1527,8 @@ where
         (Source::Rollups, true) => "latency.series",
         (Source::Rollups, false) => "latency.totals",
         (Source::Calls | Source::CallCounts, true) => "latency.calls.series",
-        (Source::Calls | Source::CallCounts, false) => "latency.calls.totals",
+        (Source::Calls, false) => "latency.calls.totals",
+        (Source::CallCounts, false) => "latency.calls.counted.totals",
     };
     let sql = stats_sql(name, query, bucketed, source);
     models

@@ -51,8 +51,9 @@ pub(crate) enum Source {
     /// count.
     Calls,
     /// `calls`, each group's values counted per distinct value first:
-    /// the same exact percentiles, cheaper for large groups. Never
-    /// chosen by [`choose`]: [`Source::counted`] turns `Calls` into it.
+    /// the same exact percentiles, cheaper for large groups. Chosen for
+    /// windows of at least [`ReadModels::latency_count_min_calls`] calls;
+    /// their series still sort ([`Source::sorted`]).
     CallCounts,
     /// `latency_minute_calls` (and `latency_minute_buckets` above
     /// [`EXACT_MAX_CALLS`] values).
@@ -186,12 +187,12 @@ impl Source {
         matches!(self, Self::Calls | Self::CallCounts)
     }
 
-    /// How a statement of this source reads a few large groups (the
-    /// totals, an alert's window): from the calls, counted per value
-    /// first (module docs); the rollups as they are.
-    pub(crate) fn counted(self) -> Self {
+    /// How a series reads its points, many small groups: from the calls,
+    /// sorted (counting per value would hash nearly every call as a key
+    /// of its own); the rollups as they are.
+    pub(crate) fn sorted(self) -> Self {
         match self {
-            Self::Calls => Self::CallCounts,
+            Self::CallCounts => Self::Calls,
             other => other,
         }
     }
@@ -363,14 +364,22 @@ pub(crate) async fn choose(
         .bounded(sql.query(models.client()).fetch_one::<InWindow>())
         .await
         .map_err(|err| models.classify(sql.name, err))?;
-    Ok(source_for(counted, limit))
+    Ok(source_for(counted, limit, models.latency_count_min_calls()))
 }
 
-fn source_for(counted: InWindow, limit: u64) -> Source {
-    if counted.calls <= limit && counted.calls >= counted.folded {
-        Source::Calls
-    } else {
+/// `count_min`: from how many calls the totals are counted per value
+/// (`[clickhouse] latency_count_min_calls`, 100k by default). Measured
+/// (docs/performance.md, "Order statistics from counted values"): over
+/// 333k calls (24 h) counting took half the time of sorting, over 10M
+/// calls a tenth; over an alert rule's few minutes (thousands of calls)
+/// it took 1.7 times as long, its subquery reading the window twice.
+fn source_for(counted: InWindow, limit: u64, count_min: u64) -> Source {
+    if counted.calls > limit || counted.calls < counted.folded {
         Source::Rollups
+    } else if counted.calls >= count_min {
+        Source::CallCounts
+    } else {
+        Source::Calls
     }
 }
 
@@ -410,8 +419,9 @@ mod tests {
              toFloat64(d_sample[arrayFirstIndex(r -> r > least(toUInt64(floor(d_last * 0.5)) + 1, d_last), d_running)]) * 1000]"
         );
         assert!(Source::CallCounts.exact_at_any_count());
-        assert_eq!(Source::Calls.counted(), Source::CallCounts);
-        assert_eq!(Source::Rollups.counted(), Source::Rollups);
+        assert_eq!(Source::CallCounts.sorted(), Source::Calls);
+        assert_eq!(Source::Calls.sorted(), Source::Calls);
+        assert_eq!(Source::Rollups.sorted(), Source::Rollups);
     }
 
     #[test]
@@ -471,7 +481,7 @@ mod tests {
 
     #[test]
     fn the_calls_answer_up_to_the_limit_when_none_is_missing() {
-        let source = |calls, folded| source_for(InWindow { calls, folded }, 100);
+        let source = |calls, folded| source_for(InWindow { calls, folded }, 100, 1_000);
         assert_eq!(source(100, 100), Source::Calls);
         assert_eq!(source(0, 0), Source::Calls);
         // Calls landing: stored, not yet folded by every view.
@@ -479,5 +489,32 @@ mod tests {
         assert_eq!(source(101, 101), Source::Rollups);
         // Calls the rollups still count are gone (retention, erasure).
         assert_eq!(source(90, 100), Source::Rollups);
+        // A large window's totals are counted per value.
+        let source = |calls| {
+            source_for(
+                InWindow {
+                    calls,
+                    folded: calls,
+                },
+                16_000_000,
+                100_000,
+            )
+        };
+        assert_eq!(source(99_999), Source::Calls);
+        assert_eq!(source(100_000), Source::CallCounts);
+        assert_eq!(source(16_000_000), Source::CallCounts);
+        assert_eq!(source(16_000_001), Source::Rollups);
+        // 0: always counted.
+        assert_eq!(
+            source_for(
+                InWindow {
+                    calls: 0,
+                    folded: 0
+                },
+                100,
+                0
+            ),
+            Source::CallCounts
+        );
     }
 }

@@ -105,6 +105,8 @@ pub struct ReadModels {
     database: String,
     /// `[clickhouse] latency_sort_max_calls` (`latency_source`).
     latency_sort_max_calls: u64,
+    /// `[clickhouse] latency_count_min_calls` (`latency_source`).
+    latency_count_min_calls: u64,
 }
 
 impl ReadModels {
@@ -114,6 +116,7 @@ impl ReadModels {
             url: config.url.clone(),
             database: tollgate_control::clickhouse::read_database(config),
             latency_sort_max_calls: config.latency_sort_max_calls,
+            latency_count_min_calls: config.latency_count_min_calls,
         }
     }
 
@@ -121,6 +124,12 @@ impl ReadModels {
     /// (0: always the rollups).
     pub(crate) fn latency_sort_max_calls(&self) -> u64 {
         self.latency_sort_max_calls
+    }
+
+    /// From how many calls a window's totals read from the calls are
+    /// counted per value rather than sorted.
+    pub(crate) fn latency_count_min_calls(&self) -> u64 {
+        self.latency_count_min_calls
     }
 
     /// Check that ClickHouse answers and that the tables the reports read

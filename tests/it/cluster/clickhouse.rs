@@ -705,23 +705,20 @@ async fn the_latency_report_reads_the_cluster_from_the_calls_and_from_the_rollup
         .filter(|i| i % 2 == 1)
         .map(|i| (10 + i % 31) as f64)
         .collect();
-    for (label, sort_max_calls, method) in [
-        ("cllat_calls", None, "exact"),
-        ("cllat_rollups", Some(0), "histogram"),
+    // From the calls (the totals sorted, then counted per value), and
+    // from the rollups.
+    for (label, setting, method) in [
+        ("cllat_calls", "latency_count_min_calls = 1000000", "exact"),
+        ("cllat_counted", "latency_count_min_calls = 0", "exact"),
+        ("cllat_rollups", "latency_sort_max_calls = 0", "histogram"),
     ] {
         let (mut env, _db) = cluster_env(&replicas, Topics::SingleNode, label, "", 2).await;
         let db = env.ch_database.clone();
-        if let Some(limit) = sort_max_calls {
-            let config = std::fs::read_to_string(&env.config_path).unwrap();
-            let cluster = format!("cluster = \"{}\"\n", replicas.name);
-            assert!(config.contains(&cluster), "{config}");
-            let config = config.replacen(
-                &cluster,
-                &format!("{cluster}latency_sort_max_calls = {limit}\n"),
-                1,
-            );
-            std::fs::write(&env.config_path, config).unwrap();
-        }
+        let config = std::fs::read_to_string(&env.config_path).unwrap();
+        let cluster = format!("cluster = \"{}\"\n", replicas.name);
+        assert!(config.contains(&cluster), "{config}");
+        let config = config.replacen(&cluster, &format!("{cluster}{setting}\n"), 1);
+        std::fs::write(&env.config_path, config).unwrap();
         replicas
             .query(
                 1,

@@ -226,6 +226,10 @@ pub async fn apply_migration(database: &str, file: &std::path::Path) {
     }
 }
 
+/// A `latency_count_min_calls` no test window reaches: the totals are
+/// sorted (a TOML integer is an i64, so not `u64::MAX`).
+pub const NEVER_COUNTED: u64 = 1_000_000_000;
+
 /// A database with the schema, a config file, and (once started) the API.
 pub struct ReportEnv {
     pub database: String,
@@ -271,10 +275,22 @@ impl ReportEnv {
     /// of them (`[clickhouse] latency_sort_max_calls`). Before
     /// [`ReportEnv::start_api`].
     pub fn sort_at_most(&self, calls: u64) {
+        self.set_clickhouse("latency_sort_max_calls", calls);
+    }
+
+    /// Count the totals per value, rather than sort them, from `calls`
+    /// calls in a window read from the calls (`[clickhouse]
+    /// latency_count_min_calls`; 0: always). Before
+    /// [`ReportEnv::start_api`].
+    pub fn count_from(&self, calls: u64) {
+        self.set_clickhouse("latency_count_min_calls", calls);
+    }
+
+    fn set_clickhouse(&self, key: &str, value: u64) {
         let config = std::fs::read_to_string(&self.config_path).unwrap();
         let config = config.replacen(
             "[clickhouse]\n",
-            &format!("[clickhouse]\nlatency_sort_max_calls = {calls}\n"),
+            &format!("[clickhouse]\n{key} = {value}\n"),
             1,
         );
         std::fs::write(&self.config_path, config).unwrap();
