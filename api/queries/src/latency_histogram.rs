@@ -80,6 +80,33 @@ pub(crate) enum Column {
     },
 }
 
+impl Column {
+    /// `expr AS alias`: the column where its expression is computed.
+    pub(crate) fn computed(&self) -> String {
+        match self {
+            Self::Grouped { expr, alias } => format!("{expr} AS {alias}"),
+            Self::Constant { expr, alias } => format!("{expr} AS {alias}"),
+        }
+    }
+
+    /// The column over a subquery that computed the grouped ones: their
+    /// alias, or the constant.
+    pub(crate) fn over_subquery(&self) -> String {
+        match self {
+            Self::Grouped { alias, .. } => (*alias).to_string(),
+            Self::Constant { .. } => self.computed(),
+        }
+    }
+
+    /// The alias of a grouped column; `None` for a constant.
+    pub(crate) fn grouped_alias(&self) -> Option<&'static str> {
+        match self {
+            Self::Grouped { alias, .. } => Some(*alias),
+            Self::Constant { .. } => None,
+        }
+    }
+}
+
 /// What to read: the output columns, the `?` values their expressions
 /// take (in order), the window in epoch seconds, `column = value` filters,
 /// one metric or both, and the quantile levels (two ranks each, as
@@ -114,35 +141,16 @@ pub(crate) fn order_stats_sql(query: &HistogramQuery<'_>) -> BoundSql {
     let grouped: Vec<&str> = query
         .columns
         .iter()
-        .filter_map(|c| match c {
-            Column::Grouped { alias, .. } => Some(*alias),
-            Column::Constant { .. } => None,
-        })
+        .filter_map(Column::grouped_alias)
         .collect();
     let inner_select: Vec<String> = query
         .columns
         .iter()
-        .filter_map(|c| match c {
-            Column::Grouped { expr, alias } => Some(format!("{expr} AS {alias}")),
-            Column::Constant { .. } => None,
-        })
+        .filter(|c| c.grouped_alias().is_some())
+        .map(Column::computed)
         .collect();
-    let outer_select: Vec<String> = query
-        .columns
-        .iter()
-        .map(|c| match c {
-            Column::Grouped { alias, .. } => alias.to_string(),
-            Column::Constant { expr, alias } => format!("{expr} AS {alias}"),
-        })
-        .collect();
-    let every_select: Vec<String> = query
-        .columns
-        .iter()
-        .map(|c| match c {
-            Column::Grouped { expr, alias } => format!("{expr} AS {alias}"),
-            Column::Constant { expr, alias } => format!("{expr} AS {alias}"),
-        })
-        .collect();
+    let outer_select: Vec<String> = query.columns.iter().map(Column::over_subquery).collect();
+    let every_select: Vec<String> = query.columns.iter().map(Column::computed).collect();
     let mut binds = query.column_binds.clone();
     binds.push(SqlValue::UInt(query.window.0));
     binds.push(SqlValue::UInt(query.window.1));

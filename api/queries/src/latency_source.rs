@@ -211,15 +211,8 @@ impl Source {
         (from, to): (u64, u64),
         filters: &[(&'static str, String)],
     ) -> (String, Vec<SqlValue>) {
-        let grouped: Vec<(&str, &str)> = columns
-            .iter()
-            .filter_map(|c| match c {
-                Column::Grouped { expr, alias } => Some((expr.as_str(), *alias)),
-                Column::Constant { .. } => None,
-            })
-            .collect();
         let mut binds = Vec::new();
-        // The window, the filters and their binds, after `FROM table`.
+        // `FROM table WHERE` the window and the filters; their binds.
         let conditions = |binds: &mut Vec<SqlValue>| {
             let mut sql = self.window();
             binds.extend([SqlValue::UInt(from), SqlValue::UInt(to)]);
@@ -231,22 +224,10 @@ impl Source {
         };
         let mut outer: Vec<String> = match self {
             // The inner statements compute the grouped columns.
-            Self::CallCounts => columns
-                .iter()
-                .map(|c| match c {
-                    Column::Grouped { alias, .. } => (*alias).to_string(),
-                    Column::Constant { expr, alias } => format!("{expr} AS {alias}"),
-                })
-                .collect(),
+            Self::CallCounts => columns.iter().map(Column::over_subquery).collect(),
             Self::Calls | Self::Rollups => {
                 binds.extend_from_slice(column_binds);
-                columns
-                    .iter()
-                    .map(|c| match c {
-                        Column::Grouped { expr, alias } => format!("{expr} AS {alias}"),
-                        Column::Constant { expr, alias } => format!("{expr} AS {alias}"),
-                    })
-                    .collect()
+                columns.iter().map(Column::computed).collect()
             }
         };
         let from_sql = match self {
@@ -254,9 +235,10 @@ impl Source {
                 // Per group and distinct value: how many calls (`n`) and,
                 // of durations, how many failed (`e`); `m` 0 for
                 // durations, 1 for times to first token.
-                let computed: String = grouped
+                let computed: String = columns
                     .iter()
-                    .map(|(expr, alias)| format!("{expr} AS {alias}, "))
+                    .filter(|c| c.grouped_alias().is_some())
+                    .map(|c| format!("{}, ", c.computed()))
                     .collect();
                 let group_keys: String = keys.iter().map(|a| format!("{a}, ")).collect();
                 let mut inner = |m: u8, value: &str, errors: &str, only: &str| {
