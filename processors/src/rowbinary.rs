@@ -82,12 +82,19 @@ impl<M: crate::fold::Positioned> crate::fold::Positioned for EncodedRow<M> {
 /// bytes of [`encode`]d `R`s are sent with. `table` is one of our own
 /// table names, never input.
 pub fn insert_sql<R: Row>(table: &str) -> String {
-    let columns = R::COLUMN_NAMES
+    format!(
+        "INSERT INTO {table}({}) FORMAT RowBinary",
+        column_list::<R>()
+    )
+}
+
+/// `R`'s columns, quoted, comma-separated: the columns a row of `R` writes.
+pub fn column_list<R: Row>() -> String {
+    R::COLUMN_NAMES
         .iter()
         .map(|c| format!("`{c}`"))
         .collect::<Vec<_>>()
-        .join(",");
-    format!("INSERT INTO {table}({columns}) FORMAT RowBinary")
+        .join(",")
 }
 
 struct Writer<'a> {

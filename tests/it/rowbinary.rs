@@ -8,7 +8,7 @@
 use tollgate_contract::audit::entry::EntryRow;
 use tollgate_processors::clickhouse::{insert_encoded, insert_rows};
 use tollgate_processors::folds::calls::rows::{call_record, CallRow};
-use tollgate_processors::rowbinary::{insert_sql, EncodedRow};
+use tollgate_processors::rowbinary::{column_list, insert_sql, EncodedRow};
 
 use crate::support::TestEnv;
 
@@ -114,11 +114,7 @@ fn entry() -> EntryRow {
 /// prints it. Columns the server fills itself (`audit_chain.appended_at`,
 /// `DEFAULT now()`) are left out: two inserts a second apart differ there.
 async fn stored<R: clickhouse::Row>(env: &TestEnv, table: &str) -> String {
-    let columns = R::COLUMN_NAMES
-        .iter()
-        .map(|c| format!("`{c}`"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let columns = column_list::<R>();
     env.ch(&format!("SELECT {columns} FROM {{db}}.{table} FORMAT TSV"))
         .await
 }

@@ -155,11 +155,17 @@ impl Source {
         format!("[{}]", stats.join(", "))
     }
 
-    /// The table and the window on its time (two binds: `from` and `to` as
-    /// epoch seconds, so the server's time zone never matters); more
-    /// conditions follow with `AND`.
-    pub(crate) fn window(self) -> String {
-        match self {
+    /// `FROM table WHERE` the window on its time and `column = ?` for each
+    /// of `filters` (`(column, value)`), their values pushed on `binds`:
+    /// `from` and `to` as epoch seconds, so the server's time zone never
+    /// matters.
+    fn window(
+        self,
+        (from, to): (u64, u64),
+        filters: &[(&'static str, String)],
+        binds: &mut Vec<SqlValue>,
+    ) -> String {
+        let mut sql = match self {
             Self::Calls | Self::CallCounts => format!(
                 "FROM calls WHERE {TERMINAL} \
                  AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)"
@@ -168,7 +174,13 @@ impl Source {
                 "FROM latency_minute_calls WHERE minute >= toDateTime(?) AND minute < toDateTime(?)"
                     .to_string()
             }
+        };
+        binds.extend([SqlValue::UInt(from), SqlValue::UInt(to)]);
+        for (column, value) in filters {
+            sql.push_str(&format!(" AND {column} = ?"));
+            binds.push(SqlValue::Str(value.clone()));
         }
+        sql
     }
 
     /// The column a series buckets by. A window and its buckets are whole
@@ -208,20 +220,10 @@ impl Source {
         self,
         (columns, column_binds, keys): (&[Column], &[SqlValue], &[&str]),
         stats: &str,
-        (from, to): (u64, u64),
+        window: (u64, u64),
         filters: &[(&'static str, String)],
     ) -> (String, Vec<SqlValue>) {
         let mut binds = Vec::new();
-        // `FROM table WHERE` the window and the filters; their binds.
-        let conditions = |binds: &mut Vec<SqlValue>| {
-            let mut sql = self.window();
-            binds.extend([SqlValue::UInt(from), SqlValue::UInt(to)]);
-            for (column, value) in filters {
-                sql.push_str(&format!(" AND {column} = ?"));
-                binds.push(SqlValue::Str(value.clone()));
-            }
-            sql
-        };
         let mut outer: Vec<String> = match self {
             // The inner statements compute the grouped columns.
             Self::CallCounts => columns.iter().map(Column::over_subquery).collect(),
@@ -243,7 +245,7 @@ impl Source {
                 let group_keys: String = keys.iter().map(|a| format!("{a}, ")).collect();
                 let mut inner = |m: u8, value: &str, errors: &str, only: &str| {
                     binds.extend_from_slice(column_binds);
-                    let conditions = conditions(&mut binds);
+                    let conditions = self.window(window, filters, &mut binds);
                     format!(
                         "SELECT {computed}{m} AS m, {value} AS v, count() AS n, {errors} AS e \
                          {conditions}{only} GROUP BY {group_keys}v"
@@ -253,7 +255,7 @@ impl Source {
                 let ttfts = inner(1, VALUE_OF_TTFT, "toUInt64(0)", " AND has_ttft");
                 format!("FROM ({durations} UNION ALL {ttfts})")
             }
-            Self::Calls | Self::Rollups => conditions(&mut binds),
+            Self::Calls | Self::Rollups => self.window(window, filters, &mut binds),
         };
         outer.push(stats.to_string());
         let mut sql = format!(
@@ -298,22 +300,16 @@ fn counted_side(p: &str, m: u8) -> String {
 /// or erased), and the rollups are then the complete source.
 pub(crate) fn calls_in_window_sql(
     name: &'static str,
-    (from, to): (u64, u64),
+    window: (u64, u64),
     filters: &[(&'static str, String)],
 ) -> BoundSql {
     let mut binds = Vec::new();
-    let mut count = |count: &str, source: Source| {
-        let mut sql = format!("SELECT {count} {}", source.window());
-        binds.push(SqlValue::UInt(from));
-        binds.push(SqlValue::UInt(to));
-        for (column, value) in filters {
-            sql.push_str(&format!(" AND {column} = ?"));
-            binds.push(SqlValue::Str(value.clone()));
-        }
-        sql
+    let mut count = |source: Source| {
+        let from = source.window(window, filters, &mut binds);
+        format!("SELECT {} {from}", source.call_count())
     };
-    let calls = count("count()", Source::Calls);
-    let folded = count("countMerge(calls)", Source::Rollups);
+    let calls = count(Source::Calls);
+    let folded = count(Source::Rollups);
     BoundSql {
         name,
         template: format!("SELECT ({calls}) AS calls, ({folded}) AS folded"),
