@@ -2210,3 +2210,119 @@ async fn anthropic_thinking_tokens_are_recorded_as_reasoning() {
         assert_eq!(usage(e), (3, 10, 0, 0, 5), "{e}");
     }
 }
+
+/// A chat completion through the proxy with the mock's `headers`: its
+/// status, how long the client waited, and its `Server-Timing` figures in
+/// ms as `(overhead, provider, wal)` (0 for a figure it left out).
+async fn timed_call(
+    proxy: &Proxy,
+    key: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> (u16, f64, (f64, f64, f64)) {
+    let mut request = proxy
+        .http
+        .post(format!("{}/v1/chat/completions", proxy.url()))
+        .bearer_auth(key)
+        .json(&body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let sent = Instant::now();
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let timing = response
+        .headers()
+        .get("server-timing")
+        .expect("every answer says the proxy's own time")
+        .to_str()
+        .unwrap()
+        .to_string();
+    response.bytes().await.unwrap();
+    let waited = sent.elapsed().as_secs_f64() * 1000.0;
+    let figures = tollgate_proxy::overhead::parse_server_timing(&timing);
+    let of = |name: &str| {
+        figures
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0.0, |(_, ms)| *ms)
+    };
+    assert!(
+        figures.iter().any(|(n, _)| n == "overhead"),
+        "no overhead in {timing}"
+    );
+    (status, waited, (of("overhead"), of("provider"), of("wal")))
+}
+
+#[tokio::test]
+async fn the_proxy_tells_its_own_time_apart_from_the_providers() {
+    let mut proxy = Proxy::start("proxy_timing", "", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "timing", "tim", None);
+    let scenario = support::unique("t");
+    let plain = json!({"model": "gpt-4o-mini", "max_tokens": 3, "messages": [{"role": "user", "content": "how long"}]});
+    let streamed = json!({"model": "gpt-4o-mini", "max_tokens": 3, "stream": true, "messages": [{"role": "user", "content": "how long"}]});
+
+    // Each case makes the provider side take at least a second: a slow
+    // answer, a retry after the provider's retry-after-ms, a stream whose
+    // head is slow. The proxy's own time is what is left: far less than
+    // the second it did not spend, and within what the client waited.
+    let retry = format!("{scenario}retry");
+    type Case<'a> = (&'a str, &'a Value, Vec<(&'a str, &'a str)>);
+    let cases: [Case; 3] = [
+        ("slow answer", &plain, vec![("x-mock-ttft-ms", "1000")]),
+        (
+            "retried after a backoff",
+            &plain,
+            vec![
+                ("x-mock-scenario", retry.as_str()),
+                ("x-mock-fail", "429"),
+                ("x-mock-fail-times", "1"),
+                ("x-mock-retry-after-ms", "1000"),
+            ],
+        ),
+        (
+            "slow stream head",
+            &streamed,
+            vec![("x-mock-headers-ms", "1000")],
+        ),
+    ];
+    for (case, body, headers) in &cases {
+        let (status, waited, (overhead, provider, wal)) =
+            timed_call(&proxy, &key, (*body).clone(), headers).await;
+        assert_eq!(status, 200, "{case}");
+        assert!(provider >= 1000.0, "{case}: provider {provider} ms");
+        assert!(
+            overhead < 1000.0,
+            "{case}: the proxy's own time {overhead} ms holds the provider's"
+        );
+        assert!(
+            overhead + provider <= waited + 1.0,
+            "{case}: {overhead} + {provider} ms is more than the client's {waited} ms"
+        );
+        // The attempt's record was written before it was sent (the log is
+        // on by default), and that is the proxy's own time.
+        assert!(
+            wal > 0.0 && wal <= overhead,
+            "{case}: wal {wal} ms of {overhead}"
+        );
+    }
+    assert_eq!(proxy.scenario(&retry).await["requests"], 2);
+
+    // A refusal waited for no provider: all of its time is the proxy's.
+    let (status, _, (overhead, provider, wal)) = timed_call(
+        &proxy,
+        &key,
+        json!({"model": "no-such-model", "messages": []}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(overhead > 0.0 && provider == 0.0 && wal == 0.0);
+
+    // Prometheus has every call's own time.
+    assert_eq!(
+        proxy.metric("tollgate_proxy_overhead_seconds_count").await,
+        4
+    );
+}

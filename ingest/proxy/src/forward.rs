@@ -31,6 +31,7 @@ use super::errors::ProxyError;
 use super::estimate;
 use super::metrics::ProxyMetrics;
 use super::observe::{self, Dialect, Observer};
+use super::overhead::Waits;
 use super::record::{AttemptRecord, CallContext};
 use super::routing::Route;
 use super::trace::{AttemptTarget, AttemptTrace};
@@ -281,7 +282,8 @@ pub async fn forward_detached(
     let guard = client_gone.clone().drop_guard();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let response = forward(
+        let mut waits = Waits::default();
+        let mut response = forward(
             state,
             ctx,
             endpoint,
@@ -291,8 +293,10 @@ pub async fn forward_detached(
             route,
             client_gone,
             call_started,
+            &mut waits,
         )
         .await;
+        response.extensions_mut().insert(waits);
         // Fails only when the client is gone; the relay notices that too.
         let _ = tx.send(response);
     });
@@ -314,6 +318,7 @@ pub async fn forward_detached(
 /// fallbacks not tried yet, ordered by the learned recovery plan for the
 /// failure's signature, minus what a breaker takes out. A retry's event
 /// waits for its backoff: a client that leaves meanwhile makes it the last.
+/// What the call waits for is added to `waits` (see [`crate::overhead`]).
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     state: Arc<ProxyState>,
@@ -325,6 +330,7 @@ async fn forward(
     route: Route,
     client_gone: CancellationToken,
     call_started: Instant,
+    waits: &mut Waits,
 ) -> Response {
     let dialect = endpoint.dialect();
     // The prompt's size from the request, for attempts whose usage report
@@ -448,7 +454,10 @@ async fn forward(
             },
             &mut headers,
         );
-        if let Err(err) = write_ahead(&state, &ctx, &record, input_estimate).await {
+        let writing = Instant::now();
+        let written = write_ahead(&state, &ctx, &record, input_estimate).await;
+        waits.wal += writing.elapsed();
+        if let Err(err) = written {
             return super::refuse(
                 &state,
                 &ctx,
@@ -470,7 +479,9 @@ async fn forward(
             .headers(headers)
             .body(body.clone())
             .send();
+        let sent_at = Instant::now();
         let result = tokio::time::timeout(first_byte, sent).await;
+        waits.provider += sent_at.elapsed();
         let (failure, retryable, server_wait) = match result {
             Ok(Ok(response)) if response.status().is_success() => {
                 state.breakers.success(&current.provider, &current.model);
@@ -494,7 +505,9 @@ async fn forward(
             Ok(Ok(response)) => {
                 let status = response.status();
                 let headers = response.headers().clone();
+                let reading = Instant::now();
                 let body = read_error_body(response, first_byte).await;
+                waits.provider += reading.elapsed();
                 record.http_status = status.as_u16();
                 record.outcome = if status == StatusCode::TOO_MANY_REQUESTS {
                     Outcome::RateLimited
@@ -624,10 +637,12 @@ async fn forward(
             Some((_, true)) => {
                 // The event waits for the backoff: if the client leaves
                 // meanwhile, this attempt is the call's last.
+                let sleeping = Instant::now();
                 let waited = tokio::select! {
                     () = tokio::time::sleep(wait) => true,
                     () = client_gone.cancelled() => false,
                 };
+                waits.provider += sleeping.elapsed();
                 if let Some(r) = record.recovery.as_mut() {
                     r.last = !waited;
                 }

@@ -14,7 +14,8 @@
 //! [`forward`] (attempts, retries, fallbacks, relay), [`recovery`]
 //! (learned order of retries and fallbacks), [`breaker`] (fleet and local
 //! breakers), [`observe`]
-//! (usage and TTFT from the bytes passing through), [`record`] (events),
+//! (usage and TTFT from the bytes passing through), [`overhead`] (the
+//! proxy's own time on a call, in `Server-Timing`), [`record`] (events),
 //! [`emitter`] and [`spool`] (delivery to Kafka), [`wal`] (the
 //! write-ahead log that makes a crash lose nothing), [`errors`] (the proxy's
 //! own error replies), [`metrics`] (what `GET /metrics` reports, served by
@@ -33,6 +34,7 @@ pub mod forward;
 pub mod membership;
 pub mod metrics;
 pub mod observe;
+pub mod overhead;
 pub mod record;
 pub mod recovery;
 pub mod replay;
@@ -561,7 +563,15 @@ async fn handle(
     body: Body,
 ) -> Response {
     let metrics = state.metrics.clone();
-    let response = handle_call(state, endpoint, headers, body).await;
+    let mut clock = overhead::CallClock::start();
+    let mut response = handle_call(state, endpoint, headers, body, &mut clock).await;
+    let waits = response
+        .extensions_mut()
+        .remove::<overhead::Waits>()
+        .unwrap_or_default();
+    let own = clock.overhead(waits);
+    metrics.overhead.observe(own);
+    overhead::stamp(&mut response, own, waits);
     metrics.response(response.status().as_u16());
     response
 }
@@ -571,6 +581,7 @@ async fn handle_call(
     endpoint: Endpoint,
     headers: HeaderMap,
     body: Body,
+    clock: &mut overhead::CallClock,
 ) -> Response {
     let dialect = endpoint.dialect();
     let started = Instant::now();
@@ -578,7 +589,10 @@ async fn handle_call(
         Ok(key) => key,
         Err(err) => return err.into_response(dialect),
     };
-    let bytes = match read_body(body, &headers, state.config.max_body_bytes).await {
+    let reading = Instant::now();
+    let read = read_body(body, &headers, state.config.max_body_bytes).await;
+    clock.client_sent(reading.elapsed());
+    let bytes = match read {
         Ok(bytes) => bytes,
         Err(err) => {
             // The rest of the body is not read: the connection cannot be reused.

@@ -78,6 +78,8 @@ pub struct ProxyMetrics {
     /// Calls refused because no claim came in within
     /// `proxy.tiers.claim_wait_ms` (or the last one failed).
     pub rate_limit_claim_timeouts: Counter,
+    /// The proxy's own time on each call (`crate::overhead`).
+    pub overhead: crate::overhead::OverheadHistogram,
 }
 
 impl ProxyMetrics {
@@ -221,6 +223,11 @@ impl ProxyMetrics {
         for (name, help, gauge) in gauges.into_iter().chain(wal_gauges) {
             registry.register(name, help, gauge.clone());
         }
+        registry.register(
+            "overhead_seconds",
+            "The proxy's own time on each call, to its response head, less the client's body and the providers' answers and backoffs (the Server-Timing header's overhead)",
+            self.overhead.0.clone(),
+        );
         registry.register(
             "credential_reload_failures",
             "Reloads of stored provider credentials that failed (postgresql unreachable, a row under a master key this proxy lacks, an altered row); the proxy keeps the credential it holds",

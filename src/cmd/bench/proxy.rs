@@ -9,7 +9,9 @@
 //!    directly and through the proxy, interleaved, open loop, for D seconds
 //!    (after a one-second warm-up that is not counted).
 //! 3. Prints latency percentiles of both paths, the proxy's added latency
-//!    (p50 and p99 differences), throughput, and the proxy's CPU time and RSS.
+//!    (p50 and p99 differences), the proxy's own time as each response's
+//!    `Server-Timing` told it (`overhead`, and the write-ahead log's `wal`
+//!    within it), throughput, and the proxy's CPU time and RSS.
 //!
 //! With `--budget`, the bench key's team has a hard budget (a record on the
 //! bench's own decisions topic `tollgate.bench.proxy.<id>.decisions`, with a
@@ -76,6 +78,17 @@ struct Sample {
     path: Path,
     latency: Duration,
     ok: bool,
+    /// The proxy's `Server-Timing` figures, in ms: `overhead` and `wal`.
+    own: Option<(f64, f64)>,
+}
+
+/// The proxy's own time and its write-ahead log's part, from a response's
+/// `Server-Timing` (`None` without the header: the direct path).
+fn own_time(headers: &reqwest::header::HeaderMap) -> Option<(f64, f64)> {
+    let value = headers.get("server-timing")?.to_str().ok()?;
+    let figures = tollgate_proxy::overhead::parse_server_timing(value);
+    let of = |name: &str| figures.iter().find(|(n, _)| n == name).map(|(_, ms)| *ms);
+    Some((of("overhead")?, of("wal").unwrap_or(0.0)))
 }
 
 /// The variable the bench's proxy reads the mock upstream's key from; not
@@ -387,16 +400,22 @@ async fn load(
             );
             tasks.push(tokio::spawn(async move {
                 let t = Instant::now();
-                let ok = match client.post(&url).bearer_auth(&key).json(&body).send().await {
+                let (ok, own) = match client.post(&url).bearer_auth(&key).json(&body).send().await {
                     Ok(response) => {
                         let status = response.status().is_success();
-                        response.bytes().await.is_ok() && status
+                        let own = own_time(response.headers());
+                        (response.bytes().await.is_ok() && status, own)
                     }
-                    Err(_) => false,
+                    Err(_) => (false, None),
                 };
                 let latency = t.elapsed();
                 if let Ok(mut s) = samples.lock() {
-                    s.push(Sample { path, latency, ok });
+                    s.push(Sample {
+                        path,
+                        latency,
+                        ok,
+                        own,
+                    });
                 }
             }));
         }
@@ -438,9 +457,9 @@ async fn wal_figures(client: &reqwest::Client, url: &str) -> Option<(u64, u64)> 
     ))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
-        return Duration::ZERO;
+        return T::default();
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
@@ -508,6 +527,26 @@ fn report(
         "added by the proxy: p50 {:+.2} ms, p99 {:+.2} ms",
         ms(percentile(&proxied, 50.0)) - ms(percentile(&direct, 50.0)),
         ms(percentile(&proxied, 99.0)) - ms(percentile(&direct, 99.0))
+    );
+    let own = |pick: fn((f64, f64)) -> f64| {
+        let mut figures: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.path == Path::Proxy && s.ok)
+            .filter_map(|s| s.own.map(pick))
+            .collect();
+        figures.sort_unstable_by(f64::total_cmp);
+        figures
+    };
+    let (overhead, wal) = (own(|o| o.0), own(|o| o.1));
+    println!(
+        "the proxy's own time (Server-Timing overhead, {} responses): p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms; of it the write-ahead log: p50 {:.3} ms, p99 {:.3} ms",
+        overhead.len(),
+        percentile(&overhead, 50.0),
+        percentile(&overhead, 90.0),
+        percentile(&overhead, 99.0),
+        overhead.last().copied().unwrap_or(0.0),
+        percentile(&wal, 50.0),
+        percentile(&wal, 99.0),
     );
     println!(
         "proxy throughput: {:.1} ok responses/s",
