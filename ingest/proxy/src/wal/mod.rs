@@ -13,16 +13,18 @@
 //!   It supersedes the attempt's `started` record (same `event_id`).
 //! - `done`: the event ids Kafka (or the outage spool) acknowledged.
 //!
-//! One writer thread appends (group commit: every record waiting is written
-//! with one `write`). With `proxy.durability = "fsync"` an append returns
-//! after the fsync that covers it, and the writer fsyncs as soon as a write
-//! leaves an append waiting: the appends that arrive during an fsync are
-//! written together and share the next one. With `"batch"` an append
-//! returns after the `write` (the kernel has it: a SIGKILL loses nothing, a
-//! power loss at most the last interval) and the writer fsyncs at most once
-//! per `proxy.wal_fsync_interval_ms`, the cadence too of records nobody
-//! waits for (`done`). A segment is deleted once every record in it, and in
-//! every older one, is done. [`recover`] reads what a crashed run left.
+//! Each append writes its own record, with one `write` under a lock held
+//! for that write only, so no append waits for another thread to write it.
+//! A syncer thread does the fsyncs, without the lock (group commit). With
+//! `proxy.durability = "fsync"` an append returns after the fsync that
+//! covers it, and the syncer starts one as soon as an append waits: the
+//! appends written during an fsync share the next one. With `"batch"` an
+//! append returns after its `write` (the kernel has it: a SIGKILL loses
+//! nothing, a power loss at most the last interval) and the syncer fsyncs
+//! at most once per `proxy.wal_fsync_interval_ms`, the cadence too of
+//! records nobody waits for (`done`). A segment is deleted once every
+//! record in it, and in every older one, is done. [`recover`] reads what a
+//! crashed run left.
 
 pub mod on_kafka;
 pub mod recover;
@@ -33,7 +35,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -77,17 +79,21 @@ enum Track {
     Done(Vec<Uuid>),
 }
 
-struct Request {
-    line: Vec<u8>,
-    track: Track,
-    reply: Option<oneshot::Sender<Result<(), WalError>>>,
-}
+/// An append's answer: sent once its record is as durable as the mode
+/// promises.
+type Reply = oneshot::Sender<Result<(), WalError>>;
 
-/// The handle the proxy appends through (cheap to clone). The writer
-/// thread ends, after a last fsync, when every handle is dropped.
+/// The handle the proxy appends through (cheap to clone). The caller
+/// writes its own record (a `write` into the page cache, under a lock held
+/// for that write only), so an append never waits for another thread
+/// unless it waits for an fsync. The syncer thread fsyncs, and ends after
+/// a last fsync when every handle is dropped.
 #[derive(Clone)]
 pub struct Wal {
-    tx: mpsc::Sender<Request>,
+    writer: Arc<Mutex<Writer>>,
+    /// Wakes the syncer: an append waits for an fsync, or the log went
+    /// from synced to written.
+    wake: mpsc::Sender<()>,
     writable: Arc<AtomicBool>,
 }
 
@@ -109,6 +115,12 @@ fn io_error(path: &Path, err: &std::io::Error) -> WalError {
     }
 }
 
+/// The writer's state, whoever holds its lock (a poisoned lock still
+/// guards consistent state: every change under it is a whole write).
+fn lock(writer: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    writer.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Wal {
     /// Start the writer on a new segment in `dir`, numbered after every
     /// segment already there (those are [`recover`]'s).
@@ -124,12 +136,18 @@ impl Wal {
             .map_or(1, |(n, _)| n + 1);
         let writer = Writer::open(dir, next, settings, metrics)?;
         let writable = writer.writable.clone();
-        let (tx, rx) = mpsc::channel();
+        let writer = Arc::new(Mutex::new(writer));
+        let (wake, woken) = mpsc::channel();
+        let syncer = writer.clone();
         std::thread::Builder::new()
             .name("tollgate-wal".into())
-            .spawn(move || writer.run(&rx))
+            .spawn(move || sync_until_stopped(&syncer, &woken))
             .map_err(|e| io_error(dir, &e))?;
-        Ok(Self { tx, writable })
+        Ok(Self {
+            writer,
+            wake,
+            writable,
+        })
     }
 
     /// Whether the last write succeeded (a full disk makes it false until
@@ -167,25 +185,23 @@ impl Wal {
         if let Some(line) = encode(&Record::Done {
             ids: Cow::Borrowed(&ids),
         }) {
-            let _ = self.tx.send(Request {
-                line,
-                track: Track::Done(ids),
-                reply: None,
-            });
+            self.write(&line, Track::Done(ids), None);
         }
     }
 
     async fn append(&self, record: &Record<'_>, track: Track) -> Result<(), WalError> {
         let line = encode(record).ok_or(WalError::Stopped)?;
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Request {
-                line,
-                track,
-                reply: Some(reply),
-            })
-            .map_err(|_| WalError::Stopped)?;
+        self.write(&line, track, Some(reply));
         answer.await.unwrap_or(Err(WalError::Stopped))
+    }
+
+    fn write(&self, line: &[u8], track: Track, reply: Option<Reply>) {
+        let wake = lock(&self.writer).write(line, track, reply);
+        if wake {
+            // Fails only once the syncer has stopped: nothing left to wake.
+            let _ = self.wake.send(());
+        }
     }
 }
 
@@ -229,20 +245,80 @@ fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:016}{SEGMENT_SUFFIX}"))
 }
 
-/// The writer thread's state.
+/// The syncer thread: fsync when an append waits for it (at once: the
+/// appends written during an fsync share the next one) or when the
+/// interval since the last is over and something was written; delete the
+/// segments that are done. Ends, after a last fsync, when every [`Wal`]
+/// handle is dropped.
+fn sync_until_stopped(writer: &Mutex<Writer>, woken: &mpsc::Receiver<()>) {
+    loop {
+        let wait = lock(writer).next_sync_in();
+        let stopped = match wait {
+            None => woken.recv().is_err(),
+            Some(wait) => matches!(
+                woken.recv_timeout(wait),
+                Err(mpsc::RecvTimeoutError::Disconnected)
+            ),
+        };
+        if stopped {
+            break;
+        }
+        while woken.try_recv().is_ok() {}
+        let due = lock(writer).take_sync();
+        if let Some(due) = due {
+            // The fsync runs without the lock: appends go on meanwhile.
+            let answer = due.run();
+            let mut writer = lock(writer);
+            writer.synced(&answer);
+            writer.collect();
+        }
+    }
+    let mut writer = lock(writer);
+    if writer.dirty {
+        writer.sync();
+    }
+    writer.collect();
+    // A clean stop with nothing outstanding leaves no segment behind.
+    if writer.open_ids.is_empty() {
+        let _ = fs::remove_file(segment_path(&writer.dir, writer.number));
+    }
+}
+
+/// An fsync taken from the writer: the segment, and the appends it
+/// answers.
+struct DueSync {
+    file: Arc<File>,
+    path: PathBuf,
+    waiting: Vec<Reply>,
+}
+
+impl DueSync {
+    fn run(self) -> Result<(), WalError> {
+        let answer = self
+            .file
+            .sync_data()
+            .map_err(|err| io_error(&self.path, &err));
+        for reply in self.waiting {
+            let _ = reply.send(answer.clone());
+        }
+        answer
+    }
+}
+
+/// The log's state, behind the [`Wal`]'s lock.
 struct Writer {
     dir: PathBuf,
     settings: WalSettings,
     metrics: Arc<ProxyMetrics>,
     writable: Arc<AtomicBool>,
-    file: File,
+    file: Arc<File>,
     number: u64,
     len: u64,
-    /// Records written since the last fsync.
+    /// Records written since the last fsync began.
     dirty: bool,
     last_sync: Instant,
     /// Appends waiting for the next fsync (durability `fsync`).
-    waiting: Vec<oneshot::Sender<Result<(), WalError>>>,
+    waiting: Vec<Reply>,
     /// Which segment holds each event not yet done.
     open_ids: HashMap<Uuid, u64>,
     /// Records not yet done, and bytes, per live segment of this run.
@@ -266,7 +342,7 @@ impl Writer {
             settings,
             metrics,
             writable: Arc::new(AtomicBool::new(true)),
-            file,
+            file: Arc::new(file),
             number,
             len: 0,
             dirty: false,
@@ -279,51 +355,13 @@ impl Writer {
         })
     }
 
-    fn run(mut self, rx: &mpsc::Receiver<Request>) {
-        loop {
-            let first = if self.dirty {
-                let due = self.last_sync + self.settings.fsync_interval;
-                match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
-                    Ok(request) => Some(request),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match rx.recv() {
-                    Ok(request) => Some(request),
-                    Err(_) => break,
-                }
-            };
-            if let Some(first) = first {
-                let mut batch = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    batch.push(more);
-                }
-                self.write(batch);
-            }
-            if self.sync_due() {
-                self.sync();
-            }
-            self.collect();
-        }
-        if self.dirty {
-            self.sync();
-        }
-        self.collect();
-        // A clean stop with nothing outstanding leaves no segment behind.
-        if self.open_ids.is_empty() {
-            let _ = fs::remove_file(segment_path(&self.dir, self.number));
-        }
-    }
-
-    /// Write a group of records with one `write`.
-    fn write(&mut self, batch: Vec<Request>) {
-        let mut buf = Vec::with_capacity(batch.iter().map(|r| r.line.len()).sum());
-        for request in &batch {
-            buf.extend_from_slice(&request.line);
-        }
+    /// Write one record with one `write`. With durability `fsync` its
+    /// reply waits for the next fsync; otherwise it is answered now.
+    /// Returns whether the syncer must be woken: an append waits for an
+    /// fsync, or nothing was waiting to be synced before.
+    fn write(&mut self, line: &[u8], track: Track, reply: Option<Reply>) -> bool {
         let path = segment_path(&self.dir, self.number);
-        if let Err(err) = self.file.write_all(&buf) {
+        if let Err(err) = (&*self.file).write_all(line) {
             let error = io_error(&path, &err);
             ProxyMetrics::inc(&self.metrics.wal_write_errors);
             if self.writable.swap(false, Ordering::Relaxed) {
@@ -334,38 +372,38 @@ impl Writer {
             if self.file.set_len(self.len).is_err() {
                 self.rotate();
             }
-            for request in batch {
-                if let Some(reply) = request.reply {
-                    let _ = reply.send(Err(error.clone()));
-                }
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(error));
             }
-            return;
+            return false;
         }
         if !self.writable.swap(true, Ordering::Relaxed) {
             tracing::warn!(path = %path.display(), "the write-ahead log can be written again");
         }
         ProxyMetrics::set(&self.metrics.wal_writable, 1);
-        self.len += buf.len() as u64;
-        ProxyMetrics::add(&self.metrics.wal_records, batch.len() as u64);
+        self.len += line.len() as u64;
+        ProxyMetrics::inc(&self.metrics.wal_records);
         let number = self.number;
         if let Some(seg) = self.live.get_mut(&number) {
             seg.1 = self.len;
         }
-        for request in batch {
-            match request.track {
-                Track::Started(id) => self.track(id, number),
-                Track::Event(id) => {
-                    self.close(id);
-                    self.track(id, number);
-                }
-                Track::Done(ids) => ids.iter().for_each(|id| self.close(*id)),
+        match track {
+            Track::Started(id) => self.track(id, number),
+            Track::Event(id) => {
+                self.close(id);
+                self.track(id, number);
             }
-            if let Some(reply) = request.reply {
-                match self.settings.durability {
-                    Durability::Fsync => self.waiting.push(reply),
-                    _ => {
-                        let _ = reply.send(Ok(()));
-                    }
+            Track::Done(ids) => ids.iter().for_each(|id| self.close(*id)),
+        }
+        let mut wake = !self.dirty;
+        if let Some(reply) = reply {
+            match self.settings.durability {
+                Durability::Fsync => {
+                    self.waiting.push(reply);
+                    wake = true;
+                }
+                _ => {
+                    let _ = reply.send(Ok(()));
                 }
             }
         }
@@ -374,6 +412,23 @@ impl Writer {
             self.sync();
             self.rotate();
         }
+        wake
+    }
+
+    /// How long the syncer may sleep: `None` while nothing is written
+    /// (until woken), zero when an append waits for an fsync, else what is
+    /// left of the interval.
+    fn next_sync_in(&self) -> Option<Duration> {
+        if !self.dirty {
+            return None;
+        }
+        if !self.waiting.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        Some(
+            (self.last_sync + self.settings.fsync_interval)
+                .saturating_duration_since(Instant::now()),
+        )
     }
 
     /// Whether to fsync now: something is written and an append waits for
@@ -384,6 +439,43 @@ impl Writer {
         self.dirty
             && (!self.waiting.is_empty()
                 || self.last_sync.elapsed() >= self.settings.fsync_interval)
+    }
+
+    /// The fsync due now, if one is: what is written so far is then
+    /// counted as synced, and whatever is written after it waits for the
+    /// next.
+    fn take_sync(&mut self) -> Option<DueSync> {
+        if !self.sync_due() {
+            return None;
+        }
+        self.dirty = false;
+        Some(DueSync {
+            file: self.file.clone(),
+            path: segment_path(&self.dir, self.number),
+            waiting: std::mem::take(&mut self.waiting),
+        })
+    }
+
+    /// Count an fsync that ran and note when.
+    fn synced(&mut self, answer: &Result<(), WalError>) {
+        ProxyMetrics::inc(&self.metrics.wal_fsyncs);
+        self.last_sync = Instant::now();
+        if let Err(error) = answer {
+            ProxyMetrics::inc(&self.metrics.wal_write_errors);
+            tracing::error!(%error, "cannot fsync the write-ahead log");
+        }
+    }
+
+    /// Fsync now, holding the lock (before a rotation, and at the stop).
+    fn sync(&mut self) {
+        let due = DueSync {
+            file: self.file.clone(),
+            path: segment_path(&self.dir, self.number),
+            waiting: std::mem::take(&mut self.waiting),
+        };
+        self.dirty = false;
+        let answer = due.run();
+        self.synced(&answer);
     }
 
     fn track(&mut self, id: Uuid, segment: u64) {
@@ -401,29 +493,13 @@ impl Writer {
         }
     }
 
-    fn sync(&mut self) {
-        let result = self.file.sync_data();
-        ProxyMetrics::inc(&self.metrics.wal_fsyncs);
-        self.last_sync = Instant::now();
-        self.dirty = false;
-        let answer = result.map_err(|err| {
-            ProxyMetrics::inc(&self.metrics.wal_write_errors);
-            let error = io_error(&segment_path(&self.dir, self.number), &err);
-            tracing::error!(%error, "cannot fsync the write-ahead log");
-            error
-        });
-        for reply in self.waiting.drain(..) {
-            let _ = reply.send(answer.clone());
-        }
-    }
-
     /// Continue in a new segment.
     fn rotate(&mut self) {
         let number = self.number + 1;
         let path = segment_path(&self.dir, number);
         match create_segment(&path) {
             Ok(file) => {
-                self.file = file;
+                self.file = Arc::new(file);
                 self.number = number;
                 self.len = 0;
                 self.live.insert(number, (0, 0));
@@ -598,6 +674,60 @@ mod tests {
             }
             assert_eq!(metrics.wal_fsyncs.get(), fsyncs);
             drop(wal);
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+
+    /// The fsync runs without the lock, so records are written while it
+    /// runs. With `fsync` such a record is not answered by the fsync that
+    /// was already under way (it may not cover it) but by the next; with
+    /// `batch` it is answered at once, whatever fsync is running.
+    #[test]
+    fn a_record_written_during_an_fsync_waits_for_the_next_one() {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let line = |name: &str| {
+            let e = event(name);
+            let record = Record::Started {
+                at_ms: 1,
+                event: Cow::Borrowed(&e),
+            };
+            (encode(&record).unwrap(), e.event_id)
+        };
+        for durability in [Durability::Fsync, Durability::Batch] {
+            let dir = temp_dir();
+            let metrics = Arc::new(ProxyMetrics::default());
+            let hourly = WalSettings {
+                durability,
+                fsync_interval: Duration::from_secs(3600),
+            };
+            let mut writer = Writer::open(&dir, 1, hourly, metrics.clone()).unwrap();
+            let (first, first_id) = line("first");
+            let (reply, mut first_answer) = oneshot::channel();
+            // Nothing was written before: the syncer is woken either way.
+            assert!(writer.write(&first, Track::Started(first_id), Some(reply)));
+            let running = writer.take_sync().expect("the first fsync is due");
+            assert!(writer.take_sync().is_none(), "one fsync at a time");
+            let (second, second_id) = line("second");
+            let (reply, mut second_answer) = oneshot::channel();
+            let wake = writer.write(&second, Track::Started(second_id), Some(reply));
+            running.run().unwrap();
+            writer.synced(&Ok(()));
+            assert!(matches!(first_answer.try_recv(), Ok(Ok(()))));
+            if durability == Durability::Fsync {
+                assert!(wake, "an append waits: the syncer must know");
+                assert!(matches!(second_answer.try_recv(), Err(TryRecvError::Empty)));
+                // The next fsync is due at once (an append waits), not in an hour.
+                assert_eq!(writer.next_sync_in(), Some(Duration::ZERO));
+                writer.take_sync().expect("due").run().unwrap();
+                assert!(matches!(second_answer.try_recv(), Ok(Ok(()))));
+            } else {
+                assert!(matches!(second_answer.try_recv(), Ok(Ok(()))));
+                // Written after the fsync began: left to the interval.
+                assert!(writer.dirty && writer.take_sync().is_none());
+            }
+            assert_eq!(metrics.wal_records.get(), 2);
+            let text = fs::read_to_string(segment_path(&dir, 1)).unwrap();
+            assert_eq!(text.lines().count(), 2);
             let _ = fs::remove_dir_all(&dir);
         }
     }
