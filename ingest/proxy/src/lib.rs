@@ -367,6 +367,7 @@ pub async fn start(
             wal::WalSettings {
                 durability,
                 fsync_interval: Duration::from_millis(config.wal_fsync_interval_ms),
+                segment_bytes: wal::SEGMENT_BYTES,
             },
             metrics.clone(),
         )?),

@@ -366,6 +366,8 @@ mod tests {
             "tollgate_proxy_rate_limit_claim_timeouts_total 0",
             "# TYPE tollgate_proxy_events_already_on_kafka_total counter",
             "tollgate_proxy_events_already_on_kafka_total 0",
+            "# TYPE tollgate_proxy_overhead_seconds histogram",
+            "tollgate_proxy_overhead_seconds_count 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
@@ -373,7 +375,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(names.len(), 38, "{text}");
+        assert_eq!(names.len(), 39, "{text}");
         assert!(
             names.iter().all(|n| n.starts_with("tollgate_proxy_")),
             "{text}"

@@ -473,6 +473,8 @@ pub(super) async fn cost_report_counting(env: &TestEnv, calls: u64) -> serde_jso
 async fn migrations_on_the_cluster_make_replicated_tables_on_both_replicas_and_distributed_read_tables(
 ) {
     let replicas = replicas();
+    // Both replicas up: the migrations run ON CLUSTER and both are read.
+    let _all_up = CLUSTER_FAULTS.lock().await;
     let (env, _db) = cluster_env(&replicas, Topics::SingleNode, "clmig", "", 1).await;
     let db = env.ch_database.clone();
     let migrations = tollgate_processors::migrations::migrations().unwrap().len() as u64;

@@ -47,7 +47,7 @@ use crate::metrics::ProxyMetrics;
 use tollgate_contract::Event;
 
 /// A segment is closed (and a new one opened) past this size.
-const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 const SEGMENT_SUFFIX: &str = ".wal";
 
 /// One line of the log. The proxy writes records that borrow their event
@@ -102,6 +102,9 @@ pub struct Wal {
 pub struct WalSettings {
     pub durability: Durability,
     pub fsync_interval: Duration,
+    /// Past this size a segment is closed ([`SEGMENT_BYTES`]; smaller in
+    /// tests).
+    pub segment_bytes: u64,
 }
 
 pub fn now_ms() -> i64 {
@@ -264,6 +267,7 @@ fn sync_until_stopped(writer: &Mutex<Writer>, woken: &mpsc::Receiver<()>) {
             break;
         }
         while woken.try_recv().is_ok() {}
+        rotate_if_full(writer);
         let due = lock(writer).take_sync();
         if let Some(due) = due {
             // The fsync runs without the lock: appends go on meanwhile.
@@ -282,6 +286,41 @@ fn sync_until_stopped(writer: &Mutex<Writer>, woken: &mpsc::Receiver<()>) {
     if writer.open_ids.is_empty() {
         let _ = fs::remove_file(segment_path(&writer.dir, writer.number));
     }
+}
+
+/// Continue in a new segment once the current one is full: the new file
+/// is created (and its name made durable) without the lock, the switch to
+/// it is made under the lock, and the old segment's last fsync, which
+/// answers every append that waits for one (their records are all in it),
+/// runs without the lock again. Appends never do this work themselves.
+fn rotate_if_full(writer: &Mutex<Writer>) {
+    let next = {
+        let w = lock(writer);
+        (w.len >= w.settings.segment_bytes).then(|| (w.number + 1, w.dir.clone()))
+    };
+    let Some((number, dir)) = next else {
+        return;
+    };
+    let file = match create_segment(&segment_path(&dir, number)) {
+        Ok(file) => file,
+        Err(error) => {
+            // Appends go on in the full segment; the next wake tries again.
+            tracing::error!(%error, "cannot open a new write-ahead log segment");
+            return;
+        }
+    };
+    let old = {
+        let mut w = lock(writer);
+        // Meanwhile a failed write may have moved on already (`rotate`).
+        if w.number + 1 != number {
+            return;
+        }
+        w.switch_to(number, file)
+    };
+    let answer = old.run();
+    let mut writer = lock(writer);
+    writer.synced(&answer);
+    writer.collect();
 }
 
 /// An fsync taken from the writer: the segment, and the appends it
@@ -358,7 +397,8 @@ impl Writer {
     /// Write one record with one `write`. With durability `fsync` its
     /// reply waits for the next fsync; otherwise it is answered now.
     /// Returns whether the syncer must be woken: an append waits for an
-    /// fsync, or nothing was waiting to be synced before.
+    /// fsync, nothing was waiting to be synced before, or the segment is
+    /// full ([`rotate_if_full`]).
     fn write(&mut self, line: &[u8], track: Track, reply: Option<Reply>) -> bool {
         let path = segment_path(&self.dir, self.number);
         if let Err(err) = (&*self.file).write_all(line) {
@@ -408,11 +448,7 @@ impl Writer {
             }
         }
         self.dirty = true;
-        if self.len >= SEGMENT_BYTES {
-            self.sync();
-            self.rotate();
-        }
-        wake
+        wake || self.len >= self.settings.segment_bytes
     }
 
     /// How long the syncer may sleep: `None` while nothing is written
@@ -466,7 +502,23 @@ impl Writer {
         }
     }
 
-    /// Fsync now, holding the lock (before a rotation, and at the stop).
+    /// Continue in segment `number` (`file`, just created): what was
+    /// written so far is the old segment's, and the returned fsync of it
+    /// answers every append waiting.
+    fn switch_to(&mut self, number: u64, file: File) -> DueSync {
+        let old = DueSync {
+            file: std::mem::replace(&mut self.file, Arc::new(file)),
+            path: segment_path(&self.dir, self.number),
+            waiting: std::mem::take(&mut self.waiting),
+        };
+        self.dirty = false;
+        self.number = number;
+        self.len = 0;
+        self.live.insert(number, (0, 0));
+        old
+    }
+
+    /// Fsync now, holding the lock (at the stop).
     fn sync(&mut self) {
         let due = DueSync {
             file: self.file.clone(),
@@ -493,16 +545,16 @@ impl Writer {
         }
     }
 
-    /// Continue in a new segment.
+    /// Continue in a new segment at once, holding the lock: after a write
+    /// that failed half way and could not be cut off, so that the next
+    /// record starts a line of its own.
     fn rotate(&mut self) {
         let number = self.number + 1;
-        let path = segment_path(&self.dir, number);
-        match create_segment(&path) {
+        match create_segment(&segment_path(&self.dir, number)) {
             Ok(file) => {
-                self.file = Arc::new(file);
-                self.number = number;
-                self.len = 0;
-                self.live.insert(number, (0, 0));
+                let old = self.switch_to(number, file);
+                let answer = old.run();
+                self.synced(&answer);
             }
             Err(error) => tracing::error!(%error, "cannot open a new write-ahead log segment"),
         }
@@ -558,6 +610,7 @@ mod tests {
         WalSettings {
             durability,
             fsync_interval: Duration::from_millis(2),
+            segment_bytes: SEGMENT_BYTES,
         }
     }
 
@@ -639,6 +692,7 @@ mod tests {
         let hourly = |durability| WalSettings {
             durability,
             fsync_interval: Duration::from_secs(3600),
+            segment_bytes: SEGMENT_BYTES,
         };
         for durability in [Durability::Batch, Durability::Fsync] {
             let dir = temp_dir();
@@ -699,6 +753,7 @@ mod tests {
             let hourly = WalSettings {
                 durability,
                 fsync_interval: Duration::from_secs(3600),
+                segment_bytes: SEGMENT_BYTES,
             };
             let mut writer = Writer::open(&dir, 1, hourly, metrics.clone()).unwrap();
             let (first, first_id) = line("first");
@@ -728,6 +783,66 @@ mod tests {
             assert_eq!(metrics.wal_records.get(), 2);
             let text = fs::read_to_string(segment_path(&dir, 1)).unwrap();
             assert_eq!(text.lines().count(), 2);
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+
+    /// A full segment is closed by the syncer, not by an append: records
+    /// go on into the next segment, every append is answered, and the old
+    /// segment is deleted once all its records are done. (A burst of
+    /// `batch` appends may overrun the size before the syncer switches.)
+    #[tokio::test]
+    async fn a_full_segment_is_continued_in_the_next_and_deleted_once_done() {
+        let ids_in = |path: &Path| -> Vec<Uuid> {
+            fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(|l| match serde_json::from_str::<Record>(l).unwrap() {
+                    Record::Event { event, .. } => event.event_id,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        for durability in [Durability::Fsync, Durability::Batch] {
+            let dir = temp_dir();
+            let metrics = Arc::new(ProxyMetrics::default());
+            let small = WalSettings {
+                durability,
+                fsync_interval: Duration::from_millis(2),
+                segment_bytes: 1024,
+            };
+            let wal = Wal::start(&dir, small, metrics.clone()).unwrap();
+            let mut written = Vec::new();
+            for i in 0..40 {
+                let e = event(&format!("e{i}"));
+                wal.event(&e).await.unwrap();
+                written.push(e.event_id);
+            }
+            // Rotations happen on the syncer's wake: wait for one.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while segments(&dir).unwrap().len() < 2 {
+                assert!(Instant::now() < deadline, "no rotation");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // A record after the switch is in the newest segment.
+            let late = event("late");
+            wal.event(&late).await.unwrap();
+            written.push(late.event_id);
+            let found = segments(&dir).unwrap();
+            let (first, newest) = (found[0].clone(), found[found.len() - 1].clone());
+            assert_eq!(ids_in(&newest.1).last(), Some(&late.event_id));
+            // Every record is in exactly one segment, in order.
+            let read: Vec<Uuid> = found.iter().flat_map(|(_, path)| ids_in(path)).collect();
+            assert_eq!(read, written, "{durability:?}");
+            assert_eq!(metrics.wal_records.get(), 41);
+            // The first segment's events done: it goes, the others stay.
+            wal.done(ids_in(&first.1));
+            while segments(&dir).unwrap()[0].0 == first.0 {
+                assert!(Instant::now() < deadline, "done segment not deleted");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(newest.1.exists());
+            drop(wal);
             let _ = fs::remove_dir_all(&dir);
         }
     }
