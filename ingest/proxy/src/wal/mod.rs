@@ -201,9 +201,12 @@ impl Wal {
 
     fn write(&self, line: &[u8], track: Track, reply: Option<Reply>) {
         let wake = lock(&self.writer).write(line, track, reply);
-        if wake {
-            // Fails only once the syncer has stopped: nothing left to wake.
-            let _ = self.wake.send(());
+        if wake && self.wake.send(()).is_err() {
+            // The syncer is gone (only a panic ends it while handles
+            // live): no fsync will come, so no append may wait for one.
+            for reply in lock(&self.writer).waiting.drain(..) {
+                let _ = reply.send(Err(WalError::Stopped));
+            }
         }
     }
 }
@@ -271,9 +274,9 @@ fn sync_until_stopped(writer: &Mutex<Writer>, woken: &mpsc::Receiver<()>) {
         let due = lock(writer).take_sync();
         if let Some(due) = due {
             // The fsync runs without the lock: appends go on meanwhile.
-            let answer = due.run();
+            due.run();
             let mut writer = lock(writer);
-            writer.synced(&answer);
+            writer.synced();
             writer.collect();
         }
     }
@@ -317,9 +320,9 @@ fn rotate_if_full(writer: &Mutex<Writer>) {
         }
         w.switch_to(number, file)
     };
-    let answer = old.run();
+    old.run();
     let mut writer = lock(writer);
-    writer.synced(&answer);
+    writer.synced();
     writer.collect();
 }
 
@@ -329,18 +332,25 @@ struct DueSync {
     file: Arc<File>,
     path: PathBuf,
     waiting: Vec<Reply>,
+    metrics: Arc<ProxyMetrics>,
 }
 
 impl DueSync {
-    fn run(self) -> Result<(), WalError> {
+    /// Fsync, count it, then answer the appends (so an append that got its
+    /// answer finds its fsync counted).
+    fn run(self) {
         let answer = self
             .file
             .sync_data()
             .map_err(|err| io_error(&self.path, &err));
+        ProxyMetrics::inc(&self.metrics.wal_fsyncs);
+        if let Err(error) = &answer {
+            ProxyMetrics::inc(&self.metrics.wal_write_errors);
+            tracing::error!(%error, "cannot fsync the write-ahead log");
+        }
         for reply in self.waiting {
             let _ = reply.send(answer.clone());
         }
-        answer
     }
 }
 
@@ -481,37 +491,32 @@ impl Writer {
     /// counted as synced, and whatever is written after it waits for the
     /// next.
     fn take_sync(&mut self) -> Option<DueSync> {
-        if !self.sync_due() {
-            return None;
-        }
+        self.sync_due().then(|| self.cover())
+    }
+
+    /// What an fsync now covers: the segment as written so far, and every
+    /// append waiting. What is written after it waits for the next.
+    fn cover(&mut self) -> DueSync {
         self.dirty = false;
-        Some(DueSync {
+        DueSync {
             file: self.file.clone(),
             path: segment_path(&self.dir, self.number),
             waiting: std::mem::take(&mut self.waiting),
-        })
+            metrics: self.metrics.clone(),
+        }
     }
 
-    /// Count an fsync that ran and note when.
-    fn synced(&mut self, answer: &Result<(), WalError>) {
-        ProxyMetrics::inc(&self.metrics.wal_fsyncs);
+    /// Note when the last fsync ended (the interval counts from it).
+    fn synced(&mut self) {
         self.last_sync = Instant::now();
-        if let Err(error) = answer {
-            ProxyMetrics::inc(&self.metrics.wal_write_errors);
-            tracing::error!(%error, "cannot fsync the write-ahead log");
-        }
     }
 
     /// Continue in segment `number` (`file`, just created): what was
     /// written so far is the old segment's, and the returned fsync of it
     /// answers every append waiting.
     fn switch_to(&mut self, number: u64, file: File) -> DueSync {
-        let old = DueSync {
-            file: std::mem::replace(&mut self.file, Arc::new(file)),
-            path: segment_path(&self.dir, self.number),
-            waiting: std::mem::take(&mut self.waiting),
-        };
-        self.dirty = false;
+        let old = self.cover();
+        self.file = Arc::new(file);
         self.number = number;
         self.len = 0;
         self.live.insert(number, (0, 0));
@@ -520,14 +525,8 @@ impl Writer {
 
     /// Fsync now, holding the lock (at the stop).
     fn sync(&mut self) {
-        let due = DueSync {
-            file: self.file.clone(),
-            path: segment_path(&self.dir, self.number),
-            waiting: std::mem::take(&mut self.waiting),
-        };
-        self.dirty = false;
-        let answer = due.run();
-        self.synced(&answer);
+        self.cover().run();
+        self.synced();
     }
 
     fn track(&mut self, id: Uuid, segment: u64) {
@@ -553,8 +552,8 @@ impl Writer {
         match create_segment(&segment_path(&self.dir, number)) {
             Ok(file) => {
                 let old = self.switch_to(number, file);
-                let answer = old.run();
-                self.synced(&answer);
+                old.run();
+                self.synced();
             }
             Err(error) => tracing::error!(%error, "cannot open a new write-ahead log segment"),
         }
@@ -765,15 +764,15 @@ mod tests {
             let (second, second_id) = line("second");
             let (reply, mut second_answer) = oneshot::channel();
             let wake = writer.write(&second, Track::Started(second_id), Some(reply));
-            running.run().unwrap();
-            writer.synced(&Ok(()));
+            running.run();
+            writer.synced();
             assert!(matches!(first_answer.try_recv(), Ok(Ok(()))));
             if durability == Durability::Fsync {
                 assert!(wake, "an append waits: the syncer must know");
                 assert!(matches!(second_answer.try_recv(), Err(TryRecvError::Empty)));
                 // The next fsync is due at once (an append waits), not in an hour.
                 assert_eq!(writer.next_sync_in(), Some(Duration::ZERO));
-                writer.take_sync().expect("due").run().unwrap();
+                writer.take_sync().expect("due").run();
                 assert!(matches!(second_answer.try_recv(), Ok(Ok(()))));
             } else {
                 assert!(matches!(second_answer.try_recv(), Ok(Ok(()))));
@@ -818,19 +817,21 @@ mod tests {
                 wal.event(&e).await.unwrap();
                 written.push(e.event_id);
             }
-            // Rotations happen on the syncer's wake: wait for one.
+            // Rotations happen on the syncer's wake: wait for a switch (the
+            // next file exists a moment before appends go to it).
             let deadline = Instant::now() + Duration::from_secs(60);
-            while segments(&dir).unwrap().len() < 2 {
+            while lock(&wal.writer).number < 2 {
                 assert!(Instant::now() < deadline, "no rotation");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            // A record after the switch is in the newest segment.
+            // A record after the switch is not in the first segment.
             let late = event("late");
             wal.event(&late).await.unwrap();
             written.push(late.event_id);
             let found = segments(&dir).unwrap();
-            let (first, newest) = (found[0].clone(), found[found.len() - 1].clone());
-            assert_eq!(ids_in(&newest.1).last(), Some(&late.event_id));
+            let first = found[0].clone();
+            assert_eq!(first.0, 1);
+            assert!(!ids_in(&first.1).contains(&late.event_id));
             // Every record is in exactly one segment, in order.
             let read: Vec<Uuid> = found.iter().flat_map(|(_, path)| ids_in(path)).collect();
             assert_eq!(read, written, "{durability:?}");
@@ -841,10 +842,32 @@ mod tests {
                 assert!(Instant::now() < deadline, "done segment not deleted");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            assert!(newest.1.exists());
+            assert!(!segments(&dir).unwrap().is_empty());
             drop(wal);
             let _ = fs::remove_dir_all(&dir);
         }
+    }
+
+    /// Without a syncer (it could only have panicked), an append that
+    /// would wait for an fsync is answered with an error, not left waiting.
+    #[tokio::test]
+    async fn without_a_syncer_no_append_waits_for_an_fsync_forever() {
+        let dir = temp_dir();
+        let metrics = Arc::new(ProxyMetrics::default());
+        let writer = Writer::open(&dir, 1, settings(Durability::Fsync), metrics).unwrap();
+        let writable = writer.writable.clone();
+        let (wake, woken) = mpsc::channel();
+        drop(woken);
+        let wal = Wal {
+            writer: Arc::new(Mutex::new(writer)),
+            wake,
+            writable,
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(60), wal.started(&event("a")))
+            .await
+            .expect("the append waited for an fsync nobody would run");
+        assert!(matches!(answer, Err(WalError::Stopped)), "{answer:?}");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
