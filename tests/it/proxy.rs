@@ -2240,18 +2240,17 @@ async fn timed_call(
         .to_string();
     response.bytes().await.unwrap();
     let waited = sent.elapsed().as_secs_f64() * 1000.0;
-    let figures = tollgate_proxy::overhead::parse_server_timing(&timing);
-    let of = |name: &str| {
-        figures
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0.0, |(_, ms)| *ms)
-    };
-    assert!(
-        figures.iter().any(|(n, _)| n == "overhead"),
-        "no overhead in {timing}"
-    );
-    (status, waited, (of("overhead"), of("provider"), of("wal")))
+    let of = |name| tollgate_proxy::overhead::server_timing_figure(&timing, name);
+    let overhead = of("overhead").unwrap_or_else(|| panic!("no overhead in {timing}"));
+    (
+        status,
+        waited,
+        (
+            overhead,
+            of("provider").unwrap_or(0.0),
+            of("wal").unwrap_or(0.0),
+        ),
+    )
 }
 
 #[tokio::test]

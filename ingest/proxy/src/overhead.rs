@@ -107,6 +107,13 @@ pub fn parse_server_timing(value: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The `dur` of entry `name` in a `Server-Timing` value, in ms.
+pub fn server_timing_figure(value: &str, name: &str) -> Option<f64> {
+    parse_server_timing(value)
+        .into_iter()
+        .find_map(|(n, ms)| (n == name).then_some(ms))
+}
+
 /// `tollgate_proxy_overhead_seconds`: 50 µs to 100 ms, fine below 5 ms
 /// where the goal (< 1 ms at p99) is.
 #[derive(Debug, Clone)]
@@ -157,6 +164,8 @@ mod tests {
             "overhead;dur=0.080;desc=\"tollgate\""
         );
         assert_eq!(parse_server_timing("cache, db;desc=x"), []);
+        assert_eq!(server_timing_figure(&value, "wal"), Some(0.15));
+        assert_eq!(server_timing_figure(&value, "db"), None);
     }
 
     #[test]

@@ -85,10 +85,12 @@ struct Sample {
 /// The proxy's own time and its write-ahead log's part, from a response's
 /// `Server-Timing` (`None` without the header: the direct path).
 fn own_time(headers: &reqwest::header::HeaderMap) -> Option<(f64, f64)> {
+    use tollgate_proxy::overhead::server_timing_figure as figure;
     let value = headers.get("server-timing")?.to_str().ok()?;
-    let figures = tollgate_proxy::overhead::parse_server_timing(value);
-    let of = |name: &str| figures.iter().find(|(n, _)| n == name).map(|(_, ms)| *ms);
-    Some((of("overhead")?, of("wal").unwrap_or(0.0)))
+    Some((
+        figure(value, "overhead")?,
+        figure(value, "wal").unwrap_or(0.0),
+    ))
 }
 
 /// The variable the bench's proxy reads the mock upstream's key from; not

@@ -613,6 +613,15 @@ mod tests {
         }
     }
 
+    /// An interval no test waits out: only an append that waits makes an
+    /// fsync after the first.
+    fn hourly(durability: Durability) -> WalSettings {
+        WalSettings {
+            fsync_interval: Duration::from_secs(3600),
+            ..settings(durability)
+        }
+    }
+
     /// What is written is what [`recover`] reads: a record written from
     /// a borrowed event reads back as the same record, owned.
     #[test]
@@ -688,11 +697,6 @@ mod tests {
     /// them, which no interval delays.
     #[tokio::test]
     async fn only_fsync_appends_wait_for_an_fsync_and_no_timer_delays_it() {
-        let hourly = |durability| WalSettings {
-            durability,
-            fsync_interval: Duration::from_secs(3600),
-            segment_bytes: SEGMENT_BYTES,
-        };
         for durability in [Durability::Batch, Durability::Fsync] {
             let dir = temp_dir();
             let metrics = Arc::new(ProxyMetrics::default());
@@ -749,12 +753,7 @@ mod tests {
         for durability in [Durability::Fsync, Durability::Batch] {
             let dir = temp_dir();
             let metrics = Arc::new(ProxyMetrics::default());
-            let hourly = WalSettings {
-                durability,
-                fsync_interval: Duration::from_secs(3600),
-                segment_bytes: SEGMENT_BYTES,
-            };
-            let mut writer = Writer::open(&dir, 1, hourly, metrics.clone()).unwrap();
+            let mut writer = Writer::open(&dir, 1, hourly(durability), metrics.clone()).unwrap();
             let (first, first_id) = line("first");
             let (reply, mut first_answer) = oneshot::channel();
             // Nothing was written before: the syncer is woken either way.
@@ -806,9 +805,8 @@ mod tests {
             let dir = temp_dir();
             let metrics = Arc::new(ProxyMetrics::default());
             let small = WalSettings {
-                durability,
-                fsync_interval: Duration::from_millis(2),
                 segment_bytes: 1024,
+                ..settings(durability)
             };
             let wal = Wal::start(&dir, small, metrics.clone()).unwrap();
             let mut written = Vec::new();
