@@ -27,6 +27,7 @@ use tollgate_contract::audit::merkle::Compact;
 use tollgate_queries::audit::pages::entries_page_sql;
 use tollgate_queries::audit::verify::{verify_range, ChainVerifier};
 
+use super::figures::{self as measure, Figures};
 use super::process_stats::{self, CpuMeter};
 use crate::cmd::simulate::progress_bar;
 use crate::config::Config;
@@ -68,7 +69,7 @@ struct Writing {
     prefix: Compact,
 }
 
-pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<Figures> {
     anyhow::ensure!(args.entries > 0, "--entries must be at least 1");
     anyhow::ensure!(args.chains > 0, "--chains must be at least 1");
     anyhow::ensure!(
@@ -87,7 +88,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let server = process_stats::port_of(&bench.url).and_then(process_stats::listener);
     let result = measure(&args, &ch, server).await;
     if args.keep {
-        if let Ok(key) = &result {
+        if let Ok((key, _)) = &result {
             eprintln!(
                 "bench: kept; verify it with: TOLLGATE_CLICKHOUSE__DATABASE={name} tollgate verify-audit --org {ORG} --no-anchor --public-key {key}"
             );
@@ -98,15 +99,16 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             .await
             .context("cannot drop the bench ClickHouse database")?;
     }
-    result.map(|_| ())
+    result.map(|(_, figures)| figures)
 }
 
-/// Write the chains, then time the rounds; the public key, hex.
+/// Write the chains, then time the rounds; the public key, hex, and the
+/// median round's figures.
 async fn measure(
     args: &Args,
     ch: &clickhouse::Client,
     server: Option<u32>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Figures)> {
     let seed: [u8; 32] = rand::random();
     let signer = CheckpointSigner::from_hex_seed(&hex::encode(seed))
         .map_err(|why| anyhow::anyhow!("bench signing key: {why}"))?;
@@ -133,6 +135,7 @@ async fn measure(
     );
     println!("| round | verify-audit (entries/s) | its CPU: verifier + ClickHouse (s) | read only (rows/s) | one chain in memory, 1 thread (entries/s) | same, hashed on every core (entries/s) |");
     println!("|---|---|---|---|---|---|");
+    let (mut verify_rates, mut memory_rates) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds.max(1) {
         let cpu = CpuMeter::start(&[
             ("verifier", Some(std::process::id())),
@@ -172,8 +175,20 @@ async fn measure(
             rate(one, single),
             rate(one, parallel),
         );
+        verify_rates.push(rate(args.entries, verified));
+        memory_rates.push(rate(one, single));
     }
-    Ok(public_hex)
+    let mut figures = Figures::default();
+    figures.set(&measure::AUDIT_VERIFY_RATE, median(&mut verify_rates) as f64);
+    figures.set(&measure::AUDIT_MEMORY_RATE, median(&mut memory_rates) as f64);
+    Ok((public_hex, figures))
+}
+
+/// The median of the rounds' figures (the higher middle one of an even
+/// count).
+fn median(values: &mut [u64]) -> u64 {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
 }
 
 /// `verifier + ClickHouse` CPU seconds; `–` for a process not measured

@@ -23,6 +23,7 @@ use anyhow::Context;
 
 use tollgate_control::kafka::EventProducer;
 
+use super::figures::{self as measure, Figures};
 use super::process_stats::{self, peak_rss_kib, rss_kib, CpuMeter};
 use super::visibility::{visibility_lag, Produced, VisibilityLag, Visible};
 use crate::cmd::simulate::{chunks, progress_bar};
@@ -56,6 +57,10 @@ pub struct Args {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: Option<u64>,
 }
+
+/// The processes whose CPU the run measures, by the names it prints.
+const PROCESSOR: &str = "processor";
+const CLICKHOUSE: &str = "ClickHouse";
 
 /// One sample of the pipeline's progress.
 struct Sample {
@@ -120,7 +125,7 @@ pub(super) async fn drop_namespace(
     Ok(())
 }
 
-pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<Figures> {
     let (id, bench) = bench_namespace(config)?;
     let overrides = overrides(&bench);
 
@@ -147,8 +152,8 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let broker = process_stats::port_of(&bench.kafka.brokers).and_then(process_stats::listener);
     let server = process_stats::port_of(&bench.clickhouse.url).and_then(process_stats::listener);
     let cpu = CpuMeter::start(&[
-        ("processor", Some(pid)),
-        ("ClickHouse", server),
+        (PROCESSOR, Some(pid)),
+        (CLICKHOUSE, server),
         ("Kafka broker", broker),
     ]);
     let started = Instant::now();
@@ -264,7 +269,29 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         "pipeline did not deliver every event within {} s",
         args.timeout_secs
     );
-    Ok(())
+    Ok(run_figures(stored, end_to_end, peak_rss, &cpu))
+}
+
+/// The run's figures for `bench regression`.
+fn run_figures(stored: u64, end_to_end: Duration, peak_rss_kib: u64, cpu: &[(String, f64)]) -> Figures {
+    let mut figures = Figures::default();
+    figures.set(
+        &measure::INGEST_RATE,
+        stored as f64 / end_to_end.as_secs_f64().max(1e-9),
+    );
+    figures.set(&measure::INGEST_PEAK_RSS, peak_rss_kib as f64 / 1024.0);
+    let per_event = |name: &str| {
+        cpu.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, seconds)| seconds * 1e6 / stored.max(1) as f64)
+    };
+    if let Some(us) = per_event(PROCESSOR) {
+        figures.set(&measure::INGEST_PROCESSOR_CPU, us);
+    }
+    if let Some(us) = per_event(CLICKHOUSE) {
+        figures.set(&measure::INGEST_CLICKHOUSE_CPU, us);
+    }
+    figures
 }
 
 fn print_report(

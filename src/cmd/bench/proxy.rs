@@ -30,6 +30,7 @@ use tollgate_control::keys::KeyStore;
 use tollgate_mock_upstream::{LatencyDist, MockConfig};
 use tollgate_proxy::config::{Durability, ProviderConfig, ProviderKind};
 
+use super::figures::{self as measure, Figures};
 use super::process_stats::{cpu_seconds, peak_rss_kib, rss_kib};
 use crate::config::Config;
 
@@ -98,7 +99,7 @@ fn own_time(headers: &reqwest::header::HeaderMap) -> Option<(f64, f64)> {
 /// one is refused.
 const BENCH_KEY_VAR: &str = "BENCH_UPSTREAM_KEY";
 
-pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<Figures> {
     anyhow::ensure!(
         args.rps > 0 && args.duration > 0,
         "--rps and --duration must be positive"
@@ -241,7 +242,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             records as f64 / fsyncs.max(1) as f64
         );
     }
-    report(
+    let figures = report(
         &args,
         &samples,
         wall,
@@ -280,7 +281,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     } else if let Err(err) = std::fs::remove_dir_all(&work) {
         eprintln!("bench proxy: cannot remove {}: {err}", work.display());
     }
-    Ok(())
+    Ok(figures)
 }
 
 /// A hard daily budget for team `bench` that no run can use up, on the
@@ -478,7 +479,7 @@ fn report(
     cpu_seconds: Option<f64>,
     rss_kib: Option<u64>,
     peak_kib: Option<u64>,
-) {
+) -> Figures {
     let stats = |path: Path| {
         let mut lat: Vec<Duration> = samples
             .iter()
@@ -525,11 +526,16 @@ fn report(
             ms(lat.last().copied().unwrap_or_default())
         );
     }
+    let added = |p: f64| ms(percentile(&proxied, p)) - ms(percentile(&direct, p));
     println!(
         "added by the proxy: p50 {:+.2} ms, p99 {:+.2} ms",
-        ms(percentile(&proxied, 50.0)) - ms(percentile(&direct, 50.0)),
-        ms(percentile(&proxied, 99.0)) - ms(percentile(&direct, 99.0))
+        added(50.0),
+        added(99.0)
     );
+    let mut figures = Figures::default();
+    figures.set(&measure::PROXY_ADDED_P50, added(50.0));
+    figures.set(&measure::PROXY_ADDED_P99, added(99.0));
+    figures.set(&measure::PROXY_ERRORS, proxy_errors as f64);
     let own = |pick: fn((f64, f64)) -> f64| {
         let mut figures: Vec<f64> = samples
             .iter()
@@ -540,6 +546,9 @@ fn report(
         figures
     };
     let (overhead, wal) = (own(|o| o.0), own(|o| o.1));
+    if !overhead.is_empty() {
+        figures.set(&measure::PROXY_OWN_P50, percentile(&overhead, 50.0));
+    }
     println!(
         "the proxy's own time (Server-Timing overhead, {} responses): p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms; of it the write-ahead log: p50 {:.3} ms, p99 {:.3} ms",
         overhead.len(),
@@ -555,6 +564,8 @@ fn report(
         proxied.len() as f64 / wall.as_secs_f64()
     );
     if let Some(cpu) = cpu_seconds {
+        let calls = samples.iter().filter(|s| s.path == Path::Proxy).count();
+        figures.set(&measure::PROXY_CPU, cpu * 1000.0 / calls.max(1) as f64);
         println!(
             "proxy CPU: {:.2} s over {:.1} s = {:.0}% of one core",
             cpu,
@@ -569,4 +580,5 @@ fn report(
             peak as f64 / 1024.0
         );
     }
+    figures
 }

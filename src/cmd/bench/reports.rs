@@ -35,6 +35,7 @@ use tollgate_contract::signature::{signature, ErrorInput};
 use tollgate_control::budgets::admin::BudgetSpec;
 use tollgate_control::budgets::{BudgetStore, Period, SubjectKind};
 
+use super::figures::{self as measure, Figures};
 use super::ingest::{overrides, tollgate};
 use crate::cmd::simulate::progress_bar;
 use crate::config::Config;
@@ -360,7 +361,7 @@ async fn settle(ch: &clickhouse::Client) -> anyhow::Result<(Duration, bool)> {
     Ok((started.elapsed(), settled))
 }
 
-pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<Figures> {
     anyhow::ensure!(args.calls > 0, "--calls must be at least 1");
     anyhow::ensure!(args.days > 0, "--days must be at least 1");
     anyhow::ensure!(args.requests > 0, "--requests must be at least 1");
@@ -388,7 +389,7 @@ impl Window {
     }
 }
 
-async fn generate_and_time(args: &Args, bench: &Config) -> anyhow::Result<()> {
+async fn generate_and_time(args: &Args, bench: &Config) -> anyhow::Result<Figures> {
     let ch = tollgate_control::clickhouse::client(&bench.clickhouse);
     // Ends at the last whole minute, so that "the last N days" of a page
     // holds the newest calls.
@@ -543,7 +544,14 @@ async fn generate_and_time(args: &Args, bench: &Config) -> anyhow::Result<()> {
         .map(|(e, _, _, _)| e.name)
         .collect();
     anyhow::ensure!(failed.is_empty(), "endpoints failed: {}", failed.join(", "));
-    Ok(())
+    let mut p95s: Vec<Duration> = rows.iter().map(|(_, times, _, _)| percentile(times, 95)).collect();
+    p95s.sort_unstable();
+    let mut figures = Figures::default();
+    if let (Some(slowest), Some(median)) = (p95s.last(), p95s.get(p95s.len() / 2)) {
+        figures.set(&measure::REPORTS_SLOWEST_P95, ms(*slowest));
+        figures.set(&measure::REPORTS_MEDIAN_P95, ms(*median));
+    }
+    Ok(figures)
 }
 
 /// The `p`-th percentile of sorted `times` (nearest rank).
