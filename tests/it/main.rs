@@ -26,6 +26,7 @@ mod audit_chain;
 mod audit_index;
 mod audit_search;
 mod bench_ingest;
+mod bench_regression;
 mod bench_reports;
 mod breakers;
 mod browser_sign_in;

@@ -179,8 +179,14 @@ async fn measure(
         memory_rates.push(rate(one, single));
     }
     let mut figures = Figures::default();
-    figures.set(&measure::AUDIT_VERIFY_RATE, median(&mut verify_rates) as f64);
-    figures.set(&measure::AUDIT_MEMORY_RATE, median(&mut memory_rates) as f64);
+    figures.set(
+        &measure::AUDIT_VERIFY_RATE,
+        median(&mut verify_rates) as f64,
+    );
+    figures.set(
+        &measure::AUDIT_MEMORY_RATE,
+        median(&mut memory_rates) as f64,
+    );
     Ok((public_hex, figures))
 }
 

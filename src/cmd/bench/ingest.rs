@@ -273,7 +273,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<Figures> {
 }
 
 /// The run's figures for `bench regression`.
-fn run_figures(stored: u64, end_to_end: Duration, peak_rss_kib: u64, cpu: &[(String, f64)]) -> Figures {
+fn run_figures(
+    stored: u64,
+    end_to_end: Duration,
+    peak_rss_kib: u64,
+    cpu: &[(String, f64)],
+) -> Figures {
     let mut figures = Figures::default();
     figures.set(
         &measure::INGEST_RATE,

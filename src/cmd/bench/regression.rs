@@ -26,40 +26,99 @@ pub struct Args {
     /// Make this run the baseline: write it to `--baseline`.
     #[arg(long)]
     pub record: bool,
+    /// Run every bench at this fraction of its size (for checking the
+    /// command itself; a scaled run's figures do not compare with a
+    /// baseline and cannot be recorded).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_scale)]
+    pub scale: f64,
+}
+
+fn parse_scale(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(scale) if scale > 0.0 && scale <= 1.0 => Ok(scale),
+        _ => Err(format!(
+            "{value:?} is not a scale: expected a number above 0 and at most 1"
+        )),
+    }
 }
 
 /// The sizes of the runs: large enough to leave the warm-up behind, small
 /// enough for every change.
-const INGEST_EVENTS: u64 = 150_000;
-const PROXY_RPS: u32 = 1_000;
-const PROXY_SECONDS: u64 = 5;
-const AUDIT_ENTRIES: u64 = 200_000;
-const REPORT_CALLS: u64 = 200_000;
+struct Sizes {
+    ingest_events: u64,
+    proxy_rps: u32,
+    proxy_seconds: u64,
+    audit_entries: u64,
+    report_calls: u64,
+    report_requests: usize,
+}
+
+impl Sizes {
+    fn scaled(scale: f64) -> Sizes {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let of = |full: u64, least: u64| ((full as f64 * scale).round() as u64).max(least);
+        Sizes {
+            ingest_events: of(150_000, 1_000),
+            proxy_rps: u32::try_from(of(1_000, 10)).unwrap_or(1_000),
+            proxy_seconds: 5,
+            audit_entries: of(200_000, 1_000),
+            report_calls: of(200_000, 1_000),
+            report_requests: usize::try_from(of(10, 2)).unwrap_or(10),
+        }
+    }
+}
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let baseline = match std::fs::read_to_string(&args.baseline) {
-        Ok(text) => Some(Baseline::parse(&text).map_err(|why| {
-            anyhow::anyhow!("{}: {why}", args.baseline.display())
-        })?),
+        Ok(text) => Some(
+            Baseline::parse(&text)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", args.baseline.display()))?,
+        ),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
         Err(err) => {
             return Err(err).with_context(|| format!("cannot read {}", args.baseline.display()))
         }
     };
+    anyhow::ensure!(
+        !(args.record && args.scale < 1.0),
+        "--record takes a full-size run: drop --scale"
+    );
+    let size = Sizes::scaled(args.scale);
+    if args.scale < 1.0 {
+        eprintln!(
+            "bench regression: every bench at {} of its size; the figures do not compare with the baseline",
+            args.scale
+        );
+    }
     if cfg!(debug_assertions) {
         eprintln!("bench regression: this is a debug build; its figures do not compare with a release baseline");
     }
 
     let mut figures = Figures::default();
     let mut failed = Vec::new();
+    // The proxy first, while ClickHouse is not merging what another bench
+    // wrote (its tail shares the two cores); ingest last for the same
+    // reason.
     let benches: [(&str, String); 4] = [
-        ("ingest", format!("{INGEST_EVENTS} events end to end")),
         (
             "proxy",
-            format!("{PROXY_RPS} requests/s per path for {PROXY_SECONDS} s, budgets on"),
+            format!(
+                "{} requests/s per path for {} s, budgets on",
+                size.proxy_rps, size.proxy_seconds
+            ),
         ),
-        ("audit", format!("{AUDIT_ENTRIES} entries verified, 3 rounds")),
-        ("reports", format!("every report and page over {REPORT_CALLS} calls")),
+        (
+            "audit",
+            format!("{} entries verified, 3 rounds", size.audit_entries),
+        ),
+        (
+            "reports",
+            format!("every report and page over {} calls", size.report_calls),
+        ),
+        (
+            "ingest",
+            format!("{} events end to end", size.ingest_events),
+        ),
     ];
     for (i, (name, what)) in benches.iter().enumerate() {
         eprintln!(
@@ -68,10 +127,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             benches.len()
         );
         let result = match *name {
-            "ingest" => ingest::run(ingest_args(), config).await,
-            "proxy" => proxy::run(proxy_args(), config).await,
-            "audit" => audit::run(audit_args(), config).await,
-            _ => reports::run(reports_args(), config).await,
+            "proxy" => proxy::run(proxy_args(&size), config).await,
+            "audit" => audit::run(audit_args(&size), config).await,
+            "reports" => reports::run(reports_args(&size), config).await,
+            _ => ingest::run(ingest_args(&size), config).await,
         };
         match result {
             Ok(taken) => figures.extend(taken),
@@ -115,9 +174,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ingest_args() -> ingest::Args {
+fn ingest_args(size: &Sizes) -> ingest::Args {
     ingest::Args {
-        events: INGEST_EVENTS,
+        events: size.ingest_events,
         chunk: 5_000,
         timeout_secs: 600,
         keep: false,
@@ -127,10 +186,10 @@ fn ingest_args() -> ingest::Args {
     }
 }
 
-fn proxy_args() -> proxy::Args {
+fn proxy_args(size: &Sizes) -> proxy::Args {
     proxy::Args {
-        rps: PROXY_RPS,
-        duration: PROXY_SECONDS,
+        rps: size.proxy_rps,
+        duration: size.proxy_seconds,
         upstream_ms: 10,
         stream: false,
         tokens: 16,
@@ -140,9 +199,9 @@ fn proxy_args() -> proxy::Args {
     }
 }
 
-fn audit_args() -> audit::Args {
+fn audit_args(size: &Sizes) -> audit::Args {
     audit::Args {
-        entries: AUDIT_ENTRIES,
+        entries: size.audit_entries,
         chains: 4,
         checkpoint_every: 1_000,
         rounds: 3,
@@ -152,11 +211,11 @@ fn audit_args() -> audit::Args {
     }
 }
 
-fn reports_args() -> reports::Args {
+fn reports_args(size: &Sizes) -> reports::Args {
     reports::Args {
-        calls: REPORT_CALLS,
+        calls: size.report_calls,
         days: 30,
-        requests: 10,
+        requests: size.report_requests,
         warmups: 2,
         chunk: 1_000_000,
         keep: false,
@@ -175,7 +234,10 @@ fn print_table(path: &Path, baseline: Option<&Baseline>, run: &Baseline, rows: &
                 b.machine
             );
             if b.machine != run.machine {
-                println!("  this machine differs ({}): the ratios compare machines too", run.machine);
+                println!(
+                    "  this machine differs ({}): the ratios compare machines too",
+                    run.machine
+                );
             }
         }
         None => println!(
@@ -195,14 +257,18 @@ fn print_table(path: &Path, baseline: Option<&Baseline>, run: &Baseline, rows: &
             row.unit,
             number(row.now),
             number(row.baseline),
-            row.worse_by.map_or_else(|| "-".into(), |w| format!("{w:.2}")),
+            row.worse_by
+                .map_or_else(|| "-".into(), |w| format!("{w:.2}")),
             format!("{:.1}", measure.tolerance),
             if row.flagged { "  PAST TOLERANCE" } else { "" }
         );
     }
     let flagged: Vec<&str> = rows.iter().filter(|r| r.flagged).map(|r| r.key).collect();
     let compared = rows.iter().filter(|r| r.worse_by.is_some()).count();
-    if flagged.is_empty() {
+    if baseline.is_none() {
+        let taken = rows.iter().filter(|r| r.now.is_some()).count();
+        println!("bench regression: {taken} figures taken, no baseline to compare them with");
+    } else if flagged.is_empty() {
         println!("bench regression: {compared} figures compared, none past its tolerance");
     } else {
         println!(
@@ -277,7 +343,39 @@ fn machine() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::readable;
+    use super::{parse_scale, readable, Sizes};
+
+    #[test]
+    fn full_size_is_the_documented_run_and_a_small_scale_keeps_a_floor() {
+        let full = Sizes::scaled(1.0);
+        assert_eq!(
+            (
+                full.ingest_events,
+                full.proxy_rps,
+                full.proxy_seconds,
+                full.audit_entries,
+                full.report_calls,
+                full.report_requests
+            ),
+            (150_000, 1_000, 5, 200_000, 200_000, 10)
+        );
+        let tiny = Sizes::scaled(0.000_001);
+        assert_eq!(
+            (
+                tiny.ingest_events,
+                tiny.proxy_rps,
+                tiny.audit_entries,
+                tiny.report_calls,
+                tiny.report_requests
+            ),
+            (1_000, 10, 1_000, 1_000, 2)
+        );
+        assert_eq!(Sizes::scaled(0.02).ingest_events, 3_000);
+        for bad in ["0", "-0.5", "1.01", "NaN", "inf", "half"] {
+            assert!(parse_scale(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_scale("0.25"), Ok(0.25));
+    }
 
     #[test]
     fn figures_read_as_people_read_them() {

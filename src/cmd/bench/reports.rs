@@ -544,7 +544,10 @@ async fn generate_and_time(args: &Args, bench: &Config) -> anyhow::Result<Figure
         .map(|(e, _, _, _)| e.name)
         .collect();
     anyhow::ensure!(failed.is_empty(), "endpoints failed: {}", failed.join(", "));
-    let mut p95s: Vec<Duration> = rows.iter().map(|(_, times, _, _)| percentile(times, 95)).collect();
+    let mut p95s: Vec<Duration> = rows
+        .iter()
+        .map(|(_, times, _, _)| percentile(times, 95))
+        .collect();
     p95s.sort_unstable();
     let mut figures = Figures::default();
     if let (Some(slowest), Some(median)) = (p95s.last(), p95s.get(p95s.len() / 2)) {
