@@ -78,6 +78,9 @@ enum Path {
 struct Sample {
     path: Path,
     latency: Duration,
+    /// From sending to the first byte of the body: a stream's first token
+    /// (the mock's first event carries it).
+    first: Option<Duration>,
     ok: bool,
     /// The proxy's `Server-Timing` figures, in ms: `overhead` and `wal`.
     own: Option<(f64, f64)>,
@@ -403,19 +406,22 @@ async fn load(
             );
             tasks.push(tokio::spawn(async move {
                 let t = Instant::now();
-                let (ok, own) = match client.post(&url).bearer_auth(&key).json(&body).send().await {
-                    Ok(response) => {
-                        let status = response.status().is_success();
-                        let own = own_time(response.headers());
-                        (response.bytes().await.is_ok() && status, own)
-                    }
-                    Err(_) => (false, None),
-                };
+                let (ok, own, first) =
+                    match client.post(&url).bearer_auth(&key).json(&body).send().await {
+                        Ok(response) => {
+                            let status = response.status().is_success();
+                            let own = own_time(response.headers());
+                            let (read, first) = read_body(response, t).await;
+                            (read && status, own, first)
+                        }
+                        Err(_) => (false, None, None),
+                    };
                 let latency = t.elapsed();
                 if let Ok(mut s) = samples.lock() {
                     s.push(Sample {
                         path,
                         latency,
+                        first,
                         ok,
                         own,
                     });
@@ -440,6 +446,23 @@ async fn load(
         .ok()
         .and_then(|m| m.into_inner().ok())
         .unwrap_or_default()
+}
+
+/// Read a response's body to its end: whether it all came, and when its
+/// first byte did (from `sent`).
+async fn read_body(mut response: reqwest::Response, sent: Instant) -> (bool, Option<Duration>) {
+    let mut first = None;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if first.is_none() && !chunk.is_empty() {
+                    first = Some(sent.elapsed());
+                }
+            }
+            Ok(None) => return (true, first),
+            Err(_) => return (false, first),
+        }
+    }
 }
 
 /// The proxy's write-ahead log counters: records written and fsyncs.
@@ -532,6 +555,28 @@ fn report(
         added(50.0),
         added(99.0)
     );
+    if args.stream {
+        let first = |path: Path| {
+            let mut firsts: Vec<Duration> = samples
+                .iter()
+                .filter(|s| s.path == path && s.ok)
+                .filter_map(|s| s.first)
+                .collect();
+            firsts.sort_unstable();
+            firsts
+        };
+        let (direct, proxied) = (first(Path::Direct), first(Path::Proxy));
+        let at = |firsts: &[Duration], p: f64| ms(percentile(firsts, p));
+        println!(
+            "time to first token: direct p50 {:.2} ms, p99 {:.2} ms; proxied p50 {:.2} ms, p99 {:.2} ms; added p50 {:+.2} ms, p99 {:+.2} ms",
+            at(&direct, 50.0),
+            at(&direct, 99.0),
+            at(&proxied, 50.0),
+            at(&proxied, 99.0),
+            at(&proxied, 50.0) - at(&direct, 50.0),
+            at(&proxied, 99.0) - at(&direct, 99.0),
+        );
+    }
     let mut figures = Figures::default();
     figures.set(&measure::PROXY_ADDED_P50, added(50.0));
     figures.set(&measure::PROXY_ADDED_P99, added(99.0));

@@ -259,7 +259,7 @@ fn print_table(path: &Path, baseline: Option<&Baseline>, run: &Baseline, rows: &
             number(row.baseline),
             row.worse_by
                 .map_or_else(|| "-".into(), |w| format!("{w:.2}")),
-            format!("{:.1}", measure.tolerance),
+            format!("{:.2}", measure.tolerance),
             if row.flagged { "  PAST TOLERANCE" } else { "" }
         );
     }
