@@ -68,12 +68,9 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::ReadModel(
-                ReadModelError::Unavailable { .. } | ReadModelError::NotMigrated { .. },
-            ) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::ReadModel(
-                ReadModelError::Query { .. } | ReadModelError::UnexpectedRow { .. },
-            ) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ReadModel(err) => {
+                StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
         }
     }
 }

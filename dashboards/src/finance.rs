@@ -450,12 +450,7 @@ async fn read_overview(
 }
 
 pub(crate) fn status_of(err: &ReadModelError) -> StatusCode {
-    if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. }) {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        tracing::error!(%err, "cost page query failed");
-        StatusCode::INTERNAL_SERVER_ERROR
-    }
+    crate::read_failure::status(err, "cost page")
 }
 
 /// `table` as a CSV file download named `filename`: every CSV these pages

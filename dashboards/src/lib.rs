@@ -18,6 +18,7 @@ pub mod layout;
 pub mod login_token;
 pub mod nav;
 pub mod overview;
+mod read_failure;
 pub mod sign_in;
 pub mod sign_in_sso;
 pub mod sre_alert_rules;

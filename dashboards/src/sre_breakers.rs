@@ -11,7 +11,7 @@ use axum::response::Response;
 use chrono::{DateTime, SecondsFormat, Utc};
 use tollgate_queries::breakers::{self, BreakersQuery, BreakersReport};
 use tollgate_queries::params::{Expected, QueryParams};
-use tollgate_queries::{InvalidParameter, ReadModelError};
+use tollgate_queries::InvalidParameter;
 
 use crate::display::{Count, Figure, Instant, Parts, Percent, Period};
 use crate::layout::{render, Section};
@@ -270,13 +270,7 @@ pub async fn page(
             &view(form, Some(&query), Some(&report), None),
         ),
         Err(err) => {
-            let status = if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. })
-            {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                tracing::error!(%err, "breakers page query failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
+            let status = crate::read_failure::status(&err, "breakers page");
             let message = format!("The report could not be read: {err}");
             render(status, &view(form, Some(&query), None, Some(message)))
         }

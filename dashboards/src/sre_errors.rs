@@ -476,12 +476,7 @@ pub fn pattern_view(
 }
 
 fn status_of(err: &ReadModelError) -> StatusCode {
-    if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. }) {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        tracing::error!(%err, "errors page query failed");
-        StatusCode::INTERNAL_SERVER_ERROR
-    }
+    crate::read_failure::status(err, "errors page")
 }
 
 type Pairs = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;

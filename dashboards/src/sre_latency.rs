@@ -652,13 +652,7 @@ pub async fn page(
             }),
         ),
         Err(err) => {
-            let status = if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. })
-            {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                tracing::error!(%err, "latency page query failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
+            let status = crate::read_failure::status(&err, "latency page");
             let page = view(PageInput {
                 form,
                 dimensions: &[],
@@ -748,13 +742,7 @@ where
     match read(query).await {
         Ok(value) => crate::finance::csv_download(&table(&value), filename),
         Err(err) => {
-            let status = if err.is_retryable() || matches!(err, ReadModelError::NotMigrated { .. })
-            {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                tracing::error!(%err, filename, "latency page csv query failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
+            let status = crate::read_failure::status(&err, "latency page csv");
             (status, format!("{err}\n")).into_response()
         }
     }

@@ -850,3 +850,45 @@ fn run_with_timeout(mut command: std::process::Command, timeout: Duration) -> st
     }
     child.wait_with_output().unwrap()
 }
+
+/// A read over `clickhouse.read_max_memory_bytes` is stopped by ClickHouse
+/// and answered 422 with what to change, by the API and by the page, and
+/// ClickHouse runs nothing of it after the answer; every other test here
+/// reads the same kind of data under the default limit and gets its 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_over_the_memory_limit_is_refused_naming_the_setting() {
+    let mut env = ReportEnv::new("latency_memory_limit").await;
+    env.insert(&dataset(BASE)).await;
+    // Less than any statement needs (ClickHouse 18.16 counts every
+    // allocation against it).
+    env.limit_read_memory(1_000);
+    env.start_api().await;
+
+    let (status, body) = env
+        .get_json(&format!(
+            "/api/v1/reports/latency?from={FROM}&to={TO}&group_by=provider,model"
+        ))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(
+            "needed more memory than clickhouse.read_max_memory_bytes allows (1000 bytes), and ClickHouse stopped it: narrow the time window"
+        ),
+        "{error}"
+    );
+
+    let (status, page) = env
+        .get_text("/sre/latency?range=custom&from=2026-01-15T10%3A00&to=2026-01-15T11%3A00")
+        .await;
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("clickhouse.read_max_memory_bytes"), "{page}");
+
+    // Nothing of the refused reads is left running in the server.
+    let running = support::clickhouse_query(&format!(
+        "SELECT count() FROM system.processes WHERE query LIKE '%{}%' AND query NOT LIKE '%system.processes%'",
+        env.database
+    ))
+    .await;
+    assert_eq!(running.trim(), "0");
+}

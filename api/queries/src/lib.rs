@@ -87,12 +87,68 @@ pub enum ReadModelError {
     /// quantile array of the wrong length). Internal.
     #[error("clickhouse query `{query}` returned an unexpected row: {detail}")]
     UnexpectedRow { query: &'static str, detail: String },
+    /// ClickHouse stopped the read at one of the limits every read carries
+    /// ([`ReadLimit`]): the request asks for more than this deployment
+    /// reads at once. The same request fails again; a narrower one may not.
+    #[error("clickhouse query `{query}` {limit}, and ClickHouse stopped it: narrow the time window, the filters or the grouping")]
+    OverLimit {
+        query: &'static str,
+        limit: ReadLimit,
+    },
+}
+
+/// The limits ClickHouse enforces on every read of the read models (sent
+/// as settings with each statement), so that one large report cannot take
+/// the memory or the time the inserts need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadLimit {
+    /// `max_memory_usage`, from `clickhouse.read_max_memory_bytes`.
+    Memory { bytes: u64 },
+    /// `max_execution_time`: [`SERVER_QUERY_TIMEOUT`].
+    Time { secs: u64 },
+}
+
+impl std::fmt::Display for ReadLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Memory { bytes: 0 } => {
+                write!(
+                    f,
+                    "needed more memory than the ClickHouse server allows a query"
+                )
+            }
+            Self::Memory { bytes } => write!(
+                f,
+                "needed more memory than clickhouse.read_max_memory_bytes allows ({bytes} bytes)"
+            ),
+            Self::Time { secs } => write!(f, "ran longer than a read may ({secs} s)"),
+        }
+    }
 }
 
 impl ReadModelError {
     /// Whether the same read may succeed if tried again later.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
+    }
+
+    /// The HTTP status a page or an API answer gives this failure: 503
+    /// when ClickHouse is away or not migrated (try again later), 422 for
+    /// a read over the memory limit and 504 for one over the time limit
+    /// (ask for less), 500 for a fault of ours.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Unavailable { .. } | Self::NotMigrated { .. } => 503,
+            Self::OverLimit {
+                limit: ReadLimit::Memory { .. },
+                ..
+            } => 422,
+            Self::OverLimit {
+                limit: ReadLimit::Time { .. },
+                ..
+            } => 504,
+            Self::Query { .. } | Self::UnexpectedRow { .. } => 500,
+        }
     }
 }
 
@@ -107,12 +163,26 @@ pub struct ReadModels {
     latency_sort_max_calls: u64,
     /// `[clickhouse] latency_count_min_calls` (`latency_source`).
     latency_count_min_calls: u64,
+    /// `[clickhouse] read_max_memory_bytes` (0: the server's own).
+    max_memory_bytes: u64,
 }
 
 impl ReadModels {
     pub fn new(config: &ClickHouseConfig) -> Self {
+        // Every read carries its limits, so ClickHouse stops one that
+        // would take more (a read abandoned by [`QUERY_TIMEOUT`] would
+        // otherwise run on in the server).
+        let mut read_client = client(config).with_setting(
+            "max_execution_time",
+            SERVER_QUERY_TIMEOUT.as_secs().to_string(),
+        );
+        if config.read_max_memory_bytes > 0 {
+            read_client = read_client
+                .with_setting("max_memory_usage", config.read_max_memory_bytes.to_string());
+        }
         Self {
-            client: client(config),
+            client: read_client,
+            max_memory_bytes: config.read_max_memory_bytes,
             url: config.url.clone(),
             database: tollgate_control::clickhouse::read_database(config),
             latency_sort_max_calls: config.latency_sort_max_calls,
@@ -135,9 +205,12 @@ impl ReadModels {
     /// Check that ClickHouse answers and that the tables the reports read
     /// exist; the error says which of the two is wrong.
     pub async fn check(&self) -> Result<(), ReadModelError> {
+        // Not under `read_max_memory_bytes` (0: no limit of its own): a
+        // limit too low for the reports must not keep the API from
+        // starting, where its answers say which setting to raise.
+        let client = self.client.clone().with_setting("max_memory_usage", "0");
         for table in REQUIRED_TABLES {
-            let query = self
-                .client
+            let query = client
                 .query(CHECK_TABLE_SQL)
                 .bind(&self.database)
                 .bind(table)
@@ -333,14 +406,46 @@ impl ReadModels {
                     detail: "the database does not exist".into(),
                 }
             }
+            // Error codes of 18.16 and current ClickHouse alike.
+            Error::BadResponse(ref message) if server_code(message) == Some(241) => {
+                ReadModelError::OverLimit {
+                    query,
+                    limit: ReadLimit::Memory {
+                        bytes: self.max_memory_bytes,
+                    },
+                }
+            }
+            Error::BadResponse(ref message) if server_code(message) == Some(159) => {
+                ReadModelError::OverLimit {
+                    query,
+                    limit: ReadLimit::Time {
+                        secs: SERVER_QUERY_TIMEOUT.as_secs(),
+                    },
+                }
+            }
             source => ReadModelError::Query { query, source },
         }
     }
 }
 
+/// The error code of a ClickHouse exception's text: `Code: 241, e.displayText()
+/// = …` (18.16) or `Code: 241. DB::Exception: …` (current).
+fn server_code(message: &str) -> Option<u32> {
+    let rest = &message[message.find("Code: ")? + "Code: ".len()..];
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..digits].parse().ok()
+}
+
 /// The longest a single read may take before it counts as ClickHouse being
 /// unavailable.
 pub const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The longest ClickHouse runs a read (`max_execution_time`): under
+/// [`QUERY_TIMEOUT`], so the server stops the read, and says so, before
+/// the API gives up on it.
+pub const SERVER_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(28);
 
 /// Tables the read models need; `check` verifies them at start-up.
 const REQUIRED_TABLES: [&str; 2] = ["latency_minute_calls", "latency_minute_buckets"];
@@ -415,6 +520,48 @@ pub fn sql_catalog() -> Vec<(String, String)> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_error_codes_are_read_from_both_versions_texts() {
+        assert_eq!(
+            server_code("Code: 241, e.displayText() = DB::Exception: Memory limit (for query) exceeded: would use 9.31 GiB"),
+            Some(241)
+        );
+        assert_eq!(
+            server_code("Code: 159. DB::Exception: Timeout exceeded: elapsed 28.0 seconds, maximum: 28. (TIMEOUT_EXCEEDED) (version 25.8.1.1)"),
+            Some(159)
+        );
+        assert_eq!(server_code("Code: 2410, hypothetical"), Some(2410));
+        assert_eq!(server_code("no code here"), None);
+        assert_eq!(server_code("Code: "), None);
+    }
+
+    #[test]
+    fn limits_say_which_setting_to_change_and_get_their_status() {
+        let memory = ReadModelError::OverLimit {
+            query: "latency.report",
+            limit: ReadLimit::Memory { bytes: 1_000_000 },
+        };
+        assert_eq!(
+            memory.to_string(),
+            "clickhouse query `latency.report` needed more memory than clickhouse.read_max_memory_bytes allows (1000000 bytes), and ClickHouse stopped it: narrow the time window, the filters or the grouping"
+        );
+        assert_eq!(memory.http_status(), 422);
+        assert!(!memory.is_retryable());
+        let time = ReadModelError::OverLimit {
+            query: "cost.report",
+            limit: ReadLimit::Time { secs: 28 },
+        };
+        assert!(time
+            .to_string()
+            .contains("ran longer than a read may (28 s)"));
+        assert_eq!(time.http_status(), 504);
+        let server = ReadLimit::Memory { bytes: 0 }.to_string();
+        assert_eq!(
+            server,
+            "needed more memory than the ClickHouse server allows a query"
+        );
+    }
 
     #[test]
     fn catalog_binds_every_placeholder() {

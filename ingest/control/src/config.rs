@@ -125,6 +125,13 @@ pub struct ClickHouseConfig {
     /// thousand calls (docs/performance.md, "Order statistics from counted
     /// values"). 0: always counted.
     pub latency_count_min_calls: u64,
+    /// The most memory one read of the reports, pages and alert signals
+    /// may take in ClickHouse, bytes (its `max_memory_usage`, sent with
+    /// every read): a read that needs more is stopped there and answered
+    /// with a 422 naming this setting, rather than taking the memory the
+    /// inserts need. The largest read at the defaults (16M calls sorted)
+    /// takes about 200 MB. 0: the server's own limit.
+    pub read_max_memory_bytes: u64,
 }
 
 impl ClickHouseConfig {
@@ -158,6 +165,7 @@ impl Default for ClickHouseConfig {
             query_timeout_secs: 120,
             latency_sort_max_calls: 16_000_000,
             latency_count_min_calls: 100_000,
+            read_max_memory_bytes: 4_000_000_000,
         }
     }
 }

@@ -286,6 +286,12 @@ impl ReportEnv {
         self.set_clickhouse("latency_count_min_calls", calls);
     }
 
+    /// Let one read take at most `bytes` in ClickHouse (`[clickhouse]
+    /// read_max_memory_bytes`). Before [`ReportEnv::start_api`].
+    pub fn limit_read_memory(&self, bytes: u64) {
+        self.set_clickhouse("read_max_memory_bytes", bytes);
+    }
+
     fn set_clickhouse(&self, key: &str, value: u64) {
         let config = std::fs::read_to_string(&self.config_path).unwrap();
         let config = config.replacen(
