@@ -242,6 +242,13 @@ pub struct ReportEnv {
     key: Option<String>,
     /// The signed-in forwarder with that key (`support::signed_in`).
     forward: Option<String>,
+    /// The ClickHouse database was made here ([`ReportEnv::migrated_before`],
+    /// on the dev stack's server): dropped when the environment ends. An
+    /// environment over a database it did not make (`with_database`,
+    /// `with_clickhouse`) leaves it alone.
+    owns_database: bool,
+    /// [`ReportEnv::start_api`] made a PostgreSQL database of this name.
+    owns_pg_database: bool,
 }
 
 impl ReportEnv {
@@ -260,7 +267,9 @@ impl ReportEnv {
                 apply_migration(&database, &file).await;
             }
         }
-        Self::with_database(database)
+        let mut env = Self::with_database(database);
+        env.owns_database = true;
+        env
     }
 
     /// Read latency from the minute rollups only (`[clickhouse]
@@ -328,6 +337,8 @@ impl ReportEnv {
             api: None,
             key: None,
             forward: None,
+            owns_database: false,
+            owns_pg_database: false,
         }
     }
 
@@ -354,6 +365,7 @@ impl ReportEnv {
     /// keys, and an admin key to call it with) and wait until it answers.
     pub async fn start_api(&mut self) {
         let pg_url = crate::support::create_pg_database(&self.database).await;
+        self.owns_pg_database = true;
         let mut config = std::fs::read_to_string(&self.config_path).unwrap();
         config.push_str(&format!("\n[postgres]\nurl = \"{pg_url}\"\n"));
         std::fs::write(&self.config_path, config).unwrap();
@@ -422,6 +434,42 @@ impl Drop for ReportEnv {
         if let Some(mut child) = self.api.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            if self.owns_database {
+                eprintln!("test failed: keeping ClickHouse database {}", self.database);
+            }
+            return;
+        }
+        let (database, ch_owned, pg_owned) = (
+            self.database.clone(),
+            self.owns_database,
+            self.owns_pg_database,
+        );
+        if !ch_owned && !pg_owned {
+            return;
+        }
+        // Drop runs inside the test's runtime, which cannot be blocked on:
+        // clean up from a thread with a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if ch_owned {
+                    ch("default", &format!("DROP DATABASE IF EXISTS {database}")).await;
+                }
+                if pg_owned {
+                    crate::support::drop_pg_database(&database).await;
+                }
+            });
+        });
+        if cleanup.join().is_err() {
+            eprintln!(
+                "dropping the report environment's database {} failed",
+                self.database
+            );
         }
     }
 }

@@ -612,6 +612,12 @@ async fn drop_resources(name: &str, ch_database: &str, brokers: &[String]) {
     if let Err(err) = response {
         eprintln!("dropping ClickHouse database {ch_database}: {err}");
     }
+    drop_pg_database(name).await;
+}
+
+/// Drop the PostgreSQL database `name` (made by [`create_pg_database`]);
+/// a failure is reported, not raised: this runs when a test ends.
+pub async fn drop_pg_database(name: &str) {
     use sqlx::Connection;
     match sqlx::PgConnection::connect(&postgres_admin_url()).await {
         Ok(mut conn) => {
