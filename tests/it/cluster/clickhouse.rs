@@ -198,24 +198,18 @@ impl Drop for ClusterNamespace {
             self.database.clone(),
             self.kafka.clone(),
         );
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                for db in [format!("{database}_dist"), database.clone()] {
-                    let sql = format!("DROP DATABASE IF EXISTS {db} ON CLUSTER {cluster}");
-                    if let Err(err) = reqwest::Client::new().post(&url).body(sql).send().await {
-                        eprintln!("dropping {db} on cluster {cluster}: {err}");
-                    }
+        let cleanup = crate::support::on_a_runtime_of_its_own(async move {
+            for db in [format!("{database}_dist"), database.clone()] {
+                let sql = format!("DROP DATABASE IF EXISTS {db} ON CLUSTER {cluster}");
+                if let Err(err) = reqwest::Client::new().post(&url).body(sql).send().await {
+                    eprintln!("dropping {db} on cluster {cluster}: {err}");
                 }
-                if let Some(brokers) = kafka {
-                    delete_cluster_topics(&brokers, &database).await;
-                }
-            });
+            }
+            if let Some(brokers) = kafka {
+                delete_cluster_topics(&brokers, &database).await;
+            }
         });
-        if cleanup.join().is_err() {
+        if !cleanup {
             eprintln!(
                 "dropping {} on cluster {} failed",
                 self.database, self.cluster

@@ -451,21 +451,15 @@ impl Drop for ReportEnv {
         }
         // Drop runs inside the test's runtime, which cannot be blocked on:
         // clean up from a thread with a runtime of its own.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if ch_owned {
-                    ch("default", &format!("DROP DATABASE IF EXISTS {database}")).await;
-                }
-                if pg_owned {
-                    crate::support::drop_pg_database(&database).await;
-                }
-            });
+        let cleanup = crate::support::on_a_runtime_of_its_own(async move {
+            if ch_owned {
+                ch("default", &format!("DROP DATABASE IF EXISTS {database}")).await;
+            }
+            if pg_owned {
+                crate::support::drop_pg_database(&database).await;
+            }
         });
-        if cleanup.join().is_err() {
+        if !cleanup {
             eprintln!(
                 "dropping the report environment's database {} failed",
                 self.database

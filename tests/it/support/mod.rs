@@ -548,17 +548,30 @@ impl Drop for TestEnv {
         let ch_database = self.ch_database.clone();
         let mut brokers = vec![kafka_brokers()];
         brokers.extend(self.other_brokers.iter().cloned());
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(drop_resources(&name, &ch_database, &brokers));
+        let cleanup = on_a_runtime_of_its_own(async move {
+            drop_resources(&name, &ch_database, &brokers).await;
         });
-        if cleanup.join().is_err() {
+        if !cleanup {
             eprintln!("cleaning up test environment {} failed", self.name);
         }
     }
+}
+
+/// Run `work` to its end on a thread with a runtime of its own: a `Drop`
+/// runs inside the test's runtime, which cannot be blocked on. `false`
+/// when it panicked.
+pub fn on_a_runtime_of_its_own(
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) -> bool {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work);
+    })
+    .join()
+    .is_ok()
 }
 
 /// Delete every topic named `<name>.*` on `brokers`.
