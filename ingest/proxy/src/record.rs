@@ -4,6 +4,7 @@
 //! from 1; a fallback model gets a new `call_id` with `fallback_of`).
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -14,7 +15,9 @@ use uuid::Uuid;
 
 use super::auth::VirtualKey;
 use super::trace::{AttemptTrace, ClientParent};
-use tollgate_contract::signature::{signature, ErrorInput, SignatureId};
+use tollgate_contract::signature::{
+    mask, signature, signature_of_template, ErrorInput, SignatureId,
+};
 use tollgate_contract::{
     Call, Event, EventKind, Operation, Outcome, ProviderError, Recovery, Usage, SCHEMA_VERSION,
 };
@@ -209,6 +212,15 @@ impl CallContext {
 /// (it crashed or lost power): the event its write-ahead log replays.
 pub const INTERRUPTED: &str = "proxy_interrupted";
 
+/// The message of an [`INTERRUPTED`] error.
+const INTERRUPTED_MESSAGE: &str = "the proxy stopped (crash or power loss) after forwarding this attempt and before it ended; the provider may have served and billed it; the input is the proxy's estimate";
+
+/// The masked template of [`INTERRUPTED_MESSAGE`]. Every forwarded attempt
+/// writes its interrupted event ahead, so the constant message is masked
+/// once here instead of once per call.
+static INTERRUPTED_TEMPLATE: LazyLock<String> =
+    LazyLock::new(|| mask(INTERRUPTED_MESSAGE).template);
+
 impl CallContext {
     /// The event a replay of the write-ahead log emits for `record`'s
     /// attempt if it never ends: `ai.call.failed`, outcome `error`, error
@@ -230,10 +242,14 @@ impl CallContext {
         };
         record.usage_estimated = true;
         record.response_sha256 = None;
-        record.error = Some(super::observe::provider_error(
+        let mut error = super::observe::provider_error(INTERRUPTED, INTERRUPTED_MESSAGE);
+        error.signature = Some(signature_of_template(
+            &record.provider,
+            0,
             INTERRUPTED,
-            "the proxy stopped (crash or power loss) after forwarding this attempt and before it ended; the provider may have served and billed it; the input is the proxy's estimate",
+            &INTERRUPTED_TEMPLATE,
         ));
+        record.error = Some(error);
         if let Some(r) = record.recovery.as_mut() {
             r.last = true;
         }
@@ -354,7 +370,11 @@ mod tests {
             (Outcome::Error, 0, 123)
         );
         assert!(call.usage.input_tokens_estimated && call.recovery.as_ref().unwrap().last);
-        assert_eq!(call.error.as_ref().unwrap().error_type, INTERRUPTED);
+        let error = call.error.as_ref().unwrap();
+        assert_eq!(error.error_type, INTERRUPTED);
+        // Masked once, the same id as masking the message of this event.
+        let masked_now = signature(&ErrorInput::from_call(&call.provider, 0, error)).id;
+        assert_eq!(error.signature, Some(masked_now));
         let events = [ctx.event(record), blocked_event, interrupted];
         for event in &events {
             let error = event.call.as_ref().unwrap().error.as_ref().unwrap();

@@ -146,6 +146,23 @@ pub fn signature(input: &ErrorInput<'_>) -> Signature {
     }
 }
 
+/// The id [`signature`] gives an error whose message masks to `template`,
+/// for a message known in advance (masked once, not on every call): the
+/// provider and error type are normalised as `signature` normalises them.
+pub fn signature_of_template(
+    provider: &str,
+    http_status: u16,
+    error_type: &str,
+    template: &str,
+) -> SignatureId {
+    signature_id(
+        &provider.trim().to_ascii_lowercase(),
+        http_status,
+        error_type.trim(),
+        template,
+    )
+}
+
 /// The id of (provider, exact HTTP status, error type, template), each
 /// length-prefixed so that no two different tuples hash the same bytes.
 /// The provider is expected lower-case and the error type trimmed, as
