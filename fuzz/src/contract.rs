@@ -57,14 +57,17 @@ pub fn check(data: &[u8]) {
         Err(rejection) => return named(&rejection),
     };
     for item in items {
-        let value = match item {
-            BatchItem::Json(value) => value,
-            BatchItem::Malformed(rejection) => {
-                named(&rejection);
-                continue;
-            }
+        let value = match &item {
+            BatchItem::Json(text) => serde_json::from_str::<serde_json::Value>(text.get()).ok(),
+            BatchItem::Malformed(_) => None,
         };
-        match parse_event(value, crate::now(), &limits()) {
+        let answer = item.event(crate::now(), &limits());
+        // The item's typed path answers as the `Value` path does.
+        if let Some(value) = value {
+            let by_value = parse_event(value, crate::now(), &limits());
+            assert_eq!(answer, by_value, "an item's typed and value paths disagree");
+        }
+        match answer {
             Ok(event) => accepted(&event),
             Err(rejection) => named(&rejection),
         }

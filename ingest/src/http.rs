@@ -53,7 +53,7 @@ use crate::config::IngestConfig;
 use crate::error::IngestError;
 use crate::metrics::{Api, IngestMetrics, Refusal};
 use tollgate_contract::{
-    check_item_count, event_schema, parse_event, split_items, BatchItem, BodyFormat, Event, Limits,
+    check_item_count, event_schema, split_items, BatchItem, BodyFormat, Event, Limits,
     Rejection,
 };
 use tollgate_control::kafka::{Delivered, EventProducer, ProduceError};
@@ -452,7 +452,7 @@ enum Planned {
 /// Validate every item at `now`: contract, org scope of the key, and unique
 /// `event_id` within the request. Pure, so it is tested without servers.
 pub fn plan_batch(
-    items: Vec<BatchItem>,
+    items: Vec<BatchItem<'_>>,
     key_org: Option<&str>,
     now: DateTime<Utc>,
     limits: &Limits,
@@ -463,18 +463,7 @@ pub fn plan_batch(
     };
     let mut seen: HashSet<Uuid> = HashSet::with_capacity(items.len());
     for item in items {
-        let value = match item {
-            BatchItem::Json(value) => value,
-            BatchItem::Malformed(rejection) => {
-                plan.items.push(Planned::Rejected {
-                    event_id: None,
-                    rejection,
-                });
-                continue;
-            }
-        };
-        let event_id = echoable_event_id(&value);
-        let checked = parse_event(value, now, limits).and_then(|event| {
+        let checked = item.event(now, limits).and_then(|event| {
             if let Some(org) = key_org {
                 if event.org_id != org {
                     return Err(Rejection::new(
@@ -499,7 +488,7 @@ pub fn plan_batch(
             Err(rejection) => {
                 tracing::debug!(index = plan.items.len(), field = %rejection.field, reason = %rejection.reason, "event rejected");
                 plan.items.push(Planned::Rejected {
-                    event_id,
+                    event_id: item.echoable_event_id(),
                     rejection,
                 });
             }
@@ -584,19 +573,11 @@ impl BatchPlan {
     }
 }
 
-/// The item's `event_id`, when it is a short string worth echoing back.
-fn echoable_event_id(value: &Value) -> Option<String> {
-    value
-        .get("event_id")
-        .and_then(Value::as_str)
-        .filter(|id| id.len() <= 64 && !id.chars().any(char::is_control))
-        .map(str::to_string)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tollgate_contract::SCHEMA_VERSION;
+    use serde_json::value::RawValue;
 
     fn event(org: &str, id: Uuid) -> Value {
         json!({
@@ -614,16 +595,25 @@ mod tests {
         })
     }
 
-    fn items(values: Vec<Value>) -> Vec<BatchItem> {
-        values.into_iter().map(BatchItem::Json).collect()
+    /// The JSON texts of `values`, as a body holds its items.
+    fn texts(values: Vec<Value>) -> Vec<Box<RawValue>> {
+        values
+            .iter()
+            .map(|v| RawValue::from_string(v.to_string()).unwrap())
+            .collect()
+    }
+
+    fn items(texts: &[Box<RawValue>]) -> Vec<BatchItem<'_>> {
+        texts.iter().map(|t| BatchItem::Json(t)).collect()
     }
 
     #[test]
     fn org_scoped_key_rejects_other_orgs_and_duplicates() {
         let a = Uuid::now_v7();
         let b = Uuid::now_v7();
+        let texts = texts(vec![event("acme", a), event("other", b), event("acme", a)]);
         let plan = plan_batch(
-            items(vec![event("acme", a), event("other", b), event("acme", a)]),
+            items(&texts),
             Some("acme"),
             Utc::now(),
             &Limits::default(),
@@ -662,11 +652,12 @@ mod tests {
 
     #[test]
     fn unscoped_key_may_send_any_org() {
+        let texts = texts(vec![
+            event("acme", Uuid::now_v7()),
+            event("other", Uuid::now_v7()),
+        ]);
         let plan = plan_batch(
-            items(vec![
-                event("acme", Uuid::now_v7()),
-                event("other", Uuid::now_v7()),
-            ]),
+            items(&texts),
             None,
             Utc::now(),
             &Limits::default(),
@@ -676,8 +667,9 @@ mod tests {
 
     #[test]
     fn all_failed_in_kafka_is_503_and_all_rejected_is_400() {
+        let one = texts(vec![event("acme", Uuid::now_v7())]);
         let plan = plan_batch(
-            items(vec![event("acme", Uuid::now_v7())]),
+            items(&one),
             None,
             Utc::now(),
             &Limits::default(),
@@ -693,8 +685,9 @@ mod tests {
         assert_eq!(body["results"][0]["status"], "failed");
         assert_eq!(body["results"][0]["retryable"], true);
 
+        let bad = texts(vec![json!({"schema_version": 2})]);
         let plan = plan_batch(
-            items(vec![json!({"schema_version": 2})]),
+            items(&bad),
             None,
             Utc::now(),
             &Limits::default(),
@@ -737,9 +730,10 @@ mod tests {
     #[test]
     fn response_shape_is_stable() {
         let id = Uuid::now_v7();
+        let text = texts(vec![event("acme", id)]);
         let plan = plan_batch(
             vec![
-                BatchItem::Json(event("acme", id)),
+                BatchItem::Json(&text[0]),
                 BatchItem::Malformed(Rejection::new("event", "malformed JSON on line 2")),
             ],
             None,

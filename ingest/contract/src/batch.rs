@@ -1,17 +1,60 @@
 //! Splitting a request body into items: a JSON array or NDJSON (one object per
 //! line). A malformed line in NDJSON rejects only that line; a malformed JSON
 //! array rejects the body, because its items cannot be told apart.
+//!
+//! An item is kept as its JSON text in the body (a borrowed
+//! [`RawValue`]), not as a [`Value`] tree: [`BatchItem::event`] decodes it
+//! straight into an [`Event`] ([`parse_event_json`]), and only an item that
+//! is refused is read as a [`Value`], to name the field.
 
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::validate::Rejection;
+use super::event::Event;
+use super::validate::{parse_event_json, JsonEventError, Limits, Rejection};
 
 /// One item of a batch body, before validation.
 #[derive(Debug)]
-pub enum BatchItem {
-    Json(Value),
+pub enum BatchItem<'a> {
+    /// The item's JSON text, as it stands in the body.
+    Json(&'a RawValue),
     /// The item could not be parsed as JSON at all.
     Malformed(Rejection),
+}
+
+impl BatchItem<'_> {
+    /// The event this item holds, validated at `now`: the answer of
+    /// [`crate::parse_event`] on the item's JSON.
+    pub fn event(&self, now: DateTime<Utc>, limits: &Limits) -> Result<Event, Rejection> {
+        match self {
+            BatchItem::Json(text) => parse_event_json(text.get().as_bytes(), now, limits)
+                .map_err(|err| match err {
+                    JsonEventError::Invalid(rejection) => rejection,
+                    // Split as JSON, but not readable as a value (nested
+                    // deeper than the parser's recursion limit).
+                    JsonEventError::NotJson(err) => {
+                        Rejection::new("event", format!("malformed JSON: {err}"))
+                    }
+                }),
+            BatchItem::Malformed(rejection) => Err(rejection.clone()),
+        }
+    }
+
+    /// The item's `event_id` as sent, when it is a short string worth
+    /// echoing back beside a refusal (read as a [`Value`]: for refused
+    /// items only).
+    pub fn echoable_event_id(&self) -> Option<String> {
+        let BatchItem::Json(text) = self else {
+            return None;
+        };
+        let value: Value = serde_json::from_str(text.get()).ok()?;
+        value
+            .get("event_id")
+            .and_then(Value::as_str)
+            .filter(|id| id.len() <= 64 && !id.chars().any(char::is_control))
+            .map(str::to_string)
+    }
 }
 
 /// Body format, from the request's `Content-Type`.
@@ -41,27 +84,33 @@ pub fn split_body(
     body: &[u8],
     format: BodyFormat,
     max_items: usize,
-) -> Result<Vec<BatchItem>, Rejection> {
+) -> Result<Vec<BatchItem<'_>>, Rejection> {
     let items = split_items(body, format)?;
     check_item_count(items.len(), max_items)?;
     Ok(items)
 }
 
-/// Split `body` into items, however many. `Err`: the body is malformed or
-/// holds no item.
-pub fn split_items(body: &[u8], format: BodyFormat) -> Result<Vec<BatchItem>, Rejection> {
+/// Split `body` into items. `Err`: the body is malformed or holds no item.
+pub fn split_items(body: &[u8], format: BodyFormat) -> Result<Vec<BatchItem<'_>>, Rejection> {
     let items = match format {
         BodyFormat::JsonArray => {
-            let value: Value = serde_json::from_slice(body)
-                .map_err(|e| Rejection::new("body", format!("malformed JSON: {e}")))?;
-            match value {
-                Value::Array(items) => items.into_iter().map(BatchItem::Json).collect::<Vec<_>>(),
-                Value::Object(_) => vec![BatchItem::Json(value)],
+            let first = body.iter().find(|b| !b.is_ascii_whitespace());
+            match first {
+                Some(b'[') => serde_json::from_slice::<Vec<&RawValue>>(body)
+                    .map_err(malformed_body)?
+                    .into_iter()
+                    .map(BatchItem::Json)
+                    .collect::<Vec<_>>(),
+                Some(b'{') => vec![BatchItem::Json(
+                    serde_json::from_slice::<&RawValue>(body).map_err(malformed_body)?,
+                )],
                 _ => {
+                    // Not an array or object: malformed, or JSON of another type.
+                    serde_json::from_slice::<&RawValue>(body).map_err(malformed_body)?;
                     return Err(Rejection::new(
                         "body",
                         "expected a JSON array of events or one event object",
-                    ))
+                    ));
                 }
             }
         }
@@ -69,8 +118,8 @@ pub fn split_items(body: &[u8], format: BodyFormat) -> Result<Vec<BatchItem>, Re
             .split(|b| *b == b'\n')
             .enumerate()
             .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|(n, line)| match serde_json::from_slice::<Value>(line) {
-                Ok(v) => BatchItem::Json(v),
+            .map(|(n, line)| match serde_json::from_slice::<&RawValue>(line) {
+                Ok(text) => BatchItem::Json(text),
                 Err(e) => BatchItem::Malformed(Rejection::new(
                     "event",
                     format!("malformed JSON on line {}: {e}", n + 1),
@@ -82,6 +131,10 @@ pub fn split_items(body: &[u8], format: BodyFormat) -> Result<Vec<BatchItem>, Re
         return Err(Rejection::new("body", "no events in the request body"));
     }
     Ok(items)
+}
+
+fn malformed_body(err: serde_json::Error) -> Rejection {
+    Rejection::new("body", format!("malformed JSON: {err}"))
 }
 
 /// Refuse a body of more than `max_items` items.

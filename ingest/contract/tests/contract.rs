@@ -185,6 +185,45 @@ fn malformed_json_body_is_rejected_as_a_whole() {
 }
 
 #[test]
+fn an_item_nested_past_the_parser_s_limit_is_refused_alone() {
+    // Hostile nesting inside one item of an array: the body still splits
+    // (items are kept as their text), the other item is accepted, and the
+    // deep one is refused by name, without exhausting the stack.
+    let good = good_call();
+    let depth = 200_000;
+    let deep = format!(
+        r#"{{"schema_version": 1, "call": {}{}}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let body = format!("[{good}, {deep}]");
+    let items = split_body(body.as_bytes(), BodyFormat::JsonArray, 10).unwrap();
+    assert_eq!(items.len(), 2);
+    let now = Utc::now();
+    let accepted = items[0].event(now, &Limits::default()).unwrap();
+    assert_eq!(accepted.event_id.to_string(), good["event_id"].as_str().unwrap());
+    let refused = items[1].event(now, &Limits::default()).unwrap_err();
+    assert_eq!(refused.field, "event");
+    assert!(refused.reason.contains("recursion limit"), "{refused}");
+    assert_eq!(items[1].echoable_event_id(), None);
+    // The same item on an NDJSON line.
+    let body = format!("{good}\n{deep}\n");
+    let items = split_body(body.as_bytes(), BodyFormat::Ndjson, 10).unwrap();
+    assert!(items[0].event(now, &Limits::default()).is_ok());
+    assert_eq!(items[1].event(now, &Limits::default()).unwrap_err().field, "event");
+}
+
+#[test]
+fn a_refused_item_echoes_its_event_id_as_sent() {
+    let mut event = good_call();
+    event["event_id"] = json!("0190B2D4-NOT-A-V7");
+    let body = serde_json::to_vec(&json!([event])).unwrap();
+    let items = split_body(&body, BodyFormat::JsonArray, 10).unwrap();
+    assert_eq!(items[0].event(Utc::now(), &Limits::default()).unwrap_err().field, "event_id");
+    assert_eq!(items[0].echoable_event_id().as_deref(), Some("0190B2D4-NOT-A-V7"));
+}
+
+#[test]
 fn single_object_body_is_one_event() {
     let body = serde_json::to_vec(&good_call()).unwrap();
     let items = split_body(&body, BodyFormat::JsonArray, 10).unwrap();
@@ -497,10 +536,15 @@ fn ndjson_with_a_bad_line_keeps_the_good_lines() {
     let items = split_body(body.as_bytes(), BodyFormat::Ndjson, 100).unwrap();
     assert_eq!(items.len(), 4, "blank lines do not count as events");
     let results: Vec<Result<Event, Rejection>> = items
-        .into_iter()
+        .iter()
         .map(|item| match item {
-            BatchItem::Json(value) => parse(value),
-            BatchItem::Malformed(rejection) => Err(rejection),
+            BatchItem::Json(text) => {
+                let parsed = item.event(Utc::now(), &Limits::default());
+                // The item's own path answers as `parse_event` on its value.
+                assert_eq!(parsed, parse(serde_json::from_str(text.get()).unwrap()));
+                parsed
+            }
+            BatchItem::Malformed(rejection) => Err(rejection.clone()),
         })
         .collect();
     assert_eq!(

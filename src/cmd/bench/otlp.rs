@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tollgate_contract::{Event, Outcome};
 
 use super::ingest::{bench_namespace, drop_namespace, overrides, tollgate, ProcessorChild};
-use super::process_stats::peak_rss_kib;
+use super::process_stats::{cpu_seconds, peak_rss_kib};
 use crate::cmd::simulate::chunks;
 use crate::config::Config;
 use crate::workload::{Workload, WorkloadSpec};
@@ -52,6 +52,8 @@ struct Run {
     end_to_end: Duration,
     stored: u64,
     ingest_rss_kib: u64,
+    /// CPU seconds `tollgate ingest` used while the requests were answered.
+    ingest_cpu_s: Option<f64>,
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
@@ -188,6 +190,7 @@ impl Sender<'_> {
         want: u64,
     ) -> anyhow::Result<Run> {
         let started = Instant::now();
+        let cpu_before = cpu_seconds(self.ingest_pid);
         let bar = crate::cmd::simulate::progress_bar(bodies.len() as u64, "requests");
         let mut answers = futures::stream::iter(bodies)
             .map(|(content_type, body)| async move {
@@ -208,6 +211,9 @@ impl Sender<'_> {
         }
         bar.finish();
         let requests = started.elapsed();
+        let ingest_cpu_s = cpu_seconds(self.ingest_pid)
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
         let mut stored = 0;
         while started.elapsed() < self.timeout {
             stored = self
@@ -226,6 +232,7 @@ impl Sender<'_> {
             end_to_end: started.elapsed(),
             stored,
             ingest_rss_kib: peak_rss_kib(self.ingest_pid).unwrap_or(0),
+            ingest_cpu_s,
         })
     }
 }
@@ -239,22 +246,27 @@ fn print_report(args: &Args, json: &Run, otlp: &Run) {
         args.calls, args.batch, args.concurrency
     );
     println!(
-        "  {:<22} {:>12} {:>14} {:>14}",
-        "format", "accepted/s", "end-to-end/s", "ingest RSS MiB"
+        "  {:<22} {:>12} {:>14} {:>14} {:>18}",
+        "format", "accepted/s", "end-to-end/s", "ingest RSS MiB", "ingest CPU µs/call"
     );
     for (name, run) in [
         ("JSON events /v1/events", json),
         ("OTLP spans /v1/traces", otlp),
     ] {
+        let cpu = run.ingest_cpu_s.map_or_else(
+            || "-".to_string(),
+            |s| format!("{:.1}", s * 1e6 / args.calls.max(1) as f64),
+        );
         println!(
-            "  {:<22} {:>12.0} {:>14.0} {:>14.1}",
+            "  {:<22} {:>12.0} {:>14.0} {:>14.1} {:>18}",
             name,
             rate(args.calls, run.requests),
             rate(args.calls, run.end_to_end),
-            run.ingest_rss_kib as f64 / 1024.0
+            run.ingest_rss_kib as f64 / 1024.0,
+            cpu
         );
     }
-    println!("  (accepted/s: every request answered, Kafka acknowledged; end-to-end/s: first request -> last row visible in ClickHouse; RSS: ingest's peak so far)");
+    println!("  (accepted/s: every request answered, Kafka acknowledged; end-to-end/s: first request -> last row visible in ClickHouse; RSS: ingest's peak so far; CPU: ingest's user + system time while the requests were answered, per call)");
 }
 
 fn string(key: &str, value: &str) -> KeyValue {
