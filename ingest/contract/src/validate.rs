@@ -2,7 +2,7 @@
 //! a dotted path) and the reason, so a client can fix exactly what is wrong.
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::event::{Event, Usage, MAX_TOKENS_PER_CALL, SCHEMA_VERSION};
@@ -59,7 +59,30 @@ impl Default for Limits {
 }
 
 /// Validate one JSON value as an event at time `now`.
+///
+/// A value that reads as an event is read without tracking where in it the
+/// reader is (`serde_path_to_error` allocates a path segment per member);
+/// only a value that does not is read again with the path tracked, to name
+/// the field. Both reads are the same `Deserialize`, so the answer is the same.
 pub fn parse_event(value: Value, now: DateTime<Utc>, limits: &Limits) -> Result<Event, Rejection> {
+    let current_version = value
+        .get("schema_version")
+        .and_then(Value::as_u64)
+        .is_some_and(|v| v == u64::from(SCHEMA_VERSION));
+    if value.is_object() && current_version {
+        if let Ok(event) = Event::deserialize(&value) {
+            return check_semantics(&event, now, limits).map(|()| event);
+        }
+    }
+    parse_event_tracked(value, now, limits)
+}
+
+/// [`parse_event`] with the path tracked: the field of a rejection.
+fn parse_event_tracked(
+    value: Value,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Result<Event, Rejection> {
     if !value.is_object() {
         return Err(Rejection::new(
             "event",
