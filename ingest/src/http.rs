@@ -53,8 +53,7 @@ use crate::config::IngestConfig;
 use crate::error::IngestError;
 use crate::metrics::{Api, IngestMetrics, Refusal};
 use tollgate_contract::{
-    check_item_count, event_schema, split_items, BatchItem, BodyFormat, Event, Limits,
-    Rejection,
+    check_item_count, event_schema, split_items, BatchItem, BodyFormat, Event, Limits, Rejection,
 };
 use tollgate_control::kafka::{Delivered, EventProducer, ProduceError};
 use tollgate_control::key_cache::{KeyCache, KeyCachePolicy};
@@ -576,8 +575,8 @@ impl BatchPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_contract::SCHEMA_VERSION;
     use serde_json::value::RawValue;
+    use tollgate_contract::SCHEMA_VERSION;
 
     fn event(org: &str, id: Uuid) -> Value {
         json!({
@@ -612,12 +611,7 @@ mod tests {
         let a = Uuid::now_v7();
         let b = Uuid::now_v7();
         let texts = texts(vec![event("acme", a), event("other", b), event("acme", a)]);
-        let plan = plan_batch(
-            items(&texts),
-            Some("acme"),
-            Utc::now(),
-            &Limits::default(),
-        );
+        let plan = plan_batch(items(&texts), Some("acme"), Utc::now(), &Limits::default());
         assert_eq!(plan.events.len(), 1);
         let (status, response) = plan.finish(vec![Ok(Delivered {
             partition: 0,
@@ -656,24 +650,14 @@ mod tests {
             event("acme", Uuid::now_v7()),
             event("other", Uuid::now_v7()),
         ]);
-        let plan = plan_batch(
-            items(&texts),
-            None,
-            Utc::now(),
-            &Limits::default(),
-        );
+        let plan = plan_batch(items(&texts), None, Utc::now(), &Limits::default());
         assert_eq!(plan.events.len(), 2);
     }
 
     #[test]
     fn all_failed_in_kafka_is_503_and_all_rejected_is_400() {
         let one = texts(vec![event("acme", Uuid::now_v7())]);
-        let plan = plan_batch(
-            items(&one),
-            None,
-            Utc::now(),
-            &Limits::default(),
-        );
+        let plan = plan_batch(items(&one), None, Utc::now(), &Limits::default());
         let (status, response) = plan.finish(vec![Err(ProduceError {
             reason: "timed out".into(),
             retryable: true,
@@ -686,12 +670,7 @@ mod tests {
         assert_eq!(body["results"][0]["retryable"], true);
 
         let bad = texts(vec![json!({"schema_version": 2})]);
-        let plan = plan_batch(
-            items(&bad),
-            None,
-            Utc::now(),
-            &Limits::default(),
-        );
+        let plan = plan_batch(items(&bad), None, Utc::now(), &Limits::default());
         let (status, response) = plan.finish(vec![]);
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(response.rejected, 1);

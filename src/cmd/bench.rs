@@ -39,7 +39,7 @@ pub enum BenchCommand {
     /// Every report, page and CSV export over N generated calls, timed
     /// (p50/p95/max per endpoint against p95 < 150 ms).
     Reports(reports::Args),
-    /// The small runs of `ingest`, `proxy`, `audit` and `reports` that the
+    /// The small runs of `ingest`, `otlp`, `proxy`, `audit` and `reports` that the
     /// test suite takes on every change (about three minutes in a release
     /// build), compared figure by figure with a recorded baseline
     /// (`bench/baseline.json`). Prints and flags; never fails on a figure.
@@ -49,7 +49,7 @@ pub enum BenchCommand {
 pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest::run(args, config).await.map(drop),
-        BenchCommand::Otlp(args) => otlp::run(args, config).await,
+        BenchCommand::Otlp(args) => otlp::run(args, config).await.map(drop),
         BenchCommand::Proxy(args) => proxy::run(args, config).await.map(drop),
         BenchCommand::Alerts(args) => alerts::run(args, config).await,
         BenchCommand::Audit(args) => audit::run(args, config).await.map(drop),

@@ -28,15 +28,16 @@ impl BatchItem<'_> {
     /// [`crate::parse_event`] on the item's JSON.
     pub fn event(&self, now: DateTime<Utc>, limits: &Limits) -> Result<Event, Rejection> {
         match self {
-            BatchItem::Json(text) => parse_event_json(text.get().as_bytes(), now, limits)
-                .map_err(|err| match err {
+            BatchItem::Json(text) => {
+                parse_event_json(text.get().as_bytes(), now, limits).map_err(|err| match err {
                     JsonEventError::Invalid(rejection) => rejection,
                     // Split as JSON, but not readable as a value (nested
                     // deeper than the parser's recursion limit).
                     JsonEventError::NotJson(err) => {
                         Rejection::new("event", format!("malformed JSON: {err}"))
                     }
-                }),
+                })
+            }
             BatchItem::Malformed(rejection) => Err(rejection.clone()),
         }
     }
@@ -118,13 +119,15 @@ pub fn split_items(body: &[u8], format: BodyFormat) -> Result<Vec<BatchItem<'_>>
             .split(|b| *b == b'\n')
             .enumerate()
             .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|(n, line)| match serde_json::from_slice::<&RawValue>(line) {
-                Ok(text) => BatchItem::Json(text),
-                Err(e) => BatchItem::Malformed(Rejection::new(
-                    "event",
-                    format!("malformed JSON on line {}: {e}", n + 1),
-                )),
-            })
+            .map(
+                |(n, line)| match serde_json::from_slice::<&RawValue>(line) {
+                    Ok(text) => BatchItem::Json(text),
+                    Err(e) => BatchItem::Malformed(Rejection::new(
+                        "event",
+                        format!("malformed JSON on line {}: {e}", n + 1),
+                    )),
+                },
+            )
             .collect(),
     };
     if items.is_empty() {

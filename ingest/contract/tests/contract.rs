@@ -201,7 +201,10 @@ fn an_item_nested_past_the_parser_s_limit_is_refused_alone() {
     assert_eq!(items.len(), 2);
     let now = Utc::now();
     let accepted = items[0].event(now, &Limits::default()).unwrap();
-    assert_eq!(accepted.event_id.to_string(), good["event_id"].as_str().unwrap());
+    assert_eq!(
+        accepted.event_id.to_string(),
+        good["event_id"].as_str().unwrap()
+    );
     let refused = items[1].event(now, &Limits::default()).unwrap_err();
     assert_eq!(refused.field, "event");
     assert!(refused.reason.contains("recursion limit"), "{refused}");
@@ -210,7 +213,10 @@ fn an_item_nested_past_the_parser_s_limit_is_refused_alone() {
     let body = format!("{good}\n{deep}\n");
     let items = split_body(body.as_bytes(), BodyFormat::Ndjson, 10).unwrap();
     assert!(items[0].event(now, &Limits::default()).is_ok());
-    assert_eq!(items[1].event(now, &Limits::default()).unwrap_err().field, "event");
+    assert_eq!(
+        items[1].event(now, &Limits::default()).unwrap_err().field,
+        "event"
+    );
 }
 
 #[test]
@@ -219,8 +225,17 @@ fn a_refused_item_echoes_its_event_id_as_sent() {
     event["event_id"] = json!("0190B2D4-NOT-A-V7");
     let body = serde_json::to_vec(&json!([event])).unwrap();
     let items = split_body(&body, BodyFormat::JsonArray, 10).unwrap();
-    assert_eq!(items[0].event(Utc::now(), &Limits::default()).unwrap_err().field, "event_id");
-    assert_eq!(items[0].echoable_event_id().as_deref(), Some("0190B2D4-NOT-A-V7"));
+    assert_eq!(
+        items[0]
+            .event(Utc::now(), &Limits::default())
+            .unwrap_err()
+            .field,
+        "event_id"
+    );
+    assert_eq!(
+        items[0].echoable_event_id().as_deref(),
+        Some("0190B2D4-NOT-A-V7")
+    );
 }
 
 #[test]

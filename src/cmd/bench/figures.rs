@@ -64,6 +64,22 @@ pub const INGEST_PEAK_RSS: Measure = Measure {
     tolerance: 1.3,
     floor: 1.0,
 };
+pub const INGEST_API_JSON_CPU: Measure = Measure {
+    key: "ingest_api.json_cpu_us_per_event",
+    unit: "µs/event",
+    what: "the ingest API's CPU per event, JSON batches of 1,000",
+    better: Better::Lower,
+    tolerance: 1.5,
+    floor: 0.1,
+};
+pub const INGEST_API_OTLP_CPU: Measure = Measure {
+    key: "ingest_api.otlp_cpu_us_per_span",
+    unit: "µs/span",
+    what: "the ingest API's CPU per span, OTLP batches of 1,000",
+    better: Better::Lower,
+    tolerance: 1.5,
+    floor: 0.1,
+};
 pub const PROXY_ADDED_P50: Measure = Measure {
     key: "proxy.added_p50_ms",
     unit: "ms",
@@ -143,6 +159,8 @@ pub const CATALOGUE: &[&Measure] = &[
     &INGEST_PROCESSOR_CPU,
     &INGEST_CLICKHOUSE_CPU,
     &INGEST_PEAK_RSS,
+    &INGEST_API_JSON_CPU,
+    &INGEST_API_OTLP_CPU,
     &PROXY_ADDED_P50,
     &PROXY_ADDED_P99,
     &PROXY_OWN_P50,

@@ -19,6 +19,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tollgate_contract::{Event, Outcome};
 
+use super::figures::{self as measure, Figures};
 use super::ingest::{bench_namespace, drop_namespace, overrides, tollgate, ProcessorChild};
 use super::process_stats::{cpu_seconds, peak_rss_kib};
 use crate::cmd::simulate::chunks;
@@ -56,7 +57,15 @@ struct Run {
     ingest_cpu_s: Option<f64>,
 }
 
-pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+impl Run {
+    /// The ingest process's CPU per call while the requests were answered.
+    fn cpu_us_per_call(&self, calls: u64) -> Option<f64> {
+        #[allow(clippy::cast_precision_loss)]
+        self.ingest_cpu_s.map(|s| s * 1e6 / calls.max(1) as f64)
+    }
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<Figures> {
     let (id, bench) = bench_namespace(config)?;
     let overrides = overrides(&bench);
     let log = |role: &str| std::env::temp_dir().join(format!("tollgate-bench-{id}-{role}.log"));
@@ -169,7 +178,16 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         log("ingest").display(),
         log("process").display()
     );
-    Ok(())
+    let mut figures = Figures::default();
+    for (measure, run) in [
+        (&measure::INGEST_API_JSON_CPU, &json),
+        (&measure::INGEST_API_OTLP_CPU, &otlp),
+    ] {
+        if let Some(cpu) = run.cpu_us_per_call(args.calls) {
+            figures.set(measure, cpu);
+        }
+    }
+    Ok(figures)
 }
 
 struct Sender<'a> {
@@ -253,10 +271,9 @@ fn print_report(args: &Args, json: &Run, otlp: &Run) {
         ("JSON events /v1/events", json),
         ("OTLP spans /v1/traces", otlp),
     ] {
-        let cpu = run.ingest_cpu_s.map_or_else(
-            || "-".to_string(),
-            |s| format!("{:.1}", s * 1e6 / args.calls.max(1) as f64),
-        );
+        let cpu = run
+            .cpu_us_per_call(args.calls)
+            .map_or_else(|| "-".to_string(), |us| format!("{us:.1}"));
         println!(
             "  {:<22} {:>12.0} {:>14.0} {:>14.1} {:>18}",
             name,

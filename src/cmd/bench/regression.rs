@@ -12,7 +12,7 @@ use std::process::Command;
 use anyhow::Context;
 
 use super::figures::{compare, Baseline, Figures, Row, CATALOGUE};
-use super::{audit, ingest, proxy, reports};
+use super::{audit, ingest, otlp, proxy, reports};
 use crate::config::Config;
 
 #[derive(clap::Args)]
@@ -51,6 +51,7 @@ struct Sizes {
     audit_entries: u64,
     report_calls: u64,
     report_requests: usize,
+    api_calls: u64,
 }
 
 impl Sizes {
@@ -64,6 +65,7 @@ impl Sizes {
             audit_entries: of(200_000, 1_000),
             report_calls: of(200_000, 1_000),
             report_requests: usize::try_from(of(10, 2)).unwrap_or(10),
+            api_calls: of(50_000, 1_000),
         }
     }
 }
@@ -99,7 +101,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     // The proxy first, while ClickHouse is not merging what another bench
     // wrote (its tail shares the two cores); ingest last for the same
     // reason.
-    let benches: [(&str, String); 4] = [
+    let benches: [(&str, String); 5] = [
         (
             "proxy",
             format!(
@@ -116,6 +118,13 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             format!("every report and page over {} calls", size.report_calls),
         ),
         (
+            "ingest-api",
+            format!(
+                "{} calls as JSON events, then as OTLP spans, 1,000 a request",
+                size.api_calls
+            ),
+        ),
+        (
             "ingest",
             format!("{} events end to end", size.ingest_events),
         ),
@@ -130,6 +139,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             "proxy" => proxy::run(proxy_args(&size), config).await,
             "audit" => audit::run(audit_args(&size), config).await,
             "reports" => reports::run(reports_args(&size), config).await,
+            "ingest-api" => otlp::run(api_args(&size), config).await,
             _ => ingest::run(ingest_args(&size), config).await,
         };
         match result {
@@ -183,6 +193,17 @@ fn ingest_args(size: &Sizes) -> ingest::Args {
         seed: 1,
         processors: 1,
         rate: None,
+    }
+}
+
+fn api_args(size: &Sizes) -> otlp::Args {
+    otlp::Args {
+        calls: size.api_calls,
+        batch: 1_000,
+        concurrency: 4,
+        timeout_secs: 600,
+        keep: false,
+        seed: 1,
     }
 }
 
