@@ -39,7 +39,7 @@ pub enum BenchCommand {
     /// Every report, page and CSV export over N generated calls, timed
     /// (p50/p95/max per endpoint against p95 < 150 ms).
     Reports(reports::Args),
-    /// The small runs of `ingest`, `otlp`, `proxy`, `audit` and `reports` that the
+    /// The small runs of `ingest`, `otlp`, `proxy` (JSON and streamed), `audit` and `reports` that the
     /// test suite takes on every change (about three minutes in a release
     /// build), compared figure by figure with a recorded baseline
     /// (`bench/baseline.json`). Prints and flags; never fails on a figure.

@@ -120,6 +120,30 @@ pub const PROXY_ERRORS: Measure = Measure {
     tolerance: 1.0,
     floor: 0.5,
 };
+pub const PROXY_STREAM_TTFT_ADDED_P50: Measure = Measure {
+    key: "proxy.stream_ttft_added_p50_ms",
+    unit: "ms",
+    what: "time to first token the proxy adds to a stream at p50",
+    better: Better::Lower,
+    tolerance: 3.0,
+    floor: 0.2,
+};
+pub const PROXY_STREAM_CPU: Measure = Measure {
+    key: "proxy.stream_cpu_ms_per_call",
+    unit: "ms/call",
+    what: "the proxy's CPU per streamed call (16 tokens)",
+    better: Better::Lower,
+    tolerance: 1.5,
+    floor: 0.001,
+};
+pub const PROXY_STREAM_ERRORS: Measure = Measure {
+    key: "proxy.stream_errors",
+    unit: "calls",
+    what: "streamed calls through the proxy that failed",
+    better: Better::Lower,
+    tolerance: 1.0,
+    floor: 0.5,
+};
 pub const AUDIT_VERIFY_RATE: Measure = Measure {
     key: "audit.verify_entries_per_s",
     unit: "entries/s",
@@ -166,6 +190,9 @@ pub const CATALOGUE: &[&Measure] = &[
     &PROXY_OWN_P50,
     &PROXY_CPU,
     &PROXY_ERRORS,
+    &PROXY_STREAM_TTFT_ADDED_P50,
+    &PROXY_STREAM_CPU,
+    &PROXY_STREAM_ERRORS,
     &AUDIT_VERIFY_RATE,
     &AUDIT_MEMORY_RATE,
     &REPORTS_SLOWEST_P95,

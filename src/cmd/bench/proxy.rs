@@ -555,6 +555,17 @@ fn report(
         added(50.0),
         added(99.0)
     );
+    // A streamed run's figures have keys of their own: the regression run
+    // takes both kinds, side by side.
+    let mut figures = Figures::default();
+    let (errors_measure, cpu_measure) = if args.stream {
+        (&measure::PROXY_STREAM_ERRORS, &measure::PROXY_STREAM_CPU)
+    } else {
+        figures.set(&measure::PROXY_ADDED_P50, added(50.0));
+        figures.set(&measure::PROXY_ADDED_P99, added(99.0));
+        (&measure::PROXY_ERRORS, &measure::PROXY_CPU)
+    };
+    figures.set(errors_measure, proxy_errors as f64);
     if args.stream {
         let first = |path: Path| {
             let mut firsts: Vec<Duration> = samples
@@ -576,11 +587,13 @@ fn report(
             at(&proxied, 50.0) - at(&direct, 50.0),
             at(&proxied, 99.0) - at(&direct, 99.0),
         );
+        if !direct.is_empty() && !proxied.is_empty() {
+            figures.set(
+                &measure::PROXY_STREAM_TTFT_ADDED_P50,
+                at(&proxied, 50.0) - at(&direct, 50.0),
+            );
+        }
     }
-    let mut figures = Figures::default();
-    figures.set(&measure::PROXY_ADDED_P50, added(50.0));
-    figures.set(&measure::PROXY_ADDED_P99, added(99.0));
-    figures.set(&measure::PROXY_ERRORS, proxy_errors as f64);
     let own = |pick: fn((f64, f64)) -> f64| {
         let mut figures: Vec<f64> = samples
             .iter()
@@ -591,7 +604,7 @@ fn report(
         figures
     };
     let (overhead, wal) = (own(|o| o.0), own(|o| o.1));
-    if !overhead.is_empty() {
+    if !overhead.is_empty() && !args.stream {
         figures.set(&measure::PROXY_OWN_P50, percentile(&overhead, 50.0));
     }
     println!(
@@ -610,7 +623,7 @@ fn report(
     );
     if let Some(cpu) = cpu_seconds {
         let calls = samples.iter().filter(|s| s.path == Path::Proxy).count();
-        figures.set(&measure::PROXY_CPU, cpu * 1000.0 / calls.max(1) as f64);
+        figures.set(cpu_measure, cpu * 1000.0 / calls.max(1) as f64);
         println!(
             "proxy CPU: {:.2} s over {:.1} s = {:.0}% of one core",
             cpu,

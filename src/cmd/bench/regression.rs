@@ -101,11 +101,18 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     // The proxy first, while ClickHouse is not merging what another bench
     // wrote (its tail shares the two cores); ingest last for the same
     // reason.
-    let benches: [(&str, String); 5] = [
+    let benches: [(&str, String); 6] = [
         (
             "proxy",
             format!(
                 "{} requests/s per path for {} s, budgets on",
+                size.proxy_rps, size.proxy_seconds
+            ),
+        ),
+        (
+            "proxy-stream",
+            format!(
+                "{} streamed requests/s per path for {} s, budgets on",
                 size.proxy_rps, size.proxy_seconds
             ),
         ),
@@ -136,7 +143,8 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             benches.len()
         );
         let result = match *name {
-            "proxy" => proxy::run(proxy_args(&size), config).await,
+            "proxy" => proxy::run(proxy_args(&size, false), config).await,
+            "proxy-stream" => proxy::run(proxy_args(&size, true), config).await,
             "audit" => audit::run(audit_args(&size), config).await,
             "reports" => reports::run(reports_args(&size), config).await,
             "ingest-api" => otlp::run(api_args(&size), config).await,
@@ -207,12 +215,12 @@ fn api_args(size: &Sizes) -> otlp::Args {
     }
 }
 
-fn proxy_args(size: &Sizes) -> proxy::Args {
+fn proxy_args(size: &Sizes, stream: bool) -> proxy::Args {
     proxy::Args {
         rps: size.proxy_rps,
         duration: size.proxy_seconds,
         upstream_ms: 10,
-        stream: false,
+        stream,
         tokens: 16,
         budget: true,
         durability: None,
