@@ -95,24 +95,22 @@ pub fn split_body(
 pub fn split_items(body: &[u8], format: BodyFormat) -> Result<Vec<BatchItem<'_>>, Rejection> {
     let items = match format {
         BodyFormat::JsonArray => {
-            let first = body.iter().find(|b| !b.is_ascii_whitespace());
-            match first {
-                Some(b'[') => serde_json::from_slice::<Vec<&RawValue>>(body)
+            if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                serde_json::from_slice::<Vec<&RawValue>>(body)
                     .map_err(malformed_body)?
                     .into_iter()
                     .map(BatchItem::Json)
-                    .collect::<Vec<_>>(),
-                Some(b'{') => vec![BatchItem::Json(
-                    serde_json::from_slice::<&RawValue>(body).map_err(malformed_body)?,
-                )],
-                _ => {
-                    // Not an array or object: malformed, or JSON of another type.
-                    serde_json::from_slice::<&RawValue>(body).map_err(malformed_body)?;
+                    .collect::<Vec<_>>()
+            } else {
+                // One event object; malformed, or JSON of another type, else.
+                let whole = serde_json::from_slice::<&RawValue>(body).map_err(malformed_body)?;
+                if !whole.get().starts_with('{') {
                     return Err(Rejection::new(
                         "body",
                         "expected a JSON array of events or one event object",
                     ));
                 }
+                vec![BatchItem::Json(whole)]
             }
         }
         BodyFormat::Ndjson => body

@@ -65,11 +65,12 @@ impl Default for Limits {
 /// only a value that does not is read again with the path tracked, to name
 /// the field. Both reads are the same `Deserialize`, so the answer is the same.
 pub fn parse_event(value: Value, now: DateTime<Utc>, limits: &Limits) -> Result<Event, Rejection> {
+    // `get` finds a member only in an object.
     let current_version = value
         .get("schema_version")
         .and_then(Value::as_u64)
         .is_some_and(|v| v == u64::from(SCHEMA_VERSION));
-    if value.is_object() && current_version {
+    if current_version {
         if let Ok(event) = Event::deserialize(&value) {
             return check_semantics(&event, now, limits).map(|()| event);
         }

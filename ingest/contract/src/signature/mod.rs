@@ -133,14 +133,13 @@ pub fn signature(input: &ErrorInput<'_>) -> Signature {
         template,
         variables,
     } = mask(input.message);
-    let provider = input.provider.trim().to_ascii_lowercase();
-    let error_type = input.error_type.trim().to_string();
-    let id = signature_id(&provider, input.http_status, &error_type, &template);
+    let (provider, error_type) = normalised_class(input.provider, input.error_type);
+    let id = signature_id(&provider, input.http_status, error_type, &template);
     Signature {
         id,
         provider,
         http_status: input.http_status,
-        error_type,
+        error_type: error_type.to_string(),
         template,
         variables,
     }
@@ -155,12 +154,14 @@ pub fn signature_of_template(
     error_type: &str,
     template: &str,
 ) -> SignatureId {
-    signature_id(
-        &provider.trim().to_ascii_lowercase(),
-        http_status,
-        error_type.trim(),
-        template,
-    )
+    let (provider, error_type) = normalised_class(provider, error_type);
+    signature_id(&provider, http_status, error_type, template)
+}
+
+/// The provider (trimmed, lower-case) and error type (trimmed) as a
+/// signature's id hashes them.
+fn normalised_class<'a>(provider: &str, error_type: &'a str) -> (String, &'a str) {
+    (provider.trim().to_ascii_lowercase(), error_type.trim())
 }
 
 /// The id of (provider, exact HTTP status, error type, template), each
