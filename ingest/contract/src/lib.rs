@@ -48,4 +48,4 @@ pub use kind::{
     KIND_CALL_FAILED, KIND_CALL_FIRST_TOKEN, KIND_CALL_STARTED,
 };
 pub use schema::event_schema;
-pub use validate::{parse_event, parse_event_json, JsonEventError, Limits, Rejection};
+pub use validate::{check_event, parse_event, parse_event_json, JsonEventError, Limits, Rejection};

@@ -72,7 +72,7 @@ pub fn parse_event(value: Value, now: DateTime<Utc>, limits: &Limits) -> Result<
         .is_some_and(|v| v == u64::from(SCHEMA_VERSION));
     if current_version {
         if let Ok(event) = Event::deserialize(&value) {
-            return check_semantics(&event, now, limits).map(|()| event);
+            return check_event(&event, now, limits).map(|()| event);
         }
     }
     parse_event_tracked(value, now, limits)
@@ -115,7 +115,7 @@ fn parse_event_tracked(
             None => Rejection::new(field, strip_position(&inner)),
         }
     })?;
-    check_semantics(&event, now, limits)?;
+    check_event(&event, now, limits)?;
     Ok(event)
 }
 
@@ -154,7 +154,7 @@ pub fn parse_event_json(
     if is_object {
         if let Ok(event) = serde_json::from_slice::<Event>(text) {
             if event.schema_version == SCHEMA_VERSION {
-                return check_semantics(&event, now, limits)
+                return check_event(&event, now, limits)
                     .map(|()| event)
                     .map_err(JsonEventError::Invalid);
             }
@@ -164,7 +164,12 @@ pub fn parse_event_json(
     parse_event(value, now, limits).map_err(JsonEventError::Invalid)
 }
 
-fn check_semantics(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result<(), Rejection> {
+/// The checks of an event already read into its type: every rule of the
+/// contract a type cannot state (UUIDv7, time window, lengths, ranges,
+/// what a kind requires). [`parse_event`] runs them after reading; a
+/// producer that builds an `Event` itself (the OTLP mapping) runs them
+/// alone.
+pub fn check_event(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result<(), Rejection> {
     if event.event_id.get_version_num() != 7 {
         return Err(Rejection::new(
             "event_id",

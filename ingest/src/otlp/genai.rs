@@ -7,21 +7,22 @@
 //! present. Every list below is in order of precedence: the first present
 //! attribute wins. `docs/otlp.md` has the same table for users.
 //!
-//! Pure: a span and its resource in, an event (as the JSON the contract
-//! validates) or the reason it is not one out. Validation itself is the
-//! contract's (`parse_event`), the same the JSON API runs; its rejection of
-//! an event field is reported under the attribute that filled the field.
+//! Pure: a span and its resource in, an event or the reason it is not one
+//! out. The event is built as the contract's `Event` (no JSON tree between:
+//! every value already has the field's type), and validation is the
+//! contract's `check_event`, the checks the JSON API runs after reading an
+//! item; its rejection of an event field is reported under the attribute
+//! that filled the field.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, Span};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tollgate_contract::{
-    parse_event, Event, Limits, Operation, Outcome, Rejection, KIND_CALL_COMPLETED,
-    KIND_CALL_FAILED, SCHEMA_VERSION,
+    check_event, Call, Event, EventKind, Limits, Operation, Outcome, ProviderError, Rejection,
+    Usage, SCHEMA_VERSION,
 };
 use uuid::Uuid;
 
@@ -108,7 +109,7 @@ pub enum SpanMapping {
 /// validated field came from.
 #[derive(Debug)]
 pub struct MappedCall {
-    pub event: Value,
+    pub event: Event,
     sources: BTreeMap<&'static str, &'static str>,
 }
 
@@ -116,15 +117,16 @@ impl MappedCall {
     /// Validate the event with the contract at `now`; a rejected field is
     /// named by the attribute it came from, with the event field after it.
     pub fn validate(self, now: DateTime<Utc>, limits: &Limits) -> Result<Event, Rejection> {
-        parse_event(self.event, now, limits).map_err(|rejection| {
-            match self.sources.get(rejection.field.as_str()) {
+        match check_event(&self.event, now, limits) {
+            Ok(()) => Ok(self.event),
+            Err(rejection) => Err(match self.sources.get(rejection.field.as_str()) {
                 Some(attribute) => Rejection::new(
                     *attribute,
                     format!("{} ({})", rejection.reason, rejection.field),
                 ),
                 None => rejection,
-            }
-        })
+            }),
+        }
     }
 }
 
@@ -211,18 +213,38 @@ pub fn map_span(
     };
     sources.insert("call.requested_model", REQUEST_MODEL[0]);
 
-    let mut usage = serde_json::Map::new();
-    for (field, names) in [
-        ("input_tokens", INPUT_TOKENS),
-        ("output_tokens", OUTPUT_TOKENS),
-        ("cached_input_tokens", CACHED_INPUT_TOKENS),
-        ("cache_write_tokens", CACHE_WRITE_TOKENS),
-        ("reasoning_tokens", REASONING_TOKENS),
+    let mut usage = Usage::default();
+    for (count, field, names) in [
+        (
+            &mut usage.input_tokens,
+            "call.usage.input_tokens",
+            INPUT_TOKENS,
+        ),
+        (
+            &mut usage.output_tokens,
+            "call.usage.output_tokens",
+            OUTPUT_TOKENS,
+        ),
+        (
+            &mut usage.cached_input_tokens,
+            "call.usage.cached_input_tokens",
+            CACHED_INPUT_TOKENS,
+        ),
+        (
+            &mut usage.cache_write_tokens,
+            "call.usage.cache_write_tokens",
+            CACHE_WRITE_TOKENS,
+        ),
+        (
+            &mut usage.reasoning_tokens,
+            "call.usage.reasoning_tokens",
+            REASONING_TOKENS,
+        ),
     ] {
         if let Some(name) = attrs.first_present(names) {
             if let Some(n) = attrs.count(name)? {
-                usage.insert(field.into(), json!(n));
-                sources.insert(usage_field(field), name);
+                *count = n;
+                sources.insert(field, name);
             }
         }
     }
@@ -316,12 +338,16 @@ pub fn map_span(
             .map(|s| s.message.chars().take(MAX_ERROR_MESSAGE).collect())
             .unwrap_or_default();
         (
-            KIND_CALL_FAILED,
+            EventKind::CallFailed,
             failure_outcome(error_type, http_status),
-            Some(json!({"type": error_type, "message": message})),
+            Some(ProviderError {
+                error_type: error_type.to_string(),
+                message,
+                signature: None,
+            }),
         )
     } else {
-        (KIND_CALL_COMPLETED, Outcome::Success, None)
+        (EventKind::CallCompleted, Outcome::Success, None)
     };
 
     let span_or_resource =
@@ -372,23 +398,23 @@ pub fn map_span(
     );
     let user_id = from_key_or(&tenant.user_id, span_or_resource(USER)?, "user_id", "");
 
-    let mut tags = serde_json::Map::new();
-    tags.insert("source".into(), json!("otlp"));
+    let mut tags = BTreeMap::new();
+    tags.insert("source".to_string(), "otlp".to_string());
     if let Some(name) = resource.first_present(SERVICE) {
         if let Some(service) = resource.string(name)? {
-            tags.insert("service".into(), json!(service));
+            tags.insert("service".to_string(), service.to_string());
             sources.insert("tags.service", name);
         }
     }
     if let Some(name) = resource.first_present(ENVIRONMENT) {
         if let Some(env) = resource.string(name)? {
-            tags.insert("environment".into(), json!(env));
+            tags.insert("environment".to_string(), env.to_string());
             sources.insert("tags.environment", name);
         }
     }
     let reasons = attrs.strings(FINISH_REASONS[0])?;
     if !reasons.is_empty() {
-        tags.insert("finish_reasons".into(), json!(reasons.join(",")));
+        tags.insert("finish_reasons".to_string(), reasons.join(","));
         sources.insert("tags.finish_reasons", FINISH_REASONS[0]);
     }
     let reported_cost = match attrs.first_present(REPORTED_COST) {
@@ -399,42 +425,41 @@ pub fn map_span(
         None => None,
     };
 
-    let event_id = span_event_id(&org_id, &span.trace_id, &span.span_id, end_ms);
-    let mut call = json!({
-        "call_id": format!("{trace_id}-{span_id}"),
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "provider": provider_slug(provider_value),
-        "model": model,
-        "requested_model": request.unwrap_or_default(),
-        "operation": operation,
-        "stream": stream,
-        "duration_ms": duration_ms,
-        "usage": usage,
-        "outcome": outcome,
-        "http_status": http_status,
-    });
-    if let Some(ttft) = ttft_ms {
-        call["ttft_ms"] = json!(ttft);
-    }
-    if let Some(error) = error {
-        call["error"] = error;
-    }
-    let mut event = json!({
-        "schema_version": SCHEMA_VERSION,
-        "event_id": event_id,
-        "kind": kind,
-        "occurred_at": occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "org_id": org_id,
-        "team_id": team_id,
-        "user_id": user_id,
-        "api_key_id": tenant.api_key_id,
-        "call": call,
-        "tags": tags,
-    });
-    if let Some(cost) = reported_cost {
-        event["reported_cost"] = json!(cost);
-    }
+    let event = Event {
+        schema_version: SCHEMA_VERSION,
+        event_id: span_event_id(&org_id, &span.trace_id, &span.span_id, end_ms),
+        kind,
+        occurred_at,
+        org_id,
+        team_id,
+        user_id,
+        api_key_id: tenant.api_key_id.clone(),
+        call: Some(Call {
+            call_id: format!("{trace_id}-{span_id}"),
+            trace_id,
+            span_id,
+            provider: provider_slug(provider_value),
+            model: model.to_string(),
+            requested_model: request.unwrap_or_default().to_string(),
+            attempt: 1,
+            fallback_of: String::new(),
+            operation,
+            stream,
+            duration_ms,
+            ttft_ms,
+            usage,
+            outcome,
+            http_status,
+            error,
+            cache_hit: false,
+            prompt_sha256: None,
+            response_sha256: None,
+            recovery: None,
+        }),
+        admin: None,
+        tags,
+        reported_cost,
+    };
     Ok(SpanMapping::Call(Box::new(MappedCall { event, sources })))
 }
 
@@ -453,16 +478,6 @@ fn first_chunk_ms(span: &Span, sources: &mut BTreeMap<&'static str, &'static str
     let ms = u32::try_from(ms).ok()?;
     sources.insert("call.ttft_ms", FIRST_CHUNK_EVENT);
     Some(ms)
-}
-
-fn usage_field(field: &str) -> &'static str {
-    match field {
-        "input_tokens" => "call.usage.input_tokens",
-        "output_tokens" => "call.usage.output_tokens",
-        "cached_input_tokens" => "call.usage.cached_input_tokens",
-        "cache_write_tokens" => "call.usage.cache_write_tokens",
-        _ => "call.usage.reasoning_tokens",
-    }
 }
 
 /// The operation of a model call; `None` for GenAI operations that are not

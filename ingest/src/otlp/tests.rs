@@ -572,3 +572,59 @@ fn span_counters_are_exposed_by_outcome() {
         assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
     }
 }
+
+/// The mapping builds the contract's `Event` itself, with no JSON between;
+/// the processors read it back from the JSON it is produced as. Each shape
+/// of mapped call (every usage count, a failure with its error, a stream
+/// with its TTFT, a reported cost, every tag) must read back as the same
+/// event, or a field the mapping fills would mean one thing here and
+/// another there.
+#[test]
+fn mapped_events_read_back_from_their_json_unchanged() {
+    let mut every_count = current_chat();
+    every_count.push(i("gen_ai.usage.cache_creation.input_tokens", 7));
+    every_count.push(i("gen_ai.usage.reasoning.output_tokens", 9));
+    every_count.push(seconds("gen_ai.usage.cost", 0.001_25));
+    every_count.push(s("enduser.id", "u-1"));
+    let mut failed = span(4, current_chat());
+    failed.attributes.push(s("error.type", "429"));
+    failed.status = Some(Status {
+        message: "Rate limit reached \"quoted\" \u{1F600}".into(),
+        code: StatusCode::Error as i32,
+    });
+    let mut streamed = current_chat();
+    streamed.push(seconds("gen_ai.server.time_to_first_token", 0.25));
+    let mut untenanted = older_chat();
+    untenanted.push(s("tollgate.org_id", "globex"));
+    untenanted.push(s("tollgate.team_id", "search"));
+    let cases = [
+        (span(1, every_count), tenant()),
+        (failed, tenant()),
+        (span(2, streamed), tenant()),
+        (span(3, untenanted), Tenant::default()),
+    ];
+    for (span, tenant) in cases {
+        let event = mapped(&resource(), &span, &tenant);
+        let json = serde_json::to_vec(&event).unwrap();
+        let back = tollgate_contract::parse_event_json(&json, now(), &Limits::default())
+            .unwrap_or_else(|e| panic!("{}: {e:?}", String::from_utf8_lossy(&json)));
+        assert_eq!(back, event, "{}", String::from_utf8_lossy(&json));
+    }
+    // What the cases above are meant to cover is there.
+    let event = mapped(
+        &resource(),
+        &span(1, {
+            let mut a = current_chat();
+            a.push(i("gen_ai.usage.reasoning.output_tokens", 9));
+            a.push(seconds("gen_ai.usage.cost", 0.001_25));
+            a
+        }),
+        &tenant(),
+    );
+    assert_eq!(event.call.as_ref().unwrap().usage.reasoning_tokens, 9);
+    assert_eq!(event.reported_cost.as_deref(), Some("0.00125"));
+    assert_eq!(
+        event.tags.get("environment").map(String::as_str),
+        Some("prod")
+    );
+}
