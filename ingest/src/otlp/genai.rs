@@ -109,7 +109,7 @@ pub enum SpanMapping {
 /// validated field came from.
 #[derive(Debug)]
 pub struct MappedCall {
-    pub event: Event,
+    event: Event,
     sources: BTreeMap<&'static str, &'static str>,
 }
 
