@@ -117,16 +117,16 @@ impl MappedCall {
     /// Validate the event with the contract at `now`; a rejected field is
     /// named by the attribute it came from, with the event field after it.
     pub fn validate(self, now: DateTime<Utc>, limits: &Limits) -> Result<Event, Rejection> {
-        match check_event(&self.event, now, limits) {
-            Ok(()) => Ok(self.event),
-            Err(rejection) => Err(match self.sources.get(rejection.field.as_str()) {
+        let Self { event, sources } = self;
+        check_event(&event, now, limits)
+            .map(|()| event)
+            .map_err(|rejection| match sources.get(rejection.field.as_str()) {
                 Some(attribute) => Rejection::new(
                     *attribute,
                     format!("{} ({})", rejection.reason, rejection.field),
                 ),
                 None => rejection,
-            }),
-        }
+            })
     }
 }
 
