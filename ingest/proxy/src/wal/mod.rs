@@ -25,14 +25,19 @@
 //! records nobody waits for (`done`). A segment is deleted once every
 //! record in it, and in every older one, is done. [`recover`] reads what a
 //! crashed run left.
+//!
+//! Segments are files written in advance with zeros where a spare is
+//! ready ([`spare`]): a record overwrites zeros at the segment's offset,
+//! so its fsync needs no commit of the file system's journal.
 
 pub mod on_kafka;
 pub mod recover;
+pub mod spare;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
@@ -44,6 +49,7 @@ use uuid::Uuid;
 
 use crate::config::Durability;
 use crate::metrics::ProxyMetrics;
+use spare::{sync_dir, Spares};
 use tollgate_contract::Event;
 
 /// A segment is closed (and a new one opened) past this size.
@@ -291,34 +297,60 @@ fn sync_until_stopped(writer: &Mutex<Writer>, woken: &mpsc::Receiver<()>) {
     }
 }
 
-/// Continue in a new segment once the current one is full: the new file
-/// is created (and its name made durable) without the lock, the switch to
-/// it is made under the lock, and the old segment's last fsync, which
-/// answers every append that waits for one (their records are all in it),
-/// runs without the lock again. Appends never do this work themselves.
+/// Continue in a new segment once the current one is full, or once a
+/// spare is ready while the current one is a plain file. A spare is
+/// renamed into the next segment's name under the lock (so that no other
+/// switch can take that name meanwhile), and the name is made durable
+/// without it, before any fsync of the new segment answers an append (the
+/// syncer does both). Without a spare the new file is created (and its
+/// name made durable) without the lock. The switch is made under the lock,
+/// and the old segment's last fsync, which answers every append that waits
+/// for one (their records are all in it), runs without the lock again.
+/// Appends never do this work themselves.
 fn rotate_if_full(writer: &Mutex<Writer>) {
     let next = {
         let w = lock(writer);
-        (w.len >= w.settings.segment_bytes).then(|| (w.number + 1, w.dir.clone()))
+        w.switch_due()
+            .then(|| (w.number + 1, w.dir.clone(), w.spares.clone()))
     };
-    let Some((number, dir)) = next else {
+    let Some((number, dir, spares)) = next else {
         return;
     };
-    let file = match create_segment(&segment_path(&dir, number)) {
-        Ok(file) => file,
-        Err(error) => {
-            // Appends go on in the full segment; the next wake tries again.
-            tracing::error!(%error, "cannot open a new write-ahead log segment");
-            return;
-        }
-    };
-    let old = {
+    let path = segment_path(&dir, number);
+    let with_spare = {
         let mut w = lock(writer);
         // Meanwhile a failed write may have moved on already (`rotate`).
         if w.number + 1 != number {
             return;
         }
-        w.switch_to(number, file)
+        spares
+            .take(&path)
+            .map(|file| w.switch_to(number, file, true))
+    };
+    let old = match with_spare {
+        Some(old) => {
+            sync_dir(&dir);
+            old
+        }
+        None => {
+            if !lock(writer).full() {
+                // Due for a spare that could not be used.
+                return;
+            }
+            let file = match create_segment(&path) {
+                Ok(file) => file,
+                Err(error) => {
+                    // Appends go on in the full segment; the next wake tries again.
+                    tracing::error!(%error, "cannot open a new write-ahead log segment");
+                    return;
+                }
+            };
+            let mut w = lock(writer);
+            if w.number + 1 != number {
+                return;
+            }
+            w.switch_to(number, file, false)
+        }
     };
     old.run();
     let mut writer = lock(writer);
@@ -362,7 +394,11 @@ struct Writer {
     writable: Arc<AtomicBool>,
     file: Arc<File>,
     number: u64,
+    /// Where the next record is written (the records' bytes so far).
     len: u64,
+    /// Whether the segment was a spare (zeros on disk past `len`).
+    spare: bool,
+    spares: Spares,
     /// Records written since the last fsync began.
     dirty: bool,
     last_sync: Instant,
@@ -382,7 +418,14 @@ impl Writer {
         metrics: Arc<ProxyMetrics>,
     ) -> Result<Self, WalError> {
         let path = segment_path(dir, number);
-        let file = create_segment(&path)?;
+        let spares = Spares::start(dir, spare_bytes(settings.segment_bytes));
+        let (file, spare) = match spares.take(&path) {
+            Some(file) => {
+                sync_dir(dir);
+                (file, true)
+            }
+            None => (create_segment(&path)?, false),
+        };
         let mut live = BTreeMap::new();
         live.insert(number, (0, 0));
         ProxyMetrics::set(&metrics.wal_writable, 1);
@@ -394,6 +437,8 @@ impl Writer {
             file: Arc::new(file),
             number,
             len: 0,
+            spare,
+            spares,
             dirty: false,
             last_sync: Instant::now()
                 .checked_sub(settings.fsync_interval)
@@ -404,22 +449,25 @@ impl Writer {
         })
     }
 
-    /// Write one record with one `write`. With durability `fsync` its
+    /// Write one record with one `write` at the segment's offset. With durability `fsync` its
     /// reply waits for the next fsync; otherwise it is answered now.
     /// Returns whether the syncer must be woken: an append waits for an
     /// fsync, nothing was waiting to be synced before, or the segment is
     /// full ([`rotate_if_full`]).
     fn write(&mut self, line: &[u8], track: Track, reply: Option<Reply>) -> bool {
         let path = segment_path(&self.dir, self.number);
-        if let Err(err) = (&*self.file).write_all(line) {
+        if let Err(err) = self.file.write_all_at(line, self.len) {
             let error = io_error(&path, &err);
             ProxyMetrics::inc(&self.metrics.wal_write_errors);
             if self.writable.swap(false, Ordering::Relaxed) {
                 tracing::error!(%error, "cannot write the write-ahead log; calls are refused or served unprotected (proxy.wal_unwritable) until it can be written again");
             }
             ProxyMetrics::set(&self.metrics.wal_writable, 0);
-            // Cut off what was half written, so the next record starts a line.
-            if self.file.set_len(self.len).is_err() {
+            // Cut off what was half written, so the next record starts a
+            // line (and with it a spare's zeros: a spare is taken next).
+            if self.file.set_len(self.len).is_ok() {
+                self.spare = false;
+            } else {
                 self.rotate();
             }
             if let Some(reply) = reply {
@@ -458,7 +506,18 @@ impl Writer {
             }
         }
         self.dirty = true;
-        wake || self.len >= self.settings.segment_bytes
+        wake || self.switch_due()
+    }
+
+    /// Whether the segment is full.
+    fn full(&self) -> bool {
+        self.len >= self.settings.segment_bytes
+    }
+
+    /// Whether to continue in a new segment ([`rotate_if_full`]): this one
+    /// is full, or it is a plain file and a spare is ready.
+    fn switch_due(&self) -> bool {
+        self.full() || (!self.spare && self.spares.ready())
     }
 
     /// How long the syncer may sleep: `None` while nothing is written
@@ -511,14 +570,15 @@ impl Writer {
         self.last_sync = Instant::now();
     }
 
-    /// Continue in segment `number` (`file`, just created): what was
-    /// written so far is the old segment's, and the returned fsync of it
-    /// answers every append waiting.
-    fn switch_to(&mut self, number: u64, file: File) -> DueSync {
+    /// Continue in segment `number` (`file`, just created, or a `spare`):
+    /// what was written so far is the old segment's, and the returned
+    /// fsync of it answers every append waiting.
+    fn switch_to(&mut self, number: u64, file: File, spare: bool) -> DueSync {
         let old = self.cover();
         self.file = Arc::new(file);
         self.number = number;
         self.len = 0;
+        self.spare = spare;
         self.live.insert(number, (0, 0));
         old
     }
@@ -551,7 +611,7 @@ impl Writer {
         let number = self.number + 1;
         match create_segment(&segment_path(&self.dir, number)) {
             Ok(file) => {
-                let old = self.switch_to(number, file);
+                let old = self.switch_to(number, file, false);
                 old.run();
                 self.synced();
             }
@@ -579,25 +639,50 @@ impl Writer {
     }
 }
 
+/// A plain segment file, for records written at their offsets. An
+/// existing file of that number is opened as it is: a switch that lost a
+/// race against [`Writer::rotate`] may create it after `rotate` did, while
+/// `rotate`'s records go into it.
 fn create_segment(path: &Path) -> Result<File, WalError> {
     let file = OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(false)
+        .write(true)
         .open(path)
         .map_err(|e| io_error(path, &e))?;
     // The new file's name must survive a power loss too.
     if let Some(dir) = path.parent() {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+        sync_dir(dir);
     }
     Ok(file)
+}
+
+/// A spare's size: a segment's, and room for the records written after
+/// it is full and before the syncer switches.
+fn spare_bytes(segment_bytes: u64) -> u64 {
+    segment_bytes + segment_bytes / 8
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     pub(crate) use crate::spool::tests::event;
+
+    /// The records in the segment at `path`, as the recovery reads them.
+    fn records_in(path: &Path) -> Vec<Record<'static>> {
+        spare::lines(&fs::read(path).unwrap())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    /// Every record in `dir`'s segments, oldest first.
+    fn records_in_dir(dir: &Path) -> Vec<Record<'static>> {
+        segments(dir)
+            .unwrap()
+            .iter()
+            .flat_map(|(_, path)| records_in(path))
+            .collect()
+    }
 
     pub(crate) fn temp_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tollgate-wal-{}", Uuid::new_v4()));
@@ -670,21 +755,18 @@ mod tests {
             wal.started(&a).await.unwrap();
             wal.event(&a).await.unwrap();
             wal.event(&b).await.unwrap();
-            let (_, path) = segments(&dir).unwrap().pop().unwrap();
-            let text = fs::read_to_string(&path).unwrap();
-            let records: Vec<Record> = text
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-            assert_eq!(records.len(), 3, "{text}");
+            // In one segment, or two if a spare was ready meanwhile.
+            let records = records_in_dir(&dir);
+            assert_eq!(records.len(), 3, "{records:?}");
             assert!(matches!(&records[0], Record::Started { event, .. } if **event == a));
             assert!(matches!(&records[2], Record::Event { event, .. } if **event == b));
             assert!(metrics.wal_records.get() == 3);
             wal.done(vec![a.event_id, b.event_id]);
             drop(wal);
-            // The writer deletes its segment once it stops with nothing open.
+            // The writer deletes its segments once it stops with nothing
+            // open (a spare is left for the next start).
             let deadline = Instant::now() + Duration::from_secs(60);
-            while path.exists() {
+            while !segments(&dir).unwrap().is_empty() {
                 assert!(Instant::now() < deadline, "segment not deleted");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -779,8 +861,7 @@ mod tests {
                 assert!(writer.dirty && writer.take_sync().is_none());
             }
             assert_eq!(metrics.wal_records.get(), 2);
-            let text = fs::read_to_string(segment_path(&dir, 1)).unwrap();
-            assert_eq!(text.lines().count(), 2);
+            assert_eq!(records_in(&segment_path(&dir, 1)).len(), 2);
             let _ = fs::remove_dir_all(&dir);
         }
     }
@@ -792,10 +873,9 @@ mod tests {
     #[tokio::test]
     async fn a_full_segment_is_continued_in_the_next_and_deleted_once_done() {
         let ids_in = |path: &Path| -> Vec<Uuid> {
-            fs::read_to_string(path)
-                .unwrap()
-                .lines()
-                .map(|l| match serde_json::from_str::<Record>(l).unwrap() {
+            records_in(path)
+                .into_iter()
+                .map(|record| match record {
                     Record::Event { event, .. } => event.event_id,
                     other => panic!("{other:?}"),
                 })
@@ -880,9 +960,11 @@ mod tests {
         let a = event("a");
         wal.event(&a).await.unwrap();
         drop(wal);
-        let found = segments(&dir).unwrap();
-        assert_eq!(found.len(), 1);
-        // The next run starts a segment numbered after it.
+        let found: Vec<u64> = segments(&dir).unwrap().iter().map(|(n, _)| *n).collect();
+        let kept = recover::read(&dir).unwrap();
+        assert_eq!(kept.events.len(), 1);
+        assert_eq!(kept.events[0].event, a);
+        // The next run starts a segment numbered after them.
         let wal = Wal::start(
             &dir,
             settings(Durability::Batch),
@@ -890,8 +972,56 @@ mod tests {
         )
         .unwrap();
         let numbers: Vec<u64> = segments(&dir).unwrap().iter().map(|(n, _)| *n).collect();
-        assert_eq!(numbers, [found[0].0, found[0].0 + 1]);
+        let last = *found.last().unwrap();
+        assert_eq!(numbers, [found, vec![last + 1]].concat());
         drop(wal);
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A run starts on a plain segment and moves to a spare once one is
+    /// written; records then overwrite the spare's zeros at their offsets
+    /// (the file does not grow), and what a crash would leave reads back
+    /// as every record, in order.
+    #[tokio::test]
+    async fn records_go_on_in_a_spare_over_its_zeros_and_read_back() {
+        for durability in [Durability::Fsync, Durability::Batch] {
+            let dir = temp_dir();
+            let metrics = Arc::new(ProxyMetrics::default());
+            let wal = Wal::start(&dir, settings(durability), metrics.clone()).unwrap();
+            let mut written = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            // Appends wake the syncer, which switches once the spare is ready.
+            while !lock(&wal.writer).spare {
+                assert!(Instant::now() < deadline, "never moved to a spare");
+                let e = event(&format!("before{}", written.len()));
+                wal.event(&e).await.unwrap();
+                written.push(e);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for i in 0..50 {
+                let e = event(&format!("after{i}"));
+                wal.event(&e).await.unwrap();
+                written.push(e);
+            }
+            let (number, len) = {
+                let w = lock(&wal.writer);
+                (w.number, w.len)
+            };
+            let path = segment_path(&dir, number);
+            assert_eq!(
+                fs::metadata(&path).unwrap().len(),
+                spare_bytes(SEGMENT_BYTES),
+                "the spare grew"
+            );
+            assert!(len > 0 && len < SEGMENT_BYTES);
+            assert_eq!(records_in(&path).len(), 50);
+            // What a SIGKILL now would leave: every event, in order.
+            let recovered = recover::read(&dir).unwrap();
+            assert_eq!(recovered.unreadable, 0);
+            let events: Vec<Event> = recovered.events.into_iter().map(|r| r.event).collect();
+            assert_eq!(events, written, "{durability:?}");
+            drop(wal);
+            let _ = fs::remove_dir_all(&dir);
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::{segments, Record};
+use super::{segments, spare, Record};
 use tollgate_contract::Event;
 
 /// An event to deliver after a crash.
@@ -62,7 +62,7 @@ pub fn read(dir: &Path) -> std::io::Result<Recovered> {
     let mut out = Recovered::default();
     for (_, path) in segments(dir)? {
         let bytes = fs::read(&path)?;
-        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        for line in spare::lines(&bytes) {
             match serde_json::from_slice::<Record>(line) {
                 Ok(Record::Started { at_ms, event }) => {
                     let event = event.into_owned();
@@ -122,7 +122,7 @@ mod tests {
     }
 
     #[test]
-    fn finals_supersede_started_done_removes_and_a_torn_line_is_skipped() {
+    fn finals_supersede_started_done_removes_and_a_torn_line_and_zeros_are_skipped() {
         let dir = temp_dir();
         let (a, b, c, d) = (event("a"), event("b"), event("c"), event("d"));
         let mut a_final = a.clone();
@@ -154,15 +154,15 @@ mod tests {
                 ids: Cow::Owned(vec![c.event_id]),
             },
         ];
-        fs::write(
-            dir.join("0000000000000001.wal"),
-            first.iter().map(line).collect::<String>(),
-        )
-        .unwrap();
+        // The first segment was a spare: zeros follow its records.
+        let mut spare = first.iter().map(line).collect::<String>().into_bytes();
+        spare.extend_from_slice(&[0u8; 4096]);
+        fs::write(dir.join("0000000000000001.wal"), spare).unwrap();
         let mut f = fs::File::create(dir.join("0000000000000002.wal")).unwrap();
         f.write_all(second.iter().map(line).collect::<String>().as_bytes())
             .unwrap();
         f.write_all(b"{\"t\":\"event\",\"at_ms\":6,\"ev").unwrap();
+        f.write_all(&[0u8; 100]).unwrap();
         let recovered = read(&dir).unwrap();
         assert_eq!(recovered.unreadable, 1);
         assert_eq!(recovered.segments.len(), 2);
