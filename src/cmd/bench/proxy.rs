@@ -275,7 +275,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<Figures> {
     ] {
         delete_topic(&proxy_config.kafka.brokers, topic).await;
     }
-    let wal_left = std::fs::read_dir(work.join("spool/wal")).is_ok_and(|mut d| d.next().is_some());
+    // A clean stop leaves the log's spare segment (zeros), never a segment.
+    let wal_left =
+        tollgate_proxy::wal::segments(&work.join("spool/wal")).is_ok_and(|s| !s.is_empty());
     if work.join("spool/events.ndjson").exists() || wal_left {
         eprintln!(
             "bench proxy: events were left in the spool or the write-ahead log (was kafka reachable?); kept {} (proxy.log there)",
