@@ -27,12 +27,13 @@
 //! crashed run left.
 //!
 //! Segments are files written in advance with zeros where a spare is
-//! ready ([`spare`]): a record overwrites zeros at the segment's offset,
-//! so its fsync needs no commit of the file system's journal.
+//! ready: a record overwrites zeros at the segment's offset, so its fsync
+//! needs no commit of the file system's journal. Spares are written, and
+//! done segments deleted, by a housekeeping thread ([`housekeeper`]).
 
+mod housekeeper;
 pub mod on_kafka;
 pub mod recover;
-pub mod spare;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -49,7 +50,7 @@ use uuid::Uuid;
 
 use crate::config::Durability;
 use crate::metrics::ProxyMetrics;
-use spare::{sync_dir, Spares};
+use housekeeper::{sync_dir, Housekeeper};
 use tollgate_contract::Event;
 
 /// A segment is closed (and a new one opened) past this size.
@@ -286,14 +287,26 @@ fn sync_until_stopped(writer: &Mutex<Writer>, woken: &mpsc::Receiver<()>) {
             writer.collect();
         }
     }
-    let mut writer = lock(writer);
-    if writer.dirty {
-        writer.sync();
+    let (housekeeping, current) = {
+        let mut writer = lock(writer);
+        if writer.dirty {
+            writer.sync();
+        }
+        writer.collect();
+        let current = writer
+            .open_ids
+            .is_empty()
+            .then(|| segment_path(&writer.dir, writer.number));
+        (writer.housekeeper.stop(), current)
+    };
+    // The done segments go before the stop ends (no segment of a clean
+    // stop is left for the next start to read).
+    if let Some(thread) = housekeeping {
+        let _ = thread.join();
     }
-    writer.collect();
     // A clean stop with nothing outstanding leaves no segment behind.
-    if writer.open_ids.is_empty() {
-        let _ = fs::remove_file(segment_path(&writer.dir, writer.number));
+    if let Some(current) = current {
+        let _ = fs::remove_file(current);
     }
 }
 
@@ -310,10 +323,9 @@ fn sync_until_stopped(writer: &Mutex<Writer>, woken: &mpsc::Receiver<()>) {
 fn rotate_if_full(writer: &Mutex<Writer>) {
     let next = {
         let w = lock(writer);
-        w.switch_due()
-            .then(|| (w.number + 1, w.dir.clone(), w.spares.clone()))
+        w.switch_due().then(|| (w.number + 1, w.dir.clone()))
     };
-    let Some((number, dir, spares)) = next else {
+    let Some((number, dir)) = next else {
         return;
     };
     let path = segment_path(&dir, number);
@@ -323,9 +335,8 @@ fn rotate_if_full(writer: &Mutex<Writer>) {
         if w.number + 1 != number {
             return;
         }
-        spares
-            .take(&path)
-            .map(|file| w.switch_to(number, file, true))
+        let spare = w.housekeeper.take_spare(&path);
+        spare.map(|file| w.switch_to(number, file, true))
     };
     let old = match with_spare {
         Some(old) => {
@@ -398,7 +409,8 @@ struct Writer {
     len: u64,
     /// Whether the segment was a spare (zeros on disk past `len`).
     spare: bool,
-    spares: Spares,
+    /// Writes the spares and deletes the done segments.
+    housekeeper: Housekeeper,
     /// Records written since the last fsync began.
     dirty: bool,
     last_sync: Instant,
@@ -418,8 +430,8 @@ impl Writer {
         metrics: Arc<ProxyMetrics>,
     ) -> Result<Self, WalError> {
         let path = segment_path(dir, number);
-        let spares = Spares::start(dir, spare_bytes(settings.segment_bytes));
-        let (file, spare) = match spares.take(&path) {
+        let housekeeper = Housekeeper::start(dir, spare_bytes(settings.segment_bytes));
+        let (file, spare) = match housekeeper.take_spare(&path) {
             Some(file) => {
                 sync_dir(dir);
                 (file, true)
@@ -438,7 +450,7 @@ impl Writer {
             number,
             len: 0,
             spare,
-            spares,
+            housekeeper,
             dirty: false,
             last_sync: Instant::now()
                 .checked_sub(settings.fsync_interval)
@@ -517,7 +529,7 @@ impl Writer {
     /// Whether to continue in a new segment ([`rotate_if_full`]): this one
     /// is full, or it is a plain file and a spare is ready.
     fn switch_due(&self) -> bool {
-        self.full() || (!self.spare && self.spares.ready())
+        self.full() || (!self.spare && self.housekeeper.spare_ready())
     }
 
     /// How long the syncer may sleep: `None` while nothing is written
@@ -619,21 +631,18 @@ impl Writer {
         }
     }
 
-    /// Delete the oldest segments whose records are all done.
+    /// Have the oldest segments whose records are all done deleted (by
+    /// the housekeeping thread, in order: an unlink waits for the disk).
     fn collect(&mut self) {
+        let mut done = Vec::new();
         while let Some((&oldest, &(open, _))) = self.live.iter().next() {
             if oldest == self.number || open > 0 {
                 break;
             }
-            let path = segment_path(&self.dir, oldest);
-            if let Err(err) = fs::remove_file(&path) {
-                if err.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), %err, "cannot delete a write-ahead log segment");
-                    break;
-                }
-            }
+            done.push(segment_path(&self.dir, oldest));
             self.live.remove(&oldest);
         }
+        self.housekeeper.delete(done);
         let bytes: u64 = self.live.values().map(|(_, b)| b).sum();
         ProxyMetrics::set(&self.metrics.wal_bytes, bytes);
     }
@@ -670,7 +679,7 @@ mod tests {
 
     /// The records in the segment at `path`, as the recovery reads them.
     fn records_in(path: &Path) -> Vec<Record<'static>> {
-        spare::lines(&fs::read(path).unwrap())
+        recover::lines(&fs::read(path).unwrap())
             .map(|l| serde_json::from_slice(l).unwrap())
             .collect()
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::{segments, spare, Record};
+use super::{segments, Record};
 use tollgate_contract::Event;
 
 /// An event to deliver after a crash.
@@ -62,7 +62,7 @@ pub fn read(dir: &Path) -> std::io::Result<Recovered> {
     let mut out = Recovered::default();
     for (_, path) in segments(dir)? {
         let bytes = fs::read(&path)?;
-        for line in spare::lines(&bytes) {
+        for line in lines(&bytes) {
             match serde_json::from_slice::<Record>(line) {
                 Ok(Record::Started { at_ms, event }) => {
                     let event = event.into_owned();
@@ -107,6 +107,22 @@ pub fn read(dir: &Path) -> std::io::Result<Recovered> {
         .filter_map(|id| found.remove(&id))
         .collect();
     Ok(out)
+}
+
+/// The records of a segment's bytes: its lines, without the zeros of a
+/// spare segment's unwritten tail (a record is JSON, which never holds a
+/// zero byte). A torn write may leave zeros before or after the part of a
+/// line that reached the disk; what remains is then not a record, and the
+/// reader counts it unreadable.
+pub fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    bytes
+        .split(|b| *b == b'\n')
+        .map(|line| {
+            let start = line.iter().position(|b| *b != 0).unwrap_or(line.len());
+            let end = line.iter().rposition(|b| *b != 0).map_or(start, |i| i + 1);
+            &line[start..end.max(start)]
+        })
+        .filter(|line| !line.is_empty())
 }
 
 #[cfg(test)]
@@ -184,5 +200,23 @@ mod tests {
         recovered.remove_segments().unwrap();
         assert!(read(&dir).unwrap().segments.is_empty());
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Lines are read without the zeros around them: a spare's unwritten
+    /// tail, or a torn write's.
+    #[test]
+    fn lines_leave_out_the_zeros_of_an_unwritten_tail() {
+        let bytes = b"{\"a\":1}\n{\"b\":2}\n\0\0\0\0\0\0\0\0";
+        assert_eq!(
+            lines(bytes).collect::<Vec<_>>(),
+            [&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]
+        );
+        let torn = b"{\"a\":1}\n\0\0{\"b\"\0\0\0\n\0\0\0";
+        assert_eq!(
+            lines(torn).collect::<Vec<_>>(),
+            [&b"{\"a\":1}"[..], &b"{\"b\""[..]]
+        );
+        assert_eq!(lines(b"\0\0\0").count(), 0);
+        assert_eq!(lines(b"").count(), 0);
     }
 }
