@@ -6,11 +6,12 @@
 //! **Spares.** A spare segment is a file whose blocks are already zeros
 //! on disk, fsynced, before any record goes into it. A record written over
 //! them changes neither the file's size nor its allocation, so the fsync
-//! that covers it (`fdatasync`) writes the data alone and needs no commit
-//! of the file system's journal. Appending to a file grows it, and on ext4
-//! every such fsync commits the journal, which is shared with every other
-//! writer on the disk (Kafka's logs, ClickHouse's parts). PostgreSQL fills
-//! its WAL segments with zeros for the same reason. One spare is kept
+//! that covers it (`fdatasync`) writes the data alone. Appending to a
+//! file grows it, and every such fsync also writes the file's size and
+//! new blocks: on a journaled ext4 a commit of the journal, which is
+//! shared with every other writer on the disk (Kafka's logs, ClickHouse's
+//! parts). PostgreSQL fills its WAL segments with zeros for the same
+//! reason. One spare is kept
 //! ready in the log's directory, under a name [`super::segments`] does not
 //! read (`spare-segment`); the syncer renames it into the next segment's
 //! name when it switches segments, and the next spare is written. A spare

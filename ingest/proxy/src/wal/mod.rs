@@ -28,7 +28,8 @@
 //!
 //! Segments are files written in advance with zeros where a spare is
 //! ready: a record overwrites zeros at the segment's offset, so its fsync
-//! needs no commit of the file system's journal. Spares are written, and
+//! writes no file size or allocation (on a journaled ext4, no commit of
+//! the journal). Spares are written, and
 //! done segments deleted, by a housekeeping thread ([`housekeeper`]).
 
 mod housekeeper;
