@@ -50,6 +50,10 @@ pub struct ProxyMetrics {
     pub wal_unprotected_calls: Counter,
     pub wal_recovered_events: Counter,
     pub wal_interrupted_attempts: Counter,
+    /// Segments the log started, and of them the spares written in
+    /// advance (`crate::wal`): the rest grew as they were written.
+    pub wal_segments: Counter,
+    pub wal_spare_segments: Counter,
     pub wal_bytes: Gauge,
     pub wal_writable: Gauge,
     pub decision_records: Counter,
@@ -282,7 +286,7 @@ impl ProxyMetrics {
 }
 
 impl ProxyMetrics {
-    fn wal_counters(&self) -> [(&'static str, &'static str, &Counter); 7] {
+    fn wal_counters(&self) -> [(&'static str, &'static str, &Counter); 9] {
         [
             (
                 "wal_records",
@@ -318,6 +322,16 @@ impl ProxyMetrics {
                 "wal_interrupted_attempts",
                 "Recovered attempts that never ended (recorded as proxy_interrupted)",
                 &self.wal_interrupted_attempts,
+            ),
+            (
+                "wal_segments",
+                "Segments the write-ahead log started",
+                &self.wal_segments,
+            ),
+            (
+                "wal_spare_segments",
+                "Segments the write-ahead log started on a spare of zeros written in advance (the others grew as they were written)",
+                &self.wal_spare_segments,
             ),
         ]
     }
@@ -368,6 +382,8 @@ mod tests {
             "tollgate_proxy_events_already_on_kafka_total 0",
             "# TYPE tollgate_proxy_overhead_seconds histogram",
             "tollgate_proxy_overhead_seconds_count 0",
+            "# TYPE tollgate_proxy_wal_spare_segments_total counter",
+            "tollgate_proxy_wal_segments_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
@@ -375,7 +391,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(names.len(), 39, "{text}");
+        assert_eq!(names.len(), 41, "{text}");
         assert!(
             names.iter().all(|n| n.starts_with("tollgate_proxy_")),
             "{text}"

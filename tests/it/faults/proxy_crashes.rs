@@ -427,6 +427,22 @@ async fn a_full_spool_disk_refuses_calls_with_503_and_recovers_when_space_return
         n += 1;
     }
     assert_eq!(proxy.metric("tollgate_proxy_wal_writable").await, 1);
+    // No spare segment on a disk of 4 MiB (an 18 MiB spare would take the
+    // room the records need): the log's segments grew as they were written.
+    assert!(proxy.metric("tollgate_proxy_wal_segments_total").await >= 1);
+    assert_eq!(
+        proxy
+            .metric("tollgate_proxy_wal_spare_segments_total")
+            .await,
+        0
+    );
+    assert!(
+        proxy
+            .log()
+            .contains("cannot write a spare write-ahead log segment"),
+        "{}",
+        proxy.log()
+    );
     // The calls served are on Kafka once each, the refused one too, as
     // blocked (its event went to Kafka from memory). Delivery is
     // asynchronous: read the topic until the last served call's event is

@@ -360,6 +360,27 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// No spare is begun on a disk without twice its size free: it would
+    /// take the room the log's records need.
+    #[test]
+    fn no_spare_is_begun_without_twice_its_room() {
+        let dir = temp_dir();
+        let worker = Worker {
+            dir: dir.clone(),
+            bytes: 1 << 60,
+            ready: Arc::new(AtomicBool::new(false)),
+            stopping: Arc::new(AtomicBool::new(false)),
+            undeleted: VecDeque::new(),
+        };
+        let refused = worker.write_spare().unwrap_err();
+        assert!(refused.to_string().contains("a spare needs"), "{refused}");
+        assert!(!dir.join(PARTIAL).exists(), "a spare was begun");
+        worker.prepare();
+        assert!(!worker.ready.load(Ordering::Acquire));
+        assert!(!dir.join(READY).exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     /// A stop does the deletes asked before it, then the thread ends.
     #[test]
     fn a_stop_deletes_what_was_asked_before_it() {

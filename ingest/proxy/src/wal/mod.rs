@@ -441,6 +441,7 @@ impl Writer {
         };
         let mut live = BTreeMap::new();
         live.insert(number, (0, 0));
+        count_segment(&metrics, spare);
         ProxyMetrics::set(&metrics.wal_writable, 1);
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -587,6 +588,7 @@ impl Writer {
     /// what was written so far is the old segment's, and the returned
     /// fsync of it answers every append waiting.
     fn switch_to(&mut self, number: u64, file: File, spare: bool) -> DueSync {
+        count_segment(&self.metrics, spare);
         let old = self.cover();
         self.file = Arc::new(file);
         self.number = number;
@@ -665,6 +667,14 @@ fn create_segment(path: &Path) -> Result<File, WalError> {
         sync_dir(dir);
     }
     Ok(file)
+}
+
+/// Count a segment started, and whether it was a spare.
+fn count_segment(metrics: &ProxyMetrics, spare: bool) {
+    ProxyMetrics::inc(&metrics.wal_segments);
+    if spare {
+        ProxyMetrics::inc(&metrics.wal_spare_segments);
+    }
 }
 
 /// A spare's size: a segment's, and room for the records written after
@@ -1025,6 +1035,13 @@ mod tests {
             );
             assert!(len > 0 && len < SEGMENT_BYTES);
             assert_eq!(records_in(&path).len(), 50);
+            // The plain first segment, then the spare (or more of both).
+            let segments = metrics.wal_segments.get();
+            let spares = metrics.wal_spare_segments.get();
+            assert!(
+                segments >= 2 && spares >= 1 && spares < segments,
+                "{segments} {spares}"
+            );
             // What a SIGKILL now would leave: every event, in order.
             let recovered = recover::read(&dir).unwrap();
             assert_eq!(recovered.unreadable, 0);
