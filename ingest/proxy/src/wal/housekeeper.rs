@@ -11,14 +11,13 @@
 //! new blocks: on a journaled ext4 a commit of the journal, which is
 //! shared with every other writer on the disk (Kafka's logs, ClickHouse's
 //! parts). PostgreSQL fills its WAL segments with zeros for the same
-//! reason. One spare is kept
-//! ready in the log's directory, under a name [`super::segments`] does not
-//! read (`spare-segment`); the syncer renames it into the next segment's
-//! name when it switches segments, and the next spare is written. A spare
-//! is only ever zeros, so one left by a stop (or half written by a crash)
-//! is never read as records. Without a spare (the first moments of a run,
-//! a disk too full to write one) segments are plain files that grow, as
-//! before.
+//! reason. One spare is kept ready in the log's directory, under a name
+//! [`super::segments`] does not read (`spare-segment`); the syncer renames
+//! it into the next segment's name when it switches segments, and the next
+//! spare is written. A spare is only ever zeros, so one left by a stop (or
+//! half written by a crash) is never read as records. Without a spare (the
+//! first moments of a run, a disk too full to write one) segments are
+//! plain files that grow, as before.
 //!
 //! **Deletes.** Deleting a done segment of 18 MiB took 5–9 ms on the
 //! development machine's disk (mounted with `discard`), which under the

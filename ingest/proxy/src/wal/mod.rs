@@ -29,8 +29,8 @@
 //! Segments are files written in advance with zeros where a spare is
 //! ready: a record overwrites zeros at the segment's offset, so its fsync
 //! writes no file size or allocation (on a journaled ext4, no commit of
-//! the journal). Spares are written, and
-//! done segments deleted, by a housekeeping thread ([`housekeeper`]).
+//! the journal). Spares are written, and done segments deleted, by a
+//! housekeeping thread ([`housekeeper`]).
 
 mod housekeeper;
 pub mod on_kafka;
@@ -463,8 +463,9 @@ impl Writer {
         })
     }
 
-    /// Write one record with one `write` at the segment's offset. With durability `fsync` its
-    /// reply waits for the next fsync; otherwise it is answered now.
+    /// Write one record with one `write` at the segment's offset. With
+    /// durability `fsync` its reply waits for the next fsync; otherwise it
+    /// is answered now.
     /// Returns whether the syncer must be woken: an append waits for an
     /// fsync, nothing was waiting to be synced before, or the segment is
     /// full ([`rotate_if_full`]).
