@@ -278,6 +278,28 @@ mod tests {
         dir
     }
 
+    /// Segment files numbered `numbers` in `dir`, each holding a line.
+    fn segment_files(dir: &Path, numbers: std::ops::RangeInclusive<u64>) -> Vec<PathBuf> {
+        numbers
+            .map(|n| {
+                let path = dir.join(format!("{n:016}.wal"));
+                fs::write(&path, b"{}\n").unwrap();
+                path
+            })
+            .collect()
+    }
+
+    /// The thread's state for spares of `bytes` in `dir`, run by hand.
+    fn worker(dir: &Path, bytes: u64) -> Worker {
+        Worker {
+            dir: dir.to_path_buf(),
+            bytes,
+            ready: Arc::new(AtomicBool::new(false)),
+            stopping: Arc::new(AtomicBool::new(false)),
+            undeleted: VecDeque::new(),
+        }
+    }
+
     fn wait_ready(housekeeper: &Housekeeper) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !housekeeper.spare_ready() {
@@ -332,20 +354,8 @@ mod tests {
         let stuck = dir.join("0000000000000001.wal");
         fs::create_dir(&stuck).unwrap();
         fs::write(stuck.join("keeps-it"), b"x").unwrap();
-        let newer: Vec<PathBuf> = (2..=3)
-            .map(|n| {
-                let path = dir.join(format!("{n:016}.wal"));
-                fs::write(&path, b"{}\n").unwrap();
-                path
-            })
-            .collect();
-        let mut worker = Worker {
-            dir: dir.clone(),
-            bytes: 1024,
-            ready: Arc::new(AtomicBool::new(false)),
-            stopping: Arc::new(AtomicBool::new(false)),
-            undeleted: VecDeque::new(),
-        };
+        let newer = segment_files(&dir, 2..=3);
+        let mut worker = worker(&dir, 1024);
         worker.undeleted.push_back(stuck.clone());
         worker.undeleted.extend(newer.iter().cloned());
         worker.delete_in_order();
@@ -364,13 +374,7 @@ mod tests {
     #[test]
     fn no_spare_is_begun_without_twice_its_room() {
         let dir = temp_dir();
-        let worker = Worker {
-            dir: dir.clone(),
-            bytes: 1 << 60,
-            ready: Arc::new(AtomicBool::new(false)),
-            stopping: Arc::new(AtomicBool::new(false)),
-            undeleted: VecDeque::new(),
-        };
+        let worker = worker(&dir, 1 << 60);
         let refused = worker.write_spare().unwrap_err();
         assert!(refused.to_string().contains("a spare needs"), "{refused}");
         assert!(!dir.join(PARTIAL).exists(), "a spare was begun");
@@ -384,13 +388,7 @@ mod tests {
     #[test]
     fn a_stop_deletes_what_was_asked_before_it() {
         let dir = temp_dir();
-        let done: Vec<PathBuf> = (1..=3)
-            .map(|n| {
-                let path = dir.join(format!("{n:016}.wal"));
-                fs::write(&path, b"{}\n").unwrap();
-                path
-            })
-            .collect();
+        let done = segment_files(&dir, 1..=3);
         let mut housekeeper = Housekeeper::start(&dir, 1024);
         housekeeper.delete(done.clone());
         housekeeper.stop().expect("the thread runs").join().unwrap();
