@@ -272,19 +272,23 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    fn temp_dir() -> PathBuf {
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn temp_dir() -> std::io::Result<PathBuf> {
         let dir = std::env::temp_dir().join(format!("tollgate-spare-{}", uuid::Uuid::new_v4()));
-        fs::create_dir_all(&dir).unwrap();
-        dir
+        fs::create_dir_all(&dir)?;
+        Ok(dir)
     }
 
     /// Segment files numbered `numbers` in `dir`, each holding a line.
-    fn segment_files(dir: &Path, numbers: std::ops::RangeInclusive<u64>) -> Vec<PathBuf> {
+    fn segment_files(
+        dir: &Path,
+        numbers: std::ops::RangeInclusive<u64>,
+    ) -> std::io::Result<Vec<PathBuf>> {
         numbers
             .map(|n| {
                 let path = dir.join(format!("{n:016}.wal"));
-                fs::write(&path, b"{}\n").unwrap();
-                path
+                fs::write(&path, b"{}\n").map(|()| path)
             })
             .collect()
     }
@@ -312,24 +316,25 @@ mod tests {
     /// segment's name and the next is written; a later start keeps a
     /// spare of the same size and replaces one of another.
     #[test]
-    fn a_spare_is_zeros_taken_under_the_segments_name_and_replaced() {
-        let dir = temp_dir();
+    fn a_spare_is_zeros_taken_under_the_segments_name_and_replaced() -> TestResult {
+        let dir = temp_dir()?;
         let bytes = 3 * CHUNK as u64 + 17;
         let housekeeper = Housekeeper::start(&dir, bytes);
         wait_ready(&housekeeper);
         let segment = dir.join("0000000000000001.wal");
-        let file = housekeeper.take_spare(&segment).expect("a spare was ready");
-        assert_eq!(file.metadata().unwrap().len(), bytes);
-        let written = fs::read(&segment).unwrap();
+        let file = housekeeper
+            .take_spare(&segment)
+            .ok_or("no spare was ready")?;
+        assert_eq!(file.metadata()?.len(), bytes);
+        let written = fs::read(&segment)?;
         assert!(written.iter().all(|b| *b == 0));
         assert_eq!(super::super::recover::lines(&written).count(), 0);
         // The next spare is written after a take.
         wait_ready(&housekeeper);
-        assert_eq!(fs::metadata(dir.join(READY)).unwrap().len(), bytes);
+        assert_eq!(fs::metadata(dir.join(READY))?.len(), bytes);
         assert!(!dir.join(PARTIAL).exists());
         // The segment listing never shows a spare.
-        let listed: Vec<u64> = super::super::segments(&dir)
-            .unwrap()
+        let listed: Vec<u64> = super::super::segments(&dir)?
             .into_iter()
             .map(|(n, _)| n)
             .collect();
@@ -344,17 +349,18 @@ mod tests {
             "a spare of another size is not"
         );
         let _ = fs::remove_dir_all(&dir);
+        Ok(())
     }
 
     /// Done segments are deleted oldest first; one that cannot be deleted
     /// holds back every newer one until a later delete gets past it.
     #[test]
-    fn segments_are_deleted_in_order_and_a_failure_holds_back_the_newer() {
-        let dir = temp_dir();
+    fn segments_are_deleted_in_order_and_a_failure_holds_back_the_newer() -> TestResult {
+        let dir = temp_dir()?;
         let stuck = dir.join("0000000000000001.wal");
-        fs::create_dir(&stuck).unwrap();
-        fs::write(stuck.join("keeps-it"), b"x").unwrap();
-        let newer = segment_files(&dir, 2..=3);
+        fs::create_dir(&stuck)?;
+        fs::write(stuck.join("keeps-it"), b"x")?;
+        let newer = segment_files(&dir, 2..=3)?;
         let mut worker = worker(&dir, 1024);
         worker.undeleted.push_back(stuck.clone());
         worker.undeleted.extend(newer.iter().cloned());
@@ -362,38 +368,45 @@ mod tests {
         assert!(newer.iter().all(|p| p.exists()), "deleted past a failure");
         assert_eq!(worker.undeleted.len(), 3);
         // Once it can go, the next delete takes it and those after it.
-        fs::remove_dir_all(&stuck).unwrap();
+        fs::remove_dir_all(&stuck)?;
         worker.delete_in_order();
         assert!(newer.iter().all(|p| !p.exists()));
         assert!(worker.undeleted.is_empty());
         let _ = fs::remove_dir_all(&dir);
+        Ok(())
     }
 
     /// No spare is begun on a disk without twice its size free: it would
     /// take the room the log's records need.
     #[test]
-    fn no_spare_is_begun_without_twice_its_room() {
-        let dir = temp_dir();
+    fn no_spare_is_begun_without_twice_its_room() -> TestResult {
+        let dir = temp_dir()?;
         let worker = worker(&dir, 1 << 60);
-        let refused = worker.write_spare().unwrap_err();
+        let refused = match worker.write_spare() {
+            Ok(written) => return Err(format!("a spare was written: {written}").into()),
+            Err(refused) => refused,
+        };
         assert!(refused.to_string().contains("a spare needs"), "{refused}");
         assert!(!dir.join(PARTIAL).exists(), "a spare was begun");
         worker.prepare();
         assert!(!worker.ready.load(Ordering::Acquire));
         assert!(!dir.join(READY).exists());
         let _ = fs::remove_dir_all(&dir);
+        Ok(())
     }
 
     /// A stop does the deletes asked before it, then the thread ends.
     #[test]
-    fn a_stop_deletes_what_was_asked_before_it() {
-        let dir = temp_dir();
-        let done = segment_files(&dir, 1..=3);
+    fn a_stop_deletes_what_was_asked_before_it() -> TestResult {
+        let dir = temp_dir()?;
+        let done = segment_files(&dir, 1..=3)?;
         let mut housekeeper = Housekeeper::start(&dir, 1024);
         housekeeper.delete(done.clone());
-        housekeeper.stop().expect("the thread runs").join().unwrap();
+        let thread = housekeeper.stop().ok_or("the thread did not run")?;
+        thread.join().map_err(|_| "the thread panicked")?;
         assert!(done.iter().all(|p| !p.exists()));
         assert!(housekeeper.stop().is_none(), "stopped once");
         let _ = fs::remove_dir_all(&dir);
+        Ok(())
     }
 }
