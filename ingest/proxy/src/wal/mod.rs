@@ -1004,24 +1004,25 @@ mod tests {
     /// (the file does not grow), and what a crash would leave reads back
     /// as every record, in order.
     #[tokio::test]
-    async fn records_go_on_in_a_spare_over_its_zeros_and_read_back() {
+    async fn records_go_on_in_a_spare_over_its_zeros_and_read_back(
+    ) -> Result<(), Box<dyn std::error::Error>> {
         for durability in [Durability::Fsync, Durability::Batch] {
             let dir = temp_dir();
             let metrics = Arc::new(ProxyMetrics::default());
-            let wal = Wal::start(&dir, settings(durability), metrics.clone()).unwrap();
+            let wal = Wal::start(&dir, settings(durability), metrics.clone())?;
             let mut written = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(60);
             // Appends wake the syncer, which switches once the spare is ready.
             while !lock(&wal.writer).spare {
                 assert!(Instant::now() < deadline, "never moved to a spare");
                 let e = event(&format!("before{}", written.len()));
-                wal.event(&e).await.unwrap();
+                wal.event(&e).await?;
                 written.push(e);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             for i in 0..50 {
                 let e = event(&format!("after{i}"));
-                wal.event(&e).await.unwrap();
+                wal.event(&e).await?;
                 written.push(e);
             }
             let (number, len) = {
@@ -1030,7 +1031,7 @@ mod tests {
             };
             let path = segment_path(&dir, number);
             assert_eq!(
-                fs::metadata(&path).unwrap().len(),
+                fs::metadata(&path)?.len(),
                 spare_bytes(SEGMENT_BYTES),
                 "the spare grew"
             );
@@ -1044,12 +1045,13 @@ mod tests {
                 "{segments} {spares}"
             );
             // What a SIGKILL now would leave: every event, in order.
-            let recovered = recover::read(&dir).unwrap();
+            let recovered = recover::read(&dir)?;
             assert_eq!(recovered.unreadable, 0);
             let events: Vec<Event> = recovered.events.into_iter().map(|r| r.event).collect();
             assert_eq!(events, written, "{durability:?}");
             drop(wal);
             let _ = fs::remove_dir_all(&dir);
         }
+        Ok(())
     }
 }
