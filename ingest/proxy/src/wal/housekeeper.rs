@@ -46,6 +46,8 @@ enum Chore {
     Prepare,
     /// Delete these done segments, oldest first.
     Delete(Vec<PathBuf>),
+    /// End, once every chore asked before is done (the queue is in order).
+    Stop,
 }
 
 /// The handle of one log directory's housekeeping thread, owned by the
@@ -137,10 +139,10 @@ impl Housekeeper {
     /// spare being written is given up); `None` if it was taken before
     /// or never started.
     pub(super) fn stop(&mut self) -> Option<JoinHandle<()>> {
+        // A spare being written is given up at once; the deletes asked
+        // before are done before the thread reads the stop.
         self.stopping.store(true, Ordering::Release);
-        // The queue ends when this handle is dropped; until then, a
-        // no-op wakes the thread to see `stopping`.
-        let _ = self.chores.send(Chore::Delete(Vec::new()));
+        let _ = self.chores.send(Chore::Stop);
         self.thread.take()
     }
 }
@@ -160,21 +162,13 @@ impl Worker {
     fn run(mut self, queue: &mpsc::Receiver<Chore>) {
         while let Ok(chore) = queue.recv() {
             match chore {
+                // A spare asked before a stop gives up at its next chunk.
                 Chore::Prepare => self.prepare(),
                 Chore::Delete(done) => {
                     self.undeleted.extend(done);
                     self.delete_in_order();
                 }
-            }
-            if self.stopping.load(Ordering::Acquire) {
-                // What was asked before the stop is done first.
-                while let Ok(chore) = queue.try_recv() {
-                    if let Chore::Delete(done) = chore {
-                        self.undeleted.extend(done);
-                    }
-                }
-                self.delete_in_order();
-                return;
+                Chore::Stop => return,
             }
         }
     }

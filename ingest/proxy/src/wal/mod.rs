@@ -470,9 +470,8 @@ impl Writer {
     /// fsync, nothing was waiting to be synced before, or the segment is
     /// full ([`rotate_if_full`]).
     fn write(&mut self, line: &[u8], track: Track, reply: Option<Reply>) -> bool {
-        let path = segment_path(&self.dir, self.number);
         if let Err(err) = self.file.write_all_at(line, self.len) {
-            let error = io_error(&path, &err);
+            let error = io_error(&segment_path(&self.dir, self.number), &err);
             ProxyMetrics::inc(&self.metrics.wal_write_errors);
             if self.writable.swap(false, Ordering::Relaxed) {
                 tracing::error!(%error, "cannot write the write-ahead log; calls are refused or served unprotected (proxy.wal_unwritable) until it can be written again");
@@ -491,6 +490,7 @@ impl Writer {
             return false;
         }
         if !self.writable.swap(true, Ordering::Relaxed) {
+            let path = segment_path(&self.dir, self.number);
             tracing::warn!(path = %path.display(), "the write-ahead log can be written again");
         }
         ProxyMetrics::set(&self.metrics.wal_writable, 1);

@@ -120,7 +120,7 @@ pub fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
         .map(|line| {
             let start = line.iter().position(|b| *b != 0).unwrap_or(line.len());
             let end = line.iter().rposition(|b| *b != 0).map_or(start, |i| i + 1);
-            &line[start..end.max(start)]
+            &line[start..end]
         })
         .filter(|line| !line.is_empty())
 }
