@@ -112,6 +112,17 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             "event emitter did not finish within 30 s; unsent events are in the spool or the log"
         );
     }
+    // The emitter's end dropped the last handle on the log: its syncer
+    // makes its last fsync and deletes what is done (a clean stop leaves no
+    // segment for the next start to read and check on Kafka).
+    if let Some(stopped) = runtime.wal_stopped {
+        if tokio::time::timeout(Duration::from_secs(10), stopped.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the write-ahead log did not stop within 10 s; the next start reads what it left and checks it on Kafka");
+        }
+    }
     runtime.producer.flush(Duration::from_secs(5))?;
     if let Some(sampler) = sampler {
         // One last sample: the depth the spool is left with.

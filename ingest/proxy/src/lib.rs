@@ -222,6 +222,9 @@ pub struct ProxyRuntime {
     /// (await it at shutdown, after the last response).
     pub membership_stop: tokio_util::sync::CancellationToken,
     pub membership_task: Option<JoinHandle<()>>,
+    /// Resolves once the write-ahead log has stopped (after the emitter
+    /// task and every relay are done with it); `None` without a log.
+    pub wal_stopped: Option<wal::WalStopped>,
 }
 
 fn build_upstreams(config: &ProxyConfig) -> Result<HashMap<String, Upstream>, ProxyStartError> {
@@ -372,6 +375,7 @@ pub async fn start(
             metrics.clone(),
         )?),
     };
+    let wal_stopped = wal.as_ref().map(wal::Wal::stopped);
     let delivery = emitter::Delivery {
         producer: producer.clone(),
         spool,
@@ -457,6 +461,7 @@ pub async fn start(
         prices_task,
         membership_stop,
         membership_task,
+        wal_stopped,
     })
 }
 

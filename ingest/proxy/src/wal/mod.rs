@@ -46,7 +46,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::config::Durability;
@@ -103,6 +103,21 @@ pub struct Wal {
     /// from synced to written.
     wake: mpsc::Sender<()>,
     writable: Arc<AtomicBool>,
+    /// Closed when the syncer thread ends.
+    stopped: watch::Receiver<()>,
+}
+
+/// Resolves once the log's syncer thread has ended: its last fsync is
+/// made, the done segments are deleted, and a clean stop's last segment is
+/// gone. It does not keep the log open; the thread ends when every [`Wal`]
+/// handle is dropped.
+pub struct WalStopped(watch::Receiver<()>);
+
+impl WalStopped {
+    pub async fn wait(mut self) {
+        // Nothing is ever sent: the channel only closes, with the thread.
+        while self.0.changed().await.is_ok() {}
+    }
 }
 
 /// The log's settings.
@@ -150,15 +165,29 @@ impl Wal {
         let writer = Arc::new(Mutex::new(writer));
         let (wake, woken) = mpsc::channel();
         let syncer = writer.clone();
+        let (running, stopped) = watch::channel(());
         std::thread::Builder::new()
             .name("tollgate-wal".into())
-            .spawn(move || sync_until_stopped(&syncer, &woken))
+            .spawn(move || {
+                sync_until_stopped(&syncer, &woken);
+                // Dropped here, or by a panic's unwinding: either way the
+                // thread is over.
+                drop(running);
+            })
             .map_err(|e| io_error(dir, &e))?;
         Ok(Self {
             writer,
             wake,
             writable,
+            stopped,
         })
+    }
+
+    /// What to await, once every handle is dropped, for the syncer thread
+    /// to end (a process that exits at once would cut its last fsync and
+    /// deletes short).
+    pub fn stopped(&self) -> WalStopped {
+        WalStopped(self.stopped.clone())
     }
 
     /// Whether the last write succeeded (a full disk makes it false until
@@ -783,14 +812,15 @@ mod tests {
             assert!(matches!(&records[2], Record::Event { event, .. } if **event == b));
             assert!(metrics.wal_records.get() == 3);
             wal.done(vec![a.event_id, b.event_id]);
+            let stopped = wal.stopped();
             drop(wal);
             // The writer deletes its segments once it stops with nothing
-            // open (a spare is left for the next start).
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !segments(&dir).unwrap().is_empty() {
-                assert!(Instant::now() < deadline, "segment not deleted");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            // open (a spare is left for the next start), before it reports
+            // that it stopped.
+            tokio::time::timeout(Duration::from_secs(60), stopped.wait())
+                .await
+                .expect("the writer did not stop");
+            assert_eq!(segments(&dir).unwrap(), vec![]);
             let _ = fs::remove_dir_all(&dir);
         }
     }
@@ -961,6 +991,7 @@ mod tests {
             writer: Arc::new(Mutex::new(writer)),
             wake,
             writable,
+            stopped: watch::channel(()).1,
         };
         let answer = tokio::time::timeout(Duration::from_secs(60), wal.started(&event("a")))
             .await
