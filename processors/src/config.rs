@@ -50,6 +50,12 @@ pub struct ProcessorConfig {
     /// fold samples its lag for `/metrics`, seconds; 0: neither
     /// (`docs/processor.md`, "Health samples").
     pub health_sample_secs: u64,
+    /// A consumer fold stalled this long (nothing consumed or stored while
+    /// the lag sampler says events wait: `crate::stall`) closes its Kafka
+    /// consumer and joins the group with a new one, seconds; checked at
+    /// each progress line (every 10 s); 0: never. Needs the lag sampler
+    /// (`health_sample_secs` > 0).
+    pub stall_restart_secs: u64,
     /// Where `tollgate process` serves `GET /metrics` (`docs/metrics.md`),
     /// e.g. `127.0.0.1:9464`; unset: no listener (several processes on one
     /// host each need their own port). The binary serves it; the
@@ -82,6 +88,7 @@ impl Default for ProcessorConfig {
             session_timeout_ms: 10_000,
             instance_id: None,
             health_sample_secs: 10,
+            stall_restart_secs: 120,
             metrics_listen: None,
             recent_event_ids_per_partition: 100_000,
             patterns: PatternsConfig::default(),

@@ -258,6 +258,17 @@ struct Processor<F: Fold> {
     /// What the loop awaits outside its poll (`crate::stall::watch_busy`).
     busy: Arc<Busy>,
     shutdown: CancellationToken,
+    /// A stall this long ends the consumer (`processor.stall_restart_secs`;
+    /// `None`: never).
+    stall_restart: Option<Duration>,
+}
+
+/// Why [`Processor::consume`] returned.
+enum Ended {
+    Shutdown,
+    /// Nothing consumed or stored while events waited, for this long (at
+    /// least `processor.stall_restart_secs`).
+    Stalled(Duration),
 }
 
 /// The consumer's settings: offsets stored and committed only by us (after
@@ -323,6 +334,29 @@ fn instance_id(config: &ProcessorConfig) -> Result<Option<String>> {
     Ok(config.group_instance_id(&host))
 }
 
+/// A consumer with `settings` and a fresh context, subscribed to the
+/// events topic.
+fn subscribed(kafka: &KafkaConfig, settings: &ClientConfig) -> Result<EventsConsumer> {
+    let kafka_error = |context: &str, source| Error::Kafka {
+        brokers: kafka.brokers.clone(),
+        context: context.to_string(),
+        source: Box::new(source),
+    };
+    let context = ProcessorContext {
+        topic: kafka.events_topic.clone(),
+        rebalances: Mutex::new(Vec::new()),
+        lag: AtomicI64::new(-1),
+        fetch: Mutex::new(Vec::new()),
+    };
+    let consumer: EventsConsumer = settings
+        .create_with_context(context)
+        .map_err(|e| kafka_error("cannot create the consumer", e))?;
+    consumer
+        .subscribe(&[&kafka.events_topic])
+        .map_err(|e| kafka_error("cannot subscribe", e))?;
+    Ok(consumer)
+}
+
 /// Run `fold` in consumer group `group_id` until `shutdown` is cancelled;
 /// then flush the open batch, commit, and return what was done. The
 /// group's lag is sampled for `/metrics` every
@@ -383,24 +417,9 @@ pub async fn run_fold_reporting<F: Fold>(
     }
     let Reporting { health, metrics } = reporting;
     let client = client(ch);
-    let context = ProcessorContext {
-        topic: kafka.events_topic.clone(),
-        rebalances: Mutex::new(Vec::new()),
-        lag: AtomicI64::new(-1),
-        fetch: Mutex::new(Vec::new()),
-    };
-    let kafka_error = |context: &str, source| Error::Kafka {
-        brokers: kafka.brokers.clone(),
-        context: context.to_string(),
-        source: Box::new(source),
-    };
     let instance_id = instance_id(config)?;
-    let consumer: EventsConsumer = consumer_config(kafka, config, group_id, instance_id.as_deref())
-        .create_with_context(context)
-        .map_err(|e| kafka_error("cannot create the consumer", e))?;
-    consumer
-        .subscribe(&[&kafka.events_topic])
-        .map_err(|e| kafka_error("cannot subscribe", e))?;
+    let settings = consumer_config(kafka, config, group_id, instance_id.as_deref());
+    let mut consumer = subscribed(kafka, &settings)?;
     info!(
         fold = fold.name(),
         topic = %kafka.events_topic,
@@ -441,13 +460,35 @@ pub async fn run_fold_reporting<F: Fold>(
         metrics,
         busy,
         shutdown: shutdown.clone(),
+        stall_restart: (config.stall_restart_secs > 0)
+            .then(|| Duration::from_secs(config.stall_restart_secs)),
     };
-    let consumed = async {
-        processor.consume(&consumer).await?;
-        // Shutdown: flush what was consumed and commit it synchronously.
-        processor.flush(&consumer, CommitMode::Sync).await
-    }
-    .await;
+    let consumed = loop {
+        let ended = match processor.consume(&consumer).await {
+            Ok(ended) => ended,
+            Err(err) => break Err(err),
+        };
+        let Ended::Stalled(stalled) = ended else {
+            // Shutdown: flush what was consumed and commit it synchronously.
+            break processor.flush(&consumer, CommitMode::Sync).await;
+        };
+        // What was consumed is stored first; then this consumer's
+        // partitions are let go of as at a revocation, and a new consumer
+        // joins the group: its assignment resumes from ClickHouse.
+        if let Err(err) = processor.flush(&consumer, CommitMode::Async).await {
+            break Err(err);
+        }
+        let released = processor.release_assignment(&consumer);
+        close_in_time(consumer, processor.fold.name()).await;
+        processor.metrics.consumer_restarts.inc();
+        warn!(
+            fold = processor.fold.name(),
+            stalled_s = stalled.as_secs(),
+            partitions = ?released,
+            "stalled past processor.stall_restart_secs: closed the kafka consumer and joined the group with a new one"
+        );
+        consumer = subscribed(kafka, &settings)?;
+    };
     close_in_time(consumer, processor.fold.name()).await;
     consumed?;
     let c = processor.counters;
@@ -497,7 +538,7 @@ async fn close_in_time(consumer: EventsConsumer, fold: &str) {
 }
 
 impl<F: Fold> Processor<F> {
-    async fn consume(&mut self, consumer: &EventsConsumer) -> Result<()> {
+    async fn consume(&mut self, consumer: &EventsConsumer) -> Result<Ended> {
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
         progress.tick().await;
         let mut last = (Instant::now(), self.counters);
@@ -506,14 +547,17 @@ impl<F: Fold> Processor<F> {
             let deadline = self.batch.deadline(&self.policy);
             tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return Ok(()),
+                () = self.shutdown.cancelled() => return Ok(Ended::Shutdown),
                 () = sleep_until(deadline) => self.flush(consumer, CommitMode::Async).await?,
                 _ = progress.tick() => {
                     // Rebalances recorded while idle (no message to return
                     // from `recv`) are applied and logged here at the latest.
                     self.apply_rebalances(consumer);
-                    self.log_progress(consumer, last, &mut stall);
+                    let stalled = self.log_progress(consumer, last, &mut stall);
                     last = (Instant::now(), self.counters);
+                    if let Some(stalled) = stalled.filter(|s| self.stall_restart.is_some_and(|limit| *s >= limit)) {
+                        return Ok(Ended::Stalled(stalled));
+                    }
                 }
                 received = consumer.recv() => match received {
                     Ok(message) => {
@@ -551,13 +595,14 @@ impl<F: Fold> Processor<F> {
     }
 
     /// The progress line; a warning naming each partition's fetch state
-    /// when the fold is stalled (`crate::stall`).
+    /// when the fold is stalled (`crate::stall`), and for how long it has
+    /// been.
     fn log_progress(
         &self,
         consumer: &EventsConsumer,
         (since, before): (Instant, Counters),
         stall: &mut StallWatch,
-    ) {
+    ) -> Option<Duration> {
         let secs = since.elapsed().as_secs_f64().max(0.001);
         let c = self.counters;
         #[allow(clippy::cast_precision_loss)]
@@ -578,7 +623,7 @@ impl<F: Fold> Processor<F> {
                 partitions = %stall::describe(&consumer.context().fetch()),
                 "stalled: nothing consumed or stored while events wait"
             );
-            return;
+            return Some(stalled);
         }
         info!(
             fold = self.fold.name(),
@@ -590,6 +635,37 @@ impl<F: Fold> Processor<F> {
             lag,
             "progress"
         );
+        None
+    }
+
+    /// Let go of `partitions`: their rows not stored yet (returns how
+    /// many), positions and the fold's state of them. Whoever gets them
+    /// next resumes from what ClickHouse holds.
+    fn revoke(&mut self, partitions: &[i32]) -> usize {
+        let dropped_rows = self.batch.drop_partitions(partitions);
+        self.positions.forget(partitions);
+        self.fold.forget_partitions(partitions);
+        if let Some(h) = &self.health {
+            h.revoked(partitions);
+        }
+        dropped_rows
+    }
+
+    /// Before `consumer` is closed without a rebalance (a stall): let go
+    /// of every partition it was assigned, as at a revocation. Returns
+    /// them.
+    fn release_assignment(&mut self, consumer: &EventsConsumer) -> Vec<i32> {
+        self.apply_rebalances(consumer);
+        let partitions = match consumer.assignment() {
+            Ok(tpl) => consumer.context().partitions(&tpl),
+            Err(err) => {
+                // The new consumer's assignment forgets them as well.
+                warn!(%err, "cannot read the consumer's assignment before closing it");
+                Vec::new()
+            }
+        };
+        self.revoke(&partitions);
+        partitions
     }
 
     /// Apply rebalances recorded during the last poll.
@@ -597,12 +673,7 @@ impl<F: Fold> Processor<F> {
         for event in consumer.context().take_rebalances() {
             match event {
                 RebalanceEvent::Revoked(partitions) => {
-                    let dropped_rows = self.batch.drop_partitions(&partitions);
-                    self.positions.forget(&partitions);
-                    self.fold.forget_partitions(&partitions);
-                    if let Some(h) = &self.health {
-                        h.revoked(&partitions);
-                    }
+                    let dropped_rows = self.revoke(&partitions);
                     info!(?partitions, dropped_rows, "partitions revoked");
                 }
                 RebalanceEvent::Assigned(partitions) => {

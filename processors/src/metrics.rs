@@ -54,6 +54,7 @@ pub struct ProcessMetrics {
     insert_errors: Family<FoldLabels, Counter>,
     dead_letters: Family<FoldLabels, Counter>,
     events_repeated: Family<FoldLabels, Counter>,
+    consumer_restarts: Family<FoldLabels, Counter>,
     consumer_lag: Family<PartitionLabels, Gauge>,
     price_versions: Gauge,
 }
@@ -68,6 +69,7 @@ impl Default for ProcessMetrics {
             insert_errors: Family::default(),
             dead_letters: Family::default(),
             events_repeated: Family::default(),
+            consumer_restarts: Family::default(),
             consumer_lag: Family::default(),
             price_versions: Gauge::default(),
         }
@@ -114,6 +116,11 @@ impl ProcessMetrics {
             self.events_repeated.clone(),
         );
         registry.register(
+            "consumer_restarts",
+            "Kafka consumers a fold closed and replaced because it stalled (nothing consumed or stored while events waited) for processor.stall_restart_secs",
+            self.consumer_restarts.clone(),
+        );
+        registry.register(
             "consumer_lag_messages",
             "Messages of an events-topic partition this process owns that a consumer fold has not stored yet (high watermark minus stored position), per fold and consumer group; sampled every processor.health_sample_secs",
             self.consumer_lag.clone(),
@@ -153,6 +160,7 @@ impl ProcessMetrics {
             insert_errors: self.insert_errors.get_or_create_owned(&labels),
             dead_letters: self.dead_letters.get_or_create_owned(&labels),
             events_repeated: self.events_repeated.get_or_create_owned(&labels),
+            consumer_restarts: self.consumer_restarts.get_or_create_owned(&labels),
             consumer_lag: ConsumerLag {
                 family: self.consumer_lag.clone(),
                 fold: fold.to_string(),
@@ -203,6 +211,7 @@ pub struct FoldMetrics {
     pub insert_errors: Counter,
     pub dead_letters: Counter,
     pub events_repeated: Counter,
+    pub consumer_restarts: Counter,
     pub consumer_lag: ConsumerLag,
 }
 

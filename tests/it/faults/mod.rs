@@ -7,3 +7,4 @@
 mod clickhouse_and_processors;
 pub(crate) mod kafka_outage;
 mod proxy_crashes;
+mod stalled_consumer;

@@ -88,6 +88,24 @@ impl PrivateKafka {
         let _ = std::fs::remove_file(pid_file);
     }
 
+    /// Set (`consumer_byte_rate=1`) or, given a bare name, delete a quota
+    /// every client of this broker gets (Kafka's `kafka-configs`).
+    pub fn client_quota(&self, setting: &str) {
+        let out = Command::new(script())
+            .arg("client-quota")
+            .arg(self.dir.path())
+            .arg(self.port.to_string())
+            .arg(setting)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "client quota {setting} not set: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The broker's log (for a failing assertion).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("kafka.log")).unwrap_or_default()
