@@ -68,37 +68,78 @@ enum Sink {
     },
 }
 
+/// What batches came to.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// Events the ingest API or Kafka took; calls the proxy answered 2xx.
+    accepted: u64,
+    /// Events the ingest API refused.
+    rejected: u64,
+    /// Calls the proxy answered with an error status (simulated failures,
+    /// budgets and rate limits answer so on purpose).
+    answered_error: u64,
+    /// Events not sent as calls: the proxy routes no such provider.
+    skipped: u64,
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, other: Self) {
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+        self.answered_error += other.answered_error;
+        self.skipped += other.skipped;
+    }
+}
+
 impl Sink {
-    /// Send one batch; returns (accepted, rejected).
-    async fn send(&self, batch: &[Event]) -> anyhow::Result<(u64, u64)> {
+    /// Send one batch.
+    async fn send(&self, batch: &[Event]) -> anyhow::Result<Tally> {
         match self {
             Sink::Http {
                 client,
                 url,
                 key,
                 retry,
-            } => post_batch(client, url, key, batch, retry).await,
+            } => {
+                let (accepted, rejected) = post_batch(client, url, key, batch, retry).await?;
+                Ok(Tally {
+                    accepted,
+                    rejected,
+                    ..Tally::default()
+                })
+            }
             Sink::Kafka(producer) => {
                 let results = producer.send_batch(batch).await;
                 let failed = results.iter().filter(|r| r.is_err()).count() as u64;
                 if let Some(Err(err)) = results.iter().find(|r| r.is_err()) {
                     anyhow::bail!("{failed} events not acknowledged by Kafka, first: {err}");
                 }
-                Ok((batch.len() as u64, 0))
+                Ok(Tally {
+                    accepted: batch.len() as u64,
+                    ..Tally::default()
+                })
             }
             Sink::Proxy { client, base, key } => {
-                let calls = batch
+                let routable: Vec<&Event> = batch
                     .iter()
                     .filter(|event| proxy_calls::is_routable(event))
+                    .collect();
+                let mut tally = Tally {
+                    skipped: (batch.len() - routable.len()) as u64,
+                    ..Tally::default()
+                };
+                let calls = routable
+                    .into_iter()
                     .map(|event| proxy_calls::call(client, base, key, event));
-                let mut made = 0;
                 for result in futures::future::join_all(calls).await {
                     // Simulated failures come back as error statuses on purpose;
                     // only an unreachable proxy is an error here.
-                    result?;
-                    made += 1;
+                    match result? {
+                        proxy_calls::CallResult::Ok => tally.accepted += 1,
+                        proxy_calls::CallResult::Failed(_) => tally.answered_error += 1,
+                    }
                 }
-                Ok((made, 0))
+                Ok(tally)
             }
         }
     }
@@ -156,24 +197,39 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .await;
     bar.finish();
-    let mut accepted = 0u64;
-    let mut rejected = 0u64;
+    let mut tally = Tally::default();
     for result in results {
-        let (a, r) = result?;
-        accepted += a;
-        rejected += r;
+        tally += result?;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "sent {} events in {:.1} s ({:.0} events/s): {accepted} accepted (or calls made through the proxy), {rejected} rejected",
-        args.events,
-        secs,
-        args.events as f64 / secs.max(1e-9)
-    );
-    if rejected > 0 {
-        anyhow::bail!("{rejected} events were rejected by the ingest API");
+    println!("{}", summary(&sink, args.events, secs, tally));
+    if tally.rejected > 0 {
+        anyhow::bail!("{} events were rejected by the ingest API", tally.rejected);
     }
     Ok(())
+}
+
+/// The line `simulate` ends with: what became of every simulated event.
+fn summary(sink: &Sink, events: u64, secs: f64, t: Tally) -> String {
+    let secs = secs.max(1e-9);
+    if let Sink::Proxy { .. } = sink {
+        let made = t.accepted + t.answered_error;
+        return format!(
+            "made {made} calls through the proxy in {secs:.1} s ({:.0} calls/s) for {events} simulated events: \
+             {} answered 2xx, {} an error status (simulated failures, budgets and rate limits answer so); \
+             {} skipped: their provider is neither openai nor anthropic, the providers the proxy routes",
+            made as f64 / secs,
+            t.accepted,
+            t.answered_error,
+            t.skipped
+        );
+    }
+    format!(
+        "sent {events} events in {secs:.1} s ({:.0} events/s): {} accepted, {} rejected",
+        events as f64 / secs,
+        t.accepted,
+        t.rejected
+    )
 }
 
 /// POST one NDJSON batch until every event is accepted or rejected;
@@ -417,4 +473,47 @@ pub fn progress_bar(len: u64, label: &str) -> ProgressBar {
     bar.set_style(style);
     bar.set_prefix(label.to_string());
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_accounts_for_every_simulated_event() {
+        let proxy = Sink::Proxy {
+            client: reqwest::Client::new(),
+            base: "http://127.0.0.1:1".into(),
+            key: "k".into(),
+        };
+        let tally = Tally {
+            accepted: 500,
+            answered_error: 38,
+            skipped: 62,
+            ..Tally::default()
+        };
+        let line = summary(&proxy, 600, 10.0, tally);
+        assert!(
+            line.starts_with("made 538 calls through the proxy in 10.0 s (54 calls/s) for 600 simulated events: 500 answered 2xx, 38 an error status"),
+            "{line}"
+        );
+        assert!(
+            line.contains("; 62 skipped: their provider is neither openai nor anthropic"),
+            "{line}"
+        );
+        let mut both = tally;
+        both += Tally {
+            rejected: 3,
+            ..tally
+        };
+        assert_eq!(
+            (
+                both.accepted,
+                both.rejected,
+                both.answered_error,
+                both.skipped
+            ),
+            (1000, 3, 76, 124)
+        );
+    }
 }
