@@ -57,7 +57,7 @@ use tollgate_contract::{
 };
 use tollgate_control::kafka::{Delivered, EventProducer, ProduceError};
 use tollgate_control::key_cache::{KeyCache, KeyCachePolicy};
-use tollgate_control::keys::{ApiKey, KeyStore, INGEST_ROLES};
+use tollgate_control::keys::{ApiKey, KeyStore, TenantKey, INGEST_ROLES};
 use tollgate_control::pipeline_health::Tally;
 
 /// After a body went over the limit, keep reading (and discarding) at most
@@ -69,8 +69,9 @@ const MAX_DRAIN_TIME: Duration = Duration::from_secs(10);
 pub struct IngestState {
     pub keys: KeyStore,
     /// Keys verified recently (`ingest.key_cache_secs`), trusted through a
-    /// PostgreSQL outage for `ingest.key_cache_stale_secs`.
-    pub verified_keys: KeyCache<ApiKey>,
+    /// PostgreSQL outage for `ingest.key_cache_stale_secs`, with the team
+    /// and user they are scoped to (the OTLP receiver's tenant).
+    pub verified_keys: KeyCache<TenantKey>,
     pub producer: EventProducer,
     pub limits: Limits,
     pub max_body_bytes: usize,
@@ -300,7 +301,7 @@ pub(crate) async fn produce(
 
 /// The key behind `Authorization: Bearer <secret>`, if it may ingest.
 async fn authenticate(state: &IngestState, headers: &HeaderMap) -> Result<ApiKey, IngestError> {
-    verify_secret(state, bearer_token(headers)).await
+    Ok(verify_secret(state, bearer_token(headers)).await?.key)
 }
 
 /// The token of `Authorization: Bearer <token>`, when there is one.
@@ -315,18 +316,19 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-/// The key a presented secret belongs to, if it may ingest: from the cache
-/// of verified keys, else PostgreSQL. While PostgreSQL does not answer, a
-/// key verified within `ingest.key_cache_stale_secs` keeps working and
-/// any other gets a 503 (never a 401: the key may well be valid).
+/// The key a presented secret belongs to, with its team and user, if it
+/// may ingest: from the cache of verified keys, else PostgreSQL. While
+/// PostgreSQL does not answer, a key verified within
+/// `ingest.key_cache_stale_secs` keeps working and any other gets a 503
+/// (never a 401: the key may well be valid).
 pub(crate) async fn verify_secret(
     state: &IngestState,
     secret: Option<&str>,
-) -> Result<ApiKey, IngestError> {
+) -> Result<TenantKey, IngestError> {
     let secret = secret.ok_or(IngestError::MissingApiKey)?;
-    let key = state
+    let verified = state
         .verified_keys
-        .get(secret, || state.keys.verify(secret))
+        .get(secret, || state.keys.verify_with_tenant(secret))
         .await
         .map_err(|err| match err.fault() {
             tollgate_contract::Fault::External => IngestError::KeysUnavailable {
@@ -335,14 +337,14 @@ pub(crate) async fn verify_secret(
             _ => IngestError::Control(err),
         })?
         .ok_or(IngestError::InvalidApiKey)?;
-    if !key.may_ingest() {
+    if !verified.key.may_ingest() {
         return Err(IngestError::Forbidden {
-            prefix: key.prefix,
-            role: key.role,
+            prefix: verified.key.prefix,
+            role: verified.key.role,
             allowed: INGEST_ROLES.join(", "),
         });
     }
-    Ok(key)
+    Ok(verified)
 }
 
 /// Read at most `limit` bytes. Over the limit, the rest is drained (bounded)

@@ -89,7 +89,18 @@ pub struct KeyStore {
 struct KeyRow {
     #[sqlx(flatten)]
     key: ApiKey,
+    #[sqlx(flatten)]
+    tenant: KeyTenant,
     secret_hash: Vec<u8>,
+}
+
+/// A verified key with the team and user it is scoped to: what an edge
+/// that takes the tenant from the key (the OTLP receiver) caches in one
+/// piece, so that a request needs PostgreSQL for neither.
+#[derive(Debug, Clone)]
+pub struct TenantKey {
+    pub key: ApiKey,
+    pub tenant: KeyTenant,
 }
 
 impl KeyStore {
@@ -163,11 +174,20 @@ impl KeyStore {
 
     /// The key `secret` belongs to, if it exists and is not revoked.
     pub async fn verify(&self, secret: &str) -> Result<Option<ApiKey>, ControlError> {
+        Ok(self.verify_with_tenant(secret).await?.map(|k| k.key))
+    }
+
+    /// [`KeyStore::verify`], with the team and user the key is scoped to
+    /// (`tollgate keys create --team/--user`), in the same query.
+    pub async fn verify_with_tenant(
+        &self,
+        secret: &str,
+    ) -> Result<Option<TenantKey>, ControlError> {
         let Some(prefix) = parse_prefix(secret) else {
             return Ok(None);
         };
         let row: Option<KeyRow> = sqlx::query_as(
-            "SELECT id, name, prefix, org_id, role, created_at, revoked_at, secret_hash FROM api_keys WHERE prefix = $1",
+            "SELECT id, name, prefix, org_id, role, created_at, revoked_at, team_id, user_id, secret_hash FROM api_keys WHERE prefix = $1",
         )
         .bind(prefix)
         .fetch_optional(&self.pool)
@@ -180,7 +200,10 @@ impl KeyStore {
         if !matches || row.key.revoked_at.is_some() {
             return Ok(None);
         }
-        Ok(Some(row.key))
+        Ok(Some(TenantKey {
+            key: row.key,
+            tenant: row.tenant,
+        }))
     }
 
     /// Revoke the key with `prefix`. `Ok(false)` when no active key has it.
@@ -197,18 +220,6 @@ impl KeyStore {
             tracing::info!(prefix, "api key revoked");
         }
         Ok(revoked)
-    }
-
-    /// The team and user key `id` is scoped to (`tollgate keys create
-    /// --team/--user`), which edges that take the tenant from the key (the
-    /// OTLP receiver) put on the events it sends.
-    pub async fn tenant(&self, id: Uuid) -> Result<KeyTenant, ControlError> {
-        sqlx::query_as("SELECT team_id, user_id FROM api_keys WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|err| ControlError::postgres("reading a key's tenant", err))
-            .map(Option::unwrap_or_default)
     }
 
     /// The key named `prefix`, revoked or not.

@@ -28,7 +28,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tollgate_contract::{Event, Rejection};
-use tollgate_control::keys::ApiKey;
+use tollgate_control::keys::TenantKey;
 use uuid::Uuid;
 
 use crate::error::IngestError;
@@ -155,15 +155,15 @@ impl OtlpReceiver {
 }
 
 /// The tenant of the spans a key sends: its org scope, and the team and
-/// user it carries (`tollgate keys create --team/--user`).
-pub async fn tenant_of(state: &IngestState, key: &ApiKey) -> Result<Tenant, IngestError> {
-    let scope = state.keys.tenant(key.id).await?;
-    Ok(Tenant {
-        api_key_id: key.id.to_string(),
-        org_id: key.org_id.clone(),
-        team_id: scope.team_id,
-        user_id: scope.user_id,
-    })
+/// user it carries (`tollgate keys create --team/--user`), as verified
+/// with the key (cached with it: no PostgreSQL per request).
+pub fn tenant_of(verified: &TenantKey) -> Tenant {
+    Tenant {
+        api_key_id: verified.key.id.to_string(),
+        org_id: verified.key.org_id.clone(),
+        team_id: verified.tenant.team_id.clone(),
+        user_id: verified.tenant.user_id.clone(),
+    }
 }
 
 /// What became of the spans of one request, before it is put into either
@@ -318,11 +318,11 @@ pub enum ExportError {
 pub async fn export(
     state: &IngestState,
     api: Api,
-    key: &ApiKey,
+    key: &TenantKey,
     request: &ExportTraceServiceRequest,
 ) -> Result<PartialSuccess, ExportError> {
     check_counts(counts_of(request), state.max_events_per_request)?;
-    let tenant = tenant_of(state, key).await?;
+    let tenant = tenant_of(key);
     let plan = plan_spans(request, &tenant, Utc::now(), &state.limits);
     let receiver = &state.otlp;
     let counters = &receiver.counters;
@@ -362,7 +362,7 @@ pub async fn export(
     receiver.remember(acknowledged);
     SpanCounters::add(&counters.accepted, accepted);
     tracing::info!(
-        key = %key.prefix,
+        key = %key.key.prefix,
         spans = plan.spans,
         accepted,
         retried = retried.len(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tollgate_contract::{Event, Outcome};
 
 use crate::proxy::Proxy;
@@ -553,6 +553,39 @@ async fn ingest_one(http: &reqwest::Client, env: &TestEnv, key: &str) -> (u16, V
     (status, response.json().await.unwrap_or_default())
 }
 
+/// OTLP/HTTP (JSON) export of one GenAI chat span with `key`: the status
+/// and the body. The receiver takes the span's tenant from the key.
+async fn otlp_one(http: &reqwest::Client, env: &TestEnv, key: &str) -> (u16, Value) {
+    let end = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let string = |key: &str, value: &str| json!({"key": key, "value": {"stringValue": value}});
+    let int = |key: &str, value: i64| json!({"key": key, "value": {"intValue": value.to_string()}});
+    let body = json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": hex::encode(rand::random::<[u8; 16]>()),
+        "spanId": hex::encode(rand::random::<[u8; 8]>()),
+        "name": "chat",
+        "kind": 3,
+        "startTimeUnixNano": (end - 300_000_000).to_string(),
+        "endTimeUnixNano": end.to_string(),
+        "attributes": [
+            string("tollgate.org_id", "acme"),
+            string("gen_ai.operation.name", "chat"),
+            string("gen_ai.provider.name", "openai"),
+            string("gen_ai.request.model", "gpt-4o-mini"),
+            int("gen_ai.usage.input_tokens", 100),
+            int("gen_ai.usage.output_tokens", 20),
+        ],
+    }]}]}]});
+    let response = http
+        .post(format!("{}/v1/traces", env.ingest_url()))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
 /// A chat call through the proxy with `key`: the status and the body.
 async fn proxy_one(proxy: &Proxy, key: &str) -> (u16, Value) {
     let response = proxy.chat(key, "gpt-4o-mini", &[]).await;
@@ -664,6 +697,16 @@ async fn postgres_killed_keeps_recent_keys_working_for_the_stale_window_and_unkn
     assert_eq!(status, 200, "{body}");
     let (status, body) = proxy_one(&proxy, &proxy_seen).await;
     assert_eq!(status, 200, "{body}");
+    // The OTLP receiver takes the span's team and user from the key, which
+    // were read and cached with it: no PostgreSQL either.
+    let (status, body) = otlp_one(&http, &proxy.env, &seen).await;
+    assert_eq!(
+        status,
+        200,
+        "{body}; log:\n{}",
+        std::fs::read_to_string(proxy.env.log_path("ingest")).unwrap_or_default()
+    );
+    assert!(body.get("partialSuccess").is_none(), "{body}");
     // ...keys never seen get a clear 503, not a 401...
     let (status, body) = ingest_one(&http, &proxy.env, &unseen).await;
     assert_eq!(status, 503, "{body}");
