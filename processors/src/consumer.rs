@@ -464,13 +464,11 @@ pub async fn run_fold_reporting<F: Fold>(
             .then(|| Duration::from_secs(config.stall_restart_secs)),
     };
     let consumed = loop {
-        let ended = match processor.consume(&consumer).await {
-            Ok(ended) => ended,
+        let stalled = match processor.consume(&consumer).await {
             Err(err) => break Err(err),
-        };
-        let Ended::Stalled(stalled) = ended else {
             // Shutdown: flush what was consumed and commit it synchronously.
-            break processor.flush(&consumer, CommitMode::Sync).await;
+            Ok(Ended::Shutdown) => break processor.flush(&consumer, CommitMode::Sync).await,
+            Ok(Ended::Stalled(stalled)) => stalled,
         };
         // What was consumed is stored first; then this consumer's
         // partitions are let go of as at a revocation, and a new consumer

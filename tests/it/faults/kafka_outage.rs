@@ -539,17 +539,32 @@ async fn a_thousand_proxied_calls_during_a_kafka_outage_are_served_and_recorded_
 /// `POST /v1/events` of one event with `key`: the status and the body.
 async fn ingest_one(http: &reqwest::Client, env: &TestEnv, key: &str) -> (u16, Value) {
     let event = team_events("pg-outage", 1);
-    let response = http
-        .post(format!("{}/v1/events", env.ingest_url()))
-        .bearer_auth(key)
-        .json(&event)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    if status == 503 {
+    let url = format!("{}/v1/events", env.ingest_url());
+    let response = post_as(http, &url, key, &event).await;
+    if response.status() == 503 {
         assert_eq!(response.headers()["retry-after"], "1");
     }
+    status_and_body(response).await
+}
+
+/// POST `body` as JSON to `url` with the bearer `key`.
+async fn post_as(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: &impl serde::Serialize,
+) -> reqwest::Response {
+    http.post(url)
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An answer's status and its JSON body (`Null` when it has none).
+async fn status_and_body(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
     (status, response.json().await.unwrap_or_default())
 }
 
@@ -575,22 +590,13 @@ async fn otlp_one(http: &reqwest::Client, env: &TestEnv, key: &str) -> (u16, Val
             int("gen_ai.usage.output_tokens", 20),
         ],
     }]}]}]});
-    let response = http
-        .post(format!("{}/v1/traces", env.ingest_url()))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or_default())
+    let url = format!("{}/v1/traces", env.ingest_url());
+    status_and_body(post_as(http, &url, key, &body).await).await
 }
 
 /// A chat call through the proxy with `key`: the status and the body.
 async fn proxy_one(proxy: &Proxy, key: &str) -> (u16, Value) {
-    let response = proxy.chat(key, "gpt-4o-mini", &[]).await;
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or_default())
+    status_and_body(proxy.chat(key, "gpt-4o-mini", &[]).await).await
 }
 
 /// Poll `call` until it answers `want`; the time that took.

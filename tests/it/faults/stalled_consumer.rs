@@ -12,31 +12,17 @@
 
 use std::error::Error;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::kafka_outage::{
     last_line, post_until_accepted, run_with, secs, spawn_with, stored_once, team_events,
     ClientLog, Processes,
 };
+use crate::processor::wait_for_log;
 use crate::support::private_kafka::PrivateKafka;
 use crate::support::{self, TestEnv, PATIENCE};
 
 const RESTARTS: &str = "tollgate_process_consumer_restarts_total{fold=\"calls\"}";
-
-/// Poll `label`'s log until it holds `line`.
-async fn wait_for_line(env: &TestEnv, label: &str, line: &str) -> Result<(), String> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let log = std::fs::read_to_string(env.log_path(label)).unwrap_or_default();
-        if log.contains(line) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("no {line:?} within {PATIENCE:?}; log:\n{log}"));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_its_broker_stops_serving_is_replaced_and_every_event_stored_once(
@@ -91,21 +77,21 @@ async fn a_consumer_its_broker_stops_serving_is_replaced_and_every_event_stored_
     kafka.client_quota("consumer_byte_rate=1");
     let throttled = Instant::now();
     post_until_accepted(&http, &url, &key, team_events("during", 200), &log).await;
-    wait_for_line(
+    wait_for_log(
         &env,
         "process",
         "stalled: nothing consumed or stored while events wait",
     )
-    .await?;
+    .await;
     let stalled = throttled.elapsed();
     // Replaced while the quota holds (librdkafka's own request timeout,
     // 60 s, only reconnects it to the same answer).
-    wait_for_line(
+    wait_for_log(
         &env,
         "process",
         "closed the kafka consumer and joined the group with a new one",
     )
-    .await?;
+    .await;
     let replaced = throttled.elapsed();
     assert!(support::metric(&metrics, RESTARTS).await >= 1.0);
     // Lifted: a consumer that fetches now is served.

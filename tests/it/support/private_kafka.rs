@@ -52,20 +52,27 @@ impl PrivateKafka {
     /// [`PrivateKafka::kill`]); returns once it answers, with how long that took.
     pub fn restart(&self) -> Duration {
         let started = Instant::now();
+        let controller = self.controller_port.to_string();
+        self.scratch("start", &[&controller], "private kafka did not start");
+        started.elapsed()
+    }
+
+    /// `dev/kafka-scratch <action> <dir> <port> <rest>`, asserting that it
+    /// succeeded (`failed` says what did not happen).
+    fn scratch(&self, action: &str, rest: &[&str], failed: &str) {
         let out = Command::new(script())
-            .arg("start")
+            .arg(action)
             .arg(self.dir.path())
             .arg(self.port.to_string())
-            .arg(self.controller_port.to_string())
+            .args(rest)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "private kafka did not start: {}{}",
+            "{failed}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        started.elapsed()
     }
 
     /// SIGKILL the broker (no shutdown of any kind: a crash).
@@ -91,18 +98,10 @@ impl PrivateKafka {
     /// Set (`consumer_byte_rate=1`) or, given a bare name, delete a quota
     /// every client of this broker gets (Kafka's `kafka-configs`).
     pub fn client_quota(&self, setting: &str) {
-        let out = Command::new(script())
-            .arg("client-quota")
-            .arg(self.dir.path())
-            .arg(self.port.to_string())
-            .arg(setting)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "client quota {setting} not set: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        self.scratch(
+            "client-quota",
+            &[setting],
+            &format!("client quota {setting} not set"),
         );
     }
 
