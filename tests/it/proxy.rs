@@ -917,6 +917,24 @@ fn raw_http(port: u16, request: &[u8]) -> String {
 #[tokio::test]
 async fn hostile_input_gets_a_clear_4xx_and_the_proxy_keeps_serving() {
     let mut proxy = Proxy::start("proxy_hostile", "max_body_bytes = 65536", None).await;
+    // A priced model that only the pattern `mock-*` routes: /v1/models lists it.
+    let prices = proxy.env.dir.path().join("listed_prices.json");
+    std::fs::write(
+        &prices,
+        r#"{"mock-listed": {"litellm_provider": "mockai", "effective_from": "2025-01-01T00:00:00Z",
+            "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}}"#,
+    )
+    .unwrap();
+    let out = proxy
+        .env
+        .tollgate(&["prices", "import", prices.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     proxy.run_proxy().await;
     let key = proxy.key("acme", "green", "frank", None);
     let limited = proxy.key("other-org", "purple", "gina", Some("gpt-4o-mini"));
@@ -1041,6 +1059,80 @@ async fn hostile_input_gets_a_clear_4xx_and_the_proxy_keeps_serving() {
     assert!(status.contains(" 400 "), "{status}");
     let status = raw_http(proxy.port, b"GARBAGE\r\n\r\n");
     assert!(status.contains(" 400 ") || status.is_empty(), "{status}");
+
+    // A path the proxy does not serve, or the wrong method, is answered in
+    // the client's dialect, naming what is served.
+    let r = proxy
+        .http
+        .post(format!("{}/v1/responses", proxy.url()))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-4o-mini", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body = r.json::<Value>().await.unwrap();
+    assert_eq!(body["error"]["code"], "unknown_url", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("POST \"/v1/responses\""), "{message}");
+    assert!(message.contains("POST /v1/chat/completions"), "{message}");
+    let r = proxy
+        .http
+        .get(format!("{}/v1/messages", proxy.url()))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let body = r.json::<Value>().await.unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("GET \"/v1/messages\""));
+
+    // The model list: exact names, and priced models a pattern routes; a
+    // key limited to one model sees that one.
+    let listed = |key: String| {
+        let request = proxy
+            .http
+            .get(format!("{}/v1/models", proxy.url()))
+            .bearer_auth(key);
+        async move {
+            let body: Value = request.send().await.unwrap().json().await.unwrap();
+            body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    (
+                        m["id"].as_str().unwrap().to_string(),
+                        m["owned_by"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let models = listed(key.clone()).await;
+    for (id, owner) in [
+        ("gpt-4o-mini", "mockai"),
+        ("mock-listed", "mockai"),
+        ("text-embedding-3-small", "mockai"),
+    ] {
+        assert!(
+            models.contains(&(id.to_string(), owner.to_string())),
+            "{id}: {models:?}"
+        );
+    }
+    assert!(
+        !models.iter().any(|(id, _)| id.ends_with('*')),
+        "{models:?}"
+    );
+    assert_eq!(
+        listed(limited.clone()).await,
+        vec![("gpt-4o-mini".to_string(), "mockai".to_string())]
+    );
 
     // Still serving.
     assert_eq!(proxy.chat(&key, "gpt-4o-mini", &[]).await.status(), 200);

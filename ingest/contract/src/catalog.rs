@@ -423,6 +423,21 @@ impl PriceCatalog {
         }
     }
 
+    /// The models of `provider` with a version in force at `at`, in no
+    /// particular order.
+    pub fn models_in_force(
+        &self,
+        provider: &str,
+        at: DateTime<Utc>,
+    ) -> impl Iterator<Item = &str> + '_ {
+        self.by_model
+            .get(provider)
+            .into_iter()
+            .flatten()
+            .filter(move |(_, list)| list.first().is_some_and(|v| v.effective_from <= at))
+            .map(|(model, _)| model.as_str())
+    }
+
     /// A version by id.
     pub fn by_id(&self, id: i64) -> Option<&PriceVersion> {
         self.by_model

@@ -83,6 +83,21 @@ impl ProxyError {
         .code("model_not_found")
     }
 
+    /// A path or method the proxy does not serve, naming what it does.
+    /// `status`: 404 for a path, 405 for a method.
+    pub fn unknown_route(status: StatusCode, method: &str, path: &str) -> Self {
+        let path: String = path.chars().take(200).collect();
+        Self::new(
+            status,
+            "invalid_request_error",
+            format!(
+                "the Tollgate proxy does not serve {method} {path:?}; it serves {}",
+                crate::SERVED_ROUTES
+            ),
+        )
+        .code("unknown_url")
+    }
+
     /// A 429 in the providers' rate-limit shape, retried after at least a
     /// second (the per-second guard and the per-minute tiers).
     pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> Self {

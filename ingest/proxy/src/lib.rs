@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -485,6 +485,10 @@ pub async fn serve(
         .await
 }
 
+/// What [`router`] serves (and `GET /metrics`, added by the binary), for
+/// the answer to anything else.
+pub const SERVED_ROUTES: &str = "POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, POST /v1/messages, GET /v1/models, GET /healthz and GET /metrics";
+
 pub fn router(state: Arc<ProxyState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
@@ -493,7 +497,27 @@ pub fn router(state: Arc<ProxyState>) -> Router {
         .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
+        .fallback(|m: Method, u: Uri, h: HeaderMap| unknown_route(StatusCode::NOT_FOUND, m, u, h))
+        .method_not_allowed_fallback(|m: Method, u: Uri, h: HeaderMap| {
+            unknown_route(StatusCode::METHOD_NOT_ALLOWED, m, u, h)
+        })
         .with_state(state)
+}
+
+/// Any other path (404) or method (405), in the dialect the client speaks
+/// (an Anthropic client sends `anthropic-version`), naming what is served.
+async fn unknown_route(
+    status: StatusCode,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let dialect = if headers.contains_key("anthropic-version") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
+    ProxyError::unknown_route(status, method.as_str(), uri.path()).into_response(dialect)
 }
 
 async fn chat_completions(
@@ -537,7 +561,7 @@ async fn models(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Res
     };
     let data: Vec<Value> = state
         .routes
-        .listed_models()
+        .listed_models(&state.prices.current(), chrono::Utc::now())
         .into_iter()
         .filter(|(m, _)| key.allows_model(m))
         .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))

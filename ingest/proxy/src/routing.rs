@@ -5,6 +5,10 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+use tollgate_contract::aliases::providers_for;
+use tollgate_contract::PriceCatalog;
+
 use super::config::{ProviderKind, ProxyConfig};
 
 /// Where one model goes.
@@ -84,14 +88,37 @@ impl RouteTable {
         self.fallbacks.get(model).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// Model names clients can ask for: aliases and exact model names.
-    pub fn listed_models(&self) -> Vec<(String, String)> {
+    /// Model names clients can ask for, with the provider serving each:
+    /// exact model names, aliases, and every model of `catalog` in force at
+    /// `at` (under a provider's name or its catalog aliases) that a prefix
+    /// pattern routes to that same provider.
+    pub fn listed_models(
+        &self,
+        catalog: &PriceCatalog,
+        at: DateTime<Utc>,
+    ) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self
             .entries
             .iter()
             .filter(|(m, _, _)| !m.ends_with('*'))
             .map(|(m, p, _)| (m.clone(), p.clone()))
             .collect();
+        let patterned: BTreeMap<&str, ProviderKind> = self
+            .entries
+            .iter()
+            .filter(|(m, _, _)| m.ends_with('*'))
+            .map(|(_, p, kind)| (p.as_str(), *kind))
+            .collect();
+        for (provider, kind) in patterned {
+            for model in providers_for(provider).flat_map(|p| catalog.models_in_force(p, at)) {
+                if self
+                    .route(kind, model)
+                    .is_some_and(|route| route.provider == provider)
+                {
+                    out.push((model.to_string(), provider.to_string()));
+                }
+            }
+        }
         out.extend(
             self.aliases
                 .keys()
@@ -149,5 +176,68 @@ mod tests {
         );
         assert_eq!(table.resolve_alias("fast"), "gpt-3.5");
         assert_eq!(table.resolve_alias("x"), "x");
+    }
+
+    #[test]
+    fn listed_models_add_the_priced_models_a_pattern_routes() {
+        use chrono::TimeZone;
+        use rust_decimal::Decimal;
+        use tollgate_contract::PriceVersion;
+        let mut config = ProxyConfig::default();
+        config.providers.insert(
+            "a".into(),
+            ProviderConfig {
+                models: vec!["gpt-*".into()],
+                ..ProviderConfig::default()
+            },
+        );
+        config.providers.insert(
+            "b".into(),
+            ProviderConfig {
+                models: vec!["gpt-4o".into()],
+                ..ProviderConfig::default()
+            },
+        );
+        config.aliases.insert("fast".into(), "gpt-3.5".into());
+        let now = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
+        let price = |id, provider: &str, model: &str, from: DateTime<Utc>| PriceVersion {
+            id,
+            provider: provider.into(),
+            model: model.into(),
+            effective_from: from,
+            input_per_token: Decimal::ONE,
+            output_per_token: Decimal::ONE,
+            cache_read_per_token: None,
+            cache_write_per_token: None,
+            reasoning_per_token: None,
+            per_image: Decimal::ZERO,
+            per_audio_second: Decimal::ZERO,
+            per_request: Decimal::ZERO,
+            tiers: Vec::new(),
+            source: "t".into(),
+            note: String::new(),
+        };
+        let before = now - chrono::Duration::days(1);
+        let catalog = PriceCatalog::new([
+            // Routed by a's pattern and priced under a's name: listed.
+            price(1, "a", "gpt-3.5", before),
+            // b serves gpt-4o exactly: not a's to list.
+            price(2, "a", "gpt-4o", before),
+            // No pattern of a matches it.
+            price(3, "a", "o1", before),
+            // Not in force yet.
+            price(4, "a", "gpt-5", now + chrono::Duration::days(1)),
+            // Priced under another provider's name.
+            price(5, "z", "gpt-z", before),
+        ]);
+        let table = RouteTable::new(&config);
+        assert_eq!(
+            table.listed_models(&catalog, now),
+            vec![
+                ("fast".to_string(), "alias".to_string()),
+                ("gpt-3.5".to_string(), "a".to_string()),
+                ("gpt-4o".to_string(), "b".to_string()),
+            ]
+        );
     }
 }
