@@ -100,13 +100,10 @@ pub(crate) async fn org_budgets(
     let store = state.budgets.as_ref().ok_or_else(|| {
         ApiError::Unavailable("budgets need postgres; this server runs without it".into())
     })?;
-    Ok(store
+    store
         .in_org(org)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot read budgets: {e}")))?
-        .into_iter()
-        .map(|(budget, _)| budget)
-        .collect())
+        .map_err(|e| ApiError::Unavailable(format!("cannot read budgets: {e}")))
 }
 
 async fn all_budgets(state: &ApiState) -> Result<Vec<tollgate_control::budgets::Budget>, ApiError> {

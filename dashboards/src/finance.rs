@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use tollgate_access::Identity;
 use tollgate_contract::catalog::PriceCatalog;
+use tollgate_contract::decisions::budget_subject_words;
 use tollgate_queries::cost::{
     self, parse_params, CostDimension, CostQuery, CostReport, CostTotals,
 };
@@ -767,21 +768,12 @@ async fn read_budgets(
         StatusCode::SERVICE_UNAVAILABLE,
         "budgets need PostgreSQL; this server runs without it".to_string(),
     ))?;
-    let budgets = store
-        .in_org(identity.scope())
-        .await
-        .map(|budgets| {
-            budgets
-                .into_iter()
-                .map(|(budget, _)| budget)
-                .collect::<Vec<_>>()
-        })
-        .map_err(|e| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read budgets: {e}"),
-            )
-        })?;
+    let budgets = store.in_org(identity.scope()).await.map_err(|e| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read budgets: {e}"),
+        )
+    })?;
     state
         .read_models
         .budget_status(&budgets, Utc::now())
@@ -843,7 +835,7 @@ fn budgets_view(
         .iter()
         .map(|s| BudgetRow {
             id: s.budget.id,
-            subject: s.subject.clone(),
+            subject: budget_subject_words(&s.subject),
             period: s.budget.period.name(),
             enforcement: if s.budget.hard { "hard" } else { "soft" },
             limit: Money(s.budget.limit_usd),
@@ -948,10 +940,7 @@ pub async fn budget_page(
         return render(StatusCode::SERVICE_UNAVAILABLE, &page);
     };
     let budget = match store.in_org(identity.scope()).await {
-        Ok(all) => all
-            .into_iter()
-            .map(|(budget, _)| budget)
-            .find(|b| b.id == budget_id),
+        Ok(all) => all.into_iter().find(|b| b.id == budget_id),
         Err(e) => {
             page.error = Some(format!("cannot read budgets: {e}"));
             return render(StatusCode::SERVICE_UNAVAILABLE, &page);
@@ -982,7 +971,7 @@ fn burndown_view(
     use tollgate_queries::burndown;
     let status = &report.status;
     page.summary = vec![
-        ("subject", status.subject.as_str().into()),
+        ("subject", budget_subject_words(&status.subject).into()),
         ("period", budget.period.name().into()),
         (
             "enforcement",

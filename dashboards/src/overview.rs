@@ -344,10 +344,7 @@ async fn read(
             store
                 .in_org(org.as_deref())
                 .await
-                .map_err(|e| unavailable("budgets", &e))?
-                .into_iter()
-                .map(|(budget, _)| budget)
-                .collect::<Vec<_>>(),
+                .map_err(|e| unavailable("budgets", &e))?,
         ),
         None => None,
     };

@@ -4,7 +4,7 @@
 //! `docs/cost.md`).
 
 use tollgate_control::budgets::admin::{budget_json, BudgetSpec, InvalidBudget};
-use tollgate_control::budgets::BudgetStore;
+use tollgate_control::budgets::{BudgetStore, SubjectKind};
 
 use crate::config::Config;
 
@@ -18,6 +18,12 @@ pub enum BudgetsCommand {
         /// The org, team, user or API-key id.
         #[arg(long)]
         id: String,
+        /// The org the team, user or key belongs to: the budget judges that
+        /// org's calls of it. Without it, a team, user or key budget judges
+        /// the id's calls in every org (ids are per org, so another org's
+        /// team of the same name counts too). Implied for `--kind org`.
+        #[arg(long)]
+        org: Option<String>,
         /// `daily` or `monthly` (UTC).
         #[arg(long, default_value = "monthly")]
         period: String,
@@ -61,12 +67,13 @@ pub async fn run(command: BudgetsCommand, config: &Config) -> anyhow::Result<()>
         BudgetsCommand::Set {
             kind,
             id,
+            org,
             period,
             limit,
             soft,
             thresholds,
         } => {
-            let spec = BudgetSpec::parse(
+            let mut spec = BudgetSpec::parse(
                 &kind,
                 &id,
                 &period,
@@ -75,15 +82,25 @@ pub async fn run(command: BudgetsCommand, config: &Config) -> anyhow::Result<()>
                 Some(&thresholds),
             )
             .map_err(|e| anyhow::anyhow!("{}: {}", flag(&e), e.reason))?;
+            if let Some(org) = &org {
+                spec = spec
+                    .in_org(org)
+                    .map_err(|e| anyhow::anyhow!("--org: {}", e.reason))?;
+            }
             // The budget and its admin.budget.set event commit together.
             let set = store.set(&spec, "cli").await?;
             let b = &set.budget;
             println!(
-                "budget {}: {} {} {} {} USD ({}){}",
+                "budget {}: {} {} {}{} {} USD ({}){}",
                 b.id,
                 b.period.name(),
                 b.subject_kind.name(),
                 b.subject_id,
+                match (&b.org_id, b.subject_kind) {
+                    (_, SubjectKind::Org) => String::new(),
+                    (Some(org), _) => format!(" of org {org}"),
+                    (None, _) => " (in every org)".to_string(),
+                },
                 b.limit_usd,
                 if b.hard { "hard" } else { "soft" },
                 if set.previous.is_some() {
@@ -107,8 +124,9 @@ pub async fn run(command: BudgetsCommand, config: &Config) -> anyhow::Result<()>
         BudgetsCommand::List => {
             for b in store.all().await? {
                 println!(
-                    "{:>4}  {:<8} {:<24} {:<8} {:>14} USD  {}  thresholds {:?}",
+                    "{:>4}  {:<16} {:<8} {:<24} {:<8} {:>14} USD  {}  thresholds {:?}",
                     b.id,
+                    b.org_id.as_deref().unwrap_or("(every org)"),
                     b.subject_kind.name(),
                     b.subject_id,
                     b.period.name(),

@@ -771,12 +771,12 @@ async fn links_keep_the_org_and_the_filters_each_page_reads() {
     );
     let rows = csv_rows(&open(href_of(&budgets, "csv-link")).await);
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0]["subject"], "budget/team/ads", "{rows:?}");
+    assert_eq!(rows[0]["subject"], "budget/in/globex/team/ads", "{rows:?}");
     assert_eq!(rows[0]["limit_usd"], "250.000000000000", "{rows:?}");
     let json: Value = serde_json::from_str(&open(href_of(&budgets, "json-link")).await).unwrap();
     let listed = json.as_array().unwrap_or_else(|| panic!("{json}"));
     assert_eq!(listed.len(), 1, "{json}");
-    assert_eq!(listed[0]["subject"], "budget/team/ads", "{json}");
+    assert_eq!(listed[0]["subject"], "budget/in/globex/team/ads", "{json}");
 
     // An SRE page with a preset window and filters: the Finance area reads
     // days, the Errors page the preset, Breakers has no org.
@@ -845,4 +845,134 @@ async fn links_keep_the_org_and_the_filters_each_page_reads() {
         (rows[0]["org_id"].as_str(), rows[0]["subject_id"].as_str()),
         ("globex", "ads")
     );
+}
+
+/// Two orgs each budget their own team `shared` (team ids are per org): two
+/// budgets, each judged on its own org's calls; a budget set without an
+/// org (`tollgate budgets set` without `--org`) judges the id in every org.
+#[tokio::test]
+async fn two_orgs_budgeting_one_team_id_get_a_budget_each_judged_on_their_own_calls() {
+    let mut env = TestEnv::new("access_budget_orgs").await;
+    let at = Utc::now() - chrono::Duration::minutes(5);
+    let mut events = Vec::new();
+    for (org, n, input) in [("acme", 3u64, 1000u64), ("globex", 2, 5000)] {
+        for i in 0..n {
+            let mut e = call_event(
+                "shared",
+                "openai",
+                "gpt-4o-mini",
+                at,
+                usage(input + i, 0, 0, 100, 0),
+                Outcome::Success,
+            );
+            e.org_id = org.into();
+            events.push(e);
+        }
+    }
+    env.process_events(&events).await;
+    env.wait_for_cost_rollup().await;
+    env.start_api().await;
+    let admin = env.admin_key.clone().unwrap();
+    let api = Caller {
+        http: reqwest::Client::new(),
+        base: env.direct_api_url(),
+    };
+    // Each org's own spend of team `shared`, as the calls hold it.
+    let mut spent = BTreeMap::new();
+    for org in ["acme", "globex"] {
+        let mantissa = env
+            .ch(&format!(
+                "SELECT toString(sum(cost)) FROM {{db}}.calls WHERE org_id = '{org}' AND team_id = 'shared'"
+            ))
+            .await;
+        spent.insert(org, d(mantissa.trim()));
+    }
+    assert!(
+        spent["acme"] > d("0") && spent["globex"] > spent["acme"],
+        "{spent:?}"
+    );
+
+    let mut ids = BTreeMap::new();
+    for (org, limit) in [("acme", "10"), ("globex", "20")] {
+        let answer = api
+            .post_json(
+                "/api/v1/admin/budgets",
+                &admin,
+                &json!({"subject_kind": "team", "subject_id": "shared", "limit_usd": limit,
+                        "enforcement": "hard", "org_id": org}),
+            )
+            .await;
+        assert_eq!(answer["replaced"], Value::Null, "{org}: {answer}");
+        assert_eq!(
+            answer["budget"]["subject"],
+            format!("budget/in/{org}/team/shared"),
+            "{answer}"
+        );
+        assert_eq!(answer["budget"]["org_id"], org, "{answer}");
+        ids.insert(org, answer["budget"]["budget_id"].as_i64().unwrap());
+    }
+    assert_ne!(ids["acme"], ids["globex"]);
+
+    for (org, limit) in [("acme", "10"), ("globex", "20")] {
+        let (status, _, body) = api
+            .send(
+                Method::GET,
+                &format!("/api/v1/finance/budgets?org={org}"),
+                &Who::Key(admin.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let listed: Value = serde_json::from_str(&body).unwrap();
+        let listed = listed.as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{org}: {listed:?}");
+        assert_eq!(listed[0]["id"].as_i64(), Some(ids[org]));
+        assert_eq!(d(listed[0]["limit_usd"].as_str().unwrap()), d(limit));
+        assert_eq!(
+            d(listed[0]["spend_usd"].as_str().unwrap()),
+            spent[org],
+            "{org}: {listed:?}"
+        );
+        // The burn-down reads the same calls.
+        let (status, _, body) = api
+            .send(
+                Method::GET,
+                &format!("/api/v1/finance/budgets/{}/burndown", ids[org]),
+                &Who::Key(admin.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let burndown: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            d(burndown["spend_usd"].as_str().unwrap()),
+            spent[org],
+            "{org}: {burndown}"
+        );
+    }
+
+    // A budget of team `shared` set without an org: every org's calls.
+    let out = env.run(&[
+        "budgets", "set", "--kind", "team", "--id", "shared", "--limit", "30", "--soft",
+    ]);
+    assert!(out.contains("(in every org)"), "{out}");
+    let (status, _, body) = api
+        .send(
+            Method::GET,
+            "/api/v1/finance/budgets",
+            &Who::Key(admin.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let every = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["subject"] == "budget/team/shared")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(
+        d(every["spend_usd"].as_str().unwrap()),
+        spent["acme"] + spent["globex"],
+        "{every}"
+    );
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
 }

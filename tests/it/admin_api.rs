@@ -168,7 +168,7 @@ async fn budgets_through_the_api_are_admin_events_exactly_once() {
     assert_eq!(
         created["budget"],
         json!({"budget_id": team_id, "subject": "budget/team/search", "subject_kind": "team",
-               "subject_id": "search", "period": "monthly", "limit_usd": "500",
+               "subject_id": "search", "org_id": null, "period": "monthly", "limit_usd": "500",
                "enforcement": "hard", "thresholds": [50, 80, 100]})
     );
     assert_eq!(created["replaced"], Value::Null);
@@ -625,7 +625,7 @@ async fn changes_while_kafka_is_down_wait_in_the_outbox_and_publish_once() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("not on Kafka yet"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout)
-        .contains("budget 1: monthly team search 500 USD (hard)"));
+        .contains("budget 1: monthly team search (in every org) 500 USD (hard)"));
 
     // A price import, the same.
     let prices = env.dir.path().join("prices.json");

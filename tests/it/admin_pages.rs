@@ -639,7 +639,7 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
     proxy.env.spawn("process", &["process"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !crate::proxy::read_decisions(&proxy.brokers, &proxy.env.decisions_topic)
-        .contains_key("budget/team/paged")
+        .contains_key("budget/in/acme/team/paged")
     {
         assert!(Instant::now() < deadline, "no budget decision published");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -647,18 +647,23 @@ async fn a_budget_created_on_the_page_stops_the_teams_calls_at_the_proxy() {
     proxy.run_proxy().await;
     let key = proxy.key("acme", "paged", "pager", None);
     let other = proxy.key("acme", "unbudgeted", "free", None);
+    // Another org's team of the same id: acme's budget is not its.
+    let namesake = proxy.key("globex", "paged", "namesake", None);
     let (admitted, answer) = proxy.admitted_until_refused(&key, "mock-race").await;
     assert_eq!(answer["error"]["code"], "budget_exceeded", "{answer}");
     assert!(
         answer["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("team paged"),
+            .contains("team paged of org acme"),
         "{answer}"
     );
     // Each call reserves about $0.0003 (3 output tokens at $0.0001).
     assert!((1..=4).contains(&admitted), "{admitted} calls admitted");
     assert_eq!(proxy.chat(&other, "mock-race", &[]).await.status(), 200);
+    for _ in 0..3 {
+        assert_eq!(proxy.chat(&namesake, "mock-race", &[]).await.status(), 200);
+    }
 
     // Raising the limit on the edit page lets the team call again.
     let edit = admin.page(&format!("/admin/budgets/{id}/edit")).await;

@@ -502,8 +502,12 @@ async fn overview_totals_rates_and_lists_equal_the_seeded_values() {
                 };
                 let mut p = (spend * Decimal::ONE_HUNDRED / d(limit)).round_dp(2);
                 p.rescale(2);
-                (orgs.contains(org) && p >= Decimal::from(80))
-                    .then(|| (p, format!("budget/{kind}/{subject}")))
+                (orgs.contains(org) && p >= Decimal::from(80)).then(|| {
+                    (
+                        p,
+                        tollgate_contract::decisions::budget_subject(kind, Some(org), subject),
+                    )
+                })
             })
             .collect();
         near.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
@@ -522,7 +526,11 @@ async fn overview_totals_rates_and_lists_equal_the_seeded_values() {
     if last_hour_today {
         assert_eq!(
             want_all.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
-            ["budget/team/search", "budget/org/org-a", "budget/org/org-b"],
+            [
+                "budget/in/org-a/team/search",
+                "budget/org/org-a",
+                "budget/org/org-b"
+            ],
             "the seeded budgets"
         );
     }
@@ -793,7 +801,7 @@ async fn every_overview_table_has_a_csv_with_the_exact_values() {
     // of them or more, the fuller first; the seed's last hour puts them
     // there unless it crossed midnight.
     let want: Vec<(&str, &str, &str, &str, String)> = [
-        ("budget/team/search", "11.000000000000", "11"),
+        ("budget/in/org-a/team/search", "11.000000000000", "11"),
         ("budget/org/org-a", "12.000000000000", "12"),
     ]
     .into_iter()

@@ -202,49 +202,68 @@ fn subject_column(kind: SubjectKind) -> &'static str {
     }
 }
 
-/// Spend per UTC day of one subject from the rollup: `[subject, from, to)`.
-fn days_sql(kind: SubjectKind, subject: &str, from: NaiveDate, to: NaiveDate) -> BoundSql {
+/// The calls a budget judges: its subject's, of its org when it has one
+/// (`Budget::org_id`), as a condition and its binds.
+fn subject_filter(kind: SubjectKind, org: Option<&str>, subject: &str) -> (String, Vec<SqlValue>) {
     let column = subject_column(kind);
+    let mut binds = vec![SqlValue::Str(subject.to_string())];
+    let condition = match org {
+        Some(org) => {
+            binds.push(SqlValue::Str(org.to_string()));
+            format!("{column} = ? AND org_id = ?")
+        }
+        None => format!("{column} = ?"),
+    };
+    (condition, binds)
+}
+
+/// Spend per UTC day of one subject (of `org`, or of every org) from the
+/// rollup: `[subject, from, to)`.
+fn days_sql(
+    kind: SubjectKind,
+    org: Option<&str>,
+    subject: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> BoundSql {
+    let column = subject_column(kind);
+    let (condition, mut binds) = subject_filter(kind, org, subject);
+    binds.push(SqlValue::Str(from.to_string()));
+    binds.push(SqlValue::Str(to.to_string()));
     BoundSql {
         name: "budgets.burndown.days",
         template: format!(
             "SELECT toString(day) AS bucket, sum(cost) AS s_cost FROM {} \
-             WHERE {column} = ? AND day >= toDate(?) AND day < toDate(?) \
+             WHERE {condition} AND day >= toDate(?) AND day < toDate(?) \
              GROUP BY bucket ORDER BY bucket",
-            tollgate_control::cost_rollup::table_for([column])
+            tollgate_control::cost_rollup::table_for(["org_id", column])
         ),
-        binds: vec![
-            SqlValue::Str(subject.to_string()),
-            SqlValue::Str(from.to_string()),
-            SqlValue::Str(to.to_string()),
-        ],
+        binds,
     }
 }
 
 /// Spend per hour of one subject from the facts (billable calls plus
 /// repricing adjustments): the rollup has days only.
-fn hours_sql(kind: SubjectKind, subject: &str, from: u32, to: u32) -> BoundSql {
-    let column = subject_column(kind);
+fn hours_sql(kind: SubjectKind, org: Option<&str>, subject: &str, from: u32, to: u32) -> BoundSql {
+    let (condition, subject_binds) = subject_filter(kind, org, subject);
+    let window = [
+        SqlValue::UInt(u64::from(from)),
+        SqlValue::UInt(u64::from(to)),
+    ];
+    let binds = [subject_binds.as_slice(), &window, &subject_binds, &window].concat();
     BoundSql {
         name: "budgets.burndown.hours",
         template: format!(
             "SELECT toUInt32(intDiv(toUInt32(occurred_at), 3600) * 3600) AS bucket, sum(c) AS s_cost FROM ( \
                SELECT occurred_at, cost AS c FROM calls \
-               WHERE {column} = ? AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) \
+               WHERE {condition} AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) \
                AND kind IN ('ai.call.completed', 'ai.call.failed') \
                UNION ALL \
                SELECT occurred_at, cost AS c FROM cost_adjustments \
-               WHERE {column} = ? AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) \
+               WHERE {condition} AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) \
              ) GROUP BY bucket ORDER BY bucket"
         ),
-        binds: vec![
-            SqlValue::Str(subject.to_string()),
-            SqlValue::UInt(u64::from(from)),
-            SqlValue::UInt(u64::from(to)),
-            SqlValue::Str(subject.to_string()),
-            SqlValue::UInt(u64::from(from)),
-            SqlValue::UInt(u64::from(to)),
-        ],
+        binds,
     }
 }
 
@@ -280,7 +299,13 @@ pub(crate) async fn run(
     let mut spend = BTreeMap::new();
     match Step::of(budget.period) {
         Step::Day => {
-            let sql = days_sql(budget.subject_kind, &budget.subject_id, from, to);
+            let sql = days_sql(
+                budget.subject_kind,
+                budget.org_id.as_deref(),
+                &budget.subject_id,
+                from,
+                to,
+            );
             let rows: Vec<DayRow> = models
                 .bounded(sql.query(models.client()).fetch_all::<DayRow>())
                 .await
@@ -298,6 +323,7 @@ pub(crate) async fn run(
         Step::Hour => {
             let sql = hours_sql(
                 budget.subject_kind,
+                budget.org_id.as_deref(),
                 &budget.subject_id,
                 epoch(midnight(from)),
                 epoch(midnight(to)),
@@ -346,8 +372,10 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
     let day = |d| NaiveDate::from_ymd_opt(2026, 3, d).unwrap_or_default();
     let mut out = Vec::new();
     for kind in SubjectKind::ALL {
-        out.push(days_sql(kind, "team-a", day(1), day(31)));
-        out.push(hours_sql(kind, "team-a", 1_772_323_200, 1_772_409_600));
+        for org in [Some("acme"), None] {
+            out.push(days_sql(kind, org, "team-a", day(1), day(31)));
+            out.push(hours_sql(kind, org, "team-a", 1_772_323_200, 1_772_409_600));
+        }
     }
     out
 }
@@ -381,6 +409,7 @@ mod tests {
             limit_usd: d(limit),
             hard: true,
             thresholds: vec![50, 80, 100],
+            org_id: Some("acme".into()),
         }
     }
 
@@ -488,7 +517,7 @@ mod tests {
             NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
         );
         let table = |kind| {
-            let text = days_sql(kind, "s", from, to).text();
+            let text = days_sql(kind, Some("o"), "s", from, to).text();
             let table = text.split(" FROM ").nth(1).unwrap();
             table.split(' ').next().unwrap().to_string()
         };
@@ -502,16 +531,18 @@ mod tests {
     fn sql_binds_the_subject() {
         let text = days_sql(
             SubjectKind::Org,
+            None,
             "o' OR 1=1",
             NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
             NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
         )
         .text();
         assert!(text.contains(r"org_id = 'o\' OR 1=1'"), "{text}");
-        let text = hours_sql(SubjectKind::Key, "k", 10, 20).text();
+        let text = hours_sql(SubjectKind::Key, Some("acme"), "k", 10, 20).text();
         assert!(
-            text.contains("api_key_id = 'k' AND occurred_at >= toDateTime(10)"),
+            text.contains("api_key_id = 'k' AND org_id = 'acme' AND occurred_at >= toDateTime(10)"),
             "{text}"
         );
+        assert_eq!(text.matches("org_id = 'acme'").count(), 2, "{text}");
     }
 }

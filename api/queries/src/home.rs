@@ -440,6 +440,7 @@ mod tests {
             limit_usd: limit.parse().unwrap(),
             hard: false,
             thresholds: vec![80],
+            org_id: Some("acme".into()),
         }
     }
 

@@ -331,8 +331,7 @@ impl ReadModels {
             }
             let spent = spends
                 .get(&key)
-                .and_then(|m: &HashMap<String, rust_decimal::Decimal>| m.get(&b.subject_id))
-                .copied()
+                .map(|s: &tollgate_control::budgets::Spend| s.of(b))
                 .unwrap_or_default();
             out.push(tollgate_control::budgets::status_of(b, spent, now));
         }

@@ -438,6 +438,14 @@ pub fn budgets() -> Vec<BudgetStatus> {
         limit_usd: limit,
         hard,
         thresholds: vec![50, 80, 100],
+        org_id: Some(
+            if kind == SubjectKind::Org {
+                subject
+            } else {
+                "acme"
+            }
+            .to_string(),
+        ),
     };
     vec![
         status_of(
@@ -478,6 +486,7 @@ pub fn daily_key_budget() -> Budget {
         limit_usd: usd(2, 0),
         hard: false,
         thresholds: vec![50, 80, 100],
+        org_id: Some("acme".into()),
     }
 }
 

@@ -260,7 +260,11 @@ async fn listed(
         .await
         .map_err(|e| unavailable("read the budgets", e))?
         .into_iter()
-        .filter(|(_, org)| admin.lists(org.as_deref()))
+        .filter(|b| admin.lists(b.org_id.as_deref()))
+        .map(|b| {
+            let org = b.org_id.clone();
+            (b, org)
+        })
         .collect())
 }
 
@@ -278,7 +282,11 @@ async fn one(
         .await
         .map_err(|e| unavailable("read the budgets", e))?
         .into_iter()
-        .find(|(b, org)| b.id == id && admin.administers(org.as_deref()))
+        .find(|b| b.id == id && admin.administers(b.org_id.as_deref()))
+        .map(|b| {
+            let org = b.org_id.clone();
+            (b, org)
+        })
         .ok_or_else(not_found)
 }
 

@@ -151,6 +151,42 @@ pub struct BreakerState {
     pub signature: Option<SignatureId>,
 }
 
+/// The decision subject of the hard budgets of subject `kind`/`id`
+/// (`org`, `team`, `user`, `key`) belonging to `org`:
+///
+/// - an org's own budgets: `budget/org/<org>`;
+/// - a team's, user's or key's budgets of one org:
+///   `budget/in/<org>/<kind>/<id>`, the org with `%` and `/` percent-encoded
+///   (so the org ends at the next `/` whatever the ids hold, and no subject
+///   of this form can be spelled by the older one below, whose second part
+///   is always a kind);
+/// - a budget set without an org (before budgets belonged to orgs, or by
+///   `tollgate budgets set` without `--org`): `budget/<kind>/<id>`, which
+///   applies to that id in every org.
+pub fn budget_subject(kind: &str, org: Option<&str>, id: &str) -> String {
+    match org {
+        _ if kind == "org" => format!("budget/org/{id}"),
+        Some(org) => format!(
+            "budget/in/{}/{kind}/{id}",
+            org.replace('%', "%25").replace('/', "%2F")
+        ),
+        None => format!("budget/{kind}/{id}"),
+    }
+}
+
+/// How a person reads a [`budget_subject`]: `team search of org acme`,
+/// `org acme`, `team search` (every org).
+pub fn budget_subject_words(subject: &str) -> String {
+    let rest = subject.strip_prefix("budget/").unwrap_or(subject);
+    if let Some(scoped) = rest.strip_prefix("in/") {
+        if let Some((org, kind_id)) = scoped.split_once('/') {
+            let org = org.replace("%2F", "/").replace("%25", "%");
+            return format!("{} of org {org}", kind_id.replacen('/', " ", 1));
+        }
+    }
+    rest.replacen('/', " ", 1)
+}
+
 /// What a request is about, for matching subjects.
 #[derive(Debug, Clone, Copy)]
 pub struct Subjects<'a> {
@@ -180,6 +216,9 @@ impl Subjects<'_> {
             }
             out.push(format!("{kind}/{id}"));
             out.push(format!("budget/{kind}/{id}"));
+            if kind != "org" && !self.org_id.is_empty() {
+                out.push(budget_subject(kind, Some(self.org_id), id));
+            }
             out.push(format!("ratelimit/{kind}/{id}"));
         }
         out.push(format!("model/{}", self.model));
@@ -238,4 +277,67 @@ pub struct BudgetState {
     pub folded: BTreeMap<i32, i64>,
     /// When the watcher read the spend.
     pub as_of: DateTime<Utc>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_subjects_name_the_org_and_cannot_collide() {
+        assert_eq!(
+            budget_subject("org", Some("acme"), "acme"),
+            "budget/org/acme"
+        );
+        assert_eq!(budget_subject("org", None, "acme"), "budget/org/acme");
+        assert_eq!(
+            budget_subject("team", Some("acme"), "search"),
+            "budget/in/acme/team/search"
+        );
+        assert_eq!(budget_subject("team", None, "search"), "budget/team/search");
+        // An org holding `/` cannot pass for another org and team.
+        assert_ne!(
+            budget_subject("team", Some("a/team"), "b"),
+            budget_subject("team", Some("a"), "team/b")
+        );
+        assert_eq!(
+            budget_subject("user", Some("a/b%"), "u"),
+            "budget/in/a%2Fb%25/user/u"
+        );
+        for (subject, words) in [
+            ("budget/org/acme", "org acme"),
+            ("budget/in/acme/team/search", "team search of org acme"),
+            ("budget/in/a%2Fb%25/user/u/v", "user u/v of org a/b%"),
+            ("budget/team/search", "team search"),
+        ] {
+            assert_eq!(budget_subject_words(subject), words);
+        }
+    }
+
+    #[test]
+    fn candidates_hold_the_org_scoped_budget_subjects() {
+        let subjects = Subjects {
+            key_id: "k",
+            user_id: "u",
+            team_id: "t",
+            org_id: "o",
+            model: "m",
+            provider: "p",
+        };
+        let candidates = subjects.candidates();
+        for expected in [
+            "budget/in/o/key/k",
+            "budget/in/o/user/u",
+            "budget/in/o/team/t",
+            "budget/team/t",
+            "budget/org/o",
+        ] {
+            assert!(
+                candidates.iter().any(|c| c == expected),
+                "{expected}: {candidates:?}"
+            );
+        }
+        assert!(!candidates.iter().any(|c| c == "budget/in/o/org/o"));
+    }
 }

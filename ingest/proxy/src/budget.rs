@@ -56,10 +56,7 @@ pub struct Shortfall {
 impl Shortfall {
     /// The message the client sees.
     pub fn reason(&self) -> String {
-        let kind_id = self
-            .subject
-            .trim_start_matches("budget/")
-            .replacen('/', " ", 1);
+        let kind_id = tollgate_contract::decisions::budget_subject_words(&self.subject);
         let share = match self.share {
             Share::Nothing => "; this proxy holds no share of budgets right now (it is joining, or cannot renew its membership in PostgreSQL)".to_string(),
             Share::OneOf(1) => String::new(),

@@ -75,7 +75,7 @@ use self::metrics::ProxyMetrics;
 use self::observe::Dialect;
 use self::record::{CallContext, GATE};
 use self::routing::{Route, RouteTable};
-use tollgate_contract::decisions::{Action, Subjects};
+use tollgate_contract::decisions::{budget_subject, Action, Subjects};
 use tollgate_contract::{Operation, Outcome};
 use tollgate_control::config::KafkaConfig;
 use tollgate_control::kafka::EventProducer;
@@ -890,10 +890,7 @@ fn reserve_budget(
     if !ledger.is_active() {
         return Ok(None);
     }
-    let subjects: Vec<String> = scopes(ctx)
-        .iter()
-        .map(|(kind, id)| format!("budget/{kind}/{id}"))
-        .collect();
+    let subjects = budget_subjects(ctx);
     let mut candidates = vec![(route.provider.clone(), route.model.clone())];
     for model in state.routes.fallbacks(&route.model) {
         if let Some(r) = state.routes.route(endpoint.kind(), model) {
@@ -910,6 +907,21 @@ fn reserve_budget(
 }
 
 /// The key, user, team and org a call counts against (those it has).
+/// The budget subjects a call is judged against: the org's own, and for its
+/// key, user and team both their budgets in the call's org and those set
+/// for every org ([`tollgate_contract::decisions::budget_subject`]).
+fn budget_subjects(ctx: &CallContext) -> Vec<String> {
+    let org = Some(ctx.key.org_id.as_str()).filter(|o| !o.is_empty());
+    let mut subjects = Vec::with_capacity(7);
+    for (kind, id) in scopes(ctx) {
+        if kind != "org" && org.is_some() {
+            subjects.push(budget_subject(kind, org, &id));
+        }
+        subjects.push(budget_subject(kind, None, &id));
+    }
+    subjects
+}
+
 fn scopes(ctx: &CallContext) -> Vec<tiers::Scope> {
     [
         ("key", ctx.key.id.to_string()),

@@ -26,7 +26,9 @@ use clickhouse::Client;
 use rust_decimal::Decimal;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tollgate_contract::decisions::{Action, BudgetPeriod, BudgetState, Decision};
+use tollgate_contract::decisions::{
+    budget_subject_words, Action, BudgetPeriod, BudgetState, Decision,
+};
 use tollgate_control::config::KafkaConfig;
 
 use crate::clickhouse::within;
@@ -35,7 +37,7 @@ use crate::progress::{folded, Progress};
 use tollgate_contract::admin::admin_event;
 use tollgate_contract::admin::KIND_BUDGET_THRESHOLD;
 use tollgate_control::budgets::admin::released_subjects;
-use tollgate_control::budgets::{evaluate, spend, Budget, BudgetStore, Period, SubjectKind};
+use tollgate_control::budgets::{evaluate, spend, Budget, BudgetStore, Period, Spend, SubjectKind};
 
 /// The longest the watcher waits between two reads of spend.
 pub const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -78,7 +80,7 @@ pub fn subject_record(
     match exhausted.iter().max_by_key(|p| p.end) {
         Some(until) => {
             let first = exhausted.first().copied().unwrap_or(until);
-            let what = subject.trim_start_matches("budget/").replacen('/', " ", 1);
+            let what = budget_subject_words(subject);
             Decision {
                 subject: subject.to_string(),
                 action: Action::Deny,
@@ -205,7 +207,7 @@ impl BudgetWatcher {
         .map_err(|e| format!("clickhouse: {e}"))?
         .into_iter()
         .collect();
-        let mut spends: HashMap<(SubjectKind, Period), HashMap<String, Decimal>> = HashMap::new();
+        let mut spends: HashMap<(SubjectKind, Period), Spend> = HashMap::new();
         for b in &budgets {
             let key = (b.subject_kind, b.period);
             if let std::collections::hash_map::Entry::Vacant(slot) = spends.entry(key) {
@@ -222,8 +224,7 @@ impl BudgetWatcher {
         for b in &budgets {
             let spent = spends
                 .get(&(b.subject_kind, b.period))
-                .and_then(|m| m.get(&b.subject_id))
-                .copied()
+                .map(|s| s.of(b))
                 .unwrap_or_default();
             self.warn_thresholds(b, spent, now).await?;
             if b.hard {
@@ -336,6 +337,7 @@ mod tests {
             limit_usd: limit.parse().unwrap(),
             hard: true,
             thresholds: vec![50, 80, 100],
+            org_id: Some("acme".into()),
         }
     }
 
@@ -347,7 +349,7 @@ mod tests {
         let folded: BTreeMap<i32, i64> = [(0, 41), (2, 7)].into_iter().collect();
         let d = |s: &str| s.parse::<Decimal>().unwrap();
         let r = subject_record(
-            "budget/team/search",
+            "budget/in/acme/team/search",
             &[(&daily, d("0.5")), (&monthly, d("10.25"))],
             &folded,
             now,
@@ -355,7 +357,7 @@ mod tests {
         assert_eq!(r.action, Action::Deny);
         assert_eq!(
             r.reason,
-            "monthly budget of 10 USD for team search exhausted (spent 10.25 USD)"
+            "monthly budget of 10 USD for team search of org acme exhausted (spent 10.25 USD)"
         );
         assert_eq!(
             r.valid_until,

@@ -12,6 +12,7 @@ use serde_json::json;
 use tollgate_contract::Event;
 
 use tollgate_contract::admin::{admin_event, KIND_BUDGET_DELETED, KIND_BUDGET_SET};
+use tollgate_contract::decisions::budget_subject;
 
 use super::{Budget, BudgetRow, BudgetStore, Period, SubjectKind};
 use crate::outbox::{enqueue, Enqueued};
@@ -123,9 +124,14 @@ impl BudgetSpec {
         })
     }
 
-    /// The decision subject (`budget/team/<id>`).
+    /// The decision subject
+    /// ([`tollgate_contract::decisions::budget_subject`]).
     pub fn subject(&self) -> String {
-        format!("budget/{}/{}", self.subject_kind.name(), self.subject_id)
+        budget_subject(
+            self.subject_kind.name(),
+            self.org_id.as_deref(),
+            &self.subject_id,
+        )
     }
 }
 
@@ -238,6 +244,7 @@ pub fn budget_json(b: &Budget) -> serde_json::Value {
         "subject": b.subject(),
         "subject_kind": b.subject_kind.name(),
         "subject_id": b.subject_id,
+        "org_id": b.org_id,
         "period": b.period.name(),
         "limit_usd": b.limit_usd.normalize(),
         "enforcement": if b.hard { "hard" } else { "soft" },
@@ -264,14 +271,15 @@ pub struct BudgetDeleted {
 }
 
 const BUDGET_COLUMNS: &str =
-    "id, subject_kind, subject_id, period, limit_usd, enforcement, thresholds";
+    "id, subject_kind, subject_id, period, limit_usd, enforcement, thresholds, org_id";
 
 fn row_error() -> sqlx::Error {
     sqlx::Error::Protocol("budgets row with an unknown subject kind".into())
 }
 
 impl BudgetStore {
-    /// Create or replace the budget of `spec`'s subject and period, with its
+    /// Create or replace the budget of `spec`'s org, subject and period
+    /// (another org's budget of the same subject id is another budget), with its
     /// `admin.budget.set` event (naming `actor` and the replaced budget) in
     /// the outbox, in one transaction.
     pub async fn set(&self, spec: &BudgetSpec, actor: &str) -> sqlx::Result<BudgetSet> {
@@ -284,19 +292,21 @@ impl BudgetStore {
             .await?;
         let previous: Option<BudgetRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {BUDGET_COLUMNS} FROM budgets \
-             WHERE subject_kind = $1 AND subject_id = $2 AND period = $3"
+             WHERE subject_kind = $1 AND subject_id = $2 AND period = $3 \
+             AND org_id IS NOT DISTINCT FROM $4"
         )))
         .bind(spec.subject_kind.name())
         .bind(&spec.subject_id)
         .bind(spec.period.name())
+        .bind(&spec.org_id)
         .fetch_optional(&mut *tx)
         .await?;
         let row: BudgetRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO budgets (subject_kind, subject_id, period, limit_usd, enforcement, thresholds, org_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (subject_kind, subject_id, period) DO UPDATE SET limit_usd = EXCLUDED.limit_usd, \
-             enforcement = EXCLUDED.enforcement, thresholds = EXCLUDED.thresholds, \
-             org_id = COALESCE(EXCLUDED.org_id, budgets.org_id), updated_at = now() \
+             ON CONFLICT ((COALESCE(org_id, '')), subject_kind, subject_id, period) \
+             DO UPDATE SET limit_usd = EXCLUDED.limit_usd, \
+             enforcement = EXCLUDED.enforcement, thresholds = EXCLUDED.thresholds, updated_at = now() \
              RETURNING {BUDGET_COLUMNS}"
         )))
         .bind(spec.subject_kind.name())
@@ -519,11 +529,15 @@ mod tests {
             limit_usd: Decimal::ONE,
             hard,
             thresholds: vec![],
+            org_id: None,
         };
+        let mut of_acme = budget(SubjectKind::Team, "d", Period::Daily, true);
+        of_acme.org_id = Some("acme".into());
         let remaining = [
             // A daily hard budget of the same team still denies.
             budget(SubjectKind::Team, "a", Period::Daily, true),
             budget(SubjectKind::Team, "b", Period::Monthly, false),
+            of_acme,
         ];
         let released = released_subjects(
             &remaining,
@@ -532,8 +546,14 @@ mod tests {
                 "budget/team/b".to_string(),
                 "budget/org/c".to_string(),
                 "budget/team/b".to_string(),
+                "budget/in/acme/team/d".to_string(),
+                // Team d of every org: no such budget any more.
+                "budget/team/d".to_string(),
             ],
         );
-        assert_eq!(released, vec!["budget/org/c", "budget/team/b"]);
+        assert_eq!(
+            released,
+            vec!["budget/org/c", "budget/team/b", "budget/team/d"]
+        );
     }
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use tollgate_contract::cost::from_mantissa;
+use tollgate_contract::decisions::budget_subject;
 
 pub mod admin;
 
@@ -104,12 +105,21 @@ pub struct Budget {
     /// `true`: deny when exhausted; `false`: warn only.
     pub hard: bool,
     pub thresholds: Vec<i32>,
+    /// The org the budget belongs to: its spend is that org's calls of the
+    /// subject. `None` (a budget set without an org): the subject's calls
+    /// in every org.
+    pub org_id: Option<String>,
 }
 
 impl Budget {
-    /// The decision subject (`budget/team/<id>`, see `docs/decisions.md`).
+    /// The decision subject
+    /// ([`tollgate_contract::decisions::budget_subject`]).
     pub fn subject(&self) -> String {
-        format!("budget/{}/{}", self.subject_kind.name(), self.subject_id)
+        budget_subject(
+            self.subject_kind.name(),
+            self.org_id.as_deref(),
+            &self.subject_id,
+        )
     }
 }
 
@@ -147,6 +157,7 @@ pub(crate) struct BudgetRow {
     limit_usd: Decimal,
     enforcement: String,
     thresholds: Vec<i32>,
+    org_id: Option<String>,
 }
 
 impl BudgetRow {
@@ -163,6 +174,7 @@ impl BudgetRow {
             limit_usd: self.limit_usd,
             hard: self.enforcement == "hard",
             thresholds: self.thresholds,
+            org_id: self.org_id,
         })
     }
 }
@@ -181,7 +193,7 @@ impl BudgetStore {
 
     pub async fn all(&self) -> sqlx::Result<Vec<Budget>> {
         let rows: Vec<BudgetRow> = sqlx::query_as(
-            "SELECT id, subject_kind, subject_id, period, limit_usd, enforcement, thresholds FROM budgets ORDER BY id",
+            "SELECT id, subject_kind, subject_id, period, limit_usd, enforcement, thresholds, org_id FROM budgets ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -193,17 +205,11 @@ impl BudgetStore {
 
     /// The budgets `org`'s people see (every budget for `None`), and the
     /// org of each (`None`: no org recorded).
-    pub async fn in_org(&self, org: Option<&str>) -> sqlx::Result<Vec<(Budget, Option<String>)>> {
-        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT id, org_id FROM budgets WHERE $1::text IS NULL OR org_id = $1 ORDER BY id",
-        )
-        .bind(org)
-        .fetch_all(&self.pool)
-        .await?;
+    pub async fn in_org(&self, org: Option<&str>) -> sqlx::Result<Vec<Budget>> {
         let all = self.all().await?;
-        Ok(rows
+        Ok(all
             .into_iter()
-            .filter_map(|(id, org_id)| all.iter().find(|b| b.id == id).map(|b| (b.clone(), org_id)))
+            .filter(|b| org.is_none() || b.org_id.as_deref() == org)
             .collect())
     }
 
@@ -222,15 +228,15 @@ impl BudgetStore {
     }
 }
 
-/// Spend per subject of one kind over UTC days `[from, to)`.
+/// Spend per org and subject of one kind over UTC days `[from, to)`.
 /// Org and team spend read the rollup without user and key, user and key
 /// spend the rollup per user or per key ([`crate::cost_rollup`]).
 fn spend_sql(kind: SubjectKind) -> String {
     let column = kind.column();
     format!(
-        "SELECT toString({column}) AS subject, sum(cost) AS s_cost FROM {} \
-         WHERE day >= toDate(?) AND day < toDate(?) GROUP BY subject",
-        crate::cost_rollup::table_for([column])
+        "SELECT toString(org_id) AS org, toString({column}) AS subject, sum(cost) AS s_cost FROM {} \
+         WHERE day >= toDate(?) AND day < toDate(?) GROUP BY org, subject",
+        crate::cost_rollup::table_for(["org_id", column])
     )
 }
 
@@ -253,27 +259,60 @@ pub fn catalog() -> Vec<(String, String)> {
 
 #[derive(Debug, Row, Deserialize)]
 struct SpendRow {
+    org: String,
     subject: String,
     s_cost: i128,
 }
 
-/// The spend of every subject of `kind` in the period `[from, to)`, from
-/// the cost rollup ([`crate::cost_rollup`] chooses which).
+/// The spend of every subject of one kind in one period, per org.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spend {
+    /// (org, subject id) -> spend.
+    by_org: HashMap<(String, String), Decimal>,
+}
+
+impl Spend {
+    pub fn new(by_org: impl IntoIterator<Item = ((String, String), Decimal)>) -> Self {
+        Self {
+            by_org: by_org.into_iter().collect(),
+        }
+    }
+
+    /// What `budget` has spent: its org's calls of its subject, or the
+    /// subject's calls in every org for a budget without an org.
+    pub fn of(&self, budget: &Budget) -> Decimal {
+        match budget.org_id.as_deref() {
+            Some(org) => self
+                .by_org
+                .get(&(org.to_string(), budget.subject_id.clone()))
+                .copied()
+                .unwrap_or_default(),
+            None => self
+                .by_org
+                .iter()
+                .filter(|((_, subject), _)| *subject == budget.subject_id)
+                .map(|(_, spent)| *spent)
+                .sum(),
+        }
+    }
+}
+
+/// The spend of every subject of `kind` in the period `[from, to)`, per
+/// org, from the cost rollup ([`crate::cost_rollup`] chooses which).
 pub async fn spend(
     client: &Client,
     kind: SubjectKind,
     (from, to): (NaiveDate, NaiveDate),
-) -> clickhouse::error::Result<HashMap<String, Decimal>> {
+) -> clickhouse::error::Result<Spend> {
     let rows: Vec<SpendRow> = client
         .query(&spend_sql(kind))
         .bind(from.to_string())
         .bind(to.to_string())
         .fetch_all()
         .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| Some((r.subject, from_mantissa(r.s_cost)?)))
-        .collect())
+    Ok(Spend::new(rows.into_iter().filter_map(|r| {
+        Some(((r.org, r.subject), from_mantissa(r.s_cost)?))
+    })))
 }
 
 /// A budget with the spend of its running period, for reports.
@@ -353,7 +392,26 @@ mod tests {
             limit_usd: "10".parse().unwrap(),
             hard,
             thresholds: vec![80, 50, 100],
+            org_id: Some("acme".into()),
         }
+    }
+
+    #[test]
+    fn spend_of_a_budget_is_its_orgs_or_every_orgs() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        let spend = Spend::new([
+            (("acme".to_string(), "search".to_string()), d("1.5")),
+            (("globex".to_string(), "search".to_string()), d("2")),
+            (("acme".to_string(), "other".to_string()), d("7")),
+        ]);
+        let mut b = budget(true);
+        assert_eq!(spend.of(&b), d("1.5"));
+        assert_eq!(b.subject(), "budget/in/acme/team/search");
+        b.org_id = Some("initech".into());
+        assert_eq!(spend.of(&b), Decimal::ZERO);
+        b.org_id = None;
+        assert_eq!(spend.of(&b), d("3.5"));
+        assert_eq!(b.subject(), "budget/team/search");
     }
 
     #[test]
