@@ -44,8 +44,10 @@ fn brokers() -> Option<String> {
 }
 
 /// What the proxies together claimed of a scope's windows: minute ->
-/// (requests, tokens).
+/// (requests, tokens). The limits here are set without `--org`: the pool
+/// names their scope `*/<id>` (`tollgate_control::rate_limits::tier_id`).
 async fn claimed(pg_url: &str, kind: &str, id: &str) -> BTreeMap<i64, (i64, i64)> {
+    let id = &format!("*/{id}");
     let pool = sqlx::PgPool::connect(pg_url).await.unwrap();
     let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
         "SELECT minute, requests_claimed, tokens_claimed FROM rate_limit_windows

@@ -216,19 +216,23 @@ async fn rate_limits_through_the_api_and_the_cli_are_audited_once_each() {
         .await,
         (404, json!({"error": "no org globex"}))
     );
-    assert_eq!(
-        globex
-            .post(&json!({"scope_kind": "team", "scope_id": "ml", "requests_per_minute": 1}))
-            .await,
-        (
-            409,
-            json!({"error": "team ml already has a rate limit that belongs to an org you do not administer; an admin of that org can change it"})
-        )
-    );
+    // globex's own team of the same id is another scope: its limit is
+    // its own, acme's stays.
+    let (status, globex_ml) = globex
+        .post(&json!({"scope_kind": "team", "scope_id": "ml", "requests_per_minute": 1}))
+        .await;
+    assert_eq!(status, 201, "{globex_ml}");
+    assert_eq!(globex_ml["replaced"], Value::Null, "{globex_ml}");
+    assert_eq!(globex_ml["rate_limit"]["org_id"], "globex", "{globex_ml}");
+    let globex_ml_id = globex_ml["rate_limit"]["id"].as_i64().unwrap();
+    assert_ne!(globex_ml_id, ml_id);
+    assert_eq!(scopes(&acme.list("").await.1), vec![acme_ml.clone()]);
+    let (status, deleted) = globex.delete(&globex_ml_id.to_string()).await;
+    assert_eq!(status, 200, "{deleted}");
     assert_eq!(
         scopes(&root.list("").await.1),
         vec![globex_org.clone(), acme_ml.clone()],
-        "nothing changed"
+        "nothing else changed"
     );
 
     // Delete; unknown and malformed ids.
@@ -284,8 +288,8 @@ async fn rate_limits_through_the_api_and_the_cli_are_audited_once_each() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("published"), "{stderr}");
 
-    // Six changes, six events, each exactly once, with old and new values.
-    let events = admin_events_once(&env.events_topic, 6).await;
+    // Eight changes, eight events, each exactly once, with old and new values.
+    let events = admin_events_once(&env.events_topic, 8).await;
     let e = event(&events, &created["event_id"]);
     assert_eq!(e["kind"], "admin.rate_limit.set");
     assert_eq!(
@@ -335,11 +339,11 @@ async fn rate_limits_through_the_api_and_the_cli_are_audited_once_each() {
     let chained = env
         .wait_for_count(
             "SELECT count() FROM {db}.audit_chain WHERE kind LIKE 'admin.rate_limit.%'",
-            6,
+            8,
             PATIENCE,
         )
         .await;
-    assert_eq!(chained, 6);
+    assert_eq!(chained, 8);
     let search = |kind: &'static str| {
         let root = &root;
         async move {
@@ -355,9 +359,9 @@ async fn rate_limits_through_the_api_and_the_cli_are_audited_once_each() {
         }
     };
     let sets = search("admin.rate_limit.set").await;
-    assert_eq!(sets.len(), 4, "{sets:#?}");
+    assert_eq!(sets.len(), 5, "{sets:#?}");
     let deletes = search("admin.rate_limit.deleted").await;
-    assert_eq!(deletes.len(), 2, "{deletes:#?}");
+    assert_eq!(deletes.len(), 3, "{deletes:#?}");
     let chained_event = |entries: &[Value], id: &Value| -> Value {
         let entry = entries
             .iter()
@@ -389,7 +393,7 @@ async fn rate_limits_through_the_api_and_the_cli_are_audited_once_each() {
     assert_eq!(status, 200, "{report}");
     assert_eq!(
         (report["ok"].clone(), report["entries"].clone()),
-        (json!(true), json!(6))
+        (json!(true), json!(8))
     );
     let (ok, report) = verify_audit_with(&env, "_tollgate", &[]);
     assert!(ok, "{report:#}");
@@ -406,7 +410,7 @@ async fn rate_limits_through_the_api_and_the_cli_are_audited_once_each() {
     let export = export.text().await.unwrap();
     let (ok, offline) = verify_export_text(&env, "rate-limits.ndjson", &export, &[]);
     assert!(ok, "{offline:#}");
-    assert_eq!(offline["chains"][0]["entries"], 6, "{offline:#}");
+    assert_eq!(offline["chains"][0]["entries"], 8, "{offline:#}");
     // Control-plane entries are for callers of every org, as for budgets.
     let (status, _) = acme
         .send(
@@ -637,18 +641,28 @@ async fn the_proxy_enforces_a_limit_set_through_the_api_until_it_is_deleted() {
     proxy.run_proxy().await;
     let key = proxy.key("acme", "limited", "ada", None);
     let other = proxy.key("acme", "free", "bob", None);
+    // Another org's team of the same id: acme's limit is not its.
+    let namesake = proxy.key("globex", "limited", "nat", None);
 
     let (admitted, answer) = proxy.admitted_until_refused(&key, "gpt-4o-mini").await;
     assert_eq!(answer["error"]["code"], "rate_limit_exceeded", "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(
-        message.starts_with("rate limit of 2 requests per minute for team limited reached"),
+        message.starts_with(
+            "rate limit of 2 requests per minute for team limited of org acme reached"
+        ),
         "{message}"
     );
     // Two per UTC minute: a third call in the same minute is refused (a
     // minute that turned while calling admits two more).
     assert!((2..=4).contains(&admitted), "{admitted} calls admitted");
     assert_eq!(proxy.chat(&other, "gpt-4o-mini", &[]).await.status(), 200);
+    for _ in 0..4 {
+        assert_eq!(
+            proxy.chat(&namesake, "gpt-4o-mini", &[]).await.status(),
+            200
+        );
+    }
 
     let (status, deleted) = acme.delete(&created["rate_limit"]["id"].to_string()).await;
     assert_eq!(status, 200, "{deleted}");

@@ -134,6 +134,52 @@ pub struct RateLimit {
     pub updated_at: DateTime<Utc>,
 }
 
+/// How the proxies' tiers and the shared pool (`rate_limit_windows.scope_id`)
+/// name the scope of a limit: `<org>/<id>` for a limit of one org (an org's
+/// own limit is its org's), `*/<id>` for a team, user or key limit set for
+/// every org (no `org_id`). The org is percent-encoded (`%`, `/`, `*`), so
+/// it ends at the first `/` and no org spells `*`: a limit of org A's team
+/// `search` and one of org B's team `search` are two scopes, each counting
+/// its own org's calls.
+pub fn tier_id(kind: SubjectKind, org: Option<&str>, id: &str) -> String {
+    let org = if kind == SubjectKind::Org {
+        Some(id)
+    } else {
+        org
+    };
+    match org {
+        Some(org) => format!(
+            "{}/{id}",
+            org.replace('%', "%25")
+                .replace('/', "%2F")
+                .replace('*', "%2A")
+        ),
+        None => format!("*/{id}"),
+    }
+}
+
+/// How a person reads a scope of `kind` with [`tier_id`] `tier`: `team
+/// search of org acme`, `org acme`, `team search` (every org).
+pub fn tier_words(kind: &str, tier: &str) -> String {
+    let (org, id) = tier.split_once('/').unwrap_or(("*", tier));
+    let org = org
+        .replace("%2A", "*")
+        .replace("%2F", "/")
+        .replace("%25", "%");
+    if kind == SubjectKind::Org.name() || org == "*" {
+        format!("{kind} {id}")
+    } else {
+        format!("{kind} {id} of org {org}")
+    }
+}
+
+impl RateLimit {
+    /// This limit's [`tier_id`].
+    pub fn tier_id(&self) -> String {
+        tier_id(self.scope_kind, self.org_id.as_deref(), &self.scope_id)
+    }
+}
+
 /// The JSON `ratelimits list --json` shows.
 pub fn rate_limit_json(l: &RateLimit) -> Value {
     json!({
@@ -209,6 +255,22 @@ mod tests {
     fn refused(kind: &str, id: &str, rpm: Option<&str>, tpm: Option<&str>) -> (String, String) {
         let e = RateLimitSpec::parse(kind, id, rpm, tpm).unwrap_err();
         (e.field, e.reason)
+    }
+
+    #[test]
+    fn tier_ids_keep_orgs_apart_and_read_back() {
+        let team = |org: Option<&str>, id: &str| tier_id(SubjectKind::Team, org, id);
+        assert_eq!(team(Some("acme"), "search"), "acme/search");
+        assert_eq!(team(None, "search"), "*/search");
+        assert_eq!(tier_id(SubjectKind::Org, None, "acme"), "acme/acme");
+        assert_ne!(team(Some("a/b"), "c"), team(Some("a"), "b/c"));
+        assert_ne!(team(Some("*"), "s"), team(None, "s"));
+        assert_eq!(
+            tier_words("team", &team(Some("a/b*%"), "s/t")),
+            "team s/t of org a/b*%"
+        );
+        assert_eq!(tier_words("team", &team(None, "s")), "team s");
+        assert_eq!(tier_words("org", "acme/acme"), "org acme");
     }
 
     #[test]

@@ -922,6 +922,25 @@ fn budget_subjects(ctx: &CallContext) -> Vec<String> {
     subjects
 }
 
+/// The rate-limit scopes of a call ([`tiers::Scope`]): its org's own, and
+/// its key, user and team both in its org and in every org.
+fn rate_scopes(ctx: &CallContext) -> Vec<tiers::Scope> {
+    use tollgate_control::budgets::SubjectKind;
+    use tollgate_control::rate_limits::tier_id;
+    let org = Some(ctx.key.org_id.as_str()).filter(|o| !o.is_empty());
+    let mut out = Vec::with_capacity(7);
+    for (kind, id) in scopes(ctx) {
+        let Some(subject) = SubjectKind::parse(kind) else {
+            continue;
+        };
+        if subject != SubjectKind::Org && org.is_some() {
+            out.push((kind, tier_id(subject, org, &id)));
+        }
+        out.push((kind, tier_id(subject, None, &id)));
+    }
+    out
+}
+
 fn scopes(ctx: &CallContext) -> Vec<tiers::Scope> {
     [
         ("key", ctx.key.id.to_string()),
@@ -949,7 +968,7 @@ async fn admit_rate(
     let tokens = bound.input.saturating_add(bound.output);
     state
         .tiers
-        .admit(&scopes(ctx), tokens, chrono::Utc::now())
+        .admit(&rate_scopes(ctx), tokens, chrono::Utc::now())
         .await
 }
 

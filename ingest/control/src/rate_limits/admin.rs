@@ -6,6 +6,7 @@
 //! change is the caller's rule, handed in as `may_change` (the API: the
 //! orgs it administers; the CLI: all).
 
+use super::tier_id;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -147,16 +148,18 @@ impl RateLimitStore {
             .bind(format!(
                 "ratelimit/{}/{}",
                 spec.scope_kind.name(),
-                spec.scope_id
+                tier_id(spec.scope_kind, spec.org_id.as_deref(), &spec.scope_id)
             ))
             .execute(&mut *tx)
             .await
             .map_err(pg("locking a rate-limit scope"))?;
         let previous: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM rate_limits WHERE scope_kind = $1 AND scope_id = $2"
+            "SELECT {COLUMNS} FROM rate_limits WHERE scope_kind = $1 AND scope_id = $2 \
+             AND org_id IS NOT DISTINCT FROM $3"
         )))
         .bind(spec.scope_kind.name())
         .bind(&spec.scope_id)
+        .bind(&spec.org_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(pg("reading a rate limit"))?;
@@ -174,10 +177,9 @@ impl RateLimitStore {
         let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO rate_limits (scope_kind, scope_id, requests_per_minute, tokens_per_minute, org_id, updated_by)
              VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (scope_kind, scope_id) DO UPDATE SET
+             ON CONFLICT ((COALESCE(org_id, '')), scope_kind, scope_id) DO UPDATE SET
                 requests_per_minute = EXCLUDED.requests_per_minute,
                 tokens_per_minute = EXCLUDED.tokens_per_minute,
-                org_id = COALESCE(EXCLUDED.org_id, rate_limits.org_id),
                 updated_by = EXCLUDED.updated_by,
                 updated_at = now()
              RETURNING {COLUMNS}"

@@ -64,7 +64,9 @@ pub struct RefusalLabels {
     pub limit: LimitKind,
 }
 
-/// A call's scopes: (`key`, id), (`user`, id), (`team`, id), (`org`, id).
+/// A call's scopes: (`key`, id), (`user`, id), (`team`, id), (`org`, id),
+/// each id as a [`tollgate_control::rate_limits::tier_id`] (a key, user or
+/// team twice: in the call's org and in every org).
 pub type Scope = (&'static str, String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,8 +138,9 @@ impl RateRefusal {
             LimitKind::tokens => "tokens",
         };
         let head = format!(
-            "rate limit of {} {what} per minute for {} {}",
-            self.per_minute, self.scope, self.scope_id
+            "rate limit of {} {what} per minute for {}",
+            self.per_minute,
+            tollgate_control::rate_limits::tier_words(self.scope, &self.scope_id)
         );
         let call = if self.limit == LimitKind::tokens {
             format!("; this call may use up to {} tokens", self.estimate)
@@ -222,7 +225,7 @@ impl RateTiers {
             .iter()
             .map(|l| {
                 (
-                    (l.scope_kind.name().to_string(), l.scope_id.clone()),
+                    (l.scope_kind.name().to_string(), l.tier_id()),
                     Limit {
                         requests_per_minute: l.requests_per_minute,
                         tokens_per_minute: l.tokens_per_minute,
@@ -619,7 +622,7 @@ mod tests {
             scope_id: id.into(),
             requests_per_minute: rpm,
             tokens_per_minute: tpm,
-            org_id: None,
+            org_id: Some("o".into()),
             updated_by: "test".into(),
             updated_at: Utc::now(),
         }
@@ -639,12 +642,13 @@ mod tests {
         t
     }
 
+    /// The scopes of a call of org `o` (its limits are `o`'s).
     fn scopes() -> Vec<Scope> {
         vec![
-            ("key", "k1".into()),
-            ("user", "u".into()),
-            ("team", "t".into()),
-            ("org", "o".into()),
+            ("key", "o/k1".into()),
+            ("user", "o/u".into()),
+            ("team", "o/t".into()),
+            ("org", "o/o".into()),
         ]
     }
 
@@ -676,10 +680,10 @@ mod tests {
         );
         assert_eq!(
             refused.reason(),
-            "rate limit of 30 requests per minute for team t reached (all of it is admitted this minute)"
+            "rate limit of 30 requests per minute for team t of org o reached (all of it is admitted this minute)"
         );
         let minute = at(0).timestamp() / 60;
-        assert_eq!(pool.inner.claimed("team", "t", minute), (30, 0));
+        assert_eq!(pool.inner.claimed("team", "o/t", minute), (30, 0));
         // The next window is new.
         drop(holds);
         assert!(a.admit(&scopes(), 5, at(60)).await.unwrap().is_some());
@@ -714,7 +718,7 @@ mod tests {
             }
         }
         assert_eq!(admitted, 2);
-        assert_eq!(pool.inner.claimed("key", "k1", MINUTE), (2, 0));
+        assert_eq!(pool.inner.claimed("key", "o/k1", MINUTE), (2, 0));
         // 7 + 7 + 7 calls for a limit of 20 over three proxies: the pool
         // grants exactly 20; what a proxy claimed and did not spend (at
         // most two blocks less one, here 1) is not admitted elsewhere.
@@ -730,14 +734,14 @@ mod tests {
             }
         }
         let deadline = Instant::now() + Duration::from_secs(60);
-        while pool.inner.claimed("key", "k1", MINUTE).0 < 20 {
+        while pool.inner.claimed("key", "o/k1", MINUTE).0 < 20 {
             assert!(Instant::now() < deadline, "the pool was never spent");
             tokio::task::yield_now().await;
         }
         let stranded: u64 = proxies
             .iter()
             .map(|p| {
-                let (requests, _) = p.allowances("key", "k1").unwrap();
+                let (requests, _) = p.allowances("key", "o/k1").unwrap();
                 assert!(requests.remaining() < 2 * block(20, 3));
                 requests.remaining()
             })
@@ -754,34 +758,34 @@ mod tests {
         let refused = a.admit(&scopes(), 401, at(1)).await.unwrap_err();
         assert_eq!(
             refused.reason(),
-            "rate limit of 1000 tokens per minute for key k1 reached (all of it is admitted this minute; this call may use up to 401 tokens)"
+            "rate limit of 1000 tokens per minute for key k1 of org o reached (all of it is admitted this minute; this call may use up to 401 tokens)"
         );
-        let (_, tokens) = a.allowances("key", "k1").unwrap();
+        let (_, tokens) = a.allowances("key", "o/k1").unwrap();
         assert_eq!((tokens.claimed, tokens.spent), (1000, 600));
         first.used(120);
         first.used(30);
         drop(first);
-        let (_, tokens) = a.allowances("key", "k1").unwrap();
+        let (_, tokens) = a.allowances("key", "o/k1").unwrap();
         assert_eq!((tokens.claimed, tokens.spent), (1000, 150));
-        assert_eq!(pool.inner.claimed("key", "k1", MINUTE), (0, 1000));
+        assert_eq!(pool.inner.claimed("key", "o/k1", MINUTE), (0, 1000));
         let b = a.admit(&scopes(), 850, at(2)).await.unwrap().unwrap();
         assert!(a.admit(&scopes(), 1, at(3)).await.is_err());
         // A new window: b's reservation stays in the old one.
         let c = a.admit(&scopes(), 900, at(61)).await.unwrap().unwrap();
         b.used(500);
         drop(b);
-        let (_, tokens) = a.allowances("key", "k1").unwrap();
+        let (_, tokens) = a.allowances("key", "o/k1").unwrap();
         assert_eq!(tokens.spent, 900);
         c.used(10);
         drop(c);
-        let (_, tokens) = a.allowances("key", "k1").unwrap();
+        let (_, tokens) = a.allowances("key", "o/k1").unwrap();
         assert_eq!(tokens.spent, 10);
         // A call larger than the whole limit never fits.
         let refused = a.admit(&scopes(), 1001, at(62)).await.unwrap_err();
         assert_eq!(refused.cause, Cause::TooLarge);
         assert_eq!(
             refused.reason(),
-            "rate limit of 1000 tokens per minute for key k1 reached (this call may use up to 1001 tokens, more than the whole limit)"
+            "rate limit of 1000 tokens per minute for key k1 of org o reached (this call may use up to 1001 tokens, more than the whole limit)"
         );
     }
 
@@ -793,7 +797,7 @@ mod tests {
         let _h = a.admit(&scopes(), 0, at(5)).await.unwrap();
         // The first call waited for one block (plus the refill it started).
         let deadline = Instant::now() + Duration::from_secs(60);
-        while pool.inner.claimed("org", "o", MINUTE).0 < 200 {
+        while pool.inner.claimed("org", "o/o", MINUTE).0 < 200 {
             assert!(Instant::now() < deadline, "no background refill");
             tokio::task::yield_now().await;
         }
@@ -802,18 +806,18 @@ mod tests {
         for _ in 0..99 {
             a.admit(&scopes(), 0, at(6)).await.unwrap();
         }
-        assert_eq!(pool.inner.claimed("org", "o", MINUTE).0, 200);
+        assert_eq!(pool.inner.claimed("org", "o/o", MINUTE).0, 200);
         // Under one block left: the next block comes without anyone waiting.
         a.admit(&scopes(), 0, at(7)).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while pool.inner.claimed("org", "o", MINUTE).0 < 300 {
+        while pool.inner.claimed("org", "o/o", MINUTE).0 < 300 {
             assert!(
                 Instant::now() < deadline,
                 "no refill under the low-water mark"
             );
             tokio::task::yield_now().await;
         }
-        let (requests, _) = a.allowances("org", "o").unwrap();
+        let (requests, _) = a.allowances("org", "o/o").unwrap();
         assert_eq!((requests.claimed, requests.spent), (300, 101));
     }
 
@@ -824,7 +828,7 @@ mod tests {
         // Blocks of 10: the first call claims 10, its refill 10 more.
         a.admit(&scopes(), 0, at(0)).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while a.allowances("user", "u").unwrap().0.claimed < 20 {
+        while a.allowances("user", "o/u").unwrap().0.claimed < 20 {
             assert!(Instant::now() < deadline, "no refill");
             tokio::task::yield_now().await;
         }
@@ -841,7 +845,7 @@ mod tests {
         assert_eq!(refusal.retry_after_secs, 1);
         assert_eq!(
             refusal.reason(),
-            "rate limit of 40 requests per minute for user u: this proxy's allowance is spent and no more could be claimed from the shared pool within 2000 ms"
+            "rate limit of 40 requests per minute for user u of org o: this proxy's allowance is spent and no more could be claimed from the shared pool within 2000 ms"
         );
         assert!(a.counters.failures.get() >= 1);
         // Right after a failure no claim is tried: refused at once.
@@ -870,7 +874,7 @@ mod tests {
             (LimitKind::requests, Cause::NoClaim { wait_ms: 30 })
         );
         assert_eq!(a.counters.timeouts.get(), 1);
-        assert_eq!(pool.inner.claimed("key", "k1", MINUTE), (0, 0));
+        assert_eq!(pool.inner.claimed("key", "o/k1", MINUTE), (0, 0));
     }
 
     #[tokio::test]
@@ -891,8 +895,49 @@ mod tests {
             a.admit(&scopes(), 0, at(0)).await.unwrap_err().cause,
             Cause::Spent
         );
-        assert_eq!(pool.inner.claimed("team", "t", MINUTE), (0, 0));
+        assert_eq!(pool.inner.claimed("team", "o/t", MINUTE), (0, 0));
         assert_eq!(a.counters.claims.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_limit_of_one_orgs_team_leaves_another_orgs_team_of_that_id_alone() {
+        let pool = Arc::new(TestPool::default());
+        // Org o's team t: one request a minute.
+        let a = proxy(1, &pool, &[limit(SubjectKind::Team, "t", Some(1), None)]);
+        let of_org = |org: &str| -> Vec<Scope> {
+            vec![
+                (
+                    "team",
+                    tollgate_control::rate_limits::tier_id(SubjectKind::Team, Some(org), "t"),
+                ),
+                (
+                    "team",
+                    tollgate_control::rate_limits::tier_id(SubjectKind::Team, None, "t"),
+                ),
+            ]
+        };
+        assert!(a.admit(&of_org("o"), 1, at(0)).await.unwrap().is_some());
+        assert!(a.admit(&of_org("o"), 1, at(1)).await.is_err());
+        for second in 2..6 {
+            assert!(a
+                .admit(&of_org("p"), 1, at(second))
+                .await
+                .unwrap()
+                .is_none());
+        }
+        // A limit of team t set for every org counts both orgs' calls.
+        let mut every = limit(SubjectKind::Team, "t", Some(3), None);
+        every.org_id = None;
+        let b = proxy(1, &pool, &[every]);
+        for (second, org) in [(0, "o"), (1, "p"), (2, "p")] {
+            assert!(b.admit(&of_org(org), 1, at(second)).await.is_ok());
+        }
+        let refused = b.admit(&of_org("o"), 1, at(3)).await.unwrap_err();
+        assert!(
+            refused.reason().contains("for team t reached"),
+            "{}",
+            refused.reason()
+        );
     }
 
     #[tokio::test]
