@@ -1,5 +1,5 @@
-//! The audit endpoints: `GET /api/v1/audit/public-key` (open: the key that
-//! signs checkpoints), `GET /api/v1/audit/verify?org=&team=`,
+//! The audit endpoints: `GET /api/v1/audit/public-key` (the key that signs
+//! checkpoints), `GET /api/v1/audit/verify?org=&team=`,
 //! `GET /api/v1/audit/export` (NDJSON: whole chains, or a search with
 //! inclusion proofs), `GET /api/v1/audit/entries` (compliance search,
 //! cursor-paginated, `proof=true` for inclusion proofs) and

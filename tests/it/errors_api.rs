@@ -666,6 +666,23 @@ async fn errors_and_breakers_reports_match_the_events() {
             chrono::DateTime::parse_from_rfc3339(&row["occurred_at"]).unwrap(),
             chrono::DateTime::parse_from_rfc3339(s["occurred_at"].as_str().unwrap()).unwrap()
         );
+        // To the millisecond the call was stored with.
+        let stored_ms: i64 = env
+            .ch(&format!(
+                "SELECT occurred_at_ms FROM {{db}}.calls WHERE call_id = '{}' AND kind = 'ai.call.failed'",
+                row["call_id"]
+            ))
+            .await
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            chrono::DateTime::parse_from_rfc3339(&row["occurred_at"])
+                .unwrap()
+                .timestamp_millis(),
+            stored_ms,
+            "{csv}"
+        );
     }
     let (status, body) = get(
         &env,

@@ -615,9 +615,20 @@ fn assemble(
 impl CostReport {
     /// The report of `query` with `groups` (in their order) and their sum.
     pub fn of_groups(query: &CostQuery, groups: Vec<CostGroup>) -> Self {
-        let mut total = CostTotals::default();
+        // No calls at all cost nothing (not "unpriced": that says calls
+        // were made that no price covers).
+        let mut total = CostTotals {
+            cost: Some(Decimal::ZERO),
+            ..CostTotals::default()
+        };
         for g in &groups {
             total.add(&g.totals);
+        }
+        if total.calls > 0
+            && total.calls == total.unpriced_calls
+            && groups.iter().all(|g| g.totals.cost.is_none())
+        {
+            total.cost = None;
         }
         Self {
             from: query.from,
@@ -913,6 +924,31 @@ mod tests {
         assert!(text.contains(r"team_id = 'x\' OR 1=1'"), "{text}");
         assert!(text.contains("toString(model) AS k_model"), "{text}");
         assert!(text.contains("'' AS k_team"), "{text}");
+    }
+
+    #[test]
+    fn no_calls_cost_nothing_and_only_unpriced_calls_are_unpriced() {
+        let today = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();
+        let (q, _) = parse_params(&[], today, &[]).unwrap();
+        let empty = CostReport::of_groups(&q, Vec::new());
+        assert_eq!(empty.total.cost, Some(Decimal::ZERO));
+        assert_eq!(empty.total.cost_label(), "0.000000000000");
+        let unpriced = CostGroup {
+            key: std::collections::BTreeMap::new(),
+            totals: CostTotals {
+                calls: 2,
+                unpriced_calls: 2,
+                ..CostTotals::default()
+            },
+        };
+        let report = CostReport::of_groups(&q, vec![unpriced.clone()]);
+        assert_eq!(report.total.cost, None);
+        assert_eq!(report.total.cost_label(), "unpriced");
+        let mut priced = unpriced;
+        priced.totals.unpriced_calls = 0;
+        priced.totals.cost = Some(Decimal::ONE);
+        let report = CostReport::of_groups(&q, vec![priced]);
+        assert_eq!(report.total.cost, Some(Decimal::ONE));
     }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {

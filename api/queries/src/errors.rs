@@ -274,7 +274,7 @@ struct SeriesRow {
 
 #[derive(Debug, Row, Deserialize)]
 struct SampleRow {
-    occurred_at: u32,
+    occurred_at_ms: u64,
     error_signature: u64,
     provider: String,
     model: String,
@@ -417,7 +417,7 @@ fn series_sql(query: &ErrorsQuery, ids: Option<&[u64]>) -> BoundSql {
 
 /// The newest failures of `ids` in the window, one per distinct message.
 fn samples_sql(query: &ErrorsQuery, ids: &[u64]) -> BoundSql {
-    let mut template = "SELECT toUInt32(occurred_at) AS occurred_at, error_signature, \
+    let mut template = "SELECT occurred_at_ms, error_signature, \
          toString(provider) AS provider, toString(model) AS model, team_id, api_key_id, \
          http_status, error_type, error_message, error_template, error_variables, \
          call_id, trace_id, span_id FROM calls WHERE kind = 'ai.call.failed' \
@@ -427,7 +427,7 @@ fn samples_sql(query: &ErrorsQuery, ids: &[u64]) -> BoundSql {
     filter_sql(&query.filters, PATTERN_COLUMNS, &mut template, &mut binds);
     ids_sql("error_signature", Some(ids), &mut template, &mut binds);
     template.push_str(&format!(
-        " ORDER BY occurred_at DESC, event_id LIMIT 1 BY error_message LIMIT {SAMPLES}"
+        " ORDER BY occurred_at_ms DESC, event_id LIMIT 1 BY error_message LIMIT {SAMPLES}"
     ));
     BoundSql {
         name: "errors.samples",
@@ -759,7 +759,10 @@ pub(crate) async fn run_pattern(
     let samples = samples
         .into_iter()
         .map(|r| Sample {
-            occurred_at: time(r.occurred_at),
+            occurred_at: i64::try_from(r.occurred_at_ms)
+                .ok()
+                .and_then(DateTime::from_timestamp_millis)
+                .unwrap_or_default(),
             signature: SignatureId(r.error_signature),
             provider: r.provider,
             model: r.model,
