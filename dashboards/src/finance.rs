@@ -814,7 +814,10 @@ impl BudgetsLinks {
 /// (`tollgate_queries::budgets::table`) for reading.
 pub struct BudgetRow {
     pub id: i64,
+    /// As people read it (`team search of org acme`).
     pub subject: String,
+    /// The decision subject, as the CSV has it (on hover).
+    pub decision: String,
     pub period: &'static str,
     pub enforcement: &'static str,
     pub limit: Money,
@@ -836,6 +839,7 @@ fn budgets_view(
         .map(|s| BudgetRow {
             id: s.budget.id,
             subject: budget_subject_words(&s.subject),
+            decision: s.subject.clone(),
             period: s.budget.period.name(),
             enforcement: if s.budget.hard { "hard" } else { "soft" },
             limit: Money(s.budget.limit_usd),

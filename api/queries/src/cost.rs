@@ -224,18 +224,20 @@ impl CostQuery {
         if from >= to {
             return Err(invalid("from", "must be before `to`"));
         }
+        // The bounds first, naming the date outside them; then the length.
+        let (min, max) = date_bounds();
+        for (name, date) in [("from", from), ("to", to)] {
+            if date < min || date > max {
+                return Err(invalid(
+                    name,
+                    format!("{date} is outside the dates a report covers: {min} to {max}"),
+                ));
+            }
+        }
         if (to - from).num_days() > MAX_RANGE_DAYS {
             return Err(invalid(
                 "to",
                 format!("the range may cover at most {MAX_RANGE_DAYS} days"),
-            ));
-        }
-        let min = NaiveDate::from_ymd_opt(1970, 1, 2).unwrap_or_default();
-        let max = NaiveDate::from_ymd_opt(2105, 12, 31).unwrap_or_default();
-        if from < min || to > max {
-            return Err(invalid(
-                "from",
-                "dates must lie between 1970-01-02 and 2105-12-31",
             ));
         }
         for (i, d) in group_by.iter().enumerate() {
@@ -848,6 +850,7 @@ pub fn parse_params(
                 }
             }
         } else if let Some(d) = CostDimension::parse(name) {
+            check_filter_value(d, value)?;
             filters.push((d, value.to_string()));
         } else if let Some(key) = name.strip_prefix("tag.") {
             name_tag(key, name)?;
@@ -862,6 +865,43 @@ pub fn parse_params(
     let tag_key = tag.map(|(key, _)| key);
     let query = CostQuery::with_tag(from, to, group_by, filters, tag_key)?;
     Ok((query, params))
+}
+
+/// The first and last day a cost report may name (ClickHouse's `Date`
+/// holds 1970-01-01 to 2105-12-31; a range ends the day after its last).
+pub fn date_bounds() -> (NaiveDate, NaiveDate) {
+    (
+        NaiveDate::from_ymd_opt(1970, 1, 2).unwrap_or_default(),
+        NaiveDate::from_ymd_opt(2105, 12, 31).unwrap_or_default(),
+    )
+}
+
+/// A filter on a day, a month or a price version must be one: a value
+/// that cannot match (`month=2026-13`, `price_version=abc`) is a mistake,
+/// not an empty report.
+fn check_filter_value(dimension: CostDimension, value: &str) -> Result<(), InvalidParameter> {
+    let name = dimension.name();
+    let well_formed = match dimension {
+        CostDimension::Day => {
+            value.len() == 10 && NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok()
+        }
+        CostDimension::Month => {
+            value.len() == 7
+                && NaiveDate::parse_from_str(&format!("{value}-01"), "%Y-%m-%d").is_ok()
+        }
+        CostDimension::PriceVersion => value.parse::<u64>().is_ok(),
+        _ => return Ok(()),
+    };
+    if well_formed {
+        return Ok(());
+    }
+    let expected = match dimension {
+        CostDimension::Day => "a UTC day as YYYY-MM-DD",
+        CostDimension::Month => "a month as YYYY-MM",
+        _ => "a price version id (a whole number)",
+    };
+    let shown: String = value.chars().take(40).collect();
+    Err(invalid(name, format!("`{shown}` is not {expected}")))
 }
 
 fn dimension_names() -> String {
@@ -924,6 +964,34 @@ mod tests {
         assert!(text.contains(r"team_id = 'x\' OR 1=1'"), "{text}");
         assert!(text.contains("toString(model) AS k_model"), "{text}");
         assert!(text.contains("'' AS k_team"), "{text}");
+    }
+
+    #[test]
+    fn day_month_and_price_version_filters_must_be_well_formed() {
+        let today = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();
+        for (name, value) in [
+            ("month", "2026-03"),
+            ("day", "2026-02-28"),
+            ("price_version", "17"),
+        ] {
+            assert!(
+                parse_params(&pairs(&[(name, value)]), today, &[]).is_ok(),
+                "{name}={value}"
+            );
+        }
+        for (name, value) in [
+            ("month", "2026-13"),
+            ("month", "2026-1"),
+            ("month", "march"),
+            ("day", "2026-02-30"),
+            ("day", "2026-2-3"),
+            ("price_version", "abc"),
+            ("price_version", "-1"),
+        ] {
+            let err = parse_params(&pairs(&[(name, value)]), today, &[]).unwrap_err();
+            assert_eq!(err.field, name, "{name}={value}");
+            assert!(err.reason.contains(value), "{err}");
+        }
     }
 
     #[test]

@@ -61,12 +61,23 @@ pub struct Statement {
 
 /// The month `YYYY-MM` as `[first day, first day of next month)`.
 pub fn month_range(month: &str) -> Result<(NaiveDate, NaiveDate), InvalidParameter> {
-    let bad = || InvalidParameter::new("month", format!("`{month}` is not a month (YYYY-MM)"));
-    let first = NaiveDate::parse_from_str(&format!("{}-01", month.trim()), "%Y-%m-%d")
-        .map_err(|_| bad())?;
+    let shown: String = month.chars().take(40).collect();
+    let bad = || InvalidParameter::new("month", format!("`{shown}` is not a month (YYYY-MM)"));
+    let month = month.trim();
+    if month.len() != 7 {
+        return Err(bad());
+    }
+    let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").map_err(|_| bad())?;
     let next = first
         .checked_add_months(chrono::Months::new(1))
         .ok_or_else(bad)?;
+    let (min, max) = super::cost::date_bounds();
+    if first < min || next > max {
+        return Err(InvalidParameter::new(
+            "month",
+            format!("`{shown}` is outside the months a statement covers (its days must lie between {min} and {max})"),
+        ));
+    }
     Ok((first, next))
 }
 
@@ -352,6 +363,12 @@ mod tests {
             ("2026-12-01".into(), "2027-01-01".into())
         );
         assert!(month_range("2026-13").is_err());
+        for bad in ["2026-1", "26-01", "2026-01-05", "9999-12", "1970-01", "2105-12"] {
+            let err = month_range(bad).unwrap_err();
+            assert_eq!(err.field, "month", "{bad}");
+            assert!(err.reason.contains(bad), "{bad}: {err}");
+        }
+        assert!(month_range("1970-02").is_ok() && month_range("2105-11").is_ok());
         assert!(statement_query("", "2026-03", None).is_err());
     }
 
