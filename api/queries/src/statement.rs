@@ -363,7 +363,14 @@ mod tests {
             ("2026-12-01".into(), "2027-01-01".into())
         );
         assert!(month_range("2026-13").is_err());
-        for bad in ["2026-1", "26-01", "2026-01-05", "9999-12", "1970-01", "2105-12"] {
+        for bad in [
+            "2026-1",
+            "26-01",
+            "2026-01-05",
+            "9999-12",
+            "1970-01",
+            "2105-12",
+        ] {
             let err = month_range(bad).unwrap_err();
             assert_eq!(err.field, "month", "{bad}");
             assert!(err.reason.contains(bad), "{bad}: {err}");
