@@ -21,10 +21,15 @@ use tollgate_contract::audit::entry::{entry_hash, EntryRow};
 
 const SEED: &str = "4f1c0a7e3b9d2c8e5f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
 
+/// The `[audit]` and `[processor]` sections of an audit test, each with a
+/// consumer group of its own (with the default group, concurrent tests'
+/// processors rebalanced each other, and `migrate` refused its backfills
+/// while any other processor of that group ran).
 pub(crate) fn audit_config(every: u64, extra: &str) -> String {
     format!(
-        "[audit]\ngroup_id = \"{}\"\nsigning_key = \"{SEED}\"\ncheckpoint_every = {every}\ncheckpoint_interval_secs = 3600\n\n[processor]\nbatch_max_wait_ms = 200\n{extra}\n",
-        support::unique("audit_group")
+        "[audit]\ngroup_id = \"{}\"\nsigning_key = \"{SEED}\"\ncheckpoint_every = {every}\ncheckpoint_interval_secs = 3600\n\n[processor]\ngroup_id = \"{}\"\nbatch_max_wait_ms = 200\n{extra}\n",
+        support::unique("audit_group"),
+        support::unique("processor_group")
     )
 }
 

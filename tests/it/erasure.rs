@@ -19,8 +19,9 @@ const REASON: &str = "GDPR art. 17 request 2026-0042";
 
 fn config() -> String {
     format!(
-        "[audit]\ngroup_id = \"{}\"\nsigning_key = \"{SEED}\"\ncheckpoint_every = 4\ncheckpoint_interval_secs = 3600\n\n[processor]\nbatch_max_wait_ms = 200\n",
-        unique("erasure_audit")
+        "[audit]\ngroup_id = \"{}\"\nsigning_key = \"{SEED}\"\ncheckpoint_every = 4\ncheckpoint_interval_secs = 3600\n\n[processor]\ngroup_id = \"{}\"\nbatch_max_wait_ms = 200\n",
+        unique("erasure_audit"),
+        unique("erasure_processor")
     )
 }
 
