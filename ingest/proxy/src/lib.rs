@@ -906,7 +906,6 @@ fn reserve_budget(
     ledger.reserve(&subjects, amount, now)
 }
 
-/// The key, user, team and org a call counts against (those it has).
 /// The budget subjects a call is judged against: the org's own, and for its
 /// key, user and team both their budgets in the call's org and those set
 /// for every org ([`tollgate_contract::decisions::budget_subject`]).
@@ -941,6 +940,7 @@ fn rate_scopes(ctx: &CallContext) -> Vec<tiers::Scope> {
     out
 }
 
+/// The key, user, team and org a call counts against (those it has).
 fn scopes(ctx: &CallContext) -> Vec<tiers::Scope> {
     [
         ("key", ctx.key.id.to_string()),
