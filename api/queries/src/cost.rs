@@ -617,20 +617,14 @@ fn assemble(
 impl CostReport {
     /// The report of `query` with `groups` (in their order) and their sum.
     pub fn of_groups(query: &CostQuery, groups: Vec<CostGroup>) -> Self {
-        // No calls at all cost nothing (not "unpriced": that says calls
-        // were made that no price covers).
-        let mut total = CostTotals {
-            cost: Some(Decimal::ZERO),
-            ..CostTotals::default()
-        };
+        let mut total = CostTotals::default();
         for g in &groups {
             total.add(&g.totals);
         }
-        if total.calls > 0
-            && total.calls == total.unpriced_calls
-            && groups.iter().all(|g| g.totals.cost.is_none())
-        {
-            total.cost = None;
+        // No calls at all cost nothing (not "unpriced": that says calls
+        // were made that no price covers).
+        if total.calls == 0 {
+            total.cost = Some(Decimal::ZERO);
         }
         Self {
             from: query.from,

@@ -906,38 +906,41 @@ fn reserve_budget(
     ledger.reserve(&subjects, amount, now)
 }
 
-/// The budget subjects a call is judged against: the org's own, and for its
-/// key, user and team both their budgets in the call's org and those set
-/// for every org ([`tollgate_contract::decisions::budget_subject`]).
-fn budget_subjects(ctx: &CallContext) -> Vec<String> {
-    let org = Some(ctx.key.org_id.as_str()).filter(|o| !o.is_empty());
-    let mut subjects = Vec::with_capacity(7);
-    for (kind, id) in scopes(ctx) {
-        if kind != "org" && org.is_some() {
-            subjects.push(budget_subject(kind, org, &id));
-        }
-        subjects.push(budget_subject(kind, None, &id));
-    }
-    subjects
-}
-
-/// The rate-limit scopes of a call ([`tiers::Scope`]): its org's own, and
-/// its key, user and team both in its org and in every org.
-fn rate_scopes(ctx: &CallContext) -> Vec<tiers::Scope> {
-    use tollgate_control::budgets::SubjectKind;
-    use tollgate_control::rate_limits::tier_id;
+/// The scopes a call is judged in, each with the org it is scoped to: its
+/// org's own, and its key, user and team both in its org and in every org
+/// (`None`), as budgets and rate limits are set.
+fn org_scopes(ctx: &CallContext) -> Vec<(&'static str, Option<&str>, String)> {
     let org = Some(ctx.key.org_id.as_str()).filter(|o| !o.is_empty());
     let mut out = Vec::with_capacity(7);
     for (kind, id) in scopes(ctx) {
-        let Some(subject) = SubjectKind::parse(kind) else {
-            continue;
-        };
-        if subject != SubjectKind::Org && org.is_some() {
-            out.push((kind, tier_id(subject, org, &id)));
+        if kind != "org" && org.is_some() {
+            out.push((kind, org, id.clone()));
         }
-        out.push((kind, tier_id(subject, None, &id)));
+        out.push((kind, None, id));
     }
     out
+}
+
+/// The budget subjects a call is judged against
+/// ([`tollgate_contract::decisions::budget_subject`]).
+fn budget_subjects(ctx: &CallContext) -> Vec<String> {
+    org_scopes(ctx)
+        .into_iter()
+        .map(|(kind, org, id)| budget_subject(kind, org, &id))
+        .collect()
+}
+
+/// The rate-limit scopes of a call ([`tiers::Scope`], ids as
+/// [`tollgate_control::rate_limits::tier_id`]).
+fn rate_scopes(ctx: &CallContext) -> Vec<tiers::Scope> {
+    use tollgate_control::budgets::SubjectKind;
+    use tollgate_control::rate_limits::tier_id;
+    org_scopes(ctx)
+        .into_iter()
+        .filter_map(|(kind, org, id)| {
+            SubjectKind::parse(kind).map(|subject| (kind, tier_id(subject, org, &id)))
+        })
+        .collect()
 }
 
 /// The key, user, team and org a call counts against (those it has).
