@@ -252,7 +252,7 @@ async fn every_route_requires_identity_role_and_org() {
         "globex's six calls in the audit chain"
     );
     let audit = env
-        .ch("SELECT concat(chain_id, '/', toString(seq)) FROM {db}.audit_chain WHERE org_id = 'globex' ORDER BY seq LIMIT 1")
+        .ch("SELECT concat(replaceAll(chain_id, '/', '%2F'), '/', toString(seq)) FROM {db}.audit_chain WHERE org_id = 'globex' ORDER BY seq LIMIT 1")
         .await;
     let audit = audit.trim().to_string();
     assert!(!audit.is_empty(), "globex has audit entries");

@@ -79,7 +79,7 @@ fn traffic(teams: &[&str], per_team: usize, start: DateTime<Utc>) -> Vec<(String
 }
 
 /// SIGTERM and wait for a clean exit (the audit fold checkpoints the rest).
-async fn stop(pid: u32) {
+pub(crate) async fn stop(pid: u32) {
     let status = std::process::Command::new("kill")
         .arg("-TERM")
         .arg(pid.to_string())
@@ -265,7 +265,7 @@ async fn chain_checkpoints_and_tamper_detection() {
         assert!(line.ends_with("[20,40,50]"), "{cps}");
     }
     let blocked = env
-        .ch("SELECT decision, decision_reason FROM {db}.audit_chain WHERE kind = 'ai.call.blocked' AND chain_id = 'team-ok' FORMAT TSV")
+        .ch("SELECT decision, decision_reason FROM {db}.audit_chain WHERE kind = 'ai.call.blocked' AND chain_id = 'org-a/team-ok' FORMAT TSV")
         .await;
     assert!(
         blocked.starts_with("deny\tbudget_exceeded: team"),
@@ -308,13 +308,13 @@ async fn chain_checkpoints_and_tamper_detection() {
     let text = std::fs::read_to_string(&export).unwrap();
     let at = |v: &Value, chain: &str, kind: &str| v["chain_id"] == chain && v["type"] == kind;
     let edited = edit_lines(&text, &|mut v| {
-        if at(&v, "team-edit", "entry") && v["seq"] == 7 {
+        if at(&v, "org-a/team-edit", "entry") && v["seq"] == 7 {
             v["model"] = Value::from("cheap-model");
         }
         Some(v)
     });
     let swapped = edit_lines(&text, &|mut v| {
-        if at(&v, "team-swap", "entry") && (v["seq"] == 5 || v["seq"] == 6) {
+        if at(&v, "org-a/team-swap", "entry") && (v["seq"] == 5 || v["seq"] == 6) {
             v["seq"] = Value::from(11 - v["seq"].as_u64().unwrap());
         }
         Some(v)
@@ -324,13 +324,15 @@ async fn chain_checkpoints_and_tamper_detection() {
         let mut lines: Vec<&str> = swapped.lines().collect();
         let i = lines
             .iter()
-            .position(|l| l.contains("\"chain_id\":\"team-swap\"") && l.contains("\"seq\":6,"))
+            .position(|l| {
+                l.contains("\"chain_id\":\"org-a/team-swap\"") && l.contains("\"seq\":6,")
+            })
             .unwrap();
         lines.swap(i, i + 1);
         lines.iter().map(|l| format!("{l}\n")).collect::<String>()
     };
     let forged = edit_lines(&text, &|mut v| {
-        if at(&v, "team-forge", "checkpoint") && v["to_seq"] == 40 {
+        if at(&v, "org-a/team-forge", "checkpoint") && v["to_seq"] == 40 {
             let mut sig: Vec<char> = v["signature"].as_str().unwrap().chars().collect();
             sig[10] = if sig[10] == 'a' { 'b' } else { 'a' };
             v["signature"] = Value::from(sig.into_iter().collect::<String>());
@@ -338,12 +340,17 @@ async fn chain_checkpoints_and_tamper_detection() {
         Some(v)
     });
     for (what, tampered, chain, want) in [
-        ("edited entry", &edited, "team-edit", (7, "edited")),
-        ("swapped entries", &swapped, "team-swap", (5, "reordered")),
+        ("edited entry", &edited, "org-a/team-edit", (7, "edited")),
+        (
+            "swapped entries",
+            &swapped,
+            "org-a/team-swap",
+            (5, "reordered"),
+        ),
         (
             "forged signature",
             &forged,
-            "team-forge",
+            "org-a/team-forge",
             (40, "bad_signature"),
         ),
     ] {
@@ -359,33 +366,33 @@ async fn chain_checkpoints_and_tamper_detection() {
             Some((want.0, want.1.to_string())),
             "{what}: {report:#}"
         );
-        assert_eq!(chain_break(&report, "team-ok"), None, "{what}");
+        assert_eq!(chain_break(&report, "org-a/team-ok"), None, "{what}");
     }
 
     // Tamper, one chain each, directly in ClickHouse.
     mutate(
         &env,
-        "ALTER TABLE {db}.audit_chain UPDATE model = 'cheap-model' WHERE chain_id = 'team-edit' AND seq = 7",
+        "ALTER TABLE {db}.audit_chain UPDATE model = 'cheap-model' WHERE chain_id = 'org-a/team-edit' AND seq = 7",
         "SELECT count() FROM {db}.audit_chain WHERE model = 'cheap-model'",
         1,
     )
     .await;
     mutate(
         &env,
-        "ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = 'team-delete' AND seq = 12",
-        "SELECT 50 - count() FROM {db}.audit_chain WHERE chain_id = 'team-delete'",
+        "ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = 'org-a/team-delete' AND seq = 12",
+        "SELECT 50 - count() FROM {db}.audit_chain WHERE chain_id = 'org-a/team-delete'",
         1,
     )
     .await;
     // Swap entries 5 and 6: copy them, delete them, insert them back with
     // their sequence numbers exchanged (seq is part of the sorting key, so
     // it cannot be updated in place).
-    env.ch("CREATE TABLE {db}.swap_tmp ENGINE = Memory AS SELECT * FROM {db}.audit_chain WHERE chain_id = 'team-swap' AND seq IN (5, 6)")
+    env.ch("CREATE TABLE {db}.swap_tmp ENGINE = Memory AS SELECT * FROM {db}.audit_chain WHERE chain_id = 'org-a/team-swap' AND seq IN (5, 6)")
         .await;
     mutate(
         &env,
-        "ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = 'team-swap' AND seq IN (5, 6)",
-        "SELECT 50 - count() FROM {db}.audit_chain WHERE chain_id = 'team-swap'",
+        "ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = 'org-a/team-swap' AND seq IN (5, 6)",
+        "SELECT 50 - count() FROM {db}.audit_chain WHERE chain_id = 'org-a/team-swap'",
         2,
     )
     .await;
@@ -393,20 +400,20 @@ async fn chain_checkpoints_and_tamper_detection() {
         .await;
     mutate(
         &env,
-        "ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = 'team-trunc' AND seq >= 35",
-        "SELECT 50 - count() FROM {db}.audit_chain WHERE chain_id = 'team-trunc'",
+        "ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = 'org-a/team-trunc' AND seq >= 35",
+        "SELECT 50 - count() FROM {db}.audit_chain WHERE chain_id = 'org-a/team-trunc'",
         16,
     )
     .await;
     let original = env
-        .ch("SELECT signature FROM {db}.audit_checkpoints WHERE chain_id = 'team-forge' AND to_seq = 40 FORMAT TSV")
+        .ch("SELECT signature FROM {db}.audit_checkpoints WHERE chain_id = 'org-a/team-forge' AND to_seq = 40 FORMAT TSV")
         .await;
     let mut forged: Vec<char> = original.trim().chars().collect();
     forged[10] = if forged[10] == 'a' { 'b' } else { 'a' };
     let forged: String = forged.into_iter().collect();
     mutate(
         &env,
-        &format!("ALTER TABLE {{db}}.audit_checkpoints UPDATE signature = '{forged}' WHERE chain_id = 'team-forge' AND to_seq = 40"),
+        &format!("ALTER TABLE {{db}}.audit_checkpoints UPDATE signature = '{forged}' WHERE chain_id = 'org-a/team-forge' AND to_seq = 40"),
         &format!("SELECT count() FROM {{db}}.audit_checkpoints WHERE signature = '{forged}'"),
         1,
     )
@@ -414,29 +421,29 @@ async fn chain_checkpoints_and_tamper_detection() {
 
     let (ok, report) = verify_audit(&env, "org-a");
     assert!(!ok, "tampering not detected: {report:#}");
-    assert_eq!(chain_break(&report, "team-ok"), None, "{report:#}");
+    assert_eq!(chain_break(&report, "org-a/team-ok"), None, "{report:#}");
     assert_eq!(
-        chain_break(&report, "team-edit"),
+        chain_break(&report, "org-a/team-edit"),
         Some((7, "edited".into())),
         "{report:#}"
     );
     assert_eq!(
-        chain_break(&report, "team-delete"),
+        chain_break(&report, "org-a/team-delete"),
         Some((12, "missing".into())),
         "{report:#}"
     );
     assert_eq!(
-        chain_break(&report, "team-swap"),
+        chain_break(&report, "org-a/team-swap"),
         Some((5, "reordered".into())),
         "{report:#}"
     );
     assert_eq!(
-        chain_break(&report, "team-trunc"),
+        chain_break(&report, "org-a/team-trunc"),
         Some((35, "truncated".into())),
         "{report:#}"
     );
     assert_eq!(
-        chain_break(&report, "team-forge"),
+        chain_break(&report, "org-a/team-forge"),
         Some((40, "bad_signature".into())),
         "{report:#}"
     );
@@ -465,9 +472,10 @@ async fn chain_checkpoints_and_tamper_detection() {
     assert!(!ok, "{offline:#}");
     assert_eq!(problems(&offline), vec![], "{offline:#}");
     for team in teams {
+        let chain = format!("org-a/{team}");
         assert_eq!(
-            chain_break(&offline, team),
-            chain_break(&report, team),
+            chain_break(&offline, &chain),
+            chain_break(&report, &chain),
             "{team}: {offline:#}"
         );
     }
@@ -587,11 +595,12 @@ async fn anchor_and_signed_manifest_catch_removal() {
     };
     // Each chain still verifies on its own after each of these; only the
     // manifest tells.
-    let dropped_chain = keep(&|v| v["chain_id"] != "team-tail");
-    let dropped_checkpoint =
-        keep(&|v| !(v["type"] == "checkpoint" && v["chain_id"] == "team-ok" && v["to_seq"] == 50));
+    let dropped_chain = keep(&|v| v["chain_id"] != "org-a/team-tail");
+    let dropped_checkpoint = keep(&|v| {
+        !(v["type"] == "checkpoint" && v["chain_id"] == "org-a/team-ok" && v["to_seq"] == 50)
+    });
     let cut_at_checkpoint = keep(&|v| {
-        !(v["chain_id"] == "team-ok"
+        !(v["chain_id"] == "org-a/team-ok"
             && ((v["type"] == "entry" && v["seq"].as_u64().unwrap() > 40)
                 || (v["type"] == "checkpoint" && v["to_seq"] == 50)))
     });
@@ -605,16 +614,16 @@ async fn anchor_and_signed_manifest_catch_removal() {
             "dropped chain",
             &dropped_chain,
             vec![
-                problem("manifest_chain", Some("team-tail")),
+                problem("manifest_chain", Some("org-a/team-tail")),
                 problem("manifest_lines", None),
             ],
-            Some(("team-tail", (1, "truncated"))),
+            Some(("org-a/team-tail", (1, "truncated"))),
         ),
         (
             "dropped last checkpoint",
             &dropped_checkpoint,
             vec![
-                problem("manifest_chain", Some("team-ok")),
+                problem("manifest_chain", Some("org-a/team-ok")),
                 problem("manifest_lines", None),
             ],
             None,
@@ -623,20 +632,20 @@ async fn anchor_and_signed_manifest_catch_removal() {
             "cut at a checkpoint boundary",
             &cut_at_checkpoint,
             vec![
-                problem("manifest_chain", Some("team-ok")),
+                problem("manifest_chain", Some("org-a/team-ok")),
                 problem("manifest_lines", None),
             ],
-            Some(("team-ok", (41, "truncated"))),
+            Some(("org-a/team-ok", (41, "truncated"))),
         ),
         (
             "cut file",
             &cut_file,
             // No manifest, so none of the chains is the signed one either.
             vec![
-                problem("manifest_chain", Some("team-drop")),
-                problem("manifest_chain", Some("team-ok")),
-                problem("manifest_chain", Some("team-rewrite")),
-                problem("manifest_chain", Some("team-tail")),
+                problem("manifest_chain", Some("org-a/team-drop")),
+                problem("manifest_chain", Some("org-a/team-ok")),
+                problem("manifest_chain", Some("org-a/team-rewrite")),
+                problem("manifest_chain", Some("org-a/team-tail")),
                 problem("no_manifest", None),
             ],
             None,
@@ -667,20 +676,20 @@ async fn anchor_and_signed_manifest_catch_removal() {
     // and rewrite its tail consistently (hashes recomputed); drop team-drop.
     mutate(
         &env,
-        "ALTER TABLE {db}.audit_checkpoints DELETE WHERE chain_id IN ('team-tail', 'team-rewrite') AND to_seq = 50",
-        "SELECT 2 - count() FROM {db}.audit_checkpoints WHERE to_seq = 50 AND chain_id IN ('team-tail', 'team-rewrite')",
+        "ALTER TABLE {db}.audit_checkpoints DELETE WHERE chain_id IN ('org-a/team-tail', 'org-a/team-rewrite') AND to_seq = 50",
+        "SELECT 2 - count() FROM {db}.audit_checkpoints WHERE to_seq = 50 AND chain_id IN ('org-a/team-tail', 'org-a/team-rewrite')",
         2,
     )
     .await;
     mutate(
         &env,
-        "ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = 'team-tail' AND seq > 40",
-        "SELECT 50 - count() FROM {db}.audit_chain WHERE chain_id = 'team-tail'",
+        "ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = 'org-a/team-tail' AND seq > 40",
+        "SELECT 50 - count() FROM {db}.audit_chain WHERE chain_id = 'org-a/team-tail'",
         10,
     )
     .await;
     let tail = env
-        .ch("SELECT chain_id, seq, occurred_at, occurred_at_ms, event_id, kind, org_id, team_id, user_id, api_key_id, provider, model, outcome, decision, decision_reason, event_json, prev_hash, entry_hash, kafka_partition, kafka_offset, v, salt, personal_commitment FROM {db}.audit_chain WHERE chain_id = 'team-rewrite' AND seq > 40 ORDER BY seq FORMAT JSONEachRow")
+        .ch("SELECT chain_id, seq, occurred_at, occurred_at_ms, event_id, kind, org_id, team_id, user_id, api_key_id, provider, model, outcome, decision, decision_reason, event_json, prev_hash, entry_hash, kafka_partition, kafka_offset, v, salt, personal_commitment FROM {db}.audit_chain WHERE chain_id = 'org-a/team-rewrite' AND seq > 40 ORDER BY seq FORMAT JSONEachRow")
         .await;
     let mut rows: Vec<Value> = tail
         .lines()
@@ -715,8 +724,8 @@ async fn anchor_and_signed_manifest_catch_removal() {
     }
     mutate(
         &env,
-        "ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = 'team-rewrite' AND seq > 40",
-        "SELECT 50 - count() FROM {db}.audit_chain WHERE chain_id = 'team-rewrite'",
+        "ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = 'org-a/team-rewrite' AND seq > 40",
+        "SELECT 50 - count() FROM {db}.audit_chain WHERE chain_id = 'org-a/team-rewrite'",
         10,
     )
     .await;
@@ -725,15 +734,15 @@ async fn anchor_and_signed_manifest_catch_removal() {
         .await;
     mutate(
         &env,
-        "ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = 'team-drop'",
-        "SELECT 50 - count() FROM {db}.audit_chain WHERE chain_id = 'team-drop'",
+        "ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = 'org-a/team-drop'",
+        "SELECT 50 - count() FROM {db}.audit_chain WHERE chain_id = 'org-a/team-drop'",
         50,
     )
     .await;
     mutate(
         &env,
-        "ALTER TABLE {db}.audit_checkpoints DELETE WHERE chain_id = 'team-drop'",
-        "SELECT 3 - count() FROM {db}.audit_checkpoints WHERE chain_id = 'team-drop'",
+        "ALTER TABLE {db}.audit_checkpoints DELETE WHERE chain_id = 'org-a/team-drop'",
+        "SELECT 3 - count() FROM {db}.audit_checkpoints WHERE chain_id = 'org-a/team-drop'",
         3,
     )
     .await;
@@ -747,19 +756,19 @@ async fn anchor_and_signed_manifest_catch_removal() {
     for extra in [vec![], vec!["--anchor", anchor_file.to_str().unwrap()]] {
         let (ok, report) = verify_audit_with(&env, "org-a", &extra);
         assert!(!ok, "{extra:?}: not detected: {report:#}");
-        assert_eq!(chain_break(&report, "team-ok"), None, "{report:#}");
+        assert_eq!(chain_break(&report, "org-a/team-ok"), None, "{report:#}");
         assert_eq!(
-            chain_break(&report, "team-tail"),
+            chain_break(&report, "org-a/team-tail"),
             Some((41, "truncated".into())),
             "{report:#}"
         );
         assert_eq!(
-            chain_break(&report, "team-rewrite"),
+            chain_break(&report, "org-a/team-rewrite"),
             Some((50, "checkpoint_mismatch".into())),
             "{report:#}"
         );
         assert_eq!(
-            chain_break(&report, "team-drop"),
+            chain_break(&report, "org-a/team-drop"),
             Some((1, "truncated".into())),
             "{report:#}"
         );
@@ -793,19 +802,19 @@ async fn anchor_and_signed_manifest_catch_removal() {
     let (ok, report) = verify_export(&after, &anchor_arg);
     assert!(!ok, "{report:#}");
     assert_eq!(problems(&report), vec![], "{report:#}");
-    assert_eq!(chain_break(&report, "team-ok"), None, "{report:#}");
+    assert_eq!(chain_break(&report, "org-a/team-ok"), None, "{report:#}");
     assert_eq!(
-        chain_break(&report, "team-tail"),
+        chain_break(&report, "org-a/team-tail"),
         Some((41, "truncated".into())),
         "{report:#}"
     );
     assert_eq!(
-        chain_break(&report, "team-rewrite"),
+        chain_break(&report, "org-a/team-rewrite"),
         Some((50, "checkpoint_mismatch".into())),
         "{report:#}"
     );
     assert_eq!(
-        chain_break(&report, "team-drop"),
+        chain_break(&report, "org-a/team-drop"),
         Some((1, "truncated".into())),
         "{report:#}"
     );
@@ -1001,6 +1010,29 @@ async fn api_roles_and_tenant_isolation() {
         assert!(!body.contains("team-b1"), "{body}");
     }
 
+    // One entry by its chain id, whose `/` is percent-encoded in the path;
+    // another org's entry is not there for this key.
+    let r = get(
+        "/api/v1/audit/entries/org-a%2Fteam-a1/3",
+        Some(&compliance_a),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let entry: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&entry["chain_id"], &entry["seq"], &entry["team_id"]),
+        (&json!("org-a/team-a1"), &json!(3), &json!("team-a1"))
+    );
+    assert!(entry["proof"].is_object(), "{entry:#}");
+    let r = get(
+        "/api/v1/audit/entries/org-b%2Fteam-b1/3",
+        Some(&compliance_a),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+
     let export = get("/api/v1/audit/export?org=org-a", Some(&compliance_a))
         .await
         .unwrap();
@@ -1014,7 +1046,7 @@ async fn api_roles_and_tenant_isolation() {
         1,
         "{offline:#}"
     );
-    assert_eq!(offline["chains"][0]["chain_id"], "team-a1");
+    assert_eq!(offline["chains"][0]["chain_id"], "org-a/team-a1");
     assert_eq!(offline["chains"][0]["entries"], 15);
 
     let r = get("/api/v1/audit/verify?org=org-b", Some(&admin))
@@ -1025,11 +1057,13 @@ async fn api_roles_and_tenant_isolation() {
     assert_eq!(report["entries"], 12);
 }
 
-/// A whole-chain export hands over only chains that hold nothing but the
-/// org's entries: the control plane's chain `_tollgate` also holds orgs'
-/// alerting changes (org set, team `_tollgate`), so org-a's export must not
-/// carry it (with org-b's entry in it), and names it in its header with the
-/// number of org-a's entries there instead.
+/// Chains are per org: org-a's events of team `_tollgate` (its alerting
+/// changes) and org-b's of that team are two chains, so org-a's whole-chain
+/// export holds both of org-a's chains entire and nothing of org-b's. A
+/// chain from before chains were per org that holds two orgs' entries
+/// (written here as the old fold named it: `_tollgate`) is left out of
+/// org-a's whole export and named in its header with the number of org-a's
+/// entries there instead.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_export_leaves_out_chains_shared_with_other_orgs() {
     let mut env = TestEnv::with_extra_config("audit_shared", &audit_config(10, "")).await;
@@ -1050,6 +1084,27 @@ async fn an_export_leaves_out_chains_shared_with_other_orgs() {
     messages.extend(as_org(traffic(&["_tollgate"], 1, start), "org-b"));
     messages.extend(as_org(traffic(&["_tollgate"], 1, start), "_tollgate"));
     chain_then_serve(&mut env, &messages, 9).await;
+    // One chain per org and team, each holding only its org's entries.
+    let chains = env
+        .ch("SELECT chain_id, org_id, count() FROM {db}.audit_chain GROUP BY chain_id, org_id ORDER BY chain_id, org_id FORMAT TSV")
+        .await;
+    assert_eq!(
+        chains.lines().collect::<Vec<_>>(),
+        [
+            "_tollgate/_tollgate\t_tollgate\t1",
+            "org-a/_tollgate\torg-a\t2",
+            "org-a/team-a1\torg-a\t5",
+            "org-b/_tollgate\torg-b\t1",
+        ]
+    );
+    write_chain_of(
+        &audit_client(&env),
+        "_tollgate",
+        &["org-a", "org-a", "org-b"],
+        3,
+        |_| {},
+    )
+    .await;
     let http = reqwest::Client::new();
     let export = |org: &str, key: String| {
         http.get(format!(
@@ -1076,11 +1131,19 @@ async fn an_export_leaves_out_chains_shared_with_other_orgs() {
         json!([{"chain_id": "_tollgate", "entries": 2}])
     );
     let entries: Vec<&Value> = lines.iter().filter(|l| l["type"] == "entry").collect();
-    assert_eq!(entries.len(), 5);
-    assert!(entries.iter().all(|e| e["chain_id"] == "team-a1"));
+    assert_eq!(entries.len(), 7);
+    let exported: std::collections::BTreeMap<&str, usize> =
+        entries.iter().fold(Default::default(), |mut m, e| {
+            *m.entry(e["chain_id"].as_str().unwrap()).or_default() += 1;
+            m
+        });
+    assert_eq!(
+        exported,
+        [("org-a/_tollgate", 2), ("org-a/team-a1", 5)].into()
+    );
     let (ok, offline) = verify_export_text(&env, "shared.ndjson", &body, &[]);
     assert!(ok, "{offline:#}");
-    // The control plane's trail (callers of every org) is whole.
+    // The control plane's trail (callers of every org) is its own chain.
     let admin = env.create_key_with_role("admin", None);
     let body = export("_tollgate", admin)
         .await
@@ -1093,16 +1156,30 @@ async fn an_export_leaves_out_chains_shared_with_other_orgs() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines[0]["shared_chains_omitted"], json!([]));
-    assert_eq!(lines.iter().filter(|l| l["type"] == "entry").count(), 4);
+    let entries: Vec<&Value> = lines.iter().filter(|l| l["type"] == "entry").collect();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["chain_id"], "_tollgate/_tollgate");
 }
 
-/// Entries `1..=n` of `chain` (org `org-a`), chained and checkpointed
-/// every 1000 entries as the audit fold does it, with `tamper` applied to
-/// the rows before they are written straight into ClickHouse (the
-/// checkpoints are signed over the untampered entries).
+/// Entries `1..=n` of `chain` (org `org-a`, team the chain id), chained
+/// and checkpointed every 1000 entries as the audit fold does it, with
+/// `tamper` applied to the rows before they are written straight into
+/// ClickHouse (the checkpoints are signed over the untampered entries).
 async fn write_chain(
     client: &clickhouse::Client,
     chain_id: &str,
+    n: u64,
+    tamper: impl FnOnce(&mut Vec<EntryRow>),
+) {
+    write_chain_of(client, chain_id, &["org-a"], n, tamper).await;
+}
+
+/// [`write_chain`] with entry `seq` of org `orgs[(seq - 1) % orgs.len()]`
+/// (a chain of two orgs is one from before chains were per org).
+async fn write_chain_of(
+    client: &clickhouse::Client,
+    chain_id: &str,
+    orgs: &[&str],
     n: u64,
     tamper: impl FnOnce(&mut Vec<EntryRow>),
 ) {
@@ -1124,7 +1201,7 @@ async fn write_chain(
             occurred_at_ms: 1_773_000_000_000 + seq,
             event_id: format!("e-{seq}"),
             kind: tollgate_contract::KIND_CALL_COMPLETED.into(),
-            org_id: "org-a".into(),
+            org_id: orgs[usize::try_from(seq - 1).unwrap() % orgs.len()].into(),
             team_id: chain_id.into(),
             user_id: "u".into(),
             api_key_id: "k".into(),
@@ -1152,7 +1229,7 @@ async fn write_chain(
         if segment.len() == 1000 || seq == n {
             let chain = ChainRef {
                 chain_id,
-                org_id: "org-a",
+                org_id: orgs[usize::try_from(seq - 1).unwrap() % orgs.len()],
                 team_id: chain_id,
             };
             cps.push(
@@ -1189,7 +1266,7 @@ async fn write_chain(
     insert.end().await.unwrap();
 }
 
-fn audit_client(env: &TestEnv) -> clickhouse::Client {
+pub(crate) fn audit_client(env: &TestEnv) -> clickhouse::Client {
     clickhouse::Client::default()
         .with_url(support::clickhouse_url())
         .with_database(&env.ch_database)

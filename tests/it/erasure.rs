@@ -297,29 +297,218 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
         .await;
     mutate(
         &env,
-        &format!("ALTER TABLE {{db}}.audit_chain UPDATE user_id = '', event_json = '', salt = '' WHERE chain_id = 'team-a' AND seq = {bob_seq}"),
-        &format!("SELECT count() FROM {{db}}.audit_chain WHERE chain_id = 'team-a' AND seq = {bob_seq} AND salt = ''"),
+        &format!("ALTER TABLE {{db}}.audit_chain UPDATE user_id = '', event_json = '', salt = '' WHERE chain_id = 'org-1/team-a' AND seq = {bob_seq}"),
+        &format!("SELECT count() FROM {{db}}.audit_chain WHERE chain_id = 'org-1/team-a' AND seq = {bob_seq} AND salt = ''"),
     )
     .await;
-    let alice_seq = chains.iter().find(|c| c["chain_id"] == "team-b").unwrap()["erased_seqs"][1]
+    let alice_seq = chains
+        .iter()
+        .find(|c| c["chain_id"] == "org-1/team-b")
+        .unwrap()["erased_seqs"][1]
         .as_u64()
         .unwrap();
     mutate(
         &env,
-        &format!("ALTER TABLE {{db}}.audit_chain UPDATE user_id = 'alice' WHERE chain_id = 'team-b' AND seq = {alice_seq}"),
-        &format!("SELECT count() FROM {{db}}.audit_chain WHERE chain_id = 'team-b' AND seq = {alice_seq} AND user_id = 'alice'"),
+        &format!("ALTER TABLE {{db}}.audit_chain UPDATE user_id = 'alice' WHERE chain_id = 'org-1/team-b' AND seq = {alice_seq}"),
+        &format!("SELECT count() FROM {{db}}.audit_chain WHERE chain_id = 'org-1/team-b' AND seq = {alice_seq} AND user_id = 'alice'"),
     )
     .await;
     let (ok, report) = verify_audit_with(&env, "org-1", &[]);
     assert!(!ok, "{report}");
     assert_eq!(
-        chain_break(&report, "team-a"),
+        chain_break(&report, "org-1/team-a"),
         Some((bob_seq, "unrecorded_erasure".into())),
         "{report}"
     );
     assert_eq!(
-        chain_break(&report, "team-b"),
+        chain_break(&report, "org-1/team-b"),
         Some((alice_seq, "edited".into())),
+        "{report}"
+    );
+}
+
+/// A chain written before chains were per org is named by its team alone
+/// (`team-old`). Erasing a person there records the erasure in that very
+/// chain (the audit fold follows the record's `chain_id` to the team's old
+/// chain, written from the same partition), not in the org's new chain of
+/// the team, and the chain verifies with her entries erased.
+#[tokio::test]
+async fn an_erasure_in_a_chain_from_before_chains_were_per_org_is_recorded_there() {
+    use tollgate_contract::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
+    use tollgate_contract::audit::entry::{chain_entry, EntryFields, EntryRow, Position, GENESIS};
+    use tollgate_contract::audit::merkle::Compact;
+
+    let mut env = TestEnv::with_extra_config("erasure_legacy", &config()).await;
+    let events: Vec<tollgate_contract::Event> = (0..5)
+        .map(|i| {
+            event(
+                "team-old",
+                ["alice", "bob"][i as usize % 2],
+                i,
+                Outcome::Success,
+            )
+        })
+        .collect();
+    let messages: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|e| (e.team_id.clone(), serde_json::to_vec(e).unwrap()))
+        .collect();
+    crate::support::kafka::produce_all(&env.events_topic, &messages).await;
+    let pid = env.spawn("process", &["process"]);
+    let n = events.len() as u64;
+    let chained = env
+        .wait_for_count(
+            "SELECT count() FROM {db}.audit_chain WHERE chain_id = 'org-1/team-old'",
+            n,
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(chained, n);
+    crate::audit_chain::stop(pid).await;
+
+    // Rewrite the chain as the fold before this change named it: the same
+    // events at the same Kafka positions, chained and checkpointed (every
+    // 4, the rest at shutdown) under chain id `team-old`.
+    let client = crate::audit_chain::audit_client(&env);
+    let stored: Vec<EntryRow> = client
+        .query("SELECT ?fields FROM audit_chain WHERE chain_id = 'org-1/team-old' ORDER BY seq")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 5);
+    let signer = CheckpointSigner::from_hex_seed(SEED).unwrap();
+    let chain = ChainRef {
+        chain_id: "team-old",
+        org_id: "org-1",
+        team_id: "team-old",
+    };
+    let (mut prev, mut prefix) = (GENESIS, Compact::new());
+    let (mut rows, mut segment, mut checkpoints) =
+        (Vec::new(), Vec::new(), Vec::<CheckpointRow>::new());
+    for old in &stored {
+        let fields = EntryFields {
+            occurred_at_ms: old.occurred_at_ms,
+            event_id: old.event_id.clone(),
+            kind: old.kind.clone(),
+            org_id: old.org_id.clone(),
+            team_id: old.team_id.clone(),
+            user_id: old.user_id.clone(),
+            api_key_id: old.api_key_id.clone(),
+            provider: old.provider.clone(),
+            model: old.model.clone(),
+            outcome: old.outcome.clone(),
+            decision: old.decision.clone(),
+            decision_reason: old.decision_reason.clone(),
+            event_json: old.event_json.clone(),
+        };
+        let position = Position {
+            chain_id: "team-old",
+            seq: old.seq,
+            partition: old.kafka_partition,
+            offset: old.kafka_offset,
+        };
+        let (row, hash) = chain_entry(fields, position, &prev, &rand::random());
+        rows.push(row);
+        prev = hash;
+        segment.push(hash);
+        if segment.len() == 4 || old.seq == 5 {
+            let from = old.seq + 1 - segment.len() as u64;
+            checkpoints.push(
+                signer
+                    .checkpoint(chain, from, &segment, &mut prefix, 1)
+                    .unwrap(),
+            );
+            segment.clear();
+        }
+    }
+    for (sql, done) in [
+        (
+            "ALTER TABLE {db}.audit_chain DELETE WHERE chain_id = 'org-1/team-old'",
+            "SELECT count() = 0 FROM {db}.audit_chain WHERE chain_id = 'org-1/team-old'",
+        ),
+        (
+            "ALTER TABLE {db}.audit_search DELETE WHERE chain_id = 'org-1/team-old'",
+            "SELECT count() = 0 FROM {db}.audit_search WHERE chain_id = 'org-1/team-old'",
+        ),
+        (
+            "ALTER TABLE {db}.audit_checkpoints DELETE WHERE chain_id = 'org-1/team-old'",
+            "SELECT count() = 0 FROM {db}.audit_checkpoints WHERE chain_id = 'org-1/team-old'",
+        ),
+    ] {
+        mutate(&env, sql, done).await;
+    }
+    let mut insert = client.insert::<EntryRow>("audit_chain").await.unwrap();
+    for row in &rows {
+        insert.write(row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    let mut insert = client
+        .insert::<CheckpointRow>("audit_checkpoints")
+        .await
+        .unwrap();
+    for cp in &checkpoints {
+        insert.write(cp).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    env.wait_for_count(
+        "SELECT count() FROM {db}.audit_search WHERE chain_id = 'team-old'",
+        n,
+        PATIENCE,
+    )
+    .await;
+    // The anchor topic still holds the rewritten chain's checkpoints under
+    // its new name (a rewrite is what the anchor catches), so verification
+    // here reads ClickHouse only.
+    let (ok, report) = verify_audit_with(&env, "org-1", &["--no-anchor"]);
+    assert!(ok, "{report}");
+
+    env.spawn("process", &["process"]);
+    let out = env
+        .tollgate(&[
+            "erase", "--org", "org-1", "--user", "alice", "--reason", REASON, "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "erase: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        receipt["kept_v1_entries"],
+        Value::Array(Vec::new()),
+        "{receipt}"
+    );
+    let chains = receipt["chains"].as_array().unwrap();
+    assert_eq!(chains.len(), 1, "{receipt}");
+    assert_eq!(chains[0]["chain_id"], "team-old");
+    assert_eq!(chains[0]["erased_seqs"], serde_json::json!([1, 3, 5]));
+    assert_eq!(chains[0]["record_seq"], 6);
+    // The record is the old chain's sixth entry; the org's new chain of the
+    // team was never started.
+    assert_eq!(
+        env.ch("SELECT chain_id, seq, kind, org_id FROM {db}.audit_chain WHERE kind = 'admin.personal_data.erased' FORMAT TSV")
+            .await
+            .trim(),
+        "team-old\t6\tadmin.personal_data.erased\torg-1"
+    );
+    assert_eq!(
+        env.ch_u64("SELECT count() FROM {db}.audit_chain WHERE chain_id = 'org-1/team-old'")
+            .await,
+        0
+    );
+    assert_eq!(
+        env.ch_u64("SELECT count() FROM {db}.audit_chain WHERE user_id = 'alice' OR positionCaseInsensitive(event_json, 'alice') > 0")
+            .await,
+        0
+    );
+    let (ok, report) = verify_audit_with(&env, "org-1", &["--no-anchor"]);
+    assert!(ok, "{report}");
+    let c = &report["chains"][0];
+    assert_eq!(
+        (&c["chain_id"], &c["entries"]),
+        (&serde_json::json!("team-old"), &serde_json::json!(6)),
         "{report}"
     );
 }

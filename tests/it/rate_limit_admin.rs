@@ -367,7 +367,7 @@ async fn rate_limits_through_the_api_and_the_cli_are_audited_once_each() {
             .iter()
             .find(|e| e["event_id"] == *id)
             .unwrap_or_else(|| panic!("no entry for {id} in {entries:#?}"));
-        assert_eq!(entry["chain_id"], "_tollgate");
+        assert_eq!(entry["chain_id"], "_tollgate/_tollgate");
         serde_json::from_str(entry["event_json"].as_str().unwrap()).unwrap()
     };
     let replace_entry = chained_event(&sets, &replaced["event_id"]);

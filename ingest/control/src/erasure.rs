@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use tollgate_contract::audit::chain_id::reaches;
 use tollgate_contract::audit::erasure::{erasure_event, ErasureRecord};
 use uuid::Uuid;
 
@@ -300,13 +301,15 @@ impl Eraser {
             .fetch_all()
             .await
             .map_err(self.failed("cannot read the person's audit entries"))?;
-        // Entries of a chain keyed by its team can be recorded in it; the
-        // chains of messages without a key (`~partition-N`) cannot be
-        // reached by an event, so their entries are kept like version 1's.
+        // Entries of a chain an event of the org and team reaches (the
+        // org's chain of the team, or the team's chain from before chains
+        // were per org) can be recorded in it; the chains of messages
+        // without a key (`…~partition-N`) cannot be reached by an event, so
+        // their entries are kept like version 1's.
         let mut chains: BTreeMap<String, (String, Vec<AuditRow>)> = BTreeMap::new();
         let mut kept_v1_entries = Vec::new();
         for row in rows {
-            if row.v >= 2 && row.chain_id == row.team_id {
+            if row.v >= 2 && reaches(org, &row.team_id, &row.chain_id) {
                 chains
                     .entry(row.chain_id.clone())
                     .or_insert_with(|| (row.team_id.clone(), Vec::new()))

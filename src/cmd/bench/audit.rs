@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
+use tollgate_contract::audit::chain_id::team_chain_id;
 use tollgate_contract::audit::checkpoint::{parse_public_key, ChainRef, CheckpointSigner};
 use tollgate_contract::audit::entry::{chain_entry, entry_fields, EntryRow, Position, GENESIS};
 use tollgate_contract::audit::merkle::Compact;
@@ -62,7 +63,9 @@ const ORG: &str = "bench";
 
 /// One chain being written.
 struct Writing {
+    /// The chain id: [`ORG`]'s chain of `team`.
     id: String,
+    team: String,
     seq: u64,
     head: [u8; 32],
     segment: Vec<[u8; 32]>,
@@ -234,7 +237,8 @@ async fn write_chains(
 )> {
     let mut chains: Vec<Writing> = (0..args.chains)
         .map(|i| Writing {
-            id: chain_name(i),
+            id: team_chain_id(ORG, &chain_name(i)),
+            team: chain_name(i),
             seq: 0,
             head: GENESIS,
             segment: Vec::with_capacity(args.checkpoint_every),
@@ -257,7 +261,7 @@ async fn write_chains(
         let mut fields = entry_fields(&event)
             .map_err(|why| anyhow::anyhow!("a simulated event has no entry: {why:?}"))?;
         fields.org_id = ORG.to_string();
-        fields.team_id = chain.id.clone();
+        fields.team_id = chain.team.clone();
         chain.seq += 1;
         let offset = i64::try_from(chain.seq).unwrap_or(i64::MAX);
         let (row, hash) = chain_entry(
@@ -336,7 +340,7 @@ fn checkpoint(
             ChainRef {
                 chain_id: &chain.id,
                 org_id: ORG,
-                team_id: &chain.id,
+                team_id: &chain.team,
             },
             from,
             &chain.segment,

@@ -38,8 +38,10 @@ pub struct ErasureRecord {
     pub tables: BTreeMap<String, u64>,
 }
 
-/// The event recording `record` for `org_id`, keyed by `team_id` (a chain
-/// is the chain of its Kafka message key, the team), by `actor`.
+/// The event recording `record` for `org_id`, keyed by `team_id`, by
+/// `actor`: it joins the org's chain of the team, or the chain `record`
+/// names when that is the team's chain from before chains were per org
+/// (`super::chain_id::chain_for`).
 pub fn erasure_event(actor: &str, org_id: &str, team_id: &str, record: &ErasureRecord) -> Event {
     let payload = serde_json::to_value(record).unwrap_or_default();
     let mut event = admin_event(KIND_ERASURE, actor, payload);

@@ -1,10 +1,11 @@
 //! The audit fold's pure part: [`AuditChains`] appends every valid event to
-//! the hash chain of its Kafka message key and cuts signed checkpoints. No
+//! the hash chain of its org and Kafka message key (`tollgate_contract::
+//! audit::chain_id`) and cuts signed checkpoints. No
 //! I/O and no clock of its own: callers pass the instant (for the checkpoint
 //! interval) and the wall-clock time a checkpoint is stamped with.
 //!
-//! One chain per message key means one writer per chain: the consumer that
-//! owns the key's partition. When a partition is assigned, the chains
+//! One chain per org and message key means one writer per chain: the
+//! consumer that owns the key's partition. When a partition is assigned, the chains
 //! written from it are restored from what the sink read back
 //! ([`StoredChain`]: head, last checkpoint, entry hashes), so a restart or
 //! rebalance continues every chain exactly where the stored rows end.
@@ -20,6 +21,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use tollgate_contract::audit::chain_id::chain_for;
 use tollgate_contract::audit::checkpoint::{ChainRef, CheckpointRow, CheckpointSigner};
 use tollgate_contract::audit::entry::{
     chain_entry, entry_fields, parse_hash, EntryRow, Position, GENESIS,
@@ -85,16 +87,6 @@ pub struct AuditChains {
     policy: CheckpointPolicy,
 }
 
-/// The chain id of a message: its key (UTF-8), or `~partition-<p>` for a
-/// message without a key (the partitioner spreads those, so the partition is
-/// their only single writer).
-pub fn chain_id(key: Option<&[u8]>, partition: i32) -> String {
-    match key {
-        Some(k) if !k.is_empty() => String::from_utf8_lossy(k).into_owned(),
-        _ => format!("~partition-{partition}"),
-    }
-}
-
 impl AuditChains {
     pub fn new(signer: Option<CheckpointSigner>, policy: CheckpointPolicy) -> Self {
         Self {
@@ -118,7 +110,7 @@ impl AuditChains {
         at: Instant,
     ) -> Result<EntryRow, Rejection> {
         let fields = entry_fields(event)?;
-        let id = chain_id(message.key, message.partition);
+        let id = chain_for(event, message.key, message.partition);
         let state = self.chains.entry(id.clone()).or_insert(ChainState {
             partition: message.partition,
             seq: 0,
@@ -360,14 +352,24 @@ pub(super) mod tests {
             .row(&event(9), at(1, 13, Some("team-b")), now)
             .unwrap();
         let unkeyed = chains.row(&event(8), at(2, 5, None), now).unwrap();
-        assert!(a.iter().all(|e| e.chain_id == "team-a"));
+        // Another org's team of the same id (same key, same partition) has a
+        // chain of its own.
+        let mut globex = event(7);
+        globex.org_id = "globex".into();
+        let other_org = chains.row(&globex, at(1, 14, Some("team-a")), now).unwrap();
+        assert_eq!(
+            (other_org.chain_id.as_str(), other_org.seq),
+            ("globex/team-a", 1)
+        );
+        assert_eq!(other_org.prev_hash, hex::encode(GENESIS));
+        assert!(a.iter().all(|e| e.chain_id == "o/team-a"));
         assert_linked(&a);
         assert_eq!((a[2].kafka_partition, a[2].kafka_offset), (1, 12));
-        assert_eq!((b.chain_id.as_str(), b.seq), ("team-b", 1));
+        assert_eq!((b.chain_id.as_str(), b.seq), ("o/team-b", 1));
         assert_eq!(b.prev_hash, hex::encode(GENESIS));
         assert_eq!(
             (unkeyed.chain_id.as_str(), unkeyed.seq),
-            ("~partition-2", 1)
+            ("o/~partition-2", 1)
         );
         assert_eq!((unkeyed.kafka_partition, unkeyed.kafka_offset), (2, 5));
     }
@@ -459,7 +461,7 @@ pub(super) mod tests {
         assert_eq!(cut.len(), 1);
         let head = &entries[2];
         let stored = StoredChain {
-            chain_id: "k".into(),
+            chain_id: "o/k".into(),
             seq: head.seq,
             entry_hash: head.entry_hash.clone(),
             kafka_partition: 4,
