@@ -405,6 +405,27 @@ async fn costs_are_exact_end_to_end() {
     let total_line = lines.last().unwrap();
     assert!(total_line.starts_with("total,"), "{csv}");
     assert_eq!(d(total_line.rsplit(',').next().unwrap()), want_total);
+    // Every count of every group is the JSON's, column by column, the
+    // images and audio of `tg-reason` (2 images, 2.5 s) among them.
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let groups = report["groups"].as_array().unwrap();
+    assert_eq!(lines.len(), groups.len() + 2, "{csv}");
+    for line in &lines[1..lines.len() - 1] {
+        let cells: Vec<&str> = line.split(',').collect();
+        let group = groups
+            .iter()
+            .find(|g| g["key"]["model"] == cells[0])
+            .unwrap_or_else(|| panic!("no group {line}: {report}"));
+        for (name, cell) in header.iter().zip(&cells).skip(1) {
+            if *name != "cost_usd" {
+                assert_eq!(group[*name].to_string(), *cell, "{name} of {line}");
+            }
+        }
+        if cells[0] == "tg-reason" {
+            let at = |name: &str| cells[header.iter().position(|h| *h == name).unwrap()];
+            assert_eq!((at("images"), at("audio_ms")), ("2", "2500"), "{csv}");
+        }
+    }
 
     // The page shows the same strings as the CSV.
     let page = reqwest::get(format!(

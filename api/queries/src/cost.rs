@@ -324,7 +324,7 @@ fn untagged_reason(d: CostDimension, key: &str) -> String {
 }
 
 /// The columns of [`CostTotals::count_cells`] in the reports' tables.
-pub const COUNT_COLUMNS: [&str; 7] = [
+pub const COUNT_COLUMNS: [&str; 9] = [
     "calls",
     "unpriced_calls",
     "input_tokens",
@@ -332,6 +332,8 @@ pub const COUNT_COLUMNS: [&str; 7] = [
     "cache_write_tokens",
     "output_tokens",
     "reasoning_tokens",
+    "images",
+    "audio_ms",
 ];
 
 /// Sums of one group. Tokens are totals of the group's calls, summed as
@@ -364,7 +366,7 @@ impl CostTotals {
     }
 
     /// The counts every table shows, under [`COUNT_COLUMNS`].
-    pub fn count_cells(&self) -> [String; 7] {
+    pub fn count_cells(&self) -> [String; 9] {
         [
             self.calls.to_string(),
             self.unpriced_calls.to_string(),
@@ -373,6 +375,8 @@ impl CostTotals {
             self.cache_write_tokens.to_string(),
             self.output_tokens.to_string(),
             self.reasoning_tokens.to_string(),
+            self.images.to_string(),
+            self.audio_ms.to_string(),
         ]
     }
 

@@ -229,7 +229,11 @@ pub fn cost_report() -> CostReport {
         vec![
             group(
                 &[("team", "team-search"), ("model", "gpt-4o")],
-                totals(1200, 0, 2_400_000, 600_000, 360_000),
+                CostTotals {
+                    images: 12,
+                    audio_ms: 90_500,
+                    ..totals(1200, 0, 2_400_000, 600_000, 360_000)
+                },
                 Some(usd(8_850_000_000_000, 12)),
             ),
             group(
@@ -276,15 +280,21 @@ fn price(
 /// The price versions the samples' calls were priced at.
 pub fn catalog() -> PriceCatalog {
     PriceCatalog::new([
-        price(7, "openai", "gpt-4o", usd(25, 7), usd(125, 8), usd(1, 5)),
-        price(
-            9,
-            "openai",
-            "gpt-4o-mini",
-            usd(15, 8),
-            usd(75, 9),
-            usd(6, 7),
-        ),
+        PriceVersion {
+            per_image: usd(1, 2),
+            ..price(7, "openai", "gpt-4o", usd(25, 7), usd(125, 8), usd(1, 5))
+        },
+        PriceVersion {
+            per_audio_second: usd(1, 4),
+            ..price(
+                9,
+                "openai",
+                "gpt-4o-mini",
+                usd(15, 8),
+                usd(75, 9),
+                usd(6, 7),
+            )
+        },
         price(
             12,
             "anthropic",
@@ -387,12 +397,18 @@ pub fn statement() -> Statement {
     let groups = [
         (
             line("openai", "gpt-4o", "7"),
-            totals(1200, 0, 2_400_000, 600_000, 360_000),
+            CostTotals {
+                images: 12,
+                ..totals(1200, 0, 2_400_000, 600_000, 360_000)
+            },
             Some(usd(8_600_000_000_000, 12)),
         ),
         (
             line("openai", "gpt-4o-mini", "9"),
-            totals(300, 0, 450_000, 0, 90_000),
+            CostTotals {
+                audio_ms: 90_500,
+                ..totals(300, 0, 450_000, 0, 90_000)
+            },
             Some(usd(121_500_000_000, 12)),
         ),
         (

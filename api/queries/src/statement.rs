@@ -306,6 +306,8 @@ pub fn table(s: &Statement) -> Table {
             "cache_write_per_token",
             "output_per_token",
             "reasoning_per_token",
+            "per_image",
+            "per_audio_second",
             "per_request",
         ]
         .into_iter()
@@ -324,6 +326,8 @@ pub fn table(s: &Statement) -> Table {
             price(|p| p.cache_write_per_token),
             price(|p| Some(p.output_per_token)),
             price(|p| p.reasoning_per_token),
+            price(|p| Some(p.per_image)),
+            price(|p| Some(p.per_audio_second)),
             usd_or_empty(p.map(|p| p.per_request)),
         ];
         row.extend(l.totals.count_cells());
@@ -335,7 +339,7 @@ pub fn table(s: &Statement) -> Table {
         table.push(row);
     }
     let mut total = vec!["total".to_string()];
-    total.extend(std::iter::repeat_n(String::new(), 8));
+    total.extend(std::iter::repeat_n(String::new(), 10));
     total.extend(s.total.count_cells());
     total.extend([usd(s.cache_savings), usd(s.repricing), s.total.cost_label()]);
     table.push(total);
