@@ -245,11 +245,25 @@ pub fn check_event(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
         }
         _ => {}
     }
-    if is_admin && event.admin.is_none() {
-        return Err(Rejection::new(
-            "admin",
-            format!("missing required field for kind {}", event.kind),
-        ));
+    match (&event.admin, is_admin) {
+        (None, true) => {
+            return Err(Rejection::new(
+                "admin",
+                format!("missing required field for kind {}", event.kind),
+            ))
+        }
+        // A call event carrying an admin object would be chained and read
+        // as an administrative change it is not.
+        (Some(_), false) => {
+            return Err(Rejection::new(
+                "admin",
+                format!(
+                    "not allowed for kind {} (only admin.* events carry one)",
+                    event.kind
+                ),
+            ))
+        }
+        _ => {}
     }
     if let Some(call) = &event.call {
         text("call.call_id", &call.call_id, 1, 128)?;

@@ -288,6 +288,14 @@ fn missing_required_fields_are_named() {
         with(|v| v["call"]["error"] = json!({"message": "x"})),
         "call.error.type",
     );
+    let r = rejected_at(
+        with(|v| v["admin"] = json!({"actor": "cli", "change": "budget"})),
+        "admin",
+    );
+    assert!(
+        r.reason.contains("not allowed for kind ai.call.completed"),
+        "{r:?}"
+    );
 }
 
 #[test]
