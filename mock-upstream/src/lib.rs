@@ -1,13 +1,15 @@
 //! A stand-in for upstream LLM providers, speaking the OpenAI
-//! (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`) and Anthropic
-//! (`/v1/messages`) wire formats, streaming (SSE) and not. It is the only test
+//! (`/v1/chat/completions`, `/v1/responses`, `/v1/embeddings`, `/v1/models`)
+//! and Anthropic (`/v1/messages`) wire formats, streaming (SSE) and not. It is the only test
 //! double the proxy's tests use: everything else is real.
 //!
 //! What it answers is deterministic so tests can know exact figures:
 //! - input tokens = the number of whitespace-separated words in the prompt
-//!   (every message's text, plus `system` for Anthropic; at least 1);
+//!   (every message's text, plus `system` for Anthropic; the Responses API's
+//!   `input` text or items and its `instructions`; at least 1);
 //! - output tokens = header `x-mock-output-tokens`, else `max_tokens` /
-//!   `max_completion_tokens`, else the configured default (16); at most 4096;
+//!   `max_completion_tokens` / `max_output_tokens`, else the configured
+//!   default (16); at most 4096;
 //! - cached input tokens = header `x-mock-cached-tokens`, else input / 4;
 //! - cache-write tokens (Anthropic) = header `x-mock-cache-write-tokens`, else 0;
 //! - reasoning tokens = header `x-mock-reasoning-tokens`, else output / 2 for
@@ -144,6 +146,7 @@ pub fn router(config: MockConfig) -> Router {
     });
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/responses", post(responses))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/v1/messages", post(messages))
@@ -265,6 +268,7 @@ fn plan(state: &MockState, headers: &HeaderMap, body: &Value, dialect: Dialect) 
     let from_request = body
         .get("max_completion_tokens")
         .or_else(|| body.get("max_tokens"))
+        .or_else(|| body.get("max_output_tokens"))
         .and_then(Value::as_u64);
     let output_tokens = header_u64(headers, "x-mock-output-tokens")
         .or(from_request)
@@ -362,13 +366,14 @@ async fn prepare(
 
 type Chunk = Result<Bytes, std::io::Error>;
 
-/// A streamed body fed by a task; `events` yields what to send and when.
+/// A streamed body fed by a task; `events` yields what to send and when;
+/// `stream_error` is the provider's error event of a `stream_error` failure.
 fn sse_response(
     plan: Plan,
     events: Vec<Bytes>,
     first_token_index: usize,
     fail: Option<FailMode>,
-    dialect: Dialect,
+    stream_error: Bytes,
 ) -> Response {
     let (mut tx, rx) = mpsc::channel::<Chunk>(4);
     tokio::spawn(async move {
@@ -384,7 +389,7 @@ fn sse_response(
                 return;
             }
             if fail == Some(FailMode::StreamError) && i == cut {
-                let _ = tx.send(Ok(errors::stream_error_event(dialect))).await;
+                let _ = tx.send(Ok(stream_error)).await;
                 return;
             }
             if fail == Some(FailMode::Malformed)
@@ -463,9 +468,40 @@ async fn chat_completions(
         let events = wire::openai_chunks(&id, &plan, include_usage);
         let fail = plan.fail;
         tokio::time::sleep(plan.headers_delay).await;
-        sse_response(plan, events, 0, fail, Dialect::OpenAi)
+        sse_response(
+            plan,
+            events,
+            0,
+            fail,
+            errors::stream_error_event(Dialect::OpenAi),
+        )
     } else {
         let body = wire::openai_completion(&id, &plan);
+        json_response(&plan, body).await
+    }
+}
+
+async fn responses(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (request, plan) = match prepare(&state, &headers, &body, Dialect::OpenAi).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let id = format!(
+        "resp_mock{:020}",
+        state.next_id.fetch_add(1, Ordering::Relaxed)
+    );
+    if request.get("stream").and_then(Value::as_bool) == Some(true) {
+        let (events, first) = wire::responses_events(&id, &plan, &request);
+        let fail = plan.fail;
+        tokio::time::sleep(plan.headers_delay).await;
+        let error = wire::responses_error_event(events.len() / 2);
+        sse_response(plan, events, first, fail, error)
+    } else {
+        let body = wire::responses_object(&id, &plan, &request, true);
         json_response(&plan, body).await
     }
 }
@@ -522,7 +558,13 @@ async fn messages(
         let (events, first) = wire::anthropic_events(&id, &plan);
         let fail = plan.fail;
         tokio::time::sleep(plan.headers_delay).await;
-        sse_response(plan, events, first, fail, Dialect::Anthropic)
+        sse_response(
+            plan,
+            events,
+            first,
+            fail,
+            errors::stream_error_event(Dialect::Anthropic),
+        )
     } else {
         let body = wire::anthropic_message(&id, &plan);
         json_response(&plan, body).await

@@ -1,5 +1,6 @@
 //! The provider wire formats the mock writes: OpenAI chat completions (JSON
-//! and SSE chunks), embeddings, and Anthropic messages (JSON and SSE events).
+//! and SSE chunks), the OpenAI Responses API (JSON and its semantic SSE
+//! events), embeddings, and Anthropic messages (JSON and SSE events).
 
 use axum::body::Bytes;
 use serde_json::{json, Value};
@@ -62,12 +63,26 @@ pub fn count_input_words(body: &Value, dialect: Dialect) -> u64 {
         Dialect::Anthropic => body.get("system").map(content_words).unwrap_or(0),
         Dialect::OpenAi => 0,
     };
-    let embedding_input = match body.get("input") {
+    // Embeddings' `input` (a string or strings), or the Responses API's (a
+    // string, or items whose `content` is text or parts), and its
+    // `instructions`.
+    let input = match body.get("input") {
         Some(Value::String(s)) => words(s),
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(words).sum(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => words(s),
+                _ => item.get("content").map(content_words).unwrap_or(0),
+            })
+            .sum(),
         _ => 0,
     };
-    messages + system + embedding_input
+    let instructions = body
+        .get("instructions")
+        .and_then(Value::as_str)
+        .map(words)
+        .unwrap_or(0);
+    messages + system + input + instructions
 }
 
 fn now() -> u64 {
@@ -148,6 +163,105 @@ pub fn openai_chunks(id: &str, plan: &Plan, include_usage: bool) -> Vec<Bytes> {
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     events
+}
+
+/// The Responses API's `usage`: cached tokens inside `input_tokens`,
+/// reasoning tokens inside `output_tokens`, as in chat completions.
+fn responses_usage(plan: &Plan) -> Value {
+    json!({
+        "input_tokens": plan.input_tokens,
+        "input_tokens_details": {"cached_tokens": plan.cached_tokens},
+        "output_tokens": plan.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": plan.reasoning_tokens},
+        "total_tokens": plan.input_tokens + plan.output_tokens
+    })
+}
+
+/// The assistant message of a response, `text` so far.
+fn responses_message(id: &str, text: &str, status: &str) -> Value {
+    json!({
+        "type": "message", "id": format!("msg_{id}"), "status": status, "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}]
+    })
+}
+
+/// A Responses API response object: `status` `in_progress` (no output, no
+/// usage yet) or `completed`.
+pub fn responses_object(id: &str, plan: &Plan, request: &Value, completed: bool) -> Value {
+    let (status, output, usage) = if completed {
+        (
+            "completed",
+            json!([responses_message(id, &plan.tokens().concat(), "completed")]),
+            responses_usage(plan),
+        )
+    } else {
+        ("in_progress", json!([]), Value::Null)
+    };
+    json!({
+        "id": id, "object": "response", "created_at": now(), "status": status,
+        "error": null, "incomplete_details": null,
+        "instructions": request.get("instructions").cloned().unwrap_or(Value::Null),
+        "max_output_tokens": request.get("max_output_tokens").cloned().unwrap_or(Value::Null),
+        "model": plan.model, "output": output, "parallel_tool_calls": true,
+        "previous_response_id": null, "reasoning": {"effort": null, "summary": null},
+        "store": true, "temperature": 1.0, "text": {"format": {"type": "text"}},
+        "tool_choice": "auto", "tools": [], "top_p": 1.0, "truncation": "disabled",
+        "usage": usage, "user": null, "metadata": {}
+    })
+}
+
+/// Every SSE event of a streamed response (`event:` names and `type`s as
+/// OpenAI sends them, each with its `sequence_number`; no `[DONE]`), and
+/// the index of the first `response.output_text.delta`.
+pub fn responses_events(id: &str, plan: &Plan, request: &Value) -> (Vec<Bytes>, usize) {
+    let item = format!("msg_{id}");
+    let mut bodies = vec![
+        json!({"type": "response.created", "response": responses_object(id, plan, request, false)}),
+        json!({"type": "response.in_progress", "response": responses_object(id, plan, request, false)}),
+        json!({"type": "response.output_item.added", "output_index": 0,
+               "item": {"type": "message", "id": item, "status": "in_progress", "role": "assistant", "content": []}}),
+        json!({"type": "response.content_part.added", "item_id": item, "output_index": 0, "content_index": 0,
+               "part": {"type": "output_text", "text": "", "annotations": []}}),
+    ];
+    let first = bodies.len();
+    for token in plan.tokens() {
+        bodies.push(
+            json!({"type": "response.output_text.delta", "item_id": item, "output_index": 0,
+                           "content_index": 0, "delta": token}),
+        );
+    }
+    let text = plan.tokens().concat();
+    bodies.push(
+        json!({"type": "response.output_text.done", "item_id": item, "output_index": 0,
+                       "content_index": 0, "text": text}),
+    );
+    bodies.push(json!({"type": "response.content_part.done", "item_id": item, "output_index": 0,
+                       "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}));
+    bodies.push(
+        json!({"type": "response.output_item.done", "output_index": 0,
+                       "item": responses_message(id, &text, "completed")}),
+    );
+    bodies.push(json!({"type": "response.completed", "response": responses_object(id, plan, request, true)}));
+    let events = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut body)| {
+            body["sequence_number"] = json!(i);
+            let name = body["type"].as_str().unwrap_or_default().to_string();
+            sse_event(&name, &body)
+        })
+        .collect();
+    (events, first)
+}
+
+/// The `error` event a Responses API stream fails with, at `sequence`.
+pub fn responses_error_event(sequence: usize) -> Bytes {
+    sse_event(
+        "error",
+        &json!({"type": "error", "code": "server_error",
+                "message": "The server had an error while processing your request.",
+                "param": null, "sequence_number": sequence}),
+    )
 }
 
 pub fn openai_embeddings(request: &Value, plan: &Plan) -> Value {

@@ -539,6 +539,97 @@ async fn openai_sdk_calls_pass_through_and_events_carry_exact_usage() {
     assert!(call(plain)["duration_ms"].as_u64().unwrap() >= 20);
 }
 
+const RESPONSES_SCRIPT: &str = r#"
+import json, os, openai
+c = openai.OpenAI(base_url=os.environ["BASE"] + "/v1", api_key=os.environ["KEY"], max_retries=0)
+out = {}
+r = c.responses.create(model="gpt-4o-mini", max_output_tokens=5, instructions="be brief",
+    input="one two three four five six")
+out["plain"] = {"text": r.output_text, "model": r.model, "usage": r.usage.model_dump()}
+events = list(c.responses.create(model="o3-mini", max_output_tokens=8, stream=True,
+    input=[{"role": "user", "content": "alpha beta gamma"},
+           {"role": "user", "content": [{"type": "input_text", "text": "delta epsilon"}]}]))
+done = [e for e in events if e.type == "response.completed"]
+out["stream"] = {"text": "".join(e.delta for e in events if e.type == "response.output_text.delta"),
+                 "last": events[-1].type,
+                 "usage": done[0].response.usage.model_dump() if done else None}
+try:
+    out["cut"] = [e.type for e in c.responses.create(model="gpt-4o-mini", max_output_tokens=6,
+        stream=True, input="x y", extra_headers={"x-mock-fail": "stream_error"})]
+except openai.APIError as e:
+    out["cut"] = ["raised " + type(e).__name__]
+print(json.dumps(out))
+"#;
+
+/// OpenAI's Responses API through the proxy with the official SDK: the
+/// answers reach the client as the provider sent them, and the events carry
+/// the usage the responses report, a stream's from its last event, with
+/// its time to first token; a stream that fails midway is recorded failed.
+#[tokio::test]
+async fn openai_sdk_responses_api_passes_through_and_events_carry_exact_usage() {
+    let mut proxy = Proxy::start("proxy_responses", "", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "search", "alice", None);
+    let out = python(
+        proxy.env.dir.path(),
+        RESPONSES_SCRIPT,
+        &[("BASE", &proxy.url()), ("KEY", &key)],
+    );
+    // The mock: input = words of `input` and `instructions`, cached =
+    // input / 4, reasoning = output / 2 for o3*.
+    assert_eq!(out["plain"]["text"], reply_text(5), "{out}");
+    assert_eq!(out["plain"]["model"], "gpt-4o-mini");
+    assert_eq!(out["plain"]["usage"]["input_tokens"], 8, "{out}");
+    assert_eq!(out["plain"]["usage"]["output_tokens"], 5, "{out}");
+    assert_eq!(out["stream"]["text"], reply_text(8), "{out}");
+    assert_eq!(out["stream"]["last"], "response.completed", "{out}");
+    assert_eq!(
+        out["stream"]["usage"]["output_tokens_details"]["reasoning_tokens"], 4,
+        "{out}"
+    );
+    // The stream ends with the provider's error event (the SDK hands it
+    // over as an event, or raises it), not with `response.completed`.
+    let cut_types = out["cut"].as_array().unwrap();
+    let last = cut_types.last().and_then(Value::as_str).unwrap_or_default();
+    assert!(last == "error" || last.starts_with("raised "), "{out}");
+    assert!(!cut_types.contains(&json!("response.completed")), "{out}");
+
+    let events = proxy.events(3);
+    assert_eq!(events.len(), 3, "{events:#?}");
+    let [plain, stream, cut] = [&events[0], &events[1], &events[2]];
+    for e in [plain, stream] {
+        assert_eq!(e["kind"], "ai.call.completed", "{e}");
+        assert_eq!(call(e)["outcome"], "success", "{e}");
+        assert_eq!(call(e)["operation"], "chat", "{e}");
+        assert_eq!(call(e)["provider"], "mockai");
+        assert_digests(e);
+    }
+    assert_eq!(
+        (
+            call(plain)["model"].as_str(),
+            call(plain)["stream"].as_bool()
+        ),
+        (Some("gpt-4o-mini"), Some(false))
+    );
+    assert_eq!(usage(plain), (8, 5, 2, 0, 0));
+    assert!(call(plain)["ttft_ms"].is_null());
+    assert_eq!(call(stream)["model"], "o3-mini");
+    assert_eq!(call(stream)["stream"], true);
+    assert_eq!(usage(stream), (5, 8, 1, 0, 4));
+    assert_eq!(call(stream)["usage"].get("input_tokens_estimated"), None);
+    let ttft = call(stream)["ttft_ms"].as_u64().unwrap();
+    let duration = call(stream)["duration_ms"].as_u64().unwrap();
+    // The mock waits 20 ms before the first delta, then 2 ms per token.
+    assert!((15..2000).contains(&ttft), "ttft {ttft}");
+    assert!(duration >= ttft, "duration {duration}, ttft {ttft}");
+    // The failed stream: an error, its output estimated from the deltas
+    // that passed before the provider's error event.
+    assert_eq!(cut["kind"], "ai.call.failed", "{cut}");
+    assert_eq!(call(cut)["outcome"], "error", "{cut}");
+    assert_eq!(call(cut)["error"]["type"], "server_error", "{cut}");
+    assert_eq!(call(cut)["usage"]["input_tokens_estimated"], true, "{cut}");
+}
+
 const ANTHROPIC_SCRIPT: &str = r#"
 import json, os, anthropic
 c = anthropic.Anthropic(base_url=os.environ["BASE"], api_key=os.environ["KEY"], max_retries=0)
@@ -1057,9 +1148,9 @@ async fn hostile_input_gets_a_clear_4xx_and_the_proxy_keeps_serving() {
     // the client's dialect, naming what is served.
     let r = proxy
         .http
-        .post(format!("{}/v1/responses", proxy.url()))
+        .post(format!("{}/v1/audio/speech", proxy.url()))
         .bearer_auth(&key)
-        .json(&json!({"model": "gpt-4o-mini", "input": "hi"}))
+        .json(&json!({"model": "tts-1", "input": "hi", "voice": "alloy"}))
         .send()
         .await
         .unwrap();
@@ -1067,7 +1158,7 @@ async fn hostile_input_gets_a_clear_4xx_and_the_proxy_keeps_serving() {
     let body = r.json::<Value>().await.unwrap();
     assert_eq!(body["error"]["code"], "unknown_url", "{body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("POST \"/v1/responses\""), "{message}");
+    assert!(message.contains("POST \"/v1/audio/speech\""), "{message}");
     assert!(message.contains("POST /v1/chat/completions"), "{message}");
     let r = proxy
         .http

@@ -6,7 +6,8 @@
 //!
 //! - input tokens ≤ the request body's bytes (every token covers at least one
 //!   byte of the prompt text, and the JSON around the text only adds bytes)
-//!   plus [`TEMPLATE_TOKENS`] per message and per call for the chat template
+//!   plus [`TEMPLATE_TOKENS`] per message (or Responses API input item) and
+//!   per call for the chat template
 //!   the provider wraps around it;
 //! - output tokens ≤ `max_completion_tokens` / `max_tokens` /
 //!   `max_output_tokens` × `n` (choices), or `proxy.budget_default_max_tokens`
@@ -44,9 +45,12 @@ pub fn token_bound(
     embeddings: bool,
     default_max_tokens: u64,
 ) -> TokenBound {
-    let messages = request
-        .get("messages")
-        .and_then(Value::as_array)
+    // Chat's `messages`, or the Responses API's `input` items (embeddings'
+    // `input` are texts to embed, wrapped in no template).
+    let items = if embeddings { "messages" } else { "input" };
+    let messages = ["messages", items]
+        .iter()
+        .find_map(|f| request.get(*f).and_then(Value::as_array))
         .map_or(0, |m| m.len() as u64);
     let input = (body_len as u64)
         .saturating_add(TEMPLATE_TOKENS.saturating_mul(messages.saturating_add(1)));
@@ -172,6 +176,19 @@ mod tests {
         let r = json!({"model": "m", "input": "x"});
         assert_eq!(token_bound(&r, 10, false, 4096).output, 4096);
         assert_eq!(token_bound(&r, 10, true, 4096).output, 0);
+        // The Responses API: template tokens per input item, its own maximum.
+        let r = json!({"model": "m", "max_output_tokens": 9,
+                       "input": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]});
+        assert_eq!(
+            token_bound(&r, 90, false, 4096),
+            TokenBound {
+                input: 90 + 48,
+                output: 9
+            }
+        );
+        // Texts to embed carry no template.
+        let r = json!({"model": "m", "input": ["a", "b", "c"]});
+        assert_eq!(token_bound(&r, 20, true, 4096).input, 20 + 16);
     }
 
     #[test]

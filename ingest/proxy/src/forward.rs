@@ -494,7 +494,7 @@ async fn forward(
                     ctx,
                     record,
                     upstream,
-                    dialect,
+                    endpoint,
                     response,
                     inject_usage,
                     started,
@@ -771,7 +771,7 @@ fn relay(
     ctx: CallContext,
     record: AttemptRecord,
     upstream: &Upstream,
-    dialect: Dialect,
+    endpoint: Endpoint,
     response: reqwest::Response,
     strip_usage_chunk: bool,
     started: Instant,
@@ -790,7 +790,8 @@ fn relay(
     let idle = Duration::from_millis(upstream.config.idle_timeout_ms);
     let stream = ctx.stream;
     tokio::spawn(async move {
-        let mut observer = Observer::new(dialect, stream, strip_usage_chunk);
+        let mut observer = Observer::new(endpoint.dialect(), stream, strip_usage_chunk)
+            .reading_responses(endpoint == Endpoint::Responses);
         let mut record = record;
         record.http_status = status.as_u16();
         let mut body = response.bytes_stream();

@@ -84,6 +84,9 @@ use tollgate_control::kafka::EventProducer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     ChatCompletions,
+    /// OpenAI's Responses API (`/v1/responses`): OpenAI's errors, its own
+    /// body and stream events (see [`observe`]).
+    Responses,
     Completions,
     Embeddings,
     Messages,
@@ -108,6 +111,7 @@ impl Endpoint {
     pub fn path(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Responses => "/responses",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Messages => "/messages",
@@ -116,7 +120,9 @@ impl Endpoint {
 
     fn operation(self) -> Operation {
         match self {
-            Endpoint::ChatCompletions => Operation::Chat,
+            // A response is a chat turn (OpenTelemetry's GenAI conventions
+            // name both `chat`).
+            Endpoint::ChatCompletions | Endpoint::Responses => Operation::Chat,
             Endpoint::Completions => Operation::Completion,
             Endpoint::Embeddings => Operation::Embedding,
             Endpoint::Messages => Operation::Messages,
@@ -487,11 +493,12 @@ pub async fn serve(
 
 /// What [`router`] serves (and `GET /metrics`, added by the binary), for
 /// the answer to anything else.
-pub const SERVED_ROUTES: &str = "POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, POST /v1/messages, GET /v1/models, GET /healthz and GET /metrics";
+pub const SERVED_ROUTES: &str = "POST /v1/chat/completions, POST /v1/responses, POST /v1/completions, POST /v1/embeddings, POST /v1/messages, GET /v1/models, GET /healthz and GET /metrics";
 
 pub fn router(state: Arc<ProxyState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/responses", post(responses))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
@@ -526,6 +533,10 @@ async fn chat_completions(
     body: Body,
 ) -> Response {
     handle(s, Endpoint::ChatCompletions, headers, body).await
+}
+
+async fn responses(State(s): State<Arc<ProxyState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, Endpoint::Responses, headers, body).await
 }
 
 async fn completions(State(s): State<Arc<ProxyState>>, headers: HeaderMap, body: Body) -> Response {

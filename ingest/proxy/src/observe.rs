@@ -3,7 +3,9 @@
 //! cut into complete events, each forwarded as soon as its blank line
 //! arrives; an OpenAI usage chunk the proxy asked for on the client's behalf
 //! is dropped. A non-streamed body is forwarded as it comes and parsed once
-//! complete. Pure code: no I/O, unit-tested below.
+//! complete. OpenAI's Responses API speaks OpenAI's errors but has a body
+//! and stream events of its own ([`Observer::reading_responses`]). Pure
+//! code: no I/O, unit-tested below.
 
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
@@ -26,6 +28,8 @@ pub enum Dialect {
 #[derive(Debug)]
 pub struct Observer {
     dialect: Dialect,
+    /// The body is a Responses API response (or its stream of events).
+    responses: bool,
     stream: bool,
     strip_usage_chunk: bool,
     pending: BytesMut,
@@ -55,6 +59,7 @@ impl Observer {
     pub fn new(dialect: Dialect, stream: bool, strip_usage_chunk: bool) -> Self {
         Self {
             dialect,
+            responses: false,
             stream,
             strip_usage_chunk,
             pending: BytesMut::new(),
@@ -70,6 +75,14 @@ impl Observer {
             malformed: false,
             response_model: None,
         }
+    }
+
+    /// Read the body as the Responses API's (`/v1/responses`) when
+    /// `responses`: usage named `input_tokens` / `output_tokens`, streamed
+    /// as semantic events ending in `response.completed`.
+    pub fn reading_responses(mut self, responses: bool) -> Self {
+        self.responses = responses;
+        self
     }
 
     /// Take a chunk from upstream; return the bytes to send to the client now.
@@ -150,6 +163,10 @@ impl Observer {
             return true;
         };
         match self.dialect {
+            Dialect::OpenAi if self.responses => {
+                self.observe_responses_event(name, &value);
+                true
+            }
             Dialect::OpenAi => self.observe_openai_chunk(&value),
             Dialect::Anthropic => {
                 self.observe_anthropic_event(name, &value);
@@ -186,6 +203,47 @@ impl Observer {
             }
         }
         true
+    }
+
+    /// One event of a Responses API stream: any `*.delta` is output (text,
+    /// refusal, tool arguments, reasoning summary); the terminal
+    /// `response.completed` / `response.incomplete` / `response.failed`
+    /// carry the response with its usage (and a failure its error); an
+    /// `error` event is the provider's error.
+    fn observe_responses_event(&mut self, name: &str, event: &Value) {
+        let kind = event.get("type").and_then(Value::as_str).unwrap_or(name);
+        self.note_model(event.pointer("/response/model"));
+        match kind {
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                self.complete = true;
+                if let Some(response) = event.get("response") {
+                    self.observe_response_object(response);
+                }
+            }
+            "error" => self.error = Some(responses_error(event)),
+            delta if delta.ends_with(".delta") => {
+                self.saw_content = true;
+                self.content_chunks += 1;
+            }
+            // A chat-style `{"error": {...}}` from a compatible server.
+            _ => {
+                if let Some(err) = event.get("error").filter(|e| e.is_object()) {
+                    self.error = Some(openai_error(err));
+                }
+            }
+        }
+    }
+
+    /// A Responses API response object: its usage, and its error when it
+    /// failed (`error` is `null` otherwise).
+    fn observe_response_object(&mut self, response: &Value) {
+        if let Some(err) = response.get("error").filter(|e| e.is_object()) {
+            self.error = Some(responses_error(err));
+        }
+        if let Some(usage) = response.get("usage").filter(|u| u.is_object()) {
+            self.usage = responses_usage(usage);
+            self.usage_reported = true;
+        }
     }
 
     fn observe_anthropic_event(&mut self, name: &str, event: &Value) {
@@ -226,6 +284,11 @@ impl Observer {
         self.complete = true;
         self.note_model(value.get("model"));
         match self.dialect {
+            Dialect::OpenAi if self.responses => {
+                // An HTTP error's body is `{"error": {...}}` as in chat; a
+                // response object's `error` is `null` unless it failed.
+                self.observe_response_object(&value);
+            }
             Dialect::OpenAi => {
                 if let Some(err) = value.get("error") {
                     self.error = Some(openai_error(err));
@@ -342,6 +405,19 @@ pub fn openai_usage(usage: &Value) -> Usage {
     }
 }
 
+/// The Responses API counts as chat completions do, under other names:
+/// cached tokens inside `input_tokens`, reasoning tokens inside
+/// `output_tokens`.
+pub fn responses_usage(usage: &Value) -> Usage {
+    Usage {
+        input_tokens: n(usage, "/input_tokens"),
+        output_tokens: n(usage, "/output_tokens"),
+        cached_input_tokens: n(usage, "/input_tokens_details/cached_tokens"),
+        reasoning_tokens: n(usage, "/output_tokens_details/reasoning_tokens"),
+        ..Usage::default()
+    }
+}
+
 /// Anthropic counts cache reads and writes outside `input_tokens`; the
 /// contract's `input_tokens` is every prompt token, so they are added.
 /// Thinking tokens (`output_tokens_details.thinking_tokens`) are part of
@@ -423,6 +499,20 @@ fn openai_error(err: &Value) -> ProviderError {
             .filter(|t| !t.trim().is_empty())
     };
     let kind = text("type").or_else(|| text("code")).unwrap_or("unknown");
+    let message = err.get("message").and_then(Value::as_str).unwrap_or("");
+    provider_error(kind, message)
+}
+
+/// A Responses API error (a failed response's `error`, or an `error`
+/// stream event): `code` and `message`, no `type`; an HTTP error body's
+/// `{"type", "code", "message"}` reads the same as in chat.
+fn responses_error(err: &Value) -> ProviderError {
+    let text = |field: &str| {
+        err.get(field)
+            .and_then(Value::as_str)
+            .filter(|t| !t.trim().is_empty() && *t != "error")
+    };
+    let kind = text("code").or_else(|| text("type")).unwrap_or("unknown");
     let message = err.get("message").and_then(Value::as_str).unwrap_or("");
     provider_error(kind, message)
 }
@@ -653,5 +743,76 @@ mod tests {
             openai(r#"{"error":{"message":"m","type":"","code":"rate_limit_exceeded"}}"#),
             "rate_limit_exceeded"
         );
+    }
+
+    #[test]
+    fn responses_api_bodies_and_streams_carry_their_usage() {
+        let usage = r#"{"input_tokens":12,"input_tokens_details":{"cached_tokens":4},"output_tokens":10,"output_tokens_details":{"reasoning_tokens":6},"total_tokens":22}"#;
+        let want = Usage {
+            input_tokens: 12,
+            output_tokens: 10,
+            cached_input_tokens: 4,
+            reasoning_tokens: 6,
+            ..Usage::default()
+        };
+        // A whole response: `error` is null, which is no error.
+        let body = format!(
+            r#"{{"id":"resp_1","object":"response","status":"completed","error":null,"model":"o3-mini","output":[],"usage":{usage}}}"#
+        );
+        let mut obs = Observer::new(Dialect::OpenAi, false, false).reading_responses(true);
+        run(&mut obs, &[&body]);
+        assert_eq!(
+            (&obs.usage, obs.usage_reported, obs.complete),
+            (&want, true, true)
+        );
+        assert!(obs.error.is_none(), "{:?}", obs.error);
+        assert_eq!(obs.response_model.as_deref(), Some("o3-mini"));
+        assert_eq!(obs.usage_so_far(), (want.clone(), false));
+
+        // A stream: deltas are output, the usage arrives with the last event
+        // (there is no `[DONE]`), and every byte reaches the client.
+        let events = [
+            "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"model\":\"o3-mini\",\"status\":\"in_progress\",\"error\":null,\"usage\":null}}\n\n".to_string(),
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"a\"}\n\n".to_string(),
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":2,\"delta\":\" b\"}\n\n".to_string(),
+            "event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"sequence_number\":3,\"text\":\"a b\"}\n\n".to_string(),
+            format!("event: response.completed\ndata: {{\"type\":\"response.completed\",\"sequence_number\":4,\"response\":{{\"model\":\"o3-mini\",\"status\":\"completed\",\"error\":null,\"usage\":{usage}}}}}\n\n"),
+        ];
+        let chunks: Vec<&str> = events.iter().map(String::as_str).collect();
+        let mut obs = Observer::new(Dialect::OpenAi, true, false).reading_responses(true);
+        let out = run(&mut obs, &chunks);
+        assert_eq!(out, events.concat());
+        assert!(obs.saw_content && obs.complete && obs.error.is_none());
+        assert_eq!((obs.content_chunks, &obs.usage), (2, &want));
+        assert_eq!(obs.usage_so_far(), (want, false));
+
+        // Cut before `response.completed`: output estimated from the deltas.
+        let mut cut = Observer::new(Dialect::OpenAi, true, false).reading_responses(true);
+        run(&mut cut, &chunks[..3]);
+        assert!(!cut.complete);
+        assert_eq!(cut.usage_so_far().0.output_tokens, 2);
+        assert!(cut.usage_so_far().1, "estimated");
+
+        // A failed response and an `error` event name the provider's code.
+        let failed = r#"event: response.failed
+data: {"type":"response.failed","response":{"status":"failed","error":{"code":"server_error","message":"boom"},"usage":null}}
+
+"#;
+        let mut obs = Observer::new(Dialect::OpenAi, true, false).reading_responses(true);
+        run(&mut obs, &[failed]);
+        let err = obs.error.clone().unwrap();
+        assert_eq!(
+            (err.error_type.as_str(), err.message.as_str()),
+            ("server_error", "boom")
+        );
+        assert!(obs.complete && !obs.usage_reported);
+        let error = "event: error\ndata: {\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":\"slow\",\"param\":null}\n\n";
+        let mut obs = Observer::new(Dialect::OpenAi, true, false).reading_responses(true);
+        run(&mut obs, &[error]);
+        assert_eq!(obs.error.unwrap().error_type, "rate_limit_exceeded");
+        let bare = "data: {\"type\":\"error\",\"message\":\"no code\"}\n\n";
+        let mut obs = Observer::new(Dialect::OpenAi, true, false).reading_responses(true);
+        run(&mut obs, &[bare]);
+        assert_eq!(obs.error.unwrap().error_type, "unknown");
     }
 }
