@@ -465,6 +465,9 @@ pub fn plan_batch(
     let mut seen: HashSet<Uuid> = HashSet::with_capacity(items.len());
     for item in items {
         let checked = item.event(now, limits).and_then(|event| {
+            if let Some(refusal) = tollgate_contract::admin::refused_at_the_edge(&event) {
+                return Err(refusal);
+            }
             if let Some(org) = key_org {
                 if event.org_id != org {
                     return Err(Rejection::new(
@@ -644,6 +647,40 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn control_plane_events_and_its_org_are_refused() {
+        let mut erasure = event("acme", Uuid::now_v7());
+        erasure["kind"] = json!("admin.personal_data.erased");
+        erasure.as_object_mut().unwrap().remove("call");
+        erasure["admin"] = json!({"chain_id": "acme/team-a", "seqs": [4], "entry_hashes": ["00"]});
+        let texts = texts(vec![
+            erasure,
+            event("_tollgate", Uuid::now_v7()),
+            event("acme", Uuid::now_v7()),
+        ]);
+        let plan = plan_batch(items(&texts), None, Utc::now(), &Limits::default());
+        assert_eq!(plan.events.len(), 1);
+        let (_, response) = plan.finish(vec![Ok(Delivered {
+            partition: 0,
+            offset: 1,
+        })]);
+        let fields: Vec<&str> = response
+            .results
+            .iter()
+            .filter_map(|r| match &r.outcome {
+                ItemOutcome::Rejected { field, reason, .. } => {
+                    assert!(
+                        reason.contains("control-plane") || reason.contains("reserved"),
+                        "{reason}"
+                    );
+                    Some(field.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fields, ["kind", "org_id"]);
     }
 
     #[test]

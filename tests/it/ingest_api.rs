@@ -275,6 +275,22 @@ async fn mixed_batch_reports_each_event_and_only_accepted_events_reach_kafka() {
             edited("acme", "t", |v| v["user_id"] = json!("bell\u{7}")),
         ),
         ("event", json!("not an object")),
+        // A call carrying an admin object, and the control plane's own
+        // events and org, which only Tollgate writes.
+        (
+            "admin",
+            edited("acme", "t", |v| {
+                v["admin"] = json!({"note": "I am a change"})
+            }),
+        ),
+        (
+            "kind",
+            edited("acme", "t", |v| {
+                v["kind"] = json!("admin.personal_data.erased");
+                drop(v.as_object_mut().unwrap().remove("call"));
+                v["admin"] = json!({"chain_id": "acme/t", "seqs": [4], "entry_hashes": ["00"]});
+            }),
+        ),
         (
             "event_id",
             edited("acme", "t", |v| v["event_id"] = first_id.clone()),

@@ -17,6 +17,33 @@ use crate::kind::EventKind;
 /// Org and team of control-plane events that belong to no tenant.
 pub const CONTROL_PLANE_TENANT: &str = "_tollgate";
 
+/// Why an event sent by a client to an ingest edge (the events API, OTLP)
+/// is refused though it keeps the contract: `admin.*` events are the
+/// control plane's own record of its changes (written through its outbox,
+/// `crate::audit::erasure` among them), and org [`CONTROL_PLANE_TENANT`] is
+/// the control plane's trail. A client able to send either could write
+/// into the audit trail as the control plane, for instance a forged record
+/// of an erasure that would excuse an entry erased without one.
+pub fn refused_at_the_edge(event: &Event) -> Option<crate::Rejection> {
+    if event.kind.is_admin() {
+        return Some(crate::Rejection::new(
+            "kind",
+            format!(
+                "{} is a control-plane event: clients send ai.call.* events; admin.* events \
+                 are written by Tollgate itself when its configuration changes",
+                event.kind
+            ),
+        ));
+    }
+    if event.org_id == CONTROL_PLANE_TENANT {
+        return Some(crate::Rejection::new(
+            "org_id",
+            format!("{CONTROL_PLANE_TENANT:?} is reserved for Tollgate's own control-plane trail"),
+        ));
+    }
+    None
+}
+
 /// `admin.budget.set`: a budget created or changed.
 pub const KIND_BUDGET_SET: &str = "admin.budget.set";
 /// `admin.budget.deleted`: a budget removed.

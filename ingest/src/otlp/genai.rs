@@ -378,6 +378,12 @@ pub fn map_span(
         }
         (None, None) => UNASSIGNED.to_string(),
     };
+    if org_id == tollgate_contract::admin::CONTROL_PLANE_TENANT {
+        return Err(Rejection::new(
+            sources.get("org_id").copied().unwrap_or("org_id"),
+            format!("{org_id:?} is reserved for Tollgate's own control-plane trail"),
+        ));
+    }
     // The key's team and user win; the attributes fill in what it lacks.
     let mut from_key_or = |key: &Option<String>,
                            found: Option<(&'static str, String)>,

@@ -401,6 +401,20 @@ fn bad_values_are_refused_naming_the_attribute() {
         refusal(&[], &span(12, no_provider)).field,
         "gen_ai.provider.name"
     );
+    // The control plane's org is not a client's to claim, even with a key
+    // of every org.
+    let every_org = Tenant {
+        org_id: None,
+        ..tenant()
+    };
+    let r = map_span(
+        &[s("tollgate.org_id", "_tollgate")],
+        &span(12, current_chat()),
+        &every_org,
+    )
+    .expect_err("the control plane's org is refused");
+    assert_eq!(r.field, "tollgate.org_id");
+    assert!(r.reason.contains("reserved"), "{}", r.reason);
 }
 
 #[test]
