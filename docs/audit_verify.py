@@ -133,8 +133,9 @@ def erased(row):
     return row.get("v", 1) >= 2 and not row.get("salt", "")
 
 
-def recorded_seqs(row):
-    """The seqs an admin.personal_data.erased entry names in its own chain."""
+def recorded_erasures(row):
+    """(seq, entry hash) of every entry an admin.personal_data.erased entry
+    names in its own chain: each seq with the hash at its position."""
     if row["kind"] != ERASURE_KIND:
         return []
     try:
@@ -143,7 +144,9 @@ def recorded_seqs(row):
         return []
     if admin.get("chain_id") != row["chain_id"]:
         return []
-    return [s for s in admin.get("seqs", []) if isinstance(s, int)]
+    seqs, hashes = admin.get("seqs") or [], admin.get("entry_hashes") or []
+    return [(s, h.lower()) for s, h in zip(seqs, hashes)
+            if isinstance(s, int) and not isinstance(s, bool) and isinstance(h, str)]
 
 
 def unhex(text):
@@ -218,8 +221,8 @@ def verify_chain(rows, cps, sigs, anchored_ids, horizon):
                 found = (e, "edited", "occurred_at does not match occurred_at_ms")
                 break
             if erased(row):
-                erased_seqs.append(e)
-            recorded.update(recorded_seqs(row))
+                erased_seqs.append((e, row["entry_hash"].lower()))
+            recorded.update(recorded_erasures(row))
             hashes.append(computed)
             head, expected, last_pos = computed, e + 1, (row["kafka_partition"], row["kafka_offset"])
             if e in wanted:
@@ -250,9 +253,9 @@ def verify_chain(rows, cps, sigs, anchored_ids, horizon):
             found = (expected, "truncated", f"a signed checkpoint covers up to seq {max(beyond)}")
     if found is None:
         # An erased entry must be named by an erasure entry of its chain.
-        unrecorded = [s for s in erased_seqs if s not in recorded]
+        unrecorded = [s for s, h in erased_seqs if (s, h) not in recorded]
         if unrecorded:
-            found = (unrecorded[0], "unrecorded_erasure", "erased, but no erasure entry names it")
+            found = (unrecorded[0], "unrecorded_erasure", "erased, but no erasure entry names it with its hash")
     if early is not None and (found is None or early[0] <= found[0]):
         return early
     return found

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use tollgate_contract::audit::checkpoint::{check_signature, CheckpointRow};
 use tollgate_contract::audit::entry::{entry_hash, parse_hash, EntryRow, GENESIS};
-use tollgate_contract::audit::erasure::recorded_seqs;
+use tollgate_contract::audit::erasure::recorded_erasures;
 use tollgate_contract::audit::merkle::{self, Compact};
 
 use super::pages::{entries_page_sql, next_present, SeqRanges};
@@ -129,10 +129,11 @@ pub struct ChainVerifier {
     verified_checkpoints: u64,
     verified_to_seq: Option<u64>,
     first_break: Option<Break>,
-    /// Verified entries whose personal fields are erased.
-    erased: BTreeSet<u64>,
-    /// Seqs the chain's erasure records name.
-    recorded: HashSet<u64>,
+    /// Verified entries whose personal fields are erased, with their entry
+    /// hashes (hex).
+    erased: BTreeMap<u64, String>,
+    /// `(seq, entry hash)` of every entry the chain's erasure records name.
+    recorded: HashSet<(u64, String)>,
 }
 
 /// A chain's checkpoints in the anchor, and the anchor's horizon: the
@@ -270,7 +271,7 @@ impl ChainVerifier {
             verified_checkpoints: 0,
             verified_to_seq: None,
             first_break: None,
-            erased: BTreeSet::new(),
+            erased: BTreeMap::new(),
             recorded: HashSet::new(),
         }
     }
@@ -408,10 +409,14 @@ impl ChainVerifier {
             return;
         }
         if row.is_erased() {
-            self.erased.insert(row.seq);
+            self.erased
+                .insert(row.seq, row.entry_hash.to_ascii_lowercase());
         }
-        self.recorded
-            .extend(recorded_seqs(&row.kind, &self.chain_id, &row.event_json));
+        self.recorded.extend(recorded_erasures(
+            &row.kind,
+            &self.chain_id,
+            &row.event_json,
+        ));
         self.hashes.push(hash);
         self.tree.push(&hash);
         if self.wanted_roots.contains(&row.seq) {
@@ -528,12 +533,16 @@ impl ChainVerifier {
             }
         }
         if self.first_break.is_none() {
-            if let Some(seq) = self.erased.iter().find(|s| !self.recorded.contains(s)) {
+            let unrecorded = self
+                .erased
+                .iter()
+                .find(|(seq, hash)| !self.recorded.contains(&(**seq, (*hash).clone())));
+            if let Some((seq, _)) = unrecorded {
                 self.first_break = Some(Break {
                     seq: *seq,
                     kind: BreakKind::UnrecordedErasure,
                     detail: format!(
-                        "entry {seq}'s personal fields were erased but no erasure entry of the chain names it"
+                        "entry {seq}'s personal fields were erased but no erasure entry of the chain names it with its entry hash"
                     ),
                 });
             }
@@ -975,9 +984,22 @@ pub(crate) mod tests {
         row.salt.clear();
     }
 
-    /// `rows` followed by an erasure record naming `seqs`, chained as the
-    /// audit fold chains it.
-    fn with_erasure_record(mut rows: Vec<EntryRow>, seqs: &[u64]) -> Vec<EntryRow> {
+    /// `rows` followed by an erasure record naming `seqs` with their entry
+    /// hashes, chained as the audit fold chains it.
+    fn with_erasure_record(rows: Vec<EntryRow>, seqs: &[u64]) -> Vec<EntryRow> {
+        let hashes = seqs
+            .iter()
+            .map(|s| rows[usize::try_from(*s - 1).unwrap()].entry_hash.clone())
+            .collect();
+        with_erasure_record_of(rows, seqs, hashes)
+    }
+
+    /// `rows` followed by an erasure record naming `seqs` with `hashes`.
+    fn with_erasure_record_of(
+        mut rows: Vec<EntryRow>,
+        seqs: &[u64],
+        hashes: Vec<String>,
+    ) -> Vec<EntryRow> {
         use tollgate_contract::audit::erasure::{erasure_event, ErasureRecord};
         let last = rows.last().unwrap();
         let record = ErasureRecord {
@@ -985,7 +1007,7 @@ pub(crate) mod tests {
             reason: "ticket".into(),
             chain_id: "t".into(),
             seqs: seqs.to_vec(),
-            entry_hashes: Vec::new(),
+            entry_hashes: hashes,
             tables: Default::default(),
         };
         let event = erasure_event("key:x", "o", "t", &record);
@@ -1022,6 +1044,14 @@ pub(crate) mod tests {
         erase(&mut unrecorded, 7);
         let r = run(&unrecorded, cps.clone(), &key);
         assert_eq!(broken(&r), (7, BreakKind::UnrecordedErasure));
+        // A record that names the seq with another hash (forged without
+        // reading the chain) excuses nothing.
+        let (plain, _, _) = setup();
+        let mut forged = with_erasure_record_of(plain, &[3], vec!["00".repeat(32)]);
+        let forged_cps = checkpoints(&forged, &signer, 13);
+        erase(&mut forged, 3);
+        let r = run(&forged, forged_cps, &key);
+        assert_eq!(broken(&r), (3, BreakKind::UnrecordedErasure));
         // Erased entries stay held to their hash: an edit is still caught.
         let mut edited = rows.clone();
         edited[2].model = "cheap".into();

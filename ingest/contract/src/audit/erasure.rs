@@ -50,9 +50,14 @@ pub fn erasure_event(actor: &str, org_id: &str, team_id: &str, record: &ErasureR
     event
 }
 
-/// The seqs an entry records as erased: those of an `admin.personal_data.erased`
-/// entry naming its own chain; empty for any other entry.
-pub fn recorded_seqs(kind: &str, chain_id: &str, event_json: &str) -> Vec<u64> {
+/// The entries an entry records as erased, each as `(seq, entry hash)`
+/// (hex, lowercase): those of an `admin.personal_data.erased` entry naming
+/// its own chain, each seq paired with the entry hash the record gives for
+/// it; empty for any other entry. A verifier counts an erased entry as
+/// recorded only when a record names its seq *and* its stored hash, so a
+/// record that names a seq with any other hash (one forged without reading
+/// the chain) excuses nothing.
+pub fn recorded_erasures(kind: &str, chain_id: &str, event_json: &str) -> Vec<(u64, String)> {
     if kind != KIND_ERASURE {
         return Vec::new();
     }
@@ -63,10 +68,14 @@ pub fn recorded_seqs(kind: &str, chain_id: &str, event_json: &str) -> Vec<u64> {
     if admin["chain_id"].as_str() != Some(chain_id) {
         return Vec::new();
     }
-    admin["seqs"]
-        .as_array()
-        .map(|seqs| seqs.iter().filter_map(serde_json::Value::as_u64).collect())
-        .unwrap_or_default()
+    let (Some(seqs), Some(hashes)) = (admin["seqs"].as_array(), admin["entry_hashes"].as_array())
+    else {
+        return Vec::new();
+    };
+    seqs.iter()
+        .zip(hashes)
+        .filter_map(|(seq, hash)| Some((seq.as_u64()?, hash.as_str()?.to_ascii_lowercase())))
+        .collect()
 }
 
 #[cfg(test)]
@@ -92,8 +101,11 @@ mod tests {
         let value = serde_json::to_value(&event).unwrap();
         let parsed = parse_event(value, Utc::now(), &Limits::default()).unwrap();
         let json = serde_jcs::to_string(&parsed).unwrap();
-        assert_eq!(recorded_seqs(KIND_ERASURE, "team-a", &json), vec![2, 5]);
-        assert!(recorded_seqs(KIND_ERASURE, "team-b", &json).is_empty());
-        assert!(recorded_seqs("admin.price.added", "team-a", &json).is_empty());
+        assert_eq!(
+            recorded_erasures(KIND_ERASURE, "team-a", &json),
+            vec![(2, "ab".repeat(32)), (5, "cd".repeat(32))]
+        );
+        assert!(recorded_erasures(KIND_ERASURE, "team-b", &json).is_empty());
+        assert!(recorded_erasures("admin.price.added", "team-a", &json).is_empty());
     }
 }
