@@ -160,8 +160,15 @@ pub async fn statement(
     let format = Format::of(&params)?;
     let statement::StatementParams { team, month, org } = request;
     let query = statement::statement_query(&team, &month, org.as_deref())?;
+    if org.is_none() {
+        let orgs = state.read_models.statement_orgs(&team, &month).await?;
+        statement::one_org(&team, &month, None, &orgs)?;
+    }
     let report = state.read_models.cost(&query).await?;
-    let repricing = state.read_models.statement_repricing(&team, &month).await?;
+    let repricing = state
+        .read_models
+        .statement_repricing(&team, org.as_deref(), &month)
+        .await?;
     let catalog = price_catalog(&state).await?.unwrap_or_default();
     let statement = statement::assemble(&team, &month, &report, &repricing, &catalog, today);
     Ok(format.respond(&statement, "statement.csv", statement::table))

@@ -580,6 +580,14 @@ async fn read_statement(
     };
     let statement::StatementParams { team, month, org } = parsed.map_err(invalid)?;
     let query = statement::statement_query(&team, &month, org.as_deref()).map_err(invalid)?;
+    if org.is_none() {
+        let orgs = state
+            .read_models
+            .statement_orgs(&team, &month)
+            .await
+            .map_err(|e| (status_of(&e), e.to_string()))?;
+        statement::one_org(&team, &month, None, &orgs).map_err(invalid)?;
+    }
     let report = state
         .read_models
         .cost(&query)
@@ -587,7 +595,7 @@ async fn read_statement(
         .map_err(|e| (status_of(&e), e.to_string()))?;
     let repricing = state
         .read_models
-        .statement_repricing(&team, &month)
+        .statement_repricing(&team, org.as_deref(), &month)
         .await
         .map_err(|e| (status_of(&e), e.to_string()))?;
     let catalog = read_catalog(state)

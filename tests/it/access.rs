@@ -975,4 +975,44 @@ async fn two_orgs_budgeting_one_team_id_get_a_budget_each_judged_on_their_own_ca
         "{every}"
     );
     assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+
+    // A statement of team `shared` is one org's: without `org` it names the
+    // orgs to choose from (API and page), with it each org's own spend.
+    let month = at.format("%Y-%m").to_string();
+    for path in [
+        format!("/api/v1/finance/statement?team=shared&month={month}"),
+        format!("/finance/statement?team=shared&month={month}"),
+    ] {
+        let (status, _, body) = api.send(Method::GET, &path, &Who::Key(admin.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(body.contains("acme, globex"), "{path}: {body}");
+    }
+    let (status, _, body) = api
+        .send(
+            Method::GET,
+            &format!("/api/v1/finance/statement?team=shared&month={month}"),
+            &Who::Key(admin.clone()),
+        )
+        .await;
+    let refusal: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, &refusal["parameter"]),
+        (StatusCode::BAD_REQUEST, &json!("org"))
+    );
+    for org in ["acme", "globex"] {
+        let (status, _, body) = api
+            .send(
+                Method::GET,
+                &format!("/api/v1/finance/statement?team=shared&month={month}&org={org}"),
+                &Who::Key(admin.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let statement: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            d(statement["total"]["cost"].as_str().unwrap()),
+            spent[org],
+            "{org}: {statement}"
+        );
+    }
 }

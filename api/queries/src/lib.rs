@@ -267,10 +267,12 @@ impl ReadModels {
     }
 
     /// The repricing corrections of `team`'s month `YYYY-MM` per provider,
-    /// model and price version (what a statement shows next to each line).
+    /// model and price version (what a statement shows next to each line),
+    /// of `org` when given.
     pub async fn statement_repricing(
         &self,
         team: &str,
+        org: Option<&str>,
         month: &str,
     ) -> Result<Vec<statement::RepricingRow>, ReadModelError> {
         let (first, next) =
@@ -278,7 +280,22 @@ impl ReadModels {
                 query: "statement.repricing",
                 detail: e.reason,
             })?;
-        statement::repricing(self, team, first, next).await
+        statement::repricing(self, team, org, first, next).await
+    }
+
+    /// The orgs with calls of `team` in the month `YYYY-MM` (at most 11),
+    /// for [`statement::one_org`].
+    pub async fn statement_orgs(
+        &self,
+        team: &str,
+        month: &str,
+    ) -> Result<Vec<String>, ReadModelError> {
+        let (first, next) =
+            statement::month_range(month).map_err(|e| ReadModelError::UnexpectedRow {
+                query: "statement.orgs",
+                detail: e.reason,
+            })?;
+        statement::orgs(self, team, first, next).await
     }
 
     /// The cost overview of `query`'s period and filters (top spenders,

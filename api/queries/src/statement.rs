@@ -114,11 +114,24 @@ pub fn month_end_forecast(
 
 /// The net repricing correction of a team's month per provider / model /
 /// price version: the `cost_adjustments` rows, by the day of their call
-/// (as `cost_daily` counts them).
+/// (as `cost_daily` counts them), of one org when one is named.
 pub const REPRICING_SQL: &str = "SELECT toString(provider) AS provider, toString(model) AS model, \
      price_version, sum(cost) AS cost FROM cost_adjustments \
-     WHERE team_id = ? AND toDate(occurred_at, 'UTC') >= toDate(?) AND toDate(occurred_at, 'UTC') < toDate(?) \
+     WHERE team_id = ? AND (? = '' OR org_id = ?) \
+     AND toDate(occurred_at, 'UTC') >= toDate(?) AND toDate(occurred_at, 'UTC') < toDate(?) \
      GROUP BY provider, model, price_version";
+
+/// The orgs with calls of a team in a month (a team id names a team only
+/// with its org): a statement of a team id that more than one org uses
+/// must name the org.
+pub const ORGS_SQL: &str = "SELECT DISTINCT toString(org_id) AS org_id FROM cost_daily_by_team \
+     WHERE team_id = ? AND day >= toDate(?) AND day < toDate(?) ORDER BY org_id LIMIT 11";
+
+/// One row of [`ORGS_SQL`].
+#[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
+struct OrgRow {
+    org_id: String,
+}
 
 /// One row of [`REPRICING_SQL`].
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
@@ -130,10 +143,25 @@ pub struct RepricingRow {
     pub cost: i128,
 }
 
-fn repricing_sql(team: &str, first: NaiveDate, next: NaiveDate) -> BoundSql {
+fn repricing_sql(team: &str, org: Option<&str>, first: NaiveDate, next: NaiveDate) -> BoundSql {
+    let org = org.unwrap_or_default();
     BoundSql {
         name: "statement.repricing",
         template: REPRICING_SQL.to_string(),
+        binds: vec![
+            SqlValue::Str(team.to_string()),
+            SqlValue::Str(org.to_string()),
+            SqlValue::Str(org.to_string()),
+            SqlValue::Str(first.to_string()),
+            SqlValue::Str(next.to_string()),
+        ],
+    }
+}
+
+fn orgs_sql(team: &str, first: NaiveDate, next: NaiveDate) -> BoundSql {
+    BoundSql {
+        name: "statement.orgs",
+        template: ORGS_SQL.to_string(),
         binds: vec![
             SqlValue::Str(team.to_string()),
             SqlValue::Str(first.to_string()),
@@ -142,25 +170,74 @@ fn repricing_sql(team: &str, first: NaiveDate, next: NaiveDate) -> BoundSql {
     }
 }
 
-/// The repricing corrections of `team`'s month `[first, next)`.
+/// The repricing corrections of `team`'s month `[first, next)` (of `org`
+/// when given).
 pub(crate) async fn repricing(
     models: &ReadModels,
     team: &str,
+    org: Option<&str>,
     first: NaiveDate,
     next: NaiveDate,
 ) -> Result<Vec<RepricingRow>, ReadModelError> {
-    let sql = repricing_sql(team, first, next);
+    let sql = repricing_sql(team, org, first, next);
     models
         .bounded(sql.query(models.client()).fetch_all::<RepricingRow>())
         .await
         .map_err(|err| models.classify(sql.name, err))
 }
 
+/// The orgs with calls of `team` in `[first, next)` (at most 11).
+pub(crate) async fn orgs(
+    models: &ReadModels,
+    team: &str,
+    first: NaiveDate,
+    next: NaiveDate,
+) -> Result<Vec<String>, ReadModelError> {
+    let sql = orgs_sql(team, first, next);
+    let rows = models
+        .bounded(sql.query(models.client()).fetch_all::<OrgRow>())
+        .await
+        .map_err(|err| models.classify(sql.name, err))?;
+    Ok(rows.into_iter().map(|r| r.org_id).collect())
+}
+
+/// A statement names one org's team: without `org`, the team id must
+/// have calls of at most one org in the month (`orgs`, from
+/// [`ORGS_SQL`]), else the request must name the org.
+pub fn one_org(
+    team: &str,
+    month: &str,
+    org: Option<&str>,
+    orgs: &[String],
+) -> Result<(), InvalidParameter> {
+    if org.is_some() || orgs.len() < 2 {
+        return Ok(());
+    }
+    let shown: Vec<&str> = orgs.iter().take(10).map(String::as_str).collect();
+    Err(InvalidParameter::new(
+        "org",
+        format!(
+            "team {team:?} has calls of {} orgs in {month} ({}{}): name one with org=",
+            if orgs.len() > 10 {
+                "more than 10".to_string()
+            } else {
+                orgs.len().to_string()
+            },
+            shown.join(", "),
+            if orgs.len() > 10 { ", ..." } else { "" }
+        ),
+    ))
+}
+
 /// The statements of this module, for the SQL compatibility check.
 pub(crate) fn catalog() -> Vec<BoundSql> {
     let first = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap_or_default();
     let next = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap_or_default();
-    vec![repricing_sql("team-a", first, next)]
+    vec![
+        repricing_sql("team-a", None, first, next),
+        repricing_sql("team-a", Some("acme"), first, next),
+        orgs_sql("team-a", first, next),
+    ]
 }
 
 /// A statement request as its query string names it.
@@ -357,6 +434,25 @@ mod tests {
         let statement = crate::samples::statement();
         insta::assert_snapshot!("json", serde_json::to_string_pretty(&statement).unwrap());
         insta::assert_snapshot!("csv", table(&statement).to_csv());
+    }
+
+    #[test]
+    fn a_team_id_of_several_orgs_needs_the_org() {
+        let orgs = |n: usize| (0..n).map(|i| format!("org-{i:02}")).collect::<Vec<_>>();
+        assert!(one_org("t", "2026-12", None, &orgs(1)).is_ok());
+        assert!(one_org("t", "2026-12", None, &[]).is_ok());
+        assert!(one_org("t", "2026-12", Some("org-00"), &orgs(2)).is_ok());
+        let err = one_org("t", "2026-12", None, &orgs(2)).unwrap_err();
+        assert_eq!(err.field, "org");
+        assert!(
+            err.reason.contains("2 orgs in 2026-12 (org-00, org-01)"),
+            "{err}"
+        );
+        let err = one_org("t", "2026-12", None, &orgs(11)).unwrap_err();
+        assert!(
+            err.reason.contains("more than 10 orgs") && err.reason.contains("org-09, ..."),
+            "{err}"
+        );
     }
 
     #[test]
