@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -111,7 +111,8 @@ pub fn admin_event(kind: &'static str, actor: &str, payload: serde_json::Value) 
         schema_version: SCHEMA_VERSION,
         event_id: Uuid::now_v7(),
         kind: EventKind::admin(kind),
-        occurred_at: Utc::now(),
+        // Milliseconds, as every event's `occurred_at` (docs/ingest-api.md).
+        occurred_at: Utc::now().trunc_subsecs(3),
         org_id: CONTROL_PLANE_TENANT.into(),
         team_id: CONTROL_PLANE_TENANT.into(),
         user_id: String::new(),
@@ -169,5 +170,16 @@ mod tests {
         assert_eq!(admin["actor"], "key:abc");
         // Prices travel as exact decimal strings.
         assert_eq!(admin["price_version"]["input_per_token"], "0.0000025");
+        // `occurred_at` keeps milliseconds, as every event's does.
+        assert_eq!(event.occurred_at.timestamp_subsec_nanos() % 1_000_000, 0);
+        let text = value_of(&event);
+        assert_eq!(text.len(), "2026-12-06T21:33:59.123Z".len(), "{text}");
+    }
+
+    fn value_of(event: &Event) -> String {
+        serde_json::to_value(event).unwrap()["occurred_at"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 }

@@ -418,6 +418,11 @@ pub(crate) fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(
     if value.chars().any(char::is_control) {
         return Err(Rejection::new(field, "must not contain control characters"));
     }
+    // A required name of spaces only names nothing a person could tell
+    // apart (an org " " beside an org "  ").
+    if min >= 1 && value.trim().is_empty() {
+        return Err(Rejection::new(field, "must not be blank (only whitespace)"));
+    }
     Ok(())
 }
 

@@ -288,6 +288,11 @@ fn missing_required_fields_are_named() {
         with(|v| v["call"]["error"] = json!({"message": "x"})),
         "call.error.type",
     );
+    for field in ["org_id", "team_id"] {
+        let r = rejected_at(with(|v| v[field] = json!("   ")), field);
+        assert!(r.reason.contains("blank"), "{r:?}");
+    }
+    rejected_at(with(|v| v["call"]["model"] = json!(" ")), "call.model");
     let r = rejected_at(
         with(|v| v["admin"] = json!({"actor": "cli", "change": "budget"})),
         "admin",
