@@ -187,7 +187,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    } else if !report.chains.is_empty() {
         for line in report.lines() {
             println!("{line}");
         }
@@ -203,6 +203,19 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     }
     if !report.ok {
         std::process::exit(1);
+    }
+    if report.chains.is_empty() {
+        // Verifying nothing is not a pass: an org id mistyped (`trial-b`
+        // for `trial-b/x`) would otherwise read as a verified trail.
+        eprintln!(
+            "nothing verified: no audit chain holds entries of org {org:?}{}{} (check the org id)",
+            args.team
+                .as_deref()
+                .map(|t| format!(", team {t:?}"))
+                .unwrap_or_default(),
+            if range.is_some() { " in the range" } else { "" }
+        );
+        std::process::exit(2);
     }
     Ok(())
 }
