@@ -2,8 +2,9 @@
 //! OpenAI's and Anthropic's: SSE streams and whole JSON bodies.
 //!
 //! Input: byte 0 holds flags (bit 0: strip the usage chunk the proxy asked
-//! for, bit 1: a whole JSON body rather than a stream), bytes 1–2 seed the
-//! chunking, the rest is the body upstream sent. Properties:
+//! for, bit 1: a whole JSON body rather than a stream, bit 2: OpenAI's
+//! Responses API body and events), bytes 1–2 seed the chunking, the rest is
+//! the body upstream sent. Properties:
 //!
 //! - the body cut at arbitrary byte boundaries reads exactly as the body in
 //!   one piece (same bytes to the client, same usage, error, flags, digest);
@@ -44,8 +45,13 @@ struct Reading {
     response_sha256: String,
 }
 
-fn read(dialect: Dialect, stream: bool, strip: bool, chunks: &[&[u8]]) -> Reading {
-    let mut observer = Observer::new(dialect, stream, strip);
+fn read(dialect: Dialect, flags: Flags, chunks: &[&[u8]]) -> Reading {
+    let Flags {
+        stream,
+        strip,
+        responses,
+    } = flags;
+    let mut observer = Observer::new(dialect, stream, strip).reading_responses(responses);
     let mut to_client = Vec::new();
     for chunk in chunks {
         to_client.extend_from_slice(&observer.feed(chunk));
@@ -94,6 +100,14 @@ fn cut(body: &[u8], seed: u16) -> Vec<&[u8]> {
     chunks
 }
 
+/// How a body is read.
+#[derive(Debug, Clone, Copy)]
+struct Flags {
+    stream: bool,
+    strip: bool,
+    responses: bool,
+}
+
 /// Check every property on one fuzz input.
 pub fn check(dialect: Dialect, data: &[u8]) {
     let [flags, s0, s1, body @ ..] = data else {
@@ -101,11 +115,17 @@ pub fn check(dialect: Dialect, data: &[u8]) {
     };
     let strip = flags & 1 == 1;
     let stream = flags & 2 == 0;
+    let responses = flags & 4 == 4 && dialect == Dialect::OpenAi;
     let seed = u16::from_le_bytes([*s0, *s1]);
+    let how = Flags {
+        stream,
+        strip,
+        responses,
+    };
 
-    let whole = read(dialect, stream, strip, &[body]);
+    let whole = read(dialect, how, &[body]);
     let pieces = cut(body, seed);
-    let split = read(dialect, stream, strip, &pieces);
+    let split = read(dialect, how, &pieces);
     assert_eq!(
         whole,
         split,
