@@ -88,11 +88,17 @@ ensure_node() {
     fi
     mkdir -p "$LOG_DIR" "$NODE_HOME/bin"
     say "Node.js 20+ from PyPI ($(grep -v '^#' "$req" | xargs)) into $NODE_HOME: $(command -v node >/dev/null && echo "the system's node is $(node --version)" || echo "no node on PATH") (log: $log)"
-    if [[ ! -x "$venv/bin/python" ]]; then
-        command -v python3 >/dev/null && python3 -m venv --help >/dev/null 2>&1 || apt_install python3 python3-venv || return 1
-        python3 -m venv "$venv" >>"$log" 2>&1 || apt_install python3-venv || return 1
-        [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv" >>"$log" 2>&1 \
-            || { err "could not create the venv $venv"; show_log_tail "$log"; return 1; }
+    # A venv is usable once its pip runs: without Debian's python3-venv,
+    # `python3 -m venv` leaves a python but no pip behind (and fails).
+    if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+        command -v python3 >/dev/null || apt_install python3 || return 1
+        rm -rf "$venv"
+        if ! python3 -m venv "$venv" >>"$log" 2>&1; then
+            apt_install python3-venv || return 1
+            rm -rf "$venv"
+            python3 -m venv "$venv" >>"$log" 2>&1 \
+                || { err "could not create the venv $venv"; show_log_tail "$log"; return 1; }
+        fi
     fi
     if ! "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$req" >>"$log" 2>&1; then
         err "pip install of Node.js into $venv failed"

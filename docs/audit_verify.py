@@ -144,7 +144,9 @@ def recorded_erasures(row):
         return []
     if admin.get("chain_id") != row["chain_id"]:
         return []
-    seqs, hashes = admin.get("seqs") or [], admin.get("entry_hashes") or []
+    seqs, hashes = admin.get("seqs"), admin.get("entry_hashes")
+    if not isinstance(seqs, list) or not isinstance(hashes, list):
+        return []
     return [(s, h.lower()) for s, h in zip(seqs, hashes)
             if isinstance(s, int) and not isinstance(s, bool) and isinstance(h, str)]
 

@@ -655,9 +655,12 @@ mod tests {
         erasure["kind"] = json!("admin.personal_data.erased");
         erasure.as_object_mut().unwrap().remove("call");
         erasure["admin"] = json!({"chain_id": "acme/team-a", "seqs": [4], "entry_hashes": ["00"]});
+        let mut control_team = event("acme", Uuid::now_v7());
+        control_team["team_id"] = json!("_tollgate");
         let texts = texts(vec![
             erasure,
             event("_tollgate", Uuid::now_v7()),
+            control_team,
             event("acme", Uuid::now_v7()),
         ]);
         let plan = plan_batch(items(&texts), None, Utc::now(), &Limits::default());
@@ -680,7 +683,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(fields, ["kind", "org_id"]);
+        assert_eq!(fields, ["kind", "org_id", "team_id"]);
     }
 
     #[test]

@@ -254,13 +254,16 @@ pub fn responses_events(id: &str, plan: &Plan, request: &Value) -> (Vec<Bytes>, 
     (events, first)
 }
 
-/// The `error` event a Responses API stream fails with, at `sequence`.
+/// The `error` event a Responses API stream fails with, at `sequence`, as
+/// OpenAI sends it: the error's fields nested under `error` (its reference
+/// documents them on the event itself).
 pub fn responses_error_event(sequence: usize) -> Bytes {
     sse_event(
         "error",
-        &json!({"type": "error", "code": "server_error",
-                "message": "The server had an error while processing your request.",
-                "param": null, "sequence_number": sequence}),
+        &json!({"type": "error", "sequence_number": sequence,
+                "error": {"type": "server_error", "code": "server_error",
+                          "message": "The server had an error while processing your request.",
+                          "param": null}}),
     )
 }
 

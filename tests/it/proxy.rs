@@ -1055,6 +1055,30 @@ async fn hostile_input_gets_a_clear_4xx_and_the_proxy_keeps_serving() {
         .unwrap()
         .contains("not valid JSON"));
 
+    // A blank model, which no event could record.
+    let r = post(&key, br#"{"model": "   ", "messages": []}"#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not blank"));
+    // A background response, whose usage the proxy could never read.
+    let r = proxy
+        .http
+        .post(format!("{}/v1/responses", proxy.url()))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-4o-mini", "input": "hi", "background": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`background: true` is not served"));
+
     let r = post(
         &key,
         br#"{"model": "no-such-model", "messages": []}"#.to_vec(),

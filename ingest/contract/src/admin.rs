@@ -20,8 +20,9 @@ pub const CONTROL_PLANE_TENANT: &str = "_tollgate";
 /// Why an event sent by a client to an ingest edge (the events API, OTLP)
 /// is refused though it keeps the contract: `admin.*` events are the
 /// control plane's own record of its changes (written through its outbox,
-/// `crate::audit::erasure` among them), and org [`CONTROL_PLANE_TENANT`] is
-/// the control plane's trail. A client able to send either could write
+/// `crate::audit::erasure` among them), and org or team
+/// [`CONTROL_PLANE_TENANT`] is the control plane's trail (an org's
+/// alerting changes sit in its chain of that team). A client able to send either could write
 /// into the audit trail as the control plane, for instance a forged record
 /// of an erasure that would excuse an entry erased without one.
 pub fn refused_at_the_edge(event: &Event) -> Option<crate::Rejection> {
@@ -35,11 +36,16 @@ pub fn refused_at_the_edge(event: &Event) -> Option<crate::Rejection> {
             ),
         ));
     }
-    if event.org_id == CONTROL_PLANE_TENANT {
-        return Some(crate::Rejection::new(
-            "org_id",
-            format!("{CONTROL_PLANE_TENANT:?} is reserved for Tollgate's own control-plane trail"),
-        ));
+    for (field, id) in [("org_id", &event.org_id), ("team_id", &event.team_id)] {
+        if id == CONTROL_PLANE_TENANT {
+            return Some(crate::Rejection::new(
+                field,
+                format!(
+                    "{CONTROL_PLANE_TENANT:?} is reserved for Tollgate's own control-plane trail \
+                     (an org's alerting changes are chained as its team {CONTROL_PLANE_TENANT:?})"
+                ),
+            ));
+        }
     }
     None
 }

@@ -18,6 +18,9 @@
 //!
 //! Images and audio in a request are not bounded by its bytes; their
 //! per-image and per-second prices are not in the estimate (`docs/cost.md`).
+//! Nor is input the provider holds for a Responses API request
+//! (`previous_response_id`, `conversation`, a stored `prompt`, what a
+//! built-in tool reads): such a request's estimate is not a bound.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

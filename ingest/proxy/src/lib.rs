@@ -581,7 +581,9 @@ async fn models(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Res
 }
 
 fn valid_model_name(model: &str) -> bool {
-    !model.is_empty() && model.len() <= 256 && !model.chars().any(char::is_control)
+    // As the contract takes `call.model`: not blank, at most 256
+    // characters, no control characters.
+    !model.trim().is_empty() && model.len() <= 256 && !model.chars().any(char::is_control)
 }
 
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {
@@ -660,7 +662,7 @@ async fn handle_call(
         Some(Value::String(m)) if valid_model_name(m) => m.clone(),
         Some(_) => {
             return ProxyError::bad_request(
-                "`model` must be a string of 1 to 256 characters without control characters",
+                "`model` must be a string of 1 to 256 characters, not blank, without control characters",
             )
             .into_response(dialect)
         }
@@ -670,6 +672,19 @@ async fn handle_call(
         if !s.is_boolean() && !s.is_null() {
             return ProxyError::bad_request("`stream` must be a boolean").into_response(dialect);
         }
+    }
+    // A background response answers `queued` without usage; its usage
+    // arrives only by polling `GET /v1/responses/{id}`, which is not
+    // proxied, so the call could not be billed.
+    if endpoint == Endpoint::Responses
+        && request.get("background").and_then(Value::as_bool) == Some(true)
+    {
+        return ProxyError::bad_request(
+            "`background: true` is not served through the proxy: a background response's usage \
+             arrives only by polling GET /v1/responses/{id}, which the proxy does not serve, so \
+             the call could not be billed; send it without `background`",
+        )
+        .into_response(dialect);
     }
     let stream =
         endpoint.can_stream() && request.get("stream").and_then(Value::as_bool) == Some(true);

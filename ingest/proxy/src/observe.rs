@@ -220,7 +220,15 @@ impl Observer {
                     self.observe_response_object(response);
                 }
             }
-            "error" => self.error = Some(responses_error(event)),
+            // OpenAI documents the error's fields on the event itself and
+            // sends them nested under `error`: both are read.
+            "error" => {
+                let err = event
+                    .get("error")
+                    .filter(|e| e.is_object())
+                    .unwrap_or(event);
+                self.error = Some(responses_error(err));
+            }
             delta if delta.ends_with(".delta") => {
                 self.saw_content = true;
                 self.content_chunks += 1;
@@ -477,7 +485,8 @@ fn contract_text(text: &str, max: usize) -> String {
 /// bills unrecorded.
 pub fn provider_error(error_type: &str, message: &str) -> ProviderError {
     let error_type = contract_text(error_type, 128);
-    let error_type = if error_type.is_empty() {
+    // The contract refuses a blank type as it refuses an empty one.
+    let error_type = if error_type.trim().is_empty() {
         "unknown".to_string()
     } else {
         error_type
@@ -504,8 +513,9 @@ fn openai_error(err: &Value) -> ProviderError {
 }
 
 /// A Responses API error (a failed response's `error`, or an `error`
-/// stream event): `code` and `message`, no `type`; an HTTP error body's
-/// `{"type", "code", "message"}` reads the same as in chat.
+/// stream event's): its `code`, else its `type` (other than `error`), and
+/// its `message`. HTTP error bodies are not read here but by
+/// [`error_from_body`], as chat's are (type first).
 fn responses_error(err: &Value) -> ProviderError {
     let text = |field: &str| {
         err.get(field)
@@ -699,8 +709,11 @@ mod tests {
             err,
             error_from_body(Dialect::Anthropic, body.as_bytes()).unwrap()
         );
+        // A type of control characters or spaces is blank to the
+        // contract, which would refuse it: `unknown` instead.
         let err = provider_error("\n", &"é".repeat(3000));
-        assert_eq!(err.error_type, " ");
+        assert_eq!(err.error_type, "unknown");
+        assert_eq!(provider_error("  \t ", "").error_type, "unknown");
         assert_eq!(err.message.chars().count(), 2048);
         assert_eq!(provider_error("", "").error_type, "unknown");
     }
@@ -810,6 +823,14 @@ data: {"type":"response.failed","response":{"status":"failed","error":{"code":"s
         let mut obs = Observer::new(Dialect::OpenAi, true, false).reading_responses(true);
         run(&mut obs, &[error]);
         assert_eq!(obs.error.unwrap().error_type, "rate_limit_exceeded");
+        let nested = "event: error\ndata: {\"type\":\"error\",\"sequence_number\":2,\"error\":{\"type\":\"too_many_requests\",\"code\":\"too_many_requests\",\"message\":\"slow down\"}}\n\n";
+        let mut obs = Observer::new(Dialect::OpenAi, true, false).reading_responses(true);
+        run(&mut obs, &[nested]);
+        let err = obs.error.unwrap();
+        assert_eq!(
+            (err.error_type.as_str(), err.message.as_str()),
+            ("too_many_requests", "slow down")
+        );
         let bare = "data: {\"type\":\"error\",\"message\":\"no code\"}\n\n";
         let mut obs = Observer::new(Dialect::OpenAi, true, false).reading_responses(true);
         run(&mut obs, &[bare]);

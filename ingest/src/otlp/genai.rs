@@ -378,12 +378,7 @@ pub fn map_span(
         }
         (None, None) => UNASSIGNED.to_string(),
     };
-    if org_id == tollgate_contract::admin::CONTROL_PLANE_TENANT {
-        return Err(Rejection::new(
-            sources.get("org_id").copied().unwrap_or("org_id"),
-            format!("{org_id:?} is reserved for Tollgate's own control-plane trail"),
-        ));
-    }
+
     // The key's team and user win; the attributes fill in what it lacks.
     let mut from_key_or = |key: &Option<String>,
                            found: Option<(&'static str, String)>,
@@ -403,6 +398,15 @@ pub fn map_span(
         UNASSIGNED,
     );
     let user_id = from_key_or(&tenant.user_id, span_or_resource(USER)?, "user_id", "");
+    // The control plane's org and team are not a client's to claim.
+    for (field, id) in [("org_id", &org_id), ("team_id", &team_id)] {
+        if id == tollgate_contract::admin::CONTROL_PLANE_TENANT {
+            return Err(Rejection::new(
+                sources.get(field).copied().unwrap_or(field),
+                format!("{id:?} is reserved for Tollgate's own control-plane trail"),
+            ));
+        }
+    }
 
     let mut tags = BTreeMap::new();
     tags.insert("source".to_string(), "otlp".to_string());

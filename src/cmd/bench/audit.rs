@@ -221,8 +221,14 @@ fn rate(n: u64, took: Duration) -> u64 {
     per_s
 }
 
+/// The team of bench chain `i`.
 fn chain_name(i: u64) -> String {
     format!("bench-chain-{i:02}")
+}
+
+/// The id of bench chain `i`: [`ORG`]'s chain of its team.
+fn chain_id_of(i: u64) -> String {
+    team_chain_id(ORG, &chain_name(i))
 }
 
 /// Write `args.entries` chained entries and their signed checkpoints; the
@@ -237,7 +243,7 @@ async fn write_chains(
 )> {
     let mut chains: Vec<Writing> = (0..args.chains)
         .map(|i| Writing {
-            id: team_chain_id(ORG, &chain_name(i)),
+            id: chain_id_of(i),
             team: chain_name(i),
             seq: 0,
             head: GENESIS,
@@ -357,8 +363,14 @@ async fn read_only(args: &Args, ch: &clickhouse::Client) -> anyhow::Result<(u64,
     let started = Instant::now();
     let mut rows = 0;
     for i in 0..args.chains {
-        rows += read_chain(ch, &chain_name(i), |_| ()).await?;
+        rows += read_chain(ch, &chain_id_of(i), |_| ()).await?;
     }
+    // Reading another chain than was written would time nothing.
+    anyhow::ensure!(
+        rows == args.entries,
+        "read {rows} entries back, {} were written",
+        args.entries
+    );
     Ok((rows, started.elapsed()))
 }
 
@@ -386,10 +398,11 @@ async fn read_chain(
 /// alone), one row at a time on one thread, then in batches hashed on every
 /// core; its entries and both times.
 async fn in_memory(ch: &clickhouse::Client) -> anyhow::Result<(u64, Duration, Duration)> {
-    let chain = chain_name(0);
+    let chain = chain_id_of(0);
     let mut rows = Vec::new();
     read_chain(ch, &chain, |row| rows.push(row)).await?;
     let n = rows.len() as u64;
+    anyhow::ensure!(n > 0, "chain {chain} has no entries to verify");
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let mut one = ChainVerifier::new(&chain, Vec::new(), None);

@@ -11,7 +11,10 @@
 //! ([`legacy_chain_id`]): two orgs using one team id shared such a chain.
 //! They are left as they are (they verify and export as before) and take no
 //! new entries, except the record of an erasure of their own entries, which
-//! must sit in the chain it names (see [`chain_for`]).
+//! must sit in the chain it names (see [`chain_for`]). A team id holding a
+//! `/` gave an old chain the very id a new one may get (old `acme/alpha` of
+//! any org, new `acme`'s team `alpha`); `docs/deployment.md` says how to
+//! find such chains before upgrading.
 
 use super::erasure::KIND_ERASURE;
 use crate::Event;
