@@ -56,6 +56,22 @@ fn event(team: &str, user: &str, i: u64, outcome: Outcome) -> tollgate_contract:
     e
 }
 
+/// `tollgate erase` of org-1's user alice; its receipt.
+fn erase_alice(env: &TestEnv) -> Value {
+    let out = env
+        .tollgate(&[
+            "erase", "--org", "org-1", "--user", "alice", "--reason", REASON, "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "erase: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 async fn mutate(env: &TestEnv, sql: &str, done: &str) {
     env.ch(sql).await;
     let got = env.wait_for_count(done, 1, PATIENCE).await;
@@ -100,18 +116,7 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     assert_eq!(env.ch(&per_user(totals)).await, totals_before);
     assert_eq!(env.ch(&per_user(bob)).await, bob_before);
 
-    let out = env
-        .tollgate(&[
-            "erase", "--org", "org-1", "--user", "alice", "--reason", REASON, "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "erase: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let receipt = erase_alice(&env);
     assert_eq!(receipt["tables"]["calls"]["before"], 10);
     assert_eq!(receipt["tables"]["calls"]["after"], 0);
     assert_eq!(receipt["tables"]["audit_chain"]["before"], 10);
@@ -463,18 +468,7 @@ async fn an_erasure_in_a_chain_from_before_chains_were_per_org_is_recorded_there
     assert!(ok, "{report}");
 
     env.spawn("process", &["process"]);
-    let out = env
-        .tollgate(&[
-            "erase", "--org", "org-1", "--user", "alice", "--reason", REASON, "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "erase: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let receipt = erase_alice(&env);
     assert_eq!(
         receipt["kept_v1_entries"],
         Value::Array(Vec::new()),
