@@ -275,11 +275,7 @@ impl ReadModels {
         org: Option<&str>,
         month: &str,
     ) -> Result<Vec<statement::RepricingRow>, ReadModelError> {
-        let (first, next) =
-            statement::month_range(month).map_err(|e| ReadModelError::UnexpectedRow {
-                query: "statement.repricing",
-                detail: e.reason,
-            })?;
+        let (first, next) = statement_month(month, "statement.repricing")?;
         statement::repricing(self, team, org, first, next).await
     }
 
@@ -290,11 +286,7 @@ impl ReadModels {
         team: &str,
         month: &str,
     ) -> Result<Vec<String>, ReadModelError> {
-        let (first, next) =
-            statement::month_range(month).map_err(|e| ReadModelError::UnexpectedRow {
-                query: "statement.orgs",
-                detail: e.reason,
-            })?;
+        let (first, next) = statement_month(month, "statement.orgs")?;
         statement::orgs(self, team, first, next).await
     }
 
@@ -530,6 +522,18 @@ pub fn sql_catalog() -> Vec<(String, String)> {
         .chain(alert_timeline::catalog())
         .map(|bound| (bound.name.to_string(), bound.text()))
         .collect()
+}
+
+/// The first day of `month` (`YYYY-MM`) and of the next, for a statement's
+/// query `query` (the month was checked when the request was read).
+fn statement_month(
+    month: &str,
+    query: &'static str,
+) -> Result<(chrono::NaiveDate, chrono::NaiveDate), ReadModelError> {
+    statement::month_range(month).map_err(|e| ReadModelError::UnexpectedRow {
+        query,
+        detail: e.reason,
+    })
 }
 
 #[cfg(test)]

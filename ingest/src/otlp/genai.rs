@@ -118,7 +118,15 @@ impl MappedCall {
     /// named by the attribute it came from, with the event field after it.
     pub fn validate(self, now: DateTime<Utc>, limits: &Limits) -> Result<Event, Rejection> {
         let Self { event, sources } = self;
+        // The contract, then what no client may send (the events API's own
+        // rule), each refusal named by the attribute the field came from.
         check_event(&event, now, limits)
+            .and_then(
+                |()| match tollgate_contract::admin::refused_at_the_edge(&event) {
+                    Some(refusal) => Err(refusal),
+                    None => Ok(()),
+                },
+            )
             .map(|()| event)
             .map_err(|rejection| match sources.get(rejection.field.as_str()) {
                 Some(attribute) => Rejection::new(
@@ -398,16 +406,6 @@ pub fn map_span(
         UNASSIGNED,
     );
     let user_id = from_key_or(&tenant.user_id, span_or_resource(USER)?, "user_id", "");
-    // The control plane's org and team are not a client's to claim.
-    for (field, id) in [("org_id", &org_id), ("team_id", &team_id)] {
-        if id == tollgate_contract::admin::CONTROL_PLANE_TENANT {
-            return Err(Rejection::new(
-                sources.get(field).copied().unwrap_or(field),
-                format!("{id:?} is reserved for Tollgate's own control-plane trail"),
-            ));
-        }
-    }
-
     let mut tags = BTreeMap::new();
     tags.insert("source".to_string(), "otlp".to_string());
     if let Some(name) = resource.first_present(SERVICE) {

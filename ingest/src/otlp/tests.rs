@@ -407,12 +407,16 @@ fn bad_values_are_refused_naming_the_attribute() {
         org_id: None,
         ..tenant()
     };
-    let r = map_span(
+    let r = match map_span(
         &[s("tollgate.org_id", "_tollgate")],
         &span(12, current_chat()),
         &every_org,
-    )
-    .expect_err("the control plane's org is refused");
+    ) {
+        Ok(SpanMapping::Call(call)) => call
+            .validate(now(), &Limits::default())
+            .expect_err("the control plane's org is refused"),
+        other => panic!("not a refused call: {other:?}"),
+    };
     assert_eq!(r.field, "tollgate.org_id");
     assert!(r.reason.contains("reserved"), "{}", r.reason);
 }
