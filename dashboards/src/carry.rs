@@ -38,7 +38,7 @@ struct Target {
 /// page): carried only to the page they came from.
 const OWN_PAGE_ONLY: [&str; 2] = ["group_by", "bucket"];
 
-const TARGETS: [Target; 17] = [
+const TARGETS: [Target; 18] = [
     Target {
         path: "/overview",
         filters: &["org"],
@@ -96,6 +96,11 @@ const TARGETS: [Target; 17] = [
         path: "/compliance/search",
         filters: &["org", "team", "user", "key", "provider", "model"],
         window: Window::Clock,
+    },
+    Target {
+        path: "/compliance/verify",
+        filters: &["org"],
+        window: Window::None,
     },
     Target {
         path: "/admin",

@@ -133,10 +133,13 @@ impl ResultRow {
         Self {
             chain: row.chain_id.clone(),
             seq: row.seq,
+            // The entry's org rides along, so the navigation on its page
+            // carries it to the other pages.
             link: format!(
-                "/compliance/entries/{}/{}",
+                "/compliance/entries/{}/{}?org={}",
                 urlencode(&row.chain_id),
-                row.seq
+                row.seq,
+                urlencode(&row.org_id)
             ),
             time: time_figure(row.occurred_at_ms),
             org: row.org_id.clone(),
@@ -449,7 +452,15 @@ async fn entry_page(
     State(state): State<AuditAccess>,
     identity: Identity,
     Path((chain, seq)): Path<(String, String)>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
+    // `org` names the org the page is read for (the links of the search
+    // carry it, and with it the navigation); another org than the entry's
+    // (the org switcher) leads to that org's search.
+    let org = match QueryParams::parse(&pairs, &Expected::names(&["org"])) {
+        Ok(params) => params.get("org").unwrap_or_default().trim().to_string(),
+        Err(err) => return bad_request(err),
+    };
     let Some(seq) = seq.parse::<u64>().ok().filter(|s| *s >= 1) else {
         return not_found(format!("`{seq}` is not a sequence number"));
     };
@@ -459,6 +470,9 @@ async fn entry_page(
         Ok(_) => return not_found(format!("no entry {seq} in chain {chain}")),
         Err(err) => return unavailable("entry", err),
     };
+    if !org.is_empty() && org != row.org_id {
+        return Redirect::to(&format!("/compliance/search?org={}", urlencode(&org))).into_response();
+    }
     let trusted = state.public_key.as_deref().and_then(parse_public_key);
     let result: ProofResult = match ProofSource::new(ch, trusted).prove(&row).await {
         Ok(result) => result,

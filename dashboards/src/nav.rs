@@ -1,14 +1,14 @@
 //! One navigation for every page: the areas the signed-in caller may open
 //! (Overview, SRE, Finance, Compliance, Admin), the org switcher for people
-//! who see several orgs, and sign-out; and the sub-navigation of the SRE
-//! and Admin areas. Links carry the current filters each target reads
+//! who see several orgs, and sign-out; and the sub-navigation of the SRE,
+//! Compliance and Admin areas. Links carry the current filters each target reads
 //! ([`crate::carry`]).
 //!
 //! Pages do not build them: `base.html` holds a marker the [`inject`]
 //! layer replaces with the navigation of the identity the gate admitted
 //! (it rides on the response), so no page can forget it or show a link
-//! its reader may not open; `sre_nav.html` and `admin_nav.html` hold the
-//! sub-navigation's marker.
+//! its reader may not open; `subnav_slot.html` holds the sub-navigation's
+//! marker.
 
 use askama::Template;
 use axum::body::Body;
@@ -24,7 +24,7 @@ use crate::carry;
 
 /// The marker in `base.html`.
 const MARKER: &str = "<!--tollgate:nav-->";
-/// The marker in `sre_nav.html` and `admin_nav.html`.
+/// The marker in `subnav_slot.html`.
 const SUBNAV_MARKER: &str = "<!--tollgate:subnav-->";
 /// The largest page the layer rewrites.
 const MAX_PAGE_BYTES: usize = 32 << 20;
@@ -69,7 +69,7 @@ type Area = (
     &'static [(&'static str, &'static str)],
 );
 
-const SUBNAVS: [Area; 2] = [
+const SUBNAVS: [Area; 3] = [
     (
         "/sre",
         "SRE pages",
@@ -78,6 +78,14 @@ const SUBNAVS: [Area; 2] = [
             ("/sre/errors", "Errors"),
             ("/sre/breakers", "Breakers"),
             ("/sre/alerts", "Alerts"),
+        ],
+    ),
+    (
+        "/compliance",
+        "Compliance pages",
+        &[
+            ("/compliance/search", "Search"),
+            ("/compliance/verify", "Verification"),
         ],
     ),
     (
@@ -105,8 +113,8 @@ pub struct SubNav {
 }
 
 impl SubNav {
-    /// The sub-navigation of the area of `path` (none outside SRE and
-    /// Admin), its links carrying the filters of `query`.
+    /// The sub-navigation of the area of `path` (none outside SRE,
+    /// Compliance and Admin), its links carrying the filters of `query`.
     pub fn for_page(path: &str, query: &[(String, String)], now: DateTime<Utc>) -> Option<Self> {
         let (_, label, pages) = SUBNAVS.iter().find(|(prefix, _, _)| under(path, prefix))?;
         Some(Self {
@@ -367,6 +375,21 @@ mod tests {
                 ("API keys", "/admin/keys?org=acme", false),
                 ("Budgets", "/admin/budgets?org=acme", true),
                 ("Prices", "/admin/prices?org=acme", false),
+            ]
+        );
+        // An entry's page (its link carries the entry's org): the search
+        // and the verification of that org.
+        let compliance = SubNav::for_page(
+            "/compliance/entries/acme%2Fsearch/3",
+            &pairs(&[("org", "acme")]),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            hrefs(&compliance.links),
+            [
+                ("Search", "/compliance/search?org=acme", false),
+                ("Verification", "/compliance/verify?org=acme", false),
             ]
         );
         assert!(SubNav::for_page("/finance/cost", &query, now()).is_none());

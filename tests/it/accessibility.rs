@@ -495,6 +495,133 @@ async fn read_as(base: &str, key: &str, path: &str) -> String {
     response.text().await.unwrap()
 }
 
+/// The same-origin links of `html` (`href="/..."`, fragment dropped),
+/// unescaped as a browser reads them.
+fn local_links(html: &str) -> Vec<String> {
+    html.split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|href| href.starts_with('/') && !href.starts_with("//"))
+        .map(unescape)
+        .map(|href| href.split('#').next().unwrap_or_default().to_string())
+        .filter(|href| !href.is_empty())
+        .collect()
+}
+
+/// An attribute's text as the browser reads it: character references
+/// (`&#38;`, `&#x2F;`, `&amp;`, …) replaced by their characters.
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(end) = rest.find(';') else { break };
+        let name = &rest[1..end];
+        let decoded = match name {
+            "amp" => Some('&'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            _ => name
+                .strip_prefix("#x")
+                .or_else(|| name.strip_prefix("#X"))
+                .map(|hex| u32::from_str_radix(hex, 16))
+                .or_else(|| name.strip_prefix('#').map(str::parse::<u32>))
+                .and_then(Result::ok)
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every link on every page (the navigation the gate adds, the
+/// sub-navigation, the pages' own links) leads somewhere that answers:
+/// the compliance pages once linked a "Log out" route that did not
+/// exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_link_on_every_page_answers() {
+    let seeded = seeded("links").await;
+    breaker_transitions(&seeded.env).await;
+    audit_entries(&seeded.env).await;
+    let base = seeded.env.direct_api_url();
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let request = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(&seeded.admin_key);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let mut links = std::collections::BTreeMap::<String, String>::new();
+    for page in pages(&seeded).await {
+        let (status, html) = get(page.clone()).await;
+        assert_eq!(status, 200, "{page}");
+        for link in local_links(&html) {
+            links.entry(link).or_insert_with(|| page.clone());
+        }
+    }
+    // The navigation of every area and the compliance pages' own links.
+    for expected in [
+        "/sre/latency",
+        "/finance/cost",
+        "/compliance/search",
+        "/compliance/verify",
+        "/admin",
+        "/compliance/entries/search/1?org=org-a",
+    ] {
+        assert!(
+            links.keys().any(|l| l == expected || l.starts_with(&format!("{expected}?"))),
+            "no page links {expected}: {:?}",
+            links.keys().collect::<Vec<_>>()
+        );
+    }
+    let mut broken = Vec::new();
+    for (link, from) in &links {
+        let (status, _) = get(link.clone()).await;
+        if !status.is_success() {
+            broken.push(format!("{link} (on {from}): {status}"));
+        }
+    }
+    assert!(broken.is_empty(), "links that do not answer:\n{}", broken.join("\n"));
+    // The org switcher on an entry's page (another org than the entry's)
+    // leads to that org's search; a parameter the page does not read is
+    // refused by name.
+    let direct = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let switched = direct
+        .get(format!("{base}/compliance/entries/search/1?org=org-b"))
+        .bearer_auth(&seeded.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(switched.status(), 303, "org switched on an entry");
+    assert_eq!(
+        switched.headers()["location"],
+        "/compliance/search?org=org-b"
+    );
+    let (status, body) = get("/compliance/entries/search/1?colour=red".into()).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("`colour`"), "{body}");
+}
+
 /// Steps that Tab to `selector` and type `text` there.
 fn type_into(selector: &str, text: &str) -> [Step; 2] {
     [Step::TabTo(selector.into()), Step::Type(text.into())]

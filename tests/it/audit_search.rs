@@ -766,11 +766,15 @@ async fn search_csv_is_the_whole_search_in_the_callers_org() {
         );
         assert_eq!(cells[13], seeded.event_id);
     }
-    // The page shows the first five.
+    // The page shows the first five, each linking its entry with the
+    // entry's org (which the entry page's navigation carries on).
     for line in &lines[1..6] {
         let cells: Vec<&str> = line.split(',').collect();
         assert!(
-            page.contains(&format!("/compliance/entries/{}/{}\"", cells[0], cells[1])),
+            page.contains(&format!(
+                "/compliance/entries/{}/{}?org={}\"",
+                cells[0], cells[1], cells[3]
+            )),
             "{line}"
         );
     }
