@@ -40,6 +40,20 @@ pub async fn backtest(
     if !identity.sees(ALERT_READERS, &spec.org_id) {
         return Err(ApiError::NoSuch(format!("no org {}", spec.org_id)));
     }
+    // As saving the rule would: a budget of another org is none of this
+    // rule's (its spend is not the caller's to read).
+    if let (Some(id), Some(budgets)) = (spec.signal.budget_id(), state.budgets.as_ref()) {
+        let budget = budgets.get(id).await.map_err(|e| {
+            tracing::warn!(%e, "cannot read a budget for a backtest");
+            ApiError::Unavailable(format!("postgres: cannot read budget {id}"))
+        })?;
+        if !budget.is_some_and(|b| b.belongs_to(&spec.org_id)) {
+            return Err(ApiError::InvalidField {
+                field: "signal.budget_id".into(),
+                reason: format!("no budget {id} in org {}", spec.org_id),
+            });
+        }
+    }
     let to = params.time("to")?.unwrap_or_else(Utc::now);
     let from = params
         .time("from")?

@@ -471,7 +471,8 @@ async fn entry_page(
         Err(err) => return unavailable("entry", err),
     };
     if !org.is_empty() && org != row.org_id {
-        return Redirect::to(&format!("/compliance/search?org={}", urlencode(&org))).into_response();
+        return Redirect::to(&format!("/compliance/search?org={}", urlencode(&org)))
+            .into_response();
     }
     let trusted = state.public_key.as_deref().and_then(parse_public_key);
     let result: ProofResult = match ProofSource::new(ch, trusted).prove(&row).await {

@@ -586,7 +586,9 @@ async fn every_link_on_every_page_answers() {
         "/compliance/entries/search/1?org=org-a",
     ] {
         assert!(
-            links.keys().any(|l| l == expected || l.starts_with(&format!("{expected}?"))),
+            links
+                .keys()
+                .any(|l| l == expected || l.starts_with(&format!("{expected}?"))),
             "no page links {expected}: {:?}",
             links.keys().collect::<Vec<_>>()
         );
@@ -598,7 +600,11 @@ async fn every_link_on_every_page_answers() {
             broken.push(format!("{link} (on {from}): {status}"));
         }
     }
-    assert!(broken.is_empty(), "links that do not answer:\n{}", broken.join("\n"));
+    assert!(
+        broken.is_empty(),
+        "links that do not answer:\n{}",
+        broken.join("\n")
+    );
     // The org switcher on an entry's page (another org than the entry's)
     // leads to that org's search; a parameter the page does not read is
     // refused by name.

@@ -527,6 +527,86 @@ async fn alerting_api_roles_scopes_versions_csv_and_events() {
     assert_eq!(receiver["admin"]["receiver"]["has_signing_secret"], true);
 }
 
+/// A budget signal reads only its rule's org's budgets: another org's
+/// budget, or one set without an org (it counts every org's calls), is
+/// refused by name in a rule and in a backtest, whoever asks (an sre of
+/// one org once read another org's team budget through a backtest).
+#[tokio::test]
+async fn a_budget_signal_reads_only_its_orgs_budgets() {
+    let mut env = TestEnv::new("alert_budgets").await;
+    env.start_api().await;
+    let admin = env.create_key_with_role("admin", None);
+    let sre = env.create_key_with_role("sre", Some("acme"));
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: env.direct_api_url(),
+    };
+    use reqwest::Method as M;
+    let budget = |org: Option<&str>| {
+        let mut args = vec![
+            "budgets", "set", "--kind", "team", "--id", "search", "--limit", "5",
+        ];
+        args.extend(org.map(|org| ["--org", org]).into_iter().flatten());
+        let out = env.run(&args);
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|w| w.trim_end_matches(':').parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("budget id in {out:?}"))
+    };
+    let budget_rule = |budget_id: i64| {
+        let mut body = rule_body("acme", "budget", &[]);
+        body["signal"] =
+            json!({"kind": "budget_used", "budget_id": budget_id, "above_percent": 80});
+        body
+    };
+    let (acme_budget, globex_budget, every_org_budget) =
+        (budget(Some("acme")), budget(Some("globex")), budget(None));
+    for foreign in [globex_budget, every_org_budget] {
+        for (path, key) in [
+            ("/api/v1/alerts/rules", &sre),
+            ("/api/v1/alerts/rules", &admin),
+            ("/api/v1/alerts/backtest", &sre),
+        ] {
+            let error = api
+                .json(M::POST, path, key, Some(&budget_rule(foreign)), 400)
+                .await;
+            assert_eq!(error["field"], "signal.budget_id", "{path}: {error}");
+            assert!(
+                error["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("no budget {foreign} in org acme")),
+                "{error}"
+            );
+        }
+    }
+    let backtest = api
+        .json(
+            M::POST,
+            "/api/v1/alerts/backtest",
+            &sre,
+            Some(&budget_rule(acme_budget)),
+            200,
+        )
+        .await;
+    assert!(
+        backtest
+            .to_string()
+            .contains(&format!("budget {acme_budget}: 0")),
+        "the org's own budget is read: {backtest}"
+    );
+    let own = api
+        .json(
+            M::POST,
+            "/api/v1/alerts/rules",
+            &sre,
+            Some(&budget_rule(acme_budget)),
+            201,
+        )
+        .await;
+    assert_eq!(own["rule"]["signal"]["budget_id"], acme_budget);
+}
+
 #[tokio::test]
 async fn alerting_cli_round_trips_with_the_api() {
     let mut env = TestEnv::new("alert_cli").await;

@@ -327,29 +327,38 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
         "at 10:08 the opening's minute has not ended"
     );
 
-    // Budgets: a daily budget of 0.25 USD for team search; the day's spend
-    // is 0.2 USD (80.00 %), and at 10:10 the day-end forecast is
-    // 0.2 x 86,400 / 36,600 s, above the limit.
+    // Budgets: a daily budget of 0.25 USD for org-1's team search; the
+    // day's spend is 0.2 USD (80.00 %), and at 10:10 the day-end forecast
+    // is 0.2 x 86,400 / 36,600 s, above the limit.
     env.wait_for_cost_rollup().await;
-    let out = env.run(&[
-        "budgets", "set", "--kind", "team", "--id", "search", "--limit", "0.25", "--period",
-        "daily",
-    ]);
-    let budget_id: i64 = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|w| w.trim_end_matches(':').parse().ok())
-        .unwrap_or_else(|| panic!("budget id in {out:?}"));
+    let set_budget = |org: Option<&str>| {
+        let mut args = vec![
+            "budgets", "set", "--kind", "team", "--id", "search", "--limit", "0.25", "--period",
+            "daily",
+        ];
+        args.extend(org.map(|org| ["--org", org]).into_iter().flatten());
+        let out = env.run(&args);
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|w| w.trim_end_matches(':').parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("budget id in {out:?}"))
+    };
+    let budget_id = set_budget(Some("org-1"));
+    // The same team's budgets of another org, and of every org (set
+    // without an org: it counts other orgs' calls), are no rule's of
+    // org-1: unknown, as a budget that does not exist.
+    let others = [set_budget(Some("org-2")), set_budget(None)];
     let pool = sqlx::PgPool::connect(&env.pg_url).await.unwrap();
     let store = tollgate_control::budgets::BudgetStore::new(pool);
     let with_budgets = SignalSources {
         read: &read,
         budgets: Some(&store),
     };
-    let used = |above_percent| Signal::BudgetUsed {
+    let used_of = |budget_id, above_percent| Signal::BudgetUsed {
         budget_id,
         above_percent,
     };
+    let used = |above_percent| used_of(budget_id, above_percent);
     let m80 = measure(with_budgets, "org-1", &used(80), at(10))
         .await
         .unwrap();
@@ -389,6 +398,18 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
     .await
     .unwrap();
     assert_eq!(missing.observation, Observation::Unknown);
+    for other in others {
+        let read = measure(with_budgets, "org-1", &used_of(other, 1), at(10))
+            .await
+            .unwrap();
+        assert_eq!(read.observation, Observation::Unknown, "{read:?}");
+        assert_eq!(read.value, None, "{read:?}");
+        assert_eq!(
+            read.detail,
+            format!("no budget {other} of org org-1"),
+            "{read:?}"
+        );
+    }
     assert_eq!(
         m(&read, "org-1", &used(80), 10).await.observation,
         Observation::Unknown,

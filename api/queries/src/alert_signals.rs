@@ -894,14 +894,10 @@ async fn budget_status(
             query: "budgets.all",
             detail: format!("postgres: {e}"),
         })?;
-    let Some(budget) = all.into_iter().find(|b| b.id == id) else {
+    // Another org's budget is as absent as one that does not exist.
+    let Some(budget) = all.into_iter().find(|b| b.id == id && b.belongs_to(org_id)) else {
         return Ok(None);
     };
-    if budget.subject_kind == tollgate_control::budgets::SubjectKind::Org
-        && budget.subject_id != org_id
-    {
-        return Ok(None);
-    }
     let mut status = sources.read.budget_status(&[budget], at).await?;
     Ok(status.pop())
 }

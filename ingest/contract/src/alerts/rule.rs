@@ -210,6 +210,16 @@ impl Signal {
         }
     }
 
+    /// The budget the signal reads, when it reads one.
+    pub fn budget_id(&self) -> Option<i64> {
+        match self {
+            Self::BudgetUsed { budget_id, .. } | Self::BudgetForecast { budget_id } => {
+                Some(*budget_id)
+            }
+            _ => None,
+        }
+    }
+
     /// The window the evaluator reads, when the signal has one.
     pub fn window_secs(&self) -> Option<u32> {
         match self {

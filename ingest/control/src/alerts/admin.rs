@@ -21,6 +21,7 @@ use super::{
     AlertRule, AlertStore, AlertStoreError, Receiver, ReceiverRow, RuleRow, Silence, SilenceRow,
     RECEIVER_COLUMNS, RULE_COLUMNS, SILENCE_COLUMNS,
 };
+use crate::budgets::budget_by_id;
 use crate::outbox::{enqueue, Enqueued};
 
 /// A change and the outbox row of its event.
@@ -132,6 +133,23 @@ impl AlertStore {
         Ok(())
     }
 
+    /// The budget `spec`'s signal reads, if any, must be its org's
+    /// ([`crate::budgets::Budget::belongs_to`]): a rule must not read
+    /// another org's spend.
+    async fn check_budget(conn: &mut PgConnection, spec: &RuleSpec) -> Result<(), AlertStoreError> {
+        let Some(id) = spec.signal.budget_id() else {
+            return Ok(());
+        };
+        match budget_by_id(conn, id).await? {
+            Some(budget) if budget.belongs_to(&spec.org_id) => Ok(()),
+            _ => Err(Rejection::new(
+                "signal.budget_id",
+                format!("no budget {id} in org {}", spec.org_id),
+            )
+            .into()),
+        }
+    }
+
     /// Create a rule (validated by the caller: [`RuleSpec::validate`]).
     pub async fn create_rule(
         &self,
@@ -140,6 +158,7 @@ impl AlertStore {
     ) -> Result<Changed<AlertRule>, AlertStoreError> {
         let mut tx = self.pool().begin().await?;
         Self::check_receivers(&mut tx, spec).await?;
+        Self::check_budget(&mut tx, spec).await?;
         let row: RuleRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO alert_rules (org_id, name, enabled, spec) VALUES ($1, $2, $3, $4) \
              RETURNING {RULE_COLUMNS}"
@@ -195,6 +214,7 @@ impl AlertStore {
             .await);
         };
         Self::check_receivers(&mut tx, spec).await?;
+        Self::check_budget(&mut tx, spec).await?;
         let row: RuleRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE alert_rules SET name = $3, enabled = $4, spec = $5, version = version + 1, \
              updated_at = now() WHERE id = $1 AND org_id = $2 RETURNING {RULE_COLUMNS}"

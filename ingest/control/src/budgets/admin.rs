@@ -14,7 +14,7 @@ use tollgate_contract::Event;
 use tollgate_contract::admin::{admin_event, KIND_BUDGET_DELETED, KIND_BUDGET_SET};
 use tollgate_contract::decisions::budget_subject;
 
-use super::{Budget, BudgetRow, BudgetStore, Period, SubjectKind};
+use super::{Budget, BudgetRow, BudgetStore, Period, SubjectKind, BUDGET_COLUMNS};
 use crate::outbox::{enqueue, Enqueued};
 /// Largest limit accepted, in USD: anything above is a typo, and it keeps
 /// every spend comparison far inside exact decimal range.
@@ -269,9 +269,6 @@ pub struct BudgetDeleted {
     /// Its `admin.budget.deleted` event.
     pub event: Enqueued,
 }
-
-const BUDGET_COLUMNS: &str =
-    "id, subject_kind, subject_id, period, limit_usd, enforcement, thresholds, org_id";
 
 fn row_error() -> sqlx::Error {
     sqlx::Error::Protocol("budgets row with an unknown subject kind".into())

@@ -13,7 +13,7 @@ use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use clickhouse::{Client, Row};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use tollgate_contract::cost::from_mantissa;
 use tollgate_contract::decisions::budget_subject;
@@ -112,6 +112,17 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// Whether the budget is `org`'s: set for it (`org_id`), or an org
+    /// budget of `org` recorded without an org. A budget set without an
+    /// org over a team, user or key counts that subject's calls in every
+    /// org, so it is no one org's (only those who see every org read it).
+    pub fn belongs_to(&self, org: &str) -> bool {
+        match self.org_id.as_deref() {
+            Some(owner) => owner == org,
+            None => self.subject_kind == SubjectKind::Org && self.subject_id == org,
+        }
+    }
+
     /// The decision subject
     /// ([`tollgate_contract::decisions::budget_subject`]).
     pub fn subject(&self) -> String {
@@ -146,6 +157,21 @@ pub fn evaluate(budget: &Budget, spend: Decimal) -> Evaluation {
         reached,
         deny: budget.hard && spend >= budget.limit_usd,
     }
+}
+
+/// The columns of a [`BudgetRow`].
+pub(crate) const BUDGET_COLUMNS: &str =
+    "id, subject_kind, subject_id, period, limit_usd, enforcement, thresholds, org_id";
+
+/// Budget `id`, read on `conn` (a transaction's); `None`: no such budget.
+pub async fn budget_by_id(conn: &mut PgConnection, id: i64) -> sqlx::Result<Option<Budget>> {
+    let row: Option<BudgetRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {BUDGET_COLUMNS} FROM budgets WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.and_then(BudgetRow::into_budget))
 }
 
 #[derive(sqlx::FromRow)]
@@ -192,9 +218,9 @@ impl BudgetStore {
     }
 
     pub async fn all(&self) -> sqlx::Result<Vec<Budget>> {
-        let rows: Vec<BudgetRow> = sqlx::query_as(
-            "SELECT id, subject_kind, subject_id, period, limit_usd, enforcement, thresholds, org_id FROM budgets ORDER BY id",
-        )
+        let rows: Vec<BudgetRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {BUDGET_COLUMNS} FROM budgets ORDER BY id"
+        )))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -211,6 +237,12 @@ impl BudgetStore {
             .into_iter()
             .filter(|b| org.is_none() || b.org_id.as_deref() == org)
             .collect())
+    }
+
+    /// Budget `id`; `None`: no such budget.
+    pub async fn get(&self, id: i64) -> sqlx::Result<Option<Budget>> {
+        let mut conn = self.pool.acquire().await?;
+        budget_by_id(&mut conn, id).await
     }
 
     /// The org budget `id` belongs to: `Ok(None)` no such budget,
