@@ -9,7 +9,7 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
@@ -36,7 +36,7 @@ pub fn routes(state: AuditAccess) -> Routes {
         .route(
             "/compliance",
             read.org(OrgFrom::None),
-            get(|| async { Redirect::to("/compliance/search") }),
+            get(|uri: Uri| crate::nav::to_home("/compliance/search", uri)),
         )
         .route(
             "/compliance/login",

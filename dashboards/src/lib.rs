@@ -30,6 +30,7 @@ pub mod sre_latency;
 pub mod svg;
 pub mod trace_link;
 
+use axum::http::Uri;
 use axum::response::Redirect;
 use axum::routing::{get, post};
 use axum::Router;
@@ -118,7 +119,7 @@ pub fn routes(read_models: ReadModels, services: PageServices) -> Routes {
         .route(
             "/sre",
             sre.org(OrgFrom::None),
-            get(|| async { Redirect::to("/sre/latency") }),
+            get(|uri: Uri| crate::nav::to_home("/sre/latency", uri)),
         )
         .route("/sre/latency", sre, get(sre_latency::page))
         .route(
@@ -212,7 +213,7 @@ pub fn routes(read_models: ReadModels, services: PageServices) -> Routes {
         .route(
             "/finance",
             cost.org(OrgFrom::None),
-            get(|| async { Redirect::to("/finance/cost") }),
+            get(|uri: Uri| crate::nav::to_home("/finance/cost", uri)),
         )
         .route("/finance/cost", cost, get(finance::cost_page))
         .route("/finance/cost.csv", cost, get(finance::cost_csv))

@@ -100,6 +100,16 @@ const SUBNAVS: [Area; 3] = [
     ),
 ];
 
+/// The answer to an area's root (`/finance`, `/sre`, …): a redirect to
+/// its home page with the same query, so a link such as
+/// `/finance?org=acme&from=…` keeps its org and window.
+pub async fn to_home(home: &'static str, uri: axum::http::Uri) -> axum::response::Redirect {
+    match uri.query().filter(|q| !q.is_empty()) {
+        Some(query) => axum::response::Redirect::to(&format!("{home}?{query}")),
+        None => axum::response::Redirect::to(home),
+    }
+}
+
 /// Whether `path` is the page `href` or one below it.
 fn under(path: &str, href: &str) -> bool {
     path == href || path.starts_with(&format!("{href}/"))

@@ -623,6 +623,23 @@ async fn every_link_on_every_page_answers() {
         switched.headers()["location"],
         "/compliance/search?org=org-b"
     );
+    // An area's root leads to its home page with the same query.
+    for (root, home) in [
+        ("/sre", "/sre/latency"),
+        ("/finance", "/finance/cost"),
+        ("/compliance", "/compliance/search"),
+        ("/admin", "/admin/keys"),
+    ] {
+        let query = "org=org-a&from=2026-12-01";
+        let response = direct
+            .get(format!("{base}{root}?{query}"))
+            .bearer_auth(&seeded.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_redirection(), "{root}");
+        assert_eq!(response.headers()["location"], format!("{home}?{query}"));
+    }
     let (status, body) = get("/compliance/entries/search/1?colour=red".into()).await;
     assert_eq!(status, 400);
     assert!(body.contains("`colour`"), "{body}");

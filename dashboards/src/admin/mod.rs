@@ -20,7 +20,7 @@ pub mod people;
 pub mod prices;
 
 use axum::extract::DefaultBodyLimit;
-use axum::response::Redirect;
+use axum::http::Uri;
 use axum::routing::get;
 use tollgate_access::{Access, OrgFrom, Routes, ADMINS};
 
@@ -38,7 +38,7 @@ pub fn routes() -> Routes<DashboardState> {
         .route(
             "/admin",
             catalog,
-            get(|| async { Redirect::to("/admin/keys") }),
+            get(|uri: Uri| crate::nav::to_home("/admin/keys", uri)),
         )
         .route(
             "/admin/keys",
