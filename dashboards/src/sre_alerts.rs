@@ -37,7 +37,7 @@ use crate::alert_access::{
 use crate::display::{Figure, Instant, Measure, Parts, Period};
 use crate::finance::csv_download;
 use crate::layout::{render, Section};
-use crate::sre_form::{choices, form_time, parse_form_time, percent_encode, window};
+use crate::sre_form::{choices, form_time, parse_form_time, percent_encode, range_asked, window};
 use crate::sre_form::{Choice, RANGES};
 use crate::svg::{strips, Strip};
 use crate::DashboardState;
@@ -240,7 +240,7 @@ fn window_of(
     let params = QueryParams::parse(pairs, &Expected::names(&PAGE_PARAMS))?;
     let text = |name: &str| params.text(name).unwrap_or("").to_string();
     let mut form = WindowForm {
-        range: params.text("range").unwrap_or("24h").to_string(),
+        range: range_asked(params.text("range"), &text("from"), &text("to"), "24h"),
         from: text("from"),
         to: text("to"),
         org: text("org"),

@@ -22,7 +22,7 @@ use tollgate_queries::{InvalidParameter, ReadModelError};
 
 use crate::display::{Count, Figure, Instant, Millis, Money, Parts, Percent, Period};
 use crate::layout::{render, Section};
-use crate::sre_form::{api_pairs, choices, form_time, percent_encode, Choice, RANGES};
+use crate::sre_form::{api_pairs, choices, form_time, percent_encode, range_asked, Choice, RANGES};
 use crate::trace_link::TraceLinks;
 use crate::DashboardState;
 
@@ -81,7 +81,7 @@ pub fn parse_form(
     };
     let text = |name: &str| params.text(name).unwrap_or("").to_string();
     let mut form = ErrorsForm {
-        range: params.text("range").unwrap_or("1h").to_string(),
+        range: range_asked(params.text("range"), &text("from"), &text("to"), "1h"),
         from: text("from"),
         to: text("to"),
         provider: text("provider"),

@@ -6,14 +6,38 @@
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use tollgate_queries::InvalidParameter;
 
+/// The `range` a request asks for: as given; `custom` when it gives none
+/// but `from` or `to` (a hand-written link's window, which a preset would
+/// silently replace); else the page's `default`.
+pub fn range_asked(range: Option<&str>, from: &str, to: &str, default: &str) -> String {
+    match range.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(range) => range.to_string(),
+        None if !from.trim().is_empty() || !to.trim().is_empty() => "custom".to_string(),
+        None => default.to_string(),
+    }
+}
+
 /// The window of a form's `range` preset, or of its custom `from` / `to`
-/// (`to` empty: now).
+/// (`to` empty: now). With a preset, `from` and `to` (which the form sends
+/// beside it, filled with the shown window) are not used, but one given
+/// must still be a time.
 pub fn window(
     range: &str,
     from: &str,
     to: &str,
     now: DateTime<Utc>,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), InvalidParameter> {
+    let preset = RANGES
+        .iter()
+        .find(|(value, _, _)| *value == range)
+        .is_some_and(|(_, _, secs)| *secs > 0);
+    if preset {
+        for (name, text) in [("from", from), ("to", to)] {
+            if !text.is_empty() {
+                parse_form_time(name, text)?;
+            }
+        }
+    }
     match RANGES.iter().find(|(value, _, _)| *value == range) {
         Some((_, _, 0)) => {
             let from = parse_form_time("from", from)?;
@@ -129,4 +153,39 @@ pub fn api_pairs(
             .map(|(n, v)| (n.to_string(), v.to_string())),
     );
     Ok(pairs)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_without_a_range_is_custom_and_a_preset_still_checks_its_times() {
+        assert_eq!(range_asked(None, "", "", "1h"), "1h");
+        assert_eq!(
+            range_asked(Some(" 6h "), "2026-03-01T10:00", "", "1h"),
+            "6h"
+        );
+        assert_eq!(range_asked(None, "2026-03-01T10:00", "", "1h"), "custom");
+        assert_eq!(
+            range_asked(Some(""), "", "2026-03-01T11:00", "24h"),
+            "custom"
+        );
+        let now = "2026-03-02T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let range = range_asked(None, "2026-03-01T10:00", "2026-03-01T11:00", "1h");
+        let (from, to) = window(&range, "2026-03-01T10:00", "2026-03-01T11:00", now).unwrap();
+        assert_eq!(
+            (from.to_rfc3339(), to.to_rfc3339()),
+            (
+                "2026-03-01T10:00:00+00:00".to_string(),
+                "2026-03-01T11:00:00+00:00".to_string()
+            )
+        );
+        // A preset with the form's filled times: the preset's window.
+        let (from, to) = window("1h", "2026-03-01T10:00", "2026-03-01T11:00", now).unwrap();
+        assert_eq!((from, to), (now - Duration::hours(1), now));
+        assert_eq!(window("1h", "garbage", "", now).unwrap_err().field, "from");
+        assert_eq!(window("1h", "", "10 past", now).unwrap_err().field, "to");
+    }
 }

@@ -27,7 +27,7 @@ use tollgate_queries::{
 
 use crate::display::{Count, Figure, Instant, Millis, Parts, Percent, Period, Rate};
 use crate::layout::{render, Section};
-use crate::sre_form::{choices, form_time, percent_encode, window, Choice, RANGES};
+use crate::sre_form::{choices, form_time, percent_encode, range_asked, window, Choice, RANGES};
 use crate::trace_link::TraceLinks;
 use crate::DashboardState;
 
@@ -237,7 +237,12 @@ pub fn parse_params(
 ) -> (FormState, Result<LatencyQuery, InvalidParameter>) {
     let text = |value: &Option<String>| value.as_deref().unwrap_or("").trim().to_string();
     let mut form = FormState {
-        range: params.range.as_deref().unwrap_or("1h").trim().to_string(),
+        range: range_asked(
+            params.range.as_deref(),
+            &text(&params.from),
+            &text(&params.to),
+            "1h",
+        ),
         from: text(&params.from),
         to: text(&params.to),
         provider: text(&params.provider),

@@ -640,6 +640,24 @@ async fn every_link_on_every_page_answers() {
         assert!(response.status().is_redirection(), "{root}");
         assert_eq!(response.headers()["location"], format!("{home}?{query}"));
     }
+    // A hand-written window without `range` is that window, not the
+    // default preset; a preset's time fields must still be times.
+    let window = format!(
+        "from={}&to={}",
+        (seeded.now - chrono::Duration::minutes(20)).format("%Y-%m-%dT%H:%M"),
+        (seeded.now + chrono::Duration::minutes(1)).format("%Y-%m-%dT%H:%M")
+    );
+    let (status, custom) = get(format!("/sre/latency/totals.csv?range=custom&{window}")).await;
+    assert_eq!(status, 200, "{custom}");
+    let (status, hand_written) = get(format!("/sre/latency/totals.csv?{window}")).await;
+    assert_eq!(status, 200, "{hand_written}");
+    assert_eq!(hand_written, custom);
+    let (status, preset) = get("/sre/latency/totals.csv?range=1h".into()).await;
+    assert_eq!(status, 200);
+    assert_ne!(preset, custom, "the seed's calls span 5 to 45 minutes ago");
+    let (status, body) = get("/sre/latency/totals.csv?range=1h&from=garbage".into()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("from"), "{body}");
     let (status, body) = get("/compliance/entries/search/1?colour=red".into()).await;
     assert_eq!(status, 400);
     assert!(body.contains("`colour`"), "{body}");
