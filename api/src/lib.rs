@@ -409,7 +409,7 @@ mod tests {
             ("/api/v1/reports/cost/overview?format=xml", "format"),
             ("/api/v1/reports/cost/overview?user=a&user=b", "user"),
             ("/api/v1/reports/cost/overview?from=2026-13-01", "from"),
-            ("/api/v1/reports/cost/overview?colour=red", "query"),
+            ("/api/v1/reports/cost/overview?colour=red", "colour"),
             ("/api/v1/reports/errors?bucket=fast", "bucket"),
             (
                 "/api/v1/reports/errors?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",

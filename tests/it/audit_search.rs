@@ -413,7 +413,7 @@ async fn search_filters_pagination_and_proofs() {
         ("cursor=zz", "cursor"),
         ("proof=maybe", "proof"),
         ("team=a&team=b", "team"),
-        ("colour=red", "query"),
+        ("colour=red", "colour"),
     ] {
         let (status, body) = get(
             &env,

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use std::borrow::Cow;
 
-use super::params::{Expected, InvalidParameter, QueryParams, Unknown};
+use super::params::{Expected, InvalidParameter, QueryParams};
 use super::table::Table;
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
 use tollgate_contract::cost::from_mantissa;
@@ -800,7 +800,6 @@ pub fn parse_params(
         &Expected {
             names: &names,
             prefixes: &["tag."],
-            unknown: Unknown::Query,
         },
     )?;
     let mut group_by = vec![CostDimension::Team];

@@ -23,7 +23,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 
 use super::verify::{checkpoints_sql, ENTRY_COLUMNS};
-use crate::params::{parse_any_time, Expected, InvalidParameter, QueryParams, Unknown};
+use crate::params::{parse_any_time, Expected, InvalidParameter, QueryParams};
 use crate::table::Table;
 use tollgate_contract::audit::checkpoint::{check_signature, CheckpointRow};
 use tollgate_contract::audit::entry::{parse_hash, EntryRow};
@@ -133,7 +133,6 @@ impl SearchQuery {
             &Expected {
                 names: &names,
                 prefixes: &[],
-                unknown: Unknown::Query,
             },
         )?;
         for (known, value) in params.iter() {
@@ -764,7 +763,7 @@ mod tests {
             (vec![("cursor", "nothex")], "cursor"),
             (vec![("proof", "maybe")], "proof"),
             (vec![("team", "a"), ("team", "b")], "team"),
-            (vec![("colour", "red")], "query"),
+            (vec![("colour", "red")], "colour"),
         ] {
             let err = SearchQuery::from_pairs(&pairs(&bad)).unwrap_err();
             assert_eq!(err.field, param, "{bad:?}: {}", err.reason);
