@@ -350,6 +350,71 @@ async fn password_sign_in_roles_csrf_and_sign_out() {
     assert!(after.location.starts_with("/login"));
 }
 
+/// A person with a role in two orgs, asking one org for what only the
+/// other role opens: a 403 naming the role that org's page needs (their
+/// org switcher offers both orgs), not "no org" as if it did not exist;
+/// an org they hold nothing in stays a 404.
+#[tokio::test]
+async fn another_role_in_an_org_is_named_not_hidden() {
+    let mut env = TestEnv::new("signin_two").await;
+    env.start_api().await;
+    create_user(&env, "both@example.test", &["acme:finance", "globex:sre"]);
+    let mut browser = Browser::new(env.direct_api_url());
+    let ok = browser
+        .sign_in("both@example.test", PASSWORD, "/finance/cost")
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    for (path, org, role) in [
+        (
+            "/finance/cost?org=globex",
+            "globex",
+            "admin or finance or viewer",
+        ),
+        (
+            "/api/v1/reports/cost?org=globex",
+            "globex",
+            "admin or finance or viewer",
+        ),
+        ("/sre/latency?org=acme", "acme", "admin or sre"),
+    ] {
+        let answer = browser.get(path).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {}",
+            answer.body
+        );
+        assert!(
+            answer
+                .body
+                .contains(&format!("in org {org}: that needs role {role}")),
+            "{path}: {}",
+            answer.body
+        );
+    }
+    for path in [
+        "/finance/cost?org=initech",
+        "/api/v1/reports/latency?org=initech",
+    ] {
+        let answer = browser.get(path).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            answer.body
+        );
+        assert!(
+            answer.body.contains("no org initech"),
+            "{path}: {}",
+            answer.body
+        );
+    }
+    // Each role in its own org is served.
+    for path in ["/finance/cost?org=acme", "/sre/latency?org=globex"] {
+        assert_eq!(browser.get(path).await.status, StatusCode::OK, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn repeated_failures_lock_the_account() {
     let mut env = TestEnv::new("lockout").await;

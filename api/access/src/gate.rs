@@ -203,33 +203,43 @@ async fn admit(
         })?,
     };
     let roles = access.roles_for(request.method());
+    let needs = |in_org: &str| {
+        format!(
+            "{} may not {} {}{in_org}: that needs role {}",
+            identity.who(),
+            verb(request.method()),
+            request.uri().path(),
+            roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )
+    };
     let Some(scope) = identity.org_scope(roles) else {
         return Err(Refusal::Forbidden(if roles.is_empty() {
             format!("{} is read-only", request.uri().path())
         } else {
-            format!(
-                "{} may not {} {}: that needs role {}",
-                identity.who(),
-                verb(request.method()),
-                request.uri().path(),
-                roles
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            )
+            needs("")
         }));
     };
+    let requested = query_value(request.uri(), "org");
+    if let Some(org) = requested.as_deref().filter(|org| !org.is_empty()) {
+        if !identity.sees(roles, org) {
+            // An org the caller holds another role in is one they know
+            // of (their org switcher offers it): say what it needs there.
+            // Any other org is absent, so other orgs' names do not leak.
+            return Err(if identity.named_orgs().iter().any(|o| o == org) {
+                Refusal::Forbidden(needs(&format!(" in org {org}")))
+            } else {
+                Refusal::NotFound(format!("no org {org}"))
+            });
+        }
+    }
     let (mut parts, body) = request.into_parts();
-    let requested = query_value(&parts.uri, "org");
     identity.org = match (&scope, requested) {
         (_, Some(org)) if org.is_empty() => None,
-        (_, Some(org)) => {
-            if !identity.sees(roles, &org) {
-                return Err(Refusal::NotFound(format!("no org {org}")));
-            }
-            Some(org)
-        }
+        (_, Some(org)) => Some(org),
         (OrgScope::All, None) => None,
         (OrgScope::Only(orgs), None) => {
             let first = orgs.first().cloned().unwrap_or_default();
