@@ -138,13 +138,13 @@ pub async fn cost_overview(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let pairs = query_pairs(query)?;
-    let today = Utc::now().date_naive();
-    let (query, params) = parse_params(&pairs, today, &["format"])?;
+    let now = Utc::now();
+    let (query, params) = parse_params(&pairs, now.date_naive(), &["format"])?;
     let format = Format::of(&params)?;
     let catalog = price_catalog(&state).await?;
     let overview = state
         .read_models
-        .cost_overview(&query, catalog.as_ref(), today)
+        .cost_overview(&query, catalog.as_ref(), now)
         .await?;
     Ok(format.respond(&overview, "cost-top-spenders.csv", overview::top_table))
 }
@@ -155,8 +155,8 @@ pub async fn statement(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let pairs = query_pairs(query)?;
-    let today = Utc::now().date_naive();
-    let (request, params) = statement::parse_params(&pairs, today, &["format"])?;
+    let now = Utc::now();
+    let (request, params) = statement::parse_params(&pairs, now.date_naive(), &["format"])?;
     let format = Format::of(&params)?;
     let statement::StatementParams { team, month, org } = request;
     let query = statement::statement_query(&team, &month, org.as_deref())?;
@@ -170,7 +170,7 @@ pub async fn statement(
         .statement_repricing(&team, org.as_deref(), &month)
         .await?;
     let catalog = price_catalog(&state).await?.unwrap_or_default();
-    let statement = statement::assemble(&team, &month, &report, &repricing, &catalog, today);
+    let statement = statement::assemble(&team, &month, &report, &repricing, &catalog, now);
     Ok(format.respond(&statement, "statement.csv", statement::table))
 }
 

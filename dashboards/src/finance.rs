@@ -258,10 +258,10 @@ fn overview_view(q: &CostQuery, o: &CostOverview) -> OverviewView {
         Some(f) => (
             Some(Money(f.cost)),
             format!(
-                "{}: {} so far, day {} of {}",
+                "{}: {} so far, {} of {} days",
                 f.month,
                 Money(f.cost_so_far).text(),
-                f.days_elapsed,
+                elapsed_days(f.elapsed_seconds),
                 f.days_in_month
             ),
         ),
@@ -434,18 +434,25 @@ async fn read_catalog(state: &DashboardState) -> Result<Option<PriceCatalog>, St
     }
 }
 
+/// Seconds as days with one decimal, for the forecast's note (`21.6`).
+fn elapsed_days(seconds: i64) -> String {
+    (rust_decimal::Decimal::from(seconds) / rust_decimal::Decimal::from(86_400))
+        .round_dp(1)
+        .to_string()
+}
+
 /// The overview of `q` (catalog, then the read model).
 async fn read_overview(
     state: &DashboardState,
     q: &CostQuery,
-    today: chrono::NaiveDate,
+    now: chrono::DateTime<Utc>,
 ) -> Result<CostOverview, (StatusCode, String)> {
     let catalog = read_catalog(state)
         .await
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
     state
         .read_models
-        .cost_overview(q, catalog.as_ref(), today)
+        .cost_overview(q, catalog.as_ref(), now)
         .await
         .map_err(|e| (status_of(&e), e.to_string()))
 }
@@ -490,7 +497,8 @@ pub async fn cost_page(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     let pairs = fold_group_tag(&query.map(|Query(p)| p).unwrap_or_default());
-    let today = Utc::now().date_naive();
+    let now = Utc::now();
+    let today = now.date_naive();
     let q = match parse_params(&pairs, today, &[]) {
         Ok((q, _)) => q,
         Err(err) => {
@@ -509,7 +517,7 @@ pub async fn cost_page(
         }
     };
     let (report, overview) =
-        futures::join!(state.read_models.cost(&q), read_overview(&state, &q, today));
+        futures::join!(state.read_models.cost(&q), read_overview(&state, &q, now));
     let (status, mut page) = match report {
         Ok(report) => (StatusCode::OK, view(&q, Some(&report), None)),
         Err(err) => (status_of(&err), view(&q, None, Some(err.to_string()))),
@@ -527,7 +535,8 @@ pub async fn top_csv(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     let pairs = fold_group_tag(&query.map(|Query(p)| p).unwrap_or_default());
-    let today = Utc::now().date_naive();
+    let now = Utc::now();
+    let today = now.date_naive();
     let q = match parse_params(&pairs, today, &[]) {
         Ok((q, _)) => q,
         Err(err) => {
@@ -538,7 +547,7 @@ pub async fn top_csv(
                 .into_response()
         }
     };
-    match read_overview(&state, &q, today).await {
+    match read_overview(&state, &q, now).await {
         Ok(o) => csv_download(&overview::top_table(&o), "cost-top-spenders.csv"),
         Err((status, message)) => (status, format!("{message}\n")).into_response(),
     }
@@ -570,7 +579,7 @@ pub async fn cost_csv(
 async fn read_statement(
     state: &DashboardState,
     parsed: Result<statement::StatementParams, InvalidParameter>,
-    today: chrono::NaiveDate,
+    now: chrono::DateTime<Utc>,
 ) -> Result<statement::Statement, (StatusCode, String)> {
     let invalid = |e: InvalidParameter| {
         (
@@ -603,7 +612,7 @@ async fn read_statement(
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?
         .unwrap_or_default();
     Ok(statement::assemble(
-        &team, &month, &report, &repricing, &catalog, today,
+        &team, &month, &report, &repricing, &catalog, now,
     ))
 }
 
@@ -725,7 +734,8 @@ pub async fn statement_page(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     let pairs = query.map(|Query(p)| p).unwrap_or_default();
-    let today = Utc::now().date_naive();
+    let now = Utc::now();
+    let today = now.date_naive();
     let parsed = statement::parse_params(&pairs, today, &[]);
     // The form shows what was asked for (no month: none).
     let (team, month) = match &parsed {
@@ -745,7 +755,7 @@ pub async fn statement_page(
         page.error = Some("Choose a team.".into());
         return render(StatusCode::OK, &page);
     }
-    match read_statement(&state, parsed.map(|(request, _)| request), today).await {
+    match read_statement(&state, parsed.map(|(request, _)| request), now).await {
         Ok(s) => render(StatusCode::OK, &statement_view(page, &s)),
         Err((status, message)) => {
             page.error = Some(message);
@@ -760,9 +770,10 @@ pub async fn statement_csv(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     let pairs = query.map(|Query(p)| p).unwrap_or_default();
-    let today = Utc::now().date_naive();
+    let now = Utc::now();
+    let today = now.date_naive();
     let parsed = statement::parse_params(&pairs, today, &[]).map(|(request, _)| request);
-    match read_statement(&state, parsed, today).await {
+    match read_statement(&state, parsed, now).await {
         Ok(s) => csv_download(&statement::table(&s), "statement.csv"),
         Err((status, message)) => (status, format!("{message}\n")).into_response(),
     }

@@ -703,8 +703,10 @@ async fn cost_overview_in_chromium_matches_hand_computed_figures() {
         ),
     ];
     for (query, users, keys) in cases {
+        let asked_at = Utc::now();
         let json: serde_json::Value =
             json_at(format!("{api}/api/v1/reports/cost/overview?{query}")).await;
+        let answered_at = Utc::now();
         // The spenders: order, ids and exact costs.
         for (field, want) in [("top_users", &users), ("top_keys", &keys)] {
             let dim = if field == "top_users" { "user" } else { "key" };
@@ -762,14 +764,28 @@ async fn cost_overview_in_chromium_matches_hand_computed_figures() {
                 .unwrap()
                 - month_start.date_naive())
             .num_days();
-            let elapsed = i64::from(api_today.day());
-            let forecast = (so_far * Decimal::from(days_in_month) / Decimal::from(elapsed))
-                .round_dp_with_strategy(12, rust_decimal::RoundingStrategy::MidpointNearestEven);
+            // The burn rate over the month's seconds, as a monthly budget
+            // forecasts it: elapsed from the first of the month to the
+            // minute the overview was computed in (at least an hour).
             let f = &json["forecast"];
+            let elapsed = f["elapsed_seconds"].as_i64().unwrap();
+            let since_first = |t: DateTime<Utc>| {
+                let minute = t.timestamp() - t.timestamp().rem_euclid(60);
+                (minute - month_start.timestamp()).max(3_600)
+            };
+            assert_eq!(elapsed % 60, 0, "whole minutes: {f}");
+            assert!(
+                since_first(asked_at) <= elapsed && elapsed <= since_first(answered_at),
+                "{query}: {f}"
+            );
+            assert!(asked_at.date_naive() <= api_today && api_today <= answered_at.date_naive());
+            let forecast = (so_far * Decimal::from(days_in_month * 86_400)
+                / Decimal::from(elapsed))
+            .round_dp_with_strategy(12, rust_decimal::RoundingStrategy::MidpointNearestEven);
             assert_eq!(d(f["cost_so_far"].as_str().unwrap()), so_far, "{query}");
             assert_eq!(d(f["cost"].as_str().unwrap()), forecast, "{query}: {f}");
             assert_eq!(f["days_in_month"], days_in_month);
-            assert_eq!(f["days_elapsed"], elapsed);
+            assert_eq!(f["month_seconds"], days_in_month * 86_400);
         } else {
             assert!(json["forecast"].is_null(), "{query}: {json}");
         }

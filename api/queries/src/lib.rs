@@ -297,9 +297,9 @@ impl ReadModels {
         &self,
         query: &cost::CostQuery,
         catalog: Option<&tollgate_contract::catalog::PriceCatalog>,
-        today: chrono::NaiveDate,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<overview::CostOverview, ReadModelError> {
-        overview::run(self, query, catalog, today).await
+        overview::run(self, query, catalog, now).await
     }
 
     /// The overview of `query` (`home`): spend, health, alerts, budgets

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -63,10 +63,15 @@ pub struct MonthForecast {
     pub month: String,
     /// The month's cost within the period and filters.
     pub cost_so_far: Decimal,
-    /// Days of the month up to and including today.
-    pub days_elapsed: i64,
     pub days_in_month: i64,
-    /// `cost_so_far × days_in_month / days_elapsed`, rounded to 12 places.
+    /// Seconds of the month up to the overview's instant (at least an
+    /// hour).
+    pub elapsed_seconds: i64,
+    /// The month's seconds.
+    pub month_seconds: i64,
+    /// `cost_so_far × month_seconds / elapsed_seconds`, rounded once to 12
+    /// places: the burn rate so far, as a monthly budget's forecast
+    /// ([`statement::month_end_forecast`]).
     pub cost: Decimal,
 }
 
@@ -116,7 +121,7 @@ pub(crate) async fn run(
     models: &ReadModels,
     query: &CostQuery,
     catalog: Option<&PriceCatalog>,
-    today: NaiveDate,
+    now: DateTime<Utc>,
 ) -> Result<CostOverview, ReadModelError> {
     let top = |d| async move {
         match spenders(query, d) {
@@ -138,7 +143,7 @@ pub(crate) async fn run(
         users.map(|r| r.groups),
         keys.map(|r| r.groups),
         catalog,
-        today,
+        now,
     ))
 }
 
@@ -150,8 +155,9 @@ pub fn assemble(
     top_users: Option<Vec<CostGroup>>,
     top_keys: Option<Vec<CostGroup>>,
     catalog: Option<&PriceCatalog>,
-    today: NaiveDate,
+    now: DateTime<Utc>,
 ) -> CostOverview {
+    let today = now.date_naive();
     let key = |g: &CostGroup, d: CostDimension| g.key.get(d.name()).cloned().unwrap_or_default();
     // Cached tokens per version over the whole period, then the statement's
     // savings per version: a version's savings are rounded once, as on its
@@ -181,13 +187,14 @@ pub fn assemble(
                 .filter(|g| key(g, CostDimension::Month) == month)
                 .filter_map(|g| g.totals.cost)
                 .sum();
-            let cost = statement::month_end_forecast(so_far, first, next, today)?;
+            let forecast = statement::month_end_forecast(so_far, first, next, now)?;
             Some(MonthForecast {
                 month,
                 cost_so_far: so_far,
-                days_elapsed: (today - first).num_days() + 1,
                 days_in_month: (next - first).num_days(),
-                cost,
+                elapsed_seconds: forecast.elapsed_seconds,
+                month_seconds: forecast.period_seconds,
+                cost: forecast.forecast,
             })
         })
         .flatten();
@@ -360,7 +367,8 @@ mod tests {
 
     #[test]
     fn savings_per_version_and_forecast_of_the_running_month() {
-        let today = day(11, 22);
+        // 2026-11-22 00:00 UTC: 21 whole days of 30 elapsed.
+        let now = day(11, 22).and_hms_opt(0, 0, 0).unwrap().and_utc();
         let query = CostQuery::new(day(10, 1), day(11, 23), vec![], vec![]).unwrap();
         let catalog = PriceCatalog::new([
             version(1, "0.000002", Some("0.0000005")),
@@ -378,18 +386,21 @@ mod tests {
                 group("2026-11", 0, 7, None),
             ],
         );
-        let o = assemble(&query, &by, None, None, Some(&catalog), today);
+        let o = assemble(&query, &by, None, None, Some(&catalog), now);
         // 1500 × 0.0000015 + 300 × 0.000002 + 0 (no cache-read price)
         assert_eq!(o.cache_savings, Some(d("0.00285")));
         let f = o.forecast.unwrap();
         assert_eq!(f.month, "2026-11");
         assert_eq!(f.cost_so_far, d("0.85"));
-        assert_eq!((f.days_elapsed, f.days_in_month), (22, 30));
-        // 0.85 × 30 / 22 = 1.159090909090|909...
-        assert_eq!(f.cost, d("1.159090909091"));
+        assert_eq!(
+            (f.days_in_month, f.elapsed_seconds, f.month_seconds),
+            (30, 21 * 86_400, 30 * 86_400)
+        );
+        // 0.85 × 30 / 21 = 1.214285714285|714...
+        assert_eq!(f.cost, d("1.214285714286"));
         assert_eq!(o.total.cost, Some(d("2.1")));
         // Without a catalog nothing can be said about savings.
-        let o = assemble(&query, &by, None, None, None, today);
+        let o = assemble(&query, &by, None, None, None, now);
         assert_eq!(o.cache_savings, None);
     }
 
@@ -452,7 +463,7 @@ mod tests {
             ]),
             Some(vec![spender("key", "k1", Some("0.3"))]),
             None,
-            day(11, 22),
+            day(11, 22).and_hms_opt(12, 0, 0).unwrap().and_utc(),
         );
         assert_eq!(
             top_table(&o).to_csv(),

@@ -369,7 +369,7 @@ pub fn overview() -> CostOverview {
             spender("key", "k-labs", totals(25, 25, 50_000, 0, 10_000), None),
         ]),
         Some(&catalog()),
-        today(),
+        now(),
     )
 }
 
@@ -436,7 +436,7 @@ pub fn statement() -> Statement {
         &CostReport::of_groups(&query, groups),
         &repricing,
         &catalog(),
-        today(),
+        now(),
     )
 }
 

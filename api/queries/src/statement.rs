@@ -9,7 +9,7 @@
 //! ([`REPRICING_SQL`]): each line says how much of its cost is a correction,
 //! so a repair by `tollgate reprice` is visible, not silent.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -21,8 +21,8 @@ use super::params::{Expected, InvalidParameter, QueryParams};
 use super::table::{usd, usd_or_empty, Table};
 use super::{BoundSql, ReadModelError, ReadModels, SqlValue};
 use tollgate_contract::catalog::{PriceCatalog, PriceVersion};
-use tollgate_contract::cost::from_mantissa;
 use tollgate_contract::cost::round;
+use tollgate_contract::cost::{forecast_at_burn_rate, from_mantissa, BurnRateForecast};
 
 /// One line of a statement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,7 +55,8 @@ pub struct Statement {
     pub cache_savings: Decimal,
     /// The net of every repricing correction in the total.
     pub repricing: Decimal,
-    /// For the running month: cost so far / days elapsed x days in month.
+    /// For the running month: its end-of-month cost at the burn rate so
+    /// far ([`month_end_forecast`]).
     pub forecast: Option<Decimal>,
 }
 
@@ -96,20 +97,32 @@ pub fn cache_savings(cached: i128, price: &PriceVersion) -> Option<Decimal> {
 }
 
 /// The month-end forecast of a month `[first, next)` with `so_far` spent
-/// by `today`: `so_far × days in month / days elapsed (including today)`,
-/// rounded once to 12 places; `None` unless `today` lies in the month.
-/// Used by the statement and the cost overview.
+/// by `now`: the burn rate so far over the month's seconds, as a budget of
+/// that month forecasts it
+/// ([`tollgate_contract::cost::forecast_at_burn_rate`]: `so_far × month
+/// seconds / elapsed seconds`, elapsed at least an hour, rounded once to 12
+/// places), on the budgets' clock of whole minutes
+/// ([`super::burndown::clock`]: a page and its CSV asked for in the same
+/// minute agree); `None` unless `now` lies in the month. Used by the
+/// statement and the cost overview.
 pub fn month_end_forecast(
     so_far: Decimal,
     first: NaiveDate,
     next: NaiveDate,
-    today: NaiveDate,
-) -> Option<Decimal> {
-    (first <= today && today < next).then(|| {
-        let elapsed = (today - first).num_days() + 1;
-        let days = (next - first).num_days();
-        round(so_far * Decimal::from(days) / Decimal::from(elapsed.max(1)))
-    })
+    now: DateTime<Utc>,
+) -> Option<BurnRateForecast> {
+    let now = super::burndown::clock(now);
+    let today = now.date_naive();
+    let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    if !(first <= today && today < next) {
+        return None;
+    }
+    Some(forecast_at_burn_rate(
+        so_far,
+        midnight(first)?,
+        midnight(next)?,
+        now,
+    ))
 }
 
 /// The net repricing correction of a team's month per provider / model /
@@ -301,7 +314,7 @@ pub fn statement_query(
     )
 }
 
-/// Build the statement from its report and the catalog. `today` decides
+/// Build the statement from its report and the catalog. `now` decides
 /// whether the month is running (and so gets a forecast).
 pub fn assemble(
     team: &str,
@@ -309,7 +322,7 @@ pub fn assemble(
     report: &CostReport,
     repricing: &[RepricingRow],
     catalog: &PriceCatalog,
-    today: NaiveDate,
+    now: DateTime<Utc>,
 ) -> Statement {
     let mut lines = Vec::with_capacity(report.groups.len());
     let mut savings_total = Decimal::ZERO;
@@ -353,8 +366,9 @@ pub fn assemble(
         report.total.cost.unwrap_or_default(),
         report.from,
         report.to,
-        today,
-    );
+        now,
+    )
+    .map(|f| f.forecast);
     Statement {
         team: team.to_string(),
         month: month.to_string(),
@@ -480,25 +494,65 @@ mod tests {
     }
 
     #[test]
-    fn forecast_counts_today_as_elapsed() {
+    fn forecast_is_the_burn_rate_over_the_months_seconds() {
         let (first, next) = month_range("2026-11").unwrap();
-        let day = |d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
-        let so_far: Decimal = "1.5".parse().unwrap();
-        // 1.5 × 30 / 10
-        assert_eq!(
-            month_end_forecast(so_far, first, next, day(10)),
-            Some("4.5".parse().unwrap())
-        );
-        // 1.5 × 30 / 1 on the first day.
-        assert_eq!(
-            month_end_forecast(so_far, first, next, day(1)),
-            Some("45".parse().unwrap())
-        );
-        assert_eq!(month_end_forecast(so_far, first, next, next), None);
+        let at = |d, h, m| {
+            NaiveDate::from_ymd_opt(2026, 11, d)
+                .unwrap()
+                .and_hms_opt(h, m, 0)
+                .unwrap()
+                .and_utc()
+        };
+        let forecast = |so_far: &str, now| {
+            month_end_forecast(so_far.parse().unwrap(), first, next, now).map(|f| f.forecast)
+        };
+        // 1.5 over 9 whole days of 30: 1.5 × 30 / 9 = 5.
+        assert_eq!(forecast("1.5", at(10, 0, 0)), Some("5".parse().unwrap()));
+        // Half a month: twice the spend.
+        assert_eq!(forecast("1.5", at(16, 0, 0)), Some("3".parse().unwrap()));
+        // Two minutes into the month count as the first hour: 1.5 × 720.
+        assert_eq!(forecast("1.5", at(1, 0, 2)), Some("1080".parse().unwrap()));
         // 1 × 30 / 7 = 4.285714285714|2857..., rounded to 12 places.
         assert_eq!(
-            month_end_forecast(Decimal::ONE, first, next, day(7)),
+            forecast("1", at(8, 0, 0)),
             Some("4.285714285714".parse().unwrap())
         );
+        let next_month = next.and_hms_opt(0, 0, 0).unwrap().and_utc();
+        assert_eq!(forecast("1", next_month), None);
+        let f = month_end_forecast(Decimal::ONE, first, next, at(3, 12, 0)).unwrap();
+        assert_eq!((f.elapsed_seconds, f.period_seconds), (216_000, 2_592_000));
+    }
+
+    /// One number: a month's forecast on the statement and the overview is
+    /// the forecast of a monthly budget over the same spend at the same
+    /// minute.
+    #[test]
+    fn the_month_end_forecast_is_a_monthly_budgets() {
+        use tollgate_control::budgets::{status_of, Budget, Period, SubjectKind};
+        let (first, next) = month_range("2026-12").unwrap();
+        let budget = Budget {
+            id: 1,
+            subject_kind: SubjectKind::Org,
+            subject_id: "acme".into(),
+            period: Period::Monthly,
+            limit_usd: Decimal::from(2_000),
+            hard: false,
+            thresholds: vec![],
+            org_id: Some("acme".into()),
+        };
+        let spend: Decimal = "1300.123456789012".parse().unwrap();
+        for now in [
+            "2026-12-07T00:02:31Z",
+            "2026-12-01T00:10:00Z",
+            "2026-12-19T17:45:59Z",
+        ] {
+            let now: DateTime<Utc> = now.parse().unwrap();
+            let ours = month_end_forecast(spend, first, next, now)
+                .unwrap()
+                .forecast;
+            let budgets =
+                status_of(&budget, spend, super::super::burndown::clock(now)).forecast_usd;
+            assert_eq!(ours, budgets, "{now}");
+        }
     }
 }

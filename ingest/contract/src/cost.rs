@@ -137,6 +137,40 @@ fn at_tier(price: &PriceVersion, tier: &PriceTier) -> PriceVersion {
     }
 }
 
+/// Spend at the end of a period at the burn rate so far: the one forecast
+/// of budgets, the statement and the cost overview (so a month's forecast
+/// is one number wherever it is shown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BurnRateForecast {
+    /// Seconds of the period up to now, counted as at least one hour and
+    /// at most the period.
+    pub elapsed_seconds: i64,
+    /// The period's length in seconds (at least 1).
+    pub period_seconds: i64,
+    /// `spend × period_seconds / elapsed_seconds`, rounded once to
+    /// [`COST_SCALE`] places.
+    pub forecast: Decimal,
+}
+
+/// The forecast of a period `[start, end)` with `spend` spent by `now`
+/// ([`BurnRateForecast`]).
+pub fn forecast_at_burn_rate(
+    spend: Decimal,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> BurnRateForecast {
+    let period_seconds = (end - start).num_seconds().max(1);
+    let elapsed_seconds = (now - start)
+        .num_seconds()
+        .clamp(3_600.min(period_seconds), period_seconds);
+    BurnRateForecast {
+        elapsed_seconds,
+        period_seconds,
+        forecast: round(spend * Decimal::from(period_seconds) / Decimal::from(elapsed_seconds)),
+    }
+}
+
 /// Round to [`COST_SCALE`] places, banker's rounding.
 pub fn round(d: Decimal) -> Decimal {
     d.round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointNearestEven)

@@ -360,8 +360,8 @@ pub struct BudgetStatus {
     pub percent: Decimal,
     /// `ok`, `warning` (a threshold below 100 % reached) or `exhausted`.
     pub state: &'static str,
-    /// Spend at the end of the period at the burn rate so far (elapsed
-    /// time counted as at least one hour).
+    /// Spend at the end of the period at the burn rate so far
+    /// ([`tollgate_contract::cost::forecast_at_burn_rate`]).
     pub forecast_usd: Decimal,
 }
 
@@ -369,10 +369,8 @@ pub struct BudgetStatus {
 pub fn status_of(budget: &Budget, spend: Decimal, now: DateTime<Utc>) -> BudgetStatus {
     let (start, end) = budget.period.window(now);
     let at = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(now);
-    let total = (at(end) - at(start)).num_seconds().max(1);
-    let elapsed = (now - at(start)).num_seconds().clamp(3_600, total);
     let forecast =
-        tollgate_contract::cost::round(spend * Decimal::from(total) / Decimal::from(elapsed));
+        tollgate_contract::cost::forecast_at_burn_rate(spend, at(start), at(end), now).forecast;
     let mut percent = (spend * Decimal::ONE_HUNDRED / budget.limit_usd).round_dp(2);
     percent.rescale(2);
     let evaluation = evaluate(budget, spend);
