@@ -93,7 +93,7 @@ use tollgate_control::clickhouse::client;
 use tollgate_control::config::ClickHouseConfig;
 
 /// How often the progress line is logged.
-const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// How long the loop may await one thing outside its poll before a
 /// warning says what (`crate::stall::watch_busy`).
 const BUSY_WARN_AFTER: Duration = Duration::from_secs(30);
@@ -513,7 +513,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(30);
 /// is closed while it joins), and a process that cannot exit would keep
 /// its fenced or stopped folds' resources and never restart. Everything to
 /// commit was committed before this.
-async fn close_in_time(consumer: EventsConsumer, fold: &str) {
+pub(crate) async fn close_in_time<C: Send + 'static>(consumer: C, fold: &str) {
     let (closed, on_closed) = tokio::sync::oneshot::channel::<()>();
     let closing = std::thread::Builder::new()
         .name(format!("{fold}-close"))

@@ -147,6 +147,22 @@ impl ProcessMetrics {
         })
     }
 
+    /// The lag and the replacements of a reader that is no group's
+    /// consumer (the breakers'), without the fold series it would only
+    /// read 0 in.
+    pub fn reader_watch(&self, fold: &str) -> (ConsumerLag, Counter) {
+        let labels = FoldLabels {
+            fold: fold.to_string(),
+        };
+        (
+            ConsumerLag {
+                family: self.consumer_lag.clone(),
+                fold: fold.to_string(),
+            },
+            self.consumer_restarts.get_or_create_owned(&labels),
+        )
+    }
+
     /// The handles one fold's consumer loop updates.
     pub fn fold(&self, fold: &str) -> FoldMetrics {
         let labels = FoldLabels {

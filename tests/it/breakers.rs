@@ -23,8 +23,8 @@ use crate::support::events::{call_event, usage};
 use crate::support::kafka::{produce_all, producer, read_records};
 use crate::support::{kafka_brokers, unique, TestEnv};
 
-const PROVIDER: &str = "mockai";
-const MODEL: &str = "m-flaky";
+pub(crate) const PROVIDER: &str = "mockai";
+pub(crate) const MODEL: &str = "m-flaky";
 const SUBJECT: &str = "circuit/mockai/m-flaky";
 
 /// Short periods so a whole cycle runs in seconds; thresholds as the
@@ -39,7 +39,7 @@ probes_per_proxy = 2
 "#;
 
 /// A call on the flaky model ending now: a success, or a 503 overload.
-fn call(success: bool, duration_ms: u32) -> Event {
+pub(crate) fn call(success: bool, duration_ms: u32) -> Event {
     let outcome = if success {
         Outcome::Success
     } else {
@@ -114,7 +114,7 @@ fn recovery_plan() -> Decision {
     }
 }
 
-fn encoded(events: &[Event]) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn encoded(events: &[Event]) -> Vec<(String, Vec<u8>)> {
     events
         .iter()
         .map(|e| (e.team_id.clone(), serde_json::to_vec(e).unwrap()))
@@ -178,8 +178,8 @@ async fn next_state(
     }
 }
 
-const JUDGING: &str = "breakers judging every partition from its end";
-const LEASE: &str = "breaker lease acquired";
+pub(crate) const JUDGING: &str = "breakers judging every partition from its end";
+pub(crate) const LEASE: &str = "breaker lease acquired";
 
 /// Start the breakers and wait until they judge every partition and
 /// publish (hold the lease).

@@ -14,7 +14,9 @@
 //!   another replica holds the [`lease`]) and the learned recovery plans
 //!   (for `reroute_to`), and the writers: the decision on the compacted
 //!   decisions topic first, then the `admin.breaker.transition` event and
-//!   the `breaker_transitions` row. Only the lease holder writes.
+//!   the `breaker_transitions` row. Only the lease holder writes. The
+//!   events reader is watched for stalls as a group's consumer is
+//!   ([`watch`]).
 
 pub mod catch_up;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod decision;
 pub mod lease;
 pub mod machine;
 pub mod observe;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +46,7 @@ use tracing::{debug, info, warn};
 
 use crate::clickhouse::{error as ch_error, insert_rows};
 use crate::consumer::Counters;
+use crate::consumer::{close_in_time, PROGRESS_EVERY};
 use crate::error::{Error, Result};
 use crate::folds::{FoldContext, FoldEntry, Running, Runs};
 use crate::recent_events::RecentEvents;
@@ -53,6 +57,7 @@ use lease::Lease;
 use machine::{Breaker, Breakers, Transition};
 use observe::CallReport;
 use tollgate_contract::decisions::circuit_subject;
+use watch::ReaderWatch;
 
 pub const NAME: &str = "breakers";
 
@@ -191,7 +196,7 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
     // The events topic: every partition, from its end as of now (the
     // offsets are fixed here, so every event produced after this line is
     // judged).
-    let event_reader = reader(kafka, &config, &context.processor.group_id, "events")
+    let mut event_reader = reader(kafka, &config, &context.processor.group_id, "events")
         .map_err(|e| kafka_error("cannot create the events consumer", e))?;
     let event_ends = partition_ends(&event_reader, &kafka.events_topic)
         .await
@@ -204,6 +209,11 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
         Offset::Offset,
     )
     .map_err(|e| kafka_error("cannot assign the events topic", e))?;
+    let mut watch = ReaderWatch::start(
+        context,
+        &reader_group(&context.processor.group_id, "events"),
+        &event_ends,
+    )?;
     info!(
         topic = %kafka.events_topic,
         partitions = event_ends.len(),
@@ -226,7 +236,11 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
     let mut catch_up = CatchUp::new(config.window_secs);
     let mut tick = tokio::time::interval(config.tick_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check = tokio::time::interval(PROGRESS_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check.tick().await;
     loop {
+        let mut stalled = None;
         // Not biased: under a steady stream of events the tick must still
         // get its turn (open -> half-open is due on time, not when traffic
         // pauses).
@@ -235,6 +249,7 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
             message = event_reader.recv() => match message {
                 Ok(message) => {
                     runtime.counters.messages += 1;
+                    watch.read(message.partition(), message.offset());
                     let now = Utc::now();
                     let now_ms = now.timestamp_millis();
                     let stamped = message.timestamp().to_millis();
@@ -243,6 +258,7 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
                         match skip_to(&event_reader, &kafka.events_topic, target) {
                             Ok(passed) => {
                                 runtime.counters.skipped += passed;
+                                watch.moved_to(&event_reader, &kafka.events_topic);
                                 info!(behind_secs, passed, window_secs = config.window_secs, "breakers were behind the events by more than they judge; skipped to the last window");
                                 continue;
                             }
@@ -268,7 +284,28 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
                     runtime.on_decision_record(message.key(), message.payload(), false);
                 }
             }
-            _ = tick.tick() => runtime.on_tick().await,
+            _ = tick.tick() => {
+                runtime.on_tick().await;
+                watch.report();
+            }
+            _ = check.tick() => stalled = watch.check(Instant::now()),
+        }
+        if let Some(stalled) = stalled {
+            let positions: Vec<(i32, i64)> =
+                watch.positions().iter().map(|(p, o)| (*p, *o)).collect();
+            let replacement = reader(kafka, &config, &context.processor.group_id, "events")
+                .and_then(|r| {
+                    assign(&r, &kafka.events_topic, &positions, Offset::Offset).map(|()| r)
+                });
+            match replacement {
+                Ok(new) => {
+                    close_in_time(std::mem::replace(&mut event_reader, new), NAME).await;
+                    watch.replaced(stalled);
+                }
+                Err(err) => {
+                    warn!(%err, "breakers cannot create a new events reader; reading on with the stalled one")
+                }
+            }
         }
     }
     let counters = runtime.counters;
@@ -580,7 +617,7 @@ fn reader(
     ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         // Required by the client; no offsets are committed under it.
-        .set("group.id", format!("{group_id}-breakers-{what}"))
+        .set("group.id", reader_group(group_id, what))
         .set("client.id", format!("tollgate-breakers-{what}"))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -593,6 +630,12 @@ fn reader(
         .set("queued.max.messages.kbytes", "4096")
         .set("enable.partition.eof", "false")
         .create()
+}
+
+/// The group id a reader of `what` names (no offsets are committed under
+/// it).
+fn reader_group(group_id: &str, what: &str) -> String {
+    format!("{group_id}-breakers-{what}")
 }
 
 /// Every partition of `topic` with its high watermark.

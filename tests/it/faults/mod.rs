@@ -7,4 +7,5 @@
 mod clickhouse_and_processors;
 pub(crate) mod kafka_outage;
 mod proxy_crashes;
+mod stalled_breakers;
 mod stalled_consumer;
