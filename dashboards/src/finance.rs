@@ -436,9 +436,10 @@ async fn read_catalog(state: &DashboardState) -> Result<Option<PriceCatalog>, St
 
 /// Seconds as days with one decimal, for the forecast's note (`21.6`).
 fn elapsed_days(seconds: i64) -> String {
-    (rust_decimal::Decimal::from(seconds) / rust_decimal::Decimal::from(86_400))
-        .round_dp(1)
-        .to_string()
+    let mut days =
+        (rust_decimal::Decimal::from(seconds) / rust_decimal::Decimal::from(86_400)).round_dp(1);
+    days.rescale(1);
+    days.to_string()
 }
 
 /// The overview of `q` (catalog, then the read model).

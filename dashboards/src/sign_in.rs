@@ -421,9 +421,9 @@ pub async fn accept_invitation(
     }
 }
 
-/// `GET /`: the overview.
-pub async fn home() -> Redirect {
-    Redirect::to("/overview")
+/// `GET /`: the overview, with the same query (`/?org=acme`).
+pub async fn home(uri: axum::http::Uri) -> Redirect {
+    crate::nav::to_home("/overview", uri).await
 }
 
 #[cfg(test)]

@@ -136,7 +136,13 @@ pub fn assemble(
         .ok_or_else(|| overflow("the spend"))?;
     let status = status_of(budget, total, now);
     // As in `status_of`: elapsed time counted as at least an hour.
-    let elapsed = (now - start).num_seconds().clamp(3_600, total_secs);
+    let elapsed = tollgate_contract::cost::forecast_at_burn_rate(
+        total,
+        start,
+        start + chrono::Duration::seconds(total_secs),
+        now,
+    )
+    .elapsed_seconds;
     let limit = budget.limit_usd;
     let mut points = Vec::with_capacity(spend.len());
     let mut cumulative = Decimal::ZERO;

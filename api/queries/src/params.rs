@@ -18,6 +18,16 @@ pub use tollgate_contract::Rejection as InvalidParameter;
 /// name is cut, with `…`).
 const MAX_NAMED_CHARS: usize = 40;
 
+/// A parameter's name as an error repeats it: at most
+/// [`MAX_NAMED_CHARS`] characters, a longer (hostile) one cut with `…`.
+fn shown(name: &str) -> String {
+    let mut shown: String = name.chars().take(MAX_NAMED_CHARS).collect();
+    if shown.len() < name.len() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// The parameters one request may carry.
 #[derive(Debug, Clone, Copy)]
 pub struct Expected<'a> {
@@ -68,17 +78,13 @@ impl QueryParams {
     ) -> Result<Self, InvalidParameter> {
         for (i, (name, _)) in pairs.iter().enumerate() {
             if !expected.knows(name) {
-                let mut shown: String = name.chars().take(MAX_NAMED_CHARS).collect();
-                if shown.len() < name.len() {
-                    shown.push('…');
-                }
                 return Err(InvalidParameter::new(
-                    shown,
+                    shown(name),
                     format!("unknown parameter; expected {}", expected.list()),
                 ));
             }
             if pairs[..i].iter().any(|(earlier, _)| earlier == name) {
-                return Err(InvalidParameter::new(name.clone(), "given more than once"));
+                return Err(InvalidParameter::new(shown(name), "given more than once"));
             }
         }
         Ok(Self {

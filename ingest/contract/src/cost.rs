@@ -167,7 +167,11 @@ pub fn forecast_at_burn_rate(
     BurnRateForecast {
         elapsed_seconds,
         period_seconds,
-        forecast: round(spend * Decimal::from(period_seconds) / Decimal::from(elapsed_seconds)),
+        // Past Decimal's range (spend near 10^22 USD): the largest amount.
+        forecast: spend
+            .checked_mul(Decimal::from(period_seconds))
+            .and_then(|x| x.checked_div(Decimal::from(elapsed_seconds)))
+            .map_or(Decimal::MAX, round),
     }
 }
 

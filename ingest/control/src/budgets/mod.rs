@@ -235,7 +235,7 @@ impl BudgetStore {
         let all = self.all().await?;
         Ok(all
             .into_iter()
-            .filter(|b| org.is_none() || b.org_id.as_deref() == org)
+            .filter(|b| org.is_none_or(|org| b.belongs_to(org)))
             .collect())
     }
 
