@@ -193,9 +193,7 @@ pub async fn set_budget(
         .or_else(|| identity.scope().map(str::to_string));
     let spec = match &org {
         Some(org) => {
-            if !identity.sees(ADMINS, org) {
-                return Err(ApiError::NoSuch(format!("no org {org}")));
-            }
+            identity.require_org(ADMINS, org, "set budgets")?;
             spec.in_org(org)
                 .map_err(|e| body_error(e.field, e.reason))?
         }

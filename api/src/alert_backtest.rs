@@ -37,9 +37,7 @@ pub async fn backtest(
         field: r.field,
         reason: r.reason,
     })?;
-    if !identity.sees(ALERT_READERS, &spec.org_id) {
-        return Err(ApiError::NoSuch(format!("no org {}", spec.org_id)));
-    }
+    identity.require_org(ALERT_READERS, &spec.org_id, "backtest alert rules")?;
     // As saving the rule would: a budget of another org is none of this
     // rule's (its spend is not the caller's to read).
     if let (Some(id), Some(budgets)) = (spec.signal.budget_id(), state.budgets.as_ref()) {

@@ -82,14 +82,10 @@ pub(crate) fn store_error(err: AlertStoreError) -> ApiError {
     }
 }
 
-/// A change to `org`'s alerting needs a writer's role there; another
-/// org's is a 404, as if it did not exist.
+/// A change to `org`'s alerting needs a writer's role there
+/// ([`Identity::require_org`]).
 fn check_org(identity: &Identity, org: &str) -> Result<(), ApiError> {
-    if identity.sees(ALERT_WRITERS, org) {
-        Ok(())
-    } else {
-        Err(ApiError::NoSuch(format!("no org {org}")))
-    }
+    Ok(identity.require_org(ALERT_WRITERS, org, "change alerting")?)
 }
 
 pub(crate) fn path_id(

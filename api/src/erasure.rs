@@ -34,9 +34,7 @@ pub async fn erase(
         field: "body".into(),
         reason: format!("expected {{\"org\", \"user\", \"reason\"}}: {e}"),
     })?;
-    if !identity.sees(AUDITORS, &body.org) {
-        return Err(ApiError::NoSuch(format!("no org {}", body.org)));
-    }
+    identity.require_org(AUDITORS, &body.org, "erase personal data")?;
     let Some(eraser) = &state.erasure else {
         return Ok((
             StatusCode::SERVICE_UNAVAILABLE,

@@ -41,6 +41,19 @@ pub enum ApiError {
     ReadModel(#[from] ReadModelError),
 }
 
+/// The access rules' refusals as the API answers them.
+impl From<tollgate_access::Refusal> for ApiError {
+    fn from(refusal: tollgate_access::Refusal) -> Self {
+        use tollgate_access::Refusal;
+        match refusal {
+            Refusal::Unauthenticated(m) => Self::Unauthorized(m),
+            Refusal::Forbidden(m) => Self::Forbidden(m),
+            Refusal::NotFound(m) => Self::NoSuch(m),
+            Refusal::Unavailable(m) | Refusal::Misconfigured(m) => Self::Unavailable(m),
+        }
+    }
+}
+
 impl From<InvalidParameter> for ApiError {
     fn from(err: InvalidParameter) -> Self {
         Self::InvalidParameter {

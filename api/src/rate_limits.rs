@@ -78,9 +78,7 @@ pub async fn set(
         Some(org) => {
             // A malformed org is the body's fault before it is a 404.
             let spec = spec.in_org(org).map_err(invalid)?;
-            if !identity.sees(ADMINS, org) {
-                return Err(ApiError::NoSuch(format!("no org {org}")));
-            }
+            identity.require_org(ADMINS, org, "set rate limits")?;
             spec
         }
         None if identity.is_admin() => spec,

@@ -203,9 +203,9 @@ async fn admit(
         })?,
     };
     let roles = access.roles_for(request.method());
-    let needs = |in_org: &str| {
+    let needs = || {
         format!(
-            "{} may not {} {}{in_org}: that needs role {}",
+            "{} may not {} {}: that needs role {}",
             identity.who(),
             verb(request.method()),
             request.uri().path(),
@@ -220,21 +220,13 @@ async fn admit(
         return Err(Refusal::Forbidden(if roles.is_empty() {
             format!("{} is read-only", request.uri().path())
         } else {
-            needs("")
+            needs()
         }));
     };
     let requested = query_value(request.uri(), "org");
     if let Some(org) = requested.as_deref().filter(|org| !org.is_empty()) {
-        if !identity.sees(roles, org) {
-            // An org the caller holds another role in is one they know
-            // of (their org switcher offers it): say what it needs there.
-            // Any other org is absent, so other orgs' names do not leak.
-            return Err(if identity.named_orgs().iter().any(|o| o == org) {
-                Refusal::Forbidden(needs(&format!(" in org {org}")))
-            } else {
-                Refusal::NotFound(format!("no org {org}"))
-            });
-        }
+        let doing = format!("{} {}", verb(request.method()), request.uri().path());
+        identity.require_org(roles, org, &doing)?;
     }
     let (mut parts, body) = request.into_parts();
     identity.org = match (&scope, requested) {

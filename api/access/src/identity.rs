@@ -154,6 +154,27 @@ impl Identity {
         orgs.into_iter().collect()
     }
 
+    /// Refuse `org` unless this caller holds one of `roles` there. A
+    /// caller who holds another role in it knows of it (their org switcher
+    /// offers it): a 403 saying they may not `doing` in it and which role
+    /// that needs. Any other org is a 404, "no org", so other orgs' names
+    /// do not leak. The gate's rule for `?org=` and the handlers' for an
+    /// org named in a body.
+    pub fn require_org(&self, roles: &[Role], org: &str, doing: &str) -> Result<(), Refusal> {
+        if self.sees(roles, org) {
+            return Ok(());
+        }
+        if !self.named_orgs().iter().any(|o| o == org) {
+            return Err(Refusal::NotFound(format!("no org {org}")));
+        }
+        let needs: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(Refusal::Forbidden(format!(
+            "{} may not {doing} in org {org}: that needs role {}",
+            self.who(),
+            needs.join(" or ")
+        )))
+    }
+
     /// Refuse `org` unless this caller holds one of `roles` there: a 404
     /// naming `what`, so other orgs' ids do not leak.
     pub fn check_org(&self, roles: &[Role], org: &str, what: &str) -> Result<(), Refusal> {
@@ -184,6 +205,27 @@ mod tests {
 
     fn ada(grants: Vec<Grant>) -> Identity {
         Identity::user(Uuid::nil(), "ada@example.com", "Ada", grants, "t".into())
+    }
+
+    #[test]
+    fn another_role_in_an_org_is_a_403_naming_the_role_and_no_role_a_404() {
+        let id = ada(vec![
+            Grant::new(Some("acme"), Role::Finance),
+            Grant::new(Some("globex"), Role::Sre),
+        ]);
+        assert!(id.require_org(&[Role::Sre], "globex", "x").is_ok());
+        match id.require_org(&[Role::Admin, Role::Sre], "acme", "change alerting") {
+            Err(Refusal::Forbidden(m)) => assert_eq!(
+                m,
+                "Ada (finance in acme, sre in globex) may not change alerting in org acme: \
+                 that needs role admin or sre"
+            ),
+            other => panic!("{other:?}"),
+        }
+        match id.require_org(&[Role::Sre], "initech", "change alerting") {
+            Err(Refusal::NotFound(m)) => assert_eq!(m, "no org initech"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
