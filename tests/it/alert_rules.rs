@@ -543,15 +543,9 @@ async fn a_budget_signal_reads_only_its_orgs_budgets() {
     };
     use reqwest::Method as M;
     let budget = |org: Option<&str>| {
-        let mut args = vec![
-            "budgets", "set", "--kind", "team", "--id", "search", "--limit", "5",
-        ];
+        let mut args = vec!["--kind", "team", "--id", "search", "--limit", "5"];
         args.extend(org.map(|org| ["--org", org]).into_iter().flatten());
-        let out = env.run(&args);
-        out.split_whitespace()
-            .nth(1)
-            .and_then(|w| w.trim_end_matches(':').parse::<i64>().ok())
-            .unwrap_or_else(|| panic!("budget id in {out:?}"))
+        env.set_budget(&args)
     };
     let budget_rule = |budget_id: i64| {
         let mut body = rule_body("acme", "budget", &[]);

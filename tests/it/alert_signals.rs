@@ -333,15 +333,10 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
     env.wait_for_cost_rollup().await;
     let set_budget = |org: Option<&str>| {
         let mut args = vec![
-            "budgets", "set", "--kind", "team", "--id", "search", "--limit", "0.25", "--period",
-            "daily",
+            "--kind", "team", "--id", "search", "--limit", "0.25", "--period", "daily",
         ];
         args.extend(org.map(|org| ["--org", org]).into_iter().flatten());
-        let out = env.run(&args);
-        out.split_whitespace()
-            .nth(1)
-            .and_then(|w| w.trim_end_matches(':').parse::<i64>().ok())
-            .unwrap_or_else(|| panic!("budget id in {out:?}"))
+        env.set_budget(&args)
     };
     let budget_id = set_budget(Some("org-1"));
     // The same team's budgets of another org, and of every org (set

@@ -488,6 +488,18 @@ impl TestEnv {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `tollgate budgets set` with `args` (after `set`): the budget's id,
+    /// from its line `budget <id>: …`.
+    pub fn set_budget(&self, args: &[&str]) -> i64 {
+        let mut all = vec!["budgets", "set"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|w| w.trim_end_matches(':').parse().ok())
+            .unwrap_or_else(|| panic!("budget id in {out:?}"))
+    }
+
     /// Produce `events` (keyed by team) to the events topic, start
     /// `tollgate process` and wait until `calls` holds every one of them.
     pub async fn process_events(&mut self, events: &[tollgate_contract::Event]) {
