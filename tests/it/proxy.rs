@@ -186,6 +186,22 @@ impl Proxy {
     /// (TOML lines inside `[proxy]`, then tables of its own; `@MOCK@` stands
     /// for the mock's base URL), talking to `brokers` (default: the dev broker).
     pub(crate) async fn start(label: &str, proxy_extra: &str, brokers: Option<&str>) -> Self {
+        // A free port can be taken by another test's server before the mock
+        // binds it (seen under the full suite: every call then failed to
+        // connect); start again on other ports.
+        for attempt in 1..=3 {
+            if let Some(proxy) = Self::try_start(label, proxy_extra, brokers).await {
+                return proxy;
+            }
+            eprintln!(
+                "{label}: the mock upstream's port was taken (attempt {attempt}); other ports"
+            );
+        }
+        panic!("{label}: the mock upstream found its port taken three times");
+    }
+
+    /// [`Proxy::start`], or `None` when the mock could not bind its port.
+    async fn try_start(label: &str, proxy_extra: &str, brokers: Option<&str>) -> Option<Self> {
         let port = support::free_port();
         let mock_port = support::free_port();
         let proxy_extra =
@@ -248,13 +264,38 @@ backoff_max_ms = 2000
             ],
         );
         proxy.children.push(mock);
+        // Bound by this mock (its own log says so), not answered by
+        // whatever else holds the port.
+        let bound = format!("127.0.0.1:{mock_port}");
+        let deadline = Instant::now() + crate::support::PATIENCE;
+        loop {
+            let log = std::fs::read_to_string(proxy.env.log_path("mock")).unwrap_or_default();
+            if log
+                .lines()
+                .any(|l| l.contains("mock upstream listening") && l.contains(&bound))
+            {
+                break;
+            }
+            if proxy.children[0].try_wait().ok().flatten().is_some() {
+                assert!(
+                    log.contains("cannot listen"),
+                    "the mock upstream exited: {log}"
+                );
+                return None;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the mock upstream did not start: {log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         support::wait_http(
             &format!("http://127.0.0.1:{mock_port}/healthz"),
             crate::support::PATIENCE,
             &proxy.env.log_path("mock"),
         )
         .await;
-        proxy
+        Some(proxy)
     }
 
     pub(crate) fn spawn(&self, label: &str, args: &[&str]) -> Child {
