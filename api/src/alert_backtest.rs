@@ -45,12 +45,12 @@ pub async fn backtest(
             tracing::warn!(%e, "cannot read a budget for a backtest");
             ApiError::Unavailable(format!("postgres: cannot read budget {id}"))
         })?;
-        if !budget.is_some_and(|b| b.belongs_to(&spec.org_id)) {
-            return Err(ApiError::InvalidField {
-                field: "signal.budget_id".into(),
-                reason: format!("no budget {id} in org {}", spec.org_id),
-            });
-        }
+        tollgate_control::alerts::admin::rule_may_read(budget.as_ref(), id, &spec.org_id).map_err(
+            |r| ApiError::InvalidField {
+                field: r.field,
+                reason: r.reason,
+            },
+        )?;
     }
     let to = params.time("to")?.unwrap_or_else(Utc::now);
     let from = params

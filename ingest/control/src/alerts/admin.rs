@@ -106,6 +106,24 @@ async fn missed(
     }
 }
 
+/// Whether a rule of `org` may read budget `id` (`budget`: the stored one,
+/// if any): only a budget of its org ([`crate::budgets::Budget::belongs_to`]);
+/// another org's, or none, is refused naming `signal.budget_id`. The rule
+/// store's check and the backtest's.
+pub fn rule_may_read(
+    budget: Option<&crate::budgets::Budget>,
+    id: i64,
+    org: &str,
+) -> Result<(), Rejection> {
+    match budget {
+        Some(budget) if budget.belongs_to(org) => Ok(()),
+        _ => Err(Rejection::new(
+            "signal.budget_id",
+            format!("no budget {id} in org {org}"),
+        )),
+    }
+}
+
 impl AlertStore {
     /// Every receiver of `spec` must be one of its org's.
     async fn check_receivers(
@@ -140,14 +158,8 @@ impl AlertStore {
         let Some(id) = spec.signal.budget_id() else {
             return Ok(());
         };
-        match budget_by_id(conn, id).await? {
-            Some(budget) if budget.belongs_to(&spec.org_id) => Ok(()),
-            _ => Err(Rejection::new(
-                "signal.budget_id",
-                format!("no budget {id} in org {}", spec.org_id),
-            )
-            .into()),
-        }
+        let budget = budget_by_id(conn, id).await?;
+        Ok(rule_may_read(budget.as_ref(), id, &spec.org_id)?)
     }
 
     /// Create a rule (validated by the caller: [`RuleSpec::validate`]).
