@@ -85,7 +85,7 @@ use crate::dlq::{DeadLetterReason, DeadLetterWriter, Source};
 use crate::error::{Error, Result};
 use crate::fold::{Fold, MessageMeta, Positioned};
 use crate::health::ConsumerHealth;
-use crate::insert_fence::wait_for_running_inserts;
+use crate::insert_fence::{wait_for_running_inserts, SETTLE};
 use crate::metrics::FoldMetrics;
 use crate::resume::{stored_offsets_in, ResumePositions};
 use crate::stall::{self, Busy, PartitionFetch, StallWatch};
@@ -896,6 +896,9 @@ impl<F: Fold> Processor<F> {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 1u32;
         let mut check_stored = false;
+        // Whether a fence after the failure found nothing running and
+        // [`SETTLE`] has passed since (`crate::insert_fence`, "settled").
+        let mut settled = false;
         loop {
             if check_stored {
                 // The failed attempt may have been stored after all.
@@ -906,6 +909,14 @@ impl<F: Fold> Processor<F> {
                 // is read next must hold it whole or not at all.
                 let limit = self.ch.query_timeout();
                 let stored = match self.fence().await {
+                    Ok(passed) if passed.all_ended() && !settled => {
+                        // What the failed attempt sent may still wait
+                        // unread in ClickHouse's socket: fence again once
+                        // ClickHouse has had the time to list it.
+                        self.pause(SETTLE, "insert not retried").await?;
+                        settled = true;
+                        continue;
+                    }
                     Ok(passed) if passed.all_ended() => {
                         within(
                             limit,
@@ -918,7 +929,10 @@ impl<F: Fold> Processor<F> {
                         self.backoff(&mut backoff, "insert not retried").await?;
                         continue;
                     }
-                    Err(err) => Err(err),
+                    Err(err) => {
+                        settled = false;
+                        Err(err)
+                    }
                 };
                 match stored {
                     Ok(stored) => {
@@ -983,6 +997,7 @@ impl<F: Fold> Processor<F> {
                     self.metrics.insert_errors.inc();
                     warn!(rows = rows.len(), attempt, clickhouse = %self.ch.url, %err, "insert failed, retrying");
                     check_stored = true;
+                    settled = false;
                 }
             }
             self.backoff(
@@ -996,12 +1011,17 @@ impl<F: Fold> Processor<F> {
 
     /// Sleep `backoff` (then double it), unless shutdown is requested first.
     async fn backoff(&self, backoff: &mut Duration, what: &str) -> Result<()> {
+        self.pause(*backoff, what).await?;
+        *backoff = next_backoff(*backoff);
+        Ok(())
+    }
+
+    /// Sleep `wait`, unless shutdown is requested first (then `what` was
+    /// not done).
+    async fn pause(&self, wait: Duration, what: &str) -> Result<()> {
         tokio::select! {
             () = self.shutdown.cancelled() => Err(Error::Interrupted(what.to_string())),
-            () = tokio::time::sleep(*backoff) => {
-                *backoff = next_backoff(*backoff);
-                Ok(())
-            }
+            () = tokio::time::sleep(wait) => Ok(()),
         }
     }
 

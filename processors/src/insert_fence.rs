@@ -13,7 +13,15 @@
 //! not for inserts started after, nor for anyone else's.
 //! The same fence guards the retry of an insert whose answer was lost
 //! (a timeout): the attempt may still be running when the retry asks what
-//! was stored.
+//! was stored. Before that retry the fence is settled: put up again
+//! [`SETTLE`] after it first found nothing running. An attempt sent while
+//! ClickHouse did not answer (stopped, swamped) waits in the server's
+//! socket, unread and so unlisted, until ClickHouse runs again; the first
+//! fence then races it, the second lists it or reads its rows. By hand
+//! (2026-12-07): an insert sent to a SIGSTOPped server by a client that
+//! gave up after 2 s landed once the server ran again in 20 trials of 20,
+//! and a listing of running inserts sent before the server ran again
+//! missed it in 10 of them.
 //!
 //! On a cluster (`clickhouse.cluster` set) the previous owner may have
 //! written through another replica, so the fence has two more steps
@@ -71,6 +79,12 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// running after this long is not waited for (the remaining window,
 /// `docs/processor.md`).
 const LIMIT: Duration = Duration::from_secs(30);
+
+/// How long after a fence found nothing running the retry of a failed
+/// insert puts it up again (see the module's text). ClickHouse reads what
+/// waits in its sockets within milliseconds of running again; a second is
+/// that with a margin for a loaded machine, and is paid only by a retry.
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// What the fence found: the inserts running when it was put up, and how
 /// many of them still ran when it gave up waiting ([`LIMIT`]).

@@ -194,7 +194,13 @@ impl Store<'_> {
         let got = self
             .wait_for_calls(traffic.calls, Duration::from_secs(300), processors)
             .await;
-        assert_eq!(got, traffic.calls, "logs:\n{}", logs(processors));
+        assert_eq!(
+            got,
+            traffic.calls,
+            "{}; logs:\n{}",
+            calls_verdict(got, traffic.calls),
+            logs(processors)
+        );
     }
 
     /// Every call once: the count, distinct event ids and Kafka positions,
@@ -232,6 +238,22 @@ impl Store<'_> {
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+/// What `got` rows of `calls` say of `want` calls sent, first in a failed
+/// assertion's message (the log after it is long, and a report may show
+/// only its first lines): calls missing, or calls stored twice.
+fn calls_verdict(got: u64, want: u64) -> String {
+    match got.cmp(&want) {
+        std::cmp::Ordering::Less => {
+            format!("{got} of {want} calls stored, {} missing", want - got)
+        }
+        std::cmp::Ordering::Greater => format!(
+            "{got} rows for {want} calls: {} stored more than once",
+            got - want
+        ),
+        std::cmp::Ordering::Equal => format!("all {want} calls stored"),
     }
 }
 
@@ -637,7 +659,13 @@ async fn slow_clickhouse_bounds_memory_and_lag() {
         .await;
     let drained = fast_again.elapsed();
     let peak_kib = peak_rss_kib(processor.child.id());
-    assert_eq!(got, traffic.calls, "log:\n{}", log_of(&env, "process"));
+    assert_eq!(
+        got,
+        traffic.calls,
+        "{}; log:\n{}",
+        calls_verdict(got, traffic.calls),
+        log_of(&env, "process")
+    );
     processor.stop().await;
     store.assert_exactly_once(&env, &group, &traffic).await;
     eprintln!(
@@ -677,7 +705,12 @@ async fn every_call_once_through_8_s(
         )
         .await;
     let log = log_of(env, "process");
-    assert_eq!(got, traffic.calls, "log:\n{log}");
+    assert_eq!(
+        got,
+        traffic.calls,
+        "{}; log:\n{log}",
+        calls_verdict(got, traffic.calls)
+    );
     processor.stop().await;
     store.assert_exactly_once(env, group, traffic).await;
     log
