@@ -54,10 +54,11 @@ const TARGETS: [Target; 18] = [
         filters: &["org", "provider", "model", "team"],
         window: Window::Preset,
     },
-    // Fleet-wide: breakers are per provider and model, of no one org.
+    // Fleet-wide: breakers are per provider and model, of no one org; the
+    // page keeps `org` only to carry it on.
     Target {
         path: "/sre/breakers",
-        filters: &["provider", "model"],
+        filters: &["org", "provider", "model"],
         window: Window::Preset,
     },
     Target {
@@ -295,7 +296,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             href("/sre/breakers", from, &q, now()),
-            "/sre/breakers?range=24h&provider=openai&model=gpt-4o"
+            "/sre/breakers?range=24h&org=globex&provider=openai&model=gpt-4o"
         );
         assert_eq!(
             href("/sre/alerts", from, &q, now()),

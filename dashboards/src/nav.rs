@@ -37,8 +37,10 @@ pub struct NavLink {
 
 pub struct OrgChoice {
     pub name: String,
-    /// The query string selecting it on this page.
-    pub query: String,
+    /// Where choosing it leads: this page with the org changed, or, on a
+    /// page of one object (which belongs to one org), the list of such
+    /// objects ([`switch_path`]); the filters are kept.
+    pub href: String,
     pub current: bool,
 }
 
@@ -108,6 +110,31 @@ pub async fn to_home(home: &'static str, uri: axum::http::Uri) -> axum::response
         Some(query) => axum::response::Redirect::to(&format!("{home}?{query}")),
         None => axum::response::Redirect::to(home),
     }
+}
+
+/// Pages of one object, which belongs to one org, by path prefix, and the
+/// page listing such objects: switching the org there leads to the list
+/// (the object is not the other org's). An error pattern's page is not
+/// among them: a pattern is the same shape in every org.
+const ONE_OBJECT: [(&str, &str); 6] = [
+    ("/finance/budgets/", "/finance/budgets"),
+    ("/sre/alerts/rules/", "/sre/alerts/rules"),
+    ("/compliance/entries/", "/compliance/search"),
+    ("/admin/budgets/", "/admin/budgets"),
+    ("/admin/users/", "/admin/users"),
+    ("/admin/keys/", "/admin/keys"),
+];
+
+/// The page the org switcher leads to from `path` (see [`ONE_OBJECT`]).
+/// `/sre/alerts/rules/new` is a form, not an object: it stays.
+pub fn switch_path(path: &str) -> &str {
+    ONE_OBJECT
+        .iter()
+        .find(|(prefix, _)| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| !rest.is_empty() && rest != "new")
+        })
+        .map_or(path, |(_, list)| list)
 }
 
 /// Whether `path` is the page `href` or one below it.
@@ -191,7 +218,7 @@ impl Nav {
                     pairs.push(("org".into(), org.clone()));
                     OrgChoice {
                         current: current.as_deref() == Some(org.as_str()),
-                        query: format!("?{}", encode(&pairs)),
+                        href: format!("{}?{}", switch_path(path), encode(&pairs)),
                         name: org,
                     }
                 })
@@ -320,23 +347,48 @@ mod tests {
         let choices: Vec<(&str, &str, bool)> = nav
             .orgs
             .iter()
-            .map(|o| (o.name.as_str(), o.query.as_str(), o.current))
+            .map(|o| (o.name.as_str(), o.href.as_str(), o.current))
             .collect();
         assert_eq!(
             choices,
             [
                 (
                     "acme",
-                    "?range=6h&provider=openai&group_by=model&org=acme",
+                    "/sre/latency?range=6h&provider=openai&group_by=model&org=acme",
                     false
                 ),
                 (
                     "globex",
-                    "?range=6h&provider=openai&group_by=model&org=globex",
+                    "/sre/latency?range=6h&provider=openai&group_by=model&org=globex",
                     true
                 ),
             ]
         );
+        // On a page of one object, the switcher leads to the list.
+        let on_budget = Nav::for_identity(Some(&ada), "/finance/budgets/7", &[], now());
+        assert_eq!(on_budget.orgs[0].href, "/finance/budgets?org=acme");
+    }
+
+    #[test]
+    fn the_switcher_leads_from_one_object_to_its_list() {
+        for (path, target) in [
+            ("/finance/budgets/7", "/finance/budgets"),
+            ("/finance/budgets", "/finance/budgets"),
+            ("/sre/alerts/rules/12", "/sre/alerts/rules"),
+            ("/sre/alerts/rules/12/edit", "/sre/alerts/rules"),
+            ("/sre/alerts/rules/new", "/sre/alerts/rules/new"),
+            ("/compliance/entries/search/3", "/compliance/search"),
+            ("/admin/budgets/4/edit", "/admin/budgets"),
+            ("/admin/users/9/grants", "/admin/users"),
+            ("/admin/keys/key-1/revoke", "/admin/keys"),
+            (
+                "/sre/errors/00000000000000ff",
+                "/sre/errors/00000000000000ff",
+            ),
+            ("/overview", "/overview"),
+        ] {
+            assert_eq!(switch_path(path), target, "{path}");
+        }
     }
 
     #[test]
@@ -366,7 +418,7 @@ mod tests {
                 ),
                 (
                     "Breakers",
-                    format!("/sre/breakers?{window}").as_str(),
+                    format!("/sre/breakers?{window}&org=acme").as_str(),
                     false
                 ),
                 (

@@ -19,7 +19,11 @@ use crate::sre_form::{api_pairs, choices, form_time, percent_encode, range_asked
 use crate::svg::{strips, Strip};
 use crate::DashboardState;
 
-pub const FIELDS: [&str; 5] = ["range", "from", "to", "provider", "model"];
+/// `org` is read only to be kept: breakers are per provider and model, of
+/// no one org, and the page shows the same to every org; the navigation
+/// and the filter form carry it on so the org chosen in the switcher
+/// holds on the next page.
+pub const FIELDS: [&str; 6] = ["range", "from", "to", "provider", "model", "org"];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BreakersForm {
@@ -28,6 +32,8 @@ pub struct BreakersForm {
     pub to: String,
     pub provider: String,
     pub model: String,
+    /// Kept, not read (see [`FIELDS`]).
+    pub org: String,
 }
 
 /// Read the page's query string into the form and the report query.
@@ -52,6 +58,7 @@ pub fn parse_form(
         to: text("to"),
         provider: text("provider"),
         model: text("model"),
+        org: text("org"),
     };
     let filters = [
         ("provider", form.provider.as_str()),

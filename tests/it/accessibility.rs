@@ -665,6 +665,71 @@ async fn every_link_on_every_page_answers() {
     let (status, body) = get("/compliance/entries/search/1?colour=red".into()).await;
     assert_eq!(status, 400);
     assert!(body.contains("`colour`"), "{body}");
+    every_org_switch_answers(&seeded).await;
+}
+
+/// Every choice of the org switcher on every page, for a person who
+/// administers two orgs, answers (a redirect to a page that answers
+/// counts): on a page of one org's object (a budget, a rule) the other
+/// org's choice once led to that object in the other org, a 404.
+async fn every_org_switch_answers(seeded: &Seeded) {
+    use crate::sign_in::{create_user, Browser, PASSWORD};
+    let email = "two-admin@example.com";
+    create_user(&seeded.env, email, &["org-a:admin", "org-b:admin"]);
+    let mut person = Browser::new(seeded.env.direct_api_url());
+    let signed_in = person.sign_in(email, PASSWORD, "/overview").await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let mut choices = std::collections::BTreeMap::<String, String>::new();
+    for page in pages(seeded).await {
+        let answer = person.get(&page).await;
+        assert_eq!(answer.status, 200, "{page}: {}", answer.body);
+        let offered = org_choices(&answer.body);
+        if page != "/logout" {
+            assert_eq!(offered.len(), 2, "{page}: {offered:?}");
+        }
+        for choice in offered {
+            choices.entry(choice).or_insert_with(|| page.clone());
+        }
+    }
+    // From an org-a budget's page, org-b's choice is org-b's budgets.
+    assert!(
+        choices.contains_key("/finance/budgets?org=org-b"),
+        "{choices:?}"
+    );
+    let mut broken = Vec::new();
+    for (choice, from) in &choices {
+        let mut answer = person.get(choice).await;
+        if answer.status == 303 {
+            let location = answer.location.clone();
+            answer = person.get(&location).await;
+        }
+        if !answer.status.is_success() {
+            broken.push(format!("{choice} (on {from}): {}", answer.status));
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "org switcher choices that do not answer:\n{}",
+        broken.join("\n")
+    );
+}
+
+/// The targets the org switcher of `html` offers, as the browser reads
+/// them.
+fn org_choices(html: &str) -> Vec<String> {
+    let Some(switch) = html
+        .split("id=\"org-switch\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</select>").next())
+    else {
+        return Vec::new();
+    };
+    switch
+        .split("value=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(unescape)
+        .collect()
 }
 
 /// Steps that Tab to `selector` and type `text` there.
