@@ -77,13 +77,32 @@ pub fn unique(label: &str) -> String {
     format!("t_{}_{:08x}", label, rand::random::<u32>())
 }
 
-/// A free TCP port on loopback.
+/// The ports [`free_port`] hands out: below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768-60999 by default), from which
+/// every outgoing connection and every `bind` to port 0 takes its port,
+/// and clear of the dev stack's and the demo's fixed ports.
+const TEST_PORTS: std::ops::Range<u16> = 24_000..32_000;
+
+/// A TCP port on loopback that nothing listens on, and that no other test
+/// of this run was given. A port the kernel picks (`bind` to port 0) is
+/// free only until the test's server binds it, and the kernel may hand it
+/// out again meanwhile: two tests were once given one port, and the
+/// second's calls reached the first's server. So ports come from
+/// [`TEST_PORTS`], in turn from a random start, each checked free once.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let next = NEXT.get_or_init(|| AtomicU32::new(rand::random::<u32>() % span));
+    for _ in 0..span {
+        let offset = next.fetch_add(1, Ordering::Relaxed) % span;
+        let port = TEST_PORTS.start + u16::try_from(offset).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
 /// Path of the `tollgate` binary under test.
