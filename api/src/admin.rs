@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tollgate_access::{Identity, OrgScope, Role, ADMINS};
 use tollgate_control::budgets::admin::{budget_json, BudgetSpec};
+use tollgate_control::keys::KeyStore;
 use tollgate_control::outbox::Enqueued;
 
 use crate::error::ApiError;
@@ -205,6 +206,11 @@ pub async fn set_budget(
             ))
         }
     };
+    let spec = spec
+        .naming_key(&KeyStore::new(store.pool().clone()))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot read API keys: {e}")))?
+        .map_err(|e| body_error(e.field, e.reason))?;
     let set = store
         .set(&spec, &identity.actor)
         .await

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use tollgate_access::{Identity, ADMINS};
+use tollgate_control::keys::KeyStore;
 use tollgate_control::rate_limits::admin::{parse_body, SetOutcome};
 use tollgate_control::rate_limits::{rate_limit_json, InvalidRateLimit, RateLimitStore};
 use tollgate_queries::params::{Expected, QueryParams};
@@ -89,6 +90,11 @@ pub async fn set(
             )))
         }
     };
+    let spec = spec
+        .naming_key(&KeyStore::new(store.pool().clone()))
+        .await
+        .map_err(unavailable)?
+        .map_err(invalid)?;
     let may_change = |owner: Option<&str>| sees_owner(&identity, ADMINS, owner);
     let set = match store
         .set(&spec, &identity.actor, may_change)

@@ -5,6 +5,7 @@
 
 use tollgate_control::budgets::admin::{budget_json, BudgetSpec, InvalidBudget};
 use tollgate_control::budgets::{BudgetStore, SubjectKind};
+use tollgate_control::keys::KeyStore;
 
 use crate::config::Config;
 
@@ -87,6 +88,10 @@ pub async fn run(command: BudgetsCommand, config: &Config) -> anyhow::Result<()>
                     .in_org(org)
                     .map_err(|e| anyhow::anyhow!("--org: {}", e.reason))?;
             }
+            let spec = spec
+                .naming_key(&KeyStore::new(pool.clone()))
+                .await?
+                .map_err(|e| anyhow::anyhow!("{}: {}", flag(&e), e.reason))?;
             // The budget and its admin.budget.set event commit together.
             let set = store.set(&spec, "cli").await?;
             let b = &set.budget;

@@ -6,6 +6,7 @@
 //! each limit per minute, claiming it from a shared pool (`docs/proxy.md`,
 //! "Rate-limit tiers").
 
+use tollgate_control::keys::KeyStore;
 use tollgate_control::rate_limits::admin::SetOutcome;
 use tollgate_control::rate_limits::{
     rate_limit_json, InvalidRateLimit, RateLimitSpec, RateLimitStore,
@@ -81,6 +82,10 @@ pub async fn run(command: RateLimitsCommand, config: &Config) -> anyhow::Result<
             if let Some(org) = &org {
                 spec = spec.in_org(org).map_err(refuse)?;
             }
+            let spec = spec
+                .naming_key(&KeyStore::new(pool.clone()))
+                .await?
+                .map_err(refuse)?;
             // The limit and its admin.rate_limit.set event commit together.
             let SetOutcome::Stored(set) = store.set(&spec, "cli", any_org).await? else {
                 anyhow::bail!(

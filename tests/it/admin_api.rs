@@ -662,7 +662,7 @@ async fn changes_while_kafka_is_down_wait_in_the_outbox_and_publish_once() {
     let r = reqwest::Client::new()
         .post(format!("{}/api/v1/admin/budgets", env.direct_api_url()))
         .bearer_auth(&admin_key)
-        .json(&json!({"subject_kind": "key", "subject_id": "k-1", "limit_usd": "7", "period": "daily"}))
+        .json(&json!({"subject_kind": "team", "subject_id": "k-1", "limit_usd": "7", "period": "daily"}))
         .send()
         .await
         .unwrap();
@@ -742,7 +742,7 @@ async fn changes_while_kafka_is_down_wait_in_the_outbox_and_publish_once() {
         "0.000001"
     );
     assert_eq!(events[2]["admin"]["actor"], format!("key:{admin_prefix}"));
-    assert_eq!(events[2]["admin"]["subject"], "budget/key/k-1");
+    assert_eq!(events[2]["admin"]["subject"], "budget/team/k-1");
     assert_eq!(events[2]["admin"]["period"], "daily");
 
     // Nothing left; draining again publishes nothing.

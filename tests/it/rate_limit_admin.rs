@@ -262,7 +262,7 @@ async fn rate_limits_through_the_api_and_the_cli_are_audited_once_each() {
             "ratelimits",
             "set",
             "--scope",
-            "key",
+            "user",
             "--id",
             "k-1",
             "--rpm",
@@ -278,7 +278,7 @@ async fn rate_limits_through_the_api_and_the_cli_are_audited_once_each() {
     let cli_listed = scopes(&acme.list("").await.1);
     assert_eq!(
         cli_listed,
-        vec![scope("key", "k-1", json!(5), Value::Null, "acme")]
+        vec![scope("user", "k-1", json!(5), Value::Null, "acme")]
     );
     let out = env
         .tollgate(&["ratelimits", "delete", "--id", &globex_id.to_string()])
@@ -679,4 +679,149 @@ async fn the_proxy_enforces_a_limit_set_through_the_api_until_it_is_deleted() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A key's id as `keys list --json` gives it, from its secret.
+fn id_of_key(env: &TestEnv, secret: &str) -> String {
+    let keys: Value = serde_json::from_str(&env.run(&["keys", "list", "--json"])).unwrap();
+    keys.as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["prefix"] == prefix_of(secret).as_str())
+        .map(|k| k["id"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+/// A key budget or key rate limit given the key's prefix (what lists
+/// show) is stored by the key's id (what events carry and the proxy counts
+/// against): a trial set both by prefix, was told they were set, and
+/// neither ever applied. An id or prefix no key has, or a key of another
+/// org, is refused naming the field, through the CLI, the API and the
+/// admin page alike; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_budget_or_limit_named_by_prefix_is_stored_by_the_keys_id() {
+    let mut env = TestEnv::new("key_subjects").await;
+    env.start_api().await;
+    let http = reqwest::Client::new();
+    let root_key = env.create_key_with_role("admin", None);
+    let proxy_key = env.create_key_with_role("proxy", Some("acme"));
+    let (prefix, id) = (prefix_of(&proxy_key), id_of_key(&env, &proxy_key));
+
+    // The CLI, by prefix: both stored under the id.
+    let said = env.run(&[
+        "budgets", "set", "--kind", "key", "--id", &prefix, "--org", "acme", "--period", "daily",
+        "--limit", "0.5",
+    ]);
+    assert!(said.contains(&format!("key {id} of org acme")), "{said}");
+    let said = env.run(&[
+        "ratelimits",
+        "set",
+        "--scope",
+        "key",
+        "--id",
+        &prefix,
+        "--org",
+        "acme",
+        "--rpm",
+        "10",
+    ]);
+    assert!(
+        said.contains(&format!("key {id} 10 requests/min")),
+        "{said}"
+    );
+    // The API, by prefix and by id.
+    let admin = Admin {
+        http: &http,
+        base: env.direct_api_url(),
+        key: Some(root_key.clone()),
+    };
+    let (status, body) = admin
+        .post(&json!({"scope_kind": "key", "scope_id": prefix, "org_id": "acme", "tokens_per_minute": 5000}))
+        .await;
+    assert_eq!(status, 200, "replaces the CLI's limit: {body}");
+    assert_eq!(body["rate_limit"]["scope_id"], id.as_str(), "{body}");
+    let budget = |subject: &str, org: &str| {
+        http.post(format!("{}/api/v1/admin/budgets", env.direct_api_url()))
+            .bearer_auth(&root_key)
+            .json(
+                &json!({"subject_kind": "key", "subject_id": subject, "org_id": org,
+                          "limit_usd": "2", "period": "monthly"}),
+            )
+            .send()
+    };
+    let answer = budget(&prefix, "acme").await.unwrap();
+    assert_eq!(answer.status(), 201);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["budget"]["subject_id"], id.as_str(), "{body}");
+
+    // Refused: no such key, another org's key; by the CLI and the API.
+    for (given, org, reason) in [
+        (
+            "nosuchk1",
+            "acme",
+            "no API key has the id or prefix \"nosuchk1\"",
+        ),
+        (
+            prefix.as_str(),
+            "globex",
+            &*format!("key {prefix} belongs to org acme, not globex"),
+        ),
+    ] {
+        let out = env
+            .tollgate(&[
+                "budgets", "set", "--kind", "key", "--id", given, "--org", org, "--period",
+                "daily", "--limit", "1",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains(&format!("--id: {reason}")), "{err}");
+        let out = env
+            .tollgate(&[
+                "ratelimits",
+                "set",
+                "--scope",
+                "key",
+                "--id",
+                given,
+                "--org",
+                org,
+                "--rpm",
+                "1",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains(&format!("--id: {reason}")), "{err}");
+        let (status, body) = admin
+            .post(&json!({"scope_kind": "key", "scope_id": given, "org_id": org, "requests_per_minute": 1}))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["field"], "scope_id", "{body}");
+        assert!(body["error"].as_str().unwrap().contains(reason), "{body}");
+        let answer = budget(given, org).await.unwrap();
+        assert_eq!(answer.status(), 400);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["field"], "subject_id", "{body}");
+    }
+
+    // What is stored: one budget per period and one limit, all by the id.
+    let pool = sqlx::PgPool::connect(&env.pg_url).await.unwrap();
+    let budgets: Vec<(String, String)> =
+        sqlx::query_as("SELECT subject_id, period FROM budgets ORDER BY period")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        budgets,
+        [(id.clone(), "daily".into()), (id.clone(), "monthly".into())]
+    );
+    let limits: Vec<(String, Option<i64>, Option<i64>)> =
+        sqlx::query_as("SELECT scope_id, requests_per_minute, tokens_per_minute FROM rate_limits")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(limits, [(id.clone(), None, Some(5000))]);
 }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use tollgate_control::budgets::admin::BudgetSpec;
 use tollgate_control::budgets::{Budget, BudgetStore};
+use tollgate_control::keys::KeyStore;
 use tollgate_queries::Table;
 
 use super::caller::Admin;
@@ -399,7 +400,15 @@ async fn save(
             form.period = b.period.name().into();
         }
         let mut page = form_page(&admin, stored.as_ref().map(|(b, _)| b.id), form.clone());
-        let spec = match form.spec(&admin) {
+        let named = match form.spec(&admin) {
+            Ok(spec) => spec
+                .naming_key(&KeyStore::new(budgets.pool().clone()))
+                .await
+                .map_err(|e| unavailable("read the API keys", e))?
+                .map_err(|e| FieldError::new(e.field, e.reason)),
+            Err(error) => Err(error),
+        };
+        let spec = match named {
             Ok(spec) => spec,
             Err(error) => {
                 page.error = Some(error);

@@ -250,6 +250,42 @@ impl KeyStore {
         Ok(revoked)
     }
 
+    /// The key a budget or a rate limit of kind `key` names: `given` is
+    /// the key's id (a UUID, as events carry it in `api_key_id` and the
+    /// proxy matches it) or its prefix (as `keys list` and the admin pages
+    /// show it); the answer is the id, which is what such a budget or limit
+    /// must store to ever apply. `Ok(Err(reason))` when no key has that id
+    /// or prefix, or when the key is another org's than `org`.
+    pub async fn subject_id(
+        &self,
+        given: &str,
+        org: Option<&str>,
+    ) -> Result<Result<Uuid, String>, ControlError> {
+        let key: Option<ApiKey> = match Uuid::try_parse(given) {
+            Ok(id) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|err| ControlError::postgres("reading an API key", err))?,
+            Err(_) => self.find(given).await?,
+        };
+        Ok(match key {
+            None => Err(format!(
+                "no API key has the id or prefix {given:?} (`tollgate keys list` shows the \
+                 prefixes, `--json` the ids)"
+            )),
+            Some(key) => match (key.org_id.as_deref(), org) {
+                (Some(owner), Some(org)) if owner != org => Err(format!(
+                    "key {} belongs to org {owner}, not {org}",
+                    key.prefix
+                )),
+                _ => Ok(key.id),
+            },
+        })
+    }
+
     /// Every key, oldest first, revoked ones included.
     pub async fn list(&self) -> Result<Vec<ApiKey>, ControlError> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -119,6 +119,31 @@ impl RateLimitSpec {
         self.org_id = Some(org.to_string());
         Ok(self)
     }
+
+    /// A key limit names its key by the key's id, whichever of id or
+    /// prefix was given ([`crate::keys::KeyStore::subject_id`]): the proxy
+    /// counts a call against its key's id, so a limit of the prefix would
+    /// never apply. Other kinds pass as they are.
+    pub async fn naming_key(
+        mut self,
+        keys: &crate::keys::KeyStore,
+    ) -> Result<Result<Self, InvalidRateLimit>, ControlError> {
+        if self.scope_kind != SubjectKind::Key {
+            return Ok(Ok(self));
+        }
+        Ok(
+            match keys
+                .subject_id(&self.scope_id, self.org_id.as_deref())
+                .await?
+            {
+                Ok(id) => {
+                    self.scope_id = id.to_string();
+                    Ok(self)
+                }
+                Err(reason) => Err(InvalidRateLimit::new("scope_id", reason)),
+            },
+        )
+    }
 }
 
 /// A stored limit.
@@ -231,6 +256,11 @@ pub struct RateLimitStore {
 }
 
 impl RateLimitStore {
+    /// The pool the limits are read from and written to.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }

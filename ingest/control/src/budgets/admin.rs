@@ -124,6 +124,31 @@ impl BudgetSpec {
         })
     }
 
+    /// A key budget names its key by the key's id, whichever of id or
+    /// prefix was given ([`crate::keys::KeyStore::subject_id`]): events
+    /// carry the id, so a budget of the prefix would never be spent. Other
+    /// kinds pass as they are (teams, users and orgs are not registered).
+    pub async fn naming_key(
+        mut self,
+        keys: &crate::keys::KeyStore,
+    ) -> Result<Result<Self, InvalidBudget>, crate::ControlError> {
+        if self.subject_kind != SubjectKind::Key {
+            return Ok(Ok(self));
+        }
+        Ok(
+            match keys
+                .subject_id(&self.subject_id, self.org_id.as_deref())
+                .await?
+            {
+                Ok(id) => {
+                    self.subject_id = id.to_string();
+                    Ok(self)
+                }
+                Err(reason) => Err(invalid("subject_id", reason)),
+            },
+        )
+    }
+
     /// The decision subject
     /// ([`tollgate_contract::decisions::budget_subject`]).
     pub fn subject(&self) -> String {
