@@ -16,7 +16,9 @@ from seq 1 and every checkpoint (whole-chain export) or each entry's
 inclusion proof (search export, header "scope": "search"), then the
 anchor. Prints one line per chain, `<chain> OK ...` or
 `<chain> BROKEN at seq <n>: <kind> (<detail>)`; exit status 1 when
-anything is broken.
+anything is broken, 2 when the export holds no entries (nothing verified:
+an org or team without entries, or a search that found none, is not a
+verified trail).
 """
 
 import hashlib
@@ -422,7 +424,12 @@ def main(argv):
                 broken(f"{chain} BROKEN at seq {found[0]}: {found[1]} ({found[2]})")
             else:
                 print(chain, "OK", len(rows), "entries")
-    return 0 if ok else 1
+    if not ok:
+        return 1
+    if not any(entries.values()):
+        print("nothing verified: the export holds no entries", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ use tollgate_queries::audit::search::{
     self, daily_counts, urlencode, ProofResult, ProofSource, ProofStatus, SearchQuery,
 };
 use tollgate_queries::audit::trail::{export, export_search};
-use tollgate_queries::audit::verify::{verify, AuditReport};
+use tollgate_queries::audit::verify::{verify, AuditReport, Verdict};
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::InvalidParameter;
 
@@ -524,6 +524,8 @@ async fn entry_page(
 struct OrgStatus {
     org: String,
     ok: bool,
+    /// The badge: `verified`, `broken` or `nothing verified`.
+    badge: &'static str,
     headline: String,
     lines: Vec<String>,
 }
@@ -538,7 +540,12 @@ struct VerifyPage {
 }
 
 fn org_status(report: &AuditReport) -> OrgStatus {
-    let headline = if report.ok {
+    let headline = if report.verdict == Verdict::NothingVerified {
+        format!(
+            "nothing verified: no audit chain holds entries of org {} (check the org id)",
+            report.org
+        )
+    } else if report.ok {
         let checkpoints: Vec<String> = report
             .chains
             .iter()
@@ -575,6 +582,11 @@ fn org_status(report: &AuditReport) -> OrgStatus {
     OrgStatus {
         org: report.org.clone(),
         ok: report.ok,
+        badge: match report.verdict {
+            Verdict::Verified => "verified",
+            Verdict::Broken => "broken",
+            Verdict::NothingVerified => "nothing verified",
+        },
         headline,
         lines: report.lines(),
     }

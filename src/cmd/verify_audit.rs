@@ -20,7 +20,7 @@ use tollgate_control::clickhouse::client;
 use tollgate_queries::audit::anchor;
 use tollgate_queries::audit::export_verify::{verify_export, Progress};
 use tollgate_queries::audit::search::parse_time_ms;
-use tollgate_queries::audit::verify::{verify_range, BreakKind};
+use tollgate_queries::audit::verify::{verify_range, BreakKind, Verdict};
 
 use crate::config::Config;
 
@@ -201,10 +201,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             report.entries_per_s
         );
     }
-    if !report.ok {
-        std::process::exit(1);
-    }
-    if report.chains.is_empty() {
+    if report.verdict == Verdict::NothingVerified {
         // Verifying nothing is not a pass: an org id mistyped (`trial-b`
         // for `trial-b/x`) would otherwise read as a verified trail.
         eprintln!(
@@ -215,9 +212,16 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
                 .unwrap_or_default(),
             if range.is_some() { " in the range" } else { "" }
         );
-        std::process::exit(2);
     }
-    Ok(())
+    exit_with(report.verdict)
+}
+
+/// End as `verdict` says: 0, 1 when broken, 2 when nothing was verified.
+fn exit_with(verdict: Verdict) -> anyhow::Result<()> {
+    match verdict.exit_status() {
+        0 => Ok(()),
+        status => std::process::exit(status),
+    }
 }
 
 /// `verify-audit --export FILE`: read only the file (and `--anchor FILE`).
@@ -268,7 +272,11 @@ async fn run_export(path: &Path, args: Args, trusted: Option<VerifyingKey>) -> a
         }
         println!(
             "{}: export {name} ({} of org {}): {} chains, {} entries, {} checkpoints in {} ms ({} entries/s)",
-            if report.ok { "OK" } else { "BROKEN" },
+            match report.verdict {
+                Verdict::Verified => "OK",
+                Verdict::Broken => "BROKEN",
+                Verdict::NothingVerified => "NOTHING VERIFIED",
+            },
             report.scope,
             report.org.as_deref().unwrap_or("?"),
             report.chains.len(),
@@ -278,8 +286,11 @@ async fn run_export(path: &Path, args: Args, trusted: Option<VerifyingKey>) -> a
             report.entries_per_s
         );
     }
-    if !report.ok {
-        std::process::exit(1);
+    if report.verdict == Verdict::NothingVerified {
+        eprintln!(
+            "nothing verified: the export {name} holds no entries (an org or team without \
+             entries, or a search that found none)"
+        );
     }
-    Ok(())
+    exit_with(report.verdict)
 }

@@ -218,6 +218,22 @@ def test_whole_chain_export_verifies(exports):
     assert "BROKEN" not in result.stdout
 
 
+def test_an_export_without_entries_verifies_nothing(exports):
+    # A mistyped team (or a search that found nothing) exports a valid,
+    # signed file with no entry: both verifiers say nothing was verified
+    # (exit 2), not OK.
+    empty = exports["tmp"] / "empty.ndjson"
+    out = exports["tollgate"]("audit", "export", "--org", exports["org"], "--team", "no-such-team",
+                              "--out", str(empty))
+    assert out.returncode == 0, out.stderr
+    assert not [r for r in lines(empty) if r["type"] == "entry"]
+    result = run_verifier(empty, "--public-key", exports["public_key"])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "nothing verified" in result.stderr
+    status, found, report = run_tollgate_verifier(empty, "--public-key", exports["public_key"])
+    assert (status, report["verdict"], report["ok"], found) == (2, "nothing_verified", False, set())
+
+
 def test_search_export_verifies_each_entry_by_proof(exports):
     result, _ = both_verifiers(exports["search"], "--public-key", exports["public_key"])
     assert result.returncode == 0, result.stdout + result.stderr

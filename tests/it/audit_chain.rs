@@ -974,8 +974,45 @@ async fn api_roles_and_tenant_isolation() {
     assert_eq!(r.status(), 200);
     let report: Value = r.json().await.unwrap();
     assert_eq!(
-        (report["ok"].clone(), report["entries"].clone()),
-        (Value::from(true), Value::from(15))
+        (
+            report["ok"].clone(),
+            report["verdict"].clone(),
+            report["entries"].clone()
+        ),
+        (Value::from(true), Value::from("verified"), Value::from(15))
+    );
+    // A team (or org) without entries is not a verified trail: a trial read
+    // a mistyped team as `"ok": true`, and the page as "verified".
+    let admin_key = env.create_key_with_role("admin", None);
+    let r = get(
+        "/api/v1/audit/verify?org=org-a&team=typo-team",
+        Some(&compliance_a),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(
+        (
+            report["ok"].clone(),
+            report["verdict"].clone(),
+            report["entries"].clone()
+        ),
+        (
+            Value::from(false),
+            Value::from("nothing_verified"),
+            Value::from(0)
+        )
+    );
+    let page = get("/compliance/verify?org=no-such-org", Some(&admin_key))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains(r#"data-ok="false""#)
+            && page.contains("nothing verified: no audit chain holds entries of org no-such-org"),
+        "{page}"
     );
 
     assert_eq!(

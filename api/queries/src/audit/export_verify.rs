@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::trail::ChainManifest;
-use super::verify::{Anchored, Break, BreakKind, ChainReport, ChainVerifier};
+use super::verify::{Anchored, Break, BreakKind, ChainReport, ChainVerifier, Verdict};
 use tollgate_contract::audit::checkpoint::{
     check_message, check_signature, parse_public_key, CheckpointRow,
 };
@@ -101,7 +101,9 @@ impl ExportChainReport {
 /// The result of verifying an export file.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportReport {
+    /// The verdict is [`Verdict::Verified`].
     pub ok: bool,
+    pub verdict: Verdict,
     /// The header's `scope` (`chains` or `search`; empty without a header).
     pub scope: String,
     pub org: Option<String>,
@@ -699,6 +701,7 @@ pub fn verify_export<R: BufRead + Seek>(
     };
     let mut report = ExportReport {
         ok: false,
+        verdict: Verdict::Broken,
         scope: text("scope").unwrap_or_default(),
         org: text("org"),
         team: text("team"),
@@ -901,9 +904,11 @@ pub fn verify_export<R: BufRead + Seek>(
         .collect();
     report.entries = report.chains.iter().map(|c| c.chain.entries).sum();
     report.checkpoints = report.chains.iter().map(|c| c.chain.checkpoints).sum();
-    report.ok = report.problems.is_empty()
-        && report.anchor_breaks.is_empty()
-        && report.chains.iter().all(|c| c.chain.first_break.is_none());
+    let broken = !report.problems.is_empty()
+        || !report.anchor_breaks.is_empty()
+        || report.chains.iter().any(|c| c.chain.first_break.is_some());
+    report.verdict = Verdict::of(broken, report.entries);
+    report.ok = report.verdict == Verdict::Verified;
     let elapsed = started.elapsed();
     report.elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     #[allow(

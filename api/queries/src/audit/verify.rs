@@ -620,12 +620,48 @@ const BATCHES_AHEAD: usize = 4;
 /// Chains verified at once.
 const CHAINS_AT_ONCE: usize = 4;
 
+/// What a verification found, in one word: every chain whole, a chain
+/// broken, or nothing to verify. Verifying nothing is not a pass: a
+/// mistyped org or team id, or an export of a search that found nothing,
+/// would otherwise read as a verified trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Verified,
+    Broken,
+    NothingVerified,
+}
+
+impl Verdict {
+    /// The verdict of a verification that found a break or not, over
+    /// `entries` entries.
+    pub fn of(broken: bool, entries: u64) -> Self {
+        match (broken, entries) {
+            (true, _) => Self::Broken,
+            (false, 0) => Self::NothingVerified,
+            (false, _) => Self::Verified,
+        }
+    }
+
+    /// The exit status `tollgate verify-audit` ends with: 0, 1 when
+    /// broken, 2 when nothing was verified.
+    pub fn exit_status(self) -> i32 {
+        match self {
+            Self::Verified => 0,
+            Self::Broken => 1,
+            Self::NothingVerified => 2,
+        }
+    }
+}
+
 /// The result of verifying an org's (or a team's) chains.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditReport {
     pub org: String,
     pub team: Option<String>,
+    /// The verdict is [`Verdict::Verified`].
     pub ok: bool,
+    pub verdict: Verdict,
     pub chains: Vec<ChainReport>,
     pub entries: u64,
     pub checkpoints: u64,
@@ -767,10 +803,12 @@ pub async fn verify_range(
         clippy::cast_precision_loss
     )]
     let entries_per_s = (entries as f64 / elapsed.as_secs_f64().max(1e-6)) as u64;
+    let verdict = Verdict::of(reports.iter().any(|r| r.first_break.is_some()), entries);
     Ok(AuditReport {
         org: org.to_string(),
         team: team.map(str::to_string),
-        ok: reports.iter().all(|r| r.first_break.is_none()),
+        ok: verdict == Verdict::Verified,
+        verdict,
         checkpoints: reports.iter().map(|r| r.checkpoints).sum(),
         chains: reports,
         entries,
