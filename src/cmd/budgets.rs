@@ -45,7 +45,11 @@ pub enum BudgetsCommand {
         id: i64,
     },
     /// List budgets.
-    List,
+    List {
+        /// One JSON object per line (the admin API's shape).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The flag that carries an API body field.
@@ -126,8 +130,12 @@ pub async fn run(command: BudgetsCommand, config: &Config) -> anyhow::Result<()>
             );
             super::outbox::publish_now(config, &pool, &[deleted.event]).await;
         }
-        BudgetsCommand::List => {
+        BudgetsCommand::List { json } => {
             for b in store.all().await? {
+                if json {
+                    println!("{}", serde_json::to_string(&budget_json(&b))?);
+                    continue;
+                }
                 println!(
                     "{:>4}  {:<16} {:<8} {:<24} {:<8} {:>14} USD  {}  thresholds {:?}",
                     b.id,

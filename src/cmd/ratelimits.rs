@@ -6,6 +6,7 @@
 //! each limit per minute, claiming it from a shared pool (`docs/proxy.md`,
 //! "Rate-limit tiers").
 
+use tollgate_control::budgets::SubjectKind;
 use tollgate_control::keys::KeyStore;
 use tollgate_control::rate_limits::admin::SetOutcome;
 use tollgate_control::rate_limits::{
@@ -94,10 +95,15 @@ pub async fn run(command: RateLimitsCommand, config: &Config) -> anyhow::Result<
             };
             let (limit, previous) = (&set.limit, &set.previous);
             println!(
-                "rate limit {}: {} {} {} requests/min {} tokens/min{}",
+                "rate limit {}: {} {}{} {} requests/min {} tokens/min{}",
                 limit.id,
                 limit.scope_kind.name(),
                 limit.scope_id,
+                match (&limit.org_id, limit.scope_kind) {
+                    (_, SubjectKind::Org) => String::new(),
+                    (Some(org), _) => format!(" of org {org}:"),
+                    (None, _) => " (in every org):".to_string(),
+                },
                 per_minute(limit.requests_per_minute),
                 per_minute(limit.tokens_per_minute),
                 if previous.is_some() {
@@ -124,8 +130,9 @@ pub async fn run(command: RateLimitsCommand, config: &Config) -> anyhow::Result<
                     println!("{}", serde_json::to_string(&rate_limit_json(&l))?);
                 } else {
                     println!(
-                        "{:>4}  {:<5} {:<36} {:>12} requests/min {:>14} tokens/min",
+                        "{:>4}  {:<16} {:<5} {:<36} {:>12} requests/min {:>14} tokens/min",
                         l.id,
+                        l.org_id.as_deref().unwrap_or("(every org)"),
                         l.scope_kind.name(),
                         l.scope_id,
                         per_minute(l.requests_per_minute),

@@ -600,7 +600,7 @@ async fn ratelimits_cli_validates_sets_lists_and_deletes() {
         "600",
     ]);
     assert!(
-        set.contains("team ml 600 requests/min - tokens/min"),
+        set.contains("team ml (in every org): 600 requests/min - tokens/min"),
         "{set}"
     );
     let replaced = run(&[

@@ -726,8 +726,22 @@ async fn a_key_budget_or_limit_named_by_prefix_is_stored_by_the_keys_id() {
         "10",
     ]);
     assert!(
-        said.contains(&format!("key {id} 10 requests/min")),
+        said.contains(&format!("key {id} of org acme: 10 requests/min")),
         "{said}"
+    );
+    // The lists say whose: the text one names the org, `budgets list
+    // --json` gives the admin API's shape.
+    let listed = env.run(&["ratelimits", "list"]);
+    assert!(listed.contains("acme") && listed.contains(&id), "{listed}");
+    let budgets: Vec<Value> = env
+        .run(&["budgets", "list", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(budgets.len(), 1, "{budgets:?}");
+    assert_eq!(
+        (&budgets[0]["subject_id"], &budgets[0]["org_id"]),
+        (&json!(id), &json!("acme"))
     );
     // The API, by prefix and by id.
     let admin = Admin {
