@@ -112,6 +112,16 @@ fn parse_event_tracked(
         match missing_field(&inner) {
             Some(name) if field == "event" => Rejection::new(name, "missing required field"),
             Some(name) => Rejection::new(format!("{field}.{name}"), "missing required field"),
+            // chrono's reasons ("input contains invalid characters",
+            // "premature end of input") do not say what a time must be.
+            None if field == "occurred_at" => Rejection::new(
+                field,
+                format!(
+                    "{}: expected an RFC 3339 time with a UTC offset, such as \
+                     2026-12-07T04:00:00Z or 2026-12-07T05:00:00+01:00",
+                    strip_position(&inner)
+                ),
+            ),
             None => Rejection::new(field, strip_position(&inner)),
         }
     })?;
@@ -226,7 +236,8 @@ pub fn check_event(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
         if !is_decimal(cost) {
             return Err(Rejection::new(
                 "reported_cost",
-                "must be a non-negative decimal string with at most 12 fractional digits",
+                "must be a non-negative decimal string of at most 26 integer and 12 fractional \
+                 digits, such as \"0.0025\"",
             ));
         }
     }

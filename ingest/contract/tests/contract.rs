@@ -536,6 +536,22 @@ fn other_semantic_checks_name_the_field() {
         with(|v| v["reported_cost"] = json!("0.0000000000001")),
         "reported_cost",
     );
+    // The reason names both limits (a trial sent 27 integer digits and was
+    // told only of the fractional one).
+    let r = rejected_at(
+        with(|v| v["reported_cost"] = json!("1".repeat(27))),
+        "reported_cost",
+    );
+    assert!(r.reason.contains("at most 26 integer"), "{r}");
+    // A time that is not RFC 3339 with an offset says what it must be.
+    for bad in ["yesterday", "2026-12-07T04:00:00", "2026-12-07"] {
+        let r = rejected_at(with(|v| v["occurred_at"] = json!(bad)), "occurred_at");
+        assert!(
+            r.reason
+                .contains("expected an RFC 3339 time with a UTC offset"),
+            "{bad}: {r}"
+        );
+    }
     rejected_at(
         with(|v| v["call"]["prompt_sha256"] = json!("ABC")),
         "call.prompt_sha256",
