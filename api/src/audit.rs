@@ -16,7 +16,7 @@ use tollgate_access::{Identity, AUDITORS};
 use tollgate_contract::audit::checkpoint::parse_public_key;
 use tollgate_queries::audit::access::AuditAccess;
 use tollgate_queries::audit::search::{self, ProofSource, SearchQuery};
-use tollgate_queries::audit::trail::{export, export_search};
+use tollgate_queries::audit::trail::{export, export_file_name, export_search};
 use tollgate_queries::audit::verify::verify;
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::InvalidParameter;
@@ -126,13 +126,19 @@ pub async fn export_trail(
     } else {
         export_search(ch, &query, state.signer.as_ref(), &mut body).await
     };
+    let file = export_file_name(
+        &org,
+        Some(query.filter("team")),
+        !whole_chains,
+        chrono::Utc::now(),
+    );
     match result {
         Ok(_) => (
             [
-                (header::CONTENT_TYPE, "application/x-ndjson"),
+                (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
                 (
                     header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"audit-export.ndjson\"",
+                    format!("attachment; filename=\"{file}\""),
                 ),
             ],
             body,

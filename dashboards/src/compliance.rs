@@ -21,7 +21,7 @@ use tollgate_queries::audit::access::AuditAccess;
 use tollgate_queries::audit::search::{
     self, daily_counts, urlencode, ProofResult, ProofSource, ProofStatus, SearchQuery,
 };
-use tollgate_queries::audit::trail::{export, export_search};
+use tollgate_queries::audit::trail::{export, export_file_name, export_search};
 use tollgate_queries::audit::verify::{verify, AuditReport, Verdict};
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::InvalidParameter;
@@ -393,13 +393,19 @@ async fn export_download(
     } else {
         export_search(ch, &query, state.signer.as_ref(), &mut body).await
     };
+    let file = export_file_name(
+        query.filter("org"),
+        Some(query.filter("team")),
+        !only_org,
+        chrono::Utc::now(),
+    );
     match result {
         Ok(_) => (
             [
-                (header::CONTENT_TYPE, "application/x-ndjson"),
+                (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
                 (
                     header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"audit-search.ndjson\"",
+                    format!("attachment; filename=\"{file}\""),
                 ),
             ],
             body,

@@ -1074,6 +1074,15 @@ async fn api_roles_and_tenant_isolation() {
         .await
         .unwrap();
     assert_eq!(export.status(), 200);
+    // Named by org and day, so two orgs' exports do not overwrite each other.
+    assert_eq!(
+        export.headers()["content-disposition"],
+        format!(
+            "attachment; filename=\"audit-org-a-{}.ndjson\"",
+            chrono::Utc::now().format("%Y-%m-%d")
+        )
+        .as_str()
+    );
     let body = export.text().await.unwrap();
     assert!(!body.contains("org-b") && !body.contains("team-b1"));
     let (ok, offline) = verify_export_text(&env, "api-export.ndjson", &body, &[]);

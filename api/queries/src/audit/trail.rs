@@ -44,6 +44,39 @@ pub const EXPORT_FORMAT: &str = "tollgate.audit.export.v2";
 pub const MANIFEST_TYPE: &str = "tollgate.audit.export.manifest";
 
 /// Every entry of one chain in seq order.
+/// The file name an export is downloaded as: `audit-<org>[-<team>]-<UTC
+/// date>.ndjson`, with `search` after the org for the export of a search,
+/// and any character a file name should not hold (`/`, spaces, quotes) as
+/// `_`, so two orgs' or two days' exports do not overwrite each other.
+pub fn export_file_name(
+    org: &str,
+    team: Option<&str>,
+    search: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let safe = |text: &str| -> String {
+        text.chars()
+            .take(64)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let mut name = format!("audit-{}", safe(org));
+    if let Some(team) = team.filter(|t| !t.is_empty()) {
+        name.push('-');
+        name.push_str(&safe(team));
+    }
+    if search {
+        name.push_str("-search");
+    }
+    format!("{name}-{}.ndjson", now.format("%Y-%m-%d"))
+}
+
 pub fn chain_entries_sql() -> String {
     format!("SELECT {ENTRY_COLUMNS} FROM audit_chain WHERE chain_id = ? ORDER BY seq")
 }
@@ -396,4 +429,24 @@ pub async fn export_search<W: AsyncWrite + Unpin>(
     out.footer(&header, counts, chains.into_values().collect(), signer)
         .await?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::export_file_name;
+
+    #[test]
+    fn an_export_is_named_by_org_team_and_day() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T04:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            export_file_name("acme", None, false, now),
+            "audit-acme-2026-12-07.ndjson"
+        );
+        assert_eq!(
+            export_file_name("acme", Some("team/a b\""), true, now),
+            "audit-acme-team_a_b_-search-2026-12-07.ndjson"
+        );
+    }
 }
