@@ -64,8 +64,15 @@ pub fn resource(service: &str) -> Resource {
 pub fn init(config: &TelemetryConfig, service: &str) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_env("TOLLGATE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    // Colours only for a person at a terminal: a log file or a pipe gets
+    // plain text (a trial found escape codes in `2> key.err`).
+    let colours = {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(colours)
         .with_target(false);
     let registry = tracing_subscriber::registry().with(filter).with(fmt);
     match &config.otlp_endpoint {

@@ -31,8 +31,11 @@ pub enum AuditCommand {
     /// Export an org's (or team's) chains with their checkpoints and the
     /// public key as NDJSON, for offline verification (docs/audit.md).
     Export {
+        /// The org whose chains (or entries) to export.
         #[arg(long)]
         org: String,
+        /// Only the chains holding this team's entries (with a search: only
+        /// this team's entries).
         #[arg(long)]
         team: Option<String>,
         /// Export only the entries of a search instead of whole chains: from

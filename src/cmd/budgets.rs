@@ -29,14 +29,15 @@ pub enum BudgetsCommand {
         #[arg(long, default_value = "monthly")]
         period: String,
         /// Limit in USD (exact decimal, e.g. 500 or 12.5).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         limit: String,
         /// Warn only; without it the budget is hard (calls are denied once
         /// it is exhausted).
         #[arg(long)]
         soft: bool,
         /// Warning thresholds in percent of the limit.
-        #[arg(long, value_delimiter = ',', default_value = "50,80,100")]
+        #[arg(long, value_delimiter = ',', default_value = "50,80,100",
+              allow_negative_numbers = true, value_parser = whole_percent)]
         thresholds: Vec<i64>,
     },
     /// Delete a budget (see `budgets list` for ids).
@@ -50,6 +51,15 @@ pub enum BudgetsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// One `--thresholds` value: a whole percent (its range is the budget
+/// rule's to check).
+fn whole_percent(text: &str) -> Result<i64, String> {
+    text.trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole percent of the limit"))
 }
 
 /// The flag that carries an API body field.

@@ -25,6 +25,10 @@ use tollgate_queries::audit::verify::{verify_range, BreakKind, Verdict};
 use crate::config::Config;
 
 #[derive(clap::Args)]
+#[command(
+    override_usage = "tollgate verify-audit --org <ORG> [--team <TEAM>] [--from <TIME>] [--to <TIME>] [OPTIONS]\n       \
+                      tollgate verify-audit --export <FILE> [--anchor <FILE>] [--public-key <HEX|FILE>] [--json]"
+)]
 pub struct Args {
     /// Org whose chains to verify.
     #[arg(long, required_unless_present = "export")]
@@ -78,6 +82,12 @@ fn public_key_arg(value: &str) -> anyhow::Result<VerifyingKey> {
         return Ok(key);
     }
     let path = Path::new(value);
+    let hex_digits = value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit());
+    anyhow::ensure!(
+        path.is_file() || !hex_digits,
+        "--public-key {value:?} is 64 hex characters but no usable Ed25519 public key (not a point of \
+         the curve, or one of low order: a mistyped or made-up key)"
+    );
     anyhow::ensure!(
         path.is_file(),
         "--public-key {value:?} is neither 64 hex characters of an Ed25519 public key nor a file"
