@@ -447,6 +447,65 @@ async fn repeated_failures_lock_the_account() {
             .any(|l| l.starts_with("ada@acme.example") && l.contains("locked")),
         "{list}"
     );
+
+    // An address without an account gets exactly what an account gets, so
+    // guessing tells nobody which addresses have one (a trial told them
+    // apart after five tries: the account locked, the unknown one never).
+    let mut stranger = Browser::new(env.direct_api_url());
+    let answers: Vec<(StatusCode, String)> = {
+        let mut out = Vec::new();
+        for _ in 1..=6 {
+            let a = stranger
+                .sign_in("nobody@acme.example", "guess guess guess", "/")
+                .await;
+            out.push((a.status, alert_of(&a.body)));
+        }
+        out
+    };
+    let statuses: Vec<StatusCode> = answers.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    assert_eq!(answers[0].1, "wrong email or password");
+    assert!(
+        answers[4]
+            .1
+            .starts_with("too many failed attempts: this account is locked until"),
+        "{}",
+        answers[4].1
+    );
+
+    // A disabled account tells a wrong password only what any address does.
+    create_user(&env, "gone@acme.example", &["acme:viewer"]);
+    env.run(&["users", "disable", "--email", "gone@acme.example"]);
+    let guess = Browser::new(env.direct_api_url())
+        .sign_in("gone@acme.example", "guess guess guess", "/")
+        .await;
+    assert_eq!(guess.status, StatusCode::UNAUTHORIZED, "{}", guess.body);
+    assert_eq!(alert_of(&guess.body), "wrong email or password");
+    let right = Browser::new(env.direct_api_url())
+        .sign_in("gone@acme.example", PASSWORD, "/")
+        .await;
+    assert_eq!(right.status, StatusCode::FORBIDDEN, "{}", right.body);
+}
+
+/// The text of the sign-in page's alert.
+fn alert_of(page: &str) -> String {
+    page.split("role=\"alert\"")
+        .nth(1)
+        .and_then(|rest| rest.split_once('>'))
+        .and_then(|(_, rest)| rest.split('<').next())
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// `tollgate users set-password` with the password on stdin; its stderr

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -118,16 +119,10 @@ impl AccountStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| ControlError::postgres("reading an account", e))?;
-        let Some((id, hash, locked_until, disabled_at)) = row else {
-            // Spend the time a check would, so timing does not tell which
-            // addresses have accounts.
-            let _ = password::verify(password, DUMMY_HASH).await;
-            return Ok(SignIn::Refused);
-        };
         let now = Utc::now();
-        if disabled_at.is_some() {
-            return Ok(SignIn::Disabled);
-        }
+        let Some((id, hash, locked_until, disabled_at)) = row else {
+            return self.sign_in_unknown(&email, password, now).await;
+        };
         if let Some(until) = locked_until.filter(|until| *until > now) {
             return Ok(SignIn::Locked(until));
         }
@@ -135,6 +130,11 @@ impl AccountStore {
             Some(hash) => password::verify(password, &hash).await?,
             None => false,
         };
+        // Only the right password learns that the account is disabled: a
+        // guess is refused as any other, so it tells nothing.
+        if matches && disabled_at.is_some() {
+            return Ok(SignIn::Disabled);
+        }
         if matches {
             let user: User = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = $1 RETURNING {USER_COLUMNS}"
@@ -164,6 +164,45 @@ impl AccountStore {
             }
             None => SignIn::Refused,
         })
+    }
+
+    /// A sign-in with an address that has no account: answered as a wrong
+    /// password is, in as much time (a password check against a stand-in
+    /// hash), and counted and locked as an account's failures are
+    /// (`sign_in_failures`), so neither the answer, nor its time, nor a
+    /// lockout after repeated guesses tells which addresses have accounts.
+    async fn sign_in_unknown(
+        &self,
+        email: &str,
+        password: &str,
+        now: DateTime<Utc>,
+    ) -> Result<SignIn, ControlError> {
+        let key = Sha256::digest(email.as_bytes()).to_vec();
+        let locked: Option<Option<DateTime<Utc>>> =
+            sqlx::query_scalar("SELECT locked_until FROM sign_in_failures WHERE email_sha256 = $1")
+                .bind(&key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| ControlError::postgres("reading failed sign-ins", e))?;
+        if let Some(until) = locked.flatten().filter(|until| *until > now) {
+            return Ok(SignIn::Locked(until));
+        }
+        let _ = password::verify(password, DUMMY_HASH).await;
+        let locked: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "INSERT INTO sign_in_failures AS f (email_sha256, failed_attempts, locked_until) \
+             VALUES ($1, 1, CASE WHEN 1 >= $2 THEN $3 END) \
+             ON CONFLICT (email_sha256) DO UPDATE SET \
+                 failed_attempts = f.failed_attempts + 1, \
+                 locked_until = CASE WHEN f.failed_attempts + 1 >= $2 THEN $3 ELSE NULL END \
+             RETURNING locked_until",
+        )
+        .bind(&key)
+        .bind(i32::try_from(self.policy.lockout_attempts).unwrap_or(i32::MAX))
+        .bind(now + self.policy.lockout())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| ControlError::postgres("recording a failed sign-in", e))?;
+        Ok(locked.map_or(SignIn::Refused, SignIn::Locked))
     }
 
     /// One account and its grants.
