@@ -68,7 +68,7 @@ pub fn init(config: &TelemetryConfig, service: &str) -> anyhow::Result<Telemetry
     // plain text (a trial found escape codes in `2> key.err`).
     let colours = {
         use std::io::IsTerminal;
-        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
     };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)

@@ -548,7 +548,8 @@ struct VerifyPage {
 fn org_status(report: &AuditReport) -> OrgStatus {
     let headline = if report.verdict == Verdict::NothingVerified {
         format!(
-            "nothing verified: no audit chain holds entries of org {} (check the org id)",
+            "nothing verified: no audit chain holds entries of org {} (none written yet, or a \
+             mistyped org id)",
             report.org
         )
     } else if report.ok {

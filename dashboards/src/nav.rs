@@ -125,6 +125,10 @@ const ONE_OBJECT: [(&str, &str); 6] = [
     ("/admin/keys/", "/admin/keys"),
 ];
 
+/// Pages under [`ONE_OBJECT`]'s prefixes that are forms, not objects:
+/// the switcher keeps them.
+const FORMS: [&str; 2] = ["new", "invite"];
+
 /// The page the org switcher leads to from `path` (see [`ONE_OBJECT`]).
 /// `/sre/alerts/rules/new` is a form, not an object: it stays.
 pub fn switch_path(path: &str) -> &str {
@@ -132,7 +136,7 @@ pub fn switch_path(path: &str) -> &str {
         .iter()
         .find(|(prefix, _)| {
             path.strip_prefix(prefix)
-                .is_some_and(|rest| !rest.is_empty() && rest != "new")
+                .is_some_and(|rest| !rest.is_empty() && !FORMS.contains(&rest))
         })
         .map_or(path, |(_, list)| list)
 }
@@ -377,6 +381,7 @@ mod tests {
             ("/sre/alerts/rules/12", "/sre/alerts/rules"),
             ("/sre/alerts/rules/12/edit", "/sre/alerts/rules"),
             ("/sre/alerts/rules/new", "/sre/alerts/rules/new"),
+            ("/admin/users/invite", "/admin/users/invite"),
             ("/compliance/entries/search/3", "/compliance/search"),
             ("/admin/budgets/4/edit", "/admin/budgets"),
             ("/admin/users/9/grants", "/admin/users"),

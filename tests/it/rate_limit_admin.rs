@@ -695,9 +695,10 @@ fn id_of_key(env: &TestEnv, secret: &str) -> String {
 /// A key budget or key rate limit given the key's prefix (what lists
 /// show) is stored by the key's id (what events carry and the proxy counts
 /// against): a trial set both by prefix, was told they were set, and
-/// neither ever applied. An id or prefix no key has, or a key of another
-/// org, is refused naming the field, through the CLI, the API and the
-/// admin page alike; nothing is stored.
+/// neither ever applied. An id or prefix no key of the org has (another
+/// org's key reads as none), or a revoked key, is refused naming the
+/// field, through the CLI and the API (the admin page runs the same
+/// check); nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_budget_or_limit_named_by_prefix_is_stored_by_the_keys_id() {
     let mut env = TestEnv::new("key_subjects").await;
@@ -768,19 +769,37 @@ async fn a_key_budget_or_limit_named_by_prefix_is_stored_by_the_keys_id() {
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["budget"]["subject_id"], id.as_str(), "{body}");
 
-    // Refused: no such key, another org's key; by the CLI and the API.
+    // By id too (what events carry), through the API.
+    let (status, body) = admin
+        .post(&json!({"scope_kind": "key", "scope_id": id, "org_id": "acme", "tokens_per_minute": 6000}))
+        .await;
+    assert_eq!(status, 200, "replaces it again: {body}");
+    assert_eq!(body["rate_limit"]["scope_id"], id.as_str(), "{body}");
+
+    // Refused: no such key, another org's key (read as no key: nothing
+    // tells globex's admins about acme's keys), a revoked key; by the CLI
+    // and the API.
+    let revoked_key = env.create_key_with_role("proxy", Some("acme"));
+    let revoked = prefix_of(&revoked_key);
+    env.run(&["keys", "revoke", &revoked]);
     for (given, org, reason) in [
         (
             "nosuchk1",
             "acme",
-            "no API key has the id or prefix \"nosuchk1\"",
+            "org acme has no API key with the id or prefix \"nosuchk1\"".to_string(),
         ),
         (
             prefix.as_str(),
             "globex",
-            &*format!("key {prefix} belongs to org acme, not globex"),
+            format!("org globex has no API key with the id or prefix \"{prefix}\""),
+        ),
+        (
+            revoked.as_str(),
+            "acme",
+            format!("key {revoked} is revoked"),
         ),
     ] {
+        let reason = reason.as_str();
         let out = env
             .tollgate(&[
                 "budgets", "set", "--kind", "key", "--id", given, "--org", org, "--period",
@@ -837,5 +856,5 @@ async fn a_key_budget_or_limit_named_by_prefix_is_stored_by_the_keys_id() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(limits, [(id.clone(), None, Some(5000))]);
+    assert_eq!(limits, [(id.clone(), None, Some(6000))]);
 }

@@ -405,7 +405,21 @@ async fn save(
                 .naming_key(&KeyStore::new(budgets.pool().clone()))
                 .await
                 .map_err(|e| unavailable("read the API keys", e))?
-                .map_err(|e| FieldError::new(e.field, e.reason)),
+                .map_err(|e| FieldError::new(e.field, e.reason))
+                .and_then(|spec| match &stored {
+                    // A budget stored by a key's prefix (before 2026-12-07)
+                    // is not that key's; saving it would set (or replace)
+                    // the budget of the key's id, another budget.
+                    Some((b, _)) if b.subject_id != spec.subject_id => Err(FieldError::new(
+                        "subject_id",
+                        format!(
+                            "this budget names its key by the prefix {}, so it never applied: \
+                             set a budget of the key and delete this one",
+                            b.subject_id
+                        ),
+                    )),
+                    _ => Ok(spec),
+                }),
             Err(error) => Err(error),
         };
         let spec = match named {

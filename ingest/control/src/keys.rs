@@ -254,8 +254,8 @@ impl KeyStore {
     /// the key's id (a UUID, as events carry it in `api_key_id` and the
     /// proxy matches it) or its prefix (as `keys list` and the admin pages
     /// show it); the answer is the id, which is what such a budget or limit
-    /// must store to ever apply. `Ok(Err(reason))` when no key has that id
-    /// or prefix, or when the key is another org's than `org`.
+    /// must store to ever apply. `Ok(Err(reason))` when no key of `org`
+    /// (or without an org) has that id or prefix, or when it is revoked.
     pub async fn subject_id(
         &self,
         given: &str,
@@ -271,18 +271,28 @@ impl KeyStore {
             .map_err(|err| ControlError::postgres("reading an API key", err))?,
             Err(_) => self.find(given).await?,
         };
+        // Another org's key is answered as no key at all: naming its org
+        // would tell an admin of one org about another's keys.
+        let key = key.filter(|k| match (k.org_id.as_deref(), org) {
+            (Some(owner), Some(org)) => owner == org,
+            _ => true,
+        });
         Ok(match key {
-            None => Err(format!(
-                "no API key has the id or prefix {given:?} (`tollgate keys list` shows the \
-                 prefixes, `--json` the ids)"
+            None => Err(match org {
+                Some(org) => format!(
+                    "org {org} has no API key with the id or prefix {given:?} (`tollgate keys \
+                     list` shows the prefixes, `--json` the ids)"
+                ),
+                None => format!(
+                    "no API key has the id or prefix {given:?} (`tollgate keys list` shows the \
+                     prefixes, `--json` the ids)"
+                ),
+            }),
+            Some(key) if key.revoked_at.is_some() => Err(format!(
+                "key {} is revoked: a budget or limit of it would never apply",
+                key.prefix
             )),
-            Some(key) => match (key.org_id.as_deref(), org) {
-                (Some(owner), Some(org)) if owner != org => Err(format!(
-                    "key {} belongs to org {owner}, not {org}",
-                    key.prefix
-                )),
-                _ => Ok(key.id),
-            },
+            Some(key) => Ok(key.id),
         })
     }
 

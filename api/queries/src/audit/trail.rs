@@ -43,11 +43,11 @@ pub const EXPORT_FORMAT: &str = "tollgate.audit.export.v2";
 /// The `type` member of the signed manifest.
 pub const MANIFEST_TYPE: &str = "tollgate.audit.export.manifest";
 
-/// Every entry of one chain in seq order.
 /// The file name an export is downloaded as: `audit-<org>[-<team>]-<UTC
-/// date>.ndjson`, with `search` after the org for the export of a search,
-/// and any character a file name should not hold (`/`, spaces, quotes) as
-/// `_`, so two orgs' or two days' exports do not overwrite each other.
+/// date>.ndjson`, with `search` after the org and team for the export of a
+/// search, and any character a file name should not hold (`/`, spaces,
+/// quotes) as `_`, so two orgs' or two days' exports do not overwrite each
+/// other.
 pub fn export_file_name(
     org: &str,
     team: Option<&str>,
@@ -66,7 +66,11 @@ pub fn export_file_name(
             })
             .collect()
     };
-    let mut name = format!("audit-{}", safe(org));
+    let mut name = "audit".to_string();
+    if !org.is_empty() {
+        name.push('-');
+        name.push_str(&safe(org));
+    }
     if let Some(team) = team.filter(|t| !t.is_empty()) {
         name.push('-');
         name.push_str(&safe(team));
@@ -77,6 +81,7 @@ pub fn export_file_name(
     format!("{name}-{}.ndjson", now.format("%Y-%m-%d"))
 }
 
+/// Every entry of one chain in seq order.
 pub fn chain_entries_sql() -> String {
     format!("SELECT {ENTRY_COLUMNS} FROM audit_chain WHERE chain_id = ? ORDER BY seq")
 }
