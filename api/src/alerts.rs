@@ -76,7 +76,9 @@ pub(crate) fn store_error(err: AlertStoreError) -> ApiError {
         | AlertStoreError::InUse { .. }
         | AlertStoreError::AlreadyExpired { .. } => ApiError::Conflict(err.to_string()),
         AlertStoreError::Invalid(r) => invalid(r),
-        AlertStoreError::Postgres(_) | AlertStoreError::Corrupt { .. } => {
+        AlertStoreError::Postgres(_)
+        | AlertStoreError::Control(_)
+        | AlertStoreError::Corrupt { .. } => {
             ApiError::Unavailable(format!("alerting store: {err}"))
         }
     }

@@ -152,7 +152,9 @@ pub fn store_failed(err: AlertStoreError) -> Response {
         | AlertStoreError::InUse { .. }
         | AlertStoreError::AlreadyExpired { .. } => StatusCode::CONFLICT,
         AlertStoreError::Invalid(_) => StatusCode::BAD_REQUEST,
-        AlertStoreError::Postgres(_) | AlertStoreError::Corrupt { .. } => {
+        AlertStoreError::Postgres(_)
+        | AlertStoreError::Control(_)
+        | AlertStoreError::Corrupt { .. } => {
             tracing::error!(%err, "alerting page cannot read the store");
             StatusCode::SERVICE_UNAVAILABLE
         }

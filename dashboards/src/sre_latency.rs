@@ -110,7 +110,9 @@ pub struct SlowCallRow {
     pub target: String,
     pub team: String,
     pub outcome: String,
-    pub http_status: u16,
+    /// The provider's HTTP status, `—` for a call that got none (0 in
+    /// the event: a timeout, a refused connection).
+    pub http_status: String,
     pub duration: Millis,
     pub ttft: String,
     pub trace_id: String,
@@ -400,7 +402,10 @@ fn slow_call_rows(calls: &[SlowCall], links: &TraceLinks) -> Vec<SlowCallRow> {
             target: format!("{} / {}", c.provider, c.model),
             team: c.team.clone(),
             outcome: c.outcome.clone(),
-            http_status: c.http_status,
+            http_status: match c.http_status {
+                0 => "—".to_string(),
+                status => status.to_string(),
+            },
             duration: Millis(f64::from(c.duration_ms)),
             ttft: c
                 .ttft_ms

@@ -357,6 +357,35 @@ async fn a_key_created_on_the_page_sends_events_until_it_is_revoked_there() {
         bad.body
     );
     assert!(bad.body.contains("value=\"page-ingest\""));
+    // A name with a NUL or an escape sequence is refused naming `name`
+    // (the NUL was a 503 from PostgreSQL, the escape stored and printed
+    // raw by `keys list`), on the page and through the API.
+    for name in ["trial\u{0}nul", "trial\u{7}bell\u{1b}[31m"] {
+        let bad = admin
+            .form(
+                "/admin/keys",
+                &[("name", name), ("role", "ingest"), ("org", "acme")],
+            )
+            .await;
+        assert_eq!(bad.status, 400, "{}", bad.body);
+        assert!(
+            text_of(&bad.body, "name-error").contains("without control characters"),
+            "{}",
+            bad.body
+        );
+        let (status, body) = root_key
+            .api(
+                reqwest::Method::POST,
+                "/api/v1/admin/keys",
+                Some(serde_json::json!({"name": name, "role": "sre", "org_id": "acme"})),
+            )
+            .await;
+        assert_eq!(
+            (status, &body["field"]),
+            (400, &Value::from("name")),
+            "{body}"
+        );
+    }
 
     let created = admin
         .form(
@@ -901,11 +930,12 @@ async fn a_price_versions_preview_is_what_reprice_then_changes() {
     assert_eq!(preview.status, 200, "{}", preview.body);
     assert_eq!(text_of(&preview.body, "calls-examined"), "3");
     assert_eq!(text_of(&preview.body, "calls-changed"), "3");
+    assert_eq!(text_of(&preview.body, "calls-cost-changed"), "3");
     let delta = text_of(&preview.body, "cost-delta");
     assert_eq!(delta, "0.001100000000");
     let csv_link = attribute_after(&preview.body, "download=\"reprice-preview.csv\" href=\"");
     let csv = data_url_csv(&csv_link);
-    assert!(csv.ends_with(",3,3,0.001100000000\n"), "{csv}");
+    assert!(csv.ends_with(",3,3,3,0.001100000000\n"), "{csv}");
     assert_eq!(
         admin.csv("/admin/prices.csv").await,
         before,

@@ -840,6 +840,28 @@ async fn a_key_budget_or_limit_named_by_prefix_is_stored_by_the_keys_id() {
         assert_eq!(body["field"], "subject_id", "{body}");
     }
 
+    // A spend alert rule on the key, by prefix: it names the id too (a rule
+    // on the prefix never fired); an unknown key is refused by field.
+    let rule = |subject: &str| {
+        http.post(format!("{}/api/v1/alerts/rules", env.direct_api_url()))
+            .bearer_auth(&root_key)
+            .json(
+                &json!({"org_id": "acme", "name": format!("spend of {subject}"),
+                          "severity": "warning",
+                          "signal": {"kind": "spend", "subject_kind": "key", "subject_id": subject,
+                                     "window_secs": 3600, "above_usd": "1"}}),
+            )
+            .send()
+    };
+    let answer = rule(&prefix).await.unwrap();
+    assert_eq!(answer.status(), 201);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["rule"]["signal"]["subject_id"], id.as_str(), "{body}");
+    let answer = rule("nosuchk1").await.unwrap();
+    assert_eq!(answer.status(), 400);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["field"], "signal.subject_id", "{body}");
+
     // What is stored: one budget per period and one limit, all by the id.
     let pool = sqlx::PgPool::connect(&env.pg_url).await.unwrap();
     let budgets: Vec<(String, String)> =

@@ -277,6 +277,14 @@ async fn check_csrf(
                 .into(),
         )
     };
+    // No token at all is another mistake (a script that signed in with a
+    // cookie and forgot the header), and is named as such.
+    let missing = || {
+        Refusal::Forbidden(format!(
+            "no form token: a change made with a session cookie must send the session's token \
+             (the `X-CSRF-Token` header, or the form's `{CSRF_FIELD}` field)"
+        ))
+    };
     if let Some(token) = parts
         .headers
         .get("x-csrf-token")
@@ -297,7 +305,11 @@ async fn check_csrf(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if !is_form {
-        return Err(forbidden());
+        return Err(if query_value(&parts.uri, CSRF_FIELD).is_some() {
+            forbidden()
+        } else {
+            missing()
+        });
     }
     let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
         .await
@@ -307,7 +319,9 @@ async fn check_csrf(
         .map(|(_, v)| v.into_owned());
     match token {
         Some(token) if same(&token, want) => Ok(Body::from(bytes)),
-        _ => Err(forbidden()),
+        Some(_) => Err(forbidden()),
+        None if query_value(&parts.uri, CSRF_FIELD).is_some() => Err(forbidden()),
+        None => Err(missing()),
     }
 }
 

@@ -24,8 +24,12 @@ pub struct RepricePreview {
     pub to: DateTime<Utc>,
     /// Billable calls of the model in the range.
     pub calls_examined: u64,
-    /// Calls whose cost (or price version) would change.
+    /// Calls that repricing would move to the proposed version (what
+    /// `tollgate reprice` reports as changed).
     pub calls_changed: u64,
+    /// Of those, the calls whose cost changes (a call of no tokens costs 0
+    /// at every price: it moves, its cost stays).
+    pub calls_cost_changed: u64,
     /// Net cost difference in USD (`None`: beyond exact decimal range).
     pub cost_delta: Option<Decimal>,
 }
@@ -109,6 +113,14 @@ pub async fn run(
         to: now,
         calls_examined: changes.calls_examined,
         calls_changed: u64::try_from(changes.changes.len()).unwrap_or(u64::MAX),
+        calls_cost_changed: u64::try_from(
+            changes
+                .changes
+                .iter()
+                .filter(|c| c.cost_delta() != 0)
+                .count(),
+        )
+        .unwrap_or(u64::MAX),
         cost_delta: from_mantissa(changes.cost_delta()),
     })
 }

@@ -455,6 +455,7 @@ fn preview_view(preview: RepricePreview) -> PreviewView {
         "to",
         "calls_examined",
         "calls_changed",
+        "calls_cost_changed",
         "cost_delta_usd",
     ]);
     table.push([
@@ -464,6 +465,7 @@ fn preview_view(preview: RepricePreview) -> PreviewView {
         to.clone(),
         preview.calls_examined.to_string(),
         preview.calls_changed.to_string(),
+        preview.calls_cost_changed.to_string(),
         delta.clone(),
     ]);
     let csv = csv_data_url(&table);
@@ -561,6 +563,7 @@ pub async fn submit(
                 to: price.effective_from,
                 calls_examined: 0,
                 calls_changed: 0,
+                calls_cost_changed: 0,
                 cost_delta: Some(Decimal::ZERO),
             }));
             return Ok(render(StatusCode::OK, &page));

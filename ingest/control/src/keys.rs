@@ -116,10 +116,16 @@ impl KeyStore {
         org_id: Option<&str>,
         role: &str,
     ) -> Result<CreatedKey, ControlError> {
-        if name.trim().is_empty() || name.chars().count() > 200 {
+        // A control character (NUL, an escape sequence) would be refused
+        // by PostgreSQL as a 503, or printed raw into a terminal by `keys
+        // list`.
+        if name.trim().is_empty()
+            || name.chars().count() > 200
+            || name.chars().any(char::is_control)
+        {
             return Err(ControlError::InvalidInput {
                 field: "name",
-                reason: "must be 1 to 200 characters".into(),
+                reason: "must be 1 to 200 characters without control characters".into(),
             });
         }
         if let Some(org) = org_id {

@@ -171,10 +171,33 @@ async fn measure_round_trip(args: &Args, bench: &Config) -> anyhow::Result<()> {
 
     let pool = tollgate_control::postgres::connect(&bench.postgres).await?;
     let store = AlertStore::new(pool.clone());
+    // A spend rule on a key names a key of its org (the store refuses
+    // others): the keys the rules name, created in the bench's database.
+    // The generated calls carry `key-N` ids, so these rules read no spend;
+    // the query they run is the same.
+    let keys = tollgate_control::keys::KeyStore::new(pool.clone());
+    let mut key_ids: BTreeMap<String, String> = BTreeMap::new();
     let bar = progress_bar(args.rules as u64, "rules");
     let mut kinds: BTreeMap<&'static str, Vec<RuleSpec>> = BTreeMap::new();
     for i in 0..args.rules {
-        let spec: RuleSpec = serde_json::from_value(rule(i))?;
+        let mut body = rule(i);
+        if body["signal"]["subject_kind"] == "key" {
+            let name = body["signal"]["subject_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let org = body["org_id"].as_str().unwrap_or_default().to_string();
+            let id = match key_ids.get(&name) {
+                Some(id) => id.clone(),
+                None => {
+                    let created = keys.create(&name, Some(&org), "proxy").await?;
+                    key_ids.insert(name.clone(), created.id.to_string());
+                    created.id.to_string()
+                }
+            };
+            body["signal"]["subject_id"] = id.into();
+        }
+        let spec: RuleSpec = serde_json::from_value(body)?;
         store.create_rule(&spec, "bench").await?;
         let kind = spec.signal.kind();
         let same = kinds.entry(kind).or_default();

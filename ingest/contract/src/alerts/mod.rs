@@ -173,7 +173,7 @@ pub mod exact {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
         let text = String::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "must be a decimal string such as \"500\" (JSON numbers are not accepted for money)",
+                "must be a decimal string such as \"500\" (JSON numbers are not accepted for exact amounts: money, percentages)",
             )
         })?;
         let plain = !text.is_empty()

@@ -162,6 +162,20 @@ impl SilenceSpec {
                 Rejection::new(format!("matchers[{i}].value"), reason)
             })?;
         }
+        // An absent label is the empty string: matchers that all hold for
+        // it (`a=~.*`, `a!=x`) hold for every alert, a silence of
+        // everything (Alertmanager refuses these too).
+        let nothing = BTreeMap::new();
+        if self.matchers.iter().all(|m| {
+            m.regex()
+                .is_ok_and(|regex| m.matches(&nothing, regex.as_ref()))
+        }) {
+            return Err(Rejection::new(
+                "matchers",
+                "every matcher matches an alert without the label (the empty string), so the \
+                 silence would mute every alert: at least one matcher must need a value",
+            ));
+        }
         if self.ends_at <= self.starts_at {
             return Err(Rejection::new("ends_at", "must be after starts_at"));
         }
@@ -230,6 +244,35 @@ fn first_line(s: &str) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn a_silence_whose_matchers_all_hold_for_nothing_is_refused() {
+        let now = Utc::now();
+        let spec = |matchers: serde_json::Value| {
+            serde_json::from_value::<SilenceSpec>(json!({
+                "org_id": "a", "matchers": matchers,
+                "starts_at": now.to_rfc3339(), "ends_at": (now + Duration::hours(1)).to_rfc3339(),
+                "comment": "maintenance"
+            }))
+            .unwrap()
+        };
+        for everything in [
+            json!([{"name": "a", "op": "=~", "value": ".*"}]),
+            json!([{"name": "a", "op": "!=", "value": "x"}]),
+            json!([{"name": "a", "op": "=", "value": ""}, {"name": "b", "op": "!~", "value": "x+"}]),
+        ] {
+            let refused = spec(everything.clone()).validate(now).unwrap_err();
+            assert_eq!(refused.field, "matchers", "{everything}");
+        }
+        for some in [
+            json!([{"name": "a", "op": "=~", "value": ".+"}]),
+            json!([{"name": "a", "op": "=~", "value": ".*"}, {"name": "b", "op": "=", "value": "x"}]),
+        ] {
+            spec(some.clone())
+                .validate(now)
+                .unwrap_or_else(|e| panic!("{some}: {e}"));
+        }
+    }
+
     use serde_json::{json, Value};
 
     use super::*;

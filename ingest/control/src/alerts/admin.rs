@@ -14,6 +14,7 @@ use tollgate_contract::admin::{
     KIND_RECEIVER_SET, KIND_SILENCE_EXPIRED, KIND_SILENCE_SET,
 };
 use tollgate_contract::alerts::receiver::url_host;
+use tollgate_contract::alerts::rule::{Signal, SpendSubject};
 use tollgate_contract::alerts::{ReceiverSpec, RuleSpec, SilenceSpec};
 use tollgate_contract::{Event, Rejection};
 
@@ -154,6 +155,31 @@ impl AlertStore {
     /// The budget `spec`'s signal reads, if any, must be its org's
     /// ([`crate::budgets::Budget::belongs_to`]): a rule must not read
     /// another org's spend.
+    /// `spec` with a spend signal on a key naming the key by its id, as
+    /// events do, whichever of id or prefix was given
+    /// ([`crate::keys::KeyStore::subject_id`]): a rule on the prefix would
+    /// never fire. Refused naming `signal.subject_id` when the org has no
+    /// such key.
+    pub async fn naming_key(&self, spec: &RuleSpec) -> Result<RuleSpec, AlertStoreError> {
+        let mut spec = spec.clone();
+        let org = spec.org_id.clone();
+        if let Signal::Spend {
+            subject_kind: SpendSubject::Key,
+            subject_id,
+            ..
+        } = &mut spec.signal
+        {
+            match crate::keys::KeyStore::new(self.pool().clone())
+                .subject_id(subject_id, Some(&org))
+                .await?
+            {
+                Ok(id) => *subject_id = id.to_string(),
+                Err(reason) => return Err(Rejection::new("signal.subject_id", reason).into()),
+            }
+        }
+        Ok(spec)
+    }
+
     async fn check_budget(conn: &mut PgConnection, spec: &RuleSpec) -> Result<(), AlertStoreError> {
         let Some(id) = spec.signal.budget_id() else {
             return Ok(());
@@ -168,6 +194,7 @@ impl AlertStore {
         spec: &RuleSpec,
         actor: &str,
     ) -> Result<Changed<AlertRule>, AlertStoreError> {
+        let spec = &self.naming_key(spec).await?;
         let mut tx = self.pool().begin().await?;
         Self::check_receivers(&mut tx, spec).await?;
         Self::check_budget(&mut tx, spec).await?;
@@ -205,6 +232,7 @@ impl AlertStore {
         if spec.org_id != org {
             return Err(Rejection::new("org_id", "a rule cannot move to another org").into());
         }
+        let spec = &self.naming_key(spec).await?;
         let mut tx = self.pool().begin().await?;
         let previous: Option<RuleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {RULE_COLUMNS} FROM alert_rules WHERE id = $1 AND org_id = $2 AND version = $3 FOR UPDATE"

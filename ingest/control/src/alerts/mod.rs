@@ -58,6 +58,10 @@ pub enum AlertStoreError {
     Invalid(#[from] Rejection),
     #[error("postgres: {0}")]
     Postgres(#[from] sqlx::Error),
+    /// Another store of the control plane (the API keys a spend rule
+    /// names) could not be read.
+    #[error(transparent)]
+    Control(#[from] crate::ControlError),
     /// A stored row this version cannot read (written by a newer one).
     #[error("stored {what} {id} cannot be read: {reason}")]
     Corrupt {
