@@ -779,7 +779,8 @@ async fn links_keep_the_org_and_the_filters_each_page_reads() {
     assert_eq!(listed[0]["subject"], "budget/in/globex/team/ads", "{json}");
 
     // An SRE page with a preset window and filters: the Finance area reads
-    // days, the Errors page the preset, Breakers has no org.
+    // days, the Errors page the preset; Breakers, of no org, keeps the org
+    // only to carry it on (the org switcher's choice holds past it).
     let now = Utc::now();
     let latency = open(
         "/sre/latency?range=24h&provider=openai&model=gpt-4o-mini&group_by=model&org=globex".into(),
@@ -800,7 +801,7 @@ async fn links_keep_the_org_and_the_filters_each_page_reads() {
     );
     assert_eq!(
         nav_href(&latency, "Breakers"),
-        "/sre/breakers?range=24h&provider=openai&model=gpt-4o-mini"
+        "/sre/breakers?range=24h&org=globex&provider=openai&model=gpt-4o-mini"
     );
     assert_eq!(nav_href(&latency, "Overview"), "/overview?org=globex");
     for label in ["Errors", "Breakers", "Alerts", "Overview"] {
