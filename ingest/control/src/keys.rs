@@ -302,6 +302,19 @@ impl KeyStore {
         })
     }
 
+    /// [`KeyStore::subject_id`], written over `subject` (a budget's,
+    /// rate limit's or spend rule's key, as given) when the key is found.
+    pub async fn name_by_id(
+        &self,
+        subject: &mut String,
+        org: Option<&str>,
+    ) -> Result<Result<(), String>, ControlError> {
+        Ok(self
+            .subject_id(subject, org)
+            .await?
+            .map(|id| *subject = id.to_string()))
+    }
+
     /// Every key, oldest first, revoked ones included.
     pub async fn list(&self) -> Result<Vec<ApiKey>, ControlError> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -131,18 +131,12 @@ impl RateLimitSpec {
         if self.scope_kind != SubjectKind::Key {
             return Ok(Ok(self));
         }
-        Ok(
-            match keys
-                .subject_id(&self.scope_id, self.org_id.as_deref())
-                .await?
-            {
-                Ok(id) => {
-                    self.scope_id = id.to_string();
-                    Ok(self)
-                }
-                Err(reason) => Err(InvalidRateLimit::new("scope_id", reason)),
-            },
-        )
+        let org = self.org_id.clone();
+        Ok(keys
+            .name_by_id(&mut self.scope_id, org.as_deref())
+            .await?
+            .map(|()| self)
+            .map_err(|reason| InvalidRateLimit::new("scope_id", reason)))
     }
 }
 

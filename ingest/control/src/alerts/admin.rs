@@ -169,13 +169,10 @@ impl AlertStore {
             ..
         } = &mut spec.signal
         {
-            match crate::keys::KeyStore::new(self.pool().clone())
-                .subject_id(subject_id, Some(&org))
+            crate::keys::KeyStore::new(self.pool().clone())
+                .name_by_id(subject_id, Some(&org))
                 .await?
-            {
-                Ok(id) => *subject_id = id.to_string(),
-                Err(reason) => return Err(Rejection::new("signal.subject_id", reason).into()),
-            }
+                .map_err(|reason| Rejection::new("signal.subject_id", reason))?;
         }
         Ok(spec)
     }

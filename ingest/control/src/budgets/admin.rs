@@ -135,18 +135,12 @@ impl BudgetSpec {
         if self.subject_kind != SubjectKind::Key {
             return Ok(Ok(self));
         }
-        Ok(
-            match keys
-                .subject_id(&self.subject_id, self.org_id.as_deref())
-                .await?
-            {
-                Ok(id) => {
-                    self.subject_id = id.to_string();
-                    Ok(self)
-                }
-                Err(reason) => Err(invalid("subject_id", reason)),
-            },
-        )
+        let org = self.org_id.clone();
+        Ok(keys
+            .name_by_id(&mut self.subject_id, org.as_deref())
+            .await?
+            .map(|()| self)
+            .map_err(|reason| invalid("subject_id", reason)))
     }
 
     /// The decision subject
