@@ -89,6 +89,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
         if let Some(name) = backticked_after(&message, "duplicate field `") {
             return Rejection::new(named(name), "given more than once");
         }
+        // A member inside a tagged enum, named by its refusal
+        // (`exact::named`).
+        if let Some((name, reason)) = message
+            .strip_prefix('`')
+            .and_then(|rest| rest.split_once("`: "))
+        {
+            return Rejection::new(at(name), reason);
+        }
         let field = if path == "." || path.is_empty() {
             "body".to_string()
         } else {
@@ -203,6 +211,27 @@ pub mod exact {
             struct Wrap(#[serde(with = "super")] Decimal);
             Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
         }
+
+        /// [`deserialize`], its refusal naming the member (see
+        /// [`super::named`]).
+        pub fn named<'de, D: Deserializer<'de>>(
+            name: &str,
+            d: D,
+        ) -> Result<Option<Decimal>, D::Error> {
+            deserialize(d).map_err(|e| super::name_in(name, e))
+        }
+    }
+
+    /// [`deserialize`], its refusal naming the member: inside an
+    /// internally tagged enum (a rule's `signal`) serde's path stops at the
+    /// enum, so [`super::parse_json`] reads the name from the message
+    /// (`` `above_percent`: must be ... ``) and names `signal.above_percent`.
+    pub fn named<'de, D: Deserializer<'de>>(name: &str, d: D) -> Result<Decimal, D::Error> {
+        deserialize(d).map_err(|e| name_in(name, e))
+    }
+
+    fn name_in<E: serde::de::Error>(name: &str, e: E) -> E {
+        E::custom(format!("`{name}`: {e}"))
     }
 }
 

@@ -83,6 +83,20 @@ pub enum SpendSubject {
     Tag,
 }
 
+// The signal's exact decimals, each refused by its name (the signal is an
+// internally tagged enum: serde's path stops at `signal`).
+fn above_percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    super::exact::named("above_percent", d)
+}
+
+fn above_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    super::exact::option::named("above_usd", d)
+}
+
+fn per_hour_above_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    super::exact::option::named("per_hour_above_usd", d)
+}
+
 /// Which pipeline figure a pipeline-health rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -143,7 +157,10 @@ pub enum Signal {
         model: Option<String>,
         #[serde(default)]
         team: Option<String>,
-        #[serde(with = "super::exact")]
+        #[serde(
+            serialize_with = "super::exact::serialize",
+            deserialize_with = "above_percent"
+        )]
         above_percent: Decimal,
         window_secs: u32,
     },
@@ -167,9 +184,17 @@ pub enum Signal {
         subject_kind: SpendSubject,
         subject_id: String,
         window_secs: u32,
-        #[serde(default, with = "super::exact::option")]
+        #[serde(
+            default,
+            serialize_with = "super::exact::option::serialize",
+            deserialize_with = "above_usd"
+        )]
         above_usd: Option<Decimal>,
-        #[serde(default, with = "super::exact::option")]
+        #[serde(
+            default,
+            serialize_with = "super::exact::option::serialize",
+            deserialize_with = "per_hour_above_usd"
+        )]
         per_hour_above_usd: Option<Decimal>,
     },
     /// The budget's spend in its running period at or above
@@ -521,6 +546,30 @@ mod tests {
             .unwrap_or_else(|r| r.field)
     }
 
+    #[test]
+    fn a_signals_decimal_refused_names_its_member() {
+        // A trial sent `"above_percent": 5` and was told of `signal`, and
+        // of money.
+        for bad in [json!(5), json!("-0"), json!("1e1")] {
+            let v = with(&["signal", "above_percent"], bad.clone());
+            let refused = RuleSpec::from_json(v.to_string().as_bytes()).unwrap_err();
+            assert_eq!(refused.field, "signal.above_percent", "{bad}: {refused}");
+            assert!(!refused.reason.starts_with('`'), "{refused}");
+        }
+        let spend = with(
+            &["signal"],
+            json!({"kind": "spend", "subject_kind": "team", "subject_id": "search",
+                   "window_secs": 3600, "per_hour_above_usd": 2}),
+        );
+        assert_eq!(field(spend), "signal.per_hour_above_usd");
+        // Written back as decimal strings, as before.
+        let spec = RuleSpec::from_json(base().to_string().as_bytes()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&spec).unwrap()["signal"]["above_percent"],
+            "5"
+        );
+    }
+
     fn with(path: &[&str], value: Value) -> Value {
         let mut v = base();
         let mut at = &mut v;
@@ -595,13 +644,22 @@ mod tests {
                 with(&["signal", "window_secs"], json!(604_801)),
                 "signal.window_secs",
             ),
-            (with(&["signal", "above_percent"], json!(5)), "signal"),
+            (
+                with(&["signal", "above_percent"], json!(5)),
+                "signal.above_percent",
+            ),
             (
                 with(&["signal", "above_percent"], json!("100")),
                 "signal.above_percent",
             ),
-            (with(&["signal", "above_percent"], json!("-1")), "signal"),
-            (with(&["signal", "above_percent"], json!("1e3")), "signal"),
+            (
+                with(&["signal", "above_percent"], json!("-1")),
+                "signal.above_percent",
+            ),
+            (
+                with(&["signal", "above_percent"], json!("1e3")),
+                "signal.above_percent",
+            ),
             (with(&["signal", "provider"], json!("")), "signal.provider"),
             (
                 with(&["signal", "provider"], json!("p".repeat(257))),
@@ -686,7 +744,7 @@ mod tests {
                     &["signal"],
                     json!({"kind": "spend", "subject_kind": "team", "subject_id": "s", "window_secs": 60, "above_usd": 1.5}),
                 ),
-                "signal",
+                "signal.above_usd",
             ),
             (
                 with(
