@@ -296,20 +296,19 @@ async fn check_csrf(
             Err(forbidden())
         };
     }
-    if query_value(&parts.uri, CSRF_FIELD).is_some_and(|t| same(&t, want)) {
+    let in_query = query_value(&parts.uri, CSRF_FIELD);
+    if in_query.as_deref().is_some_and(|t| same(t, want)) {
         return Ok(body);
     }
+    // A token sent and wrong, or none sent at all.
+    let refused = |sent: bool| if sent { forbidden() } else { missing() };
     let is_form = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if !is_form {
-        return Err(if query_value(&parts.uri, CSRF_FIELD).is_some() {
-            forbidden()
-        } else {
-            missing()
-        });
+        return Err(refused(in_query.is_some()));
     }
     let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
         .await
@@ -320,8 +319,7 @@ async fn check_csrf(
     match token {
         Some(token) if same(&token, want) => Ok(Body::from(bytes)),
         Some(_) => Err(forbidden()),
-        None if query_value(&parts.uri, CSRF_FIELD).is_some() => Err(forbidden()),
-        None => Err(missing()),
+        None => Err(refused(in_query.is_some())),
     }
 }
 
