@@ -21,7 +21,10 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::{json, Value};
 use tollgate_access::Identity;
 use tollgate_contract::alert_lifecycle::{Phase, Transition};
-use tollgate_contract::alerts::{RuleSpec, Signal};
+use tollgate_contract::alerts::{
+    BudgetForecastSignal, BudgetUsedSignal, ErrorRateSignal, LatencySignal, PipelineHealthSignal,
+    RuleSpec, Signal, SpendSignal,
+};
 use tollgate_control::alerts::state::AlertState;
 use tollgate_control::alerts::AlertRule;
 use tollgate_queries::alert_lists::rules_table;
@@ -78,18 +81,18 @@ fn filters(pairs: &[(&str, &Option<String>)]) -> String {
 /// What a signal watches, in words.
 pub fn describe(signal: &Signal) -> String {
     match signal {
-        Signal::ErrorRate {
+        Signal::ErrorRate(ErrorRateSignal {
             provider,
             model,
             team,
             above_percent,
             window_secs,
-        } => format!(
+        }) => format!(
             "error rate{} above {above_percent} % over {}",
             filters(&[("provider", provider), ("model", model), ("team", team)]),
             duration(*window_secs)
         ),
-        Signal::Latency {
+        Signal::Latency(LatencySignal {
             metric,
             percentile,
             provider,
@@ -97,19 +100,19 @@ pub fn describe(signal: &Signal) -> String {
             team,
             above_ms,
             window_secs,
-        } => format!(
+        }) => format!(
             "p{percentile} {}{} above {above_ms} ms over {}",
             name_of(metric),
             filters(&[("provider", provider), ("model", model), ("team", team)]),
             duration(*window_secs)
         ),
-        Signal::Spend {
+        Signal::Spend(SpendSignal {
             subject_kind,
             subject_id,
             window_secs,
             above_usd,
             per_hour_above_usd,
-        } => match (above_usd, per_hour_above_usd) {
+        }) => match (above_usd, per_hour_above_usd) {
             (_, Some(rate)) => format!(
                 "spend of {} {subject_id} at more than {} over {}",
                 name_of(subject_kind),
@@ -123,11 +126,11 @@ pub fn describe(signal: &Signal) -> String {
                 duration(*window_secs)
             ),
         },
-        Signal::BudgetUsed {
+        Signal::BudgetUsed(BudgetUsedSignal {
             budget_id,
             above_percent,
-        } => format!("budget {budget_id} used at or above {above_percent} %"),
-        Signal::BudgetForecast { budget_id } => {
+        }) => format!("budget {budget_id} used at or above {above_percent} %"),
+        Signal::BudgetForecast(BudgetForecastSignal { budget_id }) => {
             format!("budget {budget_id} forecast above its limit")
         }
         Signal::NewErrorPattern(p) => format!(
@@ -138,11 +141,11 @@ pub fn describe(signal: &Signal) -> String {
             "a circuit breaker opened{}",
             filters(&[("provider", &b.provider), ("model", &b.model)])
         ),
-        Signal::PipelineHealth {
+        Signal::PipelineHealth(PipelineHealthSignal {
             metric,
             above,
             window_secs,
-        } => format!(
+        }) => format!(
             "{} above {above} over {}",
             name_of(metric),
             duration(*window_secs)

@@ -14,7 +14,8 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tollgate_contract::alert_lifecycle::{Observation, Transition};
 use tollgate_contract::alerts::{
-    BreakerSignal, ErrorPatternSignal, LatencyMetric, RuleSpec, Signal, SpendSubject,
+    BreakerSignal, BudgetForecastSignal, BudgetUsedSignal, ErrorPatternSignal, ErrorRateSignal,
+    LatencyMetric, LatencySignal, RuleSpec, Signal, SpendSignal, SpendSubject,
 };
 use tollgate_contract::{Outcome, ProviderError};
 use tollgate_control::config::ClickHouseConfig;
@@ -116,13 +117,13 @@ async fn prepared(label: &str) -> (TestEnv, ReadModels) {
 }
 
 fn error_rate(above: &str, window_secs: u32) -> Signal {
-    Signal::ErrorRate {
+    Signal::ErrorRate(ErrorRateSignal {
         provider: Some("alertprov".into()),
         model: None,
         team: None,
         above_percent: d(above),
         window_secs,
-    }
+    })
 }
 
 async fn m(read: &ReadModels, org: &str, signal: &Signal, minutes: i64) -> Measurement {
@@ -175,14 +176,16 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
     assert_eq!(later.observation, Observation::Unknown);
 
     // Latency over all ten minutes: 100 values 100..=199 ms.
-    let latency = |metric, percentile, above_ms| Signal::Latency {
-        metric,
-        percentile,
-        provider: None,
-        model: Some("tg-alert".into()),
-        team: Some("search".into()),
-        above_ms,
-        window_secs: 600,
+    let latency = |metric, percentile, above_ms| {
+        Signal::Latency(LatencySignal {
+            metric,
+            percentile,
+            provider: None,
+            model: Some("tg-alert".into()),
+            team: Some("search".into()),
+            above_ms,
+            window_secs: 600,
+        })
     };
     let p95 = m(
         &read,
@@ -211,12 +214,14 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
     );
 
     // Spend of the team over 10 minutes: 100 calls x 0.002 USD; 1.2 USD/h.
-    let spend = |kind, id: &str, above: Option<&str>, rate: Option<&str>| Signal::Spend {
-        subject_kind: kind,
-        subject_id: id.into(),
-        window_secs: 600,
-        above_usd: above.map(d),
-        per_hour_above_usd: rate.map(d),
+    let spend = |kind, id: &str, above: Option<&str>, rate: Option<&str>| {
+        Signal::Spend(SpendSignal {
+            subject_kind: kind,
+            subject_id: id.into(),
+            window_secs: 600,
+            above_usd: above.map(d),
+            per_hour_above_usd: rate.map(d),
+        })
     };
     let team = m(
         &read,
@@ -349,9 +354,11 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
         read: &read,
         budgets: Some(&store),
     };
-    let used_of = |budget_id, above_percent| Signal::BudgetUsed {
-        budget_id,
-        above_percent,
+    let used_of = |budget_id, above_percent| {
+        Signal::BudgetUsed(BudgetUsedSignal {
+            budget_id,
+            above_percent,
+        })
     };
     let used = |above_percent| used_of(budget_id, above_percent);
     let m80 = measure(with_budgets, "org-1", &used(80), at(10))
@@ -369,7 +376,7 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
     let forecast = measure(
         with_budgets,
         "org-1",
-        &Signal::BudgetForecast { budget_id },
+        &Signal::BudgetForecast(BudgetForecastSignal { budget_id }),
         at(10),
     )
     .await
@@ -385,9 +392,9 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
     let missing = measure(
         with_budgets,
         "org-1",
-        &Signal::BudgetForecast {
+        &Signal::BudgetForecast(BudgetForecastSignal {
             budget_id: budget_id + 1,
-        },
+        }),
         at(10),
     )
     .await
@@ -620,7 +627,7 @@ async fn latency_above_the_exact_threshold_is_what_the_report_says() {
             (LatencyMetric::Duration, "duration_ms", durations),
             (LatencyMetric::Ttft, "ttft_ms", ttfts),
         ] {
-            let signal = Signal::Latency {
+            let signal = Signal::Latency(LatencySignal {
                 metric,
                 percentile: 95,
                 provider: Some("alertprov".into()),
@@ -628,7 +635,7 @@ async fn latency_above_the_exact_threshold_is_what_the_report_says() {
                 team: Some("team-a".into()),
                 above_ms: 1,
                 window_secs: 600,
-            };
+            });
             let got = m(&read, "org-1", &signal, 10).await;
             let p95 = total[field]["p95"].as_f64().unwrap();
             assert_eq!(

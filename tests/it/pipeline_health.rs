@@ -17,7 +17,7 @@ use chrono::{DateTime, DurationRound, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tollgate_contract::alert_lifecycle::{Observation, Transition};
-use tollgate_contract::alerts::{PipelineMetric, RuleSpec, Signal};
+use tollgate_contract::alerts::{PipelineHealthSignal, PipelineMetric, RuleSpec, Signal};
 use tollgate_contract::Outcome;
 use tollgate_control::config::ClickHouseConfig;
 use tollgate_queries::alert_signals::{backtest, measure, Measurement, SignalSources};
@@ -35,11 +35,11 @@ const MALFORMED: usize = 7;
 const BAD_EVENTS: usize = 4;
 
 fn signal(metric: PipelineMetric, window_secs: u32) -> Signal {
-    Signal::PipelineHealth {
+    Signal::PipelineHealth(PipelineHealthSignal {
         metric,
         above: 0,
         window_secs,
-    }
+    })
 }
 
 fn read_models(env: &TestEnv) -> ReadModels {

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use tollgate_contract::alert_lifecycle::{replay, Observation, Phase, Transition};
 use tollgate_contract::alerts::{
-    BreakerSignal, ErrorPatternSignal, LatencyMetric, PipelineMetric, RuleSpec, Signal,
-    SpendSubject,
+    BreakerSignal, BudgetForecastSignal, BudgetUsedSignal, ErrorPatternSignal, ErrorRateSignal,
+    LatencyMetric, LatencySignal, PipelineHealthSignal, PipelineMetric, RuleSpec, Signal,
+    SpendSignal, SpendSubject,
 };
 use tollgate_contract::cost::from_mantissa;
 use tollgate_control::budgets::BudgetStore;
@@ -568,13 +569,13 @@ pub async fn measure(
 ) -> Result<Measurement, ReadModelError> {
     let models = sources.read;
     match signal {
-        Signal::ErrorRate {
+        Signal::ErrorRate(ErrorRateSignal {
             provider,
             model,
             team,
             above_percent,
             window_secs,
-        } => {
+        }) => {
             let w = window(at, *window_secs);
             let sql = errors_sql(
                 org_id,
@@ -591,7 +592,7 @@ pub async fn measure(
                 w,
             ))
         }
-        Signal::Latency {
+        Signal::Latency(LatencySignal {
             metric,
             percentile,
             provider,
@@ -599,7 +600,7 @@ pub async fn measure(
             team,
             above_ms,
             window_secs,
-        } => {
+        }) => {
             let w = window(at, *window_secs);
             let q = f64::from(*percentile) / 100.0;
             let filters = latency_filters(
@@ -660,13 +661,13 @@ pub async fn measure(
             };
             latency(count, &stats, q, *percentile, *above_ms, w)
         }
-        Signal::Spend {
+        Signal::Spend(SpendSignal {
             subject_kind,
             subject_id,
             window_secs,
             above_usd,
             per_hour_above_usd,
-        } => {
+        }) => {
             let w = window(at, *window_secs);
             let sql = spend_sql(org_id, *subject_kind, subject_id, w);
             let row: SpendRow = fetch_one(models, &sql).await?;
@@ -676,10 +677,10 @@ pub async fn measure(
             })?;
             Ok(spend(spent, *above_usd, *per_hour_above_usd, w))
         }
-        Signal::BudgetUsed {
+        Signal::BudgetUsed(BudgetUsedSignal {
             budget_id,
             above_percent,
-        } => {
+        }) => {
             let Some(status) = budget_status(sources, org_id, *budget_id, at).await? else {
                 return Ok(Measurement::unknown(format!(
                     "no budget {budget_id} of org {org_id}"
@@ -696,7 +697,7 @@ pub async fn measure(
                 ),
             ))
         }
-        Signal::BudgetForecast { budget_id } => {
+        Signal::BudgetForecast(BudgetForecastSignal { budget_id }) => {
             let Some(status) = budget_status(sources, org_id, *budget_id, at).await? else {
                 return Ok(Measurement::unknown(format!(
                     "no budget {budget_id} of org {org_id}"
@@ -731,11 +732,11 @@ pub async fn measure(
                 format!("{n} breakers opened {}", span(w.0, w.1)),
             ))
         }
-        Signal::PipelineHealth {
+        Signal::PipelineHealth(PipelineHealthSignal {
             metric,
             above,
             window_secs,
-        } => {
+        }) => {
             let w = window(at, *window_secs);
             let sql = pipeline_sql(*metric, w);
             let row: PipelineRow = fetch_one(models, &sql).await?;
@@ -909,31 +910,33 @@ async fn budget_status(
 /// rule's). Charts draw it as a line.
 pub fn threshold(signal: &Signal) -> Option<Decimal> {
     match signal {
-        Signal::ErrorRate { above_percent, .. } => Some(*above_percent),
-        Signal::Latency { above_ms, .. } => Some(Decimal::from(*above_ms)),
-        Signal::Spend {
+        Signal::ErrorRate(ErrorRateSignal { above_percent, .. }) => Some(*above_percent),
+        Signal::Latency(LatencySignal { above_ms, .. }) => Some(Decimal::from(*above_ms)),
+        Signal::Spend(SpendSignal {
             above_usd,
             per_hour_above_usd,
             ..
-        } => per_hour_above_usd.or(*above_usd),
-        Signal::BudgetUsed { above_percent, .. } => Some(Decimal::from(*above_percent)),
-        Signal::BudgetForecast { .. } => None,
+        }) => per_hour_above_usd.or(*above_usd),
+        Signal::BudgetUsed(BudgetUsedSignal { above_percent, .. }) => {
+            Some(Decimal::from(*above_percent))
+        }
+        Signal::BudgetForecast(_) => None,
         Signal::NewErrorPattern(_) | Signal::BreakerOpened(_) => Some(Decimal::ZERO),
-        Signal::PipelineHealth { above, .. } => Some(Decimal::from(*above)),
+        Signal::PipelineHealth(PipelineHealthSignal { above, .. }) => Some(Decimal::from(*above)),
     }
 }
 
 /// The unit of a signal's value, for labels.
 pub fn unit(signal: &Signal) -> &'static str {
     match signal {
-        Signal::ErrorRate { .. } | Signal::BudgetUsed { .. } => "%",
-        Signal::Latency { .. } => "ms",
-        Signal::Spend {
+        Signal::ErrorRate(_) | Signal::BudgetUsed(_) => "%",
+        Signal::Latency(_) => "ms",
+        Signal::Spend(SpendSignal {
             per_hour_above_usd: Some(_),
             ..
-        } => "USD/h",
-        Signal::Spend { .. } | Signal::BudgetForecast { .. } => "USD",
-        Signal::NewErrorPattern(_) | Signal::BreakerOpened(_) | Signal::PipelineHealth { .. } => "",
+        }) => "USD/h",
+        Signal::Spend(_) | Signal::BudgetForecast(_) => "USD",
+        Signal::NewErrorPattern(_) | Signal::BreakerOpened(_) | Signal::PipelineHealth(_) => "",
     }
 }
 
@@ -957,12 +960,12 @@ pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
         url
     };
     match signal {
-        Signal::ErrorRate {
+        Signal::ErrorRate(ErrorRateSignal {
             provider,
             model,
             team,
             ..
-        } => window(
+        }) => window(
             "/sre/errors",
             &[
                 ("provider", provider.as_deref()),
@@ -973,9 +976,9 @@ pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
         Signal::NewErrorPattern(ErrorPatternSignal { provider }) => {
             window("/sre/errors", &[("provider", provider.as_deref())])
         }
-        Signal::Latency {
+        Signal::Latency(LatencySignal {
             provider, model, ..
-        } => window(
+        }) => window(
             "/sre/latency",
             &[
                 ("provider", provider.as_deref()),
@@ -989,11 +992,11 @@ pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
                 ("model", model.as_deref()),
             ],
         ),
-        Signal::Spend {
+        Signal::Spend(SpendSignal {
             subject_kind,
             subject_id,
             ..
-        } => {
+        }) => {
             // The cost report counts whole UTC days, `to` exclusive.
             let day = |t: DateTime<Utc>| t.format("%Y-%m-%d").to_string();
             let mut url = format!(
@@ -1013,10 +1016,11 @@ pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
             url.push_str(&format!("&{}={}", urlencode(&name), urlencode(value)));
             url
         }
-        Signal::BudgetUsed { budget_id, .. } | Signal::BudgetForecast { budget_id } => {
+        Signal::BudgetUsed(BudgetUsedSignal { budget_id, .. })
+        | Signal::BudgetForecast(BudgetForecastSignal { budget_id }) => {
             format!("/finance/budgets/{budget_id}")
         }
-        Signal::PipelineHealth { .. } => window("/sre/latency", &[]),
+        Signal::PipelineHealth(_) => window("/sre/latency", &[]),
     }
 }
 

@@ -17,14 +17,16 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::validate::{missing_field, strip_position, Rejection};
 
+mod members;
 pub mod receiver;
 pub mod rule;
 pub mod silence;
 
 pub use receiver::{ReceiverKind, ReceiverSpec};
 pub use rule::{
-    Annotations, BreakerSignal, ErrorPatternSignal, LatencyMetric, PipelineMetric, RuleSpec,
-    Severity, Signal, SpendSubject,
+    Annotations, BreakerSignal, BudgetForecastSignal, BudgetUsedSignal, ErrorPatternSignal,
+    ErrorRateSignal, LatencyMetric, LatencySignal, PipelineHealthSignal, PipelineMetric, RuleSpec,
+    Severity, Signal, SpendSignal, SpendSubject,
 };
 pub use silence::{MatchOp, Matcher, SilenceSpec};
 
@@ -59,54 +61,50 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
     let value = parsed.map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        let message = strip_position(&inner.to_string());
         if !inner.is_data() {
+            let message = strip_position(&inner.to_string());
             return Rejection::new("body", format!("malformed JSON: {message}"));
         }
-        let at = |name: &str| {
-            if path == "." || path.is_empty() {
-                name.to_string()
-            } else {
-                format!("{path}.{name}")
-            }
-        };
-        if let Some(name) = missing_field(&message) {
-            return Rejection::new(at(&name), "missing required field");
-        }
-        // For unknown and duplicate fields the path already ends in the name.
-        let named = |name: String| {
-            if path == "." || path.is_empty() {
-                name
-            } else {
-                path.clone()
-            }
-        };
-        if let Some(name) = backticked_after(&message, "unknown field `") {
-            let name: String = name.chars().take(64).collect();
-            let reason: String = message.chars().take(300).collect();
-            return Rejection::new(named(name), reason);
-        }
-        if let Some(name) = backticked_after(&message, "duplicate field `") {
-            return Rejection::new(named(name), "given more than once");
-        }
-        // A member inside a tagged enum, named by its refusal
-        // (`exact::named`).
-        if let Some((name, reason)) = message
-            .strip_prefix('`')
-            .and_then(|rest| rest.split_once("`: "))
-        {
-            return Rejection::new(at(name), reason);
-        }
-        let field = if path == "." || path.is_empty() {
-            "body".to_string()
-        } else {
-            path
-        };
-        Rejection::new(field, message)
+        refusal(&path, &inner, "body")
     })?;
     de.end()
         .map_err(|e| Rejection::new("body", format!("malformed JSON: {e}")))?;
     Ok(value)
+}
+
+/// The field a refusal at `path` (as `serde_path_to_error` spells it)
+/// names, and its reason; `whole` when it names no member.
+fn refusal(path: &str, inner: &serde_json::Error, whole: &str) -> Rejection {
+    let message = strip_position(&inner.to_string());
+    let top = path == "." || path.is_empty();
+    let at = |name: &str| {
+        if top {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    if let Some(name) = missing_field(&message) {
+        return Rejection::new(at(&name), "missing required field");
+    }
+    // For unknown and duplicate fields the path already ends in the name.
+    let named = |name: String| if top { name } else { path.to_string() };
+    if let Some(name) = backticked_after(&message, "unknown field `") {
+        let name: String = name.chars().take(64).collect();
+        let reason: String = message.chars().take(300).collect();
+        return Rejection::new(named(name), reason);
+    }
+    if let Some(name) = backticked_after(&message, "duplicate field `") {
+        return Rejection::new(named(name), "given more than once");
+    }
+    // A member of a tagged object, named by its refusal (`members`).
+    if let Some((name, reason)) = message
+        .strip_prefix('`')
+        .and_then(|rest| rest.split_once("`: "))
+    {
+        return Rejection::new(at(name), reason);
+    }
+    Rejection::new(if top { whole } else { path }, message)
 }
 
 fn backticked_after(message: &str, prefix: &str) -> Option<String> {
@@ -211,27 +209,6 @@ pub mod exact {
             struct Wrap(#[serde(with = "super")] Decimal);
             Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
         }
-
-        /// [`deserialize`], its refusal naming the member (see
-        /// [`super::named`]).
-        pub fn named<'de, D: Deserializer<'de>>(
-            name: &str,
-            d: D,
-        ) -> Result<Option<Decimal>, D::Error> {
-            deserialize(d).map_err(|e| super::name_in(name, e))
-        }
-    }
-
-    /// [`deserialize`], its refusal naming the member: inside an
-    /// internally tagged enum (a rule's `signal`) serde's path stops at the
-    /// enum, so [`super::parse_json`] reads the name from the message
-    /// (`` `above_percent`: must be ... ``) and names `signal.above_percent`.
-    pub fn named<'de, D: Deserializer<'de>>(name: &str, d: D) -> Result<Decimal, D::Error> {
-        deserialize(d).map_err(|e| name_in(name, e))
-    }
-
-    fn name_in<E: serde::de::Error>(name: &str, e: E) -> E {
-        E::custom(format!("`{name}`: {e}"))
     }
 }
 

@@ -83,20 +83,6 @@ pub enum SpendSubject {
     Tag,
 }
 
-// The signal's exact decimals, each refused by its name (the signal is an
-// internally tagged enum: serde's path stops at `signal`).
-fn above_percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-    super::exact::named("above_percent", d)
-}
-
-fn above_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
-    super::exact::option::named("above_usd", d)
-}
-
-fn per_hour_above_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
-    super::exact::option::named("per_hour_above_usd", d)
-}
-
 /// Which pipeline figure a pipeline-health rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -144,103 +130,158 @@ pub struct BreakerSignal {
 }
 
 /// What a rule watches and the threshold at which it is active. Absent
-/// filters (`provider`, `model`, `team`) mean "all".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+/// filters (`provider`, `model`, `team`) mean "all". On the wire an object
+/// whose `kind` names the variant, its other members the variant's
+/// (`{"kind": "latency", "metric": "ttft", ...}`); read by
+/// [`Signal`]'s own `Deserialize`, which names a refused member
+/// (`window_secs`) where serde's internally tagged enums name only the enum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Signal {
-    /// Failed calls in percent of all calls over the window, above
-    /// `above_percent`.
-    ErrorRate {
-        #[serde(default)]
-        provider: Option<String>,
-        #[serde(default)]
-        model: Option<String>,
-        #[serde(default)]
-        team: Option<String>,
-        #[serde(
-            serialize_with = "super::exact::serialize",
-            deserialize_with = "above_percent"
-        )]
-        above_percent: Decimal,
-        window_secs: u32,
-    },
-    /// The `percentile` of `metric` over the window, above `above_ms`.
-    Latency {
-        metric: LatencyMetric,
-        percentile: u8,
-        #[serde(default)]
-        provider: Option<String>,
-        #[serde(default)]
-        model: Option<String>,
-        #[serde(default)]
-        team: Option<String>,
-        above_ms: u32,
-        window_secs: u32,
-    },
-    /// Spend of one subject over the window above `above_usd`, or its
-    /// hourly rate over the window above `per_hour_above_usd` (exactly
-    /// one of them).
-    Spend {
-        subject_kind: SpendSubject,
-        subject_id: String,
-        window_secs: u32,
-        #[serde(
-            default,
-            serialize_with = "super::exact::option::serialize",
-            deserialize_with = "above_usd"
-        )]
-        above_usd: Option<Decimal>,
-        #[serde(
-            default,
-            serialize_with = "super::exact::option::serialize",
-            deserialize_with = "per_hour_above_usd"
-        )]
-        per_hour_above_usd: Option<Decimal>,
-    },
-    /// The budget's spend in its running period at or above
-    /// `above_percent` of its limit.
-    BudgetUsed {
-        budget_id: i64,
-        above_percent: u32,
-    },
-    /// The budget's month-end (day-end) forecast above its limit.
-    BudgetForecast {
-        budget_id: i64,
-    },
+    ErrorRate(ErrorRateSignal),
+    Latency(LatencySignal),
+    Spend(SpendSignal),
+    BudgetUsed(BudgetUsedSignal),
+    BudgetForecast(BudgetForecastSignal),
     NewErrorPattern(ErrorPatternSignal),
     BreakerOpened(BreakerSignal),
-    /// A pipeline figure above `above`: the sum over the window for the
-    /// counted figures (dead letters, rejected events), the latest sample
-    /// of each partition for the lag, the largest sample for the spool
-    /// depth (`docs/alerting-signals.md`).
-    PipelineHealth {
-        metric: PipelineMetric,
-        above: u64,
-        window_secs: u32,
-    },
+    PipelineHealth(PipelineHealthSignal),
+}
+
+/// Failed calls in percent of all calls over the window, above
+/// `above_percent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRateSignal {
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(with = "super::exact")]
+    pub above_percent: Decimal,
+    pub window_secs: u32,
+}
+
+/// The `percentile` of `metric` over the window, above `above_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencySignal {
+    pub metric: LatencyMetric,
+    pub percentile: u8,
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub team: Option<String>,
+    pub above_ms: u32,
+    pub window_secs: u32,
+}
+
+/// Spend of one subject over the window above `above_usd`, or its hourly
+/// rate over the window above `per_hour_above_usd` (exactly one of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpendSignal {
+    pub subject_kind: SpendSubject,
+    pub subject_id: String,
+    pub window_secs: u32,
+    #[serde(default, with = "super::exact::option")]
+    pub above_usd: Option<Decimal>,
+    #[serde(default, with = "super::exact::option")]
+    pub per_hour_above_usd: Option<Decimal>,
+}
+
+/// The budget's spend in its running period at or above `above_percent`
+/// of its limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetUsedSignal {
+    pub budget_id: i64,
+    pub above_percent: u32,
+}
+
+/// The budget's month-end (day-end) forecast above its limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetForecastSignal {
+    pub budget_id: i64,
+}
+
+/// A pipeline figure above `above`: the sum over the window for the
+/// counted figures (dead letters, rejected events), the latest sample of
+/// each partition for the lag, the largest sample for the spool depth
+/// (`docs/alerting-signals.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineHealthSignal {
+    pub metric: PipelineMetric,
+    pub above: u64,
+    pub window_secs: u32,
+}
+
+/// Every `kind`, as the JSON spells it.
+const KINDS: &[&str] = &[
+    "error_rate",
+    "latency",
+    "spend",
+    "budget_used",
+    "budget_forecast",
+    "new_error_pattern",
+    "breaker_opened",
+    "pipeline_health",
+];
+
+impl<'de> Deserialize<'de> for Signal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut members = super::members::read(d)?;
+        let kind = match members.remove("kind") {
+            Some(serde_json::Value::String(kind)) => kind,
+            Some(_) => return Err(D::Error::custom("`kind`: must be a string")),
+            None => return Err(D::Error::missing_field("kind")),
+        };
+        let members = serde_json::Value::Object(members);
+        match kind.as_str() {
+            "error_rate" => super::members::variant(members).map(Self::ErrorRate),
+            "latency" => super::members::variant(members).map(Self::Latency),
+            "spend" => super::members::variant(members).map(Self::Spend),
+            "budget_used" => super::members::variant(members).map(Self::BudgetUsed),
+            "budget_forecast" => super::members::variant(members).map(Self::BudgetForecast),
+            "new_error_pattern" => super::members::variant(members).map(Self::NewErrorPattern),
+            "breaker_opened" => super::members::variant(members).map(Self::BreakerOpened),
+            "pipeline_health" => super::members::variant(members).map(Self::PipelineHealth),
+            other => Err(D::Error::custom(format!(
+                "`kind`: unknown variant `{}`, expected one of {}",
+                other.chars().take(64).collect::<String>(),
+                KINDS.join(", ")
+            ))),
+        }
+    }
 }
 
 impl Signal {
     /// The `kind` as the JSON spells it.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::ErrorRate { .. } => "error_rate",
-            Self::Latency { .. } => "latency",
-            Self::Spend { .. } => "spend",
-            Self::BudgetUsed { .. } => "budget_used",
-            Self::BudgetForecast { .. } => "budget_forecast",
+            Self::ErrorRate(_) => "error_rate",
+            Self::Latency(_) => "latency",
+            Self::Spend(_) => "spend",
+            Self::BudgetUsed(_) => "budget_used",
+            Self::BudgetForecast(_) => "budget_forecast",
             Self::NewErrorPattern(_) => "new_error_pattern",
             Self::BreakerOpened(_) => "breaker_opened",
-            Self::PipelineHealth { .. } => "pipeline_health",
+            Self::PipelineHealth(_) => "pipeline_health",
         }
     }
 
     /// The budget the signal reads, when it reads one.
     pub fn budget_id(&self) -> Option<i64> {
         match self {
-            Self::BudgetUsed { budget_id, .. } | Self::BudgetForecast { budget_id } => {
-                Some(*budget_id)
-            }
+            Self::BudgetUsed(s) => Some(s.budget_id),
+            Self::BudgetForecast(s) => Some(s.budget_id),
             _ => None,
         }
     }
@@ -248,10 +289,10 @@ impl Signal {
     /// The window the evaluator reads, when the signal has one.
     pub fn window_secs(&self) -> Option<u32> {
         match self {
-            Self::ErrorRate { window_secs, .. }
-            | Self::Latency { window_secs, .. }
-            | Self::Spend { window_secs, .. }
-            | Self::PipelineHealth { window_secs, .. } => Some(*window_secs),
+            Self::ErrorRate(s) => Some(s.window_secs),
+            Self::Latency(s) => Some(s.window_secs),
+            Self::Spend(s) => Some(s.window_secs),
+            Self::PipelineHealth(s) => Some(s.window_secs),
             _ => None,
         }
     }
@@ -270,13 +311,13 @@ impl Signal {
             None => Ok(()),
         };
         match self {
-            Self::ErrorRate {
+            Self::ErrorRate(ErrorRateSignal {
                 provider,
                 model,
                 team,
                 above_percent,
                 ..
-            } => {
+            }) => {
                 filter("provider", provider)?;
                 filter("model", model)?;
                 filter("team", team)?;
@@ -292,14 +333,14 @@ impl Signal {
                     ));
                 }
             }
-            Self::Latency {
+            Self::Latency(LatencySignal {
                 percentile,
                 provider,
                 model,
                 team,
                 above_ms,
                 ..
-            } => {
+            }) => {
                 if !PERCENTILES.contains(percentile) {
                     return Err(Rejection::new(
                         "signal.percentile",
@@ -316,13 +357,13 @@ impl Signal {
                     ));
                 }
             }
-            Self::Spend {
+            Self::Spend(SpendSignal {
                 subject_kind,
                 subject_id,
                 above_usd,
                 per_hour_above_usd,
                 ..
-            } => {
+            }) => {
                 check_text("signal.subject_id", subject_id, 1, MAX_ID_CHARS)?;
                 if *subject_kind == SpendSubject::Tag {
                     let key = subject_id.split_once('=').map(|(k, _)| k).unwrap_or("");
@@ -362,10 +403,10 @@ impl Signal {
                     ));
                 }
             }
-            Self::BudgetUsed {
+            Self::BudgetUsed(BudgetUsedSignal {
                 budget_id,
                 above_percent,
-            } => {
+            }) => {
                 budget(*budget_id)?;
                 if !(1..=MAX_BUDGET_PERCENT).contains(above_percent) {
                     return Err(Rejection::new(
@@ -374,13 +415,13 @@ impl Signal {
                     ));
                 }
             }
-            Self::BudgetForecast { budget_id } => budget(*budget_id)?,
+            Self::BudgetForecast(s) => budget(s.budget_id)?,
             Self::NewErrorPattern(s) => filter("provider", &s.provider)?,
             Self::BreakerOpened(s) => {
                 filter("provider", &s.provider)?;
                 filter("model", &s.model)?;
             }
-            Self::PipelineHealth { above, .. } => {
+            Self::PipelineHealth(PipelineHealthSignal { above, .. }) => {
                 if *above > MAX_PIPELINE_THRESHOLD {
                     return Err(Rejection::new(
                         "signal.above",
@@ -570,6 +611,74 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_signals_member_refused_is_named_whatever_its_kind() {
+        // serde's internally tagged enums named only `signal` for a member
+        // of the wrong type or value; every kind's members are named now.
+        let cases = [
+            (
+                json!({"kind": "error_rate", "above_percent": "5", "window_secs": "300"}),
+                "signal.window_secs",
+            ),
+            (
+                json!({"kind": "error_rate", "above_percent": "5", "window_secs": 300, "team": 7}),
+                "signal.team",
+            ),
+            (
+                json!({"kind": "latency", "metric": "ttft", "percentile": "99", "above_ms": 5, "window_secs": 60}),
+                "signal.percentile",
+            ),
+            (
+                json!({"kind": "latency", "metric": "ttft", "percentile": 99, "above_ms": -5, "window_secs": 60}),
+                "signal.above_ms",
+            ),
+            (
+                json!({"kind": "spend", "subject_kind": "team", "subject_id": 5, "window_secs": 60, "above_usd": "1"}),
+                "signal.subject_id",
+            ),
+            (
+                json!({"kind": "budget_used", "budget_id": "7", "above_percent": 90}),
+                "signal.budget_id",
+            ),
+            (
+                json!({"kind": "budget_forecast", "budget_id": 1.5}),
+                "signal.budget_id",
+            ),
+            (
+                json!({"kind": "new_error_pattern", "provider": ["openai"]}),
+                "signal.provider",
+            ),
+            (
+                json!({"kind": "breaker_opened", "model": {}}),
+                "signal.model",
+            ),
+            (
+                json!({"kind": "pipeline_health", "metric": "lag", "above": 1, "window_secs": 60}),
+                "signal.metric",
+            ),
+            (
+                json!({"kind": "pipeline_health", "metric": "consumer_lag", "window_secs": 60}),
+                "signal.above",
+            ),
+            (json!({"kind": 5, "above": 1}), "signal.kind"),
+            (json!({"above": 1}), "signal.kind"),
+            (json!("error_rate"), "signal"),
+        ];
+        for (signal, expected) in cases {
+            let v = with(&["signal"], signal.clone());
+            let refused = RuleSpec::from_json(v.to_string().as_bytes()).unwrap_err();
+            assert_eq!(refused.field, expected, "{signal}: {refused}");
+            assert!(!refused.reason.starts_with('`'), "{refused}");
+        }
+        // A member given twice is named too (the JSON text, not a Value:
+        // a Value cannot hold it).
+        let twice = r#"{"org_id": "acme", "name": "n", "severity": "info",
+            "signal": {"kind": "budget_forecast", "budget_id": 1, "budget_id": 2}}"#;
+        let refused = RuleSpec::from_json(twice.as_bytes()).unwrap_err();
+        assert_eq!(refused.field, "signal.budget_id", "{refused}");
+        assert_eq!(refused.reason, "given more than once");
+    }
+
     fn with(path: &[&str], value: Value) -> Value {
         let mut v = base();
         let mut at = &mut v;
@@ -665,7 +774,7 @@ mod tests {
                 with(&["signal", "provider"], json!("p".repeat(257))),
                 "signal.provider",
             ),
-            (with(&["signal", "bogus"], json!(1)), "signal"),
+            (with(&["signal", "bogus"], json!(1)), "signal.bogus"),
             (with(&["signal", "kind"], json!("cpu")), "signal.kind"),
             (
                 with(&["annotations", "summary"], json!("s".repeat(1025))),
@@ -702,7 +811,7 @@ mod tests {
                     &["signal"],
                     json!({"kind": "latency", "metric": "tpot", "percentile": 99, "above_ms": 5, "window_secs": 60}),
                 ),
-                "signal",
+                "signal.metric",
             ),
             (
                 with(
@@ -758,7 +867,7 @@ mod tests {
                     &["signal"],
                     json!({"kind": "spend", "subject_kind": "user", "subject_id": "u", "window_secs": 60, "above_usd": "1"}),
                 ),
-                "signal",
+                "signal.subject_kind",
             ),
             (
                 with(
@@ -793,7 +902,7 @@ mod tests {
                     &["signal"],
                     json!({"kind": "pipeline_health", "metric": "cpu", "above": 1, "window_secs": 60}),
                 ),
-                "signal",
+                "signal.metric",
             ),
         ] {
             assert_eq!(field(v.clone()), want, "{v}");

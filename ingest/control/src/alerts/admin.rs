@@ -14,7 +14,7 @@ use tollgate_contract::admin::{
     KIND_RECEIVER_SET, KIND_SILENCE_EXPIRED, KIND_SILENCE_SET,
 };
 use tollgate_contract::alerts::receiver::url_host;
-use tollgate_contract::alerts::rule::{Signal, SpendSubject};
+use tollgate_contract::alerts::rule::{Signal, SpendSignal, SpendSubject};
 use tollgate_contract::alerts::{ReceiverSpec, RuleSpec, SilenceSpec};
 use tollgate_contract::{Event, Rejection};
 
@@ -163,11 +163,11 @@ impl AlertStore {
     pub async fn naming_key(&self, spec: &RuleSpec) -> Result<RuleSpec, AlertStoreError> {
         let mut spec = spec.clone();
         let org = spec.org_id.clone();
-        if let Signal::Spend {
+        if let Signal::Spend(SpendSignal {
             subject_kind: SpendSubject::Key,
             subject_id,
             ..
-        } = &mut spec.signal
+        }) = &mut spec.signal
         {
             crate::keys::KeyStore::new(self.pool().clone())
                 .name_by_id(subject_id, Some(&org))
