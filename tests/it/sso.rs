@@ -11,7 +11,7 @@
 //! replayed or tampered callback, or an account whose roles claim maps to
 //! nothing, gets a page naming the reason.
 
-use reqwest::header::{LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -155,6 +155,16 @@ async fn through_provider(
         url = location(&submitted);
     }
     panic!("the provider never sent the browser back to {callback}");
+}
+
+/// The `state` of a callback URL.
+fn state_of(callback: &str) -> String {
+    reqwest::Url::parse(callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap()
 }
 
 /// The session cookie a response sets.
@@ -343,7 +353,7 @@ async fn a_replayed_tampered_or_refused_callback_is_refused_by_name() {
     };
     let server = SsoServer::start("sso_replay", &provider).await;
 
-    // Tampered: the state is not one this server issued.
+    // Tampered: the state is not the one this browser started.
     let browser_a = browser();
     let callback = through_provider(&browser_a, &server, "/", "finance@acme.test", "finance").await;
     let tampered = callback.replace("state=", "state=x");
@@ -351,17 +361,49 @@ async fn a_replayed_tampered_or_refused_callback_is_refused_by_name() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let html = response.text().await.unwrap();
     assert!(
+        html.contains("this sign-in was started in another browser"),
+        "{html}"
+    );
+    // Nor one this server issued, even with a cookie to match it.
+    let forged = state_of(&tampered);
+    let response = browser()
+        .get(&tampered)
+        .header(COOKIE, format!("tollgate_sso_state={forged}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let html = response.text().await.unwrap();
+    assert!(
         html.contains("this sign-in was not started here (unknown state)"),
         "{html}"
     );
 
-    // Replayed: the first use signs in (or fails later, past the state),
-    // the second is refused as already used.
+    // Replayed: the first use signs in (or fails later, past the state)
+    // and clears the browser's binding; a second use is refused, in the
+    // same browser for want of the binding, and with the binding's cookie
+    // copied as already used.
     let browser_b = browser();
     let callback = through_provider(&browser_b, &server, "/", "finance@acme.test", "finance").await;
     let first = browser_b.get(&callback).send().await.unwrap();
     assert_ne!(first.status(), StatusCode::BAD_REQUEST, "first use");
-    let again = browser().get(&callback).send().await.unwrap();
+    let again = browser_b.get(&callback).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(session_cookie(&again), None);
+    let html = again.text().await.unwrap();
+    assert!(
+        html.contains("this browser sent no `tollgate_sso_state` cookie"),
+        "{html}"
+    );
+    let again = browser()
+        .get(&callback)
+        .header(
+            COOKIE,
+            format!("tollgate_sso_state={}", state_of(&callback)),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), StatusCode::BAD_REQUEST);
     assert_eq!(session_cookie(&again), None);
     let html = again.text().await.unwrap();
@@ -398,6 +440,100 @@ async fn a_replayed_tampered_or_refused_callback_is_refused_by_name() {
         ),
         "{html}"
     );
+}
+
+/// Someone who starts a sign-in and sends its callback to someone else
+/// (login CSRF) does not sign that person's browser in to their account:
+/// the callback is refused there, spends nothing, and still finishes in
+/// the browser that started it.
+#[tokio::test]
+async fn a_callback_opened_in_another_browser_signs_nobody_in() {
+    let Some(provider) = provider_url("sso::a_callback_opened_in_another_browser") else {
+        return;
+    };
+    let server = SsoServer::start("sso_binding", &provider).await;
+    let start = browser()
+        .get(server.url("/auth/oidc/start"))
+        .send()
+        .await
+        .unwrap();
+    let binding = start
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("tollgate_sso_state="))
+        .map(String::from)
+        .expect("start binds the sign-in to the browser");
+    assert!(
+        binding.contains("HttpOnly")
+            && binding.contains("SameSite=Lax")
+            && binding.contains("Path=/auth/oidc/callback"),
+        "{binding}"
+    );
+
+    let attacker = browser();
+    let callback = through_provider(
+        &attacker,
+        &server,
+        "/finance",
+        "finance@acme.test",
+        "finance",
+    )
+    .await;
+    let victim = browser();
+    let response = victim.get(&callback).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(session_cookie(&response), None);
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("this browser sent no `tollgate_sso_state` cookie"),
+        "{html}"
+    );
+    assert_eq!(
+        status(&victim, &server.url("/finance/cost")).await,
+        StatusCode::SEE_OTHER,
+        "the victim is not signed in"
+    );
+
+    // The refusal spent nothing: the browser that started it finishes it,
+    // and its binding is cleared once used.
+    let response = attacker.get(&callback).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(session_cookie(&response).is_some());
+    assert!(
+        response
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.starts_with("tollgate_sso_state=;") && v.contains("Max-Age=0")),
+        "the binding is cleared once used"
+    );
+
+    // A newer sign-in started in the same browser replaces the binding of
+    // an older one.
+    let browser = browser();
+    let older = through_provider(
+        &browser,
+        &server,
+        "/finance",
+        "finance@acme.test",
+        "finance",
+    )
+    .await;
+    let _newer = through_provider(
+        &browser,
+        &server,
+        "/finance",
+        "finance@acme.test",
+        "finance",
+    )
+    .await;
+    let response = browser.get(&older).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("another tab started a newer one"), "{html}");
 }
 
 #[tokio::test]

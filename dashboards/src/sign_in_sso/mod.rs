@@ -3,8 +3,10 @@
 //!
 //! - `GET /auth/oidc/start?next=<local path>` remembers a new login in
 //!   PostgreSQL (`tollgate_control::sso_logins`: PKCE verifier, nonce,
-//!   `next`, an expiry) under its `state`, and redirects to the provider.
-//! - `GET /auth/oidc/callback?code&state` takes that login (once), exchanges
+//!   `next`, an expiry) under its `state`, binds the state to the browser
+//!   ([`binding`]: a cookie) and redirects to the provider.
+//! - `GET /auth/oidc/callback?code&state` checks the state is the one this
+//!   browser started, takes that login (once), exchanges
 //!   the code, verifies the ID token, maps the roles claim to grants
 //!   ([`role_claim`]), records the person ([`AccountStore::upsert_sso_user`]:
 //!   their grants become the mapped ones), starts a session, sets its
@@ -15,13 +17,14 @@
 //! token that fails verification), 403 for a person the provider vouches
 //! for but who gets no grant here, 502 when the provider is unreachable.
 
+pub mod binding;
 pub mod config;
 pub mod provider;
 pub mod role_claim;
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use chrono::Utc;
@@ -84,7 +87,16 @@ async fn start(
             "the sign-in could not be recorded (PostgreSQL); try again later".into(),
         );
     }
-    Redirect::to(&authorization.url).into_response()
+    let bound = binding::cookie(
+        authorization.state.as_str(),
+        sso.provider.settings().login_timeout.as_secs().max(1),
+        sso.sessions.policy().secure_cookies,
+    );
+    (
+        [(header::SET_COOKIE, bound)],
+        Redirect::to(&authorization.url),
+    )
+        .into_response()
 }
 
 /// What the provider sends back (OAuth 2.0 §4.1.2, RFC 9207 `iss`).
@@ -99,14 +111,29 @@ pub struct CallbackParams {
 
 async fn callback(
     State(sso): State<Option<SingleSignOn>>,
+    headers: HeaderMap,
     Query(params): Query<CallbackParams>,
 ) -> Response {
     let Some(sso) = sso else {
         return not_configured();
     };
-    let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
+    let Some(state) = params.state.clone().filter(|s| !s.is_empty()) else {
         return refused("the provider's answer has no `state`; start the sign-in again".into());
     };
+    // Before the login is taken: another browser's callback neither signs
+    // this one in nor spends the login.
+    if let Err(err) = binding::check(&headers, &state) {
+        return refused(err.to_string());
+    }
+    let mut response = finish(&sso, params, &state).await;
+    if let Ok(cleared) = binding::cleared(sso.sessions.policy().secure_cookies).parse() {
+        response.headers_mut().append(header::SET_COOKIE, cleared);
+    }
+    response
+}
+
+/// The callback of a sign-in this browser started.
+async fn finish(sso: &SingleSignOn, params: CallbackParams, state: &str) -> Response {
     // Taken before anything else, so a callback is used once whatever follows.
     let login = match sso.logins.take(state).await {
         Ok(login) => login,
