@@ -15,7 +15,10 @@ footer (export complete and unaltered), then per chain either every link
 from seq 1 and every checkpoint (whole-chain export) or each entry's
 inclusion proof (search export, header "scope": "search"), then the
 anchor. Prints one line per chain, `<chain> OK ...` or
-`<chain> BROKEN at seq <n>: <kind> (<detail>)`; exit status 1 when
+`<chain> BROKEN at seq <n>: <kind> (<detail>)`, and
+`export BROKEN: line <n>: not a JSON object: <why>` for a damaged line (not
+UTF-8, cut, garbled), which is skipped while the rest is still verified
+(its chain and the manifest then tell what it held); exit status 1 when
 anything is broken, 2 when the export holds no entries (nothing verified:
 an org or team without entries, or a search that found none, is not a
 verified trail).
@@ -151,6 +154,27 @@ def recorded_erasures(row):
         return []
     return [(s, h.lower()) for s, h in zip(seqs, hashes)
             if isinstance(s, int) and not isinstance(s, bool) and isinstance(h, str)]
+
+
+def parse(line):
+    """The line (bytes, without its newline) as a JSON object, or why it is not one."""
+    if line.startswith(b"\xef\xbb\xbf"):
+        return "it starts with a UTF-8 byte order mark"
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        return f"not UTF-8 (byte 0x{line[e.start]:02x} at column {e.start + 1})"
+    except json.JSONDecodeError as e:
+        return f"{e.msg}: column {e.colno}"
+    except (ValueError, RecursionError) as e:  # a number too long, nesting too deep
+        return str(e)
+    if isinstance(row, dict):
+        return row
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(row), "a number")
+
+
+def of_type(row, kind):
+    return row if isinstance(row, dict) and row.get("type") == kind else None
 
 
 def unhex(text):
@@ -291,7 +315,7 @@ def main(argv):
         raw = f.read().split(b"\n")
     if raw and raw[-1] == b"":
         raw.pop()
-    lines = [json.loads(r.decode("utf-8")) for r in raw]
+    lines = [parse(r) for r in raw]  # a JSON object, or why the line is not one
     ok = True
 
     def broken(what):
@@ -299,8 +323,8 @@ def main(argv):
         ok = False
         print(what)
 
-    header = lines[0] if lines and lines[0].get("type") == "header" else {}
-    footer = lines[-1] if lines and lines[-1].get("type") == "footer" else None
+    header = (of_type(lines[0], "header") if lines else None) or {}
+    footer = of_type(lines[-1], "footer") if lines else None
     sigs = Signatures(trusted or header.get("public_key") or "")
     if sigs.verifier is None:
         broken("export BROKEN: no usable public key, or no `cryptography` package: nothing can be proven")
@@ -320,13 +344,17 @@ def main(argv):
             if k != "type" and manifest.get(k) != v:
                 broken(f"manifest BROKEN: header member {k} differs from the signed one")
     entries, checkpoints = defaultdict(list), defaultdict(list)
-    for row in lines[1:-1] if footer is not None else lines[1:]:
-        if row.get("type") == "entry":
+    for n, row in enumerate(lines[:-1] if footer is not None else lines, 1):
+        if isinstance(row, str):  # skipped: its chain and the manifest tell what is lost
+            broken(f"export BROKEN: line {n}: not a JSON object: {row}")
+        elif n == 1:
+            continue  # the header, or the manifest check says there is none
+        elif row.get("type") == "entry":
             entries[row["chain_id"]].append(row)
         elif row.get("type") == "checkpoint":
             checkpoints[row["chain_id"]].append(dict(row, _source="export"))
         else:
-            broken(f"export BROKEN: unexpected line of type {row.get('type')!r}")
+            broken(f"export BROKEN: line {n}: unexpected line of type {row.get('type')!r}")
     entries, checkpoints = dict(entries), dict(checkpoints)
     present = set(entries) | set(checkpoints)
     listed = {c["chain_id"]: c for c in manifest["chains"]}

@@ -9,7 +9,10 @@ reject them after one field of one entry is edited, after lines are dropped
 or the file is cut (signed manifest), and, given the anchor, after the
 database lost its newest checkpoint and the entries after the one before, a
 whole chain, or a checkpoint that covered entries a search export then
-called unverifiable yet. Nothing here imports or copies project code.
+called unverifiable yet; it must locate a damaged line (not UTF-8, not a
+JSON object) and go on verifying the rest, and report garbage, an empty
+file, a cut line, a byte order mark or huge lines without a traceback.
+Nothing here imports or copies project code.
 
 `tollgate verify-audit --export` (the same checks in Rust, offline) runs on
 every one of these files too, without a configuration or any server, and
@@ -65,8 +68,9 @@ def python_findings(stdout: str) -> set:
         words = line.split()
         if line.startswith("export BROKEN: no usable public key"):
             found.add(("no_key",))
-        elif line.startswith("export BROKEN: unexpected line"):
-            found.add(("unexpected_line",))
+        elif line.startswith("export BROKEN: line "):
+            kind = "unexpected_line" if ": unexpected line" in line else "malformed_line"
+            found.add((kind, int(words[3].rstrip(":"))))
         elif line.startswith("manifest BROKEN: no header"):
             found.add(("no_manifest",))
         elif line.startswith("manifest BROKEN: its signature"):
@@ -99,7 +103,10 @@ def run_tollgate_verifier(path: Path, *extra: str) -> tuple[int, set, dict]:
         raise AssertionError(f"verify-audit --export printed no JSON: {out.stdout}{out.stderr}") from e
     found = set()
     for p in report["problems"]:
-        found.add(("manifest_chain", p["chain_id"]) if p["kind"] == "manifest_chain" else (p["kind"],))
+        if p["kind"] == "manifest_chain":
+            found.add(("manifest_chain", p["chain_id"]))
+        else:  # a problem with one line names it
+            found.add((p["kind"],) if p["line"] is None else (p["kind"], p["line"]))
     for b in report["anchor_breaks"]:
         found.add((b["chain_id"], b["seq"], b["kind"]))
     for c in report["chains"]:
@@ -331,6 +338,83 @@ def test_incomplete_exports_are_rejected(exports):
                                    "--public-key", exports["public_key"])
         assert result.returncode == 1, f"{what}: {result.stdout}"
         assert "manifest BROKEN" in result.stdout or f"{victim} BROKEN" in result.stdout, what
+
+
+def no_traceback(result: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+
+
+def test_damaged_line_is_located_and_the_rest_verified(exports):
+    """A line that is not UTF-8 or not a JSON object (one byte 0xFF, its
+    closing brace removed) is reported by its number and skipped: the
+    manifest still breaks, the entry it held is missing from its chain,
+    every other chain verifies."""
+    for kind in ("whole", "search"):
+        raw = exports[kind].read_bytes().split(b"\n")
+        rows = [json.loads(r) for r in raw if r]
+        last = {}
+        for r in rows:
+            if r["type"] == "entry":
+                last[r["chain_id"]] = max(last.get(r["chain_id"], 0), r["seq"])
+        i = next(i for i in range(len(rows) // 2, len(rows)) if rows[i]["type"] == "entry"
+                 and rows[i]["seq"] < last[rows[i]["chain_id"]])
+        victim, line = rows[i], raw[i]
+        assert line.endswith(b"}")
+        chain_at = line.index(b'"chain_id":"') + len(b'"chain_id":"')
+        event_at = line.index(b'"event_json":"') + len(b'"event_json":"')
+        for what, damaged_line in (("0xFF in chain_id", line[:chain_at] + b"\xff" + line[chain_at + 1:]),
+                                   ("0xFF in the event", line[:event_at] + b"\xff" + line[event_at + 1:]),
+                                   ("closing brace removed", line[:-1])):
+            damaged = exports["tmp"] / f"{kind}-damaged.ndjson"
+            damaged.write_bytes(b"\n".join(raw[:i] + [damaged_line] + raw[i + 1:]))
+            result = run_verifier(damaged, "--public-key", exports["public_key"])
+            no_traceback(result)
+            assert result.returncode == 1, f"{kind}, {what}: {result.stdout}"
+            assert f"export BROKEN: line {i + 1}: not a JSON object: " in result.stdout, (kind, what, result.stdout)
+            found = python_findings(result.stdout)
+            expected = {("malformed_line", i + 1), ("manifest_lines",), ("manifest_chain", victim["chain_id"])}
+            if kind == "whole":  # the chain goes on after the entry it lost
+                expected.add((victim["chain_id"], victim["seq"], "missing"))
+                assert f"{victim['chain_id']} BROKEN at seq {victim['seq']}: missing" in result.stdout
+            assert {f for f in found if f[-1] != "ok"} == expected, (kind, what, found)
+            ok = {r["chain_id"] for r in rows if "chain_id" in r} - ({victim["chain_id"]} if kind == "whole" else set())
+            assert {f[0] for f in found if f[-1] == "ok"} == ok, (kind, what, found)
+            status, theirs, report = run_tollgate_verifier(damaged, "--public-key", exports["public_key"])
+            assert status == 1, report
+            if what == "0xFF in the event":
+                # verify-audit --export reads only type, chain_id, seq and
+                # entry_hash when it counts lines for the manifest, so it
+                # counts this line, and finds it damaged (at the same line)
+                # only when it reads the entry: no manifest_chain finding.
+                theirs.add(("manifest_chain", victim["chain_id"]))
+            assert theirs == found, (kind, what, json.dumps(report["problems"], indent=1))
+
+
+def test_files_that_are_no_export_are_reported_not_crashed_on(exports):
+    """Garbage, an empty file, a file cut inside a line (no newline at the
+    end), a UTF-8 byte order mark, huge lines: each is a finding and exit
+    status 1, in both verifiers alike, never a traceback."""
+    whole = exports["whole"].read_bytes()
+    raw = whole.split(b"\n")
+    middle = len(whole) // 2
+    cut = whole[:whole.index(b"\n", middle) - 5]  # inside the line at the middle
+    huge = [b'{"type":"entry","model":"' + b"x" * (16 << 20), b"[" * 100_000]
+    cases = {
+        "garbage": (b"\xff\xfe\x00 garbage\n}{][\n\x80\x81 not json",
+                    {("malformed_line", 1), ("malformed_line", 2), ("malformed_line", 3), ("no_manifest",)}),
+        "empty": (b"", {("no_manifest",)}),
+        "cut inside a line": (cut, {("malformed_line", cut.count(b"\n") + 1), ("no_manifest",)}),
+        "byte order mark": (b"\xef\xbb\xbf" + whole, {("malformed_line", 1), ("no_manifest",)}),
+        "huge lines": (b"\n".join(raw[:2] + huge + raw[2:]),
+                       {("malformed_line", 3), ("malformed_line", 4), ("manifest_lines",)}),
+    }
+    for what, (data, expected) in cases.items():
+        path = exports["tmp"] / "no-export.ndjson"
+        path.write_bytes(data)
+        result, found = both_verifiers(path, "--public-key", exports["public_key"])
+        no_traceback(result)
+        assert result.returncode == 1, f"{what}: {result.stdout}"
+        assert expected <= found, (what, found)
 
 
 def test_forged_consistency_proof_in_the_anchor_is_rejected(exports):
