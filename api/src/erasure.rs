@@ -12,10 +12,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use tollgate_access::{Identity, AUDITORS};
+use tollgate_contract::json_body;
 use tollgate_control::erasure::{ErasureError, ErasureRequest};
 
 use crate::error::ApiError;
 use crate::ApiState;
+
+/// Largest body read: far above any org, user id and reason.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,10 +34,11 @@ pub async fn erase(
     identity: Identity,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body: Body = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidField {
-        field: "body".into(),
-        reason: format!("expected {{\"org\", \"user\", \"reason\"}}: {e}"),
-    })?;
+    let body: Body =
+        json_body::parse(&body, MAX_BODY_BYTES).map_err(|refused| ApiError::InvalidField {
+            field: refused.field,
+            reason: refused.reason,
+        })?;
     identity.require_org(AUDITORS, &body.org, "erase personal data")?;
     let Some(eraser) = &state.erasure else {
         return Ok((

@@ -185,6 +185,14 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
             .await,
         10
     );
+    // Her failed call keeps its pattern's signature, not the message's
+    // masked text or parts (a trial put the message back together from
+    // them after an erasure).
+    assert_eq!(
+        env.ch_u64(&format!("SELECT count() FROM {{db}}.calls WHERE {hers} AND error_signature != 0 AND error_template = '' AND empty(error_variables)"))
+            .await,
+        1
+    );
     assert_eq!(
         env.ch_u64(&format!("SELECT count() FROM {{db}}.audit_chain WHERE {hers} AND user_id = '' AND event_json = '' AND salt = '' AND length(personal_commitment) = 64"))
             .await,
@@ -273,6 +281,26 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     let body: Value = response.json().await.unwrap();
     assert!(body.to_string().contains("reason"), "{body}");
     let compliance = env.create_key_with_role("compliance", Some("org-1"));
+    // A body missing a member, or with one misspelt, is refused naming it.
+    for (body, field) in [
+        (
+            serde_json::json!({"org": "org-1", "user": "carol"}),
+            "reason",
+        ),
+        (
+            serde_json::json!({"org": "org-1", "usr": "carol", "reason": REASON}),
+            "usr",
+        ),
+        (
+            serde_json::json!({"org": "org-1", "user": 7, "reason": REASON}),
+            "user",
+        ),
+    ] {
+        let response = post(body.clone(), Some(compliance.clone())).await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let refused: Value = response.json().await.unwrap();
+        assert_eq!(refused["field"], field, "{body}: {refused}");
+    }
     let response = post(
         serde_json::json!({"org": "org-1", "user": "carol", "reason": REASON}),
         Some(compliance),

@@ -32,6 +32,7 @@ pub mod cost;
 pub mod decisions;
 pub mod event;
 pub mod fault;
+pub mod json_body;
 pub mod kind;
 pub mod notification;
 pub mod schema;

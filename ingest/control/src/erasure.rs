@@ -16,7 +16,9 @@
 //!    version 2 audit entries lose `user_id`, `event_json` and their salt
 //!    and still verify through `personal_commitment`; `calls` and
 //!    `cost_adjustments` lose the user id (and `calls` the prompt and
-//!    response hashes and the error message); `cost_daily` and
+//!    response hashes and the error message, its masked template and the
+//!    masked parts, from which the message could be put back together);
+//!    `cost_daily` and
 //!    `cost_daily_by_user` rows (the user id is in their sorting key, which
 //!    mutations cannot update) are copied summed under an empty user id,
 //!    then deleted, so every total but the person's own stays;
@@ -55,7 +57,7 @@ pub const PERSONAL_TABLES: &[(&str, &str)] = &[
     ),
     (
         "calls",
-        "user_id, prompt_sha256, response_sha256 and error_message emptied",
+        "user_id, prompt_sha256, response_sha256, error_message, error_template and error_variables emptied (the error's signature stays)",
     ),
     (
         "cost_adjustments",
@@ -216,7 +218,7 @@ pub const ERASE_AUDIT_SQL: &str = "ALTER TABLE audit_chain UPDATE user_id = '', 
 /// it again finds them and erases both.
 pub const ERASE_AUDIT_SEARCH_SQL: &str = "ALTER TABLE audit_search UPDATE user_id = '' WHERE chain_id = ? AND has(?, seq) AND org_id = ? AND user_id = ?";
 
-pub const ERASE_CALLS_SQL: &str = "ALTER TABLE calls UPDATE user_id = '', prompt_sha256 = '', response_sha256 = '', error_message = '' WHERE org_id = ? AND user_id = ?";
+pub const ERASE_CALLS_SQL: &str = "ALTER TABLE calls UPDATE user_id = '', prompt_sha256 = '', response_sha256 = '', error_message = '', error_template = '', error_variables = emptyArrayString() WHERE org_id = ? AND user_id = ?";
 
 pub const ERASE_ADJUSTMENTS_SQL: &str =
     "ALTER TABLE cost_adjustments UPDATE user_id = '' WHERE org_id = ? AND user_id = ?";

@@ -21,7 +21,7 @@ pub fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Er
 pub fn variant<T: DeserializeOwned, E: Error>(members: Value) -> Result<T, E> {
     serde_path_to_error::deserialize(members).map_err(|err| {
         let path = err.path().to_string();
-        let refusal = super::refusal(&path, err.inner(), "");
+        let refusal = crate::json_body::refusal(&path, err.inner(), "");
         if refusal.field.is_empty() {
             E::custom(refusal.reason)
         } else {

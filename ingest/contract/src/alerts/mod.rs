@@ -15,7 +15,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::validate::{missing_field, strip_position, Rejection};
+use crate::validate::Rejection;
 
 mod members;
 pub mod receiver;
@@ -43,73 +43,9 @@ pub const MAX_LABEL_NAME_CHARS: usize = 128;
 pub const MAX_LABEL_VALUE_CHARS: usize = 1024;
 
 /// Parse `bytes` as one JSON object of type `T`, naming the field of any
-/// problem: `body` for malformed JSON, a non-object or trailing data; the
-/// field's dotted path when it is unknown, missing or of the wrong type.
+/// problem ([`crate::json_body::parse`], at most [`MAX_BODY_BYTES`]).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(Rejection::new(
-            "body",
-            format!("{} bytes; at most {MAX_BODY_BYTES} accepted", bytes.len()),
-        ));
-    }
-    // serde would also take a struct from an array of its fields in order.
-    if bytes.trim_ascii_start().first() != Some(&b'{') {
-        return Err(Rejection::new("body", "expected a JSON object"));
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
-    let value = parsed.map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        if !inner.is_data() {
-            let message = strip_position(&inner.to_string());
-            return Rejection::new("body", format!("malformed JSON: {message}"));
-        }
-        refusal(&path, &inner, "body")
-    })?;
-    de.end()
-        .map_err(|e| Rejection::new("body", format!("malformed JSON: {e}")))?;
-    Ok(value)
-}
-
-/// The field a refusal at `path` (as `serde_path_to_error` spells it)
-/// names, and its reason; `whole` when it names no member.
-fn refusal(path: &str, inner: &serde_json::Error, whole: &str) -> Rejection {
-    let message = strip_position(&inner.to_string());
-    let top = path == "." || path.is_empty();
-    let at = |name: &str| {
-        if top {
-            name.to_string()
-        } else {
-            format!("{path}.{name}")
-        }
-    };
-    if let Some(name) = missing_field(&message) {
-        return Rejection::new(at(&name), "missing required field");
-    }
-    // For unknown and duplicate fields the path already ends in the name.
-    let named = |name: String| if top { name } else { path.to_string() };
-    if let Some(name) = backticked_after(&message, "unknown field `") {
-        let name: String = name.chars().take(64).collect();
-        let reason: String = message.chars().take(300).collect();
-        return Rejection::new(named(name), reason);
-    }
-    if let Some(name) = backticked_after(&message, "duplicate field `") {
-        return Rejection::new(named(name), "given more than once");
-    }
-    // A member of a tagged object, named by its refusal (`members`).
-    if let Some((name, reason)) = message
-        .strip_prefix('`')
-        .and_then(|rest| rest.split_once("`: "))
-    {
-        return Rejection::new(at(name), reason);
-    }
-    Rejection::new(if top { whole } else { path }, message)
-}
-
-fn backticked_after(message: &str, prefix: &str) -> Option<String> {
-    let rest = message.strip_prefix(prefix)?;
-    Some(rest[..rest.find('`')?].to_string())
+    crate::json_body::parse(bytes, MAX_BODY_BYTES)
 }
 
 /// A Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`), not one of the
