@@ -473,16 +473,17 @@ pub fn map_span(
 
 /// A streamed call's time to first token from its first chunk event, for
 /// libraries that record chunks but no TTFT attribute (Traceloop): whole
-/// milliseconds from the span's start, floored like the duration. An event
-/// before the start is ignored.
+/// milliseconds from the span's start, floored like the duration. Events
+/// before the start (a clock step, a reused span) are passed over, not
+/// taken as the first: the first chunk at or after the start counts.
 fn first_chunk_ms(span: &Span, sources: &mut BTreeMap<&'static str, &'static str>) -> Option<u32> {
     let first = span
         .events
         .iter()
-        .filter(|e| e.name == FIRST_CHUNK_EVENT)
+        .filter(|e| e.name == FIRST_CHUNK_EVENT && e.time_unix_nano >= span.start_time_unix_nano)
         .map(|e| e.time_unix_nano)
         .min()?;
-    let ms = first.checked_sub(span.start_time_unix_nano)? / 1_000_000;
+    let ms = (first - span.start_time_unix_nano) / 1_000_000;
     let ms = u32::try_from(ms).ok()?;
     sources.insert("call.ttft_ms", FIRST_CHUNK_EVENT);
     Some(ms)

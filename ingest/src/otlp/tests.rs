@@ -560,6 +560,16 @@ fn traceloops_stream_flag_and_first_chunk_give_stream_and_ttft() {
     let call = mapped(&resource(), &streamed, &tenant()).call.unwrap();
     assert!(call.stream);
     assert_eq!(call.ttft_ms, Some(183));
+    // A chunk event before the span's start is passed over (a trial's
+    // lost the TTFT altogether): the first one after the start counts.
+    let mut early = streamed.clone();
+    early.events.push(opentelemetry_proto::tonic::trace::v1::span::Event {
+        time_unix_nano: START_NS - 400 * 1_000_000,
+        name: "gen_ai.content.completion.chunk".into(),
+        ..Default::default()
+    });
+    let call = mapped(&resource(), &early, &tenant()).call.unwrap();
+    assert_eq!(call.ttft_ms, Some(183));
 
     // Not streamed: chunk events (there are none in practice) give no TTFT.
     let mut attributes = current_chat();
