@@ -27,6 +27,12 @@ pub struct IngestConfig {
     /// remembers, so an exporter's retry of a span it already delivered is
     /// answered without producing it again; 0 remembers none.
     pub otlp_recent_spans: usize,
+    /// Where clients reach Tollgate proxies (`host`, `host:port` or a URL):
+    /// a model-call span whose server is one of them is of a call the proxy
+    /// already records, and is dropped rather than billed twice
+    /// (`docs/otlp.md`, "Calls through the proxy"). Empty: the proxy's own
+    /// `proxy.listen` when it names a host (not `0.0.0.0` or `[::]`).
+    pub otlp_proxy_addresses: Vec<String>,
     /// Seconds a verified API key is trusted without asking PostgreSQL
     /// again; a revocation takes effect within this.
     pub key_cache_secs: u64,
@@ -47,6 +53,7 @@ impl Default for IngestConfig {
             health_sample_secs: 10,
             otlp_grpc_listen: "127.0.0.1:4317".into(),
             otlp_recent_spans: 100_000,
+            otlp_proxy_addresses: Vec::new(),
             key_cache_secs: 30,
             key_cache_stale_secs: 900,
         }

@@ -92,6 +92,7 @@ impl IngestState {
         producer: EventProducer,
         config: &IngestConfig,
         postgres_address: &str,
+        proxies: crate::otlp::proxied::ProxyAddresses,
     ) -> Self {
         Self {
             keys,
@@ -109,7 +110,7 @@ impl IngestState {
             max_events_per_request: config.max_events_per_request,
             rejected: Arc::new(Tally::default()),
             metrics: Arc::new(IngestMetrics::default()),
-            otlp: crate::otlp::OtlpReceiver::new(config.otlp_recent_spans),
+            otlp: crate::otlp::OtlpReceiver::new(config.otlp_recent_spans, proxies),
         }
     }
 }

@@ -17,6 +17,7 @@ use tollgate_control::keys::KeyStore;
 use tollgate_control::pipeline_health::{Sample, Sampling, Tally};
 use tollgate_ingest::http::{ingest_router, serve, IngestState};
 use tollgate_ingest::otlp::grpc::serve_grpc;
+use tollgate_ingest::otlp::proxied::ProxyAddresses;
 
 use crate::config::Config;
 use crate::metrics::MetricsRegistry;
@@ -68,6 +69,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         producer.clone(),
         &config.ingest,
         &tollgate_control::postgres::redact_url(&config.postgres.url),
+        proxy_addresses(config)?,
     ));
     let sampler = start_health_sampler(config, state.rejected.clone());
     let mut registry = MetricsRegistry::new("ingest");
@@ -133,4 +135,21 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     }
     pool.close().await;
     Ok(())
+}
+
+/// The addresses whose model-call spans the OTLP receiver passes over
+/// (`ingest.otlp_proxy_addresses`; when empty, `proxy.listen` if it names
+/// a host: clients on this host reach the proxy there).
+fn proxy_addresses(config: &Config) -> anyhow::Result<ProxyAddresses> {
+    let mut entries = config.ingest.otlp_proxy_addresses.clone();
+    if entries.is_empty() {
+        if let Ok(listen) = config.proxy.listen.parse::<std::net::SocketAddr>() {
+            if !listen.ip().is_unspecified() {
+                entries.push(listen.to_string());
+            }
+        }
+    }
+    let proxies = ProxyAddresses::parse(&entries)?;
+    tracing::info!(addresses = ?entries, "OTLP spans of calls through these proxies are passed over (the proxy records them)");
+    Ok(proxies)
 }

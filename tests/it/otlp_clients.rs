@@ -151,85 +151,108 @@ impl Rig {
         }
     }
 
-    /// Run `library`'s program once; its report (the last line it printed).
+    /// Run `library`'s program once against the mock; its report.
     fn run(&self, library: &Library, protocol: Protocol, stream: bool) -> Report {
-        let endpoint = match protocol {
-            Protocol::Http => self.env.ingest_url(),
-            Protocol::Grpc => format!("127.0.0.1:{}", self.grpc_port),
+        let wiring = Wiring {
+            ingest_url: self.env.ingest_url(),
+            grpc_port: self.grpc_port,
+            ingest_key: self.ingest_key.clone(),
+            base_url: format!("http://127.0.0.1:{}/v1", self.mock_port),
+            api_key: "sk-mock".into(),
         };
-        let protocol_name = match protocol {
-            Protocol::Http => "http/protobuf",
-            Protocol::Grpc => "grpc",
-        };
-        let python = venv_python(library.venv);
-        let mut command = Command::new(&python);
-        command
-            .current_dir(programs_dir())
-            .arg("-u")
-            .arg(library.program)
-            .args(["--endpoint", &endpoint, "--protocol", protocol_name])
-            .args(["--ingest-key", &self.ingest_key])
-            .args([
-                "--mock-url",
-                &format!("http://127.0.0.1:{}/v1", self.mock_port),
-            ])
-            .args(["--model", MODEL, "--max-tokens", &OUTPUT_TOKENS.to_string()])
-            .args(["--service-name", &format!("shop-{}", library.venv)]);
-        if stream {
-            command.arg("--stream");
-        }
-        let label = format!("{} over {protocol:?}, stream {stream}", library.venv);
-        let output = self
-            .env
-            .dir
-            .path()
-            .join(format!("{}-{protocol:?}-{stream}", library.venv));
-        let (stdout_path, stderr_path) =
-            (output.with_extension("out"), output.with_extension("err"));
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout_path).unwrap())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "cannot run {} ({err}): `dev/stack up` makes the venvs of tests/otlp_clients",
-                    python.display()
-                )
-            });
-        // A program that hangs (an exporter retrying forever) fails the
-        // test instead of holding it.
-        let deadline = Instant::now() + PROGRAM_DEADLINE;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
-        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "{label}: {} {} ({status:?}; none: killed after {PROGRAM_DEADLINE:?}):\n{stdout}\n{stderr}\ningest log:\n{}\nmock log:\n{}",
-            python.display(),
-            library.program,
-            std::fs::read_to_string(self.env.log_path("ingest")).unwrap_or_default(),
-            std::fs::read_to_string(self.env.log_path("mock")).unwrap_or_default()
-        );
-        let last = stdout.lines().last().unwrap_or_default();
-        let report: Value = serde_json::from_str(last).unwrap_or_else(|err| {
-            panic!("{} printed no report ({err}):\n{stdout}", library.program)
+        run_library(&self.env, &wiring, library, protocol, stream)
+    }
+}
+
+/// Where a library's program sends its spans (ingest, with a key) and its
+/// call (the SDK's base URL and key: the mock, or the proxy).
+struct Wiring {
+    ingest_url: String,
+    grpc_port: u16,
+    ingest_key: String,
+    base_url: String,
+    api_key: String,
+}
+
+/// Run `library`'s program once; its report (the last line it printed).
+fn run_library(
+    env: &TestEnv,
+    wiring: &Wiring,
+    library: &Library,
+    protocol: Protocol,
+    stream: bool,
+) -> Report {
+    let endpoint = match protocol {
+        Protocol::Http => wiring.ingest_url.clone(),
+        Protocol::Grpc => format!("127.0.0.1:{}", wiring.grpc_port),
+    };
+    let protocol_name = match protocol {
+        Protocol::Http => "http/protobuf",
+        Protocol::Grpc => "grpc",
+    };
+    let python = venv_python(library.venv);
+    let mut command = Command::new(&python);
+    command
+        .current_dir(programs_dir())
+        .arg("-u")
+        .arg(library.program)
+        .args(["--endpoint", &endpoint, "--protocol", protocol_name])
+        .args(["--ingest-key", &wiring.ingest_key])
+        .args(["--mock-url", &wiring.base_url])
+        .args(["--api-key", &wiring.api_key])
+        .args(["--model", MODEL, "--max-tokens", &OUTPUT_TOKENS.to_string()])
+        .args(["--service-name", &format!("shop-{}", library.venv)]);
+    if stream {
+        command.arg("--stream");
+    }
+    let label = format!("{} over {protocol:?}, stream {stream}", library.venv);
+    let output = env
+        .dir
+        .path()
+        .join(format!("{}-{protocol:?}-{stream}", library.venv));
+    let (stdout_path, stderr_path) = (output.with_extension("out"), output.with_extension("err"));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot run {} ({err}): `dev/stack up` makes the venvs of tests/otlp_clients",
+                python.display()
+            )
         });
-        Report {
-            label,
-            stream,
-            value: report,
+    // A program that hangs (an exporter retrying forever) fails the
+    // test instead of holding it.
+    let deadline = Instant::now() + PROGRAM_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
         }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{label}: {} {} ({status:?}; none: killed after {PROGRAM_DEADLINE:?}):\n{stdout}\n{stderr}\ningest log:\n{}\nmock log:\n{}",
+        python.display(),
+        library.program,
+        std::fs::read_to_string(env.log_path("ingest")).unwrap_or_default(),
+        std::fs::read_to_string(env.log_path("mock")).unwrap_or_default()
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    let report: Value = serde_json::from_str(last)
+        .unwrap_or_else(|err| panic!("{} printed no report ({err}):\n{stdout}", library.program));
+    Report {
+        label,
+        stream,
+        value: report,
     }
 }
 
@@ -456,4 +479,83 @@ async fn openlit_calls_land_priced_with_their_trace() {
 #[tokio::test(flavor = "multi_thread")]
 async fn traceloop_calls_land_priced_with_their_trace() {
     library_calls_land_priced_with_their_trace("otlp_traceloop", &TRACELOOP).await;
+}
+
+/// One value of the ingest's span counter (`tollgate_ingest_otlp_spans_total`).
+async fn spans_counted(ingest_url: &str, outcome: &str) -> u64 {
+    let text = reqwest::get(format!("{ingest_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("tollgate_ingest_otlp_spans_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+/// An application whose instrumented client calls through the Tollgate
+/// proxy and also exports its spans to ingest is billed once: the proxy
+/// records each call, and ingest passes over the span of a call whose
+/// server is the proxy (`proxy.listen` here, the default of
+/// `ingest.otlp_proxy_addresses`), read from `server.address` and
+/// `server.port` (openai-v2, OpenLIT) or `gen_ai.openai.api_base`
+/// (Traceloop). A trial found every such call billed twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_through_the_proxy_are_billed_once_whatever_the_library_exports() {
+    let mut proxy = crate::proxy::Proxy::start("otlp_through_proxy", "", None).await;
+    let ingest_key = proxy.env.create_key("acme");
+    crate::ingest_api::start_ingest(&mut proxy.env).await;
+    let grpc_port =
+        support::listening_port(&proxy.env.log_path("ingest"), crate::support::PATIENCE);
+    let processor = proxy.spawn("process", &["process"]);
+    proxy.children.push(processor);
+    proxy.run_proxy().await;
+    let wiring = Wiring {
+        ingest_url: proxy.env.ingest_url(),
+        grpc_port,
+        ingest_key,
+        base_url: format!("{}/v1", proxy.url()),
+        api_key: proxy.key("acme", "shop", "shopper", None),
+    };
+    let libraries = [&OPENAI_V2, &OPENLIT, &TRACELOOP];
+    for library in libraries {
+        let report = run_library(&proxy.env, &wiring, library, Protocol::Http, false);
+        assert_eq!(
+            report.reported_usage("output_tokens"),
+            OUTPUT_TOKENS,
+            "{}: {}",
+            report.label,
+            report.value
+        );
+    }
+    // Each program's export was answered before it exited: its spans are
+    // counted, none produced.
+    let n = libraries.len() as u64;
+    assert_eq!(
+        spans_counted(&wiring.ingest_url, "dropped_proxied").await,
+        n,
+        "ingest log:\n{}",
+        std::fs::read_to_string(proxy.env.log_path("ingest")).unwrap_or_default()
+    );
+    assert_eq!(spans_counted(&wiring.ingest_url, "accepted").await, 0);
+    let got = proxy
+        .env
+        .wait_for_count(
+            "SELECT count() FROM {db}.calls WHERE org_id = 'acme'",
+            n,
+            crate::support::PATIENCE,
+        )
+        .await;
+    assert_eq!(got, n, "the proxy's calls");
+    assert_eq!(
+        proxy
+            .env
+            .ch_u64("SELECT count() FROM {db}.calls WHERE has(tag_values, 'otlp')")
+            .await,
+        0,
+        "no call billed from a span"
+    );
 }

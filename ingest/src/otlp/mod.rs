@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod http;
 pub mod partial;
 pub mod precount;
+pub mod proxied;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -36,6 +37,7 @@ use crate::http::IngestState;
 use crate::metrics::{Api, OutcomeLabels, Refusal};
 use genai::{map_span, SpanMapping, Tenant};
 use partial::{PartialSuccess, SpanRefusal};
+use proxied::ProxyAddresses;
 
 /// Counts of what the receiver did with the spans it was sent, since the
 /// process started, exposed as `tollgate_ingest_otlp_spans_total{outcome}`
@@ -54,6 +56,9 @@ pub struct SpanCounters {
     pub dropped_not_genai: Counter,
     /// GenAI spans that are not model calls (agents, tools), dropped.
     pub dropped_not_model_call: Counter,
+    /// Model-call spans of calls made through a Tollgate proxy, which
+    /// records them itself ([`proxied`]), dropped.
+    pub dropped_proxied: Counter,
     /// Retried spans answered from [`RecentSpans`] without producing again.
     pub retried: Counter,
 }
@@ -69,6 +74,7 @@ impl Default for SpanCounters {
             rejected: counter("rejected"),
             dropped_not_genai: counter("dropped_not_genai"),
             dropped_not_model_call: counter("dropped_not_model_call"),
+            dropped_proxied: counter("dropped_proxied"),
             retried: counter("retried"),
             family,
         }
@@ -85,7 +91,7 @@ impl SpanCounters {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "otlp_spans",
-            "Spans sent to the OTLP receiver, by outcome (received, accepted, rejected, dropped_not_genai, dropped_not_model_call, retried)",
+            "Spans sent to the OTLP receiver, by outcome (received, accepted, rejected, dropped_not_genai, dropped_not_model_call, dropped_proxied, retried)",
             self.family.clone(),
         );
     }
@@ -131,13 +137,15 @@ impl RecentSpans {
 pub struct OtlpReceiver {
     pub counters: SpanCounters,
     recent: Mutex<RecentSpans>,
+    proxies: ProxyAddresses,
 }
 
 impl OtlpReceiver {
-    pub fn new(recent_capacity: usize) -> Self {
+    pub fn new(recent_capacity: usize, proxies: ProxyAddresses) -> Self {
         Self {
             counters: SpanCounters::default(),
             recent: Mutex::new(RecentSpans::new(recent_capacity)),
+            proxies,
         }
     }
 
@@ -175,16 +183,20 @@ pub struct SpanPlan {
     pub refused: Vec<SpanRefusal>,
     pub not_genai: usize,
     pub not_model_call: usize,
+    /// Model-call spans of calls through a Tollgate proxy.
+    pub proxied: usize,
     pub spans: usize,
 }
 
-/// Map and validate every span of `request` for `tenant`. Pure, so the
-/// whole mapping is tested without servers.
+/// Map and validate every span of `request` for `tenant`, passing over
+/// the calls made through one of `proxies`. Pure, so the whole mapping is
+/// tested without servers.
 pub fn plan_spans(
     request: &ExportTraceServiceRequest,
     tenant: &Tenant,
     now: chrono::DateTime<Utc>,
     limits: &tollgate_contract::Limits,
+    proxies: &ProxyAddresses,
 ) -> SpanPlan {
     let mut plan = SpanPlan::default();
     let mut seen: HashSet<Uuid> = HashSet::new();
@@ -200,6 +212,11 @@ pub fn plan_spans(
                 let this = index;
                 index += 1;
                 let checked = map_span(resource, span, tenant).and_then(|mapping| match mapping {
+                    // Whether its attributes pass or not: the proxy has it.
+                    SpanMapping::Call(_) if proxies.reached_by(span) => {
+                        plan.proxied += 1;
+                        Ok(None)
+                    }
                     SpanMapping::Call(call) => {
                         let event = call.validate(now, limits)?;
                         if !seen.insert(event.event_id) {
@@ -323,12 +340,19 @@ pub async fn export(
 ) -> Result<PartialSuccess, ExportError> {
     check_counts(counts_of(request), state.max_events_per_request)?;
     let tenant = tenant_of(key);
-    let plan = plan_spans(request, &tenant, Utc::now(), &state.limits);
     let receiver = &state.otlp;
+    let plan = plan_spans(
+        request,
+        &tenant,
+        Utc::now(),
+        &state.limits,
+        &receiver.proxies,
+    );
     let counters = &receiver.counters;
     SpanCounters::add(&counters.received, plan.spans);
     SpanCounters::add(&counters.dropped_not_genai, plan.not_genai);
     SpanCounters::add(&counters.dropped_not_model_call, plan.not_model_call);
+    SpanCounters::add(&counters.dropped_proxied, plan.proxied);
     SpanCounters::add(&counters.rejected, plan.refused.len());
     state.rejected.add(plan.refused.len() as u64);
     for refusal in &plan.refused {

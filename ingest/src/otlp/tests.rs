@@ -465,7 +465,13 @@ fn a_plan_keeps_good_spans_beside_refused_and_dropped_ones() {
         span(23, older_chat()),
         span(20, current_chat()),
     ]);
-    let plan = plan_spans(&req, &tenant(), now(), &Limits::default());
+    let plan = plan_spans(
+        &req,
+        &tenant(),
+        now(),
+        &Limits::default(),
+        &Default::default(),
+    );
     assert_eq!(plan.spans, 5);
     assert_eq!(plan.events.len(), 2);
     assert_eq!(plan.not_genai, 1);
@@ -507,7 +513,13 @@ fn otlp_json_with_hex_ids_and_string_integers_decodes() {
           {"key":"gen_ai.usage.output_tokens","value":{"intValue":7}}],
         "status":{"code":1}}]}]}]}"#;
     let req: ExportTraceServiceRequest = serde_json::from_str(body).unwrap();
-    let plan = plan_spans(&req, &tenant(), now(), &Limits::default());
+    let plan = plan_spans(
+        &req,
+        &tenant(),
+        now(),
+        &Limits::default(),
+        &Default::default(),
+    );
     assert!(plan.refused.is_empty(), "{:?}", plan.refused);
     let call = plan.events[0].call.as_ref().unwrap();
     assert_eq!(call.span_id, "00000000000010ff");
@@ -563,11 +575,13 @@ fn traceloops_stream_flag_and_first_chunk_give_stream_and_ttft() {
     // A chunk event before the span's start is passed over (a trial's
     // lost the TTFT altogether): the first one after the start counts.
     let mut early = streamed.clone();
-    early.events.push(opentelemetry_proto::tonic::trace::v1::span::Event {
-        time_unix_nano: START_NS - 400 * 1_000_000,
-        name: "gen_ai.content.completion.chunk".into(),
-        ..Default::default()
-    });
+    early
+        .events
+        .push(opentelemetry_proto::tonic::trace::v1::span::Event {
+            time_unix_nano: START_NS - 400 * 1_000_000,
+            name: "gen_ai.content.completion.chunk".into(),
+            ..Default::default()
+        });
     let call = mapped(&resource(), &early, &tenant()).call.unwrap();
     assert_eq!(call.ttft_ms, Some(183));
 
