@@ -1824,6 +1824,10 @@ async fn concurrent_calls_cannot_overrun_a_hard_budget() {
                     .await
                     .unwrap();
                 let status = response.status().as_u16();
+                let should_retry = response
+                    .headers()
+                    .get("x-should-retry")
+                    .map(|v| v.to_str().unwrap().to_string());
                 let answer: Value = response.json().await.unwrap();
                 let ended = Instant::now();
                 let usage = match status {
@@ -1833,6 +1837,7 @@ async fn concurrent_calls_cannot_overrun_a_hard_budget() {
                     )),
                     429 => {
                         assert_eq!(answer["error"]["code"], "budget_exceeded", "{answer}");
+                        assert_eq!(should_retry.as_deref(), Some("false"), "{answer}");
                         let message = answer["error"]["message"].as_str().unwrap();
                         assert!(
                             message.contains("daily budget of 0.5 USD for team race"),
@@ -1957,6 +1962,9 @@ async fn concurrent_calls_cannot_overrun_a_hard_budget() {
     let refused_after = loop {
         let response = proxy.chat(&outside, "mock-race", &[]).await;
         if response.status() == 429 {
+            // A spent budget is final: an SDK must not sleep until the
+            // period ends (the Anthropic SDK obeys any Retry-After).
+            assert_eq!(response.headers()["x-should-retry"], "false");
             let answer: Value = response.json().await.unwrap();
             assert!(
                 ["denied", "budget_exceeded"].contains(&answer["error"]["code"].as_str().unwrap()),

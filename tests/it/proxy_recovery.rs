@@ -399,6 +399,8 @@ async fn an_open_fleet_breaker_skips_its_model_for_a_fallback_or_answers_503() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(refused.headers()["retry-after"], "17");
+    // Fail fast: the SDKs would otherwise sleep and meet the breaker again.
+    assert_eq!(refused.headers()["x-should-retry"], "false");
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "circuit_open", "{body}");
     let events = events_now(&proxy, &["nr-open", "alt-x", "nr-alone"], 1).await;

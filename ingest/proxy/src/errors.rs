@@ -20,6 +20,13 @@ pub struct ProxyError {
     pub code: Option<&'static str>,
     pub message: String,
     pub retry_after_secs: Option<u64>,
+    /// Tell the SDKs not to retry (`x-should-retry: false`, which the
+    /// OpenAI and Anthropic SDKs read before `Retry-After`): a refusal the
+    /// proxy decided and a retry would only meet again (a spent budget, a
+    /// denial, an open breaker), however far off its `Retry-After` is. The
+    /// Anthropic SDK sleeps whatever `Retry-After` says: a budget's period
+    /// end, hours away, held a trial's call for hours.
+    pub final_answer: bool,
 }
 
 impl ProxyError {
@@ -30,7 +37,14 @@ impl ProxyError {
             code: None,
             message: message.into(),
             retry_after_secs: None,
+            final_answer: false,
         }
+    }
+
+    /// Not to be retried by the client (see [`ProxyError::final_answer`]).
+    pub fn final_answer(mut self) -> Self {
+        self.final_answer = true;
+        self
     }
 
     pub fn code(mut self, code: &'static str) -> Self {
@@ -139,6 +153,11 @@ impl ProxyError {
                 response.headers_mut().insert("retry-after", value);
             }
         }
+        if self.final_answer {
+            response
+                .headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
+        }
         response
     }
 }
@@ -158,6 +177,13 @@ mod tests {
         .into_response(Dialect::Anthropic);
         assert_eq!(r.status(), 429);
         assert_eq!(r.headers()["retry-after"], "3");
+        assert!(r.headers().get("x-should-retry").is_none());
+        let r = ProxyError::new(StatusCode::TOO_MANY_REQUESTS, "tollgate_denied", "spent")
+            .retry_after(Some(59_540))
+            .final_answer()
+            .into_response(Dialect::OpenAi);
+        assert_eq!(r.headers()["retry-after"], "59540");
+        assert_eq!(r.headers()["x-should-retry"], "false");
         let r = ProxyError::invalid_key().into_response(Dialect::OpenAi);
         assert_eq!(r.status(), 401);
     }

@@ -62,17 +62,29 @@ pub fn token_bound(
     }
     let max = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
         .iter()
-        .find_map(|f| request.get(*f).and_then(Value::as_u64))
+        .find_map(|f| request.get(*f).and_then(count))
         .unwrap_or(default_max_tokens);
-    let choices = request
-        .get("n")
-        .and_then(Value::as_u64)
-        .unwrap_or(1)
-        .clamp(1, 128);
+    let choices = request.get("n").and_then(count).unwrap_or(1).clamp(1, 128);
     TokenBound {
         input,
         output: max.saturating_mul(choices),
     }
+}
+
+/// A count as a client may spell it: an integer, or (read as the provider
+/// might) a non-negative number or numeric text rounded up, so `"n": 1e3`,
+/// `500.0` or `"500"` bound the call as 1000 or 500 choices, not as one.
+fn count(value: &Value) -> Option<u64> {
+    if let Some(n) = value.as_u64() {
+        return Some(n);
+    }
+    let n = match value {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    // `as` saturates: a huge count bounds at u64::MAX, which saturates on.
+    (n.is_finite() && n >= 0.0).then(|| n.ceil() as u64)
 }
 
 /// The most `bound` can cost at `price`.
@@ -174,6 +186,21 @@ mod tests {
                 output: 100
             }
         );
+        // A count spelt as a float or text bounds as the count it reads
+        // as (a trial's `"n": 1e3` with `max_tokens: 1` was bounded as one
+        // token and passed a 300-token limit).
+        for n in [json!(1e3), json!(1000.0), json!("1000"), json!(999.2)] {
+            let r = json!({"model": "m", "messages": [], "max_tokens": 1, "n": n});
+            assert_eq!(token_bound(&r, 10, false, 4096).output, 128, "{n}");
+        }
+        for max in [json!(1000.0), json!("1000"), json!(999.5)] {
+            let r = json!({"model": "m", "messages": [], "max_completion_tokens": max});
+            assert_eq!(token_bound(&r, 10, false, 4096).output, 1000, "{max}");
+        }
+        for junk in [json!(-5), json!("many"), json!(null), json!(f64::MAX)] {
+            let r = json!({"model": "m", "messages": [], "max_tokens": 7, "n": junk});
+            assert!(token_bound(&r, 10, false, 4096).output >= 7, "{junk}");
+        }
         let r = json!({"model": "m", "messages": [], "max_completion_tokens": 7});
         assert_eq!(token_bound(&r, 10, false, 4096).output, 7);
         let r = json!({"model": "m", "input": "x"});

@@ -43,8 +43,12 @@ use tollgate_contract::{Outcome, Recovery, Strategy};
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
 /// Client headers never sent upstream: hop-by-hop, our own credentials and
-/// settings, and encodings the observer could not read.
-const DROPPED_REQUEST_HEADERS: [&str; 15] = [
+/// settings, encodings the observer could not read, and the account the
+/// provider bills: with `OpenAI-Organization` or `OpenAI-Project` a client
+/// would pick which of the operator's organizations or projects its calls
+/// are charged to (a trial's reached the provider beside the operator's
+/// key).
+const DROPPED_REQUEST_HEADERS: [&str; 17] = [
     "host",
     "authorization",
     "x-api-key",
@@ -60,6 +64,8 @@ const DROPPED_REQUEST_HEADERS: [&str; 15] = [
     "accept-encoding",
     "cookie",
     "expect",
+    "openai-organization",
+    "openai-project",
 ];
 
 /// Upstream response headers passed to the client.
@@ -190,6 +196,27 @@ enum Failure {
     NoAnswer { timeout: bool, message: String },
 }
 
+/// What the client is told of a request that got no answer: whether the
+/// provider could not be reached or dropped the connection, and the
+/// innermost cause, without the provider's URL (reqwest's own message names
+/// it: the client has no business with the upstream's address).
+fn no_answer(err: &reqwest::Error, connect: bool) -> String {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let what = if connect {
+        "cannot reach the upstream provider"
+    } else {
+        "the upstream provider closed the connection without an answer"
+    };
+    if std::ptr::addr_eq(cause, err as &dyn std::error::Error) {
+        what.to_string()
+    } else {
+        format!("{what} ({cause})")
+    }
+}
+
 impl Failure {
     /// The client's answer; `final_answer` when the proxy has decided the
     /// call is not worth another attempt (it retried already, or the
@@ -219,13 +246,9 @@ impl Failure {
             Failure::NoAnswer {
                 timeout: false,
                 message,
-            } => ProxyError::new(
-                StatusCode::BAD_GATEWAY,
-                "api_error",
-                format!("cannot reach the upstream provider: {message}"),
-            )
-            .retry_after(Some(1))
-            .into_response(dialect),
+            } => ProxyError::new(StatusCode::BAD_GATEWAY, "api_error", message)
+                .retry_after(Some(1))
+                .into_response(dialect),
         };
         if let Ok(v) = HeaderValue::from_str(call_id) {
             response.headers_mut().insert("x-tollgate-call-id", v);
@@ -395,7 +418,8 @@ async fn forward(
                         skipped.subject,
                     ))
                     .code("circuit_open")
-                    .retry_after(Some(skipped.retry_after_secs.max(1)));
+                    .retry_after(Some(skipped.retry_after_secs.max(1)))
+                    .final_answer();
                     return super::refuse(
                         &state,
                         &ctx,
@@ -554,7 +578,7 @@ async fn forward(
                 (
                     Failure::NoAnswer {
                         timeout: false,
-                        message: err.to_string(),
+                        message: no_answer(&err, connect),
                     },
                     connect,
                     None,
@@ -920,6 +944,8 @@ mod tests {
             HeaderValue::from_static("Bearer tg_client"),
         );
         client.insert("x-trace", HeaderValue::from_static("1"));
+        client.insert("openai-organization", HeaderValue::from_static("org-other"));
+        client.insert("openai-project", HeaderValue::from_static("proj_other"));
         let credential = SecretString::from("sk-provider");
         let openai = upstream_headers(&client, Some(&credential), Dialect::OpenAi);
         let auth = openai.get("authorization").unwrap();
@@ -927,6 +953,9 @@ mod tests {
         assert!(auth.is_sensitive());
         assert_eq!(openai.get("x-trace").unwrap(), "1");
         assert!(!format!("{openai:?}").contains("sk-provider"));
+        // The client does not choose the account the provider bills.
+        assert!(openai.get("openai-organization").is_none());
+        assert!(openai.get("openai-project").is_none());
         let anthropic = upstream_headers(&client, Some(&credential), Dialect::Anthropic);
         assert_eq!(anthropic.get("x-api-key").unwrap(), "sk-provider");
         assert!(anthropic.get("authorization").is_none());

@@ -770,7 +770,8 @@ async fn handle_call(
                 let err =
                     ProxyError::new(status, "tollgate_denied", format!("call denied: {reason}"))
                         .code("denied")
-                        .retry_after(decision.retry_after_secs);
+                        .retry_after(decision.retry_after_secs)
+                        .final_answer();
                 return refuse(
                     &state,
                     &ctx,
@@ -876,7 +877,8 @@ async fn handle_call(
                 format!("call denied: {}", shortfall.reason()),
             )
             .code("budget_exceeded")
-            .retry_after(Some(u64::try_from(retry).unwrap_or(1)));
+            .retry_after(Some(u64::try_from(retry).unwrap_or(1)))
+            .final_answer();
             ProxyMetrics::inc(&state.metrics.budget_refusals);
             return refuse(
                 &state,
