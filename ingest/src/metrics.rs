@@ -78,6 +78,48 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The reasons a request of `api` can be refused for: their series are
+    /// exposed at zero from the start, so that Prometheus' `increase` sees
+    /// the first refusal of each (a series born at its first increment
+    /// shows none, and an alert on it misses it).
+    pub fn of(api: Api) -> &'static [Refusal] {
+        use Refusal::*;
+        match api {
+            Api::Events => &[
+                Unauthenticated,
+                Forbidden,
+                TooLarge,
+                Malformed,
+                TooManyEvents,
+                Unavailable,
+                Internal,
+            ],
+            Api::OtlpHttp => &[
+                Unauthenticated,
+                Forbidden,
+                TooLarge,
+                UnsupportedMediaType,
+                UnsupportedEncoding,
+                Malformed,
+                TooManySpans,
+                TooManyAttributes,
+                Unavailable,
+                Internal,
+            ],
+            Api::OtlpGrpc => &[
+                Unauthenticated,
+                Forbidden,
+                TooLarge,
+                UnsupportedEncoding,
+                Malformed,
+                TooManySpans,
+                TooManyAttributes,
+                Unavailable,
+                Internal,
+            ],
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Refusal::Unauthenticated => "unauthenticated",
@@ -131,6 +173,19 @@ impl IngestMetrics {
     /// Register every metric in `registry` (the binary passes the one it
     /// serves, prefixed `tollgate_ingest`).
     pub fn register(&self, registry: &mut Registry) {
+        // Every bounded series at zero (see [`Refusal::of`]); the `field`
+        // of rejected events is open-ended and appears when first counted.
+        for outcome in ["accepted", "rejected", "failed"] {
+            let _ = self.events.get_or_create(&OutcomeLabels { outcome });
+        }
+        for api in [Api::Events, Api::OtlpHttp, Api::OtlpGrpc] {
+            for reason in Refusal::of(api) {
+                let _ = self.rejected_requests.get_or_create(&RequestLabels {
+                    api: api.label(),
+                    reason: reason.label(),
+                });
+            }
+        }
         registry.register(
             "events",
             "Events sent to the ingest API, by outcome (accepted, rejected, failed)",
@@ -257,7 +312,12 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
-        assert!(!text.contains("outcome=\"failed\""), "{text}");
+        // Failed events are exposed at zero before the first one.
+        assert!(
+            text.lines()
+                .any(|l| l == "tollgate_ingest_events_total{outcome=\"failed\"} 0"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -280,6 +340,26 @@ mod tests {
     }
 
     #[test]
+    fn every_refusal_reason_is_exposed_at_zero_before_its_first() {
+        // A trial's Prometheus saw no increase for the first refusals of
+        // each kind: their series were born at 1.
+        let text = exposition(&IngestMetrics::default());
+        for line in [
+            "tollgate_ingest_rejected_requests_total{api=\"otlp_http\",reason=\"too_large\"} 0",
+            "tollgate_ingest_rejected_requests_total{api=\"otlp_http\",reason=\"unsupported_media_type\"} 0",
+            "tollgate_ingest_rejected_requests_total{api=\"otlp_grpc\",reason=\"too_many_spans\"} 0",
+            "tollgate_ingest_rejected_requests_total{api=\"events\",reason=\"unauthenticated\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("tollgate_ingest_rejected_requests_total{"))
+            .count();
+        assert_eq!(series, 7 + 10 + 9, "{text}");
+    }
+
+    #[test]
     fn refused_requests_are_counted_by_api_and_reason() {
         let m = IngestMetrics::default();
         m.refused(Api::Events, Refusal::Unauthenticated);
@@ -295,9 +375,13 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
+        // The others stay at zero.
         assert_eq!(
             text.lines()
-                .filter(|l| l.starts_with("tollgate_ingest_rejected_requests_total{"))
+                .filter(
+                    |l| l.starts_with("tollgate_ingest_rejected_requests_total{")
+                        && !l.ends_with(" 0")
+                )
                 .count(),
             3,
             "{text}"

@@ -429,7 +429,7 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
             MALFORMED_INGEST_REQUESTS as f64,
         ),
         (
-            format!("count(tollgate_ingest_rejected_requests_total{{{mine}}})"),
+            format!("count(tollgate_ingest_rejected_requests_total{{{mine}}} > 0)"),
             2.0,
         ),
         (

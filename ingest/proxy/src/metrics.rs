@@ -252,6 +252,20 @@ impl ProxyMetrics {
             "Membership renewals that failed (postgresql unreachable); the share drops to 0 when the lease runs out",
             self.membership_failures.clone(),
         );
+        // At zero from the start, so that `increase` sees the first refusal.
+        for scope in ["key", "user", "team", "org"] {
+            for limit in [
+                crate::tiers::LimitKind::requests,
+                crate::tiers::LimitKind::tokens,
+            ] {
+                let _ = self
+                    .rate_limit_refusals
+                    .get_or_create(&crate::tiers::RefusalLabels {
+                        scope: scope.into(),
+                        limit,
+                    });
+            }
+        }
         registry.register(
             "rate_limit_refusals",
             "Calls refused by a rate-limit tier (429), by scope (key, user, team, org) and limit (requests, tokens)",
