@@ -452,6 +452,29 @@ async fn hostile_otlp_gets_clear_errors_and_loses_nothing_else() {
     assert!(status.message.contains("truncated"), "{}", status.message);
     assert_eq!(status.code, tonic::Code::InvalidArgument as i32);
 
+    // OTLP/JSON that cannot be decoded: 400 naming the member where it
+    // stopped (a trial's batch of hundreds was refused as `body`, at a
+    // column number).
+    let mut json = serde_json::to_value(&request(vec![
+        span(11, chat("gpt-4o", 7, 0, 7)),
+        span(12, chat("gpt-4o", 7, 0, 7)),
+    ]))
+    .unwrap();
+    json["resourceSpans"][0]["scopeSpans"][0]["spans"][1]["spanId"] = "zz00000000000001".into();
+    let response = rx
+        .post(
+            "application/json",
+            serde_json::to_vec(&json).unwrap(),
+            Some(&rx.key),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["field"], "resourceSpans[0].scopeSpans[0].spans[1].spanId",
+        "{body}"
+    );
+
     // 100 000 spans in one request: the request limit, before decoding.
     let many = request((0..100_000).map(|_| Span::default()).collect());
     let response = rx
@@ -556,7 +579,7 @@ async fn hostile_otlp_gets_clear_errors_and_loses_nothing_else() {
         ("otlp_http", "unsupported_encoding", 1),
         ("otlp_http", "too_large", 1),
         ("otlp_http", "unauthenticated", 1),
-        ("otlp_http", "malformed", 1),
+        ("otlp_http", "malformed", 2),
         ("otlp_http", "too_many_spans", 1),
         ("otlp_grpc", "unauthenticated", 1),
         ("otlp_grpc", "too_many_spans", grpc_too_many),

@@ -271,11 +271,36 @@ fn decode(
                 format!("not a valid OTLP protobuf ExportTraceServiceRequest: {err}"),
             )
         }),
-        Encoding::Json => serde_json::from_slice(bytes).map_err(|err| {
-            IngestError::bad_request(
-                "body",
-                format!("not a valid OTLP/JSON ExportTraceServiceRequest: {err}"),
-            )
-        }),
+        Encoding::Json => json_request(bytes),
     }
+}
+
+/// An OTLP/JSON request, a refusal naming the member where decoding
+/// stopped as the JSON spells it (`resourceSpans[0].scopeSpans[0].spans[1].spanId`),
+/// so the exporter's owner finds the span among hundreds.
+fn json_request(bytes: &[u8]) -> Result<ExportTraceServiceRequest, IngestError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let request: ExportTraceServiceRequest =
+        serde_path_to_error::deserialize(&mut de).map_err(|err| {
+            let path = err.path().to_string();
+            let field = if path.is_empty() || path == "." {
+                "body".to_string()
+            } else {
+                path
+            };
+            IngestError::bad_request(
+                field,
+                format!(
+                    "not a valid OTLP/JSON ExportTraceServiceRequest: {}",
+                    err.into_inner()
+                ),
+            )
+        })?;
+    de.end().map_err(|err| {
+        IngestError::bad_request(
+            "body",
+            format!("not a valid OTLP/JSON ExportTraceServiceRequest: {err}"),
+        )
+    })?;
+    Ok(request)
 }
