@@ -114,6 +114,13 @@ pub struct MappedCall {
 }
 
 impl MappedCall {
+    /// Whether the span carried a token count (input or output): a
+    /// successful call without one is stored with zero tokens and cost.
+    pub fn reports_usage(&self) -> bool {
+        self.sources.contains_key("call.usage.input_tokens")
+            || self.sources.contains_key("call.usage.output_tokens")
+    }
+
     /// Validate the event with the contract at `now`; a rejected field is
     /// named by the attribute it came from, with the event field after it.
     pub fn validate(self, now: DateTime<Utc>, limits: &Limits) -> Result<Event, Rejection> {

@@ -61,6 +61,10 @@ pub struct SpanCounters {
     pub dropped_proxied: Counter,
     /// Retried spans answered from [`RecentSpans`] without producing again.
     pub retried: Counter,
+    /// Of the accepted, successful model calls that carried no token
+    /// count: stored with zero tokens and zero cost (not an outcome of its
+    /// own: these are among `accepted`).
+    pub accepted_without_usage: Counter,
 }
 
 impl Default for SpanCounters {
@@ -76,6 +80,7 @@ impl Default for SpanCounters {
             dropped_not_model_call: counter("dropped_not_model_call"),
             dropped_proxied: counter("dropped_proxied"),
             retried: counter("retried"),
+            accepted_without_usage: counter("accepted_without_usage"),
             family,
         }
     }
@@ -91,7 +96,7 @@ impl SpanCounters {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "otlp_spans",
-            "Spans sent to the OTLP receiver, by outcome (received, accepted, rejected, dropped_not_genai, dropped_not_model_call, dropped_proxied, retried)",
+            "Spans sent to the OTLP receiver, by outcome (received, accepted, rejected, dropped_not_genai, dropped_not_model_call, dropped_proxied, retried; accepted_without_usage counts the accepted successful calls that carried no token count)",
             self.family.clone(),
         );
     }
@@ -185,6 +190,9 @@ pub struct SpanPlan {
     pub not_model_call: usize,
     /// Model-call spans of calls through a Tollgate proxy.
     pub proxied: usize,
+    /// Positions of successful model calls taken without any token count
+    /// (stored with zero tokens and zero cost; warned of).
+    pub without_usage: Vec<usize>,
     pub spans: usize,
 }
 
@@ -218,7 +226,15 @@ pub fn plan_spans(
                         Ok(None)
                     }
                     SpanMapping::Call(call) => {
+                        let reports_usage = call.reports_usage();
                         let event = call.validate(now, limits)?;
+                        let succeeded = event
+                            .call
+                            .as_ref()
+                            .is_some_and(|c| c.outcome == tollgate_contract::Outcome::Success);
+                        if succeeded && !reports_usage {
+                            plan.without_usage.push(this);
+                        }
                         if !seen.insert(event.event_id) {
                             return Err(Rejection::new(
                                 "span_id",
@@ -403,7 +419,9 @@ pub async fn export(
             reason,
         });
     }
-    Ok(PartialSuccess::from_refusals(plan.spans, &plan.refused))
+    SpanCounters::add(&counters.accepted_without_usage, plan.without_usage.len());
+    Ok(PartialSuccess::from_refusals(plan.spans, &plan.refused)
+        .warn_without_usage(&plan.without_usage))
 }
 
 #[cfg(test)]

@@ -57,11 +57,40 @@ impl PartialSuccess {
         }
     }
 
+    /// Add a warning naming the successful model calls (by position) that
+    /// carried no token count: the specification lets `error_message` warn
+    /// with `rejected_spans` 0. Without it such calls would cost nothing,
+    /// silently (a trial's did).
+    pub fn warn_without_usage(mut self, positions: &[usize]) -> Self {
+        if positions.is_empty() {
+            return self;
+        }
+        let named: Vec<String> = positions
+            .iter()
+            .take(NAMED_REFUSALS)
+            .map(usize::to_string)
+            .collect();
+        let more = positions.len().saturating_sub(NAMED_REFUSALS);
+        let warning = format!(
+            "warning: {} successful model-call span(s) carried no token usage (gen_ai.usage.input_tokens, gen_ai.usage.output_tokens) and were stored with zero tokens and zero cost: span {}{}",
+            positions.len(),
+            named.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        );
+        if self.error_message.is_empty() {
+            self.error_message = warning;
+        } else {
+            self.error_message = format!("{}; {warning}", self.error_message);
+        }
+        self
+    }
+
     /// The OTLP answer: no `partial_success` at all when nothing was
-    /// refused, as the specification asks.
+    /// refused nor warned of, as the specification asks.
     pub fn response(&self) -> ExportTraceServiceResponse {
+        let answer = self.rejected_spans > 0 || !self.error_message.is_empty();
         ExportTraceServiceResponse {
-            partial_success: (self.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+            partial_success: answer.then(|| ExportTracePartialSuccess {
                 rejected_spans: self.rejected_spans,
                 error_message: self.error_message.clone(),
             }),

@@ -455,6 +455,32 @@ fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
 }
 
 #[test]
+fn a_successful_call_without_usage_is_taken_and_warned_of() {
+    let no_usage: Vec<KeyValue> = current_chat()
+        .into_iter()
+        .filter(|kv| !kv.key.starts_with("gen_ai.usage."))
+        .collect();
+    let req = request(vec![span(30, current_chat()), span(31, no_usage)]);
+    let plan = plan_spans(
+        &req,
+        &tenant(),
+        now(),
+        &Limits::default(),
+        &Default::default(),
+    );
+    assert_eq!(plan.events.len(), 2);
+    assert_eq!(plan.without_usage, vec![1]);
+    let partial = PartialSuccess::from_refusals(plan.spans, &plan.refused)
+        .warn_without_usage(&plan.without_usage);
+    let answer = partial.response().partial_success.unwrap();
+    assert_eq!(answer.rejected_spans, 0);
+    assert_eq!(
+        answer.error_message,
+        "warning: 1 successful model-call span(s) carried no token usage (gen_ai.usage.input_tokens, gen_ai.usage.output_tokens) and were stored with zero tokens and zero cost: span 1"
+    );
+}
+
+#[test]
 fn a_plan_keeps_good_spans_beside_refused_and_dropped_ones() {
     let mut huge = current_chat();
     huge[2] = s("gen_ai.request.model", &"x".repeat(100_000));
