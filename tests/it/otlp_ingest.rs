@@ -455,7 +455,7 @@ async fn hostile_otlp_gets_clear_errors_and_loses_nothing_else() {
     // OTLP/JSON that cannot be decoded: 400 naming the member where it
     // stopped (a trial's batch of hundreds was refused as `body`, at a
     // column number).
-    let mut json = serde_json::to_value(&request(vec![
+    let mut json = serde_json::to_value(request(vec![
         span(11, chat("gpt-4o", 7, 0, 7)),
         span(12, chat("gpt-4o", 7, 0, 7)),
     ]))
