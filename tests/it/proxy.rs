@@ -374,13 +374,29 @@ backoff_max_ms = 2000
             .to_string()
     }
 
+    /// The first `want` events, in the order their calls began (call ids
+    /// are UUIDv7), a call's attempts in order: an attempt's event is
+    /// produced when it ends, which for a stream whose prompt the proxy
+    /// counts (the encoding's first load) can be after the next call's.
     pub(crate) fn events(&self, want: usize) -> Vec<Value> {
-        read_events(
+        let mut events = read_events(
             &self.brokers,
             &self.env.events_topic,
             want,
             crate::support::PATIENCE,
-        )
+        );
+        if events.iter().all(|e| e["call"]["call_id"].is_string()) {
+            events.sort_by_key(|e| {
+                (
+                    e["call"]["call_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    e["call"]["attempt"].as_u64().unwrap_or_default(),
+                )
+            });
+        }
+        events
     }
 
     pub(crate) async fn scenario(&self, id: &str) -> Value {
@@ -2223,7 +2239,9 @@ async fn a_client_giving_up_still_yields_one_event_per_upstream_attempt() {
         (call(e)["outcome"].as_str(), call(e)["http_status"].as_u64()),
         (Some("cancelled"), Some(200))
     );
-    assert_eq!(usage(e).0, streamed.len() as u64 + 32, "{e}");
+    // The prompt counted as OpenAI counts it: "user" 1, "ping pong" 2, 3
+    // per message, 3 for the reply.
+    assert_eq!(usage(e).0, 1 + 2 + 3 + 3, "{e}");
     assert!(input_estimated(e), "{e}");
     assert_eq!(
         proxy.metric("tollgate_proxy_upstream_attempts_total").await,
@@ -2371,8 +2389,15 @@ async fn openai_streams_without_their_usage_record_an_estimated_input() {
     let body = json!({"model": "gpt-4o-mini", "max_tokens": 20, "stream": true,
         "messages": [{"role": "user", "content": "one two three"}]})
     .to_string();
-    // The budget reservation's bound: the body's bytes plus the chat template.
-    let estimate = body.len() as u64 + 16 * 2;
+    // Counted as OpenAI counts it (o200k_base): "user" 1, "one two three"
+    // 3, 3 for the message and 3 for the reply; not the budget's bound (the
+    // body's bytes plus the template, 4 to 10 times as many).
+    let estimate = 1 + 3 + 3 + 3;
+    // A model of no known encoding keeps the budget's bound.
+    let unknown = json!({"model": "mock-estimate", "max_tokens": 20, "stream": true,
+        "messages": [{"role": "user", "content": "one two three"}]})
+    .to_string();
+    let bound = unknown.len() as u64 + 16 * 2;
 
     // The provider cuts the connection half-way (after 11 of 20 tokens) ...
     let seen = stream_chat(&proxy, &key, &body, &[("x-mock-fail", "disconnect")], None).await;
@@ -2397,9 +2422,22 @@ async fn openai_streams_without_their_usage_record_an_estimated_input() {
     .await;
     // A complete stream reports its usage: nothing is estimated.
     stream_chat(&proxy, &key, &body, &[], None).await;
+    stream_chat(
+        &proxy,
+        &key,
+        &unknown,
+        &[("x-mock-fail", "disconnect")],
+        None,
+    )
+    .await;
 
-    let events = proxy.events(4);
-    assert_eq!(events.len(), 4, "{events:#?}");
+    let (unknown, events): (Vec<Value>, Vec<Value>) = proxy
+        .events(5)
+        .into_iter()
+        .partition(|e| call(e)["model"] == "mock-estimate");
+    assert_eq!((unknown.len(), events.len()), (1, 4), "{events:#?}");
+    assert_eq!(usage(&unknown[0]).0, bound, "{}", unknown[0]);
+    assert!(input_estimated(&unknown[0]), "{}", unknown[0]);
     let outcome = |e: &Value| {
         (
             call(e)["outcome"].as_str().unwrap().to_string(),

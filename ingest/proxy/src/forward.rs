@@ -196,6 +196,24 @@ enum Failure {
     NoAnswer { timeout: bool, message: String },
 }
 
+/// An attempt's prompt as far as billing needs it when the provider's usage
+/// report never comes: the byte bound of [`estimate::token_bound`], and for
+/// a chat completion its body and model, counted exactly only then
+/// ([`crate::prompt_tokens`]).
+struct Prompt {
+    bound: u64,
+    chat: Option<(Bytes, String)>,
+}
+
+impl Prompt {
+    fn tokens(&self) -> u64 {
+        self.chat
+            .as_ref()
+            .and_then(|(body, model)| crate::prompt_tokens::chat_input(body, model))
+            .unwrap_or(self.bound)
+    }
+}
+
 /// What the client is told of a request that got no answer: whether the
 /// provider could not be reached or dropped the connection, and the
 /// innermost cause, without the provider's URL (reqwest's own message names
@@ -523,7 +541,11 @@ async fn forward(
                     inject_usage,
                     started,
                     client_gone,
-                    input_estimate,
+                    Prompt {
+                        bound: input_estimate,
+                        chat: (endpoint == Endpoint::ChatCompletions)
+                            .then(|| (body.clone(), current.model.clone())),
+                    },
                 );
             }
             Ok(Ok(response)) => {
@@ -800,7 +822,7 @@ fn relay(
     strip_usage_chunk: bool,
     started: Instant,
     client_gone: CancellationToken,
-    input_estimate: u64,
+    prompt: Prompt,
 ) -> Response {
     let status = response.status();
     let mut out = Response::new(Body::empty());
@@ -896,8 +918,13 @@ fn relay(
         if !observer.usage_reported {
             // The provider answered 2xx, so it read (and bills) the prompt,
             // but its count never came: a stream cancelled, cut or failed
-            // before its usage chunk.
-            usage.input_tokens = usage.input_tokens.max(input_estimate);
+            // before its usage chunk. Counted off the async threads (a long
+            // prompt, and an encoding's first load, take milliseconds).
+            let bound = prompt.bound;
+            let input = tokio::task::spawn_blocking(move || prompt.tokens())
+                .await
+                .unwrap_or(bound);
+            usage.input_tokens = usage.input_tokens.max(input);
             usage.input_tokens_estimated = true;
         }
         record.usage_estimated =

@@ -35,6 +35,7 @@ pub mod membership;
 pub mod metrics;
 pub mod observe;
 pub mod overhead;
+pub mod prompt_tokens;
 pub mod record;
 pub mod recovery;
 pub mod replay;
