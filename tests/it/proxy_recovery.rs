@@ -204,6 +204,24 @@ async fn a_retry_that_succeeds_records_its_wait_and_a_clean_call_is_first_and_la
     assert!(r["wait_ms"].as_u64().unwrap() >= 10, "{r}");
     assert_eq!(call(retried)["attempt"], 2);
     assert_eq!(call(retried)["call_id"], call(failed)["call_id"]);
+    // `occurred_at` is when an attempt finished, not when its event was
+    // made after the backoff: the retry starts (its end less its duration)
+    // no earlier than the failure's end plus the wait (a trial's failed
+    // attempt was stamped after the wait, 5 ms before the next one's end).
+    let at = |e: &Value| {
+        chrono::DateTime::parse_from_rfc3339(e["occurred_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    let duration = |e: &Value| call(e)["duration_ms"].as_i64().unwrap();
+    let wait = r["wait_ms"].as_i64().unwrap();
+    assert!(
+        at(retried) - duration(retried) + 2 >= at(failed) + wait,
+        "failed ended {}, waited {wait} ms; the retry ended {} after {} ms",
+        at(failed),
+        at(retried),
+        duration(retried)
+    );
 }
 
 #[tokio::test]

@@ -627,6 +627,7 @@ async fn forward(
             }
         };
         record.duration = started.elapsed();
+        record.ended_at = Some(chrono::Utc::now());
         let ended = Instant::now();
         let signature = record.signature();
         // 429 and 5xx (the retryable statuses), timeouts, connect errors.

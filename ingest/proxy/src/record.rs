@@ -75,6 +75,11 @@ pub struct AttemptRecord {
     pub trace: AttemptTrace,
     /// The model the provider's answer names, for the proxy's span.
     pub response_model: Option<String>,
+    /// When the attempt ended, if its event is produced later (a failed
+    /// attempt's waits for the backoff before the next, to know whether it
+    /// is the call's last): `occurred_at` is when the call finished, not
+    /// when its event was made. `None`: now.
+    pub ended_at: Option<chrono::DateTime<Utc>>,
 }
 
 impl AttemptRecord {
@@ -135,6 +140,7 @@ impl CallContext {
             recovery: None,
             trace: AttemptTrace::default(),
             response_model: None,
+            ended_at: None,
         }
     }
 
@@ -174,7 +180,7 @@ impl CallContext {
             schema_version: SCHEMA_VERSION,
             event_id: record.event_id,
             kind,
-            occurred_at: Utc::now().trunc_subsecs(3),
+            occurred_at: record.ended_at.unwrap_or_else(Utc::now).trunc_subsecs(3),
             org_id: self.key.org_id.clone(),
             team_id: self.key.team_id.clone(),
             user_id: self.key.user_id.clone(),
