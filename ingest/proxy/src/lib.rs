@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -608,7 +608,13 @@ async fn handle(
 ) -> Response {
     let metrics = state.metrics.clone();
     let mut clock = overhead::CallClock::start();
+    let dropped_tags = record::dropped_tags(&headers);
     let mut response = handle_call(state, endpoint, headers, body, &mut clock).await;
+    if let Some(dropped) = dropped_tags {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-tollgate-tags-dropped"), dropped);
+    }
     let waits = response
         .extensions_mut()
         .remove::<overhead::Waits>()

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{SubsecRound, Utc};
 use opentelemetry::trace::{SpanId, TraceId};
 use sha2::{Digest, Sha256};
@@ -305,19 +305,83 @@ fn explicit_trace_id(headers: &HeaderMap) -> Option<String> {
 fn tags(headers: &HeaderMap) -> BTreeMap<String, String> {
     headers
         .iter()
-        .filter_map(|(name, value)| {
-            let key = name.as_str().strip_prefix(TAG_HEADER_PREFIX)?;
-            let value = value.to_str().ok()?;
-            (!key.is_empty() && key.len() <= 64 && value.len() <= 256)
-                .then(|| (key.to_string(), value.to_string()))
-        })
+        .filter_map(|(name, value)| tag(name, value)?.ok())
         .take(MAX_TAGS)
         .collect()
+}
+
+/// A tag header's tag, or why it is left out; `None` for other headers.
+fn tag(name: &HeaderName, value: &HeaderValue) -> Option<Result<(String, String), String>> {
+    let key = name.as_str().strip_prefix(TAG_HEADER_PREFIX)?;
+    let Ok(text) = value.to_str() else {
+        return Some(Err(format!("{key}: the value is not visible ASCII")));
+    };
+    Some(if key.is_empty() || key.len() > 64 {
+        Err(format!(
+            "{}: a name of 1 to 64 characters",
+            key.chars().take(64).collect::<String>()
+        ))
+    } else if text.len() > 256 {
+        Err(format!(
+            "{key}: a value of {} bytes, at most 256",
+            text.len()
+        ))
+    } else {
+        Ok((key.to_string(), text.to_string()))
+    })
+}
+
+/// The `x-tollgate-tags-dropped` answer header for a request whose tag
+/// headers were not all recorded (too long, or more than [`MAX_TAGS`]):
+/// the call goes on, and the client learns which tags its event lacks.
+pub fn dropped_tags(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut kept = 0usize;
+    let mut dropped = Vec::new();
+    for (name, value) in headers {
+        match tag(name, value) {
+            None => {}
+            Some(Ok((key, _))) if kept >= MAX_TAGS => {
+                dropped.push(format!("{key}: more than {MAX_TAGS} tags"));
+            }
+            Some(Ok(_)) => kept += 1,
+            Some(Err(why)) => dropped.push(why),
+        }
+    }
+    if dropped.is_empty() {
+        return None;
+    }
+    let text = format!("{} not recorded: {}", dropped.len(), dropped.join("; "));
+    let text: String = text.chars().take(1024).collect();
+    HeaderValue::from_str(&text).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_left_out_are_named_in_the_answer() {
+        let mut h = HeaderMap::new();
+        for i in 0..18 {
+            h.insert(
+                HeaderName::from_bytes(format!("x-tollgate-tag-t{i:02}").as_bytes()).unwrap(),
+                "v".parse().unwrap(),
+            );
+        }
+        h.insert("x-tollgate-tag-long", "x".repeat(5000).parse().unwrap());
+        assert_eq!(tags(&h).len(), MAX_TAGS);
+        let said = dropped_tags(&h).unwrap();
+        let said = said.to_str().unwrap();
+        assert!(said.starts_with("3 not recorded: "), "{said}");
+        assert!(
+            said.contains("long: a value of 5000 bytes, at most 256"),
+            "{said}"
+        );
+        assert!(said.contains("more than 16 tags"), "{said}");
+        let mut fine = HeaderMap::new();
+        fine.insert("x-tollgate-tag-feature", "search".parse().unwrap());
+        assert!(dropped_tags(&fine).is_none());
+    }
 
     fn key() -> VirtualKey {
         VirtualKey {
