@@ -11,12 +11,15 @@ database lost its newest checkpoint and the entries after the one before, a
 whole chain, or a checkpoint that covered entries a search export then
 called unverifiable yet; it must locate a damaged line (not UTF-8, not a
 JSON object) and go on verifying the rest, and report garbage, an empty
-file, a cut line, a byte order mark or huge lines without a traceback.
-Nothing here imports or copies project code.
+file, a cut line, a byte order mark, huge lines or lines of missing or
+mistyped members without a traceback; an anchor, export path or
+--public-key it cannot use stops it with one line on stderr and exit
+status 1. Nothing here imports or copies project code.
 
 `tollgate verify-audit --export` (the same checks in Rust, offline) runs on
 every one of these files too, without a configuration or any server, and
-must report the same chains, kinds and seqs as the Python verifier.
+must report the same chains, kinds and seqs as the Python verifier (and
+stop, with the same exit status, where it stops).
 
 Needs the dev stack (Kafka, ClickHouse, PostgreSQL; addresses from
 TOLLGATE_TEST_KAFKA / _CLICKHOUSE / _POSTGRES) and TOLLGATE_BIN.
@@ -61,11 +64,22 @@ def run_verifier(path: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+def chain_and_words(line: str) -> tuple[str, list[str]]:
+    """A finding's chain (printed quoted when empty or not one plain word)
+    and the words after it."""
+    if line.startswith('"'):
+        chain, end = json.JSONDecoder().raw_decode(line)
+        return chain, line[end:].split()
+    chain, _, rest = line.partition(" ")
+    return chain, rest.split()
+
+
 def python_findings(stdout: str) -> set:
     """What docs/audit_verify.py reported, as comparable tuples."""
     found = set()
     for line in stdout.splitlines():
         words = line.split()
+        chain, after = chain_and_words(line)
         if line.startswith("export BROKEN: no usable public key"):
             found.add(("no_key",))
         elif line.startswith("export BROKEN: line "):
@@ -79,12 +93,12 @@ def python_findings(stdout: str) -> set:
             found.add(("manifest_lines",))
         elif line.startswith("manifest BROKEN: header member"):
             found.add(("manifest_header",))
-        elif words[1:4] == ["BROKEN:", "the", "export"]:
-            found.add(("manifest_chain", words[0]))
-        elif words[1:4] == ["BROKEN", "at", "seq"]:
-            found.add((words[0], int(words[4].rstrip(":")), words[5]))
-        elif len(words) > 1 and words[1] == "OK":
-            found.add((words[0], "ok"))
+        elif after[0:3] == ["BROKEN:", "the", "export"]:
+            found.add(("manifest_chain", chain))
+        elif after[0:3] == ["BROKEN", "at", "seq"]:
+            found.add((chain, int(after[3].rstrip(":")), after[4]))
+        elif after[:1] == ["OK"]:
+            found.add((chain, "ok"))
         else:
             raise AssertionError(f"unknown verifier line: {line}")
     return found
@@ -415,6 +429,198 @@ def test_files_that_are_no_export_are_reported_not_crashed_on(exports):
         no_traceback(result)
         assert result.returncode == 1, f"{what}: {result.stdout}"
         assert expected <= found, (what, found)
+
+
+def drop_or_set(row: dict, members: dict) -> dict:
+    """row with members set, those given as ... dropped."""
+    row = dict(row)
+    for k, v in members.items():
+        if v is ...:
+            row.pop(k, None)
+        else:
+            row[k] = v
+    return row
+
+
+def test_lines_missing_or_mistyping_members_are_findings(exports):
+    """A line that is a JSON object but not one of its type (a member
+    missing, null or of the wrong type) is a finding naming its line, never
+    a traceback: an entry (verify-audit --export words it `an entry needs
+    chain_id, seq and entry_hash`, `not an entry: ...`), a line of no or a
+    mistyped type, a checkpoint, the header's members, the footer and its
+    manifest, a search entry's proof. Both verifiers report the same
+    findings and fail (a mistyped header key, given no --public-key, is
+    `no_key` alone)."""
+    key = ("--public-key", exports["public_key"])
+    for kind in ("whole", "search"):
+        raw = exports[kind].read_bytes().split(b"\n")[:-1]
+        rows = [json.loads(r) for r in raw]
+        e = next(i for i, r in enumerate(rows) if r["type"] == "entry")
+        c = next(i for i, r in enumerate(rows) if r["type"] == "checkpoint")
+        last = len(rows) - 1
+        manifest = rows[last]["manifest"]
+
+        def line(i, text: bytes) -> bytes:
+            return b"\n".join(raw[:i] + [text] + raw[i + 1:]) + b"\n"
+
+        def edit(i, **members) -> bytes:
+            return line(i, json.dumps(drop_or_set(rows[i], members)).encode())
+
+        malformed_e, malformed_c = {("malformed_line", e + 1)}, {("malformed_line", c + 1)}
+        cases = {
+            "entry of no members": (line(e, b'{"type":"entry"}'), malformed_e,
+                                    "an entry needs chain_id, seq and entry_hash"),
+            "entry of mistyped chain_id and seq": (line(e, b'{"type":"entry","chain_id":5,"seq":"x"}'), malformed_e,
+                                                   "not a JSON object: invalid type: integer `5`, expected a string"),
+            "entry of null entry_hash": (edit(e, entry_hash=None), malformed_e, "an entry needs chain_id"),
+            "entry without model": (edit(e, model=...), malformed_e, "not an entry: missing field `model`"),
+            "entry of negative seq": (edit(e, seq=-1), malformed_e, "invalid value: integer `-1`, expected u64"),
+            "entry of a string kafka_offset": (edit(e, kafka_offset="7"), malformed_e, "not an entry: invalid type"),
+            "entry of null v": (edit(e, v=None), malformed_e, "not an entry: invalid type: null, expected u8"),
+            "entry of a member given twice": (line(e, raw[e][:-1] + b',"model":"x"}'), malformed_e,
+                                              "not an entry: duplicate field `model`"),
+            "line of a number for type": (line(e, b'{"type":5}'), malformed_e, "not a JSON object: invalid type"),
+            "line of no type": (line(e, b'{"chain_id":"x"}'), {("unexpected_line", e + 1)}, "unexpected line"),
+            "checkpoint without head_hash": (edit(c, head_hash=...), malformed_c,
+                                             "not a checkpoint: missing field `head_hash`"),
+            "checkpoint of numbers for hashes": (edit(c, consistency=[1]), malformed_c, "not a checkpoint: invalid type"),
+            "header of mistyped members": (edit(0, exported_at_ms="x", org=5, scope=[1]),
+                                           {("manifest_header",), ("manifest_lines",)}, "header member org"),
+            "footer without manifest": (edit(last, manifest=...), {("no_manifest",)}, None),
+            "manifest not an object": (edit(last, manifest=[manifest]), {("no_manifest",)}, None),
+            "manifest of no chain list": (edit(last, manifest=dict(manifest, chains={})),
+                                          {("manifest_signature",)} | {("manifest_chain", m["chain_id"])
+                                                                       for m in manifest["chains"]}, None),
+            "manifest of mistyped chains": (edit(last, manifest=dict(manifest, chains=[5, {"chain_id": 7}] + [
+                dict(m, entries=str(m["entries"])) for m in manifest["chains"]])),
+                {("manifest_signature",)} | {("manifest_chain", m["chain_id"]) for m in manifest["chains"]}, None),
+            "footer of a mistyped signature": (edit(last, signature=5), {("manifest_signature",)}, None),
+        }
+        if kind == "search":
+            entry = rows[e]
+            to_seq = entry["proof"]["proof"]["checkpoint_to_seq"]
+            proof = lambda **m: {"status": "verified", "proof": m}  # noqa: E731
+            cases.update({
+                "proof of a number": (edit(e, proof=5), malformed_e, "not a search entry's proof: invalid type"),
+                "proof without path": (edit(e, proof=proof(checkpoint_to_seq=to_seq)), malformed_e,
+                                       "not a search entry's proof: missing field `path`"),
+                "proof path of numbers": (edit(e, proof=proof(checkpoint_to_seq=to_seq, path=[1])), malformed_e,
+                                          "not a search entry's proof: invalid type"),
+                "proof path not hex": (edit(e, proof=proof(checkpoint_to_seq=to_seq, path=["zz"])),
+                                       {(entry["chain_id"], entry["seq"], "checkpoint_mismatch")}, None),
+            })
+        for what, (data, expected, words) in cases.items():
+            path = exports["tmp"] / "mistyped.ndjson"
+            path.write_bytes(data)
+            result, found = both_verifiers(path, *key)
+            no_traceback(result)
+            assert result.returncode == 1, f"{kind}, {what}: {result.stdout}"
+            assert expected <= found, (kind, what, found)
+            assert words is None or words in result.stdout, (kind, what, result.stdout)
+        # No trusted key and a mistyped one in the header: nothing can be proven.
+        path = exports["tmp"] / "mistyped-key.ndjson"
+        path.write_bytes(edit(0, public_key=5))
+        result, found = both_verifiers(path)
+        no_traceback(result)
+        assert (result.returncode, found) == (1, {("no_key",)}), result.stdout
+
+
+def run_tollgate_as_is(*args: str) -> subprocess.CompletedProcess:
+    """`tollgate verify-audit ARGS` with no configuration and no server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+    return subprocess.run([os.environ["TOLLGATE_BIN"], "verify-audit", *args], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def stops(result: subprocess.CompletedProcess, *expected: str) -> None:
+    """docs/audit_verify.py could not start: one line on stderr naming what
+    and why, nothing on stdout, exit status 1 (as verify-audit stops)."""
+    no_traceback(result)
+    said = result.stderr.strip().splitlines()
+    assert (result.returncode, result.stdout) == (1, ""), (result.returncode, result.stdout, result.stderr)
+    assert len(said) == 1 and said[0].startswith("audit_verify.py: error: "), result.stderr
+    assert all(e in said[0] for e in expected), (expected, said[0])
+
+
+def tollgate_stops(*args: str) -> None:
+    out = run_tollgate_as_is(*args, "--json")
+    assert (out.returncode, out.stdout) == (1, ""), (args, out.returncode, out.stdout, out.stderr)
+    assert out.stderr.startswith("Error: "), out.stderr
+
+
+def test_an_unusable_anchor_stops_both_verifiers(exports):
+    """An anchor file that does not exist, is not UTF-8, or holds a line
+    that is not a checkpoint (not JSON, not an object of type checkpoint, a
+    member missing or mistyped) verifies nothing: both stop with an error
+    naming the file (and the line), exit status 1."""
+    key = ("--public-key", exports["public_key"])
+    first, *rest = exports["anchor"].read_bytes().split(b"\n")
+    checkpoint = json.loads(first)
+    cases = {
+        "no such file": (None, "No such file or directory"),
+        "not UTF-8": (first + b"\n\xff\xfe\n", "not UTF-8"),
+        "not JSON": (b"nope\n", "line 1: not JSON"),
+        "NaN": (first[:-1] + b',"x":NaN}\n', "line 1: not JSON"),
+        "an array": (b"[1]\n", 'line 1: not a checkpoint line (`type` is not "checkpoint")'),
+        "an entry": (json.dumps(dict(checkpoint, type="entry")).encode(), "line 1: not a checkpoint line"),
+        "a member missing": (first + b"\n" + json.dumps(drop_or_set(checkpoint, {"signature": ...})).encode(),
+                             "line 2: not a checkpoint: missing field `signature`"),
+        "a member mistyped": (first + b"\n\n" + json.dumps(dict(checkpoint, to_seq="20")).encode(),
+                              "line 3: not a checkpoint: invalid type: string \"20\", expected u64"),
+        "a member null": (json.dumps(dict(checkpoint, v=None)).encode(), "line 1: not a checkpoint: invalid type: null"),
+    }
+    for what, (data, reason) in cases.items():
+        anchor = exports["tmp"] / "unusable-anchor.jsonl"
+        anchor.unlink(missing_ok=True)
+        if data is not None:
+            anchor.write_bytes(data)
+        for kind in ("whole", "search"):
+            result = run_verifier(exports[kind], *key, "--anchor", str(anchor))
+            stops(result, "--anchor", str(anchor), reason)
+            tollgate_stops("--export", str(exports[kind]), *key, "--anchor", str(anchor))
+
+
+def test_an_unreadable_export_stops_both_verifiers(exports):
+    """An export path that does not exist or is a directory: an error
+    naming it, exit status 1, in both verifiers."""
+    key = ("--public-key", exports["public_key"])
+    for path, reason in ((exports["tmp"] / "no-such-export.ndjson", "No such file or directory"),
+                         (exports["tmp"], "Is a directory")):
+        stops(run_verifier(path, *key), "cannot read the export", str(path), reason)
+        tollgate_stops("--export", str(path), *key)
+        # The anchor is read first (as verify-audit reads it), then the export.
+        stops(run_verifier(path, *key, "--anchor", str(exports["anchor"])), str(path), reason)
+
+
+def test_an_unusable_public_key_stops_both_verifiers(exports):
+    """--public-key that is not 64 hex characters (too short, too long,
+    not hex, empty) or not an Ed25519 public key (64 hex characters but no
+    point of the curve): an error, exit status 1, in both verifiers. The
+    key in capitals and with surrounding blanks is the same key to both."""
+    good = exports["public_key"]
+    not_a_point = "02" + "00" * 31
+    for value, reason in ((good[:63], "not 64 hex characters"), (good + "0", "not 64 hex characters"),
+                          ("zz" * 32, "not 64 hex characters"), ("", "not 64 hex characters"),
+                          ("0x" + good[2:], "not 64 hex characters"),
+                          (not_a_point, "no usable Ed25519 public key")):
+        stops(run_verifier(exports["whole"], "--public-key", value), "--public-key", reason)
+        tollgate_stops("--export", str(exports["whole"]), "--public-key", value)
+    result, _ = both_verifiers(exports["whole"], "--public-key", f" {good.upper()}\t")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_usage_errors_exit_2_without_traceback(exports):
+    """No export, an option without its value, an unknown option: a usage
+    message and exit status 2 (as verify-audit's argument parser exits)."""
+    for args in ((), (str(exports["whole"]), "--anchor"), (str(exports["whole"]), "--public-key"),
+                 (str(exports["whole"]), "--bogus")):
+        result = subprocess.run([sys.executable, str(VERIFIER), *args], capture_output=True, text=True,
+                                timeout=60, check=False)
+        no_traceback(result)
+        assert (result.returncode, result.stdout) == (2, ""), (args, result.returncode, result.stdout)
+        assert "usage: audit_verify.py" in result.stderr, result.stderr
+    out = run_tollgate_as_is("--export", str(exports["whole"]), "--anchor")
+    assert out.returncode == 2, out.stderr
 
 
 def test_forged_consistency_proof_in_the_anchor_is_rejected(exports):
