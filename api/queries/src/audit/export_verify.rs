@@ -238,6 +238,15 @@ impl Scan {
 
     /// A line between the header and the footer.
     fn body_line(&mut self, index: u64, bytes: &[u8]) {
+        // serde would also read a struct from an array of its members in
+        // order (`["entry", "c", 1, "h"]` counted as an entry of chain c).
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return self.problem(
+                ProblemKind::MalformedLine,
+                index,
+                "not a JSON object".into(),
+            );
+        }
         let head: LineHead = match serde_json::from_slice(bytes) {
             Ok(head) => head,
             Err(e) => {
@@ -1047,6 +1056,32 @@ mod tests {
         let report = verify(&cut, Some(&cps));
         assert!(report.problems.is_empty());
         assert_eq!(breaks(&report), vec![(11, BreakKind::Truncated)]);
+    }
+
+    #[test]
+    fn an_array_line_is_no_entry() {
+        // serde reads a struct from an array of its members in order: such
+        // a line counted as an entry of chain c before.
+        let (signer, rows, cps) = setup();
+        let bytes = export("chains", &rows, &cps, &signer);
+        let mut text = String::from_utf8(bytes).unwrap();
+        let second_line = text.find('\n').unwrap() + 1;
+        text.insert_str(second_line, "[\"entry\", \"c\", 1, \"h\"]\n");
+        let report = verify(text.as_bytes(), None);
+        assert!(!report.ok);
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.kind == ProblemKind::MalformedLine && p.detail == "not a JSON object"),
+            "{:?}",
+            report.lines()
+        );
+        assert!(
+            report.chains.iter().all(|c| c.chain.chain_id != "c"),
+            "{:?}",
+            report.lines()
+        );
     }
 
     #[test]
