@@ -87,8 +87,8 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
                     println!(
                         "{:<10} {:<24} {:<20} {:<11} {:<20} {}",
                         key.prefix,
-                        key.name,
-                        key.org_id.as_deref().unwrap_or("*"),
+                        printable(&key.name),
+                        printable(key.org_id.as_deref().unwrap_or("*")),
                         key.role,
                         key.created_at.format("%Y-%m-%d %H:%M:%S"),
                         key.revoked_at
@@ -140,3 +140,22 @@ mod tests {
         }
     }
 }
+
+/// `text` with control characters escaped (`\u{7}`), so a name stored
+/// before they were refused cannot move the terminal's cursor or colour.
+fn printable(text: &str) -> String {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        text.to_string()
+    }
+}
+

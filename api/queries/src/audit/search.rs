@@ -165,11 +165,15 @@ impl SearchQuery {
                         })?);
                 }
                 "proof" => {
-                    query.proof = match value {
+                    query.proof = match value.to_ascii_lowercase().as_str() {
                         "true" | "1" | "yes" => true,
                         "false" | "0" | "no" => false,
                         _ => {
-                            return Err(invalid("proof", format!("`{value}` is not true or false")))
+                            let shown: String = value.chars().take(64).collect();
+                            return Err(invalid(
+                                "proof",
+                                format!("`{shown}` is not one of true, false, 1, 0, yes, no"),
+                            ));
                         }
                     };
                 }
@@ -755,6 +759,16 @@ mod tests {
         assert_eq!(q.from_ms, Some(1_773_100_800_000));
         assert_eq!(q.to_ms, Some(1_773_136_800_000));
         assert!(q.proof);
+        // Every spelling the refusal names is taken, in any case.
+        for (spelt, proof) in [("TRUE", true), ("Yes", true), ("1", true), ("No", false)] {
+            let q = SearchQuery::from_pairs(&pairs(&[("proof", spelt)])).unwrap();
+            assert_eq!(q.proof, proof, "{spelt}");
+        }
+        let err = SearchQuery::from_pairs(&pairs(&[("proof", "maybe")])).unwrap_err();
+        assert_eq!(
+            err.reason,
+            "`maybe` is not one of true, false, 1, 0, yes, no"
+        );
         for (bad, param) in [
             (vec![("limit", "0")], "limit"),
             (vec![("limit", "1001")], "limit"),
