@@ -115,6 +115,24 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
     result
 }
 
+/// `text` with control characters escaped (`\u{7}`), so a name stored
+/// before they were refused cannot move the terminal's cursor or colour.
+fn printable(text: &str) -> String {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        text.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,22 +158,3 @@ mod tests {
         }
     }
 }
-
-/// `text` with control characters escaped (`\u{7}`), so a name stored
-/// before they were refused cannot move the terminal's cursor or colour.
-fn printable(text: &str) -> String {
-    if text.chars().any(char::is_control) {
-        text.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    } else {
-        text.to_string()
-    }
-}
-
