@@ -147,6 +147,10 @@ fn proxy_addresses(config: &Config) -> anyhow::Result<ProxyAddresses> {
             if !listen.ip().is_unspecified() {
                 entries.push(listen.to_string());
             }
+            // A client on this host may name loopback either way.
+            if listen.ip().is_loopback() {
+                entries.push(format!("localhost:{}", listen.port()));
+            }
         }
     }
     let proxies = ProxyAddresses::parse(&entries)?;

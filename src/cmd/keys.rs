@@ -118,11 +118,17 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
 /// `text` with control characters escaped (`\u{7}`), so a name stored
 /// before they were refused cannot move the terminal's cursor or colour.
 fn printable(text: &str) -> String {
-    if text.chars().any(char::is_control) {
+    // Control characters, and the bidirectional overrides and isolates that
+    // reorder what follows them on the line.
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    if text.chars().any(unsafe_char) {
         text.chars()
             .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
+                if unsafe_char(c) {
+                    c.escape_unicode().to_string()
                 } else {
                     c.to_string()
                 }
@@ -136,6 +142,16 @@ fn printable(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_print_without_terminal_controls() {
+        assert_eq!(
+            printable("trial2\u{7}bell\u{1b}[31m"),
+            "trial2\\u{7}bell\\u{1b}[31m"
+        );
+        assert_eq!(printable("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(printable("plain-name é"), "plain-name é");
+    }
 
     /// `keys create --help` names every role a key can have (a trial found
     /// `viewer` missing from it while the refusal of a bad role listed it).

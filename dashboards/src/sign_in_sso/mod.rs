@@ -122,7 +122,7 @@ async fn callback(
     };
     // Before the login is taken: another browser's callback neither signs
     // this one in nor spends the login.
-    if let Err(err) = binding::check(&headers, &state) {
+    if let Err(err) = binding::check(&headers, &state, sso.sessions.policy().secure_cookies) {
         return refused(err.to_string());
     }
     let mut response = finish(&sso, params, &state).await;

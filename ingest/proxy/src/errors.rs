@@ -10,6 +10,10 @@ use serde_json::json;
 
 use super::observe::Dialect;
 
+/// Tells the OpenAI and Anthropic SDKs not to retry (they obey it before
+/// looking at the status or `Retry-After`).
+pub const SHOULD_RETRY: &str = "x-should-retry";
+
 /// One refusal: status, provider-style error type, message, Retry-After.
 #[derive(Debug, Clone)]
 pub struct ProxyError {
@@ -156,7 +160,7 @@ impl ProxyError {
         if self.final_answer {
             response
                 .headers_mut()
-                .insert("x-should-retry", HeaderValue::from_static("false"));
+                .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
         }
         response
     }

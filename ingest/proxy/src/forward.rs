@@ -180,10 +180,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
 }
 
-/// Tells the OpenAI and Anthropic SDKs not to retry (they obey it before
-/// looking at the status).
-const SHOULD_RETRY: &str = "x-should-retry";
-
 /// A failure that can be answered to the client as is.
 enum Failure {
     /// The provider answered with an error status.
@@ -219,20 +215,34 @@ impl Prompt {
 /// innermost cause, without the provider's URL (reqwest's own message names
 /// it: the client has no business with the upstream's address).
 fn no_answer(err: &reqwest::Error, connect: bool) -> String {
-    let mut cause: &dyn std::error::Error = err;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
     let what = if connect {
         "cannot reach the upstream provider"
     } else {
         "the upstream provider closed the connection without an answer"
     };
-    if std::ptr::addr_eq(cause, err as &dyn std::error::Error) {
-        what.to_string()
-    } else {
-        format!("{what} ({cause})")
+    match innermost_cause(err) {
+        Some(cause) => format!("{what} ({cause})"),
+        None => what.to_string(),
     }
+}
+
+/// `err`'s message and its innermost cause, for the attempt's event.
+fn with_cause(err: &reqwest::Error) -> String {
+    match innermost_cause(err) {
+        Some(cause) => format!("{err}: {cause}"),
+        None => err.to_string(),
+    }
+}
+
+/// The innermost cause of `err` (reqwest's own message names the URL but
+/// not why: "connection refused", "connection closed before message
+/// completed"), when it has one.
+fn innermost_cause(err: &reqwest::Error) -> Option<String> {
+    let mut cause: &dyn std::error::Error = std::error::Error::source(err)?;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    Some(cause.to_string())
 }
 
 impl Failure {
@@ -272,9 +282,10 @@ impl Failure {
             response.headers_mut().insert("x-tollgate-call-id", v);
         }
         if final_answer {
-            response
-                .headers_mut()
-                .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+            response.headers_mut().insert(
+                super::errors::SHOULD_RETRY,
+                HeaderValue::from_static("false"),
+            );
         }
         response
     }
@@ -595,7 +606,9 @@ async fn forward(
                     } else {
                         "upstream_error"
                     },
-                    &err.to_string(),
+                    // The URL for the SRE, and why (the client's answer
+                    // leaves the URL out).
+                    &with_cause(&err),
                 ));
                 (
                     Failure::NoAnswer {
@@ -873,7 +886,7 @@ fn relay(
                     }
                     Ok(Some(Err(err))) => {
                         outcome = Outcome::Error;
-                        record.error = Some(observe::provider_error("upstream_disconnected", &err.to_string()));
+                        record.error = Some(observe::provider_error("upstream_disconnected", &with_cause(&err)));
                         let _ = tx.send(Err(std::io::Error::other("upstream connection lost"))).await;
                         break;
                     }

@@ -9,7 +9,7 @@
 //! Counted: chat completions whose messages are text (a string, or parts of
 //! type `text`), for models of OpenAI's `o200k_base` encoding (gpt-4o,
 //! gpt-4.1, gpt-4.5, gpt-5, o1, o3, o4) and `cl100k_base` (gpt-4,
-//! gpt-3.5): each message's role, content and name, plus the chat format's
+//! gpt-3.5), as `tiktoken-rs` maps OpenAI's model names: each message's role, content and name, plus the chat format's
 //! 3 tokens per message and 3 for the reply, as OpenAI documents it. Tools,
 //! response formats, images, audio and files are laid out by the provider
 //! in ways it does not document: such a call, and any other model, keeps
@@ -20,6 +20,7 @@
 //! pays), and counting runs off the async threads.
 
 use serde_json::Value;
+use tiktoken_rs::tokenizer::Tokenizer;
 use tiktoken_rs::CoreBPE;
 
 /// Tokens the chat format adds per message and for the reply's start.
@@ -28,26 +29,15 @@ const REPLY: u64 = 3;
 /// Tokens a message's `name` adds beside its own.
 const PER_NAME: u64 = 1;
 
-/// The encoding OpenAI uses for `model`, when known.
+/// The encoding OpenAI uses for the chat model `model`, when it is one of
+/// the two chat encodings (`tiktoken-rs`'s table of OpenAI's models, which
+/// also reads fine-tuned `ft:` names and Azure's `gpt-35-turbo`).
 fn encoding(model: &str) -> Option<&'static CoreBPE> {
-    let model = model.to_ascii_lowercase();
-    let o200k = [
-        "gpt-4o",
-        "chatgpt-4o",
-        "gpt-4.1",
-        "gpt-4.5",
-        "gpt-5",
-        "o1",
-        "o3",
-        "o4",
-    ];
-    if o200k.iter().any(|p| model.starts_with(p)) {
-        return Some(tiktoken_rs::o200k_base_singleton());
+    match tiktoken_rs::tokenizer::get_tokenizer(&model.to_ascii_lowercase())? {
+        Tokenizer::O200kBase => Some(tiktoken_rs::o200k_base_singleton()),
+        Tokenizer::Cl100kBase => Some(tiktoken_rs::cl100k_base_singleton()),
+        _ => None,
     }
-    if model.starts_with("gpt-4") || model.starts_with("gpt-3.5") {
-        return Some(tiktoken_rs::cl100k_base_singleton());
-    }
-    None
 }
 
 /// The input tokens of the chat completions request `body` for `model`,
@@ -105,8 +95,7 @@ mod tests {
 
     #[test]
     fn text_chats_are_counted_as_openai_counts_them() {
-        // OpenAI's documented example: these two messages are 9 + 3 + ...;
-        // counted by hand against o200k_base: "system" 1, "You are terse."
+        // Counted by hand against o200k_base: "system" 1, "You are terse."
         // 4, "user" 1, "Hello world" 2; 2 × 3 per message, 3 for the reply.
         let request = json!({"model": "gpt-4o", "messages": [
             {"role": "system", "content": "You are terse."},
@@ -170,7 +159,15 @@ mod tests {
         assert_eq!(chat_input(&text(json!({})), "claude-3-5-sonnet"), None);
         assert_eq!(chat_input(&text(json!({})), "mock-1"), None);
         assert_eq!(chat_input(b"not json", "gpt-4o"), None);
-        // The older encoding for gpt-4 and gpt-3.5.
-        assert!(chat_input(&text(json!({})), "gpt-3.5-turbo").is_some());
+        // The older encoding for gpt-4 and gpt-3.5, fine-tuned models and
+        // Azure's spelling.
+        for model in [
+            "gpt-3.5-turbo",
+            "gpt-35-turbo",
+            "ft:gpt-4o-mini:acme::abc",
+            "GPT-4o",
+        ] {
+            assert!(chat_input(&text(json!({})), model).is_some(), "{model}");
+        }
     }
 }

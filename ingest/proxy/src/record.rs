@@ -303,11 +303,31 @@ fn explicit_trace_id(headers: &HeaderMap) -> Option<String> {
 
 /// Tags from `x-tollgate-tag-<name>: <value>` headers.
 fn tags(headers: &HeaderMap) -> BTreeMap<String, String> {
-    headers
-        .iter()
-        .filter_map(|(name, value)| tag(name, value)?.ok())
-        .take(MAX_TAGS)
-        .collect()
+    sort_tags(headers).0
+}
+
+/// The tags a request's headers give, and why each other tag header is
+/// left out: a name or value out of bounds, a name given again (its first
+/// value kept), more than [`MAX_TAGS`].
+fn sort_tags(headers: &HeaderMap) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut kept = BTreeMap::new();
+    let mut dropped = Vec::new();
+    for (name, value) in headers {
+        match tag(name, value) {
+            None => {}
+            Some(Err(why)) => dropped.push(why),
+            Some(Ok((key, _))) if kept.contains_key(&key) => {
+                dropped.push(format!("{key}: given more than once, the first value kept"));
+            }
+            Some(Ok((key, _))) if kept.len() >= MAX_TAGS => {
+                dropped.push(format!("{key}: more than {MAX_TAGS} tags"));
+            }
+            Some(Ok((key, text))) => {
+                kept.insert(key, text);
+            }
+        }
+    }
+    (kept, dropped)
 }
 
 /// A tag header's tag, or why it is left out; `None` for other headers.
@@ -335,18 +355,7 @@ fn tag(name: &HeaderName, value: &HeaderValue) -> Option<Result<(String, String)
 /// headers were not all recorded (too long, or more than [`MAX_TAGS`]):
 /// the call goes on, and the client learns which tags its event lacks.
 pub fn dropped_tags(headers: &HeaderMap) -> Option<HeaderValue> {
-    let mut kept = 0usize;
-    let mut dropped = Vec::new();
-    for (name, value) in headers {
-        match tag(name, value) {
-            None => {}
-            Some(Ok((key, _))) if kept >= MAX_TAGS => {
-                dropped.push(format!("{key}: more than {MAX_TAGS} tags"));
-            }
-            Some(Ok(_)) => kept += 1,
-            Some(Err(why)) => dropped.push(why),
-        }
-    }
+    let (_, dropped) = sort_tags(headers);
     if dropped.is_empty() {
         return None;
     }
@@ -378,6 +387,16 @@ mod tests {
             "{said}"
         );
         assert!(said.contains("more than 16 tags"), "{said}");
+        // A name given twice: its first value is kept, the other named.
+        let mut twice = HeaderMap::new();
+        twice.append("x-tollgate-tag-a", "one".parse().unwrap());
+        twice.append("x-tollgate-tag-a", "two".parse().unwrap());
+        assert_eq!(tags(&twice).get("a").map(String::as_str), Some("one"));
+        let said = dropped_tags(&twice).unwrap();
+        assert_eq!(
+            said.to_str().unwrap(),
+            "1 not recorded: a: given more than once, the first value kept"
+        );
         let mut fine = HeaderMap::new();
         fine.insert("x-tollgate-tag-feature", "search".parse().unwrap());
         assert!(dropped_tags(&fine).is_none());

@@ -219,27 +219,31 @@ pub fn plan_spans(
             for span in &scope_spans.spans {
                 let this = index;
                 index += 1;
-                let checked = map_span(resource, span, tenant).and_then(|mapping| match mapping {
-                    // Whether its attributes pass or not: the proxy has it.
-                    SpanMapping::Call(_) if proxies.reached_by(span) => {
-                        plan.proxied += 1;
-                        Ok(None)
-                    }
+                let mapped = map_span(resource, span, tenant);
+                // A model call through the proxy is the proxy's to record,
+                // whether or not its attributes would pass here (an error
+                // comes only from a GenAI span).
+                let model_call = matches!(mapped, Ok(SpanMapping::Call(_)) | Err(_));
+                if model_call && proxies.reached_by(span) {
+                    plan.proxied += 1;
+                    continue;
+                }
+                let checked = mapped.and_then(|mapping| match mapping {
                     SpanMapping::Call(call) => {
                         let reports_usage = call.reports_usage();
                         let event = call.validate(now, limits)?;
+                        if !seen.insert(event.event_id) {
+                            return Err(Rejection::new(
+                                "span_id",
+                                "the same trace and span id twice in this request",
+                            ));
+                        }
                         let succeeded = event
                             .call
                             .as_ref()
                             .is_some_and(|c| c.outcome == tollgate_contract::Outcome::Success);
                         if succeeded && !reports_usage {
                             plan.without_usage.push(this);
-                        }
-                        if !seen.insert(event.event_id) {
-                            return Err(Rejection::new(
-                                "span_id",
-                                "the same trace and span id twice in this request",
-                            ));
                         }
                         Ok(Some(event))
                     }

@@ -455,6 +455,50 @@ fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
 }
 
 #[test]
+fn a_call_through_the_proxy_is_passed_over_even_when_its_attributes_would_be_refused() {
+    let proxies = super::proxied::ProxyAddresses::parse(&["127.0.0.1:8082".into()]).unwrap();
+    let through = |mut attributes: Vec<KeyValue>| {
+        attributes.push(s("server.address", "127.0.0.1"));
+        attributes.push(i("server.port", 8082));
+        attributes
+    };
+    // No provider: refused if it were billed here; the proxy has the call.
+    let no_provider: Vec<KeyValue> = current_chat()
+        .into_iter()
+        .filter(|kv| kv.key != "gen_ai.provider.name")
+        .collect();
+    let req = request(vec![
+        span(40, through(current_chat())),
+        span(41, through(no_provider)),
+        span(42, current_chat()),
+        span(43, through(vec![s("db.system.name", "postgresql")])),
+    ]);
+    let plan = plan_spans(&req, &tenant(), now(), &Limits::default(), &proxies);
+    assert_eq!(plan.proxied, 2);
+    assert!(plan.refused.is_empty(), "{:?}", plan.refused);
+    assert_eq!(plan.events.len(), 1);
+    assert_eq!(plan.not_genai, 1);
+}
+
+#[test]
+fn a_span_sent_twice_without_usage_is_refused_not_warned_of_twice() {
+    let no_usage: Vec<KeyValue> = current_chat()
+        .into_iter()
+        .filter(|kv| !kv.key.starts_with("gen_ai.usage."))
+        .collect();
+    let req = request(vec![span(50, no_usage.clone()), span(50, no_usage)]);
+    let plan = plan_spans(
+        &req,
+        &tenant(),
+        now(),
+        &Limits::default(),
+        &Default::default(),
+    );
+    assert_eq!(plan.refused.len(), 1);
+    assert_eq!(plan.without_usage, vec![0]);
+}
+
+#[test]
 fn a_successful_call_without_usage_is_taken_and_warned_of() {
     let no_usage: Vec<KeyValue> = current_chat()
         .into_iter()
