@@ -1117,10 +1117,13 @@ async fn hostile_input_gets_a_clear_4xx_and_the_proxy_keeps_serving() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+    let refused: Value = r.json().await.unwrap();
+    assert!(refused["error"]["message"]
         .as_str()
         .unwrap()
         .contains("not blank"));
+    // Named in `param`, where the SDKs show the member (it was null).
+    assert_eq!(refused["error"]["param"], "model", "{refused}");
     // A background response, whose usage the proxy could never read.
     let r = proxy
         .http

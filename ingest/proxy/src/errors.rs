@@ -22,6 +22,8 @@ pub struct ProxyError {
     pub kind: &'static str,
     /// OpenAI `error.code`.
     pub code: Option<&'static str>,
+    /// OpenAI `error.param`: the request member refused, when one is.
+    pub param: Option<&'static str>,
     pub message: String,
     pub retry_after_secs: Option<u64>,
     /// Tell the SDKs not to retry (`x-should-retry: false`, which the
@@ -39,6 +41,7 @@ impl ProxyError {
             status,
             kind,
             code: None,
+            param: None,
             message: message.into(),
             retry_after_secs: None,
             final_answer: false,
@@ -53,6 +56,12 @@ impl ProxyError {
 
     pub fn code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
+        self
+    }
+
+    /// The request member refused (OpenAI's `error.param`).
+    pub fn param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
         self
     }
 
@@ -131,7 +140,8 @@ impl ProxyError {
     /// The Anthropic type matching this error's status.
     fn anthropic_kind(&self) -> &'static str {
         match self.status.as_u16() {
-            400 | 413 => "invalid_request_error",
+            400 => "invalid_request_error",
+            413 => "request_too_large",
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
@@ -145,7 +155,7 @@ impl ProxyError {
     pub fn into_response(self, dialect: Dialect) -> Response {
         let body = match dialect {
             Dialect::OpenAi => json!({"error": {
-                "message": self.message, "type": self.kind, "param": null, "code": self.code
+                "message": self.message, "type": self.kind, "param": self.param, "code": self.code
             }}),
             Dialect::Anthropic => json!({"type": "error", "error": {
                 "type": self.anthropic_kind(), "message": self.message
@@ -190,5 +200,22 @@ mod tests {
         assert_eq!(r.headers()["x-should-retry"], "false");
         let r = ProxyError::invalid_key().into_response(Dialect::OpenAi);
         assert_eq!(r.status(), 401);
+    }
+
+    #[test]
+    fn a_refused_member_is_named_in_param_and_413_is_anthropics_own_type() {
+        let openai = |e: ProxyError| {
+            let r = e.into_response(Dialect::OpenAi);
+            let bytes = futures::executor::block_on(axum::body::to_bytes(r.into_body(), 1 << 20));
+            serde_json::from_slice::<serde_json::Value>(&bytes.unwrap()).unwrap()
+        };
+        let body = openai(ProxyError::bad_request("missing `model`").param("model"));
+        assert_eq!(body["error"]["param"], "model");
+        let body = openai(ProxyError::bad_request("not valid JSON"));
+        assert!(body["error"]["param"].is_null());
+        assert_eq!(
+            ProxyError::too_large(10).anthropic_kind(),
+            "request_too_large"
+        );
     }
 }

@@ -671,13 +671,20 @@ async fn handle_call(
             return ProxyError::bad_request(
                 "`model` must be a string of 1 to 256 characters, not blank, without control characters",
             )
+            .param("model")
             .into_response(dialect)
         }
-        None => return ProxyError::bad_request("missing `model`").into_response(dialect),
+        None => {
+            return ProxyError::bad_request("missing `model`")
+                .param("model")
+                .into_response(dialect)
+        }
     };
     if let Some(s) = request.get("stream") {
         if !s.is_boolean() && !s.is_null() {
-            return ProxyError::bad_request("`stream` must be a boolean").into_response(dialect);
+            return ProxyError::bad_request("`stream` must be a boolean")
+                .param("stream")
+                .into_response(dialect);
         }
     }
     // A background response answers `queued` without usage; its usage
@@ -691,6 +698,7 @@ async fn handle_call(
              arrives only by polling GET /v1/responses/{id}, which the proxy does not serve, so \
              the call could not be billed; send it without `background`",
         )
+        .param("background")
         .into_response(dialect);
     }
     let stream =
