@@ -8,8 +8,11 @@
 //! sent (refused ingest requests by their reason too), the lag of both
 //! consumer folds (calls, audit) appeared for every partition of the
 //! events topic while a backlog lasted and drained to 0, and every event
-//! sent was inserted once. The shipped `deploy/prometheus/` configuration passes
-//! `promtool check config`, `check rules` and the rules' own unit tests.
+//! sent was inserted once. An event the processor cannot read is
+//! dead-lettered, counted once, and the shipped rule `TollgateDeadLetters`
+//! fires for that processor and reaches the stack's Alertmanager. The
+//! shipped `deploy/prometheus/` configuration passes `promtool check
+//! config`, `check rules` and the rules' own unit tests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,7 +27,10 @@ use tollgate_contract::Outcome;
 use crate::proxy::Proxy;
 use crate::support::events::{call_event, usage};
 use crate::support::kafka::produce_all;
-use crate::support::{free_port, kafka_brokers, listening_port, unique, wait_http};
+use crate::support::{
+    alertmanager_alerts, alertmanager_url, free_port, kafka_brokers, listening_port, unique,
+    wait_http,
+};
 
 /// Events produced straight to Kafka while `tollgate process` holds each
 /// batch for [`BATCH_WAIT_MS`]: the lag is above 0 for that long, whatever
@@ -305,6 +311,12 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
         })
         .collect();
     produce_all(&proxy.env.events_topic, &backlog).await;
+    // One record no fold can read: the calls fold dead-letters it.
+    produce_all(
+        &proxy.env.events_topic,
+        &[("team-0".to_string(), b"{\"schema_version\": 1,".to_vec())],
+    )
+    .await;
     let http = reqwest::Client::new();
     let ingest_key = proxy.env.create_key_with_role("ingest", None);
     let mut rejected_field = String::new();
@@ -389,7 +401,7 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
         )
         .await;
         assert!(
-            peak[0].value <= (BACKLOG + INGEST_REQUESTS + PROXY_CALLS) as f64,
+            peak[0].value <= (BACKLOG + 1 + INGEST_REQUESTS + PROXY_CALLS) as f64,
             "{lag}: {peak:?}"
         );
     }
@@ -436,6 +448,10 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
             format!("sum(tollgate_proxy_upstream_attempts_total{{{mine}}})"),
             PROXY_CALLS as f64,
         ),
+        (
+            format!("sum(tollgate_process_dead_letters_total{{{mine},fold=\"calls\"}})"),
+            1.0,
+        ),
     ];
     for (expr, want) in &expected {
         wait_for_value(&prom, expr, *want, crate::support::PATIENCE, logs).await;
@@ -456,6 +472,44 @@ async fn prometheus_scrapes_all_four_roles_and_sees_the_traffic_and_the_lag() {
     wait_for(&prom, &audit_lag, Duration::from_secs(120), idle, logs).await;
     let calls = proxy.env.ch_u64("SELECT count() FROM {db}.calls").await;
     assert_eq!(calls as f64, events);
+
+    // The dead letter fired the shipped rule for this processor, and
+    // Prometheus sent it on to Alertmanager.
+    let am = alertmanager_url();
+    let deadline = Instant::now() + crate::support::PATIENCE;
+    let alert = loop {
+        let alerts = alertmanager_alerts(&am, "TollgateDeadLetters").await;
+        if let Some(a) = alerts
+            .into_iter()
+            .find(|a| a["labels"]["instance"] == process_listen.as_str())
+        {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no TollgateDeadLetters for {process_listen} in Alertmanager at {am}; Prometheus's alerts: {}",
+            reqwest::get(format!("{prom}/api/v1/alerts"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        (
+            alert["labels"]["job"].as_str(),
+            alert["labels"]["fold"].as_str(),
+            alert["labels"]["severity"].as_str()
+        ),
+        (Some("tollgate-process"), Some("calls"), Some("warning")),
+        "{alert:#}"
+    );
+    assert_eq!(
+        alert["annotations"]["summary"], "1 events dead-lettered by the calls fold in 10 minutes",
+        "{alert:#}"
+    );
 }
 
 fn promtool(args: &[&str]) -> String {
