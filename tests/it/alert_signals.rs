@@ -166,14 +166,12 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
     .await
     .unwrap();
     assert_eq!(late.value, at5.value);
-    // Another org sees none of it; no calls is unknown, not 0 %.
+    // Another org sees none of it; no calls is no rate (not 0 %) and
+    // nothing to alert on: clear, as when the traffic stops.
     let other = m(&read, "org-2", &error_rate("20", 300), 5).await;
-    assert_eq!(
-        (other.value, other.observation),
-        (None, Observation::Unknown)
-    );
+    assert_eq!((other.value, other.observation), (None, Observation::Clear));
     let later = m(&read, "org-1", &error_rate("20", 300), 30).await;
-    assert_eq!(later.observation, Observation::Unknown);
+    assert_eq!((later.value, later.observation), (None, Observation::Clear));
 
     // Latency over all ten minutes: 100 values 100..=199 ms.
     let latency = |metric, percentile, above_ms| {
@@ -208,9 +206,9 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
     assert_eq!(p90.observation, Observation::Clear);
     let ttft = m(&read, "org-1", &latency(LatencyMetric::Ttft, 95, 1), 10).await;
     assert_eq!(
-        ttft.observation,
-        Observation::Unknown,
-        "no streamed call: no TTFT"
+        (ttft.value, ttft.observation),
+        (None, Observation::Clear),
+        "no streamed call: no TTFT, nothing to alert on"
     );
 
     // Spend of the team over 10 minutes: 100 calls x 0.002 USD; 1.2 USD/h.
@@ -447,7 +445,7 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
 
     // Backtest: over 1 min windows the rate is 50 % in minutes 3..=6,
     // read at 10:04..=10:07; with for = 2 min: pending at 10:04, firing at
-    // 10:06, resolved at 10:08. Steps with no calls are unknown.
+    // 10:06, resolved at 10:08. Steps with no calls are clear, with no value.
     let rule = RuleSpec::from_json(
         json!({
             "org_id": "org-1",
@@ -470,8 +468,19 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
         .iter()
         .map(|p| p.measurement.observation)
         .collect();
-    use Observation::{Clear as C, Holds as H, Unknown as U};
-    assert_eq!(observations, vec![U, C, C, C, H, H, H, H, C, C, C, U, U]);
+    use Observation::{Clear as C, Holds as H};
+    assert_eq!(observations, vec![C, C, C, C, H, H, H, H, C, C, C, C, C]);
+    let valued: Vec<bool> = result
+        .series
+        .iter()
+        .map(|p| p.measurement.value.is_some())
+        .collect();
+    assert_eq!(
+        valued,
+        [vec![false], vec![true; 10], vec![false; 2]].concat(),
+        "{:?}",
+        result.series
+    );
     assert_eq!(
         result.transitions,
         vec![
@@ -519,7 +528,19 @@ async fn signals_measure_what_a_user_computes_and_the_backtest_replays_them() {
     assert_eq!(got["series"].as_array().unwrap().len(), 13);
     assert_eq!(got["series"][4]["value"], "50.0000");
     assert_eq!(got["series"][4]["observation"], "holds");
-    assert_eq!(got["series"][0]["observation"], "unknown");
+    assert_eq!(
+        (
+            &got["series"][0]["observation"],
+            &got["series"][0]["value"],
+            got["series"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("no calls")
+        ),
+        (&json!("clear"), &Value::Null, true),
+        "{}",
+        got["series"][0]
+    );
     let csv = post(format!("{window}&format=csv"), body.clone())
         .await
         .unwrap()

@@ -88,6 +88,18 @@ impl Measurement {
         }
     }
 
+    /// No calls in the window: nothing to alert on, so clear with no value
+    /// (as Prometheus resolves an alert whose expression returns nothing:
+    /// an error-rate alert resolves when its traffic stops). Not unknown,
+    /// which is kept for a source that could not answer.
+    fn no_calls(detail: impl Into<String>) -> Self {
+        Self {
+            value: None,
+            observation: Observation::Clear,
+            detail: detail.into(),
+        }
+    }
+
     /// `value` against `threshold`: holds when strictly above.
     fn above(value: Decimal, threshold: Decimal, detail: String) -> Self {
         Self {
@@ -798,7 +810,7 @@ pub fn error_rate(
     w: (DateTime<Utc>, DateTime<Utc>),
 ) -> Measurement {
     match error_percent(errors, calls) {
-        None => Measurement::unknown(format!("no calls {}", span(w.0, w.1))),
+        None => Measurement::no_calls(format!("no calls {}", span(w.0, w.1))),
         Some(rate) => {
             let mut shown = rate.round_dp(4);
             shown.rescale(4);
@@ -824,7 +836,7 @@ fn latency(
     w: (DateTime<Utc>, DateTime<Utc>),
 ) -> Result<Measurement, ReadModelError> {
     if count == 0 {
-        return Ok(Measurement::unknown(format!(
+        return Ok(Measurement::no_calls(format!(
             "no calls with that latency {}",
             span(w.0, w.1)
         )));
@@ -1231,8 +1243,11 @@ mod tests {
         );
         assert_eq!(error_rate(0, 7, d("0"), w).observation, Observation::Clear);
         let none = error_rate(0, 0, d("5"), w);
-        assert_eq!(none.observation, Observation::Unknown, "no calls: no rate");
-        assert_eq!(none.value, None);
+        assert_eq!(
+            (none.value, none.observation),
+            (None, Observation::Clear),
+            "no calls: no rate, and nothing to alert on"
+        );
     }
 
     #[test]
@@ -1268,9 +1283,9 @@ mod tests {
         assert_eq!(m.observation, Observation::Holds);
         let m = latency(0, &[0.0, 0.0], 0.95, 95, 190, w).unwrap();
         assert_eq!(
-            m.observation,
-            Observation::Unknown,
-            "no calls: no percentile"
+            (m.value, m.observation),
+            (None, Observation::Clear),
+            "no calls: no percentile, and nothing to alert on"
         );
         assert!(latency(3, &[1.0], 0.95, 95, 190, w).is_err());
     }

@@ -45,7 +45,8 @@ pub enum Observation {
     Holds,
     /// It does not.
     Clear,
-    /// No answer (the source failed or had no data): nothing changes.
+    /// No answer (the source failed, or a figure nobody reported; a
+    /// window with no calls is `Clear`): nothing changes.
     Unknown,
 }
 
