@@ -54,7 +54,7 @@ pub enum Refusal {
     /// A key whose role may not ingest (403, `PERMISSION_DENIED`).
     Forbidden,
     /// A body (or a decompressed one, or a gRPC message) over
-    /// `ingest.max_body_bytes` (413, `RESOURCE_EXHAUSTED`/`OUT_OF_RANGE`).
+    /// `ingest.max_body_bytes` (413, `RESOURCE_EXHAUSTED`).
     TooLarge,
     /// A content type OTLP/HTTP does not take (415).
     UnsupportedMediaType,

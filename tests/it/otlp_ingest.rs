@@ -512,7 +512,24 @@ async fn hostile_otlp_gets_clear_errors_and_loses_nothing_else() {
     assert!(
         matches!(
             status.code(),
-            tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
+            tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted
+        ),
+        "{status:?}"
+    );
+    // A gRPC message over ingest.max_body_bytes is RESOURCE_EXHAUSTED, as
+    // the HTTP transport's 413 (OUT_OF_RANGE, tonic's own, is retried by
+    // OTLP clients), naming the limit.
+    let mut oversized = chat("gpt-4o", 7, 0, 7);
+    oversized.push(s("gen_ai.input.messages", &"c".repeat(6 << 20)));
+    let status = rx
+        .grpc(request(vec![span(1, oversized)]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            tonic::Code::ResourceExhausted,
+            "body: the gRPC message is larger than ingest.max_body_bytes (5242880 bytes)"
         ),
         "{status:?}"
     );
@@ -584,9 +601,16 @@ async fn hostile_otlp_gets_clear_errors_and_loses_nothing_else() {
         ("otlp_grpc", "unauthenticated", 1),
         ("otlp_grpc", "too_many_spans", grpc_too_many),
     ];
-    if many_calls_reason == "too_large" {
-        refused.push(("otlp_grpc", "too_large", 1));
-    }
+    // The oversized message, and the 100 000 calls when they were too large.
+    refused.push((
+        "otlp_grpc",
+        "too_large",
+        if many_calls_reason == "too_large" {
+            2
+        } else {
+            1
+        },
+    ));
     let metrics = rx
         .http
         .get(format!("{}/metrics", rx.env.ingest_url()))

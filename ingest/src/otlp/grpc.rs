@@ -3,8 +3,9 @@
 //! `authorization: Bearer <key>` (or `x-api-key`) metadata, gzip accepted,
 //! messages up to `ingest.max_body_bytes`. Errors are gRPC statuses with
 //! the message the HTTP transport gives: `UNAUTHENTICATED`,
-//! `PERMISSION_DENIED`, `INVALID_ARGUMENT`, `RESOURCE_EXHAUSTED`,
-//! `UNAVAILABLE` (retry).
+//! `PERMISSION_DENIED`, `INVALID_ARGUMENT`, `RESOURCE_EXHAUSTED` (a
+//! message over the limit too, which tonic alone would answer
+//! `OUT_OF_RANGE`, a code OTLP clients retry), `UNAVAILABLE` (retry).
 //!
 //! The service is the generated `TraceService` trait served through its own
 //! codec ([`CountingCodec`]) rather than the generated server's: like the
@@ -62,6 +63,13 @@ fn refusal_of_code(code: tonic::Code) -> Refusal {
 fn status_code_of<B>(response: &http::Response<B>) -> Option<tonic::Code> {
     let code = response.headers().get("grpc-status")?.to_str().ok()?;
     code.parse::<i32>().ok().map(tonic::Code::from_i32)
+}
+
+/// A gRPC message over `ingest.max_body_bytes`, as the codec never saw it.
+fn too_large(max_message_bytes: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "body: the gRPC message is larger than ingest.max_body_bytes ({max_message_bytes} bytes)"
+    ))
 }
 
 fn status_of(err: &IngestError) -> Status {
@@ -233,7 +241,15 @@ where
                 service: server.service,
                 refused: refused.clone(),
             };
-            let response = grpc.unary(method, request).await;
+            let mut response = grpc.unary(method, request).await;
+            // tonic answers a message over its limit OUT_OF_RANGE, which
+            // OTLP clients retry: answer what the HTTP transport's 413 is,
+            // RESOURCE_EXHAUSTED without RetryInfo (not retried), naming
+            // the limit.
+            if status_code_of(&response) == Some(tonic::Code::OutOfRange) && refused.get().is_none()
+            {
+                response = too_large(server.max_message_bytes).into_http();
+            }
             // Every refusal is counted here, once: by the reason the codec
             // or the handler noted, else by the code tonic answered.
             if let Some(code) = status_code_of(&response).filter(|c| *c != tonic::Code::Ok) {
