@@ -240,7 +240,14 @@ async fn ingest_batch(
             return refuse(state, err);
         }
     };
-    let plan = plan_batch(items, key.org_id.as_deref(), Utc::now(), &state.limits);
+    let sender = key.id.to_string();
+    let plan = plan_batch(
+        items,
+        key.org_id.as_deref(),
+        &sender,
+        Utc::now(),
+        &state.limits,
+    );
     let deliveries = produce(state, &plan.events).await;
     let (status, response) = plan.finish(deliveries);
     // Events the client sent that were refused as bad (the `rejected` items
@@ -452,10 +459,13 @@ enum Planned {
 }
 
 /// Validate every item at `now`: contract, org scope of the key, and unique
-/// `event_id` within the request. Pure, so it is tested without servers.
+/// `event_id` within the request; an event that names no `api_key_id` is
+/// recorded under the sending key's id (`key_id`), as OTLP spans are.
+/// Pure, so it is tested without servers.
 pub fn plan_batch(
     items: Vec<BatchItem<'_>>,
     key_org: Option<&str>,
+    key_id: &str,
     now: DateTime<Utc>,
     limits: &Limits,
 ) -> BatchPlan {
@@ -465,7 +475,7 @@ pub fn plan_batch(
     };
     let mut seen: HashSet<Uuid> = HashSet::with_capacity(items.len());
     for item in items {
-        let checked = item.event(now, limits).and_then(|event| {
+        let checked = item.event(now, limits).and_then(|mut event| {
             if let Some(refusal) = tollgate_contract::admin::refused_at_the_edge(&event) {
                 return Err(refusal);
             }
@@ -482,6 +492,9 @@ pub fn plan_batch(
             }
             if !seen.insert(event.event_id) {
                 return Err(Rejection::new("event_id", "duplicate in this request"));
+            }
+            if event.api_key_id.is_empty() {
+                event.api_key_id = key_id.to_string();
             }
             Ok(event)
         });
@@ -613,11 +626,27 @@ mod tests {
     }
 
     #[test]
+    fn an_event_without_api_key_id_is_the_sending_keys() {
+        let mut named = event("acme", Uuid::now_v7());
+        named["api_key_id"] = json!("reporter-says");
+        let texts = texts(vec![event("acme", Uuid::now_v7()), named]);
+        let plan = plan_batch(items(&texts), None, "k-1", Utc::now(), &Limits::default());
+        let keys: Vec<&str> = plan.events.iter().map(|e| e.api_key_id.as_str()).collect();
+        assert_eq!(keys, ["k-1", "reporter-says"]);
+    }
+
+    #[test]
     fn org_scoped_key_rejects_other_orgs_and_duplicates() {
         let a = Uuid::now_v7();
         let b = Uuid::now_v7();
         let texts = texts(vec![event("acme", a), event("other", b), event("acme", a)]);
-        let plan = plan_batch(items(&texts), Some("acme"), Utc::now(), &Limits::default());
+        let plan = plan_batch(
+            items(&texts),
+            Some("acme"),
+            "k-1",
+            Utc::now(),
+            &Limits::default(),
+        );
         assert_eq!(plan.events.len(), 1);
         let (status, response) = plan.finish(vec![Ok(Delivered {
             partition: 0,
@@ -664,7 +693,7 @@ mod tests {
             control_team,
             event("acme", Uuid::now_v7()),
         ]);
-        let plan = plan_batch(items(&texts), None, Utc::now(), &Limits::default());
+        let plan = plan_batch(items(&texts), None, "k-1", Utc::now(), &Limits::default());
         assert_eq!(plan.events.len(), 1);
         let (_, response) = plan.finish(vec![Ok(Delivered {
             partition: 0,
@@ -693,14 +722,14 @@ mod tests {
             event("acme", Uuid::now_v7()),
             event("other", Uuid::now_v7()),
         ]);
-        let plan = plan_batch(items(&texts), None, Utc::now(), &Limits::default());
+        let plan = plan_batch(items(&texts), None, "k-1", Utc::now(), &Limits::default());
         assert_eq!(plan.events.len(), 2);
     }
 
     #[test]
     fn all_failed_in_kafka_is_503_and_all_rejected_is_400() {
         let one = texts(vec![event("acme", Uuid::now_v7())]);
-        let plan = plan_batch(items(&one), None, Utc::now(), &Limits::default());
+        let plan = plan_batch(items(&one), None, "k-1", Utc::now(), &Limits::default());
         let (status, response) = plan.finish(vec![Err(ProduceError {
             reason: "timed out".into(),
             retryable: true,
@@ -713,7 +742,7 @@ mod tests {
         assert_eq!(body["results"][0]["retryable"], true);
 
         let bad = texts(vec![json!({"schema_version": 2})]);
-        let plan = plan_batch(items(&bad), None, Utc::now(), &Limits::default());
+        let plan = plan_batch(items(&bad), None, "k-1", Utc::now(), &Limits::default());
         let (status, response) = plan.finish(vec![]);
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(response.rejected, 1);
@@ -759,6 +788,7 @@ mod tests {
                 BatchItem::Malformed(Rejection::new("event", "malformed JSON on line 2")),
             ],
             None,
+            "k-1",
             Utc::now(),
             &Limits::default(),
         );
