@@ -1215,6 +1215,40 @@ async fn hard_budget_publishes_deny_and_warns_once_per_threshold() {
         }
         assert!(attempts < 3, "page lacks {missing:?}");
     }
+
+    // A new limit re-arms the period's warnings: raised to 6 USD, with 5
+    // spent, 50 and 80 percent of the new limit warn again (100 does not).
+    run_ok(
+        &env,
+        &[
+            "budgets", "set", "--kind", "team", "--id", "team-x", "--limit", "6",
+        ],
+    );
+    produce(&env.events_topic, &[one_dollar()]).await;
+    let records = read_records(&env.events_topic, crate::support::PATIENCE, |r| {
+        thresholds(r) >= 5
+    })
+    .await;
+    let mut rearmed: Vec<(i64, String)> = records
+        .iter()
+        .filter(|(_, v)| v["kind"] == "admin.budget.threshold")
+        .skip(3)
+        .map(|(_, v)| {
+            (
+                v["admin"]["threshold_percent"].as_i64().unwrap(),
+                v["admin"]["limit_usd"]
+                    .to_string()
+                    .trim_matches('"')
+                    .to_string(),
+            )
+        })
+        .collect();
+    rearmed.sort();
+    assert_eq!(
+        rearmed,
+        [(50, "6".to_string()), (80, "6".to_string())],
+        "{records:?}"
+    );
 }
 
 /// The demo path: simulated traffic through the ingest API is priced out of

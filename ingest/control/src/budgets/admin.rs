@@ -336,6 +336,21 @@ impl BudgetStore {
         .await?;
         let budget = row.into_budget().ok_or_else(row_error)?;
         let previous = previous.and_then(BudgetRow::into_budget);
+        // A new limit re-arms the period's warnings: each threshold is a
+        // percent of the limit, and one reached of the old limit says
+        // nothing of the new one (raised, it would never warn again this
+        // period).
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.limit_usd != budget.limit_usd)
+        {
+            let (period_start, _) = budget.period.window(Utc::now());
+            sqlx::query("DELETE FROM budget_alerts WHERE budget_id = $1 AND period_start >= $2")
+                .bind(budget.id)
+                .bind(period_start)
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut payload = budget_json(&budget);
         payload["previous"] = previous.as_ref().map(budget_json).into();
         let event = enqueue(&mut tx, &admin_event(KIND_BUDGET_SET, actor, payload)).await?;
