@@ -97,7 +97,8 @@ enum Command {
     /// Print every SQL statement the project sends to ClickHouse, as JSON
     /// (used by the chDB compatibility check).
     SqlCatalog(cmd::sql_catalog::Args),
-    /// Print the effective configuration as TOML.
+    /// Print the effective configuration as TOML, after checking the
+    /// proxy's routes as `tollgate proxy` does at start-up.
     ShowConfig,
 }
 
@@ -148,6 +149,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Audit(command) => cmd::audit::run(command, &config).await,
         Command::SqlCatalog(args) => cmd::sql_catalog::run(args, &config).await,
         Command::ShowConfig => {
+            if !config.proxy.providers.is_empty() {
+                tollgate_proxy::routing::check(&config.proxy)
+                    .map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))?;
+            }
             print!("{}", config.to_toml()?);
             Ok(())
         }

@@ -240,19 +240,9 @@ fn build_upstreams(config: &ProxyConfig) -> Result<HashMap<String, Upstream>, Pr
             "no providers: add a [proxy.providers.<name>] section with kind, base_url, models (see docs/proxy.md)".into(),
         ));
     }
+    routing::check(config).map_err(ProxyStartError::Config)?;
     let mut out = HashMap::new();
     for (name, provider) in &config.providers {
-        if provider.models.is_empty() {
-            return Err(ProxyStartError::Config(format!(
-                "proxy.providers.{name}.models is empty; list the models it serves"
-            )));
-        }
-        if !(provider.base_url.starts_with("http://") || provider.base_url.starts_with("https://"))
-        {
-            return Err(ProxyStartError::Config(format!(
-                "proxy.providers.{name}.base_url must start with http:// or https://"
-            )));
-        }
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(provider.connect_timeout_ms))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -271,13 +261,6 @@ fn build_upstreams(config: &ProxyConfig) -> Result<HashMap<String, Upstream>, Pr
                 client,
             },
         );
-    }
-    for (alias, target) in &config.aliases {
-        if config.aliases.contains_key(target) {
-            return Err(ProxyStartError::Config(format!(
-                "alias {alias:?} points at another alias {target:?}"
-            )));
-        }
     }
     Ok(out)
 }

@@ -11,6 +11,9 @@ use tollgate_contract::PriceCatalog;
 
 use super::config::{ProviderKind, ProxyConfig};
 
+mod check;
+pub use check::check;
+
 /// Where one model goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -38,10 +41,18 @@ impl RouteTable {
                     .map(move |m| (m.clone(), name.clone(), p.kind))
             })
             .collect();
+        // Fallbacks are kept by the models they name: an alias, as a key
+        // or a target, stands for its model as it does in a request.
+        let resolve = |m: &String| config.aliases.get(m).unwrap_or(m).clone();
+        let fallbacks = config
+            .fallbacks
+            .iter()
+            .map(|(model, targets)| (resolve(model), targets.iter().map(resolve).collect()))
+            .collect();
         Self {
             entries,
             aliases: config.aliases.clone(),
-            fallbacks: config.fallbacks.clone(),
+            fallbacks,
         }
     }
 
@@ -83,7 +94,8 @@ impl RouteTable {
         })
     }
 
-    /// The configured fallback models of `model`, in order.
+    /// The configured fallback models of `model` (aliases resolved), in
+    /// order.
     pub fn fallbacks(&self, model: &str) -> &[String] {
         self.fallbacks.get(model).map(Vec::as_slice).unwrap_or(&[])
     }
@@ -176,6 +188,24 @@ mod tests {
         );
         assert_eq!(table.resolve_alias("fast"), "gpt-3.5");
         assert_eq!(table.resolve_alias("x"), "x");
+    }
+
+    #[test]
+    fn fallbacks_name_models_not_aliases() {
+        let mut config = ProxyConfig::default();
+        config.aliases.insert("backup".into(), "gpt-4o".into());
+        config.aliases.insert("cheap".into(), "gpt-4o-mini".into());
+        config
+            .fallbacks
+            .insert("gpt-4o-2024-08-06".into(), vec!["backup".into()]);
+        config
+            .fallbacks
+            .insert("cheap".into(), vec!["o3-mini".into()]);
+        let table = RouteTable::new(&config);
+        assert_eq!(table.fallbacks("gpt-4o-2024-08-06"), ["gpt-4o"]);
+        // A request for `cheap` routes to gpt-4o-mini: its fallbacks too.
+        assert_eq!(table.fallbacks("gpt-4o-mini"), ["o3-mini"]);
+        assert!(table.fallbacks("cheap").is_empty());
     }
 
     #[test]
