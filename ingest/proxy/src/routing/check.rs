@@ -146,7 +146,10 @@ mod tests {
     use super::*;
     use crate::config::ProviderConfig;
 
-    fn config(fallbacks: &[(&str, &[&str])]) -> ProxyConfig {
+    /// Fallback entries as a configuration writes them: model, targets.
+    type Entries<'a> = &'a [(&'a str, &'a [&'a str])];
+
+    fn config(fallbacks: Entries) -> ProxyConfig {
         let mut config = ProxyConfig::default();
         config.providers.insert(
             "openai".into(),
@@ -175,7 +178,7 @@ mod tests {
         config
     }
 
-    fn refusal(fallbacks: &[(&str, &[&str])]) -> String {
+    fn refusal(fallbacks: Entries) -> String {
         check(&config(fallbacks)).unwrap_err()
     }
 
@@ -191,7 +194,7 @@ mod tests {
 
     #[test]
     fn each_unusable_fallback_is_named_with_its_reason() {
-        let cases: [(&[(&str, &[&str])], &str); 8] = [
+        let cases: [(Entries, &str); 8] = [
             (
                 &[("gpt-4o", &["gpt-4o-mini", "no-such-model"])],
                 r#"proxy.fallbacks."gpt-4o"[1]: "no-such-model" is served by no provider"#,
