@@ -1535,7 +1535,18 @@ async fn a_kafka_outage_loses_and_reorders_no_event() {
 async fn a_failing_model_falls_back_after_its_retries_and_the_calls_are_linked() {
     let mut proxy = Proxy::start(
         "proxy_fallback",
-        "fallbacks = { \"mock-fail-503\" = [\"gpt-4o-mini\"] }\naliases = { fast = \"gpt-4o-mini\" }",
+        &format!(
+            r#"fallbacks = {{ "mock-fail-503" = ["gpt-4o-mini"], "mock-fail-timeout" = ["fast"], "mock-fail-disconnect" = ["gpt-4o-mini"], "mock-fail-401" = ["gpt-4o", "alt-4o"] }}
+aliases = {{ fast = "gpt-4o-mini" }}
+
+[proxy.providers.mockalt]
+kind = "openai"
+base_url = "@MOCK@"
+api_key_env = "{UPSTREAM_KEY_VAR}"
+models = ["alt-*"]
+first_byte_timeout_ms = 1500
+"#
+        ),
         None,
     )
     .await;
@@ -1571,6 +1582,47 @@ async fn a_failing_model_falls_back_after_its_retries_and_the_calls_are_linked()
     let events = proxy.events(5);
     assert_eq!(call(&events[4])["requested_model"], "fast");
     assert_eq!(call(&events[4])["model"], "gpt-4o-mini");
+
+    // What retrying the same model is not worth still falls back to
+    // another: a timeout and a dropped connection (tried once: the model
+    // may be billing them) go to the fallback (an alias stands for its
+    // model), and a provider refusing its credential (401) skips the
+    // fallbacks of the same provider for another provider's.
+    let mut seen = 5;
+    for (model, served_by, failed) in [
+        ("mock-fail-timeout", "gpt-4o-mini", json!(["timeout", 0])),
+        ("mock-fail-disconnect", "gpt-4o-mini", json!(["error", 0])),
+        ("mock-fail-401", "alt-4o", json!(["error", 401])),
+    ] {
+        let response = proxy.chat(&key, model, &[]).await;
+        assert_eq!(response.status(), 200, "{model}");
+        assert_eq!(response.json::<Value>().await.unwrap()["model"], served_by);
+        seen += 2;
+        let events = proxy.events(seen);
+        let (first, served) = (&events[seen - 2], &events[seen - 1]);
+        assert_eq!(
+            (
+                &first["kind"],
+                &call(first)["model"],
+                json!([call(first)["outcome"], call(first)["http_status"]])
+            ),
+            (&json!("ai.call.failed"), &json!(model), failed),
+            "{events:#?}"
+        );
+        assert_eq!(
+            (
+                &served["kind"],
+                &call(served)["model"],
+                &call(served)["fallback_of"]
+            ),
+            (
+                &json!("ai.call.completed"),
+                &json!(served_by),
+                &call(first)["call_id"]
+            ),
+            "{events:#?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -660,16 +660,32 @@ async fn forward(
         }
         tracing::info!(call_id = %record.call_id, provider = %record.provider, model = %record.model, attempt, status = record.http_status, retryable, "upstream attempt failed");
         ProxyMetrics::inc(&state.metrics.upstream_failures);
+        // Another model is worth trying after what retrying this one is
+        // not: a timeout or a dropped connection (this model may still be
+        // working on, and billing, the request; another model is a new
+        // request), and the provider refusing its own credential (401,
+        // 403: only another provider's model can help).
+        let credential_refused = matches!(
+            &failure,
+            Failure::Http { status, .. }
+                if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN
+        );
+        let falls_back = retryable || provider_failing || credential_refused;
         let timed_out = matches!(failure, Failure::NoAnswer { timeout: true, .. });
         final_failure = Some((failure, record.call_id.clone(), retryable || timed_out));
         let wait = backoff(attempt, base, max_backoff, server_wait);
-        let next = if retryable && !client_gone.is_cancelled() {
+        let next = if falls_back && !client_gone.is_cancelled() {
             let mut options: Vec<(Route, bool)> = Vec::with_capacity(remaining.len() + 1);
             let wait_ok = server_wait.is_none_or(|w| w <= max_backoff);
-            if attempt < max_attempts && wait_ok {
+            if retryable && attempt < max_attempts && wait_ok {
                 options.push((current.clone(), true));
             }
-            options.extend(remaining.iter().map(|r| (r.clone(), false)));
+            options.extend(
+                remaining
+                    .iter()
+                    .filter(|r| !credential_refused || r.provider != current.provider)
+                    .map(|r| (r.clone(), false)),
+            );
             let configured_first = options.first().cloned();
             let plan = signature.and_then(|s| {
                 state
