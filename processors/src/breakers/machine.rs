@@ -18,6 +18,14 @@
 //! one bucket per second whatever the traffic. A half-open breaker counts as
 //! probes only calls that started after it went half-open: a call sent
 //! before the breaker opened and failing late is old news, not a probe.
+//!
+//! A provider's breaker (model '') also keeps, per bucket, the failures and
+//! slow calls of each of its models, and opens only when those of its
+//! window come from at least [`MIN_MODELS`] models: one model failing alone
+//! is its own breaker's job. Otherwise a same-provider fallback
+//! (`gpt-4o` -> `gpt-4o-mini`) opens it: every call's retries fail on the
+//! broken model and one attempt succeeds on the fallback, 75 % failures,
+//! and the open provider takes the healthy fallback out for everyone.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -26,6 +34,10 @@ use tollgate_contract::decisions::CircuitState;
 use tollgate_contract::signature::SignatureId;
 
 use super::config::BreakersConfig;
+
+/// The provider's breaker opens on failures (or slow calls) from at least
+/// this many of its models.
+pub const MIN_MODELS: usize = 2;
 
 /// One call that reached a provider, as the breaker sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,31 +113,113 @@ impl Counts {
 
     /// Why these counts trip a breaker, if they do: a failure rate or a
     /// slow-call rate at or above its threshold (integer arithmetic: 10 of
-    /// 20 is exactly 50%).
-    fn trips(&self, config: &BreakersConfig) -> Option<String> {
+    /// 20 is exactly 50%). With a `spread` (a provider's window), a rate
+    /// counts only when its calls come from at least [`MIN_MODELS`] models.
+    fn trips(&self, config: &BreakersConfig, spread: Option<Spread>) -> Option<String> {
         if self.calls == 0 {
             return None;
         }
         let at_least = |part: u64, percent: u8| part * 100 >= u64::from(percent) * self.calls;
+        // The words a spread adds to the reason, or None when too few
+        // models make the rate.
+        let across = |models: Option<usize>| match models {
+            None => Some(String::new()),
+            Some(n) if n >= MIN_MODELS => Some(format!(" across {n} models")),
+            Some(_) => None,
+        };
         if at_least(self.failures, config.failure_rate_percent) {
-            Some(format!(
-                "{} of {} calls failed ({}%, threshold {}%)",
-                self.failures,
-                self.calls,
-                self.failures * 100 / self.calls,
-                config.failure_rate_percent
-            ))
-        } else if at_least(self.slow, config.slow_call_rate_percent) {
-            Some(format!(
-                "{} of {} calls slower than {} ms ({}%, threshold {}%)",
-                self.slow,
-                self.calls,
-                config.slow_call_ms,
-                self.slow * 100 / self.calls,
-                config.slow_call_rate_percent
-            ))
-        } else {
-            None
+            if let Some(across) = across(spread.map(|s| s.failing)) {
+                return Some(format!(
+                    "{} of {} calls failed ({}%, threshold {}%){across}",
+                    self.failures,
+                    self.calls,
+                    self.failures * 100 / self.calls,
+                    config.failure_rate_percent
+                ));
+            }
+        }
+        if at_least(self.slow, config.slow_call_rate_percent) {
+            if let Some(across) = across(spread.map(|s| s.slow)) {
+                return Some(format!(
+                    "{} of {} calls slower than {} ms ({}%, threshold {}%){across}",
+                    self.slow,
+                    self.calls,
+                    config.slow_call_ms,
+                    self.slow * 100 / self.calls,
+                    config.slow_call_rate_percent
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// How many models the failures and the slow calls of a window came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spread {
+    pub failing: usize,
+    pub slow: usize,
+}
+
+/// Failures and slow calls of one model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ModelCounts {
+    failures: u64,
+    slow: u64,
+}
+
+/// The failures and slow calls of a set of calls, per model (a provider's
+/// breaker). Models with neither are not kept: a map of the failing models.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ByModel(BTreeMap<String, ModelCounts>);
+
+impl ByModel {
+    fn add(&mut self, model: &str, outcome: &CallOutcome) {
+        if !outcome.failed && !outcome.slow {
+            return;
+        }
+        let counts = match self.0.get_mut(model) {
+            Some(counts) => counts,
+            None => self.0.entry(model.to_string()).or_default(),
+        };
+        counts.failures += u64::from(outcome.failed);
+        counts.slow += u64::from(outcome.slow);
+    }
+
+    fn subtract(&mut self, other: &ByModel) {
+        for (model, n) in &other.0 {
+            if let Some(mine) = self.0.get_mut(model) {
+                mine.failures = mine.failures.saturating_sub(n.failures);
+                mine.slow = mine.slow.saturating_sub(n.slow);
+                if *mine == ModelCounts::default() {
+                    self.0.remove(model);
+                }
+            }
+        }
+    }
+
+    fn spread(&self) -> Spread {
+        Spread {
+            failing: self.0.values().filter(|c| c.failures > 0).count(),
+            slow: self.0.values().filter(|c| c.slow > 0).count(),
+        }
+    }
+}
+
+/// The calls that arrived in one second.
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    second: i64,
+    counts: Counts,
+    /// Empty but for a provider's breaker.
+    by_model: ByModel,
+}
+
+impl Bucket {
+    fn add(&mut self, outcome: &CallOutcome, model: Option<&str>) {
+        self.counts.add(outcome);
+        if let Some(model) = model {
+            self.by_model.add(model, outcome);
         }
     }
 }
@@ -133,35 +227,52 @@ impl Counts {
 /// Counts of the last `span_secs` seconds of arrivals, in 1-second buckets.
 #[derive(Debug, Clone, Default)]
 struct Window {
-    buckets: VecDeque<(i64, Counts)>,
+    buckets: VecDeque<Bucket>,
     total: Counts,
+    /// The failing models of the buckets (a provider's breaker).
+    by_model: ByModel,
 }
 
 impl Window {
-    fn add(&mut self, now: DateTime<Utc>, span_secs: i64, outcome: &CallOutcome) {
+    /// Count a call; `model` is the call's model when the window keeps
+    /// which models failed (a provider's breaker), else None.
+    fn add(
+        &mut self,
+        now: DateTime<Utc>,
+        span_secs: i64,
+        outcome: &CallOutcome,
+        model: Option<&str>,
+    ) {
         self.expire(now, span_secs);
         let second = now.timestamp();
         match self.buckets.back_mut() {
-            Some((s, counts)) if *s == second => counts.add(outcome),
+            Some(bucket) if bucket.second == second => bucket.add(outcome, model),
             _ => {
-                let mut counts = Counts::default();
-                counts.add(outcome);
-                self.buckets.push_back((second, counts));
+                let mut bucket = Bucket {
+                    second,
+                    ..Bucket::default()
+                };
+                bucket.add(outcome, model);
+                self.buckets.push_back(bucket);
             }
         }
         self.total.add(outcome);
+        if let Some(model) = model {
+            self.by_model.add(model, outcome);
+        }
     }
 
     /// Drop the buckets older than the window (the bucket of `now` and the
     /// `span_secs - 1` before it stay).
     fn expire(&mut self, now: DateTime<Utc>, span_secs: i64) {
         let oldest_kept = now.timestamp() - span_secs + 1;
-        while let Some((second, _)) = self.buckets.front() {
-            if *second >= oldest_kept {
+        while let Some(bucket) = self.buckets.front() {
+            if bucket.second >= oldest_kept {
                 break;
             }
-            if let Some((_, counts)) = self.buckets.pop_front() {
-                self.total.subtract(&counts);
+            if let Some(bucket) = self.buckets.pop_front() {
+                self.total.subtract(&bucket.counts);
+                self.by_model.subtract(&bucket.by_model);
             }
         }
     }
@@ -169,6 +280,7 @@ impl Window {
     fn clear(&mut self) {
         self.buckets.clear();
         self.total = Counts::default();
+        self.by_model = ByModel::default();
     }
 }
 
@@ -298,6 +410,12 @@ impl Breaker {
         &self.window.total
     }
 
+    /// How many models the window's failures and slow calls came from (a
+    /// provider's breaker; none are kept for a model's).
+    pub fn window_spread(&self) -> Spread {
+        self.window.by_model.spread()
+    }
+
     /// The probe outcomes so far (half-open breakers).
     pub fn probe_counts(&self) -> &Counts {
         &self.probes
@@ -313,9 +431,40 @@ impl Breaker {
         }
     }
 
-    /// Count one call that arrived at `now`.
+    /// Whether this is a provider's breaker (model '').
+    pub fn is_provider(&self) -> bool {
+        self.model.is_empty()
+    }
+
+    /// Count one call to this breaker's model that arrived at `now`. A
+    /// provider's breaker is fed with [`Breaker::observe_call_to`], which
+    /// names the call's model.
     pub fn observe(
         &mut self,
+        outcome: &CallOutcome,
+        now: DateTime<Utc>,
+        config: &BreakersConfig,
+    ) -> Option<Transition> {
+        self.count(None, outcome, now, config)
+    }
+
+    /// Count one call to `model` that arrived at `now`. A provider's
+    /// breaker keeps which of its models failed: it opens only on failures
+    /// (or slow calls) from at least [`MIN_MODELS`] of them. A model's
+    /// breaker counts it as [`Breaker::observe`] does.
+    pub fn observe_call_to(
+        &mut self,
+        model: &str,
+        outcome: &CallOutcome,
+        now: DateTime<Utc>,
+        config: &BreakersConfig,
+    ) -> Option<Transition> {
+        self.count(Some(model), outcome, now, config)
+    }
+
+    fn count(
+        &mut self,
+        model: Option<&str>,
         outcome: &CallOutcome,
         now: DateTime<Utc>,
         config: &BreakersConfig,
@@ -323,12 +472,16 @@ impl Breaker {
         match self.state {
             CircuitState::Closed => {
                 let span = config.window().num_seconds();
-                self.window.add(now, span, outcome);
+                // Only a provider's breaker keeps the calls' models (a call
+                // fed without one counts as of model '').
+                let model = self.is_provider().then(|| model.unwrap_or(""));
+                self.window.add(now, span, outcome, model);
                 let counts = &self.window.total;
                 if counts.calls < config.minimum_calls {
                     return None;
                 }
-                let why = counts.trips(config)?;
+                let spread = self.is_provider().then(|| self.window.by_model.spread());
+                let why = counts.trips(config, spread)?;
                 let reason = format!(
                     "{why} in the last {} s; open for {} s",
                     config.window_secs, config.open_secs
@@ -401,7 +554,9 @@ impl Breaker {
         prefix: &str,
     ) -> Transition {
         let probes = std::mem::take(&mut self.probes);
-        match probes.trips(config) {
+        // Probes decide as they are, whichever models they went to: the
+        // provider's window opened it, any probes judge it.
+        match probes.trips(config, None) {
             Some(why) => {
                 let reason = format!(
                     "{prefix}probes: {why}; open again for {} s",
@@ -490,7 +645,8 @@ impl Breakers {
     }
 
     /// Count one call on `provider`/`model` in its model's breaker and, with
-    /// `per_provider`, in its provider's.
+    /// `per_provider`, in its provider's (which opens only when at least
+    /// [`MIN_MODELS`] of its models fail).
     pub fn observe(
         &mut self,
         provider: &str,
@@ -509,7 +665,7 @@ impl Breakers {
                 .by_subject
                 .entry((provider.to_string(), m.to_string()))
                 .or_insert_with(|| Breaker::new(provider, m, now));
-            out.extend(breaker.observe(outcome, now, config));
+            out.extend(breaker.observe_call_to(model, outcome, now, config));
         }
         out
     }

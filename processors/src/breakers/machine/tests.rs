@@ -454,6 +454,10 @@ fn the_provider_breaker_counts_every_model_of_the_provider() {
         ),
         ("openai", "")
     );
+    assert_eq!(
+        transitions[0].reason,
+        "20 of 20 calls failed (100%, threshold 50%) across 2 models in the last 60 s; open for 30 s"
+    );
     assert!(all.keeps_out("openai", "gpt-4o"));
     assert!(!all.keeps_out("anthropic", "claude"));
     assert_eq!(
@@ -481,15 +485,22 @@ fn ticking_all_breakers_moves_each_on_its_own_clock() {
     let c = config();
     let mut all = Breakers::new();
     let now = t0();
+    // 20 failures open the model; one failure of a second model of the
+    // provider then opens the provider too (a provider's breaker opens
+    // only on failures of at least two of its models).
     for i in 0..20 {
         let at = now + ms(i);
         all.observe("openai", "gpt-4o", &fail_a(at), at, &c);
     }
+    let at = now + ms(20);
+    all.observe("openai", "gpt-4o-mini", &fail_a(at), at, &c);
     let later = now + Duration::seconds(10);
     for i in 0..20 {
         let at = later + ms(i);
         all.observe("anthropic", "claude", &fail_a(at), at, &c);
     }
+    let at = later + ms(20);
+    all.observe("anthropic", "claude-haiku", &fail_a(at), at, &c);
     // The first pair (model and provider) is half-open after 30 s, the
     // second pair 10 s later.
     let t = all.tick(now + Duration::seconds(31), &c);
@@ -547,4 +558,172 @@ fn adopting_a_published_state_starts_its_episode_and_keeps_an_equal_one() {
         )
     );
     assert_eq!((t.calls, t.failures), (20, 18));
+}
+
+/// Feed `calls` (model, outcome) of provider openai 10 ms apart from
+/// `start`; the transitions they caused.
+fn feed_all(all: &mut Breakers, start: DateTime<Utc>, calls: &[(&str, Make)]) -> Vec<Transition> {
+    let c = config();
+    let mut out = Vec::new();
+    for (i, (model, make)) in calls.iter().enumerate() {
+        let at = start + ms(10 * i as i64);
+        out.extend(all.observe("openai", model, &make(at), at, &c));
+    }
+    out
+}
+
+/// One call of a proxy with a same-provider fallback while gpt-4o fails:
+/// three failed attempts on gpt-4o (1 + max_retries = 2), then the
+/// fallback gpt-4o-mini answers.
+fn retried_then_fallback() -> Vec<(&'static str, Make)> {
+    vec![
+        ("gpt-4o", fail_a as Make),
+        ("gpt-4o", fail_a),
+        ("gpt-4o", fail_a),
+        ("gpt-4o-mini", ok),
+    ]
+}
+
+#[test]
+fn one_model_failing_alone_opens_its_breaker_not_its_providers() {
+    let mut all = Breakers::new();
+    // 20 such calls: 60 failures and 20 successes, 75% of the provider's
+    // calls failing, all on one model.
+    let calls: Vec<_> = (0..20).flat_map(|_| retried_then_fallback()).collect();
+    let t = feed_all(&mut all, t0(), &calls);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(
+        (t[0].model.as_str(), t[0].to, t[0].calls, t[0].failures),
+        ("gpt-4o", CircuitState::Open, 20, 20)
+    );
+    let provider = all.get("openai", "").unwrap();
+    assert_eq!(provider.state(), CircuitState::Closed);
+    assert_eq!(
+        (
+            provider.window_counts().calls,
+            provider.window_counts().failures
+        ),
+        (80, 60)
+    );
+    assert_eq!(
+        provider.window_spread(),
+        Spread {
+            failing: 1,
+            slow: 0
+        }
+    );
+    // The fallback stays in rotation; the failing model is out.
+    assert!(!all.keeps_out("openai", "gpt-4o-mini"));
+    assert!(all.keeps_out("openai", "gpt-4o"));
+    // Slow calls likewise: every call slow, on one model, opens that
+    // model's breaker only.
+    let mut all = Breakers::new();
+    let t = feed_all(&mut all, t0(), &vec![("gpt-4o", slow as Make); 20]);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].model, "gpt-4o");
+    assert_eq!(all.get("openai", "").unwrap().state(), CircuitState::Closed);
+}
+
+#[test]
+fn failures_of_two_models_open_the_provider() {
+    let mut all = Breakers::new();
+    // gpt-4o fails, its fallback answers, until gpt-4o's breaker opens
+    // (its 20th failure, in the 7th call)...
+    let mut calls: Vec<_> = (0..6).flat_map(|_| retried_then_fallback()).collect();
+    calls.extend([("gpt-4o", fail_a as Make), ("gpt-4o", fail_a)]);
+    let t = feed_all(&mut all, t0(), &calls);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(
+        (t[0].model.as_str(), t[0].to),
+        ("gpt-4o", CircuitState::Open)
+    );
+    assert_eq!(all.get("openai", "").unwrap().state(), CircuitState::Closed);
+    // ...then the fallback fails too: the provider is down.
+    let at = t0() + Duration::seconds(1);
+    let t = feed_all(&mut all, at, &[("gpt-4o-mini", fail_b)]);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(
+        (t[0].model.as_str(), t[0].from, t[0].to, t[0].generation),
+        ("", CircuitState::Closed, CircuitState::Open, 1)
+    );
+    assert_eq!(
+        (t[0].calls, t[0].failures, t[0].signature),
+        (27, 21, Some(SIG_A))
+    );
+    assert_eq!(
+        t[0].reason,
+        "21 of 27 calls failed (77%, threshold 50%) across 2 models in the last 60 s; open for 30 s"
+    );
+    // gpt-4o-mini's own breaker has seen 1 failure in 7 calls, but its
+    // provider keeps it out.
+    assert_eq!(
+        all.get("openai", "gpt-4o-mini").unwrap().state(),
+        CircuitState::Closed
+    );
+    assert!(all.keeps_out("openai", "gpt-4o-mini"));
+    // Slow calls of two models open it at the slow-call rate.
+    let mut all = Breakers::new();
+    let calls: Vec<_> = (0..10)
+        .flat_map(|_| [("gpt-4o", slow as Make), ("gpt-4o-mini", slow)])
+        .collect();
+    let t = feed_all(&mut all, t0(), &calls);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].model, "");
+    assert_eq!(
+        t[0].reason,
+        "20 of 20 calls slower than 30000 ms (100%, threshold 100%) across 2 models in the last 60 s; open for 30 s"
+    );
+}
+
+#[test]
+fn a_model_whose_failures_left_the_window_is_no_longer_a_failing_model() {
+    // gpt-4o-mini failed once at t0; gpt-4o fails 20 times 60 s later, when
+    // that failure's bucket has left the window: one failing model.
+    let mut all = Breakers::new();
+    assert!(feed_all(&mut all, t0(), &[("gpt-4o-mini", fail_b)]).is_empty());
+    let provider = all.get("openai", "").unwrap();
+    assert_eq!(
+        provider.window_spread(),
+        Spread {
+            failing: 1,
+            slow: 0
+        }
+    );
+    all.tick(t0() + Duration::seconds(60), &config());
+    let provider = all.get("openai", "").unwrap();
+    assert_eq!(
+        provider.window_spread(),
+        Spread {
+            failing: 0,
+            slow: 0
+        }
+    );
+    let later = t0() + Duration::seconds(60);
+    let t = feed_all(&mut all, later, &vec![("gpt-4o", fail_a as Make); 20]);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].model, "gpt-4o");
+    let provider = all.get("openai", "").unwrap();
+    assert_eq!(provider.state(), CircuitState::Closed);
+    assert_eq!(provider.window_counts().calls, 20);
+    assert_eq!(
+        provider.window_spread(),
+        Spread {
+            failing: 1,
+            slow: 0
+        }
+    );
+    // One second later, the same failure is still in the window (expired
+    // on arrival, without a tick): two failing models, and the provider
+    // opens at its 20th call (gpt-4o's 19th failure), before gpt-4o's own.
+    let mut all = Breakers::new();
+    assert!(feed_all(
+        &mut all,
+        t0() + Duration::seconds(1),
+        &[("gpt-4o-mini", fail_b)]
+    )
+    .is_empty());
+    let t = feed_all(&mut all, later, &vec![("gpt-4o", fail_a as Make); 20]);
+    let opened: Vec<_> = t.iter().map(|t| t.model.as_str()).collect();
+    assert_eq!(opened, ["", "gpt-4o"]);
+    assert_eq!((t[0].calls, t[0].failures), (20, 20));
 }
