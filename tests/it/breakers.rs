@@ -323,9 +323,10 @@ async fn a_failing_model_opens_within_a_second_and_successful_probes_close_it() 
     assert!((1..=2).contains(&retry), "{open}");
     assert!(open["valid_until"].is_string(), "{open}");
     // The learned fallback for the failure seen most: the sibling model.
-    // Every call here is on mockai, but all its failures are m-flaky's, so
-    // its provider breaker stays closed (it opens only when at least two of
-    // its models fail) and keeps nothing of mockai out.
+    // Every call here is on mockai, but all of them are m-flaky's, so its
+    // provider breaker stays closed (it opens only when its calls fail at
+    // the threshold even leaving out the model failing most; here none is
+    // left) and keeps nothing of mockai out.
     assert_eq!(open["reroute_to"], "m-sibling", "{open}");
     assert!(
         open["reason"]

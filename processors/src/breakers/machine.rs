@@ -19,13 +19,17 @@
 //! probes only calls that started after it went half-open: a call sent
 //! before the breaker opened and failing late is old news, not a probe.
 //!
-//! A provider's breaker (model '') also keeps, per bucket, the failures and
-//! slow calls of each of its models, and opens only when those of its
-//! window come from at least [`MIN_MODELS`] models: one model failing alone
-//! is its own breaker's job. Otherwise a same-provider fallback
-//! (`gpt-4o` -> `gpt-4o-mini`) opens it: every call's retries fail on the
-//! broken model and one attempt succeeds on the fallback, 75 % failures,
-//! and the open provider takes the healthy fallback out for everyone.
+//! A provider's breaker (model '') also keeps, per bucket, the calls,
+//! failures and slow calls of each of its models. It opens only when its
+//! whole window trips and, leaving out the model failing most (or slow
+//! most often), the calls of its other models still fail (or are slow) at
+//! or above the threshold: the provider as a whole is failing. One model
+//! failing alone is its own breaker's job. Otherwise a same-provider
+//! fallback (`gpt-4o` -> `gpt-4o-mini`) opens it: every call's retries fail
+//! on the broken model and one attempt succeeds on the fallback, 75 %
+//! failures, and the open provider takes the healthy fallback out for
+//! everyone. Counting only how many models failed is not enough: one stray
+//! 429 of the healthy fallback makes two failing models.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -34,10 +38,6 @@ use tollgate_contract::decisions::CircuitState;
 use tollgate_contract::signature::SignatureId;
 
 use super::config::BreakersConfig;
-
-/// The provider's breaker opens on failures (or slow calls) from at least
-/// this many of its models.
-pub const MIN_MODELS: usize = 2;
 
 /// One call that reached a provider, as the breaker sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,75 +113,127 @@ impl Counts {
 
     /// Why these counts trip a breaker, if they do: a failure rate or a
     /// slow-call rate at or above its threshold (integer arithmetic: 10 of
-    /// 20 is exactly 50%). With a `spread` (a provider's window), a rate
-    /// counts only when its calls come from at least [`MIN_MODELS`] models.
-    fn trips(&self, config: &BreakersConfig, spread: Option<Spread>) -> Option<String> {
-        if self.calls == 0 {
-            return None;
-        }
-        let at_least = |part: u64, percent: u8| part * 100 >= u64::from(percent) * self.calls;
-        // The words a spread adds to the reason, or None when too few
-        // models make the rate.
-        let across = |models: Option<usize>| match models {
-            None => Some(String::new()),
-            Some(n) if n >= MIN_MODELS => Some(format!(" across {n} models")),
-            Some(_) => None,
+    /// 20 is exactly 50%). With `by_model` (a provider's window, these
+    /// counts its totals), a rate trips only when it also does for the calls
+    /// of the other models than the one failing (or slow) most; the words
+    /// saying so are the [`Trip`]'s `rest`.
+    fn trips(&self, config: &BreakersConfig, by_model: Option<&ByModel>) -> Option<Trip> {
+        let failed = Rate {
+            part: |c: &ModelCounts| c.failures,
+            percent: config.failure_rate_percent,
+            most: "failing most",
         };
-        if at_least(self.failures, config.failure_rate_percent) {
-            if let Some(across) = across(spread.map(|s| s.failing)) {
-                return Some(format!(
-                    "{} of {} calls failed ({}%, threshold {}%){across}",
+        let slow = Rate {
+            part: |c: &ModelCounts| c.slow,
+            percent: config.slow_call_rate_percent,
+            most: "slow most often",
+        };
+        let totals = ModelCounts {
+            calls: self.calls,
+            failures: self.failures,
+            slow: self.slow,
+        };
+        if let Some(rest) = failed.trips(&totals, by_model) {
+            return Some(Trip {
+                rate: format!(
+                    "{} of {} calls failed ({}%, threshold {}%)",
                     self.failures,
                     self.calls,
                     self.failures * 100 / self.calls,
                     config.failure_rate_percent
-                ));
-            }
+                ),
+                rest,
+            });
         }
-        if at_least(self.slow, config.slow_call_rate_percent) {
-            if let Some(across) = across(spread.map(|s| s.slow)) {
-                return Some(format!(
-                    "{} of {} calls slower than {} ms ({}%, threshold {}%){across}",
-                    self.slow,
-                    self.calls,
-                    config.slow_call_ms,
-                    self.slow * 100 / self.calls,
-                    config.slow_call_rate_percent
-                ));
-            }
-        }
-        None
+        let rest = slow.trips(&totals, by_model)?;
+        Some(Trip {
+            rate: format!(
+                "{} of {} calls slower than {} ms ({}%, threshold {}%)",
+                self.slow,
+                self.calls,
+                config.slow_call_ms,
+                self.slow * 100 / self.calls,
+                config.slow_call_rate_percent
+            ),
+            rest,
+        })
     }
 }
 
-/// How many models the failures and the slow calls of a window came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Spread {
-    pub failing: usize,
-    pub slow: usize,
+/// Why counts trip a breaker, in words: the rate (`10 of 20 calls failed
+/// (50%, threshold 50%)`) and, for a provider's window, the rate leaving
+/// out its worst model (`, 6 of 7 (85%) leaving out gpt-4o, the model
+/// failing most`; empty for a model's window and for probes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Trip {
+    rate: String,
+    rest: String,
 }
 
-/// Failures and slow calls of one model.
+/// One of the two rates a breaker trips on: failures or slow calls.
+struct Rate {
+    /// The failures or the slow calls of some counts.
+    part: fn(&ModelCounts) -> u64,
+    percent: u8,
+    /// How the reason names the model left out.
+    most: &'static str,
+}
+
+impl Rate {
+    fn at_least(&self, counts: &ModelCounts) -> bool {
+        counts.calls > 0 && (self.part)(counts) * 100 >= u64::from(self.percent) * counts.calls
+    }
+
+    /// Whether `totals` trip at this rate; with `by_model` (a provider's
+    /// window), only when the calls of the models other than the one with
+    /// the most failures (or slow calls) trip too, and then the words
+    /// saying so. None when it does not trip.
+    fn trips(&self, totals: &ModelCounts, by_model: Option<&ByModel>) -> Option<String> {
+        if !self.at_least(totals) {
+            return None;
+        }
+        let Some(by_model) = by_model else {
+            return Some(String::new());
+        };
+        let (worst, counts) = by_model.most(self.part)?;
+        let rest = ModelCounts {
+            calls: totals.calls.saturating_sub(counts.calls),
+            failures: totals.failures.saturating_sub(counts.failures),
+            slow: totals.slow.saturating_sub(counts.slow),
+        };
+        if !self.at_least(&rest) {
+            return None;
+        }
+        let part = (self.part)(&rest);
+        Some(format!(
+            ", {part} of {} ({}%) leaving out {worst}, the model {}",
+            rest.calls,
+            part * 100 / rest.calls,
+            self.most
+        ))
+    }
+}
+
+/// Calls, failures and slow calls of one model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct ModelCounts {
+    calls: u64,
     failures: u64,
     slow: u64,
 }
 
-/// The failures and slow calls of a set of calls, per model (a provider's
-/// breaker). Models with neither are not kept: a map of the failing models.
+/// The calls, failures and slow calls of a set of calls, per model (a
+/// provider's breaker): a small map of the provider's models.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ByModel(BTreeMap<String, ModelCounts>);
 
 impl ByModel {
     fn add(&mut self, model: &str, outcome: &CallOutcome) {
-        if !outcome.failed && !outcome.slow {
-            return;
-        }
         let counts = match self.0.get_mut(model) {
             Some(counts) => counts,
             None => self.0.entry(model.to_string()).or_default(),
         };
+        counts.calls += 1;
         counts.failures += u64::from(outcome.failed);
         counts.slow += u64::from(outcome.slow);
     }
@@ -189,20 +241,27 @@ impl ByModel {
     fn subtract(&mut self, other: &ByModel) {
         for (model, n) in &other.0 {
             if let Some(mine) = self.0.get_mut(model) {
+                mine.calls = mine.calls.saturating_sub(n.calls);
                 mine.failures = mine.failures.saturating_sub(n.failures);
                 mine.slow = mine.slow.saturating_sub(n.slow);
-                if *mine == ModelCounts::default() {
+                if mine.calls == 0 {
                     self.0.remove(model);
                 }
             }
         }
     }
 
-    fn spread(&self) -> Spread {
-        Spread {
-            failing: self.0.values().filter(|c| c.failures > 0).count(),
-            slow: self.0.values().filter(|c| c.slow > 0).count(),
+    /// The model with the most of `part` (failures or slow calls) and its
+    /// counts; among equals the smallest name, so every replica leaves out
+    /// the same one. None when no model has any.
+    fn most(&self, part: fn(&ModelCounts) -> u64) -> Option<(&str, &ModelCounts)> {
+        let mut best: Option<(&str, &ModelCounts)> = None;
+        for (model, counts) in &self.0 {
+            if part(counts) > 0 && best.is_none_or(|(_, b)| part(counts) > part(b)) {
+                best = Some((model.as_str(), counts));
+            }
         }
+        best
     }
 }
 
@@ -211,7 +270,7 @@ impl ByModel {
 struct Bucket {
     second: i64,
     counts: Counts,
-    /// Empty but for a provider's breaker.
+    /// Per model; empty but for a provider's breaker.
     by_model: ByModel,
 }
 
@@ -229,13 +288,13 @@ impl Bucket {
 struct Window {
     buckets: VecDeque<Bucket>,
     total: Counts,
-    /// The failing models of the buckets (a provider's breaker).
+    /// The buckets' counts per model (a provider's breaker).
     by_model: ByModel,
 }
 
 impl Window {
     /// Count a call; `model` is the call's model when the window keeps
-    /// which models failed (a provider's breaker), else None.
+    /// counts per model (a provider's breaker), else None.
     fn add(
         &mut self,
         now: DateTime<Utc>,
@@ -410,12 +469,6 @@ impl Breaker {
         &self.window.total
     }
 
-    /// How many models the window's failures and slow calls came from (a
-    /// provider's breaker; none are kept for a model's).
-    pub fn window_spread(&self) -> Spread {
-        self.window.by_model.spread()
-    }
-
     /// The probe outcomes so far (half-open breakers).
     pub fn probe_counts(&self) -> &Counts {
         &self.probes
@@ -449,9 +502,10 @@ impl Breaker {
     }
 
     /// Count one call to `model` that arrived at `now`. A provider's
-    /// breaker keeps which of its models failed: it opens only on failures
-    /// (or slow calls) from at least [`MIN_MODELS`] of them. A model's
-    /// breaker counts it as [`Breaker::observe`] does.
+    /// breaker keeps the counts of each of its models: it opens only when
+    /// its calls fail (or are slow) at the threshold even leaving out the
+    /// model failing (or slow) most. A model's breaker counts it as
+    /// [`Breaker::observe`] does.
     pub fn observe_call_to(
         &mut self,
         model: &str,
@@ -480,10 +534,10 @@ impl Breaker {
                 if counts.calls < config.minimum_calls {
                     return None;
                 }
-                let spread = self.is_provider().then(|| self.window.by_model.spread());
-                let why = counts.trips(config, spread)?;
+                let by_model = self.is_provider().then_some(&self.window.by_model);
+                let Trip { rate, rest } = counts.trips(config, by_model)?;
                 let reason = format!(
-                    "{why} in the last {} s; open for {} s",
+                    "{rate} in the last {} s{rest}; open for {} s",
                     config.window_secs, config.open_secs
                 );
                 let counts = counts.clone();
@@ -557,7 +611,7 @@ impl Breaker {
         // Probes decide as they are, whichever models they went to: the
         // provider's window opened it, any probes judge it.
         match probes.trips(config, None) {
-            Some(why) => {
+            Some(Trip { rate: why, .. }) => {
                 let reason = format!(
                     "{prefix}probes: {why}; open again for {} s",
                     config.open_secs
@@ -645,8 +699,8 @@ impl Breakers {
     }
 
     /// Count one call on `provider`/`model` in its model's breaker and, with
-    /// `per_provider`, in its provider's (which opens only when at least
-    /// [`MIN_MODELS`] of its models fail).
+    /// `per_provider`, in its provider's (which opens only when its calls
+    /// fail at the threshold even leaving out the model failing most).
     pub fn observe(
         &mut self,
         provider: &str,

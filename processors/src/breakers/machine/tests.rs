@@ -456,7 +456,7 @@ fn the_provider_breaker_counts_every_model_of_the_provider() {
     );
     assert_eq!(
         transitions[0].reason,
-        "20 of 20 calls failed (100%, threshold 50%) across 2 models in the last 60 s; open for 30 s"
+        "20 of 20 calls failed (100%, threshold 50%) in the last 60 s, 10 of 10 (100%) leaving out gpt-4o, the model failing most; open for 30 s"
     );
     assert!(all.keeps_out("openai", "gpt-4o"));
     assert!(!all.keeps_out("anthropic", "claude"));
@@ -487,7 +487,8 @@ fn ticking_all_breakers_moves_each_on_its_own_clock() {
     let now = t0();
     // 20 failures open the model; one failure of a second model of the
     // provider then opens the provider too (a provider's breaker opens
-    // only on failures of at least two of its models).
+    // only when its calls fail at the threshold even leaving out the model
+    // failing most: here 1 of 1).
     for i in 0..20 {
         let at = now + ms(i);
         all.observe("openai", "gpt-4o", &fail_a(at), at, &c);
@@ -563,32 +564,63 @@ fn adopting_a_published_state_starts_its_episode_and_keeps_an_equal_one() {
 /// Feed `calls` (model, outcome) of provider openai 10 ms apart from
 /// `start`; the transitions they caused.
 fn feed_all(all: &mut Breakers, start: DateTime<Utc>, calls: &[(&str, Make)]) -> Vec<Transition> {
-    let c = config();
+    feed_all_with(all, start, calls, &config())
+}
+
+/// [`feed_all`] with configuration `c`.
+fn feed_all_with(
+    all: &mut Breakers,
+    start: DateTime<Utc>,
+    calls: &[(&str, Make)],
+    c: &BreakersConfig,
+) -> Vec<Transition> {
     let mut out = Vec::new();
     for (i, (model, make)) in calls.iter().enumerate() {
         let at = start + ms(10 * i as i64);
-        out.extend(all.observe("openai", model, &make(at), at, &c));
+        out.extend(all.observe("openai", model, &make(at), at, c));
     }
     out
 }
 
+/// The (calls, failures, slow) of `model` in the window of openai's
+/// provider breaker; None when the window holds no call of it.
+fn in_provider_window(all: &Breakers, model: &str) -> Option<(u64, u64, u64)> {
+    let provider = all.get("openai", "").unwrap();
+    provider
+        .window
+        .by_model
+        .0
+        .get(model)
+        .map(|c| (c.calls, c.failures, c.slow))
+}
+
+/// The models of `transitions`, in order ('' is the provider's).
+fn models(transitions: &[Transition]) -> Vec<&str> {
+    transitions.iter().map(|t| t.model.as_str()).collect()
+}
+
 /// One call of a proxy with a same-provider fallback while gpt-4o fails:
 /// three failed attempts on gpt-4o (1 + max_retries = 2), then the
-/// fallback gpt-4o-mini answers.
-fn retried_then_fallback() -> Vec<(&'static str, Make)> {
+/// fallback gpt-4o-mini answers with `fallback`.
+fn retried_then(fallback: Make) -> Vec<(&'static str, Make)> {
     vec![
         ("gpt-4o", fail_a as Make),
         ("gpt-4o", fail_a),
         ("gpt-4o", fail_a),
-        ("gpt-4o-mini", ok),
+        ("gpt-4o-mini", fallback),
     ]
+}
+
+/// [`retried_then`] with the fallback answering.
+fn retried_then_fallback() -> Vec<(&'static str, Make)> {
+    retried_then(ok)
 }
 
 #[test]
 fn one_model_failing_alone_opens_its_breaker_not_its_providers() {
     let mut all = Breakers::new();
     // 20 such calls: 60 failures and 20 successes, 75% of the provider's
-    // calls failing, all on one model.
+    // calls failing, all on one model; leaving it out, 0 of 20 fail.
     let calls: Vec<_> = (0..20).flat_map(|_| retried_then_fallback()).collect();
     let t = feed_all(&mut all, t0(), &calls);
     assert_eq!(t.len(), 1, "{t:?}");
@@ -605,30 +637,52 @@ fn one_model_failing_alone_opens_its_breaker_not_its_providers() {
         ),
         (80, 60)
     );
-    assert_eq!(
-        provider.window_spread(),
-        Spread {
-            failing: 1,
-            slow: 0
-        }
-    );
+    assert_eq!(in_provider_window(&all, "gpt-4o"), Some((60, 60, 0)));
+    assert_eq!(in_provider_window(&all, "gpt-4o-mini"), Some((20, 0, 0)));
     // The fallback stays in rotation; the failing model is out.
     assert!(!all.keeps_out("openai", "gpt-4o-mini"));
     assert!(all.keeps_out("openai", "gpt-4o"));
-    // Slow calls likewise: every call slow, on one model, opens that
-    // model's breaker only.
+    // Slow calls likewise: every call slow, on one model (no other calls
+    // to judge the provider on), opens that model's breaker only.
     let mut all = Breakers::new();
     let t = feed_all(&mut all, t0(), &vec![("gpt-4o", slow as Make); 20]);
-    assert_eq!(t.len(), 1, "{t:?}");
-    assert_eq!(t[0].model, "gpt-4o");
+    assert_eq!(models(&t), ["gpt-4o"]);
     assert_eq!(all.get("openai", "").unwrap().state(), CircuitState::Closed);
 }
 
 #[test]
-fn failures_of_two_models_open_the_provider() {
+fn a_stray_failure_of_the_healthy_sibling_does_not_open_the_provider() {
+    // As above, but one of the fallback's 20 answers is a 429: two models
+    // have failed, yet leaving out gpt-4o only 1 of 20 calls (5%) failed.
+    let mut all = Breakers::new();
+    let calls: Vec<_> = (0..20)
+        .flat_map(|i| retried_then(if i == 1 { fail_b } else { ok }))
+        .collect();
+    let t = feed_all(&mut all, t0(), &calls);
+    assert_eq!(models(&t), ["gpt-4o"]);
+    let provider = all.get("openai", "").unwrap();
+    assert_eq!(provider.state(), CircuitState::Closed);
+    assert_eq!(
+        (
+            provider.window_counts().calls,
+            provider.window_counts().failures
+        ),
+        (80, 61)
+    );
+    assert_eq!(in_provider_window(&all, "gpt-4o-mini"), Some((20, 1, 0)));
+    assert_eq!(
+        all.get("openai", "gpt-4o-mini").unwrap().state(),
+        CircuitState::Closed
+    );
+    assert!(!all.keeps_out("openai", "gpt-4o-mini"));
+}
+
+#[test]
+fn an_outage_of_the_model_and_its_fallback_opens_the_provider() {
     let mut all = Breakers::new();
     // gpt-4o fails, its fallback answers, until gpt-4o's breaker opens
-    // (its 20th failure, in the 7th call)...
+    // (its 20th failure, in the 7th call): 20 of 26 calls failed (76%),
+    // but 0 of 6 leaving out gpt-4o...
     let mut calls: Vec<_> = (0..6).flat_map(|_| retried_then_fallback()).collect();
     calls.extend([("gpt-4o", fail_a as Make), ("gpt-4o", fail_a)]);
     let t = feed_all(&mut all, t0(), &calls);
@@ -638,8 +692,13 @@ fn failures_of_two_models_open_the_provider() {
         ("gpt-4o", CircuitState::Open)
     );
     assert_eq!(all.get("openai", "").unwrap().state(), CircuitState::Closed);
-    // ...then the fallback fails too: the provider is down.
+    // ...then the proxies send to the fallback, and it fails too: 5 of 11
+    // (45%) leaving out gpt-4o keep the provider closed, 6 of 12 (50%)
+    // open it.
     let at = t0() + Duration::seconds(1);
+    let t = feed_all(&mut all, at, &[("gpt-4o-mini", fail_b as Make); 5]);
+    assert!(t.is_empty(), "{t:?}");
+    let at = t0() + Duration::seconds(2);
     let t = feed_all(&mut all, at, &[("gpt-4o-mini", fail_b)]);
     assert_eq!(t.len(), 1, "{t:?}");
     assert_eq!(
@@ -648,73 +707,45 @@ fn failures_of_two_models_open_the_provider() {
     );
     assert_eq!(
         (t[0].calls, t[0].failures, t[0].signature),
-        (27, 21, Some(SIG_A))
+        (32, 26, Some(SIG_A))
     );
     assert_eq!(
         t[0].reason,
-        "21 of 27 calls failed (77%, threshold 50%) across 2 models in the last 60 s; open for 30 s"
+        "26 of 32 calls failed (81%, threshold 50%) in the last 60 s, 6 of 12 (50%) leaving out gpt-4o, the model failing most; open for 30 s"
     );
-    // gpt-4o-mini's own breaker has seen 1 failure in 7 calls, but its
-    // provider keeps it out.
+    // gpt-4o-mini's own breaker has seen 12 calls, below the minimum, but
+    // its provider keeps it out.
     assert_eq!(
         all.get("openai", "gpt-4o-mini").unwrap().state(),
         CircuitState::Closed
     );
     assert!(all.keeps_out("openai", "gpt-4o-mini"));
-    // Slow calls of two models open it at the slow-call rate.
-    let mut all = Breakers::new();
-    let calls: Vec<_> = (0..10)
-        .flat_map(|_| [("gpt-4o", slow as Make), ("gpt-4o-mini", slow)])
-        .collect();
-    let t = feed_all(&mut all, t0(), &calls);
-    assert_eq!(t.len(), 1, "{t:?}");
-    assert_eq!(t[0].model, "");
-    assert_eq!(
-        t[0].reason,
-        "20 of 20 calls slower than 30000 ms (100%, threshold 100%) across 2 models in the last 60 s; open for 30 s"
-    );
+    // Opening emptied the window, the counts per model with it.
+    assert_eq!(in_provider_window(&all, "gpt-4o"), None);
+    assert_eq!(in_provider_window(&all, "gpt-4o-mini"), None);
 }
 
 #[test]
-fn a_model_whose_failures_left_the_window_is_no_longer_a_failing_model() {
+fn a_model_whose_calls_left_the_window_is_no_longer_part_of_the_provider() {
     // gpt-4o-mini failed once at t0; gpt-4o fails 20 times 60 s later, when
-    // that failure's bucket has left the window: one failing model.
+    // that call's bucket has left the window: leaving out gpt-4o, no call
+    // is left to judge the provider on.
     let mut all = Breakers::new();
     assert!(feed_all(&mut all, t0(), &[("gpt-4o-mini", fail_b)]).is_empty());
-    let provider = all.get("openai", "").unwrap();
-    assert_eq!(
-        provider.window_spread(),
-        Spread {
-            failing: 1,
-            slow: 0
-        }
-    );
+    assert_eq!(in_provider_window(&all, "gpt-4o-mini"), Some((1, 1, 0)));
     all.tick(t0() + Duration::seconds(60), &config());
-    let provider = all.get("openai", "").unwrap();
-    assert_eq!(
-        provider.window_spread(),
-        Spread {
-            failing: 0,
-            slow: 0
-        }
-    );
+    assert_eq!(in_provider_window(&all, "gpt-4o-mini"), None);
     let later = t0() + Duration::seconds(60);
     let t = feed_all(&mut all, later, &vec![("gpt-4o", fail_a as Make); 20]);
-    assert_eq!(t.len(), 1, "{t:?}");
-    assert_eq!(t[0].model, "gpt-4o");
+    assert_eq!(models(&t), ["gpt-4o"]);
     let provider = all.get("openai", "").unwrap();
     assert_eq!(provider.state(), CircuitState::Closed);
     assert_eq!(provider.window_counts().calls, 20);
-    assert_eq!(
-        provider.window_spread(),
-        Spread {
-            failing: 1,
-            slow: 0
-        }
-    );
-    // One second later, the same failure is still in the window (expired
-    // on arrival, without a tick): two failing models, and the provider
-    // opens at its 20th call (gpt-4o's 19th failure), before gpt-4o's own.
+    assert_eq!(in_provider_window(&all, "gpt-4o"), Some((20, 20, 0)));
+    // One second later, that call is still in the window (expired on
+    // arrival, without a tick): leaving out gpt-4o, 1 of 1 failed, and the
+    // provider opens at its 20th call (gpt-4o's 19th failure), before
+    // gpt-4o's own. The rest has no minimum of its own: one call decides.
     let mut all = Breakers::new();
     assert!(feed_all(
         &mut all,
@@ -723,7 +754,122 @@ fn a_model_whose_failures_left_the_window_is_no_longer_a_failing_model() {
     )
     .is_empty());
     let t = feed_all(&mut all, later, &vec![("gpt-4o", fail_a as Make); 20]);
-    let opened: Vec<_> = t.iter().map(|t| t.model.as_str()).collect();
-    assert_eq!(opened, ["", "gpt-4o"]);
+    assert_eq!(models(&t), ["", "gpt-4o"]);
     assert_eq!((t[0].calls, t[0].failures), (20, 20));
+    assert_eq!(
+        t[0].reason,
+        "20 of 20 calls failed (100%, threshold 50%) in the last 60 s, 1 of 1 (100%) leaving out gpt-4o, the model failing most; open for 30 s"
+    );
+}
+
+#[test]
+fn failures_of_the_other_models_leave_the_window_with_their_buckets() {
+    // gpt-4o-mini: 5 failures at t0, 5 successes at t0 + 30 s.
+    let mini = |all: &mut Breakers| {
+        assert!(feed_all(all, t0(), &[("gpt-4o-mini", fail_b as Make); 5]).is_empty());
+        let at = t0() + Duration::seconds(30);
+        assert!(feed_all(all, at, &[("gpt-4o-mini", ok as Make); 5]).is_empty());
+    };
+    let gpt_4o_failing = vec![("gpt-4o", fail_a as Make); 20];
+    // Its failures leave the window 60 s after t0, its successes stay:
+    // leaving out gpt-4o, 0 of 5 failed, and only gpt-4o's breaker opens.
+    let mut all = Breakers::new();
+    mini(&mut all);
+    all.tick(t0() + ms(59_900), &config());
+    assert_eq!(in_provider_window(&all, "gpt-4o-mini"), Some((10, 5, 0)));
+    all.tick(t0() + Duration::seconds(60), &config());
+    assert_eq!(in_provider_window(&all, "gpt-4o-mini"), Some((5, 0, 0)));
+    let t = feed_all(&mut all, t0() + Duration::seconds(60), &gpt_4o_failing);
+    assert_eq!(models(&t), ["gpt-4o"]);
+    let provider = all.get("openai", "").unwrap();
+    assert_eq!(provider.state(), CircuitState::Closed);
+    assert_eq!(
+        (
+            provider.window_counts().calls,
+            provider.window_counts().failures
+        ),
+        (25, 20)
+    );
+    // A second earlier they are still in it: 5 of 10 (50%) leaving out
+    // gpt-4o, and the provider opens at its 20th call (gpt-4o's 10th).
+    let mut all = Breakers::new();
+    mini(&mut all);
+    let t = feed_all(&mut all, t0() + Duration::seconds(59), &gpt_4o_failing);
+    assert_eq!(models(&t), ["", "gpt-4o"]);
+    assert_eq!((t[0].calls, t[0].failures), (20, 15));
+    assert_eq!(
+        t[0].reason,
+        "15 of 20 calls failed (75%, threshold 50%) in the last 60 s, 5 of 10 (50%) leaving out gpt-4o, the model failing most; open for 30 s"
+    );
+}
+
+#[test]
+fn a_tie_on_failures_leaves_out_the_smaller_model_name() {
+    // gpt-4o-mini is seen first and answers twice; then each model fails
+    // 9 times: 9 failures each. Left out is gpt-4o (the smaller name, not
+    // the first seen): 9 of 11 of gpt-4o-mini's calls failed.
+    let mut calls = vec![("gpt-4o-mini", ok as Make); 2];
+    calls.extend((0..9).flat_map(|_| [("gpt-4o-mini", fail_b as Make), ("gpt-4o", fail_a)]));
+    let mut all = Breakers::new();
+    let t = feed_all(&mut all, t0(), &calls);
+    assert_eq!(models(&t), [""]);
+    assert_eq!(
+        t[0].reason,
+        "18 of 20 calls failed (90%, threshold 50%) in the last 60 s, 9 of 11 (81%) leaving out gpt-4o, the model failing most; open for 30 s"
+    );
+    // One failure more for gpt-4o-mini (and one success less) makes it the
+    // model failing most.
+    let mut calls = vec![("gpt-4o-mini", ok as Make)];
+    calls.extend((0..9).flat_map(|_| [("gpt-4o-mini", fail_b as Make), ("gpt-4o", fail_a)]));
+    calls.push(("gpt-4o-mini", fail_b));
+    let mut all = Breakers::new();
+    let t = feed_all(&mut all, t0(), &calls);
+    assert_eq!(models(&t), [""]);
+    assert_eq!(
+        t[0].reason,
+        "19 of 20 calls failed (95%, threshold 50%) in the last 60 s, 9 of 9 (100%) leaving out gpt-4o-mini, the model failing most; open for 30 s"
+    );
+}
+
+#[test]
+fn slow_calls_open_the_provider_by_the_same_rule() {
+    // At a 50% slow-call threshold: gpt-4o slow (three attempts a call),
+    // its fallback fast but for one call in 20. Leaving out gpt-4o, 1 of
+    // 20 is slow: only gpt-4o's breaker opens, in its usual words.
+    let c = BreakersConfig {
+        slow_call_rate_percent: 50,
+        ..config()
+    };
+    let calls: Vec<_> = (0..20)
+        .flat_map(|i| {
+            [
+                ("gpt-4o", slow as Make),
+                ("gpt-4o", slow),
+                ("gpt-4o", slow),
+                ("gpt-4o-mini", if i == 1 { slow } else { ok }),
+            ]
+        })
+        .collect();
+    let mut all = Breakers::new();
+    let t = feed_all_with(&mut all, t0(), &calls, &c);
+    assert_eq!(models(&t), ["gpt-4o"]);
+    assert_eq!(
+        t[0].reason,
+        "20 of 20 calls slower than 30000 ms (100%, threshold 50%) in the last 60 s; open for 30 s"
+    );
+    assert_eq!(all.get("openai", "").unwrap().state(), CircuitState::Closed);
+    assert_eq!(in_provider_window(&all, "gpt-4o-mini"), Some((20, 0, 1)));
+    assert!(!all.keeps_out("openai", "gpt-4o-mini"));
+    // Both models slow: leaving out gpt-4o (a tie, the smaller name), 10 of
+    // 10 are slow, and the provider opens.
+    let calls: Vec<_> = (0..10)
+        .flat_map(|_| [("gpt-4o", slow as Make), ("gpt-4o-mini", slow)])
+        .collect();
+    let mut all = Breakers::new();
+    let t = feed_all(&mut all, t0(), &calls);
+    assert_eq!(models(&t), [""]);
+    assert_eq!(
+        t[0].reason,
+        "20 of 20 calls slower than 30000 ms (100%, threshold 100%) in the last 60 s, 10 of 10 (100%) leaving out gpt-4o, the model slow most often; open for 30 s"
+    );
 }
