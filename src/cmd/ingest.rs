@@ -53,7 +53,10 @@ pub struct Args {
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let pool = tollgate_control::postgres::connect(&config.postgres).await?;
-    let producer = EventProducer::new(&config.kafka)?;
+    // Calls reported after the fact: the fleet breakers judge providers by
+    // the proxies' own records only.
+    let producer =
+        EventProducer::new(&config.kafka)?.with_origin(tollgate_control::kafka::ORIGIN_REPORTED);
     match producer.check_connected(Duration::from_secs(10)).await? {
         true => {
             tracing::info!(brokers = %producer.brokers(), topic = %producer.topic(), "kafka reachable")

@@ -640,3 +640,46 @@ async fn a_restarted_breaker_carries_on_from_the_published_state() {
     )
     .await;
 }
+
+/// Calls reported through the ingest API (by any holder of an ingest key,
+/// of any org) do not judge a provider: the breakers read the proxies'
+/// records (and events produced to Kafka directly). 20 reported successes
+/// would have kept 10 failures below the threshold; the breaker opens at
+/// 10 of 10, as if they were not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_reported_through_the_ingest_api_judge_no_provider() {
+    let mut env = TestEnv::with_extra_config("breakers_reported", CONFIG).await;
+    let mut decisions = tail(&env.decisions_topic);
+    start_breakers(&mut env).await;
+    let log = env.log_path("process");
+    env.spawn("ingest", &["ingest"]);
+    crate::support::wait_http(
+        &format!("{}/healthz", env.ingest_url()),
+        crate::support::PATIENCE,
+        &env.log_path("ingest"),
+    )
+    .await;
+    let key = env.create_key_with_role("ingest", None);
+
+    // Failures reported after the fact: none of them counts either.
+    let reported: Vec<Event> = (0..20).map(|i| call(i % 2 == 0, 40)).collect();
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/events", env.ingest_url()))
+        .bearer_auth(&key)
+        .json(&reported)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["accepted"], 20, "{answer}");
+    let failing: Vec<Event> = (0..10).map(|_| call(false, 40)).collect();
+    produce_all(&env.events_topic, &encoded(&failing)).await;
+    let (_, open) = next_state(&mut decisions, "open", crate::support::PATIENCE, &log).await;
+    assert_eq!(
+        (&open["breaker"]["calls"], &open["breaker"]["failures"]),
+        (&serde_json::json!(10), &serde_json::json!(10)),
+        "{open}"
+    );
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientContext;
 
@@ -141,6 +142,14 @@ impl ClientContext for WatchedContext {
     }
 }
 
+/// The Kafka header that says where an event came from, when it was not
+/// the proxy's own record of a call (`docs/architecture.md`).
+pub const ORIGIN_HEADER: &str = "tollgate-origin";
+/// [`ORIGIN_HEADER`] of the events the ingest API accepted from its
+/// clients (`POST /v1/events`, OTLP): calls reported after the fact,
+/// which the fleet breakers do not judge a provider by.
+pub const ORIGIN_REPORTED: &str = "reported";
+
 /// Idempotent producer of [`Event`]s onto `kafka.events_topic`.
 #[derive(Clone)]
 pub struct EventProducer {
@@ -149,6 +158,8 @@ pub struct EventProducer {
     topic: String,
     brokers: String,
     message_timeout: Duration,
+    /// [`ORIGIN_HEADER`]'s value on every message, if any.
+    origin: Option<&'static str>,
 }
 
 /// The settings every producer of ours shares, written once: idempotent,
@@ -191,7 +202,15 @@ impl EventProducer {
             topic: config.events_topic.clone(),
             brokers: config.brokers.clone(),
             message_timeout: Duration::from_millis(config.message_timeout_ms),
+            origin: None,
         })
+    }
+
+    /// Mark every message with [`ORIGIN_HEADER`] `origin`
+    /// ([`ORIGIN_REPORTED`] for the ingest API's).
+    pub fn with_origin(mut self, origin: &'static str) -> Self {
+        self.origin = Some(origin);
+        self
     }
 
     pub fn topic(&self) -> &str {
@@ -272,9 +291,15 @@ impl EventProducer {
             reason: format!("could not encode the event as JSON: {err}"),
             retryable: false,
         })?;
-        let record = FutureRecord::to(&self.topic)
+        let mut record = FutureRecord::to(&self.topic)
             .key(event.partition_key())
             .payload(&payload);
+        if let Some(origin) = self.origin {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: ORIGIN_HEADER,
+                value: Some(origin),
+            }));
+        }
         match self.producer.send(record, self.message_timeout).await {
             Ok(delivery) => {
                 self.watch.mark_up();

@@ -266,6 +266,10 @@ pub async fn run(context: &FoldContext) -> Result<Counters> {
                         }
                     }
                     let Some(payload) = message.payload() else { continue };
+                    if observe::reported(message.headers()) {
+                        runtime.counters.without_row += 1;
+                        continue;
+                    }
                     match CallReport::parse(payload) {
                         Ok(event) => runtime.on_event(&event, now).await,
                         Err(err) => {

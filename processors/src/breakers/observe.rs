@@ -19,13 +19,29 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Duration, Utc};
+use rdkafka::message::Headers;
 use serde::Deserialize;
 use tollgate_contract::signature::{signature, ErrorInput};
 use tollgate_contract::{EventKind, Outcome, ProviderError};
+use tollgate_control::kafka::{ORIGIN_HEADER, ORIGIN_REPORTED};
 use uuid::Uuid;
 
 use super::config::BreakersConfig;
 use super::machine::CallOutcome;
+
+/// Whether a message carries an event the ingest API accepted from a
+/// client ([`ORIGIN_HEADER`] = [`ORIGIN_REPORTED`]): a call reported after
+/// the fact, by any holder of an ingest key of any org. The breakers judge
+/// a provider by what the proxies saw: a report could otherwise open a
+/// provider for every tenant (a trial did it with 20 posted events). A
+/// message without the header (the proxy's, or produced to Kafka directly)
+/// counts.
+pub fn reported<H: Headers>(headers: Option<&H>) -> bool {
+    headers.is_some_and(|h| {
+        h.iter()
+            .any(|h| h.key == ORIGIN_HEADER && h.value == Some(ORIGIN_REPORTED.as_bytes()))
+    })
+}
 
 /// The fields of an event (`docs/event-contract.md`) the breakers read;
 /// every other field is skipped unread.
@@ -312,5 +328,20 @@ mod tests {
             ..Default::default()
         };
         assert!(call_outcome(&e, &c).unwrap().2.slow);
+    }
+
+    #[test]
+    fn reported_calls_are_told_by_their_origin_header() {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let with = |key: &str, value: &str| {
+            OwnedHeaders::new().insert(Header {
+                key,
+                value: Some(value),
+            })
+        };
+        assert!(reported(Some(&with(ORIGIN_HEADER, ORIGIN_REPORTED))));
+        assert!(!reported(Some(&with(ORIGIN_HEADER, "proxy"))));
+        assert!(!reported(Some(&with("other", ORIGIN_REPORTED))));
+        assert!(!reported::<OwnedHeaders>(None));
     }
 }
