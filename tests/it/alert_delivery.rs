@@ -78,6 +78,8 @@ fn fast_retries(max_attempts: usize) -> DeliveryConfig {
         max_backoff: Duration::from_millis(200),
         queue_capacity: 16,
         outcome_capacity: 64,
+        // The test's receivers listen on loopback.
+        private_hosts: vec!["127.0.0.1".into()],
     }
 }
 
@@ -101,6 +103,50 @@ async fn outcomes(
         }
     }
     got
+}
+
+/// A receiver reaches private addresses only on the hosts the operator
+/// listed: one at a loopback address (written as such, or a name that
+/// resolves to it) is dead-lettered without a request, naming why; listed,
+/// the same receiver is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_reach_private_addresses_only_on_listed_hosts() {
+    let (target, received) = start_receiver(Behaviour {
+        fail_first: 0,
+        then_status: 204,
+        delay: Duration::ZERO,
+    })
+    .await;
+    let unlisted = DeliveryConfig {
+        private_hosts: Vec::new(),
+        ..fast_retries(2)
+    };
+    let (dispatcher, mut rx) = Dispatcher::new(unlisted, None).unwrap();
+    let by_name = ReceiverTarget {
+        id: Uuid::now_v7(),
+        url: target.url.replace("127.0.0.1", "localhost"),
+        ..target.clone()
+    };
+    for t in [&target, &by_name] {
+        let n = notification("errors", "acme", "m1", NotificationStatus::Firing);
+        dispatcher.enqueue(t, Delivery::single(n)).await.unwrap();
+    }
+    let got = outcomes(&mut rx, 2, crate::support::PATIENCE).await;
+    for (outcome, _) in &got {
+        let DeliveryResult::DeadLettered { error, .. } = &outcome.result else {
+            panic!("{outcome:?}");
+        };
+        assert!(error.contains("not a public address"), "{error}");
+        assert!(error.contains("alerting.receiver_private_hosts"), "{error}");
+    }
+    assert_eq!(received.lock().unwrap().requests, 0);
+
+    let (listed, mut rx) = Dispatcher::new(fast_retries(2), None).unwrap();
+    let n = notification("errors", "acme", "m2", NotificationStatus::Firing);
+    listed.enqueue(&target, Delivery::single(n)).await.unwrap();
+    let got = outcomes(&mut rx, 1, crate::support::PATIENCE).await;
+    assert_eq!(got[0].0.result, DeliveryResult::Delivered { attempts: 1 });
+    assert_eq!(received.lock().unwrap().requests, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,7 @@ first_byte_timeout_ms = 3000
 interval_secs = 1
 lease_intervals = 3
 public_url = "{PUBLIC_URL}"
+receiver_private_hosts = ["127.0.0.1"]
 "#
     )
 }

@@ -130,6 +130,8 @@ fn fast_delivery() -> DeliveryConfig {
         max_attempts: 3,
         min_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(200),
+        // The webhook and the stack's Alertmanager listen on loopback.
+        private_hosts: vec!["127.0.0.1".into()],
         ..DeliveryConfig::default()
     }
 }
@@ -524,7 +526,7 @@ async fn one_of_two_evaluators_is_active_and_a_kill_9_takeover_repeats_nothing()
     // a 0.01 USD spend rule over 15 minutes from the first evaluation on.
     let now = Utc::now();
     let start = DateTime::from_timestamp(now.timestamp() / 60 * 60 - 240, 0).unwrap();
-    let extra = "[alerting]\ninterval_secs = 1\nlease_intervals = 5\n";
+    let extra = "[alerting]\ninterval_secs = 1\nlease_intervals = 5\nreceiver_private_hosts = [\"127.0.0.1\"]\n";
     let env = prepared("alert_eval_proc", extra, &calls(start, 2, &[])).await;
     let pool = PgPool::connect(&env.pg_url).await.unwrap();
     let store = AlertStore::new(pool.clone());

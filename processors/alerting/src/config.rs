@@ -19,6 +19,13 @@ pub struct AlertingConfig {
     /// Prefix of the links in notifications (`https://tollgate.example`);
     /// empty gives paths relative to the Tollgate UI.
     pub public_url: String,
+    /// Hosts (names or addresses, as receivers' URLs write them) that
+    /// receivers may reach on private, loopback or link-local addresses,
+    /// such as an Alertmanager on the internal network; `"*"` trusts every
+    /// host. Every other receiver reaches public addresses only: receivers
+    /// are created by each org's admins and SREs, and the evaluator sends
+    /// from inside the network.
+    pub receiver_private_hosts: Vec<String>,
 }
 
 impl Default for AlertingConfig {
@@ -28,6 +35,7 @@ impl Default for AlertingConfig {
             lease_intervals: 3,
             concurrency: 8,
             public_url: String::new(),
+            receiver_private_hosts: Vec::new(),
         }
     }
 }

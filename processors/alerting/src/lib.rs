@@ -67,7 +67,11 @@ impl Evaluator {
         clickhouse: &ClickHouseConfig,
         holder: String,
     ) -> Result<Self, EvaluatorError> {
-        Self::with_delivery(config, pool, clickhouse, holder, DeliveryConfig::default())
+        let delivery = DeliveryConfig {
+            private_hosts: config.receiver_private_hosts.clone(),
+            ..DeliveryConfig::default()
+        };
+        Self::with_delivery(config, pool, clickhouse, holder, delivery)
     }
 
     pub fn with_delivery(

@@ -180,6 +180,13 @@ impl TestEnv {
         if !extra_toml.contains("[audit]") {
             processor_section.push_str(&format!("\n[audit]\ngroup_id = \"{name}-audit\"\n"));
         }
+        // Tests' receivers (webhooks, the stack's Alertmanager) listen on
+        // loopback, which receivers reach only on listed hosts.
+        if !extra_toml.contains("[alerting]") {
+            processor_section.push_str(
+                "\n[alerting]\nreceiver_private_hosts = [\"127.0.0.1\", \"localhost\"]\n",
+            );
+        }
         // Tests talk plain HTTP: session cookies without `Secure`.
         let auth_section = if extra_toml.contains("[auth]") {
             ""

@@ -21,6 +21,7 @@ use tollgate_control::alert_deliveries::{record_dead_letter, DeadLetter, PgPool}
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
+use super::destination::{Clients, PrivateHosts};
 use super::send::{attempt, prepare, AttemptError};
 use super::Delivery;
 
@@ -39,6 +40,10 @@ pub struct DeliveryConfig {
     pub queue_capacity: usize,
     /// Outcomes waiting for the evaluator before workers wait for it.
     pub outcome_capacity: usize,
+    /// Hosts receivers may reach on private addresses
+    /// (`alerting.receiver_private_hosts`; `"*"`: every host). Every
+    /// other receiver reaches public addresses only ([`super::destination`]).
+    pub private_hosts: Vec<String>,
 }
 
 impl Default for DeliveryConfig {
@@ -54,6 +59,7 @@ impl Default for DeliveryConfig {
             max_backoff: Duration::from_secs(60),
             queue_capacity: 1024,
             outcome_capacity: 4096,
+            private_hosts: Vec::new(),
         }
     }
 }
@@ -93,7 +99,7 @@ struct Job {
 /// The delivery side the evaluator calls: `enqueue` returns at once.
 pub struct Dispatcher {
     config: DeliveryConfig,
-    client: reqwest::Client,
+    clients: Clients,
     dead_letters: Option<PgPool>,
     outcomes: mpsc::Sender<DeliveryOutcome>,
     queues: Mutex<HashMap<Uuid, mpsc::Sender<Job>>>,
@@ -108,14 +114,15 @@ impl Dispatcher {
         config: DeliveryConfig,
         dead_letters: Option<PgPool>,
     ) -> Result<(Self, mpsc::Receiver<DeliveryOutcome>), reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.attempt_timeout)
-            .build()?;
+        let clients = Clients::new(
+            config.attempt_timeout,
+            PrivateHosts::new(&config.private_hosts),
+        )?;
         let (outcomes, receiver) = mpsc::channel(config.outcome_capacity.max(1));
         Ok((
             Self {
                 config,
-                client,
+                clients,
                 dead_letters,
                 outcomes,
                 queues: Mutex::new(HashMap::new()),
@@ -171,7 +178,7 @@ impl Dispatcher {
         let (sender, receiver) = mpsc::channel(self.config.queue_capacity.max(1));
         let worker = Worker {
             config: self.config.clone(),
-            client: self.client.clone(),
+            clients: self.clients.clone(),
             dead_letters: self.dead_letters.clone(),
             outcomes: self.outcomes.clone(),
         };
@@ -198,7 +205,7 @@ impl Dispatcher {
 
 struct Worker {
     config: DeliveryConfig,
-    client: reqwest::Client,
+    clients: Clients,
     dead_letters: Option<PgPool>,
     outcomes: mpsc::Sender<DeliveryOutcome>,
 }
@@ -250,6 +257,10 @@ impl Worker {
         delivery: &Delivery,
     ) -> Result<u32, (u32, String)> {
         let request = prepare(target, delivery).map_err(|err| (0, err.message))?;
+        let client = self
+            .clients
+            .for_url(&request.url)
+            .map_err(|why| (0, format!("url: {why}")))?;
         let attempts = AtomicU32::new(0);
         let max_backoff = self.config.max_backoff;
         let backoff = ExponentialBuilder::default()
@@ -260,7 +271,7 @@ impl Worker {
         let result = (|| async {
             attempts.fetch_add(1, Ordering::Relaxed);
             attempt(
-                &self.client,
+                client,
                 target,
                 delivery,
                 &request,

@@ -14,6 +14,7 @@
 //! webhook and Slack receivers, wraps what is due in a [`Delivery`] and
 //! hands it to [`Dispatcher::enqueue`].
 
+pub mod destination;
 pub mod dispatch;
 pub mod grouping;
 pub mod send;

@@ -1,0 +1,223 @@
+//! Which addresses a receiver may reach. Receivers are created by the
+//! admins and SREs of each org, and the evaluator sends from inside the
+//! operator's network: a receiver at `http://127.0.0.1:8123/?query=…` made
+//! it run a ClickHouse query (a trial did), one at `169.254.169.254` would
+//! read a cloud's instance metadata. So a receiver reaches public addresses
+//! only, unless its host is one the operator listed in
+//! `alerting.receiver_private_hosts` (an Alertmanager on the internal
+//! network; `"*"` trusts every host).
+//!
+//! The check is made where the connection is made: a host name is resolved
+//! by [`PublicOnly`], which drops every address that is not public (so a
+//! name that resolves to one, or is changed to after the receiver was
+//! saved, reaches nothing), and an address written in the URL is checked
+//! before the request.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+/// Whether `ip` is an address of the public internet: not loopback,
+/// private (RFC 1918, IPv6 unique local), link-local, shared (RFC 6598),
+/// unspecified, broadcast, multicast or documentation; an IPv4-mapped IPv6
+/// address is judged as its IPv4 address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                // 100.64.0.0/10, carrier-grade NAT; 0.0.0.0/8.
+                || (a == 100 && (64..128).contains(&b))
+                || a == 0)
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || v6.is_unique_local()
+                    || v6.is_unicast_link_local())
+            }
+        },
+    }
+}
+
+/// The hosts the operator lets receivers reach on private addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrivateHosts {
+    hosts: Vec<String>,
+}
+
+impl PrivateHosts {
+    pub fn new(hosts: &[String]) -> Self {
+        Self {
+            hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// Whether `url`'s host is listed (or `"*"` is).
+    pub fn trusts(&self, url: &str) -> bool {
+        let host = host_of(url);
+        self.hosts.iter().any(|h| h == "*" || *h == host)
+    }
+}
+
+/// The lowercase host of `url` (an IPv6 address without its brackets);
+/// empty when it has none.
+fn host_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| {
+                h.trim_matches(|c| c == '[' || c == ']')
+                    .to_ascii_lowercase()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Why `url` may not be sent to, when its host is an address that is not
+/// public (a name is judged by [`PublicOnly`] when it is resolved).
+pub fn refused_address(url: &str) -> Option<String> {
+    let host = host_of(url);
+    let ip: IpAddr = host.parse().ok()?;
+    (!is_public(ip)).then(|| not_public(&host, ip))
+}
+
+fn not_public(host: &str, ip: IpAddr) -> String {
+    format!(
+        "{host} is {ip}, not a public address; receivers reach private addresses only on the hosts listed in alerting.receiver_private_hosts"
+    )
+}
+
+/// A resolver that keeps a name's public addresses only, and fails when it
+/// has none.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PublicOnly;
+
+impl Resolve for PublicOnly {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> =
+                all.iter().copied().filter(|a| is_public(a.ip())).collect();
+            match (public.is_empty(), all.first()) {
+                (false, _) => Ok(Box::new(public.into_iter()) as Addrs),
+                (true, Some(first)) => Err(not_public(&host, first.ip()).into()),
+                (true, None) => Err(format!("{host} has no address").into()),
+            }
+        })
+    }
+}
+
+/// The clients a delivery goes out through: `any` for the operator's
+/// listed hosts, `public` (through [`PublicOnly`]) for every other.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub any: reqwest::Client,
+    pub public: reqwest::Client,
+    pub private_hosts: PrivateHosts,
+}
+
+impl Clients {
+    pub fn new(
+        connect_timeout: std::time::Duration,
+        private_hosts: PrivateHosts,
+    ) -> Result<Self, reqwest::Error> {
+        let builder = || reqwest::Client::builder().connect_timeout(connect_timeout);
+        Ok(Self {
+            any: builder().build()?,
+            public: builder().dns_resolver(Arc::new(PublicOnly)).build()?,
+            private_hosts,
+        })
+    }
+
+    /// The client for `url`, or why it may not be sent to.
+    pub fn for_url(&self, url: &str) -> Result<&reqwest::Client, String> {
+        if self.private_hosts.trusts(url) {
+            return Ok(&self.any);
+        }
+        match refused_address(url) {
+            Some(why) => Err(why),
+            None => Ok(&self.public),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn listed_hosts_reach_private_addresses_and_others_do_not() {
+        let clients = Clients::new(
+            std::time::Duration::from_secs(1),
+            PrivateHosts::new(&["alertmanager.internal".into(), "10.0.0.5".into()]),
+        )
+        .unwrap();
+        assert!(clients
+            .for_url("http://Alertmanager.Internal:9093/")
+            .is_ok());
+        assert!(clients.for_url("http://10.0.0.5:9093/").is_ok());
+        assert_eq!(
+            clients
+                .for_url("http://127.0.0.1:8123/?query=SELECT%201")
+                .unwrap_err(),
+            "127.0.0.1 is 127.0.0.1, not a public address; receivers reach private addresses only on the hosts listed in alerting.receiver_private_hosts"
+        );
+        assert!(clients.for_url("http://[::1]:80/").is_err());
+        assert!(clients.for_url("http://169.254.169.254/latest").is_err());
+        // A name is judged when it is resolved (PublicOnly).
+        assert!(clients.for_url("https://hooks.example.com/x").is_ok());
+        let any = Clients::new(
+            std::time::Duration::from_secs(1),
+            PrivateHosts::new(&["*".into()]),
+        )
+        .unwrap();
+        assert!(any.for_url("http://127.0.0.1:8123/").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_a_private_address_reaches_nothing() {
+        let name: Name = "localhost".parse().unwrap();
+        let err = PublicOnly.resolve(name).await.err().unwrap().to_string();
+        assert!(err.starts_with("localhost is "), "{err}");
+        assert!(err.contains("not a public address"), "{err}");
+    }
+}
