@@ -71,7 +71,8 @@ pub fn parse_event(value: Value, now: DateTime<Utc>, limits: &Limits) -> Result<
         .and_then(Value::as_u64)
         .is_some_and(|v| v == u64::from(SCHEMA_VERSION));
     if current_version {
-        if let Ok(event) = Event::deserialize(&value) {
+        if let Ok(mut event) = Event::deserialize(&value) {
+            as_read(&mut event);
             return check_event(&event, now, limits).map(|()| event);
         }
     }
@@ -125,8 +126,34 @@ fn parse_event_tracked(
             None => Rejection::new(field, strip_position(&inner)),
         }
     })?;
+    let mut event = event;
+    as_read(&mut event);
     check_event(&event, now, limits)?;
     Ok(event)
+}
+
+/// What reading an event makes of two things producers commonly send,
+/// before it is checked (the proxy and the OTLP mapping do the same with
+/// theirs): a control character in `call.error.message` (a provider's
+/// multi-line message, a tab) is read as a space, and a call that was not
+/// streamed has no `call.ttft_ms` (time to first token is a streamed
+/// call's; the latency reports would count it among the streams').
+fn as_read(event: &mut Event) {
+    let Some(call) = event.call.as_mut() else {
+        return;
+    };
+    if let Some(error) = call.error.as_mut() {
+        if error.message.chars().any(char::is_control) {
+            error.message = error
+                .message
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+        }
+    }
+    if !call.stream {
+        call.ttft_ms = None;
+    }
 }
 
 /// Why [`parse_event_json`] refused a payload.
@@ -162,8 +189,9 @@ pub fn parse_event_json(
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| *b == b'{');
     if is_object {
-        if let Ok(event) = serde_json::from_slice::<Event>(text) {
+        if let Ok(mut event) = serde_json::from_slice::<Event>(text) {
             if event.schema_version == SCHEMA_VERSION {
+                as_read(&mut event);
                 return check_event(&event, now, limits)
                     .map(|()| event)
                     .map_err(JsonEventError::Invalid);

@@ -496,6 +496,30 @@ fn oversized_strings_are_rejected() {
     parse(with(|v| v["call"]["model"] = json!("é".repeat(256)))).unwrap();
 }
 
+/// A provider's multi-line error message is read with spaces (as the
+/// proxy records one), and a call that was not streamed has no time to
+/// first token: neither is a reason to lose the call.
+#[test]
+fn an_error_message_is_one_line_and_only_streams_have_a_ttft() {
+    let mut failed = good_failed_call();
+    failed["call"]["error"]["message"] = json!("line one\nline two\r\n\tthree");
+    let event = parse(failed).unwrap();
+    assert_eq!(
+        event.call.unwrap().error.unwrap().message,
+        "line one line two   three"
+    );
+    let unstreamed = parse(with(|v| v["call"]["stream"] = json!(false))).unwrap();
+    assert_eq!(unstreamed.call.unwrap().ttft_ms, None);
+    let streamed = parse(good_call()).unwrap();
+    assert_eq!(streamed.call.unwrap().ttft_ms, Some(95));
+    // Past the duration, a non-streamed TTFT is dropped, not refused.
+    let late = with(|v| {
+        v["call"]["stream"] = json!(false);
+        v["call"]["ttft_ms"] = json!(5000);
+    });
+    assert_eq!(parse(late).unwrap().call.unwrap().ttft_ms, None);
+}
+
 #[test]
 fn control_characters_are_rejected() {
     let r = rejected_at(with(|v| v["user_id"] = json!("u\u{7}17")), "user_id");
