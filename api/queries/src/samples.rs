@@ -374,7 +374,8 @@ pub fn overview() -> CostOverview {
 }
 
 /// team-search's March statement: two priced lines (gpt-4o corrected by a
-/// repricing), an unpriced one, and the running month's forecast.
+/// repricing, whose reversal has a line of its own), an unpriced one, and
+/// the running month's forecast.
 pub fn statement() -> Statement {
     let line = |provider: &str, model: &str, version: &str| {
         [
@@ -423,13 +424,23 @@ pub fn statement() -> Statement {
         totals: CostTotals { cost, ..totals },
     })
     .collect();
-    let repricing = [RepricingRow {
-        provider: "openai".into(),
-        model: "gpt-4o".into(),
-        price_version: 7,
-        // -0.25 USD as a Decimal(38, 12) mantissa.
-        cost: -250_000_000_000,
-    }];
+    // A correction moved gpt-4o's calls from version 6 to 7: 2.35 USD
+    // reversed at 6 (which keeps no call, so no line of the report), 2.10
+    // posted at 7; the net is -0.25 USD (Decimal(38, 12) mantissas).
+    let repricing = [
+        RepricingRow {
+            provider: "openai".into(),
+            model: "gpt-4o".into(),
+            price_version: 7,
+            cost: 2_100_000_000_000,
+        },
+        RepricingRow {
+            provider: "openai".into(),
+            model: "gpt-4o".into(),
+            price_version: 6,
+            cost: -2_350_000_000_000,
+        },
+    ];
     statement::assemble(
         "team-search",
         "2026-03",

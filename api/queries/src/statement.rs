@@ -359,6 +359,45 @@ pub fn assemble(
             repricing: line_repricing,
         });
     }
+    // A correction of a version none of the month's calls keeps (a reprice
+    // moved them all to another): the reversal nets its line's cost to 0,
+    // so the report has no line for it. It gets a line of its own, with no
+    // calls and a cost of 0, so that the lines' corrections add up to the
+    // statement's net (left out, the net read as the whole new cost).
+    let mut orphans: Vec<StatementLine> = Vec::new();
+    for r in repricing {
+        let Some(amount) = from_mantissa(r.cost) else {
+            continue;
+        };
+        let has_line = |l: &StatementLine| {
+            l.provider == r.provider && l.model == r.model && l.price_version == r.price_version
+        };
+        if lines.iter().any(has_line) {
+            continue;
+        }
+        repricing_total += amount;
+        match orphans.iter_mut().find(|l| has_line(l)) {
+            Some(line) => line.repricing = line.repricing.map(|sum| sum + amount),
+            None => orphans.push(StatementLine {
+                provider: r.provider.clone(),
+                model: r.model.clone(),
+                price_version: r.price_version,
+                prices: i64::try_from(r.price_version)
+                    .ok()
+                    .filter(|id| *id != 0)
+                    .and_then(|id| catalog.by_id(id))
+                    .cloned(),
+                totals: CostTotals {
+                    // 0 with the 12 places every amount has.
+                    cost: Some(Decimal::new(0, 12)),
+                    ..CostTotals::default()
+                },
+                cache_savings: None,
+                repricing: Some(amount),
+            }),
+        }
+    }
+    lines.extend(orphans);
     lines.sort_by(|a, b| {
         (&a.provider, &a.model, a.price_version).cmp(&(&b.provider, &b.model, b.price_version))
     });
