@@ -26,7 +26,7 @@ use tollgate_queries::overview::{self, CostOverview};
 use tollgate_queries::{statement, InvalidParameter, ReadModelError, Table};
 
 use crate::carry;
-use crate::display::{Cost, Count, Figure, Instant, Money, Percent, TokenCount};
+use crate::display::{Cost, Count, Figure, Instant, Millis, Money, Percent, TokenCount};
 use crate::layout::{render, Section};
 use crate::DashboardState;
 
@@ -70,6 +70,9 @@ fn count_figures(t: &CostTotals) -> Vec<Figure> {
         TokenCount(t.cache_write_tokens).into(),
         TokenCount(t.output_tokens).into(),
         TokenCount(t.reasoning_tokens).into(),
+        Count(t.images).into(),
+        // Milliseconds of audio, as the CSV's `audio_ms`.
+        Millis(t.audio_ms as f64).into(),
     ]
 }
 
@@ -140,7 +143,7 @@ pub struct SpenderRow {
     pub href: String,
 }
 
-const NUMBER_HEADERS: [&str; 7] = [
+const NUMBER_HEADERS: [&str; 9] = [
     "calls",
     "unpriced calls",
     "input tokens",
@@ -148,6 +151,8 @@ const NUMBER_HEADERS: [&str; 7] = [
     "cache writes",
     "output tokens",
     "reasoning",
+    "images",
+    "audio",
 ];
 
 fn query_string(pairs: &[(String, String)]) -> String {
@@ -674,7 +679,7 @@ impl StatementPage {
 /// `statement::table`), each value formatted for reading with the CSV's
 /// exact value on hover.
 fn statement_view(mut page: StatementPage, s: &statement::Statement) -> StatementPage {
-    let row = |head: [Figure; 9],
+    let row = |head: [Figure; 11],
                totals: &CostTotals,
                savings: Option<rust_decimal::Decimal>,
                repricing: Option<rust_decimal::Decimal>| {
@@ -708,6 +713,8 @@ fn statement_view(mut page: StatementPage, s: &statement::Statement) -> Statemen
                     price(|p| p.cache_write_per_token),
                     price(|p| Some(p.output_per_token)),
                     price(|p| p.reasoning_per_token),
+                    Figure::money(p.map(|p| p.per_image)),
+                    Figure::money(p.map(|p| p.per_audio_second)),
                     Figure::money(p.map(|p| p.per_request)),
                 ],
                 &l.totals,
@@ -716,7 +723,7 @@ fn statement_view(mut page: StatementPage, s: &statement::Statement) -> Statemen
             )
         })
         .collect();
-    let mut head: [Figure; 9] = std::array::from_fn(|_| Figure::Blank);
+    let mut head: [Figure; 11] = std::array::from_fn(|_| Figure::Blank);
     head[0] = "total".into();
     page.total = Some(row(
         head,
