@@ -825,8 +825,34 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
         d("0.0028") + d("0.1"),
         "{statement:#}"
     );
-    let lines = statement["lines"].as_array().unwrap();
+    let all = statement["lines"].as_array().unwrap();
+    let lines: Vec<&serde_json::Value> = all.iter().filter(|l| l["calls"] != 0).collect();
     assert_eq!(lines.len(), 2, "{statement:#}");
+    // The reversal at tg-fix's old version 9 has a line of its own (no
+    // calls, cost 0), so the lines' corrections add up to the net: 0.0028
+    // posted at 10 less 0.0022 reversed at 9, and 0.1 for tg-late (which
+    // was unpriced: its reversal moved no money and has no line).
+    let old = all
+        .iter()
+        .find(|l| l["model"] == "tg-fix" && l["price_version"] == 9)
+        .unwrap();
+    assert_eq!(
+        (
+            &old["calls"],
+            d(old["cost"].as_str().unwrap()),
+            d(old["repricing"].as_str().unwrap())
+        ),
+        (&serde_json::json!(0), d("0"), d("-0.0022")),
+        "{statement:#}"
+    );
+    assert_eq!(all.len(), 3, "{statement:#}");
+    let net: Decimal = all
+        .iter()
+        .filter_map(|l| l["repricing"].as_str())
+        .map(d)
+        .sum();
+    assert_eq!(net, d("0.1006"), "{statement:#}");
+    assert_eq!(d(statement["repricing"].as_str().unwrap()), net);
     let fix = lines.iter().find(|l| l["model"] == "tg-fix").unwrap();
     assert_eq!(fix["prices"]["input_per_token"], "0.0000015");
     assert_eq!(fix["calls"], 2);

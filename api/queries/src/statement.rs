@@ -372,7 +372,9 @@ pub fn assemble(
         let has_line = |l: &StatementLine| {
             l.provider == r.provider && l.model == r.model && l.price_version == r.price_version
         };
-        if lines.iter().any(has_line) {
+        // A correction that moved no money (a call that was unpriced) has
+        // nothing to show.
+        if amount.is_zero() || lines.iter().any(has_line) {
             continue;
         }
         repricing_total += amount;
