@@ -488,6 +488,7 @@ pub async fn rule_page(
             .map(|v| Measure::new(v, unit(&spec.signal))),
         explain: explain_url(
             &spec.signal,
+            &spec.org_id,
             current.as_ref().map(|s| s.evaluated_at).unwrap_or(to),
         ),
         chart,

@@ -232,7 +232,7 @@ async fn the_upstream_failing_fires_an_alert_in_alertmanager_and_recovering_reso
     assert_eq!(
         alert["generatorURL"],
         format!(
-            "{PUBLIC_URL}/sre/errors?range=custom&from={}&to={}&provider=mockalert&model=alrt-e2e",
+            "{PUBLIC_URL}/sre/errors?range=custom&from={}&to={}&org={ORG}&provider=mockalert&model=alrt-e2e",
             fmt(read_to - chrono::Duration::minutes(1)),
             fmt(read_to)
         )

@@ -958,8 +958,10 @@ pub fn unit(signal: &Signal) -> &'static str {
 /// query (`/sre/errors?range=custom&from=…`); the evaluator prefixes its
 /// public URL for `generatorURL`, the Alerts page links it as is. The
 /// `range=custom` makes the SRE pages use `from` and `to` instead of their
-/// default preset.
-pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
+/// default preset. The pages of one org's calls name `org`, so a person
+/// who reads several orgs sees only the rule's; the breakers and the
+/// pipeline are the fleet's.
+pub fn explain_url(signal: &Signal, org: &str, at: DateTime<Utc>) -> String {
     let (from, to) = window(at, signal.window_secs().unwrap_or(EVENT_WINDOW_SECS));
     let time = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let window = |page: &str, filters: &[(&str, Option<&str>)]| {
@@ -980,19 +982,22 @@ pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
         }) => window(
             "/sre/errors",
             &[
+                ("org", Some(org)),
                 ("provider", provider.as_deref()),
                 ("model", model.as_deref()),
                 ("team", team.as_deref()),
             ],
         ),
-        Signal::NewErrorPattern(ErrorPatternSignal { provider }) => {
-            window("/sre/errors", &[("provider", provider.as_deref())])
-        }
+        Signal::NewErrorPattern(ErrorPatternSignal { provider }) => window(
+            "/sre/errors",
+            &[("org", Some(org)), ("provider", provider.as_deref())],
+        ),
         Signal::Latency(LatencySignal {
             provider, model, ..
         }) => window(
             "/sre/latency",
             &[
+                ("org", Some(org)),
                 ("provider", provider.as_deref()),
                 ("model", model.as_deref()),
             ],
@@ -1025,6 +1030,9 @@ pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
                     (format!("tag.{k}"), v)
                 }
             };
+            if name != "org" {
+                url.push_str(&format!("&org={}", urlencode(org)));
+            }
             url.push_str(&format!("&{}={}", urlencode(&name), urlencode(value)));
             url
         }
@@ -1032,7 +1040,9 @@ pub fn explain_url(signal: &Signal, at: DateTime<Utc>) -> String {
         | Signal::BudgetForecast(BudgetForecastSignal { budget_id }) => {
             format!("/finance/budgets/{budget_id}")
         }
-        Signal::PipelineHealth(_) => window("/sre/latency", &[]),
+        // No page shows the pipeline's figures (Prometheus does): the
+        // Alerts page, with the alert's value.
+        Signal::PipelineHealth(_) => "/sre/alerts".to_string(),
     }
 }
 
@@ -1321,9 +1331,9 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            explain_url(&signal, at),
+            explain_url(&signal, "acme", at),
             "/sre/errors?range=custom&from=2026-12-02T10:02:00Z&to=2026-12-02T10:07:00Z\
-             &provider=openai&team=search%20%26%20ads"
+             &org=acme&provider=openai&team=search%20%26%20ads"
         );
         let spend: Signal = serde_json::from_value(serde_json::json!({
             "kind": "spend", "subject_kind": "tag", "subject_id": "feature=chat",
@@ -1331,8 +1341,8 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            explain_url(&spend, at),
-            "/finance/cost?from=2026-12-02&to=2026-12-03&tag.feature=chat"
+            explain_url(&spend, "acme", at),
+            "/finance/cost?from=2026-12-02&to=2026-12-03&org=acme&tag.feature=chat"
         );
         assert_eq!(threshold(&spend), Some(d("25")));
         assert_eq!(unit(&spend), "USD");

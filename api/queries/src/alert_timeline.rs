@@ -332,7 +332,7 @@ pub fn current_alerts(states: &[AlertState]) -> Vec<CurrentAlert> {
                 value: s.value.clone(),
                 unit: unit(&spec.signal),
                 evaluated_at: s.evaluated_at,
-                link: explain_url(&spec.signal, s.evaluated_at),
+                link: explain_url(&spec.signal, &spec.org_id, s.evaluated_at),
             })
         })
         .collect();

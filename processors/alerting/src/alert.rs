@@ -50,11 +50,11 @@ pub fn alert_labels(rule: &AlertRule) -> BTreeMap<String, String> {
 /// The Tollgate page and time range that explain the alert at `at`
 /// (`alert_signals::explain_url`, the link the Alerts page shows too),
 /// under `base`.
-pub fn generator_url(base: &str, signal: &Signal, at: DateTime<Utc>) -> String {
+pub fn generator_url(base: &str, signal: &Signal, org: &str, at: DateTime<Utc>) -> String {
     format!(
         "{}{}",
         base.trim_end_matches('/'),
-        alert_signals::explain_url(signal, at)
+        alert_signals::explain_url(signal, org, at)
     )
 }
 
@@ -95,7 +95,7 @@ pub fn notification(
         rule.spec.severity.name(),
         starts_at,
         ends_at,
-        generator_url(base_url, &rule.spec.signal, at),
+        generator_url(base_url, &rule.spec.signal, &rule.spec.org_id, at),
         value,
     ))
 }
@@ -122,8 +122,8 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            generator_url("https://t.example/", &signal, at),
-            "https://t.example/sre/errors?range=custom&from=2026-12-02T10:02:00Z&to=2026-12-02T10:07:00Z"
+            generator_url("https://t.example/", &signal, "acme", at),
+            "https://t.example/sre/errors?range=custom&from=2026-12-02T10:02:00Z&to=2026-12-02T10:07:00Z&org=acme"
         );
     }
 }
