@@ -1554,9 +1554,31 @@ first_byte_timeout_ms = 1500
     let key = proxy.key("acme", "fallback", "ivy", None);
     let response = proxy.chat(&key, "mock-fail-503", &[]).await;
     assert_eq!(response.status(), 200);
+    // The answer says what served it: the fallback, after four attempts,
+    // and the call id of the failed ones.
+    let served: Vec<String> = [
+        "x-tollgate-provider",
+        "x-tollgate-model",
+        "x-tollgate-attempts",
+        "x-tollgate-fallback-of",
+        "x-tollgate-call-id",
+    ]
+    .iter()
+    .map(|h| response.headers()[*h].to_str().unwrap().to_string())
+    .collect();
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["model"], "gpt-4o-mini");
     let events = proxy.events(4);
+    assert_eq!(
+        served,
+        [
+            "mockai",
+            "gpt-4o-mini",
+            "4",
+            call(&events[0])["call_id"].as_str().unwrap(),
+            call(&events[3])["call_id"].as_str().unwrap(),
+        ]
+    );
     assert_eq!(events.len(), 4, "{events:#?}");
     for (i, e) in events[..3].iter().enumerate() {
         assert_eq!(e["kind"], "ai.call.failed");

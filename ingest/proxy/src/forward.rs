@@ -839,6 +839,33 @@ fn choose_option(
     None
 }
 
+/// What served the call, on the answer: its call id, the provider and
+/// model that answered (after aliases, reroutes and fallbacks), how many
+/// attempts the call took, and for a fallback the call id its failed
+/// attempts carry (as LiteLLM's `x-litellm-attempted-fallbacks` and
+/// `x-litellm-model-id` tell a client what happened).
+fn served_by(record: &AttemptRecord, headers: &mut HeaderMap) {
+    let attempts = record
+        .recovery
+        .as_ref()
+        .map_or(1, |r| r.sequence)
+        .to_string();
+    for (name, value) in [
+        ("x-tollgate-call-id", record.call_id.as_str()),
+        ("x-tollgate-provider", record.provider.as_str()),
+        ("x-tollgate-model", record.model.as_str()),
+        ("x-tollgate-attempts", attempts.as_str()),
+        ("x-tollgate-fallback-of", record.fallback_of.as_str()),
+    ] {
+        if value.is_empty() {
+            continue;
+        }
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+}
+
 /// Answer the client with the upstream's successful response, streamed
 /// through as it arrives; the event is emitted when the body is done.
 #[allow(clippy::too_many_arguments)]
@@ -858,10 +885,7 @@ fn relay(
     let mut out = Response::new(Body::empty());
     *out.status_mut() = status;
     copy_headers(response.headers(), out.headers_mut());
-    if let Ok(v) = HeaderValue::from_str(&record.call_id) {
-        out.headers_mut()
-            .insert(HeaderName::from_static("x-tollgate-call-id"), v);
-    }
+    served_by(&record, out.headers_mut());
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let idle = Duration::from_millis(upstream.config.idle_timeout_ms);
     let stream = ctx.stream;
