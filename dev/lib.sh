@@ -271,6 +271,8 @@ delete_topics() {
 #   overrides it)
 #   PROCESS_METRICS (`[processor] metrics_listen`: where the demo's
 #   `tollgate process` serves /metrics)
+#   ALERTS_METRICS (`[alerting] metrics_listen`: where the demo's
+#   `tollgate alerts evaluate` serves /metrics)
 #   PROM_LISTEN PROM_URL (Prometheus, scraping the roles' /metrics; like
 #   Alertmanager not a tollgate setting; DEV_PROMETHEUS_LISTEN overrides it)
 # (Kafka's controller port and ClickHouse's native port are not in the
@@ -310,6 +312,7 @@ values = {
     "MOCK_URL": f"http://{mock.hostname}:{mock.port}",
     "MOCK_LISTEN": f"{mock.hostname}:{mock.port}",
     "PROCESS_METRICS": c.get("processor", {}).get("metrics_listen", ""),
+    "ALERTS_METRICS": c.get("alerting", {}).get("metrics_listen", ""),
 }
 for key, value in values.items():
     print(f"{key}={shlex.quote(str(value))}")

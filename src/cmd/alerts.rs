@@ -6,13 +6,17 @@
 //! the API's JSON. See `docs/alerting.md`.
 
 use std::io::Read;
+use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
 use tollgate_contract::alerts::{Matcher, ReceiverSpec, RuleSpec, SilenceSpec, MAX_BODY_BYTES};
 use tollgate_control::alerts::{AlertStore, SilenceFilter};
 
+use tollgate_alerting::AlertsMetrics;
+
 use crate::config::Config;
+use crate::metrics::MetricsRegistry;
 
 #[derive(clap::Subcommand)]
 pub enum AlertsCommand {
@@ -28,7 +32,15 @@ pub enum AlertsCommand {
     /// Run the alert evaluator until SIGTERM (one replica is active at a
     /// time through the `alert-evaluator` lease; see docs/alerting.md
     /// "The evaluator").
-    Evaluate,
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct EvaluateArgs {
+    /// Serve `GET /metrics` (and `GET /healthz`) on this address; overrides
+    /// `alerting.metrics_listen` (`127.0.0.1:0`: a free port, logged).
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -148,7 +160,9 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 /// `tollgate alerts evaluate`: evaluate every `alerting.interval_secs`
 /// while holding the lease; SIGTERM or ctrl-c ends the current evaluation,
 /// releases the lease (a standby takes over at its next interval) and exits 0.
-async fn evaluate(config: &Config) -> anyhow::Result<()> {
+/// With `alerting.metrics_listen` (or `--metrics-listen`) it serves
+/// `GET /metrics` (`tollgate_alerts_*`, `crate::metrics`).
+async fn evaluate(args: EvaluateArgs, config: &Config) -> anyhow::Result<()> {
     let pool = tollgate_control::postgres::connect(&config.postgres).await?;
     let holder = format!(
         "{}:{}:{}",
@@ -166,20 +180,38 @@ async fn evaluate(config: &Config) -> anyhow::Result<()> {
         }
         on_signal.cancel();
     });
+    let metrics = Arc::new(AlertsMetrics::default());
+    let mut registry = MetricsRegistry::new("alerts");
+    metrics.register(registry.section("alerts"));
+    let listener = crate::metrics::listener::serve_configured(
+        args.metrics_listen.as_deref(),
+        config.alerting.metrics_listen.as_deref(),
+        "alerting.metrics_listen",
+        registry.into_exposition(),
+        shutdown.clone(),
+    )
+    .await?;
     tracing::info!(%holder, interval_secs = config.alerting.interval_secs, "alert evaluator starting");
     let evaluator = tollgate_alerting::Evaluator::new(
         config.alerting.clone(),
         pool,
         &config.clickhouse,
         holder,
-    )?;
-    evaluator.run(&config.kafka, shutdown).await?;
+    )?
+    .with_metrics(metrics);
+    let result = evaluator.run(&config.kafka, shutdown.clone()).await;
+    // The listener ends with the evaluator, whatever ended it.
+    shutdown.cancel();
+    if let Some(listener) = listener {
+        let _ = listener.await;
+    }
+    result?;
     Ok(())
 }
 
 pub async fn run(command: AlertsCommand, config: &Config) -> anyhow::Result<()> {
-    if matches!(command, AlertsCommand::Evaluate) {
-        return evaluate(config).await;
+    if let AlertsCommand::Evaluate(args) = command {
+        return evaluate(args, config).await;
     }
     let pool = tollgate_control::postgres::connect(&config.postgres).await?;
     let store = AlertStore::new(pool.clone());
@@ -281,7 +313,7 @@ pub async fn run(command: AlertsCommand, config: &Config) -> anyhow::Result<()> 
             println!("receiver {id} deleted ({})", deleted.value.name);
             Some(deleted.event)
         }
-        AlertsCommand::Evaluate => None,
+        AlertsCommand::Evaluate(_) => None,
     };
     if let Some(event) = event {
         super::outbox::publish_now(config, &pool, &[event]).await;

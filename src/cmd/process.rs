@@ -47,23 +47,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let metrics = Arc::new(ProcessMetrics::default());
     let mut registry = MetricsRegistry::new("process");
     metrics.register(registry.section("process"));
-    let listener = match (&args.metrics_listen, &config.processor.metrics_listen) {
-        (Some(listen), _) => Some((listen, "--metrics-listen")),
-        (None, Some(listen)) => Some((listen, "processor.metrics_listen")),
-        (None, None) => None,
-    };
-    let listener = match listener {
-        Some((listen, setting)) => Some(
-            crate::metrics::listener::serve(
-                listen,
-                setting,
-                registry.into_exposition(),
-                shutdown.clone(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let listener = crate::metrics::listener::serve_configured(
+        args.metrics_listen.as_deref(),
+        config.processor.metrics_listen.as_deref(),
+        "processor.metrics_listen",
+        registry.into_exposition(),
+        shutdown.clone(),
+    )
+    .await?;
     let context = Arc::new(FoldContext {
         kafka: config.kafka.clone(),
         clickhouse: config.clickhouse.clone(),

@@ -1,7 +1,8 @@
-//! `tollgate process`'s own small HTTP listener (`[processor]
-//! metrics_listen`, or `--metrics-listen`): `GET /metrics` and
-//! `GET /healthz`, nothing else. The other roles serve `/metrics` on the
-//! port they already listen on.
+//! The small HTTP listener of the roles that serve no HTTP of their own,
+//! `tollgate process` (`[processor] metrics_listen`) and `tollgate alerts
+//! evaluate` (`[alerting] metrics_listen`), or `--metrics-listen` of
+//! either: `GET /metrics` and `GET /healthz`, nothing else. The other
+//! roles serve `/metrics` on the port they already listen on.
 
 use anyhow::Context;
 use axum::routing::get;
@@ -10,6 +11,23 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::Exposition;
+
+/// Serve `exposition` on `--metrics-listen` (`flag`) if given, else on
+/// the configuration's `setting` (`configured`), else nowhere (`None`).
+pub async fn serve_configured(
+    flag: Option<&str>,
+    configured: Option<&str>,
+    setting: &str,
+    exposition: Exposition,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    let (listen, setting) = match (flag, configured) {
+        (Some(listen), _) => (listen, "--metrics-listen"),
+        (None, Some(listen)) => (listen, setting),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(serve(listen, setting, exposition, shutdown).await?))
+}
 
 /// Listen on `listen` (`setting` names where it came from, for the error)
 /// and serve `exposition` until `shutdown` is cancelled.

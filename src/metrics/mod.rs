@@ -1,11 +1,12 @@
 //! The pipeline's own `/metrics` (`docs/metrics.md`): one Prometheus
 //! registry per process, prefixed `tollgate_`, into which each crate
 //! registers the metrics it owns and updates (`tollgate_ingest::metrics`,
-//! `tollgate_proxy::metrics`, `tollgate_processors::metrics`), plus the
+//! `tollgate_proxy::metrics`, `tollgate_processors::metrics`,
+//! `tollgate_alerting::metrics`), plus the
 //! request metrics this module measures for every HTTP role alike
 //! ([`http`]). It is served in the Prometheus text format (0.0.4) on the
 //! role's own port (`ingest`, `api`, `proxy`) or on a listener of its own
-//! (`process`, [`listener`]).
+//! (`process`, `alerts evaluate`: [`listener`]).
 //!
 //! The crate is `prometheus-client`, the Prometheus project's own Rust
 //! client (see docs/metrics.md, "Why prometheus-client").
@@ -30,8 +31,8 @@ pub struct MetricsRegistry {
 }
 
 impl MetricsRegistry {
-    /// The registry of one role (`ingest`, `process`, `api`, `proxy`), with
-    /// `tollgate_build_info{role, version}`.
+    /// The registry of one role (`ingest`, `process`, `api`, `proxy`,
+    /// `alerts`), with `tollgate_build_info{role, version}`.
     pub fn new(role: &str) -> Self {
         let mut registry = Registry::with_prefix("tollgate");
         registry.register(

@@ -16,7 +16,10 @@
 //!   kill -9 of it while its webhook request is in flight hands over to the
 //!   other, which re-sends that notification with the same id; in all one
 //!   firing and one resolved notification id, and the timeline and Kafka
-//!   hold one event per transition.
+//!   hold one event per transition;
+//! - `tollgate alerts evaluate --metrics-listen` serves its own `/metrics`:
+//!   it holds the lease, its successful rounds count up and say when the
+//!   last one ended, and a rule created while it runs is measured.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,7 +41,9 @@ use tollgate_queries::ReadModels;
 use crate::support::events::{call_event, usage};
 use crate::support::kafka::read_records;
 use crate::support::webhook::{start_receiver, Behaviour, Received, SECRET};
-use crate::support::{alertmanager_alerts, alertmanager_url, clickhouse_url, unique, TestEnv};
+use crate::support::{
+    alertmanager_alerts, alertmanager_url, clickhouse_url, listening_port, unique, TestEnv,
+};
 
 /// 2026-11-30T10:00:00Z: minute m of the data is [BASE + m min, + 1 min).
 const BASE: i64 = 1_796_032_800;
@@ -686,4 +691,97 @@ async fn one_of_two_evaluators_is_active_and_a_kill_9_takeover_repeats_nothing()
     assert_eq!(to, ["firing", "resolved"]);
     standby.kill().unwrap();
     standby.wait().unwrap();
+}
+
+/// Every sample of a `/metrics` text: the series as written (name and
+/// labels) and its value.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Scrape `url` until `done` accepts its samples, or panic after 60 s with
+/// the last exposition and the evaluator's log.
+async fn scrape_until(
+    env: &TestEnv,
+    url: &str,
+    what: &str,
+    done: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut text = String::new();
+    loop {
+        if let Ok(answer) = reqwest::get(url).await {
+            text = answer.text().await.unwrap_or_default();
+            let samples = samples(&text);
+            if done(&samples) {
+                return samples;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never seen within 60 s; last /metrics:\n{text}\nlog:\n{}",
+            std::fs::read_to_string(env.log_path("eval")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_evaluator_serves_its_metrics() {
+    let extra = "[alerting]\ninterval_secs = 1\nreceiver_private_hosts = [\"127.0.0.1\"]\n";
+    let mut env = TestEnv::with_extra_config("alert_eval_metrics", extra).await;
+    env.spawn(
+        "eval",
+        &["alerts", "evaluate", "--metrics-listen", "127.0.0.1:0"],
+    );
+    let port = listening_port(&env.log_path("eval"), Duration::from_secs(60));
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let ok = "tollgate_alerts_evaluations_total{result=\"ok\"}";
+    let first = scrape_until(&env, &url, "the lease and a successful round", |s| {
+        s.get("tollgate_alerts_lease_held") == Some(&1.0) && s.get(ok).is_some_and(|&n| n >= 1.0)
+    })
+    .await;
+    let version = env!("CARGO_PKG_VERSION");
+    for series in [
+        format!("tollgate_build_info{{role=\"alerts\",version=\"{version}\"}}"),
+        "tollgate_alerts_evaluations_total{result=\"failed\"}".into(),
+        "tollgate_alerts_notifications_total{result=\"delivered\"}".into(),
+        "tollgate_alerts_notifications_total{result=\"dead_lettered\"}".into(),
+        "tollgate_alerts_firing".into(),
+    ] {
+        assert!(first.contains_key(&series), "{series} missing: {first:?}");
+    }
+    assert_eq!(first["tollgate_alerts_rules"], 0.0, "{first:?}");
+    // More rounds succeed, each setting when it ended.
+    let rounds = first[ok];
+    let later = scrape_until(&env, &url, "a later successful round", |s| {
+        s.get(ok).is_some_and(|&n| n > rounds)
+    })
+    .await;
+    let last = later["tollgate_alerts_last_evaluation_timestamp_seconds"];
+    let age = Utc::now().timestamp_millis() as f64 / 1000.0 - last;
+    assert!(
+        (-5.0..60.0).contains(&age),
+        "last evaluation {last} is {age} s old"
+    );
+    // A rule created now is measured at the next rounds.
+    let pool = PgPool::connect(&env.pg_url).await.unwrap();
+    let store = AlertStore::new(pool.clone());
+    rule(&store, &unique("Measured"), error_rate(), 60, &[]).await;
+    let measured = scrape_until(&env, &url, "the new rule measured", |s| {
+        s.get("tollgate_alerts_rules") == Some(&1.0)
+    })
+    .await;
+    assert_eq!(measured["tollgate_alerts_firing"], 0.0, "{measured:?}");
+    assert_eq!(measured["tollgate_alerts_lease_held"], 1.0, "{measured:?}");
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .unwrap();
+    assert!(health.status().is_success(), "{health:?}");
 }

@@ -534,12 +534,12 @@ fn the_shipped_prometheus_configuration_and_rules_pass_promtool() {
     let config = promtool(&["check", "config", "prometheus.yml"]);
     assert!(config.contains("SUCCESS"), "{config}");
     let rules = promtool(&["check", "rules", "tollgate-rules.yml"]);
-    assert!(rules.contains("SUCCESS: 7 rules found"), "{rules}");
+    assert!(rules.contains("SUCCESS: 10 rules found"), "{rules}");
     let tests = promtool(&["test", "rules", "tollgate-rules.test.yml"]);
     assert!(tests.contains("SUCCESS"), "{tests}");
-    // The scrape config names the four roles the rules select on.
+    // The scrape config names the five roles the rules select on.
     let yml = std::fs::read_to_string(repo().join("deploy/prometheus/prometheus.yml")).unwrap();
-    for job in ["ingest", "process", "api", "proxy"] {
+    for job in ["ingest", "process", "api", "proxy", "alerts"] {
         assert!(
             yml.contains(&format!("job_name: tollgate-{job}\n")),
             "{job}"
@@ -551,8 +551,9 @@ fn the_shipped_prometheus_configuration_and_rules_pass_promtool() {
 fn every_alert_has_a_summary_and_a_description() {
     let rules =
         std::fs::read_to_string(repo().join("deploy/prometheus/tollgate-rules.yml")).unwrap();
+    // TollgateAlertEvaluatorStalled is two rules (its `stalled` label).
     let alerts = rules.matches("- alert: ").count();
-    assert_eq!(alerts, 7);
+    assert_eq!(alerts, 10);
     assert_eq!(rules.matches("          summary: ").count(), alerts);
     assert_eq!(rules.matches("          description: ").count(), alerts);
 }

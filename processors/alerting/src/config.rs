@@ -26,6 +26,10 @@ pub struct AlertingConfig {
     /// are created by each org's admins and SREs, and the evaluator sends
     /// from inside the network.
     pub receiver_private_hosts: Vec<String>,
+    /// Where `tollgate alerts evaluate` serves `GET /metrics` and
+    /// `GET /healthz` (`--metrics-listen` overrides it; `127.0.0.1:0` takes
+    /// a free port, logged); unset: no listener.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for AlertingConfig {
@@ -36,6 +40,7 @@ impl Default for AlertingConfig {
             concurrency: 8,
             public_url: String::new(),
             receiver_private_hosts: Vec::new(),
+            metrics_listen: None,
         }
     }
 }

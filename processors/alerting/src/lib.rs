@@ -14,17 +14,19 @@
 
 pub mod alert;
 pub mod config;
+pub mod metrics;
 pub mod routing;
 pub mod state;
 pub mod timeline;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tollgate_contract::alert_lifecycle::{Phase, Transition};
+use tollgate_contract::alert_lifecycle::{Observation, Phase, Transition};
 use tollgate_contract::alerts::SilenceSpec;
 use tollgate_control::alerts::{AlertRule, AlertStore};
 use tollgate_control::budgets::BudgetStore;
@@ -39,6 +41,7 @@ use tracing::{info, warn};
 
 pub use alert::{alert_labels, generator_url, notification};
 pub use config::{AlertingConfig, EvaluatorError};
+pub use metrics::AlertsMetrics;
 use routing::Routing;
 pub use state::Stepped;
 use timeline::TransitionRow;
@@ -58,6 +61,7 @@ pub struct Evaluator {
     lease: Lease,
     routing: Routing,
     outcomes: tokio::sync::mpsc::Receiver<DeliveryOutcome>,
+    metrics: Arc<AlertsMetrics>,
 }
 
 impl Evaluator {
@@ -99,7 +103,15 @@ impl Evaluator {
             config,
             routing: Routing::new(dispatcher),
             outcomes,
+            metrics: Arc::new(AlertsMetrics::default()),
         })
+    }
+
+    /// Update `metrics` (registered by the binary) rather than metrics
+    /// of its own that nothing serves.
+    pub fn with_metrics(mut self, metrics: Arc<AlertsMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Evaluate every interval until `shutdown`; the admin outbox relay
@@ -127,6 +139,7 @@ impl Evaluator {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
                 Some(outcome) = self.outcomes.recv() => {
+                    self.metrics.delivery(&outcome);
                     if let Some(fence) = &holding {
                         if let Err(err) = self.record_outcome(fence, &outcome).await {
                             warn!(%err, "recording a delivery outcome failed");
@@ -149,12 +162,16 @@ impl Evaluator {
                         info!(holder = %fence.holder, token = fence.token, "alert evaluator lease acquired: this evaluator is active");
                         self.routing.reset();
                     }
-                    if let Err(err) = self.round(&fence, Utc::now()).await {
+                    self.metrics.lease_held(true);
+                    let result = self.round(&fence, Utc::now()).await;
+                    self.metrics.round(result.is_ok(), Utc::now());
+                    if let Err(err) = result {
                         warn!(%err, "alert evaluation round failed");
                     }
                     holding = Some(fence);
                 }
                 Err(LeaseError::Held { holder, .. }) => {
+                    self.metrics.lease_held(false);
                     if holding.take().is_some() {
                         warn!(%holder, "alert evaluator lease lost: standing by");
                         self.routing.reset();
@@ -162,6 +179,9 @@ impl Evaluator {
                         info!(%holder, "alert evaluator lease held by another replica: standing by");
                     }
                 }
+                // Whether the lease is still ours is unknown: `holding`
+                // (and `lease_held`) stay as they were, and no round runs,
+                // so `last_evaluation_timestamp_seconds` ages.
                 Err(err) => warn!(%err, "alert evaluator lease unavailable"),
             }
         }
@@ -169,6 +189,7 @@ impl Evaluator {
             if let Err(err) = self.lease.release(&self.pool, &fence).await {
                 warn!(%err, "releasing the alert evaluator lease failed");
             }
+            self.metrics.lease_held(false);
         }
         if let Err(err) = relay.await {
             warn!(%err, "admin outbox relay ended abnormally");
@@ -215,6 +236,15 @@ impl Evaluator {
             now,
         )
         .await?;
+        let unknown = measured
+            .iter()
+            .filter(|(_, m)| m.observation == Observation::Unknown)
+            .count();
+        let firing = stepped
+            .iter()
+            .filter(|s| matches!(s.phase, Phase::Firing { .. }))
+            .count();
+        self.metrics.measured(measured.len(), unknown, firing);
         let mut out = Vec::with_capacity(stepped.len());
         for ((rule, m), stepped) in measured.iter().zip(stepped) {
             if let Phase::Firing { since, fired_at } = stepped.phase {
