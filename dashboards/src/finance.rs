@@ -841,6 +841,8 @@ impl BudgetsLinks {
 /// (`tollgate_queries::budgets::table`) for reading.
 pub struct BudgetRow {
     pub id: i64,
+    /// The org the budget belongs to; empty for one set without an org.
+    pub org: String,
     /// As people read it (`team search of org acme`).
     pub subject: String,
     /// The decision subject, as the CSV has it (on hover).
@@ -849,6 +851,8 @@ pub struct BudgetRow {
     pub enforcement: &'static str,
     pub limit: Money,
     pub spent: Money,
+    /// The limit less the spend (below zero once overspent).
+    pub left: Money,
     pub percent: Percent,
     pub state: String,
     pub forecast: Money,
@@ -865,12 +869,14 @@ fn budgets_view(
         .iter()
         .map(|s| BudgetRow {
             id: s.budget.id,
+            org: s.budget.org_id.clone().unwrap_or_default(),
             subject: budget_subject_words(&s.subject),
             decision: s.subject.clone(),
             period: s.budget.period.name(),
             enforcement: if s.budget.hard { "hard" } else { "soft" },
             limit: Money(s.budget.limit_usd),
             spent: Money(s.spend_usd),
+            left: Money(s.remaining_usd),
             percent: Percent::of_percent(s.percent),
             state: s.state.to_string(),
             forecast: Money(s.forecast_usd),

@@ -8,11 +8,14 @@ use super::table::{usd, Table};
 /// Budget statuses as a table, one row per budget.
 pub fn table(statuses: &[BudgetStatus]) -> Table {
     let mut table = Table::new([
+        "budget_id",
+        "org_id",
         "subject",
         "period",
         "enforcement",
         "limit_usd",
         "spend_usd",
+        "remaining_usd",
         "percent",
         "state",
         "forecast_usd",
@@ -21,11 +24,14 @@ pub fn table(statuses: &[BudgetStatus]) -> Table {
     ]);
     for s in statuses {
         table.push([
+            s.budget.id.to_string(),
+            s.budget.org_id.clone().unwrap_or_default(),
             s.subject.clone(),
             s.budget.period.name().to_string(),
             if s.budget.hard { "hard" } else { "soft" }.to_string(),
             usd(s.budget.limit_usd),
             usd(s.spend_usd),
+            usd(s.remaining_usd),
             s.percent.to_string(),
             s.state.to_string(),
             usd(s.forecast_usd),

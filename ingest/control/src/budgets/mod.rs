@@ -356,6 +356,9 @@ pub struct BudgetStatus {
     pub period_start: NaiveDate,
     pub period_end: NaiveDate,
     pub spend_usd: Decimal,
+    /// The limit less the spend: below zero once overspent (a soft budget,
+    /// or a hard one overrun by calls in flight).
+    pub remaining_usd: Decimal,
     /// Spend in percent of the limit, 2 decimal places.
     pub percent: Decimal,
     /// `ok`, `warning` (a threshold below 100 % reached) or `exhausted`.
@@ -381,12 +384,16 @@ pub fn status_of(budget: &Budget, spend: Decimal, now: DateTime<Utc>) -> BudgetS
     } else {
         "warning"
     };
+    // With the 12 places every amount has, whatever the operands' scales.
+    let mut remaining = budget.limit_usd - spend;
+    remaining.rescale(12);
     BudgetStatus {
         subject: budget.subject(),
         budget: budget.clone(),
         period_start: start,
         period_end: end,
         spend_usd: spend,
+        remaining_usd: remaining,
         percent,
         state,
         forecast_usd: forecast,
