@@ -785,3 +785,73 @@ async fn the_evaluator_serves_its_metrics() {
         .unwrap();
     assert!(health.status().is_success(), "{health:?}");
 }
+
+/// A firing rule whose labels change ends the alert of its old labels
+/// (resolved, on the timeline and in Alertmanager, which would otherwise
+/// hold it until it timed out), and the alert of its new labels starts
+/// over: firing at once here (`for` 0), as the failures go on.
+#[tokio::test]
+async fn relabelling_a_firing_rule_resolves_the_alert_of_its_old_labels() {
+    let events = calls(at(0), 6, &[0, 1, 2, 3, 4, 5]);
+    let env = prepared("alert_relabel", "", &events).await;
+    let pool = PgPool::connect(&env.pg_url).await.unwrap();
+    let store = AlertStore::new(pool.clone());
+    let am = alertmanager(&store).await;
+    let name = unique("EvalRelabel");
+    let first = rule(&store, &name, error_rate(), 0, &[am.id]).await;
+    let config = AlertingConfig {
+        interval_secs: 1,
+        ..AlertingConfig::default()
+    };
+    let mut ev = Evaluator::with_delivery(
+        config,
+        pool.clone(),
+        &ch_config(&env),
+        "evaluator-relabel".into(),
+        fast_delivery(),
+    )
+    .unwrap();
+    let fence = ev.acquire().await.unwrap();
+    renewed(&mut ev, &fence, at(2)).await;
+
+    let mut spec = first.spec.clone();
+    spec.labels.insert("team".into(), "search-2".into());
+    store
+        .update_rule("org-1", first.id, first.version, &spec, "test")
+        .await
+        .unwrap();
+    renewed(&mut ev, &fence, at(3)).await;
+    // At 10:03 the old labels' alert resolves and the new one fires (in
+    // either order: one instant).
+    let mut steps: Vec<(i64, String)> = timeline(&env, first.id)
+        .await
+        .into_iter()
+        .map(|(t, to, _)| (t, to))
+        .collect();
+    steps.sort();
+    assert_eq!(
+        steps,
+        [
+            (at(2).timestamp(), "firing".to_string()),
+            (at(3).timestamp(), "firing".to_string()),
+            (at(3).timestamp(), "resolved".to_string()),
+        ]
+    );
+    // Alertmanager holds the new labels' alert only.
+    let deadline = Instant::now() + crate::support::PATIENCE;
+    loop {
+        let teams: Vec<String> = alertmanager_alerts(&alertmanager_url(), &name)
+            .await
+            .iter()
+            .map(|a| a["labels"]["team"].as_str().unwrap_or_default().to_string())
+            .collect();
+        if teams == ["search-2"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} in Alertmanager: teams {teams:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -66,29 +66,62 @@ pub async fn step_rules(
     let ids: Vec<i64> = measured.iter().map(|(r, _)| r.id).collect();
     let mut tx = pool.begin().await?;
     fence.check(&mut tx).await?;
-    let stored: Vec<(i64, serde_json::Value)> = sqlx::query_as(
-        "SELECT rule_id, phase FROM alert_state WHERE rule_id = ANY($1) ORDER BY rule_id FOR UPDATE",
+    type Stored = (i64, serde_json::Value, Option<serde_json::Value>);
+    let stored: Vec<Stored> = sqlx::query_as(
+        "SELECT rule_id, phase, rule_spec FROM alert_state \
+         WHERE rule_id = ANY($1) ORDER BY rule_id FOR UPDATE",
     )
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
-    let stored: HashMap<i64, serde_json::Value> = stored.into_iter().collect();
+    let stored: HashMap<i64, (serde_json::Value, Option<serde_json::Value>)> = stored
+        .into_iter()
+        .map(|(id, phase, spec)| (id, (phase, spec)))
+        .collect();
     let mut out = Vec::with_capacity(measured.len());
     let mut fingerprints = Vec::with_capacity(measured.len());
     let mut phases = Vec::with_capacity(measured.len());
     let mut values = Vec::with_capacity(measured.len());
     for (rule, m) in measured {
-        let phase: Phase = match stored.get(&rule.id) {
-            Some(v) => serde_json::from_value(v.clone())?,
+        let labels = alert_labels(rule);
+        let fingerprint = fingerprint(&labels);
+        let mut phase: Phase = match stored.get(&rule.id) {
+            Some((v, _)) => serde_json::from_value(v.clone())?,
             None => Phase::Inactive,
         };
+        // The rule's labels changed while its alert was pending or firing
+        // (a rename, a label edited): the alert of the old labels ends
+        // (resolved, or cleared), and one of the new labels starts from
+        // inactive, as Prometheus ends a series an edited rule no longer
+        // gives. Receivers that key alerts by their labels (Alertmanager)
+        // would otherwise hold the old one until it timed out.
+        let old_spec = match stored.get(&rule.id) {
+            Some((_, Some(spec))) if phase != Phase::Inactive => Some(spec),
+            _ => None,
+        };
+        if let Some(old_spec) = old_spec {
+            let old_rule = AlertRule {
+                spec: serde_json::from_value(old_spec.clone())?,
+                ..(*rule).clone()
+            };
+            if alert_labels(&old_rule) != labels {
+                end_alert(
+                    &mut tx,
+                    &old_rule,
+                    phase,
+                    "the rule's labels changed",
+                    public_url,
+                    now,
+                )
+                .await?;
+                phase = Phase::Inactive;
+            }
+        }
         let (next, transition) = phase.step(
             now,
             m.observation,
             Duration::seconds(i64::from(rule.spec.for_secs)),
         );
-        let labels = alert_labels(rule);
-        let fingerprint = fingerprint(&labels);
         let mut silenced = false;
         if let Some(t) = &transition {
             silenced = record_transition(
@@ -169,29 +202,15 @@ async fn end_orphans(
             updated_at: now,
             spec: serde_json::from_value(spec)?,
         };
-        let gone = Measurement {
-            value: None,
-            observation: Observation::Clear,
-            detail: "the rule was deleted or disabled".into(),
-        };
-        let (next, transition) = phase.step(now, Observation::Clear, Duration::zero());
-        if let Some(t) = &transition {
-            let labels = alert_labels(&rule);
-            let fingerprint = fingerprint(&labels);
-            record_transition(
-                &mut *tx,
-                &rule,
-                &labels,
-                &fingerprint,
-                &phase,
-                t,
-                &gone,
-                &[],
-                public_url,
-                now,
-            )
-            .await?;
-        }
+        let next = end_alert(
+            &mut *tx,
+            &rule,
+            phase,
+            "the rule was deleted or disabled",
+            public_url,
+            now,
+        )
+        .await?;
         sqlx::query("UPDATE alert_state SET phase = $2, evaluated_at = $3 WHERE rule_id = $1")
             .bind(rule_id)
             .bind(serde_json::to_value(next)?)
@@ -200,6 +219,44 @@ async fn end_orphans(
             .await?;
     }
     Ok(())
+}
+
+/// End `rule`'s alert in `phase` at `now`, under the rule's labels: a
+/// firing one resolves, a pending one clears (recorded, and notified as a
+/// transition is, silences aside: the end of an alert is owed to every
+/// receiver that heard of it). Returns the phase after it (inactive).
+async fn end_alert(
+    tx: &mut sqlx::PgConnection,
+    rule: &AlertRule,
+    phase: Phase,
+    why: &str,
+    public_url: &str,
+    now: DateTime<Utc>,
+) -> Result<Phase, EvaluatorError> {
+    let gone = Measurement {
+        value: None,
+        observation: Observation::Clear,
+        detail: why.into(),
+    };
+    let (next, transition) = phase.step(now, Observation::Clear, Duration::zero());
+    if let Some(t) = &transition {
+        let labels = alert_labels(rule);
+        let fingerprint = fingerprint(&labels);
+        record_transition(
+            tx,
+            rule,
+            &labels,
+            &fingerprint,
+            &phase,
+            t,
+            &gone,
+            &[],
+            public_url,
+            now,
+        )
+        .await?;
+    }
+    Ok(next)
 }
 
 /// Record one transition in the outbox with its admin event; returns
