@@ -222,11 +222,18 @@ impl Grouper {
                     group.last_sent = Some(now);
                 }
                 group.last_flush = Some(now);
-                // Resolved alerts were sent (or muted) once; they leave.
+                // Resolved alerts leave once sent, or muted when the
+                // receiver never heard they fired. One muted after its
+                // firing was sent stays until a silence no longer mutes it,
+                // so the receiver is not left holding a firing alert
+                // (Alertmanager sends such a resolve after the silence).
                 let resolved: Vec<String> = group
                     .alerts
                     .iter()
-                    .filter(|(_, n)| n.status == NotificationStatus::Resolved)
+                    .filter(|(fp, n)| {
+                        n.status == NotificationStatus::Resolved
+                            && group.sent.get(*fp).is_none_or(|id| *id == n.id)
+                    })
                     .map(|(fp, _)| fp.clone())
                     .collect();
                 for fp in resolved {
@@ -432,6 +439,38 @@ mod tests {
             models(&g.flush_due(at(1230), &silences)),
             vec![vec![("a".into(), Firing), ("b".into(), Firing)]]
         );
+    }
+
+    #[test]
+    fn a_resolve_muted_after_its_firing_was_sent_goes_out_when_the_silence_ends() {
+        let silences = [silence(matcher("model", MatchOp::Equal, "a"), 1000)];
+        let mut g = Grouper::new(policy(&["alertname"]));
+        g.observe(alert("a", Firing, 0), at(0));
+        assert_eq!(
+            models(&g.flush_due(at(30), &[])),
+            vec![vec![("a".into(), Firing)]]
+        );
+        g.observe(alert("a", Resolved, 0), at(100));
+        assert!(g.flush_due(at(330), &silences).is_empty());
+        assert!(g.flush_due(at(630), &silences).is_empty());
+        // Expired at 1000: the resolve goes out, then the group is done.
+        let due = g.next_due().unwrap();
+        assert!(due <= at(1230), "{due}");
+        assert_eq!(
+            models(&g.flush_due(at(1230), &silences)),
+            vec![vec![("a".into(), Resolved)]]
+        );
+        assert_eq!(g.next_due(), None);
+
+        // Muted from its firing to its resolve: the receiver never heard
+        // of it, and hears nothing.
+        let silences = [silence(matcher("model", MatchOp::Equal, "b"), 1000)];
+        let mut g = Grouper::new(policy(&["alertname"]));
+        g.observe(alert("b", Firing, 0), at(0));
+        assert!(g.flush_due(at(30), &silences).is_empty());
+        g.observe(alert("b", Resolved, 0), at(100));
+        assert!(g.flush_due(at(330), &silences).is_empty());
+        assert_eq!(g.next_due(), None);
     }
 
     #[test]
