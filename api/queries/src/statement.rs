@@ -93,7 +93,14 @@ pub fn cache_savings(cached: i128, price: &PriceVersion) -> Option<Decimal> {
     let saved = Decimal::try_from_i128_with_scale(cached, 0)
         .ok()?
         .checked_mul(price.input_per_token.checked_sub(read)?)?;
-    Some(round(saved))
+    Some(twelve_places(round(saved)))
+}
+
+/// `amount` written with the 12 places every amount of a statement has
+/// (exact already: only trailing zeros are added).
+fn twelve_places(mut amount: Decimal) -> Decimal {
+    amount.rescale(12);
+    amount
 }
 
 /// The month-end forecast of a month `[first, next)` with `so_far` spent
@@ -347,7 +354,8 @@ pub fn assemble(
             })
             .filter_map(|r| from_mantissa(r.cost))
             .collect();
-        let line_repricing = (!corrections.is_empty()).then(|| corrections.iter().sum::<Decimal>());
+        let line_repricing =
+            (!corrections.is_empty()).then(|| twelve_places(corrections.iter().sum::<Decimal>()));
         repricing_total += line_repricing.unwrap_or_default();
         lines.push(StatementLine {
             provider,
@@ -415,8 +423,8 @@ pub fn assemble(
         month: month.to_string(),
         lines,
         total: report.total.clone(),
-        cache_savings: savings_total,
-        repricing: repricing_total,
+        cache_savings: twelve_places(savings_total),
+        repricing: twelve_places(repricing_total),
         forecast,
     }
 }
