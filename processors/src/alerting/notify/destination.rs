@@ -11,7 +11,7 @@
 //! by [`PublicOnly`], which drops every address that is not public (so a
 //! name that resolves to one, or is changed to after the receiver was
 //! saved, reaches nothing), and an address written in the URL is checked
-//! before the request.
+//! before the request. Redirects are not followed (a 3xx is the answer).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -133,7 +133,15 @@ impl Clients {
         connect_timeout: std::time::Duration,
         private_hosts: PrivateHosts,
     ) -> Result<Self, reqwest::Error> {
-        let builder = || reqwest::Client::builder().connect_timeout(connect_timeout);
+        // No redirect is followed: a public receiver answering 3xx to
+        // `http://127.0.0.1:…` would otherwise reach it (an address in a
+        // URL is not resolved, so the resolver never sees it), and a
+        // receiver that moved should be updated, not chased.
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(connect_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+        };
         Ok(Self {
             any: builder().build()?,
             public: builder().dns_resolver(Arc::new(PublicOnly)).build()?,
@@ -219,5 +227,47 @@ mod tests {
         let err = PublicOnly.resolve(name).await.err().unwrap().to_string();
         assert!(err.starts_with("localhost is "), "{err}");
         assert!(err.contains("not a public address"), "{err}");
+    }
+
+    /// A receiver's 3xx is its answer: the redirect's target (here another
+    /// loopback listener) is never asked, so a public receiver cannot send
+    /// the evaluator to a private address.
+    #[tokio::test]
+    async fn a_redirect_is_the_answer_not_followed() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpListener;
+
+        let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_addr = target.local_addr().unwrap();
+        let asked = Arc::new(AtomicBool::new(false));
+        let seen = asked.clone();
+        tokio::spawn(async move {
+            if target.accept().await.is_ok() {
+                seen.store(true, Ordering::SeqCst);
+            }
+        });
+        let redirector = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = redirector.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = redirector.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target_addr}/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let clients = Clients::new(
+            std::time::Duration::from_secs(5),
+            PrivateHosts::new(&["127.0.0.1".into()]),
+        )
+        .unwrap();
+        let url = format!("http://{addr}/hook");
+        let client = clients.for_url(&url).unwrap();
+        let answer = client.post(&url).body("{}").send().await.unwrap();
+        assert_eq!(answer.status(), 307);
+        // A client that follows redirects returns only after the target.
+        assert!(!asked.load(Ordering::SeqCst));
     }
 }
