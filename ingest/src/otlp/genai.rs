@@ -346,6 +346,16 @@ pub fn map_span(
         (code, _) => code,
     };
     let failed = status_error || error_type.is_some();
+    // Still none: what the provider SDKs' exceptions say of it, their
+    // class name or their message, so that error patterns and the
+    // breakers' 429/5xx rule see the status the proxy would have recorded.
+    let http_status = match http_status {
+        0 if failed => sdk_status(
+            error_type.unwrap_or_default(),
+            status.map(|s| s.message.as_str()).unwrap_or_default(),
+        ),
+        code => code,
+    };
     let (kind, outcome, error) = if failed {
         let error_type = error_type.unwrap_or("error");
         sources.insert("call.error.type", ERROR_TYPE[0]);
@@ -523,6 +533,35 @@ pub fn provider_slug(name: &str) -> String {
         other => other,
     };
     slug.to_string()
+}
+
+/// The HTTP status of a failed call whose span names none, from what the
+/// OpenAI and Anthropic SDKs raise (Python and JavaScript alike): the
+/// exception's class (`RateLimitError`, `openai.NotFoundError`) or its
+/// message, which starts `Error code: 429 - {…}` in the Python SDKs; 0
+/// when neither says (a timeout, a connection error, a server error of no
+/// fixed status).
+fn sdk_status(error_type: &str, message: &str) -> u16 {
+    let class = error_type.rsplit('.').next().unwrap_or(error_type);
+    let by_class = match class {
+        "BadRequestError" => 400,
+        "AuthenticationError" => 401,
+        "PermissionDeniedError" => 403,
+        "NotFoundError" => 404,
+        "ConflictError" => 409,
+        "UnprocessableEntityError" => 422,
+        "RateLimitError" => 429,
+        _ => 0,
+    };
+    if by_class != 0 {
+        return by_class;
+    }
+    message
+        .strip_prefix("Error code: ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok())
+        .filter(|c| (400..=599).contains(c))
+        .unwrap_or(0)
 }
 
 /// How a failed call failed, from `error.type` and the HTTP status.

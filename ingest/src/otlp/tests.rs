@@ -295,6 +295,39 @@ fn failures_carry_outcome_error_type_and_status() {
     timeout.push(s("error.type", "openai.APITimeoutError"));
     let call = mapped(&[], &span(6, timeout), &tenant()).call.unwrap();
     assert_eq!(call.outcome, Outcome::Timeout);
+    assert_eq!(call.http_status, 0, "a timeout has no status");
+
+    // No status attribute: the SDK's exception says it, by its class or
+    // by its message ("Error code: 503 - {...}" in the Python SDKs).
+    for (seq, error_type, message, status) in [
+        (7, "RateLimitError", "Rate limit reached", 429),
+        (8, "openai.NotFoundError", "The model does not exist", 404),
+        (
+            9,
+            "InternalServerError",
+            "Error code: 503 - {'error': {}}",
+            503,
+        ),
+        (
+            10,
+            "APIStatusError",
+            "Error code: 529 - {'type': 'error'}",
+            529,
+        ),
+        (11, "APIConnectionError", "Connection error.", 0),
+        (12, "InternalServerError", "Error code: 2xx", 0),
+    ] {
+        let mut attrs = current_chat();
+        attrs.retain(|kv| !kv.key.starts_with("gen_ai.usage"));
+        attrs.push(s("error.type", error_type));
+        let mut failed = span(seq, attrs);
+        failed.status = Some(Status {
+            message: message.into(),
+            code: StatusCode::Error as i32,
+        });
+        let call = mapped(&[], &failed, &tenant()).call.unwrap();
+        assert_eq!(call.http_status, status, "{error_type}: {message}");
+    }
 }
 
 #[test]
