@@ -643,9 +643,9 @@ async fn a_restarted_breaker_carries_on_from_the_published_state() {
 
 /// Calls reported through the ingest API (by any holder of an ingest key,
 /// of any org) do not judge a provider: the breakers read the proxies'
-/// records (and events produced to Kafka directly). 20 reported successes
-/// would have kept 10 failures below the threshold; the breaker opens at
-/// 10 of 10, as if they were not there.
+/// records (and events produced to Kafka directly). 20 reported calls (10
+/// failed) would have made the breaker open at 10 calls of which 5
+/// failed; it opens at 10 of 10, as if they were not there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_reported_through_the_ingest_api_judge_no_provider() {
     let mut env = TestEnv::with_extra_config("breakers_reported", CONFIG).await;

@@ -1536,7 +1536,7 @@ async fn a_failing_model_falls_back_after_its_retries_and_the_calls_are_linked()
     let mut proxy = Proxy::start(
         "proxy_fallback",
         &format!(
-            r#"fallbacks = {{ "mock-fail-503" = ["gpt-4o-mini"], "mock-fail-timeout" = ["fast"], "mock-fail-disconnect" = ["gpt-4o-mini"], "mock-fail-401" = ["gpt-4o", "alt-4o"] }}
+            r#"fallbacks = {{ "mock-fail-503" = ["gpt-4o-mini"], "mock-fail-timeout" = ["fast"], "mock-fail-disconnect" = ["gpt-4o-mini"], "mock-fail-401" = ["gpt-4o", "alt-4o"], "mock-fail-401-again" = ["gpt-4o", "alt-fail-503"] }}
 aliases = {{ fast = "gpt-4o-mini" }}
 
 [proxy.providers.mockalt]
@@ -1645,6 +1645,31 @@ first_byte_timeout_ms = 1500
             "{events:#?}"
         );
     }
+    // After a 401, the refusing provider's models are not tried again,
+    // even once the other provider's fallback failed: the client gets that
+    // failure (503, after its retries), not a second 401 or a call the
+    // refused credential would pay for.
+    let response = proxy.chat(&key, "mock-fail-401-again", &[]).await;
+    assert_eq!(response.status(), 503);
+    let events = proxy.events(seen + 4);
+    let tried: Vec<(String, u64)> = events[seen..]
+        .iter()
+        .map(|e| {
+            (
+                call(e)["model"].as_str().unwrap().to_string(),
+                call(e)["http_status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            ("mock-fail-401-again".to_string(), 401),
+            ("alt-fail-503".to_string(), 503),
+            ("alt-fail-503".to_string(), 503),
+            ("alt-fail-503".to_string(), 503),
+        ]
+    );
 }
 
 #[tokio::test]

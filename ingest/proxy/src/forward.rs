@@ -671,6 +671,11 @@ async fn forward(
                 if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN
         );
         let falls_back = retryable || provider_failing || credential_refused;
+        if credential_refused {
+            // None of this provider's models will take its credential:
+            // not now, nor after another provider's fallback fails.
+            remaining.retain(|r| r.provider != current.provider);
+        }
         let timed_out = matches!(failure, Failure::NoAnswer { timeout: true, .. });
         final_failure = Some((failure, record.call_id.clone(), retryable || timed_out));
         let wait = backoff(attempt, base, max_backoff, server_wait);
@@ -680,12 +685,7 @@ async fn forward(
             if retryable && attempt < max_attempts && wait_ok {
                 options.push((current.clone(), true));
             }
-            options.extend(
-                remaining
-                    .iter()
-                    .filter(|r| !credential_refused || r.provider != current.provider)
-                    .map(|r| (r.clone(), false)),
-            );
+            options.extend(remaining.iter().map(|r| (r.clone(), false)));
             let configured_first = options.first().cloned();
             let plan = signature.and_then(|s| {
                 state

@@ -121,8 +121,11 @@ impl AlertsMetrics {
         self.lease_held.set(i64::from(held));
         if !held {
             // A standby measures nothing: its last figures would count
-            // twice beside the active replica's.
+            // twice beside the active replica's, and its last round's time
+            // (from an earlier stint as the active one) would make a
+            // takeover look like a stall.
             self.measured(0, 0, 0);
+            self.last_evaluation.set(0.0);
         }
     }
 
@@ -234,14 +237,14 @@ mod tests {
         ] {
             has(&text, line);
         }
-        // Standing by: nothing measured, the last success kept.
+        // Standing by: nothing measured, no last success of its own.
         m.lease_held(false);
         let text = exposition(&m);
         for line in [
             "tollgate_alerts_lease_held 0",
             "tollgate_alerts_rules 0",
             "tollgate_alerts_firing 0",
-            "tollgate_alerts_last_evaluation_timestamp_seconds 1796032800.25",
+            "tollgate_alerts_last_evaluation_timestamp_seconds 0.0",
         ] {
             has(&text, line);
         }

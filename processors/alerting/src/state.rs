@@ -99,11 +99,22 @@ pub async fn step_rules(
             Some((_, Some(spec))) if phase != Phase::Inactive => Some(spec),
             _ => None,
         };
-        if let Some(old_spec) = old_spec {
-            let old_rule = AlertRule {
-                spec: serde_json::from_value(old_spec.clone())?,
-                ..(*rule).clone()
-            };
+        // A stored spec this build cannot read (written by another
+        // version) is passed over: ending an alert of labels it cannot
+        // know is not worth stopping every rule's evaluation.
+        let old_rule = old_spec.and_then(|spec| {
+            match serde_json::from_value::<tollgate_contract::alerts::RuleSpec>(spec.clone()) {
+                Ok(spec) => Some(AlertRule {
+                    spec,
+                    ..(*rule).clone()
+                }),
+                Err(err) => {
+                    tracing::warn!(rule_id = rule.id, %err, "stored rule unreadable; its labels are not compared");
+                    None
+                }
+            }
+        });
+        if let Some(old_rule) = old_rule {
             if alert_labels(&old_rule) != labels {
                 end_alert(
                     &mut tx,

@@ -118,15 +118,20 @@ impl Counts {
     /// of the other models than the one failing (or slow) most; the words
     /// saying so are the [`Trip`]'s `rest`.
     fn trips(&self, config: &BreakersConfig, by_model: Option<&ByModel>) -> Option<Trip> {
+        // The other models' calls must be evidence, not a stray: a quarter
+        // of the breaker's minimum, and at least two.
+        let rest_minimum = (config.minimum_calls / 4).max(2);
         let failed = Rate {
             part: |c: &ModelCounts| c.failures,
             percent: config.failure_rate_percent,
             most: "failing most",
+            rest_minimum,
         };
         let slow = Rate {
             part: |c: &ModelCounts| c.slow,
             percent: config.slow_call_rate_percent,
             most: "slow most often",
+            rest_minimum,
         };
         let totals = ModelCounts {
             calls: self.calls,
@@ -177,6 +182,9 @@ struct Rate {
     percent: u8,
     /// How the reason names the model left out.
     most: &'static str,
+    /// Fewest calls of the other models that can trip a provider's
+    /// breaker: one stray 429 of a quiet sibling is not its failing.
+    rest_minimum: u64,
 }
 
 impl Rate {
@@ -201,7 +209,7 @@ impl Rate {
             failures: totals.failures.saturating_sub(counts.failures),
             slow: totals.slow.saturating_sub(counts.slow),
         };
-        if !self.at_least(&rest) {
+        if rest.calls < self.rest_minimum || !self.at_least(&rest) {
             return None;
         }
         let part = (self.part)(&rest);

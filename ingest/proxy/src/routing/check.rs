@@ -120,21 +120,21 @@ fn fallbacks(config: &ProxyConfig, table: &RouteTable) -> Result<(), String> {
                 return Err(format!("{at}: {target:?} is listed twice"));
             }
             seen.push(to);
-            for kind in &kinds {
-                if table.route(*kind, to).is_some() {
-                    continue;
-                }
-                let elsewhere = served_in(table, to);
-                return Err(match elsewhere.first() {
-                    Some(other) => format!(
-                        "{at}: {target:?} is served in {} wire format and {resolved:?} in {}; \
-                         the proxy does not translate a call between formats",
-                        wire_format(*other),
-                        wire_format(*kind),
-                    ),
-                    None => format!("{at}: {target:?} is served by no provider"),
-                });
+            // A call falls back within its own format: the target must be
+            // served in one of the key's (a key served in both formats
+            // falls back in the one the target shares).
+            if kinds.iter().any(|kind| table.route(*kind, to).is_some()) {
+                continue;
             }
+            return Err(match (served_in(table, to).first(), kinds.first()) {
+                (Some(other), Some(kind)) => format!(
+                    "{at}: {target:?} is served in {} wire format and {resolved:?} in {}; \
+                     the proxy does not translate a call between formats",
+                    wire_format(*other),
+                    wire_format(*kind),
+                ),
+                _ => format!("{at}: {target:?} is served by no provider"),
+            });
         }
     }
     Ok(())
@@ -231,6 +231,13 @@ mod tests {
         for (fallbacks, want) in cases {
             assert_eq!(refusal(fallbacks), want);
         }
+    }
+
+    #[test]
+    fn a_model_served_in_both_formats_falls_back_in_the_one_its_target_shares() {
+        let mut c = config(&[("gpt-4o", &["o3-mini"])]);
+        c.providers.get_mut("anthropic").unwrap().models = vec!["claude-*".into(), "gpt-4o".into()];
+        check(&c).unwrap();
     }
 
     #[test]

@@ -18,14 +18,20 @@ use std::sync::Arc;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-/// Whether `ip` is an address of the public internet: not loopback,
-/// private (RFC 1918, IPv6 unique local), link-local, shared (RFC 6598),
-/// unspecified, broadcast, multicast or documentation; an IPv4-mapped IPv6
-/// address is judged as its IPv4 address.
+/// Whether `ip` is an address of the public internet. IPv4: not
+/// loopback, private (RFC 1918), link-local, shared (RFC 6598, `100.64/10`),
+/// `0/8`, IETF protocol assignments (`192.0.0/24`), benchmarking
+/// (`198.18/15`), documentation, multicast, reserved (`240/4`) or
+/// broadcast. IPv6: global unicast (`2000::/3`) only, less documentation
+/// (`2001:db8::/32`), Teredo (`2001::/32`) and 6to4 (`2002::/16`), which
+/// tunnel to IPv4 addresses this cannot see; an IPv4-mapped address
+/// (`::ffff:a.b.c.d`) is judged as its IPv4 address. Everything outside
+/// `2000::/3` (loopback, unique local, link- and site-local, NAT64's
+/// `64:ff9b::/96`, IPv4-compatible `::a.b.c.d`, multicast) is not public.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -33,18 +39,19 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || v4.is_multicast()
                 || v4.is_documentation()
-                // 100.64.0.0/10, carrier-grade NAT; 0.0.0.0/8.
+                || a == 0
                 || (a == 100 && (64..128).contains(&b))
-                || a == 0)
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
         }
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => is_public(IpAddr::V4(v4)),
             None => {
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || v6.is_unique_local()
-                    || v6.is_unicast_link_local())
+                let [first, second, ..] = v6.segments();
+                (first & 0xe000) == 0x2000
+                    && !(first == 0x2001 && (second == 0x0db8 || second == 0))
+                    && first != 0x2002
             }
         },
     }
@@ -63,10 +70,23 @@ impl PrivateHosts {
         }
     }
 
-    /// Whether `url`'s host is listed (or `"*"` is).
+    /// Whether `url`'s host is listed, alone (any port) or as
+    /// `host:port` (that port only; `[::1]:9093` for an IPv6 address), or
+    /// `"*"` is.
     pub fn trusts(&self, url: &str) -> bool {
-        let host = host_of(url);
-        self.hosts.iter().any(|h| h == "*" || *h == host)
+        let Ok(parsed) = reqwest::Url::parse(url) else {
+            return false;
+        };
+        let Some(host) = parsed.host_str().map(str::to_ascii_lowercase) else {
+            return false;
+        };
+        let bare = host.trim_matches(|c| c == '[' || c == ']');
+        let with_port = parsed
+            .port_or_known_default()
+            .map(|port| format!("{host}:{port}"));
+        self.hosts
+            .iter()
+            .any(|h| h == "*" || h == bare || Some(h) == with_port.as_ref())
     }
 }
 
@@ -93,9 +113,33 @@ pub fn refused_address(url: &str) -> Option<String> {
 }
 
 fn not_public(host: &str, ip: IpAddr) -> String {
-    format!(
-        "{host} is {ip}, not a public address; receivers reach private addresses only on the hosts listed in alerting.receiver_private_hosts"
-    )
+    NotPublic {
+        host: host.to_string(),
+        ip,
+    }
+    .to_string()
+}
+
+/// A receiver's host resolved to an address that is not public: final, not
+/// a network error worth retrying ([`refused_in`] finds it in an error's
+/// causes).
+#[derive(Debug, thiserror::Error)]
+#[error("{host} is {ip}, not a public address; receivers reach private addresses only on the hosts listed in alerting.receiver_private_hosts")]
+pub struct NotPublic {
+    host: String,
+    ip: IpAddr,
+}
+
+/// Whether `err`, or one of its causes, is the resolver's [`NotPublic`].
+pub fn refused_in(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if e.is::<NotPublic>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// A resolver that keeps a name's public addresses only, and fails when it
@@ -112,7 +156,11 @@ impl Resolve for PublicOnly {
                 all.iter().copied().filter(|a| is_public(a.ip())).collect();
             match (public.is_empty(), all.first()) {
                 (false, _) => Ok(Box::new(public.into_iter()) as Addrs),
-                (true, Some(first)) => Err(not_public(&host, first.ip()).into()),
+                (true, Some(first)) => Err(Box::new(NotPublic {
+                    host,
+                    ip: first.ip(),
+                })
+                    as Box<dyn std::error::Error + Send + Sync>),
                 (true, None) => Err(format!("{host} has no address").into()),
             }
         })
@@ -137,10 +185,14 @@ impl Clients {
         // `http://127.0.0.1:…` would otherwise reach it (an address in a
         // URL is not resolved, so the resolver never sees it), and a
         // receiver that moved should be updated, not chased.
+        // Nor through a proxy of the environment (`HTTPS_PROXY`): the
+        // resolver would judge the proxy's address, and the proxy resolve
+        // the receiver's name unjudged.
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(connect_timeout)
                 .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
         };
         Ok(Self {
             any: builder().build()?,
@@ -184,6 +236,15 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "192.0.0.8",
+            "198.18.0.1",
+            "240.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "2001::1",
+            "2001:db8::1",
+            "::a9fe:a9fe",
+            "fec0::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
@@ -219,12 +280,23 @@ mod tests {
         )
         .unwrap();
         assert!(any.for_url("http://127.0.0.1:8123/").is_ok());
+        // host:port trusts that port only.
+        let port = PrivateHosts::new(&["127.0.0.1:9093".into(), "[::1]:9093".into()]);
+        assert!(port.trusts("http://127.0.0.1:9093/api/v2/alerts"));
+        assert!(!port.trusts("http://127.0.0.1:8123/?query=SELECT%201"));
+        assert!(port.trusts("http://[::1]:9093/"));
+        assert!(!port.trusts("http://[::1]:8123/"));
+        assert!(
+            PrivateHosts::new(&["hooks.internal:443".into()]).trusts("https://hooks.internal/x")
+        );
     }
 
     #[tokio::test]
     async fn a_name_that_resolves_to_a_private_address_reaches_nothing() {
         let name: Name = "localhost".parse().unwrap();
-        let err = PublicOnly.resolve(name).await.err().unwrap().to_string();
+        let err = PublicOnly.resolve(name).await.err().unwrap();
+        assert!(refused_in(err.as_ref()), "{err}");
+        let err = err.to_string();
         assert!(err.starts_with("localhost is "), "{err}");
         assert!(err.contains("not a public address"), "{err}");
     }

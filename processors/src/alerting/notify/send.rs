@@ -90,6 +90,9 @@ pub(crate) async fn attempt(
         .send()
         .await
         .map_err(|err| AttemptError {
+            // A host that resolves to a private address will not resolve
+            // to a public one by asking again soon.
+            retryable: !super::destination::refused_in(&err),
             message: if err.is_timeout() {
                 format!("no answer within {} ms", timeout.as_millis())
             } else {
@@ -102,7 +105,6 @@ pub(crate) async fn attempt(
                 }
                 text
             },
-            retryable: true,
             retry_after: None,
         })?;
     let status = response.status();

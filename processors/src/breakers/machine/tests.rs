@@ -485,23 +485,27 @@ fn ticking_all_breakers_moves_each_on_its_own_clock() {
     let c = config();
     let mut all = Breakers::new();
     let now = t0();
-    // 20 failures open the model; one failure of a second model of the
-    // provider then opens the provider too (a provider's breaker opens
-    // only when its calls fail at the threshold even leaving out the model
-    // failing most: here 1 of 1).
+    // 20 failures open the model; five failures of a second model of the
+    // provider then open the provider too (a provider's breaker opens only
+    // when its calls fail at the threshold even leaving out the model
+    // failing most, over at least a quarter of the minimum: here 5 of 5).
     for i in 0..20 {
         let at = now + ms(i);
         all.observe("openai", "gpt-4o", &fail_a(at), at, &c);
     }
-    let at = now + ms(20);
-    all.observe("openai", "gpt-4o-mini", &fail_a(at), at, &c);
+    for i in 20..25 {
+        let at = now + ms(i);
+        all.observe("openai", "gpt-4o-mini", &fail_a(at), at, &c);
+    }
     let later = now + Duration::seconds(10);
     for i in 0..20 {
         let at = later + ms(i);
         all.observe("anthropic", "claude", &fail_a(at), at, &c);
     }
-    let at = later + ms(20);
-    all.observe("anthropic", "claude-haiku", &fail_a(at), at, &c);
+    for i in 20..25 {
+        let at = later + ms(i);
+        all.observe("anthropic", "claude-haiku", &fail_a(at), at, &c);
+    }
     // The first pair (model and provider) is half-open after 30 s, the
     // second pair 10 s later.
     let t = all.tick(now + Duration::seconds(31), &c);
@@ -743,9 +747,9 @@ fn a_model_whose_calls_left_the_window_is_no_longer_part_of_the_provider() {
     assert_eq!(provider.window_counts().calls, 20);
     assert_eq!(in_provider_window(&all, "gpt-4o"), Some((20, 20, 0)));
     // One second later, that call is still in the window (expired on
-    // arrival, without a tick): leaving out gpt-4o, 1 of 1 failed, and the
-    // provider opens at its 20th call (gpt-4o's 19th failure), before
-    // gpt-4o's own. The rest has no minimum of its own: one call decides.
+    // arrival, without a tick), but one stray failure of another model is
+    // not the provider failing: the rest needs a quarter of the minimum
+    // (5 calls) to count, and the provider stays closed.
     let mut all = Breakers::new();
     assert!(feed_all(
         &mut all,
@@ -754,11 +758,24 @@ fn a_model_whose_calls_left_the_window_is_no_longer_part_of_the_provider() {
     )
     .is_empty());
     let t = feed_all(&mut all, later, &vec![("gpt-4o", fail_a as Make); 20]);
+    assert_eq!(models(&t), ["gpt-4o"]);
+    assert!(!all.keeps_out("openai", "gpt-4o-mini"));
+    // Five such failures are: leaving out gpt-4o, 5 of 5 failed, and the
+    // provider opens at its 20th call (gpt-4o's 15th failure), before
+    // gpt-4o's own.
+    let mut all = Breakers::new();
+    assert!(feed_all(
+        &mut all,
+        t0() + Duration::seconds(1),
+        &[("gpt-4o-mini", fail_b as Make); 5]
+    )
+    .is_empty());
+    let t = feed_all(&mut all, later, &vec![("gpt-4o", fail_a as Make); 20]);
     assert_eq!(models(&t), ["", "gpt-4o"]);
     assert_eq!((t[0].calls, t[0].failures), (20, 20));
     assert_eq!(
         t[0].reason,
-        "20 of 20 calls failed (100%, threshold 50%) in the last 60 s, 1 of 1 (100%) leaving out gpt-4o, the model failing most; open for 30 s"
+        "20 of 20 calls failed (100%, threshold 50%) in the last 60 s, 5 of 5 (100%) leaving out gpt-4o, the model failing most; open for 30 s"
     );
 }
 
