@@ -14,7 +14,7 @@ use tollgate_contract::{Event, EventKind, Limits, Operation, Outcome};
 
 use super::genai::{map_span, span_event_id, SpanMapping, Tenant};
 use super::partial::PartialSuccess;
-use super::plan_spans;
+use super::{plan_spans, SpanPlan};
 
 const TRACE: [u8; 16] = [
     0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36,
@@ -516,17 +516,23 @@ fn a_call_through_the_proxy_is_passed_over_even_when_its_attributes_would_be_ref
     assert_eq!(plan.not_genai, 1);
 }
 
-#[test]
-fn a_span_sent_twice_without_usage_is_refused_not_warned_of_twice() {
-    let no_usage = chat_without(|key| key.starts_with("gen_ai.usage."));
-    let req = request(vec![span(50, no_usage.clone()), span(50, no_usage)]);
-    let plan = plan_spans(
-        &req,
+/// The plan of `req` for the test tenant now, default limits, no proxy
+/// addresses.
+fn planned(req: &ExportTraceServiceRequest) -> SpanPlan {
+    plan_spans(
+        req,
         &tenant(),
         now(),
         &Limits::default(),
         &Default::default(),
-    );
+    )
+}
+
+#[test]
+fn a_span_sent_twice_without_usage_is_refused_not_warned_of_twice() {
+    let no_usage = chat_without(|key| key.starts_with("gen_ai.usage."));
+    let req = request(vec![span(50, no_usage.clone()), span(50, no_usage)]);
+    let plan = planned(&req);
     assert_eq!(plan.refused.len(), 1);
     assert_eq!(plan.without_usage, vec![0]);
 }
@@ -535,13 +541,7 @@ fn a_span_sent_twice_without_usage_is_refused_not_warned_of_twice() {
 fn a_successful_call_without_usage_is_taken_and_warned_of() {
     let no_usage = chat_without(|key| key.starts_with("gen_ai.usage."));
     let req = request(vec![span(30, current_chat()), span(31, no_usage)]);
-    let plan = plan_spans(
-        &req,
-        &tenant(),
-        now(),
-        &Limits::default(),
-        &Default::default(),
-    );
+    let plan = planned(&req);
     assert_eq!(plan.events.len(), 2);
     assert_eq!(plan.without_usage, vec![1]);
     let partial = PartialSuccess::from_refusals(plan.spans, &plan.refused)
@@ -565,13 +565,7 @@ fn a_plan_keeps_good_spans_beside_refused_and_dropped_ones() {
         span(23, older_chat()),
         span(20, current_chat()),
     ]);
-    let plan = plan_spans(
-        &req,
-        &tenant(),
-        now(),
-        &Limits::default(),
-        &Default::default(),
-    );
+    let plan = planned(&req);
     assert_eq!(plan.spans, 5);
     assert_eq!(plan.events.len(), 2);
     assert_eq!(plan.not_genai, 1);
@@ -613,13 +607,7 @@ fn otlp_json_with_hex_ids_and_string_integers_decodes() {
           {"key":"gen_ai.usage.output_tokens","value":{"intValue":7}}],
         "status":{"code":1}}]}]}]}"#;
     let req: ExportTraceServiceRequest = serde_json::from_str(body).unwrap();
-    let plan = plan_spans(
-        &req,
-        &tenant(),
-        now(),
-        &Limits::default(),
-        &Default::default(),
-    );
+    let plan = planned(&req);
     assert!(plan.refused.is_empty(), "{:?}", plan.refused);
     let call = plan.events[0].call.as_ref().unwrap();
     assert_eq!(call.span_id, "00000000000010ff");

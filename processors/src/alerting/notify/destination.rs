@@ -109,15 +109,7 @@ fn host_of(url: &str) -> String {
 pub fn refused_address(url: &str) -> Option<String> {
     let host = host_of(url);
     let ip: IpAddr = host.parse().ok()?;
-    (!is_public(ip)).then(|| not_public(&host, ip))
-}
-
-fn not_public(host: &str, ip: IpAddr) -> String {
-    NotPublic {
-        host: host.to_string(),
-        ip,
-    }
-    .to_string()
+    (!is_public(ip)).then(|| NotPublic { host, ip }.to_string())
 }
 
 /// A receiver's host resolved to an address that is not public: final, not
