@@ -108,6 +108,10 @@ const CLICKHOUSE_MIGRATIONS: &[(&str, &str)] = &[
         "0039_cost_daily_by_user_and_key.sql",
         include_str!("../../migrations/clickhouse/0039_cost_daily_by_user_and_key.sql"),
     ),
+    (
+        "0040_latency_errors_leave_out_cancelled.sql",
+        include_str!("../../migrations/clickhouse/0040_latency_errors_leave_out_cancelled.sql"),
+    ),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

@@ -103,7 +103,7 @@ impl Source {
         }
     }
 
-    /// The group's calls whose outcome was not `success`.
+    /// The group's failed calls ([`tollgate_contract::Outcome::is_failure`]).
     pub(crate) fn error_count(self) -> &'static str {
         match self {
             Self::Calls => ERRORS,
@@ -277,8 +277,9 @@ const VALUE_OF_DURATION: &str = "duration_ms";
 /// A call's time to first token, likewise: `v` where `m` is 1.
 const VALUE_OF_TTFT: &str = "ttft_ms";
 
-/// How many of the calls read failed.
-const ERRORS: &str = "sum(toUInt64(outcome != 'success'))";
+/// How many of the calls read failed: [`tollgate_contract::FAILED_OUTCOME_SQL`]
+/// (a cancelled call did not), as the rollup counts them.
+const ERRORS: &str = "sum(toUInt64(outcome NOT IN ('success', 'cancelled')))";
 
 /// [`Source::CallCounts`]' intermediate values of one metric (`m` 0 or 1
 /// in its subquery, [`Source::grouped_sql`]): the distinct values sorted
@@ -365,6 +366,14 @@ fn source_for(counted: InWindow, limit: u64, count_min: u64) -> Source {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_are_counted_as_the_contract_counts_them() {
+        assert_eq!(
+            ERRORS,
+            format!("sum(toUInt64({}))", tollgate_contract::FAILED_OUTCOME_SQL)
+        );
+    }
 
     #[test]
     fn both_sources_name_the_same_values() {

@@ -331,7 +331,19 @@ pub enum Outcome {
     RateLimited,
 }
 
+/// [`Outcome::is_failure`] as SQL over `calls.outcome`: the error counts of
+/// the latency rollup (migration 0040), of the latency reads from `calls`,
+/// and so of error-rate alerts.
+pub const FAILED_OUTCOME_SQL: &str = "outcome NOT IN ('success', 'cancelled')";
+
 impl Outcome {
+    /// Whether a call with this outcome counts as an error in error counts
+    /// and rates: every outcome but success and cancelled. A cancelled call
+    /// is one whose client hung up; nothing says the provider failed it.
+    pub fn is_failure(self) -> bool {
+        !matches!(self, Outcome::Success | Outcome::Cancelled)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -388,5 +400,33 @@ impl Event {
 
     pub fn is_call(&self) -> bool {
         self.kind.is_call()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sql_of_failed_outcomes_leaves_out_what_is_failure_leaves_out() {
+        let all = [
+            Outcome::Success,
+            Outcome::Error,
+            Outcome::Timeout,
+            Outcome::Cancelled,
+            Outcome::Blocked,
+            Outcome::RateLimited,
+        ];
+        let not_failures: Vec<String> = all
+            .iter()
+            .filter(|o| !o.is_failure())
+            .map(|o| format!("'{}'", o.as_str()))
+            .collect();
+        assert_eq!(
+            FAILED_OUTCOME_SQL,
+            format!("outcome NOT IN ({})", not_failures.join(", "))
+        );
+        assert!(Outcome::Timeout.is_failure());
+        assert!(!Outcome::Cancelled.is_failure());
     }
 }

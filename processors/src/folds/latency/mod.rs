@@ -6,7 +6,8 @@
 //! into `calls` through `latency_minute_calls_mv`,
 //! `latency_minute_buckets_duration_mv` and `latency_minute_buckets_ttft_mv`
 //! (`migrations/clickhouse/0036_latency_minute_buckets.sql`, which replaced
-//! the `sumMap` histograms of 0026's `latency_minute_hist`), in the same
+//! the `sumMap` histograms of 0026's `latency_minute_hist`; 0040 counts
+//! errors as [`FAILED_OUTCOME_SQL`]: a cancelled call is not one), in the same
 //! insert, so it shares the calls fold's effectively-once position; the
 //! percentiles are read by `tollgate_queries`.
 //!
@@ -16,6 +17,7 @@
 
 use super::view_repair::{Counted, Dimension, Feed, RefoldedTable, Sum, SummedTable, ViewTable};
 use super::{FoldEntry, Runs};
+use tollgate_contract::FAILED_OUTCOME_SQL;
 
 pub const NAME: &str = "latency";
 
@@ -29,6 +31,7 @@ pub const FOLD: FoldEntry = FoldEntry {
         migrations: &[
             "0026_latency_minute_hist.sql",
             "0036_latency_minute_buckets.sql",
+            "0040_latency_errors_leave_out_cancelled.sql",
         ],
     },
     catalog,
@@ -107,13 +110,14 @@ pub fn repaired() -> Vec<ViewTable> {
                 "ttft_calls",
                 "ttft_sample",
             ],
-            select: "toStartOfMinute(occurred_at) AS minute, org_id, team_id, provider, model, \
-                     countState() AS calls, \
-                     sumState(toUInt64(outcome != 'success')) AS errors, \
-                     groupArrayState(1000)(toUInt64(duration_ms) * 1000) AS duration_sample, \
-                     sumState(toUInt64(has_ttft)) AS ttft_calls, \
-                     groupArrayIfState(1000)(toUInt64(ttft_ms) * 1000, has_ttft) AS ttft_sample"
-                .into(),
+            select: format!(
+                "toStartOfMinute(occurred_at) AS minute, org_id, team_id, provider, model, \
+                 countState() AS calls, \
+                 sumState(toUInt64({FAILED_OUTCOME_SQL})) AS errors, \
+                 groupArrayState(1000)(toUInt64(duration_ms) * 1000) AS duration_sample, \
+                 sumState(toUInt64(has_ttft)) AS ttft_calls, \
+                 groupArrayIfState(1000)(toUInt64(ttft_ms) * 1000, has_ttft) AS ttft_sample"
+            ),
             filter: TIMED_CALLS.into(),
             group_by: "minute, org_id, team_id, provider, model".into(),
             counted: Some(Counted {

@@ -1,8 +1,9 @@
 use super::*;
 
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("../../../../migrations/clickhouse/0031_error_patterns.sql"),
     include_str!("../../../../migrations/clickhouse/0036_latency_minute_buckets.sql"),
+    include_str!("../../../../migrations/clickhouse/0040_latency_errors_leave_out_cancelled.sql"),
 ];
 
 /// The migrations' text with runs of white space made one space.
