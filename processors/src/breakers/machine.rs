@@ -114,13 +114,15 @@ impl Counts {
     /// Why these counts trip a breaker, if they do: a failure rate or a
     /// slow-call rate at or above its threshold (integer arithmetic: 10 of
     /// 20 is exactly 50%). With `by_model` (a provider's window, these
-    /// counts its totals), a rate trips only when it also does for the calls
-    /// of the other models than the one failing (or slow) most; the words
-    /// saying so are the [`Trip`]'s `rest`.
-    fn trips(&self, config: &BreakersConfig, by_model: Option<&ByModel>) -> Option<Trip> {
-        // The other models' calls must be evidence, not a stray: a quarter
-        // of the breaker's minimum, and at least two.
-        let rest_minimum = (config.minimum_calls / 4).max(2);
+    /// counts its totals), a rate trips only when it also does for at least
+    /// `rest_minimum` calls of the other models than the one failing (or
+    /// slow) most; the words saying so are the [`Trip`]'s `rest`.
+    fn trips(
+        &self,
+        config: &BreakersConfig,
+        by_model: Option<&ByModel>,
+        rest_minimum: u64,
+    ) -> Option<Trip> {
         let failed = Rate {
             part: |c: &ModelCounts| c.failures,
             percent: config.failure_rate_percent,
@@ -168,7 +170,7 @@ impl Counts {
 /// Why counts trip a breaker, in words: the rate (`10 of 20 calls failed
 /// (50%, threshold 50%)`) and, for a provider's window, the rate leaving
 /// out its worst model (`, 6 of 7 (85%) leaving out gpt-4o, the model
-/// failing most`; empty for a model's window and for probes).
+/// failing most`; empty for a model's breaker).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Trip {
     rate: String,
@@ -380,6 +382,8 @@ pub struct Breaker {
     generation: u64,
     window: Window,
     probes: Counts,
+    /// The probes' counts per model (a provider's breaker).
+    probe_models: ByModel,
     /// The counts of the last transition out of closed or half-open (what
     /// re-published decisions carry).
     evidence: Counts,
@@ -409,6 +413,7 @@ impl Breaker {
             generation,
             window: Window::default(),
             probes: Counts::default(),
+            probe_models: ByModel::default(),
             evidence: Counts::default(),
         }
     }
@@ -432,6 +437,7 @@ impl Breaker {
         self.generation = generation;
         self.window.clear();
         self.probes = Counts::default();
+        self.probe_models = ByModel::default();
         if state != CircuitState::HalfOpen {
             self.evidence = evidence;
         }
@@ -543,7 +549,10 @@ impl Breaker {
                     return None;
                 }
                 let by_model = self.is_provider().then_some(&self.window.by_model);
-                let Trip { rate, rest } = counts.trips(config, by_model)?;
+                // The other models' calls must be evidence, not a stray: a
+                // quarter of the breaker's minimum, and at least two.
+                let rest_minimum = (config.minimum_calls / 4).max(2);
+                let Trip { rate, rest } = counts.trips(config, by_model, rest_minimum)?;
                 let reason = format!(
                     "{rate} in the last {} s{rest}; open for {} s",
                     config.window_secs, config.open_secs
@@ -559,6 +568,9 @@ impl Breaker {
                     return None;
                 }
                 self.probes.add(outcome);
+                if self.is_provider() {
+                    self.probe_models.add(model.unwrap_or(""), outcome);
+                }
                 if self.probes.calls < config.half_open_probes {
                     return None;
                 }
@@ -587,6 +599,7 @@ impl Breaker {
                     config.max_wait_in_half_open_secs
                 );
                 self.probes = Counts::default();
+                self.probe_models = ByModel::default();
                 Some(self.go(CircuitState::HalfOpen, now, Counts::default(), reason))
             }
             CircuitState::HalfOpen => {
@@ -616,12 +629,18 @@ impl Breaker {
         prefix: &str,
     ) -> Transition {
         let probes = std::mem::take(&mut self.probes);
-        // Probes decide as they are, whichever models they went to: the
-        // provider's window opened it, any probes judge it.
-        match probes.trips(config, None) {
-            Some(Trip { rate: why, .. }) => {
+        let probe_models = std::mem::take(&mut self.probe_models);
+        // A provider's probes reopen it as its window opened it: only when
+        // the probes of its other models than the one failing most fail at
+        // the threshold too (one of them is enough: probes are few). Probes
+        // that fail on one broken model and succeed on its siblings, or
+        // went to that model alone, close it: the model's breaker keeps
+        // that model out.
+        let by_model = self.is_provider().then_some(&probe_models);
+        match probes.trips(config, by_model, 1) {
+            Some(Trip { rate: why, rest }) => {
                 let reason = format!(
-                    "{prefix}probes: {why}; open again for {} s",
+                    "{prefix}probes: {why}{rest}; open again for {} s",
                     config.open_secs
                 );
                 self.open(now, probes, reason)

@@ -890,3 +890,86 @@ fn slow_calls_open_the_provider_by_the_same_rule() {
         "20 of 20 calls slower than 30000 ms (100%, threshold 100%) in the last 60 s, 10 of 10 (100%) leaving out gpt-4o, the model slow most often; open for 30 s"
     );
 }
+
+/// openai's provider breaker opened by an outage of two models and turned
+/// half-open; the time it did.
+fn provider_half_open() -> (Breaker, DateTime<Utc>) {
+    let c = config();
+    let mut b = Breaker::new("openai", "", t0());
+    let mut opened = None;
+    for i in 0..20 {
+        let at = t0() + ms(10 * i);
+        let model = if i % 2 == 0 { "gpt-4o" } else { "gpt-4o-mini" };
+        opened = opened.or(b.observe_call_to(model, &fail_a(at), at, &c));
+    }
+    let opened = opened.expect("an outage of both models opens the provider");
+    let at = opened.at + c.open_for();
+    let t = b.tick(at, &c).unwrap();
+    assert_eq!((t.from, t.to), (CircuitState::Open, CircuitState::HalfOpen));
+    (b, at)
+}
+
+/// Feed `probes` (model, outcome) to `b` 10 ms apart from 1 s after
+/// `since`; the transitions they caused.
+fn probe(b: &mut Breaker, since: DateTime<Utc>, probes: &[(&str, Make)]) -> Vec<Transition> {
+    let c = config();
+    let start = since + Duration::seconds(1);
+    let mut out = Vec::new();
+    for (i, (model, make)) in probes.iter().enumerate() {
+        let at = start + ms(10 * i as i64);
+        out.extend(b.observe_call_to(model, &make(at), at, &c));
+    }
+    out
+}
+
+#[test]
+fn a_providers_probes_failing_on_one_model_alone_close_it() {
+    // 3 of 5 probes failed (60%), all on gpt-4o; its sibling's 2 answered:
+    // the provider is not failing, gpt-4o's own breaker keeps gpt-4o out.
+    let (mut b, since) = provider_half_open();
+    let probes: [(&str, Make); 5] = [
+        ("gpt-4o", fail_a),
+        ("gpt-4o-mini", ok),
+        ("gpt-4o", fail_a),
+        ("gpt-4o-mini", ok),
+        ("gpt-4o", fail_a),
+    ];
+    let t = probe(&mut b, since, &probes);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(
+        (t[0].from, t[0].to, t[0].calls, t[0].failures),
+        (CircuitState::HalfOpen, CircuitState::Closed, 5, 3)
+    );
+    // Probes that all went to the failing model close it too.
+    let (mut b, since) = provider_half_open();
+    let t = probe(&mut b, since, &[("gpt-4o", fail_a as Make); 5]);
+    assert_eq!((t.len(), t[0].to), (1, CircuitState::Closed), "{t:?}");
+}
+
+#[test]
+fn a_providers_probes_failing_on_its_other_models_too_open_it_again() {
+    let (mut b, since) = provider_half_open();
+    let probes: [(&str, Make); 5] = [
+        ("gpt-4o", fail_a),
+        ("gpt-4o-mini", fail_b),
+        ("gpt-4o", fail_a),
+        ("gpt-4o-mini", ok),
+        ("gpt-4o", fail_a),
+    ];
+    let t = probe(&mut b, since, &probes);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(
+        (t[0].from, t[0].to, t[0].calls, t[0].failures, t[0].generation),
+        (CircuitState::HalfOpen, CircuitState::Open, 5, 4, 2)
+    );
+    assert_eq!(
+        t[0].reason,
+        "probes: 4 of 5 calls failed (80%, threshold 50%), 1 of 2 (50%) leaving out gpt-4o, the model failing most; open again for 30 s"
+    );
+    // The next episode's probes start from nothing.
+    let at = t[0].at + config().open_for();
+    let t = b.tick(at, &config()).unwrap();
+    assert_eq!(t.to, CircuitState::HalfOpen);
+    let t = probe(&mut b, at, &[("gpt-4o-mini", ok as Make); 5]);
+    assert_eq!((t[0].to, t[0].failures), (CircuitState::Closed, 0));
+}
