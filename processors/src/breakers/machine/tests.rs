@@ -959,7 +959,13 @@ fn a_providers_probes_failing_on_its_other_models_too_open_it_again() {
     let t = probe(&mut b, since, &probes);
     assert_eq!(t.len(), 1, "{t:?}");
     assert_eq!(
-        (t[0].from, t[0].to, t[0].calls, t[0].failures, t[0].generation),
+        (
+            t[0].from,
+            t[0].to,
+            t[0].calls,
+            t[0].failures,
+            t[0].generation
+        ),
         (CircuitState::HalfOpen, CircuitState::Open, 5, 4, 2)
     );
     assert_eq!(
