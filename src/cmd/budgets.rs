@@ -20,9 +20,10 @@ pub enum BudgetsCommand {
         #[arg(long)]
         id: String,
         /// The org the team, user or key belongs to: the budget judges that
-        /// org's calls of it. Without it, a team, user or key budget judges
-        /// the id's calls in every org (ids are per org, so another org's
-        /// team of the same name counts too). Implied for `--kind org`.
+        /// org's calls of it. Without it, a team or user budget judges the
+        /// id's calls in every org (ids are per org, so another org's team
+        /// of the same name counts too); a key budget is its key's org's.
+        /// Implied for `--kind org`.
         #[arg(long)]
         org: Option<String>,
         /// `daily` or `monthly` (UTC).

@@ -714,6 +714,13 @@ async fn a_key_budget_or_limit_named_by_prefix_is_stored_by_the_keys_id() {
         "--limit", "0.5",
     ]);
     assert!(said.contains(&format!("key {id} of org acme")), "{said}");
+    // Set again naming no org: the budget is the key's org's still (it
+    // replaces the one above), not one judging the key's id in every org's
+    // events, which any org's reporter could spend by naming the id.
+    let said = env.run(&[
+        "budgets", "set", "--kind", "key", "--id", &prefix, "--period", "daily", "--limit", "0.75",
+    ]);
+    assert!(said.contains(&format!("key {id} of org acme")), "{said}");
     let said = env.run(&[
         "ratelimits",
         "set",
@@ -741,8 +748,12 @@ async fn a_key_budget_or_limit_named_by_prefix_is_stored_by_the_keys_id() {
         .collect();
     assert_eq!(budgets.len(), 1, "{budgets:?}");
     assert_eq!(
-        (&budgets[0]["subject_id"], &budgets[0]["org_id"]),
-        (&json!(id), &json!("acme"))
+        (
+            &budgets[0]["subject_id"],
+            &budgets[0]["org_id"],
+            &budgets[0]["limit_usd"]
+        ),
+        (&json!(id), &json!("acme"), &json!("0.75"))
     );
     // The API, by prefix and by id.
     let admin = Admin {

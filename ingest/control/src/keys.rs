@@ -267,6 +267,15 @@ impl KeyStore {
         given: &str,
         org: Option<&str>,
     ) -> Result<Result<Uuid, String>, ControlError> {
+        Ok(self.subject_key(given, org).await?.map(|key| key.id))
+    }
+
+    /// [`KeyStore::subject_id`]'s key, whole (its org with its id).
+    pub async fn subject_key(
+        &self,
+        given: &str,
+        org: Option<&str>,
+    ) -> Result<Result<ApiKey, String>, ControlError> {
         let key: Option<ApiKey> = match Uuid::try_parse(given) {
             Ok(id) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"
@@ -298,7 +307,7 @@ impl KeyStore {
                 "key {} is revoked: a budget or limit of it would never apply",
                 key.prefix
             )),
-            Some(key) => Ok(key.id),
+            Some(key) => Ok(key),
         })
     }
 

@@ -126,8 +126,9 @@ impl BudgetSpec {
 
     /// A key budget names its key by the key's id, whichever of id or
     /// prefix was given ([`crate::keys::KeyStore::subject_id`]): events
-    /// carry the id, so a budget of the prefix would never be spent. Other
-    /// kinds pass as they are (teams, users and orgs are not registered).
+    /// carry the id, so a budget of the prefix would never be spent; and it
+    /// belongs to the key's org when none was given. Other kinds pass as
+    /// they are (teams, users and orgs are not registered).
     pub async fn naming_key(
         mut self,
         keys: &crate::keys::KeyStore,
@@ -135,12 +136,22 @@ impl BudgetSpec {
         if self.subject_kind != SubjectKind::Key {
             return Ok(Ok(self));
         }
-        let org = self.org_id.clone();
-        Ok(keys
-            .name_by_id(&mut self.subject_id, org.as_deref())
+        let key = match keys
+            .subject_key(&self.subject_id, self.org_id.as_deref())
             .await?
-            .map(|()| self)
-            .map_err(|reason| invalid("subject_id", reason)))
+        {
+            Ok(key) => key,
+            Err(reason) => return Ok(Err(invalid("subject_id", reason))),
+        };
+        self.subject_id = key.id.to_string();
+        // A key of one org: its budget judges that org's calls of it, even
+        // when no org was named. Without an org it judged the key's id in
+        // every org's events, and events reported by another org may name
+        // any key id (`api_key_id`): they spent this key's budget.
+        if self.org_id.is_none() {
+            self.org_id = key.org_id;
+        }
+        Ok(Ok(self))
     }
 
     /// The decision subject
