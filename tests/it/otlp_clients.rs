@@ -17,12 +17,13 @@
 use crate::support;
 use support::{d, TestEnv};
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The mock's figures for the programs' one request: the prompt
 /// (`instrumented_call.PROMPT`) is 10 words, `--max-tokens` 7 asks for 7
@@ -153,6 +154,17 @@ impl Rig {
 
     /// Run `library`'s program once against the mock; its report.
     fn run(&self, library: &Library, protocol: Protocol, stream: bool) -> Report {
+        self.run_with(library, protocol, stream, &[])
+    }
+
+    /// [`Rig::run`] with more arguments for the program.
+    fn run_with(
+        &self,
+        library: &Library,
+        protocol: Protocol,
+        stream: bool,
+        extra: &[&str],
+    ) -> Report {
         let wiring = Wiring {
             ingest_url: self.env.ingest_url(),
             grpc_port: self.grpc_port,
@@ -160,7 +172,7 @@ impl Rig {
             base_url: format!("http://127.0.0.1:{}/v1", self.mock_port),
             api_key: "sk-mock".into(),
         };
-        run_library(&self.env, &wiring, library, protocol, stream)
+        run_library(&self.env, &wiring, library, protocol, stream, extra)
     }
 }
 
@@ -181,6 +193,7 @@ fn run_library(
     library: &Library,
     protocol: Protocol,
     stream: bool,
+    extra: &[&str],
 ) -> Report {
     let endpoint = match protocol {
         Protocol::Http => wiring.ingest_url.clone(),
@@ -205,11 +218,17 @@ fn run_library(
     if stream {
         command.arg("--stream");
     }
-    let label = format!("{} over {protocol:?}, stream {stream}", library.venv);
-    let output = env
-        .dir
-        .path()
-        .join(format!("{}-{protocol:?}-{stream}", library.venv));
+    command.args(extra);
+    let label = format!(
+        "{} over {protocol:?}, stream {stream} {}",
+        library.venv,
+        extra.join(" ")
+    );
+    let output = env.dir.path().join(format!(
+        "{}-{protocol:?}-{stream}{}",
+        library.venv,
+        extra.join("-")
+    ));
     let (stdout_path, stderr_path) = (output.with_extension("out"), output.with_extension("err"));
     let mut child = command
         .stdin(Stdio::null())
@@ -522,7 +541,7 @@ async fn calls_through_the_proxy_are_billed_once_whatever_the_library_exports() 
     };
     let libraries = [&OPENAI_V2, &OPENLIT, &TRACELOOP];
     for library in libraries {
-        let report = run_library(&proxy.env, &wiring, library, Protocol::Http, false);
+        let report = run_library(&proxy.env, &wiring, library, Protocol::Http, false, &[]);
         assert_eq!(
             report.reported_usage("output_tokens"),
             OUTPUT_TOKENS,
@@ -558,4 +577,110 @@ async fn calls_through_the_proxy_are_billed_once_whatever_the_library_exports() 
         0,
         "no call billed from a span"
     );
+}
+
+/// A failed call reported by an instrumented SDK records the provider's
+/// error as the proxy would from the answer: its type, its message and its
+/// status, read from the Python SDK's `Error code: 429 - {...}` (a trial
+/// found every such failure one pattern of `<QUOTED>`s, an exhausted quota
+/// and a rate limit together), and whichever way the library spells the
+/// exception's class (`<class 'openai.RateLimitError'>` from openai-v2,
+/// `RateLimitError` from its legacy release): the same failure is the same
+/// pattern from both.
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_failures_record_the_providers_error_whatever_the_library() {
+    let rig = Rig::start("otlp_sdk_failures").await;
+    let mut reports = Vec::new();
+    for library in [&OPENAI_V2, &OPENAI_V2_LEGACY] {
+        for shape in ["openai_quota", "openai_rpm"] {
+            let report = rig.run_with(
+                library,
+                Protocol::Http,
+                false,
+                &["--mock-error-shape", shape],
+            );
+            assert_eq!(
+                (
+                    &report.value["reply"]["error"]["class"],
+                    &report.value["reply"]["error"]["status"]
+                ),
+                (&json!("RateLimitError"), &json!(429)),
+                "{}: {}",
+                report.label,
+                report.value
+            );
+            reports.push((library.venv, shape, report));
+        }
+    }
+    let traces: Vec<String> = reports
+        .iter()
+        .map(|(_, _, r)| format!("'{}'", r.trace_id()))
+        .collect();
+    let in_traces = format!("trace_id IN ({})", traces.join(", "));
+    let want = reports.len() as u64;
+    let got = rig
+        .env
+        .wait_for_count(
+            &format!("SELECT count() FROM {{db}}.calls WHERE {in_traces}"),
+            want,
+            crate::support::PATIENCE,
+        )
+        .await;
+    assert_eq!(
+        got,
+        want,
+        "ingest log:\n{}",
+        std::fs::read_to_string(rig.env.log_path("ingest")).unwrap_or_default()
+    );
+    let rows: Vec<Value> = rig
+        .env
+        .ch(&format!(
+            "SELECT trace_id, kind, outcome, http_status, error_type, error_message, \
+             hex(error_signature) AS signature FROM {{db}}.calls WHERE {in_traces} FORMAT JSONEachRow"
+        ))
+        .await
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut signatures: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for (venv, shape, report) in &reports {
+        let row = rows
+            .iter()
+            .find(|r| r["trace_id"] == report.trace_id())
+            .unwrap_or_else(|| panic!("{}: no call in {rows:?}", report.label));
+        let (error_type, message_starts) = match *shape {
+            "openai_quota" => ("insufficient_quota", "You exceeded your current quota"),
+            _ => ("requests", "Rate limit reached for"),
+        };
+        assert_eq!(
+            (
+                &row["kind"],
+                &row["outcome"],
+                &row["http_status"],
+                &row["error_type"]
+            ),
+            (
+                &json!("ai.call.failed"),
+                &json!("rate_limited"),
+                &json!(429),
+                &json!(error_type)
+            ),
+            "{venv} {shape}: {row}"
+        );
+        let message = row["error_message"].as_str().unwrap();
+        assert!(
+            message.starts_with(message_starts),
+            "{venv} {shape}: {message}"
+        );
+        assert!(!message.contains("Error code"), "{venv} {shape}: {message}");
+        signatures
+            .entry(shape)
+            .or_default()
+            .insert(row["signature"].as_str().unwrap().to_string());
+    }
+    // One pattern per failure, the same from both libraries; two failures,
+    // two patterns.
+    assert_eq!(signatures["openai_quota"].len(), 1, "{signatures:?}");
+    assert_eq!(signatures["openai_rpm"].len(), 1, "{signatures:?}");
+    assert_ne!(signatures["openai_quota"], signatures["openai_rpm"]);
 }

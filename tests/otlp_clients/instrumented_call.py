@@ -53,6 +53,12 @@ def parse_args(library):
     parser.add_argument("--model", default="gpt-4o-mini")
     parser.add_argument("--max-tokens", type=int, default=7, help="the mock answers exactly this many tokens")
     parser.add_argument("--stream", action="store_true", help="stream the answer (with usage in the last chunk)")
+    parser.add_argument(
+        "--mock-error-shape",
+        metavar="SHAPE",
+        help="ask the mock to answer with this provider error (x-mock-error-shape, e.g. openai_quota); "
+        "the SDK's exception is reported as the reply, without retries",
+    )
     parser.add_argument("--service-name", default=f"tollgate-otlp-{library}")
     parser.add_argument(
         "--capture", metavar="FILE", help="write the spans to FILE as an OTLP/JSON export request instead of exporting"
@@ -169,12 +175,23 @@ def _plain(value):
 
 
 def chat(client, args):
-    """The call itself; returns what the mock reported: model and usage."""
+    """The call itself; returns what the mock reported: model and usage, or
+    with --mock-error-shape the SDK's exception (class and status)."""
     request = {
         "model": args.model,
         "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": args.max_tokens,
     }
+    if args.mock_error_shape:
+        import openai
+
+        try:
+            client.with_options(max_retries=0).chat.completions.create(
+                extra_headers={"x-mock-error-shape": args.mock_error_shape}, **request
+            )
+        except openai.APIStatusError as error:
+            return {"error": {"class": type(error).__name__, "status": error.status_code, "message": str(error)}}
+        raise SystemExit(f"the mock answered {args.mock_error_shape} with a success")
     if not args.stream:
         response = client.chat.completions.create(**request)
         return {"model": response.model, "usage": _usage(response.usage), "text": response.choices[0].message.content}

@@ -15,6 +15,8 @@
 //!   them, with the validation that names the field;
 //! - error signatures (`signature`): which failure pattern a failed call
 //!   belongs to, computed alike by the error-pattern fold and the proxy;
+//!   a provider's error as a call records it (`provider_error`), alike from
+//!   the proxy and the OTLP receiver;
 //! - alert notifications (`notification`): what delivery sends to a
 //!   receiver, with the stable id receivers deduplicate on.
 //!
@@ -35,6 +37,7 @@ pub mod fault;
 pub mod json_body;
 pub mod kind;
 pub mod notification;
+pub mod provider_error;
 pub mod schema;
 pub mod signature;
 pub mod validate;

@@ -12,6 +12,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use tollgate_contract::event::MAX_TOKENS_PER_CALL;
+pub use tollgate_contract::provider_error::provider_error;
+// An OpenAI error object: its type, else its code, and its message.
+use tollgate_contract::provider_error::error_of_object as openai_error;
 use tollgate_contract::{ProviderError, Usage};
 
 /// Non-streamed bodies are kept (for parsing) up to this size.
@@ -466,50 +469,6 @@ pub fn anthropic_usage(usage: &Value, before: &Usage) -> Usage {
         out.reasoning_tokens = thinking;
     }
     out
-}
-
-/// `text` as the contract takes it: control characters (a provider's
-/// multi-line message, a stray NUL) become spaces, and at most `max`
-/// characters are kept (the contract counts characters, not bytes).
-fn contract_text(text: &str, max: usize) -> String {
-    text.chars()
-        .take(max)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-/// The error an event records, in the contract's bounds: a type of 1 to
-/// 128 characters (`unknown` when the provider gave none) and a message of
-/// at most 2048, neither with control characters. The processors
-/// dead-letter an event outside them, which would leave a call the provider
-/// bills unrecorded.
-pub fn provider_error(error_type: &str, message: &str) -> ProviderError {
-    let error_type = contract_text(error_type, 128);
-    // The contract refuses a blank type as it refuses an empty one.
-    let error_type = if error_type.trim().is_empty() {
-        "unknown".to_string()
-    } else {
-        error_type
-    };
-    ProviderError {
-        error_type,
-        message: contract_text(message, 2048),
-        signature: None,
-    }
-}
-
-fn openai_error(err: &Value) -> ProviderError {
-    // The type, as the signature's class (`docs/error-patterns.md`); the
-    // code only when there is no type (`context_length_exceeded` comes with
-    // type `invalid_request_error`, and its message tells it apart).
-    let text = |field: &str| {
-        err.get(field)
-            .and_then(Value::as_str)
-            .filter(|t| !t.trim().is_empty())
-    };
-    let kind = text("type").or_else(|| text("code")).unwrap_or("unknown");
-    let message = err.get("message").and_then(Value::as_str).unwrap_or("");
-    provider_error(kind, message)
 }
 
 /// A Responses API error (a failed response's `error`, or an `error`

@@ -21,12 +21,13 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, Span};
 use sha2::{Digest, Sha256};
 use tollgate_contract::{
-    check_event, Call, Event, EventKind, Limits, Operation, Outcome, ProviderError, Rejection,
-    Usage, SCHEMA_VERSION,
+    check_event, Call, Event, EventKind, Limits, Operation, Outcome, Rejection, Usage,
+    SCHEMA_VERSION,
 };
 use uuid::Uuid;
 
 use super::attributes::{preview, Attributes};
+use super::sdk_error;
 
 pub const OPERATION: &[&str] = &["gen_ai.operation.name", "llm.request.type"];
 pub const PROVIDER: &[&str] = &["gen_ai.provider.name", "gen_ai.system"];
@@ -79,9 +80,6 @@ pub const ENVIRONMENT: &[&str] = &["deployment.environment.name", "deployment.en
 /// Tenant fields of an event when neither the key nor the span names one
 /// (as for the proxy's keys).
 pub const UNASSIGNED: &str = "unassigned";
-/// Longest error message kept from a span's status; the rest is cut (the
-/// contract's bound on `call.error.message`).
-const MAX_ERROR_MESSAGE: usize = 2048;
 
 /// Who sent the spans: the ingest key and the tenant it is scoped to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -346,33 +344,34 @@ pub fn map_span(
         (code, _) => code,
     };
     let failed = status_error || error_type.is_some();
-    // Still none: what the provider SDKs' exceptions say of it, their
-    // class name or their message, so that error patterns and the
-    // breakers' 429/5xx rule see the status the proxy would have recorded.
-    let http_status = match http_status {
-        0 if failed => sdk_status(
-            error_type.unwrap_or_default(),
+    let (http_status, kind, outcome, error) = if failed {
+        // What the provider SDK's exception says: its class, however
+        // spelled, and the provider's own error type, message and status
+        // when its message carries the answer (`sdk_error`), so that error
+        // patterns and the breakers' 429/5xx rule see what the proxy would
+        // have recorded.
+        let sdk = sdk_error::read(
+            error_type,
             status.map(|s| s.message.as_str()).unwrap_or_default(),
-        ),
-        code => code,
-    };
-    let (kind, outcome, error) = if failed {
-        let error_type = error_type.unwrap_or("error");
+        );
+        let http_status = match http_status {
+            0 => sdk.http_status,
+            code => code,
+        };
         sources.insert("call.error.type", ERROR_TYPE[0]);
-        let message: String = status
-            .map(|s| s.message.chars().take(MAX_ERROR_MESSAGE).collect())
-            .unwrap_or_default();
         (
+            http_status,
             EventKind::CallFailed,
-            failure_outcome(error_type, http_status),
-            Some(ProviderError {
-                error_type: error_type.to_string(),
-                message,
-                signature: None,
-            }),
+            failure_outcome(error_type.unwrap_or_default(), http_status),
+            Some(sdk.error),
         )
     } else {
-        (EventKind::CallCompleted, Outcome::Success, None)
+        (
+            http_status,
+            EventKind::CallCompleted,
+            Outcome::Success,
+            None,
+        )
     };
 
     let span_or_resource =
@@ -533,35 +532,6 @@ pub fn provider_slug(name: &str) -> String {
         other => other,
     };
     slug.to_string()
-}
-
-/// The HTTP status of a failed call whose span names none, from what the
-/// OpenAI and Anthropic SDKs raise (Python and JavaScript alike): the
-/// exception's class (`RateLimitError`, `openai.NotFoundError`) or its
-/// message, which starts `Error code: 429 - {…}` in the Python SDKs; 0
-/// when neither says (a timeout, a connection error, a server error of no
-/// fixed status).
-fn sdk_status(error_type: &str, message: &str) -> u16 {
-    let class = error_type.rsplit('.').next().unwrap_or(error_type);
-    let by_class = match class {
-        "BadRequestError" => 400,
-        "AuthenticationError" => 401,
-        "PermissionDeniedError" => 403,
-        "NotFoundError" => 404,
-        "ConflictError" => 409,
-        "UnprocessableEntityError" => 422,
-        "RateLimitError" => 429,
-        _ => 0,
-    };
-    if by_class != 0 {
-        return by_class;
-    }
-    message
-        .strip_prefix("Error code: ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse::<u16>().ok())
-        .filter(|c| (400..=599).contains(c))
-        .unwrap_or(0)
 }
 
 /// How a failed call failed, from `error.type` and the HTTP status.

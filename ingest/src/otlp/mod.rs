@@ -19,6 +19,7 @@ pub mod http;
 pub mod partial;
 pub mod precount;
 pub mod proxied;
+pub mod sdk_error;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
