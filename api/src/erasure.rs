@@ -60,6 +60,9 @@ pub async fn erase(
             field: field.into(),
             reason,
         }),
+        Err(nothing @ ErasureError::NothingHeld { .. }) => {
+            Err(ApiError::NoSuch(nothing.to_string()))
+        }
         Err(err) => {
             tracing::error!(%err, "erasure failed");
             Ok((

@@ -7,9 +7,12 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use tollgate_control::erasure::{Eraser, ErasureRequest};
+use tollgate_control::erasure::{Eraser, ErasureRequest, DECISION_REASONS};
 
 use crate::config::Config;
+
+/// Said when denied calls' decision reasons still name the person.
+const REASONS_KEPT: &str = "audit_chain.decision_reason: the decision reasons of denied calls chained before 2026-12-07 name the user; each is hashed into its entry as it is, so they cannot be emptied without breaking the chain (docs/audit.md, \"Erasure\"); later entries say <user>";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,6 +49,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             for (table, n) in &holding {
                 println!("{table}: {n} row(s) hold the user id");
             }
+            if holding.get(DECISION_REASONS).is_some_and(|n| *n > 0) {
+                println!("{REASONS_KEPT}");
+            }
         }
         return Ok(());
     }
@@ -72,6 +78,13 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
             "{table}: {} row(s) held the user id, {} still do",
             counts.before, counts.after
         );
+    }
+    if receipt
+        .tables
+        .get(DECISION_REASONS)
+        .is_some_and(|c| c.after > 0)
+    {
+        println!("{REASONS_KEPT}");
     }
     for chain in &receipt.chains {
         println!(

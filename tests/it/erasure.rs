@@ -95,6 +95,19 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     for i in 0..3 {
         events.push(event("team-b", "carol", 30 + i, Outcome::Success));
     }
+    // A call of hers the proxy denied, its reason naming her as the
+    // proxy's user-budget reasons do: the entry's decision reason, hashed
+    // as it is outside the commitment erasure empties, says `<user>`.
+    let mut denied = event("team-a", "alice", 40, Outcome::Blocked);
+    denied.kind = tollgate_contract::EventKind::CallBlocked;
+    denied.call.as_mut().unwrap().error = Some(
+        serde_json::from_value(serde_json::json!({
+            "type": "budget_exceeded",
+            "message": "daily budget of 1 USD for user alice of org org-1 exhausted",
+        }))
+        .unwrap(),
+    );
+    events.push(denied);
     env.process_events(&events).await;
     let n = events.len() as u64;
     let chained = env
@@ -116,13 +129,46 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     assert_eq!(env.ch(&per_user(totals)).await, totals_before);
     assert_eq!(env.ch(&per_user(bob)).await, bob_before);
 
+    assert_eq!(
+        env.ch("SELECT decision_reason FROM {db}.audit_chain WHERE decision = 'deny' FORMAT TSV")
+            .await
+            .trim(),
+        "budget_exceeded: daily budget of 1 USD for user <user> of org org-1 exhausted"
+    );
+    // A misspelt id (ids are case-sensitive) or another org's: refused,
+    // nothing recorded, rather than a receipt for nothing.
+    for (org, user) in [("org-1", "Alice"), ("org-9", "alice")] {
+        let out = env
+            .tollgate(&["erase", "--org", org, "--user", user, "--reason", REASON])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("org {org} holds no data of user \"{user}\"")),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        env.ch_u64(
+            "SELECT count() FROM {db}.audit_chain WHERE kind = 'admin.personal_data.erased'"
+        )
+        .await,
+        0
+    );
+
     let receipt = erase_alice(&env);
-    assert_eq!(receipt["tables"]["calls"]["before"], 10);
+    assert_eq!(receipt["tables"]["calls"]["before"], 11);
     assert_eq!(receipt["tables"]["calls"]["after"], 0);
-    assert_eq!(receipt["tables"]["audit_chain"]["before"], 10);
+    assert_eq!(receipt["tables"]["audit_chain"]["before"], 11);
     assert_eq!(receipt["tables"]["audit_chain"]["after"], 0);
-    assert_eq!(receipt["tables"]["audit_search"]["before"], 10);
+    assert_eq!(receipt["tables"]["audit_search"]["before"], 11);
     assert_eq!(receipt["tables"]["audit_search"]["after"], 0);
+    // No decision reason names her, before or after.
+    assert_eq!(
+        receipt["tables"]["audit_chain.decision_reason"],
+        serde_json::json!({"before": 0, "after": 0})
+    );
     assert!(receipt["tables"]["cost_daily"]["before"].as_u64().unwrap() >= 2);
     assert_eq!(receipt["tables"]["cost_daily"]["after"], 0);
     assert!(
@@ -134,8 +180,13 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     assert_eq!(receipt["tables"]["cost_daily_by_user"]["after"], 0);
     let chains = receipt["chains"].as_array().unwrap();
     assert_eq!(chains.len(), 2, "{receipt}");
+    // team-a's chain: 5 calls and the denied one; team-b's: 5.
+    let erased: Vec<usize> = chains
+        .iter()
+        .map(|c| c["erased_seqs"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(erased, [6, 5], "{receipt}");
     for c in chains {
-        assert_eq!(c["erased_seqs"].as_array().unwrap().len(), 5, "{c}");
         assert!(c["record_seq"].as_u64().unwrap() > 5, "{c}");
     }
     assert_eq!(receipt["kept_v1_entries"], Value::Array(Vec::new()));
@@ -183,20 +234,20 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     assert_eq!(
         env.ch_u64(&format!("SELECT count() FROM {{db}}.calls WHERE {hers} AND user_id = '' AND prompt_sha256 = '' AND response_sha256 = '' AND error_message = ''"))
             .await,
-        10
+        11
     );
     // Her failed call keeps its pattern's signature, not the message's
     // masked text or parts (a trial put the message back together from
     // them after an erasure).
     assert_eq!(
-        env.ch_u64(&format!("SELECT count() FROM {{db}}.calls WHERE {hers} AND error_signature != 0 AND error_template = '' AND empty(error_variables)"))
+        env.ch_u64(&format!("SELECT count() FROM {{db}}.calls WHERE {hers} AND kind = 'ai.call.failed' AND error_signature != 0 AND error_template = '' AND empty(error_variables)"))
             .await,
         1
     );
     assert_eq!(
         env.ch_u64(&format!("SELECT count() FROM {{db}}.audit_chain WHERE {hers} AND user_id = '' AND event_json = '' AND salt = '' AND length(personal_commitment) = 64"))
             .await,
-        10
+        11
     );
     // Other users and every total unchanged.
     assert_eq!(env.ch(bob).await, bob_before);
@@ -236,20 +287,30 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
             "SELECT count() FROM {{db}}.audit_search WHERE {her_positions} AND user_id = ''"
         ))
         .await,
-        10
+        11
     );
     // The whole chain verifies.
     let (ok, report) = verify_audit_with(&env, "org-1", &[]);
     assert!(ok, "{report}");
     assert_eq!(report["entries"], n + 2, "{report}");
     assert!(report["checkpoints"].as_u64().unwrap() >= 4, "{report}");
-    // A second erasure of her finds nothing left.
-    let again: Value = serde_json::from_str(&env.run(&[
-        "erase", "--org", "org-1", "--user", "alice", "--reason", REASON, "--json",
+    // A second erasure of her finds nothing left, and says so.
+    let again = env
+        .tollgate(&[
+            "erase", "--org", "org-1", "--user", "alice", "--reason", REASON,
+        ])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("holds no data of user \"alice\""));
+    let check: Value = serde_json::from_str(&env.run(&[
+        "erase", "--org", "org-1", "--user", "alice", "--check", "--json",
     ]))
     .unwrap();
-    assert_eq!(again["tables"]["calls"]["before"], 0);
-    assert_eq!(again["chains"], Value::Array(Vec::new()));
+    assert!(
+        check.as_object().unwrap().values().all(|n| n == 0),
+        "{check}"
+    );
 
     // The API: the same erasure for carol, and its refusals.
     env.start_api().await;

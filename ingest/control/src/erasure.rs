@@ -99,6 +99,8 @@ pub enum ErasureError {
         chained: u64,
         expected: u64,
     },
+    #[error("org {org} holds no data of user {user:?}: nothing was erased or recorded (ids are case-sensitive; `tollgate erase --check` counts what holds an id; an erasure already done leaves nothing)")]
+    NothingHeld { org: String, user: String },
     #[error("clickhouse did not finish the erasure mutations within {waited_secs} s ({pending} pending); they go on in the background: run the erasure again to check")]
     MutationsPending { waited_secs: u64, pending: u64 },
 }
@@ -246,6 +248,24 @@ pub const PENDING_MUTATIONS_SQL: &str = "SELECT count() FROM system.mutations WH
 /// Every MergeTree table of the database with a `user_id` column.
 pub const USER_TABLES_SQL: &str = "SELECT name FROM system.tables WHERE database = ? AND engine LIKE '%MergeTree' AND name IN (SELECT table FROM system.columns WHERE database = ? AND name = 'user_id') ORDER BY name";
 
+/// Denied calls' audit entries of the org whose decision reason names the
+/// person as a word (bound: the org, and [`reason_pattern`] of the id).
+/// Entries chained before 2026-12-07 kept the proxy's reason as it was
+/// (`... for user carol of org acme ...`); the reason is hashed as it is,
+/// outside the salted commitment, so it cannot be emptied, and the counts
+/// say so rather than claim nothing holds the id.
+pub const DECISION_REASONS_SQL: &str = "SELECT count() FROM audit_chain WHERE org_id = ? AND decision = 'deny' AND match(decision_reason, ?)";
+
+/// The name [`Eraser::holding`] gives [`DECISION_REASONS_SQL`]'s count.
+pub const DECISION_REASONS: &str = "audit_chain.decision_reason";
+
+/// A regular expression (RE2, as ClickHouse's `match`) of `user` as a
+/// whole word, as `tollgate_contract::audit::entry::without_user` finds it.
+pub fn reason_pattern(user: &str) -> String {
+    let id = regex::escape(user);
+    format!("(^|[^[:alnum:]_.@-]){id}($|[^[:alnum:]_.@-])")
+}
+
 /// Rows of `table` holding the person's id.
 pub fn count_sql(table: &str) -> String {
     format!("SELECT count() FROM {table} WHERE org_id = ? AND user_id = ?")
@@ -287,6 +307,14 @@ impl Eraser {
                 .map_err(self.failed(format!("cannot count the person's rows in {table}")))?;
             counts.insert(table, n);
         }
+        let named: u64 = ch
+            .query(DECISION_REASONS_SQL)
+            .bind(org)
+            .bind(reason_pattern(user))
+            .fetch_one()
+            .await
+            .map_err(self.failed("cannot count the decision reasons naming the person"))?;
+        counts.insert(DECISION_REASONS.to_string(), named);
         Ok(counts)
     }
 
@@ -296,6 +324,17 @@ impl Eraser {
         let (org, user) = (request.org_id.as_str(), request.user_id.as_str());
         let ch = client(&self.clickhouse);
         let before = self.holding(org, user).await?;
+        // Nothing to erase: a receipt would look like a completed request
+        // (a misspelled id, another org), and nothing could check it later.
+        if before
+            .iter()
+            .all(|(table, n)| *n == 0 || table == DECISION_REASONS)
+        {
+            return Err(ErasureError::NothingHeld {
+                org: org.to_string(),
+                user: user.to_string(),
+            });
+        }
         let rows: Vec<AuditRow> = ch
             .query(AUDIT_ROWS_SQL)
             .bind(org)
@@ -507,6 +546,16 @@ pub fn catalog() -> Vec<(String, String)> {
             fill(USER_TABLES_SQL, &["currentDatabase()", "currentDatabase()"]),
         ),
         ("erasure.count".into(), fill(&count_sql("calls"), &person)),
+        (
+            "erasure.decision_reasons".into(),
+            fill(
+                DECISION_REASONS_SQL,
+                &[
+                    "'acme'",
+                    &format!("'{}'", reason_pattern("user-1").replace('\\', "\\\\")),
+                ],
+            ),
+        ),
         ("erasure.audit_rows".into(), fill(AUDIT_ROWS_SQL, &person)),
         (
             "erasure.chained".into(),

@@ -119,7 +119,7 @@ pub fn entry_fields(event: &Event) -> Result<EntryFields, Rejection> {
                 }
             })
             .unwrap_or_default();
-        ("deny".to_string(), reason)
+        ("deny".to_string(), without_user(&reason, &event.user_id))
     } else {
         (String::new(), String::new())
     };
@@ -141,6 +141,39 @@ pub fn entry_fields(event: &Event) -> Result<EntryFields, Rejection> {
         event_json,
     })
 }
+
+/// `reason` with every whole-word occurrence of `user_id` written
+/// [`USER_IN_REASON`]. The decision reason is hashed into the entry as it
+/// is, outside the salted commitment erasure empties, and the proxy's
+/// reasons name the user (`daily budget of 1 USD for user carol of org
+/// acme exhausted`): with the id in it, an erased person would stay
+/// searchable in the chain for good. The entry's `user_id` says who.
+pub fn without_user(reason: &str, user_id: &str) -> String {
+    if user_id.is_empty() {
+        return reason.to_string();
+    }
+    let part_of_word = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@');
+    let mut out = String::with_capacity(reason.len());
+    let mut rest = reason;
+    while let Some(at) = rest.find(user_id) {
+        let (before, from) = rest.split_at(at);
+        let after = &from[user_id.len()..];
+        out.push_str(before);
+        let starts_word = !out.chars().next_back().is_some_and(part_of_word);
+        let ends_word = !after.chars().next().is_some_and(part_of_word);
+        out.push_str(if starts_word && ends_word {
+            USER_IN_REASON
+        } else {
+            user_id
+        });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What a decision reason says in place of the user id.
+pub const USER_IN_REASON: &str = "<user>";
 
 /// Where an entry sits: its chain, position and Kafka message.
 #[derive(Debug, Clone, Copy)]
@@ -580,6 +613,28 @@ mod tests {
         assert_eq!(row.decision_reason, "budget_exceeded: team over budget");
         assert_eq!(row.occurred_at_ms, 1_773_136_800_123);
         assert!(row.event_json.contains("\"audio_seconds\":1.5"));
+    }
+
+    #[test]
+    fn a_decision_reason_does_not_name_the_user() {
+        let mut blocked = event("ai.call.blocked");
+        blocked.user_id = "carol".into();
+        let call = blocked.call.as_mut().unwrap();
+        call.error.as_mut().unwrap().message =
+            "daily budget of 1 USD for user carol of org acme exhausted (spent 1.2 USD)".into();
+        let fields = entry_fields(&blocked).unwrap();
+        assert_eq!(
+            fields.decision_reason,
+            "budget_exceeded: daily budget of 1 USD for user <user> of org acme exhausted (spent 1.2 USD)"
+        );
+        // Whole words only: ids inside other words stay.
+        assert_eq!(
+            without_user("carol carol-2 xcarol carol. (carol) carol", "carol"),
+            "<user> carol-2 xcarol carol. (<user>) <user>"
+        );
+        assert_eq!(without_user("a daily budget", "a"), "<user> daily budget");
+        assert_eq!(without_user("no user here", ""), "no user here");
+        assert_eq!(without_user("é-user é", "é"), "é-user <user>");
     }
 
     #[test]
