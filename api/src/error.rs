@@ -49,6 +49,9 @@ impl From<tollgate_access::Refusal> for ApiError {
             Refusal::Unauthenticated(m) => Self::Unauthorized(m),
             Refusal::Forbidden(m) => Self::Forbidden(m),
             Refusal::NotFound(m) => Self::NoSuch(m),
+            Refusal::InvalidParameter { parameter, reason } => {
+                Self::InvalidParameter { parameter, reason }
+            }
             Refusal::Unavailable(m) | Refusal::Misconfigured(m) => Self::Unavailable(m),
         }
     }

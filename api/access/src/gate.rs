@@ -223,19 +223,36 @@ async fn admit(
             needs()
         }));
     };
-    let requested = query_value(request.uri(), "org");
-    if let Some(org) = requested.as_deref().filter(|org| !org.is_empty()) {
+    // Every `org` of the query: a handler may read another one than the
+    // gate (`org=&org=globex`), so a second is refused.
+    let mut given = query_values(request.uri(), "org");
+    if given.len() > 1 {
+        return Err(Refusal::InvalidParameter {
+            parameter: "org".into(),
+            reason: "is given more than once".into(),
+        });
+    }
+    // An empty `org` (`org=`, or a bare `org`) names no org: for a caller
+    // of every org it means every org, as before; for a caller limited to
+    // some, it is their org as when absent. (It read as "no pinned org",
+    // and handlers read that as every org: any org's finance person saw
+    // every org's budgets with `?org=`.)
+    let requested = given.pop();
+    let named = requested.clone().filter(|org| !org.is_empty());
+    if let Some(org) = named.as_deref() {
         let doing = format!("{} {}", verb(request.method()), request.uri().path());
         identity.require_org(roles, org, &doing)?;
     }
     let (mut parts, body) = request.into_parts();
-    identity.org = match (&scope, requested) {
-        (_, Some(org)) if org.is_empty() => None,
+    identity.org = match (&scope, named) {
         (_, Some(org)) => Some(org),
         (OrgScope::All, None) => None,
         (OrgScope::Only(orgs), None) => {
             let first = orgs.first().cloned().unwrap_or_default();
-            if access.org == crate::routes::OrgFrom::Query {
+            // The query says it too, wherever the route reads its org
+            // from: a handler reading the query's empty `org` would
+            // otherwise take it for every org.
+            if access.org == crate::routes::OrgFrom::Query || requested.is_some() {
                 parts.uri = with_query_value(&parts.uri, "org", &first)?;
             }
             Some(first)
@@ -296,7 +313,7 @@ async fn check_csrf(
             Err(forbidden())
         };
     }
-    let in_query = query_value(&parts.uri, CSRF_FIELD);
+    let in_query = query_values(&parts.uri, CSRF_FIELD).into_iter().next();
     if in_query.as_deref().is_some_and(|t| same(t, want)) {
         return Ok(body);
     }
@@ -333,14 +350,20 @@ pub fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-fn query_value(uri: &Uri, name: &str) -> Option<String> {
+fn query_values(uri: &Uri, name: &str) -> Vec<String> {
     form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == name)
+        .filter(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+        .collect()
 }
 
+/// `uri` with its query's `name` set to `value` (any `name` it had taken
+/// out).
 fn with_query_value(uri: &Uri, name: &str, value: &str) -> Result<Uri, Refusal> {
-    let mut query = form_urlencoded::Serializer::new(uri.query().unwrap_or_default().to_string());
+    let others = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k != name);
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.extend_pairs(others);
     query.append_pair(name, value);
     let path_and_query = format!("{}?{}", uri.path(), query.finish());
     path_and_query

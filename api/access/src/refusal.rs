@@ -17,6 +17,9 @@ pub enum Refusal {
     /// 404: another org's, or nothing there.
     #[error("{0}")]
     NotFound(String),
+    /// 400: a query parameter the gate reads is unusable (`org` twice).
+    #[error("invalid parameter `{parameter}`: {reason}")]
+    InvalidParameter { parameter: String, reason: String },
     /// 503: the account or key store cannot be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -31,6 +34,7 @@ impl Refusal {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -58,6 +62,7 @@ impl Refusal {
             Self::Unauthenticated(_) => "Sign in needed",
             Self::Forbidden(_) => "Not allowed",
             Self::NotFound(_) => "Not found",
+            Self::InvalidParameter { .. } => "Invalid request",
             Self::Unavailable(_) | Self::Misconfigured(_) => "Unavailable",
         };
         let sign_in = if status == StatusCode::UNAUTHORIZED {
