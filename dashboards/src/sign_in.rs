@@ -51,6 +51,9 @@ struct InvitationPage {
     email: String,
     grant: String,
     token: String,
+    /// The address has an account: the form asks for its current password
+    /// (it is not changed) instead of a new one.
+    existing: bool,
     /// The pre-session form token.
     csrf: String,
 }
@@ -319,15 +322,25 @@ async fn invitation_view(
         return unavailable(state, headers, HOME);
     };
     match accounts.invitation(token).await {
-        Ok(Some(invitation)) => invitation_form(
-            state,
-            headers,
-            status,
-            message,
-            &invitation.email,
-            &invitation.grant.describe(),
-            token,
-        ),
+        Ok(Some(invitation)) => {
+            let existing = match accounts.has_account(&invitation.email).await {
+                Ok(existing) => existing,
+                Err(err) => {
+                    tracing::error!(%err, "cannot read an account");
+                    return unavailable(state, headers, HOME);
+                }
+            };
+            invitation_form(
+                state,
+                headers,
+                status,
+                message,
+                &invitation.email,
+                &invitation.grant.describe(),
+                token,
+                existing,
+            )
+        }
         Ok(None) => invitation_form(
             state,
             headers,
@@ -336,6 +349,7 @@ async fn invitation_view(
             "",
             "",
             "",
+            false,
         ),
         Err(err) => {
             tracing::error!(%err, "cannot read an invitation");
@@ -344,6 +358,7 @@ async fn invitation_view(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn invitation_form(
     state: &DashboardState,
     headers: &HeaderMap,
@@ -352,6 +367,7 @@ fn invitation_form(
     email: &str,
     grant: &str,
     token: &str,
+    existing: bool,
 ) -> Response {
     with_login_token(state, headers, |csrf| {
         render(
@@ -363,6 +379,7 @@ fn invitation_form(
                 email: email.to_string(),
                 grant: grant.to_string(),
                 token: token.to_string(),
+                existing,
                 csrf,
             },
         )
@@ -387,14 +404,6 @@ pub async fn accept_invitation(
     let Some((accounts, sessions)) = stores(&state) else {
         return unavailable(&state, &headers, HOME);
     };
-    let invitation = match accounts.invitation(&token).await {
-        Ok(Some(invitation)) => invitation,
-        Ok(None) => return invitation_view(&state, &headers, &token, StatusCode::OK, "").await,
-        Err(err) => {
-            tracing::error!(%err, "cannot read an invitation");
-            return unavailable(&state, &headers, HOME);
-        }
-    };
     match accounts
         .accept_invitation(
             &token,
@@ -405,15 +414,11 @@ pub async fn accept_invitation(
     {
         Ok(Some(user)) => start_session(sessions, user.id, HOME).await,
         Ok(None) => invitation_view(&state, &headers, &token, StatusCode::OK, "").await,
-        Err(tollgate_control::ControlError::InvalidInput { field, reason }) => invitation_form(
-            &state,
-            &headers,
-            StatusCode::BAD_REQUEST,
-            &format!("{field}: {reason}"),
-            &invitation.email,
-            &invitation.grant.describe(),
-            &token,
-        ),
+        Err(tollgate_control::ControlError::InvalidInput { field, reason }) => {
+            let status = StatusCode::BAD_REQUEST;
+            let message = format!("{field}: {reason}");
+            invitation_view(&state, &headers, &token, status, &message).await
+        }
         Err(err) => {
             tracing::error!(%err, "cannot accept an invitation");
             unavailable(&state, &headers, HOME)

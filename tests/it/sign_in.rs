@@ -676,6 +676,73 @@ async fn an_invitation_creates_an_account_once() {
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
 }
 
+/// An invitation to an address that has an account is no way into it: it
+/// asks for the account's current password, adds the access only with it,
+/// never changes the password, and a wrong one uses nothing. (A trial
+/// invited an admin of every org's address as an org admin, accepted it
+/// with a password of its own, and was signed in as that admin.)
+#[tokio::test]
+async fn an_invitation_to_an_existing_account_needs_its_password_and_keeps_it() {
+    let mut env = TestEnv::new("invite_existing").await;
+    env.start_api().await;
+    create_user(&env, "root@example.com", &["*:admin"]);
+    let path = invite(&env, "root@example.com", "acme:viewer");
+    let mut attacker = Browser::new(env.direct_api_url());
+    let form = attacker.get(&path).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.body.contains("Your current password"), "{}", form.body);
+    assert!(!form.body.contains("display_name"), "{}", form.body);
+    let chosen = "attacker-chosen-password";
+    let refused = attacker
+        .post_signed_out(&path, &[("display_name", "Mallory"), ("password", chosen)])
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .contains("already has an account: enter its current password"),
+        "{}",
+        refused.body
+    );
+    assert!(!refused.set_cookie.starts_with("tollgate_session="));
+    // Nothing changed: the old password signs in, the chosen one does not,
+    // and the invitation is still open.
+    let mut owner = Browser::new(env.direct_api_url());
+    let wrong = owner.sign_in("root@example.com", chosen, "/overview").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let ok = owner
+        .sign_in("root@example.com", PASSWORD, "/overview")
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(attacker.get(&path).await.status, StatusCode::OK);
+    // With the account's password: the access is added, the password kept.
+    let accepted = attacker
+        .post_signed_out(
+            &path,
+            &[("display_name", "Mallory"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.body);
+    let people: serde_json::Value = serde_json::from_str(&env.run(&["users", "list", "--json"])).unwrap();
+    let root = people
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["email"] == "root@example.com")
+        .unwrap();
+    assert_ne!(root["display_name"], "Mallory", "{root}");
+    let grants = root["grants"].to_string();
+    assert!(
+        grants.contains("acme") && grants.contains("viewer"),
+        "{root}"
+    );
+    let mut later = Browser::new(env.direct_api_url());
+    let ok = later
+        .sign_in("root@example.com", PASSWORD, "/overview")
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+}
+
 /// Login CSRF: the sign-in and invitation forms carry a pre-session token
 /// (double-submit: the `tollgate_login_csrf` cookie and the form's `csrf`
 /// field). A post without the cookie, without the field or with another

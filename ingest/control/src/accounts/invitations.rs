@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::users::SignIn;
 use super::users::{commit, insert_user, replace_grants};
 use super::{normalize_email, password, AccountStore, Grant, Role, User};
 use crate::error::ControlError;
@@ -106,6 +107,16 @@ impl AccountStore {
         Ok(row.and_then(invitation_of))
     }
 
+    /// Whether `email` (as an invitation stores it) has an account: its
+    /// invitation then asks for that account's current password.
+    pub async fn has_account(&self, email: &str) -> Result<bool, ControlError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE email = $1)")
+            .bind(email)
+            .fetch_one(self.pool())
+            .await
+            .map_err(|e| ControlError::postgres("reading an account", e))
+    }
+
     /// Every invitation, newest first.
     pub async fn invitations(&self) -> Result<Vec<Invitation>, ControlError> {
         let rows: Vec<InvitationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -118,17 +129,61 @@ impl AccountStore {
     }
 
     /// Accept the invitation behind `token`: create the account with the
-    /// chosen password and the invited grant (an account that exists gets
-    /// the grant added). `Ok(None)`: no open invitation (unknown, used or
-    /// expired).
+    /// chosen password and the invited grant. An account that exists gets
+    /// the grant added only when `password` is its current one (checked
+    /// as a sign-in is, failures counted and locked alike), and keeps its
+    /// password and name: an invitation is no way into an account (an org
+    /// admin inviting an admin of every org's address, or anyone holding
+    /// the link, set that account's password and signed in as it).
+    /// `Ok(None)`: no open invitation (unknown, used or expired).
     pub async fn accept_invitation(
         &self,
         token: &str,
         display_name: &str,
         password: &str,
     ) -> Result<Option<User>, ControlError> {
-        password::check_strength(password)?;
-        let hash = password::hash(password).await?;
+        let Some(open) = self.invitation(token).await? else {
+            return Ok(None);
+        };
+        let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+            .bind(&open.email)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(|e| ControlError::postgres("accepting an invitation", e))?;
+        let refused = |reason: String| ControlError::InvalidInput {
+            field: "password",
+            reason,
+        };
+        let new_account = match existing {
+            Some(_) => match self.sign_in(&open.email, password).await? {
+                SignIn::Ok(_) => None,
+                SignIn::Refused => {
+                    return Err(refused(format!(
+                        "{} already has an account: enter its current password to add this access \
+                         (the password is not changed). An account that signs in with single \
+                         sign-on has none: ask an admin to grant the access",
+                        open.email
+                    )))
+                }
+                SignIn::Locked(until) => {
+                    return Err(refused(format!(
+                        "too many wrong passwords for {}: try again after {}",
+                        open.email,
+                        until.format("%H:%M UTC")
+                    )))
+                }
+                SignIn::Disabled => {
+                    return Err(ControlError::InvalidInput {
+                        field: "email",
+                        reason: format!("the account of {} is disabled", open.email),
+                    })
+                }
+            },
+            None => {
+                password::check_strength(password)?;
+                Some(password::hash(password).await?)
+            }
+        };
         let mut tx = self
             .pool()
             .begin()
@@ -146,29 +201,17 @@ impl AccountStore {
         let Some(invitation) = row.and_then(invitation_of) else {
             return Ok(None);
         };
-        let name = if display_name.trim().is_empty() {
-            invitation.email.clone()
-        } else {
-            display_name.trim().chars().take(200).collect()
-        };
-        let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-            .bind(&invitation.email)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| ControlError::postgres("accepting an invitation", e))?;
-        let user_id = match existing {
-            Some(id) => {
-                sqlx::query("UPDATE users SET password_hash = $2, display_name = $3 WHERE id = $1")
-                    .bind(id)
-                    .bind(&hash)
-                    .bind(&name)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| ControlError::postgres("accepting an invitation", e))?;
-                id
-            }
-            None => {
-                insert_user(&mut tx, &invitation.email, &name, Some(&hash))
+        let user_id = match (existing, new_account) {
+            (Some(id), _) => id,
+            (None, hash) => {
+                let name = if display_name.trim().is_empty() {
+                    invitation.email.clone()
+                } else {
+                    display_name.trim().chars().take(200).collect()
+                };
+                // Created meanwhile under the same address: the insert
+                // fails on the unique email, and nothing is accepted.
+                insert_user(&mut tx, &invitation.email, &name, hash.as_deref())
                     .await?
                     .id
             }
