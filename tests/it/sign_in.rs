@@ -723,7 +723,8 @@ async fn an_invitation_to_an_existing_account_needs_its_password_and_keeps_it() 
         )
         .await;
     assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.body);
-    let people: serde_json::Value = serde_json::from_str(&env.run(&["users", "list", "--json"])).unwrap();
+    let people: serde_json::Value =
+        serde_json::from_str(&env.run(&["users", "list", "--json"])).unwrap();
     let root = people
         .as_array()
         .unwrap()
