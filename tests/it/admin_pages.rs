@@ -886,6 +886,41 @@ async fn a_price_versions_preview_is_what_reprice_then_changes() {
         "{form}"
     );
 
+    // An admin of one org sees the catalog but changes nothing of it: it
+    // sets every org's costs (a trial's acme admin added versions through
+    // these pages; the admin API refused them).
+    let org_admin = Pages::person(&env, "acme-admin@example.com", "acme:admin").await;
+    let seen = org_admin.page("/admin/prices").await;
+    assert!(seen.contains("testprov / tg-page"), "{seen}");
+    assert!(!seen.contains("/admin/prices/new"), "{seen}");
+    assert!(seen.contains("an admin of every org changes it"), "{seen}");
+    let save = [
+        ("provider", "testprov"),
+        ("model", "tg-page"),
+        ("effective_from", "2026-03-01T00:00:00Z"),
+        ("input_per_token", "0.5"),
+        ("output_per_token", "0.5"),
+        ("action", "save"),
+    ];
+    for answer in [
+        org_admin.get("/admin/prices/new").await,
+        org_admin.get("/admin/prices/import").await,
+        org_admin.form("/admin/prices/new", &save).await,
+    ] {
+        assert_eq!(answer.status, 403, "{}", answer.body);
+        assert!(
+            answer.body.contains("needs role admin in every org"),
+            "{}",
+            answer.body
+        );
+    }
+    save.pop();
+    assert_eq!(
+        admin.csv("/admin/prices.csv").await,
+        before,
+        "nothing saved"
+    );
+
     let mut fields = vec![
         ("provider", "testprov"),
         ("model", "tg-page"),

@@ -74,6 +74,23 @@ impl Admin {
         self.administers(org) && self.pinned().is_none_or(|pinned| org == Some(pinned))
     }
 
+    /// What belongs to every org at once (the price catalog, from which
+    /// every org's costs are computed) is changed by an admin of every org
+    /// only, as the admin API says; the 403 page for anyone else.
+    pub fn of_every_org(&self, changing: &str) -> Result<(), Response> {
+        if self.identity.is_admin() {
+            return Ok(());
+        }
+        Err(message(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            format!(
+                "{} may not change {changing}: it is every org's, so that needs role admin in every org",
+                self.who
+            ),
+        ))
+    }
+
     /// The 404 page for something this admin may not see: as if it did not
     /// exist.
     pub fn not_found(&self, what: String) -> Response {

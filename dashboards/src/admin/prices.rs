@@ -162,6 +162,8 @@ pub struct PricesPage {
     pub models: Vec<ModelVersions>,
     pub versions: usize,
     pub notice: Option<String>,
+    /// An admin of every org: the links to add and import versions.
+    pub may_change: bool,
 }
 
 fn store(state: &DashboardState) -> Result<&PriceStore, Response> {
@@ -229,6 +231,7 @@ pub async fn list_page(
             models,
             versions: count,
             notice,
+            may_change: admin.of_every_org("the price catalog").is_ok(),
         })
     }
     .await;
@@ -499,6 +502,7 @@ pub async fn new_page(
 ) -> Response {
     let result = async {
         let admin = Admin::of(identity);
+        admin.of_every_org("the price catalog")?;
         let versions = versions(&state).await?;
         let form = PriceForm::fresh(
             &versions,
@@ -521,6 +525,7 @@ pub async fn submit(
 ) -> Response {
     let result = async {
         let admin = Admin::of(identity);
+        admin.of_every_org("the price catalog")?;
         let prices = store(&state)?;
         let form = PriceForm::from_pairs(&pairs);
         let mut page = form_page(&admin, form.clone());
@@ -680,7 +685,11 @@ fn import_page_of(admin: &Admin) -> ImportPage {
 
 /// `GET /admin/prices/import`
 pub async fn import_page(identity: Identity) -> Response {
-    render(StatusCode::OK, &import_page_of(&Admin::of(identity)))
+    let admin = Admin::of(identity);
+    if let Err(refused) = admin.of_every_org("the price catalog") {
+        return refused;
+    }
+    render(StatusCode::OK, &import_page_of(&admin))
 }
 
 /// The fields of the import form (its CSRF token is in the action's
@@ -727,8 +736,9 @@ pub async fn import(
     multipart: Multipart,
 ) -> Response {
     let result = async {
-        let form = read_import_form(multipart).await;
         let admin = Admin::of(identity);
+        admin.of_every_org("the price catalog")?;
+        let form = read_import_form(multipart).await;
         let prices = store(&state)?;
         let mut page = import_page_of(&admin);
         let form = match form {
