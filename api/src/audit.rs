@@ -17,7 +17,7 @@ use tollgate_contract::audit::checkpoint::parse_public_key;
 use tollgate_queries::audit::access::AuditAccess;
 use tollgate_queries::audit::search::{self, ProofSource, SearchQuery};
 use tollgate_queries::audit::trail::{export, export_file_name, export_search};
-use tollgate_queries::audit::verify::verify;
+use tollgate_queries::audit::verify::verify_held;
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::InvalidParameter;
 
@@ -85,8 +85,29 @@ pub async fn verify_trail(
     };
     let trusted = state.public_key.as_deref().and_then(parse_public_key);
     let ch = &state.clickhouse;
-    match verify(ch, &params.org, params.team.as_deref(), trusted.as_ref()).await {
-        Ok(report) => Json(report).into_response(),
+    let held = verify_held(
+        ch,
+        &state.kafka,
+        &mut None,
+        &params.org,
+        params.team.as_deref(),
+        trusted.as_ref(),
+    )
+    .await;
+    match held {
+        // The report, and what it was held to: an OK from ClickHouse alone
+        // cannot see a cut tail or a re-signed chain.
+        Ok((report, anchor)) => {
+            let mut body = serde_json::to_value(&report).unwrap_or_default();
+            if let Some(fields) = body.as_object_mut() {
+                fields.insert(
+                    "anchor".into(),
+                    serde_json::to_value(&anchor).unwrap_or_default(),
+                );
+                fields.insert("anchor_words".into(), anchor.words().into());
+            }
+            Json(body).into_response()
+        }
         Err(err) => {
             tracing::error!(%err, "audit verification failed");
             error(

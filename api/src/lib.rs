@@ -458,6 +458,7 @@ mod tests {
                 public_key: None,
                 signer: None,
                 keys: None,
+                kafka: Default::default(),
             }),
             prices: None,
             keys: None,

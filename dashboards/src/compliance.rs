@@ -18,11 +18,12 @@ use tollgate_access::{Access, Identity, OrgFrom, Routes, AUDITORS};
 use tollgate_contract::audit::checkpoint::parse_public_key;
 use tollgate_contract::audit::entry::EntryRow;
 use tollgate_queries::audit::access::AuditAccess;
+use tollgate_queries::audit::anchor::AnchorUse;
 use tollgate_queries::audit::search::{
     self, daily_counts, urlencode, ProofResult, ProofSource, ProofStatus, SearchQuery,
 };
 use tollgate_queries::audit::trail::{export, export_file_name, export_search};
-use tollgate_queries::audit::verify::{verify, AuditReport, Verdict};
+use tollgate_queries::audit::verify::{verify_held, AuditReport, Verdict};
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::InvalidParameter;
 
@@ -542,6 +543,9 @@ struct VerifyPage {
     section: Section,
     who: String,
     orgs: Vec<OrgStatus>,
+    /// What the verification was held to ([`AnchorUse::words`]).
+    anchor_words: String,
+    held_to_anchor: bool,
     public_key: String,
 }
 
@@ -621,9 +625,17 @@ async fn verify_page(
     };
     let trusted = state.public_key.as_deref().and_then(parse_public_key);
     let mut statuses = Vec::with_capacity(orgs.len());
+    let mut anchor_words = String::new();
+    let mut held_to_anchor = false;
+    // The anchor is read once for every org of the page.
+    let mut read = None;
     for org in orgs {
-        match verify(ch, &org, None, trusted.as_ref()).await {
-            Ok(report) => statuses.push(org_status(&report)),
+        match verify_held(ch, &state.kafka, &mut read, &org, None, trusted.as_ref()).await {
+            Ok((report, anchor)) => {
+                statuses.push(org_status(&report));
+                held_to_anchor = matches!(anchor, AnchorUse::Held { .. });
+                anchor_words = anchor.words();
+            }
             Err(err) => return unavailable("verification", err),
         }
     }
@@ -633,6 +645,8 @@ async fn verify_page(
             section: Section::Compliance,
             who: identity.who(),
             orgs: statuses,
+            anchor_words,
+            held_to_anchor,
             public_key: state
                 .public_key
                 .clone()

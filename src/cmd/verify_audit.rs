@@ -20,7 +20,7 @@ use tollgate_control::clickhouse::client;
 use tollgate_queries::audit::anchor;
 use tollgate_queries::audit::export_verify::{verify_export, Progress};
 use tollgate_queries::audit::search::parse_time_ms;
-use tollgate_queries::audit::verify::{verify_range, BreakKind, Verdict};
+use tollgate_queries::audit::verify::{verify_range, Verdict};
 
 use crate::config::Config;
 
@@ -185,12 +185,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
                 config.clickhouse.url
             )
         })?;
-        let unanchored = report.chains.iter().any(|c| {
-            c.first_break
-                .as_ref()
-                .is_some_and(|b| b.kind == BreakKind::Unanchored)
-        });
-        if !unanchored || args.anchor.is_some() || attempt == 3 {
+        if !report.unanchored() || args.anchor.is_some() || attempt == 3 {
             break report;
         }
         attempt += 1;

@@ -774,6 +774,49 @@ async fn anchor_and_signed_manifest_catch_removal() {
         );
     }
 
+    // The API and the compliance page hold chains to the anchor too (they
+    // read ClickHouse alone, and said "verified" to an auditor after a
+    // trial cut a chain's tail), and say what they were held to.
+    env.start_api().await;
+    let compliance = env.create_key_with_role("compliance", Some("org-a"));
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        http.get(format!("{}{path}", env.api_url()))
+            .bearer_auth(&compliance)
+            .send()
+    };
+    let report: Value = get("/api/v1/audit/verify?org=org-a")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["ok"], false, "{report:#}");
+    assert_eq!(report["anchor"]["state"], "held", "{report:#}");
+    assert_eq!(
+        chain_break(&report, "org-a/team-tail"),
+        Some((41, "truncated".into())),
+        "{report:#}"
+    );
+    assert_eq!(
+        chain_break(&report, "org-a/team-rewrite"),
+        Some((50, "checkpoint_mismatch".into())),
+        "{report:#}"
+    );
+    assert_eq!(
+        chain_break(&report, "org-a/team-drop"),
+        Some((1, "truncated".into())),
+        "{report:#}"
+    );
+    let page = get("/compliance/verify?org=org-a")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Held to the checkpoint anchor"), "{page}");
+    assert!(page.contains("data-ok=\"false\""), "{page}");
+
     // An export made now is complete by its manifest (the server signs what
     // it holds) and passes on its own; held to the anchor file it breaks
     // where verify-audit does.

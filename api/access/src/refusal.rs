@@ -84,11 +84,12 @@ impl Refusal {
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut response = (
-            status,
-            axum::Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        // As the API's own 400s name theirs.
+        if let Self::InvalidParameter { parameter, .. } = &self {
+            body["parameter"] = parameter.as_str().into();
+        }
+        let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -121,3 +121,62 @@ fn read_topic_blocking(kafka: &KafkaConfig) -> Result<AnchorRead> {
     }
     Ok(read)
 }
+
+/// How a verification by the API or the compliance page used the anchor:
+/// what the report's reader must know to trust an "OK".
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AnchorUse {
+    /// Every chain was held to the checkpoints read from the topic: a cut
+    /// tail, a lost checkpoint's entries or a chain re-signed with the key
+    /// are found.
+    Held { topic: String, checkpoints: usize },
+    /// ClickHouse alone: the topic could not be read (`why`). Someone who
+    /// can write ClickHouse can cut a chain's tail, or rewrite and re-sign
+    /// it with the signing key, unseen.
+    Unread { topic: String, why: String },
+}
+
+impl AnchorUse {
+    /// For people: what the verification was held to.
+    pub fn words(&self) -> String {
+        match self {
+            Self::Held { topic, checkpoints } => format!(
+                "Held to the checkpoint anchor: {checkpoints} checkpoints read from Kafka topic {topic}."
+            ),
+            Self::Unread { topic, why } => format!(
+                "ClickHouse alone: the checkpoint anchor (Kafka topic {topic}) could not be read ({why}), \
+                 so a chain's tail cut off, or a chain rewritten and re-signed with the signing key, \
+                 would verify; `tollgate verify-audit` with the anchor finds both."
+            ),
+        }
+    }
+}
+
+/// The anchor as the API and the pages hold chains to it: the checkpoints
+/// read from the topic, or why they are not.
+pub async fn read_for_verification(kafka: &KafkaConfig) -> (Option<Vec<CheckpointRow>>, AnchorUse) {
+    let topic = kafka.audit_checkpoints_topic.clone();
+    match read_topic(kafka).await {
+        Ok(read) => {
+            for (partition, offset, why) in &read.unreadable {
+                tracing::warn!(partition, offset, %why, "an anchor message is not a checkpoint");
+            }
+            let checkpoints = read.checkpoints.len();
+            (
+                Some(read.checkpoints),
+                AnchorUse::Held { topic, checkpoints },
+            )
+        }
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the audit anchor: verifying against clickhouse alone");
+            (
+                None,
+                AnchorUse::Unread {
+                    topic,
+                    why: err.to_string(),
+                },
+            )
+        }
+    }
+}
