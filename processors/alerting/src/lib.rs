@@ -129,15 +129,16 @@ impl Evaluator {
         let mut ticker = tokio::time::interval(Duration::from_secs(self.config.interval_secs));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut holding: Option<Fence> = None;
+        let mut clock = Schedule::new();
         loop {
             let until_flush = self
                 .routing
                 .next_due()
                 .and_then(|due| (due - Utc::now()).to_std().ok())
                 .unwrap_or(Duration::from_secs(self.config.interval_secs));
-            tokio::select! {
+            let scheduled = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = ticker.tick() => {}
+                at = ticker.tick() => at,
                 Some(outcome) = self.outcomes.recv() => {
                     self.metrics.delivery(&outcome);
                     if let Some(fence) = &holding {
@@ -155,7 +156,13 @@ impl Evaluator {
                     }
                     continue;
                 }
-            }
+            };
+            // The round's time is its scheduled one, as Prometheus
+            // evaluates: read at `Utc::now()` after the lease, rounds were
+            // a few ms more or less than an interval apart, and a rule
+            // pending for exactly `for_secs` waited a round more (120 s
+            // for a `for` of 60, where the backtest fired at 60).
+            let round_at = clock.wall_time(scheduled);
             match self.lease.acquire(&self.pool).await {
                 Ok(fence) => {
                     if holding.as_ref().map(|f| f.token) != Some(fence.token) {
@@ -163,7 +170,7 @@ impl Evaluator {
                         self.routing.reset();
                     }
                     self.metrics.lease_held(true);
-                    let result = self.round(&fence, Utc::now()).await;
+                    let result = self.round(&fence, round_at).await;
                     self.metrics.round(result.is_ok(), Utc::now());
                     if let Err(err) = result {
                         warn!(%err, "alert evaluation round failed");
@@ -394,5 +401,89 @@ impl Evaluator {
     /// [`Evaluator::run`]).
     pub async fn acquire(&self) -> Result<Fence, EvaluatorError> {
         Ok(self.lease.acquire(&self.pool).await?)
+    }
+}
+
+/// The wall-clock time of the ticker's scheduled instants: a fixed base
+/// (an instant and its wall time) plus the monotonic time since, so
+/// rounds are exactly an interval apart. Re-based when the wall clock
+/// moved away from it by more than a second (an NTP step).
+struct Schedule {
+    base: (tokio::time::Instant, DateTime<Utc>),
+}
+
+impl Schedule {
+    fn new() -> Self {
+        Self {
+            base: (tokio::time::Instant::now(), Utc::now()),
+        }
+    }
+
+    fn wall_time(&mut self, scheduled: tokio::time::Instant) -> DateTime<Utc> {
+        let now = (tokio::time::Instant::now(), Utc::now());
+        let (at, rebase) = scheduled_wall_time(self.base, scheduled, now);
+        if rebase {
+            self.base = now;
+        }
+        at
+    }
+}
+
+/// The wall time of `scheduled` from `base`, and whether the wall clock
+/// (`now`, read with its instant) moved more than a second away from the
+/// base since; then the answer is the wall time now.
+fn scheduled_wall_time(
+    base: (tokio::time::Instant, DateTime<Utc>),
+    scheduled: tokio::time::Instant,
+    now: (tokio::time::Instant, DateTime<Utc>),
+) -> (DateTime<Utc>, bool) {
+    let since = |from: tokio::time::Instant, to: tokio::time::Instant| {
+        chrono::Duration::from_std(to.saturating_duration_since(from)).unwrap_or_default()
+    };
+    let at = base.1 + since(base.0, scheduled);
+    let expected_now = base.1 + since(base.0, now.0);
+    if (now.1 - expected_now).num_milliseconds().abs() > 1000 {
+        return (now.1, true);
+    }
+    (at, false)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod schedule_tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn rounds_are_exactly_an_interval_apart_whatever_their_lateness() {
+        let t0 = tokio::time::Instant::now();
+        let wall0 = Utc.with_ymd_and_hms(2026, 12, 7, 13, 34, 3).unwrap();
+        let base = (t0, wall0);
+        let minute = Duration::from_secs(60);
+        // Served 3 ms late, then 0.1 ms late: still 60 s apart.
+        let (first, _) = scheduled_wall_time(
+            base,
+            t0 + minute,
+            (
+                t0 + minute + Duration::from_millis(3),
+                wall0 + chrono::Duration::milliseconds(60_003),
+            ),
+        );
+        let (second, rebased) = scheduled_wall_time(
+            base,
+            t0 + 2 * minute,
+            (
+                t0 + 2 * minute,
+                wall0 + chrono::Duration::milliseconds(120_000),
+            ),
+        );
+        assert!(!rebased);
+        assert_eq!(second - first, chrono::Duration::seconds(60));
+        assert_eq!(first, wall0 + chrono::Duration::seconds(60));
+        // The wall clock stepped 5 s: the base moves to now.
+        let stepped = wall0 + chrono::Duration::seconds(185);
+        let (at, rebased) = scheduled_wall_time(base, t0 + 3 * minute, (t0 + 3 * minute, stepped));
+        assert!(rebased);
+        assert_eq!(at, stepped);
     }
 }
