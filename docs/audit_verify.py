@@ -599,6 +599,15 @@ def main(argv):
     except Stop as e:
         print(f"audit_verify.py: error: {e}", file=sys.stderr)
         return 1
+    # What an OK below does not prove, said as `tollgate verify-audit
+    # --export` says it: a file re-signed with a key of its own, or cut
+    # together with its checkpoints, passes without these.
+    if trusted is None:
+        print("warning: no --public-key: signatures are checked against the key in the export's header, "
+              "which proves integrity, not origin (a file re-signed with another key passes)", file=sys.stderr)
+    if anchor is None:
+        print("warning: no --anchor FILE: checkpoints removed before the export was made, or a chain left "
+              "out of it, go unnoticed", file=sys.stderr)
     return verify(data, trusted, anchor)
 
 

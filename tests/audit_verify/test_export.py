@@ -239,6 +239,20 @@ def test_whole_chain_export_verifies(exports):
     assert "BROKEN" not in result.stdout
 
 
+def test_what_an_ok_does_not_prove_is_said(exports):
+    # Without --public-key an export re-signed with a key of its own
+    # passes, and without --anchor one cut with its checkpoints does: the
+    # verifier says so on stderr, as `verify-audit --export` does (a trial
+    # re-signed a whole export and got a silent OK).
+    bare = run_verifier(exports["whole"])
+    assert bare.returncode == 0, bare.stdout + bare.stderr
+    assert "integrity, not origin" in bare.stderr
+    assert "no --anchor FILE" in bare.stderr
+    held = run_verifier(exports["whole"], "--public-key", exports["public_key"], "--anchor", str(exports["anchor"]))
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert "warning" not in held.stderr, held.stderr
+
+
 def test_an_export_without_entries_verifies_nothing(exports):
     # A mistyped team (or a search that found nothing) exports a valid,
     # signed file with no entry: both verifiers say nothing was verified

@@ -2721,3 +2721,53 @@ async fn the_proxy_tells_its_own_time_apart_from_the_providers() {
         4
     );
 }
+
+/// An exhausted quota (OpenAI's `insufficient_quota`, a 429) is answered
+/// at once, not retried: a retry cannot pass, and a trial's two requests
+/// so made five failures that opened the proxy's breaker for the model.
+/// A rate limit's 429 still is retried.
+#[tokio::test]
+async fn an_exhausted_quota_is_not_retried_a_rate_limit_is() {
+    let mut proxy = Proxy::start("proxy_quota", "", None).await;
+    proxy.run_proxy().await;
+    let key = proxy.key("acme", "quota", "u", None);
+    let scenario = support::unique("quota");
+    let response = proxy
+        .chat(
+            &key,
+            "gpt-4o-mini",
+            &[
+                ("x-mock-fail", "openai_quota"),
+                ("x-mock-scenario", &scenario),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 429);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
+    assert_eq!(proxy.scenario(&scenario).await["requests"], 1);
+    let events = proxy.events(1);
+    assert_eq!(
+        (
+            call(&events[0])["error"]["type"].as_str(),
+            call(&events[0])["attempt"].as_u64()
+        ),
+        (Some("insufficient_quota"), Some(1)),
+        "{events:#?}"
+    );
+    let limited = support::unique("rpm");
+    let response = proxy
+        .chat(
+            &key,
+            "gpt-4o-mini",
+            &[
+                ("x-mock-fail", "openai_rpm"),
+                ("x-mock-scenario", &limited),
+                ("x-mock-fail-times", "1"),
+                ("x-mock-retry-after", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(proxy.scenario(&limited).await["requests"], 2);
+}

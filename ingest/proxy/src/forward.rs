@@ -300,6 +300,10 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
 }
 
 /// Read an error body, bounded in size and time.
+/// The error type of a 429 that is no rate limit but an exhausted quota
+/// (OpenAI: "You exceeded your current quota"): not retried.
+pub const QUOTA_EXHAUSTED: &str = "insufficient_quota";
+
 async fn read_error_body(response: reqwest::Response, limit: Duration) -> Bytes {
     let read = async {
         let mut body = Vec::new();
@@ -583,7 +587,16 @@ async fn forward(
                         )
                     }));
                 record.response_sha256 = Some(super::record::sha256_hex(&body));
-                let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                // An exhausted quota (OpenAI's `insufficient_quota`, a 429)
+                // does not pass with a retry: it needs someone to pay. Its
+                // retries only made more failures, which opened this
+                // proxy's breaker for the model after two requests.
+                let exhausted = record
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.error_type == QUOTA_EXHAUSTED);
+                let retryable = (status == StatusCode::TOO_MANY_REQUESTS && !exhausted)
+                    || status.is_server_error();
                 let wait = retry_after(&headers);
                 (
                     Failure::Http {
