@@ -247,10 +247,13 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let mut registry = MetricsRegistry::new("api");
     let http = registry.http();
     let exposition = registry.into_exposition();
-    let app = tollgate_dashboards::with_navigation(
-        every_route(state, services, &exposition).into_router(),
+    // The browser headers outermost: the gate's refusals carry them too.
+    let app = tollgate_access::with_browser_headers(
+        tollgate_dashboards::with_navigation(
+            every_route(state, services, &exposition).into_router(),
+        )
+        .layer(gate.layer()),
     )
-    .layer(gate.layer())
     .layer(tower_http::trace::TraceLayer::new_for_http());
     let app = http.measure(app);
     axum::serve(listener, app)

@@ -891,6 +891,24 @@ async fn a_price_versions_preview_is_what_reprice_then_changes() {
     // these pages; the admin API refused them).
     let org_admin = Pages::person(&env, "acme-admin@example.com", "acme:admin").await;
     let seen = org_admin.page("/admin/prices").await;
+    // Signed-in answers are neither framed, sniffed, nor kept by caches
+    // (a trial found none of these headers); the gate's refusals too.
+    for path in ["/admin/prices", "/admin/prices.csv", "/admin/prices/new"] {
+        let answer = org_admin.get(path).await;
+        for (name, value) in [
+            ("x-frame-options", "DENY"),
+            ("content-security-policy", "frame-ancestors 'none'"),
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "same-origin"),
+            ("cache-control", "no-store"),
+        ] {
+            assert_eq!(
+                answer.headers.get(name).map(|v| v.to_str().unwrap()),
+                Some(value),
+                "{path}: {name}"
+            );
+        }
+    }
     assert!(seen.contains("testprov / tg-page"), "{seen}");
     assert!(!seen.contains("/admin/prices/new"), "{seen}");
     assert!(seen.contains("an admin of every org changes it"), "{seen}");

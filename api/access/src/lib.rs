@@ -12,11 +12,13 @@
 //! the caller does not see), checks the form token of every change made
 //! from a browser session (CSRF), and pins the request to the caller's org.
 
+pub mod browser_headers;
 pub mod gate;
 pub mod identity;
 pub mod refusal;
 pub mod routes;
 
+pub use browser_headers::with_browser_headers;
 pub use gate::{Authenticator, Credentials, Gate, StoreAuthenticator, SESSION_COOKIE};
 pub use identity::{Identity, IdentityKind, OrgScope};
 pub use refusal::Refusal;
