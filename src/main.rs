@@ -120,6 +120,7 @@ impl Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    quiet_when_stdout_closes();
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
     let _telemetry = telemetry::init(&config.telemetry, cli.command.service_name())?;
@@ -157,4 +158,25 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tollgate verify-audit … | head` closes the pipe before the command has
+/// printed everything: std's `println!` then panics ("failed printing to
+/// stdout: Broken pipe") with a backtrace note. The reader has what it
+/// wanted, so the command ends quietly as Unix tools do, with status 141
+/// (128 + SIGPIPE). Every other panic is reported as before.
+fn quiet_when_stdout_closes() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
 }

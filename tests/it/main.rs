@@ -30,6 +30,7 @@ mod bench_regression;
 mod bench_reports;
 mod breakers;
 mod browser_sign_in;
+mod cli;
 mod cluster;
 mod cost;
 mod dashboard_chromium;
