@@ -554,6 +554,8 @@ pub struct RuleForm {
     pub description: String,
     /// The rule's own description (what it is for, on the rule's page).
     pub about: String,
+    /// The annotation `runbook_url`.
+    pub runbook_url: String,
     pub receivers: String,
     pub enabled: bool,
 }
@@ -577,6 +579,7 @@ impl RuleForm {
             summary: spec.annotations.summary.clone(),
             description: spec.annotations.description.clone(),
             about: spec.description.clone(),
+            runbook_url: spec.annotations.runbook_url.clone(),
             receivers: spec
                 .receivers
                 .iter()
@@ -599,6 +602,7 @@ impl RuleForm {
             summary: String::new(),
             description: String::new(),
             about: String::new(),
+            runbook_url: String::new(),
             receivers: String::new(),
             enabled: true,
         }
@@ -616,6 +620,7 @@ impl RuleForm {
             summary: text("summary"),
             description: text("description"),
             about: text("about"),
+            runbook_url: text("runbook_url"),
             receivers: text("receivers"),
             enabled: field(pairs, "enabled").is_some(),
         }
@@ -672,7 +677,7 @@ impl RuleForm {
             "signal": signal,
             "for_secs": for_secs,
             "labels": labels,
-            "annotations": {"summary": self.summary, "description": self.description},
+            "annotations": {"summary": self.summary, "description": self.description, "runbook_url": self.runbook_url},
             "severity": self.severity,
             "receivers": receivers,
             "enabled": self.enabled,
@@ -997,6 +1002,7 @@ mod tests {
             summary: String::new(),
             description: String::new(),
             about: String::new(),
+            runbook_url: String::new(),
             receivers: String::new(),
             enabled: true,
         };

@@ -80,6 +80,7 @@ pub fn notification(
     for (name, text) in [
         ("summary", &rule.spec.annotations.summary),
         ("description", &rule.spec.annotations.description),
+        ("runbook_url", &rule.spec.annotations.runbook_url),
     ] {
         if !text.is_empty() {
             annotations.insert(name.to_string(), text.clone());
@@ -110,6 +111,33 @@ mod tests {
     fn ids_round_trip_through_uuids() {
         assert_eq!(stored_id(stored_uuid(42)), 42);
         assert_ne!(stored_uuid(42), stored_uuid(43));
+    }
+
+    #[test]
+    fn a_notification_carries_the_rules_annotations_runbook_included() {
+        let at = DateTime::parse_from_rfc3339("2026-12-02T10:07:42Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let rule = AlertRule {
+            id: 29,
+            version: 1,
+            created_at: at,
+            updated_at: at,
+            spec: serde_json::from_value(json!({
+                "org_id": "acme", "name": "openai errors", "severity": "critical",
+                "signal": {"kind": "error_rate", "above_percent": "5", "window_secs": 300},
+                "annotations": {"summary": "errors above 5 %", "runbook_url": "https://wiki.example/rb"},
+            }))
+            .unwrap(),
+        };
+        let firing = Transition::Firing {
+            since: at,
+            fired_at: at,
+        };
+        let n = notification(&rule, &firing, "7.5", "https://t.example/", at).unwrap();
+        assert_eq!(n.annotations["summary"], "errors above 5 %");
+        assert_eq!(n.annotations["runbook_url"], "https://wiki.example/rb");
+        assert!(!n.annotations.contains_key("description"));
     }
 
     #[test]

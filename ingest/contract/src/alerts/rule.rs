@@ -452,6 +452,10 @@ pub struct Annotations {
     pub summary: String,
     #[serde(default)]
     pub description: String,
+    /// Where the responder reads what to do: an `http(s)` URL, or empty.
+    /// Alertmanager's and Grafana's conventional `runbook_url` annotation.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub runbook_url: String,
 }
 
 /// A rule as an SRE states it (the body of `POST /api/v1/alerts/rules`,
@@ -527,6 +531,10 @@ impl RuleSpec {
             &self.annotations.description,
             MAX_DESCRIPTION_CHARS,
         )?;
+        if !self.annotations.runbook_url.is_empty() {
+            super::receiver::check_url(&self.annotations.runbook_url)
+                .map_err(|r| Rejection::new("annotations.runbook_url", r.reason))?;
+        }
         if self.receivers.len() > MAX_RECEIVERS {
             return Err(Rejection::new(
                 "receivers",
@@ -679,6 +687,25 @@ mod tests {
         assert_eq!(refused.reason, "given more than once");
     }
 
+    #[test]
+    fn a_runbook_url_is_an_annotation_and_absent_when_empty() {
+        let spec: RuleSpec = serde_json::from_value(with(
+            &["annotations", "runbook_url"],
+            json!("https://wiki.example/runbooks/openai-errors"),
+        ))
+        .unwrap();
+        spec.validate().unwrap();
+        assert_eq!(
+            spec.annotations.runbook_url,
+            "https://wiki.example/runbooks/openai-errors"
+        );
+        // Stored specs without one are written as before.
+        let plain: RuleSpec = serde_json::from_value(base()).unwrap();
+        assert!(!serde_json::to_string(&plain)
+            .unwrap()
+            .contains("runbook_url"));
+    }
+
     fn with(path: &[&str], value: Value) -> Value {
         let mut v = base();
         let mut at = &mut v;
@@ -783,6 +810,20 @@ mod tests {
             (
                 with(&["annotations", "runbook"], json!("x")),
                 "annotations.runbook",
+            ),
+            (
+                with(
+                    &["annotations", "runbook_url"],
+                    json!("javascript:alert(1)"),
+                ),
+                "annotations.runbook_url",
+            ),
+            (
+                with(
+                    &["annotations", "runbook_url"],
+                    json!("https://wiki example/x"),
+                ),
+                "annotations.runbook_url",
             ),
             (json!({"name": "x"}), "org_id"),
             (
