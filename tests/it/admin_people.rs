@@ -18,11 +18,12 @@ async fn people_are_invited_granted_and_disabled_on_the_page() {
     create_user(&env, "root@example.com", &["*:admin"]);
     create_user(&env, "boss@acme.example", &["acme:admin"]);
     create_user(&env, "ops@globex.example", &["globex:sre"]);
+    create_user(&env, "shared@example.com", &["acme:finance", "globex:sre"]);
     let mut admin = Browser::new(env.direct_api_url());
     admin.sign_in("root@example.com", PASSWORD, "/").await;
     let page = admin.get("/admin/users").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    assert_eq!(page.body.matches("class=\"person-row\"").count(), 3);
+    assert_eq!(page.body.matches("class=\"person-row\"").count(), 4);
     let token = csrf_of(&page.body);
 
     // Invite: a bad role is named next to the form, nothing invited.
@@ -118,6 +119,23 @@ async fn people_are_invited_granted_and_disabled_on_the_page() {
     assert_eq!(boss_page.status, StatusCode::OK, "{}", boss_page.body);
     assert!(!boss_page.body.contains("ops@globex.example"));
     assert!(boss_page.body.contains("new@acme.example"));
+    // A person of acme and globex: acme's admin sees the acme grant only,
+    // and no forms that would be refused (a trial saw `globex:sre` and
+    // forms answering 404); the CSV says the same.
+    let shared = boss_page
+        .body
+        .find("data-email=\"shared@example.com\"")
+        .unwrap();
+    let row = &boss_page.body[shared..shared + boss_page.body[shared..].find("</tr>").unwrap()];
+    assert!(row.contains(">acme:finance<"), "{row}");
+    assert!(!row.contains("globex"), "{row}");
+    assert!(!row.contains("<form"), "{row}");
+    assert!(row.contains("has access in other orgs"), "{row}");
+    let csv = boss.get("/admin/users.csv").await.body;
+    assert!(
+        csv.contains("shared@example.com") && !csv.contains("globex"),
+        "{csv}"
+    );
     let boss_token = csrf_of(&boss_page.body);
     let refused = boss
         .post(

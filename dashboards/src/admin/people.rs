@@ -51,9 +51,14 @@ fn grants_text(grants: &[Grant]) -> String {
         .join(", ")
 }
 
-/// The people an admin sees: everyone for an admin of every org, else
-/// those with a grant in an org they administer.
-async fn listed(admin: &Admin, store: &AccountStore) -> Result<Vec<UserWithGrants>, Response> {
+/// The people an admin sees, and whether they manage each: everyone for
+/// an admin of every org, else those with a grant in an org they
+/// administer, with only the grants of the orgs they administer (another
+/// org's grants of a shared person are that org's business).
+async fn listed(
+    admin: &Admin,
+    store: &AccountStore,
+) -> Result<Vec<(UserWithGrants, bool)>, Response> {
     let all = store.list_users().await.map_err(failed)?;
     Ok(all
         .into_iter()
@@ -62,6 +67,11 @@ async fn listed(admin: &Admin, store: &AccountStore) -> Result<Vec<UserWithGrant
                 || u.grants
                     .iter()
                     .any(|g| g.org_id.is_some() && admin.lists(g.org_id.as_deref()))
+        })
+        .map(|mut u| {
+            let managed = manages(admin, &u);
+            u.grants.retain(|g| admin.administers(g.org_id.as_deref()));
+            (u, managed)
         })
         .collect())
 }
@@ -97,6 +107,10 @@ pub struct PersonRow {
     pub name: String,
     pub state: &'static str,
     pub grants: String,
+    /// Every grant of theirs is in an org this admin administers: the
+    /// change forms are shown (others are changed by an admin of every
+    /// org).
+    pub managed: bool,
 }
 
 #[derive(Template)]
@@ -135,12 +149,13 @@ async fn page(
     let rows = listed(admin, store)
         .await?
         .iter()
-        .map(|u| PersonRow {
+        .map(|(u, managed)| PersonRow {
             id: u.user.id,
             email: u.user.email.clone(),
             name: u.user.display_name.clone(),
             state: state_of(u),
             grants: grants_text(&u.grants),
+            managed: *managed,
         })
         .collect();
     Ok(PeoplePage {
@@ -166,8 +181,15 @@ pub async fn list_page(State(state): State<DashboardState>, identity: Identity) 
 /// `GET /admin/users.csv`
 pub async fn csv(State(state): State<DashboardState>, identity: Identity) -> Response {
     let admin = Admin::of(identity);
-    let result =
-        async { Ok::<_, Response>(table(&listed(&admin, accounts(&state)?).await?)) }.await;
+    let result = async {
+        let people: Vec<UserWithGrants> = listed(&admin, accounts(&state)?)
+            .await?
+            .into_iter()
+            .map(|(person, _)| person)
+            .collect();
+        Ok::<_, Response>(table(&people))
+    }
+    .await;
     respond_csv(result, "people.csv")
 }
 
