@@ -12,6 +12,11 @@
 //! ([`RecentSpans`]), so an exporter retrying a request after a lost answer
 //! or a partial Kafka failure does not put the same spans on the topic again.
 
+/// The tag of a successful call whose span carried no token usage, and
+/// its value (`docs/otlp.md`, "Calls without usage").
+pub const USAGE_TAG: &str = "usage";
+pub const USAGE_MISSING: &str = "missing";
+
 pub mod attributes;
 pub mod genai;
 pub mod grpc;
@@ -232,7 +237,7 @@ pub fn plan_spans(
                 let checked = mapped.and_then(|mapping| match mapping {
                     SpanMapping::Call(call) => {
                         let reports_usage = call.reports_usage();
-                        let event = call.validate(now, limits)?;
+                        let mut event = call.validate(now, limits)?;
                         if !seen.insert(event.event_id) {
                             return Err(Rejection::new(
                                 "span_id",
@@ -245,6 +250,17 @@ pub fn plan_spans(
                             .is_some_and(|c| c.outcome == tollgate_contract::Outcome::Success);
                         if succeeded && !reports_usage {
                             plan.without_usage.push(this);
+                            // Its zero cost is no price: the tag lets the
+                            // cost report tell such calls apart
+                            // (`group_by=tag:usage`), as the proxy's
+                            // `usage = estimated` does; a span already at
+                            // the tag limit keeps its own tags.
+                            if event.tags.len() < limits.max_tags {
+                                event
+                                    .tags
+                                    .entry(USAGE_TAG.into())
+                                    .or_insert_with(|| USAGE_MISSING.into());
+                            }
                         }
                         Ok(Some(event))
                     }

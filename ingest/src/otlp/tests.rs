@@ -544,6 +544,12 @@ fn a_successful_call_without_usage_is_taken_and_warned_of() {
     let plan = planned(&req);
     assert_eq!(plan.events.len(), 2);
     assert_eq!(plan.without_usage, vec![1]);
+    // Tagged, so the cost report tells its zero cost from a price.
+    assert_eq!(
+        plan.events[1].tags.get("usage").map(String::as_str),
+        Some("missing")
+    );
+    assert_eq!(plan.events[0].tags.get("usage"), None);
     let partial = PartialSuccess::from_refusals(plan.spans, &plan.refused)
         .warn_without_usage(&plan.without_usage);
     let answer = partial.response().partial_success.unwrap();
