@@ -516,6 +516,27 @@ async fn search_filters_pagination_and_proofs() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // A covering checkpoint deleted while a later one stays: its entries
+    // are not "not yet covered" (a trial's read so) but failed, naming the
+    // missing checkpoint.
+    env.ch("ALTER TABLE {db}.audit_checkpoints DELETE WHERE chain_id = 'team-a1' AND to_seq = 20")
+        .await;
+    let start = Instant::now();
+    loop {
+        let entry = get_json(&env, "/api/v1/audit/entries/team-a1/13", &admin).await;
+        if entry["proof"]["status"] != "verified" {
+            assert_eq!(entry["proof"]["status"], "failed", "{entry}");
+            let detail = entry["proof"]["detail"].as_str().unwrap();
+            assert!(detail.contains("yet one starts at seq 21"), "{detail}");
+            break;
+        }
+        assert!(
+            start.elapsed() < crate::support::PATIENCE,
+            "mutation not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

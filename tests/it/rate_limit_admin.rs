@@ -714,13 +714,35 @@ async fn a_key_budget_or_limit_named_by_prefix_is_stored_by_the_keys_id() {
         "--limit", "0.5",
     ]);
     assert!(said.contains(&format!("key {id} of org acme")), "{said}");
-    // Set again naming no org: the budget is the key's org's still (it
-    // replaces the one above), not one judging the key's id in every org's
-    // events, which any org's reporter could spend by naming the id.
+    // A budget of the key stored before 2026-12-07 without an org (it
+    // judged the key's id in every org's events)...
+    let pool = sqlx::PgPool::connect(&env.pg_url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO budgets (subject_kind, subject_id, period, limit_usd, enforcement, org_id) \
+         VALUES ('key', $1, 'daily', 3, 'hard', NULL)",
+    )
+    .bind(&id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // ...and set again naming no org: the budget is the key's org's (it
+    // replaces the one above and the org-less one, whose deletion is an
+    // admin.budget.deleted event so its deny is lifted), not one judging
+    // the key's id in every org's events, which any org's reporter could
+    // spend by naming the id.
     let said = env.run(&[
         "budgets", "set", "--kind", "key", "--id", &prefix, "--period", "daily", "--limit", "0.75",
     ]);
     assert!(said.contains(&format!("key {id} of org acme")), "{said}");
+    let deleted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM admin_outbox WHERE event->>'kind' = 'admin.budget.deleted' \
+         AND event->'admin'->>'subject' = $1",
+    )
+    .bind(format!("budget/key/{id}"))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(deleted, 1);
     let said = env.run(&[
         "ratelimits",
         "set",

@@ -476,8 +476,10 @@ pub enum ProofStatus {
     Verified,
     /// No checkpoint covers the entry yet (it is newer than the last one).
     UnverifiableYet,
-    /// A covering checkpoint exists but the proof does not hold: the chain
-    /// or the checkpoint was altered (`tollgate verify-audit` locates it).
+    /// A covering checkpoint exists but the proof does not hold, or none
+    /// does while a later one exists (the covering one was removed): the
+    /// chain or its checkpoints were altered (`tollgate verify-audit`
+    /// locates it).
     Failed,
 }
 
@@ -600,12 +602,30 @@ impl<'a> ProofSource<'a> {
             checkpoint,
         };
         let trusted = self.trusted;
-        let covering = self
-            .chain_checkpoints(&row.chain_id)
-            .await?
+        let checkpoints = self.chain_checkpoints(&row.chain_id).await?;
+        let covering = checkpoints
             .iter()
             .find(|cp| cp.from_seq <= row.seq && row.seq <= cp.to_seq)
             .cloned();
+        // Checkpoints cover a chain without gaps: one that starts past the
+        // entry means the one covering it is gone from the database (a
+        // trial deleted it and the entry read "not yet covered").
+        let later = checkpoints
+            .iter()
+            .filter(|cp| cp.from_seq > row.seq)
+            .map(|cp| cp.from_seq)
+            .min();
+        if let (None, Some(later)) = (&covering, later) {
+            return Ok(failed(
+                format!(
+                    "no checkpoint covers seq {} of chain {}, yet one starts at seq {later}: the \
+                     checkpoint covering it is missing (`tollgate verify-audit` with the anchor \
+                     finds it)",
+                    row.seq, row.chain_id
+                ),
+                None,
+            ));
+        }
         let Some(cp) = covering else {
             return Ok(ProofResult {
                 status: ProofStatus::UnverifiableYet,

@@ -365,6 +365,26 @@ impl BudgetStore {
         let mut payload = budget_json(&budget);
         payload["previous"] = previous.as_ref().map(budget_json).into();
         let event = enqueue(&mut tx, &admin_event(KIND_BUDGET_SET, actor, payload)).await?;
+        // A key budget of the key's org replaces one of the same key and
+        // period stored before 2026-12-07 without an org, which judged the
+        // key's id in every org's events (another org's reporter could
+        // spend it): deleted with its `admin.budget.deleted` event, so the
+        // budget watcher lifts a deny it published.
+        if spec.subject_kind == SubjectKind::Key && spec.org_id.is_some() {
+            let orgless: Vec<BudgetRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM budgets WHERE subject_kind = $1 AND subject_id = $2 \
+                 AND period = $3 AND org_id IS NULL RETURNING {BUDGET_COLUMNS}"
+            )))
+            .bind(spec.subject_kind.name())
+            .bind(&spec.subject_id)
+            .bind(spec.period.name())
+            .fetch_all(&mut *tx)
+            .await?;
+            for old in orgless.into_iter().filter_map(BudgetRow::into_budget) {
+                let deleted = admin_event(KIND_BUDGET_DELETED, actor, budget_json(&old));
+                enqueue(&mut tx, &deleted).await?;
+            }
+        }
         tx.commit().await?;
         Ok(BudgetSet {
             budget,
