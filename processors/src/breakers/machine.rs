@@ -632,11 +632,13 @@ impl Breaker {
         let probe_models = std::mem::take(&mut self.probe_models);
         // A provider's probes reopen it as its window opened it: only when
         // the probes of its other models than the one failing most fail at
-        // the threshold too (one of them is enough: probes are few). Probes
-        // that fail on one broken model and succeed on its siblings, or
-        // went to that model alone, close it: the model's breaker keeps
-        // that model out.
-        let by_model = self.is_provider().then_some(&probe_models);
+        // the threshold too (one of them is enough: probes are few), so
+        // probes that fail on one broken model and succeed on its siblings
+        // close it. Probes that all went to one model are judged as they
+        // are: nothing tells that model from the provider (in an outage
+        // the traffic, and so the probes, often go to one model whose own
+        // breaker has not opened).
+        let by_model = (self.is_provider() && probe_models.0.len() > 1).then_some(&probe_models);
         match probes.trips(config, by_model, 1) {
             Some(Trip { rate: why, rest }) => {
                 let reason = format!(
