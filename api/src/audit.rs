@@ -87,8 +87,7 @@ pub async fn verify_trail(
     let ch = &state.clickhouse;
     let held = verify_held(
         ch,
-        &state.kafka,
-        &mut None,
+        &state.anchor,
         &params.org,
         params.team.as_deref(),
         trusted.as_ref(),

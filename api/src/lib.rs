@@ -458,7 +458,7 @@ mod tests {
                 public_key: None,
                 signer: None,
                 keys: None,
-                kafka: Default::default(),
+                anchor: tollgate_queries::audit::anchor::AnchorSource::new(Default::default()),
             }),
             prices: None,
             keys: None,

@@ -627,10 +627,9 @@ async fn verify_page(
     let mut statuses = Vec::with_capacity(orgs.len());
     let mut anchor_words = String::new();
     let mut held_to_anchor = false;
-    // The anchor is read once for every org of the page.
-    let mut read = None;
+    // The anchor is read once for every org of the page (a read is kept).
     for org in orgs {
-        match verify_held(ch, &state.kafka, &mut read, &org, None, trusted.as_ref()).await {
+        match verify_held(ch, &state.anchor, &org, None, trusted.as_ref()).await {
             Ok((report, anchor)) => {
                 statuses.push(org_status(&report));
                 held_to_anchor = matches!(anchor, AnchorUse::Held { .. });

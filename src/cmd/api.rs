@@ -54,7 +54,7 @@ pub fn print_routes(config: &Config, json: bool) -> anyhow::Result<()> {
             public_key: None,
             signer: None,
             keys: None,
-            kafka: config.kafka.clone(),
+            anchor: tollgate_queries::audit::anchor::AnchorSource::new(config.kafka.clone()),
         }),
         prices: None,
         keys: None,
@@ -198,7 +198,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         public_key: signer.as_ref().map(|s| s.public_key_hex().to_string()),
         signer,
         keys: keys.clone(),
-        kafka: config.kafka.clone(),
+        anchor: tollgate_queries::audit::anchor::AnchorSource::new(config.kafka.clone()),
     };
     let state = ApiState {
         read_models,

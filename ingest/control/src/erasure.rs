@@ -101,7 +101,7 @@ pub enum ErasureError {
     },
     #[error("org {org} holds no data of user {user:?}: nothing was erased or recorded (ids are case-sensitive; `tollgate erase --check` counts what holds an id; an erasure already done leaves nothing)")]
     NothingHeld { org: String, user: String },
-    #[error("clickhouse did not finish the erasure mutations within {waited_secs} s ({pending} pending); they go on in the background: run the erasure again to check")]
+    #[error("the erasure is recorded in the audit chain, but clickhouse did not finish its mutations within {waited_secs} s ({pending} pending); they go on in the background: `tollgate erase --check` counts what still holds the id (running the erasure again finishes what is left, or says nothing is held)")]
     MutationsPending { waited_secs: u64, pending: u64 },
 }
 
@@ -259,11 +259,13 @@ pub const DECISION_REASONS_SQL: &str = "SELECT count() FROM audit_chain WHERE or
 /// The name [`Eraser::holding`] gives [`DECISION_REASONS_SQL`]'s count.
 pub const DECISION_REASONS: &str = "audit_chain.decision_reason";
 
-/// A regular expression (RE2, as ClickHouse's `match`) of `user` as a
-/// whole word, as `tollgate_contract::audit::entry::without_user` finds it.
+/// A regular expression (RE2, as ClickHouse's `match`) of the proxy's
+/// phrase naming `user`, `user <id>` ending a word, as
+/// `tollgate_contract::audit::entry::without_user` finds it (ASCII letters
+/// and digits only: an id next to another letter may be over-counted).
 pub fn reason_pattern(user: &str) -> String {
     let id = regex::escape(user);
-    format!("(^|[^[:alnum:]_.@-]){id}($|[^[:alnum:]_.@-])")
+    format!("(^|[^[:alnum:]])user {id}($|[^[:alnum:]_@.-]|[.]($|[^[:alnum:]]))")
 }
 
 /// Rows of `table` holding the person's id.

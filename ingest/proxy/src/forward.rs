@@ -299,11 +299,11 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-/// Read an error body, bounded in size and time.
 /// The error type of a 429 that is no rate limit but an exhausted quota
 /// (OpenAI: "You exceeded your current quota"): not retried.
 pub const QUOTA_EXHAUSTED: &str = "insufficient_quota";
 
+/// Read an error body, bounded in size and time.
 async fn read_error_body(response: reqwest::Response, limit: Duration) -> Bytes {
     let read = async {
         let mut body = Vec::new();

@@ -18,7 +18,7 @@ pub struct AuditAccess {
     pub signer: Option<tollgate_contract::audit::checkpoint::CheckpointSigner>,
     /// API keys; `None` when PostgreSQL was unreachable at start (503).
     pub keys: Option<KeyStore>,
-    /// Kafka, where verification reads the checkpoint anchor
-    /// (`kafka.audit_checkpoints_topic`).
-    pub kafka: tollgate_control::config::KafkaConfig,
+    /// Where verification reads the checkpoint anchor (Kafka's
+    /// `audit_checkpoints_topic`, a read kept a few seconds).
+    pub anchor: super::anchor::AnchorSource,
 }

@@ -153,9 +153,48 @@ impl AnchorUse {
     }
 }
 
+/// What the API and the pages hold chains to: the checkpoints read from
+/// the topic, or none and why.
+pub type AnchorFound = (Option<Vec<CheckpointRow>>, AnchorUse);
+
+/// Where the API and the pages read the anchor: the topic, through a read
+/// kept [`AnchorSource::KEEP`] (a page of every org, or a client verifying
+/// several orgs in a row, reads the topic once, and an unreachable Kafka
+/// costs its wait once, not per request).
+#[derive(Clone)]
+pub struct AnchorSource {
+    pub kafka: KafkaConfig,
+    last: std::sync::Arc<tokio::sync::Mutex<Option<(Instant, AnchorFound)>>>,
+}
+
+impl AnchorSource {
+    /// How long a read is used again.
+    pub const KEEP: Duration = Duration::from_secs(10);
+
+    pub fn new(kafka: KafkaConfig) -> Self {
+        Self {
+            kafka,
+            last: std::sync::Arc::default(),
+        }
+    }
+
+    /// The anchor, from a read younger than [`Self::KEEP`] unless `fresh`.
+    pub async fn read(&self, fresh: bool) -> AnchorFound {
+        let mut last = self.last.lock().await;
+        if let Some((at, read)) = last.as_ref() {
+            if !fresh && at.elapsed() < Self::KEEP {
+                return read.clone();
+            }
+        }
+        let read = read_for_verification(&self.kafka).await;
+        *last = Some((Instant::now(), read.clone()));
+        read
+    }
+}
+
 /// The anchor as the API and the pages hold chains to it: the checkpoints
 /// read from the topic, or why they are not.
-pub async fn read_for_verification(kafka: &KafkaConfig) -> (Option<Vec<CheckpointRow>>, AnchorUse) {
+pub async fn read_for_verification(kafka: &KafkaConfig) -> AnchorFound {
     let topic = kafka.audit_checkpoints_topic.clone();
     match read_topic(kafka).await {
         Ok(read) => {

@@ -818,35 +818,25 @@ pub async fn verify_range(
     })
 }
 
-/// The anchor as read for [`verify_held`]: kept between the verifications
-/// of one request (a page of every org reads the topic once).
-pub type HeldAnchor = Option<(Option<Vec<CheckpointRow>>, super::anchor::AnchorUse)>;
-
 /// [`verify_range`] held to the anchor as the API and the compliance page
-/// hold it (`kafka`: its topic), read into `read` unless it holds a read
-/// already, and read again (up to three times) while a chain looks
-/// unanchored: a checkpoint is published before it is inserted, and one
-/// inserted after the read looks unanchored. With no readable anchor,
-/// ClickHouse alone, and the answer says so.
+/// hold it ([`super::anchor::AnchorSource`]), read again afresh (up to
+/// three reads in all) while a chain looks unanchored: a checkpoint is
+/// published before it is inserted, and one inserted after the read looks
+/// unanchored. With no readable anchor, ClickHouse alone, and the answer
+/// says so.
 pub async fn verify_held(
     client: &Client,
-    kafka: &tollgate_control::config::KafkaConfig,
-    read: &mut HeldAnchor,
+    anchor: &super::anchor::AnchorSource,
     org: &str,
     team: Option<&str>,
     trusted: Option<&VerifyingKey>,
 ) -> clickhouse::error::Result<(AuditReport, super::anchor::AnchorUse)> {
     let mut attempt = 1;
     loop {
-        if read.is_none() || attempt > 1 {
-            *read = Some(super::anchor::read_for_verification(kafka).await);
-        }
-        let Some((anchor, used)) = read.as_ref() else {
-            continue;
-        };
-        let report = verify_range(client, org, team, None, anchor.as_deref(), trusted).await?;
-        if anchor.is_none() || !report.unanchored() || attempt == 3 {
-            return Ok((report, used.clone()));
+        let (checkpoints, used) = anchor.read(attempt > 1).await;
+        let report = verify_range(client, org, team, None, checkpoints.as_deref(), trusted).await?;
+        if checkpoints.is_none() || !report.unanchored() || attempt == 3 {
+            return Ok((report, used));
         }
         attempt += 1;
     }

@@ -142,34 +142,54 @@ pub fn entry_fields(event: &Event) -> Result<EntryFields, Rejection> {
     })
 }
 
-/// `reason` with every whole-word occurrence of `user_id` written
-/// [`USER_IN_REASON`]. The decision reason is hashed into the entry as it
-/// is, outside the salted commitment erasure empties, and the proxy's
-/// reasons name the user (`daily budget of 1 USD for user carol of org
-/// acme exhausted`): with the id in it, an erased person would stay
-/// searchable in the chain for good. The entry's `user_id` says who.
+/// `reason` with the user id written [`USER_IN_REASON`] where it names
+/// the entry's user as the proxy's reasons do, `user <id>` followed by the
+/// end of a word (`daily budget of 1 USD for user carol of org acme
+/// exhausted`). The decision reason is hashed into the entry as it is,
+/// outside the salted commitment erasure empties: with the id in it, an
+/// erased person would stay searchable in the chain for good. The entry's
+/// `user_id` says who. Only that phrase: a bare id elsewhere (`1` in
+/// `budget of 1 USD`) is left as it is.
 pub fn without_user(reason: &str, user_id: &str) -> String {
     if user_id.is_empty() {
         return reason.to_string();
     }
-    let part_of_word = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@');
+    let named = format!("{USER_WORD}{user_id}");
     let mut out = String::with_capacity(reason.len());
     let mut rest = reason;
-    while let Some(at) = rest.find(user_id) {
+    while let Some(at) = rest.find(&named) {
         let (before, from) = rest.split_at(at);
-        let after = &from[user_id.len()..];
+        let after = &from[named.len()..];
         out.push_str(before);
-        let starts_word = !out.chars().next_back().is_some_and(part_of_word);
-        let ends_word = !after.chars().next().is_some_and(part_of_word);
-        out.push_str(if starts_word && ends_word {
-            USER_IN_REASON
+        let starts_word = !before
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphanumeric);
+        if starts_word && ends_a_word(after) {
+            out.push_str(USER_WORD);
+            out.push_str(USER_IN_REASON);
         } else {
-            user_id
-        });
+            out.push_str(&named);
+        }
         rest = after;
     }
     out.push_str(rest);
     out
+}
+
+/// How the proxy's reasons name a user: `user <id>`.
+const USER_WORD: &str = "user ";
+
+/// Whether `after` (the text after an id) ends the id: its end, or a
+/// character that no id goes on with (a `.` only when no letter or digit
+/// follows it: `carol.` ends a sentence, `carol.smith` is another id).
+pub fn ends_a_word(after: &str) -> bool {
+    let mut chars = after.chars();
+    match chars.next() {
+        None => true,
+        Some('.') => !chars.next().is_some_and(char::is_alphanumeric),
+        Some(c) => !(c.is_alphanumeric() || matches!(c, '_' | '-' | '@')),
+    }
 }
 
 /// What a decision reason says in place of the user id.
@@ -627,14 +647,26 @@ mod tests {
             fields.decision_reason,
             "budget_exceeded: daily budget of 1 USD for user <user> of org acme exhausted (spent 1.2 USD)"
         );
-        // Whole words only: ids inside other words stay.
+        // The proxy's phrase only, and the whole id: a bare id elsewhere,
+        // or a longer id, stays.
         assert_eq!(
-            without_user("carol carol-2 xcarol carol. (carol) carol", "carol"),
-            "<user> carol-2 xcarol carol. (<user>) <user>"
+            without_user(
+                "user carol, user carol-2, user xcarol, user carol. (user carol) user carol",
+                "carol"
+            ),
+            "user <user>, user carol-2, user xcarol, user <user>. (user <user>) user <user>"
         );
-        assert_eq!(without_user("a daily budget", "a"), "<user> daily budget");
+        assert_eq!(
+            without_user("budget of 1 USD for user 1 of org a", "1"),
+            "budget of 1 USD for user <user> of org a"
+        );
+        assert_eq!(
+            without_user("for user carol.smith", "carol"),
+            "for user carol.smith"
+        );
+        assert_eq!(without_user("superuser carol", "carol"), "superuser carol");
         assert_eq!(without_user("no user here", ""), "no user here");
-        assert_eq!(without_user("é-user é", "é"), "é-user <user>");
+        assert_eq!(without_user("for user é", "é"), "for user <user>");
     }
 
     #[test]

@@ -137,3 +137,24 @@ pub fn repaired() -> Vec<ViewTable> {
 pub fn catalog() -> Vec<(String, String)> {
     super::view_repair::catalog(&repaired())
 }
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// The view the newest migration creates counts errors as the contract
+    /// does, and the repair refolds them the same way (the repair's own
+    /// check reads every migration of the view, so it would also pass
+    /// against 0036's `outcome != 'success'`).
+    #[test]
+    fn the_view_and_its_repair_count_errors_as_the_contract() {
+        let newest = include_str!(
+            "../../../../migrations/clickhouse/0040_latency_errors_leave_out_cancelled.sql"
+        );
+        let counted = format!("sumState(toUInt64({FAILED_OUTCOME_SQL})) AS errors");
+        assert!(newest.contains(&counted), "{newest}");
+        let refolded = catalog().into_iter().any(|(_, sql)| sql.contains(&counted));
+        assert!(refolded, "the repair's statements count errors otherwise");
+    }
+}
