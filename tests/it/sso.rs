@@ -409,6 +409,53 @@ async fn a_replayed_tampered_or_refused_callback_is_refused_by_name() {
     let html = again.text().await.unwrap();
     assert!(html.contains("this sign-in was already used at"), "{html}");
 
+    // An answer without the provider's `iss` is refused, since the dev
+    // provider advertises RFC 9207 (a mix-up through another provider
+    // would come without it), and so is one naming another issuer.
+    let browser_d = browser();
+    let callback = through_provider(&browser_d, &server, "/", "finance@acme.test", "finance").await;
+    let mut url = reqwest::Url::parse(&callback).unwrap();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "iss")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    assert!(
+        kept.len() < url.query_pairs().count(),
+        "the provider sent iss: {callback}"
+    );
+    url.query_pairs_mut().clear().extend_pairs(&kept);
+    let response = browser_d.get(url.as_str()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(session_cookie(&response), None);
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("the answer has no `iss`, which") && html.contains("(RFC 9207)"),
+        "{html}"
+    );
+    let browser_e = browser();
+    let callback = through_provider(&browser_e, &server, "/", "finance@acme.test", "finance").await;
+    let mut url = reqwest::Url::parse(&callback).unwrap();
+    let swapped: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "iss" {
+                "https://idp.evil.example".into()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(&swapped);
+    let response = browser_e.get(url.as_str()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("the answer comes from issuer https://idp.evil.example, not"),
+        "{html}"
+    );
+
     // The provider's refusal (the person pressed cancel, say) is named.
     let browser_c = browser();
     let start = browser_c

@@ -155,21 +155,17 @@ async fn finish(sso: &SingleSignOn, params: CallbackParams, state: &str) -> Resp
             .unwrap_or_default();
         return refused(format!("the provider refused the sign-in: {error}{detail}"));
     }
-    let settings = sso.provider.settings();
-    if let Some(iss) = &params.iss {
-        if iss != settings.issuer.as_str() {
-            return refused(format!(
-                "the answer comes from issuer {iss}, not {} (the configured provider)",
-                settings.issuer.as_str()
-            ));
-        }
-    }
     let Some(code) = params.code.filter(|c| !c.is_empty()) else {
         return refused("the provider's answer has no `code`".into());
     };
     let person = match sso
         .provider
-        .finish(code, login.pkce_verifier, login.nonce)
+        .finish(
+            params.iss.as_deref(),
+            code,
+            login.pkce_verifier,
+            login.nonce,
+        )
         .await
     {
         Ok(person) => person,
@@ -186,6 +182,7 @@ async fn finish(sso: &SingleSignOn, params: CallbackParams, state: &str) -> Resp
             "the provider says {email} is not verified; verify it there and sign in again"
         ));
     }
+    let settings = sso.provider.settings();
     let claim = &settings.roles;
     let values = RoleClaim::values(person.roles.as_ref());
     let grants = claim.grants(&values);

@@ -12,16 +12,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use openidconnect::core::{
-    CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
-    CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
-    CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
-    CoreTokenIntrospectionResponse, CoreTokenType,
+    CoreAuthDisplay, CoreAuthPrompt, CoreClaimName, CoreClaimType, CoreClientAuthMethod,
+    CoreErrorResponseType, CoreGenderClaim, CoreGrantType, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreSubjectIdentifierType, CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    reqwest, AdditionalClaims, AuthenticationFlow, AuthorizationCode, Client, CsrfToken,
-    EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RequestTokenError,
-    StandardErrorResponse, StandardTokenResponse, TokenResponse,
+    reqwest, AdditionalClaims, AdditionalProviderMetadata, AuthenticationFlow, AuthorizationCode,
+    Client, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    IdTokenFields, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    ProviderMetadata, RequestTokenError, StandardErrorResponse, StandardTokenResponse,
+    TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -37,6 +39,33 @@ pub struct OtherClaims {
 }
 
 impl AdditionalClaims for OtherClaims {}
+
+/// What discovery says beyond the standard fields: whether the provider
+/// names itself in every authorization answer (RFC 9207 §3). When it says
+/// so, an answer without `iss` did not come from it, as the RFC requires a
+/// client to assume (a mix-up attack through another provider).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IssuerInAnswers {
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: Option<bool>,
+}
+
+impl AdditionalProviderMetadata for IssuerInAnswers {}
+
+type SsoProviderMetadata = ProviderMetadata<
+    IssuerInAnswers,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
 
 type SsoTokenResponse = StandardTokenResponse<
     IdTokenFields<
@@ -141,23 +170,52 @@ impl Provider {
         }
     }
 
-    async fn client(&self) -> Result<SsoClient, ProviderError> {
-        let metadata =
-            CoreProviderMetadata::discover_async(self.settings.issuer.clone(), &self.http)
-                .await
-                .map_err(|e| self.unavailable(chain(&e)))?;
-        let client = Client::from_provider_metadata(
+    async fn discover(&self) -> Result<SsoProviderMetadata, ProviderError> {
+        SsoProviderMetadata::discover_async(self.settings.issuer.clone(), &self.http)
+            .await
+            .map_err(|e| self.unavailable(chain(&e)))
+    }
+
+    fn client(&self, metadata: SsoProviderMetadata) -> SsoClient {
+        Client::from_provider_metadata(
             metadata,
             self.settings.client_id.clone(),
             self.settings.client_secret.clone(),
         )
-        .set_redirect_uri(self.settings.redirect_url.clone());
-        Ok(client)
+        .set_redirect_uri(self.settings.redirect_url.clone())
+    }
+
+    /// The authorization answer's `iss` (RFC 9207) against the configured
+    /// issuer: a different one is refused, and so is none when the
+    /// provider's discovery says it always sends one.
+    fn check_answer_issuer(
+        &self,
+        metadata: &SsoProviderMetadata,
+        iss: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        let issuer = self.settings.issuer.as_str();
+        match iss {
+            Some(iss) if iss != issuer => Err(ProviderError::Refused(format!(
+                "the answer comes from issuer {iss}, not {issuer} (the configured provider)"
+            ))),
+            Some(_) => Ok(()),
+            None if metadata
+                .additional_metadata()
+                .authorization_response_iss_parameter_supported
+                == Some(true) =>
+            {
+                Err(ProviderError::Refused(format!(
+                    "the answer has no `iss`, which {issuer} says it always sends \
+                     (RFC 9207): it did not come from the configured provider"
+                )))
+            }
+            None => Ok(()),
+        }
     }
 
     /// Where to send the browser to sign in.
     pub async fn authorize(&self) -> Result<Authorization, ProviderError> {
-        let client = self.client().await?;
+        let client = self.client(self.discover().await?);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = client
             .authorize_url(
@@ -176,15 +234,19 @@ impl Provider {
         })
     }
 
-    /// Exchange the code, verify the ID token, and read who signed in
-    /// (asking userinfo for what the ID token leaves out).
+    /// Check the answer's issuer, exchange the code, verify the ID token,
+    /// and read who signed in (asking userinfo for what the ID token leaves
+    /// out).
     pub async fn finish(
         &self,
+        iss: Option<&str>,
         code: String,
         pkce_verifier: String,
         nonce: String,
     ) -> Result<SignedIn, ProviderError> {
-        let client = self.client().await?;
+        let metadata = self.discover().await?;
+        self.check_answer_issuer(&metadata, iss)?;
+        let client = self.client(metadata);
         let token = client
             .exchange_code(AuthorizationCode::new(code))
             .map_err(|e| self.unavailable(chain(&e)))?
