@@ -214,7 +214,8 @@ pub async fn run(command: AlertsCommand, config: &Config) -> anyhow::Result<()> 
         return evaluate(args, config).await;
     }
     let pool = tollgate_control::postgres::connect(&config.postgres).await?;
-    let store = AlertStore::new(pool.clone());
+    let store =
+        AlertStore::new(pool.clone()).with_private_hosts(&config.alerting.receiver_private_hosts);
     let event = match command {
         AlertsCommand::Rules(RulesCommand::Create { file }) => {
             let spec = RuleSpec::from_json(&read_body(&file)?)

@@ -162,7 +162,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
                     }),
                     Some(KeyStore::new(pool.clone())),
                     Some(BudgetStore::new(pool.clone())),
-                    Some(tollgate_control::alerts::AlertStore::new(pool.clone())),
+                    Some(
+                        tollgate_control::alerts::AlertStore::new(pool.clone())
+                            .with_private_hosts(&config.alerting.receiver_private_hosts),
+                    ),
                     Some((
                         AccountStore::new(pool.clone(), config.auth.clone()),
                         SessionStore::new(pool.clone(), config.auth.clone()),

@@ -259,7 +259,7 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
     events.extend(calls_of("flapprov", "tg-flap", at(0), 10, &[1, 3, 5, 7]));
     let env = prepared("alert_eval", "", &events).await;
     let pool = PgPool::connect(&env.pg_url).await.unwrap();
-    let store = AlertStore::new(pool.clone());
+    let store = AlertStore::new(pool.clone()).with_private_hosts(&["127.0.0.1".into()]);
     let (hook, received) = start_receiver(Behaviour::default()).await;
     let hook = webhook(&store, &hook.url).await;
     let am = alertmanager(&store).await;
@@ -534,7 +534,7 @@ async fn one_of_two_evaluators_is_active_and_a_kill_9_takeover_repeats_nothing()
     let extra = "[alerting]\ninterval_secs = 1\nlease_intervals = 5\nreceiver_private_hosts = [\"127.0.0.1\"]\n";
     let env = prepared("alert_eval_proc", extra, &calls(start, 2, &[])).await;
     let pool = PgPool::connect(&env.pg_url).await.unwrap();
-    let store = AlertStore::new(pool.clone());
+    let store = AlertStore::new(pool.clone()).with_private_hosts(&["127.0.0.1".into()]);
     // The webhook answers after 2 s, so the kill lands mid-notification.
     let (hook, received) = start_receiver(Behaviour {
         delay: Duration::from_secs(2),
@@ -772,7 +772,7 @@ async fn the_evaluator_serves_its_metrics() {
     );
     // A rule created now is measured at the next rounds.
     let pool = PgPool::connect(&env.pg_url).await.unwrap();
-    let store = AlertStore::new(pool.clone());
+    let store = AlertStore::new(pool.clone()).with_private_hosts(&["127.0.0.1".into()]);
     rule(&store, &unique("Measured"), error_rate(), 60, &[]).await;
     let measured = scrape_until(&env, &url, "the new rule measured", |s| {
         s.get("tollgate_alerts_rules") == Some(&1.0)
@@ -795,7 +795,7 @@ async fn relabelling_a_firing_rule_resolves_the_alert_of_its_old_labels() {
     let events = calls(at(0), 6, &[0, 1, 2, 3, 4, 5]);
     let env = prepared("alert_relabel", "", &events).await;
     let pool = PgPool::connect(&env.pg_url).await.unwrap();
-    let store = AlertStore::new(pool.clone());
+    let store = AlertStore::new(pool.clone()).with_private_hosts(&["127.0.0.1".into()]);
     let am = alertmanager(&store).await;
     let name = unique("EvalRelabel");
     let first = rule(&store, &name, error_rate(), 0, &[am.id]).await;

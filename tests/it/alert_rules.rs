@@ -798,6 +798,28 @@ async fn hostile_bodies_are_refused_and_one_concurrent_update_wins() {
             "{body:.200}"
         );
     }
+    // Private addresses the server's `receiver_private_hosts` does not list
+    // (it lists 127.0.0.1 and localhost for the tests' receivers): refused
+    // when saved, not first when the evaluator sends.
+    for url in [
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1:8123/?query=SELECT%201",
+        "http://[::1]:8123/",
+        "http://0xa9fea9fe/",
+    ] {
+        let mut body = receiver_body("acme", "private");
+        body["url"] = json!(url);
+        let error = api
+            .json(M::POST, "/api/v1/alerts/receivers", &sre, Some(&body), 400)
+            .await;
+        assert_eq!(error["field"], "url", "{url}: {error}");
+        let reason = error["error"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("not a public address")
+                && reason.contains("alerting.receiver_private_hosts"),
+            "{url}: {error}"
+        );
+    }
     for url in [
         "file:///etc/passwd",
         "javascript:alert(1)",

@@ -389,12 +389,14 @@ impl AlertStore {
         .await
     }
 
-    /// Create a receiver (validated by the caller: [`ReceiverSpec::validate`]).
+    /// Create a receiver (validated by the caller: [`ReceiverSpec::validate`];
+    /// where it sends is judged here, [`super::reach::check_receiver_url`]).
     pub async fn create_receiver(
         &self,
         spec: &ReceiverSpec,
         actor: &str,
     ) -> Result<Changed<Receiver>, AlertStoreError> {
+        super::reach::check_receiver_url(&spec.url, self.private_hosts()).await?;
         let mut tx = self.pool().begin().await?;
         let row: ReceiverRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO alert_receivers (org_id, name, kind, url, signing_secret, group_by, \
@@ -438,6 +440,7 @@ impl AlertStore {
         if spec.org_id != org {
             return Err(Rejection::new("org_id", "a receiver cannot move to another org").into());
         }
+        super::reach::check_receiver_url(&spec.url, self.private_hosts()).await?;
         let mut tx = self.pool().begin().await?;
         let previous: Option<ReceiverRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {RECEIVER_COLUMNS} FROM alert_receivers \

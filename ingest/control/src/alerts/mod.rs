@@ -17,6 +17,7 @@ use tollgate_contract::alerts::{Matcher, ReceiverKind, RuleSpec, SilenceSpec};
 use tollgate_contract::Rejection;
 
 pub mod admin;
+pub mod reach;
 pub mod state;
 
 /// Roles that may create, change and delete rules, silences and receivers
@@ -283,11 +284,29 @@ const ANY_TIME: &str = "$2::timestamptz IS NOT NULL";
 #[derive(Clone)]
 pub struct AlertStore {
     pool: PgPool,
+    /// The hosts a receiver may be saved with although they are private
+    /// (`alerting.receiver_private_hosts`; none unless set).
+    private_hosts: reach::PrivateHosts,
 }
 
 impl AlertStore {
+    /// A store that saves receivers to public addresses only.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            private_hosts: reach::PrivateHosts::default(),
+        }
+    }
+
+    /// Let receivers be saved with these private hosts too
+    /// (`alerting.receiver_private_hosts`, which the evaluator sends by).
+    pub fn with_private_hosts(mut self, hosts: &[String]) -> Self {
+        self.private_hosts = reach::PrivateHosts::new(hosts);
+        self
+    }
+
+    pub(crate) fn private_hosts(&self) -> &reach::PrivateHosts {
+        &self.private_hosts
     }
 
     pub fn pool(&self) -> &PgPool {

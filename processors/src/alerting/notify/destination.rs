@@ -1,126 +1,19 @@
-//! Which addresses a receiver may reach. Receivers are created by the
-//! admins and SREs of each org, and the evaluator sends from inside the
-//! operator's network: a receiver at `http://127.0.0.1:8123/?query=…` made
-//! it run a ClickHouse query (a trial did), one at `169.254.169.254` would
-//! read a cloud's instance metadata. So a receiver reaches public addresses
-//! only, unless its host is one the operator listed in
-//! `alerting.receiver_private_hosts` (an Alertmanager on the internal
-//! network; `"*"` trusts every host).
+//! Where a delivery may connect, by the policy of
+//! `tollgate_control::alerts::reach` (public addresses only, unless the
+//! operator listed the host in `alerting.receiver_private_hosts`), which
+//! also judges a receiver when it is saved.
 //!
-//! The check is made where the connection is made: a host name is resolved
+//! The check is made again where the connection is made: a host name is resolved
 //! by [`PublicOnly`], which drops every address that is not public (so a
 //! name that resolves to one, or is changed to after the receiver was
 //! saved, reaches nothing), and an address written in the URL is checked
 //! before the request. Redirects are not followed (a 3xx is the answer).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-
-/// Whether `ip` is an address of the public internet. IPv4: not
-/// loopback, private (RFC 1918), link-local, shared (RFC 6598, `100.64/10`),
-/// `0/8`, IETF protocol assignments (`192.0.0/24`), benchmarking
-/// (`198.18/15`), documentation, multicast, reserved (`240/4`) or
-/// broadcast. IPv6: global unicast (`2000::/3`) only, less documentation
-/// (`2001:db8::/32`), Teredo (`2001::/32`) and 6to4 (`2002::/16`), which
-/// tunnel to IPv4 addresses this cannot see; an IPv4-mapped address
-/// (`::ffff:a.b.c.d`) is judged as its IPv4 address. Everything outside
-/// `2000::/3` (loopback, unique local, link- and site-local, NAT64's
-/// `64:ff9b::/96`, IPv4-compatible `::a.b.c.d`, multicast) is not public.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && c == 0)
-                || (a == 198 && (18..20).contains(&b))
-                || a >= 240)
-        }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => {
-                let [first, second, ..] = v6.segments();
-                (first & 0xe000) == 0x2000
-                    && !(first == 0x2001 && (second == 0x0db8 || second == 0))
-                    && first != 0x2002
-            }
-        },
-    }
-}
-
-/// The hosts the operator lets receivers reach on private addresses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PrivateHosts {
-    hosts: Vec<String>,
-}
-
-impl PrivateHosts {
-    pub fn new(hosts: &[String]) -> Self {
-        Self {
-            hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-        }
-    }
-
-    /// Whether `url`'s host is listed, alone (any port) or as
-    /// `host:port` (that port only; `[::1]:9093` for an IPv6 address), or
-    /// `"*"` is.
-    pub fn trusts(&self, url: &str) -> bool {
-        let Ok(parsed) = reqwest::Url::parse(url) else {
-            return false;
-        };
-        let Some(host) = parsed.host_str().map(str::to_ascii_lowercase) else {
-            return false;
-        };
-        let bare = host.trim_matches(|c| c == '[' || c == ']');
-        let with_port = parsed
-            .port_or_known_default()
-            .map(|port| format!("{host}:{port}"));
-        self.hosts
-            .iter()
-            .any(|h| h == "*" || h == bare || Some(h) == with_port.as_ref())
-    }
-}
-
-/// The lowercase host of `url` (an IPv6 address without its brackets);
-/// empty when it has none.
-fn host_of(url: &str) -> String {
-    reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| {
-            u.host_str().map(|h| {
-                h.trim_matches(|c| c == '[' || c == ']')
-                    .to_ascii_lowercase()
-            })
-        })
-        .unwrap_or_default()
-}
-
-/// Why `url` may not be sent to, when its host is an address that is not
-/// public (a name is judged by [`PublicOnly`] when it is resolved).
-pub fn refused_address(url: &str) -> Option<String> {
-    let host = host_of(url);
-    let ip: IpAddr = host.parse().ok()?;
-    (!is_public(ip)).then(|| NotPublic { host, ip }.to_string())
-}
-
-/// A receiver's host resolved to an address that is not public: final, not
-/// a network error worth retrying ([`refused_in`] finds it in an error's
-/// causes).
-#[derive(Debug, thiserror::Error)]
-#[error("{host} is {ip}, not a public address; receivers reach private addresses only on the hosts listed in alerting.receiver_private_hosts")]
-pub struct NotPublic {
-    host: String,
-    ip: IpAddr,
-}
+pub use tollgate_control::alerts::reach::{is_public, refused_address, NotPublic, PrivateHosts};
 
 /// Whether `err`, or one of its causes, is the resolver's [`NotPublic`].
 pub fn refused_in(err: &(dyn std::error::Error + 'static)) -> bool {
