@@ -1,5 +1,5 @@
 //! The SRE latency page (`GET /sre/latency`): a filter form (time range
-//! presets or a custom window, provider, model, grouping, bucket), six
+//! presets or a custom window, provider, model, team, grouping, bucket), six
 //! Chart.js line charts (p50/p95/p99 of duration and of time-to-first-token,
 //! one line per group), a table of totals per group, and the slowest calls
 //! of the window with links to their traces (`api.trace_url`) and a CSV
@@ -38,12 +38,15 @@ const PALETTE: [&str; 10] = [
     "#9c755f", "#bab0ac",
 ];
 
-const GROUPINGS: [(&str, &str); 5] = [
+/// `""` is one group of every call the filters keep (what an alert rule
+/// measures; its explain link asks for it).
+const GROUPINGS: [(&str, &str); 6] = [
     ("provider,model", "Provider / model"),
     ("provider", "Provider"),
     ("model", "Model"),
     ("team", "Team"),
     ("org", "Organisation"),
+    ("", "None (all calls)"),
 ];
 
 const BUCKETS: [&str; 7] = ["", "1m", "5m", "15m", "1h", "6h", "1d"];
@@ -56,6 +59,8 @@ pub struct PageParams {
     pub to: Option<String>,
     pub provider: Option<String>,
     pub model: Option<String>,
+    /// A team id, as the latency API and alert rules take it.
+    pub team: Option<String>,
     pub group_by: Option<String>,
     pub bucket: Option<String>,
     /// The org the page is about (the sign-in gate pins it for people who
@@ -65,8 +70,8 @@ pub struct PageParams {
 
 impl PageParams {
     /// The form's fields.
-    pub const NAMES: [&'static str; 8] = [
-        "range", "from", "to", "provider", "model", "group_by", "bucket", "org",
+    pub const NAMES: [&'static str; 9] = [
+        "range", "from", "to", "provider", "model", "team", "group_by", "bucket", "org",
     ];
 
     /// Read a query string's pairs ([`QueryParams`]: unknown and repeated
@@ -80,6 +85,7 @@ impl PageParams {
             to: get("to"),
             provider: get("provider"),
             model: get("model"),
+            team: get("team"),
             group_by: get("group_by"),
             bucket: get("bucket"),
             org: get("org"),
@@ -96,6 +102,7 @@ pub struct FormState {
     pub to: String,
     pub provider: String,
     pub model: String,
+    pub team: String,
     pub group_by: String,
     pub bucket: String,
     pub org: String,
@@ -249,6 +256,7 @@ pub fn parse_params(
         to: text(&params.to),
         provider: text(&params.provider),
         model: text(&params.model),
+        team: text(&params.team),
         group_by: params
             .group_by
             .as_deref()
@@ -274,7 +282,7 @@ fn build_query(form: &mut FormState, now: DateTime<Utc>) -> Result<LatencyQuery,
     let filters = LatencyFilters {
         provider: non_empty(&form.provider),
         model: non_empty(&form.model),
-        team: None,
+        team: non_empty(&form.team),
         org: non_empty(&form.org),
     };
     let query = LatencyQuery::new(from, to, bucket, group_by, filters)?;
@@ -435,6 +443,7 @@ fn csv_url(path: &str, form: &FormState, grouped: bool) -> String {
         ("to", &form.to),
         ("provider", &form.provider),
         ("model", &form.model),
+        ("team", &form.team),
         ("org", &form.org),
     ];
     let grouping = [("group_by", &form.group_by), ("bucket", &form.bucket)];
@@ -470,7 +479,12 @@ fn json_url(report: &LatencyReport, form: &FormState) -> String {
         format_bucket(report.bucket_secs),
         group_by.join(","),
     );
-    for (name, value) in [("provider", &form.provider), ("model", &form.model)] {
+    for (name, value) in [
+        ("provider", &form.provider),
+        ("model", &form.model),
+        ("team", &form.team),
+        ("org", &form.org),
+    ] {
         if !value.is_empty() {
             url.push_str(&format!("&{name}={}", percent_encode(value)));
         }
@@ -1103,6 +1117,57 @@ mod tests {
         let params = PageParams::parse(&pairs(&[("range", "6h"), ("model", "gpt-4o")])).unwrap();
         assert_eq!(params.range.as_deref(), Some("6h"));
         assert_eq!(params.model.as_deref(), Some("gpt-4o"));
+    }
+
+    /// `team=` (which the latency API, the Errors page and latency alert
+    /// rules take) filters the page: the query, the form's Team field, and
+    /// the JSON and CSV links carry it. `group_by=` is one group of all
+    /// calls, offered in the menu.
+    #[test]
+    fn team_filters_the_page_and_its_links() {
+        let pairs: Vec<(String, String)> = [
+            ("range", "1h"),
+            ("team", "search & ads"),
+            ("group_by", ""),
+            ("org", "acme"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let params = PageParams::parse(&pairs).unwrap();
+        let (form, query) = parse_params(&params, t("2026-01-01T12:00:20Z"));
+        let query = query.unwrap();
+        assert_eq!(query.filters.team.as_deref(), Some("search & ads"));
+        assert_eq!(query.filters.org.as_deref(), Some("acme"));
+        assert!(query.group_by.is_empty());
+        let report = report();
+        let html = view(PageInput {
+            form,
+            dimensions: &[],
+            report: Some(&report),
+            slow_calls: &[],
+            trace_links: &TraceLinks::default(),
+            error: None,
+        })
+        .render()
+        .unwrap();
+        assert!(
+            html.contains("name=\"team\" value=\"search &#38; ads\""),
+            "{html}"
+        );
+        assert!(html.contains("<option value=\"\" selected>None (all calls)</option>"));
+        for link in [
+            "/api/v1/reports/latency?",
+            "/sre/latency/totals.csv?",
+            "/sre/latency/slowest.csv?",
+        ] {
+            let at = html
+                .find(link)
+                .unwrap_or_else(|| panic!("{link} in {html}"));
+            let href = &html[at..at + html[at..].find('"').unwrap()];
+            assert!(href.contains("team=search%20%26%20ads"), "{href}");
+            assert!(href.contains("org=acme"), "{href}");
+        }
     }
 
     #[test]

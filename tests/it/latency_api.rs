@@ -121,6 +121,83 @@ async fn report_matches_exact_statistics_per_group_and_bucket() {
     assert_eq!(mistral["total"]["ttft_count"], 0);
 }
 
+/// The cells of each totals row of a latency page: `(label, calls)`.
+fn page_groups(page: &str) -> Vec<(String, u64)> {
+    page.split("<tr class=\"group-row\">")
+        .skip(1)
+        .map(|row| {
+            let cells: Vec<&str> = row[..row.find("</tr>").unwrap()]
+                .split("<td")
+                .skip(1)
+                .map(|cell| {
+                    let text = &cell[cell.find('>').unwrap() + 1..cell.find("</td>").unwrap()];
+                    text.rsplit("</span>").next().unwrap().trim()
+                })
+                .collect();
+            (
+                cells[0].to_string(),
+                cells[1].replace(',', "").parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The latency page takes `team=` as the API, the Errors page and latency
+/// alert rules do (it was a 400 "unknown parameter"), and shows only that
+/// team's calls: one group of exactly its calls with `group_by=` (what a
+/// team-scoped alert's explain link asks for), its calls by model
+/// otherwise, its slowest calls only, and the form shows the team.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_page_filters_by_team() {
+    let (env, calls) = env_with_data("latency_page_team").await;
+    let team_b: Vec<&Call> = calls.iter().filter(|c| c.team == "team-b").collect();
+    assert!(!team_b.is_empty() && team_b.len() < calls.len());
+    let window = format!("range=custom&from={FROM}&to={TO}&org=org-1");
+
+    let (status, page) = env
+        .get_text(&format!("/sre/latency?{window}&team=team-b&group_by="))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        page_groups(&page),
+        vec![("all calls".to_string(), team_b.len() as u64)],
+        "one group of team-b's calls"
+    );
+    assert!(
+        page.contains("name=\"team\" value=\"team-b\""),
+        "the form shows the team"
+    );
+    let slow: Vec<&str> = page.split("<tr class=\"slow-row\">").skip(1).collect();
+    assert!(!slow.is_empty());
+    for row in &slow {
+        let team = row.split("<td>").nth(3).unwrap();
+        assert!(team.starts_with("team-b</td>"), "{row}");
+    }
+
+    let (status, page) = env
+        .get_text(&format!(
+            "/sre/latency?{window}&team=team-b&group_by=provider,model"
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let groups = page_groups(&page);
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for c in &team_b {
+        *want
+            .entry(format!("{} / {}", c.provider, c.model))
+            .or_default() += 1;
+    }
+    assert_eq!(groups, want.into_iter().collect::<Vec<_>>());
+
+    // Without the filter the page shows the org's other team too.
+    let (status, page) = env
+        .get_text(&format!("/sre/latency?{window}&group_by=team"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let teams: Vec<String> = page_groups(&page).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(teams, ["team-a", "team-b"]);
+}
+
 /// The SRE latency page's "Totals" table as CSV (`/sre/latency/totals.csv`,
 /// linked from the page with its window, filters and grouping): one row per
 /// group with the report's totals, which the test above checks against the

@@ -992,14 +992,21 @@ pub fn explain_url(signal: &Signal, org: &str, at: DateTime<Utc>) -> String {
             "/sre/errors",
             &[("org", Some(org)), ("provider", provider.as_deref())],
         ),
+        // Filtered as the rule is, and one group of all those calls
+        // (`group_by=`), so the totals row is the value the rule measured.
         Signal::Latency(LatencySignal {
-            provider, model, ..
+            provider,
+            model,
+            team,
+            ..
         }) => window(
             "/sre/latency",
             &[
                 ("org", Some(org)),
                 ("provider", provider.as_deref()),
                 ("model", model.as_deref()),
+                ("team", team.as_deref()),
+                ("group_by", Some("")),
             ],
         ),
         Signal::BreakerOpened(BreakerSignal { provider, model }) => window(
@@ -1345,6 +1352,22 @@ mod tests {
             "/finance/cost?from=2026-12-02&to=2026-12-03&org=acme&tag.feature=chat"
         );
         assert_eq!(threshold(&spend), Some(d("25")));
+        // A team-scoped latency rule (duration or time to first token):
+        // the latency page of that team's calls, as one group.
+        for metric in ["duration", "ttft"] {
+            let latency: Signal = serde_json::from_value(serde_json::json!({
+                "kind": "latency", "metric": metric, "percentile": 95,
+                "provider": "openai", "team": "search & ads",
+                "above_ms": 2000, "window_secs": 300
+            }))
+            .unwrap();
+            assert_eq!(
+                explain_url(&latency, "acme", at),
+                "/sre/latency?range=custom&from=2026-12-02T10:02:00Z&to=2026-12-02T10:07:00Z\
+                 &org=acme&provider=openai&team=search%20%26%20ads&group_by=",
+                "{metric}"
+            );
+        }
         assert_eq!(unit(&spend), "USD");
     }
 
