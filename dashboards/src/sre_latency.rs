@@ -17,7 +17,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Serialize;
-use tollgate_queries::latency::{format_bucket, parse_bucket, parse_group_by, Dimension};
+use tollgate_queries::latency::{
+    buckets_in, format_bucket, parse_bucket, parse_group_by, Dimension, MAX_BUCKETS,
+};
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::slow_calls::{self, SlowCall};
 use tollgate_queries::{
@@ -106,6 +108,9 @@ pub struct FormState {
     pub group_by: String,
     pub bucket: String,
     pub org: String,
+    /// Why the chart's bucket is not the one asked for (a menu bucket too
+    /// fine for the window: the next one that fits is shown), else empty.
+    pub bucket_note: String,
 }
 
 /// One of the slowest calls, as listed.
@@ -265,6 +270,7 @@ pub fn parse_params(
             .to_string(),
         bucket: text(&params.bucket),
         org: text(&params.org),
+        bucket_note: String::new(),
     };
     let query = build_query(&mut form, now);
     (form, query)
@@ -272,10 +278,26 @@ pub fn parse_params(
 
 fn build_query(form: &mut FormState, now: DateTime<Utc>) -> Result<LatencyQuery, InvalidParameter> {
     let (from, to) = window(&form.range, &form.from, &form.to, now)?;
+    // A preset is that many whole minutes, up to the end of the current
+    // one: the report widens its window to whole minutes, and "Last 24
+    // hours" from 10:00:20 would otherwise cover 1,441 of them (one more
+    // 1m bucket than a report may have).
+    let (from, to) = if form.range == "custom" {
+        (from, to)
+    } else {
+        let end = DateTime::from_timestamp(to.timestamp().div_euclid(60) * 60, 0).unwrap_or(to);
+        let end = if end < to {
+            end + Duration::minutes(1)
+        } else {
+            end
+        };
+        (end - (to - from), end)
+    };
     let bucket = if form.bucket.is_empty() {
         None
     } else {
-        Some(parse_bucket(&form.bucket)?)
+        let asked = parse_bucket(&form.bucket)?;
+        Some(fitting_bucket(form, from, to, asked))
     };
     let group_by = parse_group_by(&form.group_by)?;
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
@@ -290,6 +312,36 @@ fn build_query(form: &mut FormState, now: DateTime<Utc>) -> Result<LatencyQuery,
     form.from = form_time(query.from);
     form.to = form_time(query.to);
     Ok(query)
+}
+
+/// `asked`, or when it gives more buckets than a report may have, the
+/// first coarser bucket of the menu that fits the window (noted in
+/// `form.bucket_note`, and the form shows it): every bucket the menu
+/// offers works with every range it offers. No coarser one fits only
+/// beyond the report's longest range, which the report names.
+fn fitting_bucket(form: &mut FormState, from: DateTime<Utc>, to: DateTime<Utc>, asked: u32) -> u32 {
+    if buckets_in(from, to, asked) <= MAX_BUCKETS {
+        return asked;
+    }
+    let coarser = BUCKETS
+        .iter()
+        .filter_map(|b| parse_bucket(b).ok())
+        .filter(|step| *step > asked)
+        .find(|step| buckets_in(from, to, *step) <= MAX_BUCKETS);
+    match coarser {
+        Some(step) => {
+            form.bucket_note = format!(
+                "{} buckets would be {} points over this window (at most {}): shown in {} buckets.",
+                format_bucket(asked),
+                Count(buckets_in(from, to, asked).into()).text(),
+                Count(MAX_BUCKETS.into()).text(),
+                format_bucket(step),
+            );
+            form.bucket = format_bucket(step);
+            step
+        }
+        None => asked,
+    }
 }
 
 /// Everything the page needs besides the query result.
@@ -1068,9 +1120,10 @@ mod tests {
         let now = t("2026-01-01T12:00:20Z");
         let (form, query) = parse_params(&PageParams::default(), now);
         let query = query.unwrap();
-        assert_eq!(query.from, t("2026-01-01T11:00:00Z"));
+        // The last hour: 60 whole minutes, to the end of the current one.
+        assert_eq!(query.from, t("2026-01-01T11:01:00Z"));
         assert_eq!(query.to, t("2026-01-01T12:01:00Z"));
-        assert_eq!(form.from, "2026-01-01T11:00");
+        assert_eq!(form.from, "2026-01-01T11:01");
         let params = PageParams {
             range: Some("custom".into()),
             from: Some("2026-01-01T08:00".into()),
@@ -1094,6 +1147,77 @@ mod tests {
             ..PageParams::default()
         };
         assert_eq!(parse_params(&params, now).1.unwrap_err().field, "range");
+    }
+
+    /// Every bucket the menu offers works with every preset it offers:
+    /// "Last 24 hours" in 1m buckets is 1,440 of them (it was 1,441, a
+    /// 400), at any second; a bucket too fine for the window (7 days in
+    /// 1m) is shown in the first coarser one that fits, and the page
+    /// says so.
+    #[test]
+    fn every_offered_bucket_works_with_every_preset() {
+        for now in [
+            "2026-01-01T12:00:20Z",
+            "2026-01-01T12:00:00Z",
+            "2026-01-01T12:00:59.5Z",
+        ] {
+            let now = t(now);
+            for (range, _, secs) in RANGES.iter().filter(|(_, _, secs)| *secs > 0) {
+                for bucket in BUCKETS {
+                    let params = PageParams {
+                        range: Some(range.to_string()),
+                        bucket: Some(bucket.to_string()),
+                        ..PageParams::default()
+                    };
+                    let (form, query) = parse_params(&params, now);
+                    let query = query.unwrap_or_else(|e| panic!("{range} {bucket}: {e:?}"));
+                    assert_eq!((query.to - query.from).num_seconds(), *secs, "{range}");
+                    assert!(query.to >= now && query.to - now < Duration::minutes(1));
+                    if bucket.is_empty()
+                        || buckets_in(query.from, query.to, parse_bucket(bucket).unwrap())
+                            <= MAX_BUCKETS
+                    {
+                        assert_eq!(form.bucket, bucket, "{range} {bucket}");
+                        assert!(form.bucket_note.is_empty());
+                    } else {
+                        assert_ne!(form.bucket, bucket, "{range} {bucket}");
+                        assert!(!form.bucket_note.is_empty());
+                    }
+                }
+            }
+        }
+        let params = PageParams {
+            range: Some("24h".into()),
+            bucket: Some("1m".into()),
+            ..PageParams::default()
+        };
+        let (form, query) = parse_params(&params, t("2026-01-01T12:00:20Z"));
+        assert_eq!(query.unwrap().bucket_secs, 60);
+        assert_eq!(form.bucket, "1m");
+        let params = PageParams {
+            range: Some("7d".into()),
+            bucket: Some("1m".into()),
+            ..PageParams::default()
+        };
+        let (form, query) = parse_params(&params, t("2026-01-01T12:00:20Z"));
+        assert_eq!(query.unwrap().bucket_secs, 900);
+        assert_eq!(form.bucket, "15m");
+        assert_eq!(
+            form.bucket_note,
+            "1m buckets would be 10,080 points over this window (at most 1,440): shown in 15m buckets."
+        );
+        let html = view(PageInput {
+            form,
+            dimensions: &[],
+            report: None,
+            slow_calls: &[],
+            trace_links: &TraceLinks::default(),
+            error: None,
+        })
+        .render()
+        .unwrap();
+        assert!(html.contains("shown in 15m buckets."), "{html}");
+        assert!(html.contains("<option value=\"15m\" selected>"), "{html}");
     }
 
     /// The page reads its query string with the API's parser: a typo or a

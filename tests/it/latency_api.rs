@@ -198,6 +198,31 @@ async fn latency_page_filters_by_team() {
     assert_eq!(teams, ["team-a", "team-b"]);
 }
 
+/// Every bucket the page's menu offers works with every preset it offers
+/// ("Last 24 hours" in 1m buckets was a 400: the window widened to 1,441
+/// minutes); one too fine for the window is shown in a coarser bucket,
+/// and the page says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_page_takes_every_offered_bucket_and_range() {
+    let (env, _) = env_with_data("latency_page_buckets").await;
+    for range in ["15m", "1h", "6h", "24h", "7d"] {
+        for bucket in ["", "1m", "5m", "15m", "1h", "6h", "1d"] {
+            let (status, page) = env
+                .get_text(&format!("/sre/latency?range={range}&bucket={bucket}"))
+                .await;
+            assert_eq!(status, 200, "{range} {bucket}: {page}");
+        }
+    }
+    let (_, page) = env.get_text("/sre/latency?range=24h&bucket=1m").await;
+    assert!(page.contains("1m buckets"), "{page}");
+    assert!(!page.contains("id=\"bucket-note\""), "{page}");
+    let (_, page) = env.get_text("/sre/latency?range=7d&bucket=1m").await;
+    assert!(
+        page.contains("1m buckets would be 10,080 points over this window (at most 1,440): shown in 15m buckets."),
+        "{page}"
+    );
+}
+
 /// The SRE latency page's "Totals" table as CSV (`/sre/latency/totals.csv`,
 /// linked from the page with its window, filters and grouping): one row per
 /// group with the report's totals, which the test above checks against the

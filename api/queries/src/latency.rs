@@ -228,6 +228,17 @@ fn timestamp(secs: i64) -> DateTime<Utc> {
 /// Buckets are aligned to multiples of the step since the epoch (so a day
 /// bucket starts at 00:00 UTC), hence the window may touch one more bucket
 /// than `range / step`.
+/// How many buckets of `step` seconds a report from `from` to `to` has,
+/// the window widened to whole minutes as [`LatencyQuery::new`] widens it
+/// (at most [`MAX_BUCKETS`] are allowed).
+pub fn buckets_in(from: DateTime<Utc>, to: DateTime<Utc>, step: u32) -> i64 {
+    bucket_count(
+        from.timestamp().div_euclid(60) * 60,
+        ceil_minute(to),
+        step.max(1),
+    )
+}
+
 fn bucket_count(from_secs: i64, to_secs: i64, step: u32) -> i64 {
     let step = i64::from(step);
     (to_secs - 1).div_euclid(step) - from_secs.div_euclid(step) + 1
