@@ -1,7 +1,8 @@
 // SRE latency page: hands the chart data the server embedded in the page
 // (#latency-data) to Chart.js, then records on each canvas how many points
-// it plotted (data-points), so tests and people can tell an empty chart from
-// a broken one.
+// it plotted (data-points) and in how many unbroken runs Chart.js drew its
+// lines (data-segments), so tests and people can tell an empty chart from
+// a broken one, and a gap from a line across it.
 (function () {
   "use strict";
 
@@ -37,11 +38,15 @@
         borderWidth: 2,
         pointRadius: labels.length > 60 ? 0 : 2.5,
         pointHoverRadius: 4,
-        spanGaps: true,
-        tension: 0.25,
+        // A bucket without calls is a break in the line, and points are
+        // joined by straight lines: no curve between two values suggests
+        // latencies nobody measured (a traffic outage looked like steady
+        // latency).
+        spanGaps: false,
+        tension: 0,
       };
     });
-    new Chart(canvas, {
+    const drawn = new Chart(canvas, {
       type: "line",
       data: { labels: labels, datasets: datasets },
       options: {
@@ -70,5 +75,11 @@
       points += d.data.filter(function (v) { return v !== null; }).length;
     }
     canvas.dataset.points = String(points);
+    let segments = 0;
+    drawn.data.datasets.forEach(function (_, i) {
+      const line = drawn.getDatasetMeta(i).dataset;
+      segments += line ? line.segments.length : 0;
+    });
+    canvas.dataset.segments = String(segments);
   }
 })();

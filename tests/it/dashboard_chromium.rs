@@ -160,3 +160,70 @@ async fn latency_page_draws_charts_and_totals_in_chromium() {
     );
     println!("screenshot: {}", shot.display());
 }
+
+/// `data-segments` of every `<canvas>` in the DOM: in how many unbroken
+/// runs Chart.js drew the chart's lines.
+fn segments(dom: &str) -> Vec<(String, u64)> {
+    dom.split("<canvas")
+        .skip(1)
+        .map(|rest| {
+            let tag = &rest[..rest.find('>').unwrap()];
+            let attr = |name: &str| {
+                let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+                Some(tag[start..start + tag[start..].find('"')?].to_string())
+            };
+            let id = attr("id").unwrap_or_default();
+            let runs = attr("data-segments")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u64::MAX);
+            (id, runs)
+        })
+        .collect()
+}
+
+/// Minutes without calls are gaps in the latency charts, not a line drawn
+/// across them: calls in the first ten minutes of the hour and ten minutes
+/// half an hour later (an outage with no traffic between) draw each
+/// chart as two runs, not one (the charts spanned gaps, curved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_charts_break_where_no_calls_were_made() {
+    let mut env = ReportEnv::new("dashboard_gaps").await;
+    let now = chrono::Utc::now().timestamp();
+    let base = now - now % 60 - 3_600 + 60;
+    let calls: Vec<_> = (0..10i64)
+        .chain(40..50)
+        .map(|minute| call("outage", "m-1", base + minute * 60 + 5, 400, Some(90)))
+        .collect();
+    env.insert(&calls).await;
+    env.start_api().await;
+    let url = format!(
+        "{}/sre/latency?range=1h&bucket=1m&provider=outage",
+        env.api_url()
+    );
+    let (status, html) = env
+        .get_text("/sre/latency?range=1h&bucket=1m&provider=outage")
+        .await;
+    assert_eq!(status, 200, "{html}");
+
+    let profile = tempfile::tempdir().unwrap();
+    let dom = {
+        let profile = profile.path().to_path_buf();
+        tokio::task::spawn_blocking(move || run_chromium(&url, &profile, &["--dump-dom"]))
+            .await
+            .unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&dom.stderr);
+    assert!(dom.status.success(), "chromium failed: {stderr}");
+    let dom = String::from_utf8(dom.stdout).unwrap();
+    let found = segments(&dom);
+    assert_eq!(found.len(), 6, "{dom}");
+    for (id, runs) in &found {
+        assert_eq!(
+            *runs, 2,
+            "{id}: the line breaks at the 30 minutes without calls\nchromium stderr: {stderr}"
+        );
+    }
+    for (id, points) in canvases(&dom) {
+        assert_eq!(points, 20, "{id}");
+    }
+}
