@@ -34,6 +34,18 @@
 //   {"do": "set_cookie", "url": "...", "name": "...", "value": "..."}
 //   {"do": "cookies"}                             the page's cookies
 //   {"do": "html"}                                the DOM as serialized HTML
+//   {"do": "layout", "selector": "...", "within": "header"}
+//                                                  where the first match is
+//                                                  drawn: the viewport's and
+//                                                  the document's widths, its
+//                                                  box, the box of `within`
+//                                                  (its closest ancestor
+//                                                  matching it) and whether it
+//                                                  lies inside it, and whether
+//                                                  it is visible (shown, in the
+//                                                  viewport, on top at its
+//                                                  centre); and the element's
+//                                                  own scroll and client widths
 //   {"do": "screenshot", "path": "..."}           a full-page PNG
 // The result on stdout is {"ok": bool, "steps": [...], "error": ...}: one
 // entry per step that ran; on the first failure `ok` is false, `error`
@@ -143,6 +155,54 @@ async function gotoUntil(page, s, timeout) {
   }
 }
 
+// Where the first element matching `selector` is drawn (the `layout` step).
+async function layout(page, selector, within) {
+  return page.evaluate((sel, within) => {
+    const box = (el) => {
+      const r = el.getBoundingClientRect();
+      return { left: r.left, top: r.top, right: r.right, bottom: r.bottom, width: r.width, height: r.height };
+    };
+    const doc = document.documentElement;
+    const out = {
+      url: location.href,
+      viewport_width: doc.clientWidth,
+      scroll_width: doc.scrollWidth,
+      found: false,
+    };
+    const el = document.querySelector(sel);
+    if (!el) return out;
+    const r = box(el);
+    const style = getComputedStyle(el);
+    const cx = r.left + r.width / 2;
+    const cy = r.top + r.height / 2;
+    const inViewport = r.width > 0 && r.height > 0 && r.left >= 0 && r.right <= doc.clientWidth;
+    let onTop = false;
+    if (inViewport) {
+      el.scrollIntoView({ block: "center", inline: "nearest" });
+      const moved = el.getBoundingClientRect();
+      const hit = document.elementFromPoint(moved.left + moved.width / 2, moved.top + moved.height / 2);
+      onTop = !!hit && (hit === el || el.contains(hit));
+    }
+    Object.assign(out, {
+      found: true,
+      box: r,
+      centre: { x: cx, y: cy },
+      scroll_width_of: el.scrollWidth,
+      client_width_of: el.clientWidth,
+      visible: style.visibility === "visible" && style.display !== "none" && Number(style.opacity) > 0 && inViewport && onTop,
+    });
+    if (within) {
+      const container = el.parentElement?.closest(within);
+      out.within = container ? box(container) : null;
+      out.inside = !!container && (() => {
+        const c = container.getBoundingClientRect();
+        return r.left >= c.left && r.right <= c.right && r.top >= c.top && r.bottom <= c.bottom;
+      })();
+    }
+    return out;
+  }, selector, within);
+}
+
 async function step(page, s, timeout, seen) {
   switch (s.do) {
     case "goto": {
@@ -224,6 +284,8 @@ async function step(page, s, timeout, seen) {
       return { cookies: await page.cookies() };
     case "html":
       return { url: page.url(), html: await page.content() };
+    case "layout":
+      return layout(page, s.selector, s.within ?? null);
     case "screenshot":
       await page.screenshot({ path: s.path, fullPage: true });
       return { path: s.path };

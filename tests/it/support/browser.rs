@@ -55,6 +55,11 @@ pub enum Step {
     Cookies,
     Html,
     Screenshot(PathBuf),
+    /// Where the first element matching the selector is drawn: the
+    /// document's and the viewport's widths, its box, whether it is
+    /// visible, and whether it lies inside its closest ancestor matching
+    /// `within` (when given).
+    Layout(String, Option<String>),
 }
 
 impl Step {
@@ -99,6 +104,9 @@ impl Step {
             Self::Cookies => json!({"do": "cookies"}),
             Self::Html => json!({"do": "html"}),
             Self::Screenshot(path) => json!({"do": "screenshot", "path": path}),
+            Self::Layout(selector, within) => {
+                json!({"do": "layout", "selector": selector, "within": within})
+            }
         }
     }
 }
@@ -206,10 +214,17 @@ fn browser_dir() -> PathBuf {
 /// Run `steps` in a fresh browser (its own profile, no cookies), bounded by
 /// [`DEADLINE`].
 pub async fn run(steps: &[Step]) -> Outcome {
+    run_in(steps, (1400, 1000)).await
+}
+
+/// [`run`] in a viewport of `(width, height)` CSS pixels (a phone:
+/// `(390, 844)`).
+pub async fn run_in(steps: &[Step], (width, height): (u32, u32)) -> Outcome {
     let scenario = json!({
         "steps": steps.iter().map(Step::to_json).collect::<Vec<_>>(),
         // The driver gives up a little before this side kills it.
         "timeout_ms": (DEADLINE - Duration::from_secs(10)).as_millis() as u64,
+        "viewport": {"width": width, "height": height},
     });
     tokio::task::spawn_blocking(move || run_blocking(&scenario))
         .await
