@@ -2,7 +2,8 @@
 //! written the way that page reads them. The pages refuse parameters they
 //! do not know (a 400 naming it) and read the time window each in their
 //! own form — SRE pages a `range` preset or a custom `from` / `to` in UTC
-//! `datetime-local`, finance UTC dates with `to` exclusive, compliance
+//! `datetime-local`, finance UTC dates with `to` exclusive (the cost
+//! page's form sends `through`, the last day, instead), compliance
 //! `datetime-local` — so a link carries only what its target understands,
 //! and the window translated into the target's form.
 
@@ -170,9 +171,17 @@ fn asked(pairs: &[(String, String)]) -> Option<Asked> {
         return Some(Asked::Span(midnight(first)?, Some(midnight(next)?)));
     };
     let from = parse_any(from)?;
-    let to = match get(pairs, "to") {
-        Some(text) => Some(parse_any(text)?),
-        None => None,
+    let to = match (get(pairs, "to"), get(pairs, "through")) {
+        (Some(text), _) => Some(parse_any(text)?),
+        // The cost page's form names the period's last day (inclusive).
+        (None, Some(last)) => Some(
+            NaiveDate::parse_from_str(last.trim(), "%Y-%m-%d")
+                .ok()?
+                .succ_opt()?
+                .and_hms_opt(0, 0, 0)?
+                .and_utc(),
+        ),
+        (None, None) => None,
     };
     if to.is_some_and(|to| to <= from) {
         return None;
@@ -271,6 +280,21 @@ pub(crate) mod tests {
     /// 2026-03-15 12:30 UTC.
     pub(crate) fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, 15, 12, 30, 0).unwrap()
+    }
+
+    /// The cost page's form names the last day (`through`): links carry
+    /// the day after it as `to`, or its end as an SRE window's.
+    #[test]
+    fn the_cost_forms_last_day_is_carried_as_the_day_after() {
+        let q = pairs(&[("from", "2026-03-05"), ("through", "2026-03-05")]);
+        assert_eq!(
+            href("/finance/cost", "/finance/cost", &q, now()),
+            "/finance/cost?from=2026-03-05&to=2026-03-06"
+        );
+        assert_eq!(
+            href("/compliance/search", "/finance/cost", &q, now()),
+            "/compliance/search?from=2026-03-05T00%3A00&to=2026-03-06T00%3A00"
+        );
     }
 
     #[test]

@@ -80,8 +80,12 @@ fn count_figures(t: &CostTotals) -> Vec<Figure> {
 #[template(path = "finance_cost.html")]
 pub struct CostPage {
     pub section: Section,
+    /// The form's first and last day (the last day inclusive: `to` less
+    /// a day), as read, or as typed when they were refused.
     pub from: String,
-    pub to: String,
+    pub through: String,
+    /// The period read, in words (`None`: nothing was read).
+    pub period: Option<String>,
     pub group_by: String,
     pub filters: Vec<(String, String)>,
     pub headers: Vec<String>,
@@ -111,6 +115,9 @@ pub struct OverviewView {
     /// The period's total cost (`unpriced` when nothing is priced).
     pub total: Cost,
     pub calls: Count,
+    /// The period's unpriced calls, which the total leaves out (`None`:
+    /// none).
+    pub unpriced_note: Option<String>,
     /// The savings from cached input, `None` when unknown.
     pub savings: Option<Money>,
     pub cached_tokens: TokenCount,
@@ -194,6 +201,78 @@ fn base_pairs(q: &CostQuery) -> Vec<(String, String)> {
         pairs.push((q.filter_name(*d), v.clone()));
     }
     pairs
+}
+
+/// The period `[from, to)` as the cost page states it: its first and
+/// last day, how many UTC days, and the instants read.
+fn period_words(from: chrono::NaiveDate, to: chrono::NaiveDate) -> String {
+    let last = to.pred_opt().unwrap_or(to);
+    let days = (to - from).num_days();
+    let span = if last == from {
+        from.to_string()
+    } else {
+        format!("{from} through {last}")
+    };
+    format!(
+        "{span} · {days} UTC day{}: {from} 00:00 to {to} 00:00 UTC",
+        if days == 1 { "" } else { "s" }
+    )
+}
+
+/// The page's form names the period's last day (`through`, inclusive, as a
+/// date picker is read: From = Through is one day); the report reads `to`,
+/// the day after it (exclusive), as the API does. `through` becomes `to`
+/// before the report parameters are parsed; `to` is still read as the
+/// API reads it (every link the pages write uses it).
+fn fold_through(pairs: &[(String, String)]) -> Result<Vec<(String, String)>, InvalidParameter> {
+    let through = pairs
+        .iter()
+        .find(|(k, v)| k == "through" && !v.trim().is_empty())
+        .map(|(_, v)| v.trim().to_string());
+    let mut out: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "through")
+        .cloned()
+        .collect();
+    let Some(through) = through else {
+        return Ok(out);
+    };
+    if out.iter().any(|(k, v)| k == "to" && !v.trim().is_empty()) {
+        return Err(InvalidParameter::new(
+            "through",
+            "name the period's last day (`through`) or the day after it (`to`), not both",
+        ));
+    }
+    let shown: String = through.chars().take(40).collect();
+    let last = chrono::NaiveDate::parse_from_str(&through, "%Y-%m-%d").map_err(|_| {
+        InvalidParameter::new("through", format!("`{shown}` is not a date (YYYY-MM-DD)"))
+    })?;
+    let from = out
+        .iter()
+        .find(|(k, _)| k == "from")
+        .and_then(|(_, v)| chrono::NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d").ok());
+    if let Some(from) = from.filter(|from| last < *from) {
+        return Err(InvalidParameter::new(
+            "through",
+            format!("the last day ({last}) is before the first ({from})"),
+        ));
+    }
+    let to = last.succ_opt().ok_or_else(|| {
+        InvalidParameter::new("through", format!("`{shown}` is the last day there is"))
+    })?;
+    out.retain(|(k, _)| k != "to");
+    out.push(("to".into(), to.to_string()));
+    Ok(out)
+}
+
+/// The query of a cost page or its CSVs: `group_tag` and `through` folded
+/// into the report's parameters.
+fn page_pairs(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, InvalidParameter> {
+    fold_through(&fold_group_tag(
+        &query.map(|Query(p)| p).unwrap_or_default(),
+    ))
 }
 
 /// The page's form sends the "group by tag" input as `group_tag`; it joins
@@ -281,6 +360,7 @@ fn overview_view(q: &CostQuery, o: &CostOverview) -> OverviewView {
     OverviewView {
         total: Cost(o.total.cost),
         calls: Count(o.total.calls.into()),
+        unpriced_note: unpriced_note(o.total.unpriced_calls),
         savings: o.cache_savings.map(Money),
         cached_tokens: TokenCount(o.total.cached_input_tokens),
         forecast,
@@ -376,7 +456,8 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
     CostPage {
         section: Section::Finance,
         from: q.from.to_string(),
-        to: q.to.to_string(),
+        through: q.to.pred_opt().unwrap_or(q.to).to_string(),
+        period: Some(period_words(q.from, q.to)),
         group_by: group_by_param(q),
         filters: q
             .filters
@@ -502,21 +583,18 @@ pub async fn cost_page(
     State(state): State<DashboardState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let pairs = fold_group_tag(&query.map(|Query(p)| p).unwrap_or_default());
+    let raw = query.as_ref().map(|Query(p)| p.clone()).unwrap_or_default();
     let now = Utc::now();
     let today = now.date_naive();
-    let q = match parse_params(&pairs, today, &[]) {
+    let parsed = page_pairs(query).and_then(|pairs| parse_params(&pairs, today, &[]));
+    let q = match parsed {
         Ok((q, _)) => q,
         Err(err) => {
             let fallback = parse_params(&[], today, &[]).map(|(q, _)| q);
             return match fallback {
                 Ok(q) => render(
                     StatusCode::BAD_REQUEST,
-                    &view(
-                        &q,
-                        None,
-                        Some(format!("Invalid {}: {}", err.field, err.reason)),
-                    ),
+                    &refused_view(&q, &raw, format!("Invalid {}: {}", err.field, err.reason)),
                 ),
                 Err(_) => (StatusCode::BAD_REQUEST, err.reason).into_response(),
             };
@@ -535,15 +613,49 @@ pub async fn cost_page(
     render(status, &page)
 }
 
+/// The cost page refusing the query `raw` with `error`: no period read,
+/// the form as it was sent (`fallback` gives the rest of the page).
+fn refused_view(fallback: &CostQuery, raw: &[(String, String)], error: String) -> CostPage {
+    let mut page = view(fallback, None, Some(error));
+    let value = |name: &str| {
+        raw.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    page.period = None;
+    // No CSV or JSON of a period nobody asked for.
+    page.csv_url = String::new();
+    page.json_url = String::new();
+    page.from = value("from").unwrap_or_default();
+    // The form's last day: as sent, or the day before a `to`.
+    page.through = value("through")
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            value("to").map(|to| {
+                chrono::NaiveDate::parse_from_str(&to, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.pred_opt())
+                    .map_or(to, |d| d.to_string())
+            })
+        })
+        .unwrap_or_default();
+    // The filters sent, kept by the form.
+    page.filters = raw
+        .iter()
+        .filter(|(k, _)| CostDimension::parse(k).is_some() || k.starts_with("tag."))
+        .cloned()
+        .collect();
+    page
+}
+
 /// `GET /finance/cost/top.csv`: the page's top spenders table as CSV.
 pub async fn top_csv(
     State(state): State<DashboardState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let pairs = fold_group_tag(&query.map(|Query(p)| p).unwrap_or_default());
     let now = Utc::now();
     let today = now.date_naive();
-    let q = match parse_params(&pairs, today, &[]) {
+    let q = match page_pairs(query).and_then(|pairs| parse_params(&pairs, today, &[])) {
         Ok((q, _)) => q,
         Err(err) => {
             return (
@@ -564,8 +676,9 @@ pub async fn cost_csv(
     State(state): State<DashboardState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let pairs = fold_group_tag(&query.map(|Query(p)| p).unwrap_or_default());
-    let q = match parse_params(&pairs, Utc::now().date_naive(), &[]) {
+    let q = match page_pairs(query)
+        .and_then(|pairs| parse_params(&pairs, Utc::now().date_naive(), &[]))
+    {
         Ok((q, _)) => q,
         Err(err) => {
             return (
@@ -581,27 +694,57 @@ pub async fn cost_csv(
     }
 }
 
+/// Why a statement could not be shown: the answer's status and reason,
+/// and when the team id has calls of several orgs, those orgs (the page
+/// offers them in its org field).
+struct StatementRefusal {
+    status: StatusCode,
+    message: String,
+    orgs: Vec<String>,
+}
+
+impl From<(StatusCode, String)> for StatementRefusal {
+    fn from((status, message): (StatusCode, String)) -> Self {
+        Self {
+            status,
+            message,
+            orgs: Vec::new(),
+        }
+    }
+}
+
+/// A statement and the org it is of: the one asked for, else the only
+/// org with calls of the team that month (`None`: no org has any).
+struct StatementRead {
+    statement: statement::Statement,
+    org: Option<String>,
+}
+
 /// Read one team's statement (report + catalog).
 async fn read_statement(
     state: &DashboardState,
     parsed: Result<statement::StatementParams, InvalidParameter>,
     now: chrono::DateTime<Utc>,
-) -> Result<statement::Statement, (StatusCode, String)> {
+) -> Result<StatementRead, StatementRefusal> {
     let invalid = |e: InvalidParameter| {
-        (
+        StatementRefusal::from((
             StatusCode::BAD_REQUEST,
             format!("invalid {}: {}", e.field, e.reason),
-        )
+        ))
     };
     let statement::StatementParams { team, month, org } = parsed.map_err(invalid)?;
     let query = statement::statement_query(&team, &month, org.as_deref()).map_err(invalid)?;
+    let mut read_org = org.clone();
     if org.is_none() {
         let orgs = state
             .read_models
             .statement_orgs(&team, &month)
             .await
             .map_err(|e| (status_of(&e), e.to_string()))?;
-        statement::one_org(&team, &month, None, &orgs).map_err(invalid)?;
+        if let Err(e) = statement::one_org(&team, &month, None, &orgs) {
+            return Err(StatementRefusal { orgs, ..invalid(e) });
+        }
+        read_org = orgs.into_iter().next();
     }
     let report = state
         .read_models
@@ -617,17 +760,77 @@ async fn read_statement(
         .await
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?
         .unwrap_or_default();
-    Ok(statement::assemble(
-        &team, &month, &report, &repricing, &catalog, now,
-    ))
+    Ok(StatementRead {
+        statement: statement::assemble(&team, &month, &report, &repricing, &catalog, now),
+        org: read_org,
+    })
 }
 
-/// A statement line (or the total): price version and unit prices,
-/// counts, savings and repricing, then the cost apart.
+/// A statement line (or the total): its provider, model and price
+/// version, its unit prices, then its counts, savings and repricing, and
+/// the cost apart. The page shows the unit prices in a table of their own
+/// (the lines' table fits a desktop's width); the CSV has them on the
+/// line.
 pub struct StatementRow {
+    pub key: Vec<Figure>,
+    pub prices: Vec<Figure>,
     pub cells: Vec<Figure>,
     pub cost: Cost,
     pub unpriced: bool,
+}
+
+/// How the statement form asks for the org, by the orgs its reader sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrgField {
+    /// A reader of every org: a text field (empty: the team's only org),
+    /// suggesting `suggested` (the orgs a team id has calls of).
+    Any { suggested: Vec<String> },
+    /// A reader of some orgs: one of them.
+    Choose(Vec<(String, bool)>),
+    /// A reader of one org: it, shown and kept.
+    Fixed,
+}
+
+impl OrgField {
+    /// The field for `identity` with `org` asked for (empty: none).
+    fn of(identity: &Identity, org: &str) -> Self {
+        match identity.org_scope(tollgate_access::COST_READERS) {
+            Some(tollgate_access::OrgScope::Only(orgs)) if orgs.len() > 1 => Self::Choose(
+                orgs.into_iter()
+                    .map(|o| {
+                        let on = o == org;
+                        (o, on)
+                    })
+                    .collect(),
+            ),
+            Some(tollgate_access::OrgScope::Only(_)) => Self::Fixed,
+            _ => Self::Any {
+                suggested: Vec::new(),
+            },
+        }
+    }
+
+    fn is_any(&self) -> bool {
+        matches!(self, Self::Any { .. })
+    }
+
+    fn suggested(&self) -> &[String] {
+        match self {
+            Self::Any { suggested } => suggested,
+            _ => &[],
+        }
+    }
+
+    fn choices(&self) -> &[(String, bool)] {
+        match self {
+            Self::Choose(choices) => choices,
+            _ => &[],
+        }
+    }
+
+    fn is_fixed(&self) -> bool {
+        matches!(self, Self::Fixed)
+    }
 }
 
 #[derive(Template)]
@@ -638,12 +841,21 @@ pub struct StatementPage {
     pub month: String,
     /// The org asked for (kept by the form and the links), or empty.
     pub org: String,
+    /// How the form asks for the org.
+    pub org_field: OrgField,
+    /// The org the statement is of (asked for, or the team's only org
+    /// that month), or empty.
+    pub read_org: String,
     /// The cost page of the statement's team and month.
     pub cost_url: String,
     pub rows: Vec<StatementRow>,
     pub total: Option<StatementRow>,
     pub savings: Option<Money>,
     pub forecast: Option<Money>,
+    /// Unpriced calls of the month, not in the total (`None`: none).
+    pub unpriced_note: Option<String>,
+    /// Said instead of a statement when the team has no call that month.
+    pub no_calls: Option<String>,
     pub csv_url: String,
     pub error: Option<String>,
 }
@@ -664,29 +876,49 @@ impl StatementPage {
             team: team.to_string(),
             month: month.to_string(),
             org: org.to_string(),
+            org_field: OrgField::Any {
+                suggested: Vec::new(),
+            },
+            read_org: org.to_string(),
             cost_url: carry::href("/finance/cost", "/finance/statement", &pairs, Utc::now()),
             rows: Vec::new(),
             total: None,
             savings: None,
             forecast: None,
+            unpriced_note: None,
+            no_calls: None,
             csv_url: format!("/finance/statement.csv?{}", query_string(&pairs)),
             error: None,
         }
     }
 }
 
+/// "· 1 unpriced call not in the total" for `unpriced` of `calls` calls
+/// (`None` when every call is priced).
+fn unpriced_note(unpriced: i64) -> Option<String> {
+    (unpriced > 0).then(|| {
+        format!(
+            "{} unpriced call{} not in the total",
+            Count(unpriced.into()).text(),
+            if unpriced == 1 { "" } else { "s" }
+        )
+    })
+}
+
 /// `page` showing statement `s`: the columns of its table (the CSV,
 /// `statement::table`), each value formatted for reading with the CSV's
 /// exact value on hover.
 fn statement_view(mut page: StatementPage, s: &statement::Statement) -> StatementPage {
-    let row = |head: [Figure; 11],
+    let row = |key: [Figure; 3],
+               prices: Vec<Figure>,
                totals: &CostTotals,
                savings: Option<rust_decimal::Decimal>,
                repricing: Option<rust_decimal::Decimal>| {
-        let mut cells: Vec<Figure> = head.into();
-        cells.extend(count_figures(totals));
+        let mut cells = count_figures(totals);
         cells.extend([Figure::money(savings), Figure::money(repricing)]);
         StatementRow {
+            key: key.into(),
+            prices,
             cells,
             cost: Cost(totals.cost),
             unpriced: totals.cost.is_none(),
@@ -708,6 +940,8 @@ fn statement_view(mut page: StatementPage, s: &statement::Statement) -> Statemen
                     l.provider.as_str().into(),
                     l.model.as_str().into(),
                     l.price_version.to_string().into(),
+                ],
+                vec![
                     price(|p| Some(p.input_per_token)),
                     price(|p| p.cache_read_per_token),
                     price(|p| p.cache_write_per_token),
@@ -723,22 +957,40 @@ fn statement_view(mut page: StatementPage, s: &statement::Statement) -> Statemen
             )
         })
         .collect();
-    let mut head: [Figure; 11] = std::array::from_fn(|_| Figure::Blank);
-    head[0] = "total".into();
     page.total = Some(row(
-        head,
+        ["total".into(), Figure::Blank, Figure::Blank],
+        Vec::new(),
         &s.total,
         Some(s.cache_savings),
         Some(s.repricing),
     ));
     page.savings = Some(Money(s.cache_savings));
     page.forecast = s.forecast.map(Money);
+    page.unpriced_note = unpriced_note(s.total.unpriced_calls);
+    if s.total.calls == 0 {
+        page.no_calls = Some(format!(
+            "No calls for team {} in {} in {}: nothing to bill. Check the team id{}.",
+            s.team,
+            if page.read_org.is_empty() {
+                "any org".to_string()
+            } else {
+                format!("org {}", page.read_org)
+            },
+            s.month,
+            if page.read_org.is_empty() || page.org_field.is_fixed() {
+                " and the month"
+            } else {
+                ", the org and the month"
+            }
+        ));
+    }
     page
 }
 
-/// `GET /finance/statement?team=&month=YYYY-MM`
+/// `GET /finance/statement?team=&month=YYYY-MM[&org=]`
 pub async fn statement_page(
     State(state): State<DashboardState>,
+    identity: Identity,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     let pairs = query.map(|Query(p)| p).unwrap_or_default();
@@ -759,15 +1011,36 @@ pub async fn statement_page(
         .map(|(_, v)| v.as_str())
         .unwrap_or_default();
     let mut page = StatementPage::empty(&team, &month, org);
+    page.org_field = OrgField::of(&identity, org);
     if team.is_empty() && parsed.is_ok() {
         page.error = Some("Choose a team.".into());
         return render(StatusCode::OK, &page);
     }
     match read_statement(&state, parsed.map(|(request, _)| request), now).await {
-        Ok(s) => render(StatusCode::OK, &statement_view(page, &s)),
-        Err((status, message)) => {
-            page.error = Some(message);
-            render(status, &page)
+        Ok(read) => {
+            page.read_org = read.org.unwrap_or_default();
+            render(StatusCode::OK, &statement_view(page, &read.statement))
+        }
+        Err(refusal) => {
+            if !refusal.orgs.is_empty() && page.org_field.is_any() {
+                // The page's own words: it has an org field.
+                page.error = Some(format!(
+                    "Team {team} has calls of {} orgs in {month} ({}{}): choose one in the Org field.",
+                    if refusal.orgs.len() > 10 {
+                        "more than 10".to_string()
+                    } else {
+                        refusal.orgs.len().to_string()
+                    },
+                    refusal.orgs.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+                    if refusal.orgs.len() > 10 { ", ..." } else { "" },
+                ));
+                page.org_field = OrgField::Any {
+                    suggested: refusal.orgs,
+                };
+            } else {
+                page.error = Some(refusal.message);
+            }
+            render(refusal.status, &page)
         }
     }
 }
@@ -782,8 +1055,8 @@ pub async fn statement_csv(
     let today = now.date_naive();
     let parsed = statement::parse_params(&pairs, today, &[]).map(|(request, _)| request);
     match read_statement(&state, parsed, now).await {
-        Ok(s) => csv_download(&statement::table(&s), "statement.csv"),
-        Err((status, message)) => (status, format!("{message}\n")).into_response(),
+        Ok(read) => csv_download(&statement::table(&read.statement), "statement.csv"),
+        Err(refusal) => (refusal.status, format!("{}\n", refusal.message)).into_response(),
     }
 }
 
@@ -1120,6 +1393,159 @@ mod tests {
         list.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// The form's From = Through is one day: `through` is the last day,
+    /// read as `to` the day after (the API's exclusive end); the header
+    /// states the day and the instants read.
+    #[test]
+    fn a_single_day_picked_in_the_form_is_one_day() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 9).unwrap();
+        let folded =
+            fold_through(&pairs(&[("from", "2026-12-05"), ("through", "2026-12-05")])).unwrap();
+        assert_eq!(
+            folded,
+            pairs(&[("from", "2026-12-05"), ("to", "2026-12-06")])
+        );
+        let (q, _) = parse_params(&folded, today, &[]).unwrap();
+        let page = view(&q, None, None);
+        assert_eq!(
+            (page.from.as_str(), page.through.as_str()),
+            ("2026-12-05", "2026-12-05")
+        );
+        let html = page.render().unwrap();
+        assert!(
+            html.contains(
+                "id=\"cost-period\">2026-12-05 · 1 UTC day: 2026-12-05 00:00 to 2026-12-06 00:00 UTC"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("name=\"through\" value=\"2026-12-05\""),
+            "{html}"
+        );
+        // A link's `to` is still the API's exclusive end.
+        assert_eq!(
+            fold_through(&pairs(&[("from", "2026-12-01"), ("to", "2026-12-06")])).unwrap(),
+            pairs(&[("from", "2026-12-01"), ("to", "2026-12-06")])
+        );
+        assert_eq!(
+            period_words(q.from, NaiveDate::from_ymd_opt(2026, 12, 8).unwrap()),
+            "2026-12-05 through 2026-12-07 · 3 UTC days: 2026-12-05 00:00 to 2026-12-08 00:00 UTC"
+        );
+    }
+
+    #[test]
+    fn a_last_day_before_the_first_or_beside_to_is_refused_by_name() {
+        let err =
+            fold_through(&pairs(&[("from", "2026-12-05"), ("through", "2026-12-04")])).unwrap_err();
+        assert_eq!(err.field, "through");
+        assert!(err.reason.contains("before the first"), "{}", err.reason);
+        let err =
+            fold_through(&pairs(&[("to", "2026-12-05"), ("through", "2026-12-04")])).unwrap_err();
+        assert_eq!(err.field, "through");
+        assert_eq!(
+            fold_through(&pairs(&[("through", "5.12.2026")]))
+                .unwrap_err()
+                .field,
+            "through"
+        );
+    }
+
+    /// A refused query reads nothing: the header does not name the default
+    /// period beside the error, and the form keeps what was sent.
+    #[test]
+    fn a_refused_period_is_not_shown_as_the_default_one() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 9).unwrap();
+        let (fallback, _) = parse_params(&[], today, &[]).unwrap();
+        let raw = pairs(&[
+            ("from", "2026-12-07"),
+            ("through", "2026-12-05"),
+            ("team", "search"),
+        ]);
+        let html = refused_view(&fallback, &raw, "Invalid through: …".into())
+            .render()
+            .unwrap();
+        assert!(!html.contains("2026-12-01"), "the default period: {html}");
+        assert!(html.contains("Nothing read"), "{html}");
+        assert!(
+            html.contains("name=\"from\" value=\"2026-12-07\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("name=\"through\" value=\"2026-12-05\""),
+            "{html}"
+        );
+        assert!(html.contains("name=\"team\" value=\"search\""), "{html}");
+    }
+
+    /// The total card says how many calls its total leaves out.
+    #[test]
+    fn the_total_card_names_the_unpriced_calls() {
+        let q = samples::cost_query();
+        let mut o = samples::overview();
+        o.total.calls = 5;
+        o.total.unpriced_calls = 1;
+        let mut page = view(&q, None, None);
+        page.overview = Some(overview_view(&q, &o));
+        let html = page.render().unwrap();
+        assert!(
+            html.contains("5 calls · <strong class=\"unpriced-note\" id=\"overview-unpriced\">1 unpriced call not in the total</strong>"),
+            "{html}"
+        );
+        o.total.unpriced_calls = 0;
+        page.overview = Some(overview_view(&q, &o));
+        assert!(!page.render().unwrap().contains("overview-unpriced"));
+    }
+
+    /// A team without calls that month: a notice naming team, org and
+    /// month instead of a $0.00 statement.
+    #[test]
+    fn a_statement_without_calls_says_so() {
+        let mut s = samples::statement();
+        s.lines.clear();
+        s.total = CostTotals::default();
+        let mut page = StatementPage::empty("team-x", "2026-03", "acme");
+        page.org_field = OrgField::Fixed;
+        let html = statement_view(page, &s).render().unwrap();
+        assert!(
+            html.contains("No calls for team team-search in org acme in 2026-03"),
+            "{html}"
+        );
+        assert!(!html.contains("statement-table"), "{html}");
+        let page = StatementPage::empty("team-x", "2026-03", "");
+        let html = statement_view(page, &s).render().unwrap();
+        assert!(html.contains("in any org in 2026-03"), "{html}");
+    }
+
+    /// The org field: free text for a reader of every org (suggesting the
+    /// orgs a team id is ambiguous between), a choice among a reader's
+    /// orgs, and for a reader of one org none to fill (it is kept).
+    #[test]
+    fn the_statement_form_asks_for_the_org_its_reader_may_name() {
+        let mut page = StatementPage::empty("shared", "2026-03", "");
+        page.org_field = OrgField::Any {
+            suggested: vec!["acme".into(), "globex".into()],
+        };
+        let html = page.render().unwrap();
+        assert!(html.contains("<input type=\"text\" name=\"org\""), "{html}");
+        assert!(html.contains("<option value=\"globex\">"), "{html}");
+        let mut page = StatementPage::empty("shared", "2026-03", "globex");
+        page.org_field = OrgField::Choose(vec![("acme".into(), false), ("globex".into(), true)]);
+        let html = page.render().unwrap();
+        assert!(html.contains("<select name=\"org\""), "{html}");
+        assert!(
+            html.contains("<option value=\"globex\" selected>"),
+            "{html}"
+        );
+        let mut page = StatementPage::empty("shared", "2026-03", "acme");
+        page.org_field = OrgField::Fixed;
+        let html = page.render().unwrap();
+        assert!(
+            html.contains("<input type=\"hidden\" name=\"org\" value=\"acme\">"),
+            "{html}"
+        );
+        assert!(!html.contains("<label>Org"), "{html}");
     }
 
     #[test]

@@ -1013,3 +1013,152 @@ async fn amounts_and_times_read_as_people_read_them_in_chromium() {
     assert!(table.contains("<time"), "{table}");
     assert!(!table.contains(" UTC</time>"), "{table}");
 }
+
+/// The `layout` step results of `outcome`, in order.
+fn layouts(outcome: &support::browser::Outcome) -> Vec<serde_json::Value> {
+    outcome.all("layout").into_iter().cloned().collect()
+}
+
+/// The finance pages on a phone (390 × 844) and the statement on a
+/// laptop (1366 × 768), in Chromium: on a phone no page is wider than the
+/// screen, Sign out is drawn inside the dark header and visible, a
+/// budget's subject, spent, limit and state are on screen, a burn-down
+/// date is one line; the statement's lines fit a 1366 px screen without
+/// scrolling; the total card names the unpriced call the total leaves
+/// out; a day picked as From and Through in the cost form is that day; a
+/// team without calls gets a notice, not a $0.00 statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finance_pages_fit_a_phone_and_say_what_they_read() {
+    use support::browser::{run_in, Step};
+    let mut env = TestEnv::new("finance_phone").await;
+    import_burn_price(&env);
+    tollgate_ok(
+        &env,
+        &[
+            "budgets", "set", "--kind", "team", "--id", "team-p", "--limit", "30",
+        ],
+    );
+    let now = Utc::now();
+    let mut unpriced = event("team-p", "unknown-model", 1_000, 100);
+    unpriced.occurred_at = now;
+    let events = [
+        burn_call("team-p", now, 4_000),
+        burn_call("team-p", now, 1_000),
+        unpriced,
+    ];
+    let messages: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|e| (e.team_id.clone(), serde_json::to_vec(e).unwrap()))
+        .collect();
+    support::kafka::produce_all(&env.events_topic, &messages).await;
+    env.spawn("process", &["process"]);
+    let sql = "SELECT sum(calls) FROM {db}.cost_daily";
+    assert_eq!(env.wait_for_count(sql, 3, Duration::from_secs(60)).await, 3);
+    env.start_api().await;
+    let api = env.api_url();
+    let statuses: serde_json::Value = json_at(format!("{api}/api/v1/finance/budgets")).await;
+    let budget = statuses[0]["id"].as_i64().unwrap();
+    let today = now.date_naive();
+    let month = now.format("%Y-%m").to_string();
+
+    // A phone.
+    let pages = [
+        "/finance/cost".to_string(),
+        format!("/finance/statement?team=team-p&month={month}"),
+        "/finance/budgets".to_string(),
+        format!("/finance/budgets/{budget}"),
+    ];
+    let mut steps = Vec::new();
+    for page in &pages {
+        steps.push(Step::Goto(format!("{api}{page}")));
+        steps.push(Step::Layout(
+            ".sign-out button".into(),
+            Some("header".into()),
+        ));
+    }
+    steps.push(Step::Goto(format!("{api}/finance/budgets")));
+    for label in ["subject", "spent", "limit", "state"] {
+        steps.push(Step::Layout(
+            format!("#budgets-table tbody tr td[data-label={label}]"),
+            None,
+        ));
+    }
+    steps.push(Step::Goto(format!("{api}/finance/budgets/{budget}")));
+    steps.push(Step::Layout("#burndown-table tbody tr td".into(), None));
+    steps.push(Step::Layout(
+        "#burndown-table tbody tr td:nth-child(3)".into(),
+        None,
+    ));
+    let phone = run_in(&steps, (390, 844)).await.expect_ok();
+    let found = layouts(&phone);
+    for (page, at) in pages.iter().zip(&found) {
+        assert_eq!(at["found"], true, "{page}: no Sign out: {at}");
+        assert!(
+            at["scroll_width"].as_f64() <= at["viewport_width"].as_f64(),
+            "{page} is wider than a phone: {at}"
+        );
+        assert_eq!(
+            at["inside"], true,
+            "{page}: Sign out outside the header: {at}"
+        );
+        assert_eq!(at["visible"], true, "{page}: Sign out not visible: {at}");
+    }
+    for at in &found[pages.len()..pages.len() + 4] {
+        assert_eq!(at["visible"], true, "a budget's column is off screen: {at}");
+    }
+    // A date of the burn-down is one line, as high as an amount's cell.
+    let (date, amount) = (&found[pages.len() + 4], &found[pages.len() + 5]);
+    assert!(
+        date["box"]["height"].as_f64().unwrap() <= amount["box"]["height"].as_f64().unwrap() + 1.0,
+        "a burn-down date wraps: {date} against {amount}"
+    );
+
+    // A laptop: the statement's lines fit; one day picked in the form;
+    // the unpriced call named; a team without calls.
+    let tomorrow = today.succ_opt().unwrap();
+    let day_total: serde_json::Value = json_at(format!(
+        "{api}/api/v1/reports/cost/overview?from={today}&to={tomorrow}"
+    ))
+    .await;
+    let steps = vec![
+        Step::Goto(format!("{api}/finance/statement?team=team-p&month={month}")),
+        Step::Layout(".table-scroll:has(#statement-table)".into(), None),
+        Step::ExpectText("1 unpriced call not in the total".into()),
+        Step::Goto(format!("{api}/finance/cost")),
+        Step::ExpectText("3 calls · 1 unpriced call not in the total".into()),
+        Step::SetValue("input[name=from]".into(), today.to_string()),
+        Step::SetValue("input[name=through]".into(), today.to_string()),
+        Step::Click("form.filters button[type=submit]".into(), true),
+        Step::Location,
+        Step::Read("#cost-period".into()),
+        Step::Read("#overview-total .money".into()),
+        Step::Goto(format!(
+            "{api}/finance/statement?team=team-none&month={month}"
+        )),
+        Step::Location,
+        Step::ExpectText(format!("No calls for team team-none in any org in {month}")),
+    ];
+    let laptop = run_in(&steps, (1366, 768)).await.expect_ok();
+    let table = &layouts(&laptop)[0];
+    assert!(
+        table["scroll_width_of"].as_f64() <= table["client_width_of"].as_f64(),
+        "the statement's lines need scrolling at 1366 px: {table}"
+    );
+    let locations = laptop.all("location");
+    assert_eq!(locations[0]["status"], 200, "{:?}", locations[0]);
+    let reads = laptop.all("read");
+    let period = reads[0]["text"].as_str().unwrap();
+    assert!(
+        period.starts_with(&format!(
+            "{today} · 1 UTC day: {today} 00:00 to {tomorrow} 00:00 UTC"
+        )),
+        "{period}"
+    );
+    assert_eq!(
+        d(reads[1]["attributes"]["title"].as_str().unwrap_or_default()),
+        d(day_total["total"]["cost"].as_str().unwrap()),
+        "{:?}",
+        reads[1]
+    );
+    assert_eq!(locations[1]["status"], 200, "{:?}", locations[1]);
+}
