@@ -64,6 +64,7 @@ mod rate_limit_admin;
 mod retention;
 mod rowbinary;
 mod sign_in;
+mod sre_layout_chromium;
 mod sre_loop;
 mod sso;
 mod view_repair;
