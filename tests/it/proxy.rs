@@ -742,6 +742,8 @@ import json, os, openai, anthropic
 S = os.environ["SCENARIO"]
 c = openai.OpenAI(base_url=os.environ["BASE"] + "/v1", api_key=os.environ["KEY"], max_retries=0, timeout=20)
 a = anthropic.Anthropic(base_url=os.environ["BASE"], api_key=os.environ["KEY"], max_retries=0, timeout=20)
+# The SDK as people run it: retrying twice unless told not to.
+retrying = openai.OpenAI(base_url=os.environ["BASE"] + "/v1", api_key=os.environ["KEY"], timeout=20)
 M = [{"role": "user", "content": "hello there"}]
 def attempt(fn):
     try:
@@ -764,6 +766,8 @@ out = {
   "r500": attempt(lambda: c.chat.completions.create(model="gpt-4o-mini", messages=M, extra_headers=h("500", "500", 1))),
   "timeout": attempt(lambda: c.chat.completions.create(model="gpt-4o-mini", messages=M, extra_headers=h("timeout", "timeout"))),
   "disconnect": attempt(lambda: stream_all(h("disconnect", "disconnect"))),
+  "dropped": attempt(lambda: retrying.chat.completions.create(model="gpt-4o-mini", messages=M, extra_headers=h("dropped", "disconnect"))),
+  "garbled": attempt(lambda: stream_all(h("garbled", "malformed"))),
   "r400": attempt(lambda: c.chat.completions.create(model="gpt-4o-mini", messages=M, extra_headers=h("400", "400"))),
   "a429": attempt(lambda: a.messages.create(model="claude-x", max_tokens=4, messages=M, extra_headers=h("a429", "429"))),
   "a529": attempt(lambda: a.messages.create(model="claude-x", max_tokens=4, messages=M, extra_headers=h("a529", "529", 1))),
@@ -795,6 +799,12 @@ async fn upstream_errors_keep_the_provider_shape_and_retries_happen_only_before_
     assert_eq!(out["r500"]["ok"], true, "{out}");
     assert_eq!(out["timeout"]["status"], 504, "{out}");
     assert!(out["disconnect"]["exception"].is_string(), "{out}");
+    // A connection dropped before the answer: not retried by the proxy
+    // (the provider may be billing it), and the SDK is told not to either.
+    assert_eq!(out["dropped"]["status"], 502, "{out}");
+    // The SDK raises on the chunk it cannot parse and hangs up: the
+    // provider's fault, recorded as such below, not a cancellation.
+    assert!(out["garbled"]["exception"].is_string(), "{out}");
     assert_eq!(out["r400"]["status"], 400);
     assert_eq!(out["r400"]["class"], "BadRequestError");
     assert_eq!(out["a429"]["class"], "RateLimitError");
@@ -811,6 +821,8 @@ async fn upstream_errors_keep_the_provider_shape_and_retries_happen_only_before_
         ("500", 2),
         ("timeout", 1),
         ("disconnect", 1),
+        ("dropped", 1),
+        ("garbled", 1),
         ("400", 1),
         ("a429", 3),
         ("a529", 2),
@@ -828,7 +840,7 @@ async fn upstream_errors_keep_the_provider_shape_and_retries_happen_only_before_
     }
 
     // One event per attempt, in call order.
-    let events = proxy.events(13);
+    let events = proxy.events(15);
     let summary: Vec<(String, u64, u64, String)> = events
         .iter()
         .map(|e| {
@@ -851,6 +863,8 @@ async fn upstream_errors_keep_the_provider_shape_and_retries_happen_only_before_
             s("success", 200, 2, ""),
             s("timeout", 0, 1, "timeout"),
             s("error", 200, 1, "upstream_disconnected"),
+            s("error", 0, 1, "upstream_error"),
+            s("error", 200, 1, "malformed_response"),
             s("error", 400, 1, "invalid_request_error"),
             s("rate_limited", 429, 1, "rate_limit_error"),
             s("rate_limited", 429, 2, "rate_limit_error"),
@@ -1906,6 +1920,39 @@ async fn concurrent_calls_cannot_overrun_a_hard_budget() {
     proxy.run_proxy().await;
     let key = proxy.key("acme", "race", "racer", None);
 
+    // A model without a price cannot be held to the team's hard budget:
+    // refused, not admitted for free; a team without a budget may call it.
+    let unpriced = json!({"model": "mock-unpriced", "max_tokens": 8,
+                          "messages": [{"role": "user", "content": "free?"}]});
+    let url = format!("{}/v1/chat/completions", proxy.url());
+    let http = reqwest::Client::new();
+    let refused = http
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&unpriced)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.headers()["x-should-retry"], "false");
+    let answer: Value = refused.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "unpriced_model", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the model mock-unpriced of mockai has no price")
+            && message.contains("hard budget of team race"),
+        "{message}"
+    );
+    let free = proxy.key("acme", "no-budget", "racer", None);
+    let served = http
+        .post(&url)
+        .bearer_auth(&free)
+        .json(&unpriced)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200, "{}", served.text().await.unwrap());
+
     // 32 clients call until two seconds after the first refusal.
     let body = json!({"model": "mock-race", "max_tokens": 100,
                       "messages": [{"role": "user", "content": "race to the limit"}]});
@@ -1946,6 +1993,10 @@ async fn concurrent_calls_cannot_overrun_a_hard_budget() {
                     .headers()
                     .get("x-should-retry")
                     .map(|v| v.to_str().unwrap().to_string());
+                let call_id = response
+                    .headers()
+                    .get("x-tollgate-call-id")
+                    .map(|v| v.to_str().unwrap().to_string());
                 let answer: Value = response.json().await.unwrap();
                 let ended = Instant::now();
                 let usage = match status {
@@ -1956,6 +2007,13 @@ async fn concurrent_calls_cannot_overrun_a_hard_budget() {
                     429 => {
                         assert_eq!(answer["error"]["code"], "budget_exceeded", "{answer}");
                         assert_eq!(should_retry.as_deref(), Some("false"), "{answer}");
+                        // A refusal names its call, as every answer does.
+                        assert!(
+                            call_id
+                                .as_deref()
+                                .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()),
+                            "{call_id:?}"
+                        );
                         let message = answer["error"]["message"].as_str().unwrap();
                         assert!(
                             message.contains("daily budget of 0.5 USD for team race"),
@@ -2005,9 +2063,10 @@ async fn concurrent_calls_cannot_overrun_a_hard_budget() {
             .await,
         admitted.len() as u64
     );
+    // (and the unpriced model's refusal before the race)
     assert_eq!(
         proxy.metric("tollgate_proxy_budget_refusals_total").await,
-        refused as u64
+        refused as u64 + 1
     );
     let deadline = Instant::now() + crate::support::PATIENCE;
     while proxy

@@ -343,6 +343,19 @@ impl BudgetLedger {
         }))
     }
 
+    /// The first of `subjects` with a hard budget this proxy enforces, if
+    /// any (the budget an unpriced call could not be held to).
+    pub fn hard_budget_of<'a>(&self, subjects: &'a [String]) -> Option<&'a str> {
+        if !self.is_active() {
+            return None;
+        }
+        let books = self.books();
+        subjects
+            .iter()
+            .find(|s| books.subjects.get(*s).is_some_and(|b| b.state.is_some()))
+            .map(String::as_str)
+    }
+
     /// The reserved and charged amounts of `subject` (for tests and metrics).
     pub fn outstanding(&self, subject: &str) -> (Decimal, Decimal) {
         let books = self.books();

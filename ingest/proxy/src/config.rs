@@ -150,6 +150,11 @@ pub struct BudgetConfig {
     /// Output tokens assumed for a call that sets no maximum (then the
     /// reservation is an estimate, not a bound).
     pub default_max_tokens: u64,
+    /// Whether a model the price catalog has no price for is refused under
+    /// a hard budget (the default: its cost cannot be bounded, nor counted
+    /// against the budget, so it would spend past the limit unseen), or
+    /// admitted without a reservation (`false`).
+    pub refuse_unpriced: bool,
 }
 
 impl Default for BudgetConfig {
@@ -157,6 +162,7 @@ impl Default for BudgetConfig {
         Self {
             share: None,
             default_max_tokens: 4096,
+            refuse_unpriced: true,
         }
     }
 }

@@ -60,15 +60,19 @@ pub fn token_bound(
     if embeddings {
         return TokenBound { input, output: 0 };
     }
-    let max = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|f| request.get(*f).and_then(count))
-        .unwrap_or(default_max_tokens);
+    let max = asked_max_output(request).unwrap_or(default_max_tokens);
     let choices = request.get("n").and_then(count).unwrap_or(1).clamp(1, 128);
     TokenBound {
         input,
         output: max.saturating_mul(choices),
     }
+}
+
+/// The maximum output a request asks for, if it sets one.
+pub fn asked_max_output(request: &Value) -> Option<u64> {
+    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|f| request.get(*f).and_then(count))
 }
 
 /// A count as a client may spell it: an integer, or (read as the provider

@@ -42,16 +42,20 @@ use tollgate_contract::{Outcome, Recovery, Strategy};
 /// Error bodies read from upstream are cut at this size.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
-/// Client headers never sent upstream: hop-by-hop, our own credentials and
-/// settings, encodings the observer could not read, and the account the
+/// Client headers never sent upstream: hop-by-hop, credentials (ours, in
+/// any header a provider's SDK puts one: Azure OpenAI's `api-key` and
+/// Gemini's `x-goog-api-key` too, which a trial's client sent beside its
+/// `authorization` with its Tollgate key in it) and our settings, encodings the observer could not read, and the account the
 /// provider bills: with `OpenAI-Organization` or `OpenAI-Project` a client
 /// would pick which of the operator's organizations or projects its calls
 /// are charged to (a trial's reached the provider beside the operator's
 /// key).
-const DROPPED_REQUEST_HEADERS: [&str; 17] = [
+const DROPPED_REQUEST_HEADERS: [&str; 19] = [
     "host",
     "authorization",
     "x-api-key",
+    "api-key",
+    "x-goog-api-key",
     "content-length",
     "connection",
     "keep-alive",
@@ -473,7 +477,7 @@ async fn forward(
     let mut sequence = 0u16;
     let mut first_failure: Option<(SignatureId, String, String)> = None;
     let mut previous_end: Option<Instant> = None;
-    let mut final_failure: Option<(Failure, String, bool)> = None;
+    let mut final_failure: Option<(Failure, String, bool, bool)> = None;
     while let Some(upstream) = state.upstreams.get(&current.provider) {
         let credential = state.credentials.get(&upstream.name);
         let mut headers = upstream_headers(client_headers, credential.as_deref(), dialect);
@@ -689,8 +693,11 @@ async fn forward(
             // not now, nor after another provider's fallback fails.
             remaining.retain(|r| r.provider != current.provider);
         }
-        let timed_out = matches!(failure, Failure::NoAnswer { timeout: true, .. });
-        final_failure = Some((failure, record.call_id.clone(), retryable || timed_out));
+        // No answer that the proxy did not retry (a timeout, a connection
+        // dropped after the request went out): the provider may be
+        // billing it, so the client's SDK must not send it again either.
+        let maybe_billed = matches!(failure, Failure::NoAnswer { .. }) && !retryable;
+        final_failure = Some((failure, record.call_id.clone(), retryable, maybe_billed));
         let wait = backoff(attempt, base, max_backoff, server_wait);
         let next = if falls_back && !client_gone.is_cancelled() {
             let mut options: Vec<(Route, bool)> = Vec::with_capacity(remaining.len() + 1);
@@ -754,11 +761,10 @@ async fn forward(
         previous_end = Some(ended);
     }
     match final_failure {
-        Some((failure, call_id, worth_retrying)) => {
-            // A timeout is final at once (the provider may be billing it);
-            // a retryable failure once the proxy has retried it.
-            let timed_out = matches!(failure, Failure::NoAnswer { timeout: true, .. });
-            let final_answer = timed_out || (worth_retrying && sequence > 1);
+        Some((failure, call_id, retryable, maybe_billed)) => {
+            // A request that may be billed is final at once; a retryable
+            // failure once the proxy has retried it.
+            let final_answer = maybe_billed || (retryable && sequence > 1);
             failure.into_response(dialect, &call_id, final_answer)
         }
         None => ProxyError::unavailable("no configured provider could take the call")
@@ -960,7 +966,11 @@ fn relay(
             }
         }
         drop(tx);
-        if outcome == Outcome::Success {
+        // A client that left after the provider's answer went bad (an SDK
+        // raises on a chunk it cannot parse, or on an error event, and
+        // hangs up) did not cancel a good call: the provider failed it.
+        let provider_failed = observer.error.is_some() || observer.malformed;
+        if outcome == Outcome::Success || (outcome == Outcome::Cancelled && provider_failed) {
             if let Some(err) = observer.error.take() {
                 outcome = Outcome::Error;
                 record.error = Some(err);
@@ -1040,6 +1050,8 @@ mod tests {
         client.insert("x-trace", HeaderValue::from_static("1"));
         client.insert("openai-organization", HeaderValue::from_static("org-other"));
         client.insert("openai-project", HeaderValue::from_static("proj_other"));
+        client.insert("api-key", HeaderValue::from_static("tg_client"));
+        client.insert("x-goog-api-key", HeaderValue::from_static("tg_client"));
         let credential = SecretString::from("sk-provider");
         let openai = upstream_headers(&client, Some(&credential), Dialect::OpenAi);
         let auth = openai.get("authorization").unwrap();
@@ -1050,6 +1062,8 @@ mod tests {
         // The client does not choose the account the provider bills.
         assert!(openai.get("openai-organization").is_none());
         assert!(openai.get("openai-project").is_none());
+        // Nor does the client's key go upstream in another SDK's header.
+        assert!(!format!("{openai:?}").contains("tg_client"));
         let anthropic = upstream_headers(&client, Some(&credential), Dialect::Anthropic);
         assert_eq!(anthropic.get("x-api-key").unwrap(), "sk-provider");
         assert!(anthropic.get("authorization").is_none());

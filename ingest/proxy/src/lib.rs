@@ -842,10 +842,21 @@ async fn handle_call(
         endpoint == Endpoint::Embeddings,
         state.config.budgets.default_max_tokens,
     );
-    match admit_rate(&state, &ctx, bound).await {
+    match admit_rate(&state, &ctx, &request, bound).await {
         Ok(hold) => ctx.rate = hold.map(Arc::new),
         Err(refusal) => {
-            let err = ProxyError::rate_limited(refusal.reason(), refusal.retry_after_secs);
+            let err = if refusal.cause == tiers::Cause::TooLarge {
+                // It would be refused in every window: no use waiting.
+                ProxyError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    refusal.reason(),
+                )
+                .code("rate_limit_exceeded")
+                .final_answer()
+            } else {
+                ProxyError::rate_limited(refusal.reason(), refusal.retry_after_secs)
+            };
             return refuse(
                 &state,
                 &ctx,
@@ -857,6 +868,31 @@ async fn handle_call(
             )
             .await;
         }
+    }
+    if let Some(subject) = unpriced_under_budget(&state, &ctx, &route) {
+        let err = ProxyError::new(
+            StatusCode::FORBIDDEN,
+            "tollgate_denied",
+            format!(
+                "call denied: the model {} of {} has no price in the catalog, so the hard budget of {} cannot bound what it spends (add a price: tollgate prices; or set proxy.budgets.refuse_unpriced = false)",
+                route.model,
+                route.provider,
+                tollgate_contract::decisions::budget_subject_words(&subject),
+            ),
+        )
+        .code("unpriced_model")
+        .final_answer();
+        ProxyMetrics::inc(&state.metrics.budget_refusals);
+        return refuse(
+            &state,
+            &ctx,
+            &route,
+            Outcome::Blocked,
+            err,
+            started,
+            dialect,
+        )
+        .await;
     }
     match reserve_budget(&state, &ctx, endpoint, bound, &route) {
         Ok(reservation) => {
@@ -932,6 +968,30 @@ fn reserve_budget(
     ledger.reserve(&subjects, amount, now)
 }
 
+/// The hard budget a call to an unpriced model would escape
+/// (`proxy.budgets.refuse_unpriced`): the routed model has no price now, and
+/// one of the call's subjects has a hard budget. Fallbacks are priced when
+/// they are tried; an unpriced one spends unseen (docs/cost.md).
+fn unpriced_under_budget(state: &ProxyState, ctx: &CallContext, route: &Route) -> Option<String> {
+    if !state.config.budgets.refuse_unpriced {
+        return None;
+    }
+    let priced = state
+        .prices
+        .current()
+        .lookup(&route.provider, &route.model, chrono::Utc::now())
+        .is_some();
+    if priced {
+        return None;
+    }
+    let subjects = budget_subjects(ctx);
+    state
+        .decisions
+        .budgets
+        .hard_budget_of(&subjects)
+        .map(str::to_string)
+}
+
 /// The scopes a call is judged in, each with the org it is scoped to: its
 /// org's own, and its key, user and team both in its org and in every org
 /// (`None`), as budgets and rate limits are set.
@@ -989,15 +1049,22 @@ fn scopes(ctx: &CallContext) -> Vec<tiers::Scope> {
 async fn admit_rate(
     state: &Arc<ProxyState>,
     ctx: &CallContext,
+    request: &Value,
     bound: estimate::TokenBound,
 ) -> Result<Option<tiers::RateHold>, tiers::RateRefusal> {
     if !state.tiers.is_active() {
         return Ok(None);
     }
     let tokens = bound.input.saturating_add(bound.output);
+    // What the request itself bounds: all of it when it sets a maximum
+    // output, else its input (the output is the configured default).
+    let firm = match estimate::asked_max_output(request) {
+        Some(_) => tokens,
+        None => bound.input,
+    };
     state
         .tiers
-        .admit(&rate_scopes(ctx), tokens, chrono::Utc::now())
+        .admit(&rate_scopes(ctx), tokens, firm, chrono::Utc::now())
         .await
 }
 
@@ -1039,5 +1106,10 @@ async fn refuse(
     let emitter = state.emitter.clone();
     tokio::spawn(async move { emitter.emit(event).await });
     tracing::info!(call_id = %ctx.call_id, status = err.status.as_u16(), reason = %err.message, "call refused");
-    err.into_response(dialect)
+    let mut response = err.into_response(dialect);
+    // The refusal's event carries this id, as every answer's does.
+    if let Ok(id) = axum::http::HeaderValue::from_str(&ctx.call_id) {
+        response.headers_mut().insert("x-tollgate-call-id", id);
+    }
+    response
 }

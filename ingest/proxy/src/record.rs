@@ -346,6 +346,8 @@ fn tag(name: &HeaderName, value: &HeaderValue) -> Option<Result<(String, String)
             "{key}: a value of {} bytes, at most 256",
             text.len()
         ))
+    } else if let Err(refused) = tollgate_contract::validate::check_tag(key, text) {
+        Err(format!("{key}: the value {}", refused.reason))
     } else {
         Ok((key.to_string(), text.to_string()))
     })
@@ -397,6 +399,17 @@ mod tests {
             said.to_str().unwrap(),
             "1 not recorded: a: given more than once, the first value kept"
         );
+        // A tab is a header's visible ASCII but a control character to the
+        // contract: left out and named, or the event would be dead-lettered
+        // and the call never billed.
+        let mut tab = HeaderMap::new();
+        tab.insert("x-tollgate-tag-note", "a\tb".parse().unwrap());
+        tab.insert("x-tollgate-tag-feature", "search".parse().unwrap());
+        assert_eq!(tags(&tab).keys().collect::<Vec<_>>(), ["feature"]);
+        assert_eq!(
+            dropped_tags(&tab).unwrap().to_str().unwrap(),
+            "1 not recorded: note: the value must not contain control characters"
+        );
         let mut fine = HeaderMap::new();
         fine.insert("x-tollgate-tag-feature", "search".parse().unwrap());
         assert!(dropped_tags(&fine).is_none());
@@ -419,6 +432,7 @@ mod tests {
         let key = key();
         let mut headers = HeaderMap::new();
         headers.insert("x-tollgate-tag-feature", "search".parse().unwrap());
+        headers.insert("x-tollgate-tag-note", "a\tb".parse().unwrap());
         let ctx = CallContext::new(key, &headers, Operation::Chat, "gpt-4o", true, b"{}");
         let mut record = ctx.attempt("openai", "gpt-4o-mini");
         record.ttft = Some(Duration::from_millis(12));
