@@ -988,6 +988,24 @@ async fn a_price_versions_preview_is_what_reprice_then_changes() {
     let csv_link = attribute_after(&preview.body, "download=\"reprice-preview.csv\" href=\"");
     let csv = data_url_csv(&csv_link);
     assert!(csv.ends_with(",3,3,3,0.001100000000\n"), "{csv}");
+    // It reaches back into ended months, whose statements would change.
+    let ended = text_of(&preview.body, "ended-months");
+    assert!(
+        ended.contains("months that have ended (2026-03 to "),
+        "{ended}"
+    );
+    // A version that takes effect later reprices nothing, and says so.
+    let mut later = fields.clone();
+    later[2] = ("effective_from", "2099-01-01T00:00:00Z");
+    let later = admin.form("/admin/prices/new", &later).await;
+    assert_eq!(later.status, 200, "{}", later.body);
+    assert!(
+        text_of(&later.body, "takes-effect-later")
+            .contains("takes effect at 2099-01-01T00:00:00Z, later than now"),
+        "{}",
+        later.body
+    );
+    assert!(!later.body.contains("tollgate reprice"), "{}", later.body);
     assert_eq!(
         admin.csv("/admin/prices.csv").await,
         before,

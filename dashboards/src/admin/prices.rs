@@ -435,10 +435,29 @@ pub struct PreviewView {
     pub from: String,
     pub to: String,
     pub delta: String,
-    /// The command that, after saving, changes exactly these calls.
-    pub command: String,
+    /// The command that, after saving, changes exactly these calls;
+    /// `None` for a version that takes effect later (nothing to reprice).
+    pub command: Option<String>,
+    /// The months already ended that the reprice reaches into (`2026-11`,
+    /// or `2026-03 to 2026-11`), when its calls' costs change; their
+    /// statements would change.
+    pub ended_months: Option<String>,
     pub table: Table,
     pub csv: String,
+}
+
+/// The calendar months (UTC) from `from`'s to the one before `now`'s, as
+/// `2026-11` or `2026-03 to 2026-11`; `None` when `from` is in `now`'s month.
+fn months_ended(from: DateTime<Utc>, now: DateTime<Utc>) -> Option<String> {
+    use chrono::Datelike;
+    let index = |t: DateTime<Utc>| t.year() * 12 + t.month0() as i32;
+    let name = |i: i32| format!("{:04}-{:02}", i.div_euclid(12), i.rem_euclid(12) + 1);
+    let (first, last) = (index(from), index(now) - 1);
+    match first.cmp(&last) {
+        std::cmp::Ordering::Greater => None,
+        std::cmp::Ordering::Equal => Some(name(first)),
+        std::cmp::Ordering::Less => Some(format!("{} to {}", name(first), name(last))),
+    }
 }
 
 fn preview_view(preview: RepricePreview) -> PreviewView {
@@ -447,10 +466,15 @@ fn preview_view(preview: RepricePreview) -> PreviewView {
         .map(tollgate_queries::table::usd)
         .unwrap_or_else(|| "out of range".into());
     let (from, to) = (stamp(preview.from), stamp(preview.to));
-    let command = format!(
-        "tollgate reprice --provider {} --model {} --from {from} --to {to}",
-        preview.provider, preview.model
-    );
+    let command = (preview.from < preview.to).then(|| {
+        format!(
+            "tollgate reprice --provider {} --model {} --from {from} --to {to}",
+            preview.provider, preview.model
+        )
+    });
+    let ended_months = (preview.calls_cost_changed > 0)
+        .then(|| months_ended(preview.from, preview.to))
+        .flatten();
     let mut table = Table::new([
         "provider",
         "model",
@@ -478,6 +502,7 @@ fn preview_view(preview: RepricePreview) -> PreviewView {
         to,
         delta,
         command,
+        ended_months,
         table,
         csv,
     }
@@ -795,4 +820,29 @@ pub async fn import(
     }
     .await;
     result.unwrap_or_else(|r| r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn the_months_a_reprice_reaches_back_into_are_named() {
+        let at = |y, m, d| {
+            Utc.with_ymd_and_hms(y, m, d, 12, 0, 0)
+                .single()
+                .unwrap_or_default()
+        };
+        let now = at(2026, 12, 7);
+        assert_eq!(months_ended(at(2026, 12, 1), now), None);
+        assert_eq!(
+            months_ended(at(2026, 11, 20), now).as_deref(),
+            Some("2026-11")
+        );
+        assert_eq!(
+            months_ended(at(2025, 12, 31), now).as_deref(),
+            Some("2025-12 to 2026-11")
+        );
+    }
 }
