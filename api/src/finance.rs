@@ -170,7 +170,11 @@ pub async fn statement(
         .statement_repricing(&team, org.as_deref(), &month)
         .await?;
     let catalog = price_catalog(&state).await?.unwrap_or_default();
-    let statement = statement::assemble(&team, &month, &report, &repricing, &catalog, now);
+    let mut statement = statement::assemble(&team, &month, &report, &repricing, &catalog, now);
+    statement.late = state
+        .read_models
+        .statement_late(&team, org.as_deref(), &month)
+        .await?;
     Ok(format.respond(&statement, "statement.csv", statement::table))
 }
 

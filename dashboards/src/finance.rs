@@ -760,8 +760,14 @@ async fn read_statement(
         .await
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?
         .unwrap_or_default();
+    let mut statement = statement::assemble(&team, &month, &report, &repricing, &catalog, now);
+    statement.late = state
+        .read_models
+        .statement_late(&team, org.as_deref(), &month)
+        .await
+        .map_err(|e| (status_of(&e), e.to_string()))?;
     Ok(StatementRead {
-        statement: statement::assemble(&team, &month, &report, &repricing, &catalog, now),
+        statement,
         org: read_org,
     })
 }
@@ -856,6 +862,11 @@ pub struct StatementPage {
     pub unpriced_note: Option<String>,
     /// Said instead of a statement when the team has no call that month.
     pub no_calls: Option<String>,
+    /// When the statement was read (`2026-12-07 17:12 UTC`).
+    pub as_of: String,
+    /// Calls of the month stored after it ended: how many, their cost, and
+    /// when the last one was stored.
+    pub late: Option<(String, Money, String)>,
     pub csv_url: String,
     pub error: Option<String>,
 }
@@ -887,6 +898,8 @@ impl StatementPage {
             forecast: None,
             unpriced_note: None,
             no_calls: None,
+            as_of: String::new(),
+            late: None,
             csv_url: format!("/finance/statement.csv?{}", query_string(&pairs)),
             error: None,
         }
@@ -967,6 +980,19 @@ fn statement_view(mut page: StatementPage, s: &statement::Statement) -> Statemen
     page.savings = Some(Money(s.cache_savings));
     page.forecast = s.forecast.map(Money);
     page.unpriced_note = unpriced_note(s.total.unpriced_calls);
+    let minute = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    page.as_of = minute(s.as_of);
+    page.late = s.late.as_ref().map(|late| {
+        (
+            format!(
+                "{} call{}",
+                Count(late.calls.into()).text(),
+                if late.calls == 1 { "" } else { "s" }
+            ),
+            Money(late.cost_when_stored),
+            minute(late.last_stored_at),
+        )
+    });
     if s.total.calls == 0 {
         page.no_calls = Some(format!(
             "No calls for team {} in {} in {}: nothing to bill. Check the team id{}.",

@@ -857,6 +857,20 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
     assert_eq!(fix["prices"]["input_per_token"], "0.0000015");
     assert_eq!(fix["calls"], 2);
     assert_eq!(d(fix["cost"].as_str().unwrap()), d("0.0028"));
+    // March's calls were all stored now, after March ended: the statement
+    // says it changed after the month closed, and by what.
+    assert_eq!(
+        statement["late"]["calls"], statement["total"]["calls"],
+        "{statement:#}"
+    );
+    // At the cost they were stored with (tg-late's was unpriced); the
+    // reprice's corrections are in `repricing`.
+    assert_eq!(
+        d(statement["late"]["cost_when_stored"].as_str().unwrap()),
+        d("0.0022"),
+        "{statement:#}"
+    );
+    assert!(statement["as_of"].as_str().is_some(), "{statement:#}");
     let csv = http
         .get(format!(
             "{}/finance/statement.csv?team=team-a&month=2026-03",
@@ -890,6 +904,10 @@ async fn reprice_after_a_correction_is_exact_and_idempotent() {
             "id=\"statement-total\"><span class=\"money\" title=\"{}\">",
             total_line.rsplit(',').next().unwrap()
         )),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=\"statement-late\"><p>Changed after the month ended: 3 calls of 2026-03"),
         "{page}"
     );
 

@@ -279,6 +279,18 @@ impl ReadModels {
         statement::repricing(self, team, org, first, next).await
     }
 
+    /// The calls of `team`'s month `YYYY-MM` stored after it ended (of
+    /// `org` when given): what changed its statement since it closed.
+    pub async fn statement_late(
+        &self,
+        team: &str,
+        org: Option<&str>,
+        month: &str,
+    ) -> Result<Option<statement::LateCalls>, ReadModelError> {
+        let (first, next) = statement_month(month, "statement.late")?;
+        statement::late(self, team, org, first, next).await
+    }
+
     /// The orgs with calls of `team` in the month `YYYY-MM` (at most 11),
     /// for [`statement::one_org`].
     pub async fn statement_orgs(

@@ -58,6 +58,89 @@ pub struct Statement {
     /// For the running month: its end-of-month cost at the burn rate so
     /// far ([`month_end_forecast`]).
     pub forecast: Option<Decimal>,
+    /// When it was read: a month's statement can still change after the
+    /// month ended (late calls, repricing).
+    pub as_of: DateTime<Utc>,
+    /// The month's calls that were stored after the month ended (a
+    /// reporter's late or back-dated calls), included in the total; `None`
+    /// when there were none (and for the running month).
+    pub late: Option<LateCalls>,
+}
+
+/// Calls of a month stored after it ended: what changed its statement
+/// since the month closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LateCalls {
+    pub calls: u64,
+    /// Their cost as priced when they were stored (a later repricing's
+    /// corrections are in the statement's repricing, not here).
+    pub cost_when_stored: Decimal,
+    /// When the last of them was stored.
+    pub last_stored_at: DateTime<Utc>,
+}
+
+/// The billable calls of a team's month (of one org when one is named)
+/// that were stored (`ingested_at`) on or after the first day of the next
+/// month: a statement shows them as changed after the month closed.
+pub const LATE_SQL: &str = "SELECT count() AS calls, sum(cost) AS cost, \
+     toUInt32(max(ingested_at)) AS last_stored_at FROM calls \
+     WHERE team_id = ? AND (? = '' OR org_id = ?) \
+     AND kind IN ('ai.call.completed', 'ai.call.failed') \
+     AND toDate(occurred_at, 'UTC') >= toDate(?) AND toDate(occurred_at, 'UTC') < toDate(?) \
+     AND toDate(ingested_at, 'UTC') >= toDate(?)";
+
+/// One row of [`LATE_SQL`].
+#[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
+struct LateRow {
+    calls: u64,
+    /// `Decimal(38, 12)` mantissa.
+    cost: i128,
+    last_stored_at: u32,
+}
+
+fn late_sql(team: &str, org: Option<&str>, first: NaiveDate, next: NaiveDate) -> BoundSql {
+    let org = org.unwrap_or_default();
+    BoundSql {
+        name: "statement.late",
+        template: LATE_SQL.to_string(),
+        binds: vec![
+            SqlValue::Str(team.to_string()),
+            SqlValue::Str(org.to_string()),
+            SqlValue::Str(org.to_string()),
+            SqlValue::Str(first.to_string()),
+            SqlValue::Str(next.to_string()),
+            SqlValue::Str(next.to_string()),
+        ],
+    }
+}
+
+/// The calls of `team`'s month `[first, next)` stored after it ended (of
+/// `org` when given); `None` when there are none.
+pub(crate) async fn late(
+    models: &ReadModels,
+    team: &str,
+    org: Option<&str>,
+    first: NaiveDate,
+    next: NaiveDate,
+) -> Result<Option<LateCalls>, ReadModelError> {
+    let sql = late_sql(team, org, first, next);
+    let row = models
+        .bounded(sql.query(models.client()).fetch_one::<LateRow>())
+        .await
+        .map_err(|err| models.classify(sql.name, err))?;
+    if row.calls == 0 {
+        return Ok(None);
+    }
+    let cost = from_mantissa(row.cost).ok_or_else(|| ReadModelError::UnexpectedRow {
+        query: sql.name,
+        detail: format!("a cost of mantissa {} is out of range", row.cost),
+    })?;
+    Ok(Some(LateCalls {
+        calls: row.calls,
+        cost_when_stored: twelve_places(cost),
+        last_stored_at: DateTime::from_timestamp(i64::from(row.last_stored_at), 0)
+            .unwrap_or_default(),
+    }))
 }
 
 /// The month `YYYY-MM` as `[first day, first day of next month)`.
@@ -257,6 +340,8 @@ pub(crate) fn catalog() -> Vec<BoundSql> {
         repricing_sql("team-a", None, first, next),
         repricing_sql("team-a", Some("acme"), first, next),
         orgs_sql("team-a", first, next),
+        late_sql("team-a", None, first, next),
+        late_sql("team-a", Some("acme"), first, next),
     ]
 }
 
@@ -426,6 +511,8 @@ pub fn assemble(
         cache_savings: twelve_places(savings_total),
         repricing: twelve_places(repricing_total),
         forecast,
+        as_of: now,
+        late: None,
     }
 }
 
