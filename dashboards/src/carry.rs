@@ -47,7 +47,7 @@ const TARGETS: [Target; 18] = [
     },
     Target {
         path: "/sre/latency",
-        filters: &["org", "provider", "model", "group_by", "bucket"],
+        filters: &["org", "team", "provider", "model", "group_by", "bucket"],
         window: Window::Preset,
     },
     Target {
@@ -354,9 +354,11 @@ pub(crate) mod tests {
             href("/finance/cost", "/sre/errors", &q, now()),
             "/finance/cost?from=2026-03-01&to=2026-03-03&team=search"
         );
+        // The latency page filters by team too (an errors page's team
+        // stays on the way there).
         assert_eq!(
             href("/sre/latency", "/sre/errors", &q, now()),
-            "/sre/latency?range=custom&from=2026-03-01T10%3A00&to=2026-03-02T06%3A15"
+            "/sre/latency?range=custom&from=2026-03-01T10%3A00&to=2026-03-02T06%3A15&team=search"
         );
         assert_eq!(
             href("/finance/statement", "/sre/errors", &q, now()),

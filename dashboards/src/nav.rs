@@ -413,7 +413,7 @@ mod tests {
             [
                 (
                     "Latency",
-                    format!("/sre/latency?{window}&org=acme").as_str(),
+                    format!("/sre/latency?{window}&org=acme&team=search").as_str(),
                     false
                 ),
                 (
