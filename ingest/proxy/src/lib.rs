@@ -842,6 +842,31 @@ async fn handle_call(
         endpoint == Endpoint::Embeddings,
         state.config.budgets.default_max_tokens,
     );
+    if let Some(subject) = unpriced_under_budget(&state, &ctx, &route) {
+        let err = ProxyError::new(
+            StatusCode::FORBIDDEN,
+            "tollgate_denied",
+            format!(
+                "call denied: the model {} of {} has no price in the catalog, so the hard budget of {} cannot bound what it spends (add a price: tollgate prices; or set proxy.budgets.refuse_unpriced = false)",
+                route.model,
+                route.provider,
+                tollgate_contract::decisions::budget_subject_words(&subject),
+            ),
+        )
+        .code("unpriced_model")
+        .final_answer();
+        ProxyMetrics::inc(&state.metrics.budget_refusals);
+        return refuse(
+            &state,
+            &ctx,
+            &route,
+            Outcome::Blocked,
+            err,
+            started,
+            dialect,
+        )
+        .await;
+    }
     match admit_rate(&state, &ctx, &request, bound).await {
         Ok(hold) => ctx.rate = hold.map(Arc::new),
         Err(refusal) => {
@@ -868,31 +893,6 @@ async fn handle_call(
             )
             .await;
         }
-    }
-    if let Some(subject) = unpriced_under_budget(&state, &ctx, &route) {
-        let err = ProxyError::new(
-            StatusCode::FORBIDDEN,
-            "tollgate_denied",
-            format!(
-                "call denied: the model {} of {} has no price in the catalog, so the hard budget of {} cannot bound what it spends (add a price: tollgate prices; or set proxy.budgets.refuse_unpriced = false)",
-                route.model,
-                route.provider,
-                tollgate_contract::decisions::budget_subject_words(&subject),
-            ),
-        )
-        .code("unpriced_model")
-        .final_answer();
-        ProxyMetrics::inc(&state.metrics.budget_refusals);
-        return refuse(
-            &state,
-            &ctx,
-            &route,
-            Outcome::Blocked,
-            err,
-            started,
-            dialect,
-        )
-        .await;
     }
     match reserve_budget(&state, &ctx, endpoint, bound, &route) {
         Ok(reservation) => {
