@@ -16,7 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use tollgate_access::Identity;
+use tollgate_access::{Identity, COST_READERS};
 use tollgate_contract::catalog::PriceCatalog;
 use tollgate_contract::decisions::budget_subject_words;
 use tollgate_queries::cost::{
@@ -27,6 +27,7 @@ use tollgate_queries::{statement, InvalidParameter, ReadModelError, Table};
 
 use crate::carry;
 use crate::display::{Cost, Count, Figure, Instant, Millis, Money, Percent, TokenCount};
+use crate::key_labels::{KeyLabels, KeyName};
 use crate::layout::{render, Section};
 use crate::DashboardState;
 
@@ -50,6 +51,8 @@ fn finer(d: CostDimension, tagged: bool) -> Option<CostDimension> {
 pub struct Cell {
     pub text: String,
     pub href: Option<String>,
+    /// On hover: a key's id when `text` is its name.
+    pub title: Option<String>,
 }
 
 pub struct TableRow {
@@ -115,6 +118,8 @@ pub struct OverviewView {
     /// The period's total cost (`unpriced` when nothing is priced).
     pub total: Cost,
     pub calls: Count,
+    /// `call` or `calls`, after [`OverviewView::calls`].
+    pub calls_word: &'static str,
     /// The period's unpriced calls, which the total leaves out (`None`:
     /// none).
     pub unpriced_note: Option<String>,
@@ -144,6 +149,9 @@ pub struct TopTable {
 pub struct SpenderRow {
     pub rank: usize,
     pub id: String,
+    /// The id as shown: a key's name and prefix (the id is then the
+    /// hover title), a user's id.
+    pub name: KeyName,
     pub calls: Count,
     pub unpriced_calls: Count,
     pub cost: Cost,
@@ -312,9 +320,21 @@ fn spender_link(q: &CostQuery, d: CostDimension, id: &str) -> String {
     format!("/finance/cost?{}", query_string(&p))
 }
 
+/// A group's value `id` of dimension `d` as the page shows it: a key by
+/// its name, anything else as it is.
+fn shown(d: CostDimension, id: String, keys: &KeyLabels) -> KeyName {
+    match d {
+        CostDimension::Key => keys.name(&id),
+        _ => KeyName {
+            text: id,
+            title: None,
+        },
+    }
+}
+
 /// The overview's cards and tables. The tables show the groups the top
 /// spenders CSV (`overview::top_table`) is written from, in its order.
-fn overview_view(q: &CostQuery, o: &CostOverview) -> OverviewView {
+fn overview_view(q: &CostQuery, o: &CostOverview, keys: &KeyLabels) -> OverviewView {
     let mut top_tables = Vec::new();
     for (d, groups, title, id) in [
         (CostDimension::User, &o.top_users, "Users", "top-users"),
@@ -326,10 +346,12 @@ fn overview_view(q: &CostQuery, o: &CostOverview) -> OverviewView {
             .enumerate()
             .map(|(i, g)| {
                 let id = g.key.get(d.name()).cloned().unwrap_or_default();
+                let name = shown(d, id.clone(), keys);
                 SpenderRow {
                     rank: i + 1,
                     href: spender_link(q, d, &id),
                     id,
+                    name,
                     calls: Count(g.totals.calls.into()),
                     unpriced_calls: Count(g.totals.unpriced_calls.into()),
                     cost: Cost(g.totals.cost),
@@ -360,6 +382,7 @@ fn overview_view(q: &CostQuery, o: &CostOverview) -> OverviewView {
     OverviewView {
         total: Cost(o.total.cost),
         calls: Count(o.total.calls.into()),
+        calls_word: if o.total.calls == 1 { "call" } else { "calls" },
         unpriced_note: unpriced_note(o.total.unpriced_calls),
         savings: o.cache_savings.map(Money),
         cached_tokens: TokenCount(o.total.cached_input_tokens),
@@ -370,7 +393,12 @@ fn overview_view(q: &CostQuery, o: &CostOverview) -> OverviewView {
     }
 }
 
-fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> CostPage {
+fn view(
+    q: &CostQuery,
+    report: Option<&CostReport>,
+    error: Option<String>,
+    names: &KeyLabels,
+) -> CostPage {
     let pairs = base_pairs(q);
     let qs = query_string(&pairs);
     let mut headers: Vec<String> = q
@@ -393,18 +421,19 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
                 .group_by
                 .iter()
                 .map(|d| {
-                    let text = g.key.get(&q.label(*d)).cloned().unwrap_or_default();
+                    let id = g.key.get(&q.label(*d)).cloned().unwrap_or_default();
                     let href = finer(*d, q.tag_key.is_some()).map(|next| {
                         let mut p: Vec<(String, String)> = pairs
                             .iter()
                             .filter(|(k, _)| k != "group_by")
                             .cloned()
                             .collect();
-                        p.push((q.filter_name(*d), text.clone()));
+                        p.push((q.filter_name(*d), id.clone()));
                         p.push(("group_by".into(), next.name().into()));
                         format!("/finance/cost?{}", query_string(&p))
                     });
-                    Cell { text, href }
+                    let KeyName { text, title } = shown(*d, id, names);
+                    Cell { text, href, title }
                 })
                 .collect();
             if let Some(cost) = g.totals.cost {
@@ -412,7 +441,10 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
                     labels.push(
                         q.group_by
                             .iter()
-                            .map(|d| g.key.get(&q.label(*d)).cloned().unwrap_or_default())
+                            .map(|d| {
+                                let id = g.key.get(&q.label(*d)).cloned().unwrap_or_default();
+                                shown(*d, id, names).text
+                            })
                             .collect::<Vec<_>>()
                             .join(" / "),
                     );
@@ -438,6 +470,7 @@ fn view(q: &CostQuery, report: Option<&CostReport>, error: Option<String>) -> Co
                         String::new()
                     },
                     href: None,
+                    title: None,
                 })
                 .collect(),
             numbers: count_figures(&report.total),
@@ -581,6 +614,7 @@ pub(crate) fn csv_data_url(table: &Table) -> String {
 /// `GET /finance/cost`
 pub async fn cost_page(
     State(state): State<DashboardState>,
+    identity: Identity,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     let raw = query.as_ref().map(|Query(p)| p.clone()).unwrap_or_default();
@@ -602,12 +636,34 @@ pub async fn cost_page(
     };
     let (report, overview) =
         futures::join!(state.read_models.cost(&q), read_overview(&state, &q, now));
+    // The keys the page shows, named in one read: the report's groups
+    // (when grouped by key) and the top keys.
+    let mut key_ids: Vec<&str> = Vec::new();
+    if let (Ok(report), true) = (&report, q.group_by.contains(&CostDimension::Key)) {
+        let label = q.label(CostDimension::Key);
+        key_ids.extend(
+            report
+                .groups
+                .iter()
+                .filter_map(|g| g.key.get(&label).map(String::as_str)),
+        );
+    }
+    if let Ok(Some(top)) = overview.as_ref().map(|o| o.top_keys.as_ref()) {
+        key_ids.extend(
+            top.iter()
+                .filter_map(|g| g.key.get(CostDimension::Key.name()).map(String::as_str)),
+        );
+    }
+    let keys = KeyLabels::read(&state, &identity, COST_READERS, key_ids).await;
     let (status, mut page) = match report {
-        Ok(report) => (StatusCode::OK, view(&q, Some(&report), None)),
-        Err(err) => (status_of(&err), view(&q, None, Some(err.to_string()))),
+        Ok(report) => (StatusCode::OK, view(&q, Some(&report), None, &keys)),
+        Err(err) => (
+            status_of(&err),
+            view(&q, None, Some(err.to_string()), &keys),
+        ),
     };
     match overview {
-        Ok(o) => page.overview = Some(overview_view(&q, &o)),
+        Ok(o) => page.overview = Some(overview_view(&q, &o, &keys)),
         Err((_, message)) => page.overview_error = Some(message),
     }
     render(status, &page)
@@ -616,7 +672,7 @@ pub async fn cost_page(
 /// The cost page refusing the query `raw` with `error`: no period read,
 /// the form as it was sent (`fallback` gives the rest of the page).
 fn refused_view(fallback: &CostQuery, raw: &[(String, String)], error: String) -> CostPage {
-    let mut page = view(fallback, None, Some(error));
+    let mut page = view(fallback, None, Some(error), &KeyLabels::none());
     let value = |name: &str| {
         raw.iter()
             .find(|(k, _)| k == name)
@@ -1381,8 +1437,8 @@ mod tests {
     #[test]
     fn cost_page_snapshot() {
         let q = samples::cost_query();
-        let mut page = view(&q, Some(&samples::cost_report()), None);
-        page.overview = Some(overview_view(&q, &samples::overview()));
+        let mut page = view(&q, Some(&samples::cost_report()), None, &KeyLabels::none());
+        page.overview = Some(overview_view(&q, &samples::overview(), &KeyLabels::none()));
         insta::assert_snapshot!(page.render().unwrap());
     }
 
@@ -1434,7 +1490,7 @@ mod tests {
             pairs(&[("from", "2026-12-05"), ("to", "2026-12-06")])
         );
         let (q, _) = parse_params(&folded, today, &[]).unwrap();
-        let page = view(&q, None, None);
+        let page = view(&q, None, None, &KeyLabels::none());
         assert_eq!(
             (page.from.as_str(), page.through.as_str()),
             ("2026-12-05", "2026-12-05")
@@ -1512,16 +1568,91 @@ mod tests {
         let mut o = samples::overview();
         o.total.calls = 5;
         o.total.unpriced_calls = 1;
-        let mut page = view(&q, None, None);
-        page.overview = Some(overview_view(&q, &o));
+        let mut page = view(&q, None, None, &KeyLabels::none());
+        page.overview = Some(overview_view(&q, &o, &KeyLabels::none()));
         let html = page.render().unwrap();
         assert!(
             html.contains("5 calls · <strong class=\"unpriced-note\" id=\"overview-unpriced\">1 unpriced call not in the total</strong>"),
             "{html}"
         );
         o.total.unpriced_calls = 0;
-        page.overview = Some(overview_view(&q, &o));
+        page.overview = Some(overview_view(&q, &o, &KeyLabels::none()));
         assert!(!page.render().unwrap().contains("overview-unpriced"));
+    }
+
+    /// Keys are shown by name and prefix, their id on hover and in the
+    /// links: the top keys, the table and chart of a report by key. A
+    /// key without a name (unknown, or of an org the reader does not
+    /// see) is its id. One call is "1 call".
+    #[test]
+    fn keys_are_shown_by_name_with_the_id_on_hover() {
+        use tollgate_queries::cost::CostGroup;
+        let named = "01a2517a-7083-7c3e-9d0b-2f1e4c6a8b90";
+        let unknown = "01a2517a-7083-7c3e-9d0b-2f1e4c6a8b91";
+        let keys = KeyLabels::of(&[crate::key_labels::tests::key(
+            named,
+            "search-svc",
+            "abcd1234",
+        )]);
+        let q = CostQuery {
+            group_by: vec![CostDimension::Key],
+            ..samples::cost_query()
+        };
+        let group = |id: &str, calls: i64| CostGroup {
+            key: [("key".to_string(), id.to_string())].into(),
+            totals: CostTotals {
+                calls,
+                cost: Some("1.5".parse().unwrap()),
+                ..CostTotals::default()
+            },
+        };
+        let report = CostReport::of_groups(&q, vec![group(named, 1), group(unknown, 1)]);
+        let mut o = samples::overview();
+        o.top_keys = Some(vec![group(named, 1), group(unknown, 1)]);
+        o.total.calls = 1;
+        o.total.unpriced_calls = 0;
+        let mut page = view(&q, Some(&report), None, &keys);
+        page.overview = Some(overview_view(&q, &o, &keys));
+        let html = page.render().unwrap();
+        let top = html
+            .split("id=\"top-keys\"")
+            .nth(1)
+            .and_then(|t| t.split("</table>").next())
+            .unwrap();
+        // The top keys: the name, the id on hover and in the link.
+        assert!(
+            top.contains(&format!(
+                "&#38;key={named}&#38;group_by=model\" title=\"{named}\">search-svc (tg_abcd1234)</a>"
+            )),
+            "{top}"
+        );
+        assert!(
+            top.contains(&format!(
+                "&#38;key={unknown}&#38;group_by=model\">{unknown}</a>"
+            )),
+            "{top}"
+        );
+        // The report by key.
+        let table = html.split("id=\"cost-table\"").nth(1).unwrap();
+        assert!(
+            table.contains(&format!(
+                "<td title=\"{named}\">search-svc (tg_abcd1234)</td>"
+            )),
+            "{table}"
+        );
+        assert!(table.contains(&format!("<td>{unknown}</td>")), "{table}");
+        assert!(
+            page.chart_json.contains("\"search-svc (tg_abcd1234)\""),
+            "{}",
+            page.chart_json
+        );
+        // The card.
+        assert!(html.contains("<p class=\"card-note\">1 call</p>"), "{html}");
+        // The CSV keeps the ids.
+        let csv = cost::table(&report).to_csv();
+        assert!(csv.contains(named) && !csv.contains("search-svc"), "{csv}");
+        let top = overview::top_table(&o).to_csv();
+        assert!(top.contains(named) && !top.contains("search-svc"), "{top}");
     }
 
     /// A team without calls that month: a notice naming team, org and
@@ -1619,7 +1750,7 @@ mod tests {
             }],
             total: CostTotals::default(),
         };
-        let page = view(&q, Some(&report), None);
+        let page = view(&q, Some(&report), None, &KeyLabels::none());
         assert_eq!(page.headers[0], "tag:feature");
         assert_eq!(page.group_tag, "feature");
         assert!(page.tag_note.is_some());
@@ -1683,7 +1814,7 @@ mod tests {
             cache_savings: None,
             forecast: None,
         };
-        let v = overview_view(&q, &o);
+        let v = overview_view(&q, &o, &KeyLabels::none());
         assert_eq!(v.total.text(), "$1.50");
         assert!(v.savings.is_none() && v.forecast.is_none());
         assert_eq!(v.top_tables.len(), 2);
@@ -1717,6 +1848,8 @@ mod tests {
             top_keys: None,
             ..o
         };
-        assert!(overview_view(&q, &tagged).top_tables.is_empty());
+        assert!(overview_view(&q, &tagged, &KeyLabels::none())
+            .top_tables
+            .is_empty());
     }
 }

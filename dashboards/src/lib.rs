@@ -14,6 +14,7 @@ pub mod carry;
 pub mod compliance;
 pub mod display;
 pub mod finance;
+pub mod key_labels;
 pub mod layout;
 pub mod login_token;
 pub mod nav;

@@ -26,7 +26,7 @@ use tollgate_contract::alerts::{
     RuleSpec, Signal, SpendSignal,
 };
 use tollgate_control::alerts::state::AlertState;
-use tollgate_control::alerts::AlertRule;
+use tollgate_control::alerts::{AlertRule, Receiver};
 use tollgate_queries::alert_lists::rules_table;
 use tollgate_queries::alert_signals::{
     self, explain_url, threshold, unit, Backtest, SignalSources, DEFAULT_STEP_SECS,
@@ -375,7 +375,9 @@ pub struct RulePage {
     pub rule: RuleRow,
     pub description: String,
     pub summary: String,
-    pub receivers: String,
+    pub receivers: Vec<ReceiverLink>,
+    /// The rule's org's receivers (JSON).
+    pub receivers_url: String,
     pub version: i64,
     pub json: String,
     pub since: Option<Instant>,
@@ -387,6 +389,36 @@ pub struct RulePage {
     pub backtest_csv: String,
     pub transitions: Vec<TransitionRow>,
     pub transitions_csv: String,
+}
+
+/// One of a rule's receivers as its page names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiverLink {
+    pub id: i64,
+    /// Its name (`None`: not known, see `missing`).
+    pub name: Option<String>,
+    /// The rule's org has no receiver with this id (deleted); `false`
+    /// when the receivers could not be read.
+    pub missing: bool,
+    /// The receiver (JSON).
+    pub href: String,
+}
+
+/// The receivers `ids` of a rule by name, from `receivers` (the rule's
+/// org's, `None` when they could not be read): an id the org has no
+/// receiver with is shown as the id, as missing.
+fn receiver_links(ids: &[i64], receivers: Option<&[Receiver]>) -> Vec<ReceiverLink> {
+    ids.iter()
+        .map(|id| {
+            let found = receivers.and_then(|all| all.iter().find(|r| r.id == *id));
+            ReceiverLink {
+                id: *id,
+                name: found.map(|r| r.name.clone()),
+                missing: receivers.is_some() && found.is_none(),
+                href: format!("/api/v1/alerts/receivers/{id}"),
+            }
+        })
+        .collect()
 }
 
 async fn load_rule(
@@ -434,9 +466,23 @@ pub async fn rule_page(
         org: Some(spec.org_id.clone()),
         rule_id: Some(rule.id),
     };
-    let (backtest, timeline) = futures::join!(
+    // The receivers of the rule's org only: a rule names no other org's.
+    let read_receivers = async {
+        match store(&state) {
+            Ok(store) => match store.receivers(Some(&spec.org_id)).await {
+                Ok(all) => Some(all),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read the receivers; the rule page shows their ids");
+                    None
+                }
+            },
+            Err(_) => None,
+        }
+    };
+    let (backtest, timeline, receivers) = futures::join!(
         run_backtest(&state, spec),
-        state.read_models.alert_timeline(&timeline_query)
+        state.read_models.alert_timeline(&timeline_query),
+        read_receivers
     );
     let mut backtest_error = None;
     let (chart, rows) = match &backtest {
@@ -473,12 +519,11 @@ pub async fn rule_page(
         logout: "/logout".to_string(),
         description: spec.description.clone(),
         summary: spec.annotations.summary.clone(),
-        receivers: spec
-            .receivers
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
+        receivers: receiver_links(&spec.receivers, receivers.as_deref()),
+        receivers_url: format!(
+            "/api/v1/alerts/receivers?org={}",
+            crate::sre_form::percent_encode(&spec.org_id)
+        ),
         version: rule.version,
         json: serde_json::to_string_pretty(spec).unwrap_or_default(),
         since,
@@ -975,6 +1020,39 @@ mod tests {
                 ("pending", at(8), at(10)),
             ]
         );
+    }
+
+    /// A rule's receivers by name, linked; an id its org has no receiver
+    /// with (another org's, or deleted) is the id, said to be missing;
+    /// unread receivers are ids.
+    #[test]
+    fn receivers_are_named_in_the_rules_org() {
+        let receiver = |id: i64, name: &str| Receiver {
+            id,
+            org_id: "acme".into(),
+            name: name.into(),
+            kind: tollgate_contract::alerts::receiver::ReceiverKind::Webhook,
+            url: "https://hooks.example.com/x".into(),
+            has_signing_secret: false,
+            group_by: Vec::new(),
+            group_wait_secs: 30,
+            group_interval_secs: 300,
+            repeat_interval_secs: 3600,
+            version: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let acme = [receiver(13, "oncall-pager"), receiver(14, "other")];
+        let links = receiver_links(&[13, 99], Some(&acme));
+        assert_eq!(links[0].name.as_deref(), Some("oncall-pager"));
+        assert_eq!(links[0].href, "/api/v1/alerts/receivers/13");
+        assert!(!links[0].missing);
+        assert_eq!(
+            (links[1].id, links[1].name.as_ref(), links[1].missing),
+            (99, None, true)
+        );
+        let unread = receiver_links(&[13], None);
+        assert_eq!((unread[0].name.as_ref(), unread[0].missing), (None, false));
     }
 
     #[test]

@@ -20,7 +20,10 @@ use tollgate_queries::errors::{self, ErrorsQuery, PatternPoint, PatternReport, P
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::{InvalidParameter, ReadModelError};
 
+use tollgate_access::{Identity, SRE_READERS};
+
 use crate::display::{Count, Figure, Instant, Millis, Money, Parts, Percent, Period};
+use crate::key_labels::{KeyLabels, KeyName};
 use crate::layout::{render, Section};
 use crate::sre_form::{api_pairs, choices, form_time, percent_encode, range_asked, Choice, RANGES};
 use crate::trace_link::TraceLinks;
@@ -125,7 +128,10 @@ pub struct PatternRow {
     pub teams: Count,
     pub team_names: String,
     pub keys: Count,
-    pub key_names: String,
+    /// The keys hit most, by name (their ids on hover).
+    pub key_names: Vec<KeyName>,
+    /// How many more keys were hit than are named.
+    pub keys_more: u64,
     /// Inline SVG, built here from numbers only.
     pub sparkline: String,
 }
@@ -236,6 +242,7 @@ fn pattern_row(
     to: DateTime<Utc>,
     bucket_secs: u32,
     query_string: &str,
+    keys: &KeyLabels,
 ) -> PatternRow {
     let starts = bucket_starts(from, to, bucket_secs);
     let values = failures_per_bucket(&p.series, &starts);
@@ -255,7 +262,8 @@ fn pattern_row(
         teams: Count(p.teams.count.into()),
         team_names: names(&p.teams.names, p.teams.count),
         keys: Count(p.keys.count.into()),
-        key_names: names(&p.keys.names, p.keys.count),
+        key_names: p.keys.names.iter().map(|id| keys.name(id)).collect(),
+        keys_more: p.keys.count.saturating_sub(p.keys.names.len() as u64),
         sparkline: sparkline(&values, &format!("failures per bucket of {}", p.signature)),
     }
 }
@@ -306,6 +314,7 @@ pub fn list_view(
     query: Option<&ErrorsQuery>,
     report: Option<&errors::ErrorsReport>,
     error: Option<String>,
+    keys: &KeyLabels,
 ) -> ErrorsPage {
     let json_url = api_url("/api/v1/reports/errors", query, &form);
     let qs = form.query_string();
@@ -313,7 +322,7 @@ pub fn list_view(
         Some(r) => (
             r.patterns
                 .iter()
-                .map(|p| pattern_row(p, r.from, r.to, r.bucket_secs, &qs))
+                .map(|p| pattern_row(p, r.from, r.to, r.bucket_secs, &qs, keys))
                 .collect(),
             Parts(vec![
                 Period::new(r.from, r.to).into(),
@@ -352,7 +361,7 @@ pub struct SampleRow {
     pub at: Instant,
     pub target: String,
     pub team: String,
-    pub key: String,
+    pub key: KeyName,
     pub message: String,
     pub variables: Vec<String>,
     pub trace_id: String,
@@ -412,6 +421,7 @@ pub fn pattern_view(
     query: Option<&ErrorsQuery>,
     report: Option<&PatternReport>,
     error: Option<String>,
+    keys: &KeyLabels,
 ) -> PatternPage {
     let qs = form.query_string();
     let json_url = api_url(&format!("/api/v1/reports/errors/{signature}"), query, &form);
@@ -420,7 +430,14 @@ pub fn pattern_view(
             let starts = bucket_starts(r.from, r.to, r.bucket_secs);
             let values = failures_per_bucket(&r.pattern.series, &starts);
             (
-                Some(pattern_row(&r.pattern, r.from, r.to, r.bucket_secs, &qs)),
+                Some(pattern_row(
+                    &r.pattern,
+                    r.from,
+                    r.to,
+                    r.bucket_secs,
+                    &qs,
+                    keys,
+                )),
                 bar_chart(&values, &starts),
                 r.member_templates
                     .iter()
@@ -432,7 +449,7 @@ pub fn pattern_view(
                         at: Instant::seconds(s.occurred_at),
                         target: format!("{} / {}", s.provider, s.model),
                         team: s.team.clone(),
-                        key: s.api_key.clone(),
+                        key: keys.name(&s.api_key),
                         message: s.message.clone(),
                         variables: s.variables.clone(),
                         trace_id: s.trace_id.clone(),
@@ -482,21 +499,33 @@ fn status_of(err: &ReadModelError) -> StatusCode {
 type Pairs = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
 
 /// `GET /sre/errors`.
-pub async fn list_page(State(state): State<DashboardState>, query: Pairs) -> Response {
+pub async fn list_page(
+    State(state): State<DashboardState>,
+    identity: Identity,
+    query: Pairs,
+) -> Response {
     let pairs = query.map(|Query(p)| p).unwrap_or_default();
     let (form, query) = parse_form(&pairs, Utc::now());
+    let none = KeyLabels::none();
     let query = match query {
         Ok(query) => query,
         Err(err) => {
-            let page = list_view(form, None, None, Some(invalid(&err)));
+            let page = list_view(form, None, None, Some(invalid(&err)), &none);
             return render(StatusCode::BAD_REQUEST, &page);
         }
     };
     match state.read_models.errors(&query).await {
-        Ok(report) => render(
-            StatusCode::OK,
-            &list_view(form, Some(&query), Some(&report), None),
-        ),
+        Ok(report) => {
+            let ids = report
+                .patterns
+                .iter()
+                .flat_map(|p| p.keys.names.iter().map(String::as_str));
+            let keys = KeyLabels::read(&state, &identity, SRE_READERS, ids).await;
+            render(
+                StatusCode::OK,
+                &list_view(form, Some(&query), Some(&report), None, &keys),
+            )
+        }
         Err(err) => render(
             status_of(&err),
             &list_view(
@@ -504,6 +533,7 @@ pub async fn list_page(State(state): State<DashboardState>, query: Pairs) -> Res
                 Some(&query),
                 None,
                 Some(format!("The report could not be read: {err}")),
+                &none,
             ),
         ),
     }
@@ -516,9 +546,11 @@ fn invalid(err: &InvalidParameter) -> String {
 /// `GET /sre/errors/{signature}`.
 pub async fn pattern_page(
     State(state): State<DashboardState>,
+    identity: Identity,
     Path(signature): Path<String>,
     query: Pairs,
 ) -> Response {
+    let none = KeyLabels::none();
     let pairs = query.map(|Query(p)| p).unwrap_or_default();
     let (form, query) = parse_form(&pairs, Utc::now());
     let parsed = query.and_then(|q| errors::parse_signature(&signature).map(|s| (q, s)));
@@ -532,22 +564,34 @@ pub async fn pattern_page(
                 None,
                 None,
                 Some(invalid(&err)),
+                &none,
             );
             return render(StatusCode::BAD_REQUEST, &page);
         }
     };
     match state.read_models.error_pattern(&query, id).await {
-        Ok(Some(report)) => render(
-            StatusCode::OK,
-            &pattern_view(
-                form,
-                &state.trace_links,
-                &signature,
-                Some(&query),
-                Some(&report),
-                None,
-            ),
-        ),
+        Ok(Some(report)) => {
+            let ids = report
+                .pattern
+                .keys
+                .names
+                .iter()
+                .chain(report.samples.iter().map(|s| &s.api_key))
+                .map(String::as_str);
+            let keys = KeyLabels::read(&state, &identity, SRE_READERS, ids).await;
+            render(
+                StatusCode::OK,
+                &pattern_view(
+                    form,
+                    &state.trace_links,
+                    &signature,
+                    Some(&query),
+                    Some(&report),
+                    None,
+                    &keys,
+                ),
+            )
+        }
         Ok(None) => render(
             StatusCode::NOT_FOUND,
             &pattern_view(
@@ -557,6 +601,7 @@ pub async fn pattern_page(
                 Some(&query),
                 None,
                 Some(format!("No failure with signature {id} was ever recorded.")),
+                &none,
             ),
         ),
         Err(err) => render(
@@ -568,6 +613,7 @@ pub async fn pattern_page(
                 Some(&query),
                 None,
                 Some(format!("The report could not be read: {err}")),
+                &none,
             ),
         ),
     }
@@ -601,7 +647,13 @@ mod tests {
     #[test]
     fn list_page_snapshot() {
         let report = tollgate_queries::samples::errors_report();
-        let page = list_view(sample_form(), Some(&sample_query()), Some(&report), None);
+        let page = list_view(
+            sample_form(),
+            Some(&sample_query()),
+            Some(&report),
+            None,
+            &KeyLabels::none(),
+        );
         insta::assert_snapshot!(page.render().unwrap());
     }
 
@@ -621,8 +673,59 @@ mod tests {
             Some(&sample_query()),
             Some(&report),
             None,
+            &KeyLabels::none(),
         );
         insta::assert_snapshot!(page.render().unwrap());
+    }
+
+    /// The Keys column names keys (id on hover); one it cannot name is
+    /// its id; the drill-down's samples too.
+    #[test]
+    fn keys_are_shown_by_name_with_the_id_on_hover() {
+        let named = "01a2517a-7083-7c3e-9d0b-2f1e4c6a8b90";
+        let unknown = "01a2517a-7083-7c3e-9d0b-2f1e4c6a8b91";
+        let keys = KeyLabels::of(&[crate::key_labels::tests::key(
+            named,
+            "search-svc",
+            "abcd1234",
+        )]);
+        let mut report = tollgate_queries::samples::errors_report();
+        report.patterns[0].keys.names = vec![named.into(), unknown.into()];
+        report.patterns[0].keys.count = 3;
+        let html = list_view(
+            sample_form(),
+            Some(&sample_query()),
+            Some(&report),
+            None,
+            &keys,
+        )
+        .render()
+        .unwrap();
+        assert!(
+            html.contains(&format!(
+                "<span class=\"names\"><span class=\"key-name\" title=\"{named}\">search-svc (tg_abcd1234)</span>, {unknown} +1 more</span>"
+            )),
+            "{html}"
+        );
+        let mut pattern = tollgate_queries::samples::pattern_report();
+        pattern.samples[0].api_key = named.into();
+        let html = pattern_view(
+            sample_form(),
+            &TraceLinks::new(None).unwrap(),
+            &pattern.pattern.signature.to_string(),
+            Some(&sample_query()),
+            Some(&pattern),
+            None,
+            &keys,
+        )
+        .render()
+        .unwrap();
+        assert!(
+            html.contains(&format!(
+                "<td title=\"{named}\">search-svc (tg_abcd1234)</td>"
+            )),
+            "{html}"
+        );
     }
 
     #[test]

@@ -48,6 +48,7 @@ mod latency_long_window;
 mod layering;
 mod leases;
 mod local_time_chromium;
+mod names_not_ids;
 mod otlp_clients;
 mod otlp_ingest;
 mod overview;

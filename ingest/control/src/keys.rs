@@ -59,6 +59,12 @@ impl ApiKey {
         format!("key:{}", self.prefix)
     }
 
+    /// How pages name the key: `search-svc (tg_abcd1234)`, its name and
+    /// the start of its secret.
+    pub fn label(&self) -> String {
+        format!("{} ({SECRET_SCHEME}_{})", self.name, self.prefix)
+    }
+
     pub fn may_ingest(&self) -> bool {
         INGEST_ROLES.contains(&self.role.as_str())
     }
@@ -322,6 +328,30 @@ impl KeyStore {
             .subject_id(subject, org)
             .await?
             .map(|id| *subject = id.to_string()))
+    }
+
+    /// The keys among `ids` that a page may name (revoked ones
+    /// included), in one query: with `orgs`, only keys of those orgs (a
+    /// reader limited to some orgs learns no other org's key names, nor
+    /// those of keys without an org); with `None`, any key. An id no key
+    /// has is left out.
+    pub async fn of_ids(
+        &self,
+        ids: &[Uuid],
+        orgs: Option<&[String]>,
+    ) -> Result<Vec<ApiKey>, ControlError> {
+        if ids.is_empty() || orgs.is_some_and(<[String]>::is_empty) {
+            return Ok(Vec::new());
+        }
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys \
+             WHERE id = ANY($1) AND ($2::text[] IS NULL OR org_id = ANY($2))"
+        )))
+        .bind(ids)
+        .bind(orgs)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| ControlError::postgres("naming API keys", err))
     }
 
     /// Every key, oldest first, revoked ones included.
