@@ -643,7 +643,9 @@ def verify(data, trusted, anchor):
     if not header or footer is None or not isinstance(manifest, dict):
         broken("manifest BROKEN: no header, footer or manifest (cut, or a format before v2)")
     else:
-        if not sigs.ok(manifest, header.get("public_key"), footer.get("signature")):
+        if not footer.get("signature"):
+            broken("manifest BROKEN: it is not signed (exported without [audit] signing_key)")
+        elif not sigs.ok(manifest, header.get("public_key"), footer.get("signature")):
             broken("manifest BROKEN: its signature does not verify")
         body = raw[:-1]
         digest = hashlib.sha256(b"".join(b + b"\n" for b in body)).hexdigest()

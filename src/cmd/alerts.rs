@@ -287,7 +287,15 @@ pub async fn run(command: AlertsCommand, config: &Config) -> anyhow::Result<()> 
                 "all" => SilenceFilter::All,
                 other => anyhow::bail!("--state {other:?}: expected active, expired or all"),
             };
-            print_json(&store.silences(org.as_deref(), filter, Utc::now()).await?)?;
+            // With each one's state, as the API lists them.
+            let now = Utc::now();
+            let silences: Vec<tollgate_queries::alert_lists::SilenceView> = store
+                .silences(org.as_deref(), filter, now)
+                .await?
+                .into_iter()
+                .map(|s| tollgate_queries::alert_lists::SilenceView::at(s, now))
+                .collect();
+            print_json(&silences)?;
             None
         }
         AlertsCommand::Silences(SilencesCommand::Delete { id }) => {

@@ -714,6 +714,8 @@ async fn alerting_cli_round_trips_with_the_api() {
         serde_json::from_str(&env.run(&["alerts", "silences", "list", "--state", "expired"]))
             .unwrap();
     assert_eq!(listed[0]["id"], silence_id);
+    // With its state, as the API lists it.
+    assert_eq!(listed[0]["state"], "expired", "{listed}");
 
     // Receivers list never shows the secret; delete in order.
     let out = env.run(&["alerts", "receivers", "list"]);

@@ -1207,10 +1207,9 @@ async fn hostile_input_gets_a_clear_4xx_and_the_proxy_keeps_serving() {
     // move its calls to someone else's team.
     let r = proxy.chat(&limited, "gpt-4o", &[]).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["code"],
-        "model_not_allowed"
-    );
+    let refused = r.json::<Value>().await.unwrap();
+    assert_eq!(refused["error"]["code"], "model_not_allowed");
+    assert_eq!(refused["error"]["param"], "model", "{refused}");
     let scenario = support::unique("hdr");
     let r = proxy
         .chat(

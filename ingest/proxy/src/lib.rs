@@ -704,7 +704,8 @@ async fn handle_call(
             "permission_error",
             format!("this key may not use the model {requested:?}"),
         )
-        .code("model_not_allowed");
+        .code("model_not_allowed")
+        .param("model");
         return refuse(
             &state,
             &ctx,

@@ -410,7 +410,16 @@ fn check_manifest(scan: &Scan, key: &VerifyingKey, problems: &mut Vec<ExportProb
                 .get("signature")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            if let Err(why) = check_message(&message, named, signature, Some(key)) {
+            if signature.is_empty() {
+                // An export made without the signing key: say so, not
+                // "signed by key , not by …".
+                problem(
+                    ProblemKind::ManifestSignature,
+                    None,
+                    "it is not signed (exported without [audit] signing_key: nothing proves which server made it)"
+                        .to_string(),
+                );
+            } else if let Err(why) = check_message(&message, named, signature, Some(key)) {
                 problem(
                     ProblemKind::ManifestSignature,
                     None,
@@ -1025,6 +1034,30 @@ mod tests {
 
     fn kinds(report: &ExportReport) -> Vec<ProblemKind> {
         report.problems.iter().map(|p| p.kind).collect()
+    }
+
+    /// An export made without the signing key is named as unsigned, not as
+    /// "signed by key , not by the trusted key".
+    #[test]
+    fn an_unsigned_export_is_called_unsigned() {
+        let (signer, rows, cps) = setup();
+        let text = String::from_utf8(export("chains", &rows, &cps, &signer)).unwrap();
+        let footer_at = text.trim_end().rfind('\n').unwrap() + 1;
+        let mut footer: Value = serde_json::from_str(text[footer_at..].trim_end()).unwrap();
+        footer["signature"] = Value::Null;
+        let unsigned = format!("{}{footer}\n", &text[..footer_at]);
+        let trusted = parse_public_key(signer.public_key_hex()).unwrap();
+        let report = verify_export(
+            &mut std::io::Cursor::new(unsigned.into_bytes()),
+            Some(&trusted),
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(!report.ok);
+        assert_eq!(kinds(&report), vec![ProblemKind::ManifestSignature]);
+        let said = report.problems[0].detail.clone();
+        assert!(said.starts_with("it is not signed"), "{said}");
     }
 
     #[test]
