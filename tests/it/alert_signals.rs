@@ -678,3 +678,135 @@ async fn latency_above_the_exact_threshold_is_what_the_report_says() {
         }
     }
 }
+
+/// The backtest reads an error-rate or latency rule's whole period at once
+/// (`alert_signals` `batch`) and must give, at every step, exactly what
+/// `measure` gives there (value, observation, detail), so the same
+/// transitions: compared step by step over calls of uneven minutes (some
+/// empty, some failed, TTFT on some), for durations and TTFT at several
+/// percentiles and windows, with steps not on the minute and longer than
+/// one, from the calls sorted, counted per value, with a limit that sends
+/// the busier windows to the rollups (those steps measured one by one),
+/// and from the rollups only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batched_backtest_is_measure_at_every_step() {
+    use crate::latency_fixture::{call, Call, ReportEnv, NEVER_COUNTED};
+    use futures::{StreamExt, TryStreamExt};
+    use tollgate_contract::alert_lifecycle::{replay, Phase};
+    use tollgate_queries::alert_signals::{steps, BacktestPoint};
+
+    let mut calls: Vec<Call> = Vec::new();
+    for m in 0..40_i64 {
+        let n = (m * 13) % 37;
+        for i in 0..n {
+            let ms = 100 + ((i * 7_919 + m * 31) % 5_000) as u32;
+            let mut c = call(
+                "alertprov",
+                "batch",
+                BASE + m * 60 + (i * 59) / n.max(1),
+                ms,
+                (i % 2 == 0).then_some(ms / 7 + (i % 5) as u32),
+            );
+            c.error = m % 7 == 3 && i % 3 == 0;
+            if c.error {
+                c.kind = "ai.call.failed";
+            }
+            calls.push(c);
+        }
+    }
+    let latency = |metric, percentile, above_ms, window_secs| {
+        Signal::Latency(LatencySignal {
+            metric,
+            percentile,
+            provider: Some("alertprov".into()),
+            model: None,
+            team: None,
+            above_ms,
+            window_secs,
+        })
+    };
+    let signals = [
+        latency(LatencyMetric::Duration, 95, 4_000, 300),
+        latency(LatencyMetric::Duration, 50, 2_500, 60),
+        latency(LatencyMetric::Ttft, 99, 600, 180),
+        latency(LatencyMetric::Ttft, 90, 500, 900),
+        error_rate("5", 120),
+        error_rate("1", 600),
+    ];
+    let default = ClickHouseConfig::default().latency_sort_max_calls;
+    let env = ReportEnv::new("alert_backtest_batch").await;
+    env.insert(&calls).await;
+    for (label, sort_max_calls, count_min_calls) in [
+        ("sorted", default, NEVER_COUNTED),
+        ("counted", default, 0),
+        ("busy windows from the rollups", 60, NEVER_COUNTED),
+        ("rollups only", 0, NEVER_COUNTED),
+    ] {
+        let read = ReadModels::new(&ClickHouseConfig {
+            url: clickhouse_url(),
+            database: env.database.clone(),
+            latency_sort_max_calls: sort_max_calls,
+            latency_count_min_calls: count_min_calls,
+            ..ClickHouseConfig::default()
+        });
+        let sources = SignalSources {
+            read: &read,
+            budgets: None,
+        };
+        for signal in &signals {
+            let rule = RuleSpec::from_json(
+                json!({
+                    "org_id": "org-1", "name": "batched", "signal": signal,
+                    "for_secs": 120, "severity": "warning"
+                })
+                .to_string()
+                .as_bytes(),
+            )
+            .unwrap();
+            for (from, to, step) in [
+                (at(-3), at(45), 60),
+                (at(-2) + chrono::Duration::seconds(17), at(44), 150),
+            ] {
+                let got = backtest(sources, &rule, from, to, step)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let by_step: Vec<BacktestPoint> =
+                    futures::stream::iter(steps(from, to, step).unwrap())
+                        .map(|at| async move {
+                            let measurement = measure(sources, "org-1", signal, at).await?;
+                            Ok::<_, tollgate_queries::ReadModelError>(BacktestPoint {
+                                at,
+                                measurement,
+                            })
+                        })
+                        .buffered(4)
+                        .try_collect()
+                        .await
+                        .unwrap();
+                assert_eq!(got.series, by_step, "{label}: {signal:?} every {step} s");
+                let (_, transitions) = replay(
+                    Phase::Inactive,
+                    by_step.iter().map(|p| (p.at, p.measurement.observation)),
+                    chrono::Duration::seconds(120),
+                );
+                assert_eq!(got.transitions, transitions, "{label}: {signal:?}");
+                let valued = got
+                    .series
+                    .iter()
+                    .filter(|p| p.measurement.value.is_some())
+                    .count();
+                assert!(
+                    valued > got.series.len() / 2,
+                    "{label}: {signal:?}: {valued} values"
+                );
+                assert!(
+                    got.series
+                        .iter()
+                        .any(|p| p.measurement.observation == Observation::Holds),
+                    "{label}: {signal:?} never holds"
+                );
+            }
+        }
+    }
+}

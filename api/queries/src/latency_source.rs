@@ -159,7 +159,7 @@ impl Source {
     /// of `filters` (`(column, value)`), their values pushed on `binds`:
     /// `from` and `to` as epoch seconds, so the server's time zone never
     /// matters.
-    fn window(
+    pub(crate) fn window(
         self,
         (from, to): (u64, u64),
         filters: &[(&'static str, String)],
@@ -320,9 +320,9 @@ pub(crate) fn calls_in_window_sql(
 
 /// [`calls_in_window_sql`]'s answer.
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
-struct InWindow {
-    calls: u64,
-    folded: u64,
+pub(crate) struct InWindow {
+    pub(crate) calls: u64,
+    pub(crate) folded: u64,
 }
 
 /// The source of a read over `window` and `filters`: the calls while they
@@ -352,7 +352,7 @@ pub(crate) async fn choose(
 /// 333k calls (24 h) counting took half the time of sorting, over 10M
 /// calls a tenth; over an alert rule's few minutes (thousands of calls)
 /// it took 1.7 times as long, its subquery reading the window twice.
-fn source_for(counted: InWindow, limit: u64, count_min: u64) -> Source {
+pub(crate) fn source_for(counted: InWindow, limit: u64, count_min: u64) -> Source {
     if counted.calls > limit || counted.calls < counted.folded {
         Source::Rollups
     } else if counted.calls >= count_min {

@@ -16,16 +16,22 @@
 //!    persist each, fenced) `--rounds` times and prints each round's time
 //!    against the evaluation interval, then the time of one measurement
 //!    per signal kind.
+//! 5. Backtests one error-rate, one latency and one TTFT rule over the 24
+//!    hours at one minute (`alert_signals::backtest`, the API's and the rule
+//!    page's), and the same steps measured one by one with `measure`, eight
+//!    at a time (how the backtest read until 2026-12-07), checks both give
+//!    the same series and prints both times.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use tollgate_contract::alerts::RuleSpec;
 use tollgate_control::alerts::AlertStore;
-use tollgate_queries::alert_signals::{measure, SignalSources};
+use tollgate_queries::alert_signals::{backtest, measure, steps, BacktestPoint, SignalSources};
 use tollgate_queries::ReadModels;
 
 use crate::cmd::simulate::progress_bar;
@@ -249,6 +255,43 @@ async fn measure_round_trip(args: &Args, bench: &Config) -> anyhow::Result<()> {
         per_kind.push((*kind, times));
     }
 
+    // The backtest of the first rules of the kinds it reads at once,
+    // against the same steps measured one by one.
+    let mut backtests = Vec::new();
+    let shapes = [
+        ("error_rate", 0, "error rate"),
+        ("latency", 0, "latency p95"),
+        ("latency", 1, "TTFT p99"),
+    ];
+    let to = DateTime::from_timestamp(end, 0).unwrap_or_default();
+    let from = to - chrono::Duration::hours(24);
+    for (kind, i, label) in shapes {
+        let Some(spec) = kinds.get(kind).and_then(|specs| specs.get(i)) else {
+            continue;
+        };
+        let started = Instant::now();
+        let batched = backtest(sources, spec, from, to, 60)
+            .await?
+            .map_err(|e| anyhow::anyhow!("backtest range: {e}"))?;
+        let batched_took = started.elapsed();
+        let started = Instant::now();
+        let instants = steps(from, to, 60).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let by_step: Vec<BacktestPoint> = futures::stream::iter(instants)
+            .map(|at| async move {
+                let measurement = measure(sources, &spec.org_id, &spec.signal, at).await?;
+                Ok::<_, tollgate_queries::ReadModelError>(BacktestPoint { at, measurement })
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        let by_step_took = started.elapsed();
+        anyhow::ensure!(
+            batched.series == by_step,
+            "the backtest of {label} differs from measuring its steps one by one"
+        );
+        backtests.push((label, batched.series.len(), batched_took, by_step_took));
+    }
+
     let interval = Duration::from_secs(bench.alerting.interval_secs);
     println!();
     println!("tollgate bench alerts");
@@ -283,6 +326,20 @@ async fn measure_round_trip(args: &Args, bench: &Config) -> anyhow::Result<()> {
             kind,
             times.get(times.len() / 2).map(ms).unwrap_or(0.0),
             times.last().map(ms).unwrap_or(0.0)
+        );
+    }
+    println!("  backtest over 24 h at 60 s (one rule each; the same series both ways):");
+    println!(
+        "  {:<20} {:>6} {:>12} {:>16}",
+        "rule", "steps", "batched s", "step by step s"
+    );
+    for (label, n, batched, by_step) in &backtests {
+        println!(
+            "  {:<20} {:>6} {:>12.3} {:>16.3}",
+            label,
+            n,
+            batched.as_secs_f64(),
+            by_step.as_secs_f64()
         );
     }
     Ok(())
