@@ -260,9 +260,8 @@ async fn search_page(
         })
         .collect();
     let counts: Vec<u64> = days.iter().map(|(_, n)| *n).collect();
-    let chart_json = serde_json::json!({ "labels": labels, "counts": counts })
-        .to_string()
-        .replace('<', "\\u003c");
+    let chart_json =
+        crate::display::script_json(&serde_json::json!({ "labels": labels, "counts": counts }));
     let fields = search::FILTERS
         .iter()
         .map(|(name, _)| Field {

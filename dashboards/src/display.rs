@@ -30,6 +30,17 @@ use rust_decimal::{Decimal, RoundingStrategy};
 
 /// `digits` (ASCII digits, no sign) with a comma every three from the
 /// right.
+/// JSON safe inside a `<script>` element (a chart's data): no `<`, `>` or
+/// `&` can end the element or open a comment (`<!--<script` in a key's
+/// name kept a page's script open), written as JSON escapes instead.
+pub fn script_json<T: serde::Serialize + ?Sized>(data: &T) -> String {
+    serde_json::to_string(data)
+        .unwrap_or_else(|_| "{}".to_string())
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
 fn group_thousands(digits: &str) -> String {
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -747,6 +758,18 @@ impl From<&str> for Figure {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn script_json_cannot_end_or_comment_out_its_script() {
+        let name = "key <!--<script></script> & co";
+        let json = super::script_json(&serde_json::json!({ "labels": [name] }));
+        assert!(
+            !json.contains('<') && !json.contains('>') && !json.contains('&'),
+            "{json}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(back["labels"][0], name);
+    }
+
     use chrono::TimeZone;
 
     use super::*;

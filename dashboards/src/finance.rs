@@ -504,8 +504,7 @@ fn view(
         json_url: format!("/api/v1/reports/cost?{qs}"),
         statement_url: carry::href("/finance/statement", "/finance/cost", &pairs, Utc::now()),
         budgets_url: carry::href("/finance/budgets", "/finance/cost", &pairs, Utc::now()),
-        // `</` cannot end the script element early once escaped.
-        chart_json: chart.to_string().replace("</", "<\\/"),
+        chart_json: crate::display::script_json(&chart),
         error,
         group_tag: if q.group_by.contains(&CostDimension::Tag) {
             q.tag_key.clone().unwrap_or_default()
@@ -1419,7 +1418,7 @@ fn burndown_view(
         "ideal": report.points.iter().map(|p| p.ideal_usd.to_string()).collect::<Vec<_>>(),
         "forecast": report.points.iter().map(|p| opt(p.forecast_usd)).collect::<Vec<_>>(),
     });
-    page.chart_json = chart.to_string().replace("</", "<\\/");
+    page.chart_json = crate::display::script_json(&chart);
     page
 }
 

@@ -669,14 +669,9 @@ pub fn chart_data(report: &LatencyReport) -> ChartData {
     }
 }
 
-/// JSON that is safe inside `<script type="application/json">`: no `<`, `>`
-/// or `&` can end the element or open a comment.
+/// The chart's data inside its `<script>` ([`crate::display::script_json`]).
 fn script_json(data: &ChartData) -> String {
-    serde_json::to_string(data)
-        .unwrap_or_else(|_| "{}".to_string())
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026")
+    crate::display::script_json(data)
 }
 
 /// Tenths of a millisecond, hundredths below 10 ms: the report carries

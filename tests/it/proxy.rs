@@ -802,6 +802,7 @@ async fn upstream_errors_keep_the_provider_shape_and_retries_happen_only_before_
     // A connection dropped before the answer: not retried by the proxy
     // (the provider may be billing it), and the SDK is told not to either.
     assert_eq!(out["dropped"]["status"], 502, "{out}");
+    assert_eq!(out["dropped"]["retry_after"], Value::Null, "{out}");
     // The SDK raises on the chunk it cannot parse and hangs up: the
     // provider's fault, recorded as such below, not a cancellation.
     assert!(out["garbled"]["exception"].is_string(), "{out}");

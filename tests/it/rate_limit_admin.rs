@@ -638,7 +638,50 @@ async fn the_proxy_enforces_a_limit_set_through_the_api_until_it_is_deleted() {
         .post(&json!({"scope_kind": "team", "scope_id": "limited", "requests_per_minute": 2}))
         .await;
     assert_eq!(status, 201, "{created}");
+    let (status, small) = acme
+        .post(&json!({"scope_kind": "team", "scope_id": "small", "tokens_per_minute": 500}))
+        .await;
+    assert_eq!(status, 201, "{small}");
     proxy.run_proxy().await;
+
+    // Under 500 tokens a minute: a short call without max_tokens takes its
+    // input only (not the 4096 of output a budget assumes for it), so it
+    // fits; one asking for 1000 never can, and is told not to retry.
+    let small_key = proxy.key("acme", "small", "sam", None);
+    let url = format!("{}/v1/chat/completions", proxy.url());
+    let no_max =
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi there"}]});
+    for _ in 0..2 {
+        let answer = http
+            .post(&url)
+            .bearer_auth(&small_key)
+            .json(&no_max)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    }
+    let too_large = json!({"model": "gpt-4o-mini", "max_tokens": 1000,
+                           "messages": [{"role": "user", "content": "hi there"}]});
+    let answer = http
+        .post(&url)
+        .bearer_auth(&small_key)
+        .json(&too_large)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 429);
+    assert_eq!(answer.headers()["x-should-retry"], "false");
+    assert!(answer.headers().get("retry-after").is_none());
+    let body: Value = answer.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than the whole limit: lower max_tokens"),
+        "{body}"
+    );
+
     let key = proxy.key("acme", "limited", "ada", None);
     let other = proxy.key("acme", "free", "bob", None);
     // Another org's team of the same id: acme's limit is not its.

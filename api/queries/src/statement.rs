@@ -79,15 +79,22 @@ pub struct LateCalls {
     pub last_stored_at: DateTime<Utc>,
 }
 
+/// How long after a month's end its calls may still arrive without
+/// counting as late: the pipeline's own delay (a call of 23:59:59 stored
+/// a second after midnight was not late; a reporter's batch of the day
+/// before, an hour after, is).
+pub const LATE_AFTER_SECS: u64 = 3_600;
+
 /// The billable calls of a team's month (of one org when one is named)
-/// that were stored (`ingested_at`) on or after the first day of the next
-/// month: a statement shows them as changed after the month closed.
+/// that were stored (`ingested_at`, as Unix seconds) at or after the given
+/// time, [`LATE_AFTER_SECS`] past the month's end: a statement shows them
+/// as changed after the month closed.
 pub const LATE_SQL: &str = "SELECT count() AS calls, sum(cost) AS cost, \
      toUInt32(max(ingested_at)) AS last_stored_at FROM calls \
      WHERE team_id = ? AND (? = '' OR org_id = ?) \
      AND kind IN ('ai.call.completed', 'ai.call.failed') \
      AND toDate(occurred_at, 'UTC') >= toDate(?) AND toDate(occurred_at, 'UTC') < toDate(?) \
-     AND toDate(ingested_at, 'UTC') >= toDate(?)";
+     AND toUInt32(ingested_at) >= ?";
 
 /// One row of [`LATE_SQL`].
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
@@ -109,7 +116,11 @@ fn late_sql(team: &str, org: Option<&str>, first: NaiveDate, next: NaiveDate) ->
             SqlValue::Str(org.to_string()),
             SqlValue::Str(first.to_string()),
             SqlValue::Str(next.to_string()),
-            SqlValue::Str(next.to_string()),
+            SqlValue::UInt(
+                u64::try_from(next.and_time(chrono::NaiveTime::MIN).and_utc().timestamp())
+                    .unwrap_or(0)
+                    + LATE_AFTER_SECS,
+            ),
         ],
     }
 }

@@ -279,7 +279,10 @@ impl Failure {
                 timeout: false,
                 message,
             } => ProxyError::new(StatusCode::BAD_GATEWAY, "api_error", message)
-                .retry_after(Some(1))
+                // A wait hint only for what may be sent again: a client
+                // reading Retry-After but not x-should-retry would resend
+                // a request the provider may be billing.
+                .retry_after((!final_answer).then_some(1))
                 .into_response(dialect),
         };
         if let Ok(v) = HeaderValue::from_str(call_id) {

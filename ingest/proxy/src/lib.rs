@@ -390,7 +390,7 @@ pub async fn start(
     let catalog = match tollgate_control::prices::read::load_catalog(&pool).await {
         Ok(catalog) => catalog,
         Err(err) => {
-            tracing::warn!(%err, "cannot load the price catalog; budget reservations estimate 0 until it loads");
+            tracing::warn!(%err, "cannot load the price catalog; budget reservations estimate 0, and unpriced models are not refused, until it loads");
             tollgate_contract::PriceCatalog::default()
         }
     };
@@ -871,18 +871,11 @@ async fn handle_call(
     match admit_rate(&state, &ctx, &request, bound).await {
         Ok(hold) => ctx.rate = hold.map(Arc::new),
         Err(refusal) => {
-            let err = if refusal.cause == tiers::Cause::TooLarge {
+            let mut err = ProxyError::rate_limited(refusal.reason(), refusal.retry_after_secs);
+            if refusal.cause == tiers::Cause::TooLarge {
                 // It would be refused in every window: no use waiting.
-                ProxyError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    refusal.reason(),
-                )
-                .code("rate_limit_exceeded")
-                .final_answer()
-            } else {
-                ProxyError::rate_limited(refusal.reason(), refusal.retry_after_secs)
-            };
+                err = err.retry_after(None).final_answer();
+            }
             return refuse(
                 &state,
                 &ctx,
@@ -977,12 +970,17 @@ fn unpriced_under_budget(state: &ProxyState, ctx: &CallContext, route: &Route) -
     if !state.config.budgets.refuse_unpriced {
         return None;
     }
-    let priced = state
-        .prices
-        .current()
+    let catalog = state.prices.current();
+    // An empty catalog is one not loaded yet (PostgreSQL was unreachable
+    // at start): every model would read as unpriced, and every budgeted
+    // call be refused for good. Reservations estimate 0 until it loads.
+    if catalog.is_empty() {
+        return None;
+    }
+    if catalog
         .lookup(&route.provider, &route.model, chrono::Utc::now())
-        .is_some();
-    if priced {
+        .is_some()
+    {
         return None;
     }
     let subjects = budget_subjects(ctx);
@@ -1056,16 +1054,19 @@ async fn admit_rate(
     if !state.tiers.is_active() {
         return Ok(None);
     }
-    let tokens = bound.input.saturating_add(bound.output);
-    // What the request itself bounds: all of it when it sets a maximum
-    // output, else its input (the output is the configured default).
-    let firm = match estimate::asked_max_output(request) {
-        Some(_) => tokens,
+    // What the request bounds: its input, and the output it asks for at
+    // most. A call that sets no maximum takes its input only, and its
+    // output counts when it ends (the hold settles to what it used): the
+    // budget's default output (4096) is a guess, and held against a
+    // minute's limit it refused short calls under a small limit in every
+    // minute.
+    let tokens = match estimate::asked_max_output(request) {
+        Some(_) => bound.input.saturating_add(bound.output),
         None => bound.input,
     };
     state
         .tiers
-        .admit(&rate_scopes(ctx), tokens, firm, chrono::Utc::now())
+        .admit(&rate_scopes(ctx), tokens, chrono::Utc::now())
         .await
 }
 

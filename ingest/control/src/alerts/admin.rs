@@ -440,7 +440,6 @@ impl AlertStore {
         if spec.org_id != org {
             return Err(Rejection::new("org_id", "a receiver cannot move to another org").into());
         }
-        super::reach::check_receiver_url(&spec.url, self.private_hosts()).await?;
         let mut tx = self.pool().begin().await?;
         let previous: Option<ReceiverRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {RECEIVER_COLUMNS} FROM alert_receivers \
@@ -462,6 +461,11 @@ impl AlertStore {
             )
             .await);
         };
+        // Judged again only when it moves: a receiver saved before (or a
+        // name's addresses since) does not stop a rename.
+        if previous.url != spec.url {
+            super::reach::check_receiver_url(&spec.url, self.private_hosts()).await?;
+        }
         let row: ReceiverRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE alert_receivers SET name = $3, kind = $4, url = $5, signing_secret = $6, \
              group_by = $7, group_wait_secs = $8, group_interval_secs = $9, \

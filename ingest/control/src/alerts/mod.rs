@@ -233,7 +233,7 @@ pub(crate) struct ReceiverRow {
     org_id: String,
     name: String,
     kind: String,
-    url: String,
+    pub(crate) url: String,
     has_signing_secret: bool,
     group_by: Vec<String>,
     group_wait_secs: i32,

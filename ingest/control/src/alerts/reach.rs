@@ -149,12 +149,17 @@ pub async fn check_receiver_url(url: &str, private_hosts: &PrivateHosts) -> Resu
         return Ok(());
     };
     let all: Vec<IpAddr> = addresses.map(|a| a.ip()).collect();
-    match all.first() {
-        Some(&ip) if !all.iter().any(|a| is_public(*a)) => {
-            Err(Rejection::new("url", NotPublic { host, ip }.to_string()))
-        }
-        _ => Ok(()),
+    // The addresses are not named: a tenant could map the operator's
+    // internal names by saving receivers.
+    if !all.is_empty() && !all.iter().any(|a| is_public(*a)) {
+        return Err(Rejection::new(
+            "url",
+            format!(
+                "{host} resolves to no public address; receivers reach private addresses only on the hosts listed in alerting.receiver_private_hosts"
+            ),
+        ));
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -171,7 +176,6 @@ mod tests {
             "http://[::1]:9093/",
             "http://2130706433/",
             "http://0x7f.1/",
-            "http://localhost:8123/",
         ] {
             let refusal = check_receiver_url(url, &none).await.unwrap_err();
             assert_eq!(refusal.field, "url", "{url}");
@@ -182,6 +186,15 @@ mod tests {
                 refusal.reason
             );
         }
+        // A name is refused without naming its addresses (a tenant could
+        // map the operator's internal names so).
+        let by_name = check_receiver_url("http://localhost:8123/", &none)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            by_name.reason,
+            "localhost resolves to no public address; receivers reach private addresses only on the hosts listed in alerting.receiver_private_hosts"
+        );
         assert_eq!(
             check_receiver_url("http://127.0.0.1:8123/", &none).await.unwrap_err().reason,
             "127.0.0.1 is 127.0.0.1, not a public address; receivers reach private addresses only on the hosts listed in alerting.receiver_private_hosts"

@@ -253,13 +253,11 @@ impl RateTiers {
         self: &Arc<Self>,
         scopes: &[Scope],
         tokens: u64,
-        firm: u64,
         now: DateTime<Utc>,
     ) -> Result<Option<RateHold>, RateRefusal> {
         if !self.is_active() {
             return Ok(None);
         }
-        let tokens = self.fitted(scopes, tokens, firm);
         let deadline = tokio::time::Instant::now() + self.claim_wait;
         loop {
             // Subscribed before looking, so no answer is missed.
@@ -275,25 +273,6 @@ impl RateTiers {
                     }
                 }
             }
-        }
-    }
-
-    /// The tokens to reserve for a call that may use `tokens`, of which
-    /// only `firm` are bounded by the request (the rest is
-    /// `proxy.budgets.default_max_tokens`, assumed for a call that sets no
-    /// maximum): at most the tightest token limit of `scopes` when the firm
-    /// part fits in it, so such a call fits an empty window instead of
-    /// being refused whatever it uses (the hold settles to what it used).
-    fn fitted(&self, scopes: &[Scope], tokens: u64, firm: u64) -> u64 {
-        let limits = self.limits.read().unwrap_or_else(|e| e.into_inner());
-        let tightest = scopes
-            .iter()
-            .filter_map(|(scope, id)| limits.get(&((*scope).to_string(), id.clone())))
-            .filter_map(|l| l.tokens_per_minute)
-            .min();
-        match tightest {
-            Some(tpm) if firm <= tpm => tokens.min(tpm),
-            _ => tokens,
         }
     }
 
@@ -687,9 +666,9 @@ mod tests {
         let a = proxy(3, &pool, &limits);
         let mut holds = Vec::new();
         for s in 0..30 {
-            holds.push(a.admit(&scopes(), 5, 5, at(s)).await.unwrap().unwrap());
+            holds.push(a.admit(&scopes(), 5, at(s)).await.unwrap().unwrap());
         }
-        let refused = a.admit(&scopes(), 5, 5, at(59)).await.unwrap_err();
+        let refused = a.admit(&scopes(), 5, at(59)).await.unwrap_err();
         assert_eq!(
             (
                 refused.scope,
@@ -707,7 +686,7 @@ mod tests {
         assert_eq!(pool.inner.claimed("team", "o/t", minute), (30, 0));
         // The next window is new.
         drop(holds);
-        assert!(a.admit(&scopes(), 5, 5, at(60)).await.unwrap().is_some());
+        assert!(a.admit(&scopes(), 5, at(60)).await.unwrap().is_some());
         assert_eq!(
             a.counters
                 .refusals
@@ -730,7 +709,7 @@ mod tests {
         let mut admitted = 0;
         let mut holds = Vec::new();
         for i in 0..12 {
-            match proxies[i % 3].admit(&scopes(), 0, 0, at(10)).await {
+            match proxies[i % 3].admit(&scopes(), 0, at(10)).await {
                 Ok(hold) => {
                     admitted += 1;
                     holds.push(hold);
@@ -749,7 +728,7 @@ mod tests {
         let mut admitted = 0;
         for p in &proxies {
             for _ in 0..7 {
-                if p.admit(&scopes(), 0, 0, at(10)).await.is_ok() {
+                if p.admit(&scopes(), 0, at(10)).await.is_ok() {
                     admitted += 1;
                 }
             }
@@ -775,8 +754,8 @@ mod tests {
     async fn tokens_reserve_the_bound_and_a_surplus_returns_to_this_proxy_not_the_pool() {
         let pool = Arc::new(TestPool::default());
         let a = proxy(1, &pool, &[limit(SubjectKind::Key, "k1", None, Some(1000))]);
-        let first = a.admit(&scopes(), 600, 600, at(0)).await.unwrap().unwrap();
-        let refused = a.admit(&scopes(), 401, 401, at(1)).await.unwrap_err();
+        let first = a.admit(&scopes(), 600, at(0)).await.unwrap().unwrap();
+        let refused = a.admit(&scopes(), 401, at(1)).await.unwrap_err();
         assert_eq!(
             refused.reason(),
             "rate limit of 1000 tokens per minute for key k1 of org o reached (all of it is admitted this minute; this call may use up to 401 tokens)"
@@ -789,10 +768,10 @@ mod tests {
         let (_, tokens) = a.allowances("key", "o/k1").unwrap();
         assert_eq!((tokens.claimed, tokens.spent), (1000, 150));
         assert_eq!(pool.inner.claimed("key", "o/k1", MINUTE), (0, 1000));
-        let b = a.admit(&scopes(), 850, 850, at(2)).await.unwrap().unwrap();
-        assert!(a.admit(&scopes(), 1, 1, at(3)).await.is_err());
+        let b = a.admit(&scopes(), 850, at(2)).await.unwrap().unwrap();
+        assert!(a.admit(&scopes(), 1, at(3)).await.is_err());
         // A new window: b's reservation stays in the old one.
-        let c = a.admit(&scopes(), 900, 900, at(61)).await.unwrap().unwrap();
+        let c = a.admit(&scopes(), 900, at(61)).await.unwrap().unwrap();
         b.used(500);
         drop(b);
         let (_, tokens) = a.allowances("key", "o/k1").unwrap();
@@ -802,28 +781,12 @@ mod tests {
         let (_, tokens) = a.allowances("key", "o/k1").unwrap();
         assert_eq!(tokens.spent, 10);
         // A call larger than the whole limit never fits.
-        let refused = a.admit(&scopes(), 1001, 1001, at(62)).await.unwrap_err();
+        let refused = a.admit(&scopes(), 1001, at(62)).await.unwrap_err();
         assert_eq!(refused.cause, Cause::TooLarge);
         assert_eq!(
             refused.reason(),
             "rate limit of 1000 tokens per minute for key k1 of org o reached (this call may use up to 1001 tokens, its input and the maximum output it asks for, more than the whole limit: lower max_tokens)"
         );
-        // A call that sets no maximum (4096 assumed output past a firm 105
-        // of input) is held to the whole limit instead, and settles to
-        // what it used; its firm part alone past the limit never fits.
-        let d = a
-            .admit(&scopes(), 4201, 105, at(120))
-            .await
-            .unwrap()
-            .unwrap();
-        let (_, tokens) = a.allowances("key", "o/k1").unwrap();
-        assert_eq!(tokens.spent, 1000);
-        d.used(125);
-        drop(d);
-        let (_, tokens) = a.allowances("key", "o/k1").unwrap();
-        assert_eq!(tokens.spent, 125);
-        let refused = a.admit(&scopes(), 5100, 1004, at(121)).await.unwrap_err();
-        assert_eq!(refused.cause, Cause::TooLarge);
     }
 
     #[tokio::test]
@@ -831,7 +794,7 @@ mod tests {
         let pool = Arc::new(TestPool::default());
         // 3 proxies: blocks of 1200 / 12 = 100 requests.
         let a = proxy(3, &pool, &[limit(SubjectKind::Org, "o", Some(1200), None)]);
-        let _h = a.admit(&scopes(), 0, 0, at(5)).await.unwrap();
+        let _h = a.admit(&scopes(), 0, at(5)).await.unwrap();
         // The first call waited for one block (plus the refill it started).
         let deadline = Instant::now() + Duration::from_secs(60);
         while pool.inner.claimed("org", "o/o", MINUTE).0 < 200 {
@@ -841,11 +804,11 @@ mod tests {
         // 100 remaining after the first call's 1 of 200: admissions down
         // to one block left claim nothing more.
         for _ in 0..99 {
-            a.admit(&scopes(), 0, 0, at(6)).await.unwrap();
+            a.admit(&scopes(), 0, at(6)).await.unwrap();
         }
         assert_eq!(pool.inner.claimed("org", "o/o", MINUTE).0, 200);
         // Under one block left: the next block comes without anyone waiting.
-        a.admit(&scopes(), 0, 0, at(7)).await.unwrap();
+        a.admit(&scopes(), 0, at(7)).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while pool.inner.claimed("org", "o/o", MINUTE).0 < 300 {
             assert!(
@@ -863,7 +826,7 @@ mod tests {
         let pool = Arc::new(TestPool::default());
         let a = proxy(1, &pool, &[limit(SubjectKind::User, "u", Some(40), None)]);
         // Blocks of 10: the first call claims 10, its refill 10 more.
-        a.admit(&scopes(), 0, 0, at(0)).await.unwrap();
+        a.admit(&scopes(), 0, at(0)).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while a.allowances("user", "o/u").unwrap().0.claimed < 20 {
             assert!(Instant::now() < deadline, "no refill");
@@ -872,7 +835,7 @@ mod tests {
         pool.fail.store(true, Ordering::Relaxed);
         let mut admitted = 1;
         let refusal = loop {
-            match a.admit(&scopes(), 0, 0, at(1)).await {
+            match a.admit(&scopes(), 0, at(1)).await {
                 Ok(_) => admitted += 1,
                 Err(refusal) => break refusal,
             }
@@ -887,7 +850,7 @@ mod tests {
         assert!(a.counters.failures.get() >= 1);
         // Right after a failure no claim is tried: refused at once.
         assert_eq!(
-            a.admit(&scopes(), 0, 0, at(2)).await.unwrap_err().cause,
+            a.admit(&scopes(), 0, at(2)).await.unwrap_err().cause,
             Cause::NoClaim { wait_ms: 2000 }
         );
     }
@@ -905,7 +868,7 @@ mod tests {
             ClaimCounters::default(),
         ));
         a.set_limits(&[limit(SubjectKind::Key, "k1", Some(5), Some(100))]);
-        let refused = a.admit(&scopes(), 10, 10, at(0)).await.unwrap_err();
+        let refused = a.admit(&scopes(), 10, at(0)).await.unwrap_err();
         assert_eq!(
             (refused.limit, refused.cause),
             (LimitKind::requests, Cause::NoClaim { wait_ms: 30 })
@@ -926,10 +889,10 @@ mod tests {
         ));
         a.set_limits(&[limit(SubjectKind::Team, "t", Some(10), None)]);
         for _ in 0..3 {
-            a.admit(&scopes(), 0, 0, at(0)).await.unwrap();
+            a.admit(&scopes(), 0, at(0)).await.unwrap();
         }
         assert_eq!(
-            a.admit(&scopes(), 0, 0, at(0)).await.unwrap_err().cause,
+            a.admit(&scopes(), 0, at(0)).await.unwrap_err().cause,
             Cause::Spent
         );
         assert_eq!(pool.inner.claimed("team", "o/t", MINUTE), (0, 0));
@@ -953,11 +916,11 @@ mod tests {
                 ),
             ]
         };
-        assert!(a.admit(&of_org("o"), 1, 1, at(0)).await.unwrap().is_some());
-        assert!(a.admit(&of_org("o"), 1, 1, at(1)).await.is_err());
+        assert!(a.admit(&of_org("o"), 1, at(0)).await.unwrap().is_some());
+        assert!(a.admit(&of_org("o"), 1, at(1)).await.is_err());
         for second in 2..6 {
             assert!(a
-                .admit(&of_org("p"), 1, 1, at(second))
+                .admit(&of_org("p"), 1, at(second))
                 .await
                 .unwrap()
                 .is_none());
@@ -967,9 +930,9 @@ mod tests {
         every.org_id = None;
         let b = proxy(1, &pool, &[every]);
         for (second, org) in [(0, "o"), (1, "p"), (2, "p")] {
-            assert!(b.admit(&of_org(org), 1, 1, at(second)).await.is_ok());
+            assert!(b.admit(&of_org(org), 1, at(second)).await.is_ok());
         }
-        let refused = b.admit(&of_org("o"), 1, 1, at(3)).await.unwrap_err();
+        let refused = b.admit(&of_org("o"), 1, at(3)).await.unwrap_err();
         assert!(
             refused.reason().contains("for team t reached"),
             "{}",
@@ -981,9 +944,9 @@ mod tests {
     async fn without_limits_nothing_is_held_and_unlimited_scopes_are_skipped() {
         let pool = Arc::new(TestPool::default());
         let t = proxy(1, &pool, &[]);
-        assert!(t.admit(&scopes(), 10, 10, at(0)).await.unwrap().is_none());
+        assert!(t.admit(&scopes(), 10, at(0)).await.unwrap().is_none());
         t.set_limits(&[limit(SubjectKind::User, "other", Some(1), None)]);
-        assert!(t.admit(&scopes(), 10, 10, at(0)).await.unwrap().is_none());
+        assert!(t.admit(&scopes(), 10, at(0)).await.unwrap().is_none());
         t.set_limits(&[]);
         assert!(!t.is_active());
     }
