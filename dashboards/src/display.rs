@@ -41,6 +41,17 @@ pub fn script_json<T: serde::Serialize + ?Sized>(data: &T) -> String {
         .replace('&', "\\u0026")
 }
 
+/// `n` things as people write them: `1 pattern`, `2 patterns`,
+/// `12,408 failures` (the noun takes an `s` unless `n` is 1).
+pub fn counted(n: impl Into<i128>, noun: &str) -> String {
+    let n = n.into();
+    format!(
+        "{} {noun}{}",
+        Count(n).text(),
+        if n == 1 { "" } else { "s" }
+    )
+}
+
 fn group_thousands(digits: &str) -> String {
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -758,6 +769,13 @@ impl From<&str> for Figure {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn counted_things_agree_in_number() {
+        assert_eq!(super::counted(1u64, "pattern"), "1 pattern");
+        assert_eq!(super::counted(0u64, "failure"), "0 failures");
+        assert_eq!(super::counted(12_408u64, "failure"), "12,408 failures");
+    }
+
     #[test]
     fn script_json_cannot_end_or_comment_out_its_script() {
         let name = "key <!--<script></script> & co";

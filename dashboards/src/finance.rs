@@ -26,7 +26,7 @@ use tollgate_queries::overview::{self, CostOverview};
 use tollgate_queries::{statement, InvalidParameter, ReadModelError, Table};
 
 use crate::carry;
-use crate::display::{Cost, Count, Figure, Instant, Millis, Money, Percent, TokenCount};
+use crate::display::{counted, Cost, Count, Figure, Instant, Millis, Money, Percent, TokenCount};
 use crate::key_labels::{KeyLabels, KeyName};
 use crate::layout::{render, Section};
 use crate::DashboardState;
@@ -964,13 +964,7 @@ impl StatementPage {
 /// "· 1 unpriced call not in the total" for `unpriced` of `calls` calls
 /// (`None` when every call is priced).
 fn unpriced_note(unpriced: i64) -> Option<String> {
-    (unpriced > 0).then(|| {
-        format!(
-            "{} unpriced call{} not in the total",
-            Count(unpriced.into()).text(),
-            if unpriced == 1 { "" } else { "s" }
-        )
-    })
+    (unpriced > 0).then(|| format!("{} not in the total", counted(unpriced, "unpriced call")))
 }
 
 /// `page` showing statement `s`: the columns of its table (the CSV,
@@ -1039,11 +1033,7 @@ fn statement_view(mut page: StatementPage, s: &statement::Statement) -> Statemen
     page.as_of = minute(s.as_of);
     page.late = s.late.as_ref().map(|late| {
         (
-            format!(
-                "{} call{}",
-                Count(late.calls.into()).text(),
-                if late.calls == 1 { "" } else { "s" }
-            ),
+            counted(late.calls, "call"),
             Money(late.cost_when_stored),
             minute(late.last_stored_at),
         )

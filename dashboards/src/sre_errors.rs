@@ -22,7 +22,7 @@ use tollgate_queries::{InvalidParameter, ReadModelError};
 
 use tollgate_access::{Identity, SRE_READERS};
 
-use crate::display::{Count, Figure, Instant, Millis, Money, Parts, Percent, Period};
+use crate::display::{counted, Count, Figure, Instant, Millis, Money, Parts, Percent, Period};
 use crate::key_labels::{KeyLabels, KeyName};
 use crate::layout::{render, Section};
 use crate::sre_form::{api_pairs, choices, form_time, percent_encode, range_asked, Choice, RANGES};
@@ -326,10 +326,10 @@ pub fn list_view(
                 .collect(),
             Parts(vec![
                 Period::new(r.from, r.to).into(),
-                Figure::Text(format!("{} patterns", r.patterns.len())),
-                Figure::Text(format!(
-                    "{} failures",
-                    Count(r.patterns.iter().map(|p| p.failures).sum::<u64>().into()).text()
+                Figure::Text(counted(r.patterns.len() as u64, "pattern")),
+                Figure::Text(counted(
+                    r.patterns.iter().map(|p| p.failures).sum::<u64>(),
+                    "failure",
                 )),
             ]),
         ),
