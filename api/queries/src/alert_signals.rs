@@ -203,11 +203,35 @@ fn errors_sql(
     provider: Option<&str>,
     model: Option<&str>,
     team: Option<&str>,
+    window: (DateTime<Utc>, DateTime<Utc>),
+) -> BoundSql {
+    calls_and_errors_sql(
+        "alert_signals.errors",
+        false,
+        org,
+        [provider, model, team],
+        window,
+    )
+}
+
+/// [`errors_sql`]'s statement named `name`, over the whole window or, with
+/// `per_minute`, per minute (column `m`, the backtest's one read).
+fn calls_and_errors_sql(
+    name: &'static str,
+    per_minute: bool,
+    org: &str,
+    [provider, model, team]: [Option<&str>; 3],
     (from, to): (DateTime<Utc>, DateTime<Utc>),
 ) -> BoundSql {
-    let mut template = "SELECT countMerge(calls) AS call_count, sumMerge(errors) AS error_count \
+    let minute = if per_minute {
+        "toUInt32(intDiv(toUInt32(minute), 60)) AS m, "
+    } else {
+        ""
+    };
+    let mut template = format!(
+        "SELECT {minute}countMerge(calls) AS call_count, sumMerge(errors) AS error_count \
          FROM latency_minute_calls WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND org_id = ?"
-        .to_string();
+    );
     let mut binds = vec![
         SqlValue::UInt(epoch(from)),
         SqlValue::UInt(epoch(to)),
@@ -218,8 +242,11 @@ fn errors_sql(
         &mut binds,
         &[("provider", provider), ("model", model), ("team_id", team)],
     );
+    if per_minute {
+        template.push_str(" GROUP BY m");
+    }
     BoundSql {
-        name: "alert_signals.errors",
+        name,
         template,
         binds,
     }

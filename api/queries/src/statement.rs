@@ -106,23 +106,35 @@ struct LateRow {
 }
 
 fn late_sql(team: &str, org: Option<&str>, first: NaiveDate, next: NaiveDate) -> BoundSql {
-    let org = org.unwrap_or_default();
+    let mut binds = team_month_binds(team, org, first, next);
+    binds.push(SqlValue::UInt(
+        u64::try_from(next.and_time(chrono::NaiveTime::MIN).and_utc().timestamp()).unwrap_or(0)
+            + LATE_AFTER_SECS,
+    ));
     BoundSql {
         name: "statement.late",
         template: LATE_SQL.to_string(),
-        binds: vec![
-            SqlValue::Str(team.to_string()),
-            SqlValue::Str(org.to_string()),
-            SqlValue::Str(org.to_string()),
-            SqlValue::Str(first.to_string()),
-            SqlValue::Str(next.to_string()),
-            SqlValue::UInt(
-                u64::try_from(next.and_time(chrono::NaiveTime::MIN).and_utc().timestamp())
-                    .unwrap_or(0)
-                    + LATE_AFTER_SECS,
-            ),
-        ],
+        binds,
     }
+}
+
+/// The binds every statement query of a team's month starts with: the
+/// team, the org twice (`? = '' OR org_id = ?`), the month's first day and
+/// the next month's.
+fn team_month_binds(
+    team: &str,
+    org: Option<&str>,
+    first: NaiveDate,
+    next: NaiveDate,
+) -> Vec<SqlValue> {
+    let org = org.unwrap_or_default();
+    vec![
+        SqlValue::Str(team.to_string()),
+        SqlValue::Str(org.to_string()),
+        SqlValue::Str(org.to_string()),
+        SqlValue::Str(first.to_string()),
+        SqlValue::Str(next.to_string()),
+    ]
 }
 
 /// The calls of `team`'s month `[first, next)` stored after it ended (of
@@ -258,17 +270,10 @@ pub struct RepricingRow {
 }
 
 fn repricing_sql(team: &str, org: Option<&str>, first: NaiveDate, next: NaiveDate) -> BoundSql {
-    let org = org.unwrap_or_default();
     BoundSql {
         name: "statement.repricing",
         template: REPRICING_SQL.to_string(),
-        binds: vec![
-            SqlValue::Str(team.to_string()),
-            SqlValue::Str(org.to_string()),
-            SqlValue::Str(org.to_string()),
-            SqlValue::Str(first.to_string()),
-            SqlValue::Str(next.to_string()),
-        ],
+        binds: team_month_binds(team, org, first, next),
     }
 }
 

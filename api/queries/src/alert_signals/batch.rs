@@ -38,9 +38,9 @@ use serde::Deserialize;
 
 use tollgate_contract::alerts::{ErrorRateSignal, LatencyMetric, LatencySignal, Signal};
 
-use super::{epoch, equal_filters, error_rate, latency, latency_filters, window, Measurement};
+use super::{epoch, error_rate, latency, latency_filters, window, Measurement};
 use crate::latency_source::{self, InWindow, Source};
-use crate::{BoundSql, ReadModelError, ReadModels, SqlValue};
+use crate::{BoundSql, ReadModelError, ReadModels};
 
 /// Most calls the batched latency read holds (counted per minute and
 /// distinct value, so usually far fewer rows): above, the steps are
@@ -145,32 +145,15 @@ struct ErrorMinute {
 fn error_minutes_sql(
     org: &str,
     s: &ErrorRateSignal,
-    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    window: (DateTime<Utc>, DateTime<Utc>),
 ) -> BoundSql {
-    let mut template = "SELECT toUInt32(intDiv(toUInt32(minute), 60)) AS m, \
-         countMerge(calls) AS call_count, sumMerge(errors) AS error_count \
-         FROM latency_minute_calls WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND org_id = ?"
-        .to_string();
-    let mut binds = vec![
-        SqlValue::UInt(epoch(from)),
-        SqlValue::UInt(epoch(to)),
-        SqlValue::Str(org.to_string()),
-    ];
-    equal_filters(
-        &mut template,
-        &mut binds,
-        &[
-            ("provider", s.provider.as_deref()),
-            ("model", s.model.as_deref()),
-            ("team_id", s.team.as_deref()),
-        ],
-    );
-    template.push_str(" GROUP BY m");
-    BoundSql {
-        name: "alert_signals.backtest.errors",
-        template,
-        binds,
-    }
+    super::calls_and_errors_sql(
+        "alert_signals.backtest.errors",
+        true,
+        org,
+        [s.provider.as_deref(), s.model.as_deref(), s.team.as_deref()],
+        window,
+    )
 }
 
 fn error_rates(
