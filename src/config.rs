@@ -17,6 +17,8 @@ use tollgate_processors::folds::audit::AuditConfig;
 use tollgate_processors::retention::RetentionConfig;
 use tollgate_proxy::config::ProxyConfig;
 
+mod redaction;
+
 /// Environment variables with the `TOLLGATE_` prefix that are not settings.
 /// (`TOLLGATE_MASTER_KEY` and `TOLLGATE_MASTER_KEY_PREVIOUS` are read by
 /// `tollgate_control::provider_credentials::Keyring`, never into the config.)
@@ -86,9 +88,13 @@ impl Config {
 
 impl Config {
     /// The effective configuration as TOML, in the shape of the file it was
-    /// loaded from (what `tollgate show-config` prints; it loads back as is).
+    /// loaded from, with every secret hidden (what `tollgate show-config`
+    /// prints; it loads back, with the hidden values in place of the
+    /// secrets).
     pub fn to_toml(&self) -> anyhow::Result<String> {
-        Ok(toml::to_string_pretty(self)?)
+        let mut value = toml::Value::try_from(self)?;
+        redaction::hide_secrets(&mut value);
+        Ok(toml::to_string_pretty(&value)?)
     }
 }
 
@@ -162,6 +168,49 @@ mod tests {
             );
             // The key itself is never part of the configuration (show-config).
             assert!(!config.to_toml().unwrap().contains("a2V5"));
+            Ok(())
+        });
+    }
+
+    /// A trial found `show-config` printing the audit signing key, the
+    /// PostgreSQL password and the ClickHouse password.
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn show_config_hides_every_secret() {
+        figment::Jail::expect_with(|jail| {
+            let seed = "9f".repeat(32);
+            jail.set_env("TOLLGATE_AUDIT__SIGNING_KEY", &seed);
+            jail.set_env(
+                "TOLLGATE_POSTGRES__URL",
+                "postgres://tollgate:pg-pass-1@db:5432/tollgate",
+            );
+            jail.set_env("TOLLGATE_CLICKHOUSE__PASSWORD", "ch-pass-2");
+            jail.create_file(
+                "t.toml",
+                "[auth.oidc]\nissuer_url = \"https://idp\"\nclient_id = \"tollgate\"\n\
+                 client_secret = \"oidc-secret-3\"\nredirect_url = \"https://t/auth/oidc/callback\"\n",
+            )?;
+            let config = Config::load(Some(Path::new("t.toml"))).map_err(|e| e.to_string())?;
+            let text = config.to_toml().map_err(|e| e.to_string())?;
+            for secret in [seed.as_str(), "pg-pass-1", "ch-pass-2", "oidc-secret-3"] {
+                assert!(!text.contains(secret), "{secret} shown in:\n{text}");
+            }
+            assert!(
+                text.contains("signing_key = \"<set, 64 characters, hidden>\""),
+                "{text}"
+            );
+            assert!(
+                text.contains("url = \"postgres://tollgate:***@db:5432/tollgate\""),
+                "{text}"
+            );
+            assert!(
+                text.contains("password = \"<set, 9 characters, hidden>\""),
+                "{text}"
+            );
+            assert!(
+                text.contains("client_secret = \"<set, 13 characters, hidden>\""),
+                "{text}"
+            );
             Ok(())
         });
     }

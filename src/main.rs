@@ -98,7 +98,9 @@ enum Command {
     /// (used by the chDB compatibility check).
     SqlCatalog(cmd::sql_catalog::Args),
     /// Print the effective configuration as TOML, after checking the
-    /// proxy's routes as `tollgate proxy` does at start-up.
+    /// proxy's routes as `tollgate proxy` does at start-up. Secrets are
+    /// hidden: keys, passwords and client secrets as `<set, N characters,
+    /// hidden>`, a URL's password as `***`.
     ShowConfig,
 }
 
