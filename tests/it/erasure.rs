@@ -44,11 +44,10 @@ fn event(team: &str, user: &str, i: u64, outcome: Outcome) -> tollgate_contract:
         call.error = Some(
             serde_json::from_value(serde_json::json!({
                 "type": "server_error",
-                // Not naming the user: the pattern learner copies messages
-                // into its catalog and `admin.error_pattern.new` events,
-                // which erasure cannot find by user id (docs/audit.md,
-                // "Erasure", "Not erased").
-                "message": format!("upstream failed after {} ms", 100 + i),
+                // Naming the user, as a provider's message may quote the
+                // caller: the masked template keeps the name, in `calls`
+                // and in the pattern catalog.
+                "message": format!("upstream failed for {user} after {} ms", 100 + i),
             }))
             .unwrap(),
         );
@@ -93,7 +92,12 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
         events.push(event("team-b", "alice", 20 + i, failed));
     }
     for i in 0..3 {
-        events.push(event("team-b", "carol", 30 + i, Outcome::Success));
+        let outcome = if i == 0 {
+            Outcome::Error
+        } else {
+            Outcome::Success
+        };
+        events.push(event("team-b", "carol", 30 + i, outcome));
     }
     // A call of hers the proxy denied, its reason naming her as the
     // proxy's user-budget reasons do: the entry's decision reason, hashed
@@ -157,7 +161,45 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
         0
     );
 
+    // Her failure's template names her in the pattern catalog, as
+    // carol's names carol.
+    let named = |who: &str| {
+        format!("SELECT count() FROM {{db}}.error_pattern_catalog WHERE position(template, '{who}') > 0")
+    };
+    for who in ["alice", "carol"] {
+        env.wait_for_count(&named(who), 1, PATIENCE).await;
+    }
+
     let receipt = erase_alice(&env);
+    // The catalog's row of her template is gone, carol's stays, and the
+    // catalog still covers every failure of `calls` (hers under the
+    // emptied template): `rollups check` agrees.
+    assert_eq!(
+        receipt["tables"]["error_pattern_catalog.template"],
+        serde_json::json!({"before": 1, "after": 0}),
+        "{receipt}"
+    );
+    assert_eq!(env.ch_u64(&named("alice")).await, 0);
+    assert_eq!(env.ch_u64(&named("carol")).await, 1);
+    let day = Utc::now().date_naive();
+    let (from, to) = (
+        (day - chrono::Days::new(1)).to_string(),
+        (day + chrono::Days::new(1)).to_string(),
+    );
+    let out = env
+        .tollgate(&["rollups", "check", "--from", &from, "--to", &to])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("error_pattern_catalog agrees with calls"),
+        "{text}"
+    );
     assert_eq!(receipt["tables"]["calls"]["before"], 11);
     assert_eq!(receipt["tables"]["calls"]["after"], 0);
     assert_eq!(receipt["tables"]["audit_chain"]["before"], 11);

@@ -22,6 +22,9 @@
 //!    `cost_daily_by_user` rows (the user id is in their sorting key, which
 //!    mutations cannot update) are copied summed under an empty user id,
 //!    then deleted, so every total but the person's own stays;
+//!    The pattern catalog has no user: the templates only the person's
+//!    failed calls hold are read before, and once `calls` is erased their
+//!    rows are deleted and the patterns folded again from `calls`;
 //! 5. count again, in every MergeTree table with a `user_id` column
 //!    (`system.columns`), and return the receipt.
 //!
@@ -70,6 +73,10 @@ pub const PERSONAL_TABLES: &[(&str, &str)] = &[
     (
         "cost_daily_by_user",
         "the cost rollup per user (migration 0039): as cost_daily",
+    ),
+    (
+        "error_pattern_catalog",
+        "templates only the person's failed calls hold: their rows deleted, the pattern folded again from calls",
     ),
 ];
 
@@ -241,9 +248,35 @@ pub const COPY_COST_DAILY_BY_USER_SQL: &str = "INSERT INTO cost_daily_by_user (d
 pub const DELETE_COST_DAILY_BY_USER_SQL: &str =
     "ALTER TABLE cost_daily_by_user DELETE WHERE org_id = ? AND user_id = ?";
 
+/// The person's error templates that no other call holds, as (signature,
+/// template): the pattern catalog's rows of them are the person's words
+/// (bound: org and user, twice).
+pub const OWN_TEMPLATES_SQL: &str = "SELECT error_signature, error_template FROM calls WHERE kind = 'ai.call.failed' AND error_signature != 0 AND error_template != '' AND error_signature IN (SELECT error_signature FROM calls WHERE org_id = ? AND user_id = ? AND kind = 'ai.call.failed' AND error_signature != 0) GROUP BY error_signature, error_template HAVING countIf(org_id = ? AND user_id = ?) = count() ORDER BY error_signature, error_template";
+
+/// The catalog's rows of one signature's templates (bound: the signature,
+/// an array of templates).
+pub const DELETE_CATALOG_TEMPLATES_SQL: &str =
+    "ALTER TABLE error_pattern_catalog DELETE WHERE signature = ? AND has(?, template)";
+
+/// How many of one signature's templates the catalog still holds.
+pub const COUNT_CATALOG_TEMPLATES_SQL: &str =
+    "SELECT count() FROM error_pattern_catalog WHERE signature = ? AND has(?, template)";
+
+/// The catalog's rows of the signatures `?` (an array) folded again from
+/// `calls` as `error_pattern_catalog_mv` folds them (migration 0031), after
+/// [`DELETE_CATALOG_TEMPLATES_SQL`]: the person's failures come back under
+/// their emptied template, and a template another call took up meanwhile
+/// comes back too (first and last seen are min and max states, so a row
+/// folded twice changes nothing). `rollups check` then finds every key of
+/// `calls` in the catalog.
+pub const REFOLD_CATALOG_SQL: &str = "INSERT INTO error_pattern_catalog (signature, provider, http_status, error_type, template, first_seen, last_seen) SELECT error_signature AS signature, CAST(provider AS String) AS provider, http_status, error_type, error_template AS template, minState(occurred_at) AS first_seen, maxState(occurred_at) AS last_seen FROM calls WHERE kind = 'ai.call.failed' AND has(?, error_signature) GROUP BY signature, provider, http_status, error_type, template";
+
+/// The receipt's name for the catalog's templates of the person.
+pub const CATALOG_TEMPLATES: &str = "error_pattern_catalog.template";
+
 /// Mutations of the database not finished yet, on the tables erasure
 /// changes.
-pub const PENDING_MUTATIONS_SQL: &str = "SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0 AND has(['audit_chain', 'audit_search', 'calls', 'cost_adjustments', 'cost_daily', 'cost_daily_by_user'], table)";
+pub const PENDING_MUTATIONS_SQL: &str = "SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0 AND has(['audit_chain', 'audit_search', 'calls', 'cost_adjustments', 'cost_daily', 'cost_daily_by_user', 'error_pattern_catalog'], table)";
 
 /// Every MergeTree table of the database with a `user_id` column.
 pub const USER_TABLES_SQL: &str = "SELECT name FROM system.tables WHERE database = ? AND engine LIKE '%MergeTree' AND name IN (SELECT table FROM system.columns WHERE database = ? AND name = 'user_id') ORDER BY name";
@@ -337,6 +370,7 @@ impl Eraser {
                 user: user.to_string(),
             });
         }
+        let own_templates = self.own_templates(org, user).await?;
         let rows: Vec<AuditRow> = ch
             .query(AUDIT_ROWS_SQL)
             .bind(org)
@@ -363,6 +397,11 @@ impl Eraser {
             }
         }
         let erasure_id = Uuid::now_v7();
+        let mut before = before;
+        before.insert(
+            CATALOG_TEMPLATES.to_string(),
+            own_templates.values().map(|t| t.len() as u64).sum(),
+        );
         let mut tables: BTreeMap<String, u64> = before.clone();
         let mut events = Vec::with_capacity(chains.len());
         for (chain_id, (team_id, rows)) in &chains {
@@ -410,7 +449,9 @@ impl Eraser {
                 .map_err(self.failed(format!("cannot erase the person's rows in {what}")))?;
         }
         self.wait_for_mutations().await?;
-        let after = self.holding(org, user).await?;
+        let catalog_left = self.erase_catalog_templates(&own_templates).await?;
+        let mut after = self.holding(org, user).await?;
+        after.insert(CATALOG_TEMPLATES.to_string(), catalog_left);
         let tables = before
             .iter()
             .map(|(table, n)| {
@@ -444,6 +485,71 @@ impl Eraser {
             chains,
             kept_v1_entries,
         })
+    }
+
+    /// [`OWN_TEMPLATES_SQL`], by signature.
+    async fn own_templates(
+        &self,
+        org: &str,
+        user: &str,
+    ) -> Result<BTreeMap<u64, Vec<String>>, ErasureError> {
+        let rows: Vec<(u64, String)> = client(&self.clickhouse)
+            .query(OWN_TEMPLATES_SQL)
+            .bind(org)
+            .bind(user)
+            .bind(org)
+            .bind(user)
+            .fetch_all()
+            .await
+            .map_err(self.failed("cannot read the person's error templates"))?;
+        let mut own: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for (signature, template) in rows {
+            own.entry(signature).or_default().push(template);
+        }
+        Ok(own)
+    }
+
+    /// Once `calls` is erased: the catalog's rows of `own` deleted, their
+    /// signatures folded again from `calls` ([`REFOLD_CATALOG_SQL`]); how
+    /// many of `own` the catalog still holds (0 unless a call of someone
+    /// else took the very template up meanwhile).
+    async fn erase_catalog_templates(
+        &self,
+        own: &BTreeMap<u64, Vec<String>>,
+    ) -> Result<u64, ErasureError> {
+        if own.is_empty() {
+            return Ok(0);
+        }
+        let ch = client(&self.clickhouse);
+        for (signature, templates) in own {
+            ch.query(DELETE_CATALOG_TEMPLATES_SQL)
+                .bind(signature)
+                .bind(templates)
+                .execute()
+                .await
+                .map_err(
+                    self.failed("cannot erase the person's templates in error_pattern_catalog"),
+                )?;
+        }
+        self.wait_for_mutations().await?;
+        let signatures: Vec<u64> = own.keys().copied().collect();
+        ch.query(REFOLD_CATALOG_SQL)
+            .bind(&signatures)
+            .execute()
+            .await
+            .map_err(self.failed("cannot fold error_pattern_catalog again"))?;
+        let mut left = 0;
+        for (signature, templates) in own {
+            let n: u64 = ch
+                .query(COUNT_CATALOG_TEMPLATES_SQL)
+                .bind(signature)
+                .bind(templates)
+                .fetch_one()
+                .await
+                .map_err(self.failed("cannot count the templates left in error_pattern_catalog"))?;
+            left += n;
+        }
+        Ok(left)
     }
 
     /// Put `events` in the outbox, publish them, and wait until each is an
@@ -597,6 +703,31 @@ pub fn catalog() -> Vec<(String, String)> {
         (
             "erasure.cost_daily_by_user_delete".into(),
             fill(DELETE_COST_DAILY_BY_USER_SQL, &person),
+        ),
+        (
+            "erasure.own_templates".into(),
+            fill(
+                OWN_TEMPLATES_SQL,
+                &[person[0], person[1], person[0], person[1]],
+            ),
+        ),
+        (
+            "erasure.catalog_delete".into(),
+            fill(
+                DELETE_CATALOG_TEMPLATES_SQL,
+                &["42", "['upstream failed for <*>']"],
+            ),
+        ),
+        (
+            "erasure.catalog_count".into(),
+            fill(
+                COUNT_CATALOG_TEMPLATES_SQL,
+                &["42", "['upstream failed for <*>']"],
+            ),
+        ),
+        (
+            "erasure.catalog_refold".into(),
+            fill(REFOLD_CATALOG_SQL, &["[42]"]),
         ),
         (
             "erasure.pending_mutations".into(),

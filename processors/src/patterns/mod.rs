@@ -53,9 +53,13 @@ pub const ANNOUNCED_SQL: &str = "SELECT signature FROM error_pattern_announced G
 pub const WINNERS_SQL: &str = "SELECT signature, min(event_id) AS winner \
      FROM error_pattern_announced WHERE has(?, signature) GROUP BY signature";
 
-/// The first message of each signature among `?` (an array of ids) since
-/// `?` (epoch seconds: the earliest first-seen, to prune partitions).
-pub const SAMPLES_SQL: &str = "SELECT error_signature, argMin(error_message, occurred_at_ms) AS sample \
+/// The event id of each signature's first failed call among `?` (an array
+/// of ids) since `?` (epoch seconds: the earliest first-seen, to prune
+/// partitions). An announcement names the call, never copies its message:
+/// the message is the caller's data, which the call's own org reads and
+/// erasure empties (docs/audit.md, "Erasure"), while the announcement is
+/// chained for good in the control plane's chain.
+pub const SAMPLES_SQL: &str = "SELECT error_signature, argMin(event_id, occurred_at_ms) AS sample \
      FROM calls WHERE kind = 'ai.call.failed' AND has(?, error_signature) AND occurred_at >= toDateTime(?) \
      GROUP BY error_signature";
 
@@ -151,7 +155,7 @@ pub fn unstored(proposed: &BTreeSet<Merge>, stored: &HashSet<(u64, u64)>) -> Vec
 }
 
 /// The `admin.error_pattern.new` event of `pattern`, with `sample` (the
-/// pattern's first message) when one was found.
+/// event id of the pattern's first failed call) when one was found.
 pub fn announcement(pattern: &Pattern, sample: Option<&str>) -> Event {
     let s = &pattern.signature;
     let first_seen =
@@ -166,7 +170,7 @@ pub fn announcement(pattern: &Pattern, sample: Option<&str>) -> Event {
             "error_type": s.error_type,
             "template": s.template,
             "first_seen": first_seen,
-            "sample_message": sample.unwrap_or_default(),
+            "sample_event_id": sample.unwrap_or_default(),
         }),
     )
 }
@@ -348,7 +352,7 @@ impl PatternLearner {
                 .fetch_all::<SampleRow>(),
         )
         .await
-        .map_err(|e| format!("clickhouse: reading sample messages: {e}"))?
+        .map_err(|e| format!("clickhouse: reading the first failed calls of new patterns: {e}"))?
         .into_iter()
         .map(|r| (r.error_signature, r.sample))
         .collect();
@@ -556,7 +560,7 @@ mod tests {
         )])
         .pop()
         .unwrap();
-        let event = announcement(&pattern, Some("The model davinci does not exist"));
+        let event = announcement(&pattern, Some("0190b3c4-0000-7000-8000-000000000001"));
         assert_eq!(event.kind, KIND_ERROR_PATTERN_NEW);
         let value = serde_json::to_value(&event).unwrap();
         let parsed = parse_event(value, Utc::now(), &Limits::default()).unwrap();
@@ -569,7 +573,11 @@ mod tests {
         assert_eq!(admin["error_type"], "invalid_request_error");
         assert_eq!(admin["template"], pattern.signature.template.as_str());
         assert_eq!(admin["first_seen"], "2025-12-02T00:00:00Z");
-        assert_eq!(admin["sample_message"], "The model davinci does not exist");
+        assert_eq!(
+            admin["sample_event_id"],
+            "0190b3c4-0000-7000-8000-000000000001"
+        );
+        assert!(admin.get("sample_message").is_none(), "{admin}");
     }
 
     #[test]
