@@ -10,6 +10,7 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use tollgate_queries::params::parse_any_time as parse_any;
 
+use crate::last_day;
 use crate::sre_form::{form_time, RANGES};
 
 /// How a page reads its time window.
@@ -175,9 +176,7 @@ fn asked(pairs: &[(String, String)]) -> Option<Asked> {
         (Some(text), _) => Some(parse_any(text)?),
         // The cost page's form names the period's last day (inclusive).
         (None, Some(last)) => Some(
-            NaiveDate::parse_from_str(last.trim(), "%Y-%m-%d")
-                .ok()?
-                .succ_opt()?
+            last_day::to_of_through(last)?
                 .and_hms_opt(0, 0, 0)?
                 .and_utc(),
         ),

@@ -28,6 +28,7 @@ use tollgate_queries::{statement, InvalidParameter, ReadModelError, Table};
 use crate::carry;
 use crate::display::{counted, Cost, Count, Figure, Instant, Millis, Money, Percent, TokenCount};
 use crate::key_labels::{KeyLabels, KeyName};
+use crate::last_day;
 use crate::layout::{render, Section};
 use crate::DashboardState;
 
@@ -214,7 +215,7 @@ fn base_pairs(q: &CostQuery) -> Vec<(String, String)> {
 /// The period `[from, to)` as the cost page states it: its first and
 /// last day, how many UTC days, and the instants read.
 fn period_words(from: chrono::NaiveDate, to: chrono::NaiveDate) -> String {
-    let last = to.pred_opt().unwrap_or(to);
+    let last = last_day::through_of_to(to);
     let days = (to - from).num_days();
     let span = if last == from {
         from.to_string()
@@ -265,7 +266,7 @@ fn fold_through(pairs: &[(String, String)]) -> Result<Vec<(String, String)>, Inv
             format!("the last day ({last}) is before the first ({from})"),
         ));
     }
-    let to = last.succ_opt().ok_or_else(|| {
+    let to = last_day::to_of_through(&through).ok_or_else(|| {
         InvalidParameter::new("through", format!("`{shown}` is the last day there is"))
     })?;
     out.retain(|(k, _)| k != "to");
@@ -489,7 +490,7 @@ fn view(
     CostPage {
         section: Section::Finance,
         from: q.from.to_string(),
-        through: q.to.pred_opt().unwrap_or(q.to).to_string(),
+        through: last_day::through_of_to(q.to).to_string(),
         period: Some(period_words(q.from, q.to)),
         group_by: group_by_param(q),
         filters: q
@@ -685,14 +686,7 @@ fn refused_view(fallback: &CostQuery, raw: &[(String, String)], error: String) -
     // The form's last day: as sent, or the day before a `to`.
     page.through = value("through")
         .filter(|t| !t.is_empty())
-        .or_else(|| {
-            value("to").map(|to| {
-                chrono::NaiveDate::parse_from_str(&to, "%Y-%m-%d")
-                    .ok()
-                    .and_then(|d| d.pred_opt())
-                    .map_or(to, |d| d.to_string())
-            })
-        })
+        .or_else(|| value("to").map(|to| last_day::through_of_sent_to(&to)))
         .unwrap_or_default();
     // The filters sent, kept by the form.
     page.filters = raw

@@ -15,6 +15,7 @@ pub mod compliance;
 pub mod display;
 pub mod finance;
 pub mod key_labels;
+pub mod last_day;
 pub mod layout;
 pub mod login_token;
 pub mod nav;
