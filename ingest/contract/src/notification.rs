@@ -55,6 +55,10 @@ pub struct Notification {
     /// The observed value that crossed the threshold, as the evaluator
     /// printed it (exact decimals stay exact).
     pub value: String,
+    /// The unit of `value` (`%`, `ms`, `USD`, `USD/h`; empty for a count
+    /// or an event), so a person reads `12.5 %`, not `12.5`.
+    #[serde(default)]
+    pub unit: String,
     /// [`fingerprint`] of `labels`.
     pub fingerprint: String,
 }
@@ -90,7 +94,23 @@ impl Notification {
             ends_at,
             generator_url: generator_url.into(),
             value: value.into(),
+            unit: String::new(),
             fingerprint,
+        }
+    }
+
+    /// The same notification with `value` in `unit`.
+    pub fn with_unit(mut self, unit: impl Into<String>) -> Self {
+        self.unit = unit.into();
+        self
+    }
+
+    /// `value` as a person reads it: with its unit when it has one.
+    pub fn value_with_unit(&self) -> String {
+        if self.unit.is_empty() {
+            self.value.clone()
+        } else {
+            format!("{} {}", self.value, self.unit)
         }
     }
 }

@@ -86,19 +86,22 @@ pub fn notification(
             annotations.insert(name.to_string(), text.clone());
         }
     }
-    Some(Notification::new(
-        stored_uuid(rule.id),
-        rule.spec.name.clone(),
-        rule.spec.org_id.clone(),
-        status,
-        alert_labels(rule),
-        annotations,
-        rule.spec.severity.name(),
-        starts_at,
-        ends_at,
-        generator_url(base_url, &rule.spec.signal, &rule.spec.org_id, at),
-        value,
-    ))
+    Some(
+        Notification::new(
+            stored_uuid(rule.id),
+            rule.spec.name.clone(),
+            rule.spec.org_id.clone(),
+            status,
+            alert_labels(rule),
+            annotations,
+            rule.spec.severity.name(),
+            starts_at,
+            ends_at,
+            generator_url(base_url, &rule.spec.signal, &rule.spec.org_id, at),
+            value,
+        )
+        .with_unit(alert_signals::unit(&rule.spec.signal)),
+    )
 }
 
 #[cfg(test)]

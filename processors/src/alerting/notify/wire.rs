@@ -96,7 +96,7 @@ pub fn slack_body(notifications: &[Notification]) -> serde_json::Value {
             },
             slack_escape(&n.rule_name),
             slack_escape(&n.severity),
-            slack_escape(&n.value),
+            slack_escape(&n.value_with_unit()),
             labels
         );
         if let Some(summary) = n.annotations.get("summary") {
@@ -161,7 +161,8 @@ fn label_name(name: &str) -> String {
 /// Alertmanager's alert for a notification: its labels plus `alertname`
 /// (the rule name), `severity`, `tollgate_rule_id` and `org`, which win
 /// over a rule label of the same name so routing can rely on them; the
-/// annotations plus `value` and `tollgate_notification_id`. Empty label
+/// annotations plus `value` (with its unit: `12.5 %`), `unit` and
+/// `tollgate_notification_id`. Empty label
 /// values are left out (Alertmanager treats them as absent).
 pub fn alertmanager_alert(n: &Notification) -> PostableAlert {
     let mut labels: BTreeMap<String, String> = n
@@ -176,7 +177,10 @@ pub fn alertmanager_alert(n: &Notification) -> PostableAlert {
     labels.insert("org".into(), n.org_id.clone());
     labels.retain(|_, v| !v.is_empty());
     let mut annotations = n.annotations.clone();
-    annotations.insert("value".into(), n.value.clone());
+    annotations.insert("value".into(), n.value_with_unit());
+    if !n.unit.is_empty() {
+        annotations.insert("unit".into(), n.unit.clone());
+    }
     annotations.insert("tollgate_notification_id".into(), n.id.to_string());
     let rfc3339 =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -233,6 +237,7 @@ mod tests {
             "http://tollgate.local/sre/errors?from=1&to=2|x",
             "12.5",
         )
+        .with_unit("%")
     }
 
     #[test]
@@ -254,7 +259,7 @@ mod tests {
         }
         let first = blocks[1]["text"]["text"].as_str().unwrap_or_default();
         assert!(
-            first.contains(":red_circle: *errors* (critical) value *12.5*"),
+            first.contains(":red_circle: *errors* (critical) value *12.5 %*"),
             "{first}"
         );
         assert!(first.contains("`model=gpt-4o`"), "{first}");
@@ -299,7 +304,10 @@ mod tests {
             Uuid::from_u128(42).to_string()
         );
         assert_eq!(firing["labels"]["bad_name"], "x");
-        assert_eq!(firing["annotations"]["value"], "12.5");
+        // Annotations are read by people: the value with its unit, and the
+        // unit alone for templates that format the number themselves.
+        assert_eq!(firing["annotations"]["value"], "12.5 %");
+        assert_eq!(firing["annotations"]["unit"], "%");
         assert_eq!(firing["startsAt"], "2023-11-14T22:13:20.000Z");
         assert!(firing.get("endsAt").is_none());
         assert_eq!(
