@@ -94,7 +94,13 @@ mod tests {
 
     #[test]
     fn secret_keys_are_told_from_paths_and_variable_names() {
-        for key in ["signing_key", "password", "client_secret", "api_key", "auth_token"] {
+        for key in [
+            "signing_key",
+            "password",
+            "client_secret",
+            "api_key",
+            "auth_token",
+        ] {
             assert!(is_secret_key(key), "{key}");
         }
         for key in [
@@ -131,7 +137,10 @@ mod tests {
         );
         assert!(text.contains("/etc/tollgate/audit.key"), "{text}");
         assert!(text.contains(r#"password = """#), "{text}");
-        assert!(text.contains(r#"api_key = "<set, 7 characters, hidden>""#), "{text}");
+        assert!(
+            text.contains(r#"api_key = "<set, 7 characters, hidden>""#),
+            "{text}"
+        );
         assert!(text.contains("https://u:***@example.com/v1"), "{text}");
         assert!(!text.contains("0123456789abcdef"), "{text}");
         assert!(!text.contains("sk-live"), "{text}");
