@@ -121,9 +121,21 @@ impl Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     quiet_when_stdout_closes();
     let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // As anyhow's own `main` reports it, with the status the error
+            // was tagged with (`cmd::exit_status`; 1 when untagged).
+            eprintln!("Error: {err:?}");
+            std::process::ExitCode::from(cmd::exit_status::of(&err))
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     let _telemetry = telemetry::init(&config.telemetry, cli.command.service_name())?;
     match cli.command {

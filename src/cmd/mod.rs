@@ -6,6 +6,7 @@ pub mod audit;
 pub mod bench;
 pub mod budgets;
 pub mod erase;
+pub mod exit_status;
 pub mod ingest;
 pub mod keys;
 pub mod migrate;

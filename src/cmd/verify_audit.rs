@@ -3,7 +3,8 @@
 //! (or given) public key, hold every chain to the checkpoint anchor (the
 //! Kafka topic, or a file from `tollgate audit checkpoints export`), and
 //! report per chain either what was verified or the first broken link.
-//! Exits 1 when a chain is broken.
+//! Exits 1 when a chain is broken, 2 on a usage error or when nothing was
+//! verified, 3 when it could not verify (`super::exit_status`).
 //!
 //! With `--export FILE` it verifies an export file instead, offline (no
 //! ClickHouse, Kafka or PostgreSQL): the signed manifest, every chain or
@@ -22,10 +23,15 @@ use tollgate_queries::audit::export_verify::{verify_export, Progress};
 use tollgate_queries::audit::search::parse_time_ms;
 use tollgate_queries::audit::verify::{verify_range, Verdict};
 
+use super::exit_status::{self, Tag};
 use crate::config::Config;
 
 #[derive(clap::Args)]
 #[command(
+    after_help = exit_status::help_table(
+        "and a chain or checkpoint is broken",
+        ", or nothing to verify (no chain holds entries of the org, team or range: a mistyped id?)",
+    ),
     override_usage = "tollgate verify-audit --org <ORG> [--team <TEAM>] [--from <TIME>] [--to <TIME>] [OPTIONS]\n       \
                       tollgate verify-audit --export <FILE> [--anchor <FILE>] [--public-key <HEX|FILE>] [--json]"
 )]
@@ -116,11 +122,14 @@ async fn anchored(args: &Args, config: &Config) -> anyhow::Result<Option<Vec<Che
         return Ok(None);
     }
     if let Some(path) = &args.anchor {
-        return anchor_file(path).map(Some);
+        return anchor_file(path).map(Some).usage();
     }
-    let read = anchor::read_topic(&config.kafka).await.with_context(|| {
-        "cannot read the checkpoint anchor (pass --anchor FILE, or --no-anchor to verify against clickhouse alone)"
-    })?;
+    let read = anchor::read_topic(&config.kafka)
+        .await
+        .with_context(|| {
+            "cannot read the checkpoint anchor (pass --anchor FILE, or --no-anchor to verify against clickhouse alone)"
+        })
+        .not_checked()?;
     for (partition, offset, why) in &read.unreadable {
         eprintln!(
             "warning: anchor message {partition}/{offset} of {} is not a checkpoint: {why}",
@@ -130,12 +139,36 @@ async fn anchored(args: &Args, config: &Config) -> anyhow::Result<Option<Vec<Che
     Ok(Some(read.checkpoints))
 }
 
+/// Verify as `args` say. An error is a usage error (exit 2) where it is
+/// tagged so, else the verification could not be made (exit 3); with
+/// `--json` it is also printed as `{"ok": false, "verdict": ..., "error":
+/// ...}` so a script reading stdout never takes it for a report.
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
+    let json = args.json;
+    let result = verify(args, config).await.not_checked();
+    if let (true, Err(err)) = (json, &result) {
+        let verdict = match exit_status::of(err) {
+            exit_status::USAGE => "usage_error",
+            _ => "not_checked",
+        };
+        let object = serde_json::json!({
+            "ok": false,
+            "verdict": verdict,
+            "exit_status": exit_status::of(err),
+            "error": format!("{err:#}"),
+        });
+        println!("{}", serde_json::to_string_pretty(&object)?);
+    }
+    result
+}
+
+async fn verify(args: Args, config: &Config) -> anyhow::Result<()> {
     let trusted = match &args.public_key {
-        Some(value) => Some(public_key_arg(value)?),
+        Some(value) => Some(public_key_arg(value).usage()?),
         None => config
             .audit
-            .signer()?
+            .signer()
+            .usage()?
             .and_then(|s| parse_public_key(s.public_key_hex())),
     };
     if let Some(path) = args.export.clone() {
@@ -147,18 +180,20 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     }
     let range = if args.from.is_some() || args.to.is_some() {
         let from = match &args.from {
-            Some(text) => {
-                parse_time_ms("from", text).map_err(|e| anyhow::anyhow!("--from: {}", e.reason))?
-            }
+            Some(text) => parse_time_ms("from", text)
+                .map_err(|e| anyhow::anyhow!("--from: {}", e.reason))
+                .usage()?,
             None => 0,
         };
         let to = match &args.to {
-            Some(text) => {
-                parse_time_ms("to", text).map_err(|e| anyhow::anyhow!("--to: {}", e.reason))?
-            }
+            Some(text) => parse_time_ms("to", text)
+                .map_err(|e| anyhow::anyhow!("--to: {}", e.reason))
+                .usage()?,
             None => u64::MAX,
         };
-        anyhow::ensure!(from < to, "--from must be before --to");
+        if from >= to {
+            return Err(anyhow::anyhow!("--from must be before --to")).usage();
+        }
         Some((from, to))
     } else {
         None
@@ -232,11 +267,12 @@ fn exit_with(verdict: Verdict) -> anyhow::Result<()> {
 /// `verify-audit --export FILE`: read only the file (and `--anchor FILE`).
 async fn run_export(path: &Path, args: Args, trusted: Option<VerifyingKey>) -> anyhow::Result<()> {
     let anchor = match &args.anchor {
-        Some(file) => Some(anchor_file(file)?),
+        Some(file) => Some(anchor_file(file).usage()?),
         None => None,
     };
     let file = std::fs::File::open(path)
-        .with_context(|| format!("--export: cannot open {}", path.display()))?;
+        .with_context(|| format!("--export: cannot open {}", path.display()))
+        .usage()?;
     let name = path.display().to_string();
     let report = tokio::task::spawn_blocking(move || {
         let mut input = std::io::BufReader::with_capacity(1 << 20, file);

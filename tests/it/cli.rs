@@ -27,3 +27,111 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
     assert_eq!(out.status.code(), Some(141), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `tollgate <args>` with no configuration file, ClickHouse at a port
+/// nothing listens on, and `extra` variables: (status, stdout, stderr).
+fn unreachable_clickhouse(args: &[&str], extra: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = Command::new(tollgate_bin())
+        .args(args)
+        .env_remove("TOLLGATE_CONFIG")
+        .env("TOLLGATE_CLICKHOUSE__URL", "http://127.0.0.1:1")
+        .env("RUST_BACKTRACE", "0")
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A trial found `verify-audit` and `rollups check` exiting 1 alike for a
+/// broken chain or a disagreeing rollup, for ClickHouse unreachable and
+/// for `--from` after `--to`: cron could not tell a finding from a failure
+/// to look. 1 is a finding only (`cost.rs` and `audit_chain.rs` see it), 2
+/// a usage error, 3 a check that could not be made.
+#[test]
+fn checks_that_cannot_be_made_exit_3_and_usage_errors_2() {
+    let (status, _, stderr) = unreachable_clickhouse(&["rollups", "check"], &[]);
+    assert_eq!(status, Some(3), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+
+    let (status, stdout, stderr) = unreachable_clickhouse(
+        &["verify-audit", "--org", "cli-exit", "--no-anchor", "--json"],
+        &[],
+    );
+    assert_eq!(status, Some(3), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect(&stdout);
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["verdict"], "not_checked", "{report}");
+    assert_eq!(report["exit_status"], 3, "{report}");
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("clickhouse at http://127.0.0.1:1") && error.contains("Connection refused"),
+        "{report}"
+    );
+
+    // Kafka unreachable too: the anchor cannot be read, nothing is checked.
+    let (status, _, stderr) = unreachable_clickhouse(
+        &["verify-audit", "--org", "cli-exit"],
+        &[("TOLLGATE_KAFKA__BROKERS", "127.0.0.1:1")],
+    );
+    assert_eq!(status, Some(3), "{stderr}");
+    assert!(stderr.contains("checkpoint anchor"), "{stderr}");
+
+    let (status, stdout, stderr) = unreachable_clickhouse(
+        &[
+            "verify-audit",
+            "--org",
+            "cli-exit",
+            "--from",
+            "2026-02-01",
+            "--to",
+            "2026-01-01",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("--from must be before --to"), "{stderr}");
+    assert!(stdout.contains("\"usage_error\""), "{stdout}");
+
+    for (from, says) in [
+        ("1969-12-31", "before 1970-01-01"),
+        ("0001-01-01", "before 1970-01-01"),
+        ("2026-02-30", "not a day of the calendar"),
+    ] {
+        let (status, _, stderr) =
+            unreachable_clickhouse(&["rollups", "check", "--from", from], &[]);
+        assert_eq!(status, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--from") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
+    let (status, _, stderr) = unreachable_clickhouse(
+        &[
+            "rollups",
+            "check",
+            "--from",
+            "2026-03-02",
+            "--to",
+            "2026-03-01",
+        ],
+        &[],
+    );
+    assert_eq!(status, Some(2), "{stderr}");
+
+    for command in [
+        &["verify-audit", "--help"][..],
+        &["rollups", "check", "--help"],
+    ] {
+        let (status, help, _) = unreachable_clickhouse(command, &[]);
+        assert_eq!(status, Some(0));
+        assert!(
+            help.contains("Exit status:") && help.contains("3  could not check"),
+            "{help}"
+        );
+    }
+}
