@@ -40,6 +40,11 @@ pub struct IngestConfig {
     /// PostgreSQL does not answer (`docs/reliability.md`); 0 refuses every
     /// request with 503 as soon as a key's check fails.
     pub key_cache_stale_secs: u64,
+    /// The longest wait, in seconds, for the next piece of a request body
+    /// being read (`POST /v1/events`, `POST /v1/traces`); a client that
+    /// stops sending gets a 408 and its connection is closed. 0: the
+    /// default, 30 (`docs/ingest-api.md`, "Slow clients").
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for IngestConfig {
@@ -56,6 +61,7 @@ impl Default for IngestConfig {
             otlp_proxy_addresses: Vec::new(),
             key_cache_secs: 30,
             key_cache_stale_secs: 900,
+            body_read_timeout_secs: 30,
         }
     }
 }

@@ -30,6 +30,15 @@ pub enum IngestError {
         allowed: String,
     },
 
+    /// The client stopped sending its body for longer than
+    /// `ingest.body_read_timeout_secs`.
+    #[error("the request body stopped arriving for longer than ingest.body_read_timeout_secs; the connection is closed")]
+    BodyReadTimeout,
+
+    /// A `Content-Encoding` the server does not decode.
+    #[error("content encoding {encoding:?} is not supported; send gzip or none")]
+    UnsupportedEncoding { encoding: String },
+
     #[error("request body is larger than the limit of {limit} bytes (ingest.max_body_bytes); split the batch")]
     BodyTooLarge { limit: usize },
 
@@ -79,6 +88,8 @@ impl IngestError {
             IngestError::MissingApiKey | IngestError::InvalidApiKey => Refusal::Unauthenticated,
             IngestError::Forbidden { .. } => Refusal::Forbidden,
             IngestError::BodyTooLarge { .. } => Refusal::TooLarge,
+            IngestError::BodyReadTimeout => Refusal::SlowBody,
+            IngestError::UnsupportedEncoding { .. } => Refusal::UnsupportedEncoding,
             IngestError::BadRequest { refusal, .. } => *refusal,
             other => match other.fault() {
                 Fault::Caller => Refusal::Malformed,
@@ -94,6 +105,8 @@ impl IngestError {
             | IngestError::InvalidApiKey
             | IngestError::Forbidden { .. }
             | IngestError::BodyTooLarge { .. }
+            | IngestError::BodyReadTimeout
+            | IngestError::UnsupportedEncoding { .. }
             | IngestError::BadRequest { .. } => Fault::Caller,
             IngestError::NothingProduced { .. } | IngestError::KeysUnavailable { .. } => {
                 Fault::External
@@ -112,6 +125,8 @@ impl IngestError {
             IngestError::MissingApiKey | IngestError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             IngestError::Forbidden { .. } => StatusCode::FORBIDDEN,
             IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
+            IngestError::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             IngestError::NothingProduced { .. } | IngestError::KeysUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -130,6 +145,7 @@ impl IngestError {
         let mut body = json!({ "error": self.to_string() });
         match self {
             IngestError::BadRequest { field, .. } => body["field"] = json!(field),
+            IngestError::UnsupportedEncoding { .. } => body["field"] = json!("content-encoding"),
             IngestError::Control(ControlError::InvalidInput { field, .. }) => {
                 body["field"] = json!(field)
             }

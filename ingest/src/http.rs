@@ -55,6 +55,9 @@ use crate::metrics::{Api, IngestMetrics, Refusal};
 use tollgate_contract::{
     check_item_count, event_schema, split_items, BatchItem, BodyFormat, Event, Limits, Rejection,
 };
+use tollgate_control::http_server::{
+    self, is_body_timeout, ReadTimeouts, ServeOptions, DEFAULT_READ_TIMEOUTS,
+};
 use tollgate_control::kafka::{Delivered, EventProducer, ProduceError};
 use tollgate_control::key_cache::{KeyCache, KeyCachePolicy};
 use tollgate_control::keys::{ApiKey, KeyStore, TenantKey, INGEST_ROLES};
@@ -83,6 +86,9 @@ pub struct IngestState {
     pub metrics: Arc<IngestMetrics>,
     /// The OTLP trace receiver's counters and recent span ids.
     pub otlp: crate::otlp::OtlpReceiver,
+    /// How long a client may take over its request (`ingest.body_read_timeout_secs`;
+    /// the headers' is [`ReadTimeouts::headers`]'s default, see [`serve`]).
+    pub read_timeouts: ReadTimeouts,
 }
 
 impl IngestState {
@@ -111,6 +117,7 @@ impl IngestState {
             rejected: Arc::new(Tally::default()),
             metrics: Arc::new(IngestMetrics::default()),
             otlp: crate::otlp::OtlpReceiver::new(config.otlp_recent_spans, proxies),
+            read_timeouts: ReadTimeouts::from_secs(0, config.body_read_timeout_secs),
         }
     }
 }
@@ -118,7 +125,8 @@ impl IngestState {
 /// The ingest API's routes, with request tracing.
 pub fn ingest_router(state: Arc<IngestState>) -> Router {
     let limit = state.max_body_bytes;
-    Router::new()
+    let read_timeouts = state.read_timeouts;
+    let router = Router::new()
         .route("/v1/events", post(post_events))
         .route("/v1/traces", post(crate::otlp::http::post_traces))
         .route("/v1/schema", get(get_schema))
@@ -138,19 +146,40 @@ pub fn ingest_router(state: Arc<IngestState>) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
-        )
+        );
+    // A client that stops sending its body is cut off
+    // (`ingest.body_read_timeout_secs`): `read_body` answers 408.
+    read_timeouts.bound_bodies(router)
 }
 
 /// Serve `router` on `listener` until `shutdown` completes, then finish the
-/// requests in flight.
+/// requests in flight. A connection whose request headers take longer than
+/// [`DEFAULT_READ_TIMEOUTS`]' 10 s is closed (`docs/ingest-api.md`, "Slow
+/// clients").
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with_timeouts(listener, router, DEFAULT_READ_TIMEOUTS, shutdown).await
+}
+
+/// [`serve`] with the headers' timeout of `timeouts` (the body's is the
+/// router's, [`ingest_router`]).
+pub async fn serve_with_timeouts(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    timeouts: ReadTimeouts,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    http_server::serve(
+        listener,
+        router,
+        timeouts.headers,
+        ServeOptions::default(),
+        shutdown,
+    )
+    .await
 }
 
 async fn healthz() -> Json<Value> {
@@ -215,7 +244,10 @@ async fn ingest_batch(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let bytes = match read_body(body, headers, state.max_body_bytes).await {
+    let bytes = match read_body(body, headers, state.max_body_bytes)
+        .await
+        .and_then(|raw| crate::content_encoding::decode(headers, raw, state.max_body_bytes))
+    {
         Ok(bytes) => bytes,
         Err(err) => {
             tracing::info!(%err, "request body refused");
@@ -381,6 +413,9 @@ pub(crate) async fn read_body(
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|err| {
+            if is_body_timeout(&err) {
+                return IngestError::BodyReadTimeout;
+            }
             IngestError::bad_request("body", format!("could not read the request body: {err}"))
         })?;
         if buf.len() + chunk.len() > limit {

@@ -6,6 +6,7 @@
 //! is `tollgate-proxy` (`ingest/proxy/`).
 
 pub mod config;
+mod content_encoding;
 pub mod error;
 pub mod http;
 pub mod metrics;

@@ -58,8 +58,11 @@ pub enum Refusal {
     TooLarge,
     /// A content type OTLP/HTTP does not take (415).
     UnsupportedMediaType,
-    /// A `Content-Encoding` other than gzip or none (400).
+    /// A `Content-Encoding` other than gzip or none (415).
     UnsupportedEncoding,
+    /// A body that stopped arriving for longer than
+    /// `ingest.body_read_timeout_secs` (408).
+    SlowBody,
     /// A body that cannot be read or decoded (400, `INVALID_ARGUMENT`).
     Malformed,
     /// More events than `ingest.max_events_per_request` (400).
@@ -89,6 +92,8 @@ impl Refusal {
                 Unauthenticated,
                 Forbidden,
                 TooLarge,
+                UnsupportedEncoding,
+                SlowBody,
                 Malformed,
                 TooManyEvents,
                 Unavailable,
@@ -100,6 +105,7 @@ impl Refusal {
                 TooLarge,
                 UnsupportedMediaType,
                 UnsupportedEncoding,
+                SlowBody,
                 Malformed,
                 TooManySpans,
                 TooManyAttributes,
@@ -127,6 +133,7 @@ impl Refusal {
             Refusal::TooLarge => "too_large",
             Refusal::UnsupportedMediaType => "unsupported_media_type",
             Refusal::UnsupportedEncoding => "unsupported_encoding",
+            Refusal::SlowBody => "slow_body",
             Refusal::Malformed => "malformed",
             Refusal::TooManyEvents => "too_many_events",
             Refusal::TooManySpans => "too_many_spans",

@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tollgate_control::http_server;
 
 use super::Exposition;
 
@@ -45,10 +46,18 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", exposition.route())
         .route("/healthz", get(|| async { "ok" }));
+    // GET only, but a client that never finishes its headers is still
+    // cut off (slowloris).
+    let timeouts = http_server::DEFAULT_READ_TIMEOUTS;
     Ok(tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        if let Err(err) = http_server::serve(
+            listener,
+            timeouts.bound_bodies(app),
+            timeouts.headers,
+            http_server::ServeOptions::default(),
+            shutdown.cancelled_owned(),
+        )
+        .await
         {
             tracing::error!(%err, %address, "metrics listener failed");
         }

@@ -745,3 +745,132 @@ async fn key_without_ingest_role_is_403() {
         .await;
     assert_eq!(status, StatusCode::OK, "{response}");
 }
+
+/// What a raw connection got before the server closed it, or `None` when
+/// it was still open at `deadline` (a slowloris client holds it).
+async fn until_closed(stream: &mut tokio::net::TcpStream, deadline: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(deadline, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&got).into_owned())
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let env = TestEnv::new("ingest_slow").await;
+    create_topics(&env).await;
+    // A body timeout of 1 s (`ingest.body_read_timeout_secs`); the headers'
+    // is the fixed 10 s.
+    let mut child = env
+        .tollgate(&["ingest"])
+        .env("TOLLGATE_INGEST__BODY_READ_TIMEOUT_SECS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    support::wait_http(
+        &format!("{}/healthz", env.ingest_url()),
+        Duration::from_secs(60),
+        &env.log_path("ingest"),
+    )
+    .await;
+    let key = env.create_key("acme");
+    let address = env.ingest_url().trim_start_matches("http://").to_string();
+
+    // Headers that never end, and a connection that sends nothing: both
+    // closed after the headers' timeout (10 s), well within 20 s.
+    let started = Instant::now();
+    let mut partial = tokio::net::TcpStream::connect(&address).await.unwrap();
+    partial
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    assert!(
+        until_closed(&mut partial, Duration::from_secs(20))
+            .await
+            .is_some(),
+        "a connection with unfinished headers is still open after 20 s"
+    );
+    assert!(
+        until_closed(&mut silent, Duration::from_secs(20))
+            .await
+            .is_some(),
+        "a connection that sent nothing is still open after 20 s"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "closed too soon"
+    );
+
+    // A body announced as 1000 bytes of which 2 come: 408 naming the
+    // setting after 1 s, and the connection closed.
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{{"
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut stalled, Duration::from_secs(15))
+        .await
+        .expect("a stalled body is still open after 15 s");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("ingest.body_read_timeout_secs"), "{answer}");
+
+    // The server still serves.
+    let response = reqwest::get(format!("{}/healthz", env.ingest_url()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_decoded_and_other_encodings_are_415() {
+    use std::io::Write;
+    let ingest = Ingest::start("ingest_gzip").await;
+    let key = ingest.env.create_key("acme");
+    let event = call_event("acme", "search");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&serde_json::to_vec(&json!([event])).unwrap())
+        .unwrap();
+    let send = |encoding: &'static str, body: Vec<u8>| {
+        ingest
+            .http
+            .post(ingest.url("/v1/events"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+    };
+    let response = send("gzip", gz.finish().unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["accepted"], 1, "{body}");
+
+    let response = send("br", b"[]".to_vec()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["field"], "content-encoding", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("\"br\""), "{body}");
+
+    // A gzip bomb past ingest.max_body_bytes (5 MiB) once inflated: 413.
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b' '; 6 * 1024 * 1024]).unwrap();
+    let response = send("gzip", bomb.finish().unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(ingest.events_on_topic().len(), 1);
+}

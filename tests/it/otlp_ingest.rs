@@ -402,7 +402,7 @@ async fn hostile_otlp_gets_clear_errors_and_loses_nothing_else() {
             .contains("application/x-protobuf or application/json"),
         "{body}"
     );
-    // A content encoding other than gzip: 400 naming it.
+    // A content encoding other than gzip: 415 naming it, as /v1/events.
     let response = rx
         .http
         .post(format!("{}/v1/traces", rx.env.ingest_url()))
@@ -413,7 +413,7 @@ async fn hostile_otlp_gets_clear_errors_and_loses_nothing_else() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let status =
         tollgate_ingest::otlp::http::RpcStatus::decode(response.bytes().await.unwrap()).unwrap();
     assert!(

@@ -30,6 +30,7 @@ pub mod config;
 pub mod cost_rollup;
 pub mod erasure;
 pub mod error;
+pub mod http_server;
 pub mod kafka;
 pub mod key_cache;
 pub mod keys;

@@ -14,6 +14,10 @@ pub struct ProxyConfig {
     pub listen: String,
     /// Largest accepted request body, in bytes (413 above).
     pub max_body_bytes: usize,
+    /// The longest wait, in seconds, for the next piece of a request body
+    /// (408 and the connection closed after it); 0: the default, 30.
+    /// Responses are not bounded: a stream may run for minutes.
+    pub body_read_timeout_secs: u64,
     /// Upstream providers by name (the name is what events carry as `provider`).
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Model names clients may use for another model: `fast = "gpt-4o-mini"`.
@@ -76,6 +80,7 @@ impl Default for ProxyConfig {
         Self {
             listen: "127.0.0.1:8082".into(),
             max_body_bytes: 4 * 1024 * 1024,
+            body_read_timeout_secs: 30,
             providers: BTreeMap::new(),
             aliases: BTreeMap::new(),
             fallbacks: BTreeMap::new(),

@@ -101,6 +101,16 @@ impl ProxyError {
         .code("request_too_large")
     }
 
+    /// The client stopped sending its body (`proxy.body_read_timeout_secs`).
+    pub fn body_read_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "the request body stopped arriving for longer than proxy.body_read_timeout_secs",
+        )
+        .code("request_timeout")
+    }
+
     pub fn unknown_model(model: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

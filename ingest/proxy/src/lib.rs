@@ -79,6 +79,7 @@ use self::routing::{Route, RouteTable};
 use tollgate_contract::decisions::{budget_subject, Action, Subjects};
 use tollgate_contract::{Operation, Outcome};
 use tollgate_control::config::KafkaConfig;
+use tollgate_control::http_server;
 use tollgate_control::kafka::EventProducer;
 
 /// The client-facing routes and what they map to upstream.
@@ -457,7 +458,10 @@ pub async fn start(
 
 /// Serve `app` (the proxy's [`router`], with what the binary adds) on
 /// `listener` until `shutdown` resolves; responses in flight are finished
-/// first.
+/// first. A connection whose request headers take longer than 10 s is
+/// closed (`tollgate_control::http_server`; the body's timeout is the
+/// router's, `proxy.body_read_timeout_secs`). Responses are not bounded:
+/// a stream may run for minutes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -465,14 +469,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // Responses are written in pieces (headers, then chunks): without
     // TCP_NODELAY, Nagle and the client's delayed ACK add ~40 ms per call.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    http_server::serve(
+        listener,
+        app,
+        http_server::DEFAULT_READ_TIMEOUTS.headers,
+        http_server::ServeOptions { nodelay: true },
+        shutdown,
+    )
+    .await
 }
 
 /// What [`router`] serves (and `GET /metrics`, added by the binary), for
@@ -480,7 +484,10 @@ pub async fn serve(
 pub const SERVED_ROUTES: &str = "POST /v1/chat/completions, POST /v1/responses, POST /v1/completions, POST /v1/embeddings, POST /v1/messages, GET /v1/models, GET /healthz and GET /metrics";
 
 pub fn router(state: Arc<ProxyState>) -> Router {
-    Router::new()
+    // Only reading the request is bounded; the streamed answers are not.
+    let read_timeouts =
+        http_server::ReadTimeouts::from_secs(0, state.config.body_read_timeout_secs);
+    let router = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/responses", post(responses))
         .route("/v1/completions", post(completions))
@@ -492,7 +499,8 @@ pub fn router(state: Arc<ProxyState>) -> Router {
         .method_not_allowed_fallback(|m: Method, u: Uri, h: HeaderMap| {
             unknown_route(StatusCode::METHOD_NOT_ALLOWED, m, u, h)
         })
-        .with_state(state)
+        .with_state(state);
+    read_timeouts.bound_bodies(router)
 }
 
 /// Any other path (404) or method (405), in the dialect the client speaks
@@ -578,9 +586,13 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     if declared.is_some_and(|n| n > limit) {
         return Err(ProxyError::too_large(limit));
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ProxyError::too_large(limit))
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        if http_server::is_body_timeout(&err) {
+            ProxyError::body_read_timeout()
+        } else {
+            ProxyError::too_large(limit)
+        }
+    })
 }
 
 async fn handle(

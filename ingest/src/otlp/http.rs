@@ -5,7 +5,6 @@
 //! `google.rpc.Status` in that encoding (JSON: `{"code", "message",
 //! "field"}`), with the HTTP status the JSON API gives the same error.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -17,6 +16,7 @@ use prost::Message;
 use serde_json::json;
 
 use super::{export, precount, ExportError};
+use crate::content_encoding;
 use crate::error::IngestError;
 use crate::http::{bearer_token, read_body, verify_secret, IngestState};
 use crate::metrics::{Api, Refusal};
@@ -108,6 +108,7 @@ fn ingest_error(state: &IngestState, encoding: Option<Encoding>, err: IngestErro
     state.metrics.refused(Api::OtlpHttp, err.refusal());
     let field = match &err {
         IngestError::BadRequest { field, .. } => Some(field.clone()),
+        IngestError::UnsupportedEncoding { .. } => Some("content-encoding".to_string()),
         _ => None,
     };
     tracing::info!(%err, "otlp export refused");
@@ -163,7 +164,7 @@ pub async fn post_traces(
         Ok(bytes) => bytes,
         Err(err) => return ingest_error(&state, Some(encoding), err),
     };
-    let bytes = match decompress(&headers, raw, state.max_body_bytes) {
+    let bytes = match content_encoding::decode(&headers, raw, state.max_body_bytes) {
         Ok(bytes) => bytes,
         Err(err) => return ingest_error(&state, Some(encoding), err),
     };
@@ -201,45 +202,6 @@ pub async fn post_traces(
                 None,
             )
         }
-    }
-}
-
-/// The body with its `Content-Encoding` undone; the decompressed size is
-/// held to the same limit as the body.
-fn decompress(
-    headers: &HeaderMap,
-    raw: bytes::Bytes,
-    limit: usize,
-) -> Result<bytes::Bytes, IngestError> {
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    match encoding.as_str() {
-        "" | "identity" => Ok(raw),
-        "gzip" => {
-            let mut out = Vec::new();
-            let reader = flate2::read::GzDecoder::new(raw.as_ref());
-            reader
-                .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
-                .read_to_end(&mut out)
-                .map_err(|err| {
-                    IngestError::bad_request(
-                        "content-encoding",
-                        format!("the gzip body could not be decompressed: {err}"),
-                    )
-                })?;
-            if out.len() > limit {
-                return Err(IngestError::BodyTooLarge { limit });
-            }
-            Ok(out.into())
-        }
-        other => Err(IngestError::refused(
-            Refusal::UnsupportedEncoding,
-            "content-encoding",
-            format!("content encoding {other:?} is not supported; send gzip or none"),
-        )),
     }
 }
 
