@@ -2,7 +2,8 @@
 //! secret alone on the last line of stdout (once; only its hash is stored)
 //! and a human description on stderr, so scripts can capture the secret.
 
-use tollgate_control::keys::{KeyStore, ROLES};
+use tollgate_control::error::ControlError;
+use tollgate_control::keys::{prefix_named, KeyStore, ROLES};
 
 use crate::config::Config;
 
@@ -28,18 +29,24 @@ pub enum KeysCommand {
         #[arg(long)]
         user: Option<String>,
         /// Models the key may use through the proxy (comma-separated, exact
-        /// names or `prefix*`); any model when absent.
+        /// names or `prefix*`); any model when absent. An empty list or
+        /// item (`''`, `a,,b`) is refused.
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
     },
-    /// List keys (never their secrets).
+    /// List keys (never their secrets), with the team, user and models
+    /// each is scoped to.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Revoke the key with this prefix (the 8 characters after `tg_`).
-    Revoke { prefix: String },
+    /// Revoke a key.
+    Revoke {
+        /// The key's prefix: the 8 characters after `tg_`, as `keys list`
+        /// shows it (a whole secret is taken too, and never echoed back).
+        prefix: String,
+    },
 }
 
 pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
@@ -54,6 +61,10 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
             user,
             models,
         } => {
+            // Checked before the key exists: a refused scope must not leave
+            // behind a key scoped to nothing.
+            tollgate_proxy::auth::check_scope(team.as_deref(), user.as_deref(), &models)
+                .map_err(scope_flag)?;
             let created = keys.create(&name, org.as_deref(), &role).await?;
             if team.is_some() || user.is_some() || !models.is_empty() {
                 tollgate_proxy::auth::set_scope(
@@ -75,21 +86,28 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
             Ok(())
         }
         KeysCommand::List { json } => {
-            let all = keys.list().await?;
+            let all = keys.list_scoped().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 println!(
-                    "{:<10} {:<24} {:<20} {:<11} {:<20} REVOKED",
-                    "PREFIX", "NAME", "ORG", "ROLE", "CREATED"
+                    "{:<10} {:<24} {:<20} {:<11} {:<16} {:<16} {:<24} {:<20} REVOKED",
+                    "PREFIX", "NAME", "ORG", "ROLE", "TEAM", "USER", "MODELS", "CREATED"
                 );
-                for key in &all {
+                for listed in &all {
+                    let key = &listed.key;
                     println!(
-                        "{:<10} {:<24} {:<20} {:<11} {:<20} {}",
+                        "{:<10} {:<24} {:<20} {:<11} {:<16} {:<16} {:<24} {:<20} {}",
                         key.prefix,
                         printable(&key.name),
                         printable(key.org_id.as_deref().unwrap_or("*")),
                         key.role,
+                        printable(listed.team_id.as_deref().unwrap_or("-")),
+                        printable(listed.user_id.as_deref().unwrap_or("-")),
+                        listed
+                            .allowed_models
+                            .as_ref()
+                            .map_or_else(|| "*".to_string(), |m| printable(&m.join(","))),
                         key.created_at.format("%Y-%m-%d %H:%M:%S"),
                         key.revoked_at
                             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
@@ -100,8 +118,24 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        KeysCommand::Revoke { prefix } => {
-            if keys.revoke(&prefix).await? {
+        KeysCommand::Revoke { prefix: given } => {
+            // What was given may be a pasted secret: only a prefix is ever
+            // printed.
+            let Some(prefix) = prefix_named(&given) else {
+                pool.close().await;
+                anyhow::bail!(
+                    "<PREFIX>: not a key prefix: give the 8 lowercase letters or digits after \
+                     `tg_` that `tollgate keys list` shows (what was given is not repeated here, \
+                     in case it is a secret)"
+                );
+            };
+            if given.trim() != prefix && given.trim() != format!("tg_{prefix}") {
+                eprintln!(
+                    "note: that looks like a whole secret; revoking the key with its prefix \
+                     {prefix}"
+                );
+            }
+            if keys.revoke(prefix).await? {
                 eprintln!("revoked API key {prefix}");
                 Ok(())
             } else {
@@ -113,6 +147,16 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
     };
     pool.close().await;
     result
+}
+
+/// A refused `--team`, `--user` or `--models`, naming the flag.
+fn scope_flag(err: ControlError) -> anyhow::Error {
+    match err {
+        ControlError::InvalidInput { field, reason } => {
+            anyhow::anyhow!("--{field}: {reason}")
+        }
+        other => other.into(),
+    }
 }
 
 /// `text` with control characters escaped (`\u{7}`), so a name stored

@@ -135,3 +135,81 @@ fn checks_that_cannot_be_made_exit_3_and_usage_errors_2() {
         );
     }
 }
+
+/// A trial made a key with `--models ''` (it could call no model, where
+/// "any model when absent" was promised), could not see a key's scoping
+/// in `keys list`, and had `keys revoke` echo a pasted secret to stderr.
+#[tokio::test]
+async fn key_scopes_are_checked_before_the_key_exists_listed_and_secrets_never_echoed() {
+    let env = crate::support::TestEnv::new("cli_keys").await;
+    for models in ["", "gpt-4o,,claude-*"] {
+        let out = env
+            .tollgate(&["keys", "create", "--name", "empty", "--models", models])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--models {models:?} accepted");
+        assert!(
+            stderr.contains("--models") && stderr.contains("is empty"),
+            "{stderr}"
+        );
+    }
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.run(&["keys", "list", "--json"])).unwrap();
+    assert_eq!(listed, serde_json::json!([]), "a refused key was created");
+
+    let secret = env.run(&[
+        "keys",
+        "create",
+        "--name",
+        "scoped",
+        "--role",
+        "proxy",
+        "--team",
+        "search",
+        "--user",
+        "ana",
+        "--models",
+        "gpt-4o,claude-*",
+    ]);
+    let secret = secret.trim();
+    let prefix = &secret[3..11];
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.run(&["keys", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["prefix"], prefix, "{listed}");
+    assert_eq!(listed[0]["team_id"], "search", "{listed}");
+    assert_eq!(listed[0]["user_id"], "ana", "{listed}");
+    assert_eq!(
+        listed[0]["allowed_models"],
+        serde_json::json!(["gpt-4o", "claude-*"]),
+        "{listed}"
+    );
+    let table = env.run(&["keys", "list"]);
+    assert!(
+        table.contains("TEAM") && table.contains("MODELS"),
+        "{table}"
+    );
+    let row = table.lines().find(|l| l.starts_with(prefix)).unwrap();
+    for shown in ["search", "ana", "gpt-4o,claude-*"] {
+        assert!(row.contains(shown), "{shown} missing: {row}");
+    }
+
+    // Revoking by the whole secret revokes its key and names the prefix
+    // only; so does the refusal of a second revocation.
+    let random = &secret[12..];
+    for expect_success in [true, false] {
+        let out = env.tollgate(&["keys", "revoke", secret]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), expect_success, "{stderr}");
+        assert!(stderr.contains(prefix), "{stderr}");
+        assert!(!stderr.contains(random), "the secret was echoed: {stderr}");
+    }
+    let out = env
+        .tollgate(&["keys", "revoke", "sk-live-Abc123SecretThing"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("not a key prefix"), "{stderr}");
+    assert!(!stderr.contains("Abc123SecretThing"), "{stderr}");
+}

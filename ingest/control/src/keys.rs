@@ -70,6 +70,20 @@ impl ApiKey {
     }
 }
 
+/// A key as `tollgate keys list` shows it: with the tenant and the model
+/// allow-list the proxy holds it to, so an operator can audit scoping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ListedKey {
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub key: ApiKey,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    /// Models (exact or `prefix*`) the key may use through the proxy;
+    /// `None`: any model.
+    pub allowed_models: Option<Vec<String>>,
+}
+
 /// The team and user a key is scoped to, when it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct KeyTenant {
@@ -363,6 +377,33 @@ impl KeyStore {
         .await
         .map_err(|err| ControlError::postgres("listing API keys", err))
     }
+
+    /// Every key with its tenant and model allow-list, oldest first.
+    pub async fn list_scoped(&self) -> Result<Vec<ListedKey>, ControlError> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS}, team_id, user_id, allowed_models FROM api_keys \
+             ORDER BY created_at, id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| ControlError::postgres("listing API keys", err))
+    }
+}
+
+/// The prefix of the key `given` names: the prefix itself (`abcd1234`),
+/// `tg_abcd1234`, or a whole secret someone pasted; `None` when it is none
+/// of these. What to revoke can be named without the secret, and a pasted
+/// secret is never echoed back.
+pub fn prefix_named(given: &str) -> Option<&str> {
+    let given = given.trim();
+    let rest = given
+        .strip_prefix(SECRET_SCHEME)
+        .and_then(|r| r.strip_prefix('_'))
+        .unwrap_or(given);
+    let prefix = rest.split_once('_').map_or(rest, |(prefix, _)| prefix);
+    let well_formed =
+        prefix.len() == PREFIX_LEN && prefix.bytes().all(|b| PREFIX_ALPHABET.contains(&b));
+    well_formed.then_some(prefix)
 }
 
 /// SHA-256 of the whole secret string.
@@ -414,6 +455,22 @@ pub(crate) fn random_string(alphabet: &[u8], len: usize) -> Result<String, Contr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_named_by_its_prefix_or_its_secret() {
+        let secret = format!("tg_abcd1234_{}", "A".repeat(RANDOM_LEN));
+        for given in [
+            "abcd1234",
+            "tg_abcd1234",
+            secret.as_str(),
+            "tg_abcd1234_typo",
+        ] {
+            assert_eq!(prefix_named(given), Some("abcd1234"), "{given}");
+        }
+        for given in ["abcd123", "ABCD1234", "", "tg_", "sk-abcd1234", "abcd12345"] {
+            assert_eq!(prefix_named(given), None, "{given}");
+        }
+    }
 
     #[test]
     fn secrets_parse_and_hash() {

@@ -140,18 +140,21 @@ impl KeyCache {
     }
 }
 
-/// Give key `id` a tenant and a model allow-list (used by `tollgate keys
-/// create --team/--user/--models`).
-pub async fn set_scope(
-    pool: &PgPool,
-    id: Uuid,
+/// Check a key's tenant and model allow-list before it is created with
+/// them ([`set_scope`]): a team or user of 1 to 128 characters without
+/// control characters, and models none of which is empty (an empty name
+/// matches no model, so a key allowed only `""` could call none, where no
+/// list at all means any model).
+pub fn check_scope(
     team_id: Option<&str>,
     user_id: Option<&str>,
     allowed_models: &[String],
 ) -> Result<(), ControlError> {
+    let well_formed =
+        |v: &str| !v.is_empty() && v.chars().count() <= 128 && !v.chars().any(char::is_control);
     for (field, value) in [("team", team_id), ("user", user_id)] {
         if let Some(v) = value {
-            if v.is_empty() || v.chars().count() > 128 || v.chars().any(char::is_control) {
+            if !well_formed(v) {
                 return Err(ControlError::InvalidInput {
                     field,
                     reason: "must be 1 to 128 characters without control characters".into(),
@@ -159,6 +162,38 @@ pub async fn set_scope(
             }
         }
     }
+    if let Some(position) = allowed_models.iter().position(|m| m.trim().is_empty()) {
+        return Err(ControlError::InvalidInput {
+            field: "models",
+            reason: format!(
+                "model {} of {} is empty: list model names or `prefix*` separated by commas, or \
+                 leave the list out to allow any model",
+                position + 1,
+                allowed_models.len()
+            ),
+        });
+    }
+    if let Some(model) = allowed_models.iter().find(|m| !well_formed(m)) {
+        return Err(ControlError::InvalidInput {
+            field: "models",
+            reason: format!(
+                "{model:?}: a model must be 1 to 128 characters without control characters"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Give key `id` a tenant and a model allow-list (used by `tollgate keys
+/// create --team/--user/--models`), checked by [`check_scope`].
+pub async fn set_scope(
+    pool: &PgPool,
+    id: Uuid,
+    team_id: Option<&str>,
+    user_id: Option<&str>,
+    allowed_models: &[String],
+) -> Result<(), ControlError> {
+    check_scope(team_id, user_id, allowed_models)?;
     let models = (!allowed_models.is_empty()).then(|| allowed_models.to_vec());
     sqlx::query(
         "UPDATE api_keys SET team_id = $2, user_id = $3, allowed_models = $4 WHERE id = $1",
@@ -176,6 +211,27 @@ pub async fn set_scope(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A trial made a key with `--models ''` that could call no model.
+    #[test]
+    fn an_empty_model_in_the_allow_list_is_refused() {
+        let models = |list: &[&str]| list.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+        assert!(check_scope(Some("t"), None, &models(&["gpt-4o", "claude-*"])).is_ok());
+        assert!(check_scope(None, None, &[]).is_ok());
+        for list in [&[""][..], &["a", "", "b"], &["a", " "]] {
+            let Err(ControlError::InvalidInput { field, reason }) =
+                check_scope(None, None, &models(list))
+            else {
+                panic!("{list:?} accepted");
+            };
+            assert_eq!(field, "models");
+            assert!(reason.contains("is empty"), "{reason}");
+        }
+        assert!(matches!(
+            check_scope(Some(""), None, &[]),
+            Err(ControlError::InvalidInput { field: "team", .. })
+        ));
+    }
 
     #[test]
     fn secrets_come_from_either_header() {
