@@ -10,7 +10,7 @@ use tollgate_control::budgets::SubjectKind;
 use tollgate_control::keys::KeyStore;
 use tollgate_control::rate_limits::admin::SetOutcome;
 use tollgate_control::rate_limits::{
-    rate_limit_json, InvalidRateLimit, RateLimitSpec, RateLimitStore,
+    rate_limit_json, InvalidRateLimit, RateLimit, RateLimitSpec, RateLimitStore,
 };
 
 use crate::config::Config;
@@ -18,6 +18,10 @@ use crate::config::Config;
 #[derive(clap::Subcommand)]
 pub enum RateLimitsCommand {
     /// Create or replace the limit of one key, user, team or org.
+    ///
+    /// `set` replaces the whole limit: a limit left out is removed (`--rpm
+    /// 10` on a limit of 5000 tokens/min leaves requests only). Pass both
+    /// `--rpm` and `--tpm` to keep both; the output says what changed.
     Set {
         /// `key`, `user`, `team` or `org`.
         #[arg(long)]
@@ -37,6 +41,7 @@ pub enum RateLimitsCommand {
     },
     /// Delete a limit (see `ratelimits list` for ids).
     Delete {
+        /// The limit's id, the first column of `ratelimits list`.
         #[arg(long)]
         id: i64,
     },
@@ -62,6 +67,45 @@ fn flag(err: &InvalidRateLimit) -> &str {
 
 fn per_minute(n: Option<u64>) -> String {
     n.map_or_else(|| "-".to_string(), |n| n.to_string())
+}
+
+/// What a `set` did to an existing limit, every changed figure named:
+/// `replaced: requests/min none → 10, tokens/min 5000 → none (pass both
+/// --rpm and --tpm to keep both)`. A trial lost a tokens limit to a later
+/// `--rpm` with only "(replaced)" said.
+fn replaced(previous: &RateLimit, limit: &RateLimit) -> String {
+    let figure = |n: Option<u64>| n.map_or_else(|| "none".to_string(), |n| n.to_string());
+    let mut changes = Vec::new();
+    let mut dropped = false;
+    for (unit, before, after) in [
+        (
+            "requests/min",
+            previous.requests_per_minute,
+            limit.requests_per_minute,
+        ),
+        (
+            "tokens/min",
+            previous.tokens_per_minute,
+            limit.tokens_per_minute,
+        ),
+    ] {
+        if before != after {
+            changes.push(format!("{unit} {} → {}", figure(before), figure(after)));
+            dropped |= before.is_some() && after.is_none();
+        }
+    }
+    if changes.is_empty() {
+        return "replaced: unchanged".to_string();
+    }
+    format!(
+        "replaced: {}{}",
+        changes.join(", "),
+        if dropped {
+            " (set replaces the whole limit: pass both --rpm and --tpm to keep both)"
+        } else {
+            ""
+        }
+    )
 }
 
 pub async fn run(command: RateLimitsCommand, config: &Config) -> anyhow::Result<()> {
@@ -106,11 +150,10 @@ pub async fn run(command: RateLimitsCommand, config: &Config) -> anyhow::Result<
                 },
                 per_minute(limit.requests_per_minute),
                 per_minute(limit.tokens_per_minute),
-                if previous.is_some() {
-                    " (replaced)"
-                } else {
-                    ""
-                }
+                previous
+                    .as_ref()
+                    .map(|previous| format!("; {}", replaced(previous, limit)))
+                    .unwrap_or_default()
             );
             super::outbox::publish_now(config, &pool, &[set.event]).await;
         }
@@ -143,4 +186,39 @@ pub async fn run(command: RateLimitsCommand, config: &Config) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(rpm: Option<u64>, tpm: Option<u64>) -> RateLimit {
+        RateLimit {
+            id: 1,
+            scope_kind: SubjectKind::Key,
+            scope_id: "k".into(),
+            requests_per_minute: rpm,
+            tokens_per_minute: tpm,
+            org_id: Some("o".into()),
+            updated_by: "cli".into(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_replacement_says_what_changed_and_what_was_dropped() {
+        assert_eq!(
+            replaced(&limit(None, Some(5000)), &limit(Some(10), None)),
+            "replaced: requests/min none → 10, tokens/min 5000 → none (set replaces the whole \
+             limit: pass both --rpm and --tpm to keep both)"
+        );
+        assert_eq!(
+            replaced(&limit(Some(10), Some(5000)), &limit(Some(20), Some(5000))),
+            "replaced: requests/min 10 → 20"
+        );
+        assert_eq!(
+            replaced(&limit(Some(10), None), &limit(Some(10), None)),
+            "replaced: unchanged"
+        );
+    }
 }

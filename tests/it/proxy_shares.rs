@@ -615,7 +615,38 @@ async fn ratelimits_cli_validates_sets_lists_and_deletes() {
         "--tpm",
         "90000",
     ]);
-    assert!(replaced.ends_with("(replaced)\n"), "{replaced}");
+    assert!(
+        replaced.ends_with("; replaced: requests/min 600 → 300, tokens/min none → 90000\n"),
+        "{replaced}"
+    );
+    // `set` replaces the whole limit: one left out is dropped, and said so
+    // (a trial lost a tokens limit to a later `--rpm` without a word).
+    let dropped = run(&[
+        "ratelimits",
+        "set",
+        "--scope",
+        "team",
+        "--id",
+        "ml",
+        "--tpm",
+        "90000",
+    ]);
+    assert!(
+        dropped.contains("replaced: requests/min 300 → none (set replaces the whole limit: pass both --rpm and --tpm to keep both)"),
+        "{dropped}"
+    );
+    run(&[
+        "ratelimits",
+        "set",
+        "--scope",
+        "team",
+        "--id",
+        "ml",
+        "--rpm",
+        "300",
+        "--tpm",
+        "90000",
+    ]);
     let listed = run(&["ratelimits", "list", "--json"]);
     let rows: Vec<Value> = listed
         .lines()
