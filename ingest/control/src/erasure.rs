@@ -39,6 +39,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tollgate_contract::audit::chain_id::reaches;
+use tollgate_contract::audit::entry::distinctive_id;
 use tollgate_contract::audit::erasure::{erasure_event, ErasureRecord};
 use uuid::Uuid;
 
@@ -292,13 +293,19 @@ pub const DECISION_REASONS_SQL: &str = "SELECT count() FROM audit_chain WHERE or
 /// The name [`Eraser::holding`] gives [`DECISION_REASONS_SQL`]'s count.
 pub const DECISION_REASONS: &str = "audit_chain.decision_reason";
 
-/// A regular expression (RE2, as ClickHouse's `match`) of the proxy's
-/// phrase naming `user`, `user <id>` ending a word, as
-/// `tollgate_contract::audit::entry::without_user` finds it (ASCII letters
-/// and digits only: an id next to another letter may be over-counted).
+/// A regular expression (RE2, as ClickHouse's `match`) of a reason naming
+/// `user` as `tollgate_contract::audit::entry::without_user` finds it: the
+/// proxy's phrase `user <id>` ending a word, and a distinctive id
+/// (`distinctive_id`) as a word anywhere (ASCII letters and digits only:
+/// an id next to another letter may be over-counted).
 pub fn reason_pattern(user: &str) -> String {
     let id = regex::escape(user);
-    format!("(^|[^[:alnum:]])user {id}($|[^[:alnum:]_@.-]|[.]($|[^[:alnum:]]))")
+    let ends = "($|[^[:alnum:]_@.-]|[.]($|[^[:alnum:]]))";
+    if distinctive_id(user) {
+        format!("(^|[^[:alnum:]_@.-]){id}{ends}")
+    } else {
+        format!("(^|[^[:alnum:]])user {id}{ends}")
+    }
 }
 
 /// Rows of `table` holding the person's id.
@@ -772,6 +779,27 @@ mod tests {
             }),
             "invalid org: is required"
         );
+    }
+
+    #[test]
+    fn a_reason_names_the_person_as_without_user_finds_them() {
+        let named = |user: &str, reason: &str| {
+            regex::Regex::new(&reason_pattern(user))
+                .unwrap()
+                .is_match(reason)
+        };
+        // A distinctive id anywhere, as a word.
+        assert!(named(
+            "trialcomp-person-3",
+            "budget_exceeded: Budget exhausted for Jane (trialcomp-person-3)"
+        ));
+        assert!(named("carol", "daily budget for user carol of org acme"));
+        assert!(named("carol", "carol."));
+        assert!(!named("carol", "x-carol carol.smith carols"));
+        // A short or numeric id only in the proxy's phrase.
+        assert!(named("1234", "budget for user 1234 of org acme"));
+        assert!(!named("1234", "budget of 1234 USD"));
+        assert!(!named("u-1", "retry u-1 later"));
     }
 
     #[test]

@@ -143,38 +143,63 @@ pub fn entry_fields(event: &Event) -> Result<EntryFields, Rejection> {
 }
 
 /// `reason` with the user id written [`USER_IN_REASON`] where it names
-/// the entry's user as the proxy's reasons do, `user <id>` followed by the
+/// the entry's user: as the proxy's reasons do, `user <id>` followed by the
 /// end of a word (`daily budget of 1 USD for user carol of org acme
-/// exhausted`). The decision reason is hashed into the entry as it is,
-/// outside the salted commitment erasure empties: with the id in it, an
-/// erased person would stay searchable in the chain for good. The entry's
-/// `user_id` says who. Only that phrase: a bare id elsewhere (`1` in
-/// `budget of 1 USD`) is left as it is.
+/// exhausted`), and, for a [`distinctive_id`], the id as a word anywhere
+/// (`Budget exhausted for jane-doe`, a reporter's own wording). The
+/// decision reason is hashed into the entry as it is, outside the salted
+/// commitment erasure empties: with the id in it, an erased person would
+/// stay searchable in the chain for good. The entry's `user_id` says who.
+/// A short or numeric id is masked only in the phrase (`1` in `budget of 1
+/// USD` is left as it is). Other spellings of a person (a name, an email)
+/// cannot be recognised: keep them out of reported error messages.
 pub fn without_user(reason: &str, user_id: &str) -> String {
     if user_id.is_empty() {
         return reason.to_string();
     }
-    let named = format!("{USER_WORD}{user_id}");
-    let mut out = String::with_capacity(reason.len());
-    let mut rest = reason;
-    while let Some(at) = rest.find(&named) {
+    let phrased = mask_words(
+        reason,
+        &format!("{USER_WORD}{user_id}"),
+        |c| c.is_alphanumeric(),
+        &format!("{USER_WORD}{USER_IN_REASON}"),
+    );
+    if !distinctive_id(user_id) {
+        return phrased;
+    }
+    mask_words(&phrased, user_id, continues_an_id, USER_IN_REASON)
+}
+
+/// `text` with every occurrence of `word` that starts and ends a word
+/// written `mask`; a word starts after a character `joins` refuses.
+fn mask_words(text: &str, word: &str, joins: impl Fn(char) -> bool, mask: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
         let (before, from) = rest.split_at(at);
-        let after = &from[named.len()..];
+        let after = &from[word.len()..];
         out.push_str(before);
-        let starts_word = !before
-            .chars()
-            .next_back()
-            .is_some_and(char::is_alphanumeric);
+        let starts_word = !before.chars().next_back().is_some_and(&joins);
         if starts_word && ends_a_word(after) {
-            out.push_str(USER_WORD);
-            out.push_str(USER_IN_REASON);
+            out.push_str(mask);
         } else {
-            out.push_str(&named);
+            out.push_str(word);
         }
         rest = after;
     }
     out.push_str(rest);
     out
+}
+
+/// Whether a user id is unlikely to be an ordinary word or number of a
+/// reason: at least four characters, one of them a letter (`carol`,
+/// `u-123`; not `1`, `42`, `1234`).
+pub fn distinctive_id(user_id: &str) -> bool {
+    user_id.chars().count() >= 4 && user_id.chars().any(char::is_alphabetic)
+}
+
+/// A character an id goes on with, either side of it.
+fn continues_an_id(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '-' | '@' | '.')
 }
 
 /// How the proxy's reasons name a user: `user <id>`.
@@ -664,7 +689,26 @@ mod tests {
             without_user("for user carol.smith", "carol"),
             "for user carol.smith"
         );
-        assert_eq!(without_user("superuser carol", "carol"), "superuser carol");
+        // A distinctive id is masked as a word anywhere, in a reporter's
+        // wording too; not inside another id.
+        assert_eq!(without_user("superuser carol", "carol"), "superuser <user>");
+        assert_eq!(
+            without_user(
+                "Budget exhausted for Jane (trialcomp-person-3), trialcomp-person-3.",
+                "trialcomp-person-3"
+            ),
+            "Budget exhausted for Jane (<user>), <user>."
+        );
+        assert_eq!(
+            without_user("x-carol carol.smith carol_b carols", "carol"),
+            "x-carol carol.smith carol_b carols"
+        );
+        // A short or numeric id only in the phrase.
+        assert_eq!(
+            without_user("budget of 1234 USD for user 1234", "1234"),
+            "budget of 1234 USD for user <user>"
+        );
+        assert!(distinctive_id("u-12") && !distinctive_id("u-1") && !distinctive_id("12345"));
         assert_eq!(without_user("no user here", ""), "no user here");
         assert_eq!(without_user("for user é", "é"), "for user <user>");
     }
