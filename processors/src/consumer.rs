@@ -542,7 +542,14 @@ impl<F: Fold> Processor<F> {
         let mut last = (Instant::now(), self.counters);
         let mut stall = StallWatch::default();
         loop {
-            let deadline = self.batch.deadline(&self.policy);
+            // An open batch is inserted after its wait; with none open,
+            // the fold may want a flush of its own (a quiet partition's
+            // audit checkpoint).
+            let deadline = if self.batch.is_empty() {
+                self.fold.idle_due()
+            } else {
+                self.batch.deadline(&self.policy)
+            };
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Ok(Ended::Shutdown),
@@ -844,9 +851,9 @@ impl<F: Fold> Processor<F> {
         self.apply_rebalances(consumer);
         let last = matches!(mode, CommitMode::Sync);
         if self.batch.is_empty() {
-            if last {
-                self.fold.flushed(true).await;
-            }
+            // Every row made is stored: the fold may act on its own
+            // interval (and always does at shutdown).
+            self.fold.flushed(last).await;
             return Ok(());
         }
         let flushed = self.batch.take();

@@ -131,4 +131,11 @@ pub trait Fold: Send {
     fn flushed(&mut self, _last: bool) -> impl Future<Output = ()> + Send {
         async {}
     }
+
+    /// When the fold wants [`Fold::flushed`] although no message came and
+    /// no batch is open (an interval of its own: the audit fold's
+    /// checkpoints); `None`: only after batches.
+    fn idle_due(&self) -> Option<std::time::Instant> {
+        None
+    }
 }

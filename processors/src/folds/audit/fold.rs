@@ -128,6 +128,10 @@ impl<S: AuditSink> Fold for AuditFold<S> {
         self.chains.forget(partitions);
     }
 
+    fn idle_due(&self) -> Option<Instant> {
+        self.chains.next_due()
+    }
+
     async fn flushed(&mut self, last: bool) {
         if !self.chains.signs() {
             return;

@@ -13,7 +13,9 @@
 //! Checkpoints are cut after a flush (every row made so far is stored): for
 //! every chain with `checkpoint_every` entries since its last checkpoint, or
 //! whose oldest unchecked entry is `checkpoint_interval_secs` old, and for
-//! every chain with unchecked entries at shutdown. Version 2 checkpoints
+//! every chain with unchecked entries at shutdown. With no batch open, the
+//! consumer flushes when [`AuditChains::next_due`] comes, so a quiet
+//! partition's tail is signed on time too. Version 2 checkpoints
 //! also sign the root of the whole chain prefix and carry a consistency
 //! proof from the previous checkpoint, for which each chain keeps its
 //! [`Compact`] tree of the checkpointed prefix.
@@ -202,6 +204,20 @@ impl AuditChains {
     pub fn forget(&mut self, partitions: &[i32]) {
         let set: HashSet<i32> = partitions.iter().copied().collect();
         self.chains.retain(|_, c| !set.contains(&c.partition));
+    }
+
+    /// When the oldest unchecked entries of any chain come due (their
+    /// segment's start plus the interval): the consumer flushes then even
+    /// when no message comes, so a quiet partition's newest entries are
+    /// signed within `checkpoint_interval_secs` too. `None` without a
+    /// signer or unchecked entries.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.signer.as_ref()?;
+        self.chains
+            .values()
+            .filter_map(|state| state.segment_started)
+            .min()
+            .map(|started| started + self.policy.interval)
     }
 
     /// Cut the checkpoints that are due at `at` (all unchecked entries when
@@ -423,6 +439,26 @@ pub(super) mod tests {
         assert_eq!(rest.len(), 1);
         assert_checkpoint(&rest[0], &hashes, 5, 5);
         assert!(chains.cut(now, 4, true).is_empty());
+    }
+
+    #[test]
+    fn the_oldest_unchecked_entries_say_when_they_come_due() {
+        let mut chains = AuditChains::new(Some(signer()), policy(100, 60));
+        assert_eq!(chains.next_due(), None);
+        let t0 = Instant::now();
+        chains.row(&event(0), at(0, 0, Some("k")), t0).unwrap();
+        chains
+            .row(&event(1), at(1, 0, Some("j")), t0 + Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(chains.next_due(), Some(t0 + Duration::from_secs(60)));
+        assert!(chains.cut(t0 + Duration::from_secs(60), 1, false).len() == 1);
+        assert_eq!(chains.next_due(), Some(t0 + Duration::from_secs(65)));
+        assert!(chains.cut(t0 + Duration::from_secs(65), 2, false).len() == 1);
+        assert_eq!(chains.next_due(), None);
+        // Without a signer nothing is ever due.
+        let mut unsigned = AuditChains::new(None, policy(100, 60));
+        unsigned.row(&event(0), at(0, 0, Some("k")), t0).unwrap();
+        assert_eq!(unsigned.next_due(), None);
     }
 
     #[test]
