@@ -118,6 +118,49 @@ impl Command {
             _ => "tollgate",
         }
     }
+
+    /// The log filter when `TOLLGATE_LOG` sets none. A server logs from
+    /// INFO. A one-shot command an operator runs says what it did itself,
+    /// so its log shows warnings and errors only, and none of librdkafka's
+    /// (it logs every failed connection to an unreachable broker, some 300
+    /// lines before the command's own error in a trial); the command's
+    /// error says what failed. `TOLLGATE_LOG=info,librdkafka=debug` shows
+    /// them all.
+    fn default_log_filter(&self) -> &'static str {
+        let one_shot = match self {
+            Command::Alerts(command) => !matches!(command, cmd::alerts::AlertsCommand::Evaluate(_)),
+            Command::Prices(_)
+            | Command::Budgets(_)
+            | Command::Ratelimits(_)
+            | Command::Outbox(_)
+            | Command::Rollups(_)
+            | Command::Keys(_)
+            | Command::Providers(_)
+            | Command::Routes { .. }
+            | Command::Users(_)
+            | Command::VerifyAudit(_)
+            | Command::Audit(_)
+            | Command::SqlCatalog(_)
+            | Command::ShowConfig => true,
+            // Servers, and the long operations whose progress is logged.
+            Command::Migrate(_)
+            | Command::Ingest(_)
+            | Command::Process(_)
+            | Command::Api(_)
+            | Command::Proxy(_)
+            | Command::MockUpstream(_)
+            | Command::Reprice(_)
+            | Command::Retention(_)
+            | Command::Simulate(_)
+            | Command::Bench(_)
+            | Command::Erase(_) => false,
+        };
+        if one_shot {
+            "warn,librdkafka=off,rdkafka=off"
+        } else {
+            "info,rdkafka=warn"
+        }
+    }
 }
 
 #[tokio::main]
@@ -137,7 +180,11 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
-    let _telemetry = telemetry::init(&config.telemetry, cli.command.service_name())?;
+    let _telemetry = telemetry::init(
+        &config.telemetry,
+        cli.command.service_name(),
+        cli.command.default_log_filter(),
+    )?;
     match cli.command {
         Command::Migrate(args) => cmd::migrate::run(args, &config).await,
         Command::Ingest(args) => cmd::ingest::run(args, &config).await,

@@ -60,10 +60,15 @@ pub fn resource(service: &str) -> Resource {
 }
 
 /// Start logging, and span export when `telemetry.otlp_endpoint` is set,
-/// for the process that runs as `service` ([`resource`]).
-pub fn init(config: &TelemetryConfig, service: &str) -> anyhow::Result<Telemetry> {
-    let filter = EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+/// for the process that runs as `service` ([`resource`]); `TOLLGATE_LOG`
+/// filters the log, else `default_filter`.
+pub fn init(
+    config: &TelemetryConfig,
+    service: &str,
+    default_filter: &str,
+) -> anyhow::Result<Telemetry> {
+    let filter =
+        EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Colours only for a person at a terminal: a log file or a pipe gets
     // plain text (a trial found escape codes in `2> key.err`).
     let colours = {

@@ -97,6 +97,19 @@ pub async fn publish_now(config: &Config, pool: &PgPool, enqueued: &[Enqueued]) 
         Ok(p) => p,
         Err(err) => return not_yet(&err.to_string()),
     };
+    // A cluster that refuses every connection is known within a moment
+    // (librdkafka reports every broker down): say so then, not after the
+    // message timeout (a trial waited for it with the broker down).
+    let reachable_by = Instant::now() + Duration::from_secs(5);
+    loop {
+        match producer.check_connected(Duration::from_millis(500)).await {
+            Ok(_) => break,
+            Err(err) if producer.ensure_reachable().is_err() || Instant::now() >= reachable_by => {
+                return not_yet(&err.to_string())
+            }
+            Err(_) => {}
+        }
+    }
     let relay = OutboxRelay::new(pool.clone(), producer);
     let deadline = Instant::now()
         + Duration::from_millis(config.kafka.message_timeout_ms)

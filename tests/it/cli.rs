@@ -213,3 +213,81 @@ async fn key_scopes_are_checked_before_the_key_exists_listed_and_secrets_never_e
     assert!(stderr.contains("not a key prefix"), "{stderr}");
     assert!(!stderr.contains("Abc123SecretThing"), "{stderr}");
 }
+
+/// A trial with Kafka unreachable saw some 300 lines of librdkafka errors
+/// over 15 s before `budgets set`'s one useful line (and `verify-audit`'s,
+/// `audit checkpoints export`'s), and INFO lines with Debug-formatted
+/// values from admin commands. A one-shot command logs warnings only and
+/// none of librdkafka's, and gives up on a cluster that refuses every
+/// connection at once.
+#[tokio::test]
+async fn one_shot_commands_stay_quiet_and_prompt_when_kafka_is_unreachable() {
+    let env = crate::support::TestEnv::new("cli_quiet").await;
+    let commands: [&[&str]; 3] = [
+        &[
+            "budgets",
+            "set",
+            "--kind",
+            "org",
+            "--id",
+            "quiet-org",
+            "--limit",
+            "10",
+        ],
+        &["verify-audit", "--org", "quiet-org"],
+        &["audit", "checkpoints", "export"],
+    ];
+    for args in commands {
+        let started = std::time::Instant::now();
+        let out = env
+            .tollgate(args)
+            .env("TOLLGATE_KAFKA__BROKERS", "127.0.0.1:1")
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("TOLLGATE_LOG")
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            took < std::time::Duration::from_secs(10),
+            "{args:?} took {took:?}: {stderr}"
+        );
+        assert!(!stderr.contains("librdkafka"), "{args:?}: {stderr}");
+        assert!(stderr.lines().count() < 15, "{args:?}: {stderr}");
+        let useful = if args[0] == "budgets" {
+            "not on Kafka yet"
+        } else {
+            "no broker answers"
+        };
+        assert!(stderr.contains(useful), "{args:?}: {stderr}");
+    }
+
+    // An admin command's INFO log (`user created` with its grants as Rust
+    // Debug text) is not shown by default.
+    let mut child = env
+        .tollgate(&[
+            "users",
+            "create",
+            "--email",
+            "quiet@example.com",
+            "--grant",
+            "quiet-org:finance",
+            "--password-stdin",
+        ])
+        .env_remove("TOLLGATE_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"a long enough password 42\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains(" INFO "), "{stderr}");
+    assert!(!stderr.contains("Grant {"), "{stderr}");
+}

@@ -138,7 +138,21 @@ impl ClientContext for WatchedContext {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.watch.mark_down(reason);
         }
-        tracing::error!(%error, reason, "librdkafka error");
+        // librdkafka's target, as its own log lines have: a one-shot
+        // command's log filter leaves them out (`tollgate` main).
+        tracing::error!(target: "librdkafka", %error, reason, "librdkafka error");
+    }
+}
+
+/// A consumer (the audit anchor's reader) may keep the watch too.
+impl rdkafka::consumer::ConsumerContext for WatchedContext {}
+
+impl WatchedContext {
+    /// The watch this context keeps current: a client made with it can
+    /// tell "every broker is down" from a slow answer, and give up on an
+    /// unreachable cluster at once rather than at its timeout.
+    pub fn watch(&self) -> Arc<BrokerWatch> {
+        self.watch.clone()
     }
 }
 

@@ -10,6 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tollgate_contract::audit::checkpoint::{parse_checkpoint_line, CheckpointRow};
 use tollgate_control::config::KafkaConfig;
+use tollgate_control::kafka::WatchedContext;
 
 /// Why the anchor could not be read to its end.
 #[derive(Debug, thiserror::Error)]
@@ -54,17 +55,41 @@ fn read_topic_blocking(kafka: &KafkaConfig) -> Result<AnchorRead> {
         context,
         source: Box::new(source),
     };
-    let consumer: BaseConsumer = ClientConfig::new()
+    let context = WatchedContext::default();
+    let watch = context.watch();
+    let consumer: BaseConsumer<WatchedContext> = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", "tollgate-audit-anchor-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
-        .create()
+        .create_with_context(context)
         .map_err(|e| kafka_error("cannot create the audit anchor reader".into(), e))?;
     let timeout = Duration::from_secs(15);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| kafka_error(format!("cannot read metadata of topic {topic}"), e))?;
+    // Asked a second at a time, so that a cluster every broker of which
+    // refuses the connection is reported at once (librdkafka says so
+    // through the consumer's events, served by `poll`), not after the
+    // whole timeout (a trial waited 15 s for the one useful line).
+    let give_up = Instant::now() + timeout;
+    let metadata = loop {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(1)) {
+            Ok(metadata) => break metadata,
+            Err(e) => {
+                let _ = consumer.poll(Duration::ZERO);
+                if let Some((_, why)) = watch.down_since() {
+                    return Err(kafka_error(
+                        format!("cannot read metadata of topic {topic}: no broker answers ({why})"),
+                        e,
+                    ));
+                }
+                if Instant::now() >= give_up {
+                    return Err(kafka_error(
+                        format!("cannot read metadata of topic {topic}"),
+                        e,
+                    ));
+                }
+            }
+        }
+    };
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()

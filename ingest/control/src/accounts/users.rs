@@ -102,7 +102,7 @@ impl AccountStore {
         let user = insert_user(&mut tx, &email, &display_name, hash.as_deref()).await?;
         replace_grants(&mut tx, user.id, grants, actor).await?;
         commit(tx, "creating a user").await?;
-        tracing::info!(user = %user.email, grants = ?grants, actor, "user created");
+        tracing::info!(user = %user.email, grants = %described(grants), actor, "user created");
         Ok(user)
     }
 
@@ -276,7 +276,7 @@ impl AccountStore {
         let mut tx = self.begin("changing grants").await?;
         replace_grants(&mut tx, user_id, grants, actor).await?;
         commit(tx, "changing grants").await?;
-        tracing::info!(%user_id, grants = ?grants, actor, "grants changed");
+        tracing::info!(%user_id, grants = %described(grants), actor, "grants changed");
         Ok(())
     }
 
@@ -520,4 +520,14 @@ pub(super) async fn commit(
     tx.commit()
         .await
         .map_err(|e| ControlError::postgres(doing, e))
+}
+
+/// Grants as a log line shows them: `finance in acme, admin in every
+/// org`, not Rust's Debug text of the values.
+fn described(grants: &[Grant]) -> String {
+    grants
+        .iter()
+        .map(Grant::describe)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
