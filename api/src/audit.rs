@@ -15,8 +15,8 @@ use axum::Json;
 use tollgate_access::{Identity, AUDITORS};
 use tollgate_contract::audit::checkpoint::parse_public_key;
 use tollgate_queries::audit::access::AuditAccess;
-use tollgate_queries::audit::search::{self, ProofSource, SearchQuery};
-use tollgate_queries::audit::trail::{export, export_file_name, export_search};
+use tollgate_queries::audit::export_stream::{self, ExportScope};
+use tollgate_queries::audit::search::{self, ProofSource, SearchQuery, SearchUse};
 use tollgate_queries::audit::verify::verify_held;
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::InvalidParameter;
@@ -61,7 +61,19 @@ fn clickhouse_failed(what: &str, err: impl std::fmt::Display) -> Response {
     )
 }
 
-pub async fn public_key(State(state): State<AuditState>) -> Response {
+/// A route of no query parameters refuses any, naming it (one was
+/// answered as if absent).
+fn no_parameters(pairs: &[(String, String)]) -> Result<(), InvalidParameter> {
+    QueryParams::parse(pairs, &Expected::names(&[])).map(|_| ())
+}
+
+pub async fn public_key(
+    State(state): State<AuditState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Err(refused) = no_parameters(&pairs) {
+        return bad_parameter(refused);
+    }
     match &state.public_key {
         Some(key) => Json(serde_json::json!({
             "algorithm": "ed25519",
@@ -120,12 +132,18 @@ pub async fn verify_trail(
 /// `GET /api/v1/audit/export`: with only `org` (and `team`), the org's
 /// whole chains (every link verifies); with any search parameter (`from`,
 /// `to`, `user`, `model`, ...), the entries of that search, each with its
-/// inclusion proof, and the checkpoints those proofs need.
+/// inclusion proof, and the checkpoints those proofs need. `limit`,
+/// `cursor` and `proof` are refused: an export is never a page, and its
+/// proofs are its format's ([`SearchUse::Export`]).
+///
+/// Streamed as it is read (no `content-length`), the footer with the
+/// signed manifest last; a failure after the first chunk ends the answer
+/// unfinished, so it cannot pass for a short export.
 pub async fn export_trail(
     State(state): State<AuditState>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let query = match SearchQuery::from_pairs(&pairs) {
+    let query = match SearchQuery::parse_for(&pairs, SearchUse::Export) {
         Ok(query) => query,
         Err(err) => return bad_parameter(err),
     };
@@ -137,35 +155,36 @@ pub async fn export_trail(
         && search::FILTERS
             .iter()
             .all(|(name, _)| matches!(*name, "org" | "team") || query.filter(name).is_empty());
-    let ch = &state.clickhouse;
-    // Buffered: an export that fails half-way must not look like a short one.
-    let mut body: Vec<u8> = Vec::new();
-    let result = if whole_chains {
-        let team = Some(query.filter("team")).filter(|t| !t.is_empty());
-        export(ch, &org, team, state.signer.as_ref(), &mut body).await
+    let scope = if whole_chains {
+        let team = Some(query.filter("team"))
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        ExportScope::Chains { org, team }
     } else {
-        export_search(ch, &query, state.signer.as_ref(), &mut body).await
+        ExportScope::Search(Box::new(query))
     };
-    let file = export_file_name(
-        &org,
-        Some(query.filter("team")),
-        !whole_chains,
-        chrono::Utc::now(),
-    );
-    match result {
-        Ok(_) => (
-            [
-                (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{file}\""),
-                ),
-            ],
-            body,
-        )
-            .into_response(),
-        Err(err) => clickhouse_failed("export", err),
-    }
+    ndjson_download(&state, scope)
+        .await
+        .unwrap_or_else(|err| clickhouse_failed("export", err))
+}
+
+/// The streamed NDJSON answer of an export ([`export_stream::started`]).
+async fn ndjson_download(state: &AuditState, scope: ExportScope) -> Result<Response, String> {
+    let file = scope.file_name(chrono::Utc::now());
+    let body = export_stream::started(state.clickhouse.clone(), scope, state.signer.clone())
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// `GET /api/v1/audit/entries?org=&team=&user=&key=&model=&provider=&outcome=&decision=&kind=&from=&to=&limit=&cursor=&proof=`
@@ -211,7 +230,18 @@ pub async fn one_entry(
     State(state): State<AuditState>,
     identity: Identity,
     Path((chain, seq)): Path<(String, String)>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
+    // `proof` cannot be false here (`docs/audit.md`, "Compliance search").
+    if pairs.iter().any(|(name, _)| name == "proof") {
+        return bad_parameter(InvalidParameter::new(
+            "proof",
+            "an entry is always answered with its inclusion proof",
+        ));
+    }
+    if let Err(refused) = no_parameters(&pairs) {
+        return bad_parameter(refused);
+    }
     let Some(seq) = seq.parse::<u64>().ok().filter(|s| *s >= 1) else {
         return bad_parameter(InvalidParameter::new(
             "seq",

@@ -2,7 +2,8 @@
 //! decides the status (caller: 4xx; ClickHouse down or not migrated: 503;
 //! our bug: 500), and every error body is JSON `{"error": "..."}`, with
 //! `"parameter"` naming the offending query parameter, or `"field"` the
-//! offending field of a JSON body, on a 400.
+//! offending field of a JSON body, on a 400 (and `"parameter": "query"` on
+//! a 414, `"field": "body"` on a 413: [`crate::request_size`]).
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,14 @@ pub enum ApiError {
     /// `body` when the body itself is not usable JSON). Not retryable as is.
     #[error("invalid field `{field}`: {reason}")]
     InvalidField { field: String, reason: String },
+    /// The query string is longer than the API reads (414, naming
+    /// `query`).
+    #[error("the query string is {bytes} bytes, longer than the {limit} an API request may have")]
+    QueryTooLong { bytes: usize, limit: usize },
+    /// The request body is larger than the route reads (413, naming
+    /// `body`).
+    #[error("the request body is too large: {reason}")]
+    BodyTooLarge { reason: String },
     #[error("not found")]
     NotFound,
     /// The thing named in the path does not exist.
@@ -79,6 +88,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidParameter { .. } | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            Self::QueryTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound | Self::NoSuch(_) => StatusCode::NOT_FOUND,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -99,10 +110,12 @@ impl IntoResponse for ApiError {
         }
         let parameter = match &self {
             Self::InvalidParameter { parameter, .. } => Some(parameter.clone()),
+            Self::QueryTooLong { .. } => Some("query".to_string()),
             _ => None,
         };
         let field = match &self {
             Self::InvalidField { field, .. } => Some(field.clone()),
+            Self::BodyTooLarge { .. } => Some("body".to_string()),
             _ => None,
         };
         let body = Json(ErrorBody {

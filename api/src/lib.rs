@@ -27,6 +27,7 @@ pub mod keys;
 pub mod providers;
 pub mod rate_limits;
 pub mod reports;
+pub mod request_size;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -252,10 +253,12 @@ pub fn routes(state: ApiState) -> Routes {
             get(api_not_found),
         )
         .with_state(state);
-    match audit_routes {
+    let api = match audit_routes {
         Some(routes) => api.merge(routes),
         None => api,
-    }
+    };
+    // Too large a query string or body is a JSON error as well.
+    api.through(request_size::limited)
 }
 
 /// [`routes`] as a router.
@@ -483,6 +486,103 @@ mod tests {
             let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(body["parameter"], parameter, "{uri}: {body}");
         }
+    }
+
+    fn with_audit() -> Router {
+        let config = ClickHouseConfig {
+            url: "http://127.0.0.1:9".into(),
+            ..ClickHouseConfig::default()
+        };
+        gated(super::router(ApiState {
+            read_models: ReadModels::new(&config),
+            audit: Some(audit::AuditState {
+                clickhouse: tollgate_queries::client(&config),
+                public_key: None,
+                signer: None,
+                keys: None,
+                anchor: tollgate_queries::audit::anchor::AnchorSource::new(Default::default()),
+            }),
+            prices: None,
+            keys: None,
+            budgets: None,
+            rate_limits: None,
+            alerts: None,
+            providers: None,
+            erasure: None,
+        }))
+    }
+
+    async fn json_of(response: axum::response::Response) -> (StatusCode, serde_json::Value) {
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {body:?}"));
+        (status, body)
+    }
+
+    /// Every audit route refuses what it cannot honour, naming it (a trial:
+    /// an export's `limit=5` returned the whole chain, `proof=false` still
+    /// held proofs, an entry's `foo=1` was answered as if absent).
+    #[tokio::test]
+    async fn audit_routes_refuse_parameters_they_cannot_honour() {
+        let app = with_audit();
+        for (uri, parameter) in [
+            ("/api/v1/audit/export?org=a&limit=5", "limit"),
+            ("/api/v1/audit/export?org=a&proof=false", "proof"),
+            ("/api/v1/audit/export?org=a&proof=true", "proof"),
+            ("/api/v1/audit/export?cursor=", "cursor"),
+            ("/api/v1/audit/export?org=a&bogus=1", "bogus"),
+            ("/api/v1/audit/entries?org=a&bogus=1", "bogus"),
+            ("/api/v1/audit/entries/acme%2Fteam/3?foo=1", "foo"),
+            ("/api/v1/audit/entries/acme%2Fteam/3?proof=false", "proof"),
+            ("/api/v1/audit/entries/acme%2Fteam/abc", "seq"),
+            ("/api/v1/audit/public-key?format=pem", "format"),
+        ] {
+            let (status, body) = json_of(app.clone().oneshot(signed_in(uri)).await.unwrap()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            assert_eq!(body["parameter"], parameter, "{uri}: {body}");
+            assert!(
+                body["error"].as_str().unwrap().contains(parameter),
+                "{uri}: {body}"
+            );
+        }
+    }
+
+    /// Too large a query string or body is the API's JSON error naming it
+    /// (was an empty 414 and axum's plain text 413).
+    #[tokio::test]
+    async fn oversized_requests_are_json_errors_naming_what() {
+        let app = with_audit();
+        let long = format!(
+            "/api/v1/audit/entries?org={}",
+            "a".repeat(request_size::MAX_QUERY_BYTES)
+        );
+        let (status, body) = json_of(app.clone().oneshot(signed_in(&long)).await.unwrap()).await;
+        assert_eq!(status, StatusCode::URI_TOO_LONG, "{body}");
+        assert_eq!(body["parameter"], "query", "{body}");
+        assert!(body["error"].as_str().unwrap().contains("16384"), "{body}");
+
+        let body = format!(
+            "{{\"org\":\"a\",\"user\":\"u\",\"reason\":\"{}\"}}",
+            "x".repeat(3 << 20)
+        );
+        let request = Request::post("/api/v1/audit/erasures")
+            .header("authorization", "Bearer test")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let (status, body) = json_of(app.clone().oneshot(request).await.unwrap()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!(body["field"], "body", "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("length limit exceeded"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

@@ -19,10 +19,10 @@ use tollgate_contract::audit::checkpoint::parse_public_key;
 use tollgate_contract::audit::entry::EntryRow;
 use tollgate_queries::audit::access::AuditAccess;
 use tollgate_queries::audit::anchor::AnchorUse;
+use tollgate_queries::audit::export_stream::{self, ExportScope};
 use tollgate_queries::audit::search::{
-    self, daily_counts, urlencode, ProofResult, ProofSource, ProofStatus, SearchQuery,
+    self, daily_counts, urlencode, ProofResult, ProofSource, ProofStatus, SearchQuery, SearchUse,
 };
-use tollgate_queries::audit::trail::{export, export_file_name, export_search};
 use tollgate_queries::audit::verify::{verify_held, AuditReport, Verdict};
 use tollgate_queries::params::{Expected, QueryParams};
 use tollgate_queries::InvalidParameter;
@@ -184,8 +184,9 @@ struct SearchPage {
 
 /// The search form's values: `from`/`to` come from `datetime-local` inputs.
 /// The gate pinned `org` to one the caller sees (`tollgate-access`).
-fn search_query(pairs: &[(String, String)]) -> Result<SearchQuery, String> {
-    SearchQuery::from_pairs(pairs).map_err(|e| e.to_string())
+fn search_query(pairs: &[(String, String)], what: SearchUse) -> Result<SearchQuery, String> {
+    SearchQuery::parse_for(pairs, what)
+        .map_err(|e| format!("invalid parameter `{}`: {}", e.field, e.reason))
 }
 
 async fn search_page(
@@ -193,7 +194,7 @@ async fn search_page(
     identity: Identity,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let (query, error) = match search_query(&pairs) {
+    let (query, error) = match search_query(&pairs, SearchUse::Page) {
         Ok(query) => (query, None),
         Err(message) => {
             let mut query = SearchQuery {
@@ -280,8 +281,15 @@ async fn search_page(
             value: query.filter(name).to_string(),
         })
         .collect();
+    // A search that cannot be read is a 400 page (the form, with the error
+    // naming the parameter), as the API's 400.
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
     render(
-        StatusCode::OK,
+        status,
         &SearchPage {
             section: Section::Compliance,
             who: identity.who(),
@@ -311,7 +319,7 @@ async fn search_csv(
     State(state): State<AuditAccess>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let query = match search_query(&pairs) {
+    let query = match search_query(&pairs, SearchUse::Csv) {
         Ok(query) => query,
         Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
     };
@@ -363,44 +371,35 @@ async fn search_csv(
 }
 
 /// `GET /compliance/export?...`: the NDJSON export of the search (the
-/// gate pinned its `org`).
+/// gate pinned its `org`): the org's whole chains when the search names
+/// only the org, else the search with proofs; streamed as it is read
+/// (`tollgate_queries::audit::export_stream`, as the API's). `limit`,
+/// `cursor` and `proof` are refused, as by the API: an export is never a
+/// page.
 async fn export_download(
     State(state): State<AuditAccess>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let query = match search_query(&pairs) {
+    let query = match SearchQuery::parse_for(&pairs, SearchUse::Export) {
         Ok(query) => query,
-        Err(message) => {
-            return (StatusCode::BAD_REQUEST, message).into_response();
-        }
+        Err(err) => return bad_request(err),
     };
-    let ch = &state.clickhouse;
-    let mut body: Vec<u8> = Vec::new();
     let only_org = query.from_ms.is_none()
         && query.to_ms.is_none()
         && search::FILTERS
             .iter()
             .all(|(n, _)| *n == "org" || query.filter(n).is_empty());
-    let result = if only_org && !query.filter("org").is_empty() {
-        export(
-            ch,
-            query.filter("org"),
-            None,
-            state.signer.as_ref(),
-            &mut body,
-        )
-        .await
+    let scope = if only_org && !query.filter("org").is_empty() {
+        ExportScope::Chains {
+            org: query.filter("org").to_string(),
+            team: None,
+        }
     } else {
-        export_search(ch, &query, state.signer.as_ref(), &mut body).await
+        ExportScope::Search(Box::new(query))
     };
-    let file = export_file_name(
-        query.filter("org"),
-        Some(query.filter("team")),
-        !only_org,
-        chrono::Utc::now(),
-    );
-    match result {
-        Ok(_) => (
+    let file = scope.file_name(chrono::Utc::now());
+    match export_stream::started(state.clickhouse.clone(), scope, state.signer.clone()).await {
+        Ok(body) => (
             [
                 (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
                 (
@@ -408,7 +407,7 @@ async fn export_download(
                     format!("attachment; filename=\"{file}\""),
                 ),
             ],
-            body,
+            axum::body::Body::from_stream(body),
         )
             .into_response(),
         Err(err) => unavailable("export", err),
@@ -468,7 +467,11 @@ async fn entry_page(
         Err(err) => return bad_request(err),
     };
     let Some(seq) = seq.parse::<u64>().ok().filter(|s| *s >= 1) else {
-        return not_found(format!("`{seq}` is not a sequence number"));
+        // The API's answer: a 400 naming `seq`.
+        return bad_request(InvalidParameter::new(
+            "seq",
+            format!("`{seq}` is not a sequence number (a whole number from 1)"),
+        ));
     };
     let ch = &state.clickhouse;
     let row = match search::entry(ch, &chain, seq).await {

@@ -984,3 +984,156 @@ async fn compliance_pages_in_chromium() {
     );
     assert!(!dom.contains("org-b"));
 }
+
+// ------------------------------------------------- export and refusals
+
+/// `GET /api/v1/audit/export` of whole chains is streamed (no
+/// `content-length`, chunked: it was built whole in memory, first byte
+/// after 85 s on 733 MB) and `verify-audit --export` verifies it; every
+/// audit route and compliance page refuses, naming it, a parameter it
+/// cannot honour (an export's `limit`, `cursor`, `proof`; an entry's
+/// unknown ones), as a 400 page on the pages (the search answered 200,
+/// a bad `seq` 404); too long a query string and too large a body are JSON
+/// errors naming `query` and `body` (were an empty 414 and plain text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_streams_and_audit_routes_refuse_what_they_cannot_honour() {
+    let mut env = TestEnv::with_extra_config("audit_export_stream", &config()).await;
+    let (rows, _) = seed(&env).await;
+    env.start_api().await;
+    let admin = env.create_key_with_role("admin", None);
+    let http = reqwest::Client::new();
+
+    let response = http
+        .get(format!(
+            "{}/api/v1/audit/export?org=org-a",
+            env.direct_api_url()
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("content-length").is_none(),
+        "{:?}",
+        response.headers()
+    );
+    assert_eq!(response.headers()["transfer-encoding"], "chunked");
+    let body = response.text().await.unwrap();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["scope"], "chains");
+    let entries = lines.iter().filter(|l| l["type"] == "entry").count();
+    assert_eq!(
+        entries,
+        rows.iter().filter(|r| r.org_id == "org-a").count(),
+        "every entry of org-a's chains"
+    );
+    assert_eq!(lines.last().unwrap()["type"], "footer");
+    let file = env.dir.path().join("org-a.ndjson");
+    std::fs::write(&file, &body).unwrap();
+    let out = Command::new(support::tollgate_bin())
+        .args(["verify-audit", "--export", file.to_str().unwrap()])
+        .args(["--public-key", &hex::encode(public_key().to_bytes())])
+        .env_remove("TOLLGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The API: a 400 naming the parameter.
+    for (path, parameter) in [
+        ("/api/v1/audit/export?org=org-a&limit=5", "limit"),
+        ("/api/v1/audit/export?org=org-a&proof=false", "proof"),
+        ("/api/v1/audit/export?model=gpt-4o&cursor=zz", "cursor"),
+        ("/api/v1/audit/entries/team-a1/13?foo=1", "foo"),
+        ("/api/v1/audit/entries/team-a1/13?proof=false", "proof"),
+        ("/api/v1/audit/public-key?foo=1", "foo"),
+    ] {
+        let (status, body) = get(&env, path, Some(&admin)).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["parameter"], parameter, "{path}: {body}");
+    }
+    // The pages: a 400 page naming it.
+    for (path, parameter) in [
+        ("/compliance/search?limit=abc", "limit"),
+        ("/compliance/search?from=garbage", "from"),
+        ("/compliance/search?bogus=1", "bogus"),
+        ("/compliance/search?cursor=zz", "cursor"),
+        ("/compliance/search?proof=true", "proof"),
+        ("/compliance/search.csv?proof=true", "proof"),
+        ("/compliance/export?limit=5", "limit"),
+        ("/compliance/export?model=gpt-4o&proof=false", "proof"),
+        ("/compliance/entries/team-a1/abc", "seq"),
+        ("/compliance/entries/team-a1/13?foo=1", "foo"),
+    ] {
+        let (status, body) = get(&env, path, Some(&admin)).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains(&format!("`{parameter}`")), "{path}: {body}");
+    }
+
+    // Too large: JSON naming what.
+    let long = format!("/api/v1/audit/entries?org={}", "a".repeat(20_000));
+    let (status, body) = get(&env, &long, Some(&admin)).await;
+    assert_eq!(status, 414, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["parameter"], "query", "{body}");
+    let response = http
+        .post(format!("{}/api/v1/audit/erasures", env.direct_api_url()))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"org\":\"org-a\",\"user\":\"u\",\"reason\":\"{}\"}}",
+            "x".repeat(3 << 20)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["field"], "body", "{body}");
+}
+
+/// The compliance pages fit a phone (390 × 844) and a laptop (1366 × 768)
+/// in Chromium (`tests/browser/page_widths.mjs`): the search's table
+/// scrolls in its own region (the page was 1572 px wide at 390, its
+/// Decision column past its panel at 1366), an entry's hashes and audit
+/// path wrap (529 px), the verification's public key wraps (563 px).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compliance_pages_fit_a_phone_and_a_laptop() {
+    use crate::support::page_widths::{measure, misfits};
+    const VIEWPORTS: [(u32, u32); 2] = [(390, 844), (1366, 768)];
+    let mut env = TestEnv::with_extra_config("audit_layout", &config()).await;
+    seed(&env).await;
+    env.start_api().await;
+    let base = env.api_url();
+    let paths = [
+        "/compliance/search?limit=20",
+        "/compliance/entries/team-a1/13",
+        "/compliance/verify",
+    ];
+    let urls: Vec<String> = paths.iter().map(|p| format!("{base}{p}")).collect();
+    let answer = tokio::task::spawn_blocking(move || measure(&urls, &VIEWPORTS))
+        .await
+        .unwrap();
+    let pages = answer["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), paths.len() * VIEWPORTS.len());
+    for page in pages {
+        assert!(
+            page["document"]["scroll_width"].as_u64() <= page["viewport"]["width"].as_u64(),
+            "{} at {}: the document is {} px wide",
+            page["url"],
+            page["viewport"]["width"],
+            page["document"]["scroll_width"]
+        );
+    }
+    let wrong = misfits(pages, &base);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

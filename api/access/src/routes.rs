@@ -106,6 +106,10 @@ fn served_methods<S>(router: &MethodRouter<S>) -> Vec<&'static str> {
         .collect()
 }
 
+/// A function every request of some routes goes through ([`Routes::through`]).
+pub type Middleware =
+    fn(Request, Next) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>;
+
 /// A router whose every route has an access rule.
 pub struct Routes<S = ()> {
     router: Router<S>,
@@ -143,6 +147,14 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     pub fn merge(mut self, other: Routes<S>) -> Self {
         self.router = self.router.merge(other.router);
         self.table.extend(other.table);
+        self
+    }
+
+    /// Every route added so far served through `middleware` (as
+    /// `axum::middleware::from_fn` runs it), outside its access rule and
+    /// inside the gate; routes merged later are not.
+    pub fn through(mut self, middleware: Middleware) -> Self {
+        self.router = self.router.layer(axum::middleware::from_fn(middleware));
         self
     }
 

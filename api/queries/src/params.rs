@@ -78,9 +78,13 @@ impl QueryParams {
     ) -> Result<Self, InvalidParameter> {
         for (i, (name, _)) in pairs.iter().enumerate() {
             if !expected.knows(name) {
+                let expected = match expected.list() {
+                    list if list.is_empty() => "this address takes none".to_string(),
+                    list => format!("expected {list}"),
+                };
                 return Err(InvalidParameter::new(
                     shown(name),
-                    format!("unknown parameter; expected {}", expected.list()),
+                    format!("unknown parameter; {expected}"),
                 ));
             }
             if pairs[..i].iter().any(|(earlier, _)| earlier == name) {

@@ -4,6 +4,7 @@
 //! - [`pages`]: the seq ranges a chain's entries are read in, empty ones skipped;
 //! - [`search`]: compliance search, one entry, inclusion proofs;
 //! - [`trail`]: NDJSON export of whole chains or of a search (with proofs);
+//! - [`export_stream`]: an export as a stream of chunks, for HTTP answers;
 //! - [`export_verify`]: verifying an export file offline (signed manifest,
 //!   chains or proofs, anchor file);
 //! - [`anchor`]: reading the checkpoint anchor topic back;
@@ -11,6 +12,7 @@
 
 pub mod access;
 pub mod anchor;
+pub mod export_stream;
 pub mod export_verify;
 pub mod pages;
 pub mod search;

@@ -114,11 +114,69 @@ pub fn parse_time_ms(parameter: &str, text: &str) -> Result<u64, InvalidParamete
     })
 }
 
+/// What a search is read for, which decides what its `limit`, `cursor`
+/// and `proof` can mean (`docs/audit.md`, "Compliance search" and
+/// "Exporting a search"). A parameter the use cannot honour is refused,
+/// naming it and why, never silently ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchUse {
+    /// `GET /api/v1/audit/entries`: a page of `limit` entries from
+    /// `cursor`, with proofs when `proof` is true.
+    Entries,
+    /// The compliance search page: a page of `limit` entries from
+    /// `cursor`; it shows no proofs (an entry's page does).
+    Page,
+    /// The page's CSV: every entry from `cursor`, read `limit` at a time;
+    /// it holds no proofs (the NDJSON export does).
+    Csv,
+    /// An NDJSON export: every entry of the search or every entry of the
+    /// chains, with the proofs the format defines; no page, no cursor.
+    Export,
+}
+
+impl SearchUse {
+    /// Why this use refuses the known parameter `name`, if it does.
+    fn refuses(self, name: &str) -> Option<&'static str> {
+        match (self, name) {
+            (Self::Page, "proof") => Some(
+                "the search page shows no proofs: an entry's page shows its proof, and \
+                 /api/v1/audit/entries?proof=true answers them",
+            ),
+            (Self::Csv, "proof") => Some(
+                "the CSV holds no proofs: the NDJSON export (/compliance/export) carries each \
+                 entry's proof",
+            ),
+            (Self::Export, "limit" | "cursor") => Some(
+                "an export holds every matching entry (a whole chain from seq 1, or the whole \
+                 search) under a signed manifest, so it is never a page: read pages from \
+                 /api/v1/audit/entries with limit and cursor",
+            ),
+            (Self::Export, "proof") => Some(
+                "an export's proofs are fixed by its format: a search export's entries always \
+                 carry their inclusion proof, a whole-chain export is proven by its links \
+                 and checkpoints",
+            ),
+            _ => None,
+        }
+    }
+}
+
 impl SearchQuery {
-    /// From URL query pairs. Unknown or repeated parameters, bad times,
-    /// `from` not before `to`, a bad limit or cursor are errors naming the
-    /// parameter; empty values mean "not given".
+    /// From URL query pairs, for `GET /api/v1/audit/entries`
+    /// ([`SearchUse::Entries`]); see [`Self::parse_for`].
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, InvalidParameter> {
+        Self::parse_for(pairs, SearchUse::Entries)
+    }
+
+    /// From URL query pairs, read for `what`. Unknown or repeated
+    /// parameters, bad times, `from` not before `to`, a bad limit or
+    /// cursor, and a `limit`, `cursor` or `proof` that `what` cannot
+    /// honour (even empty) are errors naming the parameter; empty values
+    /// mean "not given".
+    pub fn parse_for(
+        pairs: &[(String, String)],
+        what: SearchUse,
+    ) -> Result<Self, InvalidParameter> {
         let mut query = Self {
             limit: DEFAULT_LIMIT,
             ..Self::default()
@@ -127,7 +185,14 @@ impl SearchQuery {
             .iter()
             .map(|(n, _)| *n)
             .chain(["from", "to", "limit", "cursor", "proof"])
+            .filter(|name| what.refuses(name).is_none())
             .collect();
+        if let Some((name, reason)) = pairs
+            .iter()
+            .find_map(|(name, _)| what.refuses(name).map(|reason| (name, reason)))
+        {
+            return Err(invalid(name, reason));
+        }
         let params = QueryParams::parse(
             pairs,
             &Expected {
@@ -514,13 +579,21 @@ pub struct ProofResult {
 /// `(chain, from_seq, to_seq)` of a checkpoint's segment.
 type SegmentKey = (String, u64, u64);
 
-/// Builds proofs, loading each chain's checkpoints and each segment's
-/// hashes once.
+/// Entry hashes a [`ProofSource`] holds at most (32 bytes each: 8 MiB),
+/// the segments read longest ago let go first.
+const HASHES_HELD: usize = 256 * 1024;
+
+/// Builds proofs, loading each chain's checkpoints once and each segment's
+/// hashes once while it is in use (at most [`HASHES_HELD`] hashes).
 pub struct ProofSource<'a> {
     client: &'a Client,
     trusted: Option<VerifyingKey>,
     checkpoints: HashMap<String, Vec<CheckpointRow>>,
     segments: HashMap<SegmentKey, Option<Vec<[u8; 32]>>>,
+    /// The segments held, oldest read first, and their hashes' count (a
+    /// segment that could not be read counts one).
+    read_order: std::collections::VecDeque<SegmentKey>,
+    hashes_held: usize,
 }
 
 impl<'a> ProofSource<'a> {
@@ -530,6 +603,8 @@ impl<'a> ProofSource<'a> {
             trusted,
             checkpoints: HashMap::new(),
             segments: HashMap::new(),
+            read_order: std::collections::VecDeque::new(),
+            hashes_held: 0,
         }
     }
 
@@ -588,6 +663,22 @@ impl<'a> ProofSource<'a> {
         } else {
             None
         };
+        // A whole export proves every entry of every chain: holding every
+        // segment read would hold 32 bytes per entry of the export. Its
+        // search order walks each chain's segments in turn, so the oldest
+        // read is the one to let go.
+        let size = hashes.as_ref().map_or(1, Vec::len);
+        while self.hashes_held + size > HASHES_HELD {
+            let Some(oldest) = self.read_order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.segments.remove(&oldest) {
+                let size = gone.as_ref().map_or(1, Vec::len);
+                self.hashes_held = self.hashes_held.saturating_sub(size);
+            }
+        }
+        self.hashes_held += size;
+        self.read_order.push_back(key.clone());
         self.segments.insert(key, hashes.clone());
         Ok(hashes)
     }
@@ -801,6 +892,50 @@ mod tests {
         ] {
             let err = SearchQuery::from_pairs(&pairs(&bad)).unwrap_err();
             assert_eq!(err.field, param, "{bad:?}: {}", err.reason);
+        }
+    }
+
+    /// What a use cannot honour is refused by name, never ignored (a trial's
+    /// `export?limit=5` returned the whole chain, `proof=false` still held
+    /// proofs).
+    #[test]
+    fn each_use_refuses_what_it_cannot_honour() {
+        for (what, refused, taken) in [
+            (
+                SearchUse::Entries,
+                &[][..],
+                &["limit", "cursor", "proof"][..],
+            ),
+            (SearchUse::Page, &["proof"][..], &["limit", "cursor"][..]),
+            (SearchUse::Csv, &["proof"][..], &["limit", "cursor"][..]),
+            (
+                SearchUse::Export,
+                &["limit", "cursor", "proof"][..],
+                &[][..],
+            ),
+        ] {
+            for name in refused {
+                // Even empty: a form's empty field is still a parameter the
+                // use does not have.
+                for value in ["5", "false", ""] {
+                    let err =
+                        SearchQuery::parse_for(&pairs(&[("org", "acme"), (name, value)]), what)
+                            .unwrap_err();
+                    assert_eq!(err.field, *name, "{what:?}");
+                    assert!(!err.reason.starts_with("unknown"), "{}", err.reason);
+                }
+            }
+            for name in taken {
+                let value = match *name {
+                    "cursor" => Cursor::default().encode(),
+                    "proof" => "true".into(),
+                    _ => "5".into(),
+                };
+                SearchQuery::parse_for(&pairs(&[(name, &value)]), what)
+                    .unwrap_or_else(|e| panic!("{what:?} {name}: {e}"));
+            }
+            let err = SearchQuery::parse_for(&pairs(&[("bogus", "1")]), what).unwrap_err();
+            assert_eq!(err.field, "bogus");
         }
     }
 
