@@ -12,6 +12,7 @@ pub mod chromium;
 pub mod errors;
 pub mod events;
 pub mod kafka;
+pub mod page_widths;
 pub mod private_clickhouse;
 pub mod private_kafka;
 pub mod private_postgres;
