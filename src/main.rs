@@ -241,3 +241,46 @@ fn quiet_when_stdout_closes() {
         report(info);
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every argument of every command says what it is in `--help` (a
+    /// trial found `--file`, `--org`, `--email`, `<PREFIX>` and others
+    /// bare).
+    #[test]
+    fn every_argument_is_described_in_help() {
+        fn bare(command: &clap::Command, path: &str, found: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                let generated = matches!(
+                    arg.get_action(),
+                    clap::ArgAction::Help
+                        | clap::ArgAction::HelpShort
+                        | clap::ArgAction::HelpLong
+                        | clap::ArgAction::Version
+                );
+                if generated || arg.is_hide_set() {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    found.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                bare(sub, &path, found);
+            }
+        }
+        let mut found = Vec::new();
+        bare(&Cli::command(), "", &mut found);
+        assert!(
+            found.is_empty(),
+            "arguments without help:\n{}",
+            found.join("\n")
+        );
+    }
+}

@@ -47,16 +47,19 @@ pub struct EvaluateArgs {
 pub enum RulesCommand {
     /// Create a rule from a JSON file (the body of `POST /api/v1/alerts/rules`).
     Create {
+        /// The JSON file holding the rule (its `org_id` names the org).
         #[arg(long)]
         file: String,
     },
     /// List rules as JSON.
     List {
+        /// Only this org's rules; every org's without it.
         #[arg(long)]
         org: Option<String>,
     },
     /// Delete a rule.
     Delete {
+        /// The rule's id (`alerts rules list`).
         #[arg(long)]
         id: i64,
         /// Only if it is still at this version.
@@ -72,7 +75,9 @@ pub enum SilencesCommand {
         /// The body of `POST /api/v1/alerts/silences`; excludes the other flags.
         #[arg(long, conflicts_with_all = ["org", "matcher", "ends_at", "duration_secs", "comment"])]
         file: Option<String>,
-        #[arg(long)]
+        /// The org whose alerts the silence mutes (required without
+        /// `--file`).
+        #[arg(long, required_unless_present = "file")]
         org: Option<String>,
         /// `name=value`, `name!=value`, `name=~regex` or `name!~regex`; repeat for more.
         #[arg(long)]
@@ -92,6 +97,7 @@ pub enum SilencesCommand {
     },
     /// List silences as JSON.
     List {
+        /// Only this org's silences; every org's without it.
         #[arg(long)]
         org: Option<String>,
         /// `active` (not yet ended), `expired` or `all`.
@@ -100,6 +106,7 @@ pub enum SilencesCommand {
     },
     /// Expire a silence now.
     Delete {
+        /// The silence's id (`alerts silences list`).
         #[arg(long)]
         id: i64,
     },
@@ -109,18 +116,22 @@ pub enum SilencesCommand {
 pub enum ReceiversCommand {
     /// Create a receiver from a JSON file (the body of `POST /api/v1/alerts/receivers`).
     Create {
+        /// The JSON file holding the receiver (its `org_id` names the org).
         #[arg(long)]
         file: String,
     },
     /// List receivers as JSON (never their secrets).
     List {
+        /// Only this org's receivers; every org's without it.
         #[arg(long)]
         org: Option<String>,
     },
     /// Delete a receiver no rule uses.
     Delete {
+        /// The receiver's id (`alerts receivers list`).
         #[arg(long)]
         id: i64,
+        /// Only if it is still at this version.
         #[arg(long)]
         version: Option<i64>,
     },

@@ -43,6 +43,7 @@ pub enum BudgetsCommand {
     },
     /// Delete a budget (see `budgets list` for ids).
     Delete {
+        /// The budget's id, the first column of `budgets list`.
         #[arg(long)]
         id: i64,
     },

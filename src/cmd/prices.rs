@@ -22,6 +22,7 @@ pub const DEFAULT_PRICES: &str = include_str!("../../migrations/prices/default_p
 pub enum PricesCommand {
     /// Import a LiteLLM `model_prices_and_context_window.json`-format file.
     Import {
+        /// The JSON file to import, in LiteLLM's format.
         file: PathBuf,
         /// When entries without `effective_from` take effect (RFC 3339);
         /// default: now.

@@ -23,16 +23,15 @@ const ACTOR: &str = "cli";
 
 #[derive(clap::Subcommand)]
 pub enum ProvidersCommand {
-    /// Store (or replace) a provider's credential, encrypted.
+    /// Store (or replace) a provider's credential, encrypted. The
+    /// credential comes from `--stdin` or `--from-env VARIABLE` (one of
+    /// them is required), never from the command line.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["stdin", "from_env"])))]
     Set {
         /// The provider's name, as in `[proxy.providers.<name>]`.
         provider: String,
         /// Read the credential from standard input (one line).
-        #[arg(
-            long,
-            conflicts_with = "from_env",
-            required_unless_present = "from_env"
-        )]
+        #[arg(long)]
         stdin: bool,
         /// Read the credential from this environment variable.
         #[arg(long, value_name = "VARIABLE")]
@@ -45,7 +44,10 @@ pub enum ProvidersCommand {
         json: bool,
     },
     /// Remove a provider's stored credential.
-    Remove { provider: String },
+    Remove {
+        /// The provider's name, as in `[proxy.providers.<name>]`.
+        provider: String,
+    },
     /// Re-encrypt every stored credential under a new master key, in one
     /// transaction (the current key, and the previous one if set, decrypt).
     RotateKey {
@@ -56,6 +58,7 @@ pub enum ProvidersCommand {
     /// Write a new random master key (base64 of 32 bytes) to a file
     /// readable by its owner only; prints its key id.
     GenerateMasterKey {
+        /// The file to write the key to (refused if it exists).
         #[arg(long, value_name = "FILE")]
         out: String,
     },

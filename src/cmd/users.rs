@@ -16,8 +16,10 @@ use crate::config::Config;
 pub enum UsersCommand {
     /// Create an account with a password.
     Create {
+        /// The person's email address, which they sign in with.
         #[arg(long)]
         email: String,
+        /// Their name as the pages show it.
         #[arg(long, default_value = "")]
         name: String,
         /// Admin of every org (the first admin).
@@ -33,6 +35,7 @@ pub enum UsersCommand {
     },
     /// Invite someone: prints the link where they choose a password.
     Invite {
+        /// The invited person's email address.
         #[arg(long)]
         email: String,
         /// `<org>:<role>` or `*:<role>`.
@@ -44,19 +47,24 @@ pub enum UsersCommand {
     },
     /// List accounts and their grants.
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Replace an account's grants.
     Grant {
+        /// The account's email address.
         #[arg(long)]
         email: String,
+        /// The grants that replace the account's, as `<org>:<role>` or
+        /// `*:<role>`; repeatable or comma-separated.
         #[arg(long = "grant", value_delimiter = ',', required = true)]
         grants: Vec<String>,
     },
     /// Set an account's password (someone who lost theirs): lifts a
     /// lockout and ends the account's sessions.
     SetPassword {
+        /// The account's email address.
         #[arg(long)]
         email: String,
         /// Read the password from the first line of stdin.
@@ -65,6 +73,7 @@ pub enum UsersCommand {
     },
     /// Disable an account and end its sessions.
     Disable {
+        /// The account's email address.
         #[arg(long)]
         email: String,
     },

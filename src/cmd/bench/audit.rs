@@ -54,6 +54,7 @@ pub struct Args {
     /// Keep the bench database afterwards (to run `verify-audit` on it).
     #[arg(long)]
     pub keep: bool,
+    /// Seed of the generated workload: the same seed, the same events.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }

@@ -44,6 +44,7 @@ pub struct Args {
     /// Keep the bench database and topics afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// Seed of the generated workload: the same seed, the same events.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Processors started, in one consumer group (they share the events
