@@ -1,7 +1,7 @@
 //! The SRE latency page (`GET /sre/latency`): a filter form (time range
 //! presets or a custom window, provider, model, team, grouping, bucket), six
 //! Chart.js line charts (p50/p95/p99 of duration and of time-to-first-token,
-//! one line per group), a table of totals per group, and the slowest calls
+//! one line per group), a table of totals per group (p50/p90/p95/p99), and the slowest calls
 //! of the window with links to their traces (`api.trace_url`) and a CSV
 //! (`/sre/latency/slowest.csv`).
 //!
@@ -141,10 +141,12 @@ pub struct TotalsRow {
     pub errors: Count,
     pub error_rate: Percent,
     pub p50: String,
+    pub p90: String,
     pub p95: String,
     pub p99: String,
     pub ttft_count: Count,
     pub ttft_p50: String,
+    pub ttft_p90: String,
     pub ttft_p95: String,
     pub ttft_p99: String,
     /// `num estimate` when the duration percentiles are estimates, else
@@ -571,10 +573,12 @@ fn totals_rows(report: &LatencyReport) -> Vec<TotalsRow> {
                 errors: Count(total.errors.into()),
                 error_rate: Percent::of_ratio(total.error_rate),
                 p50: marked(d, d.p50),
+                p90: marked(d, d.p90),
                 p95: marked(d, d.p95),
                 p99: marked(d, d.p99),
                 ttft_count: Count(total.ttft_count.into()),
                 ttft_p50: ttft(|p| p.p50),
+                ttft_p90: ttft(|p| p.p90),
                 ttft_p95: ttft(|p| p.p95),
                 ttft_p99: ttft(|p| p.p99),
                 duration_class,
@@ -834,7 +838,17 @@ mod tests {
     /// Percentiles as the read model gives them for `count` values.
     fn percentiles(count: u64, p50: f64) -> Percentiles {
         let us = |ms: f64| ms * 1_000.0;
-        let stats = [p50, p50, p50 * 2.0, p50 * 2.0, p50 * 3.0, p50 * 3.0].map(us);
+        let stats = [
+            p50,
+            p50,
+            p50 * 1.5,
+            p50 * 1.5,
+            p50 * 2.0,
+            p50 * 2.0,
+            p50 * 3.0,
+            p50 * 3.0,
+        ]
+        .map(us);
         Percentiles::from_order_stats(count, &stats).unwrap()
     }
 
@@ -1069,7 +1083,7 @@ mod tests {
         assert_eq!(
             html.matches("<td class=\"num estimate\" title=\"estimate")
                 .count(),
-            6
+            8
         );
         assert!(html.contains("exact for a group or chart point of at most 1,000 calls"));
         assert!(!html.contains("every value here is exact"));

@@ -254,7 +254,7 @@ async fn totals_csv_is_the_reports_totals() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "provider,model,calls,errors,error_rate,duration_p50_ms,duration_p95_ms,duration_p99_ms,duration_method,streamed_calls,ttft_p50_ms,ttft_p95_ms,ttft_p99_ms,ttft_method"
+        "provider,model,calls,errors,error_rate,duration_p50_ms,duration_p90_ms,duration_p95_ms,duration_p99_ms,duration_method,streamed_calls,ttft_p50_ms,ttft_p90_ms,ttft_p95_ms,ttft_p99_ms,ttft_method"
     );
     assert_eq!(lines.len() - 1, groups.len(), "{csv}");
     let openai_calls = calls.iter().filter(|c| c.provider == "openai").count() as u64;
@@ -272,11 +272,13 @@ async fn totals_csv_is_the_reports_totals() {
         );
         for (cell, (object, field)) in cells[5..].iter().zip([
             ("duration_ms", "p50"),
+            ("duration_ms", "p90"),
             ("duration_ms", "p95"),
             ("duration_ms", "p99"),
             ("duration_ms", "method"),
             ("", "ttft_count"),
             ("ttft_ms", "p50"),
+            ("ttft_ms", "p90"),
             ("ttft_ms", "p95"),
             ("ttft_ms", "p99"),
             ("ttft_ms", "method"),

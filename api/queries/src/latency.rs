@@ -1,4 +1,4 @@
-//! Latency report: call counts, error rates and p50/p95/p99 of duration and
+//! Latency report: call counts, error rates and p50/p90/p95/p99 of duration and
 //! time-to-first-token (TTFT), per time bucket and per group of
 //! provider / model / team / org, read from the `latency_minute_calls`
 //! rollup and its histogram `latency_minute_buckets` (migration 0036).
@@ -535,7 +535,7 @@ pub struct Stats {
 }
 
 /// Quantile levels of every report, in [`Percentiles`] order.
-pub const LEVELS: [f64; 3] = [0.5, 0.95, 0.99];
+pub const LEVELS: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
 
 /// Groups of at most this many values get exact percentiles. The rollup
 /// keeps up to this many values per row (`groupArray(1000)` in migration
@@ -581,13 +581,14 @@ impl PercentileMethod {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     pub p50: f64,
+    pub p90: f64,
     pub p95: f64,
     pub p99: f64,
     /// `exact` when read from the calls themselves, or from the rollups
     /// for groups of at most [`EXACT_MAX_CALLS`] values; else
     /// `histogram`.
     pub method: PercentileMethod,
-    /// Bound on `|reported - exact| / exact` for each of the three values:
+    /// Bound on `|reported - exact| / exact` for each of the four values:
     /// `0` when exact, [`HISTOGRAM_MAX_RELATIVE_ERROR`] otherwise.
     pub max_relative_error: f64,
 }
@@ -641,8 +642,9 @@ impl Percentiles {
         };
         Some(Self {
             p50: at(0),
-            p95: at(1),
-            p99: at(2),
+            p90: at(1),
+            p95: at(2),
+            p99: at(3),
             method,
             max_relative_error: match method {
                 PercentileMethod::Exact => 0.0,
@@ -669,11 +671,13 @@ pub fn totals_table(report: &LatencyReport) -> Table {
         "errors",
         "error_rate",
         "duration_p50_ms",
+        "duration_p90_ms",
         "duration_p95_ms",
         "duration_p99_ms",
         "duration_method",
         "streamed_calls",
         "ttft_p50_ms",
+        "ttft_p90_ms",
         "ttft_p95_ms",
         "ttft_p99_ms",
         "ttft_method",
@@ -693,6 +697,7 @@ pub fn totals_table(report: &LatencyReport) -> Table {
         let percentiles = |p: Option<&Percentiles>| match p {
             Some(p) => [
                 p.p50.to_string(),
+                p.p90.to_string(),
                 p.p95.to_string(),
                 p.p99.to_string(),
                 p.method.name().to_string(),
@@ -1963,6 +1968,8 @@ mod tests {
                  countMerge(calls) AS call_count, sumMerge(errors) AS error_count, \
                  [toFloat64(d_sample[toUInt64(floor(d_last * 0.5)) + 1]), \
                  toFloat64(d_sample[least(toUInt64(floor(d_last * 0.5)) + 1, d_last) + 1]), \
+                 toFloat64(d_sample[toUInt64(floor(d_last * 0.9)) + 1]), \
+                 toFloat64(d_sample[least(toUInt64(floor(d_last * 0.9)) + 1, d_last) + 1]), \
                  toFloat64(d_sample[toUInt64(floor(d_last * 0.95)) + 1]), \
                  toFloat64(d_sample[least(toUInt64(floor(d_last * 0.95)) + 1, d_last) + 1]), \
                  toFloat64(d_sample[toUInt64(floor(d_last * 0.99)) + 1]), \
@@ -2046,9 +2053,9 @@ mod tests {
     fn histograms_replace_only_large_metrics() {
         let key: RowKey = (0, "p".into(), "m".into(), String::new(), String::new());
         let mut histograms = Histograms::new();
-        histograms.insert((key.clone(), Metric::Duration), (1_001, vec![9.0; 6]));
-        let mut duration = vec![1.0; 6];
-        let mut ttft = vec![2.0; 6];
+        histograms.insert((key.clone(), Metric::Duration), (1_001, vec![9.0; 8]));
+        let mut duration = vec![1.0; 8];
+        let mut ttft = vec![2.0; 8];
         let lookup = |duration: (u64, &mut Vec<f64>), ttft: (u64, &mut Vec<f64>), strict| {
             use_histograms("q", &histograms, key.clone(), duration, ttft, strict)
         };
@@ -2056,7 +2063,7 @@ mod tests {
         assert_eq!(agreement, Agreement::Agrees);
         assert_eq!((duration[0], ttft[0]), (9.0, 2.0));
 
-        let mut duration = vec![1.0; 6];
+        let mut duration = vec![1.0; 8];
         let grown = lookup((1_002, &mut duration), (0, &mut ttft), true).unwrap();
         assert_eq!(
             grown,
@@ -2142,18 +2149,20 @@ mod tests {
 
     #[test]
     fn above_the_threshold_values_are_marked_estimates() {
-        let p = Percentiles::from_order_stats(EXACT_MAX_CALLS, &[1.0; 6]).unwrap();
+        let p = Percentiles::from_order_stats(EXACT_MAX_CALLS, &[1.0; 8]).unwrap();
         assert!(!p.is_estimate());
-        let p = Percentiles::from_order_stats(EXACT_MAX_CALLS + 1, &[1.0; 6]).unwrap();
+        let p = Percentiles::from_order_stats(EXACT_MAX_CALLS + 1, &[1.0; 8]).unwrap();
         assert!(p.is_estimate());
         assert_eq!(p.method, PercentileMethod::Histogram);
         assert_eq!(p.max_relative_error, HISTOGRAM_MAX_RELATIVE_ERROR);
         let json = serde_json::to_value(p).unwrap();
         assert_eq!(json["method"], "histogram");
         assert_eq!(json["max_relative_error"], 0.00390625);
-        assert!(
-            Percentiles::from_order_stats(2_000, &[1.0, 2.0, f64::NAN, 1.0, 1.0, 1.0]).is_none()
-        );
+        assert!(Percentiles::from_order_stats(
+            2_000,
+            &[1.0, 2.0, f64::NAN, 1.0, 1.0, 1.0, 1.0, 1.0]
+        )
+        .is_none());
     }
 
     fn series_row(bucket: u32, provider: &str, model: &str, counts: [u64; 3]) -> SeriesRow {
@@ -2165,8 +2174,8 @@ mod tests {
             key_org: String::new(),
             call_count: counts[0],
             error_count: counts[1],
-            duration_order_stats: vec![1e3; 6],
-            ttft_order_stats: vec![1e3; 6],
+            duration_order_stats: vec![1e3; 8],
+            ttft_order_stats: vec![1e3; 8],
             ttft_count: counts[2],
         }
     }
@@ -2248,8 +2257,8 @@ mod tests {
             key_org: String::new(),
             call_count: count,
             error_count: 1,
-            duration_order_stats: vec![100e3, 100e3, 200e3, 200e3, 300e3, 300e3],
-            ttft_order_stats: vec![0.0; 6],
+            duration_order_stats: vec![100e3, 100e3, 150e3, 150e3, 200e3, 200e3, 300e3, 300e3],
+            ttft_order_stats: vec![0.0; 8],
             ttft_count: 0,
         }
     }
@@ -2320,8 +2329,17 @@ mod tests {
                 key_org: String::new(),
                 call_count: 4,
                 error_count: 1,
-                duration_order_stats: vec![1e3, 1e3, 2e3, 2e3, 3_123.456_7, 3_123.456_7],
-                ttft_order_stats: vec![10e3, 10e3, 20e3, 20e3, 30e3, 30e3],
+                duration_order_stats: vec![
+                    1e3,
+                    1e3,
+                    1.5e3,
+                    1.5e3,
+                    2e3,
+                    2e3,
+                    3_123.456_7,
+                    3_123.456_7,
+                ],
+                ttft_order_stats: vec![10e3, 10e3, 15e3, 15e3, 20e3, 20e3, 30e3, 30e3],
                 ttft_count: 3,
             },
             SeriesRow {
@@ -2332,8 +2350,8 @@ mod tests {
                 key_org: String::new(),
                 call_count: 1,
                 error_count: 0,
-                duration_order_stats: vec![1e3; 6],
-                ttft_order_stats: vec![0.0; 6],
+                duration_order_stats: vec![1e3; 8],
+                ttft_order_stats: vec![0.0; 8],
                 ttft_count: 0,
             },
         ];
@@ -2369,7 +2387,7 @@ mod tests {
     fn a_large_group_is_exact_only_from_the_calls() {
         let method = |source| {
             let mut row = totals_row("openai", "big", EXACT_MAX_CALLS + 1);
-            row.duration_order_stats = vec![1e3; 6];
+            row.duration_order_stats = vec![1e3; 8];
             let report = assemble(&sample_query(), vec![row], vec![], source).unwrap();
             let total = &report.groups[0].total;
             (
@@ -2402,7 +2420,7 @@ mod tests {
         let err = assemble(&sample_query(), vec![row], vec![], Source::Rollups).unwrap_err();
         assert!(
             err.to_string()
-                .contains("expected 6 finite order statistics"),
+                .contains("expected 8 finite order statistics"),
             "{err}"
         );
     }

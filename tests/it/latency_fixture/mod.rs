@@ -512,7 +512,7 @@ pub fn assert_percentiles(label: &str, got: &Value, values: &[f64]) {
         Some(bound),
         "{label}: the bound is stated: {got}"
     );
-    for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
+    for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)] {
         let value = got[name].as_f64().unwrap();
         let want = type7(values, q);
         if exact {
