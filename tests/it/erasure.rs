@@ -312,6 +312,9 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
         assert_eq!(event["admin"]["reason"], REASON);
         assert_eq!(event["admin"]["seqs"], c["erased_seqs"]);
         assert_eq!(event["admin"]["entry_hashes"], c["entry_hashes"]);
+        // Her counts over every chain, in both records alike.
+        assert_eq!(event["admin"]["tables"]["audit_chain"], 11, "{event}");
+        assert_eq!(event["admin"]["tables"]["calls"], 11, "{event}");
         assert!(!record["event_json"].as_str().unwrap().contains("alice"));
     }
     // The search index matches the erased chain, row for row (her entries

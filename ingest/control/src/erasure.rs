@@ -409,10 +409,12 @@ impl Eraser {
             CATALOG_TEMPLATES.to_string(),
             own_templates.values().map(|t| t.len() as u64).sum(),
         );
-        let mut tables: BTreeMap<String, u64> = before.clone();
+        // The person's counts in every record, the same over every chain
+        // (a trial read `audit_chain: 6` beside `calls: 10` as a
+        // mistake): a record's own entries are its `seqs`.
+        let tables: BTreeMap<String, u64> = before.clone();
         let mut events = Vec::with_capacity(chains.len());
         for (chain_id, (team_id, rows)) in &chains {
-            tables.insert("audit_chain".into(), rows.len() as u64);
             let record = ErasureRecord {
                 erasure_id,
                 reason: request.reason.clone(),

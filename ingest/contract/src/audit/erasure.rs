@@ -33,8 +33,9 @@ pub struct ErasureRecord {
     pub seqs: Vec<u64>,
     /// Their entry hashes (hex), in the order of `seqs`: what still verifies.
     pub entry_hashes: Vec<String>,
-    /// Rows holding the person's data, per table, when the erasure began
-    /// (all erased in that table; `audit_chain` counts this chain's).
+    /// Rows holding the person's data, per table, when the erasure began,
+    /// over every chain (all erased in that table; this chain's entries
+    /// are `seqs`).
     pub tables: BTreeMap<String, u64>,
 }
 
