@@ -363,7 +363,7 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("tollgate_ingest_rejected_requests_total{"))
             .count();
-        assert_eq!(series, 7 + 10 + 9, "{text}");
+        assert_eq!(series, 9 + 11 + 9, "{text}");
     }
 
     #[test]

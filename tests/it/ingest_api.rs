@@ -874,3 +874,64 @@ async fn gzip_bodies_are_decoded_and_other_encodings_are_415() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(ingest.events_on_topic().len(), 1);
 }
+
+/// The hostile trial's items in one body: each is refused naming its
+/// field, and the good one beside them is taken.
+#[tokio::test]
+async fn hostile_items_are_refused_by_field_and_the_others_taken() {
+    let ingest = Ingest::start("ingest_hostile").await;
+    let key = ingest.env.create_key("acme");
+    let good = call_event("acme", "search");
+    let text = |edit: &dyn Fn(&mut Value)| {
+        let mut event = call_event("acme", "search");
+        edit(&mut event);
+        serde_json::to_string(&event).unwrap()
+    };
+    let repeated = text(&|e| e["call"]["usage"] = json!({"input_tokens": 10})).replacen(
+        r#""input_tokens":10"#,
+        r#""input_tokens":10,"input_tokens":999999"#,
+        1,
+    );
+    let items = [
+        (repeated, "call.usage.input_tokens"),
+        (text(&|e| e["org_id"] = json!("\u{200b}")), "org_id"),
+        (text(&|e| e["user_id"] = json!("ali\u{202e}ce")), "user_id"),
+        (text(&|e| e["team_id"] = json!("_TOLLGATE")), "team_id"),
+        (
+            text(&|e| e["call"]["http_status"] = json!(999)),
+            "call.http_status",
+        ),
+        (
+            text(&|e| {
+                e["occurred_at"] = json!(Utc::now().format("%Y-%m-%dT%H:%M:60.000Z").to_string())
+            }),
+            "occurred_at",
+        ),
+    ];
+    let body = format!(
+        "\u{feff}[{}, {good}]",
+        items
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let (status, response) = ingest.post(Some(&key), "application/json", body).await;
+    assert_eq!(status, StatusCode::OK, "{response:#}");
+    assert_eq!(response["accepted"], 1, "{response:#}");
+    for (index, (_, field)) in items.iter().enumerate() {
+        assert_eq!(response["results"][index]["field"], *field, "{response:#}");
+    }
+    // RFC 7464 records.
+    let (a, b) = (call_event("acme", "search"), call_event("acme", "search"));
+    let (status, response) = ingest
+        .post(
+            Some(&key),
+            "application/json-seq",
+            format!("\x1e{a}\n\x1e{b}\n"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{response:#}");
+    assert_eq!(response["accepted"], 2, "{response:#}");
+    assert_eq!(ingest.events_on_topic().len(), 3);
+}

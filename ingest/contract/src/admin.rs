@@ -37,7 +37,8 @@ pub fn refused_at_the_edge(event: &Event) -> Option<crate::Rejection> {
         ));
     }
     for (field, id) in [("org_id", &event.org_id), ("team_id", &event.team_id)] {
-        if id == CONTROL_PLANE_TENANT {
+        // `_TOLLGATE` reads as the same tenant on a page.
+        if id.eq_ignore_ascii_case(CONTROL_PLANE_TENANT) {
             return Some(crate::Rejection::new(
                 field,
                 format!(

@@ -93,11 +93,13 @@ pub fn split_body(
 
 /// Split `body` into items. `Err`: the body is malformed or holds no item.
 pub fn split_items(body: &[u8], format: BodyFormat) -> Result<Vec<BatchItem<'_>>, Rejection> {
+    // A UTF-8 byte order mark some editors and Windows tools write first.
+    let body = body.strip_prefix(UTF8_BOM).unwrap_or(body);
     let items = match format {
         BodyFormat::JsonArray => {
             if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
                 serde_json::from_slice::<Vec<&RawValue>>(body)
-                    .map_err(malformed_body)?
+                    .map_err(|err| malformed_array(body, &err))?
                     .into_iter()
                     .map(BatchItem::Json)
                     .collect::<Vec<_>>()
@@ -115,6 +117,7 @@ pub fn split_items(body: &[u8], format: BodyFormat) -> Result<Vec<BatchItem<'_>>
         }
         BodyFormat::Ndjson => body
             .split(|b| *b == b'\n')
+            .map(record)
             .enumerate()
             .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
             .map(
@@ -136,6 +139,80 @@ pub fn split_items(body: &[u8], format: BodyFormat) -> Result<Vec<BatchItem<'_>>
 
 fn malformed_body(err: serde_json::Error) -> Rejection {
     Rejection::new("body", format!("malformed JSON: {err}"))
+}
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// One line of an NDJSON body, or one record of RFC 7464's
+/// `application/json-seq` (`0x1E` + JSON + newline): the leading record
+/// separator is dropped.
+fn record(line: &[u8]) -> &[u8] {
+    let start = line
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(line.len());
+    match line
+        .get(start..)
+        .and_then(|rest| rest.strip_prefix(b"\x1e"))
+    {
+        Some(rest) => rest,
+        None => line,
+    }
+}
+
+/// A JSON array that does not parse: the body is refused whole (its items
+/// cannot be told apart past the fault), naming the item the fault is in.
+fn malformed_array(body: &[u8], err: &serde_json::Error) -> Rejection {
+    match offset_of(body, err.line(), err.column()).and_then(|at| item_at(body, at)) {
+        Some(index) => Rejection::new(
+            "body",
+            format!(
+                "malformed JSON in the item at index {index} (0-based, as results count): {err}; \
+                 the whole array is refused, since its items cannot be told apart past the fault"
+            ),
+        ),
+        None => Rejection::new("body", format!("malformed JSON: {err}")),
+    }
+}
+
+/// serde_json's 1-based line and column (in bytes) as an offset in `body`.
+fn offset_of(body: &[u8], line: usize, column: usize) -> Option<usize> {
+    let line_start = if line <= 1 {
+        0
+    } else {
+        body.iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(line - 2)
+            .map(|(i, _)| i + 1)?
+    };
+    Some(line_start + column.saturating_sub(1))
+}
+
+/// The 0-based index of the top-level array item that byte `at` of `body`
+/// falls in: the commas at depth 1 before it, outside strings.
+fn item_at(body: &[u8], at: usize) -> Option<usize> {
+    let (mut depth, mut index) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in body.get(..at.min(body.len()))? {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => index += 1,
+            _ => {}
+        }
+    }
+    (depth >= 1).then_some(index)
 }
 
 /// Refuse a body of more than `max_items` items.

@@ -51,7 +51,12 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<serde_json::Value>,
     /// Free-form tags (feature, experiment, variant, ...).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    // A key given twice is refused (`duplicate_keys`).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crate::duplicate_keys::unique_map"
+    )]
     pub tags: BTreeMap<String, String>,
     /// Cost the emitter computed, decimal USD as a string, for reconciliation only.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -32,6 +32,7 @@ pub mod batch;
 pub mod catalog;
 pub mod cost;
 pub mod decisions;
+pub mod duplicate_keys;
 pub mod event;
 pub mod fault;
 pub mod json_body;

@@ -1,7 +1,7 @@
 //! Turning untrusted JSON into [`Event`]s: every rejection names the field (as
 //! a dotted path) and the reason, so a client can fix exactly what is wrong.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -94,6 +94,15 @@ fn parse_event_tracked(
     match value.get("schema_version") {
         None => return Err(Rejection::new("schema_version", "missing required field")),
         Some(Value::Number(n)) if n.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
+        Some(other) if !other.is_number() => {
+            return Err(Rejection::new(
+                "schema_version",
+                format!(
+                    "must be the integer {SCHEMA_VERSION}, found {} {other}",
+                    json_type(other)
+                ),
+            ))
+        }
         Some(other) => {
             return Err(Rejection::new(
                 "schema_version",
@@ -175,10 +184,12 @@ pub enum JsonEventError {
 /// Typed decoding accepts a few texts the [`Value`] path refuses, and those
 /// are checked before it counts: a JSON array (serde reads a struct from a
 /// sequence too) and a `schema_version` other than [`SCHEMA_VERSION`] (a
-/// field of the struct, which the [`Value`] path checks first). Where the
-/// typed path refuses what the [`Value`] path accepts (a key given twice:
-/// the [`Value`] keeps the last), the fallback decides, so the answer is the
-/// same for every text.
+/// field of the struct, which the [`Value`] path checks first). Two
+/// answers differ from the [`Value`] path's on purpose, because a [`Value`]
+/// has lost what they need: a key given twice (a [`Value`] keeps the last)
+/// is refused naming its path (`crate::duplicate_keys`), and a member JSON
+/// cannot read (`1e400`, a lone surrogate escape) is named rather than
+/// refusing the item as `event`.
 pub fn parse_event_json(
     text: &[u8],
     now: DateTime<Utc>,
@@ -198,8 +209,48 @@ pub fn parse_event_json(
             }
         }
     }
-    let value: Value = serde_json::from_slice(text).map_err(JsonEventError::NotJson)?;
+    // A tree keeps the last of a repeated key: refuse it first, by its path.
+    if let Some(path) = crate::duplicate_keys::first_repeated_key(text) {
+        return Err(JsonEventError::Invalid(Rejection::new(
+            path,
+            crate::duplicate_keys::REPEATED,
+        )));
+    }
+    let value: Value = match serde_json::from_slice(text) {
+        Ok(value) => value,
+        Err(err) => {
+            return Err(match unreadable_member(text, &err) {
+                Some(rejection) => JsonEventError::Invalid(rejection),
+                None => JsonEventError::NotJson(err),
+            })
+        }
+    };
     parse_event(value, now, limits).map_err(JsonEventError::Invalid)
+}
+
+/// The member of an event that JSON reading stopped at (`1e400` in
+/// `call.usage.audio_seconds`, a lone surrogate escape in `user_id`),
+/// found by reading `text` as the event with its path tracked: named only
+/// when that reading stops with the same error.
+fn unreadable_member(text: &[u8], err: &serde_json::Error) -> Option<Rejection> {
+    let reason = strip_position(&err.to_string());
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let typed = serde_path_to_error::deserialize::<_, Event>(&mut de).err()?;
+    let path = typed.path().to_string();
+    let same = strip_position(&typed.into_inner().to_string()) == reason;
+    if !same || path.is_empty() || path == "." {
+        return None;
+    }
+    // serde_json's words for a lone `\uD800`-`\uDFFF` escape.
+    let reason = if reason.contains("surrogate") || reason.contains("hex escape") {
+        format!(
+            "{reason}: a \\u escape of U+D800 to U+DFFF must be half of a surrogate pair, \
+             a string must be valid Unicode"
+        )
+    } else {
+        reason
+    };
+    Some(Rejection::new(path, reason))
 }
 
 /// The checks of an event already read into its type: every rule of the
@@ -215,6 +266,14 @@ pub fn check_event(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
                 "must be a UUIDv7, got version {}",
                 event.event_id.get_version_num()
             ),
+        ));
+    }
+    // chrono reads a second of 60 as a leap second, which the stored time
+    // (second 59) and its milliseconds (the next minute) read apart.
+    if event.occurred_at.nanosecond() >= 1_000_000_000 {
+        return Err(Rejection::new(
+            "occurred_at",
+            "a leap second (seconds 60) is not accepted: send the time as 59.999 or as the next minute's 00",
         ));
     }
     // The kind itself was checked when the event was read (`EventKind`).
@@ -241,10 +300,10 @@ pub fn check_event(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
             ),
         ));
     }
-    text("org_id", &event.org_id, 1, 128)?;
-    text("team_id", &event.team_id, 1, 128)?;
-    text("user_id", &event.user_id, 0, 128)?;
-    text("api_key_id", &event.api_key_id, 0, 128)?;
+    identifier("org_id", &event.org_id, 1, 128)?;
+    identifier("team_id", &event.team_id, 1, 128)?;
+    identifier("user_id", &event.user_id, 0, 128)?;
+    identifier("api_key_id", &event.api_key_id, 0, 128)?;
     if event.tags.len() > limits.max_tags {
         return Err(Rejection::new(
             "tags",
@@ -310,6 +369,15 @@ pub fn check_event(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
         text("call.model", &call.model, 1, 256)?;
         text("call.requested_model", &call.requested_model, 0, 256)?;
         text("call.fallback_of", &call.fallback_of, 0, 128)?;
+        if call.http_status != 0 && !(100..=599).contains(&call.http_status) {
+            return Err(Rejection::new(
+                "call.http_status",
+                format!(
+                    "{} is not an HTTP status: 100 to 599, or 0 when there was no answer",
+                    call.http_status
+                ),
+            ));
+        }
         if call.attempt == 0 {
             return Err(Rejection::new("call.attempt", "must be at least 1"));
         }
@@ -468,9 +536,60 @@ pub(crate) fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(
 /// headers by this too, so it never emits an event the processors would
 /// dead-letter (a tab in a tag header did: the call went unbilled).
 pub fn check_tag(key: &str, value: &str) -> Result<(), Rejection> {
-    text("tags", key, 1, 64)
+    identifier("tags", key, 1, 64)
         .map_err(|r| Rejection::new(format!("tags.{key}"), format!("key {}", r.reason)))?;
-    text(&format!("tags.{key}"), value, 0, 256)
+    identifier(&format!("tags.{key}"), value, 0, 256)
+}
+
+/// A name that identifies something (an org, team, user, key, a tag): a
+/// [`text`] that also looks like what it is. Refused, naming the character
+/// as U+XXXX: Unicode format characters (category Cf: zero-width spaces and
+/// joiners, bidirectional controls such as U+202E, which shows `alice`
+/// reversed on a page, the byte order mark), the line and paragraph
+/// separators U+2028 and U+2029, and whitespace at either end. Each would
+/// make two ids that read alike (`_tollgate` and `_tollgate\u{200b}`).
+pub(crate) fn identifier(
+    field: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+) -> Result<(), Rejection> {
+    text(field, value, min, max)?;
+    if value.is_ascii() {
+        if value.starts_with(|c: char| c.is_ascii_whitespace())
+            || value.ends_with(|c: char| c.is_ascii_whitespace())
+        {
+            return Err(Rejection::new(
+                field,
+                "must not begin or end with whitespace",
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(c) = value.chars().find(|c| is_invisible(*c)) {
+        return Err(Rejection::new(
+            field,
+            format!(
+                "must not contain U+{:04X}, an invisible formatting or separator character \
+                 (zero-width, bidirectional control, byte order mark, line or paragraph separator)",
+                u32::from(c)
+            ),
+        ));
+    }
+    if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
+        return Err(Rejection::new(
+            field,
+            "must not begin or end with whitespace",
+        ));
+    }
+    Ok(())
+}
+
+/// A character of category Cf (format), or U+2028/U+2029.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}')
+        || unicode_general_category::get_general_category(c)
+            == unicode_general_category::GeneralCategory::Format
 }
 
 /// A span id is empty (unknown) or a W3C span id: 16 lowercase hex digits,

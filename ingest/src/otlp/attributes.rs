@@ -12,14 +12,31 @@ use tollgate_contract::Rejection;
 pub struct Attributes<'a>(pub &'a [KeyValue]);
 
 impl<'a> Attributes<'a> {
-    /// The value of `name`; when an attribute repeats, the first wins (the
-    /// OTLP data model forbids repeats; this keeps the answer stable).
+    /// The value of `name` (the first, were it repeated: a model-call span
+    /// whose attributes repeat is refused first, [`Self::refuse_repeats`]).
     fn get(&self, name: &str) -> Option<&'a AnyValue> {
         self.0
             .iter()
             .find(|kv| kv.key == name)
             .and_then(|kv| kv.value.as_ref())
             .and_then(|v| v.value.as_ref())
+    }
+
+    /// Refuse a key that appears more than once: the OTLP data model
+    /// forbids it, and taking either value would guess at a bill
+    /// (`gen_ai.usage.input_tokens` 10 and 999999). `whose` says where the
+    /// attributes are ("span", "resource").
+    pub fn refuse_repeats(&self, whose: &str) -> Result<(), Rejection> {
+        let mut seen = std::collections::HashSet::with_capacity(self.0.len());
+        match self.0.iter().find(|kv| !seen.insert(kv.key.as_str())) {
+            Some(kv) => Err(Rejection::new(
+                kv.key.as_str(),
+                format!(
+                    "appears more than once among the {whose}'s attributes (an attribute may be given once)"
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     pub fn has(&self, name: &str) -> bool {

@@ -182,6 +182,8 @@ pub fn map_span(
         },
         None => Operation::Other,
     };
+    attrs.refuse_repeats("span")?;
+    resource.refuse_repeats("resource")?;
 
     let mut sources: BTreeMap<&'static str, &'static str> = BTreeMap::new();
     let trace_id = span_id_hex("trace_id", &span.trace_id, 16)?;

@@ -762,3 +762,17 @@ fn mapped_events_read_back_from_their_json_unchanged() -> Result<(), Box<dyn std
     }
     Ok(())
 }
+
+#[test]
+fn a_repeated_attribute_is_refused_by_name() {
+    let mut attributes = current_chat();
+    attributes.push(i("gen_ai.usage.input_tokens", 999_999));
+    let refused = refusal(&resource(), &span(1, attributes));
+    assert_eq!(refused.field, "gen_ai.usage.input_tokens");
+    assert!(refused.reason.contains("more than once"), "{refused}");
+    let mut repeated = resource();
+    repeated.push(s("service.name", "other"));
+    let refused = refusal(&repeated, &span(1, current_chat()));
+    assert_eq!(refused.field, "service.name");
+    assert!(refused.reason.contains("resource"), "{refused}");
+}
