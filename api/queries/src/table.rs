@@ -98,12 +98,15 @@ fn csv_line(out: &mut String, fields: &mut dyn Iterator<Item = &str>) {
     out.push('\n');
 }
 
-/// A leading `=`, `+`, `-` or `@` is prefixed with `'` so spreadsheet
-/// programs do not run the value as a formula (tenant names are
-/// user-controlled); a negative number stays a number.
+/// A leading `=`, `+`, `-` or `@`, also after spaces, tabs or line
+/// breaks (spreadsheets skip them: `" =cmd|' /C calc'!A0"` runs), is
+/// prefixed with `'` so spreadsheet programs do not run the value as a
+/// formula (tenant names are user-controlled); a negative number stays a
+/// number.
 pub fn defuse_formula(value: String) -> String {
-    if value.starts_with(['=', '+', '@'])
-        || (value.starts_with('-') && value.parse::<Decimal>().is_err())
+    let start = value.trim_start_matches([' ', '\t', '\r', '\n']);
+    if start.starts_with(['=', '+', '@'])
+        || (start.starts_with('-') && value.parse::<Decimal>().is_err())
     {
         format!("'{value}")
     } else {
@@ -111,8 +114,11 @@ pub fn defuse_formula(value: String) -> String {
     }
 }
 
+/// A field is quoted when it holds the separator, a quote or a line break,
+/// and also `;`: a spreadsheet in a locale whose list separator is `;`
+/// splits an unquoted `semi;=1+1` into a cell `=1+1`, a formula.
 fn quote(field: &str) -> Cow<'_, str> {
-    if field.contains([',', '"', '\n', '\r']) {
+    if field.contains([',', ';', '"', '\n', '\r']) {
         Cow::Owned(format!("\"{}\"", field.replace('"', "\"\"")))
     } else {
         Cow::Borrowed(field)
@@ -136,6 +142,25 @@ mod tests {
         );
         // The cells are what a CSV reader reads back.
         assert_eq!(t.rows()[1], ["'=SUM(A1)", "-0.5"]);
+    }
+
+    #[test]
+    fn formulas_after_whitespace_and_semicolons_are_defused() {
+        let mut t = Table::new(["name"]);
+        for value in [
+            " =cmd|' /C calc'!A0",
+            "\t+1",
+            "\r\n@SUM(A1)",
+            "  -x",
+            "semi;=1+1",
+            " plain",
+        ] {
+            t.push([value.to_string()]);
+        }
+        assert_eq!(
+            t.to_csv(),
+            "name\n' =cmd|' /C calc'!A0\n'\t+1\n\"'\r\n@SUM(A1)\"\n'  -x\n\"semi;=1+1\"\n plain\n"
+        );
     }
 
     #[test]
