@@ -259,10 +259,19 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     )
     .layer(tower_http::trace::TraceLayer::new_for_http());
     let app = http.measure(app);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(super::shutdown::shutdown_signal())
-        .await
-        .context("api server failed")?;
+    // Slow clients are cut off as on the ingest API and the proxy
+    // (`tollgate_control::http_server`): a connection whose request headers
+    // take over 10 s is closed, a body that stops for 30 s is refused.
+    let timeouts = tollgate_control::http_server::DEFAULT_READ_TIMEOUTS;
+    tollgate_control::http_server::serve(
+        listener,
+        timeouts.bound_bodies(app),
+        timeouts.headers,
+        tollgate_control::http_server::ServeOptions::default(),
+        super::shutdown::shutdown_signal(),
+    )
+    .await
+    .context("api server failed")?;
     relay_stop.cancel();
     if let Some(relay) = relay {
         // A drain in progress finishes (see `OutboxRelay::run`).

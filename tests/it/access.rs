@@ -1055,3 +1055,46 @@ async fn two_orgs_budgeting_one_team_id_get_a_budget_each_judged_on_their_own_ca
         );
     }
 }
+
+/// `tollgate api` cuts off slow clients as the ingest API and the proxy do
+/// (`tollgate_control::http_server`): a connection whose request headers
+/// never end, or that sends nothing, is closed after the headers' 10 s
+/// (it was held for good behind `axum::serve`), and the server still
+/// answers.
+#[tokio::test]
+async fn the_api_closes_connections_whose_headers_never_end() {
+    use tokio::io::AsyncWriteExt;
+    let mut env = TestEnv::new("api_slow").await;
+    env.start_api().await;
+    // The server itself, not the test's forwarder that signs requests in.
+    let address = env
+        .direct_api_url()
+        .trim_start_matches("http://")
+        .to_string();
+    let started = std::time::Instant::now();
+    let mut partial = tokio::net::TcpStream::connect(&address).await.unwrap();
+    partial
+        .write_all(b"GET /api/v1/reports/latency HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    for (what, stream) in [
+        ("unfinished headers", &mut partial),
+        ("nothing sent", &mut silent),
+    ] {
+        assert!(
+            crate::ingest_api::until_closed(stream, std::time::Duration::from_secs(30))
+                .await
+                .is_some(),
+            "a connection with {what} is still open after 30 s"
+        );
+    }
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(5),
+        "closed too soon"
+    );
+    let response = reqwest::get(format!("{}/healthz", env.api_url()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
