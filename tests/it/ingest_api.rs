@@ -748,7 +748,10 @@ async fn key_without_ingest_role_is_403() {
 
 /// What a raw connection got before the server closed it, or `None` when
 /// it was still open at `deadline` (a slowloris client holds it).
-pub(crate) async fn until_closed(stream: &mut tokio::net::TcpStream, deadline: Duration) -> Option<String> {
+pub(crate) async fn until_closed(
+    stream: &mut tokio::net::TcpStream,
+    deadline: Duration,
+) -> Option<String> {
     use tokio::io::AsyncReadExt;
     let mut got = Vec::new();
     let read = tokio::time::timeout(deadline, async {
