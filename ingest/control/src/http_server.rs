@@ -151,8 +151,94 @@ fn is_connection_error(err: &std::io::Error) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use axum::routing::post;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Everything the server sent before it closed `stream`, or `None`
+    /// while it is still open at `deadline`.
+    async fn until_closed(
+        stream: &mut tokio::net::TcpStream,
+        deadline: Duration,
+    ) -> Option<String> {
+        let mut got = Vec::new();
+        tokio::time::timeout(deadline, async {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await
+        .ok()
+        .map(|()| String::from_utf8_lossy(&got).into_owned())
+    }
+
+    #[tokio::test]
+    async fn unfinished_headers_and_stalled_bodies_are_cut_off() {
+        let timeouts = ReadTimeouts {
+            headers: Duration::from_millis(300),
+            body: Duration::from_millis(300),
+        };
+        let router = Router::new().route(
+            "/",
+            post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            timeouts.bound_bodies(router),
+            timeouts.headers,
+            ServeOptions { nodelay: true },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+
+        let mut partial = tokio::net::TcpStream::connect(address).await.unwrap();
+        partial
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut stalled = tokio::net::TcpStream::connect(address).await.unwrap();
+        stalled
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
+            .await
+            .unwrap();
+        for stream in [&mut partial, &mut silent] {
+            assert!(until_closed(stream, Duration::from_secs(10))
+                .await
+                .is_some());
+        }
+        // The extractor's read failed: axum answers it with a 4xx, and
+        // the connection is closed.
+        let answer = until_closed(&mut stalled, Duration::from_secs(10))
+            .await
+            .expect("a stalled body is still open");
+        assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+
+        // A whole request is still served.
+        let mut whole = tokio::net::TcpStream::connect(address).await.unwrap();
+        whole
+            .write_all(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab",
+            )
+            .await
+            .unwrap();
+        let answer = until_closed(&mut whole, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 
     #[test]
     fn zero_takes_the_default() {
