@@ -541,6 +541,14 @@ pub fn check_tag(key: &str, value: &str) -> Result<(), Rejection> {
     identifier(&format!("tags.{key}"), value, 0, 256)
 }
 
+/// An org, team or user id an API key is scoped to (`tollgate keys create
+/// --org/--team/--user`, the admin API): every event the key's calls make
+/// carries it, so it is judged as [`check_event`] judges those, and a call
+/// is never billed under an id the processors would dead-letter.
+pub fn check_scope_id(field: &str, value: &str) -> Result<(), Rejection> {
+    identifier(field, value, 1, 128)
+}
+
 /// A name that identifies something (an org, team, user, key, a tag): a
 /// [`text`] that also looks like what it is. Refused, naming the character
 /// as U+XXXX: Unicode format characters (category Cf: zero-width spaces and

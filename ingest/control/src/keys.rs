@@ -123,6 +123,34 @@ pub struct TenantKey {
     pub tenant: KeyTenant,
 }
 
+/// An id a key is scoped to, judged as the events it makes are
+/// ([`tollgate_contract::validate::check_scope_id`]), the refusal naming
+/// `field`.
+pub fn scope_id(field: &'static str, value: &str) -> Result<(), ControlError> {
+    tollgate_contract::validate::check_scope_id(field, value).map_err(|refused| {
+        ControlError::InvalidInput {
+            field,
+            reason: refused.reason,
+        }
+    })
+}
+
+/// Whether `id` reads as the control plane's own tenant (`_tollgate`, in
+/// any case).
+pub fn reserved_tenant(id: &str) -> bool {
+    id.eq_ignore_ascii_case(tollgate_contract::admin::CONTROL_PLANE_TENANT)
+}
+
+/// The refusal of a reserved tenant id in `field`.
+pub fn reserved(field: &'static str, id: &str) -> ControlError {
+    ControlError::InvalidInput {
+        field,
+        reason: format!(
+            "{id:?} is reserved for Tollgate's own control-plane trail: calls cannot be made under it"
+        ),
+    }
+}
+
 impl KeyStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
@@ -149,11 +177,11 @@ impl KeyStore {
             });
         }
         if let Some(org) = org_id {
-            if org.is_empty() || org.chars().count() > 128 || org.chars().any(char::is_control) {
-                return Err(ControlError::InvalidInput {
-                    field: "org",
-                    reason: "must be 1 to 128 characters without control characters".into(),
-                });
+            scope_id("org", org)?;
+            // A writer's calls under the control plane's tenant would be
+            // chained into its trail; readers may be scoped to it.
+            if matches!(role, "ingest" | "proxy") && reserved_tenant(org) {
+                return Err(reserved("org", org));
             }
         }
         if !ROLES.contains(&role) {

@@ -152,15 +152,15 @@ pub fn check_scope(
 ) -> Result<(), ControlError> {
     let well_formed =
         |v: &str| !v.is_empty() && v.chars().count() <= 128 && !v.chars().any(char::is_control);
+    // The key's calls carry its team and user: judged as the processors
+    // judge events, so none is dead-lettered (and so unbilled) for them.
     for (field, value) in [("team", team_id), ("user", user_id)] {
         if let Some(v) = value {
-            if !well_formed(v) {
-                return Err(ControlError::InvalidInput {
-                    field,
-                    reason: "must be 1 to 128 characters without control characters".into(),
-                });
-            }
+            tollgate_control::keys::scope_id(field, v)?;
         }
+    }
+    if let Some(team) = team_id.filter(|t| tollgate_control::keys::reserved_tenant(t)) {
+        return Err(tollgate_control::keys::reserved("team", team));
     }
     if let Some(position) = allowed_models.iter().position(|m| m.trim().is_empty()) {
         return Err(ControlError::InvalidInput {
@@ -231,6 +231,27 @@ mod tests {
             check_scope(Some(""), None, &[]),
             Err(ControlError::InvalidInput { field: "team", .. })
         ));
+    }
+
+    /// A key's team and user are what its calls' events carry: an id the
+    /// processors would dead-letter (and so leave unbilled) is refused when
+    /// the key is made, as the hostile trial's ids were at the ingest API.
+    #[test]
+    fn a_scope_the_events_could_not_carry_is_refused() {
+        let refused = |team: Option<&str>, user: Option<&str>| match check_scope(team, user, &[]) {
+            Err(ControlError::InvalidInput { field, reason }) => (field, reason),
+            other => panic!("{team:?} {user:?}: {other:?}"),
+        };
+        let (field, reason) = refused(Some(" payments"), None);
+        assert_eq!(field, "team");
+        assert!(reason.contains("whitespace"), "{reason}");
+        let (field, reason) = refused(None, Some("alice\u{202e}"));
+        assert_eq!(field, "user");
+        assert!(reason.contains("U+202E"), "{reason}");
+        let (field, reason) = refused(Some("_TOLLGATE"), None);
+        assert_eq!(field, "team");
+        assert!(reason.contains("reserved"), "{reason}");
+        assert!(check_scope(Some("payments"), Some("alice"), &[]).is_ok());
     }
 
     #[test]
