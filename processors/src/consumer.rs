@@ -100,13 +100,15 @@ const BUSY_WARN_AFTER: Duration = Duration::from_secs(30);
 /// The longest wait between two attempts of an insert or a position read.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// The processor's validation: the contract's structural and semantic rules,
-/// but no freshness window. Ingest already enforced freshness; a replay of
-/// old data must not dead-letter it.
+/// but no freshness window and not the edges' newer rules (`strict`).
+/// Ingest already enforced freshness and those; a replay of old data must
+/// not dead-letter what an older edge accepted.
 fn processor_limits() -> Limits {
     Limits {
         max_future_skew: chrono::Duration::days(366),
         max_age: chrono::Duration::days(366 * 100),
         max_tags: 1024,
+        strict: false,
     }
 }
 
@@ -1171,6 +1173,38 @@ pub(crate) mod tests {
         let why = decode(Some(br#"{"schema_version":1,"hello":"world"}"#), now).unwrap_err();
         assert_eq!(why.error, "invalid_event");
         assert!(why.field.is_some());
+    }
+
+    /// The edges' newer rules (`Limits::strict`) are not the processor's:
+    /// an event an older edge accepted (a team with edge whitespace, a tag
+    /// with a zero-width space, a leap second, HTTP status 999) is read on
+    /// a replay, not dead-lettered; the edges refuse it.
+    #[test]
+    fn a_replay_reads_what_an_older_edge_accepted() {
+        let now = Utc::now();
+        let old = serde_json::json!({
+            "schema_version": 1,
+            "event_id": "0190b3c4-0000-7000-8000-000000000001",
+            "kind": "ai.call.completed",
+            "occurred_at": "2026-06-30T23:59:60.500Z",
+            "org_id": "acme", "team_id": "payments ", "user_id": "alice\u{200b}",
+            "call": {"call_id": "c1", "provider": "openai", "model": "gpt-4o",
+                     "operation": "chat", "duration_ms": 10, "outcome": "success",
+                     "http_status": 999},
+            "tags": {"feature": "chat\u{200b}"}
+        });
+        let payload = serde_json::to_vec(&old).unwrap();
+        let event = decode(Some(&payload), now).unwrap();
+        assert_eq!(event.team_id, "payments ");
+        let edge = tollgate_contract::parse_event(
+            old,
+            now,
+            &tollgate_contract::Limits {
+                max_age: chrono::Duration::days(3650),
+                ..Default::default()
+            },
+        );
+        assert!(edge.is_err(), "{edge:?}");
     }
 
     /// What `decode` answered before it decoded typed first: the whole

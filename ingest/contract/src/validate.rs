@@ -46,6 +46,14 @@ pub struct Limits {
     pub max_age: Duration,
     /// Most tags on one event.
     pub max_tags: usize,
+    /// Whether the rules added after events were already on Kafka apply:
+    /// identifiers without look-alike characters (format characters, edge
+    /// whitespace; [`identifier`]), no leap second, an HTTP status in
+    /// range (2026-12-07). The edges (ingest API, OTLP, the proxy) refuse
+    /// such input with a clear error; the processors read what an older
+    /// edge accepted, so a replay never dead-letters an event that was
+    /// billed once.
+    pub strict: bool,
 }
 
 impl Default for Limits {
@@ -54,6 +62,7 @@ impl Default for Limits {
             max_future_skew: Duration::minutes(5),
             max_age: Duration::days(400),
             max_tags: 32,
+            strict: true,
         }
     }
 }
@@ -270,7 +279,7 @@ pub fn check_event(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
     }
     // chrono reads a second of 60 as a leap second, which the stored time
     // (second 59) and its milliseconds (the next minute) read apart.
-    if event.occurred_at.nanosecond() >= 1_000_000_000 {
+    if limits.strict && event.occurred_at.nanosecond() >= 1_000_000_000 {
         return Err(Rejection::new(
             "occurred_at",
             "a leap second (seconds 60) is not accepted: send the time as 59.999 or as the next minute's 00",
@@ -300,10 +309,11 @@ pub fn check_event(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
             ),
         ));
     }
-    identifier("org_id", &event.org_id, 1, 128)?;
-    identifier("team_id", &event.team_id, 1, 128)?;
-    identifier("user_id", &event.user_id, 0, 128)?;
-    identifier("api_key_id", &event.api_key_id, 0, 128)?;
+    let id: Checker = if limits.strict { identifier } else { text };
+    id("org_id", &event.org_id, 1, 128)?;
+    id("team_id", &event.team_id, 1, 128)?;
+    id("user_id", &event.user_id, 0, 128)?;
+    id("api_key_id", &event.api_key_id, 0, 128)?;
     if event.tags.len() > limits.max_tags {
         return Err(Rejection::new(
             "tags",
@@ -315,7 +325,7 @@ pub fn check_event(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
         ));
     }
     for (key, value) in &event.tags {
-        check_tag(key, value)?;
+        tag(key, value, id)?;
     }
     if let Some(cost) = &event.reported_cost {
         if !is_decimal(cost) {
@@ -369,7 +379,7 @@ pub fn check_event(event: &Event, now: DateTime<Utc>, limits: &Limits) -> Result
         text("call.model", &call.model, 1, 256)?;
         text("call.requested_model", &call.requested_model, 0, 256)?;
         text("call.fallback_of", &call.fallback_of, 0, 128)?;
-        if call.http_status != 0 && !(100..=599).contains(&call.http_status) {
+        if limits.strict && call.http_status != 0 && !(100..=599).contains(&call.http_status) {
             return Err(Rejection::new(
                 "call.http_status",
                 format!(
@@ -536,9 +546,19 @@ pub(crate) fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(
 /// headers by this too, so it never emits an event the processors would
 /// dead-letter (a tab in a tag header did: the call went unbilled).
 pub fn check_tag(key: &str, value: &str) -> Result<(), Rejection> {
-    identifier("tags", key, 1, 64)
+    tag(key, value, identifier)
+}
+
+/// A check of one text field: its name, value, and least and most
+/// characters ([`text`], or [`identifier`] at the edges).
+type Checker = fn(&str, &str, usize, usize) -> Result<(), Rejection>;
+
+/// One tag judged by `check`: a key of 1 to 64 characters and a value of
+/// at most 256.
+fn tag(key: &str, value: &str, check: Checker) -> Result<(), Rejection> {
+    check("tags", key, 1, 64)
         .map_err(|r| Rejection::new(format!("tags.{key}"), format!("key {}", r.reason)))?;
-    identifier(&format!("tags.{key}"), value, 0, 256)
+    check(&format!("tags.{key}"), value, 0, 256)
 }
 
 /// An org, team or user id an API key is scoped to (`tollgate keys create
