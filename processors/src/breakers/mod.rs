@@ -647,6 +647,33 @@ async fn partition_ends(
     consumer: &StreamConsumer,
     topic: &str,
 ) -> std::result::Result<Vec<(i32, i64)>, rdkafka::error::KafkaError> {
+    // A broker that has just restarted answers for a topic created
+    // meanwhile with `NotLeaderForPartition` or `LeaderNotAvailable` for a
+    // moment (`migrate` waits for the same, docs/deployment.md): the
+    // processor asks again for a while rather than stop (a trial's
+    // processors all exited within 1 s of starting after a broker
+    // restart).
+    let started = Instant::now();
+    loop {
+        match read_partition_ends(consumer, topic) {
+            Ok(ends) => return Ok(ends),
+            Err(err) if started.elapsed() < PARTITIONS_SETTLE => {
+                warn!(topic, %err, "the topic's partitions are not readable yet; asking again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// How long [`partition_ends`] asks again while a topic's leaders settle.
+const PARTITIONS_SETTLE: Duration = Duration::from_secs(30);
+
+/// Every partition of `topic` and its end, once.
+fn read_partition_ends(
+    consumer: &StreamConsumer,
+    topic: &str,
+) -> std::result::Result<Vec<(i32, i64)>, rdkafka::error::KafkaError> {
     // librdkafka's metadata and watermark calls block their thread.
     tokio::task::block_in_place(|| {
         let timeout = Duration::from_secs(10);

@@ -24,7 +24,7 @@ use anyhow::Context;
 use tollgate_control::kafka::EventProducer;
 
 use super::figures::{self as measure, Figures};
-use super::process_stats::{self, peak_rss_kib, rss_kib, CpuMeter};
+use super::process_stats::{self, has_exited, peak_rss_kib, rss_kib, CpuMeter};
 use super::visibility::{visibility_lag, Produced, VisibilityLag, Visible};
 use crate::cmd::simulate::{chunks, progress_bar};
 use crate::config::Config;
@@ -145,6 +145,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<Figures> {
         ));
     }
     let pid = processors.first().map(|p| p.0.id()).unwrap_or(0);
+    let pids: Vec<u32> = processors.iter().map(|p| p.0.id()).collect();
     let clickhouse = tollgate_control::clickhouse::client(&bench.clickhouse);
     let producer = EventProducer::new(&bench.kafka)?;
 
@@ -179,8 +180,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<Figures> {
                     stored,
                     rss_kib: rss_kib(pid).unwrap_or(0),
                 });
-                if stored >= total || started.elapsed() > deadline {
-                    return samples;
+                // Every processor gone (a start-up error): nothing more
+                // will arrive, so the bench says so now rather than wait
+                // out its timeout.
+                let exited = !pids.is_empty() && pids.iter().all(|p| has_exited(*p));
+                if stored >= total || exited || started.elapsed() > deadline {
+                    return (samples, exited);
                 }
                 tokio::time::sleep(every).await;
             }
@@ -199,6 +204,11 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<Figures> {
     let mut failed = 0u64;
     let mut through = 0u64;
     for (i, chunk) in chunks(workload, chunk_size).enumerate() {
+        // The sampler is done before every event is sent only when every
+        // processor exited or the time ran out: stop producing then.
+        if sampler.is_finished() {
+            break;
+        }
         let at = match args.rate {
             Some(rate) => {
                 let at = Duration::from_secs_f64((i * chunk_size) as f64 / rate as f64);
@@ -235,7 +245,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<Figures> {
         "{failed} events were not acknowledged by Kafka"
     );
 
-    let samples = sampler.await?;
+    let (samples, exited) = sampler.await?;
     let end_to_end = samples.last().map(|s| s.at).unwrap_or_default();
     let stored = samples.last().map(|s| s.stored).unwrap_or(0);
     let peak_rss = peak_rss_kib(pid).unwrap_or(0);
@@ -265,6 +275,13 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<Figures> {
     if !args.keep {
         drop_namespace(&clickhouse, &bench).await?;
     }
+    anyhow::ensure!(
+        stored >= args.events || !exited,
+        "every processor exited before the events were stored ({stored} of {}); its log {} ends:\n{}",
+        args.events,
+        log_path.display(),
+        log_tail(&log_path, 5)
+    );
     anyhow::ensure!(
         stored >= args.events,
         "pipeline did not deliver every event within {} s",
@@ -440,4 +457,11 @@ impl Drop for ProcessorChild {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The last `lines` lines of the file at `path` (empty when unreadable).
+fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -21,6 +21,17 @@ pub(super) fn peak_rss_kib(pid: u32) -> Option<u64> {
     status(pid)?.vmhwm
 }
 
+/// Whether child `pid` has exited (a zombie, not yet waited for, or gone):
+/// read from `/proc`, so the owner's `Child` still reaps it.
+pub(super) fn has_exited(pid: u32) -> bool {
+    let Some(process) = i32::try_from(pid).ok().and_then(|p| Process::new(p).ok()) else {
+        return true;
+    };
+    process
+        .stat()
+        .map_or(true, |stat| matches!(stat.state, 'Z' | 'X'))
+}
+
 fn status(pid: u32) -> Option<procfs::process::Status> {
     Process::new(i32::try_from(pid).ok()?).ok()?.status().ok()
 }
