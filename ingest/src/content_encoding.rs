@@ -26,7 +26,11 @@ pub(crate) fn decode(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<By
         "" | "identity" => Ok(raw),
         "gzip" | "x-gzip" => {
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(raw.as_ref())
+            // Every member: a body may be several gzip members back to
+            // back (`cat a.gz b.gz`, a shipper appending chunks), and
+            // `GzDecoder` stops after the first without an error, so the
+            // events of the others were answered 200 and dropped.
+            flate2::read::MultiGzDecoder::new(raw.as_ref())
                 .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
                 .read_to_end(&mut out)
                 .map_err(|err| {
@@ -80,6 +84,21 @@ mod tests {
                 .as_ref(),
             b"x"
         );
+    }
+
+    #[test]
+    fn every_member_of_a_multi_member_body_is_read() {
+        let mut body = gzip(b"{\"a\":1}\n").to_vec();
+        body.extend_from_slice(&gzip(b"{\"b\":2}\n"));
+        assert_eq!(
+            decode(&headers("gzip"), Bytes::from(body), 1_000).unwrap(),
+            Bytes::from_static(b"{\"a\":1}\n{\"b\":2}\n")
+        );
+        // Bytes after the last member that are not a member are refused,
+        // not dropped.
+        let mut trailing = gzip(b"[1]").to_vec();
+        trailing.extend_from_slice(b"not gzip");
+        assert!(decode(&headers("gzip"), Bytes::from(trailing), 1_000).is_err());
     }
 
     #[test]
