@@ -179,12 +179,17 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref())?;
+    use cmd::exit_status::Tag;
+    // A configuration that cannot be read is a usage error (exit 2), as
+    // the checking commands' status tables say: untagged, a typo in the
+    // TOML made `verify-audit` exit 1, "found broken" (review).
+    let config = Config::load(cli.config.as_deref()).usage()?;
     let _telemetry = telemetry::init(
         &config.telemetry,
         cli.command.service_name(),
         cli.command.default_log_filter(),
-    )?;
+    )
+    .usage()?;
     match cli.command {
         Command::Migrate(args) => cmd::migrate::run(args, &config).await,
         Command::Ingest(args) => cmd::ingest::run(args, &config).await,

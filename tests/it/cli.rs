@@ -57,6 +57,22 @@ fn checks_that_cannot_be_made_exit_3_and_usage_errors_2() {
     assert_eq!(status, Some(3), "{stderr}");
     assert!(stderr.contains("Connection refused"), "{stderr}");
 
+    // A configuration that cannot be read is a usage error, not a finding
+    // (it exited 1, "found broken", before the review).
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[clickhouse\nurl = 1\n").unwrap();
+    for check in [
+        &["verify-audit", "--org", "cli-exit"][..],
+        &["rollups", "check"],
+    ] {
+        let mut args = vec!["--config", bad.to_str().unwrap()];
+        args.extend_from_slice(check);
+        let (status, _, stderr) = unreachable_clickhouse(&args, &[]);
+        assert_eq!(status, Some(2), "{check:?}: {stderr}");
+        assert!(stderr.contains("TOML"), "{stderr}");
+    }
+
     let (status, stdout, stderr) = unreachable_clickhouse(
         &["verify-audit", "--org", "cli-exit", "--no-anchor", "--json"],
         &[],
