@@ -309,7 +309,8 @@ async fn the_evaluator_steps_like_the_backtest_notifies_once_and_survives_a_cras
     };
     assert_eq!(alert["labels"]["team"], "search");
     assert_eq!(alert["labels"]["severity"], "critical");
-    assert_eq!(alert["annotations"]["value"], "50.0000 %");
+    assert_eq!(alert["annotations"]["value"], "50.0000");
+    assert_eq!(alert["annotations"]["value_text"], "50.0000 %");
     assert_eq!(
         alert["generatorURL"],
         "/sre/errors?range=custom&from=2026-11-30T10:04:00Z&to=2026-11-30T10:05:00Z&org=org-1&provider=evalprov"

@@ -161,8 +161,8 @@ fn label_name(name: &str) -> String {
 /// Alertmanager's alert for a notification: its labels plus `alertname`
 /// (the rule name), `severity`, `tollgate_rule_id` and `org`, which win
 /// over a rule label of the same name so routing can rely on them; the
-/// annotations plus `value` (with its unit: `12.5 %`), `unit` and
-/// `tollgate_notification_id`. Empty label
+/// annotations plus `value` (the number), `unit`, `value_text` (`12.5 %`)
+/// and `tollgate_notification_id`. Empty label
 /// values are left out (Alertmanager treats them as absent).
 pub fn alertmanager_alert(n: &Notification) -> PostableAlert {
     let mut labels: BTreeMap<String, String> = n
@@ -177,9 +177,12 @@ pub fn alertmanager_alert(n: &Notification) -> PostableAlert {
     labels.insert("org".into(), n.org_id.clone());
     labels.retain(|_, v| !v.is_empty());
     let mut annotations = n.annotations.clone();
-    annotations.insert("value".into(), n.value_with_unit());
+    // `value` keeps its one meaning, the number (as the webhook's); the
+    // unit beside it, and the two together for a person.
+    annotations.insert("value".into(), n.value.clone());
     if !n.unit.is_empty() {
         annotations.insert("unit".into(), n.unit.clone());
+        annotations.insert("value_text".into(), n.value_with_unit());
     }
     annotations.insert("tollgate_notification_id".into(), n.id.to_string());
     let rfc3339 =
@@ -304,10 +307,11 @@ mod tests {
             Uuid::from_u128(42).to_string()
         );
         assert_eq!(firing["labels"]["bad_name"], "x");
-        // Annotations are read by people: the value with its unit, and the
-        // unit alone for templates that format the number themselves.
-        assert_eq!(firing["annotations"]["value"], "12.5 %");
+        // The number keeps its meaning (as the webhook's `value`); its
+        // unit beside it, and both together for a person.
+        assert_eq!(firing["annotations"]["value"], "12.5");
         assert_eq!(firing["annotations"]["unit"], "%");
+        assert_eq!(firing["annotations"]["value_text"], "12.5 %");
         assert_eq!(firing["startsAt"], "2023-11-14T22:13:20.000Z");
         assert!(firing.get("endsAt").is_none());
         assert_eq!(
