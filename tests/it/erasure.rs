@@ -107,7 +107,7 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
     denied.call.as_mut().unwrap().error = Some(
         serde_json::from_value(serde_json::json!({
             "type": "budget_exceeded",
-            "message": "daily budget of 1 USD for user alice of org org-1 exhausted (alice)",
+            "message": "daily budget of 1 USD for user alice of org org-1 exhausted",
         }))
         .unwrap(),
     );
@@ -137,7 +137,7 @@ async fn erasing_a_user_leaves_no_trace_and_the_chain_verifiable() {
         env.ch("SELECT decision_reason FROM {db}.audit_chain WHERE decision = 'deny' FORMAT TSV")
             .await
             .trim(),
-        "budget_exceeded: daily budget of 1 USD for user <user> of org org-1 exhausted (<user>)"
+        "budget_exceeded: daily budget of 1 USD for user <user> of org org-1 exhausted"
     );
     // A misspelt id (ids are case-sensitive) or another org's: refused,
     // nothing recorded, rather than a receipt for nothing.

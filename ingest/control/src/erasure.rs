@@ -39,7 +39,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tollgate_contract::audit::chain_id::reaches;
-use tollgate_contract::audit::entry::distinctive_id;
+use tollgate_contract::audit::entry::may_name;
 use tollgate_contract::audit::erasure::{erasure_event, ErasureRecord};
 use uuid::Uuid;
 
@@ -293,15 +293,16 @@ pub const DECISION_REASONS_SQL: &str = "SELECT count() FROM audit_chain WHERE or
 /// The name [`Eraser::holding`] gives [`DECISION_REASONS_SQL`]'s count.
 pub const DECISION_REASONS: &str = "audit_chain.decision_reason";
 
-/// A regular expression (RE2, as ClickHouse's `match`) of a reason naming
-/// `user` as `tollgate_contract::audit::entry::without_user` finds it: the
-/// proxy's phrase `user <id>` ending a word, and a distinctive id
-/// (`distinctive_id`) as a word anywhere (ASCII letters and digits only:
-/// an id next to another letter may be over-counted).
+/// A regular expression (RE2, as ClickHouse's `match`) of a reason that
+/// may name `user`: the proxy's phrase `user <id>` ending a word, and an
+/// id that may name a person (`may_name`: wider than what
+/// `tollgate_contract::audit::entry::without_user` masks, so the count
+/// never says less than is held) as a word anywhere (ASCII letters and
+/// digits only: an id next to another letter may be over-counted).
 pub fn reason_pattern(user: &str) -> String {
     let id = regex::escape(user);
     let ends = "($|[^[:alnum:]_@.-]|[.]($|[^[:alnum:]]))";
-    if distinctive_id(user) {
+    if may_name(user) {
         format!("(^|[^[:alnum:]_@.-]){id}{ends}")
     } else {
         format!("(^|[^[:alnum:]])user {id}{ends}")
@@ -797,6 +798,8 @@ mod tests {
         ));
         assert!(named("carol", "daily budget for user carol of org acme"));
         assert!(named("carol", "carol."));
+        // Counted though not masked (a plain word): the count says more.
+        assert!(named("carol", "budget exhausted (carol)"));
         assert!(!named("carol", "x-carol carol.smith carols"));
         // A short or numeric id only in the proxy's phrase.
         assert!(named("1234", "budget for user 1234 of org acme"));
