@@ -34,8 +34,10 @@ pub fn hide_secrets(value: &mut Value) {
 /// Paths to secrets (`signing_key_file`, `master_key_file`) and names of
 /// variables holding them (`api_key_env`) are not secrets.
 fn is_secret_key(key: &str) -> bool {
-    matches!(key, "signing_key" | "api_key" | "token")
-        || key.ends_with("password")
+    matches!(
+        key,
+        "signing_key" | "api_key" | "token" | "private_key" | "secret_key"
+    ) || key.ends_with("password")
         || key.ends_with("secret")
         || key.ends_with("_token")
 }
@@ -55,20 +57,55 @@ fn hide_whole(value: &mut Value) {
     }
 }
 
-/// `text` with its password replaced by `***` when it is a URL with
-/// credentials (`scheme://user:password@host...`); `None` when it holds
-/// none. Only the password changes, so the rest reads as it was written.
+/// `text` with its secrets replaced by `***` when it is a URL holding any:
+/// the password of its credentials (`scheme://user:password@host...`), a
+/// user alone (`https://TOKEN@host`: a token sent as the user), and the
+/// value of a query parameter whose name says secret (`password`, `pass`,
+/// `token`, `secret`, `key`: ClickHouse's `?user=u&password=x`). `None`
+/// when it holds none. Only those change, so the rest reads as written.
 fn url_without_password(text: &str) -> Option<String> {
     let (scheme, rest) = text.split_once("://")?;
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
+    let (authority, tail) = rest.split_at(authority_end);
     // The last `@` ends the credentials: a password may hold an `@`.
-    let at = authority.rfind('@')?;
-    let (user, password) = authority[..at].split_once(':')?;
-    if password.is_empty() {
-        return None;
-    }
-    Some(format!("{scheme}://{user}:***{}", &rest[at..]))
+    let authority = match authority.rfind('@') {
+        Some(at) => match authority[..at].split_once(':') {
+            Some((_, "")) => authority.to_string(),
+            Some((user, _)) => format!("{user}:***{}", &authority[at..]),
+            None if at > 0 => format!("***{}", &authority[at..]),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, format!("#{f}")),
+                None => (query, String::new()),
+            };
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, value)) if !value.is_empty() && secret_parameter(name) => {
+                        format!("{name}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}{fragment}", pairs.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    let hidden = format!("{scheme}://{authority}{tail}");
+    (hidden != text).then_some(hidden)
+}
+
+/// Whether a URL's query parameter `name` holds a secret.
+fn secret_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "token", "secret", "key"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 #[cfg(test)]
@@ -87,7 +124,21 @@ mod tests {
             Some("http://default:***@127.0.0.1:8123")
         );
         assert_eq!(url_without_password("http://127.0.0.1:8123"), None);
-        assert_eq!(url_without_password("http://user@host/"), None);
+        // A user alone may be a token; query parameters that say secret.
+        assert_eq!(
+            url_without_password("https://ghp_abc123@host/").as_deref(),
+            Some("https://***@host/")
+        );
+        assert_eq!(
+            url_without_password("http://h:8123/?user=u&password=x&database=d#f").as_deref(),
+            Some("http://h:8123/?user=u&password=***&database=d#f")
+        );
+        assert_eq!(
+            url_without_password("postgres://h/db?sslmode=require&PGPASSWORD=x&api_key=k")
+                .as_deref(),
+            Some("postgres://h/db?sslmode=require&PGPASSWORD=***&api_key=***")
+        );
+        assert_eq!(url_without_password("http://h/?password="), None);
         assert_eq!(url_without_password("https://h/path?next=a:b@c"), None);
         assert_eq!(url_without_password("127.0.0.1:9092"), None);
     }
