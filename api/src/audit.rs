@@ -148,22 +148,7 @@ pub async fn export_trail(
         Err(err) => return bad_parameter(err),
     };
     // The gate pinned `org` to one the caller sees (docs/sign-in.md).
-    let org = query.filter("org").to_string();
-    let whole_chains = !org.is_empty()
-        && query.from_ms.is_none()
-        && query.to_ms.is_none()
-        && search::FILTERS
-            .iter()
-            .all(|(name, _)| matches!(*name, "org" | "team") || query.filter(name).is_empty());
-    let scope = if whole_chains {
-        let team = Some(query.filter("team"))
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
-        ExportScope::Chains { org, team }
-    } else {
-        ExportScope::Search(Box::new(query))
-    };
-    ndjson_download(&state, scope)
+    ndjson_download(&state, ExportScope::of(query))
         .await
         .unwrap_or_else(|err| clickhouse_failed("export", err))
 }

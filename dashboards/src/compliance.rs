@@ -371,8 +371,9 @@ async fn search_csv(
 }
 
 /// `GET /compliance/export?...`: the NDJSON export of the search (the
-/// gate pinned its `org`): the org's whole chains when the search names
-/// only the org, else the search with proofs; streamed as it is read
+/// gate pinned its `org`): the org's (and team's) whole chains when the
+/// search names nothing else ([`ExportScope::of`]), else the search with
+/// proofs; streamed as it is read
 /// (`tollgate_queries::audit::export_stream`, as the API's). `limit`,
 /// `cursor` and `proof` are refused, as by the API: an export is never a
 /// page.
@@ -384,19 +385,7 @@ async fn export_download(
         Ok(query) => query,
         Err(err) => return bad_request(err),
     };
-    let only_org = query.from_ms.is_none()
-        && query.to_ms.is_none()
-        && search::FILTERS
-            .iter()
-            .all(|(n, _)| *n == "org" || query.filter(n).is_empty());
-    let scope = if only_org && !query.filter("org").is_empty() {
-        ExportScope::Chains {
-            org: query.filter("org").to_string(),
-            team: None,
-        }
-    } else {
-        ExportScope::Search(Box::new(query))
-    };
+    let scope = ExportScope::of(query);
     let file = scope.file_name(chrono::Utc::now());
     match export_stream::started(state.clickhouse.clone(), scope, state.signer.clone()).await {
         Ok(body) => (

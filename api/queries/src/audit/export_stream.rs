@@ -35,6 +35,28 @@ pub enum ExportScope {
 }
 
 impl ExportScope {
+    /// What an export of `query` holds: the whole chains of its org (and
+    /// team) when it filters by nothing else and has no time window, else
+    /// the search's entries with their proofs. The API and the compliance
+    /// page both ask this (their two copies disagreed on a team).
+    pub fn of(query: SearchQuery) -> Self {
+        let org = query.filter("org").to_string();
+        let whole_chains = !org.is_empty()
+            && query.from_ms.is_none()
+            && query.to_ms.is_none()
+            && super::search::FILTERS
+                .iter()
+                .all(|(name, _)| matches!(*name, "org" | "team") || query.filter(name).is_empty());
+        if whole_chains {
+            let team = Some(query.filter("team"))
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            Self::Chains { org, team }
+        } else {
+            Self::Search(Box::new(query))
+        }
+    }
+
     /// Write the export to `out`.
     pub async fn write<W: AsyncWrite + Unpin>(
         &self,
@@ -147,6 +169,35 @@ fn chunks<R: AsyncRead + Unpin + Send + 'static>(
 mod tests {
     use super::*;
     use futures::StreamExt;
+
+    /// The API's and the page's exports hold the same for one query:
+    /// whole chains for an org (and team) alone, else the search.
+    #[test]
+    fn an_org_and_team_alone_export_their_whole_chains() {
+        let scope = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            ExportScope::of(SearchQuery::from_pairs(&pairs).unwrap())
+        };
+        assert!(matches!(
+            scope(&[("org", "acme"), ("team", "t")]),
+            ExportScope::Chains { org, team: Some(team) } if org == "acme" && team == "t"
+        ));
+        assert!(matches!(
+            scope(&[("org", "acme")]),
+            ExportScope::Chains { team: None, .. }
+        ));
+        assert!(matches!(
+            scope(&[("org", "acme"), ("user", "u")]),
+            ExportScope::Search(_)
+        ));
+        assert!(matches!(
+            scope(&[("org", "acme"), ("from", "2026-01-01")]),
+            ExportScope::Search(_)
+        ));
+    }
 
     fn writing(result: Result<ExportSummary, ExportError>) -> Writing {
         Writing(tokio::spawn(async move { result }))
