@@ -81,8 +81,19 @@ impl ExportScope {
     }
 }
 
-/// The writing task, aborted when the stream reading it is dropped.
-struct Writing(JoinHandle<Result<ExportSummary, ExportError>>);
+/// Exports streamed at once by this process, at most: each holds a
+/// ClickHouse query open for as long as its client reads, so a few slow
+/// readers must not hold them all (review; ClickHouse allows 100).
+pub const MAX_EXPORTS: usize = 4;
+
+static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_EXPORTS);
+
+/// The writing task, aborted when the stream reading it is dropped, and
+/// the export's place among [`MAX_EXPORTS`], given back then.
+struct Writing(
+    JoinHandle<Result<ExportSummary, ExportError>>,
+    Option<tokio::sync::SemaphorePermit<'static>>,
+);
 
 impl Drop for Writing {
     fn drop(&mut self) {
@@ -97,26 +108,43 @@ pub fn stream(
     scope: ExportScope,
     signer: Option<CheckpointSigner>,
 ) -> impl Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    stream_holding(client, scope, signer, None)
+}
+
+fn stream_holding(
+    client: Client,
+    scope: ExportScope,
+    signer: Option<CheckpointSigner>,
+    place: Option<tokio::sync::SemaphorePermit<'static>>,
+) -> impl Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
     let (writer, reader) = tokio::io::duplex(CHUNK);
-    let writing = Writing(tokio::spawn(async move {
-        let mut out = BufWriter::with_capacity(CHUNK, writer);
-        let summary = scope.write(&client, signer.as_ref(), &mut out).await?;
-        out.shutdown().await?;
-        Ok(summary)
-    }));
+    let writing = Writing(
+        tokio::spawn(async move {
+            let mut out = BufWriter::with_capacity(CHUNK, writer);
+            let summary = scope.write(&client, signer.as_ref(), &mut out).await?;
+            out.shutdown().await?;
+            Ok(summary)
+        }),
+        place,
+    );
     chunks(reader, writing)
 }
 
 /// [`stream`], once its first chunk is read: an export whose ClickHouse
 /// cannot be read fails here, before an answer has started (a 503 rather
-/// than a broken download).
+/// than a broken download), and so does one past [`MAX_EXPORTS`].
 pub async fn started(
     client: Client,
     scope: ExportScope,
     signer: Option<CheckpointSigner>,
 ) -> Result<impl Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static, std::io::Error> {
     use futures::StreamExt;
-    let mut chunks = Box::pin(stream(client, scope, signer));
+    let place = EXPORTS.try_acquire().map_err(|_| {
+        std::io::Error::other(format!(
+            "{MAX_EXPORTS} exports are streaming, the most at once; try again when one has finished"
+        ))
+    })?;
+    let mut chunks = Box::pin(stream_holding(client, scope, signer, Some(place)));
     let first = match chunks.next().await {
         Some(Ok(chunk)) => chunk,
         Some(Err(err)) => return Err(err),
@@ -199,8 +227,27 @@ mod tests {
         ));
     }
 
+    /// Past [`MAX_EXPORTS`] an export is refused before it reads anything.
+    #[tokio::test]
+    async fn exports_past_the_most_at_once_are_refused() {
+        let held: Vec<_> = (0..MAX_EXPORTS)
+            .map(|_| EXPORTS.try_acquire().unwrap())
+            .collect();
+        let unreachable = Client::default().with_url("http://127.0.0.1:1");
+        let scope = ExportScope::Chains {
+            org: "acme".into(),
+            team: None,
+        };
+        let Err(err) = started(unreachable, scope, None).await else {
+            panic!("a fifth export started");
+        };
+        assert!(err.to_string().contains("the most at once"), "{err}");
+        drop(held);
+        assert_eq!(EXPORTS.available_permits(), MAX_EXPORTS);
+    }
+
     fn writing(result: Result<ExportSummary, ExportError>) -> Writing {
-        Writing(tokio::spawn(async move { result }))
+        Writing(tokio::spawn(async move { result }), None)
     }
 
     #[tokio::test]
