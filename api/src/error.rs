@@ -28,6 +28,10 @@ pub enum ApiError {
     /// `body`).
     #[error("the request body is too large: {reason}")]
     BodyTooLarge { reason: String },
+    /// The request body stopped arriving for longer than the server waits
+    /// (408, naming `body`; `tollgate_control::http_server`).
+    #[error("the request body stopped arriving for more than {secs} s; send it at once")]
+    BodyTimeout { secs: u64 },
     #[error("not found")]
     NotFound,
     /// The thing named in the path does not exist.
@@ -90,6 +94,7 @@ impl ApiError {
             Self::InvalidParameter { .. } | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::QueryTooLong { .. } => StatusCode::URI_TOO_LONG,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound | Self::NoSuch(_) => StatusCode::NOT_FOUND,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -115,7 +120,7 @@ impl IntoResponse for ApiError {
         };
         let field = match &self {
             Self::InvalidField { field, .. } => Some(field.clone()),
-            Self::BodyTooLarge { .. } => Some("body".to_string()),
+            Self::BodyTooLarge { .. } | Self::BodyTimeout { .. } => Some("body".to_string()),
             _ => None,
         };
         let body = Json(ErrorBody {

@@ -11,9 +11,16 @@
 //!   query string needs more than a few KiB.
 //! - A body larger than a route reads (axum's 2 MiB, or the route's own
 //!   limit) is a 413 naming `body`.
+//! - A body that stops arriving for the server's body timeout (30 s,
+//!   `tollgate_control::http_server`) is a 408 naming `body`, as on the
+//!   ingest API and the proxy.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::StreamExt;
 
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
@@ -39,7 +46,32 @@ pub fn limited(request: Request, next: Next) -> Pin<Box<dyn Future<Output = Resp
             }
             .into_response();
         }
+        // A body that stops arriving fails the route's extractor, which
+        // answers 400 (a plain-text one for `Json`): the body is watched,
+        // and such an answer becomes the 408 the other servers give.
+        let stalled = Arc::new(AtomicBool::new(false));
+        let request = {
+            let stalled = stalled.clone();
+            request.map(|body| {
+                axum::body::Body::from_stream(body.into_data_stream().map(move |piece| {
+                    if let Err(err) = &piece {
+                        if tollgate_control::http_server::is_body_timeout(err) {
+                            stalled.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    piece
+                }))
+            })
+        };
         let response = next.run(request).await;
+        if stalled.load(Ordering::Relaxed) && response.status().is_client_error() {
+            return ApiError::BodyTimeout {
+                secs: tollgate_control::http_server::DEFAULT_READ_TIMEOUTS
+                    .body
+                    .as_secs(),
+            }
+            .into_response();
+        }
         if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json(&response) {
             return response;
         }

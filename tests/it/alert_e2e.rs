@@ -222,7 +222,10 @@ async fn the_upstream_failing_fires_an_alert_in_alertmanager_and_recovering_reso
     );
     assert_eq!(alert["annotations"]["value"], "100.0000", "{alert:#}");
     assert_eq!(alert["annotations"]["unit"], "%", "{alert:#}");
-    assert_eq!(alert["annotations"]["value_text"], "100.0000 %", "{alert:#}");
+    assert_eq!(
+        alert["annotations"]["value_text"], "100.0000 %",
+        "{alert:#}"
+    );
     assert_eq!(alert["status"]["state"], "active", "{alert:#}");
     // Fired at the evaluation that first read the failing minute; the link
     // is the Errors page over that minute.

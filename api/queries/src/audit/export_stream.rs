@@ -92,7 +92,8 @@ static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_E
 /// the export's place among [`MAX_EXPORTS`], given back then.
 struct Writing(
     JoinHandle<Result<ExportSummary, ExportError>>,
-    Option<tokio::sync::SemaphorePermit<'static>>,
+    // Held, not read: dropped with the stream.
+    #[allow(dead_code)] Option<tokio::sync::SemaphorePermit<'static>>,
 );
 
 impl Drop for Writing {
