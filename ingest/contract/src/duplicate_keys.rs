@@ -86,10 +86,13 @@ impl<'de> Visitor<'de> for Walk<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut seen: HashSet<String> = HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
+            // An empty key is named `""`, so a refusal always names a
+            // field (the fuzzer found a repeated `""` named by nothing).
+            let segment = if key.is_empty() { "\"\"" } else { key.as_str() };
             let path = if self.path.is_empty() {
-                key.clone()
+                segment.to_string()
             } else {
-                format!("{}.{key}", self.path)
+                format!("{}.{segment}", self.path)
             };
             if !seen.insert(key) {
                 *self.found = Some(path);
@@ -150,6 +153,11 @@ mod tests {
         assert_eq!(first_repeated_key(text).as_deref(), Some("tags.a"));
         let text = br#"{"x": [{"k": 1}, {"k": 2, "k": 3}]}"#;
         assert_eq!(first_repeated_key(text).as_deref(), Some("x[1].k"));
+        // An empty key is named, never an empty path.
+        let text = br#"{"": 0, "": 1}"#;
+        assert_eq!(first_repeated_key(text).as_deref(), Some("\"\""));
+        let text = br#"{"tags": {"": "a", "": "b"}}"#;
+        assert_eq!(first_repeated_key(text).as_deref(), Some("tags.\"\""));
         // The same key in two objects is no repeat.
         assert_eq!(
             first_repeated_key(br#"{"a": {"k": 1}, "b": {"k": 1}}"#),
