@@ -26,7 +26,8 @@ none, is not a verified trail). With no usable key at all it prints only
 `export BROKEN: no usable public key ...`. A --public-key that is not 64 hex
 characters of an Ed25519 key, an export or anchor that cannot be read, or
 an anchor line that is not a checkpoint stops it with one line on stderr
-and exit status 1, as `tollgate verify-audit --export` does.
+and exit status 2 (a usage error: nothing was checked), as `tollgate
+verify-audit --export` does.
 """
 
 import argparse
@@ -598,7 +599,7 @@ def main(argv):
         data = read_file(args.export, "cannot read the export")
     except Stop as e:
         print(f"audit_verify.py: error: {e}", file=sys.stderr)
-        return 1
+        return 2  # a usage error, as verify-audit's: nothing was checked
     # What an OK below does not prove, said as `tollgate verify-audit
     # --export` says it: a file re-signed with a key of its own, or cut
     # together with its checkpoints, passes without these.

@@ -298,7 +298,11 @@ async fn run_export(path: &Path, args: Args, trusted: Option<VerifyingKey>) -> a
     })
     .await
     .context("verifying the export stopped")?
-    .with_context(|| format!("--export: cannot read {name}"))?;
+    // The file named was opened but cannot be read (a directory, an I/O
+    // error): a usage error like one that cannot be opened, as
+    // docs/audit_verify.py says it.
+    .with_context(|| format!("--export: cannot read {name}"))
+    .usage()?;
     if report.key_from_header {
         eprintln!("warning: no trusted public key (--public-key or [audit] signing key): signatures are checked against the key in the export's header, which proves integrity, not origin");
     }

@@ -550,17 +550,22 @@ def run_tollgate_as_is(*args: str) -> subprocess.CompletedProcess:
 
 def stops(result: subprocess.CompletedProcess, *expected: str) -> None:
     """docs/audit_verify.py could not start: one line on stderr naming what
-    and why, nothing on stdout, exit status 1 (as verify-audit stops)."""
+    and why, nothing on stdout, exit status 2, a usage error (as
+    verify-audit stops: 1 is kept for a finding)."""
     no_traceback(result)
     said = result.stderr.strip().splitlines()
-    assert (result.returncode, result.stdout) == (1, ""), (result.returncode, result.stdout, result.stderr)
+    assert (result.returncode, result.stdout) == (2, ""), (result.returncode, result.stdout, result.stderr)
     assert len(said) == 1 and said[0].startswith("audit_verify.py: error: "), result.stderr
     assert all(e in said[0] for e in expected), (expected, said[0])
 
 
 def tollgate_stops(*args: str) -> None:
+    """verify-audit could not start: exit status 2 (a usage error), the
+    error on stderr, and with --json an object saying so on stdout."""
     out = run_tollgate_as_is(*args, "--json")
-    assert (out.returncode, out.stdout) == (1, ""), (args, out.returncode, out.stdout, out.stderr)
+    assert out.returncode == 2, (args, out.returncode, out.stdout, out.stderr)
+    report = json.loads(out.stdout)
+    assert (report["ok"], report["verdict"], report["exit_status"]) == (False, "usage_error", 2), report
     assert out.stderr.startswith("Error: "), out.stderr
 
 
