@@ -450,27 +450,7 @@ mod tests {
     /// text).
     #[tokio::test]
     async fn every_query_string_is_read_one_way() {
-        let config = ClickHouseConfig {
-            url: "http://127.0.0.1:9".into(),
-            ..ClickHouseConfig::default()
-        };
-        let app = gated(super::router(ApiState {
-            read_models: ReadModels::new(&config),
-            audit: Some(audit::AuditState {
-                clickhouse: tollgate_queries::client(&config),
-                public_key: None,
-                signer: None,
-                keys: None,
-                anchor: tollgate_queries::audit::anchor::AnchorSource::new(Default::default()),
-            }),
-            prices: None,
-            keys: None,
-            budgets: None,
-            rate_limits: None,
-            alerts: None,
-            providers: None,
-            erasure: None,
-        }));
+        let app = with_audit();
         for (uri, parameter) in [
             ("/api/v1/finance/budgets?format=csv&format=json", "format"),
             ("/api/v1/finance/statement?team=a&team=b", "team"),
